@@ -1,0 +1,311 @@
+"""Resumable, checksum-verified downloads of the datasets mosaicist can use.
+
+A download is written to ``<destination>.part`` beside the final file. An
+interrupted download leaves that partial file behind, and the next attempt
+asks the server for the rest with an HTTP ``Range`` request; a server that
+answers with the whole file instead (status 200) restarts it cleanly. Only a
+complete file whose checksum matches is moved, atomically, to its final name,
+so a file under the final name is always complete and verified.
+
+Two processes fetching the same file serialise on a lock file
+(``<destination>.lock``, ``fcntl.flock``); the second finds the file in place
+when it gets the lock and returns it without downloading again.
+
+The registry :data:`DATASETS` names the files by dataset. The address of any
+of them can be overridden with an environment variable
+``MOSAICIST_DOWNLOAD_URL_<NAME>``, where ``<NAME>`` is the dataset name in
+upper case with ``-`` replaced by ``_`` (``MOSAICIST_DOWNLOAD_URL_CIFAR10``,
+``MOSAICIST_DOWNLOAD_URL_GALAXY10_SDSS``), e.g. to use a local mirror; the
+checksums still apply. Tests may instead replace entries of
+:data:`DATASETS` (they are read at call time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DownloadError
+from .progress import progress_bar
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows has no flock
+    fcntl = None  # type: ignore[assignment]
+
+#: Prefix of the environment variables that override a dataset's address.
+URL_ENV_PREFIX = "MOSAICIST_DOWNLOAD_URL_"
+
+_CHUNK_BYTES = 1 << 20
+_USER_AGENT = "mosaicist (https://pypi.org/project/mosaicist/)"
+
+
+@dataclass(frozen=True)
+class DatasetFile:
+    """One downloadable file of a dataset.
+
+    Attributes
+    ----------
+    url : str
+        Where the file is downloaded from.
+    md5 : str or None
+        Expected MD5 digest (hex) of the file, when known.
+    filename : str
+        Name of the file in the download cache.
+    sha256 : str or None
+        Expected SHA-256 digest (hex), for files whose publisher gives that
+        instead of (or as well as) an MD5.
+    """
+
+    url: str
+    md5: str | None
+    filename: str
+    sha256: str | None = None
+
+
+#: The files behind the dataset tile sources, by dataset name.
+DATASETS: dict[str, DatasetFile] = {
+    "cifar10": DatasetFile(
+        url="https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+        md5="c32a1d4ab5d03f1284b67883e8d87530",
+        filename="cifar-10-binary.tar.gz",
+    ),
+    "cifar100": DatasetFile(
+        url="https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
+        md5="03b5dce01913d631647c71ecec9e9cb8",
+        filename="cifar-100-binary.tar.gz",
+    ),
+    # astroNN publishes SHA-256 digests (not MD5s) for the Galaxy10 files,
+    # together with these Zenodo addresses (astroNN.datasets.galaxy10*).
+    "galaxy10": DatasetFile(
+        url="https://zenodo.org/records/10845026/files/Galaxy10_DECals.h5",
+        md5=None,
+        filename="Galaxy10_DECals.h5",
+        sha256="19aefc477c41bb7f77ff07599a6b82a038dc042f889a111b0d4d98bb755c1571",
+    ),
+    "galaxy10-sdss": DatasetFile(
+        url="https://zenodo.org/records/10844811/files/Galaxy10.h5",
+        md5=None,
+        filename="Galaxy10.h5",
+        sha256="969a6b1cefcc36e09fffa86febd2f699a4aa19b837ba0427f01b0bc6ded458af",
+    ),
+}
+
+
+def dataset_url(name: str) -> str:
+    """Return the address of dataset ``name``, honouring the environment override.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`DATASETS`.
+
+    Returns
+    -------
+    str
+        ``MOSAICIST_DOWNLOAD_URL_<NAME>`` when set, else the registered URL.
+    """
+    variable = URL_ENV_PREFIX + name.upper().replace("-", "_")
+    return os.environ.get(variable) or DATASETS[name].url
+
+
+def fetch_dataset(name: str, directory: Path, show_progress: bool = False) -> Path:
+    """Download dataset ``name``'s file into ``directory`` (once) and return its path.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`DATASETS`.
+    directory : pathlib.Path
+        The download cache folder (created if needed).
+    show_progress : bool
+        Draw a progress bar while downloading.
+
+    Returns
+    -------
+    pathlib.Path
+        The verified file.
+
+    Raises
+    ------
+    DownloadError
+        When the download fails or its checksum does not match.
+    """
+    if name not in DATASETS:
+        raise DownloadError(f"{name}: unknown dataset (known: {', '.join(sorted(DATASETS))})")
+    spec = DATASETS[name]
+    return fetch(
+        dataset_url(name),
+        spec.md5,
+        Path(directory) / spec.filename,
+        show_progress=show_progress,
+        sha256=spec.sha256,
+    )
+
+
+def fetch(
+    url: str,
+    md5: str | None,
+    destination: Path,
+    show_progress: bool = False,
+    *,
+    sha256: str | None = None,
+    timeout: float = 60.0,
+) -> Path:
+    """Download ``url`` to ``destination``, resuming and verifying it.
+
+    Parameters
+    ----------
+    url : str
+        The file's address (``http``, ``https``, or anything urllib opens).
+    md5 : str or None
+        Expected MD5 digest (hex). None skips the MD5 check; then ``sha256``
+        should be given.
+    destination : pathlib.Path
+        The final file. When it exists already it is returned at once,
+        without network access or verification.
+    show_progress : bool
+        Draw a byte progress bar on stderr.
+    sha256 : str, optional
+        Expected SHA-256 digest (hex), checked as well when given.
+    timeout : float
+        Seconds to wait for the server on connecting and on each read.
+
+    Returns
+    -------
+    pathlib.Path
+        ``destination``.
+
+    Raises
+    ------
+    DownloadError
+        On a network or HTTP error (the partial file is kept, so that the
+        next call resumes), or when the complete file's checksum does not
+        match (the partial file is deleted).
+    """
+    destination = Path(destination)
+    if destination.exists():
+        return destination
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    part = destination.with_name(destination.name + ".part")
+    lock = destination.with_name(destination.name + ".lock")
+    with _locked(lock):
+        # Another process may have finished the file while we waited.
+        if destination.exists():
+            return destination
+        _download(url, part, destination.name, show_progress, timeout)
+        _verify(part, destination.name, md5, sha256)
+        os.replace(part, destination)
+        # Safe while held: anyone who opens the lock later sees the final
+        # file before locking, and anyone waiting on it re-checks after.
+        lock.unlink(missing_ok=True)
+    return destination
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (a no-op where flock is missing)."""
+    with open(lock_path, "a+b") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _one_line(reason: object) -> str:
+    text = " ".join(str(reason).split())
+    return text or type(reason).__name__
+
+
+def _download(url: str, part: Path, label: str, show_progress: bool, timeout: float) -> None:
+    """Append the rest of ``url`` to ``part`` (or rewrite it when the server cannot resume)."""
+    offset = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and offset:
+            # Nothing left to send: the partial file is already whole (or
+            # wrong, which the checksum will tell).
+            return
+        raise DownloadError(f"{url}: HTTP error {error.code} {_one_line(error.reason)}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise DownloadError(f"{url}: download failed: {_one_line(reason)}") from None
+    with response:
+        resuming = offset > 0 and response.status == 206 and _range_starts_at(response, offset)
+        if not resuming:
+            offset = 0
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length and length.isdigit() else None
+        received = offset
+        try:
+            with (
+                open(part, "ab" if resuming else "wb") as output,
+                progress_bar(
+                    total, label, unit="B", enabled=show_progress,
+                    unit_scale=True, unit_divisor=1024, initial=offset,
+                ) as bar,
+            ):
+                while chunk := response.read(_CHUNK_BYTES):
+                    output.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+        except (OSError, http.client.HTTPException) as error:
+            raise DownloadError(
+                f"{url}: download interrupted after {received:,} bytes "
+                f"({_one_line(error)}); run again to resume"
+            ) from None
+    if total is not None and received < total:
+        raise DownloadError(
+            f"{url}: download interrupted after {received:,} of {total:,} bytes; "
+            "run again to resume"
+        )
+
+
+def _range_starts_at(response: http.client.HTTPResponse, offset: int) -> bool:
+    """Whether a 206 response's ``Content-Range`` continues at ``offset``."""
+    content_range = response.headers.get("Content-Range", "")
+    # "bytes 1000-1999/2000"; a missing header is taken on trust.
+    if not content_range:
+        return True
+    try:
+        start = int(content_range.split()[1].split("-")[0])
+    except (IndexError, ValueError):
+        return False
+    return start == offset
+
+
+def _verify(part: Path, label: str, md5: str | None, sha256: str | None) -> None:
+    """Check the complete file's digests; delete it and raise on a mismatch."""
+    md5_digest = hashlib.md5(usedforsecurity=False)
+    sha_digest = hashlib.sha256()
+    with open(part, "rb") as handle:
+        while chunk := handle.read(_CHUNK_BYTES):
+            if md5 is not None:
+                md5_digest.update(chunk)
+            if sha256 is not None:
+                sha_digest.update(chunk)
+    problems = []
+    if md5 is not None and md5_digest.hexdigest() != md5.lower():
+        problems.append(f"expected MD5 {md5.lower()}, got {md5_digest.hexdigest()}")
+    if sha256 is not None and sha_digest.hexdigest() != sha256.lower():
+        problems.append(f"expected SHA-256 {sha256.lower()}, got {sha_digest.hexdigest()}")
+    if problems:
+        part.unlink(missing_ok=True)
+        raise DownloadError(
+            f"{label}: checksum mismatch ({'; '.join(problems)}); "
+            "the download was discarded"
+        )

@@ -1,0 +1,96 @@
+"""Tile sources: one URI-like spec resolves to a reader.
+
+===========================  ============================================
+spec                         source
+===========================  ============================================
+``DIR``                      a folder, scanned recursively
+``cifar10``, ``cifar100``    downloaded on first use into the cache
+``cifar10:PATH``             a local tarball or extracted folder
+``galaxy10``                 astroNN Galaxy10 DECaLS (h5), downloaded
+``galaxy10-sdss``            astroNN Galaxy10 SDSS (h5), downloaded
+``FILE.h5[:KEY]``            an ``N x H x W x 3`` uint8 array (key ``images``)
+``FILE.npz[:KEY]``           likewise (first array, or ``KEY``)
+``FILE.npy``                 likewise
+===========================  ============================================
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import SourceError
+from .base import DecodedTile, SourceEntry, TileSource
+
+ARRAY_SUFFIXES = (".h5", ".hdf5", ".npz", ".npy")
+
+__all__ = ["DecodedTile", "SourceEntry", "TileSource", "open_source"]
+
+
+def _split_key(spec: str) -> tuple[str, str | None]:
+    """Split ``FILE.h5:KEY`` into the file and the key (None when absent)."""
+    lowered = spec.lower()
+    for suffix in ARRAY_SUFFIXES:
+        position = lowered.rfind(suffix + ":")
+        if position != -1:
+            end = position + len(suffix)
+            return spec[:end], spec[end + 1:] or None
+    return spec, None
+
+
+def open_source(
+    spec: str | os.PathLike[str],
+    cache_dir: Path,
+    show_progress: bool = False,
+) -> TileSource:
+    """Resolve a tile source spec to a :class:`TileSource`.
+
+    Parameters
+    ----------
+    spec : str or path-like
+        See the module docstring for the accepted forms.
+    cache_dir : pathlib.Path
+        Where downloads are kept.
+    show_progress : bool
+        Draw progress bars for downloads and decoding.
+
+    Raises
+    ------
+    SourceError
+        When the spec names nothing usable.
+    """
+    text = os.fspath(spec)
+    lowered = text.lower()
+    for dataset in ("cifar10", "cifar100"):
+        if lowered == dataset or lowered.startswith(dataset + ":"):
+            from .cifar import CifarSource
+
+            path = text[len(dataset) + 1:] or None
+            return CifarSource(dataset, path, cache_dir=cache_dir, show_progress=show_progress)
+    if lowered in ("galaxy10", "galaxy10-sdss", "galaxy10-decals"):
+        from .arrays import galaxy10_source
+
+        variant = "sdss" if lowered == "galaxy10-sdss" else "decals"
+        return galaxy10_source(variant, cache_dir=cache_dir, show_progress=show_progress)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        from .folder import FolderSource
+
+        return FolderSource(path, show_progress=show_progress)
+    file_part, key = _split_key(text)
+    if file_part.lower().endswith(ARRAY_SUFFIXES):
+        from .arrays import ArrayFileSource
+
+        file_path = Path(file_part).expanduser()
+        if not file_path.is_file():
+            raise SourceError(f"{file_path}: tile source file not found")
+        return ArrayFileSource(file_path, key, show_progress=show_progress)
+    if not path.exists():
+        raise SourceError(
+            f"{text}: no such folder or file, and not a known dataset "
+            "(cifar10, cifar100, galaxy10, galaxy10-sdss)"
+        )
+    raise SourceError(
+        f"{text}: not a tile source (expected a folder, a dataset name, or an "
+        ".h5/.npz/.npy image array)"
+    )

@@ -1,0 +1,368 @@
+"""CIFAR-10 and CIFAR-100 as tile sources.
+
+Both the binary and the python (pickled) distributions are read, as the
+tarball or as an extracted folder. Library order is the training images, in
+batch order, then the test images; source ids are
+``<dataset>/train/<i>`` and ``<dataset>/test/<i>``, numbered from 0 within
+each split.
+
+The python distribution is a pickle. It is read with an unpickler that admits
+only the few numpy reconstructors such files need, so a tampered file cannot
+run code.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import pickle
+import tarfile
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..download import fetch_dataset
+from ..errors import MosaicistError, SourceError
+from ..imaging import content_hash, square_thumbnail
+from .base import DecodedTile, SourceEntry, TileSource
+
+#: Side of a CIFAR image, and bytes of its pixels (R, G and B planes).
+SIDE = 32
+PIXEL_BYTES = 3 * SIDE * SIDE
+
+#: Tiles decoded per vectorised step, which bounds the memory of a step.
+_DECODE_CHUNK = 1024
+
+_DISPLAY = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """One distribution format of a dataset: its folder and batch files."""
+
+    folder: str
+    batches: tuple[tuple[str, str], ...]  # (split, file name) in library order
+    label_bytes: int | None  # bytes before each binary record; None for pickles
+
+
+_LAYOUTS: dict[str, tuple[_Layout, ...]] = {
+    "cifar10": (
+        _Layout(
+            "cifar-10-batches-bin",
+            tuple(("train", f"data_batch_{i}.bin") for i in range(1, 6))
+            + (("test", "test_batch.bin"),),
+            1,
+        ),
+        _Layout(
+            "cifar-10-batches-py",
+            tuple(("train", f"data_batch_{i}") for i in range(1, 6)) + (("test", "test_batch"),),
+            None,
+        ),
+    ),
+    "cifar100": (
+        _Layout("cifar-100-binary", (("train", "train.bin"), ("test", "test.bin")), 2),
+        _Layout("cifar-100-python", (("train", "train"), ("test", "test")), None),
+    ),
+}
+
+
+@dataclass
+class _Batch:
+    split: str
+    container: Path
+    pixels: np.ndarray  # (N, 3072) uint8, channel-major records
+
+
+def _to_hwc(rows: np.ndarray) -> np.ndarray:
+    """Channel-major records ``(k, 3072)`` to ``(k, 32, 32, 3)`` images."""
+    # Interleaving the three planes with stack is several times faster than
+    # a contiguous copy of the transposed view.
+    plane = SIDE * SIDE
+    stacked = np.stack([rows[:, :plane], rows[:, plane:2 * plane], rows[:, 2 * plane:]], axis=-1)
+    return stacked.reshape(-1, SIDE, SIDE, 3)
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """The one use of ``_codecs.encode`` that protocol-2 pickles of bytes make."""
+    if not isinstance(text, str) or codecs.lookup(encoding).name != "iso8859-1":
+        raise pickle.UnpicklingError("refusing _codecs.encode other than to latin-1")
+    return text.encode("latin-1")
+
+
+def _numpy_reconstruct() -> Any:
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+    return _reconstruct
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only what CIFAR python batches reference.
+
+    The official files (pickled by Python 2) need numpy's array
+    reconstructor, ``ndarray`` and ``dtype``; batches re-pickled by Python 3
+    with protocol 2 also encode bytes through ``_codecs.encode``, admitted
+    here only for latin-1 text. Every other global is refused.
+    """
+
+    _ALLOWED: dict[tuple[str, str], Any] = {
+        ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct(),
+        ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct(),
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_encode,
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}") from None
+
+
+def _load_pickled_batch(data: bytes, where: str) -> np.ndarray:
+    """Unpickle a python-format batch and return its ``(N, 3072)`` pixel rows."""
+    try:
+        batch = _BatchUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except MosaicistError:
+        raise
+    except Exception as error:  # a hostile or broken pickle can raise anything
+        raise SourceError(
+            f"{where}: not a CIFAR python batch ({' '.join(str(error).split())})"
+        ) from None
+    pixels = batch.get(b"data", batch.get("data")) if isinstance(batch, dict) else None
+    if (
+        not isinstance(pixels, np.ndarray)
+        or pixels.dtype != np.uint8
+        or pixels.ndim != 2
+        or pixels.shape[1] != PIXEL_BYTES
+    ):
+        raise SourceError(f"{where}: not a CIFAR python batch (no N x 3072 uint8 'data' array)")
+    return np.ascontiguousarray(pixels)
+
+
+def _binary_records(data: np.ndarray, label_bytes: int, where: str) -> np.ndarray:
+    """View a binary batch's bytes as ``(N, 3072)`` pixel rows, skipping labels."""
+    record = label_bytes + PIXEL_BYTES
+    if data.size % record:
+        raise SourceError(
+            f"{where}: {data.size:,} bytes is not a whole number of {record}-byte CIFAR records"
+        )
+    return data.reshape(-1, record)[:, label_bytes:]
+
+
+def _read_batch_file(path: Path, layout: _Layout) -> np.ndarray:
+    where = str(path)
+    try:
+        if layout.label_bytes is None:
+            return _load_pickled_batch(path.read_bytes(), where)
+        # A memory map keeps an extracted binary batch out of memory until used.
+        if path.stat().st_size == 0:
+            data = np.zeros(0, dtype=np.uint8)
+        else:
+            data = np.memmap(path, dtype=np.uint8, mode="r")
+    except OSError as error:
+        raise SourceError(f"{path}: cannot read CIFAR batch ({error.strerror or error})") from None
+    # A plain ndarray view of the map: indexing a memmap subclass per tile is slow.
+    return np.asarray(_binary_records(data, layout.label_bytes, where))
+
+
+def _read_folder(folder: Path, dataset: str) -> list[_Batch]:
+    """Read the batches of an extracted distribution (or the folder above one)."""
+    for layout in _LAYOUTS[dataset]:
+        for candidate in (folder, folder / layout.folder):
+            files = [candidate / name for _, name in layout.batches]
+            if all(file.is_file() for file in files):
+                return [
+                    _Batch(split, file, _read_batch_file(file, layout))
+                    for (split, _), file in zip(layout.batches, files, strict=True)
+                ]
+    raise SourceError(
+        f"{folder}: no {_DISPLAY[dataset]} batches found (expected the binary or python "
+        f"distribution, e.g. {_LAYOUTS[dataset][0].folder}/)"
+    )
+
+
+def _read_tarball(path: Path, dataset: str) -> list[_Batch]:
+    """Read the batches straight from a distribution tarball, in one pass."""
+    wanted = {name for layout in _LAYOUTS[dataset] for _, name in layout.batches}
+    members: dict[str, bytes] = {}
+    try:
+        # Streaming mode reads the gzip once, front to back.
+        with tarfile.open(path, mode="r|*") as archive:
+            for member in archive:
+                name = member.name.rsplit("/", 1)[-1]
+                if member.isfile() and name in wanted and name not in members:
+                    handle = archive.extractfile(member)
+                    if handle is not None:
+                        members[name] = handle.read()
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
+        raise SourceError(
+            f"{path}: not a readable {_DISPLAY[dataset]} tarball ({' '.join(str(error).split())})"
+        ) from None
+    for layout in _LAYOUTS[dataset]:
+        if all(name in members for _, name in layout.batches):
+            batches = []
+            for split, name in layout.batches:
+                where = f"{path}: {name}"
+                if layout.label_bytes is None:
+                    pixels = _load_pickled_batch(members[name], where)
+                else:
+                    raw = np.frombuffer(members[name], dtype=np.uint8)
+                    pixels = _binary_records(raw, layout.label_bytes, where)
+                batches.append(_Batch(split, path, pixels))
+            return batches
+    raise SourceError(f"{path}: tarball holds no complete set of {_DISPLAY[dataset]} batches")
+
+
+def read_cifar(path: Path, dataset: str) -> list[_Batch]:
+    """Read a local CIFAR distribution: a tarball or an extracted folder.
+
+    Raises
+    ------
+    SourceError
+        When ``path`` is missing or holds no complete distribution.
+    """
+    if path.is_dir():
+        return _read_folder(path, dataset)
+    if path.is_file():
+        return _read_tarball(path, dataset)
+    raise SourceError(f"{path}: no such {_DISPLAY[dataset]} tarball or folder")
+
+
+class CifarSource(TileSource):
+    """CIFAR-10 or CIFAR-100, downloaded into the cache or read from a local copy.
+
+    Parameters
+    ----------
+    dataset : {"cifar10", "cifar100"}
+        Which dataset.
+    path : str or None
+        A local tarball or extracted folder (binary or python format); None
+        downloads the binary tarball into ``cache_dir / "downloads"``.
+    cache_dir : pathlib.Path
+        The cache folder.
+    show_progress : bool
+        Draw a progress bar while downloading.
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        path: str | None,
+        cache_dir: Path,
+        show_progress: bool = False,
+    ) -> None:
+        if dataset not in _LAYOUTS:
+            raise SourceError(f"{dataset}: unknown CIFAR dataset (expected cifar10 or cifar100)")
+        self.dataset = dataset
+        self._cache_dir = Path(cache_dir)
+        self._show_progress = show_progress
+        self._path = Path(path).expanduser().absolute() if path else None
+        if self._path is None:
+            self.key = dataset
+            self.name = _DISPLAY[dataset]
+        else:
+            self.key = f"{dataset}:{self._path}"
+            self.name = f"{_DISPLAY[dataset]} ({self._path})"
+        self._batches: list[_Batch] | None = None
+        self._offsets = np.zeros(1, dtype=np.int64)
+        self._split_start: dict[str, int] = {}
+        self._split_count: dict[str, int] = {}
+
+    def _load(self) -> list[_Batch]:
+        if self._batches is None:
+            if self._path is None:
+                tarball = fetch_dataset(
+                    self.dataset, self._cache_dir / "downloads", self._show_progress
+                )
+                batches = read_cifar(tarball, self.dataset)
+            else:
+                batches = read_cifar(self._path, self.dataset)
+            counts = [len(batch.pixels) for batch in batches]
+            self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+            # Train batches all precede the test batch, so each split is one
+            # contiguous run of library positions.
+            for batch, start, count in zip(batches, self._offsets, counts, strict=False):
+                self._split_start.setdefault(batch.split, int(start))
+                self._split_count[batch.split] = self._split_count.get(batch.split, 0) + count
+            self._batches = batches
+        return self._batches
+
+    def scan(self) -> list[SourceEntry]:
+        """List every image, training images first; downloads on first use."""
+        entries: list[SourceEntry] = []
+        for batch in self._load():
+            stat = batch.container.stat()
+            first = self._split_start[batch.split]
+            start = len(entries)
+            prefix = f"{self.dataset}/{batch.split}/"
+            entries.extend(
+                SourceEntry(prefix + str(start + row - first), stat.st_size, stat.st_mtime_ns,
+                            start + row)
+                for row in range(len(batch.pixels))
+            )
+        return entries
+
+    def _position(self, entry: SourceEntry) -> int:
+        """Library position of ``entry``: its locator, else parsed from its id."""
+        if isinstance(entry.locator, (int, np.integer)):
+            return int(entry.locator)
+        parts = entry.source_id.split("/")
+        if len(parts) == 3 and parts[0] == self.dataset and parts[1] in self._split_start:
+            index = int(parts[2]) if parts[2].isdigit() else -1
+            if 0 <= index < self._split_count[parts[1]]:
+                return self._split_start[parts[1]] + index
+        return -1
+
+    def _gather(self, positions: np.ndarray) -> np.ndarray:
+        """Pixel rows ``(k, 3072)`` for valid library positions, batch by batch."""
+        batches = self._load()
+        owner = np.searchsorted(self._offsets, positions, side="right") - 1
+        if len(positions) and owner[0] == owner[-1] and (
+            positions[-1] - positions[0] == len(positions) - 1
+        ) and np.all(np.diff(positions) == 1):
+            # The usual case, a run of consecutive tiles: a view, no copy.
+            first = positions[0] - self._offsets[owner[0]]
+            return batches[owner[0]].pixels[first:first + len(positions)]
+        rows = np.empty((len(positions), PIXEL_BYTES), dtype=np.uint8)
+        for index in np.unique(owner):
+            selected = owner == index
+            rows[selected] = batches[index].pixels[positions[selected] - self._offsets[index]]
+        return rows
+
+    def decode(self, entries: Sequence[SourceEntry], tile_px: int) -> Iterator[DecodedTile]:
+        """Yield the entries' thumbnails in order, a few thousand at a time."""
+        self._load()
+        total = int(self._offsets[-1])
+        for start in range(0, len(entries), _DECODE_CHUNK):
+            chunk = entries[start:start + _DECODE_CHUNK]
+            positions = np.fromiter((self._position(e) for e in chunk), np.int64, len(chunk))
+            valid = (positions >= 0) & (positions < total)
+            rows = self._gather(positions[valid])
+            images = _to_hwc(rows)
+            slot = 0
+            for entry, ok in zip(chunk, valid.tolist(), strict=True):
+                if not ok:
+                    yield DecodedTile(entry, None, None, f"{entry.source_id}: not in {self.name}")
+                    continue
+                pixels = images[slot]
+                if tile_px != SIDE:
+                    pixels = square_thumbnail(Image.fromarray(pixels, "RGB"), tile_px)
+                yield DecodedTile(entry, pixels, content_hash(rows[slot].data))
+                slot += 1
+
+    def open_original(self, entry: SourceEntry) -> Image.Image:
+        """Return the 32 x 32 RGB image of ``entry``."""
+        self._load()
+        position = self._position(entry)
+        if not 0 <= position < int(self._offsets[-1]):
+            raise SourceError(f"{entry.source_id}: not in {self.name}")
+        rows = self._gather(np.array([position], dtype=np.int64))
+        return Image.fromarray(_to_hwc(rows)[0], "RGB")

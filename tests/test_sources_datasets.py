@@ -1,0 +1,459 @@
+"""CIFAR and image-array tile sources, on small files fabricated in the official formats."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import os
+import pickle
+import tarfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mosaicist import download
+from mosaicist.download import DatasetFile
+from mosaicist.errors import SourceError
+from mosaicist.imaging import content_hash, square_thumbnail
+from mosaicist.sources import arrays as arrays_module
+from mosaicist.sources import open_source
+from mosaicist.sources.arrays import ArrayFileSource, galaxy10_source
+from mosaicist.sources.base import SourceEntry
+from mosaicist.sources.cifar import CifarSource
+
+h5py = pytest.importorskip("h5py")
+
+CIFAR10_TRAIN_COUNTS = (3, 2, 4, 1, 2)
+CIFAR10_TEST_COUNT = 3
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _records(count: int, seed: int) -> np.ndarray:
+    """Random CIFAR pixel records, ``(count, 3072)`` channel-major uint8."""
+    return np.random.default_rng(seed).integers(0, 256, (count, 3072), dtype=np.uint8)
+
+
+def _hwc(record: np.ndarray) -> np.ndarray:
+    return record.reshape(3, 32, 32).transpose(1, 2, 0)
+
+
+def _binary_batch(records: np.ndarray, label_bytes: int) -> bytes:
+    labels = np.arange(len(records) * label_bytes, dtype=np.uint8).reshape(-1, label_bytes) % 10
+    return np.concatenate([labels, records], axis=1).tobytes()
+
+
+def _python_batch(records: np.ndarray, cifar100: bool = False) -> bytes:
+    batch: dict[bytes, object] = {
+        b"batch_label": b"training batch 1 of 5",
+        b"data": records,
+        b"filenames": [f"img_{i}.png".encode() for i in range(len(records))],
+    }
+    if cifar100:
+        batch[b"fine_labels"] = [i % 100 for i in range(len(records))]
+        batch[b"coarse_labels"] = [i % 20 for i in range(len(records))]
+    else:
+        batch[b"labels"] = [i % 10 for i in range(len(records))]
+    return pickle.dumps(batch, protocol=2)
+
+
+def _cifar10_data() -> tuple[list[np.ndarray], np.ndarray]:
+    train = [_records(count, seed) for seed, count in enumerate(CIFAR10_TRAIN_COUNTS)]
+    return train, _records(CIFAR10_TEST_COUNT, 99)
+
+
+def _write_tar(path: Path, files: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _cifar10_files(fmt: str) -> dict[str, bytes]:
+    train, test = _cifar10_data()
+    if fmt == "bin":
+        files = {
+            f"cifar-10-batches-bin/data_batch_{i + 1}.bin": _binary_batch(batch, 1)
+            for i, batch in enumerate(train)
+        }
+        files["cifar-10-batches-bin/test_batch.bin"] = _binary_batch(test, 1)
+        files["cifar-10-batches-bin/batches.meta.txt"] = b"airplane\n"
+        return files
+    files = {
+        f"cifar-10-batches-py/data_batch_{i + 1}": _python_batch(batch)
+        for i, batch in enumerate(train)
+    }
+    files["cifar-10-batches-py/test_batch"] = _python_batch(test)
+    return files
+
+
+def _write_folder(root: Path, files: dict[str, bytes]) -> Path:
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+def _expected_cifar10() -> tuple[list[str], list[np.ndarray]]:
+    train, test = _cifar10_data()
+    records = [*np.concatenate(train), *test]
+    total_train = sum(CIFAR10_TRAIN_COUNTS)
+    ids = [f"cifar10/train/{i}" for i in range(total_train)]
+    ids += [f"cifar10/test/{i}" for i in range(CIFAR10_TEST_COUNT)]
+    return ids, records
+
+
+def _check_cifar10(source: CifarSource) -> None:
+    ids, records = _expected_cifar10()
+    entries = source.scan()
+    assert [entry.source_id for entry in entries] == ids
+    tiles = list(source.decode(entries, 32))
+    assert [tile.entry for tile in tiles] == entries
+    for tile, record in zip(tiles, records, strict=True):
+        assert tile.error is None
+        assert tile.pixels is not None and tile.pixels.shape == (32, 32, 3)
+        assert tile.pixels.dtype == np.uint8
+        np.testing.assert_array_equal(tile.pixels, _hwc(record))
+        assert tile.content_hash == content_hash(record.tobytes())
+
+
+@pytest.fixture
+def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A folder served over HTTP on 127.0.0.1; yields (folder, base URL)."""
+    root = tmp_path / "served"
+    root.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(root))
+    )
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def _md5(path: Path) -> str:
+    import hashlib
+
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- CIFAR
+
+
+@pytest.mark.parametrize("fmt", ["bin", "py"])
+def test_cifar10_tarball(tmp_path: Path, fmt: str) -> None:
+    tarball = _write_tar(tmp_path / f"cifar-10-{fmt}.tar.gz", _cifar10_files(fmt))
+    source = CifarSource("cifar10", str(tarball), cache_dir=tmp_path / "cache")
+    assert source.key == f"cifar10:{tarball.absolute()}"
+    _check_cifar10(source)
+    stat = tarball.stat()
+    entry = source.scan()[0]
+    assert (entry.size, entry.mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+
+
+@pytest.mark.parametrize("fmt", ["bin", "py"])
+@pytest.mark.parametrize("parent", [False, True])
+def test_cifar10_extracted_folder(tmp_path: Path, fmt: str, parent: bool) -> None:
+    root = _write_folder(tmp_path / "data", _cifar10_files(fmt))
+    inner = root / ("cifar-10-batches-bin" if fmt == "bin" else "cifar-10-batches-py")
+    source = CifarSource("cifar10", str(root if parent else inner), cache_dir=tmp_path)
+    _check_cifar10(source)
+    entries = source.scan()
+    # Each entry carries the stat of its own batch file.
+    last_train = entries[sum(CIFAR10_TRAIN_COUNTS) - 1]
+    batch5 = inner / ("data_batch_5.bin" if fmt == "bin" else "data_batch_5")
+    assert last_train.size == batch5.stat().st_size
+
+
+@pytest.mark.parametrize("fmt", ["bin", "py"])
+def test_cifar100(tmp_path: Path, fmt: str) -> None:
+    train, test = _records(4, 1), _records(2, 2)
+    if fmt == "bin":
+        files = {
+            "cifar-100-binary/train.bin": _binary_batch(train, 2),
+            "cifar-100-binary/test.bin": _binary_batch(test, 2),
+        }
+    else:
+        files = {
+            "cifar-100-python/train": _python_batch(train, cifar100=True),
+            "cifar-100-python/test": _python_batch(test, cifar100=True),
+            "cifar-100-python/meta": pickle.dumps({b"fine_label_names": [b"apple"]}, protocol=2),
+        }
+    tarball = _write_tar(tmp_path / "c100.tar.gz", files)
+    source = open_source(f"cifar100:{tarball}", tmp_path / "cache")
+    assert isinstance(source, CifarSource)
+    entries = source.scan()
+    assert [e.source_id for e in entries] == [
+        "cifar100/train/0", "cifar100/train/1", "cifar100/train/2", "cifar100/train/3",
+        "cifar100/test/0", "cifar100/test/1",
+    ]
+    tiles = list(source.decode(entries, 32))
+    for tile, record in zip(tiles, [*train, *test], strict=True):
+        np.testing.assert_array_equal(tile.pixels, _hwc(record))
+        assert tile.content_hash == content_hash(record.tobytes())
+
+
+def test_cifar_resize_open_original_and_unknown_entries(tmp_path: Path) -> None:
+    tarball = _write_tar(tmp_path / "c10.tar.gz", _cifar10_files("bin"))
+    source = CifarSource("cifar10", str(tarball), cache_dir=tmp_path)
+    entries = source.scan()
+    _, records = _expected_cifar10()
+    tiles = list(source.decode(entries[-2:], 16))
+    expected = square_thumbnail(Image.fromarray(_hwc(records[-2]), "RGB"), 16)
+    assert tiles[0].pixels is not None and tiles[0].pixels.shape == (16, 16, 3)
+    np.testing.assert_array_equal(tiles[0].pixels, expected)
+
+    original = source.open_original(entries[4])
+    assert original.mode == "RGB" and original.size == (32, 32)
+    np.testing.assert_array_equal(np.asarray(original), _hwc(records[4]))
+
+    # Entries rebuilt from their ids alone (no locator) still decode.
+    bare = [SourceEntry(e.source_id, e.size, e.mtime_ns) for e in entries[3:6]]
+    by_id = list(source.decode(bare, 32))
+    np.testing.assert_array_equal(by_id[1].pixels, _hwc(records[4]))
+
+    strangers = [SourceEntry("cifar10/train/999", 0, 0), SourceEntry("cifar100/test/0", 0, 0)]
+    decoded = list(source.decode([strangers[0], entries[0], strangers[1]], 32))
+    assert decoded[0].error and decoded[2].error and decoded[1].error is None
+    assert decoded[0].pixels is None
+    with pytest.raises(SourceError):
+        source.open_original(strangers[0])
+
+
+def test_malicious_pickle_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return os.system, (f"touch {marker}",)
+
+    files = _cifar10_files("py")
+    files["cifar-10-batches-py/data_batch_3"] = pickle.dumps(
+        {b"data": Exploit()}, protocol=2
+    )
+    root = _write_folder(tmp_path / "data", files)
+    with pytest.raises(SourceError) as caught:
+        CifarSource("cifar10", str(root), cache_dir=tmp_path).scan()
+    message = str(caught.value)
+    assert "\n" not in message and "data_batch_3" in message and "refusing" in message
+    assert not marker.exists()
+
+
+def test_pickle_naming_numpy_1_modules_is_read(tmp_path: Path) -> None:
+    # The official files name numpy.core.multiarray (numpy < 2); numpy 2
+    # writes numpy._core.multiarray. Both must be admitted.
+    files = _cifar10_files("py")
+    for name, data in files.items():
+        legacy = data.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
+        assert b"numpy.core.multiarray\n" in legacy
+        files[name] = legacy
+    root = _write_folder(tmp_path / "data", files)
+    _check_cifar10(CifarSource("cifar10", str(root), cache_dir=tmp_path))
+
+
+def test_pickle_of_wrong_content_is_refused(tmp_path: Path) -> None:
+    files = _cifar10_files("py")
+    files["cifar-10-batches-py/test_batch"] = pickle.dumps({b"data": [1, 2, 3]}, protocol=2)
+    tarball = _write_tar(tmp_path / "c10.tar.gz", files)
+    with pytest.raises(SourceError, match="test_batch"):
+        CifarSource("cifar10", str(tarball), cache_dir=tmp_path).scan()
+
+
+@pytest.mark.parametrize("problem", ["missing", "not_a_tar", "empty_folder", "ragged", "cifar100"])
+def test_bad_cifar_paths(tmp_path: Path, problem: str) -> None:
+    path = tmp_path / "thing"
+    if problem == "not_a_tar":
+        path.write_bytes(b"this is not a tarball at all")
+    elif problem == "empty_folder":
+        path.mkdir()
+    elif problem == "ragged":
+        files = _cifar10_files("bin")
+        files["cifar-10-batches-bin/test_batch.bin"] += b"\x00" * 7
+        _write_folder(path, files)
+    elif problem == "cifar100":
+        _write_folder(path, _cifar10_files("bin"))
+    source = (
+        CifarSource("cifar100", str(path), cache_dir=tmp_path)
+        if problem == "cifar100"
+        else CifarSource("cifar10", str(path), cache_dir=tmp_path)
+    )
+    with pytest.raises(SourceError) as caught:
+        source.scan()
+    message = str(caught.value)
+    assert "\n" not in message and str(path) in message
+
+
+def test_open_source_cifar10_downloads_from_registry(
+    tmp_path: Path, http_root: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, base = http_root
+    tarball = _write_tar(root / "cifar-10-binary.tar.gz", _cifar10_files("bin"))
+    monkeypatch.setitem(
+        download.DATASETS,
+        "cifar10",
+        DatasetFile(f"{base}/cifar-10-binary.tar.gz", _md5(tarball), "cifar-10-binary.tar.gz"),
+    )
+    cache = tmp_path / "cache"
+    source = open_source("cifar10", cache)
+    assert isinstance(source, CifarSource)
+    assert source.key == "cifar10"
+    _check_cifar10(source)
+    downloaded = cache / "downloads" / "cifar-10-binary.tar.gz"
+    assert downloaded.read_bytes() == tarball.read_bytes()
+    # A second source finds the download in place: no server needed.
+    monkeypatch.setitem(
+        download.DATASETS,
+        "cifar10",
+        DatasetFile("http://127.0.0.1:1/gone", _md5(tarball), "cifar-10-binary.tar.gz"),
+    )
+    assert len(open_source("cifar10", cache).scan()) == len(_expected_cifar10()[0])
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+def _images(count: int, side: int = 8, seed: int = 5, channels: int | None = 3) -> np.ndarray:
+    shape = (count, side, side) if channels is None else (count, side, side, channels)
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def _check_array_source(source: ArrayFileSource, images: np.ndarray, prefix: str) -> None:
+    entries = source.scan()
+    assert [e.source_id for e in entries] == [f"{prefix}/{i}" for i in range(len(images))]
+    tiles = list(source.decode(entries, images.shape[1]))
+    for tile, image in zip(tiles, images, strict=True):
+        assert tile.error is None
+        rgb = image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
+        np.testing.assert_array_equal(tile.pixels, rgb)
+        assert tile.content_hash == content_hash(np.ascontiguousarray(image).tobytes())
+
+
+def test_h5_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    images = _images(11)
+    path = tmp_path / "stars.h5"
+    with h5py.File(path, "w") as handle:
+        handle["images"] = images
+        handle["ans"] = np.arange(11)
+        handle["extra/grey"] = _images(3, channels=None)
+    monkeypatch.setattr(arrays_module, "READ_CHUNK", 4)  # several chunks
+    source = open_source(path, tmp_path)
+    assert isinstance(source, ArrayFileSource)
+    assert source.key == f"array:{path.absolute()}:images"
+    _check_array_source(source, images, "stars")
+
+    entries = source.scan()
+    # Scattered and out-of-order entries are read correctly too.
+    picked = [entries[10], entries[0], entries[5], entries[0]]
+    tiles = list(source.decode(picked, 8))
+    for tile, index in zip(tiles, [10, 0, 5, 0], strict=True):
+        np.testing.assert_array_equal(tile.pixels, images[index])
+
+    resized = next(source.decode(entries[:1], 4))
+    assert resized.pixels is not None and resized.pixels.shape == (4, 4, 3)
+    assert np.asarray(source.open_original(entries[3])).shape == (8, 8, 3)
+
+    grey = open_source(f"{path}:extra/grey", tmp_path)
+    with h5py.File(path, "r") as handle:
+        _check_array_source(grey, handle["extra/grey"][()], "stars")
+
+
+def test_h5_missing_key_lists_available(tmp_path: Path) -> None:
+    path = tmp_path / "data.hdf5"
+    with h5py.File(path, "w") as handle:
+        handle["pictures"] = _images(2)
+        handle["labels"] = np.arange(2)
+    with pytest.raises(SourceError) as caught:
+        ArrayFileSource(path, None)
+    message = str(caught.value)
+    assert "'images'" in message and "pictures" in message and "labels" in message
+    assert str(path) in message and "\n" not in message
+
+
+def test_npz_and_npy_sources(tmp_path: Path) -> None:
+    images, other = _images(5, seed=1), _images(3, seed=2)
+    named = tmp_path / "named.npz"
+    np.savez(named, labels=np.arange(5), images=images)
+    _check_array_source(ArrayFileSource(named, None), images, "named")
+
+    first = tmp_path / "first.npz"
+    np.savez_compressed(first, arr_0=other, arr_1=images)
+    _check_array_source(ArrayFileSource(first, None), other, "first")
+    _check_array_source(ArrayFileSource(first, "arr_1"), images, "first")
+    with pytest.raises(SourceError, match="arr_0, arr_1"):
+        ArrayFileSource(first, "nope")
+
+    npy = tmp_path / "grey.npy"
+    grey = _images(6, side=5, channels=None)
+    np.save(npy, grey)
+    source = open_source(npy, tmp_path)
+    assert source.key == f"array:{npy.absolute()}"
+    _check_array_source(source, grey, "grey")
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.zeros((4, 8, 8, 3), dtype=np.float32),
+        np.zeros((4, 8, 8, 4), dtype=np.uint8),
+        np.zeros((4, 8), dtype=np.uint8),
+        np.zeros((2, 3, 8, 8, 3), dtype=np.uint8),
+    ],
+)
+def test_bad_arrays_are_refused(tmp_path: Path, array: np.ndarray) -> None:
+    path = tmp_path / "bad.npy"
+    np.save(path, array)
+    with pytest.raises(SourceError) as caught:
+        ArrayFileSource(path, None)
+    message = str(caught.value)
+    assert str(path) in message and str(array.shape) in message and str(array.dtype) in message
+    assert "\n" not in message
+
+
+def test_unreadable_array_files(tmp_path: Path) -> None:
+    for name in ("broken.h5", "broken.npz", "broken.npy"):
+        path = tmp_path / name
+        path.write_bytes(b"garbage, not an array file")
+        with pytest.raises(SourceError, match=name):
+            ArrayFileSource(path, None)
+    objects = tmp_path / "objects.npy"
+    np.save(objects, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(SourceError, match="objects.npy"):
+        ArrayFileSource(objects, None)
+
+
+def test_galaxy10_source_downloads(
+    tmp_path: Path, http_root: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, base = http_root
+    images = _images(3, side=12)
+    served = root / "Galaxy10.h5"
+    with h5py.File(served, "w") as handle:
+        handle["images"] = images
+        handle["ans"] = np.arange(3)
+    monkeypatch.setitem(
+        download.DATASETS,
+        "galaxy10-sdss",
+        DatasetFile(f"{base}/Galaxy10.h5", _md5(served), "Galaxy10.h5"),
+    )
+    source = galaxy10_source("sdss", cache_dir=tmp_path / "cache")
+    assert source.key == "galaxy10-sdss"
+    _check_array_source(source, images, "galaxy10-sdss")
+    assert (tmp_path / "cache" / "downloads" / "Galaxy10.h5").is_file()
+    assert open_source("galaxy10-sdss", tmp_path / "cache").key == "galaxy10-sdss"
