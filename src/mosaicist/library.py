@@ -302,6 +302,12 @@ class TileLibrary:
                     store, dtype=np.uint8, mode="r", shape=(slot_count, tile_px, tile_px, 3)
                 )
             except FileNotFoundError:
+                if _current_generation(directory) == generation:
+                    # Not a writer swapping files: the packed file is gone.
+                    raise MosaicistError(
+                        f"{store}: index is damaged (packed file missing); "
+                        f"delete {directory} to rebuild it"
+                    ) from None
                 # A writer replaced the packed file between our two reads: read again.
                 time.sleep(0.05)
                 continue
@@ -318,6 +324,14 @@ class TileLibrary:
                 tiles = np.asarray(memory[slots])
             return cls(source, tile_px, directory, source_ids, tiles, generation, stats)
         raise MosaicistError(f"{directory}: index keeps changing under us; try again")
+
+
+def _current_generation(directory: Path) -> int:
+    connection = _connect(directory / "manifest.sqlite")
+    try:
+        return int(_meta(connection, "generation", "0"))
+    finally:
+        connection.close()
 
 
 def _update(
@@ -374,6 +388,8 @@ def _update_locked(
         row[0]: row[1:]
         for row in connection.execute("SELECT source_id, size, mtime_ns, error FROM failures")
     }
+
+    _check_store(directory, generation, tile_px, published, staged)
 
     stats = UpdateStats()
     to_decode: list[SourceEntry] = []
@@ -466,6 +482,27 @@ def _update_locked(
         with contextlib.suppress(FileNotFoundError):
             store.unlink()
     return stats
+
+
+def _check_store(
+    directory: Path, generation: int, tile_px: int, published: dict, staged: dict
+) -> None:
+    """Refuse to update a packed file that is shorter than the tiles it must hold.
+
+    Appending to a truncated file would silently fill the missing tiles with zeros.
+    """
+    slots = [row[0] for row in published.values()] + [row[0] for row in staged.values()]
+    if not slots:
+        return
+    tile_bytes = tile_px * tile_px * 3
+    store = directory / f"tiles-{generation}.u8"
+    size = store.stat().st_size if store.exists() else 0
+    needed = max(slots) + 1
+    if size < needed * tile_bytes:
+        raise MosaicistError(
+            f"{store}: index is damaged ({size} bytes for {needed} tiles of "
+            f"{tile_bytes} bytes); delete {directory} to rebuild it"
+        )
 
 
 def _decode_into_store(

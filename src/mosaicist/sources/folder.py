@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import stat
 import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -100,6 +101,9 @@ class FolderSource(TileSource):
                         status = item.stat()
                     except OSError:
                         # A dangling link or a file removed while scanning.
+                        continue
+                    if not stat.S_ISREG(status.st_mode):
+                        # A link to a folder (never followed), a FIFO, a device...
                         continue
                     entries.append(
                         SourceEntry(prefix + name, status.st_size, status.st_mtime_ns, item.path)

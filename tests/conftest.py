@@ -1,0 +1,143 @@
+"""Shared fixtures: small image folders made with Pillow/numpy, an isolated cache."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Never touch the user cache: every test gets its own MOSAICIST_CACHE_DIR."""
+    monkeypatch.setenv("MOSAICIST_CACHE_DIR", str(tmp_path_factory.mktemp("cache-env")))
+
+
+def gradient(width: int, height: int) -> np.ndarray:
+    """An (H, W, 3) uint8 picture that differs in every direction (orientation checks)."""
+    y, x = np.mgrid[0:height, 0:width]
+    planes = [
+        x * 255 // max(width - 1, 1),
+        y * 255 // max(height - 1, 1),
+        (x + y) * 127 // max(width + height - 2, 1),
+    ]
+    return np.stack(planes, -1).astype(np.uint8)
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width x height`` pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 10))
+        + chunk(b"IEND", b"")
+    )
+
+
+#: Files of the odd folder that must be skipped, with a word their reason contains.
+BAD_FILES = {
+    "bad_bomb.png": "limit",
+    "bad_empty.png": "not a readable image",
+    "bad_text.jpg": "not a readable image",
+    "bad_truncated.jpg": "truncated",
+}
+
+#: Every usable file of the odd folder, in library (sorted relative POSIX) order.
+GOOD_FILES = [
+    "jpeg/cmyk.jpg",
+    "jpeg/exif6.jpg",
+    "jpeg/grey.jpg",
+    "jpeg/plain.jpg",
+    "jpeg/progressive.jpg",
+    "other/anim.gif",
+    "other/img.bmp",
+    "other/img.tif",
+    "other/img.webp",
+    "other/img16.tif",
+    "other/wide.png",
+    "png/bilevel.png",
+    "png/deep/la.png",
+    "png/deep/rgba.png",
+    "png/i16.png",
+    "png/link.png",
+    "png/palette.png",
+    "png/palette_t.png",
+    "png/rgb.png",
+]
+
+
+def make_odd_folder(root: Path) -> Path:
+    """A nested folder with every kind of odd file (see GOOD_FILES and BAD_FILES)."""
+    (root / "jpeg").mkdir(parents=True)
+    (root / "png" / "deep").mkdir(parents=True)
+    (root / "other").mkdir()
+    (root / ".hidden_dir").mkdir()
+    square = Image.fromarray(gradient(40, 40))
+    square.save(root / "jpeg/plain.jpg", quality=95)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(gradient(40, 24)).save(root / "jpeg/exif6.jpg", quality=95, exif=exif)
+    square.convert("CMYK").save(root / "jpeg/cmyk.jpg", quality=95)
+    square.convert("L").save(root / "jpeg/grey.jpg", quality=95)
+    square.save(root / "jpeg/progressive.jpg", quality=95, progressive=True)
+    square.save(root / "png/rgb.png")
+    square.convert("P").save(root / "png/palette.png")
+    palette = Image.new("P", (16, 16))  # index 0 red (transparent), index 1 blue
+    palette.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    palette.putpixel((0, 0), 1)
+    palette.save(root / "png/palette_t.png", transparency=0)
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[..., 0] = 200  # fully transparent red -> white
+    Image.fromarray(rgba, "RGBA").save(root / "png/deep/rgba.png")
+    Image.fromarray(np.zeros((16, 16, 2), np.uint8), "LA").save(root / "png/deep/la.png")
+    deep = np.full((16, 16), 65535, np.uint16)
+    deep[:8] = 0
+    Image.fromarray(deep).save(root / "png/i16.png")
+    Image.fromarray(deep).save(root / "other/img16.tif")
+    Image.fromarray(np.eye(16, dtype=bool)).save(root / "png/bilevel.png")
+    square.save(root / "other/img.webp", lossless=True)
+    square.save(root / "other/img.bmp")
+    square.save(root / "other/img.tif")
+    frames = [Image.new("RGB", (16, 16), colour) for colour in ((255, 0, 0), (0, 255, 0))]
+    frames[0].save(root / "other/anim.gif", save_all=True, append_images=frames[1:])
+    wide = np.zeros((10, 30, 3), np.uint8)
+    wide[:, 10:20] = 255
+    Image.fromarray(wide).save(root / "other/wide.png")
+    buffer = io.BytesIO()
+    square.save(buffer, "JPEG")
+    (root / "bad_truncated.jpg").write_bytes(buffer.getvalue()[:300])
+    (root / "bad_empty.png").write_bytes(b"")
+    (root / "bad_text.jpg").write_text("not a picture\n")
+    (root / "bad_bomb.png").write_bytes(bomb_png(60000, 60000))
+    (root / ".hidden.png").write_bytes((root / "png/rgb.png").read_bytes())
+    (root / ".hidden_dir/x.png").write_bytes((root / "png/rgb.png").read_bytes())
+    (root / "notes.txt").write_text("ignored\n")
+    (root / "array.npy").write_bytes(b"ignored")
+    (root / "README").write_text("ignored\n")
+    os.symlink(root, root / "loop")  # a loop: must not be followed
+    os.symlink(root / "png", root / "loop.png")  # a folder link named like an image
+    os.symlink(root / "missing.png", root / "dangling.png")
+    os.symlink(root / "png/rgb.png", root / "png/link.png")  # links to files are followed
+    return root
+
+
+def make_colour_folder(root: Path, count: int, size: int = 12, seed: int = 0) -> Path:
+    """``count`` random-colour PNGs named t000.png, t001.png, ..."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / f"t{index:03d}.png")
+    return root

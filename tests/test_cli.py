@@ -1,0 +1,237 @@
+"""The command line, in-process (CliRunner) and once as ``python -m mosaicist``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import make_colour_folder
+from PIL import Image
+
+from mosaicist import render
+from mosaicist.cli import main
+
+TILE_PX = 8
+CELL = 8  # 64x48 target -> 6 rows x 8 cols
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(1)
+    target = root / "target.png"
+    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(target)
+    tiles = make_colour_folder(root / "tiles", 30)
+    return root, target, tiles
+
+
+def run(args, cwd=None):
+    runner = CliRunner()
+    if cwd is None:
+        return runner.invoke(main, [str(arg) for arg in args])
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return runner.invoke(main, [str(arg) for arg in args])
+    finally:
+        os.chdir(previous)
+
+
+def make_args(setup, *extra):
+    root, target, tiles = setup
+    return ["make", target, "--tiles", tiles, "--cell", CELL, "--tile-px", TILE_PX,
+            "--cache-dir", root / "cache", *extra]
+
+
+def assert_one_line_error(result, *words):
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("mosaicist: error: ")
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_make_writes_output_csv_and_report(setup, tmp_path):
+    output = tmp_path / "out.png"
+    csv_path = tmp_path / "p.csv"
+    report_path = tmp_path / "r.json"
+    result = run(make_args(setup, "-o", output, "--placements", csv_path,
+                           "--report", report_path))
+    assert result.exit_code == 0, result.output
+    with Image.open(output) as image:
+        assert image.size == (8 * TILE_PX, 6 * TILE_PX)
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0][:4] == ["row", "col", "tile", "distance"]
+    assert len(rows) == 1 + 6 * 8
+    cells = {(int(row[0]), int(row[1])) for row in rows[1:]}
+    assert cells == {(r, c) for r in range(6) for c in range(8)}
+    assert all(row[2].startswith("t") and row[2].endswith(".png") for row in rows[1:])
+    report = json.loads(report_path.read_text())
+    assert report["grid"]["rows"] == 6 and report["grid"]["cols"] == 8
+    assert report["tiles"] == 30
+    assert report["objective"] == sum(int(row[3]) for row in rows[1:])
+    assert {"index", "match", "render", "total"} <= set(report["timings"])
+    summary = result.stderr.strip().splitlines()
+    assert len(summary) == 1 and "6x8 cells" in summary[0] and "30 tiles" in summary[0]
+    assert result.stdout == ""
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out.png", "p.csv", "r.json"]
+
+
+def test_default_output_name_in_cwd(setup, tmp_path):
+    result = run(make_args(setup), cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "target-mosaic.png").is_file()
+
+
+def test_quiet_prints_nothing(setup, tmp_path):
+    result = run(make_args(setup, "-o", tmp_path / "q.png", "--quiet"))
+    assert result.exit_code == 0
+    assert result.output == ""
+
+
+def test_limit(setup, tmp_path):
+    report_path = tmp_path / "r.json"
+    csv_path = tmp_path / "p.csv"
+    result = run(make_args(setup, "-o", tmp_path / "l.png", "--limit", 3,
+                           "--report", report_path, "--placements", csv_path))
+    assert result.exit_code == 0, result.output
+    assert json.loads(report_path.read_text())["tiles"] == 3
+    with open(csv_path, newline="") as handle:
+        used = {row["tile"] for row in csv.DictReader(handle)}
+    assert used <= {"t000.png", "t001.png", "t002.png"}
+
+
+@pytest.mark.parametrize("suffix, kind", [(".jpg", "JPEG"), (".webp", "WEBP"), (".tif", "TIFF")])
+def test_output_formats(setup, tmp_path, suffix, kind):
+    output = tmp_path / f"out{suffix}"
+    result = run(make_args(setup, "-o", output, "-q"))
+    assert result.exit_code == 0, result.output
+    with Image.open(output) as image:
+        assert image.format == kind and image.size == (64, 48)
+
+
+def test_errors(setup, tmp_path):
+    root, target, tiles = setup
+    text = tmp_path / "text.png"
+    text.write_text("not a picture")
+    small = tmp_path / "small.png"
+    Image.new("RGB", (5, 5)).save(small)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cache = ["--cache-dir", root / "cache"]
+    out = ["-o", tmp_path / "o.png"]
+    cases = [
+        (["make", tmp_path / "missing.png", "--tiles", tiles, *out, *cache], ["missing.png"]),
+        (["make", text, "--tiles", tiles, *out, *cache], ["text.png"]),
+        (["make", small, "--tiles", tiles, "--cell", 8, *out, *cache], ["small.png"]),
+        (["make", target, "--tiles", tiles, "--cell", 0, *out, *cache], ["cell size"]),
+        (["make", target, "--tiles", tiles, "--tile-px", 5000, *out, *cache], ["tile size"]),
+        (["index", tiles, "--tile-px", 5000, *cache], ["tile size"]),
+        (["make", target, "--tiles", tiles, "-o", tmp_path / "o.xyz", *cache], [".xyz"]),
+        (["make", target, "--tiles", tiles, "-o", tmp_path / "nope/o.png", *cache], ["nope"]),
+        (["make", target, "--tiles", tiles, *out, "--placements", tmp_path / "nope/p.csv",
+          *cache], ["nope"]),
+        (["make", target, "--tiles", tmp_path / "no-such-source", *out, *cache],
+         ["no-such-source"]),
+        (["make", target, "--tiles", "no-such-dataset", *out, *cache], ["no-such-dataset"]),
+        (["make", target, "--tiles", empty, *out, *cache], ["empty", "no usable tile"]),
+        (["index", empty, *cache], ["empty", "no usable tile"]),
+        (["make", target, "--tiles", tiles, "--limit", 0, *out, *cache], ["--limit"]),
+    ]
+    for args, words in cases:
+        result = run(args)
+        assert_one_line_error(result, *words)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["empty", "small.png", "text.png"]
+
+
+def test_unknown_extension_fails_before_any_work(setup, tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("work started")
+
+    monkeypatch.setattr("mosaicist.mosaic.make_mosaic", boom)
+    monkeypatch.setattr("mosaicist.library.TileLibrary.open", boom)
+    result = run(make_args(setup, "-o", tmp_path / "o.xyz"))
+    assert_one_line_error(result, "unknown output format")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only folders")
+def test_read_only_output_folder(setup, tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        result = run(make_args(setup, "-o", folder / "o.png"))
+        assert_one_line_error(result, "not writable")
+    finally:
+        folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()])
+def test_output_is_atomic(setup, tmp_path, monkeypatch, error):
+    original = Image.Image.save
+
+    def failing_save(self, fp, *args, **kwargs):
+        original(self, fp, *args, **kwargs)  # write the file, then fail "midway"
+        raise error
+
+    monkeypatch.setattr(Image.Image, "save", failing_save)
+    output = tmp_path / "out.png"
+    result = run(make_args(setup, "-o", output))
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_image_is_atomic_on_interrupt(tmp_path, monkeypatch):
+    def interrupted(self, fp, *args, **kwargs):
+        Path(fp).write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Image.Image, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        render.save_image(np.zeros((4, 4, 3), np.uint8), tmp_path / "x.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [[], ["make"], ["index"]])
+def test_help(command):
+    result = run([*command, "--help"])
+    assert result.exit_code == 0
+    assert "Examples:" in result.output and "mosaicist" in result.output
+
+
+def test_python_m_mosaicist(setup, tmp_path):
+    root, target, tiles = setup
+    env = dict(os.environ, MOSAICIST_CACHE_DIR=str(root / "cache"))
+    helped = subprocess.run([sys.executable, "-m", "mosaicist", "--help"], capture_output=True,
+                            text=True, env=env, timeout=60)
+    assert helped.returncode == 0 and "Examples:" in helped.stdout
+    made = subprocess.run(
+        [sys.executable, "-m", "mosaicist", "make", str(target), "--tiles", str(tiles),
+         "--cell", str(CELL), "--tile-px", str(TILE_PX), "-o", str(tmp_path / "m.png")],
+        capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path,
+    )
+    assert made.returncode == 0, made.stderr
+    assert "Traceback" not in made.stderr and "6x8 cells" in made.stderr
+    assert (tmp_path / "m.png").is_file()
+    failed = subprocess.run(
+        [sys.executable, "-m", "mosaicist", "make", str(tmp_path / "missing.png"), "--tiles",
+         str(tiles)],
+        capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path,
+    )
+    assert failed.returncode != 0
+    assert "Traceback" not in failed.stderr
+    assert failed.stderr.strip().splitlines() == [
+        f"mosaicist: error: {tmp_path / 'missing.png'}: target file not found"
+    ]

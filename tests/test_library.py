@@ -1,0 +1,287 @@
+"""TileLibrary: incremental updates, crash safety, concurrency, damaged indexes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+
+import numpy as np
+import pytest
+from conftest import make_colour_folder
+from PIL import Image
+
+from mosaicist import library as library_module
+from mosaicist.errors import MosaicistError
+from mosaicist.imaging import decode_tile_bytes
+from mosaicist.library import TileLibrary
+from mosaicist.sources.folder import FolderSource
+
+
+def check_pixels(library, folder):
+    """Every tile equals a fresh decode of its file, in sorted order."""
+    assert library.source_ids == sorted(library.source_ids)
+    assert library.tiles.shape == (len(library), library.tile_px, library.tile_px, 3)
+    for position, name in enumerate(library.source_ids):
+        expected = decode_tile_bytes((folder / name).read_bytes(), library.tile_px)
+        np.testing.assert_array_equal(library.tiles[position], expected, err_msg=name)
+
+
+def open_library(folder, cache, tile_px=8, **kwargs):
+    return TileLibrary.open(FolderSource(folder, workers=1), tile_px, cache_dir=cache, **kwargs)
+
+
+def bump_mtime(path, seconds=10):
+    status = path.stat()
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns + seconds * 10**9))
+
+
+@pytest.mark.parametrize("tile_px", [8, 16])
+def test_index_then_reuse(tmp_path, tile_px):
+    folder = make_colour_folder(tmp_path / "tiles", 12)
+    first = open_library(folder, tmp_path / "cache", tile_px)
+    assert first.stats.decoded == 12 and first.stats.tiles == 12
+    assert first.source_ids == [f"t{i:03d}.png" for i in range(12)]
+    check_pixels(first, folder)
+    second = open_library(folder, tmp_path / "cache", tile_px)
+    assert second.stats.decoded == 0 and second.stats.reused == 12
+    assert second.generation == first.generation
+    check_pixels(second, folder)
+    readonly = open_library(folder, tmp_path / "cache", tile_px, update=False)
+    assert readonly.stats is None
+    check_pixels(readonly, folder)
+
+
+def test_add_modify_touch_delete(tmp_path):
+    folder = make_colour_folder(tmp_path / "tiles", 10)
+    cache = tmp_path / "cache"
+    open_library(folder, cache)
+    # Add in the middle of the sort order.
+    Image.fromarray(np.full((12, 12, 3), 7, np.uint8)).save(folder / "t004b.png")
+    added = open_library(folder, cache)
+    assert added.stats.decoded == 1 and added.stats.tiles == 11
+    assert added.source_ids[5] == "t004b.png"
+    check_pixels(added, folder)
+    # Modify one: new content and a new mtime.
+    Image.fromarray(np.full((12, 12, 3), 200, np.uint8)).save(folder / "t002.png")
+    bump_mtime(folder / "t002.png")
+    modified = open_library(folder, cache)
+    assert modified.stats.decoded == 1
+    assert (modified.tiles[2] == 200).all()
+    check_pixels(modified, folder)
+    # Touch one: same bytes, new mtime -> decoded (to check) but same pixels.
+    size_before = sum(path.stat().st_size for path in modified.directory.glob("tiles-*.u8"))
+    bump_mtime(folder / "t007.png")
+    touched = open_library(folder, cache)
+    assert touched.stats.decoded == 1
+    size_after = sum(path.stat().st_size for path in touched.directory.glob("tiles-*.u8"))
+    assert size_after == size_before
+    check_pixels(touched, folder)
+    assert open_library(folder, cache).stats.decoded == 0
+    # Delete two.
+    (folder / "t000.png").unlink()
+    (folder / "t009.png").unlink()
+    deleted = open_library(folder, cache)
+    assert deleted.stats.decoded == 0 and deleted.stats.removed == 2
+    assert "t000.png" not in deleted.source_ids and len(deleted) == 9
+    check_pixels(deleted, folder)
+    # Everything at once.
+    Image.fromarray(np.full((12, 12, 3), 99, np.uint8)).save(folder / "a.png")
+    (folder / "t005.png").unlink()
+    Image.fromarray(np.full((12, 12, 3), 1, np.uint8)).save(folder / "t003.png")
+    bump_mtime(folder / "t003.png")
+    mixed = open_library(folder, cache)
+    assert mixed.stats.decoded == 2 and mixed.stats.removed == 1
+    check_pixels(mixed, folder)
+    check_pixels(open_library(folder, cache, update=False), folder)
+
+
+def interrupt_after(monkeypatch, count, on_interrupt=None):
+    """Make FolderSource.decode raise KeyboardInterrupt after ``count`` tiles."""
+    original = FolderSource.decode
+
+    def decode(self, entries, tile_px):
+        for number, decoded in enumerate(original(self, entries, tile_px)):
+            if number == count:
+                if on_interrupt is not None:
+                    on_interrupt()
+                raise KeyboardInterrupt
+            yield decoded
+
+    monkeypatch.setattr(FolderSource, "decode", decode)
+
+
+def test_interrupted_first_index_resumes(tmp_path, monkeypatch):
+    folder = make_colour_folder(tmp_path / "tiles", 20)
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(library_module, "COMMIT_EVERY", 3)
+    seen = []
+    interrupt_after(monkeypatch, 7, lambda: seen.append(_published(folder, cache)))
+    with pytest.raises(KeyboardInterrupt):
+        open_library(folder, cache)
+    assert seen == [None]  # nothing published yet while the update ran
+    assert _published(folder, cache) is None
+    monkeypatch.undo()
+    resumed = open_library(folder, cache)
+    assert resumed.stats.decoded == 13 and resumed.stats.tiles == 20
+    check_pixels(resumed, folder)
+
+
+def _published(folder, cache):
+    try:
+        return open_library(folder, cache, update=False).source_ids
+    except MosaicistError as error:
+        assert "no usable tile" in str(error)
+        return None
+
+
+def test_interrupted_update_keeps_published_state(tmp_path, monkeypatch):
+    folder = make_colour_folder(tmp_path / "tiles", 10)
+    cache = tmp_path / "cache"
+    before = open_library(folder, cache)
+    ids_before = list(before.source_ids)
+    pixels_before = np.array(before.tiles)
+    for index in range(6):
+        Image.fromarray(np.full((12, 12, 3), 10 * index, np.uint8)).save(folder / f"n{index}.png")
+    Image.fromarray(np.full((12, 12, 3), 250, np.uint8)).save(folder / "t001.png")
+    bump_mtime(folder / "t001.png")
+    (folder / "t008.png").unlink()
+    monkeypatch.setattr(library_module, "COMMIT_EVERY", 2)
+    during = []
+
+    def look():
+        reader = open_library(folder, cache, update=False)
+        during.append((list(reader.source_ids), np.array(reader.tiles)))
+
+    interrupt_after(monkeypatch, 4, look)
+    with pytest.raises(KeyboardInterrupt):
+        open_library(folder, cache)
+    after = open_library(folder, cache, update=False)
+    for ids, pixels in during + [(after.source_ids, np.array(after.tiles))]:
+        assert ids == ids_before
+        np.testing.assert_array_equal(pixels, pixels_before)
+    monkeypatch.undo()
+    resumed = open_library(folder, cache)
+    assert resumed.stats.decoded == 7 - 4
+    assert resumed.stats.removed == 1 and len(resumed) == 15
+    check_pixels(resumed, folder)
+
+
+def _open_in_process(folder, cache, queue):
+    library = open_library(folder, cache)
+    queue.put((library.source_ids, np.array(library.tiles).tobytes(), library.stats.decoded))
+
+
+def test_concurrent_updates(tmp_path):
+    folder = make_colour_folder(tmp_path / "tiles", 40)
+    cache = tmp_path / "cache"
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    workers = [
+        context.Process(target=_open_in_process, args=(folder, cache, queue)) for _ in range(3)
+    ]
+    for worker in workers:
+        worker.start()
+    results = [queue.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    final = open_library(folder, cache)
+    assert final.stats.decoded == 0
+    check_pixels(final, folder)
+    for ids, pixels, _decoded in results:
+        assert ids == final.source_ids
+        assert pixels == np.array(final.tiles).tobytes()
+    assert sum(decoded for _, _, decoded in results) == 40
+
+
+def test_concurrent_reader_and_writer_threads(tmp_path):
+    import threading
+
+    folder = make_colour_folder(tmp_path / "tiles", 12)
+    cache = tmp_path / "cache"
+    open_library(folder, cache)
+    errors = []
+    stop = threading.Event()
+
+    def read():
+        while not stop.is_set():
+            try:
+                reader = open_library(folder, cache, update=False)
+                assert reader.tiles.shape[0] == len(reader.source_ids)
+            except Exception as error:  # noqa: BLE001
+                errors.append(error)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        for index in range(4):
+            (folder / f"t{index:03d}.png").unlink()
+            open_library(folder, cache)
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+    check_pixels(open_library(folder, cache), folder)
+
+
+def _truncate_store(library):
+    store = library.directory / f"tiles-{library.generation}.u8"
+    store.write_bytes(store.read_bytes()[: store.stat().st_size // 2])
+    return store
+
+
+def test_truncated_packed_file_is_reported(tmp_path):
+    folder = make_colour_folder(tmp_path / "tiles", 6)
+    cache = tmp_path / "cache"
+    _truncate_store(open_library(folder, cache))
+    for update in (False, True):
+        with pytest.raises(MosaicistError, match="damaged.*delete"):
+            open_library(folder, cache, update=update)
+
+
+def test_truncated_packed_file_is_reported_when_updating(tmp_path):
+    folder = make_colour_folder(tmp_path / "tiles", 6)
+    cache = tmp_path / "cache"
+    _truncate_store(open_library(folder, cache))
+    Image.fromarray(np.full((12, 12, 3), 50, np.uint8)).save(folder / "z.png")
+    with pytest.raises(MosaicistError, match="damaged.*delete"):
+        open_library(folder, cache)
+
+
+def test_missing_packed_file_is_reported(tmp_path):
+    folder = make_colour_folder(tmp_path / "tiles", 3)
+    cache = tmp_path / "cache"
+    library = open_library(folder, cache)
+    (library.directory / f"tiles-{library.generation}.u8").unlink()
+    started = time.perf_counter()
+    for update in (False, True):
+        with pytest.raises(MosaicistError, match="damaged.*delete"):
+            open_library(folder, cache, update=update)
+    assert time.perf_counter() - started < 5
+
+
+def test_no_usable_tile(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(MosaicistError, match="empty.*no usable tile"):
+        open_library(empty, tmp_path / "cache")
+    (empty / "broken.png").write_text("nope")
+    with pytest.raises(MosaicistError, match="empty.*no usable tile"):
+        open_library(empty, tmp_path / "cache")
+
+
+def test_tile_px_range(tmp_path):
+    with pytest.raises(MosaicistError, match="tile size"):
+        open_library(tmp_path, tmp_path / "cache", tile_px=0)
+
+
+def test_limit(tmp_path):
+    folder = make_colour_folder(tmp_path / "tiles", 5)
+    library = open_library(folder, tmp_path / "cache")
+    assert library.limit(None) is library and library.limit(9) is library
+    three = library.limit(3)
+    assert len(three) == 3 and three.source_ids == library.source_ids[:3]
+    np.testing.assert_array_equal(three.tiles, library.tiles[:3])
+    with pytest.raises(MosaicistError, match="at least 1"):
+        library.limit(0)
