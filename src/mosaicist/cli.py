@@ -80,6 +80,12 @@ Examples:
               help="Write the placements as CSV (row,col,tile,distance,position).")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), default=None,
               help="Write a JSON report (grid, tiles, objective, timings).")
+@click.option("--search", type=click.Choice(["exact", "approximate"]), default="exact",
+              show_default=True,
+              help="exact: the true minimum for every cell; approximate: an inverted-file "
+                   "index with exact re-ranking, for very large libraries.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="cuda: exact integer search on an NVIDIA GPU (needs the gpu extra).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=_CACHE_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, warnings or summary.")
 def make(
@@ -91,6 +97,8 @@ def make(
     limit: int | None,
     placements_path: Path | None,
     report_path: Path | None,
+    search: str,
+    device: str,
     cache_dir: Path | None,
     quiet: bool,
 ) -> None:
@@ -115,7 +123,7 @@ def make(
     show = progress_enabled(quiet)
     mosaic = make_mosaic(
         target, source, cell_px=cell_px, tile_px=tile_px, limit=limit,
-        cache_dir=cache_dir, show_progress=show, quiet=quiet,
+        search=search, device=device, cache_dir=cache_dir, show_progress=show, quiet=quiet,
     )
     height, width = mosaic.image.shape[:2]
     check_output_size(output, width, height)

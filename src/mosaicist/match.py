@@ -4,26 +4,34 @@ For a compared cell vector ``a`` and tile ``b`` (see :class:`Geometry`) the
 objective is ``D(a, b) = w |a|^2 - 2 <a, S_b> + |b|^2``, an integer, where
 ``S_b`` are the tile's block sums and ``w`` the pixels per block.
 
-Search is exact, in two stages, with memory bounded by the chunk sizes:
+Search is exact, with memory bounded by the chunk sizes:
 
-1. **Lower bound.** Writing ``P_b = S_b / w`` and ``c_b = |b|^2 - |S_b|^2 / w``
+1. **Lower bounds.** Writing ``P_b = S_b / w`` and ``c_b = |b|^2 - |S_b|^2 / w``
    (the tile's within-block variation), ``D = w |a - P_b|^2 + c_b``. Block
    means over ``s x s`` groups and any orthonormal projection ``Q`` only
    shrink distances, so ``LB = w s^2 |Q (mean_s(a) - mean_s(P_b))|^2 + c_b <= D``.
-   ``Q`` is the top principal components (PCA) of the library, fitted once and
-   cached with the features. ``LB`` for a block of cells and a chunk of tiles
-   is one float32 GEMM, loosened by a rounding margin far above float32's
-   worst error for these magnitudes.
-2. **Exact re-check.** Every tile whose bound does not exceed the best exact
-   distance found so far is evaluated exactly (float64 dot products of
-   integers below 2**53, hence exact), and the best is kept with ties going to
-   the lowest library position. A tile is skipped only when its bound proves it
-   cannot win, so the result is the true minimum for every cell.
+   ``Q`` holds the top principal components (PCA) of the library, fitted once
+   and cached with the features; keeping fewer components gives a weaker
+   bound that is cheaper to compute. Each bound is one float32 GEMM on
+   augmented rows, loosened by a margin far above float32's rounding error
+   for these magnitudes.
+2. **Search.** Each cell first gets an upper bound: the exact distance of
+   the best-bounded tile of an evenly spaced sample. Then, for groups of
+   cells and chunks of tiles, a coarse bound (``COARSE_DIMENSIONS``
+   components) discards the tiles no cell of the group can use, the full
+   bound (``BOUND_DIMENSIONS``) is computed for the rest, and every tile
+   whose bound does not exceed its cell's best exact distance so far is
+   evaluated exactly.
+3. **Exact re-check.** Distances are integer dot products (int32 where no
+   sum can overflow, else int64), so the kept best is the true minimum, ties
+   going to the lowest library position. A tile is only ever skipped when a
+   bound proves it cannot win.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,12 +40,12 @@ import numpy as np
 from .grid import Geometry
 from .progress import progress_bar
 
-#: Cells per block of the bound matrix.
-CELL_BLOCK = 1024
-#: Tiles per chunk of the bound matrix (CELL_BLOCK x TILE_CHUNK float32 = 16 MiB).
+#: Cells per block of the first, sampled pass.
+CELL_BLOCK = 2048
+#: Tiles per chunk of the bound matrices (CELL_GROUP x TILE_CHUNK float32 = 4 MiB).
 TILE_CHUNK = 4096
 #: Principal components kept for the bound.
-BOUND_DIMENSIONS = 64
+BOUND_DIMENSIONS = 128
 #: Largest side of the block-mean grid the bound is computed on.
 BOUND_GRID = 16
 #: Relative slack of the float32 bound (worst-case rounding is below 1e-6 here).
@@ -47,7 +55,13 @@ PCA_SAMPLE = 16384
 #: Float64 elements gathered at a time in the exact re-check.
 EXACT_BUDGET = 1 << 22
 
-FEATURES_VERSION = 1
+FEATURES_VERSION = 3
+#: Components of the coarse bound computed for every cell-tile pair.
+COARSE_DIMENSIONS = 24
+#: Cells that share one pass of the coarse bound.
+CELL_GROUP = 256
+#: Tiles in the sample that gives each cell its first upper bound.
+SEED_SAMPLE = 2048
 
 
 @dataclass
@@ -62,11 +76,14 @@ class MatchResult:
         ``(N,)`` int64 exact objective of each pick.
     evaluated : int
         Exact distance evaluations made (for benchmarks).
+    bounded : int
+        Cell-tile pairs whose lower bound was computed (for benchmarks).
     """
 
     tile: np.ndarray
     distance: np.ndarray
     evaluated: int = 0
+    bounded: int = 0
 
 
 def bound_step(side: int) -> int:
@@ -100,25 +117,39 @@ class TileFeatures:
         ``(n',)`` float64 mean of the block-mean vectors (PCA centre).
     basis : numpy.ndarray
         ``(d, n')`` float32 orthonormal rows (principal components).
-    projected : numpy.ndarray
-        ``(M, d)`` float32 projections of each tile's block means.
-    column_term : numpy.ndarray
-        ``(M,)`` float32: the per-tile part of the loosened bound.
+    bound : numpy.ndarray
+        ``(M, d + 2)`` float32 rows ``[Q m_b, 1, column term]``: one GEMM with
+        the cells' rows ``[-2 k Q m_a, row term, 1]`` gives the loosened bound.
+        Rows are sorted by the first principal component (row ``k`` belongs
+        to tile ``order[k]``), so that the tiles a cell can still use lie in
+        one contiguous window.
+    order : numpy.ndarray
+        ``(M,)`` int64 library position of each row of ``bound``.
+    residual : numpy.ndarray
+        ``(M,)`` float64 ``c_b`` in the order of ``bound``.
     norm2 : numpy.ndarray
         ``(M,)`` int64 ``|b|^2`` over the tile's pixels.
+    pooled : numpy.ndarray or None
+        ``(M, n)`` uint16 block sums ``S_b`` (None when the factor is 1 and
+        the tiles themselves serve).
     """
 
     mean: np.ndarray
     basis: np.ndarray
-    projected: np.ndarray
-    column_term: np.ndarray
+    bound: np.ndarray
+    order: np.ndarray
+    residual: np.ndarray
     norm2: np.ndarray
+    pooled: np.ndarray | None
 
     def limit(self, count: int) -> TileFeatures:
         """Features of the first ``count`` tiles."""
+        if count >= len(self.norm2):
+            return self
+        keep = self.order < count
         return TileFeatures(
-            self.mean, self.basis, self.projected[:count], self.column_term[:count],
-            self.norm2[:count],
+            self.mean, self.basis, self.bound[keep], self.order[keep], self.residual[keep],
+            self.norm2[:count], None if self.pooled is None else self.pooled[:count],
         )
 
 
@@ -127,8 +158,28 @@ def _scale(geometry: Geometry) -> float:
     return float(geometry.weight * step * step)
 
 
+def _fit_basis(
+    tiles: np.ndarray, geometry: Geometry, step: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Principal components of the tiles' block means, from an evenly spaced sample."""
+    count = len(tiles)
+    sample_index = np.unique(np.linspace(0, count - 1, min(count, PCA_SAMPLE)).astype(np.int64))
+    sums = geometry.pool_tiles(np.asarray(tiles[sample_index]))
+    sample = _block_means(sums.astype(np.float64) / geometry.weight, step)
+    mean = sample.mean(axis=0)
+    centred = sample - mean
+    covariance = centred.T @ centred
+    dimensions = min(BOUND_DIMENSIONS, covariance.shape[0])
+    _, vectors = np.linalg.eigh(covariance)
+    basis = np.ascontiguousarray(vectors[:, ::-1][:, :dimensions].T)
+    return mean, basis
+
+
 def compute_features(
-    tiles: np.ndarray, geometry: Geometry, show_progress: bool = False
+    tiles: np.ndarray,
+    geometry: Geometry,
+    show_progress: bool = False,
+    pooled_out: np.ndarray | None = None,
 ) -> TileFeatures:
     """Compute :class:`TileFeatures` for ``tiles`` (streamed in chunks).
 
@@ -140,48 +191,55 @@ def compute_features(
         How cells and tiles are compared.
     show_progress : bool
         Draw a progress bar.
+    pooled_out : numpy.ndarray, optional
+        ``(M, n)`` uint16 array (e.g. a writable memory map) to receive the
+        block sums; allocated in memory when omitted.
     """
     count = len(tiles)
     step = bound_step(geometry.side)
     weight = geometry.weight
-    # Fit the principal components on an evenly spaced sample of the library.
-    sample_index = np.unique(np.linspace(0, count - 1, min(count, PCA_SAMPLE)).astype(np.int64))
-    sample = _block_means(geometry.pool_tiles(tiles[sample_index]) / weight, step)
-    mean = sample.mean(axis=0)
-    centred = sample - mean
-    covariance = centred.T @ centred
-    dimensions = min(BOUND_DIMENSIONS, covariance.shape[0])
-    _, vectors = np.linalg.eigh(covariance)
-    basis = np.ascontiguousarray(vectors[:, ::-1][:, :dimensions].T)
-    basis32 = basis.astype(np.float32)
-
+    mean, basis = _fit_basis(tiles, geometry, step)
+    dimensions = len(basis)
     scale = _scale(geometry)
-    projected = np.empty((count, dimensions), np.float32)
-    column_term = np.empty(count, np.float32)
+    length = geometry.side * geometry.side * 3
+    if geometry.factor > 1 and pooled_out is None:
+        pooled_out = np.empty((count, length), np.uint16)
+    bound = np.empty((count, dimensions + 2), np.float32)
+    residuals = np.empty(count, np.float64)
     norm2 = np.empty(count, np.int64)
-    chunk = max(1, min(TILE_CHUNK, (1 << 26) // max(1, tiles[0].size * 4)))
+    chunk = max(1, min(TILE_CHUNK, (1 << 25) // max(1, tiles[0].size * 4)))
     with progress_bar(count, "features", unit="tile", enabled=show_progress) as bar:
         for start in range(0, count, chunk):
             part = np.asarray(tiles[start:start + chunk])
-            flat = part.reshape(len(part), -1).astype(np.int64)
-            tile_norm2 = np.einsum("ij,ij->i", flat, flat)
-            sums = geometry.pool_tiles(part).reshape(len(part), -1).astype(np.float64)
+            stop = start + len(part)
+            flat = part.reshape(len(part), -1).astype(np.int32)
+            tile_norm2 = np.einsum("ij,ij->i", flat, flat, dtype=np.int64)
+            sums = geometry.pool_tiles(part)
+            if pooled_out is not None and geometry.factor > 1:
+                pooled_out[start:stop] = sums.reshape(len(part), -1)
+            sums = sums.reshape(len(part), -1).astype(np.float64)
             residual = tile_norm2 - np.einsum("ij,ij->i", sums, sums) / weight
-            means = _block_means(sums.reshape(part.shape[0], geometry.side, geometry.side, 3)
-                                 / weight, step) - mean
+            means = _block_means(
+                sums.reshape(len(part), geometry.side, geometry.side, 3) / weight, step
+            ) - mean
             features = means @ basis.T
             deviation2 = np.einsum("ij,ij->i", means, means)
             feature2 = np.einsum("ij,ij->i", features, features)
-            projected[start:start + len(part)] = features.astype(np.float32)
+            bound[start:stop, :dimensions] = features
+            bound[start:stop, dimensions] = 1.0
             # Bound = scale*(|g|^2 + |f|^2 - 2 g.f) + residual, loosened for float32 rounding.
-            column_term[start:start + len(part)] = (
+            bound[start:stop, dimensions + 1] = (
                 scale * feature2 + residual - BOUND_SLACK * scale * deviation2
                 - 1e-7 * tile_norm2 - 1.0
-            ).astype(np.float32)
-            norm2[start:start + len(part)] = tile_norm2
+            )
+            norm2[start:stop] = tile_norm2
+            residuals[start:stop] = residual
             bar.update(len(part))
-    del basis32
-    return TileFeatures(mean, basis.astype(np.float32), projected, column_term, norm2)
+    order = np.argsort(bound[:, 0], kind="stable")
+    return TileFeatures(
+        mean, basis.astype(np.float32), bound[order], order, residuals[order], norm2,
+        pooled_out if geometry.factor > 1 else None,
+    )
 
 
 def cached_features(
@@ -194,63 +252,87 @@ def cached_features(
     """Return the library's features, loading them from ``directory`` when cached.
 
     The cache key is the library generation, the geometry and the tile count,
-    so a changed library or geometry computes them anew. Files are written
-    atomically; a damaged cache entry is recomputed.
+    so a changed library or geometry computes them anew. Each cache entry is
+    a folder of ``.npy`` files (the block sums memory-mapped), written under a
+    temporary name and renamed into place; a damaged entry is recomputed.
     """
     if directory is None:
         return compute_features(tiles, geometry, show_progress)
     step = bound_step(geometry.side)
     name = (
         f"v{FEATURES_VERSION}-g{generation}-n{len(tiles)}-side{geometry.side}-"
-        f"f{geometry.factor}-s{step}-d{BOUND_DIMENSIONS}.npz"
+        f"f{geometry.factor}-s{step}-d{BOUND_DIMENSIONS}"
     )
     path = directory / name
-    if path.exists():
+    names = ("mean", "basis", "bound", "order", "residual", "norm2")
+    if path.is_dir():
         try:
-            with np.load(path, allow_pickle=False) as data:
-                return TileFeatures(**{key: data[key] for key in data.files})
-        except (OSError, ValueError, KeyError, TypeError):
+            arrays = {key: np.load(path / f"{key}.npy", allow_pickle=False) for key in names}
+            pooled = None
+            if geometry.factor > 1:
+                pooled = np.load(path / "pooled.npy", mmap_mode="r", allow_pickle=False)
+            features = TileFeatures(**arrays, pooled=pooled)
+            if len(features.bound) == len(tiles) and (pooled is None or len(pooled) == len(tiles)):
+                return features
+        except (OSError, ValueError):
             pass
-    features = compute_features(tiles, geometry, show_progress)
-    partial = path.with_name(f".{name}.{os.getpid()}.part.npz")
+    partial = directory / f".{name}.{os.getpid()}.part"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
     try:
-        np.savez(partial, **features.__dict__)
+        pooled_out = None
+        if geometry.factor > 1:
+            length = geometry.side * geometry.side * 3
+            pooled_out = np.lib.format.open_memmap(
+                partial / "pooled.npy", mode="w+", dtype=np.uint16, shape=(len(tiles), length)
+            )
+        features = compute_features(tiles, geometry, show_progress, pooled_out)
+        if pooled_out is not None:
+            pooled_out.flush()
+        for key in names:
+            np.save(partial / f"{key}.npy", getattr(features, key))
+        shutil.rmtree(path, ignore_errors=True)
         os.replace(partial, path)
     except OSError:
-        partial.unlink(missing_ok=True)
+        shutil.rmtree(partial, ignore_errors=True)
+        return compute_features(tiles, geometry, show_progress)
+    if pooled_out is not None:
+        features.pooled = np.load(path / "pooled.npy", mmap_mode="r", allow_pickle=False)
     return features
 
 
 def exact_distances(
-    cell_vectors: np.ndarray,
+    cell_flat: np.ndarray,
     cell_norm2: np.ndarray,
-    tiles: np.ndarray,
+    pooled: np.ndarray,
     tile_norm2: np.ndarray,
-    geometry: Geometry,
+    weight: int,
     cell_index: np.ndarray,
     tile_index: np.ndarray,
 ) -> np.ndarray:
-    """Exact objective for the pairs ``(cell_index[k], tile_index[k])``, as int64."""
+    """Exact objective for the pairs ``(cell_index[k], tile_index[k])``, as int64.
+
+    ``cell_flat`` is ``(N, n)`` uint8 and ``pooled`` ``(M, n)`` block sums (or
+    the tiles themselves when the factor is 1). Dot products are integer:
+    int32 when no sum can overflow it, else int64.
+    """
     out = np.empty(len(cell_index), np.int64)
     if len(cell_index) == 0:
         return out
-    length = cell_vectors[0].size
-    unique_tiles, inverse = np.unique(tile_index, return_inverse=True)
+    length = cell_flat.shape[1]
+    largest = length * 255 * 255 * weight
+    accumulate = np.int32 if largest < 2**31 else np.int64
     per_batch = max(1, EXACT_BUDGET // length)
-    pooled = np.empty((len(unique_tiles), length), np.float64)
-    for start in range(0, len(unique_tiles), per_batch):
-        chosen = unique_tiles[start:start + per_batch]
-        pooled[start:start + len(chosen)] = geometry.pool_tiles(
-            np.asarray(tiles[chosen])).reshape(len(chosen), -1)
-    flat_cells = cell_vectors.reshape(len(cell_vectors), -1)
     for start in range(0, len(cell_index), per_batch):
         stop = start + per_batch
-        cells = flat_cells[cell_index[start:stop]].astype(np.float64)
-        dots = np.einsum("ij,ij->i", cells, pooled[inverse[start:stop]])
+        cells = cell_index[start:stop]
+        tiles = tile_index[start:stop]
+        dots = np.einsum(
+            "ij,ij->i", cell_flat[cells].astype(accumulate),
+            np.asarray(pooled[tiles]).astype(accumulate), dtype=accumulate,
+        )
         out[start:stop] = (
-            geometry.weight * cell_norm2[cell_index[start:stop]]
-            - 2 * dots.astype(np.int64)
-            + tile_norm2[tile_index[start:stop]]
+            weight * cell_norm2[cells] - 2 * dots.astype(np.int64) + tile_norm2[tiles]
         )
     return out
 
@@ -274,6 +356,37 @@ def _improve(
     better = (distances < current) | ((distances == current) & (tiles < best_tile[cells]))
     best_distance[cells[better]] = distances[better]
     best_tile[cells[better]] = tiles[better]
+
+
+def _threshold32(best: np.ndarray) -> np.ndarray:
+    """Best distances as float32, rounded up so the comparison never drops a tie."""
+    as32 = best.astype(np.float32)
+    return np.nextafter(as32, np.float32(np.inf))
+
+
+def cell_bound_rows(
+    cell_vectors: np.ndarray, geometry: Geometry, features: TileFeatures
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the cells' bound rows ``[-2 k Q m_a, row term, 1]`` and ``|a|^2``."""
+    count = len(cell_vectors)
+    step = bound_step(geometry.side)
+    scale = _scale(geometry)
+    flat = cell_vectors.reshape(count, -1)
+    cell_norm2 = np.einsum("ij,ij->i", flat.astype(np.int32), flat.astype(np.int32),
+                           dtype=np.int64)
+    means = _block_means(cell_vectors, step) - features.mean
+    projected = means @ features.basis.T.astype(np.float64)
+    deviation2 = np.einsum("ij,ij->i", means, means)
+    dimensions = len(features.basis)
+    rows = np.empty((count, dimensions + 2), np.float32)
+    rows[:, :dimensions] = -2.0 * scale * projected
+    rows[:, dimensions] = (
+        scale * np.einsum("ij,ij->i", projected, projected)
+        - BOUND_SLACK * scale * deviation2
+        - 1e-7 * geometry.weight * cell_norm2
+    )
+    rows[:, dimensions + 1] = 1.0
+    return rows, cell_norm2
 
 
 def match_exact(
@@ -303,69 +416,78 @@ def match_exact(
     MatchResult
     """
     count = len(cell_vectors)
+    tile_count = len(tiles)
     if features is None:
         features = compute_features(tiles, geometry)
-    step = bound_step(geometry.side)
-    scale = _scale(geometry)
-    flat = cell_vectors.reshape(count, -1).astype(np.int64)
-    cell_norm2 = np.einsum("ij,ij->i", flat, flat)
-    del flat
-    means = _block_means(cell_vectors, step) - features.mean
-    projected = (means @ features.basis.T.astype(np.float64))
-    deviation2 = np.einsum("ij,ij->i", means, means)
-    row_term = (
-        scale * np.einsum("ij,ij->i", projected, projected)
-        - BOUND_SLACK * scale * deviation2
-        - 1e-7 * geometry.weight * cell_norm2
-    ).astype(np.float32)
-    cell_features = (-2.0 * scale * projected).astype(np.float32)
-    del means, projected
+    pooled = features.pooled if features.pooled is not None else tiles.reshape(tile_count, -1)
+    cell_rows, cell_norm2 = cell_bound_rows(cell_vectors, geometry, features)
+    cell_flat = cell_vectors.reshape(count, -1)
+
+    def evaluate(cells: np.ndarray, candidates: np.ndarray) -> int:
+        distances = exact_distances(
+            cell_flat, cell_norm2, pooled, features.norm2, geometry.weight, cells, candidates
+        )
+        _improve(best_distance, best_tile, cells, candidates, distances)
+        return len(cells)
 
     best_distance = np.full(count, np.iinfo(np.int64).max, np.int64)
     best_tile = np.full(count, np.iinfo(np.int64).max, np.int64)
+    bound_rows, order = features.bound, features.order
+    # A first upper bound per cell from an evenly spaced sample of the library,
+    # so that the full pass below evaluates few tiles exactly.
+    sample_size = min(tile_count, SEED_SAMPLE)
+    sample = np.unique(np.linspace(0, tile_count - 1, sample_size).astype(np.int64))
     evaluated = 0
-    tile_count = len(tiles)
-    with progress_bar(tile_count, "matching", unit="tile", enabled=show_progress) as bar:
-        for tile_start in range(0, tile_count, TILE_CHUNK):
-            tile_stop = min(tile_count, tile_start + TILE_CHUNK)
-            chunk_features = features.projected[tile_start:tile_stop]
-            column = features.column_term[tile_start:tile_stop]
-            for cell_start in range(0, count, CELL_BLOCK):
-                cell_stop = min(count, cell_start + CELL_BLOCK)
-                bound = cell_features[cell_start:cell_stop] @ chunk_features.T
-                bound += row_term[cell_start:cell_stop, None]
-                bound += column[None, :]
-                rows = np.arange(cell_stop - cell_start)
-                # Cheap upper bound first: the best-bounded tile of the chunk.
-                nearest = bound.argmin(axis=1)
-                threshold = _threshold32(best_distance[cell_start:cell_stop])
-                promising = bound[rows, nearest] <= threshold
-                cells = rows[promising] + cell_start
-                candidates = nearest[promising] + tile_start
-                distances = exact_distances(
-                    cell_vectors, cell_norm2, tiles, features.norm2, geometry, cells, candidates
-                )
-                evaluated += len(cells)
-                _improve(best_distance, best_tile, cells, candidates, distances)
-                # Then every tile whose bound does not rule it out.
-                threshold = _threshold32(best_distance[cell_start:cell_stop])
-                cell_hits, tile_hits = np.nonzero(bound <= threshold[:, None])
-                keep = tile_hits != nearest[cell_hits]
-                cells = cell_hits[keep] + cell_start
-                candidates = tile_hits[keep] + tile_start
-                distances = exact_distances(
-                    cell_vectors, cell_norm2, tiles, features.norm2, geometry, cells, candidates
-                )
-                evaluated += len(cells)
-                _improve(best_distance, best_tile, cells, candidates, distances)
-            bar.update(tile_stop - tile_start)
-    return MatchResult(best_tile, best_distance, evaluated)
+    for cell_start in range(0, count, CELL_BLOCK):
+        block = slice(cell_start, min(count, cell_start + CELL_BLOCK))
+        nearest = (cell_rows[block] @ bound_rows[sample].T).argmin(axis=1)
+        evaluated += evaluate(np.arange(block.start, block.stop), order[sample[nearest]])
+    threshold = _threshold32(best_distance)
 
-
-def _threshold32(best: np.ndarray) -> np.ndarray:
-    """Best distances as float32, rounded up so the comparison never drops a tie."""
-    as32 = best.astype(np.float32)
-    return np.nextafter(as32, np.float32(np.inf))
+    # Two bounds, both exact: a coarse one from the first COARSE_DIMENSIONS
+    # components, computed for every pair, picks the tiles that any cell of
+    # a block might still use; the full bound is computed for those alone.
+    scale = _scale(geometry)
+    dimensions = len(features.basis)
+    coarse = min(COARSE_DIMENSIONS, dimensions)
+    tail = bound_rows[:, coarse:dimensions].astype(np.float64)
+    tail2 = np.einsum("ij,ij->i", tail, tail)
+    coarse_tiles = np.empty((tile_count, coarse + 2), np.float32)
+    coarse_tiles[:, :coarse] = bound_rows[:, :coarse]
+    coarse_tiles[:, coarse] = 1.0
+    coarse_tiles[:, coarse + 1] = bound_rows[:, dimensions + 1] - scale * tail2
+    projected = cell_rows[:, :dimensions] / np.float32(-2.0 * scale)
+    coarse_cells = np.empty((count, coarse + 2), np.float32)
+    coarse_cells[:, :coarse] = cell_rows[:, :coarse]
+    coarse_cells[:, coarse] = cell_rows[:, dimensions] - scale * np.einsum(
+        "ij,ij->i", projected[:, coarse:], projected[:, coarse:])
+    coarse_cells[:, coarse + 1] = 1.0
+    del projected, tail, tail2
+    cell_order = np.argsort(cell_rows[:, 0], kind="stable")
+    scanned = 0
+    with progress_bar(count, "matching", unit="cell", enabled=show_progress) as bar:
+        for cell_start in range(0, count, CELL_GROUP):
+            cells = cell_order[cell_start:cell_start + CELL_GROUP]
+            rows = cell_rows[cells]
+            rows_coarse = coarse_cells[cells]
+            for start in range(0, tile_count, TILE_CHUNK):
+                stop = min(tile_count, start + TILE_CHUNK)
+                limit = threshold[cells, None]
+                alive = np.flatnonzero(
+                    (rows_coarse @ coarse_tiles[start:stop].T <= limit).any(axis=0)
+                ) + start
+                if len(alive) == 0:
+                    continue
+                scanned += len(alive) * len(cells)
+                bound = rows @ bound_rows[alive].T
+                # flatnonzero is an order of magnitude faster than 2-D nonzero here.
+                hits = np.flatnonzero(bound <= limit)
+                if len(hits):
+                    cell_hits, tile_hits = np.divmod(hits, len(alive))
+                    evaluated += evaluate(cells[cell_hits], order[alive[tile_hits]])
+                    threshold[cells] = _threshold32(best_distance[cells])
+            bar.update(len(cells))
+    return MatchResult(best_tile, best_distance, evaluated, scanned)
 
 
 def brute_force(cells: np.ndarray, tiles: np.ndarray, tile_px: int) -> MatchResult:

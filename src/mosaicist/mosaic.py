@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .errors import MosaicistError
 from .grid import Geometry, Grid, check_sizes, make_grid
 from .imaging import read_target, to_rgb
 from .library import TileLibrary
@@ -48,6 +49,8 @@ class Mosaic:
     grid: Grid
     library: TileLibrary
     timings: dict[str, float] = field(default_factory=dict)
+    search: str = "exact"
+    device: str = "cpu"
 
     def __iter__(self) -> Iterator:
         yield self.image
@@ -63,6 +66,8 @@ class Mosaic:
             "skipped": len(stats.failed) if stats else 0,
             "source": self.library.source.name,
             "objective": self.placements.objective,
+            "search": self.search,
+            "device": self.device,
             "distinct_tiles": int(len(np.unique(self.placements.tile))),
             "output_size": {"width": int(self.image.shape[1]), "height": int(self.image.shape[0])},
             "timings": {name: round(value, 4) for name, value in self.timings.items()},
@@ -92,6 +97,8 @@ def make_mosaic(
     cell_px: int = 16,
     tile_px: int = 32,
     limit: int | None = None,
+    search: str = "exact",
+    device: str = "cpu",
     cache_dir: str | os.PathLike[str] | None = None,
     show_progress: bool = False,
     quiet: bool = True,
@@ -115,6 +122,13 @@ def make_mosaic(
         Output pixels per tile side.
     limit : int, optional
         Use only the first ``limit`` tiles in library order.
+    search : {"exact", "approximate"}
+        ``exact`` (default) guarantees the minimum for every cell;
+        ``approximate`` searches an inverted-file index and re-ranks its
+        candidates exactly (much faster on large libraries, not guaranteed).
+    device : {"cpu", "cuda"}
+        ``cuda`` runs the exact search as integer GEMMs on an NVIDIA GPU with
+        PyTorch (the ``gpu`` extra); results are identical.
     cache_dir : path-like, optional
         Where indexes and downloads live.
     show_progress : bool
@@ -133,6 +147,12 @@ def make_mosaic(
     >>> image, placements = make_mosaic("bear.jpg", "photos/")  # doctest: +SKIP
     """
     check_sizes(cell_px, tile_px)
+    if search not in ("exact", "approximate"):
+        raise MosaicistError(f"unknown search {search!r}; use exact or approximate")
+    if device not in ("cpu", "cuda"):
+        raise MosaicistError(f"unknown device {device!r}; use cpu or cuda")
+    if device == "cuda" and search != "exact":
+        raise MosaicistError("--device cuda runs the exact search only")
     started = time.perf_counter()
     pixels = _as_target(target)
     name = str(target) if isinstance(target, (str, os.PathLike)) else "target"
@@ -148,14 +168,26 @@ def make_mosaic(
     index_done = time.perf_counter()
 
     geometry = Geometry(cell_px, tile_px)
-    features = cached_features(
-        library.tiles, geometry, library.features_dir, library.generation, show_progress
-    )
-    library = library.limit(limit)
-    features = features.limit(len(library))
-    result = match_exact(
-        geometry.cell_vectors(grid.cells), library.tiles, geometry, features, show_progress
-    )
+    cell_vectors = geometry.cell_vectors(grid.cells)
+    if device == "cuda":
+        from .gpu import match_torch
+
+        library = library.limit(limit)
+        result = match_torch(cell_vectors, library.tiles, geometry, "cuda", show_progress)
+    else:
+        features = cached_features(
+            library.tiles, geometry, library.features_dir, library.generation, show_progress
+        )
+        library = library.limit(limit)
+        features = features.limit(len(library))
+        if search == "approximate":
+            from .approximate import match_approximate
+
+            result = match_approximate(
+                cell_vectors, library.tiles, geometry, features, show_progress
+            )
+        else:
+            result = match_exact(cell_vectors, library.tiles, geometry, features, show_progress)
     match_done = time.perf_counter()
 
     placements = Placements(
@@ -169,4 +201,4 @@ def make_mosaic(
         "match": match_done - index_done,
         "render": render_done - match_done,
     }
-    return Mosaic(image, placements, grid, library, timings)
+    return Mosaic(image, placements, grid, library, timings, search, device)
