@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import mmap
 import os
 import re
 import sqlite3
@@ -91,6 +92,20 @@ class UpdateStats:
     removed: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Drop a memory map's resident pages from this process (they stay in the page cache).
+
+    Streaming once through a large memory-mapped library would otherwise leave
+    all of it counted in the process's resident memory. Harmless on arrays
+    that are not memory maps, and where ``madvise`` is unavailable.
+    """
+    mapping = getattr(array, "_mmap", None)
+    if mapping is None or not hasattr(mapping, "madvise"):
+        return
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        mapping.madvise(mmap.MADV_DONTNEED)
 
 
 def _index_dir(cache: Path, source_key: str, tile_px: int) -> Path:

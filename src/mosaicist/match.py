@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from .grid import Geometry
+from .library import release_pages
 from .progress import progress_bar
 
 #: Cells per block of the first, sampled pass.
@@ -130,8 +131,8 @@ class TileFeatures:
     norm2 : numpy.ndarray
         ``(M,)`` int64 ``|b|^2`` over the tile's pixels.
     pooled : numpy.ndarray or None
-        ``(M, n)`` uint16 block sums ``S_b`` (None when the factor is 1 and
-        the tiles themselves serve).
+        ``(M, n)`` block sums ``S_b`` (uint16, or uint32 for blocks over
+        16 x 16); None when the factor is 1 and the tiles themselves serve.
     """
 
     mean: np.ndarray
@@ -156,6 +157,11 @@ class TileFeatures:
 def _scale(geometry: Geometry) -> float:
     step = bound_step(geometry.side)
     return float(geometry.weight * step * step)
+
+
+def pooled_dtype(geometry: Geometry) -> type:
+    """Smallest unsigned type that holds a block sum (uint16 up to 16 x 16 blocks)."""
+    return np.uint16 if 255 * geometry.weight <= np.iinfo(np.uint16).max else np.uint32
 
 
 def _fit_basis(
@@ -203,7 +209,7 @@ def compute_features(
     scale = _scale(geometry)
     length = geometry.side * geometry.side * 3
     if geometry.factor > 1 and pooled_out is None:
-        pooled_out = np.empty((count, length), np.uint16)
+        pooled_out = np.empty((count, length), pooled_dtype(geometry))
     bound = np.empty((count, dimensions + 2), np.float32)
     residuals = np.empty(count, np.float64)
     norm2 = np.empty(count, np.int64)
@@ -234,6 +240,9 @@ def compute_features(
             )
             norm2[start:stop] = tile_norm2
             residuals[start:stop] = residual
+            release_pages(tiles)
+            if pooled_out is not None:
+                release_pages(pooled_out)
             bar.update(len(part))
     order = np.argsort(bound[:, 0], kind="stable")
     return TileFeatures(
@@ -284,7 +293,8 @@ def cached_features(
         if geometry.factor > 1:
             length = geometry.side * geometry.side * 3
             pooled_out = np.lib.format.open_memmap(
-                partial / "pooled.npy", mode="w+", dtype=np.uint16, shape=(len(tiles), length)
+                partial / "pooled.npy", mode="w+", dtype=pooled_dtype(geometry),
+                shape=(len(tiles), length),
             )
         features = compute_features(tiles, geometry, show_progress, pooled_out)
         if pooled_out is not None:
@@ -502,12 +512,15 @@ def brute_force(cells: np.ndarray, tiles: np.ndarray, tile_px: int) -> MatchResu
     geometry = Geometry(cell_px, tile_px)
     vectors = geometry.cell_vectors(cells)
     factor = geometry.factor
-    upscaled = vectors.repeat(factor, axis=1).repeat(factor, axis=2).astype(np.int64)
-    flat_tiles = np.asarray(tiles).reshape(len(tiles), -1).astype(np.int64)
+    length = tile_px * tile_px * 3
+    kind = np.int32 if length * 255 * 255 < 2**31 else np.int64
+    upscaled = vectors.repeat(factor, axis=1).repeat(factor, axis=2).astype(kind)
+    flat_tiles = np.asarray(tiles).reshape(len(tiles), -1).astype(kind)
     best_tile = np.empty(len(cells), np.int64)
     best_distance = np.empty(len(cells), np.int64)
     for index, cell in enumerate(upscaled.reshape(len(cells), -1)):
-        distances = ((flat_tiles - cell) ** 2).sum(axis=1)
+        difference = flat_tiles - cell
+        distances = np.einsum("ij,ij->i", difference, difference, dtype=kind)
         best_tile[index] = int(np.argmin(distances))
         best_distance[index] = distances[best_tile[index]]
     return MatchResult(best_tile, best_distance, len(cells) * len(tiles))

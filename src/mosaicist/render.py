@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import MosaicistError
+from .library import release_pages
 from .paths import atomic_path
 
 #: Output formats by file extension, with the options used to write them.
@@ -82,6 +83,8 @@ def render_mosaic(tiles: np.ndarray, tile_grid: np.ndarray) -> np.ndarray:
     for row in range(rows):
         # One gather per row of cells keeps memory-mapped reads sequential-ish.
         image[row] = np.asarray(tiles[tile_grid[row]]).transpose(1, 0, 2, 3)
+        if row % 64 == 63:
+            release_pages(tiles)
     return image.reshape(rows * tile_px, cols * tile_px, 3)
 
 

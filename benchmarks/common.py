@@ -1,0 +1,173 @@
+"""Shared helpers for the benchmark scripts (not a benchmark itself).
+
+Data-path resolution, a cache folder, a child-process runner that reports the
+child's wall time and peak RSS (via ``os.wait4``), a timer, and a tiny table
+printer. Imported by ``bench_seed.py``, ``bench_index.py`` and
+``bench_million.py``; run any of them with ``--help``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+#: ``../shared/data`` relative to the repository root.
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: Generated data and caches (gitignored).
+DEFAULT_CACHE = BENCH_DIR / ".cache"
+
+
+def data_dir(override: str | os.PathLike[str] | None) -> Path:
+    """Return the shared data folder (``--data`` or ``../shared/data``), checked to exist."""
+    path = Path(override).expanduser().resolve() if override else DEFAULT_DATA
+    if not path.is_dir():
+        sys.exit(f"benchmark: data folder {path} not found; pass --data PATH")
+    return path
+
+
+def cache_dir(override: str | os.PathLike[str] | None) -> Path:
+    """Return (and create) the benchmark cache folder (``--cache-dir`` or ``benchmarks/.cache``)."""
+    path = Path(override).expanduser().resolve() if override else DEFAULT_CACHE
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def fresh_dir(parent: Path, prefix: str) -> Path:
+    """Return a new empty folder under ``parent`` (for cold-cache runs)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+
+
+def machine() -> str:
+    """One line describing this machine: CPU model, cores, memory."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        memory = f", {pages / 2**30:.0f} GiB RAM"
+    except (ValueError, OSError):
+        pass
+    return f"{model}, {os.cpu_count()} logical cores{memory}, Python {platform.python_version()}"
+
+
+@dataclass
+class ChildRun:
+    """Result of :func:`run_child`."""
+
+    args: list[str]
+    returncode: int
+    seconds: float
+    peak_rss_bytes: int
+    output: str
+
+    @property
+    def peak_rss_gib(self) -> float:
+        """Peak resident set size of the child in GiB."""
+        return self.peak_rss_bytes / 2**30
+
+    def check(self) -> ChildRun:
+        """Exit with the child's output when it failed."""
+        if self.returncode != 0:
+            sys.exit(
+                f"benchmark: command failed ({self.returncode}): {shlex.join(self.args)}\n"
+                f"{self.output[-4000:]}"
+            )
+        return self
+
+
+def run_child(
+    args: Sequence[str], env: dict[str, str] | None = None, echo: bool = False
+) -> ChildRun:
+    """Run ``args`` as a child process; return wall seconds and its own peak RSS.
+
+    The peak RSS comes from ``os.wait4`` (``ru_maxrss`` of that child alone,
+    KiB on Linux), so it is exact per run even when several children ran
+    before. stdout and stderr go to a temporary file (returned as ``output``),
+    or straight through when ``echo``.
+    """
+    args = [str(arg) for arg in args]
+    full_env = os.environ | (env or {})
+    with tempfile.TemporaryFile(mode="w+") as log:
+        started = time.perf_counter()
+        out = None if echo else log
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                   env=full_env)
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        output = log.read()
+    return ChildRun(args, process.returncode, seconds, usage.ru_maxrss * 1024, output)
+
+
+def mosaicist_command() -> list[str]:
+    """The ``mosaicist`` CLI of this interpreter (``python -m mosaicist``)."""
+    return [sys.executable, "-m", "mosaicist"]
+
+
+@contextmanager
+def timer() -> Iterator[list[float]]:
+    """``with timer() as t: ...`` then ``t[0]`` holds the elapsed seconds."""
+    box = [0.0]
+    started = time.perf_counter()
+    try:
+        yield box
+    finally:
+        box[0] = time.perf_counter() - started
+
+
+def print_table(rows: Sequence[Sequence[object]], header: Sequence[str] | None = None) -> None:
+    """Print rows as a left-aligned text table (the first column) with right-aligned values."""
+    table = [list(map(str, header))] if header else []
+    table += [[str(cell) for cell in row] for row in rows]
+    if not table:
+        return
+    widths = [max(len(row[i]) for row in table if i < len(row)) for i in range(len(table[0]))]
+    for number, row in enumerate(table):
+        cells = [
+            cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i])
+            for i, cell in enumerate(row)
+        ]
+        print("  ".join(cells).rstrip())
+        if header and number == 0:
+            print("  ".join("-" * width for width in widths))
+    sys.stdout.flush()
+
+
+def gib(count: float) -> str:
+    """Format bytes as GiB."""
+    return f"{count / 2**30:.2f} GiB"
+
+
+def seconds(value: float) -> str:
+    """Format seconds with sensible precision."""
+    if value >= 100:
+        return f"{value:.0f} s"
+    if value >= 1:
+        return f"{value:.2f} s"
+    if value >= 1e-3:
+        return f"{value * 1e3:.2f} ms"
+    return f"{value * 1e6:.1f} us"

@@ -1,0 +1,80 @@
+"""The grid: the seed's crop, cell order, geometry and area averaging."""
+
+import numpy as np
+import pytest
+
+from mosaicist.errors import MosaicistError
+from mosaicist.grid import Geometry, area_weights, check_sizes, make_grid
+
+
+def test_centre_crop_matches_the_formula():
+    rng = np.random.default_rng(1)
+    target = rng.integers(0, 256, (1014, 1280, 3), dtype=np.uint8)
+    grid = make_grid(target, 16)
+    assert (grid.rows, grid.cols) == (63, 80)
+    assert (grid.left, grid.top) == (0, (1014 - 63 * 16) // 2)
+    # Cell (r, c) is the block at the crop offsets, row-major.
+    r, c = 5, 7
+    expected = target[grid.top + r * 16:grid.top + (r + 1) * 16, c * 16:(c + 1) * 16]
+    assert np.array_equal(grid.cells[r * grid.cols + c], expected)
+
+
+@pytest.mark.parametrize(("width", "height", "cell"), [(37, 21, 5), (16, 16, 16), (50, 17, 8)])
+def test_offsets_are_floor_of_half_the_remainder(width, height, cell):
+    target = np.zeros((height, width, 3), np.uint8)
+    grid = make_grid(target, cell)
+    assert grid.cols == width // cell and grid.rows == height // cell
+    assert grid.left == (width - grid.cols * cell) // 2
+    assert grid.top == (height - grid.rows * cell) // 2
+    assert grid.cells.shape == (grid.rows * grid.cols, cell, cell, 3)
+
+
+def test_target_smaller_than_a_cell_is_an_error():
+    with pytest.raises(MosaicistError, match="smaller than one 16x16 cell"):
+        make_grid(np.zeros((15, 100, 3), np.uint8), 16, name="tiny.png")
+
+
+@pytest.mark.parametrize(("cell", "tile"), [(0, 32), (16, 0), (2000, 32), (16, 5000)])
+def test_sizes_out_of_range(cell, tile):
+    with pytest.raises(MosaicistError, match="between"):
+        check_sizes(cell, tile)
+
+
+def test_area_weights_are_exact_averages():
+    weights = area_weights(3, 2)
+    assert np.allclose(weights.sum(axis=1), 1.0)
+    assert np.allclose(weights, [[2 / 3, 1 / 3, 0], [0, 1 / 3, 2 / 3]])
+    # Integer downscale: plain block means.
+    assert np.allclose(area_weights(4, 2), [[0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5]])
+    # Integer upscale: replication.
+    assert np.allclose(area_weights(2, 4), [[1, 0], [1, 0], [0, 1], [0, 1]])
+
+
+def test_geometry_multiple_compares_at_cell_resolution():
+    geometry = Geometry(16, 32)
+    assert (geometry.side, geometry.factor, geometry.weight) == (16, 2, 4)
+    tiles = np.random.default_rng(2).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    pooled = geometry.pool_tiles(tiles)
+    expected = tiles.reshape(3, 16, 2, 16, 2, 3).astype(np.int64).sum(axis=(2, 4))
+    assert np.array_equal(pooled, expected)
+
+
+def test_geometry_non_multiple_resamples_cells_to_tile_size():
+    geometry = Geometry(6, 10)
+    assert (geometry.side, geometry.factor) == (10, 1)
+    flat = np.full((1, 6, 6, 3), 77, np.uint8)
+    assert np.all(geometry.cell_vectors(flat) == 77)
+    rng = np.random.default_rng(3)
+    cells = rng.integers(0, 256, (4, 6, 6, 3), dtype=np.uint8)
+    vectors = geometry.cell_vectors(cells)
+    weights = area_weights(6, 10)
+    expected = np.rint(np.einsum("ij,njkc,lk->nilc", weights, cells.astype(float), weights))
+    assert np.array_equal(vectors, expected.astype(np.uint8))
+
+
+def test_geometry_pool_large_factor():
+    geometry = Geometry(1, 12)
+    tiles = np.random.default_rng(4).integers(0, 256, (2, 12, 12, 3), dtype=np.uint8)
+    assert np.array_equal(
+        geometry.pool_tiles(tiles)[:, 0, 0], tiles.astype(np.int64).sum(axis=(1, 2))
+    )
