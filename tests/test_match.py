@@ -134,3 +134,26 @@ def test_cached_features_round_trip(tmp_path):
     # Another generation is another entry.
     cached_features(tiles, geometry, tmp_path, generation=1)
     assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 2
+
+
+def test_real_picture_matches_brute_force():
+    # Real image content from the repository's example picture: tiles are
+    # crops of one part of the painting, cells come from another.
+    from pathlib import Path
+
+    from mosaicist.grid import make_grid
+    from mosaicist.imaging import read_target
+
+    picture = read_target(Path(__file__).resolve().parents[1] / "examples" / "starry_night.jpg")
+    top = picture[:480]
+    tiles = np.stack([
+        top[y:y + 32, x:x + 32]
+        for y in range(0, 448, 12) for x in range(0, 1248, 12)
+    ])
+    grid = make_grid(picture[520:840, 200:840], 16)
+    geometry = Geometry(16, 32)
+    result = match_exact(geometry.cell_vectors(grid.cells), tiles, geometry)
+    sample = np.arange(0, len(grid), 7)
+    reference = brute_force(grid.cells[sample], tiles, 32)
+    assert np.array_equal(result.tile[sample], reference.tile)
+    assert np.array_equal(result.distance[sample], reference.distance)
