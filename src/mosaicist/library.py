@@ -387,6 +387,17 @@ def _update_locked(
     next_slot = int(_meta(connection, "next_slot", "0"))
 
     entries = source.scan()
+    digest = _scan_digest(entries)
+    if _meta(connection, "scan_digest") == digest and not connection.execute(
+        "SELECT 1 FROM staged LIMIT 1"
+    ).fetchone():
+        # Nothing changed since the last published update: skip the comparison.
+        stats = UpdateStats(reused=len(entries))
+        stats.tiles = connection.execute("SELECT COUNT(*) FROM tiles").fetchone()[0]
+        stats.failed = connection.execute(
+            "SELECT source_id, error FROM failures ORDER BY source_id"
+        ).fetchall()
+        return stats
     published = {
         row[0]: row[1:]
         for row in connection.execute(
@@ -464,6 +475,8 @@ def _update_locked(
         for i, row in enumerate(final)
     )
     if same_rows and not staged:
+        with _transaction(connection):
+            _set_meta(connection, "scan_digest", digest)
         return stats
 
     store = directory / f"tiles-{generation}.u8"
@@ -493,10 +506,22 @@ def _update_locked(
         _set_meta(connection, "generation", new_generation)
         repacked = new_generation != generation
         _set_meta(connection, "next_slot", len(final) if repacked else next_slot)
+        _set_meta(connection, "scan_digest", digest)
     if new_generation != generation:
         with contextlib.suppress(FileNotFoundError):
             store.unlink()
     return stats
+
+
+def _scan_digest(entries: Sequence[SourceEntry]) -> str:
+    """Digest of a scan (ids, sizes, modification times) to detect 'nothing changed'."""
+    hasher = hashlib.blake2b(digest_size=16)
+    hasher.update(
+        "\n".join(f"{e.source_id}\0{e.size}\0{e.mtime_ns}" for e in entries).encode(
+            "utf-8", "surrogateescape"
+        )
+    )
+    return hasher.hexdigest()
 
 
 def _check_store(

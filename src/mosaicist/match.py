@@ -338,7 +338,7 @@ def exact_distances(
         cells = cell_index[start:stop]
         tiles = tile_index[start:stop]
         dots = np.einsum(
-            "ij,ij->i", cell_flat[cells].astype(accumulate),
+            "ij,ij->i", cell_flat[cells].astype(accumulate, copy=False),
             np.asarray(pooled[tiles]).astype(accumulate), dtype=accumulate,
         )
         out[start:stop] = (
@@ -431,7 +431,10 @@ def match_exact(
         features = compute_features(tiles, geometry)
     pooled = features.pooled if features.pooled is not None else tiles.reshape(tile_count, -1)
     cell_rows, cell_norm2 = cell_bound_rows(cell_vectors, geometry, features)
-    cell_flat = cell_vectors.reshape(count, -1)
+    # Converted once: the exact re-check gathers these rows many times.
+    cell_flat = cell_vectors.reshape(count, -1).astype(
+        np.int32 if cell_vectors[0].size * 255 * 255 * geometry.weight < 2**31 else np.int64
+    )
 
     def evaluate(cells: np.ndarray, candidates: np.ndarray) -> int:
         distances = exact_distances(

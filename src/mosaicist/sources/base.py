@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
 
 
-@dataclass(frozen=True)
-class SourceEntry:
+class SourceEntry(NamedTuple):
     """One candidate tile as a source lists it, before decoding.
+
+    A named tuple, because a scan makes one per file (millions, in big
+    libraries) and tuples are the cheapest records to create.
 
     Attributes
     ----------
@@ -33,7 +35,7 @@ class SourceEntry:
     source_id: str
     size: int
     mtime_ns: int
-    locator: Any = field(default=None, compare=False)
+    locator: Any = None
 
 
 @dataclass

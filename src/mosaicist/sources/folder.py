@@ -96,7 +96,8 @@ class FolderSource(TileSource):
                         if item.is_dir(follow_symlinks=False):
                             pending.append((prefix + name + "/", item.path))
                             continue
-                        if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+                        dot = name.rfind(".")
+                        if dot <= 0 or name[dot:].lower() not in IMAGE_EXTENSIONS:
                             continue
                         status = item.stat()
                     except OSError:
