@@ -157,3 +157,35 @@ def test_real_picture_matches_brute_force():
     reference = brute_force(grid.cells[sample], tiles, 32)
     assert np.array_equal(result.tile[sample], reference.tile)
     assert np.array_equal(result.distance[sample], reference.distance)
+
+
+@pytest.mark.parametrize("k", [2, 5, 40])
+def test_k_best_candidates_are_exact(k, monkeypatch):
+    monkeypatch.setattr(match, "TILE_CHUNK", 128)
+    monkeypatch.setattr(match, "CELL_GROUP", 16)
+    monkeypatch.setattr(match, "SEED_SAMPLE", 32)
+    rng = np.random.default_rng(12)
+    tiles = smooth_images(rng, 600, 16)
+    tiles[500] = tiles[3]  # a duplicate: ties ordered by position
+    cells = smooth_images(rng, 40, 8)
+    cells[0] = tiles[3].reshape(8, 2, 8, 2, 3).mean(axis=(1, 3)).round().astype(np.uint8)
+    geometry = Geometry(8, 16)
+    result = match_exact(geometry.cell_vectors(cells), tiles, geometry, k=k)
+    upscaled = geometry.cell_vectors(cells).repeat(2, axis=1).repeat(2, axis=2)
+    flat = tiles.reshape(len(tiles), -1).astype(np.int64)
+    for index, cell in enumerate(upscaled.reshape(len(cells), -1).astype(np.int64)):
+        distances = ((flat - cell) ** 2).sum(axis=1)
+        expected = np.lexsort((np.arange(len(tiles)), distances))[:k]
+        assert result.candidates[index].tolist() == expected.tolist()
+        assert result.candidate_distances[index].tolist() == distances[expected].tolist()
+    assert np.array_equal(result.tile, result.candidates[:, 0])
+
+
+def test_k_larger_than_library():
+    rng = np.random.default_rng(13)
+    tiles = smooth_images(rng, 5, 4)
+    cells = smooth_images(rng, 3, 4)
+    geometry = Geometry(4, 4)
+    result = match_exact(geometry.cell_vectors(cells), tiles, geometry, k=9)
+    assert result.candidates.shape == (3, 5)
+    assert sorted(result.candidates[0].tolist()) == [0, 1, 2, 3, 4]

@@ -79,12 +79,20 @@ class MatchResult:
         Exact distance evaluations made (for benchmarks).
     bounded : int
         Cell-tile pairs whose lower bound was computed (for benchmarks).
+    candidates : numpy.ndarray or None
+        ``(N, k)`` int64: each cell's ``k`` best tiles, best first (only when
+        more than one was asked for); missing entries (fewer than ``k``
+        tiles) hold ``-1``.
+    candidate_distances : numpy.ndarray or None
+        ``(N, k)`` int64 exact distances of ``candidates`` (missing: int64 max).
     """
 
     tile: np.ndarray
     distance: np.ndarray
     evaluated: int = 0
     bounded: int = 0
+    candidates: np.ndarray | None = None
+    candidate_distances: np.ndarray | None = None
 
 
 def bound_step(side: int) -> int:
@@ -368,6 +376,41 @@ def _improve(
     best_tile[cells[better]] = tiles[better]
 
 
+def _merge_best(
+    best_distance: np.ndarray,
+    best_tile: np.ndarray,
+    cells: np.ndarray,
+    tiles: np.ndarray,
+    distances: np.ndarray,
+) -> None:
+    """Merge candidate pairs into each cell's sorted k best (no tile twice)."""
+    if len(cells) == 0:
+        return
+    k = best_distance.shape[1]
+    missing = np.iinfo(np.int64).max
+    touched = np.unique(cells)
+    old_distances = best_distance[touched].ravel()
+    present = old_distances != missing
+    all_cells = np.concatenate([np.repeat(touched, k)[present], cells])
+    all_tiles = np.concatenate([best_tile[touched].ravel()[present], tiles])
+    all_distances = np.concatenate([old_distances[present], distances])
+    # The same pair may have been evaluated twice (sample pass, then full pass).
+    _, first = np.unique(
+        all_cells * (int(all_tiles.max()) + 1) + all_tiles, return_index=True
+    )
+    all_cells, all_tiles, all_distances = all_cells[first], all_tiles[first], all_distances[first]
+    order = np.lexsort((all_tiles, all_distances, all_cells))
+    all_cells, all_tiles, all_distances = all_cells[order], all_tiles[order], all_distances[order]
+    starts = np.flatnonzero(np.r_[True, all_cells[1:] != all_cells[:-1]])
+    lengths = np.diff(np.r_[starts, len(all_cells)])
+    rank = np.arange(len(all_cells)) - np.repeat(starts, lengths)
+    keep = rank < k
+    best_distance[touched] = missing
+    best_tile[touched] = missing
+    best_distance[all_cells[keep], rank[keep]] = all_distances[keep]
+    best_tile[all_cells[keep], rank[keep]] = all_tiles[keep]
+
+
 def _threshold32(best: np.ndarray) -> np.ndarray:
     """Best distances as float32, rounded up so the comparison never drops a tie."""
     as32 = best.astype(np.float32)
@@ -405,8 +448,12 @@ def match_exact(
     geometry: Geometry,
     features: TileFeatures | None = None,
     show_progress: bool = False,
+    k: int = 1,
 ) -> MatchResult:
     """Find, for every cell, a tile of minimum objective (ties: lowest position).
+
+    With ``k > 1``, also each cell's ``k`` best tiles (exact, in order of
+    distance then position), for assignments that limit repetition.
 
     Parameters
     ----------
@@ -420,6 +467,8 @@ def match_exact(
         Precomputed (e.g. cached) features of ``tiles``.
     show_progress : bool
         Draw a progress bar.
+    k : int
+        Number of best tiles to keep per cell.
 
     Returns
     -------
@@ -436,15 +485,24 @@ def match_exact(
         np.int32 if cell_vectors[0].size * 255 * 255 * geometry.weight < 2**31 else np.int64
     )
 
+    k = max(1, min(k, tile_count))
+
     def evaluate(cells: np.ndarray, candidates: np.ndarray) -> int:
         distances = exact_distances(
             cell_flat, cell_norm2, pooled, features.norm2, geometry.weight, cells, candidates
         )
-        _improve(best_distance, best_tile, cells, candidates, distances)
+        if k == 1:
+            _improve(best_distance, best_tile, cells, candidates, distances)
+        else:
+            _merge_best(best_distance, best_tile, cells, candidates, distances)
         return len(cells)
 
-    best_distance = np.full(count, np.iinfo(np.int64).max, np.int64)
-    best_tile = np.full(count, np.iinfo(np.int64).max, np.int64)
+    def kth_best(cells: np.ndarray | slice) -> np.ndarray:
+        return best_distance[cells] if k == 1 else best_distance[cells, -1]
+
+    shape = count if k == 1 else (count, k)
+    best_distance = np.full(shape, np.iinfo(np.int64).max, np.int64)
+    best_tile = np.full(shape, np.iinfo(np.int64).max, np.int64)
     bound_rows, order = features.bound, features.order
     # A first upper bound per cell from an evenly spaced sample of the library,
     # so that the full pass below evaluates few tiles exactly.
@@ -453,9 +511,18 @@ def match_exact(
     evaluated = 0
     for cell_start in range(0, count, CELL_BLOCK):
         block = slice(cell_start, min(count, cell_start + CELL_BLOCK))
-        nearest = (cell_rows[block] @ bound_rows[sample].T).argmin(axis=1)
-        evaluated += evaluate(np.arange(block.start, block.stop), order[sample[nearest]])
-    threshold = _threshold32(best_distance)
+        bounds = cell_rows[block] @ bound_rows[sample].T
+        if k == 1:
+            nearest = bounds.argmin(axis=1)
+            evaluated += evaluate(np.arange(block.start, block.stop), order[sample[nearest]])
+        else:
+            take = min(k, len(sample))
+            nearest = np.argpartition(bounds, take - 1, axis=1)[:, :take]
+            evaluated += evaluate(
+                np.repeat(np.arange(block.start, block.stop), take),
+                order[sample[nearest.ravel()]],
+            )
+    threshold = _threshold32(kth_best(slice(None)))
 
     # Two bounds, both exact: a coarse one from the first COARSE_DIMENSIONS
     # components, computed for every pair, picks the tiles that any cell of
@@ -498,9 +565,15 @@ def match_exact(
                 if len(hits):
                     cell_hits, tile_hits = np.divmod(hits, len(alive))
                     evaluated += evaluate(cells[cell_hits], order[alive[tile_hits]])
-                    threshold[cells] = _threshold32(best_distance[cells])
+                    threshold[cells] = _threshold32(kth_best(cells))
             bar.update(len(cells))
-    return MatchResult(best_tile, best_distance, evaluated, scanned)
+    if k == 1:
+        return MatchResult(best_tile, best_distance, evaluated, scanned)
+    best_tile[best_distance == np.iinfo(np.int64).max] = -1
+    return MatchResult(
+        best_tile[:, 0].copy(), best_distance[:, 0].copy(), evaluated, scanned,
+        best_tile, best_distance,
+    )
 
 
 def brute_force(cells: np.ndarray, tiles: np.ndarray, tile_px: int) -> MatchResult:
