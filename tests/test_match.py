@@ -189,3 +189,36 @@ def test_k_larger_than_library():
     result = match_exact(geometry.cell_vectors(cells), tiles, geometry, k=9)
     assert result.candidates.shape == (3, 5)
     assert sorted(result.candidates[0].tolist()) == [0, 1, 2, 3, 4]
+
+
+def tinted_reference(cells, tiles, tile_px, strength):
+    geometry = Geometry(cells.shape[1], tile_px)
+    factor = geometry.factor
+    upscaled = geometry.cell_vectors(cells).repeat(factor, axis=1).repeat(factor, axis=2)
+    flat_cells = upscaled.reshape(len(cells), -1, 3).astype(np.float64)
+    flat_tiles = tiles.reshape(len(tiles), -1, 3).astype(np.float64)
+    picks, values = [], []
+    for cell in flat_cells:
+        shift = strength * (cell.mean(axis=0) - flat_tiles.mean(axis=1))  # (M, 3)
+        tinted = flat_tiles + shift[:, None, :]
+        distances = ((cell[None] - tinted) ** 2).sum(axis=(1, 2))
+        picks.append(int(np.argmin(distances)))
+        values.append(distances[picks[-1]])
+    return np.array(picks), np.array(values)
+
+
+@pytest.mark.parametrize(("cell", "tile", "strength"), [(8, 16, 0.5), (4, 4, 1.0), (6, 10, 0.25)])
+def test_tinted_ranking_matches_reference(cell, tile, strength, monkeypatch):
+    monkeypatch.setattr(match, "TILE_CHUNK", 128)
+    monkeypatch.setattr(match, "CELL_GROUP", 16)
+    rng = np.random.default_rng(21)
+    tiles = smooth_images(rng, 500, tile)
+    cells = smooth_images(rng, 60, cell)
+    geometry = Geometry(cell, tile)
+    result = match_exact(geometry.cell_vectors(cells), tiles, geometry, tint=strength)
+    picks, values = tinted_reference(cells, tiles, tile, strength)
+    assert np.array_equal(result.tile, picks)
+    assert np.allclose(result.distance, values, rtol=1e-9, atol=1e-6)
+    # Tinting can only bring tiles closer.
+    plain = match_exact(geometry.cell_vectors(cells), tiles, geometry)
+    assert np.all(result.distance <= plain.distance + 1e-6)

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import MosaicistError
 from .grid import Geometry
 from .library import release_pages
 from .progress import progress_bar
@@ -56,7 +57,7 @@ PCA_SAMPLE = 16384
 #: Float64 elements gathered at a time in the exact re-check.
 EXACT_BUDGET = 1 << 22
 
-FEATURES_VERSION = 3
+FEATURES_VERSION = 4
 #: Components of the coarse bound computed for every cell-tile pair.
 COARSE_DIMENSIONS = 24
 #: Cells that share one pass of the coarse bound.
@@ -138,6 +139,8 @@ class TileFeatures:
         ``(M,)`` float64 ``c_b`` in the order of ``bound``.
     norm2 : numpy.ndarray
         ``(M,)`` int64 ``|b|^2`` over the tile's pixels.
+    channel_sums : numpy.ndarray
+        ``(M, 3)`` int64 sum of each channel over the tile's pixels (for tint).
     pooled : numpy.ndarray or None
         ``(M, n)`` block sums ``S_b`` (uint16, or uint32 for blocks over
         16 x 16); None when the factor is 1 and the tiles themselves serve.
@@ -149,6 +152,7 @@ class TileFeatures:
     order: np.ndarray
     residual: np.ndarray
     norm2: np.ndarray
+    channel_sums: np.ndarray
     pooled: np.ndarray | None
 
     def limit(self, count: int) -> TileFeatures:
@@ -158,7 +162,8 @@ class TileFeatures:
         keep = self.order < count
         return TileFeatures(
             self.mean, self.basis, self.bound[keep], self.order[keep], self.residual[keep],
-            self.norm2[:count], None if self.pooled is None else self.pooled[:count],
+            self.norm2[:count], self.channel_sums[:count],
+            None if self.pooled is None else self.pooled[:count],
         )
 
 
@@ -221,6 +226,7 @@ def compute_features(
     bound = np.empty((count, dimensions + 2), np.float32)
     residuals = np.empty(count, np.float64)
     norm2 = np.empty(count, np.int64)
+    channel_sums = np.empty((count, 3), np.int64)
     chunk = max(1, min(TILE_CHUNK, (1 << 25) // max(1, tiles[0].size * 4)))
     with progress_bar(count, "features", unit="tile", enabled=show_progress) as bar:
         for start in range(0, count, chunk):
@@ -247,6 +253,7 @@ def compute_features(
                 - 1e-7 * tile_norm2 - 1.0
             )
             norm2[start:stop] = tile_norm2
+            channel_sums[start:stop] = part.reshape(len(part), -1, 3).sum(axis=1, dtype=np.int64)
             residuals[start:stop] = residual
             release_pages(tiles)
             if pooled_out is not None:
@@ -254,7 +261,7 @@ def compute_features(
             bar.update(len(part))
     order = np.argsort(bound[:, 0], kind="stable")
     return TileFeatures(
-        mean, basis.astype(np.float32), bound[order], order, residuals[order], norm2,
+        mean, basis.astype(np.float32), bound[order], order, residuals[order], norm2, channel_sums,
         pooled_out if geometry.factor > 1 else None,
     )
 
@@ -265,11 +272,13 @@ def cached_features(
     directory: Path | None,
     generation: int,
     show_progress: bool = False,
+    variant: str = "seed",
 ) -> TileFeatures:
     """Return the library's features, loading them from ``directory`` when cached.
 
-    The cache key is the library generation, the geometry and the tile count,
-    so a changed library or geometry computes them anew. Each cache entry is
+    The cache key is the library generation, the geometry, the tile count and
+    ``variant`` (the colour space and transforms of a prepared library), so a
+    changed library or geometry computes them anew. Each cache entry is
     a folder of ``.npy`` files (the block sums memory-mapped), written under a
     temporary name and renamed into place; a damaged entry is recomputed.
     """
@@ -277,11 +286,11 @@ def cached_features(
         return compute_features(tiles, geometry, show_progress)
     step = bound_step(geometry.side)
     name = (
-        f"v{FEATURES_VERSION}-g{generation}-n{len(tiles)}-side{geometry.side}-"
+        f"v{FEATURES_VERSION}-{variant}-g{generation}-n{len(tiles)}-side{geometry.side}-"
         f"f{geometry.factor}-s{step}-d{BOUND_DIMENSIONS}"
     )
     path = directory / name
-    names = ("mean", "basis", "bound", "order", "residual", "norm2")
+    names = ("mean", "basis", "bound", "order", "residual", "norm2", "channel_sums")
     if path.is_dir():
         try:
             arrays = {key: np.load(path / f"{key}.npy", allow_pickle=False) for key in names}
@@ -417,6 +426,37 @@ def _threshold32(best: np.ndarray) -> np.ndarray:
     return np.nextafter(as32, np.float32(np.inf))
 
 
+def _tinted_bounds(
+    cell_rows: np.ndarray,
+    features: TileFeatures,
+    cell_sums: np.ndarray,
+    pixels: int,
+    strength: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Extend the bound rows so that their product bounds the tinted distance.
+
+    Tinting subtracts ``kappa |mean(a) - mean(b)|^2`` (``kappa = (2A - A^2) n``)
+    from every distance, so subtracting it from the bound keeps it a bound:
+    three more columns ``2 kappa mean(a)`` / ``mean(b)`` and the squared norms
+    folded into the row and column terms.
+    """
+    kappa = (2 * strength - strength * strength) * pixels
+    cell_means = cell_sums / pixels
+    tile_means = features.channel_sums[features.order] / pixels
+    cell_norm = np.einsum("ij,ij->i", cell_means, cell_means)
+    tile_norm = np.einsum("ij,ij->i", tile_means, tile_means)
+    dimensions = len(features.basis)
+    cells = np.empty((len(cell_rows), cell_rows.shape[1] + 3), np.float32)
+    cells[:, :-3] = cell_rows
+    cells[:, dimensions] -= (kappa * (1 + 1e-6) * cell_norm + 1.0).astype(np.float32)
+    cells[:, -3:] = 2 * kappa * cell_means
+    tiles = np.empty((len(features.bound), features.bound.shape[1] + 3), np.float32)
+    tiles[:, :-3] = features.bound
+    tiles[:, dimensions + 1] -= (kappa * (1 + 1e-6) * tile_norm + 1.0).astype(np.float32)
+    tiles[:, -3:] = tile_means
+    return cells, tiles
+
+
 def cell_bound_rows(
     cell_vectors: np.ndarray, geometry: Geometry, features: TileFeatures
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -449,6 +489,7 @@ def match_exact(
     features: TileFeatures | None = None,
     show_progress: bool = False,
     k: int = 1,
+    tint: float = 0.0,
 ) -> MatchResult:
     """Find, for every cell, a tile of minimum objective (ties: lowest position).
 
@@ -469,6 +510,13 @@ def match_exact(
         Draw a progress bar.
     k : int
         Number of best tiles to keep per cell.
+    tint : float
+        Tint strength ``A`` in 0..1, rounded to hundredths. Each tile is then
+        ranked by its distance after the mean colour shift that tinting will
+        apply, ``|a - b - A (mean(a) - mean(b))|^2 = D - (2A - A^2) |sum(a) -
+        sum(b)|^2 / n`` per channel (``n`` tile pixels). This is computed
+        exactly in integers scaled by ``n * 100^2``; distances are then returned
+        as float64 in the objective's units.
 
     Returns
     -------
@@ -486,11 +534,31 @@ def match_exact(
     )
 
     k = max(1, min(k, tile_count))
+    hundredths = int(round(tint * 100))
+    if not 0 <= hundredths <= 100:
+        raise ValueError(f"tint must be between 0 and 1, got {tint}")
+    pixels = geometry.tile_px * geometry.tile_px
+    # Exact tinted distances are D * n * q^2 - (2pq - p^2) |sum difference|^2 with A = p/q.
+    distance_scale = pixels * 100 * 100 if hundredths else 1
+    tint_factor = 2 * hundredths * 100 - hundredths * hundredths
+    if hundredths and 3 * 255 * 255 * pixels * distance_scale >= 2**63:
+        raise MosaicistError(
+            f"tint needs tiles of at most 256 px for matching, got {geometry.tile_px}; "
+            "match at a smaller --tile-px and re-render with 'mosaicist render'"
+        )
+    cell_sums = (
+        cell_vectors.reshape(count, -1, 3).sum(axis=1, dtype=np.int64) * geometry.weight
+    )
 
     def evaluate(cells: np.ndarray, candidates: np.ndarray) -> int:
         distances = exact_distances(
             cell_flat, cell_norm2, pooled, features.norm2, geometry.weight, cells, candidates
         )
+        if hundredths:
+            difference = cell_sums[cells] - features.channel_sums[candidates]
+            distances = distances * distance_scale - tint_factor * np.einsum(
+                "ij,ij->i", difference, difference
+            )
         if k == 1:
             _improve(best_distance, best_tile, cells, candidates, distances)
         else:
@@ -498,12 +566,23 @@ def match_exact(
         return len(cells)
 
     def kth_best(cells: np.ndarray | slice) -> np.ndarray:
-        return best_distance[cells] if k == 1 else best_distance[cells, -1]
+        best = best_distance[cells] if k == 1 else best_distance[cells, -1]
+        if distance_scale == 1:
+            return best
+        unset = best == np.iinfo(np.int64).max
+        return np.where(unset, np.inf, best / distance_scale)
+
+    if hundredths:
+        cell_rows, bound_rows = _tinted_bounds(
+            cell_rows, features, cell_sums, pixels, hundredths / 100
+        )
+    else:
+        bound_rows = features.bound
 
     shape = count if k == 1 else (count, k)
     best_distance = np.full(shape, np.iinfo(np.int64).max, np.int64)
     best_tile = np.full(shape, np.iinfo(np.int64).max, np.int64)
-    bound_rows, order = features.bound, features.order
+    order = features.order
     # A first upper bound per cell from an evenly spaced sample of the library,
     # so that the full pass below evaluates few tiles exactly.
     sample_size = min(tile_count, SEED_SAMPLE)
@@ -532,16 +611,20 @@ def match_exact(
     coarse = min(COARSE_DIMENSIONS, dimensions)
     tail = bound_rows[:, coarse:dimensions].astype(np.float64)
     tail2 = np.einsum("ij,ij->i", tail, tail)
-    coarse_tiles = np.empty((tile_count, coarse + 2), np.float32)
+    # Columns past the bound's own (the tint terms) carry over unchanged.
+    extra = bound_rows.shape[1] - (dimensions + 2)
+    coarse_tiles = np.empty((tile_count, coarse + 2 + extra), np.float32)
     coarse_tiles[:, :coarse] = bound_rows[:, :coarse]
     coarse_tiles[:, coarse] = 1.0
     coarse_tiles[:, coarse + 1] = bound_rows[:, dimensions + 1] - scale * tail2
+    coarse_tiles[:, coarse + 2:] = bound_rows[:, dimensions + 2:]
     projected = cell_rows[:, :dimensions] / np.float32(-2.0 * scale)
-    coarse_cells = np.empty((count, coarse + 2), np.float32)
+    coarse_cells = np.empty((count, coarse + 2 + extra), np.float32)
     coarse_cells[:, :coarse] = cell_rows[:, :coarse]
     coarse_cells[:, coarse] = cell_rows[:, dimensions] - scale * np.einsum(
         "ij,ij->i", projected[:, coarse:], projected[:, coarse:])
     coarse_cells[:, coarse + 1] = 1.0
+    coarse_cells[:, coarse + 2:] = cell_rows[:, dimensions + 2:]
     del projected, tail, tail2
     cell_order = np.argsort(cell_rows[:, 0], kind="stable")
     scanned = 0
@@ -567,9 +650,13 @@ def match_exact(
                     evaluated += evaluate(cells[cell_hits], order[alive[tile_hits]])
                     threshold[cells] = _threshold32(kth_best(cells))
             bar.update(len(cells))
+    if distance_scale != 1:
+        unset = best_distance == np.iinfo(np.int64).max
+        best_distance = np.where(unset, np.inf, best_distance / distance_scale)
     if k == 1:
         return MatchResult(best_tile, best_distance, evaluated, scanned)
-    best_tile[best_distance == np.iinfo(np.int64).max] = -1
+    best_tile[~np.isfinite(best_distance.astype(np.float64))
+              | (best_distance == np.iinfo(np.int64).max)] = -1
     return MatchResult(
         best_tile[:, 0].copy(), best_distance[:, 0].copy(), evaluated, scanned,
         best_tile, best_distance,

@@ -1,0 +1,153 @@
+"""Colour spaces for matching: 8-bit encodings of CIE Lab and Oklab.
+
+The matcher works on 8-bit, three-channel images and sums squared
+per-channel differences. To match in a perceptual space, cells and tiles are
+converted to it and stored in 8 bits with the **same scale on every
+channel**, so that the squared distance stays the space's Euclidean distance:
+
+=========  ==================================================  ==============
+metric     encoding (channel values 0..255)                    quantisation
+=========  ==================================================  ==============
+``seed``   sRGB as is                                          exact
+``lab``    ``L*``, ``a* + 128``, ``b* + 128`` (CIE 1976, D65)  <= 0.87 dE76
+``oklab``  ``250 L``, ``250 a + 128``, ``250 b + 128``         <= 0.0035
+=========  ==================================================  ==============
+
+sRGB is linearised with the standard piecewise transfer function; Lab uses
+the sRGB-to-XYZ matrix and the D65 white point (IEC 61966-2-1, CIE 15);
+Oklab uses Björn Ottosson's published matrices (2020). Values outside the
+8-bit range (none for sRGB input) are clipped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+METRICS = ("seed", "lab", "oklab")
+
+_SRGB_TO_XYZ = np.array(
+    [
+        [0.4124564, 0.3575761, 0.1804375],
+        [0.2126729, 0.7151522, 0.0721750],
+        [0.0193339, 0.1191920, 0.9503041],
+    ]
+)
+_D65 = np.array([0.95047, 1.0, 1.08883])
+_OKLAB_M1 = np.array(
+    [
+        [0.4122214708, 0.5363325363, 0.0514459929],
+        [0.2119034982, 0.6806995451, 0.1073969566],
+        [0.0883024619, 0.2817188376, 0.6299787005],
+    ]
+)
+_OKLAB_M2 = np.array(
+    [
+        [0.2104542553, 0.7936177850, -0.0040720468],
+        [1.9779984951, -2.4285922050, 0.4505937099],
+        [0.0259040371, 0.7827717662, -0.8086757660],
+    ]
+)
+_OKLAB_SCALE = 250.0
+_OFFSET = np.array([0.0, 128.0, 128.0])
+#: Pixels converted at a time (bounds temporary float64 memory to ~100 MiB).
+_BLOCK = 1 << 22
+
+
+def _linear(rgb8: np.ndarray) -> np.ndarray:
+    """sRGB 8-bit -> linear light in 0..1 (table lookup: only 256 values)."""
+    values = np.arange(256) / 255.0
+    table = np.where(values <= 0.04045, values / 12.92, ((values + 0.055) / 1.055) ** 2.4)
+    return table[rgb8]
+
+
+def _srgb8(linear: np.ndarray) -> np.ndarray:
+    linear = np.clip(linear, 0.0, 1.0)
+    encoded = np.where(
+        linear <= 0.0031308, 12.92 * linear, 1.055 * np.power(linear, 1 / 2.4) - 0.055
+    )
+    return np.clip(np.rint(encoded * 255.0), 0, 255).astype(np.uint8)
+
+
+def rgb_to_lab(rgb8: np.ndarray) -> np.ndarray:
+    """sRGB uint8 ``(..., 3)`` -> CIE Lab float64 (D65)."""
+    xyz = _linear(rgb8) @ _SRGB_TO_XYZ.T / _D65
+    delta = 6 / 29
+    f = np.where(xyz > delta**3, np.cbrt(xyz), xyz / (3 * delta**2) + 4 / 29)
+    return np.stack(
+        [116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])],
+        axis=-1,
+    )
+
+
+def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
+    """CIE Lab float (D65) -> sRGB uint8 (out-of-gamut values clipped)."""
+    fy = (lab[..., 0] + 16) / 116
+    f = np.stack([fy + lab[..., 1] / 500, fy, fy - lab[..., 2] / 200], axis=-1)
+    delta = 6 / 29
+    xyz = np.where(f > delta, f**3, 3 * delta**2 * (f - 4 / 29)) * _D65
+    return _srgb8(xyz @ np.linalg.inv(_SRGB_TO_XYZ).T)
+
+
+def rgb_to_oklab(rgb8: np.ndarray) -> np.ndarray:
+    """sRGB uint8 ``(..., 3)`` -> Oklab float64."""
+    lms = np.cbrt(_linear(rgb8) @ _OKLAB_M1.T)
+    return lms @ _OKLAB_M2.T
+
+
+def oklab_to_rgb(oklab: np.ndarray) -> np.ndarray:
+    """Oklab float -> sRGB uint8 (out-of-gamut values clipped)."""
+    lms = oklab @ np.linalg.inv(_OKLAB_M2).T
+    return _srgb8((lms**3) @ np.linalg.inv(_OKLAB_M1).T)
+
+
+def _scale(metric: str) -> float:
+    return _OKLAB_SCALE if metric == "oklab" else 1.0
+
+
+def to_space(rgb8: np.ndarray, metric: str) -> np.ndarray:
+    """sRGB uint8 -> the metric's space as float64 (unscaled): identity for ``seed``."""
+    if metric == "seed":
+        return rgb8.astype(np.float64)
+    if metric == "lab":
+        return rgb_to_lab(rgb8)
+    if metric == "oklab":
+        return rgb_to_oklab(rgb8)
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+def from_space(values: np.ndarray, metric: str) -> np.ndarray:
+    """The metric's space (float, unscaled) -> sRGB uint8."""
+    if metric == "seed":
+        return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    if metric == "lab":
+        return lab_to_rgb(values)
+    if metric == "oklab":
+        return oklab_to_rgb(values)
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+def encode(rgb8: np.ndarray, metric: str) -> np.ndarray:
+    """sRGB uint8 ``(..., 3)`` -> the metric's 8-bit encoding (see module docstring)."""
+    if metric == "seed":
+        return rgb8
+    out = np.empty(rgb8.shape, np.uint8)
+    flat_in = rgb8.reshape(-1, 3)
+    flat_out = out.reshape(-1, 3)
+    scale = _scale(metric)
+    for start in range(0, len(flat_in), _BLOCK):
+        values = to_space(flat_in[start:start + _BLOCK], metric) * scale + _OFFSET
+        flat_out[start:start + _BLOCK] = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    return out
+
+
+def decode(encoded: np.ndarray, metric: str) -> np.ndarray:
+    """The metric's 8-bit encoding (or shifted float values of it) -> sRGB uint8."""
+    if metric == "seed":
+        return np.clip(np.rint(encoded), 0, 255).astype(np.uint8)
+    values = (np.asarray(encoded, np.float64) - _OFFSET) / _scale(metric)
+    return from_space(values, metric)
+
+
+def encoded_unit(metric: str) -> float:
+    """Size of one encoded step in the metric's own units."""
+    return 1.0 / _scale(metric)
