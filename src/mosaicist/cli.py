@@ -46,6 +46,7 @@ def main() -> None:
       mosaicist make bear.jpg                       # CIFAR-10 tiles, 16 px cells
       mosaicist make bear.jpg --tiles ~/Photos -o bear-mosaic.jpg
       mosaicist index ~/Photos --tile-px 64         # index (or update) a folder
+      mosaicist score bear-mosaic.png bear.jpg      # how faithful is the mosaic?
     """
 
 
@@ -77,9 +78,29 @@ Examples:
 @click.option("--limit", type=int, default=None,
               help="Use only the first N tiles in library order.")
 @click.option("--placements", "placements_path", type=click.Path(path_type=Path), default=None,
-              help="Write the placements as CSV (row,col,tile,distance,position).")
+              help="Write the placements: .csv (row,col,tile,distance,position,transform,"
+                   "tint_0..2) or .json (the same plus what 'mosaicist render' needs).")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), default=None,
               help="Write a JSON report (grid, tiles, objective, timings).")
+@click.option("--metric", type=click.Choice(["seed", "lab", "oklab"]), default="seed",
+              show_default=True,
+              help="Per-pixel distance: sRGB (the seed's), CIE Lab or Oklab.")
+@click.option("--augment", type=click.Choice(["none", "flips", "rotations", "all"]),
+              default="none", show_default=True,
+              help="Mirror and 90-degree variants of each tile join the candidates.")
+@click.option("--tint", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Move each tile's mean colour toward its cell's by this fraction "
+                   "(tiles are ranked after the shift).")
+@click.option("--overlay", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Blend the target over the mosaic with this weight (a visible cheat, "
+                   "reported as such).")
+@click.option("--max-uses", type=int, default=None,
+              help="Use no tile more than K times (solved as a global assignment).")
+@click.option("--min-spacing", type=int, default=1, show_default=True,
+              help="Cells holding the same tile are at least D cells apart (Chebyshev).")
+@click.option("--assign", "assign_method", type=click.Choice(["optimal", "greedy"]),
+              default="optimal", show_default=True,
+              help="How --max-uses/--min-spacing are solved.")
 @click.option("--search", type=click.Choice(["exact", "approximate"]), default="exact",
               show_default=True,
               help="exact: the true minimum for every cell; approximate: an inverted-file "
@@ -97,6 +118,13 @@ def make(
     limit: int | None,
     placements_path: Path | None,
     report_path: Path | None,
+    metric: str,
+    augment: str,
+    tint: float,
+    overlay: float,
+    max_uses: int | None,
+    min_spacing: int,
+    assign_method: str,
     search: str,
     device: str,
     cache_dir: Path | None,
@@ -123,14 +151,16 @@ def make(
     show = progress_enabled(quiet)
     mosaic = make_mosaic(
         target, source, cell_px=cell_px, tile_px=tile_px, limit=limit,
-        search=search, device=device, cache_dir=cache_dir, show_progress=show, quiet=quiet,
+        metric=metric, augment=augment, tint=tint, overlay=overlay, max_uses=max_uses,
+        min_spacing=min_spacing, assign=assign_method, search=search, device=device,
+        cache_dir=cache_dir, show_progress=show, quiet=quiet,
     )
     height, width = mosaic.image.shape[:2]
     check_output_size(output, width, height)
     write_started = time.perf_counter()
     save_image(mosaic.image, output)
     if placements_path is not None:
-        mosaic.placements.write_csv(placements_path)
+        mosaic.placements.write(placements_path)
     mosaic.timings["render"] += time.perf_counter() - write_started
     mosaic.timings["total"] = time.perf_counter() - started
     if report_path is not None:
@@ -144,6 +174,65 @@ def make(
             f"{len(mosaic.library)} tiles{skipped}; index {timings['index']:.2f} s, "
             f"match {timings['match']:.2f} s, render {timings['render']:.2f} s, "
             f"total {timings['total']:.2f} s -> {output} ({width}x{height})",
+            err=True,
+        )
+
+
+@main.command(
+    epilog="""\b
+Examples:
+  mosaicist make bear.jpg --placements bear.json -o bear.png
+  mosaicist render bear.json -o bear-print.tif --tile-px 128
+  mosaicist render bear.csv --tiles ~/Photos -o bear.jpg
+"""
+)
+@click.argument("placements_path", metavar="PLACEMENTS", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Output image (.png, .jpg, .webp, .tif).")
+@click.option("--tile-px", type=int, default=None,
+              help="Output pixels per tile side [default: the size matched at].")
+@click.option("--tiles", "source", default=None,
+              help="Tile source (needed for CSV placements, which do not record it).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=_CACHE_HELP)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary.")
+def render(
+    placements_path: Path,
+    output: Path,
+    tile_px: int | None,
+    source: str | None,
+    cache_dir: Path | None,
+    quiet: bool,
+) -> None:
+    """Render saved PLACEMENTS (.json or .csv) again, without matching.
+
+    Tiles are made from the library's original images at --tile-px, with the
+    recorded transforms, tint and overlay.
+    """
+    from .placements import Placements
+    from .render import (
+        check_output_size,
+        check_writable,
+        output_format,
+        render_placements,
+        save_image,
+    )
+
+    started = time.perf_counter()
+    output_format(output)
+    check_writable(output)
+    placements = Placements.read(placements_path)
+    size = tile_px or int(placements.metadata.get("tile_px") or 32)
+    check_sizes(1, size)
+    check_output_size(output, placements.cols * size, placements.rows * size)
+    image = render_placements(
+        placements, tile_px, source, cache_dir=cache_dir, show_progress=progress_enabled(quiet)
+    )
+    save_image(image, output)
+    if not quiet:
+        seconds = time.perf_counter() - started
+        click.echo(
+            f"mosaicist: {placements.rows}x{placements.cols} cells at {size} px rendered in "
+            f"{seconds:.2f} s -> {output} ({image.shape[1]}x{image.shape[0]})",
             err=True,
         )
 
@@ -181,3 +270,63 @@ def index(source: str, tile_px: int, cache_dir: Path | None, quiet: bool) -> Non
             f"{len(stats.failed)} skipped in {stats.seconds:.2f} s; index at {library.directory}",
             err=True,
         )
+
+
+@main.command(
+    epilog="""\b
+Examples:
+  mosaicist score bear-mosaic.png bear.jpg
+  mosaicist score night.png starry_night.jpg --cell 8 --json night-score.json
+  mosaicist score bear-mosaic.jpg bear.jpg --placements bear.csv --view-px 8
+
+\b
+Metrics (see mosaicist.quality):
+  psnr_full            PSNR (dB) against the target scaled to the mosaic's size
+  psnr_view            PSNR (dB) with every cell reduced to VIEW_PX pixels
+  ssim_view            SSIM of the luma at that viewing scale
+  ciede2000_*_view     CIEDE2000 colour difference (mean, 95th percentile)
+  distinct_tiles, max_uses, closest_repeat   with --placements
+PSNR is capped at 100 dB (identical images).
+"""
+)
+@click.argument("mosaic", type=click.Path(path_type=Path))
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--cell", "cell_px", type=int, default=16, show_default=True,
+              help="Target pixels per cell side the mosaic was made with.")
+@click.option("--view-px", type=int, default=4, show_default=True,
+              help="Pixels per cell side at viewing scale.")
+@click.option("--placements", "placements_path", type=click.Path(path_type=Path), default=None,
+              help="Placements CSV from 'make --placements': adds tile repetition metrics.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Also write the metrics as JSON.")
+def score(
+    mosaic: Path,
+    target: Path,
+    cell_px: int,
+    view_px: int,
+    placements_path: Path | None,
+    json_path: Path | None,
+) -> None:
+    """Measure how faithfully MOSAIC reproduces TARGET (any tool's mosaic).
+
+    The target is cut into cells of --cell pixels as 'make' does (centre
+    crop); MOSAIC must be a whole number of tile pixels per cell.
+    """
+    import json
+
+    from .paths import atomic_path
+    from .quality import headline, read_tile_grid, score_mosaic
+    from .render import check_writable
+
+    if json_path is not None:
+        check_writable(json_path, "JSON file")
+    tile_grid = None if placements_path is None else read_tile_grid(placements_path)
+    metrics = score_mosaic(mosaic, target, cell_px, view_px=view_px, tile_grid=tile_grid)
+    width = max(len(key) for key in metrics)
+    for key, value in metrics.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        click.echo(f"{key:<{width}}  {shown}")
+    click.echo(f"mosaicist: {headline(metrics)}", err=True)
+    if json_path is not None:
+        with atomic_path(json_path) as temporary:
+            temporary.write_text(json.dumps(metrics, indent=2) + "\n")

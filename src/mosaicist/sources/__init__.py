@@ -24,7 +24,18 @@ from .base import DecodedTile, SourceEntry, TileSource
 
 ARRAY_SUFFIXES = (".h5", ".hdf5", ".npz", ".npy")
 
-__all__ = ["DecodedTile", "SourceEntry", "TileSource", "open_source"]
+__all__ = ["DecodedTile", "SourceEntry", "TileSource", "open_source", "source_spec"]
+
+
+def source_spec(source: TileSource) -> str:
+    """Return a spec that :func:`open_source` resolves back to ``source``."""
+    key = source.key
+    if key.startswith("folder:"):
+        return key[len("folder:"):]
+    if key.startswith("array:"):
+        rest = key[len("array:"):]
+        return rest
+    return key
 
 
 def _split_key(spec: str) -> tuple[str, str | None]:
