@@ -316,7 +316,7 @@ def make_mosaic(
             "augment": augment,
             "tint": tint,
             "overlay": overlay,
-            "target": name,
+            "target": str(Path(name).resolve()) if name != "target" else None,
             "crop": {"left": grid.left, "top": grid.top},
         },
     )

@@ -1,0 +1,129 @@
+"""The whole pipeline through the Python API: metrics, transforms, tint, overlay, re-render."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mosaicist import Placements, make_mosaic
+from mosaicist.augment import AUGMENT_SETS, apply_transform
+from mosaicist.colour import encode
+from mosaicist.errors import MosaicistError
+from mosaicist.render import render_placements
+
+from conftest import make_colour_folder
+
+
+def smooth_folder(root, count=60, size=16, seed=0):
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / (size - 1)
+    for index in range(count):
+        base = rng.uniform(0, 255, 3)
+        gx, gy = rng.uniform(-150, 150, 3), rng.uniform(-150, 150, 3)
+        image = base + gx * x[..., None] + gy * y[..., None]
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / f"s{index:03d}.png")
+    return root
+
+
+@pytest.fixture
+def target():
+    rng = np.random.default_rng(5)
+    y, x = np.mgrid[0:40, 0:56]
+    picture = np.stack([x * 4, y * 6, (x + y) * 2], -1) + rng.normal(0, 8, (40, 56, 3))
+    return np.clip(picture, 0, 255).astype(np.uint8)
+
+
+def reference_picks(target, tiles, cell, metric="seed", augment="none"):
+    """Brute force over every (tile, transform) candidate in the metric's encoding."""
+    codes = AUGMENT_SETS[augment]
+    tile_px = tiles.shape[1]
+    rows, cols = target.shape[0] // cell, target.shape[1] // cell
+    top, left = (target.shape[0] - rows * cell) // 2, (target.shape[1] - cols * cell) // 2
+    crop = target[top:top + rows * cell, left:left + cols * cell]
+    factor = tile_px // cell
+    up = encode(crop, metric).repeat(factor, 0).repeat(factor, 1).astype(np.int64)
+    candidates = np.stack(
+        [apply_transform(encode(tiles, metric), code) for code in codes], axis=1
+    ).reshape(-1, tile_px, tile_px, 3).astype(np.int64)
+    picks = []
+    for r in range(rows):
+        for c in range(cols):
+            block = up[r * tile_px:(r + 1) * tile_px, c * tile_px:(c + 1) * tile_px]
+            distances = ((candidates - block) ** 2).sum(axis=(1, 2, 3))
+            picks.append(int(np.argmin(distances)))
+    picks = np.array(picks)
+    return picks // len(codes), np.asarray(codes)[picks % len(codes)]
+
+
+@pytest.mark.parametrize(("metric", "augment"), [("seed", "none"), ("lab", "flips"),
+                                                 ("oklab", "all"), ("seed", "rotations")])
+def test_picks_are_optimal_over_transforms_and_colour_spaces(tmp_path, target, metric, augment):
+    folder = smooth_folder(tmp_path / "tiles")
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, metric=metric, augment=augment,
+                         cache_dir=tmp_path / "cache")
+    tiles = np.asarray(mosaic.library.tiles)
+    expected_tiles, expected_transforms = reference_picks(target, tiles, 8, metric, augment)
+    assert np.array_equal(mosaic.placements.tile, expected_tiles)
+    assert np.array_equal(mosaic.placements.transform, expected_transforms)
+    # The rendered tile is the transformed library tile.
+    first = apply_transform(tiles[expected_tiles[0]][None], int(expected_transforms[0]))[0]
+    assert np.array_equal(mosaic.image[:16, :16], first)
+
+
+def test_tint_moves_tiles_toward_their_cells(tmp_path, target):
+    folder = smooth_folder(tmp_path / "tiles")
+    plain = make_mosaic(target, folder, cell_px=8, tile_px=16, cache_dir=tmp_path / "c")
+    tinted = make_mosaic(target, folder, cell_px=8, tile_px=16, tint=1.0,
+                         cache_dir=tmp_path / "c")
+    assert tinted.metrics["tint"] == 1.0 and tinted.metrics["mean_tint_shift"] > 0
+    # Full tint: every tile's mean colour equals its cell's (up to clipping and rounding).
+    rows, cols = tinted.grid.rows, tinted.grid.cols
+    tile_means = tinted.image.reshape(rows, 16, cols, 16, 3).mean(axis=(1, 3))
+    cell_means = tinted.grid.cells.reshape(rows, cols, -1, 3).mean(axis=2)
+    assert np.abs(tile_means - cell_means).mean() < 3.0
+    assert tinted.metrics["ciede2000_mean_view"] < plain.metrics["ciede2000_mean_view"]
+    assert tinted.placements.objective <= plain.placements.objective
+
+
+def test_overlay_is_a_blend_with_the_target(tmp_path, target):
+    folder = make_colour_folder(tmp_path / "tiles", 20, size=16)
+    plain = make_mosaic(target, folder, cell_px=8, tile_px=8, cache_dir=tmp_path / "c")
+    blended = make_mosaic(target, folder, cell_px=8, tile_px=8, overlay=0.25,
+                          cache_dir=tmp_path / "c")
+    crop = target[:40, :56]
+    expected = np.rint(0.75 * plain.image + 0.25 * crop).astype(np.uint8)
+    assert np.abs(blended.image.astype(int) - expected).max() <= 1
+    assert blended.metrics["overlay"] == 0.25
+
+
+@pytest.mark.parametrize("suffix", [".json", ".csv"])
+def test_placements_round_trip_and_render_again(tmp_path, target, suffix):
+    folder = smooth_folder(tmp_path / "tiles")
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, augment="all", tint=0.5,
+                         metric="lab", cache_dir=tmp_path / "c")
+    path = tmp_path / f"placements{suffix}"
+    mosaic.placements.write(path)
+    again = Placements.read(path)
+    assert again.source_ids == mosaic.placements.source_ids
+    assert np.array_equal(again.transform, mosaic.placements.transform)
+    assert np.allclose(again.tint, mosaic.placements.tint, atol=1e-4)
+    if suffix == ".csv":
+        again.metadata = {"metric": "lab"}
+        image = render_placements(again, 16, tiles=str(folder), cache_dir=tmp_path / "c")
+    else:
+        image = render_placements(again, cache_dir=tmp_path / "c")
+    # Same tiles, transforms and tint: the same picture (tint rounded to 1e-4).
+    assert np.abs(image.astype(int) - mosaic.image.astype(int)).max() <= 1
+    bigger = render_placements(Placements.read(tmp_path / f"placements{suffix}"), 48,
+                               tiles=str(folder), cache_dir=tmp_path / "c")
+    assert bigger.shape == (mosaic.grid.rows * 48, mosaic.grid.cols * 48, 3)
+
+
+def test_bad_options_are_clear_errors(tmp_path, target):
+    folder = make_colour_folder(tmp_path / "tiles", 5, size=8)
+    with pytest.raises(MosaicistError, match="metric"):
+        make_mosaic(target, folder, cell_px=8, tile_px=8, metric="xyz")
+    with pytest.raises(MosaicistError, match="tint"):
+        make_mosaic(target, folder, cell_px=8, tile_px=8, tint=1.5)
+    with pytest.raises(MosaicistError, match="approximate"):
+        make_mosaic(target, folder, cell_px=8, tile_px=8, search="approximate", tint=0.5)
