@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import make_colour_folder
 from PIL import Image
 
 from mosaicist import Placements, make_mosaic
@@ -9,8 +10,6 @@ from mosaicist.augment import AUGMENT_SETS, apply_transform
 from mosaicist.colour import encode
 from mosaicist.errors import MosaicistError
 from mosaicist.render import render_placements
-
-from conftest import make_colour_folder
 
 
 def smooth_folder(root, count=60, size=16, seed=0):

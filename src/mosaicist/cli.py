@@ -296,7 +296,8 @@ PSNR is capped at 100 dB (identical images).
 @click.option("--view-px", type=int, default=4, show_default=True,
               help="Pixels per cell side at viewing scale.")
 @click.option("--placements", "placements_path", type=click.Path(path_type=Path), default=None,
-              help="Placements CSV from 'make --placements': adds tile repetition metrics.")
+              help="Placements (.csv or .json) from 'make --placements': adds tile "
+                   "repetition metrics.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="Also write the metrics as JSON.")
 def score(

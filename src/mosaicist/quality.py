@@ -1,0 +1,455 @@
+"""How faithful a mosaic is to its target, and how often it repeats tiles.
+
+Metric definitions (all reported by :func:`score_mosaic` and ``mosaicist score``):
+
+``psnr_full``
+    PSNR in dB of the mosaic against the target's grid crop scaled to the
+    mosaic's size. When the mosaic is an integer factor larger than the crop
+    (``tile_px`` a multiple of ``cell_px``) the crop is scaled up by pixel
+    replication, exactly the comparison the matcher minimises; when it is an
+    integer factor smaller, the crop is reduced by exact box means (float,
+    not rounded); otherwise the crop is resized with Pillow's ``BOX`` filter
+    (area resampling, rounded to 8 bits, which moves the MSE by at most
+    about 1/12 of a level squared).
+``psnr_view``
+    PSNR at viewing scale: mosaic and crop are both reduced by exact area
+    averaging (overlap-weighted box means, kept as floats) so that every
+    cell is ``view_px`` x ``view_px`` pixels. This is roughly how the mosaic
+    looks from a distance, where the tiles blend into the picture.
+``ssim_view``
+    SSIM (:func:`skimage.metrics.structural_similarity`, ``data_range=255``,
+    uniform window) at viewing scale on luma ``Y' = 0.299 R + 0.587 G +
+    0.114 B`` of the gamma-encoded values, as in the SSIM paper and MATLAB's
+    ``ssim`` for colour images; colour error is measured by CIEDE2000
+    instead. The window is 7 pixels, or the largest odd size that fits a
+    smaller image; ``None`` when a side is under 3 pixels.
+``ciede2000_mean_view``, ``ciede2000_p95_view``
+    Mean and 95th percentile (linear interpolation) of the per-pixel
+    CIEDE2000 colour difference at viewing scale, both images taken as sRGB
+    (D65) and converted with :func:`skimage.color.rgb2lab`. About 1 is a
+    just-noticeable difference; above 10 colours are clearly different.
+
+PSNR is capped at :data:`PSNR_CAP_DB` (100 dB) rather than reported as
+infinity, so identical images give 100.0 and every value stays a plain
+number in JSON. 100 dB is an MSE of 6.5e-6 levels squared, far below
+anything that matters visually.
+
+Repetition metrics (:func:`repetition_metrics`) need the tile of every cell,
+e.g. from a placements file written by ``mosaicist make --placements``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import MosaicistError
+from .grid import area_weights, check_sizes, make_grid
+from .imaging import read_target
+from .placements import Placements
+
+#: PSNR values are capped here (dB); identical images report exactly this.
+PSNR_CAP_DB = 100.0
+#: Accepted range of ``view_px`` (viewing-scale pixels per cell side).
+VIEW_PX_RANGE = (1, 256)
+#: SSIM window side at viewing scale (smaller for smaller images).
+SSIM_WINDOW = 7
+#: Elements per working block, so that big mosaics are scored in bounded memory.
+_BLOCK_ELEMENTS = 1 << 22
+#: BT.601 luma weights for SSIM.
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def psnr(mse: float) -> float:
+    """Return the PSNR in dB of a mean squared error on the 0..255 scale, capped.
+
+    Parameters
+    ----------
+    mse : float
+        Mean squared error in 8-bit levels squared.
+
+    Returns
+    -------
+    float
+        ``10 log10(255^2 / mse)``, at most :data:`PSNR_CAP_DB` (also for 0).
+    """
+    if mse <= 0:
+        return PSNR_CAP_DB
+    return min(PSNR_CAP_DB, 10.0 * math.log10(255.0**2 / mse))
+
+
+def delta_e_2000(rgb_a: np.ndarray, rgb_b: np.ndarray) -> np.ndarray:
+    """Return the per-pixel CIEDE2000 difference of two sRGB images.
+
+    Parameters
+    ----------
+    rgb_a, rgb_b : numpy.ndarray
+        ``(..., 3)`` sRGB values on the 0..255 scale (uint8 or float).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(...)`` float64 CIEDE2000 differences (D65, ``kL = kC = kH = 1``).
+    """
+    # Imported here: scikit-image takes a noticeable time to import and only
+    # scoring needs it.
+    from skimage.color import deltaE_ciede2000, rgb2lab
+
+    lab_a = rgb2lab(np.asarray(rgb_a, np.float64) / 255.0)
+    lab_b = rgb2lab(np.asarray(rgb_b, np.float64) / 255.0)
+    return deltaE_ciede2000(lab_a, lab_b)
+
+
+def _check_view_px(view_px: int) -> None:
+    low, high = VIEW_PX_RANGE
+    if not low <= view_px <= high:
+        raise MosaicistError(f"view size must be between {low} and {high} pixels, got {view_px}")
+
+
+def reduce_cells(image: np.ndarray, cell_px: int, view_px: int) -> np.ndarray:
+    """Resample every ``cell_px`` cell of ``image`` to ``view_px`` by exact area averaging.
+
+    Each output pixel is the overlap-weighted mean of the input pixels it
+    covers (plain box means when ``cell_px`` is a multiple of ``view_px``).
+    Cells are resampled independently, so tile edges never blend.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(rows * cell_px, cols * cell_px, 3)`` image (any real dtype).
+    cell_px : int
+        Cell side in ``image`` pixels.
+    view_px : int
+        Cell side in the result.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(rows * view_px, cols * view_px, 3)`` float64, not rounded.
+    """
+    rows, cols = image.shape[0] // cell_px, image.shape[1] // cell_px
+    out = np.empty((rows * view_px, cols * view_px, 3), np.float64)
+    band = max(1, _BLOCK_ELEMENTS // (cell_px * cell_px * cols * 3))
+    divisible = cell_px % view_px == 0
+    step = cell_px // view_px
+    weights = area_weights(cell_px, view_px)
+    for start in range(0, rows, band):
+        stop = min(rows, start + band)
+        part = image[start * cell_px:stop * cell_px]
+        count = stop - start
+        if divisible:
+            # Integer sums are exact and several times faster than the einsum.
+            blocks = part.reshape(count, view_px, step, cols, view_px, step, 3)
+            reduced = blocks.sum(axis=(2, 5), dtype=np.uint64 if part.dtype.kind == "u"
+                                 else np.float64) / float(step * step)
+        else:
+            cells = part.reshape(count, cell_px, cols, cell_px, 3).astype(np.float64)
+            reduced = np.einsum("ij,njckd,lk->nicld", weights, cells, weights, optimize=True)
+        out[start * view_px:stop * view_px] = reduced.reshape(count * view_px, -1, 3)
+    return out
+
+
+def _sum_squares(diff: np.ndarray) -> float:
+    """Sum of squares of a block of differences (exact for 8-bit blocks of this size)."""
+    # float64 holds 2^22 squares of at most 255^2 exactly, and np.dot is fast.
+    flat = diff.ravel().astype(np.float64, copy=False)
+    return float(np.dot(flat, flat))
+
+
+def _mse_full(mosaic: np.ndarray, crop: np.ndarray) -> float:
+    """Mean squared error of ``mosaic`` against ``crop`` scaled to its size (see module)."""
+    height, width = mosaic.shape[:2]
+    crop_h, crop_w = crop.shape[:2]
+    total = 0.0
+    if height % crop_h == 0 and width % crop_w == 0 and height // crop_h == width // crop_w:
+        factor = height // crop_h
+        band = max(1, _BLOCK_ELEMENTS // (factor * factor * crop_w * 3))
+        for start in range(0, crop_h, band):
+            stop = min(crop_h, start + band)
+            # Broadcasting the crop over each factor x factor block is pixel
+            # replication without materialising the scaled-up crop.
+            blocks = mosaic[start * factor:stop * factor].reshape(
+                stop - start, factor, crop_w, factor, 3
+            ).astype(np.int32)
+            diff = blocks - crop[start:stop, None, :, None, :]
+            total += _sum_squares(diff)
+    elif crop_h % height == 0 and crop_w % width == 0 and crop_h // height == crop_w // width:
+        factor = crop_h // height
+        reduced = reduce_cells(crop, factor, 1)
+        band = max(1, _BLOCK_ELEMENTS // (width * 3))
+        for start in range(0, height, band):
+            diff = mosaic[start:start + band] - reduced[start:start + band]
+            total += _sum_squares(diff)
+    else:
+        scaled = np.asarray(
+            Image.fromarray(crop).resize((width, height), Image.Resampling.BOX), np.uint8
+        )
+        band = max(1, _BLOCK_ELEMENTS // (width * 3))
+        for start in range(0, height, band):
+            diff = mosaic[start:start + band].astype(np.int32) - scaled[start:start + band]
+            total += _sum_squares(diff)
+    return total / mosaic.size
+
+
+def _ssim_luma(view_a: np.ndarray, view_b: np.ndarray) -> float | None:
+    """SSIM of the luma of two float RGB images (see module), or None when too small."""
+    from skimage.metrics import structural_similarity
+
+    window = min(SSIM_WINDOW, *view_a.shape[:2])
+    window -= 1 - window % 2  # largest odd size that fits
+    if window < 3:
+        return None
+    return float(
+        structural_similarity(
+            view_a @ _LUMA, view_b @ _LUMA, data_range=255.0, win_size=window,
+            gaussian_weights=False,
+        )
+    )
+
+
+def fidelity_metrics(
+    mosaic: np.ndarray, target_crop: np.ndarray, cell_px_in_mosaic: int, view_px: int = 4
+) -> dict:
+    """Compare a mosaic with the target region it reproduces (definitions in the module).
+
+    Parameters
+    ----------
+    mosaic : numpy.ndarray
+        ``(rows * tile_px, cols * tile_px, 3)`` uint8 mosaic.
+    target_crop : numpy.ndarray
+        ``(rows * cell_px, cols * cell_px, 3)`` uint8 grid crop of the target.
+    cell_px_in_mosaic : int
+        ``tile_px``: side of one cell in mosaic pixels.
+    view_px : int
+        Side of one cell at viewing scale.
+
+    Returns
+    -------
+    dict
+        ``psnr_full``, ``psnr_view``, ``ssim_view`` (None when the viewing
+        image is under 3 pixels a side), ``ciede2000_mean_view``,
+        ``ciede2000_p95_view`` and ``view_px``.
+
+    Raises
+    ------
+    MosaicistError
+        When the sizes do not describe the same grid of cells.
+    """
+    _check_view_px(view_px)
+    mosaic = np.asarray(mosaic, np.uint8)
+    target_crop = np.asarray(target_crop, np.uint8)
+    tile_px = cell_px_in_mosaic
+    height, width = mosaic.shape[:2]
+    crop_h, crop_w = target_crop.shape[:2]
+    if tile_px < 1 or height % tile_px or width % tile_px or not height or not width:
+        raise MosaicistError(
+            f"a {width}x{height} mosaic is not a whole number of {tile_px} px cells"
+        )
+    rows, cols = height // tile_px, width // tile_px
+    if crop_h % rows or crop_w % cols or crop_h // rows != crop_w // cols or not crop_h:
+        raise MosaicistError(
+            f"a {crop_w}x{crop_h} target crop does not fit a grid of {cols}x{rows} square cells"
+        )
+    cell_px = crop_h // rows
+    view_mosaic = reduce_cells(mosaic, tile_px, view_px)
+    view_target = reduce_cells(target_crop, cell_px, view_px)
+    difference = delta_e_2000(view_mosaic, view_target)
+    return {
+        "psnr_full": psnr(_mse_full(mosaic, target_crop)),
+        "psnr_view": psnr(float(np.mean((view_mosaic - view_target) ** 2))),
+        "ssim_view": _ssim_luma(view_mosaic, view_target),
+        "ciede2000_mean_view": float(difference.mean()),
+        "ciede2000_p95_view": float(np.percentile(difference, 95)),
+        "view_px": int(view_px),
+    }
+
+
+def repetition_metrics(tile_grid: np.ndarray) -> dict:
+    """Count tile uses and find the closest two cells that hold the same tile.
+
+    ``closest_repeat`` is exact: the cells are sorted by (tile, row, col)
+    and each is compared with the ``k``-th next one for ``k = 1, 2, ...``,
+    all cells at once. A cell drops out once its ``k``-th successor holds
+    another tile or lies at least the best distance so far rows below
+    (later successors only lie further down), so the loop is short: it
+    stops at once when some repeat is adjacent, and otherwise runs about as
+    many steps as one tile has cells within that many rows.
+
+    Parameters
+    ----------
+    tile_grid : numpy.ndarray
+        ``(rows, cols)`` tile ids (integers, or any sortable values).
+
+    Returns
+    -------
+    dict
+        ``distinct_tiles``; ``max_uses``, the most cells holding one tile;
+        ``closest_repeat``, the smallest Chebyshev distance
+        ``max(|dr|, |dc|)`` between two cells holding the same tile, or None
+        when no tile repeats.
+    """
+    grid = np.asarray(tile_grid)
+    if grid.ndim != 2 or grid.size == 0:
+        raise ValueError(f"tile_grid must be a non-empty 2-D array, got shape {grid.shape}")
+    cols = grid.shape[1]
+    flat = grid.ravel()
+    _, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    result = {"distinct_tiles": int(len(counts)), "max_uses": int(counts.max()),
+              "closest_repeat": None}
+    if counts.max() < 2:
+        return result
+    # Only cells whose tile repeats can be in a pair; a stable sort of the
+    # row-major cell indices by tile keeps each tile's cells in (row, col) order.
+    repeated = np.flatnonzero(counts[inverse] > 1)
+    order = repeated[np.argsort(inverse[repeated], kind="stable")]
+    tile = inverse[order]
+    row, col = np.divmod(order, cols)
+    best = max(grid.shape)  # larger than any distance in the grid
+    alive = np.arange(len(order) - 1)
+    step = 1
+    while alive.size and best > 1:
+        alive = alive[alive + step < len(order)]
+        partner = alive + step
+        down = row[partner] - row[alive]
+        keep = (tile[partner] == tile[alive]) & (down < best)
+        alive, partner, down = alive[keep], partner[keep], down[keep]
+        if alive.size:
+            best = min(best, int(np.maximum(down, np.abs(col[partner] - col[alive])).min()))
+            alive = alive[down < best]
+        step += 1
+    result["closest_repeat"] = best
+    return result
+
+
+def read_tile_grid(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read the ``(rows, cols)`` library positions from a placements file.
+
+    Parameters
+    ----------
+    path : path-like
+        A CSV or JSON file written by ``mosaicist make --placements``.
+
+    Raises
+    ------
+    MosaicistError
+        When the file is missing or is not a placements file.
+    """
+    try:
+        return Placements.read(path).tile_grid()
+    except csv.Error as error:
+        # Placements.read turns the other parse errors into MosaicistError.
+        raise MosaicistError(f"{path}: not a valid placements file ({error})") from None
+
+
+def _read_mosaic(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a mosaic with :func:`read_target`, naming it a mosaic in errors."""
+    try:
+        return read_target(path)
+    except MosaicistError as error:
+        prefix = f"{Path(path)}: "
+        message = str(error)
+        if message.startswith(prefix):
+            message = prefix + message[len(prefix):].replace("target", "mosaic", 1)
+        raise MosaicistError(message) from None
+
+
+def score_mosaic(
+    mosaic_path: str | os.PathLike[str],
+    target_path: str | os.PathLike[str],
+    cell_px: int,
+    view_px: int = 4,
+    tile_grid: np.ndarray | None = None,
+) -> dict:
+    """Score a mosaic file against its target picture (any tool's mosaic).
+
+    The target is cut into cells as ``mosaicist make`` does
+    (:func:`mosaicist.grid.make_grid`: whole cells, centre crop); the mosaic
+    must be ``cols * t`` by ``rows * t`` pixels for a whole tile size ``t``.
+
+    Parameters
+    ----------
+    mosaic_path, target_path : path-like
+        The mosaic and the target picture.
+    cell_px : int
+        Target pixels per cell side used to make the mosaic.
+    view_px : int
+        Side of one cell at viewing scale.
+    tile_grid : numpy.ndarray, optional
+        ``(rows, cols)`` tile ids; adds :func:`repetition_metrics`.
+
+    Returns
+    -------
+    dict
+        ``rows``, ``cols``, ``cell_px``, ``tile_px``, the
+        :func:`fidelity_metrics` and, with ``tile_grid``, the repetition
+        metrics.
+
+    Raises
+    ------
+    MosaicistError
+        When a file is missing or unreadable, or the sizes do not fit.
+    """
+    check_sizes(cell_px, 1)
+    _check_view_px(view_px)
+    mosaic = _read_mosaic(mosaic_path)
+    target = read_target(target_path)
+    grid = make_grid(target, cell_px, name=str(target_path))
+    rows, cols = grid.rows, grid.cols
+    height, width = mosaic.shape[:2]
+    if width % cols or height % rows or width // cols != height // rows:
+        raise MosaicistError(
+            f"{mosaic_path}: {width}x{height} pixels does not fit the {cols}x{rows} cells of "
+            f"{target_path} at --cell {cell_px} (expected {cols}*t x {rows}*t for a tile size t)"
+        )
+    if tile_grid is not None and np.shape(tile_grid) != (rows, cols):
+        shape = "x".join(str(side) for side in np.shape(tile_grid)[::-1])
+        raise MosaicistError(
+            f"the placements are {shape} cells but {target_path} has {cols}x{rows} cells "
+            f"at --cell {cell_px}"
+        )
+    tile_px = width // cols
+    crop = target[grid.top:grid.top + rows * cell_px, grid.left:grid.left + cols * cell_px]
+    metrics: dict = {"rows": rows, "cols": cols, "cell_px": cell_px, "tile_px": tile_px}
+    metrics |= fidelity_metrics(mosaic, crop, tile_px, view_px)
+    if tile_grid is not None:
+        metrics |= repetition_metrics(tile_grid)
+    return metrics
+
+
+def headline(metrics: dict) -> str:
+    """Summarise metrics in one line (repetition parts only when present).
+
+    Parameters
+    ----------
+    metrics : dict
+        From :func:`score_mosaic`, :func:`fidelity_metrics` and/or
+        :func:`repetition_metrics`.
+
+    Returns
+    -------
+    str
+        E.g. ``"PSNR 22.3 dB (view), SSIM 0.51, CIEDE2000 9.6 mean / 18.0 p95,
+        600 distinct tiles, max 41 uses, closest repeat 1"``.
+    """
+    parts = []
+    if "psnr_view" in metrics:
+        parts.append(f"PSNR {metrics['psnr_view']:.1f} dB (view)")
+    if "ssim_view" in metrics:
+        ssim = metrics["ssim_view"]
+        parts.append("SSIM n/a" if ssim is None else f"SSIM {ssim:.2f}")
+    if "ciede2000_mean_view" in metrics:
+        parts.append(
+            f"CIEDE2000 {metrics['ciede2000_mean_view']:.1f} mean / "
+            f"{metrics['ciede2000_p95_view']:.1f} p95"
+        )
+    if "distinct_tiles" in metrics:
+        parts.append(f"{metrics['distinct_tiles']} distinct tiles")
+        parts.append(f"max {metrics['max_uses']} uses")
+        closest = metrics["closest_repeat"]
+        parts.append("no repeats" if closest is None else f"closest repeat {closest}")
+    return ", ".join(parts)

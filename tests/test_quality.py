@@ -1,0 +1,334 @@
+"""Quality metrics: fidelity (PSNR, SSIM, CIEDE2000), repetition, scoring and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import make_colour_folder
+from PIL import Image
+from skimage.color import lab2rgb
+
+from mosaicist import MosaicistError, make_mosaic
+from mosaicist.cli import main
+from mosaicist.placements import Placements
+from mosaicist.quality import (
+    PSNR_CAP_DB,
+    delta_e_2000,
+    fidelity_metrics,
+    headline,
+    psnr,
+    reduce_cells,
+    repetition_metrics,
+    score_mosaic,
+)
+
+FIDELITY_KEYS = {
+    "psnr_full", "psnr_view", "ssim_view", "ciede2000_mean_view", "ciede2000_p95_view", "view_px",
+}
+
+
+def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def replicate(image: np.ndarray, factor: int) -> np.ndarray:
+    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+
+
+# --- fidelity ---------------------------------------------------------------------------
+
+
+def test_identical_images_are_perfect():
+    crop = random_image(24, 32)  # 3x4 cells of 8 px
+    metrics = fidelity_metrics(replicate(crop, 2), crop, 16)
+    assert set(metrics) == FIDELITY_KEYS
+    # Identical images: PSNR is capped (documented), not infinite, so JSON can hold it.
+    assert metrics["psnr_full"] == PSNR_CAP_DB
+    assert metrics["psnr_view"] == PSNR_CAP_DB
+    assert metrics["ssim_view"] == pytest.approx(1.0)
+    assert metrics["ciede2000_mean_view"] == pytest.approx(0.0, abs=1e-9)
+    assert metrics["ciede2000_p95_view"] == pytest.approx(0.0, abs=1e-9)
+    assert metrics["view_px"] == 4
+    json.dumps(metrics, allow_nan=False)
+
+
+def test_psnr_matches_hand_computation():
+    # One 2x2 cell, mosaic at the same size (tile_px = cell_px = 2).
+    crop = np.zeros((2, 2, 3), np.uint8)
+    mosaic = crop.copy()
+    mosaic[0, 0, 0] = 10  # one error of 10 levels in 12 values: MSE = 100 / 12
+    expected = 10 * math.log10(255**2 / (100 / 12))
+    metrics = fidelity_metrics(mosaic, crop, 2, view_px=2)
+    assert metrics["psnr_full"] == pytest.approx(expected)
+    # At one pixel per cell the error is averaged over the cell: 10 / 4 in one of 3 values.
+    assert fidelity_metrics(mosaic, crop, 2, view_px=1)["psnr_view"] == pytest.approx(
+        10 * math.log10(255**2 / (2.5**2 / 3))
+    )
+    assert psnr(0.0) == PSNR_CAP_DB
+    assert psnr(255.0**2) == pytest.approx(0.0)
+
+
+def test_psnr_full_replicates_the_target():
+    # A mosaic that is the target replicated 3x compares perfectly; shifting one
+    # replicated block changes exactly its 9 pixels.
+    crop = random_image(6, 6, seed=3)
+    mosaic = replicate(crop, 3)
+    mosaic[:3, :3] = np.clip(mosaic[:3, :3].astype(int) + 4, 0, 255).astype(np.uint8)
+    difference = mosaic.astype(float) - replicate(crop, 3)
+    expected = 10 * math.log10(255**2 / np.mean(difference**2))
+    assert fidelity_metrics(mosaic, crop, 9, view_px=3)["psnr_full"] == pytest.approx(expected)
+
+
+def test_non_integer_and_downscaled_sizes():
+    crop = random_image(16, 24, seed=4)  # 2x3 cells of 8 px
+    for tile_px in (12, 4, 5):  # 1.5x (Pillow BOX), 1/2 (box means), 5/8 (BOX)
+        mosaic = random_image(2 * tile_px, 3 * tile_px, seed=tile_px)
+        metrics = fidelity_metrics(mosaic, crop, tile_px, view_px=3)
+        assert 0 < metrics["psnr_full"] < PSNR_CAP_DB
+        assert metrics["ciede2000_mean_view"] > 0
+    # A mosaic that is the crop's exact 2x2 box means is perfect at viewing scale.
+    crop = replicate(random_image(4, 6, seed=5), 2)
+    metrics = fidelity_metrics(crop[::2, ::2], crop, 2, view_px=2)
+    assert metrics["psnr_full"] == PSNR_CAP_DB
+    assert metrics["psnr_view"] == PSNR_CAP_DB
+
+
+def test_reduce_cells_is_exact_area_averaging():
+    image = random_image(6, 9, seed=6).astype(np.float64)  # 2x3 cells of 3 px
+    reduced = reduce_cells(image, 3, 1)
+    expected = image.reshape(2, 3, 3, 3, 3).mean(axis=(1, 3))
+    np.testing.assert_allclose(reduced, expected)
+    # 3 px -> 2 px: the middle input pixel is shared half and half.
+    row = np.array([[0.0, 30.0, 60.0]])[..., None].repeat(3, axis=2).repeat(3, axis=0)
+    np.testing.assert_allclose(reduce_cells(row, 3, 2)[0, :, 0], [10.0, 50.0])
+
+
+def test_ssim_on_small_and_tiny_images():
+    crop = random_image(8, 8, seed=7)
+    other = random_image(8, 8, seed=8)
+    # 1x1 cell at 4 px: a 3-pixel window still fits.
+    assert fidelity_metrics(other, crop, 8)["ssim_view"] < 0.9
+    # 2 px at viewing scale is too small for any SSIM window.
+    assert fidelity_metrics(other, crop, 8, view_px=2)["ssim_view"] is None
+
+
+# CIEDE2000 pairs from G. Sharma, W. Wu, E. N. Dalal (2005), "The CIEDE2000
+# colour-difference formula: implementation notes, supplementary test data,
+# and mathematical observations", Table 1 (pairs 17 and 25; both in the sRGB gamut).
+SHARMA_PAIRS = [
+    ((50.0, 2.5, 0.0), (73.0, 25.0, -18.0), 27.1492),
+    ((60.2574, -34.0099, 36.2677), (60.4626, -34.1751, 39.4387), 1.2644),
+]
+
+
+@pytest.mark.parametrize(("lab_a", "lab_b", "expected"), SHARMA_PAIRS)
+def test_ciede2000_matches_sharma(lab_a, lab_b, expected):
+    # Through the sRGB path the metrics use: Lab -> sRGB (0..255 floats) -> delta_e_2000.
+    rgb_a = lab2rgb(np.array([[lab_a]])) * 255.0
+    rgb_b = lab2rgb(np.array([[lab_b]])) * 255.0
+    assert delta_e_2000(rgb_a, rgb_b)[0, 0] == pytest.approx(expected, abs=1e-4)
+
+
+def test_ciede2000_of_uniform_cells():
+    crop = np.zeros((4, 8, 3), np.uint8)  # two 4 px cells
+    crop[:, :4] = (200, 30, 40)
+    crop[:, 4:] = (20, 120, 220)
+    mosaic = crop.copy()
+    mosaic[:, :4] = (190, 40, 40)  # only the first cell differs
+    metrics = fidelity_metrics(mosaic, crop, 4, view_px=1)
+    difference = float(delta_e_2000(np.array([190, 40, 40]), np.array([200, 30, 40])))
+    assert difference > 1
+    assert metrics["ciede2000_mean_view"] == pytest.approx(difference / 2)
+    # 95th percentile of [difference, 0] with linear interpolation.
+    assert metrics["ciede2000_p95_view"] == pytest.approx(0.95 * difference)
+
+
+def test_mismatched_sizes_are_errors():
+    crop = random_image(16, 24)
+    with pytest.raises(MosaicistError, match="not a whole number"):
+        fidelity_metrics(random_image(30, 48), crop, 16)
+    with pytest.raises(MosaicistError, match="does not fit"):
+        fidelity_metrics(random_image(32, 32), crop, 16)
+    with pytest.raises(MosaicistError, match="view size"):
+        fidelity_metrics(random_image(32, 48), crop, 16, view_px=0)
+
+
+# --- repetition -------------------------------------------------------------------------
+
+
+def brute_closest(grid: np.ndarray) -> int | None:
+    rows, cols = np.indices(grid.shape)
+    cells = list(zip(grid.ravel(), rows.ravel(), cols.ravel(), strict=True))
+    best = None
+    for index, (tile, row, col) in enumerate(cells):
+        for other, other_row, other_col in cells[index + 1:]:
+            if other == tile:
+                distance = max(abs(row - other_row), abs(col - other_col))
+                best = distance if best is None else min(best, distance)
+    return best
+
+
+def test_no_repeats():
+    metrics = repetition_metrics(np.arange(12).reshape(3, 4))
+    assert metrics == {"distinct_tiles": 12, "max_uses": 1, "closest_repeat": None}
+
+
+def test_one_repeat_at_distance_two():
+    grid = np.arange(12).reshape(4, 3)
+    grid[2, 1] = grid[0, 0]
+    assert repetition_metrics(grid) == {
+        "distinct_tiles": 11, "max_uses": 2, "closest_repeat": 2,
+    }
+
+
+def test_several_repeated_tiles():
+    grid = np.arange(100, 125).reshape(5, 5)
+    grid[0, 0] = grid[4, 4] = grid[0, 4] = 7  # tile 7: three uses, each pair 4 apart
+    grid[1, 1] = grid[4, 2] = 8  # tile 8: |dr| 3, |dc| 1 -> 3
+    assert repetition_metrics(grid) == {
+        "distinct_tiles": 25 - 5 + 2, "max_uses": 3, "closest_repeat": 3,
+    }
+    grid[2, 3] = grid[3, 4] = 8  # two more 8s, diagonal neighbours -> 1
+    assert repetition_metrics(grid) == {
+        "distinct_tiles": 25 - 7 + 2, "max_uses": 4, "closest_repeat": 1,
+    }
+    assert brute_closest(grid) == 1
+
+
+def test_repetition_matches_brute_force():
+    rng = np.random.default_rng(9)
+    for _ in range(60):
+        rows, cols = rng.integers(1, 9, 2)
+        grid = rng.integers(0, rng.integers(1, rows * cols * 2 + 1), (rows, cols))
+        assert repetition_metrics(grid)["closest_repeat"] == brute_closest(grid)
+
+
+def test_repetition_on_large_grids():
+    # 300x400 cells: one tile everywhere, and one tile on a 20-cell lattice.
+    assert repetition_metrics(np.zeros((300, 400), np.int64)) == {
+        "distinct_tiles": 1, "max_uses": 120_000, "closest_repeat": 1,
+    }
+    grid = np.arange(1, 120_001).reshape(300, 400)
+    grid[::20, ::20] = 0
+    metrics = repetition_metrics(grid)
+    assert metrics["max_uses"] == 15 * 20
+    assert metrics["closest_repeat"] == 20
+
+
+# --- scoring files and the CLI ----------------------------------------------------------
+
+CELL = 8
+TILE_PX = 8
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """A 52x44 target (6x5 cells of 8 px, centre-cropped) and its mosaic and placements."""
+    root = tmp_path_factory.mktemp("quality")
+    target = root / "target.png"
+    Image.fromarray(random_image(44, 52, seed=10)).save(target)
+    tiles = make_colour_folder(root / "tiles", 12)
+    mosaic = make_mosaic(target, tiles, cell_px=CELL, tile_px=TILE_PX, cache_dir=root / "cache")
+    mosaic_path = root / "mosaic.png"
+    Image.fromarray(mosaic.image).save(mosaic_path)
+    placements = root / "placements.csv"
+    mosaic.placements.write_csv(placements)
+    return root, target, mosaic_path, placements, mosaic
+
+
+def test_score_mosaic(scored):
+    _, target, mosaic_path, _, mosaic = scored
+    metrics = score_mosaic(mosaic_path, target, CELL, tile_grid=mosaic.placements.tile_grid())
+    assert (metrics["rows"], metrics["cols"]) == (5, 6)
+    assert (metrics["cell_px"], metrics["tile_px"]) == (CELL, TILE_PX)
+    assert FIDELITY_KEYS <= set(metrics)
+    assert 0 < metrics["psnr_full"] < PSNR_CAP_DB
+    assert metrics["psnr_view"] >= metrics["psnr_full"]  # averaging removes tile detail
+    assert metrics["distinct_tiles"] <= 12
+    assert metrics["closest_repeat"] is not None  # 30 cells from 12 tiles must repeat
+    # The metrics are those of the grid's centre crop (offsets 2 and 2).
+    crop = np.asarray(Image.open(target))[2:42, 2:50]
+    expected = fidelity_metrics(mosaic.image, crop, TILE_PX)
+    assert {key: metrics[key] for key in expected} == expected
+    line = headline(metrics)
+    assert "dB (view)" in line and "distinct tiles" in line and "\n" not in line
+
+
+def test_score_mosaic_size_mismatch(scored):
+    root, target, mosaic_path, _, _ = scored
+    wrong = root / "wrong.png"
+    Image.fromarray(random_image(40, 50)).save(wrong)
+    with pytest.raises(MosaicistError, match="50x40 pixels does not fit the 6x5 cells") as info:
+        score_mosaic(wrong, target, CELL)
+    assert "\n" not in str(info.value)
+    with pytest.raises(MosaicistError, match="mosaic file not found"):
+        score_mosaic(root / "missing.png", target, CELL)
+
+
+def test_headline_without_repetition():
+    line = headline({"psnr_view": 22.34, "ssim_view": None, "ciede2000_mean_view": 9.61,
+                     "ciede2000_p95_view": 18.0})
+    assert line == "PSNR 22.3 dB (view), SSIM n/a, CIEDE2000 9.6 mean / 18.0 p95"
+
+
+def test_cli_score_prints_and_writes_json(scored):
+    root, target, mosaic_path, placements, _ = scored
+    report = root / "score.json"
+    result = CliRunner().invoke(main, [
+        "score", str(mosaic_path), str(target), "--cell", str(CELL), "--json", str(report),
+        "--placements", str(placements),
+    ])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    keys = [line.split()[0] for line in lines]
+    assert keys[:4] == ["rows", "cols", "cell_px", "tile_px"]
+    assert {"psnr_view", "ssim_view", "closest_repeat"} <= set(keys)
+    assert len({line.index(line.split()[1], len(line.split()[0])) for line in lines}) == 1
+    assert "dB (view)" in result.stderr
+    written = json.loads(report.read_text())
+    assert written == score_mosaic(
+        mosaic_path, target, CELL, tile_grid=Placements.read(placements).tile_grid()
+    )
+    assert not list(root.glob(".score.json.*"))  # no temporary left behind
+
+
+def test_cli_score_reads_json_placements(scored):
+    root, target, mosaic_path, _, mosaic = scored
+    placements = root / "placements.json"
+    mosaic.placements.write_json(placements)
+    result = CliRunner().invoke(main, [
+        "score", str(mosaic_path), str(target), "--cell", str(CELL), "--placements",
+        str(placements),
+    ])
+    assert result.exit_code == 0, result.output
+    expected = repetition_metrics(mosaic.placements.tile_grid())["closest_repeat"]
+    printed = [line.split() for line in result.stdout.splitlines()]
+    assert ["closest_repeat", str(expected)] in printed
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["{root}/missing.png", "{target}"], ["missing.png: mosaic file not found"]),
+        (["{mosaic}", "{root}/nothere.png"], ["nothere.png: target file not found"]),
+        (["{mosaic}", "{target}", "--cell", "7"], ["does not fit"]),
+        (["{mosaic}", "{target}", "--placements", "{target}"], ["not a valid placements file"]),
+        (["{mosaic}", "{target}", "--json", "{root}/no/dir/x.json"], ["does not exist"]),
+        (["{mosaic}", "{target}", "--view-px", "0"], ["view size"]),
+    ],
+)
+def test_cli_score_errors(scored, args, words):
+    root, target, mosaic_path, _, _ = scored
+    filled = [arg.format(root=root, target=target, mosaic=mosaic_path) for arg in args]
+    cell = [] if "--cell" in filled else ["--cell", str(CELL)]
+    result = CliRunner().invoke(main, ["score", *filled, *cell])
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    error = result.stderr.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("mosaicist: error: "), result.stderr
+    for word in words:
+        assert word in error[0], error[0]
