@@ -169,11 +169,18 @@ def make(
         stats = mosaic.library.stats
         skipped = f" ({len(stats.failed)} skipped)" if stats and stats.failed else ""
         timings = mosaic.timings
+        quality = ""
+        if mosaic.metrics:
+            from .quality import headline
+
+            quality = f"; {headline(mosaic.metrics)}"
+            if tint or overlay:
+                quality += f", tint {tint:g}, overlay {overlay:g}"
         click.echo(
             f"mosaicist: {mosaic.grid.rows}x{mosaic.grid.cols} cells, "
             f"{len(mosaic.library)} tiles{skipped}; index {timings['index']:.2f} s, "
             f"match {timings['match']:.2f} s, render {timings['render']:.2f} s, "
-            f"total {timings['total']:.2f} s -> {output} ({width}x{height})",
+            f"total {timings['total']:.2f} s -> {output} ({width}x{height}){quality}",
             err=True,
         )
 
