@@ -1,0 +1,429 @@
+"""Exact brute-force matching on a GPU (or any PyTorch device).
+
+Every cell is compared with every tile, so the picks are the exact minimum
+of the seed's objective, ties going to the lowest library position, exactly
+as :func:`mosaicist.match.match_exact` and :func:`mosaicist.match.brute_force`
+give them. A GPU does the ``cells x tiles`` dot products fast enough that
+pruning is not needed.
+
+Arithmetic
+----------
+For a compared cell vector ``a`` (``m = 3 side^2`` values, see
+:class:`~mosaicist.grid.Geometry`) and a tile ``b`` (``n = 3 tile_px^2``
+values, block sums ``S_b`` over ``w = factor^2`` pixels) the objective is
+``D = w |a|^2 - 2 <a, S_b> + |b|^2``: the squared distance between ``b``
+and ``A``, the cell scaled up by pixel replication.
+
+Shifting every pixel by 128 changes no difference, so ``D = |A' - b'|^2``
+with ``A' = A - 128`` and ``b' = b - 128``, values in ``[-128, 127]``.
+Because ``A'`` repeats each ``a'_p`` over a block of ``w`` pixels,
+``|A'|^2 = w |a'|^2`` and ``<A', b'> = <a', S'_b>`` with
+``S'_b = S_b - 128 w`` the block sums of ``b'``, hence::
+
+    D = w |a'|^2 - 2 <a', S'_b> + |b'|^2.
+
+The first term is the same for every tile of a cell, so the search takes
+the minimum of ``E = |b'|^2 - 2 <a', S'_b>`` and adds it afterwards.
+
+Kernels
+-------
+``"int8"`` (default on CUDA)
+    The pooled form: ``a'`` fits int8, but ``S'_b`` lies in
+    ``[-128 w, 127 w]``, so it is split into ``L`` balanced base-256 digits
+    (``S' = sum_l 256^l d_l``, ``d_l`` in ``[-128, 127]``; ``L = 1`` for
+    ``w = 1``, 2 for ``w <= 257``, at most 4) and ``<a', S'_b>`` is ``L``
+    int8 x int8 -> int32 products (``torch._int_mm``, tensor cores)
+    recombined with shifts. That is ``L m`` multiply-adds per pair against
+    ``n = w m`` for the full-resolution form (``L <= w`` always, e.g. 2 m
+    against 4 m for 16 px cells on 32 px tiles), and no upscaled cells are
+    stored. Each int32 product is at most ``128 * 128 * K`` in magnitude, so
+    the contraction is split into pieces of ``K <= 65536`` values (never
+    reached below ``side = 147``); pieces and digits are combined in int32
+    while every partial sum provably fits, else int64. ``torch._int_mm`` on
+    CUDA needs more than 16 rows and sizes that are multiples of 8: cells,
+    tiles and the contraction are padded with zeros (which add nothing) and
+    padded columns are dropped before the minimum.
+``"float64"`` (default elsewhere)
+    One float64 product ``a' S'^T`` per block. Every partial sum is an
+    integer far below ``2^53`` (``|<a', S'_b>| <= 16384 n``), so whatever
+    order the BLAS adds in, the result is exact. Used on CPUs, where int8
+    products are not accelerated (PyTorch 2.13's CPU ``_int_mm`` took 260 s
+    for a 4096 x 3072 x 4096 product that float64 did in 1.6 s), and on
+    GPUs older than compute capability 7.5. No float32/TF32 anywhere, so PyTorch's matmul precision
+    settings cannot change a result.
+
+Memory
+------
+Tiles are streamed in chunks (they may be a memory map) through two
+reusable host buffers (pinned on CUDA, so the copy of one chunk overlaps the
+work on the previous one), pooled and split into digits on the device. A
+tile chunk holds at most :data:`TILE_BYTES` as int32 on the device; each
+``cells x tiles`` block of scores holds at most :data:`BLOCK_BYTES` at its
+widest dtype (a few such blocks live at once: the digit products, ``E``
+and its minimum), and the centred cells stay on the device in groups of at
+most :data:`CELL_BYTES` (counted as float64). Peak device memory is
+therefore a couple of GiB at most, whatever the sizes. The running
+``(minimum, lowest index)`` per cell is merged chunk by chunk with a
+strict ``<``: ``argmin`` returns the first minimum within a chunk and
+earlier chunks win ties across chunks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import MosaicistError
+from .grid import Geometry
+from .match import MatchResult
+from .progress import progress_bar
+
+if TYPE_CHECKING:
+    import torch
+
+#: Largest device block of ``cells x tiles`` scores, in bytes at its widest dtype.
+BLOCK_BYTES = 256 << 20
+#: Largest tile chunk on the device, in bytes as int32 (pixels while pooling).
+TILE_BYTES = 256 << 20
+#: Most tiles per chunk, whatever the tile size (bounds the host buffers).
+MAX_TILE_CHUNK = 16384
+#: Largest group of centred cells kept on the device at once, in bytes.
+CELL_BYTES = 1 << 30
+#: Longest contraction of one int8 product: 128 * 128 * 65536 = 2^30 fits int32.
+K_SPLIT = 65536
+#: Row multiple of the padded cell blocks (``torch._int_mm`` needs > 16 rows).
+ROW_MULTIPLE = 32
+#: Column and contraction multiple of ``torch._int_mm``.
+COL_MULTIPLE = 8
+
+KERNELS = ("int8", "float64")
+INSTALL_HINT = "install the gpu extra: pip install 'mosaicist[gpu]'"
+
+
+def _import_torch() -> Any:
+    """Import PyTorch, or raise a one-line :class:`MosaicistError`."""
+    try:
+        import torch
+    except ImportError:
+        raise MosaicistError(f"PyTorch is not installed; {INSTALL_HINT}") from None
+    return torch
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def digit_count(weight: int) -> int:
+    """Balanced base-256 digits needed for block sums of ``weight`` centred pixels.
+
+    ``L`` digits in ``[-128, 127]`` cover ``[-128 R, 127 R]`` with
+    ``R = (256^L - 1) / 255``; centred block sums lie in ``[-128 w, 127 w]``.
+    """
+    digits = 1
+    while (256**digits - 1) // 255 < weight:
+        digits += 1
+    return digits
+
+
+def _resolve_device(torch: Any, device: str | torch.device) -> torch.device:
+    """Return ``device`` as a ``torch.device``, checked to be usable."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise MosaicistError(f"unknown torch device {device!r}: {error}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise MosaicistError(
+            f"device '{resolved}' asked for but CUDA is not available "
+            "(torch.cuda.is_available() is false); use device='cpu' or a CUDA build of PyTorch"
+        )
+    return resolved
+
+
+def _default_kernel(torch: Any, device: torch.device) -> str:
+    """int8 tensor-core products on CUDA GPUs that have them, else float64."""
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) >= (7, 5):
+        return "int8"
+    return "float64"
+
+
+def _plan(
+    geometry: Geometry, kernel: str, cell_count: int
+) -> tuple[int, int, int, int]:
+    """Return ``(tile_chunk, cell_block, cell_group, contraction)`` sizes.
+
+    ``contraction`` is the (padded, for int8) length of the compared vectors.
+    """
+    length = geometry.side * geometry.side * 3
+    tile_values = geometry.tile_px * geometry.tile_px * 3
+    contraction = _round_up(length, COL_MULTIPLE) if kernel == "int8" else length
+    # Pixels are widened to int32 for pooling: that is the largest per-tile buffer.
+    per_tile = 4 * max(tile_values, contraction)
+    tile_chunk = max(COL_MULTIPLE, min(MAX_TILE_CHUNK, TILE_BYTES // per_tile))
+    tile_chunk = tile_chunk // COL_MULTIPLE * COL_MULTIPLE
+    # Cells are float64 for that kernel: 8 bytes per value bounds both kernels.
+    cells_fit = max(ROW_MULTIPLE, CELL_BYTES // (8 * contraction) // ROW_MULTIPLE * ROW_MULTIPLE)
+    # Score blocks are int64/float64 at their widest.
+    cell_block = max(ROW_MULTIPLE, BLOCK_BYTES // (8 * tile_chunk))
+    cell_block = cell_block // ROW_MULTIPLE * ROW_MULTIPLE
+    cell_block = min(cell_block, cells_fit, _round_up(max(cell_count, 1), ROW_MULTIPLE))
+    cell_group = max(cell_block, cells_fit // cell_block * cell_block)
+    return tile_chunk, cell_block, cell_group, contraction
+
+
+class _TileStream:
+    """Copy tile chunks from a (memory-mapped) array to the device.
+
+    Two host buffers alternate: on CUDA they are pinned and the copy is
+    asynchronous, and an event per buffer keeps a buffer from being refilled
+    while its previous copy is still in flight.
+    """
+
+    def __init__(self, torch: Any, tiles: np.ndarray, chunk: int, device: torch.device) -> None:
+        self.torch = torch
+        self.tiles = tiles
+        self.device = device
+        cuda = device.type == "cuda"
+        shape = (min(chunk, len(tiles)), *tiles.shape[1:])
+        self.buffers = [
+            torch.empty(shape, dtype=torch.uint8, pin_memory=cuda) for _ in range(2)
+        ]
+        self.events = [torch.cuda.Event() if cuda else None for _ in range(2)]
+        self.turn = 0
+
+    def get(self, start: int, stop: int) -> torch.Tensor:
+        """Return tiles ``start:stop`` as a uint8 tensor on the device."""
+        turn = self.turn
+        self.turn ^= 1
+        event = self.events[turn]
+        if event is not None:
+            event.synchronize()
+        host = self.buffers[turn][: stop - start]
+        host.numpy()[...] = self.tiles[start:stop]
+        if event is None:
+            # On the CPU the tensor is used (and finished with) before this
+            # buffer is refilled two chunks later, so no copy is needed.
+            return host.to(self.device)
+        moved = host.to(self.device, non_blocking=True)
+        event.record()
+        return moved
+
+
+def _centred_sums(torch: Any, raw: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+    """Block sums of the centred tiles, ``S' = S - 128 w``: ``(T, m)`` int32."""
+    count = raw.shape[0]
+    side, factor = geometry.side, geometry.factor
+    pixels = raw.to(torch.int32) - 128
+    if factor == 1:
+        return pixels.reshape(count, -1)
+    blocks = pixels.reshape(count, side, factor, side, factor, 3)
+    return blocks.sum(dim=(2, 4), dtype=torch.int32).reshape(count, -1)
+
+
+def _tile_norms(torch: Any, raw: torch.Tensor) -> torch.Tensor:
+    """``|b'|^2`` per tile over its centred pixels, int64."""
+    flat = raw.reshape(raw.shape[0], -1).to(torch.int32) - 128
+    # Each square is at most 2^14, so int32 holds rows of up to 2^17 values.
+    if flat.shape[1] <= 1 << 16:
+        return (flat * flat).sum(dim=1, dtype=torch.int32).to(torch.int64)
+    return (flat * flat).to(torch.int64).sum(dim=1)
+
+
+def _digits(torch: Any, sums: torch.Tensor, count: int, contraction: int) -> torch.Tensor:
+    """Split centred block sums into ``count`` balanced base-256 int8 digits.
+
+    Returns ``(count, T_pad, contraction)`` int8, zero-padded to the sizes
+    ``torch._int_mm`` accepts.
+    """
+    tiles, length = sums.shape
+    padded_tiles = _round_up(tiles, COL_MULTIPLE)
+    out = torch.zeros((count, padded_tiles, contraction), dtype=torch.int8, device=sums.device)
+    rest = sums
+    for digit in range(count):
+        # Bitwise and of two's complement gives the low byte of negatives too.
+        low = ((rest + 128) & 255) - 128
+        out[digit, :tiles, :length] = low.to(torch.int8)
+        rest = (rest - low) >> 8
+    return out
+
+
+def match_torch(
+    cell_vectors: np.ndarray,
+    tiles: np.ndarray,
+    geometry: Geometry,
+    device: str | torch.device = "cuda",
+    show_progress: bool = False,
+    *,
+    kernel: str | None = None,
+) -> MatchResult:
+    """Find, for every cell, the tile of minimum objective by exhaustive search.
+
+    The result is identical to :func:`mosaicist.match.match_exact`: exact
+    integer distances, ties going to the lowest library position. See the
+    module documentation for the arithmetic, the kernels and the memory used.
+
+    Parameters
+    ----------
+    cell_vectors : numpy.ndarray
+        ``(N, side, side, 3)`` uint8 from :meth:`Geometry.cell_vectors`.
+    tiles : numpy.ndarray
+        ``(M, tile_px, tile_px, 3)`` uint8 in library order (may be memory-mapped).
+    geometry : Geometry
+        How cells and tiles are compared.
+    device : str or torch.device
+        PyTorch device to compute on (``"cuda"``, ``"cuda:1"``, ``"cpu"``...).
+    show_progress : bool
+        Draw a progress bar over the tiles.
+    kernel : {"int8", "float64"}, optional
+        Force a kernel; by default int8 on CUDA GPUs of compute capability
+        7.5 or newer, float64 elsewhere. Both are exact.
+
+    Returns
+    -------
+    MatchResult
+        ``tile`` and ``distance`` as int64 arrays; ``evaluated`` is ``N * M``.
+
+    Raises
+    ------
+    MosaicistError
+        When PyTorch is not installed, the device is unknown or CUDA is asked
+        for but unavailable, or the arrays do not fit the geometry.
+    """
+    torch = _import_torch()
+    where = _resolve_device(torch, device)
+    if kernel is None:
+        kernel = _default_kernel(torch, where)
+    if kernel not in KERNELS:
+        raise MosaicistError(f"unknown kernel {kernel!r}; expected one of {', '.join(KERNELS)}")
+    side, tile_px = geometry.side, geometry.tile_px
+    if cell_vectors.ndim != 4 or cell_vectors.shape[1:] != (side, side, 3):
+        raise MosaicistError(
+            f"cell vectors of shape {cell_vectors.shape} do not fit {side}x{side} RGB"
+        )
+    if tiles.ndim != 4 or tiles.shape[1:] != (tile_px, tile_px, 3):
+        raise MosaicistError(f"tiles of shape {tiles.shape} do not fit {tile_px}x{tile_px} RGB")
+    count, tile_count = len(cell_vectors), len(tiles)
+    if tile_count == 0:
+        raise MosaicistError("no tiles to match against")
+    if count == 0:
+        empty = np.empty(0, np.int64)
+        return MatchResult(empty, empty.copy(), 0)
+
+    weight = geometry.weight
+    length = side * side * 3
+    tile_values = tile_px * tile_px * 3
+    tile_chunk, cell_block, cell_group, contraction = _plan(geometry, kernel, count)
+    digits = digit_count(weight) if kernel == "int8" else 1
+    # |<a', S'>| <= 16384 n and |b'|^2 <= 16384 n; the digit terms can reach
+    # twice their sum's bound before cancelling, hence the margin of 4.
+    narrow = 4 * 3 * 16384 * tile_values < 2**31
+    flat_cells = cell_vectors.reshape(count, length)
+    best_distance = np.empty(count, np.int64)
+    best_tile = np.empty(count, np.int64)
+    # Events, pinned buffers and streams belong to the chosen GPU, not the current one.
+    guard = torch.cuda.device(where) if where.type == "cuda" else contextlib.nullcontext()
+
+    with guard, torch.inference_mode(), progress_bar(
+        tile_count * math.ceil(count / cell_group), "matching", unit="tile",
+        enabled=show_progress,
+    ) as bar:
+        stream = _TileStream(torch, tiles, tile_chunk, where)
+        for group_start in range(0, count, cell_group):
+            group_stop = min(count, group_start + cell_group)
+            group = _upload_cells(torch, flat_cells[group_start:group_stop], where, kernel,
+                                  contraction)
+            rows = group_stop - group_start
+            value = torch.full((rows,), torch.iinfo(torch.int64).max, dtype=torch.int64,
+                               device=where)
+            index = torch.zeros((rows,), dtype=torch.int64, device=where)
+            for start in range(0, tile_count, tile_chunk):
+                stop = min(tile_count, start + tile_chunk)
+                raw = stream.get(start, stop)
+                norms = _tile_norms(torch, raw)
+                sums = _centred_sums(torch, raw, geometry)
+                del raw
+                if kernel == "int8":
+                    operand = _digits(torch, sums, digits, contraction)
+                    # Padded like the digits' tile axis; padded columns are dropped below.
+                    norms_row = torch.zeros(operand.shape[1], dtype=torch.int32 if narrow
+                                            else torch.int64, device=where)
+                    norms_row[: stop - start] = norms
+                else:
+                    operand = sums.to(torch.float64)
+                    norms_row = norms.to(torch.float64)
+                del sums
+                for block_start in range(0, rows, cell_block):
+                    block = group[block_start:block_start + cell_block]
+                    if kernel == "int8":
+                        scores = _int8_scores(torch, block, operand, norms_row, narrow)
+                    else:
+                        scores = norms_row - 2.0 * (block @ operand.T)
+                    scores = scores[:, : stop - start]
+                    # argmin gives the first minimum, i.e. the lowest tile index.
+                    position = scores.argmin(dim=1)
+                    lowest = scores.gather(1, position[:, None])[:, 0].to(torch.int64)
+                    live = min(cell_block, rows - block_start)
+                    lowest, position = lowest[:live], position[:live]
+                    current = value[block_start:block_start + live]
+                    # Strict: on equal scores the earlier chunk keeps its tile.
+                    better = lowest < current
+                    value[block_start:block_start + live] = torch.where(better, lowest, current)
+                    index[block_start:block_start + live] = torch.where(
+                        better, position + start, index[block_start:block_start + live]
+                    )
+                bar.update(stop - start)
+            # D = w |a'|^2 + E: the cell's constant term, added back now that
+            # the minimum is known.
+            centred = flat_cells[group_start:group_stop].astype(np.int64) - 128
+            best_distance[group_start:group_stop] = (
+                weight * np.einsum("ij,ij->i", centred, centred) + value.cpu().numpy()
+            )
+            best_tile[group_start:group_stop] = index.cpu().numpy()
+
+    return MatchResult(best_tile, best_distance, count * tile_count)
+
+
+def _upload_cells(
+    torch: Any, flat: np.ndarray, device: torch.device, kernel: str, contraction: int
+) -> torch.Tensor:
+    """Centred cells on the device: int8 zero-padded for int8, else float64."""
+    rows, length = flat.shape
+    # A fresh int16 copy: the input may be read-only, which torch.from_numpy warns about.
+    centred = torch.from_numpy(flat.astype(np.int16) - 128).to(device)
+    if kernel != "int8":
+        return centred.to(torch.float64)
+    padded = torch.zeros((_round_up(rows, ROW_MULTIPLE), contraction), dtype=torch.int8,
+                         device=device)
+    padded[:rows, :length] = centred.to(torch.int8)
+    return padded
+
+
+def _int8_scores(
+    torch: Any, block: torch.Tensor, digits: torch.Tensor, norms: torch.Tensor, narrow: bool
+) -> torch.Tensor:
+    """``E = |b'|^2 - 2 <a', S'_b>`` for a block of cells and a chunk of tiles.
+
+    ``block`` is ``(C, K)`` int8 and ``digits`` ``(L, T, K)`` int8; the digit
+    products are combined highest first (Horner), in int32 when ``narrow``.
+    """
+    accumulate = torch.int32 if narrow else torch.int64
+    contraction = block.shape[1]
+    dot: torch.Tensor | None = None
+    for digit in range(digits.shape[0] - 1, -1, -1):
+        part: torch.Tensor | None = None
+        for k_start in range(0, contraction, K_SPLIT):
+            k_stop = min(contraction, k_start + K_SPLIT)
+            # tiles.T of a contiguous (T, K) tensor: the layout cuBLAS's int8 GEMM takes.
+            left, right = block, digits[digit]
+            if contraction > K_SPLIT:
+                # Contiguous pieces keep the plain layouts the int8 GEMM is known to take.
+                left = left[:, k_start:k_stop].contiguous()
+                right = right[:, k_start:k_stop].contiguous()
+            product = torch._int_mm(left, right.T).to(accumulate)
+            part = product if part is None else part + product
+        assert part is not None
+        dot = part if dot is None else dot * 256 + part
+    assert dot is not None
+    return norms - 2 * dot

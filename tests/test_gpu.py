@@ -1,0 +1,210 @@
+"""Exactness of the PyTorch matcher against the brute-force integer reference.
+
+Runs on the CPU (no GPU needed): both kernels, int8 and float64, take the
+same code path on any device apart from the products themselves.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mosaicist import gpu  # noqa: E402
+from mosaicist.errors import MosaicistError  # noqa: E402
+from mosaicist.gpu import digit_count, match_torch  # noqa: E402
+from mosaicist.grid import Geometry  # noqa: E402
+from mosaicist.match import brute_force  # noqa: E402
+
+GEOMETRIES = [(16, 32), (8, 32), (4, 4), (6, 10), (8, 4)]
+KERNELS = ["float64", "int8"]
+
+
+def smooth_images(rng: np.random.Generator, count: int, side: int, noise: float = 6) -> np.ndarray:
+    """Gradients plus a little noise: many near-equal distances, unlike uniform noise."""
+    y, x = np.mgrid[0:side, 0:side] / max(1, side - 1)
+    base = rng.uniform(0, 255, (count, 1, 1, 3))
+    gx = rng.uniform(-120, 120, (count, 1, 1, 3))
+    gy = rng.uniform(-120, 120, (count, 1, 1, 3))
+    images = base + gx * x[None, :, :, None] + gy * y[None, :, :, None]
+    images += rng.normal(0, noise, images.shape)
+    return np.clip(np.rint(images), 0, 255).astype(np.uint8)
+
+
+def assert_same_as_brute_force(cells: np.ndarray, tiles: np.ndarray, tile_px: int,
+                               kernel: str) -> None:
+    geometry = Geometry(cells.shape[1], tile_px)
+    result = match_torch(geometry.cell_vectors(cells), tiles, geometry, device="cpu",
+                         kernel=kernel)
+    reference = brute_force(cells, tiles, tile_px)
+    assert result.tile.dtype == np.int64
+    assert result.distance.dtype == np.int64
+    assert np.array_equal(result.tile, reference.tile)
+    assert np.array_equal(result.distance, reference.distance)
+    assert result.evaluated == len(cells) * len(tiles)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: these tensors are tiny, and on a busy machine the
+    thread pool's spinning costs ten times the work itself."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Budgets so small that there are several tile chunks, cell blocks and groups."""
+    monkeypatch.setattr(gpu, "MAX_TILE_CHUNK", 64)
+    monkeypatch.setattr(gpu, "BLOCK_BYTES", 32 * 64 * 8)
+    # Below one block: every group is a single block of 32 cells.
+    monkeypatch.setattr(gpu, "CELL_BYTES", 1)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize(("cell", "tile"), GEOMETRIES)
+def test_random_data_matches_brute_force(cell, tile, kernel):
+    rng = np.random.default_rng(cell * 100 + tile)
+    tiles = rng.integers(0, 256, (100, tile, tile, 3), dtype=np.uint8)
+    cells = rng.integers(0, 256, (37, cell, cell, 3), dtype=np.uint8)
+    assert_same_as_brute_force(cells, tiles, tile, kernel)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize(("cell", "tile"), GEOMETRIES)
+def test_structured_data_with_ties_matches_brute_force(cell, tile, kernel, small_chunks):
+    rng = np.random.default_rng(cell * 7 + tile)
+    tiles = smooth_images(rng, 160, tile)
+    cells = smooth_images(rng, 80, cell, noise=10)
+    # Duplicates in other tile chunks (of 64) than the original: the earlier copy must win.
+    tiles[100:130] = tiles[0:30]
+    tiles[130:160] = tiles[0:30]
+    # Flat tiles that tie with each other for flat cells.
+    tiles[70] = tiles[110] = tiles[150] = 90
+    cells[:3] = 90
+    cells[3:6] = 91
+    assert_same_as_brute_force(cells, tiles, tile, kernel)
+
+
+def test_several_chunks_really_happen(small_chunks):
+    tile_chunk, cell_block, cell_group, _ = gpu._plan(Geometry(16, 32), "int8", 80)
+    assert (tile_chunk, cell_block, cell_group) == (64, 32, 32)
+
+
+def test_huge_vectors_keep_small_cell_groups():
+    # 1024 px cells and tiles: 3 MiB per vector, so only a few cells at a time.
+    tile_chunk, cell_block, cell_group, _ = gpu._plan(Geometry(1024, 1024), "float64", 10_000)
+    assert tile_chunk == 16
+    assert cell_block == cell_group == 32
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_extreme_values_do_not_overflow(kernel):
+    # Largest magnitudes: black cells against white tiles and the reverse,
+    # with blocks of 256 and 1024 pixels (two and three int8 digits).
+    for cell, tile in [(2, 32), (1, 32), (16, 64)]:
+        tiles = np.zeros((24, tile, tile, 3), np.uint8)
+        tiles[::2] = 255
+        tiles[5, :, :, 1] = 254
+        cells = np.zeros((20, cell, cell, 3), np.uint8)
+        cells[::3] = 255
+        cells[1, 0, 0, 0] = 128
+        assert_same_as_brute_force(cells, tiles, tile, kernel)
+
+
+def test_split_contraction_matches(monkeypatch):
+    # Force several pieces of the int8 contraction (normally only for sides > 147).
+    monkeypatch.setattr(gpu, "K_SPLIT", 64)
+    rng = np.random.default_rng(5)
+    tiles = rng.integers(0, 256, (40, 20, 20, 3), dtype=np.uint8)
+    cells = rng.integers(0, 256, (30, 10, 10, 3), dtype=np.uint8)
+    assert_same_as_brute_force(cells, tiles, 20, "int8")
+
+
+def test_upscaling_weight_in_the_centred_form():
+    # D = w |a'|^2 - 2 <a', S'_b> + |b'|^2 with w = factor^2: one cell value
+    # against one tile, where the replicated cell covers 4 x 4 tile pixels.
+    cells = np.full((1, 1, 1, 3), 10, np.uint8)
+    tiles = np.full((1, 4, 4, 3), 13, np.uint8)
+    geometry = Geometry(1, 4)
+    result = match_torch(cells, tiles, geometry, device="cpu", kernel="int8")
+    assert result.distance.tolist() == [16 * 3 * 3 * 3]
+
+
+def test_digits_reconstruct_block_sums():
+    for weight in (1, 4, 16, 256, 257, 1024, 65793, 65794):
+        count = digit_count(weight)
+        sums = torch.tensor([[-128 * weight, 127 * weight, 0, -1, 1, 12345 % (weight + 1)]],
+                            dtype=torch.int32)
+        digits = gpu._digits(torch, sums, count, 8).to(torch.int64)
+        rebuilt = sum(digits[k, 0, :6] * 256**k for k in range(count))
+        assert torch.equal(rebuilt, sums[0].to(torch.int64))
+    assert [digit_count(w) for w in (1, 4, 257, 258, 65793, 65794)] == [1, 2, 2, 3, 3, 4]
+
+
+def test_memory_mapped_read_only_tiles(tmp_path):
+    rng = np.random.default_rng(3)
+    np.save(tmp_path / "tiles.npy", rng.integers(0, 256, (50, 8, 8, 3), dtype=np.uint8))
+    tiles = np.load(tmp_path / "tiles.npy", mmap_mode="r")
+    cells = rng.integers(0, 256, (9, 4, 4, 3), dtype=np.uint8)
+    cells.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_same_as_brute_force(cells, tiles, 8, "float64")
+
+
+def test_default_kernel_is_float64_on_cpu_and_int8_on_recent_gpus(monkeypatch):
+    assert gpu._default_kernel(torch, torch.device("cpu")) == "float64"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert gpu._default_kernel(torch, torch.device("cuda")) == "int8"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
+    assert gpu._default_kernel(torch, torch.device("cuda")) == "float64"
+
+
+def test_no_cells_gives_empty_result():
+    geometry = Geometry(4, 8)
+    tiles = np.zeros((3, 8, 8, 3), np.uint8)
+    result = match_torch(np.zeros((0, 4, 4, 3), np.uint8), tiles, geometry, device="cpu")
+    assert result.tile.shape == (0,) and result.distance.dtype == np.int64
+
+
+def test_missing_torch_is_a_one_line_error(monkeypatch):
+    # None in sys.modules makes "import torch" raise ImportError.
+    monkeypatch.setitem(sys.modules, "torch", None)
+    geometry = Geometry(4, 8)
+    with pytest.raises(MosaicistError, match=r"pip install 'mosaicist\[gpu\]'") as caught:
+        match_torch(np.zeros((1, 4, 4, 3), np.uint8), np.zeros((1, 8, 8, 3), np.uint8),
+                    geometry, device="cpu")
+    assert "\n" not in str(caught.value)
+
+
+def test_unavailable_cuda_is_a_one_line_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    geometry = Geometry(4, 8)
+    with pytest.raises(MosaicistError, match="CUDA is not available") as caught:
+        match_torch(np.zeros((1, 4, 4, 3), np.uint8), np.zeros((1, 8, 8, 3), np.uint8),
+                    geometry)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("cells", "tiles", "kwargs", "message"),
+    [
+        ((1, 4, 4, 3), (1, 8, 8, 3), {"device": "nonsense"}, "unknown torch device"),
+        ((1, 4, 4, 3), (1, 8, 8, 3), {"kernel": "float16"}, "unknown kernel"),
+        ((1, 5, 5, 3), (1, 8, 8, 3), {}, "do not fit 4x4"),
+        ((1, 4, 4, 3), (1, 9, 9, 3), {}, "do not fit 8x8"),
+        ((1, 4, 4, 3), (0, 8, 8, 3), {}, "no tiles"),
+    ],
+)
+def test_bad_arguments_are_reported(cells, tiles, kwargs, message):
+    options = {"device": "cpu", **kwargs}
+    with pytest.raises(MosaicistError, match=message):
+        match_torch(np.zeros(cells, np.uint8), np.zeros(tiles, np.uint8), Geometry(4, 8),
+                    **options)
