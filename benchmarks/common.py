@@ -93,34 +93,60 @@ class ChildRun:
         return self
 
 
+#: Runs the real command as its own child and reports that child's wall time and
+#: peak RSS. The indirection matters: a process started straight from the
+#: benchmark inherits the benchmark's own RSS high-water mark through
+#: vfork/exec, so ``ru_maxrss`` would never read below the parent's peak.
+_MEASURE = """
+import os, sys, time
+started = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - started
+with open(sys.argv[1], "w") as handle:
+    handle.write(f"{wall} {usage.ru_maxrss}\\n")
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
 def run_child(
     args: Sequence[str], env: dict[str, str] | None = None, echo: bool = False
 ) -> ChildRun:
-    """Run ``args`` as a child process; return wall seconds and its own peak RSS.
+    """Run ``args`` as a child process; return its wall seconds and its own peak RSS.
 
-    The peak RSS comes from ``os.wait4`` (``ru_maxrss`` of that child alone,
-    KiB on Linux), so it is exact per run even when several children ran
-    before. stdout and stderr go to a temporary file (returned as ``output``),
-    or straight through when ``echo``.
+    The command runs under a small measuring process (:data:`_MEASURE`) that
+    forks and ``wait4``s it, so ``ru_maxrss`` (KiB on Linux) is that command's
+    own peak (including any worker processes it waited for), never the
+    benchmark's. stdout and stderr go to a temporary file (returned as
+    ``output``), or straight through when ``echo``.
     """
     args = [str(arg) for arg in args]
     full_env = os.environ | (env or {})
-    with tempfile.TemporaryFile(mode="w+") as log:
-        started = time.perf_counter()
-        out = None if echo else log
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT if out else None,
-                                   env=full_env)
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        result = Path(scratch) / "usage"
+        log_path = Path(scratch) / "log"
+        with open(log_path, "w+") as log:
+            out = None if echo else log
+            started = time.perf_counter()
+            completed = subprocess.run(
+                [sys.executable, "-c", _MEASURE, str(result), *args],
+                stdout=out, stderr=subprocess.STDOUT if out else None, env=full_env,
+                check=False,
+            )
+            elapsed = time.perf_counter() - started
+        output = log_path.read_text(errors="replace")
         try:
-            _, status, usage = os.wait4(process.pid, 0)
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
-        seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-        log.seek(0)
-        output = log.read()
-    return ChildRun(args, process.returncode, seconds, usage.ru_maxrss * 1024, output)
+            wall, maxrss = result.read_text().split()
+            seconds_, peak = float(wall), int(maxrss) * 1024
+        except (OSError, ValueError):
+            seconds_, peak = elapsed, 0
+    return ChildRun(args, completed.returncode, seconds_, peak, output)
 
 
 def mosaicist_command() -> list[str]:
