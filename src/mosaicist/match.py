@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .errors import MosaicistError
 from .grid import Geometry
@@ -426,6 +428,17 @@ def _threshold32(best: np.ndarray) -> np.ndarray:
     return np.nextafter(as32, np.float32(np.inf))
 
 
+def search_workers() -> int:
+    """Threads for the search: ``MOSAICIST_THREADS`` or the usable cores."""
+    configured = os.environ.get("MOSAICIST_THREADS")
+    if configured:
+        return max(1, int(configured))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def _tinted_bounds(
     cell_rows: np.ndarray,
     features: TileFeatures,
@@ -627,29 +640,51 @@ def match_exact(
     coarse_cells[:, coarse + 2:] = cell_rows[:, dimensions + 2:]
     del projected, tail, tail2
     cell_order = np.argsort(cell_rows[:, 0], kind="stable")
+    def search_group(cells: np.ndarray) -> tuple[int, int]:
+        evaluated = scanned = 0
+        rows = cell_rows[cells]
+        rows_coarse = coarse_cells[cells]
+        for start in range(0, tile_count, TILE_CHUNK):
+            stop = min(tile_count, start + TILE_CHUNK)
+            limit = threshold[cells, None]
+            alive = np.flatnonzero(
+                (rows_coarse @ coarse_tiles[start:stop].T <= limit).any(axis=0)
+            ) + start
+            if len(alive) == 0:
+                continue
+            scanned += len(alive) * len(cells)
+            bound = rows @ bound_rows[alive].T
+            # flatnonzero is an order of magnitude faster than 2-D nonzero here.
+            hits = np.flatnonzero(bound <= limit)
+            if len(hits):
+                cell_hits, tile_hits = np.divmod(hits, len(alive))
+                evaluated += evaluate(cells[cell_hits], order[alive[tile_hits]])
+                threshold[cells] = _threshold32(kth_best(cells))
+        return evaluated, scanned
+
+    groups = [cell_order[start:start + CELL_GROUP] for start in range(0, count, CELL_GROUP)]
+    workers = min(search_workers(), len(groups))
     scanned = 0
     with progress_bar(count, "matching", unit="cell", enabled=show_progress) as bar:
-        for cell_start in range(0, count, CELL_GROUP):
-            cells = cell_order[cell_start:cell_start + CELL_GROUP]
-            rows = cell_rows[cells]
-            rows_coarse = coarse_cells[cells]
-            for start in range(0, tile_count, TILE_CHUNK):
-                stop = min(tile_count, start + TILE_CHUNK)
-                limit = threshold[cells, None]
-                alive = np.flatnonzero(
-                    (rows_coarse @ coarse_tiles[start:stop].T <= limit).any(axis=0)
-                ) + start
-                if len(alive) == 0:
-                    continue
-                scanned += len(alive) * len(cells)
-                bound = rows @ bound_rows[alive].T
-                # flatnonzero is an order of magnitude faster than 2-D nonzero here.
-                hits = np.flatnonzero(bound <= limit)
-                if len(hits):
-                    cell_hits, tile_hits = np.divmod(hits, len(alive))
-                    evaluated += evaluate(cells[cell_hits], order[alive[tile_hits]])
-                    threshold[cells] = _threshold32(kth_best(cells))
-            bar.update(len(cells))
+        if workers <= 1:
+            for cells in groups:
+                group_evaluated, group_scanned = search_group(cells)
+                evaluated += group_evaluated
+                scanned += group_scanned
+                bar.update(len(cells))
+        else:
+            # Groups hold disjoint cells, so threads never write the same entries.
+            # One BLAS thread each: these small products do not split well, and the
+            # comparisons and gathers around them (which release the GIL) run in
+            # parallel too.
+            with threadpool_limits(limits=1, user_api="blas"), \
+                    ThreadPoolExecutor(max_workers=workers) as executor:
+                for cells, (group_evaluated, group_scanned) in zip(
+                    groups, executor.map(search_group, groups), strict=True
+                ):
+                    evaluated += group_evaluated
+                    scanned += group_scanned
+                    bar.update(len(cells))
     if distance_scale != 1:
         unset = best_distance == np.iinfo(np.int64).max
         best_distance = np.where(unset, np.inf, best_distance / distance_scale)

@@ -115,12 +115,13 @@ class FolderSource(TileSource):
     def decode(self, entries: Sequence[SourceEntry], tile_px: int) -> Iterator[DecodedTile]:
         """Decode files in parallel worker processes, yielding in order."""
         paths = [str(entry.locator) for entry in entries]
-        batches = [
-            paths[start:start + DECODE_BATCH] for start in range(0, len(paths), DECODE_BATCH)
-        ]
+        # Small enough batches that every worker gets several (large photos are
+        # slow each), large enough to amortise the round trip for small ones.
+        size = max(1, min(DECODE_BATCH, len(paths) // (self.workers * 8)))
+        batches = [paths[start:start + size] for start in range(0, len(paths), size)]
         shape = (tile_px, tile_px, 3)
         position = 0
-        if self.workers <= 1 or len(paths) <= DECODE_BATCH:
+        if self.workers <= 1 or len(paths) <= 16:
             results_iter: Iterator[list] = (_decode_batch(batch, tile_px) for batch in batches)
             executor = None
         else:
