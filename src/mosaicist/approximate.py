@@ -1,0 +1,519 @@
+"""Approximate nearest-tile search: an inverted-file index, re-ranked exactly.
+
+``--search approximate`` trades the guarantee of :func:`~mosaicist.match.match_exact`
+for speed on large libraries (up to millions of tiles). It works in the space
+of the PCA bound that the exact search already computes
+(:class:`~mosaicist.match.TileFeatures`):
+
+1. **Index space.** The bound is ``LB = k |g - f|^2 + c`` (``g``, ``f`` the
+   cell's and the tile's projected block means, ``c`` the tile's
+   within-block variation, ``k`` the scale). Keeping the first ``p``
+   components, each tile becomes the point ``[f_1..f_p, e]`` with
+   ``e^2 = |f_{p+1..}|^2 + c / k`` and each cell the point ``[g_1..g_p, 0]``, so
+   that their squared Euclidean distance is the bound with the cell's
+   remaining components taken as zero: an ordinary L2 nearest-neighbour
+   problem that keeps the ranking of ``LB`` (and so, closely, of ``D``).
+2. **Inverted file.** A coarse k-means (``nlist`` lists, about
+   ``LISTS_PER_ROOT * sqrt(M)``) partitions the tiles; each cell scans the
+   ``nprobe`` lists whose centres are nearest and keeps its ``candidates``
+   nearest tiles. FAISS (``IndexIVFFlat``) does this when it is importable,
+   else a NumPy implementation (k-means by GEMM on a sample, then one GEMM
+   per list over the cells that probe it).
+3. **Exact re-rank.** The candidates' full bounds (all components) are
+   computed; the ``EXACT_FIRST`` lowest are evaluated exactly (integer
+   objective, :func:`~mosaicist.match.exact_distances`), and so is every
+   other candidate whose bound does not exceed the best exact distance
+   found. The result is therefore the exact optimum among the candidates,
+   ties to the lowest library position; a cell misses its true optimum only
+   when that tile is not among its candidates.
+
+The trained index depends only on the features, so it is cached (when a
+``cache_dir`` is given) under a key made of the features' identity and the
+index parameters, written under a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .grid import Geometry
+from .match import (
+    MatchResult,
+    TileFeatures,
+    _improve,
+    _scale,
+    cell_bound_rows,
+    compute_features,
+    exact_distances,
+)
+from .progress import progress_bar
+
+#: Version of the cached index layout (bump when it changes).
+INDEX_VERSION = 1
+#: Leading principal components of the index space.
+INDEX_DIMENSIONS = 32
+#: Lists of the inverted file per square root of the tile count.
+LISTS_PER_ROOT = 1
+#: Lists scanned per cell.
+DEFAULT_NPROBE = 16
+#: Candidates per cell whose full bound is computed (the nearest in index space).
+DEFAULT_CANDIDATES = 32
+#: Candidates (lowest bound first) evaluated exactly for every cell.
+EXACT_FIRST = 4
+#: Training points per list for the k-means (an evenly spaced sample of tiles).
+TRAIN_PER_LIST = 48
+#: Lloyd iterations of the k-means.
+KMEANS_ITERATIONS = 10
+#: Cells searched at a time (bounds the candidate and scan buffers).
+CELL_CHUNK = 8192
+#: Rows per GEMM when assigning points to centres.
+ASSIGN_CHUNK = 32768
+
+
+def _load_faiss() -> Any | None:
+    """Return the ``faiss`` module, or None when it is not installed."""
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+@dataclass
+class _NumpyIndex:
+    """A NumPy inverted file: list ``j`` holds rows ``rows[offsets[j]:offsets[j + 1]]``."""
+
+    centroids: np.ndarray
+    rows: np.ndarray
+    offsets: np.ndarray
+
+
+def _tile_points(bound: np.ndarray, dimensions: int, scale: float) -> np.ndarray:
+    """Index-space points ``[f_1..f_p, e]`` of bound rows (``TileFeatures.bound``), float32."""
+    total = bound.shape[1] - 2
+    head = bound[:, :dimensions].astype(np.float64)
+    # The bound's last column is k |f|^2 + c (slightly loosened); removing the
+    # kept components leaves k e^2 = k |f_tail|^2 + c.
+    rest = bound[:, total + 1].astype(np.float64) / scale - np.einsum("ij,ij->i", head, head)
+    points = np.empty((len(bound), dimensions + 1), np.float32)
+    points[:, :dimensions] = head
+    points[:, dimensions] = np.sqrt(np.maximum(rest, 0.0))
+    return points
+
+
+def _cell_points(cell_rows: np.ndarray, dimensions: int, scale: float) -> np.ndarray:
+    """Index-space points ``[g_1..g_p, 0]`` of the cells (from their bound rows)."""
+    points = np.zeros((len(cell_rows), dimensions + 1), np.float32)
+    points[:, :dimensions] = cell_rows[:, :dimensions] / np.float32(-2.0 * scale)
+    return points
+
+
+def _nearest_centres(points: np.ndarray, centroids: np.ndarray, count: int) -> np.ndarray:
+    """Indices of each point's ``count`` nearest centres (nearest first), by GEMM."""
+    centre2 = np.einsum("ij,ij->i", centroids, centroids)
+    out = np.empty((len(points), count), np.int64)
+    for start in range(0, len(points), ASSIGN_CHUNK):
+        part = points[start:start + ASSIGN_CHUNK]
+        # |x|^2 is the same for every centre of a row, so it does not change the order.
+        distance = centre2[None, :] - 2.0 * (part @ centroids.T)
+        if count == 1:
+            out[start:start + len(part), 0] = distance.argmin(axis=1)
+            continue
+        near = np.argpartition(distance, count - 1, axis=1)[:, :count]
+        order = np.argsort(np.take_along_axis(distance, near, axis=1), axis=1)
+        out[start:start + len(part)] = np.take_along_axis(near, order, axis=1)
+    return out
+
+
+def _kmeans(sample: np.ndarray, lists: int, iterations: int) -> np.ndarray:
+    """Lloyd's k-means with GEMM assignment; centres start at random sample points."""
+    from scipy import sparse
+
+    rng = np.random.default_rng(0)
+    centroids = sample[rng.choice(len(sample), lists, replace=False)].astype(np.float32)
+    columns = np.arange(len(sample))
+    for _ in range(iterations):
+        assign = _nearest_centres(sample, centroids, 1)[:, 0]
+        # A sparse membership matrix sums each list's points in one product.
+        members = sparse.csr_matrix(
+            (np.ones(len(sample), np.float32), (assign, columns)), shape=(lists, len(sample))
+        )
+        counts = np.bincount(assign, minlength=lists)
+        sums = np.asarray(members @ sample)
+        filled = counts > 0
+        # An empty list keeps its old centre: harmless, it just stays (nearly) empty.
+        centroids[filled] = sums[filled] / counts[filled, None]
+    return centroids
+
+
+def _training_sample(features: TileFeatures, lists: int, dimensions: int,
+                     scale: float) -> np.ndarray:
+    """Index-space points of an evenly spaced sample of bound rows.
+
+    Rows are sorted by the first component, so an even spacing over rows is
+    a sample stratified along it.
+    """
+    count = len(features.bound)
+    size = min(count, lists * TRAIN_PER_LIST)
+    picks = np.unique(np.linspace(0, count - 1, size).astype(np.int64))
+    rows = np.empty((len(picks), dimensions + 1), np.float32)
+    for start in range(0, len(picks), ASSIGN_CHUNK):
+        part = picks[start:start + ASSIGN_CHUNK]
+        rows[start:start + len(part)] = _tile_points(features.bound[part], dimensions, scale)
+    return rows
+
+
+def _build_numpy(features: TileFeatures, lists: int, dimensions: int,
+                 scale: float) -> _NumpyIndex:
+    """Train the k-means on a sample and sort every bound row into its list."""
+    count = len(features.bound)
+    centroids = _kmeans(
+        _training_sample(features, lists, dimensions, scale), lists, KMEANS_ITERATIONS
+    )
+    assign = np.empty(count, np.int64)
+    for start in range(0, count, ASSIGN_CHUNK):
+        stop = min(count, start + ASSIGN_CHUNK)
+        points = _tile_points(features.bound[start:stop], dimensions, scale)
+        assign[start:stop] = _nearest_centres(points, centroids, 1)[:, 0]
+    rows = np.argsort(assign, kind="stable")
+    offsets = np.zeros(lists + 1, np.int64)
+    offsets[1:] = np.cumsum(np.bincount(assign, minlength=lists))
+    return _NumpyIndex(centroids, rows.astype(np.int64), offsets)
+
+
+def _build_faiss(faiss: Any, features: TileFeatures, lists: int, dimensions: int,
+                 scale: float) -> Any:
+    """Train a FAISS ``IndexIVFFlat`` on a sample and add every bound row (id = row)."""
+    width = dimensions + 1
+    quantizer = faiss.IndexFlatL2(width)
+    index = faiss.IndexIVFFlat(quantizer, width, lists, faiss.METRIC_L2)
+    index.cp.niter = KMEANS_ITERATIONS
+    index.cp.max_points_per_centroid = TRAIN_PER_LIST
+    # FAISS warns below 39 points per centre; a smaller index just trains on all of them.
+    index.cp.min_points_per_centroid = 1
+    index.cp.seed = 0
+    index.train(_training_sample(features, lists, dimensions, scale))
+    count = len(features.bound)
+    for start in range(0, count, ASSIGN_CHUNK):
+        stop = min(count, start + ASSIGN_CHUNK)
+        index.add(_tile_points(features.bound[start:stop], dimensions, scale))
+    return index
+
+
+def _cache_key(features: TileFeatures, backend: str, lists: int, dimensions: int) -> str:
+    """Name of the cached index: the features' identity and the index parameters."""
+    count = len(features.bound)
+    digest = hashlib.sha1()
+    digest.update(np.ascontiguousarray(features.order[:1000]).astype(np.int64).tobytes())
+    # A few spread-out bound rows tell apart libraries that share their first tiles.
+    spread = np.unique(np.linspace(0, count - 1, min(count, 256)).astype(np.int64))
+    digest.update(np.ascontiguousarray(features.bound[spread]).tobytes())
+    digest.update(np.ascontiguousarray(features.basis[:4]).tobytes())
+    return (
+        f"ivf-v{INDEX_VERSION}-{backend}-n{count}-l{lists}-p{dimensions}-"
+        f"t{TRAIN_PER_LIST}-i{KMEANS_ITERATIONS}-{digest.hexdigest()[:16]}"
+    )
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.part")
+
+
+def _load_or_build(features: TileFeatures, faiss: Any | None, lists: int, dimensions: int,
+                   scale: float, cache_dir: Path | None) -> Any:
+    """Return the index (FAISS or :class:`_NumpyIndex`), from the cache when there."""
+    backend = "faiss" if faiss is not None else "numpy"
+    path = None
+    if cache_dir is not None:
+        key = _cache_key(features, backend, lists, dimensions)
+        path = Path(cache_dir) / (key + (".faiss" if faiss is not None else ".npz"))
+        if path.is_file():
+            try:
+                if faiss is not None:
+                    index = faiss.read_index(str(path))
+                    if index.ntotal == len(features.bound) and index.nlist == lists:
+                        return index
+                else:
+                    with np.load(path, allow_pickle=False) as stored:
+                        loaded = _NumpyIndex(
+                            stored["centroids"], stored["rows"], stored["offsets"]
+                        )
+                    if loaded.offsets[-1] == len(features.bound):
+                        return loaded
+            except (OSError, ValueError, RuntimeError, KeyError):
+                pass  # A damaged entry is rebuilt below.
+    if faiss is not None:
+        index = _build_faiss(faiss, features, lists, dimensions, scale)
+    else:
+        index = _build_numpy(features, lists, dimensions, scale)
+    if path is not None:
+        partial = _temporary(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if faiss is not None:
+                faiss.write_index(index, str(partial))
+            else:
+                with open(partial, "wb") as handle:
+                    np.savez(handle, centroids=index.centroids, rows=index.rows,
+                             offsets=index.offsets)
+            os.replace(partial, path)
+        except (OSError, RuntimeError):
+            # A read-only or full cache only costs the rebuild next time.
+            with contextlib.suppress(OSError):
+                partial.unlink()
+    return index
+
+
+def _group_by_list(lists: np.ndarray, list_count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Order of ``lists`` grouped by value, and where each value's group starts."""
+    order = np.argsort(lists, kind="stable")
+    starts = np.searchsorted(lists[order], np.arange(list_count + 1))
+    return order, starts
+
+
+def _scan_numpy(index: _NumpyIndex, points: np.ndarray, listed: np.ndarray,
+                listed_norm2: np.ndarray, nprobe: int, candidates: int) -> np.ndarray:
+    """Each cell's ``candidates`` nearest rows (``-1`` where fewer) within its probed lists.
+
+    ``listed`` holds ``-2 x`` for the index points in list order and
+    ``listed_norm2`` their ``|x|^2``. Loops run over lists, never cells: one
+    GEMM per list over the cells that probe it. The nearest list of every
+    cell is scanned first and fully ranked; its ``candidates``-th distance
+    then bounds what can still enter the cell's result, so the other lists
+    need only a comparison (a partial sort of every list costs several
+    times more), and the few survivors are ranked once at the end.
+    """
+    count = len(points)
+    list_count = len(index.offsets) - 1
+    probes = _nearest_centres(points, index.centroids, nprobe)
+    near_distance = np.full((count, candidates), np.inf, np.float32)
+    near_rows = np.full((count, candidates), -1, np.int64)
+    order, starts = _group_by_list(probes[:, 0], list_count)
+    for current in np.flatnonzero(np.diff(starts)):
+        low, high = index.offsets[current], index.offsets[current + 1]
+        if high == low:
+            continue
+        cells = order[starts[current]:starts[current + 1]]
+        # The cell's own |x|^2 is the same in every list, so it is left out:
+        # it does not change which tiles are nearest.
+        distance = points[cells] @ listed[low:high].T
+        distance += listed_norm2[low:high]
+        keep = min(candidates, high - low)
+        if keep < high - low:
+            near = np.argpartition(distance, keep - 1, axis=1)[:, :keep]
+            distance = np.take_along_axis(distance, near, axis=1)
+        else:
+            near = np.broadcast_to(np.arange(keep), distance.shape)
+        near_distance[cells, :keep] = distance
+        near_rows[cells, :keep] = index.rows[low + near]
+    limit = near_distance.max(axis=1)
+    found_cells, found_rows, found_distance = [np.arange(count).repeat(candidates)], \
+        [near_rows.ravel()], [near_distance.ravel()]
+    if nprobe > 1:
+        pairs, starts = _group_by_list(probes[:, 1:].ravel(), list_count)
+        for current in np.flatnonzero(np.diff(starts)):
+            low, high = index.offsets[current], index.offsets[current + 1]
+            if high == low:
+                continue
+            cells = pairs[starts[current]:starts[current + 1]] // (nprobe - 1)
+            distance = points[cells] @ listed[low:high].T
+            distance += listed_norm2[low:high]
+            hits = np.flatnonzero(distance < limit[cells, None])
+            if len(hits) == 0:
+                continue
+            row, column = np.divmod(hits, high - low)
+            found_cells.append(cells[row])
+            found_rows.append(index.rows[low + column])
+            found_distance.append(distance.ravel()[hits])
+    all_cells = np.concatenate(found_cells)
+    all_rows = np.concatenate(found_rows)
+    all_distance = np.concatenate(found_distance)
+    ranked = np.lexsort((all_distance, all_cells))
+    all_cells, all_rows = all_cells[ranked], all_rows[ranked]
+    # Position of each survivor within its cell's run of the sorted order.
+    first = np.searchsorted(all_cells, np.arange(count))
+    rank = np.arange(len(all_cells)) - first[all_cells]
+    take = rank < candidates
+    out = np.full((count, candidates), -1, np.int64)
+    out[all_cells[take], rank[take]] = all_rows[take]
+    return out
+
+
+def match_approximate(
+    cell_vectors: np.ndarray,
+    tiles: np.ndarray,
+    geometry: Geometry,
+    features: TileFeatures | None = None,
+    show_progress: bool = False,
+    candidates: int | None = None,
+    *,
+    cache_dir: Path | None = None,
+    nprobe: int | None = None,
+    nlist: int | None = None,
+    dimensions: int | None = None,
+    use_faiss: bool | None = None,
+) -> MatchResult:
+    """Find a near-best tile for every cell with an inverted-file index.
+
+    Each cell's candidates come from the index; they are then re-ranked with
+    the exact integer objective, so every returned distance is the true
+    objective of the returned tile, and the tile is the exact optimum
+    whenever it was among the candidates (ties to the lowest position).
+
+    Parameters
+    ----------
+    cell_vectors : numpy.ndarray
+        ``(N, side, side, 3)`` uint8 from :meth:`Geometry.cell_vectors`.
+    tiles : numpy.ndarray
+        ``(M, tile_px, tile_px, 3)`` uint8 in library order (may be memory-mapped).
+    geometry : Geometry
+        How cells and tiles are compared.
+    features : TileFeatures, optional
+        Precomputed (e.g. cached) features of ``tiles``; computed when omitted.
+    show_progress : bool
+        Draw a progress bar.
+    candidates : int, optional
+        Candidates per cell taken from the index and re-ranked (default
+        ``DEFAULT_CANDIDATES``). More candidates cost little; the lists
+        probed matter more.
+    cache_dir : pathlib.Path, optional
+        Folder for the trained index (e.g. the library's features folder);
+        without it the index is built in memory each call.
+    nprobe : int, optional
+        Lists scanned per cell (default ``DEFAULT_NPROBE``): the main
+        speed/accuracy knob.
+    nlist : int, optional
+        Lists of the inverted file (default ``LISTS_PER_ROOT * sqrt(M)``,
+        at least 1, at most ``M / 8``).
+    dimensions : int, optional
+        Principal components of the index space (default ``INDEX_DIMENSIONS``).
+    use_faiss : bool, optional
+        Force (True) or forbid (False) FAISS; by default it is used when importable.
+
+    Returns
+    -------
+    MatchResult
+        ``evaluated`` counts exact evaluations, ``bounded`` candidate bounds.
+
+    Notes
+    -----
+    Measured on the 2-core, 24 GB development machine (shared with other
+    jobs: load average 3-4, so wall times are inflated roughly twofold, for
+    the exact search too), 32,400 cells (a 3840x2160 target, 16 px cells,
+    32 px tiles), CIFAR-derived libraries, ``candidates=32``, ``p=32``. Share
+    of cells with the exact optimum / total objective above exact (FAISS and
+    the NumPy fallback pick the same tiles up to k-means differences):
+
+    ==========  =====  ======  ===========  ==========
+    tiles       nlist  nprobe  exact cells  objective
+    ==========  =====  ======  ===========  ==========
+    200,000     447    8       98.90%       +0.124%
+    200,000     447    12      99.59%       +0.044%
+    200,000     447    16      99.77%       +0.027%
+    1,000,000   1000   8       98.05%       +0.198%
+    1,000,000   1000   16      99.52%       +0.043%
+    1,000,000   2000   16      99.21%       +0.092%
+    1,000,000   2000   24      99.62%       +0.048%
+    ==========  =====  ======  ===========  ==========
+
+    Time grows with ``nprobe * M / nlist`` (tiles scanned per cell); a cold
+    run also trains the index (about ``M * nlist`` work, ~10 s for a million
+    tiles with 1000 lists), which is why ``nlist`` defaults to ``sqrt(M)``:
+    finer lists save little scanning but cost much more to train. About 5
+    exact evaluations are made per cell.
+    """
+    count = len(cell_vectors)
+    tile_count = len(tiles)
+    if features is None:
+        features = compute_features(tiles, geometry)
+    if count == 0:
+        return MatchResult(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    faiss = _load_faiss() if use_faiss is not False else None
+    if use_faiss and faiss is None:
+        raise ImportError("faiss is not installed (pip install faiss-cpu)")
+    total_dimensions = len(features.basis)
+    dimensions = max(1, min(dimensions or INDEX_DIMENSIONS, total_dimensions))
+    candidates = max(1, min(candidates or DEFAULT_CANDIDATES, tile_count))
+    if nlist is None:
+        nlist = int(round(LISTS_PER_ROOT * np.sqrt(tile_count)))
+    # Lists of a handful of tiles only add overhead (and FAISS needs a point per list).
+    lists = max(1, min(nlist, tile_count // 8 or 1))
+    nprobe = max(1, min(nprobe or DEFAULT_NPROBE, lists))
+    scale = _scale(geometry)
+
+    index = _load_or_build(features, faiss, lists, dimensions, scale, cache_dir)
+    if faiss is None:
+        # Index points in list order (a contiguous block per list), premultiplied
+        # by -2 so that each list's distances are one GEMM and one addition.
+        listed = np.empty((tile_count, dimensions + 1), np.float32)
+        for low in range(0, tile_count, ASSIGN_CHUNK):
+            part = index.rows[low:low + ASSIGN_CHUNK]
+            listed[low:low + len(part)] = _tile_points(features.bound[part], dimensions, scale)
+        listed_norm2 = np.einsum("ij,ij->i", listed, listed)
+        listed *= -2.0
+    else:
+        index.nprobe = nprobe
+
+    pooled = features.pooled if features.pooled is not None else tiles.reshape(tile_count, -1)
+    cell_rows, cell_norm2 = cell_bound_rows(cell_vectors, geometry, features)
+    cell_flat = cell_vectors.reshape(count, -1).astype(
+        np.int32 if cell_vectors[0].size * 255 * 255 * geometry.weight < 2**31 else np.int64
+    )
+    best_distance = np.full(count, np.iinfo(np.int64).max, np.int64)
+    best_tile = np.full(count, np.iinfo(np.int64).max, np.int64)
+    order = features.order
+    evaluated = bounded = 0
+
+    def evaluate(cells: np.ndarray, rows: np.ndarray) -> int:
+        tiles_at = order[rows]
+        distances = exact_distances(
+            cell_flat, cell_norm2, pooled, features.norm2, geometry.weight, cells, tiles_at
+        )
+        _improve(best_distance, best_tile, cells, tiles_at, distances)
+        return len(cells)
+
+    with progress_bar(count, "matching", unit="cell", enabled=show_progress) as bar:
+        for start in range(0, count, CELL_CHUNK):
+            stop = min(count, start + CELL_CHUNK)
+            rows_here = cell_rows[start:stop]
+            points = _cell_points(rows_here, dimensions, scale)
+            if faiss is not None:
+                _, found = index.search(points, candidates)
+                found = found.astype(np.int64)
+            else:
+                found = _scan_numpy(index, points, listed, listed_norm2, nprobe, candidates)
+            present = found >= 0
+            safe = np.where(present, found, 0)
+            # Full bounds (all components) of the candidates, in float32 like match_exact's.
+            bounds = np.matmul(features.bound[safe], rows_here[:, :, None])[:, :, 0]
+            bounds[~present] = np.inf
+            bounded += int(present.sum())
+            rank = np.argsort(bounds, axis=1, kind="stable")
+            found = np.take_along_axis(found, rank, axis=1)
+            bounds = np.take_along_axis(bounds, rank, axis=1)
+            present = np.take_along_axis(present, rank, axis=1)
+            first = min(EXACT_FIRST, candidates)
+            cells = np.arange(start, stop)
+            head = present[:, :first]
+            evaluated += evaluate(
+                np.broadcast_to(cells[:, None], head.shape)[head], found[:, :first][head]
+            )
+            # Any other candidate whose bound does not exceed the best exact
+            # distance could still win (or tie at a lower position): evaluate it.
+            threshold = np.nextafter(
+                best_distance[start:stop].astype(np.float32), np.float32(np.inf)
+            )
+            rest = present[:, first:] & (bounds[:, first:] <= threshold[:, None])
+            if rest.any():
+                evaluated += evaluate(
+                    np.broadcast_to(cells[:, None], rest.shape)[rest], found[:, first:][rest]
+                )
+            bar.update(stop - start)
+    return MatchResult(best_tile, best_distance, evaluated, bounded)

@@ -1,0 +1,164 @@
+"""Approximate search: valid picks, exact distances, near-exact results, index cache."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from mosaicist import approximate
+from mosaicist.approximate import match_approximate
+from mosaicist.grid import Geometry
+from mosaicist.match import MatchResult, TileFeatures, compute_features, match_exact
+
+CELL, TILE = 8, 16
+
+
+def smooth_images(rng: np.random.Generator, count: int, side: int, noise: float = 6) -> np.ndarray:
+    """Random gradients plus noise: structured enough for PCA and clustering to matter."""
+    y, x = np.mgrid[0:side, 0:side] / max(1, side - 1)
+    base = rng.uniform(0, 255, (count, 1, 1, 3))
+    gx = rng.uniform(-120, 120, (count, 1, 1, 3))
+    gy = rng.uniform(-120, 120, (count, 1, 1, 3))
+    images = base + gx * x[None, :, :, None] + gy * y[None, :, :, None]
+    images += rng.normal(0, noise, images.shape)
+    return np.clip(np.rint(images), 0, 255).astype(np.uint8)
+
+
+def pixel_distance(cells: np.ndarray, tiles: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """The objective by brute force: each cell upscaled by pixel replication vs its tile."""
+    factor = TILE // CELL
+    upscaled = cells.repeat(factor, axis=1).repeat(factor, axis=2).astype(np.int64)
+    difference = upscaled - tiles[chosen].astype(np.int64)
+    return (difference * difference).reshape(len(cells), -1).sum(axis=1)
+
+
+@pytest.fixture(scope="module")
+def easy_data() -> tuple[np.ndarray, np.ndarray, TileFeatures, MatchResult]:
+    """Tiles that are noisy upscaled copies of the cells, plus distractors.
+
+    Returns the cells, the tiles, their features and the exact result.
+    """
+    rng = np.random.default_rng(3)
+    cells = smooth_images(rng, 200, CELL)
+    copies = cells.repeat(TILE // CELL, axis=1).repeat(TILE // CELL, axis=2).astype(np.int16)
+    copies = copies + rng.integers(-8, 9, copies.shape)
+    tiles = np.concatenate([
+        np.clip(copies, 0, 255).astype(np.uint8),
+        smooth_images(rng, 1800, TILE),
+    ])
+    tiles = tiles[rng.permutation(len(tiles))]
+    geometry = Geometry(CELL, TILE)
+    features = compute_features(tiles, geometry)
+    return cells, tiles, features, match_exact(cells, tiles, geometry, features)
+
+
+def without_faiss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the FAISS import fail, as on a machine without the optional extra."""
+    monkeypatch.setattr(approximate, "_load_faiss", lambda: None)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "faiss"])
+def test_easy_data_valid_exact_distances_and_optimum(easy_data, backend, monkeypatch):
+    if backend == "faiss":
+        pytest.importorskip("faiss")
+    else:
+        without_faiss(monkeypatch)
+    cells, tiles, features, exact = easy_data
+    geometry = Geometry(CELL, TILE)
+    result = match_approximate(cells, tiles, geometry, features)
+    assert result.tile.dtype == np.int64 and result.tile.shape == (len(cells),)
+    assert ((result.tile >= 0) & (result.tile < len(tiles))).all()
+    # Every reported distance is the exact objective of the reported tile.
+    assert np.array_equal(result.distance, pixel_distance(cells, tiles, result.tile))
+    assert (result.distance >= exact.distance).all()
+    assert np.mean(result.distance == exact.distance) >= 0.99
+    assert np.mean(result.tile == exact.tile) >= 0.99
+
+
+def test_random_data_distances_are_exact(monkeypatch):
+    # Unstructured data, small lists and few probes: results may be far from
+    # optimal, but must still be valid tiles with their exact distances.
+    without_faiss(monkeypatch)
+    rng = np.random.default_rng(5)
+    tiles = rng.integers(0, 256, (500, TILE, TILE, 3), dtype=np.uint8)
+    cells = rng.integers(0, 256, (50, CELL, CELL, 3), dtype=np.uint8)
+    geometry = Geometry(CELL, TILE)
+    result = match_approximate(cells, tiles, geometry, nprobe=1, nlist=40, candidates=3)
+    assert ((result.tile >= 0) & (result.tile < len(tiles))).all()
+    assert np.array_equal(result.distance, pixel_distance(cells, tiles, result.tile))
+
+
+def test_scanning_every_list_is_exact(easy_data, monkeypatch):
+    # Probing all lists with enough candidates leaves only the bound's
+    # ranking between the scan and the exact re-rank: the result is exact.
+    without_faiss(monkeypatch)
+    cells, tiles, features, exact = easy_data
+    geometry = Geometry(CELL, TILE)
+    result = match_approximate(cells, tiles, geometry, features, nlist=16, nprobe=16,
+                               candidates=200)
+    assert np.array_equal(result.tile, exact.tile)
+    assert np.array_equal(result.distance, exact.distance)
+
+
+def test_non_multiple_geometry(monkeypatch):
+    # tile_px not a multiple of cell_px: cells are resampled, no block sums.
+    without_faiss(monkeypatch)
+    rng = np.random.default_rng(9)
+    geometry = Geometry(6, 10)
+    tiles = smooth_images(rng, 400, 10)
+    cells = geometry.cell_vectors(smooth_images(rng, 40, 6))
+    result = match_approximate(cells, tiles, geometry)
+    difference = cells.astype(np.int64) - tiles[result.tile].astype(np.int64)
+    assert np.array_equal(result.distance, (difference**2).reshape(len(cells), -1).sum(axis=1))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "faiss"])
+def test_index_is_cached_and_reused(easy_data, backend, tmp_path, monkeypatch):
+    if backend == "faiss":
+        pytest.importorskip("faiss")
+    else:
+        without_faiss(monkeypatch)
+    cells, tiles, features, exact = easy_data
+    geometry = Geometry(CELL, TILE)
+    first = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path)
+    entries = [path for path in tmp_path.iterdir() if not path.name.startswith(".")]
+    assert len(entries) == 1
+    assert not [path for path in tmp_path.iterdir() if path.name.endswith(".part")]
+    stamp = entries[0].stat().st_mtime_ns
+
+    builds = []
+    name = "_build_faiss" if backend == "faiss" else "_build_numpy"
+    original = getattr(approximate, name)
+    monkeypatch.setattr(approximate, name, lambda *args: builds.append(1) or original(*args))
+    second = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path)
+    assert builds == []
+    assert entries[0].stat().st_mtime_ns == stamp
+    assert np.array_equal(first.tile, second.tile)
+    assert np.array_equal(first.distance, second.distance)
+
+    # Other parameters make another entry; a damaged entry is rebuilt.
+    match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path, nlist=20)
+    assert builds == [1]
+    entries[0].write_bytes(b"damaged")
+    third = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path)
+    assert builds == [1, 1]
+    assert np.array_equal(first.distance, third.distance)
+
+
+def test_empty_cells():
+    geometry = Geometry(CELL, TILE)
+    tiles = np.zeros((20, TILE, TILE, 3), np.uint8)
+    result = match_approximate(np.zeros((0, CELL, CELL, 3), np.uint8), tiles, geometry)
+    assert result.tile.shape == (0,) and result.distance.shape == (0,)
+
+
+def test_faiss_import_failure_falls_back(monkeypatch):
+    # sys.modules[name] = None makes "import faiss" raise ImportError.
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    assert approximate._load_faiss() is None
+    with pytest.raises(ImportError):
+        match_approximate(np.zeros((2, CELL, CELL, 3), np.uint8),
+                          np.zeros((20, TILE, TILE, 3), np.uint8), Geometry(CELL, TILE),
+                          use_faiss=True)
