@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .grid import Geometry
 from .match import (
@@ -488,7 +489,9 @@ def match_approximate(
                 _, found = index.search(points, candidates)
                 found = found.astype(np.int64)
             else:
-                found = _scan_numpy(index, points, listed, listed_norm2, nprobe, candidates)
+                # Many small products: threaded BLAS only adds synchronisation here.
+                with threadpool_limits(limits=1, user_api="blas"):
+                    found = _scan_numpy(index, points, listed, listed_norm2, nprobe, candidates)
             present = found >= 0
             safe = np.where(present, found, 0)
             # Full bounds (all components) of the candidates, in float32 like match_exact's.
