@@ -126,3 +126,29 @@ def test_bad_options_are_clear_errors(tmp_path, target):
         make_mosaic(target, folder, cell_px=8, tile_px=8, tint=1.5)
     with pytest.raises(MosaicistError, match="approximate"):
         make_mosaic(target, folder, cell_px=8, tile_px=8, search="approximate", tint=0.5)
+
+
+def test_repetition_limits_hold_and_infeasible_caps_fail_early(tmp_path, target):
+    from mosaicist.assign import verify_placement  # noqa: F401 - the module's own checker
+    from mosaicist.quality import repetition_metrics
+
+    folder = smooth_folder(tmp_path / "tiles", count=40)
+    plain = make_mosaic(target, folder, cell_px=8, tile_px=16, cache_dir=tmp_path / "c")
+    capped = make_mosaic(target, folder, cell_px=8, tile_px=16, max_uses=1,
+                         cache_dir=tmp_path / "c")
+    uses = np.bincount(capped.placements.tile)
+    assert uses.max() == 1
+    assert capped.placements.objective >= plain.placements.objective
+    greedy = make_mosaic(target, folder, cell_px=8, tile_px=16, max_uses=1, assign="greedy",
+                         cache_dir=tmp_path / "c")
+    assert capped.placements.objective <= greedy.placements.objective
+    spaced = make_mosaic(target, folder, cell_px=8, tile_px=16, max_uses=3, min_spacing=3,
+                         augment="flips", tint=0.3, cache_dir=tmp_path / "c")
+    metrics = repetition_metrics(spaced.placements.tile_grid())
+    assert metrics["max_uses"] <= 3
+    assert metrics["closest_repeat"] is None or metrics["closest_repeat"] >= 3
+    assert spaced.report()["assignment"]["gap"] >= 0
+    # Fewer tile uses than cells: an error that says how many tiles are needed.
+    with pytest.raises(MosaicistError, match="35"):
+        make_mosaic(target, folder, cell_px=8, tile_px=16, max_uses=1, limit=20,
+                    cache_dir=tmp_path / "c")

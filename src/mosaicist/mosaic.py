@@ -400,9 +400,9 @@ def _best_transform(
     candidates: np.ndarray, distances: np.ndarray, variants: int, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Reduce (tile, transform) candidate lists to library tiles, best transform first."""
-    if variants == 1:
-        return candidates[:, :k], distances[:, :k]
     count, width = candidates.shape
+    if variants == 1 and width >= k:
+        return candidates[:, :k], distances[:, :k]
     tiles = np.where(candidates >= 0, candidates // variants, -1)
     # Lists are sorted by distance: keep each tile's first (best) occurrence.
     order = np.argsort(tiles, axis=1, kind="stable")

@@ -1,0 +1,793 @@
+"""Repetition control: give every cell a tile under use and spacing limits.
+
+Two limits are supported:
+
+* ``max_uses`` -- no library tile fills more than ``K`` cells;
+* ``min_spacing`` -- two cells holding the same tile are at least ``D`` cells
+  apart in Chebyshev distance (``max(|dr|, |dc|) >= D``); ``D <= 1`` is no limit.
+
+Algorithm (``method="optimal"``)
+--------------------------------
+Each cell ``i`` brings its ``k`` nearest tiles (``candidates``, best first)
+and their exact distances. Use limits turn this into a capacitated
+assignment: a sparse bipartite graph cells x tiles in which a tile may take
+``cap`` cells, ``cap = min(max_uses, ceil(rows / D) * ceil(cols / D))`` (a
+``D x D`` block of the grid can hold a tile at most once, so the spacing
+limit alone already caps uses). It is solved exactly by
+:func:`scipy.sparse.csgraph.min_weight_full_bipartite_matching` (LAPJVsp,
+sparse shortest augmenting paths) with each contested tile replicated into
+``cap`` columns. Tiles that fewer than ``cap`` cells list can never be
+over-used, so each of their edges gets a private column instead: the graph
+only grows by the replicas of the tiles that are actually contested.
+
+**Lower bound and candidate growth.** An unlisted tile is at least as far
+from a cell as the cell's last listed one, ``t_i``. Adding to each cell a
+private "outside" column of cost ``t_i`` therefore gives a *relaxation*
+(every full solution maps to one of no greater cost), whose exact optimum is
+a lower bound on the best possible assignment over the whole library. If that
+optimum uses no outside column, it is feasible and hence optimal: the gap is
+zero. Otherwise the lists are too short to prove anything: ``k`` doubles
+(one ``more_candidates`` call) and the cells that took an outside column get
+the longer lists, the others keep theirs (so the graph grows only where it is
+contested). At ``max_candidates`` the rounds go on only while they are cheap
+or halve the outside users; then the best assignment within the lists is
+solved (a maximum matching first tells whether one exists and which cells to
+extend; none at the cap is an error) and its gap to the bound is reported.
+Cost: memory and time grow with the edges, ``sum_i k_i`` plus ``cap`` per
+edge of a contested tile.
+
+**Spacing.** Pairwise spacing is not a network constraint. It is enforced
+iteratively: solve, find every pair of same-tile cells closer than ``D``,
+forbid that tile for the member of each pair that loses least by moving (its
+*regret*: next allowed candidate minus current distance), and re-solve;
+forbidden pairs only accumulate, so the rounds end. The placement is then
+verified, and an error is raised if it still breaks a limit. The lower bound
+stays that of the relaxation (use caps included, pairwise spacing not), so
+the reported gap covers the heuristic part too.
+
+``method="greedy"`` visits cells by decreasing regret (best-to-second gap) and
+gives each its best candidate that still has capacity and spacing (a Python
+loop: about a second for 30,000 cells); cells left without one get longer
+lists and the pass restarts. If the cap is reached first, the matching above
+completes the placement (``method`` then reads ``"greedy+matching"``). Its
+lower bound is the sum of every cell's best distance (the unconstrained
+optimum).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse import csr_array
+from scipy.sparse.csgraph import maximum_bipartite_matching, min_weight_full_bipartite_matching
+
+from .errors import MosaicistError
+from .progress import progress_bar
+
+#: Largest candidate-list length that ``more_candidates`` is asked for.
+MAX_CANDIDATES = 256
+#: Relaxation solves (each followed by list growth) before settling for a gap.
+MAX_GROWTH_ROUNDS = 10
+#: Past the list cap, another costly growth round needs the outside users to shrink
+#: to this fraction of the round before.
+CAP_ROUND_SHRINK = 0.5
+#: Candidate edges below which a solve counts as cheap (well under a second).
+CHEAP_EDGES = 300_000
+#: Spacing rounds (solve, forbid violating pairs) before giving up.
+MAX_SPACING_ROUNDS = 60
+
+CandidateSource = Callable[[int], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class Assignment:
+    """The tile of every cell under repetition limits.
+
+    Attributes
+    ----------
+    tile : numpy.ndarray
+        ``(N,)`` int64 library position of each cell's tile (row-major cells).
+    distance : numpy.ndarray
+        ``(N,)`` distance of each cell to its tile (the candidates' dtype).
+    objective : int or float
+        Sum of ``distance``.
+    lower_bound : int or float
+        A proven lower bound on the objective of any placement that meets the
+        limits, over the whole library.
+    gap : float
+        ``(objective - lower_bound) / lower_bound`` (0 when proven optimal).
+    method : str
+        ``"best"`` (no limits), ``"optimal"``, ``"greedy"``, or
+        ``"greedy+matching"`` (greedy got stuck with the longest lists allowed
+        and the assignment solver completed the placement instead).
+    candidates_used : int
+        Longest candidate list used (after any growth).
+    iterations : int
+        Spacing rounds (solve, forbid violating pairs, re-solve) made.
+    seconds : float
+        Wall time of the assignment.
+    """
+
+    tile: np.ndarray
+    distance: np.ndarray
+    objective: int | float
+    lower_bound: int | float
+    gap: float
+    method: str
+    candidates_used: int
+    iterations: int
+    seconds: float
+
+
+def spacing_capacity(rows: int, cols: int, min_spacing: int) -> int | None:
+    """Most cells one tile can fill under ``min_spacing`` (None: no limit).
+
+    Two cells of one ``D x D`` block are closer than ``D``, so each block of a
+    partition of the grid holds a tile at most once; a lattice of step ``D``
+    reaches that count.
+    """
+    if min_spacing <= 1:
+        return None
+    return math.ceil(rows / min_spacing) * math.ceil(cols / min_spacing)
+
+
+def tile_capacity(
+    rows: int, cols: int, max_uses: int | None, min_spacing: int = 1
+) -> int | None:
+    """Most cells one tile may fill under both limits (None: no limit)."""
+    caps = [c for c in (max_uses, spacing_capacity(rows, cols, min_spacing)) if c is not None]
+    return min(caps) if caps else None
+
+
+def check_feasible(
+    cells: int,
+    tiles: int,
+    max_uses: int | None,
+    rows: int | None = None,
+    cols: int | None = None,
+    min_spacing: int = 1,
+) -> None:
+    """Raise before any heavy work when the limits cannot fill the grid.
+
+    Parameters
+    ----------
+    cells : int
+        Cells to fill.
+    tiles : int
+        Library tiles available.
+    max_uses : int or None
+        Most uses of one tile (None: unlimited).
+    rows, cols : int, optional
+        Grid shape; with ``min_spacing > 1`` it caps uses too.
+    min_spacing : int
+        Minimum Chebyshev distance between equal tiles (``<= 1``: none).
+
+    Raises
+    ------
+    MosaicistError
+        One line saying how many tiles the limits need.
+    """
+    if max_uses is not None and max_uses < 1:
+        raise MosaicistError(f"--max-uses must be at least 1, got {max_uses}")
+    spacing = None
+    if min_spacing > 1 and rows is not None and cols is not None:
+        spacing = spacing_capacity(rows, cols, min_spacing)
+    caps = [c for c in (max_uses, spacing) if c is not None]
+    if not caps or cells == 0:
+        if tiles < 1 and cells > 0:
+            raise MosaicistError("no tiles to fill the mosaic with")
+        return
+    cap = min(caps)
+    needed = -(-cells // cap)
+    if tiles < needed:
+        why = []
+        if max_uses is not None:
+            why.append(f"--max-uses {max_uses}")
+        if spacing is not None:
+            why.append(f"--min-spacing {min_spacing} (at most {spacing} uses on a "
+                       f"{rows}x{cols} grid)")
+        raise MosaicistError(
+            f"{cells} cells with at most {cap} uses per tile ({', '.join(why)}) need at least "
+            f"{needed} tiles, but the library has {tiles}; add tiles or relax the limits"
+        )
+
+
+# --------------------------------------------------------------------------
+# Candidate lists as flat, row-sorted edges.
+
+
+@dataclass
+class _Edges:
+    """Cell-tile candidate edges, grouped by cell in best-first order."""
+
+    row: np.ndarray  # (E,) int64
+    tile: np.ndarray  # (E,) int64
+    dist: np.ndarray  # (E,) int64 or float64
+    length: np.ndarray  # (N,) listed candidates per cell
+    tail: np.ndarray  # (N,) a lower bound on every unlisted tile's distance
+
+
+def _edges(candidates: np.ndarray, distances: np.ndarray, length: np.ndarray) -> _Edges:
+    """Flatten the first ``length[i]`` entries of each row, dropping missing and repeats."""
+    count, width = candidates.shape
+    keep = (np.arange(width) < length[:, None]) & (candidates >= 0)
+    row, col = np.nonzero(keep)
+    tile = candidates[row, col].astype(np.int64)
+    dist = distances[row, col]
+    # A tile listed twice for one cell would become a doubled sparse entry (summed by
+    # scipy); keep its first, best occurrence.
+    key = row * (int(tile.max(initial=0)) + 1) + tile
+    _, first = np.unique(key, return_index=True)
+    if len(first) < len(key):
+        first.sort()
+        row, tile, dist = row[first], tile[first], dist[first]
+    listed = np.bincount(row, minlength=count)
+    # Unlisted tiles are at least as far as the farthest listed one (lists are the
+    # nearest tiles); a cell with an empty list gets no bound (no outside option).
+    tail = np.full(count, _inf(dist.dtype), dist.dtype)
+    if len(dist):
+        starts = np.concatenate(([0], np.cumsum(listed)[:-1]))
+        nonempty = listed > 0
+        tail[nonempty] = np.maximum.reduceat(dist, starts[nonempty])
+    return _Edges(row, tile, dist, listed, tail)
+
+
+def _inf(dtype: np.dtype) -> int | float:
+    return np.inf if np.issubdtype(dtype, np.floating) else np.iinfo(np.int64).max
+
+
+def _as_distances(distances: np.ndarray) -> np.ndarray:
+    distances = np.asarray(distances)
+    if np.issubdtype(distances.dtype, np.floating):
+        return distances.astype(np.float64, copy=False)
+    return distances.astype(np.int64, copy=False)
+
+
+# --------------------------------------------------------------------------
+# The capacitated assignment.
+
+
+def _solve(
+    count: int,
+    edges: _Edges,
+    allowed: np.ndarray,
+    cap: int | None,
+    outside: np.ndarray | None,
+) -> np.ndarray:
+    """Min-cost assignment of every cell to one allowed edge or its outside column.
+
+    Parameters
+    ----------
+    count : int
+        Cells.
+    edges : _Edges
+        Candidate edges.
+    allowed : numpy.ndarray
+        ``(E,)`` bool: edges that may be used.
+    cap : int or None
+        Most cells per tile.
+    outside : numpy.ndarray or None
+        ``(N,)`` cost of each cell's outside column; ``None``: no outside
+        columns (only listed, allowed tiles).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N,)`` int64 chosen edge of each cell, ``-1`` for the outside column.
+        Without outside columns and no full assignment, ``-1`` marks the cells
+        a maximum matching leaves out (the other entries are then meaningless).
+    """
+    index = np.flatnonzero(allowed)
+    row, tile, dist = edges.row[index], edges.tile[index], edges.dist[index]
+    choice = np.full(count, -1, np.int64)
+    # Every cell's first allowed edge is its best (lists are best first).
+    first = np.full(count, -1, np.int64)
+    first_pos = np.unique(row, return_index=True)
+    first[first_pos[0]] = index[first_pos[1]]
+    has = first >= 0
+    if cap is None:
+        # Nothing is contested: each cell independently takes its best edge (an outside
+        # column never costs less than a listed tile).
+        choice[has] = first[has]
+        return choice
+    # When no tile is wanted first by more than cap cells, everyone's best is optimal.
+    best_use = np.bincount(edges.tile[first[has]])
+    if (outside is not None or has.all()) and best_use.max(initial=0) <= cap:
+        choice[has] = first[has]
+        return choice
+
+    compact, tile_id = np.unique(tile, return_inverse=True)
+    listed = np.bincount(tile_id, minlength=len(compact))
+    contested = listed > cap
+    replicas = np.where(contested, cap, 0)
+    # Columns: the replicas of each contested tile, one private column per edge of an
+    # uncontested tile (it can never be over-used), then one outside column per cell.
+    rep_start = np.concatenate(([0], np.cumsum(replicas)))
+    private = ~contested[tile_id]
+    private_col = rep_start[-1] + np.cumsum(private) - 1
+    outside_base = rep_start[-1] + int(private.sum())
+
+    # Costs are shifted per cell to be >= 1: the matcher needs non-zero weights, and a
+    # per-cell constant does not change which full assignment is cheapest.
+    base = np.zeros(count, dist.dtype)
+    base[has] = edges.dist[first[has]]
+    cost = (dist - base[row]).astype(np.float64) + 1.0
+
+    rep_edges = np.flatnonzero(~private)
+    copies = replicas[tile_id[rep_edges]]
+    rep_edge = np.repeat(rep_edges, copies)
+    offset = np.arange(len(rep_edge)) - np.repeat(np.cumsum(copies) - copies, copies)
+    rep_col = rep_start[tile_id[rep_edge]] + offset
+
+    if outside is None:
+        out_rows = np.zeros(0, np.int64)
+        out_cost = np.zeros(0)
+    else:
+        # The relaxation: every cell has a listed tile (checked by the caller), so its
+        # bound on unlisted tiles is finite.
+        out_rows = np.arange(count)
+        out_cost = (outside - base).astype(np.float64) + 1.0
+    all_rows = np.concatenate((row[private], row[rep_edge], out_rows))
+    all_cols = np.concatenate((private_col[private], rep_col, outside_base + out_rows))
+    all_cost = np.concatenate((cost[private], cost[rep_edge], out_cost))
+    matrix = csr_array(
+        (all_cost, (all_rows, all_cols)), shape=(count, outside_base + count)
+    )
+    if outside is None:
+        # Without outside columns a full assignment may not exist: a maximum matching
+        # (Hopcroft-Karp, cheap) says so and names cells to give longer lists.
+        matched = maximum_bipartite_matching(matrix, perm_type="column")
+        if (matched < 0).any():
+            choice[matched < 0] = -1
+            choice[matched >= 0] = 0
+            return choice
+    cells, cols = min_weight_full_bipartite_matching(matrix)
+    # Map matched columns back to edges.
+    col_edge = np.full(outside_base + count, -1, np.int64)
+    col_edge[private_col[private]] = np.flatnonzero(private)
+    col_tile = np.full(outside_base + count, -1, np.int64)
+    col_tile[: rep_start[-1]] = np.repeat(np.arange(len(compact)), replicas)
+    picked = np.full(count, -1, np.int64)
+    is_private = col_edge[cols] >= 0
+    picked[cells[is_private]] = col_edge[cols[is_private]]
+    is_rep = col_tile[cols] >= 0
+    if is_rep.any():
+        key = row * len(compact) + tile_id
+        order = np.argsort(key, kind="stable")
+        want = cells[is_rep] * len(compact) + col_tile[cols[is_rep]]
+        picked[cells[is_rep]] = order[np.searchsorted(key, want, sorter=order)]
+    ok = picked >= 0
+    choice[ok] = index[picked[ok]]
+    return choice
+
+
+# --------------------------------------------------------------------------
+# Spacing.
+
+
+def spacing_violations(
+    tile: np.ndarray, rows: int, cols: int, min_spacing: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of cells that hold the same tile closer than ``min_spacing``.
+
+    Parameters
+    ----------
+    tile : numpy.ndarray
+        ``(rows * cols,)`` tile of each cell, row-major.
+    rows, cols : int
+        Grid shape.
+    min_spacing : int
+        Minimum Chebyshev distance ``D`` (``<= 1``: nothing is a violation).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(a, b)`` int64 cell indices of each violating pair, ``a < b``.
+    """
+    empty = np.zeros(0, np.int64)
+    if min_spacing <= 1 or len(tile) < 2:
+        return empty, empty
+    tile = np.asarray(tile, np.int64)
+    order = np.argsort(tile, kind="stable")
+    sorted_tile = tile[order]
+    _, runs = np.unique(sorted_tile, return_counts=True)
+    longest = int(runs.max())
+    window = (2 * min_spacing - 1) ** 2 // 2
+    pairs_a, pairs_b = [], []
+    if longest - 1 <= window:
+        # Compare each cell with the next cells of the same tile: work N x (longest use).
+        r, c = order // cols, order % cols
+        for lag in range(1, longest):
+            same = sorted_tile[lag:] == sorted_tile[:-lag]
+            near = np.maximum(np.abs(r[lag:] - r[:-lag]), np.abs(c[lag:] - c[:-lag]))
+            hit = np.flatnonzero(same & (near < min_spacing))
+            pairs_a.append(order[hit])
+            pairs_b.append(order[hit + lag])
+    else:
+        # Compare the grid with itself shifted by every offset of one half-window.
+        grid = tile.reshape(rows, cols)
+        cell = np.arange(rows * cols).reshape(rows, cols)
+        for dr in range(0, min_spacing):
+            for dc in range(-min_spacing + 1, min_spacing):
+                if dr == 0 and dc <= 0:
+                    continue
+                c0, c1 = max(0, -dc), min(cols, cols - dc)
+                if c0 >= c1 or dr >= rows:
+                    continue
+                here = grid[: rows - dr, c0:c1]
+                there = grid[dr:, c0 + dc : c1 + dc]
+                hit = here == there
+                pairs_a.append(cell[: rows - dr, c0:c1][hit])
+                pairs_b.append(cell[dr:, c0 + dc : c1 + dc][hit])
+    if not pairs_a:
+        return empty, empty
+    a, b = np.concatenate(pairs_a), np.concatenate(pairs_b)
+    return np.minimum(a, b), np.maximum(a, b)
+
+
+def verify_placement(
+    tile: np.ndarray, rows: int, cols: int, max_uses: int | None, min_spacing: int
+) -> None:
+    """Raise :class:`MosaicistError` if a placement breaks a use or spacing limit."""
+    tile = np.asarray(tile, np.int64)
+    if (tile < 0).any():
+        raise MosaicistError(f"{int((tile < 0).sum())} cells could not be given a tile")
+    if max_uses is not None:
+        uses = np.unique(tile, return_counts=True)[1].max(initial=0)
+        if uses > max_uses:
+            raise MosaicistError(f"a tile is used {uses} times, above --max-uses {max_uses}")
+    a, _ = spacing_violations(tile, rows, cols, min_spacing)
+    if len(a):
+        raise MosaicistError(
+            f"{len(a)} pairs of equal tiles are closer than --min-spacing {min_spacing}"
+        )
+
+
+# --------------------------------------------------------------------------
+# Public entry point.
+
+
+def assign_tiles(
+    candidates: np.ndarray,
+    candidate_distances: np.ndarray,
+    rows: int,
+    cols: int,
+    *,
+    max_uses: int | None = None,
+    min_spacing: int = 1,
+    method: str = "optimal",
+    more_candidates: CandidateSource | None = None,
+    show_progress: bool = False,
+    max_candidates: int = MAX_CANDIDATES,
+) -> Assignment:
+    """Give every cell a tile so that the summed distance is least under the limits.
+
+    Parameters
+    ----------
+    candidates : numpy.ndarray
+        ``(N, k)`` int64 library positions of each cell's ``k`` nearest tiles,
+        best first; ``-1`` marks a missing entry. ``N = rows * cols``.
+    candidate_distances : numpy.ndarray
+        ``(N, k)`` distances of ``candidates`` (integer or float).
+    rows, cols : int
+        Grid shape; cell ``i`` is at row ``i // cols``, column ``i % cols``.
+    max_uses : int, optional
+        Most cells a tile may fill.
+    min_spacing : int
+        Minimum Chebyshev distance between cells of the same tile (``<= 1``: none).
+    method : {"optimal", "greedy"}
+        Global min-cost assignment, or the fast greedy pass.
+    more_candidates : callable, optional
+        ``more_candidates(k) -> (candidates, distances)`` of shape ``(N, k)``,
+        called with a larger ``k`` when the lists are too short to find a
+        feasible or provably optimal assignment.
+    show_progress : bool
+        Draw a progress bar on stderr.
+    max_candidates : int
+        Longest list ``more_candidates`` is asked for.
+
+    Returns
+    -------
+    Assignment
+        The placement and its quality certificate.
+
+    Raises
+    ------
+    MosaicistError
+        If the limits cannot be met with the candidates available.
+    """
+    start = time.perf_counter()
+    candidates = np.asarray(candidates)
+    distances = _as_distances(candidate_distances)
+    if candidates.ndim != 2 or candidates.shape != distances.shape:
+        raise ValueError("candidates and candidate_distances must be (N, k) of one shape")
+    count = candidates.shape[0]
+    if count != rows * cols:
+        raise ValueError(f"{count} candidate rows for a {rows}x{cols} grid")
+    if method not in ("optimal", "greedy"):
+        raise ValueError(f"unknown method {method!r}; use 'optimal' or 'greedy'")
+    if max_uses is not None and max_uses < 1:
+        raise MosaicistError(f"--max-uses must be at least 1, got {max_uses}")
+    if count == 0:
+        empty = np.zeros(0, np.int64)
+        return Assignment(empty, distances[:, :0].ravel(), 0, 0, 0.0, method, 0, 0, 0.0)
+    if (candidates[:, 0] < 0).any():
+        raise MosaicistError("some cells have no candidate tile (is the library empty?)")
+    if max_uses is None and min_spacing <= 1:
+        # No limit: every cell keeps its nearest tile, which is optimal by definition.
+        tile = candidates[:, 0].astype(np.int64)
+        distance = distances[:, 0].copy()
+        objective = _total(distance)
+        return Assignment(tile, distance, objective, objective, 0.0, "best",
+                          candidates.shape[1], 0, time.perf_counter() - start)
+    solver = _Solver(candidates, distances, rows, cols, max_uses, min_spacing,
+                     more_candidates, max_candidates, show_progress)
+    if method == "greedy":
+        tile, distance = solver.greedy()
+        lower = _total(distances[:, 0])
+        if solver.repaired:
+            method = "greedy+matching"
+    else:
+        tile, distance, lower = solver.optimal()
+    verify_placement(tile, rows, cols, max_uses, min_spacing)
+    objective = _total(distance)
+    gap = _gap(objective, lower)
+    return Assignment(tile, distance, objective, lower, gap, method, solver.k,
+                      solver.iterations, time.perf_counter() - start)
+
+
+def _total(values: np.ndarray) -> int | float:
+    if np.issubdtype(values.dtype, np.floating):
+        return float(values.sum())
+    return int(values.sum(dtype=np.int64))
+
+
+def _gap(objective: int | float, lower: int | float) -> float:
+    if objective <= lower:
+        return 0.0
+    return float((objective - lower) / lower) if lower > 0 else math.inf
+
+
+class _Solver:
+    """State shared by the optimal and greedy passes: lists, growth, forbidden pairs."""
+
+    def __init__(
+        self,
+        candidates: np.ndarray,
+        distances: np.ndarray,
+        rows: int,
+        cols: int,
+        max_uses: int | None,
+        min_spacing: int,
+        more_candidates: CandidateSource | None,
+        max_candidates: int,
+        show_progress: bool,
+    ) -> None:
+        self.count = candidates.shape[0]
+        self.rows, self.cols = rows, cols
+        self.max_uses = max_uses
+        self.min_spacing = min_spacing
+        self.cap = tile_capacity(rows, cols, max_uses, min_spacing)
+        self.more = more_candidates
+        self.max_candidates = max(max_candidates, candidates.shape[1])
+        self.k = candidates.shape[1]
+        self.candidates, self.distances = candidates, distances
+        self.edges = _edges(candidates, distances, np.full(self.count, self.k))
+        self.forbidden = np.zeros(0, np.int64)
+        self.iterations = 0
+        #: Whether greedy got stuck and the matching completed the placement.
+        self.repaired = False
+        self.bar = progress_bar(None, "assigning tiles", "solve", enabled=show_progress)
+
+    # -- candidate growth ----------------------------------------------------
+
+    def grow(self, cells: np.ndarray) -> bool:
+        """Lengthen the lists of ``cells`` (bool mask); False when impossible.
+
+        While ``more_candidates`` can give more, ``k`` doubles and the flagged
+        cells get the new length: each doubling is one search, and doubling
+        bounds the rounds by ``log2(max_candidates / k)``. Past the cap, flagged
+        cells still shorter than the lists already fetched are extended to them.
+        """
+        if not cells.any():
+            return False
+        old = self.edges.length
+        if self.more is not None and self.k < self.max_candidates:
+            k = min(2 * self.k, self.max_candidates)
+            candidates, distances = self.more(k)
+            candidates = np.asarray(candidates)
+            distances = _as_distances(distances)
+            if candidates.shape != (self.count, k) or distances.shape != candidates.shape:
+                raise ValueError(
+                    f"more_candidates({k}) must return two ({self.count}, {k}) arrays"
+                )
+            self.k = k
+            self.candidates, self.distances = candidates, distances
+        width = (self.candidates >= 0).sum(axis=1)
+        short = cells & (old < width)
+        if not short.any():
+            return False
+        self.edges = _edges(self.candidates, self.distances, np.where(short, self.k, old))
+        return True
+
+    def allowed(self) -> np.ndarray:
+        """Edges not forbidden by an earlier spacing round."""
+        if not len(self.forbidden):
+            return np.ones(len(self.edges.row), bool)
+        key = self.edges.row * np.int64(1 << 32) + self.edges.tile
+        return ~np.isin(key, self.forbidden)
+
+    # -- optimal -------------------------------------------------------------
+
+    def optimal(self) -> tuple[np.ndarray, np.ndarray, int | float]:
+        """Capacitated assignment with candidate growth and spacing rounds."""
+        lower: int | float = 0
+        previous = self.count + 1
+        for _ in range(MAX_GROWTH_ROUNDS):
+            edges = self.edges
+            at_cap = self.more is None or self.k >= self.max_candidates
+            choice = self._step(edges, np.ones(len(edges.row), bool), edges.tail)
+            outside = choice < 0
+            relaxed = self._cost(edges, choice, edges.tail)
+            # Longer lists tighten the relaxation, but keep the best bound seen anyway.
+            lower = max(lower, relaxed)
+            # Past the list cap, rounds only extend the cells still short of it; go
+            # on while solves are cheap or the outside users shrink fast, else settle
+            # for the gap (each round is a full solve for a few cells' gain).
+            used = int(outside.sum())
+            costly = len(edges.row) > CHEAP_EDGES
+            if at_cap and costly and used > previous * CAP_ROUND_SHRINK:
+                break
+            previous = used if at_cap else previous
+            if not used or not self.grow(outside):
+                break
+        if outside.any():
+            # The lists cannot prove optimality: best assignment within them.
+            choice = self._restricted()
+        choice = self._space(choice)
+        self.bar.close()
+        return self.edges.tile[choice], self.edges.dist[choice], lower
+
+    def _space(self, choice: np.ndarray) -> np.ndarray:
+        """Spacing rounds: forbid each violating pair's cheaper mover, re-solve."""
+        while True:
+            tile = self.edges.tile[choice]
+            a, b = spacing_violations(tile, self.rows, self.cols, self.min_spacing)
+            if not len(a):
+                return choice
+            self.iterations += 1
+            if self.iterations > MAX_SPACING_ROUNDS:
+                raise MosaicistError(
+                    f"--min-spacing {self.min_spacing} still broken after "
+                    f"{MAX_SPACING_ROUNDS} rounds; relax the limits"
+                )
+            self._forbid(choice, a, b)
+            choice = self._restricted()
+
+    def _step(self, edges: _Edges, allowed: np.ndarray, outside: np.ndarray | None) -> np.ndarray:
+        choice = _solve(self.count, edges, allowed, self.cap, outside)
+        self.bar.update(1)
+        self.bar.set_postfix(k=self.k, rounds=self.iterations)
+        return choice
+
+    def _cost(self, edges: _Edges, choice: np.ndarray, outside: np.ndarray) -> int | float:
+        listed = choice >= 0
+        return _total(edges.dist[choice[listed]]) + _total(outside[~listed])
+
+    def _restricted(self) -> np.ndarray:
+        """Best assignment using listed, allowed edges only; grows lists where stuck."""
+        while True:
+            choice = self._step(self.edges, self.allowed(), None)
+            stuck = choice < 0
+            if not stuck.any():
+                return choice
+            if not self.grow(stuck):
+                raise MosaicistError(
+                    f"{int(stuck.sum())} cells have no allowed tile among their {self.k} "
+                    f"nearest; relax --max-uses/--min-spacing"
+                )
+
+    def _forbid(self, choice: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+        """Forbid, for each violating pair, the tile to the cell that loses least by moving."""
+        edges = self.edges
+        allowed = self.allowed()
+        current = np.full(self.count, -1, np.int64)
+        current[:] = edges.tile[choice]
+        alt = allowed & (edges.tile != current[edges.row])
+        masked = np.where(alt, edges.dist, _inf(edges.dist.dtype))
+        starts = np.concatenate(([0], np.cumsum(edges.length)[:-1]))
+        nonempty = edges.length > 0
+        nxt = np.full(self.count, _inf(edges.dist.dtype), edges.dist.dtype)
+        nxt[nonempty] = np.minimum.reduceat(masked, starts[nonempty])
+        # Regret in float so the missing-alternative sentinel cannot overflow.
+        regret = nxt.astype(np.float64) - edges.dist[choice].astype(np.float64)
+        regret[nxt == _inf(edges.dist.dtype)] = np.inf
+        loser = np.where((regret[a] < regret[b]) | ((regret[a] == regret[b]) & (a > b)), a, b)
+        keys = loser * np.int64(1 << 32) + current[loser]
+        self.forbidden = np.union1d(self.forbidden, keys)
+
+    # -- greedy --------------------------------------------------------------
+
+    def greedy(self) -> tuple[np.ndarray, np.ndarray]:
+        """Cells by decreasing regret each take their best still-allowed candidate."""
+        while True:
+            tile, stuck = self._greedy_pass()
+            if not stuck.any():
+                break
+            if not self.grow(stuck):
+                # Greedy used up tiles that stuck cells needed, though the lists may
+                # still hold a complete placement: the matching finds one if any does.
+                self.repaired = True
+                choice = self._space(self._restricted())
+                tile = self.edges.tile[choice]
+                break
+        self.bar.close()
+        # Distance of each chosen tile from the current lists.
+        key = self.edges.row * np.int64(1 << 32) + self.edges.tile
+        order = np.argsort(key)
+        want = np.arange(self.count, dtype=np.int64) * np.int64(1 << 32) + tile
+        position = order[np.searchsorted(key, want, sorter=order)]
+        return tile, self.edges.dist[position]
+
+    def _greedy_pass(self) -> tuple[np.ndarray, np.ndarray]:
+        edges = self.edges
+        count, cols, spacing = self.count, self.cols, self.min_spacing
+        cap = self.cap if self.cap is not None else count
+        starts = np.concatenate(([0], np.cumsum(edges.length)))
+        first = edges.dist[starts[:-1][edges.length > 0]]
+        best = np.full(count, _inf(edges.dist.dtype), edges.dist.dtype)
+        best[edges.length > 0] = first
+        second = np.full(count, np.inf)
+        two = edges.length > 1
+        second[two] = edges.dist[starts[:-1][two] + 1]
+        regret = second - best.astype(np.float64)
+        # Most regret first (they lose most if pushed off their best), then nearest first.
+        order = np.lexsort((np.arange(count), best, -regret)).tolist()
+        tiles = edges.tile.tolist()
+        bounds = starts.tolist()
+        uses: dict[int, list[tuple[int, int]]] = {}
+        # Tiles placed so far, for a window test once a tile has many uses (only with
+        # spacing and no small use cap).
+        grid = np.full((self.rows, cols), -1, np.int64)
+        reach = spacing - 1
+        chosen = [-1] * count
+        stuck = []
+        for cell in order:
+            r, c = divmod(cell, cols)
+            for e in range(bounds[cell], bounds[cell + 1]):
+                t = tiles[e]
+                placed = uses.get(t)
+                if placed is None:
+                    uses[t] = [(r, c)]
+                    chosen[cell] = t
+                    if spacing > 1:
+                        grid[r, c] = t
+                    break
+                if len(placed) >= cap:
+                    continue
+                if spacing > 1:
+                    if len(placed) <= 16:
+                        near = any(
+                            abs(r - pr) < spacing and abs(c - pc) < spacing for pr, pc in placed
+                        )
+                    else:
+                        window = grid[max(0, r - reach) : r + reach + 1,
+                                      max(0, c - reach) : c + reach + 1]
+                        near = bool((window == t).any())
+                    if near:
+                        continue
+                placed.append((r, c))
+                chosen[cell] = t
+                if spacing > 1:
+                    grid[r, c] = t
+                break
+            else:
+                stuck.append(cell)
+        self.bar.update(1)
+        mask = np.zeros(count, bool)
+        mask[stuck] = True
+        return np.asarray(chosen, np.int64), mask

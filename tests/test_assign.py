@@ -1,0 +1,288 @@
+"""Repetition control: optimality against a dense reference, limits, growth, errors."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+from mosaicist.assign import (
+    assign_tiles,
+    check_feasible,
+    spacing_violations,
+    tile_capacity,
+)
+from mosaicist.errors import MosaicistError
+
+
+def full_distances(rng, cells, tiles, dim=3, clusters=None):
+    """Integer squared distances between random cell and tile features."""
+    tile_features = rng.integers(0, 40, (tiles, dim))
+    if clusters is None:
+        cell_features = rng.integers(0, 40, (cells, dim))
+    else:
+        # Cells crowd around a few colours, so many want the same tiles.
+        centres = rng.integers(0, 40, (clusters, dim))
+        noise = rng.integers(-2, 3, (cells, dim))
+        cell_features = centres[rng.integers(0, clusters, cells)] + noise
+    diff = cell_features[:, None, :] - tile_features[None, :, :]
+    return (diff**2).sum(-1).astype(np.int64)
+
+
+def top_k(full, k):
+    """Each cell's k nearest tiles (ties by position), padded with -1 / int64 max."""
+    count, tiles = full.shape
+    order = np.lexsort((np.broadcast_to(np.arange(tiles), full.shape), full), axis=1)[:, :k]
+    candidates = np.full((count, k), -1, np.int64)
+    distances = np.full((count, k), np.iinfo(np.int64).max, np.int64)
+    width = order.shape[1]
+    candidates[:, :width] = order
+    distances[:, :width] = np.take_along_axis(full, order, 1)
+    return candidates, distances
+
+
+def dense_optimum(full, cap):
+    """Reference: linear_sum_assignment with every tile replicated ``cap`` times."""
+    count, tiles = full.shape
+    cap = min(cap, count)
+    cost = np.repeat(full, cap, axis=1)
+    rows, cols = linear_sum_assignment(cost)
+    return int(cost[rows, cols].sum())
+
+
+def check_placement(tile, full, rows, cols, max_uses, min_spacing):
+    """Independent checker: uses, pairwise spacing, and distances from the full matrix."""
+    tile = np.asarray(tile)
+    assert tile.shape == (rows * cols,)
+    assert (tile >= 0).all()
+    if max_uses is not None:
+        assert np.bincount(tile).max() <= max_uses
+    if min_spacing > 1:
+        r, c = np.divmod(np.arange(rows * cols), cols)
+        for t in np.unique(tile):
+            where = np.flatnonzero(tile == t)
+            for a, b in itertools.combinations(where, 2):
+                assert max(abs(r[a] - r[b]), abs(c[a] - c[b])) >= min_spacing
+    return int(full[np.arange(len(tile)), tile].sum())
+
+
+class Source:
+    """``more_candidates`` over a full distance matrix, counting its calls."""
+
+    def __init__(self, full):
+        self.full = full
+        self.calls = []
+
+    def __call__(self, k):
+        self.calls.append(k)
+        return top_k(self.full, k)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("max_uses", [1, 2, 3])
+def test_optimal_matches_dense_reference(seed, max_uses):
+    rng = np.random.default_rng(seed * 10 + max_uses)
+    rows, cols, tiles = 5, 6, 40
+    full = full_distances(rng, rows * cols, tiles, clusters=3)
+    source = Source(full)
+    candidates, distances = top_k(full, 3)
+    result = assign_tiles(candidates, distances, rows, cols, max_uses=max_uses,
+                          more_candidates=source, max_candidates=64)
+    reference = dense_optimum(full, max_uses)
+    assert check_placement(result.tile, full, rows, cols, max_uses, 1) == result.objective
+    assert np.array_equal(result.distance, full[np.arange(rows * cols), result.tile])
+    assert result.objective == reference
+    assert result.lower_bound <= reference
+    assert result.gap == pytest.approx((result.objective - result.lower_bound)
+                                       / result.lower_bound)
+    greedy = assign_tiles(candidates, distances, rows, cols, max_uses=max_uses,
+                          method="greedy", more_candidates=Source(full), max_candidates=64)
+    check_placement(greedy.tile, full, rows, cols, max_uses, 1)
+    assert result.objective <= greedy.objective
+    assert greedy.lower_bound <= result.objective
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_short_lists_without_growth_bound_the_optimum(seed):
+    rng = np.random.default_rng(100 + seed)
+    rows, cols, tiles = 4, 5, 30
+    full = full_distances(rng, rows * cols, tiles)
+    candidates, distances = top_k(full, 6)
+    result = assign_tiles(candidates, distances, rows, cols, max_uses=1)
+    reference = dense_optimum(full, 1)
+    check_placement(result.tile, full, rows, cols, 1, 1)
+    # The lower bound is valid over the whole library, not just the lists.
+    assert result.lower_bound <= reference <= result.objective
+    assert result.candidates_used == 6
+
+
+def test_complete_lists_are_proven_optimal():
+    rng = np.random.default_rng(7)
+    rows, cols, tiles = 6, 6, 20
+    full = full_distances(rng, rows * cols, tiles, clusters=2)
+    candidates, distances = top_k(full, tiles)
+    result = assign_tiles(candidates, distances, rows, cols, max_uses=2)
+    assert result.objective == dense_optimum(full, 2)
+
+
+def test_growth_when_everyone_wants_the_same_tiles():
+    rows, cols, tiles = 4, 4, 40
+    # Every cell ranks the tiles alike: with max_uses 1 and 2 candidates, 14 cells
+    # would be left without a tile.
+    base = np.arange(tiles, dtype=np.int64) * 10
+    full = base[None, :] + np.arange(rows * cols, dtype=np.int64)[:, None] % 3
+    source = Source(full)
+    candidates, distances = top_k(full, 2)
+    result = assign_tiles(candidates, distances, rows, cols, max_uses=1,
+                          more_candidates=source, max_candidates=64)
+    assert source.calls and source.calls[0] == 4
+    assert result.candidates_used >= rows * cols
+    check_placement(result.tile, full, rows, cols, 1, 1)
+    assert result.objective == dense_optimum(full, 1)
+    assert result.gap == 0.0
+    greedy_source = Source(full)
+    greedy = assign_tiles(candidates, distances, rows, cols, max_uses=1, method="greedy",
+                          more_candidates=greedy_source, max_candidates=64)
+    assert greedy_source.calls
+    check_placement(greedy.tile, full, rows, cols, 1, 1)
+
+
+def test_short_lists_without_a_source_raise():
+    rows, cols = 3, 3
+    full = np.tile(np.arange(10, dtype=np.int64), (rows * cols, 1))
+    candidates, distances = top_k(full, 2)
+    for method in ("optimal", "greedy"):
+        with pytest.raises(MosaicistError, match="no allowed tile"):
+            assign_tiles(candidates, distances, rows, cols, max_uses=1, method=method)
+
+
+def smooth_grid(rng, rows, cols, tiles):
+    """Cells in 3x3 blocks of one colour: unconstrained, neighbours repeat tiles."""
+    tile_features = rng.integers(0, 60, (tiles, 3))
+    block = rng.integers(0, 60, ((rows + 2) // 3, (cols + 2) // 3, 3))
+    cells = block.repeat(3, 0).repeat(3, 1)[:rows, :cols].reshape(-1, 3)
+    cells = cells + rng.integers(-1, 2, cells.shape)
+    diff = cells[:, None, :] - tile_features[None, :, :]
+    return (diff**2).sum(-1).astype(np.int64)
+
+
+@pytest.mark.parametrize("spacing", [2, 3])
+@pytest.mark.parametrize("max_uses", [None, 3])
+@pytest.mark.parametrize("method", ["optimal", "greedy"])
+def test_spacing_is_respected(spacing, max_uses, method):
+    rng = np.random.default_rng(spacing * 7 + (max_uses or 0))
+    rows, cols, tiles = 9, 12, 60
+    full = smooth_grid(rng, rows, cols, tiles)
+    unconstrained = full.argmin(1)
+    # The instance is meaningful: unconstrained, neighbours share tiles.
+    assert len(spacing_violations(unconstrained, rows, cols, spacing)[0]) > 0
+    candidates, distances = top_k(full, 8)
+    result = assign_tiles(candidates, distances, rows, cols, max_uses=max_uses,
+                          min_spacing=spacing, method=method, more_candidates=Source(full),
+                          max_candidates=64)
+    objective = check_placement(result.tile, full, rows, cols, max_uses, spacing)
+    assert objective == result.objective
+    assert result.lower_bound <= result.objective
+    # The bound is below the best placement under the use cap alone.
+    cap = tile_capacity(rows, cols, max_uses, spacing)
+    assert result.lower_bound <= dense_optimum(full, cap)
+    if method == "optimal":
+        assert result.iterations >= 1
+
+
+def test_spacing_optimal_not_worse_than_greedy_on_average():
+    rng = np.random.default_rng(3)
+    rows, cols, tiles = 12, 12, 80
+    optimal = greedy = 0
+    for _ in range(3):
+        full = smooth_grid(rng, rows, cols, tiles)
+        candidates, distances = top_k(full, 10)
+        kwargs = dict(max_uses=2, min_spacing=3, more_candidates=Source(full), max_candidates=80)
+        optimal += assign_tiles(candidates, distances, rows, cols, **kwargs).objective
+        greedy += assign_tiles(candidates, distances, rows, cols, method="greedy",
+                               **kwargs).objective
+    assert optimal <= greedy
+
+
+def test_spacing_violations_both_strategies_agree():
+    rng = np.random.default_rng(5)
+    rows, cols = 20, 25
+    tile = rng.integers(0, 40, rows * cols)
+    r, c = np.divmod(np.arange(rows * cols), cols)
+    for spacing in (2, 3, 6):
+        a, b = spacing_violations(tile, rows, cols, spacing)
+        found = set(zip(a.tolist(), b.tolist(), strict=True))
+        expected = {
+            (i, j)
+            for i, j in itertools.combinations(range(rows * cols), 2)
+            if tile[i] == tile[j] and max(abs(r[i] - r[j]), abs(c[i] - c[j])) < spacing
+        }
+        assert found == expected
+    # Few repeats take the sorted path, many the shifted-grid path: same answer.
+    few = np.arange(rows * cols)
+    few[[0, 1, 30]] = 7
+    a, b = spacing_violations(few, rows, cols, 2)
+    assert set(zip(a.tolist(), b.tolist(), strict=True)) == {(0, 1)}
+
+
+def test_no_limits_returns_best_column():
+    rng = np.random.default_rng(1)
+    full = full_distances(rng, 12, 10)
+    candidates, distances = top_k(full, 3)
+    result = assign_tiles(candidates, distances, 3, 4)
+    assert np.array_equal(result.tile, candidates[:, 0])
+    assert result.objective == result.lower_bound == distances[:, 0].sum()
+    assert result.gap == 0.0
+
+
+def test_check_feasible_messages():
+    check_feasible(100, 100, 1)
+    check_feasible(100, 1, None)
+    with pytest.raises(MosaicistError, match="at least 50 tiles") as error:
+        check_feasible(100, 49, 2)
+    assert "\n" not in str(error.value)
+    # Spacing 5 on a 10x10 grid allows 4 uses per tile: 100 cells need 25 tiles.
+    check_feasible(100, 25, None, 10, 10, 5)
+    with pytest.raises(MosaicistError, match="at least 25 tiles"):
+        check_feasible(100, 24, None, 10, 10, 5)
+    # Both limits: the tighter one (max_uses 3 < 4 from spacing) decides.
+    with pytest.raises(MosaicistError, match="at least 34 tiles"):
+        check_feasible(100, 33, 3, 10, 10, 5)
+    with pytest.raises(MosaicistError):
+        check_feasible(10, 10, 0)
+
+
+def test_infeasible_caps_raise_before_any_work():
+    calls = []
+
+    def source(k):
+        calls.append(k)
+        raise AssertionError("no candidates should be computed")
+
+    with pytest.raises(MosaicistError, match="at least 8 tiles"):
+        check_feasible(30, 7, 4)
+        source(16)
+    assert not calls
+
+
+def test_float_distances_are_supported():
+    rng = np.random.default_rng(11)
+    full = rng.random((20, 15))
+    order = np.argsort(full, 1)[:, :15]
+    result = assign_tiles(order, np.take_along_axis(full, order, 1), 4, 5, max_uses=2)
+    cost = np.repeat(full, 2, axis=1)
+    r, c = linear_sum_assignment(cost)
+    assert result.objective == pytest.approx(cost[r, c].sum())
+
+
+def test_stuck_greedy_is_completed_by_the_matching():
+    # Greedy (most regret first): A takes t0, C then t1, and B finds both its tiles
+    # taken; the only complete placement is A->t2, B->t1, C->t0.
+    candidates = np.array([[0, 2], [1, 0], [0, 1]])
+    distances = np.array([[0, 100], [0, 1], [0, 2]])
+    result = assign_tiles(candidates, distances, 1, 3, max_uses=1, method="greedy")
+    assert result.method == "greedy+matching"
+    assert result.tile.tolist() == [2, 1, 0]
+    assert result.objective == 100
