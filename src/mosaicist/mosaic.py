@@ -109,6 +109,10 @@ def _as_target(target: str | os.PathLike[str] | np.ndarray | Image.Image) -> np.
     return read_target(target)
 
 
+#: Most (cell, candidate) entries kept for repetition-limited assignment.
+CANDIDATE_BUDGET = 20_000_000
+
+
 def _check_options(
     metric: str, augment: str, tint: float, overlay: float, max_uses: int | None,
     min_spacing: int, assign: str, search: str, device: str,
@@ -366,7 +370,7 @@ def _assign(
     Limits count uses of a library tile whatever its transform, so candidate
     lists are reduced to each tile's best transform before assigning.
     """
-    from .assign import assign_tiles
+    from .assign import MAX_CANDIDATES, assign_tiles
 
     best_variant: dict = {}
 
@@ -382,9 +386,14 @@ def _assign(
 
     first_k = 16
     tiles, distances = candidates(first_k)
+    # Tight caps on small libraries need long lists (up to every tile); keep the
+    # candidate arrays near CANDIDATE_BUDGET entries.
+    library_size = len(prepared) // variants
+    longest = max(MAX_CANDIDATES, min(library_size, CANDIDATE_BUDGET // max(1, len(cell_vectors))))
     assignment = assign_tiles(
         tiles, distances, grid.rows, grid.cols, max_uses=max_uses, min_spacing=min_spacing,
         method=method, more_candidates=candidates, show_progress=show_progress,
+        max_candidates=longest,
     )
     # Back from library tiles to the (tile, transform) candidate that won.
     full = best_variant["candidates"]
