@@ -235,3 +235,52 @@ def test_python_m_mosaicist(setup, tmp_path):
     assert failed.stderr.strip().splitlines() == [
         f"mosaicist: error: {tmp_path / 'missing.png'}: target file not found"
     ]
+
+
+def test_render_command_redraws_saved_placements(tmp_path):
+    from click.testing import CliRunner
+
+    from mosaicist.cli import main
+
+    tiles = make_colour_folder(tmp_path / "tiles", 12, size=16)
+    target = tmp_path / "target.png"
+    Image.fromarray(
+        np.random.default_rng(3).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    ).save(target)
+    runner = CliRunner()
+    made = runner.invoke(main, [
+        "make", str(target), "--tiles", str(tiles), "--cell", "8", "--tile-px", "8",
+        "--augment", "flips", "--tint", "0.4", "-o", str(tmp_path / "m.png"),
+        "--placements", str(tmp_path / "p.json"), "--cache-dir", str(tmp_path / "c"), "-q",
+    ])
+    assert made.exit_code == 0, made.output
+    drawn = runner.invoke(main, [
+        "render", str(tmp_path / "p.json"), "-o", str(tmp_path / "r.png"), "-q",
+        "--cache-dir", str(tmp_path / "c"),
+    ])
+    assert drawn.exit_code == 0, drawn.output
+    original = np.asarray(Image.open(tmp_path / "m.png")).astype(int)
+    again = np.asarray(Image.open(tmp_path / "r.png")).astype(int)
+    assert np.abs(original - again).max() <= 1
+    bigger = runner.invoke(main, [
+        "render", str(tmp_path / "p.json"), "-o", str(tmp_path / "big.jpg"), "--tile-px", "24",
+        "-q", "--cache-dir", str(tmp_path / "c"),
+    ])
+    assert bigger.exit_code == 0, bigger.output
+    assert Image.open(tmp_path / "big.jpg").size == (5 * 24, 3 * 24)
+
+
+@pytest.mark.parametrize("content", [None, "not,a,placements\n1,2,3\n", "{}"])
+def test_render_command_errors_are_one_line(tmp_path, content):
+    from click.testing import CliRunner
+
+    from mosaicist.cli import main
+
+    suffix = ".json" if content == "{}" else ".csv"
+    path = tmp_path / f"p{suffix}"
+    if content is not None:
+        path.write_text(content)
+    result = CliRunner().invoke(main, ["render", str(path), "-o", str(tmp_path / "o.png")])
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert result.output.strip().count("\n") == 0 and "error" in result.output
