@@ -235,10 +235,6 @@ class TileLibrary:
             self.tiles[:count], self.generation, self.stats,
         )
 
-    def entry(self, index: int) -> SourceEntry:
-        """Return a :class:`SourceEntry` for the tile at library position ``index``."""
-        return SourceEntry(self.source_ids[index], 0, 0, None)
-
     # -- construction ---------------------------------------------------------------
 
     @classmethod
