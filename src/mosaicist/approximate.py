@@ -52,6 +52,7 @@ from .match import (
     _scale,
     cell_bound_rows,
     compute_features,
+    dot_dtype,
     exact_distances,
 )
 from .progress import progress_bar
@@ -465,7 +466,7 @@ def match_approximate(
     pooled = features.pooled if features.pooled is not None else tiles.reshape(tile_count, -1)
     cell_rows, cell_norm2 = cell_bound_rows(cell_vectors, geometry, features)
     cell_flat = cell_vectors.reshape(count, -1).astype(
-        np.int32 if cell_vectors[0].size * 255 * 255 * geometry.weight < 2**31 else np.int64
+        dot_dtype(cell_vectors[0].size, geometry.weight)
     )
     best_distance = np.full(count, np.iinfo(np.int64).max, np.int64)
     best_tile = np.full(count, np.iinfo(np.int64).max, np.int64)

@@ -330,6 +330,14 @@ def cached_features(
     return features
 
 
+def dot_dtype(length: int, weight: int) -> type:
+    """Integer type for dot products of ``length`` pixel values with block sums.
+
+    int32 when no sum can overflow it (the common case, and faster), else int64.
+    """
+    return np.int32 if length * 255 * 255 * weight < 2**31 else np.int64
+
+
 def exact_distances(
     cell_flat: np.ndarray,
     cell_norm2: np.ndarray,
@@ -349,8 +357,7 @@ def exact_distances(
     if len(cell_index) == 0:
         return out
     length = cell_flat.shape[1]
-    largest = length * 255 * 255 * weight
-    accumulate = np.int32 if largest < 2**31 else np.int64
+    accumulate = dot_dtype(length, weight)
     per_batch = max(1, EXACT_BUDGET // length)
     for start in range(0, len(cell_index), per_batch):
         stop = start + per_batch
@@ -543,7 +550,7 @@ def match_exact(
     cell_rows, cell_norm2 = cell_bound_rows(cell_vectors, geometry, features)
     # Converted once: the exact re-check gathers these rows many times.
     cell_flat = cell_vectors.reshape(count, -1).astype(
-        np.int32 if cell_vectors[0].size * 255 * 255 * geometry.weight < 2**31 else np.int64
+        dot_dtype(cell_vectors[0].size, geometry.weight)
     )
 
     k = max(1, min(k, tile_count))
