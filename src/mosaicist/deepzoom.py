@@ -1,0 +1,420 @@
+"""Deep Zoom pyramids (``NAME.dzi`` + ``NAME_files/``), written from a stream of bands.
+
+A Deep Zoom image is a pyramid of levels, level 0 one pixel and the deepest
+level the full picture, each cut into square tiles that overlap their
+neighbours by ``overlap`` pixels; viewers such as OpenSeadragon load only the
+tiles on screen. mosaicist builds every level at once from horizontal bands of
+the full-size picture (one row of cells at a time, straight from the tile
+images): the deepest level is cut into tiles as its rows arrive, and the
+same rows, reduced 2x with :func:`mosaicist.pyramid.reduce_half`, feed the
+level above, and so on. No level is ever held whole: each keeps one row of
+Deep Zoom tiles plus the overlap.
+
+Tiles go to a hidden staging folder that is renamed to ``NAME_files`` when
+the pyramid is complete, and ``NAME.dzi`` is written last, so an interrupted
+run never leaves a partial pyramid under the final names.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+import numpy as np
+import simplejpeg
+from PIL import Image
+
+from .errors import MosaicistError
+from .paths import atomic_path
+from .progress import progress_bar
+from .pyramid import HalvingStream, half_size, level_count
+
+#: Tile formats, by the name used in ``.dzi`` files and tile file names.
+TILE_FORMATS = ("jpeg", "png", "webp")
+#: Accepted spellings of the formats.
+FORMAT_ALIASES = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "webp": "webp"}
+DEEPZOOM_NAMESPACE = "http://schemas.microsoft.com/deepzoom/2008"
+
+
+@dataclass(frozen=True)
+class DeepZoomLayout:
+    """Sizes of a Deep Zoom pyramid.
+
+    Attributes
+    ----------
+    width, height : int
+        Full-size (deepest level) picture.
+    tile_size : int
+        Side of a tile without its overlap.
+    overlap : int
+        Pixels each tile repeats from its neighbours on every shared side.
+    format : str
+        ``jpeg``, ``png`` or ``webp``.
+    """
+
+    width: int
+    height: int
+    tile_size: int = 254
+    overlap: int = 1
+    format: str = "jpeg"
+
+    @property
+    def deepest_level(self) -> int:
+        """Index of the full-size level (level 0 is 1x1)."""
+        return level_count(self.width, self.height) - 1
+
+    def level_size(self, level: int) -> tuple[int, int]:
+        """Return ``(width, height)`` of ``level``: the full size halved, rounding up."""
+        width, height = self.width, self.height
+        for _ in range(self.deepest_level - level):
+            width, height = half_size(width), half_size(height)
+        return width, height
+
+    def tile_counts(self, level: int) -> tuple[int, int]:
+        """Return ``(columns, rows)`` of tiles at ``level``."""
+        width, height = self.level_size(level)
+        return -(-width // self.tile_size), -(-height // self.tile_size)
+
+    def tile_span(self, index: int, extent: int) -> tuple[int, int]:
+        """Pixel span ``[start, stop)`` of tile ``index`` along a side of ``extent``."""
+        start = max(0, index * self.tile_size - self.overlap)
+        stop = min(extent, (index + 1) * self.tile_size + self.overlap)
+        return start, stop
+
+    def tile_total(self) -> int:
+        """Number of tiles in the whole pyramid."""
+        total = 0
+        for level in range(self.deepest_level + 1):
+            columns, rows = self.tile_counts(level)
+            total += columns * rows
+        return total
+
+    def descriptor(self) -> str:
+        """Return the ``.dzi`` XML."""
+        return (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Image xmlns={quoteattr(DEEPZOOM_NAMESPACE)} Format={quoteattr(self.format)} "
+            f'Overlap="{self.overlap}" TileSize="{self.tile_size}">\n'
+            f'  <Size Width="{self.width}" Height="{self.height}"/>\n'
+            "</Image>\n"
+        )
+
+
+def files_folder(path: str | os.PathLike[str]) -> Path:
+    """Return the tile folder of a ``.dzi``: ``NAME.dzi`` -> ``NAME_files``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_files")
+
+
+def check_layout(tile_size: int, overlap: int, tile_format: str) -> str:
+    """Validate Deep Zoom settings; return the canonical format name.
+
+    Raises
+    ------
+    MosaicistError
+        For a tile size outside 1..4096, an overlap outside
+        ``0..tile_size // 2`` or an unknown format.
+    """
+    if not 1 <= tile_size <= 4096:
+        raise MosaicistError(f"Deep Zoom tile size must be 1 to 4096 pixels, got {tile_size}")
+    if not 0 <= overlap <= tile_size // 2:
+        raise MosaicistError(
+            f"Deep Zoom overlap must be 0 to {tile_size // 2} pixels "
+            f"(half the tile size), got {overlap}"
+        )
+    name = FORMAT_ALIASES.get(tile_format.lower())
+    if name is None:
+        raise MosaicistError(
+            f"unknown Deep Zoom tile format {tile_format!r}; use {', '.join(TILE_FORMATS)}"
+        )
+    return name
+
+
+def _encode(tile: np.ndarray, tile_format: str, quality: int) -> bytes:
+    tile = np.ascontiguousarray(tile)
+    if tile_format == "jpeg":
+        # simplejpeg (libjpeg-turbo) releases the GIL, so tiles encode in parallel.
+        return simplejpeg.encode_jpeg(tile, quality=quality, colorspace="RGB",
+                                      colorsubsampling="444")
+    buffer = io.BytesIO()
+    if tile_format == "png":
+        Image.fromarray(tile, "RGB").save(buffer, format="PNG", compress_level=1)
+    else:
+        Image.fromarray(tile, "RGB").save(buffer, format="WEBP", quality=quality, method=4)
+    return buffer.getvalue()
+
+
+class _TileSink:
+    """Encodes and writes tiles on a few threads, with a bounded queue."""
+
+    def __init__(self, folder: Path, tile_format: str, quality: int, workers: int,
+                 bar) -> None:
+        self.folder = folder
+        self.format = tile_format
+        self.quality = quality
+        self.extension = "jpeg" if tile_format == "jpeg" else tile_format
+        self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="mosaicist-dzi")
+        self.pending: deque[Future] = deque()
+        # Each pending tile pins its rows; a few per thread keeps memory small.
+        self.limit = 8 * max(1, workers)
+        self.bar = bar
+
+    def _write(self, tile: np.ndarray, path: Path) -> None:
+        data = _encode(tile, self.format, self.quality)
+        with open(path, "wb") as handle:
+            handle.write(data)
+
+    def put(self, tile: np.ndarray, level: int, column: int, row: int) -> None:
+        path = self.folder / str(level) / f"{column}_{row}.{self.extension}"
+        self.pending.append(self.pool.submit(self._write, tile, path))
+        while len(self.pending) > self.limit:
+            self.pending.popleft().result()
+            self.bar.update(1)
+
+    def drain(self) -> None:
+        while self.pending:
+            self.pending.popleft().result()
+            self.bar.update(1)
+
+    def close(self, cancel: bool = False) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=cancel)
+
+
+class _LevelCutter:
+    """Cuts one level into tiles as its rows arrive; passes them, halved, upward."""
+
+    def __init__(self, layout: DeepZoomLayout, level: int, sink: _TileSink,
+                 above: _LevelCutter | None) -> None:
+        self.layout = layout
+        self.level = level
+        self.width, self.height = layout.level_size(level)
+        self.columns, self.rows = layout.tile_counts(level)
+        self.sink = sink
+        self.above = above
+        self.halving = HalvingStream(self.width) if above is not None else None
+        self.buffer = np.empty((0, self.width, 3), np.uint8)
+        self.buffer_top = 0  # level row of buffer[0]
+        self.received = 0
+        self.next_row = 0  # next tile row to cut
+
+    def push(self, band: np.ndarray) -> None:
+        if band.shape[0] == 0:
+            return
+        self.buffer = np.concatenate([self.buffer, band], axis=0)
+        self.received += band.shape[0]
+        if self.received > self.height:
+            raise ValueError(f"level {self.level} got {self.received} rows, expected {self.height}")
+        self._cut()
+        if self.halving is not None:
+            self.above.push(self.halving.push(band))
+
+    def finish(self) -> None:
+        if self.received != self.height:
+            raise ValueError(
+                f"the picture ended after {self.received} rows, expected {self.height}"
+            )
+        self._cut()
+        if self.halving is not None:
+            self.above.push(self.halving.finish())
+            self.above.finish()
+
+    def _cut(self) -> None:
+        layout = self.layout
+        while self.next_row < self.rows:
+            top, bottom = layout.tile_span(self.next_row, self.height)
+            if self.received < bottom:
+                return
+            strip = self.buffer[top - self.buffer_top:bottom - self.buffer_top]
+            for column in range(self.columns):
+                left, right = layout.tile_span(column, self.width)
+                self.sink.put(strip[:, left:right], self.level, column, self.next_row)
+            self.next_row += 1
+            # Rows above the next tile row's top (its overlap included) are done.
+            keep_from = layout.tile_span(self.next_row, self.height)[0]
+            if self.next_row < self.rows and keep_from > self.buffer_top:
+                self.buffer = self.buffer[keep_from - self.buffer_top:]
+                self.buffer_top = keep_from
+
+
+def write_deep_zoom(
+    bands: Iterable[np.ndarray],
+    width: int,
+    height: int,
+    path: str | os.PathLike[str],
+    *,
+    tile_size: int = 254,
+    overlap: int = 1,
+    format: str = "jpeg",
+    quality: int = 90,
+    workers: int | None = None,
+    show_progress: bool = False,
+) -> DeepZoomLayout:
+    """Write a Deep Zoom pyramid from the full-size picture's horizontal bands.
+
+    Parameters
+    ----------
+    bands : iterable of numpy.ndarray
+        ``(h, width, 3)`` uint8 bands, top to bottom, of any heights summing
+        to ``height``; each is used once and may be discarded afterwards.
+    width, height : int
+        Full size of the picture.
+    path : path-like
+        ``NAME.dzi``; tiles go to ``NAME_files/<level>/<column>_<row>.<format>``.
+    tile_size : int
+        Tile side without overlap (254 with overlap 1 makes 256 px tiles).
+    overlap : int
+        Pixels shared with each neighbouring tile.
+    format : {"jpeg", "png", "webp"}
+        Tile image format (``png`` is lossless).
+    quality : int
+        JPEG / WebP quality, 1-100.
+    workers : int, optional
+        Encoding threads (default: the usable cores).
+    show_progress : bool
+        Draw a progress bar of tiles written.
+
+    Returns
+    -------
+    DeepZoomLayout
+        The pyramid's sizes.
+
+    Raises
+    ------
+    MosaicistError
+        For bad settings, or when the files cannot be written.
+    ValueError
+        When the bands do not add up to ``width x height``.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".dzi":
+        raise MosaicistError(f"{path}: a Deep Zoom output must end in .dzi")
+    tile_format = check_layout(tile_size, overlap, format)
+    if not 1 <= quality <= 100:
+        raise MosaicistError(f"quality must be 1 to 100, got {quality}")
+    if width < 1 or height < 1:
+        raise MosaicistError(f"{path}: cannot write an empty {width}x{height} picture")
+    layout = DeepZoomLayout(width, height, tile_size, overlap, tile_format)
+    final = files_folder(path)
+    staging = path.with_name(f".{final.name}.partial-{os.getpid()}")
+    if workers is None:
+        from .match import search_workers
+
+        workers = search_workers()
+    try:
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir()
+        for level in range(layout.deepest_level + 1):
+            (staging / str(level)).mkdir()
+    except OSError as error:
+        raise MosaicistError(f"{path}: cannot create the tile folder: "
+                             f"{error.strerror or error}") from None
+
+    completed = False
+    with progress_bar(layout.tile_total(), "writing Deep Zoom tiles", unit="tile",
+                      enabled=show_progress) as bar:
+        sink = _TileSink(staging, tile_format, quality, workers, bar)
+        try:
+            cutter: _LevelCutter | None = None
+            for level in range(layout.deepest_level + 1):
+                cutter = _LevelCutter(layout, level, sink, cutter)
+            for band in bands:
+                band = np.asarray(band)
+                if band.dtype != np.uint8 or band.ndim != 3 or band.shape[1:] != (width, 3):
+                    raise ValueError(
+                        f"bands must be (h, {width}, 3) uint8, got {band.shape} {band.dtype}"
+                    )
+                cutter.push(band)
+            cutter.finish()
+            sink.drain()
+            completed = True
+        except OSError as error:
+            raise MosaicistError(
+                f"{path}: cannot write Deep Zoom tiles: {error.strerror or error}"
+            ) from None
+        finally:
+            sink.close(cancel=not completed)
+            if not completed:
+                shutil.rmtree(staging, ignore_errors=True)
+
+    try:
+        if final.exists():
+            # Swap the old pyramid out first so the new one lands in one rename.
+            old = path.with_name(f".{final.name}.old-{os.getpid()}")
+            final.rename(old)
+            staging.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(final)
+        with atomic_path(path) as temporary:
+            Path(temporary).write_text(layout.descriptor())
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise MosaicistError(f"{path}: cannot write the pyramid: {error.strerror or error}") \
+            from None
+    return layout
+
+
+def read_layout(path: str | os.PathLike[str]) -> DeepZoomLayout:
+    """Read a ``.dzi`` file's sizes.
+
+    Raises
+    ------
+    MosaicistError
+        When the file is missing or is not a Deep Zoom descriptor.
+    """
+    import xml.etree.ElementTree as ElementTree
+
+    path = Path(path)
+    try:
+        root = ElementTree.parse(path).getroot()
+        size = root.find(f"{{{DEEPZOOM_NAMESPACE}}}Size")
+        if root.tag != f"{{{DEEPZOOM_NAMESPACE}}}Image" or size is None:
+            raise ValueError("not a Deep Zoom descriptor")
+        return DeepZoomLayout(
+            int(size.get("Width")), int(size.get("Height")), int(root.get("TileSize")),
+            int(root.get("Overlap")), FORMAT_ALIASES[root.get("Format").lower()],
+        )
+    except FileNotFoundError:
+        raise MosaicistError(f"{path}: Deep Zoom file not found") from None
+    except (OSError, ElementTree.ParseError, ValueError, TypeError, KeyError,
+            AttributeError) as error:
+        raise MosaicistError(f"{path}: not a readable Deep Zoom file ({error})") from None
+
+
+def read_level(path: str | os.PathLike[str], level: int) -> np.ndarray:
+    """Assemble one level of a written pyramid (overlaps removed) for checks and tests.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(height, width, 3)`` uint8 picture of ``level``.
+    """
+    layout = read_layout(path)
+    folder = files_folder(path) / str(level)
+    width, height = layout.level_size(level)
+    columns, rows = layout.tile_counts(level)
+    out = np.zeros((height, width, 3), np.uint8)
+    for row in range(rows):
+        top, bottom = layout.tile_span(row, height)
+        for column in range(columns):
+            left, right = layout.tile_span(column, width)
+            with Image.open(folder / f"{column}_{row}.{layout.format}") as tile:
+                pixels = np.asarray(tile.convert("RGB"))
+            if pixels.shape[:2] != (bottom - top, right - left):
+                raise MosaicistError(f"{folder}/{column}_{row}: tile is {pixels.shape[:2]}, "
+                                     f"expected {(bottom - top, right - left)}")
+            # Keep each tile's own square (drop the overlap it repeats).
+            y0 = row * layout.tile_size
+            x0 = column * layout.tile_size
+            y1 = min(height, y0 + layout.tile_size)
+            x1 = min(width, x0 + layout.tile_size)
+            out[y0:y1, x0:x1] = pixels[y0 - top:y1 - top, x0 - left:x1 - left]
+    return out

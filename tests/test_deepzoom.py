@@ -1,0 +1,128 @@
+"""Deep Zoom pyramids: layout, every level the reduction of the one below, atomic output."""
+
+import xml.etree.ElementTree as ElementTree
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mosaicist.deepzoom import (
+    DeepZoomLayout,
+    files_folder,
+    read_layout,
+    read_level,
+    write_deep_zoom,
+)
+from mosaicist.errors import MosaicistError
+from mosaicist.pyramid import reduce_half
+
+
+def bands_of(image, height):
+    for top in range(0, image.shape[0], height):
+        yield image[top:top + height]
+
+
+def noise(height, width, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "tile_size", "overlap", "band"),
+    [(300, 170, 64, 1, 32), (37, 53, 8, 2, 5), (1, 1, 254, 1, 1), (513, 257, 254, 1, 100),
+     (40, 24, 16, 0, 7)],
+)
+def test_each_level_is_the_one_below_reduced(tmp_path, width, height, tile_size, overlap, band):
+    image = noise(height, width, width)
+    path = tmp_path / "m.dzi"
+    layout = write_deep_zoom(bands_of(image, band), width, height, path, tile_size=tile_size,
+                             overlap=overlap, format="png", workers=2)
+    assert read_layout(path) == layout
+    expected = image
+    for level in range(layout.deepest_level, -1, -1):
+        assert np.array_equal(read_level(path, level), expected), level
+        expected = reduce_half(expected)
+    assert layout.level_size(0) == (1, 1)
+
+
+def test_tile_files_and_overlap(tmp_path):
+    path = tmp_path / "mural.dzi"
+    layout = write_deep_zoom(bands_of(noise(600, 1000), 64), 1000, 600, path, tile_size=254,
+                             overlap=1, format="jpeg", quality=80)
+    root = ElementTree.parse(path).getroot()
+    assert root.get("Format") == "jpeg" and root.get("TileSize") == "254"
+    assert root.get("Overlap") == "1"
+    assert root[0].get("Width") == "1000" and root[0].get("Height") == "600"
+    deepest = files_folder(path) / str(layout.deepest_level)
+    assert layout.deepest_level == 10
+    names = sorted(p.name for p in deepest.iterdir())
+    assert len(names) == 4 * 3 and "3_2.jpeg" in names
+    # Inner tiles carry one pixel of overlap on each side; edge tiles only inward.
+    assert Image.open(deepest / "0_0.jpeg").size == (255, 255)
+    assert Image.open(deepest / "1_1.jpeg").size == (256, 256)
+    assert Image.open(deepest / "3_2.jpeg").size == (1000 - 762 + 1, 600 - 508 + 1)
+    total = sum(len(list(level.iterdir())) for level in files_folder(path).iterdir())
+    assert total == layout.tile_total()
+    # JPEG is lossy; the assembled picture is still the input, closely.
+    error = np.abs(read_level(path, layout.deepest_level).astype(int) - noise(600, 1000))
+    assert error.mean() < 25
+
+
+@pytest.mark.parametrize("tile_format", ["webp", "png"])
+def test_other_formats(tmp_path, tile_format):
+    path = tmp_path / "m.dzi"
+    write_deep_zoom(bands_of(noise(20, 30), 6), 30, 20, path, tile_size=16, format=tile_format)
+    assert (files_folder(path) / "5" / f"1_1.{tile_format}").exists()
+
+
+def test_interrupted_pyramid_leaves_nothing(tmp_path):
+    def failing():
+        yield noise(16, 64)
+        raise KeyboardInterrupt
+
+    path = tmp_path / "m.dzi"
+    with pytest.raises(KeyboardInterrupt):
+        write_deep_zoom(failing(), 64, 64, path, tile_size=16, format="png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rewrite_replaces_the_old_pyramid(tmp_path):
+    path = tmp_path / "m.dzi"
+    write_deep_zoom(bands_of(noise(40, 40), 8), 40, 40, path, tile_size=8, format="png")
+    write_deep_zoom(bands_of(noise(10, 12, 3), 8), 12, 10, path, tile_size=8, format="png")
+    assert read_layout(path).width == 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.dzi", "m_files"]
+    assert sorted(int(p.name) for p in files_folder(path).iterdir()) == list(range(5))
+
+
+def test_wrong_band_sizes(tmp_path):
+    with pytest.raises(ValueError, match="ended after"):
+        write_deep_zoom(iter([noise(5, 10)]), 10, 8, tmp_path / "m.dzi")
+    with pytest.raises(ValueError, match="bands must be"):
+        write_deep_zoom(iter([noise(8, 9)]), 10, 8, tmp_path / "m.dzi")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"tile_size": 0}, "tile size"), ({"overlap": 200}, "overlap"),
+     ({"format": "gif"}, "tile format"), ({"quality": 0}, "quality")],
+)
+def test_bad_settings(tmp_path, options, message):
+    with pytest.raises(MosaicistError, match=message):
+        write_deep_zoom(iter([]), 10, 10, tmp_path / "m.dzi", **options)
+
+
+def test_layout_counts():
+    layout = DeepZoomLayout(102400, 76800, 254, 1)
+    assert layout.deepest_level == 17
+    assert layout.tile_counts(17) == (404, 303)
+    assert layout.level_size(0) == (1, 1)
+    assert layout.tile_span(0, 500) == (0, 255) and layout.tile_span(1, 500) == (253, 500)
+
+
+def test_read_layout_errors(tmp_path):
+    with pytest.raises(MosaicistError, match="not found"):
+        read_layout(tmp_path / "none.dzi")
+    (tmp_path / "bad.dzi").write_text("<html/>")
+    with pytest.raises(MosaicistError, match="not a readable Deep Zoom"):
+        read_layout(tmp_path / "bad.dzi")

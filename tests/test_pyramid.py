@@ -1,0 +1,45 @@
+"""The 2x reduction every pyramid uses, whole and streamed."""
+
+import numpy as np
+import pytest
+
+from mosaicist.pyramid import HalvingStream, half_size, level_count, reduce_half
+
+
+def test_reduce_half_is_the_rounded_block_mean():
+    image = np.array([[[0], [1], [10]], [[2], [2], [11]], [[255], [254], [7]]], np.uint8)
+    reduced = reduce_half(image)
+    assert reduced.shape == (2, 2, 1)
+    # (0+1+2+2+2)//4, edge column (10+11+1)//2, edge row (255+254+1)//2, corner itself.
+    assert reduced[..., 0].tolist() == [[1, 11], [255, 7]]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 255, 256, 257, 102400])
+def test_level_count_matches_deep_zoom(size):
+    expected = 1
+    side = size
+    while side > 1:
+        side = half_size(side)
+        expected += 1
+    assert level_count(size, 1) == expected == level_count(1, size)
+
+
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (2, 3), (7, 5), (16, 9), (33, 2)])
+def test_streamed_halving_equals_whole(height, width):
+    rng = np.random.default_rng(height * 100 + width)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    for steps in ([1], [2], [3, 1, 4], [5, 2]):
+        stream = HalvingStream(width)
+        parts, row, turn = [], 0, 0
+        while row < height:
+            step = steps[turn % len(steps)]
+            parts.append(stream.push(image[row:row + step]))
+            row += step
+            turn += 1
+        parts.append(stream.finish())
+        assert np.array_equal(np.concatenate(parts), reduce_half(image))
+
+
+def test_halving_stream_refuses_a_wrong_width():
+    with pytest.raises(ValueError, match="wide"):
+        HalvingStream(4).push(np.zeros((2, 5, 3), np.uint8))
