@@ -43,3 +43,22 @@ def test_streamed_halving_equals_whole(height, width):
 def test_halving_stream_refuses_a_wrong_width():
     with pytest.raises(ValueError, match="wide"):
         HalvingStream(4).push(np.zeros((2, 5, 3), np.uint8))
+
+
+def reference_reduce(image):
+    """The definition, in plain NumPy: edge-repeat odd sides, rounded 2x2 means."""
+    if image.shape[0] % 2:
+        image = np.concatenate([image, image[-1:]], axis=0)
+    if image.shape[1] % 2:
+        image = np.concatenate([image, image[:, -1:]], axis=1)
+    blocks = image.astype(np.int64).reshape(image.shape[0] // 2, 2, image.shape[1] // 2, 2, -1)
+    return ((blocks.sum(axis=(1, 3)) + 2) // 4).astype(np.uint8)
+
+
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (1, 2), (3, 3), (5, 7), (64, 1001)])
+def test_fast_reduction_equals_the_definition(height, width):
+    rng = np.random.default_rng(height + width)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    assert np.array_equal(reduce_half(image), reference_reduce(image))
+    grey = image[..., :1].copy()
+    assert np.array_equal(reduce_half(grey), reference_reduce(grey))

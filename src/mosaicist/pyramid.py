@@ -9,6 +9,7 @@ to bands of any height as they arrive, so a level is never held whole.
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 
 def half_size(size: int) -> int:
@@ -41,6 +42,10 @@ def reduce_half(image: np.ndarray) -> np.ndarray:
     height, width = image.shape[:2]
     if height == 0 or width == 0:
         return np.empty((half_size(height), half_size(width)) + image.shape[2:], np.uint8)
+    if image.ndim == 3 and image.shape[2] == 3:
+        # Pillow's 2x2 reduction computes exactly this (rounded block means,
+        # edge blocks over the pixels they have), several times faster.
+        return np.asarray(Image.fromarray(np.ascontiguousarray(image), "RGB").reduce(2))
     if height % 2:
         image = np.concatenate([image, image[-1:]], axis=0)
     if width % 2:
