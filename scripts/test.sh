@@ -2,9 +2,27 @@
 # Install mosaicist with its test extras and run the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Debian's Chromium for the viewer's browser test (Playwright, from the test
+# extra, drives it; no `playwright install`). A warning, not a failure, where
+# apt is unavailable: the browser test then skips.
+if [[ ! -x /usr/bin/chromium ]]; then
+    sudo=()
+    if [[ $(id -u) -ne 0 ]]; then sudo=(sudo -n); fi
+    if command -v apt-get >/dev/null && { [[ ${#sudo[@]} -eq 0 ]] || command -v sudo >/dev/null; }
+    then
+        { "${sudo[@]}" apt-get update -qq \
+            && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+                apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
+            || echo "test.sh: warning: could not install chromium with apt-get" >&2
+    else
+        echo "test.sh: warning: no apt-get (or sudo) to install chromium" >&2
+    fi
+fi
 python3 -m pip install -q -e ".[test]"
 # PyTorch for the GPU path's tests, on the CPU: this exact version is the CPU
 # build kept on the machine (a bare "torch" would pull a multi-GB CUDA build).
 python3 -m pip install -q torch==2.13.0
 python3 -m ruff check src tests benchmarks
+# With Chromium present, the browser test must run (and fails rather than skips).
+if [[ -x /usr/bin/chromium ]]; then export MOSAICIST_REQUIRE_BROWSER=1; fi
 python3 -m pytest -q

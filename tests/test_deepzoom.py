@@ -126,3 +126,14 @@ def test_read_layout_errors(tmp_path):
     (tmp_path / "bad.dzi").write_text("<html/>")
     with pytest.raises(MosaicistError, match="not a readable Deep Zoom"):
         read_layout(tmp_path / "bad.dzi")
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path):
+    from mosaicist.paths import current_umask
+
+    path = tmp_path / "m.dzi"
+    write_deep_zoom(bands_of(noise(20, 30), 6), 30, 20, path, tile_size=16, format="png")
+    expected = 0o666 & ~current_umask()
+    assert path.stat().st_mode & 0o777 == expected  # not mkstemp's 0600
+    tile = files_folder(path) / "0" / "0_0.png"
+    assert tile.stat().st_mode & 0o777 == expected

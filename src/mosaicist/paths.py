@@ -64,8 +64,24 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Ite
     temporary_path = Path(temporary)
     try:
         yield temporary_path
+        # mkstemp makes the file 0600; outputs get the usual mode, as open() would.
+        with contextlib.suppress(FileNotFoundError):
+            temporary_path.chmod(0o666 & ~current_umask())
         os.replace(temporary_path, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             temporary_path.unlink()
         raise
+
+
+def current_umask() -> int:
+    """Return the process's file-creation mask (read without changing it where possible)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,682 @@
+"""A self-contained HTML viewer for Deep Zoom mosaics, and a local server for it.
+
+:func:`write_viewer` writes ``NAME.html`` beside ``NAME.dzi``: one file with
+OpenSeadragon (vendored, see ``viewer_assets/README.md``) and its button
+images inlined, the Deep Zoom descriptor given inline (tiles are loaded from
+``NAME_files/`` relative to the page, so nothing else is fetched and the page
+works offline, also opened straight from disk) and the placements packed as
+JSON: the grid, the distinct source ids and one index per cell. Under the
+pointer, a label names the source of the photo there; a click opens the
+original when it is a local file.
+
+:func:`serve_viewer` serves such a page on localhost (``mosaicist view``):
+the page, its pyramid, and the originals of the photos it lists, nothing else.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import html
+import http.server
+import json
+import math
+import mimetypes
+import os
+import re
+import socket
+import sys
+import urllib.parse
+import webbrowser
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import MosaicistError
+from .paths import atomic_path
+from .placements import Placements
+
+#: Marker of the embedded data, so that a viewer is recognised when read back.
+VIEWER_FORMAT = "mosaicist-viewer"
+VIEWER_VERSION = 1
+#: Deep Zoom XML namespaces (the 2009 one is the same schema, renamed).
+DEEPZOOM_NAMESPACES = (
+    "http://schemas.microsoft.com/deepzoom/2008",
+    "http://schemas.microsoft.com/deepzoom/2009",
+)
+#: The served route of the originals: ``/mosaicist-original/<source index>``.
+ORIGINAL_ROUTE = "mosaicist-original"
+#: OpenSeadragon's navigation buttons (option name, image file stem) and states.
+NAV_BUTTONS = (("zoomIn", "zoomin"), ("zoomOut", "zoomout"), ("home", "home"),
+               ("fullpage", "fullpage"))
+NAV_STATES = (("REST", "rest"), ("GROUP", "grouphover"), ("HOVER", "hover"),
+              ("DOWN", "pressed"))
+
+_DATA_PATTERN = re.compile(
+    r'<script type="application/json" id="mosaicist-data">(.*?)</script>', re.DOTALL
+)
+
+
+@dataclass(frozen=True)
+class DeepZoomInfo:
+    """What a ``.dzi`` descriptor says.
+
+    Attributes
+    ----------
+    format : str
+        Tile file extension (``jpeg``, ``png``...).
+    overlap, tile_size : int
+        Tile overlap and tile side in pixels.
+    width, height : int
+        Size of the deepest level.
+    """
+
+    format: str
+    overlap: int
+    tile_size: int
+    width: int
+    height: int
+
+    @property
+    def deepest_level(self) -> int:
+        """Index of the full-size level (level 0 is 1 x 1 pixel)."""
+        return math.ceil(math.log2(max(self.width, self.height, 1)))
+
+
+def read_dzi(path: str | os.PathLike[str]) -> DeepZoomInfo:
+    """Read a Deep Zoom descriptor.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``NAME.dzi`` file.
+
+    Returns
+    -------
+    DeepZoomInfo
+
+    Raises
+    ------
+    MosaicistError
+        When the file is missing or is not a Deep Zoom descriptor.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MosaicistError(f"{path}: Deep Zoom descriptor not found")
+    try:
+        root = ElementTree.fromstring(path.read_bytes())
+    except ElementTree.ParseError as error:
+        raise MosaicistError(f"{path}: not a Deep Zoom descriptor ({error})") from None
+    namespace, _, tag = root.tag.rpartition("}")
+    namespace = namespace.lstrip("{")
+    if tag != "Image" or namespace not in DEEPZOOM_NAMESPACES:
+        raise MosaicistError(f"{path}: not a Deep Zoom descriptor (root is {root.tag})")
+    size = root.find(f"{{{namespace}}}Size")
+    try:
+        if size is None:
+            raise ValueError("no Size element")
+        info = DeepZoomInfo(
+            format=root.attrib["Format"],
+            overlap=int(root.attrib["Overlap"]),
+            tile_size=int(root.attrib["TileSize"]),
+            width=int(size.attrib["Width"]),
+            height=int(size.attrib["Height"]),
+        )
+    except (KeyError, ValueError) as error:
+        raise MosaicistError(f"{path}: not a valid Deep Zoom descriptor ({error})") from None
+    if (
+        not re.fullmatch(r"[A-Za-z0-9]+", info.format)
+        or info.tile_size < 1 or info.overlap < 0 or info.width < 1 or info.height < 1
+    ):
+        raise MosaicistError(f"{path}: not a valid Deep Zoom descriptor ({info})")
+    return info
+
+
+def folder_source_root(placements: Placements) -> Path | None:
+    """Return the folder of the placements' tile source when it is a local folder.
+
+    This is the ``source_root`` to give :func:`write_viewer` so that clicking
+    a cell opens the original photo. Datasets and image arrays have no
+    original files: None.
+    """
+    spec = placements.metadata.get("source")
+    if not isinstance(spec, str) or not spec:
+        return None
+    path = Path(spec).expanduser()
+    return path.absolute() if path.is_dir() else None
+
+
+def _asset_bytes(name: str) -> bytes:
+    return resources.files("mosaicist").joinpath("viewer_assets", name).read_bytes()
+
+
+def _openseadragon_source() -> str:
+    """The vendored OpenSeadragon, ready to inline in a ``<script>``."""
+    text = _asset_bytes("openseadragon.min.js").decode("utf-8")
+    # The source map is not shipped; without the comment no tool asks for it.
+    text = re.sub(r"^//# sourceMappingURL=.*$", "", text, flags=re.MULTILINE)
+    if re.search(r"</script|<!--", text, re.IGNORECASE):  # would end the inline script
+        raise MosaicistError("the vendored OpenSeadragon cannot be inlined (contains </script)")
+    return text
+
+
+def _nav_images() -> dict[str, dict[str, str]]:
+    """OpenSeadragon's ``navImages`` option with every image as a data: URI."""
+    images: dict[str, dict[str, str]] = {}
+    for option, stem in NAV_BUTTONS:
+        images[option] = {
+            state: "data:image/png;base64,"
+            + base64.b64encode(_asset_bytes(f"images/{stem}_{suffix}.png")).decode("ascii")
+            for state, suffix in NAV_STATES
+        }
+    return images
+
+
+def _script_json(value: Any) -> str:
+    """JSON that is safe inside a ``<script>`` element."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _cell_data(placements: Placements) -> tuple[list[str], int, str]:
+    """Distinct source ids, the bytes per cell index and the packed indexes (base64)."""
+    ids = np.asarray(placements.source_ids, dtype=str)
+    sources, inverse = np.unique(ids, return_inverse=True)
+    width = 1 if len(sources) <= 1 << 8 else 2 if len(sources) <= 1 << 16 else 4
+    packed = inverse.reshape(-1).astype(f"<u{width}").tobytes()
+    return sources.tolist(), width, base64.b64encode(packed).decode("ascii")
+
+
+def write_viewer(
+    dzi_path: str | os.PathLike[str],
+    placements: Placements,
+    *,
+    source_root: str | os.PathLike[str] | None = None,
+    title: str | None = None,
+) -> Path:
+    """Write ``NAME.html``, a self-contained viewer, beside ``NAME.dzi``.
+
+    Parameters
+    ----------
+    dzi_path : path-like
+        The Deep Zoom descriptor; its tiles are in ``NAME_files/`` beside it.
+        Its format, overlap, tile size and size are read from it.
+    placements : Placements
+        The placements the mosaic was drawn from; the deepest level must be
+        a whole number of equal square cells, ``cols`` across and ``rows``
+        down.
+    source_root : path-like, optional
+        The folder the source ids are relative to (a folder tile source; see
+        :func:`folder_source_root`). When given, clicking a cell opens its
+        original: over ``mosaicist view``'s route when served, as a
+        ``file://`` URL when the page is opened from disk. None (datasets,
+        arrays): no links.
+    title : str, optional
+        Page title; defaults to ``NAME``.
+
+    Returns
+    -------
+    pathlib.Path
+        The ``NAME.html`` written (atomically).
+
+    Raises
+    ------
+    MosaicistError
+        When the descriptor is missing or invalid, or does not fit the grid.
+    """
+    dzi_path = Path(dzi_path)
+    info = read_dzi(dzi_path)
+    rows, cols = placements.rows, placements.cols
+    if len(placements.source_ids) != rows * cols:
+        raise MosaicistError(
+            f"placements list {len(placements.source_ids)} source ids for a "
+            f"{rows}x{cols} grid"
+        )
+    if (
+        rows < 1 or cols < 1 or info.width % cols or info.height % rows
+        or info.width // cols != info.height // rows
+    ):
+        raise MosaicistError(
+            f"{dzi_path}: {info.width}x{info.height} pixels is not a {cols}x{rows} grid "
+            "of square cells; is it the mosaic of these placements?"
+        )
+    sources, index_bytes, cells = _cell_data(placements)
+    root = None if source_root is None else Path(source_root).expanduser().absolute()
+    name = dzi_path.stem
+    title = name if title is None else title
+    data = {
+        "format": VIEWER_FORMAT,
+        "version": VIEWER_VERSION,
+        "title": title,
+        "rows": rows,
+        "cols": cols,
+        "cell_px": info.width // cols,
+        "width": info.width,
+        "height": info.height,
+        "deepest_level": info.deepest_level,
+        "tile_source": {
+            "Image": {
+                "xmlns": DEEPZOOM_NAMESPACES[0],
+                "Url": urllib.parse.quote(f"{name}_files") + "/",
+                "Format": info.format,
+                "Overlap": str(info.overlap),
+                "TileSize": str(info.tile_size),
+                "Size": {"Width": str(info.width), "Height": str(info.height)},
+            }
+        },
+        "source_root": None if root is None else str(root),
+        "source_root_url": None if root is None else root.as_uri().rstrip("/") + "/",
+        "original_route": f"{ORIGINAL_ROUTE}/",
+        "sources": sources,
+        "index_bytes": index_bytes,
+        "cells": cells,
+    }
+    page = _PAGE.format(
+        title=html.escape(title),
+        data=_script_json(data),
+        openseadragon=_openseadragon_source(),
+        nav_images=_script_json(_nav_images()),
+        script=_SCRIPT,
+    )
+    html_path = dzi_path.with_suffix(".html")
+    with atomic_path(html_path) as temporary:
+        temporary.write_text(page, encoding="utf-8")
+    return html_path
+
+
+def read_viewer_data(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read back the data a viewer page embeds.
+
+    Parameters
+    ----------
+    path : path-like
+        A ``NAME.html`` written by :func:`write_viewer`.
+
+    Returns
+    -------
+    dict
+        The embedded JSON (grid, tile source, ``sources``, ``source_root``...).
+
+    Raises
+    ------
+    MosaicistError
+        When the file is missing or not a mosaicist viewer.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MosaicistError(f"{path}: viewer page not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise MosaicistError(f"{path}: cannot read the viewer page ({error})") from None
+    match = _DATA_PATTERN.search(text)
+    try:
+        data = json.loads(match.group(1)) if match else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or data.get("format") != VIEWER_FORMAT:
+        raise MosaicistError(f"{path}: not a mosaicist viewer page")
+    return data
+
+
+def find_viewer(path: str | os.PathLike[str]) -> Path:
+    """Return the viewer page that ``path`` names.
+
+    Parameters
+    ----------
+    path : path-like
+        ``NAME.html``, ``NAME.dzi`` (its ``NAME.html``) or a folder holding
+        exactly one viewer page.
+
+    Raises
+    ------
+    MosaicistError
+        When nothing is there, it is not a viewer, or a folder holds none or
+        several.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        pages = []
+        for candidate in sorted(path.glob("*.html")):
+            with contextlib.suppress(MosaicistError):
+                read_viewer_data(candidate)
+                pages.append(candidate)
+        if not pages:
+            raise MosaicistError(f"{path}: no mosaicist viewer (NAME.html) in this folder")
+        if len(pages) > 1:
+            names = ", ".join(page.name for page in pages)
+            raise MosaicistError(f"{path}: holds {len(pages)} viewers ({names}); name one")
+        return pages[0]
+    if not path.exists():
+        raise MosaicistError(f"{path}: no such file or folder")
+    if path.suffix.lower() == ".dzi":
+        page = path.with_suffix(".html")
+        if not page.is_file():
+            raise MosaicistError(f"{path}: no viewer {page.name} beside it")
+        path = page
+    read_viewer_data(path)  # raises when it is not a viewer
+    return path
+
+
+class _ViewerServer(http.server.ThreadingHTTPServer):
+    """Serves one viewer page, its pyramid and its originals."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], page: Path, data: dict[str, Any]) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.page = page
+        self.folder = page.parent
+        prefix = urllib.parse.unquote(str(data["tile_source"]["Image"]["Url"]))
+        # One folder beside the page (NAME_files/); anything else serves no tiles.
+        valid = re.fullmatch(r"[^/\\]+/", prefix) and prefix not in ("./", "../")
+        self.tiles_prefix = prefix if valid else None
+        self.sources = [str(source) for source in data["sources"]]
+        root = data.get("source_root")
+        self.source_root = Path(root) if isinstance(root, str) and root else None
+        super().__init__(address, functools.partial(_ViewerHandler, directory=str(self.folder)))
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Stay quiet when the browser drops a connection; report anything else."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+    def original(self, text: str) -> Path | None:
+        """Return the original file of source index ``text``, or None when refused."""
+        if not text.isascii() or not text.isdigit() or self.source_root is None:
+            return None
+        index = int(text)
+        if index >= len(self.sources):
+            return None
+        parts = self.sources[index].split("/")
+        if any(part in ("", ".", "..") or "\\" in part or "\0" in part for part in parts):
+            return None
+        path = self.source_root.joinpath(*parts)  # lexically under source_root
+        return path if path.is_file() else None
+
+
+class _ViewerHandler(http.server.SimpleHTTPRequestHandler):
+    server: _ViewerServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Log nothing: the viewer is a local tool."""
+
+    def list_directory(self, path: str | os.PathLike[str]) -> None:
+        """Never list folders."""
+        self.send_error(404)
+        return None
+
+    def send_head(self) -> Any:
+        """Route a GET or HEAD: the page, the pyramid, an original, else 404."""
+        route = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        page = "/" + self.server.page.name
+        if route == "/":
+            self.send_response(302)
+            self.send_header("Location", urllib.parse.quote(page))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        if route.startswith(f"/{ORIGINAL_ROUTE}/"):
+            original = self.server.original(route[len(ORIGINAL_ROUTE) + 2:])
+            if original is None:
+                self.send_error(404)
+                return None
+            return self._send_file(original)
+        if route == page or route == page[:-len(".html")] + ".dzi":
+            return super().send_head()
+        prefix = f"/{self.server.tiles_prefix}"
+        if self.server.tiles_prefix is not None and route.startswith(prefix):
+            parts = route[len(prefix):].split("/")
+            if all(part not in ("", ".", "..") and "\\" not in part for part in parts):
+                return super().send_head()
+        self.send_error(404)
+        return None
+
+    def _send_file(self, path: Path) -> Any:
+        try:
+            handle = open(path, "rb")  # closed by the base class
+        except OSError:
+            self.send_error(404)
+            return None
+        size = os.fstat(handle.fileno()).st_size
+        self.send_response(200)
+        self.send_header("Content-Type", mimetypes.guess_type(path.name)[0]
+                         or "application/octet-stream")
+        self.send_header("Content-Length", str(size))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        return handle
+
+
+def make_server(
+    path: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 0
+) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """Build the server of a viewer without starting it.
+
+    Parameters
+    ----------
+    path : path-like
+        ``NAME.html``, ``NAME.dzi`` or a folder holding exactly one viewer.
+    host : str
+        Address to listen on.
+    port : int
+        Port; 0 picks a free one.
+
+    Returns
+    -------
+    server : http.server.ThreadingHTTPServer
+        Call ``serve_forever()`` (for instance in a thread), then
+        ``shutdown()`` and ``server_close()``.
+    url : str
+        The page's address, ``http://HOST:PORT/NAME.html``.
+
+    Raises
+    ------
+    MosaicistError
+        When the path is not a viewer or the address cannot be listened on.
+    """
+    page = find_viewer(path).absolute()
+    data = read_viewer_data(page)
+    try:
+        server = _ViewerServer((host, port), page, data)
+    except (KeyError, TypeError) as error:
+        raise MosaicistError(f"{page}: not a valid mosaicist viewer page ({error})") from None
+    except OSError as error:
+        raise MosaicistError(
+            f"cannot listen on {host}:{port}: {error.strerror or error}"
+        ) from None
+    bound = server.server_address[1]
+    shown = f"[{host}]" if ":" in host else host
+    return server, f"http://{shown}:{bound}/{urllib.parse.quote(page.name)}"
+
+
+def serve_viewer(
+    path: str | os.PathLike[str],
+    *,
+    open_browser: bool = True,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    announce: Callable[[str], object] = print,
+) -> None:
+    """Serve a mosaic's viewer on localhost until interrupted (``mosaicist view``).
+
+    Serves the page, its ``.dzi`` and tiles, and the originals of the photos
+    it lists under ``/mosaicist-original/<source index>`` (only those, and
+    only from the page's source folder).
+
+    Parameters
+    ----------
+    path : path-like
+        ``NAME.html``, ``NAME.dzi`` or a folder holding exactly one viewer.
+    open_browser : bool
+        Open the page in the default browser.
+    host : str
+        Address to listen on (loopback by default).
+    port : int
+        Port; 0 picks a free one.
+    announce : callable
+        Called with one line naming the page's URL once it is being served.
+
+    Raises
+    ------
+    MosaicistError
+        When the path is not a viewer or the address cannot be listened on.
+    """
+    server, url = make_server(path, host=host, port=port)
+    try:
+        announce(f"Serving {url} (press Ctrl+C to stop)")
+        if open_browser:
+            webbrowser.open(url)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="mosaicist">
+<title>{title}</title>
+<style>
+html, body {{ margin: 0; height: 100%; background: #111; overflow: hidden; }}
+#mosaicist-viewer {{ position: absolute; inset: 0; }}
+#mosaicist-label {{
+  position: fixed; z-index: 10; pointer-events: none; max-width: 60vw;
+  padding: 3px 7px; border-radius: 4px; white-space: nowrap; overflow: hidden;
+  text-overflow: ellipsis; font: 13px/1.4 system-ui, sans-serif; color: #fff;
+  background: rgba(0, 0, 0, 0.75);
+}}
+#mosaicist-label[hidden] {{ display: none; }}
+</style>
+</head>
+<body>
+<div id="mosaicist-viewer"></div>
+<div id="mosaicist-label" hidden></div>
+<script type="application/json" id="mosaicist-data">{data}</script>
+<script>
+/* OpenSeadragon (https://openseadragon.github.io/), BSD-3-Clause licence:
+   Copyright (C) 2009 CodePlex Foundation
+   Copyright (C) 2010-2025 OpenSeadragon contributors */
+{openseadragon}
+</script>
+<script>
+const MOSAICIST_NAV_IMAGES = {nav_images};
+{script}
+</script>
+</body>
+</html>
+"""
+
+_SCRIPT = r"""
+(function () {
+  "use strict";
+  const data = JSON.parse(document.getElementById("mosaicist-data").textContent);
+  const label = document.getElementById("mosaicist-label");
+  const raw = atob(data.cells);
+  const bytes = new Uint8Array(raw.length);
+  for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+  const cells = new DataView(bytes.buffer);
+  const served = location.protocol === "http:" || location.protocol === "https:";
+  const linked = data.source_root !== null && (served || location.protocol === "file:");
+
+  function sourceIndex(cell) {
+    if (data.index_bytes === 1) return cells.getUint8(cell);
+    if (data.index_bytes === 2) return cells.getUint16(cell * 2, true);
+    return cells.getUint32(cell * 4, true);
+  }
+
+  // The cell under an image-pixel position of the deepest level, or null.
+  function cellAt(x, y) {
+    if (!(x >= 0 && y >= 0 && x < data.width && y < data.height)) return null;
+    const row = Math.floor(y / data.cell_px);
+    const col = Math.floor(x / data.cell_px);
+    const index = row * data.cols + col;
+    return {row: row, col: col, index: index, source: data.sources[sourceIndex(index)]};
+  }
+
+  // Where the original of a cell's photo opens, or null when it is not local.
+  function originalUrl(cell) {
+    if (!linked) return null;
+    const index = sourceIndex(cell.index);
+    if (served) return new URL(data.original_route + index, location.href).href;
+    return data.source_root_url + data.sources[index].split("/").map(encodeURIComponent).join("/");
+  }
+
+  const viewer = OpenSeadragon({
+    element: document.getElementById("mosaicist-viewer"),
+    tileSources: data.tile_source,
+    prefixUrl: "",
+    navImages: MOSAICIST_NAV_IMAGES,
+    drawer: "canvas",
+    showNavigator: true,
+    navigatorPosition: "BOTTOM_RIGHT",
+    maxZoomPixelRatio: 4,
+    gestureSettingsMouse: linked ? {clickToZoom: false, dblClickToZoom: false} : {}
+  });
+
+  // The cell under a point in viewer-element pixels, or null outside the image.
+  function cellAtElementPoint(point) {
+    if (viewer.world.getItemCount() === 0) return null;
+    const image = viewer.viewport.viewerElementToImageCoordinates(point);
+    return cellAt(image.x, image.y);
+  }
+
+  let pointer = null;  // last pointer position: {x, y} in client pixels
+
+  function hideLabel() {
+    label.textContent = "";
+    label.hidden = true;
+  }
+
+  function showLabel() {
+    if (pointer === null) return hideLabel();
+    const box = viewer.element.getBoundingClientRect();
+    const cell = cellAtElementPoint(
+      new OpenSeadragon.Point(pointer.x - box.left, pointer.y - box.top));
+    if (cell === null) return hideLabel();
+    label.textContent = cell.source + " \u00b7 row " + cell.row + ", col " + cell.col;
+    label.hidden = false;
+    const width = label.offsetWidth, height = label.offsetHeight;
+    let left = pointer.x + 14, top = pointer.y + 16;
+    if (left + width > window.innerWidth) left = Math.max(0, pointer.x - 8 - width);
+    if (top + height > window.innerHeight) top = Math.max(0, pointer.y - 8 - height);
+    label.style.left = left + "px";
+    label.style.top = top + "px";
+  }
+
+  // Capture on the viewer's element: seen before OpenSeadragon's own handlers.
+  viewer.element.addEventListener("pointermove", function (event) {
+    pointer = viewer.canvas.contains(event.target) ? {x: event.clientX, y: event.clientY} : null;
+    showLabel();
+  }, true);
+  viewer.element.addEventListener("pointerleave", function () {
+    pointer = null;
+    hideLabel();
+  }, true);
+  viewer.addHandler("animation", showLabel);
+  viewer.addHandler("animation-finish", showLabel);
+
+  viewer.addHandler("canvas-click", function (event) {
+    if (!event.quick) return;
+    const cell = cellAtElementPoint(event.position);
+    const url = cell === null ? null : originalUrl(cell);
+    if (url !== null) window.open(url, "_blank", "noopener");
+  });
+  if (linked) viewer.canvas.style.cursor = "pointer";
+
+  window.mosaicistViewer = viewer;
+  window.mosaicist = {viewer: viewer, data: data, cellAt: cellAt, originalUrl: originalUrl};
+})();
+"""

@@ -1,0 +1,675 @@
+"""The Deep Zoom viewer page, its server, and the page in a real browser."""
+
+from __future__ import annotations
+
+import _thread
+import base64
+import colorsys
+import contextlib
+import http.client
+import io
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mosaicist.deepzoom import write_deep_zoom
+from mosaicist.errors import MosaicistError
+from mosaicist.placements import Placements
+from mosaicist.viewer import (
+    find_viewer,
+    folder_source_root,
+    make_server,
+    read_dzi,
+    read_viewer_data,
+    serve_viewer,
+    write_viewer,
+)
+
+CHROMIUM = "/usr/bin/chromium"
+REQUIRE_BROWSER = "MOSAICIST_REQUIRE_BROWSER"
+ROOT = Path(__file__).resolve().parents[1]
+
+# The test mosaic: ROWS x COLS cells of CELL_PX pixels, each a solid colour
+# standing for one of SOURCES photos; two cells we look at in the browser.
+ROWS, COLS, CELL_PX, SOURCES = 30, 40, 32, 20
+PROBES = ((7, 11, 3), (22, 31, 16))  # (row, col, source index)
+NAME = "my mural"  # a space, to check that URLs are encoded
+
+
+def source_id(index: int) -> str:
+    """Some sources in a sub-folder whose name needs URL-encoding, some at the root."""
+    return f"sub dir/t{index:02d}.png" if index % 2 == 0 else f"t{index:02d}.png"
+
+
+def palette(count: int) -> np.ndarray:
+    """``count`` well-separated RGB colours."""
+    colours = [
+        colorsys.hsv_to_rgb(index / count, 0.9, 0.55 + 0.4 * (index % 2)) for index in range(count)
+    ]
+    return np.round(np.array(colours) * 255).astype(np.uint8)
+
+
+def write_pyramid(image: np.ndarray, dzi_path: Path) -> None:
+    """Write a Deep Zoom pyramid of ``image`` (PNG tiles, so colours are exact)."""
+    bands = (image[top:top + 64] for top in range(0, image.shape[0], 64))
+    write_deep_zoom(bands, image.shape[1], image.shape[0], dzi_path, format="png")
+
+
+def make_mosaic(folder: Path) -> tuple[Path, Placements, np.ndarray]:
+    """A tile folder, placements over it and their pyramid; return (dzi, placements, colours)."""
+    colours = palette(SOURCES)
+    tiles = folder / "tiles"
+    for index in range(SOURCES):
+        path = tiles / source_id(index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (24, 24), tuple(int(v) for v in colours[index])).save(path)
+    rng = np.random.default_rng(7)
+    cells = rng.integers(0, SOURCES, ROWS * COLS)
+    cells[:SOURCES] = np.arange(SOURCES)  # every source is used
+    for row, col, index in PROBES:
+        cells[row * COLS + col] = index
+    placements = Placements(
+        ROWS, COLS, cells.astype(np.int64), np.zeros(ROWS * COLS, np.int64),
+        [source_id(index) for index in cells], metadata={"source": str(tiles)},
+    )
+    image = np.repeat(np.repeat(colours[cells].reshape(ROWS, COLS, 3), CELL_PX, 0), CELL_PX, 1)
+    out = folder / "out"
+    out.mkdir()
+    dzi = out / f"{NAME}.dzi"
+    write_pyramid(image, dzi)
+    return dzi, placements, colours
+
+
+@pytest.fixture(scope="module")
+def mosaic(tmp_path_factory) -> tuple[Path, Placements, np.ndarray]:
+    """The test mosaic with its viewer page written (shared: tests only read it)."""
+    dzi, placements, colours = make_mosaic(tmp_path_factory.mktemp("viewer"))
+    write_viewer(dzi, placements, source_root=folder_source_root(placements))
+    return dzi, placements, colours
+
+
+def decode_cells(data: dict) -> list[str]:
+    """The per-cell source ids packed in a viewer's data."""
+    dtype = {1: "<u1", 2: "<u2", 4: "<u4"}[data["index_bytes"]]
+    indexes = np.frombuffer(base64.b64decode(data["cells"]), dtype)
+    return [data["sources"][index] for index in indexes.tolist()]
+
+
+# --- the page -------------------------------------------------------------------------------
+
+
+def test_read_dzi(mosaic):
+    dzi, _, _ = mosaic
+    info = read_dzi(dzi)
+    assert (info.format, info.overlap, info.tile_size) == ("png", 1, 254)
+    assert (info.width, info.height) == (COLS * CELL_PX, ROWS * CELL_PX)
+    assert info.deepest_level == 11  # ceil(log2(1280))
+    assert sorted(int(p.name) for p in dzi.with_name(f"{NAME}_files").iterdir()) == list(range(12))
+
+
+def test_page_embeds_the_grid_the_sources_and_a_relative_tile_url(mosaic):
+    dzi, placements, _ = mosaic
+    page = dzi.with_suffix(".html")
+    data = read_viewer_data(page)
+    assert (data["rows"], data["cols"], data["cell_px"]) == (ROWS, COLS, CELL_PX)
+    assert (data["width"], data["height"], data["deepest_level"]) == (1280, 960, 11)
+    assert data["sources"] == sorted({source_id(index) for index in range(SOURCES)})
+    assert data["index_bytes"] == 1
+    assert decode_cells(data) == placements.source_ids
+    image = data["tile_source"]["Image"]
+    assert image == {
+        "xmlns": "http://schemas.microsoft.com/deepzoom/2008",
+        "Url": "my%20mural_files/",
+        "Format": "png",
+        "Overlap": "1",
+        "TileSize": "254",
+        "Size": {"Width": "1280", "Height": "960"},
+    }
+    tiles = Path(placements.metadata["source"])
+    assert data["source_root"] == str(tiles)
+    assert data["source_root_url"] == tiles.as_uri() + "/"
+    assert data["title"] == NAME
+    text = page.read_text()
+    assert "<title>my mural</title>" in text
+    assert 'id="mosaicist-label"' in text
+    assert "//! openseadragon 6.1.1" in text  # inlined, not linked
+    assert "<script src" not in text and "<link" not in text and "<img" not in text
+    assert "sourceMappingURL" not in text
+    assert text.count("data:image/png;base64,") == 16  # 4 buttons x 4 states
+
+
+def test_index_width_grows_with_the_number_of_sources(tmp_path):
+    rows, cols = 15, 20  # 300 distinct sources: two bytes per cell
+    ids = [f"photos/{index:04d}.jpg" for index in range(rows * cols)][::-1]
+    placements = Placements(rows, cols, np.arange(rows * cols), np.zeros(rows * cols), ids)
+    dzi = tmp_path / "wide.dzi"
+    write_pyramid(np.zeros((rows * 4, cols * 4, 3), np.uint8), dzi)
+    data = read_viewer_data(write_viewer(dzi, placements, title="A <b>&</b> title"))
+    assert data["index_bytes"] == 2
+    assert decode_cells(data) == ids
+    assert data["source_root"] is None and data["source_root_url"] is None
+    text = dzi.with_suffix(".html").read_text()
+    assert "<title>A &lt;b&gt;&amp;&lt;/b&gt; title</title>" in text
+    assert "<b>" not in text.split("<script", 1)[1].split("</script>", 1)[0]
+    assert data["title"] == "A <b>&</b> title"
+
+
+def test_page_is_written_atomically(tmp_path, monkeypatch):
+    dzi, placements, _ = make_mosaic(tmp_path)
+    page = dzi.with_suffix(".html")
+    page.write_text("previous page\n")
+    real_write_text = Path.write_text
+
+    def interrupted(self, text, *args, **kwargs):
+        real_write_text(self, text[: len(text) // 2], *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_viewer(dzi, placements)
+    monkeypatch.undo()
+    assert page.read_text() == "previous page\n"
+    assert sorted(p.name for p in dzi.parent.iterdir()) == [f"{NAME}.dzi", f"{NAME}.html",
+                                                              f"{NAME}_files"]
+    assert write_viewer(dzi, placements) == page
+    assert read_viewer_data(page)["rows"] == ROWS
+    assert not [p for p in dzi.parent.iterdir() if ".part" in p.name]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert page.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+
+
+def test_page_errors(tmp_path, mosaic):
+    dzi, placements, _ = mosaic
+    missing = tmp_path / "missing.dzi"
+    with pytest.raises(MosaicistError, match="missing.dzi: Deep Zoom descriptor not found"):
+        write_viewer(missing, placements)
+    bad = tmp_path / "bad.dzi"
+    bad.write_text("<html/>")
+    with pytest.raises(MosaicistError, match="bad.dzi: not a Deep Zoom descriptor"):
+        write_viewer(bad, placements)
+    other = Placements(ROWS, COLS + 1, np.zeros(ROWS * (COLS + 1), np.int64),
+                       np.zeros(ROWS * (COLS + 1)), ["a.png"] * (ROWS * (COLS + 1)))
+    with pytest.raises(MosaicistError, match="not a 41x30 grid of square cells"):
+        write_viewer(dzi, other)
+    short = Placements(ROWS, COLS, np.zeros(3, np.int64), np.zeros(3), ["a.png"] * 3)
+    with pytest.raises(MosaicistError, match="3 source ids for a 30x40 grid"):
+        write_viewer(dzi, short)
+
+
+def test_folder_source_root(tmp_path):
+    placements = Placements(1, 1, np.zeros(1, np.int64), np.zeros(1), ["x"])
+    assert folder_source_root(placements) is None
+    placements.metadata["source"] = "cifar10"
+    assert folder_source_root(placements) is None
+    placements.metadata["source"] = str(tmp_path)
+    assert folder_source_root(placements) == tmp_path
+
+
+def test_vendored_openseadragon_matches_its_pin():
+    assets = ROOT / "src/mosaicist/viewer_assets"
+    script = (ROOT / "scripts/vendor_openseadragon.sh").read_text()
+    assert "VERSION=6.1.1\n" in script
+    assert (assets / "openseadragon.min.js").read_text().startswith("//! openseadragon 6.1.1\n")
+    assert "OpenSeadragon contributors" in (assets / "LICENSE.txt").read_text()
+    assert "6.1.1" in (assets / "README.md").read_text()
+
+
+# --- finding and serving a viewer ------------------------------------------------------------
+
+
+def test_find_viewer(tmp_path, mosaic):
+    dzi, placements, _ = mosaic
+    page = dzi.with_suffix(".html")
+    assert find_viewer(dzi) == page
+    assert find_viewer(page) == page
+    assert find_viewer(dzi.parent) == page
+    with pytest.raises(MosaicistError, match=r"nothing\.dzi: no such file or folder"):
+        find_viewer(tmp_path / "nothing.dzi")
+    with pytest.raises(MosaicistError, match="no mosaicist viewer"):
+        find_viewer(tmp_path)
+    (tmp_path / "other.html").write_text("<html><body>hello</body></html>")
+    with pytest.raises(MosaicistError, match=r"other\.html: not a mosaicist viewer page"):
+        find_viewer(tmp_path / "other.html")
+    (tmp_path / "lonely.dzi").write_text("<Image/>")
+    with pytest.raises(MosaicistError, match=r"lonely\.dzi: no viewer lonely\.html beside it"):
+        find_viewer(tmp_path / "lonely.dzi")
+    two = tmp_path / "two"
+    two.mkdir()
+    for name in ("a", "b"):
+        (two / f"{name}.html").write_text(page.read_text())
+    with pytest.raises(MosaicistError, match=r"holds 2 viewers \(a\.html, b\.html\)"):
+        find_viewer(two)
+    with pytest.raises(MosaicistError, match="nothing.html"):
+        make_server(tmp_path / "nothing.html")
+
+
+@contextlib.contextmanager
+def serving(path: Path):
+    """Serve a viewer in a thread; yield its page URL."""
+    server, url = make_server(path)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield url
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def fetch(url: str, path: str) -> tuple[int, bytes, dict]:
+    """GET ``path`` verbatim (no client-side normalisation); return status, body, headers."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read(), dict(response.getheaders())
+    finally:
+        connection.close()
+
+
+def test_server_serves_the_page_tiles_and_listed_originals_only(mosaic):
+    dzi, placements, _ = mosaic
+    page = dzi.with_suffix(".html")
+    tiles = Path(placements.metadata["source"])
+    (dzi.parent / "secret.txt").write_text("not for the browser")
+    data = read_viewer_data(page)
+    with serving(dzi.parent) as url:
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/my%20mural.html")
+        status, body, headers = fetch(url, "/")
+        assert status == 302 and headers["Location"] == "/my%20mural.html"
+        status, body, headers = fetch(url, "/my%20mural.html")
+        assert status == 200 and body == page.read_bytes()
+        assert headers["Content-type"].startswith("text/html")
+        assert fetch(url, "/my%20mural.dzi")[1] == dzi.read_bytes()
+        status, body, headers = fetch(url, "/my%20mural_files/11/2_1.png?x=1")
+        assert status == 200 and headers["Content-type"] == "image/png"
+        assert body == (dzi.parent / f"{NAME}_files/11/2_1.png").read_bytes()
+        for index in (0, 1, len(data["sources"]) - 1):
+            status, body, headers = fetch(url, f"/mosaicist-original/{index}")
+            assert status == 200 and headers["Content-Type"] == "image/png"
+            assert body == (tiles / data["sources"][index]).read_bytes()
+        refused = [
+            f"/mosaicist-original/{len(data['sources'])}",
+            "/mosaicist-original/-1",
+            "/mosaicist-original/",
+            "/mosaicist-original/sub%20dir/t00.png",
+            "/mosaicist-original/../secret.txt",
+            "/mosaicist-original/%2e%2e/secret.txt",
+            "/secret.txt",
+            "/my%20mural_files/../secret.txt",
+            "/my%20mural_files/%2e%2e/secret.txt",
+            "/my%20mural_files/11/../../secret.txt",
+            "/my%20mural_files/",
+            "/my%20mural_files/11/",
+            "/%2e%2e/%2e%2e/etc/passwd",
+            "/../../etc/passwd",
+            "/my%20mural_files/11/9_9.png",
+        ]
+        for path in refused:
+            status, body, _ = fetch(url, path)
+            assert status == 404, path
+            assert b"not for the browser" not in body
+
+
+def test_server_refuses_listed_ids_outside_the_source_folder(tmp_path):
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    Image.new("RGB", (4, 4)).save(tiles / "in.png")
+    Image.new("RGB", (4, 4)).save(tmp_path / "outside.png")
+    ids = ["in.png", "../outside.png", str(tmp_path / "outside.png"), "./in.png"]
+    placements = Placements(1, 4, np.zeros(4, np.int64), np.zeros(4), ids)
+    dzi = tmp_path / "m.dzi"
+    write_pyramid(np.zeros((8, 32, 3), np.uint8), dzi)
+    write_viewer(dzi, placements, source_root=tiles)
+    sources = read_viewer_data(dzi.with_suffix(".html"))["sources"]
+    with serving(dzi) as url:
+        for index, source in enumerate(sources):
+            assert fetch(url, f"/mosaicist-original/{index}")[0] == (
+                200 if source == "in.png" else 404
+            ), source
+
+
+def test_server_distrusts_a_crafted_page(tmp_path):
+    placements = Placements(1, 2, np.zeros(2, np.int64), np.zeros(2), ["t.png", "u.png"])
+    dzi = tmp_path / "site" / "m.dzi"
+    dzi.parent.mkdir()
+    write_pyramid(np.zeros((8, 16, 3), np.uint8), dzi)
+    (tmp_path / "secret.txt").write_text("not for the browser")
+    page = write_viewer(dzi, placements)
+    text = page.read_text()
+    page.write_text(text.replace('"Url":"m_files/"', '"Url":"../"'))
+    with serving(page) as url:
+        assert fetch(url, "/m.html")[0] == 200
+        for path in ("/../m.dzi", "/../secret.txt", "/m_files/4/0_0.png", "/4/0_0.png"):
+            assert fetch(url, path)[0] == 404, path
+    page.write_text(text.replace('"sources":', '"no_sources":'))
+    with pytest.raises(MosaicistError, match=r"m\.html: not a valid mosaicist viewer page"):
+        make_server(page)
+
+
+def test_server_has_no_originals_without_a_source_folder(tmp_path):
+    placements = Placements(1, 2, np.zeros(2, np.int64), np.zeros(2), ["t.png", "u.png"])
+    Image.new("RGB", (4, 4)).save(tmp_path / "t.png")
+    dzi = tmp_path / "m.dzi"
+    write_pyramid(np.zeros((8, 16, 3), np.uint8), dzi)
+    write_viewer(dzi, placements)
+    with serving(dzi.with_suffix(".html")) as url:
+        assert fetch(url, "/m.html")[0] == 200
+        assert fetch(url, "/mosaicist-original/0")[0] == 404
+
+
+@pytest.mark.parametrize("open_browser", [True, False])
+def test_serve_viewer_announces_opens_and_stops_on_interrupt(mosaic, monkeypatch, open_browser):
+    dzi, _, _ = mosaic
+    opened: list[str] = []
+    lines: list[str] = []
+    pages: list[bytes] = []
+
+    def visit(url: str) -> None:
+        # Runs while serve_viewer serves: fetch the page, then press Ctrl+C.
+        with urllib.request.urlopen(url, timeout=10) as response:
+            pages.append(response.read())
+        _thread.interrupt_main()
+
+    def announce(line: str) -> None:
+        lines.append(line)
+        if not open_browser:
+            threading.Thread(target=visit, args=(line.split()[1],), daemon=True).start()
+
+    def fake_open(url: str) -> bool:
+        opened.append(url)
+        threading.Thread(target=visit, args=(url,), daemon=True).start()
+        return True
+
+    monkeypatch.setattr("webbrowser.open", fake_open)
+    serve_viewer(dzi, open_browser=open_browser, announce=announce)
+    assert len(lines) == 1
+    url = lines[0].split()[1]
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/my%20mural.html")
+    assert opened == ([url] if open_browser else [])
+    assert pages == [dzi.with_suffix(".html").read_bytes()]
+    with pytest.raises(OSError):  # the server is closed
+        urllib.request.urlopen(url, timeout=2)
+
+
+def test_serve_viewer_errors_name_the_path(tmp_path):
+    with pytest.raises(MosaicistError, match=str(tmp_path / "gone.dzi")):
+        serve_viewer(tmp_path / "gone.dzi", open_browser=False)
+
+
+# --- in a browser ----------------------------------------------------------------------------
+
+
+def _sync_playwright():
+    """Playwright's sync API, or skip (fail when MOSAICIST_REQUIRE_BROWSER is set)."""
+    missing = []
+    if not os.access(CHROMIUM, os.X_OK):
+        missing.append(f"Chromium ({CHROMIUM})")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+        missing.append("the playwright package")
+    if missing:
+        reason = f"browser test needs {' and '.join(missing)}; scripts/test.sh installs both"
+        if os.environ.get(REQUIRE_BROWSER):
+            pytest.fail(f"{reason} ({REQUIRE_BROWSER} is set)")
+        pytest.skip(reason)
+    return sync_playwright
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless, driven by Playwright."""
+    sync_playwright = _sync_playwright()
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+OPENED = """() => {
+  const viewer = window.mosaicistViewer;
+  if (!viewer || viewer.world.getItemCount() === 0) return false;
+  if (window.__mosaicist_test === undefined) {
+    window.__mosaicist_test = {deepest: 0, failed: 0};
+    viewer.addHandler("tile-loaded", (event) => {
+      if (event.tile.level === window.mosaicist.data.deepest_level) {
+        window.__mosaicist_test.deepest++;
+      }
+    });
+    viewer.addHandler("tile-load-failed", () => { window.__mosaicist_test.failed++; });
+  }
+  return true;
+}"""
+
+# Zoom to the deepest level (one image pixel per screen pixel), centred on an image point.
+ZOOM_TO = """([x, y, zoom]) => {
+  const viewport = window.mosaicistViewer.viewport;
+  viewport.zoomTo(zoom === null ? viewport.imageToViewportZoom(1) : zoom, null, true);
+  viewport.panTo(viewport.imageToViewportCoordinates(x, y), true);
+  return new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+}"""
+
+LOADED = """() => window.mosaicistViewer.world.getItemAt(0).getFullyLoaded()
+  && window.__mosaicist_test.deepest > 0"""
+
+# Page coordinates of an image point.
+PAGE_POINT = """([x, y]) => {
+  const viewer = window.mosaicistViewer;
+  const point = viewer.viewport.imageToViewerElementCoordinates(new OpenSeadragon.Point(x, y));
+  const box = viewer.element.getBoundingClientRect();
+  return [point.x + box.left, point.y + box.top];
+}"""
+
+
+def look_at_cell(page, row: int, col: int, cell_px: int = CELL_PX) -> tuple[float, float]:
+    """Zoom to the deepest level on a cell, wait for its tiles; return its page position."""
+    centre = ((col + 0.5) * cell_px, (row + 0.5) * cell_px)
+    page.evaluate(ZOOM_TO, [*centre, None])
+    page.wait_for_function(LOADED, timeout=30_000)
+    x, y = page.evaluate(PAGE_POINT, list(centre))
+    page.mouse.move(x, y)
+    return x, y
+
+
+def check_label_and_pixels(
+    page, colours: np.ndarray, cells: list[tuple[int, int, int]], cell_px: int = CELL_PX,
+    tolerance: int = 8,
+) -> None:
+    """Hover each cell: the label names its source and the tile drawn there has its colour."""
+    from playwright.sync_api import expect
+
+    label = page.locator("#mosaicist-label")
+    for row, col, index in cells:
+        x, y = look_at_cell(page, row, col, cell_px)
+        expect(label).to_have_text(f"{source_id(index)} \u00b7 row {row}, col {col}")
+        expect(label).to_be_visible()
+        shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"), np.int32)
+        drawn = shot[round(y), round(x)]
+        nearest = int(np.argmin(np.abs(colours.astype(np.int32) - drawn).sum(1)))
+        assert nearest == index, (drawn, row, col)
+        assert np.abs(drawn - colours[index]).max() <= tolerance, (drawn, row, col)
+
+
+def open_viewer(page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_function(OPENED, timeout=30_000)
+
+
+def test_browser_served_viewer(browser, mosaic, tmp_path):
+    dzi, placements, colours = mosaic
+    tiles = Path(placements.metadata["source"])
+    context = browser.new_context(viewport={"width": 640, "height": 480})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    responses: list[tuple[str, int]] = []
+    page.on("response", lambda response: responses.append((response.url, response.status)))
+    try:
+        with serving(dzi.parent) as url:
+            open_viewer(page, url)
+            check_label_and_pixels(page, colours, list(PROBES))
+            deepest = f"/my%20mural_files/{read_dzi(dzi).deepest_level}/"
+            assert any(deepest in url and status == 200 for url, status in responses)
+            assert page.evaluate("window.__mosaicist_test.failed") == 0
+
+            # Outside the image (zoomed out, left of it) the label is hidden and empty.
+            page.evaluate(ZOOM_TO, [640, 480, page.evaluate(
+                "window.mosaicistViewer.viewport.getMinZoom()")])
+            left, middle = page.evaluate(PAGE_POINT, [0, 480])
+            assert left > 10
+            page.mouse.move(left / 2, middle)
+            label = page.locator("#mosaicist-label")
+            page.wait_for_function(
+                "document.getElementById('mosaicist-label').hidden", timeout=15_000)
+            assert label.text_content() == ""
+
+            # A click opens the original, served by the viewer's server.
+            row, col, index = PROBES[1]
+            x, y = look_at_cell(page, row, col)
+            with context.expect_page(timeout=30_000) as opened:
+                page.mouse.click(x, y)
+            original = opened.value
+            sources = read_viewer_data(dzi.with_suffix(".html"))["sources"]
+            expected = f"{url.rsplit('/', 1)[0]}/mosaicist-original/"
+            assert original.url == expected + str(sources.index(source_id(index)))
+            body = page.request.get(original.url).body()
+            assert body == (tiles / source_id(index)).read_bytes()
+
+            shot = tmp_path / "viewer.png"
+            look_at_cell(page, *PROBES[0][:2])
+            page.screenshot(path=str(shot))
+        assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+        assert Image.open(shot).size == (640, 480)
+        assert errors == []
+    finally:
+        context.close()
+
+
+def test_browser_viewer_from_disk(browser, mosaic):
+    dzi, placements, colours = mosaic
+    tiles = Path(placements.metadata["source"])
+    context = browser.new_context(viewport={"width": 640, "height": 480})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        open_viewer(page, dzi.with_suffix(".html").as_uri())
+        check_label_and_pixels(page, colours, [PROBES[1], (0, 0, 0)])
+        assert page.evaluate("window.__mosaicist_test.failed") == 0
+        # A click opens the original file itself (here in "sub dir": URL-encoded).
+        row, col, index = PROBES[1]
+        assert " " in source_id(index)
+        x, y = look_at_cell(page, row, col)
+        with context.expect_page(timeout=30_000) as opened:
+            page.mouse.click(x, y)
+        assert opened.value.url == (tiles / source_id(index)).as_uri()
+        assert errors == []
+    finally:
+        context.close()
+
+
+# --- end to end: ``mosaicist make ... -o NAME.dzi``, then ``mosaicist view`` ------------------
+
+MADE_ROWS, MADE_COLS, MADE_TILE_PX = 12, 16, 64
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray, Path]:
+    """A Deep Zoom mosaic made by the real command line from solid-colour photos.
+
+    Every target cell has the colour of one photo, so the exact match puts
+    that photo there: the placements are known beforehand. Returns the
+    ``.dzi``, the expected source index of each cell, the colours and the
+    photo folder.
+    """
+    root = tmp_path_factory.mktemp("made")
+    colours = palette(SOURCES)
+    photos = root / "photos"
+    for index in range(SOURCES):
+        path = photos / source_id(index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (24, 24), tuple(int(v) for v in colours[index])).save(path)
+    expected = (np.arange(MADE_ROWS)[:, None] * 3 + np.arange(MADE_COLS) * 7) % SOURCES
+    target = np.repeat(np.repeat(colours[expected], 8, 0), 8, 1)
+    Image.fromarray(target).save(root / "target.png")
+    out = root / "out"
+    out.mkdir()
+    made = subprocess.run(
+        [sys.executable, "-m", "mosaicist", "make", root / "target.png", "--tiles", photos,
+         "--cell", "8", "--tile-px", str(MADE_TILE_PX), "-o", out / "mural.dzi",
+         "--placements", out / "mural.json", "--quiet"],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "MOSAICIST_CACHE_DIR": str(root / "cache")},
+    )
+    assert made.returncode == 0, made.stderr
+    return out / "mural.dzi", expected, colours, photos
+
+
+def test_made_viewer_embeds_the_placements(made):
+    dzi, expected, _, photos = made
+    ids = [source_id(index) for index in expected.ravel().tolist()]
+    assert Placements.read(dzi.with_name("mural.json")).source_ids == ids
+    data = read_viewer_data(dzi.with_suffix(".html"))
+    assert (data["rows"], data["cols"], data["cell_px"]) == (MADE_ROWS, MADE_COLS, MADE_TILE_PX)
+    assert decode_cells(data) == ids
+    assert data["tile_source"]["Image"]["Url"] == "mural_files/"
+    assert data["tile_source"]["Image"]["Size"] == {"Width": "1024", "Height": "768"}
+    assert data["source_root"] == str(photos)
+    assert find_viewer(dzi.parent) == dzi.with_suffix(".html")
+
+
+def test_browser_made_viewer_through_mosaicist_view(browser, made, tmp_path):
+    dzi, expected, colours, _ = made
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mosaicist", "view", dzi, "--no-browser"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(
+        target=lambda: [lines.put(line) for line in server.stderr], daemon=True
+    )
+    reader.start()
+    context = browser.new_context(viewport={"width": 640, "height": 480})
+    try:
+        announced = lines.get(timeout=30)
+        match = re.search(r"http://127\.0\.0\.1:\d+/mural\.html", announced)
+        assert match, announced
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        open_viewer(page, match.group(0))
+        assert page.evaluate("window.mosaicist.data.deepest_level") == 10  # 1024 x 768
+        probes = [(2, 3, int(expected[2, 3])), (9, 12, int(expected[9, 12]))]
+        assert probes[0][2] != probes[1][2]
+        check_label_and_pixels(page, colours, probes, MADE_TILE_PX, tolerance=12)
+        assert page.evaluate("window.__mosaicist_test.failed") == 0
+        shot = tmp_path / "made.png"
+        page.screenshot(path=str(shot))
+        assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and shot.stat().st_size > 0
+        assert errors == []
+    finally:
+        context.close()
+        server.send_signal(signal.SIGINT)
+        try:
+            returncode = server.wait(timeout=10)
+        finally:
+            server.kill()
+    reader.join(timeout=10)
+    rest = "".join(lines.get_nowait() for _ in range(lines.qsize()))
+    assert returncode == 0 and "Traceback" not in rest, rest
