@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,30 +176,21 @@ def test_read_only_output_folder(setup, tmp_path):
 
 
 @pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()])
-def test_output_is_atomic(setup, tmp_path, monkeypatch, error):
-    original = Image.Image.save
+@pytest.mark.parametrize("name", ["out.png", "out.jpg", "out.tif", "out.webp", "out.dzi"])
+def test_output_is_atomic(setup, tmp_path, monkeypatch, error, name):
+    original = render.MosaicRenderer.bands
 
-    def failing_save(self, fp, *args, **kwargs):
-        original(self, fp, *args, **kwargs)  # write the file, then fail "midway"
+    def failing_bands(self):
+        bands = original(self)
+        yield next(bands)  # part of the picture is written, then the run fails
         raise error
 
-    monkeypatch.setattr(Image.Image, "save", failing_save)
-    output = tmp_path / "out.png"
+    monkeypatch.setattr(render.MosaicRenderer, "bands", failing_bands)
+    output = tmp_path / name
     result = run(make_args(setup, "-o", output))
     assert result.exit_code != 0
     assert "Traceback" not in result.output
     assert len(result.stderr.strip().splitlines()) == 1
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_save_image_is_atomic_on_interrupt(tmp_path, monkeypatch):
-    def interrupted(self, fp, *args, **kwargs):
-        Path(fp).write_bytes(b"half")
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Image.Image, "save", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        render.save_image(np.zeros((4, 4, 3), np.uint8), tmp_path / "x.png")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -284,3 +274,56 @@ def test_render_command_errors_are_one_line(tmp_path, content):
     assert result.exit_code != 0
     assert "Traceback" not in result.output
     assert result.output.strip().count("\n") == 0 and "error" in result.output
+
+
+def test_make_deep_zoom_agrees_with_the_flat_output(setup, tmp_path):
+    from mosaicist.deepzoom import files_folder, read_layout, read_level
+    from mosaicist.pyramid import reduce_half
+
+    flat = tmp_path / "flat.png"
+    result = run(make_args(setup, "-o", flat, "--tile-px", 24, "--overlay", 0.2, "-q"))
+    assert result.exit_code == 0, result.output
+    dzi = tmp_path / "mural.dzi"
+    result = run(make_args(setup, "-o", dzi, "--tile-px", 24, "--overlay", 0.2,
+                           "--dzi-format", "png", "--dzi-tile-size", 64, "--dzi-overlap", 2,
+                           "--placements", tmp_path / "p.json"))
+    assert result.exit_code == 0, result.output
+    assert "mural.dzi (192x144)" in result.stderr
+    layout = read_layout(dzi)
+    assert (layout.width, layout.height, layout.tile_size, layout.overlap) == (192, 144, 64, 2)
+    expected = np.asarray(Image.open(flat))
+    for level in range(layout.deepest_level, -1, -1):
+        assert np.array_equal(read_level(dzi, level), expected), level
+        expected = reduce_half(expected)
+    assert (tmp_path / "mural.html").exists()
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "flat.png", "mural.dzi", "mural.html", "mural_files", "p.json"]
+    # Rendering the placements again gives the same pyramid.
+    again = tmp_path / "again.dzi"
+    result = run(["render", tmp_path / "p.json", "-o", again, "--dzi-format", "png",
+                  "--dzi-tile-size", 64, "--dzi-overlap", 2, "-q"])
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(read_level(again, layout.deepest_level),
+                          read_level(dzi, layout.deepest_level))
+    assert len(list(files_folder(again).rglob("*.png"))) == layout.tile_total()
+
+
+def test_output_over_a_format_limit_fails_before_any_work(setup, tmp_path):
+    root, target, tiles = setup
+    cache = tmp_path / "fresh-cache"
+    # 8 columns of 1024 px fit; JPEG's 65535 px side does not fit 64 columns.
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (64 * 8, 8)).save(wide)
+    result = run(["make", wide, "--tiles", tiles, "--cell", 8, "--tile-px", 1024,
+                  "-o", tmp_path / "big.jpg", "--cache-dir", cache])
+    assert_one_line_error(result, "big.jpg", "65536x1024", "JPEG limit of 65535")
+    assert not cache.exists()
+    result = run(["make", wide, "--tiles", tiles, "--cell", 8, "-o", tmp_path / "m.dzi",
+                  "--dzi-overlap", 300, "--cache-dir", cache])
+    assert_one_line_error(result, "overlap")
+    assert not cache.exists()
+
+
+def test_view_serves_the_viewer(setup, tmp_path):
+    result = run(["view", tmp_path / "none.dzi", "--no-browser"])
+    assert_one_line_error(result, "none.dzi")

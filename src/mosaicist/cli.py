@@ -50,6 +50,34 @@ def main() -> None:
     """
 
 
+def _output_options(command):
+    """Options shared by commands that write a picture: quality and Deep Zoom settings."""
+    options = [
+        click.option("--quality", type=click.IntRange(1, 100), default=None,
+                     help="JPEG/WebP quality, also of Deep Zoom tiles [default: 92; 90 for "
+                          "Deep Zoom]."),
+        click.option("--dzi-tile-size", type=int, default=254, show_default=True,
+                     help="Deep Zoom tile side, without overlap."),
+        click.option("--dzi-overlap", type=int, default=1, show_default=True,
+                     help="Pixels each Deep Zoom tile shares with its neighbours."),
+        click.option("--dzi-format", type=click.Choice(["jpeg", "png", "webp"]),
+                     default="jpeg", show_default=True, help="Deep Zoom tile format."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _deep_zoom_settings(tile_size: int, overlap: int, tile_format: str) -> dict:
+    return {"tile_size": tile_size, "overlap": overlap, "format": tile_format}
+
+
+_OUTPUT_HELP = (
+    "Output: an image (.png, .jpg, .webp, .tif: tiled pyramidal BigTIFF) written in "
+    "streamed bands, or NAME.dzi: a Deep Zoom pyramid (NAME_files/) plus NAME.html, a "
+    "zoomable viewer ('mosaicist view NAME.dzi')."
+)
+
 _CACHE_HELP = (
     "Cache folder for indexes and downloads [default: $MOSAICIST_CACHE_DIR or user cache]."
 )
@@ -63,6 +91,8 @@ Examples:
   mosaicist make bear.jpg --tiles ./photos --tile-px 64 -o bear.jpg \\
       --placements bear.csv --report bear.json
   mosaicist make bear.jpg --tiles galaxy10 --limit 5000
+  mosaicist make bear.jpg --tiles ~/Photos --cell 4 --tile-px 256 -o mural.dzi
+  mosaicist view mural.dzi
 """
 )
 @click.argument("target", type=click.Path(path_type=Path))
@@ -70,11 +100,14 @@ Examples:
               help="Tile source: a folder, cifar10, cifar100, cifar10:PATH, galaxy10, "
                    "galaxy10-sdss, or FILE.h5[:KEY] / FILE.npz / FILE.npy.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="Output image (.png, .jpg, .webp, .tif) [default: <target stem>-mosaic.png].")
+              help=_OUTPUT_HELP + " [default: <target stem>-mosaic.png]")
 @click.option("--cell", "cell_px", type=int, default=16, show_default=True,
               help="Target pixels per cell side.")
 @click.option("--tile-px", type=int, default=32, show_default=True,
-              help="Output pixels per tile side.")
+              help="Output pixels per tile side (up to 1024; large outputs are streamed).")
+@click.option("--match-px", type=int, default=None,
+              help="Side at which tiles are indexed and compared [default: --tile-px up to 64, "
+                   "else 32]; larger outputs are drawn from the original images.")
 @click.option("--limit", type=int, default=None,
               help="Use only the first N tiles in library order.")
 @click.option("--placements", "placements_path", type=click.Path(path_type=Path), default=None,
@@ -107,6 +140,7 @@ Examples:
                    "index with exact re-ranking, for very large libraries.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="cuda: exact integer search on an NVIDIA GPU (needs the gpu extra).")
+@_output_options
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=_CACHE_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, warnings or summary.")
 def make(
@@ -115,6 +149,7 @@ def make(
     output: Path | None,
     cell_px: int,
     tile_px: int,
+    match_px: int | None,
     limit: int | None,
     placements_path: Path | None,
     report_path: Path | None,
@@ -127,38 +162,46 @@ def make(
     assign_method: str,
     search: str,
     device: str,
+    quality: int | None,
+    dzi_tile_size: int,
+    dzi_overlap: int,
+    dzi_format: str,
     cache_dir: Path | None,
     quiet: bool,
 ) -> None:
     """Make a photomosaic of TARGET (the seed's exact pixel match)."""
-    from .mosaic import make_mosaic
-    from .render import check_output_size, check_writable, output_format, save_image
+    from .imaging import target_size
+    from .mosaic import default_match_px, make_mosaic
+    from .render import check_output, check_writable, source_root
 
     started = time.perf_counter()
     check_sizes(cell_px, tile_px)
+    if match_px is not None:
+        check_sizes(cell_px, match_px)
     if limit is not None and limit < 1:
         raise MosaicistError(f"--limit must be at least 1, got {limit}")
     if output is None:
         output = Path(f"{target.stem}-mosaic.png")
-    output_format(output)
-    check_writable(output)
     for path, what in ((placements_path, "placements file"), (report_path, "report file")):
         if path is not None:
             check_writable(path, what)
-    if not target.exists():
-        raise MosaicistError(f"{target}: target file not found")
+    # The output's size is known from the target's header: refuse it before any work.
+    width, height = target_size(target)
+    deep_zoom = _deep_zoom_settings(dzi_tile_size, dzi_overlap, dzi_format)
+    check_output(output, width // cell_px * tile_px, height // cell_px * tile_px, deep_zoom)
 
     show = progress_enabled(quiet)
     mosaic = make_mosaic(
-        target, source, cell_px=cell_px, tile_px=tile_px, limit=limit,
+        target, source, cell_px=cell_px, tile_px=tile_px,
+        match_px=match_px or default_match_px(tile_px), limit=limit,
         metric=metric, augment=augment, tint=tint, overlay=overlay, max_uses=max_uses,
         min_spacing=min_spacing, assign=assign_method, search=search, device=device,
         cache_dir=cache_dir, show_progress=show, quiet=quiet,
     )
-    height, width = mosaic.image.shape[:2]
-    check_output_size(output, width, height)
+    width, height = mosaic.renderer.width, mosaic.renderer.height
     write_started = time.perf_counter()
-    save_image(mosaic.image, output)
+    mosaic.renderer.write(output, quality=quality, deep_zoom=deep_zoom,
+                          source_root=source_root(mosaic.library.source), show_progress=show)
     if placements_path is not None:
         mosaic.placements.write(placements_path)
     mosaic.timings["render"] += time.perf_counter() - write_started
@@ -191,15 +234,17 @@ Examples:
   mosaicist make bear.jpg --placements bear.json -o bear.png
   mosaicist render bear.json -o bear-print.tif --tile-px 128
   mosaicist render bear.csv --tiles ~/Photos -o bear.jpg
+  mosaicist render bear.json -o mural.dzi --tile-px 512
 """
 )
 @click.argument("placements_path", metavar="PLACEMENTS", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
-              help="Output image (.png, .jpg, .webp, .tif).")
+              help=_OUTPUT_HELP)
 @click.option("--tile-px", type=int, default=None,
               help="Output pixels per tile side [default: the size matched at].")
 @click.option("--tiles", "source", default=None,
               help="Tile source (needed for CSV placements, which do not record it).")
+@_output_options
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=_CACHE_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary.")
 def render(
@@ -207,41 +252,62 @@ def render(
     output: Path,
     tile_px: int | None,
     source: str | None,
+    quality: int | None,
+    dzi_tile_size: int,
+    dzi_overlap: int,
+    dzi_format: str,
     cache_dir: Path | None,
     quiet: bool,
 ) -> None:
     """Render saved PLACEMENTS (.json or .csv) again, without matching.
 
     Tiles are made from the library's original images at --tile-px, with the
-    recorded transforms, tint and overlay.
+    recorded transforms, tint and overlay; the picture is streamed, so any
+    size fits in bounded memory.
     """
     from .placements import Placements
-    from .render import (
-        check_output_size,
-        check_writable,
-        output_format,
-        render_placements,
-        save_image,
-    )
+    from .render import check_output, placement_renderer, source_root
 
     started = time.perf_counter()
-    output_format(output)
-    check_writable(output)
     placements = Placements.read(placements_path)
     size = tile_px or int(placements.metadata.get("tile_px") or 32)
     check_sizes(1, size)
-    check_output_size(output, placements.cols * size, placements.rows * size)
-    image = render_placements(
-        placements, tile_px, source, cache_dir=cache_dir, show_progress=progress_enabled(quiet)
-    )
-    save_image(image, output)
+    deep_zoom = _deep_zoom_settings(dzi_tile_size, dzi_overlap, dzi_format)
+    check_output(output, placements.cols * size, placements.rows * size, deep_zoom)
+    show = progress_enabled(quiet)
+    renderer, tile_source = placement_renderer(placements, size, source, cache_dir=cache_dir,
+                                               show_progress=show)
+    renderer.write(output, quality=quality, deep_zoom=deep_zoom,
+                   source_root=source_root(tile_source), show_progress=show)
     if not quiet:
         seconds = time.perf_counter() - started
         click.echo(
             f"mosaicist: {placements.rows}x{placements.cols} cells at {size} px rendered in "
-            f"{seconds:.2f} s -> {output} ({image.shape[1]}x{image.shape[0]})",
+            f"{seconds:.2f} s -> {output} ({renderer.width}x{renderer.height})",
             err=True,
         )
+
+
+@main.command(
+    epilog="""\b
+Examples:
+  mosaicist view mural.dzi
+  mosaicist view mural.html --no-browser --port 8000
+"""
+)
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--no-browser", is_flag=True, help="Only serve; do not open a browser.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port on 127.0.0.1 (0: a free one).")
+def view(path: Path, no_browser: bool, port: int) -> None:
+    """Serve a Deep Zoom mosaic's viewer on localhost and open it in the browser.
+
+    PATH is NAME.dzi, NAME.html or their folder. Stop with Ctrl+C.
+    """
+    from .viewer import serve_viewer
+
+    serve_viewer(path, open_browser=not no_browser, port=port,
+                 announce=lambda message: click.echo(message, err=True))
 
 
 @main.command(

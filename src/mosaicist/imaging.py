@@ -270,3 +270,32 @@ def read_target(path: str | os.PathLike[str]) -> np.ndarray:
         raise MosaicistError(f"{path}: permission denied") from None
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
         raise MosaicistError(f"{path}: cannot read target image: {_describe(error)}") from None
+
+
+def target_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """Return a target picture's ``(width, height)`` as :func:`read_target` will see it.
+
+    Reads only the header (EXIF orientation applied), so output sizes can be
+    checked before any work.
+
+    Raises
+    ------
+    MosaicistError
+        When the file is missing or unreadable.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MosaicistError(f"{path}: target file not found")
+    if path.is_dir():
+        raise MosaicistError(f"{path}: target is a directory, not an image")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            # Orientations 5-8 turn the picture a quarter.
+            if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                width, height = height, width
+            return width, height
+    except PermissionError:
+        raise MosaicistError(f"{path}: permission denied") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as error:
+        raise MosaicistError(f"{path}: cannot read target image: {_describe(error)}") from None

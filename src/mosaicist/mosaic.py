@@ -21,7 +21,12 @@ from .library import TileLibrary
 from .match import cached_features, match_exact
 from .paths import atomic_path
 from .placements import Placements
-from .render import overlay_target, render_mosaic
+from .render import (
+    IndexPictures,
+    MosaicRenderer,
+    OriginalPictures,
+    TargetOverlay,
+)
 from .sources import TileSource, source_spec
 
 
@@ -33,29 +38,42 @@ class Mosaic:
 
     Attributes
     ----------
-    image : numpy.ndarray
-        ``(rows * tile_px, cols * tile_px, 3)`` uint8 picture.
     placements : Placements
         The tile of every cell.
     grid : Grid
         The target's cells.
     library : TileLibrary
-        The tiles used (after ``limit``).
+        The tiles used (after ``limit``), at the size they were compared.
+    renderer : MosaicRenderer
+        Draws the picture at the output size, band by band:
+        ``mosaic.renderer.write("mural.dzi")`` streams it to a file of any
+        size; :attr:`image` holds it whole in memory.
     timings : dict
         Seconds per phase: ``index``, ``match``, ``render`` (and ``total``
         once the caller adds writing).
     """
 
-    image: np.ndarray
     placements: Placements
     grid: Grid
     library: TileLibrary
+    renderer: MosaicRenderer
     timings: dict[str, float] = field(default_factory=dict)
     search: str = "exact"
     device: str = "cpu"
     settings: dict = field(default_factory=dict)
     metrics: dict | None = None
     assignment: object | None = None
+    _image: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def image(self) -> np.ndarray:
+        """The whole picture, ``(rows * tile_px, cols * tile_px, 3)`` uint8, drawn on first use.
+
+        For outputs too large for memory use ``renderer.write(path)``.
+        """
+        if self._image is None:
+            self._image = self.renderer.image()
+        return self._image
 
     def __iter__(self) -> Iterator:
         yield self.image
@@ -66,7 +84,8 @@ class Mosaic:
         stats = self.library.stats
         return {
             "grid": {"rows": self.grid.rows, "cols": self.grid.cols, "cell_px": self.grid.cell_px},
-            "tile_px": self.library.tile_px,
+            "tile_px": self.renderer.tile_px,
+            "match_px": self.library.tile_px,
             "tiles": len(self.library),
             "skipped": len(stats.failed) if stats else 0,
             "source": self.library.source.name,
@@ -74,7 +93,7 @@ class Mosaic:
             "search": self.search,
             "device": self.device,
             "distinct_tiles": int(len(np.unique(self.placements.tile))),
-            "output_size": {"width": int(self.image.shape[1]), "height": int(self.image.shape[0])},
+            "output_size": {"width": self.renderer.width, "height": self.renderer.height},
             "settings": self.settings,
             "metrics": self.metrics,
             "assignment": _assignment_report(self.assignment),
@@ -154,6 +173,7 @@ def make_mosaic(
     *,
     cell_px: int = 16,
     tile_px: int = 32,
+    match_px: int | None = None,
     limit: int | None = None,
     metric: str = "seed",
     augment: str = "none",
@@ -173,7 +193,7 @@ def make_mosaic(
 
     With the defaults this is the seed's method, exactly: each cell of
     ``cell_px`` target pixels gets the tile of minimum squared difference to
-    the cell scaled up to ``tile_px`` (see :class:`mosaicist.grid.Geometry`);
+    the cell scaled up to ``match_px`` (see :class:`mosaicist.grid.Geometry`);
     ties go to the lowest library position.
 
     Parameters
@@ -187,6 +207,10 @@ def make_mosaic(
         Target pixels per cell side.
     tile_px : int
         Output pixels per tile side.
+    match_px : int, optional
+        Side at which tiles are indexed and compared with the cells (default:
+        ``tile_px`` up to 64, else 32). When it differs from ``tile_px`` the
+        picture is drawn from the library's original images at ``tile_px``.
     limit : int, optional
         Use only the first ``limit`` tiles in library order.
     metric : {"seed", "lab", "oklab"}
@@ -237,6 +261,8 @@ def make_mosaic(
     ... )  # doctest: +SKIP
     """
     check_sizes(cell_px, tile_px)
+    match_px = default_match_px(tile_px) if match_px is None else match_px
+    check_sizes(cell_px, match_px)
     _check_options(metric, augment, tint, overlay, max_uses, min_spacing, assign, search, device)
     started = time.perf_counter()
     pixels = _as_target(target)
@@ -244,11 +270,11 @@ def make_mosaic(
     grid = make_grid(pixels, cell_px, name=name)
     if isinstance(tiles, TileLibrary):
         library = tiles
-        if library.tile_px != tile_px:
-            raise ValueError(f"library has {library.tile_px} px tiles, asked for {tile_px}")
+        if library.tile_px != match_px:
+            raise ValueError(f"library has {library.tile_px} px tiles, asked for {match_px}")
     else:
         library = TileLibrary.open(
-            tiles, tile_px, cache_dir=cache_dir, show_progress=show_progress, quiet=quiet
+            tiles, match_px, cache_dir=cache_dir, show_progress=show_progress, quiet=quiet
         )
     constrained = max_uses is not None or min_spacing > 1
     if constrained:
@@ -258,7 +284,7 @@ def make_mosaic(
                        min_spacing)
     index_done = time.perf_counter()
 
-    geometry = Geometry(cell_px, tile_px)
+    geometry = Geometry(cell_px, match_px)
     cell_vectors = encode(geometry.cell_vectors(grid.cells), metric)
     variants = len(AUGMENT_SETS[augment])
     if device == "cuda":
@@ -304,7 +330,7 @@ def make_mosaic(
     transforms = np.asarray(AUGMENT_SETS[augment], np.int8)[chosen % variants]
     shifts = None
     if tint and features is not None:
-        count = tile_px * tile_px
+        count = match_px * match_px
         cell_means = cell_vectors.reshape(len(grid), -1, 3).mean(axis=1, dtype=np.float64)
         tile_means = features.channel_sums[chosen] / count
         shifts = tint * (cell_means - tile_means) * encoded_unit(metric)
@@ -316,6 +342,7 @@ def make_mosaic(
             "source": source_spec(library.source),
             "cell_px": cell_px,
             "tile_px": tile_px,
+            "match_px": match_px,
             "metric": metric,
             "augment": augment,
             "tint": tint,
@@ -324,26 +351,52 @@ def make_mosaic(
             "crop": {"left": grid.left, "top": grid.top},
         },
     )
-    image = render_mosaic(library.tiles, placements.tile_grid(), transforms, shifts, metric)
     target_crop = _crop(pixels, grid)
-    image = overlay_target(image, target_crop, overlay)
+    at_match_size = MosaicRenderer(placements, IndexPictures(library.tiles, tile_index), metric)
+    if overlay:
+        at_match_size.overlay = TargetOverlay(target_crop, at_match_size.width,
+                                              at_match_size.height, overlay)
+    if tile_px == match_px:
+        renderer = at_match_size
+    else:
+        renderer = MosaicRenderer(
+            placements, OriginalPictures(library.source, placements.source_ids, tile_px), metric
+        )
+        if overlay:
+            renderer.overlay = TargetOverlay(target_crop, renderer.width, renderer.height,
+                                             overlay)
     render_done = time.perf_counter()
     timings = {
         "index": index_done - started,
         "match": match_done - index_done,
-        "render": render_done - match_done,
+        "render": 0.0,
     }
-    mosaic = Mosaic(image, placements, grid, library, timings, search, device)
+    mosaic = Mosaic(placements, grid, library, renderer, timings, search, device)
     mosaic.settings = {
         "metric": metric, "augment": augment, "tint": tint, "overlay": overlay,
         "max_uses": max_uses, "min_spacing": min_spacing, "assign": assign,
+        "match_px": match_px,
     }
     if constrained:
         mosaic.assignment = assignment
     if quality:
+        # Fidelity is measured at the size tiles were compared (the picture as
+        # matched); a much larger output would not fit in memory to measure.
+        image = at_match_size.image()
+        if renderer is at_match_size:
+            mosaic._image = image
         mosaic.metrics = _quality(image, target_crop, grid, placements, tint, overlay, shifts)
         mosaic.timings["metrics"] = time.perf_counter() - render_done
     return mosaic
+
+
+def default_match_px(tile_px: int) -> int:
+    """Side tiles are compared at when not given: ``tile_px`` up to 64, else 32.
+
+    Comparing at print sizes (hundreds of pixels) would cost hundreds of
+    times more for no visible gain: a cell is judged from afar.
+    """
+    return tile_px if tile_px <= 64 else 32
 
 
 def _crop(pixels: np.ndarray, grid: Grid) -> np.ndarray:

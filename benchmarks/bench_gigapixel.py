@@ -1,0 +1,153 @@
+"""Gigapixel benchmark: a 400 x 300-cell mosaic at 256 px tiles (7.9 gigapixels).
+
+What it measures
+----------------
+* Target: Starry Night (shared data), centre-cropped to 4:3 and resized with
+  Pillow LANCZOS to ``cols * cell x rows * cell`` (cached), cut into
+  ``--cols x --rows`` cells of ``--cell`` px. Tiles: the 50,000 CIFAR-10
+  training JPEGs (a folder source), compared at 32 px and drawn at
+  ``--tile-px`` from the original files.
+* Each step runs as its own child process, whose wall time and peak RSS are
+  printed (``os.wait4``; see ``common.run_child``):
+    1. ``mosaicist make ... --tile-px 256 -o mural.dzi --placements mural.json``:
+       index (warm after the first run), match, then the Deep Zoom pyramid
+       (JPEG tiles, 254 + 1 overlap) and its viewer, streamed;
+    2. ``mosaicist render mural.json -o mural.tif --tile-px 256``: the same
+       picture as a tiled, pyramidal, deflate BigTIFF from the placements.
+  Goal: peak RSS under 2 GB in both, whatever the output size.
+* Afterwards it checks the pyramid's shape (levels, tile count, deepest
+  level size) and the TIFF's pages, prints sizes on disk, and deletes the
+  outputs unless ``--keep``.
+
+Run (from the repository root)::
+
+    python benchmarks/bench_gigapixel.py                       # 7.9 gigapixels
+    python benchmarks/bench_gigapixel.py --cols 100 --rows 75  # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    cache_dir,
+    data_dir,
+    gib,
+    machine,
+    mosaicist_command,
+    print_table,
+    run_child,
+    seconds,
+)
+
+
+def make_target(data: Path, cache: Path, width: int, height: int) -> Path:
+    """Starry Night fitted to ``width x height`` (cached)."""
+    path = cache / f"starry-{width}x{height}.png"
+    if not path.exists():
+        with Image.open(data / "targets" / "starry_night_google_1280.jpg") as picture:
+            fitted = ImageOps.fit(picture.convert("RGB"), (width, height),
+                                  Image.Resampling.LANCZOS)
+        partial = path.with_suffix(".part.png")
+        fitted.save(partial)
+        partial.replace(path)
+    return path
+
+
+def folder_bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", help="shared data folder [../shared/data]")
+    parser.add_argument("--cache-dir", help="benchmark cache [benchmarks/.cache]")
+    parser.add_argument("--out", help="output folder [<cache>/gigapixel]")
+    parser.add_argument("--cols", type=int, default=400)
+    parser.add_argument("--rows", type=int, default=300)
+    parser.add_argument("--cell", type=int, default=4, help="target pixels per cell")
+    parser.add_argument("--tile-px", type=int, default=256)
+    parser.add_argument("--skip-tiff", action="store_true", help="only the Deep Zoom step")
+    parser.add_argument("--keep", action="store_true", help="keep the outputs")
+    args = parser.parse_args()
+
+    data = data_dir(args.data)
+    cache = cache_dir(args.cache_dir)
+    out = Path(args.out) if args.out else cache / "gigapixel"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    target = make_target(data, cache, args.cols * args.cell, args.rows * args.cell)
+    tiles = data / "cifar10" / "train"
+    library_cache = cache / "mosaicist-cache"
+    width, height = args.cols * args.tile_px, args.rows * args.tile_px
+    print(machine())
+    print(f"{args.cols} x {args.rows} cells at {args.tile_px} px: {width} x {height} px, "
+          f"{width * height / 1e9:.2f} gigapixels; tiles {tiles}")
+
+    dzi = out / "mural.dzi"
+    placements = out / "mural.json"
+    report = out / "make-report.json"
+    make = run_child(
+        [*mosaicist_command(), "make", target, "--tiles", tiles, "--cell", args.cell,
+         "--tile-px", args.tile_px, "-o", dzi, "--placements", placements,
+         "--report", report, "--cache-dir", library_cache, "-q"],
+    ).check()
+    timings = json.loads(report.read_text())["timings"]
+    rows = [["make -> mural.dzi (+ viewer)", seconds(make.seconds), gib(make.peak_rss_bytes),
+             f"{width * height / 1e6 / max(timings['render'], 1e-9):.1f}",
+             gib(folder_bytes(out / "mural_files"))]]
+
+    if not args.skip_tiff:
+        tiff = out / "mural.tif"
+        render = run_child(
+            [*mosaicist_command(), "render", placements, "-o", tiff, "--tile-px", args.tile_px,
+             "--cache-dir", library_cache, "-q"],
+        ).check()
+        rows.append(["render -> mural.tif (pyramidal)", seconds(render.seconds),
+                     gib(render.peak_rss_bytes), f"{width * height / 1e6 / render.seconds:.1f}",
+                     gib(folder_bytes(tiff))])
+
+    print()
+    print_table(rows, ["step", "wall", "peak RSS", "MP/s written", "on disk"])
+    print(f"make phases: index {seconds(timings['index'])}, match {seconds(timings['match'])}, "
+          f"metrics {seconds(timings.get('metrics', 0.0))}, "
+          f"pyramid {seconds(timings['render'])}")
+
+    # Shape checks: the whole pyramid is there, the TIFF has every level.
+    from mosaicist.deepzoom import files_folder, read_layout
+
+    layout = read_layout(dzi)
+    written = sum(1 for item in files_folder(dzi).rglob("*.jpeg"))
+    assert (layout.width, layout.height) == (width, height), layout
+    assert written == layout.tile_total(), (written, layout.tile_total())
+    assert (out / "mural.html").exists()
+    print(f"Deep Zoom: {layout.deepest_level + 1} levels, {written:,} tiles, "
+          f"viewer {folder_bytes(out / 'mural.html') / 2**20:.1f} MiB")
+    if not args.skip_tiff:
+        import tifffile
+
+        with tifffile.TiffFile(out / "mural.tif") as handle:
+            page = handle.pages[0]
+            levels = [level.shape for level in handle.series[0].levels]
+            print(f"TIFF: BigTIFF {handle.is_bigtiff}, tiled {page.is_tiled}, "
+                  f"{len(levels)} levels, top {levels[0]}, smallest {levels[-1]}")
+            assert levels[0] == (height, width, 3)
+    peak = max(make.peak_rss_bytes, render.peak_rss_bytes if not args.skip_tiff else 0)
+    print(f"peak RSS goal (< 2 GB): {'met' if peak < 2e9 else 'NOT met'} ({peak / 1e9:.2f} GB)")
+    if not args.keep:
+        shutil.rmtree(out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,810 @@
+"""Writing pictures of any size from a stream of horizontal bands.
+
+A gigapixel mosaic (say 102,400 x 76,800 pixels, 23.6 GB of RGB) cannot be
+held in memory, so it is drawn as horizontal bands (one row of cells at a
+time) and every writer here consumes those bands as they come, keeping only
+a few rows:
+
+* **PNG**: our own encoder. Each row gets the PNG filter (None, Sub, Up or
+  Average) that minimises the sum of absolute differences, chosen with NumPy
+  for a whole block of rows at once; blocks of about 4 MB are deflated on a
+  thread pool as independent raw deflate streams ended with a sync flush
+  (byte-aligned, not final), which concatenate into one zlib stream, as
+  ``pigz`` does. The Adler-32 checksums of the blocks are combined.
+* **JPEG**: each block of whole MCU rows is encoded by Pillow with a restart
+  marker after every MCU row and the same tables; the blocks are spliced into
+  one image: the first block's headers with the frame height patched, every
+  block's entropy-coded data with its restart markers renumbered to continue
+  modulo 8, a restart marker between blocks, one EOI. Restarts make MCU rows
+  independent, so the file is byte-identical to Pillow encoding the whole
+  picture with ``restart_marker_rows=1``.
+* **WebP** cannot be streamed (libwebp encodes a whole picture); the bands
+  are gathered into one Pillow image and encoded at the end. Only the
+  Pillow's copy (4 bytes a pixel) plus libwebp's ARGB and YUV copies come
+  to about 11 bytes a pixel, so WebP outputs are limited to
+  :data:`WEBP_MAX_PIXELS` (160 megapixels, under 2 GB) as well as to the
+  format's 16383 px a side.
+* **TIFF**: a tiled (256 x 256) BigTIFF written with tifffile, deflate with
+  the horizontal predictor by default, pyramidal by default: reduced
+  levels are SubIFDs (subfile type 1), each :func:`mosaicist.pyramid.reduce_half`
+  of the level above, down to the first level that fits in one tile. All
+  levels are made in one pass: the full-size level streams into the file
+  while the reduced levels, produced from the same bands by
+  :class:`~mosaicist.pyramid.HalvingStream`, are compressed tile by tile into
+  an anonymous spool file beside the output; tifffile then copies their
+  pre-compressed tiles into the file. Memory holds one row of tiles per level.
+
+Every writer checks the format's size limit before reading a band, writes to
+a temporary file beside the output and renames it into place only when the
+file is complete (:func:`mosaicist.paths.atomic_path`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import tempfile
+import zlib
+from array import array
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from PIL import Image
+
+from .errors import MosaicistError
+from .paths import atomic_path
+from .progress import progress_bar
+from .pyramid import HalvingStream, half_size
+
+#: Output formats by file extension, with the options used to write them.
+IMAGE_FORMATS: dict[str, tuple[str, dict]] = {
+    ".png": ("PNG", {"compress_level": 1}),
+    ".jpg": ("JPEG", {"quality": 92, "subsampling": 0}),
+    ".jpeg": ("JPEG", {"quality": 92, "subsampling": 0}),
+    ".webp": ("WEBP", {"quality": 92, "method": 4}),
+    ".tif": ("TIFF", {"compression": "tiff_deflate"}),
+    ".tiff": ("TIFF", {"compression": "tiff_deflate"}),
+}
+#: The same table under render.py's older name.
+OUTPUT_FORMATS = IMAGE_FORMATS
+#: Largest side each format can hold.
+FORMAT_MAX_SIDE = {"PNG": 2**31 - 1, "JPEG": 65535, "WEBP": 16383, "TIFF": 2**31 - 1}
+#: Largest WebP picture: it is encoded whole, at about 11 bytes a pixel.
+WEBP_MAX_PIXELS = 160_000_000
+
+#: TIFF compressions; ``lzw`` and ``jpeg`` need the ``imagecodecs`` package.
+TIFF_COMPRESSIONS = ("deflate", "none", "lzw", "jpeg")
+#: Side of a TIFF tile.
+TIFF_TILE = 256
+#: zlib level of TIFF deflate tiles: level 1 is about twice as fast as the
+#: default 6 and, after the predictor, within about 2% of its size.
+TIFF_DEFLATE_LEVEL = 1
+#: Quality of JPEG-compressed TIFF tiles when none is given.
+TIFF_JPEG_QUALITY = 92
+
+#: Raw bytes per block of rows that one thread filters and deflates (PNG) or
+#: encodes (JPEG): large enough to amortise the per-block cost, small enough
+#: that a block per thread in flight stays far below the memory goal.
+BLOCK_BYTES = 1 << 20
+#: Raw bytes of rows that the PNG filter handles at once.
+FILTER_BYTES = 128 << 10
+#: Largest IDAT chunk (the format allows 2**31 - 1 bytes).
+PNG_MAX_CHUNK = 1 << 30
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: An empty final deflate block (fixed Huffman codes, end-of-block only).
+DEFLATE_FINAL_BLOCK = b"\x03\x00"
+JPEG_SOS = 0xDA
+JPEG_DRI = 0xDD
+JPEG_EOI = b"\xff\xd9"
+#: Start-of-frame markers (those carrying the picture's height).
+JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def output_format(path: str | os.PathLike[str]) -> str:
+    """Return the format for ``path``'s extension (``PNG``, ``JPEG``, ``WEBP`` or ``TIFF``).
+
+    Raises
+    ------
+    MosaicistError
+        For an unknown extension.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_FORMATS:
+        known = ", ".join(sorted(IMAGE_FORMATS))
+        raise MosaicistError(f"{path}: unknown output format {suffix or '(none)'!r}; use {known}")
+    return IMAGE_FORMATS[suffix][0]
+
+
+def check_output_size(path: str | os.PathLike[str], width: int, height: int) -> None:
+    """Raise :class:`MosaicistError` when the format cannot hold ``width x height``."""
+    name = output_format(path)
+    limit = FORMAT_MAX_SIDE[name]
+    if width > limit or height > limit:
+        raise MosaicistError(
+            f"{path}: {width}x{height} pixels is over the {name} limit of {limit} pixels a side"
+        )
+    if name == "WEBP" and width * height > WEBP_MAX_PIXELS:
+        raise MosaicistError(
+            f"{path}: {width}x{height} pixels is over mosaicist's WebP limit of "
+            f"{WEBP_MAX_PIXELS // 1_000_000} megapixels (WebP is encoded whole, in memory); "
+            "use .jpg, .png, .tif or .dzi"
+        )
+
+
+def write_image(
+    path: str | os.PathLike[str],
+    bands: Iterable[np.ndarray],
+    width: int,
+    height: int,
+    *,
+    quality: int | None = None,
+    compression: str | None = None,
+    pyramid: bool | None = None,
+    show_progress: bool = False,
+) -> None:
+    """Write a picture given as horizontal bands, in the format ``path`` names.
+
+    Only a few rows are held at a time, whatever the picture's size, except
+    for WebP, which is encoded whole (about 11 bytes a pixel; see the
+    module's description). Limits and options are checked before the first
+    band is read.
+
+    Parameters
+    ----------
+    path : path-like
+        The output; its extension picks the format (:data:`IMAGE_FORMATS`).
+        Written to a temporary file beside it and renamed into place when
+        complete: on any error or interrupt (including one raised by
+        ``bands``) the temporary is removed and nothing appears at ``path``.
+    bands : iterable of numpy.ndarray
+        ``(h, width, 3)`` uint8 arrays, top to bottom, of any heights summing
+        to ``height``. A band is not modified, and is no longer used once the
+        next one is requested, so a caller may reuse its buffer.
+    width, height : int
+        Size of the picture.
+    quality : int, optional
+        1-100, for JPEG, WebP and JPEG-compressed TIFF (default 92); other
+        formats ignore it.
+    compression : str, optional
+        TIFF only: ``deflate`` (default, with the horizontal predictor),
+        ``none``, ``lzw`` (predictor too) or ``jpeg`` (YCbCr, 4:4:4); the last
+        two need the ``imagecodecs`` package.
+    pyramid : bool, optional
+        TIFF only: also store reduced levels as SubIFDs (default yes).
+    show_progress : bool
+        Draw a progress bar counting rows.
+
+    Raises
+    ------
+    MosaicistError
+        For an unknown extension, a size over the format's limit, an option
+        the format cannot honour, or a file that cannot be written.
+    ValueError
+        For a band of the wrong shape or type, or bands whose heights do not
+        sum to ``height``.
+    """
+    name = output_format(path)
+    check_output_size(path, width, height)
+    if width < 1 or height < 1:
+        raise ValueError(f"cannot write a {width}x{height} picture")
+    options = dict(IMAGE_FORMATS[Path(path).suffix.lower()][1])
+    if quality is not None and not 1 <= quality <= 100:
+        raise MosaicistError(f"{path}: quality {quality} is not in 1-100")
+    if name != "TIFF" and compression is not None:
+        raise MosaicistError(f"{path}: compression applies to TIFF output only")
+    if name != "TIFF" and pyramid:
+        raise MosaicistError(f"{path}: a pyramid applies to TIFF output only")
+    codec = None
+    if name == "TIFF":
+        codec = _TiffCodec(path, compression or "deflate", quality or TIFF_JPEG_QUALITY)
+    elif quality is not None and "quality" in options:
+        options["quality"] = quality
+
+    with progress_bar(height, f"writing {Path(path).name}", unit="row",
+                      enabled=show_progress) as bar:
+        checked = _Bands(bands, width, height, bar.update)
+        try:
+            with atomic_path(path) as temporary:
+                if name == "WEBP":
+                    _write_webp(temporary, checked, width, height, options)
+                else:
+                    with open(temporary, "wb") as handle:
+                        if name == "PNG":
+                            _write_png(handle, checked, width, height, options["compress_level"])
+                        elif name == "JPEG":
+                            _write_jpeg(handle, checked, width, height, options)
+                        else:
+                            _write_tiff(handle, checked, width, height, codec,
+                                        pyramid is not False, temporary.parent)
+        except OSError as error:
+            if checked.source_failed:
+                raise
+            if isinstance(error, PermissionError):
+                raise MosaicistError(f"{path}: cannot write output (permission denied)") from None
+            raise MosaicistError(
+                f"{path}: cannot write output: {error.strerror or error}"
+            ) from None
+
+
+class _Bands:
+    """The caller's bands, checked as they are pulled.
+
+    Remembers whether an exception came from the caller's iterator, so that
+    its ``OSError`` (a tile that cannot be read, say) is not reported as a
+    failure to write the output.
+    """
+
+    def __init__(
+        self, bands: Iterable[np.ndarray], width: int, height: int, advance: Callable[[int], Any]
+    ) -> None:
+        self._bands = bands
+        self.width = width
+        self.height = height
+        self._advance = advance
+        self.source_failed = False
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        rows = 0
+        iterator = iter(self._bands)
+        index = 0
+        while True:
+            try:
+                band = next(iterator)
+            except StopIteration:
+                break
+            except BaseException:
+                self.source_failed = True
+                raise
+            if (
+                not isinstance(band, np.ndarray)
+                or band.dtype != np.uint8
+                or band.ndim != 3
+                or band.shape[1:] != (self.width, 3)
+            ):
+                shape = getattr(band, "shape", None)
+                kind = getattr(band, "dtype", type(band).__name__)
+                raise ValueError(
+                    f"band {index} is {shape} {kind}, expected (h, {self.width}, 3) uint8"
+                )
+            rows += band.shape[0]
+            if rows > self.height:
+                raise ValueError(f"the bands hold more than {self.height} rows")
+            index += 1
+            if band.shape[0]:
+                yield band
+                self._advance(band.shape[0])
+        if rows != self.height:
+            raise ValueError(f"the bands hold {rows} rows, expected {self.height}")
+
+
+def _worker_count() -> int:
+    """Threads for compression: ``MOSAICIST_THREADS`` or the usable cores, at most 16."""
+    configured = os.environ.get("MOSAICIST_THREADS")
+    if configured:
+        return max(1, int(configured))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count() or 1
+    # Each thread holds a block in flight; more than 16 would not fit the memory goal.
+    return max(1, min(cores, 16))
+
+
+class _OrderedJobs:
+    """A thread pool whose results come back in submission order.
+
+    At most ``depth`` jobs are in flight, which bounds the memory their inputs
+    and outputs hold. With one worker, jobs run at once in the caller's thread.
+    """
+
+    def __init__(self, workers: int | None = None, depth: int | None = None) -> None:
+        workers = workers or _worker_count()
+        self._pool = (
+            ThreadPoolExecutor(workers, thread_name_prefix="mosaicist-write")
+            if workers > 1 else None
+        )
+        self._depth = depth or workers + 2
+        self._pending: deque[Future] = deque()
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> list[Any]:
+        """Start ``function(*args)``; return the results now due, oldest first."""
+        if self._pool is None:
+            return [function(*args)]
+        self._pending.append(self._pool.submit(function, *args))
+        due = []
+        while len(self._pending) > self._depth or (self._pending and self._pending[0].done()):
+            due.append(self._pending.popleft().result())
+        return due
+
+    def drain(self) -> Iterator[Any]:
+        """Yield the results of every job still pending, in order."""
+        while self._pending:
+            yield self._pending.popleft().result()
+
+    def __enter__(self) -> _OrderedJobs:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _RowChunker:
+    """Regroup bands of any heights into chunks of exactly ``rows`` rows.
+
+    Chunks are new arrays, never views of a band, so that a chunk still in
+    use after the caller has moved on (on a worker thread) cannot change
+    under it, and the caller may reuse a band's buffer.
+    """
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self._chunk: np.ndarray | None = None
+        self._count = 0
+
+    def push(self, band: np.ndarray) -> Iterator[np.ndarray]:
+        """Add ``band``; yield every chunk now complete."""
+        start = 0
+        while start < band.shape[0]:
+            if self._chunk is None:
+                self._chunk = np.empty((self.rows, *band.shape[1:]), band.dtype)
+            take = min(self.rows - self._count, band.shape[0] - start)
+            self._chunk[self._count:self._count + take] = band[start:start + take]
+            self._count += take
+            start += take
+            if self._count == self.rows:
+                yield self._take()
+
+    def finish(self) -> np.ndarray | None:
+        """Return the last, shorter chunk (``None`` when nothing is left)."""
+        return self._take() if self._count else None
+
+    def _take(self) -> np.ndarray:
+        chunk = self._chunk[:self._count]
+        self._chunk, self._count = None, 0
+        return chunk
+
+
+def _blocks(bands: Iterable[np.ndarray], rows: int) -> Iterator[np.ndarray]:
+    """Yield the bands regrouped into blocks of ``rows`` rows (the last may be shorter)."""
+    chunker = _RowChunker(rows)
+    for band in bands:
+        yield from chunker.push(band)
+    last = chunker.finish()
+    if last is not None:
+        yield last
+
+
+# --- PNG -------------------------------------------------------------------
+
+
+def _png_chunk(kind: bytes, data: bytes | memoryview) -> bytes:
+    crc = zlib.crc32(data, zlib.crc32(kind))
+    return struct.pack(">I", len(data)) + kind + bytes(data) + struct.pack(">I", crc)
+
+
+def _write_png_data(handle: IO[bytes], data: bytes) -> None:
+    for start in range(0, len(data), PNG_MAX_CHUNK):
+        handle.write(_png_chunk(b"IDAT", memoryview(data)[start:start + PNG_MAX_CHUNK]))
+
+
+def _adler32_combine(first: int, second: int, second_length: int) -> int:
+    """Adler-32 of two byte strings joined, from theirs (zlib's ``adler32_combine``)."""
+    base = 65521
+    remainder = second_length % base
+    low = first & 0xFFFF
+    high = (remainder * low) % base
+    low += (second & 0xFFFF) + base - 1
+    high += ((first >> 16) & 0xFFFF) + ((second >> 16) & 0xFFFF) + base - remainder
+    return (low % base) | ((high % base) << 16)
+
+
+def png_filter_rows(rows: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """Filter scanlines for PNG, choosing each row's filter adaptively.
+
+    Each row gets the filter among None, Sub, Up and Average whose output
+    has the smallest sum of absolute values (bytes read as signed), the
+    heuristic the PNG specification recommends. Paeth is left out: it costs
+    as much as the other four together and made no difference to the size
+    of the photographs and mosaics we measured.
+
+    Parameters
+    ----------
+    rows : numpy.ndarray
+        ``(h, n)`` uint8 scanlines (``n = 3 * width`` for RGB).
+    previous : numpy.ndarray
+        ``(n,)`` uint8 scanline above the first row (zeros for the top).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(h, n + 1)`` uint8: each row's filter type byte, then its bytes.
+    """
+    height, length = rows.shape
+    above = np.empty_like(rows)
+    above[0] = previous
+    above[1:] = rows[:-1]
+    left = np.zeros_like(rows)
+    left[:, 3:] = rows[:, :-3]
+    candidates = np.empty((4, height, length), np.uint8)
+    candidates[0] = rows
+    np.subtract(rows, left, out=candidates[1])
+    np.subtract(rows, above, out=candidates[2])
+    mean = left.astype(np.uint16)
+    mean += above
+    mean >>= 1
+    np.subtract(rows, mean.astype(np.uint8), out=candidates[3])
+    del mean, left, above
+    costs = np.empty((4, height), np.uint64)
+    for index, candidate in enumerate(candidates):
+        # |x| of a byte read as signed is min(x, 256 - x): uint8 negation wraps.
+        costs[index] = np.minimum(candidate, np.negative(candidate)).sum(axis=1, dtype=np.uint64)
+    choice = costs.argmin(axis=0)
+    out = np.empty((height, length + 1), np.uint8)
+    out[:, 0] = choice
+    out[:, 1:] = candidates[choice, np.arange(height)]
+    return out
+
+
+def _png_block(rows: np.ndarray, previous: np.ndarray, level: int) -> tuple[bytes, int, int]:
+    """Filter and deflate one block of rows; return the deflate data, its Adler-32, length."""
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+    parts = []
+    checksum = 1
+    # Filtering makes several temporaries the size of its input: a few rows
+    # at a time keeps them small (and in cache).
+    step = max(1, FILTER_BYTES // rows.shape[1])
+    for start in range(0, rows.shape[0], step):
+        filtered = png_filter_rows(rows[start:start + step], previous)
+        previous = rows[min(start + step, rows.shape[0]) - 1]
+        parts.append(compressor.compress(filtered))
+        checksum = zlib.adler32(filtered, checksum)
+    # A sync flush ends the block byte-aligned and not final, so the next
+    # block's independent stream can follow it directly.
+    parts.append(compressor.flush(zlib.Z_SYNC_FLUSH))
+    return b"".join(parts), checksum, rows.shape[0] * (rows.shape[1] + 1)
+
+
+def _write_png(
+    handle: IO[bytes], bands: Iterable[np.ndarray], width: int, height: int, level: int
+) -> None:
+    """Stream an 8-bit RGB PNG: filtered rows deflated block by block on threads."""
+    handle.write(PNG_SIGNATURE)
+    handle.write(_png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)))
+    row_bytes = 3 * width
+    previous = np.zeros(row_bytes, np.uint8)
+    # The zlib header zlib itself writes at this level.
+    header = zlib.compress(b"", level)[:2]
+    checksum = 1
+
+    def emit(results: Iterable[tuple[bytes, int, int]]) -> None:
+        nonlocal header, checksum
+        for data, adler, length in results:
+            _write_png_data(handle, header + data)
+            header = b""
+            checksum = _adler32_combine(checksum, adler, length)
+
+    with _OrderedJobs() as jobs:
+        for block in _blocks(bands, max(1, BLOCK_BYTES // row_bytes)):
+            rows = block.reshape(block.shape[0], row_bytes)
+            emit(jobs.submit(_png_block, rows, previous, level))
+            previous = rows[-1]
+        emit(jobs.drain())
+    _write_png_data(handle, header + DEFLATE_FINAL_BLOCK + struct.pack(">I", checksum))
+    handle.write(_png_chunk(b"IEND", b""))
+
+
+# --- JPEG ------------------------------------------------------------------
+
+
+def _jpeg_block(rows: np.ndarray, options: dict) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rows, "RGB").save(buffer, format="JPEG", restart_marker_rows=1, **options)
+    return buffer.getvalue()
+
+
+def _jpeg_mcu_rows(subsampling: int | str) -> int:
+    """Pixel rows per MCU row for Pillow's ``subsampling`` option."""
+    # Pillow: 0 is 4:4:4, 1 is 4:2:2 (8 rows tall), 2 is 4:2:0 (16 rows).
+    return 16 if subsampling in (2, "4:2:0", -1) else 8
+
+
+class _JpegSplicer:
+    """Join baseline JPEGs of consecutive bands into one picture.
+
+    Every band must be encoded with the same options, a restart interval of
+    one MCU row, and (but the last) a whole number of MCU rows.
+    """
+
+    def __init__(self, handle: IO[bytes], height: int) -> None:
+        self.handle = handle
+        self.height = height
+        self._header: bytes | None = None
+        self._restarts = 0
+
+    @staticmethod
+    def _parse(data: bytes) -> tuple[int, int]:
+        """Return the offsets of the frame height and of the entropy-coded data."""
+        if data[:2] != b"\xff\xd8" or data[-2:] != JPEG_EOI:
+            raise RuntimeError("the JPEG encoder wrote an unexpected stream")
+        position, height_at, restarts = 2, None, False
+        while True:
+            if data[position] != 0xFF:
+                raise RuntimeError("the JPEG encoder wrote an unexpected stream")
+            marker = data[position + 1]
+            length = int.from_bytes(data[position + 2:position + 4], "big")
+            if marker in JPEG_SOF:
+                height_at = position + 5
+            elif marker == JPEG_DRI:
+                restarts = True
+            position += 2 + length
+            if marker == JPEG_SOS:
+                break
+        if height_at is None or not restarts:
+            # Pillow before 10.2 ignores restart_marker_rows.
+            raise RuntimeError(
+                "the JPEG encoder wrote no restart markers; streaming JPEG needs Pillow >= 10.2"
+            )
+        return height_at, position
+
+    def add(self, data: bytes) -> None:
+        """Append the JPEG of the next band."""
+        height_at, scan_at = self._parse(data)
+        header = bytearray(data[:scan_at])
+        header[height_at:height_at + 2] = self.height.to_bytes(2, "big")
+        if self._header is None:
+            self._header = bytes(header)
+            self.handle.write(self._header)
+        else:
+            if header != self._header:
+                raise RuntimeError("JPEG bands were encoded with different tables")
+            self.handle.write(bytes((0xFF, 0xD0 + self._restarts % 8)))
+            self._restarts += 1
+        scan = np.frombuffer(data, np.uint8, len(data) - 2 - scan_at, scan_at)
+        # In entropy-coded data a 0xFF byte is followed by a stuffed 0x00 or
+        # a marker; the only markers there are restarts, RST0-RST7.
+        ff = np.flatnonzero(scan[:-1] == 0xFF)
+        markers = ff[(scan[ff + 1] & 0xF8) == 0xD0] + 1
+        shift = self._restarts % 8
+        if shift and markers.size:
+            scan = scan.copy()
+            scan[markers] = 0xD0 | ((scan[markers] + shift) & 7)
+        self.handle.write(scan.data)
+        self._restarts += markers.size
+
+    def finish(self) -> None:
+        """End the picture."""
+        self.handle.write(JPEG_EOI)
+
+
+def _write_jpeg(
+    handle: IO[bytes], bands: Iterable[np.ndarray], width: int, height: int, options: dict
+) -> None:
+    """Stream a baseline JPEG: blocks of whole MCU rows encoded on threads, then spliced."""
+    mcu = _jpeg_mcu_rows(options.get("subsampling", 0))
+    block_rows = max(1, BLOCK_BYTES // (3 * width * mcu)) * mcu
+    splicer = _JpegSplicer(handle, height)
+    with _OrderedJobs() as jobs:
+        for block in _blocks(bands, block_rows):
+            for data in jobs.submit(_jpeg_block, block, options):
+                splicer.add(data)
+        for data in jobs.drain():
+            splicer.add(data)
+    splicer.finish()
+
+
+# --- WebP ------------------------------------------------------------------
+
+
+def _write_webp(
+    path: Path, bands: Iterable[np.ndarray], width: int, height: int, options: dict
+) -> None:
+    """Gather the bands into one picture (libwebp cannot stream) and encode it."""
+    picture = Image.new("RGB", (width, height))
+    top = 0
+    for band in bands:
+        picture.paste(Image.fromarray(band, "RGB"), (0, top))
+        top += band.shape[0]
+    picture.save(path, format="WEBP", **options)
+
+
+# --- TIFF ------------------------------------------------------------------
+
+
+def _horizontal_delta(tile: np.ndarray) -> np.ndarray:
+    """Apply TIFF's horizontal predictor (difference to the pixel on the left)."""
+    out = np.empty_like(tile)
+    out[:, :1] = tile[:, :1]
+    np.subtract(tile[:, 1:], tile[:, :-1], out=out[:, 1:])
+    return out
+
+
+class _TiffCodec:
+    """How TIFF tiles are compressed, and the matching tifffile arguments."""
+
+    def __init__(self, path: str | os.PathLike[str], name: str, quality: int) -> None:
+        name = name.lower()
+        if name not in TIFF_COMPRESSIONS:
+            raise MosaicistError(
+                f"{path}: unknown TIFF compression {name!r}; use {', '.join(TIFF_COMPRESSIONS)}"
+            )
+        self.name = name
+        self.arguments: dict[str, Any] = {}
+        self._encode: Callable[..., bytes] | None = None
+        self._options: dict[str, Any] = {}
+        if name in ("lzw", "jpeg"):
+            try:
+                import imagecodecs  # noqa: F401
+            except ImportError:
+                raise MosaicistError(
+                    f"{path}: TIFF compression {name!r} needs the imagecodecs package "
+                    "(pip install imagecodecs); deflate and none work without it"
+                ) from None
+            from tifffile import TIFF
+
+        if name == "deflate":
+            self.arguments = {"compression": "adobe_deflate", "predictor": "horizontal"}
+        elif name == "lzw":
+            self.arguments = {"compression": "lzw", "predictor": "horizontal"}
+            self._encode = TIFF.COMPRESSORS[5]
+        elif name == "jpeg":
+            # What tifffile passes its JPEG encoder for RGB data, so that the
+            # tags it writes (YCbCr, subsampling) describe our tiles.
+            subsampling = (1, 1)
+            self.arguments = {"compression": "jpeg", "subsampling": subsampling}
+            self._encode = TIFF.COMPRESSORS[7]
+            self._options = {"level": quality, "subsampling": subsampling,
+                              "colorspace": "RGB", "outcolorspace": "YCBCR"}
+
+    def encode(self, tile: np.ndarray) -> bytes:
+        """Compress one full ``(TIFF_TILE, TIFF_TILE, 3)`` tile."""
+        if self.name == "none":
+            return tile.tobytes()
+        if self.name == "deflate":
+            return zlib.compress(_horizontal_delta(tile), TIFF_DEFLATE_LEVEL)
+        if self.name == "lzw":
+            return self._encode(_horizontal_delta(tile))
+        return self._encode(tile, **self._options)
+
+
+def _tiff_tile(codec: _TiffCodec, level: int, rows: np.ndarray, left: int) -> tuple[int, bytes]:
+    """Cut, pad and compress the tile at column ``left`` of a row of tiles."""
+    part = rows[:, left:left + TIFF_TILE]
+    if part.shape[:2] == (TIFF_TILE, TIFF_TILE):
+        tile = np.ascontiguousarray(part)
+    else:
+        # Edge tiles are stored whole; the padding is never shown.
+        tile = np.zeros((TIFF_TILE, TIFF_TILE, 3), np.uint8)
+        tile[:part.shape[0], :part.shape[1]] = part
+    return level, codec.encode(tile)
+
+
+def tiff_level_sizes(width: int, height: int, pyramid: bool = True) -> list[tuple[int, int]]:
+    """Return ``(width, height)`` of each level: full size, then halved until one tile."""
+    sizes = [(width, height)]
+    while pyramid and (sizes[-1][0] > TIFF_TILE or sizes[-1][1] > TIFF_TILE):
+        sizes.append((half_size(sizes[-1][0]), half_size(sizes[-1][1])))
+    return sizes
+
+
+class _TiffPyramid:
+    """Cut every level of the pyramid into compressed tiles, from bands of the full size.
+
+    The full-size level's tiles gather in :attr:`level0` for tifffile to
+    take; the reduced levels' go to ``spool``, to be copied into the file
+    once the full-size level is written.
+    """
+
+    def __init__(
+        self, sizes: list[tuple[int, int]], codec: _TiffCodec, jobs: _OrderedJobs, spool: IO[bytes]
+    ) -> None:
+        self.sizes = sizes
+        self.codec = codec
+        self.jobs = jobs
+        self.spool = spool
+        self.level0: deque[bytes] = deque()
+        self.chunkers = [_RowChunker(TIFF_TILE) for _ in sizes]
+        # halvers[k] makes level k from level k - 1; there is none for level 0.
+        self.halvers = [None] + [HalvingStream(size[0]) for size in sizes[:-1]]
+        self.offsets = [array("Q") for _ in sizes]
+        self.lengths = [array("Q") for _ in sizes]
+
+    def push(self, band: np.ndarray) -> None:
+        """Add a band of the full-size level."""
+        self._rows(0, band)
+
+    def finish(self) -> None:
+        """Reduce the odd last rows, flush the last rows of tiles, wait for every tile."""
+        for level in range(1, len(self.sizes)):
+            self._rows(level, self.halvers[level].finish())
+        for level, chunker in enumerate(self.chunkers):
+            rows = chunker.finish()
+            if rows is not None:
+                self._tile_row(level, rows)
+        self._store(self.jobs.drain())
+
+    def spooled(self, level: int) -> Iterator[bytes]:
+        """Yield the compressed tiles of reduced ``level`` from the spool, in order."""
+        for offset, length in zip(self.offsets[level], self.lengths[level], strict=True):
+            self.spool.seek(offset)
+            yield self.spool.read(length)
+
+    def _rows(self, level: int, rows: np.ndarray) -> None:
+        if not rows.shape[0]:
+            return
+        for chunk in self.chunkers[level].push(rows):
+            self._tile_row(level, chunk)
+        if level + 1 < len(self.sizes):
+            self._rows(level + 1, self.halvers[level + 1].push(rows))
+
+    def _tile_row(self, level: int, rows: np.ndarray) -> None:
+        for left in range(0, self.sizes[level][0], TIFF_TILE):
+            self._store(self.jobs.submit(_tiff_tile, self.codec, level, rows, left))
+
+    def _store(self, results: Iterable[tuple[int, bytes]]) -> None:
+        for level, data in results:
+            if level == 0:
+                self.level0.append(data)
+            else:
+                self.spool.seek(0, os.SEEK_END)
+                self.offsets[level].append(self.spool.tell())
+                self.lengths[level].append(len(data))
+                self.spool.write(data)
+
+
+def _write_tiff(
+    handle: IO[bytes],
+    bands: Iterable[np.ndarray],
+    width: int,
+    height: int,
+    codec: _TiffCodec,
+    pyramid: bool,
+    spool_dir: Path,
+) -> None:
+    """Stream a tiled BigTIFF, with its reduced levels as SubIFDs when ``pyramid``."""
+    import tifffile
+
+    sizes = tiff_level_sizes(width, height, pyramid)
+    common = {
+        "dtype": np.uint8,
+        "photometric": "rgb",
+        "planarconfig": "contig",
+        "tile": (TIFF_TILE, TIFF_TILE),
+        "metadata": None,
+        "software": "mosaicist",
+        **codec.arguments,
+    }
+    with (
+        _OrderedJobs() as jobs,
+        tempfile.TemporaryFile(prefix=".mosaicist-spool-", dir=spool_dir) as spool,
+    ):
+        levels = _TiffPyramid(sizes, codec, jobs, spool)
+
+        def full_size_tiles() -> Iterator[bytes]:
+            for band in bands:
+                levels.push(band)
+                # Hold the last tile back: once tifffile has every tile of
+                # this level it stops asking, and the reduced levels would
+                # never see their last rows.
+                while len(levels.level0) > 1:
+                    yield levels.level0.popleft()
+            levels.finish()
+            while levels.level0:
+                yield levels.level0.popleft()
+
+        writer = tifffile.TiffWriter(handle, bigtiff=True)
+        writer.write(full_size_tiles(), shape=(height, width, 3), subifds=len(sizes) - 1,
+                     **common)
+        for level, (level_width, level_height) in enumerate(sizes[1:], start=1):
+            writer.write(levels.spooled(level), shape=(level_height, level_width, 3),
+                         subfiletype=1, **common)
+        writer.close()

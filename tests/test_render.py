@@ -1,0 +1,136 @@
+"""Streaming renders: tiles from originals, bands, the overlay in bands, large outputs."""
+
+import numpy as np
+import pytest
+from conftest import make_colour_folder
+from PIL import Image
+
+from mosaicist import Placements, make_mosaic
+from mosaicist.errors import MosaicistError
+from mosaicist.imaging import square_thumbnail
+from mosaicist.render import (
+    IndexPictures,
+    MosaicRenderer,
+    OriginalPictures,
+    TargetOverlay,
+    dress_tiles,
+    render_mosaic,
+)
+from mosaicist.sources import open_source
+
+
+@pytest.fixture
+def target():
+    rng = np.random.default_rng(5)
+    y, x = np.mgrid[0:40, 0:56]
+    picture = np.stack([x * 4, y * 6, (x + y) * 2], -1) + rng.normal(0, 8, (40, 56, 3))
+    return np.clip(picture, 0, 255).astype(np.uint8)
+
+
+def random_placements(rows, cols, count, seed=0, tint=False):
+    rng = np.random.default_rng(seed)
+    tiles = rng.integers(0, count, rows * cols)
+    transforms = rng.integers(0, 8, rows * cols).astype(np.int8)
+    shifts = rng.normal(0, 20, (rows * cols, 3)) if tint else None
+    return Placements(rows, cols, tiles, np.zeros(rows * cols, np.int64),
+                      [f"t{tile:03d}.png" for tile in tiles.tolist()], transforms, shifts)
+
+
+def test_bands_assemble_the_whole_with_transforms_and_tint():
+    rng = np.random.default_rng(1)
+    tiles = rng.integers(0, 256, (9, 6, 6, 3), dtype=np.uint8)
+    placements = random_placements(4, 5, 9, tint=True)
+    renderer = MosaicRenderer(placements, IndexPictures(tiles, placements.tile), "lab")
+    bands = list(renderer.bands())
+    assert [band.shape for band in bands] == [(6, 30, 3)] * 4
+    image = renderer.image()
+    assert np.array_equal(np.concatenate(bands), image)
+    dressed = dress_tiles(tiles[placements.tile], placements.transform, placements.tint, "lab")
+    for cell in (0, 7, 19):
+        row, col = divmod(cell, 5)
+        assert np.array_equal(image[row * 6:(row + 1) * 6, col * 6:(col + 1) * 6], dressed[cell])
+    # The in-memory helper is the same picture.
+    same = render_mosaic(tiles, placements.tile_grid(), placements.transform, placements.tint,
+                         "lab")
+    assert np.array_equal(same, image)
+
+
+def test_original_pictures_are_cached_and_bounded(tmp_path):
+    folder = make_colour_folder(tmp_path / "tiles", 12, size=20)
+    source = open_source(str(folder), cache_dir=tmp_path / "c")
+    placements = random_placements(6, 8, 12, seed=3)
+    tile_px = 24
+    # Room for 5 decoded tiles only: rows must still come out right.
+    pictures = OriginalPictures(source, placements.source_ids, tile_px,
+                                cache_bytes=5 * tile_px * tile_px * 3, workers=2)
+    renderer = MosaicRenderer(placements, pictures)
+    image = renderer.image()
+    assert len(pictures.cache) <= 5
+    for cell in (0, 13, 47):
+        row, col = divmod(cell, 8)
+        original = Image.open(folder / placements.source_ids[cell])
+        expected = dress_tiles(square_thumbnail(original, tile_px)[None],
+                               placements.transform[cell:cell + 1])[0]
+        block = image[row * tile_px:(row + 1) * tile_px, col * tile_px:(col + 1) * tile_px]
+        assert np.array_equal(block, expected)
+    # A large cache decodes each distinct tile once.
+    counting = OriginalPictures(source, placements.source_ids, tile_px)
+    MosaicRenderer(placements, counting).image()
+    assert counting.decoded == len(set(placements.source_ids))
+
+
+def test_a_missing_original_names_the_tile(tmp_path):
+    folder = make_colour_folder(tmp_path / "tiles", 3, size=8)
+    source = open_source(str(folder), cache_dir=tmp_path / "c")
+    placements = random_placements(1, 2, 3)
+    (folder / placements.source_ids[1]).unlink()
+    with pytest.raises(MosaicistError, match=placements.source_ids[1]):
+        MosaicRenderer(placements, OriginalPictures(source, placements.source_ids, 8)).image()
+
+
+@pytest.mark.parametrize(("crop_shape", "size"), [((12, 16), (64, 48)), ((40, 56), (20, 14)),
+                                                   ((7, 9), (90, 70))])
+def test_overlay_in_bands_equals_the_whole(crop_shape, size):
+    rng = np.random.default_rng(2)
+    crop = rng.integers(0, 256, crop_shape + (3,), dtype=np.uint8)
+    width, height = size
+    overlay = TargetOverlay(crop, width, height, 0.4)
+    whole = overlay.band(0, height)
+    assert whole.shape == (height, width, 3)
+    parts = np.concatenate([overlay.band(top, min(height, top + 3))
+                            for top in range(0, height, 3)])
+    assert np.array_equal(parts, whole)
+    # An enlargement keeps the picture: its block means follow the target's.
+    if width > crop_shape[1]:
+        factor_y, factor_x = height / crop_shape[0], width / crop_shape[1]
+        centre = whole[int(factor_y * 3.5), int(factor_x * 4.5)]
+        assert np.abs(centre - crop[3, 4]).max() <= 1e-3 + np.ptp(crop[2:5, 3:6], axis=(0, 1)).max()
+    mosaic = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    blended = overlay.blend(mosaic, 0)
+    expected = np.clip(np.rint(0.6 * mosaic + 0.4 * whole), 0, 255)
+    assert np.abs(blended.astype(int) - expected).max() <= 1
+
+
+def test_larger_output_draws_from_originals(tmp_path, target):
+    folder = make_colour_folder(tmp_path / "tiles", 20, size=96)
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=96, cache_dir=tmp_path / "c")
+    assert mosaic.library.tile_px == 32  # compared at 32, drawn at 96
+    assert mosaic.placements.metadata["tile_px"] == 96
+    assert mosaic.placements.metadata["match_px"] == 32
+    assert mosaic.report()["output_size"] == {"width": 7 * 96, "height": 5 * 96}
+    image = mosaic.image
+    assert image.shape == (5 * 96, 7 * 96, 3)
+    first = np.asarray(Image.open(folder / mosaic.placements.source_ids[0]).convert("RGB"))
+    assert np.array_equal(image[:96, :96], first)
+    # Compared at 32: the same picks as a 32 px mosaic.
+    small = make_mosaic(target, folder, cell_px=8, tile_px=32, cache_dir=tmp_path / "c")
+    assert np.array_equal(small.placements.tile, mosaic.placements.tile)
+    assert mosaic.metrics["psnr_view"] == small.metrics["psnr_view"]
+
+
+def test_streamed_write_equals_the_image(tmp_path, target):
+    folder = make_colour_folder(tmp_path / "tiles", 20, size=16)
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, overlay=0.3,
+                         cache_dir=tmp_path / "c")
+    mosaic.renderer.write(tmp_path / "m.png")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "m.png")), mosaic.image)
