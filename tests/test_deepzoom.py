@@ -124,7 +124,7 @@ def test_read_layout_errors(tmp_path):
     with pytest.raises(MosaicistError, match="not found"):
         read_layout(tmp_path / "none.dzi")
     (tmp_path / "bad.dzi").write_text("<html/>")
-    with pytest.raises(MosaicistError, match="not a readable Deep Zoom"):
+    with pytest.raises(MosaicistError, match="bad.dzi: not a Deep Zoom descriptor"):
         read_layout(tmp_path / "bad.dzi")
 
 
@@ -137,3 +137,13 @@ def test_outputs_get_the_usual_file_mode(tmp_path):
     assert path.stat().st_mode & 0o777 == expected  # not mkstemp's 0600
     tile = files_folder(path) / "0" / "0_0.png"
     assert tile.stat().st_mode & 0o777 == expected
+
+
+def test_read_layout_refuses_odd_descriptors(tmp_path):
+    path = tmp_path / "odd.dzi"
+    path.write_text('<Image xmlns="http://schemas.microsoft.com/deepzoom/2009" Format="gif" '
+                    'Overlap="1" TileSize="254"><Size Width="10" Height="10"/></Image>')
+    with pytest.raises(MosaicistError, match="odd.dzi: not a valid Deep Zoom descriptor"):
+        read_layout(path)
+    path.write_text(path.read_text().replace("gif", "png"))
+    assert read_layout(path) == DeepZoomLayout(10, 10, 254, 1, "png")

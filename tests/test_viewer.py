@@ -23,14 +23,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mosaicist.deepzoom import write_deep_zoom
+from mosaicist.deepzoom import read_layout, write_deep_zoom
 from mosaicist.errors import MosaicistError
 from mosaicist.placements import Placements
 from mosaicist.viewer import (
     find_viewer,
     folder_source_root,
     make_server,
-    read_dzi,
     read_viewer_data,
     serve_viewer,
     write_viewer,
@@ -109,9 +108,9 @@ def decode_cells(data: dict) -> list[str]:
 # --- the page -------------------------------------------------------------------------------
 
 
-def test_read_dzi(mosaic):
+def test_read_layout(mosaic):
     dzi, _, _ = mosaic
-    info = read_dzi(dzi)
+    info = read_layout(dzi)
     assert (info.format, info.overlap, info.tile_size) == ("png", 1, 254)
     assert (info.width, info.height) == (COLS * CELL_PX, ROWS * CELL_PX)
     assert info.deepest_level == 11  # ceil(log2(1280))
@@ -524,7 +523,7 @@ def test_browser_served_viewer(browser, mosaic, tmp_path):
         with serving(dzi.parent) as url:
             open_viewer(page, url)
             check_label_and_pixels(page, colours, list(PROBES))
-            deepest = f"/my%20mural_files/{read_dzi(dzi).deepest_level}/"
+            deepest = f"/my%20mural_files/{read_layout(dzi).deepest_level}/"
             assert any(deepest in url and status == 200 for url, status in responses)
             assert page.evaluate("window.__mosaicist_test.failed") == 0
 

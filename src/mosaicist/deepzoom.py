@@ -41,6 +41,8 @@ TILE_FORMATS = ("jpeg", "png", "webp")
 #: Accepted spellings of the formats.
 FORMAT_ALIASES = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "webp": "webp"}
 DEEPZOOM_NAMESPACE = "http://schemas.microsoft.com/deepzoom/2008"
+#: Namespaces read (the 2009 one is the same schema, renamed).
+DEEPZOOM_NAMESPACES = (DEEPZOOM_NAMESPACE, "http://schemas.microsoft.com/deepzoom/2009")
 
 
 @dataclass(frozen=True)
@@ -363,30 +365,43 @@ def write_deep_zoom(
 
 
 def read_layout(path: str | os.PathLike[str]) -> DeepZoomLayout:
-    """Read a ``.dzi`` file's sizes.
+    """Read a ``.dzi`` descriptor's sizes (2008 or 2009 Deep Zoom namespace).
 
     Raises
     ------
     MosaicistError
-        When the file is missing or is not a Deep Zoom descriptor.
+        When the file is missing or is not a Deep Zoom descriptor mosaicist
+        can use.
     """
     import xml.etree.ElementTree as ElementTree
 
     path = Path(path)
+    if not path.is_file():
+        raise MosaicistError(f"{path}: Deep Zoom descriptor not found")
     try:
-        root = ElementTree.parse(path).getroot()
-        size = root.find(f"{{{DEEPZOOM_NAMESPACE}}}Size")
-        if root.tag != f"{{{DEEPZOOM_NAMESPACE}}}Image" or size is None:
-            raise ValueError("not a Deep Zoom descriptor")
-        return DeepZoomLayout(
-            int(size.get("Width")), int(size.get("Height")), int(root.get("TileSize")),
-            int(root.get("Overlap")), FORMAT_ALIASES[root.get("Format").lower()],
+        root = ElementTree.fromstring(path.read_bytes())
+    except (OSError, ElementTree.ParseError) as error:
+        raise MosaicistError(f"{path}: not a Deep Zoom descriptor ({error})") from None
+    namespace, _, tag = root.tag.rpartition("}")
+    namespace = namespace.lstrip("{")
+    if tag != "Image" or namespace not in DEEPZOOM_NAMESPACES:
+        raise MosaicistError(f"{path}: not a Deep Zoom descriptor (root is {root.tag})")
+    size = root.find(f"{{{namespace}}}Size")
+    try:
+        if size is None:
+            raise ValueError("no Size element")
+        layout = DeepZoomLayout(
+            int(size.attrib["Width"]), int(size.attrib["Height"]),
+            int(root.attrib["TileSize"]), int(root.attrib["Overlap"]),
+            FORMAT_ALIASES.get(root.attrib["Format"].lower(), ""),
         )
-    except FileNotFoundError:
-        raise MosaicistError(f"{path}: Deep Zoom file not found") from None
-    except (OSError, ElementTree.ParseError, ValueError, TypeError, KeyError,
-            AttributeError) as error:
-        raise MosaicistError(f"{path}: not a readable Deep Zoom file ({error})") from None
+        if not layout.format:
+            raise ValueError(f"tile format {root.attrib['Format']!r}")
+        if layout.width < 1 or layout.height < 1 or layout.tile_size < 1 or layout.overlap < 0:
+            raise ValueError(f"sizes {layout}")
+    except (KeyError, ValueError) as error:
+        raise MosaicistError(f"{path}: not a valid Deep Zoom descriptor ({error})") from None
+    return layout
 
 
 def read_level(path: str | os.PathLike[str], level: int) -> np.ndarray:

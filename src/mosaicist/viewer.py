@@ -21,7 +21,6 @@ import functools
 import html
 import http.server
 import json
-import math
 import mimetypes
 import os
 import re
@@ -29,15 +28,14 @@ import socket
 import sys
 import urllib.parse
 import webbrowser
-import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .deepzoom import DEEPZOOM_NAMESPACE, read_layout
 from .errors import MosaicistError
 from .paths import atomic_path
 from .placements import Placements
@@ -45,11 +43,6 @@ from .placements import Placements
 #: Marker of the embedded data, so that a viewer is recognised when read back.
 VIEWER_FORMAT = "mosaicist-viewer"
 VIEWER_VERSION = 1
-#: Deep Zoom XML namespaces (the 2009 one is the same schema, renamed).
-DEEPZOOM_NAMESPACES = (
-    "http://schemas.microsoft.com/deepzoom/2008",
-    "http://schemas.microsoft.com/deepzoom/2009",
-)
 #: The served route of the originals: ``/mosaicist-original/<source index>``.
 ORIGINAL_ROUTE = "mosaicist-original"
 #: OpenSeadragon's navigation buttons (option name, image file stem) and states.
@@ -61,81 +54,6 @@ NAV_STATES = (("REST", "rest"), ("GROUP", "grouphover"), ("HOVER", "hover"),
 _DATA_PATTERN = re.compile(
     r'<script type="application/json" id="mosaicist-data">(.*?)</script>', re.DOTALL
 )
-
-
-@dataclass(frozen=True)
-class DeepZoomInfo:
-    """What a ``.dzi`` descriptor says.
-
-    Attributes
-    ----------
-    format : str
-        Tile file extension (``jpeg``, ``png``...).
-    overlap, tile_size : int
-        Tile overlap and tile side in pixels.
-    width, height : int
-        Size of the deepest level.
-    """
-
-    format: str
-    overlap: int
-    tile_size: int
-    width: int
-    height: int
-
-    @property
-    def deepest_level(self) -> int:
-        """Index of the full-size level (level 0 is 1 x 1 pixel)."""
-        return math.ceil(math.log2(max(self.width, self.height, 1)))
-
-
-def read_dzi(path: str | os.PathLike[str]) -> DeepZoomInfo:
-    """Read a Deep Zoom descriptor.
-
-    Parameters
-    ----------
-    path : path-like
-        The ``NAME.dzi`` file.
-
-    Returns
-    -------
-    DeepZoomInfo
-
-    Raises
-    ------
-    MosaicistError
-        When the file is missing or is not a Deep Zoom descriptor.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MosaicistError(f"{path}: Deep Zoom descriptor not found")
-    try:
-        root = ElementTree.fromstring(path.read_bytes())
-    except ElementTree.ParseError as error:
-        raise MosaicistError(f"{path}: not a Deep Zoom descriptor ({error})") from None
-    namespace, _, tag = root.tag.rpartition("}")
-    namespace = namespace.lstrip("{")
-    if tag != "Image" or namespace not in DEEPZOOM_NAMESPACES:
-        raise MosaicistError(f"{path}: not a Deep Zoom descriptor (root is {root.tag})")
-    size = root.find(f"{{{namespace}}}Size")
-    try:
-        if size is None:
-            raise ValueError("no Size element")
-        info = DeepZoomInfo(
-            format=root.attrib["Format"],
-            overlap=int(root.attrib["Overlap"]),
-            tile_size=int(root.attrib["TileSize"]),
-            width=int(size.attrib["Width"]),
-            height=int(size.attrib["Height"]),
-        )
-    except (KeyError, ValueError) as error:
-        raise MosaicistError(f"{path}: not a valid Deep Zoom descriptor ({error})") from None
-    if (
-        not re.fullmatch(r"[A-Za-z0-9]+", info.format)
-        or info.tile_size < 1 or info.overlap < 0 or info.width < 1 or info.height < 1
-    ):
-        raise MosaicistError(f"{path}: not a valid Deep Zoom descriptor ({info})")
-    return info
 
 
 def folder_source_root(placements: Placements) -> Path | None:
@@ -231,7 +149,7 @@ def write_viewer(
         When the descriptor is missing or invalid, or does not fit the grid.
     """
     dzi_path = Path(dzi_path)
-    info = read_dzi(dzi_path)
+    info = read_layout(dzi_path)
     rows, cols = placements.rows, placements.cols
     if len(placements.source_ids) != rows * cols:
         raise MosaicistError(
@@ -262,7 +180,7 @@ def write_viewer(
         "deepest_level": info.deepest_level,
         "tile_source": {
             "Image": {
-                "xmlns": DEEPZOOM_NAMESPACES[0],
+                "xmlns": DEEPZOOM_NAMESPACE,
                 "Url": urllib.parse.quote(f"{name}_files") + "/",
                 "Format": info.format,
                 "Overlap": str(info.overlap),
