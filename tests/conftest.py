@@ -30,6 +30,14 @@ def gradient(width: int, height: int) -> np.ndarray:
     return np.stack(planes, -1).astype(np.uint8)
 
 
+def noisy_target() -> np.ndarray:
+    """A 56x40 smooth colour ramp with noise: a small target for whole-pipeline tests."""
+    rng = np.random.default_rng(5)
+    y, x = np.mgrid[0:40, 0:56]
+    picture = np.stack([x * 4, y * 6, (x + y) * 2], -1) + rng.normal(0, 8, (40, 56, 3))
+    return np.clip(picture, 0, 255).astype(np.uint8)
+
+
 def bomb_png(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims ``width x height`` pixels."""
 

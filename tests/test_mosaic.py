@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import make_colour_folder
+from conftest import make_colour_folder, noisy_target
 from PIL import Image
 
 from mosaicist import Placements, make_mosaic
@@ -26,10 +26,7 @@ def smooth_folder(root, count=60, size=16, seed=0):
 
 @pytest.fixture
 def target():
-    rng = np.random.default_rng(5)
-    y, x = np.mgrid[0:40, 0:56]
-    picture = np.stack([x * 4, y * 6, (x + y) * 2], -1) + rng.normal(0, 8, (40, 56, 3))
-    return np.clip(picture, 0, 255).astype(np.uint8)
+    return noisy_target()
 
 
 def reference_picks(target, tiles, cell, metric="seed", augment="none"):

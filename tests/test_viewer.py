@@ -65,14 +65,19 @@ def write_pyramid(image: np.ndarray, dzi_path: Path) -> None:
     write_deep_zoom(bands, image.shape[1], image.shape[0], dzi_path, format="png")
 
 
+def write_photos(folder: Path, colours: np.ndarray) -> Path:
+    """One plain 24 px photo per source, in the colour of its index."""
+    for index in range(SOURCES):
+        path = folder / source_id(index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (24, 24), tuple(int(v) for v in colours[index])).save(path)
+    return folder
+
+
 def make_mosaic(folder: Path) -> tuple[Path, Placements, np.ndarray]:
     """A tile folder, placements over it and their pyramid; return (dzi, placements, colours)."""
     colours = palette(SOURCES)
-    tiles = folder / "tiles"
-    for index in range(SOURCES):
-        path = tiles / source_id(index)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (24, 24), tuple(int(v) for v in colours[index])).save(path)
+    tiles = write_photos(folder / "tiles", colours)
     rng = np.random.default_rng(7)
     cells = rng.integers(0, SOURCES, ROWS * COLS)
     cells[:SOURCES] = np.arange(SOURCES)  # every source is used
@@ -599,11 +604,7 @@ def made(tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray, Path]:
     """
     root = tmp_path_factory.mktemp("made")
     colours = palette(SOURCES)
-    photos = root / "photos"
-    for index in range(SOURCES):
-        path = photos / source_id(index)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (24, 24), tuple(int(v) for v in colours[index])).save(path)
+    photos = write_photos(root / "photos", colours)
     expected = (np.arange(MADE_ROWS)[:, None] * 3 + np.arange(MADE_COLS) * 7) % SOURCES
     target = np.repeat(np.repeat(colours[expected], 8, 0), 8, 1)
     Image.fromarray(target).save(root / "target.png")

@@ -244,6 +244,15 @@ def content_hash(data: bytes | memoryview) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
+def _existing_target(path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise MosaicistError(f"{path}: target file not found")
+    if path.is_dir():
+        raise MosaicistError(f"{path}: target is a directory, not an image")
+    return path
+
+
 def read_target(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a target picture as an ``(H, W, 3)`` uint8 RGB array.
 
@@ -253,11 +262,7 @@ def read_target(path: str | os.PathLike[str]) -> np.ndarray:
         With a one-line message naming the file, when it is missing or
         unreadable.
     """
-    path = Path(path)
-    if not path.exists():
-        raise MosaicistError(f"{path}: target file not found")
-    if path.is_dir():
-        raise MosaicistError(f"{path}: target is a directory, not an image")
+    path = _existing_target(path)
     try:
         with _pixel_limit(TARGET_MAX_PIXELS):
             image = _open_checked(path, TARGET_MAX_PIXELS)
@@ -283,11 +288,7 @@ def target_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     MosaicistError
         When the file is missing or unreadable.
     """
-    path = Path(path)
-    if not path.exists():
-        raise MosaicistError(f"{path}: target file not found")
-    if path.is_dir():
-        raise MosaicistError(f"{path}: target is a directory, not an image")
+    path = _existing_target(path)
     try:
         with Image.open(path) as image:
             width, height = image.size
