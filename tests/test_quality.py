@@ -332,3 +332,21 @@ def test_cli_score_errors(scored, args, words):
     assert len(error) == 1 and error[0].startswith("mosaicist: error: "), result.stderr
     for word in words:
         assert word in error[0], error[0]
+
+
+@pytest.mark.parametrize(("tile_px", "cell_px"), [(16, 8), (12, 8), (4, 8), (8, 8)])
+def test_streamed_fidelity_equals_the_whole(tile_px, cell_px):
+    from mosaicist.quality import fidelity_from_bands
+
+    rng = np.random.default_rng(tile_px)
+    rows, cols = 7, 9
+    mosaic = rng.integers(0, 256, (rows * tile_px, cols * tile_px, 3), dtype=np.uint8)
+    crop = rng.integers(0, 256, (rows * cell_px, cols * cell_px, 3), dtype=np.uint8)
+    whole = fidelity_metrics(mosaic, crop, tile_px)
+    for per_band in (1, 2, 7):
+        bands = (mosaic[top:top + per_band * tile_px]
+                 for top in range(0, rows * tile_px, per_band * tile_px))
+        streamed = fidelity_from_bands(bands, crop, tile_px, cell_px)
+        assert streamed.keys() == whole.keys()
+        for key, value in whole.items():
+            assert streamed[key] == pytest.approx(value, rel=1e-9), (key, per_band)

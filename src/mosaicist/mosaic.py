@@ -381,11 +381,9 @@ def make_mosaic(
         mosaic.assignment = assignment
     if quality:
         # Fidelity is measured at the size tiles were compared (the picture as
-        # matched); a much larger output would not fit in memory to measure.
-        image = at_match_size.image()
-        if renderer is at_match_size:
-            mosaic._image = image
-        mosaic.metrics = _quality(image, target_crop, grid, placements, tint, overlay, shifts)
+        # matched), streamed: only its viewing-scale reduction is kept.
+        mosaic.metrics = _quality(at_match_size, target_crop, grid, placements, tint, overlay,
+                                  shifts)
         mosaic.timings["metrics"] = time.perf_counter() - render_done
     return mosaic
 
@@ -487,13 +485,12 @@ def _best_transform(
 
 
 def _quality(
-    image: np.ndarray, target_crop: np.ndarray, grid: Grid, placements: Placements,
+    renderer: MosaicRenderer, target_crop: np.ndarray, grid: Grid, placements: Placements,
     tint: float, overlay: float, shifts: np.ndarray | None,
 ) -> dict:
-    from .quality import fidelity_metrics, repetition_metrics
+    from .quality import fidelity_from_bands, repetition_metrics
 
-    tile_px = image.shape[0] // grid.rows
-    metrics = fidelity_metrics(image, target_crop, tile_px)
+    metrics = fidelity_from_bands(renderer.bands(), target_crop, renderer.tile_px, grid.cell_px)
     metrics.update(repetition_metrics(placements.tile_grid()))
     metrics["tint"] = tint
     metrics["overlay"] = overlay

@@ -43,6 +43,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -256,11 +257,55 @@ def fidelity_metrics(
             f"a {crop_w}x{crop_h} target crop does not fit a grid of {cols}x{rows} square cells"
         )
     cell_px = crop_h // rows
-    view_mosaic = reduce_cells(mosaic, tile_px, view_px)
-    view_target = reduce_cells(target_crop, cell_px, view_px)
+    band_rows = max(1, _BLOCK_ELEMENTS // (tile_px * width * 3))
+    bands = (mosaic[start:start + band_rows * tile_px]
+             for start in range(0, height, band_rows * tile_px))
+    return fidelity_from_bands(bands, target_crop, tile_px, cell_px, view_px)
+
+
+def fidelity_from_bands(
+    bands: Iterable[np.ndarray],
+    target_crop: np.ndarray,
+    tile_px: int,
+    cell_px: int,
+    view_px: int = 4,
+) -> dict:
+    """:func:`fidelity_metrics` of a mosaic given as bands of whole rows of cells.
+
+    Only the viewing-scale pictures (``view_px`` per cell) are kept, so a
+    mosaic of any size is measured in bounded memory.
+
+    Parameters
+    ----------
+    bands : iterable of numpy.ndarray
+        ``(k * tile_px, cols * tile_px, 3)`` uint8 bands, top to bottom.
+    target_crop : numpy.ndarray
+        ``(rows * cell_px, cols * cell_px, 3)`` uint8 grid crop of the target.
+    tile_px, cell_px : int
+        Cell side in the mosaic and in the target.
+    view_px : int
+        Side of one cell at viewing scale.
+    """
+    _check_view_px(view_px)
+    squared_error = 0.0
+    pixels = 0
+    views = []
+    row = 0
+    for band in bands:
+        band = np.asarray(band, np.uint8)
+        if band.shape[0] % tile_px:
+            raise ValueError(f"bands must be whole rows of {tile_px} px cells")
+        count = band.shape[0] // tile_px
+        crop = target_crop[row * cell_px:(row + count) * cell_px]
+        squared_error += _mse_full(band, crop) * band.size
+        pixels += band.size
+        views.append(reduce_cells(band, tile_px, view_px))
+        row += count
+    view_mosaic = np.concatenate(views)
+    view_target = reduce_cells(target_crop[:row * cell_px], cell_px, view_px)
     difference = delta_e_2000(view_mosaic, view_target)
     return {
-        "psnr_full": psnr(_mse_full(mosaic, target_crop)),
+        "psnr_full": psnr(squared_error / pixels),
         "psnr_view": psnr(float(np.mean((view_mosaic - view_target) ** 2))),
         "ssim_view": _ssim_luma(view_mosaic, view_target),
         "ciede2000_mean_view": float(difference.mean()),
