@@ -289,6 +289,7 @@ def test_make_deep_zoom_agrees_with_the_flat_output(setup, tmp_path):
                            "--placements", tmp_path / "p.json"))
     assert result.exit_code == 0, result.output
     assert "mural.dzi (192x144)" in result.stderr
+    assert f"mosaicist view {dzi}" in result.stderr
     layout = read_layout(dzi)
     assert (layout.width, layout.height, layout.tile_size, layout.overlap) == (192, 144, 64, 2)
     expected = np.asarray(Image.open(flat))

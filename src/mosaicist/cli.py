@@ -68,6 +68,11 @@ def _output_options(command):
     return command
 
 
+def _view_hint(output: Path) -> None:
+    if output.suffix.lower() == ".dzi":
+        click.echo(f"mosaicist: explore it with: mosaicist view {output}", err=True)
+
+
 def _deep_zoom_settings(tile_size: int, overlap: int, tile_format: str) -> dict:
     return {"tile_size": tile_size, "overlap": overlap, "format": tile_format}
 
@@ -226,6 +231,7 @@ def make(
             f"total {timings['total']:.2f} s -> {output} ({width}x{height}){quality}",
             err=True,
         )
+        _view_hint(output)
 
 
 @main.command(
@@ -286,6 +292,7 @@ def render(
             f"{seconds:.2f} s -> {output} ({renderer.width}x{renderer.height})",
             err=True,
         )
+        _view_hint(output)
 
 
 @main.command(
