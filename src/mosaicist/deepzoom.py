@@ -164,11 +164,12 @@ class _TileSink:
         self.extension = "jpeg" if tile_format == "jpeg" else tile_format
         self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="mosaicist-dzi")
         self.pending: deque[Future] = deque()
-        # Each pending tile pins its rows; a few per thread keeps memory small.
+        # Each pending tile is a copy; a few per thread keeps memory small.
         self.limit = 8 * max(1, workers)
         self.bar = bar
 
     def _write(self, tile: np.ndarray, path: Path) -> None:
+        # ``tile`` is the encoder's own copy: the level's buffer is reused.
         data = _encode(tile, self.format, self.quality)
         with open(path, "wb") as handle:
             handle.write(data)
@@ -189,8 +190,19 @@ class _TileSink:
         self.pool.shutdown(wait=True, cancel_futures=cancel)
 
 
+#: Rows a level takes in at a time: its buffer holds one tile row (with the
+#: overlaps) plus this many rows, whatever the height of the incoming bands.
+SLICE_ROWS = 64
+
+
 class _LevelCutter:
-    """Cuts one level into tiles as its rows arrive; passes them, halved, upward."""
+    """Cuts one level into tiles as its rows arrive; passes them, halved, upward.
+
+    Rows go into a buffer allocated once, of one tile row (overlaps included)
+    plus :data:`SLICE_ROWS`; rows no tile still needs are dropped by moving
+    the rest up. Tiles are copied out as they are handed to the encoders, so
+    the buffer can be reused at once.
+    """
 
     def __init__(self, layout: DeepZoomLayout, level: int, sink: _TileSink,
                  above: _LevelCutter | None) -> None:
@@ -201,21 +213,28 @@ class _LevelCutter:
         self.sink = sink
         self.above = above
         self.halving = HalvingStream(self.width) if above is not None else None
-        self.buffer = np.empty((0, self.width, 3), np.uint8)
+        capacity = min(self.height, layout.tile_size + 2 * layout.overlap + SLICE_ROWS)
+        self.buffer = np.empty((capacity, self.width, 3), np.uint8)
+        self.filled = 0  # rows of buffer in use
         self.buffer_top = 0  # level row of buffer[0]
         self.received = 0
         self.next_row = 0  # next tile row to cut
 
     def push(self, band: np.ndarray) -> None:
-        if band.shape[0] == 0:
-            return
-        self.buffer = np.concatenate([self.buffer, band], axis=0)
-        self.received += band.shape[0]
-        if self.received > self.height:
-            raise ValueError(f"level {self.level} got {self.received} rows, expected {self.height}")
+        for start in range(0, band.shape[0], SLICE_ROWS):
+            self._take(band[start:start + SLICE_ROWS])
+
+    def _take(self, rows: np.ndarray) -> None:
+        count = rows.shape[0]
+        if self.received + count > self.height:
+            raise ValueError(f"level {self.level} got {self.received + count} rows, "
+                             f"expected {self.height}")
+        self.buffer[self.filled:self.filled + count] = rows
+        self.filled += count
+        self.received += count
         self._cut()
         if self.halving is not None:
-            self.above.push(self.halving.push(band))
+            self.above.push(self.halving.push(rows))
 
     def finish(self) -> None:
         if self.received != self.height:
@@ -236,12 +255,15 @@ class _LevelCutter:
             strip = self.buffer[top - self.buffer_top:bottom - self.buffer_top]
             for column in range(self.columns):
                 left, right = layout.tile_span(column, self.width)
-                self.sink.put(strip[:, left:right], self.level, column, self.next_row)
+                self.sink.put(strip[:, left:right].copy(), self.level, column, self.next_row)
             self.next_row += 1
             # Rows above the next tile row's top (its overlap included) are done.
             keep_from = layout.tile_span(self.next_row, self.height)[0]
             if self.next_row < self.rows and keep_from > self.buffer_top:
-                self.buffer = self.buffer[keep_from - self.buffer_top:]
+                drop = keep_from - self.buffer_top
+                kept = self.filled - drop
+                self.buffer[:kept] = self.buffer[drop:self.filled]
+                self.filled = kept
                 self.buffer_top = keep_from
 
 
