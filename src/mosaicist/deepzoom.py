@@ -217,8 +217,12 @@ class _LevelCutter:
         self.buffer = np.empty((capacity, self.width, 3), np.uint8)
         self.filled = 0  # rows of buffer in use
         self.buffer_top = 0  # level row of buffer[0]
-        self.received = 0
         self.next_row = 0  # next tile row to cut
+
+    @property
+    def received(self) -> int:
+        """Rows of this level taken in so far."""
+        return self.buffer_top + self.filled
 
     def push(self, band: np.ndarray) -> None:
         for start in range(0, band.shape[0], SLICE_ROWS):
@@ -231,7 +235,6 @@ class _LevelCutter:
                              f"expected {self.height}")
         self.buffer[self.filled:self.filled + count] = rows
         self.filled += count
-        self.received += count
         self._cut()
         if self.halving is not None:
             self.above.push(self.halving.push(rows))
