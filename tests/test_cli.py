@@ -328,3 +328,9 @@ def test_output_over_a_format_limit_fails_before_any_work(setup, tmp_path):
 def test_view_serves_the_viewer(setup, tmp_path):
     result = run(["view", tmp_path / "none.dzi", "--no-browser"])
     assert_one_line_error(result, "none.dzi")
+
+
+def test_bad_match_size_is_a_one_line_error(setup, tmp_path):
+    result = run(make_args(setup, "--match-px", 0, "-o", tmp_path / "m.png"))
+    assert_one_line_error(result, "between 1 and 1024", "got 0")
+    assert list(tmp_path.iterdir()) == []

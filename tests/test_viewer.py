@@ -510,6 +510,19 @@ def check_label_and_pixels(
         assert np.abs(drawn - colours[index]).max() <= tolerance, (drawn, row, col)
 
 
+@contextlib.contextmanager
+def watched_page(browser):
+    """A 640x480 page in its own context, and the list its script errors land in."""
+    context = browser.new_context(viewport={"width": 640, "height": 480})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        yield context, page, errors
+    finally:
+        context.close()
+
+
 def open_viewer(page, url: str) -> None:
     page.goto(url)
     page.wait_for_function(OPENED, timeout=30_000)
@@ -518,13 +531,9 @@ def open_viewer(page, url: str) -> None:
 def test_browser_served_viewer(browser, mosaic, tmp_path):
     dzi, placements, colours = mosaic
     tiles = Path(placements.metadata["source"])
-    context = browser.new_context(viewport={"width": 640, "height": 480})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    responses: list[tuple[str, int]] = []
-    page.on("response", lambda response: responses.append((response.url, response.status)))
-    try:
+    with watched_page(browser) as (context, page, errors):
+        responses: list[tuple[str, int]] = []
+        page.on("response", lambda response: responses.append((response.url, response.status)))
         with serving(dzi.parent) as url:
             open_viewer(page, url)
             check_label_and_pixels(page, colours, list(PROBES))
@@ -561,18 +570,12 @@ def test_browser_served_viewer(browser, mosaic, tmp_path):
         assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
         assert Image.open(shot).size == (640, 480)
         assert errors == []
-    finally:
-        context.close()
 
 
 def test_browser_viewer_from_disk(browser, mosaic):
     dzi, placements, colours = mosaic
     tiles = Path(placements.metadata["source"])
-    context = browser.new_context(viewport={"width": 640, "height": 480})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    try:
+    with watched_page(browser) as (context, page, errors):
         open_viewer(page, dzi.with_suffix(".html").as_uri())
         check_label_and_pixels(page, colours, [PROBES[1], (0, 0, 0)])
         assert page.evaluate("window.__mosaicist_test.failed") == 0
@@ -584,8 +587,6 @@ def test_browser_viewer_from_disk(browser, mosaic):
             page.mouse.click(x, y)
         assert opened.value.url == (tiles / source_id(index)).as_uri()
         assert errors == []
-    finally:
-        context.close()
 
 
 # --- end to end: ``mosaicist make ... -o NAME.dzi``, then ``mosaicist view`` ------------------
@@ -645,26 +646,23 @@ def test_browser_made_viewer_through_mosaicist_view(browser, made, tmp_path):
         target=lambda: [lines.put(line) for line in server.stderr], daemon=True
     )
     reader.start()
-    context = browser.new_context(viewport={"width": 640, "height": 480})
     try:
         announced = lines.get(timeout=30)
         match = re.search(r"http://127\.0\.0\.1:\d+/mural\.html", announced)
         assert match, announced
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        open_viewer(page, match.group(0))
-        assert page.evaluate("window.mosaicist.data.deepest_level") == 10  # 1024 x 768
-        probes = [(2, 3, int(expected[2, 3])), (9, 12, int(expected[9, 12]))]
-        assert probes[0][2] != probes[1][2]
-        check_label_and_pixels(page, colours, probes, MADE_TILE_PX, tolerance=12)
-        assert page.evaluate("window.__mosaicist_test.failed") == 0
-        shot = tmp_path / "made.png"
-        page.screenshot(path=str(shot))
-        assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and shot.stat().st_size > 0
-        assert errors == []
+        with watched_page(browser) as (_, page, errors):
+            open_viewer(page, match.group(0))
+            assert page.evaluate("window.mosaicist.data.deepest_level") == 10  # 1024 x 768
+            probes = [(2, 3, int(expected[2, 3])), (9, 12, int(expected[9, 12]))]
+            assert probes[0][2] != probes[1][2]
+            check_label_and_pixels(page, colours, probes, MADE_TILE_PX, tolerance=12)
+            assert page.evaluate("window.__mosaicist_test.failed") == 0
+            shot = tmp_path / "made.png"
+            page.screenshot(path=str(shot))
+            assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+            assert shot.stat().st_size > 0
+            assert errors == []
     finally:
-        context.close()
         server.send_signal(signal.SIGINT)
         try:
             returncode = server.wait(timeout=10)
