@@ -83,7 +83,7 @@ class Candidates:
 
 def run_one(args: argparse.Namespace) -> None:
     """Child: one case; prints one JSON line."""
-    from mosaicist.assign import assign_tiles, check_feasible
+    from mosaicist.match import assign_tiles, check_feasible
 
     count = args.cells[0]
     rows, cols = GRIDS[count]

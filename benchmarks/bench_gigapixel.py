@@ -125,7 +125,7 @@ def main() -> None:
           f"pyramid {seconds(timings['render'])}")
 
     # Shape checks: the whole pyramid is there, the TIFF has every level.
-    from mosaicist.deepzoom import files_folder, read_layout
+    from mosaicist.render import files_folder, read_layout
 
     layout = read_layout(dzi)
     written = sum(1 for item in files_folder(dzi).rglob("*.jpeg"))

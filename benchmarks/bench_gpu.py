@@ -137,9 +137,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from mosaicist.gpu import _default_kernel, match_torch
     from mosaicist.grid import Geometry
     from mosaicist.match import compute_features, match_exact
+    from mosaicist.match._gpu import _default_kernel, match_torch
 
     cells, tiles, description = load_inputs(args)
     geometry = Geometry(args.cell_px, args.tile_px)

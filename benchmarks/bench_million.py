@@ -189,7 +189,7 @@ def build_target(data: Path, cache: Path) -> Path:
 def approximate_available() -> str | None:
     """Return None when ``mosaicist.approximate`` imports, else the reason it does not."""
     try:
-        from mosaicist.approximate import match_approximate  # noqa: F401
+        from mosaicist.match import match_approximate  # noqa: F401
     except Exception as error:  # noqa: BLE001 - any failure means "not available"
         return f"{type(error).__name__}: {error}"
     return None

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Vendor OpenSeadragon for the mosaic viewer (src/mosaicist/viewer_assets/).
+# Vendor OpenSeadragon for the mosaic viewer (src/mosaicist/viewer/assets/).
 #
 # Downloads the pinned release from the npm registry with `npm pack`, checks
 # the tarball against the pinned integrity and the registry's
 # `dist.integrity`, and copies out the minified library, its licence and the
 # navigation button images the viewer uses. Run it from anywhere; it rewrites
-# src/mosaicist/viewer_assets/ (its README.md included).
+# src/mosaicist/viewer/assets/ (its README.md included).
 set -euo pipefail
 
 VERSION=6.1.1
@@ -15,7 +15,7 @@ BUTTONS=(zoomin zoomout home fullpage)
 STATES=(rest grouphover hover pressed)
 
 cd "$(dirname "$0")/.."
-dest=src/mosaicist/viewer_assets
+dest=src/mosaicist/viewer/assets
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

@@ -7,10 +7,15 @@ import sys
 import numpy as np
 import pytest
 
-from mosaicist import approximate
-from mosaicist.approximate import match_approximate
 from mosaicist.grid import Geometry
-from mosaicist.match import MatchResult, TileFeatures, compute_features, match_exact
+from mosaicist.match import (
+    MatchResult,
+    TileFeatures,
+    compute_features,
+    match_approximate,
+    match_exact,
+)
+from mosaicist.match import _approximate as approximate
 
 CELL, TILE = 8, 16
 

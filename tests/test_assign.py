@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from mosaicist.assign import (
+from mosaicist.errors import MosaicistError
+from mosaicist.match import (
     assign_tiles,
     check_feasible,
     spacing_violations,
     tile_capacity,
 )
-from mosaicist.errors import MosaicistError
 
 
 def full_distances(rng, cells, tiles, dim=3, clusters=None):

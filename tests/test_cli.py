@@ -133,9 +133,10 @@ def test_errors(setup, tmp_path):
         (["make", tmp_path / "missing.png", "--tiles", tiles, *out, *cache], ["missing.png"]),
         (["make", text, "--tiles", tiles, *out, *cache], ["text.png"]),
         (["make", small, "--tiles", tiles, "--cell", 8, *out, *cache], ["small.png"]),
-        (["make", target, "--tiles", tiles, "--cell", 0, *out, *cache], ["cell size"]),
-        (["make", target, "--tiles", tiles, "--tile-px", 5000, *out, *cache], ["tile size"]),
-        (["index", tiles, "--tile-px", 5000, *cache], ["tile size"]),
+        (["make", target, "--tiles", tiles, "--cell", 0, *out, *cache], ["--cell must be"]),
+        (["make", target, "--tiles", tiles, "--tile-px", 5000, *out, *cache],
+         ["--tile-px must be between 1 and 1024"]),
+        (["index", tiles, "--tile-px", 5000, *cache], ["--tile-px must be between 1 and 1024"]),
         (["make", target, "--tiles", tiles, "-o", tmp_path / "o.xyz", *cache], [".xyz"]),
         (["make", target, "--tiles", tiles, "-o", tmp_path / "nope/o.png", *cache], ["nope"]),
         (["make", target, "--tiles", tiles, *out, "--placements", tmp_path / "nope/p.csv",
@@ -157,7 +158,7 @@ def test_unknown_extension_fails_before_any_work(setup, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("work started")
 
-    monkeypatch.setattr("mosaicist.mosaic.make_mosaic", boom)
+    monkeypatch.setattr("mosaicist.pipeline.make_mosaic", boom)
     monkeypatch.setattr("mosaicist.library.TileLibrary.open", boom)
     result = run(make_args(setup, "-o", tmp_path / "o.xyz"))
     assert_one_line_error(result, "unknown output format")
@@ -277,8 +278,7 @@ def test_render_command_errors_are_one_line(tmp_path, content):
 
 
 def test_make_deep_zoom_agrees_with_the_flat_output(setup, tmp_path):
-    from mosaicist.deepzoom import files_folder, read_layout, read_level
-    from mosaicist.pyramid import reduce_half
+    from mosaicist.render import files_folder, read_layout, read_level, reduce_half
 
     flat = tmp_path / "flat.png"
     result = run(make_args(setup, "-o", flat, "--tile-px", 24, "--overlay", 0.2, "-q"))

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mosaicist.deepzoom import (
+from mosaicist.errors import MosaicistError
+from mosaicist.render import (
     DeepZoomLayout,
     files_folder,
     read_layout,
     read_level,
+    reduce_half,
     write_deep_zoom,
 )
-from mosaicist.errors import MosaicistError
-from mosaicist.pyramid import reduce_half
 
 
 def bands_of(image, height):
@@ -104,8 +104,9 @@ def test_wrong_band_sizes(tmp_path):
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"tile_size": 0}, "tile size"), ({"overlap": 200}, "overlap"),
-     ({"format": "gif"}, "tile format"), ({"quality": 0}, "quality")],
+    [({"tile_size": 0}, "dzi_tile_size must be between 1 and 4096"),
+     ({"overlap": 200}, "dzi_overlap must be 0 to 127"),
+     ({"format": "gif"}, "unknown dzi_format 'gif'"), ({"quality": 0}, "quality")],
 )
 def test_bad_settings(tmp_path, options, message):
     with pytest.raises(MosaicistError, match=message):

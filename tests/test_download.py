@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from mosaicist import download
-from mosaicist.download import DATASETS, DatasetFile, dataset_url, fetch, fetch_dataset
 from mosaicist.errors import DownloadError
+from mosaicist.sources import download
+from mosaicist.sources.download import DATASETS, DatasetFile, dataset_url, fetch, fetch_dataset
 
 PAYLOAD = bytes(range(256)) * 400  # 100 KiB
 PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()

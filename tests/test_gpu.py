@@ -14,11 +14,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from mosaicist import gpu  # noqa: E402
 from mosaicist.errors import MosaicistError  # noqa: E402
-from mosaicist.gpu import digit_count, match_torch  # noqa: E402
 from mosaicist.grid import Geometry  # noqa: E402
+from mosaicist.match import _gpu as gpu  # noqa: E402
 from mosaicist.match import brute_force  # noqa: E402
+from mosaicist.match._gpu import digit_count, match_torch  # noqa: E402
 
 GEOMETRIES = [(16, 32), (8, 32), (4, 4), (6, 10), (8, 4)]
 KERNELS = ["float64", "int8"]

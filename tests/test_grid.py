@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from mosaicist.errors import MosaicistError
-from mosaicist.grid import Geometry, area_weights, check_sizes, make_grid
+from mosaicist.grid import Geometry, area_weights, make_grid
+from mosaicist.options import MosaicOptions
 
 
 def test_centre_crop_matches_the_formula():
@@ -37,7 +38,10 @@ def test_target_smaller_than_a_cell_is_an_error():
 @pytest.mark.parametrize(("cell", "tile"), [(0, 32), (16, 0), (2000, 32), (16, 5000)])
 def test_sizes_out_of_range(cell, tile):
     with pytest.raises(MosaicistError, match="between"):
-        check_sizes(cell, tile)
+        MosaicOptions(cell_px=cell, tile_px=tile)
+    if not 1 <= cell <= 1024:
+        with pytest.raises(MosaicistError, match="cell_px must be between 1 and 1024"):
+            make_grid(np.zeros((4096, 4096, 3), np.uint8), cell)
 
 
 def test_area_weights_are_exact_averages():

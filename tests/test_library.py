@@ -11,19 +11,19 @@ import pytest
 from conftest import make_colour_folder
 from PIL import Image
 
-from mosaicist import library as library_module
 from mosaicist.errors import MosaicistError
 from mosaicist.imaging import decode_tile_bytes
 from mosaicist.library import TileLibrary
+from mosaicist.library import _index as library_module
 from mosaicist.sources.folder import FolderSource
 
 
 def check_pixels(library, folder):
     """Every tile equals a fresh decode of its file, in sorted order."""
     assert library.source_ids == sorted(library.source_ids)
-    assert library.tiles.shape == (len(library), library.tile_px, library.tile_px, 3)
+    assert library.tiles.shape == (len(library), library.match_px, library.match_px, 3)
     for position, name in enumerate(library.source_ids):
-        expected = decode_tile_bytes((folder / name).read_bytes(), library.tile_px)
+        expected = decode_tile_bytes((folder / name).read_bytes(), library.match_px)
         np.testing.assert_array_equal(library.tiles[position], expected, err_msg=name)
 
 
@@ -272,7 +272,7 @@ def test_no_usable_tile(tmp_path):
 
 
 def test_tile_px_range(tmp_path):
-    with pytest.raises(MosaicistError, match="tile size"):
+    with pytest.raises(MosaicistError, match="match_px must be between 1 and 1024"):
         open_library(tmp_path, tmp_path / "cache", tile_px=0)
 
 

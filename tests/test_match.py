@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from mosaicist import match
 from mosaicist.grid import Geometry
+from mosaicist.match import _exact as match
 from mosaicist.match import (
     brute_force,
     cached_features,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mosaicist.pyramid import HalvingStream, half_size, level_count, reduce_half
+from mosaicist.render import HalvingStream, half_size, level_count, reduce_half
 
 
 def test_reduce_half_is_the_rounded_block_mean():

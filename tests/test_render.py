@@ -111,9 +111,9 @@ def test_overlay_in_bands_equals_the_whole(crop_shape, size):
 def test_larger_output_draws_from_originals(tmp_path, target):
     folder = make_colour_folder(tmp_path / "tiles", 20, size=96)
     mosaic = make_mosaic(target, folder, cell_px=8, tile_px=96, cache_dir=tmp_path / "c")
-    assert mosaic.library.tile_px == 32  # compared at 32, drawn at 96
-    assert mosaic.placements.metadata["tile_px"] == 96
-    assert mosaic.placements.metadata["match_px"] == 32
+    assert mosaic.library.match_px == 32  # compared at 32, drawn at 96
+    assert mosaic.placements.options.tile_px == 96
+    assert mosaic.placements.options.match_px == 32
     assert mosaic.report()["output_size"] == {"width": 7 * 96, "height": 5 * 96}
     image = mosaic.image
     assert image.shape == (5 * 96, 7 * 96, 3)

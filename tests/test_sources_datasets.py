@@ -16,15 +16,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mosaicist import download
-from mosaicist.download import DatasetFile
 from mosaicist.errors import SourceError
 from mosaicist.imaging import content_hash, square_thumbnail
 from mosaicist.sources import arrays as arrays_module
-from mosaicist.sources import open_source
+from mosaicist.sources import download, open_source
 from mosaicist.sources.arrays import ArrayFileSource, galaxy10_source
 from mosaicist.sources.base import SourceEntry
 from mosaicist.sources.cifar import CifarSource
+from mosaicist.sources.download import DatasetFile
 
 h5py = pytest.importorskip("h5py")
 

@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mosaicist.deepzoom import read_layout, write_deep_zoom
 from mosaicist.errors import MosaicistError
 from mosaicist.placements import Placements
+from mosaicist.render import read_layout, write_deep_zoom
 from mosaicist.viewer import (
     find_viewer,
     folder_source_root,
@@ -85,7 +85,7 @@ def make_mosaic(folder: Path) -> tuple[Path, Placements, np.ndarray]:
         cells[row * COLS + col] = index
     placements = Placements(
         ROWS, COLS, cells.astype(np.int64), np.zeros(ROWS * COLS, np.int64),
-        [source_id(index) for index in cells], metadata={"source": str(tiles)},
+        [source_id(index) for index in cells], source=str(tiles),
     )
     image = np.repeat(np.repeat(colours[cells].reshape(ROWS, COLS, 3), CELL_PX, 0), CELL_PX, 1)
     out = folder / "out"
@@ -140,7 +140,7 @@ def test_page_embeds_the_grid_the_sources_and_a_relative_tile_url(mosaic):
         "TileSize": "254",
         "Size": {"Width": "1280", "Height": "960"},
     }
-    tiles = Path(placements.metadata["source"])
+    tiles = Path(placements.source)
     assert data["source_root"] == str(tiles)
     assert data["source_root_url"] == tiles.as_uri() + "/"
     assert data["title"] == NAME
@@ -207,22 +207,22 @@ def test_page_errors(tmp_path, mosaic):
                        np.zeros(ROWS * (COLS + 1)), ["a.png"] * (ROWS * (COLS + 1)))
     with pytest.raises(MosaicistError, match="not a 41x30 grid of square cells"):
         write_viewer(dzi, other)
-    short = Placements(ROWS, COLS, np.zeros(3, np.int64), np.zeros(3), ["a.png"] * 3)
-    with pytest.raises(MosaicistError, match="3 source ids for a 30x40 grid"):
-        write_viewer(dzi, short)
+    # Placements whose cells do not fill their grid cannot even be made.
+    with pytest.raises(ValueError, match="tile has 3 entries for a 30x40 grid"):
+        Placements(ROWS, COLS, np.zeros(3, np.int64), np.zeros(3), ["a.png"] * 3)
 
 
 def test_folder_source_root(tmp_path):
     placements = Placements(1, 1, np.zeros(1, np.int64), np.zeros(1), ["x"])
     assert folder_source_root(placements) is None
-    placements.metadata["source"] = "cifar10"
+    placements.source = "cifar10"
     assert folder_source_root(placements) is None
-    placements.metadata["source"] = str(tmp_path)
+    placements.source = str(tmp_path)
     assert folder_source_root(placements) == tmp_path
 
 
 def test_vendored_openseadragon_matches_its_pin():
-    assets = ROOT / "src/mosaicist/viewer_assets"
+    assets = ROOT / "src/mosaicist/viewer/assets"
     script = (ROOT / "scripts/vendor_openseadragon.sh").read_text()
     assert "VERSION=6.1.1\n" in script
     assert (assets / "openseadragon.min.js").read_text().startswith("//! openseadragon 6.1.1\n")
@@ -288,7 +288,7 @@ def fetch(url: str, path: str) -> tuple[int, bytes, dict]:
 def test_server_serves_the_page_tiles_and_listed_originals_only(mosaic):
     dzi, placements, _ = mosaic
     page = dzi.with_suffix(".html")
-    tiles = Path(placements.metadata["source"])
+    tiles = Path(placements.source)
     (dzi.parent / "secret.txt").write_text("not for the browser")
     data = read_viewer_data(page)
     with serving(dzi.parent) as url:
@@ -530,7 +530,7 @@ def open_viewer(page, url: str) -> None:
 
 def test_browser_served_viewer(browser, mosaic, tmp_path):
     dzi, placements, colours = mosaic
-    tiles = Path(placements.metadata["source"])
+    tiles = Path(placements.source)
     with watched_page(browser) as (context, page, errors):
         responses: list[tuple[str, int]] = []
         page.on("response", lambda response: responses.append((response.url, response.status)))
@@ -574,7 +574,7 @@ def test_browser_served_viewer(browser, mosaic, tmp_path):
 
 def test_browser_viewer_from_disk(browser, mosaic):
     dzi, placements, colours = mosaic
-    tiles = Path(placements.metadata["source"])
+    tiles = Path(placements.source)
     with watched_page(browser) as (context, page, errors):
         open_viewer(page, dzi.with_suffix(".html").as_uri())
         check_label_and_pixels(page, colours, [PROBES[1], (0, 0, 0)])

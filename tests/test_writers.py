@@ -13,10 +13,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from mosaicist import writers
 from mosaicist.errors import MosaicistError
-from mosaicist.pyramid import reduce_half
-from mosaicist.writers import check_output_size, output_format, write_image
+from mosaicist.render import _writers as writers
+from mosaicist.render import check_output, output_format, reduce_half, write_image
 
 try:
     import imagecodecs  # noqa: F401
@@ -102,31 +101,35 @@ def tiff_levels(path):
 
 
 def test_output_format_by_extension(tmp_path):
-    assert output_format("a.PNG") == "PNG"
-    assert output_format("a.jpg") == output_format("a.jpeg") == "JPEG"
-    assert output_format("a.webp") == "WEBP"
-    assert output_format("a.tif") == output_format("a.TIFF") == "TIFF"
-    with pytest.raises(MosaicistError, match=r"a\.bmp: unknown output format '\.bmp'; use \.jpeg"):
+    assert output_format("a.PNG").name == "PNG"
+    assert output_format("a.jpg") is output_format("a.jpeg")
+    assert output_format("a.jpg").name == "JPEG"
+    assert output_format("a.webp").name == "WEBP"
+    assert output_format("a.tif") is output_format("a.TIFF")
+    assert output_format("a.tif").name == "TIFF"
+    assert output_format("a.dzi").name == "Deep Zoom"
+    with pytest.raises(MosaicistError,
+                       match=r"a\.bmp: unknown output format '\.bmp'; use \.dzi, \.jpeg"):
         output_format("a.bmp")
     with pytest.raises(MosaicistError, match=r"'\(none\)'"):
         output_format("noextension")
 
 
 def test_check_output_size_messages():
-    check_output_size("a.jpg", 65535, 65535)
+    check_output("a.jpg", 65535, 65535)
     with pytest.raises(MosaicistError) as error:
-        check_output_size("a.jpg", 65536, 10)
+        check_output("a.jpg", 65536, 10)
     assert str(error.value) == (
         "a.jpg: 65536x10 pixels is over the JPEG limit of 65535 pixels a side"
     )
     with pytest.raises(MosaicistError, match="WEBP limit of 16383"):
-        check_output_size("a.webp", 10, 16384)
+        check_output("a.webp", 10, 16384)
     # Encoded whole in memory: WebP is also capped by area, to stay under 2 GB.
-    check_output_size("a.webp", 12000, 13000)
+    check_output("a.webp", 12000, 13000)
     with pytest.raises(MosaicistError, match="WebP limit of 160 megapixels"):
-        check_output_size("a.webp", 16000, 16000)
-    check_output_size("a.tif", 10**6, 10**6)
-    check_output_size("a.png", 2**31 - 1, 1)
+        check_output("a.webp", 16000, 16000)
+    check_output("a.tif", 10**6, 10**6)
+    check_output("a.png", 2**31 - 1, 1)
 
 
 @pytest.mark.parametrize("name, width, height, options, words", [

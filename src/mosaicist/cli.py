@@ -1,15 +1,24 @@
-"""The ``mosaicist`` command line."""
+"""The ``mosaicist`` command line.
+
+Every setting of a mosaic is an option of :class:`~mosaicist.options.MosaicOptions`;
+the commands build their flags from those declarations (``_setting_options``)
+and hand the options object to the pipeline, so defaults, checks and help
+are written once. An error whose message names a setting
+(:class:`~mosaicist.errors.OptionError`) is shown with the flag that sets it.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import click
 
-from .errors import MosaicistError
-from .grid import check_sizes
+from .errors import MosaicistError, OptionError
+from .options import MosaicOptions, Setting, setting_named
 from .progress import progress_enabled
 
 
@@ -18,10 +27,30 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+class _Command(click.Command):
+    """A command whose setting errors name its own flags (``--max-uses``, not ``max_uses``)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OptionError as error:
+            raise MosaicistError(error.message(self.flag_for)) from None
+
+    def flag_for(self, parameter: str) -> str:
+        """Return the flag that sets ``parameter`` in this command (else the parameter)."""
+        for option in self.params:
+            if isinstance(option, click.Option) and option.name == parameter:
+                return next((flag for flag in option.opts if flag.startswith("--")),
+                            option.opts[0])
+        return parameter
+
+
 class _Group(click.Group):
     """Turns expected failures into one line on stderr and a non-zero exit."""
 
-    def invoke(self, ctx: click.Context) -> object:
+    command_class = _Command
+
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except MosaicistError as error:
@@ -34,6 +63,93 @@ class _Group(click.Group):
             where = f"{error.filename}: " if getattr(error, "filename", None) else ""
             _fail(f"{where}{error.strerror or error}")
         return None
+
+
+class _LazyChoice(click.ParamType):
+    """A text whose accepted values come from a registry, listed only when help is shown.
+
+    The values are checked with the other settings (:func:`mosaicist.match.matcher_for`),
+    so that matchers registered by plugins are accepted.
+    """
+
+    name = "text"
+
+    def __init__(self, choices: Callable[[], Iterable[str]]) -> None:
+        self.choices = choices
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[" + "|".join(self.choices()) + "]"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        return value
+
+
+def _searches() -> list[str]:
+    from .match import MATCHERS
+
+    return list(dict.fromkeys(matcher.search for matcher in MATCHERS.values()))
+
+
+def _devices() -> list[str]:
+    from .match import MATCHERS
+
+    return list(dict.fromkeys(device for matcher in MATCHERS.values()
+                              for device in matcher.devices))
+
+
+_REGISTRY_CHOICES = {"search": _searches, "device": _devices}
+
+
+def _flag_name(name: str) -> str:
+    declared = setting_named(name)
+    return declared.flag or name
+
+
+def _setting_option(declared: Setting, help: str | None, show_default: bool) -> Callable:
+    kind: click.ParamType
+    metavar = None
+    if declared.name in _REGISTRY_CHOICES:
+        kind = _LazyChoice(_REGISTRY_CHOICES[declared.name])
+    elif declared.choices is not None:
+        kind = click.STRING
+        metavar = "[" + "|".join(declared.choices) + "]"
+    else:
+        kind = {int: click.INT, float: click.FLOAT, str: click.STRING}[declared.kind]
+    text = help if help is not None else declared.describe(_flag_name)
+    if show_default and declared.default is not None and "[default:" not in text:
+        text += f"  [default: {declared.default}]"
+    assert declared.flag is not None
+    # None means "not given": the options' own default (or, for render, the recorded value).
+    return click.option(declared.flag, declared.name, type=kind, default=None, metavar=metavar,
+                        help=text)
+
+
+def _setting_options(
+    *names: str, help: dict[str, str] | None = None, show_default: bool = True
+) -> Callable:
+    """Decorate a command with a flag for each named setting, from its declaration."""
+    texts = help or {}
+
+    def decorate(command: Callable) -> Callable:
+        for name in reversed(names):
+            command = _setting_option(setting_named(name), texts.get(name), show_default)(command)
+        return command
+
+    return decorate
+
+
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    """The settings given on the command line (flags left out are None)."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
+#: Settings that only change how a picture is written.
+_OUTPUT_SETTINGS = ("jpeg_quality", "dzi_tile_size", "dzi_overlap", "dzi_format")
+#: Settings of ``make``: every one with a flag, grid and matching first.
+_MAKE_SETTINGS = ("cell_px", "tile_px", "match_px", "limit", "metric", "augment", "tint",
+                  "overlay", "max_uses", "min_spacing", "assign", "search", "device",
+                  *_OUTPUT_SETTINGS)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,31 +166,9 @@ def main() -> None:
     """
 
 
-def _output_options(command):
-    """Options shared by commands that write a picture: quality and Deep Zoom settings."""
-    options = [
-        click.option("--quality", type=click.IntRange(1, 100), default=None,
-                     help="JPEG/WebP quality, also of Deep Zoom tiles [default: 92; 90 for "
-                          "Deep Zoom]."),
-        click.option("--dzi-tile-size", type=int, default=254, show_default=True,
-                     help="Deep Zoom tile side, without overlap."),
-        click.option("--dzi-overlap", type=int, default=1, show_default=True,
-                     help="Pixels each Deep Zoom tile shares with its neighbours."),
-        click.option("--dzi-format", type=click.Choice(["jpeg", "png", "webp"]),
-                     default="jpeg", show_default=True, help="Deep Zoom tile format."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
 def _view_hint(output: Path) -> None:
     if output.suffix.lower() == ".dzi":
         click.echo(f"mosaicist: explore it with: mosaicist view {output}", err=True)
-
-
-def _deep_zoom_settings(tile_size: int, overlap: int, tile_format: str) -> dict:
-    return {"tile_size": tile_size, "overlap": overlap, "format": tile_format}
 
 
 _OUTPUT_HELP = (
@@ -101,90 +195,37 @@ Examples:
 """
 )
 @click.argument("target", type=click.Path(path_type=Path))
-@click.option("--tiles", "source", default="cifar10", show_default=True,
+@click.option("--tiles", default="cifar10", show_default=True,
               help="Tile source: a folder, cifar10, cifar100, cifar10:PATH, galaxy10, "
                    "galaxy10-sdss, or FILE.h5[:KEY] / FILE.npz / FILE.npy.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help=_OUTPUT_HELP + " [default: <target stem>-mosaic.png]")
-@click.option("--cell", "cell_px", type=int, default=16, show_default=True,
-              help="Target pixels per cell side.")
-@click.option("--tile-px", type=int, default=32, show_default=True,
-              help="Output pixels per tile side (up to 1024; large outputs are streamed).")
-@click.option("--match-px", type=int, default=None,
-              help="Side at which tiles are indexed and compared [default: --tile-px up to 64, "
-                   "else 32]; larger outputs are drawn from the original images.")
-@click.option("--limit", type=int, default=None,
-              help="Use only the first N tiles in library order.")
 @click.option("--placements", "placements_path", type=click.Path(path_type=Path), default=None,
               help="Write the placements: .csv (row,col,tile,distance,position,transform,"
                    "tint_0..2) or .json (the same plus what 'mosaicist render' needs).")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), default=None,
-              help="Write a JSON report (grid, tiles, objective, timings).")
-@click.option("--metric", type=click.Choice(["seed", "lab", "oklab"]), default="seed",
-              show_default=True,
-              help="Per-pixel distance: sRGB (the seed's), CIE Lab or Oklab.")
-@click.option("--augment", type=click.Choice(["none", "flips", "rotations", "all"]),
-              default="none", show_default=True,
-              help="Mirror and 90-degree variants of each tile join the candidates.")
-@click.option("--tint", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help="Move each tile's mean colour toward its cell's by this fraction "
-                   "(tiles are ranked after the shift).")
-@click.option("--overlay", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help="Blend the target over the mosaic with this weight (a visible cheat, "
-                   "reported as such).")
-@click.option("--max-uses", type=int, default=None,
-              help="Use no tile more than K times (solved as a global assignment).")
-@click.option("--min-spacing", type=int, default=1, show_default=True,
-              help="Cells holding the same tile are at least D cells apart (Chebyshev).")
-@click.option("--assign", "assign_method", type=click.Choice(["optimal", "greedy"]),
-              default="optimal", show_default=True,
-              help="How --max-uses/--min-spacing are solved.")
-@click.option("--search", type=click.Choice(["exact", "approximate"]), default="exact",
-              show_default=True,
-              help="exact: the true minimum for every cell; approximate: an inverted-file "
-                   "index with exact re-ranking, for very large libraries.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="cuda: exact integer search on an NVIDIA GPU (needs the gpu extra).")
-@_output_options
+              help="Write a JSON report (grid, tiles, settings, objective, metrics, timings).")
+@_setting_options(*_MAKE_SETTINGS)
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=_CACHE_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, warnings or summary.")
 def make(
     target: Path,
-    source: str,
+    tiles: str,
     output: Path | None,
-    cell_px: int,
-    tile_px: int,
-    match_px: int | None,
-    limit: int | None,
     placements_path: Path | None,
     report_path: Path | None,
-    metric: str,
-    augment: str,
-    tint: float,
-    overlay: float,
-    max_uses: int | None,
-    min_spacing: int,
-    assign_method: str,
-    search: str,
-    device: str,
-    quality: int | None,
-    dzi_tile_size: int,
-    dzi_overlap: int,
-    dzi_format: str,
     cache_dir: Path | None,
     quiet: bool,
+    **settings: Any,
 ) -> None:
     """Make a photomosaic of TARGET (the seed's exact pixel match)."""
     from .imaging import target_size
-    from .mosaic import default_match_px, make_mosaic
-    from .render import check_output, check_writable, source_root
+    from .paths import check_writable
+    from .pipeline import make_mosaic
+    from .render import check_output
 
     started = time.perf_counter()
-    check_sizes(cell_px, tile_px)
-    if match_px is not None:
-        check_sizes(cell_px, match_px)
-    if limit is not None and limit < 1:
-        raise MosaicistError(f"--limit must be at least 1, got {limit}")
+    options = MosaicOptions(**_given(settings))
     if output is None:
         output = Path(f"{target.stem}-mosaic.png")
     for path, what in ((placements_path, "placements file"), (report_path, "report file")):
@@ -192,21 +233,14 @@ def make(
             check_writable(path, what)
     # The output's size is known from the target's header: refuse it before any work.
     width, height = target_size(target)
-    deep_zoom = _deep_zoom_settings(dzi_tile_size, dzi_overlap, dzi_format)
-    check_output(output, width // cell_px * tile_px, height // cell_px * tile_px, deep_zoom)
+    check_output(output, width // options.cell_px * options.tile_px,
+                 height // options.cell_px * options.tile_px, options)
 
     show = progress_enabled(quiet)
-    mosaic = make_mosaic(
-        target, source, cell_px=cell_px, tile_px=tile_px,
-        match_px=match_px or default_match_px(tile_px), limit=limit,
-        metric=metric, augment=augment, tint=tint, overlay=overlay, max_uses=max_uses,
-        min_spacing=min_spacing, assign=assign_method, search=search, device=device,
-        cache_dir=cache_dir, show_progress=show, quiet=quiet,
-    )
-    width, height = mosaic.renderer.width, mosaic.renderer.height
+    mosaic = make_mosaic(target, tiles, options, cache_dir=cache_dir, show_progress=show,
+                         quiet=quiet)
     write_started = time.perf_counter()
-    mosaic.renderer.write(output, quality=quality, deep_zoom=deep_zoom,
-                          source_root=source_root(mosaic.library.source), show_progress=show)
+    mosaic.write(output, show_progress=show)
     if placements_path is not None:
         mosaic.placements.write(placements_path)
     mosaic.timings["render"] += time.perf_counter() - write_started
@@ -214,24 +248,30 @@ def make(
     if report_path is not None:
         mosaic.write_report(report_path, output=str(output), target=str(target))
     if not quiet:
-        stats = mosaic.library.stats
-        skipped = f" ({len(stats.failed)} skipped)" if stats and stats.failed else ""
-        timings = mosaic.timings
-        quality = ""
-        if mosaic.metrics:
-            from .quality import headline
-
-            quality = f"; {headline(mosaic.metrics)}"
-            if tint or overlay:
-                quality += f", tint {tint:g}, overlay {overlay:g}"
-        click.echo(
-            f"mosaicist: {mosaic.grid.rows}x{mosaic.grid.cols} cells, "
-            f"{len(mosaic.library)} tiles{skipped}; index {timings['index']:.2f} s, "
-            f"match {timings['match']:.2f} s, render {timings['render']:.2f} s, "
-            f"total {timings['total']:.2f} s -> {output} ({width}x{height}){quality}",
-            err=True,
-        )
+        click.echo(_make_summary(mosaic, output), err=True)
         _view_hint(output)
+
+
+def _make_summary(mosaic: Any, output: Path) -> str:
+    """One line: grid, tiles, timings, output and the metrics' headline."""
+    stats = mosaic.library.stats
+    skipped = f" ({len(stats.failed)} skipped)" if stats and stats.failed else ""
+    timings = mosaic.timings
+    fidelity = ""
+    if mosaic.metrics:
+        from .metrics import headline
+
+        fidelity = f"; {headline(mosaic.metrics)}"
+        options = mosaic.options
+        if options.tint or options.overlay:
+            fidelity += f", tint {options.tint:g}, overlay {options.overlay:g}"
+    return (
+        f"mosaicist: {mosaic.grid.rows}x{mosaic.grid.cols} cells, "
+        f"{len(mosaic.library)} tiles{skipped}; index {timings['index']:.2f} s, "
+        f"match {timings['match']:.2f} s, render {timings['render']:.2f} s, "
+        f"total {timings['total']:.2f} s -> {output} "
+        f"({mosaic.renderer.width}x{mosaic.renderer.height}){fidelity}"
+    )
 
 
 @main.command(
@@ -246,50 +286,49 @@ Examples:
 @click.argument("placements_path", metavar="PLACEMENTS", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help=_OUTPUT_HELP)
-@click.option("--tile-px", type=int, default=None,
-              help="Output pixels per tile side [default: the size matched at].")
-@click.option("--tiles", "source", default=None,
+@click.option("--tiles", default=None,
               help="Tile source (needed for CSV placements, which do not record it).")
-@_output_options
+@_setting_options("tile_px", *_OUTPUT_SETTINGS, show_default=False, help={
+    "tile_px": "Output pixels per tile side (up to 1024) [default: as in PLACEMENTS].",
+    "dzi_tile_size": "Deep Zoom tile side, without overlap [default: as in PLACEMENTS].",
+    "dzi_overlap": "Pixels each Deep Zoom tile shares with its neighbours [default: as in "
+                   "PLACEMENTS].",
+    "dzi_format": "Deep Zoom tile format [default: as in PLACEMENTS].",
+})
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=_CACHE_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary.")
 def render(
     placements_path: Path,
     output: Path,
-    tile_px: int | None,
-    source: str | None,
-    quality: int | None,
-    dzi_tile_size: int,
-    dzi_overlap: int,
-    dzi_format: str,
+    tiles: str | None,
     cache_dir: Path | None,
     quiet: bool,
+    **settings: Any,
 ) -> None:
     """Render saved PLACEMENTS (.json or .csv) again, without matching.
 
     Tiles are made from the library's original images at --tile-px, with the
     recorded transforms, tint and overlay; the picture is streamed, so any
-    size fits in bounded memory.
+    size fits in bounded memory. Settings not given are those recorded in
+    PLACEMENTS (CSV files record none: the defaults).
     """
     from .placements import Placements
-    from .render import check_output, placement_renderer, source_root
+    from .render import check_output, placements_renderer
 
     started = time.perf_counter()
     placements = Placements.read(placements_path)
-    size = tile_px or int(placements.metadata.get("tile_px") or 32)
-    check_sizes(1, size)
-    deep_zoom = _deep_zoom_settings(dzi_tile_size, dzi_overlap, dzi_format)
-    check_output(output, placements.cols * size, placements.rows * size, deep_zoom)
+    options = placements.options.replace(**_given(settings))
+    check_output(output, placements.cols * options.tile_px, placements.rows * options.tile_px,
+                 options)
     show = progress_enabled(quiet)
-    renderer, tile_source = placement_renderer(placements, size, source, cache_dir=cache_dir,
-                                               show_progress=show)
-    renderer.write(output, quality=quality, deep_zoom=deep_zoom,
-                   source_root=source_root(tile_source), show_progress=show)
+    renderer = placements_renderer(placements, options, tiles=tiles, cache_dir=cache_dir,
+                                   show_progress=show)
+    renderer.write(output, options, show_progress=show)
     if not quiet:
         seconds = time.perf_counter() - started
         click.echo(
-            f"mosaicist: {placements.rows}x{placements.cols} cells at {size} px rendered in "
-            f"{seconds:.2f} s -> {output} ({renderer.width}x{renderer.height})",
+            f"mosaicist: {placements.rows}x{placements.cols} cells at {options.tile_px} px "
+            f"rendered in {seconds:.2f} s -> {output} ({renderer.width}x{renderer.height})",
             err=True,
         )
         _view_hint(output)
@@ -326,11 +365,12 @@ Examples:
 """
 )
 @click.argument("source")
-@click.option("--tile-px", type=int, default=32, show_default=True,
-              help="Side of the indexed tiles in pixels.")
+@click.option("--tile-px", "match_px", type=int, default=32, show_default=True,
+              help="Side of the indexed tiles in pixels: the side 'make' compares at "
+                   "(its --match-px; by default its --tile-px up to 64, else 32).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=_CACHE_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, warnings or summary.")
-def index(source: str, tile_px: int, cache_dir: Path | None, quiet: bool) -> None:
+def index(source: str, match_px: int, cache_dir: Path | None, quiet: bool) -> None:
     """Index SOURCE (or bring its index up to date) without making a mosaic.
 
     Only new or changed files are decoded; removed ones drop out. An
@@ -338,14 +378,13 @@ def index(source: str, tile_px: int, cache_dir: Path | None, quiet: bool) -> Non
     """
     from .library import TileLibrary
 
-    check_sizes(1, tile_px)
     library = TileLibrary.open(
-        source, tile_px, cache_dir=cache_dir, show_progress=progress_enabled(quiet), quiet=quiet
+        source, match_px, cache_dir=cache_dir, show_progress=progress_enabled(quiet), quiet=quiet
     )
     stats = library.stats
     if not quiet and stats is not None:
         click.echo(
-            f"mosaicist: {len(library)} tiles of {tile_px} px from {library.source.name}: "
+            f"mosaicist: {len(library)} tiles of {match_px} px from {library.source.name}: "
             f"{stats.decoded} decoded, {stats.reused} unchanged, {stats.removed} removed, "
             f"{len(stats.failed)} skipped in {stats.seconds:.2f} s; index at {library.directory}",
             err=True,
@@ -360,7 +399,7 @@ Examples:
   mosaicist score bear-mosaic.jpg bear.jpg --placements bear.csv --view-px 8
 
 \b
-Metrics (see mosaicist.quality):
+Metrics (see mosaicist.metrics):
   psnr_full            PSNR (dB) against the target scaled to the mosaic's size
   psnr_view            PSNR (dB) with every cell reduced to VIEW_PX pixels
   ssim_view            SSIM of the luma at that viewing scale
@@ -371,8 +410,8 @@ PSNR is capped at 100 dB (identical images).
 )
 @click.argument("mosaic", type=click.Path(path_type=Path))
 @click.argument("target", type=click.Path(path_type=Path))
-@click.option("--cell", "cell_px", type=int, default=16, show_default=True,
-              help="Target pixels per cell side the mosaic was made with.")
+@_setting_options("cell_px", help={"cell_px": "Target pixels per cell side the mosaic was "
+                                               "made with."})
 @click.option("--view-px", type=int, default=4, show_default=True,
               help="Pixels per cell side at viewing scale.")
 @click.option("--placements", "placements_path", type=click.Path(path_type=Path), default=None,
@@ -383,7 +422,7 @@ PSNR is capped at 100 dB (identical images).
 def score(
     mosaic: Path,
     target: Path,
-    cell_px: int,
+    cell_px: int | None,
     view_px: int,
     placements_path: Path | None,
     json_path: Path | None,
@@ -395,13 +434,13 @@ def score(
     """
     import json
 
-    from .paths import atomic_path
-    from .quality import headline, read_tile_grid, score_mosaic
-    from .render import check_writable
+    from .metrics import headline, read_tile_grid, score_mosaic
+    from .paths import atomic_path, check_writable
 
     if json_path is not None:
         check_writable(json_path, "JSON file")
     tile_grid = None if placements_path is None else read_tile_grid(placements_path)
+    cell_px = MosaicOptions().cell_px if cell_px is None else cell_px
     metrics = score_mosaic(mosaic, target, cell_px, view_px=view_px, tile_grid=tile_grid)
     width = max(len(key) for key in metrics)
     for key, value in metrics.items():

@@ -12,12 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import MosaicistError
-
-#: Accepted range of ``cell_px`` (target pixels per cell side).
-CELL_PX_RANGE = (1, 1024)
-#: Accepted range of ``tile_px`` (output pixels per tile side).
-TILE_PX_RANGE = (1, 1024)
+from .errors import MosaicistError, check_range
+from .options import CELL_PX_RANGE
 
 
 @dataclass(frozen=True)
@@ -53,16 +49,6 @@ class Grid:
         return self.rows * self.cols
 
 
-def check_sizes(cell_px: int, tile_px: int) -> None:
-    """Raise :class:`MosaicistError` when a cell or tile size is out of range."""
-    low, high = CELL_PX_RANGE
-    if not low <= cell_px <= high:
-        raise MosaicistError(f"cell size must be between {low} and {high} pixels, got {cell_px}")
-    low, high = TILE_PX_RANGE
-    if not low <= tile_px <= high:
-        raise MosaicistError(f"tile size must be between {low} and {high} pixels, got {tile_px}")
-
-
 def make_grid(target: np.ndarray, cell_px: int, name: str = "target") -> Grid:
     """Cut ``target`` into whole cells of ``cell_px`` pixels, centre-cropped.
 
@@ -77,9 +63,12 @@ def make_grid(target: np.ndarray, cell_px: int, name: str = "target") -> Grid:
 
     Raises
     ------
+    OptionError
+        When ``cell_px`` is outside :data:`~mosaicist.options.CELL_PX_RANGE`.
     MosaicistError
         When the target is smaller than one cell.
     """
+    check_range("cell_px", cell_px, *CELL_PX_RANGE, "pixels")
     height, width = target.shape[:2]
     cols, rows = width // cell_px, height // cell_px
     if rows < 1 or cols < 1:
@@ -116,36 +105,38 @@ def area_weights(source_px: int, target_px: int) -> np.ndarray:
 class Geometry:
     """How cells and tiles are compared.
 
-    When ``tile_px`` is a multiple of ``cell_px`` (factor ``f``), the cell is
-    compared at its own resolution with each tile's ``f x f`` block sums:
+    Tiles are compared at ``match_px`` (the side they are indexed at, not
+    necessarily the side they are drawn at). When ``match_px`` is a multiple
+    of ``cell_px`` (factor ``f``), the cell is compared at its own resolution
+    with each tile's ``f x f`` block sums:
     the seed's objective (cell scaled up by pixel replication, squared
     difference summed over the tile's pixels) equals
     ``f^2 |a|^2 - 2 <a, S_b> + |b|^2``. Otherwise each cell is resampled to
-    ``tile_px`` by exact area averaging, rounded to 8 bits, and compared pixel
+    ``match_px`` by exact area averaging, rounded to 8 bits, and compared pixel
     by pixel with the tile (``f = 1``).
 
     Attributes
     ----------
-    cell_px, tile_px : int
+    cell_px, match_px : int
         The sizes.
     side : int
-        Side of the compared cell vectors (``cell_px`` or ``tile_px``).
+        Side of the compared cell vectors (``cell_px`` or ``match_px``).
     factor : int
-        Tile pixels per compared pixel side (``tile_px // side``).
+        Tile pixels per compared pixel side (``match_px // side``).
     """
 
     cell_px: int
-    tile_px: int
+    match_px: int
 
     @property
     def side(self) -> int:
         """Side of the compared vectors."""
-        return self.cell_px if self.tile_px % self.cell_px == 0 else self.tile_px
+        return self.cell_px if self.match_px % self.cell_px == 0 else self.match_px
 
     @property
     def factor(self) -> int:
         """Tile pixels per compared pixel side."""
-        return self.tile_px // self.side
+        return self.match_px // self.side
 
     @property
     def weight(self) -> int:
@@ -156,7 +147,7 @@ class Geometry:
         """Return the cells as compared: ``(N, side, side, 3)`` uint8."""
         if self.side == self.cell_px:
             return cells
-        weights = area_weights(self.cell_px, self.tile_px)
+        weights = area_weights(self.cell_px, self.match_px)
         out = np.empty((len(cells), self.side, self.side, 3), np.uint8)
         block = max(1, (1 << 22) // (self.side * self.side * 3))
         for start in range(0, len(cells), block):

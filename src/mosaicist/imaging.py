@@ -100,8 +100,8 @@ def centre_square(image: Image.Image) -> Image.Image:
     return image.crop((left, top, left + side, top + side))
 
 
-def square_thumbnail(image: Image.Image, tile_px: int) -> np.ndarray:
-    """Centre-crop ``image`` to a square and resize it to ``tile_px``.
+def square_thumbnail(image: Image.Image, side_px: int) -> np.ndarray:
+    """Centre-crop ``image`` to a square and resize it to ``side_px``.
 
     Downscaling uses Pillow's Lanczos filter with a box pre-reduction
     (``reducing_gap``), which keeps the quality of Lanczos at a fraction of
@@ -110,14 +110,14 @@ def square_thumbnail(image: Image.Image, tile_px: int) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        ``(tile_px, tile_px, 3)`` uint8 array.
+        ``(side_px, side_px, 3)`` uint8 array.
     """
     square = centre_square(to_rgb(image))
-    if square.size != (tile_px, tile_px):
+    if square.size != (side_px, side_px):
         square = square.resize(
-            (tile_px, tile_px), Image.Resampling.LANCZOS, reducing_gap=3.0
+            (side_px, side_px), Image.Resampling.LANCZOS, reducing_gap=3.0
         )
-    return np.asarray(square, dtype=np.uint8).reshape(tile_px, tile_px, 3)
+    return np.asarray(square, dtype=np.uint8).reshape(side_px, side_px, 3)
 
 
 @contextlib.contextmanager
@@ -148,7 +148,7 @@ def _has_exif(data: bytes) -> bool:
     return b"Exif\x00\x00" in data[:65536]
 
 
-def _decode_jpeg_fast(data: bytes, tile_px: int) -> np.ndarray | None:
+def _decode_jpeg_fast(data: bytes, side_px: int) -> np.ndarray | None:
     """Decode a plain JPEG with libjpeg-turbo (simplejpeg), or None to fall back.
 
     Returns None for JPEGs with EXIF (orientation needs Pillow), CMYK or
@@ -164,8 +164,8 @@ def _decode_jpeg_fast(data: bytes, tile_px: int) -> np.ndarray | None:
                 f"{TILE_MAX_PIXELS:,} pixels"
             )
         side = min(width, height)
-        scale = tile_px / side
-        # DCT scaling (shrink-on-load) to the smallest size that keeps side >= tile_px.
+        scale = side_px / side
+        # DCT scaling (shrink-on-load) to the smallest size that keeps side >= side_px.
         pixels = simplejpeg.decode_jpeg(
             data, colorspace="RGB", fastdct=False, fastupsample=False,
             min_width=max(1, int(np.ceil(width * scale))),
@@ -173,13 +173,13 @@ def _decode_jpeg_fast(data: bytes, tile_px: int) -> np.ndarray | None:
         )
     except ValueError:
         return None
-    if pixels.shape[0] == tile_px and pixels.shape[1] == tile_px:
+    if pixels.shape[0] == side_px and pixels.shape[1] == side_px:
         return np.ascontiguousarray(pixels)
-    return square_thumbnail(Image.fromarray(pixels, "RGB"), tile_px)
+    return square_thumbnail(Image.fromarray(pixels, "RGB"), side_px)
 
 
-def decode_tile_bytes(data: bytes, tile_px: int) -> np.ndarray:
-    """Decode an encoded image file's bytes into a square ``tile_px`` thumbnail.
+def decode_tile_bytes(data: bytes, side_px: int) -> np.ndarray:
+    """Decode an encoded image file's bytes into a square ``side_px`` thumbnail.
 
     JPEGs are decoded with shrink-on-load (DCT scaling), so a 12-megapixel
     photo is decoded at 1/8 size when the thumbnail is small.
@@ -190,7 +190,7 @@ def decode_tile_bytes(data: bytes, tile_px: int) -> np.ndarray:
         When the bytes are not a readable image (truncated, unknown format,
         over the pixel limit).
     """
-    fast = _decode_jpeg_fast(data, tile_px)
+    fast = _decode_jpeg_fast(data, side_px)
     if fast is not None:
         return fast
     try:
@@ -200,15 +200,15 @@ def decode_tile_bytes(data: bytes, tile_px: int) -> np.ndarray:
                 width, height = image.size
                 side = min(width, height)
                 # draft() keeps both sides at least as large as asked; asking for
-                # the scaled full frame makes the shorter side >= tile_px.
-                scale = max(tile_px / side, 1e-9)
+                # the scaled full frame makes the shorter side >= side_px.
+                scale = max(side_px / side, 1e-9)
                 image.draft(
                     "RGB" if image.mode in ("RGB", "YCbCr") else image.mode,
                     (max(1, int(np.ceil(width * scale))), max(1, int(np.ceil(height * scale)))),
                 )
             image.load()
             image = ImageOps.exif_transpose(image) or image
-            return square_thumbnail(image, tile_px)
+            return square_thumbnail(image, side_px)
     except ImageReadError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
@@ -225,18 +225,18 @@ def _describe(error: BaseException) -> str:
     return message
 
 
-def read_tile_file(path: str | os.PathLike[str], tile_px: int) -> tuple[np.ndarray, str]:
+def read_tile_file(path: str | os.PathLike[str], side_px: int) -> tuple[np.ndarray, str]:
     """Read one tile image file.
 
     Returns
     -------
     pixels : numpy.ndarray
-        ``(tile_px, tile_px, 3)`` uint8 thumbnail.
+        ``(side_px, side_px, 3)`` uint8 thumbnail.
     content_hash : str
         BLAKE2b digest (hex, 16 bytes) of the file's bytes.
     """
     data = Path(path).read_bytes()
-    return decode_tile_bytes(data, tile_px), content_hash(data)
+    return decode_tile_bytes(data, side_px), content_hash(data)
 
 
 def content_hash(data: bytes | memoryview) -> str:

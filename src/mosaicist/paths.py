@@ -1,14 +1,24 @@
-"""Where mosaicist keeps its caches, and atomic file writing."""
+"""Where mosaicist keeps its caches, and writing files and folders atomically.
+
+Every file or folder mosaicist makes (outputs, reports, caches, indexes) is
+written under a temporary name beside its final one and renamed into place
+when complete, with :func:`atomic_path` or :func:`atomic_folder`: a reader
+never sees a half-written file under the final name, and an interrupted run
+leaves at most a hidden temporary behind, which it removes when it can.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import platformdirs
+
+from .errors import MosaicistError
 
 CACHE_ENV = "MOSAICIST_CACHE_DIR"
 
@@ -40,7 +50,9 @@ def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(
+    final: str | os.PathLike[str], suffix: str | None = None, *, durable: bool = False
+) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it into place on success.
 
     An exception (or an interrupt) inside the block removes the temporary
@@ -53,6 +65,9 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Ite
     suffix : str, optional
         Suffix of the temporary file (defaults to the final file's), so that
         writers that pick a format from the extension still work.
+    durable : bool
+        Flush the file to disk before the rename (for data that later
+        commits rely on, such as an index's packed tiles).
     """
     final = Path(final)
     if suffix is None:
@@ -67,11 +82,70 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Ite
         # mkstemp makes the file 0600; outputs get the usual mode, as open() would.
         with contextlib.suppress(FileNotFoundError):
             temporary_path.chmod(0o666 & ~current_umask())
+        if durable:
+            descriptor = os.open(temporary_path, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
         os.replace(temporary_path, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             temporary_path.unlink()
         raise
+
+
+@contextlib.contextmanager
+def atomic_folder(final: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a new empty folder beside ``final``; put it in place of ``final`` on success.
+
+    An existing ``final`` is replaced whole: it is renamed aside, the new
+    folder renamed in, and the old one deleted, so ``final`` holds either
+    the old folder or the complete new one at every moment but the instant
+    between the two renames. On an exception the new folder is removed.
+
+    Parameters
+    ----------
+    final : path-like
+        The folder to create or replace.
+    """
+    final = Path(final)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
+    try:
+        yield temporary
+        with contextlib.suppress(FileNotFoundError):
+            temporary.chmod(0o777 & ~current_umask())
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old",
+                                        dir=final.parent))
+            os.replace(final, old / final.name)
+            os.replace(temporary, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(temporary, final)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+
+
+def check_writable(path: str | os.PathLike[str], what: str = "output") -> None:
+    """Raise :class:`MosaicistError` unless a file can be created at ``path``.
+
+    Parameters
+    ----------
+    path : path-like
+        The file to be written.
+    what : str
+        What the file is, for the message (``"report file"``...).
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise MosaicistError(f"{path}: {what} is a directory")
+    if not parent.is_dir():
+        raise MosaicistError(f"{path}: {what} folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise MosaicistError(f"{path}: {what} is not writable (permission denied)")
 
 
 def current_umask() -> int:

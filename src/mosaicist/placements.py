@@ -1,9 +1,19 @@
 """Placements: which tile, transformed and tinted how, goes in which cell.
 
 Matching makes them; rendering and reporting use them. They are saved as CSV
-(one row per cell) and as JSON (the same plus everything needed to render
-again without matching: the tile source, sizes, colour space, tint and
-overlay strengths, the target).
+(one row per cell) and as JSON: the same cells plus everything needed to
+render again without matching (the tile source, the target and its crop, and
+the mosaic's settings, serialised by :meth:`MosaicOptions.to_json
+<mosaicist.options.MosaicOptions.to_json>`)::
+
+    {"format": "mosaicist-placements", "version": 2,
+     "source": "photos/", "target": "/abs/bear.jpg", "crop": {"left": 3, "top": 0},
+     "settings": {"version": 1, "cell_px": 16, "tile_px": 32, ...},
+     "rows": 63, "cols": 80,
+     "cells": {"tile": [...], "position": [...], "distance": [...],
+               "transform": [...], "tint": [[...], ...]}}
+
+Files of version 1 (settings as top-level keys) are still read.
 """
 
 from __future__ import annotations
@@ -11,27 +21,30 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .augment import TRANSFORM_NAMES, transform_code
 from .errors import MosaicistError
+from .options import MosaicOptions
 from .paths import atomic_path
+from .transforms import TRANSFORM_NAMES, transform_code
 
 CSV_HEADER = (
     "row", "col", "tile", "distance", "position", "transform", "tint_0", "tint_1", "tint_2",
 )
 JSON_FORMAT = "mosaicist-placements"
-JSON_VERSION = 1
+JSON_VERSION = 2
+#: Settings that version 1 files kept as top-level keys.
+_V1_SETTINGS = ("cell_px", "tile_px", "match_px", "metric", "augment", "tint", "overlay")
 
 
-@dataclass
 class Placements:
     """The tile chosen for every cell of a grid.
 
-    Attributes
+    Parameters
     ----------
     rows, cols : int
         Grid shape.
@@ -42,32 +55,69 @@ class Placements:
         tinting, where it is the distance after the tint).
     source_ids : list of str
         Source id of each cell's tile.
-    transform : numpy.ndarray
+    transform : numpy.ndarray, optional
         ``(rows * cols,)`` int8 transform code of each tile (see
-        :data:`mosaicist.augment.TRANSFORM_NAMES`; 0 is the identity).
-    tint : numpy.ndarray
+        :data:`mosaicist.transforms.TRANSFORM_NAMES`; 0, the identity, by default).
+    tint : numpy.ndarray, optional
         ``(rows * cols, 3)`` float64 colour shift added to each tile, in the
-        units of the colour space named by ``metadata["metric"]`` (sRGB
-        levels for ``seed``, Lab units for ``lab``, Oklab units for ``oklab``).
-    metadata : dict
-        Source spec, sizes, metric, tint and overlay strengths, target...
+        units of the colour space of ``options.metric`` (sRGB levels for
+        ``seed``, Lab units for ``lab``, Oklab units for ``oklab``); zeros by
+        default.
+    options : MosaicOptions, optional
+        The settings the mosaic was made with (the defaults when not known,
+        as for CSV files).
+    source : str, optional
+        Spec of the tile source (see :func:`mosaicist.sources.open_source`).
+    target : str, optional
+        Path of the target picture.
+    crop : tuple of int
+        ``(left, top)`` of the grid's crop in the target.
+
+    Raises
+    ------
+    ValueError
+        When the arrays do not fit a ``rows x cols`` grid.
     """
 
-    rows: int
-    cols: int
-    tile: np.ndarray
-    distance: np.ndarray
-    source_ids: list[str]
-    transform: np.ndarray | None = None
-    tint: np.ndarray | None = None
-    metadata: dict = field(default_factory=dict)
+    def __init__(
+        self,
+        rows: int,
+        cols: int,
+        tile: np.ndarray,
+        distance: np.ndarray,
+        source_ids: list[str],
+        transform: np.ndarray | None = None,
+        tint: np.ndarray | None = None,
+        *,
+        options: MosaicOptions | None = None,
+        source: str | None = None,
+        target: str | None = None,
+        crop: tuple[int, int] = (0, 0),
+    ) -> None:
+        count = rows * cols
+        if rows < 1 or cols < 1:
+            raise ValueError(f"a grid has at least one row and column, got {rows}x{cols}")
+        self.rows = rows
+        self.cols = cols
+        self.tile = np.asarray(tile, np.int64).reshape(-1)
+        self.distance = np.asarray(distance).reshape(-1)
+        self.source_ids = list(source_ids)
+        self.transform = (np.zeros(count, np.int8) if transform is None
+                          else np.asarray(transform, np.int8).reshape(-1))
+        self.tint = (np.zeros((count, 3), np.float64) if tint is None
+                     else np.asarray(tint, np.float64).reshape(-1, 3))
+        for name, length in (("tile", len(self.tile)), ("distance", len(self.distance)),
+                             ("source_ids", len(self.source_ids)),
+                             ("transform", len(self.transform)), ("tint", len(self.tint))):
+            if length != count:
+                raise ValueError(f"{name} has {length} entries for a {rows}x{cols} grid")
+        self.options = MosaicOptions() if options is None else options
+        self.source = source
+        self.target = target
+        self.crop = crop
 
-    def __post_init__(self) -> None:
-        count = self.rows * self.cols
-        if self.transform is None:
-            self.transform = np.zeros(count, np.int8)
-        if self.tint is None:
-            self.tint = np.zeros((count, 3), np.float64)
+    def __repr__(self) -> str:
+        return f"Placements({self.rows}x{self.cols}, source={self.source!r})"
 
     def __len__(self) -> int:
         return self.rows * self.cols
@@ -87,7 +137,7 @@ class Placements:
 
         Columns: ``row,col,tile,distance,position,transform,tint_0..2``;
         ``tile`` is the tile's source id, ``position`` its library position,
-        ``transform`` a name from :data:`mosaicist.augment.TRANSFORM_NAMES`.
+        ``transform`` a name from :data:`mosaicist.transforms.TRANSFORM_NAMES`.
         """
         rows, cols = np.divmod(np.arange(len(self)), self.cols)
         names = [TRANSFORM_NAMES[code] for code in self.transform.tolist()]
@@ -103,12 +153,16 @@ class Placements:
                 )
             )
 
-    def to_json(self) -> dict:
-        """Return a JSON-ready dictionary (metadata plus per-cell lists)."""
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON document (see the module's description)."""
+        left, top = self.crop
         return {
             "format": JSON_FORMAT,
             "version": JSON_VERSION,
-            **self.metadata,
+            "source": self.source,
+            "target": self.target,
+            "crop": {"left": left, "top": top},
+            "settings": self.options.to_json(),
             "rows": self.rows,
             "cols": self.cols,
             "cells": {
@@ -146,30 +200,51 @@ class Placements:
             raise MosaicistError(f"{path}: placements file not found")
         try:
             if path.suffix.lower() == ".json":
-                return cls._from_json(json.loads(path.read_text()))
+                return cls.from_json(json.loads(path.read_text()))
             return cls.read_csv(path)
-        except (ValueError, KeyError, TypeError, IndexError) as error:
+        except (ValueError, KeyError, TypeError, IndexError, RecursionError) as error:
             raise MosaicistError(f"{path}: not a valid placements file ({error})") from None
+        except MosaicistError as error:
+            raise MosaicistError(f"{path}: {error}") from None
 
     @classmethod
-    def _from_json(cls, data: dict) -> Placements:
-        if data.get("format") != JSON_FORMAT:
+    def from_json(cls, data: object) -> Placements:
+        """Make placements from a document of :meth:`to_json` (version 1 or 2).
+
+        Raises
+        ------
+        MosaicistError
+            When ``data`` is not a placements document this mosaicist reads.
+        ValueError, KeyError, TypeError
+            When a field is missing or malformed.
+        """
+        if not isinstance(data, Mapping) or data.get("format") != JSON_FORMAT:
             raise ValueError("missing format marker")
+        version = data["version"]
+        if version == 1:
+            settings = {"version": 1, **{name: data[name] for name in _V1_SETTINGS
+                                         if name in data}}
+        elif version == JSON_VERSION:
+            settings = data["settings"]
+        else:
+            raise MosaicistError(
+                f"placements of version {version!r} are not read by this mosaicist "
+                f"(it reads 1 to {JSON_VERSION})"
+            )
+        crop = data["crop"]
         cells = data["cells"]
-        metadata = {
-            key: value for key, value in data.items()
-            if key not in ("format", "version", "rows", "cols", "cells")
-        }
-        distance = np.array(cells["distance"])
         return cls(
-            int(data["rows"]),
-            int(data["cols"]),
+            _count(data["rows"], "rows"),
+            _count(data["cols"], "cols"),
             np.array(cells["position"], np.int64),
-            distance,
-            list(cells["tile"]),
+            np.array(cells["distance"]),
+            [_text(source_id, "tile") for source_id in cells["tile"]],
             np.array([transform_code(name) for name in cells["transform"]], np.int8),
             np.array(cells["tint"], np.float64).reshape(-1, 3),
-            metadata,
+            options=MosaicOptions.from_json(settings),
+            source=_optional_text(data["source"], "source"),
+            target=_optional_text(data["target"], "target"),
+            crop=(_count(crop["left"], "crop", 0), _count(crop["top"], "crop", 0)),
         )
 
     @classmethod
@@ -202,3 +277,19 @@ class Placements:
                 np.float64,
             ),
         )
+
+
+def _count(value: object, name: str, least: int = 1) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise ValueError(f"{name} must be a whole number of at least {least}, got {value!r}")
+    return value
+
+
+def _text(value: object, name: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a text, got {value!r}")
+    return value
+
+
+def _optional_text(value: object, name: str) -> str | None:
+    return None if value is None else _text(value, name)

@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..download import fetch_dataset
 from ..errors import SourceError
 from ..imaging import content_hash, square_thumbnail
 from .base import DecodedTile, SourceEntry, TileSource
+from .download import fetch_dataset
 
 #: Images read from the file per step; bounds the memory of decoding.
 READ_CHUNK = 1024
@@ -230,7 +230,7 @@ class ArrayFileSource(TileSource):
         grey = image.reshape(image.shape[0], image.shape[1])
         return np.repeat(grey[:, :, None], 3, axis=2)
 
-    def decode(self, entries: Sequence[SourceEntry], tile_px: int) -> Iterator[DecodedTile]:
+    def decode(self, entries: Sequence[SourceEntry], side_px: int) -> Iterator[DecodedTile]:
         """Yield the entries' thumbnails in order, reading in chunks of :data:`READ_CHUNK`."""
         try:
             store, handle = self._open_store()
@@ -260,8 +260,8 @@ class ArrayFileSource(TileSource):
                     raw = np.ascontiguousarray(images[slot])
                     slot += 1
                     rgb = self._to_rgb(raw)
-                    if rgb.shape[:2] != (tile_px, tile_px):
-                        pixels = square_thumbnail(Image.fromarray(rgb, "RGB"), tile_px)
+                    if rgb.shape[:2] != (side_px, side_px):
+                        pixels = square_thumbnail(Image.fromarray(rgb, "RGB"), side_px)
                     else:
                         pixels = np.ascontiguousarray(rgb)
                     yield DecodedTile(entry, pixels, content_hash(raw.data))

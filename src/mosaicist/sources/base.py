@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -68,8 +69,8 @@ class TileSource(abc.ABC):
         """List the source's entries in library order (may download first)."""
 
     @abc.abstractmethod
-    def decode(self, entries: Sequence[SourceEntry], tile_px: int) -> Iterator[DecodedTile]:
-        """Decode ``entries`` into ``tile_px`` square thumbnails, yielding in order.
+    def decode(self, entries: Sequence[SourceEntry], side_px: int) -> Iterator[DecodedTile]:
+        """Decode ``entries`` into ``side_px`` square thumbnails, yielding in order.
 
         A bad entry yields a :class:`DecodedTile` whose ``error`` says why;
         it never raises for one bad entry.
@@ -81,4 +82,12 @@ class TileSource(abc.ABC):
 
     def local_path(self, entry: SourceEntry) -> str | None:
         """Return the original file's path when the tile is a local file, else None."""
+        return None
+
+    def local_root(self) -> Path | None:
+        """Return the folder that source ids are relative paths in, when the tiles are local files.
+
+        A Deep Zoom viewer links each cell to its original under this folder.
+        None (the default) for datasets and image arrays.
+        """
         return None

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..download import fetch_dataset
 from ..errors import MosaicistError, SourceError
 from ..imaging import content_hash, square_thumbnail
 from .base import DecodedTile, SourceEntry, TileSource
+from .download import fetch_dataset
 
 #: Side of a CIFAR image, and bytes of its pixels (R, G and B planes).
 SIDE = 32
@@ -337,7 +337,7 @@ class CifarSource(TileSource):
             rows[selected] = batches[index].pixels[positions[selected] - self._offsets[index]]
         return rows
 
-    def decode(self, entries: Sequence[SourceEntry], tile_px: int) -> Iterator[DecodedTile]:
+    def decode(self, entries: Sequence[SourceEntry], side_px: int) -> Iterator[DecodedTile]:
         """Yield the entries' thumbnails in order, a few thousand at a time."""
         self._load()
         total = int(self._offsets[-1])
@@ -353,8 +353,8 @@ class CifarSource(TileSource):
                     yield DecodedTile(entry, None, None, f"{entry.source_id}: not in {self.name}")
                     continue
                 pixels = images[slot]
-                if tile_px != SIDE:
-                    pixels = square_thumbnail(Image.fromarray(pixels, "RGB"), tile_px)
+                if side_px != SIDE:
+                    pixels = square_thumbnail(Image.fromarray(pixels, "RGB"), side_px)
                 yield DecodedTile(entry, pixels, content_hash(rows[slot].data))
                 slot += 1
 

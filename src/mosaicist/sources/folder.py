@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from .._runtime import worker_count
 from ..errors import SourceError
 from ..imaging import IMAGE_EXTENSIONS, ImageReadError, read_tile_file, to_rgb
 from .base import DecodedTile, SourceEntry, TileSource
@@ -23,12 +24,12 @@ DECODE_BATCH = 128
 
 
 def _decode_batch(
-    paths: list[str], tile_px: int
+    paths: list[str], side_px: int
 ) -> list[tuple[bytes | None, str | None, str | None]]:
     results: list[tuple[bytes | None, str | None, str | None]] = []
     for path in paths:
         try:
-            pixels, digest = read_tile_file(path, tile_px)
+            pixels, digest = read_tile_file(path, side_px)
             results.append((pixels.tobytes(), digest, None))
         except ImageReadError as error:
             results.append((None, None, str(error)))
@@ -37,13 +38,6 @@ def _decode_batch(
         except Exception as error:  # noqa: BLE001 - one bad file must never stop indexing
             results.append((None, None, f"cannot decode: {type(error).__name__}: {error}"))
     return results
-
-
-def _worker_count() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 class FolderSource(TileSource):
@@ -73,7 +67,7 @@ class FolderSource(TileSource):
             raise SourceError(f"{self.root}: not a folder")
         self.key = f"folder:{self.root}"
         self.name = str(self.root)
-        self.workers = workers or _worker_count()
+        self.workers = workers or worker_count()
         self.show_progress = show_progress
 
     def scan(self) -> list[SourceEntry]:
@@ -112,22 +106,22 @@ class FolderSource(TileSource):
         entries.sort(key=lambda entry: entry.source_id)
         return entries
 
-    def decode(self, entries: Sequence[SourceEntry], tile_px: int) -> Iterator[DecodedTile]:
+    def decode(self, entries: Sequence[SourceEntry], side_px: int) -> Iterator[DecodedTile]:
         """Decode files in parallel worker processes, yielding in order."""
         paths = [str(entry.locator) for entry in entries]
         # Small enough batches that every worker gets several (large photos are
         # slow each), large enough to amortise the round trip for small ones.
         size = max(1, min(DECODE_BATCH, len(paths) // (self.workers * 8)))
         batches = [paths[start:start + size] for start in range(0, len(paths), size)]
-        shape = (tile_px, tile_px, 3)
+        shape = (side_px, side_px, 3)
         position = 0
         if self.workers <= 1 or len(paths) <= 16:
-            results_iter: Iterator[list] = (_decode_batch(batch, tile_px) for batch in batches)
+            results_iter: Iterator[list] = (_decode_batch(batch, side_px) for batch in batches)
             executor = None
         else:
             context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
             executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
-            results_iter = executor.map(_decode_batch, batches, [tile_px] * len(batches))
+            results_iter = executor.map(_decode_batch, batches, [side_px] * len(batches))
         try:
             for results in results_iter:
                 for raw, digest, error in results:
@@ -147,3 +141,7 @@ class FolderSource(TileSource):
     def local_path(self, entry: SourceEntry) -> str | None:
         """Return the absolute path of the tile's file."""
         return str(self.root / entry.source_id)
+
+    def local_root(self) -> Path | None:
+        """Return the folder, symbolic links resolved."""
+        return self.root.resolve()

@@ -14,8 +14,7 @@ from skimage.color import lab2rgb
 
 from mosaicist import MosaicistError, make_mosaic
 from mosaicist.cli import main
-from mosaicist.placements import Placements
-from mosaicist.quality import (
+from mosaicist.metrics import (
     PSNR_CAP_DB,
     delta_e_2000,
     fidelity_metrics,
@@ -25,6 +24,7 @@ from mosaicist.quality import (
     repetition_metrics,
     score_mosaic,
 )
+from mosaicist.placements import Placements
 
 FIDELITY_KEYS = {
     "psnr_full", "psnr_view", "ssim_view", "ciede2000_mean_view", "ciede2000_p95_view", "view_px",
@@ -153,7 +153,7 @@ def test_mismatched_sizes_are_errors():
         fidelity_metrics(random_image(30, 48), crop, 16)
     with pytest.raises(MosaicistError, match="does not fit"):
         fidelity_metrics(random_image(32, 32), crop, 16)
-    with pytest.raises(MosaicistError, match="view size"):
+    with pytest.raises(MosaicistError, match="view_px must be between"):
         fidelity_metrics(random_image(32, 48), crop, 16, view_px=0)
 
 
@@ -315,10 +315,10 @@ def test_cli_score_reads_json_placements(scored):
     [
         (["{root}/missing.png", "{target}"], ["missing.png: mosaic file not found"]),
         (["{mosaic}", "{root}/nothere.png"], ["nothere.png: target file not found"]),
-        (["{mosaic}", "{target}", "--cell", "7"], ["does not fit"]),
+        (["{mosaic}", "{target}", "--cell", "7"], ["does not fit", "at --cell 7"]),
         (["{mosaic}", "{target}", "--placements", "{target}"], ["not a valid placements file"]),
         (["{mosaic}", "{target}", "--json", "{root}/no/dir/x.json"], ["does not exist"]),
-        (["{mosaic}", "{target}", "--view-px", "0"], ["view size"]),
+        (["{mosaic}", "{target}", "--view-px", "0"], ["--view-px must be between"]),
     ],
 )
 def test_cli_score_errors(scored, args, words):
@@ -336,7 +336,7 @@ def test_cli_score_errors(scored, args, words):
 
 @pytest.mark.parametrize(("tile_px", "cell_px"), [(16, 8), (12, 8), (4, 8), (8, 8)])
 def test_streamed_fidelity_equals_the_whole(tile_px, cell_px):
-    from mosaicist.quality import fidelity_from_bands
+    from mosaicist.metrics import fidelity_from_bands
 
     rng = np.random.default_rng(tile_px)
     rows, cols = 7, 9

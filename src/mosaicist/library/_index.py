@@ -1,10 +1,10 @@
 """The tile library: an on-disk index of square tile thumbnails.
 
-Layout of one index (one per source and ``tile_px``), under the cache::
+Layout of one index (one per source and ``match_px``), under the cache::
 
-    indexes/<name>-<hash of source key>/px<tile_px>/
+    indexes/<name>-<hash of source key>/px<match_px>/
         manifest.sqlite     tile manifest (SQLite, WAL)
-        tiles-<G>.u8        packed uint8 pixels, N x tile_px x tile_px x 3
+        tiles-<G>.u8        packed uint8 pixels, N x match_px x match_px x 3
         write.lock          held by the one process updating the index
 
 The manifest's ``tiles`` table is the *published* library: each tile's source
@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import mmap
 import os
 import re
 import sqlite3
@@ -38,10 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MosaicistError
-from .paths import cache_dir as default_cache_dir
-from .progress import progress_bar
-from .sources import SourceEntry, TileSource, open_source
+from ..errors import MosaicistError, OptionError, check_range
+from ..options import TILE_PX_RANGE
+from ..paths import atomic_path
+from ..paths import cache_dir as default_cache_dir
+from ..progress import progress_bar
+from ..sources import SourceEntry, TileSource, open_source
 
 SCHEMA_VERSION = 1
 #: Decoded tiles committed per transaction during an update.
@@ -94,24 +95,10 @@ class UpdateStats:
     seconds: float = 0.0
 
 
-def release_pages(array: np.ndarray) -> None:
-    """Drop a memory map's resident pages from this process (they stay in the page cache).
-
-    Streaming once through a large memory-mapped library would otherwise leave
-    all of it counted in the process's resident memory. Harmless on arrays
-    that are not memory maps, and where ``madvise`` is unavailable.
-    """
-    mapping = getattr(array, "_mmap", None)
-    if mapping is None or not hasattr(mapping, "madvise"):
-        return
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        mapping.madvise(mmap.MADV_DONTNEED)
-
-
-def _index_dir(cache: Path, source_key: str, tile_px: int) -> Path:
+def _index_dir(cache: Path, source_key: str, match_px: int) -> Path:
     digest = hashlib.sha1(source_key.encode()).hexdigest()[:12]
     tail = re.sub(r"[^A-Za-z0-9._-]+", "_", source_key.rstrip("/").split("/")[-1])[:40]
-    return cache / "indexes" / f"{tail or 'source'}-{digest}" / f"px{tile_px}"
+    return cache / "indexes" / f"{tail or 'source'}-{digest}" / f"px{match_px}"
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -173,12 +160,12 @@ class TileLibrary:
     ----------
     source : TileSource
         Where the tiles come from.
-    tile_px : int
+    match_px : int
         Side of the square tiles in pixels.
     source_ids : list of str
         Each tile's source id, in library order.
     tiles : numpy.ndarray
-        ``(N, tile_px, tile_px, 3)`` uint8, memory-mapped, in library order.
+        ``(N, match_px, match_px, 3)`` uint8, memory-mapped, in library order.
     directory : pathlib.Path
         The index's folder in the cache.
     generation : int
@@ -188,7 +175,7 @@ class TileLibrary:
 
     Examples
     --------
-    >>> library = TileLibrary.open("photos/", tile_px=32)  # doctest: +SKIP
+    >>> library = TileLibrary.open("photos/", match_px=32)  # doctest: +SKIP
     >>> library.tiles.shape  # doctest: +SKIP
     (1234, 32, 32, 3)
     """
@@ -196,7 +183,7 @@ class TileLibrary:
     def __init__(
         self,
         source: TileSource,
-        tile_px: int,
+        match_px: int,
         directory: Path,
         source_ids: list[str],
         tiles: np.ndarray,
@@ -204,7 +191,7 @@ class TileLibrary:
         stats: UpdateStats | None = None,
     ) -> None:
         self.source = source
-        self.tile_px = tile_px
+        self.match_px = match_px
         self.directory = directory
         self.source_ids = source_ids
         self.tiles = tiles
@@ -215,7 +202,7 @@ class TileLibrary:
         return len(self.source_ids)
 
     def __repr__(self) -> str:
-        return f"TileLibrary({self.source.name!r}, tiles={len(self)}, tile_px={self.tile_px})"
+        return f"TileLibrary({self.source.name!r}, tiles={len(self)}, match_px={self.match_px})"
 
     @property
     def features_dir(self) -> Path:
@@ -229,9 +216,9 @@ class TileLibrary:
         if count is None or count >= len(self):
             return self
         if count < 1:
-            raise MosaicistError(f"--limit must be at least 1, got {count}")
+            raise OptionError("{limit} must be at least 1, got {value}", value=count)
         return TileLibrary(
-            self.source, self.tile_px, self.directory, self.source_ids[:count],
+            self.source, self.match_px, self.directory, self.source_ids[:count],
             self.tiles[:count], self.generation, self.stats,
         )
 
@@ -241,19 +228,19 @@ class TileLibrary:
     def open(
         cls,
         source: str | os.PathLike[str] | TileSource = "cifar10",
-        tile_px: int = 32,
+        match_px: int = 32,
         cache_dir: str | os.PathLike[str] | None = None,
         show_progress: bool = False,
         update: bool = True,
         quiet: bool = True,
     ) -> TileLibrary:
-        """Index ``source`` at ``tile_px`` (incrementally) and open the result.
+        """Index ``source`` at ``match_px`` (incrementally) and open the result.
 
         Parameters
         ----------
         source : str, path-like or TileSource
             A source spec (see :func:`mosaicist.sources.open_source`) or source.
-        tile_px : int
+        match_px : int
             Side of the square tiles, in pixels.
         cache_dir : path-like, optional
             Cache directory (default: ``MOSAICIST_CACHE_DIR`` or the user cache).
@@ -270,26 +257,25 @@ class TileLibrary:
         MosaicistError
             When the source has no usable tile.
         """
-        if not 1 <= tile_px <= 4096:
-            raise MosaicistError(f"tile size must be between 1 and 4096 pixels, got {tile_px}")
+        check_range("match_px", match_px, *TILE_PX_RANGE, "pixels")
         cache = default_cache_dir(cache_dir)
         if not isinstance(source, TileSource):
             source = open_source(source, cache_dir=cache, show_progress=show_progress)
-        directory = _index_dir(cache, source.key, tile_px)
+        directory = _index_dir(cache, source.key, match_px)
         directory.mkdir(parents=True, exist_ok=True)
         stats = None
         if update:
-            stats = _update(source, tile_px, directory, show_progress, quiet)
-        library = cls._read(source, tile_px, directory, stats)
+            stats = _update(source, match_px, directory, show_progress, quiet)
+        library = cls._read(source, match_px, directory, stats)
         if len(library) == 0:
             raise MosaicistError(f"{source.name}: no usable tile images found")
         return library
 
     @classmethod
     def _read(
-        cls, source: TileSource, tile_px: int, directory: Path, stats: UpdateStats | None
+        cls, source: TileSource, match_px: int, directory: Path, stats: UpdateStats | None
     ) -> TileLibrary:
-        tile_bytes = tile_px * tile_px * 3
+        tile_bytes = match_px * match_px * 3
         for _attempt in range(5):
             connection = _connect(directory / "manifest.sqlite")
             try:
@@ -305,12 +291,12 @@ class TileLibrary:
             slots = np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows))
             store = directory / f"tiles-{generation}.u8"
             if not rows:
-                empty = np.zeros((0, tile_px, tile_px, 3), np.uint8)
-                return cls(source, tile_px, directory, [], empty, generation, stats)
+                empty = np.zeros((0, match_px, match_px, 3), np.uint8)
+                return cls(source, match_px, directory, [], empty, generation, stats)
             try:
                 slot_count = int(slots.max()) + 1
                 memory = np.memmap(
-                    store, dtype=np.uint8, mode="r", shape=(slot_count, tile_px, tile_px, 3)
+                    store, dtype=np.uint8, mode="r", shape=(slot_count, match_px, match_px, 3)
                 )
             except FileNotFoundError:
                 if _current_generation(directory) == generation:
@@ -333,7 +319,7 @@ class TileLibrary:
             else:
                 # Only after an interrupted publish; the next update repacks it.
                 tiles = np.asarray(memory[slots])
-            return cls(source, tile_px, directory, source_ids, tiles, generation, stats)
+            return cls(source, match_px, directory, source_ids, tiles, generation, stats)
         raise MosaicistError(f"{directory}: index keeps changing under us; try again")
 
 
@@ -346,13 +332,13 @@ def _current_generation(directory: Path) -> int:
 
 
 def _update(
-    source: TileSource, tile_px: int, directory: Path, show_progress: bool, quiet: bool
+    source: TileSource, match_px: int, directory: Path, show_progress: bool, quiet: bool
 ) -> UpdateStats:
     started = time.perf_counter()
     with _write_lock(directory, quiet):
         connection = _connect(directory / "manifest.sqlite")
         try:
-            stats = _update_locked(source, tile_px, directory, connection, show_progress)
+            stats = _update_locked(source, match_px, directory, connection, show_progress)
         finally:
             connection.close()
     stats.seconds = time.perf_counter() - started
@@ -366,17 +352,17 @@ def _update(
 
 def _update_locked(
     source: TileSource,
-    tile_px: int,
+    match_px: int,
     directory: Path,
     connection: sqlite3.Connection,
     show_progress: bool,
 ) -> UpdateStats:
-    tile_bytes = tile_px * tile_px * 3
+    tile_bytes = match_px * match_px * 3
     with _transaction(connection):
         if _meta(connection, "schema") is None:
             _set_meta(connection, "schema", SCHEMA_VERSION)
             _set_meta(connection, "source_key", source.key)
-            _set_meta(connection, "tile_px", tile_px)
+            _set_meta(connection, "tile_px", match_px)
             _set_meta(connection, "generation", 0)
             _set_meta(connection, "next_slot", 0)
     generation = int(_meta(connection, "generation", "0"))
@@ -411,7 +397,7 @@ def _update_locked(
         for row in connection.execute("SELECT source_id, size, mtime_ns, error FROM failures")
     }
 
-    _check_store(directory, generation, tile_px, published, staged)
+    _check_store(directory, generation, match_px, published, staged)
 
     stats = UpdateStats()
     to_decode: list[SourceEntry] = []
@@ -431,7 +417,7 @@ def _update_locked(
 
     if to_decode:
         next_slot = _decode_into_store(
-            source, to_decode, tile_px, directory / f"tiles-{generation}.u8", connection,
+            source, to_decode, match_px, directory / f"tiles-{generation}.u8", connection,
             published, next_slot, show_progress, stats,
         )
         staged = {
@@ -521,7 +507,7 @@ def _scan_digest(entries: Sequence[SourceEntry]) -> str:
 
 
 def _check_store(
-    directory: Path, generation: int, tile_px: int, published: dict, staged: dict
+    directory: Path, generation: int, match_px: int, published: dict, staged: dict
 ) -> None:
     """Refuse to update a packed file that is shorter than the tiles it must hold.
 
@@ -530,7 +516,7 @@ def _check_store(
     slots = [row[0] for row in published.values()] + [row[0] for row in staged.values()]
     if not slots:
         return
-    tile_bytes = tile_px * tile_px * 3
+    tile_bytes = match_px * match_px * 3
     store = directory / f"tiles-{generation}.u8"
     size = store.stat().st_size if store.exists() else 0
     needed = max(slots) + 1
@@ -544,7 +530,7 @@ def _check_store(
 def _decode_into_store(
     source: TileSource,
     to_decode: Sequence[SourceEntry],
-    tile_px: int,
+    match_px: int,
     store: Path,
     connection: sqlite3.Connection,
     published: dict[str, tuple],
@@ -553,7 +539,7 @@ def _decode_into_store(
     stats: UpdateStats,
 ) -> int:
     """Decode entries, appending pixels to ``store``; commit in crash-safe batches."""
-    tile_bytes = tile_px * tile_px * 3
+    tile_bytes = match_px * match_px * 3
     store.touch(exist_ok=True)
     pending_rows: list[tuple[str, int, int, int, str]] = []
     pending_failures: list[tuple[str, int, int, str]] = []
@@ -590,7 +576,7 @@ def _decode_into_store(
             last_commit = time.monotonic()
 
         try:
-            for decoded in source.decode(to_decode, tile_px):
+            for decoded in source.decode(to_decode, match_px):
                 entry = decoded.entry
                 stats.decoded += 1
                 bar.update(1)
@@ -622,16 +608,11 @@ def _decode_into_store(
 
 
 def _write_packed(source: Path, destination: Path, slots: np.ndarray, tile_bytes: int) -> None:
-    """Write the tiles at ``slots`` of ``source`` to ``destination``, in that order."""
-    if len(slots) == 0:
-        destination.write_bytes(b"")
-        return
-    memory = np.memmap(source, dtype=np.uint8, mode="r").reshape(-1, tile_bytes)
-    partial = destination.with_suffix(".part")
-    with open(partial, "wb") as handle:
-        for start in range(0, len(slots), COPY_CHUNK):
-            handle.write(np.ascontiguousarray(memory[slots[start:start + COPY_CHUNK]]).tobytes())
-        handle.flush()
-        os.fsync(handle.fileno())
-    del memory
-    os.replace(partial, destination)
+    """Write the tiles at ``slots`` of ``source`` to ``destination``, in that order, durably."""
+    with atomic_path(destination, durable=True) as partial, open(partial, "wb") as handle:
+        if len(slots):
+            memory = np.memmap(source, dtype=np.uint8, mode="r").reshape(-1, tile_bytes)
+            for start in range(0, len(slots), COPY_CHUNK):
+                chunk = memory[slots[start:start + COPY_CHUNK]]
+                handle.write(np.ascontiguousarray(chunk).tobytes())
+            del memory

@@ -36,26 +36,23 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .grid import Geometry
-from .match import (
-    MatchResult,
-    TileFeatures,
-    _improve,
-    _scale,
-    cell_bound_rows,
-    compute_features,
-    dot_dtype,
-    exact_distances,
-)
-from .progress import progress_bar
+from ..errors import OptionError
+from ..grid import Geometry
+from ..paths import atomic_path
+from ..progress import progress_bar
+from ._exact import _improve, dot_dtype, exact_distances
+from ._features import TileFeatures, bound_scale, cell_bound_rows, compute_features
+from ._registry import Matcher, MatchRequest, MatchResult
+
+if TYPE_CHECKING:
+    from ..options import MosaicOptions
 
 #: Version of the cached index layout (bump when it changes).
 INDEX_VERSION = 1
@@ -224,10 +221,6 @@ def _cache_key(features: TileFeatures, backend: str, lists: int, dimensions: int
     )
 
 
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.part")
-
-
 def _load_or_build(features: TileFeatures, faiss: Any | None, lists: int, dimensions: int,
                    scale: float, cache_dir: Path | None) -> Any:
     """Return the index (FAISS or :class:`_NumpyIndex`), from the cache when there."""
@@ -256,20 +249,16 @@ def _load_or_build(features: TileFeatures, faiss: Any | None, lists: int, dimens
     else:
         index = _build_numpy(features, lists, dimensions, scale)
     if path is not None:
-        partial = _temporary(path)
-        try:
+        # A read-only or full cache only costs the rebuild next time.
+        with contextlib.suppress(OSError, RuntimeError):
             path.parent.mkdir(parents=True, exist_ok=True)
-            if faiss is not None:
-                faiss.write_index(index, str(partial))
-            else:
-                with open(partial, "wb") as handle:
-                    np.savez(handle, centroids=index.centroids, rows=index.rows,
-                             offsets=index.offsets)
-            os.replace(partial, path)
-        except (OSError, RuntimeError):
-            # A read-only or full cache only costs the rebuild next time.
-            with contextlib.suppress(OSError):
-                partial.unlink()
+            with atomic_path(path) as partial:
+                if faiss is not None:
+                    faiss.write_index(index, str(partial))
+                else:
+                    with open(partial, "wb") as handle:
+                        np.savez(handle, centroids=index.centroids, rows=index.rows,
+                                 offsets=index.offsets)
     return index
 
 
@@ -374,7 +363,7 @@ def match_approximate(
     cell_vectors : numpy.ndarray
         ``(N, side, side, 3)`` uint8 from :meth:`Geometry.cell_vectors`.
     tiles : numpy.ndarray
-        ``(M, tile_px, tile_px, 3)`` uint8 in library order (may be memory-mapped).
+        ``(M, match_px, match_px, 3)`` uint8 in library order (may be memory-mapped).
     geometry : Geometry
         How cells and tiles are compared.
     features : TileFeatures, optional
@@ -448,7 +437,7 @@ def match_approximate(
     # Lists of a handful of tiles only add overhead (and FAISS needs a point per list).
     lists = max(1, min(nlist, tile_count // 8 or 1))
     nprobe = max(1, min(nprobe or DEFAULT_NPROBE, lists))
-    scale = _scale(geometry)
+    scale = bound_scale(geometry)
 
     index = _load_or_build(features, faiss, lists, dimensions, scale, cache_dir)
     if faiss is None:
@@ -521,3 +510,20 @@ def match_approximate(
                 )
             bar.update(stop - start)
     return MatchResult(best_tile, best_distance, evaluated, bounded)
+
+
+class ApproximateMatcher(Matcher):
+    """Inverted-file search, re-ranked exactly, for large libraries (:func:`match_approximate`)."""
+
+    name = "approximate"
+    search = "approximate"
+
+    def unsupported(self, options: MosaicOptions) -> OptionError | None:
+        if options.tint:
+            return OptionError("{search} 'approximate' does not combine with {tint}")
+        return None
+
+    def match(self, request: MatchRequest) -> MatchResult:
+        return match_approximate(request.cell_vectors, request.candidates, request.geometry,
+                                 request.features, request.show_progress,
+                                 cache_dir=request.library.features_dir)

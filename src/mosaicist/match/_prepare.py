@@ -1,4 +1,4 @@
-"""Tile variants: mirror and rotation transforms, and the matching space.
+"""The prepared library: tiles in the metric's colour space, times their transforms.
 
 A candidate is a (tile, transform) pair. With ``k`` transforms the matcher
 sees a *prepared* library of ``M * k`` tiles where candidate ``v`` is tile
@@ -11,58 +11,18 @@ memory-mapped file.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
-from .colour import encode
-from .library import release_pages
-from .progress import progress_bar
+from .._runtime import release_pages
+from ..colour import encode
+from ..paths import atomic_path
+from ..progress import progress_bar
+from ..transforms import AUGMENT_SETS, apply_transform
 
-#: The eight symmetries of the square (the dihedral group D4), by code.
-TRANSFORM_NAMES = (
-    "identity", "mirror", "rot90", "rot180", "rot270", "transpose", "flip", "transverse",
-)
-#: Transform codes added by each ``--augment`` choice.
-AUGMENT_SETS = {
-    "none": (0,),
-    "flips": (0, 1),
-    "rotations": (0, 2, 3, 4),
-    "all": (0, 1, 2, 3, 4, 5, 6, 7),
-}
+#: Tiles encoded at a time.
 _CHUNK = 4096
-
-
-def apply_transform(images: np.ndarray, code: int) -> np.ndarray:
-    """Apply transform ``code`` to ``(..., H, W, C)`` images (H, W the last-but-one axes).
-
-    Rotations are counter-clockwise; ``mirror`` flips left-right; ``flip``
-    flips top-bottom; ``transpose`` mirrors about the main diagonal and
-    ``transverse`` about the other one.
-    """
-    rows, cols = images.ndim - 3, images.ndim - 2
-    if code == 0:
-        return images
-    if code == 1:
-        return images[..., :, ::-1, :]
-    if code in (2, 3, 4):
-        return np.rot90(images, k=code - 1, axes=(rows, cols))
-    if code == 5:
-        return np.swapaxes(images, rows, cols)
-    if code == 6:
-        return images[..., ::-1, :, :]
-    if code == 7:
-        return np.rot90(np.swapaxes(images, rows, cols), k=2, axes=(rows, cols))
-    raise ValueError(f"unknown transform code {code}")
-
-
-def transform_code(name: str) -> int:
-    """Return the code of a transform name (see :data:`TRANSFORM_NAMES`)."""
-    try:
-        return TRANSFORM_NAMES.index(name)
-    except ValueError:
-        raise ValueError(f"unknown transform {name!r}") from None
 
 
 def prepare_tiles(
@@ -106,15 +66,11 @@ def prepare_tiles(
     path = directory / f"prepared-{metric}-{augment}-{key}.u8"
     if path.exists() and path.stat().st_size == int(np.prod(shape)):
         return np.memmap(path, np.uint8, "r", shape=shape)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
+    with atomic_path(path) as partial:
         out = np.memmap(partial, np.uint8, "w+", shape=shape)
         _fill(out, tiles, metric, transforms, show_progress)
         out.flush()
         del out
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
     return np.memmap(path, np.uint8, "r", shape=shape)
 
 

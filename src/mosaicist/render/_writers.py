@@ -50,32 +50,33 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
-from .errors import MosaicistError
-from .paths import atomic_path
-from .progress import progress_bar
-from .pyramid import HalvingStream, half_size
+from .._runtime import worker_count
+from ..errors import MosaicistError
+from ..paths import atomic_path
+from ..progress import progress_bar
+from ._formats import OutputFormat, Picture, output_format
+from ._pyramid import HalvingStream, half_size
 
-#: Output formats by file extension, with the options used to write them.
-IMAGE_FORMATS: dict[str, tuple[str, dict]] = {
-    ".png": ("PNG", {"compress_level": 1}),
-    ".jpg": ("JPEG", {"quality": 92, "subsampling": 0}),
-    ".jpeg": ("JPEG", {"quality": 92, "subsampling": 0}),
-    ".webp": ("WEBP", {"quality": 92, "method": 4}),
-    ".tif": ("TIFF", {"compression": "tiff_deflate"}),
-    ".tiff": ("TIFF", {"compression": "tiff_deflate"}),
-}
-#: The same table under render.py's older name.
-OUTPUT_FORMATS = IMAGE_FORMATS
-#: Largest side each format can hold.
-FORMAT_MAX_SIDE = {"PNG": 2**31 - 1, "JPEG": 65535, "WEBP": 16383, "TIFF": 2**31 - 1}
+if TYPE_CHECKING:
+    from ..options import MosaicOptions
+
+#: Quality of JPEG and WebP files (and JPEG-compressed TIFF tiles) when none is given.
+DEFAULT_QUALITY = 92
 #: Largest WebP picture: it is encoded whole, at about 11 bytes a pixel.
 WEBP_MAX_PIXELS = 160_000_000
+#: zlib level of PNG files (1: the fastest level that compresses).
+PNG_LEVEL = 1
+#: Pillow's JPEG chroma subsampling: 0 is 4:4:4, which keeps the tiles' colour detail.
+JPEG_SUBSAMPLING = 0
+#: libwebp's effort, 0 (fast) to 6 (small).
+WEBP_METHOD = 4
 
 #: TIFF compressions; ``lzw`` and ``jpeg`` need the ``imagecodecs`` package.
 TIFF_COMPRESSIONS = ("deflate", "none", "lzw", "jpeg")
@@ -84,8 +85,6 @@ TIFF_TILE = 256
 #: zlib level of TIFF deflate tiles: level 1 is about twice as fast as the
 #: default 6 and, after the predictor, within about 2% of its size.
 TIFF_DEFLATE_LEVEL = 1
-#: Quality of JPEG-compressed TIFF tiles when none is given.
-TIFF_JPEG_QUALITY = 92
 
 #: Raw bytes per block of rows that one thread filters and deflates (PNG) or
 #: encodes (JPEG): large enough to amortise the per-block cost, small enough
@@ -106,35 +105,73 @@ JPEG_EOI = b"\xff\xd9"
 JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
-def output_format(path: str | os.PathLike[str]) -> str:
-    """Return the format for ``path``'s extension (``PNG``, ``JPEG``, ``WEBP`` or ``TIFF``).
+@dataclass(frozen=True)
+class _Encoding:
+    """What one write asks of an encoder besides the bands and the size."""
 
-    Raises
-    ------
-    MosaicistError
-        For an unknown extension.
+    quality: int
+    tiff_codec: _TiffCodec | None = None
+    pyramid: bool = True
+
+
+class RasterFormat(OutputFormat):
+    """An image file streamed from bands by one of this module's encoders.
+
+    Parameters
+    ----------
+    name : str
+        Format name (``"PNG"``).
+    suffixes : tuple of str
+        Suffixes that select it.
+    max_side : int
+        Largest width or height the format holds.
+    encode : callable
+        ``encode(path, bands, width, height, encoding)`` writes the file at
+        ``path`` (a temporary beside the output).
+    max_pixels : int, optional
+        Largest picture mosaicist writes in this format (memory, not the format).
+    title : str, optional
+        The format's usual spelling in prose (default: ``name``).
     """
-    suffix = Path(path).suffix.lower()
-    if suffix not in IMAGE_FORMATS:
-        known = ", ".join(sorted(IMAGE_FORMATS))
-        raise MosaicistError(f"{path}: unknown output format {suffix or '(none)'!r}; use {known}")
-    return IMAGE_FORMATS[suffix][0]
 
+    def __init__(
+        self,
+        name: str,
+        suffixes: tuple[str, ...],
+        max_side: int,
+        encode: Callable[[Path, Iterable[np.ndarray], int, int, _Encoding], None],
+        max_pixels: int | None = None,
+        title: str | None = None,
+    ) -> None:
+        self.name = name
+        self.title = title or name
+        self.suffixes = suffixes
+        self.max_side = max_side
+        self.encode = encode
+        self.max_pixels = max_pixels
 
-def check_output_size(path: str | os.PathLike[str], width: int, height: int) -> None:
-    """Raise :class:`MosaicistError` when the format cannot hold ``width x height``."""
-    name = output_format(path)
-    limit = FORMAT_MAX_SIDE[name]
-    if width > limit or height > limit:
-        raise MosaicistError(
-            f"{path}: {width}x{height} pixels is over the {name} limit of {limit} pixels a side"
-        )
-    if name == "WEBP" and width * height > WEBP_MAX_PIXELS:
-        raise MosaicistError(
-            f"{path}: {width}x{height} pixels is over mosaicist's WebP limit of "
-            f"{WEBP_MAX_PIXELS // 1_000_000} megapixels (WebP is encoded whole, in memory); "
-            "use .jpg, .png, .tif or .dzi"
-        )
+    def check(
+        self, path: Path, width: int, height: int, options: MosaicOptions | None = None
+    ) -> None:
+        """Raise :class:`MosaicistError` when the format cannot hold ``width x height``."""
+        if width > self.max_side or height > self.max_side:
+            raise MosaicistError(
+                f"{path}: {width}x{height} pixels is over the {self.name} limit of "
+                f"{self.max_side} pixels a side"
+            )
+        if self.max_pixels is not None and width * height > self.max_pixels:
+            raise MosaicistError(
+                f"{path}: {width}x{height} pixels is over mosaicist's {self.title} limit of "
+                f"{self.max_pixels // 1_000_000} megapixels ({self.title} is encoded whole, "
+                "in memory); use .jpg, .png, .tif or .dzi"
+            )
+
+    def write(
+        self, path: Path, picture: Picture, options: MosaicOptions, show_progress: bool = False
+    ) -> None:
+        """Stream ``picture`` to ``path`` (see :func:`write_image`)."""
+        write_image(path, picture.bands, picture.width, picture.height,
+                    quality=options.jpeg_quality, show_progress=show_progress)
 
 
 def write_image(
@@ -158,7 +195,8 @@ def write_image(
     Parameters
     ----------
     path : path-like
-        The output; its extension picks the format (:data:`IMAGE_FORMATS`).
+        The output; its suffix picks the format (a :class:`RasterFormat` in
+        :data:`~mosaicist.render.OUTPUT_FORMATS`).
         Written to a temporary file beside it and renamed into place when
         complete: on any error or interrupt (including one raised by
         ``bands``) the temporary is removed and nothing appears at ``path``.
@@ -169,8 +207,8 @@ def write_image(
     width, height : int
         Size of the picture.
     quality : int, optional
-        1-100, for JPEG, WebP and JPEG-compressed TIFF (default 92); other
-        formats ignore it.
+        1-100, for JPEG, WebP and JPEG-compressed TIFF (default
+        :data:`DEFAULT_QUALITY`); other formats ignore it.
     compression : str, optional
         TIFF only: ``deflate`` (default, with the horizontal predictor),
         ``none``, ``lzw`` (predictor too) or ``jpeg`` (YCbCr, 4:4:4); the last
@@ -189,39 +227,29 @@ def write_image(
         For a band of the wrong shape or type, or bands whose heights do not
         sum to ``height``.
     """
-    name = output_format(path)
-    check_output_size(path, width, height)
+    raster = output_format(path)
+    if not isinstance(raster, RasterFormat):
+        raise MosaicistError(f"{path}: {raster.name} is not an image format")
+    raster.check(Path(path), width, height)
     if width < 1 or height < 1:
         raise ValueError(f"cannot write a {width}x{height} picture")
-    options = dict(IMAGE_FORMATS[Path(path).suffix.lower()][1])
     if quality is not None and not 1 <= quality <= 100:
         raise MosaicistError(f"{path}: quality {quality} is not in 1-100")
-    if name != "TIFF" and compression is not None:
+    if raster is not TIFF and compression is not None:
         raise MosaicistError(f"{path}: compression applies to TIFF output only")
-    if name != "TIFF" and pyramid:
+    if raster is not TIFF and pyramid:
         raise MosaicistError(f"{path}: a pyramid applies to TIFF output only")
-    codec = None
-    if name == "TIFF":
-        codec = _TiffCodec(path, compression or "deflate", quality or TIFF_JPEG_QUALITY)
-    elif quality is not None and "quality" in options:
-        options["quality"] = quality
+    encoding = _Encoding(quality or DEFAULT_QUALITY, pyramid=pyramid is not False)
+    if raster is TIFF:
+        encoding = replace(encoding, tiff_codec=_TiffCodec(path, compression or "deflate",
+                                                           encoding.quality))
 
     with progress_bar(height, f"writing {Path(path).name}", unit="row",
                       enabled=show_progress) as bar:
         checked = _Bands(bands, width, height, bar.update)
         try:
             with atomic_path(path) as temporary:
-                if name == "WEBP":
-                    _write_webp(temporary, checked, width, height, options)
-                else:
-                    with open(temporary, "wb") as handle:
-                        if name == "PNG":
-                            _write_png(handle, checked, width, height, options["compress_level"])
-                        elif name == "JPEG":
-                            _write_jpeg(handle, checked, width, height, options)
-                        else:
-                            _write_tiff(handle, checked, width, height, codec,
-                                        pyramid is not False, temporary.parent)
+                raster.encode(temporary, checked, width, height, encoding)
         except OSError as error:
             if checked.source_failed:
                 raise
@@ -283,19 +311,6 @@ class _Bands:
             raise ValueError(f"the bands hold {rows} rows, expected {self.height}")
 
 
-def _worker_count() -> int:
-    """Threads for compression: ``MOSAICIST_THREADS`` or the usable cores, at most 16."""
-    configured = os.environ.get("MOSAICIST_THREADS")
-    if configured:
-        return max(1, int(configured))
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        cores = os.cpu_count() or 1
-    # Each thread holds a block in flight; more than 16 would not fit the memory goal.
-    return max(1, min(cores, 16))
-
-
 class _OrderedJobs:
     """A thread pool whose results come back in submission order.
 
@@ -304,7 +319,8 @@ class _OrderedJobs:
     """
 
     def __init__(self, workers: int | None = None, depth: int | None = None) -> None:
-        workers = workers or _worker_count()
+        # Each thread holds a block in flight; more than 16 would not fit the memory goal.
+        workers = workers or worker_count(most=16)
         self._pool = (
             ThreadPoolExecutor(workers, thread_name_prefix="mosaicist-write")
             if workers > 1 else None
@@ -474,6 +490,13 @@ def _png_block(rows: np.ndarray, previous: np.ndarray, level: int) -> tuple[byte
     return b"".join(parts), checksum, rows.shape[0] * (rows.shape[1] + 1)
 
 
+def _encode_png(
+    path: Path, bands: Iterable[np.ndarray], width: int, height: int, encoding: _Encoding
+) -> None:
+    with open(path, "wb") as handle:
+        _write_png(handle, bands, width, height, PNG_LEVEL)
+
+
 def _write_png(
     handle: IO[bytes], bands: Iterable[np.ndarray], width: int, height: int, level: int
 ) -> None:
@@ -586,6 +609,14 @@ class _JpegSplicer:
         self.handle.write(JPEG_EOI)
 
 
+def _encode_jpeg(
+    path: Path, bands: Iterable[np.ndarray], width: int, height: int, encoding: _Encoding
+) -> None:
+    with open(path, "wb") as handle:
+        _write_jpeg(handle, bands, width, height,
+                    {"quality": encoding.quality, "subsampling": JPEG_SUBSAMPLING})
+
+
 def _write_jpeg(
     handle: IO[bytes], bands: Iterable[np.ndarray], width: int, height: int, options: dict
 ) -> None:
@@ -605,10 +636,11 @@ def _write_jpeg(
 # --- WebP ------------------------------------------------------------------
 
 
-def _write_webp(
-    path: Path, bands: Iterable[np.ndarray], width: int, height: int, options: dict
+def _encode_webp(
+    path: Path, bands: Iterable[np.ndarray], width: int, height: int, encoding: _Encoding
 ) -> None:
     """Gather the bands into one picture (libwebp cannot stream) and encode it."""
+    options = {"quality": encoding.quality, "method": WEBP_METHOD}
     picture = Image.new("RGB", (width, height))
     top = 0
     for band in bands:
@@ -761,6 +793,15 @@ class _TiffPyramid:
                 self.spool.write(data)
 
 
+def _encode_tiff(
+    path: Path, bands: Iterable[np.ndarray], width: int, height: int, encoding: _Encoding
+) -> None:
+    assert encoding.tiff_codec is not None  # write_image makes one for TIFF
+    with open(path, "wb") as handle:
+        _write_tiff(handle, bands, width, height, encoding.tiff_codec, encoding.pyramid,
+                    path.parent)
+
+
 def _write_tiff(
     handle: IO[bytes],
     bands: Iterable[np.ndarray],
@@ -808,3 +849,11 @@ def _write_tiff(
             writer.write(levels.spooled(level), shape=(level_height, level_width, 3),
                          subfiletype=1, **common)
         writer.close()
+
+
+#: The image formats, by name (registered in :mod:`mosaicist.render`).
+PNG = RasterFormat("PNG", (".png",), 2**31 - 1, _encode_png)
+JPEG = RasterFormat("JPEG", (".jpg", ".jpeg"), 65535, _encode_jpeg)
+WEBP = RasterFormat("WEBP", (".webp",), 16383, _encode_webp, max_pixels=WEBP_MAX_PIXELS,
+                    title="WebP")
+TIFF = RasterFormat("TIFF", (".tif", ".tiff"), 2**31 - 1, _encode_tiff)

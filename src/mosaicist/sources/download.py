@@ -32,8 +32,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DownloadError
-from .progress import progress_bar
+from ..errors import DownloadError
+from ..progress import progress_bar
 
 try:
     import fcntl

@@ -11,36 +11,52 @@ level above, and so on. No level is ever held whole: each keeps one row of
 Deep Zoom tiles plus the overlap.
 
 Tiles go to a hidden staging folder that is renamed to ``NAME_files`` when
-the pyramid is complete, and ``NAME.dzi`` is written last, so an interrupted
-run never leaves a partial pyramid under the final names.
+the pyramid is complete (:func:`mosaicist.paths.atomic_folder`), and
+``NAME.dzi`` is written last, so an interrupted run never leaves a partial
+pyramid under the final names.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import shutil
 from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
 import simplejpeg
 from PIL import Image
 
-from .errors import MosaicistError
-from .paths import atomic_path
-from .progress import progress_bar
-from .pyramid import HalvingStream, half_size, level_count
+from .._runtime import worker_count
+from ..errors import MosaicistError, OptionError, check_range
+from ..options import (
+    DZI_FORMAT,
+    DZI_FORMAT_ALIASES,
+    DZI_FORMATS,
+    DZI_MAX_TILE_SIZE,
+    DZI_OVERLAP,
+    DZI_TILE_SIZE,
+)
+from ..paths import atomic_folder, atomic_path
+from ..progress import progress_bar
+from ._formats import OutputFormat, Picture
+from ._pyramid import HalvingStream, half_size, level_count
+
+if TYPE_CHECKING:
+    from ..options import MosaicOptions
 
 #: Tile formats, by the name used in ``.dzi`` files and tile file names.
-TILE_FORMATS = ("jpeg", "png", "webp")
+TILE_FORMATS = DZI_FORMATS
 #: Accepted spellings of the formats.
-FORMAT_ALIASES = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "webp": "webp"}
+FORMAT_ALIASES = DZI_FORMAT_ALIASES
 DEEPZOOM_NAMESPACE = "http://schemas.microsoft.com/deepzoom/2008"
+#: JPEG / WebP quality of the tiles when none is given.
+DEFAULT_QUALITY = 90
 #: Namespaces read (the 2009 one is the same schema, renamed).
 DEEPZOOM_NAMESPACES = (DEEPZOOM_NAMESPACE, "http://schemas.microsoft.com/deepzoom/2009")
 
@@ -63,9 +79,9 @@ class DeepZoomLayout:
 
     width: int
     height: int
-    tile_size: int = 254
-    overlap: int = 1
-    format: str = "jpeg"
+    tile_size: int = DZI_TILE_SIZE
+    overlap: int = DZI_OVERLAP
+    format: str = DZI_FORMAT
 
     @property
     def deepest_level(self) -> int:
@@ -120,22 +136,21 @@ def check_layout(tile_size: int, overlap: int, tile_format: str) -> str:
 
     Raises
     ------
-    MosaicistError
+    OptionError
         For a tile size outside 1..4096, an overlap outside
-        ``0..tile_size // 2`` or an unknown format.
+        ``0..tile_size // 2`` or an unknown format, naming the setting
+        (``dzi_tile_size``, ``dzi_overlap``, ``dzi_format``).
     """
-    if not 1 <= tile_size <= 4096:
-        raise MosaicistError(f"Deep Zoom tile size must be 1 to 4096 pixels, got {tile_size}")
+    check_range("dzi_tile_size", tile_size, 1, DZI_MAX_TILE_SIZE, "pixels")
     if not 0 <= overlap <= tile_size // 2:
-        raise MosaicistError(
-            f"Deep Zoom overlap must be 0 to {tile_size // 2} pixels "
-            f"(half the tile size), got {overlap}"
+        raise OptionError(
+            "{dzi_overlap} must be 0 to {most} pixels (half the tile size), got {value}",
+            most=tile_size // 2, value=overlap,
         )
     name = FORMAT_ALIASES.get(tile_format.lower())
     if name is None:
-        raise MosaicistError(
-            f"unknown Deep Zoom tile format {tile_format!r}; use {', '.join(TILE_FORMATS)}"
-        )
+        raise OptionError("unknown {dzi_format} {value!r}; use {known}", value=tile_format,
+                          known=", ".join(TILE_FORMATS))
     return name
 
 
@@ -276,10 +291,10 @@ def write_deep_zoom(
     height: int,
     path: str | os.PathLike[str],
     *,
-    tile_size: int = 254,
-    overlap: int = 1,
-    format: str = "jpeg",
-    quality: int = 90,
+    tile_size: int = DZI_TILE_SIZE,
+    overlap: int = DZI_OVERLAP,
+    format: str = DZI_FORMAT,
+    quality: int = DEFAULT_QUALITY,
     workers: int | None = None,
     show_progress: bool = False,
 ) -> DeepZoomLayout:
@@ -323,70 +338,77 @@ def write_deep_zoom(
     if path.suffix.lower() != ".dzi":
         raise MosaicistError(f"{path}: a Deep Zoom output must end in .dzi")
     tile_format = check_layout(tile_size, overlap, format)
-    if not 1 <= quality <= 100:
-        raise MosaicistError(f"quality must be 1 to 100, got {quality}")
+    check_range("jpeg_quality", quality, 1, 100)
     if width < 1 or height < 1:
         raise MosaicistError(f"{path}: cannot write an empty {width}x{height} picture")
     layout = DeepZoomLayout(width, height, tile_size, overlap, tile_format)
-    final = files_folder(path)
-    staging = path.with_name(f".{final.name}.partial-{os.getpid()}")
     if workers is None:
-        from .match import search_workers
-
-        workers = search_workers()
-    try:
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir()
-        for level in range(layout.deepest_level + 1):
-            (staging / str(level)).mkdir()
-    except OSError as error:
-        raise MosaicistError(f"{path}: cannot create the tile folder: "
-                             f"{error.strerror or error}") from None
-
+        workers = worker_count()
     completed = False
-    with progress_bar(layout.tile_total(), "writing Deep Zoom tiles", unit="tile",
-                      enabled=show_progress) as bar:
-        sink = _TileSink(staging, tile_format, quality, workers, bar)
-        try:
-            cutter: _LevelCutter | None = None
-            for level in range(layout.deepest_level + 1):
-                cutter = _LevelCutter(layout, level, sink, cutter)
-            for band in bands:
-                band = np.asarray(band)
-                if band.dtype != np.uint8 or band.ndim != 3 or band.shape[1:] != (width, 3):
-                    raise ValueError(
-                        f"bands must be (h, {width}, 3) uint8, got {band.shape} {band.dtype}"
-                    )
-                cutter.push(band)
-            cutter.finish()
-            sink.drain()
-            completed = True
-        except OSError as error:
-            raise MosaicistError(
-                f"{path}: cannot write Deep Zoom tiles: {error.strerror or error}"
-            ) from None
-        finally:
-            sink.close(cancel=not completed)
-            if not completed:
-                shutil.rmtree(staging, ignore_errors=True)
-
     try:
-        if final.exists():
-            # Swap the old pyramid out first so the new one lands in one rename.
-            old = path.with_name(f".{final.name}.old-{os.getpid()}")
-            final.rename(old)
-            staging.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(final)
+        with atomic_folder(files_folder(path)) as staging, progress_bar(
+            layout.tile_total(), "writing Deep Zoom tiles", unit="tile", enabled=show_progress
+        ) as bar:
+            for level in range(layout.deepest_level + 1):
+                (staging / str(level)).mkdir()
+            sink = _TileSink(staging, tile_format, quality, workers, bar)
+            try:
+                cutter: _LevelCutter | None = None
+                for level in range(layout.deepest_level + 1):
+                    cutter = _LevelCutter(layout, level, sink, cutter)
+                assert cutter is not None  # there is always a level 0
+                for band in bands:
+                    band = np.asarray(band)
+                    if band.dtype != np.uint8 or band.ndim != 3 or band.shape[1:] != (width, 3):
+                        raise ValueError(
+                            f"bands must be (h, {width}, 3) uint8, got {band.shape} {band.dtype}"
+                        )
+                    cutter.push(band)
+                cutter.finish()
+                sink.drain()
+                completed = True
+            finally:
+                sink.close(cancel=not completed)
+        # The descriptor last: a pyramid is only announced once all its tiles are there.
         with atomic_path(path) as temporary:
             Path(temporary).write_text(layout.descriptor())
     except OSError as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise MosaicistError(f"{path}: cannot write the pyramid: {error.strerror or error}") \
-            from None
+        raise MosaicistError(
+            f"{path}: cannot write the Deep Zoom pyramid: {error.strerror or error}"
+        ) from None
     return layout
+
+
+class DeepZoomFormat(OutputFormat):
+    """``NAME.dzi``: a Deep Zoom pyramid, plus ``NAME.html``, its viewer, when placements are known.
+
+    Settings: ``dzi_tile_size``, ``dzi_overlap``, ``dzi_format`` and
+    ``jpeg_quality`` (default :data:`DEFAULT_QUALITY`) of
+    :class:`~mosaicist.options.MosaicOptions`.
+    """
+
+    name = "Deep Zoom"
+    suffixes = (".dzi",)
+
+    def check(self, path: Path, width: int, height: int, options: MosaicOptions) -> None:
+        """Check the pyramid's settings (a pyramid has no size limit)."""
+        check_layout(options.dzi_tile_size, options.dzi_overlap, options.dzi_format)
+
+    def write(
+        self, path: Path, picture: Picture, options: MosaicOptions, show_progress: bool = False
+    ) -> None:
+        """Write the pyramid, then its viewer page."""
+        quality = DEFAULT_QUALITY if options.jpeg_quality is None else options.jpeg_quality
+        write_deep_zoom(picture.bands, picture.width, picture.height, path,
+                        tile_size=options.dzi_tile_size, overlap=options.dzi_overlap,
+                        format=options.dzi_format, quality=quality, show_progress=show_progress)
+        if picture.placements is not None:
+            from ..viewer import write_viewer
+
+            write_viewer(path, picture.placements, source_root=picture.source_root)
+
+
+DEEP_ZOOM = DeepZoomFormat()
 
 
 def read_layout(path: str | os.PathLike[str]) -> DeepZoomLayout:

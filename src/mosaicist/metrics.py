@@ -49,9 +49,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import MosaicistError
-from .grid import area_weights, check_sizes, make_grid
+from .errors import MosaicistError, OptionError, check_range
+from .grid import area_weights, make_grid
 from .imaging import read_target
+from .options import CELL_PX_RANGE
 from .placements import Placements
 
 #: PSNR values are capped here (dB); identical images report exactly this.
@@ -107,9 +108,7 @@ def delta_e_2000(rgb_a: np.ndarray, rgb_b: np.ndarray) -> np.ndarray:
 
 
 def _check_view_px(view_px: int) -> None:
-    low, high = VIEW_PX_RANGE
-    if not low <= view_px <= high:
-        raise MosaicistError(f"view size must be between {low} and {high} pixels, got {view_px}")
+    check_range("view_px", view_px, *VIEW_PX_RANGE, "pixels")
 
 
 def reduce_cells(image: np.ndarray, cell_px: int, view_px: int) -> np.ndarray:
@@ -439,7 +438,7 @@ def score_mosaic(
     MosaicistError
         When a file is missing or unreadable, or the sizes do not fit.
     """
-    check_sizes(cell_px, 1)
+    check_range("cell_px", cell_px, *CELL_PX_RANGE, "pixels")
     _check_view_px(view_px)
     mosaic = _read_mosaic(mosaic_path)
     target = read_target(target_path)
@@ -447,15 +446,18 @@ def score_mosaic(
     rows, cols = grid.rows, grid.cols
     height, width = mosaic.shape[:2]
     if width % cols or height % rows or width // cols != height // rows:
-        raise MosaicistError(
-            f"{mosaic_path}: {width}x{height} pixels does not fit the {cols}x{rows} cells of "
-            f"{target_path} at --cell {cell_px} (expected {cols}*t x {rows}*t for a tile size t)"
+        raise OptionError(
+            "{mosaic}: {width}x{height} pixels does not fit the {cols}x{rows} cells of {target} "
+            "at {cell_px} {cell} (expected {cols}*t x {rows}*t for a tile size t)",
+            mosaic=mosaic_path, width=width, height=height, cols=cols, rows=rows,
+            target=target_path, cell=cell_px,
         )
     if tile_grid is not None and np.shape(tile_grid) != (rows, cols):
         shape = "x".join(str(side) for side in np.shape(tile_grid)[::-1])
-        raise MosaicistError(
-            f"the placements are {shape} cells but {target_path} has {cols}x{rows} cells "
-            f"at --cell {cell_px}"
+        raise OptionError(
+            "the placements are {shape} cells but {target} has {cols}x{rows} cells at "
+            "{cell_px} {cell}", shape=shape, target=target_path, cols=cols, rows=rows,
+            cell=cell_px,
         )
     tile_px = width // cols
     crop = target[grid.top:grid.top + rows * cell_px, grid.left:grid.left + cols * cell_px]

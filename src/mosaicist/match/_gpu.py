@@ -9,7 +9,7 @@ pruning is not needed.
 Arithmetic
 ----------
 For a compared cell vector ``a`` (``m = 3 side^2`` values, see
-:class:`~mosaicist.grid.Geometry`) and a tile ``b`` (``n = 3 tile_px^2``
+:class:`~mosaicist.grid.Geometry`) and a tile ``b`` (``n = 3 match_px^2``
 values, block sums ``S_b`` over ``w = factor^2`` pixels) the objective is
 ``D = w |a|^2 - 2 <a, S_b> + |b|^2``: the squared distance between ``b``
 and ``A``, the cell scaled up by pixel replication.
@@ -76,13 +76,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import MosaicistError
-from .grid import Geometry
-from .match import MatchResult
-from .progress import progress_bar
+from ..errors import MosaicistError, OptionError
+from ..grid import Geometry
+from ..progress import progress_bar
+from ._registry import Matcher, MatchRequest, MatchResult
 
 if TYPE_CHECKING:
     import torch
+
+    from ..options import MosaicOptions
 
 #: Largest device block of ``cells x tiles`` scores, in bytes at its widest dtype.
 BLOCK_BYTES = 256 << 20
@@ -157,7 +159,7 @@ def _plan(
     ``contraction`` is the (padded, for int8) length of the compared vectors.
     """
     length = geometry.side * geometry.side * 3
-    tile_values = geometry.tile_px * geometry.tile_px * 3
+    tile_values = geometry.match_px * geometry.match_px * 3
     contraction = _round_up(length, COL_MULTIPLE) if kernel == "int8" else length
     # Pixels are widened to int32 for pooling: that is the largest per-tile buffer.
     per_tile = 4 * max(tile_values, contraction)
@@ -269,7 +271,7 @@ def match_torch(
     cell_vectors : numpy.ndarray
         ``(N, side, side, 3)`` uint8 from :meth:`Geometry.cell_vectors`.
     tiles : numpy.ndarray
-        ``(M, tile_px, tile_px, 3)`` uint8 in library order (may be memory-mapped).
+        ``(M, match_px, match_px, 3)`` uint8 in library order (may be memory-mapped).
     geometry : Geometry
         How cells and tiles are compared.
     device : str or torch.device
@@ -297,13 +299,13 @@ def match_torch(
         kernel = _default_kernel(torch, where)
     if kernel not in KERNELS:
         raise MosaicistError(f"unknown kernel {kernel!r}; expected one of {', '.join(KERNELS)}")
-    side, tile_px = geometry.side, geometry.tile_px
+    side, match_px = geometry.side, geometry.match_px
     if cell_vectors.ndim != 4 or cell_vectors.shape[1:] != (side, side, 3):
         raise MosaicistError(
             f"cell vectors of shape {cell_vectors.shape} do not fit {side}x{side} RGB"
         )
-    if tiles.ndim != 4 or tiles.shape[1:] != (tile_px, tile_px, 3):
-        raise MosaicistError(f"tiles of shape {tiles.shape} do not fit {tile_px}x{tile_px} RGB")
+    if tiles.ndim != 4 or tiles.shape[1:] != (match_px, match_px, 3):
+        raise MosaicistError(f"tiles of shape {tiles.shape} do not fit {match_px}x{match_px} RGB")
     count, tile_count = len(cell_vectors), len(tiles)
     if tile_count == 0:
         raise MosaicistError("no tiles to match against")
@@ -313,7 +315,7 @@ def match_torch(
 
     weight = geometry.weight
     length = side * side * 3
-    tile_values = tile_px * tile_px * 3
+    tile_values = match_px * match_px * 3
     tile_chunk, cell_block, cell_group, contraction = _plan(geometry, kernel, count)
     digits = digit_count(weight) if kernel == "int8" else 1
     # |<a', S'>| <= 16384 n and |b'|^2 <= 16384 n; the digit terms can reach
@@ -427,3 +429,22 @@ def _int8_scores(
         dot = part if dot is None else dot * 256 + part
     assert dot is not None
     return norms - 2 * dot
+
+
+class GpuMatcher(Matcher):
+    """The exact search as integer GEMMs on an NVIDIA GPU with PyTorch (:func:`match_torch`)."""
+
+    name = "gpu"
+    devices = ("cuda",)
+
+    def unsupported(self, options: MosaicOptions) -> OptionError | None:
+        if options.metric != "seed" or options.augment != "none" or options.tint:
+            return OptionError(
+                "{device} 'cuda' runs the plain exact search only ({metric} 'seed', "
+                "{augment} 'none', no {tint} or repetition limits)"
+            )
+        return None
+
+    def match(self, request: MatchRequest) -> MatchResult:
+        return match_torch(request.cell_vectors, request.candidates, request.geometry, "cuda",
+                           request.show_progress)

@@ -2,14 +2,14 @@
 
 import numpy as np
 
-from mosaicist.augment import (
+from mosaicist.colour import encode
+from mosaicist.match import prepare_tiles
+from mosaicist.transforms import (
     AUGMENT_SETS,
     TRANSFORM_NAMES,
     apply_transform,
-    prepare_tiles,
     transform_code,
 )
-from mosaicist.colour import encode
 
 
 def test_transforms_form_the_dihedral_group():

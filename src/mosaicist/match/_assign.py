@@ -65,8 +65,9 @@ import numpy as np
 from scipy.sparse import csr_array
 from scipy.sparse.csgraph import maximum_bipartite_matching, min_weight_full_bipartite_matching
 
-from .errors import MosaicistError
-from .progress import progress_bar
+from ..errors import MosaicistError, OptionError, check_range
+from ..options import ASSIGN_METHODS
+from ..progress import progress_bar
 
 #: Largest candidate-list length that ``more_candidates`` is asked for.
 MAX_CANDIDATES = 256
@@ -171,8 +172,7 @@ def check_feasible(
     MosaicistError
         One line saying how many tiles the limits need.
     """
-    if max_uses is not None and max_uses < 1:
-        raise MosaicistError(f"--max-uses must be at least 1, got {max_uses}")
+    _check_limits(max_uses, min_spacing)
     spacing = None
     if min_spacing > 1 and rows is not None and cols is not None:
         spacing = spacing_capacity(rows, cols, min_spacing)
@@ -186,14 +186,21 @@ def check_feasible(
     if tiles < needed:
         why = []
         if max_uses is not None:
-            why.append(f"--max-uses {max_uses}")
+            why.append("{max_uses} {uses}")
         if spacing is not None:
-            why.append(f"--min-spacing {min_spacing} (at most {spacing} uses on a "
-                       f"{rows}x{cols} grid)")
-        raise MosaicistError(
-            f"{cells} cells with at most {cap} uses per tile ({', '.join(why)}) need at least "
-            f"{needed} tiles, but the library has {tiles}; add tiles or relax the limits"
+            why.append("{min_spacing} {spacing} (at most {spacing_uses} uses on a {grid} grid)")
+        raise OptionError(
+            "{cells} cells with at most {cap} uses per tile (" + ", ".join(why) + ") need at "
+            "least {needed} tiles, but the library has {tiles}; add tiles or relax the limits",
+            cells=cells, cap=cap, uses=max_uses, spacing=min_spacing, spacing_uses=spacing,
+            grid=f"{rows}x{cols}", needed=needed, tiles=tiles,
         )
+
+
+def _check_limits(max_uses: int | None, min_spacing: int) -> None:
+    if max_uses is not None:
+        check_range("max_uses", max_uses, 1)
+    check_range("min_spacing", min_spacing, 0)
 
 
 # --------------------------------------------------------------------------
@@ -439,12 +446,12 @@ def verify_placement(
     if max_uses is not None:
         uses = np.unique(tile, return_counts=True)[1].max(initial=0)
         if uses > max_uses:
-            raise MosaicistError(f"a tile is used {uses} times, above --max-uses {max_uses}")
+            raise OptionError("a tile is used {uses} times, above {max_uses} {limit}",
+                              uses=uses, limit=max_uses)
     a, _ = spacing_violations(tile, rows, cols, min_spacing)
     if len(a):
-        raise MosaicistError(
-            f"{len(a)} pairs of equal tiles are closer than --min-spacing {min_spacing}"
-        )
+        raise OptionError("{pairs} pairs of equal tiles are closer than {min_spacing} {limit}",
+                          pairs=len(a), limit=min_spacing)
 
 
 # --------------------------------------------------------------------------
@@ -508,10 +515,10 @@ def assign_tiles(
     count = candidates.shape[0]
     if count != rows * cols:
         raise ValueError(f"{count} candidate rows for a {rows}x{cols} grid")
-    if method not in ("optimal", "greedy"):
-        raise ValueError(f"unknown method {method!r}; use 'optimal' or 'greedy'")
-    if max_uses is not None and max_uses < 1:
-        raise MosaicistError(f"--max-uses must be at least 1, got {max_uses}")
+    if method not in ASSIGN_METHODS:
+        raise OptionError("unknown {assign} {value!r}; use {known}", value=method,
+                          known=", ".join(ASSIGN_METHODS))
+    _check_limits(max_uses, min_spacing)
     if count == 0:
         empty = np.zeros(0, np.int64)
         return Assignment(empty, distances[:, :0].ravel(), 0, 0, 0.0, method, 0, 0, 0.0)
@@ -661,9 +668,9 @@ class _Solver:
                 return choice
             self.iterations += 1
             if self.iterations > MAX_SPACING_ROUNDS:
-                raise MosaicistError(
-                    f"--min-spacing {self.min_spacing} still broken after "
-                    f"{MAX_SPACING_ROUNDS} rounds; relax the limits"
+                raise OptionError(
+                    "{min_spacing} {limit} still broken after {rounds} rounds; relax the limits",
+                    limit=self.min_spacing, rounds=MAX_SPACING_ROUNDS,
                 )
             self._forbid(choice, a, b)
             choice = self._restricted()
@@ -686,9 +693,9 @@ class _Solver:
             if not stuck.any():
                 return choice
             if not self.grow(stuck):
-                raise MosaicistError(
-                    f"{int(stuck.sum())} cells have no allowed tile among their {self.k} "
-                    f"nearest; relax --max-uses/--min-spacing"
+                raise OptionError(
+                    "{cells} cells have no allowed tile among their {k} nearest; relax "
+                    "{max_uses}/{min_spacing}", cells=int(stuck.sum()), k=self.k,
                 )
 
     def _forbid(self, choice: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:

@@ -5,11 +5,11 @@ import pytest
 from conftest import make_colour_folder, noisy_target
 from PIL import Image
 
-from mosaicist import Placements, make_mosaic
-from mosaicist.augment import AUGMENT_SETS, apply_transform
+from mosaicist import MosaicOptions, Placements, make_mosaic
 from mosaicist.colour import encode
 from mosaicist.errors import MosaicistError
 from mosaicist.render import render_placements
+from mosaicist.transforms import AUGMENT_SETS, apply_transform
 
 
 def smooth_folder(root, count=60, size=16, seed=0):
@@ -104,7 +104,7 @@ def test_placements_round_trip_and_render_again(tmp_path, target, suffix):
     assert np.array_equal(again.transform, mosaic.placements.transform)
     assert np.allclose(again.tint, mosaic.placements.tint, atol=1e-4)
     if suffix == ".csv":
-        again.metadata = {"metric": "lab"}
+        again.options = MosaicOptions(metric="lab")
         image = render_placements(again, 16, tiles=str(folder), cache_dir=tmp_path / "c")
     else:
         image = render_placements(again, cache_dir=tmp_path / "c")
@@ -126,8 +126,8 @@ def test_bad_options_are_clear_errors(tmp_path, target):
 
 
 def test_repetition_limits_hold_and_infeasible_caps_fail_early(tmp_path, target):
-    from mosaicist.assign import verify_placement  # noqa: F401 - the module's own checker
-    from mosaicist.quality import repetition_metrics
+    from mosaicist.match import verify_placement  # noqa: F401 - the module's own checker
+    from mosaicist.metrics import repetition_metrics
 
     folder = smooth_folder(tmp_path / "tiles", count=40)
     plain = make_mosaic(target, folder, cell_px=8, tile_px=16, cache_dir=tmp_path / "c")

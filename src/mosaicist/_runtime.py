@@ -1,0 +1,54 @@
+"""How much of the machine mosaicist uses: worker counts and resident memory.
+
+Every pool of threads or processes sizes itself with :func:`worker_count`, so
+one environment variable, ``MOSAICIST_THREADS``, bounds them all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+
+import numpy as np
+
+#: Environment variable that sets the number of worker threads and processes.
+THREADS_ENV = "MOSAICIST_THREADS"
+
+
+def worker_count(most: int | None = None) -> int:
+    """Return how many workers a pool should have.
+
+    ``MOSAICIST_THREADS`` when set, else the cores this process may run on;
+    never below 1, and never above ``most`` when given.
+
+    Parameters
+    ----------
+    most : int, optional
+        Upper limit for pools whose workers each hold a large buffer.
+    """
+    configured = os.environ.get(THREADS_ENV)
+    if configured:
+        count = int(configured)
+    else:
+        try:
+            count = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not on Linux
+            count = os.cpu_count() or 1
+    if most is not None:
+        count = min(count, most)
+    return max(1, count)
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Drop a memory map's resident pages from this process (they stay in the page cache).
+
+    Streaming once through a large memory-mapped library would otherwise leave
+    all of it counted in the process's resident memory. Harmless on arrays
+    that are not memory maps, and where ``madvise`` is unavailable.
+    """
+    mapping = getattr(array, "_mmap", None)
+    if mapping is None or not hasattr(mapping, "madvise"):
+        return
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        mapping.madvise(mmap.MADV_DONTNEED)

@@ -1,0 +1,239 @@
+"""Matchers: the ways of giving every cell a tile, in one table.
+
+A :class:`Matcher` says what it supports (the ``search`` setting it answers,
+the devices it runs on, whether it honours repetition limits, and any other
+setting it cannot honour) and matches a :class:`MatchRequest`. The table,
+:data:`MATCHERS`, holds the built-in ones (exact, approximate, GPU, capped
+assignment; see :mod:`mosaicist.match`) and any added with
+:func:`register_matcher`; :func:`matcher_for` picks the one that a mosaic's
+settings ask for.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .._registry import Registry
+from ..colour import encode
+from ..errors import OptionError
+from ..grid import Geometry, Grid
+from ..transforms import AUGMENT_SETS
+from ._features import TileFeatures, cached_features
+from ._prepare import prepare_tiles
+
+if TYPE_CHECKING:
+    from ..library import TileLibrary
+    from ..options import MosaicOptions
+    from ._assign import Assignment
+
+
+@dataclass
+class MatchResult:
+    """The best tile for every cell.
+
+    Attributes
+    ----------
+    tile : numpy.ndarray
+        ``(N,)`` int64 library position of each cell's tile.
+    distance : numpy.ndarray
+        ``(N,)`` int64 exact objective of each pick.
+    evaluated : int
+        Exact distance evaluations made (for benchmarks).
+    bounded : int
+        Cell-tile pairs whose lower bound was computed (for benchmarks).
+    candidates : numpy.ndarray or None
+        ``(N, k)`` int64: each cell's ``k`` best tiles, best first (only when
+        more than one was asked for); missing entries (fewer than ``k``
+        tiles) hold ``-1``.
+    candidate_distances : numpy.ndarray or None
+        ``(N, k)`` int64 exact distances of ``candidates`` (missing: int64 max).
+    assignment : Assignment or None
+        The repetition-limited assignment and its certificate, when limits
+        were solved (see :mod:`mosaicist.match._assign`).
+    """
+
+    tile: np.ndarray
+    distance: np.ndarray
+    evaluated: int = 0
+    bounded: int = 0
+    candidates: np.ndarray | None = None
+    candidate_distances: np.ndarray | None = None
+    assignment: Assignment | None = None
+
+
+class MatchRequest:
+    """What a matcher is given: the cells, the library and the settings.
+
+    The candidates a matcher chooses from are the library's tiles in the
+    metric's colour space, each under every transform of ``augment``:
+    candidate ``v`` is library tile ``v // variants`` under transform
+    ``transforms[v % variants]`` (see :mod:`mosaicist.match._prepare`).
+    :attr:`candidates` and :attr:`features` are made on first use (and
+    cached on disk beside the index), so a matcher that needs neither pays
+    for neither.
+
+    Parameters
+    ----------
+    grid : Grid
+        The target's cells.
+    library : TileLibrary
+        The whole library (``options.limit`` is applied here).
+    options : MosaicOptions
+        The mosaic's settings.
+    show_progress : bool
+        Whether matchers may draw progress bars.
+    """
+
+    def __init__(
+        self, grid: Grid, library: TileLibrary, options: MosaicOptions, show_progress: bool = False
+    ) -> None:
+        self.grid = grid
+        self.options = options
+        self.show_progress = show_progress
+        self.whole_library = library
+        #: The tiles in use: the first ``options.limit`` of the library.
+        self.library = library.limit(options.limit)
+        assert options.match_px is not None  # resolved by MosaicOptions
+        self.geometry = Geometry(options.cell_px, options.match_px)
+        #: Transform codes tried for every tile.
+        self.transforms = AUGMENT_SETS[options.augment]
+
+    @property
+    def variants(self) -> int:
+        """Candidates per library tile (transforms tried)."""
+        return len(self.transforms)
+
+    @cached_property
+    def cell_vectors(self) -> np.ndarray:
+        """``(N, side, side, 3)`` uint8: the cells as compared, in the metric's colour space."""
+        return encode(self.geometry.cell_vectors(self.grid.cells), self.options.metric)
+
+    @cached_property
+    def _whole_candidates(self) -> np.ndarray:
+        # Prepared for the whole library, so that one cache entry serves every limit.
+        library = self.whole_library
+        return prepare_tiles(
+            library.tiles, self.options.metric, self.options.augment, library.features_dir,
+            f"g{library.generation}-n{len(library)}", self.show_progress,
+        )
+
+    @cached_property
+    def candidates(self) -> np.ndarray:
+        """``(len(library) * variants, match_px, match_px, 3)`` uint8 candidate tiles."""
+        return self._whole_candidates[: len(self.library) * self.variants]
+
+    @cached_property
+    def features(self) -> TileFeatures:
+        """The exact search's features of :attr:`candidates` (cached beside the index)."""
+        library = self.whole_library
+        features = cached_features(
+            self._whole_candidates, self.geometry, library.features_dir, library.generation,
+            self.show_progress, variant=f"{self.options.metric}-{self.options.augment}",
+        )
+        return features.limit(len(self.candidates))
+
+
+class Matcher(abc.ABC):
+    """A way of giving every cell a tile.
+
+    Attributes
+    ----------
+    name : str
+        Its key in :data:`MATCHERS`, shown in reports.
+    search : str
+        The value of the ``search`` setting it answers (``"exact"``...).
+    devices : tuple of str
+        Values of the ``device`` setting it runs on.
+    repetition_limits : bool
+        Whether it honours ``max_uses`` and ``min_spacing`` (a matcher that
+        does is chosen when they are set, one that does not otherwise).
+    """
+
+    name: str
+    search: str = "exact"
+    devices: tuple[str, ...] = ("cpu",)
+    repetition_limits: bool = False
+
+    def unsupported(self, options: MosaicOptions) -> OptionError | None:
+        """Return why this matcher cannot honour ``options``, or None when it can.
+
+        The default honours every setting; a matcher that cannot (a tint, a
+        colour space...) returns an :class:`OptionError` naming it.
+        """
+        return None
+
+    @abc.abstractmethod
+    def match(self, request: MatchRequest) -> MatchResult:
+        """Give every cell of ``request`` a candidate.
+
+        Returns
+        -------
+        MatchResult
+            ``tile``: ``(N,)`` int64 index of each cell's candidate in
+            ``request.candidates`` (tile ``v // variants``, transform
+            ``v % variants``); ``distance``: its objective (int64, or
+            float64 after a tint); ``assignment`` when repetition was limited.
+        """
+
+    def __repr__(self) -> str:
+        return f"<matcher {self.name}: search {self.search} on {', '.join(self.devices)}>"
+
+
+#: Matchers by name, in the order they are considered.
+MATCHERS: Registry[Matcher] = Registry("matcher")
+
+
+def register_matcher(matcher: Matcher, *, replace: bool = False) -> Matcher:
+    """Add ``matcher`` to :data:`MATCHERS` under its name; return it.
+
+    Parameters
+    ----------
+    matcher : Matcher
+        The matcher.
+    replace : bool
+        Allow replacing a matcher of the same name.
+    """
+    return MATCHERS.register(matcher.name, matcher, replace=replace)
+
+
+def matcher_for(options: MosaicOptions) -> Matcher:
+    """Return the matcher that ``options`` ask for.
+
+    That is the first matcher of :data:`MATCHERS` that answers
+    ``options.search`` on ``options.device``, honours repetition limits when
+    they are set (and only then), and supports the other settings.
+
+    Raises
+    ------
+    OptionError
+        When no matcher fits, naming the settings in the way.
+    """
+    searches = list(dict.fromkeys(matcher.search for matcher in MATCHERS.values()))
+    if options.search not in searches:
+        raise OptionError("unknown {search} {value!r}; use {known}", value=options.search,
+                          known=", ".join(searches))
+    answering = [matcher for matcher in MATCHERS.values() if matcher.search == options.search]
+    devices = list(dict.fromkeys(device for matcher in answering for device in matcher.devices))
+    if options.device not in devices:
+        raise OptionError("{search} {value!r} does not run on {device} {device_value!r}; "
+                          "use {known}", value=options.search, device_value=options.device,
+                          known=", ".join(devices))
+    limited = options.repetition_limited
+    for matcher in answering:
+        if options.device in matcher.devices and matcher.repetition_limits == limited:
+            problem = matcher.unsupported(options)
+            if problem is not None:
+                raise problem
+            return matcher
+    if limited:
+        raise OptionError("{search} {value!r} on {device} {device_value!r} does not combine with "
+                          "repetition limits ({max_uses}, {min_spacing})",
+                          value=options.search, device_value=options.device)
+    raise OptionError("{search} {value!r} on {device} {device_value!r} needs repetition limits "
+                      "({max_uses}, {min_spacing})", value=options.search,
+                      device_value=options.device)

@@ -1,0 +1,381 @@
+"""Every setting of a mosaic, declared once: its default, its check and its help.
+
+:class:`MosaicOptions` is the one object that carries the settings of a
+mosaic from wherever they are given (the command line, the Python API, a
+web page) to the pipeline, to the report and to the placements file, and
+back to ``render``. It is frozen and validated when made: a value that
+mosaicist cannot use raises :class:`~mosaicist.errors.OptionError`, whose
+message names the parameter (``max_uses``), or, on the command line, the
+flag that sets it (``--max-uses``).
+
+Each field is declared with :func:`setting`: its default, its help text, its
+command-line flag and the checks of its value. The command line builds its
+options from these declarations (:func:`settings`), so a new setting is one
+field here.
+
+Serialised form
+---------------
+:meth:`MosaicOptions.to_json` and :meth:`MosaicOptions.from_json` are the
+one codec for the report and the placements file::
+
+    {"version": 1, "cell_px": 16, "tile_px": 32, "match_px": 32, ...}
+
+``version`` is :data:`SETTINGS_VERSION`. Reading accepts any version up to
+the current one; settings a file does not have take their defaults (they
+did not exist when it was written), and unknown names are refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from .colour import METRICS
+from .errors import MosaicistError, OptionError, check_range
+from .transforms import AUGMENT_SETS
+
+#: Version of the serialised settings (:meth:`MosaicOptions.to_json`).
+SETTINGS_VERSION = 1
+
+#: Accepted range of ``cell_px`` (target pixels per cell side).
+CELL_PX_RANGE = (1, 1024)
+#: Accepted range of tile sides: ``tile_px`` (drawn) and ``match_px`` (indexed and compared).
+TILE_PX_RANGE = (1, 1024)
+#: Largest side tiles are compared at by default (larger outputs are drawn from originals).
+DEFAULT_MATCH_LIMIT = 64
+#: Side tiles are compared at when ``tile_px`` is above :data:`DEFAULT_MATCH_LIMIT`.
+LARGE_TILE_MATCH_PX = 32
+#: How repetition limits are solved.
+ASSIGN_METHODS = ("optimal", "greedy")
+#: Deep Zoom tile formats, and the spellings accepted for them.
+DZI_FORMATS = ("jpeg", "png", "webp")
+DZI_FORMAT_ALIASES = {"jpg": "jpeg", **{name: name for name in DZI_FORMATS}}
+#: Deep Zoom defaults: 254 px tiles with 1 px overlap make 256 px image files.
+DZI_TILE_SIZE = 254
+DZI_OVERLAP = 1
+DZI_FORMAT = "jpeg"
+#: Largest Deep Zoom tile side.
+DZI_MAX_TILE_SIZE = 4096
+
+_SETTING = "mosaicist.setting"
+
+
+def default_match_px(tile_px: int) -> int:
+    """Side tiles are compared at when not given: ``tile_px`` up to 64, else 32.
+
+    Comparing at print sizes (hundreds of pixels) would cost hundreds of
+    times more for no visible gain: a cell is judged from afar.
+    """
+    return tile_px if tile_px <= DEFAULT_MATCH_LIMIT else LARGE_TILE_MATCH_PX
+
+
+@dataclass(frozen=True)
+class Setting:
+    """The declaration of one setting, beside its default.
+
+    Attributes
+    ----------
+    name : str
+        The parameter's name (the field of :class:`MosaicOptions`).
+    default : object
+        Its default.
+    kind : type
+        ``int``, ``float``, ``str`` or ``bool``.
+    optional : bool
+        Whether None is a value (``max_uses=None``: no limit).
+    help : str
+        What it does. ``{name}`` stands for another setting, shown as its
+        parameter name or flag (see :meth:`describe`).
+    flag : str or None
+        Its command-line flag (``--cell``); None when the command line does
+        not set it.
+    choices : tuple of str, or None
+        The accepted values, for settings with a fixed set. Settings chosen
+        from a registry (``search``, ``device``) are checked against it when
+        the mosaic is made.
+    low, high : int or float, or None
+        Inclusive range of numbers (None: unbounded).
+    unit : str
+        Unit of the range, for messages.
+    section : str
+        Which part of the work it belongs to: ``grid``, ``match``,
+        ``picture``, ``output`` or ``report``.
+    """
+
+    name: str
+    default: Any
+    kind: type
+    optional: bool
+    help: str
+    flag: str | None
+    choices: tuple[str, ...] | None
+    low: int | float | None
+    high: int | float | None
+    unit: str
+    section: str
+
+    def describe(self, name_of: Callable[[str], str] = str) -> str:
+        """Return the help text with each named setting shown as ``name_of(name)``."""
+        return OptionError(self.help).message(name_of)
+
+    def check(self, value: Any) -> Any:
+        """Return ``value`` if it is valid for this setting (ints given as floats are converted).
+
+        Raises
+        ------
+        OptionError
+            Naming the setting and what is wrong.
+        """
+        if value is None:
+            if self.optional:
+                return None
+            raise OptionError("{" + self.name + "} must be set, got None")
+        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, self.kind) or (self.kind is int and isinstance(value, bool)):
+            raise OptionError(
+                "{" + self.name + "} must be {kind}, got {value!r}",
+                kind=_KIND_NAMES[self.kind], value=value,
+            )
+        if self.choices is not None and value not in self.choices:
+            raise OptionError("unknown {" + self.name + "} {value!r}; use {known}",
+                              value=value, known=", ".join(self.choices))
+        if self.low is not None:
+            check_range(self.name, value, self.low, self.high, self.unit)
+        return value
+
+
+_KIND_NAMES = {int: "a whole number", float: "a number", str: "a text", bool: "true or false"}
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = "",
+    choices: tuple[str, ...] | None = None,
+    low: int | float | None = None,
+    high: int | float | None = None,
+    unit: str = "",
+    section: str,
+) -> Any:
+    """Declare a field of :class:`MosaicOptions` (see :class:`Setting`).
+
+    ``flag=""`` (the default) derives the flag from the name:
+    ``max_uses`` -> ``--max-uses``.
+    """
+    declared = {"help": help, "flag": flag, "choices": choices, "low": low, "high": high,
+                "unit": unit, "section": section}
+    return field(default=default, metadata={_SETTING: declared})
+
+
+@dataclass(frozen=True)
+class MosaicOptions:
+    """The settings of a mosaic, validated.
+
+    Make one with keyword arguments (every setting has a default), change
+    one with :meth:`replace`. With the defaults, a mosaic is the seed's
+    method exactly.
+
+    Raises
+    ------
+    OptionError
+        When a value cannot be used; the message names the parameter.
+
+    Examples
+    --------
+    >>> options = MosaicOptions(cell_px=8, tint=0.5, max_uses=2)
+    >>> options.match_px  # the default: tile_px up to 64
+    32
+    >>> options.replace(tile_px=48).match_px  # a default follows tile_px
+    48
+    >>> MosaicOptions(match_px=32).replace(tile_px=256).match_px  # a given one stays
+    32
+    >>> MosaicOptions(tint=2)
+    Traceback (most recent call last):
+    ...
+    mosaicist.errors.OptionError: tint must be between 0 and 1, got 2.0
+    """
+
+    # -- the grid and the tiles ----------------------------------------------------------
+    cell_px: int = setting(
+        16, "Target pixels per cell side.", flag="--cell",
+        low=CELL_PX_RANGE[0], high=CELL_PX_RANGE[1], unit="pixels", section="grid")
+    tile_px: int = setting(
+        32, "Output pixels per tile side (up to 1024; large outputs are streamed).",
+        low=TILE_PX_RANGE[0], high=TILE_PX_RANGE[1], unit="pixels", section="grid")
+    match_px: int | None = setting(
+        None, "Side at which tiles are indexed and compared [default: {tile_px} up to 64, "
+        "else 32]; larger outputs are drawn from the original images.",
+        low=TILE_PX_RANGE[0], high=TILE_PX_RANGE[1], unit="pixels", section="grid")
+    limit: int | None = setting(
+        None, "Use only the first N tiles in library order.", low=1, section="grid")
+    # -- matching -------------------------------------------------------------------------
+    metric: str = setting(
+        "seed", "Per-pixel distance: sRGB (the seed's), CIE Lab or Oklab.",
+        choices=tuple(METRICS), section="match")
+    augment: str = setting(
+        "none", "Mirror and 90-degree variants of each tile join the candidates.",
+        choices=tuple(AUGMENT_SETS), section="match")
+    tint: float = setting(
+        0.0, "Move each tile's mean colour toward its cell's by this fraction "
+        "(tiles are ranked after the shift).", low=0, high=1, section="match")
+    max_uses: int | None = setting(
+        None, "Use no tile more than K times (solved as a global assignment).",
+        low=1, section="match")
+    min_spacing: int = setting(
+        1, "Cells holding the same tile are at least D cells apart (Chebyshev).",
+        low=0, section="match")
+    assign: str = setting(
+        "optimal", "How {max_uses}/{min_spacing} are solved.", choices=ASSIGN_METHODS,
+        section="match")
+    search: str = setting(
+        "exact", "exact: the true minimum for every cell; approximate: an inverted-file "
+        "index with exact re-ranking, for very large libraries.", section="match")
+    device: str = setting(
+        "cpu", "cuda: exact integer search on an NVIDIA GPU (needs the gpu extra).",
+        section="match")
+    # -- the picture ----------------------------------------------------------------------
+    overlay: float = setting(
+        0.0, "Blend the target over the mosaic with this weight (a visible cheat, "
+        "reported as such).", low=0, high=1, section="picture")
+    # -- output files ---------------------------------------------------------------------
+    jpeg_quality: int | None = setting(
+        None, "JPEG/WebP quality, also of Deep Zoom tiles [default: 92; 90 for Deep Zoom].",
+        flag="--quality", low=1, high=100, section="output")
+    dzi_tile_size: int = setting(
+        DZI_TILE_SIZE, "Deep Zoom tile side, without overlap.",
+        low=1, high=DZI_MAX_TILE_SIZE, unit="pixels", section="output")
+    dzi_overlap: int = setting(
+        DZI_OVERLAP, "Pixels each Deep Zoom tile shares with its neighbours.",
+        low=0, unit="pixels", section="output")
+    dzi_format: str = setting(
+        DZI_FORMAT, "Deep Zoom tile format.", choices=DZI_FORMATS, section="output")
+    # -- the report -----------------------------------------------------------------------
+    compute_metrics: bool = setting(
+        True, "Measure the mosaic's fidelity and repetition for the report.", flag=None,
+        section="report")
+    # Whether match_px was given, or follows tile_px (see replace).
+    _match_px_given: bool = field(default=False, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for declared in settings():
+            value = getattr(self, declared.name)
+            if declared.name == "dzi_format" and isinstance(value, str):
+                value = DZI_FORMAT_ALIASES.get(value.lower(), value)
+            checked = declared.check(value)
+            if checked is not value:
+                object.__setattr__(self, declared.name, checked)
+        object.__setattr__(self, "_match_px_given", self.match_px is not None)
+        if self.match_px is None:
+            object.__setattr__(self, "match_px", default_match_px(self.tile_px))
+        if self.dzi_overlap > self.dzi_tile_size // 2:
+            raise OptionError(
+                "{dzi_overlap} must be 0 to {most} pixels (half of {dzi_tile_size}), got {value}",
+                most=self.dzi_tile_size // 2, value=self.dzi_overlap,
+            )
+
+    @property
+    def repetition_limited(self) -> bool:
+        """Whether ``max_uses`` or ``min_spacing`` limits how tiles repeat."""
+        return self.max_uses is not None or self.min_spacing > 1
+
+    def replace(self, **changes: Any) -> MosaicOptions:
+        """Return a copy with ``changes``, validated.
+
+        ``match_px``, when it was not given, follows a new ``tile_px`` (its
+        default is derived from it); when it was given (as in settings read
+        back from a file) it keeps its value: a saved mosaic is drawn larger
+        from what it was matched at.
+
+        Raises
+        ------
+        TypeError
+            For a name that is not a setting.
+        """
+        unknown = set(changes) - set(_fields())
+        if unknown:
+            raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
+        if not self._match_px_given and "match_px" not in changes:
+            changes["match_px"] = None
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the settings as a JSON-ready dictionary, with their ``version``."""
+        return {"version": SETTINGS_VERSION,
+                **{name: getattr(self, name) for name in _fields()}}
+
+    @classmethod
+    def from_json(cls, data: object) -> MosaicOptions:
+        """Read settings written by :meth:`to_json` (this or an earlier version).
+
+        Raises
+        ------
+        MosaicistError
+            When ``data`` is not a settings object of a version this
+            mosaicist reads, or holds names that are not settings.
+        OptionError
+            When a value is not valid.
+        """
+        if not isinstance(data, Mapping):
+            raise MosaicistError(f"settings must be an object, got {type(data).__name__}")
+        if "version" not in data:
+            raise MosaicistError("settings have no version")
+        version = data["version"]
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise MosaicistError(f"settings version {version!r} is not valid")
+        if version > SETTINGS_VERSION:
+            raise MosaicistError(
+                f"settings of version {version} are newer than this mosaicist reads "
+                f"({SETTINGS_VERSION}); upgrade mosaicist"
+            )
+        values = {name: value for name, value in data.items() if name != "version"}
+        unknown = set(values) - set(_fields())
+        if unknown:
+            raise MosaicistError(f"unknown settings: {', '.join(sorted(map(str, unknown)))}")
+        return cls(**values)
+
+
+@cache
+def _fields() -> tuple[str, ...]:
+    return tuple(item.name for item in dataclasses.fields(MosaicOptions)
+                 if _SETTING in item.metadata)
+
+
+@cache
+def settings() -> tuple[Setting, ...]:
+    """Return the declaration of every setting, in the order of :class:`MosaicOptions`."""
+    hints = typing.get_type_hints(MosaicOptions)
+    declared = []
+    for item in dataclasses.fields(MosaicOptions):
+        if _SETTING not in item.metadata:
+            continue
+        hint = hints[item.name]
+        arguments = typing.get_args(hint)
+        optional = isinstance(hint, types.UnionType) and type(None) in arguments
+        kind = next(arg for arg in arguments if arg is not type(None)) if optional else hint
+        metadata = dict(item.metadata[_SETTING])
+        if metadata["flag"] == "":
+            metadata["flag"] = "--" + item.name.replace("_", "-")
+        declared.append(Setting(name=item.name, default=item.default, kind=kind,
+                                optional=optional, **metadata))
+    return tuple(declared)
+
+
+def setting_named(name: str) -> Setting:
+    """Return the declaration of the setting ``name``.
+
+    Raises
+    ------
+    KeyError
+        When no setting has that name.
+    """
+    for declared in settings():
+        if declared.name == name:
+            return declared
+    raise KeyError(name)

@@ -1,0 +1,318 @@
+"""The whole pipeline: target + library -> placements -> picture and report.
+
+::
+
+    target --> grid (cells) -----------+
+                                       +--> matcher --> placements --> renderer --> file
+    source --> library (index) --------+                          \\--> metrics --> report
+
+:func:`make_mosaic` runs it with one :class:`~mosaicist.options.MosaicOptions`:
+the grid is cut (:mod:`mosaicist.grid`), the library indexed or updated
+(:mod:`mosaicist.library`), a matcher chosen from the settings and run
+(:mod:`mosaicist.match`), its picks recorded as
+:class:`~mosaicist.placements.Placements`, and a renderer prepared
+(:mod:`mosaicist.render`); the picture is drawn when asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .colour import encoded_unit
+from .errors import OptionError
+from .grid import Grid, make_grid
+from .imaging import read_target, to_rgb
+from .library import TileLibrary
+from .match import Assignment, MatchRequest, MatchResult, matcher_for
+from .options import MosaicOptions
+from .paths import atomic_path
+from .placements import Placements
+from .render import IndexPictures, MosaicRenderer, OriginalPictures, TargetOverlay
+from .sources import TileSource, source_spec
+
+Target = str | os.PathLike[str] | np.ndarray | Image.Image
+Tiles = str | os.PathLike[str] | TileSource | TileLibrary
+
+
+@dataclass
+class Mosaic:
+    """A finished mosaic.
+
+    Unpacks as ``image, placements = make_mosaic(...)``.
+
+    Attributes
+    ----------
+    placements : Placements
+        The tile of every cell (with the settings, source and target).
+    grid : Grid
+        The target's cells.
+    library : TileLibrary
+        The tiles used (after ``limit``), at the size they were compared.
+    renderer : MosaicRenderer
+        Draws the picture at the output size, band by band: :meth:`write`
+        streams it to a file of any size; :attr:`image` holds it whole in
+        memory.
+    options : MosaicOptions
+        The settings it was made with.
+    matcher : str
+        Name of the matcher that placed the tiles (see :data:`mosaicist.match.MATCHERS`).
+    timings : dict
+        Seconds per phase: ``index``, ``match``, ``render`` (and ``metrics``;
+        ``total`` once the caller adds writing).
+    metrics : dict or None
+        Fidelity and repetition measures (see :mod:`mosaicist.metrics`), when
+        ``options.compute_metrics``.
+    assignment : Assignment or None
+        The repetition-limited assignment's certificate, when limits were set.
+    """
+
+    placements: Placements
+    grid: Grid
+    library: TileLibrary
+    renderer: MosaicRenderer
+    options: MosaicOptions
+    matcher: str
+    timings: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, Any] | None = None
+    assignment: Assignment | None = None
+    _image: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def image(self) -> np.ndarray:
+        """The whole picture, ``(rows * tile_px, cols * tile_px, 3)`` uint8, drawn on first use.
+
+        For outputs too large for memory use :meth:`write`.
+        """
+        if self._image is None:
+            self._image = self.renderer.image()
+        return self._image
+
+    def __iter__(self) -> Iterator:
+        yield self.image
+        yield self.placements
+
+    def write(self, path: str | os.PathLike[str], *, show_progress: bool = False) -> None:
+        """Stream the picture to ``path`` in the format its suffix names (see
+        :meth:`MosaicRenderer.write <mosaicist.render.MosaicRenderer.write>`),
+        with the output settings of :attr:`options`."""
+        self.renderer.write(path, self.options, show_progress=show_progress)
+
+    def report(self) -> dict[str, Any]:
+        """Return the run report as a JSON-ready dictionary."""
+        stats = self.library.stats
+        return {
+            "grid": {"rows": self.grid.rows, "cols": self.grid.cols, "cell_px": self.grid.cell_px},
+            "tile_px": self.options.tile_px,
+            "match_px": self.options.match_px,
+            "tiles": len(self.library),
+            "skipped": len(stats.failed) if stats else 0,
+            "source": self.library.source.name,
+            "objective": self.placements.objective,
+            "search": self.options.search,
+            "device": self.options.device,
+            "matcher": self.matcher,
+            "distinct_tiles": int(len(np.unique(self.placements.tile))),
+            "output_size": {"width": self.renderer.width, "height": self.renderer.height},
+            "settings": self.options.to_json(),
+            "metrics": self.metrics,
+            "assignment": _assignment_report(self.assignment),
+            "timings": {name: round(value, 4) for name, value in self.timings.items()},
+        }
+
+    def write_report(self, path: str | os.PathLike[str], **extra: object) -> None:
+        """Write :meth:`report` (plus ``extra`` keys) as JSON, atomically."""
+        report = self.report() | extra
+        with atomic_path(path) as temporary:
+            Path(temporary).write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _assignment_report(assignment: Assignment | None) -> dict[str, Any] | None:
+    if assignment is None:
+        return None
+    shown = ("method", "objective", "lower_bound", "gap", "candidates_used", "iterations",
+             "seconds")
+    report = {}
+    for item in fields(assignment):
+        if item.name in shown:
+            value = getattr(assignment, item.name)
+            report[item.name] = value.item() if isinstance(value, np.generic) else value
+    return {name: report[name] for name in shown}
+
+
+def make_mosaic(
+    target: Target,
+    tiles: Tiles = "cifar10",
+    options: MosaicOptions | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    show_progress: bool = False,
+    quiet: bool = True,
+    **settings: Any,
+) -> Mosaic:
+    """Make a photomosaic of ``target`` from a tile library.
+
+    With the default settings this is the seed's method, exactly: each cell
+    of ``cell_px`` target pixels gets the tile of minimum squared difference
+    to the cell scaled up to ``match_px`` (see :class:`mosaicist.grid.Geometry`);
+    ties go to the lowest library position.
+
+    Parameters
+    ----------
+    target : path-like, numpy.ndarray or PIL.Image.Image
+        The picture to reproduce.
+    tiles : str, path-like, TileSource or TileLibrary
+        A source spec (``"cifar10"``, a folder, ``"file.h5:images"``...) or an
+        opened library.
+    options : MosaicOptions, optional
+        The settings (default: all defaults).
+    cache_dir : path-like, optional
+        Where indexes and downloads live.
+    show_progress : bool
+        Draw progress bars on stderr.
+    quiet : bool
+        Suppress warnings about skipped tile files.
+    **settings
+        Settings that replace those of ``options``: any field of
+        :class:`~mosaicist.options.MosaicOptions` (``cell_px``, ``tile_px``,
+        ``metric``, ``tint``, ``max_uses``...).
+
+    Returns
+    -------
+    Mosaic
+        ``image`` and ``placements`` (and the grid, library, timings, metrics).
+
+    Raises
+    ------
+    OptionError
+        For settings that cannot be used or combined (before any work).
+    MosaicistError
+        For a target or tile source that cannot be read.
+
+    Examples
+    --------
+    >>> from mosaicist import make_mosaic
+    >>> image, placements = make_mosaic("bear.jpg", "photos/")  # doctest: +SKIP
+    >>> image, placements = make_mosaic(
+    ...     "bear.jpg", "galaxy10", augment="all", tint=0.5, max_uses=2, min_spacing=5
+    ... )  # doctest: +SKIP
+    """
+    options = options or MosaicOptions()
+    if settings:
+        options = options.replace(**settings)
+    # Settings no matcher can honour fail here, before any reading or indexing.
+    matcher = matcher_for(options)
+    started = time.perf_counter()
+    pixels = _as_target(target)
+    name = str(target) if isinstance(target, (str, os.PathLike)) else None
+    grid = make_grid(pixels, options.cell_px, name=name or "target")
+    library = _open_library(tiles, options, cache_dir, show_progress, quiet)
+    index_done = time.perf_counter()
+
+    request = MatchRequest(grid, library, options, show_progress)
+    result = matcher.match(request)
+    match_done = time.perf_counter()
+
+    placements = _placements(request, result, name)
+    crop = pixels[grid.top:grid.top + grid.rows * grid.cell_px,
+                  grid.left:grid.left + grid.cols * grid.cell_px]
+    source_root = request.library.source.local_root()
+    at_match_size = _renderer(
+        placements, IndexPictures(request.library.tiles, placements.tile), options, crop,
+        source_root,
+    )
+    renderer = at_match_size
+    if options.tile_px != options.match_px:
+        pictures = OriginalPictures(request.library.source, placements.source_ids,
+                                    options.tile_px)
+        renderer = _renderer(placements, pictures, options, crop, source_root)
+    render_done = time.perf_counter()
+    timings = {"index": index_done - started, "match": match_done - index_done, "render": 0.0}
+    mosaic = Mosaic(placements, grid, request.library, renderer, options, matcher.name, timings,
+                    assignment=result.assignment)
+    if options.compute_metrics:
+        # Fidelity is measured at the size tiles were compared (the picture as
+        # matched), streamed: only its viewing-scale reduction is kept.
+        mosaic.metrics = _metrics(at_match_size, crop, grid, placements)
+        mosaic.timings["metrics"] = time.perf_counter() - render_done
+    return mosaic
+
+
+def _as_target(target: Target) -> np.ndarray:
+    if isinstance(target, np.ndarray):
+        if target.ndim != 3 or target.shape[2] != 3 or target.dtype != np.uint8:
+            raise ValueError("a target array must be (H, W, 3) uint8")
+        return target
+    if isinstance(target, Image.Image):
+        return np.asarray(to_rgb(target), dtype=np.uint8)
+    return read_target(target)
+
+
+def _open_library(
+    tiles: Tiles, options: MosaicOptions, cache_dir: str | os.PathLike[str] | None,
+    show_progress: bool, quiet: bool,
+) -> TileLibrary:
+    assert options.match_px is not None  # resolved by MosaicOptions
+    if isinstance(tiles, TileLibrary):
+        if tiles.match_px != options.match_px:
+            raise OptionError("the library was indexed at {indexed} px, but {match_px} is {value}",
+                              indexed=tiles.match_px, value=options.match_px)
+        return tiles
+    return TileLibrary.open(tiles, options.match_px, cache_dir=cache_dir,
+                            show_progress=show_progress, quiet=quiet)
+
+
+def _placements(request: MatchRequest, result: MatchResult, target: str | None) -> Placements:
+    """The matcher's picks as placements: tile, transform and tint shift of every cell."""
+    options, grid, library = request.options, request.grid, request.library
+    variants = request.variants
+    tile = result.tile // variants
+    transform = np.asarray(request.transforms, np.int8)[result.tile % variants]
+    shifts = None
+    if options.tint:
+        # Each tile's mean moves toward its cell's by the tint fraction, in the metric's units.
+        pixels = request.geometry.match_px ** 2
+        cell_means = request.cell_vectors.reshape(len(grid), -1, 3).mean(axis=1, dtype=np.float64)
+        tile_means = request.features.channel_sums[result.tile] / pixels
+        shifts = options.tint * (cell_means - tile_means) * encoded_unit(options.metric)
+    return Placements(
+        grid.rows, grid.cols, tile, result.distance,
+        [library.source_ids[index] for index in tile.tolist()], transform, shifts,
+        options=options, source=source_spec(library.source),
+        target=None if target is None else str(Path(target).resolve()),
+        crop=(grid.left, grid.top),
+    )
+
+
+def _renderer(
+    placements: Placements, pictures: IndexPictures | OriginalPictures, options: MosaicOptions,
+    crop: np.ndarray, source_root: Path | None,
+) -> MosaicRenderer:
+    renderer = MosaicRenderer(placements, pictures, options.metric, source_root=source_root)
+    if options.overlay:
+        renderer.overlay = TargetOverlay(crop, renderer.width, renderer.height, options.overlay)
+    return renderer
+
+
+def _metrics(
+    renderer: MosaicRenderer, crop: np.ndarray, grid: Grid, placements: Placements
+) -> dict[str, Any]:
+    from .metrics import fidelity_from_bands, repetition_metrics
+
+    options = placements.options
+    metrics = fidelity_from_bands(renderer.bands(), crop, renderer.tile_px, grid.cell_px)
+    metrics.update(repetition_metrics(placements.tile_grid()))
+    metrics["tint"] = options.tint
+    metrics["overlay"] = options.overlay
+    metrics["mean_tint_shift"] = (
+        float(np.linalg.norm(placements.tint, axis=1).mean()) if options.tint else 0.0
+    )
+    return metrics

@@ -1,0 +1,172 @@
+"""Output formats: one table from file suffix to the writer that makes the file.
+
+Every picture mosaicist writes (a PNG, a pyramidal TIFF, a Deep Zoom
+pyramid...) comes as a :class:`Picture`: horizontal bands, top to bottom, of
+a known size, plus the placements it was drawn from. An :class:`OutputFormat`
+checks, before any work, that a path can take a picture of that size, and
+writes it, streaming, atomically. The formats live in one registry,
+:data:`OUTPUT_FORMATS`, keyed by suffix; :func:`register_format` adds one
+(see ``docs/architecture.md``).
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .._registry import Registry
+from ..errors import MosaicistError
+from ..paths import check_writable
+
+if TYPE_CHECKING:
+    from ..options import MosaicOptions
+    from ..placements import Placements
+
+
+@dataclass
+class Picture:
+    """A picture to write, as bands, and what a viewer may show of it.
+
+    Attributes
+    ----------
+    bands : iterable of numpy.ndarray
+        ``(h, width, 3)`` uint8 bands, top to bottom, of any heights summing
+        to ``height``; each is used once.
+    width, height : int
+        Size of the picture.
+    placements : Placements, optional
+        The placements it was drawn from (a Deep Zoom viewer labels cells
+        with their photos).
+    source_root : pathlib.Path, optional
+        Folder of the tiles' original files, when they are local files.
+    """
+
+    bands: Iterable[np.ndarray]
+    width: int
+    height: int
+    placements: Placements | None = None
+    source_root: Path | None = None
+
+
+class OutputFormat(abc.ABC):
+    """A kind of file a picture can be written to.
+
+    Attributes
+    ----------
+    name : str
+        Name shown in messages (``"PNG"``).
+    suffixes : tuple of str
+        Lower-case file suffixes, with the dot, that select this format.
+    """
+
+    name: str
+    suffixes: tuple[str, ...]
+
+    def check(self, path: Path, width: int, height: int, options: MosaicOptions) -> None:
+        """Raise :class:`MosaicistError` when ``path`` cannot take a ``width x height`` picture.
+
+        Called before any work; the default accepts every size.
+        """
+        return None
+
+    @abc.abstractmethod
+    def write(
+        self, path: Path, picture: Picture, options: MosaicOptions, show_progress: bool = False
+    ) -> None:
+        """Write ``picture`` to ``path``, streaming and atomically.
+
+        Nothing may appear under ``path`` (or the other names the format
+        writes) unless the whole picture was written.
+        """
+
+    def __repr__(self) -> str:
+        return f"<output format {self.name} {' '.join(self.suffixes)}>"
+
+
+#: Output formats by lower-case file suffix (``.png``, ``.dzi``...).
+OUTPUT_FORMATS: Registry[OutputFormat] = Registry("output format")
+
+
+def register_format(output: OutputFormat, *, replace: bool = False) -> OutputFormat:
+    """Add ``output`` to :data:`OUTPUT_FORMATS` under each of its suffixes.
+
+    Parameters
+    ----------
+    output : OutputFormat
+        The format.
+    replace : bool
+        Allow taking over a suffix another format has.
+
+    Returns
+    -------
+    OutputFormat
+        ``output``, so that this can decorate an instance's creation.
+    """
+    for suffix in output.suffixes:
+        if suffix != suffix.lower() or not suffix.startswith("."):
+            raise ValueError(f"suffixes are lower case and start with a dot, got {suffix!r}")
+    for suffix in output.suffixes:
+        OUTPUT_FORMATS.register(suffix, output, replace=replace)
+    return output
+
+
+def output_format(path: str | os.PathLike[str]) -> OutputFormat:
+    """Return the format that ``path``'s suffix names.
+
+    Raises
+    ------
+    MosaicistError
+        For a suffix no format has.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        known = ", ".join(sorted(OUTPUT_FORMATS))
+        raise MosaicistError(f"{path}: unknown output format {suffix or '(none)'!r}; use {known}")
+    return OUTPUT_FORMATS[suffix]
+
+
+def check_output(
+    path: str | os.PathLike[str], width: int, height: int, options: MosaicOptions | None = None
+) -> OutputFormat:
+    """Check, before any work, that ``path`` can take a ``width x height`` picture.
+
+    The format must be known, the folder writable, and the size and settings
+    within what the format can hold.
+
+    Returns
+    -------
+    OutputFormat
+        The format that will write it.
+
+    Raises
+    ------
+    MosaicistError
+        With a one-line message naming ``path``.
+    """
+    from ..options import MosaicOptions
+
+    output = output_format(path)
+    check_writable(path)
+    output.check(Path(path), width, height, options or MosaicOptions())
+    return output
+
+
+def write_output(
+    path: str | os.PathLike[str],
+    picture: Picture,
+    options: MosaicOptions | None = None,
+    show_progress: bool = False,
+) -> None:
+    """Write ``picture`` in the format ``path``'s suffix names (see :func:`check_output`)."""
+    from ..options import MosaicOptions
+
+    options = options or MosaicOptions()
+    output = output_format(path)
+    output.check(Path(path), picture.width, picture.height, options)
+    output.write(Path(path), picture, options, show_progress)

@@ -1,0 +1,138 @@
+"""Where a render gets each cell's tile picture: the index, or the original files.
+
+A :class:`TilePictures` returns the pictures of given cells at the output
+size, untransformed and untinted (the renderer applies those). When the
+output size is the size tiles were indexed at, :class:`IndexPictures` reads
+the index's memory map; otherwise :class:`OriginalPictures` decodes each
+original once, cuts its centre square and resizes it with Lanczos, keeping a
+bounded cache.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .._runtime import release_pages, worker_count
+from ..errors import MosaicistError
+from ..imaging import square_thumbnail
+from ..sources import SourceEntry, TileSource
+
+
+class TilePictures(abc.ABC):
+    """Where a render gets each cell's tile picture, at the output size.
+
+    ``fetch(cells)`` returns the pictures of the given cells (indices into
+    the placements, row-major), untransformed and untinted.
+    """
+
+    tile_px: int
+
+    @abc.abstractmethod
+    def fetch(self, cells: np.ndarray) -> np.ndarray:
+        """Return ``(len(cells), tile_px, tile_px, 3)`` uint8 pictures."""
+
+
+class IndexPictures(TilePictures):
+    """Tiles straight from the index's packed thumbnails (output size = index size).
+
+    Parameters
+    ----------
+    tiles : numpy.ndarray
+        ``(M, T, T, 3)`` uint8 library tiles (usually a memory map).
+    positions : numpy.ndarray
+        Library position of each cell's tile.
+    """
+
+    def __init__(self, tiles: np.ndarray, positions: np.ndarray) -> None:
+        self.tiles = tiles
+        self.positions = np.asarray(positions, np.int64).ravel()
+        self.tile_px = int(tiles.shape[1])
+        self._fetched = 0
+
+    def fetch(self, cells: np.ndarray) -> np.ndarray:
+        out = np.asarray(self.tiles[self.positions[cells]])
+        self._fetched += len(cells)
+        if self._fetched > 65536:
+            # Mapped pages of tiles already drawn would otherwise count as ours.
+            release_pages(self.tiles)
+            self._fetched = 0
+        return out
+
+
+#: Bytes of decoded tile pictures kept for reuse while rendering from originals.
+ORIGINALS_CACHE_BYTES = 256 << 20
+
+
+class OriginalPictures(TilePictures):
+    """Tiles made from the library's original images, at any output size.
+
+    Each distinct tile is decoded once while it is in a bounded cache
+    (least recently used out first), so a tile repeated across nearby rows
+    is not decoded again, and memory stays under ``cache_bytes`` whatever
+    the number of distinct tiles. Misses of a row are decoded on threads
+    (Pillow releases the GIL while decoding and resizing).
+
+    Parameters
+    ----------
+    source : TileSource
+        The library's source, which opens originals.
+    source_ids : list of str
+        Source id of each cell's tile.
+    tile_px : int
+        Output side of each tile (centre square, Lanczos; see
+        :func:`mosaicist.imaging.square_thumbnail`).
+    cache_bytes : int
+        Most bytes of decoded pictures kept.
+    workers : int, optional
+        Decoding threads (default: the usable cores).
+    """
+
+    def __init__(
+        self,
+        source: TileSource,
+        source_ids: list[str],
+        tile_px: int,
+        cache_bytes: int = ORIGINALS_CACHE_BYTES,
+        workers: int | None = None,
+    ) -> None:
+        self.source = source
+        self.source_ids = source_ids
+        self.tile_px = tile_px
+        self.capacity = max(1, cache_bytes // (tile_px * tile_px * 3))
+        self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.workers = workers or worker_count()
+        self.decoded = 0
+
+    def _decode(self, source_id: str) -> np.ndarray:
+        try:
+            original = self.source.open_original(SourceEntry(source_id, 0, 0, None))
+            return square_thumbnail(original, self.tile_px)
+        except (OSError, ValueError, SyntaxError) as error:
+            raise MosaicistError(f"{source_id}: cannot open the tile's original: {error}") \
+                from None
+
+    def fetch(self, cells: np.ndarray) -> np.ndarray:
+        wanted = [self.source_ids[cell] for cell in np.asarray(cells).tolist()]
+        missing = [key for key in dict.fromkeys(wanted) if key not in self.cache]
+        if missing:
+            if self.workers > 1 and len(missing) > 1:
+                with ThreadPoolExecutor(min(self.workers, len(missing))) as pool:
+                    pictures = list(pool.map(self._decode, missing))
+            else:
+                pictures = [self._decode(key) for key in missing]
+            self.decoded += len(missing)
+            for key, picture in zip(missing, pictures, strict=True):
+                self.cache[key] = picture
+        out = np.empty((len(wanted), self.tile_px, self.tile_px, 3), np.uint8)
+        for index, key in enumerate(wanted):
+            out[index] = self.cache[key]
+            self.cache.move_to_end(key)
+        while len(self.cache) > self.capacity:
+            self.cache.popitem(last=False)
+        return out
+
+

@@ -1,0 +1,293 @@
+"""Drawing placements as a picture, one row of cells at a time.
+
+Every output (an image in memory, a streamed file, a Deep Zoom pyramid) comes
+from :meth:`MosaicRenderer.bands`, so they agree pixel for pixel: each band
+is one row of cells, each cell its tile picture (:mod:`._pictures`) under its
+transform and tint, with the target blended over it when asked
+(:mod:`._overlay`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .. import paths
+from ..colour import from_space, to_space
+from ..errors import MosaicistError, OptionError
+from ..imaging import read_target
+from ..placements import Placements
+from ..sources import open_source
+from ..transforms import apply_transform
+from ._formats import Picture, write_output
+from ._overlay import TargetOverlay
+from ._pictures import IndexPictures, OriginalPictures, TilePictures
+
+if TYPE_CHECKING:
+    from ..options import MosaicOptions
+
+
+def dress_tiles(
+    tiles: np.ndarray,
+    transforms: np.ndarray | None = None,
+    tint: np.ndarray | None = None,
+    metric: str = "seed",
+) -> np.ndarray:
+    """Apply each tile's transform and tint shift.
+
+    Parameters
+    ----------
+    tiles : numpy.ndarray
+        ``(k, T, T, 3)`` uint8 sRGB tiles.
+    transforms : numpy.ndarray, optional
+        ``(k,)`` transform codes.
+    tint : numpy.ndarray, optional
+        ``(k, 3)`` shifts in the metric's colour space (see
+        :class:`mosaicist.placements.Placements`).
+    metric : str
+        Colour space of the shifts.
+    """
+    out = np.asarray(tiles)
+    if transforms is not None and np.any(transforms):
+        out = out.copy()
+        for code in np.unique(transforms).tolist():
+            if code:
+                chosen = transforms == code
+                out[chosen] = apply_transform(out[chosen], code)
+    if tint is not None and np.any(tint):
+        values = to_space(out, metric) + tint[:, None, None, :]
+        out = from_space(values, metric)
+    return out
+
+
+@dataclass
+class MosaicRenderer:
+    """Draws placements as a picture, one row of cells at a time.
+
+    Every output (an image in memory, a streamed file, a Deep Zoom pyramid)
+    comes from :meth:`bands`, so they agree pixel for pixel.
+
+    Attributes
+    ----------
+    placements : Placements
+        Which tile, transform and tint goes in each cell.
+    pictures : TilePictures
+        Where tile pictures come from, at the output size.
+    metric : str
+        Colour space of the tint shifts.
+    overlay : TargetOverlay, optional
+        The target blended over the mosaic.
+    source_root : pathlib.Path, optional
+        Folder of the tiles' original files when they are local files (a
+        Deep Zoom viewer then links each cell to its photo).
+    """
+
+    placements: Placements
+    pictures: TilePictures
+    metric: str = "seed"
+    overlay: TargetOverlay | None = None
+    source_root: Path | None = None
+
+    @property
+    def tile_px(self) -> int:
+        """Output pixels per tile side."""
+        return self.pictures.tile_px
+
+    @property
+    def width(self) -> int:
+        """Output width in pixels."""
+        return self.placements.cols * self.tile_px
+
+    @property
+    def height(self) -> int:
+        """Output height in pixels."""
+        return self.placements.rows * self.tile_px
+
+    def bands(self) -> Iterator[np.ndarray]:
+        """Yield the picture as ``(tile_px, width, 3)`` uint8 bands, one per row of cells."""
+        placements = self.placements
+        cols, tile_px = placements.cols, self.tile_px
+        # Tinting works in float64; dressing a few megapixels at a time bounds that.
+        chunk = max(1, (1 << 21) // (tile_px * tile_px))
+        for row in range(placements.rows):
+            band = np.empty((tile_px, cols, tile_px, 3), np.uint8)
+            for start in range(0, cols, chunk):
+                stop = min(cols, start + chunk)
+                cells = np.arange(row * cols + start, row * cols + stop)
+                dressed = dress_tiles(
+                    self.pictures.fetch(cells), placements.transform[cells],
+                    placements.tint[cells], self.metric,
+                )
+                band[:, start:stop] = dressed.transpose(1, 0, 2, 3)
+            band = band.reshape(tile_px, cols * tile_px, 3)
+            if self.overlay is not None:
+                band = self.overlay.blend(band, row * tile_px)
+            yield band
+
+    def image(self) -> np.ndarray:
+        """Return the whole picture in memory (``(height, width, 3)`` uint8)."""
+        image = np.empty((self.height, self.width, 3), np.uint8)
+        for row, band in enumerate(self.bands()):
+            image[row * self.tile_px:(row + 1) * self.tile_px] = band
+        return image
+
+    def write(
+        self,
+        path: str | os.PathLike[str],
+        options: MosaicOptions | None = None,
+        *,
+        show_progress: bool = False,
+    ) -> None:
+        """Write the picture to ``path``, streaming: never whole in memory.
+
+        Parameters
+        ----------
+        path : path-like
+            Its suffix picks the format (:data:`~mosaicist.render.OUTPUT_FORMATS`):
+            ``.png``, ``.jpg``, ``.webp``, ``.tif`` or ``.dzi`` (a Deep Zoom
+            pyramid plus its viewer, ``NAME.html``).
+        options : MosaicOptions, optional
+            Output settings (``jpeg_quality``, ``dzi_*``); the defaults when omitted.
+        show_progress : bool
+            Draw a progress bar.
+        """
+        picture = Picture(self.bands(), self.width, self.height, self.placements,
+                          self.source_root)
+        write_output(path, picture, options, show_progress)
+
+
+def render_mosaic(
+    tiles: np.ndarray,
+    tile_grid: np.ndarray,
+    transforms: np.ndarray | None = None,
+    tint: np.ndarray | None = None,
+    metric: str = "seed",
+) -> np.ndarray:
+    """Assemble a mosaic in memory from tiles at the output size.
+
+    Parameters
+    ----------
+    tiles : numpy.ndarray
+        ``(M, tile_px, tile_px, 3)`` uint8 library tiles.
+    tile_grid : numpy.ndarray
+        ``(rows, cols)`` library positions.
+    transforms, tint : numpy.ndarray, optional
+        ``(rows * cols,)`` transform codes and ``(rows * cols, 3)`` tint
+        shifts, row-major (see :func:`dress_tiles`).
+    metric : str
+        Colour space of the tint shifts.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(rows * tile_px, cols * tile_px, 3)`` uint8 image.
+    """
+    rows, cols = tile_grid.shape
+    placements = Placements(rows, cols, np.asarray(tile_grid).ravel(),
+                            np.zeros(rows * cols, np.int64), [""] * (rows * cols),
+                            transforms, tint)
+    return MosaicRenderer(placements, IndexPictures(tiles, placements.tile), metric).image()
+
+
+def placements_renderer(
+    placements: Placements,
+    options: MosaicOptions | None = None,
+    *,
+    tiles: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    show_progress: bool = False,
+) -> MosaicRenderer:
+    """Prepare to render saved placements from the tile library's original images.
+
+    Each tile is made from its original image (centre square, Lanczos) at
+    ``options.tile_px``, not by enlarging the index thumbnail, with the
+    recorded transform and tint; the target is blended over it when
+    ``options.overlay`` is set.
+
+    Parameters
+    ----------
+    placements : Placements
+        Read with :meth:`Placements.read`; JSON placements carry their
+        source, settings and target.
+    options : MosaicOptions, optional
+        Settings to draw with (default: ``placements.options``), e.g. those
+        with a larger ``tile_px``: match at 32 px, print at 512 px.
+    tiles : str, optional
+        The tile source spec, required for CSV placements, which do not
+        record it.
+    cache_dir : path-like, optional
+        Cache for downloads.
+    show_progress : bool
+        Show download progress.
+
+    Raises
+    ------
+    MosaicistError
+        When the source is not named or cannot be opened, or the overlay's
+        target is missing.
+    """
+    options = placements.options if options is None else options
+    spec = tiles or placements.source
+    if not spec:
+        raise OptionError("these placements do not name their tile source; pass {tiles}")
+    source = open_source(spec, cache_dir=paths.cache_dir(cache_dir), show_progress=show_progress)
+    renderer = MosaicRenderer(
+        placements, OriginalPictures(source, placements.source_ids, options.tile_px),
+        options.metric, source_root=source.local_root(),
+    )
+    if options.overlay > 0:
+        renderer.overlay = TargetOverlay(target_crop(placements), renderer.width,
+                                         renderer.height, options.overlay)
+    return renderer
+
+
+def render_placements(
+    placements: Placements,
+    tile_px: int | None = None,
+    tiles: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    show_progress: bool = False,
+) -> np.ndarray:
+    """Render saved placements again, in memory (see :func:`placements_renderer`).
+
+    Parameters
+    ----------
+    placements : Placements
+        The placements.
+    tile_px : int, optional
+        Output pixels per tile side (default: the one recorded).
+    tiles, cache_dir, show_progress
+        As for :func:`placements_renderer`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(rows * tile_px, cols * tile_px, 3)`` uint8 image.
+    """
+    options = placements.options
+    if tile_px is not None:
+        options = options.replace(tile_px=tile_px)
+    return placements_renderer(placements, options, tiles=tiles, cache_dir=cache_dir,
+                               show_progress=show_progress).image()
+
+
+def target_crop(placements: Placements) -> np.ndarray:
+    """Read the target that placements name and cut the grid's crop (for the overlay).
+
+    Raises
+    ------
+    MosaicistError
+        When the placements do not name a target or it is not found.
+    """
+    target = placements.target
+    if not target or not Path(target).exists():
+        raise MosaicistError(f"{target}: the overlay needs the target picture, which is not found")
+    cell_px = placements.options.cell_px
+    left, top = placements.crop
+    picture = read_target(target)
+    return picture[top:top + placements.rows * cell_px, left:left + placements.cols * cell_px]

@@ -1,0 +1,54 @@
+"""Tile transforms: the eight symmetries of the square, and the sets ``augment`` adds.
+
+A placement records each tile's transform by code (0 is the identity); the
+matcher may try several transforms of every tile (``augment``), and the
+renderer applies the recorded one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: The eight symmetries of the square (the dihedral group D4), by code.
+TRANSFORM_NAMES = (
+    "identity", "mirror", "rot90", "rot180", "rot270", "transpose", "flip", "transverse",
+)
+#: Transform codes added by each ``augment`` setting.
+AUGMENT_SETS = {
+    "none": (0,),
+    "flips": (0, 1),
+    "rotations": (0, 2, 3, 4),
+    "all": (0, 1, 2, 3, 4, 5, 6, 7),
+}
+
+
+
+def apply_transform(images: np.ndarray, code: int) -> np.ndarray:
+    """Apply transform ``code`` to ``(..., H, W, C)`` images (H, W the last-but-one axes).
+
+    Rotations are counter-clockwise; ``mirror`` flips left-right; ``flip``
+    flips top-bottom; ``transpose`` mirrors about the main diagonal and
+    ``transverse`` about the other one.
+    """
+    rows, cols = images.ndim - 3, images.ndim - 2
+    if code == 0:
+        return images
+    if code == 1:
+        return images[..., :, ::-1, :]
+    if code in (2, 3, 4):
+        return np.rot90(images, k=code - 1, axes=(rows, cols))
+    if code == 5:
+        return np.swapaxes(images, rows, cols)
+    if code == 6:
+        return images[..., ::-1, :, :]
+    if code == 7:
+        return np.rot90(np.swapaxes(images, rows, cols), k=2, axes=(rows, cols))
+    raise ValueError(f"unknown transform code {code}")
+
+
+def transform_code(name: str) -> int:
+    """Return the code of a transform name (see :data:`TRANSFORM_NAMES`)."""
+    try:
+        return TRANSFORM_NAMES.index(name)
+    except ValueError:
+        raise ValueError(f"unknown transform {name!r}") from None
