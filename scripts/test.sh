@@ -23,6 +23,8 @@ python3 -m pip install -q -e ".[test]"
 # build kept on the machine (a bare "torch" would pull a multi-GB CUDA build).
 python3 -m pip install -q torch==2.13.0
 python3 -m ruff check src tests benchmarks
+# Type check (configured in pyproject.toml: src/mosaicist).
+python3 -m mypy
 # With Chromium present, the browser test must run (and fails rather than skips).
 if [[ -x /usr/bin/chromium ]]; then export MOSAICIST_REQUIRE_BROWSER=1; fi
 python3 -m pytest -q

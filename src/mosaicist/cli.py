@@ -99,6 +99,7 @@ def _devices() -> list[str]:
 
 
 _REGISTRY_CHOICES = {"search": _searches, "device": _devices}
+_CLICK_TYPES: dict[type, click.ParamType] = {int: click.INT, float: click.FLOAT, str: click.STRING}
 
 
 def _flag_name(name: str) -> str:
@@ -115,7 +116,7 @@ def _setting_option(declared: Setting, help: str | None, show_default: bool) -> 
         kind = click.STRING
         metavar = "[" + "|".join(declared.choices) + "]"
     else:
-        kind = {int: click.INT, float: click.FLOAT, str: click.STRING}[declared.kind]
+        kind = _CLICK_TYPES[declared.kind]
     text = help if help is not None else declared.describe(_flag_name)
     if show_default and declared.default is not None and "[default:" not in text:
         text += f"  [default: {declared.default}]"

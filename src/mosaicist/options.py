@@ -145,7 +145,7 @@ class Setting:
         if self.choices is not None and value not in self.choices:
             raise OptionError("unknown {" + self.name + "} {value!r}; use {known}",
                               value=value, known=", ".join(self.choices))
-        if self.low is not None:
+        if self.low is not None and isinstance(value, int | float):
             check_range(self.name, value, self.low, self.high, self.unit)
         return value
 
@@ -265,11 +265,12 @@ class MosaicOptions:
 
     def __post_init__(self) -> None:
         for declared in settings():
-            value = getattr(self, declared.name)
+            given = getattr(self, declared.name)
+            value = given
             if declared.name == "dzi_format" and isinstance(value, str):
                 value = DZI_FORMAT_ALIASES.get(value.lower(), value)
             checked = declared.check(value)
-            if checked is not value:
+            if checked is not given:
                 object.__setattr__(self, declared.name, checked)
         object.__setattr__(self, "_match_px_given", self.match_px is not None)
         if self.match_px is None:

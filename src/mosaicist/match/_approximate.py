@@ -454,7 +454,7 @@ def match_approximate(
 
     pooled = features.pooled if features.pooled is not None else tiles.reshape(tile_count, -1)
     cell_rows, cell_norm2 = cell_bound_rows(cell_vectors, geometry, features)
-    cell_flat = cell_vectors.reshape(count, -1).astype(
+    cell_flat: np.ndarray = cell_vectors.reshape(count, -1).astype(
         dot_dtype(cell_vectors[0].size, geometry.weight)
     )
     best_distance = np.full(count, np.iinfo(np.int64).max, np.int64)

@@ -226,8 +226,8 @@ class _LevelCutter:
         self.width, self.height = layout.level_size(level)
         self.columns, self.rows = layout.tile_counts(level)
         self.sink = sink
-        self.above = above
-        self.halving = HalvingStream(self.width) if above is not None else None
+        # The level above gets this one's rows halved as they arrive.
+        self.upward = None if above is None else (HalvingStream(self.width), above)
         capacity = min(self.height, layout.tile_size + 2 * layout.overlap + SLICE_ROWS)
         self.buffer = np.empty((capacity, self.width, 3), np.uint8)
         self.filled = 0  # rows of buffer in use
@@ -251,8 +251,9 @@ class _LevelCutter:
         self.buffer[self.filled:self.filled + count] = rows
         self.filled += count
         self._cut()
-        if self.halving is not None:
-            self.above.push(self.halving.push(rows))
+        if self.upward is not None:
+            halving, above = self.upward
+            above.push(halving.push(rows))
 
     def finish(self) -> None:
         if self.received != self.height:
@@ -260,9 +261,10 @@ class _LevelCutter:
                 f"the picture ended after {self.received} rows, expected {self.height}"
             )
         self._cut()
-        if self.halving is not None:
-            self.above.push(self.halving.finish())
-            self.above.finish()
+        if self.upward is not None:
+            halving, above = self.upward
+            above.push(halving.finish())
+            above.finish()
 
     def _cut(self) -> None:
         layout = self.layout

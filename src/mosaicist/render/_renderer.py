@@ -124,10 +124,10 @@ class MosaicRenderer:
                     placements.tint[cells], self.metric,
                 )
                 band[:, start:stop] = dressed.transpose(1, 0, 2, 3)
-            band = band.reshape(tile_px, cols * tile_px, 3)
+            rows = band.reshape(tile_px, cols * tile_px, 3)
             if self.overlay is not None:
-                band = self.overlay.blend(band, row * tile_px)
-            yield band
+                rows = self.overlay.blend(rows, row * tile_px)
+            yield rows
 
     def image(self) -> np.ndarray:
         """Return the whole picture in memory (``(height, width, 3)`` uint8)."""

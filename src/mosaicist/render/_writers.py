@@ -385,6 +385,7 @@ class _RowChunker:
         return self._take() if self._count else None
 
     def _take(self) -> np.ndarray:
+        assert self._chunk is not None  # called with rows in hand
         chunk = self._chunk[:self._count]
         self._chunk, self._count = None, 0
         return chunk
@@ -482,8 +483,8 @@ def _png_block(rows: np.ndarray, previous: np.ndarray, level: int) -> tuple[byte
     for start in range(0, rows.shape[0], step):
         filtered = png_filter_rows(rows[start:start + step], previous)
         previous = rows[min(start + step, rows.shape[0]) - 1]
-        parts.append(compressor.compress(filtered))
-        checksum = zlib.adler32(filtered, checksum)
+        parts.append(compressor.compress(filtered.data))
+        checksum = zlib.adler32(filtered.data, checksum)
     # A sync flush ends the block byte-aligned and not final, so the next
     # block's independent stream can follow it directly.
     parts.append(compressor.flush(zlib.Z_SYNC_FLUSH))
@@ -702,7 +703,8 @@ class _TiffCodec:
         if self.name == "none":
             return tile.tobytes()
         if self.name == "deflate":
-            return zlib.compress(_horizontal_delta(tile), TIFF_DEFLATE_LEVEL)
+            return zlib.compress(_horizontal_delta(tile).data, TIFF_DEFLATE_LEVEL)
+        assert self._encode is not None  # set for lzw and jpeg
         if self.name == "lzw":
             return self._encode(_horizontal_delta(tile))
         return self._encode(tile, **self._options)
@@ -745,8 +747,8 @@ class _TiffPyramid:
         self.spool = spool
         self.level0: deque[bytes] = deque()
         self.chunkers = [_RowChunker(TIFF_TILE) for _ in sizes]
-        # halvers[k] makes level k from level k - 1; there is none for level 0.
-        self.halvers = [None] + [HalvingStream(size[0]) for size in sizes[:-1]]
+        # halvers[k] makes level k + 1 from level k.
+        self.halvers = [HalvingStream(size[0]) for size in sizes[:-1]]
         self.offsets = [array("Q") for _ in sizes]
         self.lengths = [array("Q") for _ in sizes]
 
@@ -757,7 +759,7 @@ class _TiffPyramid:
     def finish(self) -> None:
         """Reduce the odd last rows, flush the last rows of tiles, wait for every tile."""
         for level in range(1, len(self.sizes)):
-            self._rows(level, self.halvers[level].finish())
+            self._rows(level, self.halvers[level - 1].finish())
         for level, chunker in enumerate(self.chunkers):
             rows = chunker.finish()
             if rows is not None:
@@ -776,7 +778,7 @@ class _TiffPyramid:
         for chunk in self.chunkers[level].push(rows):
             self._tile_row(level, chunk)
         if level + 1 < len(self.sizes):
-            self._rows(level + 1, self.halvers[level + 1].push(rows))
+            self._rows(level + 1, self.halvers[level].push(rows))
 
     def _tile_row(self, level: int, rows: np.ndarray) -> None:
         for left in range(0, self.sizes[level][0], TIFF_TILE):

@@ -76,8 +76,9 @@ def open_source(
         if lowered == dataset or lowered.startswith(dataset + ":"):
             from .cifar import CifarSource
 
-            path = text[len(dataset) + 1:] or None
-            return CifarSource(dataset, path, cache_dir=cache_dir, show_progress=show_progress)
+            location = text[len(dataset) + 1:] or None
+            return CifarSource(dataset, location, cache_dir=cache_dir,
+                               show_progress=show_progress)
     if lowered in ("galaxy10", "galaxy10-sdss", "galaxy10-decals"):
         from .arrays import galaxy10_source
 

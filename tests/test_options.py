@@ -1,0 +1,228 @@
+"""The options type: declarations, validation that names the parameter, the codec, the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import make_colour_folder
+from PIL import Image
+
+from mosaicist import MosaicOptions, OptionError, Placements
+from mosaicist.cli import main
+from mosaicist.errors import MosaicistError
+from mosaicist.options import SETTINGS_VERSION, default_match_px, setting_named, settings
+
+
+def test_every_field_is_a_declared_setting_with_help():
+    names = [field.name for field in dataclasses.fields(MosaicOptions)
+             if not field.name.startswith("_")]
+    declared = settings()
+    assert [setting.name for setting in declared] == names
+    defaults = MosaicOptions()
+    for setting in declared:
+        assert setting.help.strip()
+        assert setting.section in ("grid", "match", "picture", "output", "report")
+        if setting.name != "match_px":  # derived from tile_px
+            assert getattr(defaults, setting.name) == setting.default
+    assert setting_named("cell_px").flag == "--cell"
+    assert setting_named("max_uses").flag == "--max-uses"
+    assert setting_named("jpeg_quality").flag == "--quality"
+    assert setting_named("compute_metrics").flag is None
+    # Help may name other settings, shown as flags on the command line.
+    assert "--tile-px" in setting_named("match_px").describe(lambda name: setting_named(name).flag)
+    assert "tile_px up to 64" in setting_named("match_px").describe()
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"cell_px": 0}, "cell_px must be between 1 and 1024 pixels, got 0"),
+    ({"tile_px": 1025}, "tile_px must be between 1 and 1024 pixels, got 1025"),
+    ({"match_px": -3}, "match_px must be between 1 and 1024 pixels, got -3"),
+    ({"limit": 0}, "limit must be at least 1, got 0"),
+    ({"metric": "xyz"}, "unknown metric 'xyz'; use seed, lab, oklab"),
+    ({"augment": "some"}, "unknown augment 'some'; use none, flips, rotations, all"),
+    ({"tint": 1.5}, "tint must be between 0 and 1, got 1.5"),
+    ({"tint": float("nan")}, "tint must be between 0 and 1, got nan"),
+    ({"overlay": -0.1}, "overlay must be between 0 and 1, got -0.1"),
+    ({"max_uses": 0}, "max_uses must be at least 1, got 0"),
+    ({"min_spacing": -1}, "min_spacing must be at least 0, got -1"),
+    ({"assign": "best"}, "unknown assign 'best'; use optimal, greedy"),
+    ({"jpeg_quality": 101}, "jpeg_quality must be between 1 and 100, got 101"),
+    ({"dzi_tile_size": 0}, "dzi_tile_size must be between 1 and 4096 pixels, got 0"),
+    ({"dzi_overlap": 200}, "dzi_overlap must be 0 to 127 pixels (half of dzi_tile_size)"),
+    ({"dzi_format": "gif"}, "unknown dzi_format 'gif'; use jpeg, png, webp"),
+    ({"cell_px": 8.0}, "cell_px must be a whole number, got 8.0"),
+    ({"cell_px": True}, "cell_px must be a whole number, got True"),
+    ({"tint": "0.5"}, "tint must be a number, got '0.5'"),
+    ({"metric": None}, "metric must be set, got None"),
+    ({"compute_metrics": 1}, "compute_metrics must be true or false, got 1"),
+])
+def test_bad_values_name_the_parameter(changes, message):
+    with pytest.raises(OptionError) as caught:
+        MosaicOptions(**changes)
+    assert str(caught.value).startswith(message)
+    assert set(caught.value.parameters) <= {setting.name for setting in settings()}
+    # Also a ValueError, as the scientific-Python libraries raise for bad arguments.
+    assert isinstance(caught.value, ValueError) and isinstance(caught.value, MosaicistError)
+
+
+def test_values_are_normalised():
+    options = MosaicOptions(tint=1, dzi_format="JPG")
+    assert options.tint == 1.0 and isinstance(options.tint, float)
+    assert options.dzi_format == "jpeg"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.tint = 0.5  # type: ignore[misc]
+
+
+def test_match_px_default_follows_tile_px_unless_given():
+    assert MosaicOptions().match_px == 32
+    assert MosaicOptions(tile_px=48).match_px == 48
+    assert MosaicOptions(tile_px=256).match_px == default_match_px(256) == 32
+    assert MosaicOptions().replace(tile_px=16).match_px == 16
+    assert MosaicOptions().replace(tile_px=16).replace(tile_px=128).match_px == 32
+    given = MosaicOptions(match_px=24)
+    assert given.replace(tile_px=512).match_px == 24
+    assert given.replace(match_px=None).match_px == 32
+    with pytest.raises(TypeError, match="unknown settings: colour"):
+        MosaicOptions().replace(colour="red")
+    with pytest.raises(OptionError, match="tint"):
+        MosaicOptions().replace(tint=3)
+
+
+def test_codec_round_trip_and_versions():
+    options = MosaicOptions(cell_px=8, tile_px=96, metric="lab", augment="flips", tint=0.25,
+                            max_uses=2, min_spacing=4, assign="greedy", jpeg_quality=80,
+                            dzi_format="png", compute_metrics=False)
+    data = options.to_json()
+    assert data["version"] == SETTINGS_VERSION and data["match_px"] == 32
+    assert json.loads(json.dumps(data)) == data
+    again = MosaicOptions.from_json(json.loads(json.dumps(data)))
+    assert again == options
+    # Settings added since a file was written take their defaults.
+    assert MosaicOptions.from_json({"version": 1, "tint": 0.5}) == MosaicOptions(tint=0.5)
+    for bad, words in [
+        ([], "settings must be an object"),
+        ({"tint": 0.5}, "no version"),
+        ({"version": "1"}, "version '1' is not valid"),
+        ({"version": SETTINGS_VERSION + 1}, "newer than this mosaicist reads"),
+        ({"version": 1, "colour": "red", "shape": 2}, "unknown settings: colour, shape"),
+        ({"version": 1, "tint": 7}, "tint must be between 0 and 1"),
+        ({"version": 1, "cell_px": [16]}, "cell_px must be a whole number"),
+    ]:
+        with pytest.raises(MosaicistError, match=words):
+            MosaicOptions.from_json(bad)
+
+
+def test_option_error_templates_keep_values_literal():
+    error = OptionError("{max_uses} {value} with {label}", value=3, label="{not a field}")
+    assert str(error) == "max_uses 3 with {not a field}"
+    assert error.parameters == ("max_uses",)
+    assert error.message(lambda name: f"--{name}") == "--max_uses 3 with {not a field}"
+
+
+def test_placements_json_keeps_the_options_and_reads_version_1(tmp_path):
+    options = MosaicOptions(cell_px=8, tile_px=24, metric="oklab", tint=0.5, overlay=0.1)
+    placements = Placements(2, 3, np.arange(6), np.arange(6, dtype=np.int64),
+                            [f"t{i}.png" for i in range(6)], options=options,
+                            source=str(tmp_path), target="/x/t.png", crop=(3, 1))
+    placements.write(tmp_path / "p.json")
+    document = json.loads((tmp_path / "p.json").read_text())
+    assert document["version"] == 2
+    assert document["settings"] == options.to_json()
+    assert list(document["cells"]) == ["tile", "position", "distance", "transform", "tint"]
+    again = Placements.read(tmp_path / "p.json")
+    assert again.options == options
+    assert (again.source, again.target, again.crop) == (str(tmp_path), "/x/t.png", (3, 1))
+    # A file written by mosaicist before the settings were one object (version 1).
+    old = {"format": "mosaicist-placements", "version": 1, "source": "cifar10", "cell_px": 8,
+           "tile_px": 24, "match_px": 24, "metric": "lab", "augment": "flips", "tint": 0.3,
+           "overlay": 0.0, "target": None, "crop": {"left": 0, "top": 2}, "rows": 1, "cols": 2,
+           "cells": {"tile": ["a", "b"], "position": [0, 1], "distance": [5, 6],
+                     "transform": ["identity", "mirror"], "tint": [[0, 0, 0], [1, 2, 3]]}}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    read = Placements.read(tmp_path / "old.json")
+    assert read.options == MosaicOptions(cell_px=8, tile_px=24, match_px=24, metric="lab",
+                                         augment="flips", tint=0.3)
+    assert (read.source, read.target, read.crop) == ("cifar10", None, (0, 2))
+    assert read.transform.tolist() == [0, 1]
+    for version in (0, 3, "2"):
+        (tmp_path / "odd.json").write_text(json.dumps({**old, "version": version}))
+        with pytest.raises(MosaicistError, match=r"odd\.json: .*version"):
+            Placements.read(tmp_path / "odd.json")
+    (tmp_path / "bad.json").write_text(json.dumps({**old, "tint": 9}))
+    with pytest.raises(MosaicistError, match=r"bad\.json: not a valid placements file "
+                                             r"\(tint must be between 0 and 1"):
+        Placements.read(tmp_path / "bad.json")
+
+
+@pytest.fixture(scope="module")
+def cli_setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("options-cli")
+    target = root / "target.png"
+    Image.fromarray(np.random.default_rng(4).integers(0, 256, (32, 48, 3), np.uint8)).save(target)
+    return root, target, make_colour_folder(root / "tiles", 12, size=8)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--max-uses", "0"], "--max-uses must be at least 1, got 0"),
+    (["--tint", "2"], "--tint must be between 0 and 1, got 2.0"),
+    (["--metric", "xyz"], "unknown --metric 'xyz'; use seed, lab, oklab"),
+    (["--quality", "0"], "--quality must be between 1 and 100, got 0"),
+    (["--dzi-overlap", "300"], "--dzi-overlap must be 0 to 127 pixels (half of --dzi-tile-size)"),
+    (["--search", "nearest"], "unknown --search 'nearest'; use exact, approximate"),
+    (["--device", "tpu"], "--search 'exact' does not run on --device 'tpu'; use cpu, cuda"),
+    (["--search", "approximate", "--tint", "0.5"],
+     "--search 'approximate' does not combine with --tint"),
+    (["--search", "approximate", "--max-uses", "2"],
+     "--search 'approximate' on --device 'cpu' does not combine with repetition limits "
+     "(--max-uses, --min-spacing)"),
+    (["--device", "cuda", "--metric", "lab"], "--device 'cuda' runs the plain exact search only"),
+    (["--max-uses", "1", "--limit", "3"],
+     "96 cells with at most 1 uses per tile (--max-uses 1) need at least 96 tiles"),
+])
+def test_cli_errors_name_the_flag(cli_setup, tmp_path, flags, message):
+    root, target, tiles = cli_setup
+    result = CliRunner().invoke(main, [
+        "make", str(target), "--tiles", str(tiles), "--cell", "4", "--tile-px", "8",
+        "-o", str(tmp_path / "m.png"), "--cache-dir", str(root / "cache"), *flags,
+    ])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output
+    assert lines[0].startswith(f"mosaicist: error: {message}"), lines[0]
+    assert "_" not in lines[0].split(":")[2].split("'")[0].replace("--", ""), lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_help_shows_every_setting_with_its_default():
+    result = CliRunner().invoke(main, ["make", "--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for setting in settings():
+        if setting.flag is not None:
+            assert setting.flag in text, setting.flag
+    assert "--cell INTEGER Target pixels per cell side. [default: 16]" in text
+    assert "--search [exact|approximate]" in text
+    assert "--metric [seed|lab|oklab]" in text
+    assert "[default: --tile-px up to 64, else 32]" in text
+
+
+def test_report_and_placements_carry_the_same_settings(cli_setup, tmp_path):
+    root, target, tiles = cli_setup
+    result = CliRunner().invoke(main, [
+        "make", str(target), "--tiles", str(tiles), "--cell", "4", "--tile-px", "8",
+        "--tint", "0.3", "--max-uses", "9", "--quality", "77", "-o", str(tmp_path / "m.jpg"),
+        "--placements", str(tmp_path / "p.json"), "--report", str(tmp_path / "r.json"),
+        "--cache-dir", str(root / "cache"), "-q",
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    placements = json.loads((tmp_path / "p.json").read_text())
+    assert report["settings"] == placements["settings"]
+    options = MosaicOptions.from_json(report["settings"])
+    assert options == MosaicOptions(cell_px=4, tile_px=8, tint=0.3, max_uses=9,
+                                    jpeg_quality=77)
+    assert report["matcher"] == "assignment"
