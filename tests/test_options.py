@@ -204,7 +204,8 @@ def test_cli_help_shows_every_setting_with_its_default():
     for setting in settings():
         if setting.flag is not None:
             assert setting.flag in text, setting.flag
-    assert "--cell INTEGER Target pixels per cell side. [default: 16]" in text
+    assert "--cell PX Target pixels per cell side. [default: 16]" in text
+    assert "--max-uses K Use no tile more than K times" in text
     assert "--search [exact|approximate]" in text
     assert "--metric [seed|lab|oklab]" in text
     assert "[default: --tile-px up to 64, else 32]" in text

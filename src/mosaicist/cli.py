@@ -109,7 +109,7 @@ def _flag_name(name: str) -> str:
 
 def _setting_option(declared: Setting, help: str | None, show_default: bool) -> Callable:
     kind: click.ParamType
-    metavar = None
+    metavar = declared.metavar
     if declared.name in _REGISTRY_CHOICES:
         kind = _LazyChoice(_REGISTRY_CHOICES[declared.name])
     elif declared.choices is not None:

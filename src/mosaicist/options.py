@@ -102,6 +102,8 @@ class Setting:
         Inclusive range of numbers (None: unbounded).
     unit : str
         Unit of the range, for messages.
+    metavar : str or None
+        What the command line shows for the value (``PX``, ``K``).
     section : str
         Which part of the work it belongs to: ``grid``, ``match``,
         ``picture``, ``output`` or ``report``.
@@ -117,6 +119,7 @@ class Setting:
     low: int | float | None
     high: int | float | None
     unit: str
+    metavar: str | None
     section: str
 
     def describe(self, name_of: Callable[[str], str] = str) -> str:
@@ -162,6 +165,7 @@ def setting(
     low: int | float | None = None,
     high: int | float | None = None,
     unit: str = "",
+    metavar: str | None = None,
     section: str,
 ) -> Any:
     """Declare a field of :class:`MosaicOptions` (see :class:`Setting`).
@@ -170,7 +174,7 @@ def setting(
     ``max_uses`` -> ``--max-uses``.
     """
     declared = {"help": help, "flag": flag, "choices": choices, "low": low, "high": high,
-                "unit": unit, "section": section}
+                "unit": unit, "metavar": metavar, "section": section}
     return field(default=default, metadata={_SETTING: declared})
 
 
@@ -205,16 +209,19 @@ class MosaicOptions:
     # -- the grid and the tiles ----------------------------------------------------------
     cell_px: int = setting(
         16, "Target pixels per cell side.", flag="--cell",
-        low=CELL_PX_RANGE[0], high=CELL_PX_RANGE[1], unit="pixels", section="grid")
+        low=CELL_PX_RANGE[0], high=CELL_PX_RANGE[1], unit="pixels", metavar="PX", section="grid")
     tile_px: int = setting(
         32, "Output pixels per tile side (up to 1024; large outputs are streamed).",
-        low=TILE_PX_RANGE[0], high=TILE_PX_RANGE[1], unit="pixels", section="grid")
+        low=TILE_PX_RANGE[0], high=TILE_PX_RANGE[1], unit="pixels", metavar="PX",
+        section="grid")
     match_px: int | None = setting(
         None, "Side at which tiles are indexed and compared [default: {tile_px} up to 64, "
         "else 32]; larger outputs are drawn from the original images.",
-        low=TILE_PX_RANGE[0], high=TILE_PX_RANGE[1], unit="pixels", section="grid")
+        low=TILE_PX_RANGE[0], high=TILE_PX_RANGE[1], unit="pixels", metavar="PX",
+        section="grid")
     limit: int | None = setting(
-        None, "Use only the first N tiles in library order.", low=1, section="grid")
+        None, "Use only the first N tiles in library order.", low=1, metavar="N",
+        section="grid")
     # -- matching -------------------------------------------------------------------------
     metric: str = setting(
         "seed", "Per-pixel distance: sRGB (the seed's), CIE Lab or Oklab.",
@@ -224,13 +231,13 @@ class MosaicOptions:
         choices=tuple(AUGMENT_SETS), section="match")
     tint: float = setting(
         0.0, "Move each tile's mean colour toward its cell's by this fraction "
-        "(tiles are ranked after the shift).", low=0, high=1, section="match")
+        "(tiles are ranked after the shift).", low=0, high=1, metavar="A", section="match")
     max_uses: int | None = setting(
         None, "Use no tile more than K times (solved as a global assignment).",
-        low=1, section="match")
+        low=1, metavar="K", section="match")
     min_spacing: int = setting(
         1, "Cells holding the same tile are at least D cells apart (Chebyshev).",
-        low=0, section="match")
+        low=0, metavar="D", section="match")
     assign: str = setting(
         "optimal", "How {max_uses}/{min_spacing} are solved.", choices=ASSIGN_METHODS,
         section="match")
@@ -243,17 +250,17 @@ class MosaicOptions:
     # -- the picture ----------------------------------------------------------------------
     overlay: float = setting(
         0.0, "Blend the target over the mosaic with this weight (a visible cheat, "
-        "reported as such).", low=0, high=1, section="picture")
+        "reported as such).", low=0, high=1, metavar="B", section="picture")
     # -- output files ---------------------------------------------------------------------
     jpeg_quality: int | None = setting(
         None, "JPEG/WebP quality, also of Deep Zoom tiles [default: 92; 90 for Deep Zoom].",
-        flag="--quality", low=1, high=100, section="output")
+        flag="--quality", low=1, high=100, metavar="Q", section="output")
     dzi_tile_size: int = setting(
         DZI_TILE_SIZE, "Deep Zoom tile side, without overlap.",
-        low=1, high=DZI_MAX_TILE_SIZE, unit="pixels", section="output")
+        low=1, high=DZI_MAX_TILE_SIZE, unit="pixels", metavar="PX", section="output")
     dzi_overlap: int = setting(
         DZI_OVERLAP, "Pixels each Deep Zoom tile shares with its neighbours.",
-        low=0, unit="pixels", section="output")
+        low=0, unit="pixels", metavar="PX", section="output")
     dzi_format: str = setting(
         DZI_FORMAT, "Deep Zoom tile format.", choices=DZI_FORMATS, section="output")
     # -- the report -----------------------------------------------------------------------
