@@ -24,13 +24,15 @@ Search is exact, with memory bounded by the chunk sizes:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .._runtime import worker_count
-from ..errors import MosaicistError
+from ..errors import OptionError
 from ..grid import Geometry
 from ..progress import progress_bar
 from ._features import (
@@ -191,6 +193,322 @@ def _tinted_bounds(
     return cells, tiles
 
 
+#: Marks a best distance or tile not found yet (larger than any distance).
+_UNSET = np.iinfo(np.int64).max
+#: Tint strengths are exact multiples of 1 / _TINT_STEPS.
+_TINT_STEPS = 100
+
+
+def _tint_fits(side: int) -> bool:
+    """Whether tinted distances of ``side`` px tiles fit int64.
+
+    The objective is at most ``3 * 255^2 n`` (``n = side^2`` tile pixels) and
+    tinting scales it by ``n * 100^2`` to stay in integers.
+    """
+    pixels = side * side
+    return 3 * 255 * 255 * pixels * (pixels * _TINT_STEPS * _TINT_STEPS) < 2**63
+
+
+def _tint_hundredths(tint: float, geometry: Geometry) -> int:
+    """Return the tint strength in hundredths, or raise if the search cannot use it.
+
+    Raises
+    ------
+    ValueError
+        ``tint`` is outside 0..1.
+    OptionError
+        Tinted distances of tiles this large could overflow int64.
+    """
+    hundredths = int(round(tint * _TINT_STEPS))
+    if not 0 <= hundredths <= _TINT_STEPS:
+        raise ValueError(f"tint must be between 0 and 1, got {tint}")
+    if hundredths and not _tint_fits(geometry.match_px):
+        most = next(side for side in range(geometry.match_px, 0, -1) if _tint_fits(side))
+        raise OptionError(
+            "{tint} needs tiles matched at {most} px or less, got {value}; "
+            "lower {match_px} and draw larger with 'mosaicist render'",
+            most=most, value=geometry.match_px,
+        )
+    return hundredths
+
+
+class _ExactSearch:
+    """State of one :func:`match_exact` call: the running best of every cell.
+
+    Distances are kept as int64 in *search units*: the objective ``D``, or
+    with tint ``A = p / q`` (``q = 100``) ``D n q^2 - (2pq - p^2) |s_a - s_b|^2``
+    (``s`` the channel sums over the tile's ``n`` pixels), which is the tinted
+    objective times ``n q^2`` and so ranks tiles exactly like it, without
+    rounding. Lower bounds and thresholds are in objective units.
+
+    Call :meth:`seed_pass`, then :meth:`coarse_rows`, then :meth:`search_group`
+    for each of :meth:`groups` (from several threads at once if wanted: every
+    write is to the rows of the group's own cells, and groups are disjoint),
+    then :meth:`result`.
+
+    Parameters
+    ----------
+    cell_vectors : numpy.ndarray
+        ``(N, side, side, 3)`` uint8 from :meth:`Geometry.cell_vectors`.
+    tiles : numpy.ndarray
+        ``(M, match_px, match_px, 3)`` uint8 in library order.
+    geometry : Geometry
+        How cells and tiles are compared.
+    features : TileFeatures
+        Features of ``tiles``.
+    k : int
+        Best tiles to keep per cell (at most ``M`` are kept).
+    hundredths : int
+        Tint strength ``p`` in hundredths, 0 for none (see :func:`_tint_hundredths`).
+
+    Attributes
+    ----------
+    cell_rows, bound_rows : numpy.ndarray
+        ``(N, d + 2 [+ 3])`` and ``(M, d + 2 [+ 3])`` float32 rows whose
+        product is the full lower bound (:mod:`._features`), with the tint
+        columns of :func:`_tinted_bounds` when tinting.
+    coarse_cells, coarse_tiles : numpy.ndarray
+        The same for the coarse bound (set by :meth:`coarse_rows`).
+    best_distance, best_tile : numpy.ndarray
+        ``(N,)`` or, for ``k > 1``, ``(N, k)`` int64 best search distances
+        and their library positions, best first; unset entries hold int64 max.
+    threshold : numpy.ndarray
+        ``(N,)`` float32: a tile whose bound exceeds its cell's threshold
+        cannot enter the cell's ``k`` best.
+    """
+
+    coarse_cells: np.ndarray
+    coarse_tiles: np.ndarray
+
+    def __init__(
+        self,
+        cell_vectors: np.ndarray,
+        tiles: np.ndarray,
+        geometry: Geometry,
+        features: TileFeatures,
+        k: int,
+        hundredths: int,
+    ) -> None:
+        count = len(cell_vectors)
+        self.tile_count = tile_count = len(tiles)
+        self.features = features
+        self.weight = geometry.weight
+        self.scale = bound_scale(geometry)
+        self.pooled = (
+            features.pooled if features.pooled is not None else tiles.reshape(tile_count, -1)
+        )
+        cell_rows, self.cell_norm2 = cell_bound_rows(cell_vectors, geometry, features)
+        # Converted once: the exact re-check gathers these rows many times.
+        self.cell_flat: np.ndarray = cell_vectors.reshape(count, -1).astype(
+            dot_dtype(cell_vectors[0].size, geometry.weight)
+        )
+        self.k = max(1, min(k, tile_count))
+        self.hundredths = hundredths
+        pixels = geometry.match_px * geometry.match_px
+        self.distance_scale = pixels * _TINT_STEPS * _TINT_STEPS if hundredths else 1
+        self.tint_factor = 2 * hundredths * _TINT_STEPS - hundredths * hundredths
+        # Sums over the cell as drawn (each compared pixel covers `weight` tile pixels).
+        self.cell_sums = (
+            cell_vectors.reshape(count, -1, 3).sum(axis=1, dtype=np.int64) * geometry.weight
+        )
+        if hundredths:
+            self.cell_rows, self.bound_rows = _tinted_bounds(
+                cell_rows, features, self.cell_sums, pixels, hundredths / _TINT_STEPS
+            )
+        else:
+            self.cell_rows, self.bound_rows = cell_rows, features.bound
+        shape = count if self.k == 1 else (count, self.k)
+        self.best_distance = np.full(shape, _UNSET, np.int64)
+        self.best_tile = np.full(shape, _UNSET, np.int64)
+        self.threshold = _threshold32(self.kth_best(slice(None)))
+
+    def evaluate(self, cells: np.ndarray, candidates: np.ndarray) -> int:
+        """Fold the exact distances of pairs into the running best.
+
+        Parameters
+        ----------
+        cells, candidates : numpy.ndarray
+            int64 cell indices and library positions of the pairs.
+
+        Returns
+        -------
+        int
+            Pairs evaluated.
+
+        Notes
+        -----
+        ``D`` is integer (:func:`exact_distances`). Tinting shifts the tile by
+        ``A (mean(a) - mean(b))`` per channel, which subtracts
+        ``(2A - A^2) |s_a - s_b|^2 / n`` from ``D``; times ``n q^2`` that is
+        ``(2pq - p^2) |s_a - s_b|^2``, an integer too. Ties keep the lowest
+        library position (:func:`_improve`, :func:`_merge_best`).
+        """
+        features = self.features
+        distances = exact_distances(
+            self.cell_flat, self.cell_norm2, self.pooled, features.norm2, self.weight,
+            cells, candidates,
+        )
+        if self.hundredths:
+            difference = self.cell_sums[cells] - features.channel_sums[candidates]
+            distances = distances * self.distance_scale - self.tint_factor * np.einsum(
+                "ij,ij->i", difference, difference
+            )
+        if self.k == 1:
+            _improve(self.best_distance, self.best_tile, cells, candidates, distances)
+        else:
+            _merge_best(self.best_distance, self.best_tile, cells, candidates, distances)
+        return len(cells)
+
+    def kth_best(self, cells: np.ndarray | slice) -> np.ndarray:
+        """Each cell's ``k``-th best distance so far, in objective units.
+
+        A tile can only enter a cell's ``k`` best by beating it. Unset is int64
+        max untinted (above any bound even as float32), ``inf`` tinted.
+        """
+        best = self.best_distance[cells] if self.k == 1 else self.best_distance[cells, -1]
+        if self.distance_scale == 1:
+            return best
+        unset = best == _UNSET
+        return np.where(unset, np.inf, best / self.distance_scale)
+
+    def seed_pass(self) -> int:
+        """Give every cell a first upper bound from a sample of the library.
+
+        The sample is ``SEED_SAMPLE`` evenly spaced rows of the bound (sorted by
+        first principal component, so it spans the library's range). Each cell
+        evaluates exactly its ``k`` best-bounded sample tiles; their exact
+        distances (an upper bound on the ``k``-th best) set :attr:`threshold`,
+        so that the full pass evaluates few tiles.
+
+        Returns
+        -------
+        int
+            Pairs evaluated.
+        """
+        count, tile_count = len(self.cell_rows), self.tile_count
+        order = self.features.order
+        sample_size = min(tile_count, SEED_SAMPLE)
+        sample = np.unique(np.linspace(0, tile_count - 1, sample_size).astype(np.int64))
+        evaluated = 0
+        for cell_start in range(0, count, CELL_BLOCK):
+            block = slice(cell_start, min(count, cell_start + CELL_BLOCK))
+            cells = np.arange(block.start, block.stop)
+            bounds = self.cell_rows[block] @ self.bound_rows[sample].T
+            if self.k == 1:
+                nearest = bounds.argmin(axis=1)
+                evaluated += self.evaluate(cells, order[sample[nearest]])
+            else:
+                take = min(self.k, len(sample))
+                nearest = np.argpartition(bounds, take - 1, axis=1)[:, :take]
+                evaluated += self.evaluate(
+                    np.repeat(cells, take), order[sample[nearest.ravel()]]
+                )
+        self.threshold = _threshold32(self.kth_best(slice(None)))
+        return evaluated
+
+    def coarse_rows(self) -> None:
+        """Build the coarse bound's rows (:attr:`coarse_cells`, :attr:`coarse_tiles`).
+
+        Notes
+        -----
+        The full bound is ``s |x - y|^2`` plus row and column terms, ``x`` and
+        ``y`` the ``d`` components of cell and tile. Dropping the squared
+        differences of components ``c..d`` (``c = COARSE_DIMENSIONS``) only
+        lowers it, so ``s |x_c - y_c|^2`` with ``s |x_tail|^2`` and
+        ``s |y_tail|^2`` moved out of the row and column terms is a bound too,
+        one GEMM of width ``c + 2`` instead of ``d + 2``. The tint columns
+        carry over unchanged: their terms do not involve the components.
+        """
+        cell_rows, bound_rows, scale = self.cell_rows, self.bound_rows, self.scale
+        dimensions = len(self.features.basis)
+        coarse = min(COARSE_DIMENSIONS, dimensions)
+        tail = bound_rows[:, coarse:dimensions].astype(np.float64)
+        tail2 = np.einsum("ij,ij->i", tail, tail)
+        extra = bound_rows.shape[1] - (dimensions + 2)
+        coarse_tiles = np.empty((self.tile_count, coarse + 2 + extra), np.float32)
+        coarse_tiles[:, :coarse] = bound_rows[:, :coarse]
+        coarse_tiles[:, coarse] = 1.0
+        coarse_tiles[:, coarse + 1] = bound_rows[:, dimensions + 1] - scale * tail2
+        coarse_tiles[:, coarse + 2:] = bound_rows[:, dimensions + 2:]
+        # The cell rows hold -2 s x: undo the factor to get the components back.
+        projected = cell_rows[:, :dimensions] / np.float32(-2.0 * scale)
+        coarse_cells = np.empty((len(cell_rows), coarse + 2 + extra), np.float32)
+        coarse_cells[:, :coarse] = cell_rows[:, :coarse]
+        coarse_cells[:, coarse] = cell_rows[:, dimensions] - scale * np.einsum(
+            "ij,ij->i", projected[:, coarse:], projected[:, coarse:])
+        coarse_cells[:, coarse + 1] = 1.0
+        coarse_cells[:, coarse + 2:] = cell_rows[:, dimensions + 2:]
+        self.coarse_cells, self.coarse_tiles = coarse_cells, coarse_tiles
+
+    def groups(self) -> list[np.ndarray]:
+        """Cell indices in groups of ``CELL_GROUP`` for :meth:`search_group`.
+
+        Cells are grouped by their first principal component, so that a group
+        wants similar tiles and the coarse bound discards more for all of it.
+        """
+        cell_order = np.argsort(self.cell_rows[:, 0], kind="stable")
+        return [
+            cell_order[start:start + CELL_GROUP]
+            for start in range(0, len(cell_order), CELL_GROUP)
+        ]
+
+    def search_group(self, cells: np.ndarray) -> tuple[int, int]:
+        """Evaluate every tile that might enter the ``k`` best of some of ``cells``.
+
+        For each chunk of ``TILE_CHUNK`` tiles, the coarse bound (every pair)
+        keeps the tiles some cell's threshold admits, the full bound (kept
+        tiles only) picks the pairs it admits, and those are evaluated
+        exactly, tightening the thresholds for the next chunk. Only tiles
+        whose bound exceeds the threshold are skipped, and bound ``<= D``, so
+        the result is exact; ``<=`` also keeps equal distances (ties).
+
+        Returns
+        -------
+        tuple of int
+            Pairs evaluated, and pairs whose full bound was computed.
+        """
+        evaluated = scanned = 0
+        order, bound_rows, threshold = self.features.order, self.bound_rows, self.threshold
+        coarse_tiles, tile_count = self.coarse_tiles, self.tile_count
+        rows = self.cell_rows[cells]
+        rows_coarse = self.coarse_cells[cells]
+        for start in range(0, tile_count, TILE_CHUNK):
+            stop = min(tile_count, start + TILE_CHUNK)
+            limit = threshold[cells, None]
+            alive = np.flatnonzero(
+                (rows_coarse @ coarse_tiles[start:stop].T <= limit).any(axis=0)
+            ) + start
+            if len(alive) == 0:
+                continue
+            scanned += len(alive) * len(cells)
+            bound = rows @ bound_rows[alive].T
+            # flatnonzero is an order of magnitude faster than 2-D nonzero here.
+            hits = np.flatnonzero(bound <= limit)
+            if len(hits):
+                cell_hits, tile_hits = np.divmod(hits, len(alive))
+                evaluated += self.evaluate(cells[cell_hits], order[alive[tile_hits]])
+                threshold[cells] = _threshold32(self.kth_best(cells))
+        return evaluated, scanned
+
+    def result(self, evaluated: int, bounded: int) -> MatchResult:
+        """Return the best tiles, distances in objective units (float64 when tinted).
+
+        With ``k > 1`` the candidates of cells that found fewer than ``k``
+        tiles end in ``-1`` (their distances: int64 max, or ``inf`` tinted).
+        """
+        best_tile, best_distance = self.best_tile, self.best_distance
+        if self.distance_scale != 1:
+            unset = best_distance == _UNSET
+            best_distance = np.where(unset, np.inf, best_distance / self.distance_scale)
+        if self.k == 1:
+            return MatchResult(best_tile, best_distance, evaluated, bounded)
+        best_tile[~np.isfinite(best_distance.astype(np.float64))
+                  | (best_distance == _UNSET)] = -1
+        return MatchResult(
+            best_tile[:, 0].copy(), best_distance[:, 0].copy(), evaluated, bounded,
+            best_tile, best_distance,
+        )
+
 
 def match_exact(
     cell_vectors: np.ndarray,
@@ -231,168 +549,41 @@ def match_exact(
     Returns
     -------
     MatchResult
+
+    Raises
+    ------
+    ValueError
+        ``tint`` is outside 0..1.
+    OptionError
+        ``tint`` with tiles too large for exact tinted distances in int64.
     """
-    count = len(cell_vectors)
-    tile_count = len(tiles)
+    hundredths = _tint_hundredths(tint, geometry)
     if features is None:
         features = compute_features(tiles, geometry)
-    pooled = features.pooled if features.pooled is not None else tiles.reshape(tile_count, -1)
-    cell_rows, cell_norm2 = cell_bound_rows(cell_vectors, geometry, features)
-    # Converted once: the exact re-check gathers these rows many times.
-    cell_flat = cell_vectors.reshape(count, -1).astype(
-        dot_dtype(cell_vectors[0].size, geometry.weight)
-    )
-
-    k = max(1, min(k, tile_count))
-    hundredths = int(round(tint * 100))
-    if not 0 <= hundredths <= 100:
-        raise ValueError(f"tint must be between 0 and 1, got {tint}")
-    pixels = geometry.match_px * geometry.match_px
-    # Exact tinted distances are D * n * q^2 - (2pq - p^2) |sum difference|^2 with A = p/q.
-    distance_scale = pixels * 100 * 100 if hundredths else 1
-    tint_factor = 2 * hundredths * 100 - hundredths * hundredths
-    if hundredths and 3 * 255 * 255 * pixels * distance_scale >= 2**63:
-        raise MosaicistError(
-            f"tint needs tiles of at most 256 px for matching, got {geometry.match_px}; "
-            "match at a smaller --tile-px and re-render with 'mosaicist render'"
-        )
-    cell_sums = (
-        cell_vectors.reshape(count, -1, 3).sum(axis=1, dtype=np.int64) * geometry.weight
-    )
-
-    def evaluate(cells: np.ndarray, candidates: np.ndarray) -> int:
-        distances = exact_distances(
-            cell_flat, cell_norm2, pooled, features.norm2, geometry.weight, cells, candidates
-        )
-        if hundredths:
-            difference = cell_sums[cells] - features.channel_sums[candidates]
-            distances = distances * distance_scale - tint_factor * np.einsum(
-                "ij,ij->i", difference, difference
-            )
-        if k == 1:
-            _improve(best_distance, best_tile, cells, candidates, distances)
-        else:
-            _merge_best(best_distance, best_tile, cells, candidates, distances)
-        return len(cells)
-
-    def kth_best(cells: np.ndarray | slice) -> np.ndarray:
-        best = best_distance[cells] if k == 1 else best_distance[cells, -1]
-        if distance_scale == 1:
-            return best
-        unset = best == np.iinfo(np.int64).max
-        return np.where(unset, np.inf, best / distance_scale)
-
-    if hundredths:
-        cell_rows, bound_rows = _tinted_bounds(
-            cell_rows, features, cell_sums, pixels, hundredths / 100
-        )
-    else:
-        bound_rows = features.bound
-
-    shape = count if k == 1 else (count, k)
-    best_distance = np.full(shape, np.iinfo(np.int64).max, np.int64)
-    best_tile = np.full(shape, np.iinfo(np.int64).max, np.int64)
-    order = features.order
-    # A first upper bound per cell from an evenly spaced sample of the library,
-    # so that the full pass below evaluates few tiles exactly.
-    sample_size = min(tile_count, SEED_SAMPLE)
-    sample = np.unique(np.linspace(0, tile_count - 1, sample_size).astype(np.int64))
-    evaluated = 0
-    for cell_start in range(0, count, CELL_BLOCK):
-        block = slice(cell_start, min(count, cell_start + CELL_BLOCK))
-        bounds = cell_rows[block] @ bound_rows[sample].T
-        if k == 1:
-            nearest = bounds.argmin(axis=1)
-            evaluated += evaluate(np.arange(block.start, block.stop), order[sample[nearest]])
-        else:
-            take = min(k, len(sample))
-            nearest = np.argpartition(bounds, take - 1, axis=1)[:, :take]
-            evaluated += evaluate(
-                np.repeat(np.arange(block.start, block.stop), take),
-                order[sample[nearest.ravel()]],
-            )
-    threshold = _threshold32(kth_best(slice(None)))
-
-    # Two bounds, both exact: a coarse one from the first COARSE_DIMENSIONS
-    # components, computed for every pair, picks the tiles that any cell of
-    # a block might still use; the full bound is computed for those alone.
-    scale = bound_scale(geometry)
-    dimensions = len(features.basis)
-    coarse = min(COARSE_DIMENSIONS, dimensions)
-    tail = bound_rows[:, coarse:dimensions].astype(np.float64)
-    tail2 = np.einsum("ij,ij->i", tail, tail)
-    # Columns past the bound's own (the tint terms) carry over unchanged.
-    extra = bound_rows.shape[1] - (dimensions + 2)
-    coarse_tiles = np.empty((tile_count, coarse + 2 + extra), np.float32)
-    coarse_tiles[:, :coarse] = bound_rows[:, :coarse]
-    coarse_tiles[:, coarse] = 1.0
-    coarse_tiles[:, coarse + 1] = bound_rows[:, dimensions + 1] - scale * tail2
-    coarse_tiles[:, coarse + 2:] = bound_rows[:, dimensions + 2:]
-    projected = cell_rows[:, :dimensions] / np.float32(-2.0 * scale)
-    coarse_cells = np.empty((count, coarse + 2 + extra), np.float32)
-    coarse_cells[:, :coarse] = cell_rows[:, :coarse]
-    coarse_cells[:, coarse] = cell_rows[:, dimensions] - scale * np.einsum(
-        "ij,ij->i", projected[:, coarse:], projected[:, coarse:])
-    coarse_cells[:, coarse + 1] = 1.0
-    coarse_cells[:, coarse + 2:] = cell_rows[:, dimensions + 2:]
-    del projected, tail, tail2
-    cell_order = np.argsort(cell_rows[:, 0], kind="stable")
-    def search_group(cells: np.ndarray) -> tuple[int, int]:
-        evaluated = scanned = 0
-        rows = cell_rows[cells]
-        rows_coarse = coarse_cells[cells]
-        for start in range(0, tile_count, TILE_CHUNK):
-            stop = min(tile_count, start + TILE_CHUNK)
-            limit = threshold[cells, None]
-            alive = np.flatnonzero(
-                (rows_coarse @ coarse_tiles[start:stop].T <= limit).any(axis=0)
-            ) + start
-            if len(alive) == 0:
-                continue
-            scanned += len(alive) * len(cells)
-            bound = rows @ bound_rows[alive].T
-            # flatnonzero is an order of magnitude faster than 2-D nonzero here.
-            hits = np.flatnonzero(bound <= limit)
-            if len(hits):
-                cell_hits, tile_hits = np.divmod(hits, len(alive))
-                evaluated += evaluate(cells[cell_hits], order[alive[tile_hits]])
-                threshold[cells] = _threshold32(kth_best(cells))
-        return evaluated, scanned
-
-    groups = [cell_order[start:start + CELL_GROUP] for start in range(0, count, CELL_GROUP)]
+    search = _ExactSearch(cell_vectors, tiles, geometry, features, k, hundredths)
+    evaluated = search.seed_pass()
+    search.coarse_rows()
+    groups = search.groups()
     workers = min(worker_count(), len(groups))
-    scanned = 0
-    with progress_bar(count, "matching", unit="cell", enabled=show_progress) as bar:
+    bounded = 0
+    searched: Iterator[tuple[int, int]]
+    with progress_bar(len(cell_vectors), "matching", unit="cell", enabled=show_progress) as bar, \
+            ExitStack() as stack:
         if workers <= 1:
-            for cells in groups:
-                group_evaluated, group_scanned = search_group(cells)
-                evaluated += group_evaluated
-                scanned += group_scanned
-                bar.update(len(cells))
+            searched = map(search.search_group, groups)
         else:
             # Groups hold disjoint cells, so threads never write the same entries.
             # One BLAS thread each: these small products do not split well, and the
             # comparisons and gathers around them (which release the GIL) run in
             # parallel too.
-            with threadpool_limits(limits=1, user_api="blas"), \
-                    ThreadPoolExecutor(max_workers=workers) as executor:
-                for cells, (group_evaluated, group_scanned) in zip(
-                    groups, executor.map(search_group, groups), strict=True
-                ):
-                    evaluated += group_evaluated
-                    scanned += group_scanned
-                    bar.update(len(cells))
-    if distance_scale != 1:
-        unset = best_distance == np.iinfo(np.int64).max
-        best_distance = np.where(unset, np.inf, best_distance / distance_scale)
-    if k == 1:
-        return MatchResult(best_tile, best_distance, evaluated, scanned)
-    best_tile[~np.isfinite(best_distance.astype(np.float64))
-              | (best_distance == np.iinfo(np.int64).max)] = -1
-    return MatchResult(
-        best_tile[:, 0].copy(), best_distance[:, 0].copy(), evaluated, scanned,
-        best_tile, best_distance,
-    )
+            stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
+            executor = stack.enter_context(ThreadPoolExecutor(max_workers=workers))
+            searched = executor.map(search.search_group, groups)
+        for cells, (group_evaluated, group_bounded) in zip(groups, searched, strict=True):
+            evaluated += group_evaluated
+            bounded += group_bounded
+            bar.update(len(cells))
+    return search.result(evaluated, bounded)
 
 
 def brute_force(cells: np.ndarray, tiles: np.ndarray, match_px: int) -> MatchResult:
@@ -409,8 +600,8 @@ def brute_force(cells: np.ndarray, tiles: np.ndarray, match_px: int) -> MatchRes
     factor = geometry.factor
     length = match_px * match_px * 3
     kind = np.int32 if length * 255 * 255 < 2**31 else np.int64
-    upscaled = vectors.repeat(factor, axis=1).repeat(factor, axis=2).astype(kind)
-    flat_tiles = np.asarray(tiles).reshape(len(tiles), -1).astype(kind)
+    upscaled: np.ndarray = vectors.repeat(factor, axis=1).repeat(factor, axis=2).astype(kind)
+    flat_tiles: np.ndarray = np.asarray(tiles).reshape(len(tiles), -1).astype(kind)
     best_tile = np.empty(len(cells), np.int64)
     best_distance = np.empty(len(cells), np.int64)
     for index, cell in enumerate(upscaled.reshape(len(cells), -1)):

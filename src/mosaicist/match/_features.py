@@ -115,6 +115,7 @@ class TileFeatures:
 
 
 def bound_scale(geometry: Geometry) -> float:
+    """The bound's factor ``w s^2``: tile pixels per compared pixel, times the block-mean area."""
     step = bound_step(geometry.side)
     return float(geometry.weight * step * step)
 

@@ -41,7 +41,8 @@ class MatchResult:
     tile : numpy.ndarray
         ``(N,)`` int64 library position of each cell's tile.
     distance : numpy.ndarray
-        ``(N,)`` int64 exact objective of each pick.
+        ``(N,)`` exact objective of each pick: int64, or float64 after a tint
+        (the objective after the tile's colour shift).
     evaluated : int
         Exact distance evaluations made (for benchmarks).
     bounded : int
@@ -51,7 +52,8 @@ class MatchResult:
         more than one was asked for); missing entries (fewer than ``k``
         tiles) hold ``-1``.
     candidate_distances : numpy.ndarray or None
-        ``(N, k)`` int64 exact distances of ``candidates`` (missing: int64 max).
+        ``(N, k)`` exact distances of ``candidates``, of the dtype of
+        ``distance`` (missing: int64 max, or infinity after a tint).
     assignment : Assignment or None
         The repetition-limited assignment and its certificate, when limits
         were solved (see :mod:`mosaicist.match._assign`).
