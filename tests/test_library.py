@@ -14,7 +14,7 @@ from PIL import Image
 from mosaicist.errors import MosaicistError
 from mosaicist.imaging import decode_tile_bytes
 from mosaicist.library import TileLibrary
-from mosaicist.library import _index as library_module
+from mosaicist.library import _update as library_module
 from mosaicist.sources.folder import FolderSource
 
 

@@ -1,0 +1,820 @@
+"""Bringing a tile index up to date with its source, crash-safely.
+
+An update runs under the index's ``write.lock`` in three stages:
+
+**plan** (:func:`_plan`)
+    Scan the source and compare each entry's size and modification time with
+    the published, staged and failed rows of the manifest; entries that match
+    none are decoded. When the scan is the one last published and nothing is
+    staged, stop there ("nothing changed").
+**decode** (:func:`_decode_into_store`)
+    Decode those entries, append their pixels to the current packed file
+    ``tiles-<G>.u8`` after every slot in use, and record them in the
+    ``staged`` table (failures in ``failures``) in batches: each batch's
+    pixels are fsynced before the transaction that commits its rows.
+**publish** (:func:`_publish`)
+    Lay out the library in scan order; when its slots are not ``0..N-1`` in
+    order, copy the pixels to a new packed file ``tiles-<G+1>.u8`` (durably,
+    under a temporary name) so that readers get one contiguous memory map.
+    Then replace the published rows, clear ``staged`` and set ``generation``
+    in one transaction, and only then delete the old packed file.
+
+Why an interrupted update loses nothing already indexed: published pixels
+are never written to (new pixels only go after ``next_slot``, and a repack
+writes a new file), so readers, who see only the published rows, keep
+seeing the last published library. Every committed ``staged`` row points at
+pixels that reached the disk before the row committed, so the next update
+reuses them instead of decoding again; pixels of a batch that did not commit
+lie after the committed ``next_slot`` and are cut off by the next update.
+Until the publishing transaction commits, the manifest still names the old
+packed file, which is still there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from ..errors import MosaicistError
+from ..paths import atomic_path
+from ..progress import progress_bar
+from ..sources import SourceEntry, TileSource
+from ._manifest import SCHEMA_VERSION, connect, get_meta, set_meta, store_path, transaction
+
+#: Decoded tiles committed per transaction during an update.
+COMMIT_EVERY = 2048
+#: ...or after this many seconds, whichever comes first.
+COMMIT_SECONDS = 2.0
+#: Tiles copied at a time when writing a packed file in library order.
+COPY_CHUNK = 8192
+
+
+@dataclass
+class UpdateStats:
+    """What an index update did.
+
+    Attributes
+    ----------
+    tiles : int
+        Tiles in the published library.
+    decoded : int
+        Entries decoded in this run.
+    reused : int
+        Entries taken from the existing index without decoding.
+    removed : int
+        Tiles dropped because their entries disappeared from the source.
+    failed : list of (str, str)
+        ``(source_id, reason)`` for every entry that could not be used,
+        including those that failed in earlier runs and are unchanged.
+    seconds : float
+        Wall time of the update.
+    """
+
+    tiles: int = 0
+    decoded: int = 0
+    reused: int = 0
+    removed: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class IndexedTile(NamedTuple):
+    """A tile whose pixels are in the packed file: a row of ``staged``.
+
+    The fields are in the table's column order, so that a row goes to
+    ``executemany`` as it is.
+    """
+
+    source_id: str
+    slot: int
+    size: int
+    mtime_ns: int
+    content_hash: str
+
+
+class PublishedTile(NamedTuple):
+    """A row of ``tiles``: a tile of the published library at ``position``.
+
+    The fields of :class:`IndexedTile`, in the same order, then ``position``;
+    so the publish stage can lay out a library of staged and published rows
+    without converting one to the other.
+    """
+
+    source_id: str
+    slot: int
+    size: int
+    mtime_ns: int
+    content_hash: str
+    position: int
+
+
+class Failure(NamedTuple):
+    """A row of ``failures``: an entry that could not be decoded, and why.
+
+    The fields are in the table's column order, so that a row goes to
+    ``executemany`` as it is.
+    """
+
+    source_id: str
+    size: int
+    mtime_ns: int
+    error: str
+
+
+@dataclass(frozen=True)
+class UpdatePlan:
+    """What the plan stage found and decided.
+
+    Attributes
+    ----------
+    entries : list of SourceEntry
+        The source's scan, in library order.
+    digest : str
+        :func:`_scan_digest` of ``entries``; stored when the update publishes.
+    generation : int
+        Generation of the packed file the published tiles are in.
+    next_slot : int
+        First slot of that file that no committed row uses; decoded pixels go
+        there and after.
+    published, staged, failures : dict
+        The manifest's ``tiles``, ``staged`` and ``failures`` rows by source id.
+    to_decode : list of SourceEntry
+        Entries that match none of those rows by size and modification time,
+        in scan order.
+    """
+
+    entries: list[SourceEntry]
+    digest: str
+    generation: int
+    next_slot: int
+    published: dict[str, PublishedTile]
+    staged: dict[str, IndexedTile]
+    failures: dict[str, Failure]
+    to_decode: list[SourceEntry]
+
+
+def update_index(
+    source: TileSource, match_px: int, directory: Path, show_progress: bool, quiet: bool
+) -> UpdateStats:
+    """Bring the index of ``source`` in ``directory`` up to date and publish it.
+
+    Waits for any other process updating the same index (``write.lock``),
+    so that updates run one at a time; readers are never blocked. An
+    interrupted update (an exception, ``KeyboardInterrupt``, a crash) keeps
+    what it committed, and the next one resumes from it (see the module
+    docstring).
+
+    Parameters
+    ----------
+    source : TileSource
+        The source to index.
+    match_px : int
+        Side of the square tiles, in pixels.
+    directory : pathlib.Path
+        The index's folder (it must exist).
+    show_progress : bool
+        Draw a progress bar on stderr while decoding.
+    quiet : bool
+        Do not print skipped entries or that we wait for another process.
+
+    Returns
+    -------
+    UpdateStats
+        What the update did.
+
+    Raises
+    ------
+    MosaicistError
+        When the packed file is shorter than the manifest says it is.
+    """
+    started = time.perf_counter()
+    with _write_lock(directory, quiet):
+        connection = connect(directory)
+        try:
+            stats = _update_locked(source, match_px, directory, connection, show_progress)
+        finally:
+            connection.close()
+    stats.seconds = time.perf_counter() - started
+    if stats.failed and not quiet:
+        for source_id, reason in stats.failed[:20]:
+            print(f"mosaicist: skipped {source_id}: {reason}", file=sys.stderr)
+        if len(stats.failed) > 20:
+            print(f"mosaicist: ... and {len(stats.failed) - 20} more skipped", file=sys.stderr)
+    return stats
+
+
+@contextlib.contextmanager
+def _write_lock(directory: Path, quiet: bool) -> Iterator[None]:
+    """Hold the index's ``write.lock`` for the block, waiting for it if needed.
+
+    An ``flock`` is released by the kernel when its process dies, so a
+    crashed update never leaves the index locked.
+
+    Parameters
+    ----------
+    directory : pathlib.Path
+        The index's folder.
+    quiet : bool
+        Do not say on stderr that we wait for another process.
+    """
+    with open(directory / "write.lock", "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not quiet:
+                print(
+                    "mosaicist: waiting for another process that is updating this index",
+                    file=sys.stderr,
+                )
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _update_locked(
+    source: TileSource,
+    match_px: int,
+    directory: Path,
+    connection: sqlite3.Connection,
+    show_progress: bool,
+) -> UpdateStats:
+    """Plan, decode and publish; the caller holds the write lock.
+
+    Each stage commits on its own (see the module docstring), so an interrupt
+    between or inside stages leaves a manifest the next update resumes from.
+
+    Parameters
+    ----------
+    source : TileSource
+        The source to index.
+    match_px : int
+        Side of the square tiles, in pixels.
+    directory : pathlib.Path
+        The index's folder.
+    connection : sqlite3.Connection
+        The manifest.
+    show_progress : bool
+        Draw a progress bar on stderr while decoding.
+
+    Returns
+    -------
+    UpdateStats
+        What the update did, less ``seconds``.
+    """
+    planned = _plan(source, match_px, directory, connection)
+    if isinstance(planned, UpdateStats):
+        return planned  # nothing changed since the last publish
+    plan = planned
+    stats = UpdateStats(reused=len(plan.entries) - len(plan.to_decode))
+    if plan.to_decode:
+        next_slot = _decode_into_store(
+            source, plan.to_decode, match_px, store_path(directory, plan.generation),
+            connection, plan.published, plan.next_slot, show_progress, stats,
+        )
+        # The decode committed its rows to the manifest, not to the plan.
+        plan = replace(
+            plan, next_slot=next_slot, staged=_read_staged(connection),
+            failures=_read_failures(connection),
+        )
+    _publish(plan, match_px, directory, connection, stats)
+    return stats
+
+
+# -- plan -------------------------------------------------------------------------------
+
+
+def _plan(
+    source: TileSource, match_px: int, directory: Path, connection: sqlite3.Connection
+) -> UpdatePlan | UpdateStats:
+    """Scan the source and decide which entries to decode.
+
+    An entry needs decoding unless a published, staged or failed row has its
+    size and modification time: those were decoded (or failed) before and
+    their outcome is committed, which is what makes an interrupted update
+    resume where it stopped.
+
+    The stage's only write is the ``meta`` values of a new manifest, in one
+    transaction; everything else is read, so an interrupt here loses nothing.
+
+    Parameters
+    ----------
+    source : TileSource
+        The source; scanned here.
+    match_px : int
+        Side of the square tiles, in pixels.
+    directory : pathlib.Path
+        The index's folder.
+    connection : sqlite3.Connection
+        The manifest.
+
+    Returns
+    -------
+    UpdatePlan or UpdateStats
+        The plan; or, when the scan is the one last published and nothing is
+        staged (so the published library is already the right one), the
+        update's final stats, read from the manifest without comparing rows.
+
+    Raises
+    ------
+    MosaicistError
+        When the packed file is shorter than the published and staged rows need.
+    """
+    _initialise_meta(connection, source.key, match_px)
+    generation = int(get_meta(connection, "generation", "0"))
+    next_slot = int(get_meta(connection, "next_slot", "0"))
+
+    entries = source.scan()
+    digest = _scan_digest(entries)
+    # Only a publish stores the digest, and it empties ``staged``: staged rows
+    # mean a later update did not finish, and the comparison below must
+    # publish or drop them even though the scan is the published one.
+    if get_meta(connection, "scan_digest") == digest and not connection.execute(
+        "SELECT 1 FROM staged LIMIT 1"
+    ).fetchone():
+        return _unchanged_stats(connection, len(entries))
+
+    published = _read_published(connection)
+    staged = _read_staged(connection)
+    failures = _read_failures(connection)
+    _check_store(directory, generation, match_px, published, staged)
+
+    to_decode: list[SourceEntry] = []
+    for entry in entries:
+        stamp = (entry.size, entry.mtime_ns)
+        old = published.get(entry.source_id)
+        if old is not None and (old.size, old.mtime_ns) == stamp:
+            continue
+        new = staged.get(entry.source_id)
+        if new is not None and (new.size, new.mtime_ns) == stamp:
+            continue
+        failure = failures.get(entry.source_id)
+        if failure is not None and (failure.size, failure.mtime_ns) == stamp:
+            continue
+        to_decode.append(entry)
+    return UpdatePlan(
+        entries=entries, digest=digest, generation=generation, next_slot=next_slot,
+        published=published, staged=staged, failures=failures, to_decode=to_decode,
+    )
+
+
+def _initialise_meta(connection: sqlite3.Connection, source_key: str, match_px: int) -> None:
+    """Give a new manifest its ``meta`` values, in one transaction; else do nothing.
+
+    All or none of the values commit, so a manifest that has ``schema`` has
+    them all.
+    """
+    with transaction(connection):
+        if get_meta(connection, "schema") is None:
+            set_meta(connection, "schema", SCHEMA_VERSION)
+            set_meta(connection, "source_key", source_key)
+            set_meta(connection, "tile_px", match_px)
+            set_meta(connection, "generation", 0)
+            set_meta(connection, "next_slot", 0)
+
+
+def _unchanged_stats(connection: sqlite3.Connection, scanned: int) -> UpdateStats:
+    """Stats of an update that found the published library up to date.
+
+    Reads the manifest only. ``failed`` comes from the ``failures`` table,
+    in source id order.
+    """
+    stats = UpdateStats(reused=scanned)
+    stats.tiles = connection.execute("SELECT COUNT(*) FROM tiles").fetchone()[0]
+    stats.failed = connection.execute(
+        "SELECT source_id, error FROM failures ORDER BY source_id"
+    ).fetchall()
+    return stats
+
+
+def _read_published(connection: sqlite3.Connection) -> dict[str, PublishedTile]:
+    """Return the ``tiles`` rows by source id (reads only)."""
+    rows = connection.execute(
+        "SELECT source_id, slot, size, mtime_ns, content_hash, position FROM tiles"
+    )
+    return {tile.source_id: tile for tile in map(PublishedTile._make, rows)}
+
+
+def _read_staged(connection: sqlite3.Connection) -> dict[str, IndexedTile]:
+    """Return the ``staged`` rows by source id (reads only)."""
+    rows = connection.execute("SELECT source_id, slot, size, mtime_ns, content_hash FROM staged")
+    return {tile.source_id: tile for tile in map(IndexedTile._make, rows)}
+
+
+def _read_failures(connection: sqlite3.Connection) -> dict[str, Failure]:
+    """Return the ``failures`` rows by source id (reads only)."""
+    rows = connection.execute("SELECT source_id, size, mtime_ns, error FROM failures")
+    return {failure.source_id: failure for failure in map(Failure._make, rows)}
+
+
+def _scan_digest(entries: Sequence[SourceEntry]) -> str:
+    """Digest of a scan (ids, sizes, modification times) to detect 'nothing changed'.
+
+    Stored only by a publish, so it always describes the published library.
+    """
+    hasher = hashlib.blake2b(digest_size=16)
+    hasher.update(
+        "\n".join(f"{e.source_id}\0{e.size}\0{e.mtime_ns}" for e in entries).encode(
+            "utf-8", "surrogateescape"
+        )
+    )
+    return hasher.hexdigest()
+
+
+def _check_store(
+    directory: Path,
+    generation: int,
+    match_px: int,
+    published: Mapping[str, PublishedTile],
+    staged: Mapping[str, IndexedTile],
+) -> None:
+    """Refuse to update a packed file that is shorter than the tiles it must hold.
+
+    Appending to a truncated file would silently fill the missing tiles with
+    zeros; checking before the decode stage opens the file means a damaged
+    index is reported with nothing written.
+
+    Parameters
+    ----------
+    directory : pathlib.Path
+        The index's folder.
+    generation : int
+        Generation of the current packed file.
+    match_px : int
+        Side of the square tiles, in pixels.
+    published, staged : mapping
+        The manifest's ``tiles`` and ``staged`` rows, whose slots must exist.
+
+    Raises
+    ------
+    MosaicistError
+        When ``tiles-<generation>.u8`` lacks a slot that a row uses.
+    """
+    slots = [tile.slot for tile in published.values()] + [tile.slot for tile in staged.values()]
+    if not slots:
+        return
+    tile_bytes = match_px * match_px * 3
+    store = store_path(directory, generation)
+    size = store.stat().st_size if store.exists() else 0
+    needed = max(slots) + 1
+    if size < needed * tile_bytes:
+        raise MosaicistError(
+            f"{store}: index is damaged ({size} bytes for {needed} tiles of "
+            f"{tile_bytes} bytes); delete {directory} to rebuild it"
+        )
+
+
+# -- decode -----------------------------------------------------------------------------
+
+
+def _decode_into_store(
+    source: TileSource,
+    to_decode: Sequence[SourceEntry],
+    match_px: int,
+    store: Path,
+    connection: sqlite3.Connection,
+    published: Mapping[str, PublishedTile],
+    next_slot: int,
+    show_progress: bool,
+    stats: UpdateStats,
+) -> int:
+    """Decode entries, appending pixels to ``store``; commit in crash-safe batches.
+
+    Every ``COMMIT_EVERY`` entries or ``COMMIT_SECONDS`` seconds, and when
+    decoding ends for any reason (an interrupt included), the pixels written
+    so far are flushed and fsynced, then one transaction records the batch:
+    its ``staged`` rows, its ``failures`` (and drops failures of entries that
+    now decoded) and the new ``next_slot``. A committed row therefore never
+    points at pixels that are not on disk, and whatever is committed is kept
+    by a later update. Readers do not see staged rows: nothing is published.
+
+    Parameters
+    ----------
+    source : TileSource
+        Decodes the entries.
+    to_decode : sequence of SourceEntry
+        The entries to decode.
+    match_px : int
+        Side of the square tiles, in pixels.
+    store : pathlib.Path
+        The current packed file; created when missing.
+    connection : sqlite3.Connection
+        The manifest.
+    published : mapping of str to PublishedTile
+        The published rows: an entry whose decoded pixels hash as its
+        published tile's reuses that tile's slot.
+    next_slot : int
+        First slot that no committed row uses.
+    show_progress : bool
+        Draw a progress bar on stderr.
+    stats : UpdateStats
+        ``decoded`` is counted up here.
+
+    Returns
+    -------
+    int
+        The ``next_slot`` committed last.
+    """
+    tile_bytes = match_px * match_px * 3
+    store.touch(exist_ok=True)
+    pending_rows: list[IndexedTile] = []
+    pending_failures: list[Failure] = []
+    last_commit = time.monotonic()
+
+    with open(store, "r+b") as handle, progress_bar(
+        len(to_decode), "indexing", unit="img", enabled=show_progress
+    ) as bar:
+        # Pixels past the committed next_slot belong to a batch that never
+        # committed (an interrupted update): no row points at them.
+        handle.seek(next_slot * tile_bytes)
+        handle.truncate()
+
+        def commit() -> None:
+            nonlocal last_commit
+            # Pixels reach the disk before the rows that point at them commit.
+            handle.flush()
+            os.fsync(handle.fileno())
+            with transaction(connection):
+                connection.executemany(
+                    "INSERT OR REPLACE INTO staged(source_id, slot, size, mtime_ns, content_hash) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    pending_rows,
+                )
+                connection.executemany(
+                    "INSERT OR REPLACE INTO failures(source_id, size, mtime_ns, error) "
+                    "VALUES (?, ?, ?, ?)",
+                    pending_failures,
+                )
+                connection.executemany(
+                    "DELETE FROM failures WHERE source_id = ?",
+                    [(tile.source_id,) for tile in pending_rows],
+                )
+                set_meta(connection, "next_slot", next_slot)
+            pending_rows.clear()
+            pending_failures.clear()
+            last_commit = time.monotonic()
+
+        try:
+            for decoded in source.decode(to_decode, match_px):
+                entry = decoded.entry
+                stats.decoded += 1
+                bar.update(1)
+                if decoded.pixels is None or decoded.content_hash is None:
+                    pending_failures.append(
+                        Failure(
+                            entry.source_id, entry.size, entry.mtime_ns,
+                            decoded.error or "unusable",
+                        )
+                    )
+                else:
+                    old = published.get(entry.source_id)
+                    if old is not None and old.content_hash == decoded.content_hash:
+                        slot = old.slot  # touched but not changed: keep the pixels we have
+                    else:
+                        slot = next_slot
+                        handle.write(np.ascontiguousarray(decoded.pixels, np.uint8).tobytes())
+                        next_slot += 1
+                    pending_rows.append(
+                        IndexedTile(
+                            entry.source_id, slot, entry.size, entry.mtime_ns,
+                            decoded.content_hash,
+                        )
+                    )
+                if (
+                    len(pending_rows) + len(pending_failures) >= COMMIT_EVERY
+                    or time.monotonic() - last_commit > COMMIT_SECONDS
+                ):
+                    commit()
+        finally:
+            # Also on KeyboardInterrupt: keep what was decoded.
+            if pending_rows or pending_failures:
+                commit()
+    return next_slot
+
+
+# -- publish ----------------------------------------------------------------------------
+
+
+def _publish(
+    plan: UpdatePlan,
+    match_px: int,
+    directory: Path,
+    connection: sqlite3.Connection,
+    stats: UpdateStats,
+) -> None:
+    """Publish the library the scan describes, and fill in ``stats``.
+
+    When the published rows are already that library and nothing is staged,
+    only the scan's digest is recorded. Otherwise, when the library's slots
+    are not ``0..N-1`` in order, its pixels are first copied in library order
+    to ``tiles-<G+1>.u8``, durably and under a temporary name, while the
+    manifest still names ``tiles-<G>.u8``. One transaction then swaps the
+    manifest to the new library (:func:`_swap_manifest`), and only after it
+    commits is the old packed file deleted. An interrupt before that commit
+    leaves the published library and the staged rows as they were, and the
+    next update publishes again (a new packed file that was not published is
+    overwritten by the next repack). An interrupt after the commit can only
+    leave the old packed file behind, unused.
+
+    Parameters
+    ----------
+    plan : UpdatePlan
+        The plan, with ``staged``, ``failures`` and ``next_slot`` as the
+        decode stage committed them.
+    match_px : int
+        Side of the square tiles, in pixels.
+    directory : pathlib.Path
+        The index's folder.
+    connection : sqlite3.Connection
+        The manifest.
+    stats : UpdateStats
+        ``tiles``, ``failed`` and ``removed`` are set here.
+    """
+    final, failed = _final_library(plan)
+    stats.failed = failed
+    stats.tiles = len(final)
+    scanned_ids = {entry.source_id for entry in plan.entries}
+    stats.removed = sum(1 for source_id in plan.published if source_id not in scanned_ids)
+
+    if _is_published(final, plan.published) and not plan.staged:
+        with transaction(connection):
+            set_meta(connection, "scan_digest", plan.digest)
+        return
+
+    tile_bytes = match_px * match_px * 3
+    old_store = store_path(directory, plan.generation)
+    generation = plan.generation
+    next_slot = plan.next_slot
+    slots = np.fromiter((tile.slot for tile in final), dtype=np.int64, count=len(final))
+    published_slots: Sequence[int]
+    if np.array_equal(slots, np.arange(len(final))):
+        published_slots = slots.tolist()  # Python ints: SQLite cannot bind NumPy's
+    else:
+        # Out of order, every reader has to copy the tiles out of the map
+        # (see TileLibrary._read); in order, they map one contiguous array.
+        generation += 1
+        _write_packed(old_store, store_path(directory, generation), slots, tile_bytes)
+        published_slots = range(len(final))
+        next_slot = len(final)
+    _swap_manifest(
+        connection, final, published_slots, failed, generation, next_slot, plan.digest
+    )
+    if generation != plan.generation:
+        with contextlib.suppress(FileNotFoundError):
+            old_store.unlink()
+
+
+def _final_library(
+    plan: UpdatePlan,
+) -> tuple[list[IndexedTile | PublishedTile], list[tuple[str, str]]]:
+    """Lay out the library to publish: every scanned entry that has pixels.
+
+    A staged tile wins over a published one of the same stamp, since it was
+    decoded later. Entries with neither fail, with the reason recorded.
+    Pure: reads the plan, writes nothing.
+
+    Parameters
+    ----------
+    plan : UpdatePlan
+        The plan, with the rows the decode stage committed.
+
+    Returns
+    -------
+    final : list of IndexedTile or PublishedTile
+        The library, in scan order: each tile's staged or published row. (Its
+        published ``position``, if any, is the old one; only ``slot`` counts.)
+    failed : list of (str, str)
+        ``(source_id, reason)`` of the other entries, in scan order.
+    """
+    # The rows themselves, not copies: libraries run to millions of tiles,
+    # and NamedTuples are costly to create and to keep for the GC.
+    final: list[IndexedTile | PublishedTile] = []
+    failed: list[tuple[str, str]] = []
+    for entry in plan.entries:
+        stamp = (entry.size, entry.mtime_ns)
+        new = plan.staged.get(entry.source_id)
+        old = plan.published.get(entry.source_id)
+        if new is not None and (new.size, new.mtime_ns) == stamp:
+            final.append(new)
+        elif old is not None and (old.size, old.mtime_ns) == stamp:
+            final.append(old)
+        else:
+            failure = plan.failures.get(entry.source_id)
+            reason = failure.error if failure is not None else "could not be decoded"
+            failed.append((entry.source_id, reason))
+    return final, failed
+
+
+def _is_published(
+    final: Sequence[IndexedTile | PublishedTile], published: Mapping[str, PublishedTile]
+) -> bool:
+    """Whether the published rows hold exactly ``final``: same tiles, slots and order.
+
+    Only ids, slots and positions are compared: a tile of ``final`` that is
+    not a published row comes from ``staged``, which the caller checks.
+    """
+    if len(final) != len(published):
+        return False
+    for position, tile in enumerate(final):
+        old = published.get(tile.source_id)
+        if old is None or old.slot != tile.slot or old.position != position:
+            return False
+    return True
+
+
+def _swap_manifest(
+    connection: sqlite3.Connection,
+    final: Sequence[IndexedTile | PublishedTile],
+    slots: Sequence[int],
+    failed: Sequence[tuple[str, str]],
+    generation: int,
+    next_slot: int,
+    digest: str,
+) -> None:
+    """Publish ``final`` in one transaction, so readers see the old library or the new.
+
+    The transaction replaces the ``tiles`` rows, empties ``staged``, keeps
+    only the failures of entries in ``failed``, and sets ``generation``,
+    ``next_slot`` and ``scan_digest``. The pixels of ``final`` must already
+    be on disk in ``tiles-<generation>.u8``, tile ``final[i]`` at
+    ``slots[i]`` (which differs from ``final[i].slot`` after a repack).
+
+    Parameters
+    ----------
+    connection : sqlite3.Connection
+        The manifest.
+    final : sequence of IndexedTile or PublishedTile
+        The library, in library order.
+    slots : sequence of int
+        Each tile's slot in ``tiles-<generation>.u8``.
+    failed : sequence of (str, str)
+        ``(source_id, reason)`` of the scanned entries that have no tile.
+    generation, next_slot : int
+        The packed file's generation and its first unused slot.
+    digest : str
+        The scan's digest.
+    """
+    with transaction(connection):
+        connection.execute("DELETE FROM tiles")
+        connection.executemany(
+            "INSERT INTO tiles(source_id, position, slot, size, mtime_ns, content_hash) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            # Plain tuples: a NamedTuple per tile makes big libraries measurably slower.
+            [
+                (tile.source_id, position, slot, tile.size, tile.mtime_ns, tile.content_hash)
+                for position, (tile, slot) in enumerate(zip(final, slots, strict=True))
+            ],
+        )
+        connection.execute("DELETE FROM staged")
+        connection.execute(
+            "DELETE FROM failures WHERE source_id IN (SELECT source_id FROM tiles)"
+        )
+        live_failures = [(source_id,) for source_id, _ in failed]
+        # A temporary table rather than "NOT IN (?, ?, ...)": there may be more
+        # failures than SQLite takes parameters in one statement.
+        connection.execute("CREATE TEMP TABLE IF NOT EXISTS keep(source_id TEXT PRIMARY KEY)")
+        connection.execute("DELETE FROM keep")
+        connection.executemany("INSERT OR IGNORE INTO keep VALUES (?)", live_failures)
+        connection.execute(
+            "DELETE FROM failures WHERE source_id NOT IN (SELECT source_id FROM keep)"
+        )
+        set_meta(connection, "generation", generation)
+        set_meta(connection, "next_slot", next_slot)
+        set_meta(connection, "scan_digest", digest)
+
+
+def _write_packed(source: Path, destination: Path, slots: np.ndarray, tile_bytes: int) -> None:
+    """Write the tiles at ``slots`` of ``source`` to ``destination``, in that order, durably.
+
+    The file appears under its final name only once complete and flushed to
+    disk (:func:`mosaicist.paths.atomic_path`), so the manifest transaction
+    that names it never refers to a partial file.
+
+    Parameters
+    ----------
+    source, destination : pathlib.Path
+        The packed file to read, and the one to write.
+    slots : numpy.ndarray
+        int64 slots of ``source``, in the order to write them.
+    tile_bytes : int
+        Bytes per tile.
+    """
+    with atomic_path(destination, durable=True) as partial, open(partial, "wb") as handle:
+        if len(slots):
+            memory = np.memmap(source, dtype=np.uint8, mode="r").reshape(-1, tile_bytes)
+            for start in range(0, len(slots), COPY_CHUNK):
+                chunk = memory[slots[start:start + COPY_CHUNK]]
+                handle.write(np.ascontiguousarray(chunk).tobytes())
+            del memory
