@@ -285,3 +285,17 @@ def test_limit(tmp_path):
     np.testing.assert_array_equal(three.tiles, library.tiles[:3])
     with pytest.raises(MosaicistError, match="at least 1"):
         library.limit(0)
+
+
+def test_failures_of_removed_files_are_not_reported_again(tmp_path):
+    folder = make_colour_folder(tmp_path / "tiles", 3)
+    (folder / "broken.png").write_bytes(b"not a picture")
+    first = open_library(folder, tmp_path / "cache")
+    assert [source_id for source_id, _ in first.stats.failed] == ["broken.png"]
+    (folder / "broken.png").unlink()
+    # The library's rows are unchanged: only the scan differs...
+    second = open_library(folder, tmp_path / "cache")
+    assert second.stats.failed == [] and len(second) == 3
+    # ...and the next run, which finds nothing changed, does not bring it back.
+    third = open_library(folder, tmp_path / "cache")
+    assert third.stats.failed == [] and third.stats.decoded == 0

@@ -650,6 +650,9 @@ def _publish(
 
     if _is_published(final, plan.published) and not plan.staged:
         with transaction(connection):
+            # Entries that failed and have since gone from the source must not
+            # be reported again by the next runs' fast path.
+            _keep_failures(connection, failed)
             set_meta(connection, "scan_digest", plan.digest)
         return
 
@@ -781,18 +784,21 @@ def _swap_manifest(
         connection.execute(
             "DELETE FROM failures WHERE source_id IN (SELECT source_id FROM tiles)"
         )
-        live_failures = [(source_id,) for source_id, _ in failed]
-        # A temporary table rather than "NOT IN (?, ?, ...)": there may be more
-        # failures than SQLite takes parameters in one statement.
-        connection.execute("CREATE TEMP TABLE IF NOT EXISTS keep(source_id TEXT PRIMARY KEY)")
-        connection.execute("DELETE FROM keep")
-        connection.executemany("INSERT OR IGNORE INTO keep VALUES (?)", live_failures)
-        connection.execute(
-            "DELETE FROM failures WHERE source_id NOT IN (SELECT source_id FROM keep)"
-        )
+        _keep_failures(connection, failed)
         set_meta(connection, "generation", generation)
         set_meta(connection, "next_slot", next_slot)
         set_meta(connection, "scan_digest", digest)
+
+
+def _keep_failures(connection: sqlite3.Connection, failed: Sequence[tuple[str, str]]) -> None:
+    """Delete the recorded failures of every entry but those in ``failed`` (in a transaction)."""
+    # A temporary table rather than "NOT IN (?, ?, ...)": there may be more
+    # failures than SQLite takes parameters in one statement.
+    connection.execute("CREATE TEMP TABLE IF NOT EXISTS keep(source_id TEXT PRIMARY KEY)")
+    connection.execute("DELETE FROM keep")
+    connection.executemany("INSERT OR IGNORE INTO keep VALUES (?)",
+                           [(source_id,) for source_id, _ in failed])
+    connection.execute("DELETE FROM failures WHERE source_id NOT IN (SELECT source_id FROM keep)")
 
 
 def _write_packed(source: Path, destination: Path, slots: np.ndarray, tile_bytes: int) -> None:
