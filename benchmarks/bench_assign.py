@@ -1,4 +1,4 @@
-"""Scale test of repetition control (``mosaicist.assign``) on synthetic candidates.
+"""Scale test of repetition control (``mosaicist.match.assign_tiles``) on synthetic candidates.
 
 Workload: 50,000 tiles with random integer features in a low-dimensional
 colour space (``--dim``, default 6: e.g. two blocks of RGB), and grids of

@@ -1,4 +1,4 @@
-"""Exhaustive exact matching on a GPU: ``mosaicist.gpu.match_torch`` timed.
+"""Exhaustive exact matching on a GPU: ``mosaicist.match.match_torch`` timed.
 
 What it measures
 ----------------
@@ -116,7 +116,7 @@ def load_inputs(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; return the exit status (1 when a pick is not exact)."""
     parser = argparse.ArgumentParser(
-        description="Time mosaicist.gpu.match_torch (exhaustive, exact) and check it "
+        description="Time mosaicist.match.match_torch (exhaustive, exact) and check it "
         "against match_exact.",
     )
     parser.add_argument("--data", help="shared data folder (default: ../shared/data)")

@@ -23,7 +23,7 @@ What it measures
        its own index; second run warm). Goals: >= 10x faster than exact,
        >= 99% of cells with the exact optimum (same ``distance`` in the
        placements CSV), total objective within 0.5% of exact.
-  If ``mosaicist.approximate`` cannot be imported, the script prints
+  If ``mosaicist.match.match_approximate`` cannot be imported, the script prints
   ``approximate: not available`` and skips step 4.
 
 Run (from the repository root)::
@@ -187,7 +187,7 @@ def build_target(data: Path, cache: Path) -> Path:
 
 
 def approximate_available() -> str | None:
-    """Return None when ``mosaicist.approximate`` imports, else the reason it does not."""
+    """Return None when the approximate search imports, else the reason it does not."""
     try:
         from mosaicist.match import match_approximate  # noqa: F401
     except Exception as error:  # noqa: BLE001 - any failure means "not available"

@@ -6,7 +6,7 @@ neighbours by ``overlap`` pixels; viewers such as OpenSeadragon load only the
 tiles on screen. mosaicist builds every level at once from horizontal bands of
 the full-size picture (one row of cells at a time, straight from the tile
 images): the deepest level is cut into tiles as its rows arrive, and the
-same rows, reduced 2x with :func:`mosaicist.pyramid.reduce_half`, feed the
+same rows, reduced 2x with :func:`mosaicist.render.reduce_half`, feed the
 level above, and so on. No level is ever held whole: each keeps one row of
 Deep Zoom tiles plus the overlap.
 

@@ -26,11 +26,11 @@ a few rows:
   format's 16383 px a side.
 * **TIFF**: a tiled (256 x 256) BigTIFF written with tifffile, deflate with
   the horizontal predictor by default, pyramidal by default: reduced
-  levels are SubIFDs (subfile type 1), each :func:`mosaicist.pyramid.reduce_half`
+  levels are SubIFDs (subfile type 1), each :func:`mosaicist.render.reduce_half`
   of the level above, down to the first level that fits in one tile. All
   levels are made in one pass: the full-size level streams into the file
   while the reduced levels, produced from the same bands by
-  :class:`~mosaicist.pyramid.HalvingStream`, are compressed tile by tile into
+  :class:`~mosaicist.render.HalvingStream`, are compressed tile by tile into
   an anonymous spool file beside the output; tifffile then copies their
   pre-compressed tiles into the file. Memory holds one row of tiles per level.
 
