@@ -227,3 +227,14 @@ def test_report_and_placements_carry_the_same_settings(cli_setup, tmp_path):
     assert options == MosaicOptions(cell_px=4, tile_px=8, tint=0.3, max_uses=9,
                                     jpeg_quality=77)
     assert report["matcher"] == "assignment"
+
+
+def test_docstring_examples():
+    import doctest
+
+    import mosaicist.errors
+    import mosaicist.options
+
+    for module in (mosaicist.options, mosaicist.errors):
+        failures, tried = doctest.testmod(module)
+        assert tried > 0 and failures == 0, module.__name__
