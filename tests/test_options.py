@@ -238,3 +238,22 @@ def test_docstring_examples():
     for module in (mosaicist.options, mosaicist.errors):
         failures, tried = doctest.testmod(module)
         assert tried > 0 and failures == 0, module.__name__
+
+
+def test_the_package_names_are_lazy_but_complete():
+    import subprocess
+    import sys
+
+    import mosaicist
+
+    for name in mosaicist.__all__:
+        assert getattr(mosaicist, name) is not None
+    with pytest.raises(AttributeError):
+        mosaicist.no_such_name  # noqa: B018
+    # The index command does not import the matchers, renderers or SciPy.
+    code = ("import sys, mosaicist.cli, mosaicist.library; "
+            "print(sorted(m for m in ('scipy', 'mosaicist.match', 'mosaicist.render') "
+            "if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert loaded == "[]"

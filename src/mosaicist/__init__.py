@@ -9,16 +9,43 @@ The pipeline, in reading order (each stage a module or package)::
 with :mod:`~mosaicist.options` (every setting, declared once),
 :mod:`~mosaicist.pipeline` (:func:`make_mosaic`) and :mod:`~mosaicist.cli` on
 top. See ``docs/architecture.md``.
+
+The names below are imported on first use, so that a command that needs one
+stage (``mosaicist index``) does not pay for importing all of them.
 """
 
-from .errors import MosaicistError, OptionError
-from .grid import Geometry, Grid, make_grid
-from .library import TileLibrary
-from .match import Matcher, register_matcher
-from .options import MosaicOptions
-from .pipeline import Mosaic, make_mosaic
-from .placements import Placements
-from .render import OutputFormat, register_format
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .errors import MosaicistError, OptionError
+    from .grid import Geometry, Grid, make_grid
+    from .library import TileLibrary
+    from .match import Matcher, register_matcher
+    from .options import MosaicOptions
+    from .pipeline import Mosaic, make_mosaic
+    from .placements import Placements
+    from .render import OutputFormat, register_format
+
+#: Public name -> the module that defines it.
+_PUBLIC = {
+    "Geometry": "grid",
+    "Grid": "grid",
+    "Matcher": "match",
+    "Mosaic": "pipeline",
+    "MosaicOptions": "options",
+    "MosaicistError": "errors",
+    "OptionError": "errors",
+    "OutputFormat": "render",
+    "Placements": "placements",
+    "TileLibrary": "library",
+    "make_grid": "grid",
+    "make_mosaic": "pipeline",
+    "register_format": "render",
+    "register_matcher": "match",
+}
 
 __all__ = [
     "Geometry",
@@ -38,3 +65,15 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])

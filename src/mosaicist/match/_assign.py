@@ -62,8 +62,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import csr_array
-from scipy.sparse.csgraph import maximum_bipartite_matching, min_weight_full_bipartite_matching
 
 from ..errors import MosaicistError, OptionError, check_range
 from ..options import ASSIGN_METHODS
@@ -341,6 +339,14 @@ def _solve(
     all_rows = np.concatenate((row[private], row[rep_edge], out_rows))
     all_cols = np.concatenate((private_col[private], rep_col, outside_base + out_rows))
     all_cost = np.concatenate((cost[private], cost[rep_edge], out_cost))
+    # Imported here: SciPy's sparse graphs take a noticeable time to import and
+    # only repetition-limited mosaics need them.
+    from scipy.sparse import csr_array
+    from scipy.sparse.csgraph import (
+        maximum_bipartite_matching,
+        min_weight_full_bipartite_matching,
+    )
+
     matrix = csr_array(
         (all_cost, (all_rows, all_cols)), shape=(count, outside_base + count)
     )

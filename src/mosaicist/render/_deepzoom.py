@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
-import simplejpeg
 from PIL import Image
 
 from .._runtime import worker_count
@@ -157,6 +156,9 @@ def check_layout(tile_size: int, overlap: int, tile_format: str) -> str:
 def _encode(tile: np.ndarray, tile_format: str, quality: int) -> bytes:
     tile = np.ascontiguousarray(tile)
     if tile_format == "jpeg":
+        # Imported here, where it is used: commands that write no pyramid skip its import.
+        import simplejpeg
+
         # simplejpeg (libjpeg-turbo) releases the GIL, so tiles encode in parallel.
         return simplejpeg.encode_jpeg(tile, quality=quality, colorspace="RGB",
                                       colorsubsampling="444")
