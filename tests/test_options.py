@@ -20,14 +20,15 @@ from mosaicist.options import SETTINGS_VERSION, default_match_px, setting_named,
 def test_every_field_is_a_declared_setting_with_help():
     names = [field.name for field in dataclasses.fields(MosaicOptions)
              if not field.name.startswith("_")]
+    assert names[0] == "preset"
     declared = settings()
     assert [setting.name for setting in declared] == names
-    defaults = MosaicOptions()
     for setting in declared:
         assert setting.help.strip()
         assert setting.section in ("grid", "match", "picture", "output", "report")
         if setting.name != "match_px":  # derived from tile_px
-            assert getattr(defaults, setting.name) == setting.default
+            # The default preset may set some; the seed preset is exactly the defaults.
+            assert getattr(MosaicOptions(preset="seed"), setting.name) == setting.default
     assert setting_named("cell_px").flag == "--cell"
     assert setting_named("max_uses").flag == "--max-uses"
     assert setting_named("jpeg_quality").flag == "--quality"
@@ -98,11 +99,16 @@ def test_codec_round_trip_and_versions():
                             dzi_format="png", compute_metrics=False)
     data = options.to_json()
     assert data["version"] == SETTINGS_VERSION and data["match_px"] == 32
+    assert data["preset"] == "seed"
     assert json.loads(json.dumps(data)) == data
     again = MosaicOptions.from_json(json.loads(json.dumps(data)))
     assert again == options
-    # Settings added since a file was written take their defaults.
-    assert MosaicOptions.from_json({"version": 1, "tint": 0.5}) == MosaicOptions(tint=0.5)
+    # Settings added since a file was written take their defaults (version 1 files
+    # predate presets: the seed's).
+    assert MosaicOptions.from_json({"version": 1, "tint": 0.5}) == MosaicOptions(
+        preset="seed", tint=0.5)
+    assert MosaicOptions.from_json({"version": 2, "preset": "varied"}) == MosaicOptions(
+        preset="varied")
     for bad, words in [
         ([], "settings must be an object"),
         ({"tint": 0.5}, "no version"),
@@ -114,6 +120,27 @@ def test_codec_round_trip_and_versions():
     ]:
         with pytest.raises(MosaicistError, match=words):
             MosaicOptions.from_json(bad)
+
+
+def test_presets_set_what_is_not_given():
+    from mosaicist.options import DEFAULT_PRESET, PRESETS
+
+    assert DEFAULT_PRESET in PRESETS and "seed" in PRESETS
+    assert PRESETS["seed"].settings == {}
+    for preset in PRESETS.values():
+        options = MosaicOptions(preset=preset.name)
+        assert all(getattr(options, name) == value for name, value in preset.settings.items())
+        assert preset.description
+    varied = MosaicOptions(preset="varied")
+    assert (varied.max_uses, varied.min_spacing, varied.tint) == (2, 5, 0.5)
+    # Given settings win over the preset, and keep winning when the preset changes.
+    mine = MosaicOptions(preset="varied", tint=0.1)
+    assert (mine.tint, mine.max_uses) == (0.1, 2)
+    back = mine.replace(preset="seed")
+    assert (back.tint, back.max_uses, back.min_spacing) == (0.1, None, 1)
+    assert MosaicOptions().replace(preset="varied") == varied
+    with pytest.raises(OptionError, match="unknown preset 'loud'; use seed, varied"):
+        MosaicOptions(preset="loud")
 
 
 def test_option_error_templates_keep_values_literal():
@@ -207,6 +234,7 @@ def test_cli_help_shows_every_setting_with_its_default():
     assert "--cell PX Target pixels per cell side. [default: 16]" in text
     assert "--max-uses K Use no tile more than K times" in text
     assert "--search [exact|approximate]" in text
+    assert "--preset [seed|varied] A bundle of settings: seed: the seed's method" in text
     assert "--metric [seed|lab|oklab]" in text
     assert "[default: --tile-px up to 64, else 32]" in text
 
@@ -226,6 +254,7 @@ def test_report_and_placements_carry_the_same_settings(cli_setup, tmp_path):
     options = MosaicOptions.from_json(report["settings"])
     assert options == MosaicOptions(cell_px=4, tile_px=8, tint=0.3, max_uses=9,
                                     jpeg_quality=77)
+    assert report["settings"]["preset"] == "seed"
     assert report["matcher"] == "assignment"
 
 
@@ -257,3 +286,20 @@ def test_the_package_names_are_lazy_but_complete():
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout.strip()
     assert loaded == "[]"
+
+
+def test_a_preset_on_the_command_line_equals_its_flags(cli_setup, tmp_path):
+    root, target, tiles = cli_setup
+    base = ["make", str(target), "--tiles", str(tiles), "--cell", "4", "--tile-px", "8",
+            "--cache-dir", str(root / "cache"), "-q", "--limit", "12"]
+
+    def placements(name, *flags):
+        result = CliRunner().invoke(main, [*base, *flags, "-o", str(tmp_path / f"{name}.png"),
+                                           "--placements", str(tmp_path / f"{name}.csv")])
+        assert result.exit_code == 0, result.output
+        return (tmp_path / f"{name}.csv").read_text()
+
+    # 96 cells from 12 tiles: 8 uses each at most under the explicit cap.
+    assert placements("preset", "--preset", "varied", "--max-uses", "8", "--min-spacing", "2") \
+        == placements("flags", "--max-uses", "8", "--min-spacing", "2", "--tint", "0.5")
+    assert placements("seed", "--preset", "seed") == placements("none")

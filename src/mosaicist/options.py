@@ -13,16 +13,26 @@ command-line flag and the checks of its value. The command line builds its
 options from these declarations (:func:`settings`), so a new setting is one
 field here.
 
+Presets
+-------
+A preset is a named bundle of settings (:data:`PRESETS`); ``preset`` picks
+one, and every setting given explicitly overrides it. Settings neither given
+nor in the preset take their declared defaults, which are the seed's method:
+``preset="seed"`` is exactly the defaults. The default preset is
+:data:`DEFAULT_PRESET`.
+
 Serialised form
 ---------------
 :meth:`MosaicOptions.to_json` and :meth:`MosaicOptions.from_json` are the
 one codec for the report and the placements file::
 
-    {"version": 1, "cell_px": 16, "tile_px": 32, "match_px": 32, ...}
+    {"version": 2, "preset": "seed", "cell_px": 16, "tile_px": 32, "match_px": 32, ...}
 
-``version`` is :data:`SETTINGS_VERSION`. Reading accepts any version up to
-the current one; settings a file does not have take their defaults (they
-did not exist when it was written), and unknown names are refused.
+``version`` is :data:`SETTINGS_VERSION`. Every setting is written, so reading
+back gives the same options whatever the defaults are by then. Reading
+accepts any version up to the current one: settings a file does not have
+take their defaults under the ``seed`` preset (they did not exist when it
+was written), and unknown names are refused.
 """
 
 from __future__ import annotations
@@ -39,8 +49,8 @@ from .colour import METRICS
 from .errors import MosaicistError, OptionError, check_range
 from .transforms import AUGMENT_SETS
 
-#: Version of the serialised settings (:meth:`MosaicOptions.to_json`).
-SETTINGS_VERSION = 1
+#: Version of the serialised settings (:meth:`MosaicOptions.to_json`); 2 added ``preset``.
+SETTINGS_VERSION = 2
 
 #: Accepted range of ``cell_px`` (target pixels per cell side).
 CELL_PX_RANGE = (1, 1024)
@@ -63,6 +73,50 @@ DZI_FORMAT = "jpeg"
 DZI_MAX_TILE_SIZE = 4096
 
 _SETTING = "mosaicist.setting"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named bundle of settings.
+
+    Attributes
+    ----------
+    name : str
+        Its name (the value of the ``preset`` setting).
+    description : str
+        What it is for, in one sentence.
+    settings : mapping
+        The settings it sets; the others keep their defaults.
+    """
+
+    name: str
+    description: str
+    settings: Mapping[str, Any]
+
+
+#: The presets, by name.
+PRESETS = {
+    preset.name: preset
+    for preset in (
+        Preset("seed", "the seed's method: each cell's exact nearest tile, in sRGB, tiles "
+               "repeated as often as they fit", {}),
+        Preset("varied", "no tile more than twice, never two alike within 5 cells, tiles "
+               "tinted halfway to their cells' colours",
+               {"max_uses": 2, "min_spacing": 5, "tint": 0.5}),
+    )
+}
+#: The preset of settings not given.
+DEFAULT_PRESET = "seed"
+
+
+class _Unset:
+    """The default of every field: "not given", resolved from the preset or the declaration."""
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET: Any = _Unset()
 
 
 def default_match_px(tile_px: int) -> int:
@@ -173,9 +227,10 @@ def setting(
     ``flag=""`` (the default) derives the flag from the name:
     ``max_uses`` -> ``--max-uses``.
     """
-    declared = {"help": help, "flag": flag, "choices": choices, "low": low, "high": high,
-                "unit": unit, "metavar": metavar, "section": section}
-    return field(default=default, metadata={_SETTING: declared})
+    declared = {"default": default, "help": help, "flag": flag, "choices": choices, "low": low,
+                "high": high, "unit": unit, "metavar": metavar, "section": section}
+    # The field itself defaults to "unset", so that a preset can tell what was given.
+    return field(default=_UNSET, metadata={_SETTING: declared})
 
 
 @dataclass(frozen=True)
@@ -183,8 +238,9 @@ class MosaicOptions:
     """The settings of a mosaic, validated.
 
     Make one with keyword arguments (every setting has a default), change
-    one with :meth:`replace`. With the defaults, a mosaic is the seed's
-    method exactly.
+    one with :meth:`replace`. Settings not given come from the ``preset``
+    (:data:`PRESETS`), else from their declared defaults. With the defaults
+    (preset ``seed``), a mosaic is the seed's method exactly.
 
     Raises
     ------
@@ -200,12 +256,20 @@ class MosaicOptions:
     48
     >>> MosaicOptions(match_px=32).replace(tile_px=256).match_px  # a given one stays
     32
+    >>> varied = MosaicOptions(preset="varied", tint=0.2)  # a preset; tint given wins
+    >>> (varied.max_uses, varied.min_spacing, varied.tint)
+    (2, 5, 0.2)
     >>> MosaicOptions(tint=2)
     Traceback (most recent call last):
     ...
     mosaicist.errors.OptionError: tint must be between 0 and 1, got 2.0
     """
 
+    preset: str = setting(
+        DEFAULT_PRESET, "A bundle of settings: " + "; ".join(
+            f"{preset.name}: {preset.description}" for preset in PRESETS.values()
+        ) + ". Settings given explicitly override it.", choices=tuple(PRESETS), metavar=None,
+        section="grid")
     # -- the grid and the tiles ----------------------------------------------------------
     cell_px: int = setting(
         16, "Target pixels per cell side.", flag="--cell",
@@ -267,19 +331,23 @@ class MosaicOptions:
     compute_metrics: bool = setting(
         True, "Measure the mosaic's fidelity and repetition for the report.", flag=None,
         section="report")
-    # Whether match_px was given, or follows tile_px (see replace).
-    _match_px_given: bool = field(default=False, init=False, repr=False, compare=False)
+    # The settings given (not resolved from the preset or a default; see replace).
+    _given: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for declared in settings():
-            given = getattr(self, declared.name)
-            value = given
+        declarations = settings()
+        given = frozenset(declared.name for declared in declarations
+                          if getattr(self, declared.name) is not _UNSET)
+        object.__setattr__(self, "_given", given)
+        preset = self.preset if "preset" in given else DEFAULT_PRESET
+        bundle = PRESETS[setting_named("preset").check(preset)].settings
+        for declared in declarations:
+            value = getattr(self, declared.name)
+            if value is _UNSET:
+                value = bundle.get(declared.name, declared.default)
             if declared.name == "dzi_format" and isinstance(value, str):
                 value = DZI_FORMAT_ALIASES.get(value.lower(), value)
-            checked = declared.check(value)
-            if checked is not given:
-                object.__setattr__(self, declared.name, checked)
-        object.__setattr__(self, "_match_px_given", self.match_px is not None)
+            object.__setattr__(self, declared.name, declared.check(value))
         if self.match_px is None:
             object.__setattr__(self, "match_px", default_match_px(self.tile_px))
         if self.dzi_overlap > self.dzi_tile_size // 2:
@@ -296,10 +364,11 @@ class MosaicOptions:
     def replace(self, **changes: Any) -> MosaicOptions:
         """Return a copy with ``changes``, validated.
 
-        ``match_px``, when it was not given, follows a new ``tile_px`` (its
-        default is derived from it); when it was given (as in settings read
-        back from a file) it keeps its value: a saved mosaic is drawn larger
-        from what it was matched at.
+        Settings that were given keep their values; the others are resolved
+        again, so that they follow a new ``preset``, and ``match_px``, when
+        it was not given, follows a new ``tile_px``. Settings read back from
+        a file were all given: a saved mosaic is drawn larger from what it
+        was matched at.
 
         Raises
         ------
@@ -309,9 +378,8 @@ class MosaicOptions:
         unknown = set(changes) - set(_fields())
         if unknown:
             raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
-        if not self._match_px_given and "match_px" not in changes:
-            changes["match_px"] = None
-        return dataclasses.replace(self, **changes)
+        values = {name: getattr(self, name) for name in self._given}
+        return MosaicOptions(**(values | changes))
 
     def to_json(self) -> dict[str, Any]:
         """Return the settings as a JSON-ready dictionary, with their ``version``."""
@@ -343,6 +411,9 @@ class MosaicOptions:
                 f"({SETTINGS_VERSION}); upgrade mosaicist"
             )
         values = {name: value for name, value in data.items() if name != "version"}
+        if version < 2:
+            # Written before presets: its missing settings are the seed's.
+            values.setdefault("preset", "seed")
         unknown = set(values) - set(_fields())
         if unknown:
             raise MosaicistError(f"unknown settings: {', '.join(sorted(map(str, unknown)))}")
@@ -370,7 +441,7 @@ def settings() -> tuple[Setting, ...]:
         metadata = dict(item.metadata[_SETTING])
         if metadata["flag"] == "":
             metadata["flag"] = "--" + item.name.replace("_", "-")
-        declared.append(Setting(name=item.name, default=item.default, kind=kind,
+        declared.append(Setting(name=item.name, kind=kind,
                                 optional=optional, **metadata))
     return tuple(declared)
 
