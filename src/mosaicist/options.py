@@ -50,6 +50,7 @@ from .errors import MosaicistError, OptionError, check_range
 from .transforms import AUGMENT_SETS
 
 #: Version of the serialised settings (:meth:`MosaicOptions.to_json`); 2 added ``preset``.
+#: A new setting must default to what mosaicist did before it existed.
 SETTINGS_VERSION = 2
 
 #: Accepted range of ``cell_px`` (target pixels per cell side).
@@ -411,12 +412,14 @@ class MosaicOptions:
                 f"({SETTINGS_VERSION}); upgrade mosaicist"
             )
         values = {name: value for name, value in data.items() if name != "version"}
-        if version < 2:
-            # Written before presets: its missing settings are the seed's.
-            values.setdefault("preset", "seed")
         unknown = set(values) - set(_fields())
         if unknown:
             raise MosaicistError(f"unknown settings: {', '.join(sorted(map(str, unknown)))}")
+        # Every setting is written, so a missing one did not exist yet: the mosaic
+        # was made as the seed's method does without it.
+        for declared in settings():
+            values.setdefault(declared.name, "seed" if declared.name == "preset"
+                              else declared.default)
         return cls(**values)
 
 
