@@ -286,3 +286,97 @@ def test_stuck_greedy_is_completed_by_the_matching():
     assert result.method == "greedy+matching"
     assert result.tile.tolist() == [2, 1, 0]
     assert result.objective == 100
+
+
+class DenseSearch:
+    """A CandidateSearch over a dense distance matrix (the oracle of the library searches)."""
+
+    def __init__(self, full):
+        self.full = full
+        self.tile_count = full.shape[1]
+        self.calls = {"nearest": 0, "below": 0}
+
+    def nearest(self, cells, k):
+        self.calls["nearest"] += 1
+        return top_k(self.full[cells], k)
+
+    def below(self, cells, price, limit, k):
+        self.calls["below"] += 1
+        total = self.full[cells] + price[None, :]
+        tiles, totals = top_k(total, k)
+        missing = (tiles < 0) | (totals >= limit[:, None])
+        tiles[missing] = -1
+        distances = np.where(missing, np.iinfo(np.int64).max,
+                             np.take_along_axis(self.full[cells], np.maximum(tiles, 0), 1))
+        return tiles, distances
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("max_uses", [1, 2, 3])
+@pytest.mark.parametrize("clusters", [None, 3])
+def test_certified_assignment_is_the_dense_optimum(seed, max_uses, clusters):
+    rng = np.random.default_rng(seed)
+    rows, cols, tiles = 6, 8, 50 + 10 * seed
+    full = full_distances(rng, rows * cols, tiles, clusters=clusters)
+    candidates, distances = top_k(full, 3)
+    search = DenseSearch(full)
+    result = assign_tiles(candidates, distances, rows, cols, max_uses=max_uses, search=search)
+    check_placement(result.tile, full, rows, cols, max_uses, 1)
+    assert np.array_equal(result.distance, full[np.arange(rows * cols), result.tile])
+    optimum = dense_optimum(full, max_uses)
+    assert result.certified
+    assert result.objective == result.lower_bound == optimum
+    assert result.gap == 0.0
+    # Lists grew only where prices said so: never to the whole library for everyone.
+    assert result.candidates_used <= tiles
+
+
+def test_certified_prices_satisfy_complementary_slackness():
+    from mosaicist.match._assign import _edges, tile_prices
+
+    rng = np.random.default_rng(7)
+    full = full_distances(rng, 40, 25, clusters=2)
+    cap = 2
+    cost = np.repeat(full, cap, axis=1)
+    cells, columns = linear_sum_assignment(cost)
+    tile = columns // cap
+    candidates, distances = top_k(full, 25)
+    edges = _edges(candidates, distances, np.full(40, 25))
+    choice = np.array([np.flatnonzero((edges.row == i) & (edges.tile == tile[i]))[0]
+                       for i in range(40)])
+    listed, prices = tile_prices(edges, choice, cap)
+    price = np.zeros(25, np.int64)
+    price[listed] = prices
+    uses = np.bincount(tile, minlength=25)
+    assert (price >= 0).all() and (price[uses < cap] == 0).all()
+    reduced = full + price[None, :] - (full[np.arange(40), tile] + price[tile])[:, None]
+    assert (reduced >= 0).all()
+    # The dual objective equals the optimum: a certificate.
+    dual = int((full[np.arange(40), tile] + price[tile]).sum()) - cap * int(price.sum())
+    assert dual == int(cost[cells, columns].sum())
+    # A placement that is not optimal has no such prices.
+    worse = choice.copy()
+    i, j = 0, 1
+    if tile[i] != tile[j]:
+        swap_i = np.flatnonzero((edges.row == i) & (edges.tile == tile[j]))[0]
+        swap_j = np.flatnonzero((edges.row == j) & (edges.tile == tile[i]))[0]
+        before = full[i, tile[i]] + full[j, tile[j]]
+        after = full[i, tile[j]] + full[j, tile[i]]
+        if after > before:
+            worse[i], worse[j] = swap_i, swap_j
+            assert tile_prices(edges, worse, cap) is None
+
+
+def test_certified_assignment_with_spacing_reports_the_cost_of_spacing():
+    rng = np.random.default_rng(3)
+    rows, cols = 8, 9
+    full = full_distances(rng, rows * cols, 60, clusters=2)
+    candidates, distances = top_k(full, 4)
+    result = assign_tiles(candidates, distances, rows, cols, max_uses=3, min_spacing=3,
+                          search=DenseSearch(full))
+    check_placement(result.tile, full, rows, cols, 3, 3)
+    assert result.certified and result.lower_bound == dense_optimum(full, 3)
+    assert result.objective >= result.lower_bound and result.gap >= 0
+    with pytest.raises(ValueError, match="integer distances"):
+        assign_tiles(candidates, distances.astype(float), rows, cols, max_uses=3,
+                     search=DenseSearch(full))

@@ -149,3 +149,38 @@ def test_repetition_limits_hold_and_infeasible_caps_fail_early(tmp_path, target)
     with pytest.raises(MosaicistError, match="35"):
         make_mosaic(target, folder, cell_px=8, tile_px=16, max_uses=1, limit=20,
                     cache_dir=tmp_path / "c")
+
+
+@pytest.mark.parametrize(("tint", "augment"), [(0.0, "none"), (0.4, "flips")])
+def test_capped_mosaic_is_the_certified_optimum_over_the_library(tmp_path, target, tint,
+                                                                 augment):
+    from scipy.optimize import linear_sum_assignment
+
+    from mosaicist.match import match_exact
+    from mosaicist.match._exact import search_scale
+
+    folder = smooth_folder(tmp_path / "tiles", count=45)
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, max_uses=1, tint=tint,
+                         augment=augment, cache_dir=tmp_path / "c")
+    report = mosaic.report()["assignment"]
+    assert report["certified"] and report["gap"] == 0.0
+    # Every cell-tile distance (best transform), exactly, then the dense optimum.
+    request_tiles = np.asarray(mosaic.library.tiles)
+    from mosaicist.match import MatchRequest
+
+    request = MatchRequest(mosaic.grid, mosaic.library, mosaic.options)
+    variants = request.variants
+    everything = match_exact(request.cell_vectors, request.candidates, request.geometry,
+                             request.features, k=len(request.candidates), tint=tint,
+                             search_units=True)
+    full = np.full((len(mosaic.grid), len(request_tiles)), np.iinfo(np.int64).max)
+    tiles = everything.candidates // variants
+    rows = np.broadcast_to(np.arange(len(mosaic.grid))[:, None], tiles.shape)
+    np.minimum.at(full, (rows, tiles), everything.candidate_distances)
+    cells, chosen = linear_sum_assignment(full)
+    optimum = int(full[cells, chosen].sum())
+    scale = search_scale(request.geometry, tint)
+    assert report["objective"] == pytest.approx(optimum / scale, rel=1e-12)
+    placed = full[np.arange(len(mosaic.grid)), mosaic.placements.tile]
+    assert int(placed.sum()) == optimum
+    assert len(set(mosaic.placements.tile.tolist())) == len(mosaic.grid)

@@ -138,8 +138,8 @@ class Mosaic:
 def _assignment_report(assignment: Assignment | None) -> dict[str, Any] | None:
     if assignment is None:
         return None
-    shown = ("method", "objective", "lower_bound", "gap", "candidates_used", "iterations",
-             "seconds")
+    shown = ("method", "objective", "lower_bound", "gap", "certified", "candidates_used",
+             "iterations", "pricing_rounds", "seconds")
     report = {}
     for item in fields(assignment):
         if item.name in shown:

@@ -20,7 +20,30 @@ sparse shortest augmenting paths) with each contested tile replicated into
 over-used, so each of their edges gets a private column instead: the graph
 only grows by the replicas of the tiles that are actually contested.
 
-**Lower bound and candidate growth.** An unlisted tile is at least as far
+**Certified over the whole library (with a ``search``).** The dual of the
+capacitated assignment prices the tiles: maximise ``sum_i u_i - cap sum_j p_j``
+subject to ``u_i <= c_ij + p_j`` and ``p >= 0``. A placement and prices
+prove each other optimal when every cell's tile minimises ``c_ij + p_j`` over
+*all* tiles and only full tiles have a price; then both objectives are equal
+(the reported lower bound, gap 0). This is column generation:
+
+1. Solve on the lists, each cell also having an outside column (a tile of
+   its own, never full, at twice its list's tail: where all its listed
+   tiles are taken, the solve still finishes).
+2. Price the tiles from that solution (:func:`tile_prices`, a shortest-path
+   problem solved by vectorised Bellman-Ford).
+3. A cell whose price-adjusted cost ``u_i`` is at most its tail is proven:
+   its unlisted tiles cost at least the tail, prices being non-negative.
+   The others get one exact search of the whole library for the tiles of
+   least ``c_ij + p_j`` below ``u_i`` (the search's pruning bounds take the
+   prices as an additive term per tile), which join their lists.
+4. Repeat until no cell is outside and no search finds a tile.
+
+Lists grow only by the tiles prices point to: a flat area whose cells all
+want the same few tiles gets, round by round, the next tiles it can afford,
+not the whole library for every cell.
+
+**Lower bound and candidate growth (without a ``search``).** An unlisted tile is at least as far
 from a cell as the cell's last listed one, ``t_i``. Adding to each cell a
 private "outside" column of cost ``t_i`` therefore gives a *relaxation*
 (every full solution maps to one of no greater cost), whose exact optimum is
@@ -60,6 +83,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -79,7 +103,36 @@ CHEAP_EDGES = 300_000
 #: Spacing rounds (solve, forbid violating pairs) before giving up.
 MAX_SPACING_ROUNDS = 60
 
+#: Column-generation rounds (solve, price, search the library) before settling for a gap.
+MAX_PRICING_ROUNDS = 40
+#: Tiles below its limit a pricing search returns for each cell.
+PRICING_COLUMNS = 8
+
 CandidateSource = Callable[[int], tuple[np.ndarray, np.ndarray]]
+
+
+class CandidateSearch(Protocol):
+    """Searches of the whole library that the certified assignment asks for.
+
+    Distances are int64 (for tinted objectives, in exact integer search
+    units); both methods return ``(len(cells), k)`` arrays of library
+    positions (``-1`` for a missing entry) and their distances, best first.
+    """
+
+    #: Tiles in the library.
+    tile_count: int
+
+    def nearest(self, cells: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest tiles of each of ``cells``."""
+
+    def below(
+        self, cells: np.ndarray, price: np.ndarray, limit: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Up to ``k`` tiles of least distance plus ``price`` below each cell's ``limit``.
+
+        ``price`` is ``(tile_count,)``, non-negative; the distances returned
+        do not include it.
+        """
 
 
 @dataclass
@@ -109,6 +162,12 @@ class Assignment:
         Spacing rounds (solve, forbid violating pairs, re-solve) made.
     seconds : float
         Wall time of the assignment.
+    certified : bool
+        Whether the placement before spacing was proven optimal over every
+        cell-tile pair of the library (prices satisfying complementary
+        slackness), so that ``lower_bound`` is the optimum under the use cap.
+    pricing_rounds : int
+        Column-generation rounds that searched the library.
     """
 
     tile: np.ndarray
@@ -120,6 +179,8 @@ class Assignment:
     candidates_used: int
     iterations: int
     seconds: float
+    certified: bool = False
+    pricing_rounds: int = 0
 
 
 def spacing_capacity(rows: int, cols: int, min_spacing: int) -> int | None:
@@ -239,6 +300,135 @@ def _edges(candidates: np.ndarray, distances: np.ndarray, length: np.ndarray) ->
         nonempty = listed > 0
         tail[nonempty] = np.maximum.reduceat(dist, starts[nonempty])
     return _Edges(row, tile, dist, listed, tail)
+
+
+def _with_edges(
+    edges: _Edges, row: np.ndarray, tile: np.ndarray, dist: np.ndarray, tail: np.ndarray
+) -> _Edges:
+    """``edges`` plus the pairs ``(row, tile)`` (missing tiles ``-1`` dropped), regrouped.
+
+    Each cell's edges stay best first (ties by tile), a pair listed twice once.
+    ``tail`` replaces the edges' bound on unlisted tiles.
+    """
+    keep = tile >= 0
+    row = np.concatenate((edges.row, row[keep]))
+    tile = np.concatenate((edges.tile, tile[keep]))
+    dist = np.concatenate((edges.dist, dist[keep].astype(edges.dist.dtype)))
+    order = np.lexsort((tile, dist, row))
+    row, tile, dist = row[order], tile[order], dist[order]
+    key = row * np.int64(1 << 32) + tile
+    _, first = np.unique(key, return_index=True)
+    first.sort()
+    row, tile, dist = row[first], tile[first], dist[first]
+    return _Edges(row, tile, dist, np.bincount(row, minlength=len(tail)), tail)
+
+
+def tile_prices(
+    edges: _Edges, choice: np.ndarray, cap: int, outside: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Prices that prove ``choice`` optimal on the listed edges, or None when none do.
+
+    For the capacitated assignment (each tile at most ``cap`` cells) the dual
+    is: maximise ``sum_i u_i - cap sum_j p_j`` with ``u_i <= c_ij + p_j`` and
+    prices ``p >= 0``. A placement and prices are both optimal when every
+    cell's tile minimises ``c_ij + p_j`` over its edges and only full tiles
+    have a price (complementary slackness); then ``u_i = c_i,a(i) + p_a(i)``
+    and the two objectives are equal.
+
+    Given the placement, the prices are a shortest-path problem: ``p`` of a
+    cell's tile must not exceed ``c_ij - c_i,a(i) + p_j`` for each of its
+    other tiles, and tiles with room have ``p = 0``. The largest solution is
+    the shortest distance from the tiles with room along edges ``j -> a(i)``
+    of those weights (Bellman-Ford, vectorised; full tiles no path reaches
+    are priced relative to each other, shifted to ``>= 0``). It exists
+    exactly when no chain of moves into a free place lowers the cost, that
+    is when ``choice`` is optimal on the edges.
+
+    Parameters
+    ----------
+    edges : _Edges
+        The listed edges (integer distances).
+    choice : numpy.ndarray
+        ``(N,)`` edge of each cell; ``-1`` for its outside column.
+    cap : int
+        Most cells per tile.
+    outside : numpy.ndarray, optional
+        ``(N,)`` cost of each cell's outside column: a tile of its own,
+        never full. Every cell may move there, so a tile's price is at most
+        what its holders would pay outside.
+
+    Returns
+    -------
+    (tiles, prices) or None
+        The listed tiles and their int64 prices; None when no prices prove
+        ``choice`` optimal (it is not, within the rounding of the solver).
+    """
+    tiles, tile_id = np.unique(edges.tile, return_inverse=True)
+    count = len(choice)
+    # The outside columns are one more node, never full, numbered after the tiles.
+    virtual = len(tiles)
+    inside = choice >= 0
+    assigned = np.full(count, virtual, np.int64)
+    assigned[inside] = tile_id[choice[inside]]
+    full = np.bincount(assigned, minlength=virtual + 1) >= cap
+    full[virtual] = False
+    paid = np.empty(count, np.float64)
+    paid[inside] = edges.dist[choice[inside]]
+    if outside is not None:
+        paid[~inside] = outside[~inside]
+    elif not inside.all():
+        raise ValueError("cells on outside columns need their costs")
+    weight = edges.dist - paid[edges.row]
+    source, target = tile_id, assigned[edges.row]
+    if outside is not None:
+        # Moving out: from the outside node into any cell's tile.
+        source = np.concatenate((source, np.full(count, virtual)))
+        target = np.concatenate((target, assigned))
+        weight = np.concatenate((weight, outside - paid))
+    moving = source != target
+    source, target, weight = source[moving], target[moving], weight[moving]
+    # Only full tiles' prices move; a tile with room stays at 0.
+    into_full = full[target]
+    relaxed = _relax(np.where(full, np.inf, 0.0), source[into_full], target[into_full],
+                     weight[into_full])
+    if relaxed is None:
+        return None
+    prices = relaxed
+    closed = np.isinf(prices)
+    if closed.any():
+        # Full tiles no chain from room reaches: price them among themselves.
+        inside = closed[target] & into_full
+        start = np.where(closed, 0.0, prices)
+        shifted = _relax(start, source[inside], target[inside], weight[inside])
+        if shifted is None:
+            return None
+        relaxed = shifted
+        # A common shift keeps their constraints among themselves; raise them until
+        # they are >= 0 and no cell of another tile prefers one of them.
+        outward = closed[source] & ~closed[target]
+        need = relaxed[target[outward]] - weight[outward] - relaxed[source[outward]]
+        shift = max(-float(relaxed[closed].min()), float(need.max(initial=0.0)), 0.0)
+        relaxed[closed] += shift
+        prices = relaxed
+    # Complementary slackness also asks that no cell prefer a tile with room.
+    if (prices < 0).any() or (weight + prices[source] < prices[target]).any():
+        return None
+    return tiles, np.rint(prices[:virtual]).astype(np.int64)
+
+
+def _relax(
+    prices: np.ndarray, source: np.ndarray, target: np.ndarray, weight: np.ndarray
+) -> np.ndarray | None:
+    """Bellman-Ford: lower ``prices[target]`` to ``weight + prices[source]`` until stable."""
+    prices = prices.copy()
+    for _ in range(len(prices) + 1):
+        candidate = weight + prices[source]
+        lowered = prices.copy()
+        np.minimum.at(lowered, target, candidate)
+        if np.array_equal(lowered, prices):
+            return prices
+        prices = lowered
+    return None  # a negative cycle: the placement is not optimal
 
 
 def _inf(dtype: np.dtype) -> int | float:
@@ -476,6 +666,7 @@ def assign_tiles(
     more_candidates: CandidateSource | None = None,
     show_progress: bool = False,
     max_candidates: int = MAX_CANDIDATES,
+    search: CandidateSearch | None = None,
 ) -> Assignment:
     """Give every cell a tile so that the summed distance is least under the limits.
 
@@ -502,6 +693,11 @@ def assign_tiles(
         Draw a progress bar on stderr.
     max_candidates : int
         Longest list ``more_candidates`` is asked for.
+    search : CandidateSearch, optional
+        Searches of the whole library (integer distances). With it, lists
+        grow only for the cells that need it, and the optimal method is
+        certified over every cell-tile pair by column generation (see
+        :meth:`_Solver._certified`) instead of growing lists for all cells.
 
     Returns
     -------
@@ -537,8 +733,10 @@ def assign_tiles(
         objective = _total(distance)
         return Assignment(tile, distance, objective, objective, 0.0, "best",
                           candidates.shape[1], 0, time.perf_counter() - start)
+    if search is not None and not np.issubdtype(distances.dtype, np.integer):
+        raise ValueError("a certified assignment needs integer distances")
     solver = _Solver(candidates, distances, rows, cols, max_uses, min_spacing,
-                     more_candidates, max_candidates, show_progress)
+                     more_candidates, max_candidates, show_progress, search)
     if method == "greedy":
         tile, distance = solver.greedy()
         lower = _total(distances[:, 0])
@@ -550,7 +748,8 @@ def assign_tiles(
     objective = _total(distance)
     gap = _gap(objective, lower)
     return Assignment(tile, distance, objective, lower, gap, method, solver.k,
-                      solver.iterations, time.perf_counter() - start)
+                      solver.iterations, time.perf_counter() - start, solver.certified,
+                      solver.pricing_rounds)
 
 
 def _total(values: np.ndarray) -> int | float:
@@ -579,8 +778,10 @@ class _Solver:
         more_candidates: CandidateSource | None,
         max_candidates: int,
         show_progress: bool,
+        search: CandidateSearch | None = None,
     ) -> None:
         self.count = candidates.shape[0]
+        self.search = search
         self.rows, self.cols = rows, cols
         self.max_uses = max_uses
         self.min_spacing = min_spacing
@@ -591,6 +792,12 @@ class _Solver:
         self.candidates, self.distances = candidates, distances
         self.edges = _edges(candidates, distances, np.full(self.count, self.k))
         self.forbidden = np.zeros(0, np.int64)
+        # Edges of self.edges not forbidden, kept in step with self.forbidden.
+        self._allowed = np.ones(len(self.edges.row), bool)
+        #: Whether the assignment was proven optimal over the whole library.
+        self.certified = False
+        #: Column-generation rounds made.
+        self.pricing_rounds = 0
         self.iterations = 0
         #: Whether greedy got stuck and the matching completed the placement.
         self.repaired = False
@@ -608,6 +815,8 @@ class _Solver:
         """
         if not cells.any():
             return False
+        if self.search is not None:
+            return self._grow_by_search(np.flatnonzero(cells))
         old = self.edges.length
         if self.more is not None and self.k < self.max_candidates:
             k = min(2 * self.k, self.max_candidates)
@@ -624,20 +833,43 @@ class _Solver:
         short = cells & (old < width)
         if not short.any():
             return False
-        self.edges = _edges(self.candidates, self.distances, np.where(short, self.k, old))
+        self._set_edges(_edges(self.candidates, self.distances, np.where(short, self.k, old)))
         return True
+
+    def _grow_by_search(self, cells: np.ndarray) -> bool:
+        """Give ``cells`` their nearest tiles, twice as many as their longest list now."""
+        assert self.search is not None
+        longest = int(self.edges.length[cells].max(initial=0))
+        k = min(max(2 * longest, 1), self.search.tile_count)
+        if k <= longest:
+            return False
+        tiles, distances = self.search.nearest(cells, k)
+        self.k = max(self.k, k)
+        width = (tiles >= 0).sum(axis=1)
+        # The new lists are the k nearest: every tile left out is at least as far as the last.
+        tail = self.edges.tail.copy()
+        last = np.take_along_axis(distances, np.maximum(width - 1, 0)[:, None], axis=1)[:, 0]
+        tail[cells] = np.where(width > 0, last, tail[cells])
+        self._set_edges(_with_edges(self.edges, np.repeat(cells, tiles.shape[1]),
+                                    tiles.ravel(), distances.ravel(), tail))
+        return True
+
+    def _set_edges(self, edges: _Edges) -> None:
+        self.edges = edges
+        key = edges.row * np.int64(1 << 32) + edges.tile
+        self._allowed = (~np.isin(key, self.forbidden) if len(self.forbidden)
+                         else np.ones(len(edges.row), bool))
 
     def allowed(self) -> np.ndarray:
         """Edges not forbidden by an earlier spacing round."""
-        if not len(self.forbidden):
-            return np.ones(len(self.edges.row), bool)
-        key = self.edges.row * np.int64(1 << 32) + self.edges.tile
-        return ~np.isin(key, self.forbidden)
+        return self._allowed
 
     # -- optimal -------------------------------------------------------------
 
     def optimal(self) -> tuple[np.ndarray, np.ndarray, int | float]:
         """Capacitated assignment with candidate growth and spacing rounds."""
+        if self.search is not None and self.cap is not None:
+            return self._certified()
         lower: int | float = 0
         previous = self.count + 1
         for _ in range(MAX_GROWTH_ROUNDS):
@@ -660,6 +892,69 @@ class _Solver:
                 break
         if outside.any():
             # The lists cannot prove optimality: best assignment within them.
+            choice = self._restricted()
+        choice = self._space(choice)
+        self.bar.close()
+        return self.edges.tile[choice], self.edges.dist[choice], lower
+
+    def _certified(self) -> tuple[np.ndarray, np.ndarray, int | float]:
+        """Capacitated assignment over the whole library, proven optimal by tile prices.
+
+        Column generation: solve on the listed edges, price the tiles
+        (:func:`tile_prices`), and look for a tile that any cell would rather
+        have at those prices. A cell whose price-adjusted cost ``u_i`` is at
+        most its list's tail needs no look (every unlisted tile costs at least
+        the tail, and prices are never negative); the others are searched in
+        the whole library for tiles of cost plus price below ``u_i``
+        (``search.below``), which join their lists. When no cell finds one,
+        the placement and the prices satisfy complementary slackness over all
+        cell-tile pairs: it is optimal, and ``sum u - cap sum p`` equals its
+        cost (the lower bound, gap 0). Spacing is then enforced on the result
+        (:meth:`_space`), and the gap reports its cost against that optimum.
+        """
+        assert self.search is not None and self.cap is not None
+        # Without a proof, the unconstrained optimum is still a lower bound.
+        starts = np.concatenate(([0], np.cumsum(self.edges.length)[:-1]))
+        lower: int | float = _total(self.edges.dist[starts])
+        # A cell whose listed tiles are all taken goes outside, at a cost that makes
+        # the search look for its tiles up to twice its list's tail (raised when none).
+        outside = 2 * self.edges.tail + 1
+        choice = None
+        for _ in range(MAX_PRICING_ROUNDS):
+            step = self._step(self.edges, self.allowed(), outside)
+            priced = tile_prices(self.edges, step, self.cap, outside)
+            if priced is None:
+                break
+            tiles, prices = priced
+            price = np.zeros(self.search.tile_count, np.int64)
+            price[tiles] = prices
+            edges = self.edges
+            out = step < 0
+            cost = outside.copy()
+            cost[~out] = edges.dist[step[~out]] + price[edges.tile[step[~out]]]
+            suspects = np.flatnonzero(cost > edges.tail)
+            found = np.zeros((0, 0), np.int64)
+            distances = found
+            if len(suspects):
+                found, distances = self.search.below(suspects, price, cost[suspects],
+                                                     PRICING_COLUMNS)
+            hit = (found >= 0).any(axis=1)
+            if not out.any() and not hit.any():
+                choice = step
+                self.certified = True
+                lower = int(cost.sum(dtype=np.int64)) - self.cap * int(prices.sum())
+                break
+            # Outside with nothing cheaper there: the cell's tiles are farther still.
+            lost = np.zeros(self.count, bool)
+            lost[suspects[~hit]] = True
+            outside[lost & out] *= 2
+            self.pricing_rounds += 1
+            self.bar.set_postfix(k=self.k, priced=self.pricing_rounds)
+            if hit.any():
+                self._set_edges(_with_edges(edges, np.repeat(suspects, found.shape[1]),
+                                            found.ravel(), distances.ravel(), edges.tail))
+        if choice is None:
+            # No proof in the rounds allowed: the best placement the lists hold.
             choice = self._restricted()
         choice = self._space(choice)
         self.bar.close()
@@ -722,6 +1017,7 @@ class _Solver:
         loser = np.where((regret[a] < regret[b]) | ((regret[a] == regret[b]) & (a > b)), a, b)
         keys = loser * np.int64(1 << 32) + current[loser]
         self.forbidden = np.union1d(self.forbidden, keys)
+        self._allowed[choice[loser]] = False
 
     # -- greedy --------------------------------------------------------------
 

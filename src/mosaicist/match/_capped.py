@@ -3,8 +3,13 @@
 With ``max_uses`` or ``min_spacing`` set, every cell first gets its ``k``
 nearest candidates, exactly (:func:`~mosaicist.match.match_exact` with
 ``k > 1``), and :func:`~mosaicist.match.assign_tiles` then gives each cell
-one of them under the limits, growing the lists where they are too short to
-certify the result (see :mod:`mosaicist.match._assign`).
+one of them under the limits. It asks :class:`LibrarySearch` for more only
+where it needs them: the nearest tiles of cells whose lists are used up, and,
+to certify the result over every cell-tile pair, the tiles whose distance
+plus the assignment's tile prices beats a cell's cost (see
+:mod:`mosaicist.match._assign`). Distances stay in the exact search's
+integer units throughout (tinted objectives included) and are converted once
+at the end.
 
 Limits count uses of a library tile whatever its transform, so the lists
 of (tile, transform) candidates are reduced to each tile's best transform
@@ -13,16 +18,16 @@ before assigning, and mapped back afterwards.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from ._assign import MAX_CANDIDATES, assign_tiles, check_feasible
-from ._exact import match_exact
+from ._assign import assign_tiles, check_feasible
+from ._exact import match_exact, search_scale
 from ._registry import Matcher, MatchRequest, MatchResult
 
-#: Most (cell, candidate) entries kept for repetition-limited assignment.
-CANDIDATE_BUDGET = 20_000_000
 #: Candidates per cell of the first lists (grown where the assignment needs more).
-FIRST_CANDIDATES = 16
+FIRST_CANDIDATES = 32
 
 
 class CappedMatcher(Matcher):
@@ -34,42 +39,92 @@ class CappedMatcher(Matcher):
     def match(self, request: MatchRequest) -> MatchResult:
         options = request.options
         grid = request.grid
-        variants = request.variants
         # Before any heavy work: too few tiles for the limits is an error at once.
         check_feasible(len(grid), len(request.library), options.max_uses, grid.rows, grid.cols,
                        options.min_spacing)
-        latest: list[np.ndarray] = []
-
-        def candidates(k: int) -> tuple[np.ndarray, np.ndarray]:
-            result = match_exact(
-                request.cell_vectors, request.candidates, request.geometry, request.features,
-                request.show_progress, k=k * variants, tint=options.tint,
-            )
-            assert result.candidates is not None and result.candidate_distances is not None
-            latest[:] = [result.candidates]
-            return best_transform(result.candidates, result.candidate_distances, variants, k)
-
-        tiles, distances = candidates(FIRST_CANDIDATES)
-        # Tight caps on small libraries need long lists (up to every tile); keep the
-        # candidate arrays near CANDIDATE_BUDGET entries.
-        longest = max(MAX_CANDIDATES,
-                      min(len(request.library), CANDIDATE_BUDGET // max(1, len(grid))))
+        search = LibrarySearch(request)
+        tiles, distances = search.nearest(np.arange(len(grid)), FIRST_CANDIDATES)
         assignment = assign_tiles(
             tiles, distances, grid.rows, grid.cols, max_uses=options.max_uses,
-            min_spacing=options.min_spacing, method=options.assign, more_candidates=candidates,
-            show_progress=request.show_progress, max_candidates=longest,
+            min_spacing=options.min_spacing, method=options.assign, search=search,
+            show_progress=request.show_progress,
         )
-        # Back from library tiles to the (tile, transform) candidate that won.
-        full = latest[0]
-        tile_of = np.where(full >= 0, full // variants, -1)
-        first = (tile_of == assignment.tile[:, None]).argmax(axis=1)
-        chosen = full[np.arange(len(full)), first]
-        return MatchResult(chosen, assignment.distance, assignment=assignment)
+        # Search units back to the objective's (exactly as match_exact converts them).
+        scale = search.scale
+        if scale != 1:
+            assignment = replace(
+                assignment, distance=assignment.distance / scale,
+                objective=assignment.objective / scale,
+                lower_bound=assignment.lower_bound / scale,
+            )
+        return MatchResult(search.candidate_of(assignment.tile), assignment.distance,
+                           assignment=assignment)
+
+
+class LibrarySearch:
+    """The exact searches an assignment asks for, over the request's whole library.
+
+    Distances are in integer search units (:func:`~mosaicist.match._exact.search_scale`),
+    so that tinted objectives stay exact; a tile's distance is its best
+    transform's. Every (cell, tile) pair returned is remembered with the
+    transform that won, to map the assignment back to candidates.
+    """
+
+    def __init__(self, request: MatchRequest) -> None:
+        self.request = request
+        self.tile_count = len(request.library)
+        self.scale = search_scale(request.geometry, request.options.tint)
+        self._pairs: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def nearest(self, cells: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest tiles of each of ``cells`` (see :class:`CandidateSearch`)."""
+        return self._search(cells, k)
+
+    def below(
+        self, cells: np.ndarray, price: np.ndarray, limit: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Up to ``k`` tiles of distance plus ``price`` below ``limit`` (prices not included)."""
+        tiles, distances = self._search(cells, k, price, limit)
+        found = tiles >= 0
+        distances[found] -= price[tiles[found]]
+        return tiles, distances
+
+    def _search(
+        self, cells: np.ndarray, k: int, price: np.ndarray | None = None,
+        limit: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        request = self.request
+        variants = request.variants
+        # A tile's price applies to each of its transforms.
+        candidate_price = None if price is None else np.repeat(price, variants)
+        result = match_exact(
+            request.cell_vectors[cells], request.candidates, request.geometry, request.features,
+            k=max(2, k * variants), tint=request.options.tint, price=candidate_price,
+            limit=limit, search_units=True,
+        )
+        assert result.candidates is not None and result.candidate_distances is not None
+        tiles, distances, chosen = best_transform(result.candidates, result.candidate_distances,
+                                                  variants, k)
+        found = tiles >= 0
+        self._pairs.append((np.broadcast_to(cells[:, None], tiles.shape)[found], chosen[found]))
+        return tiles, distances
+
+    def candidate_of(self, tiles: np.ndarray) -> np.ndarray:
+        """Each cell's candidate (tile and transform) for its assigned tile."""
+        variants = self.request.variants
+        cells = np.concatenate([pair[0] for pair in self._pairs])
+        candidates = np.concatenate([pair[1] for pair in self._pairs])
+        # Every search ranks a tile's transforms the same way: any record will do.
+        key = cells * np.int64(self.tile_count) + candidates // variants
+        order = np.argsort(key, kind="stable")
+        want = np.arange(len(tiles), dtype=np.int64) * self.tile_count + tiles
+        at = np.searchsorted(key, want, sorter=order)
+        return candidates[order[at]]
 
 
 def best_transform(
     candidates: np.ndarray, distances: np.ndarray, variants: int, k: int
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reduce (tile, transform) candidate lists to library tiles, best transform first.
 
     Parameters
@@ -86,14 +141,15 @@ def best_transform(
 
     Returns
     -------
-    tiles, distances : numpy.ndarray
+    tiles, distances, chosen : numpy.ndarray
         ``(N, k)`` library tiles, each at most once per row, in order of
         their best candidate; missing entries are ``-1`` (distance: the
-        dtype's largest value, or infinity).
+        dtype's largest value, or infinity); ``chosen`` the candidate
+        (tile and transform) that gave each entry.
     """
     count, width = candidates.shape
     if variants == 1 and width >= k:
-        return candidates[:, :k], distances[:, :k]
+        return candidates[:, :k], distances[:, :k], candidates[:, :k]
     tiles = np.where(candidates >= 0, candidates // variants, -1)
     # Lists are sorted by distance: keep each tile's first (best) occurrence.
     order = np.argsort(tiles, axis=1, kind="stable")
@@ -112,4 +168,6 @@ def best_transform(
     rows = np.nonzero(keep)[0]
     out_tiles[rows, rank[keep]] = tiles[keep]
     out_distances[rows, rank[keep]] = distances[keep]
-    return out_tiles, out_distances
+    out_chosen = np.full((count, k), -1, np.int64)
+    out_chosen[rows, rank[keep]] = candidates[keep]
+    return out_tiles, out_distances, out_chosen

@@ -260,6 +260,13 @@ class _ExactSearch:
         Best tiles to keep per cell (at most ``M`` are kept).
     hundredths : int
         Tint strength ``p`` in hundredths, 0 for none (see :func:`_tint_hundredths`).
+    price : numpy.ndarray, optional
+        ``(M,)`` int64 non-negative term added to every distance to the tile
+        at that library position, in search units (a tile's price in an
+        assignment; see :func:`match_exact`).
+    limit : numpy.ndarray, optional
+        ``(N,)`` int64 search units: only distances below a cell's limit are
+        wanted, so its threshold never exceeds it.
 
     Attributes
     ----------
@@ -288,6 +295,8 @@ class _ExactSearch:
         features: TileFeatures,
         k: int,
         hundredths: int,
+        price: np.ndarray | None = None,
+        limit: np.ndarray | None = None,
     ) -> None:
         count = len(cell_vectors)
         self.tile_count = tile_count = len(tiles)
@@ -317,10 +326,21 @@ class _ExactSearch:
             )
         else:
             self.cell_rows, self.bound_rows = cell_rows, features.bound
+        self.price = price
+        # The bound of D + price is the bound of D plus the price, loosened for the
+        # float32 sum (in the bound's order, objective units).
+        self.price_bound: np.ndarray | None = None
+        if price is not None:
+            in_bound_order = np.asarray(price, np.float64)[features.order] / self.distance_scale
+            self.price_bound = (in_bound_order * (1 - 1e-6) - 1.0).astype(np.float32)
+        self.limit = limit
+        self.limit32: np.ndarray | None = None
+        if limit is not None:
+            self.limit32 = _threshold32(np.asarray(limit, np.float64) / self.distance_scale)
         shape = count if self.k == 1 else (count, self.k)
         self.best_distance = np.full(shape, _UNSET, np.int64)
         self.best_tile = np.full(shape, _UNSET, np.int64)
-        self.threshold = _threshold32(self.kth_best(slice(None)))
+        self.threshold = self.thresholds(slice(None))
 
     def evaluate(self, cells: np.ndarray, candidates: np.ndarray) -> int:
         """Fold the exact distances of pairs into the running best.
@@ -353,6 +373,8 @@ class _ExactSearch:
             distances = distances * self.distance_scale - self.tint_factor * np.einsum(
                 "ij,ij->i", difference, difference
             )
+        if self.price is not None:
+            distances = distances + self.price[candidates]
         if self.k == 1:
             _improve(self.best_distance, self.best_tile, cells, candidates, distances)
         else:
@@ -370,6 +392,13 @@ class _ExactSearch:
             return best
         unset = best == _UNSET
         return np.where(unset, np.inf, best / self.distance_scale)
+
+    def thresholds(self, cells: np.ndarray | slice) -> np.ndarray:
+        """The float32 thresholds of ``cells``: their ``k``-th best, at most their limit."""
+        threshold = _threshold32(self.kth_best(cells))
+        if self.limit32 is not None:
+            threshold = np.minimum(threshold, self.limit32[cells])
+        return threshold
 
     def seed_pass(self) -> int:
         """Give every cell a first upper bound from a sample of the library.
@@ -394,6 +423,8 @@ class _ExactSearch:
             block = slice(cell_start, min(count, cell_start + CELL_BLOCK))
             cells = np.arange(block.start, block.stop)
             bounds = self.cell_rows[block] @ self.bound_rows[sample].T
+            if self.price_bound is not None:
+                bounds += self.price_bound[sample]
             if self.k == 1:
                 nearest = bounds.argmin(axis=1)
                 evaluated += self.evaluate(cells, order[sample[nearest]])
@@ -403,7 +434,7 @@ class _ExactSearch:
                 evaluated += self.evaluate(
                     np.repeat(cells, take), order[sample[nearest.ravel()]]
                 )
-        self.threshold = _threshold32(self.kth_best(slice(None)))
+        self.threshold = self.thresholds(slice(None))
         return evaluated
 
     def coarse_rows(self) -> None:
@@ -470,33 +501,50 @@ class _ExactSearch:
         evaluated = scanned = 0
         order, bound_rows, threshold = self.features.order, self.bound_rows, self.threshold
         coarse_tiles, tile_count = self.coarse_tiles, self.tile_count
+        price_bound = self.price_bound
         rows = self.cell_rows[cells]
         rows_coarse = self.coarse_cells[cells]
         for start in range(0, tile_count, TILE_CHUNK):
             stop = min(tile_count, start + TILE_CHUNK)
             limit = threshold[cells, None]
-            alive = np.flatnonzero(
-                (rows_coarse @ coarse_tiles[start:stop].T <= limit).any(axis=0)
-            ) + start
+            coarse = rows_coarse @ coarse_tiles[start:stop].T
+            if price_bound is not None:
+                coarse += price_bound[start:stop]
+            alive = np.flatnonzero((coarse <= limit).any(axis=0)) + start
             if len(alive) == 0:
                 continue
             scanned += len(alive) * len(cells)
             bound = rows @ bound_rows[alive].T
+            if price_bound is not None:
+                bound += price_bound[alive]
             # flatnonzero is an order of magnitude faster than 2-D nonzero here.
             hits = np.flatnonzero(bound <= limit)
             if len(hits):
                 cell_hits, tile_hits = np.divmod(hits, len(alive))
                 evaluated += self.evaluate(cells[cell_hits], order[alive[tile_hits]])
-                threshold[cells] = _threshold32(self.kth_best(cells))
+                threshold[cells] = self.thresholds(cells)
         return evaluated, scanned
 
-    def result(self, evaluated: int, bounded: int) -> MatchResult:
+    def result(self, evaluated: int, bounded: int, search_units: bool = False) -> MatchResult:
         """Return the best tiles, distances in objective units (float64 when tinted).
 
         With ``k > 1`` the candidates of cells that found fewer than ``k``
-        tiles end in ``-1`` (their distances: int64 max, or ``inf`` tinted).
+        tiles end in ``-1`` (their distances: int64 max, or ``inf`` tinted),
+        and so do entries at or above a cell's limit (for ``k = 1`` too).
+        With ``search_units`` the distances stay int64 search units (prices
+        included).
         """
         best_tile, best_distance = self.best_tile, self.best_distance
+        if self.limit is not None:
+            over = best_distance >= (self.limit if self.k == 1 else self.limit[:, None])
+            best_tile[over] = -1
+            best_distance[over] = _UNSET
+        if search_units:
+            if self.k == 1:
+                return MatchResult(best_tile, best_distance, evaluated, bounded)
+            best_tile[best_distance == _UNSET] = -1
+            return MatchResult(best_tile[:, 0].copy(), best_distance[:, 0].copy(), evaluated,
+                               bounded, best_tile, best_distance)
         if self.distance_scale != 1:
             unset = best_distance == _UNSET
             best_distance = np.where(unset, np.inf, best_distance / self.distance_scale)
@@ -518,11 +566,18 @@ def match_exact(
     show_progress: bool = False,
     k: int = 1,
     tint: float = 0.0,
+    *,
+    price: np.ndarray | None = None,
+    limit: np.ndarray | None = None,
+    search_units: bool = False,
 ) -> MatchResult:
     """Find, for every cell, a tile of minimum objective (ties: lowest position).
 
     With ``k > 1``, also each cell's ``k`` best tiles (exact, in order of
-    distance then position), for assignments that limit repetition.
+    distance then position), for assignments that limit repetition. With a
+    ``price`` per tile, tiles are ranked by objective plus price (the pricing
+    step of an assignment), and with a ``limit`` per cell only tiles below it
+    are returned; both in search units (see ``search_units``).
 
     Parameters
     ----------
@@ -545,6 +600,15 @@ def match_exact(
         sum(b)|^2 / n`` per channel (``n`` tile pixels). This is computed
         exactly in integers scaled by ``n * 100^2``; distances are then returned
         as float64 in the objective's units.
+    price : numpy.ndarray, optional
+        ``(M,)`` int64 non-negative term added to the distance of every tile,
+        in search units. The bounds add it too, so the search stays exact.
+    limit : numpy.ndarray, optional
+        ``(N,)`` int64 search units: a cell only wants tiles whose distance
+        (price included) is below its limit; the others come back as ``-1``.
+    search_units : bool
+        Return distances in search units: int64, the objective times
+        ``n * 100^2`` when tinting (exact), the objective itself otherwise.
 
     Returns
     -------
@@ -560,7 +624,7 @@ def match_exact(
     hundredths = _tint_hundredths(tint, geometry)
     if features is None:
         features = compute_features(tiles, geometry)
-    search = _ExactSearch(cell_vectors, tiles, geometry, features, k, hundredths)
+    search = _ExactSearch(cell_vectors, tiles, geometry, features, k, hundredths, price, limit)
     evaluated = search.seed_pass()
     search.coarse_rows()
     groups = search.groups()
@@ -583,7 +647,14 @@ def match_exact(
             evaluated += group_evaluated
             bounded += group_bounded
             bar.update(len(cells))
-    return search.result(evaluated, bounded)
+    return search.result(evaluated, bounded, search_units)
+
+
+def search_scale(geometry: Geometry, tint: float) -> int:
+    """Search units per objective unit: ``n * 100^2`` when tinting (``n`` tile pixels), else 1."""
+    if _tint_hundredths(tint, geometry):
+        return geometry.match_px * geometry.match_px * _TINT_STEPS * _TINT_STEPS
+    return 1
 
 
 def brute_force(cells: np.ndarray, tiles: np.ndarray, match_px: int) -> MatchResult:
