@@ -30,8 +30,9 @@ prove each other optimal when every cell's tile minimises ``c_ij + p_j`` over
 1. Solve on the lists, each cell also having an outside column (a tile of
    its own, never full, at twice its list's tail: where all its listed
    tiles are taken, the solve still finishes).
-2. Price the tiles from that solution (:func:`tile_prices`, a shortest-path
-   problem solved by vectorised Bellman-Ford).
+2. Price the tiles from that solution (:func:`tile_prices`: the least
+   prices that prove it optimal, a longest-path problem solved by raising
+   prices from zero, vectorised).
 3. A cell whose price-adjusted cost ``u_i`` is at most its tail is proven:
    its unlisted tiles cost at least the tail, prices being non-negative.
    The others get one exact search of the whole library for the tiles of
@@ -326,7 +327,7 @@ def _with_edges(
 def tile_prices(
     edges: _Edges, choice: np.ndarray, cap: int, outside: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Prices that prove ``choice`` optimal on the listed edges, or None when none do.
+    """The least prices that prove ``choice`` optimal on the listed edges, or None.
 
     For the capacitated assignment (each tile at most ``cap`` cells) the dual
     is: maximise ``sum_i u_i - cap sum_j p_j`` with ``u_i <= c_ij + p_j`` and
@@ -335,14 +336,16 @@ def tile_prices(
     have a price (complementary slackness); then ``u_i = c_i,a(i) + p_a(i)``
     and the two objectives are equal.
 
-    Given the placement, the prices are a shortest-path problem: ``p`` of a
-    cell's tile must not exceed ``c_ij - c_i,a(i) + p_j`` for each of its
-    other tiles, and tiles with room have ``p = 0``. The largest solution is
-    the shortest distance from the tiles with room along edges ``j -> a(i)``
-    of those weights (Bellman-Ford, vectorised; full tiles no path reaches
-    are priced relative to each other, shifted to ``>= 0``). It exists
-    exactly when no chain of moves into a free place lowers the cost, that
-    is when ``choice`` is optimal on the edges.
+    Given the placement, each tile must cost every cell listing it at least
+    what that cell pays: ``p_j >= u_i - c_ij``, with ``u_i`` depending on the
+    price of the cell's own tile. The least solution is found by raising
+    prices from zero until every constraint holds (a longest-path problem,
+    vectorised; it ends because an optimal placement has no cycle of moves
+    that lowers the cost). It is valid when no tile with room needed a price
+    (else a cell would rather move there) and no cell pays more than its
+    outside column. The least prices are the ones to search with: they
+    leave every cell the smallest cost ``u_i``, so the fewest cells need a
+    look beyond their lists.
 
     Parameters
     ----------
@@ -354,8 +357,7 @@ def tile_prices(
         Most cells per tile.
     outside : numpy.ndarray, optional
         ``(N,)`` cost of each cell's outside column: a tile of its own,
-        never full. Every cell may move there, so a tile's price is at most
-        what its holders would pay outside.
+        never full.
 
     Returns
     -------
@@ -365,70 +367,31 @@ def tile_prices(
     """
     tiles, tile_id = np.unique(edges.tile, return_inverse=True)
     count = len(choice)
-    # The outside columns are one more node, never full, numbered after the tiles.
-    virtual = len(tiles)
     inside = choice >= 0
-    assigned = np.full(count, virtual, np.int64)
+    assigned = np.full(count, -1, np.int64)
     assigned[inside] = tile_id[choice[inside]]
-    full = np.bincount(assigned, minlength=virtual + 1) >= cap
-    full[virtual] = False
-    paid = np.empty(count, np.float64)
+    full = np.bincount(assigned[inside], minlength=len(tiles)) >= cap
+    paid = np.zeros(count, np.int64)
     paid[inside] = edges.dist[choice[inside]]
     if outside is not None:
         paid[~inside] = outside[~inside]
     elif not inside.all():
         raise ValueError("cells on outside columns need their costs")
-    weight = edges.dist - paid[edges.row]
-    source, target = tile_id, assigned[edges.row]
-    if outside is not None:
-        # Moving out: from the outside node into any cell's tile.
-        source = np.concatenate((source, np.full(count, virtual)))
-        target = np.concatenate((target, assigned))
-        weight = np.concatenate((weight, outside - paid))
-    moving = source != target
-    source, target, weight = source[moving], target[moving], weight[moving]
-    # Only full tiles' prices move; a tile with room stays at 0.
-    into_full = full[target]
-    relaxed = _relax(np.where(full, np.inf, 0.0), source[into_full], target[into_full],
-                     weight[into_full])
-    if relaxed is None:
+    prices = np.zeros(len(tiles), np.int64)
+    for _ in range(len(tiles) + 2):
+        cost = paid + np.where(inside, prices[np.maximum(assigned, 0)], 0)
+        raised = prices.copy()
+        np.maximum.at(raised, tile_id, cost[edges.row] - edges.dist)
+        if np.array_equal(raised, prices):
+            break
+        prices = raised
+    else:
+        return None  # a cycle of moves that lowers the cost: not optimal
+    if (prices[~full] > 0).any():
+        return None  # a cell would rather move to a tile with room
+    if outside is not None and (cost > outside).any():
         return None
-    prices = relaxed
-    closed = np.isinf(prices)
-    if closed.any():
-        # Full tiles no chain from room reaches: price them among themselves.
-        inside = closed[target] & into_full
-        start = np.where(closed, 0.0, prices)
-        shifted = _relax(start, source[inside], target[inside], weight[inside])
-        if shifted is None:
-            return None
-        relaxed = shifted
-        # A common shift keeps their constraints among themselves; raise them until
-        # they are >= 0 and no cell of another tile prefers one of them.
-        outward = closed[source] & ~closed[target]
-        need = relaxed[target[outward]] - weight[outward] - relaxed[source[outward]]
-        shift = max(-float(relaxed[closed].min()), float(need.max(initial=0.0)), 0.0)
-        relaxed[closed] += shift
-        prices = relaxed
-    # Complementary slackness also asks that no cell prefer a tile with room.
-    if (prices < 0).any() or (weight + prices[source] < prices[target]).any():
-        return None
-    return tiles, np.rint(prices[:virtual]).astype(np.int64)
-
-
-def _relax(
-    prices: np.ndarray, source: np.ndarray, target: np.ndarray, weight: np.ndarray
-) -> np.ndarray | None:
-    """Bellman-Ford: lower ``prices[target]`` to ``weight + prices[source]`` until stable."""
-    prices = prices.copy()
-    for _ in range(len(prices) + 1):
-        candidate = weight + prices[source]
-        lowered = prices.copy()
-        np.minimum.at(lowered, target, candidate)
-        if np.array_equal(lowered, prices):
-            return prices
-        prices = lowered
-    return None  # a negative cycle: the placement is not optimal
+    return tiles, prices
 
 
 def _inf(dtype: np.dtype) -> int | float:
