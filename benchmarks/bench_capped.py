@@ -1,0 +1,104 @@
+"""Repetition control on real work: capped `make` runs against the plain one.
+
+Workload: the seed's (``targets/starry_night_google_1280.jpg``, 16 px cells,
+32 px tiles, all 50,000 ``cifar10/train`` JPEGs: 5,040 cells), or any other
+target with ``--target``. Each case is ``mosaicist make`` in a child process
+with a warm index and warm search features (a first plain run fills the
+cache), so the figures are what a person re-running with other settings
+waits:
+
+* plain (the seed's method);
+* ``--max-uses 1`` (every tile at most once);
+* ``--max-uses 2 --min-spacing 5``, and the same with ``--tint 0.5``;
+* ``--max-uses 1 --assign greedy``.
+
+Printed per case: wall time and its ratio to the plain run (the goal of
+issue 10 is at most 4x), peak RSS, whether the assignment was certified
+optimal over every cell-tile pair, its gap to the lower bound (for spacing:
+its cost against the certified optimum under the use cap), the pricing and
+spacing rounds, the distinct tiles used and SSIM at viewing scale.
+
+Run (from the repository root)::
+
+    python benchmarks/bench_capped.py
+    python benchmarks/bench_capped.py --target targets/skimage_astronaut.png --cell 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    cache_dir,
+    data_dir,
+    fresh_dir,
+    gib,
+    machine,
+    mosaicist_command,
+    print_table,
+    run_child,
+)
+
+CASES = [
+    ("plain", []),
+    ("max-uses 1", ["--max-uses", "1"]),
+    ("max-uses 2, spacing 5", ["--max-uses", "2", "--min-spacing", "5"]),
+    ("max-uses 2, spacing 5, tint 0.5", ["--max-uses", "2", "--min-spacing", "5", "--tint",
+                                         "0.5"]),
+    ("max-uses 1, greedy", ["--max-uses", "1", "--assign", "greedy"]),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", help="shared data folder (default: ../shared/data)")
+    parser.add_argument("--cache-dir", help="generated data, caches (default: benchmarks/.cache)")
+    parser.add_argument("--target", default="targets/starry_night_google_1280.jpg",
+                        help="target, relative to the data folder")
+    parser.add_argument("--tiles", default="cifar10/train",
+                        help="tile folder, relative to the data folder")
+    parser.add_argument("--cell", type=int, default=16, help="cell size (default 16)")
+    args = parser.parse_args()
+
+    data = data_dir(args.data)
+    runs = fresh_dir(cache_dir(args.cache_dir) / "runs", "capped-")
+    base = [*mosaicist_command(), "make", data / args.target, "--tiles", data / args.tiles,
+            "--cell", args.cell, "--cache-dir", runs / "cache", "-q"]
+    print(f"machine: {machine()}")
+    print(f"workload: {args.target}, {args.cell} px cells, tiles {args.tiles}", flush=True)
+    run_child([*base, "-o", runs / "warm-up.png"]).check()
+
+    table = []
+    plain_seconds = None
+    for name, flags in CASES:
+        report_path = runs / "report.json"
+        print(f"{name} ...", flush=True)
+        child = run_child([*base, *flags, "-o", runs / "mosaic.png", "--report", report_path])
+        child.check()
+        report = json.loads(report_path.read_text())
+        plain_seconds = plain_seconds or child.seconds
+        assignment = report["assignment"] or {}
+        table.append([
+            name,
+            f"{child.seconds:.1f} s",
+            f"{child.seconds / plain_seconds:.1f}x",
+            gib(child.peak_rss_bytes),
+            {True: "yes", False: "no"}.get(assignment.get("certified"), "-"),
+            f"{100 * assignment['gap']:.3f}%" if assignment else "-",
+            str(assignment.get("pricing_rounds", "-")),
+            str(assignment.get("iterations", "-")),
+            f"{report['distinct_tiles']:,}",
+            f"{report['metrics']['ssim_view']:.3f}",
+        ])
+    print()
+    print_table(table, ["case", "wall", "vs plain", "peak RSS", "certified", "gap",
+                        "pricing", "spacing", "distinct", "SSIM"])
+
+
+if __name__ == "__main__":
+    main()
