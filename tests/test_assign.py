@@ -380,3 +380,60 @@ def test_certified_assignment_with_spacing_reports_the_cost_of_spacing():
     with pytest.raises(ValueError, match="integer distances"):
         assign_tiles(candidates, distances.astype(float), rows, cols, max_uses=3,
                      search=DenseSearch(full))
+
+
+def dense_with_minimum(full, minimum, cap):
+    """Reference: every tile replicated, its first ``minimum`` copies strongly preferred."""
+    count, tiles = full.shape
+    cap = min(cap, count)
+    surcharge = float(np.ptp(full)) * count + 1
+    cost = np.repeat(full.astype(float), cap, axis=1)
+    optional = np.tile(np.arange(cap) >= minimum, tiles)
+    cost[:, optional] += surcharge
+    rows, cols = linear_sum_assignment(cost)
+    tile = cols // cap
+    assert (np.bincount(tile, minlength=tiles) >= minimum).all()
+    return int(full[rows, tile].sum())
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize(("minimum", "max_uses"), [(1, None), (1, 3), (2, 4), (2, 2)])
+def test_minimum_of_uses_is_the_dense_optimum(seed, minimum, max_uses):
+    rng = np.random.default_rng(seed)
+    rows, cols = 5, 8
+    # Between the fewest tiles the caps allow and the most the minimum allows.
+    tiles = rows * cols // (minimum if max_uses == minimum else minimum + 1)
+    full = full_distances(rng, rows * cols, tiles, clusters=2)
+    candidates, distances = top_k(full, tiles)
+    result = assign_tiles(candidates, distances, rows, cols, max_uses=max_uses,
+                          min_uses=minimum, tile_count=tiles)
+    uses = np.bincount(result.tile, minlength=tiles)
+    assert (uses >= minimum).all()
+    if max_uses is not None:
+        assert uses.max() <= max_uses
+    assert result.objective == dense_with_minimum(full, minimum, max_uses or rows * cols)
+    assert result.lower_bound == int(full.min(axis=1).sum())
+
+
+def test_minimum_of_uses_asks_for_cells_its_lists_lack():
+    from mosaicist.match._assign import ShortLists
+
+    rng = np.random.default_rng(1)
+    full = full_distances(rng, 20, 10)
+    candidates, distances = top_k(full, 2)
+    unlisted = np.setdiff1d(np.arange(10), candidates)
+    if len(unlisted) == 0:
+        pytest.skip("every tile is some cell's nearest")
+    with pytest.raises(ShortLists) as short:
+        assign_tiles(candidates, distances, 4, 5, min_uses=1, tile_count=10)
+    assert set(unlisted) <= set(short.value.tiles.tolist())
+
+
+def test_minimum_of_uses_feasibility():
+    check_feasible(40, 20, None, 5, 8, min_uses=2)
+    with pytest.raises(MosaicistError, match="min_uses 2 needs 42 cells for the 21 tiles"):
+        check_feasible(40, 21, None, 5, 8, min_uses=2)
+    with pytest.raises(MosaicistError, match="min_uses 3 is above max_uses 2"):
+        check_feasible(40, 10, 2, 5, 8, min_uses=3)
+    with pytest.raises(MosaicistError, match="cannot be min_spacing 4 cells apart"):
+        check_feasible(40, 5, None, 5, 8, min_spacing=4, min_uses=5)

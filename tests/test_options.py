@@ -207,7 +207,7 @@ def cli_setup(tmp_path_factory):
      "--search 'approximate' does not combine with --tint"),
     (["--search", "approximate", "--max-uses", "2"],
      "--search 'approximate' on --device 'cpu' does not combine with repetition limits "
-     "(--max-uses, --min-spacing)"),
+     "(--max-uses, --min-uses, --min-spacing)"),
     (["--device", "cuda", "--metric", "lab"], "--device 'cuda' runs the plain exact search only"),
     (["--max-uses", "1", "--limit", "3"],
      "96 cells with at most 1 uses per tile (--max-uses 1) need at least 96 tiles"),
@@ -305,3 +305,20 @@ def test_a_preset_on_the_command_line_equals_its_flags(cli_setup, tmp_path):
     assert placements("preset", "--preset", "varied", "--max-uses", "8", "--min-spacing", "2") \
         == placements("flags", "--max-uses", "8", "--min-spacing", "2", "--tint", "0.5")
     assert placements("seed", "--preset", "seed") == placements("none")
+
+
+def test_use_all_on_the_command_line(cli_setup, tmp_path):
+    root, target, tiles = cli_setup
+    base = ["make", str(target), "--tiles", str(tiles), "--cell", "8", "--tile-px", "8",
+            "--cache-dir", str(root / "cache"), "-o", str(tmp_path / "m.png"), "-q"]
+    result = CliRunner().invoke(main, [*base, "--use-all", "--placements",
+                                       str(tmp_path / "p.csv")])
+    assert result.exit_code == 0, result.output
+    used = {line.split(",")[2] for line in (tmp_path / "p.csv").read_text().splitlines()[1:]}
+    assert len(used) == 12  # 24 cells, 12 tiles: every one
+    result = CliRunner().invoke(main, [*base, "--use-all", "--min-uses", "3"])
+    assert result.exit_code == 1
+    assert "--min-uses 3 needs 36 cells for the 12 tiles, but the grid has 24" in result.stderr
+    assert "(--limit) or smaller cells (--cell)" in result.stderr
+    result = CliRunner().invoke(main, [*base, "--min-uses", "3", "--max-uses", "2"])
+    assert "--min-uses 3 is above --max-uses 2" in result.stderr

@@ -184,3 +184,24 @@ def test_capped_mosaic_is_the_certified_optimum_over_the_library(tmp_path, targe
     placed = full[np.arange(len(mosaic.grid)), mosaic.placements.tile]
     assert int(placed.sum()) == optimum
     assert len(set(mosaic.placements.tile.tolist())) == len(mosaic.grid)
+
+
+def test_use_all_puts_every_photo_somewhere(tmp_path, target, monkeypatch):
+    from mosaicist.match import _capped
+
+    folder = smooth_folder(tmp_path / "tiles", count=30)  # 35 cells: every tile once
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, min_uses=1, augment="flips",
+                         tint=0.3, cache_dir=tmp_path / "c")
+    uses = np.bincount(mosaic.placements.tile, minlength=30)
+    assert (uses >= 1).all() and uses.sum() == 35
+    assert mosaic.options.min_uses == 1 and mosaic.matcher == "assignment"
+    # Together with a cap and spacing.
+    spaced = make_mosaic(target, folder, cell_px=8, tile_px=16, min_uses=1, max_uses=2,
+                         min_spacing=2, cache_dir=tmp_path / "c")
+    uses = np.bincount(spaced.placements.tile, minlength=30)
+    assert (uses >= 1).all() and uses.max() <= 2
+    with pytest.raises(MosaicistError, match="min_uses 2 needs 60 cells for the 30 tiles"):
+        make_mosaic(target, folder, cell_px=8, tile_px=16, min_uses=2, cache_dir=tmp_path / "c")
+    monkeypatch.setattr(_capped, "MINIMUM_PAIRS", 100)
+    with pytest.raises(MosaicistError, match="min_uses needs every cell-tile distance"):
+        make_mosaic(target, folder, cell_px=8, tile_px=16, min_uses=1, cache_dir=tmp_path / "c")

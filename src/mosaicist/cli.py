@@ -149,7 +149,7 @@ def _given(values: dict[str, Any]) -> dict[str, Any]:
 _OUTPUT_SETTINGS = ("jpeg_quality", "dzi_tile_size", "dzi_overlap", "dzi_format")
 #: Settings of ``make``: every one with a flag, the preset, grid and matching first.
 _MAKE_SETTINGS = ("preset", "cell_px", "tile_px", "match_px", "limit", "metric", "augment", "tint",
-                  "overlay", "max_uses", "min_spacing", "assign", "search", "device",
+                  "overlay", "max_uses", "min_uses", "min_spacing", "assign", "search", "device",
                   *_OUTPUT_SETTINGS)
 
 
@@ -207,6 +207,8 @@ Examples:
 @click.option("--report", "report_path", type=click.Path(path_type=Path), default=None,
               help="Write a JSON report (grid, tiles, settings, objective, metrics, timings).")
 @_setting_options(*_MAKE_SETTINGS)
+@click.option("--use-all", is_flag=True,
+              help="Use every library tile at least once (--min-uses 1).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=_CACHE_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, warnings or summary.")
 def make(
@@ -215,6 +217,7 @@ def make(
     output: Path | None,
     placements_path: Path | None,
     report_path: Path | None,
+    use_all: bool,
     cache_dir: Path | None,
     quiet: bool,
     **settings: Any,
@@ -226,7 +229,12 @@ def make(
     from .render import check_output
 
     started = time.perf_counter()
-    options = MosaicOptions(**_given(settings))
+    given = _given(settings)
+    if use_all:
+        if given.get("min_uses", 1) < 1:
+            raise MosaicistError("--use-all asks for --min-uses 1 at least")
+        given.setdefault("min_uses", 1)
+    options = MosaicOptions(**given)
     if output is None:
         output = Path(f"{target.stem}-mosaic.png")
     for path, what in ((placements_path, "placements file"), (report_path, "report file")):

@@ -300,6 +300,9 @@ class MosaicOptions:
     max_uses: int | None = setting(
         None, "Use no tile more than K times (solved as a global assignment).",
         low=1, metavar="K", section="match")
+    min_uses: int = setting(
+        0, "Use every library tile at least K times (the gift mosaic: every photo "
+        "somewhere); 0: no minimum.", low=0, metavar="K", section="match")
     min_spacing: int = setting(
         1, "Cells holding the same tile are at least D cells apart (Chebyshev).",
         low=0, metavar="D", section="match")
@@ -351,6 +354,9 @@ class MosaicOptions:
             object.__setattr__(self, declared.name, declared.check(value))
         if self.match_px is None:
             object.__setattr__(self, "match_px", default_match_px(self.tile_px))
+        if self.max_uses is not None and self.min_uses > self.max_uses:
+            raise OptionError("{min_uses} {low} is above {max_uses} {high}",
+                              low=self.min_uses, high=self.max_uses)
         if self.dzi_overlap > self.dzi_tile_size // 2:
             raise OptionError(
                 "{dzi_overlap} must be 0 to {most} pixels (half of {dzi_tile_size}), got {value}",
@@ -359,8 +365,8 @@ class MosaicOptions:
 
     @property
     def repetition_limited(self) -> bool:
-        """Whether ``max_uses`` or ``min_spacing`` limits how tiles repeat."""
-        return self.max_uses is not None or self.min_spacing > 1
+        """Whether ``max_uses``, ``min_uses`` or ``min_spacing`` limits how tiles repeat."""
+        return self.max_uses is not None or self.min_uses > 0 or self.min_spacing > 1
 
     def replace(self, **changes: Any) -> MosaicOptions:
         """Return a copy with ``changes``, validated.

@@ -112,6 +112,20 @@ PRICING_COLUMNS = 8
 CandidateSource = Callable[[int], tuple[np.ndarray, np.ndarray]]
 
 
+class ShortLists(MosaicistError):
+    """The candidate lists cannot give every tile its minimum of uses.
+
+    Attributes
+    ----------
+    tiles : numpy.ndarray
+        The tiles that fell short: they need more cells listing them.
+    """
+
+    def __init__(self, tiles: np.ndarray) -> None:
+        self.tiles = tiles
+        super().__init__(f"{len(tiles)} tiles could not be given their minimum of uses")
+
+
 class CandidateSearch(Protocol):
     """Searches of the whole library that the certified assignment asks for.
 
@@ -211,8 +225,12 @@ def check_feasible(
     rows: int | None = None,
     cols: int | None = None,
     min_spacing: int = 1,
+    min_uses: int = 0,
 ) -> None:
     """Raise before any heavy work when the limits cannot fill the grid.
+
+    With ``min_uses``, also when the grid cannot give every tile that many
+    cells, or spacing cannot fit that many copies of a tile.
 
     Parameters
     ----------
@@ -226,16 +244,35 @@ def check_feasible(
         Grid shape; with ``min_spacing > 1`` it caps uses too.
     min_spacing : int
         Minimum Chebyshev distance between equal tiles (``<= 1``: none).
+    min_uses : int
+        Fewest cells every tile must fill.
 
     Raises
     ------
     MosaicistError
-        One line saying how many tiles the limits need.
+        One line saying how many tiles (or cells) the limits need.
     """
     _check_limits(max_uses, min_spacing)
+    check_range("min_uses", min_uses, 0)
     spacing = None
     if min_spacing > 1 and rows is not None and cols is not None:
         spacing = spacing_capacity(rows, cols, min_spacing)
+    if min_uses:
+        if max_uses is not None and min_uses > max_uses:
+            raise OptionError("{min_uses} {low} is above {max_uses} {high}",
+                              low=min_uses, high=max_uses)
+        if spacing is not None and min_uses > spacing:
+            raise OptionError(
+                "{min_uses} {low} copies of a tile cannot be {min_spacing} {spacing} cells "
+                "apart on a {grid} grid (at most {most})", low=min_uses, spacing=min_spacing,
+                grid=f"{rows}x{cols}", most=spacing,
+            )
+        if tiles * min_uses > cells:
+            raise OptionError(
+                "{min_uses} {low} needs {needed} cells for the {tiles} tiles, but the grid "
+                "has {cells}; use fewer tiles ({limit}) or smaller cells ({cell_px})",
+                low=min_uses, needed=tiles * min_uses, tiles=tiles, cells=cells,
+            )
     caps = [c for c in (max_uses, spacing) if c is not None]
     if not caps or cells == 0:
         if tiles < 1 and cells > 0:
@@ -415,8 +452,15 @@ def _solve(
     allowed: np.ndarray,
     cap: int | None,
     outside: np.ndarray | None,
+    minimum: int = 0,
 ) -> np.ndarray:
     """Min-cost assignment of every cell to one allowed edge or its outside column.
+
+    With a ``minimum``, every listed tile first fills that many cells where
+    it can: each tile gets ``minimum`` columns at the edges' costs, and every
+    other use costs a surcharge larger than any difference of total costs,
+    so that the solver fills as many of those columns as the edges allow
+    before it minimises the cost. The caller checks that they were all filled.
 
     Parameters
     ----------
@@ -431,6 +475,8 @@ def _solve(
     outside : numpy.ndarray or None
         ``(N,)`` cost of each cell's outside column; ``None``: no outside
         columns (only listed, allowed tiles).
+    minimum : int
+        Cells every listed tile should fill.
 
     Returns
     -------
@@ -447,21 +493,23 @@ def _solve(
     first_pos = np.unique(row, return_index=True)
     first[first_pos[0]] = index[first_pos[1]]
     has = first >= 0
-    if cap is None:
+    if cap is None and not minimum:
         # Nothing is contested: each cell independently takes its best edge (an outside
         # column never costs less than a listed tile).
         choice[has] = first[has]
         return choice
     # When no tile is wanted first by more than cap cells, everyone's best is optimal.
     best_use = np.bincount(edges.tile[first[has]])
-    if (outside is not None or has.all()) and best_use.max(initial=0) <= cap:
+    if (not minimum and (outside is not None or has.all())
+            and best_use.max(initial=0) <= (cap or count)):
         choice[has] = first[has]
         return choice
 
     compact, tile_id = np.unique(tile, return_inverse=True)
     listed = np.bincount(tile_id, minlength=len(compact))
-    contested = listed > cap
-    replicas = np.where(contested, cap, 0)
+    contested = listed > (cap if cap is not None else count)
+    # A tile's shared columns: its minimum, then (when contested) up to its cap.
+    replicas = np.where(contested, cap or 0, minimum)
     # Columns: the replicas of each contested tile, one private column per edge of an
     # uncontested tile (it can never be over-used), then one outside column per cell.
     rep_start = np.concatenate(([0], np.cumsum(replicas)))
@@ -475,11 +523,18 @@ def _solve(
     base[has] = edges.dist[first[has]]
     cost = (dist - base[row]).astype(np.float64) + 1.0
 
-    rep_edges = np.flatnonzero(~private)
+    rep_edges = np.flatnonzero(replicas[tile_id] > 0)
     copies = replicas[tile_id[rep_edges]]
     rep_edge = np.repeat(rep_edges, copies)
     offset = np.arange(len(rep_edge)) - np.repeat(np.cumsum(copies) - copies, copies)
     rep_col = rep_start[tile_id[rep_edge]] + offset
+    rep_cost = cost[rep_edge]
+    private_cost = cost[private]
+    if minimum:
+        # Every use beyond a tile's minimum pays more than all the costs could differ.
+        surcharge = float(np.ptp(cost)) * count + 1.0
+        rep_cost = rep_cost + np.where(offset >= minimum, surcharge, 0.0)
+        private_cost = private_cost + surcharge
 
     if outside is None:
         out_rows = np.zeros(0, np.int64)
@@ -491,7 +546,7 @@ def _solve(
         out_cost = (outside - base).astype(np.float64) + 1.0
     all_rows = np.concatenate((row[private], row[rep_edge], out_rows))
     all_cols = np.concatenate((private_col[private], rep_col, outside_base + out_rows))
-    all_cost = np.concatenate((cost[private], cost[rep_edge], out_cost))
+    all_cost = np.concatenate((private_cost, rep_cost, out_cost))
     # Imported here: SciPy's sparse graphs take a noticeable time to import and
     # only repetition-limited mosaics need them.
     from scipy.sparse import csr_array
@@ -596,12 +651,24 @@ def spacing_violations(
 
 
 def verify_placement(
-    tile: np.ndarray, rows: int, cols: int, max_uses: int | None, min_spacing: int
+    tile: np.ndarray, rows: int, cols: int, max_uses: int | None, min_spacing: int,
+    min_uses: int = 0, tile_count: int | None = None,
 ) -> None:
-    """Raise :class:`MosaicistError` if a placement breaks a use or spacing limit."""
+    """Raise :class:`MosaicistError` if a placement breaks a use or spacing limit.
+
+    With ``min_uses``, each of the ``tile_count`` library tiles must fill at
+    least that many cells.
+    """
     tile = np.asarray(tile, np.int64)
     if (tile < 0).any():
         raise MosaicistError(f"{int((tile < 0).sum())} cells could not be given a tile")
+    if min_uses:
+        if tile_count is None:
+            raise ValueError("a minimum of uses needs the tile count")
+        short = int((np.bincount(tile, minlength=tile_count) < min_uses).sum())
+        if short:
+            raise OptionError("{tiles} tiles are used fewer than {min_uses} {least} times",
+                              tiles=short, least=min_uses)
     if max_uses is not None:
         uses = np.unique(tile, return_counts=True)[1].max(initial=0)
         if uses > max_uses:
@@ -630,6 +697,9 @@ def assign_tiles(
     show_progress: bool = False,
     max_candidates: int = MAX_CANDIDATES,
     search: CandidateSearch | None = None,
+    min_uses: int = 0,
+    tile_count: int | None = None,
+    extra: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> Assignment:
     """Give every cell a tile so that the summed distance is least under the limits.
 
@@ -661,6 +731,18 @@ def assign_tiles(
         grow only for the cells that need it, and the optimal method is
         certified over every cell-tile pair by column generation (see
         :meth:`_Solver._certified`) instead of growing lists for all cells.
+    min_uses : int
+        Fewest cells every tile of the library must fill (``tile_count``
+        tiles, positions ``0..tile_count - 1``). The lists must then name
+        every tile, with enough cells for it: where they do not, the
+        assignment raises :class:`ShortLists` naming the tiles, and the
+        caller gives them more cells.
+    tile_count : int, optional
+        Tiles in the library (needed with ``min_uses``).
+    extra : tuple of numpy.ndarray, optional
+        ``(cells, tiles, distances)`` of more pairs to list besides each
+        cell's nearest (for example each tile's nearest cells, so that every
+        tile can reach its minimum).
 
     Returns
     -------
@@ -689,7 +771,9 @@ def assign_tiles(
         return Assignment(empty, distances[:, :0].ravel(), 0, 0, 0.0, method, 0, 0, 0.0)
     if (candidates[:, 0] < 0).any():
         raise MosaicistError("some cells have no candidate tile (is the library empty?)")
-    if max_uses is None and min_spacing <= 1:
+    if min_uses and tile_count is None:
+        raise ValueError("min_uses needs tile_count")
+    if max_uses is None and min_spacing <= 1 and not min_uses:
         # No limit: every cell keeps its nearest tile, which is optimal by definition.
         tile = candidates[:, 0].astype(np.int64)
         distance = distances[:, 0].copy()
@@ -699,7 +783,9 @@ def assign_tiles(
     if search is not None and not np.issubdtype(distances.dtype, np.integer):
         raise ValueError("a certified assignment needs integer distances")
     solver = _Solver(candidates, distances, rows, cols, max_uses, min_spacing,
-                     more_candidates, max_candidates, show_progress, search)
+                     more_candidates, max_candidates, show_progress, search, min_uses)
+    if extra is not None:
+        solver.add_edges(*extra)
     if method == "greedy":
         tile, distance = solver.greedy()
         lower = _total(distances[:, 0])
@@ -707,7 +793,12 @@ def assign_tiles(
             method = "greedy+matching"
     else:
         tile, distance, lower = solver.optimal()
-    verify_placement(tile, rows, cols, max_uses, min_spacing)
+    if min_uses:
+        assert tile_count is not None
+        uses = np.bincount(tile, minlength=tile_count)
+        if (uses < min_uses).any():
+            raise ShortLists(np.flatnonzero(uses < min_uses))
+    verify_placement(tile, rows, cols, max_uses, min_spacing, min_uses, tile_count)
     objective = _total(distance)
     gap = _gap(objective, lower)
     return Assignment(tile, distance, objective, lower, gap, method, solver.k,
@@ -742,6 +833,7 @@ class _Solver:
         max_candidates: int,
         show_progress: bool,
         search: CandidateSearch | None = None,
+        min_uses: int = 0,
     ) -> None:
         self.count = candidates.shape[0]
         self.search = search
@@ -749,6 +841,7 @@ class _Solver:
         self.max_uses = max_uses
         self.min_spacing = min_spacing
         self.cap = tile_capacity(rows, cols, max_uses, min_spacing)
+        self.minimum = min_uses
         self.more = more_candidates
         self.max_candidates = max(max_candidates, candidates.shape[1])
         self.k = candidates.shape[1]
@@ -817,6 +910,12 @@ class _Solver:
                                     tiles.ravel(), distances.ravel(), tail))
         return True
 
+    def add_edges(self, cells: np.ndarray, tiles: np.ndarray, distances: np.ndarray) -> None:
+        """List the pairs ``(cells, tiles)`` too (their lists' tails unchanged)."""
+        self._set_edges(_with_edges(self.edges, np.asarray(cells, np.int64),
+                                    np.asarray(tiles, np.int64), _as_distances(distances),
+                                    self.edges.tail))
+
     def _set_edges(self, edges: _Edges) -> None:
         self.edges = edges
         key = edges.row * np.int64(1 << 32) + edges.tile
@@ -831,6 +930,13 @@ class _Solver:
 
     def optimal(self) -> tuple[np.ndarray, np.ndarray, int | float]:
         """Capacitated assignment with candidate growth and spacing rounds."""
+        if self.minimum:
+            # Prices do not yet cover minimum uses: the best placement the lists hold.
+            choice = self._space(self._restricted())
+            self.bar.close()
+            starts = np.concatenate(([0], np.cumsum(self.edges.length)[:-1]))
+            return self.edges.tile[choice], self.edges.dist[choice], _total(
+                self.edges.dist[starts])
         if self.search is not None and self.cap is not None:
             return self._certified()
         lower: int | float = 0
@@ -940,7 +1046,7 @@ class _Solver:
             choice = self._restricted()
 
     def _step(self, edges: _Edges, allowed: np.ndarray, outside: np.ndarray | None) -> np.ndarray:
-        choice = _solve(self.count, edges, allowed, self.cap, outside)
+        choice = _solve(self.count, edges, allowed, self.cap, outside, self.minimum)
         self.bar.update(1)
         self.bar.set_postfix(k=self.k, rounds=self.iterations)
         return choice

@@ -22,12 +22,17 @@ from dataclasses import replace
 
 import numpy as np
 
-from ._assign import assign_tiles, check_feasible
-from ._exact import match_exact, search_scale
+from ..errors import MosaicistError, OptionError
+from ._assign import Assignment, ShortLists, assign_tiles, check_feasible
+from ._exact import dense_distances, match_exact, search_scale
 from ._registry import Matcher, MatchRequest, MatchResult
 
 #: Candidates per cell of the first lists (grown where the assignment needs more).
 FIRST_CANDIDATES = 32
+#: Most cell-tile pairs (transforms included) whose distances a minimum of uses computes.
+MINIMUM_PAIRS = 40_000_000
+#: Fewest cells each tile lists at first when every tile must be used.
+MINIMUM_CELLS = 16
 
 
 class CappedMatcher(Matcher):
@@ -41,14 +46,17 @@ class CappedMatcher(Matcher):
         grid = request.grid
         # Before any heavy work: too few tiles for the limits is an error at once.
         check_feasible(len(grid), len(request.library), options.max_uses, grid.rows, grid.cols,
-                       options.min_spacing)
+                       options.min_spacing, options.min_uses)
         search = LibrarySearch(request)
-        tiles, distances = search.nearest(np.arange(len(grid)), FIRST_CANDIDATES)
-        assignment = assign_tiles(
-            tiles, distances, grid.rows, grid.cols, max_uses=options.max_uses,
-            min_spacing=options.min_spacing, method=options.assign, search=search,
-            show_progress=request.show_progress,
-        )
+        if options.min_uses:
+            assignment = _with_minimum(request, search)
+        else:
+            tiles, distances = search.nearest(np.arange(len(grid)), FIRST_CANDIDATES)
+            assignment = assign_tiles(
+                tiles, distances, grid.rows, grid.cols, max_uses=options.max_uses,
+                min_spacing=options.min_spacing, method=options.assign, search=search,
+                show_progress=request.show_progress,
+            )
         # Search units back to the objective's (exactly as match_exact converts them).
         scale = search.scale
         if scale != 1:
@@ -59,6 +67,47 @@ class CappedMatcher(Matcher):
             )
         return MatchResult(search.candidate_of(assignment.tile), assignment.distance,
                            assignment=assignment)
+
+
+def _with_minimum(request: MatchRequest, search: LibrarySearch) -> Assignment:
+    """The assignment when every tile must fill ``min_uses`` cells.
+
+    Every cell-tile distance is computed (:meth:`LibrarySearch.dense`); each
+    cell lists its nearest tiles and each tile its nearest cells, more of
+    them for the tiles that fall short, until every tile reaches its minimum.
+    """
+    options, grid = request.options, request.grid
+    count, tile_count = len(grid), len(request.library)
+    pairs = count * tile_count * request.variants
+    if pairs > MINIMUM_PAIRS:
+        raise OptionError(
+            "{min_uses} needs every cell-tile distance: {cells} cells x {tiles} tiles is over "
+            "{most} pairs; use fewer tiles ({limit}) or larger cells ({cell_px})",
+            cells=count, tiles=tile_count, most=f"{MINIMUM_PAIRS:,}",
+        )
+    full = search.dense()
+    nearest = np.argsort(full, axis=1, kind="stable")[:, :FIRST_CANDIDATES]
+    by_tile = np.argsort(full, axis=0, kind="stable")
+    reach = np.full(tile_count, min(count, max(4 * options.min_uses, MINIMUM_CELLS)))
+    while True:
+        depth = np.arange(count)[:, None] < reach[None, :]
+        cells = by_tile[depth]
+        tiles = np.broadcast_to(np.arange(tile_count), by_tile.shape)[depth]
+        try:
+            return assign_tiles(
+                nearest, np.take_along_axis(full, nearest, axis=1), grid.rows, grid.cols,
+                max_uses=options.max_uses, min_spacing=options.min_spacing,
+                method="optimal", show_progress=request.show_progress,
+                min_uses=options.min_uses, tile_count=tile_count,
+                extra=(cells, tiles, full[cells, tiles]),
+            )
+        except ShortLists as short:
+            if (reach[short.tiles] >= count).all():
+                raise MosaicistError(
+                    f"{len(short.tiles)} tiles could not be used {options.min_uses} times "
+                    "under the other limits"
+                ) from None
+            reach[short.tiles] = np.minimum(count, 4 * reach[short.tiles])
 
 
 class LibrarySearch:
@@ -75,6 +124,7 @@ class LibrarySearch:
         self.tile_count = len(request.library)
         self.scale = search_scale(request.geometry, request.options.tint)
         self._pairs: list[tuple[np.ndarray, np.ndarray]] = []
+        self._dense_transform: np.ndarray | None = None
 
     def nearest(self, cells: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest tiles of each of ``cells`` (see :class:`CandidateSearch`)."""
@@ -109,9 +159,23 @@ class LibrarySearch:
         self._pairs.append((np.broadcast_to(cells[:, None], tiles.shape)[found], chosen[found]))
         return tiles, distances
 
+    def dense(self) -> np.ndarray:
+        """Every cell's distance to every tile (its best transform), ``(N, M)`` int64."""
+        request = self.request
+        variants = request.variants
+        every = dense_distances(request.cell_vectors, request.candidates, request.geometry,
+                                request.features, request.options.tint)
+        every = every.reshape(len(every), -1, variants)
+        # Ties go to the first transform, as in the searches.
+        self._dense_transform = every.argmin(axis=2)
+        return every.min(axis=2)
+
     def candidate_of(self, tiles: np.ndarray) -> np.ndarray:
         """Each cell's candidate (tile and transform) for its assigned tile."""
         variants = self.request.variants
+        if self._dense_transform is not None:
+            cells = np.arange(len(tiles))
+            return tiles * variants + self._dense_transform[cells, tiles]
         cells = np.concatenate([pair[0] for pair in self._pairs])
         candidates = np.concatenate([pair[1] for pair in self._pairs])
         # Every search ranks a tile's transforms the same way: any record will do.

@@ -650,6 +650,55 @@ def match_exact(
     return search.result(evaluated, bounded, search_units)
 
 
+def dense_distances(
+    cell_vectors: np.ndarray,
+    tiles: np.ndarray,
+    geometry: Geometry,
+    features: TileFeatures,
+    tint: float = 0.0,
+) -> np.ndarray:
+    """Every cell-tile distance, exactly, in search units: ``(N, M)`` int64.
+
+    For problems that need them all (every tile must be used: each tile's
+    nearest cells). The dot products ``<a, S_b>`` are float64 GEMMs, exact
+    because every partial sum is an integer far below ``2^53``; the rest is
+    integer arithmetic as in :func:`exact_distances` (and the tint's
+    correction as in :func:`match_exact`).
+
+    Parameters
+    ----------
+    cell_vectors, tiles, geometry, features, tint
+        As for :func:`match_exact`.
+    """
+    hundredths = _tint_hundredths(tint, geometry)
+    count, tile_count = len(cell_vectors), len(tiles)
+    weight = geometry.weight
+    pooled = (features.pooled if features.pooled is not None
+              else tiles.reshape(tile_count, -1))
+    flat = cell_vectors.reshape(count, -1)
+    cell_norm2 = np.einsum("ij,ij->i", flat.astype(np.int64), flat.astype(np.int64))
+    scale = search_scale(geometry, tint)
+    factor = 2 * hundredths * _TINT_STEPS - hundredths * hundredths
+    cell_sums = flat.reshape(count, -1, 3).sum(axis=1, dtype=np.int64) * weight
+    tile_sums = features.channel_sums
+    out = np.empty((count, tile_count), np.int64)
+    # Tiles in chunks: their float64 copy stays small whatever the library.
+    tile_step = max(1, (64 << 20) // (8 * pooled.shape[1]))
+    cell_step = max(1, (64 << 20) // (8 * max(1, min(tile_step, tile_count))))
+    for tile_start in range(0, tile_count, tile_step):
+        part = slice(tile_start, min(tile_count, tile_start + tile_step))
+        sums64 = np.asarray(pooled[part], np.float64)
+        for cell_start in range(0, count, cell_step):
+            cells = slice(cell_start, min(count, cell_start + cell_step))
+            dots = np.rint(flat[cells].astype(np.float64) @ sums64.T).astype(np.int64)
+            block = weight * cell_norm2[cells, None] - 2 * dots + features.norm2[None, part]
+            if hundredths:
+                difference = cell_sums[cells, None, :] - tile_sums[None, part, :]
+                block = block * scale - factor * np.einsum("ijc,ijc->ij", difference, difference)
+            out[cells, part] = block
+    return out
+
+
 def search_scale(geometry: Geometry, tint: float) -> int:
     """Search units per objective unit: ``n * 100^2`` when tinting (``n`` tile pixels), else 1."""
     if _tint_hundredths(tint, geometry):

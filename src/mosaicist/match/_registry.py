@@ -234,8 +234,8 @@ def matcher_for(options: MosaicOptions) -> Matcher:
             return matcher
     if limited:
         raise OptionError("{search} {value!r} on {device} {device_value!r} does not combine with "
-                          "repetition limits ({max_uses}, {min_spacing})",
+                          "repetition limits ({max_uses}, {min_uses}, {min_spacing})",
                           value=options.search, device_value=options.device)
     raise OptionError("{search} {value!r} on {device} {device_value!r} needs repetition limits "
-                      "({max_uses}, {min_spacing})", value=options.search,
+                      "({max_uses}, {min_uses}, {min_spacing})", value=options.search,
                       device_value=options.device)
