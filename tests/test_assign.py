@@ -437,3 +437,17 @@ def test_minimum_of_uses_feasibility():
         check_feasible(40, 10, 2, 5, 8, min_uses=3)
     with pytest.raises(MosaicistError, match="cannot be min_spacing 4 cells apart"):
         check_feasible(40, 5, None, 5, 8, min_spacing=4, min_uses=5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("minimum", [1, 2])
+def test_minimum_slots_split_is_the_dense_optimum(seed, minimum):
+    from mosaicist.match import minimum_slots
+
+    rng = np.random.default_rng(seed)
+    cells = 30
+    tiles = cells // (minimum + 1)
+    full = full_distances(rng, cells, tiles, clusters=2)
+    tile = minimum_slots(full, minimum)
+    assert (np.bincount(tile, minlength=tiles) >= minimum).all()
+    assert int(full[np.arange(cells), tile].sum()) == dense_with_minimum(full, minimum, cells)

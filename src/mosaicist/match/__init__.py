@@ -31,7 +31,7 @@ from ._assign import (
     tile_capacity,
     verify_placement,
 )
-from ._capped import CappedMatcher, best_transform
+from ._capped import CappedMatcher, best_transform, minimum_slots
 from ._exact import ExactMatcher, brute_force, dot_dtype, exact_distances, match_exact
 from ._features import TileFeatures, cached_features, compute_features
 from ._gpu import GpuMatcher, match_torch
@@ -72,6 +72,7 @@ __all__ = [
     "match_exact",
     "match_torch",
     "matcher_for",
+    "minimum_slots",
     "prepare_tiles",
     "register_matcher",
     "spacing_capacity",

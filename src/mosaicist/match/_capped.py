@@ -18,6 +18,7 @@ before assigning, and mapped back afterwards.
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -72,9 +73,15 @@ class CappedMatcher(Matcher):
 def _with_minimum(request: MatchRequest, search: LibrarySearch) -> Assignment:
     """The assignment when every tile must fill ``min_uses`` cells.
 
-    Every cell-tile distance is computed (:meth:`LibrarySearch.dense`); each
-    cell lists its nearest tiles and each tile its nearest cells, more of
-    them for the tiles that fall short, until every tile reaches its minimum.
+    Every cell-tile distance is computed (:meth:`LibrarySearch.dense`).
+    Without a use cap or spacing the problem splits exactly: some cells fill
+    the ``min_uses`` slots of every tile, and every other cell takes its
+    nearest tile. Which cells fill which slots is one rectangular assignment
+    (:func:`minimum_slots`), with a cell's cost being what it gives up by not
+    taking its nearest tile. With a cap or spacing, those pairs join each
+    cell's nearest tiles and each tile's nearest cells as the lists of the
+    general assignment (:func:`assign_tiles` with ``min_uses``), which then
+    can always fill every minimum.
     """
     options, grid = request.options, request.grid
     count, tile_count = len(grid), len(request.library)
@@ -85,19 +92,28 @@ def _with_minimum(request: MatchRequest, search: LibrarySearch) -> Assignment:
             "{most} pairs; use fewer tiles ({limit}) or larger cells ({cell_px})",
             cells=count, tiles=tile_count, most=f"{MINIMUM_PAIRS:,}",
         )
+    started = time.perf_counter()
     full = search.dense()
+    split = minimum_slots(full, options.min_uses)
+    if options.max_uses is None and options.min_spacing <= 1:
+        distance = full[np.arange(count), split]
+        objective = int(distance.sum(dtype=np.int64))
+        # The split is exact: its cost is the optimum, a proven lower bound.
+        return Assignment(split, distance, objective, objective, 0.0, "optimal", tile_count, 0,
+                          time.perf_counter() - started, True)
     nearest = np.argsort(full, axis=1, kind="stable")[:, :FIRST_CANDIDATES]
     by_tile = np.argsort(full, axis=0, kind="stable")
-    reach = np.full(tile_count, min(count, max(4 * options.min_uses, MINIMUM_CELLS)))
+    reach = np.full(tile_count, min(count, MINIMUM_CELLS))
     while True:
         depth = np.arange(count)[:, None] < reach[None, :]
-        cells = by_tile[depth]
-        tiles = np.broadcast_to(np.arange(tile_count), by_tile.shape)[depth]
+        cells = np.concatenate((by_tile[depth], np.arange(count)))
+        tiles = np.concatenate((np.broadcast_to(np.arange(tile_count), by_tile.shape)[depth],
+                                split))
         try:
             return assign_tiles(
                 nearest, np.take_along_axis(full, nearest, axis=1), grid.rows, grid.cols,
                 max_uses=options.max_uses, min_spacing=options.min_spacing,
-                method="optimal", show_progress=request.show_progress,
+                method="optimal", search=search, show_progress=request.show_progress,
                 min_uses=options.min_uses, tile_count=tile_count,
                 extra=(cells, tiles, full[cells, tiles]),
             )
@@ -108,6 +124,39 @@ def _with_minimum(request: MatchRequest, search: LibrarySearch) -> Assignment:
                     "under the other limits"
                 ) from None
             reach[short.tiles] = np.minimum(count, 4 * reach[short.tiles])
+
+
+def minimum_slots(full: np.ndarray, minimum: int) -> np.ndarray:
+    """Each cell's tile when every tile fills ``minimum`` cells and nothing else is limited.
+
+    Cells outside the slots take their nearest tile, so the total is
+    ``sum_i best_i`` plus what the slot-filling cells give up,
+    ``c_ij - best_i``: filling the ``M * minimum`` slots is a rectangular
+    assignment of slots to distinct cells at that cost (exact,
+    :func:`scipy.optimize.linear_sum_assignment`), and the split is optimal.
+
+    Parameters
+    ----------
+    full : numpy.ndarray
+        ``(N, M)`` integer distances, ``N >= M * minimum``.
+    minimum : int
+        Cells every tile fills.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N,)`` int64 tile of each cell.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    count, tile_count = full.shape
+    best = full.min(axis=1)
+    tile = full.argmin(axis=1)
+    # Slot s belongs to tile s // minimum; costs relative to each cell's best stay small.
+    give_up = (full - best[:, None]).astype(np.float64)
+    slots, cells = linear_sum_assignment(np.repeat(give_up.T, minimum, axis=0))
+    tile[cells] = slots // minimum
+    return tile
 
 
 class LibrarySearch:
