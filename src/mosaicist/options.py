@@ -297,6 +297,11 @@ class MosaicOptions:
     tint: float = setting(
         0.0, "Move each tile's mean colour toward its cell's by this fraction "
         "(tiles are ranked after the shift).", low=0, high=1, metavar="A", section="match")
+    contrast: float = setting(
+        0.0, "Move each tile's contrast toward its cell's by this fraction: each channel's "
+        "spread around the tile's mean is scaled by (cell spread / tile spread) to this power, "
+        "between 1/4 and 4 (the best few tiles are re-ranked after it).", low=0, high=1,
+        metavar="B", section="match")
     max_uses: int | None = setting(
         None, "Use no tile more than K times (solved as a global assignment).",
         low=1, metavar="K", section="match")

@@ -286,7 +286,7 @@ def _placements(request: MatchRequest, result: MatchResult, target: str | None) 
     return Placements(
         grid.rows, grid.cols, tile, result.distance,
         [library.source_ids[index] for index in tile.tolist()], transform, shifts,
-        options=options, source=source_spec(library.source),
+        gain=result.gain, options=options, source=source_spec(library.source),
         target=None if target is None else str(Path(target).resolve()),
         crop=(grid.left, grid.top),
     )
@@ -311,6 +311,9 @@ def _metrics(
     metrics = fidelity_from_bands(renderer.bands(), crop, renderer.tile_px, grid.cell_px)
     metrics.update(repetition_metrics(placements.tile_grid()))
     metrics["tint"] = options.tint
+    metrics["contrast"] = options.contrast
+    # How far the gains moved the tiles' spreads, as a geometric mean factor.
+    metrics["mean_gain_change"] = float(np.exp(np.abs(np.log(placements.gain)).mean()))
     metrics["overlay"] = options.overlay
     metrics["mean_tint_shift"] = (
         float(np.linalg.norm(placements.tint, axis=1).mean()) if options.tint else 0.0

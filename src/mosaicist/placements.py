@@ -35,6 +35,8 @@ from .transforms import TRANSFORM_NAMES, transform_code
 CSV_HEADER = (
     "row", "col", "tile", "distance", "position", "transform", "tint_0", "tint_1", "tint_2",
 )
+#: Columns added when a contrast transfer set gains.
+GAIN_HEADER = ("gain_0", "gain_1", "gain_2")
 JSON_FORMAT = "mosaicist-placements"
 JSON_VERSION = 2
 #: Settings that version 1 files kept as top-level keys.
@@ -58,6 +60,10 @@ class Placements:
     transform : numpy.ndarray, optional
         ``(rows * cols,)`` int8 transform code of each tile (see
         :data:`mosaicist.transforms.TRANSFORM_NAMES`; 0, the identity, by default).
+    gain : numpy.ndarray, optional
+        ``(rows * cols, 3)`` float64 factor on each tile's spread around its
+        mean, per channel of the same colour space, applied before the tint
+        (contrast transfer); ones by default.
     tint : numpy.ndarray, optional
         ``(rows * cols, 3)`` float64 colour shift added to each tile, in the
         units of the colour space of ``options.metric`` (sRGB levels for
@@ -89,6 +95,7 @@ class Placements:
         transform: np.ndarray | None = None,
         tint: np.ndarray | None = None,
         *,
+        gain: np.ndarray | None = None,
         options: MosaicOptions | None = None,
         source: str | None = None,
         target: str | None = None,
@@ -106,11 +113,18 @@ class Placements:
                           else np.asarray(transform, np.int8).reshape(-1))
         self.tint = (np.zeros((count, 3), np.float64) if tint is None
                      else np.asarray(tint, np.float64).reshape(-1, 3))
+        self.gain = (np.ones((count, 3), np.float64) if gain is None
+                     else np.asarray(gain, np.float64).reshape(-1, 3))
         for name, length in (("tile", len(self.tile)), ("distance", len(self.distance)),
                              ("source_ids", len(self.source_ids)),
-                             ("transform", len(self.transform)), ("tint", len(self.tint))):
+                             ("transform", len(self.transform)), ("tint", len(self.tint)),
+                             ("gain", len(self.gain))):
             if length != count:
                 raise ValueError(f"{name} has {length} entries for a {rows}x{cols} grid")
+        if not np.isfinite(self.tint).all():
+            raise ValueError("tint has values that are not finite numbers")
+        if not (np.isfinite(self.gain).all() and (self.gain > 0).all()):
+            raise ValueError("gain has values that are not finite positive numbers")
         self.options = MosaicOptions() if options is None else options
         self.source = source
         self.target = target
@@ -135,23 +149,30 @@ class Placements:
     def write_csv(self, path: str | os.PathLike[str]) -> None:
         """Write one row per cell (atomically).
 
-        Columns: ``row,col,tile,distance,position,transform,tint_0..2``;
-        ``tile`` is the tile's source id, ``position`` its library position,
-        ``transform`` a name from :data:`mosaicist.transforms.TRANSFORM_NAMES`.
+        Columns: ``row,col,tile,distance,position,transform,tint_0..2``, and
+        ``gain_0..2`` when a contrast transfer set any gain; ``tile`` is the
+        tile's source id, ``position`` its library position, ``transform`` a
+        name from :data:`mosaicist.transforms.TRANSFORM_NAMES`.
         """
         rows, cols = np.divmod(np.arange(len(self)), self.cols)
         names = [TRANSFORM_NAMES[code] for code in self.transform.tolist()]
         tint = np.round(self.tint, 4)
+        columns = [rows.tolist(), cols.tolist(), self.source_ids, self.distance.tolist(),
+                   self.tile.tolist(), names, *(tint[:, c].tolist() for c in range(3))]
+        header: tuple[str, ...] = CSV_HEADER
+        if self.has_gain:
+            gain = np.round(self.gain, 4)
+            columns += [gain[:, c].tolist() for c in range(3)]
+            header = (*CSV_HEADER, *GAIN_HEADER)
         with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(CSV_HEADER)
-            writer.writerows(
-                zip(
-                    rows.tolist(), cols.tolist(), self.source_ids, self.distance.tolist(),
-                    self.tile.tolist(), names, tint[:, 0].tolist(), tint[:, 1].tolist(),
-                    tint[:, 2].tolist(), strict=True,
-                )
-            )
+            writer.writerow(header)
+            writer.writerows(zip(*columns, strict=True))
+
+    @property
+    def has_gain(self) -> bool:
+        """Whether a contrast transfer set any gain (other than 1)."""
+        return bool((self.gain != 1.0).any())
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON document (see the module's description)."""
@@ -171,6 +192,7 @@ class Placements:
                 "distance": self.distance.tolist(),
                 "transform": [TRANSFORM_NAMES[code] for code in self.transform.tolist()],
                 "tint": np.round(self.tint, 4).tolist(),
+                **({"gain": np.round(self.gain, 4).tolist()} if self.has_gain else {}),
             },
         }
 
@@ -241,6 +263,8 @@ class Placements:
             [_text(source_id, "tile") for source_id in cells["tile"]],
             np.array([transform_code(name) for name in cells["transform"]], np.int8),
             np.array(cells["tint"], np.float64).reshape(-1, 3),
+            gain=np.array(cells["gain"], np.float64).reshape(-1, 3) if "gain" in cells
+            else None,
             options=MosaicOptions.from_json(settings),
             source=_optional_text(data["source"], "source"),
             target=_optional_text(data["target"], "target"),
@@ -274,6 +298,10 @@ class Placements:
             ),
             np.array(
                 [[float(record.get(f"tint_{c}") or 0.0) for c in range(3)] for record in order],
+                np.float64,
+            ),
+            gain=np.array(
+                [[float(record.get(f"gain_{c}") or 1.0) for c in range(3)] for record in order],
                 np.float64,
             ),
         )

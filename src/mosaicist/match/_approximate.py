@@ -519,8 +519,9 @@ class ApproximateMatcher(Matcher):
     search = "approximate"
 
     def unsupported(self, options: MosaicOptions) -> OptionError | None:
-        if options.tint:
-            return OptionError("{search} 'approximate' does not combine with {tint}")
+        if options.tint or options.contrast:
+            return OptionError("{search} 'approximate' does not combine with {tint} or "
+                               "{contrast}")
         return None
 
     def match(self, request: MatchRequest) -> MatchResult:

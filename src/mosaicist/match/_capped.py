@@ -24,6 +24,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..errors import MosaicistError, OptionError
+from ..options import MosaicOptions
 from ._assign import Assignment, ShortLists, assign_tiles, check_feasible
 from ._exact import dense_distances, match_exact, search_scale
 from ._registry import Matcher, MatchRequest, MatchResult
@@ -41,6 +42,12 @@ class CappedMatcher(Matcher):
 
     name = "assignment"
     repetition_limits = True
+
+    def unsupported(self, options: MosaicOptions) -> OptionError | None:
+        if options.contrast:
+            return OptionError("{contrast} does not combine with repetition limits yet "
+                               "({max_uses}, {min_uses}, {min_spacing})")
+        return None
 
     def match(self, request: MatchRequest) -> MatchResult:
         options = request.options

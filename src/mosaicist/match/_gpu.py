@@ -438,10 +438,11 @@ class GpuMatcher(Matcher):
     devices = ("cuda",)
 
     def unsupported(self, options: MosaicOptions) -> OptionError | None:
-        if options.metric != "seed" or options.augment != "none" or options.tint:
+        if options.metric != "seed" or options.augment != "none" or options.tint or \
+                options.contrast:
             return OptionError(
                 "{device} 'cuda' runs the plain exact search only ({metric} 'seed', "
-                "{augment} 'none', no {tint} or repetition limits)"
+                "{augment} 'none', no {tint}, {contrast} or repetition limits)"
             )
         return None
 

@@ -57,6 +57,9 @@ class MatchResult:
     assignment : Assignment or None
         The repetition-limited assignment and its certificate, when limits
         were solved (see :mod:`mosaicist.match._assign`).
+    gain : numpy.ndarray or None
+        ``(N, 3)`` gain of each pick's spread per channel, when contrast
+        was transferred (see :mod:`mosaicist.match._contrast`).
     """
 
     tile: np.ndarray
@@ -66,6 +69,7 @@ class MatchResult:
     candidates: np.ndarray | None = None
     candidate_distances: np.ndarray | None = None
     assignment: Assignment | None = None
+    gain: np.ndarray | None = None
 
 
 class MatchRequest:

@@ -37,8 +37,9 @@ def dress_tiles(
     transforms: np.ndarray | None = None,
     tint: np.ndarray | None = None,
     metric: str = "seed",
+    gain: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Apply each tile's transform and tint shift.
+    """Apply each tile's transform, contrast gain and tint shift.
 
     Parameters
     ----------
@@ -51,6 +52,9 @@ def dress_tiles(
         :class:`mosaicist.placements.Placements`).
     metric : str
         Colour space of the shifts.
+    gain : numpy.ndarray, optional
+        ``(k, 3)`` factors on each tile's spread around its mean, per
+        channel of that colour space, applied before the shift.
     """
     out = np.asarray(tiles)
     if transforms is not None and np.any(transforms):
@@ -59,8 +63,15 @@ def dress_tiles(
             if code:
                 chosen = transforms == code
                 out[chosen] = apply_transform(out[chosen], code)
-    if tint is not None and np.any(tint):
-        values = to_space(out, metric) + tint[:, None, None, :]
+    gained = gain is not None and bool((gain != 1.0).any())
+    if gained or (tint is not None and np.any(tint)):
+        values = to_space(out, metric)
+        if gained:
+            assert gain is not None
+            mean = values.mean(axis=(1, 2), keepdims=True)
+            values = mean + gain[:, None, None, :] * (values - mean)
+        if tint is not None:
+            values = values + tint[:, None, None, :]
         out = from_space(values, metric)
     return out
 
@@ -121,7 +132,7 @@ class MosaicRenderer:
                 cells = np.arange(row * cols + start, row * cols + stop)
                 dressed = dress_tiles(
                     self.pictures.fetch(cells), placements.transform[cells],
-                    placements.tint[cells], self.metric,
+                    placements.tint[cells], self.metric, placements.gain[cells],
                 )
                 band[:, start:stop] = dressed.transpose(1, 0, 2, 3)
             rows = band.reshape(tile_px, cols * tile_px, 3)

@@ -1,0 +1,209 @@
+"""Contrast transfer: distances and gains against a float brute force, and the pipeline's use."""
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import noisy_target
+from test_match import smooth_images
+from test_pipeline import smooth_folder
+
+from mosaicist import MosaicOptions, Placements, make_mosaic
+from mosaicist.cli import main
+from mosaicist.colour import encode
+from mosaicist.errors import MosaicistError
+from mosaicist.grid import Geometry
+from mosaicist.match import _contrast, compute_features
+from mosaicist.render import render_placements
+from mosaicist.transforms import AUGMENT_SETS, apply_transform
+
+
+def brute_transfer(upscaled_cell, tile, strength, tint):
+    """Distance and gain of one pair, from the pixels: gain, then tint, then L2."""
+    cell = upscaled_cell.reshape(-1, 3).astype(np.float64)
+    values = tile.reshape(-1, 3).astype(np.float64)
+    cell_mean, tile_mean = cell.mean(axis=0), values.mean(axis=0)
+    cell_sigma, tile_sigma = cell.std(axis=0), values.std(axis=0)
+    gain = np.ones(3)
+    spread = tile_sigma > 0
+    gain[spread] = (cell_sigma[spread] / tile_sigma[spread]) ** strength
+    gain = np.clip(gain, *_contrast.GAIN_LIMITS)
+    drawn = tile_mean + gain * (values - tile_mean) + tint * (cell_mean - tile_mean)
+    return float(((drawn - cell) ** 2).sum()), gain
+
+
+@pytest.mark.parametrize(("cell_px", "tile_px", "strength", "tint"),
+                         [(8, 16, 0.5, 0.0), (4, 4, 1.0, 1.0), (6, 12, 0.3, 0.45)])
+def test_transfer_matches_brute_force(cell_px, tile_px, strength, tint):
+    rng = np.random.default_rng(cell_px + tile_px)
+    tiles = smooth_images(rng, 40, tile_px, noise=20)
+    tiles[3] = 77  # a flat tile: no spread, gain 1
+    cells = smooth_images(rng, 12, cell_px, noise=30)
+    geometry = Geometry(cell_px, tile_px)
+    features = compute_features(tiles, geometry)
+    candidates = rng.integers(0, len(tiles), (len(cells), 5))
+    candidates[:, 0] = 3
+    candidates[2, 4] = -1
+    distance, gain = _contrast.transfer(geometry.cell_vectors(cells), tiles, geometry, features,
+                                        candidates, strength, tint)
+    factor = geometry.factor
+    upscaled = geometry.cell_vectors(cells).repeat(factor, 1).repeat(factor, 2)
+    for row in range(len(cells)):
+        for column, tile in enumerate(candidates[row].tolist()):
+            if tile < 0:
+                assert distance[row, column] == np.inf
+                assert np.all(gain[row, column] == 1.0)
+                continue
+            expected, expected_gain = brute_transfer(upscaled[row], tiles[tile], strength, tint)
+            assert distance[row, column] == pytest.approx(expected, rel=1e-9, abs=1e-6)
+            assert np.allclose(gain[row, column], expected_gain, rtol=1e-9)
+    assert np.all(gain[:, 0] == 1.0)
+
+
+def test_gains_respect_the_limits():
+    geometry = Geometry(4, 4)
+    flat_cell = np.full((1, 4, 4, 3), 128, np.uint8)
+    busy_tile = np.zeros((1, 4, 4, 3), np.uint8)
+    busy_tile[0, ::2] = 255
+    busy_cell = busy_tile.copy()
+    calm_tile = np.full((1, 4, 4, 3), 128, np.uint8)
+    calm_tile[0, 0, 0] = 131
+    tiles = np.concatenate([busy_tile, calm_tile])
+    features = compute_features(tiles, geometry)
+    cells = np.concatenate([flat_cell, busy_cell])
+    _, gain = _contrast.transfer(cells, tiles, geometry, features,
+                                 np.array([[0, 1], [0, 1]]), 1.0, 0.0)
+    assert np.all(gain[0, 0] == _contrast.GAIN_LIMITS[0])  # a busy tile on a flat cell
+    assert np.all(gain[1, 1] == _contrast.GAIN_LIMITS[1])  # a calm tile on a busy cell
+    assert np.allclose(gain[1, 0], 1.0)  # the same spread
+
+
+def reference_contrast_picks(target, tiles, cell, strength, tint, metric, augment):
+    """Brute force over every (tile, transform) candidate after gain and tint."""
+    codes = AUGMENT_SETS[augment]
+    tile_px = tiles.shape[1]
+    rows, cols = target.shape[0] // cell, target.shape[1] // cell
+    top, left = (target.shape[0] - rows * cell) // 2, (target.shape[1] - cols * cell) // 2
+    crop = target[top:top + rows * cell, left:left + cols * cell]
+    factor = tile_px // cell
+    up = encode(crop, metric).repeat(factor, 0).repeat(factor, 1)
+    candidates = np.stack(
+        [apply_transform(encode(tiles, metric), code) for code in codes], axis=1
+    ).reshape(-1, tile_px, tile_px, 3)
+    picks, gains = [], []
+    for r in range(rows):
+        for c in range(cols):
+            block = up[r * tile_px:(r + 1) * tile_px, c * tile_px:(c + 1) * tile_px]
+            found = [brute_transfer(block, candidate, strength, tint) for candidate in candidates]
+            best = int(np.argmin([distance for distance, _ in found]))
+            picks.append(best)
+            gains.append(found[best][1])
+    picks = np.array(picks)
+    return picks // len(codes), np.asarray(codes)[picks % len(codes)], np.array(gains)
+
+
+@pytest.mark.parametrize(("metric", "augment", "strength", "tint"),
+                         [("seed", "none", 1.0, 0.0), ("lab", "flips", 0.6, 0.5)])
+def test_reranking_every_candidate_is_the_brute_force_optimum(
+    tmp_path, monkeypatch, metric, augment, strength, tint
+):
+    # Re-ranking the whole library turns the short list into the exact optimum.
+    monkeypatch.setattr(_contrast, "CANDIDATES", 10_000)
+    target = noisy_target()[:32, :48]
+    folder = smooth_folder(tmp_path / "tiles", count=25)
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, metric=metric,
+                         augment=augment, contrast=strength, tint=tint,
+                         cache_dir=tmp_path / "c")
+    tiles = np.asarray(mosaic.library.tiles)
+    expected, transforms, gains = reference_contrast_picks(target, tiles, 8, strength, tint,
+                                                           metric, augment)
+    assert np.array_equal(mosaic.placements.tile, expected)
+    assert np.array_equal(mosaic.placements.transform, transforms)
+    assert np.allclose(mosaic.placements.gain, gains, rtol=1e-9)
+    assert mosaic.metrics["contrast"] == strength
+    assert mosaic.metrics["mean_gain_change"] > 1.0
+
+
+def test_render_applies_the_gains(tmp_path):
+    target = noisy_target()
+    folder = smooth_folder(tmp_path / "tiles")
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, contrast=1.0,
+                         cache_dir=tmp_path / "c")
+    placements = mosaic.placements
+    assert placements.has_gain
+    tiles = np.asarray(mosaic.library.tiles)[placements.tile].astype(np.float64)
+    drawn = mosaic.image.reshape(mosaic.grid.rows, 16, mosaic.grid.cols, 16, 3)
+    drawn = drawn.transpose(0, 2, 1, 3, 4).reshape(-1, 16, 16, 3).astype(np.float64)
+    mean = tiles.mean(axis=(1, 2), keepdims=True)
+    expected = mean + placements.gain[:, None, None, :] * (tiles - mean)
+    unclipped = (expected >= 0) & (expected <= 255)
+    assert np.abs(drawn - np.rint(np.clip(expected, 0, 255)))[unclipped].max() <= 1
+    # Spreads move toward the cells': the mosaic follows the target more closely.
+    plain = make_mosaic(target, folder, cell_px=8, tile_px=16, cache_dir=tmp_path / "c")
+    assert not plain.placements.has_gain
+    assert mosaic.metrics["mean_gain_change"] > 1.0
+    assert plain.metrics["mean_gain_change"] == 1.0
+
+
+@pytest.mark.parametrize("suffix", [".json", ".csv"])
+def test_gains_round_trip_and_render_again(tmp_path, suffix):
+    folder = smooth_folder(tmp_path / "tiles")
+    mosaic = make_mosaic(noisy_target(), folder, cell_px=8, tile_px=16, contrast=0.7, tint=0.3,
+                         metric="oklab", cache_dir=tmp_path / "c")
+    path = tmp_path / f"placements{suffix}"
+    mosaic.placements.write(path)
+    again = Placements.read(path)
+    assert np.allclose(again.gain, mosaic.placements.gain, atol=1e-4)
+    if suffix == ".csv":
+        again.options = MosaicOptions(metric="oklab")
+        image = render_placements(again, 16, tiles=str(folder), cache_dir=tmp_path / "c")
+    else:
+        assert again.options.contrast == 0.7
+        image = render_placements(again, cache_dir=tmp_path / "c")
+    assert np.abs(image.astype(int) - mosaic.image.astype(int)).max() <= 1
+
+
+def test_placements_without_gains_keep_the_old_columns(tmp_path):
+    folder = smooth_folder(tmp_path / "tiles", count=10)
+    mosaic = make_mosaic(noisy_target(), folder, cell_px=8, tile_px=16,
+                         cache_dir=tmp_path / "c")
+    mosaic.placements.write(tmp_path / "p.csv")
+    mosaic.placements.write(tmp_path / "p.json")
+    assert "gain" not in (tmp_path / "p.csv").read_text().splitlines()[0]
+    assert '"gain"' not in (tmp_path / "p.json").read_text()
+    assert np.all(Placements.read(tmp_path / "p.csv").gain == 1.0)
+
+
+@pytest.mark.parametrize("bad", ["0", "-1.5", "nan", "inf"])
+def test_bad_gains_in_a_placements_file_are_clear_errors(tmp_path, bad):
+    folder = smooth_folder(tmp_path / "tiles", count=10)
+    mosaic = make_mosaic(noisy_target(), folder, cell_px=8, tile_px=16, contrast=0.5,
+                         cache_dir=tmp_path / "c")
+    path = tmp_path / "p.csv"
+    mosaic.placements.write(path)
+    lines = path.read_text().splitlines()
+    fields = lines[1].split(",")
+    fields[-1] = bad
+    lines[1] = ",".join(fields)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(MosaicistError, match="p.csv.*gain"):
+        Placements.read(path)
+
+
+def test_contrast_settings_that_do_not_combine_are_clear_errors(tmp_path):
+    folder = smooth_folder(tmp_path / "tiles", count=10)
+    target = noisy_target()
+    with pytest.raises(MosaicistError, match="contrast"):
+        make_mosaic(target, folder, cell_px=8, tile_px=16, contrast=1.5)
+    with pytest.raises(MosaicistError, match="contrast"):
+        make_mosaic(target, folder, cell_px=8, tile_px=16, contrast=0.5, max_uses=2)
+    with pytest.raises(MosaicistError, match="approximate"):
+        make_mosaic(target, folder, cell_px=8, tile_px=16, contrast=0.5, search="approximate")
+    from PIL import Image
+
+    Image.fromarray(target).save(tmp_path / "t.png")
+    result = CliRunner().invoke(main, [
+        "make", str(tmp_path / "t.png"), "--tiles", str(folder), "--cell", "8",
+        "--contrast", "0.5", "--max-uses", "2", "-o", str(tmp_path / "m.png"), "-q"])
+    assert result.exit_code != 0 and "--contrast" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "m.png").exists()
