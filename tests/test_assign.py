@@ -294,11 +294,15 @@ class DenseSearch:
     def __init__(self, full):
         self.full = full
         self.tile_count = full.shape[1]
-        self.calls = {"nearest": 0, "below": 0}
+        self.calls = {"nearest": 0, "below": 0, "pairs": 0}
 
     def nearest(self, cells, k):
         self.calls["nearest"] += 1
         return top_k(self.full[cells], k)
+
+    def pairs(self, cells, tiles):
+        self.calls["pairs"] += 1
+        return self.full[cells, tiles]
 
     def below(self, cells, price, limit, k):
         self.calls["below"] += 1
@@ -451,3 +455,28 @@ def test_minimum_slots_split_is_the_dense_optimum(seed, minimum):
     tile = minimum_slots(full, minimum)
     assert (np.bincount(tile, minlength=tiles) >= minimum).all()
     assert int(full[np.arange(cells), tile].sum()) == dense_with_minimum(full, minimum, cells)
+
+
+@pytest.mark.parametrize("reach", [0, 1, 3])
+@pytest.mark.parametrize("direct", [0, 4, 1000])
+def test_pricing_proofs_across_rounds_keep_the_optimum(monkeypatch, reach, direct):
+    from mosaicist.match import _assign
+
+    # Cells settled by an earlier round's search, measured pair by pair where prices
+    # fell, or searched again: whichever way, the result is the dense optimum.
+    monkeypatch.setattr(_assign, "REACH", reach)
+    monkeypatch.setattr(_assign, "DIRECT_PAIRS", direct)
+    monkeypatch.setattr(_assign, "PRICING_COLUMNS", 2)
+    measured = 0
+    for seed in range(4):
+        rng = np.random.default_rng(100 + seed)
+        rows, cols, tiles = 7, 8, 60
+        full = full_distances(rng, rows * cols, tiles, clusters=2)
+        candidates, distances = top_k(full, 2)
+        search = DenseSearch(full)
+        result = assign_tiles(candidates, distances, rows, cols, max_uses=1 + seed % 2,
+                              search=search)
+        assert result.certified
+        assert result.objective == result.lower_bound == dense_optimum(full, 1 + seed % 2)
+        measured += search.calls["pairs"]
+    assert (measured > 0) == (direct > 0)

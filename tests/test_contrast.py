@@ -194,16 +194,99 @@ def test_contrast_settings_that_do_not_combine_are_clear_errors(tmp_path):
     target = noisy_target()
     with pytest.raises(MosaicistError, match="contrast"):
         make_mosaic(target, folder, cell_px=8, tile_px=16, contrast=1.5)
-    with pytest.raises(MosaicistError, match="contrast"):
-        make_mosaic(target, folder, cell_px=8, tile_px=16, contrast=0.5, max_uses=2)
     with pytest.raises(MosaicistError, match="approximate"):
         make_mosaic(target, folder, cell_px=8, tile_px=16, contrast=0.5, search="approximate")
+    with pytest.raises(MosaicistError, match="tint_max 0.2 is below tint 0.5"):
+        make_mosaic(target, folder, cell_px=8, tile_px=16, tint=0.5, tint_max=0.2)
     from PIL import Image
 
     Image.fromarray(target).save(tmp_path / "t.png")
     result = CliRunner().invoke(main, [
         "make", str(tmp_path / "t.png"), "--tiles", str(folder), "--cell", "8",
-        "--contrast", "0.5", "--max-uses", "2", "-o", str(tmp_path / "m.png"), "-q"])
+        "--contrast", "0.5", "--search", "approximate", "-o", str(tmp_path / "m.png"), "-q"])
     assert result.exit_code != 0 and "--contrast" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert not (tmp_path / "m.png").exists()
+    result = CliRunner().invoke(main, [
+        "make", str(tmp_path / "t.png"), "--tiles", str(folder), "--cell", "8",
+        "--tint", "0.6", "--tint-max", "0.3", "-o", str(tmp_path / "m.png"), "-q"])
+    assert result.exit_code != 0 and "--tint-max 0.3 is below --tint 0.6" in result.output
+
+
+@pytest.mark.parametrize("tint", [0.0, 0.5])
+def test_contrast_with_repetition_limits_applies_gains_to_the_assignment(tmp_path, tint):
+    target = noisy_target()[:40, :48]
+    folder = smooth_folder(tmp_path / "tiles", count=40)
+    capped = make_mosaic(target, folder, cell_px=8, tile_px=16, max_uses=1, tint=tint,
+                         cache_dir=tmp_path / "c")
+    both = make_mosaic(target, folder, cell_px=8, tile_px=16, max_uses=1, tint=tint,
+                       contrast=0.8, cache_dir=tmp_path / "c")
+    # The same certified assignment; the gains are those of each assigned pair.
+    assert both.assignment.certified
+    assert np.array_equal(both.placements.tile, capped.placements.tile)
+    tiles = np.asarray(both.library.tiles)
+    rows, cols = both.grid.rows, both.grid.cols
+    cells = both.grid.cells.reshape(rows * cols, 8, 8, 3)
+    for index in range(0, rows * cols, 3):
+        block = cells[index].repeat(2, 0).repeat(2, 1)
+        distance, gain = brute_transfer(block, tiles[both.placements.tile[index]], 0.8, tint)
+        assert both.placements.distance[index] == pytest.approx(distance, rel=1e-9, abs=1e-6)
+        assert np.allclose(both.placements.gain[index], gain)
+
+
+@pytest.mark.parametrize(("metric", "tint", "tint_max"), [("seed", 0.0, 1.0), ("lab", 0.3, 0.8)])
+def test_adaptive_tint_raises_the_tint_where_the_mean_is_still_off(tmp_path, metric, tint,
+                                                                   tint_max):
+    # A dark, flat sky with a busy strip: no smooth tile is that dark.
+    target = noisy_target()
+    target[:24] = np.clip(np.random.default_rng(1).normal(12, 2, target[:24].shape), 0,
+                          255).astype(np.uint8)
+    folder = smooth_folder(tmp_path / "tiles")
+    plain = make_mosaic(target, folder, cell_px=8, tile_px=16, tint=tint, metric=metric,
+                        cache_dir=tmp_path / "c")
+    adapted = make_mosaic(target, folder, cell_px=8, tile_px=16, tint=tint, tint_max=tint_max,
+                          metric=metric, cache_dir=tmp_path / "c")
+    assert np.array_equal(adapted.placements.tile, plain.placements.tile)
+    # Reference: the least strength that brings the mean error to the cell's spread.
+    rows, cols = adapted.grid.rows, adapted.grid.cols
+    cells = encode(adapted.grid.cells.reshape(rows * cols, 8, 8, 3), metric).astype(float)
+    tiles = encode(np.asarray(adapted.library.tiles)[adapted.placements.tile], metric)
+    cell_mean = cells.mean(axis=(1, 2))
+    tile_mean = tiles.astype(float).mean(axis=(1, 2))
+    spread = np.sqrt(((cells - cell_mean[:, None, None]) ** 2).sum(axis=3).mean(axis=(1, 2)))
+    error = np.linalg.norm(cell_mean - tile_mean, axis=1)
+    wanted = 1 - np.maximum(spread, _contrast.TOLERANCE_FLOOR) / np.maximum(error, 1e-12)
+    expected = np.clip(np.ceil(wanted * 100 - 1e-9) / 100, tint, tint_max)
+    unit = 1.0 if metric == "seed" else None
+    shifts = adapted.placements.tint
+    if unit is not None:
+        assert np.allclose(shifts, expected[:, None] * (cell_mean - tile_mean), atol=1e-3)
+    raised = expected > tint + 1e-9
+    assert raised[: 3 * cols].all()  # the dark sky
+    # Where not capped by tint_max, the mean error is within the cell's spread.
+    within = raised & (expected < tint_max)
+    residual = (1 - expected) * error
+    assert (residual[within] <= np.maximum(spread, 4.0)[within] + 1e-6).all()
+    # Only the mean term changes, and it only falls: no distance rises.
+    assert (adapted.placements.distance <= plain.placements.distance + 1e-6).all()
+    assert adapted.metrics["mean_tint_shift"] > plain.metrics["mean_tint_shift"]
+    assert adapted.metrics["ciede2000_mean_view"] < plain.metrics["ciede2000_mean_view"]
+
+
+def test_adaptive_tint_distances_match_brute_force(tmp_path):
+    target = noisy_target()[:32, :40]
+    folder = smooth_folder(tmp_path / "tiles", count=30)
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, tint=0.2, tint_max=0.9,
+                         contrast=0.5, max_uses=1, cache_dir=tmp_path / "c")
+    tiles = np.asarray(mosaic.library.tiles)
+    cells = mosaic.grid.cells.reshape(-1, 8, 8, 3)
+    placements = mosaic.placements
+    for index in range(len(cells)):
+        block = cells[index].repeat(2, 0).repeat(2, 1).astype(float)
+        tile = tiles[placements.tile[index]].astype(float)
+        # The strength from the stored shift: shift = a (mean(c) - mean(t)).
+        difference = block.mean(axis=(0, 1)) - tile.mean(axis=(0, 1))
+        strength = (placements.tint[index] @ difference) / max(difference @ difference, 1e-12)
+        distance, gain = brute_transfer(block, tile, 0.5, round(float(strength), 2))
+        assert placements.distance[index] == pytest.approx(distance, rel=1e-6, abs=1e-3)
+        assert np.allclose(placements.gain[index], gain)

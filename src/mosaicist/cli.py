@@ -149,8 +149,8 @@ def _given(values: dict[str, Any]) -> dict[str, Any]:
 _OUTPUT_SETTINGS = ("jpeg_quality", "dzi_tile_size", "dzi_overlap", "dzi_format")
 #: Settings of ``make``: every one with a flag, the preset, grid and matching first.
 _MAKE_SETTINGS = ("preset", "cell_px", "tile_px", "match_px", "limit", "metric", "augment",
-                  "tint", "contrast", "overlay", "max_uses", "min_uses", "min_spacing", "assign",
-                  "search", "device", *_OUTPUT_SETTINGS)
+                  "tint", "tint_max", "contrast", "overlay", "max_uses", "min_uses",
+                  "min_spacing", "assign", "search", "device", *_OUTPUT_SETTINGS)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

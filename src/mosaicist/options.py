@@ -49,9 +49,10 @@ from .colour import METRICS
 from .errors import MosaicistError, OptionError, check_range
 from .transforms import AUGMENT_SETS
 
-#: Version of the serialised settings (:meth:`MosaicOptions.to_json`); 2 added ``preset``.
+#: Version of the serialised settings (:meth:`MosaicOptions.to_json`); 2 added ``preset``,
+#: 3 ``min_uses``, ``contrast`` and ``tint_max``.
 #: A new setting must default to what mosaicist did before it existed.
-SETTINGS_VERSION = 2
+SETTINGS_VERSION = 3
 
 #: Accepted range of ``cell_px`` (target pixels per cell side).
 CELL_PX_RANGE = (1, 1024)
@@ -297,6 +298,11 @@ class MosaicOptions:
     tint: float = setting(
         0.0, "Move each tile's mean colour toward its cell's by this fraction "
         "(tiles are ranked after the shift).", low=0, high=1, metavar="A", section="match")
+    tint_max: float | None = setting(
+        None, "Raise a tile's tint above the tint, up to this, where its mean colour would "
+        "still be further from its cell's than the cell's own texture spread (flat cells the "
+        "library covers poorly: dark skies, deep colours).", low=0, high=1, metavar="A",
+        section="match")
     contrast: float = setting(
         0.0, "Move each tile's contrast toward its cell's by this fraction: each channel's "
         "spread around the tile's mean is scaled by (cell spread / tile spread) to this power, "
@@ -362,6 +368,9 @@ class MosaicOptions:
         if self.max_uses is not None and self.min_uses > self.max_uses:
             raise OptionError("{min_uses} {low} is above {max_uses} {high}",
                               low=self.min_uses, high=self.max_uses)
+        if self.tint_max is not None and self.tint_max < self.tint:
+            raise OptionError("{tint_max} {high} is below {tint} {low}",
+                              low=self.tint, high=self.tint_max)
         if self.dzi_overlap > self.dzi_tile_size // 2:
             raise OptionError(
                 "{dzi_overlap} must be 0 to {most} pixels (half of {dzi_tile_size}), got {value}",

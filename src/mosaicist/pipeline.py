@@ -33,6 +33,7 @@ from .grid import Grid, make_grid
 from .imaging import read_target, to_rgb
 from .library import TileLibrary
 from .match import Assignment, MatchRequest, MatchResult, matcher_for
+from .match._contrast import finish
 from .options import MosaicOptions
 from .paths import atomic_path
 from .placements import Placements
@@ -218,7 +219,7 @@ def make_mosaic(
     index_done = time.perf_counter()
 
     request = MatchRequest(grid, library, options, show_progress)
-    result = matcher.match(request)
+    result = finish(request, matcher.match(request))
     match_done = time.perf_counter()
 
     placements = _placements(request, result, name)
@@ -277,12 +278,13 @@ def _placements(request: MatchRequest, result: MatchResult, target: str | None) 
     tile = result.tile // variants
     transform = np.asarray(request.transforms, np.int8)[result.tile % variants]
     shifts = None
-    if options.tint:
+    if options.tint or result.tint is not None:
         # Each tile's mean moves toward its cell's by the tint fraction, in the metric's units.
         pixels = request.geometry.match_px ** 2
         cell_means = request.cell_vectors.reshape(len(grid), -1, 3).mean(axis=1, dtype=np.float64)
         tile_means = request.features.channel_sums[result.tile] / pixels
-        shifts = options.tint * (cell_means - tile_means) * encoded_unit(options.metric)
+        strength = options.tint if result.tint is None else result.tint[:, None]
+        shifts = strength * (cell_means - tile_means) * encoded_unit(options.metric)
     return Placements(
         grid.rows, grid.cols, tile, result.distance,
         [library.source_ids[index] for index in tile.tolist()], transform, shifts,
@@ -311,11 +313,10 @@ def _metrics(
     metrics = fidelity_from_bands(renderer.bands(), crop, renderer.tile_px, grid.cell_px)
     metrics.update(repetition_metrics(placements.tile_grid()))
     metrics["tint"] = options.tint
+    metrics["tint_max"] = options.tint_max
     metrics["contrast"] = options.contrast
     # How far the gains moved the tiles' spreads, as a geometric mean factor.
     metrics["mean_gain_change"] = float(np.exp(np.abs(np.log(placements.gain)).mean()))
     metrics["overlay"] = options.overlay
-    metrics["mean_tint_shift"] = (
-        float(np.linalg.norm(placements.tint, axis=1).mean()) if options.tint else 0.0
-    )
+    metrics["mean_tint_shift"] = float(np.linalg.norm(placements.tint, axis=1).mean())
     return metrics

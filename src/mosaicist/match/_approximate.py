@@ -519,9 +519,9 @@ class ApproximateMatcher(Matcher):
     search = "approximate"
 
     def unsupported(self, options: MosaicOptions) -> OptionError | None:
-        if options.tint or options.contrast:
-            return OptionError("{search} 'approximate' does not combine with {tint} or "
-                               "{contrast}")
+        if options.tint or options.contrast or options.tint_max:
+            return OptionError("{search} 'approximate' does not combine with {tint}, "
+                               "{tint_max} or {contrast}")
         return None
 
     def match(self, request: MatchRequest) -> MatchResult:

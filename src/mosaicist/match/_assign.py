@@ -108,6 +108,10 @@ MAX_SPACING_ROUNDS = 60
 MAX_PRICING_ROUNDS = 40
 #: Tiles below its limit a pricing search returns for each cell.
 PRICING_COLUMNS = 8
+#: How far past its cost a pricing search looks, in units of the cell's price premium.
+REACH = 1
+#: Most tiles whose prices fell that are measured pair by pair instead of a search.
+DIRECT_PAIRS = 64
 
 CandidateSource = Callable[[int], tuple[np.ndarray, np.ndarray]]
 
@@ -148,6 +152,9 @@ class CandidateSearch(Protocol):
         ``price`` is ``(tile_count,)``, non-negative; the distances returned
         do not include it.
         """
+
+    def pairs(self, cells: np.ndarray, tiles: np.ndarray) -> np.ndarray:
+        """The distance of each pair ``(cells[p], tiles[p])``, ``(P,)`` int64."""
 
 
 @dataclass
@@ -359,6 +366,113 @@ def _with_edges(
     first.sort()
     row, tile, dist = row[first], tile[first], dist[first]
     return _Edges(row, tile, dist, np.bincount(row, minlength=len(tail)), tail)
+
+
+class _PriceChecks:
+    """What each cell's earlier looks at the library prove, and the looks still needed.
+
+    For every cell ``i`` a level ``L_i`` and the prices ``q`` of the round it
+    was set in, such that every unlisted tile ``j`` has ``c_ij + q_j >= L_i``
+    (at first the list's tail with ``q = 0``: unlisted tiles are no nearer
+    than the last listed one). With today's prices ``p`` and cost ``u_i``,
+    ``c_ij + p_j >= L_i - (q_j - p_j)``, so only tiles whose price fell by
+    more than ``L_i - u_i`` can be cheaper than ``u_i``: none, and the cell is
+    settled without a look; a few (up to :data:`DIRECT_PAIRS`), and those
+    pairs are measured exactly (``search.pairs``); more, and the cell gets an
+    exact search of the whole library (``search.below``). Either way the
+    cell's new level is ``u_i`` at today's prices, or, when a search returned
+    as many tiles as it may, the dearest of them.
+    """
+
+    def __init__(self, tail: np.ndarray, tile_count: int) -> None:
+        self.level = tail.astype(np.int64).copy()
+        self.round = np.zeros(len(tail), np.int64)
+        #: Prices of each round still some cell's reference (round 0: none).
+        self.prices: dict[int, np.ndarray] = {0: np.zeros(tile_count, np.int64)}
+        self.rounds = 0
+
+    def check(
+        self, search: CandidateSearch, price: np.ndarray, cost: np.ndarray, reach: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Pairs ``(rows, tiles, distances)`` worth listing, and which of them beat ``cost``.
+
+        Every unlisted tile that beats a cell's cost at ``price`` among those
+        the proofs leave open is returned with ``True`` in the last array
+        (a search returns at most :data:`PRICING_COLUMNS` per cell). A search
+        looks up to ``reach`` (at least ``cost``): the tiles between cost
+        and reach are returned too, to be listed, and the proof then holds
+        up to ``reach``, so that a later round in which the cell's cost has
+        risen (prices rise as the assignment settles) needs no new search.
+        """
+        self.rounds += 1
+        count = len(cost)
+        direct_cells: list[np.ndarray] = []
+        direct_tiles: list[np.ndarray] = []
+        searched: list[np.ndarray] = []
+        for reference in np.unique(self.round):
+            members = np.flatnonzero(self.round == reference)
+            earlier = self.prices[int(reference)]
+            # Only tiles priced then can have become cheaper since.
+            support = np.flatnonzero(earlier)
+            drop = earlier[support] - price[support]
+            falling = drop > 0
+            support, drop = support[falling], drop[falling]
+            order = np.argsort(-drop, kind="stable")
+            support, drop = support[order], drop[order]
+            slack = self.level[members] - cost[members]
+            # Tiles whose fall exceeds the slack: a prefix of the sorted falls.
+            open_count = np.searchsorted(-drop, -slack, side="left")
+            open_count[slack < 0] = -1  # below its own level: the proof says nothing
+            direct = (open_count > 0) & (open_count <= DIRECT_PAIRS)
+            if direct.any():
+                counts = open_count[direct]
+                direct_cells.append(np.repeat(members[direct], counts))
+                offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+                direct_tiles.append(support[offsets])
+            searched.append(members[(open_count < 0) | (open_count > DIRECT_PAIRS)])
+        rows = [np.zeros(0, np.int64)]
+        tiles = [np.zeros(0, np.int64)]
+        distances = [np.zeros(0, np.int64)]
+        new_level = self.level.copy()
+        settled = np.zeros(count, bool)
+        if direct_cells:
+            cells = np.concatenate(direct_cells)
+            candidates = np.concatenate(direct_tiles)
+            measured = search.pairs(cells, candidates)
+            below = measured + price[candidates] < cost[cells]
+            rows.append(cells[below])
+            tiles.append(candidates[below])
+            distances.append(measured[below])
+            settled[cells] = True
+        targets = np.concatenate(searched) if searched else np.zeros(0, np.int64)
+        targets.sort()
+        if len(targets):
+            found, found_distances = search.below(targets, price, reach[targets],
+                                                  PRICING_COLUMNS)
+            present = found >= 0
+            rows.append(np.broadcast_to(targets[:, None], found.shape)[present])
+            tiles.append(found[present])
+            distances.append(found_distances[present])
+            new_level[targets] = reach[targets]
+            # A search that returned all it may proves only up to its dearest tile.
+            full = present.all(axis=1) & (found.shape[1] > 0)
+            if full.any():
+                new_level[targets[full]] = (found_distances[full]
+                                            + price[found[full]]).max(axis=1)
+        # Cells measured pair by pair are proven up to their cost; the others keep
+        # their level and reference round.
+        new_level[settled] = cost[settled]
+        looked = settled.copy()
+        looked[targets] = True
+        self.level = new_level
+        self.round[looked] = self.rounds
+        self.prices[self.rounds] = price.copy()
+        for reference in list(self.prices):
+            if reference and not (self.round == reference).any():
+                del self.prices[reference]
+        row, tile = np.concatenate(rows), np.concatenate(tiles)
+        distance = np.concatenate(distances)
+        return row, tile, distance, distance + price[tile] < cost[row]
 
 
 def tile_prices(
@@ -975,7 +1089,10 @@ class _Solver:
         most its list's tail needs no look (every unlisted tile costs at least
         the tail, and prices are never negative); the others are searched in
         the whole library for tiles of cost plus price below ``u_i``
-        (``search.below``), which join their lists. When no cell finds one,
+        (``search.below``), which join their lists; a cell already searched
+        in an earlier round is settled by what that search proved, and only
+        the tiles whose prices fell since then are measured
+        (:class:`_PriceChecks`). When no cell finds one,
         the placement and the prices satisfy complementary slackness over all
         cell-tile pairs: it is optimal, and ``sum u - cap sum p`` equals its
         cost (the lower bound, gap 0). Spacing is then enforced on the result
@@ -988,6 +1105,7 @@ class _Solver:
         # A cell whose listed tiles are all taken goes outside, at a cost that makes
         # the search look for its tiles up to twice its list's tail (raised when none).
         outside = 2 * self.edges.tail + 1
+        checks = _PriceChecks(self.edges.tail, self.search.tile_count)
         choice = None
         for _ in range(MAX_PRICING_ROUNDS):
             step = self._step(self.edges, self.allowed(), outside)
@@ -1001,27 +1119,28 @@ class _Solver:
             out = step < 0
             cost = outside.copy()
             cost[~out] = edges.dist[step[~out]] + price[edges.tile[step[~out]]]
-            suspects = np.flatnonzero(cost > edges.tail)
-            found = np.zeros((0, 0), np.int64)
-            distances = found
-            if len(suspects):
-                found, distances = self.search.below(suspects, price, cost[suspects],
-                                                     PRICING_COLUMNS)
-            hit = (found >= 0).any(axis=1)
+            # Search past the cost by the premium the cell pays over its nearest tile.
+            first = np.minimum(np.concatenate(([0], np.cumsum(edges.length)[:-1])),
+                               len(edges.dist) - 1)
+            premium = np.where(edges.length > 0, np.maximum(cost - edges.dist[first], 0), 0)
+            # Saturating, as outside costs can be near the integer limit.
+            reach = cost.copy()
+            if REACH:
+                reach += REACH * np.minimum(premium, (_inf(np.dtype(np.int64)) - cost) // REACH)
+            rows, found, distances, beats = checks.check(self.search, price, cost, reach)
+            hit = np.zeros(self.count, bool)
+            hit[rows[beats]] = True
             if not out.any() and not hit.any():
                 choice = step
                 self.certified = True
                 lower = int(cost.sum(dtype=np.int64)) - self.cap * int(prices.sum())
                 break
             # Outside with nothing cheaper there: the cell's tiles are farther still.
-            lost = np.zeros(self.count, bool)
-            lost[suspects[~hit]] = True
-            outside[lost & out] *= 2
+            outside[~hit & out] *= 2
             self.pricing_rounds += 1
             self.bar.set_postfix(k=self.k, priced=self.pricing_rounds)
-            if hit.any():
-                self._set_edges(_with_edges(edges, np.repeat(suspects, found.shape[1]),
-                                            found.ravel(), distances.ravel(), edges.tail))
+            if len(rows):
+                self._set_edges(_with_edges(edges, rows, found, distances, edges.tail))
         if choice is None:
             # No proof in the rounds allowed: the best placement the lists hold.
             choice = self._restricted()

@@ -24,9 +24,8 @@ from dataclasses import replace
 import numpy as np
 
 from ..errors import MosaicistError, OptionError
-from ..options import MosaicOptions
 from ._assign import Assignment, ShortLists, assign_tiles, check_feasible
-from ._exact import dense_distances, match_exact, search_scale
+from ._exact import dense_distances, match_exact, pair_distances, search_scale
 from ._registry import Matcher, MatchRequest, MatchResult
 
 #: Candidates per cell of the first lists (grown where the assignment needs more).
@@ -42,12 +41,6 @@ class CappedMatcher(Matcher):
 
     name = "assignment"
     repetition_limits = True
-
-    def unsupported(self, options: MosaicOptions) -> OptionError | None:
-        if options.contrast:
-            return OptionError("{contrast} does not combine with repetition limits yet "
-                               "({max_uses}, {min_uses}, {min_spacing})")
-        return None
 
     def match(self, request: MatchRequest) -> MatchResult:
         options = request.options
@@ -194,6 +187,20 @@ class LibrarySearch:
         found = tiles >= 0
         distances[found] -= price[tiles[found]]
         return tiles, distances
+
+    def pairs(self, cells: np.ndarray, tiles: np.ndarray) -> np.ndarray:
+        """Each pair's distance (its tile's best transform; see :class:`CandidateSearch`)."""
+        request = self.request
+        variants = request.variants
+        candidates = (tiles[:, None] * variants + np.arange(variants)).ravel()
+        distances = pair_distances(
+            request.cell_vectors, request.candidates, request.geometry, request.features,
+            np.repeat(cells, variants), candidates, request.options.tint,
+        ).reshape(len(cells), variants)
+        # Ties go to the first transform, as in the searches.
+        best = distances.argmin(axis=1)
+        self._pairs.append((np.asarray(cells, np.int64), tiles * variants + best))
+        return distances[np.arange(len(cells)), best]
 
     def _search(
         self, cells: np.ndarray, k: int, price: np.ndarray | None = None,

@@ -15,19 +15,41 @@ distance of a pair is exact up to float64 rounding. A gain only lowers the
 distance for well-matched spreads and is not a bound-friendly quantity, so
 the exact search first finds each cell's best :data:`CANDIDATES` tiles after
 the tint alone, and those are re-ranked after the contrast transfer.
+
+After a match (:func:`finish`), two corrections apply to the picks as they
+are, without re-ranking:
+
+* **Adaptive tint** (``tint_max``): a cell whose tile's mean colour would
+  still be off by more than the cell's own texture leaves a visible blot from
+  afar. Its tint rises to ``a_i = 1 - s_i / |mean(c) - mean(t)|`` (the least
+  that brings the mean error down to ``s_i``), kept between ``tint`` and
+  ``tint_max``, where ``s_i`` is the cell's spread (root-mean-square
+  distance of its pixels from its mean, at least :data:`TOLERANCE_FLOOR`
+  encoded levels). The mean term of the distance, ``n (1 - a)^2 |mean(c) -
+  mean(t)|^2``, only falls as ``a`` rises, so no pick gets worse.
+* **Contrast after an assignment**: repetition limits are solved on the
+  tinted distances (their certificate is for that objective); the chosen
+  tiles then get their gains.
+
+The picks' distances are then those after every correction (float64).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
 from ..grid import Geometry
 from ._features import TileFeatures
+from ._registry import MatchRequest, MatchResult
 
 #: Smallest and largest gain of a tile's spread.
 GAIN_LIMITS = (0.25, 4.0)
 #: Candidates per cell (after the tint alone) re-ranked after the contrast transfer.
 CANDIDATES = 16
+#: Least mean-colour error (encoded levels, per pixel) the adaptive tint leaves.
+TOLERANCE_FLOOR = 4.0
 #: Bytes of float64 tile pixels gathered at a time.
 _CHUNK_BYTES = 64 << 20
 
@@ -39,7 +61,7 @@ def transfer(
     features: TileFeatures,
     candidates: np.ndarray,
     strength: float,
-    tint: float,
+    tint: float | np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Distances and gains of cell-candidate pairs after the contrast transfer and tint.
 
@@ -57,8 +79,9 @@ def transfer(
         ``(N, k)`` candidate indices; ``-1`` for none.
     strength : float
         ``B``: the fraction (as an exponent) of the spread ratio applied.
-    tint : float
-        ``A``, the tint's strength, exactly as the match rounds it (hundredths).
+    tint : float or numpy.ndarray
+        ``A``, the tint's strength (or ``(N,)``, one per cell), exactly as the
+        match rounds it (hundredths).
 
     Returns
     -------
@@ -69,7 +92,7 @@ def transfer(
     count, width = candidates.shape
     pixels = geometry.match_px * geometry.match_px
     weight = geometry.weight
-    shift = 1.0 - round(tint * 100) / 100
+    shift = 1.0 - np.broadcast_to(np.round(np.asarray(tint, np.float64) * 100) / 100, (count,))
     flat = cell_vectors.reshape(count, -1, 3).astype(np.float64)
     cell_sums = flat.sum(axis=1) * weight
     cell_squares = (flat * flat).sum(axis=1) * weight
@@ -98,7 +121,7 @@ def transfer(
         ratio[tile_spread <= 0] = 1.0
         g = np.clip(ratio**strength, *GAIN_LIMITS)
         per_channel = (g * g * tile_spread - 2 * g * cross + cell_spread[cells]
-                       + pixels * (shift * (tile_mean - cell_mean[cells]))**2)
+                       + pixels * (shift[cells, None] * (tile_mean - cell_mean[cells]))**2)
         distance[where] = np.maximum(per_channel.sum(axis=1), 0.0)
         gain[where] = g
     return distance.reshape(count, width), gain.reshape(count, width, 3)
@@ -107,3 +130,47 @@ def transfer(
 def rerank(distance: np.ndarray) -> np.ndarray:
     """Each row's least distance's column (ties: the first, the best before the transfer)."""
     return distance.argmin(axis=1)
+
+
+def adaptive_tint(
+    cell_vectors: np.ndarray, geometry: Geometry, features: TileFeatures, picks: np.ndarray,
+    tint: float, tint_max: float,
+) -> np.ndarray:
+    """Each pick's tint strength under ``tint_max`` (see the module's description).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N,)`` float64 strengths in hundredths, between ``tint`` and ``tint_max``.
+    """
+    count = len(cell_vectors)
+    pixels = geometry.match_px * geometry.match_px
+    flat = cell_vectors.reshape(count, -1, 3).astype(np.float64)
+    cell_mean = flat.mean(axis=1)
+    spread = np.sqrt(((flat - cell_mean[:, None, :]) ** 2).sum(axis=2).mean(axis=1))
+    tolerance = np.maximum(spread, TOLERANCE_FLOOR)
+    error = np.linalg.norm(cell_mean - features.channel_sums[picks] / pixels, axis=1)
+    wanted = 1.0 - np.divide(tolerance, error, out=np.ones(count), where=error > 0)
+    # Hundredths, as the match rounds the tint; up, so the error stays within tolerance.
+    low = round(tint * 100) / 100
+    high = max(low, np.floor(tint_max * 100 + 1e-9) / 100)
+    return np.clip(np.ceil(wanted * 100 - 1e-9) / 100, low, high)
+
+
+def finish(request: MatchRequest, result: MatchResult) -> MatchResult:
+    """The picks after the corrections no matcher ranked by (see the module's description)."""
+    options = request.options
+    gains = options.contrast and result.gain is None
+    if options.tint_max is None and not gains:
+        return result
+    tint: float | np.ndarray = options.tint
+    if options.tint_max is not None:
+        tint = adaptive_tint(request.cell_vectors, request.geometry, request.features,
+                             result.tile, options.tint, options.tint_max)
+    # Gains already chosen by a re-ranking come out the same: they depend on the pair only.
+    distance, gain = transfer(request.cell_vectors, request.candidates, request.geometry,
+                              request.features, result.tile[:, None], options.contrast, tint)
+    return replace(
+        result, distance=distance[:, 0], gain=gain[:, 0] if options.contrast else None,
+        tint=tint if isinstance(tint, np.ndarray) else None,
+    )

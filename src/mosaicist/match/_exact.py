@@ -699,6 +699,59 @@ def dense_distances(
     return out
 
 
+def pair_distances(
+    cell_vectors: np.ndarray,
+    tiles: np.ndarray,
+    geometry: Geometry,
+    features: TileFeatures,
+    cells: np.ndarray,
+    candidates: np.ndarray,
+    tint: float = 0.0,
+) -> np.ndarray:
+    """Distances of the pairs ``(cells[p], candidates[p])``, exactly, in search units.
+
+    The same arithmetic as :func:`dense_distances` for a list of pairs (the
+    few that a bound could not settle), gathered in bounded chunks.
+
+    Parameters
+    ----------
+    cell_vectors, tiles, geometry, features, tint
+        As for :func:`match_exact`.
+    cells, candidates : numpy.ndarray
+        ``(P,)`` indices into ``cell_vectors`` and ``tiles``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(P,)`` int64 distances.
+    """
+    hundredths = _tint_hundredths(tint, geometry)
+    weight = geometry.weight
+    pooled = features.pooled if features.pooled is not None else tiles.reshape(len(tiles), -1)
+    flat = cell_vectors.reshape(len(cell_vectors), -1)
+    scale = search_scale(geometry, tint)
+    factor = 2 * hundredths * _TINT_STEPS - hundredths * hundredths
+    cells = np.asarray(cells, np.int64)
+    candidates = np.asarray(candidates, np.int64)
+    out = np.empty(len(cells), np.int64)
+    step = max(1, EXACT_BUDGET // max(1, pooled.shape[1]))
+    for start in range(0, len(cells), step):
+        part = slice(start, start + step)
+        cell, candidate = cells[part], candidates[part]
+        mine = flat[cell].astype(np.int64)
+        # Integer partial sums far below 2^53: the float64 products are exact.
+        dots = np.rint(np.einsum("ij,ij->i", mine.astype(np.float64),
+                                 np.asarray(pooled[candidate], np.float64))).astype(np.int64)
+        norm2 = np.einsum("ij,ij->i", mine, mine)
+        block = weight * norm2 - 2 * dots + features.norm2[candidate]
+        if hundredths:
+            difference = (mine.reshape(len(cell), -1, 3).sum(axis=1) * weight
+                          - features.channel_sums[candidate])
+            block = block * scale - factor * np.einsum("ic,ic->i", difference, difference)
+        out[part] = block
+    return out
+
+
 def search_scale(geometry: Geometry, tint: float) -> int:
     """Search units per objective unit: ``n * 100^2`` when tinting (``n`` tile pixels), else 1."""
     if _tint_hundredths(tint, geometry):

@@ -439,10 +439,10 @@ class GpuMatcher(Matcher):
 
     def unsupported(self, options: MosaicOptions) -> OptionError | None:
         if options.metric != "seed" or options.augment != "none" or options.tint or \
-                options.contrast:
+                options.contrast or options.tint_max:
             return OptionError(
                 "{device} 'cuda' runs the plain exact search only ({metric} 'seed', "
-                "{augment} 'none', no {tint}, {contrast} or repetition limits)"
+                "{augment} 'none', no {tint}, {tint_max}, {contrast} or repetition limits)"
             )
         return None
 

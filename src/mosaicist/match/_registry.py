@@ -60,6 +60,9 @@ class MatchResult:
     gain : numpy.ndarray or None
         ``(N, 3)`` gain of each pick's spread per channel, when contrast
         was transferred (see :mod:`mosaicist.match._contrast`).
+    tint : numpy.ndarray or None
+        ``(N,)`` tint strength of each pick, when it differs from cell to
+        cell (``tint_max``); otherwise every pick has ``options.tint``.
     """
 
     tile: np.ndarray
@@ -70,6 +73,7 @@ class MatchResult:
     candidate_distances: np.ndarray | None = None
     assignment: Assignment | None = None
     gain: np.ndarray | None = None
+    tint: np.ndarray | None = None
 
 
 class MatchRequest:
