@@ -205,3 +205,30 @@ def test_use_all_puts_every_photo_somewhere(tmp_path, target, monkeypatch):
     monkeypatch.setattr(_capped, "MINIMUM_PAIRS", 100)
     with pytest.raises(MosaicistError, match="min_uses needs every cell-tile distance"):
         make_mosaic(target, folder, cell_px=8, tile_px=16, min_uses=1, cache_dir=tmp_path / "c")
+
+
+def test_a_presets_limits_bend_to_a_small_library_and_given_ones_do_not(tmp_path, target):
+    from mosaicist.match import fit_limits
+    from mosaicist.metrics import repetition_metrics
+
+    folder = smooth_folder(tmp_path / "tiles", count=12)
+    # 35 cells, 12 tiles: "varied" wants 2 uses 5 cells apart; 3 uses fit, and then
+    # spacing as far as a 5 x 7 grid allows three copies of a tile.
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, preset="varied",
+                         cache_dir=tmp_path / "c")
+    fitted = mosaic.options
+    assert (mosaic.grid.rows, mosaic.grid.cols) == (5, 7)
+    assert fitted.max_uses == 3 and 1 < fitted.min_spacing < 5
+    counts = repetition_metrics(mosaic.placements.tile_grid())
+    assert counts["max_uses"] <= 3 and counts["closest_repeat"] >= fitted.min_spacing
+    assert mosaic.report()["settings"]["max_uses"] == 3
+    # Given limits are kept: too tight for the library is an error before any work.
+    with pytest.raises(MosaicistError, match="max_uses 2"):
+        make_mosaic(target, folder, cell_px=8, tile_px=16, preset="varied", max_uses=2,
+                    cache_dir=tmp_path / "c")
+    # Enough tiles: nothing changes.
+    options = MosaicOptions(preset="varied")
+    assert fit_limits(options, 35, 40, 5, 7) is options
+    loose = fit_limits(MosaicOptions(preset="varied", min_spacing=3), 35, 12, 5, 7)
+    assert (loose.max_uses, loose.min_spacing) == (3, 3)
+    assert fit_limits(MosaicOptions(), 35, 1, 5, 7) == MosaicOptions()

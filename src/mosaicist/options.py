@@ -377,6 +377,10 @@ class MosaicOptions:
                 most=self.dzi_tile_size // 2, value=self.dzi_overlap,
             )
 
+    def given(self, name: str) -> bool:
+        """Whether setting ``name`` was given (not taken from the preset or its default)."""
+        return name in self._given
+
     @property
     def repetition_limited(self) -> bool:
         """Whether ``max_uses``, ``min_uses`` or ``min_spacing`` limits how tiles repeat."""
@@ -401,6 +405,21 @@ class MosaicOptions:
             raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
         values = {name: getattr(self, name) for name in self._given}
         return MosaicOptions(**(values | changes))
+
+    def fitted(self, **changes: Any) -> MosaicOptions:
+        """Return a copy with ``changes`` to settings that were not given, which stay so.
+
+        For a preset's wishes fitted to the job (a library too small for its
+        use limit): the values change, and they still count as the
+        preset's, so that a later :meth:`replace` resolves them afresh.
+        """
+        given = self._given & set(changes)
+        if given:
+            raise ValueError(f"given settings cannot be fitted: {', '.join(sorted(given))}")
+        values = {name: getattr(self, name) for name in _fields()}
+        copy = MosaicOptions(**(values | changes))
+        object.__setattr__(copy, "_given", self._given)
+        return copy
 
     def to_json(self) -> dict[str, Any]:
         """Return the settings as a JSON-ready dictionary, with their ``version``."""

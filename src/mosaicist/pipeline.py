@@ -33,6 +33,7 @@ from .grid import Grid, make_grid
 from .imaging import read_target, to_rgb
 from .library import TileLibrary
 from .match import Assignment, MatchRequest, MatchResult, matcher_for
+from .match._capped import fit_limits, loosen_spacing
 from .match._contrast import finish
 from .options import MosaicOptions
 from .paths import atomic_path
@@ -218,8 +219,19 @@ def make_mosaic(
     library = _open_library(tiles, options, cache_dir, show_progress, quiet)
     index_done = time.perf_counter()
 
-    request = MatchRequest(grid, library, options, show_progress)
-    result = finish(request, matcher.match(request))
+    # A preset's repetition limits bend to a small library; given ones do not.
+    options = fit_limits(options, len(grid), len(library.limit(options.limit)), grid.rows,
+                         grid.cols)
+    while True:
+        request = MatchRequest(grid, library, options, show_progress)
+        try:
+            result = finish(request, matcher.match(request))
+            break
+        except OptionError as error:
+            looser = loosen_spacing(options, error)
+            if looser is None:
+                raise
+            options = looser
     match_done = time.perf_counter()
 
     placements = _placements(request, result, name)

@@ -31,7 +31,7 @@ from ._assign import (
     tile_capacity,
     verify_placement,
 )
-from ._capped import CappedMatcher, best_transform, minimum_slots
+from ._capped import CappedMatcher, best_transform, fit_limits, minimum_slots
 from ._exact import ExactMatcher, brute_force, dot_dtype, exact_distances, match_exact
 from ._features import TileFeatures, cached_features, compute_features
 from ._gpu import GpuMatcher, match_torch
@@ -68,6 +68,7 @@ __all__ = [
     "compute_features",
     "dot_dtype",
     "exact_distances",
+    "fit_limits",
     "match_approximate",
     "match_exact",
     "match_torch",

@@ -24,6 +24,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..errors import MosaicistError, OptionError
+from ..options import MosaicOptions
 from ._assign import Assignment, ShortLists, assign_tiles, check_feasible
 from ._exact import dense_distances, match_exact, pair_distances, search_scale
 from ._registry import Matcher, MatchRequest, MatchResult
@@ -68,6 +69,58 @@ class CappedMatcher(Matcher):
             )
         return MatchResult(search.candidate_of(assignment.tile), assignment.distance,
                            assignment=assignment)
+
+
+def fit_limits(options: MosaicOptions, cells: int, tiles: int, rows: int, cols: int
+               ) -> MosaicOptions:
+    """The options with a preset's repetition limits fitted to the library and grid.
+
+    Limits given explicitly are kept (too tight is an error before any
+    work). Limits that come from the preset are wishes: ``max_uses`` rises
+    to the fewest uses that let the library fill the grid, and then
+    ``min_spacing`` falls until the limits can be met, so that a default
+    that asks for every tile once still works with 400 photos.
+
+    Parameters
+    ----------
+    options : MosaicOptions
+        The settings.
+    cells, tiles : int
+        Cells to fill and library tiles in use.
+    rows, cols : int
+        The grid's shape.
+    """
+    if not options.repetition_limited or options.min_uses:
+        return options
+    changes: dict[str, int] = {}
+    max_uses, spacing = options.max_uses, options.min_spacing
+    if max_uses is not None and not options.given("max_uses"):
+        max_uses = max(max_uses, -(-cells // max(tiles, 1)))
+        if max_uses != options.max_uses:
+            changes["max_uses"] = max_uses
+    if not options.given("min_spacing"):
+        while spacing > 1:
+            try:
+                check_feasible(cells, tiles, max_uses, rows, cols, spacing)
+                break
+            except MosaicistError:
+                spacing -= 1
+        if spacing != options.min_spacing:
+            changes["min_spacing"] = spacing
+    return options.fitted(**changes) if changes else options
+
+
+def loosen_spacing(options: MosaicOptions, error: OptionError) -> MosaicOptions | None:
+    """The options with a preset's spacing one cell shorter, after ``error`` (None: no way).
+
+    The counts :func:`fit_limits` checks are necessary, not sufficient: a
+    grid can have room for every copy and still no arrangement that keeps
+    them apart. A spacing that came from the preset then gives way.
+    """
+    if ("min_spacing" not in error.parameters or options.given("min_spacing")
+            or options.min_spacing <= 1):
+        return None
+    return options.fitted(min_spacing=options.min_spacing - 1)
 
 
 def _with_minimum(request: MatchRequest, search: LibrarySearch) -> Assignment:
