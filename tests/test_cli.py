@@ -334,3 +334,32 @@ def test_bad_match_size_is_a_one_line_error(setup, tmp_path):
     result = run(make_args(setup, "--match-px", 0, "-o", tmp_path / "m.png"))
     assert_one_line_error(result, "between 1 and 1024", "got 0")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("arguments", "expected"), [
+    (["make", "t.png", "--bogus"], "No such option '--bogus' (see 'mosaicist make --help')"),
+    (["make"], "Missing argument 'TARGET' (see 'mosaicist make --help')"),
+    (["make", "t.png", "--cell", "x"], "'--cell'"),
+    (["score", "--view-px", "1.5", "a", "b"], "'--view-px'"),
+    (["nope"], "No such command 'nope' (see 'mosaicist --help')"),
+    (["render", "p.json", "--tile-px"], "--tile-px"),
+])
+def test_usage_errors_are_one_line(arguments, expected):
+    from click.testing import CliRunner
+
+    from mosaicist.cli import main
+
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mosaicist: error: "), result.output
+    assert expected in lines[0]
+
+
+def test_bare_command_shows_help():
+    from click.testing import CliRunner
+
+    from mosaicist.cli import main
+
+    result = CliRunner().invoke(main, [])
+    assert result.exit_code == 0 and "Commands:" in result.output

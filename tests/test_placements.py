@@ -1,10 +1,14 @@
-"""Placements CSV round trip."""
+"""Placements: CSV and JSON round trips, and files that must be refused before any work."""
 
 from __future__ import annotations
 
-import numpy as np
+import json
 
-from mosaicist.placements import CSV_HEADER, Placements
+import numpy as np
+import pytest
+
+from mosaicist.errors import MosaicistError
+from mosaicist.placements import CSV_HEADER, Placements, tile_id_problem
 
 
 def test_csv_round_trip(tmp_path):
@@ -26,3 +30,138 @@ def test_csv_round_trip(tmp_path):
     assert back.objective == placements.objective
     assert back.tile_grid().tolist() == [[0, 4, 4], [1, 2, 3]]
     assert list(tmp_path.iterdir()) == [path]
+
+
+def _document() -> dict:
+    placements = Placements(
+        2, 2, np.array([0, 1, 2, 1]), np.array([3.5, 0.0, 1.25, 2.0]),
+        ["a.png", "sub/b.png", "c.png", "sub/b.png"],
+        np.array([0, 1, 0, 0], np.int8), np.full((4, 3), 0.5),
+        gain=np.full((4, 3), 1.5), source="tiles/", target="t.png", crop=(1, 2),
+    )
+    return json.loads(json.dumps(placements.to_json()))
+
+
+def test_json_round_trip_keeps_every_field():
+    back = Placements.from_json(_document())
+    assert (back.rows, back.cols, back.crop) == (2, 2, (1, 2))
+    assert back.source_ids == ["a.png", "sub/b.png", "c.png", "sub/b.png"]
+    assert back.tile.tolist() == [0, 1, 2, 1] and back.transform.tolist() == [0, 1, 0, 0]
+    assert back.distance.tolist() == [3.5, 0.0, 1.25, 2.0]
+    assert (back.tint == 0.5).all() and (back.gain == 1.5).all()
+
+
+def _set(path: str, value: object):
+    def change(document: dict) -> object:
+        *parents, last = path.split(".")
+        place = document
+        for name in parents:
+            place = place[name] if not name.isdigit() else place[int(name)]
+        if last.isdigit():
+            place[int(last)] = value
+        else:
+            place[last] = value
+        return document
+    return change
+
+
+#: Hostile or broken documents and a word the error must contain.
+HOSTILE = {
+    "zero rows": (_set("rows", 0), "rows"),
+    "negative cols": (_set("cols", -3), "cols"),
+    "rows as text": (_set("rows", "2"), "rows"),
+    "rows as bool": (_set("rows", True), "rows"),
+    "rows as float": (_set("rows", 2.0), "rows"),
+    "grid larger than the cells": (_set("rows", 10**9), "cells"),
+    "grid of 10^10 cells": (lambda d: {**d, "rows": 10**5, "cols": 10**5}, "cells"),
+    "short tile list": (lambda d: {**d, "cells": {**d["cells"], "tile": ["a.png"]}}, "cells.tile"),
+    "null tile": (_set("cells.tile.0", None), "cells.tile[0]"),
+    "tile leaves the library": (_set("cells.tile.1", "../../etc/passwd"), "library"),
+    "tile deep ..": (_set("cells.tile.1", "sub/../../x.png"), "library"),
+    "backslash ..": (_set("cells.tile.1", "sub\\..\\..\\x.png"), "library"),
+    "absolute tile": (_set("cells.tile.2", "/etc/passwd"), "absolute"),
+    "drive tile": (_set("cells.tile.2", "C:/x.png"), "absolute"),
+    "empty tile": (_set("cells.tile.2", ""), "empty"),
+    "NUL in tile": (_set("cells.tile.2", "a\0b.png"), "NUL"),
+    "null position": (_set("cells.position.0", None), "cells.position[0]"),
+    "negative position": (_set("cells.position.3", -5), "cells.position[3]"),
+    "huge position": (_set("cells.position.3", 10**30), "cells.position[3]"),
+    "nan distance": (_set("cells.distance.0", float("nan")), "cells.distance[0]"),
+    "text distance": (_set("cells.distance.0", "1"), "cells.distance[0]"),
+    "unknown transform": (_set("cells.transform.0", "spin"), "cells.transform[0]"),
+    "transform as number": (_set("cells.transform.0", 7), "cells.transform[0]"),
+    "short tint": (_set("cells.tint.0", [1]), "cells.tint[0]"),
+    "text tint": (_set("cells.tint.0", "x"), "cells.tint[0]"),
+    "infinite tint": (_set("cells.tint.0", [1, float("inf"), 0]), "cells.tint[0]"),
+    "zero gain": (_set("cells.gain.1", [1, 0, 1]), "cells.gain[1]"),
+    "unknown metric": (_set("settings.metric", "zzz"), "metric"),
+    "tile_px 0": (_set("settings.tile_px", 0), "tile_px"),
+    "settings null": (_set("settings", None), "settings"),
+    "cells null": (_set("cells", None), "cells"),
+    "cells a list": (_set("cells", []), "cells"),
+    "no crop": (lambda d: {k: v for k, v in d.items() if k != "crop"}, "crop"),
+    "negative crop": (_set("crop.left", -1), "crop.left"),
+    "source a number": (_set("source", 5), "source"),
+    "top-level array": (lambda d: [d], "format"),
+    "top-level null": (lambda d: None, "format"),
+    "no format": (lambda d: {**d, "format": "other"}, "format"),
+    "version text": (_set("version", "2"), "version"),
+    "version 99": (_set("version", 99), "version"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_hostile_placements_json_is_one_clear_error(tmp_path, case):
+    change, word = HOSTILE[case]
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(change(_document())))
+    with pytest.raises(MosaicistError) as caught:
+        Placements.read(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and word in message, message
+    assert "\n" not in message and len(message) < 300
+
+
+def test_deeply_nested_placements_json_is_one_clear_error(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(MosaicistError, match="not a valid placements file"):
+        Placements.read(path)
+
+
+def _csv(tmp_path, text: str):
+    path = tmp_path / "p.csv"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(("text", "word"), [
+    ("row,col,tile\n0,0,a.png\n", "distance"),
+    ("row,col,tile,distance,position\n0,0,a.png,1,0\n0,0,b.png,1,1\n", "line 3"),
+    ("row,col,tile,distance,position\n0,0,a.png,1,0\n0,2,b.png,1,1\n", "grid"),
+    ("row,col,tile,distance,position\n-1,0,a.png,1,0\n", "at least 0"),
+    ("row,col,tile,distance,position\nx,0,a.png,1,0\n", "row"),
+    ("row,col,tile,distance,position\n0,0,a.png,1,99999999999999999999999\n", "position"),
+    ("row,col,tile,distance,position\n0,0,a.png,nan,0\n", "distance"),
+    ("row,col,tile,distance,position\n0,0,../x.png,1,0\n", "library"),
+    ("row,col,tile,distance,position,transform\n0,0,a.png,1,0,spin\n", "transform"),
+    ("row,col,tile,distance,position,transform,tint_0,tint_1,tint_2\n"
+     "0,0,a.png,1,0,identity,1,inf,0\n", "tint"),
+    ("row,col,tile,distance,position,transform,tint_0,tint_1,tint_2,gain_0,gain_1,gain_2\n"
+     "0,0,a.png,1,0,identity,0,0,0,1,-1,1\n", "gain"),
+    ("row,col,tile,distance,position\n", "no rows"),
+    ("", "column"),
+])
+def test_hostile_placements_csv_is_one_clear_error(tmp_path, text, word):
+    path = _csv(tmp_path, text)
+    with pytest.raises(MosaicistError) as caught:
+        Placements.read(path)
+    assert word in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+
+
+def test_tile_id_problem_allows_library_paths_only():
+    for good in ("a.png", "sub/b c.png", "..hidden.png", "a..b/c.png", "data_batch_1:17"):
+        assert tile_id_problem(good) is None, good
+    for bad in ("", "/abs.png", "\\\\server\\x.png", "C:\\x.png", "../x.png", "a/../../x.png",
+                "a\\..\\x.png", "a\0.png"):
+        assert tile_id_problem(bad) is not None, bad

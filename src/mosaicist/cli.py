@@ -50,6 +50,35 @@ class _Group(click.Group):
 
     command_class = _Command
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Run as click does, but report a usage error in one line like any other error.
+
+        Click's own report is three or four lines (usage, a hint, the error);
+        ours names the problem and where the help is, and exits 2 as click does.
+        """
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(*args, **kwargs)
+        except click.UsageError as error:
+            if type(error).__name__ == "NoArgsIsHelpError":
+                # A bare ``mosaicist``: its help is what was asked for.
+                click.echo(error.format_message())
+                sys.exit(0)
+            names = []
+            context = error.ctx
+            while context is not None and context.parent is not None:
+                names.insert(0, context.info_name or "")
+                context = context.parent
+            where = " ".join(["mosaicist", *names])
+            problem = error.format_message().rstrip(".")
+            _fail(f"{problem} (see '{where} --help')", error.exit_code)
+        except click.ClickException as error:
+            _fail(error.format_message(), error.exit_code)
+        except click.exceptions.Abort:
+            _fail("interrupted", 130)
+        # click returns an Exit's code instead of raising SystemExit when not standalone.
+        sys.exit(result if isinstance(result, int) else 0)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)

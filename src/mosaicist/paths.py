@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -72,8 +73,9 @@ def atomic_path(
     final = Path(final)
     if suffix is None:
         suffix = final.suffix
+    remove_stale_temporaries(final)
     handle, temporary = tempfile.mkstemp(
-        prefix=f".{final.name}.", suffix=f".part{suffix}", dir=final.parent
+        prefix=_temporary_prefix(final), suffix=f".part{suffix}", dir=final.parent
     )
     os.close(handle)
     temporary_path = Path(temporary)
@@ -110,13 +112,15 @@ def atomic_folder(final: str | os.PathLike[str]) -> Iterator[Path]:
         The folder to create or replace.
     """
     final = Path(final)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
+    remove_stale_temporaries(final)
+    temporary = Path(tempfile.mkdtemp(prefix=_temporary_prefix(final), suffix=".part",
+                                      dir=final.parent))
     try:
         yield temporary
         with contextlib.suppress(FileNotFoundError):
             temporary.chmod(0o777 & ~current_umask())
         if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old",
+            old = Path(tempfile.mkdtemp(prefix=_temporary_prefix(final), suffix=".old",
                                         dir=final.parent))
             os.replace(final, old / final.name)
             os.replace(temporary, final)
@@ -126,6 +130,63 @@ def atomic_folder(final: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+
+
+def _temporary_prefix(final: Path) -> str:
+    # The writer's PID in the name lets a later run tell a dead writer's
+    # leftovers from a live one's (see remove_stale_temporaries).
+    return f".{final.name}.{os.getpid()}-"
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this PID exists on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def remove_stale_temporaries(final: str | os.PathLike[str]) -> list[Path]:
+    """Remove what writers of ``final`` that died left beside it; return what was removed.
+
+    :func:`atomic_path` and :func:`atomic_folder` name their temporaries
+    ``.<name>.<pid>-<random>.part<suffix>`` (and ``.old`` for a folder being
+    replaced). One whose process no longer exists was left by a run that
+    was killed (``kill -9``, a power cut) before it could clean up; a live
+    writer's temporaries are never touched. Every writer calls this first,
+    so leftovers last only until the next write of the same output.
+
+    Parameters
+    ----------
+    final : path-like
+        The output whose leftovers to remove.
+    """
+    final = Path(final)
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.(\d+)-[a-z0-9_]{{8}}\.(part|old)")
+    removed = []
+    try:
+        entries = list(os.scandir(final.parent if str(final.parent) else "."))
+    except OSError:
+        return removed
+    for entry in entries:
+        found = pattern.match(entry.name)
+        if found is None or process_alive(int(found.group(1))):
+            continue
+        path = Path(entry.path)
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+    return removed
 
 
 def check_writable(path: str | os.PathLike[str], what: str = "output") -> None:

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -233,78 +235,234 @@ class Placements:
     def from_json(cls, data: object) -> Placements:
         """Make placements from a document of :meth:`to_json` (version 1 or 2).
 
+        The whole document is checked (:func:`check_document`) before any
+        array is made or any file opened.
+
         Raises
         ------
         MosaicistError
             When ``data`` is not a placements document this mosaicist reads.
-        ValueError, KeyError, TypeError
-            When a field is missing or malformed.
+        ValueError
+            When a field is missing or malformed (the message names it).
         """
         if not isinstance(data, Mapping) or data.get("format") != JSON_FORMAT:
             raise ValueError("missing format marker")
-        version = data["version"]
+        version = data.get("version")
         if version == 1:
             settings = {"version": 1, **{name: data[name] for name in _V1_SETTINGS
                                          if name in data}}
         elif version == JSON_VERSION:
-            settings = data["settings"]
+            settings = _field(data, "settings", Mapping, "an object")
         else:
             raise MosaicistError(
                 f"placements of version {version!r} are not read by this mosaicist "
                 f"(it reads 1 to {JSON_VERSION})"
             )
-        crop = data["crop"]
-        cells = data["cells"]
+        rows = _count(_field(data, "rows", int, "a whole number"), "rows")
+        cols = _count(_field(data, "cols", int, "a whole number"), "cols")
+        crop = _field(data, "crop", Mapping, "an object")
+        left = _count(_field(crop, "left", int, "a whole number", "crop."), "crop.left", 0)
+        top = _count(_field(crop, "top", int, "a whole number", "crop."), "crop.top", 0)
+        cells = _field(data, "cells", Mapping, "an object")
+        columns = {name: _field(cells, name, list, "a list", "cells.")
+                   for name in (*_CELL_FIELDS, *(("gain",) if "gain" in cells else ()))}
+        check_cells(rows, cols, columns)
         return cls(
-            _count(data["rows"], "rows"),
-            _count(data["cols"], "cols"),
-            np.array(cells["position"], np.int64),
-            np.array(cells["distance"]),
-            [_text(source_id, "tile") for source_id in cells["tile"]],
-            np.array([transform_code(name) for name in cells["transform"]], np.int8),
-            np.array(cells["tint"], np.float64).reshape(-1, 3),
-            gain=np.array(cells["gain"], np.float64).reshape(-1, 3) if "gain" in cells
+            rows,
+            cols,
+            np.array(columns["position"], np.int64),
+            _distances(columns["distance"]),
+            list(columns["tile"]),
+            np.array([transform_code(name) for name in columns["transform"]], np.int8),
+            np.array(columns["tint"], np.float64).reshape(-1, 3),
+            gain=np.array(columns["gain"], np.float64).reshape(-1, 3) if "gain" in columns
             else None,
             options=MosaicOptions.from_json(settings),
-            source=_optional_text(data["source"], "source"),
-            target=_optional_text(data["target"], "target"),
-            crop=(_count(crop["left"], "crop", 0), _count(crop["top"], "crop", 0)),
+            source=_optional_text(data.get("source"), "source"),
+            target=_optional_text(data.get("target"), "target"),
+            crop=(left, top),
         )
 
     @classmethod
     def read_csv(cls, path: str | os.PathLike[str]) -> Placements:
-        """Read placements written by :meth:`write_csv` (also the older 5-column form)."""
+        """Read placements written by :meth:`write_csv` (also the older 5-column form).
+
+        Raises
+        ------
+        ValueError
+            When a row or a field is malformed (the message names it).
+        """
         with open(path, newline="") as handle:
-            records = list(csv.DictReader(handle))
+            reader = csv.DictReader(handle)
+            header = reader.fieldnames or []
+            missing = [name for name in ("row", "col", "tile", "distance", "position")
+                       if name not in header]
+            if missing:
+                raise ValueError(f"no {', '.join(missing)} column")
+            records = list(reader)
         if not records:
             raise ValueError("no rows")
-        rows = max(int(record["row"]) for record in records) + 1
-        cols = max(int(record["col"]) for record in records) + 1
-        order = sorted(records, key=lambda record: (int(record["row"]), int(record["col"])))
-        if len(order) != rows * cols:
-            raise ValueError(f"{len(order)} rows for a {rows}x{cols} grid")
-        distances = [record["distance"] for record in order]
-        is_float = any("." in value or "e" in value.lower() for value in distances)
+        where = {}
+        for line, record in enumerate(records, 2):
+            key = (_csv_number(record, "row", line, int), _csv_number(record, "col", line, int))
+            if key[0] < 0 or key[1] < 0:
+                raise ValueError(f"line {line}: row and col must be at least 0")
+            if key in where:
+                raise ValueError(f"line {line}: cell {key} is also on line {where[key]}")
+            where[key] = line
+        rows = max(row for row, _ in where) + 1
+        cols = max(col for _, col in where) + 1
+        if len(records) != rows * cols:
+            raise ValueError(f"{len(records)} rows for a {rows}x{cols} grid")
+        order = [records[where[key] - 2] for key in sorted(where)]
+        columns: dict[str, list[Any]] = {
+            "tile": [record["tile"] for record in order],
+            "position": [_csv_number(record, "position", where[key], int)
+                         for key, record in zip(sorted(where), order, strict=True)],
+            "distance": [_csv_number(record, "distance", where[key], float)
+                         for key, record in zip(sorted(where), order, strict=True)],
+            "transform": [record.get("transform") or "identity" for record in order],
+            "tint": [[_csv_number(record, f"tint_{c}", where[key], float, 0.0)
+                      for c in range(3)] for key, record in zip(sorted(where), order, strict=True)],
+            "gain": [[_csv_number(record, f"gain_{c}", where[key], float, 1.0)
+                      for c in range(3)] for key, record in zip(sorted(where), order, strict=True)],
+        }
+        check_cells(rows, cols, columns)
+        text = [record["distance"] for record in order]
+        is_float = any("." in value or "e" in value.lower() or "n" in value.lower()
+                       for value in text)
         return cls(
             rows,
             cols,
-            np.array([int(record["position"]) for record in order], np.int64),
-            np.array([float(v) if is_float else int(v) for v in distances],
-                     np.float64 if is_float else np.int64),
-            [record["tile"] for record in order],
-            np.array(
-                [transform_code(record.get("transform") or "identity") for record in order],
-                np.int8,
-            ),
-            np.array(
-                [[float(record.get(f"tint_{c}") or 0.0) for c in range(3)] for record in order],
-                np.float64,
-            ),
-            gain=np.array(
-                [[float(record.get(f"gain_{c}") or 1.0) for c in range(3)] for record in order],
-                np.float64,
-            ),
+            np.array(columns["position"], np.int64),
+            np.array(columns["distance"], np.float64) if is_float
+            else np.array([int(value) for value in text], np.int64),
+            columns["tile"],
+            np.array([transform_code(name) for name in columns["transform"]], np.int8),
+            np.array(columns["tint"], np.float64),
+            gain=np.array(columns["gain"], np.float64),
         )
+
+
+#: Cell fields every placements document has (``gain`` is optional).
+_CELL_FIELDS = ("tile", "position", "distance", "transform", "tint")
+#: Most cells a placements file may describe: a 1.5-gigapixel target at 4 px
+#: cells has about 94 million.
+MAX_CELLS = 100_000_000
+#: Largest library position (far beyond any library, and within int64).
+_MAX_POSITION = 2**53
+
+
+def check_cells(rows: int, cols: int, columns: Mapping[str, list[Any]]) -> None:
+    """Check the cells of a placements file, before anything is allocated or opened.
+
+    Parameters
+    ----------
+    rows, cols : int
+        The grid's shape.
+    columns : mapping of str to list
+        ``tile`` (tile ids), ``position`` (library positions), ``distance``,
+        ``transform`` (names), ``tint`` (three numbers per cell) and
+        optionally ``gain`` (three positive numbers per cell), one entry per
+        cell in row-major order.
+
+    Raises
+    ------
+    ValueError
+        Naming the first bad field and cell: a list of the wrong length, an
+        entry of the wrong type or out of range, a tile id that is not a
+        relative path inside the library (see :func:`tile_id_problem`).
+    """
+    count = rows * cols
+    if count > MAX_CELLS:
+        raise ValueError(f"a {rows}x{cols} grid has more than {MAX_CELLS:,} cells")
+    for name, values in columns.items():
+        if len(values) != count:
+            raise ValueError(f"cells.{name} has {len(values)} entries for a {rows}x{cols} grid")
+    for index, tile in enumerate(columns["tile"]):
+        problem = "is not a text" if not isinstance(tile, str) else tile_id_problem(tile)
+        if problem:
+            raise ValueError(f"cells.tile[{index}] {problem}: {_shown(tile)}")
+    for index, position in enumerate(columns["position"]):
+        if (not isinstance(position, int) or isinstance(position, bool)
+                or not 0 <= position <= _MAX_POSITION):
+            raise ValueError(f"cells.position[{index}] must be a whole number from 0 to "
+                             f"{_MAX_POSITION}, got {_shown(position)}")
+    for index, distance in enumerate(columns["distance"]):
+        if not _is_finite_number(distance):
+            raise ValueError(f"cells.distance[{index}] must be a finite number, "
+                             f"got {_shown(distance)}")
+    for index, name in enumerate(columns["transform"]):
+        if name not in TRANSFORM_NAMES:
+            raise ValueError(f"cells.transform[{index}] must be one of "
+                             f"{', '.join(TRANSFORM_NAMES)}, got {_shown(name)}")
+    for field, least in (("tint", None), ("gain", 0.0)):
+        for index, value in enumerate(columns.get(field, ())):
+            if not (isinstance(value, list) and len(value) == 3
+                    and all(_is_finite_number(part) for part in value)
+                    and (least is None or all(part > least for part in value))):
+                kind = "positive " if least is not None else ""
+                raise ValueError(f"cells.{field}[{index}] must be three finite {kind}numbers, "
+                                 f"got {_shown(value)}")
+
+
+def tile_id_problem(tile_id: str) -> str | None:
+    """Say why a tile id cannot name a tile of a library, or return None.
+
+    A tile id is the tile's path relative to its library's folder (or a
+    dataset's own name for an image): it must not be empty, absolute, hold
+    a NUL or a ``..`` step, so that resolving it never leaves the library.
+    """
+    if not tile_id:
+        return "is empty"
+    if "\0" in tile_id:
+        return "holds a NUL character"
+    if tile_id.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", tile_id):
+        return "is an absolute path"
+    if ".." in re.split(r"[/\\]", tile_id):
+        return "leaves the library folder (..)"
+    return None
+
+
+def _field(document: Mapping[str, Any], name: str, kind: type | tuple[type, ...], what: str,
+           prefix: str = "") -> Any:
+    if name not in document:
+        raise ValueError(f"no {prefix}{name}")
+    value = document[name]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"{prefix}{name} must be {what}, got {type(value).__name__}")
+    return value
+
+
+def _shown(value: object) -> str:
+    """A value for a message: its repr, cut short (a hostile file may hold huge ones)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_finite_number(value: object) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _distances(values: list[Any]) -> np.ndarray:
+    if all(isinstance(value, int) for value in values):
+        return np.array(values, np.int64)
+    return np.array(values, np.float64)
+
+
+def _csv_number(record: Mapping[str, Any], name: str, line: int, kind: type,
+                default: float | None = None) -> Any:
+    text = record.get(name)
+    if text in (None, "") and default is not None:
+        return default
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"line {line}: {name} must be a number, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise ValueError(f"line {line}: {name} must be a finite number, got {text!r}")
+    return value
 
 
 def _count(value: object, name: str, least: int = 1) -> int:

@@ -1,0 +1,65 @@
+"""Atomic outputs: temporaries named so that a killed run's leftovers are removed later."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mosaicist.paths import atomic_folder, atomic_path, process_alive, remove_stale_temporaries
+
+
+def _dead_pid() -> int:
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    pid = int(finished.stdout)
+    assert not process_alive(pid)
+    return pid
+
+
+def test_temporaries_carry_the_writers_pid(tmp_path):
+    final = tmp_path / "out.png"
+    with atomic_path(final) as temporary:
+        assert temporary.name.startswith(f".out.png.{os.getpid()}-")
+        assert temporary.name.endswith(".part.png")
+        temporary.write_bytes(b"x")
+    assert final.read_bytes() == b"x" and sorted(tmp_path.iterdir()) == [final]
+
+
+def test_a_killed_writers_leftovers_go_at_the_next_write(tmp_path):
+    dead, live = _dead_pid(), os.getpid()
+    final = tmp_path / "out.png"
+    stale_file = tmp_path / f".out.png.{dead}-abcd1234.part.png"
+    stale_folder = tmp_path / f".out.png.{dead}-abcd_123.part"
+    stale_old = tmp_path / f".out.png.{dead}-zzzzzzzz.old"
+    live_file = tmp_path / f".out.png.{live}-abcd1234.part.png"
+    other_output = tmp_path / f".out.png.5.{dead}-abcd1234.part.png"  # of "out.png.5"
+    old_style = tmp_path / ".out.png.abcd1234.part.png"
+    stale_file.write_bytes(b"half")
+    stale_folder.mkdir()
+    (stale_folder / "inner.png").write_bytes(b"half")
+    stale_old.mkdir()
+    for kept in (live_file, other_output, old_style):
+        kept.write_bytes(b"keep")
+    with atomic_path(final) as temporary:
+        temporary.write_bytes(b"done")
+    left = sorted(path.name for path in tmp_path.iterdir())
+    assert left == sorted([final.name, live_file.name, other_output.name, old_style.name])
+
+
+def test_a_folder_write_removes_a_killed_writers_folder(tmp_path):
+    dead = _dead_pid()
+    final = tmp_path / "pyramid"
+    stale = tmp_path / f".pyramid.{dead}-q1w2e3r4.part"
+    (stale / "deep").mkdir(parents=True)
+    with atomic_folder(final) as folder:
+        (folder / "a").write_text("new")
+    assert not stale.exists() and (final / "a").read_text() == "new"
+    assert remove_stale_temporaries(final) == []
+
+
+@pytest.mark.parametrize("pid", [0, -1, 2**40])
+def test_impossible_pids_are_not_alive(pid):
+    assert not process_alive(pid)
