@@ -298,7 +298,7 @@ def test_make_deep_zoom_agrees_with_the_flat_output(setup, tmp_path):
         expected = reduce_half(expected)
     assert (tmp_path / "mural.html").exists()
     assert sorted(path.name for path in tmp_path.iterdir()) == [
-        "flat.png", "mural.dzi", "mural.html", "mural_files", "p.json"]
+        "flat.png", "mural.dzi", "mural.html", "mural.viewer.json", "mural_files", "p.json"]
     # Rendering the placements again gives the same pyramid.
     again = tmp_path / "again.dzi"
     result = run(["render", tmp_path / "p.json", "-o", again, "--dzi-format", "png",

@@ -1,5 +1,8 @@
 """Deep Zoom pyramids: layout, every level the reduction of the one below, atomic output."""
 
+import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ElementTree
 
 import numpy as np
@@ -148,3 +151,52 @@ def test_read_layout_refuses_odd_descriptors(tmp_path):
         read_layout(path)
     path.write_text(path.read_text().replace("gif", "png"))
     assert read_layout(path) == DeepZoomLayout(10, 10, 254, 1, "png")
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
+def test_next_write_removes_temporaries_of_dead_writers_only(tmp_path):
+    path = tmp_path / "m.dzi"
+    dead, live = dead_pid(), os.getppid()
+    # Staging and old folders as atomic_folder names them, and as earlier versions did.
+    stale = [f".m_files.{dead}-a1b2c3d4.part", f".m_files.{dead}-a1b2c3d4.old",
+             f".m_files.partial-{dead}"]
+    kept = [
+        f".m_files.{live}-a1b2c3d4.part", f".m_files.partial-{live}",  # concurrent writes
+        f".m_files.partial-{os.getpid()}",  # another thread's
+        f".other_files.{dead}-a1b2c3d4.part", f".other_files.partial-{dead}",  # elsewhere
+        f".m_files.partial-{dead}.txt",
+    ]
+    for name in stale + kept:
+        (tmp_path / name / "3").mkdir(parents=True)
+        (tmp_path / name / "3" / "0_0.png").write_bytes(b"tile")
+    write_deep_zoom(bands_of(noise(8, 8), 8), 8, 8, path, tile_size=8, format="png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m.dzi", "m_files", *kept])
+
+
+def test_write_killed_midway_is_cleaned_up_by_the_next(tmp_path):
+    path = tmp_path / "m.dzi"
+    script = f"""
+import signal, sys, numpy as np
+from mosaicist.render import write_deep_zoom
+def bands():
+    yield np.zeros((16, 64, 3), np.uint8)
+    print("writing", flush=True)
+    signal.pause()
+write_deep_zoom(bands(), 64, 64, {str(path)!r}, tile_size=16, format="png", workers=1)
+"""
+    writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline() == "writing\n"  # inside the write, tiles staged
+    finally:
+        writer.kill()
+        writer.wait()
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".m_files."), left
+    write_deep_zoom(bands_of(noise(8, 8), 8), 8, 8, path, tile_size=8, format="png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.dzi", "m_files"]

@@ -1,18 +1,24 @@
-"""FolderSource: scanning order, ignored files, bad files reported and skipped."""
+"""FolderSource: scanning order, ignored files, bad files reported and skipped, odd names."""
 
 from __future__ import annotations
+
+import json
+import os
+import sys
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import BAD_FILES, GOOD_FILES, make_colour_folder, make_odd_folder
+from PIL import Image
 
 from mosaicist import imaging
 from mosaicist.cli import main
 from mosaicist.errors import SourceError
 from mosaicist.imaging import decode_tile_bytes
 from mosaicist.library import TileLibrary
-from mosaicist.sources import open_source
+from mosaicist.sources import SourceEntry, open_source
+from mosaicist.sources.base import name_to_text, text_to_name
 from mosaicist.sources.folder import FolderSource
 
 
@@ -88,3 +94,80 @@ def test_open_source_resolves_folder(odd, tmp_path):
     entry = next(entry for entry in source.scan() if entry.source_id == "jpeg/exif6.jpg")
     original = source.open_original(entry)
     assert original.mode == "RGB" and original.size == (24, 40)
+
+
+#: Tile files whose names are not valid UTF-8 (or hold a backslash, the
+#: escape character), by colour, and the tile ids they get.
+ODD_NAMES = {
+    b"caf\xe9.png": ((250, 20, 20), "caf\\xe9.png"),
+    b"back\\slash.png": ((20, 250, 20), "back\\\\slash.png"),
+    b"d\xff/x.png": ((20, 20, 250), "d\\xff/x.png"),
+    b"plain.png": ((128, 128, 128), "plain.png"),
+}
+
+
+def make_odd_names_folder(root):
+    for name, (colour, _) in ODD_NAMES.items():
+        path = os.path.join(os.fsencode(root), name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Image.fromarray(np.full((12, 12, 3), colour, np.uint8)).save(os.fsdecode(path), "PNG")
+    return root
+
+
+def test_names_to_text_round_trip():
+    for raw in (b"caf\xe9.jpg", b"a\\b.jpg", b"a\\xe9.jpg", b"\\\\x41", b"\xff\xfe/\x80.png",
+                "café/日本.png".encode(), b"plain.png"):
+        name = os.fsdecode(raw)
+        text = name_to_text(name)
+        text.encode("utf-8")  # plain text: never a surrogate
+        assert os.fsencode(text_to_name(text)) == raw
+    assert name_to_text(os.fsdecode(b"caf\xe9.jpg")) == "caf\\xe9.jpg"
+    assert name_to_text("café.jpg") == "café.jpg"
+    # A lone backslash (ids written before escaping) is taken as it is.
+    assert text_to_name("a\\b.jpg") == "a\\b.jpg"
+
+
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="names are bytes on Linux")
+def test_names_not_utf8_index_make_and_render(tmp_path):
+    folder = make_odd_names_folder(tmp_path / "tiles")
+    source = FolderSource(folder)
+    ids = [entry.source_id for entry in source.scan()]
+    assert ids == sorted(text for _, text in ODD_NAMES.values())
+    for entry in source.scan():
+        assert os.fsencode(source.path_of(entry.source_id)) == os.fsencode(entry.locator)
+    # A target whose four cells are the four tiles' colours, in file order.
+    colours = [colour for colour, _ in ODD_NAMES.values()]
+    target = tmp_path / "target.png"
+    Image.fromarray(np.repeat(np.array([colours], np.uint8), 8, 1).repeat(8, 0)).save(target)
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    runner = CliRunner()
+    indexed = runner.invoke(main, ["index", str(folder), "--tile-px", "8", *cache])
+    assert indexed.exit_code == 0, indexed.output
+    assert "4 tiles" in indexed.stderr
+    made = runner.invoke(main, ["make", str(target), "--tiles", str(folder), "--tile-px", "8",
+                                "--cell", "8", "-o", str(tmp_path / "made.png"),
+                                "--placements", str(tmp_path / "made.json"), *cache])
+    assert made.exit_code == 0, made.output
+    document = json.loads((tmp_path / "made.json").read_text(encoding="utf-8"))
+    assert document["cells"]["tile"] == [text for _, text in ODD_NAMES.values()]
+    made_csv = runner.invoke(main, ["make", str(target), "--tiles", str(folder), "--tile-px",
+                                    "8", "--cell", "8", "-o", str(tmp_path / "made2.png"),
+                                    "--placements", str(tmp_path / "made.csv"), *cache])
+    assert made_csv.exit_code == 0, made_csv.output
+    assert "caf\\xe9.png" in (tmp_path / "made.csv").read_text(encoding="utf-8")
+    # Rendering from the placements opens the very files the ids name.
+    rendered = runner.invoke(main, ["render", str(tmp_path / "made.json"),
+                                    "-o", str(tmp_path / "rendered.png")])
+    assert rendered.exit_code == 0, rendered.output
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "rendered.png")),
+                                  np.asarray(Image.open(tmp_path / "made.png")))
+
+
+def test_ids_outside_the_folder_are_refused(tmp_path):
+    source = FolderSource(make_colour_folder(tmp_path / "tiles", 1))
+    (tmp_path / "secret.png").write_bytes((tmp_path / "tiles" / "t000.png").read_bytes())
+    assert source.open_original(SourceEntry("t000.png", 0, 0)).size == (12, 12)
+    for source_id in ("../secret.png", "\\x2e\\x2e/secret.png", "/etc/passwd", "a//b.png",
+                      "./t000.png", "", "t000.png\\x00"):
+        with pytest.raises(SourceError, match="not a file of"):
+            source.open_original(SourceEntry(source_id, 0, 0))

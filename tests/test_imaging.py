@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import struct
+import threading
+
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from conftest import bomb_png, gradient, make_odd_folder
 from PIL import Image
 
 from mosaicist import imaging
-from mosaicist.errors import MosaicistError
+from mosaicist.cli import main
+from mosaicist.errors import MosaicistError, OptionError
 from mosaicist.imaging import (
+    TARGET_MAX_PIXELS,
     ImageReadError,
     decode_tile_bytes,
+    read_original,
     read_target,
     square_thumbnail,
+    target_size,
     to_rgb,
 )
+from mosaicist.render._pictures import OriginalPictures, PixelBudget
+from mosaicist.sources import open_source
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +158,136 @@ def test_read_target_errors(tmp_path, odd):
     big.write_bytes(bomb_png(60000, 60000))
     with pytest.raises(MosaicistError, match="bomb.png"):
         read_target(big)
+
+
+# --------------------------------------------------------------------------- pixel limits
+
+
+def jpeg_declaring(width: int, height: int) -> bytes:
+    """A 2 KB JPEG whose frame header claims ``width x height`` pixels (its data is 64x48)."""
+    encoded = io.BytesIO()
+    Image.fromarray(gradient(64, 48)).save(encoded, "JPEG")
+    data = bytearray(encoded.getvalue())
+    frame = data.index(b"\xff\xc0")  # SOF0: length, precision, height, width
+    data[frame + 5:frame + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def test_target_over_pillows_own_limit_is_sized_from_its_header(tmp_path):
+    # 200 MP: over Pillow's default limit (179 MP), within ours (1.5 GP).
+    path = tmp_path / "mural.png"
+    path.write_bytes(bomb_png(20000, 10000))
+    assert target_size(path) == (20000, 10000)
+    assert target_size(path, TARGET_MAX_PIXELS) == (20000, 10000)
+
+
+def test_target_over_the_limit_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bomb_png(60000, 60000))
+    for read in (read_target, lambda where: target_size(where, TARGET_MAX_PIXELS)):
+        with pytest.raises(OptionError) as caught:
+            read(path)
+        message = str(caught.value)
+        assert "\n" not in message and "bomb.png" in message
+        assert "60000x60000 = 3,600,000,000 pixels" in message
+        assert "1,500,000,000" in message and "max_target_pixels" in message
+        assert caught.value.parameters == ("max_target_pixels",)
+
+
+def test_the_target_limit_is_a_parameter(tmp_path):
+    path = tmp_path / "small.png"
+    Image.fromarray(gradient(40, 30)).save(path)
+    with pytest.raises(OptionError, match="40x30 = 1,200 pixels"):
+        read_target(path, max_pixels=1199)
+    assert read_target(path, max_pixels=1200).shape == (30, 40, 3)
+
+
+def test_cli_refuses_a_bomb_target_in_one_line_naming_the_flag(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bomb_png(60000, 60000))
+    result = CliRunner().invoke(main, ["make", str(path), "--tiles", str(tmp_path), "-q",
+                                       "-o", str(tmp_path / "out.png")])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "bomb.png" in lines[0] and "--max-target-pixels" in lines[0]
+
+
+def test_pillows_global_limit_is_not_in_the_way_and_is_restored(tmp_path, monkeypatch):
+    # Pillow would refuse this 60x60 picture (over twice its limit); ours allows it.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    path = tmp_path / "p.png"
+    Image.fromarray(gradient(60, 60)).save(path)
+    assert decode_tile_bytes(path.read_bytes(), 8).shape == (8, 8, 3)
+    assert read_target(path).shape == (60, 60, 3)
+    assert read_original(path, 8).shape == (8, 8, 3)
+    assert target_size(path) == (60, 60)
+    assert Image.MAX_IMAGE_PIXELS == 1000
+
+
+def test_pillow_allowances_overlapping_in_any_order_restore_the_limit(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    limit = imaging._PILLOW_LIMIT
+    first, second = contextlib.ExitStack(), contextlib.ExitStack()
+    first.enter_context(limit.allowing(5000))
+    assert Image.MAX_IMAGE_PIXELS == 5000
+    second.enter_context(limit.allowing(None))  # a header read, in another thread
+    assert Image.MAX_IMAGE_PIXELS is None
+    first.close()  # the first ends first: the second still needs no limit
+    assert Image.MAX_IMAGE_PIXELS is None
+    second.close()
+    assert Image.MAX_IMAGE_PIXELS == 1000
+
+
+def test_a_jpeg_declaring_a_huge_picture_is_decoded_small(tmp_path):
+    path = tmp_path / "bomb.jpg"
+    path.write_bytes(jpeg_declaring(13000, 13000))
+    decoded: list[int] = []
+
+    def slot(pixels: int) -> contextlib.AbstractContextManager[None]:
+        decoded.append(pixels)
+        return contextlib.nullcontext()
+
+    assert read_original(path, 32, slot=slot).shape == (32, 32, 3)
+    # DCT scaling to 1/8: 1625 x 1625, not 169 megapixels.
+    assert decoded == [1625 * 1625]
+
+
+@pytest.mark.parametrize("data", [jpeg_declaring(30000, 30000), bomb_png(15000, 14000)],
+                         ids=["jpeg", "png"])
+def test_originals_over_the_tile_limit_are_refused_by_name(tmp_path, data):
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    Image.fromarray(gradient(16, 16)).save(folder / "a.png")
+    source = open_source(str(folder), cache_dir=tmp_path / "c")
+    name = "b.jpg" if data[:2] == b"\xff\xd8" else "b.png"
+    (folder / name).write_bytes(data)
+    with pytest.raises(ImageReadError, match="over the limit of 200,000,000 pixels"):
+        read_original(folder / name, 32)
+    pictures = OriginalPictures(source, ["a.png", name], 32, workers=2)
+    with pytest.raises(MosaicistError, match=f"{name}: .*over the limit"):
+        pictures.fetch(np.arange(2))
+
+
+def test_pixel_budget_lets_a_large_decode_wait_until_it_is_alone():
+    budget = PixelBudget(100)
+    holding, release, entered = threading.Event(), threading.Event(), threading.Event()
+
+    def hold(pixels: int, inside: threading.Event, until: threading.Event | None) -> None:
+        with budget.hold(pixels):
+            inside.set()
+            if until is not None:
+                assert until.wait(60)
+
+    first = threading.Thread(target=hold, args=(60, holding, release))
+    first.start()
+    assert holding.wait(60)
+    # 1000 pixels is over the whole budget: it waits for all of it.
+    second = threading.Thread(target=hold, args=(1000, entered, None))
+    second.start()
+    assert not entered.wait(0.2)
+    release.set()
+    assert entered.wait(60)
+    first.join(60)
+    second.join(60)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
+import sqlite3
 import time
 
 import numpy as np
@@ -299,3 +301,93 @@ def test_failures_of_removed_files_are_not_reported_again(tmp_path):
     # ...and the next run, which finds nothing changed, does not bring it back.
     third = open_library(folder, tmp_path / "cache")
     assert third.stats.failed == [] and third.stats.decoded == 0
+
+
+def _disk_full_after(monkeypatch, calls):
+    """Make the index's writes fail as on a full disk from call ``calls`` on, half-written."""
+    real_write_all = library_module._write_all
+    count = [0]
+
+    def write_all(handle, data):
+        count[0] += 1
+        if count[0] >= calls:
+            real_write_all(handle, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write_all(handle, data)
+
+    monkeypatch.setattr(library_module, "_write_all", write_all)
+
+
+def _leftovers(directory):
+    return sorted(path.name for path in directory.iterdir() if "part" in path.name)
+
+
+def test_full_disk_while_decoding(tmp_path, monkeypatch):
+    folder = make_colour_folder(tmp_path / "tiles", 10)
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(library_module, "COMMIT_EVERY", 3)
+    _disk_full_after(monkeypatch, 6)
+    with pytest.raises(MosaicistError) as caught:
+        open_library(folder, cache)
+    message = str(caught.value)
+    assert "\n" not in message and "no space left on device" in message
+    store = next((cache / "indexes").glob("*/px8/tiles-0.u8"))
+    assert message.startswith(f"{store}: ")
+    # Five tiles committed (the last two in the failure's own commit); the
+    # half-written sixth does not stay on the full disk.
+    assert store.stat().st_size == 5 * 8 * 8 * 3
+    monkeypatch.undo()
+    resumed = open_library(folder, cache)
+    assert resumed.stats.decoded == 5
+    check_pixels(resumed, folder)
+
+
+def test_full_disk_while_repacking(tmp_path, monkeypatch):
+    folder = make_colour_folder(tmp_path / "tiles", 10)
+    cache = tmp_path / "cache"
+    before = open_library(folder, cache)
+    # A tile that sorts first: the library is written again in the new order.
+    Image.fromarray(np.full((12, 12, 3), 3, np.uint8)).save(folder / "a.png")
+    monkeypatch.setattr(library_module, "COPY_CHUNK", 4)
+    _disk_full_after(monkeypatch, 3)  # the new tile, the first chunk, then full
+    with pytest.raises(MosaicistError) as caught:
+        open_library(folder, cache)
+    message = str(caught.value)
+    assert "\n" not in message and "no space left on device" in message
+    assert message.startswith(f"{before.directory / 'tiles-1.u8.part'}: ")
+    assert _leftovers(before.directory) == []
+    assert open_library(folder, cache, update=False).source_ids == before.source_ids
+    monkeypatch.undo()
+    after = open_library(folder, cache)
+    assert after.stats.decoded == 0 and len(after) == 11
+    check_pixels(after, folder)
+    assert sorted(path.name for path in after.directory.glob("tiles-*")) == ["tiles-1.u8"]
+
+
+def test_full_disk_in_the_manifest(tmp_path, monkeypatch):
+    folder = make_colour_folder(tmp_path / "tiles", 3)
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorcode = sqlite3.SQLITE_FULL
+
+    def swap_manifest(*args):
+        raise full
+
+    monkeypatch.setattr(library_module, "_swap_manifest", swap_manifest)
+    with pytest.raises(MosaicistError, match=r"manifest\.sqlite: no space left on device"):
+        open_library(folder, tmp_path / "cache")
+
+
+def test_leftovers_of_interrupted_updates_are_removed(tmp_path):
+    folder = make_colour_folder(tmp_path / "tiles", 4)
+    cache = tmp_path / "cache"
+    library = open_library(folder, cache)
+    directory = library.directory
+    planted = ["tiles-1.u8.part", ".tiles-1.u8.x1y2z3.part.u8", "tiles-7.u8"]
+    for name in planted:
+        (directory / name).write_bytes(b"\0" * 4096)
+    (directory / "notes.txt").write_text("not ours to remove\n")
+    again = open_library(folder, cache)  # nothing changed: the fast path cleans up too
+    assert again.stats.decoded == 0
+    assert not any((directory / name).exists() for name in planted)
+    assert (directory / "notes.txt").exists() and (directory / "tiles-0.u8").exists()
+    check_pixels(again, folder)

@@ -78,9 +78,7 @@ HOSTILE = {
     "null tile": (_set("cells.tile.0", None), "cells.tile[0]"),
     "tile leaves the library": (_set("cells.tile.1", "../../etc/passwd"), "library"),
     "tile deep ..": (_set("cells.tile.1", "sub/../../x.png"), "library"),
-    "backslash ..": (_set("cells.tile.1", "sub\\..\\..\\x.png"), "library"),
     "absolute tile": (_set("cells.tile.2", "/etc/passwd"), "absolute"),
-    "drive tile": (_set("cells.tile.2", "C:/x.png"), "absolute"),
     "empty tile": (_set("cells.tile.2", ""), "empty"),
     "NUL in tile": (_set("cells.tile.2", "a\0b.png"), "NUL"),
     "null position": (_set("cells.position.0", None), "cells.position[0]"),
@@ -160,8 +158,8 @@ def test_hostile_placements_csv_is_one_clear_error(tmp_path, text, word):
 
 
 def test_tile_id_problem_allows_library_paths_only():
-    for good in ("a.png", "sub/b c.png", "..hidden.png", "a..b/c.png", "data_batch_1:17"):
+    for good in ("a.png", "sub/b c.png", "..hidden.png", "a..b/c.png", "data_batch_1:17",
+                 "caf\\xe9.png", "C:x.png"):
         assert tile_id_problem(good) is None, good
-    for bad in ("", "/abs.png", "\\\\server\\x.png", "C:\\x.png", "../x.png", "a/../../x.png",
-                "a\\..\\x.png", "a\0.png"):
+    for bad in ("", "/abs.png", "../x.png", "a/../../x.png", "a/..", "a\0.png"):
         assert tile_id_problem(bad) is not None, bad

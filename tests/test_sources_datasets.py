@@ -9,6 +9,7 @@ import os
 import pickle
 import tarfile
 import threading
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from PIL import Image
 from mosaicist.errors import SourceError
 from mosaicist.imaging import content_hash, square_thumbnail
 from mosaicist.sources import arrays as arrays_module
+from mosaicist.sources import cifar as cifar_module
 from mosaicist.sources import download, open_source
 from mosaicist.sources.arrays import ArrayFileSource, galaxy10_source
 from mosaicist.sources.base import SourceEntry
@@ -328,6 +330,36 @@ def test_open_source_cifar10_downloads_from_registry(
 # --------------------------------------------------------------------------- arrays
 
 
+def test_tarball_members_are_read_in_bounded_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cifar_module, "_MEMBER_READ_BYTES", 1000)
+    for fmt in ("bin", "py"):
+        tarball = _write_tar(tmp_path / f"c10-{fmt}.tar.gz", _cifar10_files(fmt))
+        _check_cifar10(CifarSource("cifar10", str(tarball), cache_dir=tmp_path))
+
+
+def test_an_oversized_tarball_member_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    # One record more than an official batch holds: 31 MB of zeros, a 30 KB archive.
+    size = 10_001 * 3073
+    tarball = tmp_path / "c10.tar.gz"
+    with tarfile.open(tarball, "w:gz", compresslevel=1) as archive:
+        info = tarfile.TarInfo("cifar-10-batches-bin/data_batch_1.bin")
+        info.size = size
+        archive.addfile(info, io.BytesIO(bytes(size)))
+    with pytest.raises(SourceError, match=r"data_batch_1\.bin: 30,733,073 bytes is more than "
+                                          r"a CIFAR-10 train batch can be \(30,730,000 bytes\)"):
+        CifarSource("cifar10", str(tarball), cache_dir=tmp_path).scan()
+
+
+def test_an_oversized_batch_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    folder = _write_folder(tmp_path / "c10", _cifar10_files("py"))
+    batch = folder / "cifar-10-batches-py" / "data_batch_1"
+    os.truncate(batch, 64 << 20)  # sparse: no disk, but read whole it would be 64 MB
+    with pytest.raises(SourceError, match="data_batch_1: 67,108,864 bytes is more than"):
+        CifarSource("cifar10", str(folder), cache_dir=tmp_path).scan()
+
+
 def _images(count: int, side: int = 8, seed: int = 5, channels: int | None = 3) -> np.ndarray:
     shape = (count, side, side) if channels is None else (count, side, side, channels)
     return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
@@ -435,6 +467,140 @@ def test_unreadable_array_files(tmp_path: Path) -> None:
     np.save(objects, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(SourceError, match="objects.npy"):
         ArrayFileSource(objects, None)
+
+
+def _h5_with_links(tmp_path: Path) -> Path:
+    path = tmp_path / "links.h5"
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as handle:
+        handle["images"] = _images(3, seed=9)
+    with h5py.File(path, "w") as handle:
+        handle["images"] = _images(3)
+        handle["alias"] = h5py.SoftLink("/images")
+        handle["dangling"] = h5py.SoftLink("/nothing")
+        handle["loop"] = h5py.SoftLink("/loop")
+        handle["elsewhere"] = h5py.ExternalLink(str(other), "/images")
+        handle["gone"] = h5py.ExternalLink(str(tmp_path / "missing.h5"), "/images")
+        handle.create_group("group")["through"] = h5py.SoftLink("/elsewhere")
+        secret = tmp_path / "secret.txt"
+        secret.write_bytes(bytes(range(256)))
+        handle.create_dataset("external", shape=(1, 4, 4, 3), dtype=np.uint8,
+                              external=[(str(secret), 0, 48)])
+        layout = h5py.VirtualLayout(shape=(3, 8, 8, 3), dtype=np.uint8)
+        layout[:] = h5py.VirtualSource(str(other), "images", shape=(3, 8, 8, 3))
+        handle.create_virtual_dataset("virtual", layout)
+    return path
+
+
+@pytest.mark.parametrize(("key", "reason"), [
+    ("dangling", "a soft link points to nothing"),
+    ("loop", "more than 32 soft links"),
+    ("elsewhere", "'elsewhere' is a link to another file"),
+    ("gone", "'gone' is a link to another file"),
+    ("group/through", "'elsewhere' is a link to another file"),
+    ("external", "keeps its data in external files"),
+    ("virtual", "is a virtual dataset"),
+])
+def test_h5_links_and_storage_outside_the_file_are_refused(
+    tmp_path: Path, key: str, reason: str
+) -> None:
+    path = _h5_with_links(tmp_path)
+    with pytest.raises(SourceError) as caught:
+        ArrayFileSource(path, key)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:{key}: ") and reason in message and "\n" not in message
+
+
+def test_h5_soft_link_inside_the_file_is_followed(tmp_path: Path) -> None:
+    path = _h5_with_links(tmp_path)
+    _check_array_source(ArrayFileSource(path, "alias"), _images(3), "links")
+
+
+def test_h5_corrupt_chunk_skips_only_its_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = _images(40)
+    path = tmp_path / "chunked.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("images", data=images, chunks=(2, 8, 8, 3), compression="gzip")
+    with h5py.File(path, "r") as handle:
+        chunk = handle["images"].id.get_chunk_info(5)  # images 10 and 11
+    data = bytearray(path.read_bytes())
+    data[chunk.byte_offset:chunk.byte_offset + chunk.size] = b"\xff" * chunk.size
+    path.write_bytes(bytes(data))
+    source = ArrayFileSource(path, None)
+    tiles = list(source.decode(source.scan(), 8))
+    assert [index for index, tile in enumerate(tiles) if tile.error] == [10, 11]
+    assert "chunked.h5:images[10]" in str(tiles[10].error)
+    for index, tile in enumerate(tiles):
+        if index not in (10, 11):
+            np.testing.assert_array_equal(tile.pixels, images[index])
+    with pytest.raises(SourceError, match=r"images\[11\]"):
+        source.open_original(source.scan()[11])
+
+
+def test_h5_reads_are_bounded_in_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    images = _images(10)
+    path = tmp_path / "blocks.h5"
+    with h5py.File(path, "w") as handle:
+        handle["images"] = images
+    monkeypatch.setattr(arrays_module, "READ_BLOCK_BYTES", 3 * images[0].nbytes)
+    source = ArrayFileSource(path, None)
+    reads: list[int] = []
+    read = source._read
+    monkeypatch.setattr(source, "_read", lambda store, at: reads.append(len(at)) or read(store, at))
+    _check_array_source(source, images, "blocks")
+    assert reads == [3, 3, 3, 1]
+
+
+def test_images_over_the_tile_limit_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "big.npy"
+    np.save(path, _images(2, side=8))
+    monkeypatch.setattr(arrays_module, "TILE_MAX_PIXELS", 63)
+    with pytest.raises(SourceError, match="8x8 = 64 pixels are over the limit of 63"):
+        ArrayFileSource(path, None)
+
+
+def _npz_declaring(path: Path, shape: tuple[int, ...], payload: bytes, compression: int) -> Path:
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        archive.writestr("images.npy", header.getvalue() + payload)
+    return path
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_npz_header_is_checked_against_the_member_before_allocating(
+    tmp_path: Path, compression: int
+) -> None:
+    # Declares a terabyte in a member of 192 bytes: refused from the header.
+    path = _npz_declaring(tmp_path / "liar.npz", (10**12 // 192, 8, 8, 3), bytes(192),
+                          compression)
+    with pytest.raises(SourceError, match="liar.npz:images: the header declares"):
+        ArrayFileSource(path, None)
+
+
+def test_npz_stored_members_are_mapped_and_compressed_ones_capped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = _images(6)
+    stored, compressed = tmp_path / "stored.npz", tmp_path / "packed.npz"
+    np.savez(stored, images=images)
+    np.savez_compressed(compressed, images=images)
+    source = ArrayFileSource(stored, None)
+    _check_array_source(source, images, "stored")
+    assert isinstance(source._array, np.memmap)
+    monkeypatch.setattr(arrays_module, "NPZ_LOAD_MAX_BYTES", images.nbytes - 1)
+    source = ArrayFileSource(compressed, None)
+    with pytest.raises(SourceError, match="packed.npz:images: a compressed member of"):
+        list(source.decode(source.scan(), 8))
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, images=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(SourceError, match="found shape"):
+        ArrayFileSource(pickled, None)
 
 
 def test_galaxy10_source_downloads(

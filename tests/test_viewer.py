@@ -8,10 +8,12 @@ import colorsys
 import contextlib
 import http.client
 import io
+import json
 import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +32,8 @@ from mosaicist.viewer import (
     find_viewer,
     folder_source_root,
     make_server,
+    manifest_path,
+    read_manifest,
     read_viewer_data,
     serve_viewer,
     write_viewer,
@@ -96,7 +100,22 @@ def make_mosaic(folder: Path) -> tuple[Path, Placements, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def mosaic(tmp_path_factory) -> tuple[Path, Placements, np.ndarray]:
+def module_cache(tmp_path_factory):
+    """One cache folder, so one manifest key, for the module's shared mosaics and its tests."""
+    folder = tmp_path_factory.mktemp("viewer-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MOSAICIST_CACHE_DIR", str(folder))
+        yield folder
+
+
+@pytest.fixture(autouse=True)
+def _same_key(_isolated_cache, module_cache, monkeypatch):
+    """Sign and verify manifests with the module's key (after conftest's per-test cache)."""
+    monkeypatch.setenv("MOSAICIST_CACHE_DIR", str(module_cache))
+
+
+@pytest.fixture(scope="module")
+def mosaic(tmp_path_factory, module_cache) -> tuple[Path, Placements, np.ndarray]:
     """The test mosaic with its viewer page written (shared: tests only read it)."""
     dzi, placements, colours = make_mosaic(tmp_path_factory.mktemp("viewer"))
     write_viewer(dzi, placements, source_root=folder_source_root(placements))
@@ -169,25 +188,27 @@ def test_index_width_grows_with_the_number_of_sources(tmp_path):
     assert data["title"] == "A <b>&</b> title"
 
 
-def test_page_is_written_atomically(tmp_path, monkeypatch):
+def test_page_is_written_atomically(tmp_path):
     dzi, placements, _ = make_mosaic(tmp_path)
     page = dzi.with_suffix(".html")
     page.write_text("previous page\n")
+    manifest_path(page).write_text("{}")
     real_write_text = Path.write_text
 
     def interrupted(self, text, *args, **kwargs):
         real_write_text(self, text[: len(text) // 2], *args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Path, "write_text", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(Path, "write_text", interrupted)
         write_viewer(dzi, placements)
-    monkeypatch.undo()
     assert page.read_text() == "previous page\n"
     assert sorted(p.name for p in dzi.parent.iterdir()) == [f"{NAME}.dzi", f"{NAME}.html",
                                                               f"{NAME}_files"]
+    assert not manifest_path(page).exists()  # the old one is gone with the old page
     assert write_viewer(dzi, placements) == page
     assert read_viewer_data(page)["rows"] == ROWS
+    assert manifest_path(page).is_file()
     assert not [p for p in dzi.parent.iterdir() if ".part" in p.name]
     umask = os.umask(0o022)
     os.umask(umask)
@@ -263,7 +284,7 @@ def test_find_viewer(tmp_path, mosaic):
 def serving(path: Path):
     """Serve a viewer in a thread; yield its page URL."""
     server, url = make_server(path)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield url
@@ -273,14 +294,15 @@ def serving(path: Path):
         thread.join()
 
 
-def fetch(url: str, path: str) -> tuple[int, bytes, dict]:
-    """GET ``path`` verbatim (no client-side normalisation); return status, body, headers."""
+def fetch(url: str, path: str, headers: dict[str, str] | None = None,
+          method: str = "GET") -> tuple[int, bytes, http.client.HTTPMessage]:
+    """Send ``path`` verbatim (no client-side normalisation); return status, body, headers."""
     parts = urllib.parse.urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
     try:
-        connection.request("GET", path)
+        connection.request(method, path, headers=headers or {})
         response = connection.getresponse()
-        return response.status, response.read(), dict(response.getheaders())
+        return response.status, response.read(), response.headers
     finally:
         connection.close()
 
@@ -347,22 +369,183 @@ def test_server_refuses_listed_ids_outside_the_source_folder(tmp_path):
             ), source
 
 
-def test_server_distrusts_a_crafted_page(tmp_path):
-    placements = Placements(1, 2, np.zeros(2, np.int64), np.zeros(2), ["t.png", "u.png"])
-    dzi = tmp_path / "site" / "m.dzi"
-    dzi.parent.mkdir()
-    write_pyramid(np.zeros((8, 16, 3), np.uint8), dzi)
-    (tmp_path / "secret.txt").write_text("not for the browser")
-    page = write_viewer(dzi, placements)
+def small_viewer(folder: Path, ids: list[str], source_root: Path | None = None) -> Path:
+    """A 1-row viewer over ``ids`` in ``folder/site``, one 8 px cell per id; return its page."""
+    placements = Placements(1, len(ids), np.zeros(len(ids), np.int64), np.zeros(len(ids)), ids)
+    dzi = folder / "site" / "m.dzi"
+    dzi.parent.mkdir(exist_ok=True)
+    write_pyramid(np.zeros((8, 8 * len(ids), 3), np.uint8), dzi)
+    return write_viewer(dzi, placements, source_root=source_root)
+
+
+def edit_page_data(page: Path, **changes) -> None:
+    """Rewrite values of the JSON a page embeds, as an attacker editing the page would."""
     text = page.read_text()
-    page.write_text(text.replace('"Url":"m_files/"', '"Url":"../"'))
+    old = re.search(r'id="mosaicist-data">(.*?)</script>', text, re.DOTALL).group(1)
+    data = {**json.loads(old), **changes}
+    page.write_text(text.replace(old, json.dumps(data)))
+
+
+def test_server_ignores_what_a_crafted_page_names(tmp_path):
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    Image.new("RGB", (4, 4)).save(tiles / "t.png")
+    (tmp_path / "secret.txt").write_text("not for the browser")
+    page = small_viewer(tmp_path, ["t.png", "u.png"], source_root=tiles)
+    # The page now claims its originals are the secret, and its tiles the folder above.
+    edit_page_data(page, source_root=str(tmp_path), sources=["secret.txt", "t.png"],
+                   tile_source={"Image": {"Url": "../"}})
     with serving(page) as url:
         assert fetch(url, "/m.html")[0] == 200
-        for path in ("/../m.dzi", "/../secret.txt", "/m_files/4/0_0.png", "/4/0_0.png"):
+        status, body, _ = fetch(url, "/mosaicist-original/0")
+        assert status == 200 and body == (tiles / "t.png").read_bytes()  # the manifest's
+        assert fetch(url, "/mosaicist-original/1")[0] == 404  # u.png does not exist
+        assert fetch(url, "/m_files/3/0_0.png")[0] == 200  # the manifest's tile folder
+        for path in ("/../m.dzi", "/../secret.txt", "/secret.txt", "/3/0_0.png"):
             assert fetch(url, path)[0] == 404, path
-    page.write_text(text.replace('"sources":', '"no_sources":'))
-    with pytest.raises(MosaicistError, match=r"m\.html: not a valid mosaicist viewer page"):
-        make_server(page)
+    # Nor does the server need the page's data at all.
+    edit_page_data(page, sources=None, tile_source=None)
+    with serving(page) as url:
+        assert fetch(url, "/mosaicist-original/0")[1] == (tiles / "t.png").read_bytes()
+
+
+def test_server_trusts_only_a_signed_manifest(tmp_path, monkeypatch, capsys):
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    Image.new("RGB", (4, 4)).save(tiles / "t.png")
+    (tmp_path / "secret.txt").write_text("not for the browser")
+    page = small_viewer(tmp_path, ["t.png"], source_root=tiles)
+    manifest = manifest_path(page)
+    assert manifest.name == "m.viewer.json" and manifest.parent == page.parent
+    trusted, problem = read_manifest(page)
+    assert problem is None and trusted.source_root == tiles and trusted.sources == ("t.png",)
+    assert (trusted.page, trusted.descriptor, trusted.tiles) == ("m.html", "m.dzi", "m_files")
+    signed = manifest.read_text()
+    body = json.loads(signed)
+
+    def check(expected: str) -> None:
+        """Page, descriptor and tiles are served, no original; the notice says why."""
+        server, _ = make_server(page)
+        server.server_close()
+        assert server.notice is not None and expected in server.notice, server.notice
+        assert "no original photos" in server.notice
+        with serving(page) as url:
+            for path in ("/m.html", "/m.dzi", "/m_files/3/0_0.png"):
+                assert fetch(url, path)[0] == 200, path
+            assert fetch(url, "/mosaicist-original/0")[0] == 404
+
+    manifest.write_text(json.dumps({**body, "source_root": str(tmp_path),
+                                    "sources": ["secret.txt"]}))
+    check("m.viewer.json: not signed by this user's mosaicist")
+    manifest.write_text("{not json")
+    check("m.viewer.json: not a readable viewer manifest")
+    manifest.unlink()
+    check("m.html: no manifest m.viewer.json beside it")
+    manifest.write_text(signed)
+    monkeypatch.setenv("MOSAICIST_CACHE_DIR", str(tmp_path / "another-cache"))
+    check("not signed by this user's mosaicist")  # made with another key
+    # serve_viewer says it once, on stderr.
+    capsys.readouterr()
+    serve_viewer(page, open_browser=False, announce=lambda line: _thread.interrupt_main())
+    err = capsys.readouterr().err
+    assert err.count("not signed by this user's mosaicist") == 1 and err.count("\n") == 1
+
+
+def test_server_refuses_symlinks_out_of_their_root(tmp_path):
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    Image.new("RGB", (4, 4), "red").save(tiles / "t.png")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    Image.new("RGB", (4, 4), "blue").save(outside / "secret.png")
+    (outside / "3").mkdir()
+    Image.new("RGB", (4, 4), "blue").save(outside / "3" / "0_0.png")
+    (tiles / "link.png").symlink_to(outside / "secret.png")
+    (tiles / "alias.png").symlink_to(tiles / "t.png")  # stays inside: served
+    (tiles / "sub").symlink_to(outside, target_is_directory=True)
+    page = small_viewer(tmp_path, ["t.png", "link.png", "alias.png", "sub/secret.png"],
+                        source_root=tiles)
+    sources = read_viewer_data(page)["sources"]
+    folder = page.parent
+    (folder / "m_files" / "5" / "9_9.png").symlink_to(outside / "secret.png")
+    (folder / "m_files" / "9").symlink_to(outside / "3", target_is_directory=True)
+    with serving(page) as url:
+        expected = {"t.png": 200, "alias.png": 200, "link.png": 404, "sub/secret.png": 404}
+        for index, source in enumerate(sources):
+            assert fetch(url, f"/mosaicist-original/{index}")[0] == expected[source], source
+        assert fetch(url, "/m_files/5/0_0.png")[0] == 200
+        assert fetch(url, "/m_files/5/9_9.png")[0] == 404
+        assert fetch(url, "/m_files/9/0_0.png")[0] == 404
+    # A descriptor, or the whole tile folder, that leads out of the page's folder.
+    (folder / "m.dzi").rename(outside / "m.dzi")
+    (folder / "m.dzi").symlink_to(outside / "m.dzi")
+    (folder / "m_files").rename(outside / "m_files")
+    (folder / "m_files").symlink_to(outside / "m_files", target_is_directory=True)
+    with serving(page) as url:
+        assert fetch(url, "/m.html")[0] == 200
+        assert fetch(url, "/m.dzi")[0] == 404
+        assert fetch(url, "/m_files/5/0_0.png")[0] == 404
+
+
+def test_server_checks_the_host_header(mosaic):
+    dzi, _, _ = mosaic
+    with serving(dzi) as url:
+        port = urllib.parse.urlsplit(url).port
+        for host, status in [
+            (f"127.0.0.1:{port}", 200), (f"localhost:{port}", 200), (f"LocalHost:{port}", 200),
+            (f"[::1]:{port}", 200),
+            (f"evil.example:{port}", 421), ("evil.example", 421), (f"127.0.0.1:{port + 1}", 421),
+            ("127.0.0.1", 421), (f"127.0.0.1.evil.example:{port}", 421), ("", 421),
+            (f"[::1:{port}", 421), (f"localhost:{port}:{port}", 421),
+        ]:
+            assert fetch(url, "/my%20mural.html", {"Host": host})[0] == status, host
+
+
+def raw_status(url: str, request: bytes) -> int:
+    """Send raw bytes to the server; return the status of its answer."""
+    parts = urllib.parse.urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    match = re.match(rb"HTTP/1\.[01] (\d{3}) ", answer)
+    assert match, (request[:80], answer[:200])
+    return int(match.group(1))
+
+
+def test_server_answers_every_bad_request_without_a_traceback(mosaic, capsys):
+    dzi, _, _ = mosaic
+    with serving(dzi) as url:
+        host = f"Host: {urllib.parse.urlsplit(url).netloc}\r\n".encode()
+
+        def get(target: bytes, method: bytes = b"GET", version: bytes = b"HTTP/1.1") -> bytes:
+            return method + b" " + target + b" " + version + b"\r\n" + host + b"\r\n"
+
+        assert raw_status(url, get(b"/my%20mural.html")) == 200
+        bad = [
+            get(b"/my%20mural.html\x00"), get(b"/\x00/etc/passwd"), get(b"/%00"),
+            get(b"/my%20mural.html%00"), get(b"/my%20mural_files/11/0_0.png%00.png"),
+            get(b"/%zz"), get(b"/my%20mural.html%"), get(b"/%ff%fe"), get(b"/\xff"),
+            get(b"/%0d%0aSet-Cookie:%20x"), get(b"/" + b"a" * 5000), get(b"/" + b"a" * 70000),
+            get(b"/my%20mural.html", b"DELETE"), get(b"/", b"PROPFIND"), get(b"/", b"BREW"),
+            get(b"/", b"get"), get(b"*", b"OPTIONS"), get(b"*"), get(b"http://evil.example/"),
+            get(b"/", version=b"FOO/1.1"), get(b"/mosaicist-original/99999999999999999999"),
+            get(b"/mosaicist-original/%00"), get(b"/mosaicist-original/\xd9\xa3"),
+            b"GET / HTTP/1.1\r\n\r\n",  # no Host
+            get(b"/").replace(b"\r\n\r\n", b"\r\n" + host + b"\r\n"),  # two
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\x00:1\r\n\r\n",
+            b"GET / HTTP/1.1\r\n" + host + b"X: " + b"y" * 70000 + b"\r\n\r\n",
+            b"GET / HTTP/1.1\r\n" + host + b"".join(b"X%d: y\r\n" % i for i in range(200))
+            + b"\r\n",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(256)) + b"\r\n\r\n",
+            b"GET\r\n\r\n", b"GET / HTTP/1.1 extra\r\n\r\n",
+        ]
+        for request in bad:
+            assert 400 <= raw_status(url, request) < 500, request[:80]
+        assert raw_status(url, get(b"/my%20mural.dzi", b"HEAD")) == 200
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
 
 
 def test_server_has_no_originals_without_a_source_folder(tmp_path):
@@ -446,22 +629,30 @@ def browser():
         chromium.close()
 
 
+# Runs in every page before its own scripts. The page sets window.mosaicistViewer
+# right after making its viewer, before any tile can load, so the handler sees
+# every tile failure.
+TEST_HOOKS = """(() => {
+  const state = {failed: 0, viewer: undefined};
+  window.__mosaicist_test = state;
+  Object.defineProperty(window, "mosaicistViewer", {
+    configurable: true,
+    get() { return state.viewer; },
+    set(viewer) {
+      state.viewer = viewer;
+      viewer.addHandler("tile-load-failed", () => { state.failed++; });
+    },
+  });
+})();"""
+
 OPENED = """() => {
   const viewer = window.mosaicistViewer;
-  if (!viewer || viewer.world.getItemCount() === 0) return false;
-  if (window.__mosaicist_test === undefined) {
-    window.__mosaicist_test = {deepest: 0, failed: 0};
-    viewer.addHandler("tile-loaded", (event) => {
-      if (event.tile.level === window.mosaicist.data.deepest_level) {
-        window.__mosaicist_test.deepest++;
-      }
-    });
-    viewer.addHandler("tile-load-failed", () => { window.__mosaicist_test.failed++; });
-  }
-  return true;
+  return viewer !== undefined && viewer.world.getItemCount() > 0;
 }"""
 
 # Zoom to the deepest level (one image pixel per screen pixel), centred on an image point.
+# OpenSeadragon updates in its own animation-frame callback, queued before ours:
+# after two frames it has updated (and drawn) for this view at least once.
 ZOOM_TO = """([x, y, zoom]) => {
   const viewport = window.mosaicistViewer.viewport;
   viewport.zoomTo(zoom === null ? viewport.imageToViewportZoom(1) : zoom, null, true);
@@ -469,8 +660,20 @@ ZOOM_TO = """([x, y, zoom]) => {
   return new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
 }"""
 
-LOADED = """() => window.mosaicistViewer.world.getItemAt(0).getFullyLoaded()
-  && window.__mosaicist_test.deepest > 0"""
+# The tiles of the view are loaded and drawn, and the one drawn at image point
+# (x, y) is of the deepest level. A state, not a count of events: tiles that
+# loaded before the wait began (all of them, when the home view already drew
+# the deepest level) count as well.
+LOADED = """([x, y]) => {
+  const viewer = window.mosaicistViewer;
+  const item = viewer.world.getItemAt(0);
+  const data = window.mosaicist.data;
+  const size = Number(data.tile_source.Image.TileSize);
+  const column = Math.floor(x / size), row = Math.floor(y / size);
+  return item.getFullyLoaded() && !viewer.world.needsDraw()
+    && item.lastDrawn.some((drawn) => drawn.level === data.deepest_level && drawn.tile.loaded
+                           && drawn.tile.x === column && drawn.tile.y === row);
+}"""
 
 # Page coordinates of an image point.
 PAGE_POINT = """([x, y]) => {
@@ -485,7 +688,7 @@ def look_at_cell(page, row: int, col: int, cell_px: int = CELL_PX) -> tuple[floa
     """Zoom to the deepest level on a cell, wait for its tiles; return its page position."""
     centre = ((col + 0.5) * cell_px, (row + 0.5) * cell_px)
     page.evaluate(ZOOM_TO, [*centre, None])
-    page.wait_for_function(LOADED, timeout=30_000)
+    page.wait_for_function(LOADED, arg=list(centre), timeout=30_000)
     x, y = page.evaluate(PAGE_POINT, list(centre))
     page.mouse.move(x, y)
     return x, y
@@ -501,8 +704,9 @@ def check_label_and_pixels(
     label = page.locator("#mosaicist-label")
     for row, col, index in cells:
         x, y = look_at_cell(page, row, col, cell_px)
-        expect(label).to_have_text(f"{source_id(index)} \u00b7 row {row}, col {col}")
-        expect(label).to_be_visible()
+        expect(label).to_have_text(f"{source_id(index)} \u00b7 row {row}, col {col}",
+                                   timeout=30_000)
+        expect(label).to_be_visible(timeout=30_000)
         shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"), np.int32)
         drawn = shot[round(y), round(x)]
         nearest = int(np.argmin(np.abs(colours.astype(np.int32) - drawn).sum(1)))
@@ -514,6 +718,7 @@ def check_label_and_pixels(
 def watched_page(browser):
     """A 640x480 page in its own context, and the list its script errors land in."""
     context = browser.new_context(viewport={"width": 640, "height": 480})
+    context.add_init_script(TEST_HOOKS)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -549,7 +754,7 @@ def test_browser_served_viewer(browser, mosaic, tmp_path):
             page.mouse.move(left / 2, middle)
             label = page.locator("#mosaicist-label")
             page.wait_for_function(
-                "document.getElementById('mosaicist-label').hidden", timeout=15_000)
+                "document.getElementById('mosaicist-label').hidden", timeout=30_000)
             assert label.text_content() == ""
 
             # A click opens the original, served by the viewer's server.
@@ -595,7 +800,7 @@ MADE_ROWS, MADE_COLS, MADE_TILE_PX = 12, 16, 64
 
 
 @pytest.fixture(scope="module")
-def made(tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray, Path]:
+def made(tmp_path_factory, module_cache) -> tuple[Path, np.ndarray, np.ndarray, Path]:
     """A Deep Zoom mosaic made by the real command line from solid-colour photos.
 
     Every target cell has the colour of one photo, so the exact match puts
@@ -616,7 +821,6 @@ def made(tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray, Path]:
          "--cell", "8", "--tile-px", str(MADE_TILE_PX), "-o", out / "mural.dzi",
          "--placements", out / "mural.json", "--quiet"],
         capture_output=True, text=True, timeout=120,
-        env={**os.environ, "MOSAICIST_CACHE_DIR": str(root / "cache")},
     )
     assert made.returncode == 0, made.stderr
     return out / "mural.dzi", expected, colours, photos
@@ -648,6 +852,7 @@ def test_browser_made_viewer_through_mosaicist_view(browser, made, tmp_path):
     reader.start()
     try:
         announced = lines.get(timeout=30)
+        assert "no original photos" not in announced  # its manifest is trusted
         match = re.search(r"http://127\.0\.0\.1:\d+/mural\.html", announced)
         assert match, announced
         with watched_page(browser) as (_, page, errors):

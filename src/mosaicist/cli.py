@@ -64,7 +64,7 @@ class _Group(click.Group):
                 # A bare ``mosaicist``: its help is what was asked for.
                 click.echo(error.format_message())
                 sys.exit(0)
-            names = []
+            names: list[str] = []
             context = error.ctx
             while context is not None and context.parent is not None:
                 names.insert(0, context.info_name or "")
@@ -177,7 +177,8 @@ def _given(values: dict[str, Any]) -> dict[str, Any]:
 #: Settings that only change how a picture is written.
 _OUTPUT_SETTINGS = ("jpeg_quality", "dzi_tile_size", "dzi_overlap", "dzi_format")
 #: Settings of ``make``: every one with a flag, the preset, grid and matching first.
-_MAKE_SETTINGS = ("preset", "cell_px", "tile_px", "match_px", "limit", "metric", "augment",
+_MAKE_SETTINGS = ("preset", "cell_px", "tile_px", "match_px", "limit", "max_target_pixels",
+                  "metric", "augment",
                   "tint", "tint_max", "contrast", "overlay", "max_uses", "min_uses",
                   "min_spacing", "assign", "search", "device", *_OUTPUT_SETTINGS)
 
@@ -270,7 +271,7 @@ def make(
         if path is not None:
             check_writable(path, what)
     # The output's size is known from the target's header: refuse it before any work.
-    width, height = target_size(target)
+    width, height = target_size(target, options.max_target_pixels)
     check_output(output, width // options.cell_px * options.tile_px,
                  height // options.cell_px * options.tile_px, options)
 

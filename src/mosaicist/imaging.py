@@ -19,15 +19,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import math
 import os
-import warnings
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import MosaicistError
+from .errors import MosaicistError, OptionError
 
 try:  # libjpeg-turbo directly: ~10x faster than Pillow for small JPEGs
     import simplejpeg
@@ -39,9 +41,11 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif"}
 )
 
-#: Tiles larger than this many pixels are refused as decompression bombs.
+#: Tiles and the originals they are drawn from may have at most this many pixels;
+#: larger ones are refused (from the header, before decoding) as decompression bombs.
 TILE_MAX_PIXELS = 200_000_000
-#: Targets may be larger (murals), but not unboundedly so.
+#: Default limit of a target's pixels: murals may be large, but not unboundedly so
+#: (the ``max_target_pixels`` setting raises it).
 TARGET_MAX_PIXELS = 1_500_000_000
 
 
@@ -120,27 +124,101 @@ def square_thumbnail(image: Image.Image, side_px: int) -> np.ndarray:
     return np.asarray(square, dtype=np.uint8).reshape(side_px, side_px, 3)
 
 
-@contextlib.contextmanager
-def _pixel_limit(max_pixels: int) -> Iterator[None]:
-    """Refuse images over ``max_pixels`` while decoding (decompression bombs)."""
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels // 2
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+class _PillowLimit:
+    """Pillow's process-wide decompression-bomb limit, lifted only around our own checks.
+
+    Pillow refuses images over its global ``Image.MAX_IMAGE_PIXELS`` (twice it, with a
+    warning above it) when it opens or crops them. Our reads check the size from
+    the header against their own limit instead, so while one runs the global is
+    lifted (for a header read, checked right after) or raised to the largest
+    limit in use, and it is put back when the last one ends. Render threads read
+    concurrently, hence the count of holders rather than a saved value each.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: list[int | None] = []
+        self._saved: int | None = None
+
+    @contextlib.contextmanager
+    def allowing(self, pixels: int | None) -> Iterator[None]:
+        """Let Pillow handle images of up to ``pixels`` (None: any) while in the block."""
+        with self._lock:
+            if not self._held:
+                self._saved = Image.MAX_IMAGE_PIXELS
+            self._held.append(pixels)
+            self._apply()
+        try:
             yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
+        finally:
+            with self._lock:
+                self._held.remove(pixels)
+                if self._held:
+                    self._apply()
+                else:
+                    Image.MAX_IMAGE_PIXELS = self._saved
+
+    def _apply(self) -> None:
+        held = [pixels for pixels in self._held if pixels is not None]
+        if self._saved is None or len(held) < len(self._held):
+            Image.MAX_IMAGE_PIXELS = None
+        else:
+            Image.MAX_IMAGE_PIXELS = max(self._saved, *held)
 
 
-def _open_checked(source: io.BytesIO | Path, max_pixels: int) -> Image.Image:
-    image = Image.open(source)
-    width, height = image.size
-    if width * height > max_pixels:
-        raise ImageReadError(
-            f"image of {width}x{height} pixels is over the limit of {max_pixels:,} pixels"
+_PILLOW_LIMIT = _PillowLimit()
+
+
+class PixelLimitError(ImageReadError):
+    """An image whose header declares more pixels than the limit allows."""
+
+    def __init__(self, width: int, height: int, limit: int) -> None:
+        self.width, self.height, self.limit = width, height, limit
+        super().__init__(
+            f"image of {width}x{height} = {width * height:,} pixels is over the limit of "
+            f"{limit:,} pixels"
         )
+
+
+def _check_pixels(width: int, height: int, limit: int) -> None:
+    if width * height > limit:
+        raise PixelLimitError(width, height, limit)
+
+
+def _open_checked(source: IO[bytes] | Path, max_pixels: int | None) -> Image.Image:
+    """Open an image's header and refuse it when it declares over ``max_pixels``.
+
+    Nothing is decoded: Pillow reads the header only. Pillow's own global limit
+    is lifted for the call, since ours is checked right after (None: the
+    caller only wants the size).
+    """
+    with _PILLOW_LIMIT.allowing(None):
+        image = Image.open(source)
+    try:
+        if max_pixels is not None:
+            _check_pixels(*image.size, max_pixels)
+    except PixelLimitError:
+        image.close()
+        raise
     return image
+
+
+def _draft_for(image: Image.Image, side_px: int) -> None:
+    """Ask a JPEG's decoder for the smallest DCT scale whose centre square is >= ``side_px``.
+
+    libjpeg scales by 1/2, 1/4 or 1/8 while decoding, so a large photo is
+    never held at full size when a small tile is wanted. Other formats have
+    no reduced decoding in Pillow and are decoded whole (within the limit).
+    """
+    if image.format != "JPEG":
+        return
+    width, height = image.size
+    scale = max(side_px / max(1, min(width, height)), 1e-9)
+    # draft() keeps both sides at least as large as asked.
+    image.draft(
+        "RGB" if image.mode in ("RGB", "YCbCr") else image.mode,
+        (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))),
+    )
 
 
 def _has_exif(data: bytes) -> bool:
@@ -148,7 +226,7 @@ def _has_exif(data: bytes) -> bool:
     return b"Exif\x00\x00" in data[:65536]
 
 
-def _decode_jpeg_fast(data: bytes, side_px: int) -> np.ndarray | None:
+def _decode_jpeg_fast(data: bytes, side_px: int, max_pixels: int) -> np.ndarray | None:
     """Decode a plain JPEG with libjpeg-turbo (simplejpeg), or None to fall back.
 
     Returns None for JPEGs with EXIF (orientation needs Pillow), CMYK or
@@ -158,11 +236,7 @@ def _decode_jpeg_fast(data: bytes, side_px: int) -> np.ndarray | None:
         return None
     try:
         width, height, _, _ = simplejpeg.decode_jpeg_header(data)
-        if width * height > TILE_MAX_PIXELS:
-            raise ImageReadError(
-                f"image of {width}x{height} pixels is over the limit of "
-                f"{TILE_MAX_PIXELS:,} pixels"
-            )
+        _check_pixels(width, height, max_pixels)
         side = min(width, height)
         scale = side_px / side
         # DCT scaling (shrink-on-load) to the smallest size that keeps side >= side_px.
@@ -178,11 +252,50 @@ def _decode_jpeg_fast(data: bytes, side_px: int) -> np.ndarray | None:
     return square_thumbnail(Image.fromarray(pixels, "RGB"), side_px)
 
 
-def decode_tile_bytes(data: bytes, side_px: int) -> np.ndarray:
+#: A decode slot: called with the pixels an image is about to be decoded at, it
+#: returns a context that holds them (e.g. a share of a memory budget) meanwhile.
+DecodeSlot = Callable[[int], contextlib.AbstractContextManager[object]]
+
+# What Pillow raises for a broken file. DecompressionBombError: a GIF frame or
+# TIFF tile larger than the (checked) image it belongs to.
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, TypeError, IndexError,
+                  Image.DecompressionBombError, Image.DecompressionBombWarning)
+
+
+def _pillow_thumbnail(
+    source: IO[bytes] | Path, side_px: int, max_pixels: int, slot: DecodeSlot | None,
+) -> np.ndarray:
+    """Decode with Pillow into a ``side_px`` square: size checked, JPEGs drafted."""
+    try:
+        image = _open_checked(source, max_pixels)
+        with image:
+            _draft_for(image, side_px)
+            hold = slot(image.width * image.height) if slot else contextlib.nullcontext()
+            with hold, _PILLOW_LIMIT.allowing(max_pixels):
+                image.load()
+                ImageOps.exif_transpose(image, in_place=True)
+                return square_thumbnail(image, side_px)
+    except ImageReadError:
+        raise
+    except _DECODE_ERRORS as error:
+        raise ImageReadError(_describe(error)) from None
+
+
+def decode_tile_bytes(data: bytes, side_px: int, max_pixels: int | None = None) -> np.ndarray:
     """Decode an encoded image file's bytes into a square ``side_px`` thumbnail.
 
     JPEGs are decoded with shrink-on-load (DCT scaling), so a 12-megapixel
     photo is decoded at 1/8 size when the thumbnail is small.
+
+    Parameters
+    ----------
+    data : bytes
+        The file's bytes.
+    side_px : int
+        Side of the thumbnail.
+    max_pixels : int, optional
+        Most pixels the image may declare (default :data:`TILE_MAX_PIXELS`),
+        checked from the header before decoding.
 
     Raises
     ------
@@ -190,30 +303,51 @@ def decode_tile_bytes(data: bytes, side_px: int) -> np.ndarray:
         When the bytes are not a readable image (truncated, unknown format,
         over the pixel limit).
     """
-    fast = _decode_jpeg_fast(data, side_px)
+    limit = TILE_MAX_PIXELS if max_pixels is None else max_pixels
+    fast = _decode_jpeg_fast(data, side_px, limit)
     if fast is not None:
         return fast
-    try:
-        with _pixel_limit(TILE_MAX_PIXELS):
-            image = _open_checked(io.BytesIO(data), TILE_MAX_PIXELS)
-            if image.format == "JPEG":
-                width, height = image.size
-                side = min(width, height)
-                # draft() keeps both sides at least as large as asked; asking for
-                # the scaled full frame makes the shorter side >= side_px.
-                scale = max(side_px / side, 1e-9)
-                image.draft(
-                    "RGB" if image.mode in ("RGB", "YCbCr") else image.mode,
-                    (max(1, int(np.ceil(width * scale))), max(1, int(np.ceil(height * scale)))),
-                )
-            image.load()
-            image = ImageOps.exif_transpose(image) or image
-            return square_thumbnail(image, side_px)
-    except ImageReadError:
-        raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning, EOFError, TypeError, IndexError) as error:
-        raise ImageReadError(_describe(error)) from None
+    return _pillow_thumbnail(io.BytesIO(data), side_px, limit, None)
+
+
+def read_original(
+    path: str | os.PathLike[str], side_px: int, *, max_pixels: int | None = None,
+    slot: DecodeSlot | None = None,
+) -> np.ndarray:
+    """Read an original image file as a ``side_px`` tile (centre square, Lanczos).
+
+    The size is checked from the header first, and a JPEG is decoded at the
+    smallest DCT scale whose centre square is still at least ``side_px``, so a
+    small file declaring a huge picture costs neither time nor memory.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    side_px : int
+        Side of the tile.
+    max_pixels : int, optional
+        Most pixels the file may declare (default :data:`TILE_MAX_PIXELS`).
+    slot : callable, optional
+        Called with the pixels about to be decoded; the decode runs inside
+        the context it returns (render threads share a memory budget this way).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(side_px, side_px, 3)`` uint8.
+
+    Raises
+    ------
+    ImageReadError
+        When the file is not a readable image or is over the limit.
+    OSError
+        When the file cannot be opened (missing, permissions).
+    """
+    limit = TILE_MAX_PIXELS if max_pixels is None else max_pixels
+    # Opened here, so that a missing file is an OSError and not "not an image".
+    with open(path, "rb") as handle:
+        return _pillow_thumbnail(handle, side_px, limit, slot)
 
 
 def _describe(error: BaseException) -> str:
@@ -253,50 +387,102 @@ def _existing_target(path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def read_target(path: str | os.PathLike[str]) -> np.ndarray:
+def _over_target_limit(path: Path, error: PixelLimitError) -> OptionError:
+    return OptionError(
+        "{path}: {width}x{height} = {pixels} pixels is over the target limit of {limit} "
+        "pixels (raise it with {max_target_pixels})",
+        path=str(path), width=error.width, height=error.height,
+        pixels=f"{error.width * error.height:,}", limit=f"{error.limit:,}",
+    )
+
+
+#: Bytes of a picture copied into an array per step (see :func:`_rgb_array`).
+_COPY_STRIP_BYTES = 8 << 20
+
+
+def _rgb_array(image: Image.Image) -> np.ndarray:
+    """Copy an RGB image into an ``(H, W, 3)`` array a strip of rows at a time.
+
+    ``np.asarray(image)`` would go through one bytes object of the whole
+    picture, a third copy at its peak: for a gigapixel target, gigabytes.
+    """
+    width, height = image.size
+    out = np.empty((height, width, 3), np.uint8)
+    rows = max(1, _COPY_STRIP_BYTES // max(1, width * 3))
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        out[top:bottom] = np.asarray(image.crop((0, top, width, bottom)))
+    return out
+
+
+def read_target(
+    path: str | os.PathLike[str], max_pixels: int = TARGET_MAX_PIXELS,
+) -> np.ndarray:
     """Read a target picture as an ``(H, W, 3)`` uint8 RGB array.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The picture.
+    max_pixels : int
+        Most pixels it may have (the ``max_target_pixels`` setting), checked
+        from the header before anything is decoded.
 
     Raises
     ------
     MosaicistError
-        With a one-line message naming the file, when it is missing or
-        unreadable.
+        With a one-line message naming the file, when it is missing,
+        unreadable, or over ``max_pixels`` (an :class:`OptionError` naming
+        ``max_target_pixels`` then).
     """
     path = _existing_target(path)
     try:
-        with _pixel_limit(TARGET_MAX_PIXELS):
-            image = _open_checked(path, TARGET_MAX_PIXELS)
+        image = _open_checked(path, max_pixels)
+        with image, _PILLOW_LIMIT.allowing(max_pixels):
             image.load()
-            image = ImageOps.exif_transpose(image)
-            return np.asarray(to_rgb(image), dtype=np.uint8)
-    except ImageReadError as error:
-        raise MosaicistError(f"{path}: {error}") from None
+            ImageOps.exif_transpose(image, in_place=True)
+            return _rgb_array(to_rgb(image))
+    except PixelLimitError as error:
+        raise _over_target_limit(path, error) from None
     except PermissionError:
         raise MosaicistError(f"{path}: permission denied") from None
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
+    except _DECODE_ERRORS as error:
         raise MosaicistError(f"{path}: cannot read target image: {_describe(error)}") from None
 
 
-def target_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+def target_size(
+    path: str | os.PathLike[str], max_pixels: int | None = None,
+) -> tuple[int, int]:
     """Return a target picture's ``(width, height)`` as :func:`read_target` will see it.
 
     Reads only the header (EXIF orientation applied), so output sizes can be
     checked before any work.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The picture.
+    max_pixels : int, optional
+        Refuse it, as :func:`read_target` would, when it has more pixels.
+
     Raises
     ------
     MosaicistError
-        When the file is missing or unreadable.
+        When the file is missing, unreadable or over ``max_pixels``.
     """
     path = _existing_target(path)
     try:
-        with Image.open(path) as image:
+        with _open_checked(path, max_pixels) as image:
             width, height = image.size
-            # Orientations 5-8 turn the picture a quarter.
-            if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+            # Orientations 5-8 turn the picture a quarter. A PNG's EXIF after its
+            # pixels is not looked for: Pillow would decode them all to reach it.
+            png_without = image.format == "PNG" and "exif" not in image.info
+            if not png_without and image.getexif().get(0x0112, 1) in (5, 6, 7, 8):
                 width, height = height, width
             return width, height
+    except PixelLimitError as error:
+        raise _over_target_limit(path, error) from None
     except PermissionError:
         raise MosaicistError(f"{path}: permission denied") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as error:
+    except _DECODE_ERRORS as error:
         raise MosaicistError(f"{path}: cannot read target image: {_describe(error)}") from None

@@ -47,6 +47,7 @@ from typing import Any
 
 from .colour import METRICS
 from .errors import MosaicistError, OptionError, check_range
+from .imaging import TARGET_MAX_PIXELS
 from .transforms import AUGMENT_SETS
 
 #: Version of the serialised settings (:meth:`MosaicOptions.to_json`); 2 added ``preset``,
@@ -288,6 +289,10 @@ class MosaicOptions:
     limit: int | None = setting(
         None, "Use only the first N tiles in library order.", low=1, metavar="N",
         section="grid")
+    max_target_pixels: int = setting(
+        TARGET_MAX_PIXELS, "Refuse targets of more pixels than this (checked from the file's "
+        "header before decoding, against decompression bombs); raise it for larger murals.",
+        low=1, unit="pixels", metavar="N", section="grid")
     # -- matching -------------------------------------------------------------------------
     metric: str = setting(
         "seed", "Per-pixel distance: sRGB (the seed's), CIE Lab or Oklab.",

@@ -170,7 +170,7 @@ def remove_stale_temporaries(final: str | os.PathLike[str]) -> list[Path]:
     """
     final = Path(final)
     pattern = re.compile(rf"\.{re.escape(final.name)}\.(\d+)-[a-z0-9_]{{8}}\.(part|old)")
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(final.parent if str(final.parent) else "."))
     except OSError:

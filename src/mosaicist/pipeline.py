@@ -213,7 +213,7 @@ def make_mosaic(
     # Settings no matcher can honour fail here, before any reading or indexing.
     matcher = matcher_for(options)
     started = time.perf_counter()
-    pixels = _as_target(target)
+    pixels = _as_target(target, options.max_target_pixels)
     name = str(target) if isinstance(target, (str, os.PathLike)) else None
     grid = make_grid(pixels, options.cell_px, name=name or "target")
     library = _open_library(tiles, options, cache_dir, show_progress, quiet)
@@ -259,14 +259,14 @@ def make_mosaic(
     return mosaic
 
 
-def _as_target(target: Target) -> np.ndarray:
+def _as_target(target: Target, max_pixels: int) -> np.ndarray:
     if isinstance(target, np.ndarray):
         if target.ndim != 3 or target.shape[2] != 3 or target.dtype != np.uint8:
             raise ValueError("a target array must be (H, W, 3) uint8")
         return target
     if isinstance(target, Image.Image):
         return np.asarray(to_rgb(target), dtype=np.uint8)
-    return read_target(target)
+    return read_target(target, max_pixels)
 
 
 def _open_library(

@@ -22,7 +22,6 @@ import csv
 import json
 import math
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -302,7 +301,7 @@ class Placements:
             records = list(reader)
         if not records:
             raise ValueError("no rows")
-        where = {}
+        where: dict[tuple[int, int], int] = {}
         for line, record in enumerate(records, 2):
             key = (_csv_number(record, "row", line, int), _csv_number(record, "col", line, int))
             if key[0] < 0 or key[1] < 0:
@@ -409,17 +408,21 @@ def check_cells(rows: int, cols: int, columns: Mapping[str, list[Any]]) -> None:
 def tile_id_problem(tile_id: str) -> str | None:
     """Say why a tile id cannot name a tile of a library, or return None.
 
-    A tile id is the tile's path relative to its library's folder (or a
-    dataset's own name for an image): it must not be empty, absolute, hold
-    a NUL or a ``..`` step, so that resolving it never leaves the library.
+    A tile id is the tile's path relative to its library's folder, ``/``
+    between folders (or a dataset's own name for an image): it must not be
+    empty, absolute, hold a NUL or a ``..`` step. Sources check again where
+    they open files (:meth:`FolderSource.path_of
+    <mosaicist.sources.FolderSource.path_of>`, which also knows the
+    platform's other separators), so that resolving an id never leaves the
+    library.
     """
     if not tile_id:
         return "is empty"
     if "\0" in tile_id:
         return "holds a NUL character"
-    if tile_id.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", tile_id):
+    if tile_id.startswith("/"):
         return "is an absolute path"
-    if ".." in re.split(r"[/\\]", tile_id):
+    if ".." in tile_id.split("/"):
         return "leaves the library folder (..)"
     return None
 

@@ -5,7 +5,7 @@ Layout of one index (one per source and ``match_px``), under the cache::
     indexes/<name>-<hash of source key>/px<match_px>/
         manifest.sqlite     tile manifest (SQLite, WAL)
         tiles-<G>.u8        packed uint8 pixels, N x match_px x match_px x 3
-        write.lock          held by the one process updating the index
+        write.lock          held by the one process updating the index (its PID inside)
 
 The manifest's ``tiles`` table is the *published* library: each tile's source
 id, library position, slot in the packed file, size, modification time and
@@ -37,7 +37,7 @@ from ..errors import MosaicistError, OptionError, check_range
 from ..options import TILE_PX_RANGE
 from ..paths import cache_dir as default_cache_dir
 from ..sources import TileSource, open_source
-from ._manifest import connect, get_meta, store_path
+from ._manifest import connect, get_meta, manifest_errors, store_path
 from ._update import UpdateStats, update_index
 
 
@@ -162,7 +162,8 @@ class TileLibrary:
         stats = None
         if update:
             stats = update_index(source, match_px, directory, show_progress, quiet)
-        library = cls._read(source, match_px, directory, stats)
+        with manifest_errors(directory):
+            library = cls._read(source, match_px, directory, stats)
         if len(library) == 0:
             raise MosaicistError(f"{source.name}: no usable tile images found")
         return library

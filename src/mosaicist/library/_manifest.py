@@ -4,7 +4,8 @@ One index folder holds::
 
     manifest.sqlite     this manifest (SQLite, WAL)
     tiles-<G>.u8        packed uint8 pixels of generation G, slot by slot
-    write.lock          held by the one process updating the index
+    tiles-<G>.u8.part   a packed file being written (a leftover after a crash)
+    write.lock          held by the one process updating the index (its PID inside)
 
 Tables of the manifest:
 
@@ -32,6 +33,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import overload
 
+from ..errors import MosaicistError
+
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -51,6 +54,48 @@ CREATE TABLE IF NOT EXISTS failures (
 def store_path(directory: Path, generation: int) -> Path:
     """Return the packed tile file of ``generation`` in the index ``directory``."""
     return directory / f"tiles-{generation}.u8"
+
+
+def partial_path(store: Path) -> Path:
+    """Return the temporary name a packed file is written under (``tiles-<G>.u8.part``)."""
+    return store.with_name(store.name + ".part")
+
+
+@contextlib.contextmanager
+def manifest_errors(directory: Path) -> Iterator[None]:
+    """Report an SQLite error of the manifest in ``directory`` as one line naming it.
+
+    A full disk reads as such, a damaged file with how to rebuild the
+    index, anything else (a read-only folder, a busy database) with SQLite's
+    words.
+
+    Parameters
+    ----------
+    directory : pathlib.Path
+        The index's folder.
+
+    Raises
+    ------
+    MosaicistError
+        In place of any :class:`sqlite3.Error` raised in the block.
+    """
+    try:
+        yield
+    except (sqlite3.ProgrammingError, sqlite3.InterfaceError):
+        raise  # a mistake in mosaicist, not in the file
+    except sqlite3.DatabaseError as error:
+        manifest = directory / "manifest.sqlite"
+        code = getattr(error, "sqlite_errorcode", None)
+        if code == sqlite3.SQLITE_FULL:
+            raise MosaicistError(
+                f"{manifest}: no space left on device while writing the tile index; "
+                f"free some space and run again"
+            ) from None
+        if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or code is None:
+            raise MosaicistError(
+                f"{manifest}: index is damaged ({error}); delete {directory} to rebuild it"
+            ) from None
+        raise MosaicistError(f"{manifest}: cannot use the tile index: {error}") from None
 
 
 def connect(directory: Path) -> sqlite3.Connection:

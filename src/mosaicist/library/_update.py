@@ -28,29 +28,57 @@ reuses them instead of decoding again; pixels of a batch that did not commit
 lie after the committed ``next_slot`` and are cut off by the next update.
 Until the publishing transaction commits, the manifest still names the old
 packed file, which is still there.
+
+What an interrupted update can leave behind, the next one removes once it
+holds the lock (:func:`_remove_leftovers`): a repack's temporary
+``tiles-<G>.u8.part`` and packed files of other generations. A failed update
+removes them itself where it can, and cuts the packed file back to its
+committed slots, so that a full disk is not kept full.
+
+Why a killed update never blocks the next one: the lock is a POSIX record
+lock (``lockf``), which belongs to the process that took it. The kernel
+drops it when that process dies, even while other processes (the decoding
+workers it forked, which share the open file) live on, and forked children
+never hold it. The workers end with their parent anyway
+(:mod:`mosaicist.sources.folder`), and SIGTERM unwinds an update like an
+interrupt (:func:`_unwind_on_terminate`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
+import io
 import os
+import re
+import signal
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import FrameType
 from typing import NamedTuple
 
 import numpy as np
 
 from ..errors import MosaicistError
-from ..paths import atomic_path
 from ..progress import progress_bar
 from ..sources import SourceEntry, TileSource
-from ._manifest import SCHEMA_VERSION, connect, get_meta, set_meta, store_path, transaction
+from ._manifest import (
+    SCHEMA_VERSION,
+    connect,
+    get_meta,
+    manifest_errors,
+    partial_path,
+    set_meta,
+    store_path,
+    transaction,
+)
 
 #: Decoded tiles committed per transaction during an update.
 COMMIT_EVERY = 2048
@@ -58,6 +86,12 @@ COMMIT_EVERY = 2048
 COMMIT_SECONDS = 2.0
 #: Tiles copied at a time when writing a packed file in library order.
 COPY_CHUNK = 8192
+
+#: Files of an index folder that an update may have left: packed files
+#: (``tiles-<G>.u8``, removed unless G is the published generation), a
+#: repack's temporary (``tiles-<G>.u8.part``) and the temporaries earlier
+#: versions named ``.tiles-<G>.u8.<random>.part.u8``.
+_LEFTOVER = re.compile(r"tiles-\d+\.u8(\.part)?|\.tiles-\d+\.u8\..*\.part\.u8")
 
 
 @dataclass
@@ -196,10 +230,12 @@ def update_index(
     Raises
     ------
     MosaicistError
-        When the packed file is shorter than the manifest says it is.
+        When the packed file is shorter than the manifest says it is, or a
+        file of the index cannot be written (a full disk...); the message
+        names the file.
     """
     started = time.perf_counter()
-    with _write_lock(directory, quiet):
+    with _unwind_on_terminate(), _write_lock(directory, quiet), manifest_errors(directory):
         connection = connect(directory)
         try:
             stats = _update_locked(source, match_px, directory, connection, show_progress)
@@ -214,12 +250,32 @@ def update_index(
     return stats
 
 
+# The lock file's lock belongs to the process, so threads of one process
+# updating the same index wait for each other here (by index folder).
+_thread_locks: dict[str, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+def _forget_thread_locks() -> None:
+    # A forked child holds none of its parent's locks, whatever they were at the fork.
+    global _thread_locks_guard
+    _thread_locks_guard = threading.Lock()
+    _thread_locks.clear()
+
+
+os.register_at_fork(after_in_child=_forget_thread_locks)
+
+
 @contextlib.contextmanager
 def _write_lock(directory: Path, quiet: bool) -> Iterator[None]:
     """Hold the index's ``write.lock`` for the block, waiting for it if needed.
 
-    An ``flock`` is released by the kernel when its process dies, so a
-    crashed update never leaves the index locked.
+    The lock is a POSIX record lock on the file, which belongs to the
+    process that holds it: the kernel releases it when that process dies
+    (``kill -9`` included), whatever other processes still have the file
+    open, and forked children (decoding workers) never hold it. So a lock
+    is only ever waited for while its holder runs. The holder writes its
+    PID in the file, so that a waiting process can say whom it waits for.
 
     Parameters
     ----------
@@ -227,21 +283,109 @@ def _write_lock(directory: Path, quiet: bool) -> Iterator[None]:
         The index's folder.
     quiet : bool
         Do not say on stderr that we wait for another process.
+
+    Raises
+    ------
+    MosaicistError
+        When the lock file cannot be opened or locked.
     """
-    with open(directory / "write.lock", "a+b") as handle:
+    path = directory / "write.lock"
+    with _thread_locks_guard:
+        thread_lock = _thread_locks.setdefault(os.path.realpath(directory), threading.Lock())
+    if not thread_lock.acquire(blocking=False):
+        if not quiet:
+            print(f"mosaicist: waiting for another thread that is updating the index in "
+                  f"{directory}", file=sys.stderr)
+        thread_lock.acquire()
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if not quiet:
-                print(
-                    "mosaicist: waiting for another process that is updating this index",
-                    file=sys.stderr,
-                )
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+                                 0o666)
+        except OSError as error:
+            raise MosaicistError(f"{path}: cannot open the index's lock: "
+                                 f"{error.strerror or error}") from None
         try:
-            yield
+            _lock_file(descriptor, path, quiet)
+            _record_holder(descriptor)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(descriptor, 0)
+                    fcntl.lockf(descriptor, fcntl.LOCK_UN)
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            # Closing also releases the lock, should unlocking have failed.
+            os.close(descriptor)
+    finally:
+        thread_lock.release()
+
+
+def _lock_file(descriptor: int, path: Path, quiet: bool) -> None:
+    """Take the POSIX lock of the open ``write.lock``, waiting while a live process holds it."""
+    try:
+        fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except OSError as error:
+        if error.errno not in (errno.EACCES, errno.EAGAIN):
+            raise MosaicistError(f"{path}: cannot lock the index: "
+                                 f"{error.strerror or error}") from None
+    if not quiet:
+        holder = _holder(descriptor)
+        who = "another process" if holder is None else f"process {holder}"
+        print(f"mosaicist: waiting for {who} that is updating this index ({path})",
+              file=sys.stderr)
+    try:
+        fcntl.lockf(descriptor, fcntl.LOCK_EX)
+    except OSError as error:
+        raise MosaicistError(f"{path}: cannot lock the index: "
+                             f"{error.strerror or error}") from None
+
+
+def _record_holder(descriptor: int) -> None:
+    """Write this process's PID in the lock file (only for messages: a full disk is no error)."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+
+
+def _holder(descriptor: int) -> int | None:
+    """Return the PID the lock's holder wrote in the lock file, if it did."""
+    try:
+        text = os.pread(descriptor, 32, 0).decode("ascii").strip()
+        return int(text) if text else None
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def _unwind_on_terminate() -> Iterator[None]:
+    """Make SIGTERM raise ``SystemExit`` in the block, so that it unwinds like an interrupt.
+
+    SIGTERM's default action ends the process at once: the batch decoded
+    so far is not committed and the decoding pool is not stopped. Raised
+    instead, the update commits what it has and stops its workers, and the
+    process still exits with the status of a SIGTERM (143). A second SIGTERM
+    ends the process at once. Only in the main thread (the only one where
+    Python runs signal handlers) and only where SIGTERM has its default
+    action: a handler that the application installed is left alone.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGTERM) is terminate:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _update_locked(
@@ -274,6 +418,7 @@ def _update_locked(
     UpdateStats
         What the update did, less ``seconds``.
     """
+    _remove_leftovers(directory, int(get_meta(connection, "generation", "0")))
     planned = _plan(source, match_px, directory, connection)
     if isinstance(planned, UpdateStats):
         return planned  # nothing changed since the last publish
@@ -291,6 +436,54 @@ def _update_locked(
         )
     _publish(plan, match_px, directory, connection, stats)
     return stats
+
+
+def _remove_leftovers(directory: Path, generation: int) -> None:
+    """Delete the files that interrupted updates left in the index folder.
+
+    Only the lock holder writes these files, so under the lock none of them
+    is being written: a repack's temporary, and packed files of generations
+    other than the published one (no row points into them; a reader that
+    still maps one keeps its map, and one about to open it reads the
+    manifest again, see ``TileLibrary._read``).
+
+    Parameters
+    ----------
+    directory : pathlib.Path
+        The index's folder.
+    generation : int
+        The published generation, whose packed file is kept.
+    """
+    keep = store_path(directory, generation).name
+    with os.scandir(directory) as items:
+        leftovers = [item.path for item in items
+                     if item.name != keep and _LEFTOVER.fullmatch(item.name)]
+    for leftover in leftovers:
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
+            os.unlink(leftover)
+
+
+def _write_error(path: Path, error: OSError) -> MosaicistError:
+    """Return the one-line error for ``error`` while writing ``path``, a file of the index."""
+    if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return MosaicistError(f"{path}: {os.strerror(error.errno or errno.ENOSPC).lower()} "
+                              f"while writing the tile index; free some space and run again")
+    return MosaicistError(f"{path}: cannot write the tile index: {error.strerror or error}")
+
+
+def _create(path: str, flags: int) -> int:
+    """``open`` opener: open read-write, creating the file if needed (as ``touch`` would)."""
+    return os.open(path, flags | os.O_CREAT, 0o666)
+
+
+def _write_all(handle: io.RawIOBase, data: bytes) -> None:
+    """Write all of ``data`` at the file's position (an unbuffered write may take less)."""
+    view = memoryview(data)
+    while view:
+        written = handle.write(view)
+        if not written:
+            raise OSError(errno.EIO, "the write made no progress")
+        view = view[written:]
 
 
 # -- plan -------------------------------------------------------------------------------
@@ -528,24 +721,33 @@ def _decode_into_store(
         The ``next_slot`` committed last.
     """
     tile_bytes = match_px * match_px * 3
-    store.touch(exist_ok=True)
     pending_rows: list[IndexedTile] = []
     pending_failures: list[Failure] = []
     last_commit = time.monotonic()
+    committed_slot = next_slot
+    try:
+        # Unbuffered: a failed write leaves nothing in a buffer to flush later.
+        handle = open(store, "r+b", buffering=0, opener=_create)  # noqa: SIM115
+    except OSError as error:
+        raise _write_error(store, error) from None
 
-    with open(store, "r+b") as handle, progress_bar(
-        len(to_decode), "indexing", unit="img", enabled=show_progress
-    ) as bar:
+    with handle, progress_bar(len(to_decode), "indexing", unit="img",
+                              enabled=show_progress) as bar:
         # Pixels past the committed next_slot belong to a batch that never
         # committed (an interrupted update): no row points at them.
-        handle.seek(next_slot * tile_bytes)
-        handle.truncate()
+        try:
+            handle.truncate(next_slot * tile_bytes)
+            handle.seek(next_slot * tile_bytes)
+        except OSError as error:
+            raise _write_error(store, error) from None
 
         def commit() -> None:
-            nonlocal last_commit
+            nonlocal last_commit, committed_slot
             # Pixels reach the disk before the rows that point at them commit.
-            handle.flush()
-            os.fsync(handle.fileno())
+            try:
+                os.fsync(handle.fileno())
+            except OSError as error:
+                raise _write_error(store, error) from None
             with transaction(connection):
                 connection.executemany(
                     "INSERT OR REPLACE INTO staged(source_id, slot, size, mtime_ns, content_hash) "
@@ -562,12 +764,15 @@ def _decode_into_store(
                     [(tile.source_id,) for tile in pending_rows],
                 )
                 set_meta(connection, "next_slot", next_slot)
+            committed_slot = next_slot
             pending_rows.clear()
             pending_failures.clear()
             last_commit = time.monotonic()
 
+        succeeded = False
+        decoded_tiles = source.decode(to_decode, match_px)
         try:
-            for decoded in source.decode(to_decode, match_px):
+            for decoded in decoded_tiles:
                 entry = decoded.entry
                 stats.decoded += 1
                 bar.update(1)
@@ -584,7 +789,12 @@ def _decode_into_store(
                         slot = old.slot  # touched but not changed: keep the pixels we have
                     else:
                         slot = next_slot
-                        handle.write(np.ascontiguousarray(decoded.pixels, np.uint8).tobytes())
+                        try:
+                            _write_all(
+                                handle, np.ascontiguousarray(decoded.pixels, np.uint8).tobytes()
+                            )
+                        except OSError as error:
+                            raise _write_error(store, error) from None
                         next_slot += 1
                     pending_rows.append(
                         IndexedTile(
@@ -597,10 +807,23 @@ def _decode_into_store(
                     or time.monotonic() - last_commit > COMMIT_SECONDS
                 ):
                     commit()
+            succeeded = True
         finally:
-            # Also on KeyboardInterrupt: keep what was decoded.
-            if pending_rows or pending_failures:
-                commit()
+            # Stop the source's workers first, however the loop ended.
+            close = getattr(decoded_tiles, "close", None)
+            if close is not None:
+                close()
+            try:
+                # Also on KeyboardInterrupt or an error: keep what was decoded.
+                if pending_rows or pending_failures:
+                    commit()
+            finally:
+                if not succeeded:
+                    # What no committed row points at (a partial tile, a batch
+                    # whose commit failed) would only hold space, on a disk
+                    # that may be full, until the next update cut it off.
+                    with contextlib.suppress(OSError):
+                        handle.truncate(committed_slot * tile_bytes)
     return next_slot
 
 
@@ -804,9 +1027,10 @@ def _keep_failures(connection: sqlite3.Connection, failed: Sequence[tuple[str, s
 def _write_packed(source: Path, destination: Path, slots: np.ndarray, tile_bytes: int) -> None:
     """Write the tiles at ``slots`` of ``source`` to ``destination``, in that order, durably.
 
-    The file appears under its final name only once complete and flushed to
-    disk (:func:`mosaicist.paths.atomic_path`), so the manifest transaction
-    that names it never refers to a partial file.
+    The file is written as ``tiles-<G>.u8.part`` and renamed only once
+    complete and flushed to disk, so the manifest transaction that names it
+    never refers to a partial file. On any failure the temporary is removed
+    (and one that a crash left is removed by the next update).
 
     Parameters
     ----------
@@ -817,10 +1041,31 @@ def _write_packed(source: Path, destination: Path, slots: np.ndarray, tile_bytes
     tile_bytes : int
         Bytes per tile.
     """
-    with atomic_path(destination, durable=True) as partial, open(partial, "wb") as handle:
-        if len(slots):
-            memory = np.memmap(source, dtype=np.uint8, mode="r").reshape(-1, tile_bytes)
-            for start in range(0, len(slots), COPY_CHUNK):
-                chunk = memory[slots[start:start + COPY_CHUNK]]
-                handle.write(np.ascontiguousarray(chunk).tobytes())
-            del memory
+    partial = partial_path(destination)
+    try:
+        with open(partial, "wb", buffering=0) as handle:
+            if len(slots):
+                memory = np.memmap(source, dtype=np.uint8, mode="r").reshape(-1, tile_bytes)
+                for start in range(0, len(slots), COPY_CHUNK):
+                    chunk = memory[slots[start:start + COPY_CHUNK]]
+                    _write_all(handle, np.ascontiguousarray(chunk).tobytes())
+                del memory
+            os.fsync(handle.fileno())
+        os.replace(partial, destination)
+    except OSError as error:
+        raise _write_error(partial, error) from None
+    finally:
+        # Whatever stopped the copy, no partial copy is left to fill the disk.
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+    _sync_folder(destination.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (where the platform can sync a folder)."""
+    with contextlib.suppress(OSError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)

@@ -40,6 +40,8 @@ BOUND_SLACK = 5e-5
 PCA_SAMPLE = 16384
 
 FEATURES_VERSION = 4
+#: Cells whose bound rows are computed at once (bounds the temporary copies).
+CELL_BLOCK = 4096
 
 
 def bound_step(side: int) -> int:
@@ -276,24 +278,34 @@ def cached_features(
 def cell_bound_rows(
     cell_vectors: np.ndarray, geometry: Geometry, features: TileFeatures
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return the cells' bound rows ``[-2 k Q m_a, row term, 1]`` and ``|a|^2``."""
+    """Return the cells' bound rows ``[-2 k Q m_a, row term, 1]`` and ``|a|^2``.
+
+    Cells are taken :data:`CELL_BLOCK` at a time, so the float64 and int32
+    copies made on the way stay a few tens of megabytes at any grid size.
+    """
     count = len(cell_vectors)
     step = bound_step(geometry.side)
     scale = bound_scale(geometry)
-    flat = cell_vectors.reshape(count, -1)
-    cell_norm2 = np.einsum("ij,ij->i", flat.astype(np.int32), flat.astype(np.int32),
-                           dtype=np.int64)
-    means = _block_means(cell_vectors, step) - features.mean
-    projected = means @ features.basis.T.astype(np.float64)
-    deviation2 = np.einsum("ij,ij->i", means, means)
     dimensions = len(features.basis)
+    basis = features.basis.T.astype(np.float64)
     rows = np.empty((count, dimensions + 2), np.float32)
-    rows[:, :dimensions] = -2.0 * scale * projected
-    rows[:, dimensions] = (
-        scale * np.einsum("ij,ij->i", projected, projected)
-        - BOUND_SLACK * scale * deviation2
-        - 1e-7 * geometry.weight * cell_norm2
-    )
-    rows[:, dimensions + 1] = 1.0
+    cell_norm2 = np.empty(count, np.int64)
+    for start in range(0, count, CELL_BLOCK):
+        block = cell_vectors[start:start + CELL_BLOCK]
+        flat = block.reshape(len(block), -1).astype(np.int32)
+        norm2 = np.einsum("ij,ij->i", flat, flat, dtype=np.int64)
+        del flat
+        means = _block_means(block, step) - features.mean
+        projected = means @ basis
+        deviation2 = np.einsum("ij,ij->i", means, means)
+        part = rows[start:start + len(block)]
+        part[:, :dimensions] = -2.0 * scale * projected
+        part[:, dimensions] = (
+            scale * np.einsum("ij,ij->i", projected, projected)
+            - BOUND_SLACK * scale * deviation2
+            - 1e-7 * geometry.weight * norm2
+        )
+        part[:, dimensions + 1] = 1.0
+        cell_norm2[start:start + len(block)] = norm2
     return rows, cell_norm2
 

@@ -13,13 +13,19 @@ Deep Zoom tiles plus the overlap.
 Tiles go to a hidden staging folder that is renamed to ``NAME_files`` when
 the pyramid is complete (:func:`mosaicist.paths.atomic_folder`), and
 ``NAME.dzi`` is written last, so an interrupted run never leaves a partial
-pyramid under the final names.
+pyramid under the final names. The staging folder is named after the
+writing process: one left by a run killed too hard to clean up
+(``kill -9``) is removed by the next write to the same place, once that
+process is gone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import re
+import shutil
 from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,7 +47,7 @@ from ..options import (
     DZI_OVERLAP,
     DZI_TILE_SIZE,
 )
-from ..paths import atomic_folder, atomic_path
+from ..paths import atomic_folder, atomic_path, process_alive
 from ..progress import progress_bar
 from ._formats import OutputFormat, Picture
 from ._pyramid import HalvingStream, half_size, level_count
@@ -128,6 +134,28 @@ def files_folder(path: str | os.PathLike[str]) -> Path:
     """Return the tile folder of a ``.dzi``: ``NAME.dzi`` -> ``NAME_files``."""
     path = Path(path)
     return path.with_name(f"{path.stem}_files")
+
+
+#: ``.NAME_files.partial-<pid>``: the staging folder of earlier versions.
+_LEGACY_STAGING = re.compile(r"\.(?P<final>.+)\.partial-(?P<pid>[0-9]{1,10})")
+
+
+def _remove_legacy_staging(final: Path) -> None:
+    """Remove ``.NAME_files.partial-<pid>`` folders left by earlier versions that were killed.
+
+    Today's temporaries are removed by :func:`mosaicist.paths.atomic_folder`
+    itself; these older names carry the writer's PID too, and are removed
+    only once that process is gone.
+    """
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(final.parent):
+            match = _LEGACY_STAGING.fullmatch(entry.name)
+            if (
+                match is not None and match["final"] == final.name
+                and entry.is_dir(follow_symlinks=False)
+                and int(match["pid"]) != os.getpid() and not process_alive(int(match["pid"]))
+            ):
+                shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def check_layout(tile_size: int, overlap: int, tile_format: str) -> str:
@@ -350,6 +378,7 @@ def write_deep_zoom(
         workers = worker_count()
     completed = False
     try:
+        _remove_legacy_staging(files_folder(path))
         with atomic_folder(files_folder(path)) as staging, progress_bar(
             layout.tile_total(), "writing Deep Zoom tiles", unit="tile", enabled=show_progress
         ) as bar:

@@ -5,20 +5,26 @@ size, untransformed and untinted (the renderer applies those). When the
 output size is the size tiles were indexed at, :class:`IndexPictures` reads
 the index's memory map; otherwise :class:`OriginalPictures` decodes each
 original once, cuts its centre square and resizes it with Lanczos, keeping a
-bounded cache.
+bounded cache. An original file is checked against the tile pixel limit from
+its header and decoded no larger than needed where the format allows (JPEG
+DCT scaling), and the threads decoding originals share a budget of pixels,
+so tiny files that declare huge pictures cannot exhaust memory.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
+import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .._runtime import release_pages, worker_count
 from ..errors import MosaicistError
-from ..imaging import square_thumbnail
+from ..imaging import ImageReadError, read_original, square_thumbnail
 from ..sources import SourceEntry, TileSource
 
 
@@ -65,6 +71,39 @@ class IndexPictures(TilePictures):
 
 #: Bytes of decoded tile pictures kept for reuse while rendering from originals.
 ORIGINALS_CACHE_BYTES = 256 << 20
+#: Pixels the threads decoding originals may hold decoded at once (a few bytes
+#: each); an original larger than this is decoded alone.
+DECODE_BUDGET_PIXELS = 64_000_000
+
+
+class PixelBudget:
+    """Pixels that threads may hold decoded at once; each waits until its share is free.
+
+    Parameters
+    ----------
+    pixels : int
+        The budget. A request above it is granted the whole budget, so a
+        large image is decoded alone rather than refused.
+    """
+
+    def __init__(self, pixels: int) -> None:
+        self.pixels = pixels
+        self._free = pixels
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        """Hold ``pixels`` of the budget (at most all of it) while in the block."""
+        share = max(0, min(pixels, self.pixels))
+        with self._changed:
+            self._changed.wait_for(lambda: self._free >= share)
+            self._free -= share
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._free += share
+                self._changed.notify_all()
 
 
 class OriginalPictures(TilePictures):
@@ -89,6 +128,8 @@ class OriginalPictures(TilePictures):
         Most bytes of decoded pictures kept.
     workers : int, optional
         Decoding threads (default: the usable cores).
+    decode_pixels : int
+        Most pixels the decoding threads hold decoded at once.
     """
 
     def __init__(
@@ -98,6 +139,7 @@ class OriginalPictures(TilePictures):
         tile_px: int,
         cache_bytes: int = ORIGINALS_CACHE_BYTES,
         workers: int | None = None,
+        decode_pixels: int = DECODE_BUDGET_PIXELS,
     ) -> None:
         self.source = source
         self.source_ids = source_ids
@@ -106,12 +148,18 @@ class OriginalPictures(TilePictures):
         self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.workers = workers or worker_count()
         self.decoded = 0
+        self.budget = PixelBudget(decode_pixels)
 
     def _decode(self, source_id: str) -> np.ndarray:
+        entry = SourceEntry(source_id, 0, 0, None)
         try:
-            original = self.source.open_original(SourceEntry(source_id, 0, 0, None))
-            return square_thumbnail(original, self.tile_px)
-        except (OSError, ValueError, SyntaxError) as error:
+            path = self.source.local_path(entry)
+            if path is not None:
+                # Our own reader, not open_original's full-size picture: it checks
+                # the header and decodes only as large as the tile needs.
+                return read_original(path, self.tile_px, slot=self.budget.hold)
+            return square_thumbnail(self.source.open_original(entry), self.tile_px)
+        except (ImageReadError, OSError, ValueError, SyntaxError) as error:
             raise MosaicistError(f"{source_id}: cannot open the tile's original: {error}") \
                 from None
 

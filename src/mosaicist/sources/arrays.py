@@ -2,9 +2,15 @@
 
 The array must be ``N x H x W x 3`` uint8 (RGB) or ``N x H x W`` uint8
 (greyscale, replicated to RGB; ``N x H x W x 1`` is taken as greyscale too).
-Images are read in contiguous chunks, so an HDF5 file or a memory-mapped
-``.npy`` larger than memory can be used; an ``.npz`` member cannot be memory
-mapped and is loaded whole.
+Images are read in blocks of bounded size, so an HDF5 file, a ``.npy`` or an
+uncompressed ``.npz`` member (both memory mapped) larger than memory can be
+used; a compressed ``.npz`` member is loaded whole, up to
+:data:`NPZ_LOAD_MAX_BYTES`. Sizes are checked from the headers before
+anything is read: each image is within the tile pixel limit, and an ``.npz``
+member's header agrees with the member's size. An HDF5 dataset must lie in
+the file itself: links to other files, virtual datasets and external raw
+storage are refused. A block that cannot be read is read again image by
+image, so only the unreadable images are skipped.
 
 Source ids are ``<file stem>/<i>`` (``i`` the index along the first axis) and
 the source key is ``array:<absolute path>:<key>`` (``array:<absolute path>``
@@ -14,7 +20,9 @@ use (:func:`galaxy10_source`).
 
 from __future__ import annotations
 
+import math
 import pickle
+import struct
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,14 +32,24 @@ import numpy as np
 from PIL import Image
 
 from ..errors import SourceError
-from ..imaging import content_hash, square_thumbnail
+from ..imaging import TILE_MAX_PIXELS, content_hash, square_thumbnail
 from .base import DecodedTile, SourceEntry, TileSource
 from .download import fetch_dataset
 
-#: Images read from the file per step; bounds the memory of decoding.
+#: Images read from the file per step, at most; bounds the memory of decoding.
 READ_CHUNK = 1024
+#: Bytes of images read from the file per step, at most (fewer images when large).
+READ_BLOCK_BYTES = 64 << 20
+#: Largest HDF5 chunk read: a chunk is decompressed whole to read any image in it.
+H5_CHUNK_MAX_BYTES = 256 << 20
+#: Largest compressed ``.npz`` member, which is loaded whole (uncompressed ones are mapped).
+NPZ_LOAD_MAX_BYTES = 1 << 30
+#: Soft links followed while resolving an HDF5 key (more is a loop).
+_MAX_LINK_HOPS = 32
 
-_LOAD_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError)
+# h5py raises KeyError and RuntimeError for some unreadable objects too.
+_LOAD_ERRORS = (OSError, ValueError, EOFError, KeyError, RuntimeError, zipfile.BadZipFile,
+                pickle.UnpicklingError)
 
 _GALAXY10 = {
     "decals": ("galaxy10", "Galaxy10 DECaLS"),
@@ -51,6 +69,76 @@ def _import_h5py(path: Path) -> Any:
             f'{path}: reading HDF5 files needs h5py: pip install "mosaicist[h5]"'
         ) from None
     return h5py
+
+
+def _h5_dataset(h5py: Any, handle: Any, key: str, where: str) -> Any:
+    """Resolve ``key`` inside ``handle``'s file to a dataset whose data lies in that file.
+
+    Soft links are followed (a bounded number of times); a link to another
+    file, a dangling link, a virtual dataset (its data is in other files) or
+    external raw storage (any file on disk) is refused.
+
+    Raises
+    ------
+    SourceError
+        Naming ``where`` and the reason.
+    KeyError
+        When ``key`` is not in the file at all.
+    """
+    pending = [part for part in key.split("/") if part]
+    group = handle
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        link = group.get(part, getlink=True)
+        if link is None:
+            if hops:
+                raise SourceError(f"{where}: a soft link points to nothing ({part!r} is missing)")
+            raise KeyError(key)
+        if isinstance(link, h5py.ExternalLink):
+            raise SourceError(
+                f"{where}: {part!r} is a link to another file ({link.filename}), which is not read"
+            )
+        if isinstance(link, h5py.SoftLink):
+            hops += 1
+            if hops > _MAX_LINK_HOPS:
+                raise SourceError(f"{where}: more than {_MAX_LINK_HOPS} soft links (a loop?)")
+            if link.path.startswith("/"):
+                group = handle
+            pending = [piece for piece in link.path.split("/") if piece] + pending
+            continue
+        try:
+            item = group[part]
+        except KeyError:
+            raise SourceError(f"{where}: {part!r} is a dangling link") from None
+        if pending and not isinstance(item, h5py.Group):
+            raise KeyError(key)
+        group = item
+    if not isinstance(group, h5py.Dataset):
+        raise SourceError(f"{where}: is an HDF5 group, not an array")
+    if group.is_virtual:
+        raise SourceError(f"{where}: is a virtual dataset (its data is in other files), not read")
+    if group.external:
+        raise SourceError(
+            f"{where}: keeps its data in external files ({group.external[0][0]}...), not read"
+        )
+    if group.chunks is not None:
+        chunk_bytes = math.prod(group.chunks) * group.dtype.itemsize
+        if chunk_bytes > H5_CHUNK_MAX_BYTES:
+            raise SourceError(
+                f"{where}: chunks of {chunk_bytes:,} bytes are over the limit of "
+                f"{H5_CHUNK_MAX_BYTES:,}"
+            )
+    return group
+
+
+def _npy_header(member: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Read an ``.npy`` header from a file object: (shape, fortran order, dtype)."""
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(member)
+    # Version 3 differs from 2 only in allowing UTF-8 field names.
+    return np.lib.format.read_array_header_2_0(member)
 
 
 class ArrayFileSource(TileSource):
@@ -102,9 +190,13 @@ class ArrayFileSource(TileSource):
             raise SourceError(f"{self._path}: array file not found")
         self._show_progress = show_progress
         self._array: np.ndarray | None = None  # .npy memory map or loaded .npz member
+        self._npz_member: tuple[zipfile.ZipInfo, int, bool] | None = None
         self._key, shape, dtype = self._inspect(key)
         self._check(shape, dtype)
+        self._shape = shape
         self._count = int(shape[0])
+        # Fewer images per read when they are large, so a read stays bounded.
+        self._block = max(1, min(READ_CHUNK, READ_BLOCK_BYTES // max(1, math.prod(shape[1:]))))
         self.key = source_key or (
             f"array:{self._path}" if self._kind == "npy" else f"array:{self._path}:{self._key}"
         )
@@ -117,13 +209,15 @@ class ArrayFileSource(TileSource):
         return f"{self._path}" if self._kind == "npy" else f"{self._path}:{self._key}"
 
     def _inspect(self, key: str | None) -> tuple[str, tuple[int, ...], np.dtype]:
-        """Resolve the key and return it with the array's shape and dtype."""
+        """Resolve the key and return it with the array's shape and dtype (headers only)."""
         if self._kind == "h5":
             h5py = _import_h5py(self._path)
             key = key or "images"
             try:
                 with h5py.File(self._path, "r") as handle:
-                    if key not in handle:
+                    try:
+                        dataset = _h5_dataset(h5py, handle, key, f"{self._path}:{key}")
+                    except KeyError:
                         names: list[str] = []
                         handle.visititems(
                             lambda name, item: names.append(name)
@@ -132,10 +226,7 @@ class ArrayFileSource(TileSource):
                         raise SourceError(
                             f"{self._path}: no dataset {key!r} "
                             f"(available: {', '.join(names) or 'none'})"
-                        )
-                    dataset = handle[key]
-                    if not isinstance(dataset, h5py.Dataset):
-                        raise SourceError(f"{self._path}:{key}: is an HDF5 group, not an array")
+                        ) from None
                     return key, tuple(dataset.shape), dataset.dtype
             except SourceError:
                 raise
@@ -150,6 +241,7 @@ class ArrayFileSource(TileSource):
                     f"(got {key!r})"
                 )
             try:
+                # A memory map: the header is read, the data only when used.
                 array = np.load(self._path, mmap_mode="r", allow_pickle=False)
             except _LOAD_ERRORS as error:
                 raise SourceError(
@@ -158,26 +250,70 @@ class ArrayFileSource(TileSource):
             self._array = array
             return "", tuple(array.shape), array.dtype
         try:
-            with np.load(self._path, allow_pickle=False) as archive:
-                members = list(archive.files)
-                if key is None:
-                    if not members:
-                        raise SourceError(f"{self._path}: the .npz file holds no arrays")
-                    key = "images" if "images" in members else members[0]
-                if key not in members:
-                    raise SourceError(
-                        f"{self._path}: no array {key!r} "
-                        f"(available: {', '.join(members) or 'none'})"
-                    )
-                array = archive[key]
+            return self._inspect_npz(key)
         except SourceError:
             raise
         except _LOAD_ERRORS as error:
             raise SourceError(
                 f"{self._path}: not a readable .npz file ({_one_line(error)})"
             ) from None
-        self._array = array
-        return key, tuple(array.shape), array.dtype
+
+    def _inspect_npz(self, key: str | None) -> tuple[str, tuple[int, ...], np.dtype]:
+        """Read an ``.npz`` member's header, checked against the member's size."""
+        with zipfile.ZipFile(self._path) as archive:
+            # Member names as numpy's np.load shows them.
+            members = {name.removesuffix(".npy"): name for name in archive.namelist()}
+            if key is None:
+                if not members:
+                    raise SourceError(f"{self._path}: the .npz file holds no arrays")
+                key = "images" if "images" in members else next(iter(members))
+            if key not in members:
+                raise SourceError(
+                    f"{self._path}: no array {key!r} (available: {', '.join(members) or 'none'})"
+                )
+            info = archive.getinfo(members[key])
+            where = f"{self._path}:{key}"
+            if info.flag_bits & 0x1:
+                raise SourceError(f"{where}: the member is encrypted")
+            with archive.open(info) as member:
+                shape, fortran_order, dtype = _npy_header(member)
+                data_offset = member.tell()
+        self._key = key
+        self._check(shape, dtype)  # first: an object array's size means nothing
+        declared = data_offset + math.prod(shape) * dtype.itemsize
+        if declared != info.file_size:
+            raise SourceError(
+                f"{where}: the header declares {declared:,} bytes but the member holds "
+                f"{info.file_size:,}"
+            )
+        self._npz_member = (info, data_offset, fortran_order)
+        return key, shape, dtype
+
+    def _load_npz(self) -> np.ndarray:
+        """The ``.npz`` member's array: mapped when stored, else loaded (size-checked)."""
+        assert self._npz_member is not None  # set by _inspect_npz
+        info, data_offset, fortran_order = self._npz_member
+        where = self._where()
+        if info.compress_type == zipfile.ZIP_STORED:
+            with open(self._path, "rb") as handle:
+                handle.seek(info.header_offset)
+                local = handle.read(30)
+            if len(local) < 30 or local[:4] != b"PK\x03\x04":
+                raise SourceError(f"{where}: damaged .npz member header")
+            name_length, extra_length = struct.unpack("<HH", local[26:30])
+            start = info.header_offset + 30 + name_length + extra_length + data_offset
+            return np.memmap(self._path, np.uint8, "r", offset=start, shape=self._shape,
+                             order="F" if fortran_order else "C")
+        if info.file_size > NPZ_LOAD_MAX_BYTES:
+            raise SourceError(
+                f"{where}: a compressed member of {info.file_size:,} bytes is over the limit of "
+                f"{NPZ_LOAD_MAX_BYTES:,} (save it uncompressed, with numpy.savez, or as .npy)"
+            )
+        with zipfile.ZipFile(self._path) as archive, archive.open(info) as member:
+            array = np.lib.format.read_array(member, allow_pickle=False)
+        if array.shape != self._shape:
+            raise SourceError(f"{where}: the member changed while it was read")
+        return array
 
     def _check(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
         greyscale = len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)
@@ -186,6 +322,12 @@ class ArrayFileSource(TileSource):
             raise SourceError(
                 f"{self._where()}: expected an N x H x W x 3 (or N x H x W) uint8 image array, "
                 f"found shape {shape} dtype {dtype}"
+            )
+        height, width = shape[1:3]
+        if height * width > TILE_MAX_PIXELS:
+            raise SourceError(
+                f"{self._where()}: images of {width}x{height} = {width * height:,} pixels are "
+                f"over the limit of {TILE_MAX_PIXELS:,} pixels"
             )
 
     def scan(self) -> list[SourceEntry]:
@@ -221,8 +363,37 @@ class ArrayFileSource(TileSource):
         if self._kind == "h5":
             h5py = _import_h5py(self._path)
             handle = h5py.File(self._path, "r")
-            return handle[self._key], handle
+            try:
+                # Checked again: the file may have changed since it was inspected.
+                return _h5_dataset(h5py, handle, self._key, self._where()), handle
+            except BaseException:
+                handle.close()
+                raise
+        if self._array is None:
+            self._array = self._load_npz()
         return self._array, None
+
+    def _read_block(
+        self, store: Any, positions: np.ndarray,
+    ) -> tuple[np.ndarray, list[str | None]]:
+        """Read the images at ``positions``, and each one's error (None: read).
+
+        The block is read at once; if that fails it is read again image by
+        image, so one damaged chunk costs only the images stored in it.
+        """
+        try:
+            return self._read(store, positions), [None] * len(positions)
+        except _LOAD_ERRORS:
+            pass
+        images = np.zeros((len(positions), *self._shape[1:]), np.uint8)
+        errors: list[str | None] = []
+        for slot, position in enumerate(positions.tolist()):
+            try:
+                images[slot] = store[position]
+                errors.append(None)
+            except _LOAD_ERRORS as error:
+                errors.append(f"cannot read {self._where()}[{position}]: {_one_line(error)}")
+        return images, errors
 
     def _to_rgb(self, image: np.ndarray) -> np.ndarray:
         if image.ndim == 3 and image.shape[2] == 3:
@@ -231,34 +402,39 @@ class ArrayFileSource(TileSource):
         return np.repeat(grey[:, :, None], 3, axis=2)
 
     def decode(self, entries: Sequence[SourceEntry], side_px: int) -> Iterator[DecodedTile]:
-        """Yield the entries' thumbnails in order, reading in chunks of :data:`READ_CHUNK`."""
+        """Yield the entries' thumbnails in order, reading bounded blocks of images.
+
+        A block holds at most :data:`READ_CHUNK` images and
+        :data:`READ_BLOCK_BYTES` bytes; an image that cannot be read yields an
+        error for that image alone.
+        """
         try:
             store, handle = self._open_store()
+        except SourceError:
+            raise
         except _LOAD_ERRORS as error:
             raise SourceError(f"{self._where()}: cannot read ({_one_line(error)})") from None
         try:
-            for start in range(0, len(entries), READ_CHUNK):
-                chunk = entries[start:start + READ_CHUNK]
+            for start in range(0, len(entries), self._block):
+                chunk = entries[start:start + self._block]
                 positions = np.fromiter((self._position(e) for e in chunk), np.int64, len(chunk))
                 valid = positions >= 0
-                error_text = None
+                errors: list[str | None] = []
                 images = np.empty((0,), dtype=np.uint8)
                 if valid.any():
-                    try:
-                        images = self._read(store, positions[valid])
-                    except _LOAD_ERRORS as error:
-                        error_text = f"cannot read {self._where()}: {_one_line(error)}"
+                    images, errors = self._read_block(store, positions[valid])
                 slot = 0
                 for entry, ok in zip(chunk, valid.tolist(), strict=True):
                     if not ok:
                         message = f"{entry.source_id}: not in {self.name}"
                         yield DecodedTile(entry, None, None, message)
                         continue
+                    error_text = errors[slot]
+                    slot += 1
                     if error_text is not None:
                         yield DecodedTile(entry, None, None, error_text)
                         continue
-                    raw = np.ascontiguousarray(images[slot])
-                    slot += 1
+                    raw = np.ascontiguousarray(images[slot - 1])
                     rgb = self._to_rgb(raw)
                     if rgb.shape[:2] != (side_px, side_px):
                         pixels = square_thumbnail(Image.fromarray(rgb, "RGB"), side_px)
@@ -274,9 +450,18 @@ class ArrayFileSource(TileSource):
         position = self._position(entry)
         if position < 0:
             raise SourceError(f"{entry.source_id}: not in {self.name}")
-        store, handle = self._open_store()
+        try:
+            store, handle = self._open_store()
+        except SourceError:
+            raise
+        except _LOAD_ERRORS as error:
+            raise SourceError(f"{self._where()}: cannot read ({_one_line(error)})") from None
         try:
             image = np.asarray(store[position])
+        except _LOAD_ERRORS as error:
+            raise SourceError(
+                f"cannot read {self._where()}[{position}]: {_one_line(error)}"
+            ) from None
         finally:
             if handle is not None:
                 handle.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,8 @@ class SourceEntry(NamedTuple):
     source_id : str
         Stable, unique name of the tile in its source: a folder's relative
         POSIX path (``cats/0001.jpg``) or a dataset's ``cifar10/train/12345``.
+        Always valid Unicode text: a file name that is not valid UTF-8 is
+        written with :func:`name_to_text` (``caf\\xe9.jpg``).
     size : int
         Size in bytes of the file that holds the tile (for datasets, the
         container file); with ``mtime_ns`` it tells the index whether the tile
@@ -37,6 +41,100 @@ class SourceEntry(NamedTuple):
     size: int
     mtime_ns: int
     locator: Any = None
+
+
+# A backslash, or a byte of a file name that is not UTF-8 (which Python's
+# file system decoding turns into a lone surrogate U+DC80..U+DCFF).
+_NEEDS_ESCAPE = re.compile("[\\\\\udc80-\udcff]")
+_ESCAPE = re.compile(r"\\(\\|x[0-9a-fA-F]{2})")
+
+
+def _escape(match: re.Match[str]) -> str:
+    character = match.group()
+    if character == "\\":
+        return "\\\\"
+    return f"\\x{ord(character) - 0xDC00:02x}"
+
+
+def name_to_text(name: str) -> str:
+    r"""Return a file name (or relative path) as plain text that maps back to it exactly.
+
+    File names are bytes on POSIX, and not every byte string is valid UTF-8
+    (old disks, network shares): Python hands such names over with each bad
+    byte as a lone surrogate, which SQLite, JSON, CSV and terminals refuse.
+    Here each such byte is written ``\xHH`` and a backslash ``\\``; every
+    other character is kept, so ordinary names are unchanged. The result is
+    readable in messages and reversed by :func:`text_to_name`.
+
+    Parameters
+    ----------
+    name : str
+        A name as :func:`os.fsdecode` gives it (``os.scandir``, ``os.listdir``).
+
+    Returns
+    -------
+    str
+        Valid Unicode text.
+
+    Examples
+    --------
+    >>> name_to_text(os.fsdecode(b"caf\xe9.jpg"))
+    'caf\\xe9.jpg'
+    >>> name_to_text("café.jpg")
+    'café.jpg'
+    """
+    if name.isascii() and "\\" not in name:
+        return name  # the common case, without encoding anything
+    text = os.fsencode(name).decode("utf-8", "surrogateescape")
+    return _NEEDS_ESCAPE.sub(_escape, text)
+
+
+def text_to_name(text: str) -> str:
+    r"""Return the file name that :func:`name_to_text` wrote as ``text``.
+
+    A backslash that starts neither ``\\`` nor ``\xHH`` is taken as it is,
+    so ids written before names were escaped still resolve.
+
+    Parameters
+    ----------
+    text : str
+        Text from :func:`name_to_text` (a tile id of a placements file...).
+
+    Returns
+    -------
+    str
+        The name as :func:`os.fsdecode` gives it, for :func:`open` and
+        :mod:`os` calls.
+
+    Examples
+    --------
+    >>> os.fsencode(text_to_name("caf\\xe9.jpg"))
+    b'caf\xe9.jpg'
+    """
+    if "\\" not in text:
+        return text
+    raw = bytearray()
+    start = 0
+    for match in _ESCAPE.finditer(text):
+        raw += text[start:match.start()].encode("utf-8", "surrogateescape")
+        escape = match.group(1)
+        raw += b"\\" if escape == "\\" else bytes([int(escape[1:], 16)])
+        start = match.end()
+    raw += text[start:].encode("utf-8", "surrogateescape")
+    return os.fsdecode(bytes(raw))
+
+
+def readable(text: str) -> str:
+    r"""Return ``text`` (a message that may quote file names) as valid Unicode.
+
+    Bytes of names that are not UTF-8 are shown ``\xHH``; the rest is kept.
+    For messages only: unlike :func:`name_to_text` it is not reversible.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text
 
 
 @dataclass

@@ -38,6 +38,17 @@ PIXEL_BYTES = 3 * SIDE * SIDE
 #: Tiles decoded per vectorised step, which bounds the memory of a step.
 _DECODE_CHUNK = 1024
 
+#: Images in each official batch file, by dataset and split. A batch may hold
+#: fewer (subsets, test fixtures) but never more, so a file or tarball member
+#: is refused by its size alone, before it is read.
+_BATCH_RECORDS = {"cifar10": {"train": 10_000, "test": 10_000},
+                  "cifar100": {"train": 50_000, "test": 10_000}}
+#: Bytes a python-format batch may spend on each image beside its pixels
+#: (label, file name, pickle framing; the official files spend about 32).
+_PICKLE_RECORD_EXTRA = 256
+#: Bytes read from a tarball member per step.
+_MEMBER_READ_BYTES = 1 << 20
+
 _DISPLAY = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 
 
@@ -69,6 +80,42 @@ _LAYOUTS: dict[str, tuple[_Layout, ...]] = {
         _Layout("cifar-100-python", (("train", "train"), ("test", "test")), None),
     ),
 }
+
+
+def _batch_max_bytes(dataset: str, layout: _Layout, split: str) -> int:
+    """The most bytes a batch file of ``split`` can have in this format."""
+    records = _BATCH_RECORDS[dataset][split]
+    if layout.label_bytes is None:
+        return records * (PIXEL_BYTES + _PICKLE_RECORD_EXTRA) + _MEMBER_READ_BYTES
+    return records * (layout.label_bytes + PIXEL_BYTES)
+
+
+def _check_batch_size(size: int, dataset: str, layout: _Layout, split: str, where: str) -> None:
+    """Refuse a batch whose size no batch of this format can have, before reading it."""
+    most = _batch_max_bytes(dataset, layout, split)
+    if size > most:
+        raise SourceError(
+            f"{where}: {size:,} bytes is more than a {_DISPLAY[dataset]} {split} batch can be "
+            f"({most:,} bytes)"
+        )
+    if layout.label_bytes is not None and size % (layout.label_bytes + PIXEL_BYTES):
+        raise SourceError(
+            f"{where}: {size:,} bytes is not a whole number of "
+            f"{layout.label_bytes + PIXEL_BYTES}-byte CIFAR records"
+        )
+
+
+def _read_member(handle: Any, size: int, where: str) -> bytearray:
+    """Read exactly ``size`` bytes of a tarball member, a bounded step at a time."""
+    data = bytearray(size)
+    view = memoryview(data)
+    filled = 0
+    while filled < size:
+        count = handle.readinto(view[filled:filled + _MEMBER_READ_BYTES])
+        if not count:
+            raise SourceError(f"{where}: the member ends after {filled:,} of {size:,} bytes")
+        filled += count
+    return data
 
 
 @dataclass
@@ -126,7 +173,7 @@ class _BatchUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refusing to load global {module}.{name}") from None
 
 
-def _load_pickled_batch(data: bytes, where: str) -> np.ndarray:
+def _load_pickled_batch(data: bytes | bytearray, where: str) -> np.ndarray:
     """Unpickle a python-format batch and return its ``(N, 3072)`` pixel rows."""
     try:
         batch = _BatchUnpickler(io.BytesIO(data), encoding="bytes").load()
@@ -157,9 +204,10 @@ def _binary_records(data: np.ndarray, label_bytes: int, where: str) -> np.ndarra
     return data.reshape(-1, record)[:, label_bytes:]
 
 
-def _read_batch_file(path: Path, layout: _Layout) -> np.ndarray:
+def _read_batch_file(path: Path, dataset: str, layout: _Layout, split: str) -> np.ndarray:
     where = str(path)
     try:
+        _check_batch_size(path.stat().st_size, dataset, layout, split, where)
         if layout.label_bytes is None:
             return _load_pickled_batch(path.read_bytes(), where)
         # A memory map keeps an extracted binary batch out of memory until used.
@@ -180,7 +228,7 @@ def _read_folder(folder: Path, dataset: str) -> list[_Batch]:
             files = [candidate / name for _, name in layout.batches]
             if all(file.is_file() for file in files):
                 return [
-                    _Batch(split, file, _read_batch_file(file, layout))
+                    _Batch(split, file, _read_batch_file(file, dataset, layout, split))
                     for (split, _), file in zip(layout.batches, files, strict=True)
                 ]
     raise SourceError(
@@ -191,17 +239,21 @@ def _read_folder(folder: Path, dataset: str) -> list[_Batch]:
 
 def _read_tarball(path: Path, dataset: str) -> list[_Batch]:
     """Read the batches straight from a distribution tarball, in one pass."""
-    wanted = {name for layout in _LAYOUTS[dataset] for _, name in layout.batches}
-    members: dict[str, bytes] = {}
+    wanted = {name: (layout, split) for layout in _LAYOUTS[dataset]
+              for split, name in layout.batches}
+    members: dict[str, bytearray] = {}
     try:
         # Streaming mode reads the gzip once, front to back.
         with tarfile.open(path, mode="r|*") as archive:
             for member in archive:
                 name = member.name.rsplit("/", 1)[-1]
                 if member.isfile() and name in wanted and name not in members:
+                    where = f"{path}: {name}"
+                    # The header's size is checked before a byte is read.
+                    _check_batch_size(member.size, dataset, *wanted[name], where)
                     handle = archive.extractfile(member)
                     if handle is not None:
-                        members[name] = handle.read()
+                        members[name] = _read_member(handle, member.size, where)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise SourceError(
             f"{path}: not a readable {_DISPLAY[dataset]} tarball ({' '.join(str(error).split())})"

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
 import os
+import signal
 import stat
 import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -16,11 +21,80 @@ from PIL import Image, ImageOps
 from .._runtime import worker_count
 from ..errors import SourceError
 from ..imaging import IMAGE_EXTENSIONS, ImageReadError, read_tile_file, to_rgb
-from .base import DecodedTile, SourceEntry, TileSource
+from .base import DecodedTile, SourceEntry, TileSource, name_to_text, readable, text_to_name
 
 #: Files handed to a worker process at a time: large enough to amortise the
 #: inter-process round trip, small enough to keep progress smooth.
 DECODE_BATCH = 128
+#: Seconds between a decoding worker's checks that its parent still runs,
+#: where the kernel cannot signal the parent's death (not Linux).
+PARENT_POLL_SECONDS = 1.0
+#: ``prctl`` option that asks Linux to signal a process when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Initialise a decoding worker: make it end when the process that started it ends.
+
+    A worker whose parent was killed (``kill -9``, a crash) would otherwise
+    wait forever for work from a parent that is gone. On Linux the kernel
+    sends the worker SIGKILL when its parent dies (``PR_SET_PDEATHSIG``;
+    strictly, when the parent's thread that started the worker ends, which
+    is the thread iterating :meth:`FolderSource.decode`); elsewhere a daemon
+    thread polls the parent's PID.
+
+    Parameters
+    ----------
+    parent_pid : int
+        PID of the process that made the pool.
+    """
+    # The parent alone answers Ctrl+C and SIGTERM (both reach the whole
+    # process group): it stops its workers itself, and a worker that unwound
+    # on its own would only print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    watched_by_kernel = False
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            watched_by_kernel = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    # The parent may have died before the request above took effect.
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    if not watched_by_kernel:
+        threading.Thread(
+            target=_poll_parent, args=(parent_pid,), name="mosaicist-parent-watch", daemon=True
+        ).start()
+
+
+def _poll_parent(parent_pid: int) -> None:
+    """End this process as soon as its parent is no longer ``parent_pid``."""
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)
+
+
+def _stop_workers(executor: ProcessPoolExecutor) -> None:
+    """Kill a pool's workers now, dropping queued and running work.
+
+    ``shutdown`` alone lets each worker finish the batch it holds; when
+    decoding stopped early (an error, an interrupt, SIGTERM) nobody wants
+    those results, and the parent may be about to exit.
+    """
+    terminate = getattr(executor, "terminate_workers", None)  # Python 3.14+
+    if terminate is not None:
+        terminate()
+        return
+    # Earlier versions have no public way to reach the workers; shutdown
+    # forgets them, so take them first.
+    processes = dict(getattr(executor, "_processes", None) or {})
+    executor.shutdown(wait=False, cancel_futures=True)
+    for process in processes.values():
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            process.kill()
+    for process in processes.values():
+        with contextlib.suppress(OSError, ValueError, AttributeError, AssertionError):
+            process.join(timeout=5)
 
 
 def _decode_batch(
@@ -32,11 +106,13 @@ def _decode_batch(
             pixels, digest = read_tile_file(path, side_px)
             results.append((pixels.tobytes(), digest, None))
         except ImageReadError as error:
-            results.append((None, None, str(error)))
+            results.append((None, None, readable(str(error))))
         except OSError as error:
-            results.append((None, None, error.strerror or str(error)))
+            results.append((None, None, readable(error.strerror or str(error))))
         except Exception as error:  # noqa: BLE001 - one bad file must never stop indexing
-            results.append((None, None, f"cannot decode: {type(error).__name__}: {error}"))
+            results.append(
+                (None, None, readable(f"cannot decode: {type(error).__name__}: {error}"))
+            )
     return results
 
 
@@ -46,7 +122,9 @@ class FolderSource(TileSource):
     Files whose extension is not an image extension (see
     :data:`mosaicist.imaging.IMAGE_EXTENSIONS`) and hidden files and folders
     (names starting with ``.``) are ignored. Symbolic links to files are
-    followed; links to folders are not (they could loop).
+    followed; links to folders are not (they could loop). Each tile's
+    ``source_id`` is its relative path as text (:func:`~mosaicist.sources.base.name_to_text`:
+    bytes of names that are not UTF-8 are written ``\\xHH``).
 
     Parameters
     ----------
@@ -65,8 +143,12 @@ class FolderSource(TileSource):
         self.root = Path(root).expanduser().absolute()
         if not self.root.is_dir():
             raise SourceError(f"{self.root}: not a folder")
-        self.key = f"folder:{self.root}"
-        self.name = str(self.root)
+        # The index stores the key as text. Escaped only where the name is not
+        # UTF-8, so that the keys (and indexes) of all other folders stay as they were.
+        self.name = readable(str(self.root))
+        if self.name != str(self.root):
+            self.name = name_to_text(str(self.root))
+        self.key = f"folder:{self.name}"
         self.workers = workers or worker_count()
         self.show_progress = show_progress
 
@@ -79,7 +161,8 @@ class FolderSource(TileSource):
             try:
                 iterator = os.scandir(directory)
             except OSError as error:
-                print(f"mosaicist: warning: {directory}: {error.strerror}", file=sys.stderr)
+                print(f"mosaicist: warning: {name_to_text(directory)}: {error.strerror}",
+                      file=sys.stderr)
                 continue
             with iterator:
                 for item in iterator:
@@ -88,7 +171,7 @@ class FolderSource(TileSource):
                         continue
                     try:
                         if item.is_dir(follow_symlinks=False):
-                            pending.append((prefix + name + "/", item.path))
+                            pending.append((prefix + name_to_text(name) + "/", item.path))
                             continue
                         dot = name.rfind(".")
                         if dot <= 0 or name[dot:].lower() not in IMAGE_EXTENSIONS:
@@ -101,7 +184,8 @@ class FolderSource(TileSource):
                         # A link to a folder (never followed), a FIFO, a device...
                         continue
                     entries.append(
-                        SourceEntry(prefix + name, status.st_size, status.st_mtime_ns, item.path)
+                        SourceEntry(prefix + name_to_text(name), status.st_size,
+                                    status.st_mtime_ns, item.path)
                     )
         entries.sort(key=lambda entry: entry.source_id)
         return entries
@@ -120,8 +204,12 @@ class FolderSource(TileSource):
             executor = None
         else:
             context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
-            executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+            executor = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=context,
+                initializer=_watch_parent, initargs=(os.getpid(),),
+            )
             results_iter = executor.map(_decode_batch, batches, [side_px] * len(batches))
+        finished = False
         try:
             for results in results_iter:
                 for raw, digest, error in results:
@@ -129,18 +217,56 @@ class FolderSource(TileSource):
                     position += 1
                     pixels = None if raw is None else np.frombuffer(raw, np.uint8).reshape(shape)
                     yield DecodedTile(entry, pixels, digest, error)
+            finished = True
         finally:
+            # No worker outlives the decode, however it ends (see _watch_parent
+            # for when the parent itself is killed).
             if executor is not None:
-                executor.shutdown(wait=False, cancel_futures=True)
+                if finished:
+                    executor.shutdown(wait=True)
+                else:
+                    _stop_workers(executor)
 
     def open_original(self, entry: SourceEntry) -> Image.Image:
         """Open the original file (EXIF orientation applied, converted to RGB)."""
-        image = Image.open(self.root / entry.source_id)
+        image = Image.open(self.path_of(entry.source_id))
         return to_rgb(ImageOps.exif_transpose(image))
 
     def local_path(self, entry: SourceEntry) -> str | None:
         """Return the absolute path of the tile's file."""
-        return str(self.root / entry.source_id)
+        return str(self.path_of(entry.source_id))
+
+    def path_of(self, source_id: str) -> Path:
+        """Return the file that ``source_id`` names under the folder.
+
+        Parameters
+        ----------
+        source_id : str
+            A tile id of this source (a relative path as text, see
+            :func:`~mosaicist.sources.base.text_to_name`).
+
+        Returns
+        -------
+        pathlib.Path
+            The file's absolute path.
+
+        Raises
+        ------
+        SourceError
+            When the id is not a relative path inside the folder (``../``,
+            an absolute path, a NUL byte): ids come from files that may
+            have been edited.
+        """
+        # Checked after unescaping, since "\\x2e\\x2e" is ".." too.
+        parts = text_to_name(source_id).split("/")
+        separators = [sep for sep in (os.sep, os.altsep) if sep is not None and sep != "/"]
+        if any(
+            part in ("", ".", "..") or "\0" in part or Path(part).anchor
+            or any(separator in part for separator in separators)
+            for part in parts
+        ):
+            raise SourceError(f"{readable(source_id)!r}: not a file of {self.name}")
+        return self.root.joinpath(*parts)
 
     def local_root(self) -> Path | None:
         """Return the folder, symbolic links resolved."""

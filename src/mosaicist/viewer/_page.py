@@ -28,7 +28,8 @@ import numpy as np
 from ..errors import MosaicistError
 from ..paths import atomic_path
 from ..placements import Placements
-from ..render._deepzoom import DEEPZOOM_NAMESPACE, read_layout
+from ..render._deepzoom import DEEPZOOM_NAMESPACE, files_folder, read_layout
+from ._manifest import manifest_path, write_manifest
 
 #: Marker of the embedded data, so that a viewer is recognised when read back.
 VIEWER_FORMAT = "mosaicist-viewer"
@@ -131,7 +132,9 @@ def write_viewer(
     Returns
     -------
     pathlib.Path
-        The ``NAME.html`` written (atomically).
+        The ``NAME.html`` written (atomically), with ``NAME.viewer.json``
+        beside it: the signed manifest of what ``mosaicist view`` may serve
+        (see :mod:`mosaicist.viewer._manifest`).
 
     Raises
     ------
@@ -188,8 +191,13 @@ def write_viewer(
         script=_SCRIPT,
     )
     html_path = dzi_path.with_suffix(".html")
+    # The previous manifest goes first: an interrupted run leaves no manifest
+    # that lists the sources of another page.
+    with contextlib.suppress(FileNotFoundError):
+        manifest_path(html_path).unlink()
     with atomic_path(html_path) as temporary:
         temporary.write_text(page, encoding="utf-8")
+    write_manifest(html_path, dzi_path, files_folder(dzi_path), root, sources)
     return html_path
 
 

@@ -1,0 +1,239 @@
+"""A killed ``mosaicist index``: no process outlives it, and the next run neither waits nor differs.
+
+Every wait here is tied to the event it waits for (a committed batch, a line
+on stderr, a process gone), with generous bounds; none asserts on time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_colour_folder
+
+from mosaicist.library import TileLibrary
+from mosaicist.library._index import _index_dir
+from mosaicist.sources.folder import FolderSource
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and locks")
+
+#: Bound of every wait on an event; reached only when the event never comes.
+PATIENCE = 60.0
+
+# `mosaicist index` whose decoding of the files named z* waits for a gate
+# file: deterministically mid-run once the first batches have committed.
+GATED_INDEX = textwrap.dedent("""
+    import os, sys, time
+    from mosaicist.library import _update
+    from mosaicist.sources import folder
+
+    _update.COMMIT_EVERY = 4
+    original = folder._decode_batch
+    gate = sys.argv[3]
+
+    def gated_decode(paths, side_px):
+        if any(os.path.basename(path).startswith("z") for path in paths):
+            while not os.path.exists(gate):
+                time.sleep(0.02)
+        return original(paths, side_px)
+
+    folder._decode_batch = gated_decode
+    from mosaicist.cli import main
+
+    sys.argv = ["mosaicist", "index", sys.argv[1], "--tile-px", "8", "--cache-dir", sys.argv[2]]
+    main()
+""")
+
+
+def _environment() -> dict[str, str]:
+    # Two decoding workers, so that the pool is used, on any machine.
+    return {**os.environ, "MOSAICIST_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+
+
+def _group_members(group: int) -> list[int]:
+    """PIDs of live (not zombie) processes in process group ``group``, from /proc."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # The command name in parentheses may hold spaces: fields follow the last ')'.
+        fields = status[status.rindex(")") + 2:].split()
+        state, process_group = fields[0], int(fields[2])
+        if process_group == group and state not in ("Z", "X"):
+            members.append(int(entry))
+    return members
+
+
+def _wait_for(predicate, what: str):
+    deadline = time.monotonic() + PATIENCE
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+def _staged_rows(directory: Path) -> int:
+    try:
+        connection = sqlite3.connect(f"file:{directory / 'manifest.sqlite'}?mode=ro", uri=True)
+        try:
+            return connection.execute("SELECT COUNT(*) FROM staged").fetchone()[0]
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return 0  # not created yet
+
+
+def _manifest_rows(directory: Path) -> list[tuple]:
+    connection = sqlite3.connect(directory / "manifest.sqlite")
+    try:
+        return connection.execute(
+            "SELECT source_id, position, slot, size, mtime_ns, content_hash FROM tiles "
+            "ORDER BY position"
+        ).fetchall()
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def tiles(tmp_path_factory) -> Path:
+    folder = make_colour_folder(tmp_path_factory.mktemp("lifecycle") / "tiles", 24)
+    rng = np.random.default_rng(1)
+    from PIL import Image
+
+    for index in range(12):
+        pixels = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"z{index:03d}.png")
+    return folder
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+@pytest.mark.parametrize("kill_signal", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_index_leaves_no_process_and_next_run_finishes(tiles, tmp_path, kill_signal):
+    cache = tmp_path / "cache"
+    gate = tmp_path / "gate"
+    directory = _index_dir(cache, FolderSource(tiles).key, 8)
+    # A file, not a pipe: a pipe that surviving workers keep open never ends.
+    with open(tmp_path / "stderr.txt", "wb") as stderr_file:
+        run = subprocess.Popen(
+            [sys.executable, "-c", GATED_INDEX, str(tiles), str(cache), str(gate)],
+            env=_environment(), stdout=subprocess.DEVNULL, stderr=stderr_file,
+            start_new_session=True,  # its own process group: where its workers are too
+        )
+    group = run.pid
+    try:
+        _wait_for(lambda: _staged_rows(directory) > 0, "a committed batch")
+        assert len(_group_members(group)) > 1, "the decoding workers should be running"
+        os.kill(run.pid, kill_signal)
+        run.wait(timeout=PATIENCE)
+        stderr = (tmp_path / "stderr.txt").read_text(errors="replace")
+        if kill_signal == signal.SIGTERM:
+            # SIGTERM unwinds: the process exits as a SIGTERM would, without a traceback.
+            assert run.returncode == 128 + signal.SIGTERM, stderr
+            assert "Traceback" not in stderr, stderr
+        _wait_for(lambda: not _group_members(group), "the killed run's workers to end")
+    finally:
+        gate.touch()  # lets workers that outlived their parent (the bug) finish...
+        if _group_members(group):
+            os.killpg(group, signal.SIGKILL)  # ...or ends them, so no test leaves any
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "mosaicist", "index", str(tiles), "--tile-px", "8",
+         "--cache-dir", str(cache)],
+        env=_environment(), capture_output=True, text=True, timeout=PATIENCE,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "waiting" not in resumed.stderr
+    fresh = TileLibrary.open(FolderSource(tiles, workers=1), 8, cache_dir=tmp_path / "fresh")
+    library = TileLibrary.open(FolderSource(tiles, workers=1), 8, cache_dir=cache, update=False)
+    assert library.source_ids == fresh.source_ids and len(library) == 36
+    np.testing.assert_array_equal(library.tiles, fresh.tiles)
+    rows = _manifest_rows(directory)
+    assert rows == _manifest_rows(fresh.directory)
+    assert sorted(path.name for path in directory.glob("tiles-*")) == ["tiles-0.u8"]
+
+
+# A process that takes the index lock, forks a child that keeps the lock file
+# open (as the decoding workers did) and dies without unlocking.
+DIE_HOLDING_LOCK = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    from mosaicist.library._update import _write_lock
+
+    with _write_lock(Path(sys.argv[1]), True):
+        child = os.fork()
+        if child == 0:
+            null = os.open(os.devnull, os.O_RDWR)
+            for stream in (0, 1, 2):  # so that the test's pipes reach their end
+                os.dup2(null, stream)
+            time.sleep(120)
+            os._exit(0)
+        print(child, flush=True)
+        os._exit(0)
+""")
+
+TAKE_LOCK = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from mosaicist.library._update import _write_lock
+
+    with _write_lock(Path(sys.argv[1]), False):
+        print("locked", flush=True)
+        sys.stdin.readline()
+""")
+
+
+def test_lock_of_a_dead_holder_is_not_waited_for(tmp_path):
+    holder = subprocess.run([sys.executable, "-c", DIE_HOLDING_LOCK, str(tmp_path)],
+                            capture_output=True, text=True, timeout=PATIENCE)
+    assert holder.returncode == 0, holder.stderr
+    orphan = int(holder.stdout)
+    try:
+        # Before: the orphan's inherited lock made this wait for as long as it lived.
+        taker = subprocess.run([sys.executable, "-c", TAKE_LOCK, str(tmp_path)], input="\n",
+                               capture_output=True, text=True, timeout=PATIENCE)
+        assert taker.returncode == 0 and taker.stdout == "locked\n", taker.stderr
+        assert "waiting" not in taker.stderr
+    finally:
+        os.kill(orphan, signal.SIGKILL)
+
+
+def test_waiting_for_a_live_holder_names_it(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", TAKE_LOCK, str(tmp_path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    waiter = None
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        assert (tmp_path / "write.lock").read_text().strip() == str(holder.pid)
+        waiter = subprocess.Popen([sys.executable, "-c", TAKE_LOCK, str(tmp_path)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        assert waiter.stderr is not None
+        message = waiter.stderr.readline()
+        assert f"waiting for process {holder.pid} that is updating this index" in message
+        holder.communicate("\n", timeout=PATIENCE)
+        assert waiter.stdout is not None and waiter.stdout.readline() == "locked\n"
+        waiter.communicate("\n", timeout=PATIENCE)
+        assert waiter.returncode == 0
+    finally:
+        for process in (holder, waiter):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
