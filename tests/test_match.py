@@ -58,6 +58,29 @@ def test_structured_data_with_pruning_matches_brute_force(cell, tile, monkeypatc
     assert result.evaluated < 0.2 * len(cells) * len(tiles)
 
 
+@pytest.mark.parametrize("converted_bytes", [0, 1 << 40])
+def test_cell_rows_kept_as_bytes_on_huge_grids_give_the_same_result(converted_bytes,
+                                                                    monkeypatch):
+    # Past the budget the cells stay uint8 (memory bounded on huge grids).
+    monkeypatch.setattr(match, "CONVERTED_CELLS_BYTES", converted_bytes)
+    monkeypatch.setattr(match, "CELL_GROUP", 32)
+    rng = np.random.default_rng(8)
+    tiles = smooth_images(rng, 600, 16)
+    cells = smooth_images(rng, 120, 8, noise=10)
+    geometry = Geometry(8, 16)
+    search = match._ExactSearch(geometry.cell_vectors(cells), tiles, geometry,
+                                compute_features(tiles, geometry), 1, 0)
+    assert search.cell_flat.dtype == (np.uint8 if converted_bytes == 0 else np.int32)
+    result = match_exact(geometry.cell_vectors(cells), tiles, geometry, k=3)
+    upscaled = geometry.cell_vectors(cells).repeat(2, axis=1).repeat(2, axis=2)
+    flat = tiles.reshape(len(tiles), -1).astype(np.int64)
+    for index, cell in enumerate(upscaled.reshape(len(cells), -1).astype(np.int64)):
+        distances = ((flat - cell) ** 2).sum(axis=1)
+        expected = np.lexsort((np.arange(len(tiles)), distances))[:3]
+        assert result.candidates[index].tolist() == expected.tolist()
+        assert result.candidate_distances[index].tolist() == distances[expected].tolist()
+
+
 def test_ties_go_to_the_lowest_library_position():
     rng = np.random.default_rng(11)
     tiles = smooth_images(rng, 400, 8)

@@ -47,7 +47,7 @@ from ..errors import OptionError
 from ..grid import Geometry
 from ..paths import atomic_path
 from ..progress import progress_bar
-from ._exact import _improve, dot_dtype, exact_distances
+from ._exact import _improve, cells_for_dots, exact_distances
 from ._features import TileFeatures, bound_scale, cell_bound_rows, compute_features
 from ._registry import Matcher, MatchRequest, MatchResult
 
@@ -454,9 +454,7 @@ def match_approximate(
 
     pooled = features.pooled if features.pooled is not None else tiles.reshape(tile_count, -1)
     cell_rows, cell_norm2 = cell_bound_rows(cell_vectors, geometry, features)
-    cell_flat: np.ndarray = cell_vectors.reshape(count, -1).astype(
-        dot_dtype(cell_vectors[0].size, geometry.weight)
-    )
+    cell_flat = cells_for_dots(cell_vectors, geometry.weight)
     best_distance = np.full(count, np.iinfo(np.int64).max, np.int64)
     best_tile = np.full(count, np.iinfo(np.int64).max, np.int64)
     order = features.order

@@ -57,12 +57,32 @@ CELL_GROUP = 256
 SEED_SAMPLE = 2048
 
 
+#: Most bytes of cell rows kept converted to the dot products' integer type.
+CONVERTED_CELLS_BYTES = 256 << 20
+
+
 def dot_dtype(length: int, weight: int) -> type:
     """Integer type for dot products of ``length`` pixel values with block sums.
 
     int32 when no sum can overflow it (the common case, and faster), else int64.
     """
     return np.int32 if length * 255 * 255 * weight < 2**31 else np.int64
+
+
+def cells_for_dots(cell_vectors: np.ndarray, weight: int) -> np.ndarray:
+    """Cells as ``(N, n)`` rows for :func:`exact_distances`: converted once where memory allows.
+
+    The exact re-check gathers these rows many times, and gathering wide
+    integers beats converting each gathered block (about 2x on the
+    re-check). Past :data:`CONVERTED_CELLS_BYTES` (huge grids) the rows stay
+    uint8 and each block is converted as gathered, so memory stays one byte
+    per compared value.
+    """
+    flat = cell_vectors.reshape(len(cell_vectors), -1)
+    accumulate = dot_dtype(flat.shape[1], weight)
+    if flat.size * np.dtype(accumulate).itemsize <= CONVERTED_CELLS_BYTES:
+        return flat.astype(accumulate)
+    return flat
 
 
 def exact_distances(
@@ -307,10 +327,7 @@ class _ExactSearch:
             features.pooled if features.pooled is not None else tiles.reshape(tile_count, -1)
         )
         cell_rows, self.cell_norm2 = cell_bound_rows(cell_vectors, geometry, features)
-        # Converted once: the exact re-check gathers these rows many times.
-        self.cell_flat: np.ndarray = cell_vectors.reshape(count, -1).astype(
-            dot_dtype(cell_vectors[0].size, geometry.weight)
-        )
+        self.cell_flat = cells_for_dots(cell_vectors, geometry.weight)
         self.k = max(1, min(k, tile_count))
         self.hundredths = hundredths
         pixels = geometry.match_px * geometry.match_px
