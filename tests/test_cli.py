@@ -78,7 +78,7 @@ def test_make_writes_output_csv_and_report(setup, tmp_path):
     report = json.loads(report_path.read_text())
     assert report["grid"]["rows"] == 6 and report["grid"]["cols"] == 8
     assert report["tiles"] == 30
-    assert report["objective"] == sum(int(row[3]) for row in rows[1:])
+    assert report["objective"] == pytest.approx(sum(float(row[3]) for row in rows[1:]))
     assert {"index", "match", "render", "total"} <= set(report["timings"])
     summary = result.stderr.strip().splitlines()
     assert len(summary) == 1 and "6x8 cells" in summary[0] and "30 tiles" in summary[0]

@@ -1,5 +1,7 @@
 """Contrast transfer: distances and gains against a float brute force, and the pipeline's use."""
 
+import functools
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -7,7 +9,8 @@ from conftest import noisy_target
 from test_match import smooth_images
 from test_pipeline import smooth_folder
 
-from mosaicist import MosaicOptions, Placements, make_mosaic
+from mosaicist import MosaicOptions, Placements
+from mosaicist import make_mosaic as _make_mosaic
 from mosaicist.cli import main
 from mosaicist.colour import encode
 from mosaicist.errors import MosaicistError
@@ -15,6 +18,10 @@ from mosaicist.grid import Geometry
 from mosaicist.match import _contrast, compute_features
 from mosaicist.render import render_placements
 from mosaicist.transforms import AUGMENT_SETS, apply_transform
+
+# These tests check mechanisms on the seed's method (no caps, no tint unless given);
+# the default preset is tested on its own (test_options, test_pipeline).
+make_mosaic = functools.partial(_make_mosaic, preset="seed")
 
 
 def brute_transfer(upscaled_cell, tile, strength, tint):

@@ -145,13 +145,14 @@ def test_names_not_utf8_index_make_and_render(tmp_path):
     assert indexed.exit_code == 0, indexed.output
     assert "4 tiles" in indexed.stderr
     made = runner.invoke(main, ["make", str(target), "--tiles", str(folder), "--tile-px", "8",
-                                "--cell", "8", "-o", str(tmp_path / "made.png"),
+                                "--cell", "8", "-o", str(tmp_path / "made.png"), "--preset", "seed",
                                 "--placements", str(tmp_path / "made.json"), *cache])
     assert made.exit_code == 0, made.output
     document = json.loads((tmp_path / "made.json").read_text(encoding="utf-8"))
     assert document["cells"]["tile"] == [text for _, text in ODD_NAMES.values()]
     made_csv = runner.invoke(main, ["make", str(target), "--tiles", str(folder), "--tile-px",
                                     "8", "--cell", "8", "-o", str(tmp_path / "made2.png"),
+                                    "--preset", "seed",
                                     "--placements", str(tmp_path / "made.csv"), *cache])
     assert made_csv.exit_code == 0, made_csv.output
     assert "caf\\xe9.png" in (tmp_path / "made.csv").read_text(encoding="utf-8")

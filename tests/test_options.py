@@ -14,7 +14,13 @@ from PIL import Image
 from mosaicist import MosaicOptions, OptionError, Placements
 from mosaicist.cli import main
 from mosaicist.errors import MosaicistError
-from mosaicist.options import SETTINGS_VERSION, default_match_px, setting_named, settings
+from mosaicist.options import (
+    DEFAULT_PRESET,
+    SETTINGS_VERSION,
+    default_match_px,
+    setting_named,
+    settings,
+)
 
 
 def test_every_field_is_a_declared_setting_with_help():
@@ -26,7 +32,7 @@ def test_every_field_is_a_declared_setting_with_help():
     for setting in declared:
         assert setting.help.strip()
         assert setting.section in ("grid", "match", "picture", "output", "report")
-        if setting.name != "match_px":  # derived from tile_px
+        if setting.name not in ("match_px", "preset"):  # derived from tile_px; the bundle
             # The default preset may set some; the seed preset is exactly the defaults.
             assert getattr(MosaicOptions(preset="seed"), setting.name) == setting.default
     assert setting_named("cell_px").flag == "--cell"
@@ -99,7 +105,7 @@ def test_codec_round_trip_and_versions():
                             dzi_format="png", compute_metrics=False)
     data = options.to_json()
     assert data["version"] == SETTINGS_VERSION and data["match_px"] == 32
-    assert data["preset"] == "seed"
+    assert data["preset"] == DEFAULT_PRESET == "balanced"
     assert json.loads(json.dumps(data)) == data
     again = MosaicOptions.from_json(json.loads(json.dumps(data)))
     assert again == options
@@ -141,7 +147,7 @@ def test_presets_set_what_is_not_given():
     back = mine.replace(preset="seed")
     assert (back.tint, back.max_uses, back.min_spacing) == (0.1, None, 1)
     assert MosaicOptions().replace(preset="varied") == varied
-    with pytest.raises(OptionError, match="unknown preset 'loud'; use seed, varied"):
+    with pytest.raises(OptionError, match="unknown preset 'loud'; use seed, balanced, varied"):
         MosaicOptions(preset="loud")
 
 
@@ -173,8 +179,8 @@ def test_placements_json_keeps_the_options_and_reads_version_1(tmp_path):
                      "transform": ["identity", "mirror"], "tint": [[0, 0, 0], [1, 2, 3]]}}
     (tmp_path / "old.json").write_text(json.dumps(old))
     read = Placements.read(tmp_path / "old.json")
-    assert read.options == MosaicOptions(cell_px=8, tile_px=24, match_px=24, metric="lab",
-                                         augment="flips", tint=0.3)
+    assert read.options == MosaicOptions(preset="seed", cell_px=8, tile_px=24, match_px=24,
+                                         metric="lab", augment="flips", tint=0.3)
     assert (read.source, read.target, read.crop) == ("cifar10", None, (0, 2))
     assert read.transform.tolist() == [0, 1]
     for version in (0, 3, "2"):
@@ -236,7 +242,9 @@ def test_cli_help_shows_every_setting_with_its_default():
     assert "--cell PX Target pixels per cell side. [default: 16]" in text
     assert "--max-uses K Use no tile more than K times" in text
     assert "--search [exact|approximate]" in text
-    assert "--preset [seed|varied] A bundle of settings: seed: the seed's method" in text
+    assert "--preset [seed|balanced|varied] A bundle of settings: seed: the seed's method" \
+        in text
+    assert "[default: balanced]" in text
     assert "--metric [seed|lab|oklab]" in text
     assert "[default: --tile-px up to 64, else 32]" in text
 
@@ -254,9 +262,13 @@ def test_report_and_placements_carry_the_same_settings(cli_setup, tmp_path):
     placements = json.loads((tmp_path / "p.json").read_text())
     assert report["settings"] == placements["settings"]
     options = MosaicOptions.from_json(report["settings"])
+    # The default preset's spacing (5) fitted to 12 tiles 9 times on a 6 x 16 grid;
+    # the given tint turns its adaptive range off (tint_max follows tint).
     assert options == MosaicOptions(cell_px=4, tile_px=8, tint=0.3, max_uses=9,
-                                    jpeg_quality=77)
-    assert report["settings"]["preset"] == "seed"
+                                    jpeg_quality=77, min_spacing=options.min_spacing)
+    assert 1 < options.min_spacing < 5 and options.tint_max is None
+    assert options.contrast == 0.5
+    assert report["settings"]["preset"] == "balanced"
     assert report["matcher"] == "assignment"
 
 
@@ -303,8 +315,12 @@ def test_a_preset_on_the_command_line_equals_its_flags(cli_setup, tmp_path):
 
     # 96 cells from 12 tiles: 8 uses each at most under the explicit cap.
     assert placements("preset", "--preset", "varied", "--max-uses", "8", "--min-spacing", "2") \
-        == placements("flags", "--max-uses", "8", "--min-spacing", "2", "--tint", "0.5")
-    assert placements("seed", "--preset", "seed") == placements("none")
+        == placements("flags", "--preset", "seed", "--max-uses", "8", "--min-spacing", "2",
+                      "--tint", "0.5")
+    assert placements("balanced", "--max-uses", "8", "--min-spacing", "2") \
+        == placements("balanced-flags", "--preset", "seed", "--max-uses", "8",
+                      "--min-spacing", "2", "--tint", "1", "--contrast", "0.5")
+    assert placements("none") == placements("named", "--preset", "balanced")
 
 
 def test_use_all_on_the_command_line(cli_setup, tmp_path):

@@ -1,15 +1,22 @@
 """The whole pipeline through the Python API: metrics, transforms, tint, overlay, re-render."""
 
+import functools
+
 import numpy as np
 import pytest
 from conftest import make_colour_folder, noisy_target
 from PIL import Image
 
-from mosaicist import MosaicOptions, Placements, make_mosaic
+from mosaicist import MosaicOptions, Placements
+from mosaicist import make_mosaic as _make_mosaic
 from mosaicist.colour import encode
 from mosaicist.errors import MosaicistError
 from mosaicist.render import render_placements
 from mosaicist.transforms import AUGMENT_SETS, apply_transform
+
+# These tests check mechanisms on the seed's method (no caps, no tint unless given);
+# the default preset is tested on its own (test_options, test_pipeline).
+make_mosaic = functools.partial(_make_mosaic, preset="seed")
 
 
 def smooth_folder(root, count=60, size=16, seed=0):
@@ -231,4 +238,32 @@ def test_a_presets_limits_bend_to_a_small_library_and_given_ones_do_not(tmp_path
     assert fit_limits(options, 35, 40, 5, 7) is options
     loose = fit_limits(MosaicOptions(preset="varied", min_spacing=3), 35, 12, 5, 7)
     assert (loose.max_uses, loose.min_spacing) == (3, 3)
-    assert fit_limits(MosaicOptions(), 35, 1, 5, 7) == MosaicOptions()
+    seed = MosaicOptions(preset="seed")
+    assert fit_limits(seed, 35, 1, 5, 7) == seed
+    # The default preset's wishes bend the same way: one tile fills 35 cells, side by side.
+    only = fit_limits(MosaicOptions(), 35, 1, 5, 7)
+    assert (only.max_uses, only.min_spacing) == (35, 1)
+    assert not only.given("max_uses") and not only.given("min_spacing")
+
+
+def test_the_default_look_uses_each_tile_once_apart_and_corrects_colour(tmp_path, target):
+    from mosaicist.metrics import repetition_metrics
+
+    folder = smooth_folder(tmp_path / "tiles", count=60)  # 35 cells, 60 tiles
+    default = _make_mosaic(target, folder, cell_px=8, tile_px=16, cache_dir=tmp_path / "c")
+    seed = _make_mosaic(target, folder, cell_px=8, tile_px=16, preset="seed",
+                        cache_dir=tmp_path / "c")
+    options = default.options
+    assert options.preset == "balanced" and not options.given("max_uses")
+    assert (options.max_uses, options.min_spacing, options.tint, options.contrast) \
+        == (1, 5, 1.0, 0.5)
+    counts = repetition_metrics(default.placements.tile_grid())
+    assert counts["distinct_tiles"] == len(default.placements)
+    assert counts["max_uses"] == 1
+    assert repetition_metrics(seed.placements.tile_grid())["max_uses"] > 1
+    # Every tile's mean colour moved to its cell's.
+    assert (default.placements.tint != 0).any() and default.metrics["tint"] == 1.0
+    assert default.metrics["mean_tint_shift"] > 0
+    assert default.placements.has_gain
+    # Colour correction makes up for giving up repeats: closer at viewing scale.
+    assert default.metrics["ciede2000_mean_view"] < seed.metrics["ciede2000_mean_view"]

@@ -1,11 +1,14 @@
 """Streaming renders: tiles from originals, bands, the overlay in bands, large outputs."""
 
+import functools
+
 import numpy as np
 import pytest
 from conftest import make_colour_folder, noisy_target
 from PIL import Image
 
-from mosaicist import Placements, make_mosaic
+from mosaicist import Placements
+from mosaicist import make_mosaic as _make_mosaic
 from mosaicist.errors import MosaicistError
 from mosaicist.imaging import square_thumbnail
 from mosaicist.render import (
@@ -17,6 +20,10 @@ from mosaicist.render import (
     render_mosaic,
 )
 from mosaicist.sources import open_source
+
+# These tests check mechanisms on the seed's method (no caps, no tint unless given);
+# the default preset is tested on its own (test_options, test_pipeline).
+make_mosaic = functools.partial(_make_mosaic, preset="seed")
 
 
 @pytest.fixture

@@ -803,8 +803,9 @@ MADE_ROWS, MADE_COLS, MADE_TILE_PX = 12, 16, 64
 def made(tmp_path_factory, module_cache) -> tuple[Path, np.ndarray, np.ndarray, Path]:
     """A Deep Zoom mosaic made by the real command line from solid-colour photos.
 
-    Every target cell has the colour of one photo, so the exact match puts
-    that photo there: the placements are known beforehand. Returns the
+    Every target cell has the colour of one photo, so the exact match (the
+    seed preset: repeats allowed) puts that photo there: the placements are
+    known beforehand. Returns the
     ``.dzi``, the expected source index of each cell, the colours and the
     photo folder.
     """
@@ -819,7 +820,7 @@ def made(tmp_path_factory, module_cache) -> tuple[Path, np.ndarray, np.ndarray, 
     made = subprocess.run(
         [sys.executable, "-m", "mosaicist", "make", root / "target.png", "--tiles", photos,
          "--cell", "8", "--tile-px", str(MADE_TILE_PX), "-o", out / "mural.dzi",
-         "--placements", out / "mural.json", "--quiet"],
+         "--placements", out / "mural.json", "--quiet", "--preset", "seed"],
         capture_output=True, text=True, timeout=120,
     )
     assert made.returncode == 0, made.stderr

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
@@ -32,7 +33,7 @@ from .errors import OptionError
 from .grid import Grid, make_grid
 from .imaging import read_target, to_rgb
 from .library import TileLibrary
-from .match import Assignment, MatchRequest, MatchResult, matcher_for
+from .match import Assignment, MatchRequest, MatchResult, fitted_matcher
 from .match._capped import fit_limits, loosen_spacing
 from .match._contrast import finish
 from .options import MosaicOptions
@@ -210,8 +211,12 @@ def make_mosaic(
     options = options or MosaicOptions()
     if settings:
         options = options.replace(**settings)
-    # Settings no matcher can honour fail here, before any reading or indexing.
-    matcher = matcher_for(options)
+    # Settings no matcher can honour fail here, before any reading or indexing;
+    # the default preset's wishes give way to a matcher that was asked for.
+    matcher, options, dropped = fitted_matcher(options)
+    if dropped and not quiet:
+        print(f"mosaicist: note: {options.search} search on {options.device} runs without "
+              f"the preset's {', '.join(dropped)}", file=sys.stderr)
     started = time.perf_counter()
     pixels = _as_target(target, options.max_target_pixels)
     name = str(target) if isinstance(target, (str, os.PathLike)) else None

@@ -157,12 +157,13 @@ class Placements:
         """
         rows, cols = np.divmod(np.arange(len(self)), self.cols)
         names = [TRANSFORM_NAMES[code] for code in self.transform.tolist()]
-        tint = np.round(self.tint, 4)
+        # Full precision (shortest round-trip text): a re-render is then identical.
+        tint = self.tint
         columns = [rows.tolist(), cols.tolist(), self.source_ids, self.distance.tolist(),
                    self.tile.tolist(), names, *(tint[:, c].tolist() for c in range(3))]
         header: tuple[str, ...] = CSV_HEADER
         if self.has_gain:
-            gain = np.round(self.gain, 4)
+            gain = self.gain
             columns += [gain[:, c].tolist() for c in range(3)]
             header = (*CSV_HEADER, *GAIN_HEADER)
         with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
@@ -192,8 +193,8 @@ class Placements:
                 "position": self.tile.tolist(),
                 "distance": self.distance.tolist(),
                 "transform": [TRANSFORM_NAMES[code] for code in self.transform.tolist()],
-                "tint": np.round(self.tint, 4).tolist(),
-                **({"gain": np.round(self.gain, 4).tolist()} if self.has_gain else {}),
+                "tint": self.tint.tolist(),
+                **({"gain": self.gain.tolist()} if self.has_gain else {}),
             },
         }
 

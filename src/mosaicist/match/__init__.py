@@ -41,6 +41,7 @@ from ._registry import (
     Matcher,
     MatchRequest,
     MatchResult,
+    fitted_matcher,
     matcher_for,
     register_matcher,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "match_approximate",
     "match_exact",
     "match_torch",
+    "fitted_matcher",
     "matcher_for",
     "minimum_slots",
     "prepare_tiles",

@@ -90,12 +90,13 @@ def fit_limits(options: MosaicOptions, cells: int, tiles: int, rows: int, cols: 
     rows, cols : int
         The grid's shape.
     """
-    if not options.repetition_limited or options.min_uses:
+    if not options.repetition_limited:
         return options
     changes: dict[str, int] = {}
     max_uses, spacing = options.max_uses, options.min_spacing
     if max_uses is not None and not options.given("max_uses"):
-        max_uses = max(max_uses, -(-cells // max(tiles, 1)))
+        # Also room for a given min_uses (a preset cap below it is no wish at all).
+        max_uses = max(max_uses, -(-cells // max(tiles, 1)), options.min_uses)
         if max_uses != options.max_uses:
             changes["max_uses"] = max_uses
     if not options.given("min_spacing"):

@@ -211,6 +211,50 @@ def register_matcher(matcher: Matcher, *, replace: bool = False) -> Matcher:
     return MATCHERS.register(matcher.name, matcher, replace=replace)
 
 
+#: Settings a preset may ask for that some matchers cannot honour.
+PRESET_WISHES = ("max_uses", "min_uses", "min_spacing", "tint", "tint_max", "contrast",
+                 "metric", "augment")
+
+
+def fitted_matcher(options: MosaicOptions) -> tuple[Matcher, MosaicOptions, tuple[str, ...]]:
+    """Return the matcher for ``options``, letting the preset's wishes give way to it.
+
+    A matcher chosen explicitly (``search="approximate"``, ``device="cuda"``)
+    may not honour what the default preset asks for (repetition limits, a
+    tint, a contrast transfer). Settings that were given always count and
+    make an error; settings that only came from the preset fall back to
+    their declared defaults (the seed's method) when that lets a matcher run.
+
+    Returns
+    -------
+    matcher : Matcher
+        As :func:`matcher_for`.
+    options : MosaicOptions
+        ``options``, or a copy with the preset settings in the way reset.
+    dropped : tuple of str
+        Names of the settings reset (empty when none).
+
+    Raises
+    ------
+    OptionError
+        When no matcher fits even so, as :func:`matcher_for` says.
+    """
+    from ..options import setting_named
+
+    try:
+        return matcher_for(options), options, ()
+    except OptionError:
+        plain = {
+            name: setting_named(name).default for name in PRESET_WISHES
+            if not options.given(name) and getattr(options, name) != setting_named(name).default
+        }
+        if not plain:
+            raise
+        fitted = options.fitted(**plain)
+        # Still no matcher: the given settings are in the way, and this error names them.
+        return matcher_for(fitted), fitted, tuple(plain)
+
+
 def matcher_for(options: MosaicOptions) -> Matcher:
     """Return the matcher that ``options`` ask for.
 

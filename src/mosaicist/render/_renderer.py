@@ -300,5 +300,5 @@ def target_crop(placements: Placements) -> np.ndarray:
         raise MosaicistError(f"{target}: the overlay needs the target picture, which is not found")
     cell_px = placements.options.cell_px
     left, top = placements.crop
-    picture = read_target(target)
+    picture = read_target(target, placements.options.max_target_pixels)
     return picture[top:top + placements.rows * cell_px, left:left + placements.cols * cell_px]
