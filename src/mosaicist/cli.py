@@ -177,8 +177,8 @@ def _given(values: dict[str, Any]) -> dict[str, Any]:
 #: Settings that only change how a picture is written.
 _OUTPUT_SETTINGS = ("jpeg_quality", "dzi_tile_size", "dzi_overlap", "dzi_format")
 #: Settings of ``make``: every one with a flag, the preset, grid and matching first.
-_MAKE_SETTINGS = ("preset", "cell_px", "tile_px", "match_px", "limit", "max_target_pixels",
-                  "metric", "augment",
+_MAKE_SETTINGS = ("preset", "cell_px", "tile_px", "match_px", "aspect", "limit",
+                  "max_target_pixels", "metric", "augment",
                   "tint", "tint_max", "contrast", "overlay", "max_uses", "min_uses",
                   "min_spacing", "assign", "search", "device", *_OUTPUT_SETTINGS)
 

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from .aspect import format_aspect, height_for, parse_aspect
 from .colour import METRICS
 from .errors import MosaicistError, OptionError, check_range
 from .imaging import TARGET_MAX_PIXELS
@@ -291,6 +292,10 @@ class MosaicOptions:
         "else 32]; larger outputs are drawn from the original images.",
         low=TILE_PX_RANGE[0], high=TILE_PX_RANGE[1], unit="pixels", metavar="PX",
         section="grid")
+    aspect: str = setting(
+        "1:1", "Shape of cells and tiles as width:height (e.g. 3:2, 4:3, 2:3); "
+        "{cell_px}, {tile_px} and {match_px} give widths, heights follow.",
+        metavar="W:H", section="grid")
     limit: int | None = setting(
         None, "Use only the first N tiles in library order.", low=1, metavar="N",
         section="grid")
@@ -375,6 +380,7 @@ class MosaicOptions:
             object.__setattr__(self, declared.name, declared.check(value))
         if self.match_px is None:
             object.__setattr__(self, "match_px", default_match_px(self.tile_px))
+        object.__setattr__(self, "aspect", format_aspect(parse_aspect(self.aspect)))
         # A preset's tint range follows a tint given on its own: "--tint 0.3" means
         # that strength everywhere, as it did before presets, and "--tint-max 0.5"
         # caps a stronger preset tint rather than contradicting it.
@@ -401,6 +407,27 @@ class MosaicOptions:
     def given(self, name: str) -> bool:
         """Whether setting ``name`` was given (not taken from the preset or its default)."""
         return name in self._given
+
+    @property
+    def aspect_ratio(self) -> tuple[int, int]:
+        """``aspect`` as a reduced ``(width, height)`` pair."""
+        return parse_aspect(self.aspect)
+
+    @property
+    def cell_height(self) -> int:
+        """Height of a cell in target pixels (``cell_px`` is its width)."""
+        return height_for(self.cell_px, self.aspect_ratio)
+
+    @property
+    def tile_height(self) -> int:
+        """Height of a tile in output pixels (``tile_px`` is its width)."""
+        return height_for(self.tile_px, self.aspect_ratio)
+
+    @property
+    def match_height(self) -> int:
+        """Height at which tiles are indexed and compared (``match_px`` is the width)."""
+        assert self.match_px is not None
+        return height_for(self.match_px, self.aspect_ratio)
 
     @property
     def repetition_limited(self) -> bool:
