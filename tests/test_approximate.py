@@ -167,3 +167,26 @@ def test_faiss_import_failure_falls_back(monkeypatch):
         match_approximate(np.zeros((2, CELL, CELL, 3), np.uint8),
                           np.zeros((20, TILE, TILE, 3), np.uint8), Geometry(CELL, TILE),
                           use_faiss=True)
+
+
+@pytest.mark.parametrize(("cell", "tile"), [((6, 9), (21, 32))])
+def test_rectangular_cells_get_true_distances_and_mostly_exact_picks(cell, tile, monkeypatch):
+    from test_match import smooth_images as rectangles
+
+    from mosaicist.match import _features
+
+    monkeypatch.setattr(_features, "BOUND_GRID", 8)  # a quick PCA
+    (cell_w, cell_h), (tile_w, tile_h) = cell, tile
+    rng = np.random.default_rng(tile_w)
+    geometry = Geometry(cell_w, tile_w, cell_h, tile_h)
+    tiles = rectangles(rng, 800, tile_w, height=tile_h)
+    cells = geometry.cell_vectors(rectangles(rng, 80, cell_w, height=cell_h))
+    features = compute_features(tiles, geometry)
+    found = match_approximate(cells, tiles, geometry, features, use_faiss=False)
+    exact = match_exact(cells, tiles, geometry, features)
+    factor = geometry.factor
+    upscaled = cells.repeat(factor, axis=1).repeat(factor, axis=2).astype(np.int64)
+    true = ((upscaled - tiles[found.tile].astype(np.int64)) ** 2).reshape(len(cells), -1).sum(1)
+    assert np.array_equal(found.distance, true)
+    assert np.all(found.distance >= exact.distance)
+    assert np.mean(found.tile == exact.tile) > 0.9

@@ -297,3 +297,36 @@ def test_adaptive_tint_distances_match_brute_force(tmp_path):
         distance, gain = brute_transfer(block, tile, 0.5, round(float(strength), 2))
         assert placements.distance[index] == pytest.approx(distance, rel=1e-6, abs=1e-3)
         assert np.allclose(placements.gain[index], gain)
+
+
+@pytest.mark.parametrize(("cell", "tile"), [((8, 6), (16, 12)), ((6, 9), (21, 32))])
+def test_transfer_of_rectangles_matches_brute_force(cell, tile):
+    (cell_w, cell_h), (tile_w, tile_h) = cell, tile
+    rng = np.random.default_rng(tile_w)
+    tiles = smooth_images(rng, 30, tile_w, noise=20, height=tile_h)
+    cells = smooth_images(rng, 8, cell_w, noise=30, height=cell_h)
+    geometry = Geometry(cell_w, tile_w, cell_h, tile_h)
+    features = compute_features(tiles, geometry)
+    candidates = rng.integers(0, len(tiles), (len(cells), 4))
+    vectors = geometry.cell_vectors(cells)
+    distance, gain = _contrast.transfer(vectors, tiles, geometry, features, candidates, 0.5,
+                                        0.3)
+    factor = geometry.factor
+    upscaled = vectors.repeat(factor, 1).repeat(factor, 2)
+    for row in range(len(cells)):
+        for column, index in enumerate(candidates[row].tolist()):
+            expected, expected_gain = brute_transfer(upscaled[row], tiles[index], 0.5, 0.3)
+            assert distance[row, column] == pytest.approx(expected, rel=1e-9, abs=1e-6)
+            assert np.allclose(gain[row, column], expected_gain, rtol=1e-9)
+    # The adaptive tint measures means over the rectangle's pixels too.
+    strengths = _contrast.adaptive_tint(vectors, geometry, features, candidates[:, 0], 0.0, 1.0)
+    flat = vectors.reshape(len(cells), -1, 3).astype(np.float64)
+    cell_means = flat.mean(axis=1)
+    error = np.linalg.norm(cell_means - tiles[candidates[:, 0]].reshape(len(cells), -1, 3)
+                           .mean(axis=1), axis=1)
+    spread = np.sqrt(((flat - cell_means[:, None]) ** 2).sum(axis=2).mean(axis=1))
+    tolerance = np.maximum(spread, _contrast.TOLERANCE_FLOOR)
+    # The least tint (in hundredths) that brings the mean error within the cell's spread.
+    assert np.all((1 - strengths) * error <= tolerance + 1e-9)
+    lower = strengths > 0
+    assert np.all((1 - (strengths[lower] - 0.01)) * error[lower] > tolerance[lower] - 1e-9)

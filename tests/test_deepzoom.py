@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mosaicist import Placements
 from mosaicist.errors import MosaicistError
 from mosaicist.render import (
     DeepZoomLayout,
@@ -200,3 +201,33 @@ write_deep_zoom(bands(), 64, 64, {str(path)!r}, tile_size=16, format="png", work
     assert len(left) == 1 and left[0].startswith(".m_files."), left
     write_deep_zoom(bands_of(noise(8, 8), 8), 8, 8, path, tile_size=8, format="png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.dzi", "m_files"]
+
+
+def test_rectangular_mosaic_pyramid_and_viewer(tmp_path):
+    from test_render import rectangle_placements
+
+    from mosaicist import MosaicOptions
+    from mosaicist.render import IndexPictures, MosaicRenderer
+    from mosaicist.viewer import read_viewer_data, write_viewer
+
+    rng = np.random.default_rng(4)
+    tiles = rng.integers(0, 256, (6, 6, 9, 3), dtype=np.uint8)  # 9 wide, 6 high: 3:2
+    placements = rectangle_placements(5, 7, 6)
+    renderer = MosaicRenderer(placements, IndexPictures(tiles, placements.tile))
+    options = MosaicOptions(dzi_tile_size=16, dzi_format="png")
+    renderer.write(tmp_path / "wall.dzi", options)
+    layout = read_layout(tmp_path / "wall.dzi")
+    assert (layout.width, layout.height) == (7 * 9, 5 * 6)
+    assert np.array_equal(read_level(tmp_path / "wall.dzi", layout.deepest_level),
+                          renderer.image())
+    # The viewer maps the pointer to a row and column with the cells' own width and height.
+    data = read_viewer_data(tmp_path / "wall.html")
+    assert (data["rows"], data["cols"], data["cell_px"], data["cell_height"]) == (5, 7, 9, 6)
+    # Placements of another shape do not describe this pyramid.
+    square = Placements(5, 7, placements.tile, placements.distance, placements.source_ids)
+    with pytest.raises(MosaicistError, match="not a 7x5 grid of square cells"):
+        write_viewer(tmp_path / "wall.dzi", square)
+    tall = Placements(5, 7, placements.tile, placements.distance, placements.source_ids,
+                      options=MosaicOptions(aspect="2:3"))
+    with pytest.raises(MosaicistError, match="grid of 2:3 cells"):
+        write_viewer(tmp_path / "wall.dzi", tall)

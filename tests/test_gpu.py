@@ -208,3 +208,28 @@ def test_bad_arguments_are_reported(cells, tiles, kwargs, message):
     with pytest.raises(MosaicistError, match=message):
         match_torch(np.zeros(cells, np.uint8), np.zeros(tiles, np.uint8), Geometry(4, 8),
                     **options)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize(("cell", "tile"), [((8, 6), (16, 12)), ((6, 9), (21, 32)),
+                                            ((16, 11), (32, 21))])
+def test_rectangles_match_brute_force(cell, tile, kernel, small_chunks):
+    from test_match import smooth_images as rectangles
+
+    (cell_w, cell_h), (tile_w, tile_h) = cell, tile
+    rng = np.random.default_rng(tile_w * tile_h)
+    tiles = rectangles(rng, 150, tile_w, height=tile_h)
+    cells = rectangles(rng, 40, cell_w, height=cell_h)
+    geometry = Geometry(cell_w, tile_w, cell_h, tile_h)
+    result = match_torch(geometry.cell_vectors(cells), tiles, geometry, device="cpu",
+                         kernel=kernel)
+    reference = brute_force(cells, tiles)
+    assert np.array_equal(result.tile, reference.tile)
+    assert np.array_equal(result.distance, reference.distance)
+
+
+def test_tiles_turned_the_wrong_way_are_refused():
+    # 32 wide and 21 high, for a geometry of tiles 21 wide and 32 high.
+    with pytest.raises(MosaicistError, match="do not fit 21x32 RGB"):
+        match_torch(np.zeros((2, 32, 21, 3), np.uint8), np.zeros((2, 21, 32, 3), np.uint8),
+                    Geometry(6, 21, 9, 32), device="cpu")

@@ -82,3 +82,62 @@ def test_geometry_pool_large_factor():
     assert np.array_equal(
         geometry.pool_tiles(tiles)[:, 0, 0], tiles.astype(np.int64).sum(axis=(1, 2))
     )
+
+
+# --- rectangular cells --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("width", "height", "cell_w", "cell_h"),
+                         [(130, 100, 16, 11), (37, 50, 6, 9), (200, 61, 16, 9), (50, 17, 8, 17)])
+def test_rectangular_cells_follow_the_crop_formula(width, height, cell_w, cell_h):
+    rng = np.random.default_rng(width + height)
+    target = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    grid = make_grid(target, cell_w, cell_height=cell_h)
+    assert (grid.cols, grid.rows) == (width // cell_w, height // cell_h)
+    assert (grid.left, grid.top) == ((width - grid.cols * cell_w) // 2,
+                                     (height - grid.rows * cell_h) // 2)
+    assert grid.cells.shape == (grid.rows * grid.cols, cell_h, cell_w, 3)
+    assert grid.cell_shape == (cell_h, cell_w)
+    r, c = grid.rows - 1, grid.cols - 1
+    expected = target[grid.top + r * cell_h:grid.top + (r + 1) * cell_h,
+                      grid.left + c * cell_w:grid.left + (c + 1) * cell_w]
+    assert np.array_equal(grid.cells[r * grid.cols + c], expected)
+
+
+def test_target_smaller_than_a_rectangular_cell_names_its_size():
+    with pytest.raises(MosaicistError, match="smaller than one 16x11 cell"):
+        make_grid(np.zeros((10, 100, 3), np.uint8), 16, name="low.png", cell_height=11)
+
+
+def test_square_geometry_is_the_rectangle_of_equal_sides():
+    assert Geometry(16, 32) == Geometry(16, 32, 16, 32)
+    assert Geometry(16, 32).square and not Geometry(16, 32, 11, 21).square
+
+
+def test_rectangles_of_one_factor_compare_at_cell_resolution():
+    geometry = Geometry(16, 32, 11, 22)
+    assert (geometry.shape, geometry.factor, geometry.weight) == ((11, 16), 2, 4)
+    assert (geometry.pixels, geometry.length) == (32 * 22, 11 * 16 * 3)
+    tiles = np.random.default_rng(5).integers(0, 256, (3, 22, 32, 3), dtype=np.uint8)
+    expected = tiles.reshape(3, 11, 2, 16, 2, 3).astype(np.int64).sum(axis=(2, 4))
+    assert np.array_equal(geometry.pool_tiles(tiles), expected)
+    cells = np.zeros((2, 11, 16, 3), np.uint8)
+    assert geometry.cell_vectors(cells) is cells
+    with pytest.raises(ValueError, match="no single side"):
+        _ = geometry.side
+
+
+@pytest.mark.parametrize(("cell", "tile"), [((16, 11), (32, 21)), ((9, 6), (32, 21)),
+                                            ((6, 9), (21, 32)), ((4, 3), (8, 3))])
+def test_rectangles_of_no_common_factor_resample_rows_and_columns(cell, tile):
+    (cell_w, cell_h), (tile_w, tile_h) = cell, tile
+    geometry = Geometry(cell_w, tile_w, cell_h, tile_h)
+    assert (geometry.shape, geometry.factor) == ((tile_h, tile_w), 1)
+    rng = np.random.default_rng(tile_w)
+    cells = rng.integers(0, 256, (3, cell_h, cell_w, 3), dtype=np.uint8)
+    rows, columns = area_weights(cell_h, tile_h), area_weights(cell_w, tile_w)
+    exact = np.einsum("ij,njkc,lk->nilc", rows, cells.astype(float), columns)
+    # Rounded to the nearest level (exact halves may go either way in floating point).
+    assert np.abs(geometry.cell_vectors(cells) - exact).max() <= 0.5 + 1e-9
+    flat = np.full((1, cell_h, cell_w, 3), 201, np.uint8)
+    assert np.all(geometry.cell_vectors(flat) == 201)

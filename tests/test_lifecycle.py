@@ -39,16 +39,17 @@ GATED_INDEX = textwrap.dedent("""
     original = folder._decode_batch
     gate = sys.argv[3]
 
-    def gated_decode(paths, side_px):
+    def gated_decode(paths, *tile):
         if any(os.path.basename(path).startswith("z") for path in paths):
             while not os.path.exists(gate):
                 time.sleep(0.02)
-        return original(paths, side_px)
+        return original(paths, *tile)
 
     folder._decode_batch = gated_decode
     from mosaicist.cli import main
 
-    sys.argv = ["mosaicist", "index", sys.argv[1], "--tile-px", "8", "--cache-dir", sys.argv[2]]
+    sys.argv = ["mosaicist", "index", sys.argv[1], "--tile-px", "8", "--crop", "centre",
+                "--cache-dir", sys.argv[2]]
     main()
 """)
 
@@ -156,7 +157,7 @@ def test_killed_index_leaves_no_process_and_next_run_finishes(tiles, tmp_path, k
 
     resumed = subprocess.run(
         [sys.executable, "-m", "mosaicist", "index", str(tiles), "--tile-px", "8",
-         "--cache-dir", str(cache)],
+         "--crop", "centre", "--cache-dir", str(cache)],
         env=_environment(), capture_output=True, text=True, timeout=PATIENCE,
     )
     assert resumed.returncode == 0, resumed.stderr

@@ -14,9 +14,14 @@ from mosaicist.match import (
 )
 
 
-def smooth_images(rng, count, side, noise=6):
-    """Natural-ish images: random gradients plus a little noise, so bounds prune."""
-    y, x = np.mgrid[0:side, 0:side] / max(1, side - 1)
+def smooth_images(rng, count, side, noise=6, height=None):
+    """Natural-ish images: random gradients plus a little noise, so bounds prune.
+
+    ``side`` wide and ``height`` high (default ``side``).
+    """
+    height = side if height is None else height
+    y = np.mgrid[0:height, 0:side][0] / max(1, height - 1)
+    x = np.mgrid[0:height, 0:side][1] / max(1, side - 1)
     base = rng.uniform(0, 255, (count, 1, 1, 3))
     gx = rng.uniform(-120, 120, (count, 1, 1, 3))
     gy = rng.uniform(-120, 120, (count, 1, 1, 3))
@@ -215,7 +220,7 @@ def test_k_larger_than_library():
 
 
 def tinted_reference(cells, tiles, tile_px, strength):
-    geometry = Geometry(cells.shape[1], tile_px)
+    geometry = Geometry(cells.shape[2], tile_px, cells.shape[1], tiles.shape[1])
     factor = geometry.factor
     upscaled = geometry.cell_vectors(cells).repeat(factor, axis=1).repeat(factor, axis=2)
     flat_cells = upscaled.reshape(len(cells), -1, 3).astype(np.float64)
@@ -245,3 +250,113 @@ def test_tinted_ranking_matches_reference(cell, tile, strength, monkeypatch):
     # Tinting can only bring tiles closer.
     plain = match_exact(geometry.cell_vectors(cells), tiles, geometry)
     assert np.all(result.distance <= plain.distance + 1e-6)
+
+
+# --- rectangular cells and tiles (an aspect other than 1:1) ---------------------------------
+
+#: (cell width, cell height, tile width, tile height): the same whole multiple both ways
+#: (block sums), tall ones, the width a multiple but not the height, and sizes that are
+#: multiples of nothing (the cell resampled), as 3:2, 4:3, 2:3, 1:3 and 16:9 give them.
+RECTANGLES = [(16, 11, 32, 22), (8, 12, 16, 24), (5, 15, 10, 30), (16, 11, 32, 21),
+              (9, 6, 32, 21), (6, 9, 21, 32), (10, 15, 8, 12), (7, 2, 21, 6)]
+
+
+@pytest.fixture
+def small_bound_grid(monkeypatch):
+    """At most 8 blocks a side: unequal blocks on more sides, and a fast PCA."""
+    from mosaicist.match import _features
+
+    monkeypatch.setattr(_features, "BOUND_GRID", 8)
+
+
+def rectangles(rng, count, width, height, structured):
+    if structured:
+        return smooth_images(rng, count, width, noise=10, height=height)
+    return rng.integers(0, 256, (count, height, width, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(("cell_w", "cell_h", "tile_w", "tile_h"), RECTANGLES)
+@pytest.mark.parametrize("structured", [False, True])
+def test_rectangles_match_brute_force(cell_w, cell_h, tile_w, tile_h, structured, monkeypatch,
+                                      small_bound_grid):
+    monkeypatch.setattr(match, "TILE_CHUNK", 128)
+    monkeypatch.setattr(match, "CELL_GROUP", 16)
+    monkeypatch.setattr(match, "SEED_SAMPLE", 32)
+    rng = np.random.default_rng(cell_w * 1000 + cell_h * 100 + tile_w + tile_h)
+    tiles = rectangles(rng, 400, tile_w, tile_h, structured)
+    cells = rectangles(rng, 30, cell_w, cell_h, structured)
+    geometry = Geometry(cell_w, tile_w, cell_h, tile_h)
+    vectors = geometry.cell_vectors(cells)
+    assert vectors.shape[1:3] == geometry.shape
+    result = match_exact(vectors, tiles, geometry)
+    reference = brute_force(cells, tiles)
+    assert np.array_equal(result.tile, reference.tile)
+    assert np.array_equal(result.distance, reference.distance)
+    if structured and geometry.length >= 300:
+        # The rectangular bound prunes, or this would be brute force.
+        assert result.evaluated < 0.3 * len(cells) * len(tiles)
+
+
+@pytest.mark.parametrize(("cell_w", "cell_h", "tile_w", "tile_h"),
+                         [(16, 11, 32, 22), (9, 6, 32, 21), (6, 9, 21, 32)])
+def test_rectangles_k_best_and_tint_match_references(cell_w, cell_h, tile_w, tile_h,
+                                                      monkeypatch, small_bound_grid):
+    monkeypatch.setattr(match, "TILE_CHUNK", 128)
+    monkeypatch.setattr(match, "CELL_GROUP", 16)
+    rng = np.random.default_rng(tile_w * tile_h)
+    tiles = smooth_images(rng, 200, tile_w, height=tile_h)
+    cells = smooth_images(rng, 20, cell_w, height=cell_h)
+    geometry = Geometry(cell_w, tile_w, cell_h, tile_h)
+    features = compute_features(tiles, geometry)
+    vectors = geometry.cell_vectors(cells)
+    factor = geometry.factor
+    upscaled = vectors.repeat(factor, axis=1).repeat(factor, axis=2).astype(np.int64)
+    flat = tiles.reshape(len(tiles), -1).astype(np.int64)
+    result = match_exact(vectors, tiles, geometry, features, k=4)
+    for index, cell in enumerate(upscaled.reshape(len(cells), -1)):
+        distances = ((flat - cell) ** 2).sum(axis=1)
+        expected = np.lexsort((np.arange(len(tiles)), distances))[:4]
+        assert result.candidates[index].tolist() == expected.tolist()
+    tinted = match_exact(vectors, tiles, geometry, features, tint=0.6)
+    picks, values = tinted_reference(cells, tiles, tile_w, 0.6)
+    assert np.array_equal(tinted.tile, picks)
+    assert np.allclose(tinted.distance, values, rtol=1e-9, atol=1e-6)
+
+
+@pytest.mark.parametrize(("height", "width", "steps"),
+                         [(21, 32, (3, 4)), (43, 24, None), (17, 17, None), (12, 16, (2, 2))])
+def test_rectangular_bound_never_exceeds_the_distance(height, width, steps, small_bound_grid):
+    from mosaicist.match._features import BoundGrid, cell_bound_rows
+
+    rng = np.random.default_rng(height * width)
+    tiles = smooth_images(rng, 150, width, noise=25, height=height)
+    cells = smooth_images(rng, 30, width, noise=25, height=height)
+    geometry = Geometry(width, width, height, height)
+    blocks = BoundGrid.of(geometry)
+    rows, cols = blocks.shape
+    # Every side gets a useful number of blocks, prime ones too (unequal blocks).
+    assert rows >= min(height, 8) // 2 and cols >= min(width, 8) // 2
+    # Equal blocks (not always square) where a step fits, else unequal ones (prime sides).
+    assert blocks.steps == steps
+    features = compute_features(tiles, geometry)
+    cell_rows, _ = cell_bound_rows(cells, geometry, features)
+    bounds = cell_rows.astype(np.float64) @ features.bound.astype(np.float64).T
+    flat_cells = cells.reshape(len(cells), -1).astype(np.int64)
+    flat_tiles = tiles.reshape(len(tiles), -1).astype(np.int64)[features.order]
+    exact = (flat_cells**2).sum(1)[:, None] - 2 * flat_cells @ flat_tiles.T \
+        + (flat_tiles**2).sum(1)[None, :]
+    assert np.all(bounds <= exact)
+    # And it is a useful bound: most of the distance on these smooth pictures.
+    assert np.median(bounds / np.maximum(exact, 1)) > 0.5
+
+
+def test_rectangular_features_cache_apart_from_square_ones(tmp_path):
+    rng = np.random.default_rng(4)
+    tall = smooth_images(rng, 50, 16, height=24)
+    wide = smooth_images(rng, 50, 24, height=16)
+    cached_features(tall, Geometry(8, 16, 12, 24), tmp_path, generation=0)
+    cached_features(wide, Geometry(12, 24, 8, 16), tmp_path, generation=0)
+    names = sorted(path.name for path in tmp_path.iterdir() if not path.name.startswith("."))
+    assert len(names) == 2 and all("shape" in name for name in names)
+    again = cached_features(tall, Geometry(8, 16, 12, 24), tmp_path, generation=0)
+    assert again.pooled.shape == (50, 12 * 8 * 3)

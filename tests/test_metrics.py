@@ -350,3 +350,60 @@ def test_streamed_fidelity_equals_the_whole(tile_px, cell_px):
         assert streamed.keys() == whole.keys()
         for key, value in whole.items():
             assert streamed[key] == pytest.approx(value, rel=1e-9), (key, per_band)
+
+
+# --- rectangular cells --------------------------------------------------------------------
+
+
+def test_rectangular_cells_are_reduced_to_their_viewing_shape():
+    from mosaicist.metrics import view_height
+
+    assert [view_height(4, aspect) for aspect in ((1, 1), (3, 2), (2, 3), (4, 3), (16, 1))] \
+        == [4, 3, 6, 3, 1]
+    image = random_image(2 * 6, 3 * 9, seed=4).astype(np.float64)  # 2x3 cells of 9x6
+    reduced = reduce_cells(image, 9, 3, cell_height=6, view_height=2)
+    assert reduced.shape == (4, 9, 3)
+    # Divisible both ways: plain 3x3 box means of each cell.
+    assert np.allclose(reduced[0, 0], image[:3, :3].mean(axis=(0, 1)))
+    uneven = reduce_cells(image, 9, 4, cell_height=6, view_height=3)
+    assert uneven.shape == (6, 12, 3)
+    # Each cell's reduction keeps its mean, and cells never blend.
+    assert np.allclose(uneven[3:, 4:8].mean(axis=(0, 1)), image[6:, 9:18].mean(axis=(0, 1)))
+
+
+def test_fidelity_of_rectangular_cells():
+    crop = random_image(3 * 11, 4 * 16, seed=5)  # 4x3 cells of 16x11
+    mosaic = np.repeat(np.repeat(crop, 2, axis=0), 2, axis=1)  # tiles of 32x22
+    metrics = fidelity_metrics(mosaic, crop, 32, tile_height=22, aspect=(3, 2))
+    assert metrics["psnr_full"] == PSNR_CAP_DB and metrics["psnr_view"] == PSNR_CAP_DB
+    assert (metrics["view_px"], metrics["view_height"]) == (4, 3)
+    assert metrics["ciede2000_mean_view"] == pytest.approx(0, abs=1e-9)
+    other = fidelity_metrics(random_image(3 * 21, 4 * 32, seed=6), crop, 32, tile_height=21,
+                             aspect=(3, 2))
+    assert other["psnr_view"] < 30 and other["view_height"] == 3
+    with pytest.raises(MosaicistError, match="not a whole number of 32x21 px cells"):
+        fidelity_metrics(mosaic, crop, 32, tile_height=21)
+
+
+def test_score_a_rectangular_mosaic(tmp_path):
+    target = random_image(40, 70, seed=7)
+    Image.fromarray(target).save(tmp_path / "target.png")
+    # 3:2 cells of 12x8 -> 5 cols, 5 rows, offsets 5 and 0; tiles of 24x16.
+    crop = target[0:40, 5:65]
+    Image.fromarray(np.repeat(np.repeat(crop, 2, axis=0), 2, axis=1)).save(tmp_path / "m.png")
+    metrics = score_mosaic(tmp_path / "m.png", tmp_path / "target.png", 12, aspect="3:2")
+    assert (metrics["rows"], metrics["cols"], metrics["tile_px"], metrics["tile_height"]) == (
+        5, 5, 24, 16)
+    assert metrics["aspect"] == "3:2" and metrics["psnr_full"] == PSNR_CAP_DB
+    # The target itself is 5 x 5 cells of 14x8 px: not 3:2 tiles.
+    with pytest.raises(MosaicistError, match=r"round\(t\*2/3\) at aspect 3:2"):
+        score_mosaic(tmp_path / "target.png", tmp_path / "target.png", 12, aspect="3:2")
+    refused = CliRunner().invoke(main, ["score", str(tmp_path / "target.png"),
+                                        str(tmp_path / "target.png"), "--cell", "12",
+                                        "--aspect", "3:2"])
+    assert refused.exit_code != 0 and "at --aspect 3:2" in refused.output
+    result = CliRunner().invoke(main, ["score", str(tmp_path / "m.png"),
+                                       str(tmp_path / "target.png"), "--cell", "12",
+                                       "--aspect", "3:2"])
+    assert result.exit_code == 0, result.output
+    assert "tile_height" in result.output

@@ -183,7 +183,7 @@ def test_placements_json_keeps_the_options_and_reads_version_1(tmp_path):
                                          metric="lab", augment="flips", tint=0.3)
     assert (read.source, read.target, read.crop) == ("cifar10", None, (0, 2))
     assert read.transform.tolist() == [0, 1]
-    for version in (0, 3, "2"):
+    for version in (0, 4, "2"):  # 3: placements with cell rectangles (adaptive cells)
         (tmp_path / "odd.json").write_text(json.dumps({**old, "version": version}))
         with pytest.raises(MosaicistError, match=r"odd\.json: .*version"):
             Placements.read(tmp_path / "odd.json")

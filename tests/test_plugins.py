@@ -9,6 +9,7 @@ from conftest import make_colour_folder
 from PIL import Image
 
 import mosaicist
+import mosaicist.cli
 from mosaicist import MosaicOptions, OutputFormat, make_mosaic
 from mosaicist.match import MATCHERS, Matcher, MatchRequest, MatchResult, matcher_for
 from mosaicist.paths import atomic_path

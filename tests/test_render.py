@@ -138,3 +138,73 @@ def test_streamed_write_equals_the_image(tmp_path, target):
                          cache_dir=tmp_path / "c")
     mosaic.renderer.write(tmp_path / "m.png")
     assert np.array_equal(np.asarray(Image.open(tmp_path / "m.png")), mosaic.image)
+
+
+# --- rectangular tiles ----------------------------------------------------------------------
+
+
+def rectangle_placements(rows, cols, count, aspect="3:2", seed=0):
+    from mosaicist import MosaicOptions
+    from mosaicist.transforms import SHAPE_KEEPING
+
+    rng = np.random.default_rng(seed)
+    tiles = rng.integers(0, count, rows * cols)
+    transforms = rng.choice(SHAPE_KEEPING, rows * cols).astype(np.int8)
+    return Placements(rows, cols, tiles, np.zeros(rows * cols, np.int64),
+                      [f"t{tile:03d}.png" for tile in tiles.tolist()], transforms,
+                      rng.normal(0, 20, (rows * cols, 3)),
+                      options=MosaicOptions(aspect=aspect, tile_px=9, cell_px=3))
+
+
+@pytest.mark.parametrize(("tile_w", "tile_h", "aspect"), [(9, 6, "3:2"), (6, 9, "2:3"),
+                                                          (8, 6, "4:3")])
+def test_rectangular_tiles_draw_cols_times_width_by_rows_times_height(tile_w, tile_h, aspect):
+    rng = np.random.default_rng(tile_w)
+    tiles = rng.integers(0, 256, (7, tile_h, tile_w, 3), dtype=np.uint8)
+    placements = rectangle_placements(4, 5, 7, aspect)
+    renderer = MosaicRenderer(placements, IndexPictures(tiles, placements.tile), "lab")
+    assert (renderer.tile_px, renderer.tile_height) == (tile_w, tile_h)
+    assert (renderer.width, renderer.height) == (5 * tile_w, 4 * tile_h)
+    bands = list(renderer.bands())
+    assert [band.shape for band in bands] == [(tile_h, 5 * tile_w, 3)] * 4
+    image = renderer.image()
+    assert image.shape == (4 * tile_h, 5 * tile_w, 3)
+    dressed = dress_tiles(tiles[placements.tile], placements.transform, placements.tint, "lab")
+    for cell in (0, 7, 19):
+        row, col = divmod(cell, 5)
+        drawn = image[row * tile_h:(row + 1) * tile_h, col * tile_w:(col + 1) * tile_w]
+        assert np.array_equal(drawn, dressed[cell])
+    plain = render_mosaic(tiles, placements.tile_grid())
+    assert plain.shape == (4 * tile_h, 5 * tile_w, 3)
+    assert np.array_equal(plain[tile_h:2 * tile_h, :tile_w], tiles[placements.tile[5]])
+
+
+def test_overlay_of_rectangular_cells_in_bands_equals_the_whole():
+    rng = np.random.default_rng(3)
+    tiles = rng.integers(0, 256, (5, 6, 9, 3), dtype=np.uint8)
+    placements = rectangle_placements(3, 4, 5)
+    crop = rng.integers(0, 256, (3 * 2, 4 * 3, 3), dtype=np.uint8)
+    renderer = MosaicRenderer(placements, IndexPictures(tiles, placements.tile), "lab")
+    renderer.overlay = TargetOverlay(crop, renderer.width, renderer.height, 0.4)
+    whole = TargetOverlay(crop, renderer.width, renderer.height, 0.4).band(0, renderer.height)
+    plain = MosaicRenderer(placements, IndexPictures(tiles, placements.tile), "lab").image()
+    expected = np.clip(np.rint(0.6 * plain + 0.4 * whole), 0, 255).astype(np.uint8)
+    assert np.array_equal(renderer.image(), expected)
+
+
+def test_quarter_turns_of_rectangular_tiles_are_refused():
+    tiles = np.zeros((2, 6, 9, 3), np.uint8)
+    placements = rectangle_placements(2, 2, 2)
+    placements.transform[1] = 2  # rot90: a 9x6 tile would become 6x9
+    with pytest.raises(MosaicistError, match="rot90.*9x6 px tiles"):
+        MosaicRenderer(placements, IndexPictures(tiles, placements.tile)).image()
+    with pytest.raises(ValueError, match="rot270 does not keep the shape of 3:2 tiles"):
+        Placements(1, 1, [0], [0], ["a.png"], [4], options=placements.options)
+
+
+def test_tile_pictures_of_the_wrong_shape_are_refused():
+    placements = rectangle_placements(1, 2, 2)
+    square = IndexPictures(np.zeros((2, 6, 6, 3), np.uint8), placements.tile)
+    square.tile_height = 4  # a picture source that lies about its tiles
+    with pytest.raises(MosaicistError, match="tile pictures are 6x6 px, expected 6x4"):
+        MosaicRenderer(placements, square).image()

@@ -6,8 +6,10 @@ from mosaicist.colour import encode
 from mosaicist.match import prepare_tiles
 from mosaicist.transforms import (
     AUGMENT_SETS,
+    SHAPE_KEEPING,
     TRANSFORM_NAMES,
     apply_transform,
+    augment_transforms,
     transform_code,
 )
 
@@ -47,3 +49,34 @@ def test_prepared_library_layout_and_cache(tmp_path):
 def test_seed_metric_without_augment_is_the_library_itself(tmp_path):
     tiles = np.zeros((2, 4, 4, 3), np.uint8)
     assert prepare_tiles(tiles, "seed", "none", tmp_path, "k") is tiles
+
+
+def test_rectangles_keep_the_transforms_that_keep_their_shape():
+    image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(1, 2, 3, 3)
+    kept = [code for code in range(8) if apply_transform(image, code).shape == image.shape]
+    assert tuple(kept) == SHAPE_KEEPING
+    for augment, codes in AUGMENT_SETS.items():
+        assert augment_transforms(augment) == codes == augment_transforms(augment, (4, 4))
+        for aspect in ((3, 2), (2, 3), (16, 9)):
+            assert augment_transforms(augment, aspect) == tuple(
+                code for code in codes if code in SHAPE_KEEPING)
+    assert augment_transforms("rotations", (3, 2)) == (0, 3)
+    assert [TRANSFORM_NAMES[code] for code in augment_transforms("all", (3, 2))] == [
+        "identity", "mirror", "rot180", "flip"]
+
+
+def test_prepared_rectangles_take_the_shape_keeping_transforms(tmp_path):
+    rng = np.random.default_rng(2)
+    tiles = rng.integers(0, 256, (4, 4, 6, 3), dtype=np.uint8)
+    prepared = prepare_tiles(tiles, "seed", "all", tmp_path, "g0-n4", aspect=(3, 2))
+    codes = augment_transforms("all", (3, 2))
+    assert prepared.shape == (4 * len(codes), 4, 6, 3)
+    for tile in range(4):
+        for slot, code in enumerate(codes):
+            assert np.array_equal(prepared[tile * len(codes) + slot],
+                                  apply_transform(tiles[tile:tile + 1], code)[0])
+    # Cached apart from a square library's set of the same name.
+    assert [path.name for path in tmp_path.glob("prepared-*.u8")] == [
+        "prepared-seed-all-0136-g0-n4.u8"]
+    assert prepare_tiles(tiles, "seed", "rotations", None, "k", aspect=(2, 3)).shape == (
+        8, 4, 6, 3)

@@ -140,6 +140,9 @@ def test_check_output_size_messages():
     ("o.jpg", 8, 8, {"pyramid": True}, "TIFF output only"),
     ("o.tif", 8, 8, {"compression": "zip"}, "unknown TIFF compression 'zip'"),
     ("o.jpg", 8, 8, {"quality": 0}, "quality 0"),
+    ("o.png", 8, 8, {"dpi": 0}, "dpi 0 is not a whole number in 1-65535"),
+    ("o.tif", 8, 8, {"dpi": 72.5}, "dpi 72.5"),
+    ("o.jpg", 8, 8, {"dpi": 65536}, "dpi 65536"),
 ])
 def test_limits_and_options_fail_before_reading_bands(tmp_path, name, width, height, options,
                                                       words):
@@ -318,9 +321,89 @@ def test_tiff_lzw_and_jpeg_with_imagecodecs(tmp_path):
     assert np.abs(levels[0].astype(int) - image).mean() < 6
 
 
-# --- atomicity and errors ----------------------------------------------------
+# --- resolution (dpi) ---------------------------------------------------------
 
 FORMATS = ["o.png", "o.jpg", "o.webp", "o.tif"]
+
+
+def read_dpi(path):
+    """The resolution Pillow reads back; for WebP, from its EXIF (the format has no field)."""
+    with Image.open(path) as decoded:
+        if decoded.format == "WEBP":
+            exif = decoded.getexif()
+            if 0x011A not in exif:
+                return None
+            assert exif[0x0128] == 2  # inches
+            return float(exif[0x011A]), float(exif[0x011B])
+        return decoded.info.get("dpi")
+
+
+@pytest.mark.parametrize("name", FORMATS)
+@pytest.mark.parametrize("dpi", [72, 150, 300])
+def test_dpi_is_recorded(tmp_path, name, dpi):
+    image = photo(300, 260)
+    write_image(tmp_path / name, split(image, "uneven"), 300, 260, dpi=dpi)
+    # PNG stores whole pixels per metre: 150 dpi reads back as 150.01.
+    assert read_dpi(tmp_path / name) == pytest.approx((dpi, dpi), abs=0.02)
+    with Image.open(tmp_path / name) as decoded:
+        assert decoded.size == (300, 260)
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_no_dpi_records_none(tmp_path, name):
+    write_image(tmp_path / name, split(photo(30, 20), "whole"), 30, 20)
+    assert read_dpi(tmp_path / name) is None
+
+
+def test_png_dpi_is_a_phys_chunk_before_the_data(tmp_path):
+    write_image(tmp_path / "o.png", split(photo(30, 20), "rows"), 30, 20, dpi=150)
+    chunks = png_chunks((tmp_path / "o.png").read_bytes())
+    assert [kind for kind, _ in chunks[:3]] == [b"IHDR", b"pHYs", b"IDAT"]
+    # 150 / 0.0254 = 5905.5 pixels per metre, rounded half up; unit 1 is the metre.
+    assert chunks[1][1] == struct.pack(">IIB", 5906, 5906, 1)
+    assert writers.png_pixels_per_metre(300) == 11811
+
+
+def test_jpeg_with_dpi_is_byte_identical_to_whole_image_encoding(tmp_path, monkeypatch):
+    monkeypatch.setattr(writers, "BLOCK_BYTES", 1)  # one MCU row per block
+    image = photo(40, 60)
+    write_image(tmp_path / "o.jpg", split(image, "uneven"), 40, 60, dpi=150)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=92, subsampling=0,
+                                restart_marker_rows=1, dpi=(150, 150))
+    assert (tmp_path / "o.jpg").read_bytes() == buffer.getvalue()
+
+
+def test_tiff_pyramid_levels_keep_the_printed_size(tmp_path):
+    width, height = 700, 530
+    write_image(tmp_path / "o.tif", split(photo(width, height), "uneven"), width, height,
+                dpi=150)
+    with tifffile.TiffFile(tmp_path / "o.tif") as handle:
+        levels = handle.series[0].levels
+        assert len(levels) == 3
+        for level in levels:
+            tags = level.keyframe.tags
+            level_height, level_width = level.shape[:2]
+            x_numerator, x_denominator = tags["XResolution"].value
+            y_numerator, y_denominator = tags["YResolution"].value
+            assert tags["ResolutionUnit"].value == 2  # inch
+            # Every level prints at width / dpi inches.
+            assert level_width * x_denominator / x_numerator == pytest.approx(width / 150)
+            assert level_height * y_denominator / y_numerator == pytest.approx(height / 150)
+
+
+def test_output_settings_carry_the_dpi(tmp_path):
+    from mosaicist.options import MosaicOptions
+    from mosaicist.render import Picture, write_output
+
+    image = photo(30, 20)
+    for name in ("o.jpg", "o.tif"):
+        write_output(tmp_path / name, Picture(split(image, "whole"), 30, 20),
+                     MosaicOptions(dpi=240))
+        assert read_dpi(tmp_path / name) == (240, 240)
+
+
+# --- atomicity and errors ----------------------------------------------------
 
 
 def failing(image: np.ndarray, error: BaseException):

@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from .dedupe import DEFAULT_THRESHOLD as DEDUPE_THRESHOLD
 from .errors import MosaicistError, OptionError
 from .options import MosaicOptions, Setting, setting_named
 from .progress import progress_enabled
@@ -128,6 +129,8 @@ def _devices() -> list[str]:
 
 
 _REGISTRY_CHOICES = {"search": _searches, "device": _devices}
+#: Settings whose flag may be given alone, and the value it then means.
+_VALUE_WHEN_ALONE: dict[str, Any] = {"dedupe": DEDUPE_THRESHOLD}
 _CLICK_TYPES: dict[type, click.ParamType] = {int: click.INT, float: click.FLOAT, str: click.STRING}
 
 
@@ -150,9 +153,12 @@ def _setting_option(declared: Setting, help: str | None, show_default: bool) -> 
     if show_default and declared.default is not None and "[default:" not in text:
         text += f"  [default: {declared.default}]"
     assert declared.flag is not None
+    # A flag that may be given without its value (``--dedupe``) takes this one then.
+    alone = ({"is_flag": False, "flag_value": _VALUE_WHEN_ALONE[declared.name]}
+             if declared.name in _VALUE_WHEN_ALONE else {})
     # None means "not given": the options' own default (or, for render, the recorded value).
     return click.option(declared.flag, declared.name, type=kind, default=None, metavar=metavar,
-                        help=text)
+                        help=text, **alone)
 
 
 def _setting_options(
@@ -177,7 +183,8 @@ def _given(values: dict[str, Any]) -> dict[str, Any]:
 #: Settings that only change how a picture is written.
 _OUTPUT_SETTINGS = ("jpeg_quality", "dzi_tile_size", "dzi_overlap", "dzi_format")
 #: Settings of ``make``: every one with a flag, the preset, grid and matching first.
-_MAKE_SETTINGS = ("preset", "cell_px", "tile_px", "match_px", "aspect", "limit",
+_MAKE_SETTINGS = ("preset", "cell_px", "tile_px", "match_px", "aspect", "cells", "print_size",
+                  "dpi", "limit", "adaptive", "detail", "crop", "dedupe",
                   "max_target_pixels", "metric", "augment",
                   "tint", "tint_max", "contrast", "overlay", "max_uses", "min_uses",
                   "min_spacing", "assign", "search", "device", *_OUTPUT_SETTINGS)
@@ -257,6 +264,7 @@ def make(
     from .paths import check_writable
     from .pipeline import make_mosaic
     from .render import check_output
+    from .sizing import options_plan
 
     started = time.perf_counter()
     given = _given(settings)
@@ -272,8 +280,8 @@ def make(
             check_writable(path, what)
     # The output's size is known from the target's header: refuse it before any work.
     width, height = target_size(target, options.max_target_pixels)
-    check_output(output, width // options.cell_px * options.tile_px,
-                 height // options.cell_px * options.tile_px, options)
+    check_output(output, *options_plan(options, (width, height), str(target)).output_size,
+                 options)
 
     show = progress_enabled(quiet)
     mosaic = make_mosaic(target, tiles, options, cache_dir=cache_dir, show_progress=show,
@@ -295,6 +303,8 @@ def _make_summary(mosaic: Any, output: Path) -> str:
     """One line: grid, tiles, timings, output and the metrics' headline."""
     stats = mosaic.library.stats
     skipped = f" ({len(stats.failed)} skipped)" if stats and stats.failed else ""
+    if mosaic.library.duplicates_dropped:
+        skipped += f" ({mosaic.library.duplicates_dropped} near-duplicates dropped)"
     timings = mosaic.timings
     fidelity = ""
     if mosaic.metrics:
@@ -305,7 +315,8 @@ def _make_summary(mosaic: Any, output: Path) -> str:
         if options.tint or options.overlay:
             fidelity += f", tint {options.tint:g}, overlay {options.overlay:g}"
     return (
-        f"mosaicist: {mosaic.grid.rows}x{mosaic.grid.cols} cells, "
+        f"mosaicist: {mosaic.grid.rows}x{mosaic.grid.cols} cells"
+        f"{f' split into {len(mosaic.placements)}' if mosaic.placements.adaptive else ''}, "
         f"{len(mosaic.library)} tiles{skipped}; index {timings['index']:.2f} s, "
         f"match {timings['match']:.2f} s, render {timings['render']:.2f} s, "
         f"total {timings['total']:.2f} s -> {output} "
@@ -327,8 +338,12 @@ Examples:
               help=_OUTPUT_HELP)
 @click.option("--tiles", default=None,
               help="Tile source (needed for CSV placements, which do not record it).")
-@_setting_options("tile_px", *_OUTPUT_SETTINGS, show_default=False, help={
-    "tile_px": "Output pixels per tile side (up to 1024) [default: as in PLACEMENTS].",
+@_setting_options("tile_px", "aspect", "dpi", *_OUTPUT_SETTINGS, show_default=False, help={
+    "tile_px": "Output pixels per tile across (up to 1024; the height follows the aspect) "
+               "[default: as in PLACEMENTS].",
+    "aspect": "Shape of the tiles as width:height [default: as in PLACEMENTS; 1:1 for CSV "
+              "placements, which do not record it].",
+    "dpi": "Resolution recorded in the output file [default: as in PLACEMENTS].",
     "dzi_tile_size": "Deep Zoom tile side, without overlap [default: as in PLACEMENTS].",
     "dzi_overlap": "Pixels each Deep Zoom tile shares with its neighbours [default: as in "
                    "PLACEMENTS].",
@@ -357,8 +372,8 @@ def render(
     started = time.perf_counter()
     placements = Placements.read(placements_path)
     options = placements.options.replace(**_given(settings))
-    check_output(output, placements.cols * options.tile_px, placements.rows * options.tile_px,
-                 options)
+    check_output(output, placements.cols * options.tile_px,
+                 placements.rows * options.tile_height, options)
     show = progress_enabled(quiet)
     renderer = placements_renderer(placements, options, tiles=tiles, cache_dir=cache_dir,
                                    show_progress=show)
@@ -366,7 +381,8 @@ def render(
     if not quiet:
         seconds = time.perf_counter() - started
         click.echo(
-            f"mosaicist: {placements.rows}x{placements.cols} cells at {options.tile_px} px "
+            f"mosaicist: {placements.rows}x{placements.cols} cells at "
+            f"{options.tile_px}x{options.tile_height} px "
             f"rendered in {seconds:.2f} s -> {output} ({renderer.width}x{renderer.height})",
             err=True,
         )
@@ -399,35 +415,88 @@ def view(path: Path, no_browser: bool, port: int) -> None:
     epilog="""\b
 Examples:
   mosaicist index ~/Photos
-  mosaicist index ~/Photos --tile-px 64
+  mosaicist index ~/Photos --tile-px 64 --aspect 3:2
+  mosaicist index ~/Photos --duplicates             # list near-identical photos
+  mosaicist index ~/Photos --duplicates --dedupe 10  # ... a looser threshold
   mosaicist index cifar100
 """
 )
 @click.argument("source")
 @click.option("--tile-px", "match_px", type=int, default=32, show_default=True,
-              help="Side of the indexed tiles in pixels: the side 'make' compares at "
+              help="Width of the indexed tiles in pixels: the width 'make' compares at "
                    "(its --match-px; by default its --tile-px up to 64, else 32).")
+@_setting_options("aspect", "crop", "dedupe", help={
+    "aspect": "Shape of the indexed tiles as width:height, as 'make --aspect' "
+              "[default: 1:1].",
+    "crop": "Where each photo is cut to the tiles' shape: centre, or subject (faces with "
+            "the faces extra, else detail), as 'make --crop' [default: subject; 'make "
+            "--preset seed' uses centre].",
+    "dedupe": "Count (and with --duplicates list) the photos near-identical to an earlier "
+              "one: perceptual hashes at most T bits apart, mean colours close "
+              f"[default: {DEDUPE_THRESHOLD}].",
+})
+@click.option("--duplicates", is_flag=True,
+              help="List the groups of near-identical photos on stdout, one group per "
+                   "paragraph: the photo 'make --dedupe' keeps, then those it drops.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=_CACHE_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, warnings or summary.")
-def index(source: str, match_px: int, cache_dir: Path | None, quiet: bool) -> None:
+def index(source: str, match_px: int, duplicates: bool, cache_dir: Path | None, quiet: bool,
+          **settings: Any) -> None:
     """Index SOURCE (or bring its index up to date) without making a mosaic.
 
     Only new or changed files are decoded; removed ones drop out. An
-    interrupted run keeps what it indexed and the next run resumes.
+    interrupted run keeps what it indexed and the next run resumes. The
+    index is the one 'make' uses with the same --match-px, --aspect and --crop.
     """
     from .library import TileLibrary
 
+    given = _given(settings)
+    threshold = given.pop("dedupe", None)
+    # Resolved as 'make' resolves them, so that 'make' finds this index.
+    options = MosaicOptions(**given)
     library = TileLibrary.open(
-        source, match_px, cache_dir=cache_dir, show_progress=progress_enabled(quiet), quiet=quiet
+        source, match_px, cache_dir=cache_dir, show_progress=progress_enabled(quiet),
+        quiet=quiet, aspect=options.aspect_ratio, crop=options.crop,
     )
     stats = library.stats
+    groups = None
+    if duplicates or threshold is not None:
+        threshold = DEDUPE_THRESHOLD if threshold is None else threshold
+        groups = library.duplicate_groups(threshold)
     if not quiet and stats is not None:
+        size = f"{match_px} px" if library.match_height == match_px else \
+            f"{match_px}x{library.match_height} px"
+        found = ""
+        if groups is not None:
+            dropped = sum(len(group) - 1 for group in groups)
+            found = (f"; {dropped} near-duplicates in {len(groups)} groups at --dedupe "
+                     f"{threshold}")
         click.echo(
-            f"mosaicist: {len(library)} tiles of {match_px} px from {library.source.name}: "
+            f"mosaicist: {len(library)} tiles of {size} from {library.source.name}: "
             f"{stats.decoded} decoded, {stats.reused} unchanged, {stats.removed} removed, "
-            f"{len(stats.failed)} skipped in {stats.seconds:.2f} s; index at {library.directory}",
+            f"{len(stats.failed)} skipped in {stats.seconds:.2f} s{found}; "
+            f"index at {library.directory}",
             err=True,
         )
+    if duplicates and groups is not None:
+        _list_duplicates(library, groups)
+
+
+def _list_duplicates(library: Any, groups: list) -> None:
+    """Print each group: the photo kept, then each near-copy and its distance in bits."""
+    from .dedupe import hamming
+
+    if not groups:
+        return
+    hashes, _ = library.signatures()
+    ids = library.source_ids
+    for number, group in enumerate(groups):
+        if number:
+            click.echo("")
+        click.echo(ids[group[0]])
+        distances = hamming(hashes[group[1:]], hashes[group[0]])
+        for member, distance in zip(group[1:].tolist(), distances.tolist(), strict=True):
+            click.echo(f"    {ids[member]}  ({distance} bits)")
 
 
 @main.command(
@@ -449,8 +518,9 @@ PSNR is capped at 100 dB (identical images).
 )
 @click.argument("mosaic", type=click.Path(path_type=Path))
 @click.argument("target", type=click.Path(path_type=Path))
-@_setting_options("cell_px", help={"cell_px": "Target pixels per cell side the mosaic was "
-                                               "made with."})
+@_setting_options("cell_px", "aspect", help={
+    "cell_px": "Target pixels per cell across the mosaic was made with.",
+    "aspect": "Shape of its cells and tiles as width:height [default: 1:1]."})
 @click.option("--view-px", type=int, default=4, show_default=True,
               help="Pixels per cell side at viewing scale.")
 @click.option("--placements", "placements_path", type=click.Path(path_type=Path), default=None,
@@ -462,6 +532,7 @@ def score(
     mosaic: Path,
     target: Path,
     cell_px: int | None,
+    aspect: str | None,
     view_px: int,
     placements_path: Path | None,
     json_path: Path | None,
@@ -480,7 +551,8 @@ def score(
         check_writable(json_path, "JSON file")
     tile_grid = None if placements_path is None else read_tile_grid(placements_path)
     cell_px = MosaicOptions().cell_px if cell_px is None else cell_px
-    metrics = score_mosaic(mosaic, target, cell_px, view_px=view_px, tile_grid=tile_grid)
+    metrics = score_mosaic(mosaic, target, cell_px, view_px=view_px, tile_grid=tile_grid,
+                           aspect=aspect or "1:1")
     width = max(len(key) for key in metrics)
     for key, value in metrics.items():
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)

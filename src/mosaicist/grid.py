@@ -1,9 +1,12 @@
 """The target's grid of cells, and the vectors that matching compares.
 
-The grid follows the seed exactly: ``cols = floor(W / cell_px)``,
-``rows = floor(H / cell_px)``, and the target is centre-cropped to
-``rows * cell_px`` by ``cols * cell_px`` pixels with offsets
-``floor((W - cols * cell_px) / 2)`` and ``floor((H - rows * cell_px) / 2)``.
+The grid follows the seed exactly: ``cols = floor(W / cell_w)``,
+``rows = floor(H / cell_h)``, and the target is centre-cropped to
+``rows * cell_h`` by ``cols * cell_w`` pixels with offsets
+``floor((W - cols * cell_w) / 2)`` and ``floor((H - rows * cell_h) / 2)``.
+Cells are ``cell_px`` wide and, at an aspect ``W:H`` other than ``1:1``,
+``cell_height`` high (see :mod:`mosaicist.aspect`); square cells have
+``cell_height == cell_px``.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ class Grid:
     rows, cols : int
         Number of cells down and across.
     cell_px : int
-        Target pixels per cell side.
+        Target pixels per cell across (the cell's width).
     left, top : int
         Offsets of the centre crop in the target.
     cells : numpy.ndarray
-        ``(rows * cols, cell_px, cell_px, 3)`` uint8, row-major (cell
+        ``(rows * cols, cell_height, cell_px, 3)`` uint8, row-major (cell
         ``r * cols + c`` is row ``r``, column ``c``).
+    cell_height : int
+        Target pixels per cell down; 0 when made means ``cell_px`` (square cells).
     """
 
     rows: int
@@ -39,27 +44,41 @@ class Grid:
     left: int
     top: int
     cells: np.ndarray
+    cell_height: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.cell_height:
+            object.__setattr__(self, "cell_height", self.cell_px)
 
     @property
     def shape(self) -> tuple[int, int]:
         """``(rows, cols)``."""
         return self.rows, self.cols
 
+    @property
+    def cell_shape(self) -> tuple[int, int]:
+        """``(cell_height, cell_px)``: a cell's size in target pixels, height first."""
+        return self.cell_height, self.cell_px
+
     def __len__(self) -> int:
         return self.rows * self.cols
 
 
-def make_grid(target: np.ndarray, cell_px: int, name: str = "target") -> Grid:
-    """Cut ``target`` into whole cells of ``cell_px`` pixels, centre-cropped.
+def make_grid(
+    target: np.ndarray, cell_px: int, name: str = "target", cell_height: int | None = None
+) -> Grid:
+    """Cut ``target`` into whole cells of ``cell_px`` by ``cell_height`` pixels, centre-cropped.
 
     Parameters
     ----------
     target : numpy.ndarray
         ``(H, W, 3)`` uint8 picture.
     cell_px : int
-        Cell side in target pixels.
+        Cell width in target pixels.
     name : str
         Name of the target for error messages.
+    cell_height : int, optional
+        Cell height in target pixels (default ``cell_px``: square cells).
 
     Raises
     ------
@@ -69,21 +88,24 @@ def make_grid(target: np.ndarray, cell_px: int, name: str = "target") -> Grid:
         When the target is smaller than one cell.
     """
     check_range("cell_px", cell_px, *CELL_PX_RANGE, "pixels")
+    cell_h = cell_px if cell_height is None else cell_height
+    if cell_h < 1:
+        raise ValueError(f"cell_height must be at least 1, got {cell_h}")
     height, width = target.shape[:2]
-    cols, rows = width // cell_px, height // cell_px
+    cols, rows = width // cell_px, height // cell_h
     if rows < 1 or cols < 1:
         raise MosaicistError(
-            f"{name}: {width}x{height} pixels is smaller than one {cell_px}x{cell_px} cell"
+            f"{name}: {width}x{height} pixels is smaller than one {cell_px}x{cell_h} cell"
         )
     left = (width - cols * cell_px) // 2
-    top = (height - rows * cell_px) // 2
-    crop = target[top:top + rows * cell_px, left:left + cols * cell_px]
+    top = (height - rows * cell_h) // 2
+    crop = target[top:top + rows * cell_h, left:left + cols * cell_px]
     cells = (
-        crop.reshape(rows, cell_px, cols, cell_px, 3)
+        crop.reshape(rows, cell_h, cols, cell_px, 3)
         .transpose(0, 2, 1, 3, 4)
-        .reshape(rows * cols, cell_px, cell_px, 3)
+        .reshape(rows * cols, cell_h, cell_px, 3)
     )
-    return Grid(rows, cols, cell_px, left, top, np.ascontiguousarray(cells))
+    return Grid(rows, cols, cell_px, left, top, np.ascontiguousarray(cells), cell_h)
 
 
 def area_weights(source_px: int, target_px: int) -> np.ndarray:
@@ -105,64 +127,123 @@ def area_weights(source_px: int, target_px: int) -> np.ndarray:
 class Geometry:
     """How cells and tiles are compared.
 
-    Tiles are compared at ``match_px`` (the side they are indexed at, not
-    necessarily the side they are drawn at). When ``match_px`` is a multiple
-    of ``cell_px`` (factor ``f``), the cell is compared at its own resolution
-    with each tile's ``f x f`` block sums:
-    the seed's objective (cell scaled up by pixel replication, squared
+    A cell is ``cell_px`` wide and ``cell_height`` high (target pixels); a
+    tile is compared at ``match_px`` by ``match_height`` (the size it is
+    indexed at, not necessarily the size it is drawn at). Heights of 0 when
+    made mean square: ``Geometry(16, 32)`` is 16 px square cells against
+    32 px square tiles.
+
+    When the tile is the same whole multiple ``f`` of the cell both ways
+    (``match_px = f cell_px`` and ``match_height = f cell_height``), the
+    cell is compared at its own resolution with each tile's ``f x f`` block
+    sums: the seed's objective (cell scaled up by pixel replication, squared
     difference summed over the tile's pixels) equals
     ``f^2 |a|^2 - 2 <a, S_b> + |b|^2``. Otherwise each cell is resampled to
-    ``match_px`` by exact area averaging, rounded to 8 bits, and compared pixel
-    by pixel with the tile (``f = 1``).
+    ``match_height x match_px`` by exact area averaging (rows and columns
+    separately), rounded to 8 bits, and compared pixel by pixel with the
+    tile (``f = 1``).
 
     Attributes
     ----------
     cell_px, match_px : int
-        The sizes.
-    side : int
-        Side of the compared cell vectors (``cell_px`` or ``match_px``).
-    factor : int
-        Tile pixels per compared pixel side (``match_px // side``).
+        The widths.
+    cell_height, match_height : int
+        The heights (0 when made: the width).
     """
 
     cell_px: int
     match_px: int
+    cell_height: int = 0
+    match_height: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.cell_height:
+            object.__setattr__(self, "cell_height", self.cell_px)
+        if not self.match_height:
+            object.__setattr__(self, "match_height", self.match_px)
 
     @property
-    def side(self) -> int:
-        """Side of the compared vectors."""
-        return self.cell_px if self.match_px % self.cell_px == 0 else self.match_px
+    def square(self) -> bool:
+        """Whether cells and tiles are both square."""
+        return self.cell_height == self.cell_px and self.match_height == self.match_px
+
+    @property
+    def cell_shape(self) -> tuple[int, int]:
+        """``(cell_height, cell_px)``."""
+        return self.cell_height, self.cell_px
+
+    @property
+    def match_shape(self) -> tuple[int, int]:
+        """``(match_height, match_px)``: a tile as compared, height first."""
+        return self.match_height, self.match_px
 
     @property
     def factor(self) -> int:
-        """Tile pixels per compared pixel side."""
-        return self.match_px // self.side
+        """Tile pixels per compared pixel along each side (1 when the cell is resampled)."""
+        if self.match_px % self.cell_px:
+            return 1
+        factor = self.match_px // self.cell_px
+        return factor if self.match_height == factor * self.cell_height else 1
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)`` of the compared cell vectors: the cell's, or the tile's."""
+        factor = self.factor
+        return (self.match_height // factor, self.match_px // factor)
+
+    @property
+    def side(self) -> int:
+        """Side of the compared vectors, for square geometries (see :attr:`shape`).
+
+        Raises
+        ------
+        ValueError
+            For rectangular cells, which have no single side.
+        """
+        height, width = self.shape
+        if height != width:
+            raise ValueError(f"a {width}x{height} compared cell has no single side; use shape")
+        return width
 
     @property
     def weight(self) -> int:
         """``factor ** 2``: tile pixels per compared pixel."""
         return self.factor**2
 
+    @property
+    def pixels(self) -> int:
+        """Pixels of a tile as compared: ``match_height * match_px``."""
+        return self.match_height * self.match_px
+
+    @property
+    def length(self) -> int:
+        """Values of one compared vector: ``3 * height * width`` of :attr:`shape`."""
+        height, width = self.shape
+        return height * width * 3
+
     def cell_vectors(self, cells: np.ndarray) -> np.ndarray:
-        """Return the cells as compared: ``(N, side, side, 3)`` uint8."""
-        if self.side == self.cell_px:
+        """Return the cells as compared: ``(N, height, width, 3)`` uint8 (see :attr:`shape`)."""
+        if self.factor > 1 or self.shape == self.cell_shape:
             return cells
-        weights = area_weights(self.cell_px, self.match_px)
-        out = np.empty((len(cells), self.side, self.side, 3), np.uint8)
-        block = max(1, (1 << 22) // (self.side * self.side * 3))
+        height, width = self.shape
+        row_weights = area_weights(self.cell_height, height)
+        column_weights = area_weights(self.cell_px, width)
+        out = np.empty((len(cells), height, width, 3), np.uint8)
+        block = max(1, (1 << 22) // (height * width * 3))
         for start in range(0, len(cells), block):
             part = cells[start:start + block].astype(np.float64)
-            resampled = np.einsum("ij,njkc,lk->nilc", weights, part, weights, optimize=True)
+            resampled = np.einsum("ij,njkc,lk->nilc", row_weights, part, column_weights,
+                                  optimize=True)
             out[start:start + block] = np.clip(np.rint(resampled), 0, 255).astype(np.uint8)
         return out
 
     def pool_tiles(self, tiles: np.ndarray) -> np.ndarray:
-        """Return each tile's ``factor x factor`` block sums: ``(k, side, side, 3)`` uint32."""
+        """Return each tile's ``factor x factor`` block sums: ``(k, height, width, 3)`` uint32."""
         factor = self.factor
         if factor == 1:
             return tiles.astype(np.uint32)
-        side = self.side
-        blocks = np.asarray(tiles).reshape(len(tiles), side, factor, side, factor, 3)
+        height, width = self.shape
+        blocks = np.asarray(tiles).reshape(len(tiles), height, factor, width, factor, 3)
         if factor > 8:
             return blocks.sum(axis=(2, 4), dtype=np.uint32)
         # Adding strided slices is several times faster than a multi-axis sum.

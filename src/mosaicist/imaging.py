@@ -1,4 +1,8 @@
-"""Reading images of any mode into RGB, and making square tile thumbnails.
+"""Reading images of any mode into RGB, and cutting tile thumbnails from them.
+
+A tile is its photo's crop window (:mod:`mosaicist.crop`: the largest
+rectangle of the tile's aspect, centred or on the subject) resized with
+Lanczos to ``width_px`` by ``height_for(width_px, aspect)``.
 
 Mode conversions (documented in the README):
 
@@ -24,11 +28,14 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from .aspect import SQUARE, height_for
+from .crop import Window, centre_window, choose_window, scale_window, window_size
+from .dedupe import SIGNATURE_PX, signature
 from .errors import MosaicistError, OptionError
 
 try:  # libjpeg-turbo directly: ~10x faster than Pillow for small JPEGs
@@ -104,24 +111,174 @@ def centre_square(image: Image.Image) -> Image.Image:
     return image.crop((left, top, left + side, top + side))
 
 
-def square_thumbnail(image: Image.Image, side_px: int) -> np.ndarray:
-    """Centre-crop ``image`` to a square and resize it to ``side_px``.
+class TileImage(NamedTuple):
+    """A tile cut from a photo.
+
+    Attributes
+    ----------
+    pixels : numpy.ndarray
+        ``(height_px, width_px, 3)`` uint8.
+    window : Window
+        The crop window it shows, in the photo's full-size pixels (after
+        EXIF orientation).
+    signature : (int, int) or None
+        The photo's near-duplicate signature, ``(hash, packed mean colour)``
+        (:func:`mosaicist.dedupe.signature`); None where not asked for.
+    """
+
+    pixels: np.ndarray
+    window: Window
+    signature: tuple[int, int] | None = None
+
+
+def _cut(image: Image.Image, box: tuple[float, float, float, float], width_px: int,
+         height_px: int) -> np.ndarray:
+    """Resize ``box`` (left, top, right, bottom) of an RGB image to ``width_px`` x ``height_px``.
 
     Downscaling uses Pillow's Lanczos filter with a box pre-reduction
     (``reducing_gap``), which keeps the quality of Lanczos at a fraction of
-    its cost for large images.
+    its cost for large images. A box of whole pixels is cropped first (so
+    that a centre square is cut exactly as it always was); a fractional one
+    (a window carried to a reduced decode) is resampled in place.
+    """
+    whole = all(float(value).is_integer() for value in box)
+    if whole:
+        left, top, right, bottom = (int(value) for value in box)
+        region = image
+        if (left, top, right, bottom) != (0, 0, *image.size):
+            region = image.crop((left, top, right, bottom))
+        if region.size != (width_px, height_px):
+            region = region.resize((width_px, height_px), Image.Resampling.LANCZOS,
+                                   reducing_gap=3.0)
+    else:
+        region = image.resize((width_px, height_px), Image.Resampling.LANCZOS, box=box,
+                              reducing_gap=3.0)
+    return np.asarray(region, dtype=np.uint8).reshape(height_px, width_px, 3)
+
+
+def thumbnail(image: Image.Image, width_px: int, aspect: tuple[int, int] = SQUARE,
+              window: Window | None = None) -> np.ndarray:
+    """Cut ``window`` from ``image`` and resize it to a tile (see :func:`_cut`).
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        The photo, in any mode.
+    width_px : int
+        Width of the tile; its height is ``height_for(width_px, aspect)``.
+    aspect : (int, int)
+        The tile's aspect.
+    window : Window, optional
+        In ``image``'s pixels; default the centred one (:func:`~mosaicist.crop.centre_window`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(height_px, width_px, 3)`` uint8.
+    """
+    rgb = to_rgb(image)
+    width, height = rgb.size
+    if window is None or not (
+        0 <= window.left < window.left + window.width <= width
+        and 0 <= window.top < window.top + window.height <= height
+    ):
+        # No window, or one of another picture (the file changed since it was indexed).
+        window = centre_window(width, height, aspect)
+    box = (window.left, window.top, window.left + window.width, window.top + window.height)
+    return _cut(rgb, box, width_px, height_for(width_px, aspect))
+
+
+def square_thumbnail(image: Image.Image, side_px: int) -> np.ndarray:
+    """Centre-crop ``image`` to a square and resize it to ``side_px`` (see :func:`thumbnail`).
 
     Returns
     -------
     numpy.ndarray
         ``(side_px, side_px, 3)`` uint8 array.
     """
-    square = centre_square(to_rgb(image))
-    if square.size != (side_px, side_px):
-        square = square.resize(
-            (side_px, side_px), Image.Resampling.LANCZOS, reducing_gap=3.0
-        )
-    return np.asarray(square, dtype=np.uint8).reshape(side_px, side_px, 3)
+    return thumbnail(image, side_px)
+
+
+def make_tile(image: Image.Image, width_px: int, aspect: tuple[int, int] = SQUARE,
+              crop: str = "centre") -> TileImage:
+    """Cut the tile of a whole photo: its window for ``crop``, resized.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        The photo at full size (EXIF orientation applied), any mode.
+    width_px : int
+        Width of the tile.
+    aspect : (int, int)
+        The tile's aspect.
+    crop : {"centre", "subject"}
+        How the window is placed (:func:`mosaicist.crop.choose_window`).
+    """
+    rgb = to_rgb(image)
+    return _tile_of(rgb, width_px, aspect, crop, rgb.size, None, sign=True)
+
+
+def array_tile(rgb: np.ndarray, width_px: int, aspect: tuple[int, int] = SQUARE,
+               crop: str = "centre") -> TileImage:
+    """:func:`make_tile` of an ``(H, W, 3)`` uint8 picture (kept as is at the tile's size)."""
+    height, width = rgb.shape[:2]
+    if (width, height) == (width_px, height_for(width_px, aspect)) and window_size(
+        width, height, aspect
+    ) == (width, height):
+        pixels = np.ascontiguousarray(rgb)
+        signed = _signature_of(Image.fromarray(pixels, "RGB"), (0, 0, width, height), pixels)
+        return TileImage(pixels, Window(0, 0, width, height), signed)
+    return make_tile(Image.fromarray(np.ascontiguousarray(rgb), "RGB"), width_px, aspect, crop)
+
+
+def _signature_of(image: Image.Image, box: tuple[int, int, int, int],
+                  pixels: np.ndarray) -> tuple[int, int]:
+    """The near-duplicate signature of a photo: of its centre square at 32 px.
+
+    The centre square whatever the tiles' aspect, crop and size: two copies
+    of a photo then sign alike even where their subject windows differ by a
+    few pixels, and every index of a photo signs it the same (an index of
+    square centre tiles at 32 px, as those made before signatures, from its
+    tiles). ``pixels``, cut from ``box``, are reused when they are that square.
+    """
+    square = centre_window(*image.size)
+    square_box = (square.left, square.top, square.left + square.width,
+                  square.top + square.height)
+    if box == square_box and pixels.shape[:2] == (SIGNATURE_PX, SIGNATURE_PX):
+        return signature(pixels)
+    return signature(_cut(image, square_box, SIGNATURE_PX, SIGNATURE_PX))
+
+
+def _tile_of(image: Image.Image, width_px: int, aspect: tuple[int, int], crop: str,
+             original: tuple[int, int], window: Window | None,
+             sign: bool = False) -> TileImage:
+    """The tile of an RGB ``image`` decoded at a reduced size from a photo of size ``original``.
+
+    With ``window`` (in the original's pixels, as an index stored it) that
+    window is cut; otherwise one is chosen on ``image`` for ``crop`` and
+    returned in the original's pixels, with its signature when ``sign``.
+    """
+    height_px = height_for(width_px, aspect)
+    size = image.size
+    if window is not None:
+        x_scale, y_scale = size[0] / original[0], size[1] / original[1]
+        box = (max(0.0, window.left * x_scale), max(0.0, window.top * y_scale),
+               min(float(size[0]), (window.left + window.width) * x_scale),
+               min(float(size[1]), (window.top + window.height) * y_scale))
+        if box[2] > box[0] and box[3] > box[1]:
+            return TileImage(_cut(image, box, width_px, height_px), window)
+        # A window that does not fit: the file changed since it was indexed.
+    chosen = choose_window(image, aspect, crop)
+    box = (chosen.left, chosen.top, chosen.left + chosen.width, chosen.top + chosen.height)
+    pixels = _cut(image, box, width_px, height_px)
+    signed = _signature_of(image, box, pixels) if sign else None
+    if size == original:
+        stored = chosen
+    elif crop == "centre":
+        stored = centre_window(*original, aspect)
+    else:
+        stored = scale_window(chosen, size, original, aspect)
+    return TileImage(pixels, stored, signed)
 
 
 class _PillowLimit:
@@ -203,17 +360,35 @@ def _open_checked(source: IO[bytes] | Path, max_pixels: int | None) -> Image.Ima
     return image
 
 
-def _draft_for(image: Image.Image, side_px: int) -> None:
-    """Ask a JPEG's decoder for the smallest DCT scale whose centre square is >= ``side_px``.
+_ORIENTATION = 0x0112
+# EXIF orientations that turn the picture a quarter: width and height swap.
+_QUARTER_TURNS = (5, 6, 7, 8)
+
+
+def _scale_for(span: tuple[int, int], width_px: int, height_px: int) -> float:
+    """Least scale at which a window of ``span`` pixels still covers the tile."""
+    return max(width_px / max(1, span[0]), height_px / max(1, span[1]), 1e-9)
+
+
+def _draft_for(image: Image.Image, width_px: int, aspect: tuple[int, int],
+               window: Window | None) -> None:
+    """Ask a JPEG's decoder for the smallest DCT scale whose window still covers the tile.
 
     libjpeg scales by 1/2, 1/4 or 1/8 while decoding, so a large photo is
-    never held at full size when a small tile is wanted. Other formats have
-    no reduced decoding in Pillow and are decoded whole (within the limit).
+    never held at full size when a small tile is wanted. The window is
+    ``window`` (in oriented pixels) or the largest of ``aspect``. Other
+    formats have no reduced decoding in Pillow and are decoded whole
+    (within the limit).
     """
     if image.format != "JPEG":
         return
     width, height = image.size
-    scale = max(side_px / max(1, min(width, height)), 1e-9)
+    if window is not None:
+        span = (window.width, window.height)
+    else:
+        turned = image.getexif().get(_ORIENTATION, 1) in _QUARTER_TURNS
+        span = window_size(*((height, width) if turned else (width, height)), aspect)
+    scale = _scale_for(span, width_px, height_for(width_px, aspect))
     # draft() keeps both sides at least as large as asked.
     image.draft(
         "RGB" if image.mode in ("RGB", "YCbCr") else image.mode,
@@ -226,7 +401,8 @@ def _has_exif(data: bytes) -> bool:
     return b"Exif\x00\x00" in data[:65536]
 
 
-def _decode_jpeg_fast(data: bytes, side_px: int, max_pixels: int) -> np.ndarray | None:
+def _decode_jpeg_fast(data: bytes, width_px: int, aspect: tuple[int, int], crop: str,
+                      max_pixels: int) -> TileImage | None:
     """Decode a plain JPEG with libjpeg-turbo (simplejpeg), or None to fall back.
 
     Returns None for JPEGs with EXIF (orientation needs Pillow), CMYK or
@@ -235,21 +411,20 @@ def _decode_jpeg_fast(data: bytes, side_px: int, max_pixels: int) -> np.ndarray 
     if simplejpeg is None or data[:2] != b"\xff\xd8" or _has_exif(data):
         return None
     try:
-        width, height, _, _ = simplejpeg.decode_jpeg_header(data)
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
         _check_pixels(width, height, max_pixels)
-        side = min(width, height)
-        scale = side_px / side
-        # DCT scaling (shrink-on-load) to the smallest size that keeps side >= side_px.
+        scale = _scale_for(window_size(width, height, aspect), width_px,
+                           height_for(width_px, aspect))
+        # DCT scaling (shrink-on-load) to the smallest size whose window still covers the tile.
         pixels = simplejpeg.decode_jpeg(
             data, colorspace="RGB", fastdct=False, fastupsample=False,
-            min_width=max(1, int(np.ceil(width * scale))),
-            min_height=max(1, int(np.ceil(height * scale))),
+            min_width=max(1, math.ceil(width * scale)),
+            min_height=max(1, math.ceil(height * scale)),
         )
     except ValueError:
         return None
-    if pixels.shape[0] == side_px and pixels.shape[1] == side_px:
-        return np.ascontiguousarray(pixels)
-    return square_thumbnail(Image.fromarray(pixels, "RGB"), side_px)
+    return _tile_of(Image.fromarray(pixels, "RGB"), width_px, aspect, crop, (width, height),
+                    None, sign=True)
 
 
 #: A decode slot: called with the pixels an image is about to be decoded at, it
@@ -262,37 +437,48 @@ _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, TypeError, IndexEr
                   Image.DecompressionBombError, Image.DecompressionBombWarning)
 
 
-def _pillow_thumbnail(
-    source: IO[bytes] | Path, side_px: int, max_pixels: int, slot: DecodeSlot | None,
-) -> np.ndarray:
-    """Decode with Pillow into a ``side_px`` square: size checked, JPEGs drafted."""
+def _pillow_tile(
+    source: IO[bytes] | Path, width_px: int, aspect: tuple[int, int], crop: str,
+    max_pixels: int, slot: DecodeSlot | None, window: Window | None = None,
+    sign: bool = False,
+) -> TileImage:
+    """Decode with Pillow into a tile: size checked, JPEGs drafted, EXIF orientation applied."""
     try:
         image = _open_checked(source, max_pixels)
         with image:
-            _draft_for(image, side_px)
+            full = image.size
+            _draft_for(image, width_px, aspect, window)
             hold = slot(image.width * image.height) if slot else contextlib.nullcontext()
             with hold, _PILLOW_LIMIT.allowing(max_pixels):
                 image.load()
+                turned = image.getexif().get(_ORIENTATION, 1) in _QUARTER_TURNS
                 ImageOps.exif_transpose(image, in_place=True)
-                return square_thumbnail(image, side_px)
+                original = (full[1], full[0]) if turned else full
+                return _tile_of(to_rgb(image), width_px, aspect, crop, original, window, sign)
     except ImageReadError:
         raise
     except _DECODE_ERRORS as error:
         raise ImageReadError(_describe(error)) from None
 
 
-def decode_tile_bytes(data: bytes, side_px: int, max_pixels: int | None = None) -> np.ndarray:
-    """Decode an encoded image file's bytes into a square ``side_px`` thumbnail.
+def decode_tile(data: bytes, width_px: int, aspect: tuple[int, int] = SQUARE,
+                crop: str = "centre", max_pixels: int | None = None) -> TileImage:
+    """Decode an encoded image file's bytes into a tile, its crop window and signature.
 
     JPEGs are decoded with shrink-on-load (DCT scaling), so a 12-megapixel
-    photo is decoded at 1/8 size when the thumbnail is small.
+    photo is decoded at 1/8 size when the tile is small; the window is chosen
+    on the decoded picture and returned in the photo's full-size pixels.
 
     Parameters
     ----------
     data : bytes
         The file's bytes.
-    side_px : int
-        Side of the thumbnail.
+    width_px : int
+        Width of the tile; its height is ``height_for(width_px, aspect)``.
+    aspect : (int, int)
+        The tile's aspect.
+    crop : {"centre", "subject"}
+        How the window is placed (:mod:`mosaicist.crop`).
     max_pixels : int, optional
         Most pixels the image may declare (default :data:`TILE_MAX_PIXELS`),
         checked from the header before decoding.
@@ -304,28 +490,49 @@ def decode_tile_bytes(data: bytes, side_px: int, max_pixels: int | None = None) 
         over the pixel limit).
     """
     limit = TILE_MAX_PIXELS if max_pixels is None else max_pixels
-    fast = _decode_jpeg_fast(data, side_px, limit)
+    fast = _decode_jpeg_fast(data, width_px, aspect, crop, limit)
     if fast is not None:
         return fast
-    return _pillow_thumbnail(io.BytesIO(data), side_px, limit, None)
+    return _pillow_tile(io.BytesIO(data), width_px, aspect, crop, limit, None, sign=True)
+
+
+def decode_tile_bytes(data: bytes, side_px: int, max_pixels: int | None = None, *,
+                      aspect: tuple[int, int] = SQUARE, crop: str = "centre") -> np.ndarray:
+    """The pixels of :func:`decode_tile`: by default a centre square ``side_px`` thumbnail.
+
+    Raises
+    ------
+    ImageReadError
+        When the bytes are not a readable image (truncated, unknown format,
+        over the pixel limit).
+    """
+    return decode_tile(data, side_px, aspect, crop, max_pixels).pixels
 
 
 def read_original(
-    path: str | os.PathLike[str], side_px: int, *, max_pixels: int | None = None,
+    path: str | os.PathLike[str], width_px: int, *, aspect: tuple[int, int] = SQUARE,
+    window: Window | None = None, crop: str = "centre", max_pixels: int | None = None,
     slot: DecodeSlot | None = None,
 ) -> np.ndarray:
-    """Read an original image file as a ``side_px`` tile (centre square, Lanczos).
+    """Read an original image file as a tile (its window, Lanczos).
 
     The size is checked from the header first, and a JPEG is decoded at the
-    smallest DCT scale whose centre square is still at least ``side_px``, so a
-    small file declaring a huge picture costs neither time nor memory.
+    smallest DCT scale whose window still covers the tile, so a small file
+    declaring a huge picture costs neither time nor memory.
 
     Parameters
     ----------
     path : str or os.PathLike
         The file.
-    side_px : int
-        Side of the tile.
+    width_px : int
+        Width of the tile; its height is ``height_for(width_px, aspect)``.
+    aspect : (int, int)
+        The tile's aspect.
+    window : Window, optional
+        The crop window in the file's full-size pixels (as the index stored
+        it); without one, it is chosen for ``crop``.
+    crop : {"centre", "subject"}
+        How to choose a window that is not given.
     max_pixels : int, optional
         Most pixels the file may declare (default :data:`TILE_MAX_PIXELS`).
     slot : callable, optional
@@ -335,7 +542,7 @@ def read_original(
     Returns
     -------
     numpy.ndarray
-        ``(side_px, side_px, 3)`` uint8.
+        ``(height_px, width_px, 3)`` uint8.
 
     Raises
     ------
@@ -347,7 +554,7 @@ def read_original(
     limit = TILE_MAX_PIXELS if max_pixels is None else max_pixels
     # Opened here, so that a missing file is an OSError and not "not an image".
     with open(path, "rb") as handle:
-        return _pillow_thumbnail(handle, side_px, limit, slot)
+        return _pillow_tile(handle, width_px, aspect, crop, limit, slot, window).pixels
 
 
 def _describe(error: BaseException) -> str:
@@ -359,18 +566,21 @@ def _describe(error: BaseException) -> str:
     return message
 
 
-def read_tile_file(path: str | os.PathLike[str], side_px: int) -> tuple[np.ndarray, str]:
+def read_tile_file(
+    path: str | os.PathLike[str], width_px: int, aspect: tuple[int, int] = SQUARE,
+    crop: str = "centre",
+) -> tuple[TileImage, str]:
     """Read one tile image file.
 
     Returns
     -------
-    pixels : numpy.ndarray
-        ``(side_px, side_px, 3)`` uint8 thumbnail.
+    tile : TileImage
+        The tile (see :func:`decode_tile`) and its crop window.
     content_hash : str
         BLAKE2b digest (hex, 16 bytes) of the file's bytes.
     """
     data = Path(path).read_bytes()
-    return decode_tile_bytes(data, side_px), content_hash(data)
+    return decode_tile(data, width_px, aspect, crop), content_hash(data)
 
 
 def content_hash(data: bytes | memoryview) -> str:

@@ -16,6 +16,12 @@ Metric definitions (all reported by :func:`score_mosaic` and ``mosaicist score``
     averaging (overlap-weighted box means, kept as floats) so that every
     cell is ``view_px`` x ``view_px`` pixels. This is roughly how the mosaic
     looks from a distance, where the tiles blend into the picture.
+    Rectangular cells (an ``aspect`` ``W:H`` other than ``1:1``) are
+    ``view_px`` pixels wide and ``round(view_px * H / W)`` high at viewing
+    scale (:func:`mosaicist.aspect.height_for`, at least 1; reported as
+    ``view_height``), so that they keep their shape; the ratio is the
+    aspect's, not that of the rounded cell or tile sizes, so that a mosaic
+    is measured alike at every cell and tile size.
 ``ssim_view``
     SSIM (:func:`skimage.metrics.structural_similarity`, ``data_range=255``,
     uniform window) at viewing scale on luma ``Y' = 0.299 R + 0.587 G +
@@ -49,6 +55,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .aspect import format_aspect, height_for, parse_aspect
 from .errors import MosaicistError, OptionError, check_range
 from .grid import area_weights, make_grid
 from .imaging import read_target
@@ -111,47 +118,68 @@ def _check_view_px(view_px: int) -> None:
     check_range("view_px", view_px, *VIEW_PX_RANGE, "pixels")
 
 
-def reduce_cells(image: np.ndarray, cell_px: int, view_px: int) -> np.ndarray:
+def reduce_cells(
+    image: np.ndarray, cell_px: int, view_px: int, cell_height: int | None = None,
+    view_height: int | None = None,
+) -> np.ndarray:
     """Resample every ``cell_px`` cell of ``image`` to ``view_px`` by exact area averaging.
 
     Each output pixel is the overlap-weighted mean of the input pixels it
-    covers (plain box means when ``cell_px`` is a multiple of ``view_px``).
-    Cells are resampled independently, so tile edges never blend.
+    covers (plain box means when the cell is a multiple of the view both
+    ways). Cells are resampled independently, so tile edges never blend.
 
     Parameters
     ----------
     image : numpy.ndarray
-        ``(rows * cell_px, cols * cell_px, 3)`` image (any real dtype).
+        ``(rows * cell_height, cols * cell_px, 3)`` image (any real dtype).
     cell_px : int
-        Cell side in ``image`` pixels.
+        Cell width in ``image`` pixels.
     view_px : int
-        Cell side in the result.
+        Cell width in the result.
+    cell_height, view_height : int, optional
+        Cell height in ``image`` and in the result (default: the widths,
+        square cells).
 
     Returns
     -------
     numpy.ndarray
-        ``(rows * view_px, cols * view_px, 3)`` float64, not rounded.
+        ``(rows * view_height, cols * view_px, 3)`` float64, not rounded.
     """
-    rows, cols = image.shape[0] // cell_px, image.shape[1] // cell_px
-    out = np.empty((rows * view_px, cols * view_px, 3), np.float64)
-    band = max(1, _BLOCK_ELEMENTS // (cell_px * cell_px * cols * 3))
-    divisible = cell_px % view_px == 0
-    step = cell_px // view_px
-    weights = area_weights(cell_px, view_px)
+    cell_h = cell_px if cell_height is None else cell_height
+    view_h = view_px if view_height is None else view_height
+    rows, cols = image.shape[0] // cell_h, image.shape[1] // cell_px
+    out = np.empty((rows * view_h, cols * view_px, 3), np.float64)
+    band = max(1, _BLOCK_ELEMENTS // (cell_h * cell_px * cols * 3))
+    divisible = cell_px % view_px == 0 and cell_h % view_h == 0
+    step_x, step_y = cell_px // view_px, cell_h // view_h
+    weights_x = area_weights(cell_px, view_px)
+    weights_y = area_weights(cell_h, view_h)
     for start in range(0, rows, band):
         stop = min(rows, start + band)
-        part = image[start * cell_px:stop * cell_px]
+        part = image[start * cell_h:stop * cell_h]
         count = stop - start
         if divisible:
             # Integer sums are exact and several times faster than the einsum.
-            blocks = part.reshape(count, view_px, step, cols, view_px, step, 3)
+            blocks = part.reshape(count, view_h, step_y, cols, view_px, step_x, 3)
             reduced = blocks.sum(axis=(2, 5), dtype=np.uint64 if part.dtype.kind == "u"
-                                 else np.float64) / float(step * step)
+                                 else np.float64) / float(step_x * step_y)
         else:
-            cells = part.reshape(count, cell_px, cols, cell_px, 3).astype(np.float64)
-            reduced = np.einsum("ij,njckd,lk->nicld", weights, cells, weights, optimize=True)
-        out[start * view_px:stop * view_px] = reduced.reshape(count * view_px, -1, 3)
+            cells = part.reshape(count, cell_h, cols, cell_px, 3).astype(np.float64)
+            reduced = np.einsum("ij,njckd,lk->nicld", weights_y, cells, weights_x,
+                                optimize=True)
+        out[start * view_h:stop * view_h] = reduced.reshape(count * view_h, -1, 3)
     return out
+
+
+def view_height(view_px: int, aspect: tuple[int, int] = (1, 1)) -> int:
+    """Height of a cell at viewing scale: ``round(view_px * H / W)``, at least 1.
+
+    Examples
+    --------
+    >>> view_height(4), view_height(4, (3, 2)), view_height(4, (2, 3)), view_height(1, (16, 1))
+    (4, 3, 6, 1)
+    """
+    return height_for(view_px, aspect)
 
 
 def _sum_squares(diff: np.ndarray) -> float:
@@ -213,27 +241,34 @@ def _ssim_luma(view_a: np.ndarray, view_b: np.ndarray) -> float | None:
 
 
 def fidelity_metrics(
-    mosaic: np.ndarray, target_crop: np.ndarray, cell_px_in_mosaic: int, view_px: int = 4
+    mosaic: np.ndarray, target_crop: np.ndarray, cell_px_in_mosaic: int, view_px: int = 4,
+    *, tile_height: int | None = None, aspect: tuple[int, int] | None = None,
 ) -> dict:
     """Compare a mosaic with the target region it reproduces (definitions in the module).
 
     Parameters
     ----------
     mosaic : numpy.ndarray
-        ``(rows * tile_px, cols * tile_px, 3)`` uint8 mosaic.
+        ``(rows * tile_height, cols * tile_px, 3)`` uint8 mosaic.
     target_crop : numpy.ndarray
-        ``(rows * cell_px, cols * cell_px, 3)`` uint8 grid crop of the target.
+        ``(rows * cell_height, cols * cell_px, 3)`` uint8 grid crop of the target.
     cell_px_in_mosaic : int
-        ``tile_px``: side of one cell in mosaic pixels.
+        ``tile_px``: width of one cell in mosaic pixels.
     view_px : int
-        Side of one cell at viewing scale.
+        Width of one cell at viewing scale.
+    tile_height : int, optional
+        Height of one cell in mosaic pixels (default: ``tile_px``, square cells).
+    aspect : tuple of int, optional
+        The cells' aspect ``(W, H)``, which sets the viewing height (see the
+        module); by default that of the target's cells.
 
     Returns
     -------
     dict
         ``psnr_full``, ``psnr_view``, ``ssim_view`` (None when the viewing
         image is under 3 pixels a side), ``ciede2000_mean_view``,
-        ``ciede2000_p95_view`` and ``view_px``.
+        ``ciede2000_p95_view`` and ``view_px`` (and ``view_height`` for
+        rectangular cells).
 
     Raises
     ------
@@ -244,22 +279,28 @@ def fidelity_metrics(
     mosaic = np.asarray(mosaic, np.uint8)
     target_crop = np.asarray(target_crop, np.uint8)
     tile_px = cell_px_in_mosaic
+    tile_h = tile_px if tile_height is None else tile_height
     height, width = mosaic.shape[:2]
     crop_h, crop_w = target_crop.shape[:2]
-    if tile_px < 1 or height % tile_px or width % tile_px or not height or not width:
+    if (tile_px < 1 or tile_h < 1 or height % tile_h or width % tile_px or not height
+            or not width):
         raise MosaicistError(
-            f"a {width}x{height} mosaic is not a whole number of {tile_px} px cells"
+            f"a {width}x{height} mosaic is not a whole number of {tile_px}x{tile_h} px cells"
         )
-    rows, cols = height // tile_px, width // tile_px
-    if crop_h % rows or crop_w % cols or crop_h // rows != crop_w // cols or not crop_h:
+    rows, cols = height // tile_h, width // tile_px
+    square = tile_height is None and aspect in (None, (1, 1))
+    if (crop_h % rows or crop_w % cols or not crop_h
+            or (square and crop_h // rows != crop_w // cols)):
+        kind = "square " if square else ""
         raise MosaicistError(
-            f"a {crop_w}x{crop_h} target crop does not fit a grid of {cols}x{rows} square cells"
+            f"a {crop_w}x{crop_h} target crop does not fit a grid of {cols}x{rows} {kind}cells"
         )
-    cell_px = crop_h // rows
-    band_rows = max(1, _BLOCK_ELEMENTS // (tile_px * width * 3))
-    bands = (mosaic[start:start + band_rows * tile_px]
-             for start in range(0, height, band_rows * tile_px))
-    return fidelity_from_bands(bands, target_crop, tile_px, cell_px, view_px)
+    cell_px, cell_h = crop_w // cols, crop_h // rows
+    band_rows = max(1, _BLOCK_ELEMENTS // (tile_h * width * 3))
+    bands = (mosaic[start:start + band_rows * tile_h]
+             for start in range(0, height, band_rows * tile_h))
+    return fidelity_from_bands(bands, target_crop, tile_px, cell_px, view_px,
+                               tile_height=tile_h, cell_height=cell_h, aspect=aspect)
 
 
 def fidelity_from_bands(
@@ -268,6 +309,10 @@ def fidelity_from_bands(
     tile_px: int,
     cell_px: int,
     view_px: int = 4,
+    *,
+    tile_height: int | None = None,
+    cell_height: int | None = None,
+    aspect: tuple[int, int] | None = None,
 ) -> dict:
     """:func:`fidelity_metrics` of a mosaic given as bands of whole rows of cells.
 
@@ -277,33 +322,41 @@ def fidelity_from_bands(
     Parameters
     ----------
     bands : iterable of numpy.ndarray
-        ``(k * tile_px, cols * tile_px, 3)`` uint8 bands, top to bottom.
+        ``(k * tile_height, cols * tile_px, 3)`` uint8 bands, top to bottom.
     target_crop : numpy.ndarray
-        ``(rows * cell_px, cols * cell_px, 3)`` uint8 grid crop of the target.
+        ``(rows * cell_height, cols * cell_px, 3)`` uint8 grid crop of the target.
     tile_px, cell_px : int
-        Cell side in the mosaic and in the target.
+        Cell width in the mosaic and in the target.
     view_px : int
-        Side of one cell at viewing scale.
+        Width of one cell at viewing scale.
+    tile_height, cell_height : int, optional
+        Cell height in the mosaic and in the target (default: the widths).
+    aspect : tuple of int, optional
+        The cells' aspect ``(W, H)`` for the viewing height (see the
+        module); by default ``(cell_px, cell_height)``.
     """
     _check_view_px(view_px)
+    tile_h = tile_px if tile_height is None else tile_height
+    cell_h = cell_px if cell_height is None else cell_height
+    view_h = view_height(view_px, aspect if aspect is not None else (cell_px, cell_h))
     squared_error = 0.0
     pixels = 0
     views = []
     row = 0
     for band in bands:
         band = np.asarray(band, np.uint8)
-        if band.shape[0] % tile_px:
-            raise ValueError(f"bands must be whole rows of {tile_px} px cells")
-        count = band.shape[0] // tile_px
-        crop = target_crop[row * cell_px:(row + count) * cell_px]
+        if band.shape[0] % tile_h:
+            raise ValueError(f"bands must be whole rows of {tile_h} px high cells")
+        count = band.shape[0] // tile_h
+        crop = target_crop[row * cell_h:(row + count) * cell_h]
         squared_error += _mse_full(band, crop) * band.size
         pixels += band.size
-        views.append(reduce_cells(band, tile_px, view_px))
+        views.append(reduce_cells(band, tile_px, view_px, tile_h, view_h))
         row += count
     view_mosaic = np.concatenate(views)
-    view_target = reduce_cells(target_crop[:row * cell_px], cell_px, view_px)
+    view_target = reduce_cells(target_crop[:row * cell_h], cell_px, view_px, cell_h, view_h)
     difference = delta_e_2000(view_mosaic, view_target)
-    return {
+    result = {
         "psnr_full": psnr(squared_error / pixels),
         "psnr_view": psnr(float(np.mean((view_mosaic - view_target) ** 2))),
         "ssim_view": _ssim_luma(view_mosaic, view_target),
@@ -311,6 +364,9 @@ def fidelity_from_bands(
         "ciede2000_p95_view": float(np.percentile(difference, 95)),
         "view_px": int(view_px),
     }
+    if view_h != view_px or tile_h != tile_px or cell_h != cell_px:
+        result["view_height"] = int(view_h)
+    return result
 
 
 def repetition_metrics(tile_grid: np.ndarray) -> dict:
@@ -408,28 +464,33 @@ def score_mosaic(
     cell_px: int,
     view_px: int = 4,
     tile_grid: np.ndarray | None = None,
+    aspect: str | tuple[int, int] = (1, 1),
 ) -> dict:
     """Score a mosaic file against its target picture (any tool's mosaic).
 
     The target is cut into cells as ``mosaicist make`` does
     (:func:`mosaicist.grid.make_grid`: whole cells, centre crop); the mosaic
-    must be ``cols * t`` by ``rows * t`` pixels for a whole tile size ``t``.
+    must be ``cols * t`` by ``rows * t_h`` pixels for a whole tile width
+    ``t`` and ``t_h = round(t * H / W)`` (``t`` for square cells).
 
     Parameters
     ----------
     mosaic_path, target_path : path-like
         The mosaic and the target picture.
     cell_px : int
-        Target pixels per cell side used to make the mosaic.
+        Target pixels per cell across used to make the mosaic.
     view_px : int
-        Side of one cell at viewing scale.
+        Width of one cell at viewing scale.
     tile_grid : numpy.ndarray, optional
         ``(rows, cols)`` tile ids; adds :func:`repetition_metrics`.
+    aspect : str or tuple of int
+        The cells' aspect, ``"W:H"`` or ``(W, H)`` (default square).
 
     Returns
     -------
     dict
-        ``rows``, ``cols``, ``cell_px``, ``tile_px``, the
+        ``rows``, ``cols``, ``cell_px``, ``tile_px`` (and, for rectangular
+        cells, ``aspect``, ``cell_height`` and ``tile_height``), the
         :func:`fidelity_metrics` and, with ``tile_grid``, the repetition
         metrics.
 
@@ -440,15 +501,24 @@ def score_mosaic(
     """
     check_range("cell_px", cell_px, *CELL_PX_RANGE, "pixels")
     _check_view_px(view_px)
+    ratio = parse_aspect(aspect) if isinstance(aspect, str) else parse_aspect(
+        format_aspect(aspect))
+    square = ratio == (1, 1)
+    cell_height = height_for(cell_px, ratio)
     mosaic = _read_mosaic(mosaic_path)
     target = read_target(target_path)
-    grid = make_grid(target, cell_px, name=str(target_path))
+    grid = make_grid(target, cell_px, name=str(target_path), cell_height=cell_height)
     rows, cols = grid.rows, grid.cols
     height, width = mosaic.shape[:2]
-    if width % cols or height % rows or width // cols != height // rows:
+    tile_px = width // cols if width % cols == 0 else 0
+    tile_height = height // rows if height % rows == 0 else 0
+    if not tile_px or not tile_height or tile_height != height_for(tile_px, ratio):
+        expected = ("expected {cols}*t x {rows}*t for a tile size t" if square else
+                    "expected {cols}*t x {rows}*h for a tile width t and height h = "
+                    f"round(t*{ratio[1]}/{ratio[0]}) at {{aspect}} {format_aspect(ratio)}")
         raise OptionError(
             "{mosaic}: {width}x{height} pixels does not fit the {cols}x{rows} cells of {target} "
-            "at {cell_px} {cell} (expected {cols}*t x {rows}*t for a tile size t)",
+            "at {cell_px} {cell} (" + expected + ")",
             mosaic=mosaic_path, width=width, height=height, cols=cols, rows=rows,
             target=target_path, cell=cell_px,
         )
@@ -459,10 +529,14 @@ def score_mosaic(
             "{cell_px} {cell}", shape=shape, target=target_path, cols=cols, rows=rows,
             cell=cell_px,
         )
-    tile_px = width // cols
-    crop = target[grid.top:grid.top + rows * cell_px, grid.left:grid.left + cols * cell_px]
+    crop = target[grid.top:grid.top + rows * cell_height, grid.left:grid.left + cols * cell_px]
     metrics: dict = {"rows": rows, "cols": cols, "cell_px": cell_px, "tile_px": tile_px}
-    metrics |= fidelity_metrics(mosaic, crop, tile_px, view_px)
+    if not square:
+        metrics |= {"aspect": format_aspect(ratio), "cell_height": cell_height,
+                    "tile_height": tile_height}
+    metrics |= fidelity_metrics(mosaic, crop, tile_px, view_px,
+                                tile_height=None if square else tile_height,
+                                aspect=None if square else ratio)
     if tile_grid is not None:
         metrics |= repetition_metrics(tile_grid)
     return metrics

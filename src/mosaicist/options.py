@@ -47,8 +47,11 @@ from typing import Any
 
 from .aspect import format_aspect, height_for, parse_aspect
 from .colour import METRICS
+from .crop import CROP_MODES
+from .dedupe import DEFAULT_THRESHOLD as DEDUPE_THRESHOLD
 from .errors import MosaicistError, OptionError, check_range
 from .imaging import TARGET_MAX_PIXELS
+from .sizing import DEFAULT_DPI, DPI_RANGE, format_print_size, parse_print_size
 from .transforms import AUGMENT_SETS
 
 #: Version of the serialised settings (:meth:`MosaicOptions.to_json`); 2 added ``preset``,
@@ -106,11 +109,13 @@ PRESETS = {
                "repeated as often as they fit", {}),
         Preset("balanced", "every tile at most once where the library has enough (else "
                "as few times as it allows), never two alike within 5 cells, each tile's mean "
-               "colour moved to its cell's and its contrast halfway to the cell's",
-               {"max_uses": 1, "min_spacing": 5, "tint": 1.0, "contrast": 0.5}),
+               "colour moved to its cell's and its contrast halfway to the cell's, photos cut "
+               "around their subject",
+               {"max_uses": 1, "min_spacing": 5, "tint": 1.0, "contrast": 0.5,
+                "crop": "subject"}),
         Preset("varied", "no tile more than twice, never two alike within 5 cells, tiles "
-               "tinted halfway to their cells' colours",
-               {"max_uses": 2, "min_spacing": 5, "tint": 0.5}),
+               "tinted halfway to their cells' colours, photos cut around their subject",
+               {"max_uses": 2, "min_spacing": 5, "tint": 0.5, "crop": "subject"}),
     )
 }
 #: The preset of settings not given: chosen by ``benchmarks/bench_presets.py``
@@ -296,9 +301,34 @@ class MosaicOptions:
         "1:1", "Shape of cells and tiles as width:height (e.g. 3:2, 4:3, 2:3); "
         "{cell_px}, {tile_px} and {match_px} give widths, heights follow.",
         metavar="W:H", section="grid")
+    cells: int | None = setting(
+        None, "About N cells: the {cell_px} whose grid on the target has a count nearest "
+        "to N (ties: the larger cell).", low=1, metavar="N", section="grid")
+    print_size: str | None = setting(
+        None, "Make the output print at this size (unit cm, mm or in; cm when left out) at "
+        "{dpi}: the target is centre-cropped to the print's shape and {tile_px} chosen so that "
+        "the output is nearest to its pixels.", flag="--print", metavar="WxH[cm|mm|in]",
+        section="grid")
     limit: int | None = setting(
         None, "Use only the first N tiles in library order.", low=1, metavar="N",
         section="grid")
+    adaptive: int = setting(
+        0, "Split a cell into four where the target has detail, down to DEPTH levels (cells "
+        "then come in sizes {cell_px}/2^d; {cell_px}, {tile_px}, {match_px} and their heights "
+        "must divide by 2^DEPTH); 0: one size.", low=0, high=6, metavar="DEPTH",
+        section="grid")
+    detail: float = setting(
+        12.0, "With {adaptive}: a cell splits when the standard deviation of its luma "
+        "(Rec. 601, 0-255) is above this.", low=0, high=255, metavar="T", section="grid")
+    crop: str = setting(
+        "centre", "Where each photo is cut to the tiles' shape: centre, or subject (on the "
+        "faces found, with the faces extra; else on the most detail), as the balanced and "
+        "varied presets do.",
+        choices=CROP_MODES, section="grid")
+    dedupe: int | None = setting(
+        None, "Drop photos near-identical to an earlier one in library order: perceptual "
+        "hashes at most T bits apart and mean colours close [T when given alone: "
+        f"{DEDUPE_THRESHOLD}].", low=0, high=64, unit="bits", metavar="T", section="grid")
     max_target_pixels: int = setting(
         TARGET_MAX_PIXELS, "Refuse targets of more pixels than this (checked from the file's "
         "header before decoding, against decompression bombs); raise it for larger murals.",
@@ -308,7 +338,8 @@ class MosaicOptions:
         "seed", "Per-pixel distance: sRGB (the seed's), CIE Lab or Oklab.",
         choices=tuple(METRICS), section="match")
     augment: str = setting(
-        "none", "Mirror and 90-degree variants of each tile join the candidates.",
+        "none", "Mirror and 90-degree variants of each tile join the candidates (for "
+        "rectangular {aspect} only those that keep the shape: mirror, half turn, flip).",
         choices=tuple(AUGMENT_SETS), section="match")
     tint: float = setting(
         0.0, "Move each tile's mean colour toward its cell's by this fraction "
@@ -346,6 +377,10 @@ class MosaicOptions:
         0.0, "Blend the target over the mosaic with this weight (a visible cheat, "
         "reported as such).", low=0, high=1, metavar="B", section="picture")
     # -- output files ---------------------------------------------------------------------
+    dpi: int | None = setting(
+        None, "Resolution recorded in the output file (PNG, JPEG, TIFF, WebP) and, with "
+        "{print_size}, the print's [default: 300 with {print_size}, else none recorded].",
+        low=DPI_RANGE[0], high=DPI_RANGE[1], unit="dpi", metavar="D", section="output")
     jpeg_quality: int | None = setting(
         None, "JPEG/WebP quality, also of Deep Zoom tiles [default: 92; 90 for Deep Zoom].",
         flag="--quality", low=1, high=100, metavar="Q", section="output")
@@ -381,6 +416,11 @@ class MosaicOptions:
         if self.match_px is None:
             object.__setattr__(self, "match_px", default_match_px(self.tile_px))
         object.__setattr__(self, "aspect", format_aspect(parse_aspect(self.aspect)))
+        if self.print_size is not None:
+            object.__setattr__(self, "print_size",
+                               format_print_size(parse_print_size(self.print_size)))
+            if self.dpi is None:
+                object.__setattr__(self, "dpi", DEFAULT_DPI)
         # A preset's tint range follows a tint given on its own: "--tint 0.3" means
         # that strength everywhere, as it did before presets, and "--tint-max 0.5"
         # caps a stronger preset tint rather than contradicting it.

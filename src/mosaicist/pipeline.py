@@ -21,7 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from .options import MosaicOptions
 from .paths import atomic_path
 from .placements import Placements
 from .render import IndexPictures, MosaicRenderer, OriginalPictures, TargetOverlay
+from .sizing import SizePlan, fit_options, options_plan, small_originals_warning
 from .sources import TileSource, source_spec
 
 Target = str | os.PathLike[str] | np.ndarray | Image.Image
@@ -76,6 +77,9 @@ class Mosaic:
         ``options.compute_metrics``.
     assignment : Assignment or None
         The repetition-limited assignment's certificate, when limits were set.
+    sizes : SizePlan or None
+        How the sizes were chosen (``cells``, ``print_size``, ``dpi``; see
+        :mod:`mosaicist.sizing`): the crop, grid, tile and output sizes.
     """
 
     placements: Placements
@@ -87,11 +91,12 @@ class Mosaic:
     timings: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, Any] | None = None
     assignment: Assignment | None = None
+    sizes: SizePlan | None = None
     _image: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def image(self) -> np.ndarray:
-        """The whole picture, ``(rows * tile_px, cols * tile_px, 3)`` uint8, drawn on first use.
+        """The whole picture, ``(rows * tile_height, cols * tile_px, 3)`` uint8, drawn once.
 
         For outputs too large for memory use :meth:`write`.
         """
@@ -113,11 +118,13 @@ class Mosaic:
         """Return the run report as a JSON-ready dictionary."""
         stats = self.library.stats
         return {
-            "grid": {"rows": self.grid.rows, "cols": self.grid.cols, "cell_px": self.grid.cell_px},
+            "grid": {"rows": self.grid.rows, "cols": self.grid.cols, "cell_px": self.grid.cell_px,
+                     "cell_height": self.grid.cell_height},
             "tile_px": self.options.tile_px,
             "match_px": self.options.match_px,
             "tiles": len(self.library),
             "skipped": len(stats.failed) if stats else 0,
+            "duplicates_dropped": self.library.duplicates_dropped,
             "source": self.library.source.name,
             "objective": self.placements.objective,
             "search": self.options.search,
@@ -128,6 +135,7 @@ class Mosaic:
             "settings": self.options.to_json(),
             "metrics": self.metrics,
             "assignment": _assignment_report(self.assignment),
+            "sizes": None if self.sizes is None else self.sizes.report(),
             "timings": {name: round(value, 4) for name, value in self.timings.items()},
         }
 
@@ -220,27 +228,56 @@ def make_mosaic(
     started = time.perf_counter()
     pixels = _as_target(target, options.max_target_pixels)
     name = str(target) if isinstance(target, (str, os.PathLike)) else None
-    grid = make_grid(pixels, options.cell_px, name=name or "target")
+    # Cells and tiles asked for as a count or a print size become pixels here,
+    # from the target's size; a print crops the target to its shape first.
+    sizes = options_plan(options, (pixels.shape[1], pixels.shape[0]), name=name or "target")
+    options = fit_options(options, sizes)
+    if options.adaptive:
+        from .adaptive import check_adaptive
+
+        check_adaptive(options)  # before any indexing
+    if sizes.print_size is not None and not quiet:
+        print(f"mosaicist: note: {sizes.describe()}", file=sys.stderr)
+        if sizes.print_warning():
+            print(f"mosaicist: warning: {sizes.print_warning()}", file=sys.stderr)
+    left, top, width, height = sizes.crop
+    grid = make_grid(pixels[top:top + height, left:left + width], options.cell_px,
+                     name=name or "target", cell_height=options.cell_height)
+    # Offsets in the whole target, as placements and crops of it expect.
+    grid = replace(grid, left=grid.left + left, top=grid.top + top)
     library = _open_library(tiles, options, cache_dir, show_progress, quiet)
     index_done = time.perf_counter()
 
-    # A preset's repetition limits bend to a small library; given ones do not.
-    options = fit_limits(options, len(grid), len(library.limit(options.limit)), grid.rows,
-                         grid.cols)
-    while True:
-        request = MatchRequest(grid, library, options, show_progress)
-        try:
-            result = finish(request, matcher.match(request))
-            break
-        except OptionError as error:
-            looser = loosen_spacing(options, error)
-            if looser is None:
-                raise
-            options = looser
-    match_done = time.perf_counter()
+    if options.adaptive:
+        from .adaptive import match_adaptive
 
-    placements = _placements(request, result, name)
-    crop = pixels[grid.top:grid.top + grid.rows * grid.cell_px,
+        # Cells split where the target has detail, matched at their own sizes.
+        found = match_adaptive(grid, library, options, matcher, name, show_progress)
+        options, request, placements = found.options, found.request, found.placements
+        result = MatchResult(placements.tile, placements.distance, assignment=found.assignment)
+        match_done = time.perf_counter()
+    else:
+        # A preset's repetition limits bend to a small library; given ones do not.
+        options = fit_limits(options, len(grid), len(library.limit(options.limit)), grid.rows,
+                             grid.cols)
+        while True:
+            request = MatchRequest(grid, library, options, show_progress)
+            try:
+                result = finish(request, matcher.match(request))
+                break
+            except OptionError as error:
+                looser = loosen_spacing(options, error)
+                if looser is None:
+                    raise
+                options = looser
+        match_done = time.perf_counter()
+        placements = _placements(request, result, name)
+    if not quiet and (options.print_size is not None or options.tile_px != options.match_px):
+        small = small_originals_warning(request.library.source, placements.source_ids,
+                                        options.tile_px, options.tile_height)
+        if small:
+            print(f"mosaicist: warning: {small}", file=sys.stderr)
+    crop = pixels[grid.top:grid.top + grid.rows * grid.cell_height,
                   grid.left:grid.left + grid.cols * grid.cell_px]
     source_root = request.library.source.local_root()
     at_match_size = _renderer(
@@ -249,13 +286,15 @@ def make_mosaic(
     )
     renderer = at_match_size
     if options.tile_px != options.match_px:
-        pictures = OriginalPictures(request.library.source, placements.source_ids,
-                                    options.tile_px)
+        pictures = OriginalPictures(
+            request.library.source, placements.source_ids, options.tile_px,
+            aspect=options.aspect_ratio, crop=request.library.crop,
+            windows=request.library.windows_for(placements.source_ids))
         renderer = _renderer(placements, pictures, options, crop, source_root)
     render_done = time.perf_counter()
     timings = {"index": index_done - started, "match": match_done - index_done, "render": 0.0}
     mosaic = Mosaic(placements, grid, request.library, renderer, options, matcher.name, timings,
-                    assignment=result.assignment)
+                    assignment=result.assignment, sizes=sizes)
     if options.compute_metrics:
         # Fidelity is measured at the size tiles were compared (the picture as
         # matched), streamed: only its viewing-scale reduction is kept.
@@ -280,12 +319,19 @@ def _open_library(
 ) -> TileLibrary:
     assert options.match_px is not None  # resolved by MosaicOptions
     if isinstance(tiles, TileLibrary):
-        if tiles.match_px != options.match_px:
-            raise OptionError("the library was indexed at {indexed} px, but {match_px} is {value}",
-                              indexed=tiles.match_px, value=options.match_px)
-        return tiles
-    return TileLibrary.open(tiles, options.match_px, cache_dir=cache_dir,
-                            show_progress=show_progress, quiet=quiet)
+        if (tiles.match_px, tiles.match_height) != (options.match_px, options.match_height):
+            raise OptionError(
+                "the library was indexed at {indexed} px, but {match_px} and {aspect} make "
+                "{value} px", indexed=f"{tiles.match_px}x{tiles.match_height}",
+                value=f"{options.match_px}x{options.match_height}")
+        library = tiles
+    else:
+        library = TileLibrary.open(tiles, options.match_px, cache_dir=cache_dir,
+                                   show_progress=show_progress, quiet=quiet,
+                                   aspect=options.aspect_ratio, crop=options.crop)
+    if options.dedupe is not None:
+        library = library.without_duplicates(options.dedupe)
+    return library
 
 
 def _placements(request: MatchRequest, result: MatchResult, target: str | None) -> Placements:
@@ -297,7 +343,7 @@ def _placements(request: MatchRequest, result: MatchResult, target: str | None) 
     shifts = None
     if options.tint or result.tint is not None:
         # Each tile's mean moves toward its cell's by the tint fraction, in the metric's units.
-        pixels = request.geometry.match_px ** 2
+        pixels = request.geometry.pixels
         cell_means = request.cell_vectors.reshape(len(grid), -1, 3).mean(axis=1, dtype=np.float64)
         tile_means = request.features.channel_sums[result.tile] / pixels
         strength = options.tint if result.tint is None else result.tint[:, None]
@@ -327,8 +373,16 @@ def _metrics(
     from .metrics import fidelity_from_bands, repetition_metrics
 
     options = placements.options
-    metrics = fidelity_from_bands(renderer.bands(), crop, renderer.tile_px, grid.cell_px)
-    metrics.update(repetition_metrics(placements.tile_grid()))
+    metrics = fidelity_from_bands(renderer.bands(), crop, renderer.tile_px, grid.cell_px,
+                                  tile_height=renderer.tile_height,
+                                  cell_height=grid.cell_height, aspect=options.aspect_ratio)
+    if placements.rect is None:
+        metrics.update(repetition_metrics(placements.tile_grid()))
+    else:
+        from .adaptive import leaf_repetition
+
+        metrics.update(leaf_repetition(placements.tile, placements.rect))
+        metrics["cells"] = len(placements)
     metrics["tint"] = options.tint
     metrics["tint_max"] = options.tint_max
     metrics["contrast"] = options.contrast

@@ -14,6 +14,12 @@ the mosaic's settings, serialised by :meth:`MosaicOptions.to_json
                "transform": [...], "tint": [[...], ...]}}
 
 Files of version 1 (settings as top-level keys) are still read.
+
+Adaptive cells (cells of several sizes, see :mod:`mosaicist.adaptive`) add
+``cells.rect``: each cell's ``[x, y, w, h]`` in level-0 cells (a level-``d``
+cell is ``2^-d`` a side, at a multiple of its side), and such files are of
+version 3; files without it are uniform grids. CSV files then have the
+columns ``x,y,w,h`` too (``row`` and ``col`` name the level-0 cell).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import numpy as np
 from .errors import MosaicistError
 from .options import MosaicOptions
 from .paths import atomic_path
-from .transforms import TRANSFORM_NAMES, transform_code
+from .transforms import SHAPE_KEEPING, TRANSFORM_NAMES, transform_code
 
 CSV_HEADER = (
     "row", "col", "tile", "distance", "position", "transform", "tint_0", "tint_1", "tint_2",
@@ -40,6 +46,12 @@ CSV_HEADER = (
 GAIN_HEADER = ("gain_0", "gain_1", "gain_2")
 JSON_FORMAT = "mosaicist-placements"
 JSON_VERSION = 2
+#: Version of files with cell rectangles (adaptive cells).
+RECT_VERSION = 3
+#: CSV columns of cell rectangles.
+RECT_HEADER = ("x", "y", "w", "h")
+#: Most levels a cell rectangle may be split by (sides down to 2^-this).
+MAX_RECT_LEVEL = 16
 #: Settings that version 1 files kept as top-level keys.
 _V1_SETTINGS = ("cell_px", "tile_px", "match_px", "metric", "augment", "tint", "overlay")
 
@@ -72,18 +84,26 @@ class Placements:
         default.
     options : MosaicOptions, optional
         The settings the mosaic was made with (the defaults when not known,
-        as for CSV files).
+        as for CSV files); among them the ``aspect`` of cells and tiles, so
+        that a render draws tiles of the same shape.
     source : str, optional
         Spec of the tile source (see :func:`mosaicist.sources.open_source`).
     target : str, optional
         Path of the target picture.
     crop : tuple of int
         ``(left, top)`` of the grid's crop in the target.
+    rect : numpy.ndarray, optional
+        ``(N, 4)`` ``(x, y, w, h)`` of each cell in level-0 cells, for cells
+        of several sizes (adaptive cells): squares of side ``2^-d`` at
+        multiples of their side that tile the ``rows x cols`` grid exactly
+        (see :func:`check_rects`); the per-cell arrays then have ``N``
+        entries in that order. None: the uniform grid, row-major.
 
     Raises
     ------
     ValueError
-        When the arrays do not fit a ``rows x cols`` grid.
+        When the arrays do not fit a ``rows x cols`` grid, or a transform
+        turns rectangular tiles (a quarter turn or a diagonal mirror).
     """
 
     def __init__(
@@ -101,10 +121,15 @@ class Placements:
         source: str | None = None,
         target: str | None = None,
         crop: tuple[int, int] = (0, 0),
+        rect: np.ndarray | None = None,
     ) -> None:
         count = rows * cols
         if rows < 1 or cols < 1:
             raise ValueError(f"a grid has at least one row and column, got {rows}x{cols}")
+        self.rect = None if rect is None else np.asarray(rect, np.float64).reshape(-1, 4)
+        if self.rect is not None:
+            check_rects(rows, cols, self.rect)
+            count = len(self.rect)
         self.rows = rows
         self.cols = cols
         self.tile = np.asarray(tile, np.int64).reshape(-1)
@@ -121,12 +146,21 @@ class Placements:
                              ("transform", len(self.transform)), ("tint", len(self.tint)),
                              ("gain", len(self.gain))):
             if length != count:
-                raise ValueError(f"{name} has {length} entries for a {rows}x{cols} grid")
+                raise ValueError(f"{name} has {length} entries for a {rows}x{cols} grid"
+                                 + ("" if self.rect is None else f" of {count} cells"))
         if not np.isfinite(self.tint).all():
             raise ValueError("tint has values that are not finite numbers")
         if not (np.isfinite(self.gain).all() and (self.gain > 0).all()):
             raise ValueError("gain has values that are not finite positive numbers")
         self.options = MosaicOptions() if options is None else options
+        if self.options.aspect_ratio[0] != self.options.aspect_ratio[1]:
+            turned = np.setdiff1d(np.unique(self.transform), SHAPE_KEEPING)
+            if len(turned):
+                code = int(turned[0])
+                name = TRANSFORM_NAMES[code] if 0 <= code < len(TRANSFORM_NAMES) else str(code)
+                kept = ", ".join(TRANSFORM_NAMES[code] for code in SHAPE_KEEPING)
+                raise ValueError(f"transform {name} does not keep the shape of "
+                                 f"{self.options.aspect} tiles (use {kept})")
         self.source = source
         self.target = target
         self.crop = crop
@@ -135,7 +169,18 @@ class Placements:
         return f"Placements({self.rows}x{self.cols}, source={self.source!r})"
 
     def __len__(self) -> int:
-        return self.rows * self.cols
+        return len(self.tile)
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the cells have several sizes (:attr:`rect` is set)."""
+        return self.rect is not None
+
+    def cell_rows(self) -> np.ndarray:
+        """``(N,)`` int64 level-0 row of each cell (the band it is drawn in)."""
+        if self.rect is None:
+            return np.arange(len(self)) // self.cols
+        return np.floor(self.rect[:, 1]).astype(np.int64)
 
     @property
     def objective(self) -> int | float:
@@ -144,7 +189,16 @@ class Placements:
         return int(total) if np.issubdtype(self.distance.dtype, np.integer) else float(total)
 
     def tile_grid(self) -> np.ndarray:
-        """Library positions as a ``(rows, cols)`` array."""
+        """Library positions as a ``(rows, cols)`` array.
+
+        Raises
+        ------
+        ValueError
+            For cells of several sizes, which are no ``rows x cols`` array.
+        """
+        if self.rect is not None:
+            raise ValueError("adaptive cells of several sizes have no tile grid; use tile "
+                             "and rect")
         return self.tile.reshape(self.rows, self.cols)
 
     def write_csv(self, path: str | os.PathLike[str]) -> None:
@@ -155,7 +209,10 @@ class Placements:
         tile's source id, ``position`` its library position, ``transform`` a
         name from :data:`mosaicist.transforms.TRANSFORM_NAMES`.
         """
-        rows, cols = np.divmod(np.arange(len(self)), self.cols)
+        if self.rect is None:
+            rows, cols = np.divmod(np.arange(len(self)), self.cols)
+        else:
+            rows, cols = self.cell_rows(), np.floor(self.rect[:, 0]).astype(np.int64)
         names = [TRANSFORM_NAMES[code] for code in self.transform.tolist()]
         # Full precision (shortest round-trip text): a re-render is then identical.
         tint = self.tint
@@ -165,7 +222,10 @@ class Placements:
         if self.has_gain:
             gain = self.gain
             columns += [gain[:, c].tolist() for c in range(3)]
-            header = (*CSV_HEADER, *GAIN_HEADER)
+            header = (*header, *GAIN_HEADER)
+        if self.rect is not None:
+            columns += [self.rect[:, c].tolist() for c in range(4)]
+            header = (*header, *RECT_HEADER)
         with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(header)
@@ -181,7 +241,7 @@ class Placements:
         left, top = self.crop
         return {
             "format": JSON_FORMAT,
-            "version": JSON_VERSION,
+            "version": JSON_VERSION if self.rect is None else RECT_VERSION,
             "source": self.source,
             "target": self.target,
             "crop": {"left": left, "top": top},
@@ -195,6 +255,7 @@ class Placements:
                 "transform": [TRANSFORM_NAMES[code] for code in self.transform.tolist()],
                 "tint": self.tint.tolist(),
                 **({"gain": self.gain.tolist()} if self.has_gain else {}),
+                **({"rect": self.rect.tolist()} if self.rect is not None else {}),
             },
         }
 
@@ -251,12 +312,12 @@ class Placements:
         if version == 1:
             settings = {"version": 1, **{name: data[name] for name in _V1_SETTINGS
                                          if name in data}}
-        elif version == JSON_VERSION:
+        elif version in (JSON_VERSION, RECT_VERSION):
             settings = _field(data, "settings", Mapping, "an object")
         else:
             raise MosaicistError(
                 f"placements of version {version!r} are not read by this mosaicist "
-                f"(it reads 1 to {JSON_VERSION})"
+                f"(it reads 1 to {RECT_VERSION})"
             )
         rows = _count(_field(data, "rows", int, "a whole number"), "rows")
         cols = _count(_field(data, "cols", int, "a whole number"), "cols")
@@ -264,8 +325,10 @@ class Placements:
         left = _count(_field(crop, "left", int, "a whole number", "crop."), "crop.left", 0)
         top = _count(_field(crop, "top", int, "a whole number", "crop."), "crop.top", 0)
         cells = _field(data, "cells", Mapping, "an object")
+        optional = tuple(name for name in ("gain", "rect")
+                         if name in cells and (name != "rect" or version == RECT_VERSION))
         columns = {name: _field(cells, name, list, "a list", "cells.")
-                   for name in (*_CELL_FIELDS, *(("gain",) if "gain" in cells else ()))}
+                   for name in (*_CELL_FIELDS, *optional)}
         check_cells(rows, cols, columns)
         return cls(
             rows,
@@ -281,6 +344,7 @@ class Placements:
             source=_optional_text(data.get("source"), "source"),
             target=_optional_text(data.get("target"), "target"),
             crop=(left, top),
+            rect=np.array(columns["rect"], np.float64) if "rect" in columns else None,
         )
 
     @classmethod
@@ -302,6 +366,8 @@ class Placements:
             records = list(reader)
         if not records:
             raise ValueError("no rows")
+        if all(name in header for name in RECT_HEADER):
+            return cls._read_rect_csv(records)
         where: dict[tuple[int, int], int] = {}
         for line, record in enumerate(records, 2):
             key = (_csv_number(record, "row", line, int), _csv_number(record, "col", line, int))
@@ -344,6 +410,45 @@ class Placements:
         )
 
 
+    @classmethod
+    def _read_rect_csv(cls, records: list[dict[str, Any]]) -> Placements:
+        """Placements of cells of several sizes from CSV records (columns ``x,y,w,h``)."""
+        lines = range(2, len(records) + 2)
+        rect = [[_csv_number(record, name, line, float) for name in RECT_HEADER]
+                for line, record in zip(lines, records, strict=True)]
+        corner = np.array(rect, np.float64)
+        rows = math.ceil(float((corner[:, 1] + corner[:, 3]).max()))
+        cols = math.ceil(float((corner[:, 0] + corner[:, 2]).max()))
+        columns: dict[str, list[Any]] = {
+            "tile": [record["tile"] for record in records],
+            "position": [_csv_number(record, "position", line, int)
+                         for line, record in zip(lines, records, strict=True)],
+            "distance": [_csv_number(record, "distance", line, float)
+                         for line, record in zip(lines, records, strict=True)],
+            "transform": [record.get("transform") or "identity" for record in records],
+            "tint": [[_csv_number(record, f"tint_{c}", line, float, 0.0) for c in range(3)]
+                     for line, record in zip(lines, records, strict=True)],
+            "gain": [[_csv_number(record, f"gain_{c}", line, float, 1.0) for c in range(3)]
+                     for line, record in zip(lines, records, strict=True)],
+            "rect": rect,
+        }
+        check_cells(max(rows, 1), max(cols, 1), columns)
+        text = [record["distance"] for record in records]
+        is_float = any("." in value or "e" in value.lower() or "n" in value.lower()
+                       for value in text)
+        return cls(
+            max(rows, 1), max(cols, 1),
+            np.array(columns["position"], np.int64),
+            np.array(columns["distance"], np.float64) if is_float
+            else np.array([int(value) for value in text], np.int64),
+            columns["tile"],
+            np.array([transform_code(name) for name in columns["transform"]], np.int8),
+            np.array(columns["tint"], np.float64),
+            gain=np.array(columns["gain"], np.float64),
+            rect=corner,
+        )
+
+
 #: Cell fields every placements document has (``gain`` is optional).
 _CELL_FIELDS = ("tile", "position", "distance", "transform", "tint")
 #: Most cells a placements file may describe: a 1.5-gigapixel target at 4 px
@@ -364,7 +469,8 @@ def check_cells(rows: int, cols: int, columns: Mapping[str, list[Any]]) -> None:
         ``tile`` (tile ids), ``position`` (library positions), ``distance``,
         ``transform`` (names), ``tint`` (three numbers per cell) and
         optionally ``gain`` (three positive numbers per cell), one entry per
-        cell in row-major order.
+        cell in row-major order; or, with ``rect`` (four numbers per cell:
+        see :func:`check_rects`), one entry per rectangle.
 
     Raises
     ------
@@ -376,9 +482,20 @@ def check_cells(rows: int, cols: int, columns: Mapping[str, list[Any]]) -> None:
     count = rows * cols
     if count > MAX_CELLS:
         raise ValueError(f"a {rows}x{cols} grid has more than {MAX_CELLS:,} cells")
+    if "rect" in columns:
+        count = len(columns["rect"])
+        if count > MAX_CELLS:
+            raise ValueError(f"cells.rect has more than {MAX_CELLS:,} cells")
+        for index, value in enumerate(columns["rect"]):
+            if not (isinstance(value, list) and len(value) == 4
+                    and all(_is_finite_number(part) for part in value)):
+                raise ValueError(f"cells.rect[{index}] must be four finite numbers "
+                                 f"[x, y, w, h], got {_shown(value)}")
+        check_rects(rows, cols, np.array(columns["rect"], np.float64).reshape(-1, 4))
     for name, values in columns.items():
         if len(values) != count:
-            raise ValueError(f"cells.{name} has {len(values)} entries for a {rows}x{cols} grid")
+            raise ValueError(f"cells.{name} has {len(values)} entries for {count} cells of a "
+                             f"{rows}x{cols} grid")
     for index, tile in enumerate(columns["tile"]):
         problem = "is not a text" if not isinstance(tile, str) else tile_id_problem(tile)
         if problem:
@@ -404,6 +521,64 @@ def check_cells(rows: int, cols: int, columns: Mapping[str, list[Any]]) -> None:
                 kind = "positive " if least is not None else ""
                 raise ValueError(f"cells.{field}[{index}] must be three finite {kind}numbers, "
                                  f"got {_shown(value)}")
+
+
+def check_rects(rows: int, cols: int, rect: np.ndarray) -> None:
+    """Check that cell rectangles tile a ``rows x cols`` grid exactly.
+
+    Each rectangle ``(x, y, w, h)`` (level-0 cells) must be a square of side
+    ``2^-d`` (``d`` from 0 to :data:`MAX_RECT_LEVEL`) at a multiple of its
+    side, inside the grid. Such quadtree squares either nest or are
+    disjoint, so they tile the grid exactly when no square lies inside
+    another (or repeats one) and their areas add up to the grid's: both are
+    checked on whole-number keys, level by level, without painting pixels.
+
+    Raises
+    ------
+    ValueError
+        Naming the first bad rectangle (its index), an overlap or a gap.
+    """
+    rect = np.asarray(rect, np.float64).reshape(-1, 4)
+    x, y, w, h = rect.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        level = -np.log2(w)
+    whole = np.isfinite(level) & (level == np.round(level))
+    level = np.where(whole, np.round(level), -1).astype(np.int64)
+    bad = ~whole | (level < 0) | (level > MAX_RECT_LEVEL) | (h != w)
+    side = np.where(bad, 1.0, w)
+    bad |= (x / side != np.floor(x / side)) | (y / side != np.floor(y / side))
+    bad |= (x < 0) | (y < 0) | (x + w > cols) | (y + h > rows)
+    if bad.any():
+        index = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"cells.rect[{index}] {_shown(rect[index].tolist())} is not a square "
+                         f"of side 2^-d (d 0 to {MAX_RECT_LEVEL}) at a multiple of its side "
+                         f"inside the {rows}x{cols} grid")
+    if not len(rect):
+        raise ValueError("cells.rect is empty")
+    deepest = int(level.max())
+    # Position of each square in units of its own side, and of every coarser square holding it.
+    column = (x * (1 << level)).astype(np.int64)
+    row = (y * (1 << level)).astype(np.int64)
+    keys = {}
+    for depth in range(deepest + 1):
+        at = level == depth
+        keys[depth] = np.sort(row[at] * (cols << depth) + column[at])
+        if len(keys[depth]) > 1 and (np.diff(keys[depth]) == 0).any():
+            raise ValueError(f"cells.rect has two equal cells of side 2^-{depth}: they overlap")
+    for depth in range(1, deepest + 1):
+        at = np.flatnonzero(level == depth)
+        for coarser in range(depth):
+            shift = depth - coarser
+            key = (row[at] >> shift) * (cols << coarser) + (column[at] >> shift)
+            inside = np.isin(key, keys[coarser])
+            if inside.any():
+                index = int(at[np.flatnonzero(inside)[0]])
+                raise ValueError(f"cells.rect[{index}] lies inside a larger cell: they overlap")
+    # Areas in units of the deepest level's squares, in whole numbers.
+    area = np.left_shift(1, 2 * (deepest - level)).sum(dtype=np.int64)
+    if area != rows * cols * (1 << (2 * deepest)):
+        raise ValueError(f"cells.rect leaves gaps: the cells cover "
+                         f"{area / (1 << (2 * deepest)):g} of the grid's {rows * cols} cells")
 
 
 def tile_id_problem(tile_id: str) -> str | None:

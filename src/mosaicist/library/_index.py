@@ -1,11 +1,19 @@
-"""The tile library: an on-disk index of square tile thumbnails.
+"""The tile library: an on-disk index of tile thumbnails.
 
-Layout of one index (one per source and ``match_px``), under the cache::
+Layout of one index (one per source, ``match_px``, aspect and crop), under the cache::
 
-    indexes/<name>-<hash of source key>/px<match_px>/
+    indexes/<name>-<hash of source key>/px<match_px>[-<W>x<H>-<crop>]/
         manifest.sqlite     tile manifest (SQLite, WAL)
-        tiles-<G>.u8        packed uint8 pixels, N x match_px x match_px x 3
+        tiles-<G>.u8        packed uint8 pixels, N x match_height x match_px x 3
         write.lock          held by the one process updating the index (its PID inside)
+        duplicates/         near-duplicate leaders per threshold (a cache)
+        dedupe-t<T>/        the library without near-duplicates at threshold T: its
+                            packed tiles and its features (a cache)
+
+Square centre-cropped indexes keep the folder ``px<match_px>`` they always
+had; every other aspect or crop has its own (``px32-3x2-subject``). The crop
+in the name is what the crop does here (:func:`mosaicist.crop.crop_method`):
+``subject`` with a face detector, ``detail`` without one.
 
 The manifest's ``tiles`` table is the *published* library: each tile's source
 id, library position, slot in the packed file, size, modification time and
@@ -25,26 +33,43 @@ and swaps the manifest in a single transaction (see
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ..aspect import SQUARE, format_aspect, height_for, parse_aspect
+from ..crop import CROP_MODES, Window, crop_method, window_size
+from ..dedupe import duplicate_groups, duplicate_leaders, tile_signatures
 from ..errors import MosaicistError, OptionError, check_range
 from ..options import TILE_PX_RANGE
 from ..paths import cache_dir as default_cache_dir
 from ..sources import TileSource, open_source
-from ._manifest import connect, get_meta, manifest_errors, store_path
-from ._update import UpdateStats, update_index
+from ._manifest import connect, get_meta, has_added_columns, manifest_errors, store_path
+from ._update import COPY_CHUNK, TileFormat, UpdateStats, update_index
 
 
-def _index_dir(cache: Path, source_key: str, match_px: int) -> Path:
+def _index_dir(cache: Path, source_key: str, match_px: int,
+               aspect: tuple[int, int] = SQUARE, crop: str = "centre") -> Path:
+    """The folder of the index of ``source_key`` at ``match_px``, ``aspect`` and crop method."""
     digest = hashlib.sha1(source_key.encode()).hexdigest()[:12]
     tail = re.sub(r"[^A-Za-z0-9._-]+", "_", source_key.rstrip("/").split("/")[-1])[:40]
-    return cache / "indexes" / f"{tail or 'source'}-{digest}" / f"px{match_px}"
+    name = f"px{match_px}"
+    if aspect != SQUARE or crop != "centre":
+        name += f"-{aspect[0]}x{aspect[1]}-{crop}"
+    return cache / "indexes" / f"{tail or 'source'}-{digest}" / name
+
+
+def _aspect_pair(aspect: tuple[int, int] | str) -> tuple[int, int]:
+    """``aspect`` checked and reduced (``"3:2"`` or ``(6, 4)`` -> ``(3, 2)``)."""
+    if isinstance(aspect, str):
+        return parse_aspect(aspect)
+    return parse_aspect(format_aspect(aspect))
 
 
 class TileLibrary:
@@ -57,23 +82,34 @@ class TileLibrary:
     source : TileSource
         Where the tiles come from.
     match_px : int
-        Side of the square tiles in pixels.
+        Width of the tiles in pixels.
+    match_height : int
+        Their height: ``height_for(match_px, aspect)``.
+    aspect : (int, int)
+        Their aspect, ``(width, height)``.
+    crop : str
+        How their crop windows were placed: ``centre`` or ``subject``.
     source_ids : list of str
         Each tile's source id, in library order.
     tiles : numpy.ndarray
-        ``(N, match_px, match_px, 3)`` uint8, memory-mapped, in library order.
+        ``(N, match_height, match_px, 3)`` uint8, memory-mapped, in library order.
     directory : pathlib.Path
         The index's folder in the cache.
     generation : int
         Generation of the packed file; changes whenever the library changes.
     stats : UpdateStats or None
         What the update that opened this library did.
+    positions : numpy.ndarray or None
+        Each tile's position in the published index, for a library that
+        leaves some out (:meth:`without_duplicates`); None: all, in order.
+    duplicates_dropped : int
+        Tiles :meth:`without_duplicates` left out to make this library.
 
     Examples
     --------
-    >>> library = TileLibrary.open("photos/", match_px=32)  # doctest: +SKIP
+    >>> library = TileLibrary.open("photos/", match_px=32, aspect="3:2")  # doctest: +SKIP
     >>> library.tiles.shape  # doctest: +SKIP
-    (1234, 32, 32, 3)
+    (1234, 21, 32, 3)
     """
 
     def __init__(
@@ -85,27 +121,54 @@ class TileLibrary:
         tiles: np.ndarray,
         generation: int,
         stats: UpdateStats | None = None,
+        *,
+        aspect: tuple[int, int] = SQUARE,
+        crop: str = "centre",
+        positions: np.ndarray | None = None,
+        duplicates_dropped: int = 0,
+        work_dir: Path | None = None,
     ) -> None:
         self.source = source
         self.match_px = match_px
+        self.aspect = aspect
+        self.match_height = height_for(match_px, aspect)
+        self.crop = crop
         self.directory = directory
         self.source_ids = source_ids
         self.tiles = tiles
         self.generation = generation
         self.stats = stats
+        self.positions = positions
+        self.duplicates_dropped = duplicates_dropped
+        # Where this library's derived files go: the index folder, or for a
+        # library that leaves tiles out, a folder of its own.
+        self._work_dir = work_dir or directory
 
     def __len__(self) -> int:
         return len(self.source_ids)
 
     def __repr__(self) -> str:
-        return f"TileLibrary({self.source.name!r}, tiles={len(self)}, match_px={self.match_px})"
+        shape = "" if self.aspect == SQUARE else f", aspect={format_aspect(self.aspect)!r}"
+        return (f"TileLibrary({self.source.name!r}, tiles={len(self)}, "
+                f"match_px={self.match_px}{shape})")
 
     @property
     def features_dir(self) -> Path:
         """Folder for cached derived features of this library."""
-        path = self.directory / "features"
-        path.mkdir(exist_ok=True)
+        path = self._work_dir / "features"
+        path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def _with(self, source_ids: list[str], tiles: np.ndarray, positions: np.ndarray | None,
+              **changes: object) -> TileLibrary:
+        """A library over some of these tiles, with the same index and settings."""
+        settings: dict[str, object] = {
+            "aspect": self.aspect, "crop": self.crop, "positions": positions,
+            "duplicates_dropped": self.duplicates_dropped, "work_dir": self._work_dir,
+        }
+        settings.update(changes)
+        return TileLibrary(self.source, self.match_px, self.directory, source_ids, tiles,
+                           self.generation, self.stats, **settings)  # type: ignore[arg-type]
 
     def limit(self, count: int | None) -> TileLibrary:
         """Return a library of the first ``count`` tiles (all when None)."""
@@ -113,10 +176,145 @@ class TileLibrary:
             return self
         if count < 1:
             raise OptionError("{limit} must be at least 1, got {value}", value=count)
-        return TileLibrary(
-            self.source, self.match_px, self.directory, self.source_ids[:count],
-            self.tiles[:count], self.generation, self.stats,
-        )
+        positions = None if self.positions is None else self.positions[:count]
+        return self._with(self.source_ids[:count], self.tiles[:count], positions)
+
+    # -- what the manifest holds beside the pixels -------------------------------------
+
+    def windows_for(self, source_ids: Sequence[str]) -> dict[str, Window]:
+        """The crop windows of the given tiles, as the index stored them.
+
+        Parameters
+        ----------
+        source_ids : sequence of str
+            Tile ids (repeats are fine).
+
+        Returns
+        -------
+        dict
+            Each id's :class:`~mosaicist.crop.Window`, in its original's
+            full-size pixels. Ids without a stored window (indexes made
+            before windows were stored, all centre crops) are left out.
+        """
+        return _read_windows(self.directory, source_ids)
+
+    def signatures(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every tile's near-duplicate signature (:func:`mosaicist.dedupe.tile_signatures`).
+
+        Read from the manifest, where the update stored them; a tile
+        without one there (an index opened without updating since before
+        they were stored) is signed from its pixels now.
+
+        Returns
+        -------
+        hashes : numpy.ndarray
+            ``(N,)`` uint64 perceptual hashes.
+        colours : numpy.ndarray
+            ``(N, 3)`` uint8 mean colours.
+        """
+        count = len(self)
+        hashes = np.zeros(count, np.uint64)
+        colours = np.zeros((count, 3), np.uint8)
+        found = np.zeros(count, bool)
+        with manifest_errors(self.directory):
+            connection = connect(self.directory)
+            try:
+                rows = []
+                if has_added_columns(connection):
+                    rows = connection.execute(
+                        "SELECT source_id, phash, mean_rgb FROM tiles ORDER BY position"
+                    ).fetchall()
+            finally:
+                connection.close()
+        if self.positions is None and len(rows) >= count and all(
+            row[0] == source_id for row, source_id in zip(rows, self.source_ids, strict=False)
+        ):
+            stored = rows[:count]
+        else:
+            # The manifest has changed since this library was read, or this library
+            # leaves tiles out: match by id.
+            by_id = {row[0]: row for row in rows}
+            stored = [by_id.get(source_id, (source_id, None, None))
+                      for source_id in self.source_ids]
+        for position, (_, phash, colour) in enumerate(stored):
+            if phash is not None and colour is not None:
+                hashes[position] = phash & 0xFFFF_FFFF_FFFF_FFFF
+                colours[position] = (colour >> 16 & 255, colour >> 8 & 255, colour & 255)
+                found[position] = True
+        missing = np.flatnonzero(~found)
+        for start in range(0, len(missing), COPY_CHUNK):
+            part = missing[start:start + COPY_CHUNK]
+            hashes[part], colours[part] = tile_signatures(self.tiles[part])
+        return hashes, colours
+
+    # -- near-duplicates -----------------------------------------------------------------
+
+    def duplicate_leaders(self, threshold: int) -> np.ndarray:
+        """Each tile's leader at ``threshold`` (see :mod:`mosaicist.dedupe`).
+
+        Kept in the index folder per threshold and library state, so a warm
+        run reads them back.
+
+        Parameters
+        ----------
+        threshold : int
+            Most bits in which near-identical tiles' hashes differ (0 to 64).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(N,)`` int64 positions in this library: a tile's own when it
+            is kept, else the first kept tile it duplicates.
+        """
+        check_range("dedupe", threshold, 0, 64, "bits")
+        cache = self._work_dir / "duplicates" / (
+            f"leaders-g{self.generation}-n{len(self)}-t{threshold}.npy")
+        with contextlib.suppress(OSError, ValueError):
+            leaders = np.load(cache)
+            if leaders.shape == (len(self),) and leaders.dtype == np.int64:
+                return leaders
+        hashes, colours = self.signatures()
+        leaders = duplicate_leaders(hashes, colours, threshold)
+        with contextlib.suppress(OSError):  # a cache: a read-only folder costs time only
+            _save_replacing(cache, leaders, "leaders-*.npy")
+        return leaders
+
+    def duplicate_groups(self, threshold: int) -> list[np.ndarray]:
+        """The groups of near-identical tiles: each its first tile's position, then its copies'.
+
+        Only groups of two or more, in library order of their first tiles.
+        """
+        return duplicate_groups(self.duplicate_leaders(threshold))
+
+    def without_duplicates(self, threshold: int) -> TileLibrary:
+        """A library without the tiles near-identical to an earlier kept one.
+
+        The kept tiles keep their order. Their pixels are copied, a chunk at
+        a time, to a packed file of their own in the index folder (kept for
+        the next run), so memory stays bounded for libraries of millions.
+
+        Parameters
+        ----------
+        threshold : int
+            Most bits in which near-identical tiles' hashes differ (0 to 64).
+
+        Returns
+        -------
+        TileLibrary
+            This library when nothing is dropped; else one whose
+            ``duplicates_dropped`` says how many were.
+        """
+        leaders = self.duplicate_leaders(threshold)
+        kept = np.flatnonzero(leaders == np.arange(len(self)))
+        if len(kept) == len(self):
+            return self
+        work = self._work_dir / f"dedupe-t{threshold}"
+        store = work / f"tiles-g{self.generation}-n{len(self)}.u8"
+        tiles = _packed_subset(self.tiles, kept, store)
+        positions = kept if self.positions is None else self.positions[kept]
+        return self._with([self.source_ids[index] for index in kept.tolist()], tiles, positions,
+                          duplicates_dropped=self.duplicates_dropped + len(self) - len(kept),
+                          work_dir=work)
 
     # -- construction ---------------------------------------------------------------
 
@@ -129,15 +327,18 @@ class TileLibrary:
         show_progress: bool = False,
         update: bool = True,
         quiet: bool = True,
+        *,
+        aspect: tuple[int, int] | str = SQUARE,
+        crop: str = "centre",
     ) -> TileLibrary:
-        """Index ``source`` at ``match_px`` (incrementally) and open the result.
+        """Index ``source`` at ``match_px`` and ``aspect`` (incrementally) and open the result.
 
         Parameters
         ----------
         source : str, path-like or TileSource
             A source spec (see :func:`mosaicist.sources.open_source`) or source.
         match_px : int
-            Side of the square tiles, in pixels.
+            Width of the tiles, in pixels.
         cache_dir : path-like, optional
             Cache directory (default: ``MOSAICIST_CACHE_DIR`` or the user cache).
         show_progress : bool
@@ -147,32 +348,50 @@ class TileLibrary:
             False, open the last published index as it is.
         quiet : bool
             Suppress warnings about skipped files.
+        aspect : (int, int) or str
+            The tiles' aspect (``(3, 2)`` or ``"3:2"``); the height follows.
+        crop : {"centre", "subject"}
+            How each photo's crop window is placed (:mod:`mosaicist.crop`).
+            A source whose images all have one size, already of the aspect,
+            is indexed once for both.
 
         Raises
         ------
+        OptionError
+            For a size, aspect or crop that cannot be used.
         MosaicistError
             When the source has no usable tile.
         """
         check_range("match_px", match_px, *TILE_PX_RANGE, "pixels")
+        pair = _aspect_pair(aspect)
+        if crop not in CROP_MODES:
+            raise OptionError("unknown {crop} {value!r}; use {known}", value=crop,
+                              known=", ".join(CROP_MODES))
         cache = default_cache_dir(cache_dir)
         if not isinstance(source, TileSource):
             source = open_source(source, cache_dir=cache, show_progress=show_progress)
-        directory = _index_dir(cache, source.key, match_px)
+        size = source.image_size()
+        if size is not None and window_size(*size, pair) == size:
+            crop = "centre"  # every image is its own window
+        tile = TileFormat(match_px, pair, crop, crop_method(crop))
+        directory = _index_dir(cache, source.key, match_px, pair, tile.method)
         directory.mkdir(parents=True, exist_ok=True)
         stats = None
         if update:
-            stats = update_index(source, match_px, directory, show_progress, quiet)
+            stats = update_index(source, tile, directory, show_progress, quiet)
         with manifest_errors(directory):
-            library = cls._read(source, match_px, directory, stats)
+            library = cls._read(source, tile, directory, stats)
         if len(library) == 0:
             raise MosaicistError(f"{source.name}: no usable tile images found")
         return library
 
     @classmethod
     def _read(
-        cls, source: TileSource, match_px: int, directory: Path, stats: UpdateStats | None
+        cls, source: TileSource, tile: TileFormat, directory: Path, stats: UpdateStats | None
     ) -> TileLibrary:
-        tile_bytes = match_px * match_px * 3
+        tile_bytes = tile.tile_bytes
+        shape = (tile.height, tile.width, 3)
+        settings = {"aspect": tile.aspect, "crop": tile.crop}
         for _attempt in range(5):
             connection = connect(directory)
             try:
@@ -188,12 +407,13 @@ class TileLibrary:
             slots = np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows))
             store = store_path(directory, generation)
             if not rows:
-                empty = np.zeros((0, match_px, match_px, 3), np.uint8)
-                return cls(source, match_px, directory, [], empty, generation, stats)
+                empty = np.zeros((0, *shape), np.uint8)
+                return cls(source, tile.width, directory, [], empty, generation, stats,
+                           **settings)  # type: ignore[arg-type]
             try:
                 slot_count = int(slots.max()) + 1
                 memory = np.memmap(
-                    store, dtype=np.uint8, mode="r", shape=(slot_count, match_px, match_px, 3)
+                    store, dtype=np.uint8, mode="r", shape=(slot_count, *shape)
                 )
             except FileNotFoundError:
                 if _current_generation(directory) == generation:
@@ -216,8 +436,130 @@ class TileLibrary:
             else:
                 # Only after an interrupted publish; the next update repacks it.
                 tiles = np.asarray(memory[slots])
-            return cls(source, match_px, directory, source_ids, tiles, generation, stats)
+            return cls(source, tile.width, directory, source_ids, tiles, generation, stats,
+                       **settings)  # type: ignore[arg-type]
         raise MosaicistError(f"{directory}: index keeps changing under us; try again")
+
+
+def _read_windows(directory: Path, source_ids: Sequence[str]) -> dict[str, Window]:
+    """The crop windows the manifest in ``directory`` holds for ``source_ids``."""
+    wanted = list(dict.fromkeys(source_ids))
+    if not wanted:
+        return {}
+    with manifest_errors(directory):
+        connection = connect(directory)
+        try:
+            if not has_added_columns(connection):
+                return {}
+            connection.execute("CREATE TEMP TABLE IF NOT EXISTS wanted("
+                               "source_id TEXT PRIMARY KEY)")
+            connection.execute("DELETE FROM wanted")
+            connection.executemany("INSERT OR IGNORE INTO wanted VALUES (?)",
+                                   [(source_id,) for source_id in wanted])
+            rows = connection.execute(
+                "SELECT source_id, crop_left, crop_top, crop_width, crop_height "
+                "FROM tiles JOIN wanted USING (source_id) WHERE crop_left IS NOT NULL"
+            ).fetchall()
+        finally:
+            connection.close()
+    return {row[0]: Window(*row[1:]) for row in rows}
+
+
+def stored_windows(
+    source: TileSource, source_ids: Sequence[str], match_px: int,
+    aspect: tuple[int, int] | str = SQUARE, crop: str = "centre",
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Window]:
+    """The crop windows that the index of ``source`` stored for ``source_ids``, if it exists.
+
+    For rendering saved placements from the originals: the windows they were
+    matched with, read without updating (or even opening) the index. A
+    subject crop looks in the face-aware index first, then in the one made
+    without a face detector.
+
+    Parameters
+    ----------
+    source : TileSource
+        The tile source.
+    source_ids : sequence of str
+        The tiles wanted.
+    match_px : int
+        The width the tiles were indexed at.
+    aspect : (int, int) or str
+        Their aspect.
+    crop : {"centre", "subject"}
+        How their windows were placed.
+    cache_dir : path-like, optional
+        The cache.
+
+    Returns
+    -------
+    dict
+        Each id's window; empty for centre crops (the centred window is
+        found again exactly) and where no index has them.
+    """
+    pair = _aspect_pair(aspect)
+    size = source.image_size()
+    if crop != "subject" or (size is not None and window_size(*size, pair) == size):
+        return {}
+    cache = default_cache_dir(cache_dir)
+    found: dict[str, Window] = {}
+    for method in ("subject", "detail"):
+        directory = _index_dir(cache, source.key, match_px, pair, method)
+        if (directory / "manifest.sqlite").is_file():
+            missing = [source_id for source_id in source_ids if source_id not in found]
+            found.update(_read_windows(directory, missing))
+    return found
+
+
+def _save_replacing(path: Path, array: np.ndarray, stale: str) -> None:
+    """Save ``array`` to ``path`` atomically, then remove the other ``stale`` files beside it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        with open(partial, "wb") as handle:
+            np.save(handle, array)
+        os.replace(partial, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+    for other in path.parent.glob(stale):
+        if other != path:
+            with contextlib.suppress(OSError):
+                other.unlink()
+
+
+def _packed_subset(tiles: np.ndarray, kept: np.ndarray, store: Path) -> np.ndarray:
+    """``tiles[kept]`` as a memory map of ``store``, written a chunk at a time when missing.
+
+    The file is written under a temporary name and renamed, so a reader
+    never maps half of it; other packed files in its folder (of earlier
+    library states) are removed. Where the folder cannot be written, the
+    tiles are copied into memory instead.
+    """
+    shape = (len(kept), *tiles.shape[1:])
+    tile_bytes = int(np.prod(tiles.shape[1:]))
+    with contextlib.suppress(OSError, ValueError):
+        if store.stat().st_size == len(kept) * tile_bytes:
+            return np.memmap(store, dtype=np.uint8, mode="r", shape=shape)
+    partial = store.with_name(f".{store.name}.{os.getpid()}.part")
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        with open(partial, "wb") as handle:
+            step = max(1, min(COPY_CHUNK, (64 << 20) // max(1, tile_bytes)))
+            for start in range(0, len(kept), step):
+                handle.write(np.ascontiguousarray(tiles[kept[start:start + step]]).tobytes())
+        os.replace(partial, store)
+    except OSError:
+        return np.asarray(tiles[kept])
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+    for other in store.parent.glob("tiles-*.u8"):
+        if other != store:
+            with contextlib.suppress(OSError):
+                other.unlink()
+    return np.memmap(store, dtype=np.uint8, mode="r", shape=shape)
 
 
 def _current_generation(directory: Path) -> int:

@@ -10,13 +10,24 @@ One index folder holds::
 Tables of the manifest:
 
 ``meta``
-    ``schema``, ``source_key``, ``tile_px``, ``generation`` (G of the packed
+    ``schema``, ``source_key``, ``tile_px`` (the tiles' width), ``tile_height``,
+    ``aspect`` (``W:H``), ``crop`` (``centre``, ``subject`` or ``detail``, see
+    :func:`mosaicist.crop.crop_method`), ``generation`` (G of the packed
     file the published tiles live in), ``next_slot`` (first slot of that file
-    that no committed row uses) and ``scan_digest`` (digest of the source's
-    scan at the last publish).
+    that no committed row uses), ``scan_digest`` (digest of the source's
+    scan at the last publish) and ``signed`` (``1`` once every published
+    row has its signature; rows added later always do). Manifests of schema
+    1 (square centre crops, before aspects) lack ``tile_height``, ``aspect``
+    and ``crop``: they are ``tile_px``, ``1:1`` and ``centre``.
 ``tiles``
     The *published* library: ``source_id``, ``position`` (library order),
-    ``slot`` (in ``tiles-<G>.u8``), ``size``, ``mtime_ns``, ``content_hash``.
+    ``slot`` (in ``tiles-<G>.u8``), ``size``, ``mtime_ns``, ``content_hash``,
+    then (schema 2) the crop window ``crop_left``, ``crop_top``,
+    ``crop_width``, ``crop_height`` in the original's full-size pixels (NULL:
+    the centred window, as schema 1 cut), and the photo's signature for
+    near-duplicates (:mod:`mosaicist.dedupe`): ``phash`` (the 64-bit hash
+    as a signed integer) and ``mean_rgb`` (``R << 16 | G << 8 | B``); NULL
+    until computed.
 ``staged``
     Tiles decoded by an update but not yet published; same columns, no
     ``position``.
@@ -35,16 +46,23 @@ from typing import overload
 
 from ..errors import MosaicistError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: Columns that schema 2 added to ``tiles`` and ``staged``, in order (all may be NULL).
+ADDED_COLUMNS = ("crop_left", "crop_top", "crop_width", "crop_height", "phash", "mean_rgb")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tiles (
     source_id TEXT PRIMARY KEY, position INTEGER NOT NULL, slot INTEGER NOT NULL,
-    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, content_hash TEXT NOT NULL);
+    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, content_hash TEXT NOT NULL,
+    crop_left INTEGER, crop_top INTEGER, crop_width INTEGER, crop_height INTEGER,
+    phash INTEGER, mean_rgb INTEGER);
 CREATE TABLE IF NOT EXISTS staged (
     source_id TEXT PRIMARY KEY, slot INTEGER NOT NULL,
-    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, content_hash TEXT NOT NULL);
+    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, content_hash TEXT NOT NULL,
+    crop_left INTEGER, crop_top INTEGER, crop_width INTEGER, crop_height INTEGER,
+    phash INTEGER, mean_rgb INTEGER);
 CREATE TABLE IF NOT EXISTS failures (
     source_id TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
     error TEXT NOT NULL);
@@ -111,6 +129,29 @@ def connect(directory: Path) -> sqlite3.Connection:
     connection.execute("PRAGMA synchronous=NORMAL")
     connection.executescript(_SCHEMA)
     return connection
+
+
+def has_added_columns(connection: sqlite3.Connection) -> bool:
+    """Whether the manifest's ``tiles`` table has the columns of schema 2 (reads only)."""
+    names = {row[1] for row in connection.execute("PRAGMA table_info(tiles)")}
+    return set(ADDED_COLUMNS) <= names
+
+
+def upgrade(connection: sqlite3.Connection) -> None:
+    """Bring a manifest of schema 1 to schema 2, in one transaction (by the writer only).
+
+    The new columns are added empty: the windows of schema 1 are the centred
+    ones, and the signatures are computed by the update (from the packed
+    tiles, without decoding again).
+    """
+    with transaction(connection):
+        for table in ("tiles", "staged"):
+            names = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+            for column in ADDED_COLUMNS:
+                if column not in names:
+                    connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER")
+        if get_meta(connection, "schema") not in (None, str(SCHEMA_VERSION)):
+            set_meta(connection, "schema", SCHEMA_VERSION)
 
 
 @contextlib.contextmanager

@@ -66,6 +66,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..aspect import SQUARE, format_aspect, height_for
+from ..crop import Window
+from ..dedupe import tile_signatures
 from ..errors import MosaicistError
 from ..progress import progress_bar
 from ..sources import SourceEntry, TileSource
@@ -78,6 +81,7 @@ from ._manifest import (
     set_meta,
     store_path,
     transaction,
+    upgrade,
 )
 
 #: Decoded tiles committed per transaction during an update.
@@ -86,12 +90,50 @@ COMMIT_EVERY = 2048
 COMMIT_SECONDS = 2.0
 #: Tiles copied at a time when writing a packed file in library order.
 COPY_CHUNK = 8192
+#: Decoded tiles whose signatures are computed together (bounded memory, vectorised).
+SIGN_EVERY = 256
+#: Bytes of packed tiles read at a time to sign the rows of an older index.
+_SIGN_BYTES = 64 << 20
 
 #: Files of an index folder that an update may have left: packed files
 #: (``tiles-<G>.u8``, removed unless G is the published generation), a
 #: repack's temporary (``tiles-<G>.u8.part``) and the temporaries earlier
 #: versions named ``.tiles-<G>.u8.<random>.part.u8``.
 _LEFTOVER = re.compile(r"tiles-\d+\.u8(\.part)?|\.tiles-\d+\.u8\..*\.part\.u8")
+
+
+@dataclass(frozen=True)
+class TileFormat:
+    """What an index holds: tiles ``width`` pixels wide of ``aspect``, cut by ``crop``.
+
+    Attributes
+    ----------
+    width : int
+        The tiles' width (``match_px``).
+    aspect : (int, int)
+        Their aspect; the height is ``height_for(width, aspect)``.
+    crop : str
+        How the source places the crop windows: ``centre`` or ``subject``
+        (:mod:`mosaicist.crop`).
+    method : str
+        What that crop does here, for the manifest: ``centre``, ``subject``
+        or ``detail`` (:func:`mosaicist.crop.crop_method`).
+    """
+
+    width: int
+    aspect: tuple[int, int] = SQUARE
+    crop: str = "centre"
+    method: str = "centre"
+
+    @property
+    def height(self) -> int:
+        """The tiles' height."""
+        return height_for(self.width, self.aspect)
+
+    @property
+    def tile_bytes(self) -> int:
+        """Bytes of one tile in the packed file."""
+        return self.width * self.height * 3
 
 
 @dataclass
@@ -127,7 +169,8 @@ class IndexedTile(NamedTuple):
     """A tile whose pixels are in the packed file: a row of ``staged``.
 
     The fields are in the table's column order, so that a row goes to
-    ``executemany`` as it is.
+    ``executemany`` as it is. The crop window and the signature may be None
+    (rows of schema 1).
     """
 
     source_id: str
@@ -135,6 +178,12 @@ class IndexedTile(NamedTuple):
     size: int
     mtime_ns: int
     content_hash: str
+    crop_left: int | None = None
+    crop_top: int | None = None
+    crop_width: int | None = None
+    crop_height: int | None = None
+    phash: int | None = None
+    mean_rgb: int | None = None
 
 
 class PublishedTile(NamedTuple):
@@ -150,6 +199,12 @@ class PublishedTile(NamedTuple):
     size: int
     mtime_ns: int
     content_hash: str
+    crop_left: int | None
+    crop_top: int | None
+    crop_width: int | None
+    crop_height: int | None
+    phash: int | None
+    mean_rgb: int | None
     position: int
 
 
@@ -199,7 +254,8 @@ class UpdatePlan:
 
 
 def update_index(
-    source: TileSource, match_px: int, directory: Path, show_progress: bool, quiet: bool
+    source: TileSource, tile: TileFormat | int, directory: Path, show_progress: bool,
+    quiet: bool,
 ) -> UpdateStats:
     """Bring the index of ``source`` in ``directory`` up to date and publish it.
 
@@ -213,8 +269,8 @@ def update_index(
     ----------
     source : TileSource
         The source to index.
-    match_px : int
-        Side of the square tiles, in pixels.
+    tile : TileFormat or int
+        The tiles' size, aspect and crop (an int: square centre crops of that side).
     directory : pathlib.Path
         The index's folder (it must exist).
     show_progress : bool
@@ -235,10 +291,12 @@ def update_index(
         names the file.
     """
     started = time.perf_counter()
+    if isinstance(tile, int):
+        tile = TileFormat(tile)
     with _unwind_on_terminate(), _write_lock(directory, quiet), manifest_errors(directory):
         connection = connect(directory)
         try:
-            stats = _update_locked(source, match_px, directory, connection, show_progress)
+            stats = _update_locked(source, tile, directory, connection, show_progress)
         finally:
             connection.close()
     stats.seconds = time.perf_counter() - started
@@ -390,7 +448,7 @@ def _unwind_on_terminate() -> Iterator[None]:
 
 def _update_locked(
     source: TileSource,
-    match_px: int,
+    tile: TileFormat,
     directory: Path,
     connection: sqlite3.Connection,
     show_progress: bool,
@@ -404,8 +462,8 @@ def _update_locked(
     ----------
     source : TileSource
         The source to index.
-    match_px : int
-        Side of the square tiles, in pixels.
+    tile : TileFormat
+        The tiles' size, aspect and crop.
     directory : pathlib.Path
         The index's folder.
     connection : sqlite3.Connection
@@ -418,15 +476,17 @@ def _update_locked(
     UpdateStats
         What the update did, less ``seconds``.
     """
+    upgrade(connection)
     _remove_leftovers(directory, int(get_meta(connection, "generation", "0")))
-    planned = _plan(source, match_px, directory, connection)
+    planned = _plan(source, tile, directory, connection)
     if isinstance(planned, UpdateStats):
+        _sign_published(directory, tile, connection)
         return planned  # nothing changed since the last publish
     plan = planned
     stats = UpdateStats(reused=len(plan.entries) - len(plan.to_decode))
     if plan.to_decode:
         next_slot = _decode_into_store(
-            source, plan.to_decode, match_px, store_path(directory, plan.generation),
+            source, plan.to_decode, tile, store_path(directory, plan.generation),
             connection, plan.published, plan.next_slot, show_progress, stats,
         )
         # The decode committed its rows to the manifest, not to the plan.
@@ -434,7 +494,8 @@ def _update_locked(
             plan, next_slot=next_slot, staged=_read_staged(connection),
             failures=_read_failures(connection),
         )
-    _publish(plan, match_px, directory, connection, stats)
+    _publish(plan, tile, directory, connection, stats)
+    _sign_published(directory, tile, connection)
     return stats
 
 
@@ -490,7 +551,7 @@ def _write_all(handle: io.RawIOBase, data: bytes) -> None:
 
 
 def _plan(
-    source: TileSource, match_px: int, directory: Path, connection: sqlite3.Connection
+    source: TileSource, tile: TileFormat, directory: Path, connection: sqlite3.Connection
 ) -> UpdatePlan | UpdateStats:
     """Scan the source and decide which entries to decode.
 
@@ -506,8 +567,8 @@ def _plan(
     ----------
     source : TileSource
         The source; scanned here.
-    match_px : int
-        Side of the square tiles, in pixels.
+    tile : TileFormat
+        The tiles' size, aspect and crop.
     directory : pathlib.Path
         The index's folder.
     connection : sqlite3.Connection
@@ -525,7 +586,7 @@ def _plan(
     MosaicistError
         When the packed file is shorter than the published and staged rows need.
     """
-    _initialise_meta(connection, source.key, match_px)
+    _initialise_meta(connection, source.key, tile)
     generation = int(get_meta(connection, "generation", "0"))
     next_slot = int(get_meta(connection, "next_slot", "0"))
 
@@ -542,7 +603,7 @@ def _plan(
     published = _read_published(connection)
     staged = _read_staged(connection)
     failures = _read_failures(connection)
-    _check_store(directory, generation, match_px, published, staged)
+    _check_store(directory, generation, tile, published, staged)
 
     to_decode: list[SourceEntry] = []
     for entry in entries:
@@ -563,7 +624,7 @@ def _plan(
     )
 
 
-def _initialise_meta(connection: sqlite3.Connection, source_key: str, match_px: int) -> None:
+def _initialise_meta(connection: sqlite3.Connection, source_key: str, tile: TileFormat) -> None:
     """Give a new manifest its ``meta`` values, in one transaction; else do nothing.
 
     All or none of the values commit, so a manifest that has ``schema`` has
@@ -573,7 +634,10 @@ def _initialise_meta(connection: sqlite3.Connection, source_key: str, match_px: 
         if get_meta(connection, "schema") is None:
             set_meta(connection, "schema", SCHEMA_VERSION)
             set_meta(connection, "source_key", source_key)
-            set_meta(connection, "tile_px", match_px)
+            set_meta(connection, "tile_px", tile.width)
+            set_meta(connection, "tile_height", tile.height)
+            set_meta(connection, "aspect", format_aspect(tile.aspect))
+            set_meta(connection, "crop", tile.method)
             set_meta(connection, "generation", 0)
             set_meta(connection, "next_slot", 0)
 
@@ -592,17 +656,20 @@ def _unchanged_stats(connection: sqlite3.Connection, scanned: int) -> UpdateStat
     return stats
 
 
+#: The columns of ``staged``, which ``tiles`` shares (it adds ``position``).
+_COLUMNS = ", ".join(IndexedTile._fields)
+_PLACES = ", ".join("?" * len(IndexedTile._fields))
+
+
 def _read_published(connection: sqlite3.Connection) -> dict[str, PublishedTile]:
     """Return the ``tiles`` rows by source id (reads only)."""
-    rows = connection.execute(
-        "SELECT source_id, slot, size, mtime_ns, content_hash, position FROM tiles"
-    )
+    rows = connection.execute(f"SELECT {_COLUMNS}, position FROM tiles")
     return {tile.source_id: tile for tile in map(PublishedTile._make, rows)}
 
 
 def _read_staged(connection: sqlite3.Connection) -> dict[str, IndexedTile]:
     """Return the ``staged`` rows by source id (reads only)."""
-    rows = connection.execute("SELECT source_id, slot, size, mtime_ns, content_hash FROM staged")
+    rows = connection.execute(f"SELECT {_COLUMNS} FROM staged")
     return {tile.source_id: tile for tile in map(IndexedTile._make, rows)}
 
 
@@ -629,7 +696,7 @@ def _scan_digest(entries: Sequence[SourceEntry]) -> str:
 def _check_store(
     directory: Path,
     generation: int,
-    match_px: int,
+    tile: TileFormat,
     published: Mapping[str, PublishedTile],
     staged: Mapping[str, IndexedTile],
 ) -> None:
@@ -645,8 +712,8 @@ def _check_store(
         The index's folder.
     generation : int
         Generation of the current packed file.
-    match_px : int
-        Side of the square tiles, in pixels.
+    tile : TileFormat
+        The tiles' size, aspect and crop.
     published, staged : mapping
         The manifest's ``tiles`` and ``staged`` rows, whose slots must exist.
 
@@ -655,10 +722,10 @@ def _check_store(
     MosaicistError
         When ``tiles-<generation>.u8`` lacks a slot that a row uses.
     """
-    slots = [tile.slot for tile in published.values()] + [tile.slot for tile in staged.values()]
+    slots = [row.slot for row in published.values()] + [row.slot for row in staged.values()]
     if not slots:
         return
-    tile_bytes = match_px * match_px * 3
+    tile_bytes = tile.tile_bytes
     store = store_path(directory, generation)
     size = store.stat().st_size if store.exists() else 0
     needed = max(slots) + 1
@@ -675,7 +742,7 @@ def _check_store(
 def _decode_into_store(
     source: TileSource,
     to_decode: Sequence[SourceEntry],
-    match_px: int,
+    tile: TileFormat,
     store: Path,
     connection: sqlite3.Connection,
     published: Mapping[str, PublishedTile],
@@ -687,7 +754,9 @@ def _decode_into_store(
 
     Every ``COMMIT_EVERY`` entries or ``COMMIT_SECONDS`` seconds, and when
     decoding ends for any reason (an interrupt included), the pixels written
-    so far are flushed and fsynced, then one transaction records the batch:
+    so far are flushed and fsynced, then one transaction records the batch
+    (each row with its crop window and its signature, computed here
+    :data:`SIGN_EVERY` tiles at a time):
     its ``staged`` rows, its ``failures`` (and drops failures of entries that
     now decoded) and the new ``next_slot``. A committed row therefore never
     points at pixels that are not on disk, and whatever is committed is kept
@@ -699,8 +768,8 @@ def _decode_into_store(
         Decodes the entries.
     to_decode : sequence of SourceEntry
         The entries to decode.
-    match_px : int
-        Side of the square tiles, in pixels.
+    tile : TileFormat
+        The tiles' size, aspect and crop.
     store : pathlib.Path
         The current packed file; created when missing.
     connection : sqlite3.Connection
@@ -720,8 +789,11 @@ def _decode_into_store(
     int
         The ``next_slot`` committed last.
     """
-    tile_bytes = match_px * match_px * 3
+    tile_bytes = tile.tile_bytes
+    shape = (tile.height, tile.width, 3)
     pending_rows: list[IndexedTile] = []
+    # Pixels of the last rows of pending_rows, whose signatures are not computed yet.
+    unsigned: list[np.ndarray] = []
     pending_failures: list[Failure] = []
     last_commit = time.monotonic()
     committed_slot = next_slot
@@ -741,8 +813,19 @@ def _decode_into_store(
         except OSError as error:
             raise _write_error(store, error) from None
 
+        def sign() -> None:
+            if not unsigned:
+                return
+            hashes, colours = _signature_columns(np.stack(unsigned))
+            first = len(pending_rows) - len(unsigned)
+            for index, (phash, colour) in enumerate(zip(hashes, colours, strict=True)):
+                row = pending_rows[first + index]
+                pending_rows[first + index] = row._replace(phash=phash, mean_rgb=colour)
+            unsigned.clear()
+
         def commit() -> None:
             nonlocal last_commit, committed_slot
+            sign()
             # Pixels reach the disk before the rows that point at them commit.
             try:
                 os.fsync(handle.fileno())
@@ -750,8 +833,7 @@ def _decode_into_store(
                 raise _write_error(store, error) from None
             with transaction(connection):
                 connection.executemany(
-                    "INSERT OR REPLACE INTO staged(source_id, slot, size, mtime_ns, content_hash) "
-                    "VALUES (?, ?, ?, ?, ?)",
+                    f"INSERT OR REPLACE INTO staged({_COLUMNS}) VALUES ({_PLACES})",
                     pending_rows,
                 )
                 connection.executemany(
@@ -761,7 +843,7 @@ def _decode_into_store(
                 )
                 connection.executemany(
                     "DELETE FROM failures WHERE source_id = ?",
-                    [(tile.source_id,) for tile in pending_rows],
+                    [(row.source_id,) for row in pending_rows],
                 )
                 set_meta(connection, "next_slot", next_slot)
             committed_slot = next_slot
@@ -770,7 +852,11 @@ def _decode_into_store(
             last_commit = time.monotonic()
 
         succeeded = False
-        decoded_tiles = source.decode(to_decode, match_px)
+        if tile.aspect == SQUARE and tile.crop == "centre":
+            # Sources written before aspects take two arguments; this is what they did.
+            decoded_tiles = source.decode(to_decode, tile.width)
+        else:
+            decoded_tiles = source.decode(to_decode, tile.width, tile.aspect, tile.crop)
         try:
             for decoded in decoded_tiles:
                 entry = decoded.entry
@@ -781,6 +867,13 @@ def _decode_into_store(
                         Failure(
                             entry.source_id, entry.size, entry.mtime_ns,
                             decoded.error or "unusable",
+                        )
+                    )
+                elif decoded.pixels.shape != shape:
+                    pending_failures.append(
+                        Failure(
+                            entry.source_id, entry.size, entry.mtime_ns,
+                            f"the source made a tile of {decoded.pixels.shape}, not {shape}",
                         )
                     )
                 else:
@@ -796,12 +889,18 @@ def _decode_into_store(
                         except OSError as error:
                             raise _write_error(store, error) from None
                         next_slot += 1
-                    pending_rows.append(
-                        IndexedTile(
-                            entry.source_id, slot, entry.size, entry.mtime_ns,
-                            decoded.content_hash,
-                        )
-                    )
+                    row = IndexedTile(entry.source_id, slot, entry.size, entry.mtime_ns,
+                                      decoded.content_hash, *_window_columns(decoded.window))
+                    if decoded.signature is not None:
+                        sign()  # the rows still unsigned must stay the last ones
+                        phash, colour = decoded.signature
+                        pending_rows.append(row._replace(phash=_signed(phash), mean_rgb=colour))
+                    else:
+                        # A source that does not sign: from the pixels, a batch at a time.
+                        pending_rows.append(row)
+                        unsigned.append(decoded.pixels)
+                        if len(unsigned) >= SIGN_EVERY:
+                            sign()
                 if (
                     len(pending_rows) + len(pending_failures) >= COMMIT_EVERY
                     or time.monotonic() - last_commit > COMMIT_SECONDS
@@ -827,12 +926,68 @@ def _decode_into_store(
     return next_slot
 
 
+def _window_columns(window: Window | None) -> tuple[int | None, ...]:
+    """A crop window as the manifest's four columns (NULL when the source gave none)."""
+    if window is None:
+        return (None, None, None, None)
+    return tuple(int(value) for value in window)
+
+
+def _signed(phash: int) -> int:
+    """A 64-bit hash as the signed integer SQLite stores."""
+    return phash - (1 << 64) if phash >= 1 << 63 else phash
+
+
+def _signature_columns(tiles: np.ndarray) -> tuple[list[int], list[int]]:
+    """The manifest's ``phash`` (signed 64-bit) and ``mean_rgb`` of ``(N, H, W, 3)`` tiles."""
+    hashes, colours = tile_signatures(tiles)
+    packed = (colours[:, 0].astype(np.int64) << 16) | (colours[:, 1].astype(np.int64) << 8) \
+        | colours[:, 2].astype(np.int64)
+    return hashes.view(np.int64).tolist(), packed.tolist()
+
+
+def _sign_published(directory: Path, tile: TileFormat, connection: sqlite3.Connection) -> None:
+    """Give every published row without one its signature, from the packed tiles.
+
+    Rows of schema 1 have none: they are computed once, from the pixels
+    already in the packed file (no decoding), in committed batches, and then
+    ``signed`` is set, so later updates skip even the check. Every row
+    decoded since has its signature.
+    """
+    if get_meta(connection, "signed") == "1":
+        return
+    rows = connection.execute(
+        "SELECT source_id, slot FROM tiles WHERE phash IS NULL OR mean_rgb IS NULL ORDER BY slot"
+    ).fetchall()
+    if rows:
+        generation = int(get_meta(connection, "generation", "0"))
+        store = store_path(directory, generation)
+        slots = np.fromiter((row[1] for row in rows), np.int64, len(rows))
+        memory = np.memmap(store, dtype=np.uint8, mode="r").reshape(
+            -1, tile.height, tile.width, 3)
+        chunk = max(1, min(COPY_CHUNK, _SIGN_BYTES // tile.tile_bytes))
+        for start in range(0, len(rows), chunk):
+            hashes, colours = _signature_columns(memory[slots[start:start + chunk]])
+            with transaction(connection):
+                connection.executemany(
+                    "UPDATE tiles SET phash = ?, mean_rgb = ? WHERE source_id = ?",
+                    zip(hashes, colours, (row[0] for row in rows[start:start + chunk]),
+                        strict=True),
+                )
+        del memory
+    with transaction(connection):
+        if not connection.execute(
+            "SELECT 1 FROM tiles WHERE phash IS NULL OR mean_rgb IS NULL LIMIT 1"
+        ).fetchone():
+            set_meta(connection, "signed", 1)
+
+
 # -- publish ----------------------------------------------------------------------------
 
 
 def _publish(
     plan: UpdatePlan,
-    match_px: int,
+    tile: TileFormat,
     directory: Path,
     connection: sqlite3.Connection,
     stats: UpdateStats,
@@ -856,8 +1011,8 @@ def _publish(
     plan : UpdatePlan
         The plan, with ``staged``, ``failures`` and ``next_slot`` as the
         decode stage committed them.
-    match_px : int
-        Side of the square tiles, in pixels.
+    tile : TileFormat
+        The tiles' size, aspect and crop.
     directory : pathlib.Path
         The index's folder.
     connection : sqlite3.Connection
@@ -879,11 +1034,11 @@ def _publish(
             set_meta(connection, "scan_digest", plan.digest)
         return
 
-    tile_bytes = match_px * match_px * 3
+    tile_bytes = tile.tile_bytes
     old_store = store_path(directory, plan.generation)
     generation = plan.generation
     next_slot = plan.next_slot
-    slots = np.fromiter((tile.slot for tile in final), dtype=np.int64, count=len(final))
+    slots = np.fromiter((row.slot for row in final), dtype=np.int64, count=len(final))
     published_slots: Sequence[int]
     if np.array_equal(slots, np.arange(len(final))):
         published_slots = slots.tolist()  # Python ints: SQLite cannot bind NumPy's
@@ -995,12 +1150,11 @@ def _swap_manifest(
     with transaction(connection):
         connection.execute("DELETE FROM tiles")
         connection.executemany(
-            "INSERT INTO tiles(source_id, position, slot, size, mtime_ns, content_hash) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO tiles({_COLUMNS}, position) VALUES ({_PLACES}, ?)",
             # Plain tuples: a NamedTuple per tile makes big libraries measurably slower.
             [
-                (tile.source_id, position, slot, tile.size, tile.mtime_ns, tile.content_hash)
-                for position, (tile, slot) in enumerate(zip(final, slots, strict=True))
+                (row.source_id, slot, *row[2:len(IndexedTile._fields)], position)
+                for position, (row, slot) in enumerate(zip(final, slots, strict=True))
             ],
         )
         connection.execute("DELETE FROM staged")

@@ -361,9 +361,9 @@ def match_approximate(
     Parameters
     ----------
     cell_vectors : numpy.ndarray
-        ``(N, side, side, 3)`` uint8 from :meth:`Geometry.cell_vectors`.
+        ``(N, h, w, 3)`` uint8 from :meth:`Geometry.cell_vectors` (``Geometry.shape``).
     tiles : numpy.ndarray
-        ``(M, match_px, match_px, 3)`` uint8 in library order (may be memory-mapped).
+        ``(M, match_height, match_px, 3)`` uint8 in library order (may be memory-mapped).
     geometry : Geometry
         How cells and tiles are compared.
     features : TileFeatures, optional

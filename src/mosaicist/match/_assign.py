@@ -704,8 +704,26 @@ def _solve(
 # Spacing.
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where cells of unequal sizes lie, for spacing (adaptive cells).
+
+    Attributes
+    ----------
+    centre : numpy.ndarray
+        ``(N, 2)`` int64 ``(y, x)`` of each cell's centre, in units of
+        ``1 / unit`` of a grid cell; two cells are ``max(|dy|, |dx|) / unit``
+        grid cells apart (Chebyshev, centre to centre).
+    unit : int
+        Units per grid cell.
+    """
+
+    centre: np.ndarray
+    unit: int
+
+
 def spacing_violations(
-    tile: np.ndarray, rows: int, cols: int, min_spacing: int
+    tile: np.ndarray, rows: int, cols: int, min_spacing: int, layout: Layout | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of cells that hold the same tile closer than ``min_spacing``.
 
@@ -717,6 +735,10 @@ def spacing_violations(
         Grid shape.
     min_spacing : int
         Minimum Chebyshev distance ``D`` (``<= 1``: nothing is a violation).
+    layout : Layout, optional
+        Cells of unequal sizes (then ``tile`` is in the layout's order and
+        ``rows``, ``cols`` are not used): centres closer than ``D`` grid
+        cells.
 
     Returns
     -------
@@ -733,13 +755,17 @@ def spacing_violations(
     longest = int(runs.max())
     window = (2 * min_spacing - 1) ** 2 // 2
     pairs_a, pairs_b = [], []
-    if longest - 1 <= window:
+    if layout is not None or longest - 1 <= window:
         # Compare each cell with the next cells of the same tile: work N x (longest use).
-        r, c = order // cols, order % cols
+        if layout is None:
+            r, c, reach = order // cols, order % cols, min_spacing
+        else:
+            r, c = layout.centre[order, 0], layout.centre[order, 1]
+            reach = min_spacing * layout.unit
         for lag in range(1, longest):
             same = sorted_tile[lag:] == sorted_tile[:-lag]
             near = np.maximum(np.abs(r[lag:] - r[:-lag]), np.abs(c[lag:] - c[:-lag]))
-            hit = np.flatnonzero(same & (near < min_spacing))
+            hit = np.flatnonzero(same & (near < reach))
             pairs_a.append(order[hit])
             pairs_b.append(order[hit + lag])
     else:
@@ -766,7 +792,7 @@ def spacing_violations(
 
 def verify_placement(
     tile: np.ndarray, rows: int, cols: int, max_uses: int | None, min_spacing: int,
-    min_uses: int = 0, tile_count: int | None = None,
+    min_uses: int = 0, tile_count: int | None = None, layout: Layout | None = None,
 ) -> None:
     """Raise :class:`MosaicistError` if a placement breaks a use or spacing limit.
 
@@ -788,7 +814,7 @@ def verify_placement(
         if uses > max_uses:
             raise OptionError("a tile is used {uses} times, above {max_uses} {limit}",
                               uses=uses, limit=max_uses)
-    a, _ = spacing_violations(tile, rows, cols, min_spacing)
+    a, _ = spacing_violations(tile, rows, cols, min_spacing, layout)
     if len(a):
         raise OptionError("{pairs} pairs of equal tiles are closer than {min_spacing} {limit}",
                           pairs=len(a), limit=min_spacing)
@@ -814,6 +840,7 @@ def assign_tiles(
     min_uses: int = 0,
     tile_count: int | None = None,
     extra: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    layout: Layout | None = None,
 ) -> Assignment:
     """Give every cell a tile so that the summed distance is least under the limits.
 
@@ -857,6 +884,10 @@ def assign_tiles(
         ``(cells, tiles, distances)`` of more pairs to list besides each
         cell's nearest (for example each tile's nearest cells, so that every
         tile can reach its minimum).
+    layout : Layout, optional
+        Cells of unequal sizes covering the ``rows x cols`` grid (adaptive
+        cells): ``N`` is then any count, and spacing is measured between
+        their centres (see :func:`spacing_violations`).
 
     Returns
     -------
@@ -874,8 +905,10 @@ def assign_tiles(
     if candidates.ndim != 2 or candidates.shape != distances.shape:
         raise ValueError("candidates and candidate_distances must be (N, k) of one shape")
     count = candidates.shape[0]
-    if count != rows * cols:
+    if layout is None and count != rows * cols:
         raise ValueError(f"{count} candidate rows for a {rows}x{cols} grid")
+    if layout is not None and layout.centre.shape != (count, 2):
+        raise ValueError(f"the layout has {len(layout.centre)} centres for {count} cells")
     if method not in ASSIGN_METHODS:
         raise OptionError("unknown {assign} {value!r}; use {known}", value=method,
                           known=", ".join(ASSIGN_METHODS))
@@ -897,7 +930,7 @@ def assign_tiles(
     if search is not None and not np.issubdtype(distances.dtype, np.integer):
         raise ValueError("a certified assignment needs integer distances")
     solver = _Solver(candidates, distances, rows, cols, max_uses, min_spacing,
-                     more_candidates, max_candidates, show_progress, search, min_uses)
+                     more_candidates, max_candidates, show_progress, search, min_uses, layout)
     if extra is not None:
         solver.add_edges(*extra)
     if method == "greedy":
@@ -912,7 +945,7 @@ def assign_tiles(
         uses = np.bincount(tile, minlength=tile_count)
         if (uses < min_uses).any():
             raise ShortLists(np.flatnonzero(uses < min_uses))
-    verify_placement(tile, rows, cols, max_uses, min_spacing, min_uses, tile_count)
+    verify_placement(tile, rows, cols, max_uses, min_spacing, min_uses, tile_count, layout)
     objective = _total(distance)
     gap = _gap(objective, lower)
     return Assignment(tile, distance, objective, lower, gap, method, solver.k,
@@ -948,8 +981,10 @@ class _Solver:
         show_progress: bool,
         search: CandidateSearch | None = None,
         min_uses: int = 0,
+        layout: Layout | None = None,
     ) -> None:
         self.count = candidates.shape[0]
+        self.layout = layout
         self.search = search
         self.rows, self.cols = rows, cols
         self.max_uses = max_uses
@@ -1152,7 +1187,8 @@ class _Solver:
         """Spacing rounds: forbid each violating pair's cheaper mover, re-solve."""
         while True:
             tile = self.edges.tile[choice]
-            a, b = spacing_violations(tile, self.rows, self.cols, self.min_spacing)
+            a, b = spacing_violations(tile, self.rows, self.cols, self.min_spacing,
+                                      self.layout)
             if not len(a):
                 return choice
             self.iterations += 1
@@ -1251,23 +1287,29 @@ class _Solver:
         # spacing and no small use cap).
         grid = np.full((self.rows, cols), -1, np.int64)
         reach = spacing - 1
+        layout = self.layout
+        if layout is not None:
+            # Cells of unequal sizes: centres in the layout's units, checked pair by pair.
+            centres = layout.centre.tolist()
+            if spacing > 1:
+                spacing *= layout.unit
         chosen = [-1] * count
         stuck = []
         for cell in order:
-            r, c = divmod(cell, cols)
+            r, c = divmod(cell, cols) if layout is None else centres[cell]
             for e in range(bounds[cell], bounds[cell + 1]):
                 t = tiles[e]
                 placed = uses.get(t)
                 if placed is None:
                     uses[t] = [(r, c)]
                     chosen[cell] = t
-                    if spacing > 1:
+                    if spacing > 1 and layout is None:
                         grid[r, c] = t
                     break
                 if len(placed) >= cap:
                     continue
                 if spacing > 1:
-                    if len(placed) <= 16:
+                    if len(placed) <= 16 or layout is not None:
                         near = any(
                             abs(r - pr) < spacing and abs(c - pc) < spacing for pr, pc in placed
                         )
@@ -1279,7 +1321,7 @@ class _Solver:
                         continue
                 placed.append((r, c))
                 chosen[cell] = t
-                if spacing > 1:
+                if spacing > 1 and layout is None:
                     grid[r, c] = t
                 break
             else:

@@ -68,9 +68,9 @@ def transfer(
     Parameters
     ----------
     cell_vectors : numpy.ndarray
-        ``(N, side, side, 3)`` uint8 compared cells (in the metric's encoding).
+        ``(N, h, w, 3)`` uint8 compared cells (in the metric's encoding).
     tiles : numpy.ndarray
-        ``(M, match_px, match_px, 3)`` uint8 candidate tiles (same encoding).
+        ``(M, match_height, match_px, 3)`` uint8 candidate tiles (same encoding).
     geometry : Geometry
         How cells and tiles are compared.
     features : TileFeatures
@@ -90,7 +90,7 @@ def transfer(
         candidate) and ``(N, k, 3)`` float64 gains.
     """
     count, width = candidates.shape
-    pixels = geometry.match_px * geometry.match_px
+    pixels = geometry.pixels
     weight = geometry.weight
     shift = 1.0 - np.broadcast_to(np.round(np.asarray(tint, np.float64) * 100) / 100, (count,))
     flat = cell_vectors.reshape(count, -1, 3).astype(np.float64)
@@ -144,7 +144,7 @@ def adaptive_tint(
         ``(N,)`` float64 strengths in hundredths, between ``tint`` and ``tint_max``.
     """
     count = len(cell_vectors)
-    pixels = geometry.match_px * geometry.match_px
+    pixels = geometry.pixels
     flat = cell_vectors.reshape(count, -1, 3).astype(np.float64)
     cell_mean = flat.mean(axis=1)
     spread = np.sqrt(((flat - cell_mean[:, None, :]) ** 2).sum(axis=2).mean(axis=1))

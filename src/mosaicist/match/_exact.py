@@ -219,13 +219,12 @@ _UNSET = np.iinfo(np.int64).max
 _TINT_STEPS = 100
 
 
-def _tint_fits(side: int) -> bool:
-    """Whether tinted distances of ``side`` px tiles fit int64.
+def _tint_fits(pixels: int) -> bool:
+    """Whether tinted distances of tiles of ``pixels`` pixels fit int64.
 
-    The objective is at most ``3 * 255^2 n`` (``n = side^2`` tile pixels) and
+    The objective is at most ``3 * 255^2 n`` (``n`` tile pixels) and
     tinting scales it by ``n * 100^2`` to stay in integers.
     """
-    pixels = side * side
     return 3 * 255 * 255 * pixels * (pixels * _TINT_STEPS * _TINT_STEPS) < 2**63
 
 
@@ -242,8 +241,11 @@ def _tint_hundredths(tint: float, geometry: Geometry) -> int:
     hundredths = int(round(tint * _TINT_STEPS))
     if not 0 <= hundredths <= _TINT_STEPS:
         raise ValueError(f"tint must be between 0 and 1, got {tint}")
-    if hundredths and not _tint_fits(geometry.match_px):
-        most = next(side for side in range(geometry.match_px, 0, -1) if _tint_fits(side))
+    if hundredths and not _tint_fits(geometry.pixels):
+        # The widest tiles of the same shape that fit.
+        ratio = geometry.match_height / geometry.match_px
+        most = next(width for width in range(geometry.match_px, 0, -1)
+                    if _tint_fits(width * max(1, round(width * ratio))))
         raise OptionError(
             "{tint} needs tiles matched at {most} px or less, got {value}; "
             "lower {match_px} and draw larger with 'mosaicist render'",
@@ -269,9 +271,9 @@ class _ExactSearch:
     Parameters
     ----------
     cell_vectors : numpy.ndarray
-        ``(N, side, side, 3)`` uint8 from :meth:`Geometry.cell_vectors`.
+        ``(N, h, w, 3)`` uint8 from :meth:`Geometry.cell_vectors` (``Geometry.shape``).
     tiles : numpy.ndarray
-        ``(M, match_px, match_px, 3)`` uint8 in library order.
+        ``(M, match_height, match_px, 3)`` uint8 in library order.
     geometry : Geometry
         How cells and tiles are compared.
     features : TileFeatures
@@ -330,7 +332,7 @@ class _ExactSearch:
         self.cell_flat = cells_for_dots(cell_vectors, geometry.weight)
         self.k = max(1, min(k, tile_count))
         self.hundredths = hundredths
-        pixels = geometry.match_px * geometry.match_px
+        pixels = geometry.pixels
         self.distance_scale = pixels * _TINT_STEPS * _TINT_STEPS if hundredths else 1
         self.tint_factor = 2 * hundredths * _TINT_STEPS - hundredths * hundredths
         # Sums over the cell as drawn (each compared pixel covers `weight` tile pixels).
@@ -599,9 +601,9 @@ def match_exact(
     Parameters
     ----------
     cell_vectors : numpy.ndarray
-        ``(N, side, side, 3)`` uint8 from :meth:`Geometry.cell_vectors`.
+        ``(N, h, w, 3)`` uint8 from :meth:`Geometry.cell_vectors` (``Geometry.shape``).
     tiles : numpy.ndarray
-        ``(M, match_px, match_px, 3)`` uint8 in library order (may be memory-mapped).
+        ``(M, match_height, match_px, 3)`` uint8 in library order (may be memory-mapped).
     geometry : Geometry
         How cells and tiles are compared.
     features : TileFeatures, optional
@@ -772,23 +774,37 @@ def pair_distances(
 def search_scale(geometry: Geometry, tint: float) -> int:
     """Search units per objective unit: ``n * 100^2`` when tinting (``n`` tile pixels), else 1."""
     if _tint_hundredths(tint, geometry):
-        return geometry.match_px * geometry.match_px * _TINT_STEPS * _TINT_STEPS
+        return geometry.pixels * _TINT_STEPS * _TINT_STEPS
     return 1
 
 
-def brute_force(cells: np.ndarray, tiles: np.ndarray, match_px: int) -> MatchResult:
+def brute_force(cells: np.ndarray, tiles: np.ndarray, match_px: int | None = None
+                ) -> MatchResult:
     """Reference search: integer arithmetic over every tile pixel, no shortcuts.
 
-    Each cell is brought to ``match_px`` exactly as the objective defines
-    (pixel replication when ``match_px`` is a multiple of the cell size, else
-    area averaging rounded to 8 bits) and compared with every tile. For tests
-    and benchmarks on small inputs only.
+    Each ``(cell_height, cell_px)`` cell is brought to the tiles' size
+    exactly as the objective defines (pixel replication when the tile is the
+    same whole multiple of the cell both ways, else area averaging rounded
+    to 8 bits) and compared with every tile. For tests and benchmarks on
+    small inputs only.
+
+    Parameters
+    ----------
+    cells : numpy.ndarray
+        ``(N, cell_height, cell_px, 3)`` uint8.
+    tiles : numpy.ndarray
+        ``(M, match_height, match_px, 3)`` uint8.
+    match_px : int, optional
+        The tiles' width, checked against their shape when given.
     """
-    cell_px = cells.shape[1]
-    geometry = Geometry(cell_px, match_px)
+    cell_height, cell_px = cells.shape[1:3]
+    match_height, width = np.shape(tiles)[1:3]
+    if match_px is not None and match_px != width:
+        raise ValueError(f"tiles are {width} px wide, not {match_px}")
+    geometry = Geometry(cell_px, width, cell_height, match_height)
     vectors = geometry.cell_vectors(cells)
     factor = geometry.factor
-    length = match_px * match_px * 3
+    length = geometry.pixels * 3
     kind = np.int32 if length * 255 * 255 < 2**31 else np.int64
     upscaled: np.ndarray = vectors.repeat(factor, axis=1).repeat(factor, axis=2).astype(kind)
     flat_tiles: np.ndarray = np.asarray(tiles).reshape(len(tiles), -1).astype(kind)

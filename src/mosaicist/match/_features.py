@@ -5,14 +5,18 @@ the objective is ``D(a, b) = w |a|^2 - 2 <a, S_b> + |b|^2``, an integer, where
 ``S_b`` are the tile's block sums and ``w`` the pixels per block.
 
 Writing ``P_b = S_b / w`` and ``c_b = |b|^2 - |S_b|^2 / w`` (the tile's
-within-block variation), ``D = w |a - P_b|^2 + c_b``. Block means over
-``s x s`` groups and any orthonormal projection ``Q`` only shrink distances, so
-``LB = w s^2 |Q (mean_s(a) - mean_s(P_b))|^2 + c_b <= D``. ``Q`` holds the top
-principal components (PCA) of the library, fitted once and cached with the
-features; keeping fewer components gives a weaker bound that is cheaper to
-compute. Each bound is one float32 GEMM on augmented rows (:class:`TileFeatures`
-``bound`` and :func:`cell_bound_rows`), loosened by a margin far above
-float32's rounding error for these magnitudes.
+within-block variation), ``D = w |a - P_b|^2 + c_b``. The compared pixels
+are grouped into a grid of blocks (:class:`BoundGrid`): for a block ``G`` of
+``n_G`` pixels, ``sum_G |a - P_b|^2 >= n_G |mean_G(a) - mean_G(P_b)|^2``.
+With ``x_G = sqrt(n_G / n) mean_G`` (``n`` the mean block size) this is
+``LB = w n |Q (x(a) - x(P_b))|^2 + c_b <= D`` for any orthonormal projection
+``Q``; when all blocks have the same size (``s x s``, or ``s_r x s_c`` on a
+rectangle), ``x`` is the block means and the scale ``w s^2``. ``Q`` holds
+the top principal components (PCA) of the library, fitted once and cached
+with the features; keeping fewer components gives a weaker bound that is
+cheaper to compute. Each bound is one float32 GEMM on augmented rows
+(:class:`TileFeatures` ``bound`` and :func:`cell_bound_rows`), loosened by a
+margin far above float32's rounding error for these magnitudes.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .._runtime import release_pages
 from ..grid import Geometry
@@ -32,7 +37,7 @@ FEATURE_CHUNK = 4096
 
 #: Principal components kept for the bound.
 BOUND_DIMENSIONS = 128
-#: Largest side of the block-mean grid the bound is computed on.
+#: Most blocks along a side of the block-mean grid the bound is computed on.
 BOUND_GRID = 16
 #: Relative slack of the float32 bound (worst-case rounding is below 1e-6 here).
 BOUND_SLACK = 5e-5
@@ -45,24 +50,105 @@ CELL_BLOCK = 4096
 
 
 def bound_step(side: int) -> int:
-    """Return the block-mean step ``s`` (a divisor of ``side``) of the bound's grid."""
+    """Return the smallest step ``s`` dividing ``side`` with at most ``BOUND_GRID`` blocks."""
     for step in range(1, side + 1):
         if side % step == 0 and side // step <= BOUND_GRID:
             return step
     return side
 
 
-def _block_means(vectors: np.ndarray, step: int) -> np.ndarray:
-    """Mean over ``step x step`` blocks: ``(k, side, side, 3)`` -> ``(k, n')`` float64."""
-    count, side = len(vectors), vectors.shape[1]
-    if step == 1:
-        return vectors.reshape(count, -1).astype(np.float64)
-    small = side // step
-    return (
-        vectors.reshape(count, small, step, small, step, 3)
-        .mean(axis=(2, 4), dtype=np.float64)
-        .reshape(count, -1)
-    )
+def _axis_edges(length: int) -> tuple[int, ...]:
+    """Block edges along one side of ``length`` compared pixels.
+
+    Equal blocks of :func:`bound_step` where they give at least half of the
+    blocks the side can have (as for the sides of every usual size), else
+    ``min(length, BOUND_GRID)`` blocks of nearly equal sizes (a prime side,
+    such as the 43 px height of a 64 px wide 3:2 tile, would otherwise be
+    one block).
+    """
+    step = bound_step(length)
+    most = min(length, BOUND_GRID)
+    if length // step >= most // 2:
+        return tuple(range(0, length + 1, step))
+    return tuple(int(edge) for edge in np.arange(most + 1) * length // most)
+
+
+@dataclass(frozen=True)
+class BoundGrid:
+    """The blocks whose means the bound compares: a grid of row and column bands.
+
+    Attributes
+    ----------
+    row_edges, col_edges : tuple of int
+        Band edges along the height and the width of the compared vectors,
+        from 0 to the side.
+    """
+
+    row_edges: tuple[int, ...]
+    col_edges: tuple[int, ...]
+
+    @classmethod
+    def of(cls, geometry: Geometry) -> BoundGrid:
+        """The block grid for ``geometry``'s compared vectors."""
+        height, width = geometry.shape
+        return cls(_axis_edges(height), _axis_edges(width))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(row bands, column bands)``."""
+        return len(self.row_edges) - 1, len(self.col_edges) - 1
+
+    @property
+    def steps(self) -> tuple[int, int] | None:
+        """``(row step, column step)`` when every block has the same size, else None."""
+        found = []
+        for edges in (self.row_edges, self.col_edges):
+            sizes = set(np.diff(edges).tolist())
+            if len(sizes) != 1:
+                return None
+            found.append(sizes.pop())
+        return found[0], found[1]
+
+    @property
+    def area(self) -> float:
+        """Mean block size ``n`` in compared pixels."""
+        rows, cols = self.shape
+        return self.row_edges[-1] * self.col_edges[-1] / (rows * cols)
+
+    def key(self) -> str:
+        """Short text naming the grid (for cache names)."""
+        steps = self.steps
+        if steps is not None:
+            return f"s{steps[0]}x{steps[1]}"
+        rows, cols = self.shape
+        return f"b{rows}x{cols}"
+
+    def means(self, vectors: np.ndarray) -> np.ndarray:
+        """``(k, h, w, 3)`` -> ``(k, n')`` float64 block values ``x_G`` (see the module)."""
+        count = len(vectors)
+        steps = self.steps
+        if steps == (1, 1):
+            return vectors.reshape(count, -1).astype(np.float64)
+        if steps is not None:
+            rows, cols = self.shape
+            return (
+                vectors.reshape(count, rows, steps[0], cols, steps[1], 3)
+                .mean(axis=(2, 4), dtype=np.float64)
+                .reshape(count, -1)
+            )
+        row_sizes = np.diff(self.row_edges)
+        col_sizes = np.diff(self.col_edges)
+        # x_G = sum_G / sqrt(n_G * n): the mean scaled by sqrt(n_G / n).
+        divisor = np.sqrt(np.outer(row_sizes, col_sizes) * self.area)[None, :, :, None]
+        out = np.empty((count, len(row_sizes) * len(col_sizes) * 3), np.float64)
+        # Bounded temporaries: the row sums are float64 copies of a few vectors.
+        block = max(1, (1 << 22) // max(1, vectors[0].size))
+        for start in range(0, count, block):
+            part = np.asarray(vectors[start:start + block])
+            sums = np.add.reduceat(part, list(self.row_edges[:-1]), axis=1, dtype=np.float64)
+            sums = np.add.reduceat(sums, list(self.col_edges[:-1]), axis=2)
+            out[start:start + len(part)] = (sums / divisor).reshape(len(part), -1)
+        return out
 
 
 @dataclass
@@ -117,9 +203,8 @@ class TileFeatures:
 
 
 def bound_scale(geometry: Geometry) -> float:
-    """The bound's factor ``w s^2``: tile pixels per compared pixel, times the block-mean area."""
-    step = bound_step(geometry.side)
-    return float(geometry.weight * step * step)
+    """The bound's factor ``w n``: tile pixels per compared pixel, times the mean block size."""
+    return float(geometry.weight * BoundGrid.of(geometry).area)
 
 
 def pooled_dtype(geometry: Geometry) -> type:
@@ -128,18 +213,21 @@ def pooled_dtype(geometry: Geometry) -> type:
 
 
 def _fit_basis(
-    tiles: np.ndarray, geometry: Geometry, step: int
+    tiles: np.ndarray, geometry: Geometry, blocks: BoundGrid
 ) -> tuple[np.ndarray, np.ndarray]:
     """Principal components of the tiles' block means, from an evenly spaced sample."""
     count = len(tiles)
     sample_index = np.unique(np.linspace(0, count - 1, min(count, PCA_SAMPLE)).astype(np.int64))
     sums = geometry.pool_tiles(np.asarray(tiles[sample_index]))
-    sample = _block_means(sums.astype(np.float64) / geometry.weight, step)
+    sample = blocks.means(sums.astype(np.float64) / geometry.weight)
     mean = sample.mean(axis=0)
     centred = sample - mean
     covariance = centred.T @ centred
     dimensions = min(BOUND_DIMENSIONS, covariance.shape[0])
-    _, vectors = np.linalg.eigh(covariance)
+    # At most 768 x 768 (BOUND_GRID): one thread factors it several times faster
+    # than OpenBLAS's threads do, which spin against each other on busy cores.
+    with threadpool_limits(limits=1, user_api="blas"):
+        _, vectors = np.linalg.eigh(covariance)
     basis = np.ascontiguousarray(vectors[:, ::-1][:, :dimensions].T)
     return mean, basis
 
@@ -155,7 +243,7 @@ def compute_features(
     Parameters
     ----------
     tiles : numpy.ndarray
-        ``(M, match_px, match_px, 3)`` uint8 (may be a memory map).
+        ``(M, match_height, match_px, 3)`` uint8 (may be a memory map).
     geometry : Geometry
         How cells and tiles are compared.
     show_progress : bool
@@ -165,12 +253,12 @@ def compute_features(
         block sums; allocated in memory when omitted.
     """
     count = len(tiles)
-    step = bound_step(geometry.side)
+    blocks = BoundGrid.of(geometry)
     weight = geometry.weight
-    mean, basis = _fit_basis(tiles, geometry, step)
+    mean, basis = _fit_basis(tiles, geometry, blocks)
     dimensions = len(basis)
     scale = bound_scale(geometry)
-    length = geometry.side * geometry.side * 3
+    length = geometry.length
     if geometry.factor > 1 and pooled_out is None:
         pooled_out = np.empty((count, length), pooled_dtype(geometry))
     bound = np.empty((count, dimensions + 2), np.float32)
@@ -189,8 +277,8 @@ def compute_features(
                 pooled_out[start:stop] = sums.reshape(len(part), -1)
             sums = sums.reshape(len(part), -1).astype(np.float64)
             residual = tile_norm2 - np.einsum("ij,ij->i", sums, sums) / weight
-            means = _block_means(
-                sums.reshape(len(part), geometry.side, geometry.side, 3) / weight, step
+            means = blocks.means(
+                sums.reshape(len(part), *geometry.shape, 3) / weight
             ) - mean
             features = means @ basis.T
             deviation2 = np.einsum("ij,ij->i", means, means)
@@ -234,10 +322,16 @@ def cached_features(
     """
     if directory is None:
         return compute_features(tiles, geometry, show_progress)
-    step = bound_step(geometry.side)
+    blocks = BoundGrid.of(geometry)
+    height, width = geometry.shape
+    steps = blocks.steps
+    if height == width and steps is not None and steps[0] == steps[1]:
+        # The names square geometries always had, so that their caches stay valid.
+        shape = f"side{width}-f{geometry.factor}-s{steps[0]}"
+    else:
+        shape = f"shape{height}x{width}-f{geometry.factor}-{blocks.key()}"
     name = (
-        f"v{FEATURES_VERSION}-{variant}-g{generation}-n{len(tiles)}-side{geometry.side}-"
-        f"f{geometry.factor}-s{step}-d{BOUND_DIMENSIONS}"
+        f"v{FEATURES_VERSION}-{variant}-g{generation}-n{len(tiles)}-{shape}-d{BOUND_DIMENSIONS}"
     )
     path = directory / name
     names = ("mean", "basis", "bound", "order", "residual", "norm2", "channel_sums")
@@ -256,7 +350,7 @@ def cached_features(
         with atomic_folder(path) as partial:
             pooled_out = None
             if geometry.factor > 1:
-                length = geometry.side * geometry.side * 3
+                length = geometry.length
                 pooled_out = np.lib.format.open_memmap(
                     partial / "pooled.npy", mode="w+", dtype=pooled_dtype(geometry),
                     shape=(len(tiles), length),
@@ -284,7 +378,7 @@ def cell_bound_rows(
     copies made on the way stay a few tens of megabytes at any grid size.
     """
     count = len(cell_vectors)
-    step = bound_step(geometry.side)
+    blocks = BoundGrid.of(geometry)
     scale = bound_scale(geometry)
     dimensions = len(features.basis)
     basis = features.basis.T.astype(np.float64)
@@ -295,7 +389,7 @@ def cell_bound_rows(
         flat = block.reshape(len(block), -1).astype(np.int32)
         norm2 = np.einsum("ij,ij->i", flat, flat, dtype=np.int64)
         del flat
-        means = _block_means(block, step) - features.mean
+        means = blocks.means(block) - features.mean
         projected = means @ basis
         deviation2 = np.einsum("ij,ij->i", means, means)
         part = rows[start:start + len(block)]

@@ -8,8 +8,9 @@ pruning is not needed.
 
 Arithmetic
 ----------
-For a compared cell vector ``a`` (``m = 3 side^2`` values, see
-:class:`~mosaicist.grid.Geometry`) and a tile ``b`` (``n = 3 match_px^2``
+For a compared cell vector ``a`` (``m = 3 h w`` values for compared
+vectors of ``h x w`` pixels, see :class:`~mosaicist.grid.Geometry`; square
+or not) and a tile ``b`` (``n = 3 match_height match_px``
 values, block sums ``S_b`` over ``w = factor^2`` pixels) the objective is
 ``D = w |a|^2 - 2 <a, S_b> + |b|^2``: the squared distance between ``b``
 and ``A``, the cell scaled up by pixel replication.
@@ -38,7 +39,7 @@ Kernels
     against 4 m for 16 px cells on 32 px tiles), and no upscaled cells are
     stored. Each int32 product is at most ``128 * 128 * K`` in magnitude, so
     the contraction is split into pieces of ``K <= 65536`` values (never
-    reached below ``side = 147``); pieces and digits are combined in int32
+    reached below ``h w = 21845``, a 147 px square); pieces and digits are combined in int32
     while every partial sum provably fits, else int64. ``torch._int_mm`` on
     CUDA needs more than 16 rows and sizes that are multiples of 8: cells,
     tiles and the contraction are padded with zeros (which add nothing) and
@@ -158,8 +159,8 @@ def _plan(
 
     ``contraction`` is the (padded, for int8) length of the compared vectors.
     """
-    length = geometry.side * geometry.side * 3
-    tile_values = geometry.match_px * geometry.match_px * 3
+    length = geometry.length
+    tile_values = geometry.pixels * 3
     contraction = _round_up(length, COL_MULTIPLE) if kernel == "int8" else length
     # Pixels are widened to int32 for pooling: that is the largest per-tile buffer.
     per_tile = 4 * max(tile_values, contraction)
@@ -216,11 +217,11 @@ class _TileStream:
 def _centred_sums(torch: Any, raw: torch.Tensor, geometry: Geometry) -> torch.Tensor:
     """Block sums of the centred tiles, ``S' = S - 128 w``: ``(T, m)`` int32."""
     count = raw.shape[0]
-    side, factor = geometry.side, geometry.factor
+    (height, width), factor = geometry.shape, geometry.factor
     pixels = raw.to(torch.int32) - 128
     if factor == 1:
         return pixels.reshape(count, -1)
-    blocks = pixels.reshape(count, side, factor, side, factor, 3)
+    blocks = pixels.reshape(count, height, factor, width, factor, 3)
     return blocks.sum(dim=(2, 4), dtype=torch.int32).reshape(count, -1)
 
 
@@ -269,9 +270,9 @@ def match_torch(
     Parameters
     ----------
     cell_vectors : numpy.ndarray
-        ``(N, side, side, 3)`` uint8 from :meth:`Geometry.cell_vectors`.
+        ``(N, h, w, 3)`` uint8 from :meth:`Geometry.cell_vectors` (``Geometry.shape``).
     tiles : numpy.ndarray
-        ``(M, match_px, match_px, 3)`` uint8 in library order (may be memory-mapped).
+        ``(M, match_height, match_px, 3)`` uint8 in library order (may be memory-mapped).
     geometry : Geometry
         How cells and tiles are compared.
     device : str or torch.device
@@ -299,13 +300,15 @@ def match_torch(
         kernel = _default_kernel(torch, where)
     if kernel not in KERNELS:
         raise MosaicistError(f"unknown kernel {kernel!r}; expected one of {', '.join(KERNELS)}")
-    side, match_px = geometry.side, geometry.match_px
-    if cell_vectors.ndim != 4 or cell_vectors.shape[1:] != (side, side, 3):
+    (height, width), (match_height, match_px) = geometry.shape, geometry.match_shape
+    if cell_vectors.ndim != 4 or cell_vectors.shape[1:] != (height, width, 3):
         raise MosaicistError(
-            f"cell vectors of shape {cell_vectors.shape} do not fit {side}x{side} RGB"
+            f"cell vectors of shape {cell_vectors.shape} do not fit {width}x{height} RGB"
         )
-    if tiles.ndim != 4 or tiles.shape[1:] != (match_px, match_px, 3):
-        raise MosaicistError(f"tiles of shape {tiles.shape} do not fit {match_px}x{match_px} RGB")
+    if tiles.ndim != 4 or tiles.shape[1:] != (match_height, match_px, 3):
+        raise MosaicistError(
+            f"tiles of shape {tiles.shape} do not fit {match_px}x{match_height} RGB"
+        )
     count, tile_count = len(cell_vectors), len(tiles)
     if tile_count == 0:
         raise MosaicistError("no tiles to match against")
@@ -314,8 +317,8 @@ def match_torch(
         return MatchResult(empty, empty.copy(), 0)
 
     weight = geometry.weight
-    length = side * side * 3
-    tile_values = match_px * match_px * 3
+    length = geometry.length
+    tile_values = geometry.pixels * 3
     tile_chunk, cell_block, cell_group, contraction = _plan(geometry, kernel, count)
     digits = digit_count(weight) if kernel == "int8" else 1
     # |<a', S'>| <= 16384 n and |b'|^2 <= 16384 n; the digit terms can reach

@@ -19,7 +19,7 @@ from .._runtime import release_pages
 from ..colour import encode
 from ..paths import atomic_path
 from ..progress import progress_bar
-from ..transforms import AUGMENT_SETS, apply_transform
+from ..transforms import AUGMENT_SETS, apply_transform, augment_transforms
 
 #: Tiles encoded at a time.
 _CHUNK = 4096
@@ -32,13 +32,14 @@ def prepare_tiles(
     directory: Path | None,
     key: str,
     show_progress: bool = False,
+    aspect: tuple[int, int] = (1, 1),
 ) -> np.ndarray:
     """Return the prepared library: tiles encoded for ``metric``, times the transforms.
 
     Parameters
     ----------
     tiles : numpy.ndarray
-        ``(M, T, T, 3)`` uint8 library tiles.
+        ``(M, H, W, 3)`` uint8 library tiles.
     metric : str
         ``seed``, ``lab`` or ``oklab``.
     augment : str
@@ -47,18 +48,25 @@ def prepare_tiles(
         Cache folder; the result is computed in memory when None.
     key : str
         Identity of the library state (e.g. its generation and size).
+    show_progress : bool
+        Draw a progress bar.
+    aspect : tuple of int
+        The tiles' aspect ``(W, H)``: rectangular tiles take only the
+        transforms that keep their shape (:func:`~mosaicist.transforms.augment_transforms`).
 
     Returns
     -------
     numpy.ndarray
-        ``(M * k, T, T, 3)`` uint8, memory-mapped when cached. For the seed
+        ``(M * k, H, W, 3)`` uint8, memory-mapped when cached. For the seed
         metric without augmentation, ``tiles`` itself.
     """
-    transforms = AUGMENT_SETS[augment]
+    transforms = augment_transforms(augment, aspect)
     if metric == "seed" and len(transforms) == 1:
         return tiles
-    count, side = len(tiles), tiles.shape[1]
-    shape = (count * len(transforms), side, side, 3)
+    count, height, width = len(tiles), tiles.shape[1], tiles.shape[2]
+    shape = (count * len(transforms), height, width, 3)
+    if transforms != AUGMENT_SETS[augment]:
+        augment += "-" + "".join(str(code) for code in transforms)
     if directory is None:
         out = np.empty(shape, np.uint8)
         _fill(out, tiles, metric, transforms, show_progress)

@@ -22,7 +22,7 @@ from .._registry import Registry
 from ..colour import encode
 from ..errors import OptionError
 from ..grid import Geometry, Grid
-from ..transforms import AUGMENT_SETS
+from ..transforms import AUGMENT_SETS, augment_transforms
 from ._features import TileFeatures, cached_features
 from ._prepare import prepare_tiles
 
@@ -109,9 +109,29 @@ class MatchRequest:
         #: The tiles in use: the first ``options.limit`` of the library.
         self.library = library.limit(options.limit)
         assert options.match_px is not None  # resolved by MosaicOptions
-        self.geometry = Geometry(options.cell_px, options.match_px)
-        #: Transform codes tried for every tile.
-        self.transforms = AUGMENT_SETS[options.augment]
+        self.geometry = Geometry(options.cell_px, options.match_px, grid.cell_height,
+                                 options.match_height)
+        if grid.cell_px != options.cell_px:
+            raise ValueError(f"the grid's cells are {grid.cell_px} px wide, but cell_px is "
+                             f"{options.cell_px}")
+        tile_shape = tuple(library.tiles.shape[1:3])
+        if len(library) and tile_shape != self.geometry.match_shape:
+            raise OptionError(
+                "the library's tiles are {width}x{height} px, but {match_px} {value} at "
+                "{aspect} {shape} needs {wanted}", width=tile_shape[1], height=tile_shape[0],
+                value=options.match_px, shape=options.aspect,
+                wanted=f"{options.match_px}x{options.match_height}",
+            )
+        #: Transform codes tried for every tile (those that keep the shape of
+        #: rectangular tiles; see :func:`mosaicist.transforms.augment_transforms`).
+        self.transforms = augment_transforms(options.augment, options.aspect_ratio)
+
+    @property
+    def _augment_key(self) -> str:
+        """``augment``, with the codes kept when rectangular tiles keep only some."""
+        if self.transforms == AUGMENT_SETS[self.options.augment]:
+            return self.options.augment
+        return self.options.augment + "-" + "".join(map(str, self.transforms))
 
     @property
     def variants(self) -> int:
@@ -120,7 +140,8 @@ class MatchRequest:
 
     @cached_property
     def cell_vectors(self) -> np.ndarray:
-        """``(N, side, side, 3)`` uint8: the cells as compared, in the metric's colour space."""
+        """``(N, h, w, 3)`` uint8: the cells as compared (``geometry.shape``), in the metric's
+        colour space."""
         return encode(self.geometry.cell_vectors(self.grid.cells), self.options.metric)
 
     @cached_property
@@ -130,11 +151,12 @@ class MatchRequest:
         return prepare_tiles(
             library.tiles, self.options.metric, self.options.augment, library.features_dir,
             f"g{library.generation}-n{len(library)}", self.show_progress,
+            aspect=self.options.aspect_ratio,
         )
 
     @cached_property
     def candidates(self) -> np.ndarray:
-        """``(len(library) * variants, match_px, match_px, 3)`` uint8 candidate tiles."""
+        """``(len(library) * variants, match_height, match_px, 3)`` uint8 candidate tiles."""
         return self._whole_candidates[: len(self.library) * self.variants]
 
     @cached_property
@@ -143,7 +165,7 @@ class MatchRequest:
         library = self.whole_library
         features = cached_features(
             self._whole_candidates, self.geometry, library.features_dir, library.generation,
-            self.show_progress, variant=f"{self.options.metric}-{self.options.augment}",
+            self.show_progress, variant=f"{self.options.metric}-{self._augment_key}",
         )
         return features.limit(len(self.candidates))
 

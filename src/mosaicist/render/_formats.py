@@ -4,8 +4,11 @@ Every picture mosaicist writes (a PNG, a pyramidal TIFF, a Deep Zoom
 pyramid...) comes as a :class:`Picture`: horizontal bands, top to bottom, of
 a known size, plus the placements it was drawn from. An :class:`OutputFormat`
 checks, before any work, that a path can take a picture of that size, and
-writes it, streaming, atomically. The formats live in one registry,
-:data:`OUTPUT_FORMATS`, keyed by suffix; :func:`register_format` adds one
+writes it, streaming, atomically, with the output settings of a
+:class:`~mosaicist.options.MosaicOptions` (quality, Deep Zoom layout, and
+``dpi``, the resolution that image formats record for printing and that
+formats without one, such as Deep Zoom, ignore). The formats live in one
+registry, :data:`OUTPUT_FORMATS`, keyed by suffix; :func:`register_format` adds one
 (see ``docs/architecture.md``).
 """
 

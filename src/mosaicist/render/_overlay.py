@@ -18,7 +18,8 @@ class TargetOverlay:
     Parameters
     ----------
     target_crop : numpy.ndarray
-        ``(rows * cell_px, cols * cell_px, 3)`` uint8 grid crop of the target.
+        ``(rows * cell_height, cols * cell_px, 3)`` uint8 grid crop of the target
+        (cells of any aspect: rows and columns are scaled apart).
     width, height : int
         Output size.
     strength : float

@@ -4,8 +4,9 @@ A :class:`TilePictures` returns the pictures of given cells at the output
 size, untransformed and untinted (the renderer applies those). When the
 output size is the size tiles were indexed at, :class:`IndexPictures` reads
 the index's memory map; otherwise :class:`OriginalPictures` decodes each
-original once, cuts its centre square and resizes it with Lanczos, keeping a
-bounded cache. An original file is checked against the tile pixel limit from
+original once, cuts its crop window (the one the index stored, so a print
+shows what was matched; see :mod:`mosaicist.crop`) and resizes it with
+Lanczos, keeping a bounded cache. An original file is checked against the tile pixel limit from
 its header and decoded no larger than needed where the format allows (JPEG
 DCT scaling), and the threads decoding originals share a budget of pixels,
 so tiny files that declare huge pictures cannot exhaust memory.
@@ -17,14 +18,16 @@ import abc
 import contextlib
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .._runtime import release_pages, worker_count
+from ..aspect import SQUARE, height_for
+from ..crop import Window
 from ..errors import MosaicistError
-from ..imaging import ImageReadError, read_original, square_thumbnail
+from ..imaging import ImageReadError, make_tile, read_original, thumbnail
 from ..sources import SourceEntry, TileSource
 
 
@@ -32,14 +35,16 @@ class TilePictures(abc.ABC):
     """Where a render gets each cell's tile picture, at the output size.
 
     ``fetch(cells)`` returns the pictures of the given cells (indices into
-    the placements, row-major), untransformed and untinted.
+    the placements, row-major), untransformed and untinted; ``tile_px`` is
+    their width and ``tile_height`` their height.
     """
 
     tile_px: int
+    tile_height: int
 
     @abc.abstractmethod
     def fetch(self, cells: np.ndarray) -> np.ndarray:
-        """Return ``(len(cells), tile_px, tile_px, 3)`` uint8 pictures."""
+        """Return ``(len(cells), tile_height, tile_px, 3)`` uint8 pictures."""
 
 
 class IndexPictures(TilePictures):
@@ -48,7 +53,7 @@ class IndexPictures(TilePictures):
     Parameters
     ----------
     tiles : numpy.ndarray
-        ``(M, T, T, 3)`` uint8 library tiles (usually a memory map).
+        ``(M, H, W, 3)`` uint8 library tiles (usually a memory map).
     positions : numpy.ndarray
         Library position of each cell's tile.
     """
@@ -56,7 +61,8 @@ class IndexPictures(TilePictures):
     def __init__(self, tiles: np.ndarray, positions: np.ndarray) -> None:
         self.tiles = tiles
         self.positions = np.asarray(positions, np.int64).ravel()
-        self.tile_px = int(tiles.shape[1])
+        # (M, height, width, 3): tile_px is the width, as everywhere.
+        self.tile_height, self.tile_px = int(tiles.shape[1]), int(tiles.shape[2])
         self._fetched = 0
 
     def fetch(self, cells: np.ndarray) -> np.ndarray:
@@ -122,14 +128,22 @@ class OriginalPictures(TilePictures):
     source_ids : list of str
         Source id of each cell's tile.
     tile_px : int
-        Output side of each tile (centre square, Lanczos; see
-        :func:`mosaicist.imaging.square_thumbnail`).
+        Output width of each tile (Lanczos; see :func:`mosaicist.imaging.thumbnail`).
     cache_bytes : int
         Most bytes of decoded pictures kept.
     workers : int, optional
         Decoding threads (default: the usable cores).
     decode_pixels : int
         Most pixels the decoding threads hold decoded at once.
+    aspect : (int, int)
+        The tiles' aspect; their height is ``height_for(tile_px, aspect)``.
+    windows : mapping of str to Window, optional
+        Each tile's crop window in its original's pixels, as the index stored
+        it (:meth:`mosaicist.library.TileLibrary.windows_for`).
+    crop : {"centre", "subject"}
+        How to place the window of a tile that ``windows`` does not have
+        (chosen again on the original: the same as the index's, up to the
+        scale it was looked for at).
     """
 
     def __init__(
@@ -140,11 +154,19 @@ class OriginalPictures(TilePictures):
         cache_bytes: int = ORIGINALS_CACHE_BYTES,
         workers: int | None = None,
         decode_pixels: int = DECODE_BUDGET_PIXELS,
+        *,
+        aspect: tuple[int, int] = SQUARE,
+        windows: Mapping[str, Window] | None = None,
+        crop: str = "centre",
     ) -> None:
         self.source = source
         self.source_ids = source_ids
         self.tile_px = tile_px
-        self.capacity = max(1, cache_bytes // (tile_px * tile_px * 3))
+        self.aspect = aspect
+        self.tile_height = height_for(tile_px, aspect)
+        self.windows = windows or {}
+        self.crop = crop
+        self.capacity = max(1, cache_bytes // (tile_px * self.tile_height * 3))
         self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.workers = workers or worker_count()
         self.decoded = 0
@@ -152,13 +174,18 @@ class OriginalPictures(TilePictures):
 
     def _decode(self, source_id: str) -> np.ndarray:
         entry = SourceEntry(source_id, 0, 0, None)
+        window = self.windows.get(source_id)
         try:
             path = self.source.local_path(entry)
             if path is not None:
                 # Our own reader, not open_original's full-size picture: it checks
                 # the header and decodes only as large as the tile needs.
-                return read_original(path, self.tile_px, slot=self.budget.hold)
-            return square_thumbnail(self.source.open_original(entry), self.tile_px)
+                return read_original(path, self.tile_px, aspect=self.aspect, window=window,
+                                     crop=self.crop, slot=self.budget.hold)
+            original = self.source.open_original(entry)
+            if window is not None:
+                return thumbnail(original, self.tile_px, self.aspect, window)
+            return make_tile(original, self.tile_px, self.aspect, self.crop).pixels
         except (ImageReadError, OSError, ValueError, SyntaxError) as error:
             raise MosaicistError(f"{source_id}: cannot open the tile's original: {error}") \
                 from None
@@ -175,7 +202,7 @@ class OriginalPictures(TilePictures):
             self.decoded += len(missing)
             for key, picture in zip(missing, pictures, strict=True):
                 self.cache[key] = picture
-        out = np.empty((len(wanted), self.tile_px, self.tile_px, 3), np.uint8)
+        out = np.empty((len(wanted), self.tile_height, self.tile_px, 3), np.uint8)
         for index, key in enumerate(wanted):
             out[index] = self.cache[key]
             self.cache.move_to_end(key)

@@ -9,6 +9,7 @@ transform and tint, with the target blended over it when asked
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,15 +22,21 @@ from .. import paths
 from ..colour import from_space, to_space
 from ..errors import MosaicistError, OptionError
 from ..imaging import read_target
+from ..library import stored_windows
 from ..placements import Placements
 from ..sources import open_source
-from ..transforms import apply_transform
+from ..transforms import SHAPE_KEEPING, TRANSFORM_NAMES, apply_transform
 from ._formats import Picture, write_output
 from ._overlay import TargetOverlay
 from ._pictures import IndexPictures, OriginalPictures, TilePictures
 
 if TYPE_CHECKING:
     from ..options import MosaicOptions
+
+
+def _tile_height(pictures: TilePictures) -> int:
+    """Height of ``pictures``' tiles: their ``tile_height``, else ``tile_px`` (square)."""
+    return int(getattr(pictures, "tile_height", pictures.tile_px))
 
 
 def dress_tiles(
@@ -44,9 +51,10 @@ def dress_tiles(
     Parameters
     ----------
     tiles : numpy.ndarray
-        ``(k, T, T, 3)`` uint8 sRGB tiles.
+        ``(k, H, W, 3)`` uint8 sRGB tiles.
     transforms : numpy.ndarray, optional
-        ``(k,)`` transform codes.
+        ``(k,)`` transform codes (only those that keep the shape for
+        rectangular tiles: see :data:`mosaicist.transforms.SHAPE_KEEPING`).
     tint : numpy.ndarray, optional
         ``(k, 3)`` shifts in the metric's colour space (see
         :class:`mosaicist.placements.Placements`).
@@ -106,45 +114,116 @@ class MosaicRenderer:
 
     @property
     def tile_px(self) -> int:
-        """Output pixels per tile side."""
+        """Output pixels per tile across (the tile's width)."""
         return self.pictures.tile_px
 
     @property
+    def tile_height(self) -> int:
+        """Output pixels per tile down (``tile_px`` for square tiles)."""
+        return _tile_height(self.pictures)
+
+    @property
     def width(self) -> int:
-        """Output width in pixels."""
+        """Output width in pixels: ``cols * tile_px``."""
         return self.placements.cols * self.tile_px
 
     @property
     def height(self) -> int:
-        """Output height in pixels."""
-        return self.placements.rows * self.tile_px
+        """Output height in pixels: ``rows * tile_height``."""
+        return self.placements.rows * self.tile_height
 
     def bands(self) -> Iterator[np.ndarray]:
-        """Yield the picture as ``(tile_px, width, 3)`` uint8 bands, one per row of cells."""
+        """Yield the picture as ``(tile_height, width, 3)`` uint8 bands, one per row of cells."""
         placements = self.placements
-        cols, tile_px = placements.cols, self.tile_px
+        cols, tile_px, tile_height = placements.cols, self.tile_px, self.tile_height
+        if tile_px != tile_height:
+            turned = np.setdiff1d(np.unique(placements.transform), SHAPE_KEEPING)
+            if len(turned):
+                code = int(turned[0])
+                name = TRANSFORM_NAMES[code] if 0 <= code < len(TRANSFORM_NAMES) else str(code)
+                raise MosaicistError(f"the placements turn tiles by {name}, which does not keep "
+                                     f"the shape of {tile_px}x{tile_height} px tiles")
+        if placements.rect is not None:
+            yield from self._adaptive_bands()
+            return
         # Tinting works in float64; dressing a few megapixels at a time bounds that.
-        chunk = max(1, (1 << 21) // (tile_px * tile_px))
+        chunk = max(1, (1 << 21) // (tile_px * tile_height))
         for row in range(placements.rows):
-            band = np.empty((tile_px, cols, tile_px, 3), np.uint8)
+            band = np.empty((tile_height, cols, tile_px, 3), np.uint8)
             for start in range(0, cols, chunk):
                 stop = min(cols, start + chunk)
                 cells = np.arange(row * cols + start, row * cols + stop)
+                pictures = self.pictures.fetch(cells)
+                if pictures.shape[1:3] != (tile_height, tile_px):
+                    raise MosaicistError(
+                        f"tile pictures are {pictures.shape[2]}x{pictures.shape[1]} px, "
+                        f"expected {tile_px}x{tile_height}"
+                    )
                 dressed = dress_tiles(
-                    self.pictures.fetch(cells), placements.transform[cells],
+                    pictures, placements.transform[cells],
                     placements.tint[cells], self.metric, placements.gain[cells],
                 )
                 band[:, start:stop] = dressed.transpose(1, 0, 2, 3)
-            rows = band.reshape(tile_px, cols * tile_px, 3)
+            rows = band.reshape(tile_height, cols * tile_px, 3)
             if self.overlay is not None:
-                rows = self.overlay.blend(rows, row * tile_px)
+                rows = self.overlay.blend(rows, row * tile_height)
             yield rows
+
+    def _adaptive_bands(self) -> Iterator[np.ndarray]:
+        """Bands of cells of several sizes: a cell ``2^-d`` a side is its tile reduced ``2^d``-fold.
+
+        The tile is fetched at the output size and reduced by exact area
+        averaging (means of ``2^d x 2^d`` blocks), then transformed and
+        tinted at its drawn size; each cell lies in the band of its level-0 row.
+        """
+        placements = self.placements
+        assert placements.rect is not None
+        tile_px, tile_height = self.tile_px, self.tile_height
+        width = placements.cols * tile_px
+        rect = placements.rect
+        side = np.rint(1 / rect[:, 2]).astype(np.int64)
+        if ((tile_px % side) | (tile_height % side)).any():
+            small = int(side.max())
+            raise MosaicistError(f"cells down to 1/{small} of a tile need tile sizes that "
+                                 f"divide by {small}; {tile_px}x{tile_height} px do not")
+        band_of = placements.cell_rows()
+        order = np.argsort(band_of, kind="stable")
+        bounds = np.searchsorted(band_of[order], np.arange(placements.rows + 1))
+        left = np.rint(rect[:, 0] * tile_px).astype(np.int64)
+        top = np.rint((rect[:, 1] - band_of) * tile_height).astype(np.int64)
+        chunk = max(1, (1 << 21) // (tile_px * tile_height))
+        for row in range(placements.rows):
+            band = np.empty((tile_height, width, 3), np.uint8)
+            here = order[bounds[row]:bounds[row + 1]]
+            for factor in np.unique(side[here]).tolist():
+                cells = here[side[here] == factor]
+                height, across = tile_height // factor, tile_px // factor
+                for start in range(0, len(cells), chunk):
+                    part = cells[start:start + chunk]
+                    pictures = self.pictures.fetch(part)
+                    if pictures.shape[1:3] != (tile_height, tile_px):
+                        raise MosaicistError(
+                            f"tile pictures are {pictures.shape[2]}x{pictures.shape[1]} px, "
+                            f"expected {tile_px}x{tile_height}")
+                    if factor > 1:
+                        blocks = pictures.reshape(len(part), height, factor, across, factor, 3)
+                        pictures = np.rint(blocks.mean(axis=(2, 4))).astype(np.uint8)
+                    dressed = dress_tiles(pictures, placements.transform[part],
+                                          placements.tint[part], self.metric,
+                                          placements.gain[part])
+                    ys = top[part][:, None, None] + np.arange(height)[None, :, None]
+                    xs = left[part][:, None, None] + np.arange(across)[None, None, :]
+                    band[ys, xs] = dressed
+            if self.overlay is not None:
+                band = self.overlay.blend(band, row * tile_height)
+            yield band
 
     def image(self) -> np.ndarray:
         """Return the whole picture in memory (``(height, width, 3)`` uint8)."""
         image = np.empty((self.height, self.width, 3), np.uint8)
+        tile_height = self.tile_height
         for row, band in enumerate(self.bands()):
-            image[row * self.tile_px:(row + 1) * self.tile_px] = band
+            image[row * tile_height:(row + 1) * tile_height] = band
         return image
 
     def write(
@@ -184,7 +263,7 @@ def render_mosaic(
     Parameters
     ----------
     tiles : numpy.ndarray
-        ``(M, tile_px, tile_px, 3)`` uint8 library tiles.
+        ``(M, tile_height, tile_px, 3)`` uint8 library tiles.
     tile_grid : numpy.ndarray
         ``(rows, cols)`` library positions.
     transforms, tint : numpy.ndarray, optional
@@ -196,7 +275,7 @@ def render_mosaic(
     Returns
     -------
     numpy.ndarray
-        ``(rows * tile_px, cols * tile_px, 3)`` uint8 image.
+        ``(rows * tile_height, cols * tile_px, 3)`` uint8 image.
     """
     rows, cols = tile_grid.shape
     placements = Placements(rows, cols, np.asarray(tile_grid).ravel(),
@@ -215,8 +294,9 @@ def placements_renderer(
 ) -> MosaicRenderer:
     """Prepare to render saved placements from the tile library's original images.
 
-    Each tile is made from its original image (centre square, Lanczos) at
-    ``options.tile_px``, not by enlarging the index thumbnail, with the
+    Each tile is made from its original image (cropped to the mosaic's
+    aspect, Lanczos) at ``options.tile_px`` by ``options.tile_height``, not
+    by enlarging the index thumbnail, with the
     recorded transform and tint; the target is blended over it when
     ``options.overlay`` is set.
 
@@ -243,16 +323,26 @@ def placements_renderer(
         target is missing.
     """
     options = placements.options if options is None else options
+    matched = placements
+    if options.aspect != placements.options.aspect:
+        # Tiles of another shape (an aspect given for CSV placements, which record
+        # none): the placements then describe that grid, for the viewer's pointer.
+        placements = copy.copy(placements)
+        placements.options = placements.options.replace(aspect=options.aspect)
     spec = tiles or placements.source
     if not spec:
         raise OptionError("these placements do not name their tile source; pass {tiles}")
     source = open_source(spec, cache_dir=paths.cache_dir(cache_dir), show_progress=show_progress)
+    # The crop windows the index stored when the tiles were matched, if it is there.
+    windows = stored_windows(source, placements.source_ids, options.match_px or options.tile_px,
+                             options.aspect_ratio, options.crop, cache_dir)
+    pictures = OriginalPictures(source, placements.source_ids, options.tile_px,
+                                aspect=options.aspect_ratio, crop=options.crop, windows=windows)
     renderer = MosaicRenderer(
-        placements, OriginalPictures(source, placements.source_ids, options.tile_px),
-        options.metric, source_root=source.local_root(),
+        placements, pictures, options.metric, source_root=source.local_root(),
     )
     if options.overlay > 0:
-        renderer.overlay = TargetOverlay(target_crop(placements), renderer.width,
+        renderer.overlay = TargetOverlay(target_crop(matched), renderer.width,
                                          renderer.height, options.overlay)
     return renderer
 
@@ -271,14 +361,15 @@ def render_placements(
     placements : Placements
         The placements.
     tile_px : int, optional
-        Output pixels per tile side (default: the one recorded).
+        Output pixels per tile across (default: the one recorded; the height
+        follows the recorded aspect).
     tiles, cache_dir, show_progress
         As for :func:`placements_renderer`.
 
     Returns
     -------
     numpy.ndarray
-        ``(rows * tile_px, cols * tile_px, 3)`` uint8 image.
+        ``(rows * tile_height, cols * tile_px, 3)`` uint8 image.
     """
     options = placements.options
     if tile_px is not None:
@@ -298,7 +389,8 @@ def target_crop(placements: Placements) -> np.ndarray:
     target = placements.target
     if not target or not Path(target).exists():
         raise MosaicistError(f"{target}: the overlay needs the target picture, which is not found")
-    cell_px = placements.options.cell_px
+    cell_px, cell_height = placements.options.cell_px, placements.options.cell_height
     left, top = placements.crop
     picture = read_target(target, placements.options.max_target_pixels)
-    return picture[top:top + placements.rows * cell_px, left:left + placements.cols * cell_px]
+    return picture[top:top + placements.rows * cell_height,
+                   left:left + placements.cols * cell_px]

@@ -37,6 +37,16 @@ a few rows:
 Every writer checks the format's size limit before reading a band, writes to
 a temporary file beside the output and renames it into place only when the
 file is complete (:func:`mosaicist.paths.atomic_path`).
+
+A resolution (``dpi``, the ``dpi`` setting) is recorded where each format
+keeps one, so that a print lab or an editor sizes the picture as planned
+(:mod:`mosaicist.sizing`): PNG ``pHYs`` (pixels per metre, rounded: 150 dpi
+reads back as 150.01), JPEG JFIF density in dots per inch, TIFF
+``XResolution``/``YResolution`` with ``ResolutionUnit`` inch (each reduced
+level of the pyramid at the resolution that keeps the same printed size),
+and WebP, which has no resolution field of its own, EXIF ``XResolution``/
+``YResolution``/``ResolutionUnit``. Without one, no resolution is written
+(TIFF keeps tifffile's "no unit"), as before.
 """
 
 from __future__ import annotations
@@ -77,6 +87,10 @@ PNG_LEVEL = 1
 JPEG_SUBSAMPLING = 0
 #: libwebp's effort, 0 (fast) to 6 (small).
 WEBP_METHOD = 4
+#: Largest resolution recorded: JPEG's JFIF density is a 16-bit field.
+MAX_DPI = 65535
+#: EXIF tags of a resolution (WebP): XResolution, YResolution, ResolutionUnit (2: inch).
+EXIF_X_RESOLUTION, EXIF_Y_RESOLUTION, EXIF_RESOLUTION_UNIT, EXIF_INCH = 0x011A, 0x011B, 0x0128, 2
 
 #: TIFF compressions; ``lzw`` and ``jpeg`` need the ``imagecodecs`` package.
 TIFF_COMPRESSIONS = ("deflate", "none", "lzw", "jpeg")
@@ -112,6 +126,7 @@ class _Encoding:
     quality: int
     tiff_codec: _TiffCodec | None = None
     pyramid: bool = True
+    dpi: int | None = None
 
 
 class RasterFormat(OutputFormat):
@@ -171,7 +186,7 @@ class RasterFormat(OutputFormat):
     ) -> None:
         """Stream ``picture`` to ``path`` (see :func:`write_image`)."""
         write_image(path, picture.bands, picture.width, picture.height,
-                    quality=options.jpeg_quality, show_progress=show_progress)
+                    quality=options.jpeg_quality, dpi=options.dpi, show_progress=show_progress)
 
 
 def write_image(
@@ -183,6 +198,7 @@ def write_image(
     quality: int | None = None,
     compression: str | None = None,
     pyramid: bool | None = None,
+    dpi: int | None = None,
     show_progress: bool = False,
 ) -> None:
     """Write a picture given as horizontal bands, in the format ``path`` names.
@@ -215,6 +231,9 @@ def write_image(
         two need the ``imagecodecs`` package.
     pyramid : bool, optional
         TIFF only: also store reduced levels as SubIFDs (default yes).
+    dpi : int, optional
+        Resolution to record, 1 to :data:`MAX_DPI` dots per inch (see the
+        module's description); none is recorded when omitted.
     show_progress : bool
         Draw a progress bar counting rows.
 
@@ -235,11 +254,14 @@ def write_image(
         raise ValueError(f"cannot write a {width}x{height} picture")
     if quality is not None and not 1 <= quality <= 100:
         raise MosaicistError(f"{path}: quality {quality} is not in 1-100")
+    if dpi is not None and (isinstance(dpi, bool) or not isinstance(dpi, int)
+                            or not 1 <= dpi <= MAX_DPI):
+        raise MosaicistError(f"{path}: dpi {dpi!r} is not a whole number in 1-{MAX_DPI}")
     if raster is not TIFF and compression is not None:
         raise MosaicistError(f"{path}: compression applies to TIFF output only")
     if raster is not TIFF and pyramid:
         raise MosaicistError(f"{path}: a pyramid applies to TIFF output only")
-    encoding = _Encoding(quality or DEFAULT_QUALITY, pyramid=pyramid is not False)
+    encoding = _Encoding(quality or DEFAULT_QUALITY, pyramid=pyramid is not False, dpi=dpi)
     if raster is TIFF:
         encoding = replace(encoding, tiff_codec=_TiffCodec(path, compression or "deflate",
                                                            encoding.quality))
@@ -495,15 +517,25 @@ def _encode_png(
     path: Path, bands: Iterable[np.ndarray], width: int, height: int, encoding: _Encoding
 ) -> None:
     with open(path, "wb") as handle:
-        _write_png(handle, bands, width, height, PNG_LEVEL)
+        _write_png(handle, bands, width, height, PNG_LEVEL, encoding.dpi)
+
+
+def png_pixels_per_metre(dpi: int) -> int:
+    """PNG's ``pHYs`` unit for a resolution: pixels per metre, rounded half up."""
+    return (dpi * 10000 * 2 + 254) // (2 * 254)
 
 
 def _write_png(
-    handle: IO[bytes], bands: Iterable[np.ndarray], width: int, height: int, level: int
+    handle: IO[bytes], bands: Iterable[np.ndarray], width: int, height: int, level: int,
+    dpi: int | None = None,
 ) -> None:
     """Stream an 8-bit RGB PNG: filtered rows deflated block by block on threads."""
     handle.write(PNG_SIGNATURE)
     handle.write(_png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)))
+    if dpi is not None:
+        # Unit 1: the metre, the only physical unit PNG has.
+        per_metre = png_pixels_per_metre(dpi)
+        handle.write(_png_chunk(b"pHYs", struct.pack(">IIB", per_metre, per_metre, 1)))
     row_bytes = 3 * width
     previous = np.zeros(row_bytes, np.uint8)
     # The zlib header zlib itself writes at this level.
@@ -614,8 +646,11 @@ def _encode_jpeg(
     path: Path, bands: Iterable[np.ndarray], width: int, height: int, encoding: _Encoding
 ) -> None:
     with open(path, "wb") as handle:
-        _write_jpeg(handle, bands, width, height,
-                    {"quality": encoding.quality, "subsampling": JPEG_SUBSAMPLING})
+        options: dict[str, Any] = {"quality": encoding.quality, "subsampling": JPEG_SUBSAMPLING}
+        if encoding.dpi is not None:
+            # Every block carries the same JFIF header, so the splice keeps it.
+            options["dpi"] = (encoding.dpi, encoding.dpi)
+        _write_jpeg(handle, bands, width, height, options)
 
 
 def _write_jpeg(
@@ -641,7 +676,12 @@ def _encode_webp(
     path: Path, bands: Iterable[np.ndarray], width: int, height: int, encoding: _Encoding
 ) -> None:
     """Gather the bands into one picture (libwebp cannot stream) and encode it."""
-    options = {"quality": encoding.quality, "method": WEBP_METHOD}
+    options: dict[str, Any] = {"quality": encoding.quality, "method": WEBP_METHOD}
+    if encoding.dpi is not None:
+        exif = Image.Exif()
+        exif[EXIF_X_RESOLUTION] = exif[EXIF_Y_RESOLUTION] = float(encoding.dpi)
+        exif[EXIF_RESOLUTION_UNIT] = EXIF_INCH
+        options["exif"] = exif.tobytes()
     picture = Image.new("RGB", (width, height))
     top = 0
     for band in bands:
@@ -801,7 +841,17 @@ def _encode_tiff(
     assert encoding.tiff_codec is not None  # write_image makes one for TIFF
     with open(path, "wb") as handle:
         _write_tiff(handle, bands, width, height, encoding.tiff_codec, encoding.pyramid,
-                    path.parent)
+                    path.parent, encoding.dpi)
+
+
+def _tiff_resolution(
+    dpi: int | None, width: int, height: int, level_width: int, level_height: int
+) -> dict[str, Any]:
+    """tifffile's resolution arguments of a level: the same printed size as the full picture."""
+    if dpi is None:
+        return {}
+    return {"resolution": (dpi * level_width / width, dpi * level_height / height),
+            "resolutionunit": "INCH"}
 
 
 def _write_tiff(
@@ -812,6 +862,7 @@ def _write_tiff(
     codec: _TiffCodec,
     pyramid: bool,
     spool_dir: Path,
+    dpi: int | None = None,
 ) -> None:
     """Stream a tiled BigTIFF, with its reduced levels as SubIFDs when ``pyramid``."""
     import tifffile
@@ -846,10 +897,11 @@ def _write_tiff(
 
         writer = tifffile.TiffWriter(handle, bigtiff=True)
         writer.write(full_size_tiles(), shape=(height, width, 3), subifds=len(sizes) - 1,
-                     **common)
+                     **common, **_tiff_resolution(dpi, width, height, width, height))
         for level, (level_width, level_height) in enumerate(sizes[1:], start=1):
             writer.write(levels.spooled(level), shape=(level_height, level_width, 3),
-                         subfiletype=1, **common)
+                         subfiletype=1, **common,
+                         **_tiff_resolution(dpi, width, height, level_width, level_height))
         writer.close()
 
 

@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..aspect import SQUARE
 from ..errors import SourceError
-from ..imaging import TILE_MAX_PIXELS, content_hash, square_thumbnail
+from ..imaging import TILE_MAX_PIXELS, array_tile, content_hash
 from .base import DecodedTile, SourceEntry, TileSource
 from .download import fetch_dataset
 
@@ -401,8 +402,11 @@ class ArrayFileSource(TileSource):
         grey = image.reshape(image.shape[0], image.shape[1])
         return np.repeat(grey[:, :, None], 3, axis=2)
 
-    def decode(self, entries: Sequence[SourceEntry], side_px: int) -> Iterator[DecodedTile]:
-        """Yield the entries' thumbnails in order, reading bounded blocks of images.
+    def decode(
+        self, entries: Sequence[SourceEntry], width_px: int, aspect: tuple[int, int] = SQUARE,
+        crop: str = "centre",
+    ) -> Iterator[DecodedTile]:
+        """Yield the entries' tiles in order, reading bounded blocks of images.
 
         A block holds at most :data:`READ_CHUNK` images and
         :data:`READ_BLOCK_BYTES` bytes; an image that cannot be read yields an
@@ -435,15 +439,16 @@ class ArrayFileSource(TileSource):
                         yield DecodedTile(entry, None, None, error_text)
                         continue
                     raw = np.ascontiguousarray(images[slot - 1])
-                    rgb = self._to_rgb(raw)
-                    if rgb.shape[:2] != (side_px, side_px):
-                        pixels = square_thumbnail(Image.fromarray(rgb, "RGB"), side_px)
-                    else:
-                        pixels = np.ascontiguousarray(rgb)
-                    yield DecodedTile(entry, pixels, content_hash(raw.data))
+                    tile = array_tile(self._to_rgb(raw), width_px, aspect, crop)
+                    yield DecodedTile(entry, tile.pixels, content_hash(raw.data),
+                                      window=tile.window, signature=tile.signature)
         finally:
             if handle is not None:
                 handle.close()
+
+    def image_size(self) -> tuple[int, int] | None:
+        """Every image of the array has its ``(width, height)``."""
+        return (int(self._shape[2]), int(self._shape[1]))
 
     def open_original(self, entry: SourceEntry) -> Image.Image:
         """Return the entry's image at its stored resolution, as RGB."""

@@ -13,6 +13,9 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image
 
+from ..aspect import SQUARE
+from ..crop import Window
+
 
 class SourceEntry(NamedTuple):
     """One candidate tile as a source lists it, before decoding.
@@ -139,12 +142,22 @@ def readable(text: str) -> str:
 
 @dataclass
 class DecodedTile:
-    """The outcome of decoding one entry: pixels and hash, or an error."""
+    """The outcome of decoding one entry: pixels and hash, or an error.
+
+    ``window`` is the crop window the pixels show, in the original's
+    full-size pixels (after EXIF orientation); None when the source does not
+    say (a centred window, then). ``signature`` is the photo's
+    near-duplicate signature, ``(hash, packed mean colour)``
+    (:func:`mosaicist.dedupe.signature`); None lets the library compute it
+    from the pixels.
+    """
 
     entry: SourceEntry
     pixels: np.ndarray | None
     content_hash: str | None
     error: str | None = None
+    window: Window | None = None
+    signature: tuple[int, int] | None = None
 
 
 class TileSource(abc.ABC):
@@ -167,16 +180,33 @@ class TileSource(abc.ABC):
         """List the source's entries in library order (may download first)."""
 
     @abc.abstractmethod
-    def decode(self, entries: Sequence[SourceEntry], side_px: int) -> Iterator[DecodedTile]:
-        """Decode ``entries`` into ``side_px`` square thumbnails, yielding in order.
+    def decode(
+        self, entries: Sequence[SourceEntry], width_px: int, aspect: tuple[int, int] = SQUARE,
+        crop: str = "centre",
+    ) -> Iterator[DecodedTile]:
+        """Decode ``entries`` into tiles, yielding in order.
 
-        A bad entry yields a :class:`DecodedTile` whose ``error`` says why;
-        it never raises for one bad entry.
+        Each tile is the entry's crop window for ``crop`` (the largest of
+        ``aspect``, see :mod:`mosaicist.crop`) resized to ``width_px`` by
+        ``height_for(width_px, aspect)``, with the window in
+        :attr:`DecodedTile.window`. A bad entry yields a
+        :class:`DecodedTile` whose ``error`` says why; it never raises for
+        one bad entry. (Sources written before aspects take ``entries`` and
+        ``width_px`` only; the library calls them so for square centre crops.)
         """
 
     @abc.abstractmethod
     def open_original(self, entry: SourceEntry) -> Image.Image:
         """Open the tile's original image at full resolution (for re-rendering)."""
+
+    def image_size(self) -> tuple[int, int] | None:
+        """The ``(width, height)`` of every image, when all have one size (datasets, arrays).
+
+        None (the default) when sizes vary or are unknown before decoding. A
+        library of one size whose images already have the tiles' aspect makes
+        the same tiles under every crop mode, and indexes them once.
+        """
+        return None
 
     def local_path(self, entry: SourceEntry) -> str | None:
         """Return the original file's path when the tile is a local file, else None."""

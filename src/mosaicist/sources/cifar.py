@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..aspect import SQUARE
 from ..errors import MosaicistError, SourceError
-from ..imaging import content_hash, square_thumbnail
+from ..imaging import array_tile, content_hash
 from .base import DecodedTile, SourceEntry, TileSource
 from .download import fetch_dataset
 
@@ -389,8 +390,11 @@ class CifarSource(TileSource):
             rows[selected] = batches[index].pixels[positions[selected] - self._offsets[index]]
         return rows
 
-    def decode(self, entries: Sequence[SourceEntry], side_px: int) -> Iterator[DecodedTile]:
-        """Yield the entries' thumbnails in order, a few thousand at a time."""
+    def decode(
+        self, entries: Sequence[SourceEntry], width_px: int, aspect: tuple[int, int] = SQUARE,
+        crop: str = "centre",
+    ) -> Iterator[DecodedTile]:
+        """Yield the entries' tiles in order, a few thousand at a time."""
         self._load()
         total = int(self._offsets[-1])
         for start in range(0, len(entries), _DECODE_CHUNK):
@@ -404,11 +408,14 @@ class CifarSource(TileSource):
                 if not ok:
                     yield DecodedTile(entry, None, None, f"{entry.source_id}: not in {self.name}")
                     continue
-                pixels = images[slot]
-                if side_px != SIDE:
-                    pixels = square_thumbnail(Image.fromarray(pixels, "RGB"), side_px)
-                yield DecodedTile(entry, pixels, content_hash(rows[slot].data))
+                tile = array_tile(images[slot], width_px, aspect, crop)
+                yield DecodedTile(entry, tile.pixels, content_hash(rows[slot].data),
+                                  window=tile.window, signature=tile.signature)
                 slot += 1
+
+    def image_size(self) -> tuple[int, int] | None:
+        """Every CIFAR image is 32 x 32."""
+        return (SIDE, SIDE)
 
     def open_original(self, entry: SourceEntry) -> Image.Image:
         """Return the 32 x 32 RGB image of ``entry``."""

@@ -19,6 +19,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .._runtime import worker_count
+from ..aspect import SQUARE, height_for
+from ..crop import Window
 from ..errors import SourceError
 from ..imaging import IMAGE_EXTENSIONS, ImageReadError, read_tile_file, to_rgb
 from .base import DecodedTile, SourceEntry, TileSource, name_to_text, readable, text_to_name
@@ -97,22 +99,25 @@ def _stop_workers(executor: ProcessPoolExecutor) -> None:
             process.join(timeout=5)
 
 
+#: What a worker returns per file: pixels, content hash, error, crop window, signature.
+_Decoded = tuple[bytes | None, str | None, str | None, Window | None, tuple[int, int] | None]
+
+
 def _decode_batch(
-    paths: list[str], side_px: int
-) -> list[tuple[bytes | None, str | None, str | None]]:
-    results: list[tuple[bytes | None, str | None, str | None]] = []
+    paths: list[str], width_px: int, aspect: tuple[int, int], crop: str
+) -> list[_Decoded]:
+    results: list[_Decoded] = []
     for path in paths:
         try:
-            pixels, digest = read_tile_file(path, side_px)
-            results.append((pixels.tobytes(), digest, None))
+            tile, digest = read_tile_file(path, width_px, aspect, crop)
+            results.append((tile.pixels.tobytes(), digest, None, tile.window, tile.signature))
         except ImageReadError as error:
-            results.append((None, None, readable(str(error))))
+            results.append((None, None, readable(str(error)), None, None))
         except OSError as error:
-            results.append((None, None, readable(error.strerror or str(error))))
+            results.append((None, None, readable(error.strerror or str(error)), None, None))
         except Exception as error:  # noqa: BLE001 - one bad file must never stop indexing
-            results.append(
-                (None, None, readable(f"cannot decode: {type(error).__name__}: {error}"))
-            )
+            message = readable(f"cannot decode: {type(error).__name__}: {error}")
+            results.append((None, None, message, None, None))
     return results
 
 
@@ -190,17 +195,21 @@ class FolderSource(TileSource):
         entries.sort(key=lambda entry: entry.source_id)
         return entries
 
-    def decode(self, entries: Sequence[SourceEntry], side_px: int) -> Iterator[DecodedTile]:
+    def decode(
+        self, entries: Sequence[SourceEntry], width_px: int, aspect: tuple[int, int] = SQUARE,
+        crop: str = "centre",
+    ) -> Iterator[DecodedTile]:
         """Decode files in parallel worker processes, yielding in order."""
         paths = [str(entry.locator) for entry in entries]
         # Small enough batches that every worker gets several (large photos are
         # slow each), large enough to amortise the round trip for small ones.
         size = max(1, min(DECODE_BATCH, len(paths) // (self.workers * 8)))
         batches = [paths[start:start + size] for start in range(0, len(paths), size)]
-        shape = (side_px, side_px, 3)
+        shape = (height_for(width_px, aspect), width_px, 3)
         position = 0
         if self.workers <= 1 or len(paths) <= 16:
-            results_iter: Iterator[list] = (_decode_batch(batch, side_px) for batch in batches)
+            results_iter: Iterator[list] = (_decode_batch(batch, width_px, aspect, crop)
+                                            for batch in batches)
             executor = None
         else:
             context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
@@ -208,15 +217,17 @@ class FolderSource(TileSource):
                 max_workers=self.workers, mp_context=context,
                 initializer=_watch_parent, initargs=(os.getpid(),),
             )
-            results_iter = executor.map(_decode_batch, batches, [side_px] * len(batches))
+            count = len(batches)
+            results_iter = executor.map(_decode_batch, batches, [width_px] * count,
+                                        [aspect] * count, [crop] * count)
         finished = False
         try:
             for results in results_iter:
-                for raw, digest, error in results:
+                for raw, digest, error, window, signature in results:
                     entry = entries[position]
                     position += 1
                     pixels = None if raw is None else np.frombuffer(raw, np.uint8).reshape(shape)
-                    yield DecodedTile(entry, pixels, digest, error)
+                    yield DecodedTile(entry, pixels, digest, error, window, signature)
             finished = True
         finally:
             # No worker outlives the decode, however it ends (see _watch_parent

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..aspect import height_for
 from ..errors import MosaicistError
 from ..paths import atomic_path
 from ..placements import Placements
@@ -93,9 +94,43 @@ def _script_json(value: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def _cell_data(placements: Placements) -> tuple[list[str], int, str]:
+def _leaf_data(placements: Placements) -> tuple[np.ndarray, dict[str, Any]]:
+    """Cells of several sizes for the pointer: their order and the packed quadtree.
+
+    The cells are listed by level-0 cell (``order``); ``leaf_start`` (base64
+    ``<u4``, ``rows * cols + 1``) is where each level-0 cell's cells begin in
+    that list and ``leaves`` (base64, three bytes per cell) their level and
+    their top-left ``(y, x)`` inside the level-0 cell, in units of
+    ``2^-leaf_depth`` of its side.
+    """
+    assert placements.rect is not None
+    rect = placements.rect
+    level = np.rint(-np.log2(rect[:, 2])).astype(np.int64)
+    depth = int(level.max())
+    unit = 1 << depth
+    row, col = np.floor(rect[:, 1]).astype(np.int64), np.floor(rect[:, 0]).astype(np.int64)
+    cell = row * placements.cols + col
+    order = np.argsort(cell, kind="stable")
+    start = np.searchsorted(cell[order], np.arange(placements.rows * placements.cols + 1))
+    local_y = np.rint((rect[:, 1] - row) * unit).astype(np.int64)
+    local_x = np.rint((rect[:, 0] - col) * unit).astype(np.int64)
+    packed = np.stack([level, local_y, local_x], axis=1)[order]
+    # Up to 2^8 units a side fit a byte; deeper trees use two.
+    width = 1 if unit <= 1 << 8 else 2
+    return order, {
+        "leaf_depth": depth,
+        "leaf_bytes": width,
+        "leaf_start": base64.b64encode(start.astype("<u4").tobytes()).decode("ascii"),
+        "leaves": base64.b64encode(packed.astype(f"<u{width}").tobytes()).decode("ascii"),
+    }
+
+
+def _cell_data(placements: Placements, order: np.ndarray | None = None
+               ) -> tuple[list[str], int, str]:
     """Distinct source ids, the bytes per cell index and the packed indexes (base64)."""
     ids = np.asarray(placements.source_ids, dtype=str)
+    if order is not None:
+        ids = ids[order]
     sources, inverse = np.unique(ids, return_inverse=True)
     width = 1 if len(sources) <= 1 << 8 else 2 if len(sources) <= 1 << 16 else 4
     packed = inverse.reshape(-1).astype(f"<u{width}").tobytes()
@@ -118,8 +153,8 @@ def write_viewer(
         Its format, overlap, tile size and size are read from it.
     placements : Placements
         The placements the mosaic was drawn from; the deepest level must be
-        a whole number of equal square cells, ``cols`` across and ``rows``
-        down.
+        a whole number of equal cells of their aspect (square by default),
+        ``cols`` across and ``rows`` down.
     source_root : path-like, optional
         The folder the source ids are relative to (a folder tile source; see
         :func:`folder_source_root`). When given, clicking a cell opens its
@@ -144,15 +179,18 @@ def write_viewer(
     dzi_path = Path(dzi_path)
     info = read_layout(dzi_path)
     rows, cols = placements.rows, placements.cols
+    aspect = placements.options.aspect_ratio
     if (
         rows < 1 or cols < 1 or info.width % cols or info.height % rows
-        or info.width // cols != info.height // rows
+        or info.height // rows != height_for(info.width // cols, aspect)
     ):
+        shape = "square" if aspect == (1, 1) else placements.options.aspect
         raise MosaicistError(
             f"{dzi_path}: {info.width}x{info.height} pixels is not a {cols}x{rows} grid "
-            "of square cells; is it the mosaic of these placements?"
+            f"of {shape} cells; is it the mosaic of these placements?"
         )
-    sources, index_bytes, cells = _cell_data(placements)
+    order, leaves = (None, {}) if placements.rect is None else _leaf_data(placements)
+    sources, index_bytes, cells = _cell_data(placements, order)
     root = None if source_root is None else Path(source_root).expanduser().absolute()
     name = dzi_path.stem
     title = name if title is None else title
@@ -162,7 +200,9 @@ def write_viewer(
         "title": title,
         "rows": rows,
         "cols": cols,
+        # A cell's size at the deepest level: the pointer's row and column.
         "cell_px": info.width // cols,
+        "cell_height": info.height // rows,
         "width": info.width,
         "height": info.height,
         "deepest_level": info.deepest_level,
@@ -182,6 +222,7 @@ def write_viewer(
         "sources": sources,
         "index_bytes": index_bytes,
         "cells": cells,
+        **leaves,
     }
     page = _PAGE.format(
         title=html.escape(title),
@@ -317,10 +358,13 @@ _SCRIPT = r"""
   "use strict";
   const data = JSON.parse(document.getElementById("mosaicist-data").textContent);
   const label = document.getElementById("mosaicist-label");
-  const raw = atob(data.cells);
-  const bytes = new Uint8Array(raw.length);
-  for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
-  const cells = new DataView(bytes.buffer);
+  function unpack(text) {
+    const raw = atob(text);
+    const out = new Uint8Array(raw.length);
+    for (let i = 0; i < raw.length; i++) out[i] = raw.charCodeAt(i);
+    return out;
+  }
+  const cells = new DataView(unpack(data.cells).buffer);
   const served = location.protocol === "http:" || location.protocol === "https:";
   const linked = data.source_root !== null && (served || location.protocol === "file:");
 
@@ -333,10 +377,37 @@ _SCRIPT = r"""
   // The cell under an image-pixel position of the deepest level, or null.
   function cellAt(x, y) {
     if (!(x >= 0 && y >= 0 && x < data.width && y < data.height)) return null;
-    const row = Math.floor(y / data.cell_px);
+    // Pages written before rectangular cells have no cell_height: square cells.
+    const row = Math.floor(y / (data.cell_height || data.cell_px));
     const col = Math.floor(x / data.cell_px);
-    const index = row * data.cols + col;
+    let index = row * data.cols + col;
+    if (leafStarts !== null) return leafAt(x, y, row, col, index);
     return {row: row, col: col, index: index, source: data.sources[sourceIndex(index)]};
+  }
+
+  // Cells of several sizes (adaptive): the leaf of level-0 cell "cell" under (x, y).
+  const leafStarts = data.leaf_start ? new DataView(unpack(data.leaf_start).buffer) : null;
+  const leafBytes = data.leaf_start ? new DataView(unpack(data.leaves).buffer) : null;
+  function leafField(leaf, part) {
+    const at = leaf * 3 + part;
+    return data.leaf_bytes === 2 ? leafBytes.getUint16(at * 2, true) : leafBytes.getUint8(at);
+  }
+  function leafAt(x, y, row, col, cell) {
+    const unit = 1 << data.leaf_depth;
+    const cellHeight = data.cell_height || data.cell_px;
+    const u = Math.floor((x - col * data.cell_px) * unit / data.cell_px);
+    const v = Math.floor((y - row * cellHeight) * unit / cellHeight);
+    const first = leafStarts.getUint32(cell * 4, true);
+    const last = leafStarts.getUint32(cell * 4 + 4, true);
+    for (let leaf = first; leaf < last; leaf++) {
+      const level = leafField(leaf, 0), top = leafField(leaf, 1), left = leafField(leaf, 2);
+      const side = unit >> level;
+      if (v >= top && v < top + side && u >= left && u < left + side) {
+        return {row: row, col: col, index: leaf, level: level,
+                source: data.sources[sourceIndex(leaf)]};
+      }
+    }
+    return null;
   }
 
   // Where the original of a cell's photo opens, or null when it is not local.
@@ -379,7 +450,8 @@ _SCRIPT = r"""
     const cell = cellAtElementPoint(
       new OpenSeadragon.Point(pointer.x - box.left, pointer.y - box.top));
     if (cell === null) return hideLabel();
-    label.textContent = cell.source + " \u00b7 row " + cell.row + ", col " + cell.col;
+    label.textContent = cell.source + " \u00b7 row " + cell.row + ", col " + cell.col
+      + (cell.level ? " \u00b7 1/" + (1 << cell.level) + " cell" : "");
     label.hidden = false;
     const width = label.offsetWidth, height = label.offsetHeight;
     let left = pointer.x + 14, top = pointer.y + 16;

@@ -1,0 +1,142 @@
+"""Near-duplicates: how far copies are from their photo, how close distinct photos come.
+
+Chooses ``--dedupe``'s default threshold and the colour tolerance
+(:mod:`mosaicist.dedupe`). For photos of the shared data (the targets, the
+galaxy images, which are dark and much alike, and CIFAR-10 test images),
+each is made into copies a library really holds: the same file, JPEG
+re-encoded at quality 30 and 10, resized to half and a quarter, resized and
+re-encoded, and (not a copy the default should catch, for reference) cut 3%
+narrower. Each photo and copy is indexed as ``make`` would (``decode_tile``
+at 32 px, 1:1, centre crop) and signed (``tile_signatures``). Reported:
+the hash distance and the mean-colour difference of each kind of copy to its
+photo (median, 95th percentile, max), and for the distinct photos the
+distance to their nearest other photo, with how many distinct pairs a
+threshold would call near-identical.
+
+    python benchmarks/bench_dedupe.py [--data PATH] [--cifar 2000] [--galaxies 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import data_dir, machine  # noqa: E402
+
+from mosaicist.dedupe import COLOUR_TOLERANCE, hamming, near_pairs, tile_signatures  # noqa: E402
+from mosaicist.imaging import decode_tile  # noqa: E402
+
+TILE_PX = 32
+
+
+def _jpeg(image: Image.Image, quality: int) -> bytes:
+    data = io.BytesIO()
+    image.save(data, "JPEG", quality=quality)
+    return data.getvalue()
+
+
+def _png(image: Image.Image) -> bytes:
+    data = io.BytesIO()
+    image.save(data, "PNG")
+    return data.getvalue()
+
+
+def _resized(image: Image.Image, factor: float) -> Image.Image:
+    size = (max(8, round(image.width * factor)), max(8, round(image.height * factor)))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def _copies(data: bytes) -> dict[str, bytes]:
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    narrower = image.crop((0, 0, round(image.width * 0.97), image.height))
+    return {
+        "same file": data,
+        "JPEG q30": _jpeg(image, 30),
+        "JPEG q10": _jpeg(image, 10),
+        "half size": _png(_resized(image, 0.5)),
+        "quarter size": _png(_resized(image, 0.25)),
+        "half size, JPEG q30": _jpeg(_resized(image, 0.5), 30),
+        "3% narrower (not a copy)": _png(narrower),
+    }
+
+
+def _signature(data: bytes) -> tuple[int, np.ndarray]:
+    pixels = decode_tile(data, TILE_PX).pixels
+    hashes, colours = tile_signatures(pixels[None])
+    return int(hashes[0]), colours[0].astype(int)
+
+
+THRESHOLDS = (2, 4, 6, 8, 10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=None, help="shared data folder")
+    parser.add_argument("--cifar", type=int, default=2000, help="CIFAR-10 test images")
+    parser.add_argument("--galaxies", type=int, default=1000, help="galaxy images")
+    args = parser.parse_args()
+    data = data_dir(args.data)
+    sets = {
+        "targets (large photos)": sorted((data / "targets").glob("*")),
+        "CIFAR-10 test (32 px photos)": sorted((data / "cifar10" / "test").rglob("*.jpg"))
+        [: args.cifar],
+        "galaxies (dark, alike)": sorted((data / "galaxy-zoo").rglob("*.jpg"))[: args.galaxies],
+    }
+    print(f"# {machine()}")
+    started = time.perf_counter()
+    signed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    # Per kind of copy: (bits apart, colour apart) of every photo's copy.
+    apart: dict[str, tuple[list[int], list[int]]] = {}
+    for name, files in sets.items():
+        hashes = np.zeros(len(files), np.uint64)
+        colours = np.zeros((len(files), 3), np.uint8)
+        for index, path in enumerate(files):
+            raw = path.read_bytes()
+            phash, colour = _signature(raw)
+            hashes[index], colours[index] = phash, colour
+            for kind, copy in _copies(raw).items():
+                copy_hash, copy_colour = _signature(copy)
+                bits, shift = apart.setdefault(kind, ([], []))
+                bits.append(int(hamming(np.array([phash], np.uint64),
+                                        np.array([copy_hash], np.uint64))[0]))
+                shift.append(int(np.abs(copy_colour - colour).max()))
+        signed[name] = (hashes, colours)
+    total = sum(len(files) for files in sets.values())
+    print(f"# {total} photos and 7 copies each, signed in {time.perf_counter() - started:.0f} s")
+    print()
+    print("Copies: bits apart from their photo, colour apart (max channel), and the share "
+          f"caught at each threshold (colour within {COLOUR_TOLERANCE}):")
+    print()
+    print("| copy | bits: median | p95 | max | colour: p95 | max | "
+          + " | ".join(f"T={t}" for t in THRESHOLDS) + " |")
+    print("|---|---|---|---|---|---|" + "---|" * len(THRESHOLDS))
+    for kind, (bits, shift) in apart.items():
+        b, c = np.array(bits), np.array(shift)
+        caught = [np.mean((b <= t) & (c <= COLOUR_TOLERANCE)) for t in THRESHOLDS]
+        print(f"| {kind} | {np.median(b):.0f} | {np.percentile(b, 95):.0f} | {b.max()} | "
+              f"{np.percentile(c, 95):.0f} | {c.max()} | "
+              + " | ".join(f"{share:.0%}" for share in caught) + " |")
+    print()
+    print("Distinct photos: the share that a threshold would drop as near-identical to "
+          "another photo of the same set (hash and colour):")
+    print()
+    print("| set | photos | " + " | ".join(f"T={t}" for t in THRESHOLDS) + " |")
+    print("|---|---|" + "---|" * len(THRESHOLDS))
+    for name, (hashes, colours) in signed.items():
+        shares = []
+        for threshold in THRESHOLDS:
+            first, second = near_pairs(hashes, colours, threshold)
+            shares.append(len(np.unique(np.concatenate([first, second]))) / len(hashes))
+        print(f"| {name} | {len(hashes)} | " + " | ".join(f"{share:.1%}" for share in shares)
+              + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,516 @@
+"""Adaptive cells: a quadtree that splits cells where the target has detail.
+
+With ``adaptive = DEPTH`` each cell of the uniform grid may split into four
+equal children, and each child again, down to ``DEPTH`` levels: a cell at
+level ``d`` is ``cell_px / 2^d`` by ``cell_height / 2^d`` target pixels and
+is drawn as a tile of ``tile_px / 2^d`` by ``tile_height / 2^d``.
+
+**Criterion.** A cell splits when the standard deviation of its luma
+(Rec. 601: ``Y = 0.299 R + 0.587 G + 0.114 B``, 0-255) is above ``detail``.
+The spread of the cell's values is what one tile cannot follow: a tile's best
+case is to match the cell's mean and, at best, its texture; a cell of one
+flat colour is reproduced by any tile of that colour, while an edge or a
+face across a cell is lost in one tile. The standard deviation measures
+exactly that lost structure (it is the root-mean-square error of drawing the
+cell flat), in the units of the picture, so a threshold reads directly as
+"grey levels of detail"; edge energy would also fire on fine, even texture
+(grass, canvas) that a tile of similar texture renders well. Each level's
+statistics come from block sums of the finest level (one pass over the
+target, in bounded chunks), all cells at once.
+
+**Leaves.** The cells that do not split, each with its ``level`` and its
+position ``(y, x)`` in *units* of the finest level (``2^DEPTH`` units per
+level-0 cell side), ordered by their level-0 cell (row-major) and, inside
+it, in quadtree (Z) order. Their rectangles in level-0 cell units,
+``(x, y, w, h)`` with ``w = h = 2^-level``, are what placements record.
+
+**Matching.** A leaf at level ``d`` is compared with the tiles at their full
+``match_px`` size, the leaf scaled up exactly as a uniform cell of its size
+would be (:class:`~mosaicist.grid.Geometry` of the level), so distances
+have the same units at every level. Without repetition limits each leaf gets
+its exact nearest tile (the mosaic's matcher, one level at a time). With
+limits, one assignment covers every leaf of every size: the uses of a tile
+count leaves of any size, and spacing is measured between leaf centres
+(Chebyshev, in level-0 cells; see :class:`~mosaicist.match._assign.Layout`),
+which for level-0 leaves is the uniform grid's distance. A leaf's distance is
+not weighted by its area: a small leaf competes for a tile as a whole cell
+does, which spreads the best tiles over the detail the split was made for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .colour import encoded_unit
+from .errors import OptionError
+from .grid import Grid
+from .options import MosaicOptions
+
+if TYPE_CHECKING:
+    from .library import TileLibrary
+    from .match import Assignment, Matcher, MatchRequest, MatchResult
+    from .placements import Placements
+
+#: Rec. 601 luma weights of R, G, B.
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+#: Target pixels whose luma is summed at a time.
+_CHUNK_PIXELS = 1 << 22
+
+
+def check_adaptive(options: MosaicOptions) -> None:
+    """Raise :class:`OptionError` naming ``adaptive`` when the sizes do not halve ``DEPTH`` times.
+
+    Every level halves the cell, the tile drawn and the tile compared, both
+    ways, so each of those sizes must divide by ``2^DEPTH``.
+    """
+    depth = options.adaptive
+    if not depth:
+        return
+    step = 1 << depth
+    assert options.match_px is not None
+    sizes = {"cell": (options.cell_px, options.cell_height),
+             "tile": (options.tile_px, options.tile_height),
+             "match": (options.match_px, options.match_height)}
+    for what, (width, height) in sizes.items():
+        if width % step or height % step:
+            raise OptionError(
+                "{adaptive} {value} halves cells {value} times, so {what} sizes must divide "
+                "by {step}: {what} is {size} px", value=depth, what=what, step=step,
+                size=f"{width}x{height}")
+
+
+@dataclass(frozen=True)
+class Leaves:
+    """The cells of an adaptive grid (see the module's description).
+
+    Attributes
+    ----------
+    rows, cols : int
+        The level-0 grid.
+    depth : int
+        Most levels of splitting; a level-0 cell is ``2^depth`` units a side.
+    level : numpy.ndarray
+        ``(N,)`` int8 level of each leaf.
+    y, x : numpy.ndarray
+        ``(N,)`` int64 top-left corner of each leaf, in units.
+    """
+
+    rows: int
+    cols: int
+    depth: int
+    level: np.ndarray
+    y: np.ndarray
+    x: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.level)
+
+    @property
+    def size(self) -> np.ndarray:
+        """``(N,)`` side of each leaf in units."""
+        return np.left_shift(1, self.depth - self.level.astype(np.int64))
+
+    @property
+    def cell(self) -> np.ndarray:
+        """``(N,)`` row-major index of each leaf's level-0 cell."""
+        return (self.y >> self.depth) * self.cols + (self.x >> self.depth)
+
+    def rect(self) -> np.ndarray:
+        """``(N, 4)`` float64 ``(x, y, w, h)`` in level-0 cells (exact dyadic fractions)."""
+        unit = float(1 << self.depth)
+        side = self.size / unit
+        return np.stack([self.x / unit, self.y / unit, side, side], axis=1)
+
+    def pixels(self, cell_px: int, cell_height: int) -> np.ndarray:
+        """``(N, 4)`` int64 ``(x, y, w, h)`` in pixels of level-0 cells ``cell_px x cell_height``.
+
+        With the target's cell size these are target pixels (of the grid's
+        crop); with ``tile_px x tile_height``, output pixels.
+        """
+        unit, size = 1 << self.depth, self.size
+        return np.stack([self.x * cell_px // unit, self.y * cell_height // unit,
+                         size * cell_px // unit, size * cell_height // unit], axis=1)
+
+    def layout(self) -> Any:
+        """The leaves' centres for spacing (:class:`~mosaicist.match._assign.Layout`)."""
+        from .match._assign import Layout
+
+        # Doubled units keep the centres whole numbers.
+        size = self.size
+        centre = np.stack([2 * self.y + size, 2 * self.x + size], axis=1)
+        return Layout(centre, 2 << self.depth)
+
+
+def split_cells(grid: Grid, depth: int, detail: float) -> Leaves:
+    """Split ``grid``'s cells where their luma spread is above ``detail``, down to ``depth``.
+
+    Parameters
+    ----------
+    grid : Grid
+        The uniform grid (level 0); ``cell_px`` and ``cell_height`` divide by ``2^depth``.
+    depth : int
+        Most levels of splitting (0: the grid's cells).
+    detail : float
+        Standard deviation of luma (0-255) above which a cell splits.
+
+    Returns
+    -------
+    Leaves
+        The cells that do not split, in level-0 row-major and Z order.
+    """
+    count = len(grid)
+    if depth == 0:
+        zero = np.zeros(count, np.int64)
+        rows, cols = np.divmod(np.arange(count), grid.cols)
+        return Leaves(grid.rows, grid.cols, 0, zero.astype(np.int8), rows, cols)
+    sums, squares = _block_sums(grid, depth - 1)
+    split: np.ndarray | None = None
+    found: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+    for level in range(depth + 1):
+        side = 1 << level
+        present = (np.ones((count, 1, 1), bool) if split is None
+                   else split.repeat(2, axis=1).repeat(2, axis=2))
+        if level < depth:
+            block = 1 << (depth - 1 - level)
+            shape = (count, side, block, side, block)
+            s = sums.reshape(shape).sum(axis=(2, 4))
+            q = squares.reshape(shape).sum(axis=(2, 4))
+            pixels = (grid.cell_height >> level) * (grid.cell_px >> level)
+            spread = np.sqrt(np.maximum(q / pixels - (s / pixels) ** 2, 0.0))
+            split = present & (spread > detail)
+            leaf = present & ~split
+        else:
+            leaf = present
+        cell, sub_y, sub_x = np.nonzero(leaf)
+        found.append((level, cell, sub_y, sub_x))
+    levels, ys, xs, keys = [], [], [], []
+    for level, cell, sub_y, sub_x in found:
+        shift = depth - level
+        row, col = np.divmod(cell.astype(np.int64), grid.cols)
+        local_y, local_x = sub_y.astype(np.int64) << shift, sub_x.astype(np.int64) << shift
+        levels.append(np.full(len(cell), level, np.int8))
+        ys.append((row << depth) + local_y)
+        xs.append((col << depth) + local_x)
+        keys.append(cell.astype(np.int64) * (1 << (2 * depth)) + _interleave(local_y, local_x))
+    order = np.argsort(np.concatenate(keys), kind="stable")
+    return Leaves(grid.rows, grid.cols, depth, np.concatenate(levels)[order],
+                  np.concatenate(ys)[order], np.concatenate(xs)[order])
+
+
+def _interleave(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Morton (Z-order) code of small non-negative ``(y, x)``: y's bits odd, x's even."""
+    code = np.zeros(len(y), np.int64)
+    for bit in range(16):
+        code |= ((x >> bit) & 1) << (2 * bit)
+        code |= ((y >> bit) & 1) << (2 * bit + 1)
+    return code
+
+
+def _block_sums(grid: Grid, level: int) -> tuple[np.ndarray, np.ndarray]:
+    """Luma sums and sums of squares of every cell's blocks at ``level``.
+
+    Returns two ``(N, 2^level, 2^level)`` float64 arrays (block rows, block columns).
+    """
+    count, side = len(grid), 1 << level
+    height, width = grid.cell_height >> level, grid.cell_px >> level
+    sums = np.empty((count, side, side))
+    squares = np.empty((count, side, side))
+    chunk = max(1, _CHUNK_PIXELS // (grid.cell_height * grid.cell_px))
+    for start in range(0, count, chunk):
+        cells = grid.cells[start:start + chunk]
+        luma = (cells.astype(np.float32) @ LUMA).astype(np.float64)
+        blocks = luma.reshape(len(cells), side, height, side, width)
+        sums[start:start + chunk] = blocks.sum(axis=(2, 4))
+        squares[start:start + chunk] = (blocks * blocks).sum(axis=(2, 4))
+    return sums, squares
+
+
+def leaf_cells(grid: Grid, leaves: Leaves, level: int) -> tuple[np.ndarray, np.ndarray]:
+    """The leaves of ``level`` and their target pixels.
+
+    Returns
+    -------
+    index, cells : numpy.ndarray
+        ``(n,)`` positions in ``leaves`` and ``(n, cell_height / 2^level,
+        cell_px / 2^level, 3)`` uint8 pixels.
+    """
+    index = np.flatnonzero(leaves.level == level)
+    side = 1 << level
+    height, width = grid.cell_height >> level, grid.cell_px >> level
+    view = grid.cells.reshape(len(grid), side, height, side, width, 3)
+    shift = leaves.depth - level
+    mask = side - 1
+    sub_y = (leaves.y[index] >> shift) & mask
+    sub_x = (leaves.x[index] >> shift) & mask
+    cells = view[leaves.cell[index], sub_y, :, sub_x, :]
+    return index, np.ascontiguousarray(cells)
+
+
+def level_options(options: MosaicOptions, level: int) -> MosaicOptions:
+    """``options`` with cells of ``level`` (``cell_px / 2^level``), every other setting as is.
+
+    Settings fitted to the job (a preset's limits, a tint dropped for a
+    matcher) stay as they are, and those given stay given.
+    """
+    values = {item.name: getattr(options, item.name)
+              for item in dataclasses.fields(options) if item.init}
+    values["cell_px"] = options.cell_px >> level
+    copy = MosaicOptions(**values)
+    object.__setattr__(copy, "_given", options._given)
+    return copy
+
+
+@dataclass
+class AdaptiveMatch:
+    """What :func:`match_adaptive` found.
+
+    Attributes
+    ----------
+    leaves : Leaves
+        The cells.
+    placements : Placements
+        The tile of every leaf, with its rectangle.
+    options : MosaicOptions
+        The settings, with a preset's limits fitted to the leaves.
+    request : MatchRequest
+        A request of the first level matched (its ``library`` is the tiles in use).
+    assignment : Assignment or None
+        The repetition-limited assignment over every leaf, when limits were set.
+    """
+
+    leaves: Leaves
+    placements: Placements
+    options: MosaicOptions
+    request: MatchRequest
+    assignment: Assignment | None
+
+
+def match_adaptive(
+    grid: Grid, library: TileLibrary, options: MosaicOptions, matcher: Matcher,
+    target: str | None = None, show_progress: bool = False,
+) -> AdaptiveMatch:
+    """Split the grid's cells (:func:`split_cells`) and give every leaf a tile.
+
+    Parameters
+    ----------
+    grid : Grid
+        The uniform grid.
+    library : TileLibrary
+        The whole library (``options.limit`` applies).
+    options : MosaicOptions
+        The settings (``adaptive`` > 0).
+    matcher : Matcher
+        The matcher for the settings (used level by level without limits).
+    target : str, optional
+        Path of the target, recorded in the placements.
+    show_progress : bool
+        Draw progress bars.
+
+    Raises
+    ------
+    OptionError
+        When the sizes do not halve (``adaptive``), or ``min_uses`` is set.
+    """
+    from .match import MatchRequest
+    from .match._capped import fit_limits, loosen_spacing
+
+    check_adaptive(options)
+    if options.min_uses:
+        raise OptionError("{adaptive} does not combine with {min_uses} yet")
+    leaves = split_cells(grid, options.adaptive, options.detail)
+    tile_count = len(library.limit(options.limit))
+    options = fit_limits(options, len(leaves), tile_count, grid.rows, grid.cols)
+    parts = []
+    for level in np.unique(leaves.level).tolist():
+        index, cells = leaf_cells(grid, leaves, level)
+        level_grid = Grid(1, len(index), grid.cell_px >> level, 0, 0, cells,
+                          grid.cell_height >> level)
+        parts.append((index, MatchRequest(level_grid, library, level_options(options, level),
+                                          show_progress)))
+    assignment = None
+    if options.repetition_limited:
+        while True:
+            try:
+                results, assignment = _assign_leaves(parts, leaves, options)
+                break
+            except OptionError as error:
+                looser = loosen_spacing(options, error)
+                if looser is None:
+                    raise
+                options = looser
+                parts = [(index, MatchRequest(request.grid, library,
+                                              level_options(options, level), show_progress))
+                         for (index, request), level in zip(parts, np.unique(leaves.level),
+                                                            strict=True)]
+    else:
+        results = [matcher.match(request) for _, request in parts]
+    placements = _placements(parts, results, leaves, options, grid, target)
+    return AdaptiveMatch(leaves, placements, options, parts[0][1], assignment)
+
+
+class _LevelSearch:
+    """The library searches of every level as one search over all leaves (their order)."""
+
+    def __init__(self, searches: list[Any], part_of: np.ndarray, local: np.ndarray) -> None:
+        self.searches = searches
+        self.part_of = part_of
+        self.local = local
+        self.tile_count = searches[0].tile_count
+        scales = {search.scale for search in searches}
+        if len(scales) != 1:
+            raise ValueError(f"levels search in different units: {sorted(scales)}")
+        self.scale = scales.pop()
+
+    def _split(self, cells: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        cells = np.asarray(cells, np.int64)
+        return [(part, np.flatnonzero(self.part_of[cells] == part))
+                for part in range(len(self.searches))]
+
+    def nearest(self, cells: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._gather(cells, k, lambda search, local, where: search.nearest(local, k))
+
+    def below(self, cells: np.ndarray, price: np.ndarray, limit: np.ndarray, k: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+        return self._gather(cells, k, lambda search, local, where: search.below(
+            local, price, np.asarray(limit)[where], k))
+
+    def _gather(self, cells: np.ndarray, k: int, call: Any) -> tuple[np.ndarray, np.ndarray]:
+        cells = np.asarray(cells, np.int64)
+        tiles = np.full((len(cells), k), -1, np.int64)
+        distances: np.ndarray | None = None
+        for part, where in self._split(cells):
+            if not len(where):
+                continue
+            found, found_distances = call(self.searches[part], self.local[cells[where]], where)
+            if distances is None:
+                distances = np.full((len(cells), k), np.iinfo(np.int64).max,
+                                    found_distances.dtype)
+            tiles[where, :found.shape[1]] = found
+            distances[where, :found.shape[1]] = found_distances
+        if distances is None:
+            distances = np.full((len(cells), k), np.iinfo(np.int64).max, np.int64)
+        return tiles, distances
+
+    def pairs(self, cells: np.ndarray, tiles: np.ndarray) -> np.ndarray:
+        cells = np.asarray(cells, np.int64)
+        out = np.zeros(len(cells), np.int64)
+        for part, where in self._split(cells):
+            if len(where):
+                out[where] = self.searches[part].pairs(self.local[cells[where]],
+                                                       np.asarray(tiles)[where])
+        return out
+
+
+def _assign_leaves(
+    parts: list[tuple[np.ndarray, MatchRequest]], leaves: Leaves, options: MosaicOptions
+) -> tuple[list[MatchResult], Assignment]:
+    """One repetition-limited assignment over the leaves of every level."""
+    from .match import MatchResult
+    from .match._assign import assign_tiles, check_feasible
+    from .match._capped import FIRST_CANDIDATES, LibrarySearch
+
+    request = parts[0][1]
+    check_feasible(len(leaves), len(request.library), options.max_uses, leaves.rows,
+                   leaves.cols, options.min_spacing)
+    part_of = np.empty(len(leaves), np.int64)
+    local = np.empty(len(leaves), np.int64)
+    for part, (index, _) in enumerate(parts):
+        part_of[index] = part
+        local[index] = np.arange(len(index))
+    searches = [LibrarySearch(level_request) for _, level_request in parts]
+    search = _LevelSearch(searches, part_of, local)
+    tiles, distances = search.nearest(np.arange(len(leaves)), FIRST_CANDIDATES)
+    assignment = assign_tiles(
+        tiles, distances, leaves.rows, leaves.cols, max_uses=options.max_uses,
+        min_spacing=options.min_spacing, method=options.assign, search=search,
+        show_progress=request.show_progress, layout=leaves.layout(),
+    )
+    if search.scale != 1:
+        assignment = dataclasses.replace(
+            assignment, distance=assignment.distance / search.scale,
+            objective=assignment.objective / search.scale,
+            lower_bound=assignment.lower_bound / search.scale)
+    results = []
+    for (index, _), level_search in zip(parts, searches, strict=True):
+        results.append(MatchResult(level_search.candidate_of(assignment.tile[index]),
+                                   assignment.distance[index]))
+    return results, assignment
+
+
+def _placements(
+    parts: list[tuple[np.ndarray, MatchRequest]], results: list[MatchResult], leaves: Leaves,
+    options: MosaicOptions, grid: Grid, target: str | None,
+) -> Placements:
+    """Every leaf's tile, transform, tint and gain, as for a uniform grid, level by level."""
+    from .match._contrast import finish
+    from .placements import Placements
+    from .sources import source_spec
+
+    count = len(leaves)
+    tile = np.zeros(count, np.int64)
+    transform = np.zeros(count, np.int8)
+    shifts = np.zeros((count, 3))
+    gain = np.ones((count, 3))
+    distances = []
+    for (index, request), result in zip(parts, results, strict=True):
+        result = finish(request, result)
+        variants = request.variants
+        tile[index] = result.tile // variants
+        transform[index] = np.asarray(request.transforms, np.int8)[result.tile % variants]
+        if options.tint or result.tint is not None:
+            # Each tile's mean moves toward its leaf's by the tint fraction, in the metric's units.
+            pixels = request.geometry.pixels
+            cell_means = request.cell_vectors.reshape(len(index), -1, 3).mean(
+                axis=1, dtype=np.float64)
+            tile_means = request.features.channel_sums[result.tile] / pixels
+            strength = options.tint if result.tint is None else result.tint[:, None]
+            shifts[index] = strength * (cell_means - tile_means) * encoded_unit(options.metric)
+        if result.gain is not None:
+            gain[index] = result.gain
+        distances.append((index, result.distance))
+    kind = np.result_type(*(distance.dtype for _, distance in distances))
+    distance = np.zeros(count, kind)
+    for index, values in distances:
+        distance[index] = values
+    library = parts[0][1].library
+    return Placements(
+        grid.rows, grid.cols, tile, distance,
+        [library.source_ids[position] for position in tile.tolist()], transform, shifts,
+        gain=gain, options=options, source=source_spec(library.source),
+        target=None if target is None else str(Path(target).resolve()),
+        crop=(grid.left, grid.top), rect=leaves.rect(),
+    )
+
+
+def leaf_repetition(tile: np.ndarray, rect: np.ndarray) -> dict[str, Any]:
+    """Repetition measures of leaves: distinct tiles, most uses, closest repeat.
+
+    ``closest_repeat`` is the least Chebyshev distance between the centres
+    of two leaves holding the same tile, in level-0 cells (the spacing's
+    measure), or None when no tile repeats.
+    """
+    tile = np.asarray(tile, np.int64)
+    _, inverse, counts = np.unique(tile, return_inverse=True, return_counts=True)
+    result: dict[str, Any] = {"distinct_tiles": int(len(counts)),
+                              "max_uses": int(counts.max(initial=0)), "closest_repeat": None}
+    if counts.max(initial=0) < 2:
+        return result
+    centre = rect[:, :2] + rect[:, 2:] / 2
+    repeated = np.flatnonzero(counts[inverse] > 1)
+    order = repeated[np.argsort(inverse[repeated], kind="stable")]
+    group = inverse[order]
+    best = np.inf
+    # Each repeated leaf against the next leaves of its tile: work (repeats) x (most uses).
+    for lag in range(1, int(counts.max())):
+        same = group[lag:] == group[:-lag]
+        if not same.any():
+            break
+        gap = np.abs(centre[order[lag:]] - centre[order[:-lag]]).max(axis=1)
+        best = min(best, float(gap[same].min()))
+    result["closest_repeat"] = best
+    return result

@@ -1,0 +1,317 @@
+"""Near-duplicate photos: a perceptual signature per tile, and who duplicates whom.
+
+**Signature.** Each photo gets a 64-bit DCT perceptual hash and a mean
+colour (:func:`tile_signatures`), computed when it is indexed, from its
+centre square resized to :data:`SIGNATURE_PX` pixels, whatever the tiles'
+aspect, crop and size: copies of a photo sign alike even where their subject
+windows differ by a few pixels, every index of a photo signs it the same,
+and an index made before signatures were stored (square centre tiles) is
+signed from its packed tiles, once, without decoding. The hash: the picture's grey
+levels (Rec. 601 luma) averaged to 32 x 32 by exact area weights, their 2-D
+DCT-II, and one bit per coefficient of the 8 x 8 lowest frequencies, set
+when the coefficient is above those 64 coefficients' median (by more than
+:data:`_BIT_MARGIN`, so that a flat picture hashes the same whatever its
+rounding). It keeps the tile's coarse structure and drops what
+re-encoding, resizing and small shifts change. Two tiles whose structure
+agrees but whose colours do not (a red and a blue sky) are told apart by
+the mean colour.
+
+**Near-duplicates.** Tiles *a* and *b* are near-identical at threshold *T*
+when their hashes differ in at most *T* bits and their mean colours by at
+most :data:`COLOUR_TOLERANCE` in every channel. Walking the library in order,
+a tile is dropped when it is near-identical to an earlier tile that was
+kept; so no two kept tiles are near-identical, and every dropped tile names
+the first kept one it duplicates, its *leader* (:func:`duplicate_leaders`).
+
+**Finding the pairs without comparing all of them** (:func:`near_pairs`):
+the 64 bits are cut into *m* bands of consecutive bits. Two hashes within
+*T* bits differ in at most ``T // m`` bits in at least one band (else they
+would differ in at least ``m * (T // m + 1) > T`` bits), so probing, in
+each band, every key within ``T // m`` bits of a hash's own key finds every
+pair (multi-index hashing; with ``m = T + 1`` it is the plain pigeonhole
+split, exact matches in one band). *m* is chosen per run to make the
+probes and the expected candidates fewest for the number of tiles; each
+candidate pair is then checked exactly. The work is about ``N`` times the
+probes plus the candidates; only groups of tiles with equal band keys (the
+same photo many times over) make it grow with their size squared.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+#: Bits of a tile's perceptual hash.
+HASH_BITS = 64
+#: Side of the square picture of a crop window that its signature is computed from.
+SIGNATURE_PX = 32
+#: ``--dedupe`` given without a value: the largest hash distance that still
+#: counts as the same photo (chosen by ``benchmarks/bench_dedupe.py``: copies
+#: re-encoded, resized and both stay within it, distinct photos stay far outside).
+DEFAULT_THRESHOLD = 6
+#: Largest difference of mean colour (0..255, per channel) between near-identical tiles.
+COLOUR_TOLERANCE = 12
+#: Tiles hashed at a time (bounded memory over memory-mapped libraries).
+HASH_CHUNK = 4096
+#: Candidate pairs expanded at a time while probing.
+PAIR_CHUNK = 1 << 22
+
+_SIDE = 32
+_LOW = 8
+# A coefficient must exceed the median by this much (grey levels x 32) to set its bit:
+# flat tiles, whose coefficients are rounding noise, then hash to one value.
+_BIT_MARGIN = 0.05
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def _area_matrix(size: int, out: int) -> np.ndarray:
+    """``(out, size)`` weights averaging ``size`` pixels into ``out`` by their overlaps."""
+    edges = np.arange(out + 1) * (size / out)
+    starts, ends = edges[:-1, None], edges[1:, None]
+    pixels = np.arange(size)[None, :]
+    overlap = np.clip(np.minimum(ends, pixels + 1) - np.maximum(starts, pixels), 0, None)
+    return overlap / overlap.sum(axis=1, keepdims=True)
+
+
+def _dct_rows(size: int, rows: int) -> np.ndarray:
+    """The first ``rows`` rows of the orthonormal DCT-II matrix of ``size`` points."""
+    k = np.arange(rows)[:, None]
+    n = np.arange(size)[None, :]
+    matrix = np.cos(np.pi * (2 * n + 1) * k / (2 * size)) * math.sqrt(2 / size)
+    matrix[0] /= math.sqrt(2)
+    return matrix
+
+
+def tile_signatures(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Perceptual hash and mean colour of every tile (see the module docstring).
+
+    Parameters
+    ----------
+    tiles : numpy.ndarray
+        ``(N, H, W, 3)`` uint8 (a memory map is read a chunk at a time).
+
+    Returns
+    -------
+    hashes : numpy.ndarray
+        ``(N,)`` uint64.
+    colours : numpy.ndarray
+        ``(N, 3)`` uint8 mean colours, rounded.
+    """
+    count, height, width = tiles.shape[:3]
+    rows = _dct_rows(_SIDE, _LOW) @ _area_matrix(height, _SIDE)
+    cols = _dct_rows(_SIDE, _LOW) @ _area_matrix(width, _SIDE)
+    hashes = np.empty(count, np.uint64)
+    colours = np.empty((count, 3), np.uint8)
+    # Chunks of at most HASH_CHUNK tiles and about 64 MB of floats.
+    step = max(1, min(HASH_CHUNK, (64 << 20) // (8 * 3 * max(1, height * width))))
+    for start in range(0, count, step):
+        chunk = np.asarray(tiles[start:start + step], dtype=np.float64)
+        grey = chunk @ _LUMA
+        low = (rows @ grey @ cols.T).reshape(len(chunk), _LOW * _LOW)
+        median = np.median(low, axis=1, keepdims=True)
+        bits = low - median > _BIT_MARGIN
+        packed = np.packbits(bits, axis=1, bitorder="little")
+        hashes[start:start + len(chunk)] = packed.view("<u8").ravel()
+        colours[start:start + len(chunk)] = np.rint(chunk.mean(axis=(1, 2)))
+    return hashes, colours
+
+
+_BYTE_BITS = np.array([bin(value).count("1") for value in range(256)], np.int64)
+
+
+def pack_colour(colour: np.ndarray) -> int:
+    """A mean colour ``(R, G, B)`` as one integer ``R << 16 | G << 8 | B`` (the manifest's)."""
+    red, green, blue = (int(value) for value in colour)
+    return red << 16 | green << 8 | blue
+
+
+def signature(picture: np.ndarray) -> tuple[int, int]:
+    """One picture's hash (unsigned) and packed mean colour (:func:`pack_colour`)."""
+    hashes, colours = tile_signatures(picture[None])
+    return int(hashes[0]), pack_colour(colours[0])
+
+
+def hamming(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Bits that differ between two arrays of uint64 hashes, element by element."""
+    different = np.bitwise_xor(np.asarray(first, np.uint64), np.asarray(second, np.uint64))
+    if hasattr(np, "bitwise_count"):  # NumPy 2
+        return np.bitwise_count(different).astype(np.int64)
+    bytes_ = np.ascontiguousarray(different).view(np.uint8).reshape(*different.shape, 8)
+    return _BYTE_BITS[bytes_].sum(axis=-1)
+
+
+def _bands(bands: int) -> list[tuple[int, int]]:
+    """``(shift, bits)`` of ``bands`` consecutive bit ranges covering the 64 bits."""
+    base, extra = divmod(HASH_BITS, bands)
+    out, shift = [], 0
+    for index in range(bands):
+        bits = base + (1 if index < extra else 0)
+        out.append((shift, bits))
+        shift += bits
+    return out
+
+
+def _probes(bits: int, radius: int) -> int:
+    return sum(math.comb(bits, flipped) for flipped in range(radius + 1))
+
+
+def _band_count(count: int, threshold: int) -> int:
+    """Bands that make the probes plus the expected candidates fewest for ``count`` hashes."""
+    best, best_cost = threshold + 1, math.inf
+    for bands in range(1, min(threshold + 1, HASH_BITS) + 1):
+        radius = threshold // bands
+        bits = HASH_BITS // bands
+        if bits > 26:
+            continue  # a band's key table would be too large
+        probes = _probes(bits, radius)
+        cost = bands * probes * (1 + count / 2**bits)
+        if cost < best_cost:
+            best, best_cost = bands, cost
+    return best
+
+
+def near_pairs(
+    hashes: np.ndarray, colours: np.ndarray | None, threshold: int,
+    colour_tolerance: int = COLOUR_TOLERANCE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair of near-identical tiles, found without comparing all pairs.
+
+    Parameters
+    ----------
+    hashes : numpy.ndarray
+        ``(N,)`` uint64 perceptual hashes.
+    colours : numpy.ndarray or None
+        ``(N, 3)`` mean colours; None compares hashes only.
+    threshold : int
+        Most bits in which near-identical hashes differ (0 to 64).
+    colour_tolerance : int
+        Most difference of mean colour, per channel.
+
+    Returns
+    -------
+    first, second : numpy.ndarray
+        int64 positions, ``first < second``, each pair once, sorted.
+    """
+    hashes = np.asarray(hashes, np.uint64)
+    count = len(hashes)
+    if not 0 <= threshold <= HASH_BITS:
+        raise ValueError(f"threshold must be 0 to {HASH_BITS}, got {threshold}")
+    found_first: list[np.ndarray] = []
+    found_second: list[np.ndarray] = []
+    if count >= 2:
+        bands = _band_count(count, threshold)
+        radius = threshold // bands
+        for shift, bits in _bands(bands):
+            keys = (hashes >> np.uint64(shift)) & np.uint64((1 << bits) - 1)
+            order = np.argsort(keys, kind="stable")
+            # Queries in key order: the probes of neighbouring queries touch
+            # neighbouring memory.
+            sorted_keys = keys[order]
+            # Start of each key's run in ``order``: a table when it fits, else a search.
+            table = None
+            if bits <= 24:
+                table = np.searchsorted(sorted_keys, np.arange((1 << bits) + 1, dtype=np.uint64))
+            for flipped in range(radius + 1):
+                for chosen in itertools.combinations(range(bits), flipped):
+                    probe = sorted_keys ^ np.uint64(sum(1 << bit for bit in chosen))
+                    if table is not None:
+                        index = probe.astype(np.int64)
+                        starts, ends = table[index], table[index + 1]
+                    else:
+                        starts = np.searchsorted(sorted_keys, probe, "left")
+                        ends = np.searchsorted(sorted_keys, probe, "right")
+                    hit = np.flatnonzero(ends > starts)
+                    for first, second in _expand(order[hit], starts[hit], ends[hit], order):
+                        keep = first < second
+                        first, second = first[keep], second[keep]
+                        close = hamming(hashes[first], hashes[second]) <= threshold
+                        if colours is not None:
+                            difference = np.abs(colours[first].astype(np.int16)
+                                                - colours[second].astype(np.int16))
+                            close &= difference.max(axis=1) <= colour_tolerance
+                        found_first.append(first[close])
+                        found_second.append(second[close])
+    if not found_first:
+        empty = np.zeros(0, np.int64)
+        return empty, empty.copy()
+    pair_keys = np.unique(np.concatenate(found_first) * count + np.concatenate(found_second))
+    return pair_keys // count, pair_keys % count
+
+
+def _expand(
+    positions: np.ndarray, starts: np.ndarray, ends: np.ndarray, order: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(query, match)`` arrays: each query with every entry of its run, in chunks."""
+    counts = ends - starts
+    totals = np.cumsum(counts)
+    begin = 0
+    while begin < len(positions):
+        done = totals[begin - 1] if begin else 0
+        # Queries whose matches fit in one chunk (at least one query).
+        end = max(begin + 1, int(np.searchsorted(totals, done + PAIR_CHUNK, "right")))
+        chunk_counts = counts[begin:end]
+        size = int(chunk_counts.sum())
+        if size:
+            queries = np.repeat(positions[begin:end], chunk_counts)
+            offsets = np.arange(size) - np.repeat(np.cumsum(chunk_counts) - chunk_counts,
+                                                  chunk_counts)
+            matches = order[np.repeat(starts[begin:end], chunk_counts) + offsets]
+            yield queries, matches
+        begin = end
+
+
+def leaders_from_pairs(count: int, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Each tile's leader, given the near-identical pairs (see the module docstring).
+
+    Parameters
+    ----------
+    count : int
+        Number of tiles.
+    first, second : numpy.ndarray
+        Pairs of positions, ``first < second``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(count,)`` int64: a kept tile is its own leader; a dropped one has
+        the first kept tile it is near-identical to.
+    """
+    leaders = np.arange(count, dtype=np.int64)
+    if not len(first):
+        return leaders
+    order = np.lexsort((second, first))
+    first, second = first[order], second[order]
+    starts = np.searchsorted(first, np.arange(count + 1))
+    dropped = np.zeros(count, bool)
+    for position in np.unique(first).tolist():
+        if dropped[position]:
+            continue
+        later = second[starts[position]:starts[position + 1]]
+        newly = later[~dropped[later]]
+        dropped[newly] = True
+        leaders[newly] = position
+    return leaders
+
+
+def duplicate_leaders(hashes: np.ndarray, colours: np.ndarray | None,
+                      threshold: int) -> np.ndarray:
+    """Each tile's leader: itself when kept, else the earlier kept tile it duplicates."""
+    first, second = near_pairs(hashes, colours, threshold)
+    return leaders_from_pairs(len(hashes), first, second)
+
+
+def duplicate_groups(leaders: np.ndarray) -> list[np.ndarray]:
+    """The groups with duplicates: each the leader's position, then its duplicates', in order."""
+    leaders = np.asarray(leaders, np.int64)
+    members = np.flatnonzero(leaders != np.arange(len(leaders)))
+    if not len(members):
+        return []
+    order = np.lexsort((members, leaders[members]))
+    members = members[order]
+    heads, starts = np.unique(leaders[members], return_index=True)
+    parts = np.split(members, starts[1:])
+    return [np.concatenate([[head], part]) for head, part in zip(heads.tolist(), parts,
+                                                                 strict=True)]

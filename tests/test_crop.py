@@ -1,0 +1,197 @@
+"""Crop windows: the largest of the tiles' aspect, centred or on the subject (faces, detail)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mosaicist import crop as crop_module
+from mosaicist.crop import Window, centre_window, choose_window, scale_window, window_size
+from mosaicist.imaging import centre_square, decode_tile, make_tile, read_original
+from mosaicist.library import TileLibrary, stored_windows
+from mosaicist.render import OriginalPictures
+from mosaicist.sources.folder import FolderSource
+
+
+@pytest.fixture
+def no_faces(monkeypatch):
+    """Saliency alone, whether or not OpenCV is installed."""
+    monkeypatch.setattr(crop_module, "detect_faces", lambda grey: None)
+
+
+def blob_photo(width, height, left, top, side=40, seed=0):
+    """A flat grey photo with a textured square at (left, top): the only subject."""
+    rng = np.random.default_rng(seed)
+    picture = np.full((height, width, 3), 120, np.uint8)
+    picture[top:top + side, left:left + side] = rng.integers(0, 256, (side, side, 3))
+    return picture
+
+
+def inside(window, left, top, width, height):
+    """Whether the box lies wholly inside the window."""
+    return (window.left <= left and left + width <= window.left + window.width
+            and window.top <= top and top + height <= window.top + window.height)
+
+
+def test_window_sizes_and_the_centre_square():
+    assert window_size(600, 400) == (400, 400)
+    assert window_size(600, 400, (3, 2)) == (600, 400)  # already of the aspect
+    assert window_size(400, 400, (3, 2)) == (400, 267)
+    assert window_size(300, 600, (4, 3)) == (300, 225)
+    assert window_size(1, 100, (16, 1)) == (1, 1)  # never below one pixel
+    for width, height in [(61, 40), (40, 61), (50, 50), (7, 3)]:
+        image = Image.new("RGB", (width, height))
+        left, top, side, _ = centre_window(width, height)
+        # The seed's centre square, exactly.
+        assert centre_square(image).size == (side, side)
+        assert (left, top) == ((width - side) // 2, (height - side) // 2)
+    # Carried from a copy at half size to the original: same size rule, scaled position.
+    assert scale_window(Window(10, 0, 50, 50), (100, 50), (200, 100), (1, 1)) == \
+        Window(20, 0, 100, 100)
+    assert scale_window(Window(99, 0, 50, 50), (100, 50), (200, 100), (1, 1)).left == 100
+
+
+@pytest.mark.usefixtures("no_faces")
+@pytest.mark.parametrize("aspect", [(1, 1), (3, 2), (2, 3)])
+def test_subject_keeps_an_off_centre_subject_that_the_centre_cuts(aspect):
+    # Wide and tall photos, the subject near one end: the window slides to it.
+    for width, height, left, top in [(480, 160, 420, 60), (480, 160, 10, 100),
+                                     (160, 480, 60, 430), (160, 480, 100, 5)]:
+        image = Image.fromarray(blob_photo(width, height, left, top))
+        subject = choose_window(image, aspect, "subject")
+        centre = choose_window(image, aspect, "centre")
+        assert (subject.width, subject.height) == window_size(width, height, aspect)
+        if (subject.width, subject.height) == (width, height):
+            continue
+        assert inside(subject, left, top, 40, 40), (width, height, left, top, subject)
+        assert not inside(centre, left, top, 40, 40)
+
+
+@pytest.mark.usefixtures("no_faces")
+def test_subject_centres_its_subject_and_falls_back_to_the_centre():
+    # A subject smaller than the window sits in its middle.
+    image = Image.fromarray(blob_photo(600, 200, 380, 80))
+    window = choose_window(image, (1, 1), "subject")
+    assert abs((window.left + 100) - 400) <= 12
+    # Nothing stands out: flat, or evenly busy -> the centre window.
+    flat = Image.new("RGB", (300, 100), (40, 90, 200))
+    assert choose_window(flat, (1, 1), "subject") == centre_window(300, 100)
+    noise = np.random.default_rng(1).integers(0, 256, (100, 300, 3)).astype(np.uint8)
+    busy = choose_window(Image.fromarray(noise), (1, 1), "subject")
+    assert abs(busy.left - 100) <= 12
+    # A photo of the tile's aspect is its own window: square photos at 1:1 are the
+    # same tiles under both crops.
+    square = Image.fromarray(blob_photo(90, 90, 0, 0))
+    assert choose_window(square, (1, 1), "subject") == Window(0, 0, 90, 90)
+    with pytest.raises(ValueError, match="unknown crop"):
+        choose_window(square, (1, 1), "middle")
+
+
+def test_faces_decide_over_detail(monkeypatch):
+    # Faces (boxes in the analysis copy's pixels) win over the detail elsewhere.
+    picture = blob_photo(640, 320, 560, 100)  # detail on the far right
+    image = Image.fromarray(picture)
+    found = []
+
+    def faces(grey):
+        found.append(grey.shape)
+        # 320 x 160 copy: two faces on the left that fit one 160-wide window together.
+        return np.array([[10, 40, 30, 30], [80, 50, 30, 30]])
+
+    monkeypatch.setattr(crop_module, "detect_faces", faces)
+    window = choose_window(image, (1, 1), "subject")
+    assert found == [(160, 320)]
+    # Both faces, grown by the margin, in original pixels (x2): 8..244 wide.
+    assert inside(window, 8, 0, 236, 320)
+    # Faces too far apart for one window: the larger set is kept, then the largest face.
+    monkeypatch.setattr(crop_module, "detect_faces",
+                        lambda grey: np.array([[5, 40, 20, 20], [250, 40, 50, 50]]))
+    window = choose_window(image, (1, 1), "subject")
+    assert inside(window, 2 * 250, 0, 100, 320)
+    monkeypatch.setattr(crop_module, "detect_faces",
+                        lambda grey: np.array([[120, 20, 160, 100]]))
+    window = choose_window(image, (1, 1), "subject")
+    # Grown, it is 448 wide, more than the window: centred on it.
+    assert abs(window.left + window.width / 2 - 400) <= 2
+
+
+def test_a_face_is_kept_whole_where_the_centre_crop_cuts_it():
+    pytest.importorskip("cv2")
+    if not crop_module.face_detector_available():
+        pytest.skip("this OpenCV has no Haar cascades (OpenCV 5)")
+    from skimage.data import astronaut
+
+    portrait = astronaut()  # 512 x 512, the face at about x 177-272, y 66-161
+    face = (170, 40, 110, 140)  # with forehead and chin
+    canvas = np.full((512, 1100, 3), 200, np.uint8)
+    canvas[:, 40:552] = portrait
+    wide = Image.fromarray(canvas)
+    subject = choose_window(wide, (1, 1), "subject")
+    assert inside(subject, face[0] + 40, face[1], face[2], face[3])
+    assert not inside(choose_window(wide, (1, 1), "centre"), face[0] + 40, face[1], face[2],
+                      face[3])
+    # A landscape tile from the portrait: the window slides down from the top.
+    landscape = Image.fromarray(portrait)
+    assert inside(choose_window(landscape, (3, 2), "subject"), *face)
+    assert not inside(choose_window(landscape, (3, 2), "centre"), *face)
+
+
+@pytest.mark.usefixtures("no_faces")
+def test_a_window_chosen_on_a_reduced_decode_is_stored_in_the_originals_pixels(tmp_path):
+    picture = blob_photo(1600, 400, 1400, 150, side=120)
+    data = io.BytesIO()
+    Image.fromarray(picture).save(data, "JPEG", quality=95)
+    tile = decode_tile(data.getvalue(), 16, (1, 1), "subject")  # decoded at 1/8 size
+    assert tile.pixels.shape == (16, 16, 3)
+    assert (tile.window.width, tile.window.height) == (400, 400)
+    assert inside(tile.window, 1400, 150, 120, 120)
+    centre = decode_tile(data.getvalue(), 16, (1, 1), "centre")
+    assert centre.window == Window(600, 0, 400, 400)
+    # The same window cut from the original at any size.
+    path = tmp_path / "wide.jpg"
+    path.write_bytes(data.getvalue())
+    large = read_original(path, 64, window=tile.window)
+    reference = make_tile(Image.open(path), 64, (1, 1), "centre")  # for the shape only
+    assert large.shape == reference.pixels.shape
+    cut = np.asarray(Image.open(path).crop(
+        (tile.window.left, 0, tile.window.left + 400, 400)).resize((64, 64), Image.LANCZOS))
+    assert np.abs(large.astype(int) - cut).mean() < 3
+    # Rectangular tiles: width x height_for(width, aspect).
+    assert decode_tile(data.getvalue(), 30, (3, 2), "subject").pixels.shape == (20, 30, 3)
+
+
+@pytest.mark.usefixtures("no_faces")
+def test_the_index_stores_windows_and_renders_from_originals_use_them(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(blob_photo(300, 100, 250, 30)).save(folder / "a.png")
+    Image.fromarray(blob_photo(100, 300, 30, 5, seed=2)).save(folder / "b.png")
+    Image.fromarray(blob_photo(100, 100, 30, 30, seed=3)).save(folder / "c.png")
+    cache = tmp_path / "cache"
+    source = FolderSource(folder, workers=1)
+    library = TileLibrary.open(source, 8, cache_dir=cache, crop="subject")
+    assert library.crop == "subject" and library.directory.name.startswith("px8-1x1-")
+    windows = library.windows_for(["a.png", "b.png", "c.png", "a.png", "nope.png"])
+    assert set(windows) == {"a.png", "b.png", "c.png"}
+    assert inside(windows["a.png"], 250, 30, 40, 40) and windows["a.png"].left > 100
+    assert inside(windows["b.png"], 30, 5, 40, 40)
+    assert windows["c.png"] == Window(0, 0, 100, 100)
+    centre = TileLibrary.open(source, 8, cache_dir=cache)
+    assert centre.directory.name == "px8"  # the square centre index keeps its folder
+    assert centre.windows_for(["a.png"]) == {"a.png": Window(100, 0, 100, 100)}
+    # Rendering at another size cuts the stored windows, whichever way they are found.
+    assert stored_windows(source, ["a.png"], 8, (1, 1), "subject", cache) == \
+        {"a.png": windows["a.png"]}
+    assert stored_windows(source, ["a.png"], 8, (1, 1), "centre", cache) == {}
+    pictures = OriginalPictures(source, ["a.png", "b.png"], 40, workers=1, crop="subject",
+                                windows=windows)
+    drawn = pictures.fetch(np.array([0, 1]))
+    assert drawn.shape == (2, 40, 40, 3)
+    expected = read_original(folder / "a.png", 40, window=windows["a.png"])
+    np.testing.assert_array_equal(drawn[0], expected)
+    # 3:2 tiles from originals.
+    wide = OriginalPictures(source, ["a.png"], 30, workers=1, aspect=(3, 2), crop="subject")
+    assert (wide.tile_height, wide.fetch(np.array([0])).shape) == (20, (1, 20, 30, 3))

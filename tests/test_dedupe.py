@@ -1,0 +1,275 @@
+"""Near-duplicates: signatures, the band index against brute force, the library without them."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import noisy_target
+from PIL import Image
+
+from mosaicist import dedupe as dedupe_module
+from mosaicist.cli import main
+from mosaicist.dedupe import (
+    COLOUR_TOLERANCE,
+    DEFAULT_THRESHOLD,
+    duplicate_groups,
+    duplicate_leaders,
+    hamming,
+    leaders_from_pairs,
+    near_pairs,
+    tile_signatures,
+)
+from mosaicist.library import TileLibrary
+from mosaicist.pipeline import make_mosaic
+from mosaicist.sources.folder import FolderSource
+
+
+def planted_hashes(rng, count):
+    """Random hashes, a third of them a few bits from another, some equal."""
+    base = rng.integers(0, 2**63, count, dtype=np.int64).astype(np.uint64) << np.uint64(1)
+    base |= rng.integers(0, 2, count).astype(np.uint64)
+    near = base.copy()
+    for index in range(0, count, 3):
+        for bit in rng.choice(64, rng.integers(0, 9), replace=False):
+            near[index] ^= np.uint64(1) << np.uint64(int(bit))
+    hashes = np.concatenate([base, near[::3], base[:5]])
+    rng.shuffle(hashes)
+    return hashes
+
+
+def brute_pairs(hashes, colours, threshold):
+    first, second = np.triu_indices(len(hashes), 1)
+    close = hamming(hashes[first], hashes[second]) <= threshold
+    if colours is not None:
+        apart = np.abs(colours[first].astype(int) - colours[second].astype(int)).max(axis=1)
+        close &= apart <= COLOUR_TOLERANCE
+    return set(zip(first[close].tolist(), second[close].tolist(), strict=True))
+
+
+def brute_leaders(hashes, colours, threshold):
+    """The definition: in library order, dropped when near an earlier kept tile."""
+    pairs = brute_pairs(hashes, colours, threshold)
+    leaders = np.arange(len(hashes))
+    kept: list[int] = []
+    for position in range(len(hashes)):
+        for earlier in kept:
+            if (earlier, position) in pairs:
+                leaders[position] = earlier
+                break
+        else:
+            kept.append(position)
+    return leaders
+
+
+@pytest.mark.parametrize("threshold", [0, 1, 3, 6, 10, 21])
+def test_band_index_finds_exactly_the_brute_force_pairs(threshold):
+    rng = np.random.default_rng(threshold)
+    hashes = planted_hashes(rng, 600)
+    colours = rng.integers(0, 3 * COLOUR_TOLERANCE, (len(hashes), 3)).astype(np.uint8)
+    for given in (None, colours):
+        first, second = near_pairs(hashes, given, threshold)
+        assert (first < second).all()
+        assert set(zip(first.tolist(), second.tolist(), strict=True)) == brute_pairs(
+            hashes, given, threshold)
+    leaders = duplicate_leaders(hashes, colours, threshold)
+    np.testing.assert_array_equal(leaders, brute_leaders(hashes, colours, threshold))
+
+
+def test_every_band_split_is_exact(monkeypatch):
+    rng = np.random.default_rng(7)
+    hashes = planted_hashes(rng, 300)
+    expected = brute_pairs(hashes, None, 2)
+    for bands in (1, 2, 3):  # from one 64-bit key to the plain pigeonhole split
+        monkeypatch.setattr(dedupe_module, "_band_count", lambda count, threshold, b=bands: b)
+        monkeypatch.setattr(dedupe_module, "PAIR_CHUNK", 50)  # many expansion chunks
+        first, second = near_pairs(hashes, None, 2)
+        assert set(zip(first.tolist(), second.tolist(), strict=True)) == expected, bands
+    with pytest.raises(ValueError, match="threshold"):
+        near_pairs(hashes, None, 65)
+    assert len(near_pairs(hashes[:1], None, 6)[0]) == 0
+
+
+def test_leaders_follow_library_order_not_chains():
+    # 0 ~ 1 ~ 2 but 0 !~ 2: 1 goes with 0, and 2 stays (nothing kept is near it).
+    leaders = leaders_from_pairs(4, np.array([0, 1, 0]), np.array([1, 2, 3]))
+    np.testing.assert_array_equal(leaders, [0, 0, 2, 0])
+    groups = duplicate_groups(leaders)
+    assert [group.tolist() for group in groups] == [[0, 1, 3]]
+    assert duplicate_groups(np.arange(3)) == []
+
+
+def photos():
+    """Five distinct photos that ship with scikit-image (no download)."""
+    from skimage import data
+
+    pictures = [data.astronaut(), data.chelsea(), data.camera(), data.grass(), data.coffee()]
+    return [Image.fromarray(picture).convert("RGB") for picture in pictures]
+
+
+def encoded(image, kind, **settings):
+    data = io.BytesIO()
+    image.save(data, kind, **settings)
+    return data.getvalue()
+
+
+def duplicates_folder(root):
+    """Five distinct photos, then copies: identical, re-encoded, resized, both."""
+    root.mkdir()
+    originals = photos()
+    for index, image in enumerate(originals):
+        (root / f"a{index}.png").write_bytes(encoded(image, "PNG"))
+    (root / "b0-copy.png").write_bytes((root / "a0.png").read_bytes())
+    (root / "b1-jpeg.jpg").write_bytes(encoded(originals[1], "JPEG", quality=30))
+    half = [image.resize((image.width // 2, image.height // 2), Image.LANCZOS)
+            for image in originals]
+    (root / "b2-small.png").write_bytes(encoded(half[2], "PNG"))
+    (root / "b3-small.jpg").write_bytes(encoded(half[3], "JPEG", quality=40))
+    # Same structure, another colour: not a copy.
+    shifted = np.clip(np.asarray(originals[4]).astype(int) + 60, 0, 255).astype(np.uint8)
+    (root / "c4-brighter.png").write_bytes(encoded(Image.fromarray(shifted), "PNG"))
+    # Flat photos of different colours hash alike; their colours tell them apart.
+    (root / "d-red.png").write_bytes(encoded(Image.new("RGB", (50, 50), (200, 30, 30)), "PNG"))
+    (root / "d-blue.png").write_bytes(encoded(Image.new("RGB", (50, 50), (30, 30, 200)), "PNG"))
+    return root
+
+
+def test_signatures_catch_copies_and_keep_distinct_photos(tmp_path):
+    folder = duplicates_folder(tmp_path / "photos")
+    library = TileLibrary.open(FolderSource(folder, workers=1), 32, cache_dir=tmp_path / "c")
+    hashes, colours = library.signatures()
+    computed = tile_signatures(library.tiles)
+    np.testing.assert_array_equal(hashes, computed[0])
+    np.testing.assert_array_equal(colours, computed[1])
+    by_id = dict(zip(library.source_ids, range(len(library)), strict=True))
+    leaders = library.duplicate_leaders(DEFAULT_THRESHOLD)
+    leader_of = {name: library.source_ids[leaders[by_id[name]]] for name in by_id}
+    assert leader_of["b0-copy.png"] == "a0.png"
+    assert leader_of["b1-jpeg.jpg"] == "a1.png"
+    assert leader_of["b2-small.png"] == "a2.png"
+    assert leader_of["b3-small.jpg"] == "a3.png"
+    for kept in ("a0.png", "a1.png", "a2.png", "a3.png", "a4.png", "c4-brighter.png",
+                 "d-red.png", "d-blue.png"):
+        assert leader_of[kept] == kept, kept
+    # Distinct photos are far apart.
+    originals = hashes[[by_id[f"a{index}.png"] for index in range(5)]]
+    assert hamming(originals[:, None], originals[None, :])[np.triu_indices(5, 1)].min() > 12
+    # Without duplicates: the kept tiles in order, their pixels, the count dropped.
+    kept = library.without_duplicates(DEFAULT_THRESHOLD)
+    assert kept.duplicates_dropped == 4 and len(kept) == len(library) - 4
+    assert [name for name in kept.source_ids if name.startswith("b")] == []
+    for position, name in enumerate(kept.source_ids):
+        np.testing.assert_array_equal(kept.tiles[position], library.tiles[by_id[name]])
+    assert kept.features_dir != library.features_dir  # its own derived features
+    assert kept.limit(3).source_ids == kept.source_ids[:3]
+    strict = library.without_duplicates(0)  # equal hashes only: the copy, at least
+    assert "b0-copy.png" not in strict.source_ids and "b1-jpeg.jpg" in strict.source_ids
+
+
+def test_warm_runs_read_signatures_and_leaders_back(tmp_path, monkeypatch):
+    folder = duplicates_folder(tmp_path / "photos")
+    cache = tmp_path / "cache"
+    library = TileLibrary.open(FolderSource(folder, workers=1), 16, cache_dir=cache)
+    first = library.without_duplicates(DEFAULT_THRESHOLD)
+    connection = sqlite3.connect(library.directory / "manifest.sqlite")
+    assert connection.execute("SELECT COUNT(*) FROM tiles WHERE phash IS NULL").fetchone() == (0,)
+    connection.close()
+
+    def boom(*args, **kwargs):
+        raise AssertionError("signed or grouped again on a warm run")
+
+    monkeypatch.setattr("mosaicist.library._index.tile_signatures", boom)
+    monkeypatch.setattr("mosaicist.library._index.duplicate_leaders", boom)
+    again = TileLibrary.open(FolderSource(folder, workers=1), 16, cache_dir=cache)
+    assert again.stats.decoded == 0
+    second = again.without_duplicates(DEFAULT_THRESHOLD)
+    assert second.source_ids == first.source_ids
+    np.testing.assert_array_equal(second.tiles, first.tiles)
+
+
+def test_an_index_made_before_signatures_gets_them_once_without_decoding(tmp_path, monkeypatch):
+    folder = duplicates_folder(tmp_path / "photos")
+    cache = tmp_path / "cache"
+    fresh = TileLibrary.open(FolderSource(folder, workers=1), 16, cache_dir=cache)
+    decoded = fresh.signatures()  # of each window at 32 px, when decoded
+    # Without its photos decoded again, an older index is signed from its 16 px tiles.
+    expected = tile_signatures(fresh.tiles)
+    assert (hamming(decoded[0], expected[0]) <= 8).all()
+    # Make the manifest as schema 1 wrote it: no windows, no signatures.
+    connection = sqlite3.connect(fresh.directory / "manifest.sqlite")
+    for table, extra in (("tiles", ", position INTEGER NOT NULL"), ("staged", "")):
+        connection.executescript(f"""
+            CREATE TABLE old_{table} (source_id TEXT PRIMARY KEY, slot INTEGER NOT NULL,
+                size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+                content_hash TEXT NOT NULL{extra});
+            INSERT INTO old_{table} SELECT source_id, slot, size, mtime_ns, content_hash
+                {", position" if extra else ""} FROM {table};
+            DROP TABLE {table};
+            ALTER TABLE old_{table} RENAME TO {table};
+        """)
+    connection.execute("DELETE FROM meta WHERE name IN ('signed', 'tile_height', 'aspect', "
+                       "'crop')")
+    connection.execute("UPDATE meta SET value = '1' WHERE name = 'schema'")
+    connection.commit()
+    connection.close()
+    old = TileLibrary.open(FolderSource(folder, workers=1), 16, cache_dir=cache, update=False)
+    assert old.windows_for(old.source_ids) == {}
+    for got, want in zip(old.signatures(), expected, strict=True):  # from the pixels
+        np.testing.assert_array_equal(got, want)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(FolderSource, "decode", no_decoding)
+    upgraded = TileLibrary.open(FolderSource(folder, workers=1), 16, cache_dir=cache)
+    assert upgraded.stats.decoded == 0
+    connection = sqlite3.connect(upgraded.directory / "manifest.sqlite")
+    stored = connection.execute("SELECT COUNT(phash), COUNT(crop_left) FROM tiles").fetchone()
+    meta = dict(connection.execute("SELECT name, value FROM meta").fetchall())
+    connection.close()
+    assert stored == (len(upgraded), 0) and meta["signed"] == "1" and meta["schema"] == "2"
+    for got, want in zip(upgraded.signatures(), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_make_drops_duplicates_and_reports_them(tmp_path):
+    folder = duplicates_folder(tmp_path / "photos")
+    target = noisy_target()
+    cache = tmp_path / "cache"
+    plain = make_mosaic(target, str(folder), preset="seed", cell_px=8, tile_px=8,
+                        cache_dir=cache)
+    assert plain.report()["duplicates_dropped"] == 0
+    mosaic = make_mosaic(target, str(folder), preset="seed", cell_px=8, tile_px=8,
+                         dedupe=DEFAULT_THRESHOLD, cache_dir=cache)
+    report = mosaic.report()
+    assert report["duplicates_dropped"] == 4 and report["tiles"] == len(plain.library) - 4
+    assert not {name for name in mosaic.placements.source_ids if name.startswith("b")}
+    assert mosaic.image.shape == plain.image.shape
+    # From the command line: the summary, the report, and the groups of 'index'.
+    runner = CliRunner()
+    flags = ["--tiles", str(folder), "--preset", "seed", "--cell", "8", "--tile-px", "8",
+             "--cache-dir", str(cache)]
+    Image.fromarray(target).save(tmp_path / "target.png")
+    made = runner.invoke(main, ["make", str(tmp_path / "target.png"), *flags, "--dedupe",
+                                "-o", str(tmp_path / "out.png"), "--report",
+                                str(tmp_path / "report.json")])
+    assert made.exit_code == 0, made.output
+    assert "4 near-duplicates dropped" in made.stderr
+    assert json.loads((tmp_path / "report.json").read_text())["duplicates_dropped"] == 4
+    loose = runner.invoke(main, ["make", str(tmp_path / "target.png"), *flags, "--dedupe", "0",
+                                 "-o", str(tmp_path / "out.png")])
+    assert "near-duplicates dropped" in loose.stderr and "4 near" not in loose.stderr
+    listed = runner.invoke(main, ["index", str(folder), "--tile-px", "8", "--duplicates",
+                                  "--cache-dir", str(cache)])
+    assert listed.exit_code == 0, listed.output
+    paragraphs = [block.splitlines() for block in listed.stdout.strip().split("\n\n")]
+    assert [lines[0] for lines in paragraphs] == ["a0.png", "a1.png", "a2.png", "a3.png"]
+    assert paragraphs[1][1].startswith("    b1-jpeg.jpg  (") and "bits)" in paragraphs[1][1]
+    assert "4 near-duplicates in 4 groups at --dedupe 6" in listed.stderr
+    bad = runner.invoke(main, ["index", str(folder), "--dedupe", "65", "--cache-dir",
+                               str(cache)])
+    assert bad.exit_code != 0 and "--dedupe must be between 0 and 64" in bad.stderr

@@ -1,0 +1,396 @@
+"""Sizes that people think in: --cells, --print and --dpi (mosaicist.sizing)."""
+
+from __future__ import annotations
+
+import json
+import re
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import make_colour_folder
+from PIL import Image
+
+from mosaicist import make_mosaic
+from mosaicist.aspect import height_for, parse_aspect
+from mosaicist.cli import main
+from mosaicist.errors import MosaicistError, OptionError
+from mosaicist.options import MosaicOptions
+from mosaicist.sizing import (
+    DEFAULT_DPI,
+    cell_px_for_cells,
+    fit_options,
+    options_plan,
+    parse_print_size,
+    plan_print,
+    plan_sizes,
+    print_crop,
+    small_originals_warning,
+    tile_px_for_print,
+)
+from mosaicist.sources import open_source
+
+
+def smooth(width: int, height: int) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1),
+                     (x + y) % 256], -1).astype(np.uint8)
+
+
+# --- print sizes -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, canonical, inches", [
+    ("60x40cm", "60x40cm", (Fraction(6000, 254), Fraction(4000, 254))),
+    ("60x40", "60x40cm", (Fraction(6000, 254), Fraction(4000, 254))),  # cm by default
+    ("24x36in", "24x36in", (24, 36)),
+    (" 8.5 X 11 Inches ", "8.5x11in", (Fraction(17, 2), 11)),
+    ('10×8"', "10x8in", (10, 8)),
+    ("29,7x42CM", "29.7x42cm", (Fraction(2970, 254), Fraction(4200, 254))),
+    ("500*700mm", "500x700mm", (Fraction(5000, 254), Fraction(7000, 254))),
+    ("060.50x40.0cm", "60.5x40cm", (Fraction(6050, 254), Fraction(4000, 254))),
+])
+def test_print_sizes_are_read_exactly(text, canonical, inches):
+    size = parse_print_size(text)
+    assert str(size) == canonical
+    assert size.inches() == inches
+    assert MosaicOptions(print_size=text).print_size == canonical
+
+
+@pytest.mark.parametrize("text, words", [
+    ("big", "print_size must be WIDTHxHEIGHT in cm (the default), mm or in"),
+    ("60x40ft", "got '60x40ft'"),
+    ("60x40x2cm", "WIDTHxHEIGHT"),
+    ("-60x40cm", "WIDTHxHEIGHT"),
+    ("0x40cm", "print_size must have sides above zero"),
+    ("10001x10cm", "print_size 10001x10cm has a side over 100 m"),
+])
+def test_bad_print_sizes_name_the_setting(text, words):
+    with pytest.raises(OptionError, match=re.escape(words)) as error:
+        MosaicOptions(print_size=text)
+    assert error.value.parameters[0] == "print_size"
+
+
+@pytest.mark.parametrize("text, dpi, pixels", [
+    ("60x40cm", 150, (3543, 2362)),  # 3543.3 x 2362.2
+    ("24x36in", 300, (7200, 10800)),
+    ("500x700mm", 100, (1969, 2756)),  # 1968.5 rounds half up
+    ("1x1cm", 1, (0, 0)),
+])
+def test_print_pixels_round_half_up(text, dpi, pixels):
+    assert parse_print_size(text).pixels(dpi) == pixels
+
+
+def test_dpi_defaults_to_300_with_a_print_and_is_checked():
+    options = MosaicOptions(print_size="60x40cm")
+    assert options.dpi == DEFAULT_DPI == 300
+    assert MosaicOptions(print_size="60x40cm", dpi=150).dpi == 150
+    assert MosaicOptions().dpi is None
+    assert MosaicOptions(dpi=72).dpi == 72  # metadata only
+    assert options.replace(print_size=None).dpi is None  # the default follows the print
+    with pytest.raises(OptionError, match="dpi must be between 1 and 65535 dpi, got 0"):
+        MosaicOptions(dpi=0)
+    with pytest.raises(OptionError, match="cells must be at least 1, got 0"):
+        MosaicOptions(cells=0)
+    # Settings read back from a report keep the print and its resolution.
+    again = MosaicOptions.from_json(MosaicOptions(print_size="24x36", dpi=200).to_json())
+    assert (again.print_size, again.dpi) == ("24x36cm", 200)
+
+
+# --- about N cells -------------------------------------------------------------------
+
+
+def cells_reference(width: int, height: int, cells: int, aspect: str) -> int:
+    """The rule written plainly: nearest count, then the widest cell."""
+    ratio = parse_aspect(aspect)
+    best = None
+    for cell in range(1, 1025):
+        count = (width // cell) * (height // height_for(cell, ratio))
+        if count < 1:
+            continue
+        key = (abs(count - cells), -cell)
+        if best is None or key < best[0]:
+            best = (key, cell)
+    assert best is not None
+    return best[1]
+
+
+@pytest.mark.parametrize("width, height", [(300, 200), (200, 300), (1000, 1000), (57, 1001),
+                                           (4000, 3000), (1920, 1080)])
+@pytest.mark.parametrize("aspect", ["1:1", "3:2", "2:3"])
+@pytest.mark.parametrize("cells", [1, 24, 100, 999, 5040])
+def test_cells_choose_the_nearest_grid(width, height, aspect, cells):
+    try:
+        chosen = cell_px_for_cells((width, height), cells, aspect)
+    except OptionError as error:
+        # Only a count no cell width reaches is refused.
+        assert error.parameters == ("cells",)
+        ratio = parse_aspect(aspect)
+        counts = [(width // c) * (height // height_for(c, ratio)) for c in range(1, 1025)]
+        counts = [count for count in counts if count]
+        assert cells > max(counts) or cells < min(counts)
+        return
+    assert chosen == cells_reference(width, height, cells, aspect)
+
+
+def test_cells_examples():
+    # A 3:2 target: 24 square cells are 6 x 4, exactly.
+    plan = plan_sizes((300, 200), cells=24)
+    assert (plan.cols, plan.rows, plan.cell_px) == (6, 4, 50)
+    # One cell: the widest that fits once.
+    plan = plan_sizes((300, 200), cells=1)
+    assert (plan.cols, plan.rows, plan.cell_px) == (1, 1, 200)
+    # 3:2 cells on a 3:2 target make a square grid: 100 -> 10 x 10.
+    plan = plan_sizes((3000, 2000), cells=100, aspect="3:2")
+    assert (plan.cols, plan.rows, plan.cell_px, plan.cell_height) == (10, 10, 300, 200)
+    # As many cells as pixels: 1 px cells.
+    assert plan_sizes((30, 20), cells=600).cell_px == 1
+
+
+def test_cells_beyond_what_the_target_allows_are_one_clear_error():
+    with pytest.raises(OptionError) as error:
+        cell_px_for_cells((300, 200), 60_001)
+    assert str(error.value) == ("cells 60001 is more than a 300x200 target holds: at most "
+                                "60000 cells (1 px wide)")
+    with pytest.raises(OptionError) as error:
+        cell_px_for_cells((4000, 3000), 1)
+    assert str(error.value) == ("cells 1 is fewer than a 4000x3000 target allows: at least 6 "
+                                "cells (1024 px wide, the largest)")
+    with pytest.raises(OptionError, match="at most 600 3:2 cells"):
+        cell_px_for_cells((30, 20), 601, "3:2")
+
+
+# --- prints ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target, print_text, crop", [
+    ((300, 200), "60x40cm", (0, 0, 300, 200)),  # same shape: untouched
+    ((400, 200), "60x40cm", (50, 0, 300, 200)),  # wider: the sides go
+    ((300, 300), "60x40cm", (0, 50, 300, 200)),  # taller: top and bottom go
+    ((300, 200), "40x60cm", (83, 0, 133, 200)),  # portrait print of a landscape: 133.3 -> 133
+    ((301, 200), "60x40cm", (0, 0, 300, 200)),  # one pixel
+    ((1000, 3), "1x1in", (498, 0, 3, 3)),
+])
+def test_the_target_is_centre_cropped_to_the_prints_shape(target, print_text, crop):
+    assert print_crop(target, parse_print_size(print_text)) == crop
+
+
+def tile_reference(cols: int, rows: int, pixels: tuple[int, int], aspect: str) -> int:
+    ratio = parse_aspect(aspect)
+    scores = {tile: max(abs(cols * tile - pixels[0]),
+                        abs(rows * height_for(tile, ratio) - pixels[1]))
+              for tile in range(1, 1025)}
+    best = min(scores.values())
+    return max(tile for tile, score in scores.items() if score == best)
+
+
+@pytest.mark.parametrize("cols, rows, print_text, dpi, aspect", [
+    (6, 4, "60x40cm", 150, "1:1"), (60, 40, "60x40cm", 150, "1:1"),
+    (10, 10, "60x40cm", 300, "3:2"), (7, 13, "8x10in", 240, "2:3"), (1, 1, "5x5cm", 72, "1:1"),
+    (250, 166, "84.1x59.4cm", 300, "1:1"),
+])
+def test_tiles_bring_the_output_nearest_to_the_print(cols, rows, print_text, dpi, aspect):
+    pixels = parse_print_size(print_text).pixels(dpi)
+    assert tile_px_for_print(cols, rows, print_text, dpi, aspect) == \
+        tile_reference(cols, rows, pixels, aspect)
+
+
+def test_done_when_60x40cm_at_150_dpi_of_a_3_2_target():
+    plan = plan_print((300, 200), "60x40cm", dpi=150, cells=24)
+    assert plan.print_pixels == (3543, 2362)
+    # 6 x 4 cells: 590 px tiles give 3540 x 2360 and 591 px 3546 x 2364, both 3 px
+    # off at worst; the larger wins.
+    assert (plan.cols, plan.rows, plan.tile_px, plan.tile_height) == (6, 4, 591, 591)
+    assert plan.output_size == (3546, 2364)
+    assert plan.print_error == (3, 2)
+    assert not plan.cropped and plan.print_warning() is None
+    assert plan.printed_size() == pytest.approx((60.0456, 40.0304), abs=1e-4)
+    # With many cells the grid lands within one tile of the print.
+    plan = plan_print((3000, 2000), "60x40cm", dpi=150, cells=2400)
+    assert (plan.cols, plan.rows, plan.output_size) == (60, 40, (3540, 2360))
+    assert all(abs(error) <= plan.tile_px for error in plan.print_error)
+
+
+def test_a_print_of_another_shape_crops_the_target_and_says_so():
+    plan = plan_print((400, 200), "60x40cm", dpi=150, cells=24)
+    assert plan.cropped and plan.crop == (50, 0, 300, 200)
+    assert plan.output_size == (3546, 2364)
+    text = plan.describe()
+    assert text.startswith("print 60x40cm at 150 dpi (3543x2362 px): 6x4 cells of 591x591 px, "
+                           "3546x2364 px (60.05x40.03 cm)")
+    assert "target cropped to 300x200 at (50, 0) from 400x200" in text
+    report = plan.report()
+    assert report["crop"] == {"left": 50, "top": 0, "width": 300, "height": 200}
+    assert report["print"]["pixels"] == {"width": 3543, "height": 2362}
+    assert report["print"]["error_px"] == {"width": 3, "height": 2}
+    json.dumps(report)
+
+
+def test_prints_that_cannot_be_met_are_clear_errors():
+    # One cell of a 60 x 40 cm print at 300 dpi would be a 7087 px tile.
+    with pytest.raises(OptionError) as error:
+        plan_print((300, 200), "60x40cm", dpi=300, cells=1)
+    assert error.value.parameters == ("print_size", "dpi")
+    assert "needs tiles about 7087 px wide for a grid of 1x1 cells, over the 1024 px" \
+        in str(error.value)
+    # More cells than the print has pixels.
+    with pytest.raises(OptionError, match=r"print_size 1x1cm at dpi 10 is 4x4 px, fewer than "
+                                          r"the grid's 18x18 cells"):
+        plan_print((300, 300), "1x1cm", dpi=10)
+    with pytest.raises(MosaicistError, match="bear.jpg: its 1x100 crop to the print's shape is "
+                                             "smaller than one 16x16 cell"):
+        plan_sizes((1000, 100), print_size="1x100cm", name="bear.jpg")
+
+
+def test_a_coarse_grid_far_from_the_print_is_warned_about():
+    # One row of tall 1:4 cells cannot take the print's shape.
+    plan = plan_sizes((2555, 2504), aspect="1:4", cells=24, print_size="100x30cm", dpi=72)
+    assert plan.rows == 1
+    assert plan.print_warning().startswith("the output, ")
+    assert "off the print's 2835x850 px" in plan.print_warning()
+
+
+def test_options_plan_refuses_contradictions_and_is_idempotent():
+    with pytest.raises(OptionError) as error:
+        options_plan(MosaicOptions(cells=24, cell_px=8), (300, 200))
+    assert str(error.value) == ("cells 24 chooses cells of 50 px, but cell_px is 8; give one "
+                                "of them")
+    with pytest.raises(OptionError, match="print_size 60x40cm at dpi 150 chooses tiles of 591 "
+                                          "px, but tile_px is 64"):
+        options_plan(MosaicOptions(print_size="60x40cm", dpi=150, cells=24, tile_px=64),
+                     (300, 200))
+    # Agreeing values are fine (a settings block read back has them all).
+    options = MosaicOptions(print_size="60x40cm", dpi=150, cells=24, preset="seed")
+    fitted = fit_options(options, options_plan(options, (300, 200)))
+    assert (fitted.cell_px, fitted.tile_px, fitted.match_px) == (50, 591, 32)
+    assert not fitted.given("tile_px") and fitted.given("print_size")
+    again = MosaicOptions.from_json(fitted.to_json())
+    assert options_plan(again, (300, 200)) == options_plan(options, (300, 200))
+    # match_px follows a chosen tile size unless given.
+    small = MosaicOptions(print_size="3x2in", dpi=80, cells=24)
+    assert fit_options(small, options_plan(small, (300, 200))).match_px == 40
+    given = MosaicOptions(print_size="3x2in", dpi=80, cells=24, match_px=16)
+    assert fit_options(given, options_plan(given, (300, 200))).match_px == 16
+
+
+def test_without_cells_or_print_the_plan_is_the_options():
+    options = MosaicOptions(cell_px=8, tile_px=12, aspect="3:2")
+    plan = options_plan(options, (100, 60))
+    assert (plan.cols, plan.rows, plan.cell_height, plan.tile_height) == (12, 12, 5, 8)
+    assert plan.output_size == (144, 96) and plan.crop == (0, 0, 100, 60)
+    assert fit_options(options, plan) is options
+    assert plan.report()["print"] is None
+
+
+# --- the library's photos against the tiles ----------------------------------------------
+
+
+def test_small_originals_are_warned_about(tmp_path):
+    folder = open_source(make_colour_folder(tmp_path / "small", 40, size=12), tmp_path)
+    ids = [f"t{index:03d}.png" for index in range(40)] * 3
+    warning = small_originals_warning(folder, ids, 120, 80)
+    assert warning == ("tiles are 120x80 px, but the library's photos are about 12x12 (median "
+                       "of 16 sampled): they are enlarged 10.0x and will look soft; use larger "
+                       "photos or smaller tiles")
+    assert small_originals_warning(folder, ids, 12, 12) is None
+    assert small_originals_warning(folder, ["missing.png"], 120, 80) is None
+    # Sources that are not files are opened through the source: a 32 px array.
+    np.save(tmp_path / "tiles.npy", np.zeros((5, 32, 48, 3), np.uint8))
+    arrays = open_source(tmp_path / "tiles.npy", tmp_path)
+    ids = [source_id for source_id, *_ in arrays.scan()]
+    assert "about 48x32 (median of 5 sampled): they are enlarged 2.0x" in \
+        small_originals_warning(arrays, ids, 64, 64)
+    assert small_originals_warning(arrays, ids, 48, 32) is None
+
+
+# --- through the pipeline and the command line ---------------------------------------------
+
+
+def test_make_mosaic_takes_cells_print_size_and_dpi(tmp_path):
+    tiles = make_colour_folder(tmp_path / "tiles", 30)
+    target = smooth(400, 200)  # 2:1, for a 3:2 print
+    mosaic = make_mosaic(target, tiles, preset="seed", cells=24, print_size="3x2in", dpi=100,
+                         cache_dir=tmp_path / "cache", compute_metrics=False)
+    assert (mosaic.grid.cols, mosaic.grid.rows, mosaic.grid.cell_px) == (6, 4, 50)
+    # The grid's offsets are in the whole target: the 300 x 200 crop starts at x = 50.
+    assert (mosaic.grid.left, mosaic.grid.top) == (50, 0)
+    assert mosaic.placements.crop == (50, 0)
+    assert mosaic.options.tile_px == 50 and mosaic.options.dpi == 100
+    assert (mosaic.renderer.width, mosaic.renderer.height) == (300, 200)
+    assert mosaic.image.shape == (200, 300, 3)
+    report = mosaic.report()
+    assert report["sizes"]["print"]["pixels"] == {"width": 300, "height": 200}
+    assert report["sizes"]["crop"] == {"left": 50, "top": 0, "width": 300, "height": 200}
+    mosaic.write(tmp_path / "o.png")
+    with Image.open(tmp_path / "o.png") as written:
+        assert written.size == (300, 200)
+        assert written.info["dpi"] == pytest.approx((100, 100), abs=0.02)
+
+
+def test_cli_print_60x40cm_at_150_dpi(tmp_path):
+    tiles = make_colour_folder(tmp_path / "tiles", 30)
+    target = tmp_path / "target.png"
+    Image.fromarray(smooth(300, 200)).save(target)  # 3:2
+    output, report = tmp_path / "print.jpg", tmp_path / "report.json"
+    result = CliRunner().invoke(main, [
+        "make", str(target), "--tiles", str(tiles), "--cache-dir", str(tmp_path / "cache"),
+        "--preset", "seed", "--print", "60x40cm", "--dpi", "150", "--cells", "24",
+        "-o", str(output), "--report", str(report),
+    ])
+    assert result.exit_code == 0, result.output
+    with Image.open(output) as written:
+        # 3543 x 2362 px asked; 6 x 4 tiles of 591 px come within 3 px.
+        assert written.size == (3546, 2364)
+        assert written.info["dpi"] == (150, 150)
+    lines = result.stderr.splitlines()
+    assert ("mosaicist: note: print 60x40cm at 150 dpi (3543x2362 px): 6x4 cells of 591x591 "
+            "px, 3546x2364 px (60.05x40.03 cm)") in lines
+    assert any(line.startswith("mosaicist: warning: tiles are 591x591 px, but the library's "
+                               "photos are about 12x12") for line in lines), lines
+    data = json.loads(report.read_text())
+    assert data["settings"]["print_size"] == "60x40cm" and data["settings"]["dpi"] == 150
+    assert data["settings"]["cells"] == 24 and data["settings"]["tile_px"] == 591
+    assert data["output_size"] == {"width": 3546, "height": 2364}
+
+
+@pytest.mark.parametrize("arguments, words", [
+    (["--print", "60x40ft"], "--print must be WIDTHxHEIGHT in cm (the default), mm or in"),
+    (["--dpi", "0"], "--dpi must be between 1 and 65535 dpi, got 0"),
+    (["--cells", "24", "--cell", "8"], "--cells 24 chooses cells of 10 px, but --cell is 8"),
+    (["--cells", "5000"], "--cells 5000 is more than a 60x40 target holds: at most 2400 cells"),
+    (["--print", "6x4cm", "--dpi", "100", "--tile-px", "64"],
+     "--print 6x4cm at --dpi 100 chooses tiles of 79 px, but --tile-px is 64; give one of them"),
+    (["--print", "60x40cm"], "--print 60x40cm at --dpi 300 needs tiles about 2363 px wide for "
+                             "a grid of 3x2 cells, over the 1024 px that tiles may have"),
+])
+def test_cli_size_errors_are_one_line_naming_the_flags(tmp_path, arguments, words):
+    target = tmp_path / "target.png"
+    Image.fromarray(smooth(60, 40)).save(target)
+    result = CliRunner().invoke(main, ["make", str(target), "--tiles", str(tmp_path / "none"),
+                                       "-o", str(tmp_path / "o.png"), *arguments])
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mosaicist: error: "), result.stderr
+    assert words in lines[0]
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_render_keeps_or_changes_the_recorded_dpi(tmp_path):
+    tiles = make_colour_folder(tmp_path / "tiles", 10)
+    target = tmp_path / "target.png"
+    Image.fromarray(smooth(40, 24)).save(target)
+    common = ["--cache-dir", str(tmp_path / "cache"), "-q"]
+    placements = tmp_path / "p.json"
+    result = CliRunner().invoke(main, [
+        "make", str(target), "--tiles", str(tiles), "--cell", "8", "--tile-px", "8",
+        "--preset", "seed", "--dpi", "100", "--placements", str(placements),
+        "-o", str(tmp_path / "a.png"), *common])
+    assert result.exit_code == 0, result.output
+    for name, flags, dpi in (("b.jpg", [], 100), ("c.tif", ["--dpi", "200"], 200)):
+        result = CliRunner().invoke(main, ["render", str(placements), "-o", str(tmp_path / name),
+                                           *flags, *common])
+        assert result.exit_code == 0, result.output
+        with Image.open(tmp_path / name) as written:
+            assert written.size == (40, 24)
+            assert written.info["dpi"] == (dpi, dpi)
