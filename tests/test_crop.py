@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,9 +123,10 @@ def test_a_face_is_kept_whole_where_the_centre_crop_cuts_it():
     pytest.importorskip("cv2")
     if not crop_module.face_detector_available():
         pytest.skip("this OpenCV has no Haar cascades (OpenCV 5)")
-    from skimage.data import astronaut
-
-    portrait = astronaut()  # 512 x 512, the face at about x 177-272, y 66-161
+    # scikit-image's astronaut (Eileen Collins, NASA; public domain), kept as a JPEG
+    # beside the tests so that they need neither scikit-image nor the network.
+    portrait = np.asarray(Image.open(Path(__file__).parent / "data" / "astronaut.jpg"))
+    assert portrait.shape == (512, 512, 3)  # the face at about x 177-272, y 66-161
     face = (170, 40, 110, 140)  # with forehead and chin
     canvas = np.full((512, 1100, 3), 200, np.uint8)
     canvas[:, 40:552] = portrait
@@ -195,3 +197,48 @@ def test_the_index_stores_windows_and_renders_from_originals_use_them(tmp_path):
     # 3:2 tiles from originals.
     wide = OriginalPictures(source, ["a.png"], 30, workers=1, aspect=(3, 2), crop="subject")
     assert (wide.tile_height, wide.fetch(np.array([0])).shape) == (20, (1, 20, 30, 3))
+
+
+@pytest.mark.usefixtures("no_faces")
+def test_make_index_and_render_cut_the_subject_window(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from mosaicist.cli import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    # One wide photo: textured at its right end, flat grey elsewhere.
+    Image.fromarray(blob_photo(300, 100, 250, 30)).save(folder / "wide.png")
+    target = tmp_path / "target.png"
+    Image.fromarray(np.full((10, 24, 3), 120, np.uint8)).save(target)  # 2 x 3 cells of 8 x 5
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    runner = CliRunner()
+    indexed = runner.invoke(main, ["index", str(folder), "--tile-px", "8", "--aspect", "3:2",
+                                   *cache])
+    assert indexed.exit_code == 0, indexed.output
+    assert "tiles of 8x5 px" in indexed.stderr and "-3x2-" in indexed.stderr
+    outputs = {}
+    for crop in ("centre", "subject"):
+        output = tmp_path / f"{crop}.png"
+        made = runner.invoke(main, [
+            "make", str(target), "--tiles", str(folder), "--preset", "seed", "--crop", crop,
+            "--aspect", "3:2", "--cell", "8", "--match-px", "8", "--tile-px", "48",
+            "-o", str(output), "--placements", str(tmp_path / f"{crop}.json"), *cache])
+        assert made.exit_code == 0, made.output
+        outputs[crop] = np.asarray(Image.open(output))
+    # Drawn from the original at 48 x 32 px per tile: the subject window shows the texture.
+    assert outputs["subject"].shape == (2 * 32, 3 * 48, 3)
+    def texture(picture):
+        return np.abs(np.diff(picture.astype(int), axis=1)).max()
+
+    assert texture(outputs["subject"]) > 60 and texture(outputs["centre"]) < 5
+    # Rendering the placements again cuts the window the index stored.
+    rendered = runner.invoke(main, ["render", str(tmp_path / "subject.json"),
+                                    "-o", str(tmp_path / "again.png"), *cache])
+    assert rendered.exit_code == 0, rendered.output
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "again.png")),
+                                  outputs["subject"])
+    settings = json.loads((tmp_path / "subject.json").read_text())["settings"]
+    assert (settings["crop"], settings["aspect"]) == ("subject", "3:2")

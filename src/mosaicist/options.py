@@ -55,9 +55,10 @@ from .sizing import DEFAULT_DPI, DPI_RANGE, format_print_size, parse_print_size
 from .transforms import AUGMENT_SETS
 
 #: Version of the serialised settings (:meth:`MosaicOptions.to_json`); 2 added ``preset``,
-#: 3 ``min_uses``, ``contrast`` and ``tint_max``.
+#: 3 ``min_uses``, ``contrast`` and ``tint_max``, 4 ``aspect``, ``crop``, ``dedupe``,
+#: ``cells``, ``print_size``, ``dpi``, ``adaptive``, ``detail`` and ``max_target_pixels``.
 #: A new setting must default to what mosaicist did before it existed.
-SETTINGS_VERSION = 3
+SETTINGS_VERSION = 4
 
 #: Accepted range of ``cell_px`` (target pixels per cell side).
 CELL_PX_RANGE = (1, 1024)
