@@ -338,3 +338,27 @@ def test_use_all_on_the_command_line(cli_setup, tmp_path):
     assert "(--limit) or smaller cells (--cell)" in result.stderr
     result = CliRunner().invoke(main, [*base, "--min-uses", "3", "--max-uses", "2"])
     assert "--min-uses 3 is above --max-uses 2" in result.stderr
+
+
+def test_the_default_presets_wishes_give_way_to_a_matcher_asked_for(cli_setup, tmp_path):
+    from mosaicist.match import fitted_matcher
+
+    # Approximate search honours neither caps nor tints: the preset's give way...
+    matcher, fitted, dropped = fitted_matcher(MosaicOptions(search="approximate"))
+    assert matcher.search == "approximate"
+    assert set(dropped) == {"max_uses", "min_spacing", "tint", "contrast"}
+    assert (fitted.max_uses, fitted.min_spacing, fitted.tint, fitted.contrast) == (None, 1, 0, 0)
+    assert not fitted.given("tint")
+    # ...given ones do not, and the error names them.
+    with pytest.raises(OptionError, match="contrast"):
+        fitted_matcher(MosaicOptions(search="approximate", contrast=0.5))
+    # The exact search takes the preset as it is.
+    options = MosaicOptions()
+    assert fitted_matcher(options)[1:] == (options, ())
+    root, target, tiles = cli_setup
+    result = CliRunner().invoke(main, [
+        "make", str(target), "--tiles", str(tiles), "--cell", "4", "--tile-px", "8",
+        "--search", "approximate", "-o", str(tmp_path / "m.png"),
+        "--cache-dir", str(root / "cache")])
+    assert result.exit_code == 0, result.output
+    assert "approximate search on cpu runs without the preset's max_uses" in result.stderr

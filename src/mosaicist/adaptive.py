@@ -317,7 +317,7 @@ def match_adaptive(
         When the sizes do not halve (``adaptive``), or ``min_uses`` is set.
     """
     from .match import MatchRequest
-    from .match._capped import fit_limits, loosen_spacing
+    from .match._capped import fit_limits, with_spacing_giving_way
 
     check_adaptive(options)
     if options.min_uses:
@@ -325,29 +325,25 @@ def match_adaptive(
     leaves = split_cells(grid, options.adaptive, options.detail)
     tile_count = len(library.limit(options.limit))
     options = fit_limits(options, len(leaves), tile_count, grid.rows, grid.cols)
-    parts = []
+    levels = []
     for level in np.unique(leaves.level).tolist():
         index, cells = leaf_cells(grid, leaves, level)
-        level_grid = Grid(1, len(index), grid.cell_px >> level, 0, 0, cells,
-                          grid.cell_height >> level)
-        parts.append((index, MatchRequest(level_grid, library, level_options(options, level),
-                                          show_progress)))
+        levels.append((level, index, Grid(1, len(index), grid.cell_px >> level, 0, 0, cells,
+                                          grid.cell_height >> level)))
+
+    def requests(options: MosaicOptions) -> list[tuple[np.ndarray, MatchRequest]]:
+        return [(index, MatchRequest(level_grid, library, level_options(options, level),
+                                     show_progress)) for level, index, level_grid in levels]
+
     assignment = None
     if options.repetition_limited:
-        while True:
-            try:
-                results, assignment = _assign_leaves(parts, leaves, options)
-                break
-            except OptionError as error:
-                looser = loosen_spacing(options, error)
-                if looser is None:
-                    raise
-                options = looser
-                parts = [(index, MatchRequest(request.grid, library,
-                                              level_options(options, level), show_progress))
-                         for (index, request), level in zip(parts, np.unique(leaves.level),
-                                                            strict=True)]
+        def attempt(options: MosaicOptions) -> tuple[list, list, Assignment]:
+            parts = requests(options)
+            return (parts, *_assign_leaves(parts, leaves, options))
+
+        (parts, results, assignment), options = with_spacing_giving_way(options, attempt)
     else:
+        parts = requests(options)
         results = [matcher.match(request) for _, request in parts]
     placements = _placements(parts, results, leaves, options, grid, target)
     return AdaptiveMatch(leaves, placements, options, parts[0][1], assignment)

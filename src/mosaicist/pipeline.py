@@ -34,7 +34,7 @@ from .grid import Grid, make_grid
 from .imaging import read_target, to_rgb
 from .library import TileLibrary
 from .match import Assignment, MatchRequest, MatchResult, fitted_matcher
-from .match._capped import fit_limits, loosen_spacing
+from .match._capped import fit_limits, with_spacing_giving_way
 from .match._contrast import finish
 from .options import MosaicOptions
 from .paths import atomic_path
@@ -260,16 +260,11 @@ def make_mosaic(
         # A preset's repetition limits bend to a small library; given ones do not.
         options = fit_limits(options, len(grid), len(library.limit(options.limit)), grid.rows,
                              grid.cols)
-        while True:
+        def attempt(options: MosaicOptions) -> tuple[MatchRequest, MatchResult]:
             request = MatchRequest(grid, library, options, show_progress)
-            try:
-                result = finish(request, matcher.match(request))
-                break
-            except OptionError as error:
-                looser = loosen_spacing(options, error)
-                if looser is None:
-                    raise
-                options = looser
+            return request, finish(request, matcher.match(request))
+
+        (request, result), options = with_spacing_giving_way(options, attempt)
         match_done = time.perf_counter()
         placements = _placements(request, result, name)
     if not quiet and (options.print_size is not None or options.tile_px != options.match_px):

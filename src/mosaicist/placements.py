@@ -380,64 +380,44 @@ class Placements:
         cols = max(col for _, col in where) + 1
         if len(records) != rows * cols:
             raise ValueError(f"{len(records)} rows for a {rows}x{cols} grid")
-        order = [records[where[key] - 2] for key in sorted(where)]
-        columns: dict[str, list[Any]] = {
-            "tile": [record["tile"] for record in order],
-            "position": [_csv_number(record, "position", where[key], int)
-                         for key, record in zip(sorted(where), order, strict=True)],
-            "distance": [_csv_number(record, "distance", where[key], float)
-                         for key, record in zip(sorted(where), order, strict=True)],
-            "transform": [record.get("transform") or "identity" for record in order],
-            "tint": [[_csv_number(record, f"tint_{c}", where[key], float, 0.0)
-                      for c in range(3)] for key, record in zip(sorted(where), order, strict=True)],
-            "gain": [[_csv_number(record, f"gain_{c}", where[key], float, 1.0)
-                      for c in range(3)] for key, record in zip(sorted(where), order, strict=True)],
-        }
-        check_cells(rows, cols, columns)
-        text = [record["distance"] for record in order]
-        is_float = any("." in value or "e" in value.lower() or "n" in value.lower()
-                       for value in text)
-        return cls(
-            rows,
-            cols,
-            np.array(columns["position"], np.int64),
-            np.array(columns["distance"], np.float64) if is_float
-            else np.array([int(value) for value in text], np.int64),
-            columns["tile"],
-            np.array([transform_code(name) for name in columns["transform"]], np.int8),
-            np.array(columns["tint"], np.float64),
-            gain=np.array(columns["gain"], np.float64),
-        )
-
+        keys = sorted(where)
+        order = [records[where[key] - 2] for key in keys]
+        return cls._from_csv_records(rows, cols, order, [where[key] for key in keys])
 
     @classmethod
     def _read_rect_csv(cls, records: list[dict[str, Any]]) -> Placements:
         """Placements of cells of several sizes from CSV records (columns ``x,y,w,h``)."""
-        lines = range(2, len(records) + 2)
-        rect = [[_csv_number(record, name, line, float) for name in RECT_HEADER]
-                for line, record in zip(lines, records, strict=True)]
-        corner = np.array(rect, np.float64)
-        rows = math.ceil(float((corner[:, 1] + corner[:, 3]).max()))
-        cols = math.ceil(float((corner[:, 0] + corner[:, 2]).max()))
+        lines = list(range(2, len(records) + 2))
+        corner = np.array([[_csv_number(record, name, line, float) for name in RECT_HEADER]
+                           for line, record in zip(lines, records, strict=True)], np.float64)
+        rows = max(math.ceil(float((corner[:, 1] + corner[:, 3]).max())), 1)
+        cols = max(math.ceil(float((corner[:, 0] + corner[:, 2]).max())), 1)
+        return cls._from_csv_records(rows, cols, records, lines, corner)
+
+    @classmethod
+    def _from_csv_records(cls, rows: int, cols: int, records: list[dict[str, Any]],
+                          lines: list[int], rect: np.ndarray | None = None) -> Placements:
+        """Placements from CSV records in cell order (``lines``: their line numbers)."""
+        numbered = list(zip(lines, records, strict=True))
         columns: dict[str, list[Any]] = {
             "tile": [record["tile"] for record in records],
-            "position": [_csv_number(record, "position", line, int)
-                         for line, record in zip(lines, records, strict=True)],
+            "position": [_csv_number(record, "position", line, int) for line, record in numbered],
             "distance": [_csv_number(record, "distance", line, float)
-                         for line, record in zip(lines, records, strict=True)],
+                         for line, record in numbered],
             "transform": [record.get("transform") or "identity" for record in records],
             "tint": [[_csv_number(record, f"tint_{c}", line, float, 0.0) for c in range(3)]
-                     for line, record in zip(lines, records, strict=True)],
+                     for line, record in numbered],
             "gain": [[_csv_number(record, f"gain_{c}", line, float, 1.0) for c in range(3)]
-                     for line, record in zip(lines, records, strict=True)],
-            "rect": rect,
+                     for line, record in numbered],
         }
-        check_cells(max(rows, 1), max(cols, 1), columns)
+        if rect is not None:
+            columns["rect"] = rect.tolist()
+        check_cells(rows, cols, columns)
         text = [record["distance"] for record in records]
         is_float = any("." in value or "e" in value.lower() or "n" in value.lower()
                        for value in text)
         return cls(
-            max(rows, 1), max(cols, 1),
+            rows, cols,
             np.array(columns["position"], np.int64),
             np.array(columns["distance"], np.float64) if is_float
             else np.array([int(value) for value in text], np.int64),
@@ -445,9 +425,8 @@ class Placements:
             np.array([transform_code(name) for name in columns["transform"]], np.int8),
             np.array(columns["tint"], np.float64),
             gain=np.array(columns["gain"], np.float64),
-            rect=corner,
+            rect=rect,
         )
-
 
 #: Cell fields every placements document has (``gain`` is optional).
 _CELL_FIELDS = ("tile", "position", "distance", "transform", "tint")

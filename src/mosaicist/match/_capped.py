@@ -19,7 +19,9 @@ before assigning, and mapped back afterwards.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from typing import TypeVar
 
 import numpy as np
 
@@ -28,6 +30,8 @@ from ..options import MosaicOptions
 from ._assign import Assignment, ShortLists, assign_tiles, check_feasible
 from ._exact import dense_distances, match_exact, pair_distances, search_scale
 from ._registry import Matcher, MatchRequest, MatchResult
+
+T = TypeVar("T")
 
 #: Candidates per cell of the first lists (grown where the assignment needs more).
 FIRST_CANDIDATES = 32
@@ -122,6 +126,25 @@ def loosen_spacing(options: MosaicOptions, error: OptionError) -> MosaicOptions 
             or options.min_spacing <= 1):
         return None
     return options.fitted(min_spacing=options.min_spacing - 1)
+
+
+def with_spacing_giving_way(
+    options: MosaicOptions, attempt: Callable[[MosaicOptions], T]
+) -> tuple[T, MosaicOptions]:
+    """Return ``attempt(options)`` and the options it ran with, a preset's spacing giving way.
+
+    While the attempt fails on a spacing that came from the preset
+    (:func:`loosen_spacing`), it runs again with the spacing one cell
+    shorter; any other error, or one on a given spacing, is raised.
+    """
+    while True:
+        try:
+            return attempt(options), options
+        except OptionError as error:
+            looser = loosen_spacing(options, error)
+            if looser is None:
+                raise
+            options = looser
 
 
 def _with_minimum(request: MatchRequest, search: LibrarySearch) -> Assignment:

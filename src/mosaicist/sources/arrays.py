@@ -360,7 +360,21 @@ class ArrayFileSource(TileSource):
         return block[np.searchsorted(unique, positions)]
 
     def _open_store(self) -> tuple[Any, Any]:
-        """Return (array-like, handle to close or None)."""
+        """Return (array-like, handle to close or None).
+
+        Raises
+        ------
+        SourceError
+            When the file cannot be read (one line naming it).
+        """
+        try:
+            return self._open_store_unchecked()
+        except SourceError:
+            raise
+        except _LOAD_ERRORS as error:
+            raise SourceError(f"{self._where()}: cannot read ({_one_line(error)})") from None
+
+    def _open_store_unchecked(self) -> tuple[Any, Any]:
         if self._kind == "h5":
             h5py = _import_h5py(self._path)
             handle = h5py.File(self._path, "r")
@@ -412,12 +426,7 @@ class ArrayFileSource(TileSource):
         :data:`READ_BLOCK_BYTES` bytes; an image that cannot be read yields an
         error for that image alone.
         """
-        try:
-            store, handle = self._open_store()
-        except SourceError:
-            raise
-        except _LOAD_ERRORS as error:
-            raise SourceError(f"{self._where()}: cannot read ({_one_line(error)})") from None
+        store, handle = self._open_store()
         try:
             for start in range(0, len(entries), self._block):
                 chunk = entries[start:start + self._block]
@@ -455,12 +464,7 @@ class ArrayFileSource(TileSource):
         position = self._position(entry)
         if position < 0:
             raise SourceError(f"{entry.source_id}: not in {self.name}")
-        try:
-            store, handle = self._open_store()
-        except SourceError:
-            raise
-        except _LOAD_ERRORS as error:
-            raise SourceError(f"{self._where()}: cannot read ({_one_line(error)})") from None
+        store, handle = self._open_store()
         try:
             image = np.asarray(store[position])
         except _LOAD_ERRORS as error:
