@@ -304,10 +304,13 @@ class DenseSearch:
         self.calls["pairs"] += 1
         return self.full[cells, tiles]
 
-    def below(self, cells, price, limit, k):
+    def below(self, cells, price, limit, k, upper=None):
         self.calls["below"] += 1
         total = self.full[cells] + price[None, :]
         tiles, totals = top_k(total, k)
+        if upper is not None:
+            # The hint's promise: some k tiles reach it, so the k-th best is at most it.
+            assert (totals[:, k - 1] <= upper).all()
         missing = (tiles < 0) | (totals >= limit[:, None])
         tiles[missing] = -1
         distances = np.where(missing, np.iinfo(np.int64).max,

@@ -370,8 +370,9 @@ class _LevelSearch:
     def nearest(self, cells: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self._gather(cells, k, lambda search, local, where: search.nearest(local, k))
 
-    def below(self, cells: np.ndarray, price: np.ndarray, limit: np.ndarray, k: int
-              ) -> tuple[np.ndarray, np.ndarray]:
+    def below(self, cells: np.ndarray, price: np.ndarray, limit: np.ndarray, k: int,
+              upper: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        # The hint is optional; each size's search starts from its own sample.
         return self._gather(cells, k, lambda search, local, where: search.below(
             local, price, np.asarray(limit)[where], k))
 

@@ -145,12 +145,15 @@ class CandidateSearch(Protocol):
         """The ``k`` nearest tiles of each of ``cells``."""
 
     def below(
-        self, cells: np.ndarray, price: np.ndarray, limit: np.ndarray, k: int
+        self, cells: np.ndarray, price: np.ndarray, limit: np.ndarray, k: int,
+        upper: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Up to ``k`` tiles of least distance plus ``price`` below each cell's ``limit``.
 
         ``price`` is ``(tile_count,)``, non-negative; the distances returned
-        do not include it.
+        do not include it. ``upper``, when given, is known to be at or above
+        each cell's ``k``-th least distance plus price (some ``k`` tiles
+        reach it): a search may start from it instead of from nothing.
         """
 
     def pairs(self, cells: np.ndarray, tiles: np.ndarray) -> np.ndarray:
@@ -392,7 +395,8 @@ class _PriceChecks:
         self.rounds = 0
 
     def check(
-        self, search: CandidateSearch, price: np.ndarray, cost: np.ndarray, reach: np.ndarray
+        self, search: CandidateSearch, price: np.ndarray, cost: np.ndarray, reach: np.ndarray,
+        upper: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Pairs ``(rows, tiles, distances)`` worth listing, and which of them beat ``cost``.
 
@@ -403,6 +407,7 @@ class _PriceChecks:
         and reach are returned too, to be listed, and the proof then holds
         up to ``reach``, so that a later round in which the cell's cost has
         risen (prices rise as the assignment settles) needs no new search.
+        ``upper`` (see :meth:`CandidateSearch.below`) is passed on to the searches.
         """
         self.rounds += 1
         count = len(cost)
@@ -447,8 +452,9 @@ class _PriceChecks:
         targets = np.concatenate(searched) if searched else np.zeros(0, np.int64)
         targets.sort()
         if len(targets):
-            found, found_distances = search.below(targets, price, reach[targets],
-                                                  PRICING_COLUMNS)
+            found, found_distances = search.below(
+                targets, price, reach[targets], PRICING_COLUMNS,
+                upper=None if upper is None else upper[targets])
             present = found >= 0
             rows.append(np.broadcast_to(targets[:, None], found.shape)[present])
             tiles.append(found[present])
@@ -473,6 +479,23 @@ class _PriceChecks:
         row, tile = np.concatenate(rows), np.concatenate(tiles)
         distance = np.concatenate(distances)
         return row, tile, distance, distance + price[tile] < cost[row]
+
+
+def _kth_total(edges: _Edges, price: np.ndarray, k: int) -> np.ndarray:
+    """Each cell's ``k``-th least listed distance plus price (int64 max with fewer listed).
+
+    The listed tiles are some of the library's, so a pricing search's
+    ``k``-th best is at most this: a search can start its threshold here.
+    """
+    total = edges.dist.astype(np.int64) + price[edges.tile]
+    order = np.lexsort((total, edges.row))
+    row, total = edges.row[order], total[order]
+    first = np.concatenate(([0], np.cumsum(edges.length)[:-1]))
+    rank = np.arange(len(row)) - first[row]
+    upper = np.full(len(edges.length), np.iinfo(np.int64).max, np.int64)
+    at = rank == k - 1
+    upper[row[at]] = total[at]
+    return upper
 
 
 def tile_prices(
@@ -1162,7 +1185,8 @@ class _Solver:
             reach = cost.copy()
             if REACH:
                 reach += REACH * np.minimum(premium, (_inf(np.dtype(np.int64)) - cost) // REACH)
-            rows, found, distances, beats = checks.check(self.search, price, cost, reach)
+            rows, found, distances, beats = checks.check(
+                self.search, price, cost, reach, _kth_total(edges, price, PRICING_COLUMNS))
             hit = np.zeros(self.count, bool)
             hit[rows[beats]] = True
             if not out.any() and not hit.any():

@@ -257,10 +257,11 @@ class LibrarySearch:
         return self._search(cells, k)
 
     def below(
-        self, cells: np.ndarray, price: np.ndarray, limit: np.ndarray, k: int
+        self, cells: np.ndarray, price: np.ndarray, limit: np.ndarray, k: int,
+        upper: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Up to ``k`` tiles of distance plus ``price`` below ``limit`` (prices not included)."""
-        tiles, distances = self._search(cells, k, price, limit)
+        tiles, distances = self._search(cells, k, price, limit, upper)
         found = tiles >= 0
         distances[found] -= price[tiles[found]]
         return tiles, distances
@@ -281,7 +282,7 @@ class LibrarySearch:
 
     def _search(
         self, cells: np.ndarray, k: int, price: np.ndarray | None = None,
-        limit: np.ndarray | None = None,
+        limit: np.ndarray | None = None, upper: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         request = self.request
         variants = request.variants
@@ -290,7 +291,7 @@ class LibrarySearch:
         result = match_exact(
             request.cell_vectors[cells], request.candidates, request.geometry, request.features,
             k=max(2, k * variants), tint=request.options.tint, price=candidate_price,
-            limit=limit, search_units=True,
+            limit=limit, upper=upper if variants == 1 else None, search_units=True,
         )
         assert result.candidates is not None and result.candidate_distances is not None
         tiles, distances, chosen = best_transform(result.candidates, result.candidate_distances,

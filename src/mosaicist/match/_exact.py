@@ -13,7 +13,7 @@ Search is exact, with memory bounded by the chunk sizes:
    the best-bounded tile of an evenly spaced sample. Then, for groups of
    cells and chunks of tiles, a coarse bound (``COARSE_DIMENSIONS``
    components) discards the tiles no cell of the group can use, the full
-   bound (``BOUND_DIMENSIONS``) is computed for the rest, and every tile
+   bound (:func:`._features.bound_dimensions`) is computed for the rest, and every tile
    whose bound does not exceed its cell's best exact distance so far is
    evaluated exactly.
 3. **Exact re-check.** Distances are integer dot products (int32 where no
@@ -36,6 +36,7 @@ from ..errors import OptionError
 from ..grid import Geometry
 from ..progress import progress_bar
 from ._features import (
+    LARGE_LIBRARY,
     TileFeatures,
     bound_scale,
     cell_bound_rows,
@@ -49,10 +50,13 @@ CELL_BLOCK = 2048
 TILE_CHUNK = 4096
 #: Float64 elements gathered at a time in the exact re-check.
 EXACT_BUDGET = 1 << 22
-#: Components of the coarse bound computed for every cell-tile pair.
-COARSE_DIMENSIONS = 24
-#: Cells that share one pass of the coarse bound.
-CELL_GROUP = 256
+#: Components of the coarse bound computed for every cell-tile pair, and cells that
+#: share one pass of it: 64 and 128 keep a third of the tiles that 24 and 256 kept
+#: on the seed's workload. Past LARGE_LIBRARY tiles (bound of 128 components) the
+#: all-pairs coarse product dominates, and 24 and 256 stay.
+COARSE_DIMENSIONS = 64
+CELL_GROUP = 128
+LARGE_LIBRARY_COARSE = (24, 256)
 #: Tiles in the sample that gives each cell its first upper bound.
 SEED_SAMPLE = 2048
 
@@ -319,10 +323,14 @@ class _ExactSearch:
         hundredths: int,
         price: np.ndarray | None = None,
         limit: np.ndarray | None = None,
+        upper: np.ndarray | None = None,
     ) -> None:
         count = len(cell_vectors)
         self.tile_count = tile_count = len(tiles)
         self.features = features
+        #: Components of the coarse bound and cells per group.
+        self.coarse_shape = ((COARSE_DIMENSIONS, CELL_GROUP) if tile_count <= LARGE_LIBRARY
+                             else LARGE_LIBRARY_COARSE)
         self.weight = geometry.weight
         self.scale = bound_scale(geometry)
         self.pooled = (
@@ -356,6 +364,10 @@ class _ExactSearch:
         self.limit32: np.ndarray | None = None
         if limit is not None:
             self.limit32 = _threshold32(np.asarray(limit, np.float64) / self.distance_scale)
+        if upper is not None:
+            # Some k tiles are known to reach `upper`: the k-th best is at most it.
+            upper32 = _threshold32(np.asarray(upper, np.float64) / self.distance_scale)
+            self.limit32 = upper32 if self.limit32 is None else np.minimum(self.limit32, upper32)
         shape = count if self.k == 1 else (count, self.k)
         self.best_distance = np.full(shape, _UNSET, np.int64)
         self.best_tile = np.full(shape, _UNSET, np.int64)
@@ -471,7 +483,7 @@ class _ExactSearch:
         """
         cell_rows, bound_rows, scale = self.cell_rows, self.bound_rows, self.scale
         dimensions = len(self.features.basis)
-        coarse = min(COARSE_DIMENSIONS, dimensions)
+        coarse = min(self.coarse_shape[0], dimensions)
         tail = bound_rows[:, coarse:dimensions].astype(np.float64)
         tail2 = np.einsum("ij,ij->i", tail, tail)
         extra = bound_rows.shape[1] - (dimensions + 2)
@@ -498,8 +510,8 @@ class _ExactSearch:
         """
         cell_order = np.argsort(self.cell_rows[:, 0], kind="stable")
         return [
-            cell_order[start:start + CELL_GROUP]
-            for start in range(0, len(cell_order), CELL_GROUP)
+            cell_order[start:start + self.coarse_shape[1]]
+            for start in range(0, len(cell_order), self.coarse_shape[1])
         ]
 
     def search_group(self, cells: np.ndarray) -> tuple[int, int]:
@@ -588,6 +600,7 @@ def match_exact(
     *,
     price: np.ndarray | None = None,
     limit: np.ndarray | None = None,
+    upper: np.ndarray | None = None,
     search_units: bool = False,
 ) -> MatchResult:
     """Find, for every cell, a tile of minimum objective (ties: lowest position).
@@ -625,6 +638,10 @@ def match_exact(
     limit : numpy.ndarray, optional
         ``(N,)`` int64 search units: a cell only wants tiles whose distance
         (price included) is below its limit; the others come back as ``-1``.
+    upper : numpy.ndarray, optional
+        ``(N,)`` int64 search units known to be at or above each cell's
+        ``k``-th best distance (price included): where it is below what the
+        search would find on its own, the search starts from it.
     search_units : bool
         Return distances in search units: int64, the objective times
         ``n * 100^2`` when tinting (exact), the objective itself otherwise.
@@ -643,7 +660,8 @@ def match_exact(
     hundredths = _tint_hundredths(tint, geometry)
     if features is None:
         features = compute_features(tiles, geometry)
-    search = _ExactSearch(cell_vectors, tiles, geometry, features, k, hundredths, price, limit)
+    search = _ExactSearch(cell_vectors, tiles, geometry, features, k, hundredths, price, limit,
+                          upper)
     evaluated = search.seed_pass()
     search.coarse_rows()
     groups = search.groups()
