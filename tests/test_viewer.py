@@ -284,14 +284,8 @@ def test_find_viewer(tmp_path, mosaic):
 def serving(path: Path):
     """Serve a viewer in a thread; yield its page URL."""
     server, url = make_server(path)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with server:
         yield url
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def fetch(url: str, path: str, headers: dict[str, str] | None = None,
@@ -426,7 +420,7 @@ def test_server_trusts_only_a_signed_manifest(tmp_path, monkeypatch, capsys):
     def check(expected: str) -> None:
         """Page, descriptor and tiles are served, no original; the notice says why."""
         server, _ = make_server(page)
-        server.server_close()
+        server.stop()
         assert server.notice is not None and expected in server.notice, server.notice
         assert "no original photos" in server.notice
         with serving(page) as url:

@@ -414,6 +414,37 @@ def view(path: Path, no_browser: bool, port: int) -> None:
 @main.command(
     epilog="""\b
 Examples:
+  mosaicist studio
+  mosaicist studio --root /media/photos --no-browser --port 8000
+"""
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port to listen on (0: a free one).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; keep the default unless other machines must reach "
+                   "it.")
+@click.option("--no-browser", is_flag=True, help="Only serve; do not open a browser.")
+@click.option("--root", "roots", multiple=True, type=click.Path(path_type=Path),
+              help="A folder whose photos may be used as tiles, besides your home folder "
+                   "(repeatable).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=_CACHE_HELP)
+def studio(port: int, host: str, no_browser: bool, roots: tuple[Path, ...],
+           cache_dir: Path | None) -> None:
+    """Make mosaics in the browser: a local web app with a live preview.
+
+    Serves the studio on this machine and opens it in the browser; photos
+    never leave it. Every mosaic made is kept in the history. Stop with
+    Ctrl+C.
+    """
+    from .studio import serve_studio
+
+    serve_studio(host=host, port=port, open_browser=not no_browser, roots=roots,
+                 cache_dir=cache_dir, announce=lambda message: click.echo(message, err=True))
+
+
+@main.command(
+    epilog="""\b
+Examples:
   mosaicist index ~/Photos
   mosaicist index ~/Photos --tile-px 64 --aspect 3:2
   mosaicist index ~/Photos --duplicates             # list near-identical photos

@@ -1,11 +1,60 @@
-"""Progress bars on stderr, shown only to a person watching a terminal."""
+"""Progress bars on stderr, shown only to a person watching a terminal.
+
+A program without a terminal (the studio's job processes) follows the same
+bars with :func:`progress_listener`: while one is set, every bar reports its
+description, count and total to it, drawn or not.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from tqdm import tqdm
+
+#: ``listener(description, done, total)``: a bar's progress (total None when unknown).
+ProgressListener = Callable[[str, float, "float | None"], None]
+_listener: ProgressListener | None = None
+_listener_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def progress_listener(listener: ProgressListener) -> Iterator[None]:
+    """Report every progress bar made in the block to ``listener``, from any thread.
+
+    The listener is called on each update with the bar's description, its
+    count so far and its total (None when unknown), and must be thread-safe
+    and quick. One listener per process: this one replaces any other for
+    the block.
+    """
+    global _listener
+    with _listener_lock:
+        previous, _listener = _listener, listener
+    try:
+        yield
+    finally:
+        with _listener_lock:
+            _listener = previous
+
+
+class _ListenedBar(tqdm):
+    """A tqdm bar that also reports to the listener (tqdm counts nothing when disabled)."""
+
+    def __init__(self, *args: Any, listener: ProgressListener, **kwargs: Any) -> None:
+        self._listener = listener
+        self._description = str(kwargs.get("desc") or "")
+        self._count = float(kwargs.get("initial") or 0)
+        super().__init__(*args, **kwargs)
+        self._listener(self._description, self._count, kwargs.get("total"))
+
+    def update(self, n: float | None = 1) -> bool | None:
+        shown = super().update(n)
+        self._count += 1 if n is None else n
+        self._listener(self._description, self._count, self.total)
+        return shown
 
 
 def progress_enabled(quiet: bool = False) -> bool:
@@ -16,8 +65,14 @@ def progress_enabled(quiet: bool = False) -> bool:
 def progress_bar(
     total: int | None, description: str, unit: str = "it", enabled: bool = True, **kwargs: Any
 ) -> tqdm:
-    """Return a tqdm progress bar on stderr, disabled when ``enabled`` is false."""
-    return tqdm(
+    """Return a tqdm progress bar on stderr, disabled when ``enabled`` is false.
+
+    While a :func:`progress_listener` is set, the bar also reports to it.
+    """
+    listener = _listener
+    if listener is not None:
+        kwargs["listener"] = listener
+    return (tqdm if listener is None else _ListenedBar)(
         total=total,
         desc=description,
         unit=unit,

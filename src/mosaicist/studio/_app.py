@@ -1,0 +1,894 @@
+"""The studio's web app: the page, its API, the runs' viewers.
+
+Routes (JSON unless said otherwise; errors are ``{"error": "one sentence"}``):
+
+==========================================  ===========================================
+``GET /``                                   the page, with this server's token in it
+``GET /assets/{name}``                      the page's scripts, styles and icons
+``GET /assets/openseadragon/{path}``        the viewer's vendored OpenSeadragon
+``GET /api/state``                          version, roots, sources, settings, presets...
+``GET /api/examples/{name}``                an example target picture
+``POST /api/targets``                       upload a target (multipart field ``file``)
+``POST /api/targets/example``               use an example as the target (``{"name"}``)
+``GET /api/targets/{id}``                   a stored target picture
+``GET /api/folders?path=P``                 the folders and pictures in a folder
+``POST /api/index``                         index a tile source (202 ``{"job"}``)
+``GET /api/jobs/{job}``                     a job's state
+``GET /api/jobs/{job}/events``              its events (server-sent events)
+``POST /api/jobs/{job}/cancel``             cancel it
+``POST /api/preview``                       a quick preview (``image/jpeg``)
+``POST /api/command``                       the ``mosaicist make`` command of the settings
+``POST /api/runs``, ``GET /api/runs``       make a mosaic (202 ``{"id"}``); the history
+``GET /api/runs/{id}``                      one run
+``GET /api/runs/{id}/events``               its events (server-sent events)
+``POST /api/runs/{id}/cancel``              cancel it
+``DELETE /api/runs/{id}``                   delete it and its files
+``POST /api/runs/{id}/render``              draw it again at another tile size (202)
+``GET /api/runs/{id}/files/{kind}``         download one of its outputs
+``GET /runs/{id}/view/...``                 its Deep Zoom viewer, as ``mosaicist view``
+==========================================  ===========================================
+
+Every request passes the guard of :mod:`mosaicist.web` first: ``Host`` must
+name this server; POST and DELETE carry the page's token and come from the
+page's own origin. Files are read only inside the folders this studio may
+read (the user's home and the ``--root`` folders) and its own cache, and
+served only from inside their resolved folders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import re
+import signal
+import sys
+import threading
+import urllib.parse
+import webbrowser
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import anyio
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .. import __version__
+from ..errors import MosaicistError, OptionError
+from ..imaging import IMAGE_EXTENSIONS
+from ..options import MosaicOptions, settings
+from ..paths import atomic_path
+from ..paths import cache_dir as default_cache_dir
+from ..sources import ARRAY_SUFFIXES, _split_key
+from ..viewer._server import ViewerSite
+from ..web import (
+    FileAnswer,
+    Guard,
+    WebError,
+    WebServer,
+    bind,
+    content_type,
+    make_app,
+    new_token,
+    open_inside,
+    resolved_folder,
+)
+from ._command import command_line, render_command_line
+from ._examples import example_path, examples
+from ._form import DATASETS, label, presets_form, settings_form
+from ._history import ACTIVE_STATUSES, History, Run
+from ._jobs import JobEvent, Jobs, Subscription
+from ._preview import Previewer
+from ._uploads import MAX_UPLOAD_BYTES, accept_target
+
+#: The placeholder of the page that becomes this server's token.
+TOKEN_PLACEHOLDER = "{{MOSAICIST_TOKEN}}"
+#: Largest JSON request body.
+MAX_JSON_BYTES = 256 * 1024
+#: Largest request body at all: an upload and its multipart framing.
+MAX_BODY = MAX_UPLOAD_BYTES + 1024 * 1024
+#: Cells of a preview.
+PREVIEW_CELLS = 2000
+#: Most folders listed in one folder.
+MAX_LISTED = 2000
+#: Seconds between keep-alive comments of an idle event stream.
+KEEP_ALIVE_SECONDS = 15.0
+#: Seconds an event stream waits for an event before checking whether the server stops.
+EVENT_POLL_SECONDS = 0.5
+#: Viewers of runs kept resolved.
+VIEWERS_KEPT = 32
+#: The page's content security policy: everything from this server, nothing inline.
+PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; "
+               "img-src 'self' data: blob:; connect-src 'self'; frame-src 'self'; "
+               "font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+_ID = re.compile(r"[0-9a-f]{32}")
+#: Output kinds shown inline (pictures of the page) rather than downloaded.
+_INLINE_KINDS = ("thumbnail",)
+
+
+def _package_folder(package: str, name: str) -> Path:
+    folder = resolved_folder(str(resources.files(package).joinpath(name)))
+    if folder is None:
+        raise MosaicistError(f"the installed package has no {package}/{name} folder; "
+                             "reinstall mosaicist")
+    return folder
+
+
+class Studio:
+    """The studio's state behind its web app: history, jobs, preview, targets, roots.
+
+    Making one marks the runs an earlier server left unfinished as
+    ``interrupted``. Call :meth:`close` when done: it cancels every job and
+    waits until their processes are gone.
+
+    Parameters
+    ----------
+    cache_dir : path-like, optional
+        The cache folder (``--cache-dir``); default :func:`mosaicist.paths.cache_dir`.
+    roots : iterable of path-like
+        Folders, besides the user's home, whose photos may be used as tiles.
+    token : str, optional
+        The secret of state-changing requests; a fresh one by default.
+    home : path-like, optional
+        The user's home (a root; where the folder browser starts).
+
+    Raises
+    ------
+    MosaicistError
+        When a root is not a folder, or the history cannot be opened.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike[str] | None = None,
+                 roots: Iterable[str | os.PathLike[str]] = (), *, token: str | None = None,
+                 home: str | os.PathLike[str] | None = None) -> None:
+        self.assets = _package_folder("mosaicist.studio", "assets")
+        self.viewer_assets = _package_folder("mosaicist.viewer", "assets")
+        self.cache_dir = default_cache_dir(cache_dir)
+        self.token = token or new_token()
+        try:
+            home_folder = resolved_folder(Path(home or Path.home()).expanduser())
+        except RuntimeError:  # no home folder known for this user
+            home_folder = None
+        self.roots: list[Path] = [] if home_folder is None else [home_folder]
+        for root in roots:
+            folder = resolved_folder(Path(root).expanduser())
+            if folder is None:
+                raise MosaicistError(f"{root}: not a folder (--root)")
+            if folder not in self.roots:
+                self.roots.append(folder)
+        self.home = home_folder or (self.roots[0] if self.roots else None)
+        self.history = History(self.cache_dir)
+        self.interrupted = self.history.mark_interrupted()
+        self.targets = self.history.root / "targets"
+        self.targets.mkdir(parents=True, exist_ok=True)
+        self.jobs = Jobs(self.history, self.cache_dir)
+        self.previewer = Previewer(self.cache_dir)
+        self.stopping = threading.Event()
+        self._preview_lock = threading.Lock()
+        self._preview_latest = 0
+        self._preview_number_lock = threading.Lock()
+        self._viewers: OrderedDict[str, ViewerSite] = OrderedDict()
+        self._viewers_lock = threading.Lock()
+        self._closed = False
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    def begin_stop(self) -> None:
+        """Tell the event streams to end: the server is stopping."""
+        self.stopping.set()
+
+    def close(self) -> None:
+        """Cancel every job and wait until their processes are gone (safe to call twice)."""
+        self.begin_stop()
+        if not self._closed:
+            self._closed = True
+            self.jobs.shutdown()
+
+    # -- checks of what the page sends ---------------------------------------------------
+
+    def inside_roots(self, path: Path) -> bool:
+        """Whether a resolved path lies in one of the roots."""
+        return any(path.is_relative_to(root) for root in self.roots)
+
+    def _outside(self, shown: str) -> WebError:
+        return WebError(403, f"{shown} is outside the folders this studio may read (your home "
+                             "folder and those given with --root)")
+
+    def _resolve(self, text: str) -> Path:
+        """An absolute path the page sent, resolved; 403 outside the roots."""
+        try:
+            path = Path(text).expanduser()
+            if not path.is_absolute():
+                raise WebError(400, f"{text}: give the full path of the folder or file")
+            real = Path(os.path.realpath(path))
+        except (OSError, ValueError, RuntimeError):  # RuntimeError: "~user" of nobody
+            raise WebError(400, f"{text}: not a valid path") from None
+        if not self.inside_roots(real):
+            raise self._outside(text)
+        return real
+
+    def tiles_spec(self, value: object) -> str:
+        """The tile source a request names: a dataset, or a folder or array file in the roots."""
+        if not isinstance(value, str) or not value.strip():
+            raise WebError(400, "choose the photos for the tiles: a folder, a collection or an "
+                                "array file")
+        text = value.strip()
+        if text.lower() in DATASETS:
+            return text.lower()
+        if "\x00" in text or len(text) > 4096:
+            raise WebError(400, "the tile source is not a valid path")
+        real = self._resolve(text)
+        if real.is_dir():
+            return str(real)
+        file_part, key = _split_key(text)
+        if file_part.lower().endswith(ARRAY_SUFFIXES):
+            array = self._resolve(file_part)
+            if not array.is_file():
+                raise WebError(400, f"{file_part}: no such array file")
+            return str(array) + ("" if key is None else f":{key}")
+        if not real.exists():
+            raise WebError(400, f"{text}: no such folder or file")
+        raise WebError(400, f"{text}: not a tile source (a folder of photos, or an .h5, .npz "
+                            "or .npy image array)")
+
+    def target(self, value: object) -> tuple[Path, dict[str, Any]]:
+        """The stored target a request names, and its description."""
+        if not isinstance(value, str) or not _ID.fullmatch(value):
+            raise WebError(400, "choose a picture first (the target is not an uploaded one)")
+        for suffix in (".jpg", ".png"):
+            path = self.targets / f"{value}{suffix}"
+            if path.is_file():
+                info: dict[str, Any] = {"id": value, "name": "target"}
+                with contextlib.suppress(OSError, ValueError):
+                    described = json.loads(path.with_suffix(".json").read_text("utf-8"))
+                    if isinstance(described, dict):
+                        info |= {key: described[key] for key in ("name", "width", "height")
+                                 if key in described}
+                return path, info
+        raise WebError(404, "that picture is no longer here; choose it again")
+
+    @staticmethod
+    def options(value: object) -> MosaicOptions:
+        """The options a request's ``settings`` give (only those the user changed)."""
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise WebError(400, "settings must be an object of setting names and values")
+        known = {declared.name for declared in settings()}
+        unknown = sorted(str(name) for name in value if name not in known)
+        if unknown:
+            raise WebError(400, f"unknown setting {unknown[0]!r}")
+        try:
+            return MosaicOptions(**value)
+        except OptionError as error:
+            raise WebError(400, error.message(_quoted)) from None
+
+    # -- the page's data -----------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """``GET /api/state``."""
+        return {
+            "version": __version__,
+            "roots": [str(root) for root in self.roots],
+            "home": None if self.home is None else str(self.home),
+            "sources": list(DATASETS),
+            "settings": settings_form(),
+            "presets": presets_form(),
+            "examples": [{"name": item["name"], "title": item["title"],
+                          "licence": item["licence"]} for item in examples()],
+            "max_upload_bytes": MAX_UPLOAD_BYTES,
+        }
+
+    def folders(self, text: str | None) -> dict[str, Any]:
+        """``GET /api/folders``: the folders in a folder of the roots, and its picture count."""
+        if text is None or text == "":
+            if self.home is None:
+                raise WebError(404, "this studio has no folder to browse")
+            text = str(self.home)
+        real = self._resolve(text)
+        if not real.is_dir():
+            raise WebError(404, f"{text}: no such folder")
+        folders: list[dict[str, str]] = []
+        images = 0
+        try:
+            with os.scandir(real) as entries:
+                for entry in entries:
+                    if entry.name.startswith("."):
+                        continue
+                    with contextlib.suppress(OSError):
+                        if entry.is_dir():
+                            inner = Path(os.path.realpath(entry.path))
+                            if self.inside_roots(inner) and len(folders) < MAX_LISTED:
+                                folders.append({"name": entry.name, "path": entry.path})
+                        elif entry.is_file() and (
+                            os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS
+                        ):
+                            images += 1
+        except OSError as error:
+            raise WebError(403, f"{text}: cannot be read ({error.strerror or error})") from None
+        folders.sort(key=lambda item: (item["name"].casefold(), item["name"]))
+        at_root = real in self.roots
+        parent = None if at_root or not self.inside_roots(real.parent) else str(real.parent)
+        return {"path": str(real), "parent": parent, "folders": folders, "images": images}
+
+    # -- targets -------------------------------------------------------------------------
+
+    def accept(self, data: bytes, filename: str) -> dict[str, Any]:
+        """Check and store an uploaded target; return ``{"id", "name", "width", "height"}``."""
+        path, info = accept_target(data, filename, self.targets)
+        described = {key: info[key] for key in ("id", "name", "width", "height")}
+        with atomic_path(path.with_suffix(".json")) as temporary:
+            temporary.write_text(json.dumps(described), encoding="utf-8")
+        return described
+
+    def accept_example(self, name: object) -> dict[str, Any]:
+        """``POST /api/targets/example``."""
+        path = example_path(name) if isinstance(name, str) else None
+        if path is None:
+            raise WebError(404, f"there is no example called {name!r}")
+        title = next(item["title"] for item in examples() if item["name"] == name)
+        return self.accept(path.read_bytes(), f"{title}{path.suffix}")
+
+    # -- preview and command line --------------------------------------------------------
+
+    def preview_number(self) -> int:
+        """Number a preview request; a newer one makes older waiting ones void."""
+        with self._preview_number_lock:
+            self._preview_latest += 1
+            return self._preview_latest
+
+    def preview(self, number: int, body: dict[str, Any]) -> Response:
+        """``POST /api/preview`` (in a worker thread: one preview at a time, newest first)."""
+        target, _ = self.target(body.get("target"))
+        tiles = self.tiles_spec(body.get("tiles"))
+        options = self.options(body.get("settings"))
+        with self._preview_lock:
+            if number != self._preview_latest:
+                raise WebError(409, "a newer preview was asked for")
+            try:
+                picture, info = self.previewer.preview(target, tiles, options, PREVIEW_CELLS)
+            except OptionError as error:
+                raise WebError(400, error.message(_quoted)) from None
+        headers = {"X-Mosaicist-Cells": str(info.get("cells", "")),
+                   "X-Mosaicist-Seconds": f"{float(info.get('seconds', 0.0)):.3f}"}
+        with contextlib.suppress(OptionError):
+            # Percent-encoded UTF-8 (decodeURIComponent): headers carry Latin-1 only.
+            headers["X-Mosaicist-Command"] = urllib.parse.quote(
+                command_line(str(target), tiles, options), safe=" /:=,'\"-_.~@+")
+        return Response(picture, 200, headers, media_type="image/jpeg")
+
+    def command(self, body: dict[str, Any]) -> dict[str, str]:
+        """``POST /api/command``."""
+        target, _ = self.target(body.get("target"))
+        tiles = self.tiles_spec(body.get("tiles"))
+        options = self.options(body.get("settings"))
+        try:
+            return {"command": command_line(str(target), tiles, options)}
+        except OptionError as error:
+            raise WebError(400, error.message(_quoted)) from None
+
+    # -- jobs and runs -------------------------------------------------------------------
+
+    def start_index(self, body: dict[str, Any]) -> dict[str, str]:
+        """``POST /api/index``."""
+        tiles = self.tiles_spec(body.get("tiles"))
+        options = self.options(body.get("settings"))
+        return {"job": self.jobs.start_index(tiles, options)}
+
+    def job_status(self, job_id: str) -> dict[str, Any]:
+        """``GET /api/jobs/{job}``."""
+        try:
+            return self.jobs.status(job_id)
+        except KeyError:
+            raise WebError(404, "there is no such job (it may have ended before the studio "
+                                "restarted)") from None
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        """``POST /api/jobs/{job}/cancel``."""
+        self.job_status(job_id)
+        cancelled = self.jobs.cancel(job_id)
+        return {"cancelled": cancelled, **self.job_status(job_id)}
+
+    def run(self, run_id: str) -> Run:
+        """The run ``run_id``; 404 when there is none."""
+        run = self.history.get(run_id)
+        if run is None:
+            raise WebError(404, "there is no such mosaic in the history")
+        return run
+
+    def run_json(self, run: Run) -> dict[str, Any]:
+        """A run as the page sees it (no server paths)."""
+        base = f"/api/runs/{run.id}"
+        viewer = run.outputs.get("viewer")
+        result = {
+            "id": run.id, "created": run.created, "status": run.status,
+            "target_name": run.target_name, "tiles": run.tiles, "settings": run.settings,
+            "command": run.command, "report": run.report, "error": run.error,
+            "outputs": list(run.outputs),
+            "files": {kind: f"{base}/files/{kind}" for kind in run.outputs},
+            "thumbnail_url": f"{base}/files/thumbnail" if "thumbnail" in run.outputs else None,
+            "viewer_url": None if viewer is None else (
+                f"/runs/{run.id}/view/{urllib.parse.quote(viewer)}"),
+        }
+        if run.status in ACTIVE_STATUSES:
+            with contextlib.suppress(KeyError):
+                status = self.jobs.status(run.id)
+                result["progress"] = {key: status[key] for key in ("stage", "done", "total")}
+        return result
+
+    def start_run(self, body: dict[str, Any]) -> dict[str, str]:
+        """``POST /api/runs``."""
+        target, info = self.target(body.get("target"))
+        tiles = self.tiles_spec(body.get("tiles"))
+        options = self.options(body.get("settings"))
+        try:
+            command = command_line(str(target), tiles, options)
+        except OptionError as error:
+            raise WebError(400, error.message(_quoted)) from None
+        run = self.history.create(target_name=str(info["name"]), tiles=tiles,
+                                  settings=options.to_json(), command=command)
+        try:
+            self.jobs.start_make(run, target, tiles, options)
+        except BaseException:
+            self.history.update(run.id, status="failed", error="The run could not start.")
+            raise
+        return {"id": run.id}
+
+    def start_render(self, run_id: str, body: dict[str, Any]) -> dict[str, str]:
+        """``POST /api/runs/{id}/render``: the run's placements drawn at another tile size."""
+        source = self.run(run_id)
+        placements = source.output_path("placements_json")
+        if source.status != "done" or placements is None:
+            raise WebError(409, "only a finished mosaic can be drawn again at another size")
+        tile_px = body.get("tile_px")
+        try:
+            options = MosaicOptions.from_json(source.settings).replace(tile_px=tile_px)
+        except OptionError as error:
+            raise WebError(400, error.message(_quoted)) from None
+        run = self.history.create(
+            target_name=source.target_name, tiles=source.tiles, settings=options.to_json(),
+            command=render_command_line(str(placements), options.tile_px))
+        try:
+            self.jobs.start_render(run, source, options.tile_px)
+        except BaseException:
+            self.history.update(run.id, status="failed", error="The run could not start.")
+            raise
+        return {"id": run.id}
+
+    def cancel_run(self, run_id: str) -> dict[str, Any]:
+        """``POST /api/runs/{id}/cancel``."""
+        run = self.run(run_id)
+        if run.status not in ACTIVE_STATUSES:
+            raise WebError(409, f"this mosaic is {run.status}; only a waiting or running one "
+                                "can be cancelled")
+        self.jobs.cancel(run_id)
+        return self.run_json(self.run(run_id))
+
+    def delete_run(self, run_id: str) -> dict[str, Any]:
+        """``DELETE /api/runs/{id}``."""
+        run = self.run(run_id)
+        if run.status in ACTIVE_STATUSES:
+            raise WebError(409, "this mosaic is still being made; cancel it before deleting it")
+        with self._viewers_lock:
+            self._viewers.pop(run_id, None)
+        try:
+            deleted = self.history.delete(run_id)
+        except MosaicistError as error:
+            raise WebError(409, str(error)) from None
+        if not deleted:
+            raise WebError(404, "there is no such mosaic in the history")
+        return {"deleted": run_id}
+
+    def run_file(self, run_id: str, kind: str) -> Response:
+        """``GET /api/runs/{id}/files/{kind}``."""
+        run = self.run(run_id)
+        name = run.outputs.get(kind)
+        folder = resolved_folder(run.folder)
+        opened = None if name is None or folder is None else open_inside(folder, [name])
+        if opened is None:
+            raise WebError(404, f"this mosaic has no {kind.replace('_', ' ')} file")
+        path, handle = opened
+        download = None if kind in _INLINE_KINDS else _download_name(run.target_name, path.name)
+        return FileAnswer(handle, content_type(path.name), download=download)
+
+    def viewer(self, run_id: str) -> ViewerSite:
+        """The viewer of a finished run, resolved once (as ``mosaicist view`` would)."""
+        with self._viewers_lock:
+            site = self._viewers.get(run_id)
+            if site is not None:
+                self._viewers.move_to_end(run_id)
+                return site
+        run = self.run(run_id)
+        page = run.output_path("viewer")
+        if run.status != "done" or page is None:
+            raise WebError(404, "this mosaic has no zoomable view")
+        try:
+            site = ViewerSite(page, embeddable=True)
+        except MosaicistError:
+            raise WebError(404, "this mosaic's zoomable view is missing or damaged") from None
+        with self._viewers_lock:
+            self._viewers[run_id] = site
+            while len(self._viewers) > VIEWERS_KEPT:
+                self._viewers.popitem(last=False)
+        return site
+
+    def subscribe(self, job_id: str) -> Subscription | None:
+        """The events of a job, or None when the jobs of this server never had it."""
+        try:
+            return self.jobs.subscribe(job_id)
+        except KeyError:
+            return None
+
+
+def _quoted(name: str) -> str:
+    """A setting named in a sentence by its label: \u201cmost uses of one photo\u201d."""
+    text = label(name)
+    if len(text) > 1 and text[1].islower():
+        text = text[0].lower() + text[1:]
+    return f"\u201c{text}\u201d"
+
+
+def _download_name(target_name: str, file_name: str) -> str:
+    """``<target stem>-<file name>``: ``astronaut-mosaic.png``."""
+    stem = os.path.splitext(target_name)[0]
+    stem = re.sub(r"[^\w.-]+", "-", stem, flags=re.UNICODE).strip("-.")[:60] or "mosaic"
+    return file_name if file_name.startswith(stem) else f"{stem}-{file_name}"
+
+
+async def _read_json(request: Request) -> dict[str, Any]:
+    """The request's body as a JSON object (at most :data:`MAX_JSON_BYTES`)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_JSON_BYTES:
+            raise WebError(413, f"the request body is larger than {MAX_JSON_BYTES // 1024} KB")
+    try:
+        value = json.loads(bytes(body) or b"{}")
+    except (ValueError, RecursionError):
+        raise WebError(400, "the request body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise WebError(400, "the request body must be a JSON object")
+    return value
+
+
+def _event_text(kind: str, data: dict[str, Any]) -> str:
+    return f"event: {kind}\ndata: {json.dumps(data, allow_nan=False, default=str)}\n\n"
+
+
+async def _events(studio: Studio, subscription: Subscription | None,
+                  fallback: Callable[[], tuple[str, dict[str, Any]] | None]
+                  ) -> AsyncIterator[str]:
+    """A job's events as server-sent events, until its final one or the server stops.
+
+    Without a subscription (a job this server never ran), ``fallback`` gives
+    the one final event to send, or None (then the stream just ends).
+    """
+    if subscription is None:
+        final = await run_in_threadpool(fallback)
+        if final is not None:
+            yield _event_text(*final)
+        return
+    try:
+        yield "retry: 2000\n\n"
+        quiet = 0.0
+        while not studio.stopping.is_set():
+            event: JobEvent | None = await subscription.aget(EVENT_POLL_SECONDS)
+            if event is None:
+                if subscription.ended:
+                    return
+                quiet += EVENT_POLL_SECONDS
+                if quiet >= KEEP_ALIVE_SECONDS:
+                    quiet = 0.0
+                    yield ": keep-alive\n\n"
+                continue
+            quiet = 0.0
+            yield _event_text(event.kind, event.to_json())
+            if event.final:
+                return
+    finally:
+        subscription.close()
+
+
+def _stream(generator: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(generator, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _run_final_event(studio: Studio, run_id: str) -> tuple[str, dict[str, Any]] | None:
+    """The final event of a run this server has no job for (finished, or cut off)."""
+    run = studio.history.get(run_id)
+    if run is None:
+        return None
+    kind = run.status if run.status not in ACTIVE_STATUSES else "interrupted"
+    return kind, {"kind": kind, "stage": "", "done": 0, "total": None,
+                  "message": run.error or "", "data": {"run": run.id, "state": kind}}
+
+
+def _routes(studio: Studio) -> list[Route]:
+    """Every route of the studio (see the module docstring)."""
+
+    def threaded(method: Callable[..., Any]) -> Callable[..., Any]:
+        return lambda *args: run_in_threadpool(method, *args)
+
+    async def page(request: Request) -> Response:
+        text = (studio.assets / "studio.html").read_text("utf-8")
+        return Response(text.replace(TOKEN_PLACEHOLDER, studio.token), 200,
+                        {"Content-Security-Policy": PAGE_POLICY},
+                        media_type="text/html; charset=utf-8")
+
+    def asset(root: Path, parts: list[str]) -> Response:
+        if parts == ["studio.html"] and root == studio.assets:
+            parts = []  # the page is served at / only, with its token
+        opened = open_inside(root, parts) if parts else None
+        if opened is None:
+            raise WebError(404, "nothing is served at this address")
+        path, handle = opened
+        return FileAnswer(handle, content_type(path.name))
+
+    async def assets(request: Request) -> Response:
+        route = request.path_params["route"]
+        if route.startswith("openseadragon/"):
+            return asset(studio.viewer_assets, route.split("/")[1:])
+        return asset(studio.assets, route.split("/"))
+
+    async def state(request: Request) -> Response:
+        return JSONResponse(await threaded(studio.state)())
+
+    async def example(request: Request) -> Response:
+        path = example_path(request.path_params["name"])
+        folder = None if path is None else resolved_folder(path.parent)
+        opened = None if path is None or folder is None else open_inside(folder, [path.name])
+        if opened is None:
+            raise WebError(404, "there is no such example")
+        return FileAnswer(opened[1], content_type(opened[0].name))
+
+    async def upload(request: Request) -> Response:
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise WebError(400, "send the picture as a file in the form field 'file'")
+        async with request.form(max_files=1, max_fields=8) as form:
+            sent = form.get("file")
+            if not isinstance(sent, UploadFile):
+                raise WebError(400, "send the picture as a file in the form field 'file'")
+            data = await sent.read()
+            name = sent.filename or ""
+        return JSONResponse(await threaded(studio.accept)(data, name), 201)
+
+    async def upload_example(request: Request) -> Response:
+        body = await _read_json(request)
+        return JSONResponse(await threaded(studio.accept_example)(body.get("name")), 201)
+
+    async def target(request: Request) -> Response:
+        path, _ = await threaded(studio.target)(request.path_params["id"])
+        opened = open_inside(studio.targets, [path.name])
+        if opened is None:
+            raise WebError(404, "that picture is no longer here; choose it again")
+        return FileAnswer(opened[1], content_type(path.name))
+
+    async def folders(request: Request) -> Response:
+        return JSONResponse(await threaded(studio.folders)(request.query_params.get("path")))
+
+    async def index(request: Request) -> Response:
+        body = await _read_json(request)
+        return JSONResponse(await threaded(studio.start_index)(body), 202)
+
+    async def job(request: Request) -> Response:
+        return JSONResponse(await threaded(studio.job_status)(request.path_params["job"]))
+
+    async def job_events(request: Request) -> Response:
+        job_id = request.path_params["job"]
+        subscription = await threaded(studio.subscribe)(job_id)
+        if subscription is None:
+            raise WebError(404, "there is no such job (it may have ended before the studio "
+                                "restarted)")
+        return _stream(_events(studio, subscription, lambda: None))
+
+    async def cancel_job(request: Request) -> Response:
+        return JSONResponse(await threaded(studio.cancel_job)(request.path_params["job"]))
+
+    async def preview(request: Request) -> Response:
+        body = await _read_json(request)
+        number = studio.preview_number()
+        response: Response = await threaded(studio.preview)(number, body)
+        return response
+
+    async def command(request: Request) -> Response:
+        body = await _read_json(request)
+        return JSONResponse(await threaded(studio.command)(body))
+
+    async def runs(request: Request) -> Response:
+        if request.method == "POST":
+            body = await _read_json(request)
+            return JSONResponse(await threaded(studio.start_run)(body), 202)
+
+        def listing() -> list[dict[str, Any]]:
+            return [studio.run_json(run) for run in studio.history.runs()]
+
+        return JSONResponse(await run_in_threadpool(listing))
+
+    async def run(request: Request) -> Response:
+        run_id = request.path_params["id"]
+        if request.method == "DELETE":
+            return JSONResponse(await threaded(studio.delete_run)(run_id))
+
+        def one() -> dict[str, Any]:
+            return studio.run_json(studio.run(run_id))
+
+        return JSONResponse(await run_in_threadpool(one))
+
+    async def run_events(request: Request) -> Response:
+        run_id = request.path_params["id"]
+        await threaded(studio.run)(run_id)
+        subscription = await threaded(studio.subscribe)(run_id)
+        return _stream(_events(studio, subscription, lambda: _run_final_event(studio, run_id)))
+
+    async def cancel_run(request: Request) -> Response:
+        return JSONResponse(await threaded(studio.cancel_run)(request.path_params["id"]))
+
+    async def render(request: Request) -> Response:
+        body = await _read_json(request)
+        return JSONResponse(await threaded(studio.start_render)(request.path_params["id"], body),
+                            202)
+
+    async def run_file(request: Request) -> Response:
+        params = request.path_params
+        response: Response = await threaded(studio.run_file)(params["id"], params["kind"])
+        return response
+
+    async def view(request: Request) -> Response:
+        run_id = request.path_params["id"]
+        route = request.path_params.get("route")
+        if route is None:
+            return RedirectResponse(f"/runs/{run_id}/view/", 302)
+        site = await threaded(studio.viewer)(run_id)
+        return site.answer(route, f"/runs/{run_id}/view/")
+
+    read = ["GET"]
+    return [
+        Route("/", page, methods=read),
+        Route("/assets/{route:path}", assets, methods=read),
+        Route("/api/state", state, methods=read),
+        Route("/api/examples/{name}", example, methods=read),
+        Route("/api/targets", upload, methods=["POST"]),
+        Route("/api/targets/example", upload_example, methods=["POST"]),
+        Route("/api/targets/{id}", target, methods=read),
+        Route("/api/folders", folders, methods=read),
+        Route("/api/index", index, methods=["POST"]),
+        Route("/api/jobs/{job}", job, methods=read),
+        Route("/api/jobs/{job}/events", job_events, methods=read),
+        Route("/api/jobs/{job}/cancel", cancel_job, methods=["POST"]),
+        Route("/api/preview", preview, methods=["POST"]),
+        Route("/api/command", command, methods=["POST"]),
+        Route("/api/runs", runs, methods=["GET", "POST"]),
+        Route("/api/runs/{id}", run, methods=["GET", "DELETE"]),
+        Route("/api/runs/{id}/events", run_events, methods=read),
+        Route("/api/runs/{id}/cancel", cancel_run, methods=["POST"]),
+        Route("/api/runs/{id}/render", render, methods=["POST"]),
+        Route("/api/runs/{id}/files/{kind}", run_file, methods=read),
+        Route("/runs/{id}/view", view, methods=read),
+        Route("/runs/{id}/view/{route:path}", view, methods=read),
+    ]
+
+
+def make_studio_app(studio: Studio, *, host: str, port: int) -> Guard:
+    """The studio's ASGI app for a server bound to ``host:port``.
+
+    Parameters
+    ----------
+    studio : Studio
+        Its state; the app's shutdown closes it (every job cancelled).
+    host, port : str, int
+        The bound address: requests must name it in ``Host``.
+
+    Returns
+    -------
+    Guard
+        The app (see :func:`mosaicist.web.make_app`).
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        yield
+        studio.begin_stop()
+        await anyio.to_thread.run_sync(studio.close)
+
+    return make_app(_routes(studio), host=host, port=port, name="studio", token=studio.token,
+                    methods=("GET", "HEAD", "POST", "DELETE"), max_body=MAX_BODY,
+                    lifespan=lifespan)
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only."""
+    name = host.strip("[]").lower()
+    try:
+        return name == "localhost" or ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _browsable(host: str) -> str:
+    """A host a browser on this machine can open for a server bound to ``host``."""
+    name = host.strip("[]")
+    if name in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if name == "::":
+        return "[::1]"
+    return f"[{name}]" if ":" in name else name
+
+
+def serve_studio(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    open_browser: bool = True,
+    roots: Iterable[str | os.PathLike[str]] = (),
+    cache_dir: str | os.PathLike[str] | None = None,
+    announce: Callable[[str], object] = print,
+) -> None:
+    """Serve the studio until interrupted (``mosaicist studio``).
+
+    Parameters
+    ----------
+    host : str
+        Address to listen on (loopback by default).
+    port : int
+        Port; 0 picks a free one.
+    open_browser : bool
+        Open the studio in the default browser.
+    roots : iterable of path-like
+        Folders, besides the user's home, whose photos may be used as tiles.
+    cache_dir : path-like, optional
+        The cache folder (indexes, downloads, the studio's history).
+    announce : callable
+        Called with one line naming the studio's URL once it is served.
+
+    Raises
+    ------
+    MosaicistError
+        When the address cannot be listened on, a root is not a folder, or
+        the history cannot be opened.
+    """
+    listener = bind(host, port)
+    try:
+        studio = Studio(cache_dir=cache_dir, roots=roots)
+    except BaseException:
+        listener.close()
+        raise
+    bound = listener.getsockname()[1]
+    server = WebServer(make_studio_app(studio, host=host, port=bound), listener,
+                       on_stop=studio.begin_stop)
+    url = f"http://{_browsable(host)}:{bound}/"
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
+    try:
+        if studio.interrupted:
+            print(f"mosaicist: {studio.interrupted} unfinished "
+                  f"{'run was' if studio.interrupted == 1 else 'runs were'} marked as cut off "
+                  "by the last stop", file=sys.stderr)
+        if not _loopback(host):
+            print(f"mosaicist: warning: the studio listens on {host}: other machines that "
+                  "can reach this address can use it and see the photos it may read",
+                  file=sys.stderr)
+        server.start()
+        announce(f"mosaicist studio: {url} (press Ctrl+C to stop)")
+        if open_browser:
+            webbrowser.open(url)
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        studio.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(number: int, frame: Any) -> None:
+    """SIGTERM stops the studio as Ctrl+C does: jobs cancelled, nothing left running."""
+    raise KeyboardInterrupt

@@ -1,0 +1,455 @@
+"""The studio's history of runs: one SQLite row per run, its files in a folder of its own.
+
+Layout, under the cache folder (:func:`mosaicist.paths.cache_dir`)::
+
+    studio/history.sqlite     one row per run (WAL journal, synchronous FULL)
+    studio/runs/<id>/         the run's files: mosaic.png, mosaic.dzi, report.json...
+
+Every change is one SQLite transaction, so a crash or a ``kill -9`` at any
+moment leaves each row as it was before or after the change, never half
+written; a finished run (status ``done``, its report and outputs recorded) is
+therefore never lost. A row is written before its folder is made and deleted
+before its folder is removed, so a folder without a row is always debris of
+an interrupted delete (or create), removed when the history is next opened.
+Runs still ``queued`` or ``running`` when the server stopped are marked
+``interrupted`` by :meth:`History.mark_interrupted` when it starts again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import MosaicistError
+from ..paths import process_alive
+
+#: Statuses of a run; the last four are final.
+STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+ACTIVE_STATUSES = ("queued", "running")
+FINAL_STATUSES = ("done", "failed", "cancelled", "interrupted")
+#: Kinds of output file a run may have (the keys of :attr:`Run.outputs`).
+OUTPUT_KINDS = ("png", "jpeg", "tiff", "deepzoom_zip", "placements_csv", "placements_json",
+                "report", "thumbnail", "viewer")
+#: The sentence of a run cut off by a restart.
+INTERRUPTED_MESSAGE = "The run was cut off when the studio stopped before it finished."
+#: Fields :meth:`History.update` may change.
+UPDATABLE = ("status", "target_name", "tiles", "settings", "command", "report", "error",
+             "outputs")
+#: Seconds a connection waits for another writer (another thread or process).
+BUSY_TIMEOUT_SECONDS = 30.0
+
+_ID = re.compile(r"[0-9a-f]{32}")
+# The owner locks this process holds, by lock file (a POSIX lock belongs to the
+# process, and closing any descriptor of the file would release it: one each).
+_OWNED: dict[str, int] = {}
+_OWNED_GUARD = threading.Lock()
+
+
+def _forget_owned() -> None:
+    # A forked child holds none of its parent's locks.
+    _OWNED.clear()
+
+
+os.register_at_fork(after_in_child=_forget_owned)
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    status TEXT NOT NULL,
+    target_name TEXT NOT NULL,
+    tiles TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    command TEXT NOT NULL,
+    report TEXT,
+    error TEXT,
+    outputs TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_created ON runs(created);
+"""
+_COLUMNS = ("id", "created", "status", "target_name", "tiles", "settings", "command", "report",
+            "error", "outputs")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of the studio, as the history holds it.
+
+    Attributes
+    ----------
+    id : str
+        A uuid4 in hex (32 characters); also the job id of its make job.
+    created : float
+        When it was made (``time.time()``).
+    status : str
+        ``queued``, ``running``, ``done``, ``failed``, ``cancelled`` or ``interrupted``.
+    target_name : str
+        Display name of the target.
+    tiles : str
+        The tile source spec (``cifar10``, a folder...).
+    settings : dict
+        ``MosaicOptions.to_json()`` of the run.
+    command : str
+        The equivalent ``mosaicist`` command line.
+    report : dict or None
+        The make report (as ``mosaicist make --report`` writes it) once done.
+    error : str or None
+        One sentence saying why it failed (or was cut off).
+    folder : pathlib.Path
+        ``<cache>/studio/runs/<id>/``: its files.
+    outputs : dict
+        Kind (see :data:`OUTPUT_KINDS`) -> file name inside ``folder``.
+    """
+
+    id: str
+    created: float
+    status: str
+    target_name: str
+    tiles: str
+    settings: dict[str, Any]
+    command: str
+    report: dict[str, Any] | None
+    error: str | None
+    folder: Path
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run has a final status (it will not change by itself)."""
+        return self.status in FINAL_STATUSES
+
+    def output_path(self, kind: str) -> Path | None:
+        """The file of output ``kind``, or None when the run has none of that kind."""
+        name = self.outputs.get(kind)
+        return None if name is None else self.folder / name
+
+    def to_json(self) -> dict[str, Any]:
+        """The run as a JSON-ready dictionary (``folder`` as a string)."""
+        return {"id": self.id, "created": self.created, "status": self.status,
+                "target_name": self.target_name, "tiles": self.tiles,
+                "settings": self.settings, "command": self.command, "report": self.report,
+                "error": self.error, "folder": str(self.folder), "outputs": dict(self.outputs)}
+
+
+class History:
+    """The runs of the studio, kept in SQLite under ``<cache_dir>/studio/``.
+
+    Safe to use from several threads and processes at once: each call opens
+    its own connection, and each change is one transaction.
+
+    Parameters
+    ----------
+    cache_dir : path-like
+        The cache folder (``--cache-dir``); the history lives in its
+        ``studio`` subfolder, created when missing.
+
+    Raises
+    ------
+    MosaicistError
+        When the history database cannot be opened or is not one.
+    """
+
+    def __init__(self, cache_dir: str | Path) -> None:
+        self.root = Path(cache_dir).expanduser().absolute() / "studio"
+        self.runs_folder = self.root / "runs"
+        self.database = self.root / "history.sqlite"
+        self._lock = threading.Lock()
+        try:
+            self.runs_folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise MosaicistError(f"{self.root}: cannot create the studio's folder: "
+                                 f"{error.strerror or error}") from None
+        with self._connect() as connection:
+            # WAL: readers never wait for the writer; FULL: a committed change
+            # survives a power cut, not only a crash of the process.
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.executescript(_SCHEMA)
+        self._remove_orphans()
+
+    # -- reading ----------------------------------------------------------------------
+
+    def get(self, run_id: str) -> Run | None:
+        """Return the run ``run_id``, or None when there is none (or the id is malformed)."""
+        if not isinstance(run_id, str) or not _ID.fullmatch(run_id):
+            return None
+        with self._connect() as connection:
+            row = connection.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return None if row is None else self._run(row)
+
+    def runs(self) -> list[Run]:
+        """Every run, newest first."""
+        with self._connect() as connection:
+            rows = connection.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM runs ORDER BY created DESC, rowid DESC"
+            ).fetchall()
+        return [self._run(row) for row in rows]
+
+    def folder(self, run_id: str) -> Path:
+        """The folder of run ``run_id`` (whether or not it exists)."""
+        if not _ID.fullmatch(run_id):
+            raise MosaicistError(f"{run_id!r} is not a run id")
+        return self.runs_folder / run_id
+
+    # -- changing ---------------------------------------------------------------------
+
+    def create(self, *, target_name: str, tiles: str, settings: dict[str, Any],
+               command: str) -> Run:
+        """Record a new run, ``queued``, and make its empty folder.
+
+        Parameters
+        ----------
+        target_name : str
+            Display name of the target.
+        tiles : str
+            The tile source spec.
+        settings : dict
+            ``MosaicOptions.to_json()`` of the run.
+        command : str
+            The equivalent command line.
+
+        Returns
+        -------
+        Run
+            The new run.
+        """
+        run_id = uuid.uuid4().hex
+        values = (run_id, time.time(), "queued", str(target_name), str(tiles),
+                  _dump(settings), str(command), None, None, _dump({}))
+        with self._connect() as connection, _transaction(connection):
+            connection.execute(
+                f"INSERT INTO runs({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * 10)})", values)
+        # After the row: a folder without a row is debris (see _remove_orphans).
+        self.folder(run_id).mkdir(parents=True, exist_ok=True)
+        run = self.get(run_id)
+        assert run is not None
+        return run
+
+    def update(self, run_id: str, **fields: Any) -> Run:
+        """Change fields of run ``run_id`` in one transaction; return the run as it is now.
+
+        Parameters
+        ----------
+        run_id : str
+            The run.
+        **fields
+            Any of ``status``, ``target_name``, ``tiles``, ``settings``,
+            ``command``, ``report``, ``error`` and ``outputs``.
+
+        Raises
+        ------
+        KeyError
+            When there is no such run.
+        ValueError
+            For a field that cannot be changed or a status that is not one.
+        """
+        run = self.transition(run_id, None, **fields)
+        if run is None:
+            raise KeyError(run_id)
+        return run
+
+    def transition(self, run_id: str, expected: tuple[str, ...] | None, **fields: Any
+                   ) -> Run | None:
+        """Change fields of a run only while its status is one of ``expected``.
+
+        The check and the change are one transaction, so that a run's final
+        status is written once: a job that ends as it is cancelled cannot
+        turn a ``cancelled`` run back into ``done``.
+
+        Parameters
+        ----------
+        run_id : str
+            The run.
+        expected : tuple of str, or None
+            The statuses the run may be in (None: any).
+        **fields
+            As for :meth:`update`.
+
+        Returns
+        -------
+        Run or None
+            The run after the change; None when there is no such run or its
+            status was not expected (nothing changed then).
+        """
+        unknown = set(fields) - set(UPDATABLE)
+        if unknown:
+            raise ValueError(f"run fields that cannot be changed: {', '.join(sorted(unknown))}")
+        if "status" in fields and fields["status"] not in STATUSES:
+            raise ValueError(f"unknown run status {fields['status']!r}")
+        if not isinstance(run_id, str) or not _ID.fullmatch(run_id):
+            return None
+        values = {name: _dump(value) if name in ("settings", "report", "outputs") else value
+                  for name, value in fields.items()}
+        with self._connect() as connection, _transaction(connection):
+            row = connection.execute("SELECT status FROM runs WHERE id = ?",
+                                     (run_id,)).fetchone()
+            if row is None or (expected is not None and row[0] not in expected):
+                return None
+            if values:
+                assignments = ", ".join(f"{name} = ?" for name in values)
+                connection.execute(f"UPDATE runs SET {assignments} WHERE id = ?",
+                                   (*values.values(), run_id))
+        return self.get(run_id)
+
+    def delete(self, run_id: str) -> bool:
+        """Delete run ``run_id``: its row, then its folder.
+
+        Returns
+        -------
+        bool
+            Whether there was such a run.
+
+        Raises
+        ------
+        MosaicistError
+            When the run is still queued or running (cancel it first).
+        """
+        if not isinstance(run_id, str) or not _ID.fullmatch(run_id):
+            return False
+        with self._connect() as connection, _transaction(connection):
+            row = connection.execute("SELECT status FROM runs WHERE id = ?",
+                                     (run_id,)).fetchone()
+            if row is None:
+                return False
+            if row[0] in ACTIVE_STATUSES:
+                raise MosaicistError(f"run {run_id} is {row[0]}; cancel it before deleting it")
+            connection.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        shutil.rmtree(self.folder(run_id), ignore_errors=True)
+        return True
+
+    def mark_interrupted(self) -> int:
+        """Mark the runs left ``queued`` or ``running`` as ``interrupted``; return how many.
+
+        Called when the studio starts: no job of an earlier server survives
+        it. Their folders lose any temporary file a writer left there. The
+        calling process becomes the history's owner (a lock it holds until
+        it ends): while another studio on the same cache folder owns it,
+        the runs are that studio's, nothing is marked and 0 is returned.
+        """
+        if not self._own():
+            return 0
+        with self._connect() as connection, _transaction(connection):
+            ids = [row[0] for row in connection.execute(
+                "SELECT id FROM runs WHERE status IN ('queued', 'running')")]
+            connection.execute(
+                "UPDATE runs SET status = 'interrupted', error = ? "
+                "WHERE status IN ('queued', 'running')", (INTERRUPTED_MESSAGE,))
+        for run_id in ids:
+            _remove_dead_temporaries(self.folder(run_id))
+        return len(ids)
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _own(self) -> bool:
+        """Take the owner's lock (``studio/owner.lock``) unless another process holds it."""
+        path = str(self.root / "owner.lock")
+        with _OWNED_GUARD:
+            if path in _OWNED:
+                return True  # this process owns it already
+            try:
+                descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as error:
+                raise MosaicistError(f"{path}: cannot open the studio's lock: "
+                                     f"{error.strerror or error}") from None
+            try:
+                fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(descriptor)
+                return False
+            # Kept open for the life of the process: the kernel releases the lock then.
+            _OWNED[path] = descriptor
+            return True
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            connection = sqlite3.connect(self.database, timeout=BUSY_TIMEOUT_SECONDS,
+                                         isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as error:
+            raise MosaicistError(f"{self.database}: cannot open the studio's history: "
+                                 f"{error}") from None
+        try:
+            connection.execute("PRAGMA synchronous=FULL")
+            yield connection
+        except sqlite3.DatabaseError as error:
+            raise MosaicistError(f"{self.database}: the studio's history cannot be used: "
+                                 f"{error}") from None
+        finally:
+            connection.close()
+
+    def _run(self, row: tuple) -> Run:
+        values = dict(zip(_COLUMNS, row, strict=True))
+        return Run(
+            id=values["id"], created=float(values["created"]), status=values["status"],
+            target_name=values["target_name"], tiles=values["tiles"],
+            settings=_load(values["settings"]) or {}, command=values["command"],
+            report=_load(values["report"]), error=values["error"],
+            folder=self.runs_folder / values["id"], outputs=_load(values["outputs"]) or {},
+        )
+
+    def _remove_orphans(self) -> None:
+        """Remove run folders that have no row (an interrupted create or delete)."""
+        with self._lock, self._connect() as connection:
+            known = {row[0] for row in connection.execute("SELECT id FROM runs")}
+        try:
+            entries = list(self.runs_folder.iterdir())
+        except OSError:
+            return
+        for entry in entries:
+            if _ID.fullmatch(entry.name) and entry.name not in known and entry.is_dir():
+                # A create in another process may be between its row and its folder;
+                # a folder made in the last minute is left for the next opening.
+                with contextlib.suppress(OSError):
+                    if time.time() - entry.stat().st_mtime > 60:
+                        shutil.rmtree(entry, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """One immediate transaction: the writer lock is taken first, so checks hold."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def _dump(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, allow_nan=False)
+
+
+def _load(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+_TEMPORARY = re.compile(r"\..+\.(\d+)-[a-z0-9_]{8}\.(part|old)")
+
+
+def _remove_dead_temporaries(folder: Path) -> None:
+    """Remove the temporaries of :func:`mosaicist.paths.atomic_path` whose writer is dead."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        found = _TEMPORARY.match(entry.name)
+        if found is None or process_alive(int(found.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()

@@ -1,0 +1,150 @@
+"""Checking an uploaded target picture before the studio accepts it.
+
+An upload is untrusted bytes with a name that means nothing. It is accepted
+only once it has been decoded whole:
+
+1. its size in bytes is checked first (:data:`MAX_UPLOAD_BYTES`);
+2. its type comes from its content, and only the formats a photo comes in
+   are opened (:data:`ACCEPTED_FORMATS`: not Pillow's every plugin, some of
+   which hand files to other programs);
+3. the pixel count its header declares is checked before anything is
+   decoded (:data:`MAX_UPLOAD_PIXELS`; decompression bombs), with the
+   header checks of :mod:`mosaicist.imaging`;
+4. it is decoded whole (a truncated file is refused), its EXIF orientation
+   applied and its mode converted to RGB as targets always are;
+5. it is stored re-encoded, without any of the original's metadata (EXIF,
+   GPS position, ICC profile, comments): JPEG photos as JPEG, the rest as PNG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageOps
+
+from ..errors import MosaicistError
+from ..imaging import (
+    _DECODE_ERRORS,
+    _PILLOW_LIMIT,
+    PixelLimitError,
+    _check_pixels,
+    _describe,
+    to_rgb,
+)
+from ..paths import atomic_path
+
+#: Largest upload accepted, in bytes.
+MAX_UPLOAD_BYTES = 64 * 2**20
+#: Most pixels an uploaded picture may declare (a 100-megapixel panorama: decoded, about 1 GB).
+MAX_UPLOAD_PIXELS = 100_000_000
+#: Smallest side, in pixels, of a picture worth making a mosaic of.
+MIN_UPLOAD_SIDE = 16
+#: Formats opened, by Pillow's name, as their content says (never the file name).
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+#: Quality of a JPEG upload re-encoded without its metadata (4:4:4, no visible loss).
+STORED_JPEG_QUALITY = 95
+#: Longest display name kept from the uploaded file's name.
+MAX_NAME_LENGTH = 80
+
+
+def display_name(filename: str | None) -> str:
+    """A safe display name from an uploaded file's name: no folders, no control characters.
+
+    Examples
+    --------
+    >>> display_name("../../etc/passwd\\x00.jpg")
+    'passwd.jpg'
+    >>> display_name("")
+    'target'
+    """
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(character for character in unicodedata.normalize("NFC", name)
+                   if unicodedata.category(character)[0] != "C")
+    name = re.sub(r"\s+", " ", name).strip(" .")
+    return name[:MAX_NAME_LENGTH] or "target"
+
+
+def accept_target(data: bytes, filename: str, folder: Path) -> tuple[Path, dict[str, Any]]:
+    """Check an uploaded target picture and store a clean copy of it in ``folder``.
+
+    Parameters
+    ----------
+    data : bytes
+        The uploaded file.
+    filename : str
+        Its name as the browser gave it (for display only).
+    folder : pathlib.Path
+        Where accepted targets are stored (created when missing).
+
+    Returns
+    -------
+    path : pathlib.Path
+        The stored picture, ``<folder>/<id>.jpg`` or ``.png``: its name is a
+        digest of its pixels, so one picture uploaded twice is stored once.
+    info : dict
+        ``id`` (the file's stem), ``name`` (display name), ``width``,
+        ``height``, ``format`` (the upload's, by content) and ``bytes`` (of
+        the stored file).
+
+    Raises
+    ------
+    MosaicistError
+        With one sentence naming the upload, when it is too large, not a
+        picture of an accepted format, over the pixel limit, truncated or
+        otherwise broken.
+    """
+    name = display_name(filename)
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise MosaicistError(f"{name}: the file is {len(data) / 2**20:.1f} MiB, over the "
+                             f"limit of {MAX_UPLOAD_BYTES // 2**20} MiB")
+    if not data:
+        raise MosaicistError(f"{name}: the file is empty")
+    try:
+        with _PILLOW_LIMIT.allowing(None):  # the header only; our limit is checked next
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        with image:
+            _check_pixels(*image.size, MAX_UPLOAD_PIXELS)
+            kind = str(image.format)
+            with _PILLOW_LIMIT.allowing(MAX_UPLOAD_PIXELS):
+                image.load()
+                upright = ImageOps.exif_transpose(image)
+                picture = to_rgb(upright)
+                picture.load()
+    except PixelLimitError as error:
+        raise MosaicistError(
+            f"{name}: the picture is {error.width}x{error.height} = "
+            f"{error.width * error.height:,} pixels, over the limit of "
+            f"{MAX_UPLOAD_PIXELS:,} pixels") from None
+    except Image.UnidentifiedImageError:
+        raise MosaicistError(f"{name}: not a picture in a format the studio accepts "
+                             f"({', '.join(ACCEPTED_FORMATS)})") from None
+    except _DECODE_ERRORS as error:
+        raise MosaicistError(f"{name}: the picture cannot be read: {_describe(error)}") from None
+    except MemoryError:
+        raise MosaicistError(f"{name}: the picture is too large to decode here") from None
+    width, height = picture.size
+    if min(width, height) < MIN_UPLOAD_SIDE:
+        raise MosaicistError(f"{name}: the picture is {width}x{height} pixels; at least "
+                             f"{MIN_UPLOAD_SIDE} pixels on each side are needed")
+    digest = hashlib.sha256()
+    digest.update(f"{width}x{height}:".encode())
+    digest.update(picture.tobytes())
+    target_id = digest.hexdigest()[:32]
+    suffix = ".jpg" if kind == "JPEG" else ".png"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{target_id}{suffix}"
+    if not path.exists():
+        with atomic_path(path) as temporary:
+            # A new file from the pixels alone: no EXIF, ICC profile or text chunks.
+            if suffix == ".jpg":
+                picture.save(temporary, "JPEG", quality=STORED_JPEG_QUALITY, subsampling=0)
+            else:
+                picture.save(temporary, "PNG", compress_level=6)
+    info = {"id": target_id, "name": name, "width": width, "height": height, "format": kind,
+            "bytes": path.stat().st_size}
+    return path, info

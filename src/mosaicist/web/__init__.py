@@ -1,0 +1,50 @@
+"""The hardened local web server every mosaicist page is served by.
+
+Starlette routes behind one guard, served by uvicorn on a socket bound
+first. :func:`bind` takes the address (port 0: a free one);
+:func:`make_app` puts the routes behind :class:`Guard`, which answers only
+requests that name this server in ``Host`` (421 otherwise), refuses
+state-changing requests without the server's token or from another site's
+page (403), malformed paths and oversized bodies, adds the security headers,
+and turns every error into one sentence (JSON under ``/api/``), never a
+traceback; :class:`WebServer` serves it in the foreground or in a thread and
+stops cleanly. :func:`open_inside` and :class:`FileAnswer` serve files
+only from inside a resolved root folder, symlinks checked.
+"""
+
+from ._app import DEFAULT_MAX_BODY, make_app, new_token
+from ._errors import API_PREFIX, WebError, error_response
+from ._files import (
+    FileAnswer,
+    content_type,
+    locate_inside,
+    open_inside,
+    open_resolved,
+    plain_name,
+    resolved_folder,
+)
+from ._guard import TOKEN_HEADER, Guard, decode_target
+from ._hosts import HostCheck
+from ._serve import WebServer, bind
+
+__all__ = [
+    "API_PREFIX",
+    "DEFAULT_MAX_BODY",
+    "TOKEN_HEADER",
+    "FileAnswer",
+    "Guard",
+    "HostCheck",
+    "WebError",
+    "WebServer",
+    "bind",
+    "content_type",
+    "decode_target",
+    "error_response",
+    "locate_inside",
+    "make_app",
+    "new_token",
+    "open_inside",
+    "open_resolved",
+    "plain_name",
+    "resolved_folder",
+]

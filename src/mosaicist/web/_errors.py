@@ -1,0 +1,116 @@
+"""Error answers: one sentence, as JSON under the API prefix and as plain text elsewhere.
+
+No answer ever holds a traceback: expected problems raise :class:`WebError`
+(or :class:`~mosaicist.errors.MosaicistError`, shown with status 400), and
+anything unexpected is answered with status 500 and one sentence, its reason
+going to the server's stderr as one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Mapping
+from http import HTTPStatus
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..errors import MosaicistError
+
+#: Paths under which answers are JSON (``{"error": "..."}``).
+API_PREFIX = "/api/"
+
+#: What the statuses Starlette raises by itself say, in one sentence.
+_SENTENCES = {
+    400: "the request is malformed",
+    403: "this request is not allowed",
+    404: "nothing is served at this address",
+    405: "this address does not accept that method",
+    413: "the request body is too large",
+    414: "the address is longer than this server accepts",
+    500: "the server failed to answer this request; its terminal says why",
+}
+
+
+class WebError(HTTPException):
+    """An expected refusal: a status and one sentence for the person using the page.
+
+    Parameters
+    ----------
+    status : int
+        The HTTP status (4xx, or 5xx for failures that are not the request's fault).
+    message : str
+        One sentence, without a trailing full stop.
+    headers : mapping, optional
+        Extra response headers (``Allow`` with 405).
+    """
+
+    def __init__(self, status: int, message: str,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(status, message, dict(headers) if headers else None)
+        self.message = message
+
+
+def error_response(path: str, status: int, message: str,
+                   headers: Mapping[str, str] | None = None) -> Response:
+    """The answer refusing a request for ``path`` with ``status`` and ``message``."""
+    extra = dict(headers or {})
+    if path.startswith(API_PREFIX) or path == API_PREFIX.rstrip("/"):
+        body = json.dumps({"error": message}).encode("utf-8")
+        return Response(body, status, extra, media_type="application/json")
+    return Response(f"{message}\n", status, extra, media_type="text/plain")
+
+
+def sentence(status: int) -> str:
+    """A default one-sentence message for ``status``."""
+    if status in _SENTENCES:
+        return _SENTENCES[status]
+    try:
+        return HTTPStatus(status).phrase.lower()
+    except ValueError:
+        return "the request failed"
+
+
+async def http_error(request: Request, error: Exception) -> Response:
+    """Starlette's handler of :class:`~starlette.exceptions.HTTPException` (and WebError)."""
+    assert isinstance(error, HTTPException)
+    message = error.message if isinstance(error, WebError) else sentence(error.status_code)
+    return error_response(request.url.path, error.status_code, message, error.headers)
+
+
+async def mosaicist_error(request: Request, error: Exception) -> Response:
+    """A :class:`MosaicistError` raised while answering: the user's input, status 400."""
+    return error_response(request.url.path, 400, str(error))
+
+
+async def unexpected_error(request: Request, error: Exception) -> Response:
+    """Anything else: status 500 and one sentence, its reason logged in one line first."""
+    name = getattr(request.app.state, "name", "server")
+    log_failure(name, request.method, request.url.path, error)
+    return error_response(request.url.path, 500, _SENTENCES[500])
+
+
+def log_failure(name: str, method: str, path: str, error: BaseException) -> None:
+    """One line on stderr naming a request that failed unexpectedly, never a traceback.
+
+    Logged once: the exception is marked, so that the guard, which sees it
+    again (Starlette raises it on after answering), stays silent.
+    """
+    if getattr(error, "_mosaicist_logged", False):
+        return
+    with contextlib.suppress(AttributeError):
+        error._mosaicist_logged = True  # type: ignore[attr-defined]
+    reason = str(error).splitlines()[0] if str(error) else ""
+    print(f"mosaicist: {name}: {method} {path} failed: {type(error).__name__}"
+          f"{': ' + reason if reason else ''}", file=sys.stderr, flush=True)
+
+
+#: The handlers every app of this package installs.
+EXCEPTION_HANDLERS = {
+    HTTPException: http_error,
+    MosaicistError: mosaicist_error,
+    Exception: unexpected_error,
+}

@@ -1,0 +1,200 @@
+"""Listening and serving: a socket bound first, then uvicorn on it.
+
+The socket is bound before the app is made (:func:`bind`), so that port 0
+becomes a free port the app knows (its ``Host`` check names it) and the
+address is taken before anything is announced. :class:`WebServer` runs
+uvicorn (HTTP/1.1 with h11; no websockets, no proxy headers, no server
+banner) on that socket, in the foreground until stopped or interrupted
+(:meth:`WebServer.serve`) or in a thread (:meth:`WebServer.start`, for
+tests and embedding), and stops cleanly: the socket is closed, the app's
+shutdown has run, no thread is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+
+from ..errors import MosaicistError
+
+#: Seconds open answers (event streams) get to finish when the server stops.
+GRACEFUL_SECONDS = 3
+#: Seconds an idle kept-alive connection stays open (new ones are cheap on this machine).
+KEEP_ALIVE_SECONDS = 2
+#: Largest request head (request line and headers) read before refusing it. Larger than
+#: the guard's limits, so that an oversized head is read whole and refused with a status
+#: (closing a connection with unread data would reset it before the answer is read).
+MAX_HEAD = 128 * 1024
+#: Most connections served at once; more are answered 503.
+MAX_CONNECTIONS = 64
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Return a listening TCP socket on ``host:port`` (port 0: a free one).
+
+    Raises
+    ------
+    MosaicistError
+        When the address cannot be listened on (taken, not this machine's).
+    """
+    name = host.strip("[]")
+    family = socket.AF_INET6 if ":" in name else socket.AF_INET
+    try:
+        listener = socket.create_server((name, port), family=family, backlog=128)
+    except (OSError, OverflowError) as error:
+        reason = str(getattr(error, "strerror", None) or error)
+        # create_server names the address again: "... (while attempting to bind on ...)".
+        reason = reason.split(" (while attempting", 1)[0]
+        raise MosaicistError(f"cannot listen on {host}:{port}: {reason}") from None
+    return listener
+
+
+class _OneLine(logging.Handler):
+    """uvicorn's own errors as one line on the current stderr, never a traceback."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage().splitlines()[0]
+        except Exception:  # noqa: BLE001 - a log line must never fail a request
+            return
+        print(f"mosaicist: server: {message}", file=sys.stderr, flush=True)
+
+
+def _quiet_uvicorn() -> None:
+    """Keep uvicorn's start, stop and bad-request lines out of the terminal."""
+    logger = logging.getLogger("uvicorn")
+    if not any(isinstance(handler, _OneLine) for handler in logger.handlers):
+        logger.addHandler(_OneLine())
+    logger.setLevel(logging.ERROR)
+    logger.propagate = False
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn's server, telling the app first when it begins to stop."""
+
+    def __init__(self, config: uvicorn.Config, on_stop: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self.on_stop = on_stop
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.on_stop is not None:
+            self.on_stop()
+        await super().shutdown(sockets=sockets)
+
+
+class WebServer:
+    """An ASGI app served by uvicorn on a socket bound beforehand.
+
+    Parameters
+    ----------
+    app : ASGI app
+        What to serve (made by :func:`mosaicist.web.make_app`).
+    listener : socket.socket
+        A listening socket (:func:`bind`); the server owns it from now on.
+    on_stop : callable, optional
+        Called once when the server begins to stop, before it waits for
+        open answers to finish: event streams end on it.
+
+    Attributes
+    ----------
+    host, port : str, int
+        The bound address.
+    url : str
+        ``http://HOST:PORT`` (IPv6 bracketed).
+    """
+
+    def __init__(self, app: Any, listener: socket.socket, *,
+                 on_stop: Callable[[], None] | None = None) -> None:
+        _quiet_uvicorn()
+        self.socket = listener
+        address = listener.getsockname()
+        self.host, self.port = str(address[0]), int(address[1])
+        config = uvicorn.Config(
+            app, http="h11", ws="none", loop="asyncio", lifespan="on", log_config=None,
+            access_log=False, server_header=False, proxy_headers=False,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS, timeout_graceful_shutdown=GRACEFUL_SECONDS,
+            h11_max_incomplete_event_size=MAX_HEAD, limit_concurrency=MAX_CONNECTIONS,
+        )
+        self._server = _Uvicorn(config, on_stop)
+        self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+        self._failure: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        """The server's address, ``http://HOST:PORT``."""
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{shown}:{self.port}"
+
+    def serve(self) -> None:
+        """Serve in this thread until :meth:`stop` is called from another thread.
+
+        In the main thread, uvicorn's own handlers of SIGINT and SIGTERM stop
+        the server gracefully and raise the signal again once it has
+        stopped. :meth:`start` and :meth:`wait` are the usual way instead.
+        """
+        try:
+            self._server.run(sockets=[self.socket])
+        finally:
+            self.socket.close()
+
+    def start(self, timeout: float = 30.0) -> WebServer:
+        """Serve in a background thread; return once the server answers.
+
+        Raises
+        ------
+        MosaicistError
+            When the server did not start (its startup failed) within ``timeout``.
+        """
+        if self._thread is not None:
+            raise RuntimeError("the server was started already")
+
+        def run() -> None:
+            try:
+                self.serve()
+            except BaseException as error:  # noqa: BLE001 - reported by start()
+                self._failure = error
+            finally:
+                self._stopped.set()
+
+        self._thread = threading.Thread(target=run, name=f"mosaicist-web-{self.port}",
+                                        daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if self._stopped.is_set() or time.monotonic() > deadline:
+                self.stop()
+                reason = f": {self._failure}" if self._failure else ""
+                raise MosaicistError(f"the server on {self.url} did not start{reason}")
+            time.sleep(0.01)
+        return self
+
+    def wait(self) -> None:
+        """Block until the server started by :meth:`start` stops (Ctrl+C interrupts it)."""
+        # An event, not Thread.join: on Python 3.11 a join interrupted by Ctrl+C can mark
+        # the thread as finished while it still runs (the fix of bpo-45274).
+        while self._thread is not None and not self._stopped.wait(0.2):
+            pass
+
+    def stop(self) -> None:
+        """Stop serving (graceful: open answers get a few seconds), close the socket, join."""
+        self._server.should_exit = True
+        if self._thread is not None and self._thread is not threading.current_thread():
+            while not self._stopped.wait(0.2):
+                pass
+            self._thread.join()
+        self.socket.close()
+
+    def __enter__(self) -> WebServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
