@@ -363,3 +363,19 @@ def test_bare_command_shows_help():
 
     result = CliRunner().invoke(main, [])
     assert result.exit_code == 0 and "Commands:" in result.output
+
+
+def test_none_lifts_a_presets_use_limit(setup, tmp_path):
+    # The default preset uses every tile at most once (fitted to the 30 tiles: twice
+    # for 48 cells); `--max-uses none` lifts it, as the seed preset has none.
+    report = tmp_path / "r.json"
+    result = run(make_args(setup, "-o", tmp_path / "none.png", "--max-uses", "none",
+                           "--min-spacing", "1", "--report", report, "-q"))
+    assert result.exit_code == 0, result.output
+    settings = json.loads(report.read_text())["settings"]
+    assert settings["max_uses"] is None and settings["preset"] == "balanced"
+    limited = tmp_path / "limited.json"
+    assert run(make_args(setup, "-o", tmp_path / "l.png", "--report", limited, "-q")
+               ).exit_code == 0
+    assert json.loads(limited.read_text())["settings"]["max_uses"] == 2
+    assert_one_line_error(run(make_args(setup, "--max-uses", "nothing")), "--max-uses")

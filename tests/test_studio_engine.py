@@ -26,6 +26,7 @@ from click.testing import CliRunner
 from conftest import BAD_FILES, bomb_png, make_colour_folder, make_odd_folder, noisy_target
 from PIL import Image
 
+from mosaicist.cli import _given as cli_given
 from mosaicist.cli import main as cli_main
 from mosaicist.cli import make as make_command
 from mosaicist.errors import MosaicistError, OptionError
@@ -44,6 +45,9 @@ from mosaicist.studio._uploads import accept_target
 TINY = {"cell_px": 8, "tile_px": 8}
 WAIT = 60.0
 SETTING_NAMES = {declared.name for declared in settings()}
+#: Settings whose flag can say "none" (no value, over a preset's).
+SETTING_FLAGS = {declared.name: declared.optional and declared.flag is not None
+                 for declared in settings()}
 
 
 @pytest.fixture(scope="module")
@@ -382,6 +386,7 @@ def test_progress_listener_follows_every_bar_drawn_or_not():
     {},
     {"preset": "seed"},
     {"preset": "seed", "max_uses": None, "tint": 0.35},
+    {"max_uses": None, "min_spacing": 2},
     {"tint": 0.3333333333333333, "contrast": 0.25, "metric": "oklab"},
     {"max_uses": 2, "min_spacing": 3, "augment": "all", "dedupe": 5},
     {"aspect": "3:2", "print_size": "30x20cm", "dpi": 150, "crop": "centre"},
@@ -394,17 +399,17 @@ def test_command_line_reads_back_as_the_same_options(settings):
     words = shlex.split(line)
     assert words[:3] == ["mosaicist", "make", "my photos/target (1).jpg"]
     context = make_command.make_context("make", words[2:])
-    given = {name: value for name, value in context.params.items()
-             if name in SETTING_NAMES and value is not None}
+    given = {name: value for name, value in cli_given(context.params).items()
+             if name in SETTING_NAMES}
     assert MosaicOptions(**given) == options
     assert given == {name: value for name, value in given_settings(options).items()
-                     if value is not None}
+                     if value is not None or SETTING_FLAGS[name]}
     assert context.params["tiles"] == "/home/u/My Photos"
 
 
 def test_command_line_refuses_what_the_cli_cannot_say():
-    with pytest.raises(OptionError, match="max_uses none"):
-        command_line("a.jpg", "cifar10", MosaicOptions(max_uses=None))
+    # "No limit" over the default preset's is `--max-uses none`.
+    assert "--max-uses none" in command_line("a.jpg", "cifar10", MosaicOptions(max_uses=None))
     with pytest.raises(OptionError, match="compute_metrics"):
         command_line("a.jpg", "cifar10", MosaicOptions(compute_metrics=False))
     assert command_line("-x.jpg", "cifar10", MosaicOptions()).split()[2] == "./-x.jpg"

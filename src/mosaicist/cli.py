@@ -134,6 +134,31 @@ _VALUE_WHEN_ALONE: dict[str, Any] = {"dedupe": DEDUPE_THRESHOLD}
 _CLICK_TYPES: dict[type, click.ParamType] = {int: click.INT, float: click.FLOAT, str: click.STRING}
 
 
+class _Unset:
+    """The value of ``--max-uses none`` and the like: the setting given as "no value"."""
+
+    def __repr__(self) -> str:
+        return "none"
+
+
+#: What a flag of an optional setting reads for ``none``.
+_NONE = _Unset()
+
+
+class _OrNone(click.ParamType):
+    """A setting's own type, or ``none``: no value (no limit), over any preset's."""
+
+    def __init__(self, kind: click.ParamType) -> None:
+        self.kind = kind
+        self.name = kind.name
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "none":
+            return _NONE
+        return self.kind.convert(value, param, ctx)
+
+
 def _flag_name(name: str) -> str:
     declared = setting_named(name)
     return declared.flag or name
@@ -149,6 +174,8 @@ def _setting_option(declared: Setting, help: str | None, show_default: bool) -> 
         metavar = "[" + "|".join(declared.choices) + "]"
     else:
         kind = _CLICK_TYPES[declared.kind]
+    if declared.optional and declared.name not in _VALUE_WHEN_ALONE:
+        kind = _OrNone(kind)
     text = help if help is not None else declared.describe(_flag_name)
     if show_default and declared.default is not None and "[default:" not in text:
         text += f"  [default: {declared.default}]"
@@ -176,8 +203,9 @@ def _setting_options(
 
 
 def _given(values: dict[str, Any]) -> dict[str, Any]:
-    """The settings given on the command line (flags left out are None)."""
-    return {name: value for name, value in values.items() if value is not None}
+    """The settings given on the command line (flags left out are None; ``none`` is None)."""
+    return {name: None if value is _NONE else value for name, value in values.items()
+            if value is not None}
 
 
 #: Settings that only change how a picture is written.
@@ -387,6 +415,106 @@ def render(
             err=True,
         )
         _view_hint(output)
+
+
+@main.command(
+    epilog="""\b
+Examples:
+  mosaicist batch photos/ --tiles ~/Photos -o mosaics/
+  mosaicist batch a.jpg b.jpg more.txt --tiles cifar10 -o out/ --format jpg
+  mosaicist batch clip.mp4 --tiles ~/Photos -o frames/ --video clip-mosaic.mp4 --stable 0.25
+  mosaicist batch photos/ --tiles /shared/photos -o /shared/out --scheduler tcp://10.0.0.5:8786
+"""
+)
+@click.argument("targets", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--tiles", default="cifar10", show_default=True,
+              help="Tile source, as for 'make'.")
+@click.option("-o", "--output-dir", type=click.Path(path_type=Path), required=True,
+              help="Folder of the outputs (made if missing): OUTDIR/<stem>.<format>, a video's "
+                   "frames <video stem>-<frame:06d>.<format>.")
+@click.option("--format", "format", default="png", show_default=True,
+              help="Format of every output: png, jpg, webp, tif or dzi (Deep Zoom and viewer).")
+@click.option("--scheduler", default=None,
+              help="Run on Dask: tcp://HOST:PORT (a running scheduler), local or local:N "
+                   "(extra dask) [default: a local process pool].")
+@click.option("--workers", type=int, default=None,
+              help="Processes of the local pool [default: one per core].")
+@click.option("--video", type=click.Path(path_type=Path), default=None,
+              help="Also encode the outputs, in order, into this video (.mp4: H.264; .mkv, "
+                   ".mov, .webm); needs --format png, jpg or webp.")
+@click.option("--fps", type=float, default=None,
+              help="Frame rate of --video [default: the video target's, else 25].")
+@click.option("--stable", type=float, default=None, metavar="STRENGTH",
+              help="Temporal stability of video frames (0-10): a cell keeps its previous "
+                   "frame's tile unless another is closer than its distance / (1 + STRENGTH) "
+                   "[default: 0, off: every frame exactly as 'make' makes it].")
+@click.option("--overwrite", is_flag=True,
+              help="Make every output again (else outputs already in OUTDIR are skipped).")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), default=None,
+              help="Write a JSON report: each target's status, seconds and metrics, the "
+                   "flicker of videos, the video written.")
+@_setting_options(*_MAKE_SETTINGS)
+@click.option("--use-all", is_flag=True,
+              help="Use every library tile at least once in each mosaic (--min-uses 1).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=_CACHE_HELP)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars, warnings or summary.")
+def batch(
+    targets: tuple[Path, ...],
+    tiles: str,
+    output_dir: Path,
+    format: str,
+    scheduler: str | None,
+    workers: int | None,
+    video: Path | None,
+    fps: float | None,
+    stable: float | None,
+    overwrite: bool,
+    report_path: Path | None,
+    use_all: bool,
+    cache_dir: Path | None,
+    quiet: bool,
+    **settings: Any,
+) -> None:
+    """Make a mosaic of every TARGET with one library, one output each in OUTDIR.
+
+    TARGET is an image, a video (every frame a target), a folder of them, or
+    a list file (.txt, one path per line). Each output is what 'mosaicist
+    make' makes of its target, byte for byte. Outputs already in OUTDIR are
+    skipped, so an interrupted batch resumes where it stopped. A target that
+    fails is reported in one line and skipped; the exit status is then 1.
+    """
+    import json
+
+    from tqdm import tqdm
+
+    from .batch import batch_mosaics
+    from .paths import atomic_path, check_writable
+
+    given = _given(settings)
+    if use_all:
+        if given.get("min_uses", 1) < 1:
+            raise MosaicistError("--use-all asks for --min-uses 1 at least")
+        given.setdefault("min_uses", 1)
+    options = MosaicOptions(**given)
+    if report_path is not None:
+        check_writable(report_path, "report file")
+
+    def on_error(name: str, message: str) -> None:
+        tqdm.write(f"mosaicist: error: {name}: {message}", file=sys.stderr)
+
+    result = batch_mosaics(
+        targets, tiles, output_dir, options, format=format, scheduler=scheduler,
+        workers=workers, video=video, fps=fps, stable=stable or 0.0, overwrite=overwrite,
+        cache_dir=cache_dir, show_progress=progress_enabled(quiet), quiet=quiet,
+        on_error=on_error,
+    )
+    if report_path is not None:
+        with atomic_path(report_path) as temporary:
+            temporary.write_text(json.dumps(result.report(), indent=2) + "\n")
+    if not quiet:
+        click.echo(result.summary(), err=True)
+    if result.failed:
+        sys.exit(1)
 
 
 @main.command(

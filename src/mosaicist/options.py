@@ -356,7 +356,8 @@ class MosaicOptions:
         "between 1/4 and 4 (the best few tiles are re-ranked after it).", low=0, high=1,
         metavar="B", section="match")
     max_uses: int | None = setting(
-        None, "Use no tile more than K times (solved as a global assignment).",
+        None, "Use no tile more than K times (solved as a global assignment); 'none': no "
+        "limit, whatever the preset says.",
         low=1, metavar="K", section="match")
     min_uses: int = setting(
         0, "Use every library tile at least K times (the gift mosaic: every photo "

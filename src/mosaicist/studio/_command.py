@@ -61,7 +61,11 @@ def setting_arguments(options: MosaicOptions) -> list[str]:
             continue
         value = getattr(options, name)
         if value is None:
-            continue  # a flag left out is None; checked below
+            if declared.flag is not None and declared.optional:
+                # Given as "no value" (no limit, over the preset's): `--max-uses none`.
+                expressible[name] = None
+                arguments += [declared.flag, "none"]
+            continue
         if declared.flag is None:
             raise OptionError("{" + name + "} has no command-line flag; leave it as it is "
                               "to get a command that repeats this mosaic")
