@@ -9,9 +9,10 @@ are written once. An error whose message names a setting
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +248,25 @@ _CACHE_HELP = (
     "Cache folder for indexes and downloads [default: $MOSAICIST_CACHE_DIR or user cache]."
 )
 
+_SCHEDULER_HELP = (
+    "Run on a Dask cluster: tcp://HOST:PORT of a running 'dask scheduler', or local / local:N "
+    "to start N worker processes here for the run (extra dask). The workers must see the "
+    "tiles, the cache and the output at the same paths (docs/cluster.md)."
+)
+
+
+@contextlib.contextmanager
+def _cluster(scheduler: str | None, quiet: bool) -> Iterator[Any]:
+    """A Dask client for ``--scheduler`` for the block (None without it: no Dask import)."""
+    if scheduler is None:
+        yield None
+        return
+    from .distributed import client_for, parse_scheduler
+
+    address = parse_scheduler(scheduler)  # a bad address fails before any work
+    with client_for(address, quiet=quiet) as client:
+        yield client
+
 
 @main.command(
     epilog="""\b
@@ -258,6 +278,7 @@ Examples:
   mosaicist make bear.jpg --tiles galaxy10 --limit 5000
   mosaicist make bear.jpg --tiles ~/Photos --cell 4 --tile-px 256 -o mural.dzi
   mosaicist view mural.dzi
+  mosaicist make bear.jpg --tiles /shared/photos --scheduler local:2 -o bear.png
 """
 )
 @click.argument("target", type=click.Path(path_type=Path))
@@ -274,6 +295,7 @@ Examples:
 @_setting_options(*_MAKE_SETTINGS)
 @click.option("--use-all", is_flag=True,
               help="Use every library tile at least once (--min-uses 1).")
+@click.option("--scheduler", default=None, metavar="ADDRESS", help=_SCHEDULER_HELP)
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=_CACHE_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, warnings or summary.")
 def make(
@@ -283,6 +305,7 @@ def make(
     placements_path: Path | None,
     report_path: Path | None,
     use_all: bool,
+    scheduler: str | None,
     cache_dir: Path | None,
     quiet: bool,
     **settings: Any,
@@ -312,10 +335,20 @@ def make(
                  options)
 
     show = progress_enabled(quiet)
-    mosaic = make_mosaic(target, tiles, options, cache_dir=cache_dir, show_progress=show,
-                         quiet=quiet)
-    write_started = time.perf_counter()
-    mosaic.write(output, show_progress=show)
+    with _cluster(scheduler, quiet) as client:
+        if client is None:
+            mosaic = make_mosaic(target, tiles, options, cache_dir=cache_dir,
+                                 show_progress=show, quiet=quiet)
+            write_started = time.perf_counter()
+            mosaic.write(output, show_progress=show)
+        else:
+            from .distributed import make_on_cluster, write_on_cluster
+
+            mosaic = make_on_cluster(client, target, tiles, options, cache_dir=cache_dir,
+                                     show_progress=show, quiet=quiet)
+            write_started = time.perf_counter()
+            write_on_cluster(client, mosaic.renderer, output, mosaic.options,
+                             cache_dir=cache_dir, show_progress=show)
     if placements_path is not None:
         mosaic.placements.write(placements_path)
     mosaic.timings["render"] += time.perf_counter() - write_started
@@ -359,6 +392,7 @@ Examples:
   mosaicist render bear.json -o bear-print.tif --tile-px 128
   mosaicist render bear.csv --tiles ~/Photos -o bear.jpg
   mosaicist render bear.json -o mural.dzi --tile-px 512
+  mosaicist render bear.json -o /shared/mural.dzi --tile-px 512 --scheduler tcp://10.0.0.5:8786
 """
 )
 @click.argument("placements_path", metavar="PLACEMENTS", type=click.Path(path_type=Path))
@@ -366,6 +400,7 @@ Examples:
               help=_OUTPUT_HELP)
 @click.option("--tiles", default=None,
               help="Tile source (needed for CSV placements, which do not record it).")
+@click.option("--scheduler", default=None, metavar="ADDRESS", help=_SCHEDULER_HELP)
 @_setting_options("tile_px", "aspect", "dpi", *_OUTPUT_SETTINGS, show_default=False, help={
     "tile_px": "Output pixels per tile across (up to 1024; the height follows the aspect) "
                "[default: as in PLACEMENTS].",
@@ -383,6 +418,7 @@ def render(
     placements_path: Path,
     output: Path,
     tiles: str | None,
+    scheduler: str | None,
     cache_dir: Path | None,
     quiet: bool,
     **settings: Any,
@@ -405,7 +441,14 @@ def render(
     show = progress_enabled(quiet)
     renderer = placements_renderer(placements, options, tiles=tiles, cache_dir=cache_dir,
                                    show_progress=show)
-    renderer.write(output, options, show_progress=show)
+    with _cluster(scheduler, quiet) as client:
+        if client is None:
+            renderer.write(output, options, show_progress=show)
+        else:
+            from .distributed import write_on_cluster
+
+            write_on_cluster(client, renderer, output, options, cache_dir=cache_dir,
+                             show_progress=show)
     if not quiet:
         seconds = time.perf_counter() - started
         click.echo(
@@ -434,9 +477,8 @@ Examples:
                    "frames <video stem>-<frame:06d>.<format>.")
 @click.option("--format", "format", default="png", show_default=True,
               help="Format of every output: png, jpg, webp, tif or dzi (Deep Zoom and viewer).")
-@click.option("--scheduler", default=None,
-              help="Run on Dask: tcp://HOST:PORT (a running scheduler), local or local:N "
-                   "(extra dask) [default: a local process pool].")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help=_SCHEDULER_HELP + " [default: a local process pool]")
 @click.option("--workers", type=int, default=None,
               help="Processes of the local pool [default: one per core].")
 @click.option("--video", type=click.Path(path_type=Path), default=None,
@@ -513,7 +555,7 @@ def batch(
             temporary.write_text(json.dumps(result.report(), indent=2) + "\n")
     if not quiet:
         click.echo(result.summary(), err=True)
-    if result.failed:
+    if not result.ok:
         sys.exit(1)
 
 
@@ -573,11 +615,83 @@ def studio(port: int, host: str, no_browser: bool, roots: tuple[Path, ...],
 @main.command(
     epilog="""\b
 Examples:
+  mosaicist live couple.jpg --grid 40x30 --event wedding --host 0.0.0.0
+  mosaicist live --event wedding --host 0.0.0.0      # resume after a restart
+  mosaicist live logo.png --grid 60x40 --final --moderation --fallback ~/Photos
+"""
+)
+@click.argument("target", required=False, type=click.Path(path_type=Path))
+@click.option("--grid", help="Cells across and down, COLSxROWS (40x30: 1,200 photos); "
+                             "needed for a new event.")
+@click.option("--event", "event_dir", type=click.Path(path_type=Path), default=None,
+              help="The event's folder: photos, state, exports; start again with it to "
+                   "resume [default: <target stem>-live].")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 lets guests' phones on the local network "
+                   "reach it.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port to listen on (0: a free one).")
+@click.option("--final/--moving", default=None,
+              help="--final: a placed photo never moves (printed boards); --moving: photos "
+                   "may move to better cells when uploads pause [default: as the event was, "
+                   "else --moving].")
+@click.option("--moderation/--no-moderation", default=None,
+              help="Hold every photo for the host's approval [default: as the event was, "
+                   "else off].")
+@click.option("--expected", type=click.IntRange(1, None), default=None,
+              help="Photos expected in all, for the placement's look-ahead [default: the "
+                   "grid's cells].")
+@click.option("--fallback", metavar="SOURCE", default=None,
+              help="A tile source (folder, cifar10...) to complete empty cells from at the end.")
+@click.option("--rate", type=click.FloatRange(0, None), default=30, show_default=True,
+              help="Photos per minute one guest's device may send (0: no limit).")
+@click.option("--url", "guest_url", default=None,
+              help="The guests' link as phones reach this machine (the QR code) [default: "
+                   "this server's address].")
+@_setting_options("tile_px", "match_px", "aspect", "crop", "metric", "tint", *_OUTPUT_SETTINGS,
+                  help={"tile_px": "Width of a tile on the display and in exports, in pixels "
+                                   "[default: 64].",
+                        "match_px": "Width at which photos and cells are compared [default: 16].",
+                        "crop": "Where each photo is cut to the tiles' shape: centre, or subject "
+                                "(faces with the faces extra, else detail) [default: subject].",
+                        "tint": "Move each photo's mean colour this fraction of the way to its "
+                                "cell's (0-1) [default: 0.6]."})
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=_CACHE_HELP)
+def live(target: Path | None, grid: str | None, event_dir: Path | None, host: str, port: int,
+         final: bool | None, moderation: bool | None, expected: int | None,
+         fallback: str | None, rate: float, guest_url: str | None, cache_dir: Path | None,
+         **settings: Any) -> None:
+    """Run a photo wall at an event: guests' photos fill in TARGET live.
+
+    Guests open the link (a QR code on the display) on their phones and send
+    photos; each lands within a second in the cell it fits best. Open the
+    display page full screen on a TV or projector, and the admin page (its
+    token is printed here) to moderate, pause, complete and export. Stop
+    with Ctrl+C; everything is kept in the event folder.
+    """
+    from .live import serve_live
+    from .live._event import parse_grid
+
+    if event_dir is None:
+        if target is None:
+            raise MosaicistError("give the TARGET picture of a new event, or --event DIR to "
+                                 "resume one")
+        event_dir = Path(f"{target.stem}-live")
+    serve_live(event_dir, target=target, grid=None if grid is None else parse_grid(grid),
+               settings=_given(settings), final=final, moderation=moderation,
+               expected=expected, host=host, port=port, rate=rate, guest_url=guest_url,
+               fallback=fallback, cache_dir=cache_dir, announce=click.echo)
+
+
+@main.command(
+    epilog="""\b
+Examples:
   mosaicist index ~/Photos
   mosaicist index ~/Photos --tile-px 64 --aspect 3:2
   mosaicist index ~/Photos --duplicates             # list near-identical photos
   mosaicist index ~/Photos --duplicates --dedupe 10  # ... a looser threshold
   mosaicist index cifar100
+  mosaicist index /shared/photos --scheduler tcp://10.0.0.5:8786  # on a Dask cluster
 """
 )
 @click.argument("source")
@@ -597,10 +711,11 @@ Examples:
 @click.option("--duplicates", is_flag=True,
               help="List the groups of near-identical photos on stdout, one group per "
                    "paragraph: the photo 'make --dedupe' keeps, then those it drops.")
+@click.option("--scheduler", default=None, metavar="ADDRESS", help=_SCHEDULER_HELP)
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=_CACHE_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, warnings or summary.")
-def index(source: str, match_px: int, duplicates: bool, cache_dir: Path | None, quiet: bool,
-          **settings: Any) -> None:
+def index(source: str, match_px: int, duplicates: bool, scheduler: str | None,
+          cache_dir: Path | None, quiet: bool, **settings: Any) -> None:
     """Index SOURCE (or bring its index up to date) without making a mosaic.
 
     Only new or changed files are decoded; removed ones drop out. An
@@ -613,10 +728,18 @@ def index(source: str, match_px: int, duplicates: bool, cache_dir: Path | None, 
     threshold = given.pop("dedupe", None)
     # Resolved as 'make' resolves them, so that 'make' finds this index.
     options = MosaicOptions(**given)
-    library = TileLibrary.open(
-        source, match_px, cache_dir=cache_dir, show_progress=progress_enabled(quiet),
-        quiet=quiet, aspect=options.aspect_ratio, crop=options.crop,
-    )
+    with _cluster(scheduler, quiet) as client:
+        if client is None:
+            library = TileLibrary.open(
+                source, match_px, cache_dir=cache_dir, show_progress=progress_enabled(quiet),
+                quiet=quiet, aspect=options.aspect_ratio, crop=options.crop,
+            )
+        else:
+            from .distributed import index_library
+
+            library = index_library(client, source, match_px, cache_dir,
+                                    progress_enabled(quiet), quiet,
+                                    aspect=options.aspect_ratio, crop=options.crop)
     stats = library.stats
     groups = None
     if duplicates or threshold is not None:

@@ -50,8 +50,9 @@ from ..errors import MosaicistError, OptionError, check_range
 from ..options import TILE_PX_RANGE
 from ..paths import cache_dir as default_cache_dir
 from ..sources import TileSource, open_source
-from ._manifest import connect, get_meta, has_added_columns, manifest_errors, store_path
-from ._update import COPY_CHUNK, TileFormat, UpdateStats, update_index
+from ._manifest import connect, get_meta, has_added_columns, manifest_errors
+from ._shards import SlotSpace, read_shards
+from ._update import COPY_CHUNK, Decoder, TileFormat, UpdateStats, update_index
 
 
 def _index_dir(cache: Path, source_key: str, match_px: int,
@@ -92,7 +93,9 @@ class TileLibrary:
     source_ids : list of str
         Each tile's source id, in library order.
     tiles : numpy.ndarray
-        ``(N, match_height, match_px, 3)`` uint8, memory-mapped, in library order.
+        ``(N, match_height, match_px, 3)`` uint8, memory-mapped, in library order
+        (for an index a cluster made, a :class:`~mosaicist.library._shards.ShardedTiles`
+        over its shard files, which behaves as that array).
     directory : pathlib.Path
         The index's folder in the cache.
     generation : int
@@ -330,6 +333,7 @@ class TileLibrary:
         *,
         aspect: tuple[int, int] | str = SQUARE,
         crop: str = "centre",
+        decoder: Decoder | None = None,
     ) -> TileLibrary:
         """Index ``source`` at ``match_px`` and ``aspect`` (incrementally) and open the result.
 
@@ -354,6 +358,10 @@ class TileLibrary:
             How each photo's crop window is placed (:mod:`mosaicist.crop`).
             A source whose images all have one size, already of the aspect,
             is indexed once for both.
+        decoder : callable, optional
+            Decode what the update needs elsewhere, into shards of the index
+            (a Dask cluster: :func:`mosaicist.distributed.index_library`); the
+            library is then published in those shards.
 
         Raises
         ------
@@ -378,7 +386,8 @@ class TileLibrary:
         directory.mkdir(parents=True, exist_ok=True)
         stats = None
         if update:
-            stats = update_index(source, tile, directory, show_progress, quiet)
+            stats = update_index(source, tile, directory, show_progress, quiet,
+                                 decoder=decoder)
         with manifest_errors(directory):
             library = cls._read(source, tile, directory, stats)
         if len(library) == 0:
@@ -389,7 +398,6 @@ class TileLibrary:
     def _read(
         cls, source: TileSource, tile: TileFormat, directory: Path, stats: UpdateStats | None
     ) -> TileLibrary:
-        tile_bytes = tile.tile_bytes
         shape = (tile.height, tile.width, 3)
         settings = {"aspect": tile.aspect, "crop": tile.crop}
         for _attempt in range(5):
@@ -400,44 +408,36 @@ class TileLibrary:
                 rows = connection.execute(
                     "SELECT source_id, slot FROM tiles ORDER BY position"
                 ).fetchall()
+                shards = read_shards(connection)
                 connection.execute("COMMIT")
             finally:
                 connection.close()
             source_ids = [row[0] for row in rows]
             slots = np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows))
-            store = store_path(directory, generation)
             if not rows:
                 empty = np.zeros((0, *shape), np.uint8)
                 return cls(source, tile.width, directory, [], empty, generation, stats,
                            **settings)  # type: ignore[arg-type]
+            space = SlotSpace(directory, generation, shards, shape)
             try:
-                slot_count = int(slots.max()) + 1
-                memory = np.memmap(
-                    store, dtype=np.uint8, mode="r", shape=(slot_count, *shape)
-                )
-            except FileNotFoundError:
+                # One packed file in order is one memory map; shards are runs of maps.
+                tiles = space.library_tiles(slots)
+            except FileNotFoundError as error:
                 if _current_generation(directory) == generation:
                     # Not a writer swapping files: the packed file is gone.
                     raise MosaicistError(
-                        f"{store}: index is damaged (packed file missing); "
-                        f"delete {directory} to rebuild it"
+                        f"{error.filename or space.store}: index is damaged (packed file "
+                        f"missing); delete {directory} to rebuild it"
                     ) from None
                 # A writer replaced the packed file between our two reads: read again.
                 time.sleep(0.05)
                 continue
             except ValueError:
-                size = store.stat().st_size if store.exists() else 0
-                raise MosaicistError(
-                    f"{store}: index is damaged ({size} bytes for {slot_count} tiles of "
-                    f"{tile_bytes} bytes); delete {directory} to rebuild it"
-                ) from None
-            if np.array_equal(slots, np.arange(len(slots))):
-                tiles = memory[: len(slots)]
-            else:
-                # Only after an interrupted publish; the next update repacks it.
-                tiles = np.asarray(memory[slots])
-            return cls(source, tile.width, directory, source_ids, tiles, generation, stats,
-                       **settings)  # type: ignore[arg-type]
+                space.check(slots)  # says which file is short
+                raise
+            return cls(source, tile.width, directory, source_ids,
+                       tiles,  # type: ignore[arg-type]  # ShardedTiles serves as the array
+                       generation, stats, **settings)  # type: ignore[arg-type]
         raise MosaicistError(f"{directory}: index keeps changing under us; try again")
 
 

@@ -6,6 +6,8 @@ One index folder holds::
     tiles-<G>.u8        packed uint8 pixels of generation G, slot by slot
     tiles-<G>.u8.part   a packed file being written (a leftover after a crash)
     write.lock          held by the one process updating the index (its PID inside)
+    shard-<token>.u8    packed pixels that a worker of a cluster wrote, and beside it
+    shard-<token>.rows.json   their rows (see ``shards`` below)
 
 Tables of the manifest:
 
@@ -34,6 +36,12 @@ Tables of the manifest:
 ``failures``
     Entries that could not be decoded: ``source_id``, ``size``, ``mtime_ns``,
     ``error``.
+``shards``
+    Packed files written whole by the workers of a cluster
+    (:mod:`mosaicist.library._shards`): ``file`` (``shard-<token>.u8``, or an
+    earlier generation's ``tiles-<G>.u8`` kept as it is), ``first_slot``,
+    ``tile_count``. Slots from ``2**40`` on are in these files; a slot below is in
+    ``tiles-<G>.u8``. Empty for an index made on one machine.
 """
 
 from __future__ import annotations
@@ -66,6 +74,8 @@ CREATE TABLE IF NOT EXISTS staged (
 CREATE TABLE IF NOT EXISTS failures (
     source_id TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
     error TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS shards (
+    file TEXT PRIMARY KEY, first_slot INTEGER NOT NULL UNIQUE, tile_count INTEGER NOT NULL);
 """
 
 

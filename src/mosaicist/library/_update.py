@@ -35,6 +35,15 @@ holds the lock (:func:`_remove_leftovers`): a repack's temporary
 removes them itself where it can, and cuts the packed file back to its
 committed slots, so that a full disk is not kept full.
 
+**On a cluster** (:mod:`mosaicist.distributed`) the decode stage is done
+elsewhere (a ``decoder``): the cluster's workers each decode a part of the
+entries into a shard file of their own, and each finished shard is listed
+in the ``shards`` table with its rows staged in one transaction (see
+:mod:`mosaicist.library._shards`). Publishing then keeps the shards as they
+are (no copy in library order) and moves to a new generation, the packed
+file of the old one kept as a shard where the library still uses it. An
+update without a decoder lays such a library out in one packed file again.
+
 Why a killed update never blocks the next one: the lock is a POSIX record
 lock (``lockf``), which belongs to the process that took it. The kernel
 drops it when that process dies, even while other processes (the decoding
@@ -62,7 +71,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -83,6 +92,8 @@ from ._manifest import (
     transaction,
     upgrade,
 )
+from ._shards import SHARD_PREFIX, SHARD_SLOTS, Shard, SlotSpace, next_shard_slot, read_shards
+from ._shards import signed_hash as _signed
 
 #: Decoded tiles committed per transaction during an update.
 COMMIT_EVERY = 2048
@@ -100,6 +111,8 @@ _SIGN_BYTES = 64 << 20
 #: repack's temporary (``tiles-<G>.u8.part``) and the temporaries earlier
 #: versions named ``.tiles-<G>.u8.<random>.part.u8``.
 _LEFTOVER = re.compile(r"tiles-\d+\.u8(\.part)?|\.tiles-\d+\.u8\..*\.part\.u8")
+#: Files of shards (:mod:`mosaicist.library._shards`), removed unless the manifest lists them.
+_SHARD_FILE = re.compile(re.escape(SHARD_PREFIX) + r"[0-9a-f]+\.(u8|rows\.json)(\.part)?")
 
 
 @dataclass(frozen=True)
@@ -253,9 +266,25 @@ class UpdatePlan:
     to_decode: list[SourceEntry]
 
 
+class Decoder(Protocol):
+    """Decodes an update's entries somewhere else (a cluster) and stages them as shards.
+
+    Called under the write lock with the entries the plan chose, in library
+    order. It must stage each finished part with :func:`stage_shard` (the
+    shard file complete on disk first) and count ``stats.decoded``; what it
+    staged is kept if it is interrupted.
+    """
+
+    def __call__(
+        self, source: TileSource, entries: Sequence[SourceEntry], tile: TileFormat,
+        directory: Path, connection: sqlite3.Connection, stats: UpdateStats,
+        show_progress: bool,
+    ) -> None: ...
+
+
 def update_index(
     source: TileSource, tile: TileFormat | int, directory: Path, show_progress: bool,
-    quiet: bool,
+    quiet: bool, *, decoder: Decoder | None = None,
 ) -> UpdateStats:
     """Bring the index of ``source`` in ``directory`` up to date and publish it.
 
@@ -277,6 +306,9 @@ def update_index(
         Draw a progress bar on stderr while decoding.
     quiet : bool
         Do not print skipped entries or that we wait for another process.
+    decoder : Decoder, optional
+        Decode elsewhere, into shards (a cluster, see :mod:`mosaicist.distributed`);
+        the published library then keeps its shards.
 
     Returns
     -------
@@ -296,7 +328,8 @@ def update_index(
     with _unwind_on_terminate(), _write_lock(directory, quiet), manifest_errors(directory):
         connection = connect(directory)
         try:
-            stats = _update_locked(source, tile, directory, connection, show_progress)
+            stats = _update_locked(source, tile, directory, connection, show_progress,
+                                   decoder)
         finally:
             connection.close()
     stats.seconds = time.perf_counter() - started
@@ -452,6 +485,7 @@ def _update_locked(
     directory: Path,
     connection: sqlite3.Connection,
     show_progress: bool,
+    decoder: Decoder | None = None,
 ) -> UpdateStats:
     """Plan, decode and publish; the caller holds the write lock.
 
@@ -470,6 +504,8 @@ def _update_locked(
         The manifest.
     show_progress : bool
         Draw a progress bar on stderr while decoding.
+    decoder : Decoder, optional
+        Decodes into shards instead of this process into the packed file.
 
     Returns
     -------
@@ -477,7 +513,8 @@ def _update_locked(
         What the update did, less ``seconds``.
     """
     upgrade(connection)
-    _remove_leftovers(directory, int(get_meta(connection, "generation", "0")))
+    _remove_leftovers(directory, int(get_meta(connection, "generation", "0")),
+                      read_shards(connection))
     planned = _plan(source, tile, directory, connection)
     if isinstance(planned, UpdateStats):
         _sign_published(directory, tile, connection)
@@ -485,28 +522,34 @@ def _update_locked(
     plan = planned
     stats = UpdateStats(reused=len(plan.entries) - len(plan.to_decode))
     if plan.to_decode:
-        next_slot = _decode_into_store(
-            source, plan.to_decode, tile, store_path(directory, plan.generation),
-            connection, plan.published, plan.next_slot, show_progress, stats,
-        )
+        if decoder is None:
+            next_slot = _decode_into_store(
+                source, plan.to_decode, tile, store_path(directory, plan.generation),
+                connection, plan.published, plan.next_slot, show_progress, stats,
+            )
+        else:
+            next_slot = plan.next_slot
+            decoder(source, plan.to_decode, tile, directory, connection, stats, show_progress)
         # The decode committed its rows to the manifest, not to the plan.
         plan = replace(
             plan, next_slot=next_slot, staged=_read_staged(connection),
             failures=_read_failures(connection),
         )
-    _publish(plan, tile, directory, connection, stats)
+    _publish(plan, tile, directory, connection, stats, sharded=decoder is not None)
     _sign_published(directory, tile, connection)
     return stats
 
 
-def _remove_leftovers(directory: Path, generation: int) -> None:
+def _remove_leftovers(directory: Path, generation: int, shards: Sequence[Shard] = ()) -> None:
     """Delete the files that interrupted updates left in the index folder.
 
     Only the lock holder writes these files, so under the lock none of them
     is being written: a repack's temporary, and packed files of generations
     other than the published one (no row points into them; a reader that
     still maps one keeps its map, and one about to open it reads the
-    manifest again, see ``TileLibrary._read``).
+    manifest again, see ``TileLibrary._read``); and shard files that no
+    ``shards`` row lists (a worker's unfinished ``.part``, or a shard whose
+    update stopped before staging it), with the rows files of all shards.
 
     Parameters
     ----------
@@ -514,11 +557,13 @@ def _remove_leftovers(directory: Path, generation: int) -> None:
         The index's folder.
     generation : int
         The published generation, whose packed file is kept.
+    shards : sequence of Shard
+        The ``shards`` table: their files are kept.
     """
-    keep = store_path(directory, generation).name
+    keep = {store_path(directory, generation).name, *(shard.file for shard in shards)}
     with os.scandir(directory) as items:
-        leftovers = [item.path for item in items
-                     if item.name != keep and _LEFTOVER.fullmatch(item.name)]
+        leftovers = [item.path for item in items if item.name not in keep and (
+            _LEFTOVER.fullmatch(item.name) or _SHARD_FILE.fullmatch(item.name))]
     for leftover in leftovers:
         with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
             os.unlink(leftover)
@@ -603,7 +648,7 @@ def _plan(
     published = _read_published(connection)
     staged = _read_staged(connection)
     failures = _read_failures(connection)
-    _check_store(directory, generation, tile, published, staged)
+    _check_store(directory, generation, tile, published, staged, connection)
 
     to_decode: list[SourceEntry] = []
     for entry in entries:
@@ -699,6 +744,7 @@ def _check_store(
     tile: TileFormat,
     published: Mapping[str, PublishedTile],
     staged: Mapping[str, IndexedTile],
+    connection: sqlite3.Connection,
 ) -> None:
     """Refuse to update a packed file that is shorter than the tiles it must hold.
 
@@ -716,24 +762,20 @@ def _check_store(
         The tiles' size, aspect and crop.
     published, staged : mapping
         The manifest's ``tiles`` and ``staged`` rows, whose slots must exist.
+    connection : sqlite3.Connection
+        The manifest (for its ``shards``).
 
     Raises
     ------
     MosaicistError
-        When ``tiles-<generation>.u8`` lacks a slot that a row uses.
+        When ``tiles-<generation>.u8``, or a shard file, lacks a slot that a row uses.
     """
     slots = [row.slot for row in published.values()] + [row.slot for row in staged.values()]
     if not slots:
         return
-    tile_bytes = tile.tile_bytes
-    store = store_path(directory, generation)
-    size = store.stat().st_size if store.exists() else 0
-    needed = max(slots) + 1
-    if size < needed * tile_bytes:
-        raise MosaicistError(
-            f"{store}: index is damaged ({size} bytes for {needed} tiles of "
-            f"{tile_bytes} bytes); delete {directory} to rebuild it"
-        )
+    shape = (tile.height, tile.width, 3)
+    space = SlotSpace(directory, generation, read_shards(connection), shape)
+    space.check(np.asarray(slots, np.int64))
 
 
 # -- decode -----------------------------------------------------------------------------
@@ -933,11 +975,6 @@ def _window_columns(window: Window | None) -> tuple[int | None, ...]:
     return tuple(int(value) for value in window)
 
 
-def _signed(phash: int) -> int:
-    """A 64-bit hash as the signed integer SQLite stores."""
-    return phash - (1 << 64) if phash >= 1 << 63 else phash
-
-
 def _signature_columns(tiles: np.ndarray) -> tuple[list[int], list[int]]:
     """The manifest's ``phash`` (signed 64-bit) and ``mean_rgb`` of ``(N, H, W, 3)`` tiles."""
     hashes, colours = tile_signatures(tiles)
@@ -961,20 +998,18 @@ def _sign_published(directory: Path, tile: TileFormat, connection: sqlite3.Conne
     ).fetchall()
     if rows:
         generation = int(get_meta(connection, "generation", "0"))
-        store = store_path(directory, generation)
+        space = SlotSpace(directory, generation, read_shards(connection),
+                          (tile.height, tile.width, 3))
         slots = np.fromiter((row[1] for row in rows), np.int64, len(rows))
-        memory = np.memmap(store, dtype=np.uint8, mode="r").reshape(
-            -1, tile.height, tile.width, 3)
         chunk = max(1, min(COPY_CHUNK, _SIGN_BYTES // tile.tile_bytes))
         for start in range(0, len(rows), chunk):
-            hashes, colours = _signature_columns(memory[slots[start:start + chunk]])
+            hashes, colours = _signature_columns(space.gather(slots[start:start + chunk]))
             with transaction(connection):
                 connection.executemany(
                     "UPDATE tiles SET phash = ?, mean_rgb = ? WHERE source_id = ?",
                     zip(hashes, colours, (row[0] for row in rows[start:start + chunk]),
                         strict=True),
                 )
-        del memory
     with transaction(connection):
         if not connection.execute(
             "SELECT 1 FROM tiles WHERE phash IS NULL OR mean_rgb IS NULL LIMIT 1"
@@ -991,6 +1026,7 @@ def _publish(
     directory: Path,
     connection: sqlite3.Connection,
     stats: UpdateStats,
+    sharded: bool = False,
 ) -> None:
     """Publish the library the scan describes, and fill in ``stats``.
 
@@ -1006,6 +1042,13 @@ def _publish(
     overwritten by the next repack). An interrupt after the commit can only
     leave the old packed file behind, unused.
 
+    A ``sharded`` publish (after a cluster decoded the entries into shards)
+    copies nothing: the rows keep their slots, in the shards and the packed
+    file alike, and the library moves to generation G+1 (so that caches
+    keyed by it are made again). ``tiles-<G>.u8``, where the library still
+    uses it, is listed as a shard from then on, under its own name. Shard
+    files that no published row uses are deleted after the commit.
+
     Parameters
     ----------
     plan : UpdatePlan
@@ -1019,6 +1062,8 @@ def _publish(
         The manifest.
     stats : UpdateStats
         ``tiles``, ``failed`` and ``removed`` are set here.
+    sharded : bool
+        Keep the library in its shards instead of one packed file.
     """
     final, failed = _final_library(plan)
     stats.failed = failed
@@ -1034,27 +1079,103 @@ def _publish(
             set_meta(connection, "scan_digest", plan.digest)
         return
 
-    tile_bytes = tile.tile_bytes
-    old_store = store_path(directory, plan.generation)
+    shards = read_shards(connection)
+    space = SlotSpace(directory, plan.generation, shards, (tile.height, tile.width, 3))
+    old_store = space.store
     generation = plan.generation
     next_slot = plan.next_slot
     slots = np.fromiter((row.slot for row in final), dtype=np.int64, count=len(final))
     published_slots: Sequence[int]
-    if np.array_equal(slots, np.arange(len(final))):
+    if sharded:
+        generation += 1
+        next_slot = 0
+        in_store = slots < SHARD_SLOTS
+        if in_store.any():
+            kept_store = Shard(old_store.name, next_shard_slot(shards), plan.next_slot)
+            shards = [*shards, kept_store]
+            slots = np.where(in_store, slots + kept_store.first_slot, slots)
+        published_slots = slots.tolist()
+    elif np.array_equal(slots, np.arange(len(final))):
         published_slots = slots.tolist()  # Python ints: SQLite cannot bind NumPy's
     else:
         # Out of order, every reader has to copy the tiles out of the map
         # (see TileLibrary._read); in order, they map one contiguous array.
         generation += 1
-        _write_packed(old_store, store_path(directory, generation), slots, tile_bytes)
+        _write_packed(space, store_path(directory, generation), slots)
         published_slots = range(len(final))
         next_slot = len(final)
+    used = _shards_used(shards, slots if sharded else np.asarray(published_slots, np.int64))
     _swap_manifest(
-        connection, final, published_slots, failed, generation, next_slot, plan.digest
+        connection, final, published_slots, failed, generation, next_slot, plan.digest, used
     )
-    if generation != plan.generation:
+    if generation != plan.generation and old_store.name not in {shard.file for shard in used}:
         with contextlib.suppress(FileNotFoundError):
             old_store.unlink()
+    for shard in shards:
+        if shard not in used:
+            with contextlib.suppress(FileNotFoundError):
+                (directory / shard.file).unlink()
+
+
+def _shards_used(shards: Sequence[Shard], slots: np.ndarray) -> list[Shard]:
+    """The shards that hold at least one of ``slots``."""
+    ordered = np.sort(slots)
+    used = []
+    for shard in shards:
+        low = int(np.searchsorted(ordered, shard.first_slot))
+        if low < len(ordered) and ordered[low] < shard.first_slot + shard.tile_count:
+            used.append(shard)
+    return used
+
+
+def stage_shard(
+    connection: sqlite3.Connection, shard_file: str, tiles: Sequence[tuple],
+    failures: Sequence[tuple],
+) -> None:
+    """List a finished shard file and stage its rows, in one transaction.
+
+    The shard's slots follow every listed shard's; each row's slot, counted
+    from the shard's first tile, becomes its slot in the index. A tile whose
+    pixels hash as its published tile's keeps the published slot (the
+    shard's copy goes unused). The shard file must be complete on disk:
+    once this commits, staged rows point into it.
+
+    Parameters
+    ----------
+    connection : sqlite3.Connection
+        The manifest (the caller holds the write lock).
+    shard_file : str
+        The shard's name in the index folder.
+    tiles : sequence of tuple
+        Rows of ``staged`` with slots counted from the shard's first tile.
+    failures : sequence of tuple
+        Rows of ``failures``.
+    """
+    with transaction(connection):
+        first = next_shard_slot(read_shards(connection))
+        rows = [row._replace(slot=first + row.slot) for row in map(IndexedTile._make, tiles)]
+        if connection.execute("SELECT 1 FROM tiles LIMIT 1").fetchone():
+            connection.execute("CREATE TEMP TABLE IF NOT EXISTS decoded("
+                               "source_id TEXT PRIMARY KEY, content_hash TEXT)")
+            connection.execute("DELETE FROM decoded")
+            connection.executemany("INSERT OR REPLACE INTO decoded VALUES (?, ?)",
+                                   [(row.source_id, row.content_hash) for row in rows])
+            unchanged = dict(connection.execute(
+                "SELECT source_id, slot FROM tiles JOIN decoded USING (source_id) "
+                "WHERE tiles.content_hash = decoded.content_hash"))
+            if unchanged:
+                rows = [row._replace(slot=unchanged.get(row.source_id, row.slot))
+                        for row in rows]
+        if tiles:
+            connection.execute("INSERT INTO shards(file, first_slot, tile_count) VALUES (?, ?, ?)",
+                               (shard_file, first, len(tiles)))
+        connection.executemany(
+            f"INSERT OR REPLACE INTO staged({_COLUMNS}) VALUES ({_PLACES})", rows)
+        connection.executemany(
+            "INSERT OR REPLACE INTO failures(source_id, size, mtime_ns, error) "
+            "VALUES (?, ?, ?, ?)", [tuple(failure) for failure in failures])
+        connection.executemany("DELETE FROM failures WHERE source_id = ?",
+                               [(row.source_id,) for row in rows])
 
 
 def _final_library(
@@ -1123,14 +1244,16 @@ def _swap_manifest(
     generation: int,
     next_slot: int,
     digest: str,
+    shards: Sequence[Shard] = (),
 ) -> None:
     """Publish ``final`` in one transaction, so readers see the old library or the new.
 
-    The transaction replaces the ``tiles`` rows, empties ``staged``, keeps
-    only the failures of entries in ``failed``, and sets ``generation``,
-    ``next_slot`` and ``scan_digest``. The pixels of ``final`` must already
-    be on disk in ``tiles-<generation>.u8``, tile ``final[i]`` at
-    ``slots[i]`` (which differs from ``final[i].slot`` after a repack).
+    The transaction replaces the ``tiles`` rows and the ``shards``, empties
+    ``staged``, keeps only the failures of entries in ``failed``, and sets
+    ``generation``, ``next_slot`` and ``scan_digest``. The pixels of
+    ``final`` must already be on disk in ``tiles-<generation>.u8`` or the
+    shards, tile ``final[i]`` at ``slots[i]`` (which differs from
+    ``final[i].slot`` after a repack).
 
     Parameters
     ----------
@@ -1146,8 +1269,13 @@ def _swap_manifest(
         The packed file's generation and its first unused slot.
     digest : str
         The scan's digest.
+    shards : sequence of Shard
+        The shard files that ``slots`` point into.
     """
     with transaction(connection):
+        connection.execute("DELETE FROM shards")
+        connection.executemany("INSERT INTO shards(file, first_slot, tile_count) VALUES (?, ?, ?)",
+                               [tuple(shard) for shard in shards])
         connection.execute("DELETE FROM tiles")
         connection.executemany(
             f"INSERT INTO tiles({_COLUMNS}, position) VALUES ({_PLACES}, ?)",
@@ -1178,7 +1306,7 @@ def _keep_failures(connection: sqlite3.Connection, failed: Sequence[tuple[str, s
     connection.execute("DELETE FROM failures WHERE source_id NOT IN (SELECT source_id FROM keep)")
 
 
-def _write_packed(source: Path, destination: Path, slots: np.ndarray, tile_bytes: int) -> None:
+def _write_packed(source: SlotSpace, destination: Path, slots: np.ndarray) -> None:
     """Write the tiles at ``slots`` of ``source`` to ``destination``, in that order, durably.
 
     The file is written as ``tiles-<G>.u8.part`` and renamed only once
@@ -1188,22 +1316,19 @@ def _write_packed(source: Path, destination: Path, slots: np.ndarray, tile_bytes
 
     Parameters
     ----------
-    source, destination : pathlib.Path
-        The packed file to read, and the one to write.
+    source : SlotSpace
+        Where the tiles are: the packed file and the shards.
+    destination : pathlib.Path
+        The packed file to write.
     slots : numpy.ndarray
         int64 slots of ``source``, in the order to write them.
-    tile_bytes : int
-        Bytes per tile.
     """
     partial = partial_path(destination)
     try:
         with open(partial, "wb", buffering=0) as handle:
-            if len(slots):
-                memory = np.memmap(source, dtype=np.uint8, mode="r").reshape(-1, tile_bytes)
-                for start in range(0, len(slots), COPY_CHUNK):
-                    chunk = memory[slots[start:start + COPY_CHUNK]]
-                    _write_all(handle, np.ascontiguousarray(chunk).tobytes())
-                del memory
+            for start in range(0, len(slots), COPY_CHUNK):
+                chunk = source.gather(slots[start:start + COPY_CHUNK])
+                _write_all(handle, np.ascontiguousarray(chunk).tobytes())
             os.fsync(handle.fileno())
         os.replace(partial, destination)
     except OSError as error:

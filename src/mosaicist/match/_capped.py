@@ -53,7 +53,7 @@ class CappedMatcher(Matcher):
         # Before any heavy work: too few tiles for the limits is an error at once.
         check_feasible(len(grid), len(request.library), options.max_uses, grid.rows, grid.cols,
                        options.min_spacing, options.min_uses)
-        search = LibrarySearch(request)
+        search = self.library_search(request)
         if options.min_uses:
             assignment = _with_minimum(request, search)
         else:
@@ -73,6 +73,10 @@ class CappedMatcher(Matcher):
             )
         return MatchResult(search.candidate_of(assignment.tile), assignment.distance,
                            assignment=assignment)
+
+    def library_search(self, request: MatchRequest) -> LibrarySearch:
+        """The searches the assignment asks for (a cluster's matcher spreads them over workers)."""
+        return LibrarySearch(request)
 
 
 def fit_limits(options: MosaicOptions, cells: int, tiles: int, rows: int, cols: int
@@ -288,17 +292,26 @@ class LibrarySearch:
         variants = request.variants
         # A tile's price applies to each of its transforms.
         candidate_price = None if price is None else np.repeat(price, variants)
-        result = match_exact(
-            request.cell_vectors[cells], request.candidates, request.geometry, request.features,
-            k=max(2, k * variants), tint=request.options.tint, price=candidate_price,
-            limit=limit, upper=upper if variants == 1 else None, search_units=True,
-        )
+        result = self.nearest_candidates(cells, max(2, k * variants), candidate_price, limit,
+                                         upper if variants == 1 else None)
         assert result.candidates is not None and result.candidate_distances is not None
         tiles, distances, chosen = best_transform(result.candidates, result.candidate_distances,
                                                   variants, k)
         found = tiles >= 0
         self._pairs.append((np.broadcast_to(cells[:, None], tiles.shape)[found], chosen[found]))
         return tiles, distances
+
+    def nearest_candidates(
+        self, cells: np.ndarray, k: int, price: np.ndarray | None, limit: np.ndarray | None,
+        upper: np.ndarray | None,
+    ) -> MatchResult:
+        """:func:`~mosaicist.match.match_exact` of ``cells`` (k candidates, in search units)."""
+        request = self.request
+        return match_exact(
+            request.cell_vectors[cells], request.candidates, request.geometry, request.features,
+            k=k, tint=request.options.tint, price=price, limit=limit, upper=upper,
+            search_units=True,
+        )
 
     def dense(self) -> np.ndarray:
         """Every cell's distance to every tile (its best transform), ``(N, M)`` int64."""

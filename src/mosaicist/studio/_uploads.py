@@ -69,6 +69,81 @@ def display_name(filename: str | None) -> str:
     return name[:MAX_NAME_LENGTH] or "target"
 
 
+def decode_upload(
+    data: bytes, name: str, *, formats: tuple[str, ...] = ACCEPTED_FORMATS,
+    max_bytes: int | None = None, max_pixels: int | None = None,
+    draft_side: int | None = None, accepted_by: str = "the studio",
+) -> tuple[Image.Image, str]:
+    """Decode an uploaded picture whole after checks 1 to 4 of the module docstring.
+
+    Parameters
+    ----------
+    data : bytes
+        The uploaded file.
+    name : str
+        Its display name (:func:`display_name`), for the messages.
+    formats : tuple of str
+        The Pillow formats opened (by content).
+    max_bytes, max_pixels : int, optional
+        The size limits (default: :data:`MAX_UPLOAD_BYTES`, :data:`MAX_UPLOAD_PIXELS`,
+        read when called).
+    draft_side : int, optional
+        Let a JPEG decode at a reduced scale (DCT scaling) whose longest side
+        stays at least this large: much faster and smaller for phone photos
+        that are reduced afterwards anyway.
+    accepted_by : str
+        Who refuses other formats, in the message ("the studio").
+
+    Returns
+    -------
+    picture : PIL.Image.Image
+        Upright (EXIF orientation applied), RGB, loaded, without metadata kept.
+    kind : str
+        The upload's format, by content (Pillow's name).
+
+    Raises
+    ------
+    MosaicistError
+        With one sentence naming the upload (see :func:`accept_target`).
+    """
+    max_bytes = MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
+    max_pixels = MAX_UPLOAD_PIXELS if max_pixels is None else max_pixels
+    if len(data) > max_bytes:
+        raise MosaicistError(f"{name}: the file is {len(data) / 2**20:.1f} MiB, over the "
+                             f"limit of {max_bytes // 2**20} MiB")
+    if not data:
+        raise MosaicistError(f"{name}: the file is empty")
+    try:
+        with _PILLOW_LIMIT.allowing(None):  # the header only; our limit is checked next
+            image = Image.open(io.BytesIO(data), formats=formats)
+        with image:
+            _check_pixels(*image.size, max_pixels)
+            kind = str(image.format)
+            if draft_side is not None and kind == "JPEG":
+                # The longest side stays at least draft_side (or the picture's own).
+                width, height = image.size
+                scale = max(1.0, max(width, height) / draft_side)
+                image.draft("RGB", (int(width / scale), int(height / scale)))
+            with _PILLOW_LIMIT.allowing(max_pixels):
+                image.load()
+                upright = ImageOps.exif_transpose(image)
+                picture = to_rgb(upright)
+                picture.load()
+    except PixelLimitError as error:
+        raise MosaicistError(
+            f"{name}: the picture is {error.width}x{error.height} = "
+            f"{error.width * error.height:,} pixels, over the limit of "
+            f"{max_pixels:,} pixels") from None
+    except Image.UnidentifiedImageError:
+        raise MosaicistError(f"{name}: not a picture in a format {accepted_by} accepts "
+                             f"({', '.join(formats)})") from None
+    except _DECODE_ERRORS as error:
+        raise MosaicistError(f"{name}: the picture cannot be read: {_describe(error)}") from None
+    except MemoryError:
+        raise MosaicistError(f"{name}: the picture is too large to decode here") from None
+    return picture, kind
+
+
 def accept_target(data: bytes, filename: str, folder: Path) -> tuple[Path, dict[str, Any]]:
     """Check an uploaded target picture and store a clean copy of it in ``folder``.
 
@@ -99,34 +174,7 @@ def accept_target(data: bytes, filename: str, folder: Path) -> tuple[Path, dict[
         otherwise broken.
     """
     name = display_name(filename)
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise MosaicistError(f"{name}: the file is {len(data) / 2**20:.1f} MiB, over the "
-                             f"limit of {MAX_UPLOAD_BYTES // 2**20} MiB")
-    if not data:
-        raise MosaicistError(f"{name}: the file is empty")
-    try:
-        with _PILLOW_LIMIT.allowing(None):  # the header only; our limit is checked next
-            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-        with image:
-            _check_pixels(*image.size, MAX_UPLOAD_PIXELS)
-            kind = str(image.format)
-            with _PILLOW_LIMIT.allowing(MAX_UPLOAD_PIXELS):
-                image.load()
-                upright = ImageOps.exif_transpose(image)
-                picture = to_rgb(upright)
-                picture.load()
-    except PixelLimitError as error:
-        raise MosaicistError(
-            f"{name}: the picture is {error.width}x{error.height} = "
-            f"{error.width * error.height:,} pixels, over the limit of "
-            f"{MAX_UPLOAD_PIXELS:,} pixels") from None
-    except Image.UnidentifiedImageError:
-        raise MosaicistError(f"{name}: not a picture in a format the studio accepts "
-                             f"({', '.join(ACCEPTED_FORMATS)})") from None
-    except _DECODE_ERRORS as error:
-        raise MosaicistError(f"{name}: the picture cannot be read: {_describe(error)}") from None
-    except MemoryError:
-        raise MosaicistError(f"{name}: the picture is too large to decode here") from None
+    picture, kind = decode_upload(data, name)
     width, height = picture.size
     if min(width, height) < MIN_UPLOAD_SIDE:
         raise MosaicistError(f"{name}: the picture is {width}x{height} pixels; at least "

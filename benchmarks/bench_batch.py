@@ -1,0 +1,252 @@
+"""Batches and videos: throughput against one ``make`` per target, resume, and flicker.
+
+Targets are made from the shared data: ``--targets`` crops (4:3, random
+position and size, seeded) of the shared ``targets/`` pictures, resized to
+``--size``; the video is a ``--seconds`` pan and zoom over Starry Night at
+``--fps`` and ``--video-size``, written with PyAV (H.264). Tiles: the CIFAR-10 train JPEGs
+(``--tiles``), indexed once in the benchmark cache. Each command runs as a
+child process (wall time, peak RSS of its largest process).
+
+Printed:
+
+1. **One ``make`` per target** (the first ``--make`` targets): seconds per
+   target, each paying for the interpreter, opening the library and its
+   features; their outputs are compared byte for byte with the batch's.
+2. **The batch** of all targets on the local pool (one worker per core),
+   then the first ``--scaling`` targets on 1 and on 2 workers, and a second
+   run of the whole batch, which finds every output done (resume).
+3. **The video**: for each ``--video PRESET:S,S...`` (preset and
+   ``--stable`` strengths), the frames made and encoded into a video: seconds, the mean
+   fraction of cells whose tile changes from frame to frame, the mean
+   absolute pixel change between consecutive frames (0-255; the source
+   video's own change for reference), and the fidelity it costs (mean SSIM
+   and CIEDE2000 at viewing scale, from mosaicist's metrics).
+
+Run (from the repository root)::
+
+    python benchmarks/bench_batch.py            # 200 targets, a 20 s video: about an hour
+    python benchmarks/bench_batch.py --quick    # 24 targets, a 4 s video: a few minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    cache_dir,
+    data_dir,
+    fresh_dir,
+    gib,
+    machine,
+    mosaicist_command,
+    print_table,
+    run_child,
+)
+
+#: The picture the video pans over.
+VIDEO_SOURCE = "starry_night_google_1280.jpg"
+
+
+def make_targets(data: Path, folder: Path, count: int, size: tuple[int, int]) -> list[Path]:
+    """``count`` seeded 4:3 crops of the shared targets, resized to ``size`` (made once)."""
+    width, height = size
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = sorted((data / "targets").glob("*.*"))
+    rng = np.random.default_rng(15)
+    made = []
+    for number in range(count):
+        path = folder / f"t{number:04d}.jpg"
+        made.append(path)
+        source = sources[number % len(sources)]
+        scale, left, top = rng.uniform(0.3, 1.0), rng.uniform(), rng.uniform()
+        if path.exists():
+            continue
+        with Image.open(source) as image:
+            picture = image.convert("RGB")
+        crop_w = max(width, min(picture.width, int(picture.height * 4 / 3)) * scale)
+        crop_h = crop_w * 3 / 4
+        x = left * (picture.width - crop_w)
+        y = top * (picture.height - crop_h)
+        box = (x, y, x + crop_w, y + crop_h)
+        picture.resize(size, Image.Resampling.LANCZOS, box=box).save(path, quality=92)
+    return made
+
+
+def make_video(data: Path, path: Path, seconds: float, fps: int, size: tuple[int, int]) -> int:
+    """A pan and slow zoom over Starry Night, ``seconds`` long (made once); its frame count."""
+    import av
+
+    frames = round(seconds * fps)
+    if path.exists():
+        return frames
+    width, height = size
+    with Image.open(data / "targets" / VIDEO_SOURCE) as image:
+        picture = image.convert("RGB")
+    partial = path.with_name(path.stem + ".part" + path.suffix)
+    with av.open(str(partial), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "18"}
+        for index in range(frames):
+            progress = index / max(1, frames - 1)
+            crop_w = picture.width * (0.6 - 0.15 * progress)
+            crop_h = crop_w * height / width
+            x = progress * (picture.width - crop_w)
+            y = (picture.height - crop_h) * (0.3 + 0.2 * progress)
+            view = picture.resize(size, Image.Resampling.BILINEAR,
+                                  box=(x, y, x + crop_w, y + crop_h))
+            frame = av.VideoFrame.from_ndarray(np.asarray(view), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    partial.rename(path)
+    return frames
+
+
+def source_change(path: Path) -> float:
+    """Mean absolute change between consecutive frames of the source video (0-255)."""
+    import av
+
+    from mosaicist.batch import mean_change
+
+    changes, previous = [], None
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            picture = frame.to_ndarray(format="rgb24")
+            if previous is not None:
+                changes.append(mean_change(previous, picture))
+            previous = picture
+    return float(np.mean(changes))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", help="shared data folder (default: ../shared/data)")
+    parser.add_argument("--cache-dir", help="generated data, caches (default: benchmarks/.cache)")
+    parser.add_argument("--tiles", default="cifar10/train", help="tile folder under --data")
+    parser.add_argument("--targets", type=int, default=200, help="targets in the batch")
+    parser.add_argument("--size", default="256x192", help="target size WxH")
+    parser.add_argument("--cell", type=int, default=8, help="cell side (target pixels)")
+    parser.add_argument("--tile-px", type=int, default=32, help="tile side (output pixels)")
+    parser.add_argument("--preset", default="balanced", help="preset of the batch")
+    parser.add_argument("--make", type=int, default=5, help="targets also made one by one")
+    parser.add_argument("--scaling", type=int, default=24,
+                        help="targets made on 1 and on 2 workers")
+    parser.add_argument("--seconds", type=float, default=20.0, help="video length")
+    parser.add_argument("--fps", type=int, default=25, help="video frame rate")
+    parser.add_argument("--video-size", default="160x120", help="video frame size WxH")
+    parser.add_argument("--video", action="append", default=None, metavar="PRESET:S,S...",
+                        help="a preset of the video runs and its --stable strengths "
+                             "(repeatable; default: seed:0,0.1,0.25,0.5,1 and balanced:0,0.25)")
+    parser.add_argument("--quick", action="store_true",
+                        help="24 targets, 8 for scaling, 3 made one by one, a 4 s video at "
+                             "12 fps, strengths 0 and 0.5")
+    args = parser.parse_args()
+    runs_wanted = args.video or ["seed:0,0.1,0.25,0.5,1", "balanced:0,0.25"]
+    if args.quick:
+        args.targets, args.scaling, args.make = 24, 8, 3
+        args.seconds, args.fps = 4.0, 12
+        runs_wanted = args.video or ["seed:0,0.5", "balanced:0,0.5"]
+    video_runs = [(preset, float(strength)) for wanted in runs_wanted
+                  for preset, strengths in [wanted.split(":", 1)]
+                  for strength in strengths.split(",")]
+    size = tuple(int(value) for value in args.size.lower().split("x"))
+    video_size = tuple(int(value) for value in args.video_size.lower().split("x"))
+    assert len(size) == 2 and len(video_size) == 2
+    data = data_dir(args.data)
+    cache = cache_dir(args.cache_dir)
+    tiles = data / args.tiles
+    grid = ["--cell", str(args.cell), "--tile-px", str(args.tile_px)]
+    print(machine())
+    targets = make_targets(data, cache / f"batch-targets-{size[0]}x{size[1]}", args.targets,
+                           size)
+    video = cache / (f"batch-video-{video_size[0]}x{video_size[1]}-{args.seconds:g}s-"
+                     f"{args.fps}fps.mp4")
+    frames = make_video(data, video, args.seconds, args.fps, video_size)
+    runs = fresh_dir(cache / "runs", "batch-")
+    env = {"MOSAICIST_CACHE_DIR": str(cache)}
+    mosaicist = mosaicist_command()
+    run_child([*mosaicist, "index", tiles, "-q"], env=env).check()
+    print(f"tiles: {tiles} ; {len(targets)} targets of {size[0]}x{size[1]}, cells of "
+          f"{args.cell} px, tiles of {args.tile_px} px, preset {args.preset}; runs in {runs}",
+          flush=True)
+
+    rows = []
+    one_by_one = runs / "make"
+    one_by_one.mkdir()
+    times = []
+    for target in targets[:args.make]:
+        child = run_child([*mosaicist, "make", target, "--tiles", tiles, *grid, "--preset",
+                           args.preset, "-o", one_by_one / f"{target.stem}.png", "-q"],
+                          env=env).check()
+        times.append(child.seconds)
+    per_make = float(np.mean(times))
+    rows.append([f"make, one per target ({len(times)})", f"{per_make:.2f}",
+                 f"{1 / per_make:.2f}", f"{per_make * len(targets):.0f} (projected)", ""])
+
+    def batch(name: str, items: list[Path], *extra: object) -> tuple[float, dict]:
+        out = runs / name
+        report = runs / f"{name}.json"
+        listing = runs / f"{name}.txt"
+        listing.write_text("".join(f"{item}\n" for item in items))
+        child = run_child([*mosaicist, "batch", listing, "--tiles", tiles, "-o", out, *grid,
+                           "--preset", args.preset, "--report", report, "-q", *extra],
+                          env=env).check()
+        figures = json.loads(report.read_text())
+        per = child.seconds / max(1, len(items))
+        rows.append([f"batch {name} ({len(items)})", f"{per:.2f}", f"{1 / per:.2f}",
+                     f"{child.seconds:.0f}", gib(child.peak_rss_bytes)])
+        return child.seconds, figures
+
+    whole, _ = batch("all", targets)
+    same = sum((runs / "all" / path.name).read_bytes() == path.read_bytes()
+               for path in one_by_one.glob("*.png"))
+    scaling = targets[:args.scaling]
+    one, _ = batch("1-worker", scaling, "--workers", 1)
+    two, _ = batch("2-workers", scaling, "--workers", 2)
+    _, figures = batch("all", targets)
+    assert figures["skipped"] == len(targets), figures
+    rows[-1][0] = f"batch again: all {len(targets)} done (resume)"
+    print()
+    print_table(rows, ["run", "s/target", "targets/s", "total s", "peak RSS"])
+    speedup = per_make * len(targets) / whole
+    print(f"outputs equal to make's: {same} of {args.make}; 1 -> 2 workers: {one / two:.2f}x; "
+          f"batch of all vs one make per target: {speedup:.2f}x")
+
+    print(f"\nvideo: {video.name}, {frames} frames of {video_size[0]}x{video_size[1]}; "
+          f"source's mean pixel change {source_change(video):.2f} (the same at any scale)")
+    rows = []
+    for preset, strength in video_runs:
+        name = f"video-{preset}-{strength:g}"
+        out = runs / name
+        report = runs / f"{name}.json"
+        child = run_child([*mosaicist, "batch", video, "--tiles", tiles, "-o", out, *grid,
+                           "--preset", preset, "--stable", strength, "--video",
+                           runs / f"{name}.mp4", "--report", report, "-q"], env=env).check()
+        figures = json.loads(report.read_text())
+        flicker = figures["flicker"][video.stem]
+        fidelity = figures["fidelity"]
+        rows.append([preset, f"{strength:g}", f"{child.seconds:.0f}",
+                     f"{child.seconds / frames:.2f}",
+                     f"{100 * flicker['cell_change']:.1f}%",
+                     f"{figures['video']['pixel_change']:.2f}",
+                     f"{fidelity['ssim_view']:.3f}", f"{fidelity['ciede2000_mean_view']:.2f}",
+                     figures["video"]["codec"]])
+        shutil.rmtree(out)  # frames: hundreds of megabytes
+    print_table(rows, ["preset", "stable", "s", "s/frame", "cells changed", "pixel change",
+                       "SSIM view", "CIEDE2000", "codec"])
+
+
+if __name__ == "__main__":
+    main()

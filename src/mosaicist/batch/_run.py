@@ -1,0 +1,898 @@
+"""Running a batch: many targets, one library, one output each, resumable.
+
+:func:`batch_mosaics` makes every target's mosaic as ``make`` would (the
+same bytes), into ``OUTDIR/<stem>.<format>``:
+
+1. **Before any work** the settings are checked (as ``make`` checks them),
+   the targets listed (:mod:`._targets`; unusable ones are reported), and
+   the library indexed or updated once, here, with its near-duplicate
+   groups and search features cached for the workers.
+2. **Work** goes to a local process pool (``workers``, default one per
+   core, each with its share of the cores for its own threads) or, with
+   ``scheduler``, to a Dask cluster (:func:`mosaicist.distributed.client_for`).
+   Workers open the library without updating it and memory-map it; image
+   targets are read by the workers, video frames decoded here, a few ahead,
+   and sent with their jobs.
+3. **Resume.** An output that exists is finished (every output is written
+   under a temporary name and renamed; a Deep Zoom output is finished when
+   its viewer page is there too) and is skipped; a batch killed at any
+   moment loses only the targets in progress. ``OUTDIR/.mosaicist-batch/``
+   records the settings the folder's outputs were made with: a run with
+   other settings there is refused unless ``overwrite`` (which makes every
+   output again), so a folder never mixes two batches. It also keeps each
+   video frame's picks (its cells' tiles), which the temporal stability of
+   the next frame and the flicker measures read.
+4. **Failures** of one target (unreadable, too large, an output that cannot
+   be written) are reported in one line and skipped; the batch goes on and
+   :attr:`BatchResult.failed` lists them. A worker process that dies (out of
+   memory) is replaced and its targets tried again, twice at most.
+5. **Video out**: with ``video``, the outputs, in order, are encoded into
+   one video when every one of them was made (:func:`._video.write_video`).
+
+Video frames are made in parallel like images, unless ``stable`` asks each
+frame to keep its previous frame's tiles (:mod:`._stable`): a video's frames
+are then made in order, one at a time (images and other videos still run
+beside them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
+from concurrent.futures import wait as wait_futures
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._runtime import worker_count
+from ..errors import MosaicistError, OptionError
+from ..options import MosaicOptions
+from ..paths import atomic_path, check_writable
+from ..progress import progress_bar
+from ._stable import Picks, StableMatcher, strength_hundredths
+from ._targets import BatchTarget, collect_targets
+from ._video import VideoWritten, cell_changes
+from ._worker import Job, Outcome, make_target
+
+#: The folder in OUTDIR that records the batch's settings and frames' picks.
+STATE_FOLDER = ".mosaicist-batch"
+#: Version of the settings record.
+STATE_VERSION = 1
+#: Formats a video can be made from (read back frame by frame).
+VIDEO_FORMATS = (".png", ".jpg", ".jpeg", ".webp")
+#: Times a target is tried when the worker process making it dies.
+ATTEMPTS = 3
+#: Jobs queued per worker (keeps every worker busy without decoding far ahead).
+QUEUED_PER_WORKER = 2
+
+ErrorListener = Callable[[str, str], None]
+
+
+@dataclass
+class TargetResult:
+    """What became of one target of a batch.
+
+    Attributes
+    ----------
+    name : str
+        The target as named (``photo.jpg``, ``clip.mp4 frame 12``).
+    output : str
+        Its output file ('' when it has none).
+    status : str
+        ``"made"``, ``"skipped"`` (finished before) or ``"failed"``.
+    message : str
+        Why it failed (one line).
+    seconds : float
+        Time its worker spent on it.
+    metrics : dict or None
+        Its fidelity measures (``ssim_view``, ``psnr_view``...), when made.
+    """
+
+    name: str
+    output: str
+    status: str
+    message: str = ""
+    seconds: float = 0.0
+    metrics: dict[str, Any] | None = None
+
+
+@dataclass
+class BatchResult:
+    """A finished batch.
+
+    Attributes
+    ----------
+    results : list of TargetResult
+        Every target (and frame), in the order they finished.
+    seconds : float
+        Wall time of the whole batch.
+    workers : int
+        Worker processes (a cluster's workers with ``scheduler``).
+    scheduler : str or None
+        The cluster's address, when one ran it.
+    video : VideoWritten or None
+        The video written.
+    video_error : str or None
+        Why the video was not written (some of its frames are missing).
+    flicker : dict
+        Per video target (by output stem): ``frames``, ``cell_change`` (mean
+        fraction of cells whose tile changed from a frame to the next) and,
+        when the video was written from it alone, ``pixel_change``.
+    """
+
+    results: list[TargetResult] = field(default_factory=list)
+    seconds: float = 0.0
+    workers: int = 0
+    scheduler: str | None = None
+    video: VideoWritten | None = None
+    video_error: str | None = None
+    flicker: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def _with(self, status: str) -> list[TargetResult]:
+        return [result for result in self.results if result.status == status]
+
+    @property
+    def made(self) -> list[TargetResult]:
+        """Targets made by this run."""
+        return self._with("made")
+
+    @property
+    def skipped(self) -> list[TargetResult]:
+        """Targets whose output was already there."""
+        return self._with("skipped")
+
+    @property
+    def failed(self) -> list[TargetResult]:
+        """Targets that could not be made."""
+        return self._with("failed")
+
+    @property
+    def ok(self) -> bool:
+        """Whether every target was made (now or before) and the video, if asked for, written."""
+        return not self.failed and self.video_error is None
+
+    def fidelity(self) -> dict[str, float]:
+        """Mean of each fidelity measure over the targets made by this run."""
+        values: dict[str, list[float]] = {}
+        for result in self.made:
+            for name, value in (result.metrics or {}).items():
+                if isinstance(value, (int, float)) and value is not None:
+                    values.setdefault(name, []).append(float(value))
+        return {name: float(np.mean(found)) for name, found in values.items()}
+
+    def report(self) -> dict[str, Any]:
+        """The batch as a JSON-ready dictionary."""
+        video = None
+        if self.video is not None:
+            video = {"path": str(self.video.path), "codec": self.video.codec,
+                     "fps": float(self.video.rate), "frames": self.video.frames,
+                     "width": self.video.width, "height": self.video.height,
+                     "pixel_change": self.video.pixel_change}
+        return {
+            "made": len(self.made), "skipped": len(self.skipped), "failed": len(self.failed),
+            "seconds": round(self.seconds, 3), "workers": self.workers,
+            "scheduler": self.scheduler, "fidelity": self.fidelity(), "flicker": self.flicker,
+            "video": video, "video_error": self.video_error,
+            "targets": [{"name": result.name, "output": result.output, "status": result.status,
+                         "message": result.message, "seconds": round(result.seconds, 3),
+                         "metrics": result.metrics} for result in self.results],
+        }
+
+    def summary(self) -> str:
+        """One line: counts, time, workers, and the flicker and fidelity headlines."""
+        where = (f"on {self.scheduler}" if self.scheduler else
+                 f"{self.workers} worker{'s' if self.workers != 1 else ''}")
+        line = (f"mosaicist: {len(self.results)} targets: {len(self.made)} made, "
+                f"{len(self.skipped)} already done, {len(self.failed)} failed in "
+                f"{self.seconds:.1f} s ({where})")
+        fidelity = self.fidelity()
+        if "ssim_view" in fidelity:
+            line += f"; mean SSIM {fidelity['ssim_view']:.3f}"
+        for stem, measured in self.flicker.items():
+            if measured.get("cell_change") is not None:
+                line += (f"; {stem}: {100 * measured['cell_change']:.1f}% of cells change "
+                         "tile per frame")
+        if self.video is not None:
+            change = self.video.pixel_change
+            line += (f"; video {self.video.path} ({self.video.frames} frames, "
+                     f"{self.video.codec}, {float(self.video.rate):g} fps"
+                     + ("" if change is None else f", mean pixel change {change:.2f}") + ")")
+        return line
+
+
+def batch_mosaics(
+    targets: Iterable[str | os.PathLike[str]],
+    tiles: str | os.PathLike[str] = "cifar10",
+    output_dir: str | os.PathLike[str] = ".",
+    options: MosaicOptions | None = None,
+    *,
+    format: str = "png",
+    scheduler: str | None = None,
+    workers: int | None = None,
+    video: str | os.PathLike[str] | None = None,
+    fps: float | Fraction | None = None,
+    stable: float = 0.0,
+    overwrite: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+    show_progress: bool = False,
+    quiet: bool = True,
+    on_error: ErrorListener | None = None,
+    **settings: Any,
+) -> BatchResult:
+    """Make a mosaic of every target with one library, into ``output_dir`` (see the module).
+
+    Parameters
+    ----------
+    targets : iterable of path-like
+        Image files, video files (every frame a target), folders of them,
+        and list files (``.txt``, one per line); see :mod:`mosaicist.batch`.
+    tiles : str or path-like
+        The tile source spec, as for ``make``.
+    output_dir : path-like
+        Where outputs go (made if missing): ``<stem>.<format>``, a video's
+        frames ``<video stem>-<frame:06d>.<format>``.
+    options : MosaicOptions, optional
+        The settings of every mosaic (``**settings`` replace some).
+    format : str
+        Output format, as a suffix without the dot: ``png``, ``jpg``,
+        ``webp``, ``tif``, ``dzi``... (any of :data:`mosaicist.render.OUTPUT_FORMATS`).
+    scheduler : str, optional
+        A Dask scheduler: ``tcp://host:8786``, ``local`` or ``local:N``
+        (needs the ``dask`` extra). Default: a local process pool.
+    workers : int, optional
+        Processes of the local pool (default: one per core).
+    video : path-like, optional
+        Also encode the outputs, in order, into this video (``.mp4``...).
+    fps : float or Fraction, optional
+        Its frame rate (default: the rate of the batch's video target, else 25).
+    stable : float
+        Temporal stability of video frames (0, off, to 10; see :mod:`._stable`).
+    overwrite : bool
+        Make every output again, even those already there, and whatever
+        settings the folder was made with.
+    cache_dir : path-like, optional
+        Cache folder (indexes), as for ``make``.
+    show_progress : bool
+        Draw a progress bar over the targets (and the indexing's).
+    quiet : bool
+        Suppress warnings while indexing.
+    on_error : callable, optional
+        ``on_error(name, message)`` for each target that fails, as it fails.
+
+    Returns
+    -------
+    BatchResult
+        What was made, skipped and failed; the video and flicker measures.
+
+    Raises
+    ------
+    OptionError, MosaicistError
+        For settings, an output folder, a video or a tile source that cannot
+        be used: before any target is made.
+    """
+    started = time.perf_counter()
+    options = options or MosaicOptions()
+    if settings:
+        options = options.replace(**settings)
+    suffix = _output_suffix(format)
+    if scheduler is not None:
+        from ..distributed import parse_scheduler
+
+        parse_scheduler(scheduler)  # a bad address is an error before any work
+    if workers is not None and workers < 1:
+        raise OptionError("{workers} must be at least 1, got {value}", value=workers)
+    hundredths = strength_hundredths(stable)
+    _check_settings(options, hundredths)
+    outdir = Path(output_dir).expanduser().absolute()
+    video_path = None if video is None else Path(video).expanduser().absolute()
+    if video_path is not None:
+        _check_video(video_path, suffix, fps)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise MosaicistError(f"{outdir}: cannot make the output folder: "
+                             f"{error.strerror or error}") from None
+    if not os.access(outdir, os.W_OK | os.X_OK):
+        raise MosaicistError(f"{outdir}: output folder is not writable (permission denied)")
+    from ..paths import cache_dir as resolve_cache
+
+    cache = str(resolve_cache(cache_dir))
+    spec = _tiles_spec(tiles)
+    state = _State(outdir)
+    state.claim({"version": STATE_VERSION, "tiles": spec, "settings": options.to_json(),
+                 "stable": hundredths}, overwrite)
+
+    found, rejected = collect_targets(targets)
+    if not found and not rejected:
+        raise MosaicistError("no image or video among the targets given")
+    result = BatchResult(scheduler=scheduler)
+    report = _Reporter(result, on_error)
+    for item in rejected:
+        report.failed(item.name, "", item.message)
+    planned = _prepare(found, spec, options, cache, show_progress, quiet, report)
+
+    jobs = _Jobs(outdir, suffix, spec, options, cache, stable if hundredths else 0.0,
+                 state, overwrite)
+    runner: _Runner
+    if scheduler is not None:
+        runner = _DaskRunner(scheduler)
+    else:
+        count = workers if workers is not None else worker_count()
+        # No more processes than can work at once: a stable video is one chain of frames.
+        chains = sum(1 for target in planned if not target.video)
+        if any(target.video for target in planned):
+            chains += len([target for target in planned if target.video]) if hundredths \
+                else count
+        count = max(1, min(count, chains))
+        runner = _LocalRunner(count, max(1, worker_count() // count))
+    result.workers = runner.workers
+    sources: list[_Source] = []
+    images = [target for target in planned if not target.video]
+    if images:
+        sources.append(_ImageSource(images, jobs, report))
+    videos = [_VideoSource(target, jobs, report, options.max_target_pixels,
+                           ordered=bool(hundredths))
+              for target in planned if target.video]
+    sources.extend(videos)
+    total = len(images) + sum(source.expected or 0 for source in videos)
+    with progress_bar(total if all(source.expected for source in videos) else None,
+                      "mosaics", unit="mosaic", enabled=show_progress) as bar:
+        report.bar = bar
+        try:
+            _run(runner, sources, report)
+        except BaseException:
+            runner.abort()  # interrupted: targets in progress are left (atomically) undone
+            raise
+        runner.close()
+    for source in videos:
+        result.flicker[source.target.stem] = {
+            "frames": source.frames,
+            "cell_change": _mean(cell_changes([_picks_arrays(state.picks_path(stem))
+                                               for stem in source.stems])),
+        }
+    if video_path is not None:
+        outputs = _video_outputs(found, result, videos, jobs)
+        missing = [name for name, path in outputs if not Path(path).exists()]
+        if missing:
+            result.video_error = (f"not written: {len(missing)} of {len(outputs)} frames "
+                                  f"are missing (the first: {missing[0]})")
+            if on_error is not None:
+                on_error(str(video), result.video_error)
+        else:
+            from ._video import write_video
+
+            rate = Fraction(fps).limit_denominator(1001) if fps is not None else (
+                videos[0].rate if len(videos) == 1 and videos[0].rate else None)
+            result.video = write_video(_read_outputs([path for _, path in outputs]), video_path,
+                                       rate or Fraction(25))
+            if len(videos) == 1 and len(outputs) == videos[0].frames:
+                result.flicker[videos[0].target.stem]["pixel_change"] = result.video.pixel_change
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _output_suffix(format: str) -> str:
+    from ..render import OUTPUT_FORMATS
+
+    suffix = "." + str(format).lower().lstrip(".")
+    if suffix not in OUTPUT_FORMATS:
+        known = ", ".join(name.lstrip(".") for name in OUTPUT_FORMATS)
+        raise OptionError("unknown {format} {value!r}; use {known}", value=format, known=known)
+    return suffix
+
+
+def _check_settings(options: MosaicOptions, hundredths: int) -> None:
+    """The checks ``make`` makes before any work, and those of stability."""
+    from ..match import fitted_matcher
+
+    matcher, fitted, _ = fitted_matcher(options)
+    if hundredths:
+        if fitted.adaptive:
+            raise OptionError("{stable} does not combine with {adaptive}")
+        StableMatcher(matcher, None, hundredths)
+    if options.adaptive:
+        from ..adaptive import check_adaptive
+
+        check_adaptive(fitted)
+
+
+def _check_video(path: Path, suffix: str, fps: float | Fraction | None) -> None:
+    from ._video import video_codec
+
+    if suffix not in VIDEO_FORMATS:
+        raise OptionError("{video} is made from the outputs: use {format} "
+                          + ", ".join(name.lstrip(".") for name in VIDEO_FORMATS)
+                          + ", not {value}", value=suffix.lstrip("."))
+    if fps is not None and not float(fps) > 0:
+        raise OptionError("{fps} must be above 0, got {value}", value=fps)
+    video_codec(path)
+    check_writable(path, "video")
+
+
+def _tiles_spec(tiles: str | os.PathLike[str]) -> str:
+    """The source spec workers anywhere can open: a local folder or file as an absolute path."""
+    text = os.fspath(tiles)
+    path = Path(text).expanduser()
+    return str(path.resolve()) if path.exists() else text
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return float(np.mean(known)) if known else None
+
+
+class _State:
+    """``OUTDIR/.mosaicist-batch``: the settings record and the frames' picks."""
+
+    def __init__(self, outdir: Path) -> None:
+        self.folder = outdir / STATE_FOLDER
+        self.record = self.folder / "settings.json"
+
+    def claim(self, settings: dict[str, Any], overwrite: bool) -> None:
+        """Record ``settings`` for this folder; refuse others' folders unless ``overwrite``."""
+        settings = json.loads(json.dumps(settings))  # as it reads back
+        try:
+            (self.folder / "picks").mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise MosaicistError(f"{self.folder}: {error.strerror or error}") from None
+        recorded = None
+        with contextlib.suppress(OSError, ValueError):
+            recorded = json.loads(self.record.read_text())
+        if recorded is not None and recorded != settings and not overwrite:
+            changed = sorted(
+                name for name in set(recorded.get("settings", {})) | set(settings["settings"])
+                if recorded.get("settings", {}).get(name) != settings["settings"].get(name))
+            changed += [name for name in ("tiles", "stable", "version")
+                        if recorded.get(name) != settings[name]]
+            raise OptionError(
+                "{path} holds outputs made with other settings ({changed}); use {overwrite} "
+                "to make them again, or another folder", path=str(self.folder.parent),
+                changed=", ".join(changed) or "unknown")
+        if recorded != settings:
+            with atomic_path(self.record) as temporary:
+                temporary.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+    def picks_path(self, stem: str) -> Path:
+        return self.folder / "picks" / f"{stem}.npz"
+
+
+def _picks_arrays(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    picks = Picks.load(str(path))
+    return None if picks is None else (picks.tile, picks.transform)
+
+
+def finished(output: Path) -> bool:
+    """Whether ``output`` was written whole (a Deep Zoom output: with its viewer page)."""
+    if output.suffix.lower() == ".dzi":
+        return (output.is_file() and output.with_suffix(".html").is_file()
+                and output.with_name(output.stem + ".viewer.json").is_file())
+    return output.is_file()
+
+
+class _Reporter:
+    """Records each target's result, counts it on the bar, and passes failures on."""
+
+    def __init__(self, result: BatchResult, on_error: ErrorListener | None) -> None:
+        self.result = result
+        self.on_error = on_error
+        self.bar: Any = None
+
+    def add(self, entry: TargetResult) -> None:
+        self.result.results.append(entry)
+        if self.bar is not None:
+            self.bar.update(1)
+        if entry.status == "failed" and self.on_error is not None:
+            self.on_error(entry.name, entry.message)
+
+    def failed(self, name: str, output: str, message: str) -> None:
+        self.add(TargetResult(name, output, "failed", message))
+
+    def skipped(self, name: str, output: str) -> None:
+        self.add(TargetResult(name, output, "skipped"))
+
+    def outcome(self, outcome: Outcome, path: str | None) -> None:
+        message = outcome.message
+        if path and message.startswith(path + ": "):
+            message = message[len(path) + 2:]  # the name says which file
+        self.add(TargetResult(outcome.name, outcome.output, "made" if outcome.ok else "failed",
+                              message, outcome.seconds, outcome.metrics))
+
+
+def _prepare(
+    targets: list[BatchTarget], spec: str, options: MosaicOptions, cache: str,
+    show_progress: bool, quiet: bool, report: _Reporter,
+) -> list[BatchTarget]:
+    """Index the library once at every match size the targets need; return the usable targets.
+
+    With sizes given as ``cells`` or ``print_size`` each target's cell and
+    tile sizes follow its own size (read from its header); else one size
+    serves all. The library's near-duplicate groups (``dedupe``) and the
+    search features of the first target's geometry are cached here too, so
+    that workers do not each compute them.
+    """
+    from ..sizing import fit_options, options_plan
+
+    per_target = options.cells is not None or options.print_size is not None
+    formats: dict[tuple, MosaicOptions] = {}
+    usable = []
+    for target in targets:
+        if not per_target:
+            usable.append(target)
+            continue
+        try:
+            size = _target_size(target, options)
+            fitted = fit_options(options, options_plan(options, size, str(target.path)))
+        except OptionError as error:
+            report.failed(target.name, "", error.message(_flag))
+            continue
+        except MosaicistError as error:
+            report.failed(target.name, "", _without_path(str(error), target.path))
+            continue
+        formats.setdefault(_format_key(fitted), fitted)
+        usable.append(target)
+    if not per_target:
+        formats[_format_key(options)] = options
+    for number, fitted in enumerate(formats.values()):
+        _warm(spec, fitted, cache, show_progress, quiet, features=number == 0 and bool(usable))
+    return usable
+
+
+def _flag(parameter: str) -> str:
+    from ._worker import _flag as flag
+
+    return flag(parameter)
+
+
+def _without_path(message: str, path: Path) -> str:
+    prefix = f"{path}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
+def _target_size(target: BatchTarget, options: MosaicOptions) -> tuple[int, int]:
+    if target.video:
+        from ._video import video_info
+
+        info = video_info(target.path)
+        return info.width, info.height
+    from ..imaging import target_size
+
+    return target_size(target.path, options.max_target_pixels)
+
+
+def _format_key(options: MosaicOptions) -> tuple:
+    return (options.match_px, options.match_height, options.aspect_ratio, options.crop,
+            options.cell_px, options.cell_height)
+
+
+def _warm(spec: str, options: MosaicOptions, cache: str, show_progress: bool, quiet: bool,
+          features: bool) -> None:
+    """Index (or update) the library at ``options``' match size; cache what workers reuse."""
+    from ..grid import make_grid
+    from ..library import TileLibrary
+    from ..match import MatchRequest, fitted_matcher
+
+    assert options.match_px is not None
+    library = TileLibrary.open(spec, options.match_px, cache_dir=cache,
+                               show_progress=show_progress, quiet=quiet,
+                               aspect=options.aspect_ratio, crop=options.crop)
+    if options.dedupe is not None:
+        library = library.without_duplicates(options.dedupe)
+    if features:
+        _, fitted, _ = fitted_matcher(options)
+        cell = np.zeros((fitted.cell_height, fitted.cell_px, 3), np.uint8)
+        grid = make_grid(cell, fitted.cell_px, cell_height=fitted.cell_height)
+        request = MatchRequest(grid, library, fitted, show_progress)
+        if fitted.search == "exact" and fitted.device == "cpu":
+            request.features  # noqa: B018 - computed once here and cached on disk
+
+
+@dataclass
+class _Work:
+    """A job on its way to a worker, and where its result goes."""
+
+    job: Job
+    frame: np.ndarray | None
+    source: _Source
+    attempts: int = 1
+
+
+class _Jobs:
+    """Makes the batch's jobs: output paths, picks paths, the settings every job shares."""
+
+    def __init__(self, outdir: Path, suffix: str, spec: str, options: MosaicOptions, cache: str,
+                 stable: float, state: _State, overwrite: bool) -> None:
+        self.outdir, self.suffix, self.spec = outdir, suffix, spec
+        self.options, self.cache, self.stable = options, cache, stable
+        self.state, self.overwrite = state, overwrite
+
+    def output(self, stem: str) -> Path:
+        return self.outdir / f"{stem}{self.suffix}"
+
+    def done(self, stem: str) -> bool:
+        return not self.overwrite and finished(self.output(stem))
+
+    def image(self, target: BatchTarget) -> Job:
+        return Job(target.name, str(target.path), str(self.output(target.stem)), self.spec,
+                   self.options, self.cache)
+
+    def frame(self, target: BatchTarget, index: int) -> Job:
+        stem = target.output_stem(index)
+        previous = None
+        if self.stable and index > 0:
+            previous = str(self.state.picks_path(target.output_stem(index - 1)))
+        return Job(f"{target.name} frame {index}", None, str(self.output(stem)), self.spec,
+                   self.options, self.cache, self.stable, str(self.state.picks_path(stem)),
+                   previous)
+
+
+class _Source:
+    """Where jobs come from, in order."""
+
+    exhausted = False
+
+    def next(self) -> _Work | None:
+        """The next job to run now, or None (exhausted, or waiting on one in flight)."""
+        raise NotImplementedError
+
+    def finished(self, work: _Work) -> None:
+        """``work`` came back."""
+
+
+class _ImageSource(_Source):
+    def __init__(self, targets: list[BatchTarget], jobs: _Jobs, report: _Reporter) -> None:
+        self.targets = iter(targets)
+        self.jobs, self.report = jobs, report
+
+    def next(self) -> _Work | None:
+        for target in self.targets:
+            if self.jobs.done(target.stem):
+                self.report.skipped(target.name, str(self.jobs.output(target.stem)))
+                continue
+            return _Work(self.jobs.image(target), None, self)
+        self.exhausted = True
+        return None
+
+
+class _VideoSource(_Source):
+    """A video's frames, decoded here as they are needed.
+
+    With ``ordered`` (temporal stability) a frame is handed out only once
+    the one before it came back, since it starts from that one's tiles.
+    """
+
+    def __init__(self, target: BatchTarget, jobs: _Jobs, report: _Reporter, max_pixels: int,
+                 ordered: bool) -> None:
+        from ._video import read_frames, video_info
+
+        self.target, self.jobs, self.report, self.ordered = target, jobs, report, ordered
+        self.frames = 0
+        self.stems: list[str] = []
+        self.in_flight = False
+        self.rate: Fraction | None = None
+        self.expected: int | None = None
+        try:
+            info = video_info(target.path)
+            self.rate, self.expected = info.rate, info.frames
+        except MosaicistError:
+            pass  # reported when its frames are read
+        self._decoded: Iterator[np.ndarray] = read_frames(target.path, max_pixels)
+
+    def next(self) -> _Work | None:
+        if self.exhausted or (self.ordered and self.in_flight):
+            return None
+        while True:
+            try:
+                frame = next(self._decoded)
+            except StopIteration:
+                self.exhausted = True
+                return None
+            except OptionError as error:
+                self._broken(error.message(_flag))
+                return None
+            except MosaicistError as error:
+                self._broken(_without_path(str(error), self.target.path))
+                return None
+            index = self.frames
+            self.frames += 1
+            stem = self.target.output_stem(index)
+            self.stems.append(stem)
+            if self.jobs.done(stem):
+                self.report.skipped(f"{self.target.name} frame {index}",
+                                    str(self.jobs.output(stem)))
+                continue
+            self.in_flight = True
+            return _Work(self.jobs.frame(self.target, index), frame, self)
+
+    def _broken(self, message: str) -> None:
+        self.exhausted = True
+        after = f" (after {self.frames} frames)" if self.frames else ""
+        self.report.failed(self.target.name, "", message + after)
+
+    def finished(self, work: _Work) -> None:
+        self.in_flight = False
+
+
+class _Runner:
+    """Runs jobs somewhere: a local process pool or a Dask cluster."""
+
+    workers = 1
+    capacity = 1
+
+    def submit(self, work: _Work) -> Any:
+        raise NotImplementedError
+
+    def wait(self, pending: Iterable[Any]) -> set[Any]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Stop at once: queued jobs dropped, running ones stopped where possible."""
+        self.close()
+
+
+class _LocalRunner(_Runner):
+    """A pool of ``workers`` processes (spawned: no state inherited), ``threads`` threads each."""
+
+    def __init__(self, workers: int, threads: int) -> None:
+        self.workers, self.threads = workers, threads
+        self.capacity = QUEUED_PER_WORKER * workers
+        self.pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        import multiprocessing
+
+        from ._worker import init_worker
+
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=init_worker, initargs=(self.threads,))
+
+    def submit(self, work: _Work) -> Future:
+        return self.pool.submit(make_target, work.job, work.frame)
+
+    def wait(self, pending: Iterable[Any]) -> set[Any]:
+        done, _ = wait_futures(list(pending), return_when=FIRST_COMPLETED)
+        return done
+
+    def restart(self) -> None:
+        """Replace a pool whose process died."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool = self._start()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def abort(self) -> None:
+        # The pool's processes ignore SIGINT; its public API only waits for them.
+        processes = list((getattr(self.pool, "_processes", None) or {}).values())
+        for process in processes:
+            with contextlib.suppress(Exception):
+                process.terminate()
+        for process in processes:
+            with contextlib.suppress(Exception):
+                process.join(5)
+        # The pool sees its processes gone and releases its queues (and their
+        # semaphores, which the resource tracker would otherwise report).
+        with contextlib.suppress(Exception):
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        del self.pool
+        gc.collect()
+
+
+class _DaskRunner(_Runner):
+    """A Dask cluster's workers, through DASK-CORE's :func:`mosaicist.distributed.client_for`.
+
+    Workers must see the library, the cache, the targets and the output
+    folder at the same paths (a shared filesystem); video frames are sent
+    to them (scattered, not through the scheduler's task graph).
+    """
+
+    def __init__(self, address: str) -> None:
+        from ..distributed import client_for, require_workers
+
+        self._stack = contextlib.ExitStack()
+        self.client = self._stack.enter_context(client_for(address))
+        try:
+            require_workers(self.client)
+        except BaseException:
+            self._stack.close()
+            raise
+        threads = sum(self.client.nthreads().values())
+        self.workers = len(self.client.nthreads())
+        self.capacity = max(2, QUEUED_PER_WORKER * threads)
+
+    def submit(self, work: _Work) -> Any:
+        frame: Any = work.frame
+        if frame is not None:
+            frame = self.client.scatter(frame, hash=False)
+        return self.client.submit(make_target, work.job, frame, pure=False)
+
+    def wait(self, pending: Iterable[Any]) -> set[Any]:
+        from distributed import wait
+
+        with self.client.as_current():  # the client was not made the default one
+            return set(wait(list(pending), return_when="FIRST_COMPLETED").done)
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def _run(runner: _Runner, sources: list[_Source], report: _Reporter) -> None:
+    """Keep the runner's queue full from the sources, in order, until all are done."""
+    pending: dict[Any, _Work] = {}
+
+    def fill() -> None:
+        while len(pending) < runner.capacity:
+            work = next((found for source in sources if not source.exhausted
+                         for found in [source.next()] if found is not None), None)
+            if work is None:
+                return
+            pending[runner.submit(work)] = work
+
+    fill()
+    while pending:
+        for future in runner.wait(pending):
+            work = pending.pop(future, None)
+            if work is None:
+                continue  # resubmitted after its pool broke
+            try:
+                outcome = future.result()
+            except BrokenProcessPool:
+                _retry_broken(runner, pending, work, report)
+                continue
+            except Exception as error:  # a worker lost for good (Dask's KilledWorker)...
+                outcome = Outcome(work.job.name, work.job.output, False,
+                                  f"its worker failed: {type(error).__name__}: {error}")
+            work.source.finished(work)
+            report.outcome(outcome, work.job.path)
+        fill()
+
+
+def _retry_broken(runner: _Runner, pending: dict[Any, _Work], work: _Work,
+                  report: _Reporter) -> None:
+    """A pool process died: start a new pool and send its jobs again (each a few times)."""
+    assert isinstance(runner, _LocalRunner)
+    lost = [work, *pending.values()]
+    pending.clear()
+    runner.restart()
+    for item in lost:
+        if item.attempts >= ATTEMPTS:
+            item.source.finished(item)
+            report.failed(item.job.name, item.job.output,
+                          "the worker process making it died (out of memory?)")
+            continue
+        item.attempts += 1
+        pending[runner.submit(item)] = item
+
+
+def _video_outputs(found: list[BatchTarget], result: BatchResult, videos: list[_VideoSource],
+                   jobs: _Jobs) -> list[tuple[str, str]]:
+    """The outputs that make the video, in the targets' order (every frame of each video)."""
+    frames = {source.target.path: source.stems for source in videos}
+    outputs = []
+    for target in found:
+        stems = frames.get(target.path, []) if target.video else [target.stem]
+        for number, stem in enumerate(stems):
+            name = f"{target.name} frame {number}" if target.video else target.name
+            outputs.append((name, str(jobs.output(stem))))
+    return outputs
+
+
+def _read_outputs(paths: list[str]) -> Iterator[np.ndarray]:
+    from PIL import Image
+
+    from ..imaging import to_rgb
+
+    for path in paths:
+        with Image.open(path) as image:
+            yield np.asarray(to_rgb(image))

@@ -1,0 +1,418 @@
+"""Temporal stability: a video's cells keep their tiles unless another is clearly better.
+
+A mosaic per frame flickers: two tiles of nearly equal distance to a cell
+trade places from one frame to the next at the slightest change of the
+picture. With a strength ``s`` (``--stable S``), each cell's tile of the
+previous frame costs its distance divided by ``1 + s``:
+
+* **Without repetition limits** a cell keeps its previous tile (and
+  transform) when ``d(previous) / (1 + s) <= d(best)``, where ``d`` is the
+  distance the matcher ranks by (after the tint, and after the contrast
+  transfer when it re-ranks by it), ``best`` this frame's own pick; otherwise
+  it takes ``best``. So another tile must be more than ``s`` better (as a
+  fraction of the previous tile's distance: ``s = 0.25`` asks for 20% less)
+  to replace it.
+* **With repetition limits** the assignment is solved exactly as without
+  stability (certified over the whole library) on costs where each cell's
+  previous tile is discounted that way: keeping tiles is worth ``s`` of their
+  distance, weighed against the limits and every other cell. The reported
+  distances and objective are the true ones; the certificate (lower bound,
+  gap) is that of the discounted problem, which no placement's true
+  objective can be below.
+
+Distances are in the exact search's integer units (``d * 100 // (100 + S)``
+with ``S`` the strength in hundredths) or float64 after a contrast
+transfer. The first frame, and a frame whose previous one is unknown (it
+failed, or the library changed), is the plain mosaic. Strength 0 is off: no
+previous tile is considered and every frame is exactly the mosaic ``make``
+would make of it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import OptionError
+from ..match import MatchRequest, MatchResult, fitted_matcher
+from ..match._assign import assign_tiles, check_feasible
+from ..match._capped import (
+    FIRST_CANDIDATES,
+    CappedMatcher,
+    LibrarySearch,
+    _with_minimum,
+    fit_limits,
+    with_spacing_giving_way,
+)
+from ..match._contrast import finish, transfer
+from ..match._exact import pair_distances, search_scale
+from ..match._registry import Matcher
+
+if TYPE_CHECKING:
+    from ..library import TileLibrary
+    from ..options import MosaicOptions
+    from ..pipeline import Mosaic
+
+#: Largest stability strength (a previous tile then wins unless another is 11x closer).
+STRENGTH_RANGE = (0.0, 10.0)
+
+
+def strength_hundredths(strength: float) -> int:
+    """The strength as the matcher applies it: whole hundredths, checked."""
+    low, high = STRENGTH_RANGE
+    if not low <= strength <= high:
+        raise OptionError("{stable} must be between {low} and {high}, got {value}",
+                          low=low, high=high, value=strength)
+    return round(strength * 100)
+
+
+def discounted(distance: np.ndarray, hundredths: int) -> np.ndarray:
+    """``distance / (1 + s)``: integers rounded down exactly (no overflow), floats as they are."""
+    distance = np.asarray(distance)
+    if np.issubdtype(distance.dtype, np.integer):
+        quotient, remainder = np.divmod(distance, 100 + hundredths)
+        return quotient * 100 + remainder * 100 // (100 + hundredths)
+    return distance * 100 / (100 + hundredths)
+
+
+class Picks:
+    """One frame's choice: each cell's library tile and transform code, and the library's state.
+
+    Attributes
+    ----------
+    tile : numpy.ndarray
+        ``(N,)`` int64 library positions.
+    transform : numpy.ndarray
+        ``(N,)`` int8 transform codes (:mod:`mosaicist.transforms`).
+    rows, cols : int
+        The grid.
+    generation, tiles : int
+        The library's generation and size when picked (positions mean
+        nothing in another state of the library).
+    """
+
+    def __init__(self, tile: np.ndarray, transform: np.ndarray, rows: int, cols: int,
+                 generation: int, tiles: int) -> None:
+        self.tile = np.asarray(tile, np.int64)
+        self.transform = np.asarray(transform, np.int8)
+        self.rows, self.cols = int(rows), int(cols)
+        self.generation, self.tiles = int(generation), int(tiles)
+
+    def save(self, path: str) -> None:
+        """Write to ``path`` (``.npz``), atomically."""
+        from ..paths import atomic_path
+
+        with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+            np.savez(handle, tile=self.tile, transform=self.transform,
+                     shape=np.array([self.rows, self.cols, self.generation, self.tiles]))
+
+    @classmethod
+    def load(cls, path: str) -> Picks | None:
+        """Read picks saved by :meth:`save`; None when missing or damaged."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                rows, cols, generation, tiles = (int(value) for value in data["shape"])
+                picks = cls(data["tile"], data["transform"], rows, cols, generation, tiles)
+        except (OSError, ValueError, KeyError, EOFError):
+            return None
+        if picks.tile.shape != picks.transform.shape or len(picks.tile) != rows * cols:
+            return None
+        return picks
+
+
+class StableMatcher(Matcher):
+    """A matcher whose picks keep the previous frame's tiles unless clearly beaten.
+
+    Parameters
+    ----------
+    inner : Matcher
+        The matcher the settings chose (any without repetition limits, or
+        the built-in capped assignment).
+    previous : numpy.ndarray or None
+        ``(N,)`` each cell's candidate in the previous frame (tile times
+        variants plus transform; ``-1`` where none); None: the plain match.
+    hundredths : int
+        The strength in hundredths (see :func:`strength_hundredths`).
+    """
+
+    def __init__(self, inner: Matcher, previous: np.ndarray | None, hundredths: int) -> None:
+        if inner.repetition_limits and not isinstance(inner, CappedMatcher):
+            raise OptionError("{stable} works with the built-in matchers, not with {search} "
+                              "{value!r} and repetition limits", value=inner.search)
+        self.inner = inner
+        self.previous = previous
+        self.hundredths = hundredths
+        self.name = inner.name
+        self.search = inner.search
+        self.devices = inner.devices
+        self.repetition_limits = inner.repetition_limits
+
+    def match(self, request: MatchRequest) -> MatchResult:
+        previous = self.previous
+        if previous is None or not self.hundredths:
+            return self.inner.match(request)
+        if self.repetition_limits:
+            return self._assigned(request, previous)
+        return self._kept(request, previous, self.inner.match(request))
+
+    def _kept(self, request: MatchRequest, previous: np.ndarray, result: MatchResult
+              ) -> MatchResult:
+        """Each cell keeps its previous candidate where its discounted distance is no worse."""
+        options = request.options
+        cells = np.flatnonzero((previous >= 0) & (previous != result.tile))
+        if not len(cells):
+            return result
+        best, kept = result.tile[cells], previous[cells]
+        gains: np.ndarray | None = None
+        if options.contrast:
+            # Ranked after the contrast transfer, as the exact matcher ranks.
+            distance, gain = transfer(request.cell_vectors[cells], request.candidates,
+                                      request.geometry, request.features,
+                                      np.stack([best, kept], axis=1), options.contrast,
+                                      options.tint)
+            best_distance, kept_distance = distance[:, 0], distance[:, 1]
+            kept_objective = kept_distance
+            gains = gain[:, 1]
+        else:
+            both = pair_distances(request.cell_vectors, request.candidates, request.geometry,
+                                  request.features, np.concatenate([cells, cells]),
+                                  np.concatenate([best, kept]), options.tint)
+            best_distance, kept_distance = both[:len(cells)], both[len(cells):]
+            scale = search_scale(request.geometry, options.tint)
+            kept_objective = kept_distance / scale if scale != 1 else kept_distance
+        keep = discounted(kept_distance, self.hundredths) <= best_distance
+        if not keep.any():
+            return result
+        where = cells[keep]
+        tile = result.tile.copy()
+        tile[where] = kept[keep]
+        distance = result.distance.copy()
+        distance[where] = kept_objective[keep]
+        picked_gain = result.gain
+        if picked_gain is not None and gains is not None:
+            picked_gain = picked_gain.copy()
+            picked_gain[where] = gains[keep]
+        return replace(result, tile=tile, distance=distance, gain=picked_gain)
+
+    def _assigned(self, request: MatchRequest, previous: np.ndarray) -> MatchResult:
+        """The capped assignment with every cell's previous tile discounted."""
+        options, grid = request.options, request.grid
+        check_feasible(len(grid), len(request.library), options.max_uses, grid.rows, grid.cols,
+                       options.min_spacing, options.min_uses)
+        variants = request.variants
+        # The inner matcher's own searches (a cluster's matcher spreads them over workers).
+        make_search = getattr(self.inner, "library_search", LibrarySearch)
+        search = _DiscountedSearch(make_search(request),
+                                   np.where(previous >= 0, previous // variants, -1),
+                                   self.hundredths)
+        if options.min_uses:
+            assignment = _with_minimum(request, search)  # type: ignore[arg-type]
+        else:
+            tiles, distances = search.nearest(np.arange(len(grid)), FIRST_CANDIDATES)
+            assignment = assign_tiles(
+                tiles, distances, grid.rows, grid.cols, max_uses=options.max_uses,
+                min_spacing=options.min_spacing, method=options.assign, search=search,
+                show_progress=request.show_progress,
+            )
+        # The true distances of the kept tiles, for the placements and the objective.
+        cells = np.flatnonzero(assignment.tile == search.previous)
+        distance = np.asarray(assignment.distance).copy()
+        if len(cells):
+            distance[cells] = search.inner.pairs(cells, assignment.tile[cells])
+        objective = int(distance.sum(dtype=np.int64))
+        lower = assignment.lower_bound
+        gap = 0.0 if objective <= lower else (
+            float((objective - lower) / lower) if lower > 0 else math.inf)
+        scale = search.scale
+        assignment = replace(assignment, distance=distance / scale if scale != 1 else distance,
+                             objective=objective / scale if scale != 1 else objective,
+                             lower_bound=lower / scale if scale != 1 else lower, gap=gap)
+        return MatchResult(search.inner.candidate_of(assignment.tile), assignment.distance,
+                           assignment=assignment)
+
+
+class _DiscountedSearch:
+    """A :class:`~mosaicist.match._capped.LibrarySearch` whose cells' previous tiles cost less.
+
+    Every answer (nearest lists, pricing searches, pairs, the dense matrix)
+    uses the same costs: the search's distances, with the pair of a cell and
+    its previous tile discounted (:func:`discounted`), so that the
+    assignment's certificate holds for those costs.
+    """
+
+    def __init__(self, inner: LibrarySearch, previous: np.ndarray, hundredths: int) -> None:
+        self.inner = inner
+        self.previous = np.asarray(previous, np.int64)
+        self.hundredths = hundredths
+        self.tile_count = inner.tile_count
+        self.scale = inner.scale
+
+    def nearest(self, cells: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        tiles, distances = self.inner.nearest(cells, k)
+        return self._with_previous(cells, tiles, distances, k)
+
+    def below(
+        self, cells: np.ndarray, price: np.ndarray, limit: np.ndarray, k: int,
+        upper: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        # ``upper`` bounds the discounted costs, not the search's own: not passed on.
+        tiles, distances = self.inner.below(cells, price, limit, k)
+        return self._with_previous(cells, tiles, distances, k, price, limit)
+
+    def pairs(self, cells: np.ndarray, tiles: np.ndarray) -> np.ndarray:
+        distances = self.inner.pairs(cells, tiles)
+        mine = (tiles == self.previous[cells]) & (tiles >= 0)
+        distances[mine] = discounted(distances[mine], self.hundredths)
+        return distances
+
+    def dense(self) -> np.ndarray:
+        full = self.inner.dense()
+        cells = np.flatnonzero(self.previous >= 0)
+        tiles = self.previous[cells]
+        full[cells, tiles] = discounted(full[cells, tiles], self.hundredths)
+        return full
+
+    def _with_previous(
+        self, cells: np.ndarray, tiles: np.ndarray, distances: np.ndarray, k: int,
+        price: np.ndarray | None = None, limit: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The lists with each cell's previous tile at its discounted cost, re-sorted.
+
+        A previous tile already listed is discounted in place; one not listed
+        is measured and joins the list when it is among the ``k`` best by
+        discounted cost (plus price, below the limit).
+        """
+        cells = np.asarray(cells, np.int64)
+        previous = self.previous[cells]
+        tiles, distances = tiles.copy(), distances.copy()
+        listed = (tiles == previous[:, None]) & (previous[:, None] >= 0)
+        distances[listed] = discounted(distances[listed], self.hundredths)
+        rows = np.flatnonzero((previous >= 0) & ~listed.any(axis=1))
+        if len(rows):
+            measured = discounted(self.inner.pairs(cells[rows], previous[rows]), self.hundredths)
+            extra_tiles = np.full(len(cells), -1, np.int64)
+            missing = np.iinfo(np.int64).max
+            extra_distances = np.full(len(cells), missing, distances.dtype)
+            fits = np.ones(len(rows), bool)
+            if limit is not None:
+                cost = measured + (0 if price is None else price[previous[rows]])
+                fits = cost < np.asarray(limit)[rows]
+            extra_tiles[rows[fits]] = previous[rows[fits]]
+            extra_distances[rows[fits]] = measured[fits]
+            tiles = np.concatenate([tiles, extra_tiles[:, None]], axis=1)
+            distances = np.concatenate([distances, extra_distances[:, None]], axis=1)
+        if not listed.any() and not len(rows):
+            return tiles, distances
+        # Best first by cost (distance plus price), missing entries last; ties keep
+        # the search's order, the previous tile after tiles listed before it.
+        present = tiles >= 0
+        cost = np.full(distances.shape, np.iinfo(np.int64).max, np.int64)
+        added = distances if price is None else distances + price[np.maximum(tiles, 0)]
+        cost[present] = added[present]
+        order = np.argsort(cost, axis=1, kind="stable")[:, :k]
+        return (np.take_along_axis(tiles, order, axis=1),
+                np.take_along_axis(distances, order, axis=1))
+
+
+def previous_candidates(request: MatchRequest, picks: Picks | None, generation: int
+                        ) -> np.ndarray | None:
+    """Each cell's previous candidate in ``request``'s terms, or None when it does not apply.
+
+    Picks of another grid, library state or library size (``limit``) say
+    nothing about this frame's candidates.
+    """
+    grid = request.grid
+    if (picks is None or (picks.rows, picks.cols) != (grid.rows, grid.cols)
+            or picks.generation != generation or picks.tiles != len(request.library)):
+        return None
+    variants = request.variants
+    code_to_variant = np.full(256, -1, np.int64)
+    for variant, code in enumerate(request.transforms):
+        code_to_variant[int(code) & 255] = variant
+    variant_of = code_to_variant[picks.transform.astype(np.int64) & 255]
+    valid = (picks.tile >= 0) & (picks.tile < len(request.library)) & (variant_of >= 0)
+    return np.where(valid, picks.tile * variants + variant_of, -1)
+
+
+def stable_mosaic(
+    frame: np.ndarray, library: TileLibrary, options: MosaicOptions, previous: Picks | None,
+    strength: float, name: str = "frame",
+) -> Mosaic:
+    """The mosaic of one video frame, its cells keeping ``previous`` tiles (see the module).
+
+    The same steps as :func:`mosaicist.make_mosaic` (sizes, grid, limits
+    fitted to the library, the spacing giving way, corrections, renderer and
+    metrics), with the settings' matcher wrapped in a :class:`StableMatcher`.
+    With no previous picks, or strength 0, the result is ``make_mosaic``'s.
+
+    Parameters
+    ----------
+    frame : numpy.ndarray
+        ``(H, W, 3)`` uint8 picture.
+    library : TileLibrary
+        The opened library (at the settings' match size).
+    options : MosaicOptions
+        The settings.
+    previous : Picks or None
+        The previous frame's picks.
+    strength : float
+        ``s`` of the module's rule (0 to 10).
+    name : str
+        The frame's name for messages.
+    """
+    from .. import pipeline
+    from ..grid import make_grid
+    from ..render import IndexPictures, OriginalPictures
+    from ..sizing import fit_options, options_plan
+
+    hundredths = strength_hundredths(strength)
+    matcher, options, _ = fitted_matcher(options)
+    if options.adaptive:
+        raise OptionError("{stable} does not combine with {adaptive}")
+    started = time.perf_counter()
+    pixels = frame
+    sizes = options_plan(options, (pixels.shape[1], pixels.shape[0]), name=name)
+    options = fit_options(options, sizes)
+    left, top, width, height = sizes.crop
+    grid = make_grid(pixels[top:top + height, left:left + width], options.cell_px, name=name,
+                     cell_height=options.cell_height)
+    grid = replace(grid, left=grid.left + left, top=grid.top + top)
+    library = pipeline._open_library(library, options, None, False, True)
+    index_done = time.perf_counter()
+    options = fit_limits(options, len(grid), len(library.limit(options.limit)), grid.rows,
+                         grid.cols)
+
+    def attempt(options: MosaicOptions) -> tuple[MatchRequest, MatchResult]:
+        request = MatchRequest(grid, library, options)
+        wrapped = StableMatcher(matcher, previous_candidates(request, previous,
+                                                            library.generation), hundredths)
+        return request, finish(request, wrapped.match(request))
+
+    (request, result), options = with_spacing_giving_way(options, attempt)
+    match_done = time.perf_counter()
+    placements = pipeline._placements(request, result, None)
+    crop = pixels[grid.top:grid.top + grid.rows * grid.cell_height,
+                  grid.left:grid.left + grid.cols * grid.cell_px]
+    source_root = request.library.source.local_root()
+    at_match_size = pipeline._renderer(
+        placements, IndexPictures(request.library.tiles, placements.tile), options, crop,
+        source_root)
+    renderer = at_match_size
+    if options.tile_px != options.match_px:
+        pictures = OriginalPictures(
+            request.library.source, placements.source_ids, options.tile_px,
+            aspect=options.aspect_ratio, crop=request.library.crop,
+            windows=request.library.windows_for(placements.source_ids))
+        renderer = pipeline._renderer(placements, pictures, options, crop, source_root)
+    render_done = time.perf_counter()
+    timings = {"index": index_done - started, "match": match_done - index_done, "render": 0.0}
+    mosaic = pipeline.Mosaic(placements, grid, request.library, renderer, options, matcher.name,
+                             timings, assignment=result.assignment, sizes=sizes)
+    if options.compute_metrics:
+        mosaic.metrics = pipeline._metrics(at_match_size, crop, grid, placements)
+        mosaic.timings["metrics"] = time.perf_counter() - render_done
+    return mosaic

@@ -1,0 +1,200 @@
+"""What a batch makes: its targets, from files, folders, list files and videos.
+
+A batch is given items on the command line; each is
+
+* an image file (any :data:`~mosaicist.imaging.IMAGE_EXTENSIONS`; a GIF is
+  its first frame, as for ``make``): one target, output ``<stem>.<format>``;
+* a video file (:data:`VIDEO_SUFFIXES`): every frame a target, outputs
+  ``<video stem>-<frame:06d>.<format>`` (frames counted from 0);
+* a folder: the images and videos directly inside it, in sorted name order
+  (hidden files and other extensions are left out, subfolders are not
+  entered);
+* a list file (:data:`LIST_SUFFIXES`): one image, video or folder per line,
+  relative paths taken from the list's folder; blank lines and lines
+  starting with ``#`` are skipped.
+
+Problems with one item (a missing file, a name whose output another target
+already writes) reject that item only, with a one-line reason; the rest of
+the batch goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..imaging import IMAGE_EXTENSIONS
+
+#: Suffixes read as videos, every frame a target (decoded with PyAV).
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg",
+                            ".ts", ".wmv", ".flv", ".ogv", ".3gp"})
+#: Suffixes read as list files: one target per line.
+LIST_SUFFIXES = frozenset({".txt", ".list", ".lst"})
+
+
+def frame_stem(video_stem: str, index: int) -> str:
+    """The output stem of frame ``index`` (from 0) of a video: ``clip-000012``."""
+    return f"{video_stem}-{index:06d}"
+
+
+@dataclass(frozen=True)
+class BatchTarget:
+    """One item of a batch: an image, or a video whose frames are targets.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The file, absolute.
+    name : str
+        The file as the user named it (for messages).
+    stem : str
+        Its output stem (a video's frames add ``-<frame:06d>``).
+    video : bool
+        Whether every frame of it is a target.
+    """
+
+    path: Path
+    name: str
+    stem: str
+    video: bool
+
+    def output_stem(self, frame: int | None = None) -> str:
+        """The output stem of this image, or of frame ``frame`` of this video."""
+        return self.stem if frame is None else frame_stem(self.stem, frame)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """An item that is not a usable target, and why (one line)."""
+
+    name: str
+    message: str
+
+
+def collect_targets(
+    items: Iterable[str | os.PathLike[str]],
+) -> tuple[list[BatchTarget], list[Rejected]]:
+    """Expand the batch's items into targets, in order.
+
+    Parameters
+    ----------
+    items : iterable of path-like
+        Image files, video files, folders and list files (see the module's
+        description).
+
+    Returns
+    -------
+    targets : list of BatchTarget
+        Each image and video once (a file named twice counts once), in the
+        order given, folders expanded in sorted name order.
+    rejected : list of Rejected
+        Items that cannot be used: missing, unreadable, of another kind, a
+        list naming a list, or an output name another target already has.
+    """
+    targets: list[BatchTarget] = []
+    rejected: list[Rejected] = []
+    seen: set[Path] = set()
+    images: dict[str, Path] = {}
+    videos: dict[str, Path] = {}
+
+    def add(path: Path, shown: str) -> None:
+        resolved = path.resolve()
+        if resolved in seen:
+            return
+        seen.add(resolved)
+        video = path.suffix.lower() in VIDEO_SUFFIXES
+        stem = path.stem
+        clash = _clash(stem, video, images, videos)
+        if clash is not None:
+            rejected.append(Rejected(shown, f"its outputs would have the names of {clash}'s; "
+                                            "rename one of them"))
+            return
+        (videos if video else images)[stem] = resolved
+        targets.append(BatchTarget(resolved, shown, stem, video))
+
+    for item in items:
+        path = Path(item)
+        shown = str(item)
+        problem = _unusable(path)
+        if problem is not None:
+            rejected.append(Rejected(shown, problem))
+        elif path.is_dir():
+            for entry in _folder_entries(path):
+                add(entry, str(entry))
+        elif path.suffix.lower() in LIST_SUFFIXES:
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as error:
+                rejected.append(Rejected(shown, f"cannot read list file: {_reason(error)}"))
+                continue
+            for number, line in enumerate(lines, 1):
+                text = line.strip()
+                if not text or text.startswith("#"):
+                    continue
+                named = Path(text).expanduser()
+                if not named.is_absolute():
+                    named = path.parent / named
+                where = f"{shown}:{number}: {text}"
+                problem = _unusable(named)
+                if problem is None and named.suffix.lower() in LIST_SUFFIXES:
+                    problem = "a list file cannot name another list file"
+                if problem is not None:
+                    rejected.append(Rejected(where, problem))
+                elif named.is_dir():
+                    for entry in _folder_entries(named):
+                        add(entry, str(entry))
+                else:
+                    add(named, str(named))
+        else:
+            add(path, shown)
+    return targets, rejected
+
+
+def _unusable(path: Path) -> str | None:
+    """Why ``path`` cannot be an item of a batch, or None."""
+    if not path.exists():
+        return "not found"
+    if path.is_dir():
+        return None if os.access(path, os.R_OK | os.X_OK) else "folder is not readable"
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_EXTENSIONS | VIDEO_SUFFIXES | LIST_SUFFIXES:
+        known = "an image, a video, a folder or a list file (.txt)"
+        return f"not {known}: unknown extension {suffix or '(none)'!r}"
+    return None
+
+
+def _folder_entries(folder: Path) -> list[Path]:
+    """The images and videos directly in ``folder``, in sorted name order."""
+    wanted = IMAGE_EXTENSIONS | VIDEO_SUFFIXES
+    entries = []
+    for entry in sorted(os.scandir(folder), key=lambda entry: entry.name):
+        if entry.name.startswith(".") or not entry.is_file():
+            continue
+        if Path(entry.name).suffix.lower() in wanted:
+            entries.append(Path(entry.path))
+    return entries
+
+
+def _clash(stem: str, video: bool, images: dict[str, Path], videos: dict[str, Path]
+           ) -> Path | None:
+    """The target whose outputs a new target's would overwrite, or None."""
+    if video:
+        if stem in videos:
+            return videos[stem]
+        frame = re.compile(re.escape(stem) + r"-\d{6,}")
+        return next((path for name, path in images.items() if frame.fullmatch(name)), None)
+    if stem in images:
+        return images[stem]
+    found = re.fullmatch(r"(.*)-\d{6,}", stem)
+    if found is not None and found.group(1) in videos:
+        return videos[found.group(1)]
+    return None
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    return str(error) or type(error).__name__

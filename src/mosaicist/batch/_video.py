@@ -1,0 +1,310 @@
+"""Videos in and out of a batch (PyAV), and how much a mosaic video flickers.
+
+Frames are decoded one at a time to ``(H, W, 3)`` uint8 RGB arrays, in
+presentation order, so memory holds a few frames whatever the video's
+length. A video is written from the batch's outputs in order: H.264
+(``libx264``, quality ``crf`` 18, ``yuv420p`` so that every player plays it)
+when FFmpeg has it, else another codec the container takes (see
+:data:`CODECS`). 4:2:0 chroma needs even sides: a mosaic with an odd width
+or height loses its last column or row in the video (its files keep it).
+The video is written under a temporary name and renamed, like every output.
+
+PyAV is the ``video`` extra (``pip install 'mosaicist[video]'``); it is
+imported only when a video is read or written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import MosaicistError, OptionError
+from ..paths import atomic_path
+
+#: Codecs tried for a video output, best first, by container suffix.
+CODECS: dict[str, tuple[str, ...]] = {
+    ".mp4": ("libx264", "h264", "libopenh264", "mpeg4"),
+    ".m4v": ("libx264", "h264", "libopenh264", "mpeg4"),
+    ".mov": ("libx264", "h264", "libopenh264", "mpeg4"),
+    ".mkv": ("libx264", "h264", "libopenh264", "libvpx-vp9", "mpeg4"),
+    ".webm": ("libvpx-vp9", "libvpx", "libaom-av1"),
+    ".avi": ("libx264", "h264", "mpeg4"),
+}
+#: Encoder settings (FFmpeg private options) by codec; the rest use their defaults.
+CODEC_OPTIONS: dict[str, dict[str, str]] = {
+    "libx264": {"crf": "18", "preset": "medium"},
+    "libvpx-vp9": {"crf": "30", "b": "0"},
+}
+#: Frame rate of a video made from still images, when none is given.
+DEFAULT_FPS = Fraction(25)
+
+
+def _av() -> Any:
+    try:
+        import av
+    except ImportError:  # pragma: no cover - depends on the installation
+        raise MosaicistError("videos need PyAV: pip install 'mosaicist[video]'") from None
+    return av
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video's header says about its pictures.
+
+    Attributes
+    ----------
+    width, height : int
+        Frame size in pixels.
+    rate : fractions.Fraction or None
+        Frames per second (the stream's average rate), when known.
+    frames : int or None
+        Frame count from the header, when it gives one (an estimate: the
+        frames actually decoded count).
+    """
+
+    width: int
+    height: int
+    rate: Fraction | None
+    frames: int | None
+
+
+def video_info(path: str | Path) -> VideoInfo:
+    """Read a video's frame size, rate and frame count from its header.
+
+    Raises
+    ------
+    MosaicistError
+        When the file cannot be opened or has no video stream.
+    """
+    av = _av()
+    with _reading(path), av.open(str(path)) as container:
+        stream = _video_stream(container, path)
+        rate = stream.average_rate or stream.guessed_rate
+        return VideoInfo(int(stream.width), int(stream.height),
+                         Fraction(rate) if rate else None, int(stream.frames) or None)
+
+
+def read_frames(path: str | Path, max_pixels: int | None = None) -> Iterator[np.ndarray]:
+    """Decode a video's frames, in order, as ``(H, W, 3)`` uint8 RGB arrays.
+
+    Parameters
+    ----------
+    path : path-like
+        The video.
+    max_pixels : int, optional
+        Refuse frames of more pixels (the ``max_target_pixels`` setting),
+        from the header, before decoding any.
+
+    Raises
+    ------
+    MosaicistError
+        When the file cannot be read (at any frame: the frames before it
+        have been given).
+    """
+    av = _av()
+    with _reading(path), av.open(str(path)) as container:
+        stream = _video_stream(container, path)
+        if max_pixels is not None and stream.width * stream.height > max_pixels:
+            raise OptionError(
+                "{path}: {width}x{height} = {pixels} pixels a frame is over the target limit "
+                "of {limit} pixels (raise it with {max_target_pixels})", path=str(path),
+                width=stream.width, height=stream.height,
+                pixels=f"{stream.width * stream.height:,}", limit=f"{max_pixels:,}")
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            yield frame.to_ndarray(format="rgb24")
+
+
+def _video_stream(container: Any, path: str | Path) -> Any:
+    if not container.streams.video:
+        raise MosaicistError(f"{path}: no video stream in the file")
+    return container.streams.video[0]
+
+
+@contextlib.contextmanager
+def _reading(path: str | Path) -> Iterator[None]:
+    """Turn PyAV's errors while reading ``path`` into one line naming it."""
+    av = _av()
+    try:
+        yield
+    except av.error.FFmpegError as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise MosaicistError(f"{path}: cannot read video: {reason}") from None
+    except PermissionError:
+        raise MosaicistError(f"{path}: permission denied") from None
+
+
+def video_codec(path: str | Path) -> str:
+    """The codec a video written to ``path`` gets: the first of :data:`CODECS` FFmpeg has.
+
+    Raises
+    ------
+    MosaicistError
+        For a container suffix without codecs here, or when FFmpeg has none.
+    """
+    av = _av()
+    suffix = Path(path).suffix.lower()
+    if suffix not in CODECS:
+        raise MosaicistError(f"{path}: unknown video format {suffix or '(none)'!r}; use "
+                             + ", ".join(sorted(CODECS)))
+    for name in CODECS[suffix]:
+        with contextlib.suppress(Exception):
+            av.codec.Codec(name, "w")
+            return name
+    raise MosaicistError(f"{path}: this FFmpeg (PyAV) has no encoder for {suffix} videos "
+                         f"({', '.join(CODECS[suffix])})")
+
+
+def write_video(
+    frames: Iterable[np.ndarray], path: str | Path, fps: Fraction | float = DEFAULT_FPS,
+    *, codec: str | None = None,
+) -> VideoWritten:
+    """Encode ``frames`` into the video ``path``, atomically.
+
+    Parameters
+    ----------
+    frames : iterable of numpy.ndarray
+        ``(H, W, 3)`` uint8 RGB pictures, all of one size (the first sets
+        it; odd sides lose their last row or column).
+    path : path-like
+        The video (its suffix picks the container, see :data:`CODECS`).
+    fps : fractions.Fraction or float
+        Frames per second.
+    codec : str, optional
+        An FFmpeg encoder (default: :func:`video_codec`).
+
+    Returns
+    -------
+    VideoWritten
+        The frames written, their size, the codec and rate, and the mean
+        change between consecutive frames.
+
+    Raises
+    ------
+    MosaicistError
+        When there is no frame, a frame has another size, or encoding fails.
+    """
+    av = _av()
+    path = Path(path)
+    codec = codec or video_codec(path)
+    rate = fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(1001)
+    if not rate > 0:
+        raise OptionError("{fps} must be above 0, got {value}", value=float(fps))
+    pictures = iter(frames)
+    first = next(pictures, None)
+    if first is None:
+        raise MosaicistError(f"{path}: no frame to write")
+    shape = first.shape[:2]
+    # 4:2:0 chroma: even sides.
+    height, width = shape[0] // 2 * 2, shape[1] // 2 * 2
+    if width < 2 or height < 2:
+        raise MosaicistError(f"{path}: frames of {shape[1]}x{shape[0]} pixels are too small "
+                             "for a video")
+    written = VideoWritten(path, codec, rate, width=width, height=height)
+    with atomic_path(path) as temporary:
+        try:
+            with av.open(str(temporary), "w") as container:
+                stream = container.add_stream(codec, rate=rate)
+                stream.width, stream.height = width, height
+                stream.pix_fmt = "yuv420p"
+                stream.options = dict(CODEC_OPTIONS.get(codec, {}))
+                for picture in itertools.chain([first], pictures):
+                    if picture.shape[:2] != shape:
+                        raise MosaicistError(
+                            f"{path}: frame {written.frames} is {picture.shape[1]}x"
+                            f"{picture.shape[0]} pixels, the first was {shape[1]}x{shape[0]}; "
+                            "a video's frames have one size")
+                    written.add(picture)
+                    frame = av.VideoFrame.from_ndarray(
+                        np.ascontiguousarray(picture[:height, :width]), format="rgb24")
+                    for packet in stream.encode(frame):
+                        container.mux(packet)
+                for packet in stream.encode():
+                    container.mux(packet)
+        except av.error.FFmpegError as error:
+            reason = getattr(error, "strerror", None) or str(error)
+            raise MosaicistError(f"{path}: cannot write video: {reason}") from None
+    return written
+
+
+@dataclass
+class VideoWritten:
+    """A video :func:`write_video` wrote.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The video.
+    codec : str
+        Its encoder.
+    rate : fractions.Fraction
+        Frames per second.
+    frames : int
+        Frames written.
+    width, height : int
+        Its size (even).
+    pixel_change : float or None
+        Mean absolute difference between consecutive frames, over every
+        pixel and channel (0-255), before encoding; None for one frame.
+    """
+
+    path: Path
+    codec: str
+    rate: Fraction
+    frames: int = 0
+    width: int = 0
+    height: int = 0
+    pixel_change: float | None = None
+    _changes: list[float] = field(default_factory=list, repr=False)
+    _previous: np.ndarray | None = field(default=None, repr=False)
+
+    def add(self, picture: np.ndarray) -> None:
+        """Count a frame and its change from the one before."""
+        if self._previous is not None:
+            self._changes.append(mean_change(self._previous, picture))
+            self.pixel_change = float(np.mean(self._changes))
+        self._previous = picture
+        self.frames += 1
+
+
+def mean_change(before: np.ndarray, after: np.ndarray) -> float:
+    """Mean absolute difference of two uint8 pictures of one shape (0-255), in bounded memory."""
+    total = 0
+    rows = max(1, (8 << 20) // max(1, before[0].size * 2))
+    for top in range(0, len(before), rows):
+        one = before[top:top + rows].astype(np.int16)
+        two = after[top:top + rows].astype(np.int16)
+        total += int(np.abs(one - two).sum(dtype=np.int64))
+    return total / max(1, before.size)
+
+
+def cell_changes(picks: Sequence[tuple[np.ndarray, np.ndarray] | None]) -> list[float | None]:
+    """The fraction of cells whose tile (or its transform) changed from each frame to the next.
+
+    Parameters
+    ----------
+    picks : sequence
+        Each frame's ``(tile, transform)`` arrays over its cells, or None
+        where unknown.
+
+    Returns
+    -------
+    list
+        One entry per consecutive pair: the fraction changed, or None where
+        either frame is unknown or their grids differ.
+    """
+    changes: list[float | None] = []
+    for before, after in zip(picks, picks[1:], strict=False):
+        if before is None or after is None or before[0].shape != after[0].shape:
+            changes.append(None)
+            continue
+        changed = (before[0] != after[0]) | (before[1] != after[1])
+        changes.append(float(changed.mean()) if changed.size else 0.0)
+    return changes

@@ -1,0 +1,207 @@
+"""What a batch worker does: make one target's mosaic and write it, atomically.
+
+Runs in the batch's worker processes (a local process pool, or the
+workers of a Dask cluster). Each process opens a library once, without
+updating it (the batch's client indexed it first), and keeps it: the tiles
+are a memory map, so every process on a machine shares one copy of them
+in the page cache. A target's failure is returned as one line, never
+raised, so that one bad target does not stop the batch.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._runtime import THREADS_ENV
+from ..errors import MosaicistError, OptionError
+
+if TYPE_CHECKING:
+    from ..library import TileLibrary
+    from ..options import MosaicOptions
+    from ..pipeline import Mosaic
+
+#: Metrics a worker sends back for the batch's summary (see :mod:`mosaicist.metrics`).
+REPORTED_METRICS = ("psnr_view", "ssim_view", "ciede2000_mean_view", "distinct_tiles")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One target to make.
+
+    Attributes
+    ----------
+    name : str
+        How the user named it (``photo.jpg``, ``clip.mp4 frame 12``), for messages.
+    path : str or None
+        The image file, absolute; None for a video frame (sent with the job).
+    output : str
+        The output file, absolute: ``OUTDIR/<stem>.<format>``.
+    tiles : str
+        The tile source spec (a folder as an absolute path).
+    options : MosaicOptions
+        The settings, as given (fitted to each target as ``make`` fits them).
+    cache_dir : str
+        The cache folder, absolute (workers must see the client's).
+    stable : float
+        Temporal-stability strength (video frames; 0: off).
+    picks : str or None
+        Where this frame's picks are saved (video frames), before its output.
+    previous : str or None
+        The previous frame's picks (with ``stable``).
+    """
+
+    name: str
+    path: str | None
+    output: str
+    tiles: str
+    options: MosaicOptions
+    cache_dir: str
+    stable: float = 0.0
+    picks: str | None = None
+    previous: str | None = None
+
+
+@dataclass
+class Outcome:
+    """What became of a :class:`Job`: made (with its seconds and metrics) or why not."""
+
+    name: str
+    output: str
+    ok: bool
+    message: str = ""
+    seconds: float = 0.0
+    metrics: dict[str, Any] | None = None
+
+
+_libraries: dict[tuple, TileLibrary] = {}
+_libraries_lock = threading.Lock()
+
+
+def open_library(tiles: str, options: MosaicOptions, cache_dir: str) -> TileLibrary:
+    """The library at the settings' match size, opened once per process without updating it."""
+    from ..library import TileLibrary
+
+    assert options.match_px is not None
+    key = (tiles, options.match_px, options.match_height, options.aspect_ratio, options.crop,
+           cache_dir)
+    with _libraries_lock:
+        library = _libraries.get(key)
+        if library is None:
+            library = TileLibrary.open(tiles, options.match_px, cache_dir=cache_dir,
+                                       update=False, aspect=options.aspect_ratio,
+                                       crop=options.crop)
+            _libraries[key] = library
+        return library
+
+
+def init_worker(threads: int) -> None:
+    """Start a pool process: its share of the cores for its own threads.
+
+    Processes each making one target side by side leave each a few cores:
+    the exact search's threads (:func:`mosaicist._runtime.worker_count`) and
+    BLAS's are capped at ``threads``.
+    """
+    os.environ[THREADS_ENV] = str(threads)
+    # Ctrl+C reaches the whole process group: the batch's own process stops the
+    # pool, and a worker waiting for work must not die with a traceback first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # tqdm's default lock is a multiprocessing semaphore, which a worker stopped
+    # by the batch could not release; a worker's bars are never drawn anyway.
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
+
+
+def make_target(job: Job, frame: np.ndarray | None = None) -> Outcome:
+    """Make ``job``'s mosaic and write it; failures come back as one line.
+
+    Parameters
+    ----------
+    job : Job
+        The target.
+    frame : numpy.ndarray, optional
+        The picture of a video frame (``job.path`` is None then).
+    """
+    started = time.perf_counter()
+    try:
+        mosaic = _mosaic(job, frame)
+        if job.picks is not None:
+            from ._stable import Picks
+
+            # Before the output: a finished frame always has its picks.
+            placements = mosaic.placements
+            Picks(placements.tile, placements.transform, placements.rows, placements.cols,
+                  mosaic.library.generation, len(mosaic.library)).save(job.picks)
+        mosaic.write(job.output)
+    except OptionError as error:
+        return _failed(job, error.message(_flag), started)
+    except MosaicistError as error:
+        return _failed(job, str(error), started)
+    except MemoryError:
+        return _failed(job, "out of memory", started)
+    except OSError as error:
+        where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+        return _failed(job, f"{where}{error.strerror or error}", started)
+    except Exception as error:  # a bug: still one line, and the batch goes on
+        return _failed(job, f"unexpected error: {type(error).__name__}: {error}", started)
+    metrics = {name: mosaic.metrics[name] for name in REPORTED_METRICS
+               if mosaic.metrics and name in mosaic.metrics}
+    return Outcome(job.name, job.output, True, seconds=time.perf_counter() - started,
+                   metrics=metrics)
+
+
+def _mosaic(job: Job, frame: np.ndarray | None) -> Mosaic:
+    from ..imaging import target_size
+    from ..pipeline import make_mosaic
+    from ..render import check_output
+    from ..sizing import fit_options, options_plan
+
+    options = job.options
+    if frame is None:
+        assert job.path is not None
+        size = target_size(job.path, options.max_target_pixels)
+    else:
+        size = (int(frame.shape[1]), int(frame.shape[0]))
+    # As 'make' does: the output's size, from the target's, checked before any work.
+    plan = options_plan(options, size, job.name)
+    check_output(job.output, *plan.output_size, options)
+    library = open_library(job.tiles, fit_options(options, plan), job.cache_dir)
+    if frame is not None and job.stable:
+        from ._stable import Picks, stable_mosaic
+
+        previous = None if job.previous is None else Picks.load(job.previous)
+        return stable_mosaic(frame, library, options, previous, job.stable, name=job.name)
+    target = frame if frame is not None else job.path
+    assert target is not None
+    return make_mosaic(target, library, options, cache_dir=job.cache_dir, quiet=True)
+
+
+def _failed(job: Job, message: str, started: float) -> Outcome:
+    if job.picks is not None:
+        # A failed frame's earlier picks must not steer the next frame.
+        try:
+            os.unlink(job.picks)
+        except OSError:
+            pass
+    return Outcome(job.name, job.output, False, message, time.perf_counter() - started)
+
+
+def _flag(parameter: str) -> str:
+    """The command-line flag of a setting (``max_uses`` -> ``--max-uses``)."""
+    from ..options import setting_named
+
+    try:
+        flag = setting_named(parameter).flag
+    except (KeyError, ValueError, OptionError):
+        flag = None
+    return flag or "--" + parameter.replace("_", "-")

@@ -1,0 +1,274 @@
+"""Rendering on a cluster: rows of cells drawn by the workers, written here in order.
+
+Drawing a large mosaic is mostly making its tile pictures: reading the
+index, or decoding and resizing each original photo, then the transforms,
+contrast and tint. The workers do that, a group of rows of cells per task,
+each reading the index or the originals itself (the library and the cache
+at the same paths on every machine); this process writes the bands, in
+order, with the same writer as on one machine. The writer gets the very
+bands :meth:`MosaicRenderer.bands <mosaicist.render.MosaicRenderer.bands>`
+would give, one row of cells each, so every output (an image, a TIFF, a
+Deep Zoom pyramid) is the same, byte for byte.
+
+A few tasks run ahead of the writer (a bounded window), so memory here
+stays bounded whatever the picture's size. Renderers of other kinds of
+tile pictures, and adaptive cells, are drawn here as before.
+"""
+
+from __future__ import annotations
+
+import functools
+import mmap
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import MosaicistError
+from ..library._shards import ShardedTiles
+from ..options import MosaicOptions
+from ..paths import cache_dir as default_cache_dir
+from ..placements import Placements
+from ..render import IndexPictures, MosaicRenderer, OriginalPictures, Picture, write_output
+from ..sources import TileSource, open_source, source_spec
+from ._cluster import require_workers
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+#: Bytes of picture one task draws, at most (at least one row of cells).
+TASK_BYTES = 48 << 20
+#: Tasks per worker drawn ahead of the writer.
+AHEAD_PER_WORKER = 2
+
+
+@dataclass(frozen=True)
+class BandJob:
+    """How a worker makes the tile pictures of a render: by reference, never pixels.
+
+    Attributes
+    ----------
+    kind : str
+        ``index`` (the library's packed tiles) or ``originals`` (the photos).
+    tiles : ShardedTiles or None
+        The index's tiles, as files and runs (``index``).
+    spec, cache : str
+        The tile source's spec and the cache (``originals``).
+    tile_px : int
+        Output width of a tile.
+    aspect : (int, int)
+        The tiles' aspect.
+    crop : str
+        How a window not stored is placed.
+    metric : str
+        Colour space of the tints.
+    options : MosaicOptions
+        The placements' settings (for their checks).
+    cols : int
+        Cells across.
+    """
+
+    kind: str
+    tiles: ShardedTiles | None
+    spec: str
+    cache: str
+    tile_px: int
+    aspect: tuple[int, int]
+    crop: str
+    metric: str
+    options: MosaicOptions
+    cols: int
+
+
+def write_on_cluster(
+    client: Client,
+    renderer: MosaicRenderer,
+    path: str | os.PathLike[str],
+    options: MosaicOptions | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    show_progress: bool = False,
+    rows_per_task: int | None = None,
+) -> bool:
+    """Write ``renderer``'s picture to ``path``, its rows of cells drawn by the workers.
+
+    The same file as :meth:`MosaicRenderer.write <mosaicist.render.MosaicRenderer.write>`.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        The cluster.
+    renderer : MosaicRenderer
+        What to draw.
+    path : path-like
+        The output; its suffix picks the format.
+    options : MosaicOptions, optional
+        Output settings (quality, Deep Zoom).
+    cache_dir : path-like, optional
+        The cache, where the workers open the tile source.
+    show_progress : bool
+        Draw a progress bar.
+    rows_per_task : int, optional
+        Rows of cells per task (default: about :data:`TASK_BYTES` of picture).
+
+    Returns
+    -------
+    bool
+        Whether the workers drew it (False: it was drawn here, as its tile
+        pictures or adaptive cells cannot be drawn elsewhere).
+    """
+    job = band_job(renderer, default_cache_dir(cache_dir))
+    if job is None:
+        renderer.write(path, options, show_progress=show_progress)
+        return False
+    bands = _cluster_bands(client, job, renderer, rows_per_task)
+    picture = Picture(bands, renderer.width, renderer.height, renderer.placements,
+                      renderer.source_root)
+    write_output(path, picture, options, show_progress)
+    return True
+
+
+def band_job(renderer: MosaicRenderer, cache: Path) -> BandJob | None:
+    """What workers need to draw ``renderer``'s tiles; None when they cannot."""
+    placements, pictures = renderer.placements, renderer.pictures
+    if placements.rect is not None:
+        return None
+    options = placements.options
+    if isinstance(pictures, IndexPictures):
+        tiles = mapped_tiles(pictures.tiles)
+        if tiles is None:
+            return None
+        return BandJob("index", tiles, "", "", pictures.tile_px, options.aspect_ratio,
+                       "centre", renderer.metric, options, placements.cols)
+    if isinstance(pictures, OriginalPictures):
+        return BandJob("originals", None, source_spec(pictures.source), str(cache),
+                       pictures.tile_px, pictures.aspect, pictures.crop, renderer.metric,
+                       options, placements.cols)
+    return None
+
+
+def mapped_tiles(tiles: Any) -> ShardedTiles | None:
+    """``tiles`` as files and runs, when they are memory maps of files; else None.
+
+    A sharded library already is; one memory map of a packed file becomes
+    its file, first tile and count, found from where the map starts.
+    """
+    if isinstance(tiles, ShardedTiles):
+        return tiles
+    if not isinstance(tiles, np.memmap) or not tiles.filename or len(tiles) == 0:
+        return None
+    if not tiles.flags.c_contiguous or tiles.dtype != np.uint8:
+        return None
+    mapping = getattr(tiles, "_mmap", None)
+    if mapping is None:
+        return None
+    # np.memmap maps from the allocation boundary below its offset.
+    mapped_from = tiles.offset - tiles.offset % mmap.ALLOCATIONGRANULARITY
+    start = tiles.ctypes.data - np.frombuffer(mapping, np.uint8).ctypes.data + mapped_from
+    tile_bytes = int(np.prod(tiles.shape[1:]))
+    if start % tile_bytes:
+        return None
+    return ShardedTiles([(str(tiles.filename), start // tile_bytes, len(tiles))],
+                        tuple(tiles.shape[1:]))
+
+
+def _cluster_bands(client: Client, job: BandJob, renderer: MosaicRenderer,
+                   rows_per_task: int | None) -> Iterator[np.ndarray]:
+    """The picture's bands, one row of cells each, drawn by the workers in groups of rows."""
+    placements = renderer.placements
+    tile_height = renderer.tile_height
+    band_bytes = tile_height * renderer.width * 3
+    workers = require_workers(client)
+    size = rows_per_task or max(1, min(TASK_BYTES // band_bytes,
+                                       -(-placements.rows // (workers * 4))))
+    groups = [(start, min(placements.rows, start + size))
+              for start in range(0, placements.rows, size)]
+    overlay = None
+    if renderer.overlay is not None:
+        # Sent once to each worker, not with every task.
+        overlay = client.scatter(renderer.overlay, broadcast=True, hash=False)
+    ahead: list[Any] = []
+    waiting = iter(groups)
+
+    def submit_next() -> None:
+        for start, stop in waiting:
+            ahead.append(client.submit(draw_rows, job, _rows_of(placements, start, stop),
+                                       _pictures_of(renderer, start, stop), start, overlay,
+                                       pure=False))
+            return
+
+    try:
+        for _ in range(workers * AHEAD_PER_WORKER):
+            submit_next()
+        while ahead:
+            block = _result(ahead.pop(0))
+            submit_next()
+            for row in range(len(block) // tile_height):
+                yield block[row * tile_height:(row + 1) * tile_height]
+    finally:
+        for future in ahead:
+            future.cancel()
+
+
+def _rows_of(placements: Placements, start: int, stop: int) -> Placements:
+    """Rows ``start:stop`` of uniform placements, as placements of their own."""
+    cells = slice(start * placements.cols, stop * placements.cols)
+    return Placements(stop - start, placements.cols, placements.tile[cells],
+                      placements.distance[cells], placements.source_ids[cells],
+                      placements.transform[cells], placements.tint[cells],
+                      gain=placements.gain[cells], options=placements.options)
+
+
+def _pictures_of(renderer: MosaicRenderer, start: int, stop: int) -> Any:
+    """What rows ``start:stop`` need of the pictures: library positions, or crop windows."""
+    pictures = renderer.pictures
+    cells = slice(start * renderer.placements.cols, stop * renderer.placements.cols)
+    if isinstance(pictures, IndexPictures):
+        return pictures.positions[cells]
+    assert isinstance(pictures, OriginalPictures)
+    return {source_id: pictures.windows[source_id]
+            for source_id in pictures.source_ids[cells] if source_id in pictures.windows}
+
+
+def draw_rows(job: BandJob, placements: Placements, wanted: Any, first_row: int,
+              overlay: Any) -> np.ndarray:
+    """On a worker: rows of cells ``first_row..`` drawn, ``(rows * tile_height, width, 3)``.
+
+    ``wanted`` is each cell's library position (from the index) or the crop
+    windows of the tiles (from the originals).
+    """
+    pictures: IndexPictures | OriginalPictures
+    if job.kind == "index":
+        assert job.tiles is not None
+        pictures = IndexPictures(job.tiles, wanted)  # type: ignore[arg-type]
+    else:
+        source = _open(job.spec, job.cache)
+        pictures = OriginalPictures(source, placements.source_ids, job.tile_px,
+                                    aspect=job.aspect, crop=job.crop, windows=wanted)
+    renderer = MosaicRenderer(placements, pictures, job.metric)
+    height = renderer.tile_height
+    out = np.empty((placements.rows * height, renderer.width, 3), np.uint8)
+    for row, band in enumerate(renderer.bands()):
+        if overlay is not None:
+            band = overlay.blend(band, (first_row + row) * height)
+        out[row * height:(row + 1) * height] = band
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _open(spec: str, cache: str) -> TileSource:
+    """The tile source ``spec``, opened once per worker process."""
+    return open_source(spec, cache_dir=Path(cache))
+
+
+def _result(future: Any) -> np.ndarray:
+    from distributed.scheduler import KilledWorker
+
+    try:
+        return future.result()
+    except KilledWorker:
+        raise MosaicistError("a group of rows killed every worker it was given to "
+                             "(out of memory?)") from None

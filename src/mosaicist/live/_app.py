@@ -1,0 +1,843 @@
+"""The live wall's web app: the guests', display and host pages, and their JSON API.
+
+Routes (JSON unless said otherwise; errors are ``{"error": "one sentence"}``):
+
+=========================================  ==============================================
+``GET /``                                  the guests' upload page (its token in it)
+``GET /display``, ``GET /admin``           the display page, the host's page
+``GET /assets/{name}``                     the pages' scripts, styles and icons
+``GET /api/info``                          grid, tile shape, limits, paused, moderation
+``POST /api/photos``                       upload photos (multipart, field ``photo``,
+                                           repeatable): 201 placed, 202 pending
+``GET /api/photos/{id}``                   one photo's status and cell
+``GET /api/wall``                          every placed photo's cell, and the version
+``GET /api/events``                        changes as server-sent events
+``GET /api/tiles/{id}.jpg``                a placed photo's tile as shown
+``GET /api/target.jpg``                    the target as cut for the wall
+``GET /api/wall.jpg?width=N``              the wall now
+``GET /api/qr.svg``                        QR code of the guests' link
+``GET /api/admin/state``                   counts, flags, pending and overflow lists
+``GET /api/admin/photos/{id}.jpg``         a photo (for moderation), at most 512 px
+``POST /api/admin/photos/{id}/approve``    put a pending photo on the wall
+``POST /api/admin/photos/{id}/reject``     refuse (delete) a pending photo
+``DELETE /api/admin/photos/{id}``          remove a photo (its cell frees)
+``POST /api/admin/pause``                  ``{"paused": bool}``
+``POST /api/admin/moderation``             ``{"on": bool}``
+``POST /api/admin/complete``               ``{"source": "received"|"library", "max_uses"}``
+``GET /api/admin/export?format=F``         download the wall: ``png``, ``tiff``, ``dzi`` (zip)
+``GET /api/admin/sheets.pdf``              print sheets (``paper=a4|letter``, ``tile_cm``)
+``GET /api/admin/underlay.pdf``            the underlay grid (same parameters)
+=========================================  ==============================================
+
+Server-sent events (``GET /api/events``): ``tile`` ``{"id", "row", "col",
+"version"}`` (a photo placed), ``moved`` (the same plus ``from_row``,
+``from_col``), ``removed`` ``{"id", "row", "col", "version"}``, ``state``
+``{"paused", "moderation", "version"}``, and ``reset`` ``{"version"}``: sent
+first on every connection and whenever a reader fell behind, meaning
+"fetch ``/api/wall`` again". Rows and columns count from 0 at the top left.
+
+Every request passes the guard of :mod:`mosaicist.web` first (``Host``,
+token and origin of state-changing requests, sizes). The host's routes
+also need ``Authorization: Bearer <admin token>`` (401 without it, 403
+with another); a request that carries the right bearer token needs no page
+token, so scripts can use the API with the admin token alone (a browser
+never sends a bearer header across sites without a CORS approval, which
+this server never gives). Guests' uploads are limited per client address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hmac
+import ipaddress
+import json
+import math
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import anyio
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .._runtime import worker_count
+from ..errors import MosaicistError
+from ..web import (
+    TOKEN_HEADER,
+    FileAnswer,
+    Guard,
+    WebError,
+    WebServer,
+    bind,
+    content_type,
+    make_app,
+    open_inside,
+    resolved_folder,
+)
+from ._event import (
+    MAX_PHOTO_BYTES,
+    PHOTO_FORMATS,
+    Conflict,
+    Event,
+    NotFound,
+    Paused,
+    Prepared,
+    _read_rgb,
+)
+from ._outputs import EXPORTS, export_wall
+from ._qr import qr_svg
+from ._sheets import PAPERS, write_sheets, write_underlay
+
+#: The placeholder of the pages that becomes the pages' token.
+TOKEN_PLACEHOLDER = "{{MOSAICIST_TOKEN}}"
+#: The pages, by route.
+PAGES = {"/": "guest.html", "/display": "display.html", "/admin": "admin.html"}
+#: Most photos in one upload request, and the largest request body.
+MAX_FILES = 10
+MAX_BODY = 100 * 2**20
+#: Largest JSON request body.
+MAX_JSON_BYTES = 16 * 1024
+#: Photos a client may send per minute by default (``--rate``), and at once.
+DEFAULT_RATE = 30
+BURST = 10
+#: Clients whose upload allowance is remembered (the oldest forgotten first).
+RATE_CLIENTS = 10_000
+#: Events a slow reader may fall behind before it is told to reset.
+BACKLOG = 1000
+#: Seconds between keep-alive comments of an idle event stream, and between checks for a stop.
+KEEP_ALIVE_SECONDS = 15.0
+EVENT_POLL_SECONDS = 0.5
+#: Widths of ``wall.jpg``.
+WALL_WIDTHS = (16, 4096)
+#: Side of the host's view of a photo.
+PREVIEW_SIDE = 512
+#: The pages' content security policy: everything from this server, nothing inline.
+PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; "
+               "img-src 'self' data: blob:; connect-src 'self'; font-src 'self'; "
+               "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+class Feed:
+    """The wall's changes, pushed to every open event stream.
+
+    :meth:`publish` may be called from any thread; each reader has an
+    asyncio queue on its own loop. A reader more than :data:`BACKLOG`
+    events behind loses them and gets one ``reset`` instead.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._readers: set[_Reader] = set()
+
+    def subscribe(self) -> _Reader:
+        reader = _Reader(asyncio.get_running_loop())
+        with self._lock:
+            self._readers.add(reader)
+        return reader
+
+    def unsubscribe(self, reader: _Reader) -> None:
+        with self._lock:
+            self._readers.discard(reader)
+
+    def publish(self, kind: str, data: dict[str, Any]) -> None:
+        text = event_text(kind, data)
+        version = int(data.get("version", 0))
+        with self._lock:
+            readers = list(self._readers)
+        for reader in readers:
+            with contextlib.suppress(RuntimeError):  # its loop has closed
+                reader.loop.call_soon_threadsafe(reader.push, text, version)
+
+    @property
+    def readers(self) -> int:
+        with self._lock:
+            return len(self._readers)
+
+
+class _Reader:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+
+    def push(self, text: str, version: int) -> None:
+        if self.queue.qsize() >= BACKLOG:
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            text = event_text("reset", {"version": version})
+        self.queue.put_nowait(text)
+
+
+def event_text(kind: str, data: dict[str, Any]) -> str:
+    """One server-sent event."""
+    return f"event: {kind}\ndata: {json.dumps(data, allow_nan=False)}\n\n"
+
+
+class RateLimit:
+    """Photos per minute per client: a bucket of :data:`BURST` photos refilled steadily.
+
+    Parameters
+    ----------
+    per_minute : float
+        Photos a client may send per minute; 0 turns the limit off.
+    """
+
+    def __init__(self, per_minute: float, burst: int = BURST) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = max(burst, 1)
+        self._lock = threading.Lock()
+        self._buckets: collections.OrderedDict[str, tuple[float, float]] = (
+            collections.OrderedDict())
+
+    def take(self, client: str, count: int = 1, *, peek: bool = False) -> float:
+        """Take ``count`` photos from ``client``'s allowance; return 0, or seconds to wait.
+
+        With ``peek``, only say whether ``count`` would be allowed.
+        """
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        with self._lock:
+            level, then = self._buckets.pop(client, (float(self.burst), now))
+            level = min(float(self.burst), level + (now - then) * self.rate)
+            wait = 0.0
+            if count > level:
+                wait = (count - level) / self.rate if count <= self.burst else math.inf
+            elif not peek:
+                level -= count
+            self._buckets[client] = (level, now)
+            while len(self._buckets) > RATE_CLIENTS:
+                self._buckets.popitem(last=False)
+            return wait
+
+
+def _package_folder(package: str, name: str) -> Path:
+    folder = resolved_folder(str(resources.files(package).joinpath(name)))
+    if folder is None:
+        raise MosaicistError(f"the installed package has no {package}/{name} folder; "
+                             "reinstall mosaicist")
+    return folder
+
+
+class Live:
+    """The state behind the wall's app: the event, its feed, limits and the fallback library.
+
+    Parameters
+    ----------
+    event : Event
+        The opened event (closed by :meth:`close`).
+    rate : float
+        Photos per minute per client (0: no limit).
+    guest_url : str, optional
+        The guests' link as phones reach it (QR code); default: the address
+        the display page was opened with.
+    fallback : str, optional
+        A tile source spec to complete empty cells from.
+    cache_dir : path-like, optional
+        Where the fallback's index lives.
+    """
+
+    def __init__(self, event: Event, *, rate: float = DEFAULT_RATE,
+                 guest_url: str | None = None, fallback: str | None = None,
+                 cache_dir: str | os.PathLike[str] | None = None) -> None:
+        self.event = event
+        self.assets = _package_folder("mosaicist.live", "assets")
+        self.feed = Feed()
+        event.listen(self.feed.publish)
+        self.rate = RateLimit(rate)
+        self.guest_url = guest_url
+        self.fallback = fallback
+        self.cache_dir = cache_dir
+        self.stopping = threading.Event()
+        self._decoding = threading.BoundedSemaphore(max(2, worker_count()))
+        self._library: Any = None
+        self._library_lock = threading.Lock()
+        self._cache_lock = threading.Lock()
+        self._target_jpeg: bytes | None = None
+        self._wall_jpeg: tuple[tuple[int, int], bytes] | None = None
+        self._qr: tuple[str, bytes] | None = None
+        self._closed = False
+
+    def begin_stop(self) -> None:
+        """Tell the event streams to end: the server is stopping."""
+        self.stopping.set()
+
+    def close(self) -> None:
+        """Stop the planner and close the event (safe to call twice)."""
+        self.begin_stop()
+        if not self._closed:
+            self._closed = True
+            self.event.close()
+
+    # -- guests --------------------------------------------------------------------------
+
+    def accept(self, uploads: list[tuple[bytes, str]]) -> list[dict[str, Any]]:
+        """Check, store and place uploaded photos; all are refused if one is.
+
+        Returns each photo's answer (:meth:`Event.answer`), after its commit.
+        """
+        prepared: list[Prepared] = []
+        try:
+            for data, name in uploads:
+                with self._decoding:
+                    prepared.append(self.event.prepare(data, name))
+        except BaseException:
+            for item in prepared:
+                self.event.discard(item)
+            raise
+        answers = []
+        for index, item in enumerate(prepared):
+            try:
+                answers.append(self.event.receive(item))
+            except BaseException:
+                for rest in prepared[index + 1:]:
+                    self.event.discard(rest)
+                raise
+        return answers
+
+    def info(self) -> dict[str, Any]:
+        """``GET /api/info``."""
+        event = self.event
+        tile_w, tile_h = event.settings.tile_size
+        return {"grid": {"cols": event.settings.cols, "rows": event.settings.rows},
+                "tile": {"width": tile_w, "height": tile_h}, "paused": event.paused,
+                "moderation": event.moderation, "final": event.final,
+                "max_photo_bytes": MAX_PHOTO_BYTES, "max_files": MAX_FILES,
+                "formats": list(PHOTO_FORMATS), "version": event.version}
+
+    def guest_link(self, host: str) -> str:
+        """The guests' link: ``--url``, else this server under the name the request used."""
+        return self.guest_url or f"http://{host}/"
+
+    def qr(self, host: str) -> bytes:
+        url = self.guest_link(host)
+        with self._cache_lock:
+            if self._qr is not None and self._qr[0] == url:
+                return self._qr[1]
+        svg = qr_svg(url)
+        with self._cache_lock:
+            self._qr = (url, svg)
+        return svg
+
+    def target_jpeg(self) -> bytes:
+        with self._cache_lock:
+            cached = self._target_jpeg
+        if cached is None:
+            cached = self.event.target_jpeg()
+            with self._cache_lock:
+                self._target_jpeg = cached
+        return cached
+
+    def wall_jpeg(self, width: int) -> bytes:
+        key = (self.event.version, width)
+        with self._cache_lock:
+            if self._wall_jpeg is not None and self._wall_jpeg[0] == key:
+                return self._wall_jpeg[1]
+        picture = self.event.wall_jpeg(width)
+        with self._cache_lock:
+            self._wall_jpeg = (key, picture)
+        return picture
+
+    # -- the host ------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """``GET /api/admin/state``."""
+        event = self.event
+        return {"counts": event.counts(), "paused": event.paused,
+                "moderation": event.moderation, "final": event.final,
+                "version": event.version, "pending": event.listing("pending"),
+                "overflow": event.listing("overflow"), "fallback": self.fallback is not None,
+                "readers": self.feed.readers, "guest_url": self.guest_url}
+
+    def preview(self, photo_id: str) -> bytes:
+        """A photo as stored, at most :data:`PREVIEW_SIDE` px, as JPEG (for moderation)."""
+        event = self.event
+        photo = event.photo(photo_id)
+        path = event.picture_path(photo)
+        try:
+            picture = _read_rgb(path)
+        except OSError:
+            raise NotFound("this photo's picture is no longer kept") from None
+        picture.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+        from io import BytesIO
+
+        buffer = BytesIO()
+        picture.save(buffer, "JPEG", quality=85)
+        return buffer.getvalue()
+
+    def library(self) -> Any:
+        """The fallback library, indexed on first use."""
+        if self.fallback is None:
+            raise Conflict("no fallback library was given; start the wall with --fallback "
+                           "SOURCE, or complete from the photos received")
+        with self._library_lock:
+            if self._library is None:
+                from ..library import TileLibrary
+
+                options = self.event.settings.options
+                self._library = TileLibrary.open(self.fallback, options.match_px or 16,
+                                                 cache_dir=self.cache_dir, aspect=options.aspect,
+                                                 crop=options.crop)
+            return self._library
+
+    def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /api/admin/complete``."""
+        source = body.get("source", "received")
+        max_uses = body.get("max_uses")
+        if max_uses is not None and (not isinstance(max_uses, int) or isinstance(max_uses, bool)
+                                     or not 1 <= max_uses <= 1000):
+            raise WebError(400, "max_uses must be a whole number from 1 to 1000")
+        if source == "received":
+            filled = self.event.complete_from_received(max_uses or 2)
+        elif source == "library":
+            filled = self.event.complete_from_library(self.library(), max_uses or 1)
+        else:
+            raise WebError(400, "source must be \"received\" or \"library\"")
+        return {"filled": filled, "counts": self.event.counts(), "version": self.event.version}
+
+
+def _check_admin(request: Request, token: str) -> None:
+    given = request.headers.get("authorization")
+    if given is None:
+        raise WebError(401, "this needs the host's admin token (Authorization: Bearer TOKEN)",
+                       {"WWW-Authenticate": "Bearer"})
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        value.strip().encode("utf-8", "replace"), token.encode("utf-8")
+    ):
+        raise WebError(403, "the admin token is not this wall's")
+
+
+async def _read_json(request: Request) -> dict[str, Any]:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_JSON_BYTES:
+            raise WebError(413, f"the request body is larger than {MAX_JSON_BYTES // 1024} KB")
+    try:
+        value = json.loads(bytes(body) or b"{}")
+    except (ValueError, RecursionError):
+        raise WebError(400, "the request body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise WebError(400, "the request body must be a JSON object")
+    return value
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name)
+    if not isinstance(value, bool):
+        raise WebError(400, f"send {{\"{name}\": true}} or {{\"{name}\": false}}")
+    return value
+
+
+async def _call(function: Callable[..., Any], *args: Any) -> Any:
+    """Run ``function`` in a worker thread, its expected failures as HTTP refusals."""
+    try:
+        return await run_in_threadpool(function, *args)
+    except NotFound as error:
+        raise WebError(404, str(error)) from None
+    except Conflict as error:
+        raise WebError(409, str(error)) from None
+    except Paused as error:
+        raise WebError(503, str(error), {"Retry-After": "30"}) from None
+
+
+def _routes(live: Live) -> list[Route]:
+    """Every route of the wall (see the module docstring)."""
+    event = live.event
+
+    def page(name: str) -> Callable[[Request], Any]:
+        async def answer(request: Request) -> Response:
+            opened = open_inside(live.assets, [name])
+            if opened is None:
+                raise WebError(404, "this page is not installed; reinstall mosaicist")
+            with opened[1] as handle:
+                text = handle.read().decode("utf-8")
+            return Response(text.replace(TOKEN_PLACEHOLDER, event.page_token), 200,
+                            {"Content-Security-Policy": PAGE_POLICY},
+                            media_type="text/html; charset=utf-8")
+
+        return answer
+
+    async def assets(request: Request) -> Response:
+        parts = request.path_params["route"].split("/")
+        # The pages are served at their routes only, with their token.
+        opened = None if parts[-1].endswith(".html") else open_inside(live.assets, parts)
+        if opened is None:
+            raise WebError(404, "nothing is served at this address")
+        return FileAnswer(opened[1], content_type(opened[0].name))
+
+    async def info(request: Request) -> Response:
+        return JSONResponse(live.info())
+
+    async def upload(request: Request) -> Response:
+        if event.paused:
+            raise WebError(503, "uploads are paused by the host; try again in a moment",
+                           {"Retry-After": "30"})
+        client = request.client.host if request.client else "unknown"
+        wait = live.rate.take(client, 1, peek=True)
+        if wait:
+            raise _too_many(wait)
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise WebError(400, "send the photos as files in the form field 'photo'")
+        uploads: list[tuple[bytes, str]] = []
+        try:
+            async with request.form(max_files=MAX_FILES, max_fields=MAX_FILES + 8,
+                                    max_part_size=64 * 1024) as form:
+                for sent in form.getlist("photo"):
+                    if isinstance(sent, UploadFile):
+                        data = await sent.read(MAX_PHOTO_BYTES + 1)
+                        uploads.append((data, sent.filename or ""))
+        except HTTPException as error:
+            if isinstance(error, WebError):
+                raise
+            raise WebError(400, f"the upload is not a form of at most {MAX_FILES} photos in "
+                                "the field 'photo'") from None
+        if not uploads:
+            raise WebError(400, "send the photos as files in the form field 'photo'")
+        wait = live.rate.take(client, len(uploads))
+        if wait:
+            raise _too_many(wait)
+        answers = await _call(live.accept, uploads)
+        status = 201 if any(answer["status"] == "placed" for answer in answers) else 202
+        if len(answers) == 1:
+            return JSONResponse(_guest_answer(answers[0]), status)
+        return JSONResponse({"photos": [_guest_answer(answer) for answer in answers]}, status)
+
+    async def photo(request: Request) -> Response:
+        found = await _call(event.photo, request.path_params["id"])
+        return JSONResponse(event.answer(found))
+
+    async def wall(request: Request) -> Response:
+        return JSONResponse(await _call(event.wall))
+
+    async def events(request: Request) -> Response:
+        reader = live.feed.subscribe()
+        version = event.version
+
+        async def stream() -> AsyncIterator[str]:
+            try:
+                yield "retry: 2000\n\n"
+                yield event_text("reset", {"version": version})
+                quiet = 0.0
+                while not live.stopping.is_set():
+                    try:
+                        text = await asyncio.wait_for(reader.queue.get(), EVENT_POLL_SECONDS)
+                    except TimeoutError:
+                        quiet += EVENT_POLL_SECONDS
+                        if quiet >= KEEP_ALIVE_SECONDS:
+                            quiet = 0.0
+                            yield ": keep-alive\n\n"
+                        continue
+                    quiet = 0.0
+                    yield text
+            finally:
+                live.feed.unsubscribe(reader)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache",
+                                          "X-Accel-Buffering": "no"})
+
+    async def tile(request: Request) -> Response:
+        name = request.path_params["name"]
+        if not name.endswith(".jpg"):
+            raise WebError(404, "there is no such tile")
+        found = await _call(event.photo, name[:-4])
+        opened = None
+        with event.lock:
+            if found.status == "placed" and found.cell is not None:
+                opened = open_inside(event.tiles_folder, [event.tile_path(found).name])
+        if opened is None:
+            raise WebError(404, "this photo is not on the wall")
+        return FileAnswer(opened[1], "image/jpeg")
+
+    async def target(request: Request) -> Response:
+        return Response(await _call(live.target_jpeg), media_type="image/jpeg")
+
+    async def wall_picture(request: Request) -> Response:
+        width = _number(request.query_params.get("width"), "width", 1024, *WALL_WIDTHS)
+        return Response(await _call(live.wall_jpeg, int(width)), media_type="image/jpeg")
+
+    async def qr(request: Request) -> Response:
+        host = request.headers.get("host", "")
+        return Response(await _call(live.qr, host), media_type="image/svg+xml")
+
+    # -- the host --------------------------------------------------------------------------
+
+    def admin(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        async def checked(request: Request) -> Response:
+            _check_admin(request, event.admin_token)
+            response: Response = await handler(request)
+            return response
+
+        return checked
+
+    async def state(request: Request) -> Response:
+        return JSONResponse(await _call(live.state))
+
+    async def preview(request: Request) -> Response:
+        name = request.path_params["name"]
+        if not name.endswith(".jpg"):
+            raise WebError(404, "there is no such photo")
+        return Response(await _call(live.preview, name[:-4]), media_type="image/jpeg")
+
+    async def decide(request: Request) -> Response:
+        photo_id, action = request.path_params["id"], request.path_params["action"]
+        if action == "approve":
+            return JSONResponse(await _call(event.approve, photo_id))
+        if action == "reject":
+            return JSONResponse(await _call(event.reject, photo_id))
+        raise WebError(404, "nothing is served at this address")
+
+    async def remove(request: Request) -> Response:
+        return JSONResponse(await _call(event.remove, request.path_params["id"]))
+
+    async def pause(request: Request) -> Response:
+        paused = _flag(await _read_json(request), "paused")
+        await _call(event.set_flag, "paused", paused)
+        return JSONResponse(await _call(live.state))
+
+    async def moderation(request: Request) -> Response:
+        on = _flag(await _read_json(request), "on")
+        await _call(event.set_flag, "moderation", on)
+        return JSONResponse(await _call(live.state))
+
+    async def complete(request: Request) -> Response:
+        return JSONResponse(await _call(live.complete, await _read_json(request)))
+
+    stem = Path(event.settings.target_name).stem or "wall"
+
+    async def export(request: Request) -> Response:
+        kind = request.query_params.get("format", "png").lower()
+        if kind not in EXPORTS:
+            raise WebError(400, f"format must be one of {', '.join(EXPORTS)}")
+        path = await _call(export_wall, event, kind)
+        return _download(event.exports_folder, path, f"{stem}-{path.name}")
+
+    def printed(writer: Callable[..., int], what: str) -> Callable[[Request], Any]:
+        async def answer(request: Request) -> Response:
+            paper = request.query_params.get("paper", "a4").lower()
+            if paper not in PAPERS:
+                raise WebError(400, f"paper must be {' or '.join(PAPERS)}")
+            tile_cm = _number(request.query_params.get("tile_cm"), "tile_cm", 5.0, 1.0, 30.0)
+            path = event.exports_folder / f"{what}-{paper}-{tile_cm:g}cm.pdf"
+            await _call(writer, event, path, paper, tile_cm)
+            return _download(event.exports_folder, path, f"{stem}-{path.name}")
+
+        return answer
+
+    read = ["GET"]
+    return [
+        *(Route(route, page(name), methods=read) for route, name in PAGES.items()),
+        Route("/assets/{route:path}", assets, methods=read),
+        Route("/api/info", info, methods=read),
+        Route("/api/photos", upload, methods=["POST"]),
+        Route("/api/photos/{id}", photo, methods=read),
+        Route("/api/wall", wall, methods=read),
+        Route("/api/events", events, methods=read),
+        Route("/api/tiles/{name}", tile, methods=read),
+        Route("/api/target.jpg", target, methods=read),
+        Route("/api/wall.jpg", wall_picture, methods=read),
+        Route("/api/qr.svg", qr, methods=read),
+        Route("/api/admin/state", admin(state), methods=read),
+        Route("/api/admin/photos/{name}", admin(preview), methods=read),
+        Route("/api/admin/photos/{id}/{action}", admin(decide), methods=["POST"]),
+        Route("/api/admin/photos/{id}", admin(remove), methods=["DELETE"]),
+        Route("/api/admin/pause", admin(pause), methods=["POST"]),
+        Route("/api/admin/moderation", admin(moderation), methods=["POST"]),
+        Route("/api/admin/complete", admin(complete), methods=["POST"]),
+        Route("/api/admin/export", admin(export), methods=read),
+        Route("/api/admin/sheets.pdf", admin(printed(write_sheets, "sheets")), methods=read),
+        Route("/api/admin/underlay.pdf", admin(printed(write_underlay, "underlay")),
+              methods=read),
+    ]
+
+
+def _too_many(wait: float) -> WebError:
+    seconds = 60 if math.isinf(wait) else max(1, math.ceil(wait))
+    return WebError(429, "too many photos from this device at once; wait a little and send "
+                         "them again", {"Retry-After": str(seconds)})
+
+
+def _number(text: str | None, name: str, default: float, low: float, high: float) -> float:
+    if text is None or text == "":
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise WebError(400, f"{name} must be a number") from None
+    if not (low <= value <= high):
+        raise WebError(400, f"{name} must be from {low:g} to {high:g}")
+    return value
+
+
+def _guest_answer(answer: dict[str, Any]) -> dict[str, Any]:
+    """The upload's answer: ``{"id", "row", "col"}`` when placed, else the status."""
+    if answer["status"] == "placed":
+        return {"id": answer["id"], "row": answer["row"], "col": answer["col"]}
+    return {key: value for key, value in answer.items() if key not in ("row", "col")}
+
+
+def _download(folder: Path, path: Path, name: str) -> Response:
+    opened = open_inside(folder, [path.name])
+    if opened is None:
+        raise WebError(500, "the file just written cannot be read back")
+    return FileAnswer(opened[1], content_type(path.name), download=name)
+
+
+class _BearerScripts:
+    """Lets a request with the right admin bearer token pass the guard without a page token.
+
+    The guard asks state-changing requests for the pages' token; a script
+    that has the admin token has no page. A browser never sends an
+    ``Authorization`` header on another site's behalf (it needs a CORS
+    approval this server never gives), so that header proves as much as
+    the token; the guard still checks ``Host`` and ``Origin``.
+    """
+
+    def __init__(self, app: Guard, admin_token: str, page_token: str) -> None:
+        self.app = app
+        self._admin = admin_token.encode()
+        self._page = page_token.encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = scope.get("headers", [])
+            given = [value for key, value in headers if key == b"authorization"]
+            has_token = any(key == TOKEN_HEADER.encode() for key, _ in headers)
+            if not has_token and len(given) == 1:
+                scheme, _, value = given[0].strip().partition(b" ")
+                if scheme.lower() == b"bearer" and hmac.compare_digest(value.strip(),
+                                                                        self._admin):
+                    scope = dict(scope, headers=[*headers, (TOKEN_HEADER.encode(), self._page)])
+        await self.app(scope, receive, send)
+
+
+def make_live_app(live: Live, *, host: str, port: int) -> Any:
+    """The wall's ASGI app for a server bound to ``host:port``.
+
+    Its shutdown stops the planner and closes the event.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        yield
+        live.begin_stop()
+        await anyio.to_thread.run_sync(live.close)
+
+    guard = make_app(_routes(live), host=host, port=port, name="live",
+                     token=live.event.page_token, methods=("GET", "HEAD", "POST", "DELETE"),
+                     max_body=MAX_BODY, lifespan=lifespan)
+    return _BearerScripts(guard, live.event.admin_token, live.event.page_token)
+
+
+def _lan_address() -> str | None:
+    """This machine's address on its local network, as guests' phones would reach it."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        # Connecting a UDP socket sends nothing; it only picks the outgoing interface.
+        probe.connect(("192.0.2.1", 9))
+        address = probe.getsockname()[0]
+        if not ipaddress.ip_address(address).is_loopback:
+            return str(address)
+    return None
+
+
+def _shown_host(host: str) -> str:
+    name = host.strip("[]")
+    if name in ("0.0.0.0", "", "::"):
+        return _lan_address() or "127.0.0.1"
+    return f"[{name}]" if ":" in name else name
+
+
+def serve_live(
+    event_folder: str | os.PathLike[str],
+    *,
+    target: str | os.PathLike[str] | None = None,
+    grid: tuple[int, int] | None = None,
+    settings: dict[str, Any] | None = None,
+    final: bool | None = None,
+    moderation: bool | None = None,
+    expected: int | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    rate: float = DEFAULT_RATE,
+    guest_url: str | None = None,
+    fallback: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    announce: Callable[[str], object] = print,
+) -> None:
+    """Serve the wall until interrupted (``mosaicist live``).
+
+    Opens (or resumes) the event in ``event_folder`` (see
+    :meth:`mosaicist.live.Event.open` for ``target``, ``grid``, ``settings``,
+    ``final``, ``moderation`` and ``expected``), serves it on ``host:port``,
+    and announces the guests', display and host links (the host's with its
+    admin token) through ``announce``. ``rate`` is photos per minute per
+    client (0: no limit); ``guest_url`` the link phones reach the server by
+    (the QR code); ``fallback`` a tile source to complete empty cells from.
+
+    Raises
+    ------
+    MosaicistError
+        When the address cannot be listened on, or the event cannot be
+        opened (see :meth:`mosaicist.live.Event.open`).
+    """
+    listener = bind(host, port)
+    try:
+        event = Event.open(event_folder, target=target, grid=grid, settings=settings,
+                           final=final, expected=expected, moderation=moderation)
+    except BaseException:
+        listener.close()
+        raise
+    bound = listener.getsockname()[1]
+    base = f"http://{_shown_host(host)}:{bound}"
+    if guest_url is None and host.strip("[]") in ("0.0.0.0", "", "::"):
+        guest_url = f"{base}/"
+    try:
+        live = Live(event, rate=rate, guest_url=guest_url, fallback=fallback,
+                    cache_dir=cache_dir)
+    except BaseException:
+        event.close()
+        listener.close()
+        raise
+    server = WebServer(make_live_app(live, host=host, port=bound), listener,
+                       on_stop=live.begin_stop)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
+    try:
+        server.start()
+        event.start()
+        counts = event.counts()
+        announce(f"mosaicist live: event {event.folder} ({event.settings.cols}x"
+                 f"{event.settings.rows} cells, {counts['placed']} placed, "
+                 f"{counts['pending'] + counts['overflow']} waiting"
+                 f"{', final' if event.final else ''})")
+        announce(f"mosaicist live: guests: {guest_url or base + '/'}")
+        announce(f"mosaicist live: display: {base}/display")
+        announce(f"mosaicist live: admin: {base}/admin#token={event.admin_token}")
+        announce(f"mosaicist live: admin token: {event.admin_token} (press Ctrl+C to stop)")
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        live.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(number: int, frame: Any) -> None:
+    """SIGTERM stops the wall as Ctrl+C does."""
+    raise KeyboardInterrupt
+

@@ -1,0 +1,1285 @@
+"""One event's wall: its folder, its state in SQLite, its photos, and what changes them.
+
+An event lives in one folder (``--event DIR``)::
+
+    DIR/event.sqlite    the state: settings, tokens, flags, every photo and its cell (WAL)
+    DIR/event.lock      held while a server runs on the folder (one at a time)
+    DIR/target.png      the target cut to the wall's shape, at the tiles' size
+    DIR/photos/ID.jpg   each photo as received: upright, at most 2048 px, no metadata
+    DIR/tiles/ID-CELL.jpg  each placed photo's tile as shown: cut, sized, tinted for its cell
+    DIR/exports/        the exported walls and print sheets
+
+**Nothing acknowledged is lost.** A photo is checked and decoded first
+(:func:`mosaicist.studio._uploads.decode_upload`: size, type by content,
+pixel limit, whole decode), stored under a generated name and flushed to
+disk (file and folder), and only then recorded, with its cell, in one
+SQLite transaction (``synchronous=FULL``); the guest's answer is sent after
+that commit. Whatever is on disk without a committed row (a crash in
+between) was never acknowledged and is removed at the next start; a placed
+photo whose tile file is missing gets it drawn again. Starting again on the
+same folder therefore resumes exactly: the same photos in the same cells,
+the same wall version, the same tokens.
+
+**Changes** (a photo placed, moved, removed) happen under one lock, in the
+order their wall versions say, and each is announced to the listeners
+(:meth:`Event.listen`: the server's event stream) after its commit. The
+placement rule is :mod:`._placer`'s; a background thread recomputes its
+prices and, unless the wall is ``final``, re-optimises the arrangement when
+uploads pause (see :class:`Planner`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import os
+import secrets
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..aspect import height_for
+from ..crop import Window
+from ..errors import MosaicistError, OptionError
+from ..imaging import make_tile, read_target, thumbnail
+from ..options import MosaicOptions
+from ..paths import atomic_path
+from ..render import dress_tiles
+from ..studio._uploads import ACCEPTED_FORMATS, decode_upload, display_name
+from ._placer import Placer, Vectors, WallCosts, picture_vectors, tint_shift
+
+try:  # HEIC photos from iPhones (the live extra)
+    import pillow_heif as _heif
+except ImportError:  # pragma: no cover - without the extra, HEIC is refused as unknown
+    HEIF_FORMATS: tuple[str, ...] = ()
+else:
+    _heif.register_heif_opener()
+    HEIF_FORMATS = ("HEIF",)
+
+#: Version of the folder's layout and schema.
+SCHEMA_VERSION = 1
+#: Photo formats accepted, by content.
+PHOTO_FORMATS = ACCEPTED_FORMATS + HEIF_FORMATS
+#: Largest photo file accepted, in bytes (a 48-megapixel phone photo is 10 to 25 MB).
+MAX_PHOTO_BYTES = 40 * 2**20
+#: Most pixels a photo may declare (phones take up to 48 megapixels; bombs are refused
+#: from the header).
+MAX_PHOTO_PIXELS = 50_000_000
+#: Smallest side of a photo, in pixels.
+MIN_PHOTO_SIDE = 16
+#: Longest side of a photo as stored (enough for a 17 cm print at 300 dpi).
+STORED_SIDE = 2048
+#: JPEG quality of stored photos and of shown tiles.
+STORED_QUALITY = 90
+#: Side of a tile in the wall picture kept for ``wall.jpg`` (the guest's zoom).
+WALL_TILE_PX = 32
+#: How much of the target shows in an empty cell of a picture of the wall (the rest white).
+EMPTY_CELL_OPACITY = 0.3
+#: Seconds without a change before a re-optimisation (not in final mode).
+QUIET_SECONDS = 1.0
+#: Completion by repetition keeps a photo's repeats this far (Chebyshev cells) from its place
+#: and from each other.
+REPEAT_SPACING = 3
+#: Candidate photos per empty cell when completing.
+COMPLETION_CANDIDATES = 32
+#: Settings of a new wall where the command's defaults do not suit an event: tiles large
+#: enough for the display and exports, photos compared at 16 px (the detail that shows
+#: from across a room), and a tint that makes the target read while guests still find
+#: their own photo's colours.
+LIVE_DEFAULTS: dict[str, Any] = {"tile_px": 64, "match_px": 16, "tint": 0.6}
+#: The settings that make a wall's look; a resumed event keeps them.
+WALL_SETTINGS = ("tile_px", "match_px", "aspect", "crop", "metric", "tint")
+#: Largest grid side, and most cells.
+MAX_GRID_SIDE = 1000
+MAX_CELLS = 40_000
+#: Statuses of a photo.
+STATUSES = ("pending", "placed", "overflow", "rejected", "removed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS photos (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL UNIQUE,
+    received REAL NOT NULL,
+    origin TEXT NOT NULL,
+    source TEXT,
+    status TEXT NOT NULL,
+    cell INTEGER,
+    win_left INTEGER NOT NULL, win_top INTEGER NOT NULL,
+    win_width INTEGER NOT NULL, win_height INTEGER NOT NULL,
+    pixels BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS photos_cell ON photos(cell) WHERE cell IS NOT NULL;
+"""
+
+
+class NotFound(MosaicistError):
+    """No such photo (or not one this request may see)."""
+
+
+class Conflict(MosaicistError):
+    """The request does not fit the wall's state (a photo already decided, a full wall...)."""
+
+
+class Paused(MosaicistError):
+    """Uploads are paused by the host."""
+
+
+@dataclass(frozen=True)
+class WallSettings:
+    """What an event was made with; fixed for its whole life.
+
+    Attributes
+    ----------
+    cols, rows : int
+        The wall's grid.
+    options : MosaicOptions
+        ``tile_px``, ``match_px``, ``aspect``, ``crop``, ``metric``, ``tint``
+        and the output settings.
+    target_name : str
+        The target's file name (display only).
+    target_digest : str
+        BLAKE2b of the target file's bytes: the same target is asked for on resuming.
+    """
+
+    cols: int
+    rows: int
+    options: MosaicOptions
+    target_name: str
+    target_digest: str
+
+    @property
+    def cells(self) -> int:
+        """Cells of the wall."""
+        return self.cols * self.rows
+
+    @property
+    def tile_size(self) -> tuple[int, int]:
+        """``(width, height)`` of a shown tile."""
+        return self.options.tile_px, self.options.tile_height
+
+    @property
+    def match_size(self) -> tuple[int, int]:
+        """``(width, height)`` of a photo as compared."""
+        assert self.options.match_px is not None
+        return self.options.match_px, self.options.match_height
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cols": self.cols, "rows": self.rows, "settings": self.options.to_json(),
+                "target_name": self.target_name, "target_digest": self.target_digest}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WallSettings:
+        return cls(int(data["cols"]), int(data["rows"]), MosaicOptions.from_json(data["settings"]),
+                   str(data["target_name"]), str(data["target_digest"]))
+
+
+@dataclass
+class Photo:
+    """One photo of the event, as the server keeps it in memory (mirrors its row)."""
+
+    id: str
+    number: int
+    seq: int
+    received: float
+    origin: str
+    source: str | None
+    status: str
+    cell: int | None
+    window: Window
+
+    @property
+    def picture_id(self) -> str:
+        """Whose stored picture it shows (a repeat shows its source's)."""
+        return self.source if self.origin == "repeat" and self.source else self.id
+
+
+@dataclass
+class Prepared:
+    """An upload checked, decoded, cut and stored, not yet recorded."""
+
+    id: str
+    path: Path
+    window: Window
+    match: np.ndarray
+    tile: np.ndarray
+    vectors: Vectors = field(repr=False)
+
+
+def fade(pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` shown at :data:`EMPTY_CELL_OPACITY` over white (in 8-bit integers)."""
+    weight = round(EMPTY_CELL_OPACITY * 256)
+    return ((pixels.astype(np.uint16) * weight + 255 * (256 - weight) + 128) >> 8).astype(
+        np.uint8)
+
+
+def parse_grid(text: str) -> tuple[int, int]:
+    """``"COLSxROWS"`` as ``(cols, rows)``.
+
+    Raises
+    ------
+    MosaicistError
+        When it is not two whole numbers, a side is out of 1 to
+        :data:`MAX_GRID_SIDE`, or the cells are more than :data:`MAX_CELLS`.
+    """
+    parts = text.lower().replace(" ", "").split("x")
+    if len(parts) != 2 or not all(part.isdigit() for part in parts):
+        raise MosaicistError(f"the grid must be COLSxROWS, such as 40x30; got {text!r} (--grid)")
+    cols, rows = int(parts[0]), int(parts[1])
+    if not (1 <= cols <= MAX_GRID_SIDE and 1 <= rows <= MAX_GRID_SIDE):
+        raise MosaicistError(f"a grid side must be 1 to {MAX_GRID_SIDE} cells, got {text} "
+                             "(--grid)")
+    if cols * rows > MAX_CELLS:
+        raise MosaicistError(f"a {text} grid has {cols * rows:,} cells, more than the "
+                             f"{MAX_CELLS:,} a live wall takes (--grid)")
+    return cols, rows
+
+
+def new_id() -> str:
+    """A photo id: 128 random bits as hex (unguessable; file names are made from it)."""
+    return secrets.token_hex(16)
+
+
+def is_photo_id(value: str) -> bool:
+    """Whether ``value`` has the form of a photo id (so it may name a file)."""
+    return len(value) == 32 and all(char in "0123456789abcdef" for char in value)
+
+
+def _fsync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _save_jpeg(pixels: np.ndarray, path: Path, quality: int, *, durable: bool = False) -> None:
+    """Write ``pixels`` as a new JPEG (no metadata at all) under ``path``, atomically."""
+    with atomic_path(path, durable=durable) as temporary:
+        Image.fromarray(np.ascontiguousarray(pixels), "RGB").save(
+            temporary, "JPEG", quality=quality)
+
+
+def _read_rgb(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        image.load()
+        return image.convert("RGB")
+
+
+def _lock_folder(folder: Path) -> int:
+    descriptor = os.open(folder / "event.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        raise MosaicistError(f"{folder}: another 'mosaicist live' runs on this event folder; "
+                             "stop it first") from None
+    return descriptor
+
+
+def cut_target(path: Path, cols: int, rows: int, options: MosaicOptions) -> np.ndarray:
+    """The target centre-cut to the wall's shape and resized to ``cols x rows`` tiles."""
+    pixels = read_target(path, options.max_target_pixels)
+    tile_w, tile_h = options.tile_px, options.tile_height
+    height, width = pixels.shape[:2]
+    # The largest centred window of the wall's shape (cols * tile_w : rows * tile_h).
+    scale = min(width / (cols * tile_w), height / (rows * tile_h))
+    crop_w, crop_h = cols * tile_w * scale, rows * tile_h * scale
+    left, top = (width - crop_w) / 2, (height - crop_h) / 2
+    image = Image.fromarray(pixels, "RGB")
+    wall = image.resize((cols * tile_w, rows * tile_h), Image.Resampling.LANCZOS,
+                        box=(left, top, left + crop_w, top + crop_h), reducing_gap=3.0)
+    return np.asarray(wall, np.uint8)
+
+
+def _cells_of(picture: np.ndarray, cols: int, rows: int, width: int, height: int) -> np.ndarray:
+    """A wall-shaped picture resized to ``width x height`` per cell, as ``(N, h, w, 3)`` cells."""
+    image = Image.fromarray(picture, "RGB").resize((cols * width, rows * height),
+                                                   Image.Resampling.LANCZOS, reducing_gap=3.0)
+    array = np.asarray(image, np.uint8)
+    return np.ascontiguousarray(
+        array.reshape(rows, height, cols, width, 3).transpose(0, 2, 1, 3, 4)
+        .reshape(rows * cols, height, width, 3))
+
+
+class Event:
+    """The wall of one event: open it with :meth:`open`, close it with :meth:`close`.
+
+    Attributes
+    ----------
+    folder : pathlib.Path
+        The event folder.
+    settings : WallSettings
+        Grid, target and settings.
+    final : bool
+        Placed photos never move.
+    admin_token, page_token : str
+        The host's secret (admin routes) and the pages' token (state-changing requests).
+    """
+
+    def __init__(self, folder: Path, settings: WallSettings, meta: dict[str, str],
+                 lock_descriptor: int, connection: sqlite3.Connection, *, final: bool,
+                 expected: int | None) -> None:
+        self.folder = folder
+        self.settings = settings
+        self.final = final
+        self._lock_descriptor = lock_descriptor
+        self._db = connection
+        self.admin_token = meta["admin_token"]
+        self.page_token = meta["page_token"]
+        self.version = int(meta.get("version", "0"))
+        self.paused = meta.get("paused") == "1"
+        self.moderation = meta.get("moderation") == "1"
+        self.created = float(meta.get("created", "0"))
+        self.lock = threading.RLock()
+        self.export_lock = threading.Lock()
+        self.photos: dict[str, Photo] = {}
+        self._by_number: dict[int, Photo] = {}
+        self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self._seq = 0
+        self.changed = threading.Condition(self.lock)
+        self.changes = 0
+        self.last_change = time.monotonic()
+        self.photos_folder = folder / "photos"
+        self.tiles_folder = folder / "tiles"
+        self.exports_folder = folder / "exports"
+        for made in (self.photos_folder, self.tiles_folder, self.exports_folder):
+            made.mkdir(exist_ok=True)
+        options = settings.options
+        self.target = np.asarray(Image.open(folder / "target.png").convert("RGB"), np.uint8)
+        match_w, match_h = settings.match_size
+        cells = _cells_of(self.target, settings.cols, settings.rows, match_w, match_h)
+        self.cell_vectors = picture_vectors(cells, options.metric)
+        self.wall_costs = WallCosts(self.cell_vectors, options.tint)
+        self.placer = Placer(self.wall_costs, final=final, expected=expected)
+        wall_w = min(WALL_TILE_PX, options.tile_px)
+        wall_h = height_for(wall_w, options.aspect_ratio)
+        self.wall_tile = (wall_w, wall_h)
+        small = Image.fromarray(self.target).resize(
+            (settings.cols * wall_w, settings.rows * wall_h), Image.Resampling.BOX)
+        self.wall_picture = fade(np.asarray(small, np.uint8))
+        self._load()
+        self.planner = Planner(self)
+
+    # -- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike[str], *, target: str | os.PathLike[str] | None = None,
+             grid: tuple[int, int] | None = None, settings: dict[str, Any] | None = None,
+             final: bool | None = None, expected: int | None = None,
+             moderation: bool | None = None) -> Event:
+        """Open the event in ``folder``, making it when new; resume it when not.
+
+        Parameters
+        ----------
+        folder : path-like
+            The event folder (made when missing).
+        target : path-like, optional
+            The target picture: required for a new event; on resuming, when
+            given, it must be the one the event was made with.
+        grid : (cols, rows), optional
+            Required for a new event; on resuming, when given, must match.
+        settings : dict, optional
+            Settings given (:class:`~mosaicist.options.MosaicOptions` names):
+            for a new event over :data:`LIVE_DEFAULTS`; on resuming, the
+            wall's look (:data:`WALL_SETTINGS`) must stay as it was, and
+            output settings replace the stored ones.
+        final : bool, optional
+            Never move placed photos (default: as stored, else False).
+        expected : int, optional
+            Photos expected in all, the placement's forecast horizon.
+        moderation : bool, optional
+            Turn moderation on or off (default: as stored, else off).
+
+        Raises
+        ------
+        MosaicistError
+            When the folder is in use, is not an event folder, or the target,
+            grid or settings given differ from the event's.
+        """
+        if settings:
+            MosaicOptions(**(LIVE_DEFAULTS | settings))  # a bad value fails before any file
+        folder = Path(folder).expanduser()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise MosaicistError(f"{folder}: cannot make the event folder "
+                                 f"({error.strerror or error})") from None
+        folder = folder.resolve()
+        descriptor = _lock_folder(folder)
+        try:
+            connection = sqlite3.connect(folder / "event.sqlite", isolation_level=None,
+                                         check_same_thread=False, timeout=30)
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=FULL")
+                connection.executescript(_SCHEMA)
+                meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
+                given = dict(settings or {})
+                if "settings" in meta:
+                    wall = _resumed(folder, meta, target, grid, given)
+                    changes: dict[str, str] = {}
+                    if json.dumps(wall.to_json()) != meta["settings"]:
+                        changes["settings"] = json.dumps(wall.to_json())
+                else:
+                    wall = _made(folder, target, grid, MosaicOptions(**(LIVE_DEFAULTS | given)))
+                    meta = {"schema": str(SCHEMA_VERSION), "settings": "",
+                            "admin_token": secrets.token_urlsafe(24),
+                            "page_token": secrets.token_urlsafe(32), "version": "0",
+                            "paused": "0", "moderation": "0", "final": "0",
+                            "created": repr(time.time())}
+                    changes = dict(meta, settings=json.dumps(wall.to_json()))
+                if final is not None:
+                    changes["final"] = "1" if final else "0"
+                if moderation is not None:
+                    changes["moderation"] = "1" if moderation else "0"
+                if expected is not None:
+                    changes["expected"] = str(expected)
+                if changes:
+                    with _transaction(connection):
+                        connection.executemany(
+                            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                            list(changes.items()))
+                    meta.update(changes)
+                stored_expected = meta.get("expected")
+                return cls(folder, wall, meta, descriptor, connection,
+                           final=meta.get("final") == "1",
+                           expected=int(stored_expected) if stored_expected else None)
+            except BaseException:
+                connection.close()
+                raise
+        except sqlite3.DatabaseError as error:
+            os.close(descriptor)
+            raise MosaicistError(f"{folder}: the event's state cannot be read ({error})") from None
+        except BaseException:
+            os.close(descriptor)
+            raise
+
+    def _load(self) -> None:
+        """Read every photo back, put the placed ones on the wall, tidy the folders."""
+        rows = self._db.execute(
+            "SELECT id, seq, received, origin, source, status, cell, win_left, win_top, "
+            "win_width, win_height, pixels FROM photos ORDER BY seq").fetchall()
+        match_w, match_h = self.settings.match_size
+        for (photo_id, seq, received, origin, source, status, cell, left, top, width, height,
+             pixels) in rows:
+            vectors = picture_vectors(
+                np.frombuffer(pixels, np.uint8).reshape(1, match_h, match_w, 3),
+                self.settings.options.metric)
+            number = self.placer.add(vectors, movable=origin == "guest",
+                                     sample=origin == "guest" and status != "removed"
+                                     and status != "rejected")
+            photo = Photo(photo_id, number, seq, received, origin, source, status, cell,
+                          Window(left, top, width, height))
+            self.photos[photo_id] = photo
+            self._by_number[photo.number] = photo
+            self._seq = max(self._seq, seq)
+            if status == "placed" and cell is not None:
+                self.placer.put(number, cell)
+        kept_pictures = {photo.id for photo in self.photos.values()
+                         if photo.status in ("pending", "placed", "overflow")
+                         and photo.origin != "repeat"}
+        for path in self.photos_folder.iterdir():
+            if path.stem not in kept_pictures or path.name.startswith("."):
+                path.unlink(missing_ok=True)
+        placed = {self._tile_name(photo) for photo in self.photos.values()
+                  if photo.status == "placed"}
+        present = set()
+        for path in self.tiles_folder.iterdir():
+            if path.name in placed:
+                present.add(path.name)
+            else:
+                path.unlink(missing_ok=True)
+        for photo in self.photos.values():
+            if photo.status != "placed":
+                continue
+            if self._tile_name(photo) not in present:
+                self._write_tile(photo, self._untinted(photo))
+            self._paste(photo)
+
+    # -- lifetime ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background planner (prices, re-optimisation)."""
+        self.planner.start()
+
+    def close(self) -> None:
+        """Stop the planner, close the database, release the folder (safe to call twice)."""
+        self.planner.stop()
+        with self.lock:
+            if self._lock_descriptor < 0:
+                return
+            self._db.close()
+            os.close(self._lock_descriptor)
+            self._lock_descriptor = -1
+
+    def listen(self, listener: Callable[[str, dict[str, Any]], None]) -> None:
+        """Call ``listener(kind, data)`` after each change (under the event's lock)."""
+        self._listeners.append(listener)
+
+    def _announce(self, kind: str, data: dict[str, Any]) -> None:
+        for listener in self._listeners:
+            listener(kind, data)
+
+    # -- pictures ------------------------------------------------------------------------
+
+    def empty_cell(self, cell: int) -> np.ndarray:
+        """What an empty cell shows at the tiles' size: its part of the target, faded."""
+        tile_w, tile_h = self.settings.tile_size
+        row, col = divmod(cell, self.settings.cols)
+        return fade(self.target[row * tile_h:(row + 1) * tile_h, col * tile_w:(col + 1) * tile_w])
+
+    def _tile_name(self, photo: Photo) -> str:
+        return f"{photo.id}-{photo.cell}.jpg"
+
+    def tile_path(self, photo: Photo) -> Path:
+        """The file of a placed photo's tile as shown."""
+        return self.tiles_folder / self._tile_name(photo)
+
+    def picture_path(self, photo: Photo) -> Path:
+        """The stored picture a photo shows."""
+        return self.photos_folder / f"{photo.picture_id}.jpg"
+
+    def _untinted(self, photo: Photo) -> np.ndarray:
+        """A photo's tile at the shown size, before its tint."""
+        picture = _read_rgb(self.picture_path(photo))
+        return thumbnail(picture, self.settings.options.tile_px,
+                         self.settings.options.aspect_ratio, photo.window)
+
+    def shift(self, photo: Photo, cell: int) -> np.ndarray:
+        """The tint shift of ``photo`` in ``cell`` (see :func:`._placer.tint_shift`)."""
+        options = self.settings.options
+        return tint_shift(self.placer.vectors([photo.number]).mean[0],
+                          self.cell_vectors.mean[cell], options.tint, options.metric)
+
+    def tinted(self, photo: Photo, cell: int, pixels: np.ndarray) -> np.ndarray:
+        """``pixels`` of ``photo`` tinted as it shows in ``cell``."""
+        return dress_tiles(pixels[None], tint=self.shift(photo, cell)[None],
+                           metric=self.settings.options.metric)[0]
+
+    def _write_tile(self, photo: Photo, untinted: np.ndarray) -> np.ndarray:
+        assert photo.cell is not None
+        shown = self.tinted(photo, photo.cell, untinted)
+        _save_jpeg(shown, self.tile_path(photo), STORED_QUALITY)
+        return shown
+
+    def _paste(self, photo: Photo, shown: np.ndarray | None = None) -> None:
+        """Draw a placed photo into the wall picture (from its tile file when not given)."""
+        assert photo.cell is not None
+        if shown is None:
+            shown = np.asarray(_read_rgb(self.tile_path(photo)), np.uint8)
+        wall_w, wall_h = self.wall_tile
+        small = np.asarray(Image.fromarray(shown).resize((wall_w, wall_h),
+                                                         Image.Resampling.BOX), np.uint8)
+        row, col = divmod(photo.cell, self.settings.cols)
+        self.wall_picture[row * wall_h:(row + 1) * wall_h, col * wall_w:(col + 1) * wall_w] = small
+
+    def _clear(self, cell: int) -> None:
+        wall_w, wall_h = self.wall_tile
+        tile_w, tile_h = self.settings.tile_size
+        row, col = divmod(cell, self.settings.cols)
+        small = np.asarray(Image.fromarray(self.empty_cell(cell)).resize(
+            (wall_w, wall_h), Image.Resampling.BOX))
+        self.wall_picture[row * wall_h:(row + 1) * wall_h, col * wall_w:(col + 1) * wall_w] = small
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def prepare(self, data: bytes, filename: str) -> Prepared:
+        """Check and decode an upload, cut its tile, and store it durably (no lock, no record).
+
+        Raises
+        ------
+        MosaicistError
+            One sentence naming the file: too large, empty, not a photo of an
+            accepted format, over the pixel limit, truncated, too small.
+        """
+        name = display_name(filename) if filename else "photo"
+        picture, _ = decode_upload(data, name, formats=PHOTO_FORMATS, max_bytes=MAX_PHOTO_BYTES,
+                                   max_pixels=MAX_PHOTO_PIXELS, draft_side=STORED_SIDE,
+                                   accepted_by="the wall")
+        width, height = picture.size
+        if min(width, height) < MIN_PHOTO_SIDE:
+            raise MosaicistError(f"{name}: the photo is {width}x{height} pixels; at least "
+                                 f"{MIN_PHOTO_SIDE} pixels on each side are needed")
+        if max(width, height) > STORED_SIDE:
+            picture.thumbnail((STORED_SIDE, STORED_SIDE), Image.Resampling.LANCZOS,
+                              reducing_gap=3.0)
+        # A new picture from the pixels alone: no EXIF, GPS, ICC profile or comment survives.
+        pixels = np.asarray(picture, np.uint8)
+        clean = Image.fromarray(pixels, "RGB")
+        options = self.settings.options
+        assert options.match_px is not None
+        cut = make_tile(clean, options.match_px, options.aspect_ratio, options.crop)
+        tile = thumbnail(clean, options.tile_px, options.aspect_ratio, cut.window)
+        photo_id = new_id()
+        path = self.photos_folder / f"{photo_id}.jpg"
+        _save_jpeg(pixels, path, STORED_QUALITY, durable=True)
+        _fsync_folder(self.photos_folder)
+        return Prepared(photo_id, path, cut.window, cut.pixels, tile,
+                        picture_vectors(cut.pixels[None], options.metric))
+
+    def discard(self, prepared: Prepared) -> None:
+        """Remove a prepared upload that will not be recorded."""
+        prepared.path.unlink(missing_ok=True)
+
+    def receive(self, prepared: Prepared) -> dict[str, Any]:
+        """Record a prepared upload: placed, pending (moderation) or overflow (full wall).
+
+        Returns the guest's answer (:meth:`answer`), after the commit.
+
+        Raises
+        ------
+        Paused
+            When uploads are paused (the prepared file is removed).
+        """
+        with self.lock:
+            if self.paused:
+                self.discard(prepared)
+                raise Paused("uploads are paused by the host; try again in a moment")
+            self._seq += 1
+            number = self.placer.add(prepared.vectors)
+            photo = Photo(prepared.id, number, self._seq, time.time(), "guest", None, "pending",
+                          None, prepared.window)
+            shown = None
+            if not self.moderation:
+                cell = self.placer.choose(number)
+                if cell >= 0:
+                    photo.status, photo.cell = "placed", cell
+                    shown = self._write_tile(photo, prepared.tile)
+                else:
+                    photo.status = "overflow"
+            try:
+                with _transaction(self._db):
+                    self._insert(photo, prepared.match)
+                    if photo.status == "placed":
+                        self._bump()
+            except BaseException:
+                self.placer.forget(number)
+                self._seq -= 1
+                if photo.cell is not None:
+                    self.tile_path(photo).unlink(missing_ok=True)
+                self.discard(prepared)
+                raise
+            self.photos[photo.id] = photo
+            self._by_number[photo.number] = photo
+            if photo.status == "placed":
+                assert photo.cell is not None
+                self.placer.put(number, photo.cell)
+                self._paste(photo, shown)
+                self._placed(photo)
+            self._touch()
+            return self.answer(photo)
+
+    def _insert(self, photo: Photo, match: np.ndarray) -> None:
+        window = photo.window
+        self._db.execute(
+            "INSERT INTO photos (id, seq, received, origin, source, status, cell, win_left, "
+            "win_top, win_width, win_height, pixels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (photo.id, photo.seq, photo.received, photo.origin, photo.source, photo.status,
+             photo.cell, int(window.left), int(window.top), int(window.width),
+             int(window.height), np.ascontiguousarray(match, np.uint8).tobytes()))
+
+    def _bump(self, by: int = 1) -> None:
+        """Advance the wall's version in the open transaction (committed with the change)."""
+        self.version += by
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('version', ?)",
+                         (str(self.version),))
+
+    def _placed(self, photo: Photo) -> None:
+        assert photo.cell is not None
+        row, col = divmod(photo.cell, self.settings.cols)
+        self._announce("tile", {"id": photo.id, "row": row, "col": col, "version": self.version})
+
+    def _touch(self) -> None:
+        self.changes += 1
+        self.last_change = time.monotonic()
+        self.changed.notify_all()
+
+    # -- what guests see -----------------------------------------------------------------
+
+    def answer(self, photo: Photo) -> dict[str, Any]:
+        """A photo as its guest sees it: ``{"id", "status", "row", "col"}`` (+ ``reason``)."""
+        if photo.status == "placed" and photo.cell is not None:
+            row, col = divmod(photo.cell, self.settings.cols)
+            return {"id": photo.id, "status": "placed", "row": row, "col": col}
+        answer: dict[str, Any] = {"id": photo.id, "status": photo.status, "row": None,
+                                  "col": None}
+        if photo.status in ("pending", "overflow"):
+            answer["status"] = "pending"
+            answer["reason"] = "moderation" if photo.status == "pending" else "full"
+        return answer
+
+    def photo(self, photo_id: str) -> Photo:
+        """The photo ``photo_id``; :class:`NotFound` when there is none."""
+        photo = self.photos.get(photo_id) if is_photo_id(photo_id) else None
+        if photo is None:
+            raise NotFound("there is no photo with that id")
+        return photo
+
+    def wall(self) -> dict[str, Any]:
+        """``{"grid", "tiles", "version"}``: every placed photo, in cell order."""
+        with self.lock:
+            cols = self.settings.cols
+            tiles = [{"id": photo.id, "row": photo.cell // cols, "col": photo.cell % cols}
+                     for photo in sorted((p for p in self.photos.values()
+                                          if p.status == "placed" and p.cell is not None),
+                                         key=lambda p: p.cell or 0)
+                     if photo.cell is not None]
+            return {"grid": {"cols": cols, "rows": self.settings.rows}, "tiles": tiles,
+                    "version": self.version}
+
+    def wall_jpeg(self, width: int, quality: int = 85) -> bytes:
+        """The wall now, ``width`` pixels wide at most, as JPEG."""
+        with self.lock:
+            picture = self.wall_picture.copy()
+        image = Image.fromarray(picture)
+        if width < image.width:
+            height = max(1, round(image.height * width / image.width))
+            image = image.resize((width, height), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=quality)
+        return buffer.getvalue()
+
+    def target_jpeg(self, width: int = 2048, quality: int = 85) -> bytes:
+        """The target as cut for the wall, at most ``width`` pixels wide, as JPEG."""
+        image = Image.fromarray(self.target)
+        if width < image.width:
+            height = max(1, round(image.height * width / image.width))
+            image = image.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=quality)
+        return buffer.getvalue()
+
+    # -- the host's changes --------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Photos by status and origin, and the wall's cells and empty cells."""
+        with self.lock:
+            counts = dict.fromkeys(STATUSES, 0)
+            received = fills = 0
+            for photo in self.photos.values():
+                counts[photo.status] += 1
+                if photo.origin == "guest":
+                    received += 1
+                elif photo.status == "placed":
+                    fills += 1
+            cells = self.settings.cells
+            return {"received": received, **counts, "fills": fills, "cells": cells,
+                    "empty": cells - counts["placed"]}
+
+    def listing(self, status: str) -> list[dict[str, Any]]:
+        """The photos of one status, oldest first: ``{"id", "received"}``."""
+        with self.lock:
+            return [{"id": photo.id, "received": photo.received}
+                    for photo in sorted(self.photos.values(), key=lambda p: p.seq)
+                    if photo.status == status]
+
+    def set_flag(self, name: str, value: bool) -> None:
+        """Set ``paused`` or ``moderation``, durably."""
+        with self.lock:
+            with _transaction(self._db):
+                self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                                 (name, "1" if value else "0"))
+            setattr(self, name, value)
+            self._announce("state", {"paused": self.paused, "moderation": self.moderation,
+                                     "version": self.version})
+
+    def approve(self, photo_id: str) -> dict[str, Any]:
+        """Put a photo awaiting moderation on the wall (or in the overflow when full)."""
+        with self.lock:
+            photo = self.photo(photo_id)
+            if photo.status != "pending":
+                raise Conflict(f"this photo is {photo.status}; only a photo awaiting "
+                               "moderation can be approved")
+            self._put_on_wall(photo, "overflow")
+            return self.answer(photo)
+
+    def _put_on_wall(self, photo: Photo, otherwise: str) -> None:
+        """Place ``photo`` by the rule, or give it the status ``otherwise`` when full."""
+        cell = self.placer.choose(photo.number)
+        shown = None
+        if cell >= 0:
+            photo.cell = cell
+            shown = self._write_tile(photo, self._untinted(photo))
+        try:
+            with _transaction(self._db):
+                self._db.execute("UPDATE photos SET status = ?, cell = ? WHERE id = ?",
+                                 ("placed" if cell >= 0 else otherwise,
+                                  cell if cell >= 0 else None, photo.id))
+                if cell >= 0:
+                    self._bump()
+        except BaseException:
+            if cell >= 0:
+                self.tile_path(photo).unlink(missing_ok=True)
+            photo.cell = None
+            raise
+        if cell >= 0:
+            photo.status = "placed"
+            self.placer.put(photo.number, cell)
+            self._paste(photo, shown)
+            self._placed(photo)
+        else:
+            photo.status = otherwise
+        self._touch()
+
+    def reject(self, photo_id: str) -> dict[str, Any]:
+        """Refuse a photo awaiting moderation: it is deleted and never shown."""
+        with self.lock:
+            photo = self.photo(photo_id)
+            if photo.status != "pending":
+                raise Conflict(f"this photo is {photo.status}; only a photo awaiting "
+                               "moderation can be rejected")
+            self._drop(photo, "rejected")
+            return self.answer(photo)
+
+    def remove(self, photo_id: str) -> dict[str, Any]:
+        """Take a photo away for good (its file deleted; its cell, if any, frees up).
+
+        Its repeats go with it; the oldest photo of the overflow takes a freed cell.
+        """
+        with self.lock:
+            photo = self.photo(photo_id)
+            if photo.status in ("rejected", "removed"):
+                raise Conflict(f"this photo was {photo.status} already")
+            repeats = [other for other in self.photos.values()
+                       if other.origin == "repeat" and other.source == photo.id
+                       and other.status == "placed"]
+            for gone in [photo, *repeats]:
+                self._drop(gone, "removed")
+            self._refill()
+            return self.answer(photo)
+
+    def _drop(self, photo: Photo, status: str) -> None:
+        cell = photo.cell
+        with _transaction(self._db):
+            self._db.execute("UPDATE photos SET status = ?, cell = NULL WHERE id = ?",
+                             (status, photo.id))
+            if cell is not None:
+                self._bump()
+        old_tile = self.tile_path(photo) if cell is not None else None
+        photo.status, photo.cell = status, None
+        self.placer.forget(photo.number)
+        if old_tile is not None:
+            old_tile.unlink(missing_ok=True)
+        if photo.origin != "repeat":
+            self.picture_path(photo).unlink(missing_ok=True)
+        if cell is not None:
+            self._clear(cell)
+            row, col = divmod(cell, self.settings.cols)
+            self._announce("removed", {"id": photo.id, "row": row, "col": col,
+                                       "version": self.version})
+        self._touch()
+
+    def _refill(self) -> None:
+        """Give freed cells to the overflow, oldest first."""
+        waiting = sorted((p for p in self.photos.values() if p.status == "overflow"),
+                         key=lambda p: p.seq)
+        for photo in waiting:
+            if not len(self.placer.free):
+                break
+            self._put_on_wall(photo, "overflow")
+
+    # -- re-optimisation (the planner calls these) ---------------------------------------
+
+    def apply_moves(self, moves: dict[int, int], stamp: int) -> int:
+        """Move photos (``{number: cell}``) when the wall is unchanged since ``stamp``.
+
+        Returns the number of photos moved (0 when the wall changed meanwhile).
+        """
+        with self.lock:
+            if stamp != self.changes or not moves:
+                return 0
+            found = [self._by_number.get(number) for number in moves]
+            moved = [photo for photo in found if photo is not None and photo.status == "placed"]
+            if len(moved) != len(found):
+                return 0
+            drawn: list[tuple[Photo, int, np.ndarray]] = []
+            for photo in moved:
+                cell = moves[photo.number]
+                shown = self.tinted(photo, cell, self._untinted(photo))
+                _save_jpeg(shown, self.tiles_folder / f"{photo.id}-{cell}.jpg", STORED_QUALITY)
+                drawn.append((photo, cell, shown))
+            try:
+                with _transaction(self._db):
+                    self._db.executemany("UPDATE photos SET cell = NULL WHERE id = ?",
+                                         [(photo.id,) for photo in moved])
+                    self._db.executemany("UPDATE photos SET cell = ? WHERE id = ?",
+                                         [(cell, photo.id) for photo, cell, _ in drawn])
+                    self._bump(len(drawn))
+            except BaseException:
+                for photo, cell, _ in drawn:
+                    (self.tiles_folder / f"{photo.id}-{cell}.jpg").unlink(missing_ok=True)
+                raise
+            old = {photo.id: photo.cell for photo in moved}
+            self.placer.apply(moves)
+            version = self.version - len(drawn)
+            cols = self.settings.cols
+            for photo, cell, shown in drawn:
+                previous = old[photo.id]
+                assert previous is not None
+                stale = self.tile_path(photo)
+                photo.cell = cell
+                if stale != self.tile_path(photo):
+                    stale.unlink(missing_ok=True)
+                self._paste(photo, shown)
+                version += 1
+                self._announce("moved", {"id": photo.id, "row": cell // cols, "col": cell % cols,
+                                         "from_row": previous // cols,
+                                         "from_col": previous % cols, "version": version})
+            self.changes += 1
+            return len(drawn)
+
+    # -- completion ----------------------------------------------------------------------
+
+    def complete_from_received(self, max_uses: int) -> int:
+        """Fill every empty cell with a repeat of a photo on the wall; return the count.
+
+        Each photo fills at most ``max_uses`` cells in all (its own
+        included), its repeats at least :data:`REPEAT_SPACING` cells from
+        its place and from each other (less where the wall is too small for
+        that), at least total cost (the exact assignment of :mod:`mosaicist.match`).
+
+        Raises
+        ------
+        Conflict
+            When the wall has no empty cell, or too few photos for the limit.
+        """
+        if max_uses < 2:
+            raise Conflict("completing from the photos received needs a max_uses of at "
+                           "least 2 (each photo is on the wall once already)")
+        with self.lock:
+            empty = self.placer.free
+            sources = [photo for photo in sorted(self.photos.values(), key=lambda p: p.seq)
+                       if photo.origin == "guest" and photo.status == "placed"]
+            if not len(empty):
+                raise Conflict("the wall has no empty cell")
+            if len(sources) * (max_uses - 1) < len(empty):
+                raise Conflict(
+                    f"{len(empty)} empty cells need more repeats than {len(sources)} photos "
+                    f"used at most {max_uses} times allow; raise max_uses or complete from "
+                    "the fallback library")
+            costs = self.wall_costs.costs(self.placer.vectors([p.number for p in sources]),
+                                          empty).T
+            cols = self.settings.cols
+            empty_rc = np.stack(np.divmod(empty, cols), axis=1).astype(np.int64)
+            own = np.array([p.cell for p in sources], np.int64)
+            own_rc = np.stack(np.divmod(own, cols), axis=1)
+            apart = np.abs(empty_rc[:, None, :] - own_rc[None, :, :]).max(axis=2)
+            problem = ""
+            # The spacing gives way on walls too small or too empty for it.
+            for spacing in range(REPEAT_SPACING, 0, -1):
+                try:
+                    assignment = _repeats(costs, apart, empty_rc, max_uses - 1, spacing,
+                                          self.settings.rows, cols)
+                    break
+                except MosaicistError as error:
+                    problem = str(error)
+            else:
+                raise Conflict(f"the empty cells cannot be completed from the photos "
+                               f"received under these limits ({problem})")
+            fills = []
+            for cell, choice in zip(empty.tolist(), assignment.tile.tolist(), strict=True):
+                source = sources[choice]
+                fills.append((cell, source, self.placer.vectors([source.number])))
+            return self._add_fills(fills, "repeat")
+
+    def complete_from_library(self, library: Any, max_uses: int) -> int:
+        """Fill every empty cell with a photo of a tile library (``--fallback``).
+
+        Each library photo fills at most ``max_uses`` cells, at least total
+        cost over the library's nearest candidates (exact assignment).
+        """
+        from ..match._assign import assign_tiles
+        from ..render import OriginalPictures
+
+        with self.lock:
+            empty = self.placer.free
+            if not len(empty):
+                raise Conflict("the wall has no empty cell")
+            count = len(library)
+            if count * max_uses < len(empty):
+                raise Conflict(f"{len(empty)} empty cells need more than {count} library photos "
+                               f"used at most {max_uses} times")
+            metric = self.settings.options.metric
+            k = min(count, COMPLETION_CANDIDATES)
+            best = np.full((len(empty), 0), -1, np.int64)
+            best_costs = np.zeros((len(empty), 0), np.int64)
+            block = 4096
+            for start in range(0, count, block):
+                tiles = np.asarray(library.tiles[start:start + block])
+                part = self.wall_costs.costs(picture_vectors(tiles, metric), empty).T
+                index = np.concatenate((best, np.arange(start, start + len(tiles))[None, :]
+                                        .repeat(len(empty), axis=0)), axis=1)
+                values = np.concatenate((best_costs, part), axis=1)
+                order = np.argsort(values, axis=1, kind="stable")[:, :k]
+                best = np.take_along_axis(index, order, axis=1)
+                best_costs = np.take_along_axis(values, order, axis=1)
+            try:
+                assignment = assign_tiles(best, best_costs, 1, len(empty), max_uses=max_uses)
+            except MosaicistError as error:
+                raise Conflict(f"the empty cells cannot be completed from the library under "
+                               f"these limits ({error})") from None
+            chosen = assignment.tile.tolist()
+            ids = [library.source_ids[index] for index in chosen]
+            options = self.settings.options
+            pictures = OriginalPictures(library.source, ids, max(options.tile_px, 256),
+                                        aspect=options.aspect_ratio, crop=options.crop,
+                                        windows=library.windows_for(ids))
+            drawn = pictures.fetch(np.arange(len(ids)))
+            fills = []
+            for cell, index, picture in zip(empty.tolist(), chosen, drawn, strict=True):
+                vectors = picture_vectors(np.asarray(library.tiles[index])[None], metric)
+                fills.append((cell, (library.source_ids[index], picture,
+                                     np.asarray(library.tiles[index])), vectors))
+            return self._add_fills(fills, "library")
+
+    def _add_fills(self, fills: list[tuple[int, Any, Vectors]], origin: str) -> int:
+        """Record completion fills (one transaction) and announce them."""
+        photos: list[tuple[Photo, np.ndarray, np.ndarray]] = []
+        written: list[Path] = []
+        try:
+            for cell, source, vectors in fills:
+                self._seq += 1
+                number = self.placer.add(vectors, movable=False, sample=False)
+                photo_id = new_id()
+                if origin == "repeat":
+                    photo = Photo(photo_id, number, self._seq, time.time(), "repeat", source.id,
+                                  "placed", cell, source.window)
+                    match = self._match_pixels(source)
+                    untinted = self._untinted(photo)
+                else:
+                    source_id, picture, match = source
+                    height, width = picture.shape[:2]
+                    photo = Photo(photo_id, number, self._seq, time.time(), "library",
+                                  source_id[:1000], "placed", cell, Window(0, 0, width, height))
+                    _save_jpeg(picture, self.picture_path(photo), STORED_QUALITY, durable=True)
+                    written.append(self.picture_path(photo))
+                    untinted = self._untinted(photo)
+                shown = self._write_tile(photo, untinted)
+                written.append(self.tile_path(photo))
+                photos.append((photo, match, shown))
+            with _transaction(self._db):
+                for photo, match, _ in photos:
+                    self._insert(photo, match)
+                self._bump(len(photos))
+        except BaseException:
+            for photo, _, _ in photos:
+                self.placer.forget(photo.number)
+            self._seq -= len(fills)
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
+        version = self.version - len(photos)
+        cols = self.settings.cols
+        for photo, _, shown in photos:
+            assert photo.cell is not None
+            self.photos[photo.id] = photo
+            self._by_number[photo.number] = photo
+            self.placer.put(photo.number, photo.cell)
+            self._paste(photo, shown)
+            version += 1
+            self._announce("tile", {"id": photo.id, "row": photo.cell // cols,
+                                    "col": photo.cell % cols, "version": version})
+        self._touch()
+        return len(photos)
+
+    def _match_pixels(self, photo: Photo) -> np.ndarray:
+        row = self._db.execute("SELECT pixels FROM photos WHERE id = ?", (photo.id,)).fetchone()
+        match_w, match_h = self.settings.match_size
+        return np.frombuffer(row[0], np.uint8).reshape(match_h, match_w, 3)
+
+    # -- for exports and sheets ----------------------------------------------------------
+
+    def placed(self) -> list[Photo]:
+        """The photos on the wall, in cell order (copies: safe outside the lock)."""
+        with self.lock:
+            return sorted((Photo(**vars(photo)) for photo in self.photos.values()
+                           if photo.status == "placed" and photo.cell is not None),
+                          key=lambda p: p.cell or 0)
+
+
+def _repeats(costs: np.ndarray, apart: np.ndarray, cells: np.ndarray, uses: int, spacing: int,
+             rows: int, cols: int) -> Any:
+    """The assignment of empty ``cells`` to photos, each at most ``uses`` more times.
+
+    ``costs`` and ``apart`` are ``(E, P)``: each empty cell's cost with each
+    photo and its distance (Chebyshev, cells) from the photo's own cell;
+    repeats keep ``spacing`` from it and from each other.
+    """
+    from ..match._assign import Layout, assign_tiles
+
+    too_far = np.iinfo(np.int64).max // 4
+    allowed = np.where(apart < spacing, too_far, costs)
+
+    def nearest(k: int) -> tuple[np.ndarray, np.ndarray]:
+        # (E, k) as asked, missing entries -1: fewer photos than k, or all too near.
+        index = np.full((len(cells), k), -1, np.int64)
+        values = np.full((len(cells), k), too_far, np.int64)
+        found = min(k, allowed.shape[1])
+        order = np.argsort(allowed, axis=1, kind="stable")[:, :found]
+        values[:, :found] = np.take_along_axis(allowed, order, axis=1)
+        index[:, :found] = np.where(values[:, :found] >= too_far, -1, order)
+        return index, values
+
+    first = nearest(COMPLETION_CANDIDATES)
+    if (first[0][:, 0] < 0).any():
+        raise MosaicistError("some empty cells have no photo far enough from its own place")
+    return assign_tiles(*first, rows, cols, max_uses=uses, min_spacing=spacing,
+                        more_candidates=nearest, layout=Layout(cells, 1),
+                        max_candidates=max(COMPLETION_CANDIDATES, allowed.shape[1]))
+
+
+@contextlib.contextmanager
+def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction, committed (durably) at the end or rolled back."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _made(folder: Path, target: str | os.PathLike[str] | None, grid: tuple[int, int] | None,
+          options: MosaicOptions) -> WallSettings:
+    """The settings of a new event, with its target cut and stored."""
+    if target is None or grid is None:
+        raise MosaicistError(f"{folder}: not an event folder yet; a new event needs its TARGET "
+                             "and --grid COLSxROWS")
+    path = Path(target)
+    if not path.is_file():
+        raise MosaicistError(f"{target}: target file not found")
+    cols, rows = grid
+    picture = cut_target(path, cols, rows, options)
+    with atomic_path(folder / "target.png", durable=True) as temporary:
+        Image.fromarray(picture, "RGB").save(temporary, "PNG", compress_level=6)
+    return WallSettings(cols, rows, options, path.name, _digest(path))
+
+
+def _resumed(folder: Path, meta: dict[str, str], target: str | os.PathLike[str] | None,
+             grid: tuple[int, int] | None, given: dict[str, Any]) -> WallSettings:
+    """The stored settings, checked against what was given again, output settings updated."""
+    if int(meta.get("schema", "0")) > SCHEMA_VERSION:
+        raise MosaicistError(f"{folder}: the event was made by a newer mosaicist")
+    settings = WallSettings.from_json(json.loads(meta["settings"]))
+    if not (folder / "target.png").is_file():
+        raise MosaicistError(f"{folder}: the event's target.png is missing")
+    if target is not None and Path(target).is_file() and _digest(Path(target)) != (
+            settings.target_digest):
+        raise MosaicistError(f"{target}: this event was made with another target "
+                             f"({settings.target_name}); give that one, or another --event "
+                             "folder for a new event")
+    if target is not None and not Path(target).is_file():
+        raise MosaicistError(f"{target}: target file not found")
+    if grid is not None and grid != (settings.cols, settings.rows):
+        raise MosaicistError(f"this event's grid is {settings.cols}x{settings.rows}, not "
+                             f"{grid[0]}x{grid[1]} (--grid)")
+    if not given:
+        return settings
+    options = settings.options.replace(**given)
+    kept, now = settings.options.to_json(), options.to_json()
+    for name in WALL_SETTINGS:
+        if kept.get(name) != now.get(name):
+            raise OptionError(
+                "this event was made with {" + name + "} {kept}, not {now}; a wall keeps its "
+                "look (start another --event folder to change it)", kept=kept.get(name),
+                now=now.get(name))
+    return WallSettings(settings.cols, settings.rows, options, settings.target_name,
+                        settings.target_digest)
+
+
+class Planner:
+    """The event's background thread: the forecast's prices, and re-optimisation.
+
+    It wakes on every change. When the placer says the forecast is due, it
+    copies the sample under the lock, computes the prices without it (uploads
+    go on meanwhile, placed with the previous prices) and installs them.
+    Unless the wall is ``final``, once the wall has been quiet for
+    :data:`QUIET_SECONDS` after a change it computes the optimal arrangement
+    of the photos on the wall the same way and moves them, when nothing
+    changed in between (else it tries again at the next quiet moment).
+    """
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._optimised = -1
+        self.rounds = 0
+        self.moved = 0
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="mosaicist-live-planner",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self.event.lock:
+            self.event.changed.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self._thread = None
+
+    def _run(self) -> None:
+        event = self.event
+        while not self._stop.is_set():
+            with event.lock:
+                event.changed.wait(0.25)
+            if self._stop.is_set():
+                return
+            try:
+                self.step()
+            except Exception as error:  # noqa: BLE001 - the planner must go on; the wall is safe
+                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                print(f"mosaicist: live: planning failed: {reason}", file=sys.stderr, flush=True)
+                time.sleep(1.0)
+
+    def step(self) -> None:
+        """One pass: prices when due, then re-optimisation when the wall is quiet."""
+        event = self.event
+        placer = event.placer
+        with event.lock:
+            due = placer.forecast_due()
+            if due:
+                sample, free, repeats, stamp = placer.forecast_input()
+        if due:
+            prices = placer.compute_prices(sample, free, repeats)
+            with event.lock:
+                placer.set_prices(free, prices, stamp)
+        if event.final:
+            return
+        with event.lock:
+            quiet = time.monotonic() - event.last_change >= QUIET_SECONDS
+            if not quiet or self._optimised == event.changes:
+                return
+            stamp_changes = event.changes
+            arrangement = placer.optimum_input()
+        moves = placer.compute_optimum(*arrangement)
+        moved = event.apply_moves(moves, stamp_changes) if moves else 0
+        with event.lock:
+            if moved or not moves:
+                self._optimised = event.changes
+            self.rounds += 1
+            self.moved += moved

@@ -1,0 +1,401 @@
+"""``mosaicist batch``: one library, outputs equal to ``make``'s, resume; videos in and out."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from mosaicist import MosaicOptions, TileLibrary, make_mosaic
+from mosaicist.batch import (
+    STATE_FOLDER,
+    Picks,
+    StableMatcher,
+    cell_changes,
+    collect_targets,
+    discounted,
+    stable_mosaic,
+)
+from mosaicist.batch._stable import previous_candidates
+from mosaicist.cli import main
+from mosaicist.grid import make_grid
+from mosaicist.match import MatchRequest, brute_force, fitted_matcher, verify_placement
+
+av = pytest.importorskip("av")
+
+CELL, TILE = 8, 8
+GRID = ["--cell", str(CELL), "--tile-px", str(TILE)]
+FRAMES = 8
+
+
+def _tile(rng: np.random.Generator) -> np.ndarray:
+    base = rng.integers(0, 256, 3)
+    ramp = np.linspace(-40, 40, 8)[None, :, None] * rng.choice([-1, 1], 3)
+    return np.clip(base + ramp + rng.normal(0, 12, (8, 8, 3)), 0, 255).astype(np.uint8)
+
+
+def _picture(width: int, height: int, shift: int = 0) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width]
+    planes = [(x * 5 + shift * 3) % 256, (y * 6 + shift) % 256, ((x + y) * 3) % 256]
+    return np.stack(planes, -1).astype(np.uint8)
+
+
+def _write_video(path: Path, frames: int, width: int = 48, height: int = 32) -> None:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4",
+                                      rate=12)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for index in range(frames):
+            frame = av.VideoFrame.from_ndarray(_picture(width, height, index), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _decoded(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("batch")
+    rng = np.random.default_rng(3)
+    tiles = root / "tiles"
+    tiles.mkdir()
+    for index in range(48):
+        Image.fromarray(_tile(rng)).save(tiles / f"t{index:03d}.png")
+    targets = root / "targets"
+    targets.mkdir()
+    for index, (width, height) in enumerate([(48, 40), (56, 32), (40, 40)]):
+        picture = _picture(width, height, 7 * index)
+        Image.fromarray(picture).save(targets / f"img{index}.png")
+    (targets / "notes.md").write_text("not a target")  # other extensions are left out
+    bad = root / "bad.jpg"
+    bad.write_bytes(b"this is no image")
+    extra = root / "extra.jpg"
+    Image.fromarray(_picture(32, 24, 3)).save(extra, quality=90)
+    listing = root / "more.txt"
+    listing.write_text(f"# targets\n\n{extra.name}\n{bad}\n")
+    video = root / "clip.mp4"
+    _write_video(video, FRAMES)
+    return root, tiles, targets, listing, video
+
+
+def run(args):
+    return CliRunner().invoke(main, [str(arg) for arg in args])
+
+
+def make_output(data, target, output, *extra):
+    tiles = data[1]
+    result = run(["make", target, "--tiles", tiles, "-o", output, *GRID, "-q", *extra])
+    assert result.exit_code == 0, result.output
+    return output.read_bytes()
+
+
+def test_outputs_equal_make_and_bad_target_is_one_line(data, tmp_path):
+    root, tiles, targets, listing, video = data
+    out = tmp_path / "out"
+    result = run(["batch", targets, listing, video, "--tiles", tiles, "-o", out, *GRID,
+                  "--workers", 2, "--report", tmp_path / "report.json"])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("mosaicist: error")]
+    assert len(errors) == 1 and str(root / "bad.jpg") in errors[0], result.stderr
+    assert "Traceback" not in result.output
+    made = sorted(path.name for path in out.iterdir() if not path.name.startswith("."))
+    frames = [f"clip-{index:06d}.png" for index in range(FRAMES)]
+    assert made == sorted(["img0.png", "img1.png", "img2.png", "extra.png", *frames])
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (report["made"], report["failed"], report["skipped"]) == (len(made), 1, 0)
+    # Byte for byte what 'make' makes: images, and frames saved losslessly.
+    for name in ("img0", "img1", "img2"):
+        assert (out / f"{name}.png").read_bytes() == make_output(
+            data, targets / f"{name}.png", tmp_path / f"{name}-make.png")
+    assert (out / "extra.png").read_bytes() == make_output(data, root / "extra.jpg",
+                                                          tmp_path / "extra-make.png")
+    for index, frame in enumerate(_decoded(video)):
+        if index in (0, FRAMES - 1):
+            saved = tmp_path / f"frame{index}.png"
+            Image.fromarray(frame).save(saved)
+            assert (out / frames[index]).read_bytes() == make_output(
+                data, saved, tmp_path / f"frame{index}-make.png")
+
+
+def test_resume_skips_finished_outputs(data, tmp_path):
+    root, tiles, targets, _, _ = data
+    out = tmp_path / "out"
+    args = ["batch", targets, "--tiles", tiles, "-o", out, *GRID, "--workers", 1,
+            "--format", "jpg", "--report", tmp_path / "report.json"]
+    assert run(args).exit_code == 0
+    before = {path.name: path.stat().st_mtime_ns for path in out.glob("*.jpg")}
+    assert len(before) == 3
+    # A writer killed mid-file leaves only a hidden temporary: not a finished output.
+    (out / "img1.jpg").unlink()
+    stale = out / ".img1.jpg.999999999-abcdefgh.part.jpg"
+    stale.write_bytes(b"half")
+    result = run(args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    status = {Path(entry["output"]).name: entry["status"] for entry in report["targets"]}
+    assert status == {"img0.jpg": "skipped", "img1.jpg": "made", "img2.jpg": "skipped"}
+    assert not stale.exists()
+    after = {path.name: path.stat().st_mtime_ns for path in out.glob("*.jpg")}
+    assert after["img0.jpg"] == before["img0.jpg"] and after["img2.jpg"] == before["img2.jpg"]
+    assert (out / "img1.jpg").read_bytes() == make_output(
+        data, targets / "img1.png", tmp_path / "img1-make.jpg")
+    # Other settings in the same folder: refused, unless --overwrite makes them all again.
+    refused = run([*args[:-2], "--cell", 4])
+    assert refused.exit_code != 0 and "--overwrite" in refused.stderr
+    assert "cell_px" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    again = run([*args, "--overwrite"])
+    assert again.exit_code == 0
+    assert json.loads((tmp_path / "report.json").read_text())["made"] == 3
+
+
+def test_killed_batch_loses_nothing_finished(data, tmp_path):
+    root, tiles, _, _, _ = data
+    many = tmp_path / "many"
+    many.mkdir()
+    for index in range(24):
+        Image.fromarray(_picture(64, 48, index)).save(many / f"p{index:02d}.png")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "mosaicist", "batch", str(many), "--tiles", str(tiles),
+               "-o", str(out), *GRID, "--workers", "1", "-q"]
+    env = dict(os.environ, MOSAICIST_THREADS="1")
+    process = subprocess.Popen(command, env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            if len(list(out.glob("*.png"))) >= 3:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "the batch ended before it could be killed"
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+    kept = {path.name: path.read_bytes() for path in out.glob("*.png")}
+    assert 3 <= len(kept) < 24
+    report = tmp_path / "report.json"
+    result = run(["batch", many, "--tiles", tiles, "-o", out, *GRID, "--workers", 2,
+                  "--report", report])
+    assert result.exit_code == 0, result.output
+    entries = json.loads(report.read_text())["targets"]
+    skipped = {Path(entry["output"]).name for entry in entries if entry["status"] == "skipped"}
+    assert skipped == set(kept)
+    assert not [path for path in out.iterdir() if path.name.endswith((".part.png", ".part"))]
+    for name, content in kept.items():
+        assert (out / name).read_bytes() == content
+    assert (out / "p23.png").read_bytes() == make_output(
+        data, many / "p23.png", tmp_path / "p23-make.png")
+
+
+def test_video_out_and_stability_reduce_flicker(data, tmp_path):
+    root, tiles, _, _, video = data
+    reports = {}
+    for name, extra in (("plain", []), ("stable", ["--stable", 1])):
+        out = tmp_path / name
+        result = run(["batch", video, "--tiles", tiles, "-o", out, *GRID, "--preset", "seed",
+                      "--video", tmp_path / f"{name}.mp4", "--report",
+                      tmp_path / f"{name}.json", *extra])
+        assert result.exit_code == 0, result.output
+        reports[name] = json.loads((tmp_path / f"{name}.json").read_text())
+        decoded = _decoded(tmp_path / f"{name}.mp4")
+        # 32x48 target at 8 px cells, 8 px tiles: a 48x32 video of every frame.
+        assert len(decoded) == FRAMES and decoded[0].shape == (32, 48, 3)
+    plain, stable = reports["plain"], reports["stable"]
+    assert plain["video"]["frames"] == FRAMES
+    assert stable["flicker"]["clip"]["cell_change"] < 0.5 * plain["flicker"]["clip"]["cell_change"]
+    assert stable["video"]["pixel_change"] < plain["video"]["pixel_change"]
+    # The first frame has no previous one: exactly the plain mosaic.
+    first = "clip-000000.png"
+    assert (tmp_path / "stable" / first).read_bytes() == (tmp_path / "plain" / first).read_bytes()
+    last = "clip-000007.png"
+    assert (tmp_path / "stable" / last).read_bytes() != (tmp_path / "plain" / last).read_bytes()
+
+
+def _library(data) -> TileLibrary:
+    return TileLibrary.open(data[1], TILE)
+
+
+def _request(library, picture, **settings):
+    options = MosaicOptions(cell_px=CELL, tile_px=TILE, **settings)
+    matcher, options, _ = fitted_matcher(options)
+    grid = make_grid(picture, CELL)
+    return matcher, MatchRequest(grid, library, options)
+
+
+@pytest.mark.parametrize("tint", [0.0, 0.5])
+def test_stable_rule_against_brute_force(data, tint):
+    library = _library(data)
+    before, after = _picture(64, 48, 0), _picture(64, 48, 2)
+    matcher, request = _request(library, after, preset="seed", tint=tint)
+    _, first = _request(library, before, preset="seed", tint=tint)
+    previous = matcher.match(first).tile
+    plain = matcher.match(request)
+    hundredths = 30
+    stable = StableMatcher(matcher, previous, hundredths).match(request)
+    # Every cell-tile distance, untinted, by the reference: the rule on those numbers.
+    cells = request.grid.cells
+    reference = np.stack([brute_force(cells, library.tiles[[tile]]).distance
+                          for tile in range(len(library))], axis=1)
+    if not tint:
+        rows = np.arange(len(cells))
+        np.testing.assert_array_equal(reference[rows, plain.tile], plain.distance)
+        keep = discounted(reference[rows, previous], hundredths) <= reference[rows, plain.tile]
+        np.testing.assert_array_equal(stable.tile, np.where(keep, previous, plain.tile))
+        np.testing.assert_array_equal(stable.distance, reference[rows, stable.tile])
+    changed = stable.tile != plain.tile
+    assert changed.any() and (stable.tile[changed] == previous[changed]).all()
+    assert (stable.tile != previous).sum() < (plain.tile != previous).sum()
+
+
+def test_stable_assignment_keeps_limits_and_a_still_picture(data):
+    library = _library(data)
+    picture = _picture(64, 48, 1)
+    matcher, request = _request(library, picture, max_uses=2, min_spacing=2)
+    first = matcher.match(request)
+    grid = request.grid
+    verify_placement(first.tile, grid.rows, grid.cols, 2, 2)
+    # The same picture again: every tile kept, at its true distance.
+    _, again = _request(library, picture, max_uses=2, min_spacing=2)
+    kept = StableMatcher(matcher, first.tile, 50).match(again)
+    np.testing.assert_array_equal(kept.tile, first.tile)
+    np.testing.assert_array_equal(kept.distance, first.distance)
+    # A changed picture: the limits still hold, fewer cells change than without stability.
+    moved = _picture(64, 48, 3)
+    _, request = _request(library, moved, max_uses=2, min_spacing=2)
+    plain = matcher.match(request)
+    _, request = _request(library, moved, max_uses=2, min_spacing=2)
+    stable = StableMatcher(matcher, first.tile, 50).match(request)
+    verify_placement(stable.tile // request.variants, grid.rows, grid.cols, 2, 2)
+    assert (stable.tile != first.tile).sum() < (plain.tile != first.tile).sum()
+    assert stable.assignment is not None
+    assert stable.assignment.objective == pytest.approx(float(stable.distance.sum()))
+    assert stable.assignment.objective >= plain.assignment.objective
+
+
+def test_stable_mosaic_without_previous_is_make_mosaic(data, tmp_path):
+    library = _library(data)
+    frame = _picture(56, 40, 5)
+    for settings in ({}, {"preset": "seed", "augment": "flips"}):
+        options = MosaicOptions(cell_px=CELL, tile_px=TILE, **settings)
+        made = make_mosaic(frame, library, options)
+        stable = stable_mosaic(frame, library, options, None, 0.5)
+        made.write(tmp_path / "made.png")
+        stable.write(tmp_path / "stable.png")
+        assert (tmp_path / "made.png").read_bytes() == (tmp_path / "stable.png").read_bytes()
+        assert made.report()["metrics"] == stable.report()["metrics"]
+        # Picks of another library state are not used.
+        picks = Picks(made.placements.tile, made.placements.transform, made.grid.rows,
+                      made.grid.cols, library.generation + 1, len(library))
+        _, request = _request(library, frame, **settings)
+        assert previous_candidates(request, picks, library.generation) is None
+
+
+def test_deep_zoom_outputs_and_finished_check(data, tmp_path):
+    root, tiles, targets, _, _ = data
+    out = tmp_path / "out"
+    result = run(["batch", targets / "img0.png", "--tiles", tiles, "-o", out, *GRID,
+                  "--format", "dzi", "--workers", 1])
+    assert result.exit_code == 0, result.output
+    made = tmp_path / "made"
+    made.mkdir()
+    make_output(data, targets / "img0.png", made / "img0.dzi")
+    for name in ("img0.dzi", "img0.html", "img0.viewer.json"):
+        assert (out / name).read_bytes() == (made / name).read_bytes(), name
+    tiles_made = sorted(path.relative_to(made) for path in (made / "img0_files").rglob("*.*"))
+    assert tiles_made == sorted(path.relative_to(out) for path in
+                                (out / "img0_files").rglob("*.*"))
+    for path in tiles_made:
+        assert (out / path).read_bytes() == (made / path).read_bytes()
+    # A pyramid without its viewer page was cut short: made again.
+    (out / "img0.html").unlink()
+    report = tmp_path / "report.json"
+    assert run(["batch", targets / "img0.png", "--tiles", tiles, "-o", out, *GRID, "--format",
+                "dzi", "--workers", 1, "--report", report]).exit_code == 0
+    assert json.loads(report.read_text())["made"] == 1 and (out / "img0.html").is_file()
+
+
+def test_targets_are_collected_in_order(tmp_path):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for name in ("b.png", "a.jpg", ".hidden.png", "c.mp4", "readme.md"):
+        (folder / name).write_bytes(b"x")
+    (folder / "sub").mkdir()
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "c-000003.png").write_bytes(b"x")
+    (tmp_path / "inner.txt").write_text("a.png\n")
+    listing = tmp_path / "list.txt"
+    listing.write_text("# comment\n\nfolder/b.png\nmissing.png\ninner.txt\n  a.png  \n")
+    found, rejected = collect_targets([folder, listing, tmp_path / "a.png",
+                                       tmp_path / "c-000003.png", tmp_path / "nothing.gif",
+                                       tmp_path / "inner.txt"])
+    assert [(target.path.name, target.video) for target in found] == [
+        ("a.jpg", False), ("b.png", False), ("c.mp4", True)]
+    reasons = {Path(item.name.split(": ")[-1]).name: item.message for item in rejected}
+    assert "not found" in reasons["missing.png"] and "not found" in reasons["nothing.gif"]
+    assert "another list" in reasons["inner.txt"]
+    # a.png's output would be a.jpg's (a.png); c-000003.png is a frame of c.mp4.
+    assert "a.jpg" in reasons["a.png"] and "c.mp4" in reasons["c-000003.png"]
+    assert len(rejected) == 5
+
+
+def test_settings_errors_come_before_any_work(data, tmp_path):
+    root, tiles, targets, _, _ = data
+    out = tmp_path / "out"
+    for extra, words in (
+        (["--format", "bmp"], ["--format", "bmp"]),
+        (["--stable", 20], ["--stable", "between 0"]),
+        (["--video", tmp_path / "v.mp4", "--format", "tif"], ["--video", "png"]),
+        (["--video", tmp_path / "v.xyz"], ["v.xyz", "unknown video format"]),
+        (["--stable", 0.5, "--adaptive", 1], ["--stable", "--adaptive"]),
+        (["--scheduler", "nowhere"], ["--scheduler"]),
+        (["--max-uses", 0], ["--max-uses"]),
+        (["--workers", 0], ["--workers"]),
+    ):
+        result = run(["batch", targets, "--tiles", tiles, "-o", out, *GRID, *extra])
+        assert result.exit_code != 0, extra
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("mosaicist: error: "), result.stderr
+        for word in words:
+            assert str(word) in lines[0], (extra, lines[0])
+    assert not out.exists() or not [path for path in out.iterdir()
+                                    if path.name != STATE_FOLDER]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run(["batch", empty, "--tiles", tiles, "-o", out, *GRID])
+    assert result.exit_code != 0 and "no image or video" in result.stderr
+
+
+def test_cell_changes_counts_tile_and_transform():
+    tile = np.array([1, 2, 3, 4])
+    flat = np.zeros(4, np.int8)
+    picks = [(tile, flat), (np.array([1, 2, 3, 5]), flat), (np.array([1, 2, 3, 5]),
+                                                              np.array([0, 0, 4, 0], np.int8)),
+             None]
+    assert cell_changes(picks) == [0.25, 0.25, None]
+
+
+def test_scheduler_local_cluster_equals_the_pool(data, tmp_path):
+    pytest.importorskip("distributed")
+    root, tiles, targets, _, video = data
+    pool, cluster = tmp_path / "pool", tmp_path / "cluster"
+    for out, extra in ((pool, ["--workers", 2]), (cluster, ["--scheduler", "local:2"])):
+        result = run(["batch", targets, video, "--tiles", tiles, "-o", out, *GRID, *extra])
+        assert result.exit_code == 0, result.output
+    names = sorted(path.name for path in pool.glob("*.png"))
+    assert len(names) == 3 + FRAMES
+    assert names == sorted(path.name for path in cluster.glob("*.png"))
+    for name in names:
+        assert (pool / name).read_bytes() == (cluster / name).read_bytes(), name

@@ -1,0 +1,454 @@
+"""Running on a Dask cluster: the same index, picks and files as one machine.
+
+A local cluster of two worker processes (module-wide), and a cluster of
+subprocesses (``dask scheduler`` and two ``dask worker``, on 127.0.0.1),
+all stopped at the end. Small libraries and grids, cut into many tasks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_colour_folder, make_odd_folder, noisy_target
+from PIL import Image
+
+from mosaicist import make_mosaic
+from mosaicist._runtime import release_pages
+from mosaicist.distributed import (
+    _cluster,
+    _index,
+    client_for,
+    index_library,
+    make_on_cluster,
+    parse_scheduler,
+    write_on_cluster,
+)
+from mosaicist.errors import MosaicistError, OptionError
+from mosaicist.library import TileLibrary
+from mosaicist.library._shards import SHARD_SLOTS, ShardedTiles
+from mosaicist.options import MosaicOptions
+from mosaicist.placements import Placements
+from mosaicist.render import placements_renderer
+
+# The extra "dask" (in "test"); mosaicist.distributed itself imports it only when used.
+distributed = pytest.importorskip("distributed")
+
+#: Seconds any wait on a subprocess cluster may take.
+WAIT_SECONDS = 60
+
+
+# -- no cluster ----------------------------------------------------------------------
+
+
+def test_scheduler_addresses():
+    assert parse_scheduler("local:3").workers == 3
+    assert parse_scheduler("local").workers >= 1
+    assert parse_scheduler("10.0.0.5:8786").address == "tcp://10.0.0.5:8786"
+    assert parse_scheduler("tls://node-1.example:9000").address == "tls://node-1.example:9000"
+    assert parse_scheduler("tcp://[::1]:8786").address == "tcp://[::1]:8786"
+    for bad in ("local:0", "local:x", "remote", "tcp://host", "tcp://host:99999", "http://h:1"):
+        with pytest.raises(OptionError) as raised:
+            parse_scheduler(bad)
+        assert raised.value.parameters == ("scheduler",)
+
+
+def test_nothing_imports_dask_without_a_scheduler(tmp_path):
+    tiles = make_colour_folder(tmp_path / "tiles", 12)
+    target = tmp_path / "target.png"
+    Image.fromarray(noisy_target()).save(target)
+    code = f"""
+import sys
+from mosaicist.cli import main
+for args in (["index", {str(tiles)!r}, "--tile-px", "8", "-q"],
+             ["make", {str(target)!r}, "--tiles", {str(tiles)!r}, "--cell", "8", "--tile-px", "8",
+              "--preset", "seed", "-o", {str(tmp_path / "out.png")!r}, "-q"],
+             ["make", "--help"], ["index", "--help"], ["render", "--help"]):
+    try:
+        main(args)
+    except SystemExit as end:
+        assert not end.code, (args, end.code)
+print(sorted(name for name in sys.modules if name.split(".")[0] in ("dask", "distributed")))
+"""
+    env = dict(os.environ, MOSAICIST_CACHE_DIR=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert "--scheduler ADDRESS" in done.stdout
+
+
+def test_sharded_tiles_behave_as_the_array(tmp_path):
+    rng = np.random.default_rng(3)
+    whole = rng.integers(0, 256, (23, 2, 3, 3), dtype=np.uint8)
+    # Three files; runs that skip tiles and come back to a file.
+    files = [tmp_path / f"f{number}.u8" for number in range(3)]
+    layout = [(0, 0, 5), (1, 2, 7), (0, 7, 4), (2, 0, 7)]  # (file, first tile, count)
+    contents = [np.zeros((12, 2, 3, 3), np.uint8) for _ in files]
+    at = 0
+    for file, first, count in layout:
+        contents[file][first:first + count] = whole[at:at + count]
+        at += count
+    for path, content in zip(files, contents, strict=True):
+        path.write_bytes(content.tobytes())
+    tiles = ShardedTiles([(str(files[file]), first, count) for file, first, count in layout],
+                         (2, 3, 3))
+    assert len(tiles) == 23 and tiles.shape == whole.shape and tiles.dtype == np.uint8
+    assert np.array_equal(np.asarray(tiles), whole)
+    keys = [0, 5, -1, -23, slice(None), slice(3, 9), slice(4, 5), slice(20, 40), slice(9, 3),
+            slice(None, None, 3), slice(None, None, -2), np.array([22, 0, 5, 5, 11, 16]),
+            [3, 1, 2], np.array([], np.int64), np.arange(23) % 3 == 0,
+            np.array([[1, 2], [21, 0]]), (slice(2, 14), 1), (4, 0, 2), (np.array([3, 19]),
+                                                                        slice(None), 1)]
+    for key in keys:
+        assert np.array_equal(tiles[key], whole[key]), key
+    for bad in (23, -24, np.array([0, 23]), np.ones(5, bool)):
+        with pytest.raises(IndexError):
+            tiles[bad]
+    flat = tiles.reshape(len(tiles), -1)
+    assert flat.shape == (23, 18)
+    assert np.array_equal(flat[np.array([4, 17])], whole.reshape(23, -1)[[4, 17]])
+    with pytest.raises(ValueError):
+        tiles.reshape(46, -1)
+    # Pickled as files and runs, not pixels.
+    data = pickle.dumps(tiles)
+    assert len(data) < 1000
+    assert np.array_equal(np.asarray(pickle.loads(data)), whole)
+    assert np.array_equal(np.stack(list(tiles)), whole)
+    release_pages(tiles)  # type: ignore[arg-type]
+
+
+# -- a local cluster -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client():
+    with client_for("local:2") as cluster_client:
+        yield cluster_client
+
+
+def manifest(library: TileLibrary) -> tuple[list, list]:
+    """The published rows without their storage (slots), and the failures."""
+    connection = sqlite3.connect(library.directory / "manifest.sqlite")
+    try:
+        tiles = connection.execute(
+            "SELECT source_id, position, size, mtime_ns, content_hash, crop_left, crop_top, "
+            "crop_width, crop_height, phash, mean_rgb FROM tiles ORDER BY position").fetchall()
+        failures = connection.execute("SELECT * FROM failures ORDER BY source_id").fetchall()
+    finally:
+        connection.close()
+    return tiles, failures
+
+
+def assert_same_library(one: TileLibrary, other: TileLibrary) -> None:
+    assert one.source_ids == other.source_ids
+    assert np.asarray(one.tiles).tobytes() == np.asarray(other.tiles).tobytes()
+    assert manifest(one) == manifest(other)
+    assert one.stats is not None and other.stats is not None
+    assert sorted(one.stats.failed) == sorted(other.stats.failed)
+
+
+def slot_of(library: TileLibrary, source_id: str) -> int:
+    connection = sqlite3.connect(library.directory / "manifest.sqlite")
+    try:
+        return connection.execute("SELECT slot FROM tiles WHERE source_id = ?",
+                                  (source_id,)).fetchone()[0]
+    finally:
+        connection.close()
+
+
+def shard_files(library: TileLibrary) -> list[str]:
+    return sorted(path.name for path in library.directory.glob("shard-*"))
+
+
+def test_index_on_a_cluster_is_the_index_of_one_machine(client, tmp_path):
+    tiles = make_odd_folder(tmp_path / "odd")
+    make_colour_folder(tiles / "colours", 40, size=20)
+    for crop in ("centre", "subject"):
+        one = TileLibrary.open(tiles, 16, cache_dir=tmp_path / "one", crop=crop, aspect="3:2")
+        two = index_library(client, tiles, 16, tmp_path / "two", crop=crop, aspect="3:2",
+                            part_entries=5)
+        assert_same_library(one, two)
+        assert isinstance(two.tiles, ShardedTiles)
+        assert len(shard_files(two)) >= 5  # one per part, kept as they are
+        assert two.stats is not None and two.stats.decoded == one.stats.decoded
+    # Opened again (no update): the same shards, mapped.
+    again = TileLibrary.open(tiles, 16, cache_dir=tmp_path / "two", crop="subject",
+                             aspect="3:2", update=False)
+    assert np.array_equal(np.asarray(again.tiles), np.asarray(two.tiles))
+
+
+def test_cluster_updates_are_incremental_and_mix_with_one_machine(client, tmp_path):
+    tiles = make_colour_folder(tmp_path / "tiles", 60, size=16)
+
+    def both(decoded: int) -> TileLibrary:
+        one = TileLibrary.open(tiles, 8, cache_dir=tmp_path / "one")
+        two = index_library(client, tiles, 8, tmp_path / "two", part_entries=7)
+        assert_same_library(one, two)
+        assert two.stats is not None and two.stats.decoded == decoded
+        return two
+
+    first = both(60)
+    generation = first.generation
+    # Nothing changed: nothing decoded, nothing sent out.
+    assert both(0).generation == generation
+    # A file added in the middle of the library order, one changed, one touched (decoded
+    # again, its pixels kept where they are), one removed.
+    Image.fromarray(np.full((16, 16, 3), 7, np.uint8)).save(tiles / "t010b.png")
+    Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(tiles / "t030.png")
+    touched = tiles / "t020.png"
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    slot_before = slot_of(first, "t020.png")
+    (tiles / "t045.png").unlink()
+    later = both(3)
+    assert later.generation > generation
+    assert slot_of(later, "t020.png") == slot_before
+    # One machine updates the sharded index: one packed file again, the same library.
+    (tiles / "t000.png").unlink()
+    one_machine = TileLibrary.open(tiles, 8, cache_dir=tmp_path / "two")
+    assert isinstance(one_machine.tiles, np.memmap) and not shard_files(one_machine)
+    assert_same_library(TileLibrary.open(tiles, 8, cache_dir=tmp_path / "one"), one_machine)
+    # ... and the cluster again on top of it: that packed file is kept as a shard.
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(tiles / "t050a.png")
+    mixed = both(1)
+    connection = sqlite3.connect(mixed.directory / "manifest.sqlite")
+    kept = [row[0] for row in connection.execute("SELECT file FROM shards")]
+    low = connection.execute("SELECT COUNT(*) FROM tiles WHERE slot < ?",
+                             (SHARD_SLOTS,)).fetchone()[0]
+    connection.close()
+    assert any(name.startswith("tiles-") for name in kept) and low == 0
+
+
+def test_an_interrupted_cluster_update_keeps_its_finished_parts(client, tmp_path, monkeypatch):
+    tiles = make_colour_folder(tmp_path / "tiles", 50, size=16)
+    staged = []
+    real = _index.stage_shard
+
+    def stage_then_stop(connection, shard, rows, failures):
+        if len(staged) == 3:
+            raise KeyboardInterrupt
+        real(connection, shard, rows, failures)
+        staged.append(len(rows) + len(failures))
+
+    monkeypatch.setattr(_index, "stage_shard", stage_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        index_library(client, tiles, 8, tmp_path / "two", part_entries=5)
+    monkeypatch.setattr(_index, "stage_shard", real)
+    resumed = index_library(client, tiles, 8, tmp_path / "two", part_entries=5)
+    assert resumed.stats is not None and resumed.stats.decoded == 50 - sum(staged)
+    assert_same_library(TileLibrary.open(tiles, 8, cache_dir=tmp_path / "one"), resumed)
+    # Shards of the stopped run that were never staged (parts still running when it
+    # stopped may finish later) are removed by the next update.
+    deadline = time.monotonic() + WAIT_SECONDS
+    while any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    index_library(client, tiles, 8, tmp_path / "two")
+    connection = sqlite3.connect(resumed.directory / "manifest.sqlite")
+    listed = {row[0] for row in connection.execute("SELECT file FROM shards")}
+    connection.close()
+    assert set(shard_files(resumed)) == listed
+
+
+def digest(path: Path) -> str:
+    """Every byte of a file, or of every file under a folder with their names."""
+    hasher = hashlib.sha1()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        hasher.update(str(file.relative_to(path)).encode() + b"\0" if path.is_dir() else b"")
+        hasher.update(file.read_bytes())
+    return hasher.hexdigest()
+
+
+@pytest.mark.parametrize("settings", [
+    {"preset": "seed"},
+    {"preset": "seed", "metric": "lab", "augment": "flips", "tint": 0.5, "overlay": 0.3},
+    {"max_uses": 2, "min_spacing": 2, "contrast": 0.5, "tint": 1.0},
+], ids=["seed", "lab-flips-tint", "capped-contrast"])
+def test_make_and_render_on_a_cluster_give_the_files_of_one_machine(client, tmp_path,
+                                                                    settings):
+    tiles = make_colour_folder(tmp_path / "tiles", 120, size=24, seed=4)
+    for number in range(0, 120, 3):
+        # Copies later in the library: ties between ranges, which the first must win.
+        (tiles / f"u{number:03d}.png").write_bytes((tiles / f"t{number:03d}.png").read_bytes())
+    target = tmp_path / "target.png"
+    Image.fromarray(noisy_target()).save(target)
+    options = MosaicOptions(cell_px=4, tile_px=8, **settings)  # 10 x 14 cells
+    one = make_mosaic(target, tiles, options, cache_dir=tmp_path / "one")
+    with distributed.get_task_stream(client=client) as tasks:
+        two = make_on_cluster(client, target, tiles, options, cache_dir=tmp_path / "two",
+                              block_cells=40, range_tiles=50)  # 4 blocks x 4 ranges
+    ran = {task["key"].split("-")[0] for task in tasks.data}  # mosaicist-index-...: parts
+    assert {"mosaicist", "prepare_range", "search_range"} <= ran
+    for name in ("tile", "distance", "transform", "tint", "gain"):
+        assert np.array_equal(getattr(one.placements, name), getattr(two.placements, name))
+    first, second = one.report(), two.report()
+    for report in (first, second):
+        report.pop("timings")
+        if report["assignment"]:
+            report["assignment"].pop("seconds")
+    assert first == second
+    for output in ("mosaic.png", "mosaic.jpg", "mosaic.dzi"):
+        one.write(tmp_path / f"one-{output}")
+        assert write_on_cluster(client, two.renderer, tmp_path / f"two-{output}", two.options,
+                                cache_dir=tmp_path / "two", rows_per_task=3)
+        if output.endswith(".dzi"):
+            assert digest(tmp_path / "one-mosaic_files") == digest(tmp_path / "two-mosaic_files")
+        else:
+            assert digest(tmp_path / f"one-{output}") == digest(tmp_path / f"two-{output}")
+    # Drawn again from the original photos, larger: the same pyramid.
+    two.placements.write(tmp_path / "placements.json")
+    placements = Placements.read(tmp_path / "placements.json")
+    larger = placements.options.replace(tile_px=20)
+    renderer = placements_renderer(placements, larger, cache_dir=tmp_path / "two")
+    renderer.write(tmp_path / "here.dzi", larger)
+    assert write_on_cluster(client, renderer, tmp_path / "there.dzi", larger,
+                            cache_dir=tmp_path / "two", rows_per_task=4)
+    assert digest(tmp_path / "here_files") == digest(tmp_path / "there_files")
+
+
+def test_an_unreachable_scheduler_is_one_line(monkeypatch):
+    monkeypatch.setattr(_cluster, "CONNECT_SECONDS", 1)
+    with pytest.raises(MosaicistError, match="cannot reach the Dask scheduler"):
+        with client_for("tcp://127.0.0.1:9"):
+            pass
+
+
+# -- a cluster of subprocesses -------------------------------------------------------
+
+
+class SubprocessCluster:
+    """``dask scheduler`` and ``dask worker`` processes on 127.0.0.1, each in its own group."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.processes: dict[str, subprocess.Popen] = {}
+        scheduler_file = folder / "scheduler.json"
+        self._start("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", "0",
+                                  "--no-dashboard", "--scheduler-file", str(scheduler_file)])
+        deadline = time.monotonic() + WAIT_SECONDS
+        while not scheduler_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.address = json.loads(scheduler_file.read_text())["address"]
+
+    def start_worker(self, name: str) -> None:
+        self._start(name, ["worker", self.address, "--name", name, "--nthreads", "1",
+                           "--no-nanny", "--host", "127.0.0.1", "--no-dashboard",
+                           "--local-directory", str(self.folder / name)])
+
+    def _start(self, name: str, arguments: list[str]) -> None:
+        log = open(self.folder / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "dask", *arguments], stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, cwd=self.folder)
+        log.close()
+
+    def kill(self, name: str) -> None:
+        process = self.processes[name]
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=WAIT_SECONDS)
+
+    def stop(self) -> None:
+        for name, process in reversed(list(self.processes.items())):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.kill(name)
+
+
+@pytest.fixture(scope="module")
+def subprocess_cluster(tmp_path_factory):
+    cluster = SubprocessCluster(tmp_path_factory.mktemp("dask"))
+    try:
+        for name in ("worker-a", "worker-b"):
+            cluster.start_worker(name)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_the_command_line_on_a_running_scheduler(subprocess_cluster, tmp_path):
+    tiles = make_colour_folder(tmp_path / "tiles", 30, size=16)
+    target = tmp_path / "target.png"
+    Image.fromarray(noisy_target()).save(target)
+    env = dict(os.environ, MOSAICIST_CACHE_DIR=str(tmp_path / "cache"))
+    address = subprocess_cluster.address
+
+    def mosaicist(*arguments: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "mosaicist", *arguments],
+                              capture_output=True, text=True, env=env, timeout=WAIT_SECONDS)
+
+    indexed = mosaicist("index", str(tiles), "--tile-px", "8", "--scheduler", address)
+    assert indexed.returncode == 0, indexed.stderr
+    assert "30 tiles of 8 px" in indexed.stderr and "30 decoded" in indexed.stderr
+    common = ["--tiles", str(tiles), "--cell", "4", "--tile-px", "8", "--preset", "seed"]
+    made = mosaicist("make", str(target), *common, "-o", str(tmp_path / "there.png"),
+                     "--placements", str(tmp_path / "there.json"), "--scheduler", address)
+    assert made.returncode == 0, made.stderr
+    here = mosaicist("make", str(target), *common, "-o", str(tmp_path / "here.png"))
+    assert here.returncode == 0, here.stderr
+    assert digest(tmp_path / "here.png") == digest(tmp_path / "there.png")
+    rendered = mosaicist("render", str(tmp_path / "there.json"), "-o",
+                         str(tmp_path / "again.png"), "--scheduler", address)
+    assert rendered.returncode == 0, rendered.stderr
+    assert digest(tmp_path / "again.png") == digest(tmp_path / "there.png")
+    bad = mosaicist("index", str(tiles), "--scheduler", "local:0")
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == ("mosaicist: error: --scheduler local:N needs N from 1 to "
+                                  "256, got 'local:0'")
+
+
+def test_a_worker_killed_mid_run_costs_only_its_parts(subprocess_cluster, tmp_path):
+    rng = np.random.default_rng(8)
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    for number in range(160):
+        base = rng.integers(0, 256, 3)
+        pixels = np.clip(base + rng.normal(0, 30, (180, 240, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(tiles / f"p{number:03d}.png")
+    one = TileLibrary.open(tiles, 16, cache_dir=tmp_path / "one")
+    outcome: dict[str, object] = {}
+
+    def index_there() -> None:
+        with client_for(subprocess_cluster.address) as there:
+            try:
+                outcome["library"] = index_library(there, tiles, 16, tmp_path / "two",
+                                                   part_entries=4)
+            except BaseException as error:  # noqa: BLE001 - reported by the test below
+                outcome["error"] = error
+
+    runner = threading.Thread(target=index_there)
+    with client_for(subprocess_cluster.address) as watcher:
+        watcher.wait_for_workers(2, timeout=WAIT_SECONDS)
+        victim = next(address for address, info in
+                      watcher.scheduler_info(n_workers=-1)["workers"].items()
+                      if info["name"] == "worker-b")
+        runner.start()
+        killed_with = 0
+        deadline = time.monotonic() + WAIT_SECONDS
+        while runner.is_alive() and time.monotonic() < deadline:
+            busy = watcher.processing(workers=[victim]).get(victim, [])
+            if busy and list((tmp_path / "two").rglob("shard-*.u8")):
+                # Mid-run: parts already staged, and this worker holds some.
+                killed_with = len(busy)
+                subprocess_cluster.kill("worker-b")
+                break
+            time.sleep(0.005)
+        runner.join(WAIT_SECONDS)
+    assert killed_with, "the worker was never caught with a part"
+    assert "error" not in outcome, outcome.get("error")
+    two = outcome["library"]
+    assert isinstance(two, TileLibrary)
+    assert_same_library(one, two)
+    assert two.stats is not None and two.stats.decoded == 160

@@ -1,0 +1,573 @@
+"""The live wall's HTTP API on a real server: uploads good and bad, guests, the host, outputs."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import socket
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from conftest import bomb_png, gradient
+from PIL import Image
+
+from mosaicist.errors import MosaicistError, OptionError
+from mosaicist.live import Event, Live, make_live_app
+from mosaicist.live import _app as live_app
+from mosaicist.live import _event as live_event
+from mosaicist.web import WebServer, bind
+
+GRID = (6, 4)
+SETTINGS = {"tile_px": 16, "match_px": 8}
+
+
+def photo_bytes(seed: int, size: tuple[int, int] = (60, 40), kind: str = "JPEG",
+                **save: object) -> bytes:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, 3)
+    pixels = np.clip(base + rng.normal(0, 20, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, kind, **save)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("target") / "couple.png"
+    Image.fromarray(gradient(90, 60)).save(path)
+    return path
+
+
+class Wall:
+    """A wall served on 127.0.0.1 in a thread, and clients for guests and the host."""
+
+    def __init__(self, folder: Path, target: Path, *, grid=GRID, rate: float = 0,
+                 fallback: str | None = None, **open_args: object) -> None:
+        self.event = Event.open(folder, target=target, grid=grid, settings=dict(SETTINGS),
+                                **open_args)
+        self.live = Live(self.event, rate=rate, fallback=fallback)
+        listener = bind("127.0.0.1", 0)
+        self.port = listener.getsockname()[1]
+        self.server = WebServer(make_live_app(self.live, host="127.0.0.1", port=self.port),
+                                listener, on_stop=self.live.begin_stop).start()
+        self.event.start()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.guest = httpx.Client(base_url=self.base, timeout=30,
+                                  headers={"X-Mosaicist-Token": self.event.page_token})
+        self.host = httpx.Client(base_url=self.base, timeout=60, headers={
+            "Authorization": f"Bearer {self.event.admin_token}"})
+        self.anyone = httpx.Client(base_url=self.base, timeout=30)
+
+    def upload(self, *files: tuple[str, bytes]) -> httpx.Response:
+        return self.guest.post("/api/photos", files=[("photo", (name, data, "image/jpeg"))
+                                                     for name, data in files])
+
+    def stored(self) -> list[Path]:
+        return sorted(self.event.photos_folder.iterdir())
+
+    def close(self) -> None:
+        for client in (self.guest, self.host, self.anyone):
+            client.close()
+        self.server.stop()
+        self.live.close()
+
+
+@pytest.fixture
+def make_wall(tmp_path, target) -> Iterator:
+    walls: list[Wall] = []
+
+    def make(**args: object) -> Wall:
+        wall = Wall(tmp_path / f"event{len(walls)}", target, **args)
+        walls.append(wall)
+        return wall
+
+    yield make
+    for wall in walls:
+        wall.close()
+
+
+@pytest.fixture
+def wall(make_wall) -> Wall:
+    return make_wall()
+
+
+# --- guests ------------------------------------------------------------------------------
+
+
+def test_a_photo_is_placed_stored_and_shown(wall):
+    answer = wall.upload(("me.jpg", photo_bytes(1)))
+    assert answer.status_code == 201
+    placed = answer.json()
+    assert set(placed) == {"id", "row", "col"}
+    assert 0 <= placed["row"] < GRID[1] and 0 <= placed["col"] < GRID[0]
+    assert wall.anyone.get(f"/api/photos/{placed['id']}").json() == {
+        "id": placed["id"], "status": "placed", "row": placed["row"], "col": placed["col"]}
+    shown = wall.anyone.get("/api/wall").json()
+    assert shown["grid"] == {"cols": GRID[0], "rows": GRID[1]}
+    assert shown["tiles"] == [placed] and shown["version"] == 1
+    tile = wall.anyone.get(f"/api/tiles/{placed['id']}.jpg?at=whatever")
+    assert tile.status_code == 200 and tile.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(tile.content)).size == (16, 16)
+    # Stored under its generated id only.
+    assert [path.name for path in wall.stored()] == [f"{placed['id']}.jpg"]
+
+
+def test_several_photos_in_one_upload(wall):
+    answer = wall.upload(*[(f"p{i}.jpg", photo_bytes(i)) for i in range(3)])
+    assert answer.status_code == 201
+    photos = answer.json()["photos"]
+    assert len(photos) == 3 and len({(p["row"], p["col"]) for p in photos}) == 3
+
+
+def exif_photo() -> bytes:
+    """A 60x40 JPEG whose EXIF says 'rotate 90 degrees' and holds a GPS position."""
+    image = Image.fromarray(gradient(60, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: the camera was turned
+    exif[0x010F] = "PhoneMaker"
+    gps = exif.get_ifd(0x8825)
+    gps[1], gps[2] = "N", (51.0, 30.0, 0.0)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif.tobytes(), icc_profile=b"\0" * 128,
+               comment=b"secret")
+    return buffer.getvalue()
+
+
+def test_orientation_applied_and_metadata_stripped(wall):
+    placed = wall.upload(("phone.jpg", exif_photo())).json()
+    stored = wall.stored()[0].read_bytes()
+    tile = wall.anyone.get(f"/api/tiles/{placed['id']}.jpg").content
+    for data in (stored, tile):
+        with Image.open(io.BytesIO(data)) as image:
+            assert not image.getexif() and "icc_profile" not in image.info
+            assert "comment" not in image.info
+        assert b"PhoneMaker" not in data and b"secret" not in data
+    with Image.open(io.BytesIO(stored)) as image:
+        assert image.size == (40, 60)  # turned upright
+
+
+def test_heic_photos_are_accepted(wall):
+    pillow_heif = pytest.importorskip("pillow_heif")
+    if not pillow_heif.libheif_info().get("HEIF"):
+        pytest.skip("this pillow-heif has no HEIC encoder to make a test photo")
+    buffer = io.BytesIO()
+    Image.fromarray(gradient(64, 48)).save(buffer, "HEIF", quality=80)
+    answer = wall.upload(("IMG_0001.HEIC", buffer.getvalue()))
+    assert answer.status_code == 201, answer.text
+    with Image.open(wall.stored()[0]) as image:
+        assert image.format == "JPEG" and image.size == (64, 48)
+
+
+def truncated() -> bytes:
+    data = photo_bytes(3, (200, 150))
+    return data[: len(data) // 2]
+
+
+def ppm() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(gradient(30, 30)).save(buffer, "PPM")
+    return buffer.getvalue()
+
+
+BAD_UPLOADS = {
+    "truncated": (truncated(), "cannot be read"),
+    "not an image": (b"%PDF-1.4 this is not a photo at all\n" * 20, "not a picture"),
+    "empty": (b"", "empty"),
+    "wrong type": (ppm(), "not a picture in a format the wall accepts"),
+    "html as jpeg": (b"<html><script>alert(1)</script></html>", "not a picture"),
+    "pixel bomb": (bomb_png(30000, 30000), "over the limit"),
+    "too small": (photo_bytes(4, (10, 10)), "at least 16 pixels"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_UPLOADS))
+def test_bad_uploads_are_refused_in_one_sentence_and_nothing_is_kept(wall, kind):
+    data, words = BAD_UPLOADS[kind]
+    answer = wall.upload(("../../etc/photo.jpg", data))
+    assert answer.status_code == 400
+    message = answer.json()["error"]
+    assert words in message and "\n" not in message and "Traceback" not in message
+    assert message.startswith("photo.jpg")  # the name, without its folders
+    assert wall.stored() == [] and wall.anyone.get("/api/wall").json()["tiles"] == []
+
+
+def test_a_huge_upload_is_refused(wall, monkeypatch):
+    monkeypatch.setattr(live_event, "MAX_PHOTO_BYTES", 200_000)
+    monkeypatch.setattr(live_app, "MAX_PHOTO_BYTES", 200_000)
+    big = photo_bytes(5, (1500, 1000), "PNG")
+    assert len(big) > 200_000
+    answer = wall.upload(("big.png", big))
+    assert answer.status_code == 400 and "over the limit" in answer.json()["error"]
+    # Above the whole request's limit, the guard refuses it before reading it.
+    with socket.create_connection(("127.0.0.1", wall.port), timeout=10) as connection:
+        connection.sendall(
+            f"POST /api/photos HTTP/1.1\r\nHost: 127.0.0.1:{wall.port}\r\n"
+            f"X-Mosaicist-Token: {wall.event.page_token}\r\n"
+            "Content-Type: multipart/form-data; boundary=x\r\n"
+            f"Content-Length: {live_app.MAX_BODY + 1}\r\n\r\n".encode())
+        assert connection.recv(64).startswith(b"HTTP/1.1 413")
+    assert wall.stored() == []
+
+
+def test_one_bad_photo_refuses_the_whole_upload(wall):
+    answer = wall.upload(("good.jpg", photo_bytes(6)), ("bad.jpg", truncated()))
+    assert answer.status_code == 400 and answer.json()["error"].startswith("bad.jpg")
+    assert wall.stored() == [] and wall.event.counts()["received"] == 0
+
+
+@pytest.mark.parametrize("name", ["../../../tmp/evil.jpg", "..\\..\\evil.jpg", "/etc/passwd",
+                                  "a/b/c.jpg", ".hidden.jpg", "x\x00y.jpg", "é" * 300 + ".jpg"])
+def test_path_like_names_never_name_a_file(wall, name, tmp_path):
+    answer = wall.upload((name, photo_bytes(7)))
+    assert answer.status_code == 201
+    photo_id = answer.json()["id"]
+    assert [path.name for path in wall.stored()] == [f"{photo_id}.jpg"]
+    assert not (tmp_path / "evil.jpg").exists()
+    assert not any(path.name.endswith("evil.jpg") for path in tmp_path.rglob("*"))
+
+
+def test_malformed_uploads(wall):
+    assert wall.guest.post("/api/photos", json={"photo": "x"}).status_code == 400
+    missing = wall.guest.post("/api/photos", files={"other": ("a.jpg", photo_bytes(8))})
+    assert missing.status_code == 400 and "'photo'" in missing.json()["error"]
+    many = wall.guest.post("/api/photos", files=[("photo", (f"{i}.jpg", b"x"))
+                                                 for i in range(live_app.MAX_FILES + 1)])
+    assert many.status_code == 400 and "at most" in many.json()["error"]
+    assert wall.stored() == []
+
+
+def test_guests_need_the_page_token_and_origin(wall):
+    files = {"photo": ("a.jpg", photo_bytes(9), "image/jpeg")}
+    assert wall.anyone.post("/api/photos", files=files).status_code == 403
+    wrong = wall.anyone.post("/api/photos", files=files, headers={"X-Mosaicist-Token": "nope"})
+    assert wrong.status_code == 403
+    foreign = wall.guest.post("/api/photos", files=files,
+                              headers={"Origin": "http://evil.example"})
+    assert foreign.status_code == 403
+    rebinding = wall.guest.post("/api/photos", files=files, headers={"Host": "evil.example"})
+    assert rebinding.status_code == 421
+    assert wall.stored() == []
+
+
+def test_pages_carry_the_page_token_not_the_admin_token(wall):
+    for route in ("/", "/display", "/admin"):
+        page = wall.anyone.get(route)
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert wall.event.page_token in page.text and "{{MOSAICIST_TOKEN}}" not in page.text
+        assert wall.event.admin_token not in page.text
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert wall.anyone.get("/assets/guest.html").status_code == 404
+    assert wall.anyone.get("/assets/../_event.py").status_code in (400, 404)
+    assert wall.anyone.get("/api/qr.svg").text.lstrip().startswith("<svg")
+
+
+def test_guests_see_only_what_is_theirs_or_on_the_wall(make_wall):
+    wall = make_wall(moderation=True)
+    held = wall.upload(("a.jpg", photo_bytes(10)))
+    assert held.status_code == 202
+    assert held.json() == {"id": held.json()["id"], "status": "pending", "reason": "moderation"}
+    photo_id = held.json()["id"]
+    assert wall.anyone.get(f"/api/tiles/{photo_id}.jpg").status_code == 404
+    assert wall.anyone.get(f"/api/admin/photos/{photo_id}.jpg").status_code == 401
+    assert wall.anyone.get("/api/photos/" + "0" * 32).status_code == 404
+    assert wall.anyone.get("/api/photos/../event.sqlite").status_code == 404
+    assert wall.anyone.get("/api/tiles/../../event.sqlite").status_code == 404
+
+
+def test_upload_rate_is_limited_per_client(make_wall):
+    wall = make_wall(rate=6)
+    answers = [wall.upload((f"{i}.jpg", photo_bytes(i))) for i in range(live_app.BURST + 1)]
+    assert [answer.status_code for answer in answers[:-1]] == [201] * live_app.BURST
+    assert answers[-1].status_code == 429 and int(answers[-1].headers["retry-after"]) >= 1
+
+
+# --- the host ----------------------------------------------------------------------------
+
+
+ADMIN_CALLS = [("GET", "/api/admin/state", None), ("POST", "/api/admin/pause", {"paused": True}),
+               ("POST", "/api/admin/moderation", {"on": True}),
+               ("GET", "/api/admin/export?format=png", None),
+               ("GET", "/api/admin/sheets.pdf", None),
+               ("POST", "/api/admin/complete", {"source": "received"}),
+               ("DELETE", "/api/admin/photos/" + "a" * 32, None)]
+
+
+@pytest.mark.parametrize(("method", "route", "body"), ADMIN_CALLS)
+def test_admin_routes_need_the_admin_token(wall, method, route, body):
+    page = {"X-Mosaicist-Token": wall.event.page_token}
+    missing = wall.anyone.request(method, route, json=body, headers=page)
+    assert missing.status_code == 401 and "admin token" in missing.json()["error"]
+    assert missing.headers["www-authenticate"] == "Bearer"
+    wrong = wall.anyone.request(method, route, json=body,
+                                headers=page | {"Authorization": "Bearer not-it"})
+    assert wrong.status_code == 403
+    page_as_admin = {"Authorization": f"Bearer {wall.event.page_token}"}
+    guest_token = wall.anyone.request(method, route, json=body, headers=page | page_as_admin)
+    assert guest_token.status_code == 403
+    assert not wall.event.paused and not wall.event.moderation
+
+
+def test_a_script_with_the_admin_token_needs_no_page(wall):
+    assert wall.host.post("/api/admin/pause", json={"paused": True}).status_code == 200
+    assert wall.event.paused
+    # ... but a browser page of another site still cannot use it.
+    foreign = wall.host.post("/api/admin/pause", json={"paused": False},
+                             headers={"Origin": "http://evil.example"})
+    assert foreign.status_code == 403 and wall.event.paused
+
+
+def test_pause_refuses_uploads(wall):
+    wall.host.post("/api/admin/pause", json={"paused": True})
+    refused = wall.upload(("a.jpg", photo_bytes(11)))
+    assert refused.status_code == 503 and "paused" in refused.json()["error"]
+    assert wall.host.post("/api/admin/pause", json={"paused": "no"}).status_code == 400
+    wall.host.post("/api/admin/pause", json={"paused": False})
+    assert wall.upload(("a.jpg", photo_bytes(11))).status_code == 201
+    assert wall.stored() and len(wall.stored()) == 1
+
+
+def test_moderation_approve_and_reject(wall):
+    wall.host.post("/api/admin/moderation", json={"on": True})
+    first, second = (wall.upload((f"{i}.jpg", photo_bytes(i))).json()["id"] for i in (12, 13))
+    state = wall.host.get("/api/admin/state").json()
+    assert [item["id"] for item in state["pending"]] == [first, second]
+    assert state["counts"]["pending"] == 2 and state["counts"]["placed"] == 0
+    preview = wall.host.get(f"/api/admin/photos/{first}.jpg")
+    assert preview.status_code == 200 and preview.headers["content-type"] == "image/jpeg"
+    approved = wall.host.post(f"/api/admin/photos/{first}/approve").json()
+    assert approved["status"] == "placed"
+    assert wall.anyone.get("/api/wall").json()["tiles"][0]["id"] == first
+    rejected = wall.host.post(f"/api/admin/photos/{second}/reject").json()
+    assert rejected["status"] == "rejected"
+    assert not (wall.event.photos_folder / f"{second}.jpg").exists()
+    again = wall.host.post(f"/api/admin/photos/{second}/approve")
+    assert again.status_code == 409
+    assert wall.host.post("/api/admin/photos/" + "b" * 32 + "/approve").status_code == 404
+
+
+def test_remove_frees_the_cell_for_the_overflow(make_wall):
+    wall = make_wall(grid=(2, 2))
+    placed = [wall.upload((f"{i}.jpg", photo_bytes(i))).json() for i in range(4)]
+    waiting = wall.upload(("late.jpg", photo_bytes(20)))
+    assert waiting.status_code == 202 and waiting.json()["reason"] == "full"
+    assert [item["id"] for item in wall.host.get("/api/admin/state").json()["overflow"]] == [
+        waiting.json()["id"]]
+    gone = wall.host.delete(f"/api/admin/photos/{placed[1]['id']}").json()
+    assert gone["status"] == "removed"
+    assert not (wall.event.photos_folder / f"{placed[1]['id']}.jpg").exists()
+    late = wall.anyone.get(f"/api/photos/{waiting.json()['id']}").json()
+    assert late["status"] == "placed"
+    ids = {tile["id"] for tile in wall.anyone.get("/api/wall").json()["tiles"]}
+    assert placed[1]["id"] not in ids and waiting.json()["id"] in ids and len(ids) == 4
+    assert wall.anyone.get(f"/api/tiles/{placed[1]['id']}.jpg").status_code == 404
+
+
+def read_events(wall: Wall, count: int, out: list, ready: threading.Event) -> None:
+    with httpx.Client(base_url=wall.base, timeout=30) as client, client.stream(
+        "GET", "/api/events"
+    ) as stream:
+        kind = None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                out.append((kind, json.loads(line[6:])))
+                ready.set()
+                if len(out) >= count:
+                    return
+
+
+def test_event_stream_announces_tiles_and_removals(wall):
+    events: list = []
+    ready = threading.Event()
+    reader = threading.Thread(target=read_events, args=(wall, 3, events, ready), daemon=True)
+    reader.start()
+    assert ready.wait(10)
+    placed = wall.upload(("a.jpg", photo_bytes(21))).json()
+    wall.host.delete(f"/api/admin/photos/{placed['id']}")
+    reader.join(10)
+    assert [kind for kind, _ in events] == ["reset", "tile", "removed"]
+    assert events[0][1] == {"version": 0}
+    assert events[1][1] == placed | {"version": 1}
+    assert events[2][1] == placed | {"version": 2}
+
+
+def test_exports_and_print_sheets(wall):
+    for index in range(5):
+        wall.upload((f"{index}.jpg", photo_bytes(30 + index)))
+    png = wall.host.get("/api/admin/export?format=png")
+    assert png.status_code == 200 and "attachment" in png.headers["content-disposition"]
+    with Image.open(io.BytesIO(png.content)) as image:
+        assert image.size == (GRID[0] * 16, GRID[1] * 16)
+        picture = np.asarray(image.convert("RGB"))
+    # A placed photo's cell shows its tile as served.
+    first = wall.anyone.get("/api/wall").json()["tiles"][0]
+    shown = np.asarray(Image.open(io.BytesIO(
+        wall.anyone.get(f"/api/tiles/{first['id']}.jpg").content)).convert("RGB"))
+    cell = picture[first["row"] * 16:(first["row"] + 1) * 16,
+                   first["col"] * 16:(first["col"] + 1) * 16]
+    assert np.array_equal(cell, shown)
+    tiff = wall.host.get("/api/admin/export?format=tiff")
+    assert tiff.status_code == 200 and tiff.content[:2] in (b"II", b"MM")
+    dzi = wall.host.get("/api/admin/export?format=dzi")
+    with zipfile.ZipFile(io.BytesIO(dzi.content)) as archive:
+        names = archive.namelist()
+    assert "wall.dzi" in names and any(name.startswith("wall_files/") for name in names)
+    assert wall.host.get("/api/admin/export?format=gif").status_code == 400
+    for route in ("/api/admin/sheets.pdf?paper=letter&tile_cm=4", "/api/admin/underlay.pdf"):
+        pdf = wall.host.get(route)
+        assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+        assert pdf.content.count(b"/Type /Page\n") + pdf.content.count(b"/Type /Page ") >= 1
+    assert wall.host.get("/api/admin/sheets.pdf?paper=a3").status_code == 400
+    assert wall.host.get("/api/admin/sheets.pdf?tile_cm=500").status_code == 400
+    assert wall.anyone.get("/api/wall.jpg?width=100").status_code == 200
+    assert wall.anyone.get("/api/wall.jpg?width=0").status_code == 400
+    assert wall.anyone.get("/api/target.jpg").headers["content-type"] == "image/jpeg"
+
+
+def test_complete_from_received_photos_and_from_the_library(make_wall, tmp_path):
+    library = tmp_path / "library"
+    library.mkdir()
+    for index in range(30):
+        (library / f"l{index:02d}.jpg").write_bytes(photo_bytes(100 + index, (20, 20)))
+    wall = make_wall(fallback=str(library))
+    for index in range(8):
+        wall.upload((f"{index}.jpg", photo_bytes(40 + index)))
+    refused = wall.host.post("/api/admin/complete", json={"source": "received", "max_uses": 1})
+    assert refused.status_code == 409
+    done = wall.host.post("/api/admin/complete", json={"source": "received", "max_uses": 3})
+    assert done.status_code == 200 and done.json()["filled"] == GRID[0] * GRID[1] - 8
+    tiles = wall.anyone.get("/api/wall").json()["tiles"]
+    assert len(tiles) == GRID[0] * GRID[1] and len({t["id"] for t in tiles}) == len(tiles)
+    # Each received photo fills at most 3 cells.
+    sources = [wall.event.photos[t["id"]].picture_id for t in tiles]
+    assert max(sources.count(source) for source in set(sources)) <= 3
+    full = wall.host.post("/api/admin/complete", json={"source": "library"})
+    assert full.status_code == 409 and "no empty cell" in full.json()["error"]
+    # Free some cells, then complete them from the library.
+    for tile in tiles[:5]:
+        wall.host.delete(f"/api/admin/photos/{tile['id']}")
+    library_done = wall.host.post("/api/admin/complete", json={"source": "library"}).json()
+    assert library_done["counts"]["empty"] == 0 and library_done["filled"] >= 5
+    assert wall.host.post("/api/admin/complete", json={"source": "x"}).status_code == 400
+    assert wall.host.post("/api/admin/complete",
+                          json={"source": "received", "max_uses": "3"}).status_code == 400
+
+
+@pytest.mark.parametrize("final", [True, False], ids=["final", "moving"])
+def test_a_final_wall_never_moves_a_photo(make_wall, final):
+    wall = make_wall(final=final)
+    events: list = []
+    ready = threading.Event()
+    reader = threading.Thread(target=read_events, args=(wall, 10_000, events, ready),
+                              daemon=True)
+    reader.start()
+    assert ready.wait(10)
+    placed = {}
+    for index in range(16):
+        answer = wall.upload((f"{index}.jpg", photo_bytes(80 + index))).json()
+        placed[answer["id"]] = (answer["row"], answer["col"])
+    # A quiet moment: a moving wall re-optimises now, a final one does not.
+    deadline = time.monotonic() + (live_event.QUIET_SECONDS + 0.5 if final else 10)
+    while wall.event.planner.rounds == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert wall.event.planner.rounds == 0 if final else wall.event.planner.rounds >= 1
+    now = {tile["id"]: (tile["row"], tile["col"])
+           for tile in wall.anyone.get("/api/wall").json()["tiles"]}
+    moved = [data for kind, data in events if kind == "moved"]
+    if final:
+        assert now == placed and not moved and wall.event.planner.moved == 0
+    else:
+        # Whatever moved was announced, and the wall is then the best arrangement.
+        assert {data["id"]: (data["row"], data["col"]) for data in moved} == {
+            photo: cell for photo, cell in now.items() if placed[photo] != cell}
+        assert wall.event.placer.optimum() == {}
+
+
+# --- the event folder ----------------------------------------------------------------------
+
+
+def test_resuming_gives_back_the_same_wall(make_wall, target):
+    wall = make_wall()
+    for index in range(6):
+        wall.upload((f"{index}.jpg", photo_bytes(50 + index)))
+    wall.host.post("/api/admin/moderation", json={"on": True})
+    pending = wall.upload(("held.jpg", photo_bytes(60))).json()["id"]
+    time.sleep(live_event.QUIET_SECONDS + 0.5)  # let a re-optimisation run, if any
+    before = wall.anyone.get("/api/wall").json()
+    tokens = (wall.event.admin_token, wall.event.page_token)
+    folder = wall.event.folder
+    wall.close()
+    again = Wall(folder, target)
+    try:
+        assert again.anyone.get("/api/wall").json() == before
+        assert (again.event.admin_token, again.event.page_token) == tokens
+        assert again.event.moderation
+        assert again.anyone.get(f"/api/photos/{pending}").json()["status"] == "pending"
+    finally:
+        again.close()
+
+
+def test_a_resumed_event_keeps_its_target_grid_and_look(tmp_path, target):
+    event = Event.open(tmp_path / "e", target=target, grid=GRID, settings=dict(SETTINGS))
+    with pytest.raises(MosaicistError, match="another 'mosaicist live'"):
+        Event.open(tmp_path / "e")
+    event.close()
+    other = tmp_path / "other.png"
+    Image.fromarray(gradient(50, 50)[::-1].copy()).save(other)
+    with pytest.raises(MosaicistError, match="another target"):
+        Event.open(tmp_path / "e", target=other)
+    with pytest.raises(MosaicistError, match="grid is 6x4"):
+        Event.open(tmp_path / "e", grid=(5, 5))
+    with pytest.raises(OptionError, match="tint"):
+        Event.open(tmp_path / "e", settings={"tint": 0.2})
+    with pytest.raises(MosaicistError, match="needs its TARGET"):
+        Event.open(tmp_path / "new")
+    resumed = Event.open(tmp_path / "e", settings={"jpeg_quality": 80})
+    assert resumed.settings.options.jpeg_quality == 80 and resumed.settings.cols == 6
+    resumed.close()
+
+
+def test_leftovers_of_a_crash_are_tidied(make_wall, target):
+    wall = make_wall()
+    kept = wall.upload(("a.jpg", photo_bytes(70))).json()
+    folder = wall.event.folder
+    wall.close()
+    (tile,) = (folder / "tiles").iterdir()
+    tile.unlink()  # the placed photo's tile was lost: it is drawn again
+    # A photo stored but never recorded, a tile of nothing, a half-written file.
+    (folder / "photos" / ("c" * 32 + ".jpg")).write_bytes(photo_bytes(71))
+    (folder / "tiles" / ("d" * 32 + "-3.jpg")).write_bytes(b"x")
+    (folder / "photos" / ".x.jpg.123-abc.part.jpg").write_bytes(b"x")
+    event = Event.open(folder)
+    try:
+        assert sorted(path.name for path in (folder / "photos").iterdir()) == [
+            f"{kept['id']}.jpg"]
+        assert [path.name for path in (folder / "tiles").iterdir()] == [tile.name]
+    finally:
+        event.close()
+
+
+def test_the_command_line_names_its_flags(tmp_path, target):
+    from click.testing import CliRunner
+
+    from mosaicist.cli import main
+
+    runner = CliRunner()
+    result = runner.invoke(main, ["live", str(target), "--grid", "4", "--event",
+                                  str(tmp_path / "e"), "--port", "0"])
+    assert result.exit_code != 0 and "--grid" in result.output
+    result = runner.invoke(main, ["live", str(target), "--grid", "4x3", "--tint", "2",
+                                  "--event", str(tmp_path / "e"), "--port", "0"])
+    assert result.exit_code != 0 and "--tint" in result.output
+    result = runner.invoke(main, ["live"])
+    assert result.exit_code != 0 and "TARGET" in result.output
+    with contextlib.suppress(FileNotFoundError):
+        assert not (tmp_path / "e" / "event.sqlite").exists()
