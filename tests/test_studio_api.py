@@ -650,9 +650,12 @@ def test_serve_studio_opens_the_browser_and_stops_on_interrupt(module_cache, wor
     pages: list[str] = []
 
     def visit(url: str) -> None:
-        # Runs while serve_studio serves: read the page, then press Ctrl+C.
-        pages.append(httpx.get(url, timeout=30).text)
-        _thread.interrupt_main()
+        # Runs while serve_studio serves: read the page, then press Ctrl+C (whatever
+        # happened, so that a failed read fails the test instead of hanging it).
+        try:
+            pages.append(httpx.get(url, timeout=30).text)
+        finally:
+            _thread.interrupt_main()
 
     def fake_open(url: str) -> bool:
         opened.append(url)
@@ -661,9 +664,14 @@ def test_serve_studio_opens_the_browser_and_stops_on_interrupt(module_cache, wor
 
     monkeypatch.setattr("webbrowser.open", fake_open)
     monkeypatch.setenv("HOME", str(world["home"]))
+    # Ctrl+C as a person presses it, whatever an earlier test (a Dask cluster) left.
+    previous_interrupt = signal.signal(signal.SIGINT, signal.default_int_handler)
     lines: list[str] = []
     handler = signal.getsignal(signal.SIGTERM)
-    serve_studio(cache_dir=module_cache, roots=[world["other"]], announce=lines.append)
+    try:
+        serve_studio(cache_dir=module_cache, roots=[world["other"]], announce=lines.append)
+    finally:
+        signal.signal(signal.SIGINT, previous_interrupt)
     assert len(lines) == 1 and lines[0].startswith("mosaicist studio: http://127.0.0.1:")
     url = lines[0].split()[2]
     assert opened == [url] and 'name="mosaicist-token"' in pages[0]
