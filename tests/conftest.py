@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import struct
 import zlib
 from pathlib import Path
@@ -11,6 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+# Ctrl+C as in a terminal. A suite started in the background by a non-interactive
+# shell inherits SIGINT ignored, and would pass that on to the servers its tests
+# start and stop with SIGINT (and _thread.interrupt_main would do nothing).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
