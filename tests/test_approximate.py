@@ -64,12 +64,20 @@ def without_faiss(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(approximate, "_load_faiss", lambda: None)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "faiss"])
-def test_easy_data_valid_exact_distances_and_optimum(easy_data, backend, monkeypatch):
-    if backend == "faiss":
-        pytest.importorskip("faiss")
-    else:
+def use_backend(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``numpy``: no FAISS; ``faiss``: FAISS (skipped where it is not installed)."""
+    if backend == "numpy":
         without_faiss(monkeypatch)
+    else:
+        pytest.importorskip("faiss")
+
+
+BACKENDS = ["numpy", "faiss"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_easy_data_valid_exact_distances_and_optimum(easy_data, backend, monkeypatch):
+    use_backend(backend, monkeypatch)
     cells, tiles, features, exact = easy_data
     geometry = Geometry(CELL, TILE)
     result = match_approximate(cells, tiles, geometry, features)
@@ -119,12 +127,9 @@ def test_non_multiple_geometry(monkeypatch):
     assert np.array_equal(result.distance, (difference**2).reshape(len(cells), -1).sum(axis=1))
 
 
-@pytest.mark.parametrize("backend", ["numpy", "faiss"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_index_is_cached_and_reused(easy_data, backend, tmp_path, monkeypatch):
-    if backend == "faiss":
-        pytest.importorskip("faiss")
-    else:
-        without_faiss(monkeypatch)
+    use_backend(backend, monkeypatch)
     cells, tiles, features, exact = easy_data
     geometry = Geometry(CELL, TILE)
     first = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path)
@@ -134,7 +139,7 @@ def test_index_is_cached_and_reused(easy_data, backend, tmp_path, monkeypatch):
     stamp = entries[0].stat().st_mtime_ns
 
     builds = []
-    name = "_build_faiss" if backend == "faiss" else "_build_numpy"
+    name = "_build_numpy" if backend == "numpy" else "_build_faiss"
     original = getattr(approximate, name)
     monkeypatch.setattr(approximate, name, lambda *args: builds.append(1) or original(*args))
     second = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path)
@@ -190,3 +195,60 @@ def test_rectangular_cells_get_true_distances_and_mostly_exact_picks(cell, tile,
     assert np.array_equal(found.distance, true)
     assert np.all(found.distance >= exact.distance)
     assert np.mean(found.tile == exact.tile) > 0.9
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cells_in_small_chunks_give_the_same_result(easy_data, backend, monkeypatch):
+    use_backend(backend, monkeypatch)
+    cells, tiles, features, _ = easy_data
+    geometry = Geometry(CELL, TILE)
+    whole = match_approximate(cells, tiles, geometry, features)
+    # Chunks of 7 cells: the last one is partial, every buffer is remade.
+    monkeypatch.setattr(approximate, "CELL_CHUNK", 7)
+    chunked = match_approximate(cells, tiles, geometry, features)
+    assert np.array_equal(whole.tile, chunked.tile)
+    assert np.array_equal(whole.distance, chunked.distance)
+    assert (whole.evaluated, whole.bounded) == (chunked.evaluated, chunked.bounded)
+
+
+def test_candidate_bounds_match_the_bound_rows_and_mark_missing_ones():
+    rng = np.random.default_rng(2)
+    bound = rng.normal(size=(50, 6)).astype(np.float32)
+    cell_rows = rng.normal(size=(9, 6)).astype(np.float32)
+    found = rng.integers(-1, 50, (9, 5))
+    bounds = approximate._candidate_bounds(bound, found, cell_rows)
+    expected = np.einsum("ijk,ik->ij", bound[np.maximum(found, 0)].astype(np.float64), cell_rows)
+    present = found >= 0
+    assert np.allclose(bounds[present], expected[present], rtol=1e-5, atol=1e-5)
+    assert np.isinf(bounds[~present]).all()
+
+
+def test_rerank_picks_the_exact_optimum_among_candidates_ties_to_lowest_position():
+    # Every tile appears twice and each cell's candidates come in twin pairs
+    # (in random order, with gaps of -1), so every optimum is a tie.
+    rng = np.random.default_rng(4)
+    unique = smooth_images(rng, 60, TILE)
+    shuffle = rng.permutation(120)
+    tiles = np.concatenate([unique, unique])[shuffle]
+    cells = smooth_images(rng, 40, CELL)
+    geometry = Geometry(CELL, TILE)
+    features = compute_features(tiles, geometry)
+    cell_rows, cell_norm2 = approximate.cell_bound_rows(cells, geometry, features)
+    row_of = np.argsort(features.order)
+    copies = [row_of[np.flatnonzero(shuffle % 60 == image)] for image in range(60)]
+    found = np.full((len(cells), 14), -1)
+    for cell in range(len(cells)):
+        pairs = np.concatenate([copies[image] for image in rng.choice(60, 6, replace=False)])
+        found[cell, rng.choice(14, 12, replace=False)] = rng.permutation(pairs)
+    found[0] = -1
+    found[0, 3] = 5  # a cell with a single candidate
+    distance, tile, evaluated, bounded = approximate._rerank(
+        cells, cell_rows, cell_norm2, found, features, features.pooled, geometry)
+    assert bounded == int((found >= 0).sum())
+    assert len(cells) <= evaluated <= bounded
+    for cell in range(len(cells)):
+        listed = features.order[found[cell][found[cell] >= 0]]
+        true = pixel_distance(np.repeat(cells[cell:cell + 1], len(listed), axis=0), tiles, listed)
+        best = true.min()
+        assert distance[cell] == best
+        assert tile[cell] == listed[true == best].min()

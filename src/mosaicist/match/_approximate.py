@@ -14,18 +14,22 @@ of the PCA bound that the exact search already computes
    remaining components taken as zero: an ordinary L2 nearest-neighbour
    problem that keeps the ranking of ``LB`` (and so, closely, of ``D``).
 2. **Inverted file.** A coarse k-means (``nlist`` lists, about
-   ``LISTS_PER_ROOT * sqrt(M)``) partitions the tiles; each cell scans the
-   ``nprobe`` lists whose centres are nearest and keeps its ``candidates``
-   nearest tiles. FAISS (``IndexIVFFlat``) does this when it is importable,
-   else a NumPy implementation (k-means by GEMM on a sample, then one GEMM
-   per list over the cells that probe it).
+   ``LISTS_PER_ROOT * sqrt(M)``: 4,000 lists of 250 tiles for a million)
+   partitions the tiles; each cell scans the ``nprobe`` lists whose centres
+   are nearest and keeps its ``candidates`` nearest tiles. FAISS
+   (``IndexIVFFlat``) does this when it is importable, else a NumPy
+   implementation (k-means by GEMM on a sample, then one GEMM per list over
+   the cells that probe it).
 3. **Exact re-rank.** The candidates' full bounds (all components) are
    computed; the ``EXACT_FIRST`` lowest are evaluated exactly (integer
    objective, :func:`~mosaicist.match.exact_distances`), and so is every
    other candidate whose bound does not exceed the best exact distance
    found. The result is therefore the exact optimum among the candidates,
    ties to the lowest library position; a cell misses its true optimum only
-   when that tile is not among its candidates.
+   when that tile is not among its candidates. Cells go through search and
+   re-rank ``CELL_CHUNK`` at a time, so the buffers stay a few megabytes
+   and are reused (fresh memory costs page faults, which on a small
+   virtual machine can exceed the work).
 
 The trained index depends only on the features, so it is cached (when a
 ``cache_dir`` is given) under a key made of the features' identity and the
@@ -58,20 +62,22 @@ if TYPE_CHECKING:
 INDEX_VERSION = 1
 #: Leading principal components of the index space.
 INDEX_DIMENSIONS = 32
-#: Lists of the inverted file per square root of the tile count.
-LISTS_PER_ROOT = 1
+#: Lists of the inverted file per square root of the tile count (4,000 for a
+#: million tiles): finer lists than sqrt(M) reach the same share of exact picks
+#: with half the tiles scanned (see match_approximate's notes).
+LISTS_PER_ROOT = 4
 #: Lists scanned per cell.
-DEFAULT_NPROBE = 16
+DEFAULT_NPROBE = 32
 #: Candidates per cell whose full bound is computed (the nearest in index space).
 DEFAULT_CANDIDATES = 32
 #: Candidates (lowest bound first) evaluated exactly for every cell.
-EXACT_FIRST = 4
+EXACT_FIRST = 1
 #: Training points per list for the k-means (an evenly spaced sample of tiles).
-TRAIN_PER_LIST = 48
+TRAIN_PER_LIST = 24
 #: Lloyd iterations of the k-means.
 KMEANS_ITERATIONS = 10
 #: Cells searched at a time (bounds the candidate and scan buffers).
-CELL_CHUNK = 8192
+CELL_CHUNK = 4096
 #: Rows per GEMM when assigning points to centres.
 ASSIGN_CHUNK = 32768
 
@@ -337,6 +343,59 @@ def _scan_numpy(index: _NumpyIndex, points: np.ndarray, listed: np.ndarray,
     return out
 
 
+def _candidate_bounds(bound: np.ndarray, found: np.ndarray, cell_rows: np.ndarray) -> np.ndarray:
+    """Full bounds (all components, float32 like match_exact's) of each cell's candidates.
+
+    ``found`` holds bound rows, ``-1`` for none (bound ``inf``). One
+    candidate column at a time, so the gathered rows stay a few megabytes.
+    """
+    out = np.empty(found.shape, np.float32)
+    for column in range(found.shape[1]):
+        rows = found[:, column]
+        out[:, column] = np.einsum("ij,ij->i", bound[np.maximum(rows, 0)], cell_rows)
+    out[found < 0] = np.inf
+    return out
+
+
+def _rerank(
+    block: np.ndarray, cell_rows: np.ndarray, cell_norm2: np.ndarray, found: np.ndarray,
+    features: TileFeatures, pooled: np.ndarray, geometry: Geometry,
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """The exact optimum among each cell's candidates (``found``: bound rows, ``-1`` for none).
+
+    Returns the distances, the tiles, and the counts of exact evaluations
+    and of candidate bounds. The ``EXACT_FIRST`` candidates of lowest bound
+    are evaluated, then every other whose bound does not exceed the best
+    distance so far (it could win, or tie at a lower position).
+    """
+    count = len(block)
+    best_distance = np.full(count, np.iinfo(np.int64).max, np.int64)
+    best_tile = np.full(count, np.iinfo(np.int64).max, np.int64)
+    cell_flat = cells_for_dots(block, geometry.weight)
+    cells = np.arange(count)
+
+    def evaluate(take: np.ndarray, rows: np.ndarray) -> int:
+        at = np.broadcast_to(cells[:, None], take.shape)[take]
+        tiles = features.order[rows[take]]
+        distances = exact_distances(cell_flat, cell_norm2, pooled, features.norm2,
+                                    geometry.weight, at, tiles)
+        _improve(best_distance, best_tile, at, tiles, distances)
+        return len(at)
+
+    bounds = _candidate_bounds(features.bound, found, cell_rows)
+    rank = np.argsort(bounds, axis=1, kind="stable")
+    found = np.take_along_axis(found, rank, axis=1)
+    bounds = np.take_along_axis(bounds, rank, axis=1)
+    present = found >= 0
+    first = min(EXACT_FIRST, found.shape[1])
+    evaluated = evaluate(present[:, :first], found[:, :first])
+    threshold = np.nextafter(best_distance.astype(np.float32), np.float32(np.inf))
+    rest = present[:, first:] & (bounds[:, first:] <= threshold[:, None])
+    if rest.any():
+        evaluated += evaluate(rest, found[:, first:])
+    return best_distance, best_tile, evaluated, int(present.sum())
+
+
 def match_approximate(
     cell_vectors: np.ndarray,
     tiles: np.ndarray,
@@ -396,29 +455,32 @@ def match_approximate(
     Notes
     -----
     Measured on the 2-core, 24 GB development machine (shared with other
-    jobs: load average 3-4, so wall times are inflated roughly twofold, for
-    the exact search too), 32,400 cells (a 3840x2160 target, 16 px cells,
-    32 px tiles), CIFAR-derived libraries, ``candidates=32``, ``p=32``. Share
-    of cells with the exact optimum / total objective above exact (FAISS and
-    the NumPy fallback pick the same tiles up to k-means differences):
+    jobs), 32,400 cells (a 3840x2160 target, 16 px cells, 32 px tiles),
+    CIFAR-derived libraries (``benchmarks/bench_million.py``), FAISS,
+    ``candidates=32``, ``p=32``: share of cells with the exact optimum and
+    total objective above exact (the 200,000-tile rows on 2,000 of the cells):
 
-    ==========  =====  ======  ===========  ==========
-    tiles       nlist  nprobe  exact cells  objective
-    ==========  =====  ======  ===========  ==========
-    200,000     447    8       98.90%       +0.124%
-    200,000     447    12      99.59%       +0.044%
-    200,000     447    16      99.77%       +0.027%
-    1,000,000   1000   8       98.05%       +0.198%
-    1,000,000   1000   16      99.52%       +0.043%
-    1,000,000   2000   16      99.21%       +0.092%
-    1,000,000   2000   24      99.62%       +0.048%
-    ==========  =====  ======  ===========  ==========
+    ==========  =====  ======  ============  ===========  ==========
+    tiles       nlist  nprobe  tiles/cell    exact cells  objective
+    ==========  =====  ======  ============  ===========  ==========
+    200,000     1789   24      2,700         99.65%       +0.030%
+    200,000     1789   32      3,600         99.75%       +0.013%
+    1,000,000   1000   16      16,000        99.53%       +0.045%
+    1,000,000   4000   24      6,000         99.33%       +0.065%
+    1,000,000   4000   32      8,000         99.62%       +0.037%
+    1,000,000   4000   40      10,000        99.71%       +0.030%
+    1,000,000   8000   40      5,000         99.50%       +0.049%
+    1,000,000   8000   48      6,000         99.62%       +0.034%
+    ==========  =====  ======  ============  ===========  ==========
 
-    Time grows with ``nprobe * M / nlist`` (tiles scanned per cell); a cold
-    run also trains the index (about ``M * nlist`` work, ~10 s for a million
-    tiles with 1000 lists), which is why ``nlist`` defaults to ``sqrt(M)``:
-    finer lists save little scanning but cost much more to train. About 5
-    exact evaluations are made per cell.
+    Search time grows with the tiles scanned per cell (``nprobe * M /
+    nlist``) plus the probe of the ``nlist`` centres: the defaults (4,000
+    lists, 32 probes at a million tiles) reach the share of exact picks of
+    1,000 lists and 16 probes while scanning half the tiles; 8,000 lists
+    scan less again but take several times longer to train (k-means on
+    ``TRAIN_PER_LIST * nlist`` points, then every tile assigned to its
+    list: a few seconds at 4,000 lists with FAISS, paid once, as the index
+    is cached). About 4 exact evaluations are made per cell.
     """
     count = len(cell_vectors)
     tile_count = len(tiles)
@@ -453,25 +515,17 @@ def match_approximate(
         index.nprobe = nprobe
 
     pooled = features.pooled if features.pooled is not None else tiles.reshape(tile_count, -1)
-    cell_rows, cell_norm2 = cell_bound_rows(cell_vectors, geometry, features)
-    cell_flat = cells_for_dots(cell_vectors, geometry.weight)
-    best_distance = np.full(count, np.iinfo(np.int64).max, np.int64)
-    best_tile = np.full(count, np.iinfo(np.int64).max, np.int64)
-    order = features.order
+    best_distance = np.empty(count, np.int64)
+    best_tile = np.empty(count, np.int64)
     evaluated = bounded = 0
-
-    def evaluate(cells: np.ndarray, rows: np.ndarray) -> int:
-        tiles_at = order[rows]
-        distances = exact_distances(
-            cell_flat, cell_norm2, pooled, features.norm2, geometry.weight, cells, tiles_at
-        )
-        _improve(best_distance, best_tile, cells, tiles_at, distances)
-        return len(cells)
 
     with progress_bar(count, "matching", unit="cell", enabled=show_progress) as bar:
         for start in range(0, count, CELL_CHUNK):
             stop = min(count, start + CELL_CHUNK)
-            rows_here = cell_rows[start:stop]
+            # Everything per cell is made a chunk at a time: fresh memory is
+            # costly (page faults), and a chunk's buffers are reused by the next.
+            block = cell_vectors[start:stop]
+            rows_here, norm2_here = cell_bound_rows(block, geometry, features)
             points = _cell_points(rows_here, dimensions, scale)
             if faiss is not None:
                 _, found = index.search(points, candidates)
@@ -480,32 +534,10 @@ def match_approximate(
                 # Many small products: threaded BLAS only adds synchronisation here.
                 with threadpool_limits(limits=1, user_api="blas"):
                     found = _scan_numpy(index, points, listed, listed_norm2, nprobe, candidates)
-            present = found >= 0
-            safe = np.where(present, found, 0)
-            # Full bounds (all components) of the candidates, in float32 like match_exact's.
-            bounds = np.matmul(features.bound[safe], rows_here[:, :, None])[:, :, 0]
-            bounds[~present] = np.inf
-            bounded += int(present.sum())
-            rank = np.argsort(bounds, axis=1, kind="stable")
-            found = np.take_along_axis(found, rank, axis=1)
-            bounds = np.take_along_axis(bounds, rank, axis=1)
-            present = np.take_along_axis(present, rank, axis=1)
-            first = min(EXACT_FIRST, candidates)
-            cells = np.arange(start, stop)
-            head = present[:, :first]
-            evaluated += evaluate(
-                np.broadcast_to(cells[:, None], head.shape)[head], found[:, :first][head]
-            )
-            # Any other candidate whose bound does not exceed the best exact
-            # distance could still win (or tie at a lower position): evaluate it.
-            threshold = np.nextafter(
-                best_distance[start:stop].astype(np.float32), np.float32(np.inf)
-            )
-            rest = present[:, first:] & (bounds[:, first:] <= threshold[:, None])
-            if rest.any():
-                evaluated += evaluate(
-                    np.broadcast_to(cells[:, None], rest.shape)[rest], found[:, first:][rest]
-                )
+            reranked = _rerank(block, rows_here, norm2_here, found, features, pooled, geometry)
+            best_distance[start:stop], best_tile[start:stop] = reranked[:2]
+            evaluated += reranked[2]
+            bounded += reranked[3]
             bar.update(stop - start)
     return MatchResult(best_tile, best_distance, evaluated, bounded)
 
