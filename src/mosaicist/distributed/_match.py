@@ -61,7 +61,7 @@ from ..match import (
     prepare_tiles,
 )
 from ..match._capped import LibrarySearch
-from ..match._contrast import CANDIDATES, rerank, transfer
+from ..match._contrast import CANDIDATES, best_after_transfer
 from ..match._exact import search_scale
 from ..options import MosaicOptions
 from ..paths import atomic_path
@@ -280,14 +280,7 @@ class ClusterExactMatcher(ExactMatcher):
             found = _in_objective_units(
                 search.nearest(cells, max(2, CANDIDATES * request.variants), search_units=True),
                 request)
-        assert found.candidates is not None
-        distance, gain = transfer(request.cell_vectors, request.candidates, request.geometry,
-                                  request.features, found.candidates, options.contrast,
-                                  options.tint)
-        pick = rerank(distance)
-        rows = np.arange(len(pick))
-        return MatchResult(found.candidates[rows, pick], distance[rows, pick],
-                           found.evaluated, found.bounded, gain=gain[rows, pick])
+        return best_after_transfer(request, found)
 
 
 class ClusterCappedMatcher(CappedMatcher):

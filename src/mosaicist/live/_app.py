@@ -84,6 +84,7 @@ from ..web import (
     content_type,
     make_app,
     open_inside,
+    read_json,
     resolved_folder,
 )
 from ._event import (
@@ -419,19 +420,6 @@ def _check_admin(request: Request, token: str) -> None:
         raise WebError(403, "the admin token is not this wall's")
 
 
-async def _read_json(request: Request) -> dict[str, Any]:
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_JSON_BYTES:
-            raise WebError(413, f"the request body is larger than {MAX_JSON_BYTES // 1024} KB")
-    try:
-        value = json.loads(bytes(body) or b"{}")
-    except (ValueError, RecursionError):
-        raise WebError(400, "the request body is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise WebError(400, "the request body must be a JSON object")
-    return value
 
 
 def _flag(body: dict[str, Any], name: str) -> bool:
@@ -604,17 +592,17 @@ def _routes(live: Live) -> list[Route]:
         return JSONResponse(await _call(event.remove, request.path_params["id"]))
 
     async def pause(request: Request) -> Response:
-        paused = _flag(await _read_json(request), "paused")
+        paused = _flag(await read_json(request, MAX_JSON_BYTES), "paused")
         await _call(event.set_flag, "paused", paused)
         return JSONResponse(await _call(live.state))
 
     async def moderation(request: Request) -> Response:
-        on = _flag(await _read_json(request), "on")
+        on = _flag(await read_json(request, MAX_JSON_BYTES), "on")
         await _call(event.set_flag, "moderation", on)
         return JSONResponse(await _call(live.state))
 
     async def complete(request: Request) -> Response:
-        return JSONResponse(await _call(live.complete, await _read_json(request)))
+        return JSONResponse(await _call(live.complete, await read_json(request, MAX_JSON_BYTES)))
 
     stem = Path(event.settings.target_name).stem or "wall"
 

@@ -157,6 +157,25 @@ def adaptive_tint(
     return np.clip(np.ceil(wanted * 100 - 1e-9) / 100, low, high)
 
 
+def best_after_transfer(request: MatchRequest, found: MatchResult) -> MatchResult:
+    """Each cell's best of its candidates ``found`` once the contrast transfer is applied.
+
+    ``found`` holds each cell's nearest candidates in the objective's units
+    (at least ``max(2, CANDIDATES * variants)`` of them, as the exact
+    searches give them); the pick and its gain come from :func:`transfer`
+    and :func:`rerank`.
+    """
+    assert found.candidates is not None
+    options = request.options
+    distance, gain = transfer(request.cell_vectors, request.candidates, request.geometry,
+                              request.features, found.candidates, options.contrast,
+                              options.tint)
+    pick = rerank(distance)
+    rows = np.arange(len(pick))
+    return MatchResult(found.candidates[rows, pick], distance[rows, pick],
+                       found.evaluated, found.bounded, gain=gain[rows, pick])
+
+
 def finish(request: MatchRequest, result: MatchResult) -> MatchResult:
     """The picks after the corrections no matcher ranked by (see the module's description)."""
     options = request.options

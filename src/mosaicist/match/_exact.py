@@ -846,16 +846,9 @@ class ExactMatcher(Matcher):
         if not options.contrast:
             return match_exact(request.cell_vectors, request.candidates, request.geometry,
                                request.features, request.show_progress, tint=options.tint)
-        from ._contrast import CANDIDATES, rerank, transfer
+        from ._contrast import CANDIDATES, best_after_transfer
 
         found = match_exact(request.cell_vectors, request.candidates, request.geometry,
                             request.features, request.show_progress,
                             k=max(2, CANDIDATES * request.variants), tint=options.tint)
-        assert found.candidates is not None
-        distance, gain = transfer(request.cell_vectors, request.candidates, request.geometry,
-                                  request.features, found.candidates, options.contrast,
-                                  options.tint)
-        pick = rerank(distance)
-        rows = np.arange(len(pick))
-        return MatchResult(found.candidates[rows, pick], distance[rows, pick],
-                           found.evaluated, found.bounded, gain=gain[rows, pick])
+        return best_after_transfer(request, found)

@@ -78,6 +78,7 @@ from ..web import (
     make_app,
     new_token,
     open_inside,
+    read_json,
     resolved_folder,
 )
 from ._command import command_line, render_command_line
@@ -542,20 +543,6 @@ def _download_name(target_name: str, file_name: str) -> str:
     return file_name if file_name.startswith(stem) else f"{stem}-{file_name}"
 
 
-async def _read_json(request: Request) -> dict[str, Any]:
-    """The request's body as a JSON object (at most :data:`MAX_JSON_BYTES`)."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_JSON_BYTES:
-            raise WebError(413, f"the request body is larger than {MAX_JSON_BYTES // 1024} KB")
-    try:
-        value = json.loads(bytes(body) or b"{}")
-    except (ValueError, RecursionError):
-        raise WebError(400, "the request body is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise WebError(400, "the request body must be a JSON object")
-    return value
 
 
 def _event_text(kind: str, data: dict[str, Any]) -> str:
@@ -661,7 +648,7 @@ def _routes(studio: Studio) -> list[Route]:
         return JSONResponse(await threaded(studio.accept)(data, name), 201)
 
     async def upload_example(request: Request) -> Response:
-        body = await _read_json(request)
+        body = await read_json(request, MAX_JSON_BYTES)
         return JSONResponse(await threaded(studio.accept_example)(body.get("name")), 201)
 
     async def target(request: Request) -> Response:
@@ -675,7 +662,7 @@ def _routes(studio: Studio) -> list[Route]:
         return JSONResponse(await threaded(studio.folders)(request.query_params.get("path")))
 
     async def index(request: Request) -> Response:
-        body = await _read_json(request)
+        body = await read_json(request, MAX_JSON_BYTES)
         return JSONResponse(await threaded(studio.start_index)(body), 202)
 
     async def job(request: Request) -> Response:
@@ -693,18 +680,18 @@ def _routes(studio: Studio) -> list[Route]:
         return JSONResponse(await threaded(studio.cancel_job)(request.path_params["job"]))
 
     async def preview(request: Request) -> Response:
-        body = await _read_json(request)
+        body = await read_json(request, MAX_JSON_BYTES)
         number = studio.preview_number()
         response: Response = await threaded(studio.preview)(number, body)
         return response
 
     async def command(request: Request) -> Response:
-        body = await _read_json(request)
+        body = await read_json(request, MAX_JSON_BYTES)
         return JSONResponse(await threaded(studio.command)(body))
 
     async def runs(request: Request) -> Response:
         if request.method == "POST":
-            body = await _read_json(request)
+            body = await read_json(request, MAX_JSON_BYTES)
             return JSONResponse(await threaded(studio.start_run)(body), 202)
 
         def listing() -> list[dict[str, Any]]:
@@ -732,7 +719,7 @@ def _routes(studio: Studio) -> list[Route]:
         return JSONResponse(await threaded(studio.cancel_run)(request.path_params["id"]))
 
     async def render(request: Request) -> Response:
-        body = await _read_json(request)
+        body = await read_json(request, MAX_JSON_BYTES)
         return JSONResponse(await threaded(studio.start_render)(request.path_params["id"], body),
                             202)
 

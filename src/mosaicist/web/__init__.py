@@ -13,7 +13,7 @@ only from inside a resolved root folder, symlinks checked.
 """
 
 from ._app import DEFAULT_MAX_BODY, make_app, new_token
-from ._errors import API_PREFIX, WebError, error_response
+from ._errors import API_PREFIX, WebError, error_response, read_json
 from ._files import (
     FileAnswer,
     content_type,
@@ -46,5 +46,6 @@ __all__ = [
     "open_inside",
     "open_resolved",
     "plain_name",
+    "read_json",
     "resolved_folder",
 ]

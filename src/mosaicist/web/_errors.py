@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Mapping
 from http import HTTPStatus
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -114,3 +115,23 @@ EXCEPTION_HANDLERS = {
     MosaicistError: mosaicist_error,
     Exception: unexpected_error,
 }
+
+
+async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
+    """A request's body as a JSON object of at most ``max_bytes`` (else a one-sentence 4xx).
+
+    The body is counted as it arrives, so an oversized one is refused
+    without being read whole.
+    """
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise WebError(413, f"the request body is larger than {max_bytes // 1024} KB")
+    try:
+        value = json.loads(bytes(body) or b"{}")
+    except (ValueError, RecursionError):
+        raise WebError(400, "the request body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise WebError(400, "the request body must be a JSON object")
+    return value
