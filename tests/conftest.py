@@ -155,3 +155,39 @@ def make_colour_folder(root: Path, count: int, size: int = 12, seed: int = 0) ->
         pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(root / f"t{index:03d}.png")
     return root
+
+
+# --- browser tests ----------------------------------------------------------------------------
+
+#: Debian's Chromium, which Playwright drives (no `playwright install`).
+CHROMIUM = "/usr/bin/chromium"
+#: Set (as scripts/test.sh does where Chromium is installed): a missing browser fails.
+REQUIRE_BROWSER = "MOSAICIST_REQUIRE_BROWSER"
+
+
+def sync_playwright_or_skip():
+    """Playwright's sync API, or skip (fail when MOSAICIST_REQUIRE_BROWSER is set)."""
+    missing = []
+    if not os.access(CHROMIUM, os.X_OK):
+        missing.append(f"Chromium ({CHROMIUM})")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+        missing.append("the playwright package")
+    if missing:
+        reason = f"browser test needs {' and '.join(missing)}; scripts/test.sh installs both"
+        if os.environ.get(REQUIRE_BROWSER):
+            pytest.fail(f"{reason} ({REQUIRE_BROWSER} is set)")
+        pytest.skip(reason)
+    return sync_playwright
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless, driven by Playwright."""
+    sync_playwright = sync_playwright_or_skip()
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()

@@ -249,9 +249,9 @@ def test_viewer_page_maps_points_to_leaves(tmp_path, tiles):
 
 
 def test_viewer_pointer_finds_the_leaf_in_a_browser(tmp_path, tiles):
-    from test_viewer import _sync_playwright
+    from conftest import sync_playwright_or_skip
 
-    sync_playwright = _sync_playwright()
+    sync_playwright = sync_playwright_or_skip()
     mosaic = make_mosaic(textured_target(), tiles, cell_px=16, tile_px=16, adaptive=2,
                          detail=10.0, preset="seed", cache_dir=tmp_path / "cache")
     mosaic.write(tmp_path / "m.dzi")

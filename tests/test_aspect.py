@@ -8,7 +8,6 @@ libraries made of synthetic tile arrays.
 from __future__ import annotations
 
 import functools
-import os
 
 import numpy as np
 import pytest
@@ -141,29 +140,6 @@ def test_rectangular_options_sizes():
 
 
 # --- the viewer's pointer on rectangular cells ----------------------------------------------
-
-CHROMIUM = "/usr/bin/chromium"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Chromium through Playwright, or skip (fail when MOSAICIST_REQUIRE_BROWSER is set)."""
-    reason = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        reason = "playwright is not installed"
-    if reason is None and not os.path.exists(CHROMIUM):
-        reason = f"no browser at {CHROMIUM}"
-    if reason is not None:
-        if os.environ.get("MOSAICIST_REQUIRE_BROWSER"):
-            pytest.fail(f"{reason} (MOSAICIST_REQUIRE_BROWSER is set)")
-        pytest.skip(reason)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
-
 
 def test_browser_pointer_maps_to_rectangular_cells(browser, tmp_path):
     rows, cols, tile_w, tile_h = 4, 5, 12, 8

@@ -42,8 +42,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-CHROMIUM = "/usr/bin/chromium"
-REQUIRE_BROWSER = "MOSAICIST_REQUIRE_BROWSER"
 COLS, ROWS = 8, 6
 TIMEOUT_MS = 20_000
 #: Photos the guest sends, by colour: far apart, so that a tile in the wrong cell shows.
@@ -52,32 +50,6 @@ COLOURS = {"red": (220, 40, 40), "blue": (40, 60, 220), "green": (40, 200, 60)}
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 
-def _sync_playwright():
-    """Playwright's sync API, or skip (fail when MOSAICIST_REQUIRE_BROWSER is set)."""
-    missing = []
-    if not os.access(CHROMIUM, os.X_OK):
-        missing.append(f"Chromium ({CHROMIUM})")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-        missing.append("the playwright package")
-    if missing:
-        reason = f"browser test needs {' and '.join(missing)}; scripts/test.sh installs both"
-        if os.environ.get(REQUIRE_BROWSER):
-            pytest.fail(f"{reason} ({REQUIRE_BROWSER} is set)")
-        pytest.skip(reason)
-    return sync_playwright
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Debian's Chromium, headless, driven by Playwright."""
-    sync_playwright = _sync_playwright()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
 
 
 def write_target(path: Path) -> Path:

@@ -39,8 +39,6 @@ from mosaicist.viewer import (
     write_viewer,
 )
 
-CHROMIUM = "/usr/bin/chromium"
-REQUIRE_BROWSER = "MOSAICIST_REQUIRE_BROWSER"
 ROOT = Path(__file__).resolve().parents[1]
 
 # The test mosaic: ROWS x COLS cells of CELL_PX pixels, each a solid colour
@@ -595,32 +593,6 @@ def test_serve_viewer_errors_name_the_path(tmp_path):
 # --- in a browser ----------------------------------------------------------------------------
 
 
-def _sync_playwright():
-    """Playwright's sync API, or skip (fail when MOSAICIST_REQUIRE_BROWSER is set)."""
-    missing = []
-    if not os.access(CHROMIUM, os.X_OK):
-        missing.append(f"Chromium ({CHROMIUM})")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-        missing.append("the playwright package")
-    if missing:
-        reason = f"browser test needs {' and '.join(missing)}; scripts/test.sh installs both"
-        if os.environ.get(REQUIRE_BROWSER):
-            pytest.fail(f"{reason} ({REQUIRE_BROWSER} is set)")
-        pytest.skip(reason)
-    return sync_playwright
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Debian's Chromium, headless, driven by Playwright."""
-    sync_playwright = _sync_playwright()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
 
 
 # Runs in every page before its own scripts. The page sets window.mosaicistViewer
