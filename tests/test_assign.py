@@ -10,11 +10,21 @@ from scipy.optimize import linear_sum_assignment
 
 from mosaicist.errors import MosaicistError
 from mosaicist.match import (
+    _assign,
     assign_tiles,
     check_feasible,
     spacing_violations,
     tile_capacity,
 )
+
+
+@pytest.fixture(autouse=True, params=["flow", "lapjv"])
+def solver(request, monkeypatch):
+    """Every test with each exact solver: OR-Tools' min-cost flow and SciPy's LAPJVsp."""
+    if request.param == "flow":
+        pytest.importorskip("ortools")
+    monkeypatch.setattr(_assign, "SOLVER", request.param)
+    return request.param
 
 
 def full_distances(rng, cells, tiles, dim=3, clusters=None):
@@ -483,3 +493,32 @@ def test_pricing_proofs_across_rounds_keep_the_optimum(monkeypatch, reach, direc
         assert result.objective == result.lower_bound == dense_optimum(full, 1 + seed % 2)
         measured += search.calls["pairs"]
     assert (measured > 0) == (direct > 0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("magnitude", [1, 1 << 48])
+def test_both_solvers_agree_on_cost_and_left_out_cells(seed, magnitude, monkeypatch):
+    """The min-cost flow and LAPJVsp find equal optima; huge costs fall back to LAPJVsp."""
+    pytest.importorskip("ortools")
+    rng = np.random.default_rng(900 + seed)
+    count, tiles = 40, 25
+    full = full_distances(rng, count, tiles, clusters=2) * magnitude
+    candidates, distances = top_k(full, 4)
+    edges = _assign._edges(candidates, distances, np.full(count, 4))
+    allowed = np.ones(len(edges.row), bool)
+    outside = 2 * edges.tail + 1
+    results = {}
+    for name in ("flow", "lapjv"):
+        monkeypatch.setattr(_assign, "SOLVER", name)
+        with_outside = _assign._solve(count, edges, allowed, 1, outside)
+        inside = with_outside >= 0
+        cost = (int(edges.dist[with_outside[inside]].sum())
+                + int(outside[~inside].sum()))
+        # Without outside columns 40 cells cannot all get one of 25 tiles: both
+        # leave out the same number, the fewest possible.
+        left_out = int((_assign._solve(count, edges, allowed, 1, None) < 0).sum())
+        minimum = _assign._solve(count, edges, allowed, 2, outside, minimum=1)
+        results[name] = (cost, left_out, int(
+            edges.dist[minimum[minimum >= 0]].sum() + outside[minimum < 0].sum()))
+    assert results["flow"] == results["lapjv"]
+    assert results["flow"][1] == count - len(np.unique(edges.tile))

@@ -198,23 +198,28 @@ def _tinted_bounds(
     Tinting subtracts ``kappa |mean(a) - mean(b)|^2`` (``kappa = (2A - A^2) n``)
     from every distance, so subtracting it from the bound keeps it a bound:
     three more columns ``2 kappa mean(a)`` / ``mean(b)`` and the squared norms
-    folded into the row and column terms.
+    folded into the row and column terms. The tiles' rows depend on the
+    strength only and are kept with the features (:meth:`TileFeatures.derived`).
     """
     kappa = (2 * strength - strength * strength) * pixels
     cell_means = cell_sums / pixels
-    tile_means = features.channel_sums[features.order] / pixels
     cell_norm = np.einsum("ij,ij->i", cell_means, cell_means)
-    tile_norm = np.einsum("ij,ij->i", tile_means, tile_means)
     dimensions = len(features.basis)
     cells = np.empty((len(cell_rows), cell_rows.shape[1] + 3), np.float32)
     cells[:, :-3] = cell_rows
     cells[:, dimensions] -= (kappa * (1 + 1e-6) * cell_norm + 1.0).astype(np.float32)
     cells[:, -3:] = 2 * kappa * cell_means
-    tiles = np.empty((len(features.bound), features.bound.shape[1] + 3), np.float32)
-    tiles[:, :-3] = features.bound
-    tiles[:, dimensions + 1] -= (kappa * (1 + 1e-6) * tile_norm + 1.0).astype(np.float32)
-    tiles[:, -3:] = tile_means
-    return cells, tiles
+
+    def tile_rows() -> np.ndarray:
+        tile_means = features.channel_sums[features.order] / pixels
+        tile_norm = np.einsum("ij,ij->i", tile_means, tile_means)
+        tiles = np.empty((len(features.bound), features.bound.shape[1] + 3), np.float32)
+        tiles[:, :-3] = features.bound
+        tiles[:, dimensions + 1] -= (kappa * (1 + 1e-6) * tile_norm + 1.0).astype(np.float32)
+        tiles[:, -3:] = tile_means
+        return tiles
+
+    return cells, features.derived(("tinted", pixels, strength), tile_rows)
 
 
 #: Marks a best distance or tile not found yet (larger than any distance).
@@ -484,14 +489,24 @@ class _ExactSearch:
         cell_rows, bound_rows, scale = self.cell_rows, self.bound_rows, self.scale
         dimensions = len(self.features.basis)
         coarse = min(self.coarse_shape[0], dimensions)
-        tail = bound_rows[:, coarse:dimensions].astype(np.float64)
-        tail2 = np.einsum("ij,ij->i", tail, tail)
         extra = bound_rows.shape[1] - (dimensions + 2)
-        coarse_tiles = np.empty((self.tile_count, coarse + 2 + extra), np.float32)
-        coarse_tiles[:, :coarse] = bound_rows[:, :coarse]
-        coarse_tiles[:, coarse] = 1.0
-        coarse_tiles[:, coarse + 1] = bound_rows[:, dimensions + 1] - scale * tail2
-        coarse_tiles[:, coarse + 2:] = bound_rows[:, dimensions + 2:]
+
+        def tile_rows() -> np.ndarray:
+            # Chunked: a float64 copy of the whole tail would be the search's largest array.
+            tail2 = np.empty(self.tile_count, np.float64)
+            for start in range(0, self.tile_count, TILE_CHUNK):
+                tail = bound_rows[start:start + TILE_CHUNK, coarse:dimensions].astype(np.float64)
+                tail2[start:start + TILE_CHUNK] = np.einsum("ij,ij->i", tail, tail)
+            coarse_tiles = np.empty((self.tile_count, coarse + 2 + extra), np.float32)
+            coarse_tiles[:, :coarse] = bound_rows[:, :coarse]
+            coarse_tiles[:, coarse] = 1.0
+            coarse_tiles[:, coarse + 1] = bound_rows[:, dimensions + 1] - scale * tail2
+            coarse_tiles[:, coarse + 2:] = bound_rows[:, dimensions + 2:]
+            return coarse_tiles
+
+        # The tile rows follow from the bound rows, which the tint strength decides.
+        coarse_tiles = self.features.derived(
+            ("coarse", coarse, scale, self.hundredths, self.distance_scale), tile_rows)
         # The cell rows hold -2 s x: undo the factor to get the components back.
         projected = cell_rows[:, :dimensions] / np.float32(-2.0 * scale)
         coarse_cells = np.empty((len(cell_rows), coarse + 2 + extra), np.float32)

@@ -21,7 +21,8 @@ margin far above float32's rounding error for these magnitudes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +161,10 @@ class BoundGrid:
         return out
 
 
+#: Derived row sets :meth:`TileFeatures.derived` keeps (tinted bound, coarse bound).
+DERIVED_KEPT = 4
+
+
 @dataclass
 class TileFeatures:
     """Per-tile quantities the search needs, computed once per library and geometry.
@@ -197,6 +202,27 @@ class TileFeatures:
     norm2: np.ndarray
     channel_sums: np.ndarray
     pooled: np.ndarray | None
+    #: Rows derived from these for one kind of search, kept for the next (see :meth:`derived`).
+    _derived: dict[tuple[object, ...], np.ndarray] = field(
+        default_factory=dict, repr=False, compare=False)
+
+    def derived(self, key: tuple[object, ...], build: Callable[[], np.ndarray]) -> np.ndarray:
+        """The array ``build()`` makes, made once per ``key`` for these features.
+
+        A repetition-limited assignment searches the library a dozen times
+        with the same settings; the tile rows its searches derive from the
+        bound (tinted columns, the coarse bound) depend on the settings only,
+        and rebuilding them cost over a second per search at 50,000 tiles.
+        Only the latest few are kept, so memory stays within a few copies of
+        :attr:`bound`.
+        """
+        found = self._derived.get(key)
+        if found is None:
+            found = build()
+            if len(self._derived) >= DERIVED_KEPT:
+                self._derived.pop(next(iter(self._derived)))
+            self._derived[key] = found
+        return found
 
     def limit(self, count: int) -> TileFeatures:
         """Features of the first ``count`` tiles."""
