@@ -68,7 +68,13 @@ def main() -> None:
     parser.add_argument("--tiles", default="cifar10/train",
                         help="tile folder, relative to the data folder")
     parser.add_argument("--cell", type=int, default=16, help="cell size (default 16)")
+    parser.add_argument("--cases", nargs="+", metavar="WORD",
+                        help="only the cases whose name has one of these words (plain always runs)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs of each case; the fastest is reported (default 1)")
     args = parser.parse_args()
+    cases = [case for case in CASES if case[0] == "plain" or not args.cases
+             or any(word in case[0] for word in args.cases)]
 
     data = data_dir(args.data)
     runs = fresh_dir(cache_dir(args.cache_dir) / "runs", "capped-")
@@ -83,10 +89,13 @@ def main() -> None:
 
     table = []
     plain_seconds = None
-    for name, flags in CASES:
+    for name, flags in cases:
         report_path = runs / "report.json"
         print(f"{name} ...", flush=True)
-        child = run_child([*base, *flags, "-o", runs / "mosaic.png", "--report", report_path])
+        # A shared machine's load comes and goes: the fastest of the runs is the cost.
+        child = min((run_child([*base, *flags, "-o", runs / "mosaic.png", "--report",
+                                report_path]) for _ in range(max(1, args.repeat))),
+                    key=lambda run: run.seconds)
         child.check()
         report = json.loads(report_path.read_text())
         plain_seconds = plain_seconds or child.seconds

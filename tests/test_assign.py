@@ -522,3 +522,13 @@ def test_both_solvers_agree_on_cost_and_left_out_cells(seed, magnitude, monkeypa
             edges.dist[minimum[minimum >= 0]].sum() + outside[minimum < 0].sum()))
     assert results["flow"] == results["lapjv"]
     assert results["flow"][1] == count - len(np.unique(edges.tile))
+
+
+def test_spacing_rounds_converge_when_every_cost_ties():
+    """Equal costs everywhere: each spacing round keeps the cells it need not move."""
+    rows, cols, tiles = 8, 8, 24
+    full = np.full((rows * cols, tiles), 7, np.int64)
+    candidates, distances = top_k(full, tiles)
+    result = assign_tiles(candidates, distances, rows, cols, max_uses=3, min_spacing=2)
+    check_placement(result.tile, full, rows, cols, 3, 2)
+    assert result.iterations < 20

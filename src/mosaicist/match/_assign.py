@@ -18,7 +18,12 @@ limit alone already caps uses). It is solved exactly by
 sparse shortest augmenting paths) with each contested tile replicated into
 ``cap`` columns. Tiles that fewer than ``cap`` cells list can never be
 over-used, so each of their edges gets a private column instead: the graph
-only grows by the replicas of the tiles that are actually contested.
+only grows by the replicas of the tiles that are actually contested. With
+OR-Tools installed (extra ``fast``) the same problem is solved as a min-cost
+flow instead (source -> cell -> tile -> sink, each tile's arc to the sink of
+capacity ``cap``: no replicas), exactly, by cost scaling on the integer
+costs, 4 to 6 times faster on the seed workload's graphs; costs out of its
+range fall back to LAPJVsp (:data:`SOLVER`).
 
 **Certified over the whole library (with a ``search``).** The dual of the
 capacitated assignment prices the tiles: maximise ``sum_i u_i - cap sum_j p_j``
@@ -84,7 +89,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -590,6 +595,7 @@ def _solve(
     cap: int | None,
     outside: np.ndarray | None,
     minimum: int = 0,
+    keep: np.ndarray | None = None,
 ) -> np.ndarray:
     """Min-cost assignment of every cell to one allowed edge or its outside column.
 
@@ -614,6 +620,12 @@ def _solve(
         columns (only listed, allowed tiles).
     minimum : int
         Cells every listed tile should fill.
+    keep : numpy.ndarray, optional
+        ``(N,)`` each cell's tile in an earlier solution: among optimal
+        assignments, the min-cost flow takes one that moves the fewest cells
+        (spacing rounds then converge as they do with LAPJVsp, whose
+        augmenting paths change little; with many equal costs an arbitrary
+        optimum could break spacing elsewhere at every round).
 
     Returns
     -------
@@ -645,7 +657,7 @@ def _solve(
     compact, tile_id = np.unique(tile, return_inverse=True)
     if _flow_solver() is not None and np.issubdtype(dist.dtype, np.integer):
         by_flow = _solve_by_flow(count, row, tile_id, len(compact), dist, cap, outside,
-                                 minimum)
+                                 minimum, None if keep is None else tile != keep[row])
         if by_flow is not None:
             chosen = by_flow >= 0
             choice[chosen] = index[by_flow[chosen]]
@@ -735,7 +747,7 @@ def _solve(
 SOLVER = "auto"
 
 
-def _flow_solver() -> type | None:
+def _flow_solver() -> Any:
     """OR-Tools' ``SimpleMinCostFlow`` when it is installed and chosen, else None."""
     if SOLVER == "lapjv":
         return None
@@ -757,6 +769,7 @@ def _solve_by_flow(
     cap: int | None,
     outside: np.ndarray | None,
     minimum: int,
+    moved: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """The assignment of :func:`_solve` as a min-cost flow (OR-Tools), or None.
 
@@ -784,6 +797,14 @@ def _solve_by_flow(
     np.minimum.at(least, row, dist.astype(np.int64))
     base = np.where(least == np.iinfo(np.int64).max, 0, least)
     cost = dist.astype(np.int64) - base[row]
+    if moved is not None:
+        # Costs scaled past any sum of the tie-breaks: optima stay optima, and among
+        # them the one that moves the fewest cells wins (``keep`` of _solve).
+        largest = max(int(cost.max(initial=0)), 0 if outside is None
+                      else int((np.asarray(outside, np.int64) - base).max(initial=0)))
+        if largest * (count + 1) > np.iinfo(np.int64).max // (4 * count + 4):
+            return None
+        cost = cost * (count + 1) + moved
     limit = cap if cap is not None else count
     cell_node = np.arange(1, count + 1)
     tile_node = count + 1 + np.arange(tile_count)
@@ -812,7 +833,8 @@ def _solve_by_flow(
         tails.append(cell_node)
         heads.append(np.full(count, sink))
         capacities.append(np.ones(count, np.int64))
-        costs.append(np.asarray(outside, np.int64) - base)
+        outside_cost = np.asarray(outside, np.int64) - base
+        costs.append(outside_cost if moved is None else outside_cost * (count + 1) + 1)
     flow = solver_type()
     arcs = flow.add_arcs_with_capacity_and_unit_cost(
         np.concatenate(tails).astype(np.int32), np.concatenate(heads).astype(np.int32),
@@ -1334,10 +1356,11 @@ class _Solver:
                     limit=self.min_spacing, rounds=MAX_SPACING_ROUNDS,
                 )
             self._forbid(choice, a, b)
-            choice = self._restricted()
+            choice = self._restricted(keep=tile)
 
-    def _step(self, edges: _Edges, allowed: np.ndarray, outside: np.ndarray | None) -> np.ndarray:
-        choice = _solve(self.count, edges, allowed, self.cap, outside, self.minimum)
+    def _step(self, edges: _Edges, allowed: np.ndarray, outside: np.ndarray | None,
+              keep: np.ndarray | None = None) -> np.ndarray:
+        choice = _solve(self.count, edges, allowed, self.cap, outside, self.minimum, keep)
         self.bar.update(1)
         self.bar.set_postfix(k=self.k, rounds=self.iterations)
         return choice
@@ -1346,10 +1369,13 @@ class _Solver:
         listed = choice >= 0
         return _total(edges.dist[choice[listed]]) + _total(outside[~listed])
 
-    def _restricted(self) -> np.ndarray:
-        """Best assignment using listed, allowed edges only; grows lists where stuck."""
+    def _restricted(self, keep: np.ndarray | None = None) -> np.ndarray:
+        """Best assignment using listed, allowed edges only; grows lists where stuck.
+
+        ``keep`` (each cell's tile before) breaks ties toward it: see :func:`_solve`.
+        """
         while True:
-            choice = self._step(self.edges, self.allowed(), None)
+            choice = self._step(self.edges, self.allowed(), None, keep)
             stuck = choice < 0
             if not stuck.any():
                 return choice

@@ -780,27 +780,20 @@ def pair_distances(
     hundredths = _tint_hundredths(tint, geometry)
     weight = geometry.weight
     pooled = features.pooled if features.pooled is not None else tiles.reshape(len(tiles), -1)
-    flat = cell_vectors.reshape(len(cell_vectors), -1)
     scale = search_scale(geometry, tint)
     factor = 2 * hundredths * _TINT_STEPS - hundredths * hundredths
     cells = np.asarray(cells, np.int64)
     candidates = np.asarray(candidates, np.int64)
-    out = np.empty(len(cells), np.int64)
-    step = max(1, EXACT_BUDGET // max(1, pooled.shape[1]))
-    for start in range(0, len(cells), step):
-        part = slice(start, start + step)
-        cell, candidate = cells[part], candidates[part]
-        mine = flat[cell].astype(np.int64)
-        # Integer partial sums far below 2^53: the float64 products are exact.
-        dots = np.rint(np.einsum("ij,ij->i", mine.astype(np.float64),
-                                 np.asarray(pooled[candidate], np.float64))).astype(np.int64)
-        norm2 = np.einsum("ij,ij->i", mine, mine)
-        block = weight * norm2 - 2 * dots + features.norm2[candidate]
-        if hundredths:
-            difference = (mine.reshape(len(cell), -1, 3).sum(axis=1) * weight
-                          - features.channel_sums[candidate])
-            block = block * scale - factor * np.einsum("ic,ic->i", difference, difference)
-        out[part] = block
+    # Only the cells named are converted: a pricing round asks for a few of many.
+    named, local = np.unique(cells, return_inverse=True)
+    flat = cell_vectors[named].reshape(len(named), -1)
+    norm2 = np.einsum("ij,ij->i", flat.astype(np.int64), flat.astype(np.int64))
+    out = exact_distances(cells_for_dots(cell_vectors[named], weight), norm2, pooled,
+                          features.norm2, weight, local, candidates)
+    if hundredths:
+        sums = flat.reshape(len(named), -1, 3).sum(axis=1, dtype=np.int64) * weight
+        difference = sums[local] - features.channel_sums[candidates]
+        out = out * scale - factor * np.einsum("ic,ic->i", difference, difference)
     return out
 
 
