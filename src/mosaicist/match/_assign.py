@@ -625,7 +625,8 @@ def _solve(
         assignments, the min-cost flow takes one that moves the fewest cells
         (spacing rounds then converge as they do with LAPJVsp, whose
         augmenting paths change little; with many equal costs an arbitrary
-        optimum could break spacing elsewhere at every round).
+        optimum could break spacing elsewhere at every round). See
+        :func:`_solve_by_flow` for costs too large to scale.
 
     Returns
     -------
@@ -797,14 +798,20 @@ def _solve_by_flow(
     np.minimum.at(least, row, dist.astype(np.int64))
     base = np.where(least == np.iinfo(np.int64).max, 0, least)
     cost = dist.astype(np.int64) - base[row]
+    scale = 1
     if moved is not None:
-        # Costs scaled past any sum of the tie-breaks: optima stay optima, and among
-        # them the one that moves the fewest cells wins (``keep`` of _solve).
-        largest = max(int(cost.max(initial=0)), 0 if outside is None
+        # Costs scaled past any sum of the tie-breaks where the solver's range allows:
+        # optima stay optima, and among them the one that moves the fewest cells wins
+        # (``keep`` of _solve). Where it does not (tinted search units, ~1e7 per unit
+        # of the objective), a move costs one search unit more: far below what a
+        # spacing round's heuristic gives up anyway.
+        largest = max(1, int(cost.max(initial=0)), 0 if outside is None
                       else int((np.asarray(outside, np.int64) - base).max(initial=0)))
-        if largest * (count + 1) > np.iinfo(np.int64).max // (4 * count + 4):
+        room = np.iinfo(np.int64).max // (8 * (count + tile_count + 2) * largest)
+        scale = int(min(count + 1, room))
+        if scale < 1:
             return None
-        cost = cost * (count + 1) + moved
+        cost = cost * scale + moved
     limit = cap if cap is not None else count
     cell_node = np.arange(1, count + 1)
     tile_node = count + 1 + np.arange(tile_count)
@@ -834,7 +841,7 @@ def _solve_by_flow(
         heads.append(np.full(count, sink))
         capacities.append(np.ones(count, np.int64))
         outside_cost = np.asarray(outside, np.int64) - base
-        costs.append(outside_cost if moved is None else outside_cost * (count + 1) + 1)
+        costs.append(outside_cost * scale + (moved is not None))
     flow = solver_type()
     arcs = flow.add_arcs_with_capacity_and_unit_cost(
         np.concatenate(tails).astype(np.int32), np.concatenate(heads).astype(np.int32),
