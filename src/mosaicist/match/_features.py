@@ -372,7 +372,9 @@ def cached_features(
     names = ("mean", "basis", "bound", "order", "residual", "norm2", "channel_sums")
     if path.is_dir():
         try:
-            arrays = {key: np.load(path / f"{key}.npy", allow_pickle=False) for key in names}
+            # The bound rows are mapped, not read: the largest array (520 MB at a
+            # million tiles), of which an approximate search touches a few lists.
+            arrays = {key: _load(path / f"{key}.npy", mapped=key == "bound") for key in names}
             pooled = None
             if geometry.factor > 1:
                 pooled = np.load(path / "pooled.npy", mmap_mode="r", allow_pickle=False)
@@ -402,6 +404,13 @@ def cached_features(
         features.pooled = np.load(path / "pooled.npy", mmap_mode="r", allow_pickle=False)
     return features
 
+
+
+def _load(path: Path, mapped: bool) -> np.ndarray:
+    """An array from an ``.npy`` file, read or memory-mapped (as a plain ndarray view)."""
+    if not mapped:
+        return np.load(path, allow_pickle=False)
+    return np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
 
 
 def cell_bound_rows(
