@@ -137,6 +137,22 @@ def client():
         yield cluster_client
 
 
+def test_local_workers_share_the_cores(client):
+    """Each of local:2's workers sizes its own thread pools to its share of the cores."""
+    from mosaicist._runtime import worker_count
+
+    def threads() -> tuple[str | None, int]:
+        import os
+
+        from mosaicist._runtime import worker_count as inside
+        return os.environ.get("MOSAICIST_THREADS"), inside()
+
+    share = max(1, worker_count() // 2)
+    for setting, count in client.run(threads).values():
+        assert setting == str(share)
+        assert count == share
+
+
 def manifest(library: TileLibrary) -> tuple[list, list]:
     """The published rows without their storage (slots), and the failures."""
     connection = sqlite3.connect(library.directory / "manifest.sqlite")

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .._runtime import worker_count
+from .._runtime import THREADS_ENV, worker_count
 from ..errors import MosaicistError, OptionError
 
 if TYPE_CHECKING:
@@ -210,12 +210,17 @@ def _local_cluster(workers: int, level: int) -> Iterator[LocalCluster]:
     import dask
     from distributed import LocalCluster
 
+    # Each worker's own thread pools (the search's, BLAS's) share this machine's cores
+    # with the other workers: without a share each would take them all.
+    share = str(max(1, worker_count() // workers))
+    environment = {THREADS_ENV: share, "OMP_NUM_THREADS": share, "OPENBLAS_NUM_THREADS": share,
+                   "MKL_NUM_THREADS": share}
     with dask.config.set(LOCAL_SETTINGS):
         try:
             cluster = LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                 dashboard_address="127.0.0.1:0", worker_dashboard_address="127.0.0.1:0",
-                silence_logs=level,
+                silence_logs=level, env=environment,
             )
         except (OSError, TimeoutError, RuntimeError) as error:
             raise MosaicistError(f"cannot start a local Dask cluster of {workers} workers "
