@@ -204,7 +204,7 @@ class TileFeatures:
     pooled: np.ndarray | None
     #: Rows derived from these for one kind of search, kept for the next (see :meth:`derived`).
     _derived: dict[tuple[object, ...], np.ndarray] = field(
-        default_factory=dict, repr=False, compare=False)
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def derived(self, key: tuple[object, ...], build: Callable[[], np.ndarray]) -> np.ndarray:
         """The array ``build()`` makes, made once per ``key`` for these features.
