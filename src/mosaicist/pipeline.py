@@ -20,7 +20,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from .errors import OptionError
 from .grid import Grid, make_grid
 from .imaging import read_target, to_rgb
 from .library import TileLibrary
-from .match import Assignment, MatchRequest, MatchResult, fitted_matcher
+from .match import Assignment, Matcher, MatchRequest, MatchResult, fitted_matcher
 from .match._capped import fit_limits, with_spacing_giving_way
 from .match._contrast import finish
 from .options import MosaicOptions
@@ -219,18 +219,40 @@ def make_mosaic(
     options = options or MosaicOptions()
     if settings:
         options = options.replace(**settings)
+    return _make_mosaic(target, tiles, options, cache_dir=cache_dir,
+                        show_progress=show_progress, quiet=quiet)
+
+
+def _make_mosaic(
+    target: Target,
+    tiles: Tiles,
+    options: MosaicOptions,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    show_progress: bool = False,
+    quiet: bool = True,
+    label: str | None = None,
+    wrap: Callable[[Matcher, MatchRequest], Matcher] | None = None,
+) -> Mosaic:
+    """:func:`make_mosaic`'s steps; ``wrap`` replaces each request's matcher (video frames).
+
+    ``label`` names the target in messages when it is no path.
+    """
     # Settings no matcher can honour fail here, before any reading or indexing;
     # the default preset's wishes give way to a matcher that was asked for.
     matcher, options, dropped = fitted_matcher(options)
     if dropped and not quiet:
         print(f"mosaicist: note: {options.search} search on {options.device} runs without "
               f"the preset's {', '.join(dropped)}", file=sys.stderr)
+    if wrap is not None and options.adaptive:
+        raise OptionError("{stable} does not combine with {adaptive}")
     started = time.perf_counter()
     pixels = _as_target(target, options.max_target_pixels)
     name = str(target) if isinstance(target, (str, os.PathLike)) else None
+    label = name or label or "target"
     # Cells and tiles asked for as a count or a print size become pixels here,
     # from the target's size; a print crops the target to its shape first.
-    sizes = options_plan(options, (pixels.shape[1], pixels.shape[0]), name=name or "target")
+    sizes = options_plan(options, (pixels.shape[1], pixels.shape[0]), name=label)
     options = fit_options(options, sizes)
     if options.adaptive:
         from .adaptive import check_adaptive
@@ -242,7 +264,7 @@ def make_mosaic(
             print(f"mosaicist: warning: {sizes.print_warning()}", file=sys.stderr)
     left, top, width, height = sizes.crop
     grid = make_grid(pixels[top:top + height, left:left + width], options.cell_px,
-                     name=name or "target", cell_height=options.cell_height)
+                     name=label, cell_height=options.cell_height)
     # Offsets in the whole target, as placements and crops of it expect.
     grid = replace(grid, left=grid.left + left, top=grid.top + top)
     library = _open_library(tiles, options, cache_dir, show_progress, quiet)
@@ -262,7 +284,8 @@ def make_mosaic(
                              grid.cols)
         def attempt(options: MosaicOptions) -> tuple[MatchRequest, MatchResult]:
             request = MatchRequest(grid, library, options, show_progress)
-            return request, finish(request, matcher.match(request))
+            chosen = matcher if wrap is None else wrap(matcher, request)
+            return request, finish(request, chosen.match(request))
 
         (request, result), options = with_spacing_giving_way(options, attempt)
         match_done = time.perf_counter()

@@ -31,24 +31,21 @@ would make of it.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import OptionError
-from ..match import MatchRequest, MatchResult, fitted_matcher
+from ..match import MatchRequest, MatchResult
 from ..match._assign import assign_tiles, check_feasible
 from ..match._capped import (
     FIRST_CANDIDATES,
     CappedMatcher,
     LibrarySearch,
     _with_minimum,
-    fit_limits,
-    with_spacing_giving_way,
 )
-from ..match._contrast import finish, transfer
+from ..match._contrast import transfer
 from ..match._exact import pair_distances, search_scale
 from ..match._registry import Matcher
 
@@ -344,9 +341,9 @@ def stable_mosaic(
 ) -> Mosaic:
     """The mosaic of one video frame, its cells keeping ``previous`` tiles (see the module).
 
-    The same steps as :func:`mosaicist.make_mosaic` (sizes, grid, limits
-    fitted to the library, the spacing giving way, corrections, renderer and
-    metrics), with the settings' matcher wrapped in a :class:`StableMatcher`.
+    :func:`mosaicist.make_mosaic`'s own steps (sizes, grid, limits fitted to
+    the library, the spacing giving way, corrections, renderer and metrics),
+    with each request's matcher wrapped in a :class:`StableMatcher`.
     With no previous picks, or strength 0, the result is ``make_mosaic``'s.
 
     Parameters
@@ -364,55 +361,12 @@ def stable_mosaic(
     name : str
         The frame's name for messages.
     """
-    from .. import pipeline
-    from ..grid import make_grid
-    from ..render import IndexPictures, OriginalPictures
-    from ..sizing import fit_options, options_plan
+    from ..pipeline import _make_mosaic
 
     hundredths = strength_hundredths(strength)
-    matcher, options, _ = fitted_matcher(options)
-    if options.adaptive:
-        raise OptionError("{stable} does not combine with {adaptive}")
-    started = time.perf_counter()
-    pixels = frame
-    sizes = options_plan(options, (pixels.shape[1], pixels.shape[0]), name=name)
-    options = fit_options(options, sizes)
-    left, top, width, height = sizes.crop
-    grid = make_grid(pixels[top:top + height, left:left + width], options.cell_px, name=name,
-                     cell_height=options.cell_height)
-    grid = replace(grid, left=grid.left + left, top=grid.top + top)
-    library = pipeline._open_library(library, options, None, False, True)
-    index_done = time.perf_counter()
-    options = fit_limits(options, len(grid), len(library.limit(options.limit)), grid.rows,
-                         grid.cols)
 
-    def attempt(options: MosaicOptions) -> tuple[MatchRequest, MatchResult]:
-        request = MatchRequest(grid, library, options)
-        wrapped = StableMatcher(matcher, previous_candidates(request, previous,
-                                                            library.generation), hundredths)
-        return request, finish(request, wrapped.match(request))
+    def stable(matcher: Matcher, request: MatchRequest) -> Matcher:
+        known = previous_candidates(request, previous, request.library.generation)
+        return StableMatcher(matcher, known, hundredths)
 
-    (request, result), options = with_spacing_giving_way(options, attempt)
-    match_done = time.perf_counter()
-    placements = pipeline._placements(request, result, None)
-    crop = pixels[grid.top:grid.top + grid.rows * grid.cell_height,
-                  grid.left:grid.left + grid.cols * grid.cell_px]
-    source_root = request.library.source.local_root()
-    at_match_size = pipeline._renderer(
-        placements, IndexPictures(request.library.tiles, placements.tile), options, crop,
-        source_root)
-    renderer = at_match_size
-    if options.tile_px != options.match_px:
-        pictures = OriginalPictures(
-            request.library.source, placements.source_ids, options.tile_px,
-            aspect=options.aspect_ratio, crop=request.library.crop,
-            windows=request.library.windows_for(placements.source_ids))
-        renderer = pipeline._renderer(placements, pictures, options, crop, source_root)
-    render_done = time.perf_counter()
-    timings = {"index": index_done - started, "match": match_done - index_done, "render": 0.0}
-    mosaic = pipeline.Mosaic(placements, grid, request.library, renderer, options, matcher.name,
-                             timings, assignment=result.assignment, sizes=sizes)
-    if options.compute_metrics:
-        mosaic.metrics = pipeline._metrics(at_match_size, crop, grid, placements)
-        mosaic.timings["metrics"] = time.perf_counter() - render_done
-    return mosaic
+    return _make_mosaic(frame, library, options, label=name, wrap=stable)
