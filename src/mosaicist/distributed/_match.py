@@ -246,8 +246,8 @@ class _Search:
                 future.cancel()
 
 
-class ClusterExactMatcher(ExactMatcher):
-    """:class:`~mosaicist.match.ExactMatcher` with its searches run by the workers.
+class _OnCluster:
+    """A matcher whose searches the workers run: the cluster and how to split the work.
 
     Parameters
     ----------
@@ -266,9 +266,17 @@ class ClusterExactMatcher(ExactMatcher):
         self.client, self.cache = client, cache
         self.block_cells, self.range_tiles = block_cells, range_tiles
 
+    def searches(self, request: MatchRequest) -> _Search:
+        """The cluster's searches for ``request`` (a context manager)."""
+        return _Search(self.client, self.cache, request, self.block_cells, self.range_tiles)
+
+
+class ClusterExactMatcher(_OnCluster, ExactMatcher):
+    """:class:`~mosaicist.match.ExactMatcher` with its searches run by the workers (see
+    :class:`_OnCluster` for the parameters)."""
+
     def match(self, request: MatchRequest) -> MatchResult:
-        with _Search(self.client, self.cache, request, self.block_cells,
-                     self.range_tiles) as search:
+        with self.searches(request) as search:
             if not search.worthwhile(len(request.grid)):
                 return super().match(request)
             cells = np.arange(len(request.grid))
@@ -283,30 +291,14 @@ class ClusterExactMatcher(ExactMatcher):
         return best_after_transfer(request, found)
 
 
-class ClusterCappedMatcher(CappedMatcher):
-    """:class:`~mosaicist.match.CappedMatcher`: the searches on the workers, the assignment here.
+class ClusterCappedMatcher(_OnCluster, CappedMatcher):
+    """:class:`~mosaicist.match.CappedMatcher`: the searches on the workers, the assignment
+    here (see :class:`_OnCluster` for the parameters)."""
 
-    Parameters
-    ----------
-    client : distributed.Client
-        The cluster.
-    cache : pathlib.Path
-        The cache, shared by every worker.
-    block_cells : int, optional
-        Cells per task.
-    range_tiles : int
-        Most library tiles per range.
-    """
-
-    def __init__(self, client: Client, cache: Path, block_cells: int | None = None,
-                 range_tiles: int = RANGE_TILES) -> None:
-        self.client, self.cache = client, cache
-        self.block_cells, self.range_tiles = block_cells, range_tiles
-        self._search: _Search | None = None
+    _search: _Search | None = None
 
     def match(self, request: MatchRequest) -> MatchResult:
-        with _Search(self.client, self.cache, request, self.block_cells,
-                     self.range_tiles) as search:
+        with self.searches(request) as search:
             self._search = search
             try:
                 return super().match(request)
