@@ -252,6 +252,27 @@ def test_tinted_ranking_matches_reference(cell, tile, strength, monkeypatch):
     assert np.all(result.distance <= plain.distance + 1e-6)
 
 
+def test_rows_kept_with_the_features_follow_the_tint(monkeypatch):
+    """One features object searched at several strengths (as the pricing rounds do) gives
+    each strength's own results: the derived rows are kept per strength, never mixed."""
+    monkeypatch.setattr(match, "TILE_CHUNK", 128)
+    monkeypatch.setattr(match, "CELL_GROUP", 16)
+    rng = np.random.default_rng(22)
+    tiles = smooth_images(rng, 400, 16)
+    cells = smooth_images(rng, 50, 8)
+    geometry = Geometry(8, 16)
+    vectors = geometry.cell_vectors(cells)
+    shared = compute_features(tiles, geometry)
+    for strength in (0.0, 0.3, 1.0, 0.3, 0.0, 0.7, 0.9, 0.2, 0.3):
+        kept = match_exact(vectors, tiles, geometry, shared, k=5, tint=strength)
+        fresh = match_exact(vectors, tiles, geometry, compute_features(tiles, geometry), k=5,
+                            tint=strength)
+        assert np.array_equal(kept.candidates, fresh.candidates)
+        assert np.array_equal(kept.candidate_distances, fresh.candidate_distances)
+    from mosaicist.match._features import DERIVED_KEPT
+    assert len(shared._derived) <= DERIVED_KEPT
+
+
 # --- rectangular cells and tiles (an aspect other than 1:1) ---------------------------------
 
 #: (cell width, cell height, tile width, tile height): the same whole multiple both ways
