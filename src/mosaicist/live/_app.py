@@ -55,12 +55,10 @@ import ipaddress
 import json
 import math
 import os
-import signal
 import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +71,6 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .._runtime import worker_count
-from ..errors import MosaicistError
 from ..web import (
     TOKEN_HEADER,
     FileAnswer,
@@ -84,8 +81,9 @@ from ..web import (
     content_type,
     make_app,
     open_inside,
+    package_folder,
     read_json,
-    resolved_folder,
+    sigterm_as_interrupt,
 )
 from ._event import (
     MAX_PHOTO_BYTES,
@@ -223,13 +221,6 @@ class RateLimit:
             return wait
 
 
-def _package_folder(package: str, name: str) -> Path:
-    folder = resolved_folder(str(resources.files(package).joinpath(name)))
-    if folder is None:
-        raise MosaicistError(f"the installed package has no {package}/{name} folder; "
-                             "reinstall mosaicist")
-    return folder
-
 
 class Live:
     """The state behind the wall's app: the event, its feed, limits and the fallback library.
@@ -253,7 +244,7 @@ class Live:
                  guest_url: str | None = None, fallback: str | None = None,
                  cache_dir: str | os.PathLike[str] | None = None) -> None:
         self.event = event
-        self.assets = _package_folder("mosaicist.live", "assets")
+        self.assets = package_folder("mosaicist.live", "assets")
         self.feed = Feed()
         event.listen(self.feed.publish)
         self.rate = RateLimit(rate)
@@ -801,31 +792,24 @@ def serve_live(
         raise
     server = WebServer(make_live_app(live, host=host, port=bound), listener,
                        on_stop=live.begin_stop)
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
-    try:
-        server.start()
-        event.start()
-        counts = event.counts()
-        announce(f"mosaicist live: event {event.folder} ({event.settings.cols}x"
-                 f"{event.settings.rows} cells, {counts['placed']} placed, "
-                 f"{counts['pending'] + counts['overflow']} waiting"
-                 f"{', final' if event.final else ''})")
-        announce(f"mosaicist live: guests: {guest_url or base + '/'}")
-        announce(f"mosaicist live: display: {base}/display")
-        announce(f"mosaicist live: admin: {base}/admin#token={event.admin_token}")
-        announce(f"mosaicist live: admin token: {event.admin_token} (press Ctrl+C to stop)")
-        server.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-        live.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    with sigterm_as_interrupt():
+        try:
+            server.start()
+            event.start()
+            counts = event.counts()
+            announce(f"mosaicist live: event {event.folder} ({event.settings.cols}x"
+                     f"{event.settings.rows} cells, {counts['placed']} placed, "
+                     f"{counts['pending'] + counts['overflow']} waiting"
+                     f"{', final' if event.final else ''})")
+            announce(f"mosaicist live: guests: {guest_url or base + '/'}")
+            announce(f"mosaicist live: display: {base}/display")
+            announce(f"mosaicist live: admin: {base}/admin#token={event.admin_token}")
+            announce(f"mosaicist live: admin token: {event.admin_token} (press Ctrl+C to stop)")
+            server.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.stop()
+            live.close()
 
-
-def _interrupt(number: int, frame: Any) -> None:
-    """SIGTERM stops the wall as Ctrl+C does."""
-    raise KeyboardInterrupt
 

@@ -656,9 +656,14 @@ def _solve(
         return choice
 
     compact, tile_id = np.unique(tile, return_inverse=True)
+    # Costs are shifted per cell by its best allowed edge: a per-cell constant does not
+    # change which full assignment is cheapest, and keeps the numbers small.
+    base = np.zeros(count, dist.dtype)
+    base[has] = edges.dist[first[has]]
     if _flow_solver() is not None and np.issubdtype(dist.dtype, np.integer):
-        by_flow = _solve_by_flow(count, row, tile_id, len(compact), dist, cap, outside,
-                                 minimum, None if keep is None else tile != keep[row])
+        by_flow = _solve_by_flow(count, row, tile_id, len(compact), dist - base[row],
+                                 base, cap, outside, minimum,
+                                 None if keep is None else tile != keep[row])
         if by_flow is not None:
             chosen = by_flow >= 0
             choice[chosen] = index[by_flow[chosen]]
@@ -674,10 +679,7 @@ def _solve(
     private_col = rep_start[-1] + np.cumsum(private) - 1
     outside_base = rep_start[-1] + int(private.sum())
 
-    # Costs are shifted per cell to be >= 1: the matcher needs non-zero weights, and a
-    # per-cell constant does not change which full assignment is cheapest.
-    base = np.zeros(count, dist.dtype)
-    base[has] = edges.dist[first[has]]
+    # LAPJVsp needs non-zero weights: every cost at least 1.
     cost = (dist - base[row]).astype(np.float64) + 1.0
 
     rep_edges = np.flatnonzero(replicas[tile_id] > 0)
@@ -766,7 +768,8 @@ def _solve_by_flow(
     row: np.ndarray,
     tile_id: np.ndarray,
     tile_count: int,
-    dist: np.ndarray,
+    cost: np.ndarray,
+    base: np.ndarray,
     cap: int | None,
     outside: np.ndarray | None,
     minimum: int,
@@ -781,7 +784,8 @@ def _solve_by_flow(
     contested tiles unnecessary, and OR-Tools' cost scaling is exact on
     integer costs and several times faster than LAPJVsp on these graphs.
     Without outside columns a maximum flow of least cost is solved, which
-    leaves out the cells that no full assignment could place.
+    leaves out the cells that no full assignment could place. ``cost`` is
+    each edge's distance less its cell's ``base`` (its best allowed edge's).
 
     Returns
     -------
@@ -792,12 +796,9 @@ def _solve_by_flow(
     """
     solver_type = _flow_solver()
     assert solver_type is not None
-    # Costs relative to each cell's best edge: a per-cell constant changes no choice
-    # and keeps the numbers (hence the solver's scaled costs) small.
-    least = np.full(count, np.iinfo(np.int64).max, np.int64)
-    np.minimum.at(least, row, dist.astype(np.int64))
-    base = np.where(least == np.iinfo(np.int64).max, 0, least)
-    cost = dist.astype(np.int64) - base[row]
+    # Relative costs keep the solver's scaled costs small; the outside columns shift too.
+    cost = cost.astype(np.int64, copy=False)
+    base = base.astype(np.int64, copy=False)
     scale = 1
     if moved is not None:
         # Costs scaled past any sum of the tie-breaks where the solver's range allows:

@@ -42,14 +42,12 @@ import ipaddress
 import json
 import os
 import re
-import signal
 import sys
 import threading
 import urllib.parse
 import webbrowser
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +76,10 @@ from ..web import (
     make_app,
     new_token,
     open_inside,
+    package_folder,
     read_json,
     resolved_folder,
+    sigterm_as_interrupt,
 )
 from ._command import command_line, render_command_line
 from ._examples import example_path, examples
@@ -114,13 +114,6 @@ _ID = re.compile(r"[0-9a-f]{32}")
 _INLINE_KINDS = ("thumbnail",)
 
 
-def _package_folder(package: str, name: str) -> Path:
-    folder = resolved_folder(str(resources.files(package).joinpath(name)))
-    if folder is None:
-        raise MosaicistError(f"the installed package has no {package}/{name} folder; "
-                             "reinstall mosaicist")
-    return folder
-
 
 class Studio:
     """The studio's state behind its web app: history, jobs, preview, targets, roots.
@@ -149,8 +142,8 @@ class Studio:
     def __init__(self, cache_dir: str | os.PathLike[str] | None = None,
                  roots: Iterable[str | os.PathLike[str]] = (), *, token: str | None = None,
                  home: str | os.PathLike[str] | None = None) -> None:
-        self.assets = _package_folder("mosaicist.studio", "assets")
-        self.viewer_assets = _package_folder("mosaicist.viewer", "assets")
+        self.assets = package_folder("mosaicist.studio", "assets")
+        self.viewer_assets = package_folder("mosaicist.viewer", "assets")
         self.cache_dir = default_cache_dir(cache_dir)
         self.token = token or new_token()
         try:
@@ -851,31 +844,24 @@ def serve_studio(
     server = WebServer(make_studio_app(studio, host=host, port=bound), listener,
                        on_stop=studio.begin_stop)
     url = f"http://{_browsable(host)}:{bound}/"
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
-    try:
-        if studio.interrupted:
-            print(f"mosaicist: {studio.interrupted} unfinished "
-                  f"{'run was' if studio.interrupted == 1 else 'runs were'} marked as cut off "
-                  "by the last stop", file=sys.stderr)
-        if not _loopback(host):
-            print(f"mosaicist: warning: the studio listens on {host}: other machines that "
-                  "can reach this address can use it and see the photos it may read",
-                  file=sys.stderr)
-        server.start()
-        announce(f"mosaicist studio: {url} (press Ctrl+C to stop)")
-        if open_browser:
-            webbrowser.open(url)
-        server.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-        studio.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    with sigterm_as_interrupt():
+        try:
+            if studio.interrupted:
+                print(f"mosaicist: {studio.interrupted} unfinished "
+                      f"{'run was' if studio.interrupted == 1 else 'runs were'} marked as cut off "
+                      "by the last stop", file=sys.stderr)
+            if not _loopback(host):
+                print(f"mosaicist: warning: the studio listens on {host}: other machines that "
+                      "can reach this address can use it and see the photos it may read",
+                      file=sys.stderr)
+            server.start()
+            announce(f"mosaicist studio: {url} (press Ctrl+C to stop)")
+            if open_browser:
+                webbrowser.open(url)
+            server.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.stop()
+            studio.close()
 
-
-def _interrupt(number: int, frame: Any) -> None:
-    """SIGTERM stops the studio as Ctrl+C does: jobs cancelled, nothing left running."""
-    raise KeyboardInterrupt

@@ -20,12 +20,13 @@ from ._files import (
     locate_inside,
     open_inside,
     open_resolved,
+    package_folder,
     plain_name,
     resolved_folder,
 )
 from ._guard import TOKEN_HEADER, Guard, decode_target
 from ._hosts import HostCheck
-from ._serve import WebServer, bind
+from ._serve import WebServer, bind, sigterm_as_interrupt
 
 __all__ = [
     "API_PREFIX",
@@ -45,7 +46,9 @@ __all__ = [
     "new_token",
     "open_inside",
     "open_resolved",
+    "package_folder",
     "plain_name",
     "read_json",
     "resolved_folder",
+    "sigterm_as_interrupt",
 ]

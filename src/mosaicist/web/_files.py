@@ -21,12 +21,15 @@ import os
 import stat
 import urllib.parse
 from collections.abc import Iterable
+from importlib import resources
 from pathlib import Path
 from typing import BinaryIO
 
 import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+
+from ..errors import MosaicistError
 
 #: Bytes read and sent at a time.
 CHUNK = 256 * 1024
@@ -197,3 +200,12 @@ def _disposition(name: str) -> str:
                          for char in name)
     quoted = urllib.parse.quote(name, safe="")
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quoted}"
+
+
+def package_folder(package: str, name: str) -> Path:
+    """The resolved folder ``name`` installed with ``package`` (its pages and scripts)."""
+    folder = resolved_folder(str(resources.files(package).joinpath(name)))
+    if folder is None:
+        raise MosaicistError(f"the installed package has no {package}/{name} folder; "
+                             "reinstall mosaicist")
+    return folder
