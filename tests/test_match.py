@@ -5,6 +5,7 @@ import pytest
 
 from mosaicist.grid import Geometry
 from mosaicist.match import _exact as match
+from mosaicist.match import _kernels as kernels
 from mosaicist.match import (
     brute_force,
     cached_features,
@@ -28,6 +29,64 @@ def smooth_images(rng, count, side, noise=6, height=None):
     images = base + gx * x[None, :, :, None] + gy * y[None, :, :, None]
     images += rng.normal(0, noise, images.shape)
     return np.clip(np.rint(images), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def pair_loops(request, monkeypatch):
+    """Every test here runs with the compiled pair loops (Numba) and with NumPy's."""
+    if request.param == "compiled" and not kernels.numba_available():
+        pytest.skip("Numba is not installed")
+    monkeypatch.setattr(kernels, "USE_NUMBA", request.param == "compiled")
+    return request.param
+
+
+def test_pair_dots_equal_integer_reference(tmp_path):
+    rng = np.random.default_rng(11)
+    cells = rng.integers(0, 256, (40, 300), dtype=np.uint8)
+    tiles = rng.integers(0, 1021, (90, 300)).astype(np.uint16)
+    mapped = np.lib.format.open_memmap(tmp_path / "tiles.npy", "w+", np.uint16, tiles.shape)
+    mapped[:] = tiles
+    cell_index = rng.integers(0, 40, 5000)
+    tile_index = rng.integers(0, 90, 5000)
+    reference = np.einsum("ij,ij->i", cells[cell_index].astype(np.int64),
+                          tiles[tile_index].astype(np.int64))
+    for rows in (cells, cells.astype(np.int32)):
+        for tile_rows in (tiles, mapped):
+            for accumulate in (np.int32, np.int64):
+                dots = kernels.pair_dots(rows, tile_rows, cell_index, tile_index, accumulate)
+                assert dots.dtype == np.int64
+                assert np.array_equal(dots, reference)
+    assert len(kernels.pair_dots(cells, tiles, cell_index[:0], tile_index[:0], np.int32)) == 0
+
+
+def test_pair_dots_past_int32_need_int64():
+    cells = np.full((1, 40_000), 255, np.int64)
+    tiles = np.full((1, 40_000), 1020, np.uint16)
+    dots = kernels.pair_dots(cells, tiles, np.array([0]), np.array([0]), np.int64)
+    assert dots.tolist() == [40_000 * 255 * 1020]
+
+
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_merged_k_best_equal_a_sort_of_all_pairs(k):
+    rng = np.random.default_rng(k)
+    count, unset = 30, np.iinfo(np.int64).max
+    best_distance = np.full((count, k), unset, np.int64)
+    best_tile = np.full((count, k), unset, np.int64)
+    seen = {}
+    for _ in range(6):
+        cells = rng.integers(0, count, 200)
+        tiles = rng.integers(0, 25, 200)
+        # A pair's distance is a function of the pair (repeats are re-evaluations);
+        # few values, so ties between tiles are common.
+        distances = (cells * 7 + tiles * 3) % 11
+        match._merge_best(best_distance, best_tile, cells, tiles, distances)
+        seen.update(zip(zip(cells.tolist(), tiles.tolist(), strict=True), distances.tolist(),
+                        strict=True))
+    for cell in range(count):
+        ranked = sorted((distance, tile) for (c, tile), distance in seen.items() if c == cell)
+        ranked = (ranked + [(unset, unset)] * k)[:k]
+        assert list(zip(best_distance[cell].tolist(), best_tile[cell].tolist(),
+                        strict=True)) == ranked
 
 
 GEOMETRIES = [(16, 32), (8, 32), (4, 4), (6, 10), (8, 4), (3, 9), (5, 15), (32, 32)]

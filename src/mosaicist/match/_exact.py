@@ -17,9 +17,10 @@ Search is exact, with memory bounded by the chunk sizes:
    whose bound does not exceed its cell's best exact distance so far is
    evaluated exactly.
 3. **Exact re-check.** Distances are integer dot products (int32 where no
-   sum can overflow, else int64), so the kept best is the true minimum, ties
-   going to the lowest library position. A tile is only ever skipped when a
-   bound proves it cannot win.
+   sum can overflow, else int64; compiled loops where Numba is installed,
+   :mod:`._kernels`), so the kept best is the true minimum, ties going to
+   the lowest library position. A tile is only ever skipped when a bound
+   proves it cannot win.
 """
 
 from __future__ import annotations
@@ -42,14 +43,13 @@ from ._features import (
     cell_bound_rows,
     compute_features,
 )
+from ._kernels import merge_sorted, pair_dots
 from ._registry import Matcher, MatchRequest, MatchResult
 
 #: Cells per block of the first, sampled pass.
 CELL_BLOCK = 2048
 #: Tiles per chunk of the bound matrices (CELL_GROUP x TILE_CHUNK float32 = 4 MiB).
 TILE_CHUNK = 4096
-#: Float64 elements gathered at a time in the exact re-check.
-EXACT_BUDGET = 1 << 22
 #: Components of the coarse bound computed for every cell-tile pair, and cells that
 #: share one pass of it: 64 and 128 keep a third of the tiles that 24 and 256 kept
 #: on the seed's workload. Past LARGE_LIBRARY tiles (bound of 128 components) the
@@ -104,24 +104,9 @@ def exact_distances(
     the tiles themselves when the factor is 1). Dot products are integer:
     int32 when no sum can overflow it, else int64.
     """
-    out = np.empty(len(cell_index), np.int64)
-    if len(cell_index) == 0:
-        return out
-    length = cell_flat.shape[1]
-    accumulate = dot_dtype(length, weight)
-    per_batch = max(1, EXACT_BUDGET // length)
-    for start in range(0, len(cell_index), per_batch):
-        stop = start + per_batch
-        cells = cell_index[start:stop]
-        tiles = tile_index[start:stop]
-        dots = np.einsum(
-            "ij,ij->i", cell_flat[cells].astype(accumulate, copy=False),
-            np.asarray(pooled[tiles]).astype(accumulate), dtype=accumulate,
-        )
-        out[start:stop] = (
-            weight * cell_norm2[cells] - 2 * dots.astype(np.int64) + tile_norm2[tiles]
-        )
-    return out
+    accumulate = dot_dtype(cell_flat.shape[1], weight)
+    dots = pair_dots(cell_flat, pooled, cell_index, tile_index, accumulate)
+    return weight * cell_norm2[cell_index] - 2 * dots + tile_norm2[tile_index]
 
 
 def _improve(
@@ -153,7 +138,7 @@ def _merge_best(
     distances: np.ndarray,
 ) -> None:
     """Merge candidate pairs into each cell's sorted k best (no tile twice)."""
-    if len(cells) == 0:
+    if len(cells) == 0 or merge_sorted(best_distance, best_tile, cells, tiles, distances):
         return
     k = best_distance.shape[1]
     missing = np.iinfo(np.int64).max
@@ -414,7 +399,10 @@ class _ExactSearch:
         if self.k == 1:
             _improve(self.best_distance, self.best_tile, cells, candidates, distances)
         else:
-            _merge_best(self.best_distance, self.best_tile, cells, candidates, distances)
+            # Most pairs the bound admits lose to the k-th best: only the others are merged.
+            entering = distances <= self.best_distance[cells, -1]
+            _merge_best(self.best_distance, self.best_tile, cells[entering],
+                        candidates[entering], distances[entering])
         return len(cells)
 
     def kth_best(self, cells: np.ndarray | slice) -> np.ndarray:
@@ -441,7 +429,7 @@ class _ExactSearch:
 
         The sample is ``SEED_SAMPLE`` evenly spaced rows of the bound (sorted by
         first principal component, so it spans the library's range). Each cell
-        evaluates exactly its ``k`` best-bounded sample tiles; their exact
+        evaluates its ``k`` best-bounded sample tiles (more on ties); their exact
         distances (an upper bound on the ``k``-th best) set :attr:`threshold`,
         so that the full pass evaluates few tiles.
 
@@ -466,12 +454,30 @@ class _ExactSearch:
                 evaluated += self.evaluate(cells, order[sample[nearest]])
             else:
                 take = min(self.k, len(sample))
-                nearest = np.argpartition(bounds, take - 1, axis=1)[:, :take]
-                evaluated += self.evaluate(
-                    np.repeat(cells, take), order[sample[nearest.ravel()]]
-                )
+                pair_cells, pair_rows = self._sample_best(cells, bounds, take, sample)
+                evaluated += self.evaluate(pair_cells, order[pair_rows])
         self.threshold = self.thresholds(slice(None))
         return evaluated
+
+    @staticmethod
+    def _sample_best(
+        cells: np.ndarray, bounds: np.ndarray, take: int, sample: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Pairs of each cell and (at least) its ``take`` best-bounded sample rows.
+
+        The ``take``-th smallest bound of each row comes from a partition of
+        the values, and every tile at or below it is taken: ``argpartition``
+        of the same rows costs from 3 to 80 times as much, erratically, on
+        these 2048-wide rows. Ties can add pairs; where they add many (a
+        library of equal tiles), ``argpartition`` takes exactly ``take``.
+        """
+        kth = np.partition(bounds, take - 1, axis=1)[:, take - 1]
+        hits = np.flatnonzero(bounds <= kth[:, None])
+        if len(hits) <= 2 * take * len(cells):
+            rows, columns = np.divmod(hits, bounds.shape[1])
+            return cells[rows], sample[columns]
+        nearest = np.argpartition(bounds, take - 1, axis=1)[:, :take]
+        return np.repeat(cells, take), sample[nearest.ravel()]
 
     def coarse_rows(self) -> None:
         """Build the coarse bound's rows (:attr:`coarse_cells`, :attr:`coarse_tiles`).

@@ -1,0 +1,176 @@
+"""Compiled loops for the exact search's pair evaluations (Numba, extra ``fast``).
+
+The exact search (:mod:`._exact`) evaluates a few hundred (cell, tile)
+pairs per cell, scattered: each pair is one integer dot product ``<a, S_b>``
+of a cell row and a tile row chosen by index. NumPy can only gather the rows
+into temporary arrays and reduce them (``einsum``), which spends more time
+moving bytes than multiplying, and does not vectorise integer sums of
+products. A compiled loop reads both rows in place and accumulates in
+registers: 10-12x faster on the seed workload (768 values per pair).
+
+The results are the same integers either way. Without Numba installed, or
+with :data:`USE_NUMBA` set to False, the NumPy path runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+#: Use the compiled loops where Numba is installed (False forces NumPy: tests).
+USE_NUMBA = True
+#: Values gathered at a time by the NumPy path (bounds its temporary arrays).
+GATHER_BUDGET = 1 << 22
+
+
+def pair_dots(
+    cell_rows: np.ndarray,
+    tile_rows: np.ndarray,
+    cell_index: np.ndarray,
+    tile_index: np.ndarray,
+    accumulate: type,
+) -> np.ndarray:
+    """Integer dot products ``<cell_rows[i], tile_rows[j]>`` for each pair, as int64.
+
+    Parameters
+    ----------
+    cell_rows, tile_rows : numpy.ndarray
+        ``(N, n)`` and ``(M, n)`` arrays of non-negative integers (``tile_rows``
+        may be memory-mapped).
+    cell_index, tile_index : numpy.ndarray
+        ``(P,)`` integer row indices of the pairs.
+    accumulate : type
+        ``np.int32`` when no sum of ``n`` products can overflow it (faster),
+        else ``np.int64``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(P,)`` int64 dot products, exact.
+    """
+    out = np.empty(len(cell_index), np.int64)
+    if len(out) == 0:
+        return out
+    kernel = _compiled(np.dtype(accumulate) == np.int32) if USE_NUMBA else None
+    if kernel is not None:
+        kernel(np.asarray(cell_rows), np.asarray(tile_rows),
+               np.asarray(cell_index, np.int64), np.asarray(tile_index, np.int64), out)
+        return out
+    per_batch = max(1, GATHER_BUDGET // cell_rows.shape[1])
+    for start in range(0, len(out), per_batch):
+        stop = start + per_batch
+        out[start:stop] = np.einsum(
+            "ij,ij->i", cell_rows[cell_index[start:stop]].astype(accumulate, copy=False),
+            np.asarray(tile_rows[tile_index[start:stop]]).astype(accumulate),
+            dtype=accumulate,
+        )
+    return out
+
+
+def merge_sorted(
+    best_distance: np.ndarray,
+    best_tile: np.ndarray,
+    cells: np.ndarray,
+    tiles: np.ndarray,
+    distances: np.ndarray,
+) -> bool:
+    """Insert pairs into each cell's sorted ``k`` best, compiled; False where it cannot run.
+
+    ``best_distance`` and ``best_tile`` are ``(N, k)`` int64, each row sorted
+    by distance then tile, unset entries int64 max. A pair enters its cell's
+    row unless it ranks after the ``k``-th or its tile is already there (the
+    same pair evaluated twice has the same distance). The caller keeps a
+    NumPy path for when this returns False.
+    """
+    kernel = _compiled_merge() if USE_NUMBA else None
+    if kernel is None:
+        return False
+    kernel(best_distance, best_tile, np.asarray(cells, np.int64), np.asarray(tiles, np.int64),
+           np.asarray(distances, np.int64))
+    return True
+
+
+def numba_available() -> bool:
+    """Whether the compiled loops can run (Numba importable)."""
+    return _numba() is not None
+
+
+@cache
+def _numba() -> Any:
+    try:
+        import numba
+    except ImportError:
+        return None
+    return numba
+
+
+@cache
+def _compiled(narrow: bool) -> Callable[..., None] | None:
+    """The pair loop accumulating in int32 (``narrow``) or int64, compiled on first use."""
+    numba = _numba()
+    if numba is None:
+        return None
+    # nogil: the search calls it from its worker threads; cache: compiled once per install.
+    compiled: Callable[..., None] = numba.njit(nogil=True, cache=True)(
+        _pair_dots_int32 if narrow else _pair_dots_int64)
+    return compiled
+
+
+@cache
+def _compiled_merge() -> Callable[..., None] | None:
+    numba = _numba()
+    if numba is None:
+        return None
+    compiled: Callable[..., None] = numba.njit(nogil=True, cache=True)(_merge_sorted)
+    return compiled
+
+
+def _merge_sorted(best_distance: Any, best_tile: Any, cells: Any, tiles: Any,
+                  distances: Any) -> None:  # pragma: no cover - runs compiled
+    k = best_distance.shape[1]
+    for pair in range(cells.shape[0]):
+        cell, tile, distance = cells[pair], tiles[pair], distances[pair]
+        row_distance, row_tile = best_distance[cell], best_tile[cell]
+        last = k - 1
+        if distance > row_distance[last] or (
+                distance == row_distance[last] and tile >= row_tile[last]):
+            continue
+        # Its place: after every entry ranking before it; a duplicate ranks equal.
+        place = 0
+        while place < k and (row_distance[place] < distance or (
+                row_distance[place] == distance and row_tile[place] < tile)):
+            place += 1
+        if row_distance[place] == distance and row_tile[place] == tile:
+            continue
+        for moved in range(last, place, -1):
+            row_distance[moved] = row_distance[moved - 1]
+            row_tile[moved] = row_tile[moved - 1]
+        row_distance[place] = distance
+        row_tile[place] = tile
+
+
+def _pair_dots_int32(cell_rows: Any, tile_rows: Any, cell_index: Any, tile_index: Any,
+                     out: Any) -> None:  # pragma: no cover - runs compiled
+    length = cell_rows.shape[1]
+    for pair in range(cell_index.shape[0]):
+        cell = cell_rows[cell_index[pair]]
+        tile = tile_rows[tile_index[pair]]
+        total = np.int32(0)
+        for value in range(length):
+            total += np.int32(cell[value]) * np.int32(tile[value])
+        out[pair] = total
+
+
+def _pair_dots_int64(cell_rows: Any, tile_rows: Any, cell_index: Any, tile_index: Any,
+                     out: Any) -> None:  # pragma: no cover - runs compiled
+    length = cell_rows.shape[1]
+    for pair in range(cell_index.shape[0]):
+        cell = cell_rows[cell_index[pair]]
+        tile = tile_rows[tile_index[pair]]
+        total = np.int64(0)
+        for value in range(length):
+            total += np.int64(cell[value]) * np.int64(tile[value])
+        out[pair] = total
