@@ -66,6 +66,32 @@ def test_pair_dots_past_int32_need_int64():
     assert dots.tolist() == [40_000 * 255 * 1020]
 
 
+def test_compiled_loops_load_once_numpy_has_evaluated_enough(monkeypatch, pair_loops):
+    if pair_loops != "compiled":
+        pytest.skip("about loading the compiled loops")
+    monkeypatch.setattr(kernels, "USE_NUMBA", None)
+    monkeypatch.setattr(kernels, "_evaluated_by_numpy", 0)
+    monkeypatch.setattr(kernels, "COMPILE_AFTER_VALUES", 10_000)
+    monkeypatch.setattr(kernels, "COMPILE_AT_ONCE", 5_000)
+    kernels._compiled.cache_clear()
+    rng = np.random.default_rng(3)
+    cells = rng.integers(0, 256, (5, 300), dtype=np.uint8)
+    tiles = rng.integers(0, 256, (7, 300), dtype=np.uint8)
+    pairs = (np.arange(10) % 5, np.arange(10) % 7)
+    reference = np.einsum("ij,ij->i", cells[pairs[0]].astype(np.int64),
+                          tiles[pairs[1]].astype(np.int64))
+    loaded = []
+    for _ in range(4):  # 3,000 values a call: the fourth passes 10,000
+        assert np.array_equal(kernels.pair_dots(cells, tiles, *pairs, np.int32), reference)
+        loaded.append(kernels._compiled.cache_info().currsize > 0)
+    assert loaded == [False, False, False, True]
+    kernels._compiled.cache_clear()
+    monkeypatch.setattr(kernels, "_evaluated_by_numpy", 0)
+    many = (np.arange(20) % 5, np.arange(20) % 7)  # 6,000 values at once
+    kernels.pair_dots(cells, tiles, *many, np.int32)
+    assert kernels._compiled.cache_info().currsize > 0
+
+
 @pytest.mark.parametrize("k", [1, 3, 8])
 def test_merged_k_best_equal_a_sort_of_all_pairs(k):
     rng = np.random.default_rng(k)

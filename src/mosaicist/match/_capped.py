@@ -28,7 +28,14 @@ import numpy as np
 from ..errors import MosaicistError, OptionError
 from ..options import MosaicOptions
 from ._assign import Assignment, ShortLists, assign_tiles, check_feasible
-from ._exact import dense_distances, match_exact, pair_distances, search_scale
+from ._exact import (
+    CellTerms,
+    cell_terms,
+    dense_distances,
+    match_exact,
+    pair_distances,
+    search_scale,
+)
 from ._registry import Matcher, MatchRequest, MatchResult
 
 T = TypeVar("T")
@@ -255,6 +262,7 @@ class LibrarySearch:
         self.scale = search_scale(request.geometry, request.options.tint)
         self._pairs: list[tuple[np.ndarray, np.ndarray]] = []
         self._dense_transform: np.ndarray | None = None
+        self._cell_terms: CellTerms | None = None
 
     def nearest(self, cells: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest tiles of each of ``cells`` (see :class:`CandidateSearch`)."""
@@ -307,10 +315,14 @@ class LibrarySearch:
     ) -> MatchResult:
         """:func:`~mosaicist.match.match_exact` of ``cells`` (k candidates, in search units)."""
         request = self.request
+        if self._cell_terms is None:
+            # Pricing rounds search subsets of the same cells: their rows are derived once.
+            self._cell_terms = cell_terms(request.cell_vectors, request.geometry,
+                                          request.features)
         return match_exact(
             request.cell_vectors[cells], request.candidates, request.geometry, request.features,
             k=k, tint=request.options.tint, price=price, limit=limit, upper=upper,
-            search_units=True,
+            search_units=True, cell_terms=self._cell_terms.take(cells),
         )
 
     def dense(self) -> np.ndarray:

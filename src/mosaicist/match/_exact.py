@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from dataclasses import dataclass
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -248,6 +249,47 @@ def _tint_hundredths(tint: float, geometry: Geometry) -> int:
     return hundredths
 
 
+@dataclass(frozen=True)
+class CellTerms:
+    """What a search derives from its cells' vectors (:func:`cell_terms`).
+
+    A caller that searches subsets of the same cells again and again (the
+    pricing rounds of an assignment) derives them once and passes
+    :meth:`take` of each subset to :func:`match_exact`.
+
+    Attributes
+    ----------
+    bound_rows : numpy.ndarray
+        ``(N, d + 2)`` float32 rows of the lower bound (:func:`._features.cell_bound_rows`).
+    norm2 : numpy.ndarray
+        ``(N,)`` int64 squared norms of the compared vectors.
+    flat : numpy.ndarray
+        ``(N, n)`` rows for the exact dot products (:func:`cells_for_dots`).
+    sums : numpy.ndarray
+        ``(N, 3)`` int64 channel sums over each cell as drawn (each compared
+        pixel covers ``weight`` tile pixels), for tinting.
+    """
+
+    bound_rows: np.ndarray
+    norm2: np.ndarray
+    flat: np.ndarray
+    sums: np.ndarray
+
+    def take(self, cells: np.ndarray) -> CellTerms:
+        """The terms of ``cells`` (indices into these), in that order."""
+        return CellTerms(self.bound_rows[cells], self.norm2[cells], self.flat[cells],
+                         self.sums[cells])
+
+
+def cell_terms(cell_vectors: np.ndarray, geometry: Geometry,
+               features: TileFeatures) -> CellTerms:
+    """Derive the :class:`CellTerms` of ``cell_vectors`` (``Geometry.cell_vectors``)."""
+    bound_rows, norm2 = cell_bound_rows(cell_vectors, geometry, features)
+    sums = (cell_vectors.reshape(len(cell_vectors), -1, 3).sum(axis=1, dtype=np.int64)
+            * geometry.weight)
+    return CellTerms(bound_rows, norm2, cells_for_dots(cell_vectors, geometry.weight), sums)
+
+
 class _ExactSearch:
     """State of one :func:`match_exact` call: the running best of every cell.
 
@@ -314,8 +356,11 @@ class _ExactSearch:
         price: np.ndarray | None = None,
         limit: np.ndarray | None = None,
         upper: np.ndarray | None = None,
+        terms: CellTerms | None = None,
     ) -> None:
         count = len(cell_vectors)
+        if terms is None:
+            terms = cell_terms(cell_vectors, geometry, features)
         self.tile_count = tile_count = len(tiles)
         self.features = features
         #: Components of the coarse bound and cells per group.
@@ -326,17 +371,13 @@ class _ExactSearch:
         self.pooled = (
             features.pooled if features.pooled is not None else tiles.reshape(tile_count, -1)
         )
-        cell_rows, self.cell_norm2 = cell_bound_rows(cell_vectors, geometry, features)
-        self.cell_flat = cells_for_dots(cell_vectors, geometry.weight)
+        cell_rows, self.cell_norm2, self.cell_flat = terms.bound_rows, terms.norm2, terms.flat
         self.k = max(1, min(k, tile_count))
         self.hundredths = hundredths
         pixels = geometry.pixels
         self.distance_scale = pixels * _TINT_STEPS * _TINT_STEPS if hundredths else 1
         self.tint_factor = 2 * hundredths * _TINT_STEPS - hundredths * hundredths
-        # Sums over the cell as drawn (each compared pixel covers `weight` tile pixels).
-        self.cell_sums = (
-            cell_vectors.reshape(count, -1, 3).sum(axis=1, dtype=np.int64) * geometry.weight
-        )
+        self.cell_sums = terms.sums
         if hundredths:
             self.cell_rows, self.bound_rows = _tinted_bounds(
                 cell_rows, features, self.cell_sums, pixels, hundredths / _TINT_STEPS
@@ -623,6 +664,7 @@ def match_exact(
     limit: np.ndarray | None = None,
     upper: np.ndarray | None = None,
     search_units: bool = False,
+    cell_terms: CellTerms | None = None,
 ) -> MatchResult:
     """Find, for every cell, a tile of minimum objective (ties: lowest position).
 
@@ -666,6 +708,9 @@ def match_exact(
     search_units : bool
         Return distances in search units: int64, the objective times
         ``n * 100^2`` when tinting (exact), the objective itself otherwise.
+    cell_terms : CellTerms, optional
+        The terms of ``cell_vectors`` with these ``features``, derived
+        earlier (:func:`cell_terms`); derived here when not given.
 
     Returns
     -------
@@ -682,7 +727,7 @@ def match_exact(
     if features is None:
         features = compute_features(tiles, geometry)
     search = _ExactSearch(cell_vectors, tiles, geometry, features, k, hundredths, price, limit,
-                          upper)
+                          upper, cell_terms)
     evaluated = search.seed_pass()
     search.coarse_rows()
     groups = search.groups()

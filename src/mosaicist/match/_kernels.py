@@ -10,6 +10,15 @@ registers: 10-12x faster on the seed workload (768 values per pair).
 
 The results are the same integers either way. Without Numba installed, or
 with :data:`USE_NUMBA` set to False, the NumPy path runs.
+
+Loading Numba and the compiled loops costs about 0.8 s per process, as long
+as NumPy takes for some 700 million values: a search that evaluates fewer
+(the plain nearest-tile search of a postcard-sized mosaic) is faster
+without them. So the NumPy path runs until the values evaluated reach
+:data:`COMPILE_AFTER_VALUES`, or one call brings :data:`COMPILE_AT_ONCE`
+(a search that asks for many candidates per cell), and the compiled loops
+from then on: at worst about twice the cost of the better choice, the bound
+of renting before buying.
 """
 
 from __future__ import annotations
@@ -20,10 +29,17 @@ from typing import Any
 
 import numpy as np
 
-#: Use the compiled loops where Numba is installed (False forces NumPy: tests).
-USE_NUMBA = True
+#: Whether to use the compiled loops where Numba is installed: None decides by
+#: the values evaluated (see above); True and False force them (tests).
+USE_NUMBA: bool | None = None
 #: Values gathered at a time by the NumPy path (bounds its temporary arrays).
 GATHER_BUDGET = 1 << 22
+#: Values evaluated by NumPy after which the compiled loops are loaded (about 0.5 s).
+COMPILE_AFTER_VALUES = 1 << 29
+#: Values in one call that load the compiled loops at once.
+COMPILE_AT_ONCE = 1 << 25
+
+_evaluated_by_numpy = 0
 
 
 def pair_dots(
@@ -51,11 +67,18 @@ def pair_dots(
     numpy.ndarray
         ``(P,)`` int64 dot products, exact.
     """
+    global _evaluated_by_numpy
     out = np.empty(len(cell_index), np.int64)
     if len(out) == 0:
         return out
-    kernel = _compiled(np.dtype(accumulate) == np.int32) if USE_NUMBA else None
-    if kernel is not None:
+    values = len(out) * cell_rows.shape[1]
+    kernel = None
+    if _compiling(values):
+        kernel = _compiled(np.dtype(accumulate) == np.int32)
+    if kernel is None:
+        # Unlocked: a count lost between threads only delays the switch.
+        _evaluated_by_numpy += values
+    else:
         kernel(np.asarray(cell_rows), np.asarray(tile_rows),
                np.asarray(cell_index, np.int64), np.asarray(tile_index, np.int64), out)
         return out
@@ -85,12 +108,22 @@ def merge_sorted(
     same pair evaluated twice has the same distance). The caller keeps a
     NumPy path for when this returns False.
     """
-    kernel = _compiled_merge() if USE_NUMBA else None
+    # Loaded with the pair loops: the merge alone is not worth the load.
+    kernel = _compiled_merge() if _compiling(0) else None
     if kernel is None:
         return False
     kernel(best_distance, best_tile, np.asarray(cells, np.int64), np.asarray(tiles, np.int64),
            np.asarray(distances, np.int64))
     return True
+
+
+def _compiling(values: int) -> bool:
+    """Whether a call bringing ``values`` values runs compiled (see the module's notes)."""
+    if USE_NUMBA is None:
+        return (_compiled.cache_info().currsize > 0
+                or _evaluated_by_numpy + values >= COMPILE_AFTER_VALUES
+                or values >= COMPILE_AT_ONCE)
+    return USE_NUMBA
 
 
 def numba_available() -> bool:
