@@ -532,3 +532,18 @@ def test_spacing_rounds_converge_when_every_cost_ties():
     result = assign_tiles(candidates, distances, rows, cols, max_uses=3, min_spacing=2)
     check_placement(result.tile, full, rows, cols, 3, 2)
     assert result.iterations < 20
+
+
+def test_added_edges_stay_best_first_once_each():
+    edges = _assign._edges(np.array([[3, 1, -1], [2, 0, 4]]),
+                           np.array([[5, 7, 0], [1, 2, 9]]), np.array([2, 3]))
+    merged = _assign._with_edges(
+        edges, np.array([0, 0, 1, 1, 0]), np.array([1, 4, 0, -1, 2]),
+        np.array([7, 5, 2, 0, 6]), np.array([8, 10]))
+    listed = list(zip(merged.row.tolist(), merged.tile.tolist(), merged.dist.tolist(),
+                      strict=True))
+    # Cell 0: tile 3 and 4 tie at 5 (tile order), tile 1 listed twice; -1 is no tile.
+    assert listed == [(0, 3, 5), (0, 4, 5), (0, 2, 6), (0, 1, 7),
+                      (1, 2, 1), (1, 0, 2), (1, 4, 9)]
+    assert merged.length.tolist() == [4, 3]
+    assert merged.tail.tolist() == [8, 10]

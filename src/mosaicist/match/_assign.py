@@ -369,10 +369,12 @@ def _with_edges(
     dist = np.concatenate((edges.dist, dist[keep].astype(edges.dist.dtype)))
     order = np.lexsort((tile, dist, row))
     row, tile, dist = row[order], tile[order], dist[order]
-    key = row * np.int64(1 << 32) + tile
-    _, first = np.unique(key, return_index=True)
-    first.sort()
-    row, tile, dist = row[first], tile[first], dist[first]
+    # A pair's distance is a function of the pair, so a pair listed twice sorts
+    # next to itself.
+    repeat = np.zeros(len(row), bool)
+    repeat[1:] = (row[1:] == row[:-1]) & (tile[1:] == tile[:-1])
+    if repeat.any():
+        row, tile, dist = row[~repeat], tile[~repeat], dist[~repeat]
     return _Edges(row, tile, dist, np.bincount(row, minlength=len(tail)), tail)
 
 

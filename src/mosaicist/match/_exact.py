@@ -25,7 +25,7 @@ Search is exact, with memory bounded by the chunk sizes:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -60,6 +60,8 @@ CELL_GROUP = 128
 LARGE_LIBRARY_COARSE = (24, 256)
 #: Tiles in the sample that gives each cell its first upper bound.
 SEED_SAMPLE = 2048
+#: Fewest cells per block of the sampled pass when it runs on several threads.
+SEED_BLOCK_LEAST = 256
 
 
 #: Most bytes of cell rows kept converted to the dot products' integer type.
@@ -465,7 +467,8 @@ class _ExactSearch:
             threshold = np.minimum(threshold, self.limit32[cells])
         return threshold
 
-    def seed_pass(self) -> int:
+    def seed_pass(self, workers: int = 1,
+                  map_blocks: Callable[..., Iterator[int]] = map) -> int:
         """Give every cell a first upper bound from a sample of the library.
 
         The sample is ``SEED_SAMPLE`` evenly spaced rows of the bound (sorted by
@@ -474,31 +477,41 @@ class _ExactSearch:
         distances (an upper bound on the ``k``-th best) set :attr:`threshold`,
         so that the full pass evaluates few tiles.
 
+        Parameters
+        ----------
+        workers : int
+            Threads ``map_blocks`` runs on: the cells are cut into at least
+            two blocks per thread, so that none waits for the last.
+        map_blocks : callable
+            ``map`` or an executor's ``map``; blocks hold disjoint cells.
+
         Returns
         -------
         int
             Pairs evaluated.
         """
         count, tile_count = len(self.cell_rows), self.tile_count
-        order = self.features.order
         sample_size = min(tile_count, SEED_SAMPLE)
         sample = np.unique(np.linspace(0, tile_count - 1, sample_size).astype(np.int64))
-        evaluated = 0
-        for cell_start in range(0, count, CELL_BLOCK):
-            block = slice(cell_start, min(count, cell_start + CELL_BLOCK))
-            cells = np.arange(block.start, block.stop)
-            bounds = self.cell_rows[block] @ self.bound_rows[sample].T
-            if self.price_bound is not None:
-                bounds += self.price_bound[sample]
-            if self.k == 1:
-                nearest = bounds.argmin(axis=1)
-                evaluated += self.evaluate(cells, order[sample[nearest]])
-            else:
-                take = min(self.k, len(sample))
-                pair_cells, pair_rows = self._sample_best(cells, bounds, take, sample)
-                evaluated += self.evaluate(pair_cells, order[pair_rows])
+        size = CELL_BLOCK if workers <= 1 else min(
+            CELL_BLOCK, max(SEED_BLOCK_LEAST, -(-count // (2 * workers))))
+        blocks = [np.arange(start, min(count, start + size)) for start in range(0, count, size)]
+        evaluated = sum(map_blocks(lambda cells: self._seed_block(cells, sample), blocks))
         self.threshold = self.thresholds(slice(None))
         return evaluated
+
+    def _seed_block(self, cells: np.ndarray, sample: np.ndarray) -> int:
+        """The sample pass of a block of consecutive cells: pairs evaluated."""
+        order = self.features.order
+        bounds = self.cell_rows[cells[0]:cells[-1] + 1] @ self.bound_rows[sample].T
+        if self.price_bound is not None:
+            bounds += self.price_bound[sample]
+        if self.k == 1:
+            nearest = bounds.argmin(axis=1)
+            return self.evaluate(cells, order[sample[nearest]])
+        take = min(self.k, len(sample))
+        pair_cells, pair_rows = self._sample_best(cells, bounds, take, sample)
+        return self.evaluate(pair_cells, order[pair_rows])
 
     @staticmethod
     def _sample_best(
@@ -728,23 +741,26 @@ def match_exact(
         features = compute_features(tiles, geometry)
     search = _ExactSearch(cell_vectors, tiles, geometry, features, k, hundredths, price, limit,
                           upper, cell_terms)
-    evaluated = search.seed_pass()
-    search.coarse_rows()
-    groups = search.groups()
-    workers = min(worker_count(), len(groups))
+    workers = min(worker_count(), -(-len(cell_vectors) // search.coarse_shape[1]))
     bounded = 0
     searched: Iterator[tuple[int, int]]
     with progress_bar(len(cell_vectors), "matching", unit="cell", enabled=show_progress) as bar, \
             ExitStack() as stack:
         if workers <= 1:
+            evaluated = search.seed_pass()
+            search.coarse_rows()
+            groups = search.groups()
             searched = map(search.search_group, groups)
         else:
-            # Groups hold disjoint cells, so threads never write the same entries.
-            # One BLAS thread each: these small products do not split well, and the
-            # comparisons and gathers around them (which release the GIL) run in
-            # parallel too.
+            # Blocks and groups hold disjoint cells, so threads never write the same
+            # entries. One BLAS thread each: these small products do not split well,
+            # and the comparisons and gathers around them (which release the GIL) run
+            # in parallel too.
             stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
             executor = stack.enter_context(ThreadPoolExecutor(max_workers=workers))
+            evaluated = search.seed_pass(workers, executor.map)
+            search.coarse_rows()
+            groups = search.groups()
             searched = executor.map(search.search_group, groups)
         for cells, (group_evaluated, group_bounded) in zip(groups, searched, strict=True):
             evaluated += group_evaluated
