@@ -85,6 +85,7 @@ optimum).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -403,7 +404,7 @@ class _PriceChecks:
 
     def check(
         self, search: CandidateSearch, price: np.ndarray, cost: np.ndarray, reach: np.ndarray,
-        upper: np.ndarray | None = None,
+        upper: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Pairs ``(rows, tiles, distances)`` worth listing, and which of them beat ``cost``.
 
@@ -414,7 +415,8 @@ class _PriceChecks:
         and reach are returned too, to be listed, and the proof then holds
         up to ``reach``, so that a later round in which the cell's cost has
         risen (prices rise as the assignment settles) needs no new search.
-        ``upper`` (see :meth:`CandidateSearch.below`) is passed on to the searches.
+        ``upper`` gives the searched cells' bounds (see
+        :meth:`CandidateSearch.below`), passed on to the searches.
         """
         self.rounds += 1
         count = len(cost)
@@ -461,7 +463,7 @@ class _PriceChecks:
         if len(targets):
             found, found_distances = search.below(
                 targets, price, reach[targets], PRICING_COLUMNS,
-                upper=None if upper is None else upper[targets])
+                upper=None if upper is None else upper(targets))
             present = found >= 0
             rows.append(np.broadcast_to(targets[:, None], found.shape)[present])
             tiles.append(found[present])
@@ -488,20 +490,26 @@ class _PriceChecks:
         return row, tile, distance, distance + price[tile] < cost[row]
 
 
-def _kth_total(edges: _Edges, price: np.ndarray, k: int) -> np.ndarray:
-    """Each cell's ``k``-th least listed distance plus price (int64 max with fewer listed).
+def _kth_total(edges: _Edges, price: np.ndarray, k: int, cells: np.ndarray) -> np.ndarray:
+    """Each of ``cells``' ``k``-th least listed distance plus price (int64 max with fewer listed).
 
     The listed tiles are some of the library's, so a pricing search's
     ``k``-th best is at most this: a search can start its threshold here.
+    Only the searched cells' edges are sorted (a round searches ever fewer).
     """
-    total = edges.dist.astype(np.int64) + price[edges.tile]
-    order = np.lexsort((total, edges.row))
-    row, total = edges.row[order], total[order]
-    first = np.concatenate(([0], np.cumsum(edges.length)[:-1]))
-    rank = np.arange(len(row)) - first[row]
-    upper = np.full(len(edges.length), np.iinfo(np.int64).max, np.int64)
-    at = rank == k - 1
-    upper[row[at]] = total[at]
+    cells = np.asarray(cells, np.int64)
+    lengths = edges.length[cells]
+    starts = np.cumsum(edges.length) - edges.length
+    slot = np.repeat(np.arange(len(cells)), lengths)
+    at = (np.repeat(starts[cells] - np.cumsum(lengths) + lengths, lengths)
+          + np.arange(int(lengths.sum())))
+    total = edges.dist[at].astype(np.int64) + price[edges.tile[at]]
+    order = np.lexsort((total, slot))
+    slot, total = slot[order], total[order]
+    rank = np.arange(len(slot)) - (np.cumsum(lengths) - lengths)[slot]
+    upper = np.full(len(cells), np.iinfo(np.int64).max, np.int64)
+    kth = rank == k - 1
+    upper[slot[kth]] = total[kth]
     return upper
 
 
@@ -546,7 +554,7 @@ def tile_prices(
         The listed tiles and their int64 prices; None when no prices prove
         ``choice`` optimal (it is not, within the rounding of the solver).
     """
-    tiles, tile_id = np.unique(edges.tile, return_inverse=True)
+    tiles, tile_id = _compact(edges.tile)
     count = len(choice)
     inside = choice >= 0
     assigned = np.full(count, -1, np.int64)
@@ -559,13 +567,24 @@ def tile_prices(
     elif not inside.all():
         raise ValueError("cells on outside columns need their costs")
     prices = np.zeros(len(tiles), np.int64)
+    cost = paid.copy()
+    # Edges are grouped by cell: a cell's are one range.
+    starts = np.cumsum(edges.length) - edges.length
+    changed = np.arange(count)
     for _ in range(len(tiles) + 2):
-        cost = paid + np.where(inside, prices[np.maximum(assigned, 0)], 0)
+        # Only the edges of cells whose cost rose can raise a price (the others'
+        # bounds are already met): a frontier, as the rounds reach ever fewer cells.
+        lengths = edges.length[changed]
+        at = (np.repeat(starts[changed] - np.cumsum(lengths) + lengths, lengths)
+              + np.arange(int(lengths.sum())))
         raised = prices.copy()
-        np.maximum.at(raised, tile_id, cost[edges.row] - edges.dist)
-        if np.array_equal(raised, prices):
+        np.maximum.at(raised, tile_id[at], cost[edges.row[at]] - edges.dist[at])
+        rose = raised > prices
+        if not rose.any():
             break
         prices = raised
+        changed = np.flatnonzero(inside & rose[np.maximum(assigned, 0)])
+        cost[changed] = paid[changed] + prices[assigned[changed]]
     else:
         return None  # a cycle of moves that lowers the cost: not optimal
     if (prices[~full] > 0).any():
@@ -573,6 +592,23 @@ def tile_prices(
     if outside is not None and (cost > outside).any():
         return None
     return tiles, prices
+
+
+def _compact(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` for non-negative integers, without a sort.
+
+    Tile positions span the library, so a table over it costs one pass
+    where sorting millions of edges in every round cost seconds.
+    """
+    top = int(values.max(initial=-1)) + 1
+    if top > 8 * len(values) + (1 << 20):
+        found, inverse = np.unique(values, return_inverse=True)
+        return found, inverse.reshape(-1)
+    present = np.zeros(top, bool)
+    present[values] = True
+    found = np.flatnonzero(present)
+    position = np.cumsum(present) - 1
+    return found, position[values]
 
 
 def _inf(dtype: np.dtype) -> int | float:
@@ -640,10 +676,10 @@ def _solve(
     index = np.flatnonzero(allowed)
     row, tile, dist = edges.row[index], edges.tile[index], edges.dist[index]
     choice = np.full(count, -1, np.int64)
-    # Every cell's first allowed edge is its best (lists are best first).
+    # Every cell's first allowed edge is its best (lists are best first, grouped by cell).
     first = np.full(count, -1, np.int64)
-    first_pos = np.unique(row, return_index=True)
-    first[first_pos[0]] = index[first_pos[1]]
+    starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]]) if len(row) else row
+    first[row[starts]] = index[starts]
     has = first >= 0
     if cap is None and not minimum:
         # Nothing is contested: each cell independently takes its best edge (an outside
@@ -657,7 +693,7 @@ def _solve(
         choice[has] = first[has]
         return choice
 
-    compact, tile_id = np.unique(tile, return_inverse=True)
+    compact, tile_id = _compact(tile)
     # Costs are shifted per cell by its best allowed edge: a per-cell constant does not
     # change which full assignment is cheapest, and keeps the numbers small.
     base = np.zeros(count, dist.dtype)
@@ -1330,7 +1366,8 @@ class _Solver:
             if REACH:
                 reach += REACH * np.minimum(premium, (_inf(np.dtype(np.int64)) - cost) // REACH)
             rows, found, distances, beats = checks.check(
-                self.search, price, cost, reach, _kth_total(edges, price, PRICING_COLUMNS))
+                self.search, price, cost, reach,
+                functools.partial(_kth_total, edges, price, PRICING_COLUMNS))
             hit = np.zeros(self.count, bool)
             hit[rows[beats]] = True
             if not out.any() and not hit.any():
