@@ -547,3 +547,23 @@ def test_added_edges_stay_best_first_once_each():
                       (1, 2, 1), (1, 0, 2), (1, 4, 9)]
     assert merged.length.tolist() == [4, 3]
     assert merged.tail.tolist() == [8, 10]
+
+
+@pytest.mark.parametrize("kind", ["integer", "distinct", "wide", "float"])
+def test_merged_order_is_the_order_by_cell_distance_tile(kind):
+    rng = np.random.default_rng(4)
+    runs = []
+    for size in (300, 40):
+        row = rng.integers(0, 20, size)
+        # Few distances: equal (cell, distance) keys across the runs, tiles in any order.
+        dist = rng.integers(0, 6, size) * (2**55 if kind == "wide" else 1)
+        if kind == "distinct":  # no ties: the packed merge alone decides
+            dist = rng.choice(10**6, size, replace=False)
+        tile = rng.integers(0, 9, size)
+        order = np.lexsort((tile, dist, row))
+        runs.append((row[order], dist[order], tile[order]))
+    row, dist, tile = (np.concatenate(parts) for parts in zip(*runs, strict=True))
+    if kind == "float":
+        dist = dist + 0.5
+    order = _assign._merged_order(row, dist, tile)
+    assert np.array_equal(order, np.lexsort((tile, dist, row)))

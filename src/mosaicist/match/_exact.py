@@ -264,23 +264,31 @@ class CellTerms:
     bound_rows : numpy.ndarray
         ``(N, d + 2)`` float32 rows of the lower bound (:func:`._features.cell_bound_rows`).
     norm2 : numpy.ndarray
-        ``(N,)`` int64 squared norms of the compared vectors.
+        ``(N',)`` int64 squared norms of the compared vectors.
     flat : numpy.ndarray
-        ``(N, n)`` rows for the exact dot products (:func:`cells_for_dots`).
+        ``(N', n)`` rows for the exact dot products (:func:`cells_for_dots`).
     sums : numpy.ndarray
         ``(N, 3)`` int64 channel sums over each cell as drawn (each compared
         pixel covers ``weight`` tile pixels), for tinting.
+    rows : numpy.ndarray or None
+        ``(N,)`` each cell's row in ``norm2`` and ``flat``; None when they
+        are the cells' own (``N' = N``). :meth:`take` leaves those two
+        whole: the exact evaluations gather their rows anyway, and copying
+        the wide ``flat`` for every pricing round of a large grid cost more
+        than the round's search.
     """
 
     bound_rows: np.ndarray
     norm2: np.ndarray
     flat: np.ndarray
     sums: np.ndarray
+    rows: np.ndarray | None = None
 
     def take(self, cells: np.ndarray) -> CellTerms:
         """The terms of ``cells`` (indices into these), in that order."""
-        return CellTerms(self.bound_rows[cells], self.norm2[cells], self.flat[cells],
-                         self.sums[cells])
+        cells = np.asarray(cells, np.int64)
+        rows = cells if self.rows is None else self.rows[cells]
+        return CellTerms(self.bound_rows[cells], self.norm2, self.flat, self.sums[cells], rows)
 
 
 def cell_terms(cell_vectors: np.ndarray, geometry: Geometry,
@@ -374,6 +382,7 @@ class _ExactSearch:
             features.pooled if features.pooled is not None else tiles.reshape(tile_count, -1)
         )
         cell_rows, self.cell_norm2, self.cell_flat = terms.bound_rows, terms.norm2, terms.flat
+        self.flat_rows = terms.rows
         self.k = max(1, min(k, tile_count))
         self.hundredths = hundredths
         pixels = geometry.pixels
@@ -430,7 +439,7 @@ class _ExactSearch:
         features = self.features
         distances = exact_distances(
             self.cell_flat, self.cell_norm2, self.pooled, features.norm2, self.weight,
-            cells, candidates,
+            cells if self.flat_rows is None else self.flat_rows[cells], candidates,
         )
         if self.hundredths:
             difference = self.cell_sums[cells] - features.channel_sums[candidates]
