@@ -37,7 +37,7 @@ GATHER_BUDGET = 1 << 22
 #: Values evaluated by NumPy after which the compiled loops are loaded (about 0.5 s).
 COMPILE_AFTER_VALUES = 1 << 29
 #: Values in one call that load the compiled loops at once.
-COMPILE_AT_ONCE = 1 << 25
+COMPILE_AT_ONCE = 1 << 24
 
 _evaluated_by_numpy = 0
 
