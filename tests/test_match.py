@@ -92,6 +92,24 @@ def test_compiled_loops_load_once_numpy_has_evaluated_enough(monkeypatch, pair_l
     assert kernels._compiled.cache_info().currsize > 0
 
 
+def test_a_loop_numba_cannot_compile_falls_back_to_numpy(monkeypatch, pair_loops):
+    if pair_loops != "compiled":
+        pytest.skip("about the compiled loops")
+    import numba
+
+    def refuses(*arguments):
+        raise numba.core.errors.TypingError("cannot type these arrays")
+
+    monkeypatch.setattr(kernels, "_compiled", lambda narrow: refuses)
+    cells = np.arange(12, dtype=np.uint8).reshape(2, 6)
+    tiles = np.arange(18, dtype=np.uint16).reshape(3, 6)
+    with pytest.warns(RuntimeWarning, match="Numba could not compile"):
+        dots = kernels.pair_dots(cells, tiles, np.array([0, 1]), np.array([2, 0]), np.int32)
+    assert dots.tolist() == [int(cells[0].astype(int) @ tiles[2]),
+                             int(cells[1].astype(int) @ tiles[0])]
+    assert kernels.USE_NUMBA is False  # restored by the fixture's monkeypatch
+
+
 @pytest.mark.parametrize("k", [1, 3, 8])
 def test_merged_k_best_equal_a_sort_of_all_pairs(k):
     rng = np.random.default_rng(k)

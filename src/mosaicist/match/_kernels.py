@@ -23,6 +23,7 @@ of renting before buying.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -73,15 +74,14 @@ def pair_dots(
         return out
     values = len(out) * cell_rows.shape[1]
     kernel = None
-    if _compiling(values):
+    if cell_rows.dtype.kind in "iu" and tile_rows.dtype.kind in "iu" and _compiling(values):
         kernel = _compiled(np.dtype(accumulate) == np.int32)
-    if kernel is None:
-        # Unlocked: a count lost between threads only delays the switch.
-        _evaluated_by_numpy += values
-    else:
-        kernel(np.asarray(cell_rows), np.asarray(tile_rows),
-               np.asarray(cell_index, np.int64), np.asarray(tile_index, np.int64), out)
+    if kernel is not None and _ran(kernel, np.asarray(cell_rows), np.asarray(tile_rows),
+                                   np.asarray(cell_index, np.int64),
+                                   np.asarray(tile_index, np.int64), out):
         return out
+    # Unlocked: a count lost between threads only delays the switch.
+    _evaluated_by_numpy += values
     per_batch = max(1, GATHER_BUDGET // cell_rows.shape[1])
     for start in range(0, len(out), per_batch):
         stop = start + per_batch
@@ -110,10 +110,25 @@ def merge_sorted(
     """
     # Loaded with the pair loops: the merge alone is not worth the load.
     kernel = _compiled_merge() if _compiling(0) else None
-    if kernel is None:
+    return kernel is not None and _ran(
+        kernel, best_distance, best_tile, np.asarray(cells, np.int64),
+        np.asarray(tiles, np.int64), np.asarray(distances, np.int64))
+
+
+def _ran(kernel: Callable[..., None], *arguments: np.ndarray) -> bool:
+    """Run a compiled loop; False, and NumPy from then on, where Numba cannot compile it.
+
+    An accelerator that fails (a Numba that cannot type these arrays, or
+    its compiler missing on this machine) must cost speed, not the mosaic.
+    """
+    global USE_NUMBA
+    try:
+        kernel(*arguments)
+    except _numba().core.errors.NumbaError as error:
+        warnings.warn(f"Numba could not compile the search's loops ({error}); "
+                      "using NumPy's", RuntimeWarning, stacklevel=3)
+        USE_NUMBA = False
         return False
-    kernel(best_distance, best_tile, np.asarray(cells, np.int64), np.asarray(tiles, np.int64),
-           np.asarray(distances, np.int64))
     return True
 
 
