@@ -73,7 +73,7 @@ def test_compiled_loops_load_once_numpy_has_evaluated_enough(monkeypatch, pair_l
     monkeypatch.setattr(kernels, "_evaluated_by_numpy", 0)
     monkeypatch.setattr(kernels, "COMPILE_AFTER_VALUES", 10_000)
     monkeypatch.setattr(kernels, "COMPILE_AT_ONCE", 5_000)
-    kernels._compiled.cache_clear()
+    kernels._compiled_loop.cache_clear()
     rng = np.random.default_rng(3)
     cells = rng.integers(0, 256, (5, 300), dtype=np.uint8)
     tiles = rng.integers(0, 256, (7, 300), dtype=np.uint8)
@@ -83,13 +83,13 @@ def test_compiled_loops_load_once_numpy_has_evaluated_enough(monkeypatch, pair_l
     loaded = []
     for _ in range(4):  # 3,000 values a call: the fourth passes 10,000
         assert np.array_equal(kernels.pair_dots(cells, tiles, *pairs, np.int32), reference)
-        loaded.append(kernels._compiled.cache_info().currsize > 0)
+        loaded.append(kernels._compiled_loop.cache_info().currsize > 0)
     assert loaded == [False, False, False, True]
-    kernels._compiled.cache_clear()
+    kernels._compiled_loop.cache_clear()
     monkeypatch.setattr(kernels, "_evaluated_by_numpy", 0)
     many = (np.arange(20) % 5, np.arange(20) % 7)  # 6,000 values at once
     kernels.pair_dots(cells, tiles, *many, np.int32)
-    assert kernels._compiled.cache_info().currsize > 0
+    assert kernels._compiled_loop.cache_info().currsize > 0
 
 
 def test_a_loop_numba_cannot_compile_falls_back_to_numpy(monkeypatch, pair_loops):
@@ -100,7 +100,7 @@ def test_a_loop_numba_cannot_compile_falls_back_to_numpy(monkeypatch, pair_loops
     def refuses(*arguments):
         raise numba.core.errors.TypingError("cannot type these arrays")
 
-    monkeypatch.setattr(kernels, "_compiled", lambda narrow: refuses)
+    monkeypatch.setattr(kernels, "_compiled_loop", lambda loop: refuses)
     cells = np.arange(12, dtype=np.uint8).reshape(2, 6)
     tiles = np.arange(18, dtype=np.uint16).reshape(3, 6)
     with pytest.warns(RuntimeWarning, match="Numba could not compile"):

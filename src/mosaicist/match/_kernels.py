@@ -60,8 +60,9 @@ def pair_dots(
     cell_index, tile_index : numpy.ndarray
         ``(P,)`` integer row indices of the pairs.
     accumulate : type
-        ``np.int32`` when no sum of ``n`` products can overflow it (faster),
-        else ``np.int64``.
+        For the NumPy path: ``np.int32`` when no sum of ``n`` products can
+        overflow it (faster), else ``np.int64``. The compiled loop sums in
+        int64 (as fast there).
 
     Returns
     -------
@@ -75,7 +76,7 @@ def pair_dots(
     values = len(out) * cell_rows.shape[1]
     kernel = None
     if cell_rows.dtype.kind in "iu" and tile_rows.dtype.kind in "iu" and _compiling(values):
-        kernel = _compiled(np.dtype(accumulate) == np.int32)
+        kernel = _compiled_loop(_pair_dots)
     if kernel is not None and _ran(kernel, np.asarray(cell_rows), np.asarray(tile_rows),
                                    np.asarray(cell_index, np.int64),
                                    np.asarray(tile_index, np.int64), out):
@@ -109,7 +110,7 @@ def merge_sorted(
     NumPy path for when this returns False.
     """
     # Loaded with the pair loops: the merge alone is not worth the load.
-    kernel = _compiled_merge() if _compiling(0) else None
+    kernel = _compiled_loop(_merge_sorted) if _compiling(0) else None
     return kernel is not None and _ran(
         kernel, best_distance, best_tile, np.asarray(cells, np.int64),
         np.asarray(tiles, np.int64), np.asarray(distances, np.int64))
@@ -135,7 +136,7 @@ def _ran(kernel: Callable[..., None], *arguments: np.ndarray) -> bool:
 def _compiling(values: int) -> bool:
     """Whether a call bringing ``values`` values runs compiled (see the module's notes)."""
     if USE_NUMBA is None:
-        return (_compiled.cache_info().currsize > 0
+        return (_compiled_loop.cache_info().currsize > 0
                 or _evaluated_by_numpy + values >= COMPILE_AFTER_VALUES
                 or values >= COMPILE_AT_ONCE)
     return USE_NUMBA
@@ -156,23 +157,16 @@ def _numba() -> Any:
 
 
 @cache
-def _compiled(narrow: bool) -> Callable[..., None] | None:
-    """The pair loop accumulating in int32 (``narrow``) or int64, compiled on first use."""
+def _compiled_loop(loop: Callable[..., None]) -> Callable[..., None] | None:
+    """``loop`` compiled on first use, or None without Numba.
+
+    nogil: the search calls the loops from its worker threads; cache: each is
+    compiled once per installation, later processes load it.
+    """
     numba = _numba()
     if numba is None:
         return None
-    # nogil: the search calls it from its worker threads; cache: compiled once per install.
-    compiled: Callable[..., None] = numba.njit(nogil=True, cache=True)(
-        _pair_dots_int32 if narrow else _pair_dots_int64)
-    return compiled
-
-
-@cache
-def _compiled_merge() -> Callable[..., None] | None:
-    numba = _numba()
-    if numba is None:
-        return None
-    compiled: Callable[..., None] = numba.njit(nogil=True, cache=True)(_merge_sorted)
+    compiled: Callable[..., None] = numba.njit(nogil=True, cache=True)(loop)
     return compiled
 
 
@@ -200,20 +194,9 @@ def _merge_sorted(best_distance: Any, best_tile: Any, cells: Any, tiles: Any,
         row_tile[place] = tile
 
 
-def _pair_dots_int32(cell_rows: Any, tile_rows: Any, cell_index: Any, tile_index: Any,
-                     out: Any) -> None:  # pragma: no cover - runs compiled
-    length = cell_rows.shape[1]
-    for pair in range(cell_index.shape[0]):
-        cell = cell_rows[cell_index[pair]]
-        tile = tile_rows[tile_index[pair]]
-        total = np.int32(0)
-        for value in range(length):
-            total += np.int32(cell[value]) * np.int32(tile[value])
-        out[pair] = total
-
-
-def _pair_dots_int64(cell_rows: Any, tile_rows: Any, cell_index: Any, tile_index: Any,
-                     out: Any) -> None:  # pragma: no cover - runs compiled
+def _pair_dots(cell_rows: Any, tile_rows: Any, cell_index: Any, tile_index: Any,
+               out: Any) -> None:  # pragma: no cover - runs compiled
+    # int64 sums: as fast as int32 ones in this loop, and never overflow here.
     length = cell_rows.shape[1]
     for pair in range(cell_index.shape[0]):
         cell = cell_rows[cell_index[pair]]
