@@ -110,6 +110,23 @@ def test_a_loop_numba_cannot_compile_falls_back_to_numpy(monkeypatch, pair_loops
     assert kernels.USE_NUMBA is False  # restored by the fixture's monkeypatch
 
 
+def test_compiled_loops_run_where_numba_has_nowhere_to_cache(monkeypatch, pair_loops):
+    if pair_loops != "compiled":
+        pytest.skip("about the compiled loops")
+    from numba.core import caching
+
+    # A read-only installation and home: Numba finds no folder for its cache.
+    monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])
+    kernels._compiled_loop.cache_clear()
+    try:
+        cells = np.arange(12, dtype=np.uint8).reshape(2, 6)
+        tiles = np.arange(18, dtype=np.uint16).reshape(3, 6)
+        dots = kernels.pair_dots(cells, tiles, np.array([1]), np.array([2]), np.int32)
+        assert dots.tolist() == [int(cells[1].astype(int) @ tiles[2])]
+    finally:
+        kernels._compiled_loop.cache_clear()
+
+
 @pytest.mark.parametrize("k", [1, 3, 8])
 def test_merged_k_best_equal_a_sort_of_all_pairs(k):
     rng = np.random.default_rng(k)

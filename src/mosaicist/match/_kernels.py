@@ -166,7 +166,13 @@ def _compiled_loop(loop: Callable[..., None]) -> Callable[..., None] | None:
     numba = _numba()
     if numba is None:
         return None
-    compiled: Callable[..., None] = numba.njit(nogil=True, cache=True)(loop)
+    compiled: Callable[..., None]
+    try:
+        compiled = numba.njit(nogil=True, cache=True)(loop)
+    except RuntimeError:
+        # No folder to cache in (a read-only installation and home): compiled
+        # in every process instead, a second or two more.
+        compiled = numba.njit(nogil=True)(loop)
     return compiled
 
 
