@@ -16,9 +16,9 @@ Search is exact, with memory bounded by the chunk sizes:
    bound (:func:`._features.bound_dimensions`) is computed for the rest, and every tile
    whose bound does not exceed its cell's best exact distance so far is
    evaluated exactly.
-3. **Exact re-check.** Distances are integer dot products (int32 where no
-   sum can overflow, else int64; compiled loops where Numba is installed,
-   :mod:`._kernels`), so the kept best is the true minimum, ties going to
+3. **Exact re-check.** Distances are integer dot products (compiled loops
+   where Numba is installed and the search is large enough to pay for it,
+   else NumPy's: :mod:`._kernels`), so the kept best is the true minimum, ties going to
    the lowest library position. A tile is only ever skipped when a bound
    proves it cannot win.
 """
@@ -104,8 +104,9 @@ def exact_distances(
     """Exact objective for the pairs ``(cell_index[k], tile_index[k])``, as int64.
 
     ``cell_flat`` is ``(N, n)`` uint8 and ``pooled`` ``(M, n)`` block sums (or
-    the tiles themselves when the factor is 1). Dot products are integer:
-    int32 when no sum can overflow it, else int64.
+    the tiles themselves when the factor is 1). Dot products are integer
+    (:func:`._kernels.pair_dots`: in NumPy int32 when no sum can overflow
+    it, else int64).
     """
     accumulate = dot_dtype(cell_flat.shape[1], weight)
     dots = pair_dots(cell_flat, pooled, cell_index, tile_index, accumulate)
