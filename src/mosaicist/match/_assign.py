@@ -512,6 +512,13 @@ class _PriceChecks:
         return row, tile, distance, distance + price[tile] < cost[row]
 
 
+def _edges_of(edges: _Edges, cells: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Positions of the edges of ``cells``, cell after cell (``starts``: each cell's first)."""
+    lengths = edges.length[cells]
+    offsets = np.cumsum(lengths) - lengths
+    return np.repeat(starts[cells] - offsets, lengths) + np.arange(int(lengths.sum()))
+
+
 def _kth_total(edges: _Edges, price: np.ndarray, k: int, cells: np.ndarray) -> np.ndarray:
     """Each of ``cells``' ``k``-th least listed distance plus price (int64 max with fewer listed).
 
@@ -521,10 +528,8 @@ def _kth_total(edges: _Edges, price: np.ndarray, k: int, cells: np.ndarray) -> n
     """
     cells = np.asarray(cells, np.int64)
     lengths = edges.length[cells]
-    starts = np.cumsum(edges.length) - edges.length
     slot = np.repeat(np.arange(len(cells)), lengths)
-    at = (np.repeat(starts[cells] - np.cumsum(lengths) + lengths, lengths)
-          + np.arange(int(lengths.sum())))
+    at = _edges_of(edges, cells, np.cumsum(edges.length) - edges.length)
     total = edges.dist[at].astype(np.int64) + price[edges.tile[at]]
     order = np.lexsort((total, slot))
     slot, total = slot[order], total[order]
@@ -596,9 +601,7 @@ def tile_prices(
     for _ in range(len(tiles) + 2):
         # Only the edges of cells whose cost rose can raise a price (the others'
         # bounds are already met): a frontier, as the rounds reach ever fewer cells.
-        lengths = edges.length[changed]
-        at = (np.repeat(starts[changed] - np.cumsum(lengths) + lengths, lengths)
-              + np.arange(int(lengths.sum())))
+        at = _edges_of(edges, changed, starts)
         raised = prices.copy()
         np.maximum.at(raised, tile_id[at], cost[edges.row[at]] - edges.dist[at])
         rose = raised > prices
