@@ -438,6 +438,24 @@ def test_server_start_stop_leaves_nothing(tmp_path):
         bind("203.0.113.1", 0)  # not an address of this machine
 
 
+def test_serving_until_interrupted_answers_then_stops_quietly(tmp_path):
+    listener = bind("127.0.0.1", 0)
+    port = listener.getsockname()[1]
+    app = make_app(_app_routes(tmp_path), host="127.0.0.1", port=port, name="test")
+    server = WebServer(app, listener)
+    threads = set(threading.enumerate())
+    answers = []
+
+    def started() -> None:
+        answers.append(fetch(server.url, "/api/ok")[0])
+        raise KeyboardInterrupt  # Ctrl+C while serving: no traceback, the server stopped
+
+    server.run_until_interrupted(started)
+    assert answers == [200]
+    assert set(threading.enumerate()) <= threads
+    bind("127.0.0.1", port).close()  # the address is free again
+
+
 def test_ipv6_loopback(tmp_path):
     try:
         bind("::1", 0).close()

@@ -792,24 +792,23 @@ def serve_live(
         raise
     server = WebServer(make_live_app(live, host=host, port=bound), listener,
                        on_stop=live.begin_stop)
+
+    def started() -> None:
+        event.start()
+        counts = event.counts()
+        announce(f"mosaicist live: event {event.folder} ({event.settings.cols}x"
+                 f"{event.settings.rows} cells, {counts['placed']} placed, "
+                 f"{counts['pending'] + counts['overflow']} waiting"
+                 f"{', final' if event.final else ''})")
+        announce(f"mosaicist live: guests: {guest_url or base + '/'}")
+        announce(f"mosaicist live: display: {base}/display")
+        announce(f"mosaicist live: admin: {base}/admin#token={event.admin_token}")
+        announce(f"mosaicist live: admin token: {event.admin_token} (press Ctrl+C to stop)")
+
     with sigterm_as_interrupt():
         try:
-            server.start()
-            event.start()
-            counts = event.counts()
-            announce(f"mosaicist live: event {event.folder} ({event.settings.cols}x"
-                     f"{event.settings.rows} cells, {counts['placed']} placed, "
-                     f"{counts['pending'] + counts['overflow']} waiting"
-                     f"{', final' if event.final else ''})")
-            announce(f"mosaicist live: guests: {guest_url or base + '/'}")
-            announce(f"mosaicist live: display: {base}/display")
-            announce(f"mosaicist live: admin: {base}/admin#token={event.admin_token}")
-            announce(f"mosaicist live: admin token: {event.admin_token} (press Ctrl+C to stop)")
-            server.wait()
-        except KeyboardInterrupt:
-            pass
+            server.run_until_interrupted(started)
         finally:
-            server.stop()
             live.close()
 
 

@@ -844,24 +844,23 @@ def serve_studio(
     server = WebServer(make_studio_app(studio, host=host, port=bound), listener,
                        on_stop=studio.begin_stop)
     url = f"http://{_browsable(host)}:{bound}/"
+
+    def started() -> None:
+        if studio.interrupted:
+            print(f"mosaicist: {studio.interrupted} unfinished "
+                  f"{'run was' if studio.interrupted == 1 else 'runs were'} marked as cut off "
+                  "by the last stop", file=sys.stderr)
+        if not _loopback(host):
+            print(f"mosaicist: warning: the studio listens on {host}: other machines that "
+                  "can reach this address can use it and see the photos it may read",
+                  file=sys.stderr)
+        announce(f"mosaicist studio: {url} (press Ctrl+C to stop)")
+        if open_browser:
+            webbrowser.open(url)
+
     with sigterm_as_interrupt():
         try:
-            if studio.interrupted:
-                print(f"mosaicist: {studio.interrupted} unfinished "
-                      f"{'run was' if studio.interrupted == 1 else 'runs were'} marked as cut off "
-                      "by the last stop", file=sys.stderr)
-            if not _loopback(host):
-                print(f"mosaicist: warning: the studio listens on {host}: other machines that "
-                      "can reach this address can use it and see the photos it may read",
-                      file=sys.stderr)
-            server.start()
-            announce(f"mosaicist studio: {url} (press Ctrl+C to stop)")
-            if open_browser:
-                webbrowser.open(url)
-            server.wait()
-        except KeyboardInterrupt:
-            pass
+            server.run_until_interrupted(started)
         finally:
-            server.stop()
             studio.close()
 

@@ -242,15 +242,12 @@ def serve_viewer(
         When the path is not a viewer or the address cannot be listened on.
     """
     server, url = make_server(path, host=host, port=port)
-    try:
+
+    def started() -> None:
         if server.notice is not None:
             print(f"mosaicist: {server.notice}", file=sys.stderr)
-        server.start()
         announce(f"Serving {url} (press Ctrl+C to stop)")
         if open_browser:
             webbrowser.open(url)
-        server.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+
+    server.run_until_interrupted(started)

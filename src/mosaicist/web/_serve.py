@@ -195,6 +195,22 @@ class WebServer:
             self._thread.join()
         self.socket.close()
 
+    def run_until_interrupted(self, on_started: Callable[[], None]) -> None:
+        """Serve until Ctrl+C (or SIGTERM, in :func:`sigterm_as_interrupt`), then stop.
+
+        ``on_started`` runs once the server answers (its announcements, a
+        browser opened on it); an interrupt at any point ends the serving
+        quietly, and the server is stopped whatever ends it.
+        """
+        try:
+            self.start()
+            on_started()
+            self.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
     def __enter__(self) -> WebServer:
         return self.start()
 
