@@ -50,8 +50,9 @@ GAIN_LIMITS = (0.25, 4.0)
 CANDIDATES = 16
 #: Least mean-colour error (encoded levels, per pixel) the adaptive tint leaves.
 TOLERANCE_FLOOR = 4.0
-#: Bytes of float64 tile pixels gathered at a time.
-_CHUNK_BYTES = 64 << 20
+#: Bytes of float64 pixels gathered at a time: small enough to stay in cache, for
+#: temporaries of hundreds of megabytes cost more in fresh pages than in arithmetic.
+_CHUNK_BYTES = 4 << 20
 
 
 def transfer(
@@ -93,11 +94,14 @@ def transfer(
     pixels = geometry.pixels
     weight = geometry.weight
     shift = 1.0 - np.broadcast_to(np.round(np.asarray(tint, np.float64) * 100) / 100, (count,))
-    flat = cell_vectors.reshape(count, -1, 3).astype(np.float64)
-    cell_sums = flat.sum(axis=1) * weight
-    squares = cell_vectors.reshape(count, -1, 3).astype(np.uint16)
-    squares *= squares
-    cell_squares = squares.sum(axis=1, dtype=np.int64).astype(np.float64) * weight
+    cell_pixels = cell_vectors.reshape(count, -1, 3)
+    cell_sums = cell_pixels.sum(axis=1, dtype=np.int64).astype(np.float64) * weight
+    cell_squares = np.empty((count, 3))
+    block = max(1, _CHUNK_BYTES // (2 * cell_pixels[0].size))
+    for start in range(0, count, block):
+        squares = cell_pixels[start:start + block].astype(np.uint16)
+        squares *= squares
+        cell_squares[start:start + block] = squares.sum(axis=1, dtype=np.int64) * weight
     cell_mean = cell_sums / pixels
     cell_spread = np.maximum(cell_squares - pixels * cell_mean**2, 0.0)
     pooled = features.pooled if features.pooled is not None else tiles.reshape(len(tiles), -1)
@@ -112,7 +116,7 @@ def transfer(
         where = listed[start:start + chunk]
         cells, tile = rows[where], columns[where]
         sums = np.asarray(pooled[tile], np.float64).reshape(len(tile), -1, 3)
-        dots = np.einsum("ipc,ipc->ic", flat[cells], sums)
+        dots = np.einsum("ipc,ipc->ic", cell_pixels[cells].astype(np.float64), sums)
         # Squares of 8-bit values fit 16 bits: a quarter of the float64 traffic.
         values = np.asarray(tiles[tile]).reshape(len(tile), -1, 3).astype(np.uint16)
         values *= values
@@ -150,9 +154,16 @@ def adaptive_tint(
     """
     count = len(cell_vectors)
     pixels = geometry.pixels
-    flat = cell_vectors.reshape(count, -1, 3).astype(np.float64)
-    cell_mean = flat.mean(axis=1)
-    spread = np.sqrt(((flat - cell_mean[:, None, :]) ** 2).sum(axis=2).mean(axis=1))
+    cell_pixels = cell_vectors.reshape(count, -1, 3)
+    cell_mean = np.empty((count, 3))
+    spread = np.empty(count)
+    block = max(1, _CHUNK_BYTES // (8 * cell_pixels[0].size))
+    for start in range(0, count, block):
+        flat = cell_pixels[start:start + block].astype(np.float64)
+        mean = flat.mean(axis=1)
+        cell_mean[start:start + block] = mean
+        spread[start:start + block] = np.sqrt(
+            ((flat - mean[:, None, :]) ** 2).sum(axis=2).mean(axis=1))
     tolerance = np.maximum(spread, TOLERANCE_FLOOR)
     error = np.linalg.norm(cell_mean - features.channel_sums[picks] / pixels, axis=1)
     wanted = 1.0 - np.divide(tolerance, error, out=np.ones(count), where=error > 0)
