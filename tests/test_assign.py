@@ -524,6 +524,38 @@ def test_both_solvers_agree_on_cost_and_left_out_cells(seed, magnitude, monkeypa
     assert results["flow"][1] == count - len(np.unique(edges.tile))
 
 
+def test_flow_divides_costs_by_their_common_factor(monkeypatch):
+    """Tinted search units share a large factor: the flow solves what would overflow it.
+
+    Costs times nodes past int64 made OR-Tools refuse the problem, and the
+    fallback (LAPJVsp) took an hour on a 12,288-cell default-preset mosaic.
+    """
+    pytest.importorskip("ortools")
+    monkeypatch.setattr(_assign, "SOLVER", "flow")
+    solved = []
+    original = _assign._solve_by_flow
+
+    def recording(*args, **kwargs):
+        solved.append(original(*args, **kwargs))
+        return solved[-1]
+
+    monkeypatch.setattr(_assign, "_solve_by_flow", recording)
+    rng = np.random.default_rng(77)
+    count, tiles = 40, 25
+    small = full_distances(rng, count, tiles, clusters=2)
+    factor = 10_000 << 33
+    results = []
+    for scale in (1, factor):
+        candidates, distances = top_k(small * scale, 4)
+        edges = _assign._edges(candidates, distances, np.full(count, 4))
+        outside = 2 * edges.tail + scale
+        choice = _assign._solve(count, edges, np.ones(len(edges.row), bool), 1, outside)
+        inside = choice >= 0
+        results.append(sum(edges.dist[choice[inside]].tolist()) + sum(outside[~inside].tolist()))
+    assert all(found is not None for found in solved)
+    assert results[1] == results[0] * factor
+
+
 def test_spacing_rounds_converge_when_every_cost_ties():
     """Equal costs everywhere: each spacing round keeps the cells it need not move."""
     rows, cols, tiles = 8, 8, 24

@@ -381,6 +381,13 @@ def _with_edges(
     return _Edges(row, tile, dist, np.bincount(row, minlength=len(tail)), tail)
 
 
+def _common_factor(values: np.ndarray) -> int:
+    """The greatest common divisor of integer ``values`` (0 when all are 0 or none; 1 float)."""
+    if not len(values) or not np.issubdtype(values.dtype, np.integer):
+        return 1 if len(values) else 0
+    return int(np.gcd.reduce(values.astype(np.int64, copy=False)))
+
+
 def _merged_order(row: np.ndarray, dist: np.ndarray, tile: np.ndarray) -> np.ndarray:
     """The order by ``(row, dist, tile)`` of runs each already in that order.
 
@@ -862,6 +869,16 @@ def _solve_by_flow(
     # Relative costs keep the solver's scaled costs small; the outside columns shift too.
     cost = cost.astype(np.int64, copy=False)
     base = base.astype(np.int64, copy=False)
+    outside_cost = None if outside is None else np.asarray(outside, np.int64) - base
+    # The solver needs its largest cost times its nodes within int64. A tinted search's
+    # units are multiples of a large factor (10,000 at full tint): divided by the costs'
+    # common factor, the same problem fits for grids of tens of thousands of cells.
+    common = _common_factor(cost)
+    if outside_cost is not None:
+        common = math.gcd(common, _common_factor(outside_cost))
+    if common > 1:
+        cost = cost // common
+        outside_cost = None if outside_cost is None else outside_cost // common
     scale = 1
     if moved is not None:
         # Costs scaled past any sum of the tie-breaks where the solver's range allows:
@@ -869,8 +886,8 @@ def _solve_by_flow(
         # (``keep`` of _solve). Where it does not (tinted search units, ~1e7 per unit
         # of the objective), a move costs one search unit more: far below what a
         # spacing round's heuristic gives up anyway.
-        largest = max(1, int(cost.max(initial=0)), 0 if outside is None
-                      else int((np.asarray(outside, np.int64) - base).max(initial=0)))
+        largest = max(1, int(cost.max(initial=0)), 0 if outside_cost is None
+                      else int(outside_cost.max(initial=0)))
         room = np.iinfo(np.int64).max // (8 * (count + tile_count + 2) * largest)
         scale = int(min(count + 1, room))
         if scale < 1:
@@ -904,7 +921,7 @@ def _solve_by_flow(
         tails.append(cell_node)
         heads.append(np.full(count, sink))
         capacities.append(np.ones(count, np.int64))
-        outside_cost = np.asarray(outside, np.int64) - base
+        assert outside_cost is not None
         costs.append(outside_cost * scale + (moved is not None))
     flow = solver_type()
     arcs = flow.add_arcs_with_capacity_and_unit_cost(
@@ -1366,8 +1383,9 @@ class _Solver:
         starts = np.concatenate(([0], np.cumsum(self.edges.length)[:-1]))
         lower: int | float = _total(self.edges.dist[starts])
         # A cell whose listed tiles are all taken goes outside, at a cost that makes
-        # the search look for its tiles up to twice its list's tail (raised when none).
-        outside = 2 * self.edges.tail + 1
+        # the search look for its tiles up to twice its list's tail (raised when none),
+        # a multiple of the distances' common factor, so that the solver can divide by it.
+        outside = 2 * self.edges.tail + max(1, _common_factor(self.edges.dist))
         checks = _PriceChecks(self.edges.tail, self.search.tile_count)
         choice = None
         for _ in range(MAX_PRICING_ROUNDS):
