@@ -582,6 +582,43 @@ def test_flow_divides_costs_by_their_common_factor(monkeypatch):
     assert results[1] == results[0] * factor
 
 
+def test_flow_rounds_costs_past_its_range_where_allowed(monkeypatch):
+    """Costs beyond the flow's range with no common factor: rounded, near-optimal, fast.
+
+    Only callers that verify optimality exactly ask for it; the others keep
+    LAPJVsp's exact answer.
+    """
+    pytest.importorskip("ortools")
+    rng = np.random.default_rng(78)
+    count, tiles = 40, 25
+    full = full_distances(rng, count, tiles, clusters=2) * (1 << 52) + rng.integers(
+        0, 1000, (count, tiles))
+    candidates, distances = top_k(full, 4)
+    edges = _assign._edges(candidates, distances, np.full(count, 4))
+    allowed = np.ones(len(edges.row), bool)
+    outside = 2 * edges.tail + 1
+    solved = []
+    original = _assign._solve_by_flow
+
+    def recording(*args, **kwargs):
+        solved.append(original(*args, **kwargs))
+        return solved[-1]
+
+    monkeypatch.setattr(_assign, "_solve_by_flow", recording)
+    totals = {}
+    for name, rounding in (("lapjv", False), ("flow", False), ("flow", True)):
+        monkeypatch.setattr(_assign, "SOLVER", name)
+        choice = _assign._solve(count, edges, allowed, 1, outside, rounding=rounding)
+        inside = choice >= 0
+        totals[name, rounding] = (sum(edges.dist[choice[inside]].tolist())
+                                  + sum(outside[~inside].tolist()))
+    assert solved[0] is None and solved[1] is not None
+    exact = totals["lapjv", False]
+    assert totals["flow", False] == exact
+    # Rounded by at most 2^k per arc of each path: far below one unit of the magnitude.
+    assert exact <= totals["flow", True] <= exact + 2 * count * (1 << 20)
+
+
 def test_spacing_rounds_converge_when_every_cost_ties():
     """Equal costs everywhere: each spacing round keeps the cells it need not move."""
     rows, cols, tiles = 8, 8, 24

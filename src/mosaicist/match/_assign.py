@@ -686,6 +686,7 @@ def _solve(
     outside: np.ndarray | None,
     minimum: int = 0,
     keep: np.ndarray | None = None,
+    rounding: bool = False,
 ) -> np.ndarray:
     """Min-cost assignment of every cell to one allowed edge or its outside column.
 
@@ -717,6 +718,12 @@ def _solve(
         augmenting paths change little; with many equal costs an arbitrary
         optimum could break spacing elsewhere at every round). See
         :func:`_solve_by_flow` for costs too large to scale.
+    rounding : bool
+        Where the costs are beyond the min-cost flow's range, let it solve
+        them rounded down to multiples of a power of two (optimal within
+        twice the cells times that power) instead of LAPJVsp (exact, but an
+        hour on a graph of millions of edges). Only for callers that verify
+        optimality themselves (the certified pricing rounds do, exactly).
 
     Returns
     -------
@@ -753,7 +760,7 @@ def _solve(
     if _flow_solver() is not None and np.issubdtype(dist.dtype, np.integer):
         by_flow = _solve_by_flow(count, row, tile_id, len(compact), dist - base[row],
                                  base, cap, outside, minimum,
-                                 None if keep is None else tile != keep[row])
+                                 None if keep is None else tile != keep[row], rounding)
         if by_flow is not None:
             chosen = by_flow >= 0
             choice[chosen] = index[by_flow[chosen]]
@@ -864,6 +871,7 @@ def _solve_by_flow(
     outside: np.ndarray | None,
     minimum: int,
     moved: np.ndarray | None = None,
+    rounding: bool = False,
 ) -> np.ndarray | None:
     """The assignment of :func:`_solve` as a min-cost flow (OR-Tools), or None.
 
@@ -882,7 +890,7 @@ def _solve_by_flow(
     numpy.ndarray or None
         ``(N,)`` position in ``row`` of each cell's edge, ``-1`` outside (or
         left out); None when the costs are out of the solver's range (then
-        LAPJVsp solves it).
+        LAPJVsp solves it), unless ``rounding`` (see :func:`_solve`).
     """
     solver_type = _flow_solver()
     assert solver_type is not None
@@ -910,9 +918,12 @@ def _solve_by_flow(
                       else int(outside_cost.max(initial=0)))
         room = np.iinfo(np.int64).max // (8 * (count + tile_count + 2) * largest)
         scale = int(min(count + 1, room))
-        if scale < 1:
+        if scale >= 1:
+            cost = cost * scale + moved
+        elif rounding:
+            scale, moved = 1, None  # no room for the tie-breaks
+        else:
             return None
-        cost = cost * scale + moved
     limit = cap if cap is not None else count
     cell_node = np.arange(1, count + 1)
     tile_node = count + 1 + np.arange(tile_count)
@@ -943,19 +954,31 @@ def _solve_by_flow(
         capacities.append(np.ones(count, np.int64))
         assert outside_cost is not None
         costs.append(outside_cost * scale + (moved is not None))
-    flow = solver_type()
-    arcs = flow.add_arcs_with_capacity_and_unit_cost(
-        np.concatenate(tails).astype(np.int32), np.concatenate(heads).astype(np.int32),
-        np.concatenate(capacities), np.concatenate(costs))
-    if outside is not None:
-        supplies = np.zeros(sink + 1, np.int64)
-        supplies[source], supplies[sink] = count, -count
-        flow.set_nodes_supplies(np.arange(sink + 1, dtype=np.int32), supplies)
-        status = flow.solve()
-    else:
-        flow.set_node_supply(source, count)
-        flow.set_node_supply(sink, -count)
-        status = flow.solve_max_flow_with_min_cost()
+    arc_tails = np.concatenate(tails).astype(np.int32)
+    arc_heads = np.concatenate(heads).astype(np.int32)
+    arc_capacities = np.concatenate(capacities)
+    arc_costs = np.concatenate(costs)
+    shift = 0
+    while True:
+        flow = solver_type()
+        arcs = flow.add_arcs_with_capacity_and_unit_cost(
+            arc_tails, arc_heads, arc_capacities, arc_costs >> shift if shift else arc_costs)
+        if outside is not None:
+            supplies = np.zeros(sink + 1, np.int64)
+            supplies[source], supplies[sink] = count, -count
+            flow.set_nodes_supplies(np.arange(sink + 1, dtype=np.int32), supplies)
+            status = flow.solve()
+        else:
+            flow.set_node_supply(source, count)
+            flow.set_node_supply(sink, -count)
+            status = flow.solve_max_flow_with_min_cost()
+        if status != solver_type.BAD_COST_RANGE or shift or not rounding:
+            break
+        # Rounded down past the solver's range (its largest cost times the nodes,
+        # with room to spare): costs are non-negative, each path's error below
+        # one unit of the rounding per arc.
+        largest = int(arc_costs.max(initial=0))
+        shift = max(1, (largest * 8 * (sink + 2)).bit_length() - 62)
     if status != solver_type.OPTIMAL:
         return None
     edge_arcs = arcs[count:count + len(row)]
@@ -1470,7 +1493,9 @@ class _Solver:
 
     def _step(self, edges: _Edges, allowed: np.ndarray, outside: np.ndarray | None,
               keep: np.ndarray | None = None) -> np.ndarray:
-        choice = _solve(self.count, edges, allowed, self.cap, outside, self.minimum, keep)
+        # With a search, optimality is verified exactly (prices, or no certificate).
+        choice = _solve(self.count, edges, allowed, self.cap, outside, self.minimum, keep,
+                        rounding=self.search is not None)
         self.bar.update(1)
         self.bar.set_postfix(k=self.k, rounds=self.iterations)
         return choice
