@@ -550,14 +550,8 @@ def test_both_solvers_agree_on_cost_and_left_out_cells(seed, magnitude, monkeypa
     assert results["flow"][1] == count - len(np.unique(edges.tile))
 
 
-def test_flow_divides_costs_by_their_common_factor(monkeypatch):
-    """Tinted search units share a large factor: the flow solves what would overflow it.
-
-    Costs times nodes past int64 made OR-Tools refuse the problem, and the
-    fallback (LAPJVsp) took an hour on a 12,288-cell default-preset mosaic.
-    """
-    pytest.importorskip("ortools")
-    monkeypatch.setattr(_assign, "SOLVER", "flow")
+def flow_results(monkeypatch):
+    """The list each min-cost flow's result is appended to (None: it gave up)."""
     solved = []
     original = _assign._solve_by_flow
 
@@ -566,6 +560,18 @@ def test_flow_divides_costs_by_their_common_factor(monkeypatch):
         return solved[-1]
 
     monkeypatch.setattr(_assign, "_solve_by_flow", recording)
+    return solved
+
+
+def test_flow_divides_costs_by_their_common_factor(monkeypatch):
+    """Tinted search units share a large factor: the flow solves what would overflow it.
+
+    Costs times nodes past int64 made OR-Tools refuse the problem, and the
+    fallback (LAPJVsp) took an hour on a 12,288-cell default-preset mosaic.
+    """
+    pytest.importorskip("ortools")
+    monkeypatch.setattr(_assign, "SOLVER", "flow")
+    solved = flow_results(monkeypatch)
     rng = np.random.default_rng(77)
     count, tiles = 40, 25
     small = full_distances(rng, count, tiles, clusters=2)
@@ -597,14 +603,7 @@ def test_flow_rounds_costs_past_its_range_where_allowed(monkeypatch):
     edges = _assign._edges(candidates, distances, np.full(count, 4))
     allowed = np.ones(len(edges.row), bool)
     outside = 2 * edges.tail + 1
-    solved = []
-    original = _assign._solve_by_flow
-
-    def recording(*args, **kwargs):
-        solved.append(original(*args, **kwargs))
-        return solved[-1]
-
-    monkeypatch.setattr(_assign, "_solve_by_flow", recording)
+    solved = flow_results(monkeypatch)
     totals = {}
     for name, rounding in (("lapjv", False), ("flow", False), ("flow", True)):
         monkeypatch.setattr(_assign, "SOLVER", name)
