@@ -354,7 +354,9 @@ def test_a_crowd_of_alike_cells_is_certified_in_few_rounds(monkeypatch):
     At eight columns a search, a crowd of alike cells finds the same eight
     tiles every round, eight of its cells take them, and the rest search
     again: rounds grow with the crowd (a 12,288-cell photo had not been
-    certified after 40). Cells searched again get twice the columns.
+    certified after 40). Placed cells searched again get twice the columns,
+    and cells outside their lists each list a different slice of a wider
+    search.
     """
     rng = np.random.default_rng(1)
     rows, cols, tiles = 16, 16, 1500
@@ -364,14 +366,16 @@ def test_a_crowd_of_alike_cells_is_certified_in_few_rounds(monkeypatch):
     cell_features[: count // 2] += rng.integers(-1, 2, (count // 2, 3))
     full = ((cell_features[:, None, :] - tile_features[None]) ** 2).sum(-1)
     candidates, distances = top_k(full, 3)
-    rounds = {}
-    for most in (_assign.PRICING_COLUMNS, _assign.MOST_PRICING_COLUMNS):
+    rounds = []
+    widths = (_assign.MOST_PRICING_COLUMNS, _assign.OUT_SEARCH)
+    for most, out_search in ((_assign.PRICING_COLUMNS, _assign.PRICING_COLUMNS), widths):
         monkeypatch.setattr(_assign, "MOST_PRICING_COLUMNS", most)
+        monkeypatch.setattr(_assign, "OUT_SEARCH", out_search)
         result = assign_tiles(candidates, distances, rows, cols, max_uses=1,
                               search=DenseSearch(full))
         assert result.certified and result.objective == dense_optimum(full, 1)
-        rounds[most] = result.pricing_rounds
-    assert rounds[_assign.MOST_PRICING_COLUMNS] < 0.7 * rounds[_assign.PRICING_COLUMNS]
+        rounds.append(result.pricing_rounds)
+    assert rounds[1] < 0.6 * rounds[0]
 
 
 def test_certified_prices_satisfy_complementary_slackness():
