@@ -986,27 +986,28 @@ def _solve_by_flow(
     arc_heads = np.concatenate(heads).astype(np.int32)
     arc_capacities = np.concatenate(capacities)
     arc_costs = np.concatenate(costs)
-    shift = 0
-    while True:
+
+    def solved(arc_costs: np.ndarray) -> tuple[Any, np.ndarray, int]:
         flow = solver_type()
         arcs = flow.add_arcs_with_capacity_and_unit_cost(
-            arc_tails, arc_heads, arc_capacities, arc_costs >> shift if shift else arc_costs)
+            arc_tails, arc_heads, arc_capacities, arc_costs)
         if outside is not None:
             supplies = np.zeros(sink + 1, np.int64)
             supplies[source], supplies[sink] = count, -count
             flow.set_nodes_supplies(np.arange(sink + 1, dtype=np.int32), supplies)
-            status = flow.solve()
-        else:
-            flow.set_node_supply(source, count)
-            flow.set_node_supply(sink, -count)
-            status = flow.solve_max_flow_with_min_cost()
-        if status != solver_type.BAD_COST_RANGE or shift or not rounding:
-            break
+            return flow, arcs, flow.solve()
+        flow.set_node_supply(source, count)
+        flow.set_node_supply(sink, -count)
+        return flow, arcs, flow.solve_max_flow_with_min_cost()
+
+    flow, arcs, status = solved(arc_costs)
+    if status == solver_type.BAD_COST_RANGE and rounding:
         # Rounded down past the solver's range (its largest cost times the nodes,
         # with room to spare): costs are non-negative, each path's error below
         # one unit of the rounding per arc.
         largest = int(arc_costs.max(initial=0))
-        shift = max(1, (largest * 8 * (sink + 2)).bit_length() - 62)
+        flow, arcs, status = solved(
+            arc_costs >> max(1, (largest * 8 * (sink + 2)).bit_length() - 62))
     if status != solver_type.OPTIMAL:
         return None
     edge_arcs = arcs[count:count + len(row)]
