@@ -162,6 +162,11 @@ def test_resume_skips_finished_outputs(data, tmp_path):
     assert json.loads((tmp_path / "report.json").read_text())["made"] == 3
 
 
+def finished(folder: Path) -> list[Path]:
+    """The outputs under their final names (a killed writer's ``.NAME.*.part.png`` is not one)."""
+    return [path for path in folder.glob("*.png") if not path.name.startswith(".")]
+
+
 def test_killed_batch_loses_nothing_finished(data, tmp_path):
     root, tiles, _, _, _ = data
     many = tmp_path / "many"
@@ -177,14 +182,14 @@ def test_killed_batch_loses_nothing_finished(data, tmp_path):
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and process.poll() is None:
-            if len(list(out.glob("*.png"))) >= 3:
+            if len(finished(out)) >= 3:
                 break
             time.sleep(0.05)
         assert process.poll() is None, "the batch ended before it could be killed"
         os.killpg(process.pid, signal.SIGKILL)
     finally:
         process.wait(timeout=30)
-    kept = {path.name: path.read_bytes() for path in out.glob("*.png")}
+    kept = {path.name: path.read_bytes() for path in finished(out)}
     assert 3 <= len(kept) < 24
     report = tmp_path / "report.json"
     result = run(["batch", many, "--tiles", tiles, "-o", out, *GRID, "--workers", 2,
