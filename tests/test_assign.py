@@ -348,6 +348,37 @@ def test_certified_assignment_is_the_dense_optimum(seed, max_uses, clusters):
     assert result.candidates_used <= tiles
 
 
+@pytest.mark.parametrize("max_uses", [1, 2])
+def test_certified_rounds_repair_the_last_optimum(max_uses, monkeypatch):
+    """Rounds after the first repair the last optimum (:mod:`._flow`), to the same optimum."""
+    from mosaicist.match import _flow
+
+    if not _flow.can_repair():
+        pytest.skip("repairs need Numba")
+    rng = np.random.default_rng(11)
+    rows, cols, tiles = 12, 12, 400
+    full = full_distances(rng, rows * cols, tiles, clusters=4)
+    candidates, distances = top_k(full, 3)
+    repairs = []
+    repair = _flow.repair
+
+    def counted(*args, **kwargs):
+        choice = repair(*args, **kwargs)
+        repairs.append(choice is not None)
+        return choice
+
+    monkeypatch.setattr(_flow, "repair", counted)
+    repaired = assign_tiles(candidates, distances, rows, cols, max_uses=max_uses,
+                            search=DenseSearch(full))
+    assert any(repairs)
+    monkeypatch.setattr(_flow, "can_repair", lambda: False)
+    fresh = assign_tiles(candidates, distances, rows, cols, max_uses=max_uses,
+                         search=DenseSearch(full))
+    assert repaired.certified and fresh.certified
+    assert repaired.objective == fresh.objective == dense_optimum(full, max_uses)
+    check_placement(repaired.tile, full, rows, cols, max_uses, 1)
+
+
 def test_a_crowd_of_alike_cells_is_certified_in_few_rounds(monkeypatch):
     """Cells that all want the same tiles: the searches of those outbid again return more.
 

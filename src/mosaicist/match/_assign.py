@@ -43,7 +43,11 @@ prove each other optimal when every cell's tile minimises ``c_ij + p_j`` over
    The others get one exact search of the whole library for the tiles of
    least ``c_ij + p_j`` below ``u_i`` (the search's pruning bounds take the
    prices as an additive term per tile), which join their lists.
-4. Repeat until no cell is outside and no search finds a tile.
+4. Repeat until no cell is outside and no search finds a tile. A round
+   whose new tiles move few cells repairs the last optimum from its prices
+   by shortest paths (:mod:`._flow`) instead of solving again: the late
+   rounds, which add a few thousand edges to millions, then cost
+   milliseconds.
 
 Lists grow only by the tiles prices point to: a flat area whose cells all
 want the same few tiles gets, round by round, the next tiles it can afford,
@@ -97,6 +101,7 @@ import numpy as np
 from ..errors import MosaicistError, OptionError, check_range
 from ..options import ASSIGN_METHODS
 from ..progress import progress_bar
+from . import _flow
 
 #: Largest candidate-list length that ``more_candidates`` is asked for.
 MAX_CANDIDATES = 256
@@ -126,6 +131,14 @@ WIDEN_AFTER = 1
 OUT_SEARCH = 32
 #: How far past its cost a pricing search looks, in units of the cell's price premium.
 REACH = 1
+#: Arcs a repair of the last round's optimum may relax per edge of the graph before a
+#: fresh solve is cheaper (a solve costs about a microsecond per edge; the compiled
+#: shortest paths relax an arc in about 15 ns).
+REPAIR_ARCS_PER_EDGE = 60
+#: A repair moves at most one cell in this many (each move is a shortest-path search
+#: through a crowd of alike cells; past that a fresh solve was faster on every grid
+#: measured).
+REPAIR_SHARE = 8
 #: Most tiles whose prices fell that are measured pair by pair instead of a search.
 DIRECT_PAIRS = 64
 
@@ -1318,6 +1331,8 @@ class _Solver:
         self._allowed = np.ones(len(self.edges.row), bool)
         #: Whether the assignment was proven optimal over the whole library.
         self.certified = False
+        # The searches and arcs of the last repair (:func:`._flow.repair`).
+        self._repair_work = np.zeros(2, np.int64)
         #: Column-generation rounds made.
         self.pricing_rounds = 0
         self.iterations = 0
@@ -1460,8 +1475,11 @@ class _Solver:
         outside = 2 * self.edges.tail + max(1, _common_factor(self.edges.dist))
         checks = _PriceChecks(self.edges.tail, self.search.tile_count)
         choice = None
+        state: _flow.FlowState | None = None
         for _ in range(MAX_PRICING_ROUNDS):
-            step = self._step(self.edges, self.allowed(), outside)
+            step = None if state is None else self._repair(state, outside)
+            if step is None:
+                step = self._step(self.edges, self.allowed(), outside)
             priced = tile_prices(self.edges, step, self.cap, outside)
             if priced is None:
                 break
@@ -1490,6 +1508,9 @@ class _Solver:
                 self.certified = True
                 lower = int(cost.sum(dtype=np.int64)) - self.cap * int(prices.sum())
                 break
+            # The next round repairs this optimum where it can, from these prices.
+            state = _flow.FlowState(np.where(out, -1, edges.tile[step]), cost, price,
+                                    outside.copy())
             # Outside with nothing cheaper there: the cell's tiles are farther still.
             outside[~hit & out] *= 2
             self.pricing_rounds += 1
@@ -1502,6 +1523,22 @@ class _Solver:
         choice = self._space(choice)
         self.bar.close()
         return self.edges.tile[choice], self.edges.dist[choice], lower
+
+    def _repair(self, state: _flow.FlowState, outside: np.ndarray) -> np.ndarray | None:
+        """The optimum on today's edges repaired from the last one (:mod:`._flow`), or None."""
+        if (not _flow.can_repair() or not self.allowed().all()
+                or not np.issubdtype(self.edges.dist.dtype, np.integer)):
+            return None
+        assert self.cap is not None
+        edges = self.edges
+        tiles, tile_id = _compact(edges.tile)
+        choice = _flow.repair(state, edges.row, edges.tile, tiles, tile_id, edges.dist,
+                              edges.length, outside, self.cap,
+                              budget=REPAIR_ARCS_PER_EDGE * len(edges.row),
+                              most_cells=self.count // REPAIR_SHARE,
+                              work=self._repair_work)
+        self.bar.update(1)
+        return choice
 
     def _space(self, choice: np.ndarray) -> np.ndarray:
         """Spacing rounds: forbid each violating pair's cheaper mover, re-solve."""

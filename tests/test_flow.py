@@ -1,0 +1,118 @@
+"""Repairing a capacitated assignment after its graph grew: against fresh solves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mosaicist.match import _assign, _flow
+
+
+def random_graph(rng, cells, tiles, width, clusters=3):
+    """Cells crowding around a few colours, each listing a random set of tiles."""
+    tile_features = rng.integers(0, 30, (tiles, 3))
+    centres = rng.integers(0, 30, (clusters, 3))
+    cell_features = centres[rng.integers(0, clusters, cells)] + rng.integers(-2, 3, (cells, 3))
+    full = ((cell_features[:, None, :] - tile_features[None, :, :]) ** 2).sum(-1)
+    return full.astype(np.int64)
+
+
+def edges_of(full, listed):
+    """``_Edges`` of the pairs ``listed`` ((N, M) bool), best first."""
+    row, tile = np.nonzero(listed)
+    order = np.lexsort((tile, full[row, tile], row))
+    row, tile = row[order], tile[order]
+    dist = full[row, tile]
+    length = np.bincount(row, minlength=full.shape[0])
+    return _assign._Edges(row.astype(np.int64), tile.astype(np.int64), dist, length,
+                          np.zeros(full.shape[0], np.int64))
+
+
+def optimum_and_prices(edges, cap, outside, tile_count):
+    """A fresh optimal solve, its prices and its cells' costs (as the pricing rounds keep)."""
+    choice = _assign._solve(len(outside), edges, np.ones(len(edges.row), bool), cap, outside)
+    priced = _assign.tile_prices(edges, choice, cap, outside)
+    assert priced is not None
+    price = np.zeros(tile_count, np.int64)
+    price[priced[0]] = priced[1]
+    cost = outside.copy()
+    inside = choice >= 0
+    cost[inside] = edges.dist[choice[inside]] + price[edges.tile[choice[inside]]]
+    tile = np.where(inside, edges.tile[np.maximum(choice, 0)], -1)
+    return choice, _flow.FlowState(tile, cost, price, outside.copy())
+
+
+def objective(edges, choice, outside):
+    inside = choice >= 0
+    return int(edges.dist[choice[inside]].sum() + outside[~inside].sum())
+
+
+def repaired(edges, state, outside, cap, compiled):
+    tiles, tile_id = _assign._compact(edges.tile)
+    return _flow.repair(state, edges.row, edges.tile, tiles, tile_id, edges.dist,
+                        edges.length, outside, cap, compiled=compiled)
+
+
+@pytest.fixture(params=["python", "compiled"])
+def compiled(request):
+    if request.param == "compiled" and not _flow.can_repair():
+        pytest.skip("Numba is not installed")
+    return request.param == "compiled"
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("cap", [1, 2, 3])
+def test_repair_after_growth_is_the_fresh_optimum(seed, cap, compiled):
+    rng = np.random.default_rng(seed)
+    cells, tiles = 40, 60
+    full = random_graph(rng, cells, tiles, 6)
+    before = rng.random((cells, tiles)) < 0.08
+    before[np.arange(cells), full.argmin(axis=1)] = True
+    after = before | (rng.random((cells, tiles)) < 0.1)
+    small = edges_of(full, before)
+    outside = 2 * full.max(axis=1) + 1
+    _, state = optimum_and_prices(small, cap, outside, tiles)
+    grown = edges_of(full, after)
+    # Some cells' outside columns move too, as the rounds double those of the cells
+    # that stay outside.
+    moved = outside.copy()
+    moved[rng.random(cells) < 0.2] *= 2
+    choice = repaired(grown, state, moved, cap, compiled)
+    assert choice is not None
+    fresh = _assign._solve(cells, grown, np.ones(len(grown.row), bool), cap, moved)
+    assert objective(grown, choice, moved) == objective(grown, fresh, moved)
+    # A valid assignment: one edge of each cell's own, no tile past its cap.
+    inside = choice >= 0
+    assert (grown.row[choice[inside]] == np.flatnonzero(inside)).all()
+    assert np.bincount(grown.tile[choice[inside]], minlength=tiles).max(initial=0) <= cap
+    # And the pricing rounds can price it: it is optimal on the grown edges.
+    assert _assign.tile_prices(grown, choice, cap, moved) is not None
+
+
+def test_repair_of_a_crowd_moves_cells_along_long_paths(compiled):
+    # Every cell wants the same few tiles: each new edge starts a chain of moves.
+    rng = np.random.default_rng(7)
+    cells, tiles = 30, 45
+    full = np.sort(rng.integers(0, 1000, (1, tiles)), axis=1).repeat(cells, 0)
+    full = full + rng.integers(0, 30, (cells, tiles))
+    before = np.zeros((cells, tiles), bool)
+    before[:, :5] = True
+    after = before.copy()
+    after[:, :35] = True
+    small, grown = edges_of(full, before), edges_of(full, after)
+    outside = np.full(cells, 4000, np.int64)
+    _, state = optimum_and_prices(small, 1, outside, tiles)
+    assert (state.tile < 0).sum() == cells - 5
+    choice = repaired(grown, state, outside, 1, compiled)
+    fresh = _assign._solve(cells, grown, np.ones(len(grown.row), bool), 1, outside)
+    assert objective(grown, choice, outside) == objective(grown, fresh, outside)
+    assert (choice >= 0).all()
+
+
+def test_repair_declines_numbers_that_could_overflow():
+    full = np.array([[1, 2], [2, 1]], np.int64)
+    edges = edges_of(full, np.ones((2, 2), bool))
+    outside = np.array([_flow.COST_LIMIT, 5], np.int64)
+    state = _flow.FlowState(np.array([0, 1]), np.array([1, 1], np.int64),
+                            np.zeros(2, np.int64), outside)
+    assert repaired(edges, state, outside, 1, False) is None
