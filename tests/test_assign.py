@@ -598,6 +598,21 @@ def flow_results(monkeypatch):
     return solved
 
 
+def test_common_factor_is_the_gcd_of_all_values():
+    """From a sample's divisor, lowered by the remainders: numpy's GCD over all of them."""
+    rng = np.random.default_rng(0)
+    for trial in range(400):
+        size = int(rng.integers(2, 30_000 if trial % 10 == 0 else 50))
+        values = rng.integers(0, 5, size) * int(rng.choice([1, 2, 6, 7, 10_000]))
+        if trial % 3 == 0:  # one value off the common factor, likely outside a sample
+            values[rng.integers(0, size)] = int(rng.integers(0, 100))
+        if trial % 7 == 0:  # zeros wherever a sample looks
+            values[:] = 0
+            values[-2:] = (12, 18)
+        assert _assign._common_factor(values) == int(np.gcd.reduce(values))
+    assert _assign._common_factor(np.zeros(0, np.int64)) == 0
+
+
 def test_flow_divides_costs_by_their_common_factor(monkeypatch):
     """Tinted search units share a large factor: the flow solves what would overflow it.
 
@@ -676,6 +691,33 @@ def test_added_edges_stay_best_first_once_each():
                       (1, 2, 1), (1, 0, 2), (1, 4, 9)]
     assert merged.length.tolist() == [4, 3]
     assert merged.tail.tolist() == [8, 10]
+
+
+@pytest.mark.parametrize("kind", ["integer", "wide", "float"])
+def test_added_edges_are_inserted_in_order_without_repeats(kind):
+    """Inserted by binary search (or merged by sorting): the order by cell, distance, tile."""
+    rng = np.random.default_rng(5)
+    cells, tiles = 30, 40
+    # Few distinct distances: many equal keys, within and across old and new edges.
+    full = rng.integers(0, 5, (cells, tiles)) * (2**58 if kind == "wide" else 1)
+    if kind == "float":
+        full = full + 0.5
+    candidates, _ = top_k(full, 6)
+    distances = np.take_along_axis(full, candidates, 1)
+    edges = _assign._edges(candidates, distances, np.full(cells, 6))
+    # New pairs: some already listed (a repeat), some twice in the same call.
+    row = rng.integers(0, cells, 300)
+    tile = rng.integers(-1, tiles, 300)
+    dist = full[row, np.maximum(tile, 0)]
+    merged = _assign._with_edges(edges, row, tile, dist, edges.tail)
+    keep = tile >= 0
+    pairs = set(zip(edges.row.tolist(), edges.tile.tolist(), strict=True))
+    pairs |= set(zip(row[keep].tolist(), tile[keep].tolist(), strict=True))
+    expected = sorted((r, full[r, t], t) for r, t in pairs)
+    assert list(zip(merged.row.tolist(), merged.dist.tolist(), merged.tile.tolist(),
+                    strict=True)) == expected
+    assert merged.length.tolist() == np.bincount([r for r, _, _ in expected],
+                                                 minlength=cells).tolist()
 
 
 @pytest.mark.parametrize("kind", ["integer", "distinct", "wide", "float"])

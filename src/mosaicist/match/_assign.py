@@ -390,13 +390,24 @@ def _with_edges(
     keep = tile >= 0
     row, tile, dist = row[keep], tile[keep], dist[keep].astype(edges.dist.dtype)
     added = np.lexsort((tile, dist, row))
-    row = np.concatenate((edges.row, row[added]))
-    tile = np.concatenate((edges.tile, tile[added]))
-    dist = np.concatenate((edges.dist, dist[added]))
-    order = _merged_order(row, dist, tile)
-    row, tile, dist = row[order], tile[order], dist[order]
+    row, tile, dist = row[added], tile[added], dist[added]
     # A pair's distance is a function of the pair, so a pair listed twice sorts
     # next to itself.
+    repeat = np.zeros(len(row), bool)
+    repeat[1:] = (row[1:] == row[:-1]) & (tile[1:] == tile[:-1])
+    row, tile, dist = row[~repeat], tile[~repeat], dist[~repeat]
+    at = _insertion_points(edges, row, dist, tile)
+    if at is not None:
+        new = at >= 0
+        at, row, tile, dist = at[new], row[new], tile[new], dist[new]
+        return _Edges(np.insert(edges.row, at, row), np.insert(edges.tile, at, tile),
+                      np.insert(edges.dist, at, dist),
+                      edges.length + np.bincount(row, minlength=len(tail)), tail)
+    row = np.concatenate((edges.row, row))
+    tile = np.concatenate((edges.tile, tile))
+    dist = np.concatenate((edges.dist, dist))
+    order = _merged_order(row, dist, tile)
+    row, tile, dist = row[order], tile[order], dist[order]
     repeat = np.zeros(len(row), bool)
     repeat[1:] = (row[1:] == row[:-1]) & (tile[1:] == tile[:-1])
     if repeat.any():
@@ -404,11 +415,64 @@ def _with_edges(
     return _Edges(row, tile, dist, np.bincount(row, minlength=len(tail)), tail)
 
 
+def _insertion_points(
+    edges: _Edges, row: np.ndarray, dist: np.ndarray, tile: np.ndarray
+) -> np.ndarray | None:
+    """Where each pair goes among ``edges`` (indices for ``np.insert``), ``-1`` if listed.
+
+    Both are in ``(row, dist, tile)`` order. Row and distance pack into one
+    int64 key, and a binary search places each pair among the edges with
+    keys below its own, then by tile among those with its key (a pair
+    already listed has its distance, so it is found there): linear in the
+    edges, where sorting them all again each pricing round cost seconds on
+    a 30,000-cell grid. None where the keys do not pack (float or huge
+    distances).
+    """
+    if not (len(row) and len(edges.row) and np.issubdtype(dist.dtype, np.integer)):
+        return None
+    if min(int(dist.min()), int(edges.dist.min())) < 0:
+        return None
+    shift = max(1, max(int(dist.max()), int(edges.dist.max())).bit_length())
+    if max(int(row.max()), int(edges.row.max())).bit_length() + shift > 62:
+        return None
+    listed = (edges.row.astype(np.int64) << shift) | edges.dist.astype(np.int64)
+    key = (row.astype(np.int64) << shift) | dist.astype(np.int64)
+    low = np.searchsorted(listed, key, side="left")
+    high = np.searchsorted(listed, key, side="right")
+    # Pairs meeting one edge of their key: a pair listed again (the pricing rounds
+    # measure listed tiles whose prices fell), or an equal distance of its cell.
+    single = np.flatnonzero(high - low == 1)
+    several = np.flatnonzero(high - low > 1)
+    met = edges.tile[low[single]]
+    low[single] = np.where(met == tile[single], -1, low[single] + (met < tile[single]))
+    for pair in several.tolist():
+        # More than one: equal distances of one cell, rare and few.
+        run = edges.tile[low[pair]:high[pair]]
+        place = int(np.searchsorted(run, tile[pair]))
+        if place < len(run) and run[place] == tile[pair]:
+            low[pair] = -1
+        else:
+            low[pair] += place
+    return low
+
+
 def _common_factor(values: np.ndarray) -> int:
     """The greatest common divisor of integer ``values`` (0 when all are 0 or none; 1 float)."""
     if not len(values) or not np.issubdtype(values.dtype, np.integer):
         return 1 if len(values) else 0
-    return int(np.gcd.reduce(values.astype(np.int64, copy=False)))
+    values = values.astype(np.int64, copy=False)
+    # A sample's divisor, then checked (and lowered) on all: one pass of remainders
+    # where the divisor holds, none where the sample has none (a GCD over millions of
+    # edges cost a second per pricing round on a 30,000-cell grid).
+    factor = int(np.gcd.reduce(values[:: max(1, len(values) // 4096)]))
+    if factor == 0:
+        return int(np.gcd.reduce(values))  # a sample of zeros says nothing
+    while factor > 1:
+        remainder = values % factor
+        if not remainder.any():
+            break
+        factor = math.gcd(factor, int(np.gcd.reduce(remainder[remainder != 0])))
+    return factor
 
 
 def _merged_order(row: np.ndarray, dist: np.ndarray, tile: np.ndarray) -> np.ndarray:
@@ -1508,9 +1572,12 @@ class _Solver:
                 self.certified = True
                 lower = int(cost.sum(dtype=np.int64)) - self.cap * int(prices.sum())
                 break
-            # The next round repairs this optimum where it can, from these prices.
-            state = _flow.FlowState(np.where(out, -1, edges.tile[step]), cost, price,
-                                    outside.copy())
+            # The next round repairs this optimum from these prices where few cells
+            # would move (those that found a tile, and those outside).
+            state = None
+            if (hit | out).sum() <= self.count // REPAIR_SHARE:
+                state = _flow.FlowState(np.where(out, -1, edges.tile[step]), cost, price,
+                                        outside.copy())
             # Outside with nothing cheaper there: the cell's tiles are farther still.
             outside[~hit & out] *= 2
             self.pricing_rounds += 1

@@ -141,13 +141,8 @@ def repair(
     if largest >= COST_LIMIT or int(dist.min(initial=0)) < 0 or not len(tiles):
         return None
     price = state.price[tiles]
-    starts = np.zeros(count + 1, np.int64)
-    np.cumsum(length, out=starts[1:])
     placed = state.tile >= 0
-    # Each placed cell's tile among ``tiles`` (-1 where no edge lists it any more).
-    had = np.minimum(np.searchsorted(tiles, state.tile), len(tiles) - 1)
-    had = np.where(placed & (tiles[had] == state.tile), had, -1)
-    # ... and its edge to it in the new graph.
+    # Each placed cell's edge to its tile in the new graph.
     assigned = np.full(count, -1, np.int64)
     same = np.flatnonzero(tile == state.tile[row])
     assigned[row[same]] = same
@@ -159,6 +154,16 @@ def repair(
     broken |= ~placed & (outside != state.outside)
     broken |= outside < state.cost
     broken |= placed & (assigned < 0)
+    excess = np.flatnonzero(broken)
+    if work is None:
+        work = np.zeros(2, np.int64)
+    if len(excess) > most_cells or (work[0] and len(excess) * work[1] > budget * work[0]):
+        return None  # at the last repair's rate, these searches would cost more
+    loop = _compiled_loop(_repair_loop) if compiled else _repair_loop
+    if loop is None:
+        return None
+    starts = np.zeros(count + 1, np.int64)
+    np.cumsum(length, out=starts[1:])
     cell_potential = -state.cost.astype(np.int64)
     least = outside.copy()
     nonempty = length > 0
@@ -168,6 +173,9 @@ def repair(
     tile_potential = -price.astype(np.int64)
     choice = np.where(placed, assigned, -1)
     choice[broken] = -2
+    # Each placed cell's tile among ``tiles`` (-1 where no edge lists it any more).
+    had = np.minimum(np.searchsorted(tiles, state.tile), len(tiles) - 1)
+    had = np.where(placed & (tiles[had] == state.tile), had, -1)
     # What a removed cell sent is now missing at its tile if that has a price (its
     # arc to the sink stays full, as its reduced cost is negative), else at the sink.
     load = np.bincount(had[(had >= 0) & ~broken], minlength=len(tiles)).astype(np.int64)
@@ -178,16 +186,6 @@ def repair(
     if (sink_flow > cap).any():
         return None  # not an optimum of this cap
     sink_deficit = int(broken.sum()) - len(priced)
-    excess = np.flatnonzero(broken)
-    loop = _compiled_loop(_repair_loop) if compiled else _repair_loop
-    if loop is None:
-        return None
-    if len(excess) > most_cells:
-        return None
-    if work is None:
-        work = np.zeros(2, np.int64)
-    if work[0] and len(excess) * work[1] > budget * work[0]:
-        return None  # the last repair's searches, as many as these, would cost more
     loop(starts, tile_id, dist, outside, np.int64(cap), choice, cell_potential,
          tile_potential, load, sink_flow, np.int64(sink_deficit), excess, np.int64(budget),
          work)
