@@ -349,12 +349,40 @@ def test_certified_assignment_is_the_dense_optimum(seed, max_uses, clusters):
 
 
 @pytest.mark.parametrize("max_uses", [1, 2])
-def test_certified_rounds_repair_the_last_optimum(max_uses, monkeypatch):
-    """Rounds after the first repair the last optimum (:mod:`._flow`), to the same optimum."""
+@pytest.mark.parametrize("near", [False, True])
+def test_certified_rounds_repair_the_last_optimum(max_uses, near, monkeypatch):
+    """Rounds after the first repair the last optimum (:mod:`._flow`), to the same optimum.
+
+    With ``near``, every round first solves on each cell's two edges of least
+    reduced cost (and those below zero), then checks and repairs the rest.
+    """
     from mosaicist.match import _flow
 
     if not _flow.can_repair():
         pytest.skip("repairs need Numba")
+    solved_near = []
+    if near:
+        monkeypatch.setattr(_assign, "NEAR_EDGES", 2)
+        monkeypatch.setattr(_assign, "NEAR_SHARE", 1.0)
+        monkeypatch.setattr(_assign, "REPAIR_SHARE", 1)
+        solve_near, repair_round = _assign._Solver._solve_near, _assign._Solver._repair
+        within = []
+
+        def counted_near(self, *args):
+            within.append(True)
+            try:
+                choice = solve_near(self, *args)
+            finally:
+                within.pop()
+            solved_near.append(choice is not None)
+            return choice
+
+        def repair_within_near(self, *args):
+            # A round's own repair would leave the near solves nothing to do.
+            return repair_round(self, *args) if within else None
+
+        monkeypatch.setattr(_assign._Solver, "_solve_near", counted_near)
+        monkeypatch.setattr(_assign._Solver, "_repair", repair_within_near)
     rng = np.random.default_rng(11)
     rows, cols, tiles = 12, 12, 400
     full = full_distances(rng, rows * cols, tiles, clusters=4)
@@ -371,6 +399,7 @@ def test_certified_rounds_repair_the_last_optimum(max_uses, monkeypatch):
     repaired = assign_tiles(candidates, distances, rows, cols, max_uses=max_uses,
                             search=DenseSearch(full))
     assert any(repairs)
+    assert any(solved_near) or not near
     monkeypatch.setattr(_flow, "can_repair", lambda: False)
     fresh = assign_tiles(candidates, distances, rows, cols, max_uses=max_uses,
                          search=DenseSearch(full))
