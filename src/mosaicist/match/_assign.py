@@ -1639,6 +1639,7 @@ class _Solver:
                 or max(int(state.cost.max(initial=0)), int(state.price.max(initial=0)),
                        int(edges.dist.max(initial=0))) >= _flow.COST_LIMIT):
             return None
+        assert self.cap is not None
         count = self.count
         reduced = edges.dist + state.price[edges.tile] - state.cost[edges.row]
         near = _least_per_cell(edges, reduced, NEAR_EDGES) | (reduced <= 0)
