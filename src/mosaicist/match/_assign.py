@@ -47,7 +47,10 @@ prove each other optimal when every cell's tile minimises ``c_ij + p_j`` over
    whose new tiles move few cells repairs the last optimum from its prices
    by shortest paths (:mod:`._flow`) instead of solving again: the late
    rounds, which add a few thousand edges to millions, then cost
-   milliseconds.
+   milliseconds. A round that moves more first solves on each cell's
+   edges of least reduced cost at the last prices, checks every other
+   edge against the prices of that solution and repairs the cells it
+   finds (:meth:`_Solver._solve_near`).
 
 Lists grow only by the tiles prices point to: a flat area whose cells all
 want the same few tiles gets, round by round, the next tiles it can afford,
