@@ -256,6 +256,58 @@ def test_cluster_updates_are_incremental_and_mix_with_one_machine(client, tmp_pa
     assert any(name.startswith("tiles-") for name in kept) and low == 0
 
 
+def test_many_cluster_updates_merge_their_smallest_shards(client, tmp_path, monkeypatch):
+    """Past MOST_SHARDS the smallest shards become one: the same library, no file left."""
+    from mosaicist.library import _update
+
+    monkeypatch.setattr(_update, "MOST_SHARDS", 4)
+    tiles = make_colour_folder(tmp_path / "tiles", 40, size=16)
+
+    def listed(library: TileLibrary) -> list[str]:
+        connection = sqlite3.connect(library.directory / "manifest.sqlite")
+        try:
+            return sorted(row[0] for row in connection.execute("SELECT file FROM shards"))
+        finally:
+            connection.close()
+
+    first = index_library(client, tiles, 8, tmp_path / "two", part_entries=5)
+    assert_same_library(TileLibrary.open(tiles, 8, cache_dir=tmp_path / "one"), first)
+    # Eight parts, merged down to two shards: the largest kept, the rest in one.
+    assert len(listed(first)) == 2
+    assert set(shard_files(first)) == set(listed(first))
+    for step in range(3):
+        # Each update adds small shards; past four the smallest are merged again.
+        for index in range(3):
+            Image.fromarray(np.full((16, 16, 3), 10 * step + index, np.uint8)).save(
+                tiles / f"t0{step}{index}x.png")
+        (tiles / f"t03{step}.png").unlink()
+        later = index_library(client, tiles, 8, tmp_path / "two", part_entries=1)
+        assert_same_library(TileLibrary.open(tiles, 8, cache_dir=tmp_path / "one"), later)
+        assert len(listed(later)) <= 4
+        assert set(shard_files(later)) == set(listed(later))
+    # A merge stopped before it is published leaves the library as it was.
+    Image.fromarray(np.full((16, 16, 3), 99, np.uint8)).save(tiles / "t099x.png")
+    Image.fromarray(np.full((16, 16, 3), 98, np.uint8)).save(tiles / "t098x.png")
+    Image.fromarray(np.full((16, 16, 3), 97, np.uint8)).save(tiles / "t097x.png")
+    before = TileLibrary.open(tiles, 8, cache_dir=tmp_path / "two", update=False)
+    kept = np.asarray(before.tiles).copy()
+    written = _update._write_packed
+
+    def write_then_stop(*args):
+        written(*args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_update, "_write_packed", write_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        index_library(client, tiles, 8, tmp_path / "two", part_entries=1)
+    monkeypatch.setattr(_update, "_write_packed", written)
+    unchanged = TileLibrary.open(tiles, 8, cache_dir=tmp_path / "two", update=False)
+    assert np.array_equal(np.asarray(unchanged.tiles), kept)
+    resumed = index_library(client, tiles, 8, tmp_path / "two", part_entries=1)
+    assert_same_library(TileLibrary.open(tiles, 8, cache_dir=tmp_path / "one"), resumed)
+    assert set(shard_files(resumed)) == set(listed(resumed))
+
+
 def test_an_interrupted_cluster_update_keeps_its_finished_parts(client, tmp_path, monkeypatch):
     tiles = make_colour_folder(tmp_path / "tiles", 50, size=16)
     staged = []

@@ -41,7 +41,9 @@ entries into a shard file of their own, and each finished shard is listed
 in the ``shards`` table with its rows staged in one transaction (see
 :mod:`mosaicist.library._shards`). Publishing then keeps the shards as they
 are (no copy in library order) and moves to a new generation, the packed
-file of the old one kept as a shard where the library still uses it. An
+file of the old one kept as a shard where the library still uses it.
+Every cluster update adds shards; past :data:`MOST_SHARDS` the smallest are
+copied into one new shard at publishing (:func:`_merge_small_shards`). An
 update without a decoder lays such a library out in one packed file again.
 
 Why a killed update never blocks the next one: the lock is a POSIX record
@@ -67,6 +69,7 @@ import sqlite3
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -101,6 +104,10 @@ COMMIT_EVERY = 2048
 COMMIT_SECONDS = 2.0
 #: Tiles copied at a time when writing a packed file in library order.
 COPY_CHUNK = 8192
+#: Shards a library published from a cluster may use before its smallest are merged
+#: into one: each is a file to open and a memory map, and every cluster update adds
+#: some (see :func:`_merge_small_shards`).
+MOST_SHARDS = 64
 #: Decoded tiles whose signatures are computed together (bounded memory, vectorised).
 SIGN_EVERY = 256
 #: Bytes of packed tiles read at a time to sign the rows of an older index.
@@ -1046,7 +1053,9 @@ def _publish(
     copies nothing: the rows keep their slots, in the shards and the packed
     file alike, and the library moves to generation G+1 (so that caches
     keyed by it are made again). ``tiles-<G>.u8``, where the library still
-    uses it, is listed as a shard from then on, under its own name. Shard
+    uses it, is listed as a shard from then on, under its own name. Where
+    the library would use more than :data:`MOST_SHARDS` shards, the
+    smallest are first copied into one (:func:`_merge_small_shards`). Shard
     files that no published row uses are deleted after the commit.
 
     Parameters
@@ -1094,6 +1103,10 @@ def _publish(
             kept_store = Shard(old_store.name, next_shard_slot(shards), plan.next_slot)
             shards = [*shards, kept_store]
             slots = np.where(in_store, slots + kept_store.first_slot, slots)
+        if len(_shards_used(shards, slots)) > MOST_SHARDS:
+            merged, slots = _merge_small_shards(directory, shards, slots,
+                                                (tile.height, tile.width, 3))
+            shards = [*shards, merged]
         published_slots = slots.tolist()
     elif np.array_equal(slots, np.arange(len(final))):
         published_slots = slots.tolist()  # Python ints: SQLite cannot bind NumPy's
@@ -1115,6 +1128,54 @@ def _publish(
         if shard not in used:
             with contextlib.suppress(FileNotFoundError):
                 (directory / shard.file).unlink()
+
+
+def _merge_small_shards(
+    directory: Path, shards: Sequence[Shard], slots: np.ndarray, shape: tuple[int, int, int]
+) -> tuple[Shard, np.ndarray]:
+    """Copy the tiles of the smallest shards ``slots`` uses into one new shard.
+
+    Enough of the smallest are merged that half of :data:`MOST_SHARDS`
+    remain: each merge copies only small shards (a library that grew by many
+    small cluster updates), and the next one comes after as many updates
+    again. The new shard holds the tiles in library order, after every
+    listed shard's slots, written whole and flushed under a temporary name
+    (:func:`_write_packed`) before the publishing transaction lists it; an
+    interrupt before that leaves a shard file that no row lists, which the
+    next update removes. The merged shards' files are deleted once no
+    published row uses them.
+
+    Parameters
+    ----------
+    directory : pathlib.Path
+        The index's folder.
+    shards : sequence of Shard
+        Every listed shard (``slots`` are all in them).
+    slots : numpy.ndarray
+        int64 slot of each tile of the library, in library order.
+    shape : tuple of int
+        One tile's ``(height, width, 3)``.
+
+    Returns
+    -------
+    (Shard, numpy.ndarray)
+        The new shard, and ``slots`` with the merged tiles' slots in it.
+    """
+    used = sorted(_shards_used(shards, slots), key=lambda shard: (shard.tile_count,
+                                                                  shard.first_slot))
+    merging = used[:len(used) - MOST_SHARDS // 2 + 1]
+    starts = np.array([shard.first_slot for shard in merging], np.int64)
+    ends = starts + np.array([shard.tile_count for shard in merging], np.int64)
+    order = np.argsort(starts)
+    starts, ends = starts[order], ends[order]
+    shard_of = np.searchsorted(starts, slots, side="right") - 1
+    moved = np.flatnonzero((shard_of >= 0) & (slots < ends[np.maximum(shard_of, 0)]))
+    merged = Shard(f"{SHARD_PREFIX}{uuid.uuid4().hex}.u8", next_shard_slot(shards), len(moved))
+    # The generation is not read: every slot of a sharded library is in a shard.
+    _write_packed(SlotSpace(directory, 0, shards, shape), directory / merged.file, slots[moved])
+    slots = slots.copy()
+    slots[moved] = merged.first_slot + np.arange(len(moved))
+    return merged, slots
 
 
 def _shards_used(shards: Sequence[Shard], slots: np.ndarray) -> list[Shard]:
