@@ -116,3 +116,46 @@ def test_repair_declines_numbers_that_could_overflow():
     state = _flow.FlowState(np.array([0, 1]), np.array([1, 1], np.int64),
                             np.zeros(2, np.int64), outside)
     assert repaired(edges, state, outside, 1, False) is None
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("cap", [1, 2])
+def test_least_prices_are_those_of_the_numpy_rounds(seed, cap, compiled):
+    """The label-correcting loop finds the NumPy rounds' least prices, and the same cycles."""
+    rng = np.random.default_rng(seed)
+    cells, tiles = 40, 50
+    full = random_graph(rng, cells, tiles, 6)
+    listed = rng.random((cells, tiles)) < 0.15
+    listed[np.arange(cells), full.argmin(axis=1)] = True
+    edges = edges_of(full, listed)
+    outside = 2 * full.max(axis=1) + 1
+    choice = _assign._solve(cells, edges, np.ones(len(edges.row), bool), cap, outside)
+    _, tile_id = _assign._compact(edges.tile)
+    inside = choice >= 0
+    assigned = np.where(inside, tile_id[np.maximum(choice, 0)], -1)
+    paid = np.where(inside, edges.dist[np.maximum(choice, 0)], outside)
+    count = int(tile_id.max()) + 1
+    prices, cost = _flow.least_prices(edges.length, tile_id, edges.dist, assigned, paid,
+                                      count, compiled=compiled)
+    expected_prices, expected_cost = _assign._least_prices(edges, tile_id, assigned, paid,
+                                                           count)
+    assert np.array_equal(prices, expected_prices) and np.array_equal(cost, expected_cost)
+    # Two placed cells swapped to their worse pair: a cycle of raises, in both.
+    placed = np.flatnonzero(inside)
+    for first, second in zip(placed[:-1], placed[1:], strict=True):
+        a, b = assigned[first], assigned[second]
+        if a == b or not (listed[first, edges.tile[tile_id == b][0]]
+                          and listed[second, edges.tile[tile_id == a][0]]):
+            continue
+        tile_a, tile_b = edges.tile[tile_id == a][0], edges.tile[tile_id == b][0]
+        if full[first, tile_b] + full[second, tile_a] <= full[first, tile_a] + full[second,
+                                                                                    tile_b]:
+            continue
+        worse_assigned, worse_paid = assigned.copy(), paid.copy()
+        worse_assigned[[first, second]] = b, a
+        worse_paid[[first, second]] = full[first, tile_b], full[second, tile_a]
+        _, cycle_cost = _flow.least_prices(edges.length, tile_id, edges.dist, worse_assigned,
+                                           worse_paid, count, compiled=compiled)
+        no_prices, _ = _assign._least_prices(edges, tile_id, worse_assigned, worse_paid, count)
+        assert (len(cycle_cost) == 0) == (no_prices is None)
+        break

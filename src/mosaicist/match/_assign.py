@@ -754,12 +754,36 @@ def tile_prices(
         paid[~inside] = outside[~inside]
     elif not inside.all():
         raise ValueError("cells on outside columns need their costs")
-    prices = np.zeros(len(tiles), np.int64)
+    # Compiled where Numba is (a 32,400-cell grid spent 12 s in the NumPy rounds).
+    raised: tuple[np.ndarray | None, np.ndarray] | None = None
+    if np.issubdtype(edges.dist.dtype, np.integer):
+        raised = _flow.least_prices(edges.length, tile_id, edges.dist, assigned, paid,
+                                    len(tiles))
+    if raised is None:
+        raised = _least_prices(edges, tile_id, assigned, paid, len(tiles))
+    prices, cost = raised
+    if prices is None or len(cost) != count:
+        return None  # a cycle of moves that lowers the cost: not optimal
+    if (prices[~full] > 0).any():
+        return None  # a cell would rather move to a tile with room
+    if outside is not None and (cost > outside).any():
+        return None
+    return tiles, prices
+
+
+def _least_prices(
+    edges: _Edges, tile_id: np.ndarray, assigned: np.ndarray, paid: np.ndarray,
+    tile_count: int,
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """The least prices of :func:`tile_prices` by NumPy (None: a cycle), and each cell's cost."""
+    count = len(paid)
+    inside = assigned >= 0
+    prices = np.zeros(tile_count, np.int64)
     cost = paid.copy()
     # Edges are grouped by cell: a cell's are one range.
     starts = np.cumsum(edges.length) - edges.length
     changed = np.arange(count)
-    for _ in range(len(tiles) + 2):
+    for _ in range(tile_count + 2):
         # Only the edges of cells whose cost rose can raise a price (the others'
         # bounds are already met): a frontier, as the rounds reach ever fewer cells.
         at = _edges_of(edges, changed, starts)
@@ -772,12 +796,8 @@ def tile_prices(
         changed = np.flatnonzero(inside & rose[np.maximum(assigned, 0)])
         cost[changed] = paid[changed] + prices[assigned[changed]]
     else:
-        return None  # a cycle of moves that lowers the cost: not optimal
-    if (prices[~full] > 0).any():
-        return None  # a cell would rather move to a tile with room
-    if outside is not None and (cost > outside).any():
-        return None
-    return tiles, prices
+        return None, cost
+    return prices, cost
 
 
 def _compact(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -192,6 +192,104 @@ def repair(
     return choice if work[0] == len(excess) else None
 
 
+def least_prices(
+    length: np.ndarray, tile_id: np.ndarray, dist: np.ndarray, assigned: np.ndarray,
+    paid: np.ndarray, tile_count: int, compiled: bool = True,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The least tile prices that meet every edge's bound, by a compiled label-correcting loop.
+
+    The prices of :func:`._assign.tile_prices`: each tile ``j`` must cost
+    every cell listing it at least ``u_i - c_ij``, where ``u_i`` is what the
+    cell pays (``paid``) plus its own tile's price. Cells whose cost rose
+    go on a queue, and each raises the prices of its listed tiles, which
+    raise their cells' costs in turn: the least solution, as the NumPy
+    rounds find it, in time proportional to the raises rather than to
+    rounds over the edges of every changed cell.
+
+    Parameters
+    ----------
+    length : numpy.ndarray
+        ``(N,)`` edges of each cell (edges grouped by cell).
+    tile_id, dist : numpy.ndarray
+        Each edge's tile (``0..tile_count-1``) and int64 distance.
+    assigned : numpy.ndarray
+        ``(N,)`` each cell's tile, ``-1`` outside.
+    paid : numpy.ndarray
+        ``(N,)`` int64 distance each cell pays (its outside column's cost outside).
+    tile_count : int
+        Tiles.
+    compiled : bool
+        Run the loop compiled (False: as Python, for small tests).
+
+    Returns
+    -------
+    (prices, cost) or None
+        The prices and each cell's cost; ``cost`` empty where the raises
+        never end (a cycle of moves that lowers the cost: not optimal).
+        None without Numba.
+    """
+    loop = _compiled_loop(_prices_loop) if compiled else _prices_loop
+    if loop is None:
+        return None
+    starts = np.zeros(len(length) + 1, np.int64)
+    np.cumsum(length, out=starts[1:])
+    prices = np.zeros(tile_count, np.int64)
+    cost = np.asarray(paid, np.int64).copy()
+    finished = loop(starts, np.asarray(tile_id, np.int64), np.asarray(dist, np.int64),
+                    np.asarray(assigned, np.int64), np.asarray(paid, np.int64), prices, cost)
+    return (prices, cost) if finished else (prices, cost[:0])
+
+
+def _prices_loop(starts: Any, tile_id: Any, dist: Any, assigned: Any, paid: Any,
+                 prices: Any, cost: Any) -> bool:  # pragma: no cover - runs compiled
+    """Raise ``prices`` and ``cost`` to their least solution; False on a cycle."""
+    count = paid.shape[0]
+    tile_count = prices.shape[0]
+    # Cells on each tile (compressed rows), to raise their costs with its price.
+    on_tile = np.zeros(tile_count + 1, np.int64)
+    for cell in range(count):
+        if assigned[cell] >= 0:
+            on_tile[assigned[cell] + 1] += 1
+    for tile in range(tile_count):
+        on_tile[tile + 1] += on_tile[tile]
+    members = np.empty(on_tile[tile_count], np.int64)
+    fill = on_tile[:-1].copy()
+    for cell in range(count):
+        if assigned[cell] >= 0:
+            members[fill[assigned[cell]]] = cell
+            fill[assigned[cell]] += 1
+    # A ring of the cells whose cost rose: each at most once in it at a time.
+    ring = np.arange(count).astype(np.int64)
+    queued = np.ones(count, np.bool_)
+    raised = np.zeros(count, np.int64)
+    head = 0
+    size = count
+    while size > 0:
+        cell = ring[head]
+        head = (head + 1) % count
+        size -= 1
+        queued[cell] = False
+        for edge in range(starts[cell], starts[cell + 1]):
+            tile = tile_id[edge]
+            bound = cost[cell] - dist[edge]
+            if bound <= prices[tile]:
+                continue
+            prices[tile] = bound
+            for index in range(on_tile[tile], on_tile[tile + 1]):
+                member = members[index]
+                if paid[member] + bound > cost[member]:
+                    cost[member] = paid[member] + bound
+                    if not queued[member]:
+                        # Raised more often than there are tiles: the raises go round.
+                        raised[member] += 1
+                        if raised[member] > tile_count + 2:
+                            return False
+                        queued[member] = True
+                        ring[(head + size) % count] = member
+                        size += 1
+    return True
+
+
 def _repair_loop(starts: Any, edge_tile: Any, edge_cost: Any, outside: Any, cap: Any,
                  choice: Any, cell_potential: Any, tile_potential: Any, load: Any,
                  sink_flow: Any, sink_deficit: Any, excess: Any, budget: Any,
