@@ -31,12 +31,18 @@ send every excess to a deficit at least cost. Every step keeps the
 residual graph non-negative, so the result is optimal on the new graph,
 exactly, in integers.
 
-A path ends at the latest at the sink through the cell's own outside
-column, so a search explores only what is cheaper than that; in the late
-rounds, where a few hundred cells found a tile, the repair costs
-milliseconds where a fresh solve of millions of arcs costs a second or
-more. The loops are compiled with Numba (extra ``fast``); without it the
-callers solve from scratch.
+A search stops at the first deficit it settles, and the cell's own
+outside column always offers a path (to the sink, and from there to any
+deficit), so it explores only what is cheaper; in the late rounds, where a
+few hundred cells found a tile, the repair costs milliseconds where a
+fresh solve of millions of arcs costs a second or more. The loops are
+compiled with Numba (extra ``fast``); without it the callers solve from
+scratch.
+
+**Prices.** :func:`least_prices` finds the least tile prices that prove a
+placement optimal (see :func:`._assign.tile_prices`) with a compiled
+label-correcting loop, where the NumPy version works in rounds over every
+changed cell's edges.
 """
 
 from __future__ import annotations
