@@ -8,13 +8,15 @@ import pytest
 from mosaicist.match import _assign, _flow
 
 
-def random_graph(rng, cells, tiles, width, clusters=3):
-    """Cells crowding around a few colours, each listing a random set of tiles."""
+def random_lists(rng, cells, tiles, share, clusters=3):
+    """Distances of cells crowding around a few colours, and random lists (each cell's best in)."""
     tile_features = rng.integers(0, 30, (tiles, 3))
     centres = rng.integers(0, 30, (clusters, 3))
     cell_features = centres[rng.integers(0, clusters, cells)] + rng.integers(-2, 3, (cells, 3))
     full = ((cell_features[:, None, :] - tile_features[None, :, :]) ** 2).sum(-1)
-    return full.astype(np.int64)
+    listed = rng.random((cells, tiles)) < share
+    listed[np.arange(cells), full.argmin(axis=1)] = True
+    return full.astype(np.int64), listed
 
 
 def edges_of(full, listed):
@@ -65,9 +67,7 @@ def compiled(request):
 def test_repair_after_growth_is_the_fresh_optimum(seed, cap, compiled):
     rng = np.random.default_rng(seed)
     cells, tiles = 40, 60
-    full = random_graph(rng, cells, tiles, 6)
-    before = rng.random((cells, tiles)) < 0.08
-    before[np.arange(cells), full.argmin(axis=1)] = True
+    full, before = random_lists(rng, cells, tiles, 0.08)
     after = before | (rng.random((cells, tiles)) < 0.1)
     small = edges_of(full, before)
     outside = 2 * full.max(axis=1) + 1
@@ -124,9 +124,7 @@ def test_least_prices_are_those_of_the_numpy_rounds(seed, cap, compiled):
     """The label-correcting loop finds the NumPy rounds' least prices, and the same cycles."""
     rng = np.random.default_rng(seed)
     cells, tiles = 40, 50
-    full = random_graph(rng, cells, tiles, 6)
-    listed = rng.random((cells, tiles)) < 0.15
-    listed[np.arange(cells), full.argmin(axis=1)] = True
+    full, listed = random_lists(rng, cells, tiles, 0.15)
     edges = edges_of(full, listed)
     outside = 2 * full.max(axis=1) + 1
     choice = _assign._solve(cells, edges, np.ones(len(edges.row), bool), cap, outside)
