@@ -722,21 +722,30 @@ def test_added_edges_stay_best_first_once_each():
     assert merged.tail.tolist() == [8, 10]
 
 
-@pytest.mark.parametrize("kind", ["integer", "wide", "float"])
-def test_added_edges_are_inserted_in_order_without_repeats(kind):
-    """Inserted by binary search (or merged by sorting): the order by cell, distance, tile."""
+@pytest.mark.parametrize("kind", ["integer", "blocks", "wide", "float"])
+def test_added_edges_are_inserted_in_order_without_repeats(kind, monkeypatch):
+    """Inserted by binary search (or merged by sorting): the order by cell, distance, tile.
+
+    ``blocks``: distances of 60 bits leave 2 for the cell, so the keys are
+    made for 4 cells at a time; ``wide`` ones (63 bits) and floats are
+    sorted instead.
+    """
+    sorts = []
+    merged_order = _assign._merged_order
+    monkeypatch.setattr(_assign, "_merged_order",
+                        lambda *args: sorts.append(1) or merged_order(*args))
     rng = np.random.default_rng(5)
-    cells, tiles = 30, 40
+    cells, tiles = (300 if kind == "blocks" else 30), 40
     # Few distinct distances: many equal keys, within and across old and new edges.
-    full = rng.integers(0, 5, (cells, tiles)) * (2**58 if kind == "wide" else 1)
+    full = rng.integers(0, 5, (cells, tiles)) * {"blocks": 2**57, "wide": 2**60}.get(kind, 1)
     if kind == "float":
         full = full + 0.5
     candidates, _ = top_k(full, 6)
     distances = np.take_along_axis(full, candidates, 1)
     edges = _assign._edges(candidates, distances, np.full(cells, 6))
     # New pairs: some already listed (a repeat), some twice in the same call.
-    row = rng.integers(0, cells, 300)
-    tile = rng.integers(-1, tiles, 300)
+    row = rng.integers(0, cells, 10 * cells)
+    tile = rng.integers(-1, tiles, 10 * cells)
     dist = full[row, np.maximum(tile, 0)]
     merged = _assign._with_edges(edges, row, tile, dist, edges.tail)
     keep = tile >= 0
@@ -747,6 +756,7 @@ def test_added_edges_are_inserted_in_order_without_repeats(kind):
                     strict=True)) == expected
     assert merged.length.tolist() == np.bincount([r for r, _, _ in expected],
                                                  minlength=cells).tolist()
+    assert bool(sorts) == (kind in ("wide", "float"))
 
 
 @pytest.mark.parametrize("kind", ["integer", "distinct", "wide", "float"])

@@ -431,24 +431,39 @@ def _insertion_points(
     """Where each pair goes among ``edges`` (indices for ``np.insert``), ``-1`` if listed.
 
     Both are in ``(row, dist, tile)`` order. Row and distance pack into one
-    int64 key, and a binary search places each pair among the edges with
-    keys below its own, then by tile among those with its key (a pair
-    already listed has its distance, so it is found there): linear in the
-    edges, where sorting them all again each pricing round cost seconds on
-    a 30,000-cell grid. None where the keys do not pack (float or huge
-    distances).
+    int64 key (for a block of rows at a time where distances take many
+    bits), and a binary search places each pair among the edges with keys
+    below its own, then by tile among those with its key (a pair already
+    listed has its distance, so it is found there): linear in the edges,
+    where sorting them all again each pricing round cost seconds on a
+    30,000-cell grid. None where the keys do not pack (float distances, or
+    of more than 60 bits).
     """
-    if not (len(row) and len(edges.row) and np.issubdtype(dist.dtype, np.integer)):
+    if not len(row):
+        return np.zeros(0, np.int64)
+    if not (len(edges.row) and np.issubdtype(dist.dtype, np.integer)):
         return None
     if min(int(dist.min()), int(edges.dist.min())) < 0:
         return None
     shift = max(1, max(int(dist.max()), int(edges.dist.max())).bit_length())
-    if max(int(row.max()), int(edges.row.max())).bit_length() + shift > 62:
+    if shift > 60:
         return None
-    listed = (edges.row.astype(np.int64) << shift) | edges.dist.astype(np.int64)
-    key = (row.astype(np.int64) << shift) | dist.astype(np.int64)
-    low = np.searchsorted(listed, key, side="left")
-    high = np.searchsorted(listed, key, side="right")
+    # Rows a key can tell apart beside the distance: tinted search units take ~50
+    # bits, so a 12,288-cell grid is keyed in blocks of rows.
+    block = 1 << (62 - shift)
+    low = np.empty(len(row), np.int64)
+    high = np.empty(len(row), np.int64)
+    row = row.astype(np.int64, copy=False)
+    for first in np.unique(row // block).tolist():
+        first *= block
+        begin, end = np.searchsorted(edges.row, [first, first + block])
+        new_begin, new_end = np.searchsorted(row, [first, first + block])
+        listed = (((edges.row[begin:end].astype(np.int64) - first) << shift)
+                  | edges.dist[begin:end].astype(np.int64))
+        key = ((row[new_begin:new_end] - first) << shift) | dist[new_begin:new_end].astype(
+            np.int64)
+        low[new_begin:new_end] = begin + np.searchsorted(listed, key, side="left")
+        high[new_begin:new_end] = begin + np.searchsorted(listed, key, side="right")
     # Pairs meeting one edge of their key: a pair listed again (the pricing rounds
     # measure listed tiles whose prices fell), or an equal distance of its cell.
     single = np.flatnonzero(high - low == 1)
