@@ -1103,9 +1103,10 @@ def _publish(
             kept_store = Shard(old_store.name, next_shard_slot(shards), plan.next_slot)
             shards = [*shards, kept_store]
             slots = np.where(in_store, slots + kept_store.first_slot, slots)
-        if len(_shards_used(shards, slots)) > MOST_SHARDS:
-            merged, slots = _merge_small_shards(directory, shards, slots,
-                                                (tile.height, tile.width, 3))
+        used = _shards_used(shards, slots)
+        if len(used) > MOST_SHARDS:
+            merged, slots, used = _merge_small_shards(directory, shards, used, slots,
+                                                      (tile.height, tile.width, 3))
             shards = [*shards, merged]
         published_slots = slots.tolist()
     elif np.array_equal(slots, np.arange(len(final))):
@@ -1117,7 +1118,8 @@ def _publish(
         _write_packed(space, store_path(directory, generation), slots)
         published_slots = range(len(final))
         next_slot = len(final)
-    used = _shards_used(shards, slots if sharded else np.asarray(published_slots, np.int64))
+    if not sharded:
+        used = _shards_used(shards, np.asarray(published_slots, np.int64))
     _swap_manifest(
         connection, final, published_slots, failed, generation, next_slot, plan.digest, used
     )
@@ -1131,8 +1133,9 @@ def _publish(
 
 
 def _merge_small_shards(
-    directory: Path, shards: Sequence[Shard], slots: np.ndarray, shape: tuple[int, int, int]
-) -> tuple[Shard, np.ndarray]:
+    directory: Path, shards: Sequence[Shard], used: Sequence[Shard], slots: np.ndarray,
+    shape: tuple[int, int, int],
+) -> tuple[Shard, np.ndarray, list[Shard]]:
     """Copy the tiles of the smallest shards ``slots`` uses into one new shard.
 
     Enough of the smallest are merged that half of :data:`MOST_SHARDS`
@@ -1151,6 +1154,8 @@ def _merge_small_shards(
         The index's folder.
     shards : sequence of Shard
         Every listed shard (``slots`` are all in them).
+    used : sequence of Shard
+        Those that hold at least one of ``slots``.
     slots : numpy.ndarray
         int64 slot of each tile of the library, in library order.
     shape : tuple of int
@@ -1158,12 +1163,12 @@ def _merge_small_shards(
 
     Returns
     -------
-    (Shard, numpy.ndarray)
-        The new shard, and ``slots`` with the merged tiles' slots in it.
+    (Shard, numpy.ndarray, list of Shard)
+        The new shard, ``slots`` with the merged tiles' slots in it, and the
+        shards those use.
     """
-    used = sorted(_shards_used(shards, slots), key=lambda shard: (shard.tile_count,
-                                                                  shard.first_slot))
-    merging = used[:len(used) - MOST_SHARDS // 2 + 1]
+    by_size = sorted(used, key=lambda shard: (shard.tile_count, shard.first_slot))
+    merging = by_size[:len(used) - MOST_SHARDS // 2 + 1]
     starts = np.array([shard.first_slot for shard in merging], np.int64)
     ends = starts + np.array([shard.tile_count for shard in merging], np.int64)
     order = np.argsort(starts)
@@ -1175,7 +1180,7 @@ def _merge_small_shards(
     _write_packed(SlotSpace(directory, 0, shards, shape), directory / merged.file, slots[moved])
     slots = slots.copy()
     slots[moved] = merged.first_slot + np.arange(len(moved))
-    return merged, slots
+    return merged, slots, [*(shard for shard in used if shard not in merging), merged]
 
 
 def _shards_used(shards: Sequence[Shard], slots: np.ndarray) -> list[Shard]:

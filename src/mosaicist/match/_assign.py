@@ -400,12 +400,7 @@ def _with_edges(
     keep = tile >= 0
     row, tile, dist = row[keep], tile[keep], dist[keep].astype(edges.dist.dtype)
     added = np.lexsort((tile, dist, row))
-    row, tile, dist = row[added], tile[added], dist[added]
-    # A pair's distance is a function of the pair, so a pair listed twice sorts
-    # next to itself.
-    repeat = np.zeros(len(row), bool)
-    repeat[1:] = (row[1:] == row[:-1]) & (tile[1:] == tile[:-1])
-    row, tile, dist = row[~repeat], tile[~repeat], dist[~repeat]
+    row, tile, dist = _without_repeats(row[added], tile[added], dist[added])
     at = _insertion_points(edges, row, dist, tile)
     if at is not None:
         new = at >= 0
@@ -417,12 +412,23 @@ def _with_edges(
     tile = np.concatenate((edges.tile, tile))
     dist = np.concatenate((edges.dist, dist))
     order = _merged_order(row, dist, tile)
-    row, tile, dist = row[order], tile[order], dist[order]
+    row, tile, dist = _without_repeats(row[order], tile[order], dist[order])
+    return _Edges(row, tile, dist, np.bincount(row, minlength=len(tail)), tail)
+
+
+def _without_repeats(
+    row: np.ndarray, tile: np.ndarray, dist: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs in ``(row, dist, tile)`` order, each once.
+
+    A pair's distance is a function of the pair, so a pair listed twice
+    sorts next to itself.
+    """
     repeat = np.zeros(len(row), bool)
     repeat[1:] = (row[1:] == row[:-1]) & (tile[1:] == tile[:-1])
-    if repeat.any():
-        row, tile, dist = row[~repeat], tile[~repeat], dist[~repeat]
-    return _Edges(row, tile, dist, np.bincount(row, minlength=len(tail)), tail)
+    if not repeat.any():
+        return row, tile, dist
+    return row[~repeat], tile[~repeat], dist[~repeat]
 
 
 def _insertion_points(
@@ -669,6 +675,27 @@ class _PriceChecks:
         return row, tile, distance, distance + price[tile] < cost[row]
 
 
+def _priced_state(
+    edges: _Edges, choice: np.ndarray, priced: tuple[np.ndarray, np.ndarray],
+    outside: np.ndarray, tile_count: int,
+) -> _flow.FlowState:
+    """A placement on ``edges`` with its :func:`tile_prices`: each cell's tile and cost.
+
+    ``cost`` is what each cell pays at the prices (its outside column's cost
+    outside); ``outside`` is copied, as the rounds raise it afterwards.
+    """
+    tiles, prices = priced
+    price = np.zeros(tile_count, np.int64)
+    price[tiles] = prices
+    inside = choice >= 0
+    placed = choice[inside]
+    cost = np.asarray(outside, np.int64).copy()
+    cost[inside] = edges.dist[placed] + price[edges.tile[placed]]
+    tile = np.full(len(choice), -1, np.int64)
+    tile[inside] = edges.tile[placed]
+    return _flow.FlowState(tile, cost, price, np.asarray(outside, np.int64).copy())
+
+
 def _least_per_cell(edges: _Edges, values: np.ndarray, k: int) -> np.ndarray:
     """``(E,)`` bool: the edges of each cell with one of its ``k`` least ``values`` (ties in)."""
     count = len(edges.length)
@@ -777,7 +804,7 @@ def tile_prices(
     if raised is None:
         raised = _least_prices(edges, tile_id, assigned, paid, len(tiles))
     prices, cost = raised
-    if prices is None or len(cost) != count:
+    if prices is None:
         return None  # a cycle of moves that lowers the cost: not optimal
     if (prices[~full] > 0).any():
         return None  # a cell would rather move to a tile with room
@@ -1615,13 +1642,11 @@ class _Solver:
             priced = tile_prices(self.edges, step, self.cap, outside)
             if priced is None:
                 break
-            tiles, prices = priced
-            price = np.zeros(self.search.tile_count, np.int64)
-            price[tiles] = prices
+            # The next round starts from this optimum and these prices.
+            state = _priced_state(self.edges, step, priced, outside, self.search.tile_count)
+            price, cost = state.price, state.cost
             edges = self.edges
             out = step < 0
-            cost = outside.copy()
-            cost[~out] = edges.dist[step[~out]] + price[edges.tile[step[~out]]]
             # Search past the cost by the premium the cell pays over its nearest tile.
             first = np.minimum(np.concatenate(([0], np.cumsum(edges.length)[:-1])),
                                len(edges.dist) - 1)
@@ -1638,11 +1663,8 @@ class _Solver:
             if not out.any() and not hit.any():
                 choice = step
                 self.certified = True
-                lower = int(cost.sum(dtype=np.int64)) - self.cap * int(prices.sum())
+                lower = int(cost.sum(dtype=np.int64)) - self.cap * int(price.sum())
                 break
-            # The next round starts from this optimum and these prices.
-            state = _flow.FlowState(np.where(out, -1, edges.tile[step]), cost, price,
-                                    outside.copy())
             # Outside with nothing cheaper there: the cell's tiles are farther still.
             outside[~hit & out] *= 2
             self.pricing_rounds += 1
@@ -1655,6 +1677,11 @@ class _Solver:
         choice = self._space(choice)
         self.bar.close()
         return self.edges.tile[choice], self.edges.dist[choice], lower
+
+    def _repairable(self) -> bool:
+        """Whether repairs run on today's edges (compiled loops, integers, none forbidden)."""
+        return (_flow.can_repair() and bool(self.allowed().all())
+                and np.issubdtype(self.edges.dist.dtype, np.integer))
 
     def _solve_near(self, state: _flow.FlowState, outside: np.ndarray) -> np.ndarray | None:
         """The optimum on today's edges, solved on those near the last prices, or None.
@@ -1671,13 +1698,10 @@ class _Solver:
         thousands, and the solve and repairs near the prices cost more than
         one on all edges).
         """
-        edges = self.edges
-        if (not _flow.can_repair() or not self.allowed().all()
-                or not np.issubdtype(edges.dist.dtype, np.integer)
-                or max(int(state.cost.max(initial=0)), int(state.price.max(initial=0)),
-                       int(edges.dist.max(initial=0))) >= _flow.COST_LIMIT):
+        if not self._repairable():
             return None
         assert self.cap is not None
+        edges = self.edges
         count = self.count
         reduced = edges.dist + state.price[edges.tile] - state.cost[edges.row]
         near = _least_per_cell(edges, reduced, NEAR_EDGES) | (reduced <= 0)
@@ -1691,18 +1715,13 @@ class _Solver:
             priced = tile_prices(subset, choice, self.cap, outside)
             if priced is None:
                 break
-            price = np.zeros(len(state.price), np.int64)
-            price[priced[0]] = priced[1]
-            inside = choice >= 0
-            cost = outside.copy()
-            cost[inside] = subset.dist[choice[inside]] + price[subset.tile[choice[inside]]]
-            below = edges.dist + price[edges.tile] < cost[edges.row]
+            near_state = _priced_state(subset, choice, priced, outside, len(state.price))
+            below = (edges.dist + near_state.price[edges.tile]
+                     < near_state.cost[edges.row])
             if not below.any():
-                return np.where(inside, index[np.maximum(choice, 0)], -1)
+                return np.where(choice >= 0, index[np.maximum(choice, 0)], -1)
             if np.unique(edges.row[below]).size <= count // REPAIR_SHARE:
-                tile = np.where(inside, subset.tile[np.maximum(choice, 0)], -1)
-                repaired = self._repair(_flow.FlowState(tile, cost, price, outside.copy()),
-                                        outside)
+                repaired = self._repair(near_state, outside)
                 if repaired is not None:
                     return repaired
             # The edges that beat their cells' costs at these prices join the next solve.
@@ -1713,8 +1732,7 @@ class _Solver:
 
     def _repair(self, state: _flow.FlowState, outside: np.ndarray) -> np.ndarray | None:
         """The optimum on today's edges repaired from the last one (:mod:`._flow`), or None."""
-        if (not _flow.can_repair() or not self.allowed().all()
-                or not np.issubdtype(self.edges.dist.dtype, np.integer)):
+        if not self._repairable():
             return None
         assert self.cap is not None
         edges = self.edges

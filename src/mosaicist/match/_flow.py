@@ -201,7 +201,7 @@ def repair(
 def least_prices(
     length: np.ndarray, tile_id: np.ndarray, dist: np.ndarray, assigned: np.ndarray,
     paid: np.ndarray, tile_count: int, compiled: bool = True,
-) -> tuple[np.ndarray, np.ndarray] | None:
+) -> tuple[np.ndarray | None, np.ndarray] | None:
     """The least tile prices that meet every edge's bound, by a compiled label-correcting loop.
 
     The prices of :func:`._assign.tile_prices`: each tile ``j`` must cost
@@ -230,9 +230,9 @@ def least_prices(
     Returns
     -------
     (prices, cost) or None
-        The prices and each cell's cost; ``cost`` empty where the raises
-        never end (a cycle of moves that lowers the cost: not optimal).
-        None without Numba.
+        The prices (None where the raises never end: a cycle of moves that
+        lowers the cost, so the placement is not optimal) and each cell's
+        cost; None without Numba.
     """
     loop = _compiled_loop(_prices_loop) if compiled else _prices_loop
     if loop is None:
@@ -243,7 +243,7 @@ def least_prices(
     cost = np.asarray(paid, np.int64).copy()
     finished = loop(starts, np.asarray(tile_id, np.int64), np.asarray(dist, np.int64),
                     np.asarray(assigned, np.int64), np.asarray(paid, np.int64), prices, cost)
-    return (prices, cost) if finished else (prices, cost[:0])
+    return (prices if finished else None), cost
 
 
 def _prices_loop(starts: Any, tile_id: Any, dist: Any, assigned: Any, paid: Any,
