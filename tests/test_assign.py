@@ -314,9 +314,15 @@ class DenseSearch:
         self.calls["pairs"] += 1
         return self.full[cells, tiles]
 
-    def below(self, cells, price, limit, k, upper=None):
+    def below(self, cells, price, limit, k, upper=None, among=None):
         self.calls["below"] += 1
+        self.calls["among"] = self.calls.get("among", 0) + (among is not None)
         total = self.full[cells] + price[None, :]
+        if among is not None:
+            assert upper is None and len(among)
+            searched = np.zeros(self.tile_count, bool)
+            searched[among] = True
+            total = np.where(searched[None, :], total, np.iinfo(np.int64).max)
         tiles, totals = top_k(total, k)
         if upper is not None:
             # The hint's promise: some k tiles reach it, so the k-th best is at most it.
@@ -416,7 +422,7 @@ def test_a_crowd_of_alike_cells_is_certified_in_few_rounds(monkeypatch):
     again: rounds grow with the crowd (a 12,288-cell photo had not been
     certified after 40). Placed cells searched again get twice the columns,
     and cells outside their lists each list a different slice of a wider
-    search.
+    search (and without those, no search sets tiles aside either).
     """
     rng = np.random.default_rng(1)
     rows, cols, tiles = 16, 16, 1500
@@ -427,10 +433,12 @@ def test_a_crowd_of_alike_cells_is_certified_in_few_rounds(monkeypatch):
     full = ((cell_features[:, None, :] - tile_features[None]) ** 2).sum(-1)
     candidates, distances = top_k(full, 3)
     rounds = []
-    widths = (_assign.MOST_PRICING_COLUMNS, _assign.OUT_SEARCH)
-    for most, out_search in ((_assign.PRICING_COLUMNS, _assign.PRICING_COLUMNS), widths):
+    narrow = (_assign.PRICING_COLUMNS,) * 3
+    widths = (_assign.MOST_PRICING_COLUMNS, _assign.OUT_SEARCH, _assign.RESERVE_COLUMNS)
+    for most, out_search, reserve in (narrow, widths):
         monkeypatch.setattr(_assign, "MOST_PRICING_COLUMNS", most)
         monkeypatch.setattr(_assign, "OUT_SEARCH", out_search)
+        monkeypatch.setattr(_assign, "RESERVE_COLUMNS", reserve)
         result = assign_tiles(candidates, distances, rows, cols, max_uses=1,
                               search=DenseSearch(full))
         assert result.certified and result.objective == dense_optimum(full, 1)
@@ -562,15 +570,21 @@ def test_minimum_slots_split_is_the_dense_optimum(seed, minimum):
 
 @pytest.mark.parametrize("reach", [0, 1, 3])
 @pytest.mark.parametrize("direct", [0, 4, 1000])
-def test_pricing_proofs_across_rounds_keep_the_optimum(monkeypatch, reach, direct):
+@pytest.mark.parametrize("reserve", [2, 12])
+def test_pricing_proofs_across_rounds_keep_the_optimum(monkeypatch, reach, direct, reserve):
     from mosaicist.match import _assign
 
     # Cells settled by an earlier round's search, measured pair by pair where prices
-    # fell, or searched again: whichever way, the result is the dense optimum.
+    # fell, searched among the tiles whose prices fell, or searched again, with or
+    # without tiles set aside by the searches: whichever way, the result is the dense
+    # optimum.
     monkeypatch.setattr(_assign, "REACH", reach)
     monkeypatch.setattr(_assign, "DIRECT_PAIRS", direct)
     monkeypatch.setattr(_assign, "PRICING_COLUMNS", 2)
-    measured = 0
+    monkeypatch.setattr(_assign, "MOST_PRICING_COLUMNS", 4)
+    monkeypatch.setattr(_assign, "OUT_SEARCH", 4)
+    monkeypatch.setattr(_assign, "RESERVE_COLUMNS", reserve)
+    measured = restricted = 0
     for seed in range(4):
         rng = np.random.default_rng(100 + seed)
         rows, cols, tiles = 7, 8, 60
@@ -582,7 +596,9 @@ def test_pricing_proofs_across_rounds_keep_the_optimum(monkeypatch, reach, direc
         assert result.certified
         assert result.objective == result.lower_bound == dense_optimum(full, 1 + seed % 2)
         measured += search.calls["pairs"]
+        restricted += search.calls.get("among", 0)
     assert (measured > 0) == (direct > 0)
+    assert restricted > 0 if direct == 0 else direct < 1000 or restricted == 0
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -777,3 +793,27 @@ def test_merged_order_is_the_order_by_cell_distance_tile(kind):
         dist = dist + 0.5
     order = _assign._merged_order(row, dist, tile)
     assert np.array_equal(order, np.lexsort((tile, dist, row)))
+
+
+def test_tiles_set_aside_keep_the_cheapest_and_lower_the_level_for_the_rest(monkeypatch):
+    """A cell's reserve keeps its cheapest tiles at today's prices, each once; the
+    level it may claim falls to the cheapest tile it could not keep."""
+    from mosaicist.match import _assign
+
+    for name in ("RESERVE_COLUMNS", "MOST_PRICING_COLUMNS", "OUT_SEARCH", "PRICING_COLUMNS"):
+        monkeypatch.setattr(_assign, name, 3)
+    checks = _assign._PriceChecks(np.array([100, 100, 100]), tile_count=10)
+    price = np.array([0, 5, 0, 0, 40, 0, 0, 0, 0, 1])
+    level = np.array([500, 500, 500])
+    # Cell 0 already holds tiles 1 (total 15) and 2 (total 30).
+    checks.reserve_tile[0, :2] = [1, 2]
+    checks.reserve_distance[0, :2] = [10, 30]
+    tiles = np.array([[4, 2, -1, 9], [3, -1, -1, -1], [5, 6, 7, 8]])
+    distances = np.array([[1, 30, 0, 50], [7, 0, 0, 0], [20, 10, 30, 40]])
+    checks._set_aside(np.array([0, 1, 2]), tiles, distances, price, level)
+    # Cell 0: tile 2 once; totals 1:15, 2:30, 4:41, 9:51 -> keeps 1, 2, 4; 9 goes.
+    assert checks.reserve_tile[0].tolist() == [1, 2, 4]
+    assert checks.reserve_distance[0].tolist() == [10, 30, 1]
+    assert checks.reserve_tile[1].tolist() == [3, -1, -1]
+    assert checks.reserve_tile[2].tolist() == [6, 5, 7]
+    assert level.tolist() == [51, 500, 40]

@@ -501,3 +501,44 @@ def test_rectangular_features_cache_apart_from_square_ones(tmp_path):
     assert len(names) == 2 and all("shape" in name for name in names)
     again = cached_features(tall, Geometry(8, 16, 12, 24), tmp_path, generation=0)
     assert again.pooled.shape == (50, 12 * 8 * 3)
+
+
+@pytest.mark.parametrize(("k", "tint"), [(1, 0.0), (6, 0.0), (6, 0.5), (40, 1.0)])
+def test_search_among_some_tiles_with_prices_and_limits(k, tint, monkeypatch):
+    """``among`` searches only those tiles: the k least of distance plus price below the limit.
+
+    The oracle is every pair's distance (:func:`dense_distances`, itself
+    checked against brute force), restricted to the tiles, ranked by
+    distance plus price, ties by position.
+    """
+    from mosaicist.match._exact import dense_distances
+
+    monkeypatch.setattr(match, "TILE_CHUNK", 64)
+    monkeypatch.setattr(match, "CELL_GROUP", 8)
+    monkeypatch.setattr(match, "SEED_SAMPLE", 16)
+    rng = np.random.default_rng(31 + k)
+    tiles = smooth_images(rng, 500, 16)
+    tiles[401] = tiles[7]  # equal tiles: ties go to the lower position
+    cells = smooth_images(rng, 30, 8)
+    geometry = Geometry(8, 16)
+    vectors = geometry.cell_vectors(cells)
+    features = compute_features(tiles, geometry)
+    every = dense_distances(vectors, tiles, geometry, features, tint)
+    among = np.unique(np.concatenate([rng.choice(500, 150, replace=False), [7, 401]]))
+    price = np.where(rng.random(500) < 0.3, rng.integers(0, every.max() // 20, 500), 0)
+    total = every + price
+    # Limits between each cell's nearest and farthest tile among those searched.
+    limit = np.quantile(total[:, among], rng.uniform(0.02, 0.5, len(cells)), axis=1)
+    limit = np.diagonal(limit).astype(np.int64) if limit.ndim == 2 else limit.astype(np.int64)
+    result = match_exact(vectors, tiles, geometry, features, k=k, tint=tint, price=price,
+                         limit=limit, search_units=True, among=among)
+    found = result.candidates if k > 1 else result.tile[:, None]
+    values = result.candidate_distances if k > 1 else result.distance[:, None]
+    for cell in range(len(cells)):
+        ranked = among[np.lexsort((among, total[cell, among]))]
+        expected = ranked[total[cell, ranked] < limit[cell]][:k]
+        got = found[cell][found[cell] >= 0]
+        assert got.tolist() == expected.tolist()
+        assert values[cell][:len(got)].tolist() == total[cell, expected].tolist()
+    with pytest.raises(ValueError, match="among"):
+        match_exact(vectors, tiles, geometry, features, among=np.zeros(0, np.int64))

@@ -9,6 +9,10 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -52,3 +56,41 @@ def release_pages(array: np.ndarray) -> None:
         return
     with contextlib.suppress(OSError, ValueError, AttributeError):
         mapping.madvise(mmap.MADV_DONTNEED)
+
+
+_lock = threading.Lock()
+_controller: dict[int, Any] = {}
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Run the block with BLAS on one thread (for work already split over threads).
+
+    The BLAS libraries are found once per process (``threadpoolctl`` looks
+    them up in about 5 ms, which a search of a few cells repeated a hundred
+    times in an assignment noticed).
+    """
+    from threadpoolctl import ThreadpoolController
+
+    pid = os.getpid()
+    with _lock:
+        controller = _controller.get(pid)
+        if controller is None:
+            controller = _controller[pid] = ThreadpoolController()
+    with controller.limit(limits=1, user_api="blas"):
+        yield
+
+
+def thread_pool(workers: int) -> ThreadPoolExecutor:
+    """A pool of ``workers`` threads kept for the process's life (never shut down by callers).
+
+    Kept per process: a pool's threads do not survive a fork, so a forked
+    child makes its own.
+    """
+    key = (os.getpid(), workers)
+    with _lock:
+        pool = _pools.get(key)
+        if pool is None:
+            pool = _pools[key] = ThreadPoolExecutor(workers, thread_name_prefix="mosaicist")
+    return pool

@@ -371,10 +371,11 @@ class _LevelSearch:
         return self._gather(cells, k, lambda search, local, where: search.nearest(local, k))
 
     def below(self, cells: np.ndarray, price: np.ndarray, limit: np.ndarray, k: int,
-              upper: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+              upper: np.ndarray | None = None, among: np.ndarray | None = None,
+              ) -> tuple[np.ndarray, np.ndarray]:
         # The hint is optional; each size's search starts from its own sample.
         return self._gather(cells, k, lambda search, local, where: search.below(
-            local, price, np.asarray(limit)[where], k))
+            local, price, np.asarray(limit)[where], k, among=among))
 
     def _gather(self, cells: np.ndarray, k: int, call: Any) -> tuple[np.ndarray, np.ndarray]:
         cells = np.asarray(cells, np.int64)

@@ -254,10 +254,11 @@ class _DiscountedSearch:
 
     def below(
         self, cells: np.ndarray, price: np.ndarray, limit: np.ndarray, k: int,
-        upper: np.ndarray | None = None,
+        upper: np.ndarray | None = None, among: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        # ``upper`` bounds the discounted costs, not the search's own: not passed on.
-        tiles, distances = self.inner.below(cells, price, limit, k)
+        # ``upper`` bounds the discounted costs, not the search's own: not passed on. The
+        # previous tile joins even from outside ``among``, which the protocol allows.
+        tiles, distances = self.inner.below(cells, price, limit, k, among=among)
         return self._with_previous(cells, tiles, distances, k, price, limit)
 
     def pairs(self, cells: np.ndarray, tiles: np.ndarray) -> np.ndarray:

@@ -319,10 +319,11 @@ class ClusterSearch(LibrarySearch):
 
     def nearest_candidates(
         self, cells: np.ndarray, k: int, price: np.ndarray | None, limit: np.ndarray | None,
-        upper: np.ndarray | None,
+        upper: np.ndarray | None, among: np.ndarray | None = None,
     ) -> MatchResult:
-        if not self.search.worthwhile(len(cells)):
-            return super().nearest_candidates(cells, k, price, limit, upper)
+        # A search of some tiles is small work: it stays here.
+        if among is not None or not self.search.worthwhile(len(cells)):
+            return super().nearest_candidates(cells, k, price, limit, upper, among)
         return self.search.nearest(cells, k, price=price, limit=limit, upper=upper,
                                    search_units=True)
 

@@ -42,7 +42,12 @@ prove each other optimal when every cell's tile minimises ``c_ij + p_j`` over
    its unlisted tiles cost at least the tail, prices being non-negative.
    The others get one exact search of the whole library for the tiles of
    least ``c_ij + p_j`` below ``u_i`` (the search's pruning bounds take the
-   prices as an additive term per tile), which join their lists.
+   prices as an additive term per tile), which join their lists. A cell
+   searched before is settled by what that search proved
+   (:class:`_PriceChecks`): only the tiles whose prices fell since are
+   measured, or searched among themselves; and the tiles a search found past
+   those it lists are set aside and measured at each round's prices, so
+   that its proof reaches past them.
 4. Repeat until no cell is outside and no search finds a tile. A round
    whose new tiles move few cells repairs the last optimum from its prices
    by shortest paths (:mod:`._flow`) instead of solving again: the late
@@ -151,6 +156,10 @@ NEAR_SOLVES = 2
 REPAIR_SHARE = 8
 #: Most tiles whose prices fell that are measured pair by pair instead of a search.
 DIRECT_PAIRS = 64
+#: Tiles a search of the whole library returns at least: those past the ones listed are
+#: kept aside with their distances and checked at each round's prices, so that the
+#: search proves up to the dearest of them.
+RESERVE_COLUMNS = 32
 
 CandidateSource = Callable[[int], tuple[np.ndarray, np.ndarray]]
 
@@ -185,7 +194,7 @@ class CandidateSearch(Protocol):
 
     def below(
         self, cells: np.ndarray, price: np.ndarray, limit: np.ndarray, k: int,
-        upper: np.ndarray | None = None,
+        upper: np.ndarray | None = None, among: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Up to ``k`` tiles of least distance plus ``price`` below each cell's ``limit``.
 
@@ -193,6 +202,9 @@ class CandidateSearch(Protocol):
         do not include it. ``upper``, when given, is known to be at or above
         each cell's ``k``-th least distance plus price (some ``k`` tiles
         reach it): a search may start from it instead of from nothing.
+        ``among``, when given, holds the only tiles searched (at least one);
+        other tiles may be returned too, where they are among the ``k``
+        least of ``among`` and them.
         """
 
     def pairs(self, cells: np.ndarray, tiles: np.ndarray) -> np.ndarray:
@@ -537,13 +549,24 @@ class _PriceChecks:
     more than ``L_i - u_i`` can be cheaper than ``u_i``: none, and the cell is
     settled without a look; a few (up to :data:`DIRECT_PAIRS`), and those
     pairs are measured exactly (``search.pairs``); more, and the cell gets an
-    exact search of the whole library (``search.below``). Either way the
-    cell's new level is ``u_i`` at today's prices, or, when a search returned
-    as many tiles as it may, the dearest of them.
+    exact search of those tiles only (``search.below(..., among=...)``).
+    The tiles searched are the ``P`` of largest fall (``P`` the open count
+    rounded up to a power of two, so that cells share searches); every other
+    tile has ``c_ij + p_j >= L_i - f_P``, ``f_P <= L_i - u_i`` the largest
+    fall among them. A cell whose cost has risen above its level gets an
+    exact search of the whole library. Either way the cell's new level is
+    ``u_i`` at today's prices (``L_i - f_P`` after a search of some tiles),
+    or, when a search returned as many tiles as it may, the dearest of them
+    if lower.
     """
 
     def __init__(self, tail: np.ndarray, tile_count: int) -> None:
         self.level = tail.astype(np.int64).copy()
+        #: Each cell's tiles set aside by its last search of the whole library (``-1``:
+        #: none) and their distances.
+        width = max(RESERVE_COLUMNS, MOST_PRICING_COLUMNS, OUT_SEARCH, PRICING_COLUMNS)
+        self.reserve_tile = np.full((len(tail), width), -1, np.int64)
+        self.reserve_distance = np.zeros((len(tail), width), np.int64)
         self.round = np.zeros(len(tail), np.int64)
         #: Prices of each round still some cell's reference (round 0: none).
         self.prices: dict[int, np.ndarray] = {0: np.zeros(tile_count, np.int64)}
@@ -583,7 +606,13 @@ class _PriceChecks:
             out = np.zeros(count, bool)
         direct_cells: list[np.ndarray] = []
         direct_tiles: list[np.ndarray] = []
+        direct_offsets: list[np.ndarray] = []
+        # Cells measured pair by pair, and what their proofs give beyond those pairs.
+        measured_cells: list[np.ndarray] = []
+        measured_levels: list[np.ndarray] = []
         searched: list[np.ndarray] = []
+        # Searches of some tiles: (cells, tiles, each cell's level beyond those tiles).
+        jobs: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = []
         for reference in np.unique(self.round):
             members = np.flatnonzero(self.round == reference)
             earlier = self.prices[int(reference)]
@@ -604,10 +633,32 @@ class _PriceChecks:
                 direct_cells.append(np.repeat(members[direct], counts))
                 offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
                 direct_tiles.append(support[offsets])
-            searched.append(members[(open_count < 0) | (open_count > DIRECT_PAIRS)])
+                direct_offsets.append(offsets)
+                # The largest fall among the tiles not measured (those not falling: 0).
+                beyond = np.where(counts < len(drop), drop[np.minimum(counts, len(drop) - 1)], 0)
+                measured_cells.append(members[direct])
+                measured_levels.append(self.level[members[direct]] - beyond)
+            searched.append(members[open_count < 0])
+            wide = open_count > DIRECT_PAIRS
+            if wide.any():
+                cells, opened = members[wide], open_count[wide]
+                prefix = np.minimum(len(support), 1 << np.ceil(np.log2(opened)).astype(np.int64))
+                for length in np.unique(prefix).tolist():
+                    share = cells[prefix == length]
+                    # The largest fall among the tiles not searched (those not falling: 0).
+                    largest_fall = int(drop[length]) if length < len(drop) else 0
+                    jobs.append((share, support[:length], self.level[share] - largest_fall))
         rows = [np.zeros(0, np.int64)]
         tiles = [np.zeros(0, np.int64)]
         distances = [np.zeros(0, np.int64)]
+        # The tiles set aside are outside the proofs: each is measured at today's prices.
+        reserved_cells, reserved_columns = np.nonzero(self.reserve_tile >= 0)
+        reserved = self.reserve_tile[reserved_cells, reserved_columns]
+        reserved_distances = self.reserve_distance[reserved_cells, reserved_columns]
+        beats = reserved_distances + price[reserved] < cost[reserved_cells]
+        rows.append(reserved_cells[beats])
+        tiles.append(reserved[beats])
+        distances.append(reserved_distances[beats])
         new_level = self.level.copy()
         settled = np.zeros(count, bool)
         if direct_cells:
@@ -619,51 +670,29 @@ class _PriceChecks:
             tiles.append(candidates[below])
             distances.append(measured[below])
             settled[cells] = True
+            # Proven beyond the pairs by the earlier proof; the pairs not listed are set
+            # aside, one row per cell.
+            owners = np.concatenate(measured_cells)
+            new_level[owners] = np.concatenate(measured_levels)
+            row_of = np.zeros(count, np.int64)
+            row_of[owners] = np.arange(len(owners))
+            offsets = np.concatenate(direct_offsets)
+            aside = np.full((len(owners), int(offsets.max()) + 1), -1, np.int64)
+            aside_distances = np.zeros(aside.shape, np.int64)
+            rest = ~below
+            aside[row_of[cells[rest]], offsets[rest]] = candidates[rest]
+            aside_distances[row_of[cells[rest]], offsets[rest]] = measured[rest]
+            self._set_aside(owners, aside, aside_distances, price, new_level)
         targets = np.concatenate(searched) if searched else np.zeros(0, np.int64)
         targets.sort()
-        # A cell searched again wants more columns: its earlier finds were all taken.
-        width = np.minimum(
-            PRICING_COLUMNS << np.clip(self.looks[targets] - WIDEN_AFTER, 0, 16),
-            MOST_PRICING_COLUMNS)
-        width[out[targets]] = OUT_SEARCH
-        self.looks[targets[~out[targets]]] += 1
-        for columns in np.unique(width).tolist():
-            group = targets[width == columns]
-            found, found_distances = search.below(
-                group, price, reach[group], columns,
-                upper=None if upper is None else upper(group, columns))
-            present = found >= 0
-            total = np.where(present, found_distances + price[np.maximum(found, 0)],
-                             np.iinfo(np.int64).max)
-            new_level[group] = reach[group]
-            # A search that returned all it may proves only up to its dearest tile.
-            full = present.all(axis=1) & (found.shape[1] > 0)
-            if full.any():
-                new_level[group[full]] = total[full].max(axis=1)
-            kept = present
-            spread = out[group] & (columns > PRICING_COLUMNS)
-            if spread.any():
-                # Cells outside their lists keep PRICING_COLUMNS of what they found,
-                # neighbours a different slice each: alike cells all find the same
-                # tiles, and a slice each places as many of them as there are tiles.
-                slices = columns // PRICING_COLUMNS
-                offset = (np.cumsum(spread) - 1) % slices * PRICING_COLUMNS
-                position = np.arange(columns)[None, :]
-                in_slice = (position >= offset[:, None]) & (
-                    position < offset[:, None] + PRICING_COLUMNS)
-                kept = present & (in_slice | ~spread[:, None])
-                dropped = present & ~kept
-                # What was found and not listed is proven only below its cheapest.
-                cheapest = np.where(dropped, total, np.iinfo(np.int64).max).min(axis=1)
-                new_level[group] = np.minimum(new_level[group], cheapest)
-            rows.append(np.broadcast_to(group[:, None], found.shape)[kept])
-            tiles.append(found[kept])
-            distances.append(found_distances[kept])
-        # Cells measured pair by pair are proven up to their cost; the others keep
-        # their level and reference round.
-        new_level[settled] = cost[settled]
+        jobs.insert(0, (targets, None, None))
+        for job_cells, among, beyond_level in jobs:
+            self._search(search, job_cells, among, beyond_level, price, reach, upper, out,
+                         new_level, rows, tiles, distances)
         looked = settled.copy()
-        looked[targets] = True
+        for job_cells, _, _ in jobs:
+            looked[job_cells] = True
+        # Cells not looked at keep their level and reference round.
         self.level = new_level
         self.round[looked] = self.rounds
         self.prices[self.rounds] = price.copy()
@@ -673,6 +702,107 @@ class _PriceChecks:
         row, tile = np.concatenate(rows), np.concatenate(tiles)
         distance = np.concatenate(distances)
         return row, tile, distance, distance + price[tile] < cost[row]
+
+    def _search(
+        self, search: CandidateSearch, targets: np.ndarray, among: np.ndarray | None,
+        beyond_level: np.ndarray | None, price: np.ndarray, reach: np.ndarray,
+        upper: Callable[[np.ndarray, int], np.ndarray] | None, out: np.ndarray,
+        new_level: np.ndarray, rows: list[np.ndarray], tiles: list[np.ndarray],
+        distances: list[np.ndarray],
+    ) -> None:
+        """Search ``targets`` (among the tiles ``among``, or all): their finds and levels.
+
+        The pairs found are appended to ``rows``, ``tiles`` and ``distances``,
+        the cells' new levels written to ``new_level`` (at most
+        ``beyond_level``, what is proven of the tiles not searched).
+        """
+        if not len(targets):
+            return
+        # A cell searched again wants more columns: its earlier finds were all taken.
+        width = np.minimum(
+            PRICING_COLUMNS << np.clip(self.looks[targets] - WIDEN_AFTER, 0, 16),
+            MOST_PRICING_COLUMNS)
+        width[out[targets]] = OUT_SEARCH
+        self.looks[targets[~out[targets]]] += 1
+        for columns in np.unique(width).tolist():
+            in_group = width == columns
+            group = targets[in_group]
+            if among is None:
+                # The whole library: what is found past the columns listed is set aside.
+                wanted = max(columns, RESERVE_COLUMNS)
+                found, found_distances = search.below(
+                    group, price, reach[group], wanted,
+                    upper=None if upper is None else upper(group, wanted))
+            else:
+                # The listed tiles bound the k-th best of the library, not of some tiles.
+                found, found_distances = search.below(group, price, reach[group],
+                                                      max(columns, RESERVE_COLUMNS), among=among)
+            present = found >= 0
+            total = np.where(present, found_distances + price[np.maximum(found, 0)],
+                             np.iinfo(np.int64).max)
+            new_level[group] = reach[group]
+            # A search that returned all it may proves only up to its dearest tile.
+            full = present.all(axis=1) & (found.shape[1] > 0)
+            if full.any():
+                new_level[group[full]] = total[full].max(axis=1)
+            if beyond_level is not None:
+                new_level[group] = np.minimum(new_level[group], beyond_level[in_group])
+            position = np.arange(found.shape[1])[None, :]
+            kept = present & (position < columns)
+            spread = out[group] & (columns > PRICING_COLUMNS)
+            if spread.any():
+                # Cells outside their lists keep PRICING_COLUMNS of what they found,
+                # neighbours a different slice each: alike cells all find the same
+                # tiles, and a slice each places as many of them as there are tiles.
+                slices = columns // PRICING_COLUMNS
+                offset = (np.cumsum(spread) - 1) % slices * PRICING_COLUMNS
+                in_slice = (position >= offset[:, None]) & (
+                    position < offset[:, None] + PRICING_COLUMNS)
+                kept = present & (in_slice | ~spread[:, None])
+            aside = np.where(present & ~kept, found, -1)
+            if among is None:
+                # The search proves everything else: what was set aside before goes.
+                self.reserve_tile[group] = -1
+            self._set_aside(group, aside, found_distances, price, new_level)
+            rows.append(np.broadcast_to(group[:, None], found.shape)[kept])
+            tiles.append(found[kept])
+            distances.append(found_distances[kept])
+
+
+    def _set_aside(
+        self, cells: np.ndarray, tiles: np.ndarray, distances: np.ndarray, price: np.ndarray,
+        new_level: np.ndarray,
+    ) -> None:
+        """Set ``tiles`` (``(len(cells), w)``, ``-1`` for none) aside, with those set before.
+
+        Where a cell has more than its reserve holds, the dearest at today's
+        ``price`` go, and its new level falls to the cheapest of those.
+        """
+        largest = np.iinfo(np.int64).max
+        every = np.concatenate((self.reserve_tile[cells], tiles), axis=1)
+        every_distance = np.concatenate(
+            (self.reserve_distance[cells], distances.astype(np.int64, copy=False)), axis=1)
+        present = every >= 0
+        total = np.where(present, every_distance + price[np.maximum(every, 0)], largest)
+        order = np.lexsort((every, total), axis=1)
+        every, every_distance, total, present = (
+            np.take_along_axis(values, order, axis=1)
+            for values in (every, every_distance, total, present))
+        # A tile set aside twice has equal totals both times: neighbours once sorted.
+        repeat = np.zeros(every.shape, bool)
+        repeat[:, 1:] = (every[:, 1:] == every[:, :-1]) & present[:, 1:]
+        if repeat.any():
+            every[repeat] = -1
+            total[repeat] = largest
+            order = np.argsort(total, axis=1, kind="stable")
+            every, every_distance, total = (
+                np.take_along_axis(values, order, axis=1)
+                for values in (every, every_distance, total))
+        width = self.reserve_tile.shape[1]
+        if every.shape[1] > width:
+            new_level[cells] = np.minimum(new_level[cells], total[:, width:].min(axis=1))
+        self.reserve_tile[cells] = every[:, :width]
+        self.reserve_distance[cells] = every_distance[:, :width]
 
 
 def _priced_state(

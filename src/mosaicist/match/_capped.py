@@ -270,10 +270,13 @@ class LibrarySearch:
 
     def below(
         self, cells: np.ndarray, price: np.ndarray, limit: np.ndarray, k: int,
-        upper: np.ndarray | None = None,
+        upper: np.ndarray | None = None, among: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Up to ``k`` tiles of distance plus ``price`` below ``limit`` (prices not included)."""
-        tiles, distances = self._search(cells, k, price, limit, upper)
+        """Up to ``k`` tiles of distance plus ``price`` below ``limit`` (prices not included).
+
+        Only the tiles ``among`` are searched where given.
+        """
+        tiles, distances = self._search(cells, k, price, limit, upper, among)
         found = tiles >= 0
         distances[found] -= price[tiles[found]]
         return tiles, distances
@@ -295,13 +298,16 @@ class LibrarySearch:
     def _search(
         self, cells: np.ndarray, k: int, price: np.ndarray | None = None,
         limit: np.ndarray | None = None, upper: np.ndarray | None = None,
+        among: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         request = self.request
         variants = request.variants
         # A tile's price applies to each of its transforms.
         candidate_price = None if price is None else np.repeat(price, variants)
+        among_candidates = None if among is None else (
+            np.asarray(among, np.int64)[:, None] * variants + np.arange(variants)).ravel()
         result = self.nearest_candidates(cells, max(2, k * variants), candidate_price, limit,
-                                         upper if variants == 1 else None)
+                                         upper if variants == 1 else None, among_candidates)
         assert result.candidates is not None and result.candidate_distances is not None
         tiles, distances, chosen = best_transform(result.candidates, result.candidate_distances,
                                                   variants, k)
@@ -311,9 +317,12 @@ class LibrarySearch:
 
     def nearest_candidates(
         self, cells: np.ndarray, k: int, price: np.ndarray | None, limit: np.ndarray | None,
-        upper: np.ndarray | None,
+        upper: np.ndarray | None, among: np.ndarray | None = None,
     ) -> MatchResult:
-        """:func:`~mosaicist.match.match_exact` of ``cells`` (k candidates, in search units)."""
+        """:func:`~mosaicist.match.match_exact` of ``cells`` (k candidates, in search units).
+
+        ``among``: the only candidates searched, where given.
+        """
         request = self.request
         if self._cell_terms is None:
             # Pricing rounds search subsets of the same cells: their rows are derived once.
@@ -322,7 +331,7 @@ class LibrarySearch:
         return match_exact(
             request.cell_vectors[cells], request.candidates, request.geometry, request.features,
             k=k, tint=request.options.tint, price=price, limit=limit, upper=upper,
-            search_units=True, cell_terms=self._cell_terms.take(cells),
+            search_units=True, cell_terms=self._cell_terms.take(cells), among=among,
         )
 
     def dense(self) -> np.ndarray:

@@ -26,14 +26,12 @@ Search is exact, with memory bounded by the chunk sizes:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
-from .._runtime import worker_count
+from .._runtime import one_blas_thread, thread_pool, worker_count
 from ..errors import OptionError
 from ..grid import Geometry
 from ..progress import progress_bar
@@ -336,13 +334,23 @@ class _ExactSearch:
     limit : numpy.ndarray, optional
         ``(N,)`` int64 search units: only distances below a cell's limit are
         wanted, so its threshold never exceeds it.
+    upper : numpy.ndarray, optional
+        ``(N,)`` int64 search units at or above each cell's ``k``-th best.
+    terms : CellTerms, optional
+        The cells' terms, derived earlier.
+    rows : numpy.ndarray, optional
+        Ascending rows of the features' bound: only their tiles are searched
+        (default: the whole library).
 
     Attributes
     ----------
     cell_rows, bound_rows : numpy.ndarray
         ``(N, d + 2 [+ 3])`` and ``(M, d + 2 [+ 3])`` float32 rows whose
         product is the full lower bound (:mod:`._features`), with the tint
-        columns of :func:`_tinted_bounds` when tinting.
+        columns of :func:`_tinted_bounds` when tinting (``M`` the tiles
+        searched).
+    order : numpy.ndarray
+        ``(M,)`` library position of each row of :attr:`bound_rows`.
     coarse_cells, coarse_tiles : numpy.ndarray
         The same for the coarse bound (set by :meth:`coarse_rows`).
     best_distance, best_tile : numpy.ndarray
@@ -368,12 +376,18 @@ class _ExactSearch:
         limit: np.ndarray | None = None,
         upper: np.ndarray | None = None,
         terms: CellTerms | None = None,
+        rows: np.ndarray | None = None,
     ) -> None:
         count = len(cell_vectors)
         if terms is None:
             terms = cell_terms(cell_vectors, geometry, features)
-        self.tile_count = tile_count = len(tiles)
+        tile_count = len(tiles)
         self.features = features
+        self.rows = rows
+        #: Library position of each searched row of the bound.
+        self.order = features.order if rows is None else features.order[rows]
+        #: Tiles searched: the library, or its ``rows``.
+        self.tile_count = len(self.order)
         #: Components of the coarse bound and cells per group.
         self.coarse_shape = ((COARSE_DIMENSIONS, CELL_GROUP) if tile_count <= LARGE_LIBRARY
                              else LARGE_LIBRARY_COARSE)
@@ -391,17 +405,18 @@ class _ExactSearch:
         self.tint_factor = 2 * hundredths * _TINT_STEPS - hundredths * hundredths
         self.cell_sums = terms.sums
         if hundredths:
-            self.cell_rows, self.bound_rows = _tinted_bounds(
+            self.cell_rows, self.library_rows = _tinted_bounds(
                 cell_rows, features, self.cell_sums, pixels, hundredths / _TINT_STEPS
             )
         else:
-            self.cell_rows, self.bound_rows = cell_rows, features.bound
+            self.cell_rows, self.library_rows = cell_rows, features.bound
+        self.bound_rows = self.library_rows if rows is None else self.library_rows[rows]
         self.price = price
         # The bound of D + price is the bound of D plus the price, loosened for the
         # float32 sum (in the bound's order, objective units).
         self.price_bound: np.ndarray | None = None
         if price is not None:
-            in_bound_order = np.asarray(price, np.float64)[features.order] / self.distance_scale
+            in_bound_order = np.asarray(price, np.float64)[self.order] / self.distance_scale
             self.price_bound = (in_bound_order * (1 - 1e-6) - 1.0).astype(np.float32)
         self.limit = limit
         self.limit32: np.ndarray | None = None
@@ -512,7 +527,7 @@ class _ExactSearch:
 
     def _seed_block(self, cells: np.ndarray, sample: np.ndarray) -> int:
         """The sample pass of a block of consecutive cells: pairs evaluated."""
-        order = self.features.order
+        order = self.order
         bounds = self.cell_rows[cells[0]:cells[-1] + 1] @ self.bound_rows[sample].T
         if self.price_bound is not None:
             bounds += self.price_bound[sample]
@@ -556,18 +571,19 @@ class _ExactSearch:
         one GEMM of width ``c + 2`` instead of ``d + 2``. The tint columns
         carry over unchanged: their terms do not involve the components.
         """
-        cell_rows, bound_rows, scale = self.cell_rows, self.bound_rows, self.scale
+        cell_rows, bound_rows, scale = self.cell_rows, self.library_rows, self.scale
         dimensions = len(self.features.basis)
         coarse = min(self.coarse_shape[0], dimensions)
         extra = bound_rows.shape[1] - (dimensions + 2)
+        library_size = len(bound_rows)
 
         def tile_rows() -> np.ndarray:
             # Chunked: a float64 copy of the whole tail would be the search's largest array.
-            tail2 = np.empty(self.tile_count, np.float64)
-            for start in range(0, self.tile_count, TILE_CHUNK):
+            tail2 = np.empty(library_size, np.float64)
+            for start in range(0, library_size, TILE_CHUNK):
                 tail = bound_rows[start:start + TILE_CHUNK, coarse:dimensions].astype(np.float64)
                 tail2[start:start + TILE_CHUNK] = np.einsum("ij,ij->i", tail, tail)
-            coarse_tiles = np.empty((self.tile_count, coarse + 2 + extra), np.float32)
+            coarse_tiles = np.empty((library_size, coarse + 2 + extra), np.float32)
             coarse_tiles[:, :coarse] = bound_rows[:, :coarse]
             coarse_tiles[:, coarse] = 1.0
             coarse_tiles[:, coarse + 1] = bound_rows[:, dimensions + 1] - scale * tail2
@@ -577,6 +593,8 @@ class _ExactSearch:
         # The tile rows follow from the bound rows, which the tint strength decides.
         coarse_tiles = self.features.derived(
             ("coarse", coarse, scale, self.hundredths, self.distance_scale), tile_rows)
+        if self.rows is not None:
+            coarse_tiles = coarse_tiles[self.rows]
         # The cell rows hold -2 s x: undo the factor to get the components back.
         projected = cell_rows[:, :dimensions] / np.float32(-2.0 * scale)
         coarse_cells = np.empty((len(cell_rows), coarse + 2 + extra), np.float32)
@@ -615,7 +633,7 @@ class _ExactSearch:
             Pairs evaluated, and pairs whose full bound was computed.
         """
         evaluated = scanned = 0
-        order, bound_rows, threshold = self.features.order, self.bound_rows, self.threshold
+        order, bound_rows, threshold = self.order, self.bound_rows, self.threshold
         coarse_tiles, tile_count = self.coarse_tiles, self.tile_count
         price_bound = self.price_bound
         rows = self.cell_rows[cells]
@@ -688,6 +706,7 @@ def match_exact(
     upper: np.ndarray | None = None,
     search_units: bool = False,
     cell_terms: CellTerms | None = None,
+    among: np.ndarray | None = None,
 ) -> MatchResult:
     """Find, for every cell, a tile of minimum objective (ties: lowest position).
 
@@ -734,6 +753,9 @@ def match_exact(
     cell_terms : CellTerms, optional
         The terms of ``cell_vectors`` with these ``features``, derived
         earlier (:func:`cell_terms`); derived here when not given.
+    among : numpy.ndarray, optional
+        Library positions of the only tiles to search (at least one; default:
+        all). Every result, ``upper`` included, is then about these tiles.
 
     Returns
     -------
@@ -749,8 +771,14 @@ def match_exact(
     hundredths = _tint_hundredths(tint, geometry)
     if features is None:
         features = compute_features(tiles, geometry)
+    rows = None
+    if among is not None:
+        if len(among) == 0:
+            raise ValueError("among: no tile to search")
+        rank = features.derived(("rank",), lambda: _inverse(features.order))
+        rows = np.sort(rank[np.asarray(among, np.int64)])
     search = _ExactSearch(cell_vectors, tiles, geometry, features, k, hundredths, price, limit,
-                          upper, cell_terms)
+                          upper, cell_terms, rows)
     workers = min(worker_count(), -(-len(cell_vectors) // search.coarse_shape[1]))
     bounded = 0
     searched: Iterator[tuple[int, int]]
@@ -766,8 +794,8 @@ def match_exact(
             # entries. One BLAS thread each: these small products do not split well,
             # and the comparisons and gathers around them (which release the GIL) run
             # in parallel too.
-            stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
-            executor = stack.enter_context(ThreadPoolExecutor(max_workers=workers))
+            stack.enter_context(one_blas_thread())
+            executor = thread_pool(workers)
             evaluated = search.seed_pass(workers, executor.map)
             search.coarse_rows()
             groups = search.groups()
@@ -777,6 +805,13 @@ def match_exact(
             bounded += group_bounded
             bar.update(len(cells))
     return search.result(evaluated, bounded, search_units)
+
+
+def _inverse(order: np.ndarray) -> np.ndarray:
+    """The permutation that undoes ``order``: ``_inverse(order)[order[k]] == k``."""
+    inverse = np.empty(len(order), np.int64)
+    inverse[order] = np.arange(len(order))
+    return inverse
 
 
 def dense_distances(

@@ -161,8 +161,9 @@ class BoundGrid:
         return out
 
 
-#: Derived row sets :meth:`TileFeatures.derived` keeps (tinted bound, coarse bound).
-DERIVED_KEPT = 4
+#: Derived arrays :meth:`TileFeatures.derived` keeps (tinted bound, coarse bound, the rank
+#: of each tile in the bound's order).
+DERIVED_KEPT = 5
 
 
 @dataclass
