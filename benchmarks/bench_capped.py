@@ -35,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    ChildRun,
     cache_dir,
     data_dir,
     fresh_dir,
@@ -71,7 +72,8 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", metavar="WORD",
                         help="only the cases whose name has one of these words (plain always runs)")
     parser.add_argument("--repeat", type=int, default=1,
-                        help="runs of each case; the fastest is reported (default 1)")
+                        help="rounds of runs of every case in turn; each case's fastest "
+                             "is reported (default 1)")
     args = parser.parse_args()
     cases = [case for case in CASES if case[0] == "plain" or not args.cases
              or any(word in case[0] for word in args.cases)]
@@ -87,18 +89,23 @@ def main() -> None:
     # features) of its own, warmed by a first run too.
     run_child([*base, "-o", runs / "warm-up-default.png"]).check()
 
+    # A shared machine's load comes and goes: the cases run in turn, round after round,
+    # so that each ratio compares runs of the same minutes, and the fastest run of each
+    # case is its cost.
+    fastest: dict[str, tuple[ChildRun, dict]] = {}
+    for round_number in range(max(1, args.repeat)):
+        for name, flags in cases:
+            report_path = runs / "report.json"
+            print(f"{name} (run {round_number + 1}) ...", flush=True)
+            child = run_child([*base, *flags, "-o", runs / "mosaic.png", "--report",
+                               report_path])
+            child.check()
+            if name not in fastest or child.seconds < fastest[name][0].seconds:
+                fastest[name] = (child, json.loads(report_path.read_text()))
     table = []
-    plain_seconds = None
-    for name, flags in cases:
-        report_path = runs / "report.json"
-        print(f"{name} ...", flush=True)
-        # A shared machine's load comes and goes: the fastest of the runs is the cost.
-        child = min((run_child([*base, *flags, "-o", runs / "mosaic.png", "--report",
-                                report_path]) for _ in range(max(1, args.repeat))),
-                    key=lambda run: run.seconds)
-        child.check()
-        report = json.loads(report_path.read_text())
-        plain_seconds = plain_seconds or child.seconds
+    plain_seconds = fastest["plain"][0].seconds
+    for name, _ in cases:
+        child, report = fastest[name]
         assignment = report["assignment"] or {}
         table.append([
             name,

@@ -737,50 +737,46 @@ class _PriceChecks:
             MOST_PRICING_COLUMNS)
         width[out[targets]] = OUT_SEARCH
         self.looks[targets[~out[targets]]] += 1
-        for columns in np.unique(width).tolist():
-            in_group = width == columns
-            group = targets[in_group]
-            if among is None:
-                # The whole library: what is found past the columns listed is set aside.
-                wanted = max(columns, RESERVE_COLUMNS)
-                found, found_distances = search.below(
-                    group, price, reach[group], wanted,
-                    upper=None if upper is None else upper(group, wanted))
-            else:
-                # The listed tiles bound the k-th best of the library, not of some tiles.
-                found, found_distances = search.below(group, price, reach[group],
-                                                      max(columns, RESERVE_COLUMNS), among=among)
-            present = found >= 0
-            total = np.where(present, found_distances + price[np.maximum(found, 0)],
-                             np.iinfo(np.int64).max)
-            new_level[group] = reach[group]
-            # A search that returned all it may proves only up to its dearest tile.
-            full = present.all(axis=1) & (found.shape[1] > 0)
-            if full.any():
-                new_level[group[full]] = total[full].max(axis=1)
-            if beyond_level is not None:
-                new_level[group] = np.minimum(new_level[group], beyond_level[in_group])
-            position = np.arange(found.shape[1])[None, :]
-            kept = present & (position < columns)
-            spread = out[group] & (columns > PRICING_COLUMNS)
-            if spread.any():
-                # Cells outside their lists keep PRICING_COLUMNS of what they found,
-                # neighbours a different slice each: alike cells all find the same
-                # tiles, and a slice each places as many of them as there are tiles.
-                slices = columns // PRICING_COLUMNS
-                offset = (np.cumsum(spread) - 1) % slices * PRICING_COLUMNS
-                in_slice = (position >= offset[:, None]) & (
-                    position < offset[:, None] + PRICING_COLUMNS)
-                kept = present & (in_slice | ~spread[:, None])
-            aside = np.where(present & ~kept, found, -1)
-            if among is None:
-                # The search proves everything else: what was set aside before goes.
-                self.reserve_tile[group] = -1
-            self._set_aside(group, aside, found_distances, price, new_level)
-            rows.append(np.broadcast_to(group[:, None], found.shape)[kept])
-            tiles.append(found[kept])
-            distances.append(found_distances[kept])
-
+        # One search for all: what is found past a cell's columns is set aside.
+        wanted = max(int(width.max()), RESERVE_COLUMNS)
+        if among is None:
+            found, found_distances = search.below(
+                targets, price, reach[targets], wanted,
+                upper=None if upper is None else upper(targets, wanted))
+        else:
+            # The listed tiles bound the k-th best of the library, not of some tiles.
+            found, found_distances = search.below(targets, price, reach[targets], wanted,
+                                                  among=among)
+        present = found >= 0
+        total = np.where(present, found_distances + price[np.maximum(found, 0)],
+                         np.iinfo(np.int64).max)
+        new_level[targets] = reach[targets]
+        # A search that returned all it may proves only up to its dearest tile.
+        full = present.all(axis=1) & (found.shape[1] > 0)
+        if full.any():
+            new_level[targets[full]] = total[full].max(axis=1)
+        if beyond_level is not None:
+            new_level[targets] = np.minimum(new_level[targets], beyond_level)
+        position = np.arange(found.shape[1])[None, :]
+        kept = present & (position < width[:, None])
+        spread = out[targets] & (width > PRICING_COLUMNS)
+        if spread.any():
+            # Cells outside their lists keep PRICING_COLUMNS of what they found,
+            # neighbours a different slice each: alike cells all find the same
+            # tiles, and a slice each places as many of them as there are tiles.
+            slices = np.maximum(width // PRICING_COLUMNS, 1)
+            offset = (np.cumsum(spread) - 1) % slices * PRICING_COLUMNS
+            in_slice = (position >= offset[:, None]) & (
+                position < offset[:, None] + PRICING_COLUMNS)
+            kept = present & np.where(spread[:, None], in_slice, kept)
+        aside = np.where(present & ~kept, found, -1)
+        if among is None:
+            # The search proves everything else: what was set aside before goes.
+            self.reserve_tile[targets] = -1
+        self._set_aside(targets, aside, found_distances, price, new_level)
+        rows.append(np.broadcast_to(targets[:, None], found.shape)[kept])
+        tiles.append(found[kept])
+        distances.append(found_distances[kept])
 
     def _set_aside(
         self, cells: np.ndarray, tiles: np.ndarray, distances: np.ndarray, price: np.ndarray,
