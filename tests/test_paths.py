@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -63,3 +64,28 @@ def test_a_folder_write_removes_a_killed_writers_folder(tmp_path):
 @pytest.mark.parametrize("pid", [0, -1, 2**40])
 def test_impossible_pids_are_not_alive(pid):
     assert not process_alive(pid)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux's /proc")
+def test_a_killed_writer_not_yet_reaped_has_ended(tmp_path):
+    """A pool worker killed with its batch stays a zombie until someone reaps it: its
+    leftovers go all the same (a resumed batch had kept one)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        # Exited, not waited for: a zombie, which kill(pid, 0) still reaches.
+        for _ in range(200):
+            with open(f"/proc/{child.pid}/stat", "rb") as stat:
+                if stat.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    break
+            time.sleep(0.02)
+        else:
+            pytest.fail("the child never exited")
+        os.kill(child.pid, 0)
+        assert not process_alive(child.pid)
+        final = tmp_path / "out.png"
+        stale = tmp_path / f".out.png.{child.pid}-abcd1234.part.png"
+        stale.write_bytes(b"half")
+        assert remove_stale_temporaries(final) == [stale]
+    finally:
+        child.wait()
+    assert process_alive(os.getpid())

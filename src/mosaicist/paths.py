@@ -139,7 +139,12 @@ def _temporary_prefix(final: Path) -> str:
 
 
 def process_alive(pid: int) -> bool:
-    """Whether a process with this PID exists on this machine."""
+    """Whether a process with this PID exists on this machine and has not ended.
+
+    A process that was killed but not yet reaped by its parent (a zombie: the
+    worker of a killed pool, until whoever adopted it waits for it) still
+    answers ``kill(pid, 0)``; it writes nothing more, so it counts as ended.
+    """
     if pid <= 0:
         return False
     try:
@@ -150,7 +155,19 @@ def process_alive(pid: int) -> bool:
         return True
     except OverflowError:
         return False
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has ended and waits to be reaped (Linux's ``/proc``; else False)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read()
+    except OSError:
+        return False
+    # The state follows the command's name, which is in parentheses and may hold any.
+    state = fields[fields.rfind(b")") + 1:].split()[:1]
+    return state in ([b"Z"], [b"X"])
 
 
 def remove_stale_temporaries(final: str | os.PathLike[str]) -> list[Path]:
