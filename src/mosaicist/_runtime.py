@@ -67,9 +67,11 @@ _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 def one_blas_thread() -> Iterator[None]:
     """Run the block with BLAS on one thread (for work already split over threads).
 
-    The BLAS libraries are found once per process (``threadpoolctl`` looks
-    them up in about 5 ms, which a search of a few cells repeated a hundred
-    times in an assignment noticed).
+    The BLAS libraries are found once per process, at the first call
+    (``threadpoolctl`` looks them up in about 5 ms, which a search of a few
+    cells repeated a hundred times in an assignment noticed): NumPy's and
+    SciPy's, which the searches' products run on, are loaded by then; one
+    loaded later (another package's own) keeps its threads.
     """
     from threadpoolctl import ThreadpoolController
 
