@@ -1772,8 +1772,11 @@ class _Solver:
         checks = _PriceChecks(self.edges.tail, self.search.tile_count)
         choice = None
         state: _flow.FlowState | None = None
+        # Cells whose proof the last round broke: a repair moving more would give up.
+        moved = 0
         for _ in range(MAX_PRICING_ROUNDS):
-            step = None if state is None else self._repair(state, outside)
+            step = (self._repair(state, outside)
+                    if state is not None and moved <= self.count // REPAIR_SHARE else None)
             if step is None and state is not None and self._near:
                 step = self._solve_near(state, outside)
             if step is None:
@@ -1806,6 +1809,9 @@ class _Solver:
                 break
             # Outside with nothing cheaper there: the cell's tiles are farther still.
             outside[~hit & out] *= 2
+            # Each of these cells' proof is broken: a new edge beats its cost, or its
+            # outside cost moved (``_flow.repair`` finds at least these).
+            moved = int((hit | out).sum())
             self.pricing_rounds += 1
             self.bar.set_postfix(k=self.k, priced=self.pricing_rounds)
             if len(rows):
