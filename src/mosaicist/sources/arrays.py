@@ -340,6 +340,12 @@ class ArrayFileSource(TileSource):
             for i in range(self._count)
         ]
 
+    def scan_fingerprint(self) -> tuple[str, int]:
+        """The scan's ids, sizes and times follow from the prefix, count, size and time."""
+        stat = self._path.stat()
+        return (f"array\0{self._prefix}\0{self._count}\0{stat.st_size}\0{stat.st_mtime_ns}",
+                self._count)
+
     def _position(self, entry: SourceEntry) -> int:
         if isinstance(entry.locator, (int, np.integer)):
             position = int(entry.locator)

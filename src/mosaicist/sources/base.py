@@ -199,6 +199,16 @@ class TileSource(abc.ABC):
     def open_original(self, entry: SourceEntry) -> Image.Image:
         """Open the tile's original image at full resolution (for re-rendering)."""
 
+    def scan_fingerprint(self) -> tuple[str, int] | None:
+        """A cheap stand-in for :meth:`scan`: a text equal whenever the scan is, and its length.
+
+        For sources whose scan follows from a few facts (an array file's size,
+        time and shape), so that opening an unchanged library of a million
+        images skips making a million entries. None (the default): the
+        library compares the scan itself.
+        """
+        return None
+
     def image_size(self) -> tuple[int, int] | None:
         """The ``(width, height)`` of every image, when all have one size (datasets, arrays).
 
