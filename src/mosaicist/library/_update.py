@@ -632,6 +632,8 @@ def _plan(
         The plan; or, when the scan is the one last published and nothing is
         staged (so the published library is already the right one), the
         update's final stats, read from the manifest without comparing rows.
+        A source whose scan follows from a few facts
+        (:meth:`TileSource.scan_fingerprint`) is then not even scanned.
 
     Raises
     ------
