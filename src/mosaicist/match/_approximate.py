@@ -45,8 +45,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
+from .._runtime import one_blas_thread
 from ..errors import OptionError
 from ..grid import Geometry
 from ..paths import atomic_path
@@ -532,7 +532,7 @@ def match_approximate(
                 found = found.astype(np.int64)
             else:
                 # Many small products: threaded BLAS only adds synchronisation here.
-                with threadpool_limits(limits=1, user_api="blas"):
+                with one_blas_thread():
                     found = _scan_numpy(index, points, listed, listed_norm2, nprobe, candidates)
             reranked = _rerank(block, rows_here, norm2_here, found, features, pooled, geometry)
             best_distance[start:stop], best_tile[start:stop] = reranked[:2]

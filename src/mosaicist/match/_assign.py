@@ -641,10 +641,8 @@ class _PriceChecks:
                 offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
                 direct_tiles.append(support[offsets])
                 direct_offsets.append(offsets)
-                # The largest fall among the tiles not measured (those not falling: 0).
-                beyond = np.where(counts < len(drop), drop[np.minimum(counts, len(drop) - 1)], 0)
                 measured_cells.append(members[direct])
-                measured_levels.append(self.level[members[direct]] - beyond)
+                measured_levels.append(self.level[members[direct]] - _fall_past(drop, counts))
             searched.append(members[open_count < 0])
             wide = open_count > DIRECT_PAIRS
             if wide.any():
@@ -652,9 +650,8 @@ class _PriceChecks:
                 prefix = np.minimum(len(support), 1 << np.ceil(np.log2(opened)).astype(np.int64))
                 for length in np.unique(prefix).tolist():
                     share = cells[prefix == length]
-                    # The largest fall among the tiles not searched (those not falling: 0).
-                    largest_fall = int(drop[length]) if length < len(drop) else 0
-                    jobs.append((share, support[:length], self.level[share] - largest_fall))
+                    jobs.append((share, support[:length],
+                                 self.level[share] - _fall_past(drop, np.array(length))))
         rows = [np.zeros(0, np.int64)]
         tiles = [np.zeros(0, np.int64)]
         distances = [np.zeros(0, np.int64)]
@@ -812,6 +809,17 @@ class _PriceChecks:
             new_level[cells] = np.minimum(new_level[cells], total[:, width:].min(axis=1))
         self.reserve_tile[cells] = every[:, :width]
         self.reserve_distance[cells] = every_distance[:, :width]
+
+
+def _fall_past(drop: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """The largest price fall among the tiles past the first ``count`` of ``drop``.
+
+    ``drop`` holds the falls in decreasing order; tiles whose price did not
+    fall are past all of them and count as 0.
+    """
+    if not len(drop):
+        return np.zeros(np.shape(count), np.int64)
+    return np.where(count < len(drop), drop[np.minimum(count, len(drop) - 1)], 0)
 
 
 def _priced_state(

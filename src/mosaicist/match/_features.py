@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
-from .._runtime import release_pages
+from .._runtime import one_blas_thread, release_pages
 from ..grid import Geometry
 from ..paths import atomic_folder
 from ..progress import progress_bar
@@ -262,7 +261,7 @@ def _fit_basis(
     dimensions = min(bound_dimensions(count), covariance.shape[0])
     # At most 768 x 768 (BOUND_GRID): one thread factors it several times faster
     # than OpenBLAS's threads do, which spin against each other on busy cores.
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         _, vectors = np.linalg.eigh(covariance)
     basis = np.ascontiguousarray(vectors[:, ::-1][:, :dimensions].T)
     return mean, basis
