@@ -158,17 +158,48 @@ def test_repetition_limits_hold_and_infeasible_caps_fail_early(tmp_path, target)
                     cache_dir=tmp_path / "c")
 
 
+def test_first_lists_are_short_where_the_grid_needs_most_of_the_library():
+    from mosaicist.match._capped import (
+        FIRST_CANDIDATES,
+        FULL_FIRST_CANDIDATES,
+        first_candidates,
+    )
+
+    # 32,400 cells, 50,000 tiles used once at most: 65% of the uses allowed.
+    assert first_candidates(32_400, 50_000, 135, 240, 1, 1) == FULL_FIRST_CANDIDATES
+    # Twice each: 32%; the seed's 5,040 cells: 10%.
+    assert first_candidates(32_400, 50_000, 135, 240, 2, 1) == FIRST_CANDIDATES
+    assert first_candidates(5_040, 50_000, 63, 80, 1, 1) == FIRST_CANDIDATES
+    # Spacing alone caps the uses too: 10 x 10 cells 5 apart hold a tile 4 times.
+    assert first_candidates(100, 40, 10, 10, None, 5) == FULL_FIRST_CANDIDATES
+    assert first_candidates(100, 400, 10, 10, None, 5) == FIRST_CANDIDATES
+
+
 @pytest.mark.parametrize(("tint", "augment"), [(0.0, "none"), (0.4, "flips")])
+@pytest.mark.parametrize("full_load", [0.5, 1e9])
 def test_capped_mosaic_is_the_certified_optimum_over_the_library(tmp_path, target, tint,
-                                                                 augment):
+                                                                 augment, full_load,
+                                                                 monkeypatch):
     from scipy.optimize import linear_sum_assignment
 
-    from mosaicist.match import match_exact
+    from mosaicist.match import _capped, match_exact
     from mosaicist.match._exact import search_scale
 
+    # With short first lists (the grid needs most of the library) and with long ones.
+    monkeypatch.setattr(_capped, "FULL_LOAD", full_load)
+    asked = []
+    nearest = _capped.LibrarySearch.nearest
+
+    def counted(self, cells, k):
+        asked.append(k)
+        return nearest(self, cells, k)
+
+    monkeypatch.setattr(_capped.LibrarySearch, "nearest", counted)
     folder = smooth_folder(tmp_path / "tiles", count=45)
     mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, max_uses=1, tint=tint,
                          augment=augment, cache_dir=tmp_path / "c")
+    short = _capped.FULL_FIRST_CANDIDATES
+    assert asked[0] == (short if full_load < 1 else _capped.FIRST_CANDIDATES)
     report = mosaic.report()["assignment"]
     assert report["certified"] and report["gap"] == 0.0
     # Every cell-tile distance (best transform), exactly, then the dense optimum.
