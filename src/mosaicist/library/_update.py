@@ -648,16 +648,17 @@ def _plan(
     # mean a later update did not finish, and the comparison below must
     # publish or drop them even though the scan is the published one.
     fingerprint = source.scan_fingerprint()
-    if fingerprint is not None:
-        # The scan follows from a few facts: compared without making its entries.
-        digest = _text_digest(fingerprint[0])
-        if _published_digest(connection) == digest:
-            return _unchanged_stats(connection, fingerprint[1])
-    entries = source.scan()
+    entries = None
     if fingerprint is None:
-        digest = _scan_digest(entries)
-        if _published_digest(connection) == digest:
-            return _unchanged_stats(connection, len(entries))
+        entries = source.scan()
+        digest, count = _scan_digest(entries), len(entries)
+    else:
+        # The scan follows from a few facts: compared without making its entries.
+        digest, count = _text_digest(fingerprint[0]), fingerprint[1]
+    if _published_digest(connection) == digest:
+        return _unchanged_stats(connection, count)
+    if entries is None:
+        entries = source.scan()
 
     published = _read_published(connection)
     staged = _read_staged(connection)
