@@ -182,7 +182,7 @@ def test_capped_mosaic_is_the_certified_optimum_over_the_library(tmp_path, targe
                                                                  monkeypatch):
     from scipy.optimize import linear_sum_assignment
 
-    from mosaicist.match import _capped, match_exact
+    from mosaicist.match import _capped, _flow, match_exact
     from mosaicist.match._exact import search_scale
 
     # With short first lists (the grid needs most of the library) and with long ones.
@@ -195,11 +195,27 @@ def test_capped_mosaic_is_the_certified_optimum_over_the_library(tmp_path, targe
         return nearest(self, cells, k)
 
     monkeypatch.setattr(_capped.LibrarySearch, "nearest", counted)
+    warm_lists = []
+    warm_candidates = _capped.warm_candidates
+
+    def recorded(*arguments):
+        warm_lists.append(warm_candidates(*arguments))
+        return warm_lists[-1]
+
+    monkeypatch.setattr(_capped, "warm_candidates", recorded)
     folder = smooth_folder(tmp_path / "tiles", count=45)
     mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, max_uses=1, tint=tint,
                          augment=augment, cache_dir=tmp_path / "c")
     short = _capped.FULL_FIRST_CANDIDATES
     assert asked[0] == (short if full_load < 1 else _capped.FIRST_CANDIDATES)
+    # Full grids list the tiles of least distance plus estimated prices too (untinted,
+    # without transforms, where the bound's space is the objective's).
+    assert len(warm_lists) == (full_load < 1)
+    if warm_lists and tint == 0 and augment == "none" and _flow.can_repair():
+        cells, tiles, distances = warm_lists[0]
+        assert len(cells) == len(tiles) == len(distances) > 0
+    elif warm_lists:
+        assert warm_lists[0] is None
     report = mosaic.report()["assignment"]
     assert report["certified"] and report["gap"] == 0.0
     # Every cell-tile distance (best transform), exactly, then the dense optimum.

@@ -33,8 +33,11 @@ prove each other optimal when every cell's tile minimises ``c_ij + p_j`` over
 (the reported lower bound, gap 0). This is column generation:
 
 1. Solve on the lists, each cell also having an outside column (a tile of
-   its own, never full, at twice its list's tail: where all its listed
-   tiles are taken, the solve still finishes).
+   its own, never full, at twice its list's tail, or its farthest listed
+   tile where the caller listed more than the nearest: where all its
+   listed tiles are taken, the solve still finishes). On full grids the
+   caller also lists each cell's tiles of least distance plus prices
+   estimated in advance (:mod:`._warm`), which cuts the rounds threefold.
 2. Price the tiles from that solution (:func:`tile_prices`: the least
    prices that prove it optimal, a longest-path problem solved by raising
    prices from zero, vectorised).
@@ -1776,7 +1779,13 @@ class _Solver:
         # A cell whose listed tiles are all taken goes outside, at a cost that makes
         # the search look for its tiles up to twice its list's tail (raised when none),
         # a multiple of the distances' common factor, so that the solver can divide by it.
-        outside = 2 * self.edges.tail + max(1, _common_factor(self.edges.dist))
+        # Past its farthest listed tile, where the caller listed more than the nearest
+        # (warm lists, :mod:`._warm`): else the cell would rather go outside than take
+        # them, and the rounds would find its tiles again from the nearest.
+        farthest = np.zeros(self.count, self.edges.dist.dtype)
+        np.maximum.at(farthest, self.edges.row, self.edges.dist)
+        outside = (2 * np.maximum(self.edges.tail, farthest)
+                   + max(1, _common_factor(self.edges.dist)))
         checks = _PriceChecks(self.edges.tail, self.search.tile_count)
         choice = None
         state: _flow.FlowState | None = None

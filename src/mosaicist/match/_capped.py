@@ -3,10 +3,13 @@
 With ``max_uses`` or ``min_spacing`` set, every cell first gets its ``k``
 nearest candidates, exactly (:func:`~mosaicist.match.match_exact` with
 ``k > 1``), and :func:`~mosaicist.match.assign_tiles` then gives each cell
-one of them under the limits. It asks :class:`LibrarySearch` for more only
-where it needs them: the nearest tiles of cells whose lists are used up, and,
-to certify the result over every cell-tile pair, the tiles whose distance
-plus the assignment's tile prices beats a cell's cost (see
+one of them under the limits. Where the grid needs most of the library,
+each cell also lists the tiles of least distance plus the tile prices the
+assignment is expected to end with (:func:`warm_candidates`, :mod:`._warm`).
+It asks :class:`LibrarySearch` for more only where it needs them: the
+nearest tiles of cells whose lists are used up, and, to certify the result
+over every cell-tile pair, the tiles whose distance plus the assignment's
+tile prices beats a cell's cost (see
 :mod:`mosaicist.match._assign`). Distances stay in the exact search's
 integer units throughout (tinted objectives included) and are converted once
 at the end.
@@ -27,6 +30,7 @@ import numpy as np
 
 from ..errors import MosaicistError, OptionError
 from ..options import MosaicOptions
+from ._approximate import _cell_points, _tile_points
 from ._assign import Assignment, ShortLists, assign_tiles, check_feasible, tile_capacity
 from ._exact import (
     CellTerms,
@@ -36,7 +40,9 @@ from ._exact import (
     pair_distances,
     search_scale,
 )
+from ._features import bound_scale, cell_bound_rows
 from ._registry import Matcher, MatchRequest, MatchResult
+from ._warm import least_priced, warm_prices
 
 T = TypeVar("T")
 
@@ -51,6 +57,12 @@ FIRST_CANDIDATES = 32
 #: 0.60) 162 s instead of 205 s; a 12,288-cell photo at load 0.25 was faster with 32.
 FULL_FIRST_CANDIDATES = 8
 FULL_LOAD = 0.5
+#: Tiles each cell lists besides its nearest on such grids: those of least distance
+#: plus the final prices estimated by :mod:`._warm` (with the prices of a finished
+#: run, lists of 24 took 32,400 cells from 21 rounds to 7, of 8 to 11).
+WARM_CANDIDATES = 24
+#: Principal components of the space the prices are estimated in.
+WARM_DIMENSIONS = 16
 #: Most cell-tile pairs (transforms included) whose distances a minimum of uses computes.
 MINIMUM_PAIRS = 40_000_000
 #: Fewest cells each tile lists at first when every tile must be used.
@@ -76,10 +88,13 @@ class CappedMatcher(Matcher):
             first = first_candidates(len(grid), len(request.library), grid.rows, grid.cols,
                                      options.max_uses, options.min_spacing)
             tiles, distances = search.nearest(np.arange(len(grid)), first)
+            warm = None
+            if first == FULL_FIRST_CANDIDATES and options.assign == "optimal":
+                warm = warm_candidates(request, search)
             assignment = assign_tiles(
                 tiles, distances, grid.rows, grid.cols, max_uses=options.max_uses,
                 min_spacing=options.min_spacing, method=options.assign, search=search,
-                show_progress=request.show_progress,
+                show_progress=request.show_progress, extra=warm,
             )
         # Search units back to the objective's (exactly as match_exact converts them).
         scale = search.scale
@@ -109,6 +124,44 @@ def first_candidates(cells: int, tiles: int, rows: int, cols: int, max_uses: int
     if cap is not None and cells >= FULL_LOAD * cap * tiles:
         return FULL_FIRST_CANDIDATES
     return FIRST_CANDIDATES
+
+
+def warm_candidates(request: MatchRequest, search: LibrarySearch
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Each cell's :data:`WARM_CANDIDATES` tiles of least distance plus estimated final price.
+
+    The prices come from an auction on a sample in the bound's space
+    (:func:`~mosaicist.match._warm.warm_prices`), the tiles from the same
+    space, their distances from the exact objective. Returned as
+    ``(cells, tiles, distances)`` pairs for the assignment to list besides
+    each cell's nearest; None where the estimate does not apply (tinted
+    objectives and transforms, whose bound differs, or no Numba).
+    """
+    options = request.options
+    cap = tile_capacity(request.grid.rows, request.grid.cols, options.max_uses,
+                        options.min_spacing)
+    if (cap is None or WARM_CANDIDATES < 1 or request.variants != 1 or options.tint
+            or search.scale != 1):
+        return None
+    features = request.features
+    if len(features.order) != search.tile_count:
+        return None
+    scale = bound_scale(request.geometry)
+    rows, _ = cell_bound_rows(request.cell_vectors, request.geometry, features)
+    dimensions = min(WARM_DIMENSIONS, len(features.basis))
+    cell_points = _cell_points(rows, dimensions, scale)
+    tile_points = _tile_points(np.asarray(features.bound), dimensions, scale)
+    estimate = warm_prices(cell_points, tile_points, cap)
+    if estimate is None:
+        return None
+    # Chosen in the bound's space (a search of the whole library with these prices
+    # prunes poorly on some photos: 27 s on one), then measured exactly.
+    listed = least_priced(cell_points, tile_points, estimate, WARM_CANDIDATES)
+    if listed is None:
+        return None
+    tiles = np.asarray(features.order)[listed.ravel()]
+    cells = np.repeat(np.arange(len(request.grid)), listed.shape[1])
+    return cells, tiles, search.pairs(cells, tiles)
 
 
 def fit_limits(options: MosaicOptions, cells: int, tiles: int, rows: int, cols: int

@@ -1,0 +1,73 @@
+"""Warm lists for full grids (issue 10): the certified ``--max-uses 1`` run with and without.
+
+Workload: Starry Night cropped to 16:9 and resized to 3840x2160 (built and
+cached as ``bench_million.py`` does), 16 px cells (32,400 cells), all
+50,000 ``cifar10/train`` tiles, ``--preset seed --max-uses 1`` (load 0.65,
+where the warm lists apply); or any other target with ``--target``.
+
+The two cases run in one process, one after the other, ``--repeat`` times
+(``mosaicist.match._capped.WARM_CANDIDATES`` set to 0 turns the warm lists
+off): this machine's speed drifts by 10-30% over minutes, so only
+interleaved runs compare. A first run fills the index and feature cache.
+Printed per run: wall and CPU seconds, the match phase, the pricing
+rounds, whether the result is certified, and its objective (equal in both
+cases: both are the certified optimum).
+
+Run (from the repository root)::
+
+    python benchmarks/bench_warm.py
+    python benchmarks/bench_warm.py --target targets/kelley_arctic_ice.jpg --cell 12
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_million import build_target  # noqa: E402
+from common import cache_dir, data_dir, machine  # noqa: E402
+
+from mosaicist import make_mosaic  # noqa: E402
+from mosaicist.match import _capped  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="the shared data folder (default: ../shared/data)")
+    parser.add_argument("--cache-dir", help="generated data, caches (default: benchmarks/.cache)")
+    parser.add_argument("--target", help="target, relative to the data folder "
+                        "(default: Starry Night at 3840x2160)")
+    parser.add_argument("--cell", type=int, default=16, help="cell size in pixels")
+    parser.add_argument("--tiles", default="cifar10/train", help="tiles, relative to the data")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of both cases")
+    args = parser.parse_args()
+    data = data_dir(args.data)
+    cache = cache_dir(args.cache_dir)
+    target = data / args.target if args.target else build_target(data, cache)
+    settings = dict(preset="seed", max_uses=1, cell_px=args.cell)
+    print(machine(), flush=True)
+    print(f"workload: {target.name}, {args.cell} px cells, tiles {args.tiles}", flush=True)
+    make_mosaic(target, data / args.tiles, cache_dir=cache / "warm", preset="seed",
+                cell_px=args.cell)  # fills the index and feature cache
+    warm = _capped.WARM_CANDIDATES
+    for _ in range(args.repeat):
+        for name, candidates in (("warm lists", warm), ("without", 0)):
+            _capped.WARM_CANDIDATES = candidates
+            cpu, wall = time.process_time(), time.perf_counter()
+            mosaic = make_mosaic(target, data / args.tiles, cache_dir=cache / "warm", **settings)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            assignment = mosaic.assignment
+            assert assignment is not None
+            print(f"{name:>10}: {wall:6.1f} s wall, {cpu:6.1f} s CPU, match "
+                  f"{mosaic.timings['match']:6.1f} s, {assignment.pricing_rounds} rounds, "
+                  f"certified {assignment.certified}, objective {assignment.objective}, "
+                  f"{len(assignment.tile):,} cells", flush=True)
+    _capped.WARM_CANDIDATES = warm
+
+
+if __name__ == "__main__":
+    main()
