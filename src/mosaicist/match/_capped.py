@@ -40,7 +40,7 @@ from ._exact import (
     pair_distances,
     search_scale,
 )
-from ._features import bound_scale, cell_bound_rows
+from ._features import bound_scale
 from ._registry import Matcher, MatchRequest, MatchResult
 from ._warm import least_priced, warm_prices
 
@@ -85,12 +85,13 @@ class CappedMatcher(Matcher):
         if options.min_uses:
             assignment = _with_minimum(request, search)
         else:
-            first = first_candidates(len(grid), len(request.library), grid.rows, grid.cols,
-                                     options.max_uses, options.min_spacing)
+            cap = full_grid_cap(len(grid), len(request.library), grid.rows, grid.cols,
+                                options.max_uses, options.min_spacing)
+            first = FIRST_CANDIDATES if cap is None else FULL_FIRST_CANDIDATES
             tiles, distances = search.nearest(np.arange(len(grid)), first)
             warm = None
-            if first == FULL_FIRST_CANDIDATES and options.assign == "optimal":
-                warm = warm_candidates(request, search)
+            if cap is not None and options.assign == "optimal":
+                warm = warm_candidates(request, search, cap)
             assignment = assign_tiles(
                 tiles, distances, grid.rows, grid.cols, max_uses=options.max_uses,
                 min_spacing=options.min_spacing, method=options.assign, search=search,
@@ -112,21 +113,29 @@ class CappedMatcher(Matcher):
         return LibrarySearch(request)
 
 
+def full_grid_cap(cells: int, tiles: int, rows: int, cols: int, max_uses: int | None,
+                  min_spacing: int) -> int | None:
+    """The uses a tile allows under the limits where the grid is full, else None.
+
+    Full: the ``cells`` need at least :data:`FULL_LOAD` of the uses the
+    ``tiles`` allow. There the first lists are short and warm lists join them.
+    """
+    cap = tile_capacity(rows, cols, max_uses, min_spacing)
+    return cap if cap is not None and cells >= FULL_LOAD * cap * tiles else None
+
+
 def first_candidates(cells: int, tiles: int, rows: int, cols: int, max_uses: int | None,
                      min_spacing: int) -> int:
     """Length of every cell's first candidate list for a capped assignment.
 
-    :data:`FULL_FIRST_CANDIDATES` where the ``cells`` need at least
-    :data:`FULL_LOAD` of the uses the ``tiles`` allow under the limits,
+    :data:`FULL_FIRST_CANDIDATES` where the grid is full (:func:`full_grid_cap`),
     else :data:`FIRST_CANDIDATES`.
     """
-    cap = tile_capacity(rows, cols, max_uses, min_spacing)
-    if cap is not None and cells >= FULL_LOAD * cap * tiles:
-        return FULL_FIRST_CANDIDATES
-    return FIRST_CANDIDATES
+    full = full_grid_cap(cells, tiles, rows, cols, max_uses, min_spacing) is not None
+    return FULL_FIRST_CANDIDATES if full else FIRST_CANDIDATES
 
 
-def warm_candidates(request: MatchRequest, search: LibrarySearch
+def warm_candidates(request: MatchRequest, search: LibrarySearch, cap: int
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Each cell's :data:`WARM_CANDIDATES` tiles of least distance plus estimated final price.
 
@@ -137,19 +146,15 @@ def warm_candidates(request: MatchRequest, search: LibrarySearch
     each cell's nearest; None where the estimate does not apply (tinted
     objectives and transforms, whose bound differs, or no Numba).
     """
-    options = request.options
-    cap = tile_capacity(request.grid.rows, request.grid.cols, options.max_uses,
-                        options.min_spacing)
-    if (cap is None or WARM_CANDIDATES < 1 or request.variants != 1 or options.tint
+    if (WARM_CANDIDATES < 1 or request.variants != 1 or request.options.tint
             or search.scale != 1):
         return None
     features = request.features
     if len(features.order) != search.tile_count:
         return None
     scale = bound_scale(request.geometry)
-    rows, _ = cell_bound_rows(request.cell_vectors, request.geometry, features)
     dimensions = min(WARM_DIMENSIONS, len(features.basis))
-    cell_points = _cell_points(rows, dimensions, scale)
+    cell_points = _cell_points(search.cell_terms().bound_rows, dimensions, scale)
     tile_points = _tile_points(np.asarray(features.bound), dimensions, scale)
     estimate = warm_prices(cell_points, tile_points, cap)
     if estimate is None:
@@ -402,15 +407,23 @@ class LibrarySearch:
         ``among``: the only candidates searched, where given.
         """
         request = self.request
-        if self._cell_terms is None:
-            # Pricing rounds search subsets of the same cells: their rows are derived once.
-            self._cell_terms = cell_terms(request.cell_vectors, request.geometry,
-                                          request.features)
         return match_exact(
             request.cell_vectors[cells], request.candidates, request.geometry, request.features,
             k=k, tint=request.options.tint, price=price, limit=limit, upper=upper,
-            search_units=True, cell_terms=self._cell_terms.take(cells), among=among,
+            search_units=True, cell_terms=self.cell_terms().take(cells), among=among,
         )
+
+    def cell_terms(self) -> CellTerms:
+        """What the searches derive from all the cells' vectors, derived once.
+
+        Pricing rounds search subsets of the same cells, and the warm lists
+        (:func:`warm_candidates`) read their bound rows.
+        """
+        if self._cell_terms is None:
+            request = self.request
+            self._cell_terms = cell_terms(request.cell_vectors, request.geometry,
+                                          request.features)
+        return self._cell_terms
 
     def dense(self) -> np.ndarray:
         """Every cell's distance to every tile (its best transform), ``(N, M)`` int64."""

@@ -37,7 +37,7 @@ harmless to an estimate). Each cell keeps its
 :data:`LIST_LENGTH` objects of least ``c + p`` and the next value ``b``:
 prices only rise, so every object outside the list still costs at least
 ``b``, and the list answers bids until its best passes ``b``; then it is
-drawn again, for many cells at once by one GEMM.
+drawn again, for many cells at once by blocked GEMMs.
 
 **All tiles.** Each sampled cell pays ``u_i = c_i,a(i) + p_a(i)``. A tile's
 price is then the least that keeps every sampled cell from preferring it,
@@ -51,6 +51,7 @@ an auction over all cells (which took minutes).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -66,7 +67,7 @@ SMALLEST_SAMPLE = 2048
 LIST_LENGTH = 16
 #: Epsilon of each auction phase, in units of the median cost of a cell's nearest tile.
 EPSILON_STEPS = (0.1, 0.01)
-#: Cells whose lists are drawn, or whose prices are transformed, per GEMM.
+#: Cells each thread of :func:`least_priced` takes at a time.
 CHUNK = 1024
 #: Cells and objects whose products are made at once (a few hundred kilobytes).
 CELLS_PER_BLOCK = 64
@@ -97,10 +98,8 @@ def warm_prices(
         ``(M,)`` float64 non-negative prices in the cost's units; None where
         the compiled loops are unavailable.
     """
-    bid = _compiled_loop(_bid_loop)
-    select = _compiled_loop(_select_loop)
     transform = _compiled_loop(_transform_loop)
-    if bid is None or select is None or transform is None:
+    if transform is None:
         return None
     cells = np.asarray(cell_points, np.float64)
     tiles = np.asarray(tile_points, np.float64)
@@ -114,42 +113,43 @@ def warm_prices(
     sampled_tiles = _sample(rng, tile_count, max(wanted, -(-len(sampled_cells) // cap)))
     objects = np.repeat(tiles[sampled_tiles], cap, axis=0)
     points = cells[sampled_cells]
-    price, owner_of = auction(points, objects, bid, select)
+    price, owner_of = auction(points, objects)
     own = objects[owner_of]
     paid = np.einsum("ij,ij->i", points - own, points - own) + price[owner_of]
     prices = np.zeros(tile_count)
     tile_norm = np.einsum("ij,ij->i", tiles, tiles)
     point_norm = np.einsum("ij,ij->i", points, points)
-    # Blocks small enough to stay in cache, as in :func:`_draw`.
-    for first in range(0, len(points), CELLS_PER_BLOCK):
-        rows = slice(first, first + CELLS_PER_BLOCK)
-        for start in range(0, tile_count, OBJECTS_PER_BLOCK):
-            block = slice(start, start + OBJECTS_PER_BLOCK)
-            transform(points[rows] @ tiles[block].T, tile_norm[block], point_norm[rows],
-                      paid[rows], prices[block])
+    for rows, block, dots in _products(points, tiles):
+        transform(dots, tile_norm[block], point_norm[rows], paid[rows], prices[block])
     return prices
+
+
+def _products(cells: np.ndarray, objects: np.ndarray) -> Iterator[tuple[slice, slice, np.ndarray]]:
+    """``(rows, block, cells[rows] @ objects[block].T)`` over all cells and objects.
+
+    :data:`CELLS_PER_BLOCK` cells by :data:`OBJECTS_PER_BLOCK` objects at a
+    time, small enough to stay in cache while a compiled loop reads them (a
+    whole row of 50,000 objects per cell spent most of its time moving the
+    products through memory).
+    """
+    for first in range(0, len(cells), CELLS_PER_BLOCK):
+        rows = slice(first, first + CELLS_PER_BLOCK)
+        for start in range(0, len(objects), OBJECTS_PER_BLOCK):
+            block = slice(start, start + OBJECTS_PER_BLOCK)
+            yield rows, block, cells[rows] @ objects[block].T
 
 
 def _draw(select: Any, cells: np.ndarray, objects: np.ndarray, object_norm: np.ndarray,
           price: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each cell's ``length`` objects of least cost plus price, their costs, and the next value.
-
-    Products are made :data:`CELLS_PER_BLOCK` cells by :data:`OBJECTS_PER_BLOCK`
-    objects at a time, small enough to stay in cache while the selection
-    reads them (a whole row of 50,000 objects per cell spent most of its
-    time moving the products through memory).
-    """
+    """Each cell's ``length`` objects of least cost plus price, their costs, and the next value."""
     count = len(cells)
     value = np.full((count, length + 1), np.inf)
     listed = np.zeros((count, length + 1), np.int64)
     cost = np.zeros((count, length + 1))
     cell_norm = np.einsum("ij,ij->i", cells, cells)
-    for first in range(0, count, CELLS_PER_BLOCK):
-        rows = slice(first, first + CELLS_PER_BLOCK)
-        for start in range(0, len(objects), OBJECTS_PER_BLOCK):
-            block = slice(start, start + OBJECTS_PER_BLOCK)
-            select(cells[rows] @ objects[block].T, object_norm[block], cell_norm[rows],
-                   price[block], start, value[rows], listed[rows], cost[rows])
+    for rows, block, dots in _products(cells, objects):
+        select(dots, object_norm[block], cell_norm[rows], price[block], block.start,
+               value[rows], listed[rows], cost[rows])
     return listed[:, :length], cost[:, :length], value[:, length]
 
 
@@ -181,16 +181,14 @@ def least_priced(cell_points: np.ndarray, tile_points: np.ndarray, price: np.nda
     return listed
 
 
-def auction(cells: np.ndarray, objects: np.ndarray, bid: Any = None,
-            select: Any = None) -> tuple[np.ndarray, np.ndarray]:
+def auction(cells: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Forward auction with epsilon scaling (see the module's notes); needs ``N <= M``.
 
     Returns the objects' prices and each cell's object, ``(M,)`` float64 and
-    ``(N,)`` int64. ``bid`` and ``select`` are the compiled loops (or the
-    Python functions, for small tests).
+    ``(N,)`` int64. The loops run compiled where Numba is, else as Python.
     """
-    bid = bid or _compiled_loop(_bid_loop) or _bid_loop
-    select = select or _compiled_loop(_select_loop) or _select_loop
+    bid: Any = _compiled_loop(_bid_loop) or _bid_loop
+    select = _compiled_loop(_select_loop) or _select_loop
     count, object_count = len(cells), len(objects)
     if count > object_count:
         raise ValueError(f"{count} cells for {object_count} objects")
