@@ -520,3 +520,43 @@ def test_an_unchanged_array_library_opens_without_listing_its_images(tmp_path, m
     # Unchanged since: not listed again.
     assert TileLibrary.open(ArrayFileSource(path), 8, cache_dir=tmp_path / "cache"
                             ).stats.decoded == 0 and len(scans) == 2
+
+
+class _InterruptedConnection:
+    """A connection that is interrupted (as by a signal) around one statement."""
+
+    def __init__(self, connection, statement, before):
+        self.connection, self.statement, self.before = connection, statement, before
+
+    def execute(self, sql, *arguments):
+        if sql == self.statement and self.before:
+            raise KeyboardInterrupt
+        result = self.connection.execute(sql, *arguments)
+        if sql == self.statement and not self.before:
+            raise KeyboardInterrupt
+        return result
+
+    @property
+    def in_transaction(self):
+        return self.connection.in_transaction
+
+
+@pytest.mark.parametrize(("statement", "before"),
+                         [("BEGIN IMMEDIATE", False), ("COMMIT", True)])
+def test_an_interrupt_next_to_begin_or_commit_leaves_no_transaction_open(tmp_path, statement,
+                                                                         before):
+    import sqlite3
+
+    from mosaicist.library._manifest import transaction
+
+    connection = sqlite3.connect(tmp_path / "m.sqlite", isolation_level=None)
+    connection.execute("CREATE TABLE t (x)")
+    interrupted = _InterruptedConnection(connection, statement, before)
+    with pytest.raises(KeyboardInterrupt), transaction(interrupted):
+        connection.execute("INSERT INTO t VALUES (1)")
+    # Rolled back, and the next transaction starts (it failed "within a transaction").
+    assert not connection.in_transaction
+    assert connection.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 0
+    with transaction(connection):
+        connection.execute("INSERT INTO t VALUES (2)")
+    assert connection.execute("SELECT x FROM t").fetchall() == [(2,)]

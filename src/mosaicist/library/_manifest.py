@@ -170,15 +170,19 @@ def transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
     ``BEGIN IMMEDIATE`` takes the write lock up front, so a transaction never
     fails half-way for want of it. Any exception (an interrupt included)
-    rolls back.
+    rolls back, even one raised just after ``BEGIN`` or just before
+    ``COMMIT`` (a SIGTERM's, whose handler runs between any two steps):
+    left open, the transaction made the cleanup's next one fail with
+    "cannot start a transaction within a transaction".
     """
-    connection.execute("BEGIN IMMEDIATE")
     try:
+        connection.execute("BEGIN IMMEDIATE")
         yield connection
+        connection.execute("COMMIT")
     except BaseException:
-        connection.execute("ROLLBACK")
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
         raise
-    connection.execute("COMMIT")
 
 
 @overload
