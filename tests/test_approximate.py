@@ -233,7 +233,7 @@ def test_rerank_picks_the_exact_optimum_among_candidates_ties_to_lowest_position
     cells = smooth_images(rng, 40, CELL)
     geometry = Geometry(CELL, TILE)
     features = compute_features(tiles, geometry)
-    cell_rows, cell_norm2 = approximate.cell_bound_rows(cells, geometry, features)
+    cell_rows, cell_norm2, _ = approximate.cell_bound_rows(cells, geometry, features)
     row_of = np.argsort(features.order)
     copies = [row_of[np.flatnonzero(shuffle % 60 == image)] for image in range(60)]
     found = np.full((len(cells), 14), -1)

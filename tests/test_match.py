@@ -480,7 +480,7 @@ def test_rectangular_bound_never_exceeds_the_distance(height, width, steps, smal
     # Equal blocks (not always square) where a step fits, else unequal ones (prime sides).
     assert blocks.steps == steps
     features = compute_features(tiles, geometry)
-    cell_rows, _ = cell_bound_rows(cells, geometry, features)
+    cell_rows, _, _ = cell_bound_rows(cells, geometry, features)
     bounds = cell_rows.astype(np.float64) @ features.bound.astype(np.float64).T
     flat_cells = cells.reshape(len(cells), -1).astype(np.int64)
     flat_tiles = tiles.reshape(len(tiles), -1).astype(np.int64)[features.order]
@@ -489,6 +489,52 @@ def test_rectangular_bound_never_exceeds_the_distance(height, width, steps, smal
     assert np.all(bounds <= exact)
     # And it is a useful bound: most of the distance on these smooth pictures.
     assert np.median(bounds / np.maximum(exact, 1)) > 0.5
+
+
+@pytest.mark.parametrize("tint", [0.0, 0.5])
+@pytest.mark.parametrize(("cell_px", "match_px", "cell_height", "match_height"),
+                         [(12, 32, 0, 0), (8, 16, 0, 0), (16, 32, 0, 0), (8, 43, 6, 17)])
+def test_tail_column_bound_never_exceeds_the_distance(cell_px, match_px, cell_height,
+                                                      match_height, tint, small_bound_grid):
+    """The bound with the tail norms' column, full and coarse, is a bound, tinted too.
+
+    It is nearly exact on flat cells (a sky), where the components alone
+    bound worst: a textured tile's detail is all in its tail.
+    """
+    from mosaicist.match._features import cell_bound_rows
+
+    geometry = Geometry(cell_px, match_px, cell_height, match_height)
+    height, width = geometry.shape
+    rng = np.random.default_rng(cell_px * match_px)
+    tiles = smooth_images(rng, 120, geometry.match_px, noise=30,
+                          height=geometry.match_height)
+    textured = smooth_images(rng, 20, width, noise=30, height=height)
+    flat = np.clip(rng.uniform(0, 255, (20, 1, 1, 3))
+                   + rng.normal(0, 2, (20, height, width, 3)), 0, 255).astype(np.uint8)
+    cells = np.concatenate([textured, flat])
+    features = compute_features(tiles, geometry)
+    hundredths = round(tint * 100)
+    search = match._ExactSearch(cells, tiles, geometry, features, 1, hundredths)
+    search.coarse_rows()
+    exact = match.dense_distances(cells, tiles, geometry, features, tint)[:, features.order]
+    exact = exact / search.distance_scale
+    full = search.cell_rows.astype(np.float64) @ search.bound_rows.astype(np.float64).T
+    coarse = search.coarse_cells.astype(np.float64) @ search.coarse_tiles.astype(np.float64).T
+    assert np.all(full <= exact)
+    assert np.all(coarse <= exact)
+    if not tint:
+        # Without the column: the components' bound only, much looser on flat cells.
+        rows, _, _ = cell_bound_rows(cells, geometry, features)
+        components = rows.astype(np.float64) @ features.bound.astype(np.float64).T
+        assert np.all(components <= full + 1e-3 * np.abs(exact) + 1)
+        # On flat cells the column closes most of what the components leave (where
+        # they leave more than the float32 slack: with every component kept and no
+        # blocks to average over, there is no tail).
+        missed = exact[20:] - components[20:]
+        if np.median(missed) > 1e-3 * np.median(exact[20:]):
+            assert np.median((exact[20:] - full[20:]) / np.maximum(missed, 1)) < 0.3
+        else:
+            assert features.tail_norm.max() < 1e-3 * np.sqrt(exact.max())
 
 
 def test_rectangular_features_cache_apart_from_square_ones(tmp_path):

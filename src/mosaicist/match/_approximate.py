@@ -525,7 +525,7 @@ def match_approximate(
             # Everything per cell is made a chunk at a time: fresh memory is
             # costly (page faults), and a chunk's buffers are reused by the next.
             block = cell_vectors[start:stop]
-            rows_here, norm2_here = cell_bound_rows(block, geometry, features)
+            rows_here, norm2_here, _ = cell_bound_rows(block, geometry, features)
             points = _cell_points(rows_here, dimensions, scale)
             if faiss is not None:
                 _, found = index.search(points, candidates)

@@ -36,6 +36,7 @@ from ..errors import OptionError
 from ..grid import Geometry
 from ..progress import progress_bar
 from ._features import (
+    BOUND_SLACK,
     LARGE_LIBRARY,
     TileFeatures,
     bound_scale,
@@ -173,8 +174,37 @@ def _threshold32(best: np.ndarray) -> np.ndarray:
     return np.nextafter(as32, np.float32(np.inf))
 
 
+def _tail_bounds(
+    cell_rows: np.ndarray, cell_tail: np.ndarray, features: TileFeatures, weight: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Extend the bound rows with the tail norms' column (:mod:`._features`).
+
+    ``w (t_a - t_b)^2`` adds ``-2 w t_a`` / ``t_b`` as a column and the
+    squares to the row and column terms, loosened by the bound's relative
+    slack. The tiles' rows are kept with the features
+    (:meth:`TileFeatures.derived`).
+    """
+    dimensions = len(features.basis)
+    loosen = 1.0 - BOUND_SLACK
+    cells = np.empty((len(cell_rows), cell_rows.shape[1] + 1), np.float32)
+    cells[:, :-1] = cell_rows
+    cells[:, dimensions] += (weight * loosen * cell_tail * cell_tail).astype(np.float32)
+    cells[:, -1] = -2.0 * weight * cell_tail
+
+    def tile_rows() -> np.ndarray:
+        tail = features.tail_norm
+        tiles = np.empty((len(features.bound), features.bound.shape[1] + 1), np.float32)
+        tiles[:, :-1] = features.bound
+        tiles[:, dimensions + 1] += (weight * loosen * tail * tail).astype(np.float32)
+        tiles[:, -1] = tail
+        return tiles
+
+    return cells, features.derived(("tail", weight), tile_rows)
+
+
 def _tinted_bounds(
     cell_rows: np.ndarray,
+    tile_rows: np.ndarray,
     features: TileFeatures,
     cell_sums: np.ndarray,
     pixels: int,
@@ -197,16 +227,17 @@ def _tinted_bounds(
     cells[:, dimensions] -= (kappa * (1 + 1e-6) * cell_norm + 1.0).astype(np.float32)
     cells[:, -3:] = 2 * kappa * cell_means
 
-    def tile_rows() -> np.ndarray:
+    def tinted_rows() -> np.ndarray:
         tile_means = features.channel_sums[features.order] / pixels
         tile_norm = np.einsum("ij,ij->i", tile_means, tile_means)
-        tiles = np.empty((len(features.bound), features.bound.shape[1] + 3), np.float32)
-        tiles[:, :-3] = features.bound
+        tiles = np.empty((len(tile_rows), tile_rows.shape[1] + 3), np.float32)
+        tiles[:, :-3] = tile_rows
         tiles[:, dimensions + 1] -= (kappa * (1 + 1e-6) * tile_norm + 1.0).astype(np.float32)
         tiles[:, -3:] = tile_means
         return tiles
 
-    return cells, features.derived(("tinted", pixels, strength), tile_rows)
+    return cells, features.derived(("tinted", pixels, strength, tile_rows.shape[1]),
+                                   tinted_rows)
 
 
 #: Marks a best distance or tile not found yet (larger than any distance).
@@ -269,6 +300,8 @@ class CellTerms:
     sums : numpy.ndarray
         ``(N, 3)`` int64 channel sums over each cell as drawn (each compared
         pixel covers ``weight`` tile pixels), for tinting.
+    tail_norm : numpy.ndarray
+        ``(N,)`` float64 tail norms of the cells (:mod:`._features`).
     rows : numpy.ndarray or None
         ``(N,)`` each cell's row in ``norm2`` and ``flat``; None when they
         are the cells' own (``N' = N``). :meth:`take` leaves those two
@@ -281,22 +314,25 @@ class CellTerms:
     norm2: np.ndarray
     flat: np.ndarray
     sums: np.ndarray
+    tail_norm: np.ndarray
     rows: np.ndarray | None = None
 
     def take(self, cells: np.ndarray) -> CellTerms:
         """The terms of ``cells`` (indices into these), in that order."""
         cells = np.asarray(cells, np.int64)
         rows = cells if self.rows is None else self.rows[cells]
-        return CellTerms(self.bound_rows[cells], self.norm2, self.flat, self.sums[cells], rows)
+        return CellTerms(self.bound_rows[cells], self.norm2, self.flat, self.sums[cells],
+                         self.tail_norm[cells], rows)
 
 
 def cell_terms(cell_vectors: np.ndarray, geometry: Geometry,
                features: TileFeatures) -> CellTerms:
     """Derive the :class:`CellTerms` of ``cell_vectors`` (``Geometry.cell_vectors``)."""
-    bound_rows, norm2 = cell_bound_rows(cell_vectors, geometry, features)
+    bound_rows, norm2, tail_norm = cell_bound_rows(cell_vectors, geometry, features)
     sums = (cell_vectors.reshape(len(cell_vectors), -1, 3).sum(axis=1, dtype=np.int64)
             * geometry.weight)
-    return CellTerms(bound_rows, norm2, cells_for_dots(cell_vectors, geometry.weight), sums)
+    return CellTerms(bound_rows, norm2, cells_for_dots(cell_vectors, geometry.weight), sums,
+                     tail_norm)
 
 
 class _ExactSearch:
@@ -396,8 +432,11 @@ class _ExactSearch:
         self.pooled = (
             features.pooled if features.pooled is not None else tiles.reshape(tile_count, -1)
         )
-        cell_rows, self.cell_norm2, self.cell_flat = terms.bound_rows, terms.norm2, terms.flat
+        self.cell_norm2, self.cell_flat = terms.norm2, terms.flat
         self.flat_rows = terms.rows
+        self.cell_tail = terms.tail_norm
+        cell_rows, library_rows = _tail_bounds(terms.bound_rows, self.cell_tail, features,
+                                               self.weight)
         self.k = max(1, min(k, tile_count))
         self.hundredths = hundredths
         pixels = geometry.pixels
@@ -406,10 +445,11 @@ class _ExactSearch:
         self.cell_sums = terms.sums
         if hundredths:
             self.cell_rows, self.library_rows = _tinted_bounds(
-                cell_rows, features, self.cell_sums, pixels, hundredths / _TINT_STEPS
+                cell_rows, library_rows, features, self.cell_sums, pixels,
+                hundredths / _TINT_STEPS
             )
         else:
-            self.cell_rows, self.library_rows = cell_rows, features.bound
+            self.cell_rows, self.library_rows = cell_rows, library_rows
         self.bound_rows = self.library_rows if rows is None else self.library_rows[rows]
         self.price = price
         # The bound of D + price is the bound of D plus the price, loosened for the
@@ -563,16 +603,19 @@ class _ExactSearch:
 
         Notes
         -----
-        The full bound is ``s |x - y|^2`` plus row and column terms, ``x`` and
-        ``y`` the ``d`` components of cell and tile. Dropping the squared
-        differences of components ``c..d`` (``c = COARSE_DIMENSIONS``) only
-        lowers it, so ``s |x_c - y_c|^2`` with ``s |x_tail|^2`` and
-        ``s |y_tail|^2`` moved out of the row and column terms is a bound too,
-        one GEMM of width ``c + 2`` instead of ``d + 2``. The tint columns
-        carry over unchanged: their terms do not involve the components.
+        The full bound is ``s |x - y|^2 + w (t_x - t_y)^2`` plus row and
+        column terms, ``x`` and ``y`` the ``d`` components of cell and tile,
+        ``t`` the tail norms (:mod:`._features`). The components ``c..d``
+        (``c = COARSE_DIMENSIONS``) join the tail: ``w t'^2 = w t^2 +
+        s |x_{c..d}|^2`` is the squared norm of all the bound leaves out, so
+        ``s |x_c - y_c|^2 + w (t'_x - t'_y)^2`` is a bound too, one GEMM of
+        width ``c + 3`` instead of ``d + 3``, with the same row and column
+        terms (loosened for the moved squares). The tint columns carry over
+        unchanged: their terms do not involve the components.
         """
         cell_rows, bound_rows, scale = self.cell_rows, self.library_rows, self.scale
-        dimensions = len(self.features.basis)
+        features, weight = self.features, self.weight
+        dimensions = len(features.basis)
         coarse = min(self.coarse_shape[0], dimensions)
         extra = bound_rows.shape[1] - (dimensions + 2)
         library_size = len(bound_rows)
@@ -586,23 +629,30 @@ class _ExactSearch:
             coarse_tiles = np.empty((library_size, coarse + 2 + extra), np.float32)
             coarse_tiles[:, :coarse] = bound_rows[:, :coarse]
             coarse_tiles[:, coarse] = 1.0
-            coarse_tiles[:, coarse + 1] = bound_rows[:, dimensions + 1] - scale * tail2
+            coarse_tiles[:, coarse + 1] = bound_rows[:, dimensions + 1] - (
+                BOUND_SLACK * scale * tail2)
             coarse_tiles[:, coarse + 2:] = bound_rows[:, dimensions + 2:]
+            coarse_tiles[:, coarse + 2] = np.sqrt(
+                features.tail_norm * features.tail_norm + scale / weight * tail2)
             return coarse_tiles
 
         # The tile rows follow from the bound rows, which the tint strength decides.
         coarse_tiles = self.features.derived(
-            ("coarse", coarse, scale, self.hundredths, self.distance_scale), tile_rows)
+            ("coarse", coarse, scale, self.hundredths, self.distance_scale, bound_rows.shape[1]),
+            tile_rows)
         if self.rows is not None:
             coarse_tiles = coarse_tiles[self.rows]
         # The cell rows hold -2 s x: undo the factor to get the components back.
         projected = cell_rows[:, :dimensions] / np.float32(-2.0 * scale)
+        moved = np.einsum("ij,ij->i", projected[:, coarse:], projected[:, coarse:],
+                          dtype=np.float64)
         coarse_cells = np.empty((len(cell_rows), coarse + 2 + extra), np.float32)
         coarse_cells[:, :coarse] = cell_rows[:, :coarse]
-        coarse_cells[:, coarse] = cell_rows[:, dimensions] - scale * np.einsum(
-            "ij,ij->i", projected[:, coarse:], projected[:, coarse:])
+        coarse_cells[:, coarse] = cell_rows[:, dimensions] - BOUND_SLACK * scale * moved
         coarse_cells[:, coarse + 1] = 1.0
         coarse_cells[:, coarse + 2:] = cell_rows[:, dimensions + 2:]
+        coarse_cells[:, coarse + 2] = -2.0 * weight * np.sqrt(
+            self.cell_tail * self.cell_tail + scale / weight * moved)
         self.coarse_cells, self.coarse_tiles = coarse_cells, coarse_tiles
 
     def groups(self) -> list[np.ndarray]:

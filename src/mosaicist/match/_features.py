@@ -17,6 +17,18 @@ with the features; keeping fewer components gives a weaker bound that is
 cheaper to compute. Each bound is one float32 GEMM on augmented rows
 (:class:`TileFeatures` ``bound`` and :func:`cell_bound_rows`), loosened by a
 margin far above float32's rounding error for these magnitudes.
+
+**What the components do not see.** In the compared space, a vector ``v``
+(a cell ``a``, or a tile's block means ``P_b``) splits into its part in the
+span of the components and the rest ``z(v)``: the block means' PCA tail and
+the variation within each block, in orthogonal subspaces, so that
+``|a - P_b|^2 = n |Q (x(a) - x(P_b))|^2 + |z(a) - z(P_b)|^2`` and, by the
+triangle inequality, ``|z(a) - z(P_b)|^2 >= (|z(a)| - |z(P_b)|)^2``. With the
+*tail norms* ``t(v) = |z(v)|``, ``t^2 = |v|^2 - n |x(v)|^2 + n (|x(v) - mu|^2
+- |Q (x(v) - mu)|^2)`` (``mu`` the PCA centre), ``LB + w (t(a) - t(P_b))^2 <= D``
+too: one more column in the GEMM. It is nearly exact where one side is
+flat (a sky cell, whose ``t`` is small, against textured tiles), which is
+where the components alone bound worst.
 """
 
 from __future__ import annotations
@@ -53,7 +65,7 @@ BOUND_SLACK = 5e-5
 #: Tiles used to fit the principal components.
 PCA_SAMPLE = 16384
 
-FEATURES_VERSION = 4
+FEATURES_VERSION = 5
 #: Cells whose bound rows are computed at once (bounds the temporary copies).
 CELL_BLOCK = 4096
 
@@ -189,6 +201,9 @@ class TileFeatures:
         ``(M,)`` int64 ``|b|^2`` over the tile's pixels.
     channel_sums : numpy.ndarray
         ``(M, 3)`` int64 sum of each channel over the tile's pixels (for tint).
+    tail_norm : numpy.ndarray
+        ``(M,)`` float64 tail norm ``t(P_b)`` (see the module) in the order
+        of ``bound``.
     pooled : numpy.ndarray or None
         ``(M, n)`` block sums ``S_b`` (uint16, or uint32 for blocks over
         16 x 16); None when the factor is 1 and the tiles themselves serve.
@@ -201,6 +216,7 @@ class TileFeatures:
     residual: np.ndarray
     norm2: np.ndarray
     channel_sums: np.ndarray
+    tail_norm: np.ndarray
     pooled: np.ndarray | None
     #: Rows derived from these for one kind of search, kept for the next (see :meth:`derived`).
     _derived: dict[tuple[object, ...], np.ndarray] = field(
@@ -231,7 +247,7 @@ class TileFeatures:
         keep = self.order < count
         return TileFeatures(
             self.mean, self.basis, self.bound[keep], self.order[keep], self.residual[keep],
-            self.norm2[:count], self.channel_sums[:count],
+            self.norm2[:count], self.channel_sums[:count], self.tail_norm[keep],
             None if self.pooled is None else self.pooled[:count],
         )
 
@@ -300,6 +316,7 @@ def compute_features(
     residuals = np.empty(count, np.float64)
     norm2 = np.empty(count, np.int64)
     channel_sums = np.empty((count, 3), np.int64)
+    tail_norm = np.empty(count, np.float64)
     chunk = max(1, min(FEATURE_CHUNK, (1 << 25) // max(1, tiles[0].size * 4)))
     with progress_bar(count, "features", unit="tile", enabled=show_progress) as bar:
         for start in range(0, count, chunk):
@@ -311,13 +328,16 @@ def compute_features(
             if pooled_out is not None and geometry.factor > 1:
                 pooled_out[start:stop] = sums.reshape(len(part), -1)
             sums = sums.reshape(len(part), -1).astype(np.float64)
-            residual = tile_norm2 - np.einsum("ij,ij->i", sums, sums) / weight
-            means = blocks.means(
-                sums.reshape(len(part), *geometry.shape, 3) / weight
-            ) - mean
+            sums2 = np.einsum("ij,ij->i", sums, sums)
+            residual = tile_norm2 - sums2 / weight
+            means = blocks.means(sums.reshape(len(part), *geometry.shape, 3) / weight)
+            means2 = np.einsum("ij,ij->i", means, means)
+            means -= mean
             features = means @ basis.T
             deviation2 = np.einsum("ij,ij->i", means, means)
             feature2 = np.einsum("ij,ij->i", features, features)
+            tail_norm[start:stop] = _tail_norm(
+                sums2 / (weight * weight), means2, deviation2, feature2, blocks.area)
             bound[start:stop, :dimensions] = features
             bound[start:stop, dimensions] = 1.0
             # Bound = scale*(|g|^2 + |f|^2 - 2 g.f) + residual, loosened for float32 rounding.
@@ -335,7 +355,7 @@ def compute_features(
     order = np.argsort(bound[:, 0], kind="stable")
     return TileFeatures(
         mean, basis.astype(np.float32), bound[order], order, residuals[order], norm2, channel_sums,
-        pooled_out if geometry.factor > 1 else None,
+        tail_norm[order], pooled_out if geometry.factor > 1 else None,
     )
 
 
@@ -369,7 +389,7 @@ def cached_features(
         f"v{FEATURES_VERSION}-{variant}-g{generation}-n{len(tiles)}-{shape}-d{bound_dimensions(len(tiles))}"
     )
     path = directory / name
-    names = ("mean", "basis", "bound", "order", "residual", "norm2", "channel_sums")
+    names = ("mean", "basis", "bound", "order", "residual", "norm2", "channel_sums", "tail_norm")
     if path.is_dir():
         try:
             # The bound rows are mapped, not read: the largest array (520 MB at a
@@ -413,13 +433,32 @@ def _load(path: Path, mapped: bool) -> np.ndarray:
     return np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
 
 
+def _tail_norm(
+    energy: np.ndarray, means2: np.ndarray, deviation2: np.ndarray, feature2: np.ndarray,
+    area: float,
+) -> np.ndarray:
+    """Tail norms ``t`` (see the module) from squared norms.
+
+    ``energy = |v|^2``, ``means2 = |x|^2``, ``deviation2 = |x - mu|^2`` and
+    ``feature2 = |Q (x - mu)|^2``.
+
+    Both differences are sums of squares (within-block variation, PCA tail),
+    so a negative value is rounding, taken as 0.
+    """
+    within = np.maximum(energy - area * means2, 0.0)
+    outside = np.maximum(deviation2 - feature2, 0.0)
+    return np.sqrt(within + area * outside)
+
+
 def cell_bound_rows(
     cell_vectors: np.ndarray, geometry: Geometry, features: TileFeatures
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return the cells' bound rows ``[-2 k Q m_a, row term, 1]`` and ``|a|^2``.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the cells' bound rows ``[-2 k Q m_a, row term, 1]``, ``|a|^2`` and tail norms.
 
-    Cells are taken :data:`CELL_BLOCK` at a time, so the float64 and int32
-    copies made on the way stay a few tens of megabytes at any grid size.
+    The tail norms ``t(a)`` (float64, see the module) give the bound's
+    extra column. Cells are taken :data:`CELL_BLOCK` at a time, so the
+    float64 and int32 copies made on the way stay a few tens of megabytes
+    at any grid size.
     """
     count = len(cell_vectors)
     blocks = BoundGrid.of(geometry)
@@ -428,22 +467,27 @@ def cell_bound_rows(
     basis = features.basis.T.astype(np.float64)
     rows = np.empty((count, dimensions + 2), np.float32)
     cell_norm2 = np.empty(count, np.int64)
+    tail_norm = np.empty(count, np.float64)
     for start in range(0, count, CELL_BLOCK):
         block = cell_vectors[start:start + CELL_BLOCK]
         flat = block.reshape(len(block), -1).astype(np.int32)
         norm2 = np.einsum("ij,ij->i", flat, flat, dtype=np.int64)
         del flat
-        means = blocks.means(block) - features.mean
+        means = blocks.means(block)
+        means2 = np.einsum("ij,ij->i", means, means)
+        means -= features.mean
         projected = means @ basis
         deviation2 = np.einsum("ij,ij->i", means, means)
+        projected2 = np.einsum("ij,ij->i", projected, projected)
         part = rows[start:start + len(block)]
         part[:, :dimensions] = -2.0 * scale * projected
         part[:, dimensions] = (
-            scale * np.einsum("ij,ij->i", projected, projected)
+            scale * projected2
             - BOUND_SLACK * scale * deviation2
             - 1e-7 * geometry.weight * norm2
         )
         part[:, dimensions + 1] = 1.0
         cell_norm2[start:start + len(block)] = norm2
-    return rows, cell_norm2
-
+        tail_norm[start:start + len(block)] = _tail_norm(
+            norm2.astype(np.float64), means2, deviation2, projected2, blocks.area)
+    return rows, cell_norm2, tail_norm
