@@ -470,9 +470,9 @@ def cell_bound_rows(
     tail_norm = np.empty(count, np.float64)
     for start in range(0, count, CELL_BLOCK):
         block = cell_vectors[start:start + CELL_BLOCK]
-        flat = block.reshape(len(block), -1).astype(np.int32)
+        flat = block.reshape(len(block), -1)
+        # Summed in int64 as read: a wide copy of the block costs more than the sum.
         norm2 = np.einsum("ij,ij->i", flat, flat, dtype=np.int64)
-        del flat
         means = blocks.means(block)
         means2 = np.einsum("ij,ij->i", means, means)
         means -= features.mean
