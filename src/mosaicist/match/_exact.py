@@ -7,8 +7,9 @@ objective is ``D(a, b) = w |a|^2 - 2 <a, S_b> + |b|^2``, an integer, where
 Search is exact, with memory bounded by the chunk sizes:
 
 1. **Lower bounds.** ``LB <= D`` for every pair, from the principal
-   components of the library's block means (see :mod:`._features`): one
-   float32 GEMM per block of cells and tiles.
+   components of the library's block means and the norms of what they
+   leave out (the tail norms, see :mod:`._features`): one float32 GEMM per
+   block of cells and tiles.
 2. **Search.** Each cell first gets an upper bound: the exact distance of
    the best-bounded tile of an evenly spaced sample. Then, for groups of
    cells and chunks of tiles, a coarse bound (``COARSE_DIMENSIONS``
