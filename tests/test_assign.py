@@ -817,3 +817,26 @@ def test_tiles_set_aside_keep_the_cheapest_and_lower_the_level_for_the_rest(monk
     assert checks.reserve_tile[1].tolist() == [3, -1, -1]
     assert checks.reserve_tile[2].tolist() == [6, 5, 7]
     assert level.tolist() == [51, 500, 40]
+
+
+def test_lists_other_than_the_nearest_need_a_certified_capped_assignment():
+    candidates = np.array([[0, 1], [1, 0]])
+    distances = np.array([[1, 2], [1, 2]])
+    # Without a search to prove the result, nothing may be assumed of unlisted tiles.
+    with pytest.raises(ValueError, match="lists other than the nearest"):
+        assign_tiles(candidates, distances, 1, 2, max_uses=1, nearest=False)
+    # Plain lists of nearest tiles still work as before.
+    assert assign_tiles(candidates, distances, 1, 2, max_uses=1).tile.tolist() == [0, 1]
+
+
+def test_warm_pairs_become_lists_best_first():
+    from mosaicist.match._capped import _by_cell
+
+    cells = np.array([2, 0, 2, 0, 2])
+    tiles = np.array([7, 3, 5, 9, 4])
+    distances = np.array([10, 4, 10, 1, 3])
+    lists, list_distances = _by_cell(cells, tiles, distances, 3)
+    # Best first, ties by tile; a cell without pairs gets none (-1).
+    assert lists.tolist() == [[9, 3, -1], [-1, -1, -1], [4, 5, 7]]
+    assert list_distances[0, :2].tolist() == [1, 4]
+    assert list_distances[2].tolist() == [3, 10, 10]

@@ -207,15 +207,17 @@ def test_capped_mosaic_is_the_certified_optimum_over_the_library(tmp_path, targe
     mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, max_uses=1, tint=tint,
                          augment=augment, cache_dir=tmp_path / "c")
     short = _capped.FULL_FIRST_CANDIDATES
-    assert asked[0] == (short if full_load < 1 else _capped.FIRST_CANDIDATES)
-    # Full grids list the tiles of least distance plus estimated prices too (untinted,
-    # without transforms, where the bound's space is the objective's).
+    # Full grids list the tiles of least distance plus estimated prices (untinted,
+    # without transforms, where the bound's space is the objective's) instead of
+    # their nearest; elsewhere the first lists are the nearest tiles.
     assert len(warm_lists) == (full_load < 1)
     if warm_lists and tint == 0 and augment == "none" and _flow.can_repair():
         cells, tiles, distances = warm_lists[0]
         assert len(cells) == len(tiles) == len(distances) > 0
-    elif warm_lists:
-        assert warm_lists[0] is None
+        assert asked == []
+    else:
+        assert asked[0] == (short if full_load < 1 else _capped.FIRST_CANDIDATES)
+        assert not warm_lists or warm_lists[0] is None
     report = mosaic.report()["assignment"]
     assert report["certified"] and report["gap"] == 0.0
     # Every cell-tile distance (best transform), exactly, then the dense optimum.

@@ -1476,6 +1476,7 @@ def assign_tiles(
     tile_count: int | None = None,
     extra: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     layout: Layout | None = None,
+    nearest: bool = True,
 ) -> Assignment:
     """Give every cell a tile so that the summed distance is least under the limits.
 
@@ -1523,6 +1524,11 @@ def assign_tiles(
         Cells of unequal sizes covering the ``rows x cols`` grid (adaptive
         cells): ``N`` is then any count, and spacing is measured between
         their centres (see :func:`spacing_violations`).
+    nearest : bool
+        Whether ``candidates`` are each cell's nearest tiles, so that every
+        unlisted tile is at least as far as the last listed one. False (a
+        certified assignment only): the lists prove nothing, and the first
+        pricing round searches every cell's whole library.
 
     Returns
     -------
@@ -1564,8 +1570,15 @@ def assign_tiles(
                           candidates.shape[1], 0, time.perf_counter() - start)
     if search is not None and not np.issubdtype(distances.dtype, np.integer):
         raise ValueError("a certified assignment needs integer distances")
+    if not nearest and (search is None or method != "optimal" or max_uses is None
+                        or min_uses or min_spacing > 1):
+        raise ValueError("lists other than the nearest need a certified assignment "
+                         "under a use cap alone")
     solver = _Solver(candidates, distances, rows, cols, max_uses, min_spacing,
                      more_candidates, max_candidates, show_progress, search, min_uses, layout)
+    if not nearest:
+        # Nothing is known of the unlisted tiles: every cell's proof starts from zero.
+        solver.edges.tail[:] = 0
     if extra is not None:
         solver.add_edges(*extra)
     if method == "greedy":

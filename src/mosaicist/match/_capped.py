@@ -63,6 +63,8 @@ FULL_LOAD = 0.5
 #: pairs are measured without wide copies: Starry Night 48.6 s against 60.9 s with 24
 #: (96: 49.3 s), the arctic photo 69-82 s against 101 s (64: 76 s, 96: 78 s).
 WARM_CANDIDATES = 48
+#: Whether the warm lists replace the nearest tiles as the first lists.
+WARM_ONLY = True
 #: Principal components of the space the prices are estimated in.
 WARM_DIMENSIONS = 16
 #: Most cell-tile pairs (transforms included) whose distances a minimum of uses computes.
@@ -90,14 +92,22 @@ class CappedMatcher(Matcher):
             cap = full_grid_cap(len(grid), len(request.library), grid.rows, grid.cols,
                                 options.max_uses, options.min_spacing)
             first = FIRST_CANDIDATES if cap is None else FULL_FIRST_CANDIDATES
-            tiles, distances = search.nearest(np.arange(len(grid)), first)
             warm = None
             if cap is not None and options.assign == "optimal":
                 warm = warm_candidates(request, search, cap)
+            nearest = warm is None or not WARM_ONLY or options.min_spacing > 1
+            if nearest:
+                tiles, distances = search.nearest(np.arange(len(grid)), first)
+            else:
+                assert warm is not None
+                # The warm lists alone: the first round searches every cell anyway (its
+                # cost lies past its nearest tiles), so the nearest search proves nothing.
+                tiles, distances = _by_cell(*warm, len(grid))
+                warm = None
             assignment = assign_tiles(
                 tiles, distances, grid.rows, grid.cols, max_uses=options.max_uses,
                 min_spacing=options.min_spacing, method=options.assign, search=search,
-                show_progress=request.show_progress, extra=warm,
+                show_progress=request.show_progress, extra=warm, nearest=nearest,
             )
         # Search units back to the objective's (exactly as match_exact converts them).
         scale = search.scale
@@ -113,6 +123,21 @@ class CappedMatcher(Matcher):
     def library_search(self, request: MatchRequest) -> LibrarySearch:
         """The searches the assignment asks for (a cluster's matcher spreads them over workers)."""
         return LibrarySearch(request)
+
+
+def _by_cell(cells: np.ndarray, tiles: np.ndarray, distances: np.ndarray, count: int
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs as ``(count, k)`` lists, best first (ties by tile), ``-1`` past a cell's pairs."""
+    order = np.lexsort((tiles, distances, cells))
+    cells, tiles, distances = cells[order], tiles[order], distances[order]
+    listed = np.bincount(cells, minlength=count)
+    width = max(1, int(listed.max(initial=0)))
+    column = np.arange(len(cells)) - np.repeat(np.cumsum(listed) - listed, listed)
+    lists = np.full((count, width), -1, np.int64)
+    list_distances = np.full((count, width), np.iinfo(np.int64).max, np.int64)
+    lists[cells, column] = tiles
+    list_distances[cells, column] = distances
+    return lists, list_distances
 
 
 def full_grid_cap(cells: int, tiles: int, rows: int, cols: int, max_uses: int | None,
