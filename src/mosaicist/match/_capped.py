@@ -57,13 +57,16 @@ FIRST_CANDIDATES = 32
 #: 0.60) 162 s instead of 205 s; a 12,288-cell photo at load 0.25 was faster with 32.
 FULL_FIRST_CANDIDATES = 8
 FULL_LOAD = 0.5
-#: Tiles each cell lists besides its nearest on such grids: those of least distance
+#: Tiles each cell lists first on such grids: those of least distance
 #: plus the final prices estimated by :mod:`._warm` (with the prices of a finished
 #: run, lists of 24 took 32,400 cells from 21 rounds to 7, of 8 to 11). 48 since the
 #: pairs are measured without wide copies: Starry Night 48.6 s against 60.9 s with 24
 #: (96: 49.3 s), the arctic photo 69-82 s against 101 s (64: 76 s, 96: 78 s).
 WARM_CANDIDATES = 48
-#: Whether the warm lists replace the nearest tiles as the first lists.
+#: Whether the warm lists replace the nearest tiles (else they join them). The first
+#: pricing round searches nearly every cell of such a grid anyway (its cost lies far
+#: past its nearest tiles), so the nearest tiles' search proved little: without it,
+#: Starry Night took 46.3 s against 49.1 s, the arctic photo 68.8 s against 71.7 s.
 WARM_ONLY = True
 #: Principal components of the space the prices are estimated in.
 WARM_DIMENSIONS = 16
@@ -169,8 +172,8 @@ def warm_candidates(request: MatchRequest, search: LibrarySearch, cap: int
     The prices come from an auction on a sample in the bound's space
     (:func:`~mosaicist.match._warm.warm_prices`), the tiles from the same
     space, their distances from the exact objective. Returned as
-    ``(cells, tiles, distances)`` pairs for the assignment to list besides
-    each cell's nearest; None where the estimate does not apply (tinted
+    ``(cells, tiles, distances)`` pairs for the assignment's first lists
+    (:data:`WARM_ONLY`); None where the estimate does not apply (tinted
     objectives and transforms, whose bound differs, or no Numba).
     """
     if (WARM_CANDIDATES < 1 or request.variants != 1 or request.options.tint
