@@ -94,19 +94,18 @@ class CappedMatcher(Matcher):
         else:
             cap = full_grid_cap(len(grid), len(request.library), grid.rows, grid.cols,
                                 options.max_uses, options.min_spacing)
-            first = FIRST_CANDIDATES if cap is None else FULL_FIRST_CANDIDATES
             warm = None
             if cap is not None and options.assign == "optimal":
                 warm = warm_candidates(request, search, cap)
             nearest = warm is None or not WARM_ONLY or options.min_spacing > 1
-            if nearest:
-                tiles, distances = search.nearest(np.arange(len(grid)), first)
-            else:
-                assert warm is not None
+            if warm is not None and not nearest:
                 # The warm lists alone: the first round searches every cell anyway (its
                 # cost lies past its nearest tiles), so the nearest search proves nothing.
                 tiles, distances = _by_cell(*warm, len(grid))
                 warm = None
+            else:
+                first = FIRST_CANDIDATES if cap is None else FULL_FIRST_CANDIDATES
+                tiles, distances = search.nearest(np.arange(len(grid)), first)
             assignment = assign_tiles(
                 tiles, distances, grid.rows, grid.cols, max_uses=options.max_uses,
                 min_spacing=options.min_spacing, method=options.assign, search=search,

@@ -457,8 +457,8 @@ def cell_bound_rows(
 
     The tail norms ``t(a)`` (float64, see the module) give the bound's
     extra column. Cells are taken :data:`CELL_BLOCK` at a time, so the
-    float64 and int32 copies made on the way stay a few tens of megabytes
-    at any grid size.
+    float64 copies made on the way stay a few tens of megabytes at any grid
+    size.
     """
     count = len(cell_vectors)
     blocks = BoundGrid.of(geometry)
