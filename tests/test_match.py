@@ -503,7 +503,7 @@ def test_tail_column_bound_never_exceeds_the_distance(cell_px, match_px, cell_he
     It is nearly exact on flat cells (a sky), where the components alone
     bound worst: a textured tile's detail is all in its tail.
     """
-    from mosaicist.match._features import cell_bound_rows
+    from mosaicist.match._features import BOUND_SLACK, cell_bound_rows
 
     geometry = Geometry(cell_px, match_px, cell_height, match_height)
     height, width = geometry.shape
@@ -527,7 +527,11 @@ def test_tail_column_bound_never_exceeds_the_distance(cell_px, match_px, cell_he
     if not tint:
         # Without the column: the components' bound only, much looser on flat cells.
         rows, _, _ = cell_bound_rows(cells, geometry, features)
-        components = rows.astype(np.float64) @ features.bound.astype(np.float64).T
+        # The components' columns and the row and column terms, less the tail's square.
+        width = len(features.basis) + 2
+        rows = rows.astype(np.float64)
+        rows[:, width - 2] -= geometry.weight * (1 - BOUND_SLACK) * search.cell_tail ** 2
+        components = rows[:, :width] @ features.bound[:, :width].astype(np.float64).T
         assert np.all(components <= full + 1e-3 * np.abs(exact) + 1)
         # On flat cells the column closes most of what the components leave (where
         # they leave more than the float32 slack: with every component kept and no

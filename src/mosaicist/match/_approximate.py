@@ -52,7 +52,13 @@ from ..grid import Geometry
 from ..paths import atomic_path
 from ..progress import progress_bar
 from ._exact import _improve, cells_for_dots, exact_distances
-from ._features import TileFeatures, bound_scale, cell_bound_rows, compute_features
+from ._features import (
+    BOUND_TERMS,
+    TileFeatures,
+    bound_scale,
+    cell_bound_rows,
+    compute_features,
+)
 from ._registry import Matcher, MatchRequest, MatchResult
 
 if TYPE_CHECKING:
@@ -102,9 +108,9 @@ class _NumpyIndex:
 
 def _tile_points(bound: np.ndarray, dimensions: int, scale: float) -> np.ndarray:
     """Index-space points ``[f_1..f_p, e]`` of bound rows (``TileFeatures.bound``), float32."""
-    total = bound.shape[1] - 2
+    total = bound.shape[1] - BOUND_TERMS
     head = bound[:, :dimensions].astype(np.float64)
-    # The bound's last column is k |f|^2 + c (slightly loosened); removing the
+    # The bound's column term is k |f|^2 + c (slightly loosened); removing the
     # kept components leaves k e^2 = k |f_tail|^2 + c.
     rest = bound[:, total + 1].astype(np.float64) / scale - np.einsum("ij,ij->i", head, head)
     points = np.empty((len(bound), dimensions + 1), np.float32)

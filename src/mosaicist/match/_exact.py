@@ -179,34 +179,6 @@ def _threshold32(best: np.ndarray) -> np.ndarray:
     return np.nextafter(as32, np.float32(np.inf))
 
 
-def _tail_bounds(
-    cell_rows: np.ndarray, cell_tail: np.ndarray, features: TileFeatures, weight: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Extend the bound rows with the tail norms' column (:mod:`._features`).
-
-    ``w (t_a - t_b)^2`` adds ``-2 w t_a`` / ``t_b`` as a column and the
-    squares to the row and column terms, loosened by the bound's relative
-    slack. The tiles' rows are kept with the features
-    (:meth:`TileFeatures.derived`).
-    """
-    dimensions = len(features.basis)
-    loosen = 1.0 - BOUND_SLACK
-    cells = np.empty((len(cell_rows), cell_rows.shape[1] + 1), np.float32)
-    cells[:, :-1] = cell_rows
-    cells[:, dimensions] += (weight * loosen * cell_tail * cell_tail).astype(np.float32)
-    cells[:, -1] = -2.0 * weight * cell_tail
-
-    def tile_rows() -> np.ndarray:
-        tail = features.tail_norm
-        tiles = np.empty((len(features.bound), features.bound.shape[1] + 1), np.float32)
-        tiles[:, :-1] = features.bound
-        tiles[:, dimensions + 1] += (weight * loosen * tail * tail).astype(np.float32)
-        tiles[:, -1] = tail
-        return tiles
-
-    return cells, features.derived(("tail", weight), tile_rows)
-
-
 def _tinted_bounds(
     cell_rows: np.ndarray,
     tile_rows: np.ndarray,
@@ -297,7 +269,7 @@ class CellTerms:
     Attributes
     ----------
     bound_rows : numpy.ndarray
-        ``(N, d + 2)`` float32 rows of the lower bound (:func:`._features.cell_bound_rows`).
+        ``(N, d + 4)`` float32 rows of the lower bound (:func:`._features.cell_bound_rows`).
     norm2 : numpy.ndarray
         ``(N',)`` int64 squared norms of the compared vectors.
     flat : numpy.ndarray
@@ -440,8 +412,9 @@ class _ExactSearch:
         self.cell_norm2, self.cell_flat = terms.norm2, terms.flat
         self.flat_rows = terms.rows
         self.cell_tail = terms.tail_norm
-        cell_rows, library_rows = _tail_bounds(terms.bound_rows, self.cell_tail, features,
-                                               self.weight)
+        # The tail norms' columns are in both (:mod:`._features`): the tiles' rows are
+        # read where they lie, mapped from the cache at a million tiles.
+        cell_rows, library_rows = terms.bound_rows, features.bound
         self.k = max(1, min(k, tile_count))
         self.hundredths = hundredths
         pixels = geometry.pixels

@@ -26,9 +26,12 @@ the variation within each block, in orthogonal subspaces, so that
 triangle inequality, ``|z(a) - z(P_b)|^2 >= (|z(a)| - |z(P_b)|)^2``. With the
 *tail norms* ``t(v) = |z(v)|``, ``t^2 = |v|^2 - n |x(v)|^2 + n (|x(v) - mu|^2
 - |Q (x(v) - mu)|^2)`` (``mu`` the PCA centre), ``LB + w (t(a) - t(P_b))^2 <= D``
-too: one more column in the GEMM. It is nearly exact where one side is
-flat (a sky cell, whose ``t`` is small, against textured tiles), which is
-where the components alone bound worst.
+too: two more columns in the GEMM (``-2 w t(a)`` against ``t(P_b)``, and
+``1`` against ``w t(P_b)^2``; ``w t(a)^2`` joins the row term). It is
+nearly exact where one side is flat (a sky cell, whose ``t`` is small,
+against textured tiles), which is where the components alone bound worst.
+The tiles' columns are stored with their bound rows, so that a search of
+a memory-mapped library reads them in place.
 """
 
 from __future__ import annotations
@@ -65,7 +68,10 @@ BOUND_SLACK = 5e-5
 #: Tiles used to fit the principal components.
 PCA_SAMPLE = 16384
 
-FEATURES_VERSION = 5
+FEATURES_VERSION = 6
+#: Columns of a bound row after the components: ``[row term, 1]`` (cells) or
+#: ``[1, column term]`` (tiles), then the tail norms' two (see the module).
+BOUND_TERMS = 4
 #: Cells whose bound rows are computed at once (bounds the temporary copies).
 CELL_BLOCK = 4096
 
@@ -188,8 +194,9 @@ class TileFeatures:
     basis : numpy.ndarray
         ``(d, n')`` float32 orthonormal rows (principal components).
     bound : numpy.ndarray
-        ``(M, d + 2)`` float32 rows ``[Q m_b, 1, column term]``: one GEMM with
-        the cells' rows ``[-2 k Q m_a, row term, 1]`` gives the loosened bound.
+        ``(M, d + 4)`` float32 rows ``[Q m_b, 1, column term, t_b, w t_b^2]``
+        (``t`` the tail norm, see the module): one GEMM with the cells' rows
+        ``[-2 k Q m_a, row term, 1, -2 w t_a, 1]`` gives the loosened bound.
         Rows are sorted by the first principal component (row ``k`` belongs
         to tile ``order[k]``), so that the tiles a cell can still use lie in
         one contiguous window.
@@ -312,7 +319,7 @@ def compute_features(
     length = geometry.length
     if geometry.factor > 1 and pooled_out is None:
         pooled_out = np.empty((count, length), pooled_dtype(geometry))
-    bound = np.empty((count, dimensions + 2), np.float32)
+    bound = np.empty((count, dimensions + BOUND_TERMS), np.float32)
     residuals = np.empty(count, np.float64)
     norm2 = np.empty(count, np.int64)
     channel_sums = np.empty((count, 3), np.int64)
@@ -336,8 +343,9 @@ def compute_features(
             features = means @ basis.T
             deviation2 = np.einsum("ij,ij->i", means, means)
             feature2 = np.einsum("ij,ij->i", features, features)
-            tail_norm[start:stop] = _tail_norm(
-                sums2 / (weight * weight), means2, deviation2, feature2, blocks.area)
+            tail = _tail_norm(sums2 / (weight * weight), means2, deviation2, feature2,
+                              blocks.area)
+            tail_norm[start:stop] = tail
             bound[start:stop, :dimensions] = features
             bound[start:stop, dimensions] = 1.0
             # Bound = scale*(|g|^2 + |f|^2 - 2 g.f) + residual, loosened for float32 rounding.
@@ -345,6 +353,8 @@ def compute_features(
                 scale * feature2 + residual - BOUND_SLACK * scale * deviation2
                 - 1e-7 * tile_norm2 - 1.0
             )
+            bound[start:stop, dimensions + 2] = tail
+            bound[start:stop, dimensions + 3] = weight * (1.0 - BOUND_SLACK) * tail * tail
             norm2[start:stop] = tile_norm2
             channel_sums[start:stop] = part.reshape(len(part), -1, 3).sum(axis=1, dtype=np.int64)
             residuals[start:stop] = residual
@@ -453,19 +463,20 @@ def _tail_norm(
 def cell_bound_rows(
     cell_vectors: np.ndarray, geometry: Geometry, features: TileFeatures
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return the cells' bound rows ``[-2 k Q m_a, row term, 1]``, ``|a|^2`` and tail norms.
+    """Return the cells' bound rows, ``|a|^2`` and tail norms.
 
-    The tail norms ``t(a)`` (float64, see the module) give the bound's
-    extra column. Cells are taken :data:`CELL_BLOCK` at a time, so the
-    float64 copies made on the way stay a few tens of megabytes at any grid
-    size.
+    The rows are ``[-2 k Q m_a, row term, 1, -2 w t_a, 1]`` (float32, the
+    tail norms' columns and the tail norm ``t_a``, float64, as the module
+    says). Cells are taken :data:`CELL_BLOCK` at a time, so the float64
+    copies made on the way stay a few tens of megabytes at any grid size.
     """
     count = len(cell_vectors)
     blocks = BoundGrid.of(geometry)
     scale = bound_scale(geometry)
     dimensions = len(features.basis)
     basis = features.basis.T.astype(np.float64)
-    rows = np.empty((count, dimensions + 2), np.float32)
+    rows = np.empty((count, dimensions + BOUND_TERMS), np.float32)
+    weight = geometry.weight
     cell_norm2 = np.empty(count, np.int64)
     tail_norm = np.empty(count, np.float64)
     for start in range(0, count, CELL_BLOCK):
@@ -479,15 +490,19 @@ def cell_bound_rows(
         projected = means @ basis
         deviation2 = np.einsum("ij,ij->i", means, means)
         projected2 = np.einsum("ij,ij->i", projected, projected)
+        tail = _tail_norm(norm2.astype(np.float64), means2, deviation2, projected2,
+                          blocks.area)
         part = rows[start:start + len(block)]
         part[:, :dimensions] = -2.0 * scale * projected
         part[:, dimensions] = (
             scale * projected2
             - BOUND_SLACK * scale * deviation2
-            - 1e-7 * geometry.weight * norm2
+            - 1e-7 * weight * norm2
+            + weight * (1.0 - BOUND_SLACK) * tail * tail
         )
         part[:, dimensions + 1] = 1.0
+        part[:, dimensions + 2] = -2.0 * weight * tail
+        part[:, dimensions + 3] = 1.0
         cell_norm2[start:start + len(block)] = norm2
-        tail_norm[start:start + len(block)] = _tail_norm(
-            norm2.astype(np.float64), means2, deviation2, projected2, blocks.area)
+        tail_norm[start:start + len(block)] = tail
     return rows, cell_norm2, tail_norm
