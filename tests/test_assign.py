@@ -446,6 +446,60 @@ def test_a_crowd_of_alike_cells_is_certified_in_few_rounds(monkeypatch):
     assert rounds[1] < 0.6 * rounds[0]
 
 
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("max_uses", [1, 2])
+@pytest.mark.parametrize("nearest", [True, False])
+def test_an_unproven_assignment_reports_a_lower_bound_from_its_last_prices(
+        seed, max_uses, nearest, monkeypatch):
+    """Out of rounds, the gap is measured against the bound the last prices give.
+
+    Any prices ``p >= 0`` bound the capped optimum from below by ``sum_i min_j
+    (c_ij + p_j) - cap sum_j p_j`` over the whole library. Lists other than
+    each cell's nearest tiles (warm lists) bound nothing by themselves: the
+    sum of their first distances can exceed the optimum.
+    """
+    monkeypatch.setattr(_assign, "MAX_PRICING_ROUNDS", 1)
+    rng = np.random.default_rng(seed)
+    rows, cols, tiles = 8, 10, 120
+    count = rows * cols
+    full = full_distances(rng, count, tiles, clusters=3)
+    ranked, ranked_distances = top_k(full, 12)
+    # Lists past each cell's nearest tiles, where those are not listed.
+    skip = 0 if nearest else 6
+    candidates, distances = ranked[:, skip:], ranked_distances[:, skip:]
+    result = assign_tiles(candidates, distances, rows, cols, max_uses=max_uses,
+                          search=DenseSearch(full), nearest=nearest)
+    optimum = dense_optimum(full, max_uses)
+    check_placement(result.tile, full, rows, cols, max_uses, 1)
+    if result.certified:
+        assert result.objective == result.lower_bound == optimum
+        return
+    assert 0 <= result.lower_bound <= optimum <= result.objective
+    if nearest:
+        # Never below the optimum without caps, which nearest lists give.
+        assert result.lower_bound >= full.min(axis=1).sum()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_bound_of_the_last_prices_nears_the_optimum_as_rounds_go(seed, monkeypatch):
+    rng = np.random.default_rng(seed)
+    rows, cols = 8, 10
+    full = full_distances(rng, rows * cols, 120, clusters=3)
+    candidates, distances = top_k(full, 6)
+    proven = assign_tiles(candidates, distances, rows, cols, max_uses=1,
+                          search=DenseSearch(full))
+    optimum = dense_optimum(full, 1)
+    assert proven.certified and proven.lower_bound == optimum
+    # One round short of the proof: a bound within 1% of the optimum, where the
+    # optimum without caps is several times lower (cells crowd on the same tiles).
+    monkeypatch.setattr(_assign, "MAX_PRICING_ROUNDS", proven.pricing_rounds - 1)
+    unproven = assign_tiles(candidates, distances, rows, cols, max_uses=1,
+                            search=DenseSearch(full))
+    assert not unproven.certified
+    assert 0.99 * optimum <= unproven.lower_bound <= optimum
+    assert full.min(axis=1).sum() < 0.2 * optimum
+
+
 def test_certified_prices_satisfy_complementary_slackness():
     from mosaicist.match._assign import _edges, tile_prices
 

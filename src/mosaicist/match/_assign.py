@@ -1579,6 +1579,7 @@ def assign_tiles(
     if not nearest:
         # Nothing is known of the unlisted tiles: every cell's proof starts from zero.
         solver.edges.tail[:] = 0
+        solver.nearest = False
     if extra is not None:
         solver.add_edges(*extra)
     if method == "greedy":
@@ -1649,6 +1650,9 @@ class _Solver:
         self._allowed = np.ones(len(self.edges.row), bool)
         #: Whether the assignment was proven optimal over the whole library.
         self.certified = False
+        #: Whether each cell's list starts with its nearest tiles (else nothing is known
+        #: of the tiles it leaves out; see :func:`assign_tiles`).
+        self.nearest = True
         # Whether to solve near the last prices (see _solve_near).
         self._near = True
         # The searches and arcs of the last repair (:func:`._flow.repair`).
@@ -1847,11 +1851,38 @@ class _Solver:
             if len(rows):
                 self._set_edges(_with_edges(edges, rows, found, distances, edges.tail))
         if choice is None:
-            # No proof in the rounds allowed: the best placement the lists hold.
+            # No proof in the rounds allowed: the best placement the lists hold, and the
+            # bound the last prices give over the whole library (lists other than the
+            # nearest bound nothing by themselves).
             choice = self._restricted()
+            priced_bound = self._priced_bound(
+                np.zeros(self.search.tile_count, np.int64) if state is None else state.price)
+            lower = max(lower if self.nearest else 0, priced_bound)
         choice = self._space(choice)
         self.bar.close()
         return self.edges.tile[choice], self.edges.dist[choice], lower
+
+    def _priced_bound(self, price: np.ndarray) -> int:
+        """A lower bound on the capped optimum from any tile prices ``p >= 0``.
+
+        Relaxing the caps with ``p`` (Lagrange) gives ``sum_i min_j (c_ij +
+        p_j) - cap sum_j p_j``, at most the cost of any placement that keeps
+        them: each cell pays at least its least ``c_ij + p_j`` less its
+        tile's price, and the prices of the tiles placed sum to at most
+        ``cap sum_j p_j``. The minimum is over the whole library: one search
+        of every cell, started from its least listed total. Near the final
+        prices this is close to the optimum, where the optimum without caps
+        (the bound without prices) can be far below it.
+        """
+        assert self.search is not None and self.cap is not None
+        cells = np.arange(self.count)
+        listed = _kth_total(self.edges, price, cells, 1)
+        found, distances = self.search.below(cells, price, listed, 1, upper=listed)
+        present = found[:, 0] >= 0
+        least = listed.copy()
+        least[present] = np.minimum(
+            least[present], distances[present, 0] + price[found[present, 0]])
+        return int(least.sum(dtype=np.int64)) - self.cap * int(price.sum(dtype=np.int64))
 
     def _repairable(self) -> bool:
         """Whether repairs run on today's edges (compiled loops, integers, none forbidden)."""
