@@ -59,6 +59,12 @@ prove each other optimal when every cell's tile minimises ``c_ij + p_j`` over
    edges of least reduced cost at the last prices, checks every other
    edge against the prices of that solution and repairs the cells it
    finds (:meth:`_Solver._solve_near`).
+5. Out of rounds (:data:`MAX_PRICING_ROUNDS`), the best placement the lists
+   hold is kept, and its gap is measured against the bound the last prices
+   give: any ``p >= 0`` relax the caps to ``sum_i min_j (c_ij + p_j) - cap
+   sum_j p_j`` (Lagrange; one search of every cell), which nears the
+   optimum as the prices do, where the optimum without caps can lie far
+   below it.
 
 Lists grow only by the tiles prices point to: a flat area whose cells all
 want the same few tiles gets, round by round, the next tiles it can afford,
