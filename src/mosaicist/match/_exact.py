@@ -358,7 +358,7 @@ class _ExactSearch:
     Attributes
     ----------
     cell_rows, bound_rows : numpy.ndarray
-        ``(N, d + 2 [+ 3])`` and ``(M, d + 2 [+ 3])`` float32 rows whose
+        ``(N, d + 4 [+ 3])`` and ``(M, d + 4 [+ 3])`` float32 rows whose
         product is the full lower bound (:mod:`._features`), with the tint
         columns of :func:`_tinted_bounds` when tinting (``M`` the tiles
         searched).
