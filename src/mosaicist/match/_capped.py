@@ -56,7 +56,11 @@ FIRST_CANDIDATES = 32
 #: 0.65) took 63-66 s instead of 78-79 s, and 30,033 cells of another photo (load
 #: 0.60) 162 s instead of 205 s; a 12,288-cell photo at load 0.25 was faster with 32.
 FULL_FIRST_CANDIDATES = 8
-FULL_LOAD = 0.5
+#: 0.4 since the warm lists: photos of 21,760 cells (load 0.44) got none at 0.5, and
+#: took 153.9 s in 32 rounds (a forest fire), 393.0 s in 31 (a camera-trap bear) and
+#: 338 s in 38 (camera-trap elephants); with them 46.7 s in 7, 109.9 s in 14 and
+#: 287.8 s in 34, certified, the objectives equal.
+FULL_LOAD = 0.4
 #: Tiles each cell lists first on such grids: those of least distance
 #: plus the final prices estimated by :mod:`._warm` (with the prices of a finished
 #: run, lists of 24 took 32,400 cells from 21 rounds to 7, of 8 to 11). 48 since the
