@@ -1581,11 +1581,8 @@ def assign_tiles(
         raise ValueError("lists other than the nearest need a certified assignment "
                          "under a use cap alone")
     solver = _Solver(candidates, distances, rows, cols, max_uses, min_spacing,
-                     more_candidates, max_candidates, show_progress, search, min_uses, layout)
-    if not nearest:
-        # Nothing is known of the unlisted tiles: every cell's proof starts from zero.
-        solver.edges.tail[:] = 0
-        solver.nearest = False
+                     more_candidates, max_candidates, show_progress, search, min_uses, layout,
+                     nearest)
     if extra is not None:
         solver.add_edges(*extra)
     if method == "greedy":
@@ -1637,6 +1634,7 @@ class _Solver:
         search: CandidateSearch | None = None,
         min_uses: int = 0,
         layout: Layout | None = None,
+        nearest: bool = True,
     ) -> None:
         self.count = candidates.shape[0]
         self.layout = layout
@@ -1651,14 +1649,16 @@ class _Solver:
         self.k = candidates.shape[1]
         self.candidates, self.distances = candidates, distances
         self.edges = _edges(candidates, distances, np.full(self.count, self.k))
+        #: Whether each cell's list starts with its nearest tiles (see :func:`assign_tiles`).
+        self.nearest = nearest
+        if not nearest:
+            # Nothing is known of the unlisted tiles: every cell's proof starts from zero.
+            self.edges.tail[:] = 0
         self.forbidden = np.zeros(0, np.int64)
         # Edges of self.edges not forbidden, kept in step with self.forbidden.
         self._allowed = np.ones(len(self.edges.row), bool)
         #: Whether the assignment was proven optimal over the whole library.
         self.certified = False
-        #: Whether each cell's list starts with its nearest tiles (else nothing is known
-        #: of the tiles it leaves out; see :func:`assign_tiles`).
-        self.nearest = True
         # Whether to solve near the last prices (see _solve_near).
         self._near = True
         # The searches and arcs of the last repair (:func:`._flow.repair`).

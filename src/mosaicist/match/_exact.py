@@ -36,7 +36,6 @@ from .._runtime import one_blas_thread, thread_pool, worker_count
 from ..errors import OptionError
 from ..grid import Geometry
 from ..progress import progress_bar
-from . import _kernels
 from ._features import (
     BOUND_SLACK,
     LARGE_LIBRARY,
@@ -45,7 +44,7 @@ from ._features import (
     cell_bound_rows,
     compute_features,
 )
-from ._kernels import merge_sorted, numba_available, pair_dots
+from ._kernels import compiled_loops_allowed, merge_sorted, pair_dots
 from ._registry import Matcher, MatchRequest, MatchResult
 
 #: Cells per block of the first, sampled pass.
@@ -88,7 +87,7 @@ def cells_for_dots(cell_vectors: np.ndarray, weight: int) -> np.ndarray:
     grids) too, so that memory stays one byte per compared value.
     """
     flat = cell_vectors.reshape(len(cell_vectors), -1)
-    if _kernels.USE_NUMBA is not False and numba_available():
+    if compiled_loops_allowed():
         return flat
     accumulate = dot_dtype(flat.shape[1], weight)
     if flat.size * np.dtype(accumulate).itemsize <= CONVERTED_CELLS_BYTES:

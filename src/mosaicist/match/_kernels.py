@@ -147,6 +147,11 @@ def numba_available() -> bool:
     return _numba() is not None
 
 
+def compiled_loops_allowed() -> bool:
+    """Whether the compiled loops may run: Numba importable and not turned off."""
+    return USE_NUMBA is not False and numba_available()
+
+
 @cache
 def _numba() -> Any:
     try:
