@@ -3,7 +3,8 @@
 Workload: Starry Night cropped to 16:9 and resized to 3840x2160 (built and
 cached as ``bench_million.py`` does), 16 px cells (32,400 cells), all
 50,000 ``cifar10/train`` tiles, ``--preset seed --max-uses 1`` (load 0.65,
-where the warm lists apply); or any other target with ``--target``.
+where the warm lists apply); or any other target with ``--target``, at its
+own size or resized (Pillow, Lanczos) to about ``--cells`` cells.
 
 The two cases run in one process, one after the other, ``--repeat`` times
 (``mosaicist.match._capped.WARM_CANDIDATES`` set to 0 turns the warm lists
@@ -17,6 +18,8 @@ Run (from the repository root)::
 
     python benchmarks/bench_warm.py
     python benchmarks/bench_warm.py --target targets/kelley_arctic_ice.jpg --cell 12
+    python benchmarks/bench_warm.py --target targets/cameratrap_african_elephants.jpg \
+        --cells 30000 --warm-only
 """
 
 from __future__ import annotations
@@ -30,9 +33,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_million import build_target  # noqa: E402
 from common import cache_dir, data_dir, machine  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from mosaicist import make_mosaic  # noqa: E402
 from mosaicist.match import _capped  # noqa: E402
+
+
+def resized_target(target: Path, cells: int, cell_px: int, cache: Path) -> Path:
+    """``target`` resized to about ``cells`` cells of ``cell_px``, cached as PNG.
+
+    The grid keeps the target's aspect: ``columns = round(sqrt(cells * w / h))``,
+    ``rows = round(cells / columns)``, each ``cell_px`` wide.
+    """
+    with Image.open(target) as image:
+        width, height = image.size
+        columns = max(1, round((cells * width / height) ** 0.5))
+        rows = max(1, round(cells / columns))
+        path = cache / f"{target.stem}_{columns}x{rows}_cells_{cell_px}px.png"
+        if not path.exists():
+            resized = image.convert("RGB").resize(
+                (columns * cell_px, rows * cell_px), Image.Resampling.LANCZOS)
+            partial = path.with_suffix(".partial.png")
+            resized.save(partial)
+            partial.replace(path)
+    return path
 
 
 def main() -> None:
@@ -42,12 +66,18 @@ def main() -> None:
     parser.add_argument("--target", help="target, relative to the data folder "
                         "(default: Starry Night at 3840x2160)")
     parser.add_argument("--cell", type=int, default=16, help="cell size in pixels")
+    parser.add_argument("--cells", type=int,
+                        help="resize the target to about this many cells (keeps its aspect)")
+    parser.add_argument("--warm-only", action="store_true",
+                        help="run with warm lists only (without them some photos take long)")
     parser.add_argument("--tiles", default="cifar10/train", help="tiles, relative to the data")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of both cases")
     args = parser.parse_args()
     data = data_dir(args.data)
     cache = cache_dir(args.cache_dir)
     target = data / args.target if args.target else build_target(data, cache)
+    if args.cells:
+        target = resized_target(target, args.cells, args.cell, cache)
     settings = dict(preset="seed", max_uses=1, cell_px=args.cell)
     print(machine(), flush=True)
     print(f"workload: {target.name}, {args.cell} px cells, tiles {args.tiles}", flush=True)
@@ -55,7 +85,8 @@ def main() -> None:
                 cell_px=args.cell)  # fills the index and feature cache
     warm = _capped.WARM_CANDIDATES
     for _ in range(args.repeat):
-        for name, candidates in (("warm lists", warm), ("without", 0)):
+        cases = [("warm lists", warm)] + ([] if args.warm_only else [("without", 0)])
+        for name, candidates in cases:
             _capped.WARM_CANDIDATES = candidates
             cpu, wall = time.process_time(), time.perf_counter()
             mosaic = make_mosaic(target, data / args.tiles, cache_dir=cache / "warm", **settings)

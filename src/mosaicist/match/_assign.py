@@ -157,6 +157,11 @@ REPAIR_ARCS_PER_EDGE = 60
 #: worth on.
 NEAR_EDGES = 16
 NEAR_SHARE = 0.5
+#: A solve near the last prices also keeps every edge whose reduced cost is at most this
+#: share of its cell's cost: least prices move with the graph, and on a 30,000-cell
+#: crowd of alike cells the edges of a few per cent broke 12,000 cells' proofs where
+#: kept they broke 1,400 (repaired in 2 s).
+NEAR_MARGIN = 0.05
 #: Solves near the prices a round tries, each with the edges the last one missed.
 NEAR_SOLVES = 2
 #: A repair moves at most one cell in this many (each move is a shortest-path search
@@ -1916,7 +1921,10 @@ class _Solver:
         edges = self.edges
         count = self.count
         reduced = edges.dist + state.price[edges.tile] - state.cost[edges.row]
-        near = _least_per_cell(edges, reduced, NEAR_EDGES) | (reduced <= 0)
+        margin = (NEAR_MARGIN * np.maximum(state.cost, 0)).astype(np.int64)
+        near = _least_per_cell(edges, reduced, NEAR_EDGES) | (reduced <= margin[edges.row])
+        if near.sum() > NEAR_SHARE * len(near):
+            return None  # too few edges left out to gain: solve on all, this round
         for _ in range(NEAR_SOLVES):
             if near.sum() > NEAR_SHARE * len(near):
                 break
