@@ -142,10 +142,19 @@ MOST_PRICING_COLUMNS = 32
 #: Searches of a placed cell before its columns start doubling (on the seed workload
 #: doubling from the first made the graph a third larger for no fewer rounds).
 WIDEN_AFTER = 1
-#: Tiles a search of a cell outside its lists looks for (it lists a slice of them): on
-#: the 12,288-cell photo, 28 rounds (130 s) became 24 (96 s); on the seed workload 9
-#: rounds became 8.
+#: Tiles a search of a cell outside its lists looks for (it lists a slice of
+#: :data:`PRICING_COLUMNS` of them): on the 12,288-cell photo, 8 became 32 and 28 rounds
+#: (130 s) became 24 (96 s); on the seed workload 9 rounds became 8.
 OUT_SEARCH = 32
+#: Tiles a search looks for, each cell listing a slice, where the last search of the
+#: same kind found fewer tiles than cells (a crowd of alike cells, which all find the
+#: same tiles): of cells outside their lists, and of placed cells searched again after
+#: a search at :data:`MOST_PRICING_COLUMNS` (which list slices of that many). On a
+#: camera-trap photo upscaled to 30,000 cells the crowd outside gained 32 tiles a round
+#: and was not certified in 40 rounds (545 s); searching 128 for every cell outside
+#: certified it in 23 (318 s) but cost Starry Night's 32,400 cells 10 s; where cells
+#: find many tiles, the wider searches only cost.
+CROWD_SEARCH = 128
 #: How far past its cost a pricing search looks, in units of the cell's price premium.
 REACH = 1
 #: Arcs a repair of the last round's optimum may relax per edge of the graph before a
@@ -585,6 +594,9 @@ class _PriceChecks:
         self.level = tail.astype(np.int64).copy()
         #: Each cell's tiles set aside by its last search of the whole library (``-1``:
         #: none) and their distances.
+        # Not the width of CROWD_SEARCH: a reserve that beats its cell's
+        # cost is listed in the next round, and a crowd's would widen its lists fourfold;
+        # past the reserve the proof stops at the cheapest tile left out.
         width = max(RESERVE_COLUMNS, MOST_PRICING_COLUMNS, OUT_SEARCH, PRICING_COLUMNS)
         self.reserve_tile = np.full((len(tail), width), -1, np.int64)
         self.reserve_distance = np.zeros((len(tail), width), np.int64)
@@ -594,6 +606,9 @@ class _PriceChecks:
         self.rounds = 0
         #: Library searches of each cell so far while it was placed.
         self.looks = np.zeros(len(tail), np.int64)
+        #: Whether the last search of cells at the widest, and of cells outside their
+        #: lists, found fewer tiles than cells.
+        self.crowded = [False, False]
 
     def check(
         self, search: CandidateSearch, price: np.ndarray, cost: np.ndarray, reach: np.ndarray,
@@ -743,13 +758,20 @@ class _PriceChecks:
         if not len(targets):
             return
         # A cell searched again wants more columns: its earlier finds were all taken.
-        width = np.minimum(
-            PRICING_COLUMNS << np.clip(self.looks[targets] - WIDEN_AFTER, 0, 16),
-            MOST_PRICING_COLUMNS)
-        width[out[targets]] = OUT_SEARCH
+        widening = np.clip(self.looks[targets] - WIDEN_AFTER, 0, 16)
+        width = np.minimum(PRICING_COLUMNS << widening, MOST_PRICING_COLUMNS)
+        # Cells outside their lists, and placed cells searched again at the widest, look
+        # at more tiles than they list: each lists a slice (see below).
+        outside = out[targets]
+        widest = (PRICING_COLUMNS << widening > MOST_PRICING_COLUMNS) & ~outside
+        looked = np.where(widest & self.crowded[0],
+                          max(CROWD_SEARCH, MOST_PRICING_COLUMNS), width)
+        looked[outside] = max(CROWD_SEARCH if self.crowded[1] else OUT_SEARCH,
+                              PRICING_COLUMNS)
+        width[outside] = PRICING_COLUMNS
         self.looks[targets[~out[targets]]] += 1
         # One search for all: what is found past a cell's columns is set aside.
-        wanted = max(int(width.max()), RESERVE_COLUMNS)
+        wanted = max(int(looked.max()), RESERVE_COLUMNS)
         if among is None:
             found, found_distances = search.below(
                 targets, price, reach[targets], wanted,
@@ -759,6 +781,13 @@ class _PriceChecks:
             found, found_distances = search.below(targets, price, reach[targets], wanted,
                                                   among=among)
         present = found >= 0
+        if among is None:
+            # Fewer tiles than cells among what the cells at the widest, or outside,
+            # found: alike cells, which the next such search spreads over more slices.
+            for kind, cells in enumerate((widest, outside)):
+                if cells.any():
+                    self.crowded[kind] = (
+                        np.unique(found[cells][present[cells]]).size < cells.sum())
         total = np.where(present, found_distances + price[np.maximum(found, 0)],
                          np.iinfo(np.int64).max)
         new_level[targets] = reach[targets]
@@ -770,15 +799,15 @@ class _PriceChecks:
             new_level[targets] = np.minimum(new_level[targets], beyond_level)
         position = np.arange(found.shape[1])[None, :]
         kept = present & (position < width[:, None])
-        spread = out[targets] & (width > PRICING_COLUMNS)
+        spread = looked > width
         if spread.any():
-            # Cells outside their lists keep PRICING_COLUMNS of what they found,
-            # neighbours a different slice each: alike cells all find the same
-            # tiles, and a slice each places as many of them as there are tiles.
-            slices = np.maximum(width // PRICING_COLUMNS, 1)
-            offset = (np.cumsum(spread) - 1) % slices * PRICING_COLUMNS
+            # Cells outside their lists, or in a crowd, keep a slice of what they found,
+            # each next such cell the next slice: alike cells all find the same tiles,
+            # and a slice each lists as many of them as there are tiles.
+            slices = np.maximum(looked // width, 1)
+            offset = (np.cumsum(spread) - 1) % slices * width
             in_slice = (position >= offset[:, None]) & (
-                position < offset[:, None] + PRICING_COLUMNS)
+                position < (offset + width)[:, None])
             kept = present & np.where(spread[:, None], in_slice, kept)
         aside = np.where(present & ~kept, found, -1)
         if among is None:
