@@ -627,7 +627,10 @@ class _PriceChecks:
         looks for :data:`OUT_SEARCH` tiles and lists a slice of
         :data:`PRICING_COLUMNS` of them, each next such cell the next slice,
         so that a crowd of them spreads over the tiles it finds without
-        widening the graph). A search
+        widening the graph; where the last such search found fewer tiles than
+        cells, the next looks for :data:`CROWD_SEARCH`, and so do placed cells
+        searched again at the widest, each listing a slice of
+        :data:`MOST_PRICING_COLUMNS`). A search
         looks up to ``reach`` (at least ``cost``): the tiles between cost
         and reach are returned too, to be listed, and the proof then holds
         up to ``reach``, so that a later round in which the cell's cost has
@@ -1934,7 +1937,9 @@ class _Solver:
 
         Each cell keeps its :data:`NEAR_EDGES` edges of least reduced cost
         ``c_ij + p_j - u_i`` at the last round's prices, and every edge at
-        or below zero (its tile, and the new tiles that beat its cost). The
+        or below :data:`NEAR_MARGIN` times its cost (its tile, the new tiles
+        that beat its cost, and those the new prices may bring near). Where
+        those are over :data:`NEAR_SHARE` of all edges, None for this round. The
         solution there is priced (:func:`tile_prices`), and every other edge
         checked against those prices: none below zero proves it optimal on
         all edges, a few are repaired (:meth:`_repair`). None where neither
