@@ -592,12 +592,12 @@ class _PriceChecks:
 
     def __init__(self, tail: np.ndarray, tile_count: int) -> None:
         self.level = tail.astype(np.int64).copy()
+        # Not the width of CROWD_SEARCH: a reserve that beats its cell's cost is listed
+        # in the next round, and a crowd's would widen its lists fourfold; past the
+        # reserve the proof stops at the cheapest tile left out.
+        width = max(RESERVE_COLUMNS, MOST_PRICING_COLUMNS, OUT_SEARCH, PRICING_COLUMNS)
         #: Each cell's tiles set aside by its last search of the whole library (``-1``:
         #: none) and their distances.
-        # Not the width of CROWD_SEARCH: a reserve that beats its cell's
-        # cost is listed in the next round, and a crowd's would widen its lists fourfold;
-        # past the reserve the proof stops at the cheapest tile left out.
-        width = max(RESERVE_COLUMNS, MOST_PRICING_COLUMNS, OUT_SEARCH, PRICING_COLUMNS)
         self.reserve_tile = np.full((len(tail), width), -1, np.int64)
         self.reserve_distance = np.zeros((len(tail), width), np.int64)
         self.round = np.zeros(len(tail), np.int64)
@@ -772,7 +772,7 @@ class _PriceChecks:
         looked[outside] = max(CROWD_SEARCH if self.crowded[1] else OUT_SEARCH,
                               PRICING_COLUMNS)
         width[outside] = PRICING_COLUMNS
-        self.looks[targets[~out[targets]]] += 1
+        self.looks[targets[~outside]] += 1
         # One search for all: what is found past a cell's columns is set aside.
         wanted = max(int(looked.max()), RESERVE_COLUMNS)
         if among is None:
