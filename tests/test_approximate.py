@@ -64,23 +64,29 @@ def without_faiss(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(approximate, "_load_faiss", lambda: None)
 
 
-def use_backend(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``numpy``: no FAISS; ``faiss``: FAISS (skipped where it is not installed)."""
+def use_backend(backend: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """``numpy``: no FAISS; ``faiss-lists``, ``faiss-graph``: FAISS and that structure.
+
+    Returns the keyword that picks the structure (skipped where FAISS is not installed).
+    """
     if backend == "numpy":
         without_faiss(monkeypatch)
-    else:
-        pytest.importorskip("faiss")
+        return {}
+    pytest.importorskip("faiss")
+    return {"structure": backend.removeprefix("faiss-")}
 
 
-BACKENDS = ["numpy", "faiss"]
+BACKENDS = ["numpy", "faiss-lists", "faiss-graph"]
+#: The function that builds each backend's index.
+BUILDERS = {"numpy": "_build_numpy", "faiss-lists": "_build_faiss", "faiss-graph": "_build_graph"}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_easy_data_valid_exact_distances_and_optimum(easy_data, backend, monkeypatch):
-    use_backend(backend, monkeypatch)
+    structure = use_backend(backend, monkeypatch)
     cells, tiles, features, exact = easy_data
     geometry = Geometry(CELL, TILE)
-    result = match_approximate(cells, tiles, geometry, features)
+    result = match_approximate(cells, tiles, geometry, features, **structure)
     assert result.tile.dtype == np.int64 and result.tile.shape == (len(cells),)
     assert ((result.tile >= 0) & (result.tile < len(tiles))).all()
     # Every reported distance is the exact objective of the reported tile.
@@ -115,6 +121,33 @@ def test_scanning_every_list_is_exact(easy_data, monkeypatch):
     assert np.array_equal(result.distance, exact.distance)
 
 
+def test_a_graph_walked_deep_enough_is_exact(easy_data, tmp_path):
+    # Keeping as many candidates as there are tiles, the walk reaches every tile of the
+    # (connected) graph: only the re-rank is left, which is exact.
+    pytest.importorskip("faiss")
+    cells, tiles, features, exact = easy_data
+    geometry = Geometry(CELL, TILE)
+    result = match_approximate(cells, tiles, geometry, features, candidates=len(tiles),
+                               structure="graph", cache_dir=tmp_path)
+    assert np.array_equal(result.tile, exact.tile)
+    assert np.array_equal(result.distance, exact.distance)
+    # FAISS is used by default, and then the graph.
+    default = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path)
+    assert [path.name[:5] for path in tmp_path.iterdir()] == ["hnsw-"]
+    assert np.mean(default.tile == exact.tile) >= 0.99
+
+
+def test_structures_are_checked():
+    geometry = Geometry(CELL, TILE)
+    cells = np.zeros((2, CELL, CELL, 3), np.uint8)
+    tiles = np.zeros((20, TILE, TILE, 3), np.uint8)
+    with pytest.raises(ValueError, match="structure"):
+        match_approximate(cells, tiles, geometry, structure="tree")
+    # The graph needs FAISS.
+    with pytest.raises(ImportError):
+        match_approximate(cells, tiles, geometry, use_faiss=False, structure="graph")
+
+
 def test_non_multiple_geometry(monkeypatch):
     # tile_px not a multiple of cell_px: cells are resampled, no block sums.
     without_faiss(monkeypatch)
@@ -129,30 +162,31 @@ def test_non_multiple_geometry(monkeypatch):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_index_is_cached_and_reused(easy_data, backend, tmp_path, monkeypatch):
-    use_backend(backend, monkeypatch)
+    structure = use_backend(backend, monkeypatch)
     cells, tiles, features, exact = easy_data
     geometry = Geometry(CELL, TILE)
-    first = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path)
+    first = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path, **structure)
     entries = [path for path in tmp_path.iterdir() if not path.name.startswith(".")]
     assert len(entries) == 1
     assert not [path for path in tmp_path.iterdir() if path.name.endswith(".part")]
     stamp = entries[0].stat().st_mtime_ns
 
     builds = []
-    name = "_build_numpy" if backend == "numpy" else "_build_faiss"
+    name = BUILDERS[backend]
     original = getattr(approximate, name)
     monkeypatch.setattr(approximate, name, lambda *args: builds.append(1) or original(*args))
-    second = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path)
+    second = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path, **structure)
     assert builds == []
     assert entries[0].stat().st_mtime_ns == stamp
     assert np.array_equal(first.tile, second.tile)
     assert np.array_equal(first.distance, second.distance)
 
     # Other parameters make another entry; a damaged entry is rebuilt.
-    match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path, nlist=20)
+    match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path, dimensions=8,
+                      **structure)
     assert builds == [1]
     entries[0].write_bytes(b"damaged")
-    third = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path)
+    third = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path, **structure)
     assert builds == [1, 1]
     assert np.array_equal(first.distance, third.distance)
 
@@ -199,13 +233,13 @@ def test_rectangular_cells_get_true_distances_and_mostly_exact_picks(cell, tile,
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_cells_in_small_chunks_give_the_same_result(easy_data, backend, monkeypatch):
-    use_backend(backend, monkeypatch)
+    structure = use_backend(backend, monkeypatch)
     cells, tiles, features, _ = easy_data
     geometry = Geometry(CELL, TILE)
-    whole = match_approximate(cells, tiles, geometry, features)
+    whole = match_approximate(cells, tiles, geometry, features, **structure)
     # Chunks of 7 cells: the last one is partial, every buffer is remade.
     monkeypatch.setattr(approximate, "CELL_CHUNK", 7)
-    chunked = match_approximate(cells, tiles, geometry, features)
+    chunked = match_approximate(cells, tiles, geometry, features, **structure)
     assert np.array_equal(whole.tile, chunked.tile)
     assert np.array_equal(whole.distance, chunked.distance)
     assert (whole.evaluated, whole.bounded) == (chunked.evaluated, chunked.bounded)

@@ -369,8 +369,9 @@ class MosaicOptions:
         "optimal", "How {max_uses}/{min_spacing} are solved.", choices=ASSIGN_METHODS,
         section="match")
     search: str = setting(
-        "exact", "exact: the true minimum for every cell; approximate: an inverted-file "
-        "index with exact re-ranking, for very large libraries.", section="match")
+        "exact", "exact: the true minimum for every cell; approximate: a graph of nearest "
+        "neighbours (an inverted file without FAISS) with exact re-ranking, for very large "
+        "libraries.", section="match")
     device: str = setting(
         "cpu", "cuda: exact integer search on an NVIDIA GPU (needs the gpu extra).",
         section="match")
