@@ -24,9 +24,10 @@ of the PCA bound that the exact search already computes
    whose centres are nearest and keeps its ``candidates`` nearest tiles
    (FAISS's ``IndexIVFFlat``, or a NumPy implementation: k-means by GEMM on
    a sample, then one GEMM per list over the cells that probe it). At a
-   million tiles the graph finds each cell's nearest index points as often
-   as 32 probes of 4,000 lists while measuring about 1,400 tiles instead of
-   8,000 (see :func:`match_approximate`'s notes).
+   million tiles a graph walk finds each cell's nearest index points as
+   often as 32 probes of 4,000 lists while measuring a few thousand tiles
+   instead of 8,000 (about 1,440 with 32 neighbours and depth 64; see
+   :func:`match_approximate`'s notes).
 3. **Exact re-rank.** The candidates' full bounds (all components) are
    computed; the ``EXACT_FIRST`` lowest are evaluated exactly (integer
    objective, :func:`~mosaicist.match.exact_distances`), and so is every
@@ -79,12 +80,13 @@ if TYPE_CHECKING:
 INDEX_VERSION = 1
 #: Index structures: a graph of nearest neighbours (FAISS only), an inverted file.
 STRUCTURES = ("graph", "lists")
-#: Neighbours each tile links to in the graph (HNSW's ``M``; 64 on its bottom layer).
-GRAPH_NEIGHBOURS = 32
+#: Neighbours each tile links to in the graph (HNSW's ``M``; twice as many on its bottom
+#: layer).
+GRAPH_NEIGHBOURS = 16
 #: Candidates kept while linking each tile into the graph (``efConstruction``).
 GRAPH_BUILD_DEPTH = 40
 #: Candidates each cell's walk of the graph keeps (``efSearch``; at least ``candidates``).
-GRAPH_SEARCH_DEPTH = 64
+GRAPH_SEARCH_DEPTH = 128
 #: Leading principal components of the index space.
 INDEX_DIMENSIONS = 32
 #: Lists of the inverted file per square root of the tile count (4,000 for a
@@ -548,11 +550,23 @@ def match_approximate(
     graph, M 32, depth 40 / 128     2.6 s   99.95%, 99.95%, 99.95%      58 s
     ==============================  ======  ==========================  =====
 
-    (depth: while building / while searching.) The defaults are the fourth
-    row: in ``benchmarks/bench_million.py`` the match phase took 4.4 s against
-    6.6-6.8 s with the lists, at 99.46% exact cells and +0.044% objective
-    (the lists: 99.62%, +0.037%); the first run, which builds the graph,
-    took about 30 s longer than one that trains the lists.
+    (depth: while building / while searching.) In
+    ``benchmarks/bench_million.py`` (a fresh process per ``make``, the
+    index cached), against the lists' 6.6-6.8 s of match phase, 99.62%
+    exact cells and +0.037% objective:
+
+    ===========================  ============  ===========  =========  ==========
+    graph                        match phase   exact cells  objective  first run
+    ===========================  ============  ===========  =========  ==========
+    M 32, depth 40 / 64          4.4 s         99.46%       +0.044%    62.6 s
+    M 16, depth 40 / 96          3.0 s         99.18%       +0.091%    45.5 s
+    M 16, depth 40 / 128         4.1 s         99.41%       +0.066%    46.6 s
+    ===========================  ============  ===========  =========  ==========
+
+    The defaults are the last row: about as exact as 32 neighbours, built in
+    36 s instead of 58 s (the first run builds it; the lists train in about
+    20 s), and a smaller file. The exact make's match phase took 27.8-34.0 s
+    in those runs (the machine's noise).
     """
     count = len(cell_vectors)
     tile_count = len(tiles)
