@@ -26,7 +26,7 @@ of the PCA bound that the exact search already computes
    a sample, then one GEMM per list over the cells that probe it). At a
    million tiles a graph walk finds each cell's nearest index points as
    often as 32 probes of 4,000 lists while measuring a few thousand tiles
-   instead of 8,000 (about 1,440 with 32 neighbours and depth 64; see
+   instead of 8,000 (about 1,180 with the defaults; see
    :func:`match_approximate`'s notes).
 3. **Exact re-rank.** The candidates' full bounds (all components) are
    computed; the ``EXACT_FIRST`` lowest are evaluated exactly (integer
