@@ -135,6 +135,9 @@ def test_a_graph_walked_deep_enough_is_exact(easy_data, tmp_path):
     default = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path)
     assert [path.name[:5] for path in tmp_path.iterdir()] == ["hnsw-"]
     assert np.mean(default.tile == exact.tile) >= 0.99
+    # The lists' own settings ask for the lists, with FAISS too.
+    match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path, nprobe=4)
+    assert sorted(path.name[:5] for path in tmp_path.iterdir()) == ["hnsw-", "ivf-v"]
 
 
 def test_structures_are_checked():
@@ -143,6 +146,9 @@ def test_structures_are_checked():
     tiles = np.zeros((20, TILE, TILE, 3), np.uint8)
     with pytest.raises(ValueError, match="structure"):
         match_approximate(cells, tiles, geometry, structure="tree")
+    # Before any work, even with no cells to match.
+    with pytest.raises(ValueError, match="structure"):
+        match_approximate(cells[:0], tiles, geometry, structure="tree")
     # The graph needs FAISS.
     with pytest.raises(ImportError):
         match_approximate(cells, tiles, geometry, use_faiss=False, structure="graph")

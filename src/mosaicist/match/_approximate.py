@@ -25,9 +25,8 @@ of the PCA bound that the exact search already computes
    (FAISS's ``IndexIVFFlat``, or a NumPy implementation: k-means by GEMM on
    a sample, then one GEMM per list over the cells that probe it). At a
    million tiles a graph walk finds each cell's nearest index points as
-   often as 32 probes of 4,000 lists while measuring a few thousand tiles
-   instead of 8,000 (about 1,180 with the defaults; see
-   :func:`match_approximate`'s notes).
+   often as 32 probes of 4,000 lists while measuring about 1,200 tiles
+   instead of 8,000 (see :func:`match_approximate`'s notes).
 3. **Exact re-rank.** The candidates' full bounds (all components) are
    computed; the ``EXACT_FIRST`` lowest are evaluated exactly (integer
    objective, :func:`~mosaicist.match.exact_distances`), and so is every
@@ -232,6 +231,11 @@ def _build_faiss(faiss: Any, features: TileFeatures, lists: int, dimensions: int
     index.cp.min_points_per_centroid = 1
     index.cp.seed = 0
     index.train(_training_sample(features, lists, dimensions, scale))
+    return _add_every_row(index, features, dimensions, scale)
+
+
+def _add_every_row(index: Any, features: TileFeatures, dimensions: int, scale: float) -> Any:
+    """Add every bound row's index point to the FAISS ``index`` (id = row), a chunk at a time."""
     count = len(features.bound)
     for start in range(0, count, ASSIGN_CHUNK):
         stop = min(count, start + ASSIGN_CHUNK)
@@ -243,11 +247,7 @@ def _build_graph(faiss: Any, features: TileFeatures, dimensions: int, scale: flo
     """Link every bound row into a FAISS ``IndexHNSWFlat`` (id = row)."""
     index = faiss.IndexHNSWFlat(dimensions + 1, GRAPH_NEIGHBOURS, faiss.METRIC_L2)
     index.hnsw.efConstruction = GRAPH_BUILD_DEPTH
-    count = len(features.bound)
-    for start in range(0, count, ASSIGN_CHUNK):
-        stop = min(count, start + ASSIGN_CHUNK)
-        index.add(_tile_points(features.bound[start:stop], dimensions, scale))
-    return index
+    return _add_every_row(index, features, dimensions, scale)
 
 
 def _cache_key(features: TileFeatures, backend: str, lists: int, dimensions: int,
@@ -499,7 +499,8 @@ def match_approximate(
         Force (True) or forbid (False) FAISS; by default it is used when importable.
     structure : {"graph", "lists"}, optional
         The index (see the module's notes): by default ``"graph"`` where
-        FAISS is used, else ``"lists"``; ``"graph"`` needs FAISS.
+        FAISS is used and neither ``nprobe`` nor ``nlist`` is given (those
+        apply to the lists only), else ``"lists"``; ``"graph"`` needs FAISS.
 
     Returns
     -------
@@ -568,19 +569,22 @@ def match_approximate(
     20 s), and a smaller file. The exact make's match phase took 27.8-34.0 s
     in those runs (the machine's noise).
     """
+    # A bad setting is reported before any work.
+    if structure is not None and structure not in STRUCTURES:
+        raise ValueError(f"structure must be one of {STRUCTURES}, not {structure!r}")
     count = len(cell_vectors)
     tile_count = len(tiles)
     if features is None:
         features = compute_features(tiles, geometry)
     if count == 0:
         return MatchResult(np.zeros(0, np.int64), np.zeros(0, np.int64))
-    if structure is not None and structure not in STRUCTURES:
-        raise ValueError(f"structure must be one of {STRUCTURES}, not {structure!r}")
     faiss = _load_faiss() if use_faiss is not False else None
     if (use_faiss or structure == "graph") and faiss is None:
         raise ImportError("faiss is not installed (pip install faiss-cpu)")
     if structure is None:
-        structure = "graph" if faiss is not None else "lists"
+        # The lists' own settings ask for the lists.
+        lists_asked = nprobe is not None or nlist is not None
+        structure = "graph" if faiss is not None and not lists_asked else "lists"
     total_dimensions = len(features.basis)
     dimensions = max(1, min(dimensions or INDEX_DIMENSIONS, total_dimensions))
     candidates = max(1, min(candidates or DEFAULT_CANDIDATES, tile_count))
