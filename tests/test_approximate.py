@@ -251,6 +251,27 @@ def test_cells_in_small_chunks_give_the_same_result(easy_data, backend, monkeypa
     assert (whole.evaluated, whole.bounded) == (chunked.evaluated, chunked.bounded)
 
 
+def test_the_graph_walks_cells_from_dark_to_bright_with_the_same_picks(easy_data,
+                                                                     monkeypatch):
+    pytest.importorskip("faiss")
+    cells, tiles, features, _ = easy_data
+    geometry = Geometry(CELL, TILE)
+    order = approximate._brightness_order(cells)
+    brightness = cells.reshape(len(cells), -1).sum(axis=1)
+    assert sorted(order.tolist()) == list(range(len(cells)))
+    assert (np.diff(brightness[order]) >= 0).all()
+    monkeypatch.setattr(approximate, "CELL_CHUNK", 5)
+    walked = match_approximate(cells, tiles, geometry, features, structure="graph")
+    # The same cells in the grid's own order: each cell's pick is its own.
+    monkeypatch.setattr(approximate, "_brightness_order", lambda vectors: np.arange(len(vectors)))
+    in_order = match_approximate(cells, tiles, geometry, features, structure="graph")
+    assert np.array_equal(walked.tile, in_order.tile)
+    assert np.array_equal(walked.distance, in_order.distance)
+    assert (walked.evaluated, walked.bounded) == (in_order.evaluated, in_order.bounded)
+    # And each is right for its own cell, not its neighbour in the walk.
+    assert np.array_equal(walked.distance, pixel_distance(cells, tiles, walked.tile))
+
+
 def test_candidate_bounds_match_the_bound_rows_and_mark_missing_ones():
     rng = np.random.default_rng(2)
     bound = rng.normal(size=(50, 6)).astype(np.float32)

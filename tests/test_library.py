@@ -560,3 +560,152 @@ def test_an_interrupt_next_to_begin_or_commit_leaves_no_transaction_open(tmp_pat
     with transaction(connection):
         connection.execute("INSERT INTO t VALUES (2)")
     assert connection.execute("SELECT x FROM t").fetchall() == [(2,)]
+
+
+# -- the order snapshot (``order-<publication>.npz``) ----------------------------------
+
+
+@pytest.fixture
+def snapshot_every_library(monkeypatch):
+    """Snapshot libraries of any size (by default only from 10,000 tiles)."""
+    from mosaicist.library import _manifest
+
+    monkeypatch.setattr(_manifest, "ORDER_SNAPSHOT_TILES", 1)
+    return _manifest
+
+
+def _publication(directory):
+    connection = sqlite3.connect(directory / "manifest.sqlite")
+    try:
+        return connection.execute(
+            "SELECT value FROM meta WHERE name = 'publication'").fetchone()[0]
+    finally:
+        connection.close()
+
+
+def test_a_publication_is_opened_from_its_snapshot(tmp_path, monkeypatch,
+                                                   snapshot_every_library):
+    folder = make_colour_folder(tmp_path / "tiles", 12)
+    cache = tmp_path / "cache"
+    first = open_library(folder, cache)
+    directory = first.directory
+    snapshots = sorted(path.name for path in directory.glob("order-*.npz"))
+    assert snapshots == [f"order-{_publication(directory)}.npz"]
+    # Later opens read the snapshot, not the rows: the same library.
+    reads = []
+    real = snapshot_every_library.read_order
+    monkeypatch.setattr("mosaicist.library._index.read_order",
+                        lambda *args: reads.append(real(*args)) or reads[-1])
+    again = open_library(folder, cache, update=False)
+    assert reads and reads[-1] is not None
+    assert again.source_ids == first.source_ids
+    np.testing.assert_array_equal(np.asarray(again.tiles), np.asarray(first.tiles))
+    check_pixels(again, folder)
+
+
+def test_changed_rows_are_never_read_from_an_old_snapshot(tmp_path, snapshot_every_library):
+    folder = make_colour_folder(tmp_path / "tiles", 10)
+    cache = tmp_path / "cache"
+    first = open_library(folder, cache)
+    directory = first.directory
+    before = _publication(directory)
+    # A tile added in the middle of the order: the rows change, and so does the token.
+    Image.fromarray(np.full((12, 12, 3), 7, np.uint8)).save(folder / "t004b.png")
+    added = open_library(folder, cache)
+    assert _publication(directory) != before
+    assert added.source_ids[5] == "t004b.png"
+    check_pixels(added, folder)
+    check_pixels(open_library(folder, cache, update=False), folder)
+    # Only the current publication keeps a snapshot.
+    assert [path.name for path in directory.glob("order-*.npz")] == [
+        f"order-{_publication(directory)}.npz"]
+    # A removed tile, then an unchanged update: the token moves with the rows only.
+    (folder / "t001.png").unlink()
+    removed = open_library(folder, cache)
+    token = _publication(directory)
+    assert "t001.png" not in removed.source_ids
+    unchanged = open_library(folder, cache)
+    assert _publication(directory) == token
+    assert unchanged.source_ids == removed.source_ids
+    check_pixels(unchanged, folder)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "empty", "short", "wrong dtype"])
+def test_a_damaged_snapshot_costs_only_the_query(tmp_path, snapshot_every_library, damage):
+    folder = make_colour_folder(tmp_path / "tiles", 6)
+    cache = tmp_path / "cache"
+    first = open_library(folder, cache)
+    snapshot = next(first.directory.glob("order-*.npz"))
+    if damage == "garbage":
+        snapshot.write_bytes(b"not a zip at all" * 10)
+    elif damage == "empty":
+        snapshot.write_bytes(b"")
+    elif damage == "short":
+        np.savez(snapshot.open("wb"), ids=np.frombuffer(b"t000.png", np.uint8),
+                 slots=np.arange(6, dtype=np.int64))
+    else:
+        np.savez(snapshot.open("wb"), ids=np.zeros(3, np.float32),
+                 slots=np.arange(6, dtype=np.int64))
+    again = open_library(folder, cache, update=False)
+    assert again.source_ids == first.source_ids
+    check_pixels(again, folder)
+
+
+def test_a_snapshot_that_cannot_be_written_is_left_out(tmp_path, monkeypatch,
+                                                       snapshot_every_library):
+    folder = make_colour_folder(tmp_path / "tiles", 5)
+    cache = tmp_path / "cache"
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "read-only", str(args[0]))
+
+    monkeypatch.setattr(snapshot_every_library, "atomic_path", refuse)
+    library = open_library(folder, cache)
+    assert not list(library.directory.glob("order-*.npz"))
+    check_pixels(library, folder)
+
+
+def test_ids_a_snapshot_cannot_hold_are_read_with_sql(tmp_path, snapshot_every_library):
+    directory = tmp_path / "index"
+    directory.mkdir()
+    slots = np.arange(2, dtype=np.int64)
+    snapshot_every_library.write_order(directory, "ab12", ["a\0b", "c"], slots)
+    snapshot_every_library.write_order(directory, "ab12", ["a\udcff", "\ud800"], slots)
+    assert not list(directory.glob("order-*"))
+    # Names that are not UTF-8 (kept as surrogate escapes) go through whole.
+    snapshot_every_library.write_order(directory, "cd34", ["caf\udce9.png", "x.png"], slots)
+    ids, read_slots = snapshot_every_library.read_order(directory, "cd34")
+    assert ids == ["caf\udce9.png", "x.png"]
+    np.testing.assert_array_equal(read_slots, slots)
+    assert snapshot_every_library.read_order(directory, "ffff") is None
+
+
+def test_an_index_from_before_the_tokens_gets_one(tmp_path, snapshot_every_library):
+    folder = make_colour_folder(tmp_path / "tiles", 4)
+    cache = tmp_path / "cache"
+    directory = open_library(folder, cache).directory
+    for snapshot in directory.glob("order-*.npz"):
+        snapshot.unlink()
+    connection = sqlite3.connect(directory / "manifest.sqlite")
+    with connection:
+        connection.execute("DELETE FROM meta WHERE name = 'publication'")
+    connection.close()
+    assert not list(open_library(folder, cache, update=False).directory.glob("order-*.npz"))
+    again = open_library(folder, cache)  # the update names the rows; the read keeps them
+    assert [path.name for path in directory.glob("order-*.npz")] == [
+        f"order-{_publication(directory)}.npz"]
+    check_pixels(again, folder)
+
+
+def test_stale_snapshots_are_removed_by_the_next_update(tmp_path, snapshot_every_library):
+    folder = make_colour_folder(tmp_path / "tiles", 4)
+    cache = tmp_path / "cache"
+    directory = open_library(folder, cache).directory
+    (directory / "order-0123abcd.npz").write_bytes(b"old")
+    open_library(folder, cache)
+    assert [path.name for path in directory.glob("order-*.npz")] == [
+        f"order-{_publication(directory)}.npz"]
+
+
+def test_readers_and_a_writer_with_snapshots(tmp_path, snapshot_every_library):
+    test_concurrent_reader_and_writer_threads(tmp_path)

@@ -107,6 +107,26 @@ def test_reduce_cells_is_exact_area_averaging():
     np.testing.assert_allclose(reduce_cells(row, 3, 2)[0, :, 0], [10.0, 50.0])
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float32])
+@pytest.mark.parametrize(("cell_w", "cell_h", "view_w", "view_h"),
+                         [(4, 4, 1, 1), (8, 8, 4, 4), (6, 4, 3, 2), (16, 16, 16, 16), (8, 6, 2, 1)])
+def test_whole_steps_reduce_to_plain_block_means(dtype, cell_w, cell_h, view_w, view_h,
+                                                 monkeypatch):
+    """Sums taken rows first, then columns, in several bands: the blocks' exact means."""
+    import mosaicist.metrics as metrics_module
+
+    monkeypatch.setattr(metrics_module, "_BLOCK_ELEMENTS", cell_w * cell_h * 5 * 3 * 2)
+    rng = np.random.default_rng(cell_w * 10 + cell_h)
+    top = 255 if dtype == np.uint8 else 60000
+    image = rng.integers(0, top, (7 * cell_h, 5 * cell_w, 3)).astype(dtype)
+    reduced = reduce_cells(image, cell_w, view_w, cell_h, view_h)
+    step_y, step_x = cell_h // view_h, cell_w // view_w
+    expected = image.astype(np.float64).reshape(
+        7 * view_h, step_y, 5 * view_w, step_x, 3).mean(axis=(1, 3))
+    assert reduced.shape == expected.shape and reduced.dtype == np.float64
+    np.testing.assert_allclose(reduced, expected, rtol=1e-12)
+
+
 def test_ssim_on_small_and_tiny_images():
     crop = random_image(8, 8, seed=7)
     other = random_image(8, 8, seed=8)

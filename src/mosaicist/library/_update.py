@@ -89,6 +89,8 @@ from ._manifest import (
     connect,
     get_meta,
     manifest_errors,
+    new_publication,
+    order_path,
     partial_path,
     set_meta,
     store_path,
@@ -120,6 +122,8 @@ _SIGN_BYTES = 64 << 20
 _LEFTOVER = re.compile(r"tiles-\d+\.u8(\.part)?|\.tiles-\d+\.u8\..*\.part\.u8")
 #: Files of shards (:mod:`mosaicist.library._shards`), removed unless the manifest lists them.
 _SHARD_FILE = re.compile(re.escape(SHARD_PREFIX) + r"[0-9a-f]+\.(u8|rows\.json)(\.part)?")
+#: Order snapshots (:func:`._manifest.write_order`), removed unless of the publication.
+_ORDER_FILE = re.compile(r"order-[0-9a-f]+\.npz")
 
 
 @dataclass(frozen=True)
@@ -520,8 +524,12 @@ def _update_locked(
         What the update did, less ``seconds``.
     """
     upgrade(connection)
+    if get_meta(connection, "publication") is None:
+        # An index from before the tokens: name its rows, so that readers snapshot them.
+        with transaction(connection):
+            new_publication(connection)
     _remove_leftovers(directory, int(get_meta(connection, "generation", "0")),
-                      read_shards(connection))
+                      read_shards(connection), get_meta(connection, "publication"))
     planned = _plan(source, tile, directory, connection)
     if isinstance(planned, UpdateStats):
         _sign_published(directory, tile, connection)
@@ -547,7 +555,8 @@ def _update_locked(
     return stats
 
 
-def _remove_leftovers(directory: Path, generation: int, shards: Sequence[Shard] = ()) -> None:
+def _remove_leftovers(directory: Path, generation: int, shards: Sequence[Shard] = (),
+                      publication: str | None = None) -> None:
     """Delete the files that interrupted updates left in the index folder.
 
     Only the lock holder writes these files, so under the lock none of them
@@ -556,7 +565,8 @@ def _remove_leftovers(directory: Path, generation: int, shards: Sequence[Shard] 
     still maps one keeps its map, and one about to open it reads the
     manifest again, see ``TileLibrary._read``); and shard files that no
     ``shards`` row lists (a worker's unfinished ``.part``, or a shard whose
-    update stopped before staging it), with the rows files of all shards.
+    update stopped before staging it), with the rows files of all shards; and
+    order snapshots of other publications than ``publication``.
 
     Parameters
     ----------
@@ -566,11 +576,16 @@ def _remove_leftovers(directory: Path, generation: int, shards: Sequence[Shard] 
         The published generation, whose packed file is kept.
     shards : sequence of Shard
         The ``shards`` table: their files are kept.
+    publication : str, optional
+        The published rows' token, whose order snapshot is kept.
     """
     keep = {store_path(directory, generation).name, *(shard.file for shard in shards)}
+    if publication is not None:
+        keep.add(order_path(directory, publication).name)
     with os.scandir(directory) as items:
         leftovers = [item.path for item in items if item.name not in keep and (
-            _LEFTOVER.fullmatch(item.name) or _SHARD_FILE.fullmatch(item.name))]
+            _LEFTOVER.fullmatch(item.name) or _SHARD_FILE.fullmatch(item.name)
+            or _ORDER_FILE.fullmatch(item.name))]
     for leftover in leftovers:
         with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
             os.unlink(leftover)
@@ -1375,6 +1390,7 @@ def _swap_manifest(
         set_meta(connection, "generation", generation)
         set_meta(connection, "next_slot", next_slot)
         set_meta(connection, "scan_digest", digest)
+        new_publication(connection)
 
 
 def _keep_failures(connection: sqlite3.Connection, failed: Sequence[tuple[str, str]]) -> None:

@@ -393,6 +393,17 @@ def _scan_numpy(index: _NumpyIndex, points: np.ndarray, listed: np.ndarray,
     return out
 
 
+def _brightness_order(cell_vectors: np.ndarray) -> np.ndarray:
+    """Cells in order of their summed pixel values (stable), read a chunk at a time."""
+    count = len(cell_vectors)
+    brightness = np.empty(count, np.int64)
+    for start in range(0, count, CELL_CHUNK):
+        block = cell_vectors[start:start + CELL_CHUNK]
+        brightness[start:start + len(block)] = block.reshape(len(block), -1).sum(
+            axis=1, dtype=np.int64)
+    return np.argsort(brightness, kind="stable")
+
+
 def _candidate_bounds(bound: np.ndarray, found: np.ndarray, cell_rows: np.ndarray) -> np.ndarray:
     """Full bounds (all components, float32 like match_exact's) of each cell's candidates.
 
@@ -616,12 +627,17 @@ def match_approximate(
     best_tile = np.empty(count, np.int64)
     evaluated = bounded = 0
 
+    # Cells walk the graph from dark to bright: alike cells one after another
+    # reach the same tiles and links while they are in the processor's cache
+    # (the walks are otherwise independent, so the picks are the same).
+    order = _brightness_order(cell_vectors) if structure == "graph" else None
     with progress_bar(count, "matching", unit="cell", enabled=show_progress) as bar:
         for start in range(0, count, CELL_CHUNK):
             stop = min(count, start + CELL_CHUNK)
             # Everything per cell is made a chunk at a time: fresh memory is
             # costly (page faults), and a chunk's buffers are reused by the next.
-            block = cell_vectors[start:stop]
+            where = slice(start, stop) if order is None else order[start:stop]
+            block = cell_vectors[where]
             rows_here, norm2_here, _ = cell_bound_rows(block, geometry, features)
             points = _cell_points(rows_here, dimensions, scale)
             if faiss is not None:
@@ -632,7 +648,7 @@ def match_approximate(
                 with one_blas_thread():
                     found = _scan_numpy(index, points, listed, listed_norm2, nprobe, candidates)
             reranked = _rerank(block, rows_here, norm2_here, found, features, pooled, geometry)
-            best_distance[start:stop], best_tile[start:stop] = reranked[:2]
+            best_distance[where], best_tile[where] = reranked[:2]
             evaluated += reranked[2]
             bounded += reranked[3]
             bar.update(stop - start)
