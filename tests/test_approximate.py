@@ -313,3 +313,25 @@ def test_rerank_picks_the_exact_optimum_among_candidates_ties_to_lowest_position
         best = true.min()
         assert distance[cell] == best
         assert tile[cell] == listed[true == best].min()
+
+
+def test_the_search_loads_no_compiler_it_does_not_use():
+    # Deciding whether compiled loops could run must not import Numba (0.4 s a process):
+    # a re-rank of a few pairs per cell stays on NumPy's path.
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np\n"
+        "from mosaicist.grid import Geometry\n"
+        "from mosaicist.match import match_approximate\n"
+        "rng = np.random.default_rng(0)\n"
+        "cells = rng.integers(0, 256, (50, 4, 4, 3), dtype=np.uint8)\n"
+        "tiles = rng.integers(0, 256, (300, 8, 8, 3), dtype=np.uint8)\n"
+        "result = match_approximate(cells, tiles, Geometry(4, 8), use_faiss=False)\n"
+        "assert len(result.tile) == 50\n"
+        "print('numba' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.strip() == "False"
