@@ -630,7 +630,8 @@ def test_changed_rows_are_never_read_from_an_old_snapshot(tmp_path, snapshot_eve
     check_pixels(unchanged, folder)
 
 
-@pytest.mark.parametrize("damage", ["garbage", "empty", "short", "wrong dtype"])
+@pytest.mark.parametrize("damage", ["garbage", "empty", "cut", "bit flip", "short",
+                                    "wrong dtype"])
 def test_a_damaged_snapshot_costs_only_the_query(tmp_path, snapshot_every_library, damage):
     folder = make_colour_folder(tmp_path / "tiles", 6)
     cache = tmp_path / "cache"
@@ -640,6 +641,12 @@ def test_a_damaged_snapshot_costs_only_the_query(tmp_path, snapshot_every_librar
         snapshot.write_bytes(b"not a zip at all" * 10)
     elif damage == "empty":
         snapshot.write_bytes(b"")
+    elif damage == "cut":
+        snapshot.write_bytes(snapshot.read_bytes()[:-40])
+    elif damage == "bit flip":
+        data = bytearray(snapshot.read_bytes())
+        data[len(data) // 3] ^= 0x10  # inside a stored array: its checksum fails
+        snapshot.write_bytes(bytes(data))
     elif damage == "short":
         np.savez(snapshot.open("wb"), ids=np.frombuffer(b"t000.png", np.uint8),
                  slots=np.arange(6, dtype=np.int64))

@@ -61,6 +61,7 @@ import contextlib
 import os
 import secrets
 import sqlite3
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import overload
@@ -250,7 +251,7 @@ def read_order(directory: Path, publication: str) -> tuple[list[str], np.ndarray
         with np.load(order_path(directory, publication), allow_pickle=False) as stored:
             blob = stored["ids"]
             slots = stored["slots"]
-    except (OSError, ValueError, KeyError, EOFError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
     if blob.dtype != np.uint8 or blob.ndim != 1 or slots.dtype != np.int64 or slots.ndim != 1:
         return None
