@@ -676,15 +676,38 @@ def test_ids_a_snapshot_cannot_hold_are_read_with_sql(tmp_path, snapshot_every_l
     directory = tmp_path / "index"
     directory.mkdir()
     slots = np.arange(2, dtype=np.int64)
-    snapshot_every_library.write_order(directory, "ab12", ["a\0b", "c"], slots)
-    snapshot_every_library.write_order(directory, "ab12", ["a\udcff", "\ud800"], slots)
+    write, read = snapshot_every_library.write_order, snapshot_every_library.read_order
+    write(directory, "ab12", "s", ["a\0b", "c"], slots)
+    write(directory, "ab12", "s", ["a\udcff", "\ud800"], slots)
     assert not list(directory.glob("order-*"))
     # Names that are not UTF-8 (kept as surrogate escapes) go through whole.
-    snapshot_every_library.write_order(directory, "cd34", ["caf\udce9.png", "x.png"], slots)
-    ids, read_slots = snapshot_every_library.read_order(directory, "cd34")
+    write(directory, "cd34", "s", ["caf\udce9.png", "x.png"], slots)
+    ids, read_slots = read(directory, "cd34", "s")
     assert ids == ["caf\udce9.png", "x.png"]
     np.testing.assert_array_equal(read_slots, slots)
-    assert snapshot_every_library.read_order(directory, "ffff") is None
+    assert read(directory, "ffff", "s") is None
+    # Made under other meta values: not these rows.
+    assert read(directory, "cd34", "t") is None
+
+
+def test_rows_published_without_a_new_token_are_not_read_from_the_snapshot(
+        tmp_path, monkeypatch, snapshot_every_library):
+    # A version of mosaicist from before the tokens, sharing the cache, publishes new rows
+    # and leaves the token as it was: its scan digest and slots still tell.
+    folder = make_colour_folder(tmp_path / "tiles", 6)
+    cache = tmp_path / "cache"
+    first = open_library(folder, cache)
+    token = _publication(first.directory)
+    monkeypatch.setattr(library_module, "new_publication", lambda connection: None)
+    Image.fromarray(np.full((12, 12, 3), 9, np.uint8)).save(folder / "t002b.png")
+    (folder / "t004.png").unlink()
+    older = open_library(folder, cache)
+    assert _publication(first.directory) == token
+    assert "t002b.png" in older.source_ids and "t004.png" not in older.source_ids
+    check_pixels(older, folder)
+    again = open_library(folder, cache, update=False)
+    assert again.source_ids == older.source_ids
+    check_pixels(again, folder)
 
 
 def test_an_index_from_before_the_tokens_gets_one(tmp_path, snapshot_every_library):

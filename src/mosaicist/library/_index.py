@@ -55,6 +55,7 @@ from ._manifest import (
     get_meta,
     has_added_columns,
     manifest_errors,
+    order_stamp,
     read_order,
     write_order,
 )
@@ -413,7 +414,9 @@ class TileLibrary:
                 connection.execute("BEGIN")
                 generation = int(get_meta(connection, "generation", "0"))
                 publication = get_meta(connection, "publication")
-                order = None if publication is None else read_order(directory, publication)
+                stamp = order_stamp(connection)
+                order = (None if publication is None
+                         else read_order(directory, publication, stamp))
                 if order is None:
                     rows = connection.execute(
                         "SELECT source_id, slot FROM tiles ORDER BY position"
@@ -429,7 +432,7 @@ class TileLibrary:
                 slots = np.fromiter((row[1] for row in rows), dtype=np.int64,
                                     count=len(rows))
                 if publication is not None:
-                    write_order(directory, publication, source_ids, slots)
+                    write_order(directory, publication, stamp, source_ids, slots)
             if not source_ids:
                 empty = np.zeros((0, *shape), np.uint8)
                 return cls(source, tile.width, directory, [], empty, generation, stats,

@@ -51,8 +51,10 @@ Python rows it makes took 1.8 of the 2.0 s of opening. The first reader of a
 publication with at least :data:`ORDER_SNAPSHOT_TILES` tiles writes them to
 ``order-<publication>.npz`` (atomically; it removes the other publications'
 snapshots), and later readers load that instead (0.2 s). The token names
-the rows it was made from, so a snapshot is never read for other rows; one
-that cannot be read or written only costs the ``SELECT``.
+the rows it was made from, and the snapshot also keeps the meta values that
+every publish changes, even by versions from before the tokens
+(:func:`order_stamp`), so it is never read for other rows; one that cannot
+be read or written only costs the ``SELECT``.
 """
 
 from __future__ import annotations
@@ -241,17 +243,33 @@ def order_path(directory: Path, publication: str) -> Path:
     return directory / f"order-{publication}.npz"
 
 
-def read_order(directory: Path, publication: str) -> tuple[list[str], np.ndarray] | None:
+def order_stamp(connection: sqlite3.Connection) -> str:
+    """What a snapshot must have been made under: the meta values every publish changes.
+
+    Beside the token, the scan's digest, the generation and the next free
+    slot, which versions of mosaicist from before the tokens change too
+    when they publish: a cache shared with one never serves stale rows.
+    """
+    return "|".join(get_meta(connection, name, "") for name in (
+        "publication", "scan_digest", "generation", "next_slot"))
+
+
+def read_order(directory: Path, publication: str, stamp: str
+               ) -> tuple[list[str], np.ndarray] | None:
     """The source ids and slots of ``publication``'s snapshot, or None where there is none.
 
-    A snapshot that is missing, damaged or inconsistent reads as None (the
-    caller then reads the rows with SQL).
+    A snapshot that is missing, damaged, inconsistent or made under another
+    ``stamp`` (:func:`order_stamp`) reads as None (the caller then reads
+    the rows with SQL).
     """
     try:
         with np.load(order_path(directory, publication), allow_pickle=False) as stored:
+            made_under = stored["stamp"]
             blob = stored["ids"]
             slots = stored["slots"]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    if made_under.dtype != np.uint8 or made_under.tobytes() != stamp.encode():
         return None
     if blob.dtype != np.uint8 or blob.ndim != 1 or slots.dtype != np.int64 or slots.ndim != 1:
         return None
@@ -261,9 +279,9 @@ def read_order(directory: Path, publication: str) -> tuple[list[str], np.ndarray
     return source_ids, slots
 
 
-def write_order(directory: Path, publication: str, source_ids: Sequence[str],
+def write_order(directory: Path, publication: str, stamp: str, source_ids: Sequence[str],
                 slots: np.ndarray) -> None:
-    """Keep ``publication``'s order in its snapshot; remove the other publications'.
+    """Keep ``publication``'s order in its snapshot, made under ``stamp``; remove the others.
 
     Best effort: ids that the snapshot cannot hold, or a folder it cannot be
     written to, leave things as they were.
@@ -280,7 +298,8 @@ def write_order(directory: Path, publication: str, source_ids: Sequence[str],
     final = order_path(directory, publication)
     try:
         with atomic_path(final) as temporary, open(temporary, "wb") as handle:
-            np.savez(handle, ids=blob, slots=np.asarray(slots, np.int64))
+            np.savez(handle, stamp=np.frombuffer(stamp.encode(), np.uint8), ids=blob,
+                     slots=np.asarray(slots, np.int64))
         with os.scandir(directory) as items:
             others = [item.path for item in items if item.name.startswith("order-")
                       and item.name.endswith(".npz") and item.name != final.name]
