@@ -232,3 +232,28 @@ def test_index_pictures_release_mapped_tiles_as_they_go(tmp_path, monkeypatch):
     # Every few thousand cells (every 65,536 before: never in this render).
     assert len(released) >= 4
     assert all(array is mapped for array in released)
+
+
+@pytest.mark.parametrize("metric", ["seed", "lab", "oklab"])
+def test_dressed_tiles_are_the_formula_and_leave_their_input_alone(metric):
+    from mosaicist.colour import from_space, to_space
+
+    rng = np.random.default_rng(11)
+    tiles = rng.integers(0, 256, (9, 6, 5, 3), dtype=np.uint8)
+    before = tiles.copy()
+    gain = rng.uniform(0.4, 1.8, (9, 3))
+    tint = rng.normal(0, 12 if metric == "seed" else 0.05, (9, 3))
+    values = to_space(tiles, metric)
+    mean = values.mean(axis=(1, 2), keepdims=True)
+    expected = from_space(mean + gain[:, None, None, :] * (values - mean)
+                          + tint[:, None, None, :], metric)
+    dressed = dress_tiles(tiles, None, tint, metric, gain)
+    np.testing.assert_array_equal(dressed, expected)
+    np.testing.assert_array_equal(tiles, before)
+    # Values past the range are clipped, whole or from scratch space.
+    far = np.full((2, 3), 900.0)
+    np.testing.assert_array_equal(dress_tiles(tiles[:2], tint=far, metric="seed"),
+                                  np.full((2, 6, 5, 3), 255, np.uint8))
+    shifted = np.full((1, 2, 2, 3), -3.6)
+    assert from_space(shifted.copy(), "seed", overwrite=True).tolist() == from_space(
+        shifted, "seed").tolist()

@@ -115,9 +115,16 @@ def to_space(rgb8: np.ndarray, metric: str) -> np.ndarray:
     raise ValueError(f"unknown metric {metric!r}")
 
 
-def from_space(values: np.ndarray, metric: str) -> np.ndarray:
-    """The metric's space (float, unscaled) -> sRGB uint8."""
+def from_space(values: np.ndarray, metric: str, overwrite: bool = False) -> np.ndarray:
+    """The metric's space (float, unscaled) -> sRGB uint8.
+
+    With ``overwrite``, ``values`` (float) may be used as scratch space.
+    """
     if metric == "seed":
+        if overwrite and values.dtype.kind == "f":
+            np.rint(values, out=values)
+            np.clip(values, 0, 255, out=values)
+            return values.astype(np.uint8)
         return np.clip(np.rint(values), 0, 255).astype(np.uint8)
     if metric == "lab":
         return lab_to_rgb(values)

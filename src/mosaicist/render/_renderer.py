@@ -73,14 +73,19 @@ def dress_tiles(
                 out[chosen] = apply_transform(out[chosen], code)
     gained = gain is not None and bool((gain != 1.0).any())
     if gained or (tint is not None and np.any(tint)):
+        # A fresh array, changed in place: the numbers of ``mean + gain * (values -
+        # mean) + tint``, without a temporary the size of the tiles per step (on the
+        # default preset's tiles half the time).
         values = to_space(out, metric)
         if gained:
             assert gain is not None
             mean = values.mean(axis=(1, 2), keepdims=True)
-            values = mean + gain[:, None, None, :] * (values - mean)
+            values -= mean
+            values *= gain[:, None, None, :]
+            values += mean
         if tint is not None:
-            values = values + tint[:, None, None, :]
-        out = from_space(values, metric)
+            values += tint[:, None, None, :]
+        out = from_space(values, metric, overwrite=True)
     return out
 
 
