@@ -594,3 +594,27 @@ def test_search_among_some_tiles_with_prices_and_limits(k, tint, monkeypatch):
         assert values[cell][:len(got)].tolist() == total[cell, expected].tolist()
     with pytest.raises(ValueError, match="among"):
         match_exact(vectors, tiles, geometry, features, among=np.zeros(0, np.int64))
+
+
+def test_a_numba_that_is_found_but_does_not_import_leaves_numpy_to_do_it(monkeypatch):
+    # numba_available() only looks the package up (importing it costs 0.4 s): an
+    # installation that then fails to import must cost speed, not the result.
+    monkeypatch.setattr(kernels, "USE_NUMBA", True)
+    monkeypatch.setattr(kernels, "numba_available", lambda: True)
+    monkeypatch.setattr(kernels, "_numba", lambda: None)
+    kernels._compiled_loop.cache_clear()
+    try:
+        rng = np.random.default_rng(12)
+        tiles = smooth_images(rng, 300, 16)
+        cells = smooth_images(rng, 40, 8, noise=10)
+        geometry = Geometry(8, 16)
+        assert kernels.compiled_loops_allowed()
+        result = match_exact(geometry.cell_vectors(cells), tiles, geometry, k=2)
+    finally:
+        kernels._compiled_loop.cache_clear()
+    upscaled = geometry.cell_vectors(cells).repeat(2, axis=1).repeat(2, axis=2)
+    flat = tiles.reshape(len(tiles), -1).astype(np.int64)
+    for index, cell in enumerate(upscaled.reshape(len(cells), -1).astype(np.int64)):
+        distances = ((flat - cell) ** 2).sum(axis=1)
+        expected = np.lexsort((np.arange(len(tiles)), distances))[:2]
+        assert result.candidates[index].tolist() == expected.tolist()

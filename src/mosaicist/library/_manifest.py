@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import sqlite3
 import zipfile
@@ -80,6 +81,8 @@ SCHEMA_VERSION = 2
 ORDER_SNAPSHOT_TILES = 10_000
 #: Separates the source ids in a snapshot (no path or archive member holds it).
 _ID_SEPARATOR = "\0"
+#: Names of order snapshots (:func:`order_path`).
+ORDER_FILE = re.compile(r"order-[0-9a-f]+\.npz")
 
 #: Columns that schema 2 added to ``tiles`` and ``staged``, in order (all may be NULL).
 ADDED_COLUMNS = ("crop_left", "crop_top", "crop_width", "crop_height", "phash", "mean_rgb")
@@ -301,8 +304,8 @@ def write_order(directory: Path, publication: str, stamp: str, source_ids: Seque
             np.savez(handle, stamp=np.frombuffer(stamp.encode(), np.uint8), ids=blob,
                      slots=np.asarray(slots, np.int64))
         with os.scandir(directory) as items:
-            others = [item.path for item in items if item.name.startswith("order-")
-                      and item.name.endswith(".npz") and item.name != final.name]
+            others = [item.path for item in items
+                      if ORDER_FILE.fullmatch(item.name) and item.name != final.name]
         for other in others:
             with contextlib.suppress(OSError):
                 os.unlink(other)

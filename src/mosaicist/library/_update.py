@@ -85,6 +85,7 @@ from ..errors import MosaicistError
 from ..progress import progress_bar
 from ..sources import SourceEntry, TileSource
 from ._manifest import (
+    ORDER_FILE,
     SCHEMA_VERSION,
     connect,
     get_meta,
@@ -122,8 +123,6 @@ _SIGN_BYTES = 64 << 20
 _LEFTOVER = re.compile(r"tiles-\d+\.u8(\.part)?|\.tiles-\d+\.u8\..*\.part\.u8")
 #: Files of shards (:mod:`mosaicist.library._shards`), removed unless the manifest lists them.
 _SHARD_FILE = re.compile(re.escape(SHARD_PREFIX) + r"[0-9a-f]+\.(u8|rows\.json)(\.part)?")
-#: Order snapshots (:func:`._manifest.write_order`), removed unless of the publication.
-_ORDER_FILE = re.compile(r"order-[0-9a-f]+\.npz")
 
 
 @dataclass(frozen=True)
@@ -524,12 +523,14 @@ def _update_locked(
         What the update did, less ``seconds``.
     """
     upgrade(connection)
-    if get_meta(connection, "publication") is None:
+    publication = get_meta(connection, "publication")
+    if publication is None:
         # An index from before the tokens: name its rows, so that readers snapshot them.
         with transaction(connection):
             new_publication(connection)
+        publication = get_meta(connection, "publication")
     _remove_leftovers(directory, int(get_meta(connection, "generation", "0")),
-                      read_shards(connection), get_meta(connection, "publication"))
+                      read_shards(connection), publication)
     planned = _plan(source, tile, directory, connection)
     if isinstance(planned, UpdateStats):
         _sign_published(directory, tile, connection)
@@ -585,7 +586,7 @@ def _remove_leftovers(directory: Path, generation: int, shards: Sequence[Shard] 
     with os.scandir(directory) as items:
         leftovers = [item.path for item in items if item.name not in keep and (
             _LEFTOVER.fullmatch(item.name) or _SHARD_FILE.fullmatch(item.name)
-            or _ORDER_FILE.fullmatch(item.name))]
+            or ORDER_FILE.fullmatch(item.name))]
     for leftover in leftovers:
         with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
             os.unlink(leftover)
