@@ -216,6 +216,75 @@ def test_spacing_optimal_not_worse_than_greedy_on_average():
     assert optimal <= greedy
 
 
+def test_near_holders_is_the_brute_force_window(solver):
+    rng = np.random.default_rng(8)
+    rows, cols = 9, 11
+    count = rows * cols
+    placed = rng.integers(0, 12, count)
+    placed[rng.random(count) < 0.1] = -1
+    cells = rng.integers(0, count, 600)
+    tiles = np.where(rng.random(600) < 0.3, placed[cells], rng.integers(0, 14, 600))
+    centre = rng.integers(0, 40, (count, 2))
+    for spacing, layout in [(1, None), (2, None), (4, None),
+                            (3, _assign.Layout(centre, 4))]:
+        near = _assign.near_holders(cells, tiles, placed, rows, cols, spacing, layout)
+        for cell, tile, got in zip(cells.tolist(), tiles.tolist(), near.tolist(), strict=True):
+            holders = [other for other in np.flatnonzero(placed == tile).tolist()
+                       if other != cell]
+            if layout is None:
+                apart = [max(abs(other // cols - cell // cols), abs(other % cols - cell % cols))
+                         for other in holders]
+                reach = spacing
+            else:
+                apart = [int(np.abs(centre[other] - centre[cell]).max()) for other in holders]
+                reach = spacing * layout.unit
+            assert got == (spacing > 1 and any(gap < reach for gap in apart))
+
+
+def test_spacing_rounds_forbid_the_tiles_held_around(monkeypatch):
+    """After a spacing round no cell may take a tile a near cell holds: few rounds."""
+    rng = np.random.default_rng(4)
+    rows, cols, tiles = 14, 14, 60
+    full = smooth_grid(rng, rows, cols, tiles)
+    candidates, distances = top_k(full, 12)
+    near_calls = []
+    near_holders = _assign.near_holders
+
+    def recorded(*arguments):
+        near_calls.append(near_holders(*arguments))
+        return near_calls[-1]
+
+    monkeypatch.setattr(_assign, "near_holders", recorded)
+    result = assign_tiles(candidates, distances, rows, cols, max_uses=4, min_spacing=4,
+                          more_candidates=Source(full), max_candidates=60)
+    check_placement(result.tile, full, rows, cols, 4, 4)
+    assert len(near_calls) == result.iterations >= 1
+    assert any(calls.any() for calls in near_calls)
+
+
+def test_spacing_in_a_small_library_allows_the_tiles_held_around_again(monkeypatch):
+    """Where leaving them out leaves a cell without a tile, they count no more."""
+    rng = np.random.default_rng(0)
+    rows = cols = 14
+    full = smooth_grid(rng, rows, cols, 50)  # 196 cells, 200 uses
+    candidates, distances = top_k(full, 3)
+    set_edges = _assign._Solver._set_edges
+    again = []
+
+    def recorded(self, edges):
+        # The same edges again: the pairs left out were allowed again.
+        if getattr(self, "edges", None) is edges:
+            again.append(len(self.crowded_out))
+        set_edges(self, edges)
+
+    monkeypatch.setattr(_assign._Solver, "_set_edges", recorded)
+    result = assign_tiles(candidates, distances, rows, cols, max_uses=4, min_spacing=4,
+                          more_candidates=Source(full), max_candidates=50)
+    check_placement(result.tile, full, rows, cols, 4, 4)
+    assert again and all(count == 0 for count in again)
+    assert result.lower_bound <= result.objective
+
+
 def test_spacing_violations_both_strategies_agree():
     rng = np.random.default_rng(5)
     rows, cols = 20, 25

@@ -176,17 +176,19 @@ def test_first_lists_are_short_where_the_grid_needs_most_of_the_library():
 
 
 @pytest.mark.parametrize(("tint", "augment"), [(0.0, "none"), (0.4, "flips")])
-@pytest.mark.parametrize("full_load", [0.5, 1e9])
+@pytest.mark.parametrize(("full_load", "warm_load"), [(0.5, 0.05), (1e9, 0.05), (1e9, 1e9)])
 def test_capped_mosaic_is_the_certified_optimum_over_the_library(tmp_path, target, tint,
                                                                  augment, full_load,
-                                                                 monkeypatch):
+                                                                 warm_load, monkeypatch):
     from scipy.optimize import linear_sum_assignment
 
     from mosaicist.match import _capped, _flow, match_exact
     from mosaicist.match._exact import search_scale
 
-    # With short first lists (the grid needs most of the library) and with long ones.
+    # With short first lists (the grid needs most of the library) and with long ones;
+    # with warm lists, alone or joining the nearest tiles, and without.
     monkeypatch.setattr(_capped, "FULL_LOAD", full_load)
+    monkeypatch.setattr(_capped, "WARM_LOAD", warm_load)
     asked = []
     nearest = _capped.LibrarySearch.nearest
 
@@ -206,18 +208,21 @@ def test_capped_mosaic_is_the_certified_optimum_over_the_library(tmp_path, targe
     folder = smooth_folder(tmp_path / "tiles", count=45)
     mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, max_uses=1, tint=tint,
                          augment=augment, cache_dir=tmp_path / "c")
-    short = _capped.FULL_FIRST_CANDIDATES
-    # Full grids list the tiles of least distance plus estimated prices (untinted,
-    # without transforms, where the bound's space is the objective's) instead of
-    # their nearest; elsewhere the first lists are the nearest tiles.
-    assert len(warm_lists) == (full_load < 1)
-    if warm_lists and tint == 0 and augment == "none" and _flow.can_repair():
+    # Loaded grids list the tiles of least distance plus estimated prices (without
+    # transforms, whose best variant the bound's space does not know; tinted too):
+    # instead of their nearest where the grid is full, else with short lists of them.
+    assert len(warm_lists) == (warm_load < 1)
+    listed = bool(warm_lists) and augment == "none" and _flow.can_repair()
+    if listed:
         cells, tiles, distances = warm_lists[0]
         assert len(cells) == len(tiles) == len(distances) > 0
+    else:
+        assert not warm_lists or warm_lists[0] is None
+    if listed and full_load < 1:
         assert asked == []
     else:
-        assert asked[0] == (short if full_load < 1 else _capped.FIRST_CANDIDATES)
-        assert not warm_lists or warm_lists[0] is None
+        assert asked[0] == (_capped.FULL_FIRST_CANDIDATES if full_load < 1 or listed
+                            else _capped.FIRST_CANDIDATES)
     report = mosaic.report()["assignment"]
     assert report["certified"] and report["gap"] == 0.0
     # Every cell-tile distance (best transform), exactly, then the dense optimum.
@@ -240,6 +245,41 @@ def test_capped_mosaic_is_the_certified_optimum_over_the_library(tmp_path, targe
     placed = full[np.arange(len(mosaic.grid)), mosaic.placements.tile]
     assert int(placed.sum()) == optimum
     assert len(set(mosaic.placements.tile.tolist())) == len(mosaic.grid)
+
+
+@pytest.mark.parametrize("tint", [0.0, 0.5, 1.0])
+def test_warm_points_measure_the_distance_the_tint_leaves(tmp_path, target, tint):
+    """A tint of strength A leaves (1 - A) of a shift of the cell's colour to pay."""
+    from dataclasses import replace
+
+    from mosaicist.match import MatchRequest, _capped
+    from mosaicist.match._exact import cell_terms
+
+    folder = smooth_folder(tmp_path / "tiles", count=20)
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, cache_dir=tmp_path / "c")
+    request = MatchRequest(mosaic.grid, mosaic.library, replace(mosaic.options, tint=tint))
+    rng = np.random.default_rng(5)
+    cells = rng.integers(20, 200, (6, *request.cell_vectors.shape[1:])).astype(np.uint8)
+    shift = np.array([30, -12, 7])
+    shifted = (cells.astype(np.int64) + shift).astype(np.uint8)
+    points, tile_points = _capped.warm_points(
+        request, cell_terms(cells, request.geometry, request.features))
+    moved, again = _capped.warm_points(
+        request, cell_terms(shifted, request.geometry, request.features))
+    np.testing.assert_array_equal(tile_points, again)
+    assert len(tile_points) == len(mosaic.library)
+    assert points.shape[1] == tile_points.shape[1]
+    # Every block moves by the shift. Tinted, the points carry the means apart from
+    # the rest, so the shift costs its squared length per block, times the blocks,
+    # times (1 - A)^2; untinted, what the kept components see of it.
+    features = request.features
+    blocks = np.asarray(features.basis).shape[1] // 3
+    dimensions = min(_capped.WARM_DIMENSIONS, len(features.basis))
+    basis = np.asarray(features.basis, np.float64)[:dimensions]
+    kept = basis.reshape(dimensions, -1, 3).sum(axis=1) @ shift
+    expected = ((1 - tint) ** 2 * blocks * float(shift @ shift)) if tint else float(kept @ kept)
+    distance = ((moved.astype(np.float64) - points) ** 2).sum(axis=1)
+    np.testing.assert_allclose(distance, expected, rtol=1e-3, atol=1e-2)
 
 
 def test_use_all_puts_every_photo_somewhere(tmp_path, target, monkeypatch):

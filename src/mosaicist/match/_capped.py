@@ -3,9 +3,10 @@
 With ``max_uses`` or ``min_spacing`` set, every cell first gets its ``k``
 nearest candidates, exactly (:func:`~mosaicist.match.match_exact` with
 ``k > 1``), and :func:`~mosaicist.match.assign_tiles` then gives each cell
-one of them under the limits. Where the grid needs most of the library,
-each cell also lists the tiles of least distance plus the tile prices the
-assignment is expected to end with (:func:`warm_candidates`, :mod:`._warm`).
+one of them under the limits. Where the grid needs a fair share of the
+library's uses, each cell also lists the tiles of least distance plus the
+tile prices the assignment is expected to end with (:func:`warm_candidates`,
+:mod:`._warm`).
 It asks :class:`LibrarySearch` for more only where it needs them: the
 nearest tiles of cells whose lists are used up, and, to certify the result
 over every cell-tile pair, the tiles whose distance plus the assignment's
@@ -61,6 +62,12 @@ FULL_FIRST_CANDIDATES = 8
 #: 338 s in 38 (camera-trap elephants); with them 46.7 s in 7, 109.9 s in 14 and
 #: 287.8 s in 34, certified, the objectives equal.
 FULL_LOAD = 0.4
+#: Load (as :data:`FULL_LOAD`) from which the first lists also hold warm lists
+#: (:func:`warm_candidates`). A grid of that load may still hold crowds of alike
+#: cells that want the same few tiles (a sky): on the seed workload (load 0.10,
+#: the default preset) half of the 5,040 cells found every tile of their first
+#: 32 taken, and the rounds took 9 searches; with warm lists, 5-6.
+WARM_LOAD = 0.05
 #: Tiles each cell lists first on such grids: those of least distance
 #: plus the final prices estimated by :mod:`._warm` (with the prices of a finished
 #: run, lists of 24 took 32,400 cells from 21 rounds to 7, of 8 to 11). 48 since the
@@ -98,17 +105,21 @@ class CappedMatcher(Matcher):
         else:
             cap = full_grid_cap(len(grid), len(request.library), grid.rows, grid.cols,
                                 options.max_uses, options.min_spacing)
+            warm_cap = warm_grid_cap(len(grid), len(request.library), grid.rows, grid.cols,
+                                     options.max_uses, options.min_spacing)
             warm = None
-            if cap is not None and options.assign == "optimal":
-                warm = warm_candidates(request, search, cap)
-            nearest = warm is None or not WARM_ONLY or options.min_spacing > 1
+            if warm_cap is not None and options.assign == "optimal":
+                warm = warm_candidates(request, search, warm_cap)
+            nearest = (warm is None or cap is None or not WARM_ONLY
+                       or options.min_spacing > 1)
             if warm is not None and not nearest:
                 # The warm lists alone: the first round searches every cell anyway (its
                 # cost lies past its nearest tiles), so the nearest search proves nothing.
                 tiles, distances = _by_cell(*warm, len(grid))
                 warm = None
             else:
-                first = FIRST_CANDIDATES if cap is None else FULL_FIRST_CANDIDATES
+                first = FIRST_CANDIDATES if cap is None and warm is None else (
+                    FULL_FIRST_CANDIDATES)
                 tiles, distances = search.nearest(np.arange(len(grid)), first)
             assignment = assign_tiles(
                 tiles, distances, grid.rows, grid.cols, max_uses=options.max_uses,
@@ -157,6 +168,17 @@ def full_grid_cap(cells: int, tiles: int, rows: int, cols: int, max_uses: int | 
     return cap if cap is not None and cells >= FULL_LOAD * cap * tiles else None
 
 
+def warm_grid_cap(cells: int, tiles: int, rows: int, cols: int, max_uses: int | None,
+                  min_spacing: int) -> int | None:
+    """The uses a tile allows under the limits where warm lists pay, else None.
+
+    That is where the ``cells`` need at least :data:`WARM_LOAD` of the uses
+    the ``tiles`` allow (full grids included, see :func:`full_grid_cap`).
+    """
+    cap = tile_capacity(rows, cols, max_uses, min_spacing)
+    return cap if cap is not None and cells >= WARM_LOAD * cap * tiles else None
+
+
 def first_candidates(cells: int, tiles: int, rows: int, cols: int, max_uses: int | None,
                      min_spacing: int) -> int:
     """Length of every cell's first candidate list for a capped assignment.
@@ -174,21 +196,18 @@ def warm_candidates(request: MatchRequest, search: LibrarySearch, cap: int
 
     The prices come from an auction on a sample in the bound's space
     (:func:`~mosaicist.match._warm.warm_prices`), the tiles from the same
-    space, their distances from the exact objective. Returned as
-    ``(cells, tiles, distances)`` pairs for the assignment's first lists
-    (:data:`WARM_ONLY`); None where the estimate does not apply (tinted
-    objectives and transforms, whose bound differs, or no Numba).
+    space (:func:`warm_points`), their distances from the exact objective.
+    Returned as ``(cells, tiles, distances)`` pairs for the assignment's
+    first lists (:data:`WARM_ONLY`); None where the estimate does not apply
+    (transforms, whose best variant the bound's space does not know, or no
+    Numba).
     """
-    if (WARM_CANDIDATES < 1 or request.variants != 1 or request.options.tint
-            or search.scale != 1):
+    if WARM_CANDIDATES < 1 or request.variants != 1:
         return None
     features = request.features
     if len(features.order) != search.tile_count:
         return None
-    scale = bound_scale(request.geometry)
-    dimensions = min(WARM_DIMENSIONS, len(features.basis))
-    cell_points = _cell_points(search.cell_terms().bound_rows, dimensions, scale)
-    tile_points = _tile_points(np.asarray(features.bound), dimensions, scale)
+    cell_points, tile_points = warm_points(request, search.cell_terms())
     estimate = warm_prices(cell_points, tile_points, cap)
     if estimate is None:
         return None
@@ -200,6 +219,52 @@ def warm_candidates(request: MatchRequest, search: LibrarySearch, cap: int
     tiles = np.asarray(features.order)[listed.ravel()]
     cells = np.repeat(np.arange(len(request.grid)), listed.shape[1])
     return cells, tiles, search.pairs(cells, tiles)
+
+
+def warm_points(request: MatchRequest, terms: CellTerms) -> tuple[np.ndarray, np.ndarray]:
+    """Cell and tile points whose squared distance approximates the objective.
+
+    The first :data:`WARM_DIMENSIONS` components of the exact search's bound
+    (:mod:`._approximate` explains the points), in the library's order.
+
+    Notes
+    -----
+    A tint of strength ``A`` moves a tile by ``A (mean(c) - mean(t))`` per
+    channel. Writing each vector as its mean plus what is left, the
+    distance after the tint is ``|c~ - t~|^2 + n (1 - A)^2 |mean(c) -
+    mean(t)|^2`` (``n`` tile pixels): the distance of the vectors less their
+    means, plus the part of the means the tint leaves. In the bound's space
+    a vector's channel means ``mu`` project to ``M mu``, ``M`` the basis
+    summed over the blocks of each channel, and the bound's units are one
+    block, so the points become ``[g - M mu, (1 - A) sqrt(b) mu]`` with
+    ``b`` blocks. Untinted (``A = 0``) that is the plain distance again,
+    and the points are left as they are.
+    """
+    features = request.features
+    scale = bound_scale(request.geometry)
+    dimensions = min(WARM_DIMENSIONS, len(features.basis))
+    cell_points = _cell_points(terms.bound_rows, dimensions, scale)
+    tile_points = _tile_points(np.asarray(features.bound), dimensions, scale)
+    strength = request.options.tint
+    if not strength:
+        return cell_points, tile_points
+    basis = np.asarray(features.basis, np.float64)[:dimensions]
+    # The block values are (row, column, channel) flattened.
+    per_channel = basis.reshape(dimensions, -1, 3).sum(axis=1)
+    blocks = basis.shape[1] // 3
+    pixels = request.geometry.pixels
+    cell_means = terms.sums / pixels
+    tile_means = np.asarray(features.channel_sums)[np.asarray(features.order)] / pixels
+    weight = (1.0 - strength) * np.sqrt(blocks)
+
+    def moved(points: np.ndarray, means: np.ndarray) -> np.ndarray:
+        out = np.empty((len(points), points.shape[1] + 3), np.float32)
+        out[:, :dimensions] = points[:, :dimensions] - means @ per_channel.T
+        out[:, dimensions:-3] = points[:, dimensions:]
+        out[:, -3:] = weight * means
+        return out
+
+    return moved(cell_points, cell_means), moved(tile_points, tile_means)
 
 
 def fit_limits(options: MosaicOptions, cells: int, tiles: int, rows: int, cols: int
