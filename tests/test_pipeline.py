@@ -208,20 +208,18 @@ def test_capped_mosaic_is_the_certified_optimum_over_the_library(tmp_path, targe
     folder = smooth_folder(tmp_path / "tiles", count=45)
     mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, max_uses=1, tint=tint,
                          augment=augment, cache_dir=tmp_path / "c")
-    # Loaded grids list the tiles of least distance plus estimated prices (without
-    # transforms, whose best variant the bound's space does not know; tinted too):
-    # instead of their nearest where the grid is full, else with short lists of them.
+    # Loaded grids list the tiles of least distance plus estimated prices instead of
+    # their nearest (without transforms, whose best variant the bound's space does
+    # not know; tinted too; one use per tile, so that spacing cannot bind).
     assert len(warm_lists) == (warm_load < 1)
     listed = bool(warm_lists) and augment == "none" and _flow.can_repair()
     if listed:
         cells, tiles, distances = warm_lists[0]
         assert len(cells) == len(tiles) == len(distances) > 0
-    else:
-        assert not warm_lists or warm_lists[0] is None
-    if listed and full_load < 1:
         assert asked == []
     else:
-        assert asked[0] == (_capped.FULL_FIRST_CANDIDATES if full_load < 1 or listed
+        assert not warm_lists or warm_lists[0] is None
+        assert asked[0] == (_capped.FULL_FIRST_CANDIDATES if full_load < 1
                             else _capped.FIRST_CANDIDATES)
     report = mosaic.report()["assignment"]
     assert report["certified"] and report["gap"] == 0.0
@@ -245,6 +243,37 @@ def test_capped_mosaic_is_the_certified_optimum_over_the_library(tmp_path, targe
     placed = full[np.arange(len(mosaic.grid)), mosaic.placements.tile]
     assert int(placed.sum()) == optimum
     assert len(set(mosaic.placements.tile.tolist())) == len(mosaic.grid)
+
+
+def test_warm_lists_join_the_nearest_where_spacing_binds(tmp_path, target, monkeypatch):
+    from mosaicist.match import _capped, _flow
+    from mosaicist.match._assign import verify_placement
+
+    if not _flow.can_repair():
+        pytest.skip("the warm prices need the compiled loops")
+    monkeypatch.setattr(_capped, "WARM_LOAD", 0.05)
+    asked, warm_lists = [], []
+    nearest, warm_candidates = _capped.LibrarySearch.nearest, _capped.warm_candidates
+
+    def counted(self, cells, k):
+        asked.append(k)
+        return nearest(self, cells, k)
+
+    def recorded(*arguments):
+        warm_lists.append(warm_candidates(*arguments))
+        return warm_lists[-1]
+
+    monkeypatch.setattr(_capped.LibrarySearch, "nearest", counted)
+    monkeypatch.setattr(_capped, "warm_candidates", recorded)
+    folder = smooth_folder(tmp_path / "tiles", count=30)
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, max_uses=2, min_spacing=3,
+                         tint=0.5, cache_dir=tmp_path / "c")
+    # Two uses a tile: spacing binds, and the rounds need the nearest tiles' proofs.
+    assert warm_lists and warm_lists[0] is not None
+    assert asked[0] == _capped.FULL_FIRST_CANDIDATES
+    grid = mosaic.grid
+    verify_placement(mosaic.placements.tile, grid.rows, grid.cols, 2, 3)
+    assert mosaic.report()["assignment"]["gap"] >= 0
 
 
 @pytest.mark.parametrize("tint", [0.0, 0.5, 1.0])

@@ -1674,8 +1674,10 @@ def assign_tiles(
                           candidates.shape[1], 0, time.perf_counter() - start)
     if search is not None and not np.issubdtype(distances.dtype, np.integer):
         raise ValueError("a certified assignment needs integer distances")
+    # Spacing binds only where a tile may fill two cells.
+    spaced = min_spacing > 1 and tile_capacity(rows, cols, max_uses, min_spacing) != 1
     if not nearest and (search is None or method != "optimal" or max_uses is None
-                        or min_uses or min_spacing > 1):
+                        or min_uses or spaced):
         raise ValueError("lists other than the nearest need a certified assignment "
                          "under a use cap alone")
     solver = _Solver(candidates, distances, rows, cols, max_uses, min_spacing,

@@ -110,8 +110,9 @@ class CappedMatcher(Matcher):
             warm = None
             if warm_cap is not None and options.assign == "optimal":
                 warm = warm_candidates(request, search, warm_cap)
-            nearest = (warm is None or cap is None or not WARM_ONLY
-                       or options.min_spacing > 1)
+            # Spacing binds only where a tile may fill two cells.
+            nearest = (warm is None or not WARM_ONLY
+                       or (options.min_spacing > 1 and warm_cap > 1))
             if warm is not None and not nearest:
                 # The warm lists alone: the first round searches every cell anyway (its
                 # cost lies past its nearest tiles), so the nearest search proves nothing.
