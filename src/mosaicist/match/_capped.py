@@ -112,7 +112,7 @@ class CappedMatcher(Matcher):
                 warm = warm_candidates(request, search, warm_cap)
             # Spacing binds only where a tile may fill two cells.
             nearest = (warm is None or not WARM_ONLY
-                       or (options.min_spacing > 1 and warm_cap > 1))
+                       or (options.min_spacing > 1 and (warm_cap or 0) > 1))
             if warm is not None and not nearest:
                 # The warm lists alone: the first round searches every cell anyway (its
                 # cost lies past its nearest tiles), so the nearest search proves nothing.
