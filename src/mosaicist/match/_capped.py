@@ -103,8 +103,6 @@ class CappedMatcher(Matcher):
         if options.min_uses:
             assignment = _with_minimum(request, search)
         else:
-            cap = full_grid_cap(len(grid), len(request.library), grid.rows, grid.cols,
-                                options.max_uses, options.min_spacing)
             warm_cap = warm_grid_cap(len(grid), len(request.library), grid.rows, grid.cols,
                                      options.max_uses, options.min_spacing)
             warm = None
@@ -119,8 +117,10 @@ class CappedMatcher(Matcher):
                 tiles, distances = _by_cell(*warm, len(grid))
                 warm = None
             else:
-                first = FIRST_CANDIDATES if cap is None and warm is None else (
-                    FULL_FIRST_CANDIDATES)
+                # Short beside warm lists, which hold the far tiles a crowd ends on.
+                first = FULL_FIRST_CANDIDATES if warm is not None else first_candidates(
+                    len(grid), len(request.library), grid.rows, grid.cols, options.max_uses,
+                    options.min_spacing)
                 tiles, distances = search.nearest(np.arange(len(grid)), first)
             assignment = assign_tiles(
                 tiles, distances, grid.rows, grid.cols, max_uses=options.max_uses,
@@ -182,10 +182,11 @@ def warm_grid_cap(cells: int, tiles: int, rows: int, cols: int, max_uses: int | 
 
 def first_candidates(cells: int, tiles: int, rows: int, cols: int, max_uses: int | None,
                      min_spacing: int) -> int:
-    """Length of every cell's first candidate list for a capped assignment.
+    """Length of every cell's first list of nearest tiles for a capped assignment.
 
     :data:`FULL_FIRST_CANDIDATES` where the grid is full (:func:`full_grid_cap`),
-    else :data:`FIRST_CANDIDATES`.
+    else :data:`FIRST_CANDIDATES`; where warm lists join the nearest tiles
+    (:func:`warm_grid_cap`), :data:`FULL_FIRST_CANDIDATES` whatever the load.
     """
     full = full_grid_cap(cells, tiles, rows, cols, max_uses, min_spacing) is not None
     return FULL_FIRST_CANDIDATES if full else FIRST_CANDIDATES
