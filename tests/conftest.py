@@ -25,6 +25,19 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("MOSAICIST_CACHE_DIR", str(tmp_path_factory.mktemp("cache-env")))
 
 
+def record_results(monkeypatch, owner, name: str) -> list:
+    """Wrap ``owner.name`` for the test: each call's result is appended to the list returned."""
+    results: list = []
+    function = getattr(owner, name)
+
+    def recorded(*arguments, **keywords):
+        results.append(function(*arguments, **keywords))
+        return results[-1]
+
+    monkeypatch.setattr(owner, name, recorded)
+    return results
+
+
 def gradient(width: int, height: int) -> np.ndarray:
     """An (H, W, 3) uint8 picture that differs in every direction (orientation checks)."""
     y, x = np.mgrid[0:height, 0:width]

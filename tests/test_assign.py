@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+from conftest import record_results
 from scipy.optimize import linear_sum_assignment
 
 from mosaicist.errors import MosaicistError
@@ -247,14 +248,7 @@ def test_spacing_rounds_forbid_the_tiles_held_around(monkeypatch):
     rows, cols, tiles = 14, 14, 60
     full = smooth_grid(rng, rows, cols, tiles)
     candidates, distances = top_k(full, 12)
-    near_calls = []
-    near_holders = _assign.near_holders
-
-    def recorded(*arguments):
-        near_calls.append(near_holders(*arguments))
-        return near_calls[-1]
-
-    monkeypatch.setattr(_assign, "near_holders", recorded)
+    near_calls = record_results(monkeypatch, _assign, "near_holders")
     result = assign_tiles(candidates, distances, rows, cols, max_uses=4, min_spacing=4,
                           more_candidates=Source(full), max_candidates=60)
     check_placement(result.tile, full, rows, cols, 4, 4)

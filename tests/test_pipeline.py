@@ -4,7 +4,7 @@ import functools
 
 import numpy as np
 import pytest
-from conftest import make_colour_folder, noisy_target
+from conftest import make_colour_folder, noisy_target, record_results
 from PIL import Image
 
 from mosaicist import MosaicOptions, Placements
@@ -175,6 +175,21 @@ def test_first_lists_are_short_where_the_grid_needs_most_of_the_library():
     assert first_candidates(100, 400, 10, 10, None, 5) == FIRST_CANDIDATES
 
 
+def watch_first_lists(monkeypatch) -> tuple[list, list]:
+    """The ``k`` of each search of the nearest tiles, and each result of the warm lists."""
+    from mosaicist.match import _capped
+
+    asked: list = []
+    nearest = _capped.LibrarySearch.nearest
+
+    def counted(self, cells, k):
+        asked.append(k)
+        return nearest(self, cells, k)
+
+    monkeypatch.setattr(_capped.LibrarySearch, "nearest", counted)
+    return asked, record_results(monkeypatch, _capped, "warm_candidates")
+
+
 @pytest.mark.parametrize(("tint", "augment"), [(0.0, "none"), (0.4, "flips")])
 @pytest.mark.parametrize(("full_load", "warm_load"), [(0.5, 0.05), (1e9, 0.05), (1e9, 1e9)])
 def test_capped_mosaic_is_the_certified_optimum_over_the_library(tmp_path, target, tint,
@@ -189,22 +204,7 @@ def test_capped_mosaic_is_the_certified_optimum_over_the_library(tmp_path, targe
     # with warm lists, alone or joining the nearest tiles, and without.
     monkeypatch.setattr(_capped, "FULL_LOAD", full_load)
     monkeypatch.setattr(_capped, "WARM_LOAD", warm_load)
-    asked = []
-    nearest = _capped.LibrarySearch.nearest
-
-    def counted(self, cells, k):
-        asked.append(k)
-        return nearest(self, cells, k)
-
-    monkeypatch.setattr(_capped.LibrarySearch, "nearest", counted)
-    warm_lists = []
-    warm_candidates = _capped.warm_candidates
-
-    def recorded(*arguments):
-        warm_lists.append(warm_candidates(*arguments))
-        return warm_lists[-1]
-
-    monkeypatch.setattr(_capped, "warm_candidates", recorded)
+    asked, warm_lists = watch_first_lists(monkeypatch)
     folder = smooth_folder(tmp_path / "tiles", count=45)
     mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, max_uses=1, tint=tint,
                          augment=augment, cache_dir=tmp_path / "c")
@@ -252,19 +252,7 @@ def test_warm_lists_join_the_nearest_where_spacing_binds(tmp_path, target, monke
     if not _flow.can_repair():
         pytest.skip("the warm prices need the compiled loops")
     monkeypatch.setattr(_capped, "WARM_LOAD", 0.05)
-    asked, warm_lists = [], []
-    nearest, warm_candidates = _capped.LibrarySearch.nearest, _capped.warm_candidates
-
-    def counted(self, cells, k):
-        asked.append(k)
-        return nearest(self, cells, k)
-
-    def recorded(*arguments):
-        warm_lists.append(warm_candidates(*arguments))
-        return warm_lists[-1]
-
-    monkeypatch.setattr(_capped.LibrarySearch, "nearest", counted)
-    monkeypatch.setattr(_capped, "warm_candidates", recorded)
+    asked, warm_lists = watch_first_lists(monkeypatch)
     folder = smooth_folder(tmp_path / "tiles", count=30)
     mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, max_uses=2, min_spacing=3,
                          tint=0.5, cache_dir=tmp_path / "c")

@@ -41,7 +41,7 @@ from ._exact import (
     pair_distances,
     search_scale,
 )
-from ._features import bound_scale
+from ._features import BoundGrid, bound_scale
 from ._registry import Matcher, MatchRequest, MatchResult
 from ._warm import least_priced, warm_prices
 
@@ -237,9 +237,10 @@ def warm_points(request: MatchRequest, terms: CellTerms) -> tuple[np.ndarray, np
     mean(t)|^2`` (``n`` tile pixels): the distance of the vectors less their
     means, plus the part of the means the tint leaves. In the bound's space
     a vector's channel means ``mu`` project to ``M mu``, ``M`` the basis
-    summed over the blocks of each channel, and the bound's units are one
-    block, so the points become ``[g - M mu, (1 - A) sqrt(b) mu]`` with
-    ``b`` blocks. Untinted (``A = 0``) that is the plain distance again,
+    applied to the block values of an image of one colour per channel, and
+    the bound's units are one block, so the points become ``[g - M mu,
+    (1 - A) sqrt(b) mu]``, ``b`` the squared length of those block values
+    (the blocks, where all are alike). Untinted (``A = 0``) that is the plain distance again,
     and the points are left as they are.
     """
     features = request.features
@@ -251,9 +252,15 @@ def warm_points(request: MatchRequest, terms: CellTerms) -> tuple[np.ndarray, np
     if not strength:
         return cell_points, tile_points
     basis = np.asarray(features.basis, np.float64)[:dimensions]
-    # The block values are (row, column, channel) flattened.
-    per_channel = basis.reshape(dimensions, -1, 3).sum(axis=1)
-    blocks = basis.shape[1] // 3
+    # The block values of an image of one colour per channel (ones where all blocks
+    # are alike; see _features.BoundGrid), and their squared length: the blocks.
+    height, width = request.geometry.shape
+    constant = np.zeros((3, height, width, 3))
+    for channel in range(3):
+        constant[channel, :, :, channel] = 1.0
+    unit = BoundGrid.of(request.geometry).means(constant)
+    per_channel = basis @ unit.T
+    blocks = float(np.einsum("ij,ij->i", unit, unit)[0])
     pixels = request.geometry.pixels
     cell_means = terms.sums / pixels
     tile_means = np.asarray(features.channel_sums)[np.asarray(features.order)] / pixels
