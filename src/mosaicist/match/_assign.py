@@ -2121,8 +2121,9 @@ class _Solver:
     def _forbid(self, choice: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
         """Forbid, for each violating pair, the tile to the cell that loses least by moving.
 
-        And every cell the other tiles held near it (see the module's notes);
-        a cell's loss is measured to its best listed tile outside those.
+        And, to every cell, the other listed tiles that a cell near it holds
+        (see the module's notes); a cell's loss is measured to its best listed
+        tile outside those.
         """
         edges = self.edges
         allowed = self.allowed()

@@ -6,7 +6,8 @@ nearest candidates, exactly (:func:`~mosaicist.match.match_exact` with
 one of them under the limits. Where the grid needs a fair share of the
 library's uses, each cell also lists the tiles of least distance plus the
 tile prices the assignment is expected to end with (:func:`warm_candidates`,
-:mod:`._warm`).
+:mod:`._warm`): instead of its nearest tiles where a tile fills one cell,
+beside a few of them where spacing can bind.
 It asks :class:`LibrarySearch` for more only where it needs them: the
 nearest tiles of cells whose lists are used up, and, to certify the result
 over every cell-tile pair, the tiles whose distance plus the assignment's
@@ -185,8 +186,8 @@ def first_candidates(cells: int, tiles: int, rows: int, cols: int, max_uses: int
     """Length of every cell's first list of nearest tiles for a capped assignment.
 
     :data:`FULL_FIRST_CANDIDATES` where the grid is full (:func:`full_grid_cap`),
-    else :data:`FIRST_CANDIDATES`; where warm lists join the nearest tiles
-    (:func:`warm_grid_cap`), :data:`FULL_FIRST_CANDIDATES` whatever the load.
+    else :data:`FIRST_CANDIDATES`. Beside warm lists (:func:`warm_grid_cap`)
+    the matcher asks for :data:`FULL_FIRST_CANDIDATES` whatever the load.
     """
     full = full_grid_cap(cells, tiles, rows, cols, max_uses, min_spacing) is not None
     return FULL_FIRST_CANDIDATES if full else FIRST_CANDIDATES
@@ -240,8 +241,8 @@ def warm_points(request: MatchRequest, terms: CellTerms) -> tuple[np.ndarray, np
     applied to the block values of an image of one colour per channel, and
     the bound's units are one block, so the points become ``[g - M mu,
     (1 - A) sqrt(b) mu]``, ``b`` the squared length of those block values
-    (the blocks, where all are alike). Untinted (``A = 0``) that is the plain distance again,
-    and the points are left as they are.
+    (the blocks, where all are alike). Untinted (``A = 0``) the distance is
+    the plain one, and the points are left as they are.
     """
     features = request.features
     scale = bound_scale(request.geometry)
