@@ -256,6 +256,19 @@ def test_spacing_rounds_forbid_the_tiles_held_around(monkeypatch):
     assert any(calls.any() for calls in near_calls)
 
 
+@pytest.mark.parametrize("seed", [1, 5])
+def test_spacing_rounds_end_where_forbidding_the_losers_alone_did_not(seed):
+    """Forbidding each pair's loser alone ran past 60 rounds on these (an error)."""
+    rng = np.random.default_rng(seed)
+    rows = cols = 14
+    full = smooth_grid(rng, rows, cols, 50)
+    candidates, distances = top_k(full, 10)
+    result = assign_tiles(candidates, distances, rows, cols, max_uses=4, min_spacing=4,
+                          more_candidates=Source(full), max_candidates=50)
+    check_placement(result.tile, full, rows, cols, 4, 4)
+    assert result.iterations < _assign.MAX_SPACING_ROUNDS
+
+
 def test_spacing_in_a_small_library_allows_the_tiles_held_around_again(monkeypatch):
     """Where leaving them out leaves a cell without a tile, they count no more."""
     rng = np.random.default_rng(0)
