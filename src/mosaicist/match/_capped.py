@@ -80,8 +80,13 @@ WARM_CANDIDATES = 48
 #: past its nearest tiles), so the nearest tiles' search proved little: without it,
 #: Starry Night took 46.3 s against 49.1 s, the arctic photo 68.8 s against 71.7 s.
 WARM_ONLY = True
-#: Principal components of the space the prices are estimated in.
-WARM_DIMENSIONS = 16
+#: Principal components of the space the prices are estimated in. 64 (was 16)
+#: since tinted objectives have warm lists: their points drop the channel means,
+#: which the first components mostly carry. Starry Night at 32,400 cells took 207 s
+#: (16), 185 s (32), 152 s (64) with the default preset; untinted (`--max-uses 1`)
+#: 88 s against 77 s; the seed workload's default preset 5.4-5.8 s, 6 rounds, against
+#: 4.6-5.2 s, 4 rounds; the camera-trap elephants 315 s against 271 s.
+WARM_DIMENSIONS = 64
 #: Most cell-tile pairs (transforms included) whose distances a minimum of uses computes.
 MINIMUM_PAIRS = 40_000_000
 #: Fewest cells each tile lists at first when every tile must be used.
