@@ -285,13 +285,18 @@ def test_warm_points_measure_the_distance_the_tint_leaves(tmp_path, target, tint
         request, cell_terms(shifted, request.geometry, request.features))
     np.testing.assert_array_equal(tile_points, again)
     assert len(tile_points) == len(mosaic.library)
+    # Fewer components where a library's points would take gigabytes.
+    from mosaicist.match._features import LARGE_LIBRARY
+
+    assert _capped.warm_dimensions(LARGE_LIBRARY) == _capped.WARM_DIMENSIONS
+    assert _capped.warm_dimensions(LARGE_LIBRARY + 1) == _capped.LARGE_WARM_DIMENSIONS
     assert points.shape[1] == tile_points.shape[1]
     # Every block moves by the shift. Tinted, the points carry the means apart from
     # the rest, so the shift costs its squared length per block, times the blocks,
     # times (1 - A)^2; untinted, what the kept components see of it.
     features = request.features
     blocks = np.asarray(features.basis).shape[1] // 3
-    dimensions = min(_capped.WARM_DIMENSIONS, len(features.basis))
+    dimensions = min(_capped.warm_dimensions(len(mosaic.library)), len(features.basis))
     basis = np.asarray(features.basis, np.float64)[:dimensions]
     kept = basis.reshape(dimensions, -1, 3).sum(axis=1) @ shift
     expected = ((1 - tint) ** 2 * blocks * float(shift @ shift)) if tint else float(kept @ kept)

@@ -42,7 +42,7 @@ from ._exact import (
     pair_distances,
     search_scale,
 )
-from ._features import BoundGrid, bound_scale
+from ._features import LARGE_LIBRARY, BoundGrid, bound_scale
 from ._registry import Matcher, MatchRequest, MatchResult
 from ._warm import least_priced, warm_prices
 
@@ -87,6 +87,9 @@ WARM_ONLY = True
 #: 88 s against 77 s; the seed workload's default preset 5.4-5.8 s, 6 rounds, against
 #: 4.6-5.2 s, 4 rounds; the camera-trap elephants 315 s against 271 s.
 WARM_DIMENSIONS = 64
+#: The same past :data:`~._features.LARGE_LIBRARY` tiles: the points of a million
+#: tiles in 64 components take half a gigabyte in float64 (16: 136 MB).
+LARGE_WARM_DIMENSIONS = 16
 #: Most cell-tile pairs (transforms included) whose distances a minimum of uses computes.
 MINIMUM_PAIRS = 40_000_000
 #: Fewest cells each tile lists at first when every tile must be used.
@@ -233,7 +236,8 @@ def warm_points(request: MatchRequest, terms: CellTerms) -> tuple[np.ndarray, np
     """Cell and tile points whose squared distance approximates the objective.
 
     The first :data:`WARM_DIMENSIONS` components of the exact search's bound
-    (:mod:`._approximate` explains the points), in the library's order.
+    (:data:`LARGE_WARM_DIMENSIONS` for large libraries; :mod:`._approximate`
+    explains the points), in the library's order, float64.
 
     Notes
     -----
@@ -251,9 +255,10 @@ def warm_points(request: MatchRequest, terms: CellTerms) -> tuple[np.ndarray, np
     """
     features = request.features
     scale = bound_scale(request.geometry)
-    dimensions = min(WARM_DIMENSIONS, len(features.basis))
-    cell_points = _cell_points(terms.bound_rows, dimensions, scale)
-    tile_points = _tile_points(np.asarray(features.bound), dimensions, scale)
+    dimensions = min(warm_dimensions(len(features.order)), len(features.basis))
+    # float64, as the auction and the selection take them (no second copy there).
+    cell_points = _cell_points(terms.bound_rows, dimensions, scale).astype(np.float64)
+    tile_points = _tile_points(np.asarray(features.bound), dimensions, scale).astype(np.float64)
     strength = request.options.tint
     if not strength:
         return cell_points, tile_points
@@ -273,13 +278,18 @@ def warm_points(request: MatchRequest, terms: CellTerms) -> tuple[np.ndarray, np
     weight = (1.0 - strength) * np.sqrt(blocks)
 
     def moved(points: np.ndarray, means: np.ndarray) -> np.ndarray:
-        out = np.empty((len(points), points.shape[1] + 3), np.float32)
+        out = np.empty((len(points), points.shape[1] + 3))
         out[:, :dimensions] = points[:, :dimensions] - means @ per_channel.T
         out[:, dimensions:-3] = points[:, dimensions:]
         out[:, -3:] = weight * means
         return out
 
     return moved(cell_points, cell_means), moved(tile_points, tile_means)
+
+
+def warm_dimensions(tile_count: int) -> int:
+    """Components of the warm prices' space for a library of ``tile_count`` tiles."""
+    return WARM_DIMENSIONS if tile_count <= LARGE_LIBRARY else LARGE_WARM_DIMENSIONS
 
 
 def fit_limits(options: MosaicOptions, cells: int, tiles: int, rows: int, cols: int
