@@ -40,6 +40,18 @@ def pair_loops(request, monkeypatch):
     return request.param
 
 
+def assert_nearest_by_brute_force(result, geometry, cells, tiles, k):
+    """``result``'s ``k`` candidates and distances are the brute-force ones (ties by position)."""
+    factor = geometry.factor
+    upscaled = geometry.cell_vectors(cells).repeat(factor, axis=1).repeat(factor, axis=2)
+    flat = tiles.reshape(len(tiles), -1).astype(np.int64)
+    for index, cell in enumerate(upscaled.reshape(len(cells), -1).astype(np.int64)):
+        distances = ((flat - cell) ** 2).sum(axis=1)
+        expected = np.lexsort((np.arange(len(tiles)), distances))[:k]
+        assert result.candidates[index].tolist() == expected.tolist()
+        assert result.candidate_distances[index].tolist() == distances[expected].tolist()
+
+
 def test_pair_dots_equal_integer_reference(tmp_path):
     rng = np.random.default_rng(11)
     cells = rng.integers(0, 256, (40, 300), dtype=np.uint8)
@@ -199,13 +211,7 @@ def test_cell_rows_kept_as_bytes_on_huge_grids_give_the_same_result(converted_by
     kept = converted_bytes == 0 or pair_loops == "compiled"
     assert search.cell_flat.dtype == (np.uint8 if kept else np.int32)
     result = match_exact(geometry.cell_vectors(cells), tiles, geometry, k=3)
-    upscaled = geometry.cell_vectors(cells).repeat(2, axis=1).repeat(2, axis=2)
-    flat = tiles.reshape(len(tiles), -1).astype(np.int64)
-    for index, cell in enumerate(upscaled.reshape(len(cells), -1).astype(np.int64)):
-        distances = ((flat - cell) ** 2).sum(axis=1)
-        expected = np.lexsort((np.arange(len(tiles)), distances))[:3]
-        assert result.candidates[index].tolist() == expected.tolist()
-        assert result.candidate_distances[index].tolist() == distances[expected].tolist()
+    assert_nearest_by_brute_force(result, geometry, cells, tiles, 3)
 
 
 def test_ties_go_to_the_lowest_library_position():
@@ -321,13 +327,7 @@ def test_k_best_candidates_are_exact(k, monkeypatch):
     cells[0] = tiles[3].reshape(8, 2, 8, 2, 3).mean(axis=(1, 3)).round().astype(np.uint8)
     geometry = Geometry(8, 16)
     result = match_exact(geometry.cell_vectors(cells), tiles, geometry, k=k)
-    upscaled = geometry.cell_vectors(cells).repeat(2, axis=1).repeat(2, axis=2)
-    flat = tiles.reshape(len(tiles), -1).astype(np.int64)
-    for index, cell in enumerate(upscaled.reshape(len(cells), -1).astype(np.int64)):
-        distances = ((flat - cell) ** 2).sum(axis=1)
-        expected = np.lexsort((np.arange(len(tiles)), distances))[:k]
-        assert result.candidates[index].tolist() == expected.tolist()
-        assert result.candidate_distances[index].tolist() == distances[expected].tolist()
+    assert_nearest_by_brute_force(result, geometry, cells, tiles, k)
     assert np.array_equal(result.tile, result.candidates[:, 0])
 
 
@@ -612,9 +612,4 @@ def test_a_numba_that_is_found_but_does_not_import_leaves_numpy_to_do_it(monkeyp
         result = match_exact(geometry.cell_vectors(cells), tiles, geometry, k=2)
     finally:
         kernels._compiled_loop.cache_clear()
-    upscaled = geometry.cell_vectors(cells).repeat(2, axis=1).repeat(2, axis=2)
-    flat = tiles.reshape(len(tiles), -1).astype(np.int64)
-    for index, cell in enumerate(upscaled.reshape(len(cells), -1).astype(np.int64)):
-        distances = ((flat - cell) ** 2).sum(axis=1)
-        expected = np.lexsort((np.arange(len(tiles)), distances))[:2]
-        assert result.candidates[index].tolist() == expected.tolist()
+    assert_nearest_by_brute_force(result, geometry, cells, tiles, 2)

@@ -172,10 +172,9 @@ def full_grid_cap(cells: int, tiles: int, rows: int, cols: int, max_uses: int | 
     """The uses a tile allows under the limits where the grid is full, else None.
 
     Full: the ``cells`` need at least :data:`FULL_LOAD` of the uses the
-    ``tiles`` allow. There the first lists are short and warm lists join them.
+    ``tiles`` allow. There the first lists are short.
     """
-    cap = tile_capacity(rows, cols, max_uses, min_spacing)
-    return cap if cap is not None and cells >= FULL_LOAD * cap * tiles else None
+    return _cap_at_load(cells, tiles, rows, cols, max_uses, min_spacing, FULL_LOAD)
 
 
 def warm_grid_cap(cells: int, tiles: int, rows: int, cols: int, max_uses: int | None,
@@ -185,8 +184,14 @@ def warm_grid_cap(cells: int, tiles: int, rows: int, cols: int, max_uses: int | 
     That is where the ``cells`` need at least :data:`WARM_LOAD` of the uses
     the ``tiles`` allow (full grids included, see :func:`full_grid_cap`).
     """
+    return _cap_at_load(cells, tiles, rows, cols, max_uses, min_spacing, WARM_LOAD)
+
+
+def _cap_at_load(cells: int, tiles: int, rows: int, cols: int, max_uses: int | None,
+                 min_spacing: int, load: float) -> int | None:
+    """The uses a tile allows where the ``cells`` need ``load`` of all uses or more."""
     cap = tile_capacity(rows, cols, max_uses, min_spacing)
-    return cap if cap is not None and cells >= WARM_LOAD * cap * tiles else None
+    return cap if cap is not None and cells >= load * cap * tiles else None
 
 
 def first_candidates(cells: int, tiles: int, rows: int, cols: int, max_uses: int | None,
