@@ -224,11 +224,18 @@ def test_near_holders_is_the_brute_force_window(solver):
     placed = rng.integers(0, 12, count)
     placed[rng.random(count) < 0.1] = -1
     cells = rng.integers(0, count, 600)
-    tiles = np.where(rng.random(600) < 0.3, placed[cells], rng.integers(0, 14, 600))
+    held = placed[cells]
+    tiles = np.where((rng.random(600) < 0.3) & (held >= 0), held, rng.integers(0, 14, 600))
     centre = rng.integers(0, 40, (count, 2))
-    for spacing, layout in [(1, None), (2, None), (4, None),
-                            (3, _assign.Layout(centre, 4))]:
-        near = _assign.near_holders(cells, tiles, placed, rows, cols, spacing, layout)
+    ways = [(spacing, None, way) for spacing in (1, 2, 4) for way in (
+        _assign.near_holders,
+        # Both ways the grid is done (each chosen by its cost), whatever they cost here.
+        lambda *args: _assign._near_by_window(*args[:6]),
+        lambda *args: _assign._near_by_rank(*args[:2], args[2], args[4], args[5], None))]
+    for spacing, layout, way in ways + [(3, _assign.Layout(centre, 4), _assign.near_holders)]:
+        if spacing == 1 and way is not _assign.near_holders:
+            continue
+        near = way(cells, tiles, placed, rows, cols, spacing, layout)
         for cell, tile, got in zip(cells.tolist(), tiles.tolist(), near.tolist(), strict=True):
             holders = [other for other in np.flatnonzero(placed == tile).tolist()
                        if other != cell]

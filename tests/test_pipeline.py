@@ -330,13 +330,14 @@ def test_a_presets_limits_bend_to_a_small_library_and_given_ones_do_not(tmp_path
     from mosaicist.metrics import repetition_metrics
 
     folder = smooth_folder(tmp_path / "tiles", count=12)
-    # 35 cells, 12 tiles: "varied" wants 2 uses 5 cells apart; 3 uses fit, and then
-    # spacing as far as a 5 x 7 grid allows three copies of a tile.
+    # 35 cells, 12 tiles: "varied" wants 2 uses 5 cells apart; 3 uses fit, and then a
+    # spacing at which the three copies of each tile fill at most a third of the places
+    # that spacing leaves them on a 5 x 7 grid (2: 12 places each).
     mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, preset="varied",
                          cache_dir=tmp_path / "c")
     fitted = mosaic.options
     assert (mosaic.grid.rows, mosaic.grid.cols) == (5, 7)
-    assert fitted.max_uses == 3 and 1 < fitted.min_spacing < 5
+    assert (fitted.max_uses, fitted.min_spacing) == (3, 2)
     counts = repetition_metrics(mosaic.placements.tile_grid())
     assert counts["max_uses"] <= 3 and counts["closest_repeat"] >= fitted.min_spacing
     assert mosaic.report()["settings"]["max_uses"] == 3
@@ -355,6 +356,12 @@ def test_a_presets_limits_bend_to_a_small_library_and_given_ones_do_not(tmp_path
     only = fit_limits(MosaicOptions(), 35, 1, 5, 7)
     assert (only.max_uses, only.min_spacing) == (35, 1)
     assert not only.given("max_uses") and not only.given("min_spacing")
+    # A few dozen photos on 63 x 80 cells: at spacing 5 each of 50 photos would fill 101
+    # of its 208 places (the rounds fail), at 4 of its 320; 100 photos keep spacing 5.
+    assert fit_limits(MosaicOptions(), 5040, 50, 63, 80).min_spacing == 4
+    assert fit_limits(MosaicOptions(), 5040, 100, 63, 80).min_spacing == 5
+    assert fit_limits(MosaicOptions(), 5040, 20, 63, 80).min_spacing == 2
+    assert fit_limits(MosaicOptions(min_spacing=5), 5040, 50, 63, 80).min_spacing == 5
 
 
 def test_the_default_look_uses_each_tile_once_apart_and_corrects_colour(tmp_path, target):

@@ -1505,13 +1505,30 @@ def near_holders(
 
     Notes
     -----
-    The holders of each tile are found by one sort of ``placed``; each pair
-    is compared with its tile's holders one rank at a time, so the work is
-    pairs times the most uses of a tile.
+    Two ways, whichever costs less: each pair compared with its tile's
+    holders (found by one sort of ``placed``) one rank at a time, pairs
+    times the most uses of a tile (a large library); or, on a grid, every
+    holder's tile marked at each cell of its window, ``(2 D - 1)^2`` marks
+    per cell, and each pair looked up among the marks (a small library,
+    whose tiles fill hundreds of cells each: 20 s a call on 16,960 cells
+    and 70 tiles the first way).
     """
     near = np.zeros(len(cells), bool)
     if min_spacing <= 1 or not len(cells):
         return near
+    width = 2 * min_spacing - 1
+    uses = np.bincount(placed[placed >= 0]).max(initial=0)
+    if layout is None and len(cells) * int(uses) > 4 * len(placed) * width * width:
+        return _near_by_window(cells, tiles, placed, rows, cols, min_spacing)
+    return _near_by_rank(cells, tiles, placed, cols, min_spacing, layout)
+
+
+def _near_by_rank(
+    cells: np.ndarray, tiles: np.ndarray, placed: np.ndarray, cols: int, min_spacing: int,
+    layout: Layout | None,
+) -> np.ndarray:
+    """:func:`near_holders` comparing each pair with its tile's holders, rank by rank."""
+    near = np.zeros(len(cells), bool)
     order = np.argsort(placed, kind="stable")
     held = placed[order]
     first = np.searchsorted(held, tiles, side="left")
@@ -1527,6 +1544,27 @@ def near_holders(
         apart = np.abs(where[holder] - where[cells[pairs]]).max(axis=1)
         near[pairs[(holder != cells[pairs]) & (apart < reach)]] = True
     return near
+
+
+def _near_by_window(
+    cells: np.ndarray, tiles: np.ndarray, placed: np.ndarray, rows: int, cols: int,
+    min_spacing: int,
+) -> np.ndarray:
+    """:func:`near_holders` on a grid, by marking each holder's tile around it."""
+    holders = np.flatnonzero(placed >= 0)
+    held = placed[holders]
+    bound = np.int64(max(int(held.max(initial=0)), int(tiles.max(initial=0))) + 1)
+    row, col = holders // cols, holders % cols
+    marks = []
+    for down in range(1 - min_spacing, min_spacing):
+        for across in range(1 - min_spacing, min_spacing):
+            if down == 0 and across == 0:
+                continue  # a cell's own tile is not held near it
+            at_row, at_col = row + down, col + across
+            inside = (at_row >= 0) & (at_row < rows) & (at_col >= 0) & (at_col < cols)
+            marks.append((at_row[inside] * cols + at_col[inside]) * bound + held[inside])
+    marked = np.unique(np.concatenate(marks)) if marks else np.zeros(0, np.int64)
+    return np.isin(np.asarray(cells, np.int64) * bound + tiles, marked) & (tiles >= 0)
 
 
 def verify_placement(
