@@ -217,7 +217,10 @@ def test_spacing_optimal_not_worse_than_greedy_on_average():
     assert optimal <= greedy
 
 
-def test_near_holders_is_the_brute_force_window(solver):
+@pytest.mark.parametrize("marks", [1 << 22, 50])
+def test_near_holders_is_the_brute_force_window(solver, monkeypatch, marks):
+    # 50 marks: a band of one row at a time (the window's bands past their edges).
+    monkeypatch.setattr(_assign, "WINDOW_MARKS", marks)
     rng = np.random.default_rng(8)
     rows, cols = 9, 11
     count = rows * cols

@@ -143,6 +143,8 @@ MAX_GROWTH_ROUNDS = 10
 CAP_ROUND_SHRINK = 0.5
 #: Candidate edges below which a solve counts as cheap (well under a second).
 CHEAP_EDGES = 300_000
+#: Most marks :func:`near_holders` makes at once on a grid (8 bytes each, twice while sorted).
+WINDOW_MARKS = 1 << 22
 #: Spacing rounds (solve, forbid violating pairs) before giving up.
 MAX_SPACING_ROUNDS = 60
 
@@ -1550,21 +1552,42 @@ def _near_by_window(
     cells: np.ndarray, tiles: np.ndarray, placed: np.ndarray, rows: int, cols: int,
     min_spacing: int,
 ) -> np.ndarray:
-    """:func:`near_holders` on a grid, by marking each holder's tile around it."""
-    holders = np.flatnonzero(placed >= 0)
-    held = placed[holders]
-    bound = np.int64(max(int(held.max(initial=0)), int(tiles.max(initial=0))) + 1)
-    row, col = holders // cols, holders % cols
-    marks = []
-    for down in range(1 - min_spacing, min_spacing):
-        for across in range(1 - min_spacing, min_spacing):
-            if down == 0 and across == 0:
-                continue  # a cell's own tile is not held near it
-            at_row, at_col = row + down, col + across
-            inside = (at_row >= 0) & (at_row < rows) & (at_col >= 0) & (at_col < cols)
-            marks.append((at_row[inside] * cols + at_col[inside]) * bound + held[inside])
-    marked = np.unique(np.concatenate(marks)) if marks else np.zeros(0, np.int64)
-    return np.isin(np.asarray(cells, np.int64) * bound + tiles, marked) & (tiles >= 0)
+    """:func:`near_holders` on a grid, by marking each holder's tile around it.
+
+    Band by band of rows, so that the marks stay under :data:`WINDOW_MARKS`
+    whatever the grid (a band's cells see the holders up to ``D - 1`` rows
+    past it).
+    """
+    near = np.zeros(len(cells), bool)
+    cells = np.asarray(cells, np.int64)
+    bound = np.int64(max(int(placed.max(initial=0)), int(tiles.max(initial=0))) + 1)
+    reach = min_spacing - 1
+    band = max(1, WINDOW_MARKS // (cols * (2 * reach + 1) ** 2))
+    cell_row = cells // cols
+    order = np.argsort(cell_row, kind="stable")
+    edges = np.searchsorted(cell_row[order], np.arange(0, rows + band, band))
+    for top, start, stop in zip(range(0, rows, band), edges[:-1], edges[1:], strict=False):
+        if start == stop:
+            continue
+        pairs = order[start:stop]
+        bottom = min(rows, top + band)
+        # The holders whose windows reach the band, and the marks inside it.
+        first, last = max(0, top - reach) * cols, min(rows, bottom + reach) * cols
+        holders = first + np.flatnonzero(placed[first:last] >= 0)
+        held = placed[holders]
+        row, col = holders // cols, holders % cols
+        marks = []
+        for down in range(-reach, reach + 1):
+            for across in range(-reach, reach + 1):
+                if down == 0 and across == 0:
+                    continue  # a cell's own tile is not held near it
+                at_row, at_col = row + down, col + across
+                inside = ((at_row >= top) & (at_row < bottom) & (at_col >= 0)
+                          & (at_col < cols))
+                marks.append((at_row[inside] * cols + at_col[inside]) * bound + held[inside])
+        marked = np.unique(np.concatenate(marks))
+        near[pairs] = np.isin(cells[pairs] * bound + tiles[pairs], marked) & (tiles[pairs] >= 0)
+    return near
 
 
 def verify_placement(
