@@ -230,14 +230,13 @@ def test_near_holders_is_the_brute_force_window(solver, monkeypatch, marks):
     held = placed[cells]
     tiles = np.where((rng.random(600) < 0.3) & (held >= 0), held, rng.integers(0, 14, 600))
     centre = rng.integers(0, 40, (count, 2))
-    ways = [(spacing, None, way) for spacing in (1, 2, 4) for way in (
-        _assign.near_holders,
-        # Both ways the grid is done (each chosen by its cost), whatever they cost here.
-        lambda *args: _assign._near_by_window(*args[:6]),
-        lambda *args: _assign._near_by_rank(*args[:2], args[2], args[4], args[5], None))]
-    for spacing, layout, way in ways + [(3, _assign.Layout(centre, 4), _assign.near_holders)]:
-        if spacing == 1 and way is not _assign.near_holders:
-            continue
+    # Both ways the grid is done (each chosen by its cost), whatever they cost here.
+    by_window = lambda *args: _assign._near_by_window(*args[:6])  # noqa: E731
+    by_rank = lambda *args: _assign._near_by_rank(*args[:3], *args[4:6], None)  # noqa: E731
+    ways = [(1, None, _assign.near_holders), (3, _assign.Layout(centre, 4), _assign.near_holders)]
+    ways += [(spacing, None, way) for spacing in (2, 4)
+             for way in (_assign.near_holders, by_window, by_rank)]
+    for spacing, layout, way in ways:
         near = way(cells, tiles, placed, rows, cols, spacing, layout)
         for cell, tile, got in zip(cells.tolist(), tiles.tolist(), near.tolist(), strict=True):
             holders = [other for other in np.flatnonzero(placed == tile).tolist()

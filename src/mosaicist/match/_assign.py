@@ -318,6 +318,11 @@ def tile_capacity(
     return min(caps) if caps else None
 
 
+def spacing_binds(rows: int, cols: int, max_uses: int | None, min_spacing: int) -> bool:
+    """Whether ``min_spacing`` can bind: only where a tile may fill two cells."""
+    return min_spacing > 1 and tile_capacity(rows, cols, max_uses, min_spacing) != 1
+
+
 def check_feasible(
     cells: int,
     tiles: int,
@@ -1735,10 +1740,8 @@ def assign_tiles(
                           candidates.shape[1], 0, time.perf_counter() - start)
     if search is not None and not np.issubdtype(distances.dtype, np.integer):
         raise ValueError("a certified assignment needs integer distances")
-    # Spacing binds only where a tile may fill two cells.
-    spaced = min_spacing > 1 and tile_capacity(rows, cols, max_uses, min_spacing) != 1
     if not nearest and (search is None or method != "optimal" or max_uses is None
-                        or min_uses or spaced):
+                        or min_uses or spacing_binds(rows, cols, max_uses, min_spacing)):
         raise ValueError("lists other than the nearest need a certified assignment "
                          "under a use cap alone")
     solver = _Solver(candidates, distances, rows, cols, max_uses, min_spacing,

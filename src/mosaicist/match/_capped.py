@@ -38,6 +38,7 @@ from ._assign import (
     ShortLists,
     assign_tiles,
     check_feasible,
+    spacing_binds,
     spacing_capacity,
     tile_capacity,
 )
@@ -134,9 +135,9 @@ class CappedMatcher(Matcher):
             warm = None
             if warm_cap is not None and options.assign == "optimal":
                 warm = warm_candidates(request, search, warm_cap)
-            # Spacing binds only where a tile may fill two cells.
             nearest = (warm is None or not WARM_ONLY
-                       or (options.min_spacing > 1 and (warm_cap or 0) > 1))
+                       or spacing_binds(grid.rows, grid.cols, options.max_uses,
+                                        options.min_spacing))
             if warm is not None and not nearest:
                 # The warm lists alone: the first round searches every cell anyway (its
                 # cost lies past its nearest tiles), so the nearest search proves nothing.
