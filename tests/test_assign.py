@@ -290,7 +290,7 @@ def test_spacing_in_a_small_library_allows_the_tiles_held_around_again(monkeypat
     def recorded(self, edges):
         # The same edges again: the pairs left out were allowed again.
         if getattr(self, "edges", None) is edges:
-            again.append(len(self.crowded_out))
+            again.append(int(self.crowded_out.sum()))
         set_edges(self, edges)
 
     monkeypatch.setattr(_assign._Solver, "_set_edges", recorded)
@@ -437,6 +437,29 @@ def test_certified_assignment_is_the_dense_optimum(seed, max_uses, clusters):
     assert result.gap == 0.0
     # Lists grew only where prices said so: never to the whole library for everyone.
     assert result.candidates_used <= tiles
+
+
+@pytest.mark.parametrize("listed", [3, 40])
+def test_certified_totals_past_the_int64_range_are_exact(listed):
+    """Tinted search units reach 10^15 a cell: costs and prices summed past 2^63.
+
+    Complete lists (``listed`` = every tile) are proven without a search.
+    """
+    rng = np.random.default_rng(11)
+    rows, cols, tiles = 6, 8, 40
+    small = full_distances(rng, rows * cols, tiles, clusters=2) + 4000
+    full = small * 10**14
+    search = DenseSearch(full)
+    candidates, distances = top_k(full, listed)
+    result = assign_tiles(candidates, distances, rows, cols, max_uses=2, search=search)
+    check_placement(result.tile, full, rows, cols, 2, 1)
+    optimum = dense_optimum(small, 2) * 10**14
+    assert optimum > np.iinfo(np.int64).max
+    assert result.certified and result.objective == result.lower_bound == optimum
+    if listed == tiles:
+        assert search.calls["below"] == 0
+    values = np.array([2**62, 2**62 - 1, -(2**61), 7, 2**62], np.int64)
+    assert _assign._total(values) == sum(values.tolist())
 
 
 @pytest.mark.parametrize("max_uses", [1, 2])

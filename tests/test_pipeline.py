@@ -191,19 +191,25 @@ def watch_first_lists(monkeypatch) -> tuple[list, list]:
 
 
 @pytest.mark.parametrize(("tint", "augment"), [(0.0, "none"), (0.4, "flips")])
-@pytest.mark.parametrize(("full_load", "warm_load"), [(0.5, 0.05), (1e9, 0.05), (1e9, 1e9)])
+@pytest.mark.parametrize(("full_load", "warm_load", "dense"),
+                         [(0.5, 0.05, False), (1e9, 0.05, False), (1e9, 1e9, False),
+                          (1e9, 1e9, True)])
 def test_capped_mosaic_is_the_certified_optimum_over_the_library(tmp_path, target, tint,
                                                                  augment, full_load,
-                                                                 warm_load, monkeypatch):
+                                                                 warm_load, dense,
+                                                                 monkeypatch):
     from scipy.optimize import linear_sum_assignment
 
     from mosaicist.match import _capped, _flow, match_exact
     from mosaicist.match._exact import search_scale
 
     # With short first lists (the grid needs most of the library) and with long ones;
-    # with warm lists, alone or joining the nearest tiles, and without.
+    # with warm lists, alone or joining the nearest tiles, and without; or (a small
+    # library) every tile listed for every cell.
     monkeypatch.setattr(_capped, "FULL_LOAD", full_load)
     monkeypatch.setattr(_capped, "WARM_LOAD", warm_load)
+    if not dense:
+        monkeypatch.setattr(_capped, "DENSE_TILES", 0)
     asked, warm_lists = watch_first_lists(monkeypatch)
     folder = smooth_folder(tmp_path / "tiles", count=45)
     mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, max_uses=1, tint=tint,
@@ -213,7 +219,10 @@ def test_capped_mosaic_is_the_certified_optimum_over_the_library(tmp_path, targe
     # not know; tinted too; one use per tile, so that spacing cannot bind).
     assert len(warm_lists) == (warm_load < 1)
     listed = bool(warm_lists) and augment == "none" and _flow.can_repair()
-    if listed:
+    if dense:
+        # Proven by the first solve: no search of the library at all.
+        assert asked == [] and mosaic.report()["assignment"]["pricing_rounds"] == 0
+    elif listed:
         cells, tiles, distances = warm_lists[0]
         assert len(cells) == len(tiles) == len(distances) > 0
         assert asked == []
@@ -252,6 +261,7 @@ def test_warm_lists_join_the_nearest_where_spacing_binds(tmp_path, target, monke
     if not _flow.can_repair():
         pytest.skip("the warm prices need the compiled loops")
     monkeypatch.setattr(_capped, "WARM_LOAD", 0.05)
+    monkeypatch.setattr(_capped, "DENSE_TILES", 0)
     asked, warm_lists = watch_first_lists(monkeypatch)
     folder = smooth_folder(tmp_path / "tiles", count=30)
     mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, max_uses=2, min_spacing=3,

@@ -143,8 +143,8 @@ MAX_GROWTH_ROUNDS = 10
 CAP_ROUND_SHRINK = 0.5
 #: Candidate edges below which a solve counts as cheap (well under a second).
 CHEAP_EDGES = 300_000
-#: Most marks :func:`near_holders` makes at once on a grid (8 bytes each, twice while sorted).
-WINDOW_MARKS = 1 << 22
+#: Most flags (bytes) of :func:`near_holders`' table of cells and tiles held, at once.
+WINDOW_MARKS = 1 << 24
 #: Spacing rounds (solve, forbid violating pairs) before giving up.
 MAX_SPACING_ROUNDS = 60
 
@@ -1515,17 +1515,20 @@ def near_holders(
     Two ways, whichever costs less: each pair compared with its tile's
     holders (found by one sort of ``placed``) one rank at a time, pairs
     times the most uses of a tile (a large library); or, on a grid, every
-    holder's tile marked at each cell of its window, ``(2 D - 1)^2`` marks
-    per cell, and each pair looked up among the marks (a small library,
-    whose tiles fill hundreds of cells each: 20 s a call on 16,960 cells
-    and 70 tiles the first way).
+    holder's tile flagged at each cell of its window in a table of cells by
+    tiles held, ``(2 D - 1)^2`` flags per cell, and each pair's flag read (a
+    small library, whose tiles fill hundreds of cells each: 20 s a call on
+    16,960 cells and 70 tiles the first way). The table needs a row of the
+    grid by the tiles held in :data:`WINDOW_MARKS` flags at least.
     """
     near = np.zeros(len(cells), bool)
     if min_spacing <= 1 or not len(cells):
         return near
     width = 2 * min_spacing - 1
-    uses = np.bincount(placed[placed >= 0]).max(initial=0)
-    if layout is None and len(cells) * int(uses) > 4 * len(placed) * width * width:
+    uses = np.bincount(placed[placed >= 0])
+    most, held = int(uses.max(initial=0)), int(np.count_nonzero(uses))
+    if (layout is None and cols * held <= WINDOW_MARKS
+            and len(cells) * most > len(placed) * width * width):
         return _near_by_window(cells, tiles, placed, rows, cols, min_spacing)
     return _near_by_rank(cells, tiles, placed, cols, min_spacing, layout)
 
@@ -1559,15 +1562,25 @@ def _near_by_window(
 ) -> np.ndarray:
     """:func:`near_holders` on a grid, by marking each holder's tile around it.
 
-    Band by band of rows, so that the marks stay under :data:`WINDOW_MARKS`
-    whatever the grid (a band's cells see the holders up to ``D - 1`` rows
-    past it).
+    A table of one flag per cell and tile held: each holder's tile is
+    flagged at every cell of its window (one vectorised write per offset),
+    and each pair reads its flag. Band by band of rows, so that the table
+    stays under :data:`WINDOW_MARKS` flags whatever the grid (a band's cells
+    see the holders up to ``D - 1`` rows past it).
     """
     near = np.zeros(len(cells), bool)
     cells = np.asarray(cells, np.int64)
-    bound = np.int64(max(int(placed.max(initial=0)), int(tiles.max(initial=0))) + 1)
+    # The table's columns: the tiles held anywhere; a pair of any other tile is never near.
+    held_tiles, held_column = np.unique(placed[placed >= 0], return_inverse=True)
+    column = np.full(len(placed), -1, np.int64)
+    column[placed >= 0] = held_column
+    width = len(held_tiles)
+    if not width:
+        return near
+    at = np.minimum(np.searchsorted(held_tiles, tiles), width - 1)
+    pair_column = np.where(held_tiles[at] == tiles, at, -1)
     reach = min_spacing - 1
-    band = max(1, WINDOW_MARKS // (cols * (2 * reach + 1) ** 2))
+    band = max(1, WINDOW_MARKS // (cols * width))
     cell_row = cells // cols
     order = np.argsort(cell_row, kind="stable")
     edges = np.searchsorted(cell_row[order], np.arange(0, rows + band, band))
@@ -1575,23 +1588,26 @@ def _near_by_window(
         if start == stop:
             continue
         pairs = order[start:stop]
+        pairs = pairs[pair_column[pairs] >= 0]
+        if not len(pairs):
+            continue
         bottom = min(rows, top + band)
-        # The holders whose windows reach the band, and the marks inside it.
+        # The holders whose windows reach the band, and their flags inside it.
         first, last = max(0, top - reach) * cols, min(rows, bottom + reach) * cols
         holders = first + np.flatnonzero(placed[first:last] >= 0)
-        held = placed[holders]
+        held = column[holders]
         row, col = holders // cols, holders % cols
-        marks = []
+        table = np.zeros(((bottom - top) * cols, width), bool)
         for down in range(-reach, reach + 1):
+            at_row = row + down
+            row_inside = (at_row >= top) & (at_row < bottom)
             for across in range(-reach, reach + 1):
                 if down == 0 and across == 0:
                     continue  # a cell's own tile is not held near it
-                at_row, at_col = row + down, col + across
-                inside = ((at_row >= top) & (at_row < bottom) & (at_col >= 0)
-                          & (at_col < cols))
-                marks.append((at_row[inside] * cols + at_col[inside]) * bound + held[inside])
-        marked = np.unique(np.concatenate(marks))
-        near[pairs] = np.isin(cells[pairs] * bound + tiles[pairs], marked) & (tiles[pairs] >= 0)
+                at_col = col + across
+                inside = row_inside & (at_col >= 0) & (at_col < cols)
+                table[(at_row[inside] - top) * cols + at_col[inside], held[inside]] = True
+        near[pairs] = table[cells[pairs] - top * cols, pair_column[pairs]]
     return near
 
 
@@ -1770,15 +1786,31 @@ def assign_tiles(
 
 
 def _total(values: np.ndarray) -> int | float:
+    """The sum of ``values``, exactly where they are integers.
+
+    A tinted objective's search units reach 10^15 a cell (``10^7`` per unit
+    of the objective), so an int64 sum overflows past a few tens of
+    thousands of cells: 51,712 cells of 99 photos summed their costs to
+    a negative lower bound. The high and low 32 bits are summed apart.
+    """
     if np.issubdtype(values.dtype, np.floating):
         return float(values.sum())
-    return int(values.sum(dtype=np.int64))
+    high, low = np.divmod(np.asarray(values, np.int64), np.int64(1 << 32))
+    return (int(high.sum(dtype=np.int64)) << 32) + int(low.sum(dtype=np.int64))
 
 
 def _gap(objective: int | float, lower: int | float) -> float:
     if objective <= lower:
         return 0.0
     return float((objective - lower) / lower) if lower > 0 else math.inf
+
+
+def _carried(old: _Edges, new: _Edges, flagged: np.ndarray) -> np.ndarray:
+    """Flags over ``new`` edges of the pairs ``flagged`` over the ``old`` ones."""
+    if not flagged.any():
+        return np.zeros(len(new.row), bool)
+    keys = old.row[flagged] * np.int64(1 << 32) + old.tile[flagged]
+    return np.isin(new.row * np.int64(1 << 32) + new.tile, keys)
 
 
 class _Solver:
@@ -1818,12 +1850,14 @@ class _Solver:
         if not nearest:
             # Nothing is known of the unlisted tiles: every cell's proof starts from zero.
             self.edges.tail[:] = 0
-        self.forbidden = np.zeros(0, np.int64)
-        # Pairs whose tile was held near their cell in a spacing round: forbidden until
-        # that leaves a cell without a tile (then all of them are allowed again).
-        self.crowded_out = np.zeros(0, np.int64)
-        # Edges of self.edges not forbidden, kept in step with self.forbidden and
-        # self.crowded_out.
+        #: Edges of :attr:`edges` forbidden to a spacing round's losers.
+        self.forbidden = np.zeros(len(self.edges.row), bool)
+        #: Edges whose tile was held near their cell in a spacing round: forbidden until
+        #: that leaves a cell without a tile (then all of them are allowed again).
+        self.crowded_out = np.zeros(len(self.edges.row), bool)
+        # Edges neither forbidden nor crowded out. Flags over the edges, not sets of
+        # pairs: merging sets of a million pairs took 9 of 22 s on 20,160 cells and 99
+        # tiles (5 spacing rounds).
         self._allowed = np.ones(len(self.edges.row), bool)
         #: Whether the assignment was proven optimal over the whole library.
         self.certified = False
@@ -1896,11 +1930,12 @@ class _Solver:
                                     self.edges.tail))
 
     def _set_edges(self, edges: _Edges) -> None:
+        if edges is not self.edges:
+            # The pairs flagged on the old edges, flagged on the new.
+            self.forbidden = _carried(self.edges, edges, self.forbidden)
+            self.crowded_out = _carried(self.edges, edges, self.crowded_out)
         self.edges = edges
-        key = edges.row * np.int64(1 << 32) + edges.tile
-        barred = np.union1d(self.forbidden, self.crowded_out)
-        self._allowed = (~np.isin(key, barred) if len(barred)
-                         else np.ones(len(edges.row), bool))
+        self._allowed = ~(self.forbidden | self.crowded_out)
 
     def allowed(self) -> np.ndarray:
         """Edges not forbidden by an earlier spacing round."""
@@ -1978,7 +2013,10 @@ class _Solver:
         np.maximum.at(farthest, self.edges.row, self.edges.dist)
         outside = (2 * np.maximum(self.edges.tail, farthest)
                    + max(1, _common_factor(self.edges.dist)))
-        checks = _PriceChecks(self.edges.tail, self.search.tile_count)
+        # A cell that lists every tile has none left to look for.
+        complete = self.edges.length >= self.search.tile_count
+        checks = _PriceChecks(np.where(complete, _inf(np.dtype(np.int64)), self.edges.tail),
+                              self.search.tile_count)
         choice = None
         state: _flow.FlowState | None = None
         # Cells whose proof the last round broke: a repair moving more would give up.
@@ -2014,7 +2052,7 @@ class _Solver:
             if not out.any() and not hit.any():
                 choice = step
                 self.certified = True
-                lower = int(cost.sum(dtype=np.int64)) - self.cap * int(price.sum())
+                lower = int(_total(cost)) - self.cap * int(_total(price))
                 break
             # Outside with nothing cheaper there: the cell's tiles are farther still.
             outside[~hit & out] *= 2
@@ -2057,7 +2095,7 @@ class _Solver:
         least = listed.copy()
         least[present] = np.minimum(
             least[present], distances[present, 0] + price[found[present, 0]])
-        return int(least.sum(dtype=np.int64)) - self.cap * int(price.sum(dtype=np.int64))
+        return int(_total(least)) - self.cap * int(_total(price))
 
     def _repairable(self) -> bool:
         """Whether repairs run on today's edges (compiled loops, integers, none forbidden)."""
@@ -2171,9 +2209,9 @@ class _Solver:
             stuck = choice < 0
             if not stuck.any():
                 return choice
-            if len(self.crowded_out):
+            if self.crowded_out.any():
                 # Too strict for these lists: the tiles held around count no more.
-                self.crowded_out = np.zeros(0, np.int64)
+                self.crowded_out[:] = False
                 self._set_edges(self.edges)
                 continue
             if not self.grow(stuck):
@@ -2206,12 +2244,9 @@ class _Solver:
         regret = nxt.astype(np.float64) - edges.dist[choice].astype(np.float64)
         regret[nxt == _inf(edges.dist.dtype)] = np.inf
         loser = np.where((regret[a] < regret[b]) | ((regret[a] == regret[b]) & (a > b)), a, b)
-        keys = loser * np.int64(1 << 32) + current[loser]
-        self.forbidden = np.union1d(self.forbidden, keys)
-        self._allowed[choice[loser]] = False
-        self.crowded_out = np.union1d(
-            self.crowded_out, edges.row[near] * np.int64(1 << 32) + edges.tile[near])
-        self._allowed[near] = False
+        self.forbidden[choice[loser]] = True
+        self.crowded_out |= near
+        self._allowed &= ~(self.forbidden | near)
 
     # -- greedy --------------------------------------------------------------
 
