@@ -145,6 +145,9 @@ CAP_ROUND_SHRINK = 0.5
 CHEAP_EDGES = 300_000
 #: Most flags (bytes) of :func:`near_holders`' table of cells and tiles held, at once.
 WINDOW_MARKS = 1 << 24
+#: Edges of least reduced cost each cell keeps for the spacing rounds, where it lists more
+#: than twice as many (:meth:`_Solver._keep_near_for_spacing`).
+SPACING_EDGES = 48
 #: Spacing rounds (solve, forbid violating pairs) before giving up.
 MAX_SPACING_ROUNDS = 60
 
@@ -1863,6 +1866,8 @@ class _Solver:
         self.certified = False
         # Whether to solve near the last prices (see _solve_near).
         self._near = True
+        # The edges the spacing rounds solve on where not all (_keep_near_for_spacing).
+        self._spacing_edges: np.ndarray | None = None
         # The searches and arcs of the last repair (:func:`._flow.repair`).
         self._repair_work = np.zeros(2, np.int64)
         #: Column-generation rounds made.
@@ -1934,6 +1939,7 @@ class _Solver:
             # The pairs flagged on the old edges, flagged on the new.
             self.forbidden = _carried(self.edges, edges, self.forbidden)
             self.crowded_out = _carried(self.edges, edges, self.crowded_out)
+            self._spacing_edges = None
         self.edges = edges
         self._allowed = ~(self.forbidden | self.crowded_out)
 
@@ -2053,6 +2059,7 @@ class _Solver:
                 choice = step
                 self.certified = True
                 lower = int(_total(cost)) - self.cap * int(_total(price))
+                self._keep_near_for_spacing(cost, price)
                 break
             # Outside with nothing cheaper there: the cell's tiles are farther still.
             outside[~hit & out] *= 2
@@ -2199,16 +2206,37 @@ class _Solver:
         listed = choice >= 0
         return _total(edges.dist[choice[listed]]) + _total(outside[~listed])
 
+    def _keep_near_for_spacing(self, cost: np.ndarray, price: np.ndarray) -> None:
+        """Let the spacing rounds solve on each cell's edges of least reduced cost only.
+
+        Where the lists are long (a small library listed whole), each cell keeps
+        its :data:`SPACING_EDGES` edges of least ``c_ij + p_j - u_i`` at the
+        prices that proved the optimum: a spacing round moves cells to tiles
+        near their own, and the solves on every edge cost seconds each.
+        """
+        edges = self.edges
+        if len(edges.row) <= 2 * SPACING_EDGES * self.count:
+            return
+        reduced = edges.dist + price[edges.tile] - cost[edges.row]
+        self._spacing_edges = _least_per_cell(edges, reduced, SPACING_EDGES)
+
     def _restricted(self, keep: np.ndarray | None = None) -> np.ndarray:
         """Best assignment using listed, allowed edges only; grows lists where stuck.
 
         ``keep`` (each cell's tile before) breaks ties toward it: see :func:`_solve`.
         """
         while True:
-            choice = self._step(self.edges, self.allowed(), None, keep)
+            allowed = self.allowed()
+            if self._spacing_edges is not None:
+                allowed = allowed & self._spacing_edges
+            choice = self._step(self.edges, allowed, None, keep)
             stuck = choice < 0
             if not stuck.any():
                 return choice
+            if self._spacing_edges is not None:
+                # Too few near edges for these rounds: every edge again.
+                self._spacing_edges = None
+                continue
             if self.crowded_out.any():
                 # Too strict for these lists: the tiles held around count no more.
                 self.crowded_out[:] = False
