@@ -22,13 +22,15 @@ spacing rounds, the distinct tiles used and SSIM at viewing scale.
 With ``--photos N`` the tiles are N photos drawn at random (seed 1) from the
 tile folder, as a family's few dozen photos: there the default preset's use
 limit rises to fill the grid and its spacing shortens, and the spacing that
-ran is printed too.
+ran is printed too. ``--cells N`` makes a larger grid of the same target (a
+poster of a few hundred photos).
 
 Run (from the repository root)::
 
     python benchmarks/bench_capped.py
     python benchmarks/bench_capped.py --target targets/skimage_astronaut.png --cell 8
     python benchmarks/bench_capped.py --photos 35 --cases default
+    python benchmarks/bench_capped.py --photos 100 --cells 20000 --cases default
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ def main() -> None:
     parser.add_argument("--tiles", default="cifar10/train",
                         help="tile folder, relative to the data folder")
     parser.add_argument("--cell", type=int, default=16, help="cell size (default 16)")
+    parser.add_argument("--cells", type=int, metavar="N",
+                        help="about N cells instead (make's --cells: the cell size whose grid "
+                             "on the target has about N)")
     parser.add_argument("--cases", nargs="+", metavar="WORD",
                         help="only the cases whose name has one of these words (plain always runs)")
     parser.add_argument("--photos", type=int, metavar="N",
@@ -93,12 +98,13 @@ def main() -> None:
     tiles = data / args.tiles
     if args.photos:
         tiles = drawn_photos(tiles, args.photos, runs / "photos")
-    base = [*mosaicist_command(), "make", data / args.target, "--tiles", tiles,
-            "--cell", args.cell, "--cache-dir", runs / "cache", "-q"]
+    size = ["--cells", args.cells] if args.cells else ["--cell", args.cell]
+    base = [*mosaicist_command(), "make", data / args.target, "--tiles", tiles, *size,
+            "--cache-dir", runs / "cache", "-q"]
     print(f"machine: {machine()}")
     drawn = f" ({args.photos} drawn at random)" if args.photos else ""
-    print(f"workload: {args.target}, {args.cell} px cells, tiles {args.tiles}{drawn}",
-          flush=True)
+    cells = f"about {args.cells:,} cells" if args.cells else f"{args.cell} px cells"
+    print(f"workload: {args.target}, {cells}, tiles {args.tiles}{drawn}", flush=True)
     run_child([*base, *SEED, "-o", runs / "warm-up.png"]).check()
     # The default preset crops photos around their subject: an index (and search
     # features) of its own, warmed by a first run too.

@@ -7,7 +7,9 @@ one of them under the limits. Where the grid needs a fair share of the
 library's uses, each cell also lists the tiles of least distance plus the
 tile prices the assignment is expected to end with (:func:`warm_candidates`,
 :mod:`._warm`): instead of its nearest tiles where a tile fills one cell,
-beside a few of them where spacing can bind.
+beside a few of them where spacing can bind. A library of a few hundred
+photos is listed whole for every cell (:func:`dense_lists`), so that the
+first solve is proven at once.
 It asks :class:`LibrarySearch` for more only where it needs them: the
 nearest tiles of cells whose lists are used up, and, to certify the result
 over every cell-tile pair, the tiles whose distance plus the assignment's
@@ -112,11 +114,12 @@ SPACING_LOAD = 1 / 3
 #: Most cell-tile pairs (transforms included) whose distances a minimum of uses computes.
 MINIMUM_PAIRS = 40_000_000
 #: Most library tiles (transforms included) for which every cell lists every tile
-#: (:func:`dense_lists`), and most cell-tile pairs so listed (about 60 bytes each
-#: while the lists are built and solved). Four times the lists a cell of a full
-#: grid starts with (warm and nearest). Starry Night at 20,160 cells with the default
-#: preset (spacing 5): 99 photos (204 uses) 7.8 s against 15.3 s, 200 photos (101
-#: uses) 13.2-15.0 s against 16.1 s; at 5,040 cells, 20-100 photos 2.1-2.4 s both ways.
+#: (:func:`dense_lists`), and most cell-tile pairs so listed (about 200 bytes each
+#: while the lists are built and solved: 2.0 GB at 7.8 million). Four times the lists
+#: a cell of a full grid starts with (warm and nearest). Starry Night at 20,160 cells
+#: with the default preset (spacing 5): 99 photos (204 uses) 7.8 s against 15.3 s,
+#: 200 photos (101 uses) 13.2-15.0 s against 16.1 s; 386 photos 14.1 s against 13.6 s
+#: (2.0 GB); at 5,040 cells, 20-100 photos 2.1-2.4 s both ways.
 DENSE_TILES = 4 * (WARM_CANDIDATES + FULL_FIRST_CANDIDATES)
 DENSE_PAIRS = 8_000_000
 #: Fewest cells each tile lists at first when every tile must be used.
