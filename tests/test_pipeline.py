@@ -342,15 +342,16 @@ def test_a_presets_limits_bend_to_a_small_library_and_given_ones_do_not(tmp_path
     folder = smooth_folder(tmp_path / "tiles", count=12)
     # 35 cells, 12 tiles: "varied" wants 2 uses 5 cells apart; 3 uses fit, and then a
     # spacing at which the three copies of each tile fill at most a third of the places
-    # that spacing leaves them on a 5 x 7 grid (2: 12 places each).
+    # that spacing leaves them on a 5 x 7 grid (2: 12 places each); 4 uses leave the
+    # spacing rounds a quarter of the tiles' count of places to spare (3 did: 1).
     mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, preset="varied",
                          cache_dir=tmp_path / "c")
     fitted = mosaic.options
     assert (mosaic.grid.rows, mosaic.grid.cols) == (5, 7)
-    assert (fitted.max_uses, fitted.min_spacing) == (3, 2)
+    assert (fitted.max_uses, fitted.min_spacing) == (4, 2)
     counts = repetition_metrics(mosaic.placements.tile_grid())
-    assert counts["max_uses"] <= 3 and counts["closest_repeat"] >= fitted.min_spacing
-    assert mosaic.report()["settings"]["max_uses"] == 3
+    assert counts["max_uses"] <= 4 and counts["closest_repeat"] >= fitted.min_spacing
+    assert mosaic.report()["settings"]["max_uses"] == 4
     # Given limits are kept: too tight for the library is an error before any work.
     with pytest.raises(MosaicistError, match="max_uses 2"):
         make_mosaic(target, folder, cell_px=8, tile_px=16, preset="varied", max_uses=2,
@@ -359,7 +360,7 @@ def test_a_presets_limits_bend_to_a_small_library_and_given_ones_do_not(tmp_path
     options = MosaicOptions(preset="varied")
     assert fit_limits(options, 35, 40, 5, 7) is options
     loose = fit_limits(MosaicOptions(preset="varied", min_spacing=3), 35, 12, 5, 7)
-    assert (loose.max_uses, loose.min_spacing) == (3, 3)
+    assert (loose.max_uses, loose.min_spacing) == (4, 3)
     seed = MosaicOptions(preset="seed")
     assert fit_limits(seed, 35, 1, 5, 7) == seed
     # The default preset's wishes bend the same way: one tile fills 35 cells, side by side.
@@ -372,6 +373,14 @@ def test_a_presets_limits_bend_to_a_small_library_and_given_ones_do_not(tmp_path
     assert fit_limits(MosaicOptions(), 5040, 100, 63, 80).min_spacing == 5
     assert fit_limits(MosaicOptions(), 5040, 20, 63, 80).min_spacing == 2
     assert fit_limits(MosaicOptions(min_spacing=5), 5040, 50, 63, 80).min_spacing == 5
+    # Places to spare for the spacing rounds: 386 photos on 202 x 256 cells at 134 uses
+    # would leave 12 (the rounds failed), 135 leave 398; 99 photos at 523 leave 65, more
+    # than a quarter of their count, and keep it. A given limit, or no spacing, keeps
+    # the fewest uses.
+    assert fit_limits(MosaicOptions(), 51712, 386, 202, 256).max_uses == 135
+    assert fit_limits(MosaicOptions(), 51712, 99, 202, 256).max_uses == 523
+    assert fit_limits(MosaicOptions(max_uses=134), 51712, 386, 202, 256).max_uses == 134
+    assert fit_limits(MosaicOptions(min_spacing=1), 51712, 386, 202, 256).max_uses == 134
 
 
 def test_the_default_look_uses_each_tile_once_apart_and_corrects_colour(tmp_path, target):
