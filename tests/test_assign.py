@@ -301,6 +301,40 @@ def test_spacing_in_a_small_library_allows_the_tiles_held_around_again(monkeypat
     assert result.lower_bound <= result.objective
 
 
+@pytest.mark.parametrize(("near", "kept_to_the_end"), [(8, True), (1, False)])
+def test_spacing_rounds_on_complete_lists_solve_near_the_proven_prices(near, kept_to_the_end,
+                                                                        monkeypatch):
+    """Each cell keeps its ``near`` edges of least reduced cost; all again where too few."""
+    monkeypatch.setattr(_assign, "SPACING_EDGES", near)
+    kept, near_after = [], []
+    keep_near = _assign._Solver._keep_near_for_spacing
+    restricted = _assign._Solver._restricted
+
+    def recorded(self, cost, price):
+        keep_near(self, cost, price)
+        kept.append(int(self._spacing_edges.sum()))
+
+    def solved(self, keep=None):
+        choice = restricted(self, keep)
+        near_after.append(self._spacing_edges is not None)
+        return choice
+
+    monkeypatch.setattr(_assign._Solver, "_keep_near_for_spacing", recorded)
+    monkeypatch.setattr(_assign._Solver, "_restricted", solved)
+    rng = np.random.default_rng(2)
+    rows, cols, tiles = 8, 9, 30
+    full = full_distances(rng, rows * cols, tiles, clusters=3)
+    candidates, distances = top_k(full, tiles)
+    result = assign_tiles(candidates, distances, rows, cols, max_uses=3, min_spacing=3,
+                          search=DenseSearch(full))
+    check_placement(result.tile, full, rows, cols, 3, 3)
+    assert result.certified and result.lower_bound == dense_optimum(full, 3)
+    # Ties are kept, so a cell may keep more than ``near``, never all of its 30.
+    assert len(kept) == 1 and near * rows * cols <= kept[0] < tiles * rows * cols
+    # One edge a cell leaves some cell without a tile: every edge comes back.
+    assert result.iterations >= 1 and all(now == kept_to_the_end for now in near_after)
+
+
 def test_spacing_violations_both_strategies_agree():
     rng = np.random.default_rng(5)
     rows, cols = 20, 25

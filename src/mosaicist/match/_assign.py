@@ -2215,7 +2215,7 @@ class _Solver:
         near their own, and the solves on every edge cost seconds each.
         """
         edges = self.edges
-        if len(edges.row) <= 2 * SPACING_EDGES * self.count:
+        if self.min_spacing <= 1 or len(edges.row) <= 2 * SPACING_EDGES * self.count:
             return
         reduced = edges.dist + price[edges.tile] - cost[edges.row]
         self._spacing_edges = _least_per_cell(edges, reduced, SPACING_EDGES)
