@@ -115,3 +115,22 @@ def test_no_warm_prices_without_numba(monkeypatch):
     monkeypatch.setattr(_warm, "_compiled_loop", lambda loop: None)
     assert _warm.warm_prices(np.zeros((3, 2)), np.ones((5, 2)), 1) is None
     assert _warm.least_priced(np.zeros((3, 2)), np.ones((5, 2)), np.zeros(5), 2) is None
+
+
+def test_the_sample_is_smaller_where_tiles_have_copies(monkeypatch):
+    """Many alike copies slow the auction's bids: at most LARGEST_SHARED_SAMPLE cells."""
+    monkeypatch.setattr(_warm, "LARGEST_SHARED_SAMPLE", 1000)
+    sizes = []
+    auction = _warm.auction
+
+    def recorded(points, objects):
+        sizes.append((len(points), len(objects)))
+        return auction(points, objects)
+
+    monkeypatch.setattr(_warm, "auction", recorded)
+    cells, tiles = crowded(0, count=20_000, tile_count=30_000)
+    _warm.warm_prices(cells, tiles, 2)
+    _warm.warm_prices(cells, tiles, _warm.MANY_COPIES)
+    # A tenth of the cells and of the tiles with few copies; the largest sample with
+    # many, and as large a share of the tiles (a twentieth), each copied.
+    assert sizes == [(2000, 2 * 3000), (1000, _warm.MANY_COPIES * 1500)]
