@@ -1577,13 +1577,13 @@ def _near_by_window(
     held_tiles, held_column = np.unique(placed[placed >= 0], return_inverse=True)
     column = np.full(len(placed), -1, np.int64)
     column[placed >= 0] = held_column
-    width = len(held_tiles)
-    if not width:
+    held_count = len(held_tiles)
+    if not held_count:
         return near
-    at = np.minimum(np.searchsorted(held_tiles, tiles), width - 1)
+    at = np.minimum(np.searchsorted(held_tiles, tiles), held_count - 1)
     pair_column = np.where(held_tiles[at] == tiles, at, -1)
     reach = min_spacing - 1
-    band = max(1, WINDOW_MARKS // (cols * width))
+    band = max(1, WINDOW_MARKS // (cols * held_count))
     cell_row = cells // cols
     order = np.argsort(cell_row, kind="stable")
     edges = np.searchsorted(cell_row[order], np.arange(0, rows + band, band))
@@ -1600,7 +1600,7 @@ def _near_by_window(
         holders = first + np.flatnonzero(placed[first:last] >= 0)
         held = column[holders]
         row, col = holders // cols, holders % cols
-        table = np.zeros(((bottom - top) * cols, width), bool)
+        table = np.zeros(((bottom - top) * cols, held_count), bool)
         for down in range(-reach, reach + 1):
             at_row = row + down
             row_inside = (at_row >= top) & (at_row < bottom)
@@ -2215,7 +2215,8 @@ class _Solver:
         near their own, and the solves on every edge cost seconds each.
         """
         edges = self.edges
-        if self.min_spacing <= 1 or len(edges.row) <= 2 * SPACING_EDGES * self.count:
+        if (not spacing_binds(self.rows, self.cols, self.max_uses, self.min_spacing)
+                or len(edges.row) <= 2 * SPACING_EDGES * self.count):
             return
         reduced = edges.dist + price[edges.tile] - cost[edges.row]
         self._spacing_edges = _least_per_cell(edges, reduced, SPACING_EDGES)

@@ -407,7 +407,7 @@ def fit_limits(options: MosaicOptions, cells: int, tiles: int, rows: int, cols: 
             spacing -= 1
         if spacing != options.min_spacing:
             changes["min_spacing"] = spacing
-    if "max_uses" in changes and spacing > 1:
+    if "max_uses" in changes and spacing_binds(rows, cols, changes["max_uses"], spacing):
         # Room to move: the spacing rounds move cells off tiles held too near, and
         # a library whose every tile is full moves them only by chains of others.
         changes["max_uses"] = max(changes["max_uses"],

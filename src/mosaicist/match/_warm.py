@@ -76,6 +76,7 @@ SMALLEST_SAMPLE = 512
 #: copies: the camera-trap elephants (30,000 cells) with the varied preset (2 uses of
 #: 50,000 tiles) took 108.3 s in 12 rounds with 2,048 against 80.9 s in 10 without.
 LARGEST_SHARED_SAMPLE = 2048
+#: Uses per tile from which the sample is at most :data:`LARGEST_SHARED_SAMPLE` cells.
 MANY_COPIES = 8
 #: Objects each sampled cell keeps, by least cost plus price, between redraws.
 LIST_LENGTH = 16
@@ -123,7 +124,7 @@ def warm_prices(
     rng = np.random.default_rng(seed)
     wanted_cells = max(min(count, SMALLEST_SAMPLE), round(share * count))
     if cap >= MANY_COPIES:
-        wanted_cells = min(wanted_cells, max(SMALLEST_SAMPLE, LARGEST_SHARED_SAMPLE))
+        wanted_cells = min(wanted_cells, LARGEST_SHARED_SAMPLE)
     sampled_cells = _sample(rng, count, wanted_cells)
     wanted = round(len(sampled_cells) / count * tile_count)
     # Enough copies for every sampled cell, whatever the rounding.
