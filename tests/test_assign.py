@@ -1121,3 +1121,17 @@ def test_warm_pairs_become_lists_best_first():
     assert lists.tolist() == [[9, 3, -1], [-1, -1, -1], [4, 5, 7]]
     assert list_distances[0, :2].tolist() == [1, 4]
     assert list_distances[2].tolist() == [3, 10, 10]
+
+
+def test_a_proven_placement_must_be_listed_and_optimal_only():
+    candidates = np.array([[0, 1], [1, 0], [0, 1]])
+    distances = np.array([[1, 2], [1, 2], [1, 3]])
+    # Each cell's tile from a placement proven elsewhere: taken as it is (certified).
+    done = assign_tiles(candidates, distances, 1, 3, max_uses=2, proven=np.array([0, 1, 1]))
+    assert done.tile.tolist() == [0, 1, 1] and done.certified
+    assert done.objective == done.lower_bound == 1 + 1 + 3
+    with pytest.raises(ValueError, match="list its tile"):
+        assign_tiles(candidates, distances, 1, 3, max_uses=2, proven=np.array([0, 2, 1]))
+    with pytest.raises(ValueError, match="proven placement"):
+        assign_tiles(candidates, distances, 1, 3, max_uses=2, method="greedy",
+                     proven=np.array([0, 1, 1]))

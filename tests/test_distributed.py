@@ -360,6 +360,7 @@ def test_make_and_render_on_a_cluster_give_the_files_of_one_machine(client, tmp_
     # Lists of the nearest tiles, searched by the workers (a library this small
     # would otherwise be listed whole on the client, :func:`_capped.dense_lists`).
     monkeypatch.setattr(_capped, "DENSE_TILES", 0)
+    monkeypatch.setattr(_capped, "AUCTION_TILES", 0)
     tiles = make_colour_folder(tmp_path / "tiles", 120, size=24, seed=4)
     for number in range(0, 120, 3):
         # Copies later in the library: ties between ranges, which the first must win.

@@ -191,12 +191,12 @@ def watch_first_lists(monkeypatch) -> tuple[list, list]:
 
 
 @pytest.mark.parametrize(("tint", "augment"), [(0.0, "none"), (0.4, "flips")])
-@pytest.mark.parametrize(("full_load", "warm_load", "dense"),
-                         [(0.5, 0.05, False), (1e9, 0.05, False), (1e9, 1e9, False),
-                          (1e9, 1e9, True)])
+@pytest.mark.parametrize(("full_load", "warm_load", "whole"),
+                         [(0.5, 0.05, None), (1e9, 0.05, None), (1e9, 1e9, None),
+                          (1e9, 1e9, "dense"), (1e9, 1e9, "auction")])
 def test_capped_mosaic_is_the_certified_optimum_over_the_library(tmp_path, target, tint,
                                                                  augment, full_load,
-                                                                 warm_load, dense,
+                                                                 warm_load, whole,
                                                                  monkeypatch):
     from scipy.optimize import linear_sum_assignment
 
@@ -205,11 +205,14 @@ def test_capped_mosaic_is_the_certified_optimum_over_the_library(tmp_path, targe
 
     # With short first lists (the grid needs most of the library) and with long ones;
     # with warm lists, alone or joining the nearest tiles, and without; or (a small
-    # library) every tile listed for every cell.
+    # library) every tile listed for every cell, or the auction over every pair.
     monkeypatch.setattr(_capped, "FULL_LOAD", full_load)
     monkeypatch.setattr(_capped, "WARM_LOAD", warm_load)
-    if not dense:
+    if whole != "dense":
         monkeypatch.setattr(_capped, "DENSE_TILES", 0)
+    if whole != "auction":
+        monkeypatch.setattr(_capped, "AUCTION_TILES", 0)
+    auctions = record_results(monkeypatch, _capped, "capped_auction")
     asked, warm_lists = watch_first_lists(monkeypatch)
     folder = smooth_folder(tmp_path / "tiles", count=45)
     mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, max_uses=1, tint=tint,
@@ -219,8 +222,10 @@ def test_capped_mosaic_is_the_certified_optimum_over_the_library(tmp_path, targe
     # not know; tinted too; one use per tile, so that spacing cannot bind).
     assert len(warm_lists) == (warm_load < 1)
     listed = bool(warm_lists) and augment == "none" and _flow.can_repair()
-    if dense:
-        # Proven by the first solve: no search of the library at all.
+    # The auction runs where the compiled loops do (else the dense lists decide).
+    assert len(auctions) == (whole == "auction")
+    if whole:
+        # Proven at once: no search of the library at all.
         assert asked == [] and mosaic.report()["assignment"]["pricing_rounds"] == 0
     elif listed:
         cells, tiles, distances = warm_lists[0]
@@ -254,6 +259,53 @@ def test_capped_mosaic_is_the_certified_optimum_over_the_library(tmp_path, targe
     assert len(set(mosaic.placements.tile.tolist())) == len(mosaic.grid)
 
 
+@pytest.mark.parametrize(("tint", "augment"), [(0.0, "none"), (0.5, "flips")])
+def test_auction_proves_the_capped_optimum_and_spacing_follows(tmp_path, target, tint,
+                                                               augment, monkeypatch):
+    from scipy.optimize import linear_sum_assignment
+
+    from mosaicist.match import MatchRequest, _capped, _flow, match_exact
+    from mosaicist.match._assign import tile_capacity, verify_placement
+    from mosaicist.match._exact import search_scale
+
+    if not _flow.can_repair():
+        pytest.skip("the auction needs the compiled loops")
+    # A small library that must fill the grid several times over, spaced: the optimum
+    # over every pair comes from the auction, its proof from every pair, and only the
+    # spacing rounds run on the lists around it (a list shorter than the library).
+    monkeypatch.setattr(_capped, "AUCTION_LISTS", 5)
+    auctions = record_results(monkeypatch, _capped, "capped_auction")
+    folder = smooth_folder(tmp_path / "tiles", count=12)
+    probe = make_mosaic(target, folder, cell_px=8, tile_px=16, cache_dir=tmp_path / "c")
+    cells = len(probe.grid)
+    uses = -(-cells // 12) + 1
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, max_uses=uses,
+                         min_spacing=2, tint=tint, augment=augment, cache_dir=tmp_path / "c")
+    assert len(auctions) == 1 and auctions[0] is not None
+    grid = mosaic.grid
+    verify_placement(mosaic.placements.tile, grid.rows, grid.cols, uses, 2)
+    report = mosaic.report()["assignment"]
+    assert report["certified"] and report["pricing_rounds"] == 0
+    # The lower bound is the capped optimum without spacing, over every pair.
+    request = MatchRequest(grid, mosaic.library, mosaic.options)
+    everything = match_exact(request.cell_vectors, request.candidates, request.geometry,
+                             request.features, k=len(request.candidates), tint=tint,
+                             search_units=True)
+    full = np.full((cells, 12), np.iinfo(np.int64).max)
+    rows = np.broadcast_to(np.arange(cells)[:, None], everything.candidates.shape)
+    np.minimum.at(full, (rows, everything.candidates // request.variants),
+                  everything.candidate_distances)
+    cap = tile_capacity(grid.rows, grid.cols, uses, 2)
+    replicas = np.repeat(full, cap, axis=1)
+    chosen = linear_sum_assignment(replicas)
+    optimum = int(replicas[chosen].sum())
+    scale = search_scale(request.geometry, tint)
+    assert report["lower_bound"] == pytest.approx(optimum / scale, rel=1e-12)
+    assert report["objective"] >= report["lower_bound"] * (1 - 1e-12)
+    placed = full[np.arange(cells), mosaic.placements.tile]
+    assert report["objective"] == pytest.approx(int(placed.sum()) / scale, rel=1e-12)
+
+
 def test_warm_lists_join_the_nearest_where_spacing_binds(tmp_path, target, monkeypatch):
     from mosaicist.match import _capped, _flow
     from mosaicist.match._assign import verify_placement
@@ -262,6 +314,7 @@ def test_warm_lists_join_the_nearest_where_spacing_binds(tmp_path, target, monke
         pytest.skip("the warm prices need the compiled loops")
     monkeypatch.setattr(_capped, "WARM_LOAD", 0.05)
     monkeypatch.setattr(_capped, "DENSE_TILES", 0)
+    monkeypatch.setattr(_capped, "AUCTION_TILES", 0)
     asked, warm_lists = watch_first_lists(monkeypatch)
     folder = smooth_folder(tmp_path / "tiles", count=30)
     mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, max_uses=2, min_spacing=3,

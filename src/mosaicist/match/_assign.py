@@ -1666,6 +1666,7 @@ def assign_tiles(
     extra: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     layout: Layout | None = None,
     nearest: bool = True,
+    proven: np.ndarray | None = None,
 ) -> Assignment:
     """Give every cell a tile so that the summed distance is least under the limits.
 
@@ -1718,6 +1719,12 @@ def assign_tiles(
         unlisted tile is at least as far as the last listed one. False (a
         certified assignment only): the lists prove nothing, and the first
         pricing round searches every cell's whole library.
+    proven : numpy.ndarray, optional
+        ``(N,)`` each cell's tile in a placement already proven optimal under
+        the use cap over the whole library (:mod:`._auction`, proven by its
+        caller), each listed by its cell. It is taken as the capped optimum
+        (certified, its cost the lower bound); only the spacing rounds run,
+        on the lists given.
 
     Returns
     -------
@@ -1768,7 +1775,11 @@ def assign_tiles(
                      nearest)
     if extra is not None:
         solver.add_edges(*extra)
-    if method == "greedy":
+    if proven is not None:
+        if method != "optimal" or min_uses:
+            raise ValueError("a proven placement is an optimal one under a use cap")
+        tile, distance, lower = solver.from_proven(np.asarray(proven, np.int64))
+    elif method == "greedy":
         tile, distance = solver.greedy()
         lower = _total(distances[:, 0])
         if solver.repaired:
@@ -1985,6 +1996,21 @@ class _Solver:
             choice = self._restricted()
         choice = self._space(choice)
         self.bar.close()
+        return self.edges.tile[choice], self.edges.dist[choice], lower
+
+    def from_proven(self, tile: np.ndarray) -> tuple[np.ndarray, np.ndarray, int | float]:
+        """Spacing rounds from a placement proven optimal under the cap (each cell's ``tile``)."""
+        edges = self.edges
+        listed = np.flatnonzero(edges.tile == tile[edges.row])
+        choice = np.full(self.count, -1, np.int64)
+        choice[edges.row[listed]] = listed
+        if (choice < 0).any():
+            raise ValueError("every cell must list its tile of the proven placement")
+        self.certified = True
+        lower = _total(edges.dist[choice])
+        choice = self._space(choice)
+        self.bar.close()
+        # The spacing rounds may have lengthened the lists.
         return self.edges.tile[choice], self.edges.dist[choice], lower
 
     def _certified(self) -> tuple[np.ndarray, np.ndarray, int | float]:

@@ -8,8 +8,11 @@ library's uses, each cell also lists the tiles of least distance plus the
 tile prices the assignment is expected to end with (:func:`warm_candidates`,
 :mod:`._warm`): instead of its nearest tiles where a tile fills one cell,
 beside a few of them where spacing can bind. A library of a few hundred
-photos is listed whole for every cell (:func:`dense_lists`), so that the
-first solve is proven at once.
+photos is solved over every cell-tile pair at once: by an auction
+(:mod:`._auction`, :func:`auction_fits`), whose placement the least tile
+prices then prove against every pair, or, without the compiled loops, by
+listing every tile for every cell (:func:`dense_lists`), so that the first
+solve is proven at once.
 It asks :class:`LibrarySearch` for more only where it needs them: the
 nearest tiles of cells whose lists are used up, and, to certify the result
 over every cell-tile pair, the tiles whose distance plus the assignment's
@@ -39,13 +42,16 @@ from ._approximate import _cell_points, _tile_points
 from ._assign import (
     Assignment,
     ShortLists,
+    _edges,
     _total,
     assign_tiles,
     check_feasible,
     spacing_binds,
     spacing_capacity,
     tile_capacity,
+    tile_prices,
 )
+from ._auction import MOST_PLACES_PER_CELL, capped_auction
 from ._exact import (
     CellTerms,
     cell_terms,
@@ -132,6 +138,15 @@ DENSE_TILES = 4 * (WARM_CANDIDATES + FULL_FIRST_CANDIDATES)
 DENSE_PAIRS = 8_000_000
 #: Fewest cells each tile lists at first when every tile must be used.
 MINIMUM_CELLS = 16
+#: Most library tiles, and most cell-tile pairs (transforms included), for which the
+#: capped optimum is solved over every pair at once by an auction (:mod:`._auction`):
+#: each bid scans a cell's distance to every tile, and the distances take 8 bytes a
+#: pair (256 MB at 32 million). 400 photos on 51,712 cells at 130 uses: the lists'
+#: rounds stopped uncertified after 40 rounds (203-281 s); the auction ...
+AUCTION_TILES = 1024
+AUCTION_PAIRS = 32_000_000
+#: Tiles of least reduced cost each cell lists after the auction, for the spacing rounds.
+AUCTION_LISTS = 48
 
 
 class CappedMatcher(Matcher):
@@ -149,6 +164,18 @@ class CappedMatcher(Matcher):
         search = self.library_search(request)
         if options.min_uses:
             assignment = _with_minimum(request, search)
+        elif (options.assign == "optimal" and auction_fits(
+                len(grid), len(request.library), request.variants,
+                tile_capacity(grid.rows, grid.cols, options.max_uses, options.min_spacing))
+              and (proven := _proven_by_auction(search, options, grid.rows, grid.cols))
+              is not None):
+            # A few hundred photos on a large grid: the optimum over every pair at once.
+            tiles, distances, placed = proven
+            assignment = assign_tiles(
+                tiles, distances, grid.rows, grid.cols, max_uses=options.max_uses,
+                min_spacing=options.min_spacing, search=search,
+                show_progress=request.show_progress, proven=placed,
+            )
         elif dense_lists(len(grid), len(request.library), request.variants):
             # A few hundred photos: every cell lists every tile, and the first solve
             # is proven at once (no pricing rounds, no warm prices to estimate).
@@ -215,6 +242,99 @@ def _by_cell(cells: np.ndarray, tiles: np.ndarray, distances: np.ndarray, count:
     lists[cells, column] = tiles
     list_distances[cells, column] = distances
     return lists, list_distances
+
+
+def auction_fits(cells: int, tiles: int, variants: int, cap: int | None) -> bool:
+    """Whether the capped optimum is solved over every pair by an auction (:mod:`._auction`).
+
+    For at most :data:`AUCTION_TILES` tiles and :data:`AUCTION_PAIRS` pairs
+    (transforms included), under a use cap that leaves at most
+    :data:`~._auction.MOST_PLACES_PER_CELL` places per cell.
+    """
+    return (cap is not None and tiles <= AUCTION_TILES
+            and cells * tiles * variants <= AUCTION_PAIRS
+            and cap * tiles <= MOST_PLACES_PER_CELL * cells)
+
+
+def _proven_by_auction(search: LibrarySearch, options: MosaicOptions, rows: int, cols: int
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The capped optimum over every pair, proven, and lists around it; None where it cannot.
+
+    The auction (:func:`~._auction.capped_auction`) places every cell; the
+    least tile prices that prove it optimal over every pair are then found
+    from lists of a few tiles per cell (those of least distance plus the
+    auction's prices) and checked against every pair of the distances in
+    memory: each pair that beats its cell's cost at those prices joins the
+    lists, and the prices are found again, until none does. Returned: each
+    cell's :data:`AUCTION_LISTS` tiles of least reduced cost ``c_ij + p_j -
+    u_i`` at those prices (its own tile first among equals), best first, their
+    distances, and the placement.
+    """
+    cap = tile_capacity(rows, cols, options.max_uses, options.min_spacing)
+    assert cap is not None
+    full = search.dense()
+    solved = capped_auction(full, cap)
+    if solved is None:
+        return None
+    placed, estimate = solved
+    count, tiles = full.shape
+    width = min(AUCTION_LISTS, tiles)
+    own = full[np.arange(count), placed]
+    # Lists to find the prices from: near the auction's prices, where the proof lies.
+    pair_cells = np.repeat(np.arange(count), width)
+    pair_tiles = _least_columns(full, estimate, placed, width).ravel()
+    while True:
+        lists, list_distances = _by_cell(pair_cells, pair_tiles,
+                                         full[pair_cells, pair_tiles], count)
+        edges = _edges(lists, list_distances, np.full(count, lists.shape[1]))
+        priced = tile_prices(edges, np.flatnonzero(edges.tile == placed[edges.row]), cap)
+        if priced is None:
+            return None  # not optimal after all (it cannot be): the lists' rounds decide
+        price = np.zeros(tiles, np.int64)
+        price[priced[0]] = priced[1]
+        paid = own + price[placed]
+        beaten_cells, beaten_tiles = _beaten(full, price, paid)
+        if not len(beaten_cells):
+            break
+        pair_cells = np.concatenate((pair_cells, beaten_cells))
+        pair_tiles = np.concatenate((pair_tiles, beaten_tiles))
+    # Proven: no pair beats its cell's cost. The spacing rounds get the tiles near it.
+    near = _least_columns(full, price, placed, width)
+    near_distances = np.take_along_axis(full, near, axis=1)
+    order = np.argsort(near_distances, axis=1, kind="stable")
+    return (np.take_along_axis(near, order, axis=1),
+            np.take_along_axis(near_distances, order, axis=1), placed)
+
+
+#: Rows of a dense distance matrix handled at a time (its sums, its selections).
+DENSE_ROWS = 4096
+
+
+def _least_columns(full: np.ndarray, price: np.ndarray, own: np.ndarray, width: int
+                   ) -> np.ndarray:
+    """``(N, width)`` each row's columns of least ``full + price``, its ``own`` among them."""
+    count, tiles = full.shape
+    chosen = np.empty((count, width), np.int64)
+    for start in range(0, count, DENSE_ROWS):
+        rows = slice(start, start + DENSE_ROWS)
+        total = full[rows] + price
+        total[np.arange(len(total)), own[rows]] = np.iinfo(np.int64).min
+        chosen[rows] = (np.argpartition(total, width - 1, axis=1)[:, :width]
+                        if width < tiles else np.arange(tiles))
+    return chosen
+
+
+def _beaten(full: np.ndarray, price: np.ndarray, paid: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair ``(cells, tiles)`` whose ``full + price`` is below its cell's ``paid``."""
+    cells: list[np.ndarray] = []
+    tiles: list[np.ndarray] = []
+    for start in range(0, len(full), DENSE_ROWS):
+        rows = slice(start, start + DENSE_ROWS)
+        row, column = np.nonzero(full[rows] + price < paid[rows, None])
+        cells.append(row + start)
+        tiles.append(column)
+    return np.concatenate(cells), np.concatenate(tiles)
 
 
 def dense_lists(cells: int, tiles: int, variants: int = 1) -> bool:

@@ -1,0 +1,89 @@
+"""The auction over every cell-tile pair of a small library (match._auction)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+from mosaicist.match import _auction, _flow
+from mosaicist.match._auction import capped_auction
+
+
+def capped_optimum(distances: np.ndarray, cap: int) -> int:
+    """The least total with at most ``cap`` cells per tile, by brute force (replicas)."""
+    replicas = np.repeat(distances, cap, axis=1)
+    cells, columns = linear_sum_assignment(replicas)
+    return int(replicas[cells, columns].sum())
+
+
+def cases(seed: int, count: int):
+    """Distance matrices with their caps: random, coarse (many ties), alike cells."""
+    rng = np.random.default_rng(seed)
+    for trial in range(count):
+        cells = int(rng.integers(1, 30))
+        tiles = int(rng.integers(1, 9))
+        least = -(-cells // tiles)
+        cap = int(rng.integers(least, least + 3))
+        kind = trial % 4
+        if kind == 0:
+            distances = rng.integers(0, 1000, (cells, tiles))
+        elif kind == 1:
+            # Tinted search units: large multiples of a common factor, many ties.
+            distances = rng.integers(0, 3, (cells, tiles)) * 10_000_000_000
+        elif kind == 2:
+            # A crowd: every cell wants the same tiles in the same order (a sky).
+            distances = (np.repeat(rng.integers(0, 50, (1, tiles)), cells, axis=0)
+                         + rng.integers(0, 2, (cells, 1)))
+        else:
+            distances = np.zeros((cells, tiles), np.int64)
+        yield distances.astype(np.int64), cap
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_the_auction_finds_the_capped_optimum(compiled):
+    if compiled and not _flow.can_repair():
+        pytest.skip("the compiled loop needs Numba")
+    for distances, cap in cases(3, 120 if compiled else 24):
+        solved = capped_auction(distances, cap, compiled=compiled)
+        assert solved is not None
+        tile, price = solved
+        cells, tiles = distances.shape
+        assert tile.shape == (cells,) and price.shape == (tiles,)
+        assert tile.min() >= 0 and tile.max() < tiles
+        assert np.bincount(tile, minlength=tiles).max() <= cap
+        total = int(distances[np.arange(cells), tile].sum())
+        assert total == capped_optimum(distances, cap), (distances, cap)
+        assert (price >= 0).all()
+
+
+def test_a_larger_crowd_with_many_places_per_tile():
+    if not _flow.can_repair():
+        pytest.skip("the compiled loop needs Numba")
+    rng = np.random.default_rng(11)
+    # 300 cells of three kinds over 12 tiles of 30 places: the crowds outbid each other.
+    kind = rng.integers(0, 3, 300)
+    centres = rng.integers(0, 10_000, (3, 12))
+    distances = centres[kind] + rng.integers(0, 40, (300, 12))
+    tile, _ = capped_auction(distances, 30)
+    assert int(distances[np.arange(300), tile].sum()) == capped_optimum(distances, 30)
+
+
+def test_the_auction_refuses_what_it_cannot_do():
+    with pytest.raises(ValueError, match="cannot hold"):
+        capped_auction(np.zeros((5, 2), np.int64), 2)
+    with pytest.raises(ValueError, match="non-negative"):
+        capped_auction(np.array([[1, -1]]), 1)
+    with pytest.raises(ValueError, match="integer"):
+        capped_auction(np.array([[0.5, 1.0]]), 1)
+    tile, price = capped_auction(np.zeros((0, 3), np.int64), 1)
+    assert tile.shape == (0,) and price.shape == (3,)
+    # Costs whose scaled values would overflow: None, and the caller takes another way.
+    huge = np.array([[0, 1 << 60], [1 << 60, 1]], np.int64)
+    assert capped_auction(huge, 1) is None
+
+
+def test_the_auction_is_optional(monkeypatch):
+    # Without the compiled loops there is no auction (the lists' rounds solve instead).
+    monkeypatch.setattr(_auction, "_compiled_loop", lambda loop: None)
+    assert capped_auction(np.array([[1, 2], [2, 1]]), 1) is None
