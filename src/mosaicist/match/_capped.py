@@ -141,10 +141,14 @@ MINIMUM_CELLS = 16
 #: Most library tiles, and most cell-tile pairs (transforms included), for which the
 #: capped optimum is solved over every pair at once by an auction (:mod:`._auction`):
 #: each bid scans a cell's distance to every tile, and the distances take 8 bytes a
-#: pair (256 MB at 32 million). 400 photos on 51,712 cells at 130 uses: the lists'
-#: rounds stopped uncertified after 40 rounds (203-281 s); the auction ...
+#: pair. Starry Night on 51,712 cells with the default preset (spacing 5), against the
+#: lists' rounds: 400 photos (130 uses) 28.5 s certified against 203-281 s stopped
+#: uncertified at 40 rounds; 1,000 photos (52 uses, 51.7 million pairs) 41.0 s and
+#: 1.6 GB against 226 s uncertified and 2.3 GB; 386 and 200 photos 27.9 and 25.9 s
+#: against 43.4 and 42.4 s; 99 photos 21.2 s against 27.7 s (every tile listed). At
+#: 2,000 photos on 30,000 cells the lists were as fast (24.8 s against 27.2 s).
 AUCTION_TILES = 1024
-AUCTION_PAIRS = 32_000_000
+AUCTION_PAIRS = 64_000_000
 #: Tiles of least reduced cost each cell lists after the auction, for the spacing rounds.
 AUCTION_LISTS = 48
 
