@@ -613,3 +613,17 @@ def test_a_numba_that_is_found_but_does_not_import_leaves_numpy_to_do_it(monkeyp
     finally:
         kernels._compiled_loop.cache_clear()
     assert_nearest_by_brute_force(result, geometry, cells, tiles, 2)
+
+
+def test_squared_differences_are_exact_by_products_and_beyond_their_range():
+    from mosaicist.match._exact import _squared_differences
+
+    rng = np.random.default_rng(2)
+    # Channel sums of a tinted search (products within float64's integers), and sums
+    # too large for them (the differences themselves).
+    for largest in (255 * 1024 * 4, 1 << 28):
+        cells = rng.integers(-largest, largest, (30, 3))
+        tiles = rng.integers(-largest, largest, (20, 3))
+        difference = cells[:, None, :] - tiles[None, :, :]
+        expected = np.einsum("ijc,ijc->ij", difference, difference)
+        assert np.array_equal(_squared_differences(cells, tiles), expected)

@@ -674,6 +674,9 @@ class LibrarySearch:
         self.tile_count = len(request.library)
         self.scale = search_scale(request.geometry, request.options.tint)
         self._pairs: list[tuple[np.ndarray, np.ndarray]] = []
+        # Whether the distances came from :meth:`dense`, and each pair's best transform
+        # there (None: one transform).
+        self._dense = False
         self._dense_transform: np.ndarray | None = None
         self._cell_terms: CellTerms | None = None
 
@@ -761,6 +764,9 @@ class LibrarySearch:
         variants = request.variants
         every = dense_distances(request.cell_vectors, request.candidates, request.geometry,
                                 request.features, request.options.tint)
+        self._dense = True
+        if variants == 1:
+            return every  # each tile's only transform: no copy of the distances
         every = every.reshape(len(every), -1, variants)
         # Ties go to the first transform, as in the searches.
         self._dense_transform = every.argmin(axis=2)
@@ -769,7 +775,9 @@ class LibrarySearch:
     def candidate_of(self, tiles: np.ndarray) -> np.ndarray:
         """Each cell's candidate (tile and transform) for its assigned tile."""
         variants = self.request.variants
-        if self._dense_transform is not None:
+        if self._dense:
+            if self._dense_transform is None:
+                return np.array(tiles, np.int64)
             cells = np.arange(len(tiles))
             return tiles * variants + self._dense_transform[cells, tiles]
         cells = np.concatenate([pair[0] for pair in self._pairs])

@@ -878,7 +878,9 @@ def dense_distances(
     out = np.empty((count, tile_count), np.int64)
     # Tiles in chunks: their float64 copy stays small whatever the library.
     tile_step = max(1, (64 << 20) // (8 * pooled.shape[1]))
-    cell_step = max(1, (64 << 20) // (8 * max(1, min(tile_step, tile_count))))
+    # Cells in chunks too, each block and the cells' float64 copy small (first-touch
+    # page faults of half a gigabyte per block cost more than the GEMM's larger shapes).
+    cell_step = max(1, (64 << 20) // (8 * max(1, min(tile_step, tile_count), flat.shape[1])))
     for tile_start in range(0, tile_count, tile_step):
         part = slice(tile_start, min(tile_count, tile_start + tile_step))
         sums64 = np.asarray(pooled[part], np.float64)
@@ -887,10 +889,30 @@ def dense_distances(
             dots = np.rint(flat[cells].astype(np.float64) @ sums64.T).astype(np.int64)
             block = weight * cell_norm2[cells, None] - 2 * dots + features.norm2[None, part]
             if hundredths:
-                difference = cell_sums[cells, None, :] - tile_sums[None, part, :]
-                block = block * scale - factor * np.einsum("ijc,ijc->ij", difference, difference)
+                block *= scale
+                block -= factor * _squared_differences(cell_sums[cells], tile_sums[part])
             out[cells, part] = block
     return out
+
+
+def _squared_differences(cell_sums: np.ndarray, tile_sums: np.ndarray) -> np.ndarray:
+    """``(N, M)`` int64 ``|a_i - b_j|^2`` of the rows of two int64 arrays, exactly.
+
+    As ``|a|^2 + |b|^2 - 2 <a, b>`` with the products a float64 GEMM where
+    every partial sum is an integer below ``2^53`` (then exact), else the
+    differences themselves (an ``(N, M, C)`` array).
+    """
+    largest = max(int(np.abs(cell_sums).max(initial=0)), 1) * max(
+        int(np.abs(tile_sums).max(initial=0)), 1)
+    if largest * cell_sums.shape[1] < 1 << 52:
+        dots = np.rint(cell_sums.astype(np.float64) @ tile_sums.T.astype(np.float64))
+        cell_norm = np.einsum("ij,ij->i", cell_sums, cell_sums)
+        tile_norm = np.einsum("ij,ij->i", tile_sums, tile_sums)
+        squared = cell_norm[:, None] - 2 * dots.astype(np.int64)
+        squared += tile_norm[None, :]
+        return squared
+    difference = cell_sums[:, None, :] - tile_sums[None, :, :]
+    return np.einsum("ijc,ijc->ij", difference, difference)
 
 
 def pair_distances(
