@@ -212,6 +212,8 @@ def test_capped_mosaic_is_the_certified_optimum_over_the_library(tmp_path, targe
         monkeypatch.setattr(_capped, "DENSE_TILES", 0)
     if whole != "auction":
         monkeypatch.setattr(_capped, "AUCTION_TILES", 0)
+    # One use per tile here: the auction takes it when told to (it needs copies).
+    monkeypatch.setattr(_capped, "AUCTION_COPIES", 1)
     auctions = record_results(monkeypatch, _capped, "capped_auction")
     asked, warm_lists = watch_first_lists(monkeypatch)
     folder = smooth_folder(tmp_path / "tiles", count=45)
@@ -274,6 +276,7 @@ def test_auction_proves_the_capped_optimum_and_spacing_follows(tmp_path, target,
     # over every pair comes from the auction, its proof from every pair, and only the
     # spacing rounds run on the lists around it (a list shorter than the library).
     monkeypatch.setattr(_capped, "AUCTION_LISTS", 5)
+    monkeypatch.setattr(_capped, "AUCTION_COPIES", 2)
     auctions = record_results(monkeypatch, _capped, "capped_auction")
     folder = smooth_folder(tmp_path / "tiles", count=12)
     probe = make_mosaic(target, folder, cell_px=8, tile_px=16, cache_dir=tmp_path / "c")
@@ -457,3 +460,18 @@ def test_the_default_look_uses_each_tile_once_apart_and_corrects_colour(tmp_path
     assert default.placements.has_gain
     # Colour correction makes up for giving up repeats: closer at viewing scale.
     assert default.metrics["ciede2000_mean_view"] < seed.metrics["ciede2000_mean_view"]
+
+
+def test_the_auction_takes_small_libraries_of_many_copies():
+    from mosaicist.match._capped import AUCTION_COPIES, AUCTION_PAIRS, auction_fits
+
+    # 400 photos at 130 uses on 51,712 cells; 1,000 at 52.
+    assert auction_fits(51_712, 400, 1, 130) and auction_fits(51_712, 1_000, 1, 52)
+    # Few copies (the lists' rounds are quick), no cap, too many places per cell,
+    # too many pairs, too many tiles: not.
+    assert not auction_fits(5_040, 1_000, 1, AUCTION_COPIES - 1)
+    assert not auction_fits(5_040, 100, 1, None)
+    assert not auction_fits(5_040, 100, 1, 200)
+    assert not auction_fits(AUCTION_PAIRS // 400 + 1, 400, 1, 200)
+    assert not auction_fits(51_712, 1_000, 2, 52)
+    assert not auction_fits(400_000, 50_000, 1, 8)

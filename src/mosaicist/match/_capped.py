@@ -139,16 +139,19 @@ DENSE_PAIRS = 8_000_000
 #: Fewest cells each tile lists at first when every tile must be used.
 MINIMUM_CELLS = 16
 #: Most library tiles, and most cell-tile pairs (transforms included), for which the
-#: capped optimum is solved over every pair at once by an auction (:mod:`._auction`):
-#: each bid scans a cell's distance to every tile, and the distances take 8 bytes a
-#: pair. Starry Night on 51,712 cells with the default preset (spacing 5), against the
-#: lists' rounds: 400 photos (130 uses) 28.5 s certified against 203-281 s stopped
-#: uncertified at 40 rounds; 1,000 photos (52 uses, 51.7 million pairs) 41.0 s and
-#: 1.6 GB against 226 s uncertified and 2.3 GB; 386 and 200 photos 27.9 and 25.9 s
-#: against 43.4 and 42.4 s; 99 photos 21.2 s against 27.7 s (every tile listed). At
-#: 2,000 photos on 30,000 cells the lists were as fast (24.8 s against 27.2 s).
-AUCTION_TILES = 1024
+#: capped optimum is solved over every pair at once by an auction (:mod:`._auction`),
+#: where a tile may fill at least :data:`AUCTION_COPIES` cells: each bid scans a cell's
+#: distance to every tile, and the distances take 8 bytes a pair. Starry Night on 51,712
+#: cells with the default preset (spacing 5), against the lists' rounds: 400 photos (130
+#: uses) 23.7 s certified against 203-281 s stopped uncertified at 40 rounds; 1,000
+#: photos (52 uses, 51.7 million pairs) 31.8 s and 1.2 GB against 226 s uncertified and
+#: 2.3 GB; 2,000 photos on 30,000 cells (14 uses) 22.3 s against 24.8 s.
+AUCTION_TILES = 2048
 AUCTION_PAIRS = 64_000_000
+#: Fewest uses per tile for the auction. Where tiles have few copies the lists' rounds
+#: are quick: on 5,040 cells, 1,000 photos (6 uses) 2.1 s against 2.5 s, 2,000 (3 uses)
+#: 2.4 s against 3.8 s.
+AUCTION_COPIES = 8
 #: Tiles of least reduced cost each cell lists after the auction, for the spacing rounds.
 AUCTION_LISTS = 48
 
@@ -252,10 +255,10 @@ def auction_fits(cells: int, tiles: int, variants: int, cap: int | None) -> bool
     """Whether the capped optimum is solved over every pair by an auction (:mod:`._auction`).
 
     For at most :data:`AUCTION_TILES` tiles and :data:`AUCTION_PAIRS` pairs
-    (transforms included), under a use cap that leaves at most
-    :data:`~._auction.MOST_PLACES_PER_CELL` places per cell.
+    (transforms included), under a use cap of at least :data:`AUCTION_COPIES`
+    that leaves at most :data:`~._auction.MOST_PLACES_PER_CELL` places per cell.
     """
-    return (cap is not None and tiles <= AUCTION_TILES
+    return (cap is not None and AUCTION_COPIES <= cap and tiles <= AUCTION_TILES
             and cells * tiles * variants <= AUCTION_PAIRS
             and cap * tiles <= MOST_PLACES_PER_CELL * cells)
 
