@@ -330,3 +330,32 @@ def test_transfer_of_rectangles_matches_brute_force(cell, tile):
     assert np.all((1 - strengths) * error <= tolerance + 1e-9)
     lower = strengths > 0
     assert np.all((1 - (strengths[lower] - 0.01)) * error[lower] > tolerance[lower] - 1e-9)
+
+
+def test_transfer_and_adaptive_tint_are_the_same_compiled_or_not(monkeypatch):
+    from types import SimpleNamespace
+
+    from mosaicist.match import _flow, _kernels
+
+    if not _flow.can_repair():
+        pytest.skip("needs the compiled loops")
+    rng = np.random.default_rng(4)
+    cells = rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
+    tiles = rng.integers(0, 256, (9, 8, 8, 3), dtype=np.uint8)
+    tiles[3] = 77  # a flat tile: no spread, gain 1
+    features = SimpleNamespace(
+        pooled=None, channel_sums=tiles.reshape(9, -1, 3).sum(axis=1, dtype=np.int64))
+    geometry = SimpleNamespace(pixels=64, weight=1)
+    candidates = rng.integers(-1, 9, (40, 4))
+    results = []
+    for compiled in (False, True):
+        # The sums by the compiled loops, or by NumPy: the same integers, the same floats.
+        monkeypatch.setattr(_kernels, "USE_NUMBA", compiled)
+        tint = _contrast.adaptive_tint(cells, geometry, features, candidates[:, 0] % 9,
+                                       0.3, 0.9)
+        distance, gain = _contrast.transfer(cells, tiles, geometry, features, candidates,
+                                            0.5, tint)
+        results.append((tint, distance, gain))
+    for left, right in zip(*results, strict=True):
+        assert np.array_equal(left, right)
+    assert np.isinf(results[0][1][candidates < 0]).all()

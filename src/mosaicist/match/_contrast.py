@@ -42,6 +42,7 @@ import numpy as np
 
 from ..grid import Geometry
 from ._features import TileFeatures
+from ._kernels import channel_moments, channel_pair_dots
 from ._registry import MatchRequest, MatchResult
 
 #: Smallest and largest gain of a tile's spread.
@@ -95,13 +96,9 @@ def transfer(
     weight = geometry.weight
     shift = 1.0 - np.broadcast_to(np.round(np.asarray(tint, np.float64) * 100) / 100, (count,))
     cell_pixels = cell_vectors.reshape(count, -1, 3)
-    cell_sums = cell_pixels.sum(axis=1, dtype=np.int64).astype(np.float64) * weight
-    cell_squares = np.empty((count, 3))
-    block = max(1, _CHUNK_BYTES // (2 * cell_pixels[0].size))
-    for start in range(0, count, block):
-        squares = cell_pixels[start:start + block].astype(np.uint16)
-        squares *= squares
-        cell_squares[start:start + block] = squares.sum(axis=1, dtype=np.int64) * weight
+    sums, squares = _moments(cell_pixels)
+    cell_sums = sums.astype(np.float64) * weight
+    cell_squares = squares.astype(np.float64) * weight
     cell_mean = cell_sums / pixels
     cell_spread = np.maximum(cell_squares - pixels * cell_mean**2, 0.0)
     pooled = features.pooled if features.pooled is not None else tiles.reshape(len(tiles), -1)
@@ -111,16 +108,23 @@ def transfer(
     distance = np.full(count * width, np.inf)
     gain = np.ones((count * width, 3))
     listed = np.flatnonzero(present)
+    # Each tile's sums of squares once (after an assignment, a tile has hundreds of cells).
+    used, slot = np.unique(columns[listed], return_inverse=True)
+    used_squares = _moments(np.asarray(tiles[used]).reshape(len(used), -1, 3))[1]
+    pair_slot = np.zeros(len(columns), np.int64)
+    pair_slot[listed] = slot
     chunk = max(1, _CHUNK_BYTES // (8 * tiles[0].size))
     for start in range(0, len(listed), chunk):
         where = listed[start:start + chunk]
         cells, tile = rows[where], columns[where]
-        sums = np.asarray(pooled[tile], np.float64).reshape(len(tile), -1, 3)
-        dots = np.einsum("ipc,ipc->ic", cell_pixels[cells].astype(np.float64), sums)
-        # Squares of 8-bit values fit 16 bits: a quarter of the float64 traffic.
-        values = np.asarray(tiles[tile]).reshape(len(tile), -1, 3).astype(np.uint16)
-        values *= values
-        tile_squares = values.sum(axis=1, dtype=np.int64).astype(np.float64)
+        tile_rows = np.asarray(pooled[tile]).reshape(len(tile), -1, 3)
+        dots = channel_pair_dots(cell_pixels, tile_rows, cells, np.arange(len(tile)))
+        if dots is None:
+            dots = np.einsum("ipc,ipc->ic", cell_pixels[cells].astype(np.float64),
+                             tile_rows.astype(np.float64))
+        else:
+            dots = dots.astype(np.float64)
+        tile_squares = used_squares[pair_slot[where]].astype(np.float64)
         tile_sums = features.channel_sums[tile].astype(np.float64)
         tile_mean = tile_sums / pixels
         tile_spread = np.maximum(tile_squares - pixels * tile_mean**2, 0.0)
@@ -134,6 +138,25 @@ def transfer(
         distance[where] = np.maximum(per_channel.sum(axis=1), 0.0)
         gain[where] = g
     return distance.reshape(count, width), gain.reshape(count, width, 3)
+
+
+def _moments(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, 3)`` int64 sums and sums of squares over the pixels of ``(N, P, 3)`` uint8 rows."""
+    compiled = channel_moments(pixels)
+    if compiled is not None:
+        return compiled
+    count = len(pixels)
+    sums = np.empty((count, 3), np.int64)
+    squares = np.empty((count, 3), np.int64)
+    block = max(1, _CHUNK_BYTES // (2 * max(1, pixels[0].size)))
+    for start in range(0, count, block):
+        part = pixels[start:start + block]
+        sums[start:start + block] = part.sum(axis=1, dtype=np.int64)
+        # Squares of 8-bit values fit 16 bits: a quarter of the float64 traffic.
+        values = part.astype(np.uint16)
+        values *= values
+        squares[start:start + block] = values.sum(axis=1, dtype=np.int64)
+    return sums, squares
 
 
 def rerank(distance: np.ndarray) -> np.ndarray:
@@ -155,15 +178,11 @@ def adaptive_tint(
     count = len(cell_vectors)
     pixels = geometry.pixels
     cell_pixels = cell_vectors.reshape(count, -1, 3)
-    cell_mean = np.empty((count, 3))
-    spread = np.empty(count)
-    block = max(1, _CHUNK_BYTES // (8 * cell_pixels[0].size))
-    for start in range(0, count, block):
-        flat = cell_pixels[start:start + block].astype(np.float64)
-        mean = flat.mean(axis=1)
-        cell_mean[start:start + block] = mean
-        spread[start:start + block] = np.sqrt(
-            ((flat - mean[:, None, :]) ** 2).sum(axis=2).mean(axis=1))
+    # From integer sums and sums of squares: no float64 copy of the cells.
+    sums, squares = _moments(cell_pixels)
+    samples = cell_pixels.shape[1]
+    cell_mean = sums / samples
+    spread = np.sqrt(np.maximum((squares - sums * cell_mean).sum(axis=1), 0.0) / samples)
     tolerance = np.maximum(spread, TOLERANCE_FLOOR)
     error = np.linalg.norm(cell_mean - features.channel_sums[picks] / pixels, axis=1)
     wanted = 1.0 - np.divide(tolerance, error, out=np.ones(count), where=error > 0)

@@ -117,6 +117,44 @@ def merge_sorted(
         np.asarray(tiles, np.int64), np.asarray(distances, np.int64))
 
 
+def channel_moments(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-channel sums and sums of squares of ``(N, P, C)`` uint8 rows, compiled; or None.
+
+    None where the compiled loops do not run (see :func:`pair_dots`): the
+    caller sums with NumPy. Both are ``(N, C)`` int64, exact.
+    """
+    if pixels.dtype != np.uint8 or not _compiling(pixels.size):
+        return None
+    kernel = _compiled_loop(_channel_moments)
+    count, channels = pixels.shape[0], pixels.shape[2]
+    sums = np.empty((count, channels), np.int64)
+    squares = np.empty((count, channels), np.int64)
+    if kernel is None or not _ran(kernel, np.ascontiguousarray(pixels), sums, squares):
+        return None
+    return sums, squares
+
+
+def channel_pair_dots(cell_pixels: np.ndarray, tile_rows: np.ndarray, cell_index: np.ndarray,
+                      tile_index: np.ndarray) -> np.ndarray | None:
+    """Per-channel dot products of pairs of ``(N, P, C)`` and ``(M, P, C)`` rows; or None.
+
+    ``out[k, c] = sum_p cell_pixels[cell_index[k], p, c] * tile_rows[tile_index[k], p, c]``
+    as ``(K, C)`` int64, exact, for non-negative integer rows; None where the
+    compiled loops do not run (the caller computes them with NumPy).
+    """
+    if (cell_pixels.dtype.kind not in "iu" or tile_rows.dtype.kind not in "iu"
+            or not _compiling(len(cell_index) * cell_pixels[0].size)):
+        return None
+    kernel = _compiled_loop(_channel_pair_dots)
+    out = np.empty((len(cell_index), cell_pixels.shape[2]), np.int64)
+    if kernel is None or not _ran(kernel, np.ascontiguousarray(cell_pixels),
+                                  np.ascontiguousarray(tile_rows),
+                                  np.asarray(cell_index, np.int64),
+                                  np.asarray(tile_index, np.int64), out):
+        return None
+    return out
+
+
 def _ran(kernel: Callable[..., None], *arguments: np.ndarray) -> bool:
     """Run a compiled loop; False, and NumPy from then on, where Numba cannot compile it.
 
@@ -225,3 +263,30 @@ def _pair_dots(cell_rows: Any, tile_rows: Any, cell_index: Any, tile_index: Any,
         for value in range(length):
             total += np.int64(cell[value]) * np.int64(tile[value])
         out[pair] = total
+
+
+def _channel_moments(pixels: Any, sums: Any, squares: Any) -> None:  # pragma: no cover
+    channels = pixels.shape[2]
+    for row in range(pixels.shape[0]):
+        for channel in range(channels):
+            sums[row, channel] = 0
+            squares[row, channel] = 0
+        for pixel in range(pixels.shape[1]):
+            for channel in range(channels):
+                value = np.int64(pixels[row, pixel, channel])
+                sums[row, channel] += value
+                squares[row, channel] += value * value
+
+
+def _channel_pair_dots(cell_pixels: Any, tile_rows: Any, cell_index: Any, tile_index: Any,
+                       out: Any) -> None:  # pragma: no cover - runs compiled
+    channels = cell_pixels.shape[2]
+    for pair in range(cell_index.shape[0]):
+        cell = cell_pixels[cell_index[pair]]
+        tile = tile_rows[tile_index[pair]]
+        for channel in range(channels):
+            out[pair, channel] = 0
+        for pixel in range(cell.shape[0]):
+            for channel in range(channels):
+                out[pair, channel] += np.int64(cell[pixel, channel]) * np.int64(
+                    tile[pixel, channel])
