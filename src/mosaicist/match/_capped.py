@@ -169,13 +169,12 @@ class CappedMatcher(Matcher):
         check_feasible(len(grid), len(request.library), options.max_uses, grid.rows, grid.cols,
                        options.min_spacing, options.min_uses)
         search = self.library_search(request)
+        cap = tile_capacity(grid.rows, grid.cols, options.max_uses, options.min_spacing)
         if options.min_uses:
             assignment = _with_minimum(request, search)
-        elif (options.assign == "optimal" and auction_fits(
-                len(grid), len(request.library), request.variants,
-                tile_capacity(grid.rows, grid.cols, options.max_uses, options.min_spacing))
-              and (proven := _proven_by_auction(search, options, grid.rows, grid.cols))
-              is not None):
+        elif (options.assign == "optimal"
+              and auction_fits(len(grid), len(request.library), request.variants, cap)
+              and (proven := _proven_by_auction(search, cap)) is not None):
             # A few hundred photos on a large grid: the optimum over every pair at once.
             tiles, distances, placed = proven
             assignment = assign_tiles(
@@ -263,9 +262,9 @@ def auction_fits(cells: int, tiles: int, variants: int, cap: int | None) -> bool
             and cap * tiles <= MOST_PLACES_PER_CELL * cells)
 
 
-def _proven_by_auction(search: LibrarySearch, options: MosaicOptions, rows: int, cols: int
+def _proven_by_auction(search: LibrarySearch, cap: int | None
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """The capped optimum over every pair, proven, and lists around it; None where it cannot.
+    """The optimum at ``cap`` uses over every pair, proven, and lists around it, or None.
 
     The auction (:func:`~._auction.capped_auction`) places every cell; the
     least tile prices that prove it optimal over every pair are then found
@@ -274,10 +273,10 @@ def _proven_by_auction(search: LibrarySearch, options: MosaicOptions, rows: int,
     memory: each pair that beats its cell's cost at those prices joins the
     lists, and the prices are found again, until none does. Returned: each
     cell's :data:`AUCTION_LISTS` tiles of least reduced cost ``c_ij + p_j -
-    u_i`` at those prices (its own tile first among equals), best first, their
-    distances, and the placement.
+    u_i`` at those prices (its own tile among them), best first, their
+    distances, and the placement. None where the auction cannot run (no
+    Numba, costs past its range).
     """
-    cap = tile_capacity(rows, cols, options.max_uses, options.min_spacing)
     assert cap is not None
     full = search.dense()
     solved = capped_auction(full, cap)
