@@ -475,3 +475,55 @@ def test_the_auction_takes_small_libraries_of_many_copies():
     assert not auction_fits(AUCTION_PAIRS // 400 + 1, 400, 1, 200)
     assert not auction_fits(51_712, 1_000, 2, 52)
     assert not auction_fits(400_000, 50_000, 1, 8)
+
+
+@pytest.mark.parametrize("start", ["auction", "zero", "far"])
+def test_the_auctions_proof_reaches_every_pair_from_any_start(monkeypatch, start):
+    from scipy.optimize import linear_sum_assignment
+
+    from mosaicist.match import _capped, _flow
+
+    if not _flow.can_repair():
+        pytest.skip("the auction needs the compiled loops")
+    rng = np.random.default_rng(8)
+    # Crowds of alike cells over 30 tiles of 4 uses: the proof needs prices on most tiles.
+    kind = rng.integers(0, 4, 100)
+    full = (rng.integers(0, 5_000, (4, 30))[kind] + rng.integers(0, 300, (100, 30))) * 7
+    auction = _capped.capped_auction
+
+    def started(distances, cap):
+        placed, estimate = auction(distances, cap)
+        # The lists the proof starts from, drawn at worse prices: pairs beat the first
+        # prices, join the lists, and the prices are found again.
+        if start == "zero":
+            estimate = np.zeros_like(estimate)
+        elif start == "far":
+            estimate = rng.integers(0, 50_000, estimate.shape)
+        return placed, estimate
+
+    monkeypatch.setattr(_capped, "capped_auction", started)
+    monkeypatch.setattr(_capped, "AUCTION_LISTS", 3)
+    beaten = record_results(monkeypatch, _capped, "_beaten")
+    priced = record_results(monkeypatch, _capped, "tile_prices")
+    search = type("Dense", (), {"dense": lambda self: full.copy()})()
+    near, near_distances, placed = _capped._proven_by_auction(search, 4)
+    replicas = np.repeat(full, 4, axis=1)
+    cells, columns = linear_sum_assignment(replicas)
+    assert int(full[np.arange(100), placed].sum()) == int(replicas[cells, columns].sum())
+    # The lists hold each cell's tile, best first, and their distances.
+    assert (near == placed[:, None]).any(axis=1).all()
+    assert np.array_equal(near_distances, np.take_along_axis(full, near, axis=1))
+    assert (np.diff(near_distances, axis=1) >= 0).all()
+    # From a poor start, pairs beat the first prices and join the lists; the last
+    # prices prove the placement over every pair: no pair below its cell's cost, and
+    # prices only on full tiles.
+    if start == "far":
+        assert len(beaten) > 1 and len(beaten[0][0]) > 0
+    assert len(beaten[-1][0]) == 0
+    tiles, prices = priced[-1]
+    price = np.zeros(30, np.int64)
+    price[tiles] = prices
+    paid = full[np.arange(100), placed] + price[placed]
+    assert ((full + price[None, :]) >= paid[:, None]).all()
+    full_tiles = np.bincount(placed, minlength=30) == 4
+    assert (price[~full_tiles] == 0).all()

@@ -287,29 +287,41 @@ def _proven_by_auction(search: LibrarySearch, cap: int | None
     width = min(AUCTION_LISTS, tiles)
     own = full[np.arange(count), placed]
     # Lists to find the prices from: near the auction's prices, where the proof lies.
-    pair_cells = np.repeat(np.arange(count), width)
-    pair_tiles = _least_columns(full, estimate, placed, width).ravel()
+    lists, list_distances = _by_distance(full, _least_columns(full, estimate, placed, width))
+    pair_cells = np.zeros(0, np.int64)
+    pair_tiles = np.zeros(0, np.int64)
     while True:
-        lists, list_distances = _by_cell(pair_cells, pair_tiles,
-                                         full[pair_cells, pair_tiles], count)
-        edges = _edges(lists, list_distances, np.full(count, lists.shape[1]))
+        if len(pair_cells):
+            # Pairs that beat their cells' costs at the last prices join the lists.
+            listed = lists.ravel() >= 0
+            every_cells = np.concatenate((np.repeat(np.arange(count), width)[listed],
+                                          pair_cells))
+            every_tiles = np.concatenate((lists.ravel()[listed], pair_tiles))
+            lists, list_distances = _by_cell(every_cells, every_tiles,
+                                             full[every_cells, every_tiles], count)
+            width = lists.shape[1]
+            pair_cells, pair_tiles = pair_cells[:0], pair_tiles[:0]
+        edges = _edges(lists, list_distances, np.full(count, width))
         priced = tile_prices(edges, np.flatnonzero(edges.tile == placed[edges.row]), cap)
         if priced is None:
             return None  # not optimal after all (it cannot be): the lists' rounds decide
         price = np.zeros(tiles, np.int64)
         price[priced[0]] = priced[1]
         paid = own + price[placed]
-        beaten_cells, beaten_tiles = _beaten(full, price, paid)
-        if not len(beaten_cells):
+        pair_cells, pair_tiles = _beaten(full, price, paid)
+        if not len(pair_cells):
             break
-        pair_cells = np.concatenate((pair_cells, beaten_cells))
-        pair_tiles = np.concatenate((pair_tiles, beaten_tiles))
     # Proven: no pair beats its cell's cost. The spacing rounds get the tiles near it.
-    near = _least_columns(full, price, placed, width)
-    near_distances = np.take_along_axis(full, near, axis=1)
-    order = np.argsort(near_distances, axis=1, kind="stable")
-    return (np.take_along_axis(near, order, axis=1),
-            np.take_along_axis(near_distances, order, axis=1), placed)
+    near, near_distances = _by_distance(
+        full, _least_columns(full, price, placed, min(AUCTION_LISTS, tiles)))
+    return near, near_distances, placed
+
+
+def _by_distance(full: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``columns`` of ``full`` and their values, least first."""
+    values = np.take_along_axis(full, columns, axis=1)
+    order = np.argsort(values, axis=1, kind="stable")
+    return np.take_along_axis(columns, order, axis=1), np.take_along_axis(values, order, axis=1)
 
 
 #: Rows of a dense distance matrix handled at a time (its sums, its selections).
