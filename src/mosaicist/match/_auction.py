@@ -96,6 +96,9 @@ def capped_auction(distances: np.ndarray, cap: int, compiled: bool = True
         return np.zeros(0, np.int64), np.zeros(tiles, np.int64)
     if int(distances.min()) < 0:
         raise ValueError("distances must be non-negative")
+    loop = _compiled_loop(_auction_loop) if compiled else _auction_loop
+    if loop is None:
+        return None
     # A cell's constant does not change which placement is best, and the common
     # factor of a tinted search's units (10,000) leaves room for the scaling.
     cost = distances - distances.min(axis=1, keepdims=True)
@@ -109,9 +112,6 @@ def capped_auction(distances: np.ndarray, cap: int, compiled: bool = True
     # Values (a scaled cost plus a price) must stay in int64: costs below 2**61, and
     # the loop gives up where a price would pass 2**62.
     if (largest + 2) * scale >= 1 << 61:
-        return None
-    loop = _compiled_loop(_auction_loop) if compiled else _auction_loop
-    if loop is None:
         return None
     placed = np.full(count, -1, np.int64)
     least = np.zeros(tiles, np.int64)

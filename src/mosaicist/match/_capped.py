@@ -154,6 +154,8 @@ AUCTION_PAIRS = 64_000_000
 AUCTION_COPIES = 8
 #: Tiles of least reduced cost each cell lists after the auction, for the spacing rounds.
 AUCTION_LISTS = 48
+#: Rows of a dense distance matrix handled at a time (its sums, its selections).
+DENSE_ROWS = 4096
 
 
 class CappedMatcher(Matcher):
@@ -322,10 +324,6 @@ def _by_distance(full: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.
     values = np.take_along_axis(full, columns, axis=1)
     order = np.argsort(values, axis=1, kind="stable")
     return np.take_along_axis(columns, order, axis=1), np.take_along_axis(values, order, axis=1)
-
-
-#: Rows of a dense distance matrix handled at a time (its sums, its selections).
-DENSE_ROWS = 4096
 
 
 def _least_columns(full: np.ndarray, price: np.ndarray, own: np.ndarray, width: int
