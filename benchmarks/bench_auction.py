@@ -7,9 +7,10 @@ raised to fill the grid, spacing 5). Each round makes the mosaic twice in
 this process: with the auction (:mod:`mosaicist.match._auction`, the
 default where it fits) and with the lists' pricing rounds
 (``mosaicist.match._capped.AUCTION_TILES`` set to 0). A first make fills the
-index and loads the compiled loops, so that neither case pays for them. Printed per run: wall and match seconds, the pricing and spacing
-rounds, whether the capped optimum is certified, its lower bound (the same
-both ways wherever both finish) and the gap after spacing.
+index and loads the compiled loops, so that neither case pays for them.
+Printed per run: wall and match seconds, the pricing and spacing rounds,
+whether the capped optimum is certified, its lower bound (the same both ways
+wherever both finish) and the gap after spacing.
 
 Run (from the repository root)::
 
