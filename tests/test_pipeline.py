@@ -88,6 +88,74 @@ def test_tint_moves_tiles_toward_their_cells(tmp_path, target):
     assert tinted.placements.objective <= plain.placements.objective
 
 
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".tif", ".dzi"])
+@pytest.mark.parametrize("settings", [{}, {"tint": 0.5, "overlay": 0.2, "augment": "flips"}])
+def test_metrics_measured_while_writing_are_those_of_the_picture(tmp_path, target, suffix,
+                                                                  settings):
+    from mosaicist.metrics import fidelity_metrics
+
+    folder = smooth_folder(tmp_path / "tiles")
+    made = functools.partial(make_mosaic, target, folder, cell_px=8, tile_px=16,
+                             cache_dir=tmp_path / "c", **settings)
+    asked_first = made()
+    expected = asked_first.metrics
+    assert "metrics" in asked_first.timings
+    written = made()
+    assert "metrics" not in written.timings  # measured only when asked for, or written
+    drawn = 0
+    bands = written.renderer.bands
+
+    def counted():
+        nonlocal drawn
+        drawn += 1
+        return bands()
+
+    written.renderer.bands = counted
+    written.write(tmp_path / f"out{suffix}")
+    assert drawn == 1  # the picture was drawn once, for the file and the metrics
+    assert "metrics" in written.timings
+    assert written.metrics == expected
+    assert drawn == 1
+    crop = target[:40, :56]
+    assert expected["psnr_full"] == pytest.approx(
+        fidelity_metrics(written.image, crop, 16)["psnr_full"])
+    assert written.report()["metrics"] == expected
+
+
+def test_metrics_survive_a_write_that_fails_midway(tmp_path, target):
+    folder = smooth_folder(tmp_path / "tiles")
+    made = functools.partial(make_mosaic, target, folder, cell_px=8, tile_px=16,
+                             cache_dir=tmp_path / "c")
+    expected = made().metrics
+    mosaic = made()
+    bands = mosaic.renderer.bands
+
+    def failing():
+        for index, band in enumerate(bands()):
+            if index == 2:
+                raise OSError("a tile went missing")
+            yield band
+
+    mosaic.renderer.bands = failing
+    with pytest.raises(OSError, match="went missing"):
+        mosaic.write(tmp_path / "out.png")
+    assert not (tmp_path / "out.png").exists()
+    mosaic.renderer.bands = bands
+    assert mosaic.metrics == expected  # measured whole, not from the first bands
+
+
+def test_metrics_are_measured_at_the_match_size_when_written_larger(tmp_path, target):
+    folder = smooth_folder(tmp_path / "tiles", size=32)
+    expected = make_mosaic(target, folder, cell_px=8, tile_px=16, cache_dir=tmp_path / "c")
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=32, match_px=16,
+                         cache_dir=tmp_path / "c")
+    mosaic.write(tmp_path / "out.png")
+    assert mosaic.renderer.tile_px == 32
+    assert mosaic.metrics["psnr_full"] == pytest.approx(expected.metrics["psnr_full"])
+    assert mosaic.metrics["ciede2000_mean_view"] == pytest.approx(
+        expected.metrics["ciede2000_mean_view"])
+
+
 def test_overlay_is_a_blend_with_the_target(tmp_path, target):
     folder = make_colour_folder(tmp_path / "tiles", 20, size=16)
     plain = make_mosaic(target, folder, cell_px=8, tile_px=8, cache_dir=tmp_path / "c")

@@ -165,7 +165,10 @@ def test_tiff_compressions_that_need_imagecodecs(tmp_path, compression):
 
 @pytest.mark.parametrize("width, height", [(1, 1), (5, 3), (37, 29), (300, 7)])
 @pytest.mark.parametrize("how", ["rows", "uneven", "whole"])
-def test_png_round_trip(tmp_path, monkeypatch, width, height, how):
+@pytest.mark.parametrize("deflate", ["installed", "zlib"])
+def test_png_round_trip(tmp_path, monkeypatch, width, height, how, deflate):
+    if deflate == "zlib":  # the fallback without the fast extra's ISA-L
+        monkeypatch.setattr(writers, "_deflate", zlib)
     # Small blocks and filter slices, so that several of each meet.
     monkeypatch.setattr(writers, "BLOCK_BYTES", 3 * width * 4)
     monkeypatch.setattr(writers, "FILTER_BYTES", 3 * width * 3)
@@ -273,7 +276,10 @@ def test_webp(tmp_path):
 @pytest.mark.parametrize("width, height, how", [
     (1, 1, "whole"), (257, 300, "rows"), (700, 530, "uneven"), (1100, 97, "uneven"),
 ])
-def test_tiff_pyramid(tmp_path, width, height, how):
+@pytest.mark.parametrize("deflate", ["installed", "zlib"])
+def test_tiff_pyramid(tmp_path, monkeypatch, width, height, how, deflate):
+    if deflate == "zlib":
+        monkeypatch.setattr(writers, "_deflate", zlib)
     image = photo(width, height)
     path = tmp_path / "o.tif"
     write_image(path, split(image, how), width, height)

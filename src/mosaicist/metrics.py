@@ -23,17 +23,20 @@ Metric definitions (all reported by :func:`score_mosaic` and ``mosaicist score``
     aspect's, not that of the rounded cell or tile sizes, so that a mosaic
     is measured alike at every cell and tile size.
 ``ssim_view``
-    SSIM (:func:`skimage.metrics.structural_similarity`, ``data_range=255``,
-    uniform window) at viewing scale on luma ``Y' = 0.299 R + 0.587 G +
-    0.114 B`` of the gamma-encoded values, as in the SSIM paper and MATLAB's
-    ``ssim`` for colour images; colour error is measured by CIEDE2000
-    instead. The window is 7 pixels, or the largest odd size that fits a
-    smaller image; ``None`` when a side is under 3 pixels.
+    SSIM (the SSIM paper's index with a uniform square window and sample
+    variances, averaged over the windows that fit, as scikit-image's
+    ``structural_similarity`` with ``data_range=255``) at viewing scale on
+    luma ``Y' = 0.299 R + 0.587 G + 0.114 B`` of the gamma-encoded values,
+    as in the SSIM paper and MATLAB's ``ssim`` for colour images; colour
+    error is measured by CIEDE2000 instead. The window is 7 pixels, or the
+    largest odd size that fits a smaller image; ``None`` when a side is
+    under 3 pixels.
 ``ciede2000_mean_view``, ``ciede2000_p95_view``
     Mean and 95th percentile (linear interpolation) of the per-pixel
     CIEDE2000 colour difference at viewing scale, both images taken as sRGB
-    (D65) and converted with :func:`skimage.color.rgb2lab`. About 1 is a
-    just-noticeable difference; above 10 colours are clearly different.
+    (D65) and converted by :func:`srgb_to_lab` (the conversion of
+    scikit-image's ``rgb2lab``). About 1 is a just-noticeable difference;
+    above 10 colours are clearly different.
 
 PSNR is capped at :data:`PSNR_CAP_DB` (100 dB) rather than reported as
 infinity, so identical images give 100.0 and every value stays a plain
@@ -70,8 +73,24 @@ VIEW_PX_RANGE = (1, 256)
 SSIM_WINDOW = 7
 #: Elements per working block, so that big mosaics are scored in bounded memory.
 _BLOCK_ELEMENTS = 1 << 22
+#: Squared byte differences whose float32 sum is exact in any order (256 * 255^2 < 2^24).
+_EXACT_FLOAT32_SQUARES = 256
 #: BT.601 luma weights for SSIM.
 _LUMA = np.array([0.299, 0.587, 0.114])
+#: SSIM's stabilising constants, as fractions of the data range (the SSIM paper's K1, K2).
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+#: Linear sRGB to CIE XYZ (IEC 61966-2-1's matrix, rounded to 6 digits as most colour
+#: libraries have it).
+XYZ_FROM_LINEAR_RGB = np.array([
+    [0.412453, 0.357580, 0.180423],
+    [0.212671, 0.715160, 0.072169],
+    [0.019334, 0.119193, 0.950227],
+])
+#: Cosines and sines of CIEDE2000's hue-weight angles (degrees).
+_COS = {angle: math.cos(math.radians(angle)) for angle in (6, 30, 63)}
+_SIN = {angle: math.sin(math.radians(angle)) for angle in (6, 30, 63)}
+#: CIE XYZ of the D65 white point (2 degree observer), Y = 1.
+D65_WHITE = np.array([0.95047, 1.0, 1.08883])
 
 
 def psnr(mse: float) -> float:
@@ -92,8 +111,46 @@ def psnr(mse: float) -> float:
     return min(PSNR_CAP_DB, 10.0 * math.log10(255.0**2 / mse))
 
 
+def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """Return the CIE L*a*b* (D65, 2 degree observer) coordinates of sRGB colours.
+
+    The sRGB transfer function is undone, the linear values go to CIE XYZ by
+    the sRGB matrix (:data:`XYZ_FROM_LINEAR_RGB`, as rounded in most colour
+    libraries, scikit-image's among them), relative to the D65 white
+    :data:`D65_WHITE`, and then to L*a*b* with the CIE's cube-root function
+    and its linear part below ``(6/29)^3`` (``0.008856``, slope ``7.787``).
+
+    Parameters
+    ----------
+    rgb : numpy.ndarray
+        ``(..., 3)`` sRGB values on the 0..255 scale (uint8 or float).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(..., 3)`` float64 ``L*, a*, b*``.
+    """
+    values = np.asarray(rgb, np.float64) / 255.0
+    linear = np.where(values > 0.04045, ((values + 0.055) / 1.055) ** 2.4, values / 12.92)
+    relative = (linear @ XYZ_FROM_LINEAR_RGB.T) / D65_WHITE
+    bent = np.where(relative > 0.008856, np.cbrt(relative), 7.787 * relative + 16.0 / 116.0)
+    x, y, z = bent[..., 0], bent[..., 1], bent[..., 2]
+    return np.stack([116.0 * y - 16.0, 500.0 * (x - y), 200.0 * (y - z)], axis=-1)
+
+
+def _seventh_power(values: np.ndarray) -> np.ndarray:
+    squares = values * values
+    return squares * squares * squares * values
+
+
 def delta_e_2000(rgb_a: np.ndarray, rgb_b: np.ndarray) -> np.ndarray:
     """Return the per-pixel CIEDE2000 difference of two sRGB images.
+
+    The formula of CIE 142-2001 as written out by Sharma, Wu and Dalal
+    (2005): the a* axis is stretched by ``1 + G`` where chroma is low, then
+    lightness, chroma and hue differences are weighted by ``S_L``, ``S_C``,
+    ``S_H`` and the blue region's rotation term ``R_T``. Colours are
+    converted by :func:`srgb_to_lab`.
 
     Parameters
     ----------
@@ -105,13 +162,59 @@ def delta_e_2000(rgb_a: np.ndarray, rgb_b: np.ndarray) -> np.ndarray:
     numpy.ndarray
         ``(...)`` float64 CIEDE2000 differences (D65, ``kL = kC = kH = 1``).
     """
-    # Imported here: scikit-image takes a noticeable time to import and only
-    # scoring needs it.
-    from skimage.color import deltaE_ciede2000, rgb2lab
-
-    lab_a = rgb2lab(np.asarray(rgb_a, np.float64) / 255.0)
-    lab_b = rgb2lab(np.asarray(rgb_b, np.float64) / 255.0)
-    return deltaE_ciede2000(lab_a, lab_b)
+    lab_a, lab_b = np.broadcast_arrays(srgb_to_lab(rgb_a), srgb_to_lab(rgb_b))
+    light_a, a_a, b_a = lab_a[..., 0], lab_a[..., 1], lab_a[..., 2]
+    light_b, a_b, b_b = lab_b[..., 0], lab_b[..., 1], lab_b[..., 2]
+    # Products, not np.hypot and powers: several times faster, within an ulp or two.
+    seventh = 25.0**7
+    chroma_mean = 0.5 * (np.sqrt(a_a * a_a + b_a * b_a) + np.sqrt(a_b * a_b + b_b * b_b))
+    chroma_mean7 = _seventh_power(chroma_mean)
+    stretch = 1.5 - 0.5 * np.sqrt(chroma_mean7 / (chroma_mean7 + seventh))  # 1 + G
+    a_a, a_b = a_a * stretch, a_b * stretch
+    chroma_a, chroma_b = np.sqrt(a_a * a_a + b_a * b_a), np.sqrt(a_b * a_b + b_b * b_b)
+    # Hue angles in [0, 2 pi); a grey's angle is 0 and does not count below.
+    hue_a, hue_b = np.arctan2(b_a, a_a), np.arctan2(b_b, a_b)
+    hue_a = np.where(hue_a < 0, hue_a + 2 * np.pi, hue_a)
+    hue_b = np.where(hue_b < 0, hue_b + 2 * np.pi, hue_b)
+    chroma_product = chroma_a * chroma_b
+    grey = chroma_product == 0.0
+    hue_step = hue_b - hue_a
+    hue_step = np.where(hue_step > np.pi, hue_step - 2 * np.pi,
+                        np.where(hue_step < -np.pi, hue_step + 2 * np.pi, hue_step))
+    hue_step = np.where(grey, 0.0, hue_step)
+    hue_difference = 2.0 * np.sqrt(chroma_product) * np.sin(0.5 * hue_step)
+    hue_sum = hue_a + hue_b
+    # The mean hue goes the short way round the circle (both angles when one is grey).
+    wraps = ~grey & (np.abs(hue_b - hue_a) > np.pi)
+    hue_mean = np.where(wraps & (hue_sum < 2 * np.pi), hue_sum + 2 * np.pi,
+                        np.where(wraps, hue_sum - 2 * np.pi, hue_sum))
+    hue_mean = np.where(grey, hue_mean, 0.5 * hue_mean)
+    light_mean = 0.5 * (light_a + light_b)
+    chroma_prime_mean = 0.5 * (chroma_a + chroma_b)
+    # T = 1 - 0.17 cos(h - 30) + 0.24 cos 2h + 0.32 cos(3h + 6) - 0.20 cos(4h - 63)
+    # (degrees), from cos h and sin h by the multiple-angle formulas.
+    cos1, sin1 = np.cos(hue_mean), np.sin(hue_mean)
+    cos2, sin2 = 2.0 * cos1 * cos1 - 1.0, 2.0 * sin1 * cos1
+    cos3, sin3 = cos2 * cos1 - sin2 * sin1, sin2 * cos1 + cos2 * sin1
+    cos4, sin4 = 2.0 * cos2 * cos2 - 1.0, 2.0 * sin2 * cos2
+    hue_weight = (1.0 - 0.17 * (cos1 * _COS[30] + sin1 * _SIN[30]) + 0.24 * cos2
+                  + 0.32 * (cos3 * _COS[6] - sin3 * _SIN[6])
+                  - 0.20 * (cos4 * _COS[63] + sin4 * _SIN[63]))
+    light_offset = (light_mean - 50.0) ** 2
+    scale_light = 1.0 + 0.015 * light_offset / np.sqrt(20.0 + light_offset)
+    scale_chroma = 1.0 + 0.045 * chroma_prime_mean
+    scale_hue = 1.0 + 0.015 * chroma_prime_mean * hue_weight
+    chroma_prime_mean7 = _seventh_power(chroma_prime_mean)
+    rotation = np.radians(30.0) * np.exp(-(((np.degrees(hue_mean) - 275.0) / 25.0) ** 2))
+    rotation_term = (-2.0 * np.sqrt(chroma_prime_mean7 / (chroma_prime_mean7 + seventh))
+                     * np.sin(2.0 * rotation))
+    light_term = (light_b - light_a) / scale_light
+    chroma_term = (chroma_b - chroma_a) / scale_chroma
+    hue_term = hue_difference / scale_hue
+    squared = (light_term**2 + chroma_term**2 + hue_term**2
+               + rotation_term * chroma_term * hue_term)
+    # Rounding can make a zero difference a tiny negative number.
+    return np.sqrt(np.maximum(squared, 0.0))
 
 
 def _check_view_px(view_px: int) -> None:
@@ -198,6 +301,34 @@ def _sum_squares(diff: np.ndarray) -> float:
     return float(np.dot(flat, flat))
 
 
+def _byte_squared_differences(first: np.ndarray, second: np.ndarray) -> int:
+    """Sum of squared differences of two uint8 arrays of one shape, exactly."""
+    distance = np.maximum(first, second)
+    distance -= np.minimum(first, second)
+    flat = distance.ravel()
+    # float32 sums of 256 squares of bytes are exact (at most 2^24), whatever
+    # the order of summation; whole rows of them go to float64.
+    whole = len(flat) - len(flat) % _EXACT_FLOAT32_SQUARES
+    rows = flat[:whole].astype(np.float32).reshape(-1, _EXACT_FLOAT32_SQUARES)
+    total = int(np.einsum("ij,ij->i", rows, rows).sum(dtype=np.float64))
+    rest = flat[whole:].astype(np.int64)
+    return total + int(rest @ rest)
+
+
+def _replicated(crop: np.ndarray, factor: int, out: np.ndarray) -> np.ndarray:
+    """``crop`` scaled up ``factor`` times by pixel replication, into ``out``."""
+    rows, cols = crop.shape[:2]
+    # Whole pixels (3 bytes) copied as one item: several times faster than bytes.
+    pixel = np.dtype((np.void, 3))
+    source = np.ascontiguousarray(crop).view(pixel).reshape(rows, cols)
+    target = out.view(pixel).reshape(rows, factor, cols, factor)
+    for column in range(factor):
+        target[:, 0, :, column] = source
+    for row in range(1, factor):
+        target[:, row] = target[:, 0]
+    return out
+
+
 def _mse_full(mosaic: np.ndarray, crop: np.ndarray) -> float:
     """Mean squared error of ``mosaic`` against ``crop`` scaled to its size (see module)."""
     height, width = mosaic.shape[:2]
@@ -206,15 +337,13 @@ def _mse_full(mosaic: np.ndarray, crop: np.ndarray) -> float:
     if height % crop_h == 0 and width % crop_w == 0 and height // crop_h == width // crop_w:
         factor = height // crop_h
         band = max(1, _BLOCK_ELEMENTS // (factor * factor * crop_w * 3))
+        scaled = np.empty((min(band, crop_h) * factor, width, 3), np.uint8)
         for start in range(0, crop_h, band):
             stop = min(crop_h, start + band)
-            # Broadcasting the crop over each factor x factor block is pixel
-            # replication without materialising the scaled-up crop.
-            blocks = mosaic[start * factor:stop * factor].reshape(
-                stop - start, factor, crop_w, factor, 3
-            ).astype(np.int32)
-            diff = blocks - crop[start:stop, None, :, None, :]
-            total += _sum_squares(diff)
+            part = scaled[:(stop - start) * factor]
+            total += _byte_squared_differences(
+                np.asarray(mosaic[start * factor:stop * factor], np.uint8),
+                _replicated(crop[start:stop], factor, part))
     elif crop_h % height == 0 and crop_w % width == 0 and crop_h // height == crop_w // width:
         factor = crop_h // height
         reduced = reduce_cells(crop, factor, 1)
@@ -228,25 +357,51 @@ def _mse_full(mosaic: np.ndarray, crop: np.ndarray) -> float:
         )
         band = max(1, _BLOCK_ELEMENTS // (width * 3))
         for start in range(0, height, band):
-            diff = mosaic[start:start + band].astype(np.int32) - scaled[start:start + band]
-            total += _sum_squares(diff)
+            total += _byte_squared_differences(np.asarray(mosaic[start:start + band], np.uint8),
+                                               scaled[start:start + band])
     return total / mosaic.size
 
 
-def _ssim_luma(view_a: np.ndarray, view_b: np.ndarray) -> float | None:
-    """SSIM of the luma of two float RGB images (see module), or None when too small."""
-    from skimage.metrics import structural_similarity
+def _window_means(image: np.ndarray, window: int) -> np.ndarray:
+    """Means of every ``window`` x ``window`` square lying wholly inside ``image`` (2-D)."""
+    # Sums of a few shifted slices, one axis at a time: as exact as a running
+    # sum, and no cumulative sums whose rounding grows with the image.
+    height, width = image.shape
+    across = image[:, :width - window + 1].copy()
+    for shift in range(1, window):
+        across += image[:, shift:width - window + 1 + shift]
+    down = across[:height - window + 1].copy()
+    for shift in range(1, window):
+        down += across[shift:height - window + 1 + shift]
+    down /= window * window
+    return down
 
+
+def _ssim_luma(view_a: np.ndarray, view_b: np.ndarray) -> float | None:
+    """SSIM of the luma of two float RGB images (see module), or None when too small.
+
+    Each square window lying wholly inside the images gives the SSIM index of
+    its means, sample variances and covariance (the SSIM paper's formula with
+    ``C1 = (K1 255)^2``, ``C2 = (K2 255)^2``), and the result is their mean:
+    the uniform-window SSIM of scikit-image's ``structural_similarity``.
+    """
     window = min(SSIM_WINDOW, *view_a.shape[:2])
     window -= 1 - window % 2  # largest odd size that fits
     if window < 3:
         return None
-    return float(
-        structural_similarity(
-            view_a @ _LUMA, view_b @ _LUMA, data_range=255.0, win_size=window,
-            gaussian_weights=False,
-        )
-    )
+    luma_a = np.asarray(view_a, np.float64) @ _LUMA
+    luma_b = np.asarray(view_b, np.float64) @ _LUMA
+    mean_a, mean_b = _window_means(luma_a, window), _window_means(luma_b, window)
+    # The sample (n - 1) normalisation of the variances and covariance.
+    sample = window * window / (window * window - 1.0)
+    variance_a = sample * (_window_means(luma_a * luma_a, window) - mean_a * mean_a)
+    variance_b = sample * (_window_means(luma_b * luma_b, window) - mean_b * mean_b)
+    covariance = sample * (_window_means(luma_a * luma_b, window) - mean_a * mean_b)
+    stable_mean, stable_spread = (SSIM_K1 * 255.0) ** 2, (SSIM_K2 * 255.0) ** 2
+    index = ((2.0 * mean_a * mean_b + stable_mean) * (2.0 * covariance + stable_spread)
+             / ((mean_a * mean_a + mean_b * mean_b + stable_mean)
+                * (variance_a + variance_b + stable_spread)))
+    return float(index.mean(dtype=np.float64))
 
 
 def fidelity_metrics(
@@ -344,38 +499,78 @@ def fidelity_from_bands(
         The cells' aspect ``(W, H)`` for the viewing height (see the
         module); by default ``(cell_px, cell_height)``.
     """
-    _check_view_px(view_px)
-    tile_h = tile_px if tile_height is None else tile_height
-    cell_h = cell_px if cell_height is None else cell_height
-    view_h = view_height(view_px, aspect if aspect is not None else (cell_px, cell_h))
-    squared_error = 0.0
-    pixels = 0
-    views = []
-    row = 0
+    meter = FidelityMeter(target_crop, tile_px, cell_px, view_px, tile_height=tile_height,
+                          cell_height=cell_height, aspect=aspect)
     for band in bands:
+        meter.add(band)
+    return meter.result()
+
+
+class FidelityMeter:
+    """:func:`fidelity_from_bands`, fed one band at a time (by a writer drawing them, say).
+
+    Parameters are those of :func:`fidelity_from_bands`. Call :meth:`add`
+    with each band, top to bottom, then :meth:`result`.
+    """
+
+    def __init__(
+        self,
+        target_crop: np.ndarray,
+        tile_px: int,
+        cell_px: int,
+        view_px: int = 4,
+        *,
+        tile_height: int | None = None,
+        cell_height: int | None = None,
+        aspect: tuple[int, int] | None = None,
+    ) -> None:
+        _check_view_px(view_px)
+        self.target_crop = target_crop
+        self.tile_px, self.cell_px, self.view_px = tile_px, cell_px, view_px
+        self.tile_height = tile_px if tile_height is None else tile_height
+        self.cell_height = cell_px if cell_height is None else cell_height
+        self.view_height = view_height(
+            view_px, aspect if aspect is not None else (cell_px, self.cell_height))
+        self.rows = 0  # rows of cells measured so far
+        self._squared_error = 0.0
+        self._pixels = 0
+        self._views: list[np.ndarray] = []
+
+    def add(self, band: np.ndarray) -> None:
+        """Measure the next ``(k * tile_height, cols * tile_px, 3)`` uint8 band."""
         band = np.asarray(band, np.uint8)
+        tile_h, cell_h = self.tile_height, self.cell_height
         if band.shape[0] % tile_h:
             raise ValueError(f"bands must be whole rows of {tile_h} px high cells")
         count = band.shape[0] // tile_h
-        crop = target_crop[row * cell_h:(row + count) * cell_h]
-        squared_error += _mse_full(band, crop) * band.size
-        pixels += band.size
-        views.append(reduce_cells(band, tile_px, view_px, tile_h, view_h))
-        row += count
-    view_mosaic = np.concatenate(views)
-    view_target = reduce_cells(target_crop[:row * cell_h], cell_px, view_px, cell_h, view_h)
-    difference = delta_e_2000(view_mosaic, view_target)
-    result = {
-        "psnr_full": psnr(squared_error / pixels),
-        "psnr_view": psnr(float(np.mean((view_mosaic - view_target) ** 2))),
-        "ssim_view": _ssim_luma(view_mosaic, view_target),
-        "ciede2000_mean_view": float(difference.mean()),
-        "ciede2000_p95_view": float(np.percentile(difference, 95)),
-        "view_px": int(view_px),
-    }
-    if view_h != view_px or tile_h != tile_px or cell_h != cell_px:
-        result["view_height"] = int(view_h)
-    return result
+        crop = self.target_crop[self.rows * cell_h:(self.rows + count) * cell_h]
+        self._squared_error += _mse_full(band, crop) * band.size
+        self._pixels += band.size
+        self._views.append(reduce_cells(band, self.tile_px, self.view_px, tile_h,
+                                        self.view_height))
+        self.rows += count
+
+    def result(self) -> dict:
+        """The metrics of the bands added (see :func:`fidelity_metrics`)."""
+        if not self._views:
+            raise ValueError("no bands were measured")
+        view_mosaic = np.concatenate(self._views)
+        view_target = reduce_cells(self.target_crop[:self.rows * self.cell_height],
+                                   self.cell_px, self.view_px, self.cell_height,
+                                   self.view_height)
+        difference = delta_e_2000(view_mosaic, view_target)
+        result = {
+            "psnr_full": psnr(self._squared_error / self._pixels),
+            "psnr_view": psnr(float(np.mean((view_mosaic - view_target) ** 2))),
+            "ssim_view": _ssim_luma(view_mosaic, view_target),
+            "ciede2000_mean_view": float(difference.mean()),
+            "ciede2000_p95_view": float(np.percentile(difference, 95)),
+            "view_px": int(self.view_px),
+        }
+        if (self.view_height != self.view_px or self.tile_height != self.tile_px
+                or self.cell_height != self.cell_px):
+            result["view_height"] = int(self.view_height)
+        return result
 
 
 def repetition_metrics(tile_grid: np.ndarray) -> dict:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -42,6 +42,9 @@ from .placements import Placements
 from .render import IndexPictures, MosaicRenderer, OriginalPictures, TargetOverlay
 from .sizing import SizePlan, fit_options, options_plan, small_originals_warning
 from .sources import TileSource, source_spec
+
+if TYPE_CHECKING:
+    from .metrics import FidelityMeter
 
 Target = str | os.PathLike[str] | np.ndarray | Image.Image
 Tiles = str | os.PathLike[str] | TileSource | TileLibrary
@@ -70,11 +73,14 @@ class Mosaic:
     matcher : str
         Name of the matcher that placed the tiles (see :data:`mosaicist.match.MATCHERS`).
     timings : dict
-        Seconds per phase: ``index``, ``match``, ``render`` (and ``metrics``;
-        ``total`` once the caller adds writing).
+        Seconds per phase: ``index``, ``match``, ``render`` (and ``metrics``
+        once they are measured; ``total`` once the caller adds writing).
     metrics : dict or None
         Fidelity and repetition measures (see :mod:`mosaicist.metrics`), when
-        ``options.compute_metrics``.
+        ``options.compute_metrics``. They are measured when first asked for,
+        or while :meth:`write` draws the picture at the size tiles were
+        compared, from the very bands it writes (the picture is then drawn
+        once, not twice).
     assignment : Assignment or None
         The repetition-limited assignment's certificate, when limits were set.
     sizes : SizePlan or None
@@ -89,10 +95,34 @@ class Mosaic:
     options: MosaicOptions
     matcher: str
     timings: dict[str, float] = field(default_factory=dict)
-    metrics: dict[str, Any] | None = None
     assignment: Assignment | None = None
     sizes: SizePlan | None = None
     _image: np.ndarray | None = field(default=None, repr=False)
+    _metrics: dict[str, Any] | None = field(default=None, repr=False)
+    _measurement: _Measurement | None = field(default=None, repr=False)
+
+    @property
+    def metrics(self) -> dict[str, Any] | None:
+        """The fidelity and repetition measures, measured at the first request."""
+        if self._measurement is not None:
+            started = time.perf_counter()
+            measurement = self._measurement
+            meter = measurement.meter()
+            for band in measurement.renderer.bands():
+                meter.add(band)
+            self._finish_metrics(meter, time.perf_counter() - started)
+        return self._metrics
+
+    @metrics.setter
+    def metrics(self, value: dict[str, Any] | None) -> None:
+        self._metrics, self._measurement = value, None
+
+    def _finish_metrics(self, meter: FidelityMeter, seconds: float) -> None:
+        assert self._measurement is not None  # called while the metrics are due
+        started = time.perf_counter()
+        self._metrics = self._measurement.finish(meter)
+        self._measurement = None
+        self.timings["metrics"] = seconds + time.perf_counter() - started
 
     @property
     def image(self) -> np.ndarray:
@@ -112,10 +142,28 @@ class Mosaic:
         """Stream the picture to ``path`` in the format its suffix names (see
         :meth:`MosaicRenderer.write <mosaicist.render.MosaicRenderer.write>`),
         with the output settings of :attr:`options`."""
-        self.renderer.write(path, self.options, show_progress=show_progress)
+        measurement = self._measurement
+        if measurement is None or measurement.renderer is not self.renderer:
+            self.renderer.write(path, self.options, show_progress=show_progress)
+            return
+        # The picture written is the one measured: the metrics read each band
+        # as the writer draws it (the writer's threads compress meanwhile).
+        meter = measurement.meter()
+        spent = 0.0
+
+        def measure(band: np.ndarray) -> None:
+            nonlocal spent
+            started = time.perf_counter()
+            meter.add(band)
+            spent += time.perf_counter() - started
+
+        self.renderer.write(path, self.options, show_progress=show_progress, observe=measure)
+        if meter.rows == self.placements.rows:  # a writer that drew every band once
+            self._finish_metrics(meter, spent)
 
     def report(self) -> dict[str, Any]:
         """Return the run report as a JSON-ready dictionary."""
+        metrics = self.metrics  # measured first: their time belongs in the timings
         stats = self.library.stats
         return {
             "grid": {"rows": self.grid.rows, "cols": self.grid.cols, "cell_px": self.grid.cell_px,
@@ -133,7 +181,7 @@ class Mosaic:
             "distinct_tiles": int(len(np.unique(self.placements.tile))),
             "output_size": {"width": self.renderer.width, "height": self.renderer.height},
             "settings": self.options.to_json(),
-            "metrics": self.metrics,
+            "metrics": metrics,
             "assignment": _assignment_report(self.assignment),
             "sizes": None if self.sizes is None else self.sizes.report(),
             "timings": {name: round(value, 4) for name, value in self.timings.items()},
@@ -309,15 +357,13 @@ def _make_mosaic(
             aspect=options.aspect_ratio, crop=request.library.crop,
             windows=request.library.windows_for(placements.source_ids))
         renderer = _renderer(placements, pictures, options, crop, source_root)
-    render_done = time.perf_counter()
     timings = {"index": index_done - started, "match": match_done - index_done, "render": 0.0}
     mosaic = Mosaic(placements, grid, request.library, renderer, options, matcher.name, timings,
                     assignment=result.assignment, sizes=sizes)
     if options.compute_metrics:
         # Fidelity is measured at the size tiles were compared (the picture as
         # matched), streamed: only its viewing-scale reduction is kept.
-        mosaic.metrics = _metrics(at_match_size, crop, grid, placements)
-        mosaic.timings["metrics"] = time.perf_counter() - render_done
+        mosaic._measurement = _Measurement(at_match_size, crop, grid, placements)
     return mosaic
 
 
@@ -385,27 +431,43 @@ def _renderer(
     return renderer
 
 
-def _metrics(
-    renderer: MosaicRenderer, crop: np.ndarray, grid: Grid, placements: Placements
-) -> dict[str, Any]:
-    from .metrics import fidelity_from_bands, repetition_metrics
+@dataclass
+class _Measurement:
+    """What a mosaic's metrics need, kept until they are measured."""
 
-    options = placements.options
-    metrics = fidelity_from_bands(renderer.bands(), crop, renderer.tile_px, grid.cell_px,
-                                  tile_height=renderer.tile_height,
-                                  cell_height=grid.cell_height, aspect=options.aspect_ratio)
-    if placements.rect is None:
-        metrics.update(repetition_metrics(placements.tile_grid()))
-    else:
-        from .adaptive import leaf_repetition
+    renderer: MosaicRenderer  # the picture at the size tiles were compared
+    crop: np.ndarray
+    grid: Grid
+    placements: Placements
 
-        metrics.update(leaf_repetition(placements.tile, placements.rect))
-        metrics["cells"] = len(placements)
-    metrics["tint"] = options.tint
-    metrics["tint_max"] = options.tint_max
-    metrics["contrast"] = options.contrast
-    # How far the gains moved the tiles' spreads, as a geometric mean factor.
-    metrics["mean_gain_change"] = float(np.exp(np.abs(np.log(placements.gain)).mean()))
-    metrics["overlay"] = options.overlay
-    metrics["mean_tint_shift"] = float(np.linalg.norm(placements.tint, axis=1).mean())
-    return metrics
+    def meter(self) -> FidelityMeter:
+        """A fresh meter for the bands of :attr:`renderer`, top to bottom."""
+        from .metrics import FidelityMeter
+
+        return FidelityMeter(self.crop, self.renderer.tile_px, self.grid.cell_px,
+                             tile_height=self.renderer.tile_height,
+                             cell_height=self.grid.cell_height,
+                             aspect=self.placements.options.aspect_ratio)
+
+    def finish(self, meter: FidelityMeter) -> dict[str, Any]:
+        """The metrics: ``meter``'s fidelity, which has read every band, and the repetition."""
+        from .metrics import repetition_metrics
+
+        placements = self.placements
+        options = placements.options
+        metrics = meter.result()
+        if placements.rect is None:
+            metrics.update(repetition_metrics(placements.tile_grid()))
+        else:
+            from .adaptive import leaf_repetition
+
+            metrics.update(leaf_repetition(placements.tile, placements.rect))
+            metrics["cells"] = len(placements)
+        metrics["tint"] = options.tint
+        metrics["tint_max"] = options.tint_max
+        metrics["contrast"] = options.contrast
+        # How far the gains moved the tiles' spreads, as a geometric mean factor.
+        metrics["mean_gain_change"] = float(np.exp(np.abs(np.log(placements.gain)).mean()))
+        metrics["overlay"] = options.overlay
+        metrics["mean_tint_shift"] = float(np.linalg.norm(placements.tint, axis=1).mean())
+        return metrics

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -237,6 +237,7 @@ class MosaicRenderer:
         options: MosaicOptions | None = None,
         *,
         show_progress: bool = False,
+        observe: Callable[[np.ndarray], object] | None = None,
     ) -> None:
         """Write the picture to ``path``, streaming: never whole in memory.
 
@@ -250,10 +251,24 @@ class MosaicRenderer:
             Output settings (``jpeg_quality``, ``dzi_*``); the defaults when omitted.
         show_progress : bool
             Draw a progress bar.
+        observe : callable, optional
+            Called with each band, top to bottom, as the writer draws it and
+            before the writer has it (a :class:`~mosaicist.metrics.FidelityMeter`
+            measuring the picture written, say).
         """
-        picture = Picture(self.bands(), self.width, self.height, self.placements,
-                          self.source_root)
+        bands = self.bands()
+        if observe is not None:
+            bands = _observed(bands, observe)
+        picture = Picture(bands, self.width, self.height, self.placements, self.source_root)
         write_output(path, picture, options, show_progress)
+
+
+def _observed(
+    bands: Iterator[np.ndarray], observe: Callable[[np.ndarray], object]
+) -> Iterator[np.ndarray]:
+    for band in bands:
+        observe(band)
+        yield band
 
 
 def render_mosaic(

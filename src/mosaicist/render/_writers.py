@@ -11,6 +11,9 @@ a few rows:
   thread pool as independent raw deflate streams ended with a sync flush
   (byte-aligned, not final), which concatenate into one zlib stream, as
   ``pigz`` does. The Adler-32 checksums of the blocks are combined.
+  Deflate is ISA-L's (python-isal, in the ``fast`` extra) when installed:
+  at level 1 it is about 3.5 times as fast as zlib's and its files are a
+  little smaller; zlib's otherwise. TIFF's deflate tiles use it too.
 * **JPEG**: each block of whole MCU rows is encoded by Pillow with a restart
   marker after every MCU row and the same tables; the blocks are spliced into
   one image: the first block's headers with the frame height patched, every
@@ -73,6 +76,12 @@ from ..paths import atomic_path
 from ..progress import progress_bar
 from ._formats import OutputFormat, Picture, output_format
 from ._pyramid import HalvingStream, half_size
+
+try:
+    # Intel's ISA-L deflate, with zlib's interface: several times faster (see the module).
+    from isal import isal_zlib as _deflate
+except ImportError:  # the fast extra is not installed
+    _deflate = zlib  # type: ignore[misc]
 
 if TYPE_CHECKING:
     from ..options import MosaicOptions
@@ -496,7 +505,7 @@ def png_filter_rows(rows: np.ndarray, previous: np.ndarray) -> np.ndarray:
 
 def _png_block(rows: np.ndarray, previous: np.ndarray, level: int) -> tuple[bytes, int, int]:
     """Filter and deflate one block of rows; return the deflate data, its Adler-32, length."""
-    compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+    compressor = _deflate.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
     parts = []
     checksum = 1
     # Filtering makes several temporaries the size of its input: a few rows
@@ -743,7 +752,7 @@ class _TiffCodec:
         if self.name == "none":
             return tile.tobytes()
         if self.name == "deflate":
-            return zlib.compress(_horizontal_delta(tile).data, TIFF_DEFLATE_LEVEL)
+            return _deflate.compress(_horizontal_delta(tile).data, TIFF_DEFLATE_LEVEL)
         assert self._encode is not None  # set for lzw and jpeg
         if self.name == "lzw":
             return self._encode(_horizontal_delta(tile))
