@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -269,18 +270,25 @@ def _cache_key(features: TileFeatures, backend: str, lists: int, dimensions: int
     )
 
 
+def _index_path(features: TileFeatures, faiss: Any | None, lists: int, dimensions: int,
+                cache_dir: Path | None, structure: str) -> Path | None:
+    """Where the index is cached (None without a cache folder)."""
+    if cache_dir is None:
+        return None
+    backend = "faiss" if faiss is not None else "numpy"
+    key = _cache_key(features, backend, lists, dimensions, structure)
+    return Path(cache_dir) / (key + (".faiss" if faiss is not None else ".npz"))
+
+
 def _load_or_build(features: TileFeatures, faiss: Any | None, lists: int, dimensions: int,
                    scale: float, cache_dir: Path | None, structure: str = "lists") -> Any:
     """Return the index (FAISS or :class:`_NumpyIndex`), from the cache when there.
 
     ``structure`` ``"graph"`` (FAISS only) or ``"lists"``.
     """
-    backend = "faiss" if faiss is not None else "numpy"
     graph = structure == "graph"
-    path = None
-    if cache_dir is not None:
-        key = _cache_key(features, backend, lists, dimensions, structure)
-        path = Path(cache_dir) / (key + (".faiss" if faiss is not None else ".npz"))
+    path = _index_path(features, faiss, lists, dimensions, cache_dir, structure)
+    if path is not None:
         if path.is_file():
             try:
                 if faiss is not None:
@@ -616,7 +624,17 @@ def match_approximate(
     nprobe = max(1, min(nprobe or DEFAULT_NPROBE, lists))
     scale = bound_scale(geometry)
 
-    index = _load_or_build(features, faiss, lists, dimensions, scale, cache_dir, structure)
+    cached = _index_path(features, faiss, lists, dimensions, cache_dir, structure)
+    with ThreadPoolExecutor(1, thread_name_prefix="mosaicist-index") as pool:
+        # Reading a cached index (a quarter of a gigabyte at a million tiles) lets
+        # go of the interpreter: the cells' bound rows are made meanwhile. A
+        # build stays in this thread, where an interrupt stops it.
+        loading = (pool.submit(_load_or_build, features, faiss, lists, dimensions, scale,
+                               cache_dir, structure)
+                   if cached is not None and cached.is_file() else None)
+        cell_rows, cell_norm2, _ = cell_bound_rows(cell_vectors, geometry, features)
+        index = (loading.result() if loading is not None else
+                 _load_or_build(features, faiss, lists, dimensions, scale, cache_dir, structure))
     if structure == "graph":
         # Set on every use: the cached graph keeps the depth it was built with.
         index.hnsw.efSearch = max(GRAPH_SEARCH_DEPTH, candidates)
@@ -648,7 +666,7 @@ def match_approximate(
             # costly (page faults), and a chunk's buffers are reused by the next.
             where = slice(start, stop) if order is None else order[start:stop]
             block = cell_vectors[where]
-            rows_here, norm2_here, _ = cell_bound_rows(block, geometry, features)
+            rows_here, norm2_here = cell_rows[where], cell_norm2[where]
             points = _cell_points(rows_here, dimensions, scale)
             if faiss is not None:
                 _, found = index.search(points, candidates)
