@@ -201,6 +201,18 @@ def test_ciede2000_matches_scikit_image_on_awkward_pairs():
     assert delta_e_2000(image.astype(np.uint8), image.astype(np.uint8)).shape == (6, 10)
 
 
+@pytest.mark.parametrize("rows", [1, 2, 301])
+def test_ciede2000_on_two_threads_is_the_same(monkeypatch, rows):
+    from mosaicist import metrics
+
+    monkeypatch.setattr(metrics, "_THREADED_DELTA_E_ELEMENTS", 1)
+    rng = np.random.default_rng(rows)
+    first = rng.uniform(0, 255, (rows, 37, 3))
+    second = rng.uniform(0, 255, (rows, 37, 3))
+    assert np.array_equal(metrics._delta_e_2000_threaded(first, second),
+                          delta_e_2000(first, second))
+
+
 @pytest.mark.parametrize(("height", "width"), [(40, 60), (7, 7), (5, 9), (3, 4), (31, 8)])
 def test_ssim_matches_scikit_image(height, width):
     from skimage.metrics import structural_similarity
