@@ -200,6 +200,16 @@ def test_png_filters_are_chosen_per_row():
     assert not filtered[1, 1:].any()
 
 
+def test_png_filter_costs_are_the_same_in_64_bits(monkeypatch):
+    rng = np.random.default_rng(4)
+    rows = rng.integers(0, 256, (9, 3 * 50), dtype=np.uint8)
+    rows[3:6] = rows[2]  # rows that Up makes all zero
+    previous = rng.integers(0, 256, 3 * 50, dtype=np.uint8)
+    narrow = writers.png_filter_rows(rows, previous)
+    monkeypatch.setattr(writers, "_NARROW_COST_BYTES", 0)
+    assert np.array_equal(writers.png_filter_rows(rows, previous), narrow)
+
+
 def test_png_filters_match_the_specification():
     rng = np.random.default_rng(3)
     rows = rng.integers(0, 256, (6, 15), dtype=np.uint8)

@@ -689,39 +689,27 @@ def match_approximate(
     # reach the same tiles and links while they are in the processor's cache
     # (the walks are otherwise independent, so the picks are the same).
     order = _brightness_order(cell_vectors) if structure == "graph" else None
-    chunks = [slice(start, min(count, start + CELL_CHUNK)) if order is None
-              else order[start:start + CELL_CHUNK] for start in range(0, count, CELL_CHUNK)]
-
-    def search(where: slice | np.ndarray) -> np.ndarray:
-        """The index's candidates (bound rows, ``-1`` for none) of the cells ``where``."""
-        points = _cell_points(cell_rows[where], dimensions, scale)
-        if faiss is not None:
-            return index.search(points, candidates)[1].astype(np.int64)
-        # Many small products: threaded BLAS only adds synchronisation here.
-        with one_blas_thread():
-            return _scan_numpy(index, points, listed, listed_norm2, nprobe, candidates)
-
-    with progress_bar(count, "matching", unit="cell", enabled=show_progress) as bar, \
-            ThreadPoolExecutor(1, thread_name_prefix="mosaicist-search") as pool:
-        # FAISS searches the next chunk (letting go of the interpreter) while
-        # this thread re-ranks the last one: the re-rank fills the cores the
-        # walk leaves idle. NumPy's own scan stays in this thread.
-        ahead = faiss is not None and len(chunks) > 1
-        searching = pool.submit(search, chunks[0]) if ahead else None
-        for number, where in enumerate(chunks):
-            if searching is not None:
-                found = searching.result()
-                searching = (pool.submit(search, chunks[number + 1])
-                             if number + 1 < len(chunks) else None)
-            else:
-                found = search(where)
+    with progress_bar(count, "matching", unit="cell", enabled=show_progress) as bar:
+        for start in range(0, count, CELL_CHUNK):
+            stop = min(count, start + CELL_CHUNK)
+            # Everything per cell is made a chunk at a time: fresh memory is
+            # costly (page faults), and a chunk's buffers are reused by the next.
+            where = slice(start, stop) if order is None else order[start:stop]
             block = cell_vectors[where]
-            reranked = _rerank(block, cell_rows[where], cell_norm2[where], found, features,
-                               pooled, geometry)
+            rows_here, norm2_here = cell_rows[where], cell_norm2[where]
+            points = _cell_points(rows_here, dimensions, scale)
+            if faiss is not None:
+                _, found = index.search(points, candidates)
+                found = found.astype(np.int64)
+            else:
+                # Many small products: threaded BLAS only adds synchronisation here.
+                with one_blas_thread():
+                    found = _scan_numpy(index, points, listed, listed_norm2, nprobe, candidates)
+            reranked = _rerank(block, rows_here, norm2_here, found, features, pooled, geometry)
             best_distance[where], best_tile[where] = reranked[:2]
             evaluated += reranked[2]
             bounded += reranked[3]
-            bar.update(len(block))
+            bar.update(stop - start)
     return MatchResult(best_tile, best_distance, evaluated, bounded)
 
 

@@ -456,6 +456,10 @@ def _adler32_combine(first: int, second: int, second_length: int) -> int:
     return (low % base) | ((high % base) << 16)
 
 
+#: Scanlines shorter than this have filter costs (at most 128 a byte) that fit 32 bits.
+_NARROW_COST_BYTES = (1 << 32) // 128
+
+
 def png_filter_rows(rows: np.ndarray, previous: np.ndarray) -> np.ndarray:
     """Filter scanlines for PNG, choosing each row's filter adaptively.
 
@@ -492,10 +496,12 @@ def png_filter_rows(rows: np.ndarray, previous: np.ndarray) -> np.ndarray:
     mean >>= 1
     np.subtract(rows, mean.astype(np.uint8), out=candidates[3])
     del mean, left, above
-    costs = np.empty((4, height), np.uint64)
+    # A row's cost is at most 128 per byte: 32-bit sums (twice as fast) where they hold it.
+    wide = np.uint32 if length < _NARROW_COST_BYTES else np.uint64
+    costs = np.empty((4, height), wide)
     for index, candidate in enumerate(candidates):
         # |x| of a byte read as signed is min(x, 256 - x): uint8 negation wraps.
-        costs[index] = np.minimum(candidate, np.negative(candidate)).sum(axis=1, dtype=np.uint64)
+        costs[index] = np.minimum(candidate, np.negative(candidate)).sum(axis=1, dtype=wide)
     choice = costs.argmin(axis=0)
     out = np.empty((height, length + 1), np.uint8)
     out[:, 0] = choice
