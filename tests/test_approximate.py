@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -180,7 +181,15 @@ def test_index_is_cached_and_reused(easy_data, backend, tmp_path, monkeypatch):
     builds = []
     name = BUILDERS[backend]
     original = getattr(approximate, name)
-    monkeypatch.setattr(approximate, name, lambda *args: builds.append(1) or original(*args))
+
+    def build(*args):
+        # Builds run in the caller's thread (an interrupt stops them); only
+        # the reading of a cached index goes to another.
+        assert threading.current_thread() is threading.main_thread()
+        builds.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(approximate, name, build)
     second = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path, **structure)
     assert builds == []
     assert entries[0].stat().st_mtime_ns == stamp

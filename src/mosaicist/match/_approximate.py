@@ -284,33 +284,46 @@ def _index_path(features: TileFeatures, faiss: Any | None, lists: int, dimension
     return Path(cache_dir) / (key + (".faiss" if faiss is not None else ".npz"))
 
 
+def _read_index(path: Path, features: TileFeatures, faiss: Any | None, lists: int,
+                graph: bool) -> Any | None:
+    """The index cached at ``path``, or None where it is missing, damaged or another's."""
+    if not path.is_file():
+        return None
+    try:
+        if faiss is not None:
+            index = faiss.read_index(str(path))
+            if index.ntotal == len(features.bound) and (
+                    hasattr(index, "hnsw") if graph
+                    else getattr(index, "nlist", None) == lists):
+                return index
+        else:
+            with np.load(path, allow_pickle=False) as stored:
+                loaded = _NumpyIndex(stored["centroids"], stored["rows"], stored["offsets"])
+            if loaded.offsets[-1] == len(features.bound):
+                return loaded
+    except (OSError, ValueError, RuntimeError, KeyError):
+        pass  # A damaged entry is rebuilt.
+    return None
+
+
 def _load_or_build(features: TileFeatures, faiss: Any | None, lists: int, dimensions: int,
                    scale: float, cache_dir: Path | None, structure: str = "lists") -> Any:
     """Return the index (FAISS or :class:`_NumpyIndex`), from the cache when there.
 
     ``structure`` ``"graph"`` (FAISS only) or ``"lists"``.
     """
-    graph = structure == "graph"
     path = _index_path(features, faiss, lists, dimensions, cache_dir, structure)
     if path is not None:
-        if path.is_file():
-            try:
-                if faiss is not None:
-                    index = faiss.read_index(str(path))
-                    if index.ntotal == len(features.bound) and (
-                            hasattr(index, "hnsw") if graph
-                            else getattr(index, "nlist", None) == lists):
-                        return index
-                else:
-                    with np.load(path, allow_pickle=False) as stored:
-                        loaded = _NumpyIndex(
-                            stored["centroids"], stored["rows"], stored["offsets"]
-                        )
-                    if loaded.offsets[-1] == len(features.bound):
-                        return loaded
-            except (OSError, ValueError, RuntimeError, KeyError):
-                pass  # A damaged entry is rebuilt below.
-    if graph:
+        cached = _read_index(path, features, faiss, lists, structure == "graph")
+        if cached is not None:
+            return cached
+    return _build_and_store(features, faiss, lists, dimensions, scale, path, structure)
+
+
+def _build_and_store(features: TileFeatures, faiss: Any | None, lists: int, dimensions: int,
+                     scale: float, path: Path | None, structure: str) -> Any:
+    """Build the index and cache it at ``path`` (when given)."""
+    if structure == "graph":
         index = _build_graph(faiss, features, dimensions, scale)
     elif faiss is not None:
         index = _build_faiss(faiss, features, lists, dimensions, scale)
@@ -657,14 +670,15 @@ def match_approximate(
     cached = _index_path(features, faiss, lists, dimensions, cache_dir, structure)
     with ThreadPoolExecutor(1, thread_name_prefix="mosaicist-index") as pool:
         # Reading a cached index (a quarter of a gigabyte at a million tiles) lets
-        # go of the interpreter: the cells' bound rows are made meanwhile. A
-        # build stays in this thread, where an interrupt stops it.
-        loading = (pool.submit(_load_or_build, features, faiss, lists, dimensions, scale,
-                               cache_dir, structure)
-                   if cached is not None and cached.is_file() else None)
+        # go of the interpreter: the cells' bound rows are made meanwhile. Only
+        # the reading: a build (a damaged or missing entry) stays in this thread,
+        # where an interrupt stops it.
+        reading = (None if cached is None else
+                   pool.submit(_read_index, cached, features, faiss, lists, structure == "graph"))
         cell_rows, cell_norm2, _ = cell_bound_rows(cell_vectors, geometry, features)
-        index = (loading.result() if loading is not None else
-                 _load_or_build(features, faiss, lists, dimensions, scale, cache_dir, structure))
+        index = None if reading is None else reading.result()
+    if index is None:
+        index = _build_and_store(features, faiss, lists, dimensions, scale, cached, structure)
     if structure == "graph":
         # Set on every use: the cached graph keeps the depth it was built with.
         index.hnsw.efSearch = max(GRAPH_SEARCH_DEPTH, candidates)
