@@ -124,9 +124,11 @@ def main() -> None:
 
     # --- End to end, cold then warm (child processes) -----------------------------------
     runs = fresh_dir(cache / "runs", "seed-")
+    # The seed's method (each cell's exact nearest tile), not the default look with
+    # its repetition limits and colour correction: the same work as the seed loop's.
     command = mosaicist_command() + [
         "make", target_path, "--tiles", folder, "--cell", CELL_PX, "--tile-px", TILE_PX,
-        "--cache-dir", runs / "cache", "-q", "-o", runs / "mosaic.png",
+        "--preset", "seed", "--cache-dir", runs / "cache", "-q", "-o", runs / "mosaic.png",
     ]
     print("mosaicist make, cold cache ...", flush=True)
     cold = run_child(command).check()
