@@ -286,7 +286,8 @@ def _index_path(features: TileFeatures, faiss: Any | None, lists: int, dimension
 
 def _read_index(path: Path, features: TileFeatures, faiss: Any | None, lists: int,
                 graph: bool) -> Any | None:
-    """The index cached at ``path``, or None where it is missing, damaged or another's."""
+    """The index (FAISS or :class:`_NumpyIndex`) cached at ``path``, or None where it is
+    missing, damaged or another's (then :func:`_build_and_store` makes it)."""
     if not path.is_file():
         return None
     try:
@@ -304,20 +305,6 @@ def _read_index(path: Path, features: TileFeatures, faiss: Any | None, lists: in
     except (OSError, ValueError, RuntimeError, KeyError):
         pass  # A damaged entry is rebuilt.
     return None
-
-
-def _load_or_build(features: TileFeatures, faiss: Any | None, lists: int, dimensions: int,
-                   scale: float, cache_dir: Path | None, structure: str = "lists") -> Any:
-    """Return the index (FAISS or :class:`_NumpyIndex`), from the cache when there.
-
-    ``structure`` ``"graph"`` (FAISS only) or ``"lists"``.
-    """
-    path = _index_path(features, faiss, lists, dimensions, cache_dir, structure)
-    if path is not None:
-        cached = _read_index(path, features, faiss, lists, structure == "graph")
-        if cached is not None:
-            return cached
-    return _build_and_store(features, faiss, lists, dimensions, scale, path, structure)
 
 
 def _build_and_store(features: TileFeatures, faiss: Any | None, lists: int, dimensions: int,
