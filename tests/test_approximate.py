@@ -204,6 +204,13 @@ def test_index_is_cached_and_reused(easy_data, backend, tmp_path, monkeypatch):
     third = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path, **structure)
     assert builds == [1, 1]
     assert np.array_equal(first.distance, third.distance)
+    # Cut short (a graph is mapped from its file, not read whole): rebuilt, not a crash.
+    whole = entries[0].read_bytes()
+    entries[0].write_bytes(whole[:len(whole) // 2])
+    fourth = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path, **structure)
+    assert builds == [1, 1, 1]
+    assert np.array_equal(first.distance, fourth.distance)
+    assert entries[0].read_bytes() == whole
 
 
 def test_empty_cells():

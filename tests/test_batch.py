@@ -404,3 +404,20 @@ def test_scheduler_local_cluster_equals_the_pool(data, tmp_path):
     assert names == sorted(path.name for path in cluster.glob("*.png"))
     for name in names:
         assert (pool / name).read_bytes() == (cluster / name).read_bytes(), name
+
+
+def test_saved_picks_round_trip_and_damaged_files_read_as_none(tmp_path):
+    picks = Picks(np.arange(6), np.zeros(6, np.int8), 2, 3, 7, 40)
+    path = tmp_path / "picks.npz"
+    picks.save(str(path))
+    loaded = Picks.load(str(path))
+    assert loaded is not None
+    assert np.array_equal(loaded.tile, picks.tile) and (loaded.rows, loaded.cols) == (2, 3)
+    assert (loaded.generation, loaded.tiles) == (7, 40)
+    whole = path.read_bytes()
+    # Cut short at any length, garbage, or missing: the frame is matched afresh.
+    for damaged in (whole[:len(whole) // 2], whole[:-1], whole[:10], b"", b"garbage"):
+        path.write_bytes(damaged)
+        assert Picks.load(str(path)) is None
+    path.unlink()
+    assert Picks.load(str(path)) is None

@@ -31,6 +31,7 @@ would make of it.
 from __future__ import annotations
 
 import math
+import zipfile
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -114,8 +115,8 @@ class Picks:
             with np.load(path, allow_pickle=False) as data:
                 rows, cols, generation, tiles = (int(value) for value in data["shape"])
                 picks = cls(data["tile"], data["transform"], rows, cols, generation, tiles)
-        except (OSError, ValueError, KeyError, EOFError):
-            return None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return None  # a truncated archive too
         if picks.tile.shape != picks.transform.shape or len(picks.tile) != rows * cols:
             return None
         return picks

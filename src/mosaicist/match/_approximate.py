@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,7 +293,12 @@ def _read_index(path: Path, features: TileFeatures, faiss: Any | None, lists: in
         return None
     try:
         if faiss is not None:
-            index = faiss.read_index(str(path))
+            # A graph's vectors and links are mapped from the file, not copied into
+            # memory (a million tiles' graph: 0.03 s instead of 0.25-0.8 s, the same
+            # picks); the cache replaces files by renaming, so a mapped one never
+            # changes under it. FAISS before 1.10 has no such flag and reads it.
+            flags = getattr(faiss, "IO_FLAG_MMAP_IFC", 0) if graph else 0
+            index = faiss.read_index(str(path), flags)
             if index.ntotal == len(features.bound) and (
                     hasattr(index, "hnsw") if graph
                     else getattr(index, "nlist", None) == lists):
@@ -302,8 +308,8 @@ def _read_index(path: Path, features: TileFeatures, faiss: Any | None, lists: in
                 loaded = _NumpyIndex(stored["centroids"], stored["rows"], stored["offsets"])
             if loaded.offsets[-1] == len(features.bound):
                 return loaded
-    except (OSError, ValueError, RuntimeError, KeyError):
-        pass  # A damaged entry is rebuilt.
+    except (OSError, ValueError, RuntimeError, KeyError, EOFError, zipfile.BadZipFile):
+        pass  # A damaged entry (a truncated archive too) is rebuilt.
     return None
 
 
