@@ -1,6 +1,9 @@
 """The whole pipeline through the Python API: metrics, transforms, tint, overlay, re-render."""
 
 import functools
+import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -198,6 +201,60 @@ def test_bad_options_are_clear_errors(tmp_path, target):
         make_mosaic(target, folder, cell_px=8, tile_px=8, tint=1.5)
     with pytest.raises(MosaicistError, match="approximate"):
         make_mosaic(target, folder, cell_px=8, tile_px=8, search="approximate", tint=0.5)
+
+
+def _png_with_late_orientation(path, pixels, orientation=6):
+    """A PNG whose EXIF orientation follows its pixels (the header shows no turn)."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    payload = exif.tobytes()
+    chunk = (struct.pack(">I", len(payload)) + b"eXIf" + payload
+             + struct.pack(">I", zlib.crc32(payload, zlib.crc32(b"eXIf"))))
+    end = data.rfind(b"IEND") - 4
+    path.write_bytes(data[:end] + chunk + data[end:])
+    return path
+
+
+def test_target_file_read_while_the_library_opens(tmp_path, target):
+    folder = make_colour_folder(tmp_path / "tiles", 6, size=8)
+    path = tmp_path / "target.png"
+    Image.fromarray(target).save(path)
+    from_file = make_mosaic(path, folder, cell_px=8, tile_px=8)
+    from_array = make_mosaic(target, folder, cell_px=8, tile_px=8)
+    assert np.array_equal(from_file.placements.tile, from_array.placements.tile)
+    assert from_file.timings["index"] > 0
+
+    # Pixels that cannot be decoded past a good header: the file's error, raised
+    # once the library is open, and the library's own error wins over it.
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+    with pytest.raises(MosaicistError, match="broken.png"):
+        make_mosaic(broken, folder, cell_px=8, tile_px=8)
+    with pytest.raises(MosaicistError, match="no usable tile"):
+        make_mosaic(broken, make_colour_folder(tmp_path / "empty", 0, size=8), cell_px=8,
+                    tile_px=8)
+    # A missing or oversized file fails before the library is touched.
+    for bad, pattern in ((tmp_path / "missing.png", "missing.png"), (path, "target limit")):
+        fresh = tmp_path / f"cache-{bad.name}"
+        with pytest.raises(MosaicistError, match=pattern):
+            make_mosaic(bad, folder, cell_px=8, tile_px=8, max_target_pixels=100,
+                        cache_dir=fresh)
+        assert not fresh.exists()
+
+
+def test_target_turned_by_exif_after_its_pixels(tmp_path, target):
+    folder = make_colour_folder(tmp_path / "tiles", 6, size=8)
+    path = _png_with_late_orientation(tmp_path / "late.png", target[:40, :64])
+    turned = np.ascontiguousarray(np.rot90(target[:40, :64], -1))
+    # The header says 64 x 40; the picture, turned, is 40 x 64: planned again.
+    mosaic = make_mosaic(path, folder, tile_px=8, cells=40)
+    expected = make_mosaic(turned, folder, tile_px=8, cells=40)
+    assert (mosaic.grid.rows, mosaic.grid.cols) == (expected.grid.rows, expected.grid.cols)
+    assert mosaic.grid.rows > mosaic.grid.cols
+    assert np.array_equal(mosaic.placements.tile, expected.placements.tile)
 
 
 def test_repetition_limits_hold_and_infeasible_caps_fail_early(tmp_path, target):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
@@ -31,7 +32,7 @@ from PIL import Image
 from .colour import encoded_unit
 from .errors import OptionError
 from .grid import Grid, make_grid
-from .imaging import read_target, to_rgb
+from .imaging import read_target, target_size, to_rgb
 from .library import TileLibrary
 from .match import Assignment, Matcher, MatchRequest, MatchResult, fitted_matcher
 from .match._capped import fit_limits, with_spacing_giving_way
@@ -295,27 +296,29 @@ def _make_mosaic(
     if wrap is not None and options.adaptive:
         raise OptionError("{stable} does not combine with {adaptive}")
     started = time.perf_counter()
-    pixels = _as_target(target, options.max_target_pixels)
     name = str(target) if isinstance(target, (str, os.PathLike)) else None
     label = name or label or "target"
-    # Cells and tiles asked for as a count or a print size become pixels here,
-    # from the target's size; a print crops the target to its shape first.
-    sizes = options_plan(options, (pixels.shape[1], pixels.shape[0]), name=label)
-    options = fit_options(options, sizes)
-    if options.adaptive:
-        from .adaptive import check_adaptive
-
-        check_adaptive(options)  # before any indexing
-    if sizes.print_size is not None and not quiet:
-        print(f"mosaicist: note: {sizes.describe()}", file=sys.stderr)
-        if sizes.print_warning():
-            print(f"mosaicist: warning: {sizes.print_warning()}", file=sys.stderr)
+    given = options
+    reading = _TargetReading(target, options.max_target_pixels)
+    try:
+        # Cells and tiles asked for as a count or a print size become pixels here,
+        # from the target's size; a print crops the target to its shape first.
+        sizes, options = _plan(given, reading.size, label, quiet)
+        # The library opens while the target decodes (on two cores, the smaller
+        # of the two comes free); the header was read and checked first.
+        library = _open_library(tiles, options, cache_dir, show_progress, quiet)
+        pixels = reading.pixels()
+    finally:
+        reading.close()
+    if (pixels.shape[1], pixels.shape[0]) != reading.size:
+        # An orientation the header did not show (a PNG's EXIF after its pixels).
+        sizes, options = _plan(given, (pixels.shape[1], pixels.shape[0]), label, quiet)
+        library = _open_library(tiles, options, cache_dir, show_progress, quiet)
     left, top, width, height = sizes.crop
     grid = make_grid(pixels[top:top + height, left:left + width], options.cell_px,
                      name=label, cell_height=options.cell_height)
     # Offsets in the whole target, as placements and crops of it expect.
     grid = replace(grid, left=grid.left + left, top=grid.top + top)
-    library = _open_library(tiles, options, cache_dir, show_progress, quiet)
     index_done = time.perf_counter()
 
     if options.adaptive:
@@ -365,6 +368,66 @@ def _make_mosaic(
         # matched), streamed: only its viewing-scale reduction is kept.
         mosaic._measurement = _Measurement(at_match_size, crop, grid, placements)
     return mosaic
+
+
+def _plan(options: MosaicOptions, size: tuple[int, int], label: str, quiet: bool
+          ) -> tuple[SizePlan, MosaicOptions]:
+    """The size plan for a target of ``size`` and the options it fits (checked, noted)."""
+    sizes = options_plan(options, size, name=label)
+    options = fit_options(options, sizes)
+    if options.adaptive:
+        from .adaptive import check_adaptive
+
+        check_adaptive(options)  # before any indexing
+    if sizes.print_size is not None and not quiet:
+        print(f"mosaicist: note: {sizes.describe()}", file=sys.stderr)
+        if sizes.print_warning():
+            print(f"mosaicist: warning: {sizes.print_warning()}", file=sys.stderr)
+    return sizes, options
+
+
+class _TargetReading:
+    """A target picture decoding on a thread of its own, its size known at once.
+
+    A file's header is read (and refused, with the file's name, when it is
+    missing, no picture or over ``max_pixels``) before anything else starts;
+    its pixels decode on a daemon thread, so that an interrupt never waits
+    for them, while the caller opens the library. :meth:`pixels` joins the
+    thread and raises what the decoding raised.
+    """
+
+    def __init__(self, target: Target, max_pixels: int) -> None:
+        self._pixels: np.ndarray | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if not isinstance(target, (str, os.PathLike)):
+            self._pixels = _as_target(target, max_pixels)
+            self.size = (self._pixels.shape[1], self._pixels.shape[0])
+            return
+        self.size = target_size(target, max_pixels)
+        self._thread = threading.Thread(target=self._decode, args=(target, max_pixels),
+                                        name="mosaicist-target", daemon=True)
+        self._thread.start()
+
+    def _decode(self, target: str | os.PathLike[str], max_pixels: int) -> None:
+        try:
+            self._pixels = read_target(target, max_pixels)
+        except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+            self._error = error
+
+    def pixels(self) -> np.ndarray:
+        """The decoded picture (waits for it); what decoding raised, raised here."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        assert self._pixels is not None  # set by the constructor or the thread
+        return self._pixels
+
+    def close(self) -> None:
+        """Let go of the picture (the thread, if running, ends on its own)."""
+        self._pixels = None
 
 
 def _as_target(target: Target, max_pixels: int) -> np.ndarray:
