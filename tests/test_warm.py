@@ -111,6 +111,31 @@ def test_least_priced_is_the_dense_top_k():
     np.testing.assert_allclose(np.take_along_axis(values, listed, 1), expected, rtol=1e-9)
 
 
+def test_least_priced_in_chunks_on_threads_is_the_top_k_within_float32(monkeypatch):
+    """Products in float32: each list is the top k but for ties within float32's rounding."""
+    monkeypatch.setattr(_warm, "CHUNK", 7)  # many chunks, a short last one, on every thread
+    rng = np.random.default_rng(11)
+    cells = rng.normal(size=(61, 40)) * 300 + 50
+    tiles = rng.normal(size=(900, 40)) * 300 + 50
+    price = rng.random(900) * 2e4
+    k = 12
+    listed = _warm.least_priced(cells, tiles, price, k)
+    assert listed.shape == (61, k)
+    assert all(len(set(row)) == k for row in listed.tolist())
+    values = squared(cells, tiles) + price
+    kth = np.sort(values, axis=1)[:, k - 1]
+    # float32 products of these points: a few units in 1e7 of the squared lengths.
+    slack = 1e-5 * (np.einsum("ij,ij->i", cells, cells)[:, None]
+                    + np.einsum("ij,ij->i", tiles, tiles)[None, :]).max(axis=1)
+    assert (np.take_along_axis(values, listed, 1) <= (kth + slack)[:, None]).all()
+    exact_sets = np.argsort(values, axis=1)[:, :k]
+    same = np.mean([set(a) == set(b)
+                    for a, b in zip(listed.tolist(), exact_sets.tolist(), strict=True)])
+    assert same > 0.9
+    monkeypatch.setattr(_warm, "CHUNK", 1024)
+    np.testing.assert_array_equal(listed, _warm.least_priced(cells, tiles, price, k))
+
+
 def test_no_warm_prices_without_numba(monkeypatch):
     monkeypatch.setattr(_warm, "_compiled_loop", lambda loop: None)
     assert _warm.warm_prices(np.zeros((3, 2)), np.ones((5, 2)), 1) is None
