@@ -26,8 +26,12 @@ What it measures
        metrics). Goals: >= 10x faster than exact,
        >= 99% of cells with the exact optimum (same ``distance`` in the
        placements CSV), total objective within 0.5% of exact.
+    5. ``--repeat N`` (default 2) more warm makes of each search, in turn:
+       the end-to-end ratio of the medians of all warm makes, which one pair
+       of runs on a shared two-core machine does not settle (8.6-11.4x on
+       one evening).
   If ``mosaicist.match.match_approximate`` cannot be imported, the script prints
-  ``approximate: not available`` and skips step 4.
+  ``approximate: not available`` and skips steps 4 and 5.
 
 Run (from the repository root)::
 
@@ -51,6 +55,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    ChildRun,
     cache_dir,
     data_dir,
     fresh_dir,
@@ -228,6 +233,30 @@ def _phases(report: dict) -> str:
                      for name in ("index", "match", "render", "metrics") if name in timings)
 
 
+def _warm_rounds(tiles_path: Path, target: Path, cache: Path, out: Path, rounds: int,
+                 exact: ChildRun, approximate: ChildRun) -> None:
+    """More warm makes, exact and approximate in turn; the ratio of the medians.
+
+    One make of each is at the machine's mercy (the approximate one right
+    after the graph's build most of all: 3.6-4.1 s where it takes 3.2-3.5 s
+    warm): the medians of runs made minutes apart, in turn, compare alike.
+    """
+    exact_seconds, approximate_seconds = [exact.seconds], [approximate.seconds]
+    for round_number in range(rounds):
+        for search, times in (("exact", exact_seconds), ("approximate", approximate_seconds)):
+            run, _ = _make(tiles_path, target, cache, out, f"{search}-warm{round_number}",
+                           search)
+            times.append(run.seconds)
+    ratios = [e / a for e, a in zip(exact_seconds, approximate_seconds, strict=True)]
+    ratio = float(np.median(exact_seconds) / np.median(approximate_seconds))
+    print(f"warm makes, {len(ratios)} of each in turn: exact "
+          f"{', '.join(f'{value:.1f}' for value in exact_seconds)} s; approximate "
+          f"{', '.join(f'{value:.2f}' for value in approximate_seconds)} s")
+    print(f"  medians {np.median(exact_seconds):.1f} s and {np.median(approximate_seconds):.2f} s:"
+          f" {ratio:.1f}x end to end (goal >= 10x: {'met' if ratio >= 10 else 'NOT met'}); "
+          f"each pair {min(ratios):.1f}-{max(ratios):.1f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -245,6 +274,9 @@ def main() -> None:
                         help="only build (and cache) the library and target, then exit")
     parser.add_argument("--keep", action="store_true",
                         help="keep the run's index cache folder afterwards")
+    parser.add_argument("--repeat", type=int, default=2, metavar="N",
+                        help="then N more warm makes of each search, in turn (default 2): "
+                             "the end-to-end ratio of their medians")
     args = parser.parse_args()
 
     data = data_dir(args.data)
@@ -333,6 +365,9 @@ def main() -> None:
                 if around > 0:
                     print(f"  {around:.1f} s of it outside the match phase: end to end "
                           f"at most {exact.seconds / around:.1f}x with a match of no time")
+        if exact is not None and approx_runs and args.repeat > 0:
+            _warm_rounds(tiles_path, target, index_cache, work, args.repeat, exact,
+                         approx_runs[-1][1])
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
