@@ -213,6 +213,31 @@ def test_index_is_cached_and_reused(easy_data, backend, tmp_path, monkeypatch):
     assert entries[0].read_bytes() == whole
 
 
+def test_a_graph_that_cannot_be_mapped_is_read_not_rebuilt(easy_data, tmp_path, monkeypatch):
+    faiss = pytest.importorskip("faiss")
+    if not getattr(faiss, "IO_FLAG_MMAP_IFC", 0):
+        pytest.skip("this FAISS reads graphs whole anyway")
+    cells, tiles, features, _ = easy_data
+    geometry = Geometry(CELL, TILE)
+    first = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path,
+                              structure="graph")
+    read = faiss.read_index
+    flags_seen = []
+
+    def unmappable(path, flags=0):
+        flags_seen.append(flags)
+        if flags:
+            raise RuntimeError("mmap failed")
+        return read(path)
+
+    monkeypatch.setattr(faiss, "read_index", unmappable)
+    monkeypatch.setattr(approximate, "_build_graph", lambda *args: pytest.fail("rebuilt"))
+    second = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path,
+                               structure="graph")
+    assert flags_seen == [faiss.IO_FLAG_MMAP_IFC, 0]
+    assert np.array_equal(first.tile, second.tile)
+
+
 def test_empty_cells():
     geometry = Geometry(CELL, TILE)
     tiles = np.zeros((20, TILE, TILE, 3), np.uint8)

@@ -300,7 +300,14 @@ def _read_index(path: Path, features: TileFeatures, faiss: Any | None, lists: in
             # picks); the cache replaces files by renaming, so a mapped one never
             # changes under it. FAISS before 1.10 has no such flag and reads it.
             flags = getattr(faiss, "IO_FLAG_MMAP_IFC", 0) if graph else 0
-            index = faiss.read_index(str(path), flags)
+            try:
+                index = faiss.read_index(str(path), flags)
+            except RuntimeError:
+                if not flags:
+                    raise
+                # A file system that cannot map it (or a FAISS that will not) must not
+                # cost a rebuild at every run: read it whole before calling it damaged.
+                index = faiss.read_index(str(path))
             if index.ntotal == len(features.bound) and (
                     hasattr(index, "hnsw") if graph
                     else getattr(index, "nlist", None) == lists):
