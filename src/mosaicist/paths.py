@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,11 @@ import platformdirs
 from .errors import MosaicistError
 
 CACHE_ENV = "MOSAICIST_CACHE_DIR"
+
+#: What ``np.load`` raises for a cached ``.npy``/``.npz`` file that is missing,
+#: damaged or cut short (a truncated archive is a ``BadZipFile``): the caller
+#: treats the entry as absent and makes it again.
+STORED_ARRAY_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 
 def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:

@@ -300,16 +300,13 @@ def _make_mosaic(
     label = name or label or "target"
     given = options
     reading = _TargetReading(target, options.max_target_pixels)
-    try:
-        # Cells and tiles asked for as a count or a print size become pixels here,
-        # from the target's size; a print crops the target to its shape first.
-        sizes, options = _plan(given, reading.size, label, quiet)
-        # The library opens while the target decodes (on two cores, the smaller
-        # of the two comes free); the header was read and checked first.
-        library = _open_library(tiles, options, cache_dir, show_progress, quiet)
-        pixels = reading.pixels()
-    finally:
-        reading.close()
+    # Cells and tiles asked for as a count or a print size become pixels here,
+    # from the target's size; a print crops the target to its shape first.
+    sizes, options = _plan(given, reading.size, label, quiet)
+    # The library opens while the target decodes (on two cores, the smaller
+    # of the two comes free); the header was read and checked first.
+    library = _open_library(tiles, options, cache_dir, show_progress, quiet)
+    pixels = reading.pixels()
     if (pixels.shape[1], pixels.shape[0]) != reading.size:
         # An orientation the header did not show (a PNG's EXIF after its pixels).
         sizes, options = _plan(given, (pixels.shape[1], pixels.shape[0]), label, quiet)
@@ -424,10 +421,6 @@ class _TargetReading:
             raise error
         assert self._pixels is not None  # set by the constructor or the thread
         return self._pixels
-
-    def close(self) -> None:
-        """Let go of the picture (the thread, if running, ends on its own)."""
-        self._pixels = None
 
 
 def _as_target(target: Target, max_pixels: int) -> np.ndarray:

@@ -31,7 +31,6 @@ would make of it.
 from __future__ import annotations
 
 import math
-import zipfile
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -49,6 +48,7 @@ from ..match._capped import (
 from ..match._contrast import transfer
 from ..match._exact import pair_distances, search_scale
 from ..match._registry import Matcher
+from ..paths import STORED_ARRAY_ERRORS
 
 if TYPE_CHECKING:
     from ..library import TileLibrary
@@ -115,7 +115,7 @@ class Picks:
             with np.load(path, allow_pickle=False) as data:
                 rows, cols, generation, tiles = (int(value) for value in data["shape"])
                 picks = cls(data["tile"], data["transform"], rows, cols, generation, tiles)
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        except STORED_ARRAY_ERRORS:
             return None  # a truncated archive too
         if picks.tile.shape != picks.transform.shape or len(picks.tile) != rows * cols:
             return None

@@ -64,7 +64,6 @@ import os
 import re
 import secrets
 import sqlite3
-import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import overload
@@ -72,7 +71,7 @@ from typing import overload
 import numpy as np
 
 from ..errors import MosaicistError
-from ..paths import atomic_path
+from ..paths import STORED_ARRAY_ERRORS, atomic_path
 
 SCHEMA_VERSION = 2
 
@@ -270,7 +269,7 @@ def read_order(directory: Path, publication: str, stamp: str
             made_under = stored["stamp"]
             blob = stored["ids"]
             slots = stored["slots"]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+    except STORED_ARRAY_ERRORS:
         return None
     if made_under.dtype != np.uint8 or made_under.tobytes() != stamp.encode():
         return None

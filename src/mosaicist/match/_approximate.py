@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +63,7 @@ import numpy as np
 from .._runtime import one_blas_thread
 from ..errors import OptionError
 from ..grid import Geometry
-from ..paths import atomic_path
+from ..paths import STORED_ARRAY_ERRORS, atomic_path
 from ..progress import progress_bar
 from ._exact import _improve, cells_for_dots, exact_distances
 from ._features import (
@@ -317,7 +316,7 @@ def _read_index(path: Path, features: TileFeatures, faiss: Any | None, lists: in
                 loaded = _NumpyIndex(stored["centroids"], stored["rows"], stored["offsets"])
             if loaded.offsets[-1] == len(features.bound):
                 return loaded
-    except (OSError, ValueError, RuntimeError, KeyError, EOFError, zipfile.BadZipFile):
+    except (*STORED_ARRAY_ERRORS, RuntimeError):
         pass  # A damaged entry (a truncated archive too) is rebuilt.
     return None
 
