@@ -205,6 +205,87 @@ def test_killed_batch_loses_nothing_finished(data, tmp_path):
         data, many / "p23.png", tmp_path / "p23-make.png")
 
 
+def _alive(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still running (a zombie has ended)."""
+    living = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            living.append(pid)
+    return living
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_batch_killed_alone_leaves_no_pool_process(data, tmp_path):
+    # kill -9 of the batch's own process only (not its group): its pool's workers
+    # used to wait for work forever, reparented to init.
+    root, tiles, _, _, _ = data
+    many = tmp_path / "many"
+    many.mkdir()
+    for index in range(24):
+        Image.fromarray(_picture(64, 48, index)).save(many / f"p{index:02d}.png")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "mosaicist", "batch", str(many), "--tiles", str(tiles),
+               "-o", str(out), *GRID, "--workers", "2", "-q"]
+    env = dict(os.environ, MOSAICIST_THREADS="1")
+    process = subprocess.Popen(command, env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    group: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            if finished(out):
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "the batch ended before it could be killed"
+        group = [int(pid) for pid in subprocess.run(
+            ["pgrep", "-g", str(process.pid)], capture_output=True, text=True).stdout.split()
+            if int(pid) != process.pid]
+        assert group, "the batch started no pool process"
+        process.kill()
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while _alive(group) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(group)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        for pid in _alive(group):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_output_folder_that_holds_the_targets_is_refused(data, tmp_path):
+    tiles = data[1]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(_picture(40, 32)).save(photos / "a.png")
+    Image.fromarray(_picture(40, 32, 5)).save(photos / "b.jpg", quality=95)
+    before = {path.name: path.read_bytes() for path in photos.iterdir()}
+    # The folder of targets as the output folder: refused before any work.
+    for extra in ([], ["--overwrite"], ["--format", "jpg"]):
+        result = run(["batch", photos, "--tiles", tiles, "-o", photos, *GRID, *extra])
+        assert result.exit_code != 0
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "--output-dir" in result.stderr and "folder of targets" in result.stderr
+        assert {path.name: path.read_bytes() for path in photos.iterdir()} == before
+    # A target named in the output folder in the output's format: it is never replaced
+    # by its mosaic (nor skipped as done); the others are made.
+    result = run(["batch", photos / "a.png", photos / "b.jpg", "--tiles", tiles, "-o", photos,
+                  *GRID, "--overwrite", "--report", tmp_path / "report.json"])
+    assert result.exit_code != 0
+    assert "would replace it" in result.stderr
+    assert (photos / "a.png").read_bytes() == before["a.png"]
+    assert (photos / "b.jpg").read_bytes() == before["b.jpg"]
+    assert (photos / "b.png").exists()
+    status = {Path(entry["name"]).name: entry["status"]
+              for entry in json.loads((tmp_path / "report.json").read_text())["targets"]}
+    assert status == {"a.png": "failed", "b.jpg": "made"}
+
+
 def test_video_out_and_stability_reduce_flicker(data, tmp_path):
     root, tiles, _, _, video = data
     reports = {}

@@ -7,9 +7,13 @@ one environment variable, ``MOSAICIST_THREADS``, bounds them all.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import mmap
 import os
+import signal
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -18,6 +22,11 @@ import numpy as np
 
 #: Environment variable that sets the number of worker threads and processes.
 THREADS_ENV = "MOSAICIST_THREADS"
+#: Seconds between a worker process's checks that its parent still runs, where the
+#: kernel cannot signal the parent's death (not Linux).
+PARENT_POLL_SECONDS = 1.0
+#: ``prctl`` option that asks Linux to signal a process when its parent dies.
+_PR_SET_PDEATHSIG = 1
 
 
 def worker_count(most: int | None = None) -> int:
@@ -42,6 +51,43 @@ def worker_count(most: int | None = None) -> int:
     if most is not None:
         count = min(count, most)
     return max(1, count)
+
+
+def end_with_parent(parent_pid: int) -> None:
+    """Make this worker process end as soon as the process that started it ends.
+
+    A pool's worker whose parent was killed (``kill -9``, a crash) would
+    otherwise wait forever for work from a parent that is gone, holding its
+    memory and the pool's resource tracker. On Linux the kernel sends the
+    worker SIGKILL when its parent dies (``PR_SET_PDEATHSIG``; strictly, when
+    the parent's thread that started the worker ends, so the pool must be
+    started by a thread that outlives it); elsewhere a daemon thread polls
+    the parent's PID. Call it from the pool's initializer.
+
+    Parameters
+    ----------
+    parent_pid : int
+        PID of the process that made the pool.
+    """
+    watched_by_kernel = False
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            watched_by_kernel = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    # The parent may have died before the request above took effect.
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    if not watched_by_kernel:
+        threading.Thread(
+            target=_poll_parent, args=(parent_pid,), name="mosaicist-parent-watch", daemon=True
+        ).start()
+
+
+def _poll_parent(parent_pid: int) -> None:
+    """End this process as soon as its parent is no longer ``parent_pid``."""
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)
 
 
 def release_pages(array: np.ndarray) -> None:

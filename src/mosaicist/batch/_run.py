@@ -59,7 +59,7 @@ from ..options import MosaicOptions
 from ..paths import atomic_path, check_writable
 from ..progress import progress_bar
 from ._stable import Picks, StableMatcher, strength_hundredths
-from ._targets import BatchTarget, collect_targets
+from ._targets import BatchTarget, Rejected, collect_targets
 from ._video import VideoWritten, cell_changes
 from ._worker import Job, Outcome, make_target
 
@@ -296,6 +296,7 @@ def batch_mosaics(
     video_path = None if video is None else Path(video).expanduser().absolute()
     if video_path is not None:
         _check_video(video_path, suffix, fps)
+    _check_output_folder(outdir, targets)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -314,6 +315,8 @@ def batch_mosaics(
     found, rejected = collect_targets(targets)
     if not found and not rejected:
         raise MosaicistError("no image or video among the targets given")
+    found, replaced = _without_overwritten(found, outdir, suffix, video_path)
+    rejected.extend(replaced)
     result = BatchResult(scheduler=scheduler)
     report = _Reporter(result, on_error)
     for item in rejected:
@@ -403,6 +406,48 @@ def _check_settings(options: MosaicOptions, hundredths: int) -> None:
         from ..adaptive import check_adaptive
 
         check_adaptive(fitted)
+
+
+def _check_output_folder(outdir: Path, items: Iterable[str | os.PathLike[str]]) -> None:
+    """Refuse an output folder that is a folder of targets, before any work.
+
+    Its mosaics would replace the pictures they are made from where the
+    format is the same, and be taken for targets by the next run (which
+    resumes by looking at the outputs) where it is not.
+    """
+    folder = outdir.resolve()
+    for item in items:
+        path = Path(item).expanduser()
+        if path.is_dir() and path.resolve() == folder:
+            raise OptionError("{output_dir} {value} is a folder of targets: its mosaics "
+                              "would be taken for targets; choose another",
+                              value=str(item))
+
+
+def _without_overwritten(
+    found: list[BatchTarget], outdir: Path, suffix: str, video: Path | None,
+) -> tuple[list[BatchTarget], list[Rejected]]:
+    """The targets whose outputs (or the video made of them) would not replace them.
+
+    A target named on its own in the output folder, in the output format,
+    would be its own output: resuming would skip it as done, and
+    ``overwrite`` would replace the picture by its mosaic.
+    """
+    folder = outdir.resolve()
+    video_file = None if video is None else video.resolve()
+    kept: list[BatchTarget] = []
+    rejected: list[Rejected] = []
+    for target in found:
+        output = folder / f"{target.stem}{suffix}"
+        if target.path == video_file:
+            rejected.append(Rejected(target.name, "the video out would replace it; "
+                                                  "choose another --video"))
+        elif not target.video and target.path == output.resolve():
+            rejected.append(Rejected(target.name, f"its output {output} would replace it; "
+                                                  "choose another output folder or format"))
+        else:
+            kept.append(target)
+    return kept, rejected
 
 
 def _check_video(path: Path, suffix: str, fps: float | Fraction | None) -> None:
@@ -755,7 +800,7 @@ class _LocalRunner(_Runner):
         from ._worker import init_worker
 
         return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=init_worker, initargs=(self.threads,))
+                                   initializer=init_worker, initargs=(self.threads, os.getpid()))
 
     def submit(self, work: _Work) -> Future:
         return self.pool.submit(make_target, work.job, work.frame)

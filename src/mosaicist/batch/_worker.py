@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._runtime import THREADS_ENV
+from .._runtime import THREADS_ENV, end_with_parent
 from ..errors import MosaicistError, OptionError
 
 if TYPE_CHECKING:
@@ -101,13 +101,16 @@ def open_library(tiles: str, options: MosaicOptions, cache_dir: str) -> TileLibr
         return library
 
 
-def init_worker(threads: int) -> None:
+def init_worker(threads: int, parent_pid: int) -> None:
     """Start a pool process: its share of the cores for its own threads.
 
     Processes each making one target side by side leave each a few cores:
     the exact search's threads (:func:`mosaicist._runtime.worker_count`) and
-    BLAS's are capped at ``threads``.
+    BLAS's are capped at ``threads``. The process ends with the batch's
+    process ``parent_pid``, even one killed outright
+    (:func:`mosaicist._runtime.end_with_parent`).
     """
+    end_with_parent(parent_pid)
     os.environ[THREADS_ENV] = str(threads)
     # Ctrl+C reaches the whole process group: the batch's own process stops the
     # pool, and a worker waiting for work must not die with a traceback first.

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import multiprocessing
 import os
 import signal
 import stat
 import sys
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -18,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .._runtime import worker_count
+from .._runtime import end_with_parent, worker_count
 from ..aspect import SQUARE, height_for
 from ..crop import Window
 from ..errors import SourceError
@@ -28,22 +25,13 @@ from .base import DecodedTile, SourceEntry, TileSource, name_to_text, readable, 
 #: Files handed to a worker process at a time: large enough to amortise the
 #: inter-process round trip, small enough to keep progress smooth.
 DECODE_BATCH = 128
-#: Seconds between a decoding worker's checks that its parent still runs,
-#: where the kernel cannot signal the parent's death (not Linux).
-PARENT_POLL_SECONDS = 1.0
-#: ``prctl`` option that asks Linux to signal a process when its parent dies.
-_PR_SET_PDEATHSIG = 1
-
-
 def _watch_parent(parent_pid: int) -> None:
     """Initialise a decoding worker: make it end when the process that started it ends.
 
     A worker whose parent was killed (``kill -9``, a crash) would otherwise
-    wait forever for work from a parent that is gone. On Linux the kernel
-    sends the worker SIGKILL when its parent dies (``PR_SET_PDEATHSIG``;
-    strictly, when the parent's thread that started the worker ends, which
-    is the thread iterating :meth:`FolderSource.decode`); elsewhere a daemon
-    thread polls the parent's PID.
+    wait forever for work from a parent that is gone
+    (:func:`mosaicist._runtime.end_with_parent`; the parent's thread that
+    started the worker is the one iterating :meth:`FolderSource.decode`).
 
     Parameters
     ----------
@@ -55,25 +43,7 @@ def _watch_parent(parent_pid: int) -> None:
     # on its own would only print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    watched_by_kernel = False
-    if sys.platform == "linux":
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            watched_by_kernel = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
-    # The parent may have died before the request above took effect.
-    if os.getppid() != parent_pid:
-        os._exit(1)
-    if not watched_by_kernel:
-        threading.Thread(
-            target=_poll_parent, args=(parent_pid,), name="mosaicist-parent-watch", daemon=True
-        ).start()
-
-
-def _poll_parent(parent_pid: int) -> None:
-    """End this process as soon as its parent is no longer ``parent_pid``."""
-    while os.getppid() == parent_pid:
-        time.sleep(PARENT_POLL_SECONDS)
-    os._exit(1)
+    end_with_parent(parent_pid)
 
 
 def _stop_workers(executor: ProcessPoolExecutor) -> None:
