@@ -1,12 +1,21 @@
 """The process's shared pools and BLAS thread limits."""
 
+import multiprocessing
 import os
+import struct
 import subprocess
 import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
-from mosaicist._runtime import thread_pool, worker_count
+from mosaicist._runtime import stop_process_pool, thread_pool, worker_count
+
+#: The pool whose forked worker tears a result (it inherits this global).
+_POOL: ProcessPoolExecutor | None = None
 
 
 def test_one_blas_thread_limits_and_restores():
@@ -70,3 +79,43 @@ def test_worker_count_follows_the_environment(monkeypatch):
     assert worker_count() == 3 and worker_count(most=2) == 2
     monkeypatch.setenv("MOSAICIST_THREADS", "0")
     assert worker_count() == 1
+
+
+def _write_half_a_result() -> None:
+    """In a forked worker: write a result's header and a little of it, then hang."""
+    assert _POOL is not None
+    writer = _POOL._result_queue._writer  # type: ignore[attr-defined]
+    os.write(writer.fileno(), struct.pack("!i", 1 << 20) + b"half")
+    time.sleep(120)
+
+
+def _pause() -> None:
+    time.sleep(120)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks")
+def test_a_pool_whose_worker_died_writing_a_result_stops(monkeypatch):
+    # A worker killed while it wrote a result (Ctrl+C during `mosaicist index`) left
+    # half a message in the results' pipe: the pool's thread waited for the rest, and
+    # the interpreter's exit, which joins it, hung forever (1 run in 8).
+    global _POOL
+    failures: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+    _POOL = pool
+    try:
+        torn = pool.submit(_write_half_a_result)
+        queued = [pool.submit(_pause) for _ in range(3)]
+        thread = pool._executor_manager_thread  # type: ignore[attr-defined]
+        time.sleep(1.0)  # the pool's thread now reads the torn message
+        # As a map's iterator does when it is closed: what has not started is cancelled.
+        cancelled = [future.cancel() for future in queued]
+        assert any(cancelled) and thread is not None and thread.is_alive()
+        started = time.monotonic()
+        stop_process_pool(pool)
+        assert time.monotonic() - started < 10
+        assert not thread.is_alive()
+        assert isinstance(torn.exception(timeout=5), BrokenProcessPool)
+        assert failures == []  # nothing raised in the pool's thread
+    finally:
+        _POOL = None

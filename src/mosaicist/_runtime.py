@@ -25,6 +25,9 @@ THREADS_ENV = "MOSAICIST_THREADS"
 #: Seconds between a worker process's checks that its parent still runs, where the
 #: kernel cannot signal the parent's death (not Linux).
 PARENT_POLL_SECONDS = 1.0
+#: Seconds a process pool's own thread gets to end once its workers are killed, before
+#: it is taken to wait for the rest of a message that a killed worker left unfinished.
+POOL_THREAD_GRACE_SECONDS = 0.5
 #: ``prctl`` option that asks Linux to signal a process when its parent dies.
 _PR_SET_PDEATHSIG = 1
 
@@ -81,6 +84,57 @@ def end_with_parent(parent_pid: int) -> None:
         threading.Thread(
             target=_poll_parent, args=(parent_pid,), name="mosaicist-parent-watch", daemon=True
         ).start()
+
+
+def stop_process_pool(executor: Any) -> None:
+    """Stop a :class:`concurrent.futures.ProcessPoolExecutor` now, work and all.
+
+    ``shutdown`` alone lets each worker finish what it holds; when the work
+    stopped early (an error, an interrupt, SIGTERM) nobody wants those
+    results, and the parent may be about to exit. The workers are killed,
+    queued work is dropped, and the pool's own thread is let go: a worker
+    killed while it wrote a result leaves half a message in the results'
+    pipe, and that thread would wait for the rest forever (and so would the
+    interpreter's exit, which joins it). With every worker gone, this
+    process holds the pipe's only writing end; closing it ends that wait.
+
+    Parameters
+    ----------
+    executor : concurrent.futures.ProcessPoolExecutor
+        The pool; unusable afterwards.
+    """
+    # All taken first: shutdown forgets them.
+    processes = dict(getattr(executor, "_processes", None) or {})
+    writer = getattr(getattr(executor, "_result_queue", None), "_writer", None)
+    thread = getattr(executor, "_executor_manager_thread", None)
+    terminate = getattr(executor, "terminate_workers", None)  # Python 3.14+
+    if terminate is not None:
+        terminate()
+    else:
+        # Earlier versions have no public way to reach the workers.
+        executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes.values():
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                process.kill()
+    for process in processes.values():
+        with contextlib.suppress(OSError, ValueError, AttributeError, AssertionError):
+            process.join(timeout=5)
+    if thread is None or writer is None:
+        return
+    # Its workers gone, the pool's thread ends at once, unless it is reading half a message.
+    thread.join(timeout=POOL_THREAD_GRACE_SECONDS)
+    if not thread.is_alive() or any(process.is_alive() for process in processes.values()):
+        return
+    pending = getattr(thread, "pending_work_items", None)
+    if isinstance(pending, dict):
+        # Before Python 3.12, the thread failing the pool's work raises on a future
+        # already cancelled (as a map's iterator cancels what it has not returned):
+        # it is given only the others.
+        thread.pending_work_items = {key: item for key, item in list(pending.items())
+                                     if not item.future.cancelled()}
+    with contextlib.suppress(OSError):
+        writer.close()
+    thread.join(timeout=5)
 
 
 def _poll_parent(parent_pid: int) -> None:

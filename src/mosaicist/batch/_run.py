@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from .._runtime import worker_count
+from .._runtime import stop_process_pool, worker_count
 from ..errors import MosaicistError, OptionError
 from ..options import MosaicOptions
 from ..paths import atomic_path, check_writable
@@ -819,13 +819,7 @@ class _LocalRunner(_Runner):
 
     def abort(self) -> None:
         # The pool's processes ignore SIGINT; its public API only waits for them.
-        processes = list((getattr(self.pool, "_processes", None) or {}).values())
-        for process in processes:
-            with contextlib.suppress(Exception):
-                process.terminate()
-        for process in processes:
-            with contextlib.suppress(Exception):
-                process.join(5)
+        stop_process_pool(self.pool)
         # The pool sees its processes gone and releases its queues (and their
         # semaphores, which the resource tracker would otherwise report).
         with contextlib.suppress(Exception):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
 import signal
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .._runtime import end_with_parent, worker_count
+from .._runtime import end_with_parent, stop_process_pool, worker_count
 from ..aspect import SQUARE, height_for
 from ..crop import Window
 from ..errors import SourceError
@@ -44,29 +43,6 @@ def _watch_parent(parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     end_with_parent(parent_pid)
-
-
-def _stop_workers(executor: ProcessPoolExecutor) -> None:
-    """Kill a pool's workers now, dropping queued and running work.
-
-    ``shutdown`` alone lets each worker finish the batch it holds; when
-    decoding stopped early (an error, an interrupt, SIGTERM) nobody wants
-    those results, and the parent may be about to exit.
-    """
-    terminate = getattr(executor, "terminate_workers", None)  # Python 3.14+
-    if terminate is not None:
-        terminate()
-        return
-    # Earlier versions have no public way to reach the workers; shutdown
-    # forgets them, so take them first.
-    processes = dict(getattr(executor, "_processes", None) or {})
-    executor.shutdown(wait=False, cancel_futures=True)
-    for process in processes.values():
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            process.kill()
-    for process in processes.values():
-        with contextlib.suppress(OSError, ValueError, AttributeError, AssertionError):
-            process.join(timeout=5)
 
 
 #: What a worker returns per file: pixels, content hash, error, crop window, signature.
@@ -206,7 +182,7 @@ class FolderSource(TileSource):
                 if finished:
                     executor.shutdown(wait=True)
                 else:
-                    _stop_workers(executor)
+                    stop_process_pool(executor)
 
     def open_original(self, entry: SourceEntry) -> Image.Image:
         """Open the original file (EXIF orientation applied, converted to RGB)."""
