@@ -379,3 +379,89 @@ def test_none_lifts_a_presets_use_limit(setup, tmp_path):
                ).exit_code == 0
     assert json.loads(limited.read_text())["settings"]["max_uses"] == 2
     assert_one_line_error(run(make_args(setup, "--max-uses", "nothing")), "--max-uses")
+
+
+def test_files_that_are_each_other_are_refused_before_any_work(setup, tmp_path, monkeypatch):
+    # Each of these used to end with exit 0 and one of the files lost: the target
+    # overwritten by its mosaic, the mosaic by the placements or the report.
+    root, target, tiles = setup
+    picture = tmp_path / "picture.png"
+    picture.write_bytes(target.read_bytes())
+    original = picture.read_bytes()
+    from mosaicist import pipeline
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the make started")
+
+    monkeypatch.setattr(pipeline, "make_mosaic", no_work)
+    cases = [
+        (["-o", picture], "the output is also the target"),
+        (["-o", tmp_path / "m.png", "--placements", tmp_path / "m.png"],
+         "the placements file is also the output"),
+        (["-o", tmp_path / "m.png", "--report", tmp_path / "." / "m.png"],
+         "the report file is also the output"),
+        (["-o", tmp_path / "m.png", "--placements", picture],
+         "the placements file is also the target"),
+        (["-o", tmp_path / "m.dzi", "--report", tmp_path / "m.html"],
+         "the report file is also the viewer page"),
+        (["-o", tmp_path / "m.png", "--placements", tmp_path / "m.txt"], ".csv or .json"),
+    ]
+    for extra, words in cases:
+        result = run(["make", picture, "--tiles", tiles, "--cell", CELL, "--tile-px", TILE_PX,
+                      "--cache-dir", root / "cache", *extra])
+        assert_one_line_error(result, words)
+    assert picture.read_bytes() == original
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["picture.png"]
+    # The same for render: its placements are not its output.
+    placements = tmp_path / "p.json"
+    placements.write_text("{}")
+    result = run(["render", placements, "-o", placements.with_suffix(".png"), "--tiles", tiles])
+    assert "is also" not in result.output
+
+
+def test_outputs_write_through_links_and_refuse_devices(setup, tmp_path):
+    output = tmp_path / "out.png"
+    real = tmp_path / "kept" / "real.csv"
+    real.parent.mkdir()
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    result = run(make_args(setup, "-o", output, "--placements", link))
+    assert result.exit_code == 0, result.output
+    # The link stays a link, and its target holds the placements.
+    assert link.is_symlink() and real.read_text().startswith("row,col,tile")
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    result = run(make_args(setup, "-o", output, "--placements", fifo))
+    assert_one_line_error(result, "pipe.csv", "not a regular file")
+    assert fifo.is_fifo()
+
+
+def test_a_target_that_is_a_pipe_is_refused_at_once(setup, tmp_path):
+    # A pipe nobody writes to blocked the make forever; one that is written to was
+    # read twice (header, then pixels) and refused as "not a readable image".
+    fifo = tmp_path / "target.png"
+    os.mkfifo(fifo)
+    root, _, tiles = setup
+    result = run(["make", fifo, "--tiles", tiles, "-o", tmp_path / "out.png"])
+    assert_one_line_error(result, "target.png", "not a regular file")
+
+
+def test_deep_zoom_never_replaces_a_folder_of_other_files(setup, tmp_path):
+    output = tmp_path / "mural.dzi"
+    folder = tmp_path / "mural_files"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    result = run(make_args(setup, "-o", output))
+    assert_one_line_error(result, "mural_files", "notes.txt")
+    assert (folder / "notes.txt").read_text() == "mine" and not output.exists()
+    (folder / "notes.txt").unlink()
+    (tmp_path / "mural.html").mkdir()
+    result = run(make_args(setup, "-o", output))
+    assert_one_line_error(result, "mural.html", "viewer page is a directory")
+    assert not output.exists()
+    (tmp_path / "mural.html").rmdir()
+    # A pyramid of its own (level folders, a browser's hidden file) is replaced.
+    assert run(make_args(setup, "-o", output)).exit_code == 0
+    (folder / ".DS_Store").write_text("")
+    again = run(make_args(setup, "-o", output))
+    assert again.exit_code == 0, again.output

@@ -14,7 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from mosaicist.errors import MosaicistError  # noqa: E402
+from mosaicist.errors import MosaicistError, OptionError  # noqa: E402
 from mosaicist.grid import Geometry  # noqa: E402
 from mosaicist.match import _gpu as gpu  # noqa: E402
 from mosaicist.match import brute_force  # noqa: E402
@@ -191,6 +191,9 @@ def test_unavailable_cuda_is_a_one_line_error(monkeypatch):
         match_torch(np.zeros((1, 4, 4, 3), np.uint8), np.zeros((1, 8, 8, 3), np.uint8),
                     geometry)
     assert "\n" not in str(caught.value)
+    # The command line names its own flag, not the Python keyword (device='cpu').
+    assert isinstance(caught.value, OptionError)
+    assert "use --device cpu" in caught.value.message(lambda name: "--" + name)
 
 
 @pytest.mark.parametrize(

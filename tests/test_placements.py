@@ -163,3 +163,23 @@ def test_tile_id_problem_allows_library_paths_only():
         assert tile_id_problem(good) is None, good
     for bad in ("", "/abs.png", "../x.png", "a/../../x.png", "a/..", "a\0.png"):
         assert tile_id_problem(bad) is not None, bad
+
+
+def test_files_saved_with_a_byte_order_mark_read_back(tmp_path):
+    # Excel's "CSV UTF-8" and Notepad start the file with U+FEFF: the CSV read as
+    # having no "row" column, the JSON as not JSON.
+    placements = Placements(1, 2, np.array([0, 1]), np.array([1, 2]), ["é.png", "b.png"])
+    for name in ("p.csv", "p.json"):
+        path = tmp_path / name
+        placements.write(path)
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+        back = Placements.read(path)
+        assert back.source_ids == ["é.png", "b.png"]
+        assert back.tile_grid().tolist() == [[0, 1]]
+
+
+def test_a_placements_path_that_is_a_folder_says_so(tmp_path):
+    with pytest.raises(MosaicistError, match="not a regular file"):
+        Placements.read(tmp_path)
+    with pytest.raises(MosaicistError, match="not found"):
+        Placements.read(tmp_path / "missing.csv")

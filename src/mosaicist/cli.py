@@ -314,7 +314,7 @@ def make(
     from .imaging import target_size
     from .paths import check_writable
     from .pipeline import make_mosaic
-    from .render import check_output
+    from .render import check_output, output_format
     from .sizing import options_plan
 
     started = time.perf_counter()
@@ -326,6 +326,10 @@ def make(
     options = MosaicOptions(**given)
     if output is None:
         output = Path(f"{target.stem}-mosaic.png")
+    _check_distinct(output, output_format(output), (target, "target"),
+                    (placements_path, "placements file"), (report_path, "report file"))
+    if placements_path is not None and placements_path.suffix.lower() not in (".csv", ".json"):
+        raise MosaicistError(f"{placements_path}: a placements file is .csv or .json")
     for path, what in ((placements_path, "placements file"), (report_path, "report file")):
         if path is not None:
             check_writable(path, what)
@@ -362,6 +366,18 @@ def make(
     if not quiet:
         click.echo(_make_summary(mosaic, output), err=True)
         _view_hint(output)
+
+
+def _check_distinct(output: Path, written_as: Any,
+                    *others: tuple[Path | None, str]) -> None:
+    """Refuse, before any work, a command whose files name the same file twice.
+
+    The output's companions (a pyramid's folder and viewer) count too.
+    """
+    from .paths import check_distinct
+
+    check_distinct([others[0], (output, "output"), *written_as.companions(output),
+                    *others[1:]])
 
 
 def _make_summary(mosaic: Any, output: Path) -> str:
@@ -435,9 +451,10 @@ def render(
     PLACEMENTS (CSV files record none: the defaults).
     """
     from .placements import Placements
-    from .render import check_output, placements_renderer
+    from .render import check_output, output_format, placements_renderer
 
     started = time.perf_counter()
+    _check_distinct(output, output_format(output), (placements_path, "placements file"))
     placements = Placements.read(placements_path)
     options = placements.options.replace(**_given(settings))
     check_output(output, placements.cols * options.tile_px,

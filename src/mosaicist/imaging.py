@@ -594,6 +594,11 @@ def _existing_target(path: str | os.PathLike[str]) -> Path:
         raise MosaicistError(f"{path}: target file not found")
     if path.is_dir():
         raise MosaicistError(f"{path}: target is a directory, not an image")
+    if not path.is_file():
+        # A pipe would be read twice (header, then pixels), and one nobody writes to
+        # would block forever.
+        raise MosaicistError(f"{path}: target is not a regular file (a pipe or device); "
+                             "save the picture to a file first")
     return path
 
 

@@ -13,9 +13,10 @@ import contextlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import platformdirs
@@ -76,7 +77,7 @@ def atomic_path(
         Flush the file to disk before the rename (for data that later
         commits rely on, such as an index's packed tiles).
     """
-    final = Path(final)
+    final = _written_through(Path(final))
     if suffix is None:
         suffix = final.suffix
     remove_stale_temporaries(final)
@@ -96,11 +97,62 @@ def atomic_path(
                 os.fsync(descriptor)
             finally:
                 os.close(descriptor)
-        os.replace(temporary_path, final)
+        try:
+            os.replace(temporary_path, final)
+        except OSError as error:
+            # Named by the final file, not the hidden temporary that the user never asked for.
+            raise type(error)(error.errno, error.strerror, os.fspath(final)) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             temporary_path.unlink()
         raise
+
+
+def _written_through(final: Path) -> Path:
+    """The file that writing ``final`` replaces: a symbolic link's target, not the link.
+
+    Renaming a finished file over a link would replace the link and leave
+    its target as it was; over a device (``/dev/null``) or a pipe it would
+    put a plain file in its place, so those are refused
+    (:func:`check_writable` says so before any work).
+    """
+    if final.is_symlink():
+        final = Path(os.path.realpath(final))
+    _refuse_special(final)
+    return final
+
+
+def _refuse_special(path: Path, what: str = "output") -> None:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise MosaicistError(f"{path}: {what} is not a regular file (a device, pipe or "
+                             "socket); give a file name")
+
+
+def check_distinct(paths: Iterable[tuple[str | os.PathLike[str] | None, str]]) -> None:
+    """Raise :class:`MosaicistError` when two of a command's files are the same file.
+
+    Writing a mosaic over its own target, or a report over the mosaic,
+    would lose one of them after all the work.
+
+    Parameters
+    ----------
+    paths : iterable of (path-like or None, str)
+        Each file (None: not given) and what it is (``"output"``,
+        ``"target"``...), in the order the message should name them.
+    """
+    seen: dict[str, str] = {}
+    for path, what in paths:
+        if path is None:
+            continue
+        key = os.path.normcase(os.path.realpath(os.fspath(path)))
+        if key in seen:
+            raise MosaicistError(f"{path}: the {what} is also the {seen[key]}; "
+                                 "give each its own file")
+        seen[key] = what
 
 
 @contextlib.contextmanager
@@ -223,12 +275,20 @@ def check_writable(path: str | os.PathLike[str], what: str = "output") -> None:
         What the file is, for the message (``"report file"``...).
     """
     path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
+    # A link is written through (see atomic_path): its target's folder takes the file.
+    written = Path(os.path.realpath(path)) if path.is_symlink() else path
+    parent = written.parent if str(written.parent) else Path(".")
+    if written.is_dir():
         raise MosaicistError(f"{path}: {what} is a directory")
+    try:
+        _refuse_special(written, what)
+    except MosaicistError:
+        raise MosaicistError(f"{path}: {what} is not a regular file (a device, pipe or "
+                             "socket); give a file name") from None
     if not parent.is_dir():
         raise MosaicistError(f"{path}: {what} folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    if not os.access(parent, os.W_OK | os.X_OK) or (
+            written.exists() and not os.access(written, os.W_OK)):
         raise MosaicistError(f"{path}: {what} is not writable (permission denied)")
 
 

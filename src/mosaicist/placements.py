@@ -226,7 +226,8 @@ class Placements:
         if self.rect is not None:
             columns += [self.rect[:, c].tolist() for c in range(4)]
             header = (*header, *RECT_HEADER)
-        with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
+        with atomic_path(path) as temporary, open(
+                temporary, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(header)
             writer.writerows(zip(*columns, strict=True))
@@ -281,11 +282,14 @@ class Placements:
             When the file is missing or not a placements file.
         """
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise MosaicistError(f"{path}: placements file not found")
+        if not path.is_file():
+            raise MosaicistError(f"{path}: placements file is not a regular file")
         try:
+            # utf-8-sig: editors and spreadsheets may start the file with a byte-order mark.
             if path.suffix.lower() == ".json":
-                return cls.from_json(json.loads(path.read_text()))
+                return cls.from_json(json.loads(path.read_text(encoding="utf-8-sig")))
             return cls.read_csv(path)
         except (ValueError, KeyError, TypeError, IndexError, RecursionError) as error:
             raise MosaicistError(f"{path}: not a valid placements file ({error})") from None
@@ -356,7 +360,7 @@ class Placements:
         ValueError
             When a row or a field is malformed (the message names it).
         """
-        with open(path, newline="") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             header = reader.fieldnames or []
             missing = [name for name in ("row", "col", "tile", "distance", "position")

@@ -138,10 +138,10 @@ def _resolve_device(torch: Any, device: str | torch.device) -> torch.device:
     except (RuntimeError, TypeError) as error:
         raise MosaicistError(f"unknown torch device {device!r}: {error}") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise MosaicistError(
-            f"device '{resolved}' asked for but CUDA is not available "
-            "(torch.cuda.is_available() is false); use device='cpu' or a CUDA build of PyTorch"
-        )
+        # An OptionError, so that the command line names its flag (--device cpu).
+        raise OptionError(
+            "{device} {value} asked for but CUDA is not available (torch.cuda.is_available() "
+            "is false); use {device} cpu or a CUDA build of PyTorch", value=str(resolved))
     return resolved
 
 

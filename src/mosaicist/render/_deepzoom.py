@@ -426,8 +426,43 @@ class DeepZoomFormat(OutputFormat):
     suffixes = (".dzi",)
 
     def check(self, path: Path, width: int, height: int, options: MosaicOptions) -> None:
-        """Check the pyramid's settings (a pyramid has no size limit)."""
+        """Check the pyramid's settings (a pyramid has no size limit) and the names it takes.
+
+        ``NAME_files`` is replaced whole: an existing one must be a pyramid
+        (level folders only), never a folder that holds other files. The
+        viewer's page and manifest must be files.
+        """
         check_layout(options.dzi_tile_size, options.dzi_overlap, options.dzi_format)
+        folder = files_folder(path)
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            raise MosaicistError(f"{folder}: is not a folder, and the pyramid's tiles go "
+                                 "there; move it or choose another output name")
+        if folder.is_dir():
+            try:
+                # Hidden files are a file browser's (.DS_Store), not the user's.
+                strangers = sorted(entry.name for entry in os.scandir(folder)
+                                   if not entry.name.startswith(".")
+                                   and not (entry.name.isdigit()
+                                            and entry.is_dir(follow_symlinks=False)))
+            except OSError as error:
+                raise MosaicistError(f"{folder}: cannot read: {error.strerror or error}") from None
+            if strangers:
+                shown = ", ".join(strangers[:3]) + (", ..." if len(strangers) > 3 else "")
+                raise MosaicistError(
+                    f"{folder}: holds what is not a Deep Zoom pyramid's ({shown}), and the "
+                    "pyramid replaces that folder whole; move them or choose another output "
+                    "name")
+        for companion, what in self.companions(path)[1:]:
+            if companion.is_dir():
+                raise MosaicistError(f"{companion}: the {what} is a directory")
+
+    def companions(self, path: Path) -> tuple[tuple[Path, str], ...]:
+        """The tile folder, and the viewer's page and manifest."""
+        from ..viewer._manifest import manifest_path
+
+        page = path.with_suffix(".html")
+        return ((files_folder(path), "Deep Zoom tile folder"), (page, "viewer page"),
+                (manifest_path(page), "viewer manifest"))
 
     def write(
         self, path: Path, picture: Picture, options: MosaicOptions, show_progress: bool = False

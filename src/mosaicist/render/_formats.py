@@ -78,6 +78,14 @@ class OutputFormat(abc.ABC):
         """
         return None
 
+    def companions(self, path: Path) -> tuple[tuple[Path, str], ...]:
+        """The other files or folders writing ``path`` makes, each with what it is.
+
+        A command checks that none of them is one of its other files; the
+        default is none.
+        """
+        return ()
+
     @abc.abstractmethod
     def write(
         self, path: Path, picture: Picture, options: MosaicOptions, show_progress: bool = False
