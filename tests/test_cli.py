@@ -465,3 +465,20 @@ def test_deep_zoom_never_replaces_a_folder_of_other_files(setup, tmp_path):
     (folder / ".DS_Store").write_text("")
     again = run(make_args(setup, "-o", output))
     assert again.exit_code == 0, again.output
+
+
+def test_an_interrupt_while_the_command_line_loads_is_one_line(monkeypatch, capsys):
+    # Ctrl+C during the command line's imports printed a traceback.
+    import types
+
+    from mosaicist.__main__ import run as run_command
+
+    class Loading(types.ModuleType):
+        def __getattr__(self, name):
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "mosaicist.cli", Loading("mosaicist.cli"))
+    with pytest.raises(SystemExit) as exited:
+        run_command()
+    assert exited.value.code == 130
+    assert capsys.readouterr().err == "mosaicist: error: interrupted\n"
