@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +25,12 @@ from mosaicist.batch import (
     collect_targets,
     discounted,
     stable_mosaic,
+    write_video,
 )
 from mosaicist.batch._stable import previous_candidates
+from mosaicist.batch._video import video_rate
 from mosaicist.cli import main
+from mosaicist.errors import OptionError
 from mosaicist.grid import make_grid
 from mosaicist.match import MatchRequest, brute_force, fitted_matcher, verify_placement
 
@@ -449,6 +453,12 @@ def test_settings_errors_come_before_any_work(data, tmp_path):
         (["--scheduler", "nowhere"], ["--scheduler"]),
         (["--max-uses", 0], ["--max-uses"]),
         (["--workers", 0], ["--workers"]),
+        # A rate no video can have: refused before the frames are made, not after.
+        (["--video", tmp_path / "v.mp4", "--fps", "inf"], ["--fps", "inf"]),
+        (["--video", tmp_path / "v.mp4", "--fps", "nan"], ["--fps", "nan"]),
+        (["--video", tmp_path / "v.mp4", "--fps", "1e-9"], ["--fps", "0.01 and 1000"]),
+        (["--video", tmp_path / "v.mp4", "--fps", "0.0001"], ["--fps", "0.01 and 1000"]),
+        (["--video", tmp_path / "v.mp4", "--fps", "1e9"], ["--fps", "0.01 and 1000"]),
     ):
         result = run(["batch", targets, "--tiles", tiles, "-o", out, *GRID, *extra])
         assert result.exit_code != 0, extra
@@ -502,3 +512,78 @@ def test_saved_picks_round_trip_and_damaged_files_read_as_none(tmp_path):
         assert Picks.load(str(path)) is None
     path.unlink()
     assert Picks.load(str(path)) is None
+
+
+def test_video_rate_is_the_rate_checked():
+    # The ends of the range stay what they are as fractions (never 0, never above).
+    assert video_rate(0.01) == Fraction(1, 100) and video_rate(1000) == 1000
+    assert video_rate(30000 / 1001) == Fraction(30000, 1001) and video_rate(Fraction(24)) == 24
+    for bad in (float("inf"), float("-inf"), float("nan"), 0, -1, 1e-9, 0.0001, 1e9, "fast"):
+        with pytest.raises(OptionError) as raised:
+            video_rate(bad)
+        assert raised.value.parameters == ("fps",)
+
+
+def test_write_video_at_the_lowest_rate(tmp_path):
+    frames = [_picture(16, 16, shift) for shift in range(2)]
+    written = write_video(frames, tmp_path / "slow.mp4", 0.01)
+    assert written.rate == Fraction(1, 100) and written.frames == 2
+    with pytest.raises(OptionError):
+        write_video(frames, tmp_path / "never.mp4", float("inf"))
+    assert not (tmp_path / "never.mp4").exists()
+
+
+def test_a_folder_without_outputs_takes_new_settings(data, tmp_path):
+    root, tiles, targets, _, _ = data
+    out = tmp_path / "out"
+    # Nothing to make: the folder is not claimed at all.
+    result = run(["batch", tmp_path / "typo.png", "--tiles", tiles, "-o", out, *GRID])
+    assert result.exit_code == 1 and "not found" in result.stderr
+    assert not (out / STATE_FOLDER).exists()
+    # A batch whose every target failed: its settings are there, but no output.
+    result = run(["batch", root / "bad.jpg", "--tiles", tiles, "-o", out, *GRID])
+    assert result.exit_code == 1
+    assert (out / STATE_FOLDER / "settings.json").is_file()
+    # Other settings: made, without --overwrite.
+    report = tmp_path / "report.json"
+    result = run(["batch", targets / "img0.png", "--tiles", tiles, "-o", out, "--cell", 4,
+                  "--tile-px", TILE, "--report", report])
+    assert result.exit_code == 0, result.output
+    assert json.loads(report.read_text())["made"] == 1
+    # Now it holds an output: other settings again are refused.
+    refused = run(["batch", targets / "img0.png", "--tiles", tiles, "-o", out, *GRID])
+    assert refused.exit_code != 0 and "--overwrite" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_each_error_names_its_target_once(data, tmp_path):
+    root, tiles, _, _, video = data
+    tiny = tmp_path / "tiny.png"
+    Image.fromarray(_picture(1, 1)).save(tiny)
+    # Too small a picture (the worker's error), too large a video (the decoder's), too
+    # small frames (the worker's, named by frame).
+    for number, (target, extra, words) in enumerate((
+        (tiny, [], "smaller than one"),
+        (video, ["--max-target-pixels", 1000], "over the target limit"),
+        (video, ["--cell", 64], "smaller than one"),
+    )):
+        result = run(["batch", target, "--tiles", tiles, "-o", tmp_path / f"out{number}", *GRID,
+                      *extra, "--workers", 1, "-q"])
+        assert result.exit_code == 1
+        errors = result.stderr.strip().splitlines()
+        assert errors and all(line.startswith("mosaicist: error: ") and words in line
+                              for line in errors), errors
+        for line in errors:
+            assert line.count(target.name) == 1, line
+
+
+def test_list_file_with_a_byte_order_mark(tmp_path):
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).write_bytes(b"x")
+    # As Notepad saves it: a byte-order mark, Windows line ends.
+    (tmp_path / "paths.txt").write_bytes("\ufeffa.png\r\nb.png\r\n".encode())
+    (tmp_path / "commented.txt").write_bytes("\ufeff# mine\r\nb.png\r\n".encode())
+    found, rejected = collect_targets([tmp_path / "paths.txt"])
+    assert [target.path.name for target in found] == ["a.png", "b.png"] and not rejected
+    found, rejected = collect_targets([tmp_path / "commented.txt"])
+    assert [target.path.name for target in found] == ["b.png"] and not rejected

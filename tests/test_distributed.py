@@ -7,6 +7,7 @@ all stopped at the end. Small libraries and grids, cut into many tasks.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -406,6 +407,91 @@ def test_an_unreachable_scheduler_is_one_line(monkeypatch):
     with pytest.raises(MosaicistError, match="cannot reach the Dask scheduler"):
         with client_for("tcp://127.0.0.1:9"):
             pass
+
+
+def test_signals_while_held_come_after_the_block():
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT has another handler here")
+    held = _cluster._HeldSignals()
+    with held:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # its handler runs here: noted, nothing raised
+    assert held.received == signal.SIGINT
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt):
+        held.deliver()
+    # SIGTERM is held too (not delivered here: it would end the tests).
+    before = signal.getsignal(signal.SIGTERM)
+    if before is signal.SIG_DFL:
+        held = _cluster._HeldSignals()
+        with held:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+        assert held.received == signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    # A second Ctrl+C is not held: a start-up that hangs can still be stopped.
+    with pytest.raises(KeyboardInterrupt), _cluster._HeldSignals():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def _marked(psutil, marker: str) -> list[int]:
+    """The processes (not zombies) whose environment carries ``marker``."""
+    found = []
+    for process in psutil.process_iter(["environ", "status"]):
+        environ = process.info["environ"] or {}
+        if environ.get("MOSAICIST_TEST_MARK") == marker and \
+                process.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(process.pid)
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals and /proc")
+def test_ctrl_c_while_a_local_cluster_starts_is_one_line(tmp_path):
+    # Interrupted inside Dask's start-up, the cluster was left half made and Dask's
+    # exit hook printed a long traceback after our one line.
+    psutil = pytest.importorskip("psutil")
+    tiles = make_colour_folder(tmp_path / "tiles", 30, size=16)
+    target = tmp_path / "target.png"
+    Image.fromarray(noisy_target()).save(target)
+    marker = f"cluster-start-{os.getpid()}-{time.monotonic_ns()}"
+    env = dict(os.environ, MOSAICIST_CACHE_DIR=str(tmp_path / "cache"),
+               MOSAICIST_TEST_MARK=marker)
+    mosaicist = [sys.executable, "-m", "mosaicist"]
+    # Indexed first: the first process the run starts is then its cluster's worker.
+    subprocess.run([*mosaicist, "index", str(tiles), "--tile-px", "8", "-q"], env=env,
+                   check=True, timeout=WAIT_SECONDS)
+    process = subprocess.Popen(
+        [*mosaicist, "make", str(target), "--tiles", str(tiles), "--tile-px", "8", "--cell", "8",
+         "-o", str(tmp_path / "out.png"), "-q", "--scheduler", "local:1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    try:
+        parent = psutil.Process(process.pid)
+        deadline = time.monotonic() + WAIT_SECONDS
+        while process.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(psutil.Error):
+                if parent.children():
+                    break
+            time.sleep(0.002)
+        assert process.poll() is None, "the run ended before its cluster started"
+        process.send_signal(signal.SIGINT)  # Ctrl+C, to the run's own process
+        _, errors = process.communicate(timeout=WAIT_SECONDS)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 130
+    assert errors.splitlines() == ["mosaicist: error: interrupted"], errors
+    assert not (tmp_path / "out.png").exists()
+    # Nothing left running: no nanny, worker or resource tracker.
+    deadline = time.monotonic() + 20
+    while _marked(psutil, marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _marked(psutil, marker)
 
 
 # -- a cluster of subprocesses -------------------------------------------------------

@@ -17,9 +17,10 @@ same bytes), into ``OUTDIR/<stem>.<format>``:
    under a temporary name and renamed; a Deep Zoom output is finished when
    its viewer page is there too) and is skipped; a batch killed at any
    moment loses only the targets in progress. ``OUTDIR/.mosaicist-batch/``
-   records the settings the folder's outputs were made with: a run with
-   other settings there is refused unless ``overwrite`` (which makes every
-   output again), so a folder never mixes two batches. It also keeps each
+   records the settings the folder's outputs were made with (written when
+   the work starts): a run with other settings into a folder that holds
+   outputs is refused unless ``overwrite`` (which makes every output
+   again), so a folder never mixes two batches. It also keeps each
    video frame's picks (its cells' tiles), which the temporal stability of
    the next frame and the flicker measures read.
 4. **Failures** of one target (unreadable, too large, an output that cannot
@@ -253,7 +254,8 @@ def batch_mosaics(
     video : path-like, optional
         Also encode the outputs, in order, into this video (``.mp4``...).
     fps : float or Fraction, optional
-        Its frame rate (default: the rate of the batch's video target, else 25).
+        Its frame rate, 0.01 to 1000 (default: the rate of the batch's video
+        target, else 25; see :func:`._video.video_rate`).
     stable : float
         Temporal stability of video frames (0, off, to 10; see :mod:`._stable`).
     overwrite : bool
@@ -294,8 +296,9 @@ def batch_mosaics(
     _check_settings(options, hundredths)
     outdir = Path(output_dir).expanduser().absolute()
     video_path = None if video is None else Path(video).expanduser().absolute()
+    rate = None
     if video_path is not None:
-        _check_video(video_path, suffix, fps)
+        rate = _check_video(video_path, suffix, fps)
     _check_output_folder(outdir, targets)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
@@ -309,8 +312,9 @@ def batch_mosaics(
     cache = str(resolve_cache(cache_dir))
     spec = _tiles_spec(tiles)
     state = _State(outdir)
-    state.claim({"version": STATE_VERSION, "tiles": spec, "settings": options.to_json(),
-                 "stable": hundredths}, overwrite)
+    recorded = {"version": STATE_VERSION, "tiles": spec, "settings": options.to_json(),
+                "stable": hundredths}
+    state.check(recorded, overwrite)
 
     found, rejected = collect_targets(targets)
     if not found and not rejected:
@@ -351,6 +355,10 @@ def batch_mosaics(
                       "mosaics", unit="mosaic", enabled=show_progress) as bar:
         report.bar = bar
         try:
+            if sources:
+                # Only now, with work to do and somewhere to run it: a run that failed
+                # before (no target, no cluster) leaves the folder to the next one's settings.
+                state.claim(recorded)
             _run(runner, sources, report)
         except BaseException:
             runner.abort()  # interrupted: targets in progress are left (atomically) undone
@@ -371,12 +379,12 @@ def batch_mosaics(
             if on_error is not None:
                 on_error(str(video), result.video_error)
         else:
-            from ._video import write_video
+            from ._video import DEFAULT_FPS, write_video
 
-            rate = Fraction(fps).limit_denominator(1001) if fps is not None else (
-                videos[0].rate if len(videos) == 1 and videos[0].rate else None)
+            if rate is None:  # no --fps: the rate of the batch's one video, else the default
+                rate = (_source_rate(videos[0].rate) if len(videos) == 1 else None) or DEFAULT_FPS
             result.video = write_video(_read_outputs([path for _, path in outputs]), video_path,
-                                       rate or Fraction(25))
+                                       rate)
             if len(videos) == 1 and len(outputs) == videos[0].frames:
                 result.flicker[videos[0].target.stem]["pixel_change"] = result.video.pixel_change
     result.seconds = time.perf_counter() - started
@@ -450,17 +458,36 @@ def _without_overwritten(
     return kept, rejected
 
 
-def _check_video(path: Path, suffix: str, fps: float | Fraction | None) -> None:
-    from ._video import video_codec
+def _check_video(path: Path, suffix: str, fps: float | Fraction | None) -> Fraction | None:
+    """Check the video out's settings before any work; return the ``fps`` it will have.
+
+    Returns
+    -------
+    fractions.Fraction or None
+        ``fps`` as the rate the video is written at (None: not given).
+    """
+    from ._video import video_codec, video_rate
 
     if suffix not in VIDEO_FORMATS:
         raise OptionError("{video} is made from the outputs: use {format} "
                           + ", ".join(name.lstrip(".") for name in VIDEO_FORMATS)
                           + ", not {value}", value=suffix.lstrip("."))
-    if fps is not None and not float(fps) > 0:
-        raise OptionError("{fps} must be above 0, got {value}", value=fps)
+    rate = None if fps is None else video_rate(fps)
     video_codec(path)
     check_writable(path, "video")
+    return rate
+
+
+def _source_rate(rate: Fraction | None) -> Fraction | None:
+    """A video target's rate for the video out, or None where no encoder can take it."""
+    from ._video import video_rate
+
+    if rate is None:
+        return None
+    try:
+        return video_rate(rate)
+    except OptionError:
+        return None  # a header's odd rate (0, 90000...) must not lose the finished frames
 
 
 def _tiles_spec(tiles: str | os.PathLike[str]) -> str:
@@ -482,17 +509,16 @@ class _State:
         self.folder = outdir / STATE_FOLDER
         self.record = self.folder / "settings.json"
 
-    def claim(self, settings: dict[str, Any], overwrite: bool) -> None:
-        """Record ``settings`` for this folder; refuse others' folders unless ``overwrite``."""
+    def check(self, settings: dict[str, Any], overwrite: bool) -> None:
+        """Refuse a folder whose outputs were made with other settings, unless ``overwrite``.
+
+        Only outputs count: a folder whose record is there but that holds
+        none (its batch failed before making any) takes the new settings.
+        """
         settings = json.loads(json.dumps(settings))  # as it reads back
-        try:
-            (self.folder / "picks").mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise MosaicistError(f"{self.folder}: {error.strerror or error}") from None
-        recorded = None
-        with contextlib.suppress(OSError, ValueError):
-            recorded = json.loads(self.record.read_text())
-        if recorded is not None and recorded != settings and not overwrite:
+        recorded = self._recorded()
+        if (recorded is not None and recorded != settings and not overwrite
+                and self._holds_outputs()):
             changed = sorted(
                 name for name in set(recorded.get("settings", {})) | set(settings["settings"])
                 if recorded.get("settings", {}).get(name) != settings["settings"].get(name))
@@ -502,9 +528,34 @@ class _State:
                 "{path} holds outputs made with other settings ({changed}); use {overwrite} "
                 "to make them again, or another folder", path=str(self.folder.parent),
                 changed=", ".join(changed) or "unknown")
-        if recorded != settings:
-            with atomic_path(self.record) as temporary:
-                temporary.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+    def claim(self, settings: dict[str, Any]) -> None:
+        """Record ``settings`` as those of the folder's outputs (after :meth:`check`)."""
+        settings = json.loads(json.dumps(settings))
+        try:
+            (self.folder / "picks").mkdir(parents=True, exist_ok=True)
+            if self._recorded() != settings:
+                with atomic_path(self.record) as temporary:
+                    temporary.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        except OSError as error:
+            raise MosaicistError(f"{self.folder}: {error.strerror or error}") from None
+
+    def _recorded(self) -> Any:
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads(self.record.read_text())
+        return None
+
+    def _holds_outputs(self) -> bool:
+        """Whether the folder holds a file in an output format (a batch's or not)."""
+        from ..render import OUTPUT_FORMATS
+
+        try:
+            entries = list(os.scandir(self.folder.parent))
+        except OSError:
+            return True  # unknown: keep the protection
+        return any(not entry.name.startswith(".")
+                   and Path(entry.name).suffix.lower() in OUTPUT_FORMATS
+                   and entry.is_file() for entry in entries)
 
     def picks_path(self, stem: str) -> Path:
         return self.folder / "picks" / f"{stem}.npz"
@@ -545,9 +596,8 @@ class _Reporter:
         self.add(TargetResult(name, output, "skipped"))
 
     def outcome(self, outcome: Outcome, path: str | None) -> None:
-        message = outcome.message
-        if path and message.startswith(path + ": "):
-            message = message[len(path) + 2:]  # the name says which file
+        # The name says which file: the worker's message may start with its path or name.
+        message = _without_path(outcome.message, *([path] if path else []), outcome.name)
         self.add(TargetResult(outcome.name, outcome.output, "made" if outcome.ok else "failed",
                               message, outcome.seconds, outcome.metrics))
 
@@ -577,10 +627,11 @@ def _prepare(
             size = _target_size(target, options)
             fitted = fit_options(options, options_plan(options, size, str(target.path)))
         except OptionError as error:
-            report.failed(target.name, "", error.message(_flag))
+            report.failed(target.name, "",
+                          _without_path(error.message(_flag), target.path, target.name))
             continue
         except MosaicistError as error:
-            report.failed(target.name, "", _without_path(str(error), target.path))
+            report.failed(target.name, "", _without_path(str(error), target.path, target.name))
             continue
         formats.setdefault(_format_key(fitted), fitted)
         usable.append(target)
@@ -597,9 +648,13 @@ def _flag(parameter: str) -> str:
     return flag(parameter)
 
 
-def _without_path(message: str, path: Path) -> str:
-    prefix = f"{path}: "
-    return message[len(prefix):] if message.startswith(prefix) else message
+def _without_path(message: str, *paths: str | Path) -> str:
+    """``message`` without a leading ``PATH: `` of ``paths``: each line names its target once."""
+    for path in paths:
+        prefix = f"{path}: "
+        if message.startswith(prefix):
+            return message[len(prefix):]
+    return message
 
 
 def _target_size(target: BatchTarget, options: MosaicOptions) -> tuple[int, int]:
@@ -741,7 +796,7 @@ class _VideoSource(_Source):
                 self.exhausted = True
                 return None
             except OptionError as error:
-                self._broken(error.message(_flag))
+                self._broken(_without_path(error.message(_flag), self.target.path))
                 return None
             except MosaicistError as error:
                 self._broken(_without_path(str(error), self.target.path))

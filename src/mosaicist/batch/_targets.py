@@ -11,7 +11,8 @@ A batch is given items on the command line; each is
   entered);
 * a list file (:data:`LIST_SUFFIXES`): one image, video or folder per line,
   relative paths taken from the list's folder; blank lines and lines
-  starting with ``#`` are skipped.
+  starting with ``#`` are skipped. It is read as UTF-8, with or without a
+  byte-order mark.
 
 Problems with one item (a missing file, a name whose output another target
 already writes) reject that item only, with a one-line reason; the rest of
@@ -126,7 +127,8 @@ def collect_targets(
                 add(entry, str(entry))
         elif path.suffix.lower() in LIST_SUFFIXES:
             try:
-                lines = path.read_text(encoding="utf-8").splitlines()
+                # utf-8-sig: a byte-order mark (Notepad's) is not part of the first line.
+                lines = path.read_text(encoding="utf-8-sig").splitlines()
             except (OSError, UnicodeDecodeError) as error:
                 rejected.append(Rejected(shown, f"cannot read list file: {_reason(error)}"))
                 continue

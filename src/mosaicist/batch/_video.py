@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MosaicistError, OptionError
+from ..errors import MosaicistError, OptionError, check_range
 from ..paths import atomic_path
 
 #: Codecs tried for a video output, best first, by container suffix.
@@ -44,6 +44,9 @@ CODEC_OPTIONS: dict[str, dict[str, str]] = {
 }
 #: Frame rate of a video made from still images, when none is given.
 DEFAULT_FPS = Fraction(25)
+#: Frame rates a video out may have (frames per second). The lowest is at least
+#: 1/1001, so that no rate in the range becomes 0 as a fraction of denominator 1001 at most.
+MIN_FPS, MAX_FPS = 0.01, 1000
 
 
 def _av() -> Any:
@@ -162,6 +165,42 @@ def video_codec(path: str | Path) -> str:
                          f"({', '.join(CODECS[suffix])})")
 
 
+def video_rate(fps: Fraction | float) -> Fraction:
+    """Check a video out's frame rate; return it as the fraction it is written with.
+
+    Parameters
+    ----------
+    fps : fractions.Fraction or float
+        Frames per second, from :data:`MIN_FPS` to :data:`MAX_FPS`. A float
+        becomes the nearest fraction of denominator 1001 at most (so that
+        1/3 is 1/3, not a float's 6004799503160661/18014398509481984); a
+        fraction is kept as it is.
+
+    Returns
+    -------
+    fractions.Fraction
+        The rate.
+
+    Raises
+    ------
+    OptionError
+        For anything else (not a number, infinite, NaN, out of range), naming ``fps``.
+
+    Examples
+    --------
+    >>> video_rate(1 / 3)
+    Fraction(1, 3)
+    """
+    try:
+        value = float(fps)
+    except (TypeError, ValueError, OverflowError):
+        raise OptionError("{fps} must be a number of frames per second, got {value!r}",
+                          value=fps) from None
+    # NaN and the infinities fail the range too (no fraction has their value).
+    check_range("fps", value, MIN_FPS, MAX_FPS, "frames per second")
+    return fps if isinstance(fps, Fraction) else Fraction(value).limit_denominator(1001)
+
+
 def write_video(
     frames: Iterable[np.ndarray], path: str | Path, fps: Fraction | float = DEFAULT_FPS,
     *, codec: str | None = None,
@@ -176,7 +215,7 @@ def write_video(
     path : path-like
         The video (its suffix picks the container, see :data:`CODECS`).
     fps : fractions.Fraction or float
-        Frames per second.
+        Frames per second (see :func:`video_rate`).
     codec : str, optional
         An FFmpeg encoder (default: :func:`video_codec`).
 
@@ -188,15 +227,15 @@ def write_video(
 
     Raises
     ------
+    OptionError
+        For a frame rate :func:`video_rate` refuses.
     MosaicistError
         When there is no frame, a frame has another size, or encoding fails.
     """
     av = _av()
     path = Path(path)
+    rate = video_rate(fps)
     codec = codec or video_codec(path)
-    rate = fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(1001)
-    if not rate > 0:
-        raise OptionError("{fps} must be above 0, got {value}", value=float(fps))
     pictures = iter(frames)
     first = next(pictures, None)
     if first is None:

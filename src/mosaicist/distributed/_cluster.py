@@ -15,8 +15,10 @@
 A local cluster listens on 127.0.0.1 only (scheduler, workers and their
 status pages), each worker is one process of one thread (decoding and the
 exact search are CPU-bound and release the GIL only in part), and it is
-stopped however the block ends. Dask is imported only here, when a client is
-asked for, so that a run without ``--scheduler`` never imports it.
+stopped however the block ends. Ctrl+C or SIGTERM while it starts is held
+until it has started (a second one is not), then the cluster is stopped and
+the signal takes its usual course. Dask is imported only here, when a client
+is asked for, so that a run without ``--scheduler`` never imports it.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import signal
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from .._runtime import THREADS_ENV, worker_count
 from ..errors import MosaicistError, OptionError
@@ -170,12 +175,8 @@ def client_for(address: str | Scheduler, *, quiet: bool = True) -> Iterator[Clie
         raise MosaicistError(_INSTALL_HINT) from None
     level = logging.ERROR if quiet else logging.WARNING
     if scheduler.local:
-        with _quiet_dask(level), _local_cluster(scheduler.workers, level) as cluster:
-            client = distributed.Client(cluster, set_as_default=False)
-            try:
-                yield client
-            finally:
-                client.close()
+        with _quiet_dask(level), _local_client(scheduler.workers, level) as client:
+            yield client
         return
     with _quiet_dask(level):
         try:
@@ -213,10 +214,97 @@ def require_workers(client: Client, seconds: float = CONNECT_SECONDS) -> int:
 
 
 @contextlib.contextmanager
+def _local_client(workers: int, level: int) -> Iterator[Client]:
+    """A client of a new local cluster, both closed after; started with signals held.
+
+    A ``KeyboardInterrupt`` raised inside Dask's start-up leaves a cluster
+    half made, which nothing can close cleanly: Dask's own exit hook then
+    fails on it with a long traceback. So Ctrl+C and SIGTERM are held until
+    the client is up (:class:`_HeldSignals`); one that came is then
+    delivered, once both are closed.
+    """
+    import distributed
+
+    stack = contextlib.ExitStack()
+    held = _HeldSignals()
+    try:
+        with held:
+            cluster = stack.enter_context(_local_cluster(workers, level))
+            client = distributed.Client(cluster, set_as_default=False)
+            stack.callback(client.close)  # closed before its cluster
+    except BaseException:
+        stack.close()
+        if held.received is not None:
+            # Ctrl+C reaches the workers too (a terminal signals the whole process
+            # group), whose start then fails: what was asked for is to stop.
+            held.deliver()
+        raise
+    if held.received is not None:
+        stack.close()
+        held.deliver()
+    with stack:
+        yield client
+
+
+class _HeldSignals:
+    """In the block, SIGINT and SIGTERM are noted instead of acted on (main thread only).
+
+    Only signals that have their usual action are held (Ctrl+C's
+    ``KeyboardInterrupt``, SIGTERM's end of the process): a handler that
+    the application installed is left alone. A second one while held is
+    acted on at once, so that a start-up that hangs can still be stopped.
+    The previous handlers are back after the block; :meth:`deliver` then
+    sends the signal that came, to take its usual course.
+
+    Attributes
+    ----------
+    received : int or None
+        The first signal that came in the block.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _HeldSignals:
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signal handlers can only be set, and only run, in the main thread
+        usual = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+        for number, handler in usual.items():
+            if signal.getsignal(number) is handler:
+                self._previous[number] = signal.signal(number, self._note)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._restore()
+
+    def _note(self, number: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = number
+            return
+        self._restore()
+        signal.raise_signal(number)  # the second one: its usual action, now
+
+    def _restore(self) -> None:
+        for number, handler in self._previous.items():
+            if signal.getsignal(number) == self._note:
+                signal.signal(number, handler)
+        self._previous.clear()
+
+    def deliver(self) -> None:
+        """Send the signal that came while held (after the block); raise if it returns."""
+        if self.received is not None:
+            signal.raise_signal(self.received)
+        # Its handler changed meanwhile and let it pass: still, the run was asked to stop.
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
 def _local_cluster(workers: int, level: int) -> Iterator[LocalCluster]:
     """A LocalCluster of ``workers`` single-threaded processes on 127.0.0.1, stopped after."""
     import dask
     from distributed import LocalCluster
+    from distributed.deploy.spec import SpecCluster
 
     # Each worker's own thread pools (the search's, BLAS's) share this machine's cores
     # with the other workers: without a share each would take them all.
@@ -224,19 +312,38 @@ def _local_cluster(workers: int, level: int) -> Iterator[LocalCluster]:
     environment = {THREADS_ENV: share, "OMP_NUM_THREADS": share, "OPENBLAS_NUM_THREADS": share,
                    "MKL_NUM_THREADS": share}
     with dask.config.set(LOCAL_SETTINGS):
+        before = set(SpecCluster._instances)
         try:
             cluster = LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                 dashboard_address="127.0.0.1:0", worker_dashboard_address="127.0.0.1:0",
                 silence_logs=level, env=environment,
             )
-        except (OSError, TimeoutError, RuntimeError) as error:
-            raise MosaicistError(f"cannot start a local Dask cluster of {workers} workers "
-                                 f"({_reason(error)})") from None
+        except BaseException as error:
+            _forget_half_made(set(SpecCluster._instances) - before)
+            if isinstance(error, (OSError, TimeoutError, RuntimeError)):
+                raise MosaicistError(f"cannot start a local Dask cluster of {workers} workers "
+                                     f"({_reason(error)})") from None
+            raise
         try:
             yield cluster
         finally:
             cluster.close()
+
+
+def _forget_half_made(clusters: set[Any]) -> None:
+    """Stop clusters whose start was cut short, as far as they stop, and drop them.
+
+    Dask closes every cluster it knows at exit, and fails with a long
+    traceback on one cut short (an interrupt inside its start-up): the
+    process is ending anyway, and its worker processes end with it.
+    """
+    from distributed.deploy.spec import SpecCluster
+
+    for cluster in clusters:
+        with contextlib.suppress(BaseException):
+            cluster.close(timeout=2)
+        SpecCluster._instances.discard(cluster)
 
 
 @contextlib.contextmanager
