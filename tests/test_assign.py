@@ -9,7 +9,7 @@ import pytest
 from conftest import record_results
 from scipy.optimize import linear_sum_assignment
 
-from mosaicist.errors import MosaicistError
+from mosaicist.errors import MosaicistError, OptionError
 from mosaicist.match import (
     _assign,
     assign_tiles,
@@ -1135,3 +1135,138 @@ def test_a_proven_placement_must_be_listed_and_optimal_only():
     with pytest.raises(ValueError, match="proven placement"):
         assign_tiles(candidates, distances, 1, 3, max_uses=2, method="greedy",
                      proven=np.array([0, 1, 1]))
+
+
+# --------------------------------------------------------------------------------------------
+# Spacing on a small library: the block bound up front, and a placement where the rounds fail.
+
+
+def colour_ramp(rng, rows, cols, tiles):
+    """A smooth colour ramp of cells and random tile colours (the hostile sweep's repro)."""
+    y, x = np.mgrid[0:rows, 0:cols]
+    cells = np.stack([x * 255 // cols, y * 255 // rows, (x + y) * 255 // (rows + cols)], -1)
+    colours = rng.integers(0, 256, (tiles, 3))
+    diff = cells.reshape(-1, 1, 3) - colours[None, :, :]
+    return (diff**2).sum(-1).astype(np.int64)
+
+
+def test_spacing_needs_a_block_of_different_tiles():
+    # Every 12 x 12 block of cells needs 144 different tiles: 100 are too few, though the
+    # spacing's cap (6 uses a tile on 18 x 25 cells) needs only 75.
+    with pytest.raises(OptionError) as error:
+        check_feasible(450, 100, None, 18, 25, 12)
+    flags = error.value.message(lambda name: "--" + name.replace("_", "-"))
+    assert flags.startswith("--min-spacing 12 needs at least 144 different tiles (a 12 x 12 "
+                            "block of cells), but the library has 100")
+    assert "\n" not in flags and "max-uses" not in flags
+    # Clipped to the grid: 3 rows hold a 3 x 6 block.
+    with pytest.raises(OptionError, match=r"at least 18 different tiles \(a 3 x 6 block"):
+        check_feasible(75, 17, None, 3, 25, 6)
+    check_feasible(75, 18, None, 3, 25, 6)
+    check_feasible(450, 36, None, 18, 25, 6)
+    with pytest.raises(OptionError, match="at least 36 different tiles"):
+        check_feasible(450, 35, None, 18, 25, 6)
+    # Where a use cap needs more tiles than a block, it is the one named.
+    with pytest.raises(OptionError, match="max_uses 4.* at least 113 tiles"):
+        check_feasible(450, 100, 4, 18, 25, 9)
+    check_feasible(450, 450, 1, 18, 25, 12)
+    # The minimum of uses is checked as before, against the library it is given.
+    with pytest.raises(OptionError, match="at least 9 different tiles"):
+        check_feasible(49, 8, None, 7, 7, 3, min_uses=1)
+
+
+def test_impossible_spacing_is_refused_before_any_matching(tmp_path, monkeypatch):
+    from conftest import make_colour_folder, noisy_target
+
+    from mosaicist import make_mosaic
+    from mosaicist.match import _capped
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("the library was searched")
+
+    monkeypatch.setattr(_capped, "LibrarySearch", no_search)
+    folder = make_colour_folder(tmp_path / "tiles", 20)
+    # 10 x 14 cells: a 5 x 5 block needs 25 different tiles.
+    with pytest.raises(OptionError, match="min_spacing 5 needs at least 25 different tiles"):
+        make_mosaic(noisy_target(), folder, preset="seed", cell_px=4, tile_px=8,
+                    min_spacing=5, cache_dir=tmp_path / "c")
+
+
+@pytest.mark.parametrize(("rows", "cols", "tiles", "spacing", "lists"), [
+    (10, 12, 40, 5, "whole"),  # the rounds circle for 60 rounds; greedy places it
+    (10, 10, 30, 5, "whole"),  # the rounds forbid pairs until a cell has none
+    (12, 12, 64, 7, "whole"),  # 49 of 64 tiles in every block
+    (10, 10, 30, 5, "grown"),  # short lists: every cell gets the longest allowed
+])
+def test_feasible_spacing_is_placed_where_the_rounds_give_up(rows, cols, tiles, spacing, lists):
+    full = colour_ramp(np.random.default_rng(0), rows, cols, tiles)
+    check_feasible(rows * cols, tiles, None, rows, cols, spacing)
+    if lists == "whole":
+        candidates, distances = top_k(full, tiles)
+        kwargs = {"search": DenseSearch(full)}
+    else:
+        candidates, distances = top_k(full, 8)
+        kwargs = {"more_candidates": Source(full), "max_candidates": 64}
+    result = assign_tiles(candidates, distances, rows, cols, min_spacing=spacing, **kwargs)
+    # Greedy from scratch gets stuck on the last three: the lattice places them.
+    assert result.method == "optimal+greedy"
+    # Every pair of cells of one tile at least ``spacing`` apart, checked pair by pair.
+    assert check_placement(result.tile, full, rows, cols, None, spacing) == result.objective
+    assert np.array_equal(result.distance, full[np.arange(rows * cols), result.tile])
+    # The bound is the relaxation's, below the capped optimum; the gap is measured to it.
+    cap = tile_capacity(rows, cols, None, spacing)
+    assert 0 < result.lower_bound <= dense_optimum(full, cap) <= result.objective
+    assert result.gap == pytest.approx((result.objective - result.lower_bound)
+                                       / result.lower_bound)
+    assert result.iterations <= _assign.MAX_SPACING_ROUNDS
+
+
+def test_greedy_method_is_spaced_where_its_matching_rounds_give_up():
+    rows, cols, tiles, spacing = 12, 12, 64, 7
+    full = colour_ramp(np.random.default_rng(0), rows, cols, tiles)
+    candidates, distances = top_k(full, 8)
+    result = assign_tiles(candidates, distances, rows, cols, min_spacing=spacing,
+                          method="greedy", more_candidates=Source(full), max_candidates=64)
+    assert check_placement(result.tile, full, rows, cols, None, spacing) == result.objective
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_minimum_of_uses_with_spacing_on_a_tiny_library(seed):
+    """5 tiles 3 times each on 4 x 4 cells 2 apart: the rounds forbade a cell every tile."""
+    rows = cols = 4
+    full = colour_ramp(np.random.default_rng(seed), rows, cols, 5)
+    candidates, distances = top_k(full, 5)
+    result = assign_tiles(candidates, distances, rows, cols, min_spacing=2, min_uses=3,
+                          tile_count=5)
+    check_placement(result.tile, full, rows, cols, None, 2)
+    assert np.bincount(result.tile, minlength=5).min() >= 3
+    assert result.lower_bound <= result.objective
+
+
+def test_too_few_tiles_for_the_spacing_is_an_error_that_names_it():
+    # 8 tiles, and every 3 x 3 block needs 9 (the cap, 9 uses a tile, only 6): no placement
+    # exists (check_feasible says so before the work; the assignment alone must not return
+    # a broken one either).
+    rows = cols = 7
+    full = colour_ramp(np.random.default_rng(1), rows, cols, 8)
+    with pytest.raises(OptionError, match="at least 9 different tiles"):
+        check_feasible(rows * cols, 8, None, rows, cols, 3)
+    candidates, distances = top_k(full, 8)
+    with pytest.raises(OptionError) as error:
+        assign_tiles(candidates, distances, rows, cols, min_spacing=3,
+                     search=DenseSearch(full))
+    assert "min_spacing" in error.value.parameters and "max_uses" not in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_cells_without_an_allowed_tile_blame_only_the_limits_in_force():
+    rows = cols = 3
+    # Every cell lists the same 2 tiles; spacing 2 lets a tile fill 4 of the 9 cells.
+    full = np.tile(np.arange(10, dtype=np.int64), (rows * cols, 1))
+    candidates, distances = top_k(full, 2)
+    with pytest.raises(OptionError, match="no allowed tile") as error:
+        assign_tiles(candidates, distances, rows, cols, min_spacing=2)
+    assert error.value.parameters == ("min_spacing",)
+    with pytest.raises(OptionError, match="no allowed tile") as error:
+        assign_tiles(candidates, distances, rows, cols, max_uses=1)
+    assert error.value.parameters == ("max_uses",)

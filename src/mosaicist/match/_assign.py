@@ -109,6 +109,26 @@ error is raised if it still breaks a limit. The lower bound stays that of
 the relaxation (use caps included, pairwise spacing not), so the reported
 gap covers the heuristic part too.
 
+The rounds are a heuristic, and on a small library, whose tiles every
+window holds, they can circle (300 tiles at ``D = 6`` on 18 x 25 cells) or
+forbid pairs until a cell has no tile left. Where they give up
+(:data:`MAX_SPACING_ROUNDS`, or no placement on the allowed pairs), greedy
+(below, which keeps cap and spacing by construction) places the cells
+instead (``method`` then reads ``"optimal+greedy"``), each listing the whole
+library where it is small: the cheapest of the rounds' placement with one
+cell of each violating pair re-placed, a placement from scratch, and one
+on the lattice: cells ``(r, c)`` of equal ``(r mod D, c mod D)`` are at
+least ``D`` apart, so a tile kept to one of these ``D^2`` classes never
+breaks the spacing, and greedy that hands a tile to a class only while
+enough stay for the classes still short is never stuck where the library
+has ``sum_c ceil(|class c| / cap)`` tiles (each class then solved exactly on
+its own tiles). Tiles short of ``min_uses`` then take cells from tiles
+above it, and single moves to cheaper tiles that keep every limit polish
+the result. The bound is unchanged, so the gap reports what this costs.
+Necessary counts are checked before any work (:func:`check_feasible`):
+``ceil(N / cap)`` tiles, and ``min(D, rows) x min(D, cols)``, the cells of
+one block, all pairwise closer than ``D``.
+
 ``method="greedy"`` visits cells by decreasing regret (best-to-second gap) and
 gives each its best candidate that still has capacity and spacing (a Python
 loop: about a second for 30,000 cells); cells left without one get longer
@@ -148,8 +168,14 @@ WINDOW_MARKS = 1 << 24
 #: Edges of least reduced cost each cell keeps for the spacing rounds, where it lists more
 #: than twice as many (:meth:`_Solver._keep_near_for_spacing`).
 SPACING_EDGES = 48
-#: Spacing rounds (solve, forbid violating pairs) before giving up.
+#: Spacing rounds (solve, forbid violating pairs) before a greedy placement takes over
+#: (:meth:`_Solver._spaced_anyway`).
 MAX_SPACING_ROUNDS = 60
+#: Most cell-tile pairs for which, where the spacing rounds give up, every cell lists the
+#: whole library (16 bytes a pair): a small library, whose tiles every window holds.
+FALLBACK_PAIRS = 1 << 22
+#: Passes of single moves onto cheaper tiles that polish the placement built there.
+IMPROVE_PASSES = 4
 
 #: Column-generation rounds (solve, price, search the library) before settling for a gap.
 MAX_PRICING_ROUNDS = 40
@@ -220,6 +246,10 @@ class ShortLists(MosaicistError):
         super().__init__(f"{len(tiles)} tiles could not be given their minimum of uses")
 
 
+class _Stuck(Exception):
+    """A spacing round's solve left a cell without an allowed tile, its lists at their longest."""
+
+
 class CandidateSearch(Protocol):
     """Searches of the whole library that the certified assignment asks for.
 
@@ -273,7 +303,9 @@ class Assignment:
     method : str
         ``"best"`` (no limits), ``"optimal"``, ``"greedy"``, or
         ``"greedy+matching"`` (greedy got stuck with the longest lists allowed
-        and the assignment solver completed the placement instead).
+        and the assignment solver completed the placement instead), or
+        ``"optimal+greedy"`` (the spacing rounds gave up and greedy placed
+        the cells: see the module's notes).
     candidates_used : int
         Longest candidate list used (after any growth).
     iterations : int
@@ -338,7 +370,10 @@ def check_feasible(
     """Raise before any heavy work when the limits cannot fill the grid.
 
     With ``min_uses``, also when the grid cannot give every tile that many
-    cells, or spacing cannot fit that many copies of a tile.
+    cells, or spacing cannot fit that many copies of a tile. With spacing,
+    also when the library has fewer tiles than one ``D x D`` block of cells
+    (clipped to the grid) holds: any two of its cells are closer than ``D``,
+    so they all need different tiles.
 
     Parameters
     ----------
@@ -388,6 +423,17 @@ def check_feasible(
         return
     cap = min(caps)
     needed = -(-cells // cap)
+    # Cells of one block are pairwise closer than D: with a grid, this bound can exceed
+    # the one of the caps (100 tiles, spacing 12 on 18x25 cells: 144 against 4).
+    high = wide = 0
+    if spacing is not None and rows is not None and cols is not None:
+        high, wide = min(min_spacing, rows), min(min_spacing, cols)
+    if tiles < high * wide and high * wide > needed:
+        raise OptionError(
+            "{min_spacing} {spacing} needs at least {block} different tiles (a {high} x {wide} "
+            "block of cells), but the library has {tiles}; add tiles or lower {min_spacing}",
+            spacing=min_spacing, block=high * wide, high=high, wide=wide, tiles=tiles,
+        )
     if tiles < needed:
         why = []
         if max_uses is not None:
@@ -1773,6 +1819,8 @@ def assign_tiles(
     solver = _Solver(candidates, distances, rows, cols, max_uses, min_spacing,
                      more_candidates, max_candidates, show_progress, search, min_uses, layout,
                      nearest)
+    if tile_count is not None:
+        solver.tile_count = tile_count
     if extra is not None:
         solver.add_edges(*extra)
     if proven is not None:
@@ -1786,6 +1834,8 @@ def assign_tiles(
             method = "greedy+matching"
     else:
         tile, distance, lower = solver.optimal()
+    if solver.spaced_anyway and method == "optimal":
+        method = "optimal+greedy"
     if min_uses:
         assert tile_count is not None
         uses = np.bincount(tile, minlength=tile_count)
@@ -1825,6 +1875,37 @@ def _carried(old: _Edges, new: _Edges, flagged: np.ndarray) -> np.ndarray:
         return np.zeros(len(new.row), bool)
     keys = old.row[flagged] * np.int64(1 << 32) + old.tile[flagged]
     return np.isin(new.row * np.int64(1 << 32) + new.tile, keys)
+
+
+def _listed_at(edges: _Edges, tile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The edge of each pair ``(cell, tile[cell])``, and whether it is listed (else 0)."""
+    count = len(tile)
+    if not len(edges.row):
+        return np.zeros(count, np.int64), np.zeros(count, bool)
+    key = edges.row * np.int64(1 << 32) + edges.tile
+    order = np.argsort(key, kind="stable")
+    want = np.arange(count, dtype=np.int64) * np.int64(1 << 32) + tile
+    position = order[np.minimum(np.searchsorted(key, want, sorter=order), len(key) - 1)]
+    listed = key[position] == want
+    return np.where(listed, position, 0), listed
+
+
+def _by_regret(edges: _Edges) -> tuple[list[int], list[int]]:
+    """Cells in greedy's order, and where each cell's edges start (one more for the end).
+
+    Most regret first (best-to-second gap: they lose most if pushed off
+    their best), then nearest first.
+    """
+    count = len(edges.length)
+    starts = np.concatenate(([0], np.cumsum(edges.length)))
+    first = edges.dist[starts[:-1][edges.length > 0]]
+    best = np.full(count, _inf(edges.dist.dtype), edges.dist.dtype)
+    best[edges.length > 0] = first
+    second = np.full(count, np.inf)
+    two = edges.length > 1
+    second[two] = edges.dist[starts[:-1][two] + 1]
+    regret = second - best.astype(np.float64)
+    return np.lexsort((np.arange(count), best, -regret)).tolist(), starts.tolist()
 
 
 class _Solver:
@@ -1886,6 +1967,11 @@ class _Solver:
         self.iterations = 0
         #: Whether greedy got stuck and the matching completed the placement.
         self.repaired = False
+        #: Whether the spacing rounds gave up and greedy placed the cells
+        #: (:meth:`_spaced_anyway`).
+        self.spaced_anyway = False
+        #: Tiles in the library, where known (each must fill ``min_uses`` cells).
+        self.tile_count = None if search is None else search.tile_count
         self.bar = progress_bar(None, "assigning tiles", "solve", enabled=show_progress)
 
     # -- candidate growth ----------------------------------------------------
@@ -2203,21 +2289,29 @@ class _Solver:
         return choice
 
     def _space(self, choice: np.ndarray) -> np.ndarray:
-        """Spacing rounds: forbid each violating pair's cheaper mover, re-solve."""
+        """Spacing rounds: forbid each violating pair's cheaper mover, re-solve.
+
+        Where they give up (:data:`MAX_SPACING_ROUNDS`, or a solve without a
+        tile for some cell), a greedy placement takes over
+        (:meth:`_spaced_anyway`).
+        """
+        best, fewest = None, None
         while True:
             tile = self.edges.tile[choice]
             a, b = spacing_violations(tile, self.rows, self.cols, self.min_spacing,
                                       self.layout)
             if not len(a):
                 return choice
+            if fewest is None or len(a) < fewest:
+                best, fewest = tile, len(a)
+            if self.iterations >= MAX_SPACING_ROUNDS:
+                return self._spaced_anyway(best)
             self.iterations += 1
-            if self.iterations > MAX_SPACING_ROUNDS:
-                raise OptionError(
-                    "{min_spacing} {limit} still broken after {rounds} rounds; relax the limits",
-                    limit=self.min_spacing, rounds=MAX_SPACING_ROUNDS,
-                )
             self._forbid(choice, a, b)
-            choice = self._restricted(keep=tile)
+            try:
+                choice = self._restricted(keep=tile)
+            except _Stuck:
+                return self._spaced_anyway(best)
 
     def _step(self, edges: _Edges, allowed: np.ndarray, outside: np.ndarray | None,
               keep: np.ndarray | None = None) -> np.ndarray:
@@ -2251,6 +2345,8 @@ class _Solver:
         """Best assignment using listed, allowed edges only; grows lists where stuck.
 
         ``keep`` (each cell's tile before) breaks ties toward it: see :func:`_solve`.
+        With it (a spacing round), a cell left without a tile raises :class:`_Stuck`:
+        the forbidden pairs, not the limits, may be what leaves it none.
         """
         while True:
             allowed = self.allowed()
@@ -2270,9 +2366,16 @@ class _Solver:
                 self._set_edges(self.edges)
                 continue
             if not self.grow(stuck):
+                if keep is not None:
+                    raise _Stuck
+                # Only the limits in force: a cap the user never set is not to blame.
+                limits = [name for name, binds in (
+                    ("{max_uses}", self.max_uses is not None),
+                    ("{min_spacing}", self.min_spacing > 1)) if binds]
                 raise OptionError(
                     "{cells} cells have no allowed tile among their {k} nearest; relax "
-                    "{max_uses}/{min_spacing}", cells=int(stuck.sum()), k=self.k,
+                    + (" or ".join(limits) or "the repetition limits"),
+                    cells=int(stuck.sum()), k=self.k,
                 )
 
     def _forbid(self, choice: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
@@ -2319,29 +2422,22 @@ class _Solver:
                 tile = self.edges.tile[choice]
                 break
         self.bar.close()
-        # Distance of each chosen tile from the current lists.
-        key = self.edges.row * np.int64(1 << 32) + self.edges.tile
-        order = np.argsort(key)
-        want = np.arange(self.count, dtype=np.int64) * np.int64(1 << 32) + tile
-        position = order[np.searchsorted(key, want, sorter=order)]
+        position, _ = _listed_at(self.edges, tile)
         return tile, self.edges.dist[position]
 
-    def _greedy_pass(self) -> tuple[np.ndarray, np.ndarray]:
+    def _greedy_pass(self, fixed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One greedy pass: each cell's tile (``-1``: none), and the cells left without one.
+
+        ``fixed`` (each cell's tile, ``-1`` for the cells to place) keeps the
+        tiles of the other cells, which count as placed from the start.
+        """
         edges = self.edges
         count, cols, spacing = self.count, self.cols, self.min_spacing
         cap = self.cap if self.cap is not None else count
-        starts = np.concatenate(([0], np.cumsum(edges.length)))
-        first = edges.dist[starts[:-1][edges.length > 0]]
-        best = np.full(count, _inf(edges.dist.dtype), edges.dist.dtype)
-        best[edges.length > 0] = first
-        second = np.full(count, np.inf)
-        two = edges.length > 1
-        second[two] = edges.dist[starts[:-1][two] + 1]
-        regret = second - best.astype(np.float64)
-        # Most regret first (they lose most if pushed off their best), then nearest first.
-        order = np.lexsort((np.arange(count), best, -regret)).tolist()
+        order, bounds = _by_regret(edges)
+        if fixed is not None:
+            order = [cell for cell in order if fixed[cell] < 0]
         tiles = edges.tile.tolist()
-        bounds = starts.tolist()
         uses: dict[int, list[tuple[int, int]]] = {}
         # Tiles placed so far, for a window test once a tile has many uses (only with
         # spacing and no small use cap).
@@ -2354,6 +2450,14 @@ class _Solver:
             if spacing > 1:
                 spacing *= layout.unit
         chosen = [-1] * count
+        if fixed is not None:
+            for cell in np.flatnonzero(fixed >= 0).tolist():
+                t = int(fixed[cell])
+                r, c = divmod(cell, cols) if layout is None else centres[cell]
+                uses.setdefault(t, []).append((r, c))
+                chosen[cell] = t
+                if spacing > 1 and layout is None:
+                    grid[r, c] = t
         stuck = []
         for cell in order:
             r, c = divmod(cell, cols) if layout is None else centres[cell]
@@ -2390,3 +2494,264 @@ class _Solver:
         mask = np.zeros(count, bool)
         mask[stuck] = True
         return np.asarray(chosen, np.int64), mask
+
+    # -- where the spacing rounds give up ------------------------------------
+
+    def _spaced_anyway(self, best: np.ndarray | None) -> np.ndarray:
+        """A placement that keeps every limit, built where the spacing rounds gave up.
+
+        The rounds are a heuristic: on a small library, whose tiles every
+        window of the grid holds, they can run in circles, or forbid pairs
+        until some cell has no tile left. Each cell then lists the whole
+        library where it is small (:data:`FALLBACK_PAIRS`), and greedy
+        (which keeps the cap and the spacing by construction) places, in
+        turn: the cells of ``best`` (the rounds' placement with the fewest
+        violating pairs) left over once one cell of each such pair is taken
+        out; else every cell; else, on a grid, every cell with each tile kept
+        to one class of cells ``D`` apart (:meth:`_lattice_placement`), which
+        cannot get stuck while the library has a tile for each class. Then
+        tiles short of ``min_uses`` take cells from tiles above it
+        (:meth:`_fill_minimum`). The lower bound is left as it was, so the
+        gap reports what the greedy placement costs.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(N,)`` each cell's edge.
+
+        Raises
+        ------
+        OptionError
+            Where none of them places every cell.
+        """
+        self.spaced_anyway = True
+        self._list_whole_library()
+        placements = []
+        if best is not None:
+            fixed = best.copy()
+            _, listed = _listed_at(self.edges, fixed)
+            fixed[~listed] = -1
+            a, b = spacing_violations(fixed, self.rows, self.cols, self.min_spacing,
+                                      self.layout)
+            # One cell of each pair re-placed (the later, where neither is yet).
+            for first, second in zip(a.tolist(), b.tolist(), strict=True):
+                if fixed[first] >= 0 and fixed[second] >= 0:
+                    fixed[second] = -1
+            placements.append(self._greedy_growing(fixed))
+        placements.append(self._greedy_growing(None))
+        if self.layout is None:
+            placements.append(self._lattice_placement())
+        # The cheapest: on 300 tiles at D = 6 on 18 x 25 cells the rounds' placement
+        # repaired cost 10% more than greedy from scratch, the lattice 13% more; where
+        # the rounds nearly converged, a repair moves fewest cells.
+        costs = [_total(self.edges.dist[_listed_at(self.edges, tile)[0]])
+                 for tile in placements if tile is not None]
+        if not costs:
+            raise OptionError(
+                "no placement keeps equal tiles {min_spacing} {limit} cells apart in "
+                "{rounds} spacing rounds or greedily; add tiles or relax the limits",
+                limit=self.min_spacing, rounds=self.iterations,
+            )
+        tile = [tile for tile in placements if tile is not None][int(np.argmin(costs))]
+        if self.minimum:
+            tile = self._fill_minimum(tile)
+        tile = self._improve(tile)
+        position, _ = _listed_at(self.edges, tile)
+        return position
+
+    def _greedy_growing(self, fixed: np.ndarray | None) -> np.ndarray | None:
+        """Greedy passes (:meth:`_greedy_pass`), lists growing where stuck; None if stuck."""
+        while True:
+            tile, stuck = self._greedy_pass(fixed)
+            if not stuck.any():
+                return tile
+            if not self.grow(stuck):
+                return None
+
+    def _list_whole_library(self) -> None:
+        """Let every cell list every tile (or the longest lists allowed), where they are few.
+
+        With a search, the whole library; else every cell the ``max_candidates``
+        nearest of ``more_candidates``: greedy lengthens only the stuck cells'
+        lists, and a class of :meth:`_lattice_placement` needs its tiles listed
+        by all its cells.
+        """
+        search = self.search
+        cells = np.arange(self.count)
+        if search is not None:
+            k = search.tile_count
+            if self.count * k > FALLBACK_PAIRS or (self.edges.length >= k).all():
+                return
+            tiles, distances = search.nearest(cells, k)
+        elif self.more is not None and self.count * self.max_candidates <= FALLBACK_PAIRS:
+            k = self.max_candidates
+            tiles, distances = self.more(k)
+            tiles, distances = np.asarray(tiles), _as_distances(distances)
+        else:
+            return
+        self.k = max(self.k, k)
+        self._set_edges(_with_edges(self.edges, np.repeat(cells, tiles.shape[1]),
+                                    tiles.ravel(), distances.ravel(), self.edges.tail))
+
+    def _lattice_placement(self) -> np.ndarray | None:
+        """Greedy with each tile kept to one class of cells ``D`` apart; None where stuck.
+
+        Cells ``(r, c)`` of equal ``(r mod D, c mod D)`` are at least ``D``
+        apart, so a tile used within one such class never breaks the spacing
+        (the classes of a ``D x D`` block: one needs at least as many tiles
+        as :func:`check_feasible` asks). Cells by decreasing regret take
+        their best listed tile that their class holds with room, or one no
+        class holds while as many stay as the classes still need
+        (``ceil(cells left / cap)`` each, less the room of their tiles):
+        with every tile listed, no cell is then left without one. An exact
+        solve within the classes, each tile kept to its own, then improves
+        the placement.
+        """
+        edges = self.edges
+        assert self.cap is not None and self.layout is None
+        cap, spacing = self.cap, self.min_spacing
+        cell = np.arange(self.count)
+        kind = (cell // self.cols % spacing) * spacing + cell % self.cols % spacing
+        size = np.bincount(kind, minlength=spacing * spacing)
+        # Cells of each class still to place, room left in the tiles it holds, and how
+        # many tiles it still needs from those no class holds.
+        left = size.tolist()
+        room = [0] * len(left)
+        need = [-(-n // cap) for n in left]
+        free = int(np.unique(edges.tile).size)
+        spare = free - sum(need)
+        if spare < 0:
+            return None
+        owner = [-1] * (int(edges.tile.max(initial=-1)) + 1)
+        uses = [0] * len(owner)
+        order, bounds = _by_regret(edges)
+        tiles = edges.tile.tolist()
+        kinds = kind.tolist()
+        chosen = [-1] * self.count
+        for at in order:
+            k = kinds[at]
+            for e in range(bounds[at], bounds[at + 1]):
+                t = tiles[e]
+                if owner[t] == k and uses[t] < cap:
+                    room[k] -= 1
+                elif owner[t] < 0 and (need[k] > 0 or spare > 0):
+                    owner[t] = k
+                    room[k] += cap - 1
+                    if need[k] > 0:
+                        need[k] -= 1
+                    else:
+                        spare -= 1
+                else:
+                    continue
+                uses[t] += 1
+                left[k] -= 1
+                chosen[at] = t
+                break
+            else:
+                return None
+            # Cells left beyond the room of the tiles held: the class's need can only fall.
+            need[k] = -(-max(0, left[k] - room[k]) // cap)
+        tile = np.asarray(chosen, np.int64)
+        held = np.asarray(owner, np.int64)
+        exact = _solve(self.count, edges, held[edges.tile] == kind[edges.row], cap, None,
+                       self.minimum)
+        if (exact >= 0).all():
+            tile = edges.tile[exact]
+        return tile
+
+    def _improve(self, tile: np.ndarray) -> np.ndarray:
+        """Move cells one at a time onto cheaper listed tiles that keep every limit.
+
+        A cell moves to its best listed tile cheaper than its own that has
+        room and that no cell within the spacing holds (and only off a tile
+        above ``min_uses``); passes repeat while cells move, at most
+        :data:`IMPROVE_PASSES`.
+        """
+        edges = self.edges
+        count, cols = self.count, self.cols
+        cap = self.cap if self.cap is not None else count
+        spacing, minimum, layout = self.min_spacing, self.minimum, self.layout
+        position, _ = _listed_at(edges, tile)
+        at = position.tolist()
+        tile = tile.copy()
+        uses = np.bincount(tile, minlength=int(edges.tile.max(initial=-1)) + 1).tolist()
+        _, bounds = _by_regret(edges)
+        tiles, dist = edges.tile.tolist(), edges.dist.tolist()
+        reach = spacing - 1
+        grid = tile.reshape(self.rows, cols) if layout is None else None
+        holders: dict[int, set[int]] = {}
+        if layout is not None:
+            for cell, held in enumerate(tile.tolist()):
+                holders.setdefault(held, set()).add(cell)
+            centres = layout.centre.tolist()
+            apart = spacing * layout.unit
+        for _ in range(IMPROVE_PASSES):
+            moved = 0
+            for cell in range(count):
+                now = at[cell]
+                old = tiles[now]
+                if minimum and uses[old] <= minimum:
+                    continue
+                r, c = divmod(cell, cols)
+                # Edges are best first: only those before the cell's own can be cheaper.
+                for e in range(bounds[cell], now):
+                    t = tiles[e]
+                    if dist[e] >= dist[now] or uses[t] >= cap:
+                        continue
+                    if grid is not None:
+                        if spacing > 1 and (grid[max(0, r - reach) : r + reach + 1,
+                                                 max(0, c - reach) : c + reach + 1] == t).any():
+                            continue
+                    elif spacing > 1:
+                        y, x = centres[cell]
+                        if any(abs(y - centres[other][0]) < apart
+                               and abs(x - centres[other][1]) < apart
+                               for other in holders.get(t, ())):
+                            continue
+                        holders[old].discard(cell)
+                        holders.setdefault(t, set()).add(cell)
+                    uses[old] -= 1
+                    uses[t] += 1
+                    tile[cell], at[cell] = t, e
+                    moved += 1
+                    break
+            if not moved:
+                break
+        return tile
+
+    def _fill_minimum(self, tile: np.ndarray) -> np.ndarray:
+        """Move cells onto the tiles short of ``min_uses``, spacing and other minima kept.
+
+        Each short tile takes, one at a time, the listed cell that loses least
+        by moving, among those whose tile has uses to spare and that no cell
+        of the short tile is near. Tiles still short are left to the caller
+        (:class:`ShortLists`).
+        """
+        edges, minimum = self.edges, self.minimum
+        tile = tile.copy()
+        top = max(int(edges.tile.max(initial=-1)) + 1, self.tile_count or 0)
+        uses = np.bincount(tile, minlength=top)
+        position, _ = _listed_at(edges, tile)
+        paid = edges.dist[position]
+        if self.layout is None:
+            where = np.stack(np.divmod(np.arange(self.count), self.cols), axis=1)
+            reach = self.min_spacing
+        else:
+            where, reach = self.layout.centre, self.min_spacing * self.layout.unit
+        for short in np.flatnonzero(uses < minimum).tolist():
+            listing = edges.tile == short
+            cells, dist = edges.row[listing], edges.dist[listing]
+            while uses[short] < minimum:
+                free = uses[tile[cells]] > minimum
+                holders = np.flatnonzero(tile == short)
+                if len(holders) and reach > 1:
+                    apart = np.abs(where[cells][:, None, :] - where[holders][None, :, :])
+                    free &= apart.max(axis=2).min(axis=1) >= reach
+                if not free.any():
+                    break
+                pick = int(np.flatnonzero(free)[np.argmin((dist - paid[cells])[free])])
+                moved = cells[pick]
+                uses[tile[moved]] -= 1
+                uses[short] += 1
+                tile[moved], paid[moved] = short, dist[pick]
+        return tile
