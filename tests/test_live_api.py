@@ -571,3 +571,25 @@ def test_the_command_line_names_its_flags(tmp_path, target):
     assert result.exit_code != 0 and "TARGET" in result.output
     with contextlib.suppress(FileNotFoundError):
         assert not (tmp_path / "e" / "event.sqlite").exists()
+
+
+def test_a_wall_over_pillows_bomb_limit_opens_and_tidies_a_killed_export(tmp_path, target,
+                                                                          monkeypatch):
+    # A wall over Pillow's default limit (150 x 150 tiles of 96 px: 207 million pixels)
+    # could not open: its own target.png was refused as a decompression bomb.
+    from PIL import Image as PillowImage
+
+    monkeypatch.setattr(PillowImage, "MAX_IMAGE_PIXELS", 1000)
+    event = Event.open(tmp_path / "e", target=target, grid=GRID, settings=dict(SETTINGS))
+    event.close()
+    assert PillowImage.MAX_IMAGE_PIXELS == 1000
+    # A Deep Zoom export killed mid-way left its hidden staging folder for good.
+    staging = tmp_path / "e" / "exports" / ".deepzoom-abcd1234"
+    (staging / "wall_files" / "0").mkdir(parents=True)
+    (staging / "wall_files" / "0" / "0_0.jpeg").write_bytes(b"x")
+    again = Event.open(tmp_path / "e")
+    try:
+        assert again.target.shape[:2] == (GRID[1] * 16, GRID[0] * 16)
+        assert not staging.exists()
+    finally:
+        again.close()

@@ -335,7 +335,9 @@ def test_upload_framing_is_checked(api):
     assert "form field" in error_of(api.post("/api/targets", {"file": "x"}))
     two = [("file", ("a.png", WORLD_TARGET, "image/png")),
            ("file", ("b.png", WORLD_TARGET, "image/png"))]
-    assert api.post("/api/targets", files=two).status_code == 400
+    two_files = api.post("/api/targets", files=two)
+    assert two_files.status_code == 400
+    assert "one picture" in error_of(two_files)  # the studio's sentence, not Starlette's
     broken = api.post("/api/targets", content=b"--x\r\nnonsense",
                       headers={"Content-Type": "multipart/form-data; boundary=x"})
     assert broken.status_code == 400
@@ -408,6 +410,9 @@ def test_bad_settings_targets_and_tiles(api, indexed, world, route):
         ({"settings": {"tint": "lots"}}, 400, "must be a number"),
         ({"settings": {"metric": "rainbow"}}, 400, "unknown \u201ccolour matching\u201d"),
         ({"settings": {"colour": 1}}, 400, "unknown setting 'colour'"),
+        # Registry values: a run was recorded (and failed) for these; the command shown.
+        ({"settings": {"search": "zz"}}, 400, "unknown"),
+        ({"settings": {"device": "\u0000"}}, 400, "does not run on"),
         ({"settings": [1, 2]}, 400, "settings must be an object"),
         ({"target": "0" * 32}, 404, "choose it again"),
         ({"target": "../../etc/passwd"}, 400, "choose a picture"),

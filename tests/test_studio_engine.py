@@ -190,7 +190,16 @@ def test_history_survives_kill_9_at_random_moments(tmp_path):
             assert run.report == {"tiles": 7, "text": "x" * 5000}
             assert run.outputs == {"png": "mosaic.png", "report": "report.json"}
     cut = [run.id for run in runs.values() if run.status != "done"]
+    # What a killed run had written (an output finished before the next, a temporary)
+    # stays unreachable unless the folder is emptied, as a cancelled run's is.
+    for run_id in cut:
+        folder = history.folder(run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "mosaic.png").write_bytes(b"finished before the kill")
+        (folder / ".mosaic.dzi.999999999-abcdefgh.part").mkdir()
     assert history.mark_interrupted() == len(cut)
+    for run_id in cut:
+        assert not any(history.folder(run_id).iterdir())
     # While this studio owns the history, another one leaves its runs alone.
     mine = history.create(target_name="t", tiles="x", settings={}, command="c")
     other = subprocess.run([sys.executable, "-c", textwrap.dedent('''
@@ -561,3 +570,16 @@ def test_preview_says_what_is_wrong(indexed, tmp_path):
         previewer.preview(tmp_path / "nothing.jpg", str(tiles), MosaicOptions())
     with pytest.raises(OptionError, match="preview cells"):
         previewer.preview(target, str(tiles), MosaicOptions(), cells=10**6)
+
+
+def test_an_upload_is_named_by_its_pixels_hashed_a_strip_at_a_time(tmp_path, monkeypatch):
+    # The digest once went through one copy of the whole picture (300 MB at the limit).
+    import hashlib
+
+    from mosaicist.studio import _uploads
+
+    monkeypatch.setattr(_uploads, "HASHED_STRIP_BYTES", 100)  # a few rows a strip
+    picture = Image.fromarray(noisy_target())
+    path, info = accept_target(_encoded(picture, "PNG"), "p.png", tmp_path)
+    whole = hashlib.sha256(f"{picture.width}x{picture.height}:".encode() + picture.tobytes())
+    assert info["id"] == whole.hexdigest()[:32] == path.stem

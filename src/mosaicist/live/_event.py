@@ -37,6 +37,7 @@ import io
 import json
 import os
 import secrets
+import shutil
 import sqlite3
 import sys
 import threading
@@ -52,7 +53,7 @@ from PIL import Image
 from ..aspect import height_for
 from ..crop import Window
 from ..errors import MosaicistError, OptionError
-from ..imaging import make_tile, read_target, thumbnail
+from ..imaging import _PILLOW_LIMIT, make_tile, read_target, thumbnail
 from ..options import MosaicOptions
 from ..paths import atomic_path
 from ..render import dress_tiles
@@ -357,7 +358,10 @@ class Event:
         for made in (self.photos_folder, self.tiles_folder, self.exports_folder):
             made.mkdir(exist_ok=True)
         options = settings.options
-        self.target = np.asarray(Image.open(folder / "target.png").convert("RGB"), np.uint8)
+        # The event's own file, cut to the wall at the tiles' size: a large wall is over
+        # Pillow's default bomb limit (150 x 150 tiles of 96 px: 207 million pixels).
+        with _PILLOW_LIMIT.allowing(None), Image.open(folder / "target.png") as stored:
+            self.target = np.asarray(stored.convert("RGB"), np.uint8)
         match_w, match_h = settings.match_size
         cells = _cells_of(self.target, settings.cols, settings.rows, match_w, match_h)
         self.cell_vectors = picture_vectors(cells, options.metric)
@@ -501,6 +505,14 @@ class Event:
                 present.add(path.name)
             else:
                 path.unlink(missing_ok=True)
+        # The event's lock is this process's: a hidden export folder or file (a Deep Zoom
+        # export's staging, a temporary) was left by a run that was killed.
+        for path in self.exports_folder.iterdir():
+            if path.name.startswith("."):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
         for photo in self.photos.values():
             if photo.status != "placed":
                 continue

@@ -54,6 +54,7 @@ from typing import Any
 import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -61,6 +62,7 @@ from starlette.routing import Route
 from .. import __version__
 from ..errors import MosaicistError, OptionError
 from ..imaging import IMAGE_EXTENSIONS
+from ..match import fitted_matcher
 from ..options import MosaicOptions, settings
 from ..paths import atomic_path
 from ..paths import cache_dir as default_cache_dir
@@ -93,6 +95,8 @@ from ._uploads import MAX_UPLOAD_BYTES, accept_target
 TOKEN_PLACEHOLDER = "{{MOSAICIST_TOKEN}}"
 #: Largest JSON request body.
 MAX_JSON_BYTES = 256 * 1024
+#: Uploads decoded and stored at once; the others wait their turn.
+UPLOADS_AT_ONCE = 2
 #: Largest request body at all: an upload and its multipart framing.
 MAX_BODY = MAX_UPLOAD_BYTES + 1024 * 1024
 #: Cells of a preview.
@@ -168,6 +172,9 @@ class Studio:
         self._preview_lock = threading.Lock()
         self._preview_latest = 0
         self._preview_number_lock = threading.Lock()
+        # Each upload being decoded holds its picture (up to MAX_UPLOAD_PIXELS, about
+        # 0.6 GB at the limit while it is checked and stored): a few at a time.
+        self._decoding = threading.BoundedSemaphore(UPLOADS_AT_ONCE)
         self._viewers: OrderedDict[str, ViewerSite] = OrderedDict()
         self._viewers_lock = threading.Lock()
         self._closed = False
@@ -260,9 +267,13 @@ class Studio:
         if unknown:
             raise WebError(400, f"unknown setting {unknown[0]!r}")
         try:
-            return MosaicOptions(**value)
+            options = MosaicOptions(**value)
+            # The settings whose values come from registries (search, device), and their
+            # combinations, as a run would check them: refused before a run is recorded.
+            fitted_matcher(options)
         except OptionError as error:
             raise WebError(400, error.message(_quoted)) from None
+        return options
 
     # -- the page's data -----------------------------------------------------------------
 
@@ -316,7 +327,8 @@ class Studio:
 
     def accept(self, data: bytes, filename: str) -> dict[str, Any]:
         """Check and store an uploaded target; return ``{"id", "name", "width", "height"}``."""
-        path, info = accept_target(data, filename, self.targets)
+        with self._decoding:
+            path, info = accept_target(data, filename, self.targets)
         described = {key: info[key] for key in ("id", "name", "width", "height")}
         with atomic_path(path.with_suffix(".json")) as temporary:
             temporary.write_text(json.dumps(described), encoding="utf-8")
@@ -632,12 +644,19 @@ def _routes(studio: Studio) -> list[Route]:
     async def upload(request: Request) -> Response:
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise WebError(400, "send the picture as a file in the form field 'file'")
-        async with request.form(max_files=1, max_fields=8) as form:
-            sent = form.get("file")
-            if not isinstance(sent, UploadFile):
-                raise WebError(400, "send the picture as a file in the form field 'file'")
-            data = await sent.read()
-            name = sent.filename or ""
+        try:
+            async with request.form(max_files=1, max_fields=8) as form:
+                sent = form.get("file")
+                if not isinstance(sent, UploadFile):
+                    raise WebError(400, "send the picture as a file in the form field 'file'")
+                data = await sent.read()
+                name = sent.filename or ""
+        except HTTPException as error:
+            if isinstance(error, WebError):
+                raise
+            # Starlette's own answer to a malformed form (two files, too many fields).
+            raise WebError(400, "send one picture as a file in the form field 'file', and "
+                                "nothing else") from None
         return JSONResponse(await threaded(studio.accept)(data, name), 201)
 
     async def upload_example(request: Request) -> Response:

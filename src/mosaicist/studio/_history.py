@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MosaicistError
-from ..paths import process_alive
+from ._worker import clear_folder
 
 #: Statuses of a run; the last four are final.
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
@@ -332,7 +332,10 @@ class History:
         """Mark the runs left ``queued`` or ``running`` as ``interrupted``; return how many.
 
         Called when the studio starts: no job of an earlier server survives
-        it. Their folders lose any temporary file a writer left there. The
+        it. Their folders are emptied, as a cancelled run's are: an
+        interrupted run lists no output, so none it finished before the
+        studio ended (a PNG written before the Deep Zoom pyramid) may stay
+        there unreachable, nor any temporary file a writer left. The
         calling process becomes the history's owner (a lock it holds until
         it ends): while another studio on the same cache folder owns it,
         the runs are that studio's, nothing is marked and 0 is returned.
@@ -346,7 +349,7 @@ class History:
                 "UPDATE runs SET status = 'interrupted', error = ? "
                 "WHERE status IN ('queued', 'running')", (INTERRUPTED_MESSAGE,))
         for run_id in ids:
-            _remove_dead_temporaries(self.folder(run_id))
+            clear_folder(self.folder(run_id))
         return len(ids)
 
     # -- plumbing ---------------------------------------------------------------------
@@ -435,21 +438,3 @@ def _load(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-_TEMPORARY = re.compile(r"\..+\.(\d+)-[a-z0-9_]{8}\.(part|old)")
-
-
-def _remove_dead_temporaries(folder: Path) -> None:
-    """Remove the temporaries of :func:`mosaicist.paths.atomic_path` whose writer is dead."""
-    try:
-        entries = list(folder.iterdir())
-    except OSError:
-        return
-    for entry in entries:
-        found = _TEMPORARY.match(entry.name)
-        if found is None or process_alive(int(found.group(1))):
-            continue
-        with contextlib.suppress(OSError):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
