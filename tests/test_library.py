@@ -38,6 +38,36 @@ def bump_mtime(path, seconds=10):
     os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns + seconds * 10**9))
 
 
+def test_files_replaced_with_their_size_and_time_kept_are_read_again(tmp_path):
+    # cp -p, rsync -t and tar keep a file's modification time: a file of the same size put
+    # in place that way, or two files swapped, kept their stamps, and the index served the
+    # old tiles (the placements named the wrong files).
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for name in ("a.bmp", "b.bmp", "c.bmp", "d.bmp"):
+        Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(folder / name)
+    cache = tmp_path / "cache"
+    open_library(folder, cache)
+    time.sleep(0.05)  # past the file system's clock tick
+    replaced = folder / "b.bmp"
+    status = replaced.stat()
+    Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(replaced)
+    os.utime(replaced, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert replaced.stat().st_size == status.st_size
+    assert replaced.stat().st_mtime_ns == status.st_mtime_ns
+    first, second = folder / "a.bmp", folder / "d.bmp"
+    times = first.stat(), second.stat()
+    os.replace(first, folder / "swap")
+    os.replace(second, first)
+    os.replace(folder / "swap", second)
+    os.utime(first, ns=(times[0].st_atime_ns, times[0].st_mtime_ns))
+    os.utime(second, ns=(times[1].st_atime_ns, times[1].st_mtime_ns))
+    again = open_library(folder, cache)
+    assert again.stats.decoded == 3
+    check_pixels(again, folder)
+
+
 @pytest.mark.parametrize("tile_px", [8, 16])
 def test_index_then_reuse(tmp_path, tile_px):
     folder = make_colour_folder(tmp_path / "tiles", 12)

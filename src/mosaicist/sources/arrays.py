@@ -34,7 +34,7 @@ from PIL import Image
 from ..aspect import SQUARE
 from ..errors import SourceError
 from ..imaging import TILE_MAX_PIXELS, array_tile, content_hash
-from .base import DecodedTile, SourceEntry, TileSource
+from .base import DecodedTile, SourceEntry, TileSource, change_stamp
 from .download import fetch_dataset
 
 #: Images read from the file per step, at most; bounds the memory of decoding.
@@ -336,14 +336,14 @@ class ArrayFileSource(TileSource):
         stat = self._path.stat()
         prefix = f"{self._prefix}/"
         return [
-            SourceEntry(prefix + str(i), stat.st_size, stat.st_mtime_ns, i)
+            SourceEntry(prefix + str(i), stat.st_size, change_stamp(stat), i)
             for i in range(self._count)
         ]
 
     def scan_fingerprint(self) -> tuple[str, int]:
         """The scan's ids, sizes and times follow from the prefix, count, size and time."""
         stat = self._path.stat()
-        return (f"array\0{self._prefix}\0{self._count}\0{stat.st_size}\0{stat.st_mtime_ns}",
+        return (f"array\0{self._prefix}\0{self._count}\0{stat.st_size}\0{change_stamp(stat)}",
                 self._count)
 
     def _position(self, entry: SourceEntry) -> int:

@@ -35,7 +35,9 @@ class SourceEntry(NamedTuple):
         container file); with ``mtime_ns`` it tells the index whether the tile
         may have changed since it was indexed.
     mtime_ns : int
-        Modification time of that file, in nanoseconds.
+        When that file last changed, in nanoseconds: :func:`change_stamp`, the
+        later of its modification and status-change times (the name is the
+        index's column, kept from when it was the modification time alone).
     locator : Any
         Whatever the source needs to find the tile again (a path, an index).
     """
@@ -44,6 +46,26 @@ class SourceEntry(NamedTuple):
     size: int
     mtime_ns: int
     locator: Any = None
+
+
+def change_stamp(status: os.stat_result) -> int:
+    """When a file last changed, in nanoseconds, as far as its status can tell.
+
+    The later of its modification time and its status-change time
+    (``st_ctime``). The modification time alone can be set back
+    (``os.utime``; ``cp -p``, ``rsync -t`` and ``tar`` do it), so a file
+    replaced by another of the same size could keep its stamp and the index
+    would serve the old tile; the status-change time moves with every write,
+    rename and ``utime`` and cannot be set. A change of owner or mode moves
+    it too: the tile is then decoded again and found unchanged (its content
+    hash), which costs a decode, never a wrong tile.
+
+    Parameters
+    ----------
+    status : os.stat_result
+        The file's status (``os.stat``, ``os.DirEntry.stat``).
+    """
+    return max(status.st_mtime_ns, status.st_ctime_ns)
 
 
 # A backslash, or a byte of a file name that is not UTF-8 (which Python's

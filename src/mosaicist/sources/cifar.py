@@ -29,7 +29,7 @@ from PIL import Image
 from ..aspect import SQUARE
 from ..errors import MosaicistError, SourceError
 from ..imaging import array_tile, content_hash
-from .base import DecodedTile, SourceEntry, TileSource
+from .base import DecodedTile, SourceEntry, TileSource, change_stamp
 from .download import fetch_dataset
 
 #: Side of a CIFAR image, and bytes of its pixels (R, G and B planes).
@@ -357,7 +357,7 @@ class CifarSource(TileSource):
             start = len(entries)
             prefix = f"{self.dataset}/{batch.split}/"
             entries.extend(
-                SourceEntry(prefix + str(start + row - first), stat.st_size, stat.st_mtime_ns,
+                SourceEntry(prefix + str(start + row - first), stat.st_size, change_stamp(stat),
                             start + row)
                 for row in range(len(batch.pixels))
             )

@@ -19,7 +19,15 @@ from ..aspect import SQUARE, height_for
 from ..crop import Window
 from ..errors import SourceError
 from ..imaging import IMAGE_EXTENSIONS, ImageReadError, read_tile_file, to_rgb
-from .base import DecodedTile, SourceEntry, TileSource, name_to_text, readable, text_to_name
+from .base import (
+    DecodedTile,
+    SourceEntry,
+    TileSource,
+    change_stamp,
+    name_to_text,
+    readable,
+    text_to_name,
+)
 
 #: Files handed to a worker process at a time: large enough to amortise the
 #: inter-process round trip, small enough to keep progress smooth.
@@ -136,7 +144,7 @@ class FolderSource(TileSource):
                         continue
                     entries.append(
                         SourceEntry(prefix + name_to_text(name), status.st_size,
-                                    status.st_mtime_ns, item.path)
+                                    change_stamp(status), item.path)
                     )
         entries.sort(key=lambda entry: entry.source_id)
         return entries

@@ -69,6 +69,7 @@ from ..options import MosaicOptions
 from ..paths import atomic_path
 from ..render import dress_tiles
 from ..sizing import fit_options, options_plan
+from ..sources.base import change_stamp
 from ..transforms import apply_transform, augment_transforms
 
 #: Cells of a preview when not told.
@@ -429,7 +430,7 @@ class Previewer:
             status = path.stat()
         except OSError:
             raise MosaicistError(f"{path}: target file not found") from None
-        stamp = (status.st_mtime_ns, status.st_size)
+        stamp = (change_stamp(status), status.st_size)
         cached = self._targets.get(path)
         if cached is not None and cached.stamp == stamp:
             self._targets.move_to_end(path)
