@@ -176,6 +176,13 @@ def test_connection_refused_is_a_download_error(tmp_path: Path) -> None:
         fetch("http://127.0.0.1:1/file.bin", PAYLOAD_MD5, tmp_path / "file.bin", timeout=5)
 
 
+def test_an_address_that_is_no_url_is_a_download_error(tmp_path: Path) -> None:
+    # MOSAICIST_DOWNLOAD_URL_CIFAR10=notaurl ended in a 77-line traceback.
+    with pytest.raises(DownloadError, match="notaurl: download failed"):
+        fetch("notaurl", PAYLOAD_MD5, tmp_path / "file.bin")
+    assert not (tmp_path / "file.bin").exists()
+
+
 def test_concurrent_fetches_download_once(
     server: tuple[str, ServerState], tmp_path: Path
 ) -> None:

@@ -9,7 +9,15 @@ import time
 
 import pytest
 
-from mosaicist.paths import atomic_folder, atomic_path, process_alive, remove_stale_temporaries
+from mosaicist.errors import MosaicistError, OptionError
+from mosaicist.paths import (
+    atomic_folder,
+    atomic_path,
+    cache_dir,
+    check_distinct,
+    process_alive,
+    remove_stale_temporaries,
+)
 
 
 def _dead_pid() -> int:
@@ -89,3 +97,36 @@ def test_a_killed_writer_not_yet_reaped_has_ended(tmp_path):
     finally:
         child.wait()
     assert process_alive(os.getpid())
+
+
+def test_a_cache_folder_that_cannot_be_one_is_named(tmp_path, monkeypatch):
+    # --cache-dir FILE said "target.png: File exists"; --cache-dir "" indexed into the
+    # current folder.
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(MosaicistError, match="cache folder is a file"):
+        cache_dir(afile)
+    monkeypatch.setenv("MOSAICIST_CACHE_DIR", str(afile))
+    with pytest.raises(MosaicistError, match="MOSAICIST_CACHE_DIR"):
+        cache_dir()
+    with pytest.raises(OptionError, match="cache_dir is empty"):
+        cache_dir("")
+    assert cache_dir(tmp_path / "made") == tmp_path / "made" and (tmp_path / "made").is_dir()
+
+
+def test_outputs_through_links_and_devices(tmp_path):
+    real = tmp_path / "real.txt"
+    link = tmp_path / "link.txt"
+    link.symlink_to(real)
+    with atomic_path(link) as temporary:
+        temporary.write_text("through")
+    assert link.is_symlink() and real.read_text() == "through"
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(MosaicistError, match="not a regular file"):
+        with atomic_path(fifo) as temporary:
+            temporary.write_text("never")
+    assert fifo.is_fifo()
+    with pytest.raises(MosaicistError, match="the report is also the output"):
+        check_distinct([(tmp_path / "a.png", "output"), (None, "placements"),
+                        (tmp_path / "." / "a.png", "report")])

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import platformdirs
 
-from .errors import MosaicistError
+from .errors import MosaicistError, OptionError
 
 CACHE_ENV = "MOSAICIST_CACHE_DIR"
 
@@ -46,14 +46,25 @@ def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
     pathlib.Path
         The absolute cache directory.
     """
+    what = "cache folder"
     if override is not None:
+        if not os.fspath(override).strip():
+            # Path("") is the current folder: the index would land wherever the run was.
+            raise OptionError("{cache_dir} is empty; give a folder")
         path = Path(override)
     elif os.environ.get(CACHE_ENV):
         path = Path(os.environ[CACHE_ENV])
+        what = f"cache folder ({CACHE_ENV})"
     else:
         path = Path(platformdirs.user_cache_dir("mosaicist", appauthor=False))
     path = path.expanduser().absolute()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise MosaicistError(f"{path}: the {what} is a file, not a folder") from None
+    except OSError as error:
+        raise MosaicistError(f"{path}: cannot make the {what}: "
+                             f"{error.strerror or error}") from None
     return path
 
 

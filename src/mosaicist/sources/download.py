@@ -230,10 +230,12 @@ def _one_line(reason: object) -> str:
 def _download(url: str, part: Path, label: str, show_progress: bool, timeout: float) -> None:
     """Append the rest of ``url`` to ``part`` (or rewrite it when the server cannot resume)."""
     offset = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-    if offset:
-        request.add_header("Range", f"bytes={offset}-")
     try:
+        # Inside: a URL that is not one (an address given in the environment) is a
+        # ValueError here.
+        request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+        if offset:
+            request.add_header("Range", f"bytes={offset}-")
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as error:
         if error.code == 416 and offset:
