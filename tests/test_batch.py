@@ -171,18 +171,25 @@ def finished(folder: Path) -> list[Path]:
     return [path for path in folder.glob("*.png") if not path.name.startswith(".")]
 
 
-def test_killed_batch_loses_nothing_finished(data, tmp_path):
-    root, tiles, _, _, _ = data
+def _started_batch(tiles: Path, tmp_path: Path, workers: int,
+                   ) -> tuple[subprocess.Popen, Path, Path]:
+    """A batch of 24 targets started in a session of its own: the process, targets, outputs."""
     many = tmp_path / "many"
     many.mkdir()
     for index in range(24):
         Image.fromarray(_picture(64, 48, index)).save(many / f"p{index:02d}.png")
     out = tmp_path / "out"
     command = [sys.executable, "-m", "mosaicist", "batch", str(many), "--tiles", str(tiles),
-               "-o", str(out), *GRID, "--workers", "1", "-q"]
+               "-o", str(out), *GRID, "--workers", str(workers), "-q"]
     env = dict(os.environ, MOSAICIST_THREADS="1")
     process = subprocess.Popen(command, env=env, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return process, many, out
+
+
+def test_killed_batch_loses_nothing_finished(data, tmp_path):
+    root, tiles, _, _, _ = data
+    process, many, out = _started_batch(tiles, tmp_path, workers=1)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and process.poll() is None:
@@ -227,16 +234,7 @@ def test_batch_killed_alone_leaves_no_pool_process(data, tmp_path):
     # kill -9 of the batch's own process only (not its group): its pool's workers
     # used to wait for work forever, reparented to init.
     root, tiles, _, _, _ = data
-    many = tmp_path / "many"
-    many.mkdir()
-    for index in range(24):
-        Image.fromarray(_picture(64, 48, index)).save(many / f"p{index:02d}.png")
-    out = tmp_path / "out"
-    command = [sys.executable, "-m", "mosaicist", "batch", str(many), "--tiles", str(tiles),
-               "-o", str(out), *GRID, "--workers", "2", "-q"]
-    env = dict(os.environ, MOSAICIST_THREADS="1")
-    process = subprocess.Popen(command, env=env, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process, _, out = _started_batch(tiles, tmp_path, workers=2)
     group: list[int] = []
     try:
         deadline = time.monotonic() + 60
