@@ -15,6 +15,7 @@ from test_match import smooth_images
 
 from mosaicist import MosaicOptions, Placements
 from mosaicist import make_mosaic as _make_mosaic
+from mosaicist.aspect import aspect_pair
 from mosaicist.errors import OptionError
 from mosaicist.grid import make_grid
 from mosaicist.library import TileLibrary
@@ -232,3 +233,42 @@ def test_cli_makes_and_renders_a_three_by_two_mosaic(tmp_path):
     data = read_viewer_data(tmp_path / "wall.html")
     assert (data["cols"], data["rows"], data["cell_px"], data["cell_height"]) == (
         cols, rows, 15, 10)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    # These are two positive whole numbers: the message said they were not.
+    ("10000:1", "aspect 10000:1 is more elongated than 1:16"),
+    ("1:10000", "aspect 1:10000 is more elongated than 1:16"),
+    ("17:1", "aspect 17:1 is more elongated than 1:16"),
+    ("10000:10000", "aspect sides must have at most 4 digits, got '10000:10000'"),
+    pytest.param("9" * 5000 + ":1", "aspect sides must have at most 4 digits",
+                 id="too-many-digits-for-int"),
+    # These are not.
+    ("0:2", "aspect must be two positive whole numbers as W:H"),
+    ("1:2:3", "aspect must be two positive whole numbers as W:H"),
+    ("1.5:1", "aspect must be two positive whole numbers as W:H"),
+])
+def test_an_aspect_refused_says_why(text, message):
+    with pytest.raises(OptionError) as caught:
+        MosaicOptions(aspect=text)
+    assert str(caught.value).startswith(message) and caught.value.parameters == ("aspect",)
+    assert MosaicOptions(aspect="16:1").aspect == "16:1"
+    assert MosaicOptions(aspect="1920x1080").aspect == "16:9"
+
+
+@pytest.mark.parametrize("aspect", [5, None, 1.5, (1, 2, 3), (3,), (1.5, 1), (True, 1),
+                                    (0, 1), (-3, 2), ("3", "2"), {3: 2}])
+def test_aspect_pairs_are_two_positive_whole_numbers(aspect):
+    # (1, 2, 3) was taken as 1:2, and 5 raised a TypeError.
+    with pytest.raises(OptionError, match=r"^aspect must be a text W:H \(e\.g\. '3:2'\) or a "
+                                          r"pair of positive whole numbers"):
+        aspect_pair(aspect)
+
+
+def test_aspect_pairs_reduce_and_take_numpy_integers():
+    assert aspect_pair((6, 4)) == aspect_pair([3, 2]) == aspect_pair("6:4") == (3, 2)
+    assert aspect_pair(np.array([1920, 1080])[[0, 1]].tolist()) == (16, 9)
+    assert aspect_pair((np.int64(4), np.int32(3))) == (4, 3)
+    assert type(aspect_pair((np.int64(4), np.int32(3)))[0]) is int
+    with pytest.raises(OptionError, match="aspect 20:1 is more elongated than 1:16"):
+        aspect_pair((20, 1))

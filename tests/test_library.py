@@ -13,10 +13,11 @@ import pytest
 from conftest import make_colour_folder
 from PIL import Image
 
-from mosaicist.errors import MosaicistError
+from mosaicist.errors import MosaicistError, OptionError
 from mosaicist.imaging import decode_tile_bytes
 from mosaicist.library import TileLibrary
 from mosaicist.library import _update as library_module
+from mosaicist.sources import open_source
 from mosaicist.sources.folder import FolderSource
 
 
@@ -769,3 +770,62 @@ def test_stale_snapshots_are_removed_by_the_next_update(tmp_path, snapshot_every
 
 def test_readers_and_a_writer_with_snapshots(tmp_path, snapshot_every_library):
     test_concurrent_reader_and_writer_threads(tmp_path)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"tile_px": "32"}, "match_px must be a whole number, got '32'"),
+    ({"tile_px": None}, "match_px must be a whole number, got None"),
+    # These two passed the range check and left folders pxTrue/ and px32.0/ behind.
+    ({"tile_px": True}, "match_px must be a whole number, got True"),
+    ({"tile_px": 32.0}, "match_px must be a whole number, got 32.0"),
+    ({"aspect": 5}, "aspect must be a text W:H"),
+    ({"aspect": (1, 2, 3)}, "aspect must be a text W:H"),  # was taken as 1:2
+    ({"aspect": "10000:1"}, "aspect 10000:1 is more elongated than 1:16"),
+    ({"crop": None}, "unknown crop None; use centre, subject"),
+    ({"crop": ["subject"]}, "unknown crop ['subject']; use centre, subject"),
+])
+def test_open_refuses_bad_settings_by_name_before_writing_to_the_cache(tmp_path, changes,
+                                                                         message):
+    folder = make_colour_folder(tmp_path / "tiles", 3)
+    cache = tmp_path / "cache"
+    with pytest.raises(OptionError) as caught:
+        open_library(folder, cache, **changes)
+    assert str(caught.value).startswith(message)
+    assert not cache.exists() or not list(cache.rglob("px*"))
+
+
+@pytest.mark.parametrize(("source", "shown"), [(None, "None"), (b"tiles", "b'tiles'"),
+                                               (5, "5"), (["tiles"], "a list")])
+def test_open_refuses_a_source_of_another_type(tmp_path, source, shown):
+    with pytest.raises(OptionError) as caught:
+        TileLibrary.open(source, 8, cache_dir=tmp_path / "cache")
+    assert str(caught.value) == ("source must be a source spec (a text), a path or a "
+                                 f"TileSource, got {shown}")
+    assert not (tmp_path / "cache").exists()
+    # Any caller of open_source (a placements file read back, a worker) gets one line too.
+    with pytest.raises(MosaicistError, match="^a tile source must be a source spec"):
+        open_source(source, tmp_path / "cache")
+
+
+def test_open_takes_numpy_integers_as_the_numbers_they_hold(tmp_path):
+    folder = make_colour_folder(tmp_path / "tiles", 3)
+    library = open_library(folder, tmp_path / "cache", tile_px=np.int64(8),
+                           aspect=(np.int64(6), np.int64(4)))
+    assert type(library.match_px) is int and library.aspect == (3, 2)
+    assert library.directory.name == "px8-3x2-centre"
+
+
+def test_limit_and_dedupe_refuse_what_is_no_whole_number(tmp_path):
+    folder = make_colour_folder(tmp_path / "tiles", 5)
+    library = open_library(folder, tmp_path / "cache")
+    for count in ("3", 1.5, True, [3]):
+        with pytest.raises(OptionError, match="^limit must be a whole number, got"):
+            library.limit(count)
+    assert len(library.limit(np.int64(2))) == 2
+    for threshold in ("x", 1.5, None, True):
+        with pytest.raises(OptionError, match="^dedupe must be a whole number, got"):
+            library.without_duplicates(threshold)
+        with pytest.raises(OptionError, match="^dedupe must be a whole number, got"):
+            library.duplicate_leaders(threshold)
+    assert len(library.without_duplicates(np.int64(0))) == 5
+    assert not list(library.directory.glob("dedupe-t[!0-9]*"))

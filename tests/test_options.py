@@ -13,7 +13,7 @@ from PIL import Image
 
 from mosaicist import MosaicOptions, OptionError, Placements
 from mosaicist.cli import main
-from mosaicist.errors import MosaicistError
+from mosaicist.errors import MosaicistError, check_range
 from mosaicist.options import (
     DEFAULT_PRESET,
     SETTINGS_VERSION,
@@ -362,3 +362,53 @@ def test_the_default_presets_wishes_give_way_to_a_matcher_asked_for(cli_setup, t
         "--cache-dir", str(root / "cache")])
     assert result.exit_code == 0, result.output
     assert "approximate search on cpu runs without the preset's max_uses" in result.stderr
+
+
+def test_numpy_scalars_are_taken_as_the_python_values_they_hold():
+    # What indexing an array or a data frame gives (np.int64(16)) was refused as
+    # "must be a whole number, got np.int64(16)".
+    options = MosaicOptions(cell_px=np.int64(16), tile_px=np.uint16(48), max_uses=np.int32(2),
+                            tint=np.float32(0.5), detail=np.int64(10),
+                            compute_metrics=np.bool_(False), metric=np.str_("lab"))
+    assert (options.cell_px, options.tile_px, options.max_uses) == (16, 48, 2)
+    assert (options.tint, options.detail, options.compute_metrics) == (0.5, 10.0, False)
+    assert [type(value) for value in (options.cell_px, options.tile_px, options.max_uses,
+                                      options.tint, options.detail, options.compute_metrics,
+                                      options.metric)] == [int, int, int, float, float, bool, str]
+    assert json.loads(json.dumps(options.to_json()))["cell_px"] == 16
+    assert options.replace(cell_px=np.int8(8)).cell_px == 8
+    # NumPy's bools are no numbers, and its floats no whole numbers, as Python's are not.
+    for changes, message in [({"cell_px": np.bool_(True)}, "cell_px must be a whole number"),
+                             ({"cell_px": np.float64(16.0)}, "cell_px must be a whole number"),
+                             ({"tint": np.bool_(True)}, "tint must be a number"),
+                             ({"compute_metrics": np.int64(1)},
+                              "compute_metrics must be true or false"),
+                             ({"tint": np.float64(2)}, "tint must be between 0 and 1, got 2.0")]:
+        with pytest.raises(OptionError, match=message):
+            MosaicOptions(**changes)
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("32", "match_px must be a whole number, got '32'"),
+    (None, "match_px must be a whole number, got None"),
+    (True, "match_px must be a whole number, got True"),
+    (32.0, "match_px must be a whole number, got 32.0"),
+    (np.float64(32), "match_px must be a whole number"),
+    (np.bool_(True), "match_px must be a whole number"),
+    (0, "match_px must be between 1 and 1024 pixels, got 0"),
+])
+def test_check_range_checks_the_type_before_the_range(value, message):
+    # A text or None reached the comparison (a raw TypeError); True and 32.0 passed.
+    with pytest.raises(OptionError) as caught:
+        check_range("match_px", value, 1, 1024, "pixels", whole=True)
+    assert str(caught.value).startswith(message) and caught.value.parameters == ("match_px",)
+
+
+def test_check_range_returns_plain_numbers():
+    assert check_range("match_px", np.int64(16), 1, 1024, whole=True) == 16
+    assert type(check_range("match_px", np.int64(16), 1, 1024, whole=True)) is int
+    assert type(check_range("fps", np.float32(0.5), 0.01, 1000)) is float
+    assert check_range("fps", 2, 0.01, 1000) == 2
+    for value in ("0.5", None, True, [1]):
+        with pytest.raises(OptionError, match="fps must be a number"):
+            check_range("fps", value, 0.01, 1000)

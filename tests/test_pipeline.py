@@ -13,7 +13,7 @@ from PIL import Image
 from mosaicist import MosaicOptions, Placements
 from mosaicist import make_mosaic as _make_mosaic
 from mosaicist.colour import encode
-from mosaicist.errors import MosaicistError
+from mosaicist.errors import MosaicistError, OptionError
 from mosaicist.render import render_placements
 from mosaicist.transforms import AUGMENT_SETS, apply_transform
 
@@ -652,3 +652,75 @@ def test_the_auctions_proof_reaches_every_pair_from_any_start(monkeypatch, start
     assert ((full + price[None, :]) >= paid[:, None]).all()
     full_tiles = np.bincount(placed, minlength=30) == 4
     assert (price[~full_tiles] == 0).all()
+
+
+@pytest.mark.parametrize(("array", "shape"), [
+    (np.random.default_rng(0).random((24, 24, 3)), "(24, 24, 3), dtype float64"),
+    (np.zeros((24, 24, 4), np.uint8), "(24, 24, 4), dtype uint8"),
+    (np.zeros((24, 24), np.uint8), "(24, 24), dtype uint8"),
+])
+def test_a_target_array_of_another_shape_or_type_is_refused_by_name(tmp_path, array, shape):
+    folder = make_colour_folder(tmp_path / "tiles", 4)
+    with pytest.raises(OptionError) as caught:
+        make_mosaic(array, folder, cell_px=8, tile_px=8, cache_dir=tmp_path / "cache")
+    assert str(caught.value) == (f"a target array must be (H, W, 3) uint8, got shape {shape}; "
+                                 "a PIL image of any mode is converted")
+    assert caught.value.parameters == ("target",)
+    assert not (tmp_path / "cache").exists()  # refused before the library was indexed
+
+
+@pytest.mark.parametrize(("inputs", "message"), [
+    ({"target": None}, "target must be a path, an (H, W, 3) uint8 array or a PIL image, "
+                       "got None"),
+    ({"target": 5}, "target must be a path, an (H, W, 3) uint8 array or a PIL image, got 5"),
+    ({"target": [[0, 0, 0]]}, "target must be a path, an (H, W, 3) uint8 array or a PIL "
+                              "image, got a list"),
+    ({"tiles": None}, "tiles must be a source spec (a text: a folder, 'cifar10'...), a path, "
+                      "a TileSource or a TileLibrary, got None"),
+    ({"tiles": b"tiles"}, "tiles must be a source spec (a text: a folder, 'cifar10'...), a "
+                          "path, a TileSource or a TileLibrary, got b'tiles'"),
+    ({"tiles": 5}, "tiles must be a source spec (a text: a folder, 'cifar10'...), a path, "
+                   "a TileSource or a TileLibrary, got 5"),
+    ({"options": "seed"}, "options must be a MosaicOptions or a mapping of settings, "
+                          "got a str"),
+    ({"options": {"cell_px": 8, "colour": "red"}},
+     "options holds names that are not settings: colour"),
+    ({"options": {"version": 4, "cell_px": 8}},
+     "options holds names that are not settings: version; settings saved with a version are "
+     "read by MosaicOptions.from_json"),
+    ({"options": {"cell_px": "8"}}, "cell_px must be a whole number, got '8'"),
+])
+def test_inputs_of_another_type_are_refused_by_name(tmp_path, target, inputs, message):
+    folder = make_colour_folder(tmp_path / "tiles", 4)
+    arguments = {"target": target, "tiles": folder} | inputs
+    with pytest.raises(OptionError) as caught:
+        _make_mosaic(cache_dir=tmp_path / "cache", **arguments)
+    assert str(caught.value) == message
+    assert not (tmp_path / "cache").exists()
+
+
+def test_options_may_be_a_mapping_of_settings(tmp_path, target):
+    folder = make_colour_folder(tmp_path / "tiles", 40, size=8)
+    settings = {"cell_px": 8, "tile_px": 8, "preset": "seed", "tint": 0.5}
+    mosaic = _make_mosaic(target, folder, options=settings, cache_dir=tmp_path / "cache")
+    assert mosaic.options == MosaicOptions(**settings)
+    assert mosaic.options.given("tint") and not mosaic.options.given("max_uses")
+    # Keywords still replace what the options hold.
+    again = _make_mosaic(target, folder, options=settings, tint=0.0, cache_dir=tmp_path / "cache")
+    assert again.options == MosaicOptions(**settings | {"tint": 0.0})
+    assert np.array_equal(_make_mosaic(target, folder, options={}, cell_px=8, tile_px=8,
+                                       cache_dir=tmp_path / "cache").placements.tile,
+                          _make_mosaic(target, folder, cell_px=8, tile_px=8,
+                                       cache_dir=tmp_path / "cache").placements.tile)
+
+
+def test_the_docstring_names_the_default_preset():
+    # It said the defaults were the seed's method; the default preset is balanced.
+    from mosaicist.options import DEFAULT_PRESET
+
+    doc = " ".join(_make_mosaic.__doc__.split())
+    assert f"by default ``{DEFAULT_PRESET}``" in doc
+    assert "``preset=\"seed\"`` is the seed's method, exactly" in doc
+    assert "default settings this is the seed's method" not in doc
+    assert MosaicOptions().preset == DEFAULT_PRESET != "seed"
+    assert "With the defaults (preset ``seed``)" not in MosaicOptions.__doc__

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
+
 from .errors import OptionError
 
 #: The square aspect, the default.
@@ -18,7 +20,11 @@ SQUARE = (1, 1)
 #: Largest ratio between the sides (a tile 16 times wider than high, or higher than wide).
 MOST_ELONGATED = 16
 
-_ASPECT = re.compile(r"^\s*(\d{1,4})\s*[:x/]\s*(\d{1,4})\s*$")
+#: Most digits of a side: a screen's resolution (``1920x1080``) fits, and a side is never so
+#: long that it costs time to read or shows up unreadable in a folder name.
+MOST_DIGITS = 4
+
+_ASPECT = re.compile(r"^\s*(\d+)\s*[:x/]\s*(\d+)\s*$")
 
 
 def parse_aspect(text: str) -> tuple[int, int]:
@@ -27,8 +33,9 @@ def parse_aspect(text: str) -> tuple[int, int]:
     Raises
     ------
     OptionError
-        Naming ``aspect``, for text that is not two positive whole numbers or
-        for sides more than :data:`MOST_ELONGATED` times apart.
+        Naming ``aspect`` and the reason: text that is not two positive whole
+        numbers, sides more than :data:`MOST_ELONGATED` times apart, or a side
+        of more than :data:`MOST_DIGITS` digits.
 
     Examples
     --------
@@ -36,15 +43,66 @@ def parse_aspect(text: str) -> tuple[int, int]:
     ((3, 2), (16, 9), (1, 1))
     """
     found = _ASPECT.match(text) if isinstance(text, str) else None
-    if found is None or int(found.group(1)) == 0 or int(found.group(2)) == 0:
+    if found is None:
         raise OptionError("{aspect} must be two positive whole numbers as W:H (e.g. 3:2), "
                           "got {value!r}", value=text)
-    width, height = int(found.group(1)), int(found.group(2))
+    sides = found.groups()
+    if any(len(side.lstrip("0")) > 2 * MOST_DIGITS for side in sides):
+        # So long that no ratio or reduction is worth working out (nor int() allowed).
+        raise OptionError("{aspect} sides must have at most {digits} digits, got {value!r}",
+                          digits=MOST_DIGITS, value=text)
+    return _checked(int(sides[0]), int(sides[1]), text)
+
+
+def aspect_pair(aspect: object) -> tuple[int, int]:
+    """``aspect`` checked and reduced: ``"3:2"`` or ``(6, 4)`` -> ``(3, 2)``.
+
+    For the Python API, where an aspect is given as text (see
+    :func:`parse_aspect`) or as a pair of whole numbers (Python or NumPy
+    ints; a list will do).
+
+    Raises
+    ------
+    OptionError
+        Naming ``aspect``, for anything else (``5``, ``(1, 2, 3)``,
+        ``(1.5, 1)``) and for pairs :func:`parse_aspect` would refuse.
+
+    Examples
+    --------
+    >>> aspect_pair("3:2"), aspect_pair((6, 4)), aspect_pair([1, 1])
+    ((3, 2), (3, 2), (1, 1))
+    """
+    if isinstance(aspect, str):
+        return parse_aspect(aspect)
+    if (isinstance(aspect, tuple | list) and len(aspect) == 2
+            and all(isinstance(side, int | np.integer) and not isinstance(side, bool)
+                    for side in aspect)):
+        width, height = (int(side) for side in aspect)
+        if width > 0 and height > 0:
+            return _checked(width, height, aspect)
+    raise OptionError("{aspect} must be a text W:H (e.g. '3:2') or a pair of positive whole "
+                      "numbers (W, H), got {value!r}", value=aspect)
+
+
+def _checked(width: int, height: int, shown: object) -> tuple[int, int]:
+    """``(width, height)`` reduced, or :class:`OptionError` saying why it cannot be used."""
+    if width <= 0 or height <= 0:
+        raise OptionError("{aspect} must be two positive whole numbers as W:H (e.g. 3:2), "
+                          "got {value!r}", value=shown)
     if max(width, height) > MOST_ELONGATED * min(width, height):
         raise OptionError("{aspect} {value} is more elongated than 1:{most}",
-                          value=text, most=MOST_ELONGATED)
+                          value=_shown(shown), most=MOST_ELONGATED)
+    limit = 10 ** MOST_DIGITS
+    if width >= limit or height >= limit:
+        raise OptionError("{aspect} sides must have at most {digits} digits, got {value!r}",
+                          digits=MOST_DIGITS, value=shown)
     common = math.gcd(width, height)
     return width // common, height // common
+
+
+def _shown(aspect: object) -> str:
+    """An aspect as the user gave it, for messages: text as it is, a pair as ``W:H``."""
+    return aspect if isinstance(aspect, str) else f"{aspect[0]}:{aspect[1]}"  # type: ignore[index]
 
 
 def height_for(width: int, aspect: tuple[int, int]) -> int:

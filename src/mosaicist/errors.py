@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import string
 from collections.abc import Callable
+from typing import Any
+
+import numpy as np
 
 
 class MosaicistError(Exception):
@@ -71,29 +74,90 @@ def _rebuild_option_error(template: str, values: dict) -> OptionError:
 
 
 def check_range(
-    parameter: str, value: int | float, low: int | float, high: int | float | None = None,
-    unit: str = "",
-) -> None:
-    """Raise :class:`OptionError` unless ``low <= value <= high`` (no upper limit: None).
+    parameter: str, value: object, low: int | float, high: int | float | None = None,
+    unit: str = "", *, whole: bool = False,
+) -> Any:
+    """Raise :class:`OptionError` unless ``value`` is a number and ``low <= value <= high``.
+
+    The type is checked before the range, so that a text, None or a bool is
+    refused by name rather than compared (a bool is an int to Python, and
+    ``True`` would pass a range of whole numbers).
 
     Parameters
     ----------
     parameter : str
         Name of the parameter, shown in the message.
-    value : int or float
-        Its value.
+    value : object
+        Its value: an int or float, or a NumPy integer or floating scalar;
+        with ``whole``, an int or a NumPy integer scalar only.
     low, high : int or float
         Inclusive limits; ``high`` None means no upper limit.
     unit : str
         Unit named after the limits (``"pixels"``).
+    whole : bool
+        Whether the value must be a whole number (a float such as ``32.0``
+        is refused: it would end up in file names and array shapes).
+
+    Returns
+    -------
+    int or float
+        ``value`` as a Python ``int`` (with ``whole``, or when it is an
+        integer) or ``float``, ready for file names and messages.
+
+    Raises
+    ------
+    OptionError
+        Naming ``parameter``, for a value of the wrong type or out of range.
+
+    Examples
+    --------
+    >>> check_range("match_px", np.int64(16), 1, 1024, whole=True)
+    16
+    >>> check_range("match_px", "32", 1, 1024, whole=True)
+    Traceback (most recent call last):
+    ...
+    mosaicist.errors.OptionError: match_px must be a whole number, got '32'
     """
+    number = as_number(parameter, value, whole=whole)
     unit = f" {unit}" if unit else ""
     if high is None:
-        if not value >= low:
+        if not number >= low:
             raise OptionError("{" + parameter + "} must be at least {low}" + unit + ", got {value}",
-                              low=low, value=value)
-    elif not low <= value <= high:
+                              low=low, value=number)
+    elif not low <= number <= high:
         raise OptionError(
             "{" + parameter + "} must be between {low} and {high}" + unit + ", got {value}",
-            low=low, high=high, value=value,
+            low=low, high=high, value=number,
         )
+    return number
+
+
+def as_number(parameter: str, value: object, *, whole: bool = False) -> Any:
+    """``value`` as a Python ``int`` or ``float``, or :class:`OptionError` naming ``parameter``.
+
+    Accepts Python ints and floats and NumPy integer and floating scalars
+    (``np.int64(16)``, what indexing an array gives); refuses bools (NumPy's
+    too), texts, None and everything else. With ``whole``, floats are
+    refused too, even ``32.0``.
+
+    Examples
+    --------
+    >>> as_number("tint", np.float32(0.5)), as_number("cell_px", np.int64(8), whole=True)
+    (0.5, 8)
+    """
+    if isinstance(value, bool | np.bool_):
+        pass  # refused below: True is no count of pixels
+    elif isinstance(value, int | np.integer):
+        return int(value)
+    elif not whole and isinstance(value, float | np.floating):
+        return float(value)
+    raise OptionError("{" + parameter + "} must be {kind}, got {value!r}",
+                      kind="a whole number" if whole else "a number", value=value)
+
+
+def shown_type(value: object) -> str:
+    """A value of the wrong type as messages show it: short numbers and None as they are
+    (``5``, ``None``, ``b'x'``), anything else by its type (``a dict``), never a long repr."""
+    if value is None or (isinstance(value, int | float | bytes) and len(repr(value)) <= 40):
+        return repr(value)
+    return f"a {type(value).__name__}"

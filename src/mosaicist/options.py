@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+import numpy as np
+
 from .aspect import format_aspect, height_for, parse_aspect
 from .colour import METRICS
 from .crop import CROP_MODES
@@ -196,7 +198,12 @@ class Setting:
         return OptionError(self.help).message(name_of)
 
     def check(self, value: Any) -> Any:
-        """Return ``value`` if it is valid for this setting (ints given as floats are converted).
+        """Return ``value`` if it is valid for this setting, as a plain Python value.
+
+        Ints given for a number become floats, and NumPy scalars (what
+        indexing an array or a data frame gives: ``np.int64(16)``,
+        ``np.float32(0.5)``, ``np.bool_(True)``) the Python values they hold,
+        so that the settings print, compare and serialise as if typed in.
 
         Raises
         ------
@@ -207,8 +214,7 @@ class Setting:
             if self.optional:
                 return None
             raise OptionError("{" + self.name + "} must be set, got None")
-        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+        value = _plain(value, self.kind)
         if not isinstance(value, self.kind) or (self.kind is int and isinstance(value, bool)):
             raise OptionError(
                 "{" + self.name + "} must be {kind}, got {value!r}",
@@ -223,6 +229,26 @@ class Setting:
 
 
 _KIND_NAMES = {int: "a whole number", float: "a number", str: "a text", bool: "true or false"}
+
+
+def _plain(value: Any, kind: type) -> Any:
+    """``value`` as a Python ``kind`` where it is a number or truth value of that kind.
+
+    A bool is no number here (``True`` is refused as a size), and a float no
+    whole number (``16.0`` is refused as a count): what is left unconverted
+    is refused by the caller's type check, by name.
+    """
+    if kind is bool:
+        return bool(value) if isinstance(value, np.bool_) else value
+    if kind is str:
+        return str(value) if isinstance(value, np.str_) else value
+    if isinstance(value, bool | np.bool_):
+        return value
+    if isinstance(value, int | np.integer) and kind in (int, float):
+        return kind(value)
+    if isinstance(value, np.floating) and kind is float:
+        return float(value)
+    return value
 
 
 def setting(
@@ -254,8 +280,10 @@ class MosaicOptions:
 
     Make one with keyword arguments (every setting has a default), change
     one with :meth:`replace`. Settings not given come from the ``preset``
-    (:data:`PRESETS`), else from their declared defaults. With the defaults
-    (preset ``seed``), a mosaic is the seed's method exactly.
+    (:data:`PRESETS`), else from their declared defaults. The default preset
+    is :data:`DEFAULT_PRESET` (``balanced``); with ``preset="seed"`` every
+    setting not given takes its declared default, and a mosaic is the seed's
+    method exactly.
 
     Raises
     ------
@@ -577,6 +605,11 @@ def settings() -> tuple[Setting, ...]:
         declared.append(Setting(name=item.name, kind=kind,
                                 optional=optional, **metadata))
     return tuple(declared)
+
+
+def setting_names() -> tuple[str, ...]:
+    """Return the name of every setting, in the order of :class:`MosaicOptions`."""
+    return _fields()
 
 
 def setting_named(name: str) -> Setting:

@@ -21,7 +21,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,14 +30,14 @@ import numpy as np
 from PIL import Image
 
 from .colour import encoded_unit
-from .errors import OptionError
+from .errors import OptionError, shown_type
 from .grid import Grid, make_grid
 from .imaging import read_target, target_size, to_rgb
 from .library import TileLibrary
 from .match import Assignment, Matcher, MatchRequest, MatchResult, fitted_matcher
 from .match._capped import fit_limits, with_spacing_giving_way
 from .match._contrast import finish
-from .options import MosaicOptions
+from .options import MosaicOptions, setting_names
 from .paths import atomic_path
 from .placements import Placements
 from .render import IndexPictures, MosaicRenderer, OriginalPictures, TargetOverlay
@@ -211,7 +211,7 @@ def _assignment_report(assignment: Assignment | None) -> dict[str, Any] | None:
 def make_mosaic(
     target: Target,
     tiles: Tiles = "cifar10",
-    options: MosaicOptions | None = None,
+    options: MosaicOptions | Mapping[str, Any] | None = None,
     *,
     cache_dir: str | os.PathLike[str] | None = None,
     show_progress: bool = False,
@@ -220,20 +220,29 @@ def make_mosaic(
 ) -> Mosaic:
     """Make a photomosaic of ``target`` from a tile library.
 
-    With the default settings this is the seed's method, exactly: each cell
-    of ``cell_px`` target pixels gets the tile of minimum squared difference
-    to the cell scaled up to ``match_px`` (see :class:`mosaicist.grid.Geometry`);
-    ties go to the lowest library position.
+    Settings not given come from the ``preset``, by default ``balanced``
+    (:data:`~mosaicist.options.DEFAULT_PRESET`): every tile at most once where
+    the library has enough, never two alike within 5 cells, each tile's mean
+    colour moved to its cell's and its contrast halfway, photos cut around
+    their subject (see :data:`~mosaicist.options.PRESETS`).
+
+    ``preset="seed"`` is the seed's method, exactly: each cell of ``cell_px``
+    target pixels gets the tile of minimum squared difference to the cell
+    scaled up to ``match_px`` (see :class:`mosaicist.grid.Geometry`); ties go
+    to the lowest library position.
 
     Parameters
     ----------
     target : path-like, numpy.ndarray or PIL.Image.Image
-        The picture to reproduce.
+        The picture to reproduce: a file, an ``(H, W, 3)`` uint8 RGB array, or
+        a picture (of any mode; converted to RGB).
     tiles : str, path-like, TileSource or TileLibrary
         A source spec (``"cifar10"``, a folder, ``"file.h5:images"``...) or an
         opened library.
-    options : MosaicOptions, optional
-        The settings (default: all defaults).
+    options : MosaicOptions or mapping, optional
+        The settings (default: ``MosaicOptions()``, the default preset). A
+        mapping of setting names to values, such as ``{"cell_px": 8}``, is
+        taken as ``MosaicOptions(**mapping)``: those settings count as given.
     cache_dir : path-like, optional
         Where indexes and downloads live.
     show_progress : bool
@@ -253,7 +262,9 @@ def make_mosaic(
     Raises
     ------
     OptionError
-        For settings that cannot be used or combined (before any work).
+        For settings that cannot be used or combined, and for a ``target``,
+        ``tiles`` or ``options`` of a type not listed above or a target
+        array that is not ``(H, W, 3)`` uint8 (before any work).
     MosaicistError
         For a target or tile source that cannot be read.
 
@@ -265,7 +276,7 @@ def make_mosaic(
     ...     "bear.jpg", "galaxy10", augment="all", tint=0.5, max_uses=2, min_spacing=5
     ... )  # doctest: +SKIP
     """
-    options = options or MosaicOptions()
+    options = _as_options(options)
     if settings:
         options = options.replace(**settings)
     return _make_mosaic(target, tiles, options, cache_dir=cache_dir,
@@ -287,6 +298,8 @@ def _make_mosaic(
 
     ``label`` names the target in messages when it is no path.
     """
+    # Inputs of the wrong type fail here by name, not as a TypeError deep inside.
+    _check_inputs(target, tiles)
     # Settings no matcher can honour fail here, before any reading or indexing;
     # the default preset's wishes give way to a matcher that was asked for.
     matcher, options, dropped = fitted_matcher(options)
@@ -367,6 +380,50 @@ def _make_mosaic(
     return mosaic
 
 
+def _as_options(options: object) -> MosaicOptions:
+    """``make_mosaic``'s ``options`` as :class:`MosaicOptions` (None: the defaults).
+
+    A mapping is read as keyword arguments: ``options={"cell_px": 8}`` is
+    what a caller holding settings in a dictionary means. Names that are not
+    settings are refused by name rather than dropped.
+    """
+    if options is None:
+        return MosaicOptions()
+    if isinstance(options, MosaicOptions):
+        return options
+    if not isinstance(options, Mapping):
+        raise OptionError("{options} must be a MosaicOptions or a mapping of settings, "
+                          "got {value}", value=shown_type(options))
+    unknown = sorted(map(str, set(options) - set(setting_names())))
+    if unknown:
+        # A saved report's "settings" carry a version: read those as such.
+        hint = ("; settings saved with a version are read by MosaicOptions.from_json"
+                if "version" in unknown else "")
+        raise OptionError("{options} holds names that are not settings: {names}" + hint,
+                          names=", ".join(unknown))
+    return MosaicOptions(**options)
+
+
+def _check_inputs(target: object, tiles: object) -> None:
+    """Refuse a ``target`` or ``tiles`` of a type :func:`make_mosaic` does not take."""
+    if not isinstance(target, str | os.PathLike | np.ndarray | Image.Image):
+        raise OptionError("{target} must be a path, an (H, W, 3) uint8 array or a PIL image, "
+                          "got {value}", value=shown_type(target))
+    if isinstance(target, np.ndarray):
+        _check_target_array(target)
+    if not isinstance(tiles, str | os.PathLike | TileSource | TileLibrary):
+        raise OptionError("{tiles} must be a source spec (a text: a folder, 'cifar10'...), "
+                          "a path, a TileSource or a TileLibrary, got {value}",
+                          value=shown_type(tiles))
+
+
+def _check_target_array(target: np.ndarray) -> None:
+    if target.ndim != 3 or target.shape[2] != 3 or target.dtype != np.uint8:
+        raise OptionError("a {target} array must be (H, W, 3) uint8, got shape {shape}, "
+                          "dtype {dtype}; a PIL image of any mode is converted",
+                          shape=target.shape, dtype=str(target.dtype))
+
+
 def _plan(options: MosaicOptions, size: tuple[int, int], label: str, quiet: bool
           ) -> tuple[SizePlan, MosaicOptions]:
     """The size plan for a target of ``size`` and the options it fits (checked, noted)."""
@@ -425,8 +482,7 @@ class _TargetReading:
 
 def _as_target(target: Target, max_pixels: int) -> np.ndarray:
     if isinstance(target, np.ndarray):
-        if target.ndim != 3 or target.shape[2] != 3 or target.dtype != np.uint8:
-            raise ValueError("a target array must be (H, W, 3) uint8")
+        _check_target_array(target)
         return target
     if isinstance(target, Image.Image):
         return np.asarray(to_rgb(target), dtype=np.uint8)

@@ -43,10 +43,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..aspect import SQUARE, format_aspect, height_for, parse_aspect
+from ..aspect import SQUARE, aspect_pair, format_aspect, height_for
 from ..crop import CROP_MODES, Window, crop_method, window_size
 from ..dedupe import duplicate_groups, duplicate_leaders, tile_signatures
-from ..errors import MosaicistError, OptionError, check_range
+from ..errors import MosaicistError, OptionError, check_range, shown_type
 from ..options import TILE_PX_RANGE
 from ..paths import cache_dir as default_cache_dir
 from ..sources import TileSource, open_source
@@ -75,10 +75,12 @@ def _index_dir(cache: Path, source_key: str, match_px: int,
 
 
 def _aspect_pair(aspect: tuple[int, int] | str) -> tuple[int, int]:
-    """``aspect`` checked and reduced (``"3:2"`` or ``(6, 4)`` -> ``(3, 2)``)."""
-    if isinstance(aspect, str):
-        return parse_aspect(aspect)
-    return parse_aspect(format_aspect(aspect))
+    """``aspect`` checked and reduced (``"3:2"`` or ``(6, 4)`` -> ``(3, 2)``).
+
+    Anything else (``5``, ``(1, 2, 3)``) is an :class:`OptionError` naming
+    ``aspect``, not a pair made of its first two items.
+    """
+    return aspect_pair(aspect)
 
 
 class TileLibrary:
@@ -182,11 +184,19 @@ class TileLibrary:
                            self.generation, self.stats, **settings)  # type: ignore[arg-type]
 
     def limit(self, count: int | None) -> TileLibrary:
-        """Return a library of the first ``count`` tiles (all when None)."""
-        if count is None or count >= len(self):
+        """Return a library of the first ``count`` tiles (all when None).
+
+        Raises
+        ------
+        OptionError
+            Naming ``limit``, when ``count`` is not a whole number of at least 1.
+        """
+        if count is None:
             return self
-        if count < 1:
-            raise OptionError("{limit} must be at least 1, got {value}", value=count)
+        # Checked before it is compared or sliced with: "3" or 1.5 would fail there, raw.
+        count = check_range("limit", count, 1, whole=True)
+        if count >= len(self):
+            return self
         positions = None if self.positions is None else self.positions[:count]
         return self._with(self.source_ids[:count], self.tiles[:count], positions)
 
@@ -277,7 +287,7 @@ class TileLibrary:
             ``(N,)`` int64 positions in this library: a tile's own when it
             is kept, else the first kept tile it duplicates.
         """
-        check_range("dedupe", threshold, 0, 64, "bits")
+        threshold = check_range("dedupe", threshold, 0, 64, "bits", whole=True)
         cache = self._work_dir / "duplicates" / (
             f"leaders-g{self.generation}-n{len(self)}-t{threshold}.npy")
         with contextlib.suppress(OSError, ValueError):
@@ -314,7 +324,15 @@ class TileLibrary:
         TileLibrary
             This library when nothing is dropped; else one whose
             ``duplicates_dropped`` says how many were.
+
+        Raises
+        ------
+        OptionError
+            Naming ``dedupe`` (the setting that asks for this), when
+            ``threshold`` is not a whole number from 0 to 64.
         """
+        # Checked here too: it names the folder below.
+        threshold = check_range("dedupe", threshold, 0, 64, "bits", whole=True)
         leaders = self.duplicate_leaders(threshold)
         kept = np.flatnonzero(leaders == np.arange(len(self)))
         if len(kept) == len(self):
@@ -374,13 +392,18 @@ class TileLibrary:
         Raises
         ------
         OptionError
-            For a size, aspect or crop that cannot be used.
+            For a source, size, aspect or crop that cannot be used (a
+            ``match_px`` that is no whole number included: it names the
+            index's folder), before anything is written to the cache.
         MosaicistError
             When the source has no usable tile.
         """
-        check_range("match_px", match_px, *TILE_PX_RANGE, "pixels")
+        if not isinstance(source, str | os.PathLike | TileSource):
+            raise OptionError("{source} must be a source spec (a text), a path or a "
+                              "TileSource, got {value}", value=shown_type(source))
+        match_px = check_range("match_px", match_px, *TILE_PX_RANGE, "pixels", whole=True)
         pair = _aspect_pair(aspect)
-        if crop not in CROP_MODES:
+        if not isinstance(crop, str) or crop not in CROP_MODES:
             raise OptionError("unknown {crop} {value!r}; use {known}", value=crop,
                               known=", ".join(CROP_MODES))
         cache = default_cache_dir(cache_dir)

@@ -68,9 +68,15 @@ def open_source(
     Raises
     ------
     SourceError
-        When the spec names nothing usable.
+        When the spec names nothing usable, or is no text or path at all
+        (None, bytes, a number).
     """
-    text = os.fspath(spec)
+    # Checked here, where the text is needed, so that every caller (the API, a
+    # placements file, a worker) gets one line instead of os.fspath's TypeError.
+    text = os.fspath(spec) if isinstance(spec, str | os.PathLike) else None
+    if not isinstance(text, str):
+        shown = "None" if spec is None else f"a {type(spec).__name__}"
+        raise SourceError(f"a tile source must be a source spec (a text) or a path, got {shown}")
     lowered = text.lower()
     for dataset in ("cifar10", "cifar100"):
         if lowered == dataset or lowered.startswith(dataset + ":"):
