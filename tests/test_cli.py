@@ -482,3 +482,35 @@ def test_an_interrupt_while_the_command_line_loads_is_one_line(monkeypatch, caps
         run_command()
     assert exited.value.code == 130
     assert capsys.readouterr().err == "mosaicist: error: interrupted\n"
+
+
+def test_render_says_which_tiles_changed_since_the_placements(tmp_path):
+    # A tile replaced after the make was drawn as it is now, without a word.
+    tiles = make_colour_folder(tmp_path / "tiles", 12, size=16)
+    target = tmp_path / "target.png"
+    Image.fromarray(
+        np.random.default_rng(3).integers(0, 256, (24, 40, 3), dtype=np.uint8)).save(target)
+    cache = tmp_path / "c"
+    made = run(["make", target, "--tiles", tiles, "--cell", 8, "--tile-px", 8, "--preset",
+                "seed", "-o", tmp_path / "m.png", "--placements", tmp_path / "p.json",
+                "--cache-dir", cache, "-q"])
+    assert made.exit_code == 0, made.output
+    document = json.loads((tmp_path / "p.json").read_text())
+    placed = sorted(set(document["cells"]["tile"]))
+    assert set(document["hashes"]) == set(placed)
+    render_args = ["render", tmp_path / "p.json", "-o", tmp_path / "r.png", "--cache-dir", cache]
+    quiet = run(render_args)
+    assert quiet.exit_code == 0 and "warning" not in quiet.stderr
+    # Touched, same bytes: not a change.
+    os.utime(tiles / placed[0])
+    assert "warning" not in run(render_args).stderr
+    Image.fromarray(np.full((16, 16, 3), 255, np.uint8)).save(tiles / placed[1])
+    warned = run(render_args)
+    assert warned.exit_code == 0, warned.output
+    assert f"1 of the tiles changed since these placements were made ({placed[1]})" \
+        in warned.stderr
+    # Placements of older versions (without hashes) render as before.
+    del document["hashes"]
+    (tmp_path / "old.json").write_text(json.dumps(document))
+    old = run(["render", tmp_path / "old.json", "-o", tmp_path / "o.png", "--cache-dir", cache])
+    assert old.exit_code == 0 and "warning" not in old.stderr

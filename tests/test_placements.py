@@ -183,3 +183,20 @@ def test_a_placements_path_that_is_a_folder_says_so(tmp_path):
         Placements.read(tmp_path)
     with pytest.raises(MosaicistError, match="not found"):
         Placements.read(tmp_path / "missing.csv")
+
+
+def test_tile_hashes_round_trip_and_are_checked(tmp_path):
+    digest = "0123456789abcdef" * 2
+    placements = Placements(1, 2, np.array([0, 1]), np.array([1, 2]), ["a.png", "b.png"],
+                            hashes={"a.png": digest, "b.png": digest[::-1]})
+    path = tmp_path / "p.json"
+    placements.write(path)
+    assert Placements.read(path).hashes == {"a.png": digest, "b.png": digest[::-1]}
+    document = json.loads(path.read_text())
+    for hashes, words in [([1], "hashes must be an object"),
+                          ({"c.png": digest}, "no cell holds"),
+                          ({"a.png": "xyz"}, "not a content hash"),
+                          ({"a.png": 5}, "not a content hash")]:
+        path.write_text(json.dumps(document | {"hashes": hashes}))
+        with pytest.raises(MosaicistError, match=words):
+            Placements.read(path)

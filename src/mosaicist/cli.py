@@ -462,6 +462,11 @@ def render(
     show = progress_enabled(quiet)
     renderer = placements_renderer(placements, options, tiles=tiles, cache_dir=cache_dir,
                                    show_progress=show)
+    changed = renderer.changed_tiles
+    if changed and not quiet:
+        shown = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
+        click.echo(f"mosaicist: warning: {len(changed)} of the tiles changed since these "
+                   f"placements were made ({shown}); they are drawn as they are now", err=True)
     with _cluster(scheduler, quiet) as client:
         if client is None:
             renderer.write(output, options, show_progress=show)

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from .colour import encoded_unit
-from .errors import OptionError, shown_type
+from .errors import MosaicistError, OptionError, shown_type
 from .grid import Grid, make_grid
 from .imaging import read_target, target_size, to_rgb
 from .library import TileLibrary
@@ -524,13 +524,23 @@ def _placements(request: MatchRequest, result: MatchResult, target: str | None) 
         tile_means = request.features.channel_sums[result.tile] / pixels
         strength = options.tint if result.tint is None else result.tint[:, None]
         shifts = strength * (cell_means - tile_means) * encoded_unit(options.metric)
+    source_ids = [library.source_ids[index] for index in tile.tolist()]
     return Placements(
-        grid.rows, grid.cols, tile, result.distance,
-        [library.source_ids[index] for index in tile.tolist()], transform, shifts,
+        grid.rows, grid.cols, tile, result.distance, source_ids, transform, shifts,
         gain=result.gain, options=options, source=source_spec(library.source),
         target=None if target is None else str(Path(target).resolve()),
-        crop=(grid.left, grid.top),
+        crop=(grid.left, grid.top), hashes=_placed_hashes(library, source_ids),
     )
+
+
+def _placed_hashes(library: TileLibrary, source_ids: list[str]) -> dict[str, str] | None:
+    """The placed tiles' content hashes, where their files are files (for a later render)."""
+    if library.source.local_root() is None:
+        return None  # a dataset's or array's tiles: nothing a user edits in place
+    try:
+        return library.content_hashes(source_ids)
+    except MosaicistError:
+        return None  # an index that cannot say: placements without them, as before
 
 
 def _renderer(

@@ -122,6 +122,7 @@ class Placements:
         target: str | None = None,
         crop: tuple[int, int] = (0, 0),
         rect: np.ndarray | None = None,
+        hashes: Mapping[str, str] | None = None,
     ) -> None:
         count = rows * cols
         if rows < 1 or cols < 1:
@@ -164,6 +165,7 @@ class Placements:
         self.source = source
         self.target = target
         self.crop = crop
+        self.hashes = None if hashes is None else dict(hashes)
 
     def __repr__(self) -> str:
         return f"Placements({self.rows}x{self.cols}, source={self.source!r})"
@@ -258,6 +260,7 @@ class Placements:
                 **({"gain": self.gain.tolist()} if self.has_gain else {}),
                 **({"rect": self.rect.tolist()} if self.rect is not None else {}),
             },
+            **({"hashes": self.hashes} if self.hashes else {}),
         }
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
@@ -348,6 +351,7 @@ class Placements:
             source=_optional_text(data.get("source"), "source"),
             target=_optional_text(data.get("target"), "target"),
             crop=(left, top),
+            hashes=_hashes(data.get("hashes"), columns["tile"]),
             rect=np.array(columns["rect"], np.float64) if "rect" in columns else None,
         )
 
@@ -637,6 +641,22 @@ def _text(value: object, name: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{name} must be a text, got {value!r}")
     return value
+
+
+def _hashes(value: object, tiles: list[Any]) -> dict[str, str] | None:
+    """The optional ``hashes``: each placed tile's content hash when it was matched."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValueError("hashes must be an object of tile ids and their content hashes")
+    placed = set(tiles)
+    for key, digest in value.items():
+        if key not in placed:
+            raise ValueError(f"hashes names {_shown(key)}, which no cell holds")
+        if not (isinstance(digest, str) and len(digest) == 32
+                and all(char in "0123456789abcdef" for char in digest)):
+            raise ValueError(f"hashes[{_shown(key)}] is not a content hash (32 hex digits)")
+    return dict(value)
 
 
 def _optional_text(value: object, name: str) -> str | None:

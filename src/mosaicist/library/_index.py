@@ -40,6 +40,7 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -218,6 +219,25 @@ class TileLibrary:
             before windows were stored, all centre crops) are left out.
         """
         return _read_windows(self.directory, source_ids)
+
+    def content_hashes(self, source_ids: Sequence[str]) -> dict[str, str]:
+        """The content hash of each given tile's file, as the index stored it.
+
+        Saved with placements, so that a later render can tell a file that
+        changed since (:func:`mosaicist.render.changed_tiles`).
+
+        Parameters
+        ----------
+        source_ids : sequence of str
+            Tile ids (repeats are fine).
+
+        Returns
+        -------
+        dict
+            Each id's hex digest (:func:`mosaicist.imaging.content_hash`).
+        """
+        return {source_id: stamp.content_hash
+                for source_id, stamp in _read_stamps(self.directory, source_ids).items()}
 
     def signatures(self) -> tuple[np.ndarray, np.ndarray]:
         """Every tile's near-duplicate signature (:func:`mosaicist.dedupe.tile_signatures`).
@@ -485,26 +505,96 @@ class TileLibrary:
 
 def _read_windows(directory: Path, source_ids: Sequence[str]) -> dict[str, Window]:
     """The crop windows the manifest in ``directory`` holds for ``source_ids``."""
+    rows = _read_rows(directory, source_ids,
+                      "crop_left, crop_top, crop_width, crop_height", "crop_left IS NOT NULL",
+                      added=True)
+    return {row[0]: Window(*row[1:]) for row in rows}
+
+
+def _read_stamps(directory: Path, source_ids: Sequence[str]) -> dict[str, TileStamp]:
+    """What the manifest in ``directory`` holds of the files of ``source_ids``."""
+    rows = _read_rows(directory, source_ids, "size, mtime_ns, content_hash")
+    return {row[0]: TileStamp(*row[1:]) for row in rows}
+
+
+def _read_rows(directory: Path, source_ids: Sequence[str], columns: str, condition: str = "",
+               *, added: bool = False) -> list[tuple]:
+    """``source_id`` and ``columns`` of the manifest's tiles among ``source_ids``.
+
+    ``added``: the columns are among those later versions added (none from
+    an older manifest).
+    """
     wanted = list(dict.fromkeys(source_ids))
     if not wanted:
-        return {}
+        return []
     with manifest_errors(directory):
         connection = connect(directory)
         try:
-            if not has_added_columns(connection):
-                return {}
+            if added and not has_added_columns(connection):
+                return []
             connection.execute("CREATE TEMP TABLE IF NOT EXISTS wanted("
                                "source_id TEXT PRIMARY KEY)")
             connection.execute("DELETE FROM wanted")
             connection.executemany("INSERT OR IGNORE INTO wanted VALUES (?)",
                                    [(source_id,) for source_id in wanted])
-            rows = connection.execute(
-                "SELECT source_id, crop_left, crop_top, crop_width, crop_height "
-                "FROM tiles JOIN wanted USING (source_id) WHERE crop_left IS NOT NULL"
+            return connection.execute(
+                f"SELECT source_id, {columns} FROM tiles JOIN wanted USING (source_id)"
+                + (f" WHERE {condition}" if condition else "")
             ).fetchall()
         finally:
             connection.close()
-    return {row[0]: Window(*row[1:]) for row in rows}
+
+
+class TileStamp(NamedTuple):
+    """What the index saw of a tile's file: its size, change stamp and content hash.
+
+    ``mtime_ns`` is :func:`mosaicist.sources.base.change_stamp` and
+    ``content_hash`` :func:`mosaicist.imaging.content_hash` of the file's
+    bytes, as the index stored them.
+    """
+
+    size: int
+    mtime_ns: int
+    content_hash: str
+
+
+def stored_stamps(
+    source: TileSource, source_ids: Sequence[str], match_px: int,
+    aspect: tuple[int, int] | str = SQUARE, crop: str = "centre",
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, TileStamp]:
+    """What the index of ``source`` last saw of the files of ``source_ids``, if it exists.
+
+    For rendering saved placements: a file whose size and change stamp are
+    still those the index saw holds the content it hashed then, and need
+    not be read to be compared with the placements' hashes. Read without
+    updating the index; empty where there is none.
+
+    Parameters
+    ----------
+    source : TileSource
+        The tile source.
+    source_ids : sequence of str
+        The tiles wanted.
+    match_px : int
+        The width the tiles were indexed at.
+    aspect : (int, int) or str
+        Their aspect.
+    crop : {"centre", "subject"}
+        How their windows were placed.
+    cache_dir : path-like, optional
+        The cache.
+    """
+    pair = _aspect_pair(aspect)
+    cache = default_cache_dir(cache_dir)
+    methods = ("subject", "detail") if crop == "subject" else ("centre",)
+    found: dict[str, TileStamp] = {}
+    for method in methods:
+        directory = _index_dir(cache, source.key, match_px, pair, method)
+        if (directory / "manifest.sqlite").is_file():
+            missing = [source_id for source_id in source_ids if source_id not in found]
+            found.update(_read_stamps(directory, missing))
+    return found
 
 
 def stored_windows(

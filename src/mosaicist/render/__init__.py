@@ -44,6 +44,7 @@ from ._pictures import IndexPictures, OriginalPictures, TilePictures
 from ._pyramid import HalvingStream, half_size, level_count, reduce_half
 from ._renderer import (
     MosaicRenderer,
+    changed_tiles,
     dress_tiles,
     placements_renderer,
     render_mosaic,
@@ -81,6 +82,7 @@ __all__ = [
     "half_size",
     "level_count",
     "output_format",
+    "changed_tiles",
     "placements_renderer",
     "png_filter_rows",
     "read_layout",

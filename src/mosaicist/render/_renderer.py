@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,10 +21,11 @@ import numpy as np
 from .. import paths
 from ..colour import from_space, to_space
 from ..errors import MosaicistError, OptionError
-from ..imaging import read_target
-from ..library import stored_windows
+from ..imaging import content_hash, read_target
+from ..library import TileStamp, stored_stamps, stored_windows
 from ..placements import Placements
 from ..sources import open_source
+from ..sources.base import SourceEntry, TileSource, change_stamp
 from ..transforms import SHAPE_KEEPING, TRANSFORM_NAMES, apply_transform
 from ._formats import Picture, write_output
 from ._overlay import TargetOverlay
@@ -109,6 +110,9 @@ class MosaicRenderer:
     source_root : pathlib.Path, optional
         Folder of the tiles' original files when they are local files (a
         Deep Zoom viewer then links each cell to its photo).
+    changed_tiles : list of str
+        Tiles whose files changed since the placements were made
+        (:func:`changed_tiles`): they are drawn as they are now.
     """
 
     placements: Placements
@@ -116,6 +120,7 @@ class MosaicRenderer:
     metric: str = "seed"
     overlay: TargetOverlay | None = None
     source_root: Path | None = None
+    changed_tiles: list[str] = field(default_factory=list)
 
     @property
     def tile_px(self) -> int:
@@ -361,10 +366,59 @@ def placements_renderer(
     renderer = MosaicRenderer(
         placements, pictures, options.metric, source_root=source.local_root(),
     )
+    if placements.hashes:
+        stamps = stored_stamps(source, list(placements.hashes),
+                               options.match_px or options.tile_px, options.aspect_ratio,
+                               options.crop, cache_dir)
+        renderer.changed_tiles = changed_tiles(source, placements.hashes, stamps)
     if options.overlay > 0:
         renderer.overlay = TargetOverlay(target_crop(matched), renderer.width,
                                          renderer.height, options.overlay)
     return renderer
+
+
+def changed_tiles(source: TileSource, hashes: Mapping[str, str],
+                  stamps: Mapping[str, TileStamp] | None = None) -> list[str]:
+    """The tiles whose files no longer hold what they held when the placements were made.
+
+    Each file's content hash is compared with the one recorded
+    (``hashes``). A file whose size and change stamp are still those the
+    index saw with that very hash (``stamps``, :func:`stored_stamps`) is not
+    read; others are read and hashed (a file touched but not changed is not
+    reported). Tiles that are not local files, or that are missing (the
+    render then says so), are not reported.
+
+    Parameters
+    ----------
+    source : TileSource
+        The tiles' source.
+    hashes : mapping of str to str
+        Each tile's content hash when the placements were made.
+    stamps : mapping of str to TileStamp, optional
+        What the index last saw of the files.
+
+    Returns
+    -------
+    list of str
+        The changed tiles' ids, in the order of ``hashes``.
+    """
+    stamps = stamps or {}
+    changed = []
+    for source_id, recorded in hashes.items():
+        path = source.local_path(SourceEntry(source_id, 0, 0, None))
+        if path is None:
+            continue
+        try:
+            status = os.stat(path)
+            seen = stamps.get(source_id)
+            if seen is not None and seen.content_hash == recorded and (
+                    seen.size, seen.mtime_ns) == (status.st_size, change_stamp(status)):
+                continue
+            if content_hash(Path(path).read_bytes()) != recorded:
+                changed.append(source_id)
+        except (OSError, MosaicistError):
+            continue
+    return changed
 
 
 def render_placements(
