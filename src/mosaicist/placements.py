@@ -15,6 +15,12 @@ the mosaic's settings, serialised by :meth:`MosaicOptions.to_json
 
 Files of version 1 (settings as top-level keys) are still read.
 
+Placements of local files add ``"hashes": {"tile id": "content hash", ...}``
+(:func:`mosaicist.imaging.content_hash` of each placed tile's file when it
+was matched), so that a later render can say which tiles changed since
+(:func:`mosaicist.render.changed_tiles`); readers that do not know the key
+ignore it.
+
 Adaptive cells (cells of several sizes, see :mod:`mosaicist.adaptive`) add
 ``cells.rect``: each cell's ``[x, y, w, h]`` in level-0 cells (a level-``d``
 cell is ``2^-d`` a side, at a multiple of its side), and such files are of
