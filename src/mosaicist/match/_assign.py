@@ -2050,11 +2050,22 @@ class _Solver:
         """Capacitated assignment with candidate growth and spacing rounds."""
         if self.minimum:
             # Prices do not yet cover minimum uses: the best placement the lists hold.
-            choice = self._space(self._restricted())
-            self.bar.close()
+            # Where the library is small, every cell first lists every tile
+            # (:meth:`_list_whole_library`): that placement is then the optimum over
+            # all pairs, its own lower bound (60 tiles, 3 uses at most and 1 at least,
+            # on 176 cells: 6.0% over the optimum on the lists, 0 on every pair).
+            self._list_whole_library()
+            capped = self._restricted()
             starts = np.concatenate(([0], np.cumsum(self.edges.length)[:-1]))
-            return self.edges.tile[choice], self.edges.dist[choice], _total(
-                self.edges.dist[starts])
+            lower = _total(self.edges.dist[starts])
+            if self.tile_count is not None and bool(
+                    (self.edges.length >= self.tile_count).all()):
+                self.certified = True
+                lower = _total(self.edges.dist[capped])
+            choice = self._space(capped)
+            self.bar.close()
+            # The spacing rounds may have lengthened the lists.
+            return self.edges.tile[choice], self.edges.dist[choice], lower
         if self.search is not None and self.cap is not None:
             return self._certified()
         lower: int | float = 0
