@@ -2057,15 +2057,15 @@ class _Solver:
             self._list_whole_library()
             capped = self._restricted()
             starts = np.concatenate(([0], np.cumsum(self.edges.length)[:-1]))
-            lower = _total(self.edges.dist[starts])
+            bound = _total(self.edges.dist[starts])
             if self.tile_count is not None and bool(
                     (self.edges.length >= self.tile_count).all()):
                 self.certified = True
-                lower = _total(self.edges.dist[capped])
+                bound = _total(self.edges.dist[capped])
             choice = self._space(capped)
             self.bar.close()
             # The spacing rounds may have lengthened the lists.
-            return self.edges.tile[choice], self.edges.dist[choice], lower
+            return self.edges.tile[choice], self.edges.dist[choice], bound
         if self.search is not None and self.cap is not None:
             return self._certified()
         lower: int | float = 0
