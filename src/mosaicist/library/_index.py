@@ -38,9 +38,9 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -585,15 +585,28 @@ def stored_stamps(
     cache_dir : path-like, optional
         The cache.
     """
-    pair = _aspect_pair(aspect)
-    cache = default_cache_dir(cache_dir)
     methods = ("subject", "detail") if crop == "subject" else ("centre",)
-    found: dict[str, TileStamp] = {}
+    return _stored(source, source_ids, match_px, _aspect_pair(aspect), methods, cache_dir,
+                   _read_stamps)
+
+
+def _stored(
+    source: TileSource, source_ids: Sequence[str], match_px: int, pair: tuple[int, int],
+    methods: Sequence[str], cache_dir: str | os.PathLike[str] | None,
+    read: Callable[[Path, Sequence[str]], dict[str, Any]],
+) -> dict[str, Any]:
+    """What ``read`` finds of ``source_ids`` in the indexes of ``source`` made by ``methods``.
+
+    The first index that has an id answers for it; indexes that are not
+    there are skipped.
+    """
+    cache = default_cache_dir(cache_dir)
+    found: dict[str, Any] = {}
     for method in methods:
         directory = _index_dir(cache, source.key, match_px, pair, method)
         if (directory / "manifest.sqlite").is_file():
             missing = [source_id for source_id in source_ids if source_id not in found]
-            found.update(_read_stamps(directory, missing))
+            found.update(read(directory, missing))
     return found
 
 
@@ -634,14 +647,8 @@ def stored_windows(
     size = source.image_size()
     if crop != "subject" or (size is not None and window_size(*size, pair) == size):
         return {}
-    cache = default_cache_dir(cache_dir)
-    found: dict[str, Window] = {}
-    for method in ("subject", "detail"):
-        directory = _index_dir(cache, source.key, match_px, pair, method)
-        if (directory / "manifest.sqlite").is_file():
-            missing = [source_id for source_id in source_ids if source_id not in found]
-            found.update(_read_windows(directory, missing))
-    return found
+    return _stored(source, source_ids, match_px, pair, ("subject", "detail"), cache_dir,
+                   _read_windows)
 
 
 def _save_replacing(path: Path, array: np.ndarray, stale: str) -> None:
