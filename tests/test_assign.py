@@ -1291,3 +1291,11 @@ def test_cells_without_an_allowed_tile_blame_only_the_limits_in_force():
     with pytest.raises(OptionError, match="no allowed tile") as error:
         assign_tiles(candidates, distances, rows, cols, max_uses=1)
     assert error.value.parameters == ("max_uses",)
+
+
+@pytest.mark.parametrize("limits", [{"max_uses": 2.0}, {"min_spacing": 2.5},
+                                    {"min_uses": True}])
+def test_limits_that_are_no_whole_numbers_are_refused_by_name(limits):
+    name = next(iter(limits))
+    with pytest.raises(OptionError, match=f"{name} must be a whole number"):
+        check_feasible(100, 100, **({"max_uses": None} | limits), rows=10, cols=10)

@@ -141,3 +141,12 @@ def test_rectangles_of_no_common_factor_resample_rows_and_columns(cell, tile):
     assert np.abs(geometry.cell_vectors(cells) - exact).max() <= 0.5 + 1e-9
     flat = np.full((1, cell_h, cell_w, 3), 201, np.uint8)
     assert np.all(geometry.cell_vectors(flat) == 201)
+
+
+@pytest.mark.parametrize("cell_px", [16.0, "16", True, None])
+def test_cell_size_of_another_type_is_refused_by_name(cell_px):
+    # 16.0 was accepted as a cell size, to fail (or not) later inside.
+    picture = np.zeros((64, 64, 3), np.uint8)
+    with pytest.raises(MosaicistError, match="cell_px must be a whole number"):
+        make_grid(picture, cell_px)
+    assert make_grid(picture, np.int64(16)).cols == 4

@@ -87,7 +87,7 @@ def make_grid(
     MosaicistError
         When the target is smaller than one cell.
     """
-    check_range("cell_px", cell_px, *CELL_PX_RANGE, "pixels")
+    check_range("cell_px", cell_px, *CELL_PX_RANGE, "pixels", whole=True)
     cell_h = cell_px if cell_height is None else cell_height
     if cell_h < 1:
         raise ValueError(f"cell_height must be at least 1, got {cell_h}")

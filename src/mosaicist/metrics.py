@@ -238,7 +238,7 @@ def _delta_e_2000_threaded(rgb_a: np.ndarray, rgb_b: np.ndarray) -> np.ndarray:
 
 
 def _check_view_px(view_px: int) -> None:
-    check_range("view_px", view_px, *VIEW_PX_RANGE, "pixels")
+    check_range("view_px", view_px, *VIEW_PX_RANGE, "pixels", whole=True)
 
 
 def reduce_cells(
@@ -725,7 +725,7 @@ def score_mosaic(
     MosaicistError
         When a file is missing or unreadable, or the sizes do not fit.
     """
-    check_range("cell_px", cell_px, *CELL_PX_RANGE, "pixels")
+    check_range("cell_px", cell_px, *CELL_PX_RANGE, "pixels", whole=True)
     _check_view_px(view_px)
     ratio = parse_aspect(aspect) if isinstance(aspect, str) else parse_aspect(
         format_aspect(aspect))

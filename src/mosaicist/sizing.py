@@ -368,7 +368,7 @@ def cell_px_for_cells(
 
     if isinstance(cells, bool) or not isinstance(cells, int):
         raise OptionError("{cells} must be a whole number, got {value!r}", value=cells)
-    check_range("cells", cells, 1)
+    check_range("cells", cells, 1, whole=True)
     ratio = parse_aspect(aspect) if isinstance(aspect, str) else aspect
     width, height = target_size
     widths = np.arange(CELL_PX_RANGE[0], CELL_PX_RANGE[1] + 1, dtype=np.int64)

@@ -396,7 +396,7 @@ def check_feasible(
         One line saying how many tiles (or cells) the limits need.
     """
     _check_limits(max_uses, min_spacing)
-    check_range("min_uses", min_uses, 0)
+    check_range("min_uses", min_uses, 0, whole=True)
     spacing = None
     if min_spacing > 1 and rows is not None and cols is not None:
         spacing = spacing_capacity(rows, cols, min_spacing)
@@ -450,8 +450,8 @@ def check_feasible(
 
 def _check_limits(max_uses: int | None, min_spacing: int) -> None:
     if max_uses is not None:
-        check_range("max_uses", max_uses, 1)
-    check_range("min_spacing", min_spacing, 0)
+        check_range("max_uses", max_uses, 1, whole=True)
+    check_range("min_spacing", min_spacing, 0, whole=True)
 
 
 # --------------------------------------------------------------------------

@@ -170,7 +170,7 @@ def check_layout(tile_size: int, overlap: int, tile_format: str) -> str:
         ``0..tile_size // 2`` or an unknown format, naming the setting
         (``dzi_tile_size``, ``dzi_overlap``, ``dzi_format``).
     """
-    check_range("dzi_tile_size", tile_size, 1, DZI_MAX_TILE_SIZE, "pixels")
+    check_range("dzi_tile_size", tile_size, 1, DZI_MAX_TILE_SIZE, "pixels", whole=True)
     if not 0 <= overlap <= tile_size // 2:
         raise OptionError(
             "{dzi_overlap} must be 0 to {most} pixels (half the tile size), got {value}",
@@ -372,7 +372,7 @@ def write_deep_zoom(
     if path.suffix.lower() != ".dzi":
         raise MosaicistError(f"{path}: a Deep Zoom output must end in .dzi")
     tile_format = check_layout(tile_size, overlap, format)
-    check_range("jpeg_quality", quality, 1, 100)
+    check_range("jpeg_quality", quality, 1, 100, whole=True)
     if width < 1 or height < 1:
         raise MosaicistError(f"{path}: cannot write an empty {width}x{height} picture")
     layout = DeepZoomLayout(width, height, tile_size, overlap, tile_format)
