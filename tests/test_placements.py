@@ -200,3 +200,21 @@ def test_tile_hashes_round_trip_and_are_checked(tmp_path):
         path.write_text(json.dumps(document | {"hashes": hashes}))
         with pytest.raises(MosaicistError, match=words):
             Placements.read(path)
+
+
+def test_tile_hashes_are_looked_up_once_when_asked_and_not_pickled():
+    import pickle
+
+    asked: list[list[str]] = []
+
+    def lookup(ids):
+        asked.append(ids)
+        return {name: "f" * 32 for name in ids}
+
+    placements = Placements(1, 3, np.array([0, 1, 0]), np.array([1, 2, 1]),
+                            ["a.png", "b.png", "a.png"], hashes=lookup)
+    copy = pickle.loads(pickle.dumps(placements))  # a worker's copy: no library in it
+    assert copy.hashes is None and asked == []
+    assert placements.to_json()["hashes"] == {"a.png": "f" * 32, "b.png": "f" * 32}
+    assert placements.hashes == {"a.png": "f" * 32, "b.png": "f" * 32}
+    assert asked == [["a.png", "b.png"]]

@@ -34,7 +34,7 @@ import csv
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,11 @@ class Placements:
         multiples of their side that tile the ``rows x cols`` grid exactly
         (see :func:`check_rects`); the per-cell arrays then have ``N``
         entries in that order. None: the uniform grid, row-major.
+    hashes : mapping or callable, optional
+        Each placed tile's content hash when it was matched (saved in JSON;
+        :func:`mosaicist.render.changed_tiles`), or a function of the placed
+        tiles' ids that gives them, called when they are first asked for
+        (only a JSON file needs them).
 
     Raises
     ------
@@ -128,7 +133,7 @@ class Placements:
         target: str | None = None,
         crop: tuple[int, int] = (0, 0),
         rect: np.ndarray | None = None,
-        hashes: Mapping[str, str] | None = None,
+        hashes: Mapping[str, str] | Callable[[list[str]], Mapping[str, str]] | None = None,
     ) -> None:
         count = rows * cols
         if rows < 1 or cols < 1:
@@ -171,10 +176,29 @@ class Placements:
         self.source = source
         self.target = target
         self.crop = crop
-        self.hashes = None if hashes is None else dict(hashes)
+        self._hashes = None if hashes is None or callable(hashes) else dict(hashes)
+        self._hash_lookup = hashes if callable(hashes) else None
 
     def __repr__(self) -> str:
         return f"Placements({self.rows}x{self.cols}, source={self.source!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The lookup holds the library (memory maps, an index): a copy sent to another
+        # process (a Dask worker drawing bands) keeps only what is known.
+        state = self.__dict__.copy()
+        state["_hash_lookup"] = None
+        return state
+
+    @property
+    def hashes(self) -> dict[str, str] | None:
+        """Each placed tile's content hash when it was matched (None: not known)."""
+        if self._hash_lookup is not None:
+            lookup, self._hash_lookup = self._hash_lookup, None
+            try:
+                self._hashes = dict(lookup(list(dict.fromkeys(self.source_ids))))
+            except MosaicistError:
+                self._hashes = None  # an index that cannot say: saved without them
+        return self._hashes
 
     def __len__(self) -> int:
         return len(self.tile)
