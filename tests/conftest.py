@@ -75,6 +75,7 @@ def bomb_png(width: int, height: int) -> bytes:
 
 #: Files of the odd folder that must be skipped, with a word their reason contains.
 BAD_FILES = {
+    "dangling.png": "which is not there",  # a link to a missing file: skipped by name
     "bad_bomb.png": "limit",
     "bad_empty.png": "not a readable image",
     "bad_text.jpg": "not a readable image",

@@ -334,6 +334,23 @@ def test_failures_of_removed_files_are_not_reported_again(tmp_path):
     assert third.stats.failed == [] and third.stats.decoded == 0
 
 
+def test_a_link_to_a_missing_photo_is_skipped_by_name_and_read_once_it_is_back(tmp_path):
+    # A library of links to a drive that is not mounted lost those photos without a word.
+    folder = make_colour_folder(tmp_path / "tiles", 3)
+    elsewhere = tmp_path / "drive" / "photo.png"
+    (folder / "linked.png").symlink_to(elsewhere)
+    first = open_library(folder, tmp_path / "cache")
+    failed = dict(first.stats.failed)
+    assert list(failed) == ["linked.png"] and len(first) == 3
+    assert f"a link to {elsewhere}, which is not there" in failed["linked.png"]
+    assert dict(open_library(folder, tmp_path / "cache").stats.failed) == failed
+    elsewhere.parent.mkdir()
+    Image.fromarray(np.full((12, 12, 3), 77, np.uint8)).save(elsewhere)
+    back = open_library(folder, tmp_path / "cache")
+    assert back.stats.failed == [] and back.stats.decoded == 1 and len(back) == 4
+    check_pixels(back, folder)
+
+
 def _disk_full_after(monkeypatch, calls):
     """Make the index's writes fail as on a full disk from call ``calls`` on, half-written."""
     real_write_all = library_module._write_all

@@ -29,6 +29,8 @@ from .base import (
     text_to_name,
 )
 
+#: Change stamp of a link whose file is missing (no file's: see :func:`change_stamp`).
+MISSING_STAMP = -1
 #: Files handed to a worker process at a time: large enough to amortise the
 #: inter-process round trip, small enough to keep progress smooth.
 DECODE_BATCH = 128
@@ -68,7 +70,10 @@ def _decode_batch(
         except ImageReadError as error:
             results.append((None, None, readable(str(error)), None, None))
         except OSError as error:
-            results.append((None, None, readable(error.strerror or str(error)), None, None))
+            reason = error.strerror or str(error)
+            if os.path.islink(path) and not os.path.exists(path):
+                reason = f"a link to {os.readlink(path)}, which is not there"
+            results.append((None, None, readable(reason), None, None))
         except Exception as error:  # noqa: BLE001 - one bad file must never stop indexing
             message = readable(f"cannot decode: {type(error).__name__}: {error}")
             results.append((None, None, message, None, None))
@@ -137,7 +142,13 @@ class FolderSource(TileSource):
                             continue
                         status = item.stat()
                     except OSError:
-                        # A dangling link or a file removed while scanning.
+                        if item.is_symlink():
+                            # A link to a photo that is not there (a drive not mounted): a
+                            # bad file, reported and skipped, with a stamp no file has, so
+                            # that it is read as soon as its photo is back.
+                            entries.append(SourceEntry(prefix + name_to_text(name), 0,
+                                                       MISSING_STAMP, item.path))
+                        # Else a file removed while scanning.
                         continue
                     if not stat.S_ISREG(status.st_mode):
                         # A link to a folder (never followed), a FIFO, a device...
