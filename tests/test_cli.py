@@ -454,6 +454,11 @@ def test_deep_zoom_never_replaces_a_folder_of_other_files(setup, tmp_path):
     result = run(make_args(setup, "-o", output))
     assert_one_line_error(result, "mural_files", "notes.txt")
     assert (folder / "notes.txt").read_text() == "mine" and not output.exists()
+    plain = tmp_path / "plain.dzi"
+    (tmp_path / "plain_files").write_text("a file where the tiles would go")
+    result = run(make_args(setup, "-o", plain))
+    assert_one_line_error(result, "plain_files", "is not a folder")
+    assert (tmp_path / "plain_files").read_text() == "a file where the tiles would go"
     (folder / "notes.txt").unlink()
     (tmp_path / "mural.html").mkdir()
     result = run(make_args(setup, "-o", output))

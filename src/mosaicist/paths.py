@@ -133,14 +133,15 @@ def _written_through(final: Path) -> Path:
     return final
 
 
-def _refuse_special(path: Path, what: str = "output") -> None:
+def _refuse_special(path: Path, what: str = "output", shown: Path | None = None) -> None:
+    """Refuse a device, pipe or socket at ``path`` (named ``shown``, as the user gave it)."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
         return
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise MosaicistError(f"{path}: {what} is not a regular file (a device, pipe or "
-                             "socket); give a file name")
+        raise MosaicistError(f"{shown or path}: {what} is not a regular file (a device, pipe "
+                             "or socket); give a file name")
 
 
 def check_distinct(paths: Iterable[tuple[str | os.PathLike[str] | None, str]]) -> None:
@@ -291,11 +292,7 @@ def check_writable(path: str | os.PathLike[str], what: str = "output") -> None:
     parent = written.parent if str(written.parent) else Path(".")
     if written.is_dir():
         raise MosaicistError(f"{path}: {what} is a directory")
-    try:
-        _refuse_special(written, what)
-    except MosaicistError:
-        raise MosaicistError(f"{path}: {what} is not a regular file (a device, pipe or "
-                             "socket); give a file name") from None
+    _refuse_special(written, what, path)
     if not parent.is_dir():
         raise MosaicistError(f"{path}: {what} folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK) or (

@@ -2686,7 +2686,7 @@ class _Solver:
         at = position.tolist()
         tile = tile.copy()
         uses = np.bincount(tile, minlength=int(edges.tile.max(initial=-1)) + 1).tolist()
-        _, bounds = _by_regret(edges)
+        bounds = np.concatenate(([0], np.cumsum(edges.length))).tolist()
         tiles, dist = edges.tile.tolist(), edges.dist.tolist()
         reach = spacing - 1
         grid = tile.reshape(self.rows, cols) if layout is None else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -72,7 +73,8 @@ def _decode_batch(
         except OSError as error:
             reason = error.strerror or str(error)
             if os.path.islink(path) and not os.path.exists(path):
-                reason = f"a link to {os.readlink(path)}, which is not there"
+                with contextlib.suppress(OSError):  # the link itself may go meanwhile
+                    reason = f"a link to {os.readlink(path)}, which is not there"
             results.append((None, None, readable(reason), None, None))
         except Exception as error:  # noqa: BLE001 - one bad file must never stop indexing
             message = readable(f"cannot decode: {type(error).__name__}: {error}")
