@@ -383,6 +383,23 @@ def test_check_feasible_messages():
         check_feasible(10, 10, 0)
 
 
+@pytest.mark.parametrize(("max_uses", "min_spacing", "named", "not_named"), [
+    # A preset's --max-uses 2 beside a spacing that allows 1 use: only the spacing counts.
+    (2, 30, "(min_spacing 30: at most 1 use on a 8x10 grid)", "max_uses"),
+    (1, 30, "(max_uses 1, min_spacing 30: at most 1 use on a 8x10 grid)", None),
+    (1, 0, "at most 1 use per tile (max_uses 1)", "min_spacing"),
+    (3, 2, "at most 3 uses per tile (max_uses 3)", "min_spacing"),
+])
+def test_check_feasible_names_the_limits_that_set_the_cap(max_uses, min_spacing, named,
+                                                          not_named):
+    with pytest.raises(MosaicistError) as error:
+        check_feasible(80, 20, max_uses, 8, 10, min_spacing)
+    message = str(error.value)
+    assert named in message, message
+    assert not_named is None or not_named not in message, message
+    assert "1 uses" not in message
+
+
 def test_infeasible_caps_raise_before_any_work():
     calls = []
 

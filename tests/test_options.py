@@ -216,7 +216,8 @@ def cli_setup(tmp_path_factory):
      "(--max-uses, --min-uses, --min-spacing)"),
     (["--device", "cuda", "--metric", "lab"], "--device 'cuda' runs the plain exact search only"),
     (["--max-uses", "1", "--limit", "3"],
-     "96 cells with at most 1 uses per tile (--max-uses 1) need at least 96 tiles"),
+     "96 cells with at most 1 use per tile (--max-uses 1) need at least 96 tiles, but the "
+     "library has 3; add tiles or relax it"),
 ])
 def test_cli_errors_name_the_flag(cli_setup, tmp_path, flags, message):
     root, target, tiles = cli_setup

@@ -435,17 +435,24 @@ def check_feasible(
             spacing=min_spacing, block=high * wide, high=high, wide=wide, tiles=tiles,
         )
     if tiles < needed:
+        # Only the limits that set the cap are named: a looser one (a preset's
+        # --max-uses beside a tight --min-spacing) is not what must change.
         why = []
-        if max_uses is not None:
+        if max_uses == cap:
             why.append("{max_uses} {uses}")
-        if spacing is not None:
-            why.append("{min_spacing} {spacing} (at most {spacing_uses} uses on a {grid} grid)")
+        if spacing == cap:
+            why.append("{min_spacing} {spacing}: at most {spacing_uses} on a {grid} grid")
         raise OptionError(
-            "{cells} cells with at most {cap} uses per tile (" + ", ".join(why) + ") need at "
-            "least {needed} tiles, but the library has {tiles}; add tiles or relax the limits",
-            cells=cells, cap=cap, uses=max_uses, spacing=min_spacing, spacing_uses=spacing,
-            grid=f"{rows}x{cols}", needed=needed, tiles=tiles,
+            "{cells} cells with at most {cap} per tile (" + ", ".join(why) + ") need at "
+            "least {needed} tiles, but the library has {tiles}; add tiles or relax "
+            + ("the limits" if len(why) > 1 else "it"),
+            cells=cells, cap=_uses(cap), uses=max_uses, spacing=min_spacing,
+            spacing_uses=_uses(spacing or 0), grid=f"{rows}x{cols}", needed=needed, tiles=tiles,
         )
+
+
+def _uses(count: int) -> str:
+    return f"{count} use" + ("" if count == 1 else "s")
 
 
 def _check_limits(max_uses: int | None, min_spacing: int) -> None:
