@@ -343,6 +343,11 @@ def test_bad_match_size_is_a_one_line_error(setup, tmp_path):
     (["score", "--view-px", "1.5", "a", "b"], "'--view-px'"),
     (["nope"], "No such command 'nope' (see 'mosaicist --help')"),
     (["render", "p.json", "--tile-px"], "--tile-px"),
+    # A flag that may stand alone: click reads '-1' as an option; the setting's check speaks.
+    (["make", "t.png", "--dedupe", "-1"], "--dedupe must be between 0 and 64 bits, got -1"),
+    (["make", "t.png", "--dedupe=-1"], "--dedupe must be between 0 and 64 bits, got -1"),
+    (["index", "lib", "--dedupe=-2.5"], "--dedupe must be a whole number, got -2.5"),
+    (["make", "t.png", "--dedupe", "-x"], "No such option '-x'"),
 ])
 def test_usage_errors_are_one_line(arguments, expected):
     from click.testing import CliRunner

@@ -73,6 +73,11 @@ class _Group(click.Group):
                 context = context.parent
             where = " ".join(["mosaicist", *names])
             problem = error.format_message().rstrip(".")
+            if isinstance(error, click.NoSuchOption):
+                arguments = kwargs.get("args", args[0] if args else None)
+                problem = _negative_value(
+                    sys.argv[1:] if arguments is None else list(arguments), error.option_name
+                ) or problem
             _fail(f"{problem} (see '{where} --help')", error.exit_code)
         except click.ClickException as error:
             _fail(error.format_message(), error.exit_code)
@@ -94,6 +99,34 @@ class _Group(click.Group):
             where = f"{error.filename}: " if getattr(error, "filename", None) else ""
             _fail(f"{where}{error.strerror or error}")
         return None
+
+
+def _negative_value(arguments: list[str], unknown: str) -> str | None:
+    """What is wrong with a negative number given to a flag that may stand alone.
+
+    Click reads ``--dedupe -1`` (and ``--dedupe=-1``) as the flag alone
+    followed by an unknown option ``-1``; the setting's own check says what
+    values it takes instead.
+    """
+    for index, token in enumerate(arguments):
+        flag, equals, given = token.partition("=")
+        name = flag[2:].replace("-", "_")
+        if not flag.startswith("--") or name not in _VALUE_WHEN_ALONE:
+            continue
+        if not equals:
+            given = arguments[index + 1] if index + 1 < len(arguments) else ""
+        # Click names the first characters of '-2.5' ('-2'), read as short options.
+        if not given.startswith(unknown):
+            continue
+        try:
+            value = float(given)
+        except ValueError:
+            return None
+        try:
+            MosaicOptions(**{name: int(value) if value.is_integer() else value})
+        except OptionError as error:
+            return error.message(lambda parameter: "--" + parameter.replace("_", "-"))
+    return None
 
 
 class _LazyChoice(click.ParamType):
