@@ -123,7 +123,8 @@ def _negative_value(arguments: list[str], unknown: str) -> str | None:
         except ValueError:
             return None
         try:
-            MosaicOptions(**{name: int(value) if value.is_integer() else value})
+            number: Any = int(value) if value.is_integer() else value
+            MosaicOptions(**{name: number})
         except OptionError as error:
             return error.message(lambda parameter: "--" + parameter.replace("_", "-"))
     return None
