@@ -10,11 +10,13 @@ leaves at most a hidden temporary behind, which it removes when it can.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
 import stat
 import tempfile
+import time
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -274,6 +276,158 @@ def remove_stale_temporaries(final: str | os.PathLike[str]) -> list[Path]:
                 path.unlink()
             removed.append(path)
     return removed
+
+
+#: Any temporary of :func:`atomic_path` or :func:`atomic_folder` (``.<name>.<pid>-<random>.part``
+#: then the final's suffix, or ``.old``), or of earlier versions' cache writers
+#: (``.<name>.<pid>.part``): the writer's PID is group 1.
+_TEMPORARY = re.compile(r"\..+\.(\d+)(?:-[a-z0-9_]{8})?\.(?:part|old)(?:\.[^.]*)?")
+
+
+def remove_dead_temporaries(folder: str | os.PathLike[str], min_age: float = 0.0) -> list[Path]:
+    """Remove every temporary that a writer which has ended left in ``folder`` and below.
+
+    :func:`remove_stale_temporaries` runs before each write of an output, so
+    a killed writer's temporary stays when no one writes that output again
+    (another process finished it meanwhile): a cache sweeps its folders
+    with this now and then. A temporary is removed only when the process
+    named in it is not alive on this machine and nothing in it changed for
+    ``min_age`` seconds (a writer on another machine that shares the folder
+    has a PID that means nothing here, but it keeps its temporary changing).
+
+    Parameters
+    ----------
+    folder : path-like
+        The folder to sweep, with its subfolders.
+    min_age : float
+        Seconds a temporary must have been left unchanged.
+
+    Returns
+    -------
+    list of pathlib.Path
+        What was removed.
+    """
+    removed: list[Path] = []
+    now = time.time()
+    for parent, folders, files in os.walk(folder):
+        for name in [*folders, *files]:
+            found = _TEMPORARY.fullmatch(name)
+            if found is None:
+                continue
+            if name in folders:
+                folders.remove(name)  # a temporary folder is removed or kept whole
+            path = Path(parent, name)
+            if process_alive(int(found.group(1))) or now - _last_change(path) < min_age:
+                continue
+            with contextlib.suppress(OSError):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                removed.append(path)
+    return removed
+
+
+def _last_change(path: Path) -> float:
+    """Latest modification time of ``path`` and, for a folder, of what it holds."""
+    try:
+        latest = path.lstat().st_mtime
+        if path.is_dir() and not path.is_symlink():
+            with os.scandir(path) as entries:
+                for entry in entries:
+                    latest = max(latest, entry.stat(follow_symlinks=False).st_mtime)
+    except OSError:
+        return time.time()  # changing under us: a live writer's
+    return latest
+
+
+def remove_older_generations(
+    folder: str | os.PathLike[str], kind: re.Pattern[str], generation: int
+) -> list[Path]:
+    """Remove the entries of ``folder`` of ``kind`` made for generations before ``generation``.
+
+    A cache entry named for a library generation (``g<G>`` in its name) is
+    never used again once a later generation is published; without this, a
+    library's cache grows by one set of entries each time it changes. A
+    process still reading an older entry keeps what it opened or
+    memory-mapped (POSIX keeps an unlinked file until it is closed); one
+    that has yet to open it finds it gone and makes it again. Temporaries
+    (hidden names) are left to their writers.
+
+    Parameters
+    ----------
+    folder : path-like
+        The folder holding the entries (files or folders).
+    kind : re.Pattern
+        Matches (whole) the names of one kind of entry, with the
+        generation in the group named ``generation``.
+    generation : int
+        The generation just written: entries of earlier ones go.
+
+    Returns
+    -------
+    list of pathlib.Path
+        What was removed.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        found = kind.fullmatch(entry.name)
+        if found is None or entry.name.startswith(".") or int(found["generation"]) >= generation:
+            continue
+        path = Path(entry.path)
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+    return removed
+
+
+#: What :func:`reserve_space` takes as "this file system cannot reserve": it then goes on
+#: without, as before (glibc emulates the call where the file system lacks it).
+_CANNOT_RESERVE = {errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS,
+                   getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)}
+
+
+def reserve_space(path: str | os.PathLike[str]) -> None:
+    """Allocate the disk blocks of the whole file at ``path``, before it is written through a map.
+
+    A memory map of a freshly made file is sparse: writing into it allocates
+    the blocks page by page, and a page that cannot be allocated (a full
+    disk, a quota) kills the process with SIGBUS instead of raising. With
+    the blocks reserved first, a full disk is an :class:`OSError` here.
+    Where the platform has no ``posix_fallocate``, or the file system
+    cannot reserve, nothing is done.
+
+    Parameters
+    ----------
+    path : path-like
+        The file, at its final size.
+
+    Raises
+    ------
+    OSError
+        When the space cannot be had (``ENOSPC``, ``EDQUOT``...).
+    """
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is None:
+        return
+    descriptor = os.open(path, os.O_RDWR)
+    try:
+        size = os.fstat(descriptor).st_size
+        if size > 0:
+            try:
+                fallocate(descriptor, 0, size)
+            except OSError as error:
+                if error.errno not in _CANNOT_RESERVE:
+                    raise
+    finally:
+        os.close(descriptor)
 
 
 def check_writable(path: str | os.PathLike[str], what: str = "output") -> None:

@@ -49,6 +49,7 @@ from ..crop import CROP_MODES, Window, crop_method, window_size
 from ..dedupe import duplicate_groups, duplicate_leaders, tile_signatures
 from ..errors import MosaicistError, OptionError, check_range, shown_type
 from ..options import TILE_PX_RANGE
+from ..paths import atomic_path, remove_older_generations
 from ..paths import cache_dir as default_cache_dir
 from ..sources import TileSource, open_source
 from ._manifest import (
@@ -317,7 +318,7 @@ class TileLibrary:
         hashes, colours = self.signatures()
         leaders = duplicate_leaders(hashes, colours, threshold)
         with contextlib.suppress(OSError):  # a cache: a read-only folder costs time only
-            _save_replacing(cache, leaders, "leaders-*.npy")
+            _save_replacing(cache, leaders, _LEADERS, self.generation)
         return leaders
 
     def duplicate_groups(self, threshold: int) -> list[np.ndarray]:
@@ -359,7 +360,7 @@ class TileLibrary:
             return self
         work = self._work_dir / f"dedupe-t{threshold}"
         store = work / f"tiles-g{self.generation}-n{len(self)}.u8"
-        tiles = _packed_subset(self.tiles, kept, store)
+        tiles = _packed_subset(self.tiles, kept, store, self.generation)
         positions = kept if self.positions is None else self.positions[kept]
         return self._with([self.source_ids[index] for index in kept.tolist()], tiles, positions,
                           duplicates_dropped=self.duplicates_dropped + len(self) - len(kept),
@@ -651,53 +652,52 @@ def stored_windows(
                    _read_windows)
 
 
-def _save_replacing(path: Path, array: np.ndarray, stale: str) -> None:
-    """Save ``array`` to ``path`` atomically, then remove the other ``stale`` files beside it."""
+#: Cached leaders of near-duplicates (``duplicates/``), with their library generation.
+_LEADERS = re.compile(r"leaders-g(?P<generation>\d+)-n\d+-t\d+\.npy")
+#: Packed tiles of a library without near-duplicates (``dedupe-t<T>/``), likewise.
+_PACKED_SUBSET = re.compile(r"tiles-g(?P<generation>\d+)-n\d+\.u8")
+
+
+def _save_replacing(path: Path, array: np.ndarray, kind: re.Pattern[str],
+                    generation: int) -> None:
+    """Save ``array`` to ``path`` atomically, then remove files of ``kind`` of older generations.
+
+    Written with :func:`~mosaicist.paths.atomic_path`, so that a killed
+    writer's temporary is known by its PID and removed later. Files of this
+    or later generations (other thresholds, or a process that already reads
+    a newer library) are kept.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        with open(partial, "wb") as handle:
-            np.save(handle, array)
-        os.replace(partial, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
-    for other in path.parent.glob(stale):
-        if other != path:
-            with contextlib.suppress(OSError):
-                other.unlink()
+    with atomic_path(path) as partial, open(partial, "wb") as handle:
+        np.save(handle, array)
+    remove_older_generations(path.parent, kind, generation)
 
 
-def _packed_subset(tiles: np.ndarray, kept: np.ndarray, store: Path) -> np.ndarray:
+def _packed_subset(tiles: np.ndarray, kept: np.ndarray, store: Path,
+                   generation: int) -> np.ndarray:
     """``tiles[kept]`` as a memory map of ``store``, written a chunk at a time when missing.
 
-    The file is written under a temporary name and renamed, so a reader
-    never maps half of it; other packed files in its folder (of earlier
-    library states) are removed. Where the folder cannot be written, the
-    tiles are copied into memory instead.
+    The file is written under a temporary name and renamed
+    (:func:`~mosaicist.paths.atomic_path`), so a reader never maps half of
+    it and a killed writer's temporary is removed later; the packed files
+    of earlier library generations in its folder are removed (a process
+    still mapping one keeps its map). Where the folder cannot be written,
+    the tiles are copied into memory instead.
     """
     shape = (len(kept), *tiles.shape[1:])
     tile_bytes = int(np.prod(tiles.shape[1:]))
     with contextlib.suppress(OSError, ValueError):
         if store.stat().st_size == len(kept) * tile_bytes:
             return np.memmap(store, dtype=np.uint8, mode="r", shape=shape)
-    partial = store.with_name(f".{store.name}.{os.getpid()}.part")
     try:
         store.parent.mkdir(parents=True, exist_ok=True)
-        with open(partial, "wb") as handle:
+        with atomic_path(store) as partial, open(partial, "wb") as handle:
             step = max(1, min(COPY_CHUNK, (64 << 20) // max(1, tile_bytes)))
             for start in range(0, len(kept), step):
                 handle.write(np.ascontiguousarray(tiles[kept[start:start + step]]).tobytes())
-        os.replace(partial, store)
     except OSError:
         return np.asarray(tiles[kept])
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
-    for other in store.parent.glob("tiles-*.u8"):
-        if other != store:
-            with contextlib.suppress(OSError):
-                other.unlink()
+    remove_older_generations(store.parent, _PACKED_SUBSET, generation)
     return np.memmap(store, dtype=np.uint8, mode="r", shape=shape)
 
 

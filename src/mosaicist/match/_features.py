@@ -36,6 +36,7 @@ a memory-mapped library reads them in place.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,7 @@ import numpy as np
 
 from .._runtime import one_blas_thread, release_pages
 from ..grid import Geometry
-from ..paths import atomic_folder
+from ..paths import atomic_folder, remove_older_generations, reserve_space
 from ..progress import progress_bar
 
 #: Tiles per chunk while computing features.
@@ -69,6 +70,8 @@ BOUND_SLACK = 5e-5
 PCA_SAMPLE = 16384
 
 FEATURES_VERSION = 6
+#: A features cache entry (of any version), with its library generation.
+_ENTRY = re.compile(r"v\d+-.*-g(?P<generation>\d+)-n\d+-.*")
 #: Columns of a bound row after the components: ``[row term, 1]`` (cells) or
 #: ``[1, column term]`` (tiles), then the tail norms' two (see the module).
 BOUND_TERMS = 4
@@ -384,6 +387,8 @@ def cached_features(
     changed library or geometry computes them anew. Each cache entry is
     a folder of ``.npy`` files (the block sums memory-mapped), written with
     :func:`~mosaicist.paths.atomic_folder`; a damaged entry is recomputed.
+    Writing an entry removes the entries of earlier library generations; a
+    read-only or full cache computes the features in memory.
     """
     if directory is None:
         return compute_features(tiles, geometry, show_progress)
@@ -422,6 +427,8 @@ def cached_features(
                     partial / "pooled.npy", mode="w+", dtype=pooled_dtype(geometry),
                     shape=(len(tiles), length),
                 )
+                # Filling a sparse map on a full disk would die of SIGBUS, not raise.
+                reserve_space(partial / "pooled.npy")
             features = compute_features(tiles, geometry, show_progress, pooled_out)
             if pooled_out is not None:
                 pooled_out.flush()
@@ -430,6 +437,7 @@ def cached_features(
     except OSError:
         # A read-only or full cache only costs computing them in memory.
         return compute_features(tiles, geometry, show_progress)
+    remove_older_generations(directory, _ENTRY, generation)
     if pooled_out is not None:
         features.pooled = np.load(path / "pooled.npy", mmap_mode="r", allow_pickle=False)
     return features

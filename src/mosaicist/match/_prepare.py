@@ -11,18 +11,23 @@ memory-mapped file.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
 from .._runtime import release_pages
 from ..colour import encode
-from ..paths import atomic_path
+from ..paths import atomic_path, remove_older_generations, reserve_space
 from ..progress import progress_bar
 from ..transforms import AUGMENT_SETS, apply_transform, augment_transforms
 
 #: Tiles encoded at a time.
 _CHUNK = 4096
+#: A prepared library's cache file, with its library generation (from the ``key``).
+_PREPARED = re.compile(r"prepared-.*-g(?P<generation>\d+)-n\d+\.u8")
+#: The generation at the start of a ``key`` (``g<G>-n<N>``).
+_KEY_GENERATION = re.compile(r"g(\d+)-")
 
 
 def prepare_tiles(
@@ -57,8 +62,14 @@ def prepare_tiles(
     Returns
     -------
     numpy.ndarray
-        ``(M * k, H, W, 3)`` uint8, memory-mapped when cached. For the seed
-        metric without augmentation, ``tiles`` itself.
+        ``(M * k, H, W, 3)`` uint8, memory-mapped when cached (in memory where
+        the cache cannot take it: read-only or full). For the seed metric
+        without augmentation, ``tiles`` itself.
+
+    Notes
+    -----
+    Writing a new entry removes the prepared libraries of earlier library
+    generations (the ``g<G>`` of ``key``) from ``directory``.
     """
     transforms = augment_transforms(augment, aspect)
     if metric == "seed" and len(transforms) == 1:
@@ -74,11 +85,22 @@ def prepare_tiles(
     path = directory / f"prepared-{metric}-{augment}-{key}.u8"
     if path.exists() and path.stat().st_size == int(np.prod(shape)):
         return np.memmap(path, np.uint8, "r", shape=shape)
-    with atomic_path(path) as partial:
-        out = np.memmap(partial, np.uint8, "w+", shape=shape)
+    try:
+        with atomic_path(path) as partial:
+            out = np.memmap(partial, np.uint8, "w+", shape=shape)
+            # Filling a sparse map on a full disk would die of SIGBUS, not raise.
+            reserve_space(partial)
+            _fill(out, tiles, metric, transforms, show_progress)
+            out.flush()
+            del out
+    except OSError:
+        # A read-only or full cache only costs preparing them in memory.
+        out = np.empty(shape, np.uint8)
         _fill(out, tiles, metric, transforms, show_progress)
-        out.flush()
-        del out
+        return out
+    found = _KEY_GENERATION.match(key)
+    if found is not None:
+        remove_older_generations(directory, _PREPARED, int(found.group(1)))
     return np.memmap(path, np.uint8, "r", shape=shape)
 
 

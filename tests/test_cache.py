@@ -1,0 +1,251 @@
+"""The caches beside a tile index: full disks, killed writers' temporaries, old generations."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import make_colour_folder
+from PIL import Image
+
+from mosaicist.grid import Geometry
+from mosaicist.library import TileLibrary
+from mosaicist.library import _update as update_module
+from mosaicist.match import cached_features, compute_features, prepare_tiles
+from mosaicist.paths import process_alive, remove_dead_temporaries
+from mosaicist.sources.folder import FolderSource
+
+
+def _dead_pid() -> int:
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    pid = int(finished.stdout)
+    assert not process_alive(pid)
+    return pid
+
+
+def _open(folder, cache, **kwargs):
+    return TileLibrary.open(FolderSource(folder, workers=1), 8, cache_dir=cache, **kwargs)
+
+
+def _tiles(count=20, side=8):
+    return np.random.default_rng(3).integers(0, 256, (count, side, side, 3), dtype=np.uint8)
+
+
+def _full_disk(monkeypatch, code=errno.ENOSPC):
+    calls = []
+
+    def fallocate(descriptor, offset, length):
+        calls.append(length)
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "posix_fallocate", fallocate, raising=False)
+    return calls
+
+
+# -- 1. a full disk: the space of a memory-mapped entry is reserved before it is filled -------
+
+def test_a_full_cache_disk_prepares_the_library_in_memory(tmp_path, monkeypatch):
+    # Filling a sparse memory map on a full disk died of SIGBUS (exit 135), leaving a .part.
+    tiles = _tiles()
+    expected = prepare_tiles(tiles, "lab", "flips", None, "g0-n20")
+    calls = _full_disk(monkeypatch)
+    prepared = prepare_tiles(tiles, "lab", "flips", tmp_path, "g0-n20")
+    assert calls == [expected.nbytes]
+    np.testing.assert_array_equal(prepared, expected)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_cache_disk_computes_the_block_sums_in_memory(tmp_path, monkeypatch):
+    tiles = _tiles()
+    geometry = Geometry(4, 8)  # block sums of 2 x 2 pixels: the pooled.npy map
+    expected = compute_features(tiles, geometry)
+    calls = _full_disk(monkeypatch)
+    features = cached_features(tiles, geometry, tmp_path, 0)
+    assert len(calls) == 1
+    assert features.pooled is not None and not isinstance(features.pooled, np.memmap)
+    for name in ("pooled", "bound", "order", "residual", "norm2", "tail_norm"):
+        np.testing.assert_array_equal(getattr(features, name), getattr(expected, name))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_system_that_cannot_reserve_still_caches(tmp_path, monkeypatch):
+    tiles = _tiles()
+    _full_disk(monkeypatch, errno.EOPNOTSUPP)
+    prepared = prepare_tiles(tiles, "lab", "none", tmp_path, "g0-n20")
+    assert isinstance(prepared, np.memmap)
+    np.testing.assert_array_equal(prepared, prepare_tiles(tiles, "lab", "none", None, "g0-n20"))
+    assert [path.name for path in tmp_path.iterdir()] == ["prepared-lab-none-g0-n20.u8"]
+
+
+# -- 2. killed writers' temporaries are swept when the index is opened -----------------------
+
+def _age(path, seconds):
+    """Make ``path`` (and what a folder holds) look unchanged for ``seconds``."""
+    then = time.time() - seconds
+    for inner in [path, *(path.rglob("*") if path.is_dir() else ())]:
+        os.utime(inner, (then, then))
+
+
+def test_dead_writers_temporaries_are_swept_when_the_index_is_opened(tmp_path):
+    folder = make_colour_folder(tmp_path / "tiles", 4)
+    cache = tmp_path / "cache"
+    library = _open(folder, cache)
+    features = library.features_dir
+    dedupe = library.directory / "dedupe-t6"
+    dedupe.mkdir()
+    dead, live = _dead_pid(), os.getpid()
+    stale = [
+        features / f".v6-seed-g0-n4-side8-f1-s1-d256.{dead}-abcd_123.part",
+        features / f".prepared-lab-none-g0-n4.u8.{dead}-abcd1234.part.u8",
+        dedupe / f".tiles-g0-n3.u8.{dead}.part",  # as earlier versions named them
+    ]
+    kept = [
+        features / f".v6-seed-g0-n4-side8-f1-s1-d256.{live}-abcd_123.part",
+        features / f".prepared-lab-none-g0-n4.u8.{live}-abcd1234.part.u8",
+        dedupe / f".tiles-g0-n3.u8.{live}.part",
+        dedupe / "notes.part",
+    ]
+    recent = features / f".prepared-seed-flips-g0-n4.u8.{dead}-zzzz9999.part.u8"
+    for path in [*stale, *kept, recent]:
+        if path.suffix == ".part" and path.name.startswith(".v6"):
+            path.mkdir()
+            (path / "pooled.npy").write_bytes(b"half")
+        else:
+            path.write_bytes(b"half")
+    for path in [*stale, *kept]:
+        _age(path, 2 * update_module.DEAD_TEMPORARY_AGE)
+    again = _open(folder, cache)
+    assert again.stats.decoded == 0  # the fast path sweeps too
+    assert not any(path.exists() for path in stale)
+    assert all(path.exists() for path in kept)
+    # Its PID is not alive here, but it changed lately: maybe a writer on another machine.
+    assert recent.exists()
+    # Opening without updating takes no lock, and sweeps nothing.
+    _age(recent, 2 * update_module.DEAD_TEMPORARY_AGE)
+    _open(folder, cache, update=False)
+    assert recent.exists()
+
+
+def test_a_sweep_does_not_look_into_a_temporary_folder(tmp_path):
+    live = tmp_path / f".entry.{os.getpid()}-abcdefgh.part"
+    inner = live / f".inner.{_dead_pid()}-abcdefgh.part.npy"
+    live.mkdir()
+    inner.write_bytes(b"x")
+    assert remove_dead_temporaries(tmp_path) == []
+    assert inner.exists()
+
+
+# -- 3. near-duplicate caches are written atomically, and keep newer generations' files ------
+
+def _library_with_a_copy(tmp_path, generations=2):
+    """A library of generation ``generations - 1`` whose ``t001b.png`` copies ``t001.png``."""
+    folder = make_colour_folder(tmp_path / "tiles", 6)
+    shutil.copy(folder / "t001.png", folder / "t001b.png")
+    cache = tmp_path / "cache"
+    library = _open(folder, cache)
+    for step in range(1, generations):
+        # A tile that sorts first: the library is packed again, a new generation.
+        Image.fromarray(np.full((12, 12, 3), step, np.uint8)).save(folder / f"a{step}.png")
+        library = _open(folder, cache)
+    assert library.generation == generations - 1
+    return folder, cache, library
+
+
+def test_a_killed_dedupe_writers_temporary_goes_at_the_next_write(tmp_path):
+    _, _, library = _library_with_a_copy(tmp_path, 1)
+    dead = _dead_pid()
+    dedupe = library.directory / "dedupe-t6"
+    duplicates = library.directory / "duplicates"
+    dedupe.mkdir()
+    duplicates.mkdir()
+    left = [dedupe / f".tiles-g0-n7.u8.{dead}-abcd1234.part.u8",
+            duplicates / f".leaders-g0-n7-t6.npy.{dead}-abcd1234.part.npy"]
+    for path in left:
+        path.write_bytes(b"half")
+    unique = library.without_duplicates(6)
+    assert len(unique) == 6 and unique.duplicates_dropped == 1
+    assert not any(path.exists() for path in left)
+    assert sorted(path.name for path in dedupe.iterdir()) == ["tiles-g0-n7.u8"]
+    assert sorted(path.name for path in duplicates.iterdir()) == ["leaders-g0-n7-t6.npy"]
+
+
+def test_an_interrupted_dedupe_write_leaves_nothing(tmp_path, monkeypatch):
+    _, _, library = _library_with_a_copy(tmp_path, 1)
+    library.duplicate_leaders(6)
+    real = np.ascontiguousarray
+
+    def interrupted(array):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "ascontiguousarray", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        library.without_duplicates(6)
+    monkeypatch.setattr(np, "ascontiguousarray", real)
+    assert list((library.directory / "dedupe-t6").iterdir()) == []
+
+
+def test_dedupe_caches_of_newer_generations_and_other_thresholds_are_kept(tmp_path):
+    _, _, library = _library_with_a_copy(tmp_path, 2)
+    dedupe = library.directory / "dedupe-t6"
+    duplicates = library.directory / "duplicates"
+    dedupe.mkdir()
+    duplicates.mkdir()
+    older = [dedupe / "tiles-g0-n7.u8", duplicates / "leaders-g0-n7-t6.npy"]
+    # A process that already reads a newer library, or another threshold, still uses these.
+    newer = [dedupe / "tiles-g2-n9.u8", duplicates / "leaders-g2-n9-t6.npy",
+             duplicates / "leaders-g1-n8-t3.npy"]
+    for path in [*older, *newer]:
+        path.write_bytes(b"in use")
+    unique = library.without_duplicates(6)
+    assert len(unique) == 7
+    assert not any(path.exists() for path in older)
+    assert all(path.read_bytes() == b"in use" for path in newer)
+    assert (dedupe / "tiles-g1-n8.u8").exists()
+    assert (duplicates / "leaders-g1-n8-t6.npy").exists()
+
+
+# -- 4. entries of earlier library generations go when a new one is written ------------------
+
+def _make_entries(library):
+    """What a run makes in the caches: prepared tiles and features, without duplicates too."""
+    geometry = Geometry(4, 8)
+    for each in (library, library.without_duplicates(6)):
+        key = f"g{each.generation}-n{len(each)}"
+        candidates = prepare_tiles(each.tiles, "lab", "flips", each.features_dir, key)
+        cached_features(candidates, geometry, each.features_dir, each.generation,
+                        variant="lab-flips")
+        cached_features(each.tiles, geometry, each.features_dir, each.generation)
+
+
+def _generations(folder):
+    return sorted({part for path in folder.iterdir() for part in path.name.split("-")
+                   if part[:1] == "g" and part[1:].isdigit()})
+
+
+def test_only_the_newest_generations_entries_stay(tmp_path):
+    folder, cache, library = _library_with_a_copy(tmp_path, 1)
+    _make_entries(library)
+    reader = np.asarray(prepare_tiles(library.tiles, "lab", "flips", library.features_dir,
+                                      "g0-n7")).copy()
+    mapped = prepare_tiles(library.tiles, "lab", "flips", library.features_dir, "g0-n7")
+    Image.fromarray(np.full((12, 12, 3), 9, np.uint8)).save(folder / "a.png")
+    newer = _open(folder, cache)
+    assert newer.generation == 1
+    _make_entries(newer)
+    features = newer.features_dir
+    dedupe = newer.directory / "dedupe-t6"
+    for each in (features, dedupe / "features", dedupe, newer.directory / "duplicates"):
+        assert _generations(each) == ["g1"], each
+    assert len(list(features.glob("v6-*"))) == 2 and len(list(features.glob("prepared-*"))) == 1
+    # A reader of the older generation keeps what it had mapped.
+    np.testing.assert_array_equal(mapped, reader)
+    # A limited library (the same generation, fewer tiles) keeps the full library's entries.
+    prepare_tiles(newer.tiles[:4], "lab", "flips", features, "g1-n4")
+    assert len(list(features.glob("prepared-*"))) == 2
