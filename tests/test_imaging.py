@@ -6,6 +6,7 @@ import contextlib
 import io
 import struct
 import threading
+import zlib
 
 import numpy as np
 import pytest
@@ -327,3 +328,70 @@ def test_tiles_of_an_aspect_and_their_windows_after_exif_orientation(tmp_path, a
     subject = decode_tile(square, 24, (1, 1), "subject")
     assert subject.window == (0, 0, 800, 800)
     np.testing.assert_array_equal(subject.pixels, decode_tile_bytes(square, 24))
+
+
+def _png(image, **params):
+    data = io.BytesIO()
+    image.save(data, "PNG", **params)
+    return data.getvalue()
+
+
+@pytest.mark.parametrize("mode, key", [("RGB", (10, 200, 30)), ("L", 77)])
+def test_a_png_colour_key_is_composited_as_its_rgba_equivalent(tmp_path, mode, key):
+    # A tRNS chunk in a greyscale or RGB PNG makes one value transparent (Pillow: the
+    # "transparency" info): those pixels are drawn over white, as an RGBA file's are.
+    rng = np.random.default_rng(5)
+    base = Image.fromarray(rng.integers(0, 256, (24, 24, 3), np.uint8)).convert(mode)
+    pixels = np.array(base)
+    pixels[4:14, 6:18] = key
+    keyed = Image.fromarray(pixels, mode)
+    rgba = keyed.convert("RGBA")
+    # Transparent wherever the value is the key (the block, and any pixel that happens to be).
+    hidden = np.all(pixels.reshape(24, 24, -1) == key, axis=-1)
+    rgba.putalpha(Image.fromarray(np.where(hidden, 0, 255).astype(np.uint8)))
+    data, reference = _png(keyed, transparency=key), _png(rgba)
+    assert Image.open(io.BytesIO(data)).info["transparency"] == key
+    assert np.array_equal(decode_tile_bytes(data, 24), decode_tile_bytes(reference, 24))
+    (tmp_path / "keyed.png").write_bytes(data)
+    (tmp_path / "rgba.png").write_bytes(reference)
+    target = read_target(tmp_path / "keyed.png")
+    assert np.array_equal(target, read_target(tmp_path / "rgba.png"))
+    assert (target[4:14, 6:18] == 255).all() and not (target == 255).all()
+
+
+def test_a_16_bit_grey_colour_key_is_composited_over_white():
+    pixels = np.full((8, 8), 30000, np.uint16)
+    pixels[:4] = 1234
+    keyed = Image.open(io.BytesIO(_png(Image.fromarray(pixels), transparency=1234)))
+    keyed.load()
+    rgb = np.asarray(to_rgb(keyed))
+    assert (rgb[:4] == 255).all()
+    assert (rgb[4:] == round(30000 * 255 / 65535)).all()
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    body = kind + payload
+    return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+
+def png_with_late_exif(picture: np.ndarray, orientation: int) -> bytes:
+    """PNG bytes of ``picture`` whose eXIf chunk (with ``orientation``) follows its pixels."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    raw = exif.tobytes()[len(b"Exif\x00\x00"):]  # the chunk holds the bare TIFF structure
+    data = _png(Image.fromarray(picture))
+    end = data.rindex(b"IEND") - 4
+    assert data.index(b"IDAT") < end
+    return data[:end] + png_chunk(b"eXIf", raw) + data[end:]
+
+
+def test_a_png_orientation_after_its_pixels_is_seen_by_target_size(tmp_path):
+    path = tmp_path / "late.png"
+    path.write_bytes(png_with_late_exif(gradient(40, 20), 6))
+    assert "exif" not in Image.open(path).info  # only a decode reaches it
+    # The size is read before the decode, and must be the decoded picture's.
+    assert target_size(path) == (20, 40)
+    assert read_target(path).shape == (40, 20, 3)
+    upright = tmp_path / "upright.png"
+    upright.write_bytes(png_with_late_exif(gradient(40, 20), 1))
+    assert target_size(upright) == (40, 20) == read_target(upright).shape[1::-1]

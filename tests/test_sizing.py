@@ -19,6 +19,7 @@ from mosaicist.errors import MosaicistError, OptionError
 from mosaicist.options import MosaicOptions
 from mosaicist.sizing import (
     DEFAULT_DPI,
+    SHAPE_TOLERANCE,
     cell_px_for_cells,
     fit_options,
     options_plan,
@@ -281,6 +282,40 @@ def test_without_cells_or_print_the_plan_is_the_options():
     assert plan.output_size == (144, 96) and plan.crop == (0, 0, 100, 60)
     assert fit_options(options, plan) is options
     assert plan.report()["print"] is None
+
+
+def test_cells_and_tiles_of_different_rounded_shapes_are_warned_about():
+    # Heights are rounded apart: 10:1 cells 16 px wide are 16x2 (8:1), tiles 32 px wide are
+    # 32x3 (10.7:1), so the picture comes out a third wider than the target.
+    plan = plan_sizes((300, 200), aspect="10:1", cell_px=16, tile_px=32)
+    assert (plan.cell_height, plan.tile_height) == (2, 3)
+    assert plan.shape_error == pytest.approx(1 / 3)
+    assert plan.shape_warning() == (
+        "tiles of 32x3 px are not the shape of cells of 16x2 target pixels (each height is "
+        "rounded from its width at 10:1): the picture comes out 33.3% wider than the target; widths "
+        "that are multiples of 10 keep the shape (cells of 20 px, tiles of 30 px)")
+    # The default sizes at 3:2: 16x11 cells, 32x21 tiles, 4.8% wider.
+    plan = plan_sizes((300, 200), aspect="3:2")
+    assert plan.shape_warning().startswith("tiles of 32x21 px are not the shape of cells of "
+                                           "16x11 target pixels")
+    assert "4.8% wider" in plan.shape_warning()
+    assert plan.shape_warning().endswith("(cells of 15 px, tiles of 33 px)")
+    # Narrower tiles: taller; only the width that is off is suggested.
+    plan = plan_sizes((300, 200), aspect="2:3", cell_px=16, tile_px=15)
+    assert (plan.cell_height, plan.tile_height) == (24, 23)
+    assert plan.shape_error < 0
+    assert "2.2% taller than the target" in plan.shape_warning()
+    assert plan.shape_warning().endswith("(tiles of 16 px)")
+
+
+@pytest.mark.parametrize("aspect, cell_px, tile_px", [
+    ("1:1", 16, 32), ("1:1", 7, 1024), ("3:2", 15, 33), ("3:2", 39, 48), ("16:9", 16, 48),
+    ("3:2", 300, 901),  # 300x200 and 901x601: 0.06% apart, within the tolerance
+])
+def test_cells_and_tiles_of_one_shape_are_not_warned_about(aspect, cell_px, tile_px):
+    plan = plan_sizes((2000, 2000), aspect=aspect, cell_px=cell_px, tile_px=tile_px)
+    assert abs(plan.shape_error) <= SHAPE_TOLERANCE
+    assert plan.shape_warning() is None
 
 
 # --- the library's photos against the tiles ----------------------------------------------

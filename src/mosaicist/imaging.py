@@ -9,7 +9,9 @@ Mode conversions (documented in the README):
 - ``RGB`` is used as is; ``L`` (greyscale) and ``1`` (bilevel) are replicated
   to three channels; ``P`` (palette) is expanded through its palette.
 - Images with transparency (``RGBA``, ``LA``, ``PA``, palette with a
-  transparent index) are composited over a white background.
+  transparent index, and greyscale, bilevel or ``RGB`` pictures with a
+  transparent colour key, a PNG ``tRNS`` chunk) are composited over a white
+  background.
 - 16- and 32-bit integer greyscale (``I;16*``, ``I``) is scaled from the
   0..65535 range to 0..255; floating-point greyscale (``F``) is taken as 0..1
   when its maximum is at most 1, else as 0..255; values are clipped.
@@ -26,9 +28,10 @@ import io
 import math
 import os
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -66,6 +69,28 @@ def _white_background(image: Image.Image) -> Image.Image:
     return Image.alpha_composite(background, rgba).convert("RGB")
 
 
+#: Modes whose transparency is one colour key (``info["transparency"]``, a PNG tRNS chunk):
+#: an int for greyscale and bilevel, an ``(r, g, b)`` triple for RGB.
+_KEYED_MODES = frozenset({"1", "L", "I", "I;16", "I;16L", "I;16B", "I;16N", "RGB"})
+
+
+def _colour_key(image: Image.Image) -> int | tuple[int, ...] | None:
+    """The transparent value of a colour-keyed image, or None (also for a key of another type).
+
+    A key of an unexpected type (some other format's use of the info) is left
+    alone, as it always was, rather than refusing a picture that reads today.
+    """
+    if image.mode not in _KEYED_MODES:
+        return None
+    key = image.info.get("transparency")
+    if image.mode == "RGB":
+        if (isinstance(key, tuple) and len(key) == 3
+                and all(isinstance(value, int) for value in key)):
+            return key
+        return None
+    return key if isinstance(key, int) and not isinstance(key, bool) else None
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert a Pillow image of any mode to 8-bit RGB (see the module docstring).
 
@@ -80,11 +105,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
         An image of mode ``RGB``.
     """
     mode = image.mode
-    if mode == "RGB":
+    key = _colour_key(image)
+    if mode == "RGB" and key is None:
         return image
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         mode == "P" and "transparency" in image.info
-    ):
+    ) or (mode in ("1", "L", "RGB") and key is not None):
+        # Pillow turns a colour key into alpha itself for these modes.
         return _white_background(image)
     if mode == "P" and image.palette is not None and image.palette.mode == "RGBA":
         return _white_background(image)
@@ -96,6 +123,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
             scale = 255.0 / 65535.0
         grey = np.clip(np.nan_to_num(values * scale), 0, 255)
         grey = np.rint(grey).astype(np.uint8)
+        if key is not None:
+            # Pillow's own conversion would clip these modes to 8 bits, not scale them,
+            # so the key (in the stored values) is composited over white here.
+            grey[values == key] = 255
         return Image.fromarray(np.repeat(grey[..., None], 3, axis=2), "RGB")
     return image.convert("RGB")
 
@@ -665,13 +696,65 @@ def read_target(
         raise MosaicistError(f"{path}: cannot read target image: {_describe(error)}") from None
 
 
+#: Chunks after a PNG's pixels that the decoder reads into its info, and that may hold
+#: the orientation: EXIF, or text (a "Raw profile type exif", XMP's ``tiff:Orientation``).
+_PNG_LATE_CHUNKS = frozenset({b"eXIf", b"tEXt", b"zTXt", b"iTXt"})
+#: Larger metadata chunks are not read for the orientation (a damaged length, not EXIF).
+_PNG_LATE_CHUNK_BYTES = 16 << 20
+
+
+def _png_orientation(path: Path, info: dict[str | tuple[int, int], Any]) -> int:
+    """The EXIF orientation a PNG's decode will apply, read without decoding its pixels.
+
+    Pillow reads the chunks after the pixels (an ``eXIf`` there is allowed)
+    only as it decodes them; here they are found by skipping from chunk
+    header to chunk header, and handed to Pillow's own reader in a PNG of no
+    pixels, so that the orientation is found exactly as the decode will.
+    """
+    late = bytearray()
+    with open(path, "rb") as handle:
+        header = handle.read(33)  # the signature and the IHDR chunk
+        after_pixels = False
+        while True:
+            head = handle.read(8)
+            if len(head) < 8:
+                break
+            length, kind = int.from_bytes(head[:4], "big"), head[4:]
+            if kind == b"IEND" or (after_pixels and kind == b"fcTL"):
+                break  # the decode of the first frame stops there too
+            if kind == b"IDAT":
+                after_pixels = True
+            if after_pixels and kind in _PNG_LATE_CHUNKS and length <= _PNG_LATE_CHUNK_BYTES:
+                payload = handle.read(length)
+                handle.seek(4, os.SEEK_CUR)
+                # A fresh CRC: the decode does not check those of chunks after the pixels.
+                late += head + payload + zlib.crc32(kind + payload).to_bytes(4, "big")
+            else:
+                handle.seek(length + 4, os.SEEK_CUR)
+    merged = dict(info)
+    if late:
+        try:
+            # The IHDR declares the picture's size, checked by the caller against its own limit.
+            with _PILLOW_LIMIT.allowing(None), Image.open(
+                io.BytesIO(header + bytes(late) + b"\0\0\0\0IEND\xaeB`\x82")
+            ) as chunks:
+                merged.update(chunks.info)
+        except _DECODE_ERRORS:
+            pass  # a damaged chunk the decode would skip or fail on: not this check's to say
+    probe = Image.new("1", (1, 1))
+    probe.info = merged
+    orientation = probe.getexif().get(_ORIENTATION, 1)
+    return orientation if isinstance(orientation, int) else 1
+
+
 def target_size(
     path: str | os.PathLike[str], max_pixels: int | None = None,
 ) -> tuple[int, int]:
     """Return a target picture's ``(width, height)`` as :func:`read_target` will see it.
 
-    Reads only the header (EXIF orientation applied), so output sizes can be
-    checked before any work.
+    Reads only the header (EXIF orientation applied; for a PNG also the chunks
+    after its pixels, skipped to without decoding them), so output sizes can
+    be checked before any work.
 
     Parameters
     ----------
@@ -689,10 +772,12 @@ def target_size(
     try:
         with _open_checked(path, max_pixels) as image:
             width, height = image.size
-            # Orientations 5-8 turn the picture a quarter. A PNG's EXIF after its
-            # pixels is not looked for: Pillow would decode them all to reach it.
-            png_without = image.format == "PNG" and "exif" not in image.info
-            if not png_without and image.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+            if image.format == "PNG":
+                # Pillow's PNG getexif() decodes every pixel to reach chunks after them.
+                orientation = _png_orientation(path, image.info)
+            else:
+                orientation = image.getexif().get(_ORIENTATION, 1)
+            if orientation in _QUARTER_TURNS:
                 width, height = height, width
             return width, height
     except PixelLimitError as error:

@@ -49,6 +49,12 @@ width, ``tile_px`` output pixels per tile width; heights follow the
     density, TIFF ``XResolution``/``YResolution`` in inches, WebP EXIF);
     sizes are unchanged.
 
+At an aspect other than 1:1 the cell's and the tile's heights are each
+rounded from their widths, so their shapes may differ (16 x 11 cells and
+32 x 21 tiles at 3:2: the picture comes out 4.8% wider than the target);
+:meth:`SizePlan.shape_warning` speaks up when they differ by more than
+:data:`SHAPE_TOLERANCE` (1%), naming widths that keep the shape exactly.
+
 Settings that a plan chooses may also be given if they agree with it (a
 settings block read back from a report does); a given ``cell_px`` that
 ``cells`` would change, or a given ``tile_px`` that ``print_size`` would
@@ -86,6 +92,9 @@ DEFAULT_PRINT_UNIT = "cm"
 MOST_PRINT_INCHES = Fraction(10_000) * PRINT_UNITS["cm"]
 #: Largest fraction of a print's side the output may miss it by without a warning.
 PRINT_TOLERANCE = 0.01
+#: Largest difference between the tiles' shape and the cells' (each height rounded from its
+#: width apart) without a warning: the picture is stretched by that much against the target.
+SHAPE_TOLERANCE = 0.01
 #: Originals sampled (evenly over the tiles placed) to judge whether they are large enough.
 ORIGINALS_SAMPLE = 16
 
@@ -254,6 +263,48 @@ class SizePlan:
                 f"{wanted[0]}x{wanted[1]} px: {self.cols}x{self.rows} cells of "
                 f"{self.tile_px}x{self.tile_height} px come no nearer; a grid of another "
                 "number of cells may")
+
+    @property
+    def shape_error(self) -> float:
+        """How much wider for its height a tile is than a cell: ``0.048`` is 4.8% wider.
+
+        Cell and tile heights are each rounded from their widths
+        (:func:`~mosaicist.aspect.height_for`), so at an aspect other than
+        1:1 their shapes may differ, and the picture is then stretched against
+        the target by that much (negative: the tiles are narrower, the
+        picture taller). Zero for square cells, and whenever both widths are
+        multiples of the aspect's width.
+        """
+        return (self.tile_px * self.cell_height) / (self.tile_height * self.cell_px) - 1
+
+    def shape_warning(self) -> str | None:
+        """A warning when tiles and cells differ in shape by over :data:`SHAPE_TOLERANCE`.
+
+        It names the widths nearest to the ones used that keep the shape
+        exactly: multiples of the aspect's width, whose heights need no
+        rounding.
+        """
+        from .options import CELL_PX_RANGE, TILE_PX_RANGE
+
+        ratio = 1 + self.shape_error
+        off = max(ratio, 1 / ratio) - 1
+        if off <= SHAPE_TOLERANCE:
+            return None
+        step = parse_aspect(self.aspect)[0]
+        suggested = []
+        for name, width, most in (("cells", self.cell_px, CELL_PX_RANGE[1]),
+                                  ("tiles", self.tile_px, TILE_PX_RANGE[1])):
+            nearest = max(step, (width + step // 2) // step * step)
+            if nearest > most:
+                nearest -= step
+            if width % step and step <= nearest <= most:
+                suggested.append(f"{name} of {nearest} px")
+        advice = (f"; widths that are multiples of {step} keep the shape "
+                  f"({', '.join(suggested)})") if suggested else ""
+        return (f"tiles of {self.tile_px}x{self.tile_height} px are not the shape of cells of "
+                f"{self.cell_px}x{self.cell_height} target pixels (each height is rounded "
+                f"from its width at {self.aspect}): the picture comes out {100 * off:.1f}% "
+                f"{'wider' if ratio > 1 else 'taller'} than the target{advice}")
 
     def printed_size(self) -> tuple[float, float] | None:
         """The output's sides at :attr:`dpi` in the print's unit (else inches); None without dpi."""
