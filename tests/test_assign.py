@@ -1316,3 +1316,93 @@ def test_limits_that_are_no_whole_numbers_are_refused_by_name(limits):
     name = next(iter(limits))
     with pytest.raises(OptionError, match=f"{name} must be a whole number"):
         check_feasible(100, 100, **({"max_uses": None} | limits), rows=10, cols=10)
+
+
+def test_minimum_of_uses_messages_name_use_all_where_a_command_has_it():
+    import pickle
+
+    from mosaicist.match._assign import MinimumUsesError
+
+    def flags(parameter):
+        return "--" + parameter.replace("_", "-")
+
+    def flags_without_use_all(parameter):
+        return parameter if parameter == "use_all" else flags(parameter)
+
+    # '--use-all' is '--min-uses 1', and the options cannot tell which was typed.
+    with pytest.raises(MinimumUsesError) as error:
+        check_feasible(9, 10, None, 3, 3, min_uses=1)
+    assert str(error.value).startswith("min_uses 1 needs 10 cells for the 10 tiles")
+    assert error.value.message(flags).startswith(
+        "--use-all (--min-uses 1) needs 10 cells for the 10 tiles")
+    assert error.value.message(flags_without_use_all).startswith("--min-uses 1 needs 10 cells")
+    copy = pickle.loads(pickle.dumps(error.value))  # as from a worker process
+    assert copy.message(flags) == error.value.message(flags)
+    # A minimum above 1 is not --use-all's.
+    with pytest.raises(MinimumUsesError) as error:
+        check_feasible(9, 5, None, 3, 3, min_uses=2)
+    assert error.value.message(flags).startswith("--min-uses 2 needs 10 cells")
+    # A template without the value shows it beside --use-all.
+    error2 = MinimumUsesError("{min_uses} needs every cell-tile distance", low=1)
+    assert error2.message(flags) == "--use-all (--min-uses 1) needs every cell-tile distance"
+    assert str(error2) == "min_uses needs every cell-tile distance"
+
+
+def _tiny_job(tmp_path, tiles):
+    from conftest import make_colour_folder
+    from PIL import Image
+
+    folder = make_colour_folder(tmp_path / "tiles", tiles)
+    target = tmp_path / "target.png"
+    pixels = np.random.default_rng(0).integers(0, 256, (12, 12, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(target)
+    return target, folder  # 3 x 3 cells of 4 pixels
+
+
+def test_a_minimum_the_other_limits_cannot_meet_names_them(tmp_path):
+    from click.testing import CliRunner
+
+    from mosaicist import make_mosaic
+    from mosaicist.cli import main
+
+    # 3 x 3 cells 2 apart: the centre's tile can fill no second cell.
+    target, folder = _tiny_job(tmp_path, 4)
+    with pytest.raises(OptionError) as error:
+        make_mosaic(target, folder, preset="seed", cell_px=4, tile_px=8, min_spacing=2,
+                    min_uses=2, cache_dir=tmp_path / "c")
+    assert str(error.value) == (
+        "min_uses 2 cannot be met: 1 of the 4 tiles cannot each fill 2 cells under "
+        "min_spacing 2; lower min_uses or relax min_spacing")
+    result = CliRunner().invoke(main, [
+        "make", str(target), "--tiles", str(folder), "--preset", "seed", "--cell", "4",
+        "--tile-px", "8", "--min-spacing", "2", "--min-uses", "2", "--max-uses", "9",
+        "--cache-dir", str(tmp_path / "c"), "-o", str(tmp_path / "m.png"), "-q"])
+    assert result.exit_code == 1
+    # A cap above the 4 uses the spacing allows is not what must change: not named.
+    assert result.stderr == (
+        "mosaicist: error: --min-uses 2 cannot be met: 1 of the 4 tiles cannot each fill 2 "
+        "cells under --min-spacing 2; lower --min-uses or relax --min-spacing\n")
+    # A cap below it is named beside the spacing.
+    from mosaicist.match._capped import _minimum_unmet
+    from mosaicist.options import MosaicOptions
+
+    both = _minimum_unmet(MosaicOptions(max_uses=3, min_spacing=2, min_uses=2), 1, 4, 3, 3)
+    assert both.parameters == ("min_uses", "max_uses", "min_spacing")
+    assert "under max_uses 3 and min_spacing 2; lower min_uses or relax max_uses or " \
+        "min_spacing" in str(both)
+
+
+def test_use_all_is_named_when_the_grid_is_too_small_for_it(tmp_path):
+    from click.testing import CliRunner
+
+    from mosaicist.cli import main
+
+    target, folder = _tiny_job(tmp_path, 10)
+    result = CliRunner().invoke(main, [
+        "make", str(target), "--tiles", str(folder), "--cell", "4", "--tile-px", "8",
+        "--use-all", "--cache-dir", str(tmp_path / "c"), "-o", str(tmp_path / "m.png"), "-q"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        "mosaicist: error: --use-all (--min-uses 1) needs 10 cells for the 10 tiles, but the "
+        "grid has 9")
+    assert result.stderr.count("\n") == 1

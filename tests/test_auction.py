@@ -87,3 +87,40 @@ def test_the_auction_is_optional(monkeypatch):
     # Without the compiled loops there is no auction (the lists' rounds solve instead).
     monkeypatch.setattr(_auction, "_compiled_loop", lambda loop: None)
     assert capped_auction(np.array([[1, 2], [2, 1]]), 1) is None
+
+
+@pytest.mark.parametrize("numba", [False, True])
+def test_a_large_auction_without_numba_is_noted_once(tmp_path, monkeypatch, capsys, numba):
+    from conftest import make_colour_folder
+
+    from mosaicist import make_mosaic
+    from mosaicist.match import _capped
+
+    if numba and not _auction.auction_runs():
+        pytest.skip("the compiled loop needs Numba")
+    if not numba:
+        monkeypatch.setattr(_auction, "_compiled_loop", lambda loop: None)
+    monkeypatch.setattr(_capped, "_noted_slow", False)
+    # 240 cells, 20 tiles of 16 uses: an auction's problem, noted from 4,000 pairs here.
+    monkeypatch.setattr(_capped, "SLOW_WITHOUT_NUMBA_PAIRS", 4_000)
+    folder = make_colour_folder(tmp_path / "tiles", 20)
+    target = np.random.default_rng(0).integers(0, 256, (60, 64, 3), dtype=np.uint8)
+    settings = {"preset": "seed", "cell_px": 4, "tile_px": 4, "max_uses": 16}
+    for show in (True, True, False):
+        make_mosaic(target, folder, settings, cache_dir=tmp_path / "c", show_progress=show,
+                    quiet=not show)
+    notes = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
+    if numba:
+        assert notes == []
+    else:
+        assert notes == [
+            "mosaicist: note: without Numba, matching 240 cells to 20 tiles under a use cap "
+            'can take minutes instead of seconds; for speed install "mosaicist[fast]"']
+    # Quiet (no progress): nothing, however slow.
+    monkeypatch.setattr(_capped, "_noted_slow", False)
+    make_mosaic(target, folder, settings, cache_dir=tmp_path / "c", quiet=True)
+    assert "note:" not in capsys.readouterr().err
+    # Not quiet, without bars (output piped to a log): the note, still.
+    make_mosaic(target, folder, settings, cache_dir=tmp_path / "c", show_progress=False,
+                quiet=False)
+    assert ("note: without Numba" in capsys.readouterr().err) is not numba

@@ -195,3 +195,14 @@ def test_decoding_workers_return_windows_and_signatures(tmp_path):
         assert first.signature is not None
     # Wide photos slide their 3:2 window toward the detail at the left.
     assert one[0].window == (0, 0, 36, 24)
+
+
+def test_folder_key_is_the_same_for_every_spelling(tmp_path, monkeypatch):
+    # 'a/../lib' and 'lib' are one folder: one key, so one index (not decoded twice).
+    make_colour_folder(tmp_path / "lib", 2)
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path)
+    plain = FolderSource(tmp_path / "lib")
+    for spelling in ("lib", "a/../lib", "./a/../lib/", str(tmp_path / "a" / ".." / "lib")):
+        source = open_source(spelling, tmp_path / "cache")
+        assert source.key == plain.key == f"folder:{tmp_path / 'lib'}", spelling

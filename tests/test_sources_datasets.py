@@ -7,6 +7,7 @@ import http.server
 import io
 import os
 import pickle
+import sys
 import tarfile
 import threading
 import zipfile
@@ -622,6 +623,45 @@ def test_galaxy10_source_downloads(
     _check_array_source(source, images, "galaxy10-sdss")
     assert (tmp_path / "cache" / "downloads" / "Galaxy10.h5").is_file()
     assert open_source("galaxy10-sdss", tmp_path / "cache").key == "galaxy10-sdss"
+
+
+def test_galaxy10_without_h5py_fails_before_downloading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The file is gigabytes of HDF5: without h5py, say so before fetching it.
+    monkeypatch.setitem(sys.modules, "h5py", None)  # 'import h5py' raises ImportError
+
+    def no_download(*args: object, **kwargs: object) -> Path:
+        raise AssertionError("downloaded although h5py is missing")
+
+    monkeypatch.setattr(arrays_module, "fetch_dataset", no_download)
+    for spec in ("galaxy10", "galaxy10-sdss"):
+        with pytest.raises(SourceError) as caught:
+            open_source(spec, tmp_path / "cache")
+        message = str(caught.value)
+        assert "h5py" in message and "mosaicist[h5]" in message and "\n" not in message
+    assert not (tmp_path / "cache" / "downloads").exists()
+
+
+def test_array_and_cifar_keys_are_the_same_for_every_spelling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 'a/../x' and 'x' are one file: one key, so one index (not decoded twice).
+    np.save(tmp_path / "grey.npy", _images(2, side=5, channels=None))
+    np.savez(tmp_path / "named.npz", images=_images(2))
+    tarball = _write_tar(tmp_path / "c10.tar.gz", _cifar10_files("bin"))
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for name, expected in (
+        ("grey.npy", f"array:{tmp_path / 'grey.npy'}"),
+        ("named.npz", f"array:{tmp_path / 'named.npz'}:images"),
+        ("named.npz:images", f"array:{tmp_path / 'named.npz'}:images"),
+    ):
+        for spelling in (name, f"a/../{name}", f"{tmp_path}/a/../{name}"):
+            assert open_source(spelling, tmp_path / "cache").key == expected, spelling
+    for spelling in ("c10.tar.gz", "a/../c10.tar.gz", "./a/../c10.tar.gz"):
+        source = open_source(f"cifar10:{spelling}", tmp_path / "cache")
+        assert source.key == f"cifar10:{tarball}", spelling
 
 
 def test_dataset_tiles_of_an_aspect_with_windows_and_signatures(tmp_path: Path) -> None:

@@ -246,6 +246,51 @@ class ShortLists(MosaicistError):
         super().__init__(f"{len(tiles)} tiles could not be given their minimum of uses")
 
 
+class MinimumUsesError(OptionError):
+    """An :class:`OptionError` about ``min_uses``, whose value is the field ``low``.
+
+    The command line's ``--use-all`` is ``--min-uses 1``, and the options
+    cannot tell which of the two the user typed. So where the naming function
+    knows a ``--use-all`` flag (the commands that have one), a ``min_uses`` of
+    1 is shown as ``--use-all (--min-uses 1)``; elsewhere (the API's
+    ``min_uses``, the studio's labels) the message is the template's.
+
+    Parameters
+    ----------
+    template : str
+        As :class:`OptionError`'s, naming ``{min_uses}``.
+    low : int
+        The ``min_uses`` in force.
+    **values : object
+        The template's other non-parameter fields.
+    """
+
+    def __init__(self, template: str, low: int, **values: object) -> None:
+        super().__init__(template, low=low, **values)
+
+    def message(self, name_of: Callable[[str], str] = str) -> str:
+        """Return the message as :meth:`OptionError.message`, naming ``--use-all`` too."""
+        template = self.template
+        use_all = name_of("use_all") if self.values.get("low") == 1 else ""
+        if use_all.startswith("--"):
+            shown = use_all.replace("{", "{{").replace("}", "}}")
+            if "{min_uses} {low}" in template:
+                template = template.replace("{min_uses} {low}", shown + " ({min_uses} {low})", 1)
+            else:
+                template = template.replace("{min_uses}", shown + " ({min_uses} {low})", 1)
+        names = {parameter: name_of(parameter) for parameter in self.parameters}
+        return template.format(**names, **self.values)
+
+    def __reduce__(self) -> tuple:
+        # Rebuilt as this class (worker processes), not as a plain OptionError.
+        values = dict(self.values)
+        return (_rebuild_minimum_error, (self.template, values.pop("low"), values))
+
+
+def _rebuild_minimum_error(template: str, low: int, values: dict) -> MinimumUsesError:
+    return MinimumUsesError(template, low, **values)
+
+
 class _Stuck(Exception):
     """A spacing round's solve left a cell without an allowed tile, its lists at their longest."""
 
@@ -402,16 +447,16 @@ def check_feasible(
         spacing = spacing_capacity(rows, cols, min_spacing)
     if min_uses:
         if max_uses is not None and min_uses > max_uses:
-            raise OptionError("{min_uses} {low} is above {max_uses} {high}",
-                              low=min_uses, high=max_uses)
+            raise MinimumUsesError("{min_uses} {low} is above {max_uses} {high}",
+                                   low=min_uses, high=max_uses)
         if spacing is not None and min_uses > spacing:
-            raise OptionError(
+            raise MinimumUsesError(
                 "{min_uses} {low} copies of a tile cannot be {min_spacing} {spacing} cells "
                 "apart on a {grid} grid (at most {most})", low=min_uses, spacing=min_spacing,
                 grid=f"{rows}x{cols}", most=spacing,
             )
         if tiles * min_uses > cells:
-            raise OptionError(
+            raise MinimumUsesError(
                 "{min_uses} {low} needs {needed} cells for the {tiles} tiles, but the grid "
                 "has {cells}; use fewer tiles ({limit}) or smaller cells ({cell_px})",
                 low=min_uses, needed=tiles * min_uses, tiles=tiles, cells=cells,

@@ -29,6 +29,7 @@ before assigning, and mapped back afterwards.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -41,6 +42,7 @@ from ..options import MosaicOptions
 from ._approximate import _cell_points, _tile_points
 from ._assign import (
     Assignment,
+    MinimumUsesError,
     ShortLists,
     _edges,
     _total,
@@ -51,7 +53,12 @@ from ._assign import (
     tile_capacity,
     tile_prices,
 )
-from ._auction import MOST_PLACES_PER_CELL, capped_auction
+from ._auction import (
+    MOST_PLACES_PER_CELL,
+    SLOW_WITHOUT_NUMBA_PAIRS,
+    auction_runs,
+    capped_auction,
+)
 from ._exact import (
     CellTerms,
     cell_terms,
@@ -172,6 +179,8 @@ class CappedMatcher(Matcher):
                        options.min_spacing, options.min_uses)
         search = self.library_search(request)
         cap = tile_capacity(grid.rows, grid.cols, options.max_uses, options.min_spacing)
+        if not options.min_uses and options.assign == "optimal" and request.notes:
+            _note_slow_without_numba(len(grid), len(request.library), request.variants, cap)
         if options.min_uses:
             assignment = _with_minimum(request, search)
         elif (options.assign == "optimal"
@@ -262,6 +271,28 @@ def auction_fits(cells: int, tiles: int, variants: int, cap: int | None) -> bool
     return (cap is not None and AUCTION_COPIES <= cap and tiles <= AUCTION_TILES
             and cells * tiles * variants <= AUCTION_PAIRS
             and cap * tiles <= MOST_PLACES_PER_CELL * cells)
+
+
+#: Whether this process has printed :func:`_note_slow_without_numba`'s note.
+_noted_slow = False
+
+
+def _note_slow_without_numba(cells: int, tiles: int, variants: int, cap: int | None) -> None:
+    """Say once, on stderr, that the auction cannot run without Numba and the match is slow.
+
+    Only where the auction would solve (:func:`auction_fits`) a problem of at
+    least :data:`~._auction.SLOW_WITHOUT_NUMBA_PAIRS` pairs: there the lists'
+    rounds that solve instead take up to minutes. Called only where the request
+    allows notes (not ``--quiet``), as the pipeline's notes are.
+    """
+    global _noted_slow
+    if (_noted_slow or cells * tiles * variants < SLOW_WITHOUT_NUMBA_PAIRS
+            or not auction_fits(cells, tiles, variants, cap) or auction_runs()):
+        return
+    _noted_slow = True
+    print(f"mosaicist: note: without Numba, matching {cells:,} cells to {tiles:,} tiles under "
+          "a use cap can take minutes instead of seconds; for speed install "
+          '"mosaicist[fast]"', file=sys.stderr)
 
 
 def _proven_by_auction(search: LibrarySearch, cap: int | None
@@ -600,10 +631,10 @@ def _with_minimum(request: MatchRequest, search: LibrarySearch) -> Assignment:
     count, tile_count = len(grid), len(request.library)
     pairs = count * tile_count * request.variants
     if pairs > MINIMUM_PAIRS:
-        raise OptionError(
+        raise MinimumUsesError(
             "{min_uses} needs every cell-tile distance: {cells} cells x {tiles} tiles is over "
             "{most} pairs; use fewer tiles ({limit}) or larger cells ({cell_px})",
-            cells=count, tiles=tile_count, most=f"{MINIMUM_PAIRS:,}",
+            low=options.min_uses, cells=count, tiles=tile_count, most=f"{MINIMUM_PAIRS:,}",
         )
     started = time.perf_counter()
     full = search.dense()
@@ -632,11 +663,33 @@ def _with_minimum(request: MatchRequest, search: LibrarySearch) -> Assignment:
             )
         except ShortLists as short:
             if (reach[short.tiles] >= count).all():
-                raise MosaicistError(
-                    f"{len(short.tiles)} tiles could not be used {options.min_uses} times "
-                    "under the other limits"
-                ) from None
+                raise _minimum_unmet(options, len(short.tiles), tile_count, grid.rows,
+                                     grid.cols) from None
             reach[short.tiles] = np.minimum(count, 4 * reach[short.tiles])
+
+
+def _minimum_unmet(
+    options: MosaicOptions, short: int, tiles: int, rows: int, cols: int
+) -> MinimumUsesError:
+    """The error when ``short`` tiles cannot fill ``min_uses`` cells under the other limits.
+
+    Only the limits that bind are named, the way :func:`check_feasible` names
+    them (so that the command line shows their flags): a spacing always (it
+    rules out cells, not only counts), a use cap where it is below what the
+    spacing allows.
+    """
+    spacing = spacing_capacity(rows, cols, options.min_spacing)
+    cap = options.max_uses is not None and (spacing is None or options.max_uses < spacing)
+    limits = [name for name, binds in (("max_uses", cap), ("min_spacing", spacing is not None))
+              if binds]
+    values = {"max_uses": "{uses}", "min_spacing": "{spacing}"}
+    return MinimumUsesError(
+        "{min_uses} {low} cannot be met: {short} of the {tiles} tiles cannot each fill {low} "
+        "cells under " + " and ".join(f"{{{name}}} {values[name]}" for name in limits)
+        + "; lower {min_uses} or relax " + " or ".join(f"{{{name}}}" for name in limits),
+        low=options.min_uses, short=short, tiles=tiles, uses=options.max_uses,
+        spacing=options.min_spacing,
+    )
 
 
 def minimum_slots(full: np.ndarray, minimum: int) -> np.ndarray:

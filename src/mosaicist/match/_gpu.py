@@ -449,6 +449,9 @@ class GpuMatcher(Matcher):
             )
         return None
 
+    def check_runs(self, options: MosaicOptions) -> None:
+        _resolve_device(_import_torch(), "cuda")
+
     def match(self, request: MatchRequest) -> MatchResult:
         return match_torch(request.cell_vectors, request.candidates, request.geometry, "cuda",
                            request.show_progress)

@@ -97,14 +97,19 @@ class MatchRequest:
         The mosaic's settings.
     show_progress : bool
         Whether matchers may draw progress bars.
+    notes : bool
+        Whether matchers may print notes for a person on stderr (a command
+        run without ``--quiet``, bars or none).
     """
 
     def __init__(
-        self, grid: Grid, library: TileLibrary, options: MosaicOptions, show_progress: bool = False
+        self, grid: Grid, library: TileLibrary, options: MosaicOptions, show_progress: bool = False,
+        *, notes: bool = False,
     ) -> None:
         self.grid = grid
         self.options = options
         self.show_progress = show_progress
+        self.notes = notes or show_progress
         self.whole_library = library
         #: The tiles in use: the first ``options.limit`` of the library.
         self.library = library.limit(options.limit)
@@ -196,6 +201,14 @@ class Matcher(abc.ABC):
 
         The default honours every setting; a matcher that cannot (a tint, a
         colour space...) returns an :class:`OptionError` naming it.
+        """
+        return None
+
+    def check_runs(self, options: MosaicOptions) -> None:
+        """Raise :class:`MosaicistError` when this machine cannot run the matcher.
+
+        Called before any reading or indexing, so that a missing package or
+        device is said first and alone. The default runs everywhere.
         """
         return None
 

@@ -21,6 +21,7 @@ use (:func:`galaxy10_source`).
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import struct
 import zipfile
@@ -179,7 +180,9 @@ class ArrayFileSource(TileSource):
         id_prefix: str | None = None,
         name: str | None = None,
     ) -> None:
-        self._path = Path(file_path).expanduser().absolute()
+        # abspath drops ``..`` (Path.absolute() keeps it), so that every spelling
+        # of the file gives one key, and one index; symbolic links stay as given.
+        self._path = Path(os.path.abspath(Path(file_path).expanduser()))
         suffix = self._path.suffix.lower()
         if suffix in (".h5", ".hdf5"):
             self._kind = "h5"
@@ -505,6 +508,8 @@ def galaxy10_source(variant: str, cache_dir: Path, show_progress: bool = False) 
     if variant not in _GALAXY10:
         raise SourceError(f"{variant}: unknown Galaxy10 variant (expected decals or sdss)")
     dataset, display = _GALAXY10[variant]
+    # Checked before the download: the file is HDF5 (gigabytes), useless without h5py.
+    _import_h5py(Path(dataset))
     path = fetch_dataset(dataset, Path(cache_dir) / "downloads", show_progress)
     return ArrayFileSource(
         path, "images", show_progress, source_key=dataset, id_prefix=dataset, name=display

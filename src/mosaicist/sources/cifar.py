@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import os
 import pickle
 import tarfile
 import zlib
@@ -317,7 +318,8 @@ class CifarSource(TileSource):
         self.dataset = dataset
         self._cache_dir = Path(cache_dir)
         self._show_progress = show_progress
-        self._path = Path(path).expanduser().absolute() if path else None
+        # abspath drops ``..`` (Path.absolute() keeps it): one key for every spelling.
+        self._path = Path(os.path.abspath(Path(path).expanduser())) if path else None
         if self._path is None:
             self.key = dataset
             self.name = _DISPLAY[dataset]

@@ -18,7 +18,7 @@ from PIL import Image, ImageOps
 from .._runtime import end_with_parent, stop_process_pool, worker_count
 from ..aspect import SQUARE, height_for
 from ..crop import Window
-from ..errors import SourceError
+from ..errors import SourceError, printable
 from ..imaging import IMAGE_EXTENSIONS, ImageReadError, read_tile_file, to_rgb
 from .base import (
     DecodedTile,
@@ -106,7 +106,9 @@ class FolderSource(TileSource):
     def __init__(
         self, root: str | os.PathLike[str], show_progress: bool = False, workers: int | None = None
     ) -> None:
-        self.root = Path(root).expanduser().absolute()
+        # abspath, not Path.absolute(): ``a/../lib`` and ``lib`` must give one key
+        # (one index), and abspath drops ``..`` without resolving symbolic links.
+        self.root = Path(os.path.abspath(Path(root).expanduser()))
         if not self.root.is_dir():
             raise SourceError(f"{self.root}: not a folder")
         # The index stores the key as text. Escaped only where the name is not
@@ -127,7 +129,7 @@ class FolderSource(TileSource):
             try:
                 iterator = os.scandir(directory)
             except OSError as error:
-                print(f"mosaicist: warning: {name_to_text(directory)}: {error.strerror}",
+                print(printable(f"mosaicist: warning: {name_to_text(directory)}: {error.strerror}"),
                       file=sys.stderr)
                 continue
             with iterator:
