@@ -8,6 +8,7 @@ from mosaicist.colour import (
     encode,
     encoded_unit,
     from_space,
+    lightness_axis,
     rgb_to_lab,
     rgb_to_oklab,
     to_space,
@@ -44,3 +45,16 @@ def test_encoding_keeps_euclidean_distance():
     lab = to_space(rgb, "lab")
     encoded = encode(rgb, "lab").astype(float)
     assert abs(np.linalg.norm(encoded[0] - encoded[1]) - np.linalg.norm(lab[0] - lab[1])) < 1.0
+
+
+@pytest.mark.parametrize("metric", ["seed", "lab", "oklab"])
+def test_lightness_runs_from_black_to_white(metric):
+    weights, low, high = lightness_axis(metric)
+    black, white = encode(np.array([[0, 0, 0], [255, 255, 255]], np.uint8), metric) @ weights
+    assert black == pytest.approx(low, abs=0.5) and white == pytest.approx(high, abs=0.5)
+    # Every colour's lightness lies between: a tint that stops inside leaves room.
+    rgb = np.random.default_rng(1).integers(0, 256, (5000, 3), dtype=np.uint8)
+    lightness = encode(rgb, metric) @ weights
+    assert lightness.min() >= low and lightness.max() <= high
+    with pytest.raises(ValueError, match="metric"):
+        lightness_axis("rgb")

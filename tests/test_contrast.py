@@ -12,7 +12,7 @@ from test_pipeline import smooth_folder
 from mosaicist import MosaicOptions, Placements
 from mosaicist import make_mosaic as _make_mosaic
 from mosaicist.cli import main
-from mosaicist.colour import encode
+from mosaicist.colour import encode, lightness_axis
 from mosaicist.errors import MosaicistError
 from mosaicist.grid import Geometry
 from mosaicist.match import _contrast, compute_features
@@ -24,8 +24,11 @@ from mosaicist.transforms import AUGMENT_SETS, apply_transform
 make_mosaic = functools.partial(_make_mosaic, preset="seed")
 
 
-def brute_transfer(upscaled_cell, tile, strength, tint):
-    """Distance and gain of one pair, from the pixels: gain, then tint, then L2."""
+def brute_transfer(upscaled_cell, tile, strength, tint, metric="seed"):
+    """Distance, gain and tint of one pair, from the pixels: gain, then tint, then L2.
+
+    With a gain, the tint stops ``ROOM`` lightness spreads short of black and white.
+    """
     cell = upscaled_cell.reshape(-1, 3).astype(np.float64)
     values = tile.reshape(-1, 3).astype(np.float64)
     cell_mean, tile_mean = cell.mean(axis=0), values.mean(axis=0)
@@ -34,8 +37,15 @@ def brute_transfer(upscaled_cell, tile, strength, tint):
     spread = tile_sigma > 0
     gain[spread] = (cell_sigma[spread] / tile_sigma[spread]) ** strength
     gain = np.clip(gain, *_contrast.GAIN_LIMITS)
+    if strength:
+        weights, low, high = lightness_axis(metric)
+        mean, shift = weights @ tile_mean, weights @ (cell_mean - tile_mean)
+        room = _contrast.ROOM * (weights @ tile_sigma)
+        end = high - room if shift > 0 else low + room
+        if shift != 0 and (end - mean) / shift >= 0:
+            tint = min(tint, np.floor((end - mean) / shift * 100 + 1e-9) / 100)
     drawn = tile_mean + gain * (values - tile_mean) + tint * (cell_mean - tile_mean)
-    return float(((drawn - cell) ** 2).sum()), gain
+    return float(((drawn - cell) ** 2).sum()), gain, tint
 
 
 @pytest.mark.parametrize(("cell_px", "tile_px", "strength", "tint"),
@@ -50,8 +60,8 @@ def test_transfer_matches_brute_force(cell_px, tile_px, strength, tint):
     candidates = rng.integers(0, len(tiles), (len(cells), 5))
     candidates[:, 0] = 3
     candidates[2, 4] = -1
-    distance, gain = _contrast.transfer(geometry.cell_vectors(cells), tiles, geometry, features,
-                                        candidates, strength, tint)
+    distance, gain, applied = _contrast.transfer(geometry.cell_vectors(cells), tiles, geometry,
+                                                 features, candidates, strength, tint)
     factor = geometry.factor
     upscaled = geometry.cell_vectors(cells).repeat(factor, 1).repeat(factor, 2)
     for row in range(len(cells)):
@@ -60,9 +70,11 @@ def test_transfer_matches_brute_force(cell_px, tile_px, strength, tint):
                 assert distance[row, column] == np.inf
                 assert np.all(gain[row, column] == 1.0)
                 continue
-            expected, expected_gain = brute_transfer(upscaled[row], tiles[tile], strength, tint)
+            expected, expected_gain, expected_tint = brute_transfer(upscaled[row], tiles[tile],
+                                                                    strength, tint)
             assert distance[row, column] == pytest.approx(expected, rel=1e-9, abs=1e-6)
             assert np.allclose(gain[row, column], expected_gain, rtol=1e-9)
+            assert applied[row, column] == pytest.approx(expected_tint)
     assert np.all(gain[:, 0] == 1.0)
 
 
@@ -77,8 +89,8 @@ def test_gains_respect_the_limits():
     tiles = np.concatenate([busy_tile, calm_tile])
     features = compute_features(tiles, geometry)
     cells = np.concatenate([flat_cell, busy_cell])
-    _, gain = _contrast.transfer(cells, tiles, geometry, features,
-                                 np.array([[0, 1], [0, 1]]), 1.0, 0.0)
+    _, gain, _ = _contrast.transfer(cells, tiles, geometry, features,
+                                    np.array([[0, 1], [0, 1]]), 1.0, 0.0)
     assert np.all(gain[0, 0] == _contrast.GAIN_LIMITS[0])  # a busy tile on a flat cell
     assert np.all(gain[1, 1] == _contrast.GAIN_LIMITS[1])  # a calm tile on a busy cell
     assert np.allclose(gain[1, 0], 1.0)  # the same spread
@@ -100,8 +112,9 @@ def reference_contrast_picks(target, tiles, cell, strength, tint, metric, augmen
     for r in range(rows):
         for c in range(cols):
             block = up[r * tile_px:(r + 1) * tile_px, c * tile_px:(c + 1) * tile_px]
-            found = [brute_transfer(block, candidate, strength, tint) for candidate in candidates]
-            best = int(np.argmin([distance for distance, _ in found]))
+            found = [brute_transfer(block, candidate, strength, tint, metric)
+                     for candidate in candidates]
+            best = int(np.argmin([distance for distance, _, _ in found]))
             picks.append(best)
             gains.append(found[best][1])
     picks = np.array(picks)
@@ -236,7 +249,7 @@ def test_contrast_with_repetition_limits_applies_gains_to_the_assignment(tmp_pat
     cells = both.grid.cells.reshape(rows * cols, 8, 8, 3)
     for index in range(0, rows * cols, 3):
         block = cells[index].repeat(2, 0).repeat(2, 1)
-        distance, gain = brute_transfer(block, tiles[both.placements.tile[index]], 0.8, tint)
+        distance, gain, _ = brute_transfer(block, tiles[both.placements.tile[index]], 0.8, tint)
         assert both.placements.distance[index] == pytest.approx(distance, rel=1e-9, abs=1e-6)
         assert np.allclose(both.placements.gain[index], gain)
 
@@ -294,7 +307,7 @@ def test_adaptive_tint_distances_match_brute_force(tmp_path):
         # The strength from the stored shift: shift = a (mean(c) - mean(t)).
         difference = block.mean(axis=(0, 1)) - tile.mean(axis=(0, 1))
         strength = (placements.tint[index] @ difference) / max(difference @ difference, 1e-12)
-        distance, gain = brute_transfer(block, tile, 0.5, round(float(strength), 2))
+        distance, gain, _ = brute_transfer(block, tile, 0.5, round(float(strength), 2))
         assert placements.distance[index] == pytest.approx(distance, rel=1e-6, abs=1e-3)
         assert np.allclose(placements.gain[index], gain)
 
@@ -309,13 +322,13 @@ def test_transfer_of_rectangles_matches_brute_force(cell, tile):
     features = compute_features(tiles, geometry)
     candidates = rng.integers(0, len(tiles), (len(cells), 4))
     vectors = geometry.cell_vectors(cells)
-    distance, gain = _contrast.transfer(vectors, tiles, geometry, features, candidates, 0.5,
-                                        0.3)
+    distance, gain, _ = _contrast.transfer(vectors, tiles, geometry, features, candidates, 0.5,
+                                           0.3)
     factor = geometry.factor
     upscaled = vectors.repeat(factor, 1).repeat(factor, 2)
     for row in range(len(cells)):
         for column, index in enumerate(candidates[row].tolist()):
-            expected, expected_gain = brute_transfer(upscaled[row], tiles[index], 0.5, 0.3)
+            expected, expected_gain, _ = brute_transfer(upscaled[row], tiles[index], 0.5, 0.3)
             assert distance[row, column] == pytest.approx(expected, rel=1e-9, abs=1e-6)
             assert np.allclose(gain[row, column], expected_gain, rtol=1e-9)
     # The adaptive tint measures means over the rectangle's pixels too.
@@ -353,9 +366,79 @@ def test_transfer_and_adaptive_tint_are_the_same_compiled_or_not(monkeypatch):
         monkeypatch.setattr(_kernels, "USE_NUMBA", compiled)
         tint = _contrast.adaptive_tint(cells, geometry, features, candidates[:, 0] % 9,
                                        0.3, 0.9)
-        distance, gain = _contrast.transfer(cells, tiles, geometry, features, candidates,
-                                            0.5, tint)
-        results.append((tint, distance, gain))
+        distance, gain, applied = _contrast.transfer(cells, tiles, geometry, features,
+                                                     candidates, 0.5, tint)
+        results.append((tint, distance, gain, applied))
     for left, right in zip(*results, strict=True):
         assert np.array_equal(left, right)
     assert np.isinf(results[0][1][candidates < 0]).all()
+
+
+@pytest.mark.parametrize("metric", ["seed", "lab", "oklab"])
+def test_the_tint_stops_short_of_black_and_white(metric):
+    rng = np.random.default_rng(9)
+    tiles = encode(smooth_images(rng, 30, 8, noise=20), metric)
+    rgb_cells = np.stack([np.full((8, 8, 3), 255, np.uint8), np.zeros((8, 8, 3), np.uint8),
+                          np.full((8, 8, 3), 128, np.uint8)])
+    cells = encode(rgb_cells, metric)
+    geometry = Geometry(8, 8)
+    features = compute_features(tiles, geometry)
+    candidates = np.tile(np.arange(len(tiles)), (len(cells), 1))
+    distance, gain, applied = _contrast.transfer(cells, tiles, geometry, features, candidates,
+                                                 0.5, 1.0, metric)
+    for row in range(len(cells)):
+        for column in range(len(tiles)):
+            expected, expected_gain, expected_tint = brute_transfer(cells[row], tiles[column],
+                                                                    0.5, 1.0, metric)
+            assert distance[row, column] == pytest.approx(expected, rel=1e-9, abs=1e-6)
+            assert np.allclose(gain[row, column], expected_gain, rtol=1e-9)
+            assert applied[row, column] == pytest.approx(expected_tint)
+    # Flat white and black cells: least gains, tints held back, each mean lightness
+    # left at least ROOM of the tile's spread from the end (a mid-grey cell: no limit).
+    weights, low, high = lightness_axis(metric)
+    values = tiles.reshape(len(tiles), -1, 3).astype(float)
+    mean, sigma = values.mean(axis=1) @ weights, values.std(axis=1) @ weights
+    shift = cells.reshape(3, -1, 3).mean(axis=1) @ weights
+    drawn = mean + applied * (shift[:, None] - mean)
+    assert np.all(gain[:2] == _contrast.GAIN_LIMITS[0])
+    assert (applied[:2] < 1.0).mean() > 0.9
+    room = _contrast.ROOM * sigma
+    assert np.all(drawn[0] <= np.maximum(high - room, mean) + 1e-6)
+    assert np.all(drawn[1] >= np.minimum(low + room, mean) - 1e-6)
+    assert np.all(applied[2] == 1.0)
+    # Without a gain the tint is as asked.
+    assert np.all(_contrast.transfer(cells, tiles, geometry, features, candidates, 0.0, 1.0,
+                                     metric)[2] == 1.0)
+
+
+@pytest.mark.parametrize("max_uses", [1, None], ids=["assigned", "re-ranked"])
+@pytest.mark.parametrize("level", [255, 0])
+def test_photos_stay_visible_on_a_flat_white_or_black_target(tmp_path, level, max_uses):
+    # The default look (tint 1, contrast 0.5): on a flat white or black target each tile
+    # used to be moved to the very end of the range at its least gain, half clipped away
+    # (a quarter of its spread, less than two thirds of that kept: about 0.16 here).
+    target = np.full((48, 64, 3), level, np.uint8)
+    folder = smooth_folder(tmp_path / "tiles", count=60, seed=3)
+    mosaic = _make_mosaic(target, folder, cell_px=8, tile_px=16, max_uses=max_uses,
+                          cache_dir=tmp_path / "c")
+    assert mosaic.options.tint == 1.0 and mosaic.options.contrast == 0.5
+    rows, cols = mosaic.grid.rows, mosaic.grid.cols
+    luma = np.array([0.299, 0.587, 0.114])
+    drawn = mosaic.image.reshape(rows, 16, cols, 16, 3).transpose(0, 2, 1, 3, 4)
+    drawn = drawn.reshape(rows * cols, 16, 16, 3).astype(float) @ luma
+    tiles = np.asarray(mosaic.library.tiles)[mosaic.placements.tile]
+    own = tiles.astype(float) @ luma
+    share = drawn.std(axis=(1, 2)) / own.std(axis=(1, 2))
+    # Up close the photos keep a fifth of their spread (ROOM: about 0.22 at the least gain)...
+    assert share.mean() >= 0.2
+    assert share.min() >= 0.12
+    # ...and from afar the target is still white or black.
+    assert abs(drawn.mean() - level) <= 15
+    # The picture is drawn with the tints the picks were ranked and measured by.
+    cell = np.full((16, 16, 3), level, np.uint8)
+    for index in range(rows * cols):
+        distance, _, tint = brute_transfer(cell, tiles[index], 0.5, 1.0)
+        assert tint < 1.0
+        shift = tint * (level - tiles[index].reshape(-1, 3).mean(axis=0))
+        assert np.allclose(mosaic.placements.tint[index], shift)
+        assert mosaic.placements.distance[index] == pytest.approx(distance, rel=1e-9)

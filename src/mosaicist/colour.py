@@ -17,6 +17,13 @@ sRGB is linearised with the standard piecewise transfer function; Lab uses
 the sRGB-to-XYZ matrix and the D65 white point (IEC 61966-2-1, CIE 15);
 Oklab uses Björn Ottosson's published matrices (2020). Values outside the
 8-bit range (none for sRGB input) are clipped.
+
+Each encoding has a lightness (:func:`lightness_axis`): a weighted sum of its
+channels, black at one end of its range and white at the other. For ``seed``
+it is Rec. 601 luma, ``0.299 R + 0.587 G + 0.114 B`` (``0..255``); for
+``lab`` and ``oklab`` the lightness channel, ``L*`` (``0..100``) and ``250 L``
+(``0..250``). Whatever is moved past these ends (a tint, a gain) is clipped
+when drawn.
 """
 
 from __future__ import annotations
@@ -153,6 +160,35 @@ def decode(encoded: np.ndarray, metric: str) -> np.ndarray:
         return np.clip(np.rint(encoded), 0, 255).astype(np.uint8)
     values = (np.asarray(encoded, np.float64) - _OFFSET) / _scale(metric)
     return from_space(values, metric)
+
+
+#: Rec. 601 luma weights of R, G, B.
+LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def lightness_axis(metric: str) -> tuple[np.ndarray, float, float]:
+    """The metric's lightness as weights of its encoded channels, and its range.
+
+    Parameters
+    ----------
+    metric : str
+        One of :data:`METRICS`.
+
+    Returns
+    -------
+    weights : numpy.ndarray
+        ``(3,)`` float64: the lightness of an encoded colour ``v`` is
+        ``weights @ v`` (the chroma offsets of Lab and Oklab weigh 0).
+    low, high : float
+        Black's and white's lightness, in encoded levels: every colour of the
+        sRGB gamut lies between (see the module docstring).
+    """
+    if metric == "seed":
+        return LUMA.copy(), 0.0, 255.0
+    if metric in ("lab", "oklab"):
+        # White's lightness: L* = 100 and Oklab L = 1, both exactly by construction.
+        return np.array([1.0, 0.0, 0.0]), 0.0, 100.0 if metric == "lab" else _OKLAB_SCALE
+    raise ValueError(f"unknown metric {metric!r}")
 
 
 def encoded_unit(metric: str) -> float:

@@ -166,15 +166,16 @@ class StableMatcher(Matcher):
             return result
         best, kept = result.tile[cells], previous[cells]
         gains: np.ndarray | None = None
+        tints: np.ndarray | None = None
         if options.contrast:
             # Ranked after the contrast transfer, as the exact matcher ranks.
-            distance, gain = transfer(request.cell_vectors[cells], request.candidates,
-                                      request.geometry, request.features,
-                                      np.stack([best, kept], axis=1), options.contrast,
-                                      options.tint)
+            distance, gain, tint = transfer(request.cell_vectors[cells], request.candidates,
+                                            request.geometry, request.features,
+                                            np.stack([best, kept], axis=1), options.contrast,
+                                            options.tint, options.metric)
             best_distance, kept_distance = distance[:, 0], distance[:, 1]
             kept_objective = kept_distance
-            gains = gain[:, 1]
+            gains, tints = gain[:, 1], tint[:, 1]
         else:
             both = pair_distances(request.cell_vectors, request.candidates, request.geometry,
                                   request.features, np.concatenate([cells, cells]),
@@ -190,11 +191,16 @@ class StableMatcher(Matcher):
         tile[where] = kept[keep]
         distance = result.distance.copy()
         distance[where] = kept_objective[keep]
-        picked_gain = result.gain
+        picked_gain, picked_tint = result.gain, result.tint
         if picked_gain is not None and gains is not None:
             picked_gain = picked_gain.copy()
             picked_gain[where] = gains[keep]
-        return replace(result, tile=tile, distance=distance, gain=picked_gain)
+        # A kept pick's own tint (held back near the colour range's ends), as its gain.
+        if picked_tint is not None and tints is not None:
+            picked_tint = picked_tint.copy()
+            picked_tint[where] = tints[keep]
+        return replace(result, tile=tile, distance=distance, gain=picked_gain,
+                       tint=picked_tint)
 
     def _assigned(self, request: MatchRequest, previous: np.ndarray) -> MatchResult:
         """The capped assignment with every cell's previous tile discounted."""

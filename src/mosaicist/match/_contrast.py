@@ -2,19 +2,52 @@
 
 With ``contrast = B`` a tile ``t`` (per channel, in the metric's colour
 space) is drawn as ``mean(t) + g (t - mean(t))`` and then shifted by the
-tint, ``A (mean(c) - mean(t))``, where the gain ``g = (sigma_c / sigma_t)^B``
+tint, ``a (mean(c) - mean(t))``, where the gain ``g = (sigma_c / sigma_t)^B``
 (``sigma`` the channel's standard deviation over the cell as drawn and over
-the tile), kept between :data:`GAIN_LIMITS`.
+the tile), kept between :data:`GAIN_LIMITS`, and ``a`` is the tint ``A``,
+held back near the ends of the colour range (below).
 
 Over the ``n`` pixels of a tile, writing ``c~`` and ``t~`` for the cell and
 tile less their means, the squared distance after both is, per channel,
-``g^2 |t~|^2 - 2 g <t~, c~> + |c~|^2 + n (1 - A)^2 (mean(t) - mean(c))^2``.
-Every term comes from integer sums: ``<t~, c~> = <S_t, a> - n mean(t) mean(c)``
-with ``S_t`` the tile's block sums and ``a`` the compared cell, so the
+``g^2 |t~|^2 - 2 g <t~, c~> + |c~|^2 + n (1 - a)^2 (mean(t) - mean(c))^2``.
+Every term comes from integer sums: ``<t~, c~> = <S_t, v> - n mean(t) mean(c)``
+with ``S_t`` the tile's block sums and ``v`` the compared cell, so the
 distance of a pair is exact up to float64 rounding. A gain only lowers the
 distance for well-matched spreads and is not a bound-friendly quantity, so
 the exact search first finds each cell's best :data:`CANDIDATES` tiles after
 the tint alone, and those are re-ranked after the contrast transfer.
+
+Room for the photo
+------------------
+A tint moves a tile's mean to a white or black cell's, the very end of the
+range, where drawing clips half of the tile away; on a flat cell the gain is
+also at its least, :data:`GAIN_LIMITS` ``[0] = g0``, and the photo all but
+vanishes. So, with the contrast transfer on, a pair's tint stops short of
+the ends of the lightness (:func:`mosaicist.colour.lightness_axis`: luma
+``w @ t`` for sRGB, ``L`` for Lab and Oklab), which is what makes a photo's
+detail visible. With ``[lo, hi]`` the lightness range, ``mu`` the tile's mean
+lightness, ``d`` the cell's less the tile's, ``sigma`` the tile's per-channel
+standard deviations and the room ``r = ROOM (w @ sigma)`` (:data:`ROOM`
+``= g0``; ``w @ sigma`` bounds the lightness's standard deviation from
+above), the drawn mean lightness ``mu + a d`` stays within ``[lo + r, hi - r]``::
+
+    a <= (hi - r - mu) / d  where d > 0,      a <= (mu - lo - r) / -d  where d < 0,
+
+and the pair's tint ``a`` is the lesser of that and ``A``, floored to
+hundredths (as every tint here); a tile whose mean lightness already lies
+within ``r`` of the end it moves toward is not held back (it moves less than
+``r``). One strength moves all channels, so the shift keeps its direction
+(the hue the cell asks for) and a channel of little spread at its own end
+(the red of a green photo on black) does not hold the others back. At gain
+``g`` the drawn lightness spreads at most ``g (w @ sigma)`` and the room is
+at least ``g0 / g`` of that; a bell-shaped spread clipped ``k`` spreads from
+its mean keeps ``kappa(k)`` of itself (``kappa(0) = 0.58``, ``kappa(1) =
+0.87``), and ``g kappa(g0 / g)`` is least at ``g = g0``: a tile keeps about
+``0.87 g0 = 0.22`` of its own spread on a white or black cell, as on a flat
+mid-grey one, against ``0.58 g0 = 0.15`` moved to the very end. The cost is
+a mean lightness at most ``r`` short of the cell's, only within ``r`` of the
+ends. Without the transfer (``B = 0``) the gain is 1, a tile moved to an end
+keeps ``kappa(0)`` of its spread, and the tint is ``A``.
 
 After a match (:func:`finish`), two corrections apply to the picks as they
 are, without re-ranking:
@@ -26,12 +59,14 @@ are, without re-ranking:
   ``tint_max``, where ``s_i`` is the cell's spread (root-mean-square
   distance of its pixels from its mean, at least :data:`TOLERANCE_FLOOR`
   encoded levels). The mean term of the distance, ``n (1 - a)^2 |mean(c) -
-  mean(t)|^2``, only falls as ``a`` rises, so no pick gets worse.
+  mean(t)|^2``, only falls as ``a`` rises, so no pick gets worse. The room
+  above still holds it back.
 * **Contrast after an assignment**: repetition limits are solved on the
   tinted distances (their certificate is for that objective); the chosen
-  tiles then get their gains.
+  tiles then get their gains and their tints held back.
 
-The picks' distances are then those after every correction (float64).
+The picks' distances are then those after every correction (float64), and
+their tints (:attr:`MatchResult.tint`) those the picture is drawn with.
 """
 
 from __future__ import annotations
@@ -40,6 +75,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..colour import lightness_axis
 from ..grid import Geometry
 from ._features import TileFeatures
 from ._kernels import channel_moments, channel_pair_dots
@@ -49,6 +85,10 @@ from ._registry import MatchRequest, MatchResult
 GAIN_LIMITS = (0.25, 4.0)
 #: Candidates per cell (after the tint alone) re-ranked after the contrast transfer.
 CANDIDATES = 16
+#: Room (in the tile's own standard deviations of lightness) a tint leaves between a tile's
+#: mean and black or white, with the contrast transfer on: a tile at the least gain then
+#: keeps nearly all of its drawn spread (see the module's description).
+ROOM = GAIN_LIMITS[0]
 #: Least mean-colour error (encoded levels, per pixel) the adaptive tint leaves.
 TOLERANCE_FLOOR = 4.0
 #: Bytes of float64 pixels gathered at a time: small enough to stay in cache, for
@@ -64,8 +104,9 @@ def transfer(
     candidates: np.ndarray,
     strength: float,
     tint: float | np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Distances and gains of cell-candidate pairs after the contrast transfer and tint.
+    metric: str = "seed",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distances, gains and tints of cell-candidate pairs after the contrast transfer and tint.
 
     Parameters
     ----------
@@ -84,17 +125,23 @@ def transfer(
     tint : float or numpy.ndarray
         ``A``, the tint's strength (or ``(N,)``, one per cell), exactly as the
         match rounds it (hundredths).
+    metric : str
+        The encoding's metric: where its colour range ends (see the module's
+        description).
 
     Returns
     -------
-    distance, gain : numpy.ndarray
+    distance, gain, tint : numpy.ndarray
         ``(N, k)`` float64 objective after both (``inf`` for a missing
-        candidate) and ``(N, k, 3)`` float64 gains.
+        candidate), ``(N, k, 3)`` float64 gains and ``(N, k)`` float64 tint
+        strengths (``A``, held back near the range's ends when ``strength``
+        is not 0).
     """
     count, width = candidates.shape
     pixels = geometry.pixels
     weight = geometry.weight
-    shift = 1.0 - np.broadcast_to(np.round(np.asarray(tint, np.float64) * 100) / 100, (count,))
+    wanted = np.broadcast_to(np.round(np.asarray(tint, np.float64) * 100) / 100, (count,))
+    axis, low, high = lightness_axis(metric)
     cell_pixels = cell_vectors.reshape(count, -1, 3)
     sums, squares = _moments(cell_pixels)
     cell_sums = sums.astype(np.float64) * weight
@@ -107,6 +154,7 @@ def transfer(
     present = columns >= 0
     distance = np.full(count * width, np.inf)
     gain = np.ones((count * width, 3))
+    applied = wanted[rows].copy()
     listed = np.flatnonzero(present)
     # Each tile's sums of squares once (after an assignment, a tile has hundreds of cells).
     used, slot = np.unique(columns[listed], return_inverse=True)
@@ -133,11 +181,39 @@ def transfer(
                                   out=np.ones_like(tile_spread), where=tile_spread > 0))
         ratio[tile_spread <= 0] = 1.0
         g = np.clip(ratio**strength, *GAIN_LIMITS)
+        a = wanted[cells]
+        if strength:
+            sigma = np.sqrt(tile_spread / pixels)
+            a = np.minimum(a, _room_limit(tile_mean @ axis, (cell_mean[cells] - tile_mean) @ axis,
+                                          sigma @ axis, low, high))
         per_channel = (g * g * tile_spread - 2 * g * cross + cell_spread[cells]
-                       + pixels * (shift[cells, None] * (tile_mean - cell_mean[cells]))**2)
+                       + pixels * ((1.0 - a)[:, None] * (tile_mean - cell_mean[cells]))**2)
         distance[where] = np.maximum(per_channel.sum(axis=1), 0.0)
         gain[where] = g
-    return distance.reshape(count, width), gain.reshape(count, width, 3)
+        applied[where] = a
+    return (distance.reshape(count, width), gain.reshape(count, width, 3),
+            applied.reshape(count, width))
+
+
+def _room_limit(
+    mean: np.ndarray, shift: np.ndarray, sigma: np.ndarray, low: float, high: float,
+) -> np.ndarray:
+    """Largest tint of each pair that leaves the tile room before the lightness's ends.
+
+    ``mean`` (the tile's), ``shift`` (the cell's less the tile's) and
+    ``sigma`` (the bound on the tile's spread) are ``(P,)`` lightnesses in
+    encoded levels, between ``low`` and ``high``; see the module's
+    description. Returns ``(P,)`` tints in hundredths, ``inf`` where none is
+    too strong.
+    """
+    room = ROOM * sigma
+    # How far the mean may still travel toward the end it moves to (negative: already
+    # within the room of it, where the tile moves less than the room and is not held).
+    left = np.where(shift > 0, high - room - mean, mean - low - room)
+    limit = np.full(shift.shape, np.inf)
+    np.divide(left, np.abs(shift), out=limit, where=(shift != 0) & (left >= 0))
+    # Down to hundredths (a tint is never finer), so that the room is kept.
+    return np.floor(limit * 100 + 1e-9) / 100
 
 
 def _moments(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -197,18 +273,19 @@ def best_after_transfer(request: MatchRequest, found: MatchResult) -> MatchResul
 
     ``found`` holds each cell's nearest candidates in the objective's units
     (at least ``max(2, CANDIDATES * variants)`` of them, as the exact
-    searches give them); the pick and its gain come from :func:`transfer`
-    and :func:`rerank`.
+    searches give them); the pick, its gain and its tint come from
+    :func:`transfer` and :func:`rerank`.
     """
     assert found.candidates is not None
     options = request.options
-    distance, gain = transfer(request.cell_vectors, request.candidates, request.geometry,
-                              request.features, found.candidates, options.contrast,
-                              options.tint)
+    distance, gain, tint = transfer(request.cell_vectors, request.candidates,
+                                    request.geometry, request.features, found.candidates,
+                                    options.contrast, options.tint, options.metric)
     pick = rerank(distance)
     rows = np.arange(len(pick))
     return MatchResult(found.candidates[rows, pick], distance[rows, pick],
-                       found.evaluated, found.bounded, gain=gain[rows, pick])
+                       found.evaluated, found.bounded, gain=gain[rows, pick],
+                       tint=tint[rows, pick] if options.tint else None)
 
 
 def finish(request: MatchRequest, result: MatchResult) -> MatchResult:
@@ -221,10 +298,15 @@ def finish(request: MatchRequest, result: MatchResult) -> MatchResult:
     if options.tint_max is not None:
         tint = adaptive_tint(request.cell_vectors, request.geometry, request.features,
                              result.tile, options.tint, options.tint_max)
-    # Gains already chosen by a re-ranking come out the same: they depend on the pair only.
-    distance, gain = transfer(request.cell_vectors, request.candidates, request.geometry,
-                              request.features, result.tile[:, None], options.contrast, tint)
+    # Gains and tints already chosen by a re-ranking come out the same: they depend on
+    # the pair only.
+    distance, gain, applied = transfer(request.cell_vectors, request.candidates,
+                                       request.geometry, request.features,
+                                       result.tile[:, None], options.contrast, tint,
+                                       options.metric)
+    # Each pick's own tint where it may differ from cell to cell (held back, or adaptive).
+    varies = options.tint_max is not None or bool(options.contrast and options.tint)
     return replace(
         result, distance=distance[:, 0], gain=gain[:, 0] if options.contrast else None,
-        tint=tint if isinstance(tint, np.ndarray) else None,
+        tint=applied[:, 0] if varies else None,
     )
