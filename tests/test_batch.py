@@ -585,3 +585,64 @@ def test_list_file_with_a_byte_order_mark(tmp_path):
     assert [target.path.name for target in found] == ["a.png", "b.png"] and not rejected
     found, rejected = collect_targets([tmp_path / "commented.txt"])
     assert [target.path.name for target in found] == ["b.png"] and not rejected
+
+
+def test_a_dangling_link_in_a_folder_is_a_bad_target(tmp_path):
+    # A link to a missing file was left out of a folder's targets without a word.
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"x")
+    (folder / "gone.png").symlink_to(tmp_path / "missing.png")
+    (folder / "gone.md").symlink_to(tmp_path / "missing.md")  # not a target's extension
+    (folder / "loop.jpg").symlink_to(folder / "loop.jpg")
+    found, rejected = collect_targets([folder])
+    assert [target.path.name for target in found] == ["a.png"]
+    reasons = {Path(item.name).name: item.message for item in rejected}
+    assert set(reasons) == {"gone.png", "loop.jpg"}
+    assert all("broken link" in message for message in reasons.values()), reasons
+
+
+def test_batch_reports_a_dangling_link_and_makes_the_others(data, tmp_path):
+    root, tiles, targets, _, _ = data
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "img0.png").write_bytes((targets / "img0.png").read_bytes())
+    (folder / "gone.png").symlink_to(tmp_path / "missing.png")
+    out = tmp_path / "out"
+    result = run(["batch", folder, "--tiles", tiles, "-o", out, *GRID, "--workers", 1, "-q"])
+    assert result.exit_code == 1, result.output
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("mosaicist: error: "), result.stderr
+    assert str(folder / "gone.png") in errors[0] and "broken link" in errors[0]
+    assert finished(out) == [out / "img0.png"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_unwinds_a_batch_and_stops_its_pool(data, tmp_path):
+    # SIGTERM to the batch's own process: it stops its pool and exits as SIGTERM
+    # would (143), without a traceback, instead of vanishing at once.
+    root, tiles, _, _, _ = data
+    process, _, out = _started_batch(tiles, tmp_path, workers=2)
+    group: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            if finished(out):
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "the batch ended before it could be stopped"
+        group = [int(pid) for pid in subprocess.run(
+            ["pgrep", "-g", str(process.pid)], capture_output=True, text=True).stdout.split()
+            if int(pid) != process.pid]
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        assert process.returncode == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 20
+        while _alive(group) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(group)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        for pid in _alive(group):
+            os.kill(pid, signal.SIGKILL)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -524,3 +526,121 @@ def test_render_says_which_tiles_changed_since_the_placements(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps(document))
     old = run(["render", tmp_path / "old.json", "-o", tmp_path / "o.png", "--cache-dir", cache])
     assert old.exit_code == 0 and "warning" not in old.stderr
+
+
+#: A child that runs ``python -m mosaicist ARGS`` with the render held after its first
+#: band (a temporary output is then on disk) until the test signals it.
+_HELD_RENDER = r"""
+import sys, time
+from pathlib import Path
+from mosaicist import render
+
+ready = Path(sys.argv[1])
+original = render.MosaicRenderer.bands
+
+def held_bands(self):
+    for number, band in enumerate(original(self)):
+        yield band
+        if number == 0:
+            ready.touch()
+            time.sleep(60)
+
+render.MosaicRenderer.bands = held_bands
+sys.argv = ["mosaicist", *sys.argv[2:]]
+from mosaicist.__main__ import run
+run()
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_during_the_render_leaves_no_temporary(setup, tmp_path):
+    # SIGTERM's default action ended the process at once, the half-written
+    # output's temporary (.NAME.PID-....part.png) left beside the output.
+    root, target, tiles = setup
+    out = tmp_path / "out"
+    out.mkdir()
+    ready = tmp_path / "ready"
+    command = [sys.executable, "-c", _HELD_RENDER, str(ready), "make", str(target), "--tiles",
+               str(tiles), "--cell", str(CELL), "--tile-px", str(TILE_PX), "-o",
+               str(out / "m.png"), "--cache-dir", str(root / "cache"), "-q"]
+    with open(tmp_path / "stderr.txt", "wb") as stderr_file:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr_file)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.exists(), (tmp_path / "stderr.txt").read_text()
+        assert [path.name for path in out.iterdir() if ".part" in path.name]
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr, stderr
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["make", "batch"])
+def test_help_shows_the_defaults_that_apply(command):
+    # The help showed the declared (seed's) defaults, which the default preset replaces.
+    from mosaicist.options import DEFAULT_PRESET, MosaicOptions
+
+    result = run([command, "--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    options = MosaicOptions()
+    assert (options.tint, options.contrast, options.min_spacing, options.max_uses,
+            options.crop) == (1.0, 0.5, 5, 1, "subject")
+    for flag, value, seed in (("--tint A", "1.0", "0.0"), ("--contrast B", "0.5", "0.0"),
+                              ("--min-spacing D", "5", "1"), ("--max-uses K", "1", "none"),
+                              ("--crop [centre|subject]", "subject", "centre")):
+        described = text.split(flag, 1)[1]
+        shown = described[described.index("[default: "):].split("]", 1)[0] + "]"
+        assert shown == (f"[default: {value} from the {DEFAULT_PRESET} preset; {seed} with "
+                         f"--preset seed]"), shown
+    assert "seed's exact pixel match" not in text
+
+
+def test_names_with_control_characters_stay_on_one_line(setup, tmp_path):
+    # A newline in a file name split a one-line message; an ESC reached the terminal.
+    root, target, tiles = setup
+    odd = "bad\nname\x1b[31m"
+    shown = "bad\\nname\\x1b[31m"
+    result = run(["make", tmp_path / f"{odd}.png", "--tiles", tiles, "-o", tmp_path / "o.png"])
+    assert_one_line_error(result, f"{shown}.png", "not found")
+    assert "\x1b" not in result.stderr
+    # A library file with such a name, listed as a near-copy of another.
+    library = make_colour_folder(tmp_path / "library", 3)
+    (library / f"{odd}.png").write_bytes((library / "t001.png").read_bytes())
+    listed = run(["index", library, "--duplicates", "--tile-px", 8, "--cache-dir",
+                  tmp_path / "cache"])
+    assert listed.exit_code == 0, listed.output
+    assert "\x1b" not in listed.output
+    assert listed.stdout.splitlines()[:2] in (
+        [f"{shown}.png", "    t001.png  (0 bits)"], ["t001.png", f"    {shown}.png  (0 bits)"])
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX pipes")
+def test_a_closed_output_pipe_ends_the_command_quietly(setup, tmp_path):
+    # 'mosaicist index LIB --duplicates | head -1' said "error: Broken pipe" and exited 1.
+    library = make_colour_folder(tmp_path / "library", 3)
+    for copy in range(40):
+        (library / f"copy{copy:02d}.png").write_bytes((library / "t001.png").read_bytes())
+    command = [sys.executable, "-m", "mosaicist", "index", str(library), "--duplicates",
+               "--tile-px", "8", "--cache-dir", str(tmp_path / "cache"), "-q"]
+    listed = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 41, listed.stderr
+    # A reader that is gone before anything is written: as 'head' that had its line.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert stderr.decode() == ""
+    assert process.returncode == 128 + signal.SIGPIPE

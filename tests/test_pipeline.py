@@ -724,3 +724,38 @@ def test_the_docstring_names_the_default_preset():
     assert "default settings this is the seed's method" not in doc
     assert MosaicOptions().preset == DEFAULT_PRESET != "seed"
     assert "With the defaults (preset ``seed``)" not in MosaicOptions.__doc__
+
+
+def test_cells_and_tiles_rounded_to_different_shapes_are_warned_about(tmp_path, target, capsys):
+    folder = make_colour_folder(tmp_path / "tiles", 5, size=8)
+    make_mosaic(target, folder, cell_px=16, tile_px=32, aspect="3:2", cache_dir=tmp_path / "c",
+                quiet=False)
+    assert "4.8% wider than the target" in capsys.readouterr().err
+    make_mosaic(target, folder, cell_px=15, tile_px=33, aspect="3:2", cache_dir=tmp_path / "c",
+                quiet=False)
+    assert "wider" not in capsys.readouterr().err
+
+
+def test_a_matcher_that_cannot_run_here_is_said_alone_before_indexing(tmp_path, target, capsys,
+                                                                       monkeypatch):
+    # None in sys.modules makes "import torch" raise ImportError.
+    monkeypatch.setitem(__import__("sys").modules, "torch", None)
+    folder = make_colour_folder(tmp_path / "tiles", 5, size=8)
+    with pytest.raises(MosaicistError, match="PyTorch is not installed"):
+        _make_mosaic(target, folder, device="cuda", cache_dir=tmp_path / "c", quiet=False)
+    assert capsys.readouterr().err == ""  # not the note on the preset's dropped settings
+    assert not (tmp_path / "c").exists()
+
+
+def test_the_api_reports_the_time_it_drew_for_and_a_total(tmp_path, target):
+    folder = make_colour_folder(tmp_path / "tiles", 5, size=8)
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=8, cache_dir=tmp_path / "c")
+    mosaic.write(tmp_path / "out.png")
+    timings = mosaic.report()["timings"]
+    assert timings["render"] > 0
+    phases = sum(value for name, value in timings.items() if name != "total")
+    assert timings["total"] == pytest.approx(phases, abs=1e-3)
+    # Drawn in memory: timed too.
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=8, cache_dir=tmp_path / "c",
+                         compute_metrics=False)
+    assert mosaic.image.shape[2] == 3 and mosaic.report()["timings"]["render"] > 0

@@ -119,3 +119,21 @@ def test_a_pool_whose_worker_died_writing_a_result_stops(monkeypatch):
         assert failures == []  # nothing raised in the pool's thread
     finally:
         _POOL = None
+
+
+def test_default_sigterm_gives_the_default_action_for_the_block():
+    # Dask holds only a SIGTERM with its default action while a local cluster starts.
+    import signal
+
+    from mosaicist._runtime import default_sigterm
+
+    def handler(number, frame):  # pragma: no cover - never delivered
+        raise SystemExit(143)
+
+    before = signal.signal(signal.SIGTERM, handler)
+    try:
+        with default_sigterm():
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        assert signal.getsignal(signal.SIGTERM) is handler
+    finally:
+        signal.signal(signal.SIGTERM, before)

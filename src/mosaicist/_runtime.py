@@ -137,6 +137,28 @@ def stop_process_pool(executor: Any) -> None:
     thread.join(timeout=5)
 
 
+@contextlib.contextmanager
+def default_sigterm() -> Iterator[None]:
+    """Give SIGTERM its default action in the block, and the handler it had back after.
+
+    The command line makes SIGTERM unwind a command (it raises ``SystemExit``);
+    code that holds SIGTERM itself while it must not be interrupted, such as
+    the start of a local Dask cluster (:mod:`mosaicist.distributed`), holds
+    only a SIGTERM with its default action. Only in the main thread (the only
+    one where handlers can be set); elsewhere the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        # None: a handler not set from Python, which cannot be put back from here.
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def _poll_parent(parent_pid: int) -> None:
     """End this process as soon as its parent is no longer ``parent_pid``."""
     while os.getppid() == parent_pid:

@@ -10,31 +10,54 @@ are written once. An error whose message names a setting
 from __future__ import annotations
 
 import contextlib
+import os
+import select
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from .dedupe import DEFAULT_THRESHOLD as DEDUPE_THRESHOLD
-from .errors import MosaicistError, OptionError
-from .options import MosaicOptions, Setting, setting_named
+from .errors import MosaicistError, OptionError, printable
+from .options import DEFAULT_PRESET, PRESETS, MosaicOptions, Setting, setting_named
 from .progress import progress_enabled
+
+#: Exit status of a command whose output's reader went away: 128 + SIGPIPE, as a shell
+#: shows a command that the signal ended (Python ignores SIGPIPE and gets an error instead).
+_BROKEN_PIPE_STATUS = 141
 
 
 def _fail(message: str, code: int = 1) -> None:
-    click.echo(f"mosaicist: error: {message}", err=True)
+    # A name in the message may hold a newline or an escape: the line stays one line.
+    click.echo(f"mosaicist: error: {printable(message)}", err=True)
     sys.exit(code)
 
 
+#: Commands that serve until stopped: they stop on SIGTERM in their own way (uvicorn's
+#: handlers, :func:`mosaicist.web._serve.sigterm_as_interrupt`), so theirs is left alone.
+_SERVING = frozenset({"view", "studio", "live"})
+
+
 class _Command(click.Command):
-    """A command whose setting errors name its own flags (``--max-uses``, not ``max_uses``)."""
+    """A command whose setting errors name its own flags (``--max-uses``, not ``max_uses``).
+
+    SIGTERM unwinds the command as an interrupt does (and exits 143): its
+    default action would end the process at once, leaving the temporaries
+    of the files being written, and a pool's workers, behind.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
+        unwinding: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if self.name not in _SERVING:
+            from .library._update import _unwind_on_terminate
+
+            unwinding = _unwind_on_terminate()
         try:
-            return super().invoke(ctx)
+            with unwinding:
+                return super().invoke(ctx)
         except OptionError as error:
             raise MosaicistError(error.message(self.flag_for)) from None
 
@@ -83,6 +106,11 @@ class _Group(click.Group):
             _fail(error.format_message(), error.exit_code)
         except click.exceptions.Abort:
             _fail("interrupted", 130)
+        try:
+            # Here, not at the interpreter's exit, which would report a reader gone noisily.
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _end_without_stdout()
         # click returns an Exit's code instead of raising SystemExit when not standalone.
         sys.exit(result if isinstance(result, int) else 0)
 
@@ -96,9 +124,42 @@ class _Group(click.Group):
         except MemoryError:
             _fail("out of memory; try a smaller --limit or target")
         except OSError as error:
+            if isinstance(error, BrokenPipeError) and _stdout_broken():
+                _end_without_stdout()
             where = f"{error.filename}: " if getattr(error, "filename", None) else ""
             _fail(f"{where}{error.strerror or error}")
         return None
+
+
+def _stdout_broken() -> bool:
+    """Whether standard output is a pipe whose reader is gone (``mosaicist ... | head``).
+
+    A broken pipe of something else (a socket, a child process) is an error
+    to report; where poll cannot tell, it is taken to be standard output's.
+    """
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    if not hasattr(select, "poll"):
+        return True
+    poller = select.poll()
+    poller.register(descriptor, select.POLLOUT)
+    # A pipe without a reader polls as an error (POLLHUP on some systems).
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
+def _end_without_stdout() -> NoReturn:
+    """End quietly, as a reader closing the output pipe early asks: status 141 (SIGPIPE's).
+
+    Standard output goes to the null device first: what is still buffered
+    would otherwise fail again, with a traceback, when the interpreter exits.
+    """
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    sys.exit(_BROKEN_PIPE_STATUS)
 
 
 def _negative_value(arguments: list[str], unknown: str) -> str | None:
@@ -199,6 +260,23 @@ def _flag_name(name: str) -> str:
     return declared.flag or name
 
 
+def _default_shown(declared: Setting) -> str | None:
+    """What a setting is when its flag is left out, as its help shows it (None: nothing).
+
+    That is the default preset's value where it sets one (its declared
+    default is the seed's, which ``--preset seed`` gives), else the declared
+    default.
+    """
+    preset = PRESETS[DEFAULT_PRESET]
+    seed = declared.default
+    if declared.name != "preset" and declared.name in preset.settings:
+        value = preset.settings[declared.name]
+        if value != seed:
+            return (f"{'none' if value is None else value} from the {preset.name} preset; "
+                    f"{'none' if seed is None else seed} with --preset seed")
+    return None if seed is None else str(seed)
+
+
 def _setting_option(declared: Setting, help: str | None, show_default: bool) -> Callable:
     kind: click.ParamType
     metavar = declared.metavar
@@ -212,8 +290,9 @@ def _setting_option(declared: Setting, help: str | None, show_default: bool) -> 
     if declared.optional and declared.name not in _VALUE_WHEN_ALONE:
         kind = _OrNone(kind)
     text = help if help is not None else declared.describe(_flag_name)
-    if show_default and declared.default is not None and "[default:" not in text:
-        text += f"  [default: {declared.default}]"
+    shown = _default_shown(declared)
+    if show_default and shown is not None and "[default:" not in text:
+        text += f"  [default: {shown}]"
     assert declared.flag is not None
     # A flag that may be given without its value (``--dedupe``) takes this one then.
     alone = ({"is_flag": False, "flag_value": _VALUE_WHEN_ALONE[declared.name]}
@@ -269,7 +348,8 @@ def main() -> None:
 
 def _view_hint(output: Path) -> None:
     if output.suffix.lower() == ".dzi":
-        click.echo(f"mosaicist: explore it with: mosaicist view {output}", err=True)
+        click.echo(f"mosaicist: explore it with: mosaicist view {printable(str(output))}",
+                   err=True)
 
 
 _OUTPUT_HELP = (
@@ -295,10 +375,15 @@ def _cluster(scheduler: str | None, quiet: bool) -> Iterator[Any]:
     if scheduler is None:
         yield None
         return
+    from ._runtime import default_sigterm
     from .distributed import client_for, parse_scheduler
 
     address = parse_scheduler(scheduler)  # a bad address fails before any work
-    with client_for(address, quiet=quiet) as client:
+    with contextlib.ExitStack() as stack:
+        # Dask holds a SIGTERM that comes while a local cluster starts (one raised
+        # inside its start-up leaves it half made), but only SIGTERM's default action.
+        with default_sigterm():
+            client = stack.enter_context(client_for(address, quiet=quiet))
         yield client
 
 
@@ -344,7 +429,12 @@ def make(
     quiet: bool,
     **settings: Any,
 ) -> None:
-    """Make a photomosaic of TARGET (the seed's exact pixel match)."""
+    """Make a photomosaic of TARGET from the tiles of --tiles.
+
+    Each cell of TARGET gets the tile that matches it best under the
+    settings of --preset (its default below); a flag given overrides the
+    preset's value.
+    """
     from .imaging import target_size
     from .paths import check_writable
     from .pipeline import make_mosaic
@@ -373,16 +463,11 @@ def make(
                  options)
 
     show = progress_enabled(quiet)
-    measured = 0.0
     with _cluster(scheduler, quiet) as client:
         if client is None:
             mosaic = make_mosaic(target, tiles, options, cache_dir=cache_dir,
                                  show_progress=show, quiet=quiet)
-            write_started = time.perf_counter()
-            before = mosaic.timings.get("metrics", 0.0)
-            mosaic.write(output, show_progress=show)
-            # The metrics measured the bands as they were written: their own phase.
-            measured = mosaic.timings.get("metrics", 0.0) - before
+            mosaic.write(output, show_progress=show)  # timed as the render phase
         else:
             from .distributed import make_on_cluster, write_on_cluster
 
@@ -391,14 +476,14 @@ def make(
             write_started = time.perf_counter()
             write_on_cluster(client, mosaic.renderer, output, mosaic.options,
                              cache_dir=cache_dir, show_progress=show)
+            mosaic.timings["render"] += time.perf_counter() - write_started
     if placements_path is not None:
         mosaic.placements.write(placements_path)
-    mosaic.timings["render"] += time.perf_counter() - write_started - measured
     mosaic.timings["total"] = time.perf_counter() - started
     if report_path is not None:
         mosaic.write_report(report_path, output=str(output), target=str(target))
     if not quiet:
-        click.echo(_make_summary(mosaic, output), err=True)
+        click.echo(printable(_make_summary(mosaic, output)), err=True)
         _view_hint(output)
 
 
@@ -498,7 +583,7 @@ def render(
                                    show_progress=show)
     changed = renderer.changed_tiles
     if changed and not quiet:
-        shown = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
+        shown = printable(", ".join(changed[:3]) + (", ..." if len(changed) > 3 else ""))
         click.echo(f"mosaicist: warning: {len(changed)} of the tiles changed since these "
                    f"placements were made ({shown}); they are drawn as they are now", err=True)
     with _cluster(scheduler, quiet) as client:
@@ -511,12 +596,11 @@ def render(
                              show_progress=show)
     if not quiet:
         seconds = time.perf_counter() - started
-        click.echo(
+        click.echo(printable(
             f"mosaicist: {placements.rows}x{placements.cols} cells at "
             f"{options.tile_px}x{options.tile_height} px "
-            f"rendered in {seconds:.2f} s -> {output} ({renderer.width}x{renderer.height})",
-            err=True,
-        )
+            f"rendered in {seconds:.2f} s -> {output} ({renderer.width}x{renderer.height})"
+        ), err=True)
         _view_hint(output)
 
 
@@ -602,7 +686,7 @@ def batch(
         check_writable(report_path, "report file")
 
     def on_error(name: str, message: str) -> None:
-        tqdm.write(f"mosaicist: error: {name}: {message}", file=sys.stderr)
+        tqdm.write(f"mosaicist: error: {printable(f'{name}: {message}')}", file=sys.stderr)
 
     result = batch_mosaics(
         targets, tiles, output_dir, options, format=format, scheduler=scheduler,
@@ -614,7 +698,7 @@ def batch(
         with atomic_path(report_path) as temporary:
             temporary.write_text(json.dumps(result.report(), indent=2) + "\n")
     if not quiet:
-        click.echo(result.summary(), err=True)
+        click.echo(printable(result.summary()), err=True)
     if not result.ok:
         sys.exit(1)
 
@@ -813,13 +897,12 @@ def index(source: str, match_px: int, duplicates: bool, scheduler: str | None,
             dropped = sum(len(group) - 1 for group in groups)
             found = (f"; {dropped} near-duplicates in {len(groups)} groups at --dedupe "
                      f"{threshold}")
-        click.echo(
+        click.echo(printable(
             f"mosaicist: {len(library)} tiles of {size} from {library.source.name}: "
             f"{stats.decoded} decoded, {stats.reused} unchanged, {stats.removed} removed, "
             f"{len(stats.failed)} skipped in {stats.seconds:.2f} s{found}; "
-            f"index at {library.directory}",
-            err=True,
-        )
+            f"index at {library.directory}"
+        ), err=True)
     if duplicates and groups is not None:
         _list_duplicates(library, groups)
 
@@ -835,10 +918,10 @@ def _list_duplicates(library: Any, groups: list) -> None:
     for number, group in enumerate(groups):
         if number:
             click.echo("")
-        click.echo(ids[group[0]])
+        click.echo(printable(ids[group[0]]))
         distances = hamming(hashes[group[1:]], hashes[group[0]])
         for member, distance in zip(group[1:].tolist(), distances.tolist(), strict=True):
-            click.echo(f"    {ids[member]}  ({distance} bits)")
+            click.echo(f"    {printable(ids[member])}  ({distance} bits)")
 
 
 @main.command(

@@ -161,3 +161,42 @@ def shown_type(value: object) -> str:
     if value is None or (isinstance(value, int | float | bytes) and len(repr(value)) <= 40):
         return repr(value)
     return f"a {type(value).__name__}"
+
+
+#: Escapes of the control characters most often found in names.
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    r"""``text`` (a message, or a file name in one) with its non-printable characters escaped.
+
+    A newline in a file name would split a one-line message, and an escape
+    character (ESC) would reach the terminal as a control sequence; each
+    such character is written as :func:`ascii` writes it (``\n``,
+    ``\x1b``, ``\u202e``), and a byte of a name that is not UTF-8 (a lone
+    surrogate, as :func:`os.fsdecode` gives it) as ``\xHH``. Printable
+    characters, accented letters included, are kept. For display only: the
+    result is not reversible.
+
+    Examples
+    --------
+    >>> printable("bad\nname\x1b[31m.png")
+    'bad\\nname\\x1b[31m.png'
+    >>> printable("café.jpg")
+    'café.jpg'
+    """
+    if text.isprintable():
+        return text  # the common case, checked at C speed
+    return "".join(character if character.isprintable() else _escaped(character)
+                   for character in text)
+
+
+def _escaped(character: str) -> str:
+    if character in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[character]
+    code = ord(character)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"

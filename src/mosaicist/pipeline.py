@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from .colour import encoded_unit
-from .errors import OptionError, shown_type
+from .errors import OptionError, printable, shown_type
 from .grid import Grid, make_grid
 from .imaging import read_target, target_size, to_rgb
 from .library import TileLibrary
@@ -74,8 +74,10 @@ class Mosaic:
     matcher : str
         Name of the matcher that placed the tiles (see :data:`mosaicist.match.MATCHERS`).
     timings : dict
-        Seconds per phase: ``index``, ``match``, ``render`` (and ``metrics``
-        once they are measured; ``total`` once the caller adds writing).
+        Seconds per phase: ``index``, ``match``, ``render`` (drawing, in
+        :attr:`image` or :meth:`write`), ``metrics`` once they are measured;
+        ``total`` where the caller timed the whole run (:meth:`report` gives
+        the phases' sum otherwise).
     metrics : dict or None
         Fidelity and repetition measures (see :mod:`mosaicist.metrics`), when
         ``options.compute_metrics``. They are measured when first asked for,
@@ -132,7 +134,10 @@ class Mosaic:
         For outputs too large for memory use :meth:`write`.
         """
         if self._image is None:
+            started = time.perf_counter()
             self._image = self.renderer.image()
+            self.timings["render"] = (self.timings.get("render", 0.0)
+                                      + time.perf_counter() - started)
         return self._image
 
     def __iter__(self) -> Iterator:
@@ -142,10 +147,14 @@ class Mosaic:
     def write(self, path: str | os.PathLike[str], *, show_progress: bool = False) -> None:
         """Stream the picture to ``path`` in the format its suffix names (see
         :meth:`MosaicRenderer.write <mosaicist.render.MosaicRenderer.write>`),
-        with the output settings of :attr:`options`."""
+        with the output settings of :attr:`options`; its time is added to
+        ``timings["render"]``."""
+        started = time.perf_counter()
         measurement = self._measurement
         if measurement is None or measurement.renderer is not self.renderer:
             self.renderer.write(path, self.options, show_progress=show_progress)
+            self.timings["render"] = (self.timings.get("render", 0.0)
+                                      + time.perf_counter() - started)
             return
         # The picture written is the one measured: the metrics read each band
         # as the writer draws it (the writer's threads compress meanwhile).
@@ -159,12 +168,17 @@ class Mosaic:
             spent += time.perf_counter() - started
 
         self.renderer.write(path, self.options, show_progress=show_progress, observe=measure)
+        # The metrics read the bands as they were written: their time is their own phase's.
+        self.timings["render"] = (self.timings.get("render", 0.0)
+                                  + time.perf_counter() - started - spent)
         if meter.rows == self.placements.rows:  # a writer that drew every band once
             self._finish_metrics(meter, spent)
 
     def report(self) -> dict[str, Any]:
         """Return the run report as a JSON-ready dictionary."""
         metrics = self.metrics  # measured first: their time belongs in the timings
+        # The phases follow one another: without a caller's wall-clock total, their sum.
+        timings = {"total": sum(self.timings.values())} | self.timings
         stats = self.library.stats
         return {
             "grid": {"rows": self.grid.rows, "cols": self.grid.cols, "cell_px": self.grid.cell_px,
@@ -185,7 +199,7 @@ class Mosaic:
             "metrics": metrics,
             "assignment": _assignment_report(self.assignment),
             "sizes": None if self.sizes is None else self.sizes.report(),
-            "timings": {name: round(value, 4) for name, value in self.timings.items()},
+            "timings": {name: round(value, 4) for name, value in timings.items()},
         }
 
     def write_report(self, path: str | os.PathLike[str], **extra: object) -> None:
@@ -303,6 +317,7 @@ def _make_mosaic(
     # Settings no matcher can honour fail here, before any reading or indexing;
     # the default preset's wishes give way to a matcher that was asked for.
     matcher, options, dropped = fitted_matcher(options)
+    matcher.check_runs(options)  # a missing package or device is said alone, before the note
     if dropped and not quiet:
         print(f"mosaicist: note: {options.search} search on {options.device} runs without "
               f"the preset's {', '.join(dropped)}", file=sys.stderr)
@@ -344,7 +359,7 @@ def _make_mosaic(
         options = fit_limits(options, len(grid), len(library.limit(options.limit)), grid.rows,
                              grid.cols)
         def attempt(options: MosaicOptions) -> tuple[MatchRequest, MatchResult]:
-            request = MatchRequest(grid, library, options, show_progress)
+            request = MatchRequest(grid, library, options, show_progress, notes=not quiet)
             chosen = matcher if wrap is None else wrap(matcher, request)
             return request, finish(request, chosen.match(request))
 
@@ -355,7 +370,7 @@ def _make_mosaic(
         small = small_originals_warning(request.library.source, placements.source_ids,
                                         options.tile_px, options.tile_height)
         if small:
-            print(f"mosaicist: warning: {small}", file=sys.stderr)
+            print(printable(f"mosaicist: warning: {small}"), file=sys.stderr)
     crop = pixels[grid.top:grid.top + grid.rows * grid.cell_height,
                   grid.left:grid.left + grid.cols * grid.cell_px]
     source_root = request.library.source.local_root()
@@ -434,9 +449,11 @@ def _plan(options: MosaicOptions, size: tuple[int, int], label: str, quiet: bool
 
         check_adaptive(options)  # before any indexing
     if sizes.print_size is not None and not quiet:
-        print(f"mosaicist: note: {sizes.describe()}", file=sys.stderr)
+        print(printable(f"mosaicist: note: {sizes.describe()}"), file=sys.stderr)
         if sizes.print_warning():
-            print(f"mosaicist: warning: {sizes.print_warning()}", file=sys.stderr)
+            print(printable(f"mosaicist: warning: {sizes.print_warning()}"), file=sys.stderr)
+    if not quiet and sizes.shape_warning():
+        print(printable(f"mosaicist: warning: {sizes.shape_warning()}"), file=sys.stderr)
     return sizes, options
 
 

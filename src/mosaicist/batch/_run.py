@@ -892,10 +892,14 @@ class _DaskRunner(_Runner):
     """
 
     def __init__(self, address: str) -> None:
+        from .._runtime import default_sigterm
         from ..distributed import client_for, require_workers
 
         self._stack = contextlib.ExitStack()
-        self.client = self._stack.enter_context(client_for(address))
+        # Dask holds a SIGTERM that comes while a local cluster starts, but only one
+        # with its default action (the command line makes SIGTERM unwind instead).
+        with default_sigterm():
+            self.client = self._stack.enter_context(client_for(address))
         try:
             require_workers(self.client)
         except BaseException:

@@ -93,7 +93,8 @@ def collect_targets(
         order given, folders expanded in sorted name order.
     rejected : list of Rejected
         Items that cannot be used: missing, unreadable, of another kind, a
-        list naming a list, or an output name another target already has.
+        list naming a list, a link in a folder whose target is missing, or
+        an output name another target already has.
     """
     targets: list[BatchTarget] = []
     rejected: list[Rejected] = []
@@ -123,7 +124,9 @@ def collect_targets(
         if problem is not None:
             rejected.append(Rejected(shown, problem))
         elif path.is_dir():
-            for entry in _folder_entries(path):
+            entries, broken = _folder_entries(path)
+            rejected.extend(broken)
+            for entry in entries:
                 add(entry, str(entry))
         elif path.suffix.lower() in LIST_SUFFIXES:
             try:
@@ -146,7 +149,9 @@ def collect_targets(
                 if problem is not None:
                     rejected.append(Rejected(where, problem))
                 elif named.is_dir():
-                    for entry in _folder_entries(named):
+                    entries, broken = _folder_entries(named)
+                    rejected.extend(broken)
+                    for entry in entries:
                         add(entry, str(entry))
                 else:
                     add(named, str(named))
@@ -168,16 +173,26 @@ def _unusable(path: Path) -> str | None:
     return None
 
 
-def _folder_entries(folder: Path) -> list[Path]:
-    """The images and videos directly in ``folder``, in sorted name order."""
+def _folder_entries(folder: Path) -> tuple[list[Path], list[Rejected]]:
+    """The images and videos directly in ``folder``, in sorted name order.
+
+    A link named as an image or a video whose target is missing (or a loop of
+    links) is rejected by name, not left out: it was meant as a target.
+    """
     wanted = IMAGE_EXTENSIONS | VIDEO_SUFFIXES
     entries = []
+    broken = []
     for entry in sorted(os.scandir(folder), key=lambda entry: entry.name):
-        if entry.name.startswith(".") or not entry.is_file():
+        if entry.name.startswith(".") or Path(entry.name).suffix.lower() not in wanted:
             continue
-        if Path(entry.name).suffix.lower() in wanted:
-            entries.append(Path(entry.path))
-    return entries
+        try:
+            if entry.is_file():
+                entries.append(Path(entry.path))
+            elif entry.is_symlink():
+                os.stat(entry.path)  # a link to a folder is left out, as a folder is
+        except OSError as error:  # ELOOP from is_file, ENOENT from stat
+            broken.append(Rejected(entry.path, f"broken link: {_reason(error)}"))
+    return entries, broken
 
 
 def _clash(stem: str, video: bool, images: dict[str, Path], videos: dict[str, Path]

@@ -33,7 +33,9 @@ What an interrupted update can leave behind, the next one removes once it
 holds the lock (:func:`_remove_leftovers`): a repack's temporary
 ``tiles-<G>.u8.part`` and packed files of other generations. A failed update
 removes them itself where it can, and cuts the packed file back to its
-committed slots, so that a full disk is not kept full.
+committed slots, so that a full disk is not kept full. The temporaries of
+killed writers of the caches beside the index (features, prepared tiles,
+near-duplicates) go too, once their writer has been gone a while.
 
 **On a cluster** (:mod:`mosaicist.distributed`) the decode stage is done
 elsewhere (a ``decoder``): the cluster's workers each decode a part of the
@@ -81,7 +83,8 @@ import numpy as np
 from ..aspect import SQUARE, format_aspect, height_for
 from ..crop import Window
 from ..dedupe import tile_signatures
-from ..errors import MosaicistError
+from ..errors import MosaicistError, printable
+from ..paths import remove_dead_temporaries
 from ..progress import progress_bar
 from ..sources import SourceEntry, TileSource
 from ._manifest import (
@@ -121,6 +124,11 @@ _SIGN_BYTES = 64 << 20
 #: repack's temporary (``tiles-<G>.u8.part``) and the temporaries earlier
 #: versions named ``.tiles-<G>.u8.<random>.part.u8``.
 _LEFTOVER = re.compile(r"tiles-\d+\.u8(\.part)?|\.tiles-\d+\.u8\..*\.part\.u8")
+#: Seconds a dead writer's temporary in the index's folders must have been left unchanged
+#: before an update removes it (:func:`~mosaicist.paths.remove_dead_temporaries`): its PID
+#: is only checked on this machine, and a writer elsewhere that shares the cache
+#: (:mod:`mosaicist.distributed`) may be a while between two writes.
+DEAD_TEMPORARY_AGE = 3600.0
 #: Files of shards (:mod:`mosaicist.library._shards`), removed unless the manifest lists them.
 _SHARD_FILE = re.compile(re.escape(SHARD_PREFIX) + r"[0-9a-f]+\.(u8|rows\.json)(\.part)?")
 
@@ -345,7 +353,7 @@ def update_index(
     stats.seconds = time.perf_counter() - started
     if stats.failed and not quiet:
         for source_id, reason in stats.failed[:20]:
-            print(f"mosaicist: skipped {source_id}: {reason}", file=sys.stderr)
+            print(printable(f"mosaicist: skipped {source_id}: {reason}"), file=sys.stderr)
         if len(stats.failed) > 20:
             print(f"mosaicist: ... and {len(stats.failed) - 20} more skipped", file=sys.stderr)
     return stats
@@ -531,6 +539,9 @@ def _update_locked(
         publication = get_meta(connection, "publication")
     _remove_leftovers(directory, int(get_meta(connection, "generation", "0")),
                       read_shards(connection), publication)
+    # A killed run's temporaries in the caches beside the index (features, prepared
+    # tiles, near-duplicates) stay when another run finished the same entry first.
+    remove_dead_temporaries(directory, min_age=DEAD_TEMPORARY_AGE)
     planned = _plan(source, tile, directory, connection)
     if isinstance(planned, UpdateStats):
         _sign_published(directory, tile, connection)
