@@ -8,7 +8,7 @@ the mosaic's settings, serialised by :meth:`MosaicOptions.to_json
 
     {"format": "mosaicist-placements", "version": 2,
      "source": "photos/", "target": "/abs/bear.jpg", "crop": {"left": 3, "top": 0},
-     "settings": {"version": 2, "preset": "seed", "cell_px": 16, "tile_px": 32, ...},
+     "settings": {"version": 4, "preset": "seed", "cell_px": 16, "tile_px": 32, ...},
      "rows": 63, "cols": 80,
      "cells": {"tile": [...], "position": [...], "distance": [...],
                "transform": [...], "tint": [[...], ...]}}
