@@ -25,7 +25,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import BAD_FILES, bomb_png, make_colour_folder, make_odd_folder, noisy_target
 from PIL import Image
+from test_pipeline import smooth_folder
 
+from mosaicist import make_mosaic
 from mosaicist.cli import _given as cli_given
 from mosaicist.cli import main as cli_main
 from mosaicist.cli import make as make_command
@@ -554,6 +556,56 @@ def test_preview_follows_the_settings(indexed):
     wide = previewer.preview(target, str(tiles), MosaicOptions(preset="seed", cells=40),
                              cells=150)[1]
     assert wide["cells"] == wide["grid"]["cols"] * wide["grid"]["rows"] <= 60
+
+
+@pytest.fixture(scope="module")
+def gradients(tmp_path_factory):
+    """60 smooth gradient tiles (their spread survives the preview's reduction), indexed."""
+    root = tmp_path_factory.mktemp("gradients")
+    tiles = smooth_folder(root / "tiles", count=60, size=32, seed=3)
+    TileLibrary.open(tiles, MosaicOptions().match_px, cache_dir=root / "cache",
+                     crop=MosaicOptions().crop)
+    return root, tiles
+
+
+@pytest.mark.parametrize("max_uses", [1, None], ids=["assigned", "re-ranked"])
+@pytest.mark.parametrize("level", [255, 0])
+def test_preview_holds_the_tint_back_as_make_does(gradients, monkeypatch, level, max_uses):
+    # The default look (tint 1, contrast 0.5) on a flat white or black target: make's
+    # tint stops short of the end of the range, so each photo keeps visible detail; the
+    # preview ranks and draws the same way (it used to move tiles to the very end).
+    root, tiles = gradients
+    target = root / f"flat{level}.png"
+    Image.fromarray(np.full((64, 64, 3), level, np.uint8)).save(target)
+    options = MosaicOptions() if max_uses else MosaicOptions(max_uses=None, min_spacing=1)
+    assert options.tint == 1.0 and options.contrast == 0.5
+    picks = {}
+    draw = Previewer._draw
+
+    def spy(self, warm, search, chosen, *args):
+        picks["tile"] = warm.positions[search.rows[chosen]]
+        return draw(self, warm, search, chosen, *args)
+
+    monkeypatch.setattr(Previewer, "_draw", spy)
+    jpeg, info = Previewer(root / "cache").preview(target, str(tiles), options, cells=100)
+    mosaic = make_mosaic(target, tiles, options, cache_dir=root / "cache")
+    # At the mosaic's own size, the same tiles (placed elsewhere by the greedy assignment).
+    assert (info["cols"], info["rows"], info["tile_px"]) == (4, 4, 32)
+    preview, made = picks["tile"], mosaic.placements.tile
+    assert sorted(preview.tolist()) == sorted(made.tolist())
+    if max_uses is None:
+        assert np.array_equal(preview, made)
+
+    def by_tile(picture, tile):
+        cells = picture.reshape(4, 32, 4, 32, 3).transpose(0, 2, 1, 3, 4).reshape(16, 32, 32, 3)
+        return cells[np.argsort(tile, kind="stable")]
+
+    drawn = by_tile(_picture(jpeg), preview)
+    expected = by_tile(mosaic.image.astype(np.float64), made)
+    # Each tile drawn as make draws it, up to the JPEG and the reduced statistics.
+    assert np.abs(drawn - expected).mean() < 1.5
+    assert np.abs(drawn.mean(axis=(1, 2, 3)) - expected.mean(axis=(1, 2, 3))).max() < 3
+    assert drawn.std(axis=(1, 2)).mean() > 0.8 * expected.std(axis=(1, 2)).mean()
 
 
 def test_preview_says_what_is_wrong(indexed, tmp_path):

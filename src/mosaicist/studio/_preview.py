@@ -25,8 +25,9 @@ under a second once the library is warm), and it says so in its ``info``:
   uses left. ``make`` solves a global min-cost assignment instead.
 - **Colour.** Contrast gains (re-ranking the best :data:`CONTRAST_CANDIDATES`
   without limits, applied after the assignment with them), adaptive tint
-  (``tint_max``) and the overlay as ``make`` applies them; tiles are drawn
-  from the index, reduced to the preview's tile size.
+  (``tint_max``), the tint held back short of black and white with the
+  contrast transfer on, and the overlay as ``make`` applies them; tiles are
+  drawn from the index, reduced to the preview's tile size.
 
 Warm state, bounded: at most :data:`MAX_LIBRARIES` libraries (LRU), each
 with its reduced tiles (192 bytes a tile) and per colour metric its
@@ -56,14 +57,14 @@ from threadpoolctl import threadpool_limits
 
 from .._runtime import worker_count
 from ..aspect import height_for
-from ..colour import METRICS, encoded_unit, to_space
+from ..colour import METRICS, encoded_unit, lightness_axis, to_space
 from ..errors import MosaicistError, OptionError
 from ..imaging import read_target
 from ..library import TileLibrary
 from ..match import fitted_matcher
 from ..match._assign import check_feasible, tile_capacity
 from ..match._capped import fit_limits
-from ..match._contrast import GAIN_LIMITS, TOLERANCE_FLOOR
+from ..match._contrast import GAIN_LIMITS, TOLERANCE_FLOOR, _room_limit
 from ..metrics import repetition_metrics
 from ..options import MosaicOptions
 from ..paths import atomic_path
@@ -387,7 +388,8 @@ class Previewer:
         if cap is None:
             if contrast:
                 distance, _ = _transfer(search, candidate[:, :CONTRAST_CANDIDATES],
-                                        variant[:, :CONTRAST_CANDIDATES], contrast, tint)
+                                        variant[:, :CONTRAST_CANDIDATES], contrast, tint,
+                                        options.metric)
             best = np.argmin(np.where(candidate[:, :distance.shape[1]] >= 0,
                                       distance, np.inf), axis=1)
             chosen = candidate[np.arange(len(best)), best]
@@ -571,8 +573,12 @@ class Previewer:
             strength = _adaptive_tint(search.cells, tile_means, tint, options.tint_max)
         gain = None
         if options.contrast:
-            gain = _gains(search.cells.spread, search.tiles.spread[search.rows[chosen]],
-                          options.contrast)
+            tile_spread = search.tiles.spread[search.rows[chosen]]
+            gain = _gains(search.cells.spread, tile_spread, options.contrast)
+            # Held back as the ranking held it (a pair's limit depends on the pair only),
+            # after the adaptive tint, as make's finish holds it.
+            strength = _held_back(cell_means, tile_means, tile_spread, strength,
+                                  options.metric)
         shifts = None
         if np.any(strength):
             factor = np.broadcast_to(np.asarray(strength, np.float64), (len(chosen),))
@@ -781,9 +787,32 @@ def _gains(cell_spread: np.ndarray, tile_spread: np.ndarray, strength: float) ->
     return np.clip(ratio.astype(np.float64) ** strength, *GAIN_LIMITS)
 
 
+def _held_back(cell_means: np.ndarray, tile_means: np.ndarray, tile_spread: np.ndarray,
+               tint: float | np.ndarray, metric: str) -> np.ndarray:
+    """Each pair's tint stopped short of black and white, as ``make``'s contrast transfer.
+
+    ``(P, 3)`` cell and tile means and tile spreads of the pairs, and the tint
+    asked for (hundredths); see :mod:`mosaicist.match._contrast`. Returns
+    ``(P,)`` float64 tints.
+    """
+    # The descriptors are in encoded levels (Oklab scaled by 250) less the chroma
+    # offsets, which the lightness weighs 0: its ends are where make has them. The
+    # spread is measured at STATS_PX, a little under make's at match_px (an approximation).
+    axis, low, high = lightness_axis(metric)
+    tile_means = tile_means.astype(np.float64)
+    sigma = np.sqrt(tile_spread.astype(np.float64))
+    limit = _room_limit(tile_means @ axis, (cell_means.astype(np.float64) - tile_means) @ axis,
+                        sigma @ axis, low, high)
+    return np.minimum(np.asarray(tint, np.float64), limit)
+
+
 def _transfer(search: _Search, candidate: np.ndarray, variant: np.ndarray, strength: float,
-              tint: float) -> tuple[np.ndarray, np.ndarray]:
-    """Distances and gains of cell-candidate pairs after the contrast transfer and tint."""
+              tint: float, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Distances and gains of cell-candidate pairs after the contrast transfer and tint.
+
+    With a transfer (``strength``), each pair's tint is held back as ``make``
+    holds it (:func:`_held_back`).
+    """
     count, width = candidate.shape
     cells = np.repeat(np.arange(count), width)
     assert count == len(search.cells.means)  # every cell, in order
@@ -797,8 +826,12 @@ def _transfer(search: _Search, candidate: np.ndarray, variant: np.ndarray, stren
     gain = _gains(search.cells.spread[cells], search.tiles.spread[tile_rows], strength)
     positions = search.tiles.detail[0].size // 3
     means = (search.tiles.means[tile_rows] - search.cells.means[cells]) ** 2
+    applied: float | np.ndarray = tint
+    if strength:
+        applied = _held_back(search.cells.means[cells], search.tiles.means[tile_rows],
+                             search.tiles.spread[tile_rows], tint, metric)[:, None]
     per_channel = (gain * gain * tile_energy - 2 * gain * cross + cell_energy
-                   + positions * (1 - tint) ** 2 * means)
+                   + positions * (1 - applied) ** 2 * means)
     distance = np.where(present, np.maximum(per_channel.sum(axis=1), 0.0), np.inf)
     return distance.reshape(count, width), gain.reshape(count, width, 3)
 
