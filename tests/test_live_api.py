@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import socket
+import sys
 import threading
 import time
 import zipfile
@@ -163,6 +164,69 @@ def test_heic_photos_are_accepted(wall):
     assert answer.status_code == 201, answer.text
     with Image.open(wall.stored()[0]) as image:
         assert image.format == "JPEG" and image.size == (64, 48)
+
+
+#: The start of a HEIC file from a phone: an ISO-BMFF ``ftyp`` box of brand ``heic``.
+HEIC_START = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64)
+#: How the README installs an extra (mosaicist is not on PyPI).
+LIVE_INSTALL = 'python3 -m pip install ".[live]"'
+
+
+def test_without_pillow_heif_a_heic_photo_is_refused_naming_the_live_extra(wall, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # its import raises ImportError
+    answer = wall.upload(("IMG_0001.HEIC", HEIC_START))
+    assert answer.status_code == 400
+    message = answer.json()["error"]
+    assert message.startswith("IMG_0001.HEIC: ") and "HEIC" in message[15:]
+    assert "live extra" in message and LIVE_INSTALL in message and "\n" not in message
+    assert wall.stored() == []
+    assert "HEIF" not in wall.anyone.get("/api/info").json()["formats"]
+    # Other photos still land.
+    assert wall.upload(("a.jpg", photo_bytes(1))).status_code == 201
+
+
+def test_without_segno_the_qr_code_names_the_live_extra(wall, monkeypatch):
+    monkeypatch.setitem(sys.modules, "segno", None)
+    answer = wall.anyone.get("/api/qr.svg")
+    assert answer.status_code == 501  # the server lacks it: not the request's fault
+    message = answer.json()["error"]
+    assert "QR code" in message and "live extra" in message and LIVE_INSTALL in message
+    assert "\n" not in message
+
+
+def test_the_start_names_each_missing_package_of_the_live_extra(tmp_path, target, monkeypatch):
+    monkeypatch.setitem(sys.modules, "segno", None)
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)
+    said: list[str] = []
+    warned: list[str] = []
+
+    def announce(line: str) -> None:
+        said.append(line)
+        if "admin token" in line:
+            raise KeyboardInterrupt  # as Ctrl+C: the server stops once it has started
+
+    live_app.serve_live(tmp_path / "e", target=target, grid=GRID, settings=dict(SETTINGS),
+                        port=0, announce=announce, warn=warned.append)
+    assert any("admin token" in line for line in said)
+    assert len(warned) == 2, warned
+    qr, heic = warned
+    assert "segno" in qr and "QR code" in qr and LIVE_INSTALL in qr
+    assert "pillow-heif" in heic and "HEIC" in heic and LIVE_INSTALL in heic
+    assert all("\n" not in line for line in warned)
+
+
+def test_the_start_is_quiet_with_the_live_extra(tmp_path, target):
+    pytest.importorskip("segno")
+    pytest.importorskip("pillow_heif")
+    warned: list[str] = []
+
+    def announce(line: str) -> None:
+        if "admin token" in line:
+            raise KeyboardInterrupt
+
+    live_app.serve_live(tmp_path / "e", target=target, grid=GRID, settings=dict(SETTINGS),
+                        port=0, announce=announce, warn=warned.append)
+    assert warned == []
 
 
 def truncated() -> bytes:

@@ -56,6 +56,7 @@ import json
 import math
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -87,14 +88,15 @@ from ..web import (
 )
 from ._event import (
     MAX_PHOTO_BYTES,
-    PHOTO_FORMATS,
     Conflict,
     Event,
     NotFound,
     Paused,
     Prepared,
     _read_rgb,
+    photo_formats,
 )
+from ._extras import MissingExtra, missing_notes
 from ._outputs import EXPORTS, export_wall
 from ._qr import qr_svg
 from ._sheets import PAPERS, write_sheets, write_underlay
@@ -306,7 +308,7 @@ class Live:
                 "tile": {"width": tile_w, "height": tile_h}, "paused": event.paused,
                 "moderation": event.moderation, "final": event.final,
                 "max_photo_bytes": MAX_PHOTO_BYTES, "max_files": MAX_FILES,
-                "formats": list(PHOTO_FORMATS), "version": event.version}
+                "formats": list(photo_formats()), "version": event.version}
 
     def guest_link(self, host: str) -> str:
         """The guests' link: ``--url``, else this server under the name the request used."""
@@ -430,6 +432,9 @@ async def _call(function: Callable[..., Any], *args: Any) -> Any:
         raise WebError(409, str(error)) from None
     except Paused as error:
         raise WebError(503, str(error), {"Retry-After": "30"}) from None
+    except MissingExtra as error:
+        # This server lacks a package: not the request's fault, and asking again won't help.
+        raise WebError(501, str(error)) from None
 
 
 def _routes(live: Live) -> list[Route]:
@@ -739,6 +744,10 @@ def _shown_host(host: str) -> str:
     return f"[{name}]" if ":" in name else name
 
 
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def serve_live(
     event_folder: str | os.PathLike[str],
     *,
@@ -755,6 +764,7 @@ def serve_live(
     fallback: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     announce: Callable[[str], object] = print,
+    warn: Callable[[str], object] | None = None,
 ) -> None:
     """Serve the wall until interrupted (``mosaicist live``).
 
@@ -765,6 +775,9 @@ def serve_live(
     admin token) through ``announce``. ``rate`` is photos per minute per
     client (0: no limit); ``guest_url`` the link phones reach the server by
     (the QR code); ``fallback`` a tile source to complete empty cells from.
+    Each package of the ``live`` extra that is missing is named through
+    ``warn`` (default: a line on stderr) with what will not work and the
+    command that installs it.
 
     Raises
     ------
@@ -795,6 +808,9 @@ def serve_live(
 
     def started() -> None:
         event.start()
+        # Said at the start, not when a guest's HEIC photo is refused at the party.
+        for note in missing_notes():
+            (warn or _to_stderr)(note)
         counts = event.counts()
         announce(f"mosaicist live: event {event.folder} ({event.settings.cols}x"
                  f"{event.settings.rows} cells, {counts['placed']} placed, "

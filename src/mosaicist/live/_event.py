@@ -58,20 +58,15 @@ from ..options import MosaicOptions
 from ..paths import atomic_path
 from ..render import dress_tiles
 from ..studio._uploads import ACCEPTED_FORMATS, decode_upload, display_name
+from ._extras import heif_formats, looks_heif, needs_live
 from ._placer import Placer, Vectors, WallCosts, picture_vectors, tint_shift
 
-try:  # HEIC photos from iPhones (the live extra)
-    import pillow_heif as _heif
-except ImportError:  # pragma: no cover - without the extra, HEIC is refused as unknown
-    HEIF_FORMATS: tuple[str, ...] = ()
-else:
-    _heif.register_heif_opener()
-    HEIF_FORMATS = ("HEIF",)
+# HEIC photos from iPhones (the live extra): the opener is registered now where pillow-heif
+# is installed, so that Pillow can also write HEIF (tests make their photos so).
+heif_formats()
 
 #: Version of the folder's layout and schema.
 SCHEMA_VERSION = 1
-#: Photo formats accepted, by content.
-PHOTO_FORMATS = ACCEPTED_FORMATS + HEIF_FORMATS
 #: Largest photo file accepted, in bytes (a 48-megapixel phone photo is 10 to 25 MB).
 MAX_PHOTO_BYTES = 40 * 2**20
 #: Most pixels a photo may declare (phones take up to 48 megapixels; bombs are refused
@@ -245,6 +240,11 @@ def parse_grid(text: str) -> tuple[int, int]:
         raise MosaicistError(f"a {text} grid has {cols * rows:,} cells, more than the "
                              f"{MAX_CELLS:,} a live wall takes (--grid)")
     return cols, rows
+
+
+def photo_formats() -> tuple[str, ...]:
+    """Photo formats accepted, by content: HEIF (HEIC) only with pillow-heif, the live extra."""
+    return ACCEPTED_FORMATS + heif_formats()
 
 
 def new_id() -> str:
@@ -614,10 +614,16 @@ class Event:
         ------
         MosaicistError
             One sentence naming the file: too large, empty, not a photo of an
-            accepted format, over the pixel limit, truncated, too small.
+            accepted format (a HEIC photo without the live extra: the command
+            that installs it), over the pixel limit, truncated, too small.
         """
         name = display_name(filename) if filename else "photo"
-        picture, _ = decode_upload(data, name, formats=PHOTO_FORMATS, max_bytes=MAX_PHOTO_BYTES,
+        formats = photo_formats()
+        if "HEIF" not in formats and len(data) <= MAX_PHOTO_BYTES and looks_heif(data):
+            # Else it would be "not a picture in a format the wall accepts": true, but it
+            # hides that the host can fix it.
+            raise MosaicistError(f"{name}: {needs_live('a HEIC photo')}")
+        picture, _ = decode_upload(data, name, formats=formats, max_bytes=MAX_PHOTO_BYTES,
                                    max_pixels=MAX_PHOTO_PIXELS, draft_side=STORED_SIDE,
                                    accepted_by="the wall")
         width, height = picture.size

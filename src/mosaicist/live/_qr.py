@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from ..errors import MosaicistError
+from ._extras import MissingExtra, needs_live
 
 
 def qr_svg(url: str) -> bytes:
@@ -12,14 +12,13 @@ def qr_svg(url: str) -> bytes:
 
     Raises
     ------
-    MosaicistError
-        When ``segno`` is not installed.
+    MissingExtra
+        When ``segno`` is not installed (the message says how to install it).
     """
     try:
         import segno
     except ImportError:
-        raise MosaicistError("the QR code needs segno: install mosaicist with the live extra, "
-                             "pip install 'mosaicist[live]'") from None
+        raise MissingExtra(needs_live("the QR code of the guests' link (segno)")) from None
     buffer = io.BytesIO()
     segno.make(url, error="m").save(buffer, kind="svg", scale=8, border=2, xmldecl=False,
                                     title="The wall's upload page")
