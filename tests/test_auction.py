@@ -115,7 +115,8 @@ def test_a_large_auction_without_numba_is_noted_once(tmp_path, monkeypatch, caps
     else:
         assert notes == [
             "mosaicist: note: without Numba, matching 240 cells to 20 tiles under a use cap "
-            'can take minutes instead of seconds; for speed install "mosaicist[fast]"']
+            "can take minutes instead of seconds; for speed install the fast extra: "
+            'python3 -m pip install ".[fast]" in the mosaicist checkout']
     # Quiet (no progress): nothing, however slow.
     monkeypatch.setattr(_capped, "_noted_slow", False)
     make_mosaic(target, folder, settings, cache_dir=tmp_path / "c", quiet=True)

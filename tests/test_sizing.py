@@ -292,8 +292,8 @@ def test_cells_and_tiles_of_different_rounded_shapes_are_warned_about():
     assert plan.shape_error == pytest.approx(1 / 3)
     assert plan.shape_warning() == (
         "tiles of 32x3 px are not the shape of cells of 16x2 target pixels (each height is "
-        "rounded from its width at 10:1): the picture comes out 33.3% wider than the target; widths "
-        "that are multiples of 10 keep the shape (cells of 20 px, tiles of 30 px)")
+        "rounded from its width at 10:1): the picture comes out 33.3% wider than the target; "
+        "widths that are multiples of 10 keep the shape (cells of 20 px, tiles of 30 px)")
     # The default sizes at 3:2: 16x11 cells, 32x21 tiles, 4.8% wider.
     plan = plan_sizes((300, 200), aspect="3:2")
     assert plan.shape_warning().startswith("tiles of 32x21 px are not the shape of cells of "

@@ -639,7 +639,7 @@ def test_galaxy10_without_h5py_fails_before_downloading(
         with pytest.raises(SourceError) as caught:
             open_source(spec, tmp_path / "cache")
         message = str(caught.value)
-        assert "h5py" in message and "mosaicist[h5]" in message and "\n" not in message
+        assert "h5py" in message and '".[h5]"' in message and "\n" not in message
     assert not (tmp_path / "cache" / "downloads").exists()
 
 

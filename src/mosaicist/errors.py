@@ -200,3 +200,17 @@ def _escaped(character: str) -> str:
     if code <= 0xFF:
         return f"\\x{code:02x}"
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def install_extra(extra: str) -> str:
+    """The command that installs an optional extra, as messages give it.
+
+    mosaicist installs from its checkout (it is not on PyPI, where
+    ``pip install "mosaicist[gpu]"`` would find nothing).
+
+    Examples
+    --------
+    >>> install_extra("gpu")
+    'python3 -m pip install ".[gpu]" in the mosaicist checkout'
+    """
+    return f'python3 -m pip install ".[{extra}]" in the mosaicist checkout'

@@ -9,7 +9,7 @@ when FFmpeg has it, else another codec the container takes (see
 or height loses its last column or row in the video (its files keep it).
 The video is written under a temporary name and renamed, like every output.
 
-PyAV is the ``video`` extra (``pip install 'mosaicist[video]'``); it is
+PyAV is the ``video`` extra (``python3 -m pip install ".[video]"``); it is
 imported only when a video is read or written.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MosaicistError, OptionError, check_range
+from ..errors import MosaicistError, OptionError, check_range, install_extra
 from ..paths import atomic_path
 
 #: Codecs tried for a video output, best first, by container suffix.
@@ -53,7 +53,7 @@ def _av() -> Any:
     try:
         import av
     except ImportError:  # pragma: no cover - depends on the installation
-        raise MosaicistError("videos need PyAV: pip install 'mosaicist[video]'") from None
+        raise MosaicistError(f"videos need PyAV: {install_extra('video')}") from None
     return av
 
 

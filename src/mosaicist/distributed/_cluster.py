@@ -34,7 +34,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .._runtime import THREADS_ENV, worker_count
-from ..errors import MosaicistError, OptionError
+from ..errors import MosaicistError, OptionError, install_extra
 
 if TYPE_CHECKING:
     from distributed import Client, LocalCluster
@@ -65,7 +65,7 @@ LOCAL_SETTINGS = {
 
 _REMOTE = re.compile(r"(?:(?P<scheme>tcp|tls)://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+)"
                      r":(?P<port>\d{1,5})/?")
-_INSTALL_HINT = "--scheduler needs Dask: pip install 'mosaicist[dask]'"
+_INSTALL_HINT = f"--scheduler needs Dask: {install_extra('dask')}"
 
 
 @dataclass(frozen=True)

@@ -158,14 +158,76 @@ def connect(directory: Path) -> sqlite3.Connection:
 
     The connection is in autocommit mode (``isolation_level=None``): every
     transaction is explicit, so its extent is visible where it is used (see
-    :func:`transaction`).
+    :func:`transaction`). Where the folder cannot be written (a shared or
+    write-protected cache), the manifest is opened read-only instead
+    (:func:`connect_read_only`): it reads as usual, and a write fails with
+    SQLite's read-only error.
     """
     connection = sqlite3.connect(directory / "manifest.sqlite", timeout=60, isolation_level=None)
-    # WAL: readers keep reading the last committed state while a writer commits.
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")
-    connection.executescript(_SCHEMA)
+    try:
+        # WAL: readers keep reading the last committed state while a writer commits.
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.executescript(_SCHEMA)
+    except sqlite3.OperationalError as error:
+        connection.close()
+        if not is_read_only_error(error):
+            raise
+        return connect_read_only(directory)
     return connection
+
+
+def is_read_only_error(error: sqlite3.Error) -> bool:
+    """Whether SQLite refused ``error``'s statement for a file or folder it cannot write."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_READONLY
+
+
+def connect_read_only(directory: Path) -> sqlite3.Connection:
+    """Open the existing manifest of the index in ``directory`` for reading only.
+
+    Reading a manifest in write-ahead-log mode takes its ``-shm`` file,
+    which SQLite makes beside it: in a folder that cannot be written, where
+    the last writer removed it on closing, SQLite refuses to read at all. The
+    manifest is then complete without the log (the log is gone too), and
+    is read as an unchanging file (``immutable``). Tables that the version
+    which made the manifest did not have read as empty, as :func:`connect`
+    would have made them.
+
+    Raises
+    ------
+    sqlite3.Error
+        When the manifest cannot be opened (it is missing), or cannot be
+        read without its log.
+    """
+    path = directory / "manifest.sqlite"
+    uri = path.absolute().as_uri() + "?mode=ro"
+    connection = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
+    try:
+        _add_missing_tables(connection)
+    except sqlite3.OperationalError as error:
+        connection.close()
+        log = path.with_name(path.name + "-wal")
+        if not is_read_only_error(error) or (log.exists() and log.stat().st_size > 0):
+            # Commits still in the log are not in the file alone: never read it without.
+            raise
+        connection = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
+        try:
+            _add_missing_tables(connection)
+        except BaseException:
+            connection.close()
+            raise
+    return connection
+
+
+def _add_missing_tables(connection: sqlite3.Connection) -> None:
+    """Make the tables of :data:`_SCHEMA` that the read-only manifest lacks, empty and temporary."""
+    present = {row[0] for row in connection.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for statement in _SCHEMA.split(";"):
+        found = re.search(r"CREATE TABLE IF NOT EXISTS (\w+)", statement)
+        if found is not None and found.group(1) not in present:
+            connection.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
 
 
 def has_added_columns(connection: sqlite3.Connection) -> bool:

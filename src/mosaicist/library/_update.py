@@ -84,13 +84,14 @@ from ..aspect import SQUARE, format_aspect, height_for
 from ..crop import Window
 from ..dedupe import tile_signatures
 from ..errors import MosaicistError, printable
-from ..paths import remove_dead_temporaries
+from ..paths import CACHE_ENV, remove_dead_temporaries
 from ..progress import progress_bar
 from ..sources import SourceEntry, TileSource
 from ._manifest import (
     ORDER_FILE,
     SCHEMA_VERSION,
     connect,
+    connect_read_only,
     get_meta,
     manifest_errors,
     new_publication,
@@ -333,23 +334,33 @@ def update_index(
     UpdateStats
         What the update did.
 
+    Where the index's folder cannot be written (a shared or write-protected
+    cache), nothing is written: the index is only read, and used as it is
+    when the source's scan is the published one
+    (:func:`_unchanged_read_only`).
+
     Raises
     ------
     MosaicistError
         When the packed file is shorter than the manifest says it is, or a
         file of the index cannot be written (a full disk...); the message
-        names the file.
+        names the file. When the index folder cannot be written and the
+        index is not up to date.
     """
     started = time.perf_counter()
     if isinstance(tile, int):
         tile = TileFormat(tile)
-    with _unwind_on_terminate(), _write_lock(directory, quiet), manifest_errors(directory):
-        connection = connect(directory)
-        try:
-            stats = _update_locked(source, tile, directory, connection, show_progress,
-                                   decoder)
-        finally:
-            connection.close()
+    with _unwind_on_terminate(), _write_lock(directory, quiet) as refused, \
+            manifest_errors(directory):
+        if refused is not None:
+            stats = _unchanged_read_only(source, directory, refused)
+        else:
+            connection = connect(directory)
+            try:
+                stats = _update_locked(source, tile, directory, connection, show_progress,
+                                       decoder)
+            finally:
+                connection.close()
     stats.seconds = time.perf_counter() - started
     if stats.failed and not quiet:
         for source_id, reason in stats.failed[:20]:
@@ -375,8 +386,13 @@ def _forget_thread_locks() -> None:
 os.register_at_fork(after_in_child=_forget_thread_locks)
 
 
+#: Why a lock file cannot be opened in a folder that cannot be written (by this user,
+#: or at all): the index is then only read (see :func:`_write_lock`).
+_NOT_WRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
 @contextlib.contextmanager
-def _write_lock(directory: Path, quiet: bool) -> Iterator[None]:
+def _write_lock(directory: Path, quiet: bool) -> Iterator[OSError | None]:
     """Hold the index's ``write.lock`` for the block, waiting for it if needed.
 
     The lock is a POSIX record lock on the file, which belongs to the
@@ -393,10 +409,17 @@ def _write_lock(directory: Path, quiet: bool) -> Iterator[None]:
     quiet : bool
         Do not say on stderr that we wait for another process.
 
+    Yields
+    ------
+    OSError or None
+        None while the lock is held; where the lock file cannot be opened
+        for writing because the folder or the file is not writable, the
+        error, and the block runs without the lock (it must write nothing).
+
     Raises
     ------
     MosaicistError
-        When the lock file cannot be opened or locked.
+        When the lock file cannot be opened for another reason, or locked.
     """
     path = directory / "write.lock"
     with _thread_locks_guard:
@@ -411,13 +434,17 @@ def _write_lock(directory: Path, quiet: bool) -> Iterator[None]:
             descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
                                  0o666)
         except OSError as error:
+            if error.errno in _NOT_WRITABLE:
+                # A read-only cache can still serve an index that is up to date.
+                yield error
+                return
             raise MosaicistError(f"{path}: cannot open the index's lock: "
                                  f"{error.strerror or error}") from None
         try:
             _lock_file(descriptor, path, quiet)
             _record_holder(descriptor)
             try:
-                yield
+                yield None
             finally:
                 with contextlib.suppress(OSError):
                     os.ftruncate(descriptor, 0)
@@ -567,6 +594,50 @@ def _update_locked(
     return stats
 
 
+def _unchanged_read_only(source: TileSource, directory: Path, refused: OSError) -> UpdateStats:
+    """Stats of an index that its folder's being read-only does not stop from being used.
+
+    Only reads, without the write lock (readers never need it: they read a
+    published state): when the source's scan is the one last published and
+    nothing is staged, as for the "nothing changed" fast path of
+    :func:`_plan`, the published library is the right one. Anything else
+    needs an update, which cannot be made.
+
+    Parameters
+    ----------
+    source : TileSource
+        The source; scanned here unless its fingerprint is enough.
+    directory : pathlib.Path
+        The index's folder.
+    refused : OSError
+        Why its lock file could not be opened for writing.
+
+    Returns
+    -------
+    UpdateStats
+        As :func:`_unchanged_stats`.
+
+    Raises
+    ------
+    MosaicistError
+        When the index is missing or is not up to date with the source.
+    """
+    if (directory / "manifest.sqlite").is_file():
+        digest, count, _ = _scan_summary(source)
+        connection = connect_read_only(directory)
+        try:
+            if _published_digest(connection) == digest:
+                return _unchanged_stats(connection, count)
+        finally:
+            connection.close()
+    reason = (refused.strerror or str(refused)).lower()
+    raise MosaicistError(
+        f"{directory}: the tile index is not up to date and cannot be updated: the cache "
+        f"folder is not writable ({reason}); make it writable or give a writable cache "
+        f"(--cache-dir or {CACHE_ENV})"
+    )
+
+
 def _remove_leftovers(directory: Path, generation: int, shards: Sequence[Shard] = (),
                       publication: str | None = None) -> None:
     """Delete the files that interrupted updates left in the index folder.
@@ -674,14 +745,7 @@ def _plan(
     # Only a publish stores the digest, and it empties ``staged``: staged rows
     # mean a later update did not finish, and the comparison below must
     # publish or drop them even though the scan is the published one.
-    fingerprint = source.scan_fingerprint()
-    entries = None
-    if fingerprint is None:
-        entries = source.scan()
-        digest, count = _scan_digest(entries), len(entries)
-    else:
-        # The scan follows from a few facts: compared without making its entries.
-        digest, count = _text_digest(fingerprint[0]), fingerprint[1]
+    digest, count, entries = _scan_summary(source)
     if _published_digest(connection) == digest:
         return _unchanged_stats(connection, count)
     if entries is None:
@@ -764,6 +828,19 @@ def _read_failures(connection: sqlite3.Connection) -> dict[str, Failure]:
     """Return the ``failures`` rows by source id (reads only)."""
     rows = connection.execute("SELECT source_id, size, mtime_ns, error FROM failures")
     return {failure.source_id: failure for failure in map(Failure._make, rows)}
+
+
+def _scan_summary(source: TileSource) -> tuple[str, int, list[SourceEntry] | None]:
+    """The digest stored as ``scan_digest`` for ``source`` now, its entry count, its scan.
+
+    A source whose scan follows from a few facts (:meth:`TileSource.scan_fingerprint`)
+    is not scanned (the scan is then None): its fingerprint is digested instead.
+    """
+    fingerprint = source.scan_fingerprint()
+    if fingerprint is None:
+        entries = source.scan()
+        return _scan_digest(entries), len(entries), entries
+    return _text_digest(fingerprint[0]), fingerprint[1], None
 
 
 def _scan_digest(entries: Sequence[SourceEntry]) -> str:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import importlib
 import threading
 
-from ..errors import MosaicistError
+from ..errors import MosaicistError, install_extra
 
 #: The README's command for the extra: mosaicist is not on PyPI, so it installs from the
 #: checkout (``pip install "mosaicist[live]"`` would find nothing).
-INSTALL_LIVE = 'python3 -m pip install ".[live]" in the mosaicist checkout'
+INSTALL_LIVE = install_extra("live")
 #: The live extra's packages: import name -> (distribution name, what does not work without).
 LIVE_PACKAGES = {
     "segno": ("segno", "the display shows no QR code of the guests' link"),

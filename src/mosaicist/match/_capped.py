@@ -37,7 +37,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from ..errors import MosaicistError, OptionError
+from ..errors import MosaicistError, OptionError, install_extra
 from ..options import MosaicOptions
 from ._approximate import _cell_points, _tile_points
 from ._assign import (
@@ -291,8 +291,8 @@ def _note_slow_without_numba(cells: int, tiles: int, variants: int, cap: int | N
         return
     _noted_slow = True
     print(f"mosaicist: note: without Numba, matching {cells:,} cells to {tiles:,} tiles under "
-          "a use cap can take minutes instead of seconds; for speed install "
-          '"mosaicist[fast]"', file=sys.stderr)
+          "a use cap can take minutes instead of seconds; for speed install the fast extra: "
+          f"{install_extra('fast')}", file=sys.stderr)
 
 
 def _proven_by_auction(search: LibrarySearch, cap: int | None

@@ -77,7 +77,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import MosaicistError, OptionError
+from ..errors import MosaicistError, OptionError, install_extra
 from ..grid import Geometry
 from ..progress import progress_bar
 from ._registry import Matcher, MatchRequest, MatchResult
@@ -103,7 +103,7 @@ ROW_MULTIPLE = 32
 COL_MULTIPLE = 8
 
 KERNELS = ("int8", "float64")
-INSTALL_HINT = "install the gpu extra: pip install 'mosaicist[gpu]'"
+INSTALL_HINT = f"install the gpu extra: {install_extra('gpu')}"
 
 
 def _import_torch() -> Any:

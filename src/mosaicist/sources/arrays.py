@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from ..aspect import SQUARE
-from ..errors import SourceError
+from ..errors import SourceError, install_extra
 from ..imaging import TILE_MAX_PIXELS, array_tile, content_hash
 from .base import DecodedTile, SourceEntry, TileSource, change_stamp
 from .download import fetch_dataset
@@ -68,7 +68,7 @@ def _import_h5py(path: Path) -> Any:
         import h5py
     except ImportError:
         raise SourceError(
-            f'{path}: reading HDF5 files needs h5py: pip install "mosaicist[h5]"'
+            f"{path}: reading HDF5 files needs h5py: {install_extra('h5')}"
         ) from None
     return h5py
 
