@@ -376,3 +376,111 @@ def test_the_search_loads_no_compiler_it_does_not_use():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120, check=True)
     assert done.stdout.strip() == "False"
+
+
+def one_tile_changed_in_place(monkeypatch):
+    """Tiles, and the same tiles with one changed, whose sampled rows are the same.
+
+    The PCA is fitted on a small sample that leaves the changed tile out, and
+    the tile keeps its place among the rows that the cache key once sampled:
+    only its own row, and those it passes, differ.
+    """
+    from mosaicist.match import _features
+
+    monkeypatch.setattr(_features, "PCA_SAMPLE", 64)
+    rng = np.random.default_rng(3)
+    tiles = smooth_images(rng, 2000, TILE)
+    geometry = Geometry(CELL, TILE)
+    features = compute_features(tiles, geometry)
+    sample = set(np.unique(np.linspace(0, 1999, 64).astype(np.int64)).tolist())
+    spread = set(np.unique(np.linspace(0, 1999, 256).astype(np.int64)).tolist())
+    rank = np.empty(len(tiles), np.int64)
+    rank[features.order] = np.arange(len(tiles))
+    for tile in range(len(tiles)):
+        if tile in sample or rank[tile] < 1000 or rank[tile] in spread:
+            continue
+        changed = tiles.copy()
+        changed[tile] = np.clip(changed[tile] + rng.integers(-20, 21, changed[tile].shape),
+                                0, 255)
+        moved = compute_features(changed, geometry)
+        new_rank = int(np.flatnonzero(moved.order == tile)[0])
+        passed = set(range(min(rank[tile], new_rank), max(rank[tile], new_rank) + 1))
+        if new_rank != rank[tile] and not passed & spread:
+            return tiles, features, changed, moved
+    pytest.fail("no tile to change")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_changed_library_never_reuses_the_index_of_the_old_one(backend, tmp_path,
+                                                                   monkeypatch):
+    # The key sampled a few rows of the features: a library with one tile changed, whose
+    # rows there stayed the same, read the index of its old rows (the changed tile stood
+    # where it no longer was, and its neighbours' rows were where it had been).
+    structure = use_backend(backend, monkeypatch)
+    tiles, features, changed, moved = one_tile_changed_in_place(monkeypatch)
+    geometry = Geometry(CELL, TILE)
+    cells = geometry.cell_vectors(smooth_images(np.random.default_rng(4), 300, CELL))
+    match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path, **structure)
+    fresh = match_approximate(cells, changed, geometry, moved, **structure)
+    builds = []
+    name = BUILDERS[backend]
+    original = getattr(approximate, name)
+
+    def build(*args):
+        builds.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(approximate, name, build)
+    cached = match_approximate(cells, changed, geometry, moved, cache_dir=tmp_path,
+                               **structure)
+    assert builds == [1]
+    if backend != "faiss-graph":  # a rebuilt graph may differ in a few picks (see the module)
+        assert np.array_equal(cached.tile, fresh.tile)
+    # The library's generation names the index too: the same features at another
+    # generation (a library changed and changed back) make another.
+    match_approximate(cells, changed, geometry, moved, cache_dir=tmp_path, generation=7,
+                      **structure)
+    assert builds == [1, 1]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_writing_a_generations_index_removes_the_older_generations(easy_data, backend,
+                                                                   tmp_path, monkeypatch):
+    structure = use_backend(backend, monkeypatch)
+    cells, tiles, features, exact = easy_data
+    geometry = Geometry(CELL, TILE)
+    (tmp_path / "v6-seed-none-g2-n2000-side16-f2-s1-d256").mkdir()  # the features' own
+    legacy = tmp_path / "ivf-v1-numpy-n2000-l179-p32-t24-i10-0123456789abcdef.npz"
+    legacy.write_bytes(b"an index named before the generations")
+    older = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path,
+                              generation=2, **structure)
+    other = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path,
+                              generation=2, dimensions=8, **structure)
+    indexes = sorted(path.name for path in tmp_path.iterdir() if path.name[:4] in ("ivf-", "hnsw"))
+    assert len(indexes) == 2 and all("-g2-" in name for name in indexes)
+    newer = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path,
+                              generation=3, **structure)
+    left = sorted(path.name for path in tmp_path.iterdir())
+    assert len(left) == 2 and "v6-seed-none-g2-n2000-side16-f2-s1-d256" in left
+    assert [name for name in left if name.startswith(("ivf-", "hnsw-"))][0].count("-g3-") == 1
+    # Still the index's results: valid, exact distances, near the exact search's.
+    for result in (older, other, newer):
+        assert np.array_equal(result.distance, pixel_distance(cells, tiles, result.tile))
+        assert np.mean(result.tile == exact.tile) >= 0.99
+    if backend != "faiss-graph":
+        assert np.array_equal(older.tile, newer.tile)
+
+
+def test_the_matcher_names_the_index_by_the_librarys_generation(easy_data, tmp_path,
+                                                                 monkeypatch):
+    from types import SimpleNamespace
+
+    without_faiss(monkeypatch)
+    cells, tiles, features, exact = easy_data
+    library = SimpleNamespace(generation=5, features_dir=tmp_path)
+    request = SimpleNamespace(cell_vectors=cells, candidates=tiles,
+                              geometry=Geometry(CELL, TILE), features=features,
+                              show_progress=False, library=library)
+    result = approximate.ApproximateMatcher().match(request)
+    assert [path.name.split("-")[2] for path in tmp_path.iterdir()] == ["g5"]
+    assert np.mean(result.tile == exact.tile) >= 0.99

@@ -846,3 +846,162 @@ def test_limit_and_dedupe_refuse_what_is_no_whole_number(tmp_path):
             library.duplicate_leaders(threshold)
     assert len(library.without_duplicates(np.int64(0))) == 5
     assert not list(library.directory.glob("dedupe-t[!0-9]*"))
+
+
+# -- a cache that cannot be written ---------------------------------------------------------
+
+
+def refuse_the_lock(monkeypatch, number=errno.EACCES):
+    """Make the index's lock file fail to open as in a cache this process cannot write.
+
+    Root writes in read-only folders all the same: the refusal is made here.
+    """
+    real = os.open
+
+    def refusing(path, flags, *args, **kwargs):
+        if os.fspath(path).endswith("write.lock"):
+            raise OSError(number, os.strerror(number), os.fspath(path))
+        return real(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(library_module.os, "open", refusing)
+
+
+def index_files(directory):
+    """Each file of an index folder (but SQLite's log files) with its size and time."""
+    return {path.relative_to(directory): (path.stat().st_size, path.stat().st_mtime_ns)
+            for path in directory.rglob("*") if not path.name.endswith(("-wal", "-shm"))}
+
+
+@pytest.mark.parametrize("number", [errno.EACCES, errno.EROFS])
+def test_a_read_only_cache_serves_an_index_that_is_up_to_date(tmp_path, monkeypatch, number):
+    # A shared cache that the user cannot write failed to open the index's lock, even
+    # though its index needed no update.
+    folder = make_colour_folder(tmp_path / "tiles", 6)
+    cache = tmp_path / "cache"
+    first = open_library(folder, cache)
+    before = index_files(first.directory)
+    refuse_the_lock(monkeypatch, number)
+    again = open_library(folder, cache)
+    assert (again.stats.tiles, again.stats.reused, again.stats.decoded) == (6, 6, 0)
+    check_pixels(again, folder)
+    assert index_files(first.directory) == before
+
+    # An index that must change (or be made) cannot be: one line naming the folder.
+    Image.new("RGB", (12, 12), "red").save(folder / "t100.png")
+    for tile_px in (8, 16):
+        with pytest.raises(MosaicistError) as raised:
+            open_library(folder, cache, tile_px)
+        message = str(raised.value)
+        assert "\n" not in message and "cache folder is not writable" in message
+        assert message.startswith(str(first.directory.parent / f"px{tile_px}"))
+    assert index_files(first.directory) == before
+
+
+def cli_make(folder, target, cache, output, *extra):
+    """Run ``mosaicist make`` in this process; return click's result."""
+    from click.testing import CliRunner
+
+    from mosaicist.cli import main
+
+    args = ["make", target, "--tiles", folder, "--cell", 8, "--tile-px", 8, "--cache-dir",
+            cache, "-o", output, *extra]
+    return CliRunner().invoke(main, [str(arg) for arg in args])
+
+
+def make_target(path):
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_make_with_a_cache_whose_index_cannot_be_locked(tmp_path, monkeypatch):
+    folder = make_colour_folder(tmp_path / "tiles", 30)
+    target = make_target(tmp_path / "target.png")
+    cache = tmp_path / "cache"
+    assert cli_make(folder, target, cache, tmp_path / "a.png").exit_code == 0
+    refuse_the_lock(monkeypatch)
+    result = cli_make(folder, target, cache, tmp_path / "b.png")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    Image.new("RGB", (12, 12), "red").save(folder / "t100.png")
+    result = cli_make(folder, target, cache, tmp_path / "c.png")
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "cache folder is not writable (permission denied)" in result.stderr
+
+
+def test_make_with_a_cache_that_cannot_make_folders(tmp_path, monkeypatch):
+    # An index made by 'mosaicist index' alone has no features folder yet; in a read-only
+    # cache, making it failed the whole make, and a new index folder failed unexplained.
+    from pathlib import Path
+
+    folder = make_colour_folder(tmp_path / "tiles", 30)
+    target = make_target(tmp_path / "target.png")
+    cache = tmp_path / "cache"
+    open_library(folder, cache, 8)
+    refuse_the_lock(monkeypatch)
+    real = Path.mkdir
+
+    def refusing(path, *args, **kwargs):
+        if str(path).startswith(str(cache)) and not path.exists():
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refusing)
+    result = cli_make(folder, target, cache, tmp_path / "a.png", "--preset", "seed")
+    assert result.exit_code == 0, result.output
+    assert not any(path.name == "features" for path in cache.rglob("*"))
+    result = cli_make(folder, target, cache, tmp_path / "b.png", "--preset", "seed",
+                      "--tile-px", 16)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "cache folder is not writable (permission denied)" in result.stderr
+
+
+def writes_in_read_only_folders(folder):
+    """Whether this process writes in folders without write permission (root does)."""
+    probe = folder / "probe"
+    probe.mkdir()
+    probe.chmod(0o555)
+    try:
+        (probe / "file").touch()
+    except PermissionError:
+        return False
+    finally:
+        probe.chmod(0o755)
+    return True
+
+
+def set_writable(root, writable):
+    """``chmod -R u+w`` or ``a-w`` on ``root``."""
+    for path in [root, *root.rglob("*")]:
+        mode = path.stat().st_mode
+        path.chmod(mode | 0o200 if writable else mode & ~0o222)
+
+
+def test_make_with_a_read_only_cache(tmp_path):
+    # The real thing (see the tests above for root): SQLite cannot read its manifest
+    # where it cannot make the log's files beside it, and every cache of derived
+    # arrays (features, prepared tiles, the approximate search's index) is made in
+    # memory instead.
+    if writes_in_read_only_folders(tmp_path):
+        pytest.skip("root can write to read-only folders")
+    folder = make_colour_folder(tmp_path / "tiles", 30)
+    target = make_target(tmp_path / "target.png")
+    cache = tmp_path / "cache"
+    assert cli_make(folder, target, cache, tmp_path / "a.png").exit_code == 0
+    set_writable(cache, False)
+    try:
+        before = {path: path.stat().st_mtime_ns for path in cache.rglob("*")}
+        for number, extra in enumerate([[], ["--metric", "lab", "--augment", "flips"],
+                                         ["--search", "approximate"]]):
+            result = cli_make(folder, target, cache, tmp_path / f"{number}.png", *extra)
+            assert result.exit_code == 0, result.output
+        assert (tmp_path / "a.png").read_bytes() == (tmp_path / "0.png").read_bytes()
+        assert {path: path.stat().st_mtime_ns for path in cache.rglob("*")} == before
+        Image.new("RGB", (12, 12), "red").save(folder / "t100.png")
+        result = cli_make(folder, target, cache, tmp_path / "c.png")
+        assert result.exit_code != 0 and "Traceback" not in result.output
+        assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+        assert "cache folder is not writable (permission denied)" in result.stderr
+    finally:
+        set_writable(cache, True)

@@ -62,7 +62,15 @@ from ._manifest import (
     write_order,
 )
 from ._shards import SlotSpace, read_shards
-from ._update import COPY_CHUNK, Decoder, TileFormat, UpdateStats, update_index
+from ._update import (
+    COPY_CHUNK,
+    Decoder,
+    TileFormat,
+    UpdateStats,
+    is_not_writable,
+    not_writable,
+    update_index,
+)
 
 
 def _index_dir(cache: Path, source_key: str, match_px: int,
@@ -171,7 +179,9 @@ class TileLibrary:
     def features_dir(self) -> Path:
         """Folder for cached derived features of this library."""
         path = self._work_dir / "features"
-        path.mkdir(parents=True, exist_ok=True)
+        # A read-only cache: the derived features are then made in memory by their users.
+        with contextlib.suppress(OSError):
+            path.mkdir(parents=True, exist_ok=True)
         return path
 
     def _with(self, source_ids: list[str], tiles: np.ndarray, positions: np.ndarray | None,
@@ -435,7 +445,12 @@ class TileLibrary:
             crop = "centre"  # every image is its own window
         tile = TileFormat(match_px, pair, crop, crop_method(crop))
         directory = _index_dir(cache, source.key, match_px, pair, tile.method)
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            if not is_not_writable(error):
+                raise
+            raise not_writable(directory, error) from None
         stats = None
         if update:
             stats = update_index(source, tile, directory, show_progress, quiet,

@@ -313,6 +313,11 @@ def update_index(
     what it committed, and the next one resumes from it (see the module
     docstring).
 
+    Where the index's folder cannot be written (a shared or write-protected
+    cache), nothing is written: the index is only read, and used as it is
+    when the source's scan is the published one
+    (:func:`_unchanged_read_only`).
+
     Parameters
     ----------
     source : TileSource
@@ -333,11 +338,6 @@ def update_index(
     -------
     UpdateStats
         What the update did.
-
-    Where the index's folder cannot be written (a shared or write-protected
-    cache), nothing is written: the index is only read, and used as it is
-    when the source's scan is the published one
-    (:func:`_unchanged_read_only`).
 
     Raises
     ------
@@ -630,12 +630,22 @@ def _unchanged_read_only(source: TileSource, directory: Path, refused: OSError) 
                 return _unchanged_stats(connection, count)
         finally:
             connection.close()
+    raise not_writable(directory, refused)
+
+
+def not_writable(directory: Path, refused: OSError) -> MosaicistError:
+    """The error for an index that needs writing in a cache that refuses it (one line)."""
     reason = (refused.strerror or str(refused)).lower()
-    raise MosaicistError(
-        f"{directory}: the tile index is not up to date and cannot be updated: the cache "
-        f"folder is not writable ({reason}); make it writable or give a writable cache "
-        f"(--cache-dir or {CACHE_ENV})"
+    return MosaicistError(
+        f"{directory}: cannot bring the tile index up to date: the cache folder is not "
+        f"writable ({reason}); make it writable or give a writable cache (--cache-dir or "
+        f"{CACHE_ENV})"
     )
+
+
+def is_not_writable(error: OSError) -> bool:
+    """Whether ``error`` says a folder or file cannot be written (permissions, read-only)."""
+    return error.errno in _NOT_WRITABLE
 
 
 def _remove_leftovers(directory: Path, generation: int, shards: Sequence[Shard] = (),

@@ -39,10 +39,11 @@ of the PCA bound that the exact search already computes
    virtual machine can exceed the work).
 
 The built index depends only on the features, so it is cached (when a
-``cache_dir`` is given) under a key made of the features' identity and the
-index parameters, written under a temporary name and renamed into place
-(so a graph mapped from its file by a running search never changes under
-it).
+``cache_dir`` is given) under a key made of the features' identity (the
+library's generation, and a digest of the features) and the index
+parameters, written under a temporary name and renamed into place (so a
+graph mapped from its file by a running search never changes under it).
+Writing one removes the indexes of earlier generations from the folder.
 The graph is built by FAISS on all cores, and the order in which the
 threads link tiles may differ between builds: a rebuilt graph can differ
 from the cached one in a few cells' picks (each still exact among its
@@ -53,6 +54,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +66,7 @@ import numpy as np
 from .._runtime import one_blas_thread
 from ..errors import OptionError
 from ..grid import Geometry
-from ..paths import STORED_ARRAY_ERRORS, atomic_path
+from ..paths import STORED_ARRAY_ERRORS, atomic_path, remove_older_generations
 from ..progress import progress_bar
 from ._exact import _improve, cells_for_dots, exact_distances
 from ._features import (
@@ -78,8 +81,13 @@ from ._registry import Matcher, MatchRequest, MatchResult
 if TYPE_CHECKING:
     from ..options import MosaicOptions
 
-#: Version of the cached index layout (bump when it changes).
-INDEX_VERSION = 1
+#: Version of the cached index layout and key (bump when either changes).
+INDEX_VERSION = 2
+#: A cached index named for a library generation (:func:`_cache_key`).
+_INDEX_FILE = re.compile(r"(?:ivf|hnsw)-v\d+-g(?P<generation>\d+)-.+\.(?:faiss|npz)")
+#: Cached indexes of version 1, named without a generation (their keys are never made
+#: again): removed with the older generations'.
+_UNNAMED_INDEX_FILE = re.compile(r"(?:ivf|hnsw)-v1-(?:faiss|numpy)-.+\.(?:faiss|npz)")
 #: Index structures: a graph of nearest neighbours (FAISS only), an inverted file.
 STRUCTURES = ("graph", "lists")
 #: Neighbours each tile links to in the graph (HNSW's ``M``; twice as many on its bottom
@@ -258,8 +266,19 @@ def _build_graph(faiss: Any, features: TileFeatures, dimensions: int, scale: flo
 
 
 def _cache_key(features: TileFeatures, backend: str, lists: int, dimensions: int,
-               structure: str = "lists") -> str:
-    """Name of the cached index: the features' identity and the index parameters."""
+               structure: str = "lists", generation: int | None = None) -> str:
+    """Name of the cached index: the features' identity and the index parameters.
+
+    The identity is the library's ``generation`` (which changes whenever the
+    library does; with the tile count, what the features' own cache entry is
+    named by), where given, and a digest of the features, which tells apart
+    the colour spaces, transforms and geometries of one generation. The
+    digest takes in every tile's pixel sums: a library changed in one tile
+    whose bound row is not among the few sampled (and whose move in the
+    rows' order does not reach them) would otherwise read the index built
+    on its old rows. It still cannot see every change (a tile swapped for
+    another of the same sums); the generation does.
+    """
     count = len(features.bound)
     digest = hashlib.sha1()
     digest.update(np.ascontiguousarray(features.order[:1000]).astype(np.int64).tobytes())
@@ -267,22 +286,28 @@ def _cache_key(features: TileFeatures, backend: str, lists: int, dimensions: int
     spread = np.unique(np.linspace(0, count - 1, min(count, 256)).astype(np.int64))
     digest.update(np.ascontiguousarray(features.bound[spread]).tobytes())
     digest.update(np.ascontiguousarray(features.basis[:4]).tobytes())
+    # In memory, and 32 bytes a tile: a million tiles take ~30 ms (the bound rows are
+    # mapped from the disk, and all of them would be read for their digest).
+    digest.update(np.ascontiguousarray(features.norm2, np.int64).tobytes())
+    digest.update(np.ascontiguousarray(features.channel_sums, np.int64).tobytes())
+    library = "" if generation is None else f"g{generation}-"
     if structure == "graph":
-        return (f"hnsw-v{INDEX_VERSION}-{backend}-n{count}-m{GRAPH_NEIGHBOURS}-"
+        return (f"hnsw-v{INDEX_VERSION}-{library}{backend}-n{count}-m{GRAPH_NEIGHBOURS}-"
                 f"e{GRAPH_BUILD_DEPTH}-p{dimensions}-{digest.hexdigest()[:16]}")
     return (
-        f"ivf-v{INDEX_VERSION}-{backend}-n{count}-l{lists}-p{dimensions}-"
+        f"ivf-v{INDEX_VERSION}-{library}{backend}-n{count}-l{lists}-p{dimensions}-"
         f"t{TRAIN_PER_LIST}-i{KMEANS_ITERATIONS}-{digest.hexdigest()[:16]}"
     )
 
 
 def _index_path(features: TileFeatures, faiss: Any | None, lists: int, dimensions: int,
-                cache_dir: Path | None, structure: str) -> Path | None:
+                cache_dir: Path | None, structure: str,
+                generation: int | None = None) -> Path | None:
     """Where the index is cached (None without a cache folder)."""
     if cache_dir is None:
         return None
     backend = "faiss" if faiss is not None else "numpy"
-    key = _cache_key(features, backend, lists, dimensions, structure)
+    key = _cache_key(features, backend, lists, dimensions, structure, generation)
     return Path(cache_dir) / (key + (".faiss" if faiss is not None else ".npz"))
 
 
@@ -322,8 +347,14 @@ def _read_index(path: Path, features: TileFeatures, faiss: Any | None, lists: in
 
 
 def _build_and_store(features: TileFeatures, faiss: Any | None, lists: int, dimensions: int,
-                     scale: float, path: Path | None, structure: str) -> Any:
-    """Build the index and cache it at ``path`` (when given)."""
+                     scale: float, path: Path | None, structure: str,
+                     generation: int | None = None) -> Any:
+    """Build the index and cache it at ``path`` (when given).
+
+    Once it is written, the indexes of generations before ``generation`` (when
+    given) are removed from its folder: they are never read again, and each
+    is as large as the library's bound rows.
+    """
     if structure == "graph":
         index = _build_graph(faiss, features, dimensions, scale)
     elif faiss is not None:
@@ -341,6 +372,14 @@ def _build_and_store(features: TileFeatures, faiss: Any | None, lists: int, dime
                     with open(partial, "wb") as handle:
                         np.savez(handle, centroids=index.centroids, rows=index.rows,
                                  offsets=index.offsets)
+            if generation is not None:
+                remove_older_generations(path.parent, _INDEX_FILE, generation)
+                with os.scandir(path.parent) as entries:
+                    unnamed = [entry.path for entry in entries
+                               if _UNNAMED_INDEX_FILE.fullmatch(entry.name)]
+                for old in unnamed:
+                    with contextlib.suppress(OSError):
+                        os.unlink(old)
     return index
 
 
@@ -497,6 +536,7 @@ def match_approximate(
     dimensions: int | None = None,
     use_faiss: bool | None = None,
     structure: str | None = None,
+    generation: int | None = None,
 ) -> MatchResult:
     """Find a near-best tile for every cell with a graph or an inverted-file index.
 
@@ -525,6 +565,12 @@ def match_approximate(
     cache_dir : pathlib.Path, optional
         Folder for the trained index (e.g. the library's features folder);
         without it the index is built in memory each call.
+    generation : int, optional
+        The library's generation (:attr:`TileLibrary.generation`): it names
+        the cached index, and writing one removes those of earlier
+        generations from ``cache_dir``. Without it, the index is known by a
+        digest of ``features`` alone, which a library changed in a tile
+        whose sums stayed the same would share.
     nprobe : int, optional
         Lists scanned per cell (default ``DEFAULT_NPROBE``): the main
         speed/accuracy knob of the lists.
@@ -668,7 +714,7 @@ def match_approximate(
     nprobe = max(1, min(nprobe or DEFAULT_NPROBE, lists))
     scale = bound_scale(geometry)
 
-    cached = _index_path(features, faiss, lists, dimensions, cache_dir, structure)
+    cached = _index_path(features, faiss, lists, dimensions, cache_dir, structure, generation)
     with ThreadPoolExecutor(1, thread_name_prefix="mosaicist-index") as pool:
         # Reading a cached index lets go of the interpreter: the cells' bound rows
         # are made meanwhile (a graph is mapped from its file, 0.03 s at a million
@@ -679,7 +725,8 @@ def match_approximate(
         cell_rows, cell_norm2, _ = cell_bound_rows(cell_vectors, geometry, features)
         index = None if reading is None else reading.result()
     if index is None:
-        index = _build_and_store(features, faiss, lists, dimensions, scale, cached, structure)
+        index = _build_and_store(features, faiss, lists, dimensions, scale, cached, structure,
+                                 generation)
     if structure == "graph":
         # Set on every use: the cached graph keeps the depth it was built with.
         index.hnsw.efSearch = max(GRAPH_SEARCH_DEPTH, candidates)
@@ -743,4 +790,5 @@ class ApproximateMatcher(Matcher):
     def match(self, request: MatchRequest) -> MatchResult:
         return match_approximate(request.cell_vectors, request.candidates, request.geometry,
                                  request.features, request.show_progress,
-                                 cache_dir=request.library.features_dir)
+                                 cache_dir=request.library.features_dir,
+                                 generation=request.library.generation)
