@@ -206,3 +206,16 @@ def test_folder_key_is_the_same_for_every_spelling(tmp_path, monkeypatch):
     for spelling in ("lib", "a/../lib", "./a/../lib/", str(tmp_path / "a" / ".." / "lib")):
         source = open_source(spelling, tmp_path / "cache")
         assert source.key == plain.key == f"folder:{tmp_path / 'lib'}", spelling
+
+
+def test_a_spelling_through_a_link_and_up_opens_the_folder_the_system_opens(tmp_path,
+                                                                            monkeypatch):
+    # 'link/..' is the link target's parent: dropping '..' as text named another folder.
+    make_colour_folder(tmp_path / "real" / "photos", 3)
+    (tmp_path / "real" / "sub").mkdir()
+    make_colour_folder(tmp_path / "photos", 1)  # what the text alone would name
+    (tmp_path / "link").symlink_to(tmp_path / "real" / "sub")
+    monkeypatch.chdir(tmp_path)
+    source = open_source("link/../photos", tmp_path / "cache")
+    assert len(source.scan()) == 3
+    assert os.path.realpath(source.root) == str(tmp_path / "real" / "photos")

@@ -21,7 +21,6 @@ use (:func:`galaxy10_source`).
 from __future__ import annotations
 
 import math
-import os
 import pickle
 import struct
 import zipfile
@@ -35,7 +34,7 @@ from PIL import Image
 from ..aspect import SQUARE
 from ..errors import SourceError, install_extra
 from ..imaging import TILE_MAX_PIXELS, array_tile, content_hash
-from .base import DecodedTile, SourceEntry, TileSource, change_stamp
+from .base import DecodedTile, SourceEntry, TileSource, absolute_path, change_stamp
 from .download import fetch_dataset
 
 #: Images read from the file per step, at most; bounds the memory of decoding.
@@ -180,9 +179,7 @@ class ArrayFileSource(TileSource):
         id_prefix: str | None = None,
         name: str | None = None,
     ) -> None:
-        # abspath drops ``..`` (Path.absolute() keeps it), so that every spelling
-        # of the file gives one key, and one index; symbolic links stay as given.
-        self._path = Path(os.path.abspath(Path(file_path).expanduser()))
+        self._path = absolute_path(file_path)  # one key for every spelling
         suffix = self._path.suffix.lower()
         if suffix in (".h5", ".hdf5"):
             self._kind = "h5"

@@ -48,6 +48,28 @@ class SourceEntry(NamedTuple):
     locator: Any = None
 
 
+def absolute_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` (``~`` expanded) made absolute, with ``..`` dropped where that names the same place.
+
+    ``a/../lib`` and ``lib`` must give one source key (one index), but
+    :func:`os.path.abspath` drops ``..`` as text, which is not where the
+    system goes after a symbolic link (``link/..`` is the link target's
+    parent): there the path is kept as :meth:`pathlib.Path.absolute` gives it.
+    Symbolic links are never resolved otherwise, so a folder reached by a
+    link keeps its own key.
+
+    Examples
+    --------
+    >>> str(absolute_path("/photos/old/../new"))
+    '/photos/new'
+    """
+    given = Path(path).expanduser().absolute()
+    normalised = Path(os.path.abspath(given))
+    if normalised == given or os.path.realpath(normalised) == os.path.realpath(given):
+        return normalised
+    return given
+
+
 def change_stamp(status: os.stat_result) -> int:
     """When a file last changed, in nanoseconds, as far as its status can tell.
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import codecs
 import io
-import os
 import pickle
 import tarfile
 import zlib
@@ -30,7 +29,7 @@ from PIL import Image
 from ..aspect import SQUARE
 from ..errors import MosaicistError, SourceError
 from ..imaging import array_tile, content_hash
-from .base import DecodedTile, SourceEntry, TileSource, change_stamp
+from .base import DecodedTile, SourceEntry, TileSource, absolute_path, change_stamp
 from .download import fetch_dataset
 
 #: Side of a CIFAR image, and bytes of its pixels (R, G and B planes).
@@ -318,8 +317,7 @@ class CifarSource(TileSource):
         self.dataset = dataset
         self._cache_dir = Path(cache_dir)
         self._show_progress = show_progress
-        # abspath drops ``..`` (Path.absolute() keeps it): one key for every spelling.
-        self._path = Path(os.path.abspath(Path(path).expanduser())) if path else None
+        self._path = absolute_path(path) if path else None  # one key for every spelling
         if self._path is None:
             self.key = dataset
             self.name = _DISPLAY[dataset]

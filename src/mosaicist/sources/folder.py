@@ -24,6 +24,7 @@ from .base import (
     DecodedTile,
     SourceEntry,
     TileSource,
+    absolute_path,
     change_stamp,
     name_to_text,
     readable,
@@ -106,9 +107,7 @@ class FolderSource(TileSource):
     def __init__(
         self, root: str | os.PathLike[str], show_progress: bool = False, workers: int | None = None
     ) -> None:
-        # abspath, not Path.absolute(): ``a/../lib`` and ``lib`` must give one key
-        # (one index), and abspath drops ``..`` without resolving symbolic links.
-        self.root = Path(os.path.abspath(Path(root).expanduser()))
+        self.root = absolute_path(root)  # one key (one index) for every spelling
         if not self.root.is_dir():
             raise SourceError(f"{self.root}: not a folder")
         # The index stores the key as text. Escaped only where the name is not
