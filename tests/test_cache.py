@@ -249,3 +249,31 @@ def test_only_the_newest_generations_entries_stay(tmp_path):
     # A limited library (the same generation, fewer tiles) keeps the full library's entries.
     prepare_tiles(newer.tiles[:4], "lab", "flips", features, "g1-n4")
     assert len(list(features.glob("prepared-*"))) == 2
+
+
+def test_an_entry_removed_by_a_newer_generation_at_once_is_still_returned(tmp_path,
+                                                                          monkeypatch):
+    # A process of a newer generation may remove an entry between its publication and
+    # its mapping: the entry was then opened by name, and FileNotFoundError failed the run.
+    from mosaicist.match import _features, _prepare
+
+    def newer_generation_sweeps(directory, kind, generation):
+        for entry in list(directory.iterdir()):
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        return []
+
+    monkeypatch.setattr(_prepare, "remove_older_generations", newer_generation_sweeps)
+    monkeypatch.setattr(_features, "remove_older_generations", newer_generation_sweeps)
+    tiles = _tiles()
+    (tmp_path / "p").mkdir()
+    (tmp_path / "f").mkdir()
+    prepared = prepare_tiles(tiles, "lab", "flips", tmp_path / "p", "g0-n20")
+    assert isinstance(prepared, np.memmap)  # cached, not made in memory
+    np.testing.assert_array_equal(prepared, prepare_tiles(tiles, "lab", "flips", None, "g0-n20"))
+    geometry = Geometry(4, 8)
+    features = cached_features(tiles, geometry, tmp_path / "f", 0)
+    assert isinstance(features.pooled, np.memmap)
+    np.testing.assert_array_equal(features.pooled, compute_features(tiles, geometry).pooled)

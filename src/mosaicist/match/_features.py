@@ -434,12 +434,14 @@ def cached_features(
                 pooled_out.flush()
             for key in names:
                 np.save(partial / f"{key}.npy", getattr(features, key))
+            if pooled_out is not None:
+                # Mapped before it is published: a newer generation may remove it at once.
+                features.pooled = np.load(partial / "pooled.npy", mmap_mode="r",
+                                          allow_pickle=False)
     except OSError:
         # A read-only or full cache only costs computing them in memory.
         return compute_features(tiles, geometry, show_progress)
     remove_older_generations(directory, _ENTRY, generation)
-    if pooled_out is not None:
-        features.pooled = np.load(path / "pooled.npy", mmap_mode="r", allow_pickle=False)
     return features
 
 

@@ -11,6 +11,8 @@ memory-mapped file.
 
 from __future__ import annotations
 
+import contextlib
+
 import re
 from pathlib import Path
 
@@ -83,8 +85,10 @@ def prepare_tiles(
         _fill(out, tiles, metric, transforms, show_progress)
         return out
     path = directory / f"prepared-{metric}-{augment}-{key}.u8"
-    if path.exists() and path.stat().st_size == int(np.prod(shape)):
-        return np.memmap(path, np.uint8, "r", shape=shape)
+    # Mapped, an entry stays readable when a process of a newer generation removes it.
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_size == int(np.prod(shape)):
+            return np.memmap(path, np.uint8, "r", shape=shape)
     try:
         with atomic_path(path) as partial:
             out = np.memmap(partial, np.uint8, "w+", shape=shape)
@@ -93,6 +97,8 @@ def prepare_tiles(
             _fill(out, tiles, metric, transforms, show_progress)
             out.flush()
             del out
+            # Mapped before it is published: a newer generation may remove it at once.
+            prepared = np.memmap(partial, np.uint8, "r", shape=shape)
     except OSError:
         # A read-only or full cache only costs preparing them in memory.
         out = np.empty(shape, np.uint8)
@@ -101,7 +107,7 @@ def prepare_tiles(
     found = _KEY_GENERATION.match(key)
     if found is not None:
         remove_older_generations(directory, _PREPARED, int(found.group(1)))
-    return np.memmap(path, np.uint8, "r", shape=shape)
+    return prepared
 
 
 def _fill(
