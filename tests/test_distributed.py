@@ -402,6 +402,36 @@ def test_make_and_render_on_a_cluster_give_the_files_of_one_machine(client, tmp_
     assert digest(tmp_path / "here_files") == digest(tmp_path / "there_files")
 
 
+def test_a_cluster_write_stopped_midway_closes_its_bands_while_the_client_is_open(
+        client, tmp_path, monkeypatch):
+    # Interrupted, the bands' generator was closed only after the cluster had gone: its
+    # futures' cancelling printed "Exception ignored ... IOLoop is closed".
+    from mosaicist.distributed import _render
+
+    tiles = make_colour_folder(tmp_path / "tiles", 20, size=8)
+    target = tmp_path / "target.png"
+    Image.fromarray(noisy_target()).save(target)
+    options = MosaicOptions(cell_px=4, tile_px=8)
+    mosaic = make_on_cluster(client, target, tiles, options, cache_dir=tmp_path / "c")
+    made = []
+    real_bands = _render._cluster_bands
+
+    def recorded(*args, **kwargs):
+        made.append(real_bands(*args, **kwargs))
+        return made[-1]
+
+    def interrupted(path, picture, options, show_progress):
+        next(iter(picture.bands))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_render, "_cluster_bands", recorded)
+    monkeypatch.setattr(_render, "write_output", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_on_cluster(client, mosaic.renderer, tmp_path / "out.png", mosaic.options,
+                         cache_dir=tmp_path / "c", rows_per_task=2)
+    assert len(made) == 1 and made[0].gi_frame is None  # closed, its futures cancelled
+
+
 def test_an_unreachable_scheduler_is_one_line(monkeypatch):
     monkeypatch.setattr(_cluster, "CONNECT_SECONDS", 1)
     with pytest.raises(MosaicistError, match="cannot reach the Dask scheduler"):

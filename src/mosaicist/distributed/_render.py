@@ -17,6 +17,7 @@ tile pictures, and adaptive cells, are drawn here as before.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import mmap
 import os
@@ -124,10 +125,12 @@ def write_on_cluster(
     if job is None:
         renderer.write(path, options, show_progress=show_progress)
         return False
-    bands = _cluster_bands(client, job, renderer, rows_per_task)
-    picture = Picture(bands, renderer.width, renderer.height, renderer.placements,
-                      renderer.source_root)
-    write_output(path, picture, options, show_progress)
+    # Closed here, while the client is still open: a write stopped midway (Ctrl+C,
+    # SIGTERM) would otherwise cancel its futures after the cluster had closed.
+    with contextlib.closing(_cluster_bands(client, job, renderer, rows_per_task)) as bands:
+        picture = Picture(bands, renderer.width, renderer.height, renderer.placements,
+                          renderer.source_root)
+        write_output(path, picture, options, show_progress)
     return True
 
 

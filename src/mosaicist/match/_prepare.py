@@ -12,7 +12,6 @@ memory-mapped file.
 from __future__ import annotations
 
 import contextlib
-
 import re
 from pathlib import Path
 
