@@ -359,6 +359,35 @@ def test_a_png_colour_key_is_composited_as_its_rgba_equivalent(tmp_path, mode, k
     assert (target[4:14, 6:18] == 255).all() and not (target == 255).all()
 
 
+def _png_by_hand(width, bit_depth, colour_type, samples, key):
+    """A one-row PNG with a tRNS colour key, chunk by chunk (Pillow writes neither kind)."""
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", width, 1, bit_depth, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"tRNS", key)
+            + chunk(b"IDAT", zlib.compress(b"\x00" + samples)) + chunk(b"IEND", b""))
+
+
+def test_colour_keys_of_other_sample_sizes_hide_the_keyed_pixels_only():
+    # 16-bit RGB: Pillow decodes 8 bits but kept the 16-bit key, so opaque pure red
+    # (65535, 0, 0) matched the key (255, 0, 0) and turned white; the key is dropped.
+    def decoded(data):
+        with imaging._open_checked(io.BytesIO(data), None) as image:
+            image.load()
+            return np.asarray(to_rgb(image))[0].tolist()
+
+    data = _png_by_hand(2, 16, 2, struct.pack(">6H", 65535, 0, 0, 255, 0, 0),
+                        struct.pack(">3H", 255, 0, 0))
+    assert decoded(data) == [[255, 0, 0], [0, 0, 0]]
+    # 2 and 4 bits of grey: the samples are scaled to 0-255, and now the key with them.
+    data = _png_by_hand(4, 2, 0, bytes([0b00011011]), struct.pack(">H", 1))  # 0, 1, 2, 3
+    assert [pixel[0] for pixel in decoded(data)] == [0, 255, 170, 255]
+    data = _png_by_hand(4, 4, 0, bytes([0x17, 0x30]), struct.pack(">H", 3))  # 1, 7, 3, 0
+    assert [pixel[0] for pixel in decoded(data)] == [17, 119, 255, 0]
+
+
 def test_a_16_bit_grey_colour_key_is_composited_over_white():
     pixels = np.full((8, 8), 30000, np.uint16)
     pixels[:4] = 1234

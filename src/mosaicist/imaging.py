@@ -388,7 +388,34 @@ def _open_checked(source: IO[bytes] | Path, max_pixels: int | None) -> Image.Ima
     except PixelLimitError:
         image.close()
         raise
+    settle_colour_key(image)
     return image
+
+
+#: PNG greyscale raw modes of 2 and 4 bits a sample: their bits. Pillow scales the
+#: samples to 0-255 but keeps their colour key unscaled (a 1-bit key it scales itself).
+_SMALL_GREY_BITS = {"L;2": 2, "L;4": 4}
+
+
+def settle_colour_key(image: Image.Image) -> None:
+    """Make an opened PNG's colour key (tRNS) compare with the pixels Pillow decodes.
+
+    Called before the image is loaded (the file's sample layout is known only
+    then). Pillow decodes 16-bit RGB to 8 bits but keeps the 16-bit key, which
+    then matches the wrong pixels: such a key is dropped (the picture stays
+    opaque, as it always was). A greyscale key of 2 or 4 bits is scaled
+    as the samples are.
+    """
+    key = image.info.get("transparency")
+    if image.format != "PNG" or key is None or not image.tile:
+        return
+    rawmode = image.tile[0].args
+    if not isinstance(rawmode, str):
+        return
+    if image.mode == "RGB" and rawmode != "RGB":
+        del image.info["transparency"]
+    elif rawmode in _SMALL_GREY_BITS and isinstance(key, int) and not isinstance(key, bool):
+        image.info["transparency"] = key * 255 // (2 ** _SMALL_GREY_BITS[rawmode] - 1)
 
 
 _ORIENTATION = 0x0112

@@ -19,7 +19,7 @@ from .._runtime import end_with_parent, stop_process_pool, worker_count
 from ..aspect import SQUARE, height_for
 from ..crop import Window
 from ..errors import SourceError, printable
-from ..imaging import IMAGE_EXTENSIONS, ImageReadError, read_tile_file, to_rgb
+from ..imaging import IMAGE_EXTENSIONS, ImageReadError, read_tile_file, settle_colour_key, to_rgb
 from .base import (
     DecodedTile,
     SourceEntry,
@@ -209,6 +209,7 @@ class FolderSource(TileSource):
     def open_original(self, entry: SourceEntry) -> Image.Image:
         """Open the original file (EXIF orientation applied, converted to RGB)."""
         image = Image.open(self.path_of(entry.source_id))
+        settle_colour_key(image)
         return to_rgb(ImageOps.exif_transpose(image))
 
     def local_path(self, entry: SourceEntry) -> str | None:
