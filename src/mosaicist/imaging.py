@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 from .aspect import SQUARE, height_for
 from .crop import Window, centre_window, choose_window, scale_window, window_size
@@ -407,7 +407,8 @@ def settle_colour_key(image: Image.Image) -> None:
     as the samples are.
     """
     key = image.info.get("transparency")
-    if image.format != "PNG" or key is None or not image.tile:
+    if (image.format != "PNG" or key is None or not isinstance(image, ImageFile.ImageFile)
+            or not image.tile):
         return
     rawmode = image.tile[0].args
     if not isinstance(rawmode, str):

@@ -21,7 +21,7 @@ import contextlib
 import functools
 import mmap
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -179,7 +179,7 @@ def mapped_tiles(tiles: Any) -> ShardedTiles | None:
 
 
 def _cluster_bands(client: Client, job: BandJob, renderer: MosaicRenderer,
-                   rows_per_task: int | None) -> Iterator[np.ndarray]:
+                   rows_per_task: int | None) -> Generator[np.ndarray, None, None]:
     """The picture's bands, one row of cells each, drawn by the workers in groups of rows."""
     placements = renderer.placements
     tile_height = renderer.tile_height
