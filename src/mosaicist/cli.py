@@ -135,14 +135,14 @@ def _stdout_broken() -> bool:
     """Whether standard output is a pipe whose reader is gone (``mosaicist ... | head``).
 
     A broken pipe of something else (a socket, a child process) is an error
-    to report; where poll cannot tell, it is taken to be standard output's.
+    to report; so is any broken pipe where poll cannot tell.
     """
     try:
         descriptor = sys.stdout.fileno()
     except (AttributeError, OSError, ValueError):
         return False
     if not hasattr(select, "poll"):
-        return True
+        return False
     poller = select.poll()
     poller.register(descriptor, select.POLLOUT)
     # A pipe without a reader polls as an error (POLLHUP on some systems).

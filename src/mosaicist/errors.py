@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -184,10 +185,15 @@ def printable(text: str) -> str:
     'bad\\nname\\x1b[31m.png'
     >>> printable("café.jpg")
     'café.jpg'
+    >>> printable("Screenshot 10.42.17\u202fPM.png") == "Screenshot 10.42.17\u202fPM.png"
+    True
     """
     if text.isprintable():
         return text  # the common case, checked at C speed
-    return "".join(character if character.isprintable() else _escaped(character)
+    # Spaces other than ' ' (a no-break space, macOS's narrow one in screenshot names)
+    # are not "printable" to Python, but print as spaces: kept.
+    return "".join(character if character.isprintable()
+                   or unicodedata.category(character) == "Zs" else _escaped(character)
                    for character in text)
 
 

@@ -684,11 +684,12 @@ def _minimum_unmet(
               if binds]
     values = {"max_uses": "{uses}", "min_spacing": "{spacing}"}
     return MinimumUsesError(
-        "{min_uses} {low} cannot be met: {short} of the {tiles} tiles cannot each fill {low} "
-        "cells under " + " and ".join(f"{{{name}}} {values[name]}" for name in limits)
+        "{min_uses} {low} cannot be met: {short} of the {tiles} tiles cannot each fill "
+        "{cells} under " + " and ".join(f"{{{name}}} {values[name]}" for name in limits)
         + "; lower {min_uses} or relax " + " or ".join(f"{{{name}}}" for name in limits),
         low=options.min_uses, short=short, tiles=tiles, uses=options.max_uses,
         spacing=options.min_spacing,
+        cells="1 cell" if options.min_uses == 1 else f"{options.min_uses} cells",
     )
 
 
