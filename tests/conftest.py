@@ -6,6 +6,8 @@ import io
 import os
 import signal
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -205,3 +207,13 @@ def browser():
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield chromium
         chromium.close()
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited (and is not running again)."""
+    from mosaicist.paths import process_alive
+
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    assert not process_alive(child.pid)
+    return child.pid

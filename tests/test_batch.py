@@ -229,26 +229,35 @@ def _alive(pids: list[int]) -> list[int]:
     return living
 
 
+def _pool_once_one_is_finished(process, out) -> list[int]:
+    """The running batch's pool processes (its process group but itself), once an output is."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if finished(out):
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the batch ended before it could be stopped"
+    return [int(pid) for pid in subprocess.run(
+        ["pgrep", "-g", str(process.pid)], capture_output=True, text=True).stdout.split()
+        if int(pid) != process.pid]
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_batch_killed_alone_leaves_no_pool_process(data, tmp_path):
-    # kill -9 of the batch's own process only (not its group): its pool's workers
-    # used to wait for work forever, reparented to init.
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "term"])
+def test_a_batch_stopped_alone_leaves_no_pool_process(data, tmp_path, stop):
+    # A signal to the batch's own process only (not its group). kill -9: its pool's
+    # workers used to wait for work forever, reparented to init. SIGTERM: it stops its
+    # pool and exits as SIGTERM would (143), without a traceback, not at once.
     root, tiles, _, _, _ = data
     process, _, out = _started_batch(tiles, tmp_path, workers=2)
     group: list[int] = []
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:
-            if finished(out):
-                break
-            time.sleep(0.05)
-        assert process.poll() is None, "the batch ended before it could be killed"
-        group = [int(pid) for pid in subprocess.run(
-            ["pgrep", "-g", str(process.pid)], capture_output=True, text=True).stdout.split()
-            if int(pid) != process.pid]
+        group = _pool_once_one_is_finished(process, out)
         assert group, "the batch started no pool process"
-        process.kill()
+        process.send_signal(stop)
         process.wait(timeout=30)
+        if stop == signal.SIGTERM:
+            assert process.returncode == 128 + signal.SIGTERM
         deadline = time.monotonic() + 20
         while _alive(group) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -615,34 +624,3 @@ def test_batch_reports_a_dangling_link_and_makes_the_others(data, tmp_path):
     assert len(errors) == 1 and errors[0].startswith("mosaicist: error: "), result.stderr
     assert str(folder / "gone.png") in errors[0] and "broken link" in errors[0]
     assert finished(out) == [out / "img0.png"]
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_sigterm_unwinds_a_batch_and_stops_its_pool(data, tmp_path):
-    # SIGTERM to the batch's own process: it stops its pool and exits as SIGTERM
-    # would (143), without a traceback, instead of vanishing at once.
-    root, tiles, _, _, _ = data
-    process, _, out = _started_batch(tiles, tmp_path, workers=2)
-    group: list[int] = []
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:
-            if finished(out):
-                break
-            time.sleep(0.05)
-        assert process.poll() is None, "the batch ended before it could be stopped"
-        group = [int(pid) for pid in subprocess.run(
-            ["pgrep", "-g", str(process.pid)], capture_output=True, text=True).stdout.split()
-            if int(pid) != process.pid]
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
-        assert process.returncode == 128 + signal.SIGTERM
-        deadline = time.monotonic() + 20
-        while _alive(group) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not _alive(group)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        for pid in _alive(group):
-            os.kill(pid, signal.SIGKILL)

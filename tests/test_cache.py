@@ -5,29 +5,19 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
-from conftest import make_colour_folder
+from conftest import dead_pid, make_colour_folder
 from PIL import Image
 
 from mosaicist.grid import Geometry
 from mosaicist.library import TileLibrary
 from mosaicist.library import _update as update_module
 from mosaicist.match import cached_features, compute_features, prepare_tiles
-from mosaicist.paths import process_alive, remove_dead_temporaries
+from mosaicist.paths import remove_dead_temporaries
 from mosaicist.sources.folder import FolderSource
-
-
-def _dead_pid() -> int:
-    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                              capture_output=True, text=True, check=True)
-    pid = int(finished.stdout)
-    assert not process_alive(pid)
-    return pid
 
 
 def _open(folder, cache, **kwargs):
@@ -100,7 +90,7 @@ def test_dead_writers_temporaries_are_swept_when_the_index_is_opened(tmp_path):
     features = library.features_dir
     dedupe = library.directory / "dedupe-t6"
     dedupe.mkdir()
-    dead, live = _dead_pid(), os.getpid()
+    dead, live = dead_pid(), os.getpid()
     stale = [
         features / f".v6-seed-g0-n4-side8-f1-s1-d256.{dead}-abcd_123.part",
         features / f".prepared-lab-none-g0-n4.u8.{dead}-abcd1234.part.u8",
@@ -135,7 +125,7 @@ def test_dead_writers_temporaries_are_swept_when_the_index_is_opened(tmp_path):
 
 def test_a_sweep_does_not_look_into_a_temporary_folder(tmp_path):
     live = tmp_path / f".entry.{os.getpid()}-abcdefgh.part"
-    inner = live / f".inner.{_dead_pid()}-abcdefgh.part.npy"
+    inner = live / f".inner.{dead_pid()}-abcdefgh.part.npy"
     live.mkdir()
     inner.write_bytes(b"x")
     assert remove_dead_temporaries(tmp_path) == []
@@ -160,7 +150,7 @@ def _library_with_a_copy(tmp_path, generations=2):
 
 def test_a_killed_dedupe_writers_temporary_goes_at_the_next_write(tmp_path):
     _, _, library = _library_with_a_copy(tmp_path, 1)
-    dead = _dead_pid()
+    dead = dead_pid()
     dedupe = library.directory / "dedupe-t6"
     duplicates = library.directory / "duplicates"
     dedupe.mkdir()

@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ElementTree
 
 import numpy as np
 import pytest
+from conftest import dead_pid
 from PIL import Image
 
 from mosaicist import Placements
@@ -152,13 +153,6 @@ def test_read_layout_refuses_odd_descriptors(tmp_path):
         read_layout(path)
     path.write_text(path.read_text().replace("gif", "png"))
     assert read_layout(path) == DeepZoomLayout(10, 10, 254, 1, "png")
-
-
-def dead_pid() -> int:
-    """The id of a process that has exited."""
-    child = subprocess.Popen([sys.executable, "-c", ""])
-    child.wait()
-    return child.pid
 
 
 def test_next_write_removes_temporaries_of_dead_writers_only(tmp_path):

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from conftest import dead_pid
 
 from mosaicist.errors import MosaicistError, OptionError
 from mosaicist.paths import (
@@ -20,14 +21,6 @@ from mosaicist.paths import (
 )
 
 
-def _dead_pid() -> int:
-    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                              capture_output=True, text=True, check=True)
-    pid = int(finished.stdout)
-    assert not process_alive(pid)
-    return pid
-
-
 def test_temporaries_carry_the_writers_pid(tmp_path):
     final = tmp_path / "out.png"
     with atomic_path(final) as temporary:
@@ -38,7 +31,7 @@ def test_temporaries_carry_the_writers_pid(tmp_path):
 
 
 def test_a_killed_writers_leftovers_go_at_the_next_write(tmp_path):
-    dead, live = _dead_pid(), os.getpid()
+    dead, live = dead_pid(), os.getpid()
     final = tmp_path / "out.png"
     stale_file = tmp_path / f".out.png.{dead}-abcd1234.part.png"
     stale_folder = tmp_path / f".out.png.{dead}-abcd_123.part"
@@ -59,7 +52,7 @@ def test_a_killed_writers_leftovers_go_at_the_next_write(tmp_path):
 
 
 def test_a_folder_write_removes_a_killed_writers_folder(tmp_path):
-    dead = _dead_pid()
+    dead = dead_pid()
     final = tmp_path / "pyramid"
     stale = tmp_path / f".pyramid.{dead}-q1w2e3r4.part"
     (stale / "deep").mkdir(parents=True)

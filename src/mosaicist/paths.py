@@ -268,14 +268,19 @@ def remove_stale_temporaries(final: str | os.PathLike[str]) -> list[Path]:
         found = pattern.match(entry.name)
         if found is None or process_alive(int(found.group(1))):
             continue
-        path = Path(entry.path)
-        with contextlib.suppress(OSError):
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-            removed.append(path)
+        _remove_entry(entry, removed)
     return removed
+
+
+def _remove_entry(entry: os.DirEntry[str], removed: list[Path]) -> None:
+    """Delete a file or a whole folder (never a link's target), noting it in ``removed``."""
+    path = Path(entry.path)
+    with contextlib.suppress(OSError):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        removed.append(path)
 
 
 #: Any temporary of :func:`atomic_path` or :func:`atomic_folder` (``.<name>.<pid>-<random>.part``
@@ -378,13 +383,7 @@ def remove_older_generations(
         found = kind.fullmatch(entry.name)
         if found is None or entry.name.startswith(".") or int(found["generation"]) >= generation:
             continue
-        path = Path(entry.path)
-        with contextlib.suppress(OSError):
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-            removed.append(path)
+        _remove_entry(entry, removed)
     return removed
 
 
