@@ -595,12 +595,14 @@ def test_help_shows_the_defaults_that_apply(command):
     assert (options.tint, options.contrast, options.min_spacing, options.max_uses,
             options.crop) == (1.0, 0.5, 5, 1, "subject")
     for flag, value, seed in (("--tint A", "1.0", "0.0"), ("--contrast B", "0.5", "0.0"),
-                              ("--min-spacing D", "5", "1"), ("--max-uses K", "1", "none"),
+                              ("--min-spacing D", "5, shortened for a small library", "1"),
+                              ("--max-uses K", "1, raised for a small library", "none"),
                               ("--crop [centre|subject]", "subject", "centre")):
         described = text.split(flag, 1)[1]
         shown = described[described.index("[default: "):].split("]", 1)[0] + "]"
-        assert shown == (f"[default: {value} from the {DEFAULT_PRESET} preset; {seed} with "
-                         f"--preset seed]"), shown
+        value, _, eased = value.partition(", ")
+        assert shown == (f"[default: {value} from the {DEFAULT_PRESET} preset"
+                         f"{', ' + eased if eased else ''}; {seed} with --preset seed]"), shown
     assert "seed's exact pixel match" not in text
 
 

@@ -272,8 +272,12 @@ def _default_shown(declared: Setting) -> str | None:
     if declared.name != "preset" and declared.name in preset.settings:
         value = preset.settings[declared.name]
         if value != seed:
-            return (f"{'none' if value is None else value} from the {preset.name} preset; "
-                    f"{'none' if seed is None else seed} with --preset seed")
+            # A preset's use limit and spacing are wishes (match.fit_limits): a library
+            # smaller than the grid raises the one and shortens the other.
+            eased = {"max_uses": ", raised for a small library",
+                     "min_spacing": ", shortened for a small library"}.get(declared.name, "")
+            return (f"{'none' if value is None else value} from the {preset.name} preset"
+                    f"{eased}; {'none' if seed is None else seed} with --preset seed")
     return None if seed is None else str(seed)
 
 
