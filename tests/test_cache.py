@@ -267,3 +267,26 @@ def test_an_entry_removed_by_a_newer_generation_at_once_is_still_returned(tmp_pa
     features = cached_features(tiles, geometry, tmp_path / "f", 0)
     assert isinstance(features.pooled, np.memmap)
     np.testing.assert_array_equal(features.pooled, compute_features(tiles, geometry).pooled)
+
+
+def test_entries_of_the_current_generation_go_after_a_month_unused(tmp_path):
+    # A library grown by files that sort last keeps its generation: the entries of its
+    # earlier sizes (n60, then n70...) were never removed. Those unused for a month go.
+    from mosaicist.paths import UNUSED_ENTRY_AGE
+
+    tiles = _tiles(30)
+    geometry = Geometry(4, 8)
+    cached_features(tiles[:10], geometry, tmp_path, 0)
+    cached_features(tiles[:20], geometry, tmp_path, 0)
+    old = time.time() - UNUSED_ENTRY_AGE - 3600
+    for entry in tmp_path.iterdir():
+        os.utime(entry, (old, old))
+    # Read again, the first is in use: its stamp is renewed.
+    cached_features(tiles[:10], geometry, tmp_path, 0)
+    cached_features(tiles, geometry, tmp_path, 0)
+    names = sorted(entry.name.split("-")[3] for entry in tmp_path.iterdir())
+    assert names == ["n10", "n30"]
+    prepare_tiles(tiles[:20], "lab", "none", tmp_path, "g0-n20")
+    os.utime(tmp_path / "prepared-lab-none-g0-n20.u8", (old, old))
+    prepare_tiles(tiles, "lab", "none", tmp_path, "g0-n30")
+    assert not (tmp_path / "prepared-lab-none-g0-n20.u8").exists()

@@ -346,8 +346,26 @@ def _last_change(path: Path) -> float:
     return latest
 
 
+#: Seconds a cache entry of the current generation may go unused (:func:`mark_used`)
+#: before the writer of another entry of its kind removes it: a library that grows by
+#: files sorting last keeps its generation, and its earlier sizes' entries (``n<N>``,
+#: those a ``--limit N`` would read) would otherwise stay forever.
+UNUSED_ENTRY_AGE = 30 * 24 * 3600.0
+
+
+def mark_used(path: str | os.PathLike[str]) -> None:
+    """Stamp a cache entry as read now (its modification time), where the cache allows.
+
+    :func:`remove_older_generations` removes the entries left unused for
+    :data:`UNUSED_ENTRY_AGE`; a read-only cache is left as it is.
+    """
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
 def remove_older_generations(
-    folder: str | os.PathLike[str], kind: re.Pattern[str], generation: int
+    folder: str | os.PathLike[str], kind: re.Pattern[str], generation: int,
+    unused_for: float = UNUSED_ENTRY_AGE,
 ) -> list[Path]:
     """Remove the entries of ``folder`` of ``kind`` made for generations before ``generation``.
 
@@ -356,8 +374,10 @@ def remove_older_generations(
     library's cache grows by one set of entries each time it changes. A
     process still reading an older entry keeps what it opened or
     memory-mapped (POSIX keeps an unlinked file until it is closed); one
-    that has yet to open it finds it gone and makes it again. Temporaries
-    (hidden names) are left to their writers.
+    that has yet to open it finds it gone and makes it again. Entries of
+    any generation that were neither written nor read (:func:`mark_used`)
+    for ``unused_for`` seconds go too. Temporaries (hidden names) are left
+    to their writers.
 
     Parameters
     ----------
@@ -368,6 +388,9 @@ def remove_older_generations(
         generation in the group named ``generation``.
     generation : int
         The generation just written: entries of earlier ones go.
+    unused_for : float
+        Seconds after which an entry of this or a later generation that
+        has not been used goes as well.
 
     Returns
     -------
@@ -379,10 +402,17 @@ def remove_older_generations(
         entries = list(os.scandir(folder))
     except OSError:
         return removed
+    stale = time.time() - unused_for
     for entry in entries:
         found = kind.fullmatch(entry.name)
-        if found is None or entry.name.startswith(".") or int(found["generation"]) >= generation:
+        if found is None or entry.name.startswith("."):
             continue
+        if int(found["generation"]) >= generation:
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime >= stale:
+                    continue
+            except OSError:
+                continue
         _remove_entry(entry, removed)
     return removed
 

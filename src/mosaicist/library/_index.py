@@ -49,7 +49,7 @@ from ..crop import CROP_MODES, Window, crop_method, window_size
 from ..dedupe import duplicate_groups, duplicate_leaders, tile_signatures
 from ..errors import MosaicistError, OptionError, check_range, shown_type
 from ..options import TILE_PX_RANGE
-from ..paths import atomic_path, remove_older_generations
+from ..paths import atomic_path, mark_used, remove_older_generations
 from ..paths import cache_dir as default_cache_dir
 from ..sources import TileSource, open_source
 from ._manifest import (
@@ -324,6 +324,7 @@ class TileLibrary:
         with contextlib.suppress(OSError, ValueError):
             leaders = np.load(cache)
             if leaders.shape == (len(self),) and leaders.dtype == np.int64:
+                mark_used(cache)
                 return leaders
         hashes, colours = self.signatures()
         leaders = duplicate_leaders(hashes, colours, threshold)
@@ -703,17 +704,22 @@ def _packed_subset(tiles: np.ndarray, kept: np.ndarray, store: Path,
     tile_bytes = int(np.prod(tiles.shape[1:]))
     with contextlib.suppress(OSError, ValueError):
         if store.stat().st_size == len(kept) * tile_bytes:
-            return np.memmap(store, dtype=np.uint8, mode="r", shape=shape)
+            packed = np.memmap(store, dtype=np.uint8, mode="r", shape=shape)
+            mark_used(store)
+            return packed
     try:
         store.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(store) as partial, open(partial, "wb") as handle:
-            step = max(1, min(COPY_CHUNK, (64 << 20) // max(1, tile_bytes)))
-            for start in range(0, len(kept), step):
-                handle.write(np.ascontiguousarray(tiles[kept[start:start + step]]).tobytes())
+        with atomic_path(store) as partial:
+            with open(partial, "wb") as handle:
+                step = max(1, min(COPY_CHUNK, (64 << 20) // max(1, tile_bytes)))
+                for start in range(0, len(kept), step):
+                    handle.write(np.ascontiguousarray(tiles[kept[start:start + step]]).tobytes())
+            # Mapped before it is published: a newer generation may remove it at once.
+            packed = np.memmap(partial, dtype=np.uint8, mode="r", shape=shape)
     except OSError:
         return np.asarray(tiles[kept])
     remove_older_generations(store.parent, _PACKED_SUBSET, generation)
-    return np.memmap(store, dtype=np.uint8, mode="r", shape=shape)
+    return packed
 
 
 def _current_generation(directory: Path) -> int:

@@ -66,7 +66,7 @@ import numpy as np
 from .._runtime import one_blas_thread
 from ..errors import OptionError
 from ..grid import Geometry
-from ..paths import STORED_ARRAY_ERRORS, atomic_path, remove_older_generations
+from ..paths import STORED_ARRAY_ERRORS, atomic_path, mark_used, remove_older_generations
 from ..progress import progress_bar
 from ._exact import _improve, cells_for_dots, exact_distances
 from ._features import (
@@ -337,11 +337,13 @@ def _read_index(path: Path, features: TileFeatures, faiss: Any | None, lists: in
             if index.ntotal == len(features.bound) and (
                     hasattr(index, "hnsw") if graph
                     else getattr(index, "nlist", None) == lists):
+                mark_used(path)
                 return index
         else:
             with np.load(path, allow_pickle=False) as stored:
                 loaded = _NumpyIndex(stored["centroids"], stored["rows"], stored["offsets"])
             if loaded.offsets[-1] == len(features.bound):
+                mark_used(path)
                 return loaded
     except (*STORED_ARRAY_ERRORS, RuntimeError):
         pass  # A damaged entry (a truncated archive too) is rebuilt.

@@ -45,7 +45,7 @@ import numpy as np
 
 from .._runtime import one_blas_thread, release_pages
 from ..grid import Geometry
-from ..paths import atomic_folder, remove_older_generations, reserve_space
+from ..paths import atomic_folder, mark_used, remove_older_generations, reserve_space
 from ..progress import progress_bar
 
 #: Tiles per chunk while computing features.
@@ -415,6 +415,7 @@ def cached_features(
                 pooled = np.load(path / "pooled.npy", mmap_mode="r", allow_pickle=False)
             features = TileFeatures(**arrays, pooled=pooled)
             if len(features.bound) == len(tiles) and (pooled is None or len(pooled) == len(tiles)):
+                mark_used(path)
                 return features
         except (OSError, ValueError):
             pass

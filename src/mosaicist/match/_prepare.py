@@ -19,7 +19,7 @@ import numpy as np
 
 from .._runtime import release_pages
 from ..colour import encode
-from ..paths import atomic_path, remove_older_generations, reserve_space
+from ..paths import atomic_path, mark_used, remove_older_generations, reserve_space
 from ..progress import progress_bar
 from ..transforms import AUGMENT_SETS, apply_transform, augment_transforms
 
@@ -87,7 +87,9 @@ def prepare_tiles(
     # Mapped, an entry stays readable when a process of a newer generation removes it.
     with contextlib.suppress(FileNotFoundError):
         if path.stat().st_size == int(np.prod(shape)):
-            return np.memmap(path, np.uint8, "r", shape=shape)
+            prepared = np.memmap(path, np.uint8, "r", shape=shape)
+            mark_used(path)
+            return prepared
     try:
         with atomic_path(path) as partial:
             out = np.memmap(partial, np.uint8, "w+", shape=shape)
