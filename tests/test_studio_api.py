@@ -378,7 +378,7 @@ def test_folders(api, world):
         ("/", 403), ("/etc", 403), (str(world["outside"]), 403),
         (str(home / "escape"), 403), (str(home / "escape" / "photos"), 403),
         (str(home / ".." / "outside"), 403), (str(home) + "/../../..", 403),
-        ("tiles", 400), ("~nobody-here", 400), ("\x00", 400),
+        ("tiles", 400), ("~nobody-here", 400), ("\x00", 400), (str(home / ("a" * 300)), 400),
         (str(home / "missing"), 404), (str(world["tiles"] / "p00.png"), 404),
     ]:
         response = api.get("/api/folders", params={"path": path})

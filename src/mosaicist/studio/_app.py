@@ -213,6 +213,14 @@ class Studio:
             raise WebError(400, f"{text}: not a valid path") from None
         if not self.inside_roots(real):
             raise self._outside(text)
+        try:
+            # Path.is_dir() and friends raise where the path cannot be looked up at all (a
+            # name over 255 bytes, a loop of links, no permission): a 400 here, not a 500.
+            os.stat(real)
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # said by the caller, which knows what it looked for
+        except OSError as error:
+            raise WebError(400, f"{text}: {error.strerror or 'not a valid path'}") from None
         return real
 
     def tiles_spec(self, value: object) -> str:

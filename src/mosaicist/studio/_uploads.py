@@ -61,12 +61,21 @@ def display_name(filename: str | None) -> str:
     'passwd.jpg'
     >>> display_name("")
     'target'
+    >>> display_name("a" * 100 + ".png") == "a" * 76 + ".png"
+    True
     """
     name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(character for character in unicodedata.normalize("NFC", name)
                    if unicodedata.category(character)[0] != "C")
     name = re.sub(r"\s+", " ", name).strip(" .")
-    return name[:MAX_NAME_LENGTH] or "target"
+    if len(name) > MAX_NAME_LENGTH:
+        # Shortened in its stem: the extension names the kind of picture (and downloads).
+        stem, dot, suffix = name.rpartition(".")
+        if dot and stem and 0 < len(suffix) <= 10:
+            name = stem[:MAX_NAME_LENGTH - len(suffix) - 1].rstrip(" .") + "." + suffix
+        else:
+            name = name[:MAX_NAME_LENGTH]
+    return name or "target"
 
 
 def decode_upload(
