@@ -95,6 +95,9 @@ def test_match_px_default_follows_tile_px_unless_given():
     assert given.replace(match_px=None).match_px == 32
     with pytest.raises(TypeError, match="unknown settings: colour"):
         MosaicOptions().replace(colour="red")
+    # Also an OptionError (as a misspelt name in a mapping of settings is), with a hint.
+    with pytest.raises(OptionError, match=r"unknown settings: cel_px \(did you mean cell_px\?\)"):
+        MosaicOptions().replace(cel_px=8)
     with pytest.raises(OptionError, match="tint"):
         MosaicOptions().replace(tint=3)
 

@@ -38,9 +38,10 @@ was written), and unknown names are refused.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -272,6 +273,21 @@ def setting(
                 "high": high, "unit": unit, "metavar": metavar, "section": section}
     # The field itself defaults to "unset", so that a preset can tell what was given.
     return field(default=_UNSET, metadata={_SETTING: declared})
+
+
+class UnknownSettingError(OptionError, TypeError):
+    """Keywords that are not settings: a :class:`TypeError` as for any unexpected keyword
+    argument, and an :class:`OptionError` as for any other setting mosaicist cannot use."""
+
+
+def unknown_settings(names: Iterable[str]) -> UnknownSettingError:
+    """The error for keywords that are not settings, each with the nearest setting's name."""
+    fields = list(_fields())
+    shown = []
+    for name in sorted(names):
+        close = difflib.get_close_matches(name, fields, n=1)
+        shown.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return UnknownSettingError("unknown settings: " + ", ".join(shown))
 
 
 @dataclass(frozen=True)
@@ -516,12 +532,13 @@ class MosaicOptions:
 
         Raises
         ------
-        TypeError
-            For a name that is not a setting.
+        UnknownSettingError
+            For a name that is not a setting (a :class:`TypeError`, as for
+            any unexpected keyword, and an :class:`OptionError`).
         """
         unknown = set(changes) - set(_fields())
         if unknown:
-            raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
+            raise unknown_settings(unknown)
         values = {name: getattr(self, name) for name in self._given}
         return MosaicOptions(**(values | changes))
 

@@ -16,6 +16,7 @@ the grid is cut (:mod:`mosaicist.grid`), the library indexed or updated
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import sys
@@ -414,8 +415,12 @@ def _as_options(options: object) -> MosaicOptions:
         # A saved report's "settings" carry a version: read those as such.
         hint = ("; settings saved with a version are read by MosaicOptions.from_json"
                 if "version" in unknown else "")
+        known = list(setting_names())
+        names = [f"{name} (did you mean {close[0]}?)" if close else name
+                 for name in unknown
+                 for close in [difflib.get_close_matches(name, known, n=1)]]
         raise OptionError("{options} holds names that are not settings: {names}" + hint,
-                          names=", ".join(unknown))
+                          names=", ".join(names))
     return MosaicOptions(**options)
 
 
