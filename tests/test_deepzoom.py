@@ -225,3 +225,32 @@ def test_rectangular_mosaic_pyramid_and_viewer(tmp_path):
                       options=MosaicOptions(aspect="2:3"))
     with pytest.raises(MosaicistError, match="grid of 2:3 cells"):
         write_viewer(tmp_path / "wall.dzi", tall)
+
+
+def test_a_users_page_or_manifest_beside_the_pyramid_is_not_overwritten(tmp_path):
+    from test_render import random_placements
+
+    from mosaicist import MosaicOptions
+    from mosaicist.render import IndexPictures, MosaicRenderer
+
+    tiles = np.random.default_rng(5).integers(0, 256, (4, 6, 6, 3), dtype=np.uint8)
+    placements = random_placements(3, 4, 4)
+    renderer = MosaicRenderer(placements, IndexPictures(tiles, placements.tile))
+    options = MosaicOptions(dzi_tile_size=16, dzi_format="png")
+    path, page = tmp_path / "site.dzi", tmp_path / "site.html"
+    manifest = tmp_path / "site.viewer.json"
+    renderer.write(path, options)
+    renderer.write(path, options)  # our own page and manifest are replaced
+    assert page.is_file() and manifest.is_file()
+    ours = page.read_bytes()
+    for companion, what in ((page, "viewer page"), (manifest, "viewer manifest")):
+        kept = companion.read_bytes()
+        companion.write_text("<h1>my own page</h1>\n" if companion == page else '{"mine": 1}\n')
+        with pytest.raises(MosaicistError) as caught:
+            renderer.write(path, options)
+        assert str(caught.value).startswith(f"{companion}: is not a {what} mosaicist wrote")
+        assert "\n" not in str(caught.value)
+        assert b"mine" in companion.read_bytes() or b"my own" in companion.read_bytes()
+        companion.write_bytes(kept)
+    renderer.write(path, options)
+    assert page.read_bytes() == ours

@@ -104,6 +104,11 @@ HOSTILE = {
     "top-level null": (lambda d: None, "format"),
     "no format": (lambda d: {**d, "format": "other"}, "format"),
     "version text": (_set("version", "2"), "version"),
+    # True == 1 and 2.0 == 2: read as versions, the settings were ignored or misread.
+    "version true": (_set("version", True), "version True"),
+    "version float": (_set("version", 2.0), "version 2.0"),
+    # A lone surrogate ("\udcff" in JSON) reached the index as a UnicodeEncodeError.
+    "surrogate in tile": (_set("cells.tile.1", "\udcff.png"), "cells.tile[1]"),
     "version 99": (_set("version", 99), "version"),
 }
 
@@ -157,11 +162,66 @@ def test_hostile_placements_csv_is_one_clear_error(tmp_path, text, word):
     assert word in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
 
 
+_FULL_HEADER = ("row,col,tile,distance,position,transform,tint_0,tint_1,tint_2,"
+                "gain_0,gain_1,gain_2\n")
+
+
+@pytest.mark.parametrize(("lines", "message"), [
+    # The last line cut after tint_0: its other tints and gains took their defaults.
+    (["0,0,a.png,1,0,identity,1,2,3,1,1,1", "0,1,b.png,1,1,identity,4"],
+     "line 3 has 7 fields, the header has 12"),
+    # A line with a field too many: the extra was dropped without a word.
+    (["0,0,a.png,1,0,identity,1,2,3,1,1,1,9", "0,1,b.png,1,1,identity,4,5,6,1,1,1"],
+     "line 2 has 13 fields, the header has 12"),
+    (["0,0,a.png,1,0,identity,1,2,3,1,1,1", "", "0,1"],
+     "line 4 has 2 fields, the header has 12"),
+    (["0,0,a.png,1,0,identity,1,2,3,1,1,1", "x"], "line 3 has 1 field, the header has 12"),
+])
+def test_csv_line_of_another_field_count_is_refused(tmp_path, lines, message):
+    path = _csv(tmp_path, _FULL_HEADER + "\n".join(lines) + "\n")
+    with pytest.raises(MosaicistError) as caught:
+        Placements.read(path)
+    assert str(caught.value) == f"{path}: not a valid placements file ({message})"
+
+
+def test_csv_line_numbers_count_blank_lines_and_quoted_newlines(tmp_path):
+    path = _csv(tmp_path, 'row,col,tile,distance,position\n0,0,"a\nb.png",1,0\n\n'
+                          '0,0,c.png,1,1\n')
+    with pytest.raises(MosaicistError, match="line 5: cell .* is also on line 2"):
+        Placements.read(path)
+
+
+def test_old_csv_without_the_newer_columns_still_reads(tmp_path):
+    path = _csv(tmp_path, "row,col,tile,distance,position\n0,0,a.png,1,0\n0,1,b.png,2,1\n")
+    back = Placements.read(path)
+    assert back.source_ids == ["a.png", "b.png"]
+    assert (back.tint == 0).all() and (back.gain == 1).all()
+    assert back.transform.tolist() == [0, 0]
+
+
+def test_csv_settings_are_those_of_a_json_file_without_settings(tmp_path):
+    # A CSV records no settings: they follow the rule of JSON files that lack them
+    # (the seed preset's declared defaults), not the default preset's.
+    placements = Placements(1, 2, np.array([0, 1]), np.array([1, 2]), ["a.png", "b.png"])
+    placements.write(tmp_path / "p.csv")
+    placements.write(tmp_path / "p.json")
+    back = Placements.read(tmp_path / "p.csv")
+    document = json.loads((tmp_path / "p.json").read_text())
+    document["settings"] = {"version": document["settings"]["version"]}
+    bare = Placements.from_json(document)
+    assert back.options.to_json() == bare.options.to_json()
+    assert (back.options.preset, back.options.crop, back.options.metric) == (
+        "seed", "centre", "seed")
+    assert back.options.overlay == 0 and back.options.tint == 0
+    assert not back.settings_recorded and Placements.read(tmp_path / "p.json").settings_recorded
+
+
 def test_tile_id_problem_allows_library_paths_only():
     for good in ("a.png", "sub/b c.png", "..hidden.png", "a..b/c.png", "data_batch_1:17",
                  "caf\\xe9.png", "C:x.png"):
         assert tile_id_problem(good) is None, good
-    for bad in ("", "/abs.png", "../x.png", "a/../../x.png", "a/..", "a\0.png"):
+    for bad in ("", "/abs.png", "../x.png", "a/../../x.png", "a/..", "a\0.png", "\udcff.png",
+                "é\ud800"):
         assert tile_id_problem(bad) is not None, bad
 
 

@@ -257,3 +257,136 @@ def test_dressed_tiles_are_the_formula_and_leave_their_input_alone(metric):
     shifted = np.full((1, 2, 2, 3), -3.6)
     assert from_space(shifted.copy(), "seed", overwrite=True).tolist() == from_space(
         shifted, "seed").tolist()
+
+
+# --- the render command: what a placements file records, and what it cannot ---------------
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from mosaicist.cli import main
+
+    return CliRunner().invoke(main, [str(arg) for arg in args])
+
+
+def _one_line_error(result, *words):
+    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mosaicist: error: "), result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.fixture
+def made(tmp_path):
+    """Make a tinted Lab mosaic with an overlay: its folder, target, tiles and cache."""
+    Image.fromarray(noisy_target()[:32, :48]).save(tmp_path / "target.png")
+    tiles = make_colour_folder(tmp_path / "tiles", 12)
+
+    def make(*extra, tiles=tiles):
+        result = _cli("make", tmp_path / "target.png", "--tiles", tiles, "--preset", "seed",
+                      "--cell", 8, "--tile-px", 8, "--cache-dir", tmp_path / "cache", "-q",
+                      *extra)
+        assert result.exit_code == 0, result.output
+
+    return tmp_path, make
+
+
+def _pixels(path):
+    return np.asarray(Image.open(path)).astype(int)
+
+
+def test_csv_render_warns_of_settings_it_lacks_and_takes_metric_and_crop(made):
+    root, make = made
+    make("--metric", "lab", "--tint", "0.6", "-o", root / "m.png", "--placements",
+         root / "p.json")
+    Placements.read(root / "p.json").write(root / "p.csv")
+    common = ("--tiles", root / "tiles", "--tile-px", 8, "--cache-dir", root / "cache")
+    # Its tints are Lab units: drawn as sRGB levels, the picture differs, and it says so once.
+    drawn = _cli("render", root / "p.csv", "-o", root / "r.png", *common)
+    assert drawn.exit_code == 0, drawn.output
+    warnings = [line for line in drawn.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1, drawn.stderr
+    assert f"{root / 'p.csv'}: a CSV placements file records no settings" in warnings[0]
+    assert "--placements NAME.json" in warnings[0] and "--metric" in warnings[0]
+    assert np.abs(_pixels(root / "r.png") - _pixels(root / "m.png")).max() > 1
+    # Told the metric, it draws the same picture, without the warning.
+    told = _cli("render", root / "p.csv", "-o", root / "t.png", "--metric", "lab",
+                "--crop", "centre", *common)
+    assert told.exit_code == 0 and "warning" not in told.stderr, told.output
+    assert np.abs(_pixels(root / "t.png") - _pixels(root / "m.png")).max() <= 1
+    # A JSON file records them: another value would draw a picture it was not matched for.
+    _one_line_error(_cli("render", root / "p.json", "-o", root / "j.png", "--metric", "seed",
+                         *common), "--metric", "p.json", "records lab")
+    same = _cli("render", root / "p.json", "-o", root / "j.png", "--metric", "lab", *common)
+    assert same.exit_code == 0, same.output
+
+
+def test_csv_render_of_seed_placements_is_the_picture_without_warning(made):
+    # Wide photos, detailed at the left: the seed preset cuts them at the centre, the
+    # default (balanced) one around their detail, which a CSV re-render used.
+    root, make = made
+    rng = np.random.default_rng(6)
+    wide = root / "wide"
+    wide.mkdir()
+    for index in range(12):
+        photo = np.empty((16, 48, 3), np.uint8)
+        photo[:] = rng.integers(0, 256, 3)
+        photo[:, :12] = rng.integers(0, 256, (16, 12, 3))
+        Image.fromarray(photo).save(wide / f"w{index:02d}.png")
+    make("-o", root / "m.png", "--placements", root / "p.csv", tiles=wide)
+    drawn = _cli("render", root / "p.csv", "-o", root / "r.png", "--tiles", wide,
+                 "--tile-px", 8, "--cache-dir", root / "cache")
+    assert drawn.exit_code == 0 and "warning" not in drawn.stderr, drawn.output
+    assert np.abs(_pixels(root / "r.png") - _pixels(root / "m.png")).max() <= 1
+
+
+def _edited(root, name, **changes):
+    import json
+
+    document = json.loads((root / "p.json").read_text())
+    for key, value in changes.items():
+        place, _, field = key.rpartition(".")
+        (document[place] if place else document)[field] = value
+    (root / name).write_text(json.dumps(document))
+    return root / name
+
+
+def test_overlay_refuses_a_target_that_no_longer_holds_the_grid(made):
+    root, make = made
+    make("--overlay", "0.5", "-o", root / "m.png", "--placements", root / "p.json")
+    target = str(root / "target.png")
+    # A crop window outside the target: an IndexError traceback from the overlay's bands.
+    _one_line_error(_cli("render", _edited(root, "crop.json", **{"crop.left": 1000}), "-o",
+                         root / "r.png", "--cache-dir", root / "cache"),
+                    target, "window at (1000, 0)", "48x32 target")
+    # The target replaced by a smaller picture: blended stretched without a word.
+    Image.open(target).resize((24, 16)).save(target)
+    _one_line_error(_cli("render", root / "p.json", "-o", root / "r.png",
+                         "--cache-dir", root / "cache"), target, "24x16 target")
+    assert not (root / "r.png").exists()
+    # No target named: "None: the overlay needs...".
+    _one_line_error(_cli("render", _edited(root, "none.json", target=None), "-o",
+                         root / "r.png", "--cache-dir", root / "cache"),
+                    "none.json: the overlay (0.5) needs the target picture, and this file "
+                    "names none")
+
+
+def test_target_crop_checks_the_window_and_names_the_problem(tmp_path):
+    from mosaicist.render import target_crop
+
+    Image.fromarray(noisy_target()[:20, :30]).save(tmp_path / "t.png")
+    placements = random_placements(2, 3, 4)
+    placements.target = str(tmp_path / "t.png")
+    placements.options = placements.options.replace(cell_px=8)
+    placements.crop = (6, 4)
+    assert target_crop(placements).shape == (16, 24, 3)
+    placements.crop = (7, 4)
+    with pytest.raises(MosaicistError, match="24x16 window at \\(7, 4\\) does not lie inside "
+                                             "this 30x20 target"):
+        target_crop(placements)
+    placements.target = None
+    with pytest.raises(MosaicistError, match="^the overlay needs the target picture, and these "
+                                             "placements do not name one$"):
+        target_crop(placements)

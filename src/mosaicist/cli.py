@@ -528,6 +528,37 @@ def _make_summary(mosaic: Any, output: Path) -> str:
     )
 
 
+#: Settings ``render`` takes only for CSV placements, which do not record how they were made.
+_CSV_SETTINGS = ("metric", "crop")
+
+
+def _check_recorded(path: Path, placements: Any, given: dict[str, Any], quiet: bool) -> None:
+    """Refuse :data:`_CSV_SETTINGS` that contradict a JSON file; warn where a CSV may draw wrongly.
+
+    A JSON file's tints are in its recorded metric's units and its tiles
+    were matched cut by its recorded crop: another value would draw a
+    different picture than the one matched. A CSV file records neither, nor
+    the overlay; its tints or gains show that the defaults may not be what
+    it was made with.
+    """
+    if placements.settings_recorded:
+        for name in _CSV_SETTINGS:
+            recorded = getattr(placements.options, name)
+            if name in given and given[name] != recorded:
+                raise OptionError(f"{{{name}}}: {{path}} records {{recorded}}, the {name} it "
+                                  f"was made with; {{{name}}} is for CSV placements, which "
+                                  "record none", path=path, recorded=recorded)
+        return
+    if (quiet or any(name in given for name in _CSV_SETTINGS)
+            or not ((placements.tint != 0).any() or placements.has_gain)):
+        return
+    click.echo(printable(
+        f"mosaicist: warning: {path}: a CSV placements file records no settings, so its tints "
+        "are drawn as sRGB levels, its photos cut at the centre and no overlay blended, which "
+        "may not be how it was made; give --metric and --crop, or render the JSON placements "
+        "file (--placements NAME.json), which records them"), err=True)
+
+
 @main.command(
     epilog="""\b
 Examples:
@@ -544,11 +575,16 @@ Examples:
 @click.option("--tiles", default=None,
               help="Tile source (needed for CSV placements, which do not record it).")
 @click.option("--scheduler", default=None, metavar="ADDRESS", help=_SCHEDULER_HELP)
-@_setting_options("tile_px", "aspect", "dpi", *_OUTPUT_SETTINGS, show_default=False, help={
+@_setting_options("tile_px", "aspect", *_CSV_SETTINGS, "dpi", *_OUTPUT_SETTINGS,
+                  show_default=False, help={
     "tile_px": "Output pixels per tile across (up to 1024; the height follows the aspect) "
                "[default: as in PLACEMENTS].",
     "aspect": "Shape of the tiles as width:height [default: as in PLACEMENTS; 1:1 for CSV "
               "placements, which do not record it].",
+    "metric": "For CSV placements, which do not record it: the metric they were made with, "
+              "whose units their tints are in [default: seed].",
+    "crop": "For CSV placements, which do not record it: where photos were cut to the "
+            "tiles' shape when they were made [default: centre].",
     "dpi": "Resolution recorded in the output file [default: as in PLACEMENTS].",
     "dzi_tile_size": "Deep Zoom tile side, without overlap [default: as in PLACEMENTS].",
     "dzi_overlap": "Pixels each Deep Zoom tile shares with its neighbours [default: as in "
@@ -556,7 +592,7 @@ Examples:
     "dzi_format": "Deep Zoom tile format [default: as in PLACEMENTS].",
 })
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=_CACHE_HELP)
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars, warnings or summary.")
 def render(
     placements_path: Path,
     output: Path,
@@ -571,7 +607,8 @@ def render(
     Tiles are made from the library's original images at --tile-px, with the
     recorded transforms, tint and overlay; the picture is streamed, so any
     size fits in bounded memory. Settings not given are those recorded in
-    PLACEMENTS (CSV files record none: the defaults).
+    PLACEMENTS (CSV files record none: the seed preset's defaults; give
+    --metric and --crop as they were made with).
     """
     from .placements import Placements
     from .render import check_output, output_format, placements_renderer
@@ -579,7 +616,12 @@ def render(
     started = time.perf_counter()
     _check_distinct(output, output_format(output), (placements_path, "placements file"))
     placements = Placements.read(placements_path)
-    options = placements.options.replace(**_given(settings))
+    given = _given(settings)
+    _check_recorded(placements_path, placements, given, quiet)
+    options = placements.options.replace(**given)
+    if options.overlay > 0 and not placements.target:
+        raise MosaicistError(f"{placements_path}: the overlay ({options.overlay:g}) needs the "
+                             "target picture, and this file names none")
     check_output(output, placements.cols * options.tile_px,
                  placements.rows * options.tile_height, options)
     show = progress_enabled(quiet)

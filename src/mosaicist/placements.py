@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from .errors import MosaicistError
-from .options import MosaicOptions
+from .options import SETTINGS_VERSION, MosaicOptions
 from .paths import atomic_path
 from .transforms import SHAPE_KEEPING, TRANSFORM_NAMES, transform_code
 
@@ -89,8 +89,9 @@ class Placements:
         ``seed``, Lab units for ``lab``, Oklab units for ``oklab``); zeros by
         default.
     options : MosaicOptions, optional
-        The settings the mosaic was made with (the defaults when not known,
-        as for CSV files); among them the ``aspect`` of cells and tiles, so
+        The settings the mosaic was made with (default: ``MosaicOptions()``;
+        :meth:`read_csv` gives the ``seed`` preset's, as for a JSON file
+        without settings); among them the ``aspect`` of cells and tiles, so
         that a render draws tiles of the same shape.
     source : str, optional
         Spec of the tile source (see :func:`mosaicist.sources.open_source`).
@@ -109,6 +110,13 @@ class Placements:
         :func:`mosaicist.render.changed_tiles`), or a function of the placed
         tiles' ids that gives them, called when they are first asked for
         (only a JSON file needs them).
+
+    Attributes
+    ----------
+    settings_recorded : bool
+        Whether ``options`` are those the mosaic was made with: False for a
+        CSV file, which records no settings (its tints may be in another
+        metric's units, its photos cut otherwise, its overlay left out).
 
     Raises
     ------
@@ -176,6 +184,7 @@ class Placements:
         self.source = source
         self.target = target
         self.crop = crop
+        self.settings_recorded = True
         self._hashes = None if hashes is None or callable(hashes) else dict(hashes)
         self._hash_lookup = hashes if callable(hashes) else None
 
@@ -346,6 +355,10 @@ class Placements:
         if not isinstance(data, Mapping) or data.get("format") != JSON_FORMAT:
             raise ValueError("missing format marker")
         version = data.get("version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            # True == 1 and 2.0 == 2 in Python: neither is a version a writer puts there.
+            raise MosaicistError(f"placements version {_shown(version)} is not valid "
+                                 f"(a whole number, 1 to {RECT_VERSION})")
         if version == 1:
             settings = {"version": 1, **{name: data[name] for name in _V1_SETTINGS
                                          if name in data}}
@@ -389,43 +402,69 @@ class Placements:
     def read_csv(cls, path: str | os.PathLike[str]) -> Placements:
         """Read placements written by :meth:`write_csv` (also the older 5-column form).
 
+        A CSV file records no settings: they are read as those of a JSON
+        file that has none (:meth:`MosaicOptions.from_json
+        <mosaicist.options.MosaicOptions.from_json>`: the ``seed`` preset's
+        declared defaults), and :attr:`settings_recorded` is False. Columns
+        that later versions added may be missing from the header (their
+        defaults then), but every line must have as many fields as the header.
+
         Raises
         ------
         ValueError
-            When a row or a field is malformed (the message names it).
+            When a row or a field is malformed (the message names it and its line).
         """
+        records: list[dict[str, Any]] = []
+        lines: list[int] = []
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            header = reader.fieldnames or []
+            reader = csv.reader(handle)
+            header = next(reader, None) or []
             missing = [name for name in ("row", "col", "tile", "distance", "position")
                        if name not in header]
             if missing:
                 raise ValueError(f"no {', '.join(missing)} column")
-            records = list(reader)
+            start = reader.line_num + 1
+            for fields in reader:
+                if fields:  # blank lines are skipped, as csv.DictReader does
+                    # A cut or merged line would otherwise take defaults for the
+                    # fields it lacks (or drop those it has too many of) without a word.
+                    if len(fields) != len(header):
+                        raise ValueError(f"line {start} has {_counted(len(fields), 'field')}, "
+                                         f"the header has {len(header)}")
+                    records.append(dict(zip(header, fields, strict=True)))
+                    lines.append(start)
+                start = reader.line_num + 1
         if not records:
             raise ValueError("no rows")
         if all(name in header for name in RECT_HEADER):
-            return cls._read_rect_csv(records)
+            placements = cls._read_rect_csv(records, lines)
+        else:
+            placements = cls._read_grid_csv(records, lines)
+        placements.settings_recorded = False
+        return placements
+
+    @classmethod
+    def _read_grid_csv(cls, records: list[dict[str, Any]], lines: list[int]) -> Placements:
+        """Placements of a uniform grid from CSV records (``lines``: their line numbers)."""
         where: dict[tuple[int, int], int] = {}
-        for line, record in enumerate(records, 2):
+        for index, (line, record) in enumerate(zip(lines, records, strict=True)):
             key = (_csv_number(record, "row", line, int), _csv_number(record, "col", line, int))
             if key[0] < 0 or key[1] < 0:
                 raise ValueError(f"line {line}: row and col must be at least 0")
             if key in where:
-                raise ValueError(f"line {line}: cell {key} is also on line {where[key]}")
-            where[key] = line
+                raise ValueError(f"line {line}: cell {key} is also on line {lines[where[key]]}")
+            where[key] = index
         rows = max(row for row, _ in where) + 1
         cols = max(col for _, col in where) + 1
         if len(records) != rows * cols:
             raise ValueError(f"{len(records)} rows for a {rows}x{cols} grid")
-        keys = sorted(where)
-        order = [records[where[key] - 2] for key in keys]
-        return cls._from_csv_records(rows, cols, order, [where[key] for key in keys])
+        order = [where[key] for key in sorted(where)]
+        return cls._from_csv_records(rows, cols, [records[index] for index in order],
+                                     [lines[index] for index in order])
 
     @classmethod
-    def _read_rect_csv(cls, records: list[dict[str, Any]]) -> Placements:
+    def _read_rect_csv(cls, records: list[dict[str, Any]], lines: list[int]) -> Placements:
         """Placements of cells of several sizes from CSV records (columns ``x,y,w,h``)."""
-        lines = list(range(2, len(records) + 2))
         corner = np.array([[_csv_number(record, name, line, float) for name in RECT_HEADER]
                            for line, record in zip(lines, records, strict=True)], np.float64)
         rows = max(math.ceil(float((corner[:, 1] + corner[:, 3]).max())), 1)
@@ -463,6 +502,7 @@ class Placements:
             np.array([transform_code(name) for name in columns["transform"]], np.int8),
             np.array(columns["tint"], np.float64),
             gain=np.array(columns["gain"], np.float64),
+            options=MosaicOptions.from_json({"version": SETTINGS_VERSION}),
             rect=rect,
         )
 
@@ -603,7 +643,7 @@ def tile_id_problem(tile_id: str) -> str | None:
 
     A tile id is the tile's path relative to its library's folder, ``/``
     between folders (or a dataset's own name for an image): it must not be
-    empty, absolute, hold a NUL or a ``..`` step. Sources check again where
+    empty, absolute, hold a NUL, a lone surrogate or a ``..`` step. Sources check again where
     they open files (:meth:`FolderSource.path_of
     <mosaicist.sources.FolderSource.path_of>`, which also knows the
     platform's other separators), so that resolving an id never leaves the
@@ -613,6 +653,13 @@ def tile_id_problem(tile_id: str) -> str | None:
         return "is empty"
     if "\0" in tile_id:
         return "holds a NUL character"
+    if not tile_id.isascii():
+        try:
+            tile_id.encode("utf-8")
+        except UnicodeEncodeError:
+            # JSON may escape a lone surrogate ("\udcff"); ids are valid text (a name's
+            # bytes that are not UTF-8 are written \xHH), and the index refuses others.
+            return "is not valid Unicode text (a lone surrogate)"
     if tile_id.startswith("/"):
         return "is an absolute path"
     if ".." in tile_id.split("/"):
@@ -659,6 +706,10 @@ def _csv_number(record: Mapping[str, Any], name: str, line: int, kind: type,
     if kind is float and not math.isfinite(value):
         raise ValueError(f"line {line}: {name} must be a finite number, got {text!r}")
     return value
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _count(value: object, name: str, least: int = 1) -> int:

@@ -430,7 +430,8 @@ class DeepZoomFormat(OutputFormat):
 
         ``NAME_files`` is replaced whole: an existing one must be a pyramid
         (level folders only), never a folder that holds other files. The
-        viewer's page and manifest must be files.
+        viewer's page and manifest are replaced too: existing ones must be
+        files this program wrote (:func:`_ours`), never a page of the user's.
         """
         check_layout(options.dzi_tile_size, options.dzi_overlap, options.dzi_format)
         folder = files_folder(path)
@@ -452,9 +453,12 @@ class DeepZoomFormat(OutputFormat):
                     f"{folder}: holds what is not a Deep Zoom pyramid's ({shown}), and the "
                     "pyramid replaces that folder whole; move them or choose another output "
                     "name")
-        for companion, what in self.companions(path)[1:]:
+        for (companion, what), marker in zip(self.companions(path)[1:], _MARKERS, strict=True):
             if companion.is_dir():
                 raise MosaicistError(f"{companion}: the {what} is a directory")
+            if companion.exists() and not _ours(companion, marker):
+                raise MosaicistError(f"{companion}: is not a {what} mosaicist wrote, and the "
+                                     f"{what} replaces it; move it or choose another output name")
 
     def companions(self, path: Path) -> tuple[tuple[Path, str], ...]:
         """The tile folder, and the viewer's page and manifest."""
@@ -476,6 +480,28 @@ class DeepZoomFormat(OutputFormat):
             from ..viewer import write_viewer
 
             write_viewer(path, picture.placements, source_root=picture.source_root)
+
+
+#: What begins every viewer page and manifest this program writes (the page's
+#: ``<meta name="generator">``, the manifest's ``format``), in the order of
+#: :meth:`DeepZoomFormat.companions` after the tile folder.
+_MARKERS = (b'<meta name="generator" content="mosaicist">',
+            b'{"format": "mosaicist-viewer-manifest"')
+#: Bytes of a companion's beginning searched for its marker.
+_MARKER_SPAN = 4096
+
+
+def _ours(path: Path, marker: bytes) -> bool:
+    """Whether the file at ``path`` holds ``marker`` near its start (one of ours).
+
+    A file that cannot be read is not ours: writing would replace what the
+    user put there.
+    """
+    try:
+        with open(path, "rb") as handle:
+            return marker in handle.read(_MARKER_SPAN)
+    except OSError:
+        return False
 
 
 DEEP_ZOOM = DeepZoomFormat()

@@ -458,13 +458,23 @@ def target_crop(placements: Placements) -> np.ndarray:
     Raises
     ------
     MosaicistError
-        When the placements do not name a target or it is not found.
+        When the placements do not name a target, it is not found, or the
+        grid's crop window does not lie inside it (the target was replaced
+        or edited since: blending another picture's pixels would be wrong).
     """
     target = placements.target
-    if not target or not Path(target).exists():
+    if not target:
+        raise MosaicistError("the overlay needs the target picture, and these placements do "
+                             "not name one")
+    if not Path(target).exists():
         raise MosaicistError(f"{target}: the overlay needs the target picture, which is not found")
-    cell_px, cell_height = placements.options.cell_px, placements.options.cell_height
+    width = placements.cols * placements.options.cell_px
+    height = placements.rows * placements.options.cell_height
     left, top = placements.crop
     picture = read_target(target, placements.options.max_target_pixels)
-    return picture[top:top + placements.rows * cell_height,
-                   left:left + placements.cols * cell_px]
+    if left + width > picture.shape[1] or top + height > picture.shape[0]:
+        raise MosaicistError(
+            f"{target}: the overlay's {width}x{height} window at ({left}, {top}) does not lie "
+            f"inside this {picture.shape[1]}x{picture.shape[0]} target (replaced or edited "
+            "since the placements were made?)")
+    return picture[top:top + height, left:left + width]
