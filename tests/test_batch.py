@@ -624,3 +624,160 @@ def test_batch_reports_a_dangling_link_and_makes_the_others(data, tmp_path):
     assert len(errors) == 1 and errors[0].startswith("mosaicist: error: "), result.stderr
     assert str(folder / "gone.png") in errors[0] and "broken link" in errors[0]
     assert finished(out) == [out / "img0.png"]
+
+
+def _statuses(report: Path) -> dict[str, str]:
+    return {Path(entry["name"]).name: entry["status"]
+            for entry in json.loads(report.read_text())["targets"]}
+
+
+def test_outputs_of_other_settings_are_never_taken_for_done(data, tmp_path):
+    # An --overwrite run with new settings that stopped early (here: given one target of
+    # two) left the other output of the old settings; the new settings' resume made it
+    # done, and the folder mixed two batches.
+    root, tiles, targets, _, _ = data
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    both = [targets / "img0.png", targets / "img1.png"]
+    base = ["--tiles", tiles, "-o", out, *GRID, "--workers", 1, "-q"]
+    assert run(["batch", *both, *base, "--preset", "seed"]).exit_code == 0
+    assert run(["batch", both[0], *base, "--preset", "varied", "--overwrite"]).exit_code == 0
+    result = run(["batch", *both, *base, "--preset", "varied", "--report", report])
+    assert result.exit_code == 0, result.output
+    assert _statuses(report) == {"img0.png": "skipped", "img1.png": "made"}
+    assert (out / "img1.png").read_bytes() == make_output(
+        data, both[1], tmp_path / "img1-make.png", "--preset", "varied")
+
+
+def test_a_target_edited_is_made_again_and_another_with_its_stem_refused(data, tmp_path):
+    root, tiles, targets, _, _ = data
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    mine = tmp_path / "mine" / "a.png"
+    mine.parent.mkdir()
+    Image.fromarray(_picture(40, 32)).save(mine)
+    base = ["--tiles", tiles, "-o", out, *GRID, "--workers", 1, "-q", "--report", report]
+    assert run(["batch", mine, *base]).exit_code == 0
+    # Another picture whose output has the same name: refused, as within one run.
+    other = tmp_path / "other" / "a.png"
+    other.parent.mkdir()
+    Image.fromarray(_picture(40, 32, 9)).save(other)
+    before = (out / "a.png").read_bytes()
+    result = run(["batch", other, *base])
+    assert result.exit_code == 1 and "earlier batch" in result.stderr, result.output
+    assert str(mine) in result.stderr and (out / "a.png").read_bytes() == before
+    # The same file edited since: made again.
+    Image.fromarray(_picture(40, 32, 21)).save(mine)
+    os.utime(mine, ns=(time.time_ns(), time.time_ns() + 10**9))
+    result = run(["batch", mine, *base])
+    assert result.exit_code == 0, result.output
+    assert _statuses(report) == {"a.png": "made"}
+    assert (out / "a.png").read_bytes() == make_output(data, mine, tmp_path / "make.png")
+
+
+def test_cut_short_outputs_are_made_again_and_unreadable_frames_named(data, tmp_path):
+    root, tiles, targets, _, _ = data
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    both = [targets / "img0.png", targets / "img1.png"]
+    base = ["--tiles", tiles, "-o", out, *GRID, "--workers", 1, "-q", "--format", "jpg"]
+    assert run(["batch", *both, *base]).exit_code == 0
+    whole = (out / "img0.jpg").read_bytes()
+    with open(out / "img0.jpg", "r+b") as handle:
+        handle.truncate(100)  # a power cut's half-written output
+    (out / "img1.jpg").write_bytes(b"")
+    result = run(["batch", *both, *base, "--report", report])
+    assert result.exit_code == 0, result.output
+    assert _statuses(report) == {"img0.png": "made", "img1.png": "made"}
+    assert (out / "img0.jpg").read_bytes() == whole
+    # Damaged since it was recorded (same size): the video names the file and the remedy.
+    damaged = whole[:200] + bytes(len(whole) - 200)
+    (out / "img0.jpg").write_bytes(damaged)
+    result = run(["batch", *both, *base, "--video", tmp_path / "v.mp4"])
+    assert result.exit_code == 1
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 1 and str(out / "img0.jpg") in errors[0], result.stderr
+    assert "--overwrite" in errors[0] and "Traceback" not in result.output
+
+
+def test_batch_mosaics_arguments_as_make_mosaic_takes_them(data, tmp_path):
+    from mosaicist.batch import batch_mosaics
+
+    root, tiles, targets, _, _ = data
+    # One path is one target (not its characters); a mapping is settings.
+    result = batch_mosaics(targets / "img0.png", tiles, tmp_path / "one",
+                           {"cell_px": CELL, "tile_px": TILE}, workers=1)
+    assert [Path(entry.output).name for entry in result.made] == ["img0.png"]
+    result = batch_mosaics(str(targets), tiles, tmp_path / "folder", cell_px=CELL,
+                           tile_px=TILE, workers=1)
+    assert len(result.made) == 3 and not result.failed
+    good: dict = {"targets": [targets / "img0.png"], "tiles": tiles,
+                  "output_dir": tmp_path / "bad"}
+    for name, value in (("targets", None), ("targets", [5]), ("tiles", None),
+                        ("output_dir", None), ("workers", 1.5), ("workers", True),
+                        ("workers", "2"), ("stable", None), ("stable", True), ("stable", "0.5"),
+                        ("fps", True), ("fps", "5"), ("overwrite", "no"), ("options", [1])):
+        with pytest.raises(OptionError) as caught:
+            batch_mosaics(**{**good, name: value}, cell_px=CELL, tile_px=TILE)
+        assert name in str(caught.value), (name, value, caught.value)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_script_without_the_main_guard_is_told_so(data, tmp_path):
+    root, tiles, targets, _, _ = data
+    script = tmp_path / "script.py"
+    script.write_text("from mosaicist.batch import batch_mosaics\n"
+                      f"batch_mosaics([{str(targets / 'img0.png')!r}], {str(tiles)!r}, "
+                      f"{str(tmp_path / 'out')!r}, cell_px={CELL}, tile_px={TILE}, workers=1)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode != 0
+    assert "__main__" in done.stderr.strip().splitlines()[-1], done.stderr
+    assert "out of memory" not in done.stderr and done.stderr.count("Traceback") == 1
+
+
+def test_a_folder_of_targets_named_in_a_list_file_is_not_the_output_folder(data, tmp_path):
+    tiles = data[1]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(_picture(40, 32)).save(photos / "a.jpg", quality=95)
+    (photos / "list.txt").write_text(".\n")
+    for _ in range(2):
+        result = run(["batch", photos / "list.txt", "--tiles", tiles, "-o", photos, *GRID])
+        assert result.exit_code != 0
+        assert "folder of targets" in result.stderr and len(result.stderr.splitlines()) == 1
+        assert sorted(path.name for path in photos.iterdir()) == ["a.jpg", "list.txt"]
+
+
+def test_a_device_that_cannot_run_is_one_error_before_any_work(data, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    root, tiles, _, _, video = data
+    out = tmp_path / "out"
+    result = run(["batch", video, "--tiles", tiles, "-o", out, *GRID, "--device", "cuda",
+                  "--cache-dir", tmp_path / "cache"])
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--device" in lines[0], result.stderr
+    assert not out.exists() and not (tmp_path / "cache").exists()
+
+
+def test_settings_that_change_no_output_are_not_guarded(data, tmp_path):
+    root, tiles, targets, _, _ = data
+    base = ["--tiles", tiles, *GRID, "--workers", 1, "-q"]
+    # Stability changes video frames only; a JPEG quality does not change a PNG.
+    for number, (first, second) in enumerate((
+            (["--stable", 0.5], []),
+            (["--format", "png"], ["--format", "jpg", "--quality", 50]),
+            (["--format", "png", "--quality", 90], ["--format", "png"]))):
+        out = tmp_path / f"out{number}"
+        assert run(["batch", targets / "img0.png", *base, "-o", out, *first]).exit_code == 0
+        result = run(["batch", targets / "img0.png", targets / "img1.png", *base, "-o", out,
+                      *second])
+        assert result.exit_code == 0, (first, second, result.output)
+    # What does change them still is refused (out1 holds JPEGs of quality 50).
+    result = run(["batch", targets / "img0.png", *base, "-o", tmp_path / "out1", "--format", "jpg",
+                  "--quality", 60])
+    assert result.exit_code != 0 and "jpeg_quality" in result.stderr
+    # A rate no video can have is refused without --video too.
+    result = run(["batch", targets / "img0.png", *base, "-o", tmp_path / "fps", "--fps", 0])
+    assert result.exit_code != 0 and "--fps" in result.stderr

@@ -40,10 +40,13 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import json
+import numbers
 import os
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
 from concurrent.futures import wait as wait_futures
 from concurrent.futures.process import BrokenProcessPool
@@ -55,7 +58,7 @@ from typing import Any
 import numpy as np
 
 from .._runtime import stop_process_pool, worker_count
-from ..errors import MosaicistError, OptionError
+from ..errors import MosaicistError, OptionError, shown_type
 from ..options import MosaicOptions
 from ..paths import atomic_path, check_writable
 from ..progress import progress_bar
@@ -74,6 +77,16 @@ VIDEO_FORMATS = (".png", ".jpg", ".jpeg", ".webp")
 ATTEMPTS = 3
 #: Jobs queued per worker (keeps every worker busy without decoding far ahead).
 QUEUED_PER_WORKER = 2
+#: Settings that change no output of a format (by suffix; the others change every one).
+#: Left out of the guarded record, so that changing them is not refused for nothing.
+NOT_IN_OUTPUTS = {
+    ".png": ("jpeg_quality", "dzi_tile_size", "dzi_overlap", "dzi_format", "compute_metrics"),
+    ".dzi": ("compute_metrics",),
+}
+NOT_IN_RASTERS = ("dzi_tile_size", "dzi_overlap", "dzi_format", "compute_metrics")
+#: Set in the pool's processes while they start: the path a process re-running an
+#: unguarded script's batch call touches, so that the batch says so instead of retrying.
+UNGUARDED_ENV = "MOSAICIST_BATCH_UNGUARDED"
 
 ErrorListener = Callable[[str, str], None]
 
@@ -211,10 +224,10 @@ class BatchResult:
 
 
 def batch_mosaics(
-    targets: Iterable[str | os.PathLike[str]],
+    targets: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
     tiles: str | os.PathLike[str] = "cifar10",
     output_dir: str | os.PathLike[str] = ".",
-    options: MosaicOptions | None = None,
+    options: MosaicOptions | Mapping[str, Any] | None = None,
     *,
     format: str = "png",
     scheduler: str | None = None,
@@ -233,16 +246,18 @@ def batch_mosaics(
 
     Parameters
     ----------
-    targets : iterable of path-like
+    targets : path-like or iterable of path-like
         Image files, video files (every frame a target), folders of them,
         and list files (``.txt``, one per line); see :mod:`mosaicist.batch`.
+        One path is one item.
     tiles : str or path-like
         The tile source spec, as for ``make``.
     output_dir : path-like
         Where outputs go (made if missing): ``<stem>.<format>``, a video's
         frames ``<video stem>-<frame:06d>.<format>``.
-    options : MosaicOptions, optional
-        The settings of every mosaic (``**settings`` replace some).
+    options : MosaicOptions or mapping, optional
+        The settings of every mosaic, as ``make_mosaic`` takes them
+        (``**settings`` replace some).
     format : str
         Output format, as a suffix without the dot: ``png``, ``jpg``,
         ``webp``, ``tif``, ``dzi``... (any of :data:`mosaicist.render.OUTPUT_FORMATS`).
@@ -279,27 +294,37 @@ def batch_mosaics(
     ------
     OptionError, MosaicistError
         For settings, an output folder, a video or a tile source that cannot
-        be used: before any target is made.
+        be used: before any target is made. Also when called while a worker
+        process re-runs a script that calls it without the
+        ``if __name__ == "__main__":`` guard.
     """
+    _refuse_bootstrapping()
     started = time.perf_counter()
-    options = options or MosaicOptions()
+    from ..pipeline import _as_options
+
+    options = _as_options(options)  # as make_mosaic reads it: a mapping is settings
     if settings:
         options = options.replace(**settings)
+    items = _target_items(targets)
+    _check_arguments(tiles=tiles, output_dir=output_dir, video=video, workers=workers,
+                     stable=stable, fps=fps, overwrite=overwrite)
     suffix = _output_suffix(format)
     if scheduler is not None:
         from ..distributed import parse_scheduler
 
         parse_scheduler(scheduler)  # a bad address is an error before any work
-    if workers is not None and workers < 1:
-        raise OptionError("{workers} must be at least 1, got {value}", value=workers)
     hundredths = strength_hundredths(stable)
     _check_settings(options, hundredths)
+    # Checked even without a video: a rate that could never be used is a mistake.
+    from ._video import video_rate
+
+    rate = None if fps is None else video_rate(fps)
     outdir = Path(output_dir).expanduser().absolute()
     video_path = None if video is None else Path(video).expanduser().absolute()
-    rate = None
     if video_path is not None:
-        rate = _check_video(video_path, suffix, fps)
-    _check_output_folder(outdir, targets)
+        _check_video(video_path, suffix)
+    found, rejected = collect_targets(items)
+    _check_output_folder(outdir, items, found)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -312,11 +337,11 @@ def batch_mosaics(
     cache = str(resolve_cache(cache_dir))
     spec = _tiles_spec(tiles)
     state = _State(outdir)
-    recorded = {"version": STATE_VERSION, "tiles": spec, "settings": options.to_json(),
-                "stable": hundredths}
+    # Stability changes only video frames: a batch of images does not record it.
+    has_frames = any(target.video for target in found)
+    recorded = _guarded(spec, options, suffix, hundredths if has_frames else None)
     state.check(recorded, overwrite)
 
-    found, rejected = collect_targets(targets)
     if not found and not rejected:
         raise MosaicistError("no image or video among the targets given")
     found, replaced = _without_overwritten(found, outdir, suffix, video_path)
@@ -328,7 +353,8 @@ def batch_mosaics(
     planned = _prepare(found, spec, options, cache, show_progress, quiet, report)
 
     jobs = _Jobs(outdir, suffix, spec, options, cache, stable if hundredths else 0.0,
-                 state, overwrite)
+                 state, overwrite, images=_digest(_guarded(spec, options, suffix, None)),
+                 frames=_digest(_guarded(spec, options, suffix, hundredths)))
     runner: _Runner
     if scheduler is not None:
         runner = _DaskRunner(scheduler)
@@ -358,8 +384,8 @@ def batch_mosaics(
             if sources:
                 # Only now, with work to do and somewhere to run it: a run that failed
                 # before (no target, no cluster) leaves the folder to the next one's settings.
-                state.claim(recorded)
-            _run(runner, sources, report)
+                state.claim(recorded, overwrite)
+            _run(runner, sources, report, jobs)
         except BaseException:
             runner.abort()  # interrupted: targets in progress are left (atomically) undone
             raise
@@ -372,7 +398,9 @@ def batch_mosaics(
         }
     if video_path is not None:
         outputs = _video_outputs(found, result, videos, jobs)
-        missing = [name for name, path in outputs if not Path(path).exists()]
+        # Made or found finished by this run: a failed target's old output is not a frame.
+        whole = {entry.output for entry in result.results if entry.status != "failed"}
+        missing = [name for name, path in outputs if path not in whole]
         if missing:
             result.video_error = (f"not written: {len(missing)} of {len(outputs)} frames "
                                   f"are missing (the first: {missing[0]})")
@@ -383,9 +411,15 @@ def batch_mosaics(
 
             if rate is None:  # no --fps: the rate of the batch's one video, else the default
                 rate = (_source_rate(videos[0].rate) if len(videos) == 1 else None) or DEFAULT_FPS
-            result.video = write_video(_read_outputs([path for _, path in outputs]), video_path,
-                                       rate)
-            if len(videos) == 1 and len(outputs) == videos[0].frames:
+            try:
+                result.video = write_video(_read_outputs([path for _, path in outputs]),
+                                           video_path, rate)
+            except _UnreadableOutput as error:
+                result.video_error = f"not written: {error}"
+                if on_error is not None:
+                    on_error(str(video), result.video_error)
+            if result.video is not None and len(videos) == 1 \
+                    and len(outputs) == videos[0].frames:
                 result.flicker[videos[0].target.stem]["pixel_change"] = result.video.pixel_change
     result.seconds = time.perf_counter() - started
     return result
@@ -401,11 +435,96 @@ def _output_suffix(format: str) -> str:
     return suffix
 
 
+def _refuse_bootstrapping() -> None:
+    """Refuse a call made while a spawned process re-runs the main script.
+
+    The pool's processes are spawned: each runs the main script again, and a
+    call at the script's top level (no ``if __name__ == "__main__":``) would
+    start a batch in every one of them. The process that finds itself there
+    marks it for the batch (:data:`UNGUARDED_ENV`), which says so in one line,
+    and ends quietly.
+    """
+    import multiprocessing
+
+    if not getattr(multiprocessing.current_process(), "_inheriting", False):
+        return
+    marker = os.environ.get(UNGUARDED_ENV)
+    if marker:
+        with contextlib.suppress(OSError):
+            Path(marker).touch()
+        raise SystemExit(1)
+    raise MosaicistError(_UNGUARDED)
+
+
+_UNGUARDED = ("batch_mosaics was called while a worker process re-ran the script that calls "
+              "it: put the call under 'if __name__ == \"__main__\":'")
+
+
+def _target_items(targets: object) -> list[str | os.PathLike[str]]:
+    """``targets`` as a list of items: one path is one item, not its characters."""
+    if isinstance(targets, str | os.PathLike):
+        return [targets]
+    if isinstance(targets, bytes) or not isinstance(targets, Iterable):
+        raise OptionError("{targets} must be a path or an iterable of paths, got {value}",
+                          value=shown_type(targets))
+    items = list(targets)  # read once: a generator is looked at twice
+    for item in items:
+        if not isinstance(item, str | os.PathLike):
+            raise OptionError("{targets} must hold paths, got {value}",
+                              value=shown_type(item))
+    return items
+
+
+def _check_arguments(*, tiles: object, output_dir: object, video: object, workers: object,
+                     stable: object, fps: object, overwrite: object) -> None:
+    """Refuse arguments of the wrong type by name, as ``make_mosaic`` does (a bool is no number)."""
+    for name, value in (("tiles", tiles), ("output_dir", output_dir), ("video", video)):
+        if not isinstance(value, str | os.PathLike) and not (name == "video" and value is None):
+            raise OptionError(f"{{{name}}} must be a path, got {{value}}",
+                              value=shown_type(value))
+    if workers is not None and (isinstance(workers, bool)
+                                or not isinstance(workers, numbers.Integral) or workers < 1):
+        raise OptionError("{workers} must be a whole number, at least 1, got {value}",
+                          value=shown_type(workers))
+    if isinstance(stable, bool) or not isinstance(stable, numbers.Real):
+        raise OptionError("{stable} must be a number, got {value}", value=shown_type(stable))
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, numbers.Real)):
+        raise OptionError("{fps} must be a number of frames per second, got {value}",
+                          value=shown_type(fps))
+    if not isinstance(overwrite, bool | np.bool_):
+        raise OptionError("{overwrite} must be True or False, got {value}",
+                          value=shown_type(overwrite))
+
+
+def _guarded(spec: str, options: MosaicOptions, suffix: str, stable: int | None
+             ) -> dict[str, Any]:
+    """What makes the outputs in ``suffix``: the record the folder's guard compares.
+
+    Settings that change none of them are left out (:data:`NOT_IN_OUTPUTS`),
+    and ``stable`` (None) where no output is a video frame.
+    """
+    settings = options.to_json()
+    for name in NOT_IN_OUTPUTS.get(suffix, NOT_IN_RASTERS):
+        settings.pop(name, None)
+    record: dict[str, Any] = {"version": STATE_VERSION, "tiles": spec, "settings": settings}
+    if stable is not None:
+        record["stable"] = stable
+    return json.loads(json.dumps(record))  # as it reads back
+
+
+def _digest(record: dict[str, Any]) -> str:
+    """A short fingerprint of a :func:`_guarded` record, kept with each output."""
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def _check_settings(options: MosaicOptions, hundredths: int) -> None:
     """The checks ``make`` makes before any work, and those of stability."""
     from ..match import fitted_matcher
 
     matcher, fitted, _ = fitted_matcher(options)
+    # A missing package or device (CUDA) once, here, not once per target after indexing.
+    matcher.check_runs(fitted)
     if hundredths:
         if fitted.adaptive:
             raise OptionError("{stable} does not combine with {adaptive}")
@@ -416,20 +535,22 @@ def _check_settings(options: MosaicOptions, hundredths: int) -> None:
         check_adaptive(fitted)
 
 
-def _check_output_folder(outdir: Path, items: Iterable[str | os.PathLike[str]]) -> None:
+def _check_output_folder(outdir: Path, items: Iterable[str | os.PathLike[str]],
+                         found: Iterable[BatchTarget]) -> None:
     """Refuse an output folder that is a folder of targets, before any work.
 
     Its mosaics would replace the pictures they are made from where the
     format is the same, and be taken for targets by the next run (which
-    resumes by looking at the outputs) where it is not.
+    resumes by looking at the outputs) where it is not. A folder named in a
+    list file counts as one named directly.
     """
     folder = outdir.resolve()
-    for item in items:
-        path = Path(item).expanduser()
-        if path.is_dir() and path.resolve() == folder:
-            raise OptionError("{output_dir} {value} is a folder of targets: its mosaics "
-                              "would be taken for targets; choose another",
-                              value=str(item))
+    named = [str(item) for item in items
+             if Path(item).expanduser().is_dir() and Path(item).expanduser().resolve() == folder]
+    named += [str(target.folder) for target in found if target.folder == folder]
+    if named:
+        raise OptionError("{output_dir} {value} is a folder of targets: its mosaics "
+                          "would be taken for targets; choose another", value=named[0])
 
 
 def _without_overwritten(
@@ -458,24 +579,16 @@ def _without_overwritten(
     return kept, rejected
 
 
-def _check_video(path: Path, suffix: str, fps: float | Fraction | None) -> Fraction | None:
-    """Check the video out's settings before any work; return the ``fps`` it will have.
-
-    Returns
-    -------
-    fractions.Fraction or None
-        ``fps`` as the rate the video is written at (None: not given).
-    """
-    from ._video import video_codec, video_rate
+def _check_video(path: Path, suffix: str) -> None:
+    """Check the video out's settings before any work (its rate is checked apart)."""
+    from ._video import video_codec
 
     if suffix not in VIDEO_FORMATS:
         raise OptionError("{video} is made from the outputs: use {format} "
                           + ", ".join(name.lstrip(".") for name in VIDEO_FORMATS)
                           + ", not {value}", value=suffix.lstrip("."))
-    rate = None if fps is None else video_rate(fps)
     video_codec(path)
     check_writable(path, "video")
-    return rate
 
 
 def _source_rate(rate: Fraction | None) -> Fraction | None:
@@ -503,39 +616,55 @@ def _mean(values: Iterable[float | None]) -> float | None:
 
 
 class _State:
-    """``OUTDIR/.mosaicist-batch``: the settings record and the frames' picks."""
+    """``OUTDIR/.mosaicist-batch``: the settings record, each output's record, the picks.
+
+    ``settings.json`` guards the folder: a run whose settings differ from
+    those its outputs were made with is refused (:meth:`check`). It is
+    written when work starts, before any output is replaced, so it alone
+    cannot tell which outputs are whose: each output's own record
+    (``outputs/<output name>.json``: the digest of the settings that made
+    it, its target's path, size and modification time, and its size),
+    written once the output is published, is what makes it finished.
+    """
 
     def __init__(self, outdir: Path) -> None:
         self.folder = outdir / STATE_FOLDER
         self.record = self.folder / "settings.json"
+        self.outputs = self.folder / "outputs"
 
     def check(self, settings: dict[str, Any], overwrite: bool) -> None:
         """Refuse a folder whose outputs were made with other settings, unless ``overwrite``.
 
         Only outputs count: a folder whose record is there but that holds
         none (its batch failed before making any) takes the new settings.
+        A setting one record leaves out (it changes none of its outputs) is
+        no difference.
         """
-        settings = json.loads(json.dumps(settings))  # as it reads back
         recorded = self._recorded()
-        if (recorded is not None and recorded != settings and not overwrite
-                and self._holds_outputs()):
-            changed = sorted(
-                name for name in set(recorded.get("settings", {})) | set(settings["settings"])
-                if recorded.get("settings", {}).get(name) != settings["settings"].get(name))
-            changed += [name for name in ("tiles", "stable", "version")
-                        if recorded.get(name) != settings[name]]
+        if overwrite or not isinstance(recorded, dict):
+            return
+        changed = _changed(recorded, settings)
+        if changed and self._holds_outputs():
             raise OptionError(
                 "{path} holds outputs made with other settings ({changed}); use {overwrite} "
                 "to make them again, or another folder", path=str(self.folder.parent),
-                changed=", ".join(changed) or "unknown")
+                changed=", ".join(changed))
 
-    def claim(self, settings: dict[str, Any]) -> None:
-        """Record ``settings`` as those of the folder's outputs (after :meth:`check`)."""
-        settings = json.loads(json.dumps(settings))
+    def claim(self, settings: dict[str, Any], overwrite: bool = False) -> None:
+        """Record ``settings`` as those of the folder's outputs (after :meth:`check`).
+
+        Without ``overwrite`` the settings the new record leaves out are kept
+        from the old one: outputs made with them are still there.
+        """
+        recorded = self._recorded()
+        if not overwrite and isinstance(recorded, dict):
+            settings = {**recorded, **settings,
+                        "settings": {**(recorded.get("settings") or {}), **settings["settings"]}}
         try:
             (self.folder / "picks").mkdir(parents=True, exist_ok=True)
-            if self._recorded() != settings:
-                with atomic_path(self.record) as temporary:
+            self.outputs.mkdir(exist_ok=True)
+            if recorded != settings:
+                with atomic_path(self.record, durable=True) as temporary:
                     temporary.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
         except OSError as error:
             raise MosaicistError(f"{self.folder}: {error.strerror or error}") from None
@@ -544,6 +673,20 @@ class _State:
         with contextlib.suppress(OSError, ValueError):
             return json.loads(self.record.read_text())
         return None
+
+    def made_by(self, output: Path) -> dict[str, Any] | None:
+        """The record of ``output`` (what made it), or None."""
+        with contextlib.suppress(OSError, ValueError):
+            record = json.loads((self.outputs / f"{output.name}.json").read_text())
+            if isinstance(record, dict):
+                return record
+        return None
+
+    def publish(self, output: Path, digest: str, target: dict[str, Any]) -> None:
+        """Record that ``output`` (published whole) was made from ``target`` with ``digest``."""
+        record = {"settings": digest, "target": target, "size": output.stat().st_size}
+        with atomic_path(self.outputs / f"{output.name}.json", durable=True) as temporary:
+            temporary.write_text(json.dumps(record, sort_keys=True) + "\n")
 
     def _holds_outputs(self) -> bool:
         """Whether the folder holds a file in an output format (a batch's or not)."""
@@ -559,6 +702,26 @@ class _State:
 
     def picks_path(self, stem: str) -> Path:
         return self.folder / "picks" / f"{stem}.npz"
+
+
+def _changed(recorded: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    """The names whose values differ between two records (a name one leaves out: no difference)."""
+    old = recorded.get("settings")
+    old = old if isinstance(old, dict) else {}
+    new = settings["settings"]
+    changed = sorted(name for name in set(old) & set(new) if old[name] != new[name])
+    changed += [name for name in ("tiles", "stable", "version")
+                if name in recorded and name in settings and recorded[name] != settings[name]]
+    return changed
+
+
+def _identity(path: Path) -> dict[str, Any] | None:
+    """A target file as its output's record names it: path, size, modification time."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None  # its worker says why
+    return {"path": str(path), "size": status.st_size, "mtime_ns": status.st_mtime_ns}
 
 
 def _picks_arrays(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
@@ -702,23 +865,81 @@ class _Work:
     job: Job
     frame: np.ndarray | None
     source: _Source
+    target: dict[str, Any] | None = None  # what its output's record names as its target
     attempts: int = 1
 
 
 class _Jobs:
-    """Makes the batch's jobs: output paths, picks paths, the settings every job shares."""
+    """Makes the batch's jobs: output paths, picks paths, the settings every job shares.
+
+    ``images`` and ``frames`` are the digests of the settings that make an
+    image's output and a video frame's (:func:`_guarded`).
+    """
 
     def __init__(self, outdir: Path, suffix: str, spec: str, options: MosaicOptions, cache: str,
-                 stable: float, state: _State, overwrite: bool) -> None:
+                 stable: float, state: _State, overwrite: bool, *, images: str = "",
+                 frames: str = "") -> None:
         self.outdir, self.suffix, self.spec = outdir, suffix, spec
         self.options, self.cache, self.stable = options, cache, stable
         self.state, self.overwrite = state, overwrite
+        self.digests = {False: images, True: frames}
 
     def output(self, stem: str) -> Path:
         return self.outdir / f"{stem}{self.suffix}"
 
-    def done(self, stem: str) -> bool:
-        return not self.overwrite and finished(self.output(stem))
+    def target(self, target: BatchTarget, frame: int | None = None) -> dict[str, Any] | None:
+        """What the record of ``target``'s output (of its frame ``frame``) names as its target."""
+        identity = _identity(target.path)
+        if identity is not None and frame is not None:
+            identity["frame"] = frame
+        return identity
+
+    def done(self, stem: str, target: BatchTarget, identity: dict[str, Any] | None) -> bool:
+        """Whether the output of ``stem`` is finished: whole, of this target, these settings.
+
+        An output without a record (killed before it was written, or made
+        by another batch), one the record's size does not match (truncated)
+        or made with other settings or from another version of the target
+        is made again.
+        """
+        output = self.output(stem)
+        if self.overwrite or identity is None or not finished(output):
+            return False
+        record = self.state.made_by(output)
+        try:
+            size = output.stat().st_size
+        except OSError:
+            return False
+        return (record is not None and record.get("size") == size
+                and record.get("settings") == self.digests[target.video]
+                and record.get("target") == identity)
+
+    def clash(self, stem: str, target: BatchTarget) -> str | None:
+        """Why ``stem``'s finished output cannot be ``target``'s: another file made it, or None.
+
+        As two targets of one run that would write one output are refused
+        (:func:`._targets.collect_targets`), so are two of different runs.
+        """
+        output = self.output(stem)
+        if self.overwrite or not finished(output):
+            return None
+        record = self.state.made_by(output)
+        made_from = None if record is None else record.get("target")
+        if not isinstance(made_from, dict) or made_from.get("path") in (None, str(target.path)):
+            return None
+        return (f"its output {output} was made from {made_from['path']} by an earlier batch; "
+                "rename one of them, or use --overwrite")
+
+    def publish(self, work: _Work) -> str | None:
+        """Record ``work``'s output as made (after it was published); why not, or None."""
+        if work.target is None:
+            return None
+        try:
+            self.state.publish(Path(work.job.output), self.digests[work.job.path is None],
+                               work.target)
+        except OSError as error:
+            return f"{self.state.outputs}: cannot record it as made: {error.strerror or error}"
+        return None
 
     def image(self, target: BatchTarget) -> Job:
         return Job(target.name, str(target.path), str(self.output(target.stem)), self.spec,
@@ -754,10 +975,15 @@ class _ImageSource(_Source):
 
     def next(self) -> _Work | None:
         for target in self.targets:
-            if self.jobs.done(target.stem):
+            identity = self.jobs.target(target)
+            if self.jobs.done(target.stem, target, identity):
                 self.report.skipped(target.name, str(self.jobs.output(target.stem)))
                 continue
-            return _Work(self.jobs.image(target), None, self)
+            clash = self.jobs.clash(target.stem, target)
+            if clash is not None:
+                self.report.failed(target.name, "", clash)
+                continue
+            return _Work(self.jobs.image(target), None, self, identity)
         self.exhausted = True
         return None
 
@@ -805,12 +1031,17 @@ class _VideoSource(_Source):
             self.frames += 1
             stem = self.target.output_stem(index)
             self.stems.append(stem)
-            if self.jobs.done(stem):
+            identity = self.jobs.target(self.target, index)
+            if self.jobs.done(stem, self.target, identity):
                 self.report.skipped(f"{self.target.name} frame {index}",
                                     str(self.jobs.output(stem)))
                 continue
+            clash = self.jobs.clash(stem, self.target)
+            if clash is not None:
+                self._broken(clash)  # once for the video, not once per frame
+                return None
             self.in_flight = True
-            return _Work(self.jobs.frame(self.target, index), frame, self)
+            return _Work(self.jobs.frame(self.target, index), frame, self, identity)
 
     def _broken(self, message: str) -> None:
         self.exhausted = True
@@ -847,6 +1078,11 @@ class _LocalRunner(_Runner):
     def __init__(self, workers: int, threads: int) -> None:
         self.workers, self.threads = workers, threads
         self.capacity = QUEUED_PER_WORKER * workers
+        # Where a process that finds the script's batch call unguarded says so.
+        handle, marker = tempfile.mkstemp(prefix="mosaicist-unguarded-")
+        os.close(handle)
+        os.unlink(marker)
+        self.marker = Path(marker)
         self.pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
@@ -854,8 +1090,20 @@ class _LocalRunner(_Runner):
 
         from ._worker import init_worker
 
+        # Processes start (and re-run the main script) when work is first sent:
+        # the variable stays set while the pool lives; they inherit it.
+        os.environ[UNGUARDED_ENV] = str(self.marker)
         return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=init_worker, initargs=(self.threads, os.getpid()))
+
+    def unguarded(self) -> bool:
+        """Whether a process of the pool died re-running an unguarded batch call."""
+        return self.marker.exists()
+
+    def _forget(self) -> None:
+        os.environ.pop(UNGUARDED_ENV, None)
+        with contextlib.suppress(OSError):
+            self.marker.unlink()
 
     def submit(self, work: _Work) -> Future:
         return self.pool.submit(make_target, work.job, work.frame)
@@ -871,8 +1119,10 @@ class _LocalRunner(_Runner):
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+        self._forget()
 
     def abort(self) -> None:
+        self._forget()
         # The pool's processes ignore SIGINT; its public API only waits for them.
         stop_process_pool(self.pool)
         # The pool sees its processes gone and releases its queues (and their
@@ -925,8 +1175,12 @@ class _DaskRunner(_Runner):
         self._stack.close()
 
 
-def _run(runner: _Runner, sources: list[_Source], report: _Reporter) -> None:
-    """Keep the runner's queue full from the sources, in order, until all are done."""
+def _run(runner: _Runner, sources: list[_Source], report: _Reporter, jobs: _Jobs) -> None:
+    """Keep the runner's queue full from the sources, in order, until all are done.
+
+    Each output made is recorded as such (:meth:`_Jobs.publish`) once its
+    worker has published it.
+    """
     pending: dict[Any, _Work] = {}
 
     def fill() -> None:
@@ -946,11 +1200,18 @@ def _run(runner: _Runner, sources: list[_Source], report: _Reporter) -> None:
             try:
                 outcome = future.result()
             except BrokenProcessPool:
+                if isinstance(runner, _LocalRunner) and runner.unguarded():
+                    raise MosaicistError(_UNGUARDED) from None
                 _retry_broken(runner, pending, work, report)
                 continue
             except Exception as error:  # a worker lost for good (Dask's KilledWorker)...
                 outcome = Outcome(work.job.name, work.job.output, False,
                                   f"its worker failed: {type(error).__name__}: {error}")
+            if outcome.ok:
+                problem = jobs.publish(work)
+                if problem is not None:
+                    outcome = Outcome(outcome.name, outcome.output, False, problem,
+                                      outcome.seconds)
             work.source.finished(work)
             report.outcome(outcome, work.job.path)
         fill()
@@ -986,11 +1247,22 @@ def _video_outputs(found: list[BatchTarget], result: BatchResult, videos: list[_
     return outputs
 
 
+class _UnreadableOutput(MosaicistError):
+    """An output that cannot be read back into the video (damaged since it was made)."""
+
+
 def _read_outputs(paths: list[str]) -> Iterator[np.ndarray]:
+    """The outputs' pictures, in order; one that cannot be read is named, with the remedy."""
     from PIL import Image
 
     from ..imaging import to_rgb
 
     for path in paths:
-        with Image.open(path) as image:
-            yield np.asarray(to_rgb(image))
+        try:
+            with Image.open(path) as image:
+                picture = np.asarray(to_rgb(image))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            reason = str(error) or type(error).__name__
+            raise _UnreadableOutput(f"{path}: cannot read this frame ({reason}); make it again "
+                                    "(delete it, or use --overwrite)") from None
+        yield picture

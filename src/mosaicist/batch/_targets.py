@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..imaging import IMAGE_EXTENSIONS
@@ -55,12 +55,16 @@ class BatchTarget:
         Its output stem (a video's frames add ``-<frame:06d>``).
     video : bool
         Whether every frame of it is a target.
+    folder : pathlib.Path or None
+        The folder (resolved) it was found in, named directly or in a list
+        file; None for a file named itself.
     """
 
     path: Path
     name: str
     stem: str
     video: bool
+    folder: Path | None = field(default=None, compare=False)
 
     def output_stem(self, frame: int | None = None) -> str:
         """The output stem of this image, or of frame ``frame`` of this video."""
@@ -102,7 +106,7 @@ def collect_targets(
     images: dict[str, Path] = {}
     videos: dict[str, Path] = {}
 
-    def add(path: Path, shown: str) -> None:
+    def add(path: Path, shown: str, folder: Path | None = None) -> None:
         resolved = path.resolve()
         if resolved in seen:
             return
@@ -115,7 +119,7 @@ def collect_targets(
                                             "rename one of them"))
             return
         (videos if video else images)[stem] = resolved
-        targets.append(BatchTarget(resolved, shown, stem, video))
+        targets.append(BatchTarget(resolved, shown, stem, video, folder))
 
     for item in items:
         path = Path(item)
@@ -127,7 +131,7 @@ def collect_targets(
             entries, broken = _folder_entries(path)
             rejected.extend(broken)
             for entry in entries:
-                add(entry, str(entry))
+                add(entry, str(entry), path.resolve())
         elif path.suffix.lower() in LIST_SUFFIXES:
             try:
                 # utf-8-sig: a byte-order mark (Notepad's) is not part of the first line.
@@ -152,7 +156,7 @@ def collect_targets(
                     entries, broken = _folder_entries(named)
                     rejected.extend(broken)
                     for entry in entries:
-                        add(entry, str(entry))
+                        add(entry, str(entry), named.resolve())
                 else:
                     add(named, str(named))
         else:

@@ -146,6 +146,9 @@ def make_target(job: Job, frame: np.ndarray | None = None) -> Outcome:
             Picks(placements.tile, placements.transform, placements.rows, placements.cols,
                   mosaic.library.generation, len(mosaic.library)).save(job.picks)
         mosaic.write(job.output)
+        # On disk before the batch records it as made: a power cut must not leave a
+        # recorded output cut short (the record's size would tell, but it is lost work).
+        _flush(job.output)
     except OptionError as error:
         return _failed(job, error.message(_flag), started)
     except MosaicistError as error:
@@ -187,6 +190,16 @@ def _mosaic(job: Job, frame: np.ndarray | None) -> Mosaic:
     target = frame if frame is not None else job.path
     assert target is not None
     return make_mosaic(target, library, options, cache_dir=job.cache_dir, quiet=True)
+
+
+def _flush(path: str) -> None:
+    """Flush a written file, and its folder's entry for it, to disk."""
+    for name, flags in ((path, os.O_RDONLY), (os.path.dirname(path) or ".", os.O_RDONLY)):
+        descriptor = os.open(name, flags)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def _failed(job: Job, message: str, started: float) -> Outcome:
