@@ -208,7 +208,9 @@ def test_killed_batch_loses_nothing_finished(data, tmp_path):
     assert result.exit_code == 0, result.output
     entries = json.loads(report.read_text())["targets"]
     skipped = {Path(entry["output"]).name for entry in entries if entry["status"] == "skipped"}
-    assert skipped == set(kept)
+    # An output published but not yet recorded as made when the kill came (one per
+    # worker at most) is made again, the same bytes.
+    assert skipped <= set(kept) and len(set(kept) - skipped) <= 1
     assert not [path for path in out.iterdir() if path.name.endswith((".part.png", ".part"))]
     for name, content in kept.items():
         assert (out / name).read_bytes() == content

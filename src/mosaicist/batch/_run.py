@@ -13,16 +13,23 @@ same bytes), into ``OUTDIR/<stem>.<format>``:
    Workers open the library without updating it and memory-map it; image
    targets are read by the workers, video frames decoded here, a few ahead,
    and sent with their jobs.
-3. **Resume.** An output that exists is finished (every output is written
-   under a temporary name and renamed; a Deep Zoom output is finished when
-   its viewer page is there too) and is skipped; a batch killed at any
-   moment loses only the targets in progress. ``OUTDIR/.mosaicist-batch/``
-   records the settings the folder's outputs were made with (written when
-   the work starts): a run with other settings into a folder that holds
-   outputs is refused unless ``overwrite`` (which makes every output
-   again), so a folder never mixes two batches. It also keeps each
-   video frame's picks (its cells' tiles), which the temporal stability of
-   the next frame and the flicker measures read.
+3. **Resume.** Every output is written under a temporary name, flushed to
+   disk and renamed (a Deep Zoom output is finished when its viewer page is
+   there too); then ``OUTDIR/.mosaicist-batch/outputs/<output>.json``
+   records what made it: the digest of its settings, its target's path,
+   size and modification time, and its own size. An output is finished,
+   and skipped, only when that record matches this run's settings and
+   target and the output's size; any other is made again (one of another
+   target with the same output name is refused, as two such targets of
+   one run are). A batch killed at any moment loses only the targets in
+   progress. ``OUTDIR/.mosaicist-batch/settings.json`` records the settings
+   the folder's outputs were made with, less those that change none of
+   them (a JPEG quality for PNG outputs, stability without video frames):
+   a run with other settings into a folder that holds outputs is refused
+   unless ``overwrite`` (which makes every output again), so a folder
+   never mixes two batches. It also keeps each video frame's picks (its
+   cells' tiles), which the temporal stability of the next frame and the
+   flicker measures read.
 4. **Failures** of one target (unreadable, too large, an output that cannot
    be written) are reported in one line and skipped; the batch goes on and
    :attr:`BatchResult.failed` lists them. A worker process that dies (out of
