@@ -98,6 +98,13 @@ def test_match_px_default_follows_tile_px_unless_given():
     # Also an OptionError (as a misspelt name in a mapping of settings is), with a hint.
     with pytest.raises(OptionError, match=r"unknown settings: cel_px \(did you mean cell_px\?\)"):
         MosaicOptions().replace(cel_px=8)
+    # Any text is a name, braces too; sent from a worker process, it is still the same error.
+    import pickle
+
+    with pytest.raises(TypeError) as caught:
+        MosaicOptions().replace(**{"a}": 1})
+    back = pickle.loads(pickle.dumps(caught.value))
+    assert str(back) == "unknown settings: a}" and isinstance(back, TypeError)
     with pytest.raises(OptionError, match="tint"):
         MosaicOptions().replace(tint=3)
 

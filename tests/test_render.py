@@ -323,9 +323,10 @@ def test_csv_render_warns_of_settings_it_lacks_and_takes_metric_and_crop(made):
     assert same.exit_code == 0, same.output
 
 
-def test_csv_render_of_seed_placements_is_the_picture_without_warning(made):
+def test_csv_render_draws_a_default_make_as_made_and_another_when_told(made):
     # Wide photos, detailed at the left: the seed preset cuts them at the centre, the
-    # default (balanced) one around their detail, which a CSV re-render used.
+    # default one around their detail. A CSV records neither: it is drawn as a make
+    # without options draws, and says so.
     root, make = made
     rng = np.random.default_rng(6)
     wide = root / "wide"
@@ -335,11 +336,21 @@ def test_csv_render_of_seed_placements_is_the_picture_without_warning(made):
         photo[:] = rng.integers(0, 256, 3)
         photo[:, :12] = rng.integers(0, 256, (16, 12, 3))
         Image.fromarray(photo).save(wide / f"w{index:02d}.png")
+    common = ("--tiles", wide, "--tile-px", 8, "--cache-dir", root / "cache")
+    make("--preset", "balanced", "-o", root / "d.png", "--placements", root / "d.csv",
+         tiles=wide)
+    drawn = _cli("render", root / "d.csv", "-o", root / "dr.png", *common)
+    assert drawn.exit_code == 0 and "records no settings" in drawn.stderr, drawn.output
+    assert "--crop subject" in drawn.stderr
+    assert np.abs(_pixels(root / "dr.png") - _pixels(root / "d.png")).max() <= 1
+    # A seed make's CSV: told its crop, the same picture, without the warning.
     make("-o", root / "m.png", "--placements", root / "p.csv", tiles=wide)
-    drawn = _cli("render", root / "p.csv", "-o", root / "r.png", "--tiles", wide,
-                 "--tile-px", 8, "--cache-dir", root / "cache")
-    assert drawn.exit_code == 0 and "warning" not in drawn.stderr, drawn.output
+    told = _cli("render", root / "p.csv", "-o", root / "r.png", "--crop", "centre", *common)
+    assert told.exit_code == 0 and "warning" not in told.stderr, told.output
     assert np.abs(_pixels(root / "r.png") - _pixels(root / "m.png")).max() <= 1
+    untold = _cli("render", root / "p.csv", "-o", root / "u.png", *common)
+    assert untold.exit_code == 0 and "records no settings" in untold.stderr
+    assert np.abs(_pixels(root / "u.png") - _pixels(root / "m.png")).max() > 1
 
 
 def _edited(root, name, **changes):

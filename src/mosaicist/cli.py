@@ -549,14 +549,16 @@ def _check_recorded(path: Path, placements: Any, given: dict[str, Any], quiet: b
                                   f"was made with; {{{name}}} is for CSV placements, which "
                                   "record none", path=path, recorded=recorded)
         return
-    if (quiet or any(name in given for name in _CSV_SETTINGS)
-            or not ((placements.tint != 0).any() or placements.has_gain)):
+    if quiet or any(name in given for name in _CSV_SETTINGS):
         return
+    # Said whatever the tints: a crop other than the default preset's draws other pixels too.
+    options = placements.options
     click.echo(printable(
-        f"mosaicist: warning: {path}: a CSV placements file records no settings, so its tints "
-        "are drawn as sRGB levels, its photos cut at the centre and no overlay blended, which "
-        "may not be how it was made; give --metric and --crop, or render the JSON placements "
-        "file (--placements NAME.json), which records them"), err=True)
+        f"mosaicist: warning: {path}: a CSV placements file records no settings, so it is "
+        f"drawn as a make without options draws (--metric {options.metric}, --crop "
+        f"{options.crop}, no overlay); give --metric and --crop if it was made otherwise, or "
+        "render the JSON placements file (--placements NAME.json), which records them"),
+        err=True)
 
 
 @main.command(

@@ -66,12 +66,14 @@ class OptionError(MosaicistError, ValueError):
         return self.template.format(**names, **self.values)
 
     def __reduce__(self) -> tuple:
-        # Exceptions pickle their args; ours are keyword values (worker processes).
-        return (_rebuild_option_error, (self.template, self.values))
+        # Exceptions pickle their args; ours are keyword values (worker processes), and
+        # a subclass comes back as itself (whose __init__ takes the template and values).
+        return (_rebuild_option_error, (type(self), self.template, self.values))
 
 
-def _rebuild_option_error(template: str, values: dict) -> OptionError:
-    return OptionError(template, **values)
+def _rebuild_option_error(kind: type[OptionError], template: str, values: dict
+                          ) -> OptionError:
+    return kind(template, **values)
 
 
 def check_range(

@@ -287,7 +287,8 @@ def unknown_settings(names: Iterable[str]) -> UnknownSettingError:
     for name in sorted(names):
         close = difflib.get_close_matches(name, fields, n=1)
         shown.append(f"{name} (did you mean {close[0]}?)" if close else name)
-    return UnknownSettingError("unknown settings: " + ", ".join(shown))
+    # The names as a value, not in the template: a name is any text ("a}" too).
+    return UnknownSettingError("unknown settings: {names}", names=", ".join(shown))
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from .errors import MosaicistError
-from .options import SETTINGS_VERSION, MosaicOptions
+from .options import MosaicOptions
 from .paths import atomic_path
 from .transforms import SHAPE_KEEPING, TRANSFORM_NAMES, transform_code
 
@@ -89,9 +89,8 @@ class Placements:
         ``seed``, Lab units for ``lab``, Oklab units for ``oklab``); zeros by
         default.
     options : MosaicOptions, optional
-        The settings the mosaic was made with (default: ``MosaicOptions()``;
-        :meth:`read_csv` gives the ``seed`` preset's, as for a JSON file
-        without settings); among them the ``aspect`` of cells and tiles, so
+        The settings the mosaic was made with (default: ``MosaicOptions()``,
+        also for a CSV file, which records none); among them the ``aspect`` of cells and tiles, so
         that a render draws tiles of the same shape.
     source : str, optional
         Spec of the tile source (see :func:`mosaicist.sources.open_source`).
@@ -402,10 +401,9 @@ class Placements:
     def read_csv(cls, path: str | os.PathLike[str]) -> Placements:
         """Read placements written by :meth:`write_csv` (also the older 5-column form).
 
-        A CSV file records no settings: they are read as those of a JSON
-        file that has none (:meth:`MosaicOptions.from_json
-        <mosaicist.options.MosaicOptions.from_json>`: the ``seed`` preset's
-        declared defaults), and :attr:`settings_recorded` is False. Columns
+        A CSV file records no settings: they are read as the default
+        preset's (``MosaicOptions()``, what a ``make`` without options
+        writes), and :attr:`settings_recorded` is False. Columns
         that later versions added may be missing from the header (their
         defaults then), but every line must have as many fields as the header.
 
@@ -502,7 +500,8 @@ class Placements:
             np.array([transform_code(name) for name in columns["transform"]], np.int8),
             np.array(columns["tint"], np.float64),
             gain=np.array(columns["gain"], np.float64),
-            options=MosaicOptions.from_json({"version": SETTINGS_VERSION}),
+            # What a make without options writes: the likeliest maker of a CSV.
+            options=MosaicOptions(),
             rect=rect,
         )
 
