@@ -609,7 +609,7 @@ def render(
     Tiles are made from the library's original images at --tile-px, with the
     recorded transforms, tint and overlay; the picture is streamed, so any
     size fits in bounded memory. Settings not given are those recorded in
-    PLACEMENTS (CSV files record none: the seed preset's defaults; give
+    PLACEMENTS (CSV files record none: those of a make without options; give
     --metric and --crop as they were made with).
     """
     from .placements import Placements
