@@ -584,9 +584,11 @@ Examples:
     "aspect": "Shape of the tiles as width:height [default: as in PLACEMENTS; 1:1 for CSV "
               "placements, which do not record it].",
     "metric": "For CSV placements, which do not record it: the metric they were made with, "
-              "whose units their tints are in [default: seed].",
+              f"whose units their tints are in [default: {MosaicOptions().metric}, as a make "
+              "without options].",
     "crop": "For CSV placements, which do not record it: where photos were cut to the "
-            "tiles' shape when they were made [default: centre].",
+            f"tiles' shape when they were made [default: {MosaicOptions().crop}, as a make "
+            "without options].",
     "dpi": "Resolution recorded in the output file [default: as in PLACEMENTS].",
     "dzi_tile_size": "Deep Zoom tile side, without overlap [default: as in PLACEMENTS].",
     "dzi_overlap": "Pixels each Deep Zoom tile shares with its neighbours [default: as in "
