@@ -783,3 +783,136 @@ def test_settings_that_change_no_output_are_not_guarded(data, tmp_path):
     # A rate no video can have is refused without --video too.
     result = run(["batch", targets / "img0.png", *base, "-o", tmp_path / "fps", "--fps", 0])
     assert result.exit_code != 0 and "--fps" in result.stderr
+
+
+def _records(out: Path) -> dict[str, dict]:
+    """The output records of a batch folder, by output name."""
+    records = [json.loads(path.read_text())
+               for path in (out / STATE_FOLDER / "outputs").glob("*.json")]
+    return {record["output"]: record for record in records}
+
+
+def test_a_moved_target_folder_is_the_same_target(data, tmp_path):
+    # The recorded path was compared as a string: a target folder moved or renamed was
+    # refused as another target's clash (and the message offered --overwrite).
+    tiles = data[1]
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    base = ["--tiles", tiles, "-o", out, *GRID, "--workers", 1, "-q", "--report", report]
+    first = tmp_path / "first"
+    first.mkdir()
+    Image.fromarray(_picture(40, 32)).save(first / "a.png")
+    assert run(["batch", first / "a.png", *base]).exit_code == 0
+    made = (out / "a.png").stat().st_mtime_ns
+    moved = tmp_path / "moved"
+    first.rename(moved)
+    result = run(["batch", moved / "a.png", *base])
+    assert result.exit_code == 0, result.output
+    assert _statuses(report) == {"a.png": "skipped"}
+    assert (out / "a.png").stat().st_mtime_ns == made
+    assert _records(out)["a.png"]["target"]["path"] == str(moved / "a.png")
+    # Moved and edited: made again, not refused.
+    again = tmp_path / "again"
+    moved.rename(again)
+    Image.fromarray(_picture(40, 32, 5)).save(again / "a.png")
+    os.utime(again / "a.png", ns=(time.time_ns(), time.time_ns() + 10**9))
+    result = run(["batch", again / "a.png", *base])
+    assert result.exit_code == 0, result.output
+    assert _statuses(report) == {"a.png": "made"}
+    # Another file that is still there: refused, naming the remedy (not --overwrite).
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.fromarray(_picture(40, 32, 9)).save(other / "a.png")
+    result = run(["batch", other / "a.png", *base])
+    assert result.exit_code == 1 and "rename one of the two" in result.stderr, result.output
+    assert "--overwrite" not in result.stderr
+
+
+def test_outputs_of_a_version_without_records_are_done(data, tmp_path):
+    # An earlier version kept no output records: every output was made again.
+    root, tiles, targets, _, _ = data
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    both = [targets / "img0.png", targets / "img1.png"]
+    base = ["--tiles", tiles, "-o", out, *GRID, "--workers", 1, "-q", "--report", report]
+    assert run(["batch", *both, *base]).exit_code == 0
+    records = out / STATE_FOLDER / "outputs"
+    for record in records.iterdir():
+        record.unlink()
+    os.utime(out / "img1.png", ns=(0, 0))  # older than its target: edited since
+    result = run(["batch", *both, *base])
+    assert result.exit_code == 0, result.output
+    assert _statuses(report) == {"img0.png": "skipped", "img1.png": "made"}
+    assert set(_records(out)) == {"img0.png", "img1.png"}
+    # Other settings (allowed by --overwrite) are never taken for an unrecorded output's.
+    for record in records.iterdir():
+        record.unlink()
+    assert run(["batch", *both, *base, "--preset", "varied", "--overwrite"]).exit_code == 0
+    assert _statuses(report) == {"img0.png": "made", "img1.png": "made"}
+
+
+def test_a_long_output_name_has_a_record(data, tmp_path):
+    # The record was named after the output: its temporary's name was too long.
+    tiles = data[1]
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    target = tmp_path / ("a" * 222 + ".png")  # its output's temporary fits in 255 bytes
+    Image.fromarray(_picture(40, 32)).save(target)
+    base = ["--tiles", tiles, "-o", out, *GRID, "--workers", 1, "-q", "--report", report]
+    result = run(["batch", target, *base])
+    assert result.exit_code == 0, result.output
+    assert run(["batch", target, *base]).exit_code == 0
+    assert list(_statuses(report).values()) == ["skipped"]
+
+
+def test_records_are_written_without_a_sweep_each(tmp_path, monkeypatch):
+    import mosaicist.paths
+    from mosaicist.batch._run import STALE_RECORD_AGE, _State
+
+    state = _State(tmp_path)
+    state.claim({"version": 1, "tiles": "x", "settings": {}})
+    dead = state.outputs / ".0123.json.999999999-abcdefgh.part.json"
+    dead.write_text("{")
+    old = time.time() - STALE_RECORD_AGE - 10
+    os.utime(dead, (old, old))
+    state.claim({"version": 1, "tiles": "x", "settings": {}})
+    assert not dead.exists()  # swept once per run
+
+    def sweep(final):
+        raise AssertionError(f"swept for {final}")
+
+    monkeypatch.setattr(mosaicist.paths, "remove_stale_temporaries", sweep)
+    for index in range(3):
+        output = tmp_path / f"o{index}.png"
+        output.write_bytes(b"x" * (index + 1))
+        state.publish(output, "digest", {"path": "t", "size": 1, "mtime_ns": 1})
+    assert state.made_by(tmp_path / "o2.png")["size"] == 3
+    assert sorted(path.name for path in state.outputs.iterdir()) == sorted(
+        state.record_path(tmp_path / f"o{index}.png").name for index in range(3))
+
+
+def test_an_output_folder_that_cannot_be_synced_is_no_failure(tmp_path, monkeypatch):
+    from mosaicist.batch import _worker
+
+    output = tmp_path / "a.png"
+    output.write_bytes(b"x")
+    opened = os.open
+
+    def folder_refused(path, flags, *args):
+        if os.path.isdir(path):
+            raise PermissionError(13, "Permission denied", path)
+        return opened(path, flags, *args)
+
+    monkeypatch.setattr(_worker.os, "open", folder_refused)
+    _worker._flush(str(output))
+
+
+def test_a_cluster_run_does_not_check_the_device_here():
+    import torch
+
+    from mosaicist.batch._run import _check_settings
+    from mosaicist.errors import MosaicistError
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    options = MosaicOptions(cell_px=CELL, tile_px=TILE, device="cuda")
+    with pytest.raises(MosaicistError):
+        _check_settings(options, 0)
+    _check_settings(options, 0, remote=True)  # its workers may have CUDA

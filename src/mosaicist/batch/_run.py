@@ -15,14 +15,19 @@ same bytes), into ``OUTDIR/<stem>.<format>``:
    and sent with their jobs.
 3. **Resume.** Every output is written under a temporary name, flushed to
    disk and renamed (a Deep Zoom output is finished when its viewer page is
-   there too); then ``OUTDIR/.mosaicist-batch/outputs/<output>.json``
-   records what made it: the digest of its settings, its target's path,
-   size and modification time, and its own size. An output is finished,
-   and skipped, only when that record matches this run's settings and
-   target and the output's size; any other is made again (one of another
-   target with the same output name is refused, as two such targets of
-   one run are). A batch killed at any moment loses only the targets in
-   progress. ``OUTDIR/.mosaicist-batch/settings.json`` records the settings
+   there too); then ``OUTDIR/.mosaicist-batch/outputs/<hash>.json`` (a
+   SHA-1 of the output's name) records what made it: the output's name,
+   the digest of its settings, its target's path, size and modification
+   time, and its own size. An output is finished, and skipped, only when
+   that record matches this run's settings and target and the output's
+   size; a target moved or renamed since (its recorded path gone, its size
+   and modification time the same) is the same target. Any other is made
+   again (one of another target with the same output name, still there, is
+   refused, as two such targets of one run are). An output an earlier
+   version made has no record: it is finished when the folder's settings
+   are this run's and it is not older than its target. A batch killed at
+   any moment loses only the targets in progress.
+   ``OUTDIR/.mosaicist-batch/settings.json`` records the settings
    the folder's outputs were made with, less those that change none of
    them (a JPEG quality for PNG outputs, stability without video frames):
    a run with other settings into a folder that holds outputs is refused
@@ -67,7 +72,7 @@ import numpy as np
 from .._runtime import stop_process_pool, worker_count
 from ..errors import MosaicistError, OptionError, shown_type
 from ..options import MosaicOptions
-from ..paths import atomic_path, check_writable
+from ..paths import atomic_path, check_writable, current_umask, remove_dead_temporaries
 from ..progress import progress_bar
 from ._stable import Picks, StableMatcher, strength_hundredths
 from ._targets import BatchTarget, Rejected, collect_targets
@@ -91,6 +96,8 @@ NOT_IN_OUTPUTS = {
     ".dzi": ("compute_metrics",),
 }
 NOT_IN_RASTERS = ("dzi_tile_size", "dzi_overlap", "dzi_format", "compute_metrics")
+#: Seconds a dead writer's record temporary is left unchanged before a run removes it.
+STALE_RECORD_AGE = 60.0
 #: Set in the pool's processes while they start: the path a process re-running an
 #: unguarded script's batch call touches, so that the batch says so instead of retrying.
 UNGUARDED_ENV = "MOSAICIST_BATCH_UNGUARDED"
@@ -321,7 +328,7 @@ def batch_mosaics(
 
         parse_scheduler(scheduler)  # a bad address is an error before any work
     hundredths = strength_hundredths(stable)
-    _check_settings(options, hundredths)
+    _check_settings(options, hundredths, remote=scheduler is not None)
     # Checked even without a video: a rate that could never be used is a mistake.
     from ._video import video_rate
 
@@ -348,6 +355,10 @@ def batch_mosaics(
     has_frames = any(target.video for target in found)
     recorded = _guarded(spec, options, suffix, hundredths if has_frames else None)
     state.check(recorded, overwrite)
+    images_settings = _guarded(spec, options, suffix, None)
+    frames_settings = _guarded(spec, options, suffix, hundredths)
+    # Read before this run claims the folder (which writes this run's settings there).
+    unrecorded = (state.matches(images_settings), state.matches(frames_settings))
 
     if not found and not rejected:
         raise MosaicistError("no image or video among the targets given")
@@ -360,8 +371,8 @@ def batch_mosaics(
     planned = _prepare(found, spec, options, cache, show_progress, quiet, report)
 
     jobs = _Jobs(outdir, suffix, spec, options, cache, stable if hundredths else 0.0,
-                 state, overwrite, images=_digest(_guarded(spec, options, suffix, None)),
-                 frames=_digest(_guarded(spec, options, suffix, hundredths)))
+                 state, overwrite, images=_digest(images_settings),
+                 frames=_digest(frames_settings), unrecorded=unrecorded)
     runner: _Runner
     if scheduler is not None:
         runner = _DaskRunner(scheduler)
@@ -525,13 +536,18 @@ def _digest(record: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _check_settings(options: MosaicOptions, hundredths: int) -> None:
-    """The checks ``make`` makes before any work, and those of stability."""
+def _check_settings(options: MosaicOptions, hundredths: int, remote: bool = False) -> None:
+    """The checks ``make`` makes before any work, and those of stability.
+
+    With ``remote`` (a Dask cluster) the mosaics run on its workers, which
+    may have a device (CUDA) or package this process lacks: not checked here.
+    """
     from ..match import fitted_matcher
 
     matcher, fitted, _ = fitted_matcher(options)
-    # A missing package or device (CUDA) once, here, not once per target after indexing.
-    matcher.check_runs(fitted)
+    if not remote:
+        # A missing package or device (CUDA) once, here, not once per target after indexing.
+        matcher.check_runs(fitted)
     if hundredths:
         if fitted.adaptive:
             raise OptionError("{stable} does not combine with {adaptive}")
@@ -629,15 +645,17 @@ class _State:
     those its outputs were made with is refused (:meth:`check`). It is
     written when work starts, before any output is replaced, so it alone
     cannot tell which outputs are whose: each output's own record
-    (``outputs/<output name>.json``: the digest of the settings that made
-    it, its target's path, size and modification time, and its size),
-    written once the output is published, is what makes it finished.
+    (``outputs/<SHA-1 of the output's name>.json``: the output's name, the
+    digest of the settings that made it, its target's path, size and
+    modification time, and its size), written once the output is
+    published, is what makes it finished.
     """
 
     def __init__(self, outdir: Path) -> None:
         self.folder = outdir / STATE_FOLDER
         self.record = self.folder / "settings.json"
         self.outputs = self.folder / "outputs"
+        self.mode = 0o666 & ~current_umask()
 
     def check(self, settings: dict[str, Any], overwrite: bool) -> None:
         """Refuse a folder whose outputs were made with other settings, unless ``overwrite``.
@@ -670,6 +688,9 @@ class _State:
         try:
             (self.folder / "picks").mkdir(parents=True, exist_ok=True)
             self.outputs.mkdir(exist_ok=True)
+            # Records a killed run was writing; once here, not before each record. Only
+            # unchanged for a while: a writer on another machine has a PID meaning nothing here.
+            remove_dead_temporaries(self.outputs, min_age=STALE_RECORD_AGE)
             if recorded != settings:
                 with atomic_path(self.record, durable=True) as temporary:
                     temporary.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
@@ -681,19 +702,55 @@ class _State:
             return json.loads(self.record.read_text())
         return None
 
+    def matches(self, settings: dict[str, Any]) -> bool:
+        """Whether the settings record, as it is now, is of ``settings`` (a :func:`_guarded`)."""
+        recorded = self._recorded()
+        return (isinstance(recorded, dict) and isinstance(recorded.get("settings"), dict)
+                and "tiles" in recorded and not _changed(recorded, settings))
+
+    def record_path(self, output: Path) -> Path:
+        """Where ``output``'s record is: named by a hash of the output's name.
+
+        Not by the name itself: a name near the file system's limit (255
+        bytes) that made a fine output would make a record name, and its
+        temporary's, too long.
+        """
+        return self.outputs / f"{hashlib.sha1(output.name.encode()).hexdigest()}.json"
+
     def made_by(self, output: Path) -> dict[str, Any] | None:
         """The record of ``output`` (what made it), or None."""
         with contextlib.suppress(OSError, ValueError):
-            record = json.loads((self.outputs / f"{output.name}.json").read_text())
-            if isinstance(record, dict):
+            record = json.loads(self.record_path(output).read_text())
+            if isinstance(record, dict) and record.get("output") == output.name:
                 return record
         return None
 
     def publish(self, output: Path, digest: str, target: dict[str, Any]) -> None:
-        """Record that ``output`` (published whole) was made from ``target`` with ``digest``."""
-        record = {"settings": digest, "target": target, "size": output.stat().st_size}
-        with atomic_path(self.outputs / f"{output.name}.json", durable=True) as temporary:
-            temporary.write_text(json.dumps(record, sort_keys=True) + "\n")
+        """Record that ``output`` (published whole) was made from ``target`` with ``digest``.
+
+        Written to a temporary of its own and renamed, without
+        :func:`mosaicist.paths.atomic_path`'s sweep of the folder before each
+        write (one per output: quadratic in a large batch); :meth:`claim`
+        sweeps dead writers' temporaries once per run.
+        """
+        record = {"output": output.name, "settings": digest, "target": target,
+                  "size": output.stat().st_size}
+        final = self.record_path(output)
+        # Named as atomic_path names its temporaries (the PID), for remove_dead_temporaries.
+        handle, temporary = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}-",
+                                             suffix=".part.json", dir=self.outputs)
+        try:
+            # mkstemp makes it 0600: the usual mode, as every other file of the folder has.
+            os.chmod(temporary, self.mode)
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                file.write(json.dumps(record, sort_keys=True) + "\n")
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
 
     def _holds_outputs(self) -> bool:
         """Whether the folder holds a file in an output format (a batch's or not)."""
@@ -729,6 +786,20 @@ def _identity(path: Path) -> dict[str, Any] | None:
     except OSError:
         return None  # its worker says why
     return {"path": str(path), "size": status.st_size, "mtime_ns": status.st_mtime_ns}
+
+
+def _other_file(recorded: object, path: Path) -> bool:
+    """Whether the recorded target path ``recorded`` is there and is another file than ``path``.
+
+    Paths are compared as files (device and inode), not as strings: a folder
+    moved, renamed or reached through a link names the same file otherwise.
+    """
+    if not isinstance(recorded, str) or recorded == str(path):
+        return False
+    try:
+        return not os.path.samefile(recorded, path)
+    except OSError:
+        return False  # gone (moved) or unreadable: no other file to clash with
 
 
 def _picks_arrays(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
@@ -885,11 +956,14 @@ class _Jobs:
 
     def __init__(self, outdir: Path, suffix: str, spec: str, options: MosaicOptions, cache: str,
                  stable: float, state: _State, overwrite: bool, *, images: str = "",
-                 frames: str = "") -> None:
+                 frames: str = "", unrecorded: tuple[bool, bool] = (False, False)) -> None:
         self.outdir, self.suffix, self.spec = outdir, suffix, spec
         self.options, self.cache, self.stable = options, cache, stable
         self.state, self.overwrite = state, overwrite
         self.digests = {False: images, True: frames}
+        # Whether an output without a record (an earlier version made none) can be done:
+        # the folder's settings, before this run claimed it, were this run's (images, frames).
+        self.unrecorded = {False: unrecorded[0], True: unrecorded[1]}
 
     def output(self, stem: str) -> Path:
         return self.outdir / f"{stem}{self.suffix}"
@@ -914,12 +988,36 @@ class _Jobs:
             return False
         record = self.state.made_by(output)
         try:
-            size = output.stat().st_size
+            status = output.stat()
         except OSError:
             return False
-        return (record is not None and record.get("size") == size
-                and record.get("settings") == self.digests[target.video]
-                and record.get("target") == identity)
+        digest = self.digests[target.video]
+        if record is None:
+            # Made by a version that kept no records: done when the folder's settings
+            # are this run's and the output is not older than its target (not edited since).
+            if (self.unrecorded[target.video] and status.st_size > 0
+                    and status.st_mtime_ns >= identity["mtime_ns"]):
+                self._record(output, digest, identity)
+                return True
+            return False
+        made_from = record.get("target")
+        if (record.get("size") != status.st_size or record.get("settings") != digest
+                or not isinstance(made_from, dict)):
+            return False
+        if made_from == identity:
+            return True
+        # The target moved or was renamed (its folder too), or is named by another path
+        # to the same file: the same size and modification time are the same picture.
+        if ({**made_from, "path": identity["path"]} == identity
+                and not _other_file(made_from.get("path"), target.path)):
+            self._record(output, digest, identity)
+            return True
+        return False
+
+    def _record(self, output: Path, digest: str, identity: dict[str, Any]) -> None:
+        """Record ``output`` as made from ``identity`` (the next run finds it at once)."""
+        with contextlib.suppress(OSError):  # unrecorded, it is looked at again next run
+            self.state.publish(output, digest, identity)
 
     def clash(self, stem: str, target: BatchTarget) -> str | None:
         """Why ``stem``'s finished output cannot be ``target``'s: another file made it, or None.
@@ -932,10 +1030,12 @@ class _Jobs:
             return None
         record = self.state.made_by(output)
         made_from = None if record is None else record.get("target")
-        if not isinstance(made_from, dict) or made_from.get("path") in (None, str(target.path)):
-            return None
+        if not isinstance(made_from, dict) or not _other_file(made_from.get("path"),
+                                                              target.path):
+            return None  # moved, renamed or edited since: made again
+        # Not --overwrite: it makes every output of the folder again.
         return (f"its output {output} was made from {made_from['path']} by an earlier batch; "
-                "rename one of them, or use --overwrite")
+                "rename one of the two targets")
 
     def publish(self, work: _Work) -> str | None:
         """Record ``work``'s output as made (after it was published); why not, or None."""

@@ -10,6 +10,7 @@ raised, so that one bad target does not stop the batch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -194,8 +195,15 @@ def _mosaic(job: Job, frame: np.ndarray | None) -> Mosaic:
 
 def _flush(path: str) -> None:
     """Flush a written file, and its folder's entry for it, to disk."""
-    for name, flags in ((path, os.O_RDONLY), (os.path.dirname(path) or ".", os.O_RDONLY)):
-        descriptor = os.open(name, flags)
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    # Some platforms cannot open or sync a folder (Windows, some FUSE and network file
+    # systems: PermissionError, EINVAL): the output is written, so that is no failure.
+    with contextlib.suppress(OSError):
+        descriptor = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
         try:
             os.fsync(descriptor)
         finally:
