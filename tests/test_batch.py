@@ -916,3 +916,17 @@ def test_a_cluster_run_does_not_check_the_device_here():
     with pytest.raises(MosaicistError):
         _check_settings(options, 0)
     _check_settings(options, 0, remote=True)  # its workers may have CUDA
+
+
+def test_cells_and_tiles_of_different_shapes_are_warned_about_once(data, tmp_path):
+    # make warns when rounded heights give cells and tiles different shapes; batch did not.
+    root, tiles, targets, _, _ = data
+    result = run(["batch", targets, "--tiles", tiles, "-o", tmp_path / "out", "--cell", 8,
+                  "--tile-px", 16, "--aspect", "3:2", "--workers", 1])
+    assert result.exit_code == 0, result.output
+    shape_lines = [line for line in result.stderr.splitlines() if "not the shape of" in line]
+    assert len(shape_lines) == 1 and shape_lines[0].startswith("mosaicist: warning: tiles of "
+                                                               "16x11 px"), result.stderr
+    quiet = run(["batch", targets, "--tiles", tiles, "-o", tmp_path / "quiet", "--cell", 8,
+                 "--tile-px", 16, "--aspect", "3:2", "--workers", 1, "-q"])
+    assert quiet.exit_code == 0 and "not the shape of" not in quiet.stderr

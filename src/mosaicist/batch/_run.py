@@ -56,6 +56,7 @@ import hashlib
 import json
 import numbers
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -70,7 +71,7 @@ from typing import Any
 import numpy as np
 
 from .._runtime import stop_process_pool, worker_count
-from ..errors import MosaicistError, OptionError, shown_type
+from ..errors import MosaicistError, OptionError, printable, shown_type
 from ..options import MosaicOptions
 from ..paths import atomic_path, check_writable, current_umask, remove_dead_temporaries
 from ..progress import progress_bar
@@ -859,6 +860,8 @@ def _prepare(
 
     per_target = options.cells is not None or options.print_size is not None
     formats: dict[tuple, MosaicOptions] = {}
+    # Cells and tiles rounded to different shapes (--aspect), said once each, as make does.
+    shapes: dict[str, None] = {}
     usable = []
     for target in targets:
         if not per_target:
@@ -866,7 +869,9 @@ def _prepare(
             continue
         try:
             size = _target_size(target, options)
-            fitted = fit_options(options, options_plan(options, size, str(target.path)))
+            plan = options_plan(options, size, str(target.path))
+            shapes.setdefault(plan.shape_warning() or "")
+            fitted = fit_options(options, plan)
         except OptionError as error:
             report.failed(target.name, "",
                           _without_path(error.message(_flag), target.path, target.name))
@@ -878,6 +883,11 @@ def _prepare(
         usable.append(target)
     if not per_target:
         formats[_format_key(options)] = options
+        # Fixed cell and tile widths: their shapes do not depend on the target's size.
+        shapes.setdefault(options_plan(options, (4096, 4096)).shape_warning() or "")
+    if not quiet:
+        for shape in filter(None, shapes):
+            print(printable(f"mosaicist: warning: {shape}"), file=sys.stderr)
     for number, fitted in enumerate(formats.values()):
         _warm(spec, fitted, cache, show_progress, quiet, features=number == 0 and bool(usable))
     return usable
