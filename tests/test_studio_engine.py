@@ -14,10 +14,12 @@ import json
 import os
 import shlex
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -635,3 +637,43 @@ def test_an_upload_is_named_by_its_pixels_hashed_a_strip_at_a_time(tmp_path, mon
     path, info = accept_target(_encoded(picture, "PNG"), "p.png", tmp_path)
     whole = hashlib.sha256(f"{picture.width}x{picture.height}:".encode() + picture.tobytes())
     assert info["id"] == whole.hexdigest()[:32] == path.stem
+
+
+def _hand_png(width, height, colour, bits, interlace, raw):
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", width, height, bits, colour, 0, 0, interlace)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
+
+
+def test_an_upload_whose_png_data_end_early_is_refused():
+    # A complete zlib stream holding fewer rows than the header declares: Pillow decodes
+    # it without a word, the missing rows black (a 9000 x 9000 picture of one row was
+    # accepted as an 81-megapixel target).
+    from mosaicist.studio._uploads import decode_upload
+
+    short = _hand_png(300, 300, 2, 8, 0, b"\x00" + bytes(900))
+    with pytest.raises(MosaicistError, match="s.png: .*end before its last row"):
+        decode_upload(short, "s.png")
+    # Whole: grey, RGB, 16-bit RGBA and an interlaced (Adam7) picture of 2-bit grey.
+    rng = np.random.default_rng(2)
+    for width, height, colour, bits, interlace, row_bytes in (
+            (7, 5, 0, 8, 0, [7] * 5), (7, 5, 2, 8, 0, [21] * 5), (3, 4, 6, 16, 0, [24] * 4)):
+        raw = b"".join(b"\x00" + rng.integers(0, 256, size, np.uint8).tobytes()
+                       for size in row_bytes)
+        picture, _ = decode_upload(_hand_png(width, height, colour, bits, interlace, raw), "w.png")
+        assert picture.size == (width, height)
+        # Cut inside a row, Pillow may see it first: refused either way.
+        with pytest.raises(MosaicistError, match="w.png: the picture cannot be read"):
+            decode_upload(_hand_png(width, height, colour, bits, interlace, raw[:-1]), "w.png")
+    # Adam7 passes of a 10 x 9 picture at 2 bits a pixel: (columns, rows) of each pass.
+    passes = [(2, 2), (1, 2), (3, 1), (2, 3), (5, 2), (5, 5), (10, 4)]
+    raw = b"".join(b"\x00" + bytes((columns * 2 + 7) // 8)
+                   for columns, rows in passes for _ in range(rows))
+    picture, _ = decode_upload(_hand_png(10, 9, 0, 2, 1, raw), "i.png")
+    assert picture.size == (10, 9)
+    with pytest.raises(MosaicistError, match="i.png: the picture cannot be read"):
+        decode_upload(_hand_png(10, 9, 0, 2, 1, raw[:-2]), "i.png")
