@@ -517,3 +517,28 @@ def test_memory_stays_bounded(tmp_path, monkeypatch, name):
     assert peaks[1] < size / 4, (peaks, size)
     # Four times the rows, (nearly) the same memory.
     assert peaks[1] < peaks[0] + (1 << 20), peaks
+
+
+def test_outputs_are_flushed_to_disk_before_their_rename(tmp_path, monkeypatch):
+    # Renamed unflushed, a power cut could leave an empty file under the final name.
+    import errno
+
+    flushed = []
+    real = os.fsync
+
+    def recording(descriptor):
+        flushed.append(descriptor)
+        return real(descriptor)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    image = photo(12, 8)
+    write_image(tmp_path / "o.png", split(image, "whole"), 12, 8)
+    assert len(flushed) == 1
+    # A file system that cannot flush at all still gets the picture.
+
+    def unsupported(descriptor):
+        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+
+    monkeypatch.setattr(os, "fsync", unsupported)
+    write_image(tmp_path / "p.jpg", split(image, "whole"), 12, 8)
+    assert Image.open(tmp_path / "p.jpg").size == (12, 8)

@@ -88,7 +88,9 @@ def atomic_path(
         writers that pick a format from the extension still work.
     durable : bool
         Flush the file to disk before the rename (for data that later
-        commits rely on, such as an index's packed tiles).
+        commits rely on, such as an index's packed tiles, and outputs, so
+        that a power cut leaves the whole file or the one before under the
+        final name); a file system that cannot flush is left unflushed.
     """
     final = _written_through(Path(final))
     if suffix is None:
@@ -108,6 +110,10 @@ def atomic_path(
             descriptor = os.open(temporary_path, os.O_RDONLY)
             try:
                 os.fsync(descriptor)
+            except OSError as error:
+                # A file system that cannot flush (some FUSE and network ones) still writes.
+                if error.errno not in _CANNOT_SYNC:
+                    raise
             finally:
                 os.close(descriptor)
         try:
@@ -119,6 +125,10 @@ def atomic_path(
         with contextlib.suppress(FileNotFoundError):
             temporary_path.unlink()
         raise
+
+
+#: What ``fsync`` raises where a file system cannot flush at all (rather than failing to).
+_CANNOT_SYNC = frozenset({errno.EINVAL, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", 95)})
 
 
 def _written_through(final: Path) -> Path:
