@@ -389,6 +389,11 @@ def test_headline_without_repetition():
     line = headline({"psnr_view": 22.34, "ssim_view": None, "ciede2000_mean_view": 9.61,
                      "ciede2000_p95_view": 18.0})
     assert line == "PSNR 22.3 dB (view), SSIM n/a, CIEDE2000 9.6 mean / 18.0 p95"
+    # Each photo once: "max 1 use", not "max 1 uses".
+    once = headline({"distinct_tiles": 5, "max_uses": 1, "closest_repeat": None})
+    assert once == "5 distinct tiles, max 1 use, no repeats"
+    twice = headline({"distinct_tiles": 3, "max_uses": 2, "closest_repeat": 4})
+    assert twice == "3 distinct tiles, max 2 uses, closest repeat 4"
 
 
 def test_cli_score_prints_and_writes_json(scored):

@@ -796,7 +796,8 @@ def headline(metrics: dict) -> str:
         )
     if "distinct_tiles" in metrics:
         parts.append(f"{metrics['distinct_tiles']} distinct tiles")
-        parts.append(f"max {metrics['max_uses']} uses")
+        most = metrics["max_uses"]
+        parts.append(f"max {most} use{'' if most == 1 else 's'}")
         closest = metrics["closest_repeat"]
         parts.append("no repeats" if closest is None else f"closest repeat {closest}")
     return ", ".join(parts)
