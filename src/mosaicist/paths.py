@@ -72,7 +72,8 @@ def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
 
 @contextlib.contextmanager
 def atomic_path(
-    final: str | os.PathLike[str], suffix: str | None = None, *, durable: bool = False
+    final: str | os.PathLike[str], suffix: str | None = None, *, durable: bool = False,
+    sweep: bool = True,
 ) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it into place on success.
 
@@ -91,11 +92,17 @@ def atomic_path(
         commits rely on, such as an index's packed tiles, and outputs, so
         that a power cut leaves the whole file or the one before under the
         final name); a file system that cannot flush is left unflushed.
+    sweep : bool
+        Remove dead writers' temporaries of ``final`` first (a scan of its
+        folder). A writer of many files in one folder sweeps it once
+        itself (:func:`remove_dead_temporaries`) and passes False: a scan
+        per file would cost time quadratic in the files.
     """
     final = _written_through(Path(final))
     if suffix is None:
         suffix = final.suffix
-    remove_stale_temporaries(final)
+    if sweep:
+        remove_stale_temporaries(final)
     handle, temporary = tempfile.mkstemp(
         prefix=_temporary_prefix(final), suffix=f".part{suffix}", dir=final.parent
     )
@@ -125,6 +132,20 @@ def atomic_path(
         with contextlib.suppress(FileNotFoundError):
             temporary_path.unlink()
         raise
+
+
+def sync_folder(folder: str | os.PathLike[str]) -> None:
+    """Make the renames in ``folder`` durable, where the platform can sync a folder.
+
+    Windows, and some FUSE and network file systems, cannot open or sync a
+    folder (PermissionError, EINVAL): the files are written all the same.
+    """
+    with contextlib.suppress(OSError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 #: What ``fsync`` raises where a file system cannot flush at all (rather than failing to).

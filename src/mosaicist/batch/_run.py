@@ -73,7 +73,7 @@ import numpy as np
 from .._runtime import stop_process_pool, worker_count
 from ..errors import MosaicistError, OptionError, printable, shown_type
 from ..options import MosaicOptions
-from ..paths import atomic_path, check_writable, current_umask, remove_dead_temporaries
+from ..paths import atomic_path, check_writable, remove_dead_temporaries
 from ..progress import progress_bar
 from ._stable import Picks, StableMatcher, strength_hundredths
 from ._targets import BatchTarget, Rejected, collect_targets
@@ -92,11 +92,8 @@ ATTEMPTS = 3
 QUEUED_PER_WORKER = 2
 #: Settings that change no output of a format (by suffix; the others change every one).
 #: Left out of the guarded record, so that changing them is not refused for nothing.
-NOT_IN_OUTPUTS = {
-    ".png": ("jpeg_quality", "dzi_tile_size", "dzi_overlap", "dzi_format", "compute_metrics"),
-    ".dzi": ("compute_metrics",),
-}
 NOT_IN_RASTERS = ("dzi_tile_size", "dzi_overlap", "dzi_format", "compute_metrics")
+NOT_IN_OUTPUTS = {".png": ("jpeg_quality", *NOT_IN_RASTERS), ".dzi": ("compute_metrics",)}
 #: Seconds a dead writer's record temporary is left unchanged before a run removes it.
 STALE_RECORD_AGE = 60.0
 #: Set in the pool's processes while they start: the path a process re-running an
@@ -354,10 +351,10 @@ def batch_mosaics(
     state = _State(outdir)
     # Stability changes only video frames: a batch of images does not record it.
     has_frames = any(target.video for target in found)
-    recorded = _guarded(spec, options, suffix, hundredths if has_frames else None)
-    state.check(recorded, overwrite)
     images_settings = _guarded(spec, options, suffix, None)
     frames_settings = _guarded(spec, options, suffix, hundredths)
+    recorded = frames_settings if has_frames else images_settings
+    state.check(recorded, overwrite)
     # Read before this run claims the folder (which writes this run's settings there).
     unrecorded = (state.matches(images_settings), state.matches(frames_settings))
 
@@ -656,7 +653,6 @@ class _State:
         self.folder = outdir / STATE_FOLDER
         self.record = self.folder / "settings.json"
         self.outputs = self.folder / "outputs"
-        self.mode = 0o666 & ~current_umask()
 
     def check(self, settings: dict[str, Any], overwrite: bool) -> None:
         """Refuse a folder whose outputs were made with other settings, unless ``overwrite``.
@@ -729,29 +725,15 @@ class _State:
     def publish(self, output: Path, digest: str, target: dict[str, Any]) -> None:
         """Record that ``output`` (published whole) was made from ``target`` with ``digest``.
 
-        Written to a temporary of its own and renamed, without
-        :func:`mosaicist.paths.atomic_path`'s sweep of the folder before each
-        write (one per output: quadratic in a large batch); :meth:`claim`
-        sweeps dead writers' temporaries once per run.
+        Written with :func:`mosaicist.paths.atomic_path`, flushed, without
+        its sweep of the folder before each write (one per output: quadratic
+        in a large batch); :meth:`claim` sweeps dead writers' temporaries
+        once per run.
         """
         record = {"output": output.name, "settings": digest, "target": target,
                   "size": output.stat().st_size}
-        final = self.record_path(output)
-        # Named as atomic_path names its temporaries (the PID), for remove_dead_temporaries.
-        handle, temporary = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}-",
-                                             suffix=".part.json", dir=self.outputs)
-        try:
-            # mkstemp makes it 0600: the usual mode, as every other file of the folder has.
-            os.chmod(temporary, self.mode)
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                file.write(json.dumps(record, sort_keys=True) + "\n")
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, final)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
+        with atomic_path(self.record_path(output), durable=True, sweep=False) as temporary:
+            temporary.write_text(json.dumps(record, sort_keys=True) + "\n", encoding="utf-8")
 
     def _holds_outputs(self) -> bool:
         """Whether the folder holds a file in an output format (a batch's or not)."""

@@ -10,7 +10,6 @@ raised, so that one bad target does not stop the batch.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import threading
@@ -22,6 +21,7 @@ import numpy as np
 
 from .._runtime import THREADS_ENV, end_with_parent
 from ..errors import MosaicistError, OptionError
+from ..paths import sync_folder
 
 if TYPE_CHECKING:
     from ..library import TileLibrary
@@ -200,14 +200,7 @@ def _flush(path: str) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
-    # Some platforms cannot open or sync a folder (Windows, some FUSE and network file
-    # systems: PermissionError, EINVAL): the output is written, so that is no failure.
-    with contextlib.suppress(OSError):
-        descriptor = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+    sync_folder(os.path.dirname(path) or ".")
 
 
 def _failed(job: Job, message: str, started: float) -> Outcome:

@@ -84,7 +84,7 @@ from ..aspect import SQUARE, format_aspect, height_for
 from ..crop import Window
 from ..dedupe import tile_signatures
 from ..errors import MosaicistError, printable
-from ..paths import CACHE_ENV, remove_dead_temporaries
+from ..paths import CACHE_ENV, remove_dead_temporaries, sync_folder
 from ..progress import progress_bar
 from ..sources import SourceEntry, TileSource
 from ._manifest import (
@@ -1534,14 +1534,4 @@ def _write_packed(source: SlotSpace, destination: Path, slots: np.ndarray) -> No
         # Whatever stopped the copy, no partial copy is left to fill the disk.
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()
-    _sync_folder(destination.parent)
-
-
-def _sync_folder(folder: Path) -> None:
-    """Make the renames in ``folder`` durable (where the platform can sync a folder)."""
-    with contextlib.suppress(OSError):
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+    sync_folder(destination.parent)
