@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -135,6 +136,38 @@ def stop_process_pool(executor: Any) -> None:
     with contextlib.suppress(OSError):
         writer.close()
     thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def unwind_on_terminate() -> Iterator[None]:
+    """Make SIGTERM raise ``SystemExit`` in the block, so that it unwinds like an interrupt.
+
+    SIGTERM's default action ends the process at once: an index update
+    would not commit the batch decoded so far, a writer would leave its
+    temporaries, a pool its workers. Raised instead, the block unwinds (and
+    cleans up) as it does on an interrupt, and the process still exits with
+    the status of a SIGTERM (143). A second SIGTERM
+    ends the process at once. Only in the main thread (the only one where
+    Python runs signal handlers) and only where SIGTERM has its default
+    action: a handler that the application installed is left alone.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGTERM) is terminate:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @contextlib.contextmanager

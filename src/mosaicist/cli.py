@@ -52,9 +52,9 @@ class _Command(click.Command):
     def invoke(self, ctx: click.Context) -> Any:
         unwinding: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         if self.name not in _SERVING:
-            from .library._update import _unwind_on_terminate
+            from ._runtime import unwind_on_terminate
 
-            unwinding = _unwind_on_terminate()
+            unwinding = unwind_on_terminate()
         try:
             with unwinding:
                 return super().invoke(ctx)
@@ -538,8 +538,8 @@ def _check_recorded(path: Path, placements: Any, given: dict[str, Any], quiet: b
     A JSON file's tints are in its recorded metric's units and its tiles
     were matched cut by its recorded crop: another value would draw a
     different picture than the one matched. A CSV file records neither, nor
-    the overlay; its tints or gains show that the defaults may not be what
-    it was made with.
+    the overlay: it is drawn as a make without options draws, which is said
+    unless the flags were given.
     """
     if placements.settings_recorded:
         for name in _CSV_SETTINGS:

@@ -54,7 +54,7 @@ drops it when that process dies, even while other processes (the decoding
 workers it forked, which share the open file) live on, and forked children
 never hold it. The workers end with their parent anyway
 (:mod:`mosaicist.sources.folder`), and SIGTERM unwinds an update like an
-interrupt (:func:`_unwind_on_terminate`).
+interrupt (:func:`mosaicist._runtime.unwind_on_terminate`).
 """
 
 from __future__ import annotations
@@ -66,7 +66,6 @@ import hashlib
 import io
 import os
 import re
-import signal
 import sqlite3
 import sys
 import threading
@@ -75,11 +74,11 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import FrameType
 from typing import NamedTuple, Protocol
 
 import numpy as np
 
+from .._runtime import unwind_on_terminate
 from ..aspect import SQUARE, format_aspect, height_for
 from ..crop import Window
 from ..dedupe import tile_signatures
@@ -350,7 +349,7 @@ def update_index(
     started = time.perf_counter()
     if isinstance(tile, int):
         tile = TileFormat(tile)
-    with _unwind_on_terminate(), _write_lock(directory, quiet) as refused, \
+    with unwind_on_terminate(), _write_lock(directory, quiet) as refused, \
             manifest_errors(directory):
         if refused is not None:
             stats = _unchanged_read_only(source, directory, refused)
@@ -491,37 +490,6 @@ def _holder(descriptor: int) -> int | None:
         return int(text) if text else None
     except (OSError, ValueError):
         return None
-
-
-@contextlib.contextmanager
-def _unwind_on_terminate() -> Iterator[None]:
-    """Make SIGTERM raise ``SystemExit`` in the block, so that it unwinds like an interrupt.
-
-    SIGTERM's default action ends the process at once: the batch decoded
-    so far is not committed and the decoding pool is not stopped. Raised
-    instead, the update commits what it has and stops its workers, and the
-    process still exits with the status of a SIGTERM (143). A second SIGTERM
-    ends the process at once. Only in the main thread (the only one where
-    Python runs signal handlers) and only where SIGTERM has its default
-    action: a handler that the application installed is left alone.
-    """
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
-    ):
-        yield
-        return
-
-    def terminate(signum: int, frame: FrameType | None) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        if signal.getsignal(signal.SIGTERM) is terminate:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _update_locked(
