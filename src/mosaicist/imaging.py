@@ -731,6 +731,23 @@ _PNG_LATE_CHUNKS = frozenset({b"eXIf", b"tEXt", b"zTXt", b"iTXt"})
 _PNG_LATE_CHUNK_BYTES = 16 << 20
 
 
+def png_chunks(handle: IO[bytes]) -> Iterator[tuple[bytes, int]]:
+    """Each chunk of a PNG file as its kind and length, the handle at its data.
+
+    The caller may read the data or not: the next step seeks past it (and
+    its CRC) either way, so that a chunk never read costs nothing.
+    """
+    handle.seek(8)  # the signature
+    while True:
+        head = handle.read(8)
+        if len(head) < 8:
+            return
+        start = handle.tell()
+        length = int.from_bytes(head[:4], "big")
+        yield head[4:], length
+        handle.seek(start + length + 4)
+
+
 def _png_orientation(path: Path, info: dict[str | tuple[int, int], Any]) -> int:
     """The EXIF orientation a PNG's decode will apply, read without decoding its pixels.
 
@@ -743,22 +760,16 @@ def _png_orientation(path: Path, info: dict[str | tuple[int, int], Any]) -> int:
     with open(path, "rb") as handle:
         header = handle.read(33)  # the signature and the IHDR chunk
         after_pixels = False
-        while True:
-            head = handle.read(8)
-            if len(head) < 8:
-                break
-            length, kind = int.from_bytes(head[:4], "big"), head[4:]
+        for kind, length in png_chunks(handle):
             if kind == b"IEND" or (after_pixels and kind == b"fcTL"):
                 break  # the decode of the first frame stops there too
             if kind == b"IDAT":
                 after_pixels = True
             if after_pixels and kind in _PNG_LATE_CHUNKS and length <= _PNG_LATE_CHUNK_BYTES:
                 payload = handle.read(length)
-                handle.seek(4, os.SEEK_CUR)
                 # A fresh CRC: the decode does not check those of chunks after the pixels.
-                late += head + payload + zlib.crc32(kind + payload).to_bytes(4, "big")
-            else:
-                handle.seek(length + 4, os.SEEK_CUR)
+                late += (length.to_bytes(4, "big") + kind + payload
+                         + zlib.crc32(kind + payload).to_bytes(4, "big"))
     merged = dict(info)
     if late:
         try:

@@ -36,6 +36,7 @@ from ..imaging import (
     PixelLimitError,
     _check_pixels,
     _describe,
+    png_chunks,
     to_rgb,
 )
 from ..paths import atomic_path
@@ -190,12 +191,12 @@ def _png_rows_missing(data: bytes) -> bool:
     else:
         expected = size(width, height)
     inflater = zlib.decompressobj()
-    produced, position = 0, 8
+    produced = 0
+    handle = io.BytesIO(data)
     try:
-        while position + 8 <= len(data):
-            length, kind = struct.unpack(">I4s", data[position:position + 8])
+        for kind, length in png_chunks(handle):
             if kind == b"IDAT":
-                pending = data[position + 8:position + 8 + length]
+                pending = handle.read(length)
                 while pending and produced < expected:
                     produced += len(inflater.decompress(pending, 1 << 20))
                     pending = inflater.unconsumed_tail
@@ -203,7 +204,6 @@ def _png_rows_missing(data: bytes) -> bool:
                     return False
             elif kind == b"IEND":
                 break
-            position += 12 + length
     except zlib.error:
         return False
     return produced < expected
