@@ -282,13 +282,18 @@ class UnknownSettingError(OptionError, TypeError):
 
 def unknown_settings(names: Iterable[str]) -> UnknownSettingError:
     """The error for keywords that are not settings, each with the nearest setting's name."""
+    # The names as a value, not in the template: a name is any text ("a}" too).
+    return UnknownSettingError("unknown settings: {names}", names=suggested(names))
+
+
+def suggested(names: Iterable[str]) -> str:
+    """``names`` that are not settings, sorted, each with the nearest setting's name."""
     fields = list(_fields())
     shown = []
     for name in sorted(names):
         close = difflib.get_close_matches(name, fields, n=1)
         shown.append(f"{name} (did you mean {close[0]}?)" if close else name)
-    # The names as a value, not in the template: a name is any text ("a}" too).
-    return UnknownSettingError("unknown settings: {names}", names=", ".join(shown))
+    return ", ".join(shown)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ the grid is cut (:mod:`mosaicist.grid`), the library indexed or updated
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import sys
@@ -38,7 +37,7 @@ from .library import TileLibrary
 from .match import Assignment, Matcher, MatchRequest, MatchResult, fitted_matcher
 from .match._capped import fit_limits, with_spacing_giving_way
 from .match._contrast import finish
-from .options import MosaicOptions, setting_names
+from .options import MosaicOptions, setting_names, suggested
 from .paths import atomic_path
 from .placements import Placements
 from .render import IndexPictures, MosaicRenderer, OriginalPictures, TargetOverlay
@@ -415,12 +414,8 @@ def _as_options(options: object) -> MosaicOptions:
         # A saved report's "settings" carry a version: read those as such.
         hint = ("; settings saved with a version are read by MosaicOptions.from_json"
                 if "version" in unknown else "")
-        known = list(setting_names())
-        names = [f"{name} (did you mean {close[0]}?)" if close else name
-                 for name in unknown
-                 for close in [difflib.get_close_matches(name, known, n=1)]]
         raise OptionError("{options} holds names that are not settings: {names}" + hint,
-                          names=", ".join(names))
+                          names=suggested(unknown))
     return MosaicOptions(**options)
 
 
