@@ -433,7 +433,7 @@ def _write_lock(directory: Path, quiet: bool) -> Iterator[OSError | None]:
             descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
                                  0o666)
         except OSError as error:
-            if error.errno in _NOT_WRITABLE:
+            if is_not_writable(error):
                 # A read-only cache can still serve an index that is up to date.
                 yield error
                 return
