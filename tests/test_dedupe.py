@@ -94,6 +94,36 @@ def test_every_band_split_is_exact(monkeypatch):
     assert len(near_pairs(hashes[:1], None, 6)[0]) == 0
 
 
+
+@pytest.mark.parametrize("threshold", [0, 6])
+def test_copies_of_one_picture_are_compared_once(threshold, monkeypatch):
+    # Every pair of a group of equal signatures was listed: 6,000 all-black tiles took
+    # 36 s and 3 GB (their count squared), and tens of thousands ran out of memory.
+    rng = np.random.default_rng(threshold)
+    distinct = planted_hashes(rng, 60)
+    hashes = np.concatenate([distinct, np.repeat(distinct[:4], 30), np.zeros(40, np.uint64)])
+    colours = rng.integers(0, 3 * COLOUR_TOLERANCE, (len(hashes), 3)).astype(np.uint8)
+    colours[len(distinct):len(distinct) + 120] = np.repeat(colours[:4], 30, axis=0)
+    colours[-40:] = (0, 0, 0)
+    order = rng.permutation(len(hashes))
+    hashes, colours = hashes[order], colours[order]
+    compared = []
+    real_pairs = dedupe_module.near_pairs
+
+    def counted_pairs(some_hashes, some_colours, some_threshold):
+        compared.append(len(some_hashes))
+        return real_pairs(some_hashes, some_colours, some_threshold)
+
+    monkeypatch.setattr(dedupe_module, "near_pairs", counted_pairs)
+    for given in (colours, None):
+        leaders = duplicate_leaders(hashes, given, threshold)
+        np.testing.assert_array_equal(leaders, brute_leaders(hashes, given, threshold))
+    assert max(compared) <= len(distinct) + 1 + 3  # each signature once
+    big = duplicate_leaders(np.zeros(200_000, np.uint64), np.zeros((200_000, 3), np.uint8), 6)
+    assert (big == 0).all()
+    assert len(duplicate_leaders(hashes[:1], colours[:1], threshold)) == 1
+    assert len(duplicate_leaders(hashes[:0], colours[:0], threshold)) == 0
+
 def test_leaders_follow_library_order_not_chains():
     # 0 ~ 1 ~ 2 but 0 !~ 2: 1 goes with 0, and 2 stays (nothing kept is near it).
     leaders = leaders_from_pairs(4, np.array([0, 1, 0]), np.array([1, 2, 3]))

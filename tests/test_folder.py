@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
+import signal
 import sys
 
 import numpy as np
@@ -18,6 +20,7 @@ from mosaicist.errors import SourceError
 from mosaicist.imaging import decode_tile_bytes
 from mosaicist.library import TileLibrary
 from mosaicist.sources import SourceEntry, open_source
+from mosaicist.sources import folder as folder_module
 from mosaicist.sources.base import name_to_text, text_to_name
 from mosaicist.sources.folder import FolderSource
 
@@ -219,3 +222,108 @@ def test_a_spelling_through_a_link_and_up_opens_the_folder_the_system_opens(tmp_
     source = open_source("link/../photos", tmp_path / "cache")
     assert len(source.scan()) == 3
     assert os.path.realpath(source.root) == str(tmp_path / "real" / "photos")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the workers must be forked to share the fake")
+@pytest.mark.parametrize("crashing", [["t013.png"], ["t002.png", "t029.png"]])
+def test_a_file_that_crashes_its_decoder_is_skipped_not_fatal(tmp_path, monkeypatch, crashing):
+    # A decoder that dies on a damaged file (a segfault, the kernel killing it for
+    # memory) broke the whole pool: the index run ended in a BrokenProcessPool
+    # traceback, and so did every later run, which met the same file again.
+    folder = make_colour_folder(tmp_path / "photos", 30)
+    monkeypatch.setattr("mosaicist.sources.folder.DECODE_BATCH", 3)
+    real_read = folder_module.read_tile_file
+
+    def read_or_crash(path, *args, **kwargs):
+        if os.path.basename(path) in crashing:
+            faulthandler.disable()  # pytest's would print the crash's stack
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return real_read(path, *args, **kwargs)
+
+    monkeypatch.setattr(folder_module, "read_tile_file", read_or_crash)
+    library = TileLibrary.open(FolderSource(folder, workers=2), 8, cache_dir=tmp_path / "cache")
+    expected = [f"t{index:03d}.png" for index in range(30) if f"t{index:03d}.png" not in crashing]
+    assert library.source_ids == expected
+    failed = dict(library.stats.failed)
+    assert sorted(failed) == crashing
+    assert all("SIGSEGV" in reason for reason in failed.values())
+    monkeypatch.undo()
+    # The tiles are those a decode without crashes makes, in library order.
+    clean = TileLibrary.open(FolderSource(folder, workers=1), 8, cache_dir=tmp_path / "clean")
+    kept = [clean.source_ids.index(source_id) for source_id in expected]
+    np.testing.assert_array_equal(np.asarray(library.tiles), np.asarray(clean.tiles)[kept])
+
+
+def test_a_loop_of_links_is_reported_as_a_loop(tmp_path):
+    # Both links of a loop were reported as links "to a file which is not there",
+    # though each names the other, which is there.
+    folder = make_colour_folder(tmp_path / "photos", 2)
+    (folder / "loop1.png").symlink_to("loop2.png")
+    (folder / "loop2.png").symlink_to("loop1.png")
+    (folder / "gone.png").symlink_to("nothere.png")
+    library = TileLibrary.open(FolderSource(folder, workers=1), 8, cache_dir=tmp_path / "cache")
+    assert library.source_ids == ["t000.png", "t001.png"]
+    failed = dict(library.stats.failed)
+    assert failed["loop1.png"] == "a link to loop2.png, which loops back on itself"
+    assert failed["loop2.png"] == "a link to loop1.png, which loops back on itself"
+    assert failed["gone.png"] == "a link to nothere.png, which is not there"
+
+
+class _EntryWithoutStatus:
+    """A folder entry whose status cannot be read, as in a folder without search permission."""
+
+    def __init__(self, entry):
+        self._entry = entry
+        self.name, self.path = entry.name, entry.path
+
+    def is_dir(self, follow_symlinks=True):
+        return self._entry.is_dir(follow_symlinks=follow_symlinks)
+
+    def is_symlink(self):
+        return self._entry.is_symlink()
+
+    def stat(self, follow_symlinks=True):
+        raise PermissionError(13, "Permission denied", self.path)
+
+
+def test_a_photo_whose_status_cannot_be_read_is_reported_not_left_out(tmp_path, monkeypatch):
+    # A folder that may be listed but not searched (mode r--) lists its photos, whose
+    # status then cannot be read: they were left out without a word. (Root reads
+    # them all, so the refusal is simulated.)
+    folder = make_colour_folder(tmp_path / "photos", 3)
+    (folder / "notes.txt").write_text("not a photo")
+    real_scandir = os.scandir
+
+    class Listing:
+        def __init__(self, path):
+            self._listing = real_scandir(path)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            self._listing.close()
+
+        def __iter__(self):
+            for entry in self._listing:
+                yield _EntryWithoutStatus(entry) if entry.name != "t000.png" else entry
+
+    def scandir(path="."):
+        return Listing(path) if os.fspath(path) == str(folder) else real_scandir(path)
+
+    monkeypatch.setattr(folder_module.os, "scandir", scandir)
+    entries = FolderSource(folder, workers=1).scan()
+    assert [entry.source_id for entry in entries] == ["t000.png", "t001.png", "t002.png"]
+    assert [entry.mtime_ns for entry in entries[1:]] == [folder_module.MISSING_STAMP] * 2
+    real_read = folder_module.read_tile_file
+
+    def read(path, *args):
+        if os.path.basename(path) != "t000.png":  # refused, as the status was
+            raise PermissionError(13, "Permission denied", path)
+        return real_read(path, *args)
+
+    monkeypatch.setattr(folder_module, "read_tile_file", read)
+    library = TileLibrary.open(FolderSource(folder, workers=1), 8, cache_dir=tmp_path / "cache")
+    assert library.source_ids == ["t000.png"]
+    assert dict(library.stats.failed) == {"t001.png": "Permission denied",
+                                          "t002.png": "Permission denied"}

@@ -1005,3 +1005,58 @@ def test_make_with_a_read_only_cache(tmp_path):
         assert "cache folder is not writable (permission denied)" in result.stderr
     finally:
         set_writable(cache, True)
+
+
+def test_array_files_that_are_no_arrays_get_a_one_line_reason(tmp_path):
+    # A text file named .npy was "pickled (object) data ... allow_pickle=", which
+    # misleads; an HDF5 dataset with a null data space ended in a TypeError traceback.
+    from mosaicist.errors import SourceError
+
+    text = tmp_path / "notes.npy"
+    text.write_text("hello, not an array\n")
+    empty = tmp_path / "empty.npy"
+    empty.write_bytes(b"")
+    for path in (text, empty):
+        with pytest.raises(SourceError, match=r"not a \.npy file \(it does not start with"):
+            open_source(str(path), tmp_path / "cache")
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(tmp_path / "null.h5", "w") as handle:
+        handle.create_dataset("images", data=h5py.Empty("u1"))
+    with pytest.raises(SourceError, match="null.h5:images: is an empty HDF5 dataset"):
+        open_source(str(tmp_path / "null.h5"), tmp_path / "cache")
+
+
+def test_an_array_saved_again_reshaped_is_indexed_again(tmp_path):
+    # The same bytes in pictures of another shape hashed as the old images, so every
+    # stale tile was kept (the index keeps the tile of content that hashes the same).
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    path = tmp_path / "pictures.npy"
+    np.save(path, images)
+    TileLibrary.open(str(path), 16, cache_dir=tmp_path / "cache")
+    np.save(path, images.reshape(4, 16, 64, 3))
+    os.utime(path, ns=(time.time_ns() + 10**9,) * 2)  # a new stamp on any file system
+    again = TileLibrary.open(str(path), 16, cache_dir=tmp_path / "cache")
+    fresh = TileLibrary.open(str(path), 16, cache_dir=tmp_path / "fresh")
+    np.testing.assert_array_equal(np.asarray(again.tiles), np.asarray(fresh.tiles))
+
+
+def test_an_array_file_replaced_after_its_source_was_made_is_read_anew(tmp_path):
+    # The .npy was mapped when the source was made, but scanned later: a file renamed
+    # over it in between was indexed from the old map under the new file's stamp, and
+    # the next runs kept those stale tiles ("unchanged").
+    from mosaicist.sources.arrays import ArrayFileSource
+
+    rng = np.random.default_rng(6)
+    path = tmp_path / "pictures.npy"
+    np.save(path, rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8))
+    source = ArrayFileSource(path)
+    newer = rng.integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    np.save(tmp_path / "newer.npy", newer)
+    os.replace(tmp_path / "newer.npy", path)
+    library = TileLibrary.open(source, 8, cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(np.asarray(library.tiles), newer)
+    np.testing.assert_array_equal(np.asarray(source.open_original(source.scan()[4])), newer[4])
+    again = TileLibrary.open(str(path), 8, cache_dir=tmp_path / "cache")
+    assert again.stats.decoded == 0
+    np.testing.assert_array_equal(np.asarray(again.tiles), newer)

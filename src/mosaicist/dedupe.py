@@ -320,9 +320,52 @@ def leaders_from_pairs(count: int, first: np.ndarray, second: np.ndarray) -> np.
 
 def duplicate_leaders(hashes: np.ndarray, colours: np.ndarray | None,
                       threshold: int) -> np.ndarray:
-    """Each tile's leader: itself when kept, else the earlier kept tile it duplicates."""
-    first, second = near_pairs(hashes, colours, threshold)
-    return leaders_from_pairs(len(hashes), first, second)
+    """Each tile's leader: itself when kept, else the earlier kept tile it duplicates.
+
+    Tiles of one signature (the same hash and mean colour: copies of one
+    photo, or the flat frames of a video's fades to black) are near-identical
+    to each other at every threshold, so only the first of them can be kept,
+    and every other one has the leader the first one has (itself when kept).
+    Only those first ones are compared: :func:`near_pairs` lists every pair
+    of a group, so a library of thousands of copies of one picture took
+    minutes and gigabytes (its size squared) for nothing.
+
+    Parameters
+    ----------
+    hashes : numpy.ndarray
+        ``(N,)`` uint64 perceptual hashes.
+    colours : numpy.ndarray or None
+        ``(N, 3)`` mean colours; None compares hashes only.
+    threshold : int
+        Most bits in which near-identical hashes differ (0 to 64).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N,)`` int64 positions (see :func:`leaders_from_pairs`).
+    """
+    hashes = np.asarray(hashes, np.uint64)
+    count = len(hashes)
+    if count < 2:
+        return np.arange(count, dtype=np.int64)
+    if colours is None:
+        signatures = hashes[:, None]
+    else:
+        colours = np.asarray(colours)
+        packed = (colours[:, 0].astype(np.uint64) << np.uint64(16)) \
+            | (colours[:, 1].astype(np.uint64) << np.uint64(8)) | colours[:, 2].astype(np.uint64)
+        signatures = np.stack([hashes, packed], axis=1)
+    _, first_of, group_of = np.unique(signatures, axis=0, return_index=True,
+                                      return_inverse=True)
+    group_of = group_of.reshape(-1)  # NumPy 2.0.0 gave it the input's shape
+    # The first tile of each signature, in library order, and each group's rank among them.
+    firsts = np.sort(first_of)
+    rank = np.empty(len(first_of), np.int64)
+    rank[np.argsort(first_of)] = np.arange(len(first_of))
+    first, second = near_pairs(hashes[firsts], None if colours is None else colours[firsts],
+                               threshold)
+    reduced = leaders_from_pairs(len(firsts), first, second)
+    return firsts[reduced[rank[group_of]]].astype(np.int64)
 
 
 def duplicate_groups(leaders: np.ndarray) -> list[np.ndarray]:

@@ -922,8 +922,8 @@ def _decode_into_store(
     connection : sqlite3.Connection
         The manifest.
     published : mapping of str to PublishedTile
-        The published rows: an entry whose decoded pixels hash as its
-        published tile's reuses that tile's slot.
+        The published rows: an entry whose content hashes as its published
+        tile's, with the same crop window, reuses that tile's slot.
     next_slot : int
         First slot that no committed row uses.
     show_progress : bool
@@ -1025,7 +1025,12 @@ def _decode_into_store(
                     )
                 else:
                     old = published.get(entry.source_id)
-                    if old is not None and old.content_hash == decoded.content_hash:
+                    window = _window_columns(decoded.window)
+                    # The same window too: the same bytes are other pictures in an image
+                    # array saved again reshaped (32 x 32 as 16 x 64), whose window moves.
+                    if (old is not None and old.content_hash == decoded.content_hash
+                            and window == (old.crop_left, old.crop_top, old.crop_width,
+                                           old.crop_height)):
                         slot = old.slot  # touched but not changed: keep the pixels we have
                     else:
                         slot = next_slot
@@ -1037,7 +1042,7 @@ def _decode_into_store(
                             raise _write_error(store, error) from None
                         next_slot += 1
                     row = IndexedTile(entry.source_id, slot, entry.size, entry.mtime_ns,
-                                      decoded.content_hash, *_window_columns(decoded.window))
+                                      decoded.content_hash, *window)
                     if decoded.signature is not None:
                         sign()  # the rows still unsigned must stay the last ones
                         phash, colour = decoded.signature
@@ -1300,9 +1305,10 @@ def stage_shard(
 
     The shard's slots follow every listed shard's; each row's slot, counted
     from the shard's first tile, becomes its slot in the index. A tile whose
-    pixels hash as its published tile's keeps the published slot (the
-    shard's copy goes unused). The shard file must be complete on disk:
-    once this commits, staged rows point into it.
+    content hashes as its published tile's, with the same crop window,
+    keeps the published slot (the shard's copy goes unused). The shard
+    file must be complete on disk: once this commits, staged rows point
+    into it.
 
     Parameters
     ----------
@@ -1319,14 +1325,21 @@ def stage_shard(
         first = next_shard_slot(read_shards(connection))
         rows = [row._replace(slot=first + row.slot) for row in map(IndexedTile._make, tiles)]
         if connection.execute("SELECT 1 FROM tiles LIMIT 1").fetchone():
-            connection.execute("CREATE TEMP TABLE IF NOT EXISTS decoded("
-                               "source_id TEXT PRIMARY KEY, content_hash TEXT)")
-            connection.execute("DELETE FROM decoded")
-            connection.executemany("INSERT OR REPLACE INTO decoded VALUES (?, ?)",
-                                   [(row.source_id, row.content_hash) for row in rows])
+            # With the crop windows: the same bytes may be other pictures (see
+            # _decode_into_store).
+            connection.execute("CREATE TEMP TABLE IF NOT EXISTS decoded_windows("
+                               "source_id TEXT PRIMARY KEY, content_hash TEXT, crop_left, "
+                               "crop_top, crop_width, crop_height)")
+            connection.execute("DELETE FROM decoded_windows")
+            connection.executemany(
+                "INSERT OR REPLACE INTO decoded_windows VALUES (?, ?, ?, ?, ?, ?)",
+                [(row.source_id, row.content_hash, row.crop_left, row.crop_top,
+                  row.crop_width, row.crop_height) for row in rows])
             unchanged = dict(connection.execute(
-                "SELECT source_id, slot FROM tiles JOIN decoded USING (source_id) "
-                "WHERE tiles.content_hash = decoded.content_hash"))
+                "SELECT source_id, slot FROM tiles AS old JOIN decoded_windows AS new "
+                "USING (source_id) WHERE old.content_hash = new.content_hash "
+                "AND old.crop_left IS new.crop_left AND old.crop_top IS new.crop_top "
+                "AND old.crop_width IS new.crop_width AND old.crop_height IS new.crop_height"))
             if unchanged:
                 rows = [row._replace(slot=unchanged.get(row.source_id, row.slot))
                         for row in rows]

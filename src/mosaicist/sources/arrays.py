@@ -21,6 +21,7 @@ use (:func:`galaxy10_source`).
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import struct
 import zipfile
@@ -56,6 +57,11 @@ _GALAXY10 = {
     "decals": ("galaxy10", "Galaxy10 DECaLS"),
     "sdss": ("galaxy10-sdss", "Galaxy10 SDSS"),
 }
+
+
+def _identity(status: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells one version of a file from another: its device, inode, size and stamp."""
+    return (status.st_dev, status.st_ino, status.st_size, change_stamp(status))
 
 
 def _one_line(error: BaseException) -> str:
@@ -117,6 +123,9 @@ def _h5_dataset(h5py: Any, handle: Any, key: str, where: str) -> Any:
         group = item
     if not isinstance(group, h5py.Dataset):
         raise SourceError(f"{where}: is an HDF5 group, not an array")
+    if group.shape is None:
+        # A null dataspace (h5py.Empty): no shape at all, which the checks below need.
+        raise SourceError(f"{where}: is an empty HDF5 dataset (no data space), not an array")
     if group.is_virtual:
         raise SourceError(f"{where}: is a virtual dataset (its data is in other files), not read")
     if group.external:
@@ -192,12 +201,10 @@ class ArrayFileSource(TileSource):
         self._show_progress = show_progress
         self._array: np.ndarray | None = None  # .npy memory map or loaded .npz member
         self._npz_member: tuple[zipfile.ZipInfo, int, bool] | None = None
+        # Taken before the array is opened: see _status.
+        self._opened = self._path.stat()
         self._key, shape, dtype = self._inspect(key)
-        self._check(shape, dtype)
-        self._shape = shape
-        self._count = int(shape[0])
-        # Fewer images per read when they are large, so a read stays bounded.
-        self._block = max(1, min(READ_CHUNK, READ_BLOCK_BYTES // max(1, math.prod(shape[1:]))))
+        self._take_shape(shape, dtype)
         self.key = source_key or (
             f"array:{self._path}" if self._kind == "npy" else f"array:{self._path}:{self._key}"
         )
@@ -205,6 +212,38 @@ class ArrayFileSource(TileSource):
         self.name = name or (
             self._path.name if self._kind == "npy" else f"{self._path.name}:{self._key}"
         )
+
+    def _take_shape(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        """Check the array's shape and type, and size the reads by them."""
+        self._check(shape, dtype)
+        self._shape = shape
+        self._count = int(shape[0])
+        # Fewer images per read when they are large, so a read stays bounded.
+        self._block = max(1, min(READ_CHUNK, READ_BLOCK_BYTES // max(1, math.prod(shape[1:]))))
+
+    def _status(self) -> os.stat_result:
+        """The file's status when its array was opened; opened again if the file changed since.
+
+        A ``.npy`` (or a stored ``.npz`` member) is memory-mapped when the
+        source is made. A file replaced since (saved again, renamed over it)
+        was scanned with its new stamp but read from the old map, and the
+        index kept those stale tiles under the new stamp, for good. The
+        status is taken before the array is opened, so a change in between
+        only makes the next scan decode again.
+
+        Raises
+        ------
+        SourceError
+            When the file, opened again, is not a usable array any more.
+        """
+        status = self._path.stat()
+        if _identity(status) != _identity(self._opened):
+            self._array = None
+            self._npz_member = None
+            self._opened = status
+            self._key, shape, dtype = self._inspect(self._key or None)
+            self._take_shape(shape, dtype)
+        return self._opened
 
     def _where(self) -> str:
         return f"{self._path}" if self._kind == "npy" else f"{self._path}:{self._key}"
@@ -240,6 +279,19 @@ class ArrayFileSource(TileSource):
                 raise SourceError(
                     f"{self._path}: a .npy file holds a single array and takes no key "
                     f"(got {key!r})"
+                )
+            try:
+                with open(self._path, "rb") as handle:
+                    magic = handle.read(len(np.lib.format.MAGIC_PREFIX))
+            except OSError as error:
+                raise SourceError(
+                    f"{self._path}: cannot read ({error.strerror or error})"
+                ) from None
+            if magic != np.lib.format.MAGIC_PREFIX:
+                # np.load takes any other file for a pickle and says so, which
+                # misleads about a text file or an image saved under this name.
+                raise SourceError(
+                    f"{self._path}: not a .npy file (it does not start with the NumPy header)"
                 )
             try:
                 # A memory map: the header is read, the data only when used.
@@ -333,7 +385,7 @@ class ArrayFileSource(TileSource):
 
     def scan(self) -> list[SourceEntry]:
         """List the images in array order."""
-        stat = self._path.stat()
+        stat = self._status()
         prefix = f"{self._prefix}/"
         return [
             SourceEntry(prefix + str(i), stat.st_size, change_stamp(stat), i)
@@ -342,7 +394,7 @@ class ArrayFileSource(TileSource):
 
     def scan_fingerprint(self) -> tuple[str, int]:
         """The scan's ids, sizes and times follow from the prefix, count, size and time."""
-        stat = self._path.stat()
+        stat = self._status()
         return (f"array\0{self._prefix}\0{self._count}\0{stat.st_size}\0{change_stamp(stat)}",
                 self._count)
 
@@ -467,6 +519,7 @@ class ArrayFileSource(TileSource):
 
     def open_original(self, entry: SourceEntry) -> Image.Image:
         """Return the entry's image at its stored resolution, as RGB."""
+        self._status()  # the file as it is now, not as it was mapped
         position = self._position(entry)
         if position < 0:
             raise SourceError(f"{entry.source_id}: not in {self.name}")

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import multiprocessing
 import os
 import signal
 import stat
 import sys
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -31,7 +34,8 @@ from .base import (
     text_to_name,
 )
 
-#: Change stamp of a link whose file is missing (no file's: see :func:`change_stamp`).
+#: Change stamp of a link whose file is missing, or of a file whose status cannot be
+#: read (no file's: see :func:`change_stamp`).
 MISSING_STAMP = -1
 #: Files handed to a worker process at a time: large enough to amortise the
 #: inter-process round trip, small enough to keep progress smooth.
@@ -73,14 +77,168 @@ def _decode_batch(
             results.append((None, None, readable(str(error)), None, None))
         except OSError as error:
             reason = error.strerror or str(error)
-            if os.path.islink(path) and not os.path.exists(path):
+            # Only a missing target: a loop of links does not "exist" either, but its
+            # target is there (the link names another link of the loop).
+            if (error.errno == errno.ENOENT and os.path.islink(path)
+                    and not os.path.exists(path)):
                 with contextlib.suppress(OSError):  # the link itself may go meanwhile
                     reason = f"a link to {os.readlink(path)}, which is not there"
+            elif error.errno == errno.ELOOP:
+                with contextlib.suppress(OSError):
+                    reason = f"a link to {os.readlink(path)}, which loops back on itself"
             results.append((None, None, readable(reason), None, None))
         except Exception as error:  # noqa: BLE001 - one bad file must never stop indexing
             message = readable(f"cannot decode: {type(error).__name__}: {error}")
             results.append((None, None, message, None, None))
     return results
+
+
+def _process_context() -> Any:
+    """The multiprocessing context of the decoding workers: fork on Linux (cheap to start)."""
+    return multiprocessing.get_context("fork" if sys.platform == "linux" else None)
+
+
+def _decode_pooled(
+    batches: Sequence[list[str]], workers: int, width_px: int, aspect: tuple[int, int],
+    crop: str,
+) -> Iterator[list[_Decoded]]:
+    """Decode ``batches`` in a pool of ``workers`` processes; yield each one's results in order.
+
+    A worker that ends abruptly (a decoder crashing on a damaged file, the
+    kernel killing it for memory) breaks the whole pool, every batch in
+    flight with it. The batch it broke at is then decoded again in a process
+    of its own (:func:`_decode_isolated`), which finds the file that ends the
+    process and reports it as a bad file; a new pool takes the rest, and the
+    batches the broken pool had finished are kept. So one such file is
+    skipped like any other bad file, instead of ending the index run (and
+    every later run, which would meet it again).
+    """
+    context = _process_context()
+    done: dict[int, list[_Decoded]] = {}
+    start = 0
+    while start < len(batches):
+        executor = ProcessPoolExecutor(
+            max_workers=workers, mp_context=context,
+            initializer=_watch_parent, initargs=(os.getpid(),),
+        )
+        finished = False
+        try:
+            futures: dict[int, Future[list[_Decoded]]] = {}
+            broken = False
+            try:
+                for index in range(start, len(batches)):
+                    if index not in done:
+                        futures[index] = executor.submit(_decode_batch, batches[index],
+                                                         width_px, aspect, crop)
+            except BrokenProcessPool:
+                broken = True
+            while not broken and start < len(batches):
+                results = done.pop(start, None)
+                if results is None:
+                    try:
+                        results = futures[start].result()
+                    except BrokenProcessPool:
+                        broken = True
+                        break
+                yield results
+                start += 1
+            if broken:
+                # Keep what the broken pool finished; only the rest is decoded again.
+                for index, future in futures.items():
+                    if (index > start and future.done() and not future.cancelled()
+                            and future.exception() is None):
+                        done[index] = future.result()
+            else:
+                finished = True
+        finally:
+            if finished:
+                executor.shutdown(wait=True)
+            else:
+                stop_process_pool(executor)
+        if broken:
+            yield _decode_isolated(context, batches[start], width_px, aspect, crop)
+            start += 1
+
+
+def _decode_and_send(
+    sender: Any, parent_pid: int, paths: list[str], width_px: int, aspect: tuple[int, int],
+    crop: str,
+) -> None:
+    """Run in a process of its own: decode ``paths`` and send the results to the parent."""
+    _watch_parent(parent_pid)
+    sender.send(_decode_batch(paths, width_px, aspect, crop))
+    sender.close()
+
+
+def _decode_alone(
+    context: Any, paths: list[str], width_px: int, aspect: tuple[int, int], crop: str,
+) -> list[_Decoded] | int:
+    """Decode ``paths`` in a new process: the results, or its exit code if it ended without them."""
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(
+        target=_decode_and_send, args=(sender, os.getpid(), paths, width_px, aspect, crop),
+        daemon=True,
+    )
+    process.start()
+    sender.close()  # else the receiver would never see the end of a process that died
+    try:
+        try:
+            results: list[_Decoded] = receiver.recv()
+        except EOFError:
+            process.join()
+            return process.exitcode if process.exitcode is not None else -1
+        return results
+    finally:
+        receiver.close()
+        if process.is_alive():
+            # Interrupted while it worked, or it hangs on after sending.
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+def _crash_reason(exitcode: int) -> str:
+    """Why a decoding process ended without a result, from its exit code (a bad file's reason)."""
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        if -exitcode == signal.SIGKILL:
+            return f"the decoding process was killed ({name}; out of memory?) while reading it"
+        return f"the decoder crashed on it ({name})"
+    return f"the decoding process ended abruptly (exit status {exitcode}) while reading it"
+
+
+def _decode_isolated(
+    context: Any, paths: list[str], width_px: int, aspect: tuple[int, int], crop: str,
+) -> list[_Decoded]:
+    """Decode a batch that broke a pool: in one new process, and file by file if that ends too.
+
+    The batch may be innocent (a pool breaks every batch in flight), so it is
+    first decoded whole; only if that process ends abruptly too is each file
+    decoded in a process of its own, and those that end theirs are bad files.
+    """
+    results = _decode_alone(context, paths, width_px, aspect, crop)
+    if isinstance(results, list):
+        return results
+    decoded: list[_Decoded] = []
+    for path in paths:
+        single = _decode_alone(context, [path], width_px, aspect, crop)
+        if isinstance(single, list):
+            decoded.extend(single)
+        else:
+            decoded.append((None, None, _crash_reason(single), None, None))
+    return decoded
+
+
+def _is_link(item: os.DirEntry[str]) -> bool:
+    """Whether a folder entry is a symbolic link (False where even that cannot be known)."""
+    try:
+        return item.is_symlink()
+    except OSError:
+        return False
 
 
 class FolderSource(TileSource):
@@ -136,19 +294,22 @@ class FolderSource(TileSource):
                     name = item.name
                     if name.startswith("."):
                         continue
+                    dot = name.rfind(".")
+                    image_name = dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS
                     try:
                         if item.is_dir(follow_symlinks=False):
                             pending.append((prefix + name_to_text(name) + "/", item.path))
                             continue
-                        dot = name.rfind(".")
-                        if dot <= 0 or name[dot:].lower() not in IMAGE_EXTENSIONS:
+                        if not image_name:
                             continue
                         status = item.stat()
-                    except OSError:
-                        if item.is_symlink():
-                            # A link to a photo that is not there (a drive not mounted): a
-                            # bad file, reported and skipped, with a stamp no file has, so
-                            # that it is read as soon as its photo is back.
+                    except OSError as error:
+                        if image_name and (error.errno != errno.ENOENT or _is_link(item)):
+                            # A link to a photo that is not there (a drive not mounted), or
+                            # a photo whose status this user may not read (a folder it may
+                            # list but not search): a bad file, reported (its read fails)
+                            # and skipped, with a stamp no file has, so that it is read as
+                            # soon as it can be. Such files were left out without a word.
                             entries.append(SourceEntry(prefix + name_to_text(name), 0,
                                                        MISSING_STAMP, item.path))
                         # Else a file removed while scanning.
@@ -175,20 +336,11 @@ class FolderSource(TileSource):
         batches = [paths[start:start + size] for start in range(0, len(paths), size)]
         shape = (height_for(width_px, aspect), width_px, 3)
         position = 0
+        results_iter: Iterator[list[_Decoded]]
         if self.workers <= 1 or len(paths) <= 16:
-            results_iter: Iterator[list] = (_decode_batch(batch, width_px, aspect, crop)
-                                            for batch in batches)
-            executor = None
+            results_iter = (_decode_batch(batch, width_px, aspect, crop) for batch in batches)
         else:
-            context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
-            executor = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=context,
-                initializer=_watch_parent, initargs=(os.getpid(),),
-            )
-            count = len(batches)
-            results_iter = executor.map(_decode_batch, batches, [width_px] * count,
-                                        [aspect] * count, [crop] * count)
-        finished = False
+            results_iter = _decode_pooled(batches, self.workers, width_px, aspect, crop)
         try:
             for results in results_iter:
                 for raw, digest, error, window, signature in results:
@@ -196,15 +348,12 @@ class FolderSource(TileSource):
                     position += 1
                     pixels = None if raw is None else np.frombuffer(raw, np.uint8).reshape(shape)
                     yield DecodedTile(entry, pixels, digest, error, window, signature)
-            finished = True
         finally:
             # No worker outlives the decode, however it ends (see _watch_parent
             # for when the parent itself is killed).
-            if executor is not None:
-                if finished:
-                    executor.shutdown(wait=True)
-                else:
-                    stop_process_pool(executor)
+            close = getattr(results_iter, "close", None)
+            if close is not None:
+                close()
 
     def open_original(self, entry: SourceEntry) -> Image.Image:
         """Open the original file (EXIF orientation applied, converted to RGB)."""
