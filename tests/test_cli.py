@@ -646,3 +646,13 @@ def test_a_closed_output_pipe_ends_the_command_quietly(setup, tmp_path):
             process.wait()
     assert stderr.decode() == ""
     assert process.returncode == 128 + signal.SIGPIPE
+
+
+def test_index_counts_one_tile_in_the_singular(tmp_path):
+    library = make_colour_folder(tmp_path / "library", 1)
+    result = run(["index", library, "--tile-px", 8, "--cache-dir", tmp_path / "cache"])
+    assert result.exit_code == 0, result.output
+    assert "mosaicist: 1 tile of 8 px from" in result.stderr, result.stderr
+    more = make_colour_folder(tmp_path / "more", 3)
+    result = run(["index", more, "--tile-px", 8, "--cache-dir", tmp_path / "cache"])
+    assert "mosaicist: 3 tiles of 8 px from" in result.stderr, result.stderr

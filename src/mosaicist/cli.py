@@ -948,7 +948,8 @@ def index(source: str, match_px: int, duplicates: bool, scheduler: str | None,
             found = (f"; {dropped} near-duplicates in {len(groups)} groups at --dedupe "
                      f"{threshold}")
         click.echo(printable(
-            f"mosaicist: {len(library)} tiles of {size} from {library.source.name}: "
+            f"mosaicist: {len(library)} tile{'' if len(library) == 1 else 's'} of {size} from "
+            f"{library.source.name}: "
             f"{stats.decoded} decoded, {stats.reused} unchanged, {stats.removed} removed, "
             f"{len(stats.failed)} skipped in {stats.seconds:.2f} s{found}; "
             f"index at {library.directory}"
