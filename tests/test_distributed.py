@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import pickle
+import re
 import signal
 import sqlite3
 import subprocess
@@ -163,6 +165,19 @@ def test_local_workers_keep_the_allocator_as_it_is(client):
         return os.environ.get("MALLOC_TRIM_THRESHOLD_")
 
     assert set(client.run(trim).values()) == {None}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="listening sockets")
+def test_a_local_cluster_listens_on_127_0_0_1_only(client):
+    psutil = pytest.importorskip("psutil")
+    here = psutil.Process()
+    listening = [(process.pid, connection.laddr.ip)
+                 for process in [here, *here.children(recursive=True)]
+                 for connection in process.net_connections(kind="inet")
+                 if connection.status == psutil.CONN_LISTEN]
+    workers = set(client.run(os.getpid).values())
+    assert workers <= {pid for pid, _ in listening}  # each worker listens: it is in the list
+    assert {ip for _, ip in listening} == {"127.0.0.1"}
 
 
 def manifest(library: TileLibrary) -> tuple[list, list]:
@@ -432,11 +447,131 @@ def test_a_cluster_write_stopped_midway_closes_its_bands_while_the_client_is_ope
     assert len(made) == 1 and made[0].gi_frame is None  # closed, its futures cancelled
 
 
+def test_a_worker_without_the_index_fails_a_render_in_one_line(client, tmp_path):
+    # The index's tiles went to the workers as a ShardedTiles, which maps its files as it
+    # is unpickled: a worker without them died reading its task, three times over, and
+    # the run blamed the task's memory (or, with no nanny to restart it, waited for ever).
+    tiles = make_colour_folder(tmp_path / "tiles", 20, size=8)
+    target = tmp_path / "target.png"
+    Image.fromarray(noisy_target()).save(target)
+    mosaic = make_mosaic(target, tiles, MosaicOptions(cell_px=4, tile_px=8),
+                         cache_dir=tmp_path / "cache")
+    workers = set(client.nthreads())
+    # As if the workers were on another filesystem: the files gone, this process's maps kept.
+    for path in (tmp_path / "cache").rglob("*.u8"):
+        path.unlink()
+    with pytest.raises(MosaicistError, match="the index is not on this worker; the cache must "
+                                             "be on a filesystem every worker shares"):
+        write_on_cluster(client, mosaic.renderer, tmp_path / "out.png", mosaic.options,
+                         cache_dir=tmp_path / "cache", rows_per_task=2)
+    assert set(client.nthreads()) == workers  # none died (a new one has a new address)
+
+
+def test_a_worker_without_the_index_fails_a_match_in_one_line(tmp_path):
+    # It said "<tiles>: no usable tile images found", of a folder of tiles that is there.
+    from mosaicist.distributed import _match
+
+    tiles = make_colour_folder(tmp_path / "tiles", 4, size=8)
+    index = tmp_path / "elsewhere" / "indexes" / "tiles" / "px8"
+    job = _match.MatchJob(str(tiles), str(tmp_path / "elsewhere"), str(index), 1, 4,
+                          MosaicOptions(tile_px=8), 8, str(tmp_path / "cells.npy"))
+    with pytest.raises(MosaicistError) as raised:
+        _match._library(job)
+    assert str(raised.value) == (f"{index}: the index folder is not on this worker; the cache "
+                                 f"must be on a filesystem every worker shares")
+
+
 def test_an_unreachable_scheduler_is_one_line(monkeypatch):
     monkeypatch.setattr(_cluster, "CONNECT_SECONDS", 1)
     with pytest.raises(MosaicistError, match="cannot reach the Dask scheduler"):
         with client_for("tcp://127.0.0.1:9"):
             pass
+
+
+class FakeServer:
+    """A TCP server on 127.0.0.1 that is no Dask scheduler, in a thread, closed after.
+
+    ``silent``: accepts and says nothing; ``http``: answers a request as a web
+    server does (a status page's port); ``garbage``: a few bytes that look
+    like the start of a Dask message.
+    """
+
+    def __init__(self, mode: str) -> None:
+        import socket
+
+        self.mode = mode
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"tcp://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections: list = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            self.connections.append(connection)
+            with contextlib.suppress(OSError):
+                if self.mode == "http":
+                    connection.recv(65536)
+                    connection.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+                elif self.mode == "garbage":
+                    connection.recv(65536)
+                    connection.sendall((1).to_bytes(8, "little") + (4).to_bytes(8, "little")
+                                       + b"junk")
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self.connections:
+            connection.close()
+
+
+@pytest.fixture
+def quick_connect(monkeypatch):
+    """Connection attempts that give up after a second."""
+    monkeypatch.setattr(_cluster, "CONNECT_SECONDS", 1)
+    monkeypatch.setattr(_cluster, "_ANSWER_SECONDS", 0.5)
+
+
+@pytest.mark.parametrize(("mode", "message"), [
+    # Dask's handshake read waited for ever.
+    ("silent", "no Dask scheduler answers there (it accepted the connection but never "
+               "answered)"),
+    # Read as a Dask message: "out of memory" (a length of exabytes), or a traceback, then
+    # 20 s more at the exit closing the half-made client, with another traceback.
+    ("http", "not a Dask scheduler (it answered in another protocol)"),
+    ("garbage", "not a Dask scheduler (it answered in another protocol)"),
+])
+def test_an_address_where_no_scheduler_answers_is_one_line_and_quick(quick_connect, mode,
+                                                                      message):
+    server = FakeServer(mode)
+    try:
+        started = time.monotonic()
+        with pytest.raises(MosaicistError) as raised, client_for(server.address):
+            pass
+        assert str(raised.value) == f"{server.address}: {message}"
+        assert time.monotonic() - started < 5
+    finally:
+        server.close()
+
+
+def test_tls_without_its_settings_is_one_line():
+    # Dask raised a TypeError deep in its connect (a traceback, then 20 s at the exit).
+    with pytest.raises(MosaicistError, match=r"^tls://127\.0\.0\.1:9: tls:// needs Dask's "
+                                             r"TLS settings"):
+        with client_for("tls://127.0.0.1:9"):
+            pass
+
+
+def test_an_unknown_host_says_why(quick_connect):
+    with pytest.raises(MosaicistError) as raised, client_for("tcp://no-such-host.invalid:8786"):
+        pass
+    message = str(raised.value)
+    assert message.startswith("tcp://no-such-host.invalid:8786: cannot reach the Dask "
+                              "scheduler (Timed out trying to connect")
+    assert len(message.splitlines()) == 1 and "<" not in message  # no Dask object names
 
 
 def test_signals_while_held_come_after_the_block():
@@ -524,7 +659,70 @@ def test_ctrl_c_while_a_local_cluster_starts_is_one_line(tmp_path):
     assert not _marked(psutil, marker)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals and /proc")
+def test_ctrl_c_in_a_terminal_mid_run_is_one_line(tmp_path):
+    # A terminal's Ctrl+C reaches every process of its group, a local cluster's workers
+    # too: each printed a traceback of Dask's under the run's one line, and a worker
+    # stopped amid a task a warning of its cancelling (without -q).
+    psutil = pytest.importorskip("psutil")
+    tiles = make_colour_folder(tmp_path / "tiles", 8, size=8)
+    marker = f"ctrl-c-{os.getpid()}-{time.monotonic_ns()}"
+    started = tmp_path / "started"
+    code = f"""
+import pathlib, time
+from mosaicist.distributed import _index
+def wait_here(client, seconds=10):
+    # The cluster is up, and its worker busy with a task: the run is under way. (A short
+    # task: a worker is stopped after it, or killed after 4 s.)
+    busy = client.submit(time.sleep, 1.5, pure=False)
+    while not any(client.processing().values()):
+        time.sleep(0.01)
+    pathlib.Path({str(started)!r}).touch()
+    time.sleep({WAIT_SECONDS})
+_index.require_workers = wait_here
+from mosaicist.cli import main
+main(["index", {str(tiles)!r}, "--tile-px", "8", "--scheduler", "local:1"])
+"""
+    env = dict(os.environ, MOSAICIST_CACHE_DIR=str(tmp_path / "cache"),
+               MOSAICIST_TEST_MARK=marker)
+    process = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while not started.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert started.exists(), "the run never started"
+        os.killpg(process.pid, signal.SIGINT)  # to the whole group, as a terminal does
+        _, errors = process.communicate(timeout=WAIT_SECONDS)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 130
+    assert errors.splitlines() == ["mosaicist: error: interrupted"], errors
+    deadline = time.monotonic() + 20
+    while _marked(psutil, marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _marked(psutil, marker)
+
+
 # -- a cluster of subprocesses -------------------------------------------------------
+
+
+#: A command (then a shell's script and its arguments) run in a mount namespace of its
+#: own, where the script can mount a folder over another, seen by nothing else.
+HIDING = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c"]
+
+
+def can_hide(folder: Path) -> bool:
+    """Whether a process can be started here to which ``folder`` is empty (see HIDING)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        return subprocess.run(
+            [*HIDING, 'mount -t tmpfs tmpfs "$0" && test -z "$(ls -A "$0")"', str(folder)],
+            capture_output=True, timeout=WAIT_SECONDS).returncode == 0
+    return False
 
 
 class SubprocessCluster:
@@ -541,16 +739,21 @@ class SubprocessCluster:
             time.sleep(0.1)
         self.address = json.loads(scheduler_file.read_text())["address"]
 
-    def start_worker(self, name: str) -> None:
+    def start_worker(self, name: str, hidden: Path | None = None) -> None:
+        """A worker; one to which ``hidden`` is an empty folder, as if on another machine."""
         self._start(name, ["worker", self.address, "--name", name, "--nthreads", "1",
                            "--no-nanny", "--host", "127.0.0.1", "--no-dashboard",
-                           "--local-directory", str(self.folder / name)])
+                           "--local-directory", str(self.folder / name)], hidden)
 
-    def _start(self, name: str, arguments: list[str]) -> None:
+    def _start(self, name: str, arguments: list[str], hidden: Path | None = None) -> None:
+        command = [sys.executable, "-m", "dask", *arguments]
+        if hidden is not None:
+            command = [*HIDING, 'mount -t tmpfs tmpfs "$0" && exec "$@"', str(hidden),
+                       *command]
         log = open(self.folder / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "dask", *arguments], stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd=self.folder)
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=self.folder)
         log.close()
 
     def kill(self, name: str) -> None:
@@ -610,6 +813,102 @@ def test_the_command_line_on_a_running_scheduler(subprocess_cluster, tmp_path):
                                   "256, got 'local:0'")
 
 
+def test_the_command_line_on_what_is_no_scheduler_is_one_line(subprocess_cluster, tmp_path):
+    """A worker's address, or a port of another protocol: one line, at once, nothing after."""
+    tiles = make_colour_folder(tmp_path / "tiles", 4, size=8)
+    env = dict(os.environ, MOSAICIST_CACHE_DIR=str(tmp_path / "cache"))
+    with client_for(subprocess_cluster.address) as watcher:
+        watcher.wait_for_workers(1, timeout=WAIT_SECONDS)
+        worker = sorted(watcher.nthreads())[0]
+    server = FakeServer("http")
+    try:
+        for address, message in (
+                (worker, f"{worker}: this is a Dask worker, not the scheduler; give "
+                         f"--scheduler the scheduler's address ({subprocess_cluster.address})"),
+                (server.address, f"{server.address}: not a Dask scheduler (it answered in "
+                                 f"another protocol)")):
+            started = time.monotonic()
+            done = subprocess.run(
+                [sys.executable, "-m", "mosaicist", "index", str(tiles), "--tile-px", "8",
+                 "--scheduler", address], capture_output=True, text=True, env=env,
+                timeout=WAIT_SECONDS)
+            # Before: a traceback (or "out of memory"), then 20 s closing a half-made client.
+            assert done.returncode == 1
+            assert done.stderr.splitlines() == [f"mosaicist: error: {message}"]
+            assert time.monotonic() - started < 15
+    finally:
+        server.close()
+
+
+class Records(logging.Handler):
+    """Every log record of a logger, kept (Dask's loggers do not reach pytest's)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_scheduler_lost_mid_run_is_one_line(tmp_path, quick_connect):
+    # Dask cancels every task of a client that lost its scheduler: the run ended with a
+    # traceback of FutureCancelledError, and closing the client logged another.
+    cluster = SubprocessCluster(tmp_path)
+    records = Records()
+    logging.getLogger("distributed.client").addHandler(records)
+    try:
+        cluster.start_worker("worker-a")
+        started = time.monotonic()
+        with pytest.raises(MosaicistError) as raised:
+            with client_for(cluster.address) as there:
+                there.wait_for_workers(1, timeout=WAIT_SECONDS)
+                future = there.submit(time.sleep, WAIT_SECONDS, pure=False)
+                deadline = time.monotonic() + WAIT_SECONDS
+                while not any(there.processing().values()) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                cluster.kill("scheduler")
+                started = time.monotonic()
+                _index._result(future, "tiles")
+        assert str(raised.value) == (f"lost the connection to the Dask scheduler at "
+                                     f"{cluster.address}; its tasks are cancelled; the parts "
+                                     f"finished are kept")
+        assert time.monotonic() - started < 30  # the client's own reconnecting, then closing
+        assert not [record for record in records.records if record.levelno >= logging.ERROR]
+    finally:
+        logging.getLogger("distributed.client").removeHandler(records)
+        cluster.kill("worker-a")  # without a scheduler, it would take 10 s to stop
+        cluster.stop()
+
+
+def test_a_cluster_left_without_workers_stops_the_run(tmp_path, monkeypatch):
+    # Its only worker (no nanny) killed: Dask waits for ever for another, and so did the run.
+    monkeypatch.setattr(_cluster, "NO_WORKER_SECONDS", 1)
+    monkeypatch.setattr(_cluster, "WATCH_SECONDS", 0.2)
+    cluster = SubprocessCluster(tmp_path)
+    try:
+        cluster.start_worker("worker-a")
+        with client_for(cluster.address) as there:
+            there.wait_for_workers(1, timeout=WAIT_SECONDS)
+            futures = [there.submit(time.sleep, WAIT_SECONDS, pure=False) for _ in range(2)]
+            deadline = time.monotonic() + WAIT_SECONDS
+            while not any(there.processing().values()) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            cluster.kill("worker-a")
+            message = (f"the Dask scheduler at {cluster.address} has had no workers for 1 s "
+                       f"(all lost?); start some with 'dask worker {cluster.address}'")
+            running = distributed.as_completed(futures, loop=there.loop)
+            for wait in (lambda: _cluster.task_result(futures[0], "killed"),
+                         lambda: next(_cluster.completed(running, _cluster.WorkerWatch(there)))):
+                started = time.monotonic()
+                with pytest.raises(MosaicistError) as raised:
+                    wait()
+                assert str(raised.value) == message
+                assert time.monotonic() - started < 10
+    finally:
+        cluster.stop()
+
+
 def test_a_worker_killed_mid_run_costs_only_its_parts(subprocess_cluster, tmp_path):
     rng = np.random.default_rng(8)
     tiles = tmp_path / "tiles"
@@ -653,3 +952,92 @@ def test_a_worker_killed_mid_run_costs_only_its_parts(subprocess_cluster, tmp_pa
     assert isinstance(two, TileLibrary)
     assert_same_library(one, two)
     assert two.stats is not None and two.stats.decoded == 160
+
+
+def test_a_worker_killed_mid_match_changes_no_pick(subprocess_cluster, tmp_path):
+    tiles = make_colour_folder(tmp_path / "tiles", 120, size=16, seed=6)
+    target = tmp_path / "target.png"
+    Image.fromarray(noisy_target()).save(target)
+    options = MosaicOptions(cell_px=2, tile_px=8, preset="seed")  # 20 x 28 cells
+    one = make_mosaic(target, tiles, options, cache_dir=tmp_path / "one")
+    if subprocess_cluster.processes["worker-b"].poll() is not None:
+        subprocess_cluster.start_worker("worker-b")  # killed by the test before
+    outcome: dict[str, object] = {}
+
+    def make_there() -> None:
+        with client_for(subprocess_cluster.address) as there:
+            try:
+                # Many small tasks: 12 ranges of the library times 70 blocks of cells.
+                outcome["mosaic"] = make_on_cluster(there, target, tiles, options,
+                                                    cache_dir=tmp_path / "two", block_cells=8,
+                                                    range_tiles=10)
+            except BaseException as error:  # noqa: BLE001 - reported by the test below
+                outcome["error"] = error
+
+    runner = threading.Thread(target=make_there)
+    with client_for(subprocess_cluster.address) as watcher:
+        watcher.wait_for_workers(2, timeout=WAIT_SECONDS)
+        victim = next(address for address, info in
+                      watcher.scheduler_info(n_workers=-1)["workers"].items()
+                      if info["name"] == "worker-b")
+        runner.start()
+        killed = False
+        deadline = time.monotonic() + WAIT_SECONDS
+        while runner.is_alive() and time.monotonic() < deadline:
+            busy = watcher.processing(workers=[victim]).get(victim, [])
+            if any(str(key).startswith("search_range") for key in busy):
+                subprocess_cluster.kill("worker-b")  # amid the search
+                killed = True
+                break
+            time.sleep(0.002)
+        runner.join(WAIT_SECONDS)
+    assert killed, "the worker was never caught searching"
+    assert "error" not in outcome, outcome.get("error")
+    two = outcome["mosaic"]
+    for name in ("tile", "distance", "transform", "tint", "gain"):
+        assert np.array_equal(getattr(one.placements, name), getattr(two.placements, name))
+
+
+def test_a_worker_that_cannot_see_the_tiles_leaves_the_index_as_it_was(tmp_path):
+    # Every file of its parts was recorded as a failure ("No such file or directory"), which
+    # the next updates skip as unchanged: even on one machine, the index left them out.
+    tiles = make_colour_folder(tmp_path / "tiles", 20, size=8)
+    if not can_hide(tiles):
+        pytest.skip("no mount namespaces here (unshare)")
+    (tmp_path / "dask").mkdir()
+    cluster = SubprocessCluster(tmp_path / "dask")
+    try:
+        cluster.start_worker("elsewhere", hidden=tiles)
+        with client_for(cluster.address) as there:
+            there.wait_for_workers(1, timeout=WAIT_SECONDS)
+            with pytest.raises(MosaicistError) as raised:
+                index_library(there, tiles, 8, tmp_path / "cache")
+    finally:
+        if "elsewhere" in cluster.processes:
+            cluster.kill("elsewhere")  # no need to wait for it to close
+        cluster.stop()
+    assert re.fullmatch(rf"{re.escape(str(tiles))}/t0\d\d\.png: this file of the tiles is not on "
+                        rf"a worker; the tiles must be on a filesystem every worker shares",
+                        str(raised.value))
+    library = TileLibrary.open(tiles, 8, cache_dir=tmp_path / "cache")
+    assert len(library) == 20
+    assert library.stats is not None and library.stats.decoded == 20
+
+
+def test_a_batch_on_a_local_cluster_writes_the_files_of_one_machine(tmp_path):
+    from mosaicist.batch import batch_mosaics
+
+    tiles = make_colour_folder(tmp_path / "tiles", 30, size=16, seed=2)
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    Image.fromarray(noisy_target()).save(targets / "a.png")
+    Image.fromarray(noisy_target()[::-1, ::-1].copy()).save(targets / "b.png")
+    options = MosaicOptions(cell_px=4, tile_px=8)
+    outputs = {}
+    for name, scheduler in (("one", None), ("two", "local:2")):
+        result = batch_mosaics(targets, tiles, tmp_path / name, options, scheduler=scheduler,
+                               cache_dir=tmp_path / f"cache-{name}")
+        assert [target.status for target in result.results] == ["made", "made"], result.results
+        outputs[name] = {path.name: path.read_bytes()
+                         for path in sorted((tmp_path / name).glob("*.png"))}
+    assert len(outputs["one"]) == 2 and outputs["one"] == outputs["two"]

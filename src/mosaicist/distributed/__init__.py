@@ -18,7 +18,17 @@ paths as this process (a shared filesystem). Dask is imported only when a
 client is asked for: without ``--scheduler`` nothing here imports it.
 """
 
-from ._cluster import Scheduler, client_for, parse_scheduler, require_workers, worker_addresses
+from ._cluster import (
+    Scheduler,
+    WorkerWatch,
+    check_scheduler,
+    client_for,
+    completed,
+    parse_scheduler,
+    require_workers,
+    task_result,
+    worker_addresses,
+)
 from ._index import ClusterDecoder, index_library
 from ._make import make_on_cluster
 from ._match import ClusterCappedMatcher, ClusterExactMatcher, cluster_matching
@@ -29,12 +39,16 @@ __all__ = [
     "ClusterDecoder",
     "ClusterExactMatcher",
     "Scheduler",
+    "WorkerWatch",
+    "check_scheduler",
     "client_for",
     "cluster_matching",
+    "completed",
     "index_library",
     "make_on_cluster",
     "parse_scheduler",
     "require_workers",
+    "task_result",
     "worker_addresses",
     "write_on_cluster",
 ]

@@ -4,7 +4,10 @@
 
 ``tcp://HOST:PORT`` (or ``tls://``, or a bare ``HOST:PORT``)
     A running Dask scheduler (``dask scheduler``) with its workers
-    (``dask worker``); the client connects and leaves it running.
+    (``dask worker``); the client connects and leaves it running. What
+    answers there is asked first (:func:`check_scheduler`): nothing, a
+    server of another protocol, or a worker's address, is one line within
+    seconds.
 ``local``
     A :class:`distributed.LocalCluster` of one worker process per usable
     core (:func:`mosaicist._runtime.worker_count`), started for the run and
@@ -17,8 +20,14 @@ status pages), each worker is one process of one thread (decoding and the
 exact search are CPU-bound and release the GIL only in part), and it is
 stopped however the block ends. Ctrl+C or SIGTERM while it starts is held
 until it has started (a second one is not), then the cluster is stopped and
-the signal takes its usual course. Dask is imported only here, when a client
-is asked for, so that a run without ``--scheduler`` never imports it.
+the signal takes its usual course; its workers ignore Ctrl+C, which a
+terminal sends them too (:mod:`._local_worker`): the run stops them.
+
+While a run waits on its tasks, a scheduler lost, or a cluster left without
+workers for :data:`NO_WORKER_SECONDS`, ends it in one line
+(:func:`task_result`, :func:`completed`) instead of a traceback or a wait
+for ever. Dask is imported only here, when a client is asked for, so that a
+run without ``--scheduler`` never imports it.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import logging
 import re
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
@@ -37,12 +47,18 @@ from .._runtime import THREADS_ENV, worker_count
 from ..errors import MosaicistError, OptionError, install_extra
 
 if TYPE_CHECKING:
-    from distributed import Client, LocalCluster
+    from distributed import Client, Future, LocalCluster
 
 #: Most worker processes ``local:N`` starts.
 MOST_LOCAL_WORKERS = 256
 #: Seconds to wait for a remote scheduler to answer before giving up.
 CONNECT_SECONDS = 10
+#: Seconds a run waits on its tasks while the cluster has no worker, before it stops.
+NO_WORKER_SECONDS = 60
+#: Seconds between checks that the cluster still has a worker, while a run waits.
+WATCH_SECONDS = 1
+#: Seconds a connected scheduler has to answer, past the connection's own time.
+_ANSWER_SECONDS = 2
 
 #: Dask settings of a local cluster (the same suit ``dask worker`` processes:
 #: see docs/cluster.md):
@@ -63,8 +79,12 @@ LOCAL_SETTINGS = {
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
 }
 
+#: The module a local cluster's workers preload (their Ctrl+C ignored).
+LOCAL_WORKER_PRELOAD = "mosaicist.distributed._local_worker"
+
 _REMOTE = re.compile(r"(?:(?P<scheme>tcp|tls)://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+)"
                      r":(?P<port>\d{1,5})/?")
+_DASK_WHERE = re.compile(r"^in <[^>]*>: ")
 _INSTALL_HINT = f"--scheduler needs Dask: {install_extra('dask')}"
 
 
@@ -179,16 +199,118 @@ def client_for(address: str | Scheduler, *, quiet: bool = True) -> Iterator[Clie
             yield client
         return
     with _quiet_dask(level):
+        # Asked first, on a connection of its own: Dask's client waits for ever on a
+        # peer that accepts and says nothing, and on one that speaks another protocol
+        # (a status page's port, a worker's) it fails with an error of any kind and
+        # leaves a half-made client whose exit takes 20 s and prints a traceback.
+        remote = scheduler.address
+        assert remote is not None
+        check_scheduler(remote)
         try:
-            client = distributed.Client(scheduler.address, timeout=CONNECT_SECONDS,
-                                        set_as_default=False)
-        except (OSError, TimeoutError) as error:
-            raise MosaicistError(f"{scheduler.address}: cannot reach the Dask scheduler "
+            client = distributed.Client(remote, timeout=CONNECT_SECONDS, set_as_default=False)
+        except Exception as error:  # noqa: BLE001 - any failure to connect is one line
+            raise MosaicistError(f"{remote}: cannot reach the Dask scheduler "
                                  f"({_reason(error)})") from None
         try:
             yield client
-        finally:
+        except BaseException:
+            # A client that lost its scheduler logs the cancelling of its reconnecting
+            # as an error with a traceback (whatever the level of "distributed"): the
+            # run has its own one line to say.
+            with _silent_dask():
+                client.close()
+            raise
+        else:
             client.close()
+
+
+def check_scheduler(address: str, seconds: float | None = None) -> None:
+    """Make sure a Dask scheduler answers at ``address``, within about ``seconds``.
+
+    Connects as a client does (with Dask's TLS settings for ``tls://``), asks
+    the server who it is, and disconnects, on a thread of its own, so that
+    nothing here waits much longer than ``seconds`` (default
+    :data:`CONNECT_SECONDS`) whatever the other end does.
+
+    Parameters
+    ----------
+    address : str
+        ``tcp://HOST:PORT`` or ``tls://HOST:PORT``.
+    seconds : float, optional
+        How long to keep trying to connect.
+
+    Raises
+    ------
+    MosaicistError
+        In one line: nothing answers (refused, no route, unknown host), TLS
+        is not set up, the other end says nothing, speaks another protocol,
+        or is a Dask worker or nanny rather than the scheduler.
+    """
+    seconds = CONNECT_SECONDS if seconds is None else seconds
+    if address.startswith("tls://"):
+        from distributed.security import Security
+
+        if Security().get_connection_args("client").get("ssl_context") is None:
+            raise MosaicistError(f"{address}: tls:// needs Dask's TLS settings (the "
+                                 f"distributed.comm.tls options of the Dask configuration: "
+                                 f"ca-file, client.cert, client.key)")
+    outcome: dict[str, Any] = {}
+    thread = threading.Thread(target=_ask_identity, args=(address, seconds, outcome),
+                              name="mosaicist-scheduler-check", daemon=True)
+    thread.start()
+    # A daemon thread, joined for a bounded time: a name lookup that hangs is not waited for.
+    thread.join(seconds + 2 * _ANSWER_SECONDS)
+    error = outcome.get("error")
+    if "identity" not in outcome and error is None or outcome.get("timed_out"):
+        # Dask's connect gives up with an OSError after ``seconds``: what outlasts
+        # it was connected, and then sent nothing (a server of another protocol
+        # that waits for its client to speak first, a scheduler that hangs).
+        raise MosaicistError(f"{address}: no Dask scheduler answers there (it accepted the "
+                             f"connection but never answered)")
+    if isinstance(error, OSError):
+        raise MosaicistError(f"{address}: cannot reach the Dask scheduler ({_reason(error)})")
+    if error is not None:
+        # Bytes of another protocol read as a Dask message fail in any way, a
+        # MemoryError for a length of exabytes among them.
+        raise MosaicistError(f"{address}: not a Dask scheduler (it answered in another "
+                             f"protocol)")
+    identity = outcome["identity"]
+    kind = identity.get("type") if isinstance(identity, dict) else None
+    if kind in ("Worker", "Nanny"):
+        scheduler = identity.get("scheduler")
+        hint = f" ({scheduler})" if isinstance(scheduler, str) else ""
+        raise MosaicistError(f"{address}: this is a Dask {kind.lower()}, not the scheduler; "
+                             f"give --scheduler the scheduler's address{hint}")
+    if not isinstance(kind, str):
+        raise MosaicistError(f"{address}: not a Dask scheduler (it did not say what it is)")
+
+
+def _ask_identity(address: str, seconds: float, outcome: dict[str, Any]) -> None:
+    """On a thread: connect to ``address``, ask its identity, and note what happened."""
+    import asyncio
+
+    from distributed.comm import connect
+    from distributed.security import Security
+
+    async def ask() -> None:
+        arguments = Security().get_connection_args("client")
+        comm = await connect(address, timeout=seconds, **arguments)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            outcome["identity"] = await comm.read()
+        finally:
+            comm.abort()
+
+    async def bounded() -> None:
+        # Dask's connect reads the other end's handshake without a time limit.
+        await asyncio.wait_for(ask(), seconds + _ANSWER_SECONDS)
+
+    try:
+        asyncio.run(bounded())
+    except TimeoutError:
+        outcome["timed_out"] = True
+    except BaseException as error:  # noqa: BLE001 - reported by check_scheduler
+        outcome["error"] = error
 
 
 def worker_addresses(client: Client) -> list[str]:
@@ -211,6 +333,121 @@ def require_workers(client: Client, seconds: float = CONNECT_SECONDS) -> int:
         raise MosaicistError(f"the Dask scheduler at {address} has no workers; start some "
                              f"with 'dask worker {address}'") from None
     return len(worker_addresses(client))
+
+
+def task_result(future: Future, killed: str, *, kept: str = "") -> Any:
+    """A task's result, or the one-line reason it failed.
+
+    Parameters
+    ----------
+    future : distributed.Future
+        The task.
+    killed : str
+        What to say when the task killed every worker it was given to.
+    kept : str
+        Said after a lost scheduler: what the run keeps of its work.
+
+    Raises
+    ------
+    MosaicistError
+        The task killed its workers, or the connection to the scheduler was
+        lost (Dask then cancels every task of the client).
+    Exception
+        The task's own error, as it raised it.
+    """
+    from distributed.client import FutureCancelledError
+    from distributed.scheduler import KilledWorker
+
+    watch = WorkerWatch(future.client)
+    try:
+        while True:
+            try:
+                return future.result(timeout=WATCH_SECONDS)
+            except TimeoutError:
+                if future.done():
+                    raise  # the task's own
+                watch.check()
+    except KilledWorker:
+        raise MosaicistError(killed) from None
+    except FutureCancelledError as error:
+        # Not a cancelling of ours (those futures are not waited for): the
+        # scheduler went away, or cancelled it itself.
+        address = _scheduler_address(future)
+        if error.reason == "scheduler-connection-lost":
+            raise MosaicistError(f"lost the connection to the Dask scheduler{address}; its "
+                                 f"tasks are cancelled{kept}") from None
+        raise MosaicistError(f"the Dask scheduler{address} cancelled a task "
+                             f"({error.reason}){kept}") from None
+
+
+class WorkerWatch:
+    """How long the cluster has had no worker, checked while a run waits on its tasks.
+
+    Dask waits for ever for a worker to run a task that has none: every
+    worker of a cluster without nannies gone (killed, out of memory), the
+    run waited without a word. Past :data:`NO_WORKER_SECONDS` without one,
+    it stops.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        The cluster.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.since: float | None = None
+
+    def check(self) -> None:
+        """Note whether the cluster has a worker now.
+
+        Raises
+        ------
+        MosaicistError
+            When it has had none for :data:`NO_WORKER_SECONDS`.
+        """
+        try:
+            workers = self.client.nthreads()
+        except Exception:  # noqa: BLE001 - a scheduler gone: its tasks are cancelled, not here
+            return
+        if workers:
+            self.since = None
+            return
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        elif now - self.since >= NO_WORKER_SECONDS:
+            address = self.client.scheduler_info().get("address", "")
+            raise MosaicistError(f"the Dask scheduler at {address} has had no workers for "
+                                 f"{NO_WORKER_SECONDS:g} s (all lost?); start some with "
+                                 f"'dask worker {address}'")
+
+
+def completed(running: Any, watch: WorkerWatch) -> Iterator[Future]:
+    """The futures of a :class:`distributed.as_completed` as they finish, checking ``watch``.
+
+    Futures may be added to ``running`` while this is iterated.
+    """
+    while True:
+        batch = running.next_batch(block=False)
+        if batch:
+            yield from batch
+            continue
+        if running.is_empty():
+            return
+        with running.thread_condition:
+            running.thread_condition.wait(timeout=WATCH_SECONDS)
+        if running.queue.empty():
+            watch.check()
+
+
+def _scheduler_address(future: Future) -> str:
+    """`` at ADDRESS`` of the scheduler of ``future``'s client, or nothing."""
+    with contextlib.suppress(Exception):
+        address = future.client.scheduler.address
+        if isinstance(address, str):
+            return f" at {address}"
+    return ""
 
 
 @contextlib.contextmanager
@@ -242,8 +479,16 @@ def _local_client(workers: int, level: int) -> Iterator[Client]:
     if held.received is not None:
         stack.close()
         held.deliver()
-    with stack:
+    try:
         yield client
+    except BaseException:
+        # Stopped amid its tasks (an interrupt, an error): the nannies here log the
+        # workers they stop, or kill after a few seconds, as warnings of Dask's; the
+        # run has its own one line to say.
+        with _silent_dask():
+            stack.close()
+        raise
+    stack.close()
 
 
 class _HeldSignals:
@@ -314,10 +559,13 @@ def _local_cluster(workers: int, level: int) -> Iterator[LocalCluster]:
     with dask.config.set(LOCAL_SETTINGS):
         before = set(SpecCluster._instances)
         try:
+            # The workers ignore Ctrl+C, which a terminal sends them too: this
+            # process stops them (see _local_worker).
+            preload = [*dask.config.get("distributed.worker.preload", []), LOCAL_WORKER_PRELOAD]
             cluster = LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                 dashboard_address="127.0.0.1:0", worker_dashboard_address="127.0.0.1:0",
-                silence_logs=level, env=environment,
+                silence_logs=level, env=environment, preload=preload,
             )
         except BaseException as error:
             _forget_half_made(set(SpecCluster._instances) - before)
@@ -360,6 +608,31 @@ def _quiet_dask(level: int) -> Iterator[None]:
             logger.setLevel(old)
 
 
+@contextlib.contextmanager
+def _silent_dask() -> Iterator[None]:
+    """No log record of Dask's at all in the block (its loggers have levels of their own)."""
+    manager = logging.Logger.manager
+    names = [name for name in list(manager.loggerDict)
+             if name.split(".")[0] in ("distributed", "dask", "tornado")]
+    loggers = [logging.getLogger(name) for name in names]
+    before = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, before, strict=True):
+            logger.setLevel(level)
+
+
 def _reason(error: BaseException) -> str:
+    """The first line of ``error``, with its cause's when Dask's connect gave up on one."""
     text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+    # Dask's comm errors start with the object that failed: "in <TCP ...>: ".
+    reason = _DASK_WHERE.sub("", text[0]) if text else type(error).__name__
+    cause = error.__cause__
+    if reason.startswith("Timed out trying to connect") and cause is not None:
+        # Dask retried until its time was up: the last failure says why (a refused
+        # connection, an unknown host).
+        reason = f"{reason}: {_reason(cause)}"
+    return reason

@@ -37,7 +37,7 @@ from ..library._update import TileFormat, UpdateStats, stage_shard
 from ..paths import cache_dir as default_cache_dir
 from ..progress import progress_bar
 from ..sources import SourceEntry, TileSource, open_source, source_spec
-from ._cluster import require_workers
+from ._cluster import WorkerWatch, completed, require_workers, task_result
 
 if TYPE_CHECKING:
     import sqlite3
@@ -155,8 +155,10 @@ class ClusterDecoder:
             for _ in range(workers * IN_FLIGHT_PER_WORKER):
                 submit_next()
             try:
-                for future in running:
-                    shard, _tiles, _failed = _result(future, spec)
+                for future in completed(running, WorkerWatch(self.client)):
+                    shard, _tiles, _failed, unseen = _result(future, spec)
+                    # Not staged: its files' failures would stay in the index.
+                    _check_seen(unseen)
                     rows = read_shard_rows(directory, shard)
                     stage_shard(connection, shard, rows.tiles, rows.failures)
                     rows_path(directory / shard).unlink(missing_ok=True)
@@ -191,13 +193,14 @@ def part_size(entries: int, workers: int) -> int:
 
 def decode_part(
     spec: str, cache: str, tile: TileFormat, directory: str, part: Part
-) -> tuple[str, int, int]:
+) -> tuple[str, int, int, tuple[str, ...]]:
     """On a worker: decode the entries of ``part`` of the source ``spec`` into a new shard.
 
     Returns
     -------
-    (str, int, int)
-        The shard file's name, its tiles, and the entries that failed.
+    (str, int, int, tuple of str)
+        The shard file's name, its tiles, the entries that failed, and the
+        files of the part that are not on this worker (see :func:`_check_seen`).
 
     Raises
     ------
@@ -217,20 +220,45 @@ def decode_part(
     # file, a dataset's batches), whose pages would otherwise count as this
     # worker's for as long as it lives.
     source = open_source(spec, cache_dir=Path(cache))
-    return write_shard(source, part.entries, tile.width, tile.aspect, tile.crop, folder)
+    unseen = tuple(path for path in _file_paths(part.entries) if not os.path.lexists(path))
+    shard, tiles, failed = write_shard(source, part.entries, tile.width, tile.aspect,
+                                       tile.crop, folder)
+    return shard, tiles, failed, unseen
 
 
-def _result(future: Future, spec: str) -> tuple[str, int, int]:
+def _file_paths(entries: Sequence[SourceEntry]) -> list[str]:
+    """The files of ``entries`` found by path (a folder's), for the others nothing."""
+    return [str(entry.locator) for entry in entries
+            if isinstance(entry.locator, str | os.PathLike) and os.path.isabs(entry.locator)]
+
+
+def _check_seen(unseen: Sequence[str]) -> None:
+    """Refuse a part some of whose files its worker could not see, but this process can.
+
+    Those files would be recorded as failures, and an index update skips an
+    unchanged failure: the next runs, on one machine too, would have left
+    them out for good. A file gone here too was removed since the scan, a
+    failure as on one machine.
+
+    Raises
+    ------
+    MosaicistError
+        Naming the first such file.
+    """
+    here = next((path for path in unseen if os.path.lexists(path)), None)
+    if here is not None:
+        raise MosaicistError(f"{here}: this file of the tiles is not on a worker; the tiles "
+                             f"must be on a filesystem every worker shares")
+
+
+def _result(future: Future, spec: str) -> tuple[str, int, int, tuple[str, ...]]:
     """A part's result, or the one-line reason it failed."""
-    from distributed.scheduler import KilledWorker
-
     try:
-        return future.result()
+        return task_result(future, f"{spec}: a part of the index killed every worker it was "
+                                   f"given to (out of memory?); the parts finished are kept",
+                           kept="; the parts finished are kept")
     except MosaicistError:
         raise
-    except KilledWorker:
-        raise MosaicistError(f"{spec}: a part of the index killed every worker it was given "
-                             f"to (out of memory?); the parts finished are kept") from None
     except OSError as error:
         where = f"{error.filename}: " if getattr(error, "filename", None) else ""
         raise MosaicistError(f"{where}a worker could not write the index: "

@@ -67,7 +67,7 @@ from ..options import MosaicOptions
 from ..paths import atomic_path
 from ..paths import cache_dir as default_cache_dir
 from ..sources import source_spec
-from ._cluster import require_workers
+from ._cluster import require_workers, task_result
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -470,6 +470,10 @@ def _section(tiles: Any, start: int, stop: int) -> Any:
 def _library(job: MatchJob) -> TileLibrary:
     """The published library, read once per worker process (as the pipeline opens it)."""
     options = job.options
+    if not Path(job.directory).is_dir():
+        # Else opening the library says the source has no tiles, of a folder that is there.
+        raise MosaicistError(f"{job.directory}: the index folder is not on this worker; the "
+                             f"cache must be on a filesystem every worker shares")
     library = TileLibrary.open(job.spec, options.match_px or options.tile_px,
                                cache_dir=job.cache, update=False, aspect=options.aspect_ratio,
                                crop=options.crop)
@@ -492,10 +496,5 @@ def _cache_of(library: TileLibrary) -> Path:
 
 def _result(future: Any) -> Any:
     """A task's result, or the one-line reason it failed."""
-    from distributed.scheduler import KilledWorker
-
-    try:
-        return future.result()
-    except KilledWorker:
-        raise MosaicistError("a block of cells killed every worker it was given to "
-                             "(out of memory?)") from None
+    return task_result(future, "a block of cells killed every worker it was given to "
+                               "(out of memory?)")

@@ -35,7 +35,7 @@ from ..paths import cache_dir as default_cache_dir
 from ..placements import Placements
 from ..render import IndexPictures, MosaicRenderer, OriginalPictures, Picture, write_output
 from ..sources import TileSource, open_source, source_spec
-from ._cluster import require_workers
+from ._cluster import require_workers, task_result
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -47,6 +47,47 @@ AHEAD_PER_WORKER = 2
 
 
 @dataclass(frozen=True)
+class TileFiles:
+    """The index's tiles as files and runs, opened by the worker that draws them.
+
+    Sent instead of the :class:`~mosaicist.library._shards.ShardedTiles`
+    itself: that maps its files as it is unpickled, and a task argument that
+    fails to unpickle ends the worker process (Dask reads it off the
+    scheduler's stream), so that a worker without the cache died, and the
+    run then waited for ever for a worker, or blamed the task's memory.
+
+    Attributes
+    ----------
+    arguments : tuple
+        ``ShardedTiles``'s own arguments: its runs, the files' tile shape and
+        the shape it shows.
+    """
+
+    arguments: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, tiles: ShardedTiles) -> TileFiles:
+        """The files and runs of ``tiles``."""
+        _, arguments = tiles.__reduce__()
+        return cls(tuple(arguments))
+
+    def open(self) -> ShardedTiles:
+        """Map the files here.
+
+        Raises
+        ------
+        MosaicistError
+            When a file is not on this worker.
+        """
+        runs = self.arguments[0]
+        for path in dict.fromkeys(path for path, _, _ in runs):
+            if not os.path.isfile(path):
+                raise MosaicistError(f"{path}: the index is not on this worker; the cache "
+                                     f"must be on a filesystem every worker shares")
+        return ShardedTiles(*self.arguments)
+
+
+@dataclass(frozen=True)
 class BandJob:
     """How a worker makes the tile pictures of a render: by reference, never pixels.
 
@@ -54,7 +95,7 @@ class BandJob:
     ----------
     kind : str
         ``index`` (the library's packed tiles) or ``originals`` (the photos).
-    tiles : ShardedTiles or None
+    tiles : TileFiles or None
         The index's tiles, as files and runs (``index``).
     spec, cache : str
         The tile source's spec and the cache (``originals``).
@@ -73,7 +114,7 @@ class BandJob:
     """
 
     kind: str
-    tiles: ShardedTiles | None
+    tiles: TileFiles | None
     spec: str
     cache: str
     tile_px: int
@@ -141,11 +182,13 @@ def band_job(renderer: MosaicRenderer, cache: Path) -> BandJob | None:
         return None
     options = placements.options
     if isinstance(pictures, IndexPictures):
-        tiles = mapped_tiles(pictures.tiles)
-        if tiles is None:
+        # Files and runs, opened by the workers: not mapped here again.
+        files = tile_files(pictures.tiles)
+        if files is None:
             return None
-        return BandJob("index", tiles, "", "", pictures.tile_px, options.aspect_ratio,
-                       "centre", renderer.metric, options, placements.cols)
+        return BandJob("index", files, "", "", pictures.tile_px,
+                       options.aspect_ratio, "centre", renderer.metric, options,
+                       placements.cols)
     if isinstance(pictures, OriginalPictures):
         return BandJob("originals", None, source_spec(pictures.source), str(cache),
                        pictures.tile_px, pictures.aspect, pictures.crop, renderer.metric,
@@ -159,8 +202,14 @@ def mapped_tiles(tiles: Any) -> ShardedTiles | None:
     A sharded library already is; one memory map of a packed file becomes
     its file, first tile and count, found from where the map starts.
     """
+    files = tile_files(tiles)
+    return None if files is None else files.open()
+
+
+def tile_files(tiles: Any) -> TileFiles | None:
+    """The files and runs of ``tiles`` (as :func:`mapped_tiles`), nothing opened; else None."""
     if isinstance(tiles, ShardedTiles):
-        return tiles
+        return TileFiles.of(tiles)
     if not isinstance(tiles, np.memmap) or not tiles.filename or len(tiles) == 0:
         return None
     if not tiles.flags.c_contiguous or tiles.dtype != np.uint8:
@@ -174,8 +223,8 @@ def mapped_tiles(tiles: Any) -> ShardedTiles | None:
     tile_bytes = int(np.prod(tiles.shape[1:]))
     if start % tile_bytes:
         return None
-    return ShardedTiles([(str(tiles.filename), start // tile_bytes, len(tiles))],
-                        tuple(tiles.shape[1:]))
+    shape = tuple(tiles.shape[1:])
+    return TileFiles(([(str(tiles.filename), start // tile_bytes, len(tiles))], shape, shape))
 
 
 def _cluster_bands(client: Client, job: BandJob, renderer: MosaicRenderer,
@@ -246,7 +295,7 @@ def draw_rows(job: BandJob, placements: Placements, wanted: Any, first_row: int,
     pictures: IndexPictures | OriginalPictures
     if job.kind == "index":
         assert job.tiles is not None
-        pictures = IndexPictures(job.tiles, wanted)  # type: ignore[arg-type]
+        pictures = IndexPictures(job.tiles.open(), wanted)  # type: ignore[arg-type]
     else:
         source = _open(job.spec, job.cache)
         pictures = OriginalPictures(source, placements.source_ids, job.tile_px,
@@ -268,10 +317,6 @@ def _open(spec: str, cache: str) -> TileSource:
 
 
 def _result(future: Any) -> np.ndarray:
-    from distributed.scheduler import KilledWorker
-
-    try:
-        return future.result()
-    except KilledWorker:
-        raise MosaicistError("a group of rows killed every worker it was given to "
-                             "(out of memory?)") from None
+    """A group of rows, or the one-line reason it failed."""
+    return task_result(future, "a group of rows killed every worker it was given to "
+                               "(out of memory?)")

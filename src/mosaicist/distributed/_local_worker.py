@@ -1,0 +1,40 @@
+"""Dask preload of a local cluster's workers (``--scheduler local``): Ctrl+C is the run's.
+
+A terminal sends Ctrl+C's SIGINT to every process of its foreground group,
+the worker processes of a local cluster among them. Each then printed a
+traceback of Dask's (its event loop cancelled, then ``KeyboardInterrupt``)
+under the run's one line, while the run itself was already stopping its
+cluster, workers included. So a local cluster's workers ignore SIGINT from
+the moment Dask imports this module (as the worker is made, before it
+takes any task); the run that started them stops them, however it ends.
+SIGTERM keeps its usual action.
+
+A worker stopped amid a task also warned of the task's cancelling (Dask's
+``distributed.worker.state_machine`` logger, whose only warning that is,
+and which Dask says happens only as a worker closes): the run stopping its
+own cluster is no news, so that logger keeps to errors here.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
+
+
+def ignore_interrupts() -> None:
+    """Ignore SIGINT in this process (only the main thread can set a handler)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def dask_setup(worker: Any) -> None:
+    """Dask's preload hook, run as the worker starts: SIGINT stays ignored."""
+    # Again, in case something set a handler since the import.
+    ignore_interrupts()
+
+
+ignore_interrupts()
