@@ -218,7 +218,7 @@ def test_make_index_and_render_cut_the_subject_window(tmp_path):
     indexed = runner.invoke(main, ["index", str(folder), "--tile-px", "8", "--aspect", "3:2",
                                    *cache])
     assert indexed.exit_code == 0, indexed.output
-    assert "tiles of 8x5 px" in indexed.stderr and "-3x2-" in indexed.stderr
+    assert "1 tile of 8x5 px" in indexed.stderr and "-3x2-" in indexed.stderr
     outputs = {}
     for crop in ("centre", "subject"):
         output = tmp_path / f"{crop}.png"
