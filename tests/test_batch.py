@@ -316,6 +316,9 @@ def test_video_out_and_stability_reduce_flicker(data, tmp_path):
     assert plain["video"]["frames"] == FRAMES
     assert stable["flicker"]["clip"]["cell_change"] < 0.5 * plain["flicker"]["clip"]["cell_change"]
     assert stable["video"]["pixel_change"] < plain["video"]["pixel_change"]
+    # The video's figure is the clip's too (one video in, one out).
+    for report in (plain, stable):
+        assert report["flicker"]["clip"]["pixel_change"] == report["video"]["pixel_change"]
     # The first frame has no previous one: exactly the plain mosaic.
     first = "clip-000000.png"
     assert (tmp_path / "stable" / first).read_bytes() == (tmp_path / "plain" / first).read_bytes()
@@ -930,3 +933,275 @@ def test_cells_and_tiles_of_different_shapes_are_warned_about_once(data, tmp_pat
     quiet = run(["batch", targets, "--tiles", tiles, "-o", tmp_path / "quiet", "--cell", 8,
                  "--tile-px", 16, "--aspect", "3:2", "--workers", 1, "-q"])
     assert quiet.exit_code == 0 and "not the shape of" not in quiet.stderr
+
+
+# A script whose pool processes die on one target ("killer"): the top level runs in each
+# spawned process too, so the patched make_target is the one they run.
+_KILLER_SCRIPT = '''
+import functools, json, os, sys, time
+import mosaicist.batch._run as run_module
+import mosaicist.batch._worker as worker_module
+
+original = worker_module.make_target
+
+@functools.wraps(original)
+def make_target(job, frame=None):
+    if "killer" in job.name:
+        os._exit(1)  # as the kernel's out-of-memory killer ends a process
+    time.sleep(0.3)  # the others are still in flight when it dies
+    return original(job, frame)
+
+worker_module.make_target = run_module.make_target = make_target
+
+if __name__ == "__main__":
+    from mosaicist.batch import batch_mosaics
+
+    folder, tiles, out = sys.argv[1:4]
+    result = batch_mosaics(folder, tiles, out, cell_px=8, tile_px=8, workers=2)
+    print(json.dumps({entry.name: entry.status for entry in result.results}))
+'''
+
+
+def test_a_target_that_kills_its_worker_fails_alone(data, tmp_path):
+    # Every job in flight is lost when a pool process dies, and each used to be charged a
+    # try: a target that kills its process three times failed the targets beside it too.
+    tiles = data[1]
+    folder = tmp_path / "targets"
+    folder.mkdir()
+    Image.fromarray(_picture(24, 16)).save(folder / "a-killer.png")
+    for index in range(5):
+        Image.fromarray(_picture(24, 16, index)).save(folder / f"good{index}.png")
+    script = tmp_path / "killer.py"
+    script.write_text(_KILLER_SCRIPT)
+    env = dict(os.environ, MOSAICIST_THREADS="1")
+    done = subprocess.run([sys.executable, str(script), str(folder), str(tiles),
+                           str(tmp_path / "out")], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    statuses = json.loads(done.stdout.strip().splitlines()[-1])
+    assert statuses.pop(str(folder / "a-killer.png")) == "failed"
+    assert set(statuses.values()) == {"made"} and len(statuses) == 5, statuses
+
+
+def test_a_pipe_named_as_a_target_is_refused_not_waited_on(tmp_path):
+    # Videos and list files are opened in the batch's own process: a pipe blocked it
+    # forever, deaf to SIGTERM and Ctrl+C.
+    for name in ("clip.mp4", "list.txt", "photo.png"):
+        os.mkfifo(tmp_path / name)
+    found, rejected = collect_targets([tmp_path / "clip.mp4", tmp_path / "list.txt",
+                                       tmp_path / "photo.png"])
+    assert not found
+    assert [item.message.startswith("not a regular file") for item in rejected] == [True] * 3
+
+
+def test_a_folder_or_list_without_targets_is_reported(data, tmp_path):
+    # An empty folder among others passed silently (exit 0), as if its pictures were made.
+    root, tiles, targets, _, _ = data
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.md").write_text("no picture")
+    comments = tmp_path / "comments.txt"
+    comments.write_text("# nothing yet\r\n\r\n")
+    out = tmp_path / "out"
+    result = run(["batch", targets, empty, comments, "--tiles", tiles, "-o", out, *GRID,
+                  "--workers", 1])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("mosaicist: error")]
+    assert len(errors) == 2, result.stderr
+    assert f"{empty}: no image or video in this folder" in errors[0]
+    assert f"{comments}: no image, video or folder in this list file" in errors[1]
+    assert len(finished(out)) == 3
+    # Nothing usable at all: each item said why, and no output folder made for nothing.
+    alone = tmp_path / "alone"
+    result = run(["batch", empty, tmp_path / "missing.png", "--tiles", tiles, "-o", alone,
+                  *GRID, "--video", tmp_path / "v.mp4"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "missing.png: not found" in result.stderr and "no frame was made" in result.stderr
+    assert not alone.exists()
+
+
+def test_a_video_that_cannot_be_written_keeps_the_summary_and_report(data, tmp_path):
+    # Outputs of different sizes (or no frame at all) raised after every mosaic was made:
+    # no summary, no report, as if the batch had failed before any work.
+    root, tiles, targets, _, _ = data
+    report = tmp_path / "report.json"
+    result = run(["batch", targets, "--tiles", tiles, "-o", tmp_path / "out", *GRID,
+                  "--workers", 1, "--video", tmp_path / "v.mp4", "--report", report])
+    assert result.exit_code == 1, result.output
+    assert "a video's frames have one size" in result.stderr
+    assert "3 made" in result.stderr and "video not written" in result.stderr
+    written = json.loads(report.read_text())
+    assert written["made"] == 3 and "one size" in written["video_error"]
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"no video at all")
+    result = run(["batch", garbage, "--tiles", tiles, "-o", tmp_path / "none", *GRID,
+                  "--video", tmp_path / "w.mp4", "--report", report])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert json.loads(report.read_text())["video_error"] == (f"not written: {garbage} "
+                                                              "failed before its last frame")
+
+
+def test_a_video_without_frames_is_a_failed_target(data, tmp_path):
+    # A video whose header has a stream but no frame passed for done (exit 0), and the
+    # video out was written without it.
+    root, tiles, targets, _, _ = data
+    empty = tmp_path / "empty.avi"
+    with av.open(str(empty), "w") as container:
+        stream = container.add_stream("mpeg4", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+        container.start_encoding()
+    with av.open(str(empty)) as container:
+        assert container.streams.video and not list(container.decode(video=0))
+    result = run(["batch", empty, targets / "img0.png", "--tiles", tiles, "-o",
+                  tmp_path / "out", *GRID, "--workers", 1, "--video", tmp_path / "v.mp4"])
+    assert result.exit_code == 1, result.output
+    assert f"{empty}: no frame in the video" in result.stderr
+    assert "v.mp4: not written: " in result.stderr and not (tmp_path / "v.mp4").exists()
+
+
+def test_video_frames_too_small_fail_the_video_once(data, tmp_path):
+    # Every frame used to be sent to a worker to fail alike: one error line per frame.
+    tiles = data[1]
+    small = tmp_path / "small.mp4"
+    _write_video(small, 5, width=4, height=4)
+    result = run(["batch", small, "--tiles", tiles, "-o", tmp_path / "out", *GRID,
+                  "--workers", 1])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("mosaicist: error")]
+    assert errors == [f"mosaicist: error: {small}: 4x4 pixels is smaller than one "
+                      f"{CELL}x{CELL} cell"], result.stderr
+
+
+def test_an_output_folder_that_is_a_file_and_a_full_disk_for_the_video(data, tmp_path,
+                                                                        monkeypatch):
+    root, tiles, targets, _, _ = data
+    a_file = tmp_path / "taken.png"
+    a_file.write_bytes(b"x")
+    result = run(["batch", targets / "img0.png", "--tiles", tiles, "-o", a_file, *GRID])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (f"mosaicist: error: {a_file}: is a file, not a folder; "
+                                     "choose another output folder")
+    # An OSError while encoding (a full disk) lost the summary and report of every mosaic.
+    from mosaicist.batch import _video, batch_mosaics
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / ".v.mp4.1-x.part.mp4"))
+
+    monkeypatch.setattr(_video, "write_video", disk_full)
+    made = batch_mosaics([targets / "img0.png"], tiles, tmp_path / "out", cell_px=CELL,
+                         tile_px=TILE, workers=1, video=tmp_path / "v.mp4")
+    assert len(made.made) == 1 and not made.ok
+    assert made.video_error == "not written: No space left on device"
+
+
+def test_a_name_too_long_is_one_bad_target(data, tmp_path):
+    # Path.exists() raises for a name over the file system's limit: the whole batch ended.
+    root, tiles, targets, _, _ = data
+    long_name = "x" * 300 + ".png"
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{long_name}\n{targets / 'img0.png'}\n")
+    result = run(["batch", listing, tmp_path / ("y" * 300 + ".png"), "--tiles", tiles, "-o",
+                  tmp_path / "out", *GRID, "--workers", 1])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("mosaicist: error")]
+    assert len(errors) == 2 and all(line.endswith(": file name too long") for line in errors)
+    assert errors[0].startswith(f"mosaicist: error: {listing}:1: ")
+    assert [path.name for path in finished(tmp_path / "out")] == ["img0.png"]
+
+
+def test_stable_frames_of_a_changed_size_and_a_single_frame(data, tmp_path):
+    # A stream whose frames change size mid-video (concatenated MPEG-TS): the picks of the
+    # frame before have another grid and are not used; nothing fails; a one-frame video too.
+    tiles = data[1]
+    joined = tmp_path / "joined.ts"
+    parts = []
+    for width, height in ((48, 32), (64, 40)):
+        part = tmp_path / f"part{width}.ts"
+        with av.open(str(part), "w", format="mpegts") as container:
+            stream = container.add_stream("mpeg4", rate=12)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            for index in range(2):
+                frame = av.VideoFrame.from_ndarray(_picture(width, height, index), "rgb24")
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        parts.append(part.read_bytes())
+    joined.write_bytes(b"".join(parts))
+    assert [frame.shape[:2] for frame in _decoded(joined)] == [(32, 48)] * 2 + [(40, 64)] * 2
+    single = tmp_path / "single.mp4"
+    _write_video(single, 1)
+    out = tmp_path / "out"
+    result = run(["batch", joined, single, "--tiles", tiles, "-o", out, *GRID, "--stable", 1,
+                  "--workers", 1])
+    assert result.exit_code == 0, result.output
+    assert len(finished(out)) == 5
+    # The first frame of the new size is the plain mosaic of it, as 'make' makes it.
+    saved = tmp_path / "frame2.png"
+    Image.fromarray(_decoded(joined)[2]).save(saved)
+    assert (out / "joined-000002.png").read_bytes() == make_output(data, saved,
+                                                                  tmp_path / "frame2-make.png")
+    # The header's size is checked against the limit before decoding; a later size too.
+    result = run(["batch", joined, "--tiles", tiles, "-o", tmp_path / "limited", *GRID,
+                  "--max-target-pixels", 2000, "--workers", 1])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("mosaicist: error")]
+    assert len(errors) == 1 and "64x40 = 2,560 pixels a frame is over" in errors[0]
+    assert len(finished(tmp_path / "limited")) == 2
+
+
+def test_a_worker_without_the_cache_says_so(tmp_path):
+    # A cluster worker that does not share the cache opened an empty library and
+    # said "no usable tile images found" of a folder full of photos.
+    from mosaicist.batch._worker import open_library
+    from mosaicist.errors import MosaicistError
+
+    options = MosaicOptions(preset="seed", match_px=8)
+    with pytest.raises(MosaicistError, match="the cache is not on this worker"):
+        open_library(str(tmp_path / "tiles"), options, str(tmp_path / "nowhere"))
+
+
+def test_a_dask_batch_that_loses_its_scheduler_or_workers_ends_in_one_line(monkeypatch):
+    pytest.importorskip("distributed")
+    import distributed
+    from distributed.client import FuturesCancelledError
+
+    from mosaicist.batch._run import _DaskRunner
+    from mosaicist.distributed import _cluster
+    from mosaicist.errors import MosaicistError
+
+    class Client:
+        def __init__(self, workers):
+            self.workers = workers
+
+        def as_current(self):
+            import contextlib
+            return contextlib.nullcontext()
+
+        def nthreads(self):
+            return self.workers
+
+        def scheduler_info(self):
+            return {"address": "tcp://127.0.0.1:8786"}
+
+    runner = _DaskRunner.__new__(_DaskRunner)
+    runner.client = Client({})
+
+    def lost(*args, **kwargs):
+        from distributed.client import CancelledFuturesGroup
+
+        lost_group = CancelledFuturesGroup(errors=[], reason="scheduler-connection-lost")
+        raise FuturesCancelledError([lost_group])
+
+    monkeypatch.setattr(distributed, "wait", lost)
+    with pytest.raises(MosaicistError, match="lost the connection to the Dask scheduler"):
+        runner.wait(["future"])
+
+    def waits(*args, **kwargs):
+        raise TimeoutError
+
+    # No worker for longer than the limit: the run stops instead of waiting for ever.
+    monkeypatch.setattr(distributed, "wait", waits)
+    monkeypatch.setattr(_cluster, "NO_WORKER_SECONDS", 0)
+    with pytest.raises(MosaicistError, match="has had no workers"):
+        runner.wait(["future"])

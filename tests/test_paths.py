@@ -123,3 +123,14 @@ def test_outputs_through_links_and_devices(tmp_path):
     with pytest.raises(MosaicistError, match="the report is also the output"):
         check_distinct([(tmp_path / "a.png", "output"), (None, "placements"),
                         (tmp_path / "." / "a.png", "report")])
+
+
+def test_an_output_under_a_file_says_the_folder_is_a_file(tmp_path):
+    from mosaicist.paths import check_writable
+
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"not a folder")
+    with pytest.raises(MosaicistError, match=r"video folder .*photo\.jpg is a file, not a folder"):
+        check_writable(photo / "v.mp4", "video")
+    with pytest.raises(MosaicistError, match=r"video folder .*missing does not exist"):
+        check_writable(tmp_path / "missing" / "v.mp4", "video")

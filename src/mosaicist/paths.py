@@ -508,7 +508,8 @@ def check_writable(path: str | os.PathLike[str], what: str = "output") -> None:
         raise MosaicistError(f"{path}: {what} is a directory")
     _refuse_special(written, what, path)
     if not parent.is_dir():
-        raise MosaicistError(f"{path}: {what} folder {parent} does not exist")
+        problem = "is a file, not a folder" if parent.exists() else "does not exist"
+        raise MosaicistError(f"{path}: {what} folder {parent} {problem}")
     if not os.access(parent, os.W_OK | os.X_OK) or (
             written.exists() and not os.access(written, os.W_OK)):
         raise MosaicistError(f"{path}: {what} is not writable (permission denied)")

@@ -38,9 +38,14 @@ same bytes), into ``OUTDIR/<stem>.<format>``:
 4. **Failures** of one target (unreadable, too large, an output that cannot
    be written) are reported in one line and skipped; the batch goes on and
    :attr:`BatchResult.failed` lists them. A worker process that dies (out of
-   memory) is replaced and its targets tried again, twice at most.
+   memory) is replaced and the targets it took with it tried again, one at a
+   time, so that only the one that kills its process fails (after three
+   tries). A video without a frame, or whose frames are too small, fails
+   once, not once per frame.
 5. **Video out**: with ``video``, the outputs, in order, are encoded into
-   one video when every one of them was made (:func:`._video.write_video`).
+   one video when every one of them was made (:func:`._video.write_video`)
+   and every video target was read to its end; when it is not written,
+   :attr:`BatchResult.video_error` says why, and the outputs stay.
 
 Video frames are made in parallel like images, unless ``stable`` asks each
 frame to keep its previous frame's tiles (:mod:`._stable`): a video's frames
@@ -227,6 +232,8 @@ class BatchResult:
             if measured.get("cell_change") is not None:
                 line += (f"; {stem}: {100 * measured['cell_change']:.1f}% of cells change "
                          "tile per frame")
+        if self.video_error is not None:
+            line += "; video not written"
         if self.video is not None:
             change = self.video.pixel_change
             line += (f"; video {self.video.path} ({self.video.frames} frames, "
@@ -337,6 +344,14 @@ def batch_mosaics(
         _check_video(video_path, suffix)
     found, rejected = collect_targets(items)
     _check_output_folder(outdir, items, found)
+    if not found:
+        if not rejected:
+            raise MosaicistError("no image or video among the targets given")
+        # Nothing to make: each item said why, and no output folder, library index or
+        # pool is made for it (a library can take minutes to index).
+        return _rejected_only(rejected, video, on_error, scheduler, started)
+    if outdir.exists() and not outdir.is_dir():
+        raise MosaicistError(f"{outdir}: is a file, not a folder; choose another output folder")
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -358,8 +373,6 @@ def batch_mosaics(
     # Read before this run claims the folder (which writes this run's settings there).
     unrecorded = (state.matches(images_settings), state.matches(frames_settings))
 
-    if not found and not rejected:
-        raise MosaicistError("no image or video among the targets given")
     found, replaced = _without_overwritten(found, outdir, suffix, video_path)
     rejected.extend(replaced)
     result = BatchResult(scheduler=scheduler)
@@ -417,11 +430,16 @@ def batch_mosaics(
         # Made or found finished by this run: a failed target's old output is not a frame.
         whole = {entry.output for entry in result.results if entry.status != "failed"}
         missing = [name for name, path in outputs if path not in whole]
-        if missing:
+        unread = [source.target.name for source in videos if source.broken]
+        if unread:
+            # Its frames from the one it stopped at are unknown, not merely unmade.
+            result.video_error = f"not written: {unread[0]} failed before its last frame"
+        elif missing:
             result.video_error = (f"not written: {len(missing)} of {len(outputs)} frames "
                                   f"are missing (the first: {missing[0]})")
-            if on_error is not None:
-                on_error(str(video), result.video_error)
+        elif not outputs:
+            # Every target rejected, or videos without a frame: nothing to encode.
+            result.video_error = "not written: no frame was made"
         else:
             from ._video import DEFAULT_FPS, write_video
 
@@ -430,13 +448,33 @@ def batch_mosaics(
             try:
                 result.video = write_video(_read_outputs([path for _, path in outputs]),
                                            video_path, rate)
-            except _UnreadableOutput as error:
-                result.video_error = f"not written: {error}"
-                if on_error is not None:
-                    on_error(str(video), result.video_error)
-            if result.video is not None and len(videos) == 1 \
-                    and len(outputs) == videos[0].frames:
-                result.flicker[videos[0].target.stem]["pixel_change"] = result.video.pixel_change
+            except MosaicistError as error:
+                # Outputs of different sizes, a damaged output, a full disk: the outputs
+                # are made all the same, and the summary and report must say so.
+                result.video_error = "not written: " + _without_path(str(error), video_path)
+            except OSError as error:  # its folder gone or full: named by the video, not
+                # by the temporary it was written under
+                result.video_error = f"not written: {error.strerror or error}"
+        if result.video_error is not None and on_error is not None:
+            on_error(str(video), result.video_error)
+        if result.video is not None and len(videos) == 1 \
+                and len(outputs) == videos[0].frames:
+            result.flicker[videos[0].target.stem]["pixel_change"] = result.video.pixel_change
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _rejected_only(rejected: list[Rejected], video: object, on_error: ErrorListener | None,
+                   scheduler: str | None, started: float) -> BatchResult:
+    """The result of a batch none of whose items is a usable target: each one failed."""
+    result = BatchResult(scheduler=scheduler)
+    report = _Reporter(result, on_error)
+    for item in rejected:
+        report.failed(item.name, "", item.message)
+    if video is not None:
+        result.video_error = "not written: no frame was made"
+        if on_error is not None:
+            on_error(str(video), result.video_error)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -567,11 +605,19 @@ def _check_output_folder(outdir: Path, items: Iterable[str | os.PathLike[str]],
     """
     folder = outdir.resolve()
     named = [str(item) for item in items
-             if Path(item).expanduser().is_dir() and Path(item).expanduser().resolve() == folder]
+             if _is_folder(Path(item).expanduser()) and Path(item).expanduser().resolve() == folder]
     named += [str(target.folder) for target in found if target.folder == folder]
     if named:
         raise OptionError("{output_dir} {value} is a folder of targets: its mosaics "
                           "would be taken for targets; choose another", value=named[0])
+
+
+def _is_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder; False for a name that cannot be looked at (too long)."""
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False  # the item is rejected, with its reason, by collect_targets
 
 
 def _without_overwritten(
@@ -1100,6 +1146,8 @@ class _VideoSource(_Source):
 
         self.target, self.jobs, self.report, self.ordered = target, jobs, report, ordered
         self.frames = 0
+        self.broken = False  # its frames could not all be read (or a clash stopped it)
+        self.size: tuple[int, int] | None = None  # of the frames last found makeable
         self.stems: list[str] = []
         self.in_flight = False
         self.rate: Fraction | None = None
@@ -1119,6 +1167,9 @@ class _VideoSource(_Source):
                 frame = next(self._decoded)
             except StopIteration:
                 self.exhausted = True
+                if not self.frames:
+                    # Its targets are its frames: with none, it must not pass for made.
+                    self._broken("no frame in the video")
                 return None
             except OptionError as error:
                 self._broken(_without_path(error.message(_flag), self.target.path))
@@ -1127,6 +1178,14 @@ class _VideoSource(_Source):
                 self._broken(_without_path(str(error), self.target.path))
                 return None
             index = self.frames
+            size = (int(frame.shape[1]), int(frame.shape[0]))
+            if size != self.size:
+                problem = self._size_problem(size, index)
+                if problem is not None:
+                    # Every frame of that size would fail alike: once for the video.
+                    self._broken(problem)
+                    return None
+                self.size = size
             self.frames += 1
             stem = self.target.output_stem(index)
             self.stems.append(stem)
@@ -1142,8 +1201,32 @@ class _VideoSource(_Source):
             self.in_flight = True
             return _Work(self.jobs.frame(self.target, index), frame, self, identity)
 
+    def _size_problem(self, size: tuple[int, int], index: int) -> str | None:
+        """Why frames of ``size`` cannot be made (the worker's checks before any work), or None."""
+        from ..render import check_output
+        from ..sizing import options_plan
+
+        name = f"{self.target.name} frame {index}"
+        options = self.jobs.options
+        limit = options.max_target_pixels
+        try:
+            # The header's size was checked against the limit; a stream can change it.
+            if limit is not None and size[0] * size[1] > limit:
+                raise OptionError(
+                    "{width}x{height} = {pixels} pixels a frame is over the target limit of "
+                    "{limit} pixels (raise it with {max_target_pixels})", width=size[0],
+                    height=size[1], pixels=f"{size[0] * size[1]:,}", limit=f"{limit:,}")
+            plan = options_plan(options, size, name)
+            check_output(self.jobs.output(self.target.output_stem(index)), *plan.output_size,
+                         options)
+        except OptionError as error:
+            return _without_path(error.message(_flag), name)
+        except MosaicistError as error:
+            return _without_path(str(error), name)
+        return None
+
     def _broken(self, message: str) -> None:
-        self.exhausted = True
+        self.exhausted = self.broken = True
         after = f" (after {self.frames} frames)" if self.frames else ""
         self.report.failed(self.target.name, "", message + after)
 
@@ -1266,9 +1349,25 @@ class _DaskRunner(_Runner):
 
     def wait(self, pending: Iterable[Any]) -> set[Any]:
         from distributed import wait
+        from distributed.client import FuturesCancelledError
 
+        from ..distributed import WorkerWatch
+        from ..distributed._cluster import WATCH_SECONDS
+
+        # Dask waits for ever on a cluster left without workers, and a lost
+        # scheduler cancels every task with a traceback: both end in one line.
+        watch = WorkerWatch(self.client)
         with self.client.as_current():  # the client was not made the default one
-            return set(wait(list(pending), return_when="FIRST_COMPLETED").done)
+            while True:
+                try:
+                    return set(wait(list(pending), timeout=WATCH_SECONDS,
+                                    return_when="FIRST_COMPLETED").done)
+                except TimeoutError:
+                    watch.check()
+                except FuturesCancelledError:
+                    raise MosaicistError("lost the connection to the Dask scheduler; its "
+                                         "tasks are cancelled; the outputs made are kept"
+                                         ) from None
 
     def close(self) -> None:
         self._stack.close()
@@ -1278,11 +1377,20 @@ def _run(runner: _Runner, sources: list[_Source], report: _Reporter, jobs: _Jobs
     """Keep the runner's queue full from the sources, in order, until all are done.
 
     Each output made is recorded as such (:meth:`_Jobs.publish`) once its
-    worker has published it.
+    worker has published it. After a pool process died, the jobs it took
+    with it are tried again one at a time (:func:`_retry_broken`) before
+    any other is sent.
     """
     pending: dict[Any, _Work] = {}
+    suspects: list[_Work] = []
 
     def fill() -> None:
+        if suspects:
+            # Alone in the pool: a death is then this job's, and no other job's.
+            if not pending:
+                suspect = suspects.pop(0)
+                pending[runner.submit(suspect)] = suspect
+            return
         while len(pending) < runner.capacity:
             work = next((found for source in sources if not source.exhausted
                          for found in [source.next()] if found is not None), None)
@@ -1295,15 +1403,16 @@ def _run(runner: _Runner, sources: list[_Source], report: _Reporter, jobs: _Jobs
         for future in runner.wait(pending):
             work = pending.pop(future, None)
             if work is None:
-                continue  # resubmitted after its pool broke
+                continue  # sent again after its pool broke
             try:
                 outcome = future.result()
             except BrokenProcessPool:
                 if isinstance(runner, _LocalRunner) and runner.unguarded():
                     raise MosaicistError(_UNGUARDED) from None
-                _retry_broken(runner, pending, work, report)
+                _retry_broken(runner, pending, work, report, suspects)
                 continue
             except Exception as error:  # a worker lost for good (Dask's KilledWorker)...
+                _forget_picks(work)
                 outcome = Outcome(work.job.name, work.job.output, False,
                                   f"its worker failed: {type(error).__name__}: {error}")
             if outcome.ok:
@@ -1317,20 +1426,40 @@ def _run(runner: _Runner, sources: list[_Source], report: _Reporter, jobs: _Jobs
 
 
 def _retry_broken(runner: _Runner, pending: dict[Any, _Work], work: _Work,
-                  report: _Reporter) -> None:
-    """A pool process died: start a new pool and send its jobs again (each a few times)."""
+                  report: _Reporter, suspects: list[_Work]) -> None:
+    """A pool process died: start a new pool; its jobs are tried again, one at a time.
+
+    The pool does not say which job's process died, and every job in flight
+    is lost with it: a job fails (after :data:`ATTEMPTS` tries) only when it
+    was the only one in flight, so that one target that kills its process
+    (out of memory, a crash in a decoder) does not fail the others with it.
+    """
     assert isinstance(runner, _LocalRunner)
     lost = [work, *pending.values()]
     pending.clear()
     runner.restart()
+    if len(lost) == 1 and work.attempts >= ATTEMPTS:
+        _forget_picks(work)
+        work.source.finished(work)
+        report.failed(work.job.name, work.job.output,
+                      "the worker process making it died (out of memory?)")
+        return
     for item in lost:
-        if item.attempts >= ATTEMPTS:
-            item.source.finished(item)
-            report.failed(item.job.name, item.job.output,
-                          "the worker process making it died (out of memory?)")
-            continue
         item.attempts += 1
-        pending[runner.submit(item)] = item
+    # Before the jobs lost earlier: the one that was alone is tried again at once.
+    suspects[:0] = lost
+
+
+def _forget_picks(work: _Work) -> None:
+    """Remove the picks of a frame whose process died: they must not steer the next frame.
+
+    A worker saves a frame's picks before its output; one that died between
+    the two left picks of a frame that failed (a failure its worker reports
+    removes them itself).
+    """
+    if work.job.picks is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(work.job.picks)
 
 
 def _video_outputs(found: list[BatchTarget], result: BatchResult, videos: list[_VideoSource],

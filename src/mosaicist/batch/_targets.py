@@ -14,15 +14,17 @@ A batch is given items on the command line; each is
   starting with ``#`` are skipped. It is read as UTF-8, with or without a
   byte-order mark.
 
-Problems with one item (a missing file, a name whose output another target
-already writes) reject that item only, with a one-line reason; the rest of
-the batch goes on.
+Problems with one item (a missing file, a pipe, a folder or list file that
+names no target, a name whose output another target already writes) reject
+that item only, with a one-line reason; the rest of the batch goes on.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,9 +98,10 @@ def collect_targets(
         Each image and video once (a file named twice counts once), in the
         order given, folders expanded in sorted name order.
     rejected : list of Rejected
-        Items that cannot be used: missing, unreadable, of another kind, a
-        list naming a list, a link in a folder whose target is missing, or
-        an output name another target already has.
+        Items that cannot be used: missing, unreadable, not a regular file
+        (a pipe), of another kind, a folder without an image or video, a
+        list naming a list or nothing, a link in a folder whose target is
+        missing, or an output name another target already has.
     """
     targets: list[BatchTarget] = []
     rejected: list[Rejected] = []
@@ -130,6 +133,9 @@ def collect_targets(
         elif path.is_dir():
             entries, broken = _folder_entries(path)
             rejected.extend(broken)
+            if not entries and not broken:
+                # Named to be made: a wrong folder must not pass for a finished batch.
+                rejected.append(Rejected(shown, _EMPTY_FOLDER))
             for entry in entries:
                 add(entry, str(entry), path.resolve())
         elif path.suffix.lower() in LIST_SUFFIXES:
@@ -139,10 +145,12 @@ def collect_targets(
             except (OSError, UnicodeDecodeError) as error:
                 rejected.append(Rejected(shown, f"cannot read list file: {_reason(error)}"))
                 continue
+            named_any = False
             for number, line in enumerate(lines, 1):
                 text = line.strip()
                 if not text or text.startswith("#"):
                     continue
+                named_any = True
                 named = Path(text).expanduser()
                 if not named.is_absolute():
                     named = path.parent / named
@@ -155,21 +163,41 @@ def collect_targets(
                 elif named.is_dir():
                     entries, broken = _folder_entries(named)
                     rejected.extend(broken)
+                    if not entries and not broken:
+                        rejected.append(Rejected(where, _EMPTY_FOLDER))
                     for entry in entries:
                         add(entry, str(entry), named.resolve())
                 else:
                     add(named, str(named))
+            if not named_any:
+                rejected.append(Rejected(shown, "no image, video or folder in this list file "
+                                                "(only blank lines and # comments)"))
         else:
             add(path, shown)
     return targets, rejected
 
 
+#: Why a folder named as an item gives no target.
+_EMPTY_FOLDER = ("no image or video in this folder (subfolders are not entered; "
+                 "hidden files and other extensions are left out)")
+
+
 def _unusable(path: Path) -> str | None:
     """Why ``path`` cannot be an item of a batch, or None."""
-    if not path.exists():
+    try:
+        # Not Path.exists(): it raises for a name too long or a folder on the way that
+        # cannot be searched, which would end the whole batch for one item.
+        status = path.stat()
+    except OSError as error:
+        return "not found" if error.errno in (errno.ENOENT, errno.ENOTDIR) else _reason(error)
+    except ValueError:  # a NUL in the name
         return "not found"
-    if path.is_dir():
+    if stat.S_ISDIR(status.st_mode):
         return None if os.access(path, os.R_OK | os.X_OK) else "folder is not readable"
+    if not stat.S_ISREG(status.st_mode):
+        # Opening a pipe blocks until something writes to it, in this process (videos
+        # and list files are read here), where no signal can stop the batch.
+        return "not a regular file (a pipe or device); save it to a file first"
     suffix = path.suffix.lower()
     if suffix not in IMAGE_EXTENSIONS | VIDEO_SUFFIXES | LIST_SUFFIXES:
         known = "an image, a video, a folder or a list file (.txt)"

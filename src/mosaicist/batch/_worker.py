@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -95,6 +96,10 @@ def open_library(tiles: str, options: MosaicOptions, cache_dir: str) -> TileLibr
     with _libraries_lock:
         library = _libraries.get(key)
         if library is None:
+            if not (Path(cache_dir) / "indexes").is_dir():
+                # Else the library, opened without updating, would look empty.
+                raise MosaicistError(f"{cache_dir}: the cache is not on this worker; the "
+                                     "cache must be on a filesystem every worker shares")
             library = TileLibrary.open(tiles, options.match_px, cache_dir=cache_dir,
                                        update=False, aspect=options.aspect_ratio,
                                        crop=options.crop)
