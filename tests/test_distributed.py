@@ -909,6 +909,42 @@ def test_a_cluster_left_without_workers_stops_the_run(tmp_path, monkeypatch):
         cluster.stop()
 
 
+def run_killing_worker_b(cluster, work, caught, never):
+    """``work(client)`` on a thread, with worker-b killed once ``caught(its tasks)``; its result.
+
+    Fails the test with ``never`` when worker-b was never caught, and with
+    ``work``'s error when it raised.
+    """
+    outcome: dict[str, object] = {}
+
+    def run_there() -> None:
+        with client_for(cluster.address) as there:
+            try:
+                outcome["result"] = work(there)
+            except BaseException as error:  # noqa: BLE001 - reported below
+                outcome["error"] = error
+
+    runner = threading.Thread(target=run_there)
+    with client_for(cluster.address) as watcher:
+        watcher.wait_for_workers(2, timeout=WAIT_SECONDS)
+        victim = next(address for address, info in
+                      watcher.scheduler_info(n_workers=-1)["workers"].items()
+                      if info["name"] == "worker-b")
+        runner.start()
+        killed = False
+        deadline = time.monotonic() + WAIT_SECONDS
+        while runner.is_alive() and time.monotonic() < deadline:
+            if caught(watcher.processing(workers=[victim]).get(victim, [])):
+                cluster.kill("worker-b")
+                killed = True
+                break
+            time.sleep(0.002)
+        runner.join(WAIT_SECONDS)
+    assert killed, never
+    assert "error" not in outcome, outcome.get("error")
+    return outcome["result"]
+
+
 def test_a_worker_killed_mid_run_costs_only_its_parts(subprocess_cluster, tmp_path):
     rng = np.random.default_rng(8)
     tiles = tmp_path / "tiles"
@@ -918,37 +954,15 @@ def test_a_worker_killed_mid_run_costs_only_its_parts(subprocess_cluster, tmp_pa
         pixels = np.clip(base + rng.normal(0, 30, (180, 240, 3)), 0, 255).astype(np.uint8)
         Image.fromarray(pixels).save(tiles / f"p{number:03d}.png")
     one = TileLibrary.open(tiles, 16, cache_dir=tmp_path / "one")
-    outcome: dict[str, object] = {}
 
-    def index_there() -> None:
-        with client_for(subprocess_cluster.address) as there:
-            try:
-                outcome["library"] = index_library(there, tiles, 16, tmp_path / "two",
-                                                   part_entries=4)
-            except BaseException as error:  # noqa: BLE001 - reported by the test below
-                outcome["error"] = error
+    def index_there(there):
+        return index_library(there, tiles, 16, tmp_path / "two", part_entries=4)
 
-    runner = threading.Thread(target=index_there)
-    with client_for(subprocess_cluster.address) as watcher:
-        watcher.wait_for_workers(2, timeout=WAIT_SECONDS)
-        victim = next(address for address, info in
-                      watcher.scheduler_info(n_workers=-1)["workers"].items()
-                      if info["name"] == "worker-b")
-        runner.start()
-        killed_with = 0
-        deadline = time.monotonic() + WAIT_SECONDS
-        while runner.is_alive() and time.monotonic() < deadline:
-            busy = watcher.processing(workers=[victim]).get(victim, [])
-            if busy and list((tmp_path / "two").rglob("shard-*.u8")):
-                # Mid-run: parts already staged, and this worker holds some.
-                killed_with = len(busy)
-                subprocess_cluster.kill("worker-b")
-                break
-            time.sleep(0.005)
-        runner.join(WAIT_SECONDS)
-    assert killed_with, "the worker was never caught with a part"
-    assert "error" not in outcome, outcome.get("error")
-    two = outcome["library"]
+    # Mid-run: parts already staged, and this worker holds some.
+    two = run_killing_worker_b(
+        subprocess_cluster, index_there,
+        lambda busy: bool(busy) and bool(list((tmp_path / "two").rglob("shard-*.u8"))),
+        "the worker was never caught with a part")
     assert isinstance(two, TileLibrary)
     assert_same_library(one, two)
     assert two.stats is not None and two.stats.decoded == 160
@@ -962,38 +976,17 @@ def test_a_worker_killed_mid_match_changes_no_pick(subprocess_cluster, tmp_path)
     one = make_mosaic(target, tiles, options, cache_dir=tmp_path / "one")
     if subprocess_cluster.processes["worker-b"].poll() is not None:
         subprocess_cluster.start_worker("worker-b")  # killed by the test before
-    outcome: dict[str, object] = {}
 
-    def make_there() -> None:
-        with client_for(subprocess_cluster.address) as there:
-            try:
-                # Many small tasks: 12 ranges of the library times 70 blocks of cells.
-                outcome["mosaic"] = make_on_cluster(there, target, tiles, options,
-                                                    cache_dir=tmp_path / "two", block_cells=8,
-                                                    range_tiles=10)
-            except BaseException as error:  # noqa: BLE001 - reported by the test below
-                outcome["error"] = error
+    def make_there(there):
+        # Many small tasks: 12 ranges of the library times 70 blocks of cells.
+        return make_on_cluster(there, target, tiles, options, cache_dir=tmp_path / "two",
+                               block_cells=8, range_tiles=10)
 
-    runner = threading.Thread(target=make_there)
-    with client_for(subprocess_cluster.address) as watcher:
-        watcher.wait_for_workers(2, timeout=WAIT_SECONDS)
-        victim = next(address for address, info in
-                      watcher.scheduler_info(n_workers=-1)["workers"].items()
-                      if info["name"] == "worker-b")
-        runner.start()
-        killed = False
-        deadline = time.monotonic() + WAIT_SECONDS
-        while runner.is_alive() and time.monotonic() < deadline:
-            busy = watcher.processing(workers=[victim]).get(victim, [])
-            if any(str(key).startswith("search_range") for key in busy):
-                subprocess_cluster.kill("worker-b")  # amid the search
-                killed = True
-                break
-            time.sleep(0.002)
-        runner.join(WAIT_SECONDS)
-    assert killed, "the worker was never caught searching"
-    assert "error" not in outcome, outcome.get("error")
-    two = outcome["mosaic"]
+    # Amid the search.
+    two = run_killing_worker_b(
+        subprocess_cluster, make_there,
+        lambda busy: any(str(key).startswith("search_range") for key in busy),
+        "the worker was never caught searching")
     for name in ("tile", "distance", "transform", "tint", "gain"):
         assert np.array_equal(getattr(one.placements, name), getattr(two.placements, name))
 
