@@ -646,12 +646,23 @@ def test_ctrl_c_while_a_local_cluster_starts_is_one_line(tmp_path):
         process.send_signal(signal.SIGINT)  # Ctrl+C, to the run's own process
         _, errors = process.communicate(timeout=WAIT_SECONDS)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        _kill_group_if_running(process)
+    _assert_interrupted_quietly(psutil, process, errors, marker)
+    assert not (tmp_path / "out.png").exists()
+
+
+def _kill_group_if_running(process: subprocess.Popen) -> None:
+    """Kill a test's run (started in a session of its own) if it still runs."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _assert_interrupted_quietly(psutil, process: subprocess.Popen, errors: str,
+                                marker: str) -> None:
+    """The run ended as Ctrl+C ends it, in one line, and left nothing running."""
     assert process.returncode == 130
     assert errors.splitlines() == ["mosaicist: error: interrupted"], errors
-    assert not (tmp_path / "out.png").exists()
     # Nothing left running: no nanny, worker or resource tracker.
     deadline = time.monotonic() + 20
     while _marked(psutil, marker) and time.monotonic() < deadline:
@@ -695,15 +706,8 @@ main(["index", {str(tiles)!r}, "--tile-px", "8", "--scheduler", "local:1"])
         os.killpg(process.pid, signal.SIGINT)  # to the whole group, as a terminal does
         _, errors = process.communicate(timeout=WAIT_SECONDS)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    assert process.returncode == 130
-    assert errors.splitlines() == ["mosaicist: error: interrupted"], errors
-    deadline = time.monotonic() + 20
-    while _marked(psutil, marker) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _marked(psutil, marker)
+        _kill_group_if_running(process)
+    _assert_interrupted_quietly(psutil, process, errors, marker)
 
 
 # -- a cluster of subprocesses -------------------------------------------------------
