@@ -528,3 +528,67 @@ def test_score_a_rectangular_mosaic(tmp_path):
                                        "--aspect", "3:2"])
     assert result.exit_code == 0, result.output
     assert "tile_height" in result.output
+
+
+@pytest.mark.parametrize("overwritten", ["mosaic", "target", "placements"])
+def test_cli_score_refuses_json_over_an_input(scored, tmp_path, overwritten):
+    """``--json`` naming an input would replace that picture or file with the metrics."""
+    _, target, mosaic_path, placements, _ = scored
+    inputs = {"mosaic": mosaic_path, "target": target, "placements": placements}
+    copies = {}
+    for name, path in inputs.items():
+        copies[name] = tmp_path / path.name
+        copies[name].write_bytes(path.read_bytes())
+    before = {name: path.read_bytes() for name, path in copies.items()}
+    result = CliRunner().invoke(main, [
+        "score", str(copies["mosaic"]), str(copies["target"]), "--cell", str(CELL),
+        "--placements", str(copies["placements"]), "--json", str(copies[overwritten]),
+    ])
+    assert result.exit_code != 0
+    error = result.stderr.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("mosaicist: error: "), result.stderr
+    assert f"the JSON file is also the {overwritten}" in error[0], error[0]
+    assert {name: path.read_bytes() for name, path in copies.items()} == before
+    assert result.stdout == ""  # refused before any work
+
+
+def test_cli_score_refuses_an_empty_aspect(scored):
+    """An empty ``--aspect`` is a mistake, not a request for square cells."""
+    _, target, mosaic_path, _, _ = scored
+    result = CliRunner().invoke(main, ["score", str(mosaic_path), str(target), "--cell",
+                                       str(CELL), "--aspect", ""])
+    assert result.exit_code != 0
+    error = result.stderr.strip().splitlines()
+    assert len(error) == 1 and "--aspect" in error[0], result.stderr
+
+
+def _huge_png_header(path, side: int = 100_000) -> None:
+    """A PNG whose header declares ``side`` x ``side`` pixels (a decompression bomb's)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("huge", ["mosaic", "target"])
+def test_cli_score_refuses_a_huge_declared_size_without_an_unusable_hint(scored, tmp_path,
+                                                                         huge):
+    """A bomb's header is refused before decoding; ``score`` has no setting to raise it."""
+    _, target, mosaic_path, _, _ = scored
+    bomb = tmp_path / "bomb.png"
+    _huge_png_header(bomb)
+    files = {"mosaic": mosaic_path, "target": target, huge: bomb}
+    result = CliRunner().invoke(main, ["score", str(files["mosaic"]), str(files["target"]),
+                                       "--cell", str(CELL)])
+    assert result.exit_code == 1
+    error = result.stderr.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith(f"mosaicist: error: {bomb}: "), result.stderr
+    assert "100000x100000 = 10,000,000,000 pixels is over the limit" in error[0], error[0]
+    assert f"a {huge} may have to be scored" in error[0], error[0]
+    assert "max_target_pixels" not in error[0] and "max-target-pixels" not in error[0]

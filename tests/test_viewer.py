@@ -843,3 +843,49 @@ def test_browser_made_viewer_through_mosaicist_view(browser, made, tmp_path):
     reader.join(timeout=10)
     rest = "".join(lines.get_nowait() for _ in range(lines.qsize()))
     assert returncode == 0 and "Traceback" not in rest, rest
+
+
+def test_serve_viewer_notice_stays_one_printable_line(tmp_path, capsys):
+    """A folder name with a newline or a terminal escape is shown escaped in the notice."""
+    folder = tmp_path / "we\nird\x1b[31m"
+    folder.mkdir()
+    page = small_viewer(folder, ["t.png"])
+    manifest_path(page).unlink()  # so that the notice names the page
+    capsys.readouterr()
+    serve_viewer(page, open_browser=False, announce=lambda line: _thread.interrupt_main())
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\x1b" not in err, repr(err)
+    assert "we\\nird\\x1b[31m" in err and "no manifest m.viewer.json" in err
+
+
+def test_cli_view_errors_are_one_line(tmp_path, mosaic):
+    """Each input that is not a viewer, or an address in use, is one line naming it."""
+    from click.testing import CliRunner
+
+    from mosaicist.cli import main
+
+    picture = tmp_path / "photo.png"
+    Image.new("RGB", (4, 4), (200, 10, 10)).save(picture)
+    (tmp_path / "empty").mkdir()
+    dzi, _, _ = mosaic
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cases = [
+            ([str(picture)], f"{picture}: not a mosaicist viewer page"),
+            ([str(tmp_path / "gone.dzi")], "gone.dzi: no such file or folder"),
+            ([str(tmp_path / "empty")], "empty: no mosaicist viewer (NAME.html) in this folder"),
+            ([str(dzi), "--port", str(port)], f"cannot listen on 127.0.0.1:{port}"),
+        ]
+        if hasattr(os, "mkfifo"):  # a pipe exists but is no page, and is never opened
+            os.mkfifo(tmp_path / "pipe.html")
+            cases.append(([str(tmp_path / "pipe.html")],
+                          "pipe.html: viewer page is not a regular file"))
+        for arguments, expected in cases:
+            result = CliRunner().invoke(main, ["view", *arguments, "--no-browser"])
+            assert result.exit_code == 1, (arguments, result.output)
+            assert "Traceback" not in result.output
+            error = result.stderr.strip().splitlines()
+            assert len(error) == 1 and error[0].startswith("mosaicist: error: "), result.stderr
+            assert expected in error[0], error[0]

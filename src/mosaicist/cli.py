@@ -1021,14 +1021,19 @@ def score(
     import json
 
     from .metrics import headline, read_tile_grid, score_mosaic
-    from .paths import atomic_path, check_writable
+    from .paths import atomic_path, check_distinct, check_writable
 
     if json_path is not None:
         check_writable(json_path, "JSON file")
+        # The metrics must not replace an input; the mosaic may be its own target.
+        for given, what in ((mosaic, "mosaic"), (target, "target"),
+                            (placements_path, "placements")):
+            check_distinct([(given, what), (json_path, "JSON file")])
     tile_grid = None if placements_path is None else read_tile_grid(placements_path)
     cell_px = MosaicOptions().cell_px if cell_px is None else cell_px
+    # Only a missing --aspect means square cells: an empty one is refused by its parser.
     metrics = score_mosaic(mosaic, target, cell_px, view_px=view_px, tile_grid=tile_grid,
-                           aspect=aspect or "1:1")
+                           aspect="1:1" if aspect is None else aspect)
     width = max(len(key) for key in metrics)
     for key, value in metrics.items():
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -672,15 +672,29 @@ def read_tile_grid(path: str | os.PathLike[str]) -> np.ndarray:
         raise MosaicistError(f"{path}: not a valid placements file ({error})") from None
 
 
-def _read_mosaic(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a mosaic with :func:`read_target`, naming it a mosaic in errors."""
+def _read_scored(path: str | os.PathLike[str], what: str) -> np.ndarray:
+    """Read a picture to score with :func:`read_target`, naming it ``what`` in errors.
+
+    Its limit on pixels is ``max_target_pixels``'s default: ``score`` has no
+    such setting, so the message does not tell the user to raise it.
+    """
     try:
         return read_target(path)
+    except OptionError as error:
+        found = error.values
+        if "limit" not in found:  # not the limit on pixels: as it is
+            raise
+        raise MosaicistError(
+            f"{found['path']}: {found['width']}x{found['height']} = {found['pixels']} pixels "
+            f"is over the limit of {found['limit']} pixels a {what} may have to be scored"
+        ) from None
     except MosaicistError as error:
+        if what == "target":
+            raise
         prefix = f"{Path(path)}: "
         message = str(error)
         if message.startswith(prefix):
-            message = prefix + message[len(prefix):].replace("target", "mosaic", 1)
+            message = prefix + message[len(prefix):].replace("target", what, 1)
         raise MosaicistError(message) from None
 
 
@@ -731,8 +745,8 @@ def score_mosaic(
         format_aspect(aspect))
     square = ratio == (1, 1)
     cell_height = height_for(cell_px, ratio)
-    mosaic = _read_mosaic(mosaic_path)
-    target = read_target(target_path)
+    mosaic = _read_scored(mosaic_path, "mosaic")
+    target = _read_scored(target_path, "target")
     grid = make_grid(target, cell_px, name=str(target_path), cell_height=cell_height)
     rows, cols = grid.rows, grid.cols
     height, width = mosaic.shape[:2]

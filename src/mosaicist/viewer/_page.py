@@ -262,11 +262,17 @@ def read_viewer_data(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise MosaicistError(f"{path}: viewer page not found")
+        # A pipe or device exists (and reading one could block): say what it is.
+        problem = "is not a regular file (a pipe or device)" if path.exists() else "not found"
+        raise MosaicistError(f"{path}: viewer page {problem}")
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise MosaicistError(f"{path}: cannot read the viewer page ({error})") from None
+    except UnicodeDecodeError:
+        # A picture or other binary file (the pages are UTF-8): not a decoder's message.
+        raise MosaicistError(f"{path}: not a mosaicist viewer page (not UTF-8 text)") from None
+    except OSError as error:
+        raise MosaicistError(
+            f"{path}: cannot read the viewer page ({error.strerror or error})") from None
     match = _DATA_PATTERN.search(text)
     try:
         data = json.loads(match.group(1)) if match else None

@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from ..errors import printable
 from ..web import (
     FileAnswer,
     WebError,
@@ -245,7 +246,8 @@ def serve_viewer(
 
     def started() -> None:
         if server.notice is not None:
-            print(f"mosaicist: {server.notice}", file=sys.stderr)
+            # The page's path may hold a newline or a terminal escape: shown escaped.
+            print(f"mosaicist: {printable(server.notice)}", file=sys.stderr)
         announce(f"Serving {url} (press Ctrl+C to stop)")
         if open_browser:
             webbrowser.open(url)
