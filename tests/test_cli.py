@@ -656,3 +656,21 @@ def test_index_counts_one_tile_in_the_singular(tmp_path):
     more = make_colour_folder(tmp_path / "more", 3)
     result = run(["index", more, "--tile-px", 8, "--cache-dir", tmp_path / "cache"])
     assert "mosaicist: 3 tiles of 8 px from" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(("command", "hint"), [
+    ("score", "try a smaller --view-px or target"),
+    ("make", "try a smaller --limit or target"),
+    ("index", "try a smaller target or library"),
+])
+def test_out_of_memory_names_what_the_command_can_make_smaller(monkeypatch, command, hint):
+    # 'score' said "try a smaller --limit", an option it does not have.
+    import mosaicist.cli as cli
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(cli.main.commands[command], "callback", exhausted)
+    result = run([command, "a", "b"] if command == "score" else [command, "a"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"mosaicist: error: out of memory; {hint}", result.stderr

@@ -122,13 +122,23 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except MemoryError:
-            _fail("out of memory; try a smaller --limit or target")
+            hint = _MEMORY_HINTS.get(ctx.invoked_subcommand or "",
+                                     "try a smaller target or library")
+            _fail(f"out of memory; {hint}")
         except OSError as error:
             if isinstance(error, BrokenPipeError) and _stdout_broken():
                 _end_without_stdout()
             where = f"{error.filename}: " if getattr(error, "filename", None) else ""
             _fail(f"{where}{error.strerror or error}")
         return None
+
+
+#: What each command can make smaller when it runs out of memory (options it has).
+_MEMORY_HINTS = {
+    "make": "try a smaller --limit or target",
+    "batch": "try a smaller --limit, fewer --workers or smaller targets",
+    "score": "try a smaller --view-px or target",
+}
 
 
 def _stdout_broken() -> bool:
