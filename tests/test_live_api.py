@@ -378,6 +378,27 @@ def test_admin_routes_need_the_admin_token(wall, method, route, body):
     assert not wall.event.paused and not wall.event.moderation
 
 
+@pytest.mark.parametrize(("method", "route", "body"), ADMIN_CALLS)
+def test_a_script_with_a_wrong_admin_token_is_told_so(wall, method, route, body):
+    # A script has no page: "reload the page" would send its author the wrong way.
+    for given in ("Bearer not-it", "Bearer", "bearer " + "x" * 200):
+        wrong = wall.anyone.request(method, route, json=body, headers={"Authorization": given})
+        assert wrong.status_code == 403
+        assert wrong.json() == {"error": "the admin token is not this wall's"}
+    foreign = wall.anyone.request(method, route, json=body,
+                                  headers={"Authorization": "Bearer not-it",
+                                           "Origin": "http://evil.example"})
+    assert foreign.status_code == 403
+    assert not wall.event.paused and not wall.event.moderation
+
+
+def test_every_host_route_checks_the_admin_token(wall):
+    # A bearer header on /api/admin/ passes the page-token check: the route must refuse it.
+    routes = [route for route in live_app._routes(wall.live)
+              if route.path.startswith("/api/admin/")]
+    assert routes and all(route.endpoint.__name__ == "checked" for route in routes)
+
+
 def test_a_script_with_the_admin_token_needs_no_page(wall):
     assert wall.host.post("/api/admin/pause", json={"paused": True}).status_code == 200
     assert wall.event.paused
@@ -599,6 +620,29 @@ def test_a_resumed_event_keeps_its_target_grid_and_look(tmp_path, target):
     resumed.close()
 
 
+@pytest.mark.parametrize("kept", ["photos/holiday.jpg", "tiles/a.jpg", "exports/.b.png",
+                                  "notes.txt"])
+def test_a_new_event_never_takes_over_a_folder_in_use(tmp_path, target, kept):
+    # Resuming tidies photos/, tiles/ and exports/: a folder of the user's own files (the
+    # tiles' folder, ".") must be refused before any of them is touched.
+    folder = tmp_path / "mine"
+    path = folder / kept
+    path.parent.mkdir(parents=True)
+    path.write_bytes(photo_bytes(74))
+    with pytest.raises(MosaicistError, match="not empty"):
+        Event.open(folder, target=target, grid=GRID, settings=dict(SETTINGS))
+    assert path.read_bytes() == photo_bytes(74)
+    assert sorted(item.relative_to(folder).as_posix() for item in folder.rglob("*")
+                  if item.is_file()) == [kept]
+
+
+def test_a_new_event_may_use_an_empty_folder(tmp_path, target):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / ".DS_Store").write_bytes(b"x")
+    Event.open(tmp_path / "empty", target=target, grid=GRID, settings=dict(SETTINGS)).close()
+    Event.open(tmp_path / "empty").close()
+
+
 def test_leftovers_of_a_crash_are_tidied(make_wall, target):
     wall = make_wall()
     kept = wall.upload(("a.jpg", photo_bytes(70))).json()
@@ -617,6 +661,42 @@ def test_leftovers_of_a_crash_are_tidied(make_wall, target):
         assert [path.name for path in (folder / "tiles").iterdir()] == [tile.name]
     finally:
         event.close()
+
+
+@pytest.mark.parametrize("damage", ["empty", "half"])
+def test_a_damaged_tile_is_drawn_again_on_resume(make_wall, target, damage):
+    # Tiles are written without an fsync: a power cut can leave one empty or cut short.
+    wall = make_wall()
+    placed = wall.upload(("a.jpg", photo_bytes(72))).json()
+    folder = wall.event.folder
+    wall.close()
+    (tile,) = (folder / "tiles").iterdir()
+    tile.write_bytes(b"" if damage == "empty" else tile.read_bytes()[:100])
+    event = Event.open(folder)
+    try:
+        assert event.counts()["placed"] == 1
+        assert event.photo(placed["id"]).cell is not None
+        with Image.open(tile) as image:
+            image.load()
+    finally:
+        event.close()
+
+
+def test_a_damaged_event_folder_is_refused_in_one_sentence(make_wall, target):
+    wall = make_wall()
+    wall.upload(("a.jpg", photo_bytes(73)))
+    folder = wall.event.folder
+    wall.close()
+    (picture,) = (folder / "photos").iterdir()
+    (tile,) = (folder / "tiles").iterdir()
+    picture.unlink()
+    tile.unlink()
+    with pytest.raises(MosaicistError, match="cannot be drawn") as refused:
+        Event.open(folder)
+    assert "\n" not in str(refused.value)
+    (folder / "target.png").write_bytes(b"")
+    with pytest.raises(MosaicistError, match="target picture cannot be read"):
+        Event.open(folder)
 
 
 def test_the_command_line_names_its_flags(tmp_path, target):

@@ -278,6 +278,27 @@ def _read_rgb(path: Path) -> Image.Image:
         return image.convert("RGB")
 
 
+def _check_new_folder(folder: Path) -> None:
+    """Refuse to make a new event in a folder that holds anything but hidden files.
+
+    An event owns its folder: opening it deletes whatever in ``photos/``,
+    ``tiles/`` and ``exports/`` is not its own, so a folder of the user's
+    files (``--event .`` beside the tiles' folder ``photos``) must never
+    become one.
+    """
+    try:
+        found = sorted(path.name for path in folder.iterdir()
+                       if path.name != "event.lock"
+                       and not (path.name.startswith(".") and path.is_file()))
+    except OSError as error:
+        raise MosaicistError(f"{folder}: cannot read the event folder "
+                             f"({error.strerror or error})") from None
+    if found:
+        shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+        raise MosaicistError(f"{folder}: is not an event folder and is not empty ({shown}); "
+                             "give a new or empty folder with --event")
+
+
 def _lock_folder(folder: Path) -> int:
     descriptor = os.open(folder / "event.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -360,8 +381,14 @@ class Event:
         options = settings.options
         # The event's own file, cut to the wall at the tiles' size: a large wall is over
         # Pillow's default bomb limit (150 x 150 tiles of 96 px: 207 million pixels).
-        with _PILLOW_LIMIT.allowing(None), Image.open(folder / "target.png") as stored:
-            self.target = np.asarray(stored.convert("RGB"), np.uint8)
+        try:
+            with _PILLOW_LIMIT.allowing(None), Image.open(folder / "target.png") as stored:
+                self.target = np.asarray(stored.convert("RGB"), np.uint8)
+        except (OSError, ValueError) as error:
+            # Only damage from outside leaves it so (it is written atomically and durably):
+            # say so in one sentence rather than with a traceback.
+            raise MosaicistError(f"{folder}: the event's target picture cannot be read "
+                                 f"({error}); restore target.png from a backup") from None
         match_w, match_h = settings.match_size
         cells = _cells_of(self.target, settings.cols, settings.rows, match_w, match_h)
         self.cell_vectors = picture_vectors(cells, options.metric)
@@ -409,8 +436,10 @@ class Event:
         Raises
         ------
         MosaicistError
-            When the folder is in use, is not an event folder, or the target,
-            grid or settings given differ from the event's.
+            When the folder is in use, is not an event folder (a new event
+            needs a new or empty one), its target or a placed photo's
+            picture cannot be read, or the target, grid or settings given
+            differ from the event's.
         """
         if settings:
             MosaicOptions(**(LIVE_DEFAULTS | settings))  # a bad value fails before any file
@@ -421,6 +450,8 @@ class Event:
             raise MosaicistError(f"{folder}: cannot make the event folder "
                                  f"({error.strerror or error})") from None
         folder = folder.resolve()
+        if not (folder / "event.sqlite").exists():
+            _check_new_folder(folder)
         descriptor = _lock_folder(folder)
         try:
             connection = sqlite3.connect(folder / "event.sqlite", isolation_level=None,
@@ -516,9 +547,20 @@ class Event:
         for photo in self.photos.values():
             if photo.status != "placed":
                 continue
-            if self._tile_name(photo) not in present:
-                self._write_tile(photo, self._untinted(photo))
-            self._paste(photo)
+            shown = None
+            if self._tile_name(photo) in present:
+                # Tiles are written without an fsync (they can be drawn again): after a
+                # power cut one may be empty or cut short, and is then drawn again.
+                with contextlib.suppress(OSError, ValueError):
+                    shown = np.asarray(_read_rgb(self.tile_path(photo)), np.uint8)
+            if shown is None:
+                try:
+                    shown = self._write_tile(photo, self._untinted(photo))
+                except (OSError, ValueError) as error:
+                    raise MosaicistError(
+                        f"{self.folder}: the placed photo {photo.id} cannot be drawn: its "
+                        f"stored picture cannot be read ({error})") from None
+            self._paste(photo, shown)
 
     # -- lifetime ------------------------------------------------------------------------
 
