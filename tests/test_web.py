@@ -175,6 +175,9 @@ def _app_routes(root: Path) -> list[Route]:
     async def refused(request: Request) -> Response:
         raise MosaicistError("the picture is too small")
 
+    async def full(request: Request) -> Response:
+        raise OSError(28, "No space left on device")
+
     async def teapot(request: Request) -> Response:
         raise WebError(418, "no coffee here")
 
@@ -194,6 +197,7 @@ def _app_routes(root: Path) -> list[Route]:
         Route("/api/ok", ok, methods=["GET"]), Route("/api/echo", echo, methods=["POST"]),
         Route("/api/boom", boom, methods=["GET"]), Route("/boom", boom, methods=["GET"]),
         Route("/api/refused", refused, methods=["GET"]),
+        Route("/api/full", full, methods=["GET"]),
         Route("/api/teapot", teapot, methods=["GET"]),
         Route("/page", page, methods=["GET"]),
         Route("/files/{route:path}", files, methods=["GET"]),
@@ -371,6 +375,15 @@ def test_error_answers_are_one_sentence_never_a_traceback(site, capsys):
     status, _, headers = fetch(site, "/api/ok", method="PUT")
     assert status == 405 and headers["Allow"] == "DELETE, GET, HEAD, POST"
     assert capsys.readouterr().err == ""
+
+
+def test_a_full_disk_is_said_so(site, capsys):
+    # An upload that filled the disk was "the server failed to answer": the person at the
+    # page could not tell it from a bug, nor its host what to do.
+    capsys.readouterr()
+    status, body, _ = fetch(site, "/api/full")
+    assert (status, json.loads(body)) == (507, {"error": "the server's disk is full"})
+    assert capsys.readouterr().err.count("\n") == 1  # still logged, in one line
 
 
 def test_request_bodies_are_limited(site):

@@ -9,6 +9,7 @@ going to the server's stderr as one line.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import sys
 from collections.abc import Mapping
@@ -88,9 +89,15 @@ async def mosaicist_error(request: Request, error: Exception) -> Response:
 
 
 async def unexpected_error(request: Request, error: Exception) -> Response:
-    """Anything else: status 500 and one sentence, its reason logged in one line first."""
+    """Anything else: status 500 and one sentence, its reason logged in one line first.
+
+    A full disk is the exception: status 507, saying so, since whoever runs
+    the server can act on it (and the page can tell its user to wait).
+    """
     name = getattr(request.app.state, "name", "server")
     log_failure(name, request.method, request.url.path, error)
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return error_response(request.url.path, 507, "the server's disk is full")
     return error_response(request.url.path, 500, _SENTENCES[500])
 
 
