@@ -275,3 +275,12 @@ def test_viewer_pointer_finds_the_leaf_in_a_browser(tmp_path, tiles):
         assert cell["source"] == placements.source_ids[index]
         assert (cell["row"], cell["col"]) == (int(y), int(x))
         assert cell.get("level", 0) == round(-np.log2(w))
+
+
+def test_check_adaptive_says_once_for_one_level():
+    # It said "halves cells 1 times".
+    with pytest.raises(OptionError, match=r"^adaptive 1 halves cells once, so cell sizes must "
+                                          r"divide by 2: cell is 15x15 px$"):
+        check_adaptive(MosaicOptions(cell_px=15, tile_px=32, adaptive=1))
+    with pytest.raises(OptionError, match="halves cells 3 times"):
+        check_adaptive(MosaicOptions(cell_px=12, tile_px=32, adaptive=3))

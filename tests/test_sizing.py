@@ -429,3 +429,104 @@ def test_render_keeps_or_changes_the_recorded_dpi(tmp_path):
         with Image.open(tmp_path / name) as written:
             assert written.size == (40, 24)
             assert written.info["dpi"] == (dpi, dpi)
+
+
+def test_cells_with_adaptive_choose_a_cell_that_halves():
+    # 24 cells of a 300x200 target is 50 px cells, which do not halve twice: with
+    # adaptive 2 the nearest count among widths that divide by 4 (and whose heights do) wins.
+    plan = plan_sizes((300, 200), cells=24, adaptive=2)
+    assert plan.cell_px % 4 == 0 and plan.cell_height % 4 == 0
+    assert plan.cell_px == 48 and (plan.cols, plan.rows) == (6, 4)
+    options = MosaicOptions(cells=24, adaptive=2)
+    assert options_plan(options, (300, 200)).cell_px == 48
+
+
+def test_print_with_adaptive_chooses_a_tile_that_halves():
+    # 6x4 cells for 60x40cm at 150 dpi is 591 px tiles unconstrained; adaptive 1 needs even ones.
+    plan = plan_sizes((300, 200), cells=24, print_size="60x40cm", dpi=150, adaptive=1)
+    assert plan.tile_px % 2 == 0 and plan.tile_height % 2 == 0
+    assert plan.tile_px in (590, 592)
+    aspect = plan_sizes((300, 200), aspect="3:2", cells=24, print_size="60x40cm", dpi=150,
+                        adaptive=2)
+    assert aspect.cell_px % 4 == 0 and aspect.cell_height % 4 == 0
+    assert aspect.tile_px % 4 == 0 and aspect.tile_height % 4 == 0
+
+
+def test_cells_with_adaptive_on_a_target_no_halving_cell_fits():
+    with pytest.raises(MosaicistError, match="smaller than one cell"):
+        plan_sizes((3, 3), cells=1, adaptive=2)
+
+
+def test_cli_cells_and_print_with_adaptive_make_a_mosaic(tmp_path):
+    tiles = make_colour_folder(tmp_path / "tiles", 6)
+    target = tmp_path / "target.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (200, 300, 3), np.uint8)).save(target)
+    output = tmp_path / "out.png"
+    result = CliRunner().invoke(main, ["make", str(target), "--tiles", str(tiles), "--preset",
+                                       "seed", "--cells", "24", "--adaptive", "2", "--print",
+                                       "60x40cm", "--dpi", "150", "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    assert Image.open(output).size == (6 * 592, 4 * 592)
+
+
+@pytest.mark.parametrize("depth", [-1, 7, 99, 1.0, True])
+def test_plan_sizes_refuses_an_adaptive_depth_out_of_range(depth):
+    with pytest.raises(OptionError, match="adaptive"):
+        plan_sizes((300, 200), cells=24, adaptive=depth)
+
+
+@pytest.mark.parametrize(("settings", "name"), [
+    ({"cell_px": 0}, "cell_px"), ({"cell_px": -5}, "cell_px"), ({"cell_px": 2.5}, "cell_px"),
+    ({"cell_px": 5000}, "cell_px"), ({"tile_px": 0}, "tile_px"), ({"tile_px": -3}, "tile_px"),
+    ({"tile_px": 99999}, "tile_px"), ({"tile_px": True}, "tile_px"),
+])
+def test_plan_sizes_refuses_cell_and_tile_widths_out_of_range(settings, name):
+    # Once a ZeroDivisionError, a 0x12 or negative output, or a grid of float counts.
+    with pytest.raises(OptionError, match=f"^{name} "):
+        plan_sizes((300, 200), **settings)
+
+
+def test_plan_sizes_takes_numpy_integers_and_gives_python_ones():
+    plan = plan_sizes((300, 200), cells=np.int64(24), cell_px=np.int64(16),
+                      tile_px=np.int64(32))
+    assert (plan.cols, plan.rows, plan.cell_px, plan.cells) == (6, 4, 50, 24)
+    assert all(type(side) is int for side in plan.output_size)
+    assert type(plan_sizes((300, 200), cell_px=np.int64(16)).output_size[0]) is int
+
+
+@pytest.mark.parametrize("size", [(300.5, 200), (300, "200"), (300,), (True, 200)])
+def test_plan_sizes_refuses_a_target_size_that_is_not_two_whole_numbers(size):
+    with pytest.raises(MosaicistError, match="target"):
+        plan_sizes(size)
+
+
+@pytest.mark.parametrize(("cols", "rows"), [(0, 4), (6, 0), (-1, 4)])
+def test_tile_px_for_print_refuses_an_empty_grid(cols, rows):
+    with pytest.raises(ValueError, match="grid"):
+        tile_px_for_print(cols, rows, "60x40cm", 150)
+
+
+def test_plan_sizes_keeps_a_numpy_dpi_as_a_python_int():
+    plan = plan_sizes((300, 200), print_size="60x40cm", dpi=np.int64(150))
+    assert type(plan.dpi) is int and plan.dpi == 150
+    with pytest.raises(OptionError, match="^dpi "):
+        plan_sizes((300, 200), print_size="60x40cm", dpi=150.5)
+
+
+def test_fit_options_with_adaptive_compares_tiles_at_a_size_that_halves():
+    # 3:2 tiles of 592 px are compared at 32 px by default, 32x21, which cannot halve:
+    # the nearest width whose height halves too is taken instead (36x24).
+    options = MosaicOptions(cells=24, adaptive=2, aspect="3:2", print_size="60x40cm", dpi=150)
+    fitted = fit_options(options, options_plan(options, (300, 200)))
+    assert fitted.match_px % 4 == 0 and fitted.match_height % 4 == 0
+    assert abs(fitted.match_px - 32) <= 4
+    assert not fitted.given("match_px")
+    square = MosaicOptions(cells=24, adaptive=2, print_size="60x40cm", dpi=150)
+    assert fit_options(square, options_plan(square, (300, 200))).match_px == 32
+
+
+def test_cells_bounds_with_adaptive_name_the_cells_that_halve():
+    with pytest.raises(OptionError, match=r"at most 3750 cells \(4 px wide\)"):
+        plan_sizes((300, 200), cells=60000, adaptive=2)
+    with pytest.raises(OptionError, match=r"at most 60000 cells \(1 px wide\)"):
+        plan_sizes((300, 200), cells=60001)

@@ -79,9 +79,9 @@ def check_adaptive(options: MosaicOptions) -> None:
     for what, (width, height) in sizes.items():
         if width % step or height % step:
             raise OptionError(
-                "{adaptive} {value} halves cells {value} times, so {what} sizes must divide "
+                "{adaptive} {value} halves cells {times}, so {what} sizes must divide "
                 "by {step}: {what} is {size} px", value=depth, what=what, step=step,
-                size=f"{width}x{height}")
+                times="once" if depth == 1 else f"{depth} times", size=f"{width}x{height}")
 
 
 @dataclass(frozen=True)

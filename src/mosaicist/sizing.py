@@ -95,6 +95,9 @@ PRINT_TOLERANCE = 0.01
 #: Largest difference between the tiles' shape and the cells' (each height rounded from its
 #: width apart) without a warning: the picture is stretched by that much against the target.
 SHAPE_TOLERANCE = 0.01
+#: Deepest adaptive split that sizes are chosen for (the ``adaptive`` setting's limit); a
+#: deeper one would also overflow the ``2^depth`` steps that widths are tried in.
+MOST_ADAPTIVE_DEPTH = 6
 #: Originals sampled (evenly over the tiles placed) to judge whether they are large enough.
 ORIGINALS_SAMPLE = 16
 
@@ -384,8 +387,15 @@ def _heights(widths: np.ndarray, aspect: tuple[int, int]) -> np.ndarray:
     return np.maximum(1, (2 * widths * aspect_height + aspect_width) // (2 * aspect_width))
 
 
+def _halving(widths: np.ndarray, aspect: tuple[int, int], adaptive: int) -> np.ndarray:
+    """Those of ``widths`` that, with their heights, divide by ``2^adaptive`` (all at depth 0)."""
+    step = 1 << adaptive
+    return widths[(widths % step == 0) & (_heights(widths, aspect) % step == 0)]
+
+
 def cell_px_for_cells(
-    target_size: tuple[int, int], cells: int, aspect: str | tuple[int, int] = "1:1"
+    target_size: tuple[int, int], cells: int, aspect: str | tuple[int, int] = "1:1",
+    adaptive: int = 0,
 ) -> int:
     """Return the cell width whose grid on the target has a count nearest to ``cells``.
 
@@ -401,12 +411,17 @@ def cell_px_for_cells(
         The number of cells wanted.
     aspect : str or tuple of int
         Shape of a cell (``"3:2"``).
+    adaptive : int
+        Depth of adaptive cells: only widths that, with their heights,
+        divide by ``2^adaptive`` are tried (each level halves the cell).
 
     Raises
     ------
     OptionError
         Naming ``cells``, when no width gives a count that near: ``cells``
-        is above the count of 1 px cells, or below that of the largest.
+        is above the count of the smallest cells, or below that of the largest.
+    MosaicistError
+        When no width tried gives a single cell on the target.
 
     Examples
     --------
@@ -417,12 +432,11 @@ def cell_px_for_cells(
     """
     from .options import CELL_PX_RANGE
 
-    if isinstance(cells, bool) or not isinstance(cells, int):
-        raise OptionError("{cells} must be a whole number, got {value!r}", value=cells)
-    check_range("cells", cells, 1, whole=True)
+    cells = check_range("cells", cells, 1, whole=True)
     ratio = parse_aspect(aspect) if isinstance(aspect, str) else aspect
     width, height = target_size
-    widths = np.arange(CELL_PX_RANGE[0], CELL_PX_RANGE[1] + 1, dtype=np.int64)
+    widths = _halving(np.arange(CELL_PX_RANGE[0], CELL_PX_RANGE[1] + 1, dtype=np.int64),
+                      ratio, adaptive)
     counts = (width // widths) * (height // _heights(widths, ratio))
     usable = counts >= 1
     if not usable.any():
@@ -432,8 +446,9 @@ def cell_px_for_cells(
     shape = f"{format_aspect(ratio)} " if ratio != (1, 1) else ""
     if cells > most:
         raise OptionError("{cells} {value} is more than a {width}x{height} target holds: at "
-                          "most {most} {shape}cells (1 px wide)", value=cells, width=width,
-                          height=height, most=most, shape=shape)
+                          "most {most} {shape}cells ({smallest} px wide)", value=cells,
+                          width=width, height=height, most=most, shape=shape,
+                          smallest=int(widths[counts == most].min()))
     if cells < fewest:
         raise OptionError("{cells} {value} is fewer than a {width}x{height} target allows: at "
                           "least {fewest} {shape}cells ({largest} px wide, the largest)",
@@ -445,7 +460,7 @@ def cell_px_for_cells(
 
 def tile_px_for_print(
     cols: int, rows: int, print_size: str | PrintSize, dpi: int = DEFAULT_DPI,
-    aspect: str | tuple[int, int] = "1:1",
+    aspect: str | tuple[int, int] = "1:1", adaptive: int = 0,
 ) -> int:
     """Return the tile width that brings ``cols x rows`` tiles nearest to the print's pixels.
 
@@ -464,12 +479,17 @@ def tile_px_for_print(
         Its resolution.
     aspect : str or tuple of int
         Shape of a tile.
+    adaptive : int
+        Depth of adaptive cells: only widths that, with their heights,
+        divide by ``2^adaptive`` are tried (each level halves the tile).
 
     Raises
     ------
     OptionError
         Naming ``print_size`` and ``dpi``, when the print has fewer pixels
         than cells across or down, or needs tiles over 1024 px.
+    ValueError
+        When the grid has no cells (``cols`` or ``rows`` below 1).
 
     Examples
     --------
@@ -481,26 +501,33 @@ def tile_px_for_print(
     if isinstance(print_size, str):
         print_size = parse_print_size(print_size)
     ratio = parse_aspect(aspect) if isinstance(aspect, str) else aspect
+    if min(cols, rows) < 1:
+        raise ValueError(f"a grid of {cols}x{rows} cells has none to size tiles for")
     print_width, print_height = print_size.pixels(dpi)
     if cols > print_width or rows > print_height:
         raise OptionError("{print_size} {size} at {dpi} {dpi_value} is {width}x{height} px, "
                           "fewer than the grid's {cols}x{rows} cells; use fewer cells or a "
                           "higher {dpi}", size=str(print_size), dpi_value=dpi,
                           width=print_width, height=print_height, cols=cols, rows=rows)
-    widths = np.arange(TILE_PX_RANGE[0], TILE_PX_RANGE[1] + 1, dtype=np.int64)
+    widths = _halving(np.arange(TILE_PX_RANGE[0], TILE_PX_RANGE[1] + 1, dtype=np.int64),
+                      ratio, adaptive)
+    if not len(widths):
+        raise OptionError("{adaptive} {value} leaves no tile width up to {most} px whose height "
+                          "at {aspect} {shape} halves {value} times", value=adaptive,
+                          most=TILE_PX_RANGE[1], shape=format_aspect(ratio))
     heights = _heights(widths, ratio)
     errors = np.maximum(np.abs(cols * widths - print_width),
                         np.abs(rows * heights - print_height))
     best = int(widths[errors == errors.min()].max())
     best_height = height_for(best, ratio)
-    if best == TILE_PX_RANGE[1] and (cols * best < print_width - best
+    if best == int(widths.max()) and (cols * best < print_width - best
                                      or rows * best_height < print_height - best_height):
         needed = max(-(-print_width // cols), -(-print_height // rows) * best // best_height)
         raise OptionError("{print_size} {size} at {dpi} {dpi_value} needs tiles about {needed} "
                           "px wide for a grid of {cols}x{rows} cells, over the {most} px that "
                           "tiles may have; use more cells or a lower {dpi}", size=str(print_size),
                           dpi_value=dpi, needed=needed, cols=cols, rows=rows,
-                          most=TILE_PX_RANGE[1])
+                          most=int(widths.max()))
     return best
 
 
@@ -514,6 +541,7 @@ def plan_sizes(
     print_size: str | PrintSize | None = None,
     dpi: int | None = None,
     name: str = "target",
+    adaptive: int = 0,
 ) -> SizePlan:
     """Plan the grid and tile sizes of a mosaic of a target (see the module's rules).
 
@@ -537,6 +565,11 @@ def plan_sizes(
         :data:`DEFAULT_DPI` with a print size).
     name : str
         The target's name, for messages.
+    adaptive : int
+        Depth of adaptive cells: the cell width that ``cells`` chooses and
+        the tile width that ``print_size`` chooses are ones that, with their
+        heights, halve this many times (given widths are left to
+        :func:`~mosaicist.adaptive.check_adaptive`).
 
     Returns
     -------
@@ -556,19 +589,32 @@ def plan_sizes(
     >>> plan.cols, plan.rows, plan.tile_px, plan.output_size, plan.print_error
     (6, 4, 591, (3546, 2364), (3, 2))
     """
-    width, height = target_size
+    from .options import CELL_PX_RANGE, TILE_PX_RANGE
+
+    if (not isinstance(target_size, tuple | list) or len(target_size) != 2
+            or not all(isinstance(side, int | np.integer) and not isinstance(side, bool)
+                       for side in target_size)):
+        raise MosaicistError(f"{name}: a target size must be two whole numbers (width, "
+                             f"height), got {target_size!r}")
+    width, height = (int(side) for side in target_size)
     if width < 1 or height < 1:
         raise MosaicistError(f"{name}: a {width}x{height} picture has no pixels")
     ratio = parse_aspect(aspect)
+    # Checked here as well as in the options: the Python API reaches this without them, and a
+    # width of 0 divides by zero, a negative or float one gives a grid that makes no sense.
+    cell_px = check_range("cell_px", cell_px, *CELL_PX_RANGE, "pixels", whole=True)
+    tile_px = check_range("tile_px", tile_px, *TILE_PX_RANGE, "pixels", whole=True)
+    adaptive = check_range("adaptive", adaptive, 0, MOST_ADAPTIVE_DEPTH, whole=True)
     if isinstance(print_size, str):
         print_size = parse_print_size(print_size)
     if dpi is not None:
-        check_range("dpi", dpi, *DPI_RANGE)
+        dpi = check_range("dpi", dpi, *DPI_RANGE, whole=True)
     elif print_size is not None:
         dpi = DEFAULT_DPI
-    crop = (0, 0, width, height) if print_size is None else print_crop(target_size, print_size)
+    crop = (0, 0, width, height) if print_size is None else print_crop((width, height), print_size)
     if cells is not None:
-        cell_px = cell_px_for_cells(crop[2:], cells, ratio)
+        cells = check_range("cells", cells, 1, whole=True)
+        cell_px = cell_px_for_cells(crop[2:], cells, ratio, adaptive)
     cell_height = height_for(cell_px, ratio)
     cols, rows = crop[2] // cell_px, crop[3] // cell_height
     if cols < 1 or rows < 1:
@@ -577,7 +623,7 @@ def plan_sizes(
         raise MosaicistError(f"{name}: {what} is smaller than one {cell_px}x{cell_height} cell")
     if print_size is not None:
         assert dpi is not None
-        tile_px = tile_px_for_print(cols, rows, print_size, dpi, ratio)
+        tile_px = tile_px_for_print(cols, rows, print_size, dpi, ratio, adaptive)
     return SizePlan(
         target_size=(width, height), crop=crop, cols=cols, rows=rows, cell_px=cell_px,
         cell_height=cell_height, tile_px=tile_px, tile_height=height_for(tile_px, ratio),
@@ -639,7 +685,8 @@ def options_plan(
     """
     plan = plan_sizes(target_size, aspect=options.aspect, cell_px=options.cell_px,
                       tile_px=options.tile_px, cells=options.cells,
-                      print_size=options.print_size, dpi=options.dpi, name=name)
+                      print_size=options.print_size, dpi=options.dpi, name=name,
+                      adaptive=options.adaptive)
     if options.given("cell_px") and plan.cell_px != options.cell_px:
         raise OptionError("{cells} {value} chooses cells of {chosen} px, but {cell_px} is "
                           "{given}; give one of them", value=options.cells,
@@ -656,13 +703,24 @@ def fit_options(options: MosaicOptions, plan: SizePlan) -> MosaicOptions:
     """Return ``options`` with the cell and tile widths (and ``dpi``) that ``plan`` chose.
 
     Settings chosen this way stay "not given" (:meth:`MosaicOptions.fitted`),
-    and ``match_px``, when not given, follows the new ``tile_px``.
+    and ``match_px``, when not given, follows the new ``tile_px``; with
+    ``adaptive``, it is the width nearest to that default which, with its
+    height, halves ``adaptive`` times (as the tile width does).
     """
     from .options import default_match_px
 
     changes: dict[str, Any] = {"cell_px": plan.cell_px, "tile_px": plan.tile_px, "dpi": plan.dpi}
     if not options.given("match_px"):
         changes["match_px"] = default_match_px(plan.tile_px)
+        if options.adaptive:
+            # Each adaptive level halves the compared tile too; the default width (32 px for
+            # large tiles) may not, with its height, at an aspect other than 1:1.
+            ratio = parse_aspect(plan.aspect)
+            widths = _halving(np.arange(1, plan.tile_px + 1, dtype=np.int64), ratio,
+                              options.adaptive)
+            if len(widths) and changes["match_px"] not in widths:
+                distance = np.abs(widths - changes["match_px"])
+                changes["match_px"] = int(widths[distance == distance.min()].max())
     changes = {name: value for name, value in changes.items() if getattr(options, name) != value}
     return options.fitted(**changes) if changes else options
 
