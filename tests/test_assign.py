@@ -385,8 +385,8 @@ def test_check_feasible_messages():
 
 @pytest.mark.parametrize(("max_uses", "min_spacing", "named", "not_named"), [
     # A preset's --max-uses 2 beside a spacing that allows 1 use: only the spacing counts.
-    (2, 30, "(min_spacing 30: at most 1 use on a 8x10 grid)", "max_uses"),
-    (1, 30, "(max_uses 1, min_spacing 30: at most 1 use on a 8x10 grid)", None),
+    (2, 30, "(min_spacing 30: at most 1 use on a 10x8 grid)", "max_uses"),
+    (1, 30, "(max_uses 1, min_spacing 30: at most 1 use on a 10x8 grid)", None),
     (1, 0, "at most 1 use per tile (max_uses 1)", "min_spacing"),
     (3, 2, "at most 3 uses per tile (max_uses 3)", "min_spacing"),
 ])

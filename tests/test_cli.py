@@ -83,7 +83,7 @@ def test_make_writes_output_csv_and_report(setup, tmp_path):
     assert report["objective"] == pytest.approx(sum(float(row[3]) for row in rows[1:]))
     assert {"index", "match", "render", "total"} <= set(report["timings"])
     summary = result.stderr.strip().splitlines()
-    assert len(summary) == 1 and "6x8 cells" in summary[0] and "30 tiles" in summary[0]
+    assert len(summary) == 1 and "8x6 cells" in summary[0] and "30 tiles" in summary[0]
     assert result.stdout == ""
     assert sorted(path.name for path in tmp_path.iterdir()) == ["out.png", "p.csv", "r.json"]
 
@@ -216,7 +216,7 @@ def test_python_m_mosaicist(setup, tmp_path):
         capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path,
     )
     assert made.returncode == 0, made.stderr
-    assert "Traceback" not in made.stderr and "6x8 cells" in made.stderr
+    assert "Traceback" not in made.stderr and "8x6 cells" in made.stderr
     assert (tmp_path / "m.png").is_file()
     failed = subprocess.run(
         [sys.executable, "-m", "mosaicist", "make", str(tmp_path / "missing.png"), "--tiles",

@@ -423,3 +423,11 @@ def test_check_range_returns_plain_numbers():
     for value in ("0.5", None, True, [1]):
         with pytest.raises(OptionError, match="fps must be a number"):
             check_range("fps", value, 0.01, 1000)
+
+
+def test_check_range_says_one_in_the_singular():
+    # "--max-target-pixels must be at least 1 pixels".
+    with pytest.raises(OptionError, match="must be at least 1 pixel, got 0$"):
+        check_range("max_target_pixels", 0, 1, None, "pixels", whole=True)
+    with pytest.raises(OptionError, match="must be at least 2 pixels, got 0$"):
+        check_range("max_target_pixels", 0, 2, None, "pixels", whole=True)

@@ -529,7 +529,7 @@ def _make_summary(mosaic: Any, output: Path) -> str:
         if options.tint or options.overlay:
             fidelity += f", tint {options.tint:g}, overlay {options.overlay:g}"
     return (
-        f"mosaicist: {mosaic.grid.rows}x{mosaic.grid.cols} cells"
+        f"mosaicist: {mosaic.grid.cols}x{mosaic.grid.rows} cells"
         f"{f' split into {len(mosaic.placements)}' if mosaic.placements.adaptive else ''}, "
         f"{len(mosaic.library)} tiles{skipped}; index {timings['index']:.2f} s, "
         f"match {timings['match']:.2f} s, render {timings['render']:.2f} s, "
@@ -657,7 +657,7 @@ def render(
     if not quiet:
         seconds = time.perf_counter() - started
         click.echo(printable(
-            f"mosaicist: {placements.rows}x{placements.cols} cells at "
+            f"mosaicist: {placements.cols}x{placements.rows} cells at "
             f"{options.tile_px}x{options.tile_height} px "
             f"rendered in {seconds:.2f} s -> {output} ({renderer.width}x{renderer.height})"
         ), err=True)

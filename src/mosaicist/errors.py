@@ -125,8 +125,10 @@ def check_range(
     unit = f" {unit}" if unit else ""
     if high is None:
         if not number >= low:
-            raise OptionError("{" + parameter + "} must be at least {low}" + unit + ", got {value}",
-                              low=low, value=number)
+            # "at least 1 pixel", not "1 pixels" (units are given in the plural).
+            least = unit[:-1] if low == 1 and unit.endswith("s") else unit
+            raise OptionError("{" + parameter + "} must be at least {low}" + least
+                              + ", got {value}", low=low, value=number)
     elif not low <= number <= high:
         raise OptionError(
             "{" + parameter + "} must be between {low} and {high}" + unit + ", got {value}",

@@ -453,7 +453,7 @@ def check_feasible(
             raise MinimumUsesError(
                 "{min_uses} {low} copies of a tile cannot be {min_spacing} {spacing} cells "
                 "apart on a {grid} grid (at most {most})", low=min_uses, spacing=min_spacing,
-                grid=f"{rows}x{cols}", most=spacing,
+                grid=f"{cols}x{rows}", most=spacing,
             )
         if tiles * min_uses > cells:
             raise MinimumUsesError(
@@ -492,7 +492,7 @@ def check_feasible(
             "least {needed} tiles, but the library has {tiles}; add tiles or relax "
             + ("the limits" if len(why) > 1 else "it"),
             cells=cells, cap=_uses(cap), uses=max_uses, spacing=min_spacing,
-            spacing_uses=_uses(spacing or 0), grid=f"{rows}x{cols}", needed=needed, tiles=tiles,
+            spacing_uses=_uses(spacing or 0), grid=f"{cols}x{rows}", needed=needed, tiles=tiles,
         )
 
 
