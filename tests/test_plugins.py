@@ -67,7 +67,7 @@ def test_make_uses_a_registered_matcher_and_format(plugins, setup, tmp_path):
         "--report", str(tmp_path / "r.json"), "--cache-dir", str(tmp_path / "cache"),
     ])
     assert result.exit_code == 0, result.output
-    assert "3x5 cells" in result.stderr
+    assert "5x3 cells" in result.stderr
     with Image.open(output) as picture:
         assert picture.format == "PPM" and picture.size == (40, 24)
         pixels = np.asarray(picture)
