@@ -284,3 +284,17 @@ def test_check_adaptive_says_once_for_one_level():
         check_adaptive(MosaicOptions(cell_px=15, tile_px=32, adaptive=1))
     with pytest.raises(OptionError, match="halves cells 3 times"):
         check_adaptive(MosaicOptions(cell_px=12, tile_px=32, adaptive=3))
+
+
+def test_a_detail_without_adaptive_cells_is_noted_as_ignored(tmp_path, capsys):
+    # '--detail 5' without '--adaptive' ran as if it were not given, without a word.
+    tiles = make_colour_folder(tmp_path / "tiles", 6, size=8)
+    target = tmp_path / "target.png"
+    Image.fromarray(np.full((16, 24, 3), 90, np.uint8)).save(target)
+    base = {"preset": "seed", "cell_px": 8, "tile_px": 8}
+    made = {"cache_dir": tmp_path / "cache", "quiet": False}
+    make_mosaic(target, tiles, {**base, "detail": 5.0}, **made)
+    assert "detail applies only with adaptive cells" in capsys.readouterr().err
+    make_mosaic(target, tiles, {**base, "detail": 5.0, "adaptive": 1}, **made)
+    make_mosaic(target, tiles, base, **made)
+    assert "detail" not in capsys.readouterr().err

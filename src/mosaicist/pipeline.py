@@ -323,6 +323,10 @@ def _make_mosaic(
               f"the preset's {', '.join(dropped)}", file=sys.stderr)
     if wrap is not None and options.adaptive:
         raise OptionError("{stable} does not combine with {adaptive}")
+    if options.given("detail") and not options.adaptive and not quiet:
+        # A detail threshold splits only adaptive cells: without them it changes nothing.
+        print("mosaicist: note: detail applies only with adaptive cells (adaptive 0 here); "
+              "it is ignored", file=sys.stderr)
     started = time.perf_counter()
     name = str(target) if isinstance(target, (str, os.PathLike)) else None
     label = name or label or "target"
