@@ -98,8 +98,9 @@ def open_library(tiles: str, options: MosaicOptions, cache_dir: str) -> TileLibr
         if library is None:
             if not (Path(cache_dir) / "indexes").is_dir():
                 # Else the library, opened without updating, would look empty.
-                raise MosaicistError(f"{cache_dir}: the cache is not on this worker; the "
-                                     "cache must be on a filesystem every worker shares")
+                from ..distributed._cluster import not_shared
+
+                raise not_shared(cache_dir, "the cache")
             library = TileLibrary.open(tiles, options.match_px, cache_dir=cache_dir,
                                        update=False, aspect=options.aspect_ratio,
                                        crop=options.crop)

@@ -318,6 +318,19 @@ def worker_addresses(client: Client) -> list[str]:
     return sorted(client.nthreads())
 
 
+def not_shared(path: object, what: str, shared: str = "cache",
+               where: str = "this worker") -> MosaicistError:
+    """The one-line error of a worker that does not see ``what`` (at ``path``).
+
+    Workers read the library, the cache and the outputs at the paths the
+    client gives (docs/cluster.md): what one does not see is a filesystem
+    that is not shared, named as such. ``where`` is ``"a worker"`` where the
+    client says it of a worker's result.
+    """
+    return MosaicistError(f"{path}: {what} is not on {where}; the {shared} must be on a "
+                          f"filesystem every worker shares")
+
+
 def require_workers(client: Client, seconds: float = CONNECT_SECONDS) -> int:
     """Wait until the cluster has a worker (up to ``seconds``); return how many it has.
 

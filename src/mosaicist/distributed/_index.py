@@ -37,7 +37,7 @@ from ..library._update import TileFormat, UpdateStats, stage_shard
 from ..paths import cache_dir as default_cache_dir
 from ..progress import progress_bar
 from ..sources import SourceEntry, TileSource, open_source, source_spec
-from ._cluster import WorkerWatch, completed, require_workers, task_result
+from ._cluster import WorkerWatch, completed, not_shared, require_workers, task_result
 
 if TYPE_CHECKING:
     import sqlite3
@@ -214,8 +214,7 @@ def decode_part(
                              f"{tile.method}: install the same extras on every worker")
     folder = Path(directory)
     if not folder.is_dir():
-        raise MosaicistError(f"{folder}: the index folder is not on this worker; the cache "
-                             f"must be on a filesystem every worker shares")
+        raise not_shared(folder, "the index folder")
     # Opened for each part, not kept: a source may map its files (an array
     # file, a dataset's batches), whose pages would otherwise count as this
     # worker's for as long as it lives.
@@ -247,8 +246,7 @@ def _check_seen(unseen: Sequence[str]) -> None:
     """
     here = next((path for path in unseen if os.path.lexists(path)), None)
     if here is not None:
-        raise MosaicistError(f"{here}: this file of the tiles is not on a worker; the tiles "
-                             f"must be on a filesystem every worker shares")
+        raise not_shared(here, "this file of the tiles", "tiles", "a worker")
 
 
 def _result(future: Future, spec: str) -> tuple[str, int, int, tuple[str, ...]]:

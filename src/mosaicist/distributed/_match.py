@@ -67,7 +67,7 @@ from ..options import MosaicOptions
 from ..paths import atomic_path
 from ..paths import cache_dir as default_cache_dir
 from ..sources import source_spec
-from ._cluster import require_workers, task_result
+from ._cluster import not_shared, require_workers, task_result
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -472,8 +472,7 @@ def _library(job: MatchJob) -> TileLibrary:
     options = job.options
     if not Path(job.directory).is_dir():
         # Else opening the library says the source has no tiles, of a folder that is there.
-        raise MosaicistError(f"{job.directory}: the index folder is not on this worker; the "
-                             f"cache must be on a filesystem every worker shares")
+        raise not_shared(job.directory, "the index folder")
     library = TileLibrary.open(job.spec, options.match_px or options.tile_px,
                                cache_dir=job.cache, update=False, aspect=options.aspect_ratio,
                                crop=options.crop)

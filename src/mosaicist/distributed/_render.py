@@ -28,14 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import MosaicistError
 from ..library._shards import ShardedTiles
 from ..options import MosaicOptions
 from ..paths import cache_dir as default_cache_dir
 from ..placements import Placements
 from ..render import IndexPictures, MosaicRenderer, OriginalPictures, Picture, write_output
 from ..sources import TileSource, open_source, source_spec
-from ._cluster import require_workers, task_result
+from ._cluster import not_shared, require_workers, task_result
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -82,8 +81,7 @@ class TileFiles:
         runs = self.arguments[0]
         for path in dict.fromkeys(path for path, _, _ in runs):
             if not os.path.isfile(path):
-                raise MosaicistError(f"{path}: the index is not on this worker; the cache "
-                                     f"must be on a filesystem every worker shares")
+                raise not_shared(path, "the index")
         return ShardedTiles(*self.arguments)
 
 
@@ -196,18 +194,13 @@ def band_job(renderer: MosaicRenderer, cache: Path) -> BandJob | None:
     return None
 
 
-def mapped_tiles(tiles: Any) -> ShardedTiles | None:
+def tile_files(tiles: Any) -> TileFiles | None:
     """``tiles`` as files and runs, when they are memory maps of files; else None.
 
     A sharded library already is; one memory map of a packed file becomes
-    its file, first tile and count, found from where the map starts.
+    its file, first tile and count, found from where the map starts. Nothing
+    is opened: the workers map the files (:meth:`TileFiles.open`).
     """
-    files = tile_files(tiles)
-    return None if files is None else files.open()
-
-
-def tile_files(tiles: Any) -> TileFiles | None:
-    """The files and runs of ``tiles`` (as :func:`mapped_tiles`), nothing opened; else None."""
     if isinstance(tiles, ShardedTiles):
         return TileFiles.of(tiles)
     if not isinstance(tiles, np.memmap) or not tiles.filename or len(tiles) == 0:
