@@ -67,6 +67,9 @@ SETTINGS_VERSION = 4
 CELL_PX_RANGE = (1, 1024)
 #: Accepted range of tile sides: ``tile_px`` (drawn) and ``match_px`` (indexed and compared).
 TILE_PX_RANGE = (1, 1024)
+#: Least and most levels of adaptive cells (``adaptive``); sizes are chosen for them
+#: in ``2^depth`` steps (:mod:`mosaicist.sizing`).
+ADAPTIVE_RANGE = (0, 6)
 #: Largest side tiles are compared at by default (larger outputs are drawn from originals).
 DEFAULT_MATCH_LIMIT = 64
 #: Side tiles are compared at when ``tile_px`` is above :data:`DEFAULT_MATCH_LIMIT`.
@@ -366,7 +369,8 @@ class MosaicOptions:
     adaptive: int = setting(
         0, "Split a cell into four where the target has detail, down to DEPTH levels (cells "
         "then come in sizes {cell_px}/2^d; {cell_px}, {tile_px}, {match_px} and their heights "
-        "must divide by 2^DEPTH); 0: one size.", low=0, high=6, metavar="DEPTH",
+        "must divide by 2^DEPTH); 0: one size.", low=ADAPTIVE_RANGE[0], high=ADAPTIVE_RANGE[1],
+        metavar="DEPTH",
         section="grid")
     detail: float = setting(
         12.0, "With {adaptive}: a cell splits when the standard deviation of its luma "

@@ -95,9 +95,6 @@ PRINT_TOLERANCE = 0.01
 #: Largest difference between the tiles' shape and the cells' (each height rounded from its
 #: width apart) without a warning: the picture is stretched by that much against the target.
 SHAPE_TOLERANCE = 0.01
-#: Deepest adaptive split that sizes are chosen for (the ``adaptive`` setting's limit); a
-#: deeper one would also overflow the ``2^depth`` steps that widths are tried in.
-MOST_ADAPTIVE_DEPTH = 6
 #: Originals sampled (evenly over the tiles placed) to judge whether they are large enough.
 ORIGINALS_SAMPLE = 16
 
@@ -589,7 +586,7 @@ def plan_sizes(
     >>> plan.cols, plan.rows, plan.tile_px, plan.output_size, plan.print_error
     (6, 4, 591, (3546, 2364), (3, 2))
     """
-    from .options import CELL_PX_RANGE, TILE_PX_RANGE
+    from .options import ADAPTIVE_RANGE, CELL_PX_RANGE, TILE_PX_RANGE
 
     if (not isinstance(target_size, tuple | list) or len(target_size) != 2
             or not all(isinstance(side, int | np.integer) and not isinstance(side, bool)
@@ -604,7 +601,7 @@ def plan_sizes(
     # width of 0 divides by zero, a negative or float one gives a grid that makes no sense.
     cell_px = check_range("cell_px", cell_px, *CELL_PX_RANGE, "pixels", whole=True)
     tile_px = check_range("tile_px", tile_px, *TILE_PX_RANGE, "pixels", whole=True)
-    adaptive = check_range("adaptive", adaptive, 0, MOST_ADAPTIVE_DEPTH, whole=True)
+    adaptive = check_range("adaptive", adaptive, *ADAPTIVE_RANGE, whole=True)
     if isinstance(print_size, str):
         print_size = parse_print_size(print_size)
     if dpi is not None:
