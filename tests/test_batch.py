@@ -1205,3 +1205,13 @@ def test_a_dask_batch_that_loses_its_scheduler_or_workers_ends_in_one_line(monke
     monkeypatch.setattr(_cluster, "NO_WORKER_SECONDS", 0)
     with pytest.raises(MosaicistError, match="has had no workers"):
         runner.wait(["future"])
+
+
+def test_summary_counts_one_target_in_the_singular():
+    from mosaicist.batch._run import BatchResult, TargetResult
+
+    one = BatchResult([TargetResult("a.png", "out/a.png", "failed", "bad")], 0.1, 1)
+    assert one.summary().startswith("mosaicist: 1 target: 0 made, 0 already done, 1 failed")
+    two = BatchResult([TargetResult("a.png", "", "made"), TargetResult("b.png", "", "made")],
+                      0.1, 1)
+    assert two.summary().startswith("mosaicist: 2 targets: 2 made")

@@ -222,7 +222,8 @@ class BatchResult:
         """One line: counts, time, workers, and the flicker and fidelity headlines."""
         where = (f"on {self.scheduler}" if self.scheduler else
                  f"{self.workers} worker{'s' if self.workers != 1 else ''}")
-        line = (f"mosaicist: {len(self.results)} targets: {len(self.made)} made, "
+        count = len(self.results)
+        line = (f"mosaicist: {count} target{'s' if count != 1 else ''}: {len(self.made)} made, "
                 f"{len(self.skipped)} already done, {len(self.failed)} failed in "
                 f"{self.seconds:.1f} s ({where})")
         fidelity = self.fidelity()
