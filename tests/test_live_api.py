@@ -737,3 +737,40 @@ def test_a_wall_over_pillows_bomb_limit_opens_and_tidies_a_killed_export(tmp_pat
         assert not staging.exists()
     finally:
         again.close()
+
+
+def test_event_streams_are_capped_so_uploads_keep_a_connection(wall):
+    # Streams never end: a display page opened in many tabs, or a script, held every
+    # connection of the server, and then uploads were answered 503.
+    per_client = live_app.MAX_EVENT_STREAMS_PER_CLIENT
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(httpx.Client(base_url=wall.base, timeout=30))
+        for _ in range(per_client):
+            opened = stack.enter_context(client.stream("GET", "/api/events"))
+            assert opened.status_code == 200
+        refused = wall.anyone.get("/api/events")
+        assert refused.status_code == 503 and "too many displays" in refused.json()["error"]
+        assert refused.headers["Retry-After"]
+        assert wall.upload(("a.jpg", photo_bytes(30))).status_code in (201, 202)
+    # Closed streams give their places back.
+    deadline = time.monotonic() + 10
+    while wall.live.feed.readers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with wall.anyone.stream("GET", "/api/events") as again:
+        assert again.status_code == 200
+
+
+def test_feed_caps_streams_in_all_and_per_client():
+    import asyncio
+
+    async def fill() -> tuple[int, bool, bool]:
+        feed = live_app.Feed()
+        taken = [feed.subscribe(f"10.0.0.{number}") for number in
+                 range(live_app.MAX_EVENT_STREAMS)]
+        full = feed.subscribe("10.0.1.1") is None
+        feed.unsubscribe(taken[0])  # type: ignore[arg-type]
+        again = feed.subscribe("10.0.1.1") is not None
+        return feed.readers, full, again
+
+    readers, full, again = asyncio.run(fill())
+    assert full and again and readers == live_app.MAX_EVENT_STREAMS

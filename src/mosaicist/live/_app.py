@@ -11,7 +11,8 @@ Routes (JSON unless said otherwise; errors are ``{"error": "one sentence"}``):
                                            repeatable): 201 placed, 202 pending
 ``GET /api/photos/{id}``                   one photo's status and cell
 ``GET /api/wall``                          every placed photo's cell, and the version
-``GET /api/events``                        changes as server-sent events
+``GET /api/events``                        changes as server-sent events (503 past
+                                           16 open, or 4 from one address)
 ``GET /api/tiles/{id}.jpg``                a placed photo's tile as shown
 ``GET /api/target.jpg``                    the target as cut for the wall
 ``GET /api/wall.jpg?width=N``              the wall now
@@ -117,6 +118,10 @@ BURST = 10
 RATE_CLIENTS = 10_000
 #: Events a slow reader may fall behind before it is told to reset.
 BACKLOG = 1000
+#: Event streams open at once, in all and from one client address: each holds one of the
+#: server's connections (``web._serve.MAX_CONNECTIONS``), which uploads need too.
+MAX_EVENT_STREAMS = 16
+MAX_EVENT_STREAMS_PER_CLIENT = 4
 #: Seconds between keep-alive comments of an idle event stream, and between checks for a stop.
 KEEP_ALIVE_SECONDS = 15.0
 EVENT_POLL_SECONDS = 0.5
@@ -142,9 +147,15 @@ class Feed:
         self._lock = threading.Lock()
         self._readers: set[_Reader] = set()
 
-    def subscribe(self) -> _Reader:
-        reader = _Reader(asyncio.get_running_loop())
+    def subscribe(self, client: str = "") -> _Reader | None:
+        """A new reader for ``client``, or None when :data:`MAX_EVENT_STREAMS` are open
+        (or :data:`MAX_EVENT_STREAMS_PER_CLIENT` from that client)."""
+        reader = _Reader(asyncio.get_running_loop(), client)
         with self._lock:
+            if len(self._readers) >= MAX_EVENT_STREAMS or sum(
+                    other.client == client for other in self._readers
+            ) >= MAX_EVENT_STREAMS_PER_CLIENT:
+                return None
             self._readers.add(reader)
         return reader
 
@@ -168,8 +179,9 @@ class Feed:
 
 
 class _Reader:
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, client: str = "") -> None:
         self.loop = loop
+        self.client = client
         self.queue: asyncio.Queue[str] = asyncio.Queue()
 
     def push(self, text: str, version: int) -> None:
@@ -507,7 +519,12 @@ def _routes(live: Live) -> list[Route]:
         return JSONResponse(await _call(event.wall))
 
     async def events(request: Request) -> Response:
-        reader = live.feed.subscribe()
+        # Streams never end on their own: without a cap, a page opened in many tabs
+        # (or a script) would hold every connection, and uploads would get 503.
+        reader = live.feed.subscribe(request.client.host if request.client else "unknown")
+        if reader is None:
+            raise WebError(503, "too many displays are open; close one and reload this page",
+                           {"Retry-After": "10"})
         version = event.version
 
         async def stream() -> AsyncIterator[str]:
