@@ -392,6 +392,20 @@ def test_a_script_with_a_wrong_admin_token_is_told_so(wall, method, route, body)
     assert not wall.event.paused and not wall.event.moderation
 
 
+@pytest.mark.parametrize(("method", "route", "body"), ADMIN_CALLS)
+def test_a_script_without_any_token_is_told_it_needs_the_admin_token(wall, method, route,
+                                                                      body):
+    # It heard "this request lacks the page's token; reload the page" on a POST.
+    bare = wall.anyone.request(method, route, json=body)
+    assert bare.status_code == 401
+    assert bare.json() == {
+        "error": "this needs the host's admin token (Authorization: Bearer TOKEN)"}
+    foreign = wall.anyone.request(method, route, json=body,
+                                  headers={"Origin": "http://evil.example"})
+    assert foreign.status_code in (401, 403)
+    assert not wall.event.paused and not wall.event.moderation
+
+
 def test_every_host_route_checks_the_admin_token(wall):
     # A bearer header on /api/admin/ passes the page-token check: the route must refuse it.
     routes = [route for route in live_app._routes(wall.live)

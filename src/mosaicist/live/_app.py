@@ -706,7 +706,10 @@ class _BearerScripts:
     approval this server never gives), so that header proves as much as
     the token; the guard still checks ``Host`` and ``Origin``. A bearer
     header with another token on a host's route (``/api/admin/``) passes the
-    same way, to be refused by the route as a wrong admin token.
+    same way, to be refused by the route as a wrong admin token, and so does
+    a request with neither header there, to hear that it needs the admin
+    token (the routes refuse anything without it, so no page token is
+    needed to keep other sites' pages out).
     """
 
     def __init__(self, app: Guard, admin_token: str, page_token: str) -> None:
@@ -719,15 +722,21 @@ class _BearerScripts:
             headers = scope.get("headers", [])
             given = [value for key, value in headers if key == b"authorization"]
             has_token = any(key == TOKEN_HEADER.encode() for key, _ in headers)
+            hosts = str(scope.get("path", "")).startswith("/api/admin/")
+            passes = False
             if not has_token and len(given) == 1:
                 scheme, _, value = given[0].strip().partition(b" ")
                 right = hmac.compare_digest(value.strip(), self._admin)
                 # A bearer header on a host's route: the route itself checks the token
                 # (every one is wrapped in ``admin``), so a script with a wrong one hears
                 # "the admin token is not this wall's", not "reload the page".
-                hosts = str(scope.get("path", "")).startswith("/api/admin/")
-                if scheme.lower() == b"bearer" and (right or hosts):
-                    scope = dict(scope, headers=[*headers, (TOKEN_HEADER.encode(), self._page)])
+                passes = scheme.lower() == b"bearer" and (right or hosts)
+            elif not has_token and not given and hosts:
+                # No token of either kind on a host's route: the route answers 401
+                # "this needs the host's admin token", which is what a script lacks.
+                passes = True
+            if passes:
+                scope = dict(scope, headers=[*headers, (TOKEN_HEADER.encode(), self._page)])
         await self.app(scope, receive, send)
 
 
