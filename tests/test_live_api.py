@@ -531,6 +531,17 @@ def test_exports_and_print_sheets(wall):
     assert wall.anyone.get("/api/target.jpg").headers["content-type"] == "image/jpeg"
 
 
+def test_print_sheets_survive_a_damaged_stored_photo(wall):
+    # A stored photo damaged on disk made the whole sheets.pdf a 500.
+    placed = [wall.upload((f"{index}.jpg", photo_bytes(40 + index))).json() for index in range(3)]
+    damaged = wall.event.picture_path(wall.event.photo(placed[1]["id"]))
+    damaged.write_bytes(b"not a JPEG any more")
+    pdf = wall.host.get("/api/admin/sheets.pdf?tile_cm=4")
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    damaged.unlink()
+    assert wall.host.get("/api/admin/sheets.pdf?tile_cm=4").status_code == 200
+
+
 def test_complete_from_received_photos_and_from_the_library(make_wall, tmp_path):
     library = tmp_path / "library"
     library.mkdir()
@@ -788,3 +799,30 @@ def test_feed_caps_streams_in_all_and_per_client():
 
     readers, full, again = asyncio.run(fill())
     assert full and again and readers == live_app.MAX_EVENT_STREAMS
+
+
+def test_damaged_stored_photos_neither_stop_moves_nor_repeats(make_wall):
+    # A stored picture damaged on disk: a move of its photo failed in the planner every
+    # second for good, a completion by repeats and an approval answered 500.
+    wall = make_wall(grid=(3, 2))
+    wall.host.post("/api/admin/pause", json={"paused": False})
+    placed = [wall.upload((f"{index}.jpg", photo_bytes(60 + index))).json() for index in range(2)]
+    photo = wall.event.photo(placed[0]["id"])
+    wall.event.picture_path(photo).write_bytes(b"damaged")
+    before = np.asarray(Image.open(wall.event.tile_path(photo)).convert("RGB"))
+    taken = {tile["row"] * 3 + tile["col"] for tile in wall.anyone.get("/api/wall").json()["tiles"]}
+    free = min(set(range(6)) - taken)
+    with wall.event.lock:
+        moved = wall.event.apply_moves({photo.number: free}, wall.event.changes)
+    assert moved == 1 and photo.cell == free
+    after = np.asarray(Image.open(wall.event.tile_path(photo)).convert("RGB"))
+    assert after.shape == before.shape
+    done = wall.host.post("/api/admin/complete", json={"source": "received", "max_uses": 3})
+    assert done.status_code == 200 and done.json()["counts"]["empty"] == 0
+
+    held = make_wall(moderation=True)
+    pending = held.upload(("p.jpg", photo_bytes(70))).json()["id"]
+    held.event.picture_path(held.event.photo(pending)).write_bytes(b"damaged")
+    refused = held.host.post(f"/api/admin/photos/{pending}/approve")
+    assert refused.status_code == 409 and "can no longer be read" in refused.json()["error"]
+    assert held.host.post(f"/api/admin/photos/{pending}/reject").status_code == 200

@@ -605,11 +605,41 @@ class Event:
         """The stored picture a photo shows."""
         return self.photos_folder / f"{photo.picture_id}.jpg"
 
-    def _untinted(self, photo: Photo) -> np.ndarray:
-        """A photo's tile at the shown size, before its tint."""
-        picture = _read_rgb(self.picture_path(photo))
-        return thumbnail(picture, self.settings.options.tile_px,
-                         self.settings.options.aspect_ratio, photo.window)
+    def _untinted(self, photo: Photo, shown_by: Photo | None = None) -> np.ndarray:
+        """A photo's tile at the shown size, before its tint.
+
+        With ``shown_by`` (the placed photo that shows the same picture: the
+        photo itself when it moves, its original for a repeat), a stored
+        picture that can no longer be read (damaged on disk, removed by
+        hand) gives way to what the wall shows of it, so that a move, an
+        approval or a repeat never fails on it again and again; without,
+        or when nothing shows it, that is an error.
+        """
+        options = self.settings.options
+        try:
+            picture = _read_rgb(self.picture_path(photo))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            if shown_by is None or shown_by.status != "placed" or shown_by.cell is None:
+                if shown_by is None:
+                    raise
+                raise Conflict("this photo's stored picture can no longer be read; "
+                               "reject or delete it") from error
+            return self.shown_tile(shown_by)
+        return thumbnail(picture, options.tile_px, options.aspect_ratio, photo.window)
+
+    def shown_tile(self, photo: Photo) -> np.ndarray:
+        """A placed photo as the wall shows it, at the tiles' size: its tile file, or else
+        its cell of the wall picture, enlarged."""
+        with contextlib.suppress(OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            shown = np.asarray(_read_rgb(self.tile_path(photo)), np.uint8)
+            if shown.shape[:2] == self.settings.tile_size[::-1]:
+                return shown
+        assert photo.cell is not None
+        wall_w, wall_h = self.wall_tile
+        row, col = divmod(photo.cell, self.settings.cols)
+        small = self.wall_picture[row * wall_h:(row + 1) * wall_h, col * wall_w:(col + 1) * wall_w]
+        return np.asarray(Image.fromarray(small).resize(self.settings.tile_size,
+                                                        Image.Resampling.LANCZOS), np.uint8)
 
     def shift(self, photo: Photo, cell: int) -> np.ndarray:
         """The tint shift of ``photo`` in ``cell`` (see :func:`._placer.tint_shift`)."""
@@ -871,7 +901,12 @@ class Event:
         shown = None
         if cell >= 0:
             photo.cell = cell
-            shown = self._write_tile(photo, self._untinted(photo))
+            try:
+                untinted = self._untinted(photo, shown_by=photo)
+            except BaseException:
+                photo.cell = None
+                raise
+            shown = self._write_tile(photo, untinted)
         try:
             with _transaction(self._db):
                 self._db.execute("UPDATE photos SET status = ?, cell = ? WHERE id = ?",
@@ -967,7 +1002,7 @@ class Event:
             drawn: list[tuple[Photo, int, np.ndarray]] = []
             for photo in moved:
                 cell = moves[photo.number]
-                shown = self.tinted(photo, cell, self._untinted(photo))
+                shown = self.tinted(photo, cell, self._untinted(photo, shown_by=photo))
                 _save_jpeg(shown, self.tiles_folder / f"{photo.id}-{cell}.jpg", STORED_QUALITY)
                 drawn.append((photo, cell, shown))
             try:
@@ -1117,7 +1152,7 @@ class Event:
                     photo = Photo(photo_id, number, self._seq, time.time(), "repeat", source.id,
                                   "placed", cell, source.window)
                     match = self._match_pixels(source)
-                    untinted = self._untinted(photo)
+                    untinted = self._untinted(photo, shown_by=source)
                 else:
                     source_id, picture, match = source
                     height, width = picture.shape[:2]

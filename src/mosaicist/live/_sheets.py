@@ -133,11 +133,23 @@ def write_sheets(event: Event, path: Path, paper: str = "a4", tile_cm: float = 5
 
 
 def _printed(event: Event, photo: Photo, width: int) -> np.ndarray:
-    """A placed photo at ``width`` pixels, cut and tinted as on the wall."""
+    """A placed photo at ``width`` pixels, cut and tinted as on the wall.
+
+    A stored photo that can no longer be read (damaged on disk, removed by
+    hand) is printed as the wall shows it, enlarged, rather than failing
+    the whole document.
+    """
     options = event.settings.options
-    picture = _read_rgb(event.picture_path(photo))
-    pixels = thumbnail(picture, width, options.aspect_ratio, photo.window)
     assert photo.cell is not None
+    try:
+        picture = _read_rgb(event.picture_path(photo))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        height = max(1, round(width * options.tile_height / options.tile_px))
+        with event.lock:
+            shown = event.shown_tile(photo)
+        return np.asarray(Image.fromarray(shown).resize((width, height),
+                                                        Image.Resampling.LANCZOS), np.uint8)
+    pixels = thumbnail(picture, width, options.aspect_ratio, photo.window)
     return event.tinted(photo, photo.cell, pixels)
 
 
