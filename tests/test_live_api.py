@@ -826,3 +826,32 @@ def test_damaged_stored_photos_neither_stop_moves_nor_repeats(make_wall):
     refused = held.host.post(f"/api/admin/photos/{pending}/approve")
     assert refused.status_code == 409 and "can no longer be read" in refused.json()["error"]
     assert held.host.post(f"/api/admin/photos/{pending}/reject").status_code == 200
+
+
+def test_a_photo_sent_again_after_a_lost_answer_is_placed_once(wall):
+    # A phone that lost the answer (a timeout on a slow network) sends the same photo
+    # again: it was stored and put on the wall twice.
+    data = photo_bytes(90)
+    first = wall.upload(("a.jpg", data)).json()
+    again = wall.upload(("a (retry).jpg", data)).json()
+    assert again == first and len(wall.stored()) == 1
+    assert len(wall.anyone.get("/api/wall").json()["tiles"]) == 1
+    twice = wall.upload(("b.jpg", photo_bytes(91)), ("b.jpg", photo_bytes(91))).json()
+    assert twice["photos"][0] == twice["photos"][1] and len(wall.stored()) == 2
+    # Another device's copy is its own photo; one the host removed may be sent again.
+    assert wall.live.accept([(data, "a.jpg")], "10.0.0.9")[0]["id"] != first["id"]
+    wall.host.delete(f"/api/admin/photos/{first['id']}")
+    assert wall.upload(("a.jpg", data)).json()["id"] != first["id"]
+
+
+def test_retries_arriving_together_make_one_photo(wall):
+    data = photo_bytes(92)
+    answers: list = []
+    threads = [threading.Thread(target=lambda: answers.append(
+        wall.live.accept([(data, "a.jpg")], "10.0.0.7")[0])) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(answers) == 4 and len({answer["id"] for answer in answers}) == 1
+    assert len(wall.stored()) == 1

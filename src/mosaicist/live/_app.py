@@ -43,7 +43,9 @@ also need ``Authorization: Bearer <admin token>`` (401 without it, 403
 with another); a request that carries the right bearer token needs no page
 token, so scripts can use the API with the admin token alone (a browser
 never sends a bearer header across sites without a CORS approval, which
-this server never gives). Guests' uploads are limited per client address.
+this server never gives). Guests' uploads are limited per client address;
+the same photo sent again from one address within ten minutes (a phone
+retrying after a lost answer) is answered as its first upload.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import hmac
 import ipaddress
 import json
@@ -60,7 +63,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +119,10 @@ DEFAULT_RATE = 30
 BURST = 10
 #: Clients whose upload allowance is remembered (the oldest forgotten first).
 RATE_CLIENTS = 10_000
+#: Seconds during which the same photo sent again by the same client is its earlier
+#: upload (a phone retrying after a lost answer), and how many such uploads are kept.
+RETRY_SECONDS = 600.0
+RETRY_UPLOADS = 10_000
 #: Events a slow reader may fall behind before it is told to reset.
 BACKLOG = 1000
 #: Event streams open at once, in all and from one client address: each holds one of the
@@ -274,6 +281,10 @@ class Live:
         self._wall_jpeg: tuple[tuple[int, int], bytes] | None = None
         self._qr: tuple[str, bytes] | None = None
         self._closed = False
+        self._recent: collections.OrderedDict[tuple[str, bytes], tuple[str, float]] = (
+            collections.OrderedDict())
+        self._receiving: dict[tuple[str, bytes], threading.Event] = {}
+        self._recent_lock = threading.Lock()
 
     def begin_stop(self) -> None:
         """Tell the event streams to end: the server is stopping."""
@@ -288,29 +299,98 @@ class Live:
 
     # -- guests --------------------------------------------------------------------------
 
-    def accept(self, uploads: list[tuple[bytes, str]]) -> list[dict[str, Any]]:
+    def accept(self, uploads: list[tuple[bytes, str]], client: str = "") -> list[dict[str, Any]]:
         """Check, store and place uploaded photos; all are refused if one is.
 
         Returns each photo's answer (:meth:`Event.answer`), after its commit.
+        The same bytes sent again by the same ``client`` within
+        :data:`RETRY_SECONDS`, while the first upload is still on the wall
+        or waiting, are that upload: a phone that lost the answer and sends
+        again must not put the photo on the wall twice.
         """
-        prepared: list[Prepared] = []
-        try:
-            for data, name in uploads:
-                with self._decoding:
-                    prepared.append(self.event.prepare(data, name))
-        except BaseException:
-            for item in prepared:
-                self.event.discard(item)
-            raise
-        answers = []
-        for index, item in enumerate(prepared):
+        digests = [hashlib.sha256(data).digest() for data, _ in uploads]
+        keys = [(client, digest) for digest in digests]
+        with self._claimed(keys) as mine:
+            answers: list[dict[str, Any] | None] = []
+            for key in keys:
+                earlier = self._earlier(key)
+                answers.append(None if earlier is None else self.event.answer(earlier))
+            first = {key: keys.index(key) for key in keys}
+            fresh = [index for index, answer in enumerate(answers)
+                     if answer is None and keys[index] in mine and first[keys[index]] == index]
+            if any(answer is None and keys[index] not in mine
+                   for index, answer in enumerate(answers)):
+                raise Conflict("this photo is being received from this device already; "
+                               "wait a moment and look at the wall")
+            prepared: list[Prepared] = []
             try:
-                answers.append(self.event.receive(item))
+                for index in fresh:
+                    data, name = uploads[index]
+                    with self._decoding:
+                        prepared.append(self.event.prepare(data, name))
             except BaseException:
-                for rest in prepared[index + 1:]:
-                    self.event.discard(rest)
+                for item in prepared:
+                    self.event.discard(item)
                 raise
-        return answers
+            for position, (index, item) in enumerate(zip(fresh, prepared, strict=True)):
+                try:
+                    answers[index] = answer = self.event.receive(item)
+                except BaseException:
+                    for rest in prepared[position + 1:]:
+                        self.event.discard(rest)
+                    raise
+                self._remember(keys[index], answer["id"])
+            # The same photo twice in one request is one photo.
+            answers = [answers[first[key]] if answer is None else answer
+                       for key, answer in zip(keys, answers, strict=True)]
+        return [answer for answer in answers if answer is not None]
+
+    @contextlib.contextmanager
+    def _claimed(self, keys: list[tuple[str, bytes]]) -> Iterator[set[tuple[str, bytes]]]:
+        """Claim the uploads ``keys`` while in the block: yields those claimed here.
+
+        A retry that arrives while the first request is still being received
+        waits for it (up to a minute) and then finds it as an earlier upload.
+        """
+        deadline = time.monotonic() + 60.0
+        mine: set[tuple[str, bytes]] = set()
+        try:
+            for key in keys:
+                while key not in mine:
+                    with self._recent_lock:
+                        busy = self._receiving.get(key)
+                        if busy is None:
+                            self._receiving[key] = threading.Event()
+                            mine.add(key)
+                            break
+                    if not busy.wait(max(0.0, deadline - time.monotonic())):
+                        break
+            yield mine
+        finally:
+            with self._recent_lock:
+                for key in mine:
+                    self._receiving.pop(key).set()
+
+    def _earlier(self, key: tuple[str, bytes]) -> Any:
+        """The photo an upload ``key`` (client, digest) became lately, while it is still up
+        or waiting; None otherwise."""
+        with self._recent_lock:
+            found = self._recent.get(key)
+        if found is None or time.monotonic() - found[1] > RETRY_SECONDS:
+            return None
+        with contextlib.suppress(NotFound):
+            photo = self.event.photo(found[0])
+            if photo.status in ("placed", "pending", "overflow"):
+                return photo
+        return None
+
+    def _remember(self, key: tuple[str, bytes], photo_id: str) -> None:
+        with self._recent_lock:
+            self._recent[key] = (photo_id, time.monotonic())
+            self._recent.move_to_end(key)
+            while len(self._recent) > RETRY_UPLOADS:
+                self._recent.popitem(last=False)
+
 
     def info(self) -> dict[str, Any]:
         """``GET /api/info``."""
@@ -505,7 +585,7 @@ def _routes(live: Live) -> list[Route]:
         wait = live.rate.take(client, len(uploads))
         if wait:
             raise _too_many(wait)
-        answers = await _call(live.accept, uploads)
+        answers = await _call(live.accept, uploads, client)
         status = 201 if any(answer["status"] == "placed" for answer in answers) else 202
         if len(answers) == 1:
             return JSONResponse(_guest_answer(answers[0]), status)
