@@ -110,6 +110,18 @@ HOSTILE = {
     # A lone surrogate ("\udcff" in JSON) reached the index as a UnicodeEncodeError.
     "surrogate in tile": (_set("cells.tile.1", "\udcff.png"), "cells.tile[1]"),
     "version 99": (_set("version", 99), "version"),
+    # An OverflowError traceback: whole numbers are kept as int64.
+    "distance beyond int64": (_set("cells.distance.0", 10**40), "cells.distance[0]"),
+    # Drawn, they overflowed the colour conversions (RuntimeWarnings, NaN cast to pixels).
+    "tint of 1e308": (_set("cells.tint.0", [1e308, -1e308, 0]), "cells.tint[0]"),
+    "gain of 1e308": (_set("cells.gain.1", [1e308, 1, 1]), "cells.gain[1]"),
+    # Messages of thousands of characters: the whole value was quoted.
+    "rows of 400 digits": (_set("rows", -10**400), "rows"),
+    "crop of 400 digits": (_set("crop.top", -10**400), "crop.top"),
+    "version of 400 digits": (_set("version", 10**400), "version"),
+    "source a long list": (_set("source", list(range(1000))), "source must be a text"),
+    "target a long object": (_set("target", {str(n): n for n in range(500)}), "target"),
+    "metric a long text": (_set("settings.metric", "x" * 5000), "metric"),
 }
 
 
@@ -122,7 +134,7 @@ def test_hostile_placements_json_is_one_clear_error(tmp_path, case):
         Placements.read(path)
     message = str(caught.value)
     assert message.startswith(f"{path}: ") and word in message, message
-    assert "\n" not in message and len(message) < 300
+    assert "\n" not in message and len(message) - len(str(path)) < 250
 
 
 def test_deeply_nested_placements_json_is_one_clear_error(tmp_path):
@@ -154,12 +166,82 @@ def _csv(tmp_path, text: str):
      "0,0,a.png,1,0,identity,0,0,0,1,-1,1\n", "gain"),
     ("row,col,tile,distance,position\n", "no rows"),
     ("", "column"),
+    # An OverflowError traceback: read as an int64.
+    ("row,col,tile,distance,position\n0,0,a.png,99999999999999999999,0\n", "int64"),
+    # A csv.Error traceback (the csv module's field limit).
+    pytest.param("row,col,tile,distance,position\n0,0," + "a" * 200_000 + ",1,0\n",
+                 "field limit", id="a field of 200,000 characters"),
+    # The second "tile" column won without a word.
+    ("row,col,tile,distance,position,tile\n0,0,a.png,1,0,b.png\n", "'tile' twice"),
+    # A grid without its cells' sizes, tints without their blue: defaults without a word.
+    ("row,col,tile,distance,position,x,y\n0,0,a.png,1,0,0,0\n", "x, y but not w, h"),
+    ("row,col,tile,distance,position,tint_0,tint_1\n0,0,a.png,1,0,1,2\n", "not tint_2"),
+    ("row,col,tile,distance,position,gain_0\n0,0,a.png,1,0,2\n", "not gain_1, gain_2"),
+    # Python's int() reads these as 20 and 2: another tile.
+    ("row,col,tile,distance,position\n0,0,a.png,1,2_0\n", "position must be a number"),
+    ("row,col,tile,distance,position\n0,0,a.png,1,\u0662\n", "position must be a number"),
+    # A message of thousands of characters quoting the field.
+    pytest.param("row,col,tile,distance,position\n0,0,a.png,1," + "9" * 5000 + "\n",
+                 "position", id="a position of 5000 digits"),
+    ("row,col,tile,distance,position,transform,tint_0,tint_1,tint_2\n"
+     "0,0,a.png,1,0,identity,1e300,0,0\n", "tint"),
 ])
 def test_hostile_placements_csv_is_one_clear_error(tmp_path, text, word):
     path = _csv(tmp_path, text)
     with pytest.raises(MosaicistError) as caught:
         Placements.read(path)
-    assert word in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+    message = str(caught.value)
+    assert word in message and "\n" not in message, message
+    assert len(message) - len(str(path)) < 250, message
+
+
+def test_a_csv_line_too_long_is_refused_before_it_is_read_whole(tmp_path, monkeypatch):
+    import mosaicist.placements as module
+
+    monkeypatch.setattr(module, "MAX_CSV_LINE", 1000)
+    path = _csv(tmp_path, "row,col,tile,distance,position\n0,0," + "a" * 2000 + "\n")
+    with pytest.raises(MosaicistError, match="line 2 is longer than 1,000 characters"):
+        Placements.read(path)
+    # A line of the limit, with a quoted newline inside a field, still reads.
+    name = "a\n" + "b" * 900 + ".png"
+    _csv(tmp_path, f'row,col,tile,distance,position\n0,0,"{name}",1,0\n')
+    assert Placements.read(path).source_ids == [name]
+
+
+def test_an_unreadable_placements_file_is_one_clear_error(tmp_path, monkeypatch):
+    placements = Placements(1, 1, np.array([0]), np.array([1]), ["a.png"])
+    for name in ("p.json", "p.csv"):
+        placements.write(tmp_path / name)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("builtins.open", refuse)
+    monkeypatch.setattr("pathlib.Path.read_text", refuse)
+    for name in ("p.json", "p.csv"):
+        with pytest.raises(MosaicistError) as caught:
+            Placements.read(tmp_path / name)
+        message = str(caught.value)
+        assert message == f"{tmp_path / name}: cannot read the placements file: Permission denied"
+
+
+@pytest.mark.parametrize(("call", "words"), [
+    (lambda: Placements.read(None), "path must be a path, got None"),
+    (lambda: Placements.read(5), "path must be a path, got 5"),
+    (lambda: Placements.read_csv(["p.csv"]), "path must be a path, got a list"),
+    (lambda: Placements("2", 1, [0, 0], [0, 0], ["a", "b"]), "rows must be a whole number"),
+    (lambda: Placements(1, 2.0, [0, 0], [0, 0], ["a", "b"]), "cols must be a whole number"),
+    (lambda: Placements(1, 1, [0], [0], ["a"], options={"tile_px": 8}),
+     "options must be a MosaicOptions, got a dict"),
+    # Drawn from the end of the library (a negative index), or an IndexError when written.
+    (lambda: Placements(1, 2, [0, -1], [0, 0], ["a", "b"]), "tile has a negative"),
+    (lambda: Placements(1, 1, [0], [0], ["a"], [99]), "transform has codes outside 0 to 7"),
+    (lambda: Placements(1, 1, [0], [0], ["a"], tint=[[1e308, 0, 0]]), "tint"),
+    (lambda: Placements(1, 1, [0], [0], ["a"], gain=[[1e308, 1, 1]]), "gain"),
+])
+def test_placements_of_the_wrong_type_or_range_name_the_parameter(call, words):
+    with pytest.raises(ValueError, match=words):
+        call()
 
 
 _FULL_HEADER = ("row,col,tile,distance,position,transform,tint_0,tint_1,tint_2,"
@@ -275,3 +357,17 @@ def test_tile_hashes_are_looked_up_once_when_asked_and_not_pickled():
     assert placements.to_json()["hashes"] == {"a.png": "f" * 32, "b.png": "f" * 32}
     assert placements.hashes == {"a.png": "f" * 32, "b.png": "f" * 32}
     assert asked == [["a.png", "b.png"]]
+
+
+def test_a_placements_file_that_cannot_be_written_is_named(tmp_path):
+    from mosaicist.errors import OptionError
+
+    placements = Placements(1, 1, np.array([0]), np.array([1]), ["a.png"])
+    (tmp_path / "folder.csv").mkdir()
+    for path in (tmp_path / "missing" / "p.json", tmp_path / "folder.csv"):
+        # The system's error named the temporary file (".p.json.123-x.part.json").
+        with pytest.raises(MosaicistError, match=f"^{path}: cannot write the placements file: "):
+            placements.write(path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["folder.csv"]
+    with pytest.raises(OptionError, match="^path must be a path, got None$"):
+        placements.write(None)

@@ -401,3 +401,86 @@ def test_target_crop_checks_the_window_and_names_the_problem(tmp_path):
     with pytest.raises(MosaicistError, match="^the overlay needs the target picture, and these "
                                              "placements do not name one$"):
         target_crop(placements)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp", ".tif", ".dzi"])
+def test_render_of_a_make_is_the_same_file_byte_for_byte(made, suffix):
+    root, make = made
+    make("--tint", "0.4", "-o", root / f"m{suffix}", "--placements", root / "p.json")
+    result = _cli("render", root / "p.json", "-o", root / f"r{suffix}", "--cache-dir",
+                  root / "cache", "-q")
+    assert result.exit_code == 0, result.output
+    if suffix != ".dzi":
+        assert (root / f"r{suffix}").read_bytes() == (root / f"m{suffix}").read_bytes()
+        return
+    made_tiles = sorted(path.relative_to(root / "m_files")
+                        for path in (root / "m_files").rglob("*"))
+    assert made_tiles == sorted(path.relative_to(root / "r_files")
+                                for path in (root / "r_files").rglob("*"))
+    for name in made_tiles:
+        if (root / "m_files" / name).is_file():
+            assert (root / "r_files" / name).read_bytes() == (root / "m_files" / name).read_bytes()
+
+
+def test_render_refuses_to_write_over_the_target_or_a_placed_tile(made):
+    root, make = made
+    make("-o", root / "m.png", "--placements", root / "p.json")
+    target = root / "target.png"
+    before = target.read_bytes()
+    # The target it names, written over without a word (make refuses it).
+    _one_line_error(_cli("render", root / "p.json", "-o", target, "--cache-dir",
+                         root / "cache"), f"{target}: the output is also the target")
+    assert target.read_bytes() == before
+    placed = Placements.read(root / "p.json").source_ids[0]
+    photo = root / "tiles" / placed
+    before = photo.read_bytes()
+    _one_line_error(_cli("render", root / "p.json", "-o", root / "tiles" / ".." / "tiles" / placed,
+                         "--cache-dir", root / "cache"),
+                    f"the output is also the original of the placed tile {placed}")
+    assert photo.read_bytes() == before
+    # A Deep Zoom viewer page is written beside its pyramid: named as a tile, it counts too.
+    html = root / "tiles" / "page.html"
+    html.write_bytes(before)
+    edited = Placements.read(root / "p.json")
+    edited.source_ids[0] = "page.html"
+    edited.write(root / "q.json")
+    _one_line_error(_cli("render", root / "q.json", "-o", root / "tiles" / "page.dzi",
+                         "--cache-dir", root / "cache"), "page.html")
+    assert html.read_bytes() == before and not (root / "tiles" / "page_files").exists()
+
+
+def test_render_functions_name_an_argument_of_the_wrong_type(tmp_path):
+    from mosaicist.errors import OptionError
+    from mosaicist.render import placements_renderer, render_placements
+
+    placements = random_placements(2, 2, 3)
+    with pytest.raises(OptionError, match="^placements must be Placements .*got a str$"):
+        render_placements("p.json")  # an AttributeError: 'str' object has no attribute...
+    with pytest.raises(OptionError, match="^options must be a MosaicOptions, got a dict$"):
+        placements_renderer(placements, {"tile_px": 8})
+    with pytest.raises(OptionError, match="^tiles must be a tile source spec .*got 5$"):
+        render_placements(placements, tiles=5)
+
+
+@pytest.mark.parametrize(("grid", "words"), [
+    # A negative position drew the library's last tile without a word.
+    (np.array([[0, -1]]), "tile_grid must hold positions from 0 to 2 .*got -1 to 0"),
+    (np.array([[0, 3]]), "tile_grid must hold positions from 0 to 2 .*got 0 to 3"),
+    (np.array([0, 1]), "tile_grid must be a \\(rows, cols\\) array"),
+    (np.array([[0.0, 1.0]]), "tile_grid must be a \\(rows, cols\\) array .*float64"),
+])
+def test_render_mosaic_names_a_bad_tile_grid(grid, words):
+    from mosaicist.errors import OptionError
+
+    tiles = np.zeros((3, 4, 4, 3), np.uint8)
+    with pytest.raises(OptionError, match=words):
+        render_mosaic(tiles, grid)
+    with pytest.raises(OptionError, match="tiles must be an \\(M, tile_height, tile_px, 3\\)"):
+        render_mosaic(tiles.astype(np.float64), np.array([[0, 1]]))
+
+
+def test_index_pictures_refuse_positions_outside_the_library():
+    tiles = np.zeros((3, 4, 4, 3), np.uint8)
+    for positions in ([0, -1], [0, 3]):
+        with pytest.raises(MosaicistError, match="do not all lie in a library of 3 tiles"):
+            IndexPictures(tiles, np.array(positions))

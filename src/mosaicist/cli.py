@@ -628,8 +628,12 @@ def render(
     from .render import check_output, output_format, placements_renderer
 
     started = time.perf_counter()
-    _check_distinct(output, output_format(output), (placements_path, "placements file"))
+    written_as = output_format(output)
     placements = Placements.read(placements_path)
+    # The target the placements name is an input too (the overlay's, a later render's).
+    _check_distinct(output, written_as,
+                    (Path(placements.target) if placements.target else None, "target"),
+                    (placements_path, "placements file"))
     given = _given(settings)
     _check_recorded(placements_path, placements, given, quiet)
     options = placements.options.replace(**given)
@@ -641,6 +645,19 @@ def render(
     show = progress_enabled(quiet)
     renderer = placements_renderer(placements, options, tiles=tiles, cache_dir=cache_dir,
                                    show_progress=show)
+    if renderer.source_root is not None:
+        # Written over the original of a placed tile, it would replace a photo of the
+        # library that the placements still name.
+        library, placed = os.path.realpath(renderer.source_root), set(placements.source_ids)
+        for path, what in ((output, "output"), *written_as.companions(output)):
+            try:
+                tile = Path(os.path.relpath(os.path.realpath(path), library)).as_posix()
+            except ValueError:  # another drive (Windows): not in the library
+                continue
+            if not tile.startswith("../") and tile in placed:
+                raise MosaicistError(f"{path}: the {what} is also the original of the placed "
+                                     f"tile {tile} of {renderer.source_root}; give it its own "
+                                     "file")
     changed = renderer.changed_tiles
     if changed and not quiet:
         shown = printable(", ".join(changed[:3]) + (", ..." if len(changed) > 3 else ""))

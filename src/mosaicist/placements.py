@@ -30,17 +30,18 @@ columns ``x,y,w,h`` too (``row`` and ``col`` name the level-0 cell).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import MosaicistError
+from .errors import MosaicistError, OptionError, shown_type
 from .options import MosaicOptions
 from .paths import atomic_path
 from .transforms import SHAPE_KEEPING, TRANSFORM_NAMES, transform_code
@@ -120,8 +121,12 @@ class Placements:
     Raises
     ------
     ValueError
-        When the arrays do not fit a ``rows x cols`` grid, or a transform
-        turns rectangular tiles (a quarter turn or a diagonal mirror).
+        When the arrays do not fit a ``rows x cols`` grid, hold values out of
+        range (a negative library position, an unknown transform code, a
+        tint or gain beyond :data:`MAX_SHIFT`), or a transform turns
+        rectangular tiles (a quarter turn or a diagonal mirror);
+        :class:`~mosaicist.errors.OptionError` (a ValueError) naming the
+        parameter for one of the wrong type.
     """
 
     def __init__(
@@ -142,6 +147,14 @@ class Placements:
         rect: np.ndarray | None = None,
         hashes: Mapping[str, str] | Callable[[list[str]], Mapping[str, str]] | None = None,
     ) -> None:
+        for name, value in (("rows", rows), ("cols", cols)):
+            if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+                raise OptionError("{" + name + "} must be a whole number, got {value}",
+                                  value=shown_type(value))
+        rows, cols = int(rows), int(cols)
+        if options is not None and not isinstance(options, MosaicOptions):
+            raise OptionError("{options} must be a MosaicOptions, got {value}",
+                              value=shown_type(options))
         count = rows * cols
         if rows < 1 or cols < 1:
             raise ValueError(f"a grid has at least one row and column, got {rows}x{cols}")
@@ -167,10 +180,18 @@ class Placements:
             if length != count:
                 raise ValueError(f"{name} has {length} entries for a {rows}x{cols} grid"
                                  + ("" if self.rect is None else f" of {count} cells"))
-        if not np.isfinite(self.tint).all():
-            raise ValueError("tint has values that are not finite numbers")
-        if not (np.isfinite(self.gain).all() and (self.gain > 0).all()):
-            raise ValueError("gain has values that are not finite positive numbers")
+        if len(self.tile) and int(self.tile.min()) < 0:
+            raise ValueError(f"tile has a negative library position, {int(self.tile.min())}")
+        codes = len(TRANSFORM_NAMES)
+        if len(self.transform) and not (
+                0 <= int(self.transform.min()) and int(self.transform.max()) < codes):
+            raise ValueError(f"transform has codes outside 0 to {codes - 1}")
+        # Past MAX_SHIFT the colour conversions overflow (warnings, NaN cast to pixels).
+        if not (np.abs(self.tint) <= MAX_SHIFT).all():
+            raise ValueError(f"tint has values that are not finite numbers within "
+                             f"+-{MAX_SHIFT:g}")
+        if not ((self.gain > 0) & (self.gain <= MAX_SHIFT)).all():
+            raise ValueError(f"gain has values that are not positive numbers up to {MAX_SHIFT:g}")
         self.options = MosaicOptions() if options is None else options
         if self.options.aspect_ratio[0] != self.options.aspect_ratio[1]:
             turned = np.setdiff1d(np.unique(self.transform), SHAPE_KEEPING)
@@ -266,7 +287,7 @@ class Placements:
         if self.rect is not None:
             columns += [self.rect[:, c].tolist() for c in range(4)]
             header = (*header, *RECT_HEADER)
-        with atomic_path(path) as temporary, open(
+        with _writing(path) as temporary, open(
                 temporary, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(header)
@@ -303,12 +324,20 @@ class Placements:
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`to_json` atomically."""
-        with atomic_path(path) as temporary:
+        with _writing(path) as temporary:
             Path(temporary).write_text(json.dumps(self.to_json(), separators=(",", ":")) + "\n")
 
     def write(self, path: str | os.PathLike[str]) -> None:
-        """Write CSV or JSON by the file's extension."""
-        if str(path).lower().endswith(".json"):
+        """Write CSV or JSON by the file's extension.
+
+        Raises
+        ------
+        MosaicistError
+            When the file cannot be written (naming it, not the temporary
+            file it is written as); :class:`~mosaicist.errors.OptionError`
+            when ``path`` is not a path.
+        """
+        if str(_as_path(path)).lower().endswith(".json"):
             self.write_json(path)
         else:
             self.write_csv(path)
@@ -320,9 +349,11 @@ class Placements:
         Raises
         ------
         MosaicistError
-            When the file is missing or not a placements file.
+            When the file is missing or not a placements file (one line,
+            naming the file); :class:`~mosaicist.errors.OptionError` when
+            ``path`` is not a path.
         """
-        path = Path(path)
+        path = _as_path(path)
         if not path.exists():
             raise MosaicistError(f"{path}: placements file not found")
         if not path.is_file():
@@ -332,10 +363,16 @@ class Placements:
             if path.suffix.lower() == ".json":
                 return cls.from_json(json.loads(path.read_text(encoding="utf-8-sig")))
             return cls.read_csv(path)
-        except (ValueError, KeyError, TypeError, IndexError, RecursionError) as error:
-            raise MosaicistError(f"{path}: not a valid placements file ({error})") from None
+        except (ValueError, KeyError, TypeError, IndexError, RecursionError, OverflowError,
+                csv.Error) as error:
+            # Cut short: a message may quote the file (a setting's value of any length).
+            raise MosaicistError(f"{path}: not a valid placements file ({_cut(str(error))})") \
+                from None
         except MosaicistError as error:
-            raise MosaicistError(f"{path}: {error}") from None
+            raise MosaicistError(f"{path}: {_cut(str(error))}") from None
+        except OSError as error:  # unreadable (permissions, an I/O error)
+            raise MosaicistError(f"{path}: cannot read the placements file: "
+                                 f"{error.strerror or error}") from None
 
     @classmethod
     def from_json(cls, data: object) -> Placements:
@@ -365,7 +402,7 @@ class Placements:
             settings = _field(data, "settings", Mapping, "an object")
         else:
             raise MosaicistError(
-                f"placements of version {version!r} are not read by this mosaicist "
+                f"placements of version {_shown(version)} are not read by this mosaicist "
                 f"(it reads 1 to {RECT_VERSION})"
             )
         rows = _count(_field(data, "rows", int, "a whole number"), "rows")
@@ -411,16 +448,29 @@ class Placements:
         ------
         ValueError
             When a row or a field is malformed (the message names it and its line).
+        OSError
+            When the file cannot be read.
         """
+        path = _as_path(path)
         records: list[dict[str, Any]] = []
         lines: list[int] = []
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
+            reader = csv.reader(_bounded_lines(handle))
             header = next(reader, None) or []
             missing = [name for name in ("row", "col", "tile", "distance", "position")
                        if name not in header]
             if missing:
                 raise ValueError(f"no {', '.join(missing)} column")
+            twice = sorted({name for name in header if header.count(name) > 1})
+            if twice:
+                # Read as a dict, the last of them would win without a word.
+                raise ValueError(f"the header names {_shown(', '.join(twice))} twice")
+            for group in (RECT_HEADER, ("tint_0", "tint_1", "tint_2"), GAIN_HEADER):
+                present = [name for name in group if name in header]
+                if present and len(present) < len(group):
+                    # The others would take their defaults (a grid, no tint, no gain).
+                    lacking = ", ".join(name for name in group if name not in header)
+                    raise ValueError(f"the header has {', '.join(present)} but not {lacking}")
             start = reader.line_num + 1
             for fields in reader:
                 if fields:  # blank lines are skipped, as csv.DictReader does
@@ -491,11 +541,15 @@ class Placements:
         text = [record["distance"] for record in records]
         is_float = any("." in value or "e" in value.lower() or "n" in value.lower()
                        for value in text)
+        whole = [] if is_float else [int(value) for value in text]
+        for line, value in zip(lines, whole, strict=False):
+            if not _INT64[0] <= value <= _INT64[1]:
+                raise ValueError(f"line {line}: distance must be a whole number within int64, "
+                                 f"got {_shown(value)}")
         return cls(
             rows, cols,
             np.array(columns["position"], np.int64),
-            np.array(columns["distance"], np.float64) if is_float
-            else np.array([int(value) for value in text], np.int64),
+            np.array(columns["distance"], np.float64) if is_float else np.array(whole, np.int64),
             columns["tile"],
             np.array([transform_code(name) for name in columns["transform"]], np.int8),
             np.array(columns["tint"], np.float64),
@@ -512,6 +566,12 @@ _CELL_FIELDS = ("tile", "position", "distance", "transform", "tint")
 MAX_CELLS = 100_000_000
 #: Largest library position (far beyond any library, and within int64).
 _MAX_POSITION = 2**53
+#: Largest size of a tint shift or a contrast gain: far beyond any a match
+#: makes (gains stay within 1/4 and 4, shifts within the colour space), and
+#: small enough that drawing them overflows no colour conversion.
+MAX_SHIFT = 1e6
+#: Whole-number distances must fit int64 (they are sums of squared differences).
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 def check_cells(rows: int, cols: int, columns: Mapping[str, list[Any]]) -> None:
@@ -537,7 +597,8 @@ def check_cells(rows: int, cols: int, columns: Mapping[str, list[Any]]) -> None:
     """
     count = rows * cols
     if count > MAX_CELLS:
-        raise ValueError(f"a {rows}x{cols} grid has more than {MAX_CELLS:,} cells")
+        raise ValueError(f"a {_shown(rows)}x{_shown(cols)} grid has more than {MAX_CELLS:,} "
+                         "cells")
     if "rect" in columns:
         count = len(columns["rect"])
         if count > MAX_CELLS:
@@ -562,21 +623,29 @@ def check_cells(rows: int, cols: int, columns: Mapping[str, list[Any]]) -> None:
             raise ValueError(f"cells.position[{index}] must be a whole number from 0 to "
                              f"{_MAX_POSITION}, got {_shown(position)}")
     for index, distance in enumerate(columns["distance"]):
-        if not _is_finite_number(distance):
-            raise ValueError(f"cells.distance[{index}] must be a finite number, "
-                             f"got {_shown(distance)}")
+        if not _is_finite_number(distance) or (
+                isinstance(distance, int) and not _INT64[0] <= distance <= _INT64[1]):
+            raise ValueError(f"cells.distance[{index}] must be a finite number (a whole one "
+                             f"within int64), got {_shown(distance)}")
     for index, name in enumerate(columns["transform"]):
         if name not in TRANSFORM_NAMES:
             raise ValueError(f"cells.transform[{index}] must be one of "
                              f"{', '.join(TRANSFORM_NAMES)}, got {_shown(name)}")
     for field, least in (("tint", None), ("gain", 0.0)):
-        for index, value in enumerate(columns.get(field, ())):
+        values = columns.get(field, [])
+        for index, value in enumerate(values):
             if not (isinstance(value, list) and len(value) == 3
                     and all(_is_finite_number(part) for part in value)
                     and (least is None or all(part > least for part in value))):
                 kind = "positive " if least is not None else ""
                 raise ValueError(f"cells.{field}[{index}] must be three finite {kind}numbers, "
                                  f"got {_shown(value)}")
+        # Past MAX_SHIFT drawing overflows the colour conversions (NaN cast to pixels).
+        large = np.flatnonzero((np.abs(np.array(values, np.float64).reshape(-1, 3))
+                                > MAX_SHIFT).any(axis=1))
+        if len(large):
+            raise ValueError(f"cells.{field}[{large[0]}] must be three numbers within "
+                             f"+-{MAX_SHIFT:g}, got {_shown(values[large[0]])}")
 
 
 def check_rects(rows: int, cols: int, rect: np.ndarray) -> None:
@@ -699,12 +768,65 @@ def _csv_number(record: Mapping[str, Any], name: str, line: int, kind: type,
     if text in (None, "") and default is not None:
         return default
     try:
+        # Python's int() and float() also read "1_000" and other scripts' digits ("٢"):
+        # a typo or a stray character would then name another tile or number.
+        if not (isinstance(text, str) and text.isascii() and "_" not in text):
+            raise ValueError
         value = kind(text)
     except (TypeError, ValueError):
-        raise ValueError(f"line {line}: {name} must be a number, got {text!r}") from None
+        raise ValueError(f"line {line}: {name} must be a number, got {_shown(text)}") from None
     if kind is float and not math.isfinite(value):
-        raise ValueError(f"line {line}: {name} must be a finite number, got {text!r}")
+        raise ValueError(f"line {line}: {name} must be a finite number, got {_shown(text)}")
     return value
+
+
+#: Longest CSV line read (far beyond a placements line, whose fields the csv
+#: module limits to 131,072 characters anyway): a file of one huge line is
+#: refused before it is all in memory.
+MAX_CSV_LINE = 1 << 20
+
+
+def _bounded_lines(handle: Any) -> Iterator[str]:
+    """The lines of a text file, refusing one longer than :data:`MAX_CSV_LINE` characters."""
+    number = 0
+    while True:
+        line = handle.readline(MAX_CSV_LINE + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_CSV_LINE:
+            raise ValueError(f"line {number} is longer than {MAX_CSV_LINE:,} characters")
+        yield line
+
+
+@contextlib.contextmanager
+def _writing(path: object) -> Iterator[Path]:
+    """A temporary file beside ``path``, renamed into place on success (:func:`atomic_path`).
+
+    An error names ``path``: the system's names the temporary file.
+    """
+    final = _as_path(path)
+    try:
+        with atomic_path(final) as temporary:
+            yield temporary
+    except OSError as error:
+        raise MosaicistError(f"{final}: cannot write the placements file: "
+                             f"{error.strerror or error}") from None
+
+
+def _as_path(path: object) -> Path:
+    if not isinstance(path, str | os.PathLike):
+        raise OptionError("{path} must be a path, got {value}", value=shown_type(path))
+    try:
+        return Path(path)
+    except TypeError:  # a PathLike giving bytes
+        raise OptionError("{path} must be a path, got {value}",
+                          value=shown_type(path)) from None
+
+
+def _cut(message: str, most: int = 200) -> str:
+    """A message cut to ``most`` characters (one quoting a huge value from a file)."""
+    return message if len(message) <= most else message[:most - 3] + "..."
 
 
 def _counted(count: int, noun: str) -> str:
@@ -713,13 +835,14 @@ def _counted(count: int, noun: str) -> str:
 
 def _count(value: object, name: str, least: int = 1) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < least:
-        raise ValueError(f"{name} must be a whole number of at least {least}, got {value!r}")
+        raise ValueError(f"{name} must be a whole number of at least {least}, "
+                         f"got {_shown(value)}")
     return value
 
 
 def _text(value: object, name: str) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"{name} must be a text, got {value!r}")
+        raise ValueError(f"{name} must be a text, got {shown_type(value)}")
     return value
 
 

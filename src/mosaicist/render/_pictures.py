@@ -62,11 +62,22 @@ class IndexPictures(TilePictures):
         ``(M, H, W, 3)`` uint8 library tiles (usually a memory map).
     positions : numpy.ndarray
         Library position of each cell's tile.
+
+    Raises
+    ------
+    MosaicistError
+        When a position is not one of the library's (a negative one would
+        draw a tile counted from the end).
     """
 
     def __init__(self, tiles: np.ndarray, positions: np.ndarray) -> None:
         self.tiles = tiles
         self.positions = np.asarray(positions, np.int64).ravel()
+        if len(self.positions) and (self.positions.min() < 0
+                                    or self.positions.max() >= len(tiles)):
+            raise MosaicistError(
+                f"tile positions {int(self.positions.min())} to {int(self.positions.max())} "
+                f"do not all lie in a library of {len(tiles)} tiles")
         # (M, height, width, 3): tile_px is the width, as everywhere.
         self.tile_height, self.tile_px = int(tiles.shape[1]), int(tiles.shape[2])
         self._fetched = 0

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import paths
 from ..colour import from_space, to_space
-from ..errors import MosaicistError, OptionError
+from ..errors import MosaicistError, OptionError, shown_type
 from ..imaging import content_hash, read_target
 from ..library import TileStamp, stored_stamps, stored_windows
 from ..placements import Placements
@@ -301,7 +301,29 @@ def render_mosaic(
     -------
     numpy.ndarray
         ``(rows * tile_height, cols * tile_px, 3)`` uint8 image.
+
+    Raises
+    ------
+    OptionError
+        Naming the parameter: ``tiles`` not ``(M, H, W, 3)`` uint8,
+        ``tile_grid`` not a 2-D array of whole numbers from 0 to ``M - 1``.
     """
+    tiles = np.asarray(tiles)
+    if tiles.ndim != 4 or tiles.shape[3] != 3 or tiles.dtype != np.uint8 or not tiles.size:
+        raise OptionError("{tiles} must be an (M, tile_height, tile_px, 3) uint8 array of at "
+                          "least one tile, got shape {shape}, dtype {dtype}",
+                          shape=tiles.shape, dtype=str(tiles.dtype))
+    tile_grid = np.asarray(tile_grid)
+    if tile_grid.ndim != 2 or not np.issubdtype(tile_grid.dtype, np.integer) \
+            or not tile_grid.size:
+        raise OptionError("{tile_grid} must be a (rows, cols) array of whole numbers, "
+                          "got shape {shape}, dtype {dtype}",
+                          shape=tile_grid.shape, dtype=str(tile_grid.dtype))
+    if tile_grid.min() < 0 or tile_grid.max() >= len(tiles):
+        # A negative position would draw a tile from the end of the library.
+        raise OptionError("{tile_grid} must hold positions from 0 to {last} (the tiles), "
+                          "got {low} to {high}", last=len(tiles) - 1,
+                          low=int(tile_grid.min()), high=int(tile_grid.max()))
     rows, cols = tile_grid.shape
     placements = Placements(rows, cols, np.asarray(tile_grid).ravel(),
                             np.zeros(rows * cols, np.int64), [""] * (rows * cols),
@@ -345,8 +367,10 @@ def placements_renderer(
     ------
     MosaicistError
         When the source is not named or cannot be opened, or the overlay's
-        target is missing.
+        target is missing; :class:`~mosaicist.errors.OptionError` naming
+        the parameter for one of the wrong type.
     """
+    _check_arguments(placements, options, tiles)
     options = placements.options if options is None else options
     matched = placements
     if options.aspect != placements.options.aspect:
@@ -445,11 +469,28 @@ def render_placements(
     numpy.ndarray
         ``(rows * tile_height, cols * tile_px, 3)`` uint8 image.
     """
+    _check_arguments(placements, None, tiles)
     options = placements.options
     if tile_px is not None:
         options = options.replace(tile_px=tile_px)
     return placements_renderer(placements, options, tiles=tiles, cache_dir=cache_dir,
                                show_progress=show_progress).image()
+
+
+def _check_arguments(placements: object, options: object, tiles: object) -> None:
+    """Refuse, by name, arguments of the render functions that are of the wrong type."""
+    from ..options import MosaicOptions
+
+    if not isinstance(placements, Placements):
+        # A path here read as placements would be an AttributeError deep inside.
+        raise OptionError("{placements} must be Placements (Placements.read(path) reads a "
+                          "file), got {value}", value=shown_type(placements))
+    if options is not None and not isinstance(options, MosaicOptions):
+        raise OptionError("{options} must be a MosaicOptions, got {value}",
+                          value=shown_type(options))
+    if tiles is not None and not isinstance(tiles, str | os.PathLike):
+        raise OptionError("{tiles} must be a tile source spec (a text or a path), got {value}",
+                          value=shown_type(tiles))
 
 
 def target_crop(placements: Placements) -> np.ndarray:
