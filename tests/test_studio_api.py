@@ -387,6 +387,21 @@ def test_folders(api, world):
         assert "not for the browser" not in message
 
 
+def test_folders_whose_names_are_not_utf8_are_left_out(api, world):
+    # Such a name cannot go to the page in JSON (the listing was a 500), nor come back.
+    more = world["other"] / "more"
+    (more / "plain").mkdir()
+    os.mkdir(os.fsencode(more) + b"/caf\xe9")
+    try:
+        response = api.get("/api/folders", params={"path": str(more)})
+        assert response.status_code == 200, response.text
+        assert response.json()["folders"] == [{"name": "plain", "path": str(more / "plain")}]
+        assert response.json()["images"] == 12
+    finally:
+        os.rmdir(os.fsencode(more) + b"/caf\xe9")
+        (more / "plain").rmdir()
+
+
 # --- settings, command line, preview ------------------------------------------------------
 
 
@@ -437,6 +452,56 @@ def test_bad_settings_targets_and_tiles(api, indexed, world, route):
     response = api.post(route, content=b" " * (300 * 1024),
                         headers={"Content-Type": "application/json"})
     assert response.status_code == 413
+
+
+def test_what_the_target_and_settings_rule_out_is_refused_before_a_run(api, indexed):
+    # These were recorded as runs that then failed (the message naming settings by their
+    # Python names and the picture by its path in the studio's cache), and previewed
+    # where make refuses them.
+    target = api.upload()
+    runs = len(api.get("/api/runs").json())
+    cases = [
+        ({"max_target_pixels": 1}, ("/api/preview", "/api/runs"),
+         "my target.png: 64x48 = 3,072 pixels is over the target limit of 1 pixels (raise it "
+         "with \u201clargest picture accepted\u201d)"),
+        ({"adaptive": 6}, ("/api/preview", "/api/runs"),
+         "\u201csmaller cells where there is detail\u201d 6 halves cells 6 times"),
+        ({"cells": 1}, ("/api/preview", "/api/runs"),
+         "\u201cnumber of cells\u201d 1 chooses cells of 48 px, but \u201ccell size in the "
+         "picture\u201d is 8"),
+        ({"min_uses": 2}, ("/api/preview",),  # 30 photos twice: 60 of the 48 cells
+         "\u201cleast uses of every photo\u201d 2 needs 60 cells for the 30 tiles"),
+    ]
+    for change, routes, words in cases:
+        for route in routes:
+            response = api.post(route, {"target": target["id"], "tiles": indexed,
+                                        "settings": SETTINGS | change})
+            assert response.status_code == 400, (route, change, response.text)
+            message = error_of(response)
+            assert words in message and "/studio/" not in message, (route, message)
+    assert len(api.get("/api/runs").json()) == runs
+
+
+def test_a_print_size_is_indexed_at_the_tile_size_it_gives_the_target(api, world):
+    # The print decides the tile size, so the index's: indexed without the target, the
+    # tiles were indexed at the default 32 px, and the preview of the print (10 px
+    # tiles) said "not indexed yet" however often the page indexed them.
+    target = api.upload()
+    tiles = str(world["other"] / "more")
+    printed = {"cell_px": 8, "print_size": "2.032x1.524cm", "dpi": 100}
+    body = {"target": target["id"], "tiles": tiles, "settings": printed}
+    assert "not indexed yet" in error_of(api.post("/api/preview", body))
+    job = api.post("/api/index", body).json()["job"]
+    final = api.events(f"/api/jobs/{job}/events")[-1]
+    assert final[0] == "done" and final[1]["data"]["result"]["match_px"] == 10, final
+    response = api.post("/api/preview", body)
+    assert response.status_code == 200, response.text
+    # Sizes the target rules out are refused as the preview and the run refuse them.
+    response = api.post("/api/index", body | {"settings": printed | {"print_size": "1x1mm"}})
+    assert response.status_code == 400 and "\u201cprint size\u201d 1x1mm" in error_of(response)
+    response = api.post("/api/index", body | {"settings": printed | {"max_target_pixels": 1}})
+    assert error_of(response).startswith("my target.png: 64x48 = 3,072 pixels is over")
+    assert api.post("/api/index", body | {"target": "0" * 32}).status_code == 404
 
 
 def test_preview(api, indexed, world):
@@ -587,6 +652,21 @@ def test_cancel_a_running_and_a_queued_run(api, indexed):
     assert run["status"] == "cancelled" and run["outputs"] == []
     assert workers_of(os.getpid()) == []
     assert api.delete(f"/api/runs/{running}").status_code == 200
+
+
+def test_a_mosaic_being_drawn_again_is_not_deleted_under_it(api, indexed):
+    # Deleted, its placements went with it, and the queued render failed naming a file
+    # in the studio's cache.
+    source = api.make(SETTINGS, indexed)
+    assert api.events(f"/api/runs/{source}/events")[-1][0] == "done"
+    running = api.make(SLOW, indexed)  # the render waits behind it
+    again = api.post(f"/api/runs/{source}/render", {"tile_px": 8}).json()["id"]
+    response = api.delete(f"/api/runs/{source}")
+    assert response.status_code == 409 and "drawn again" in error_of(response)
+    for run_id in (again, running):
+        assert api.post(f"/api/runs/{run_id}/cancel").json()["status"] == "cancelled"
+    for run_id in (source, again, running):
+        assert api.delete(f"/api/runs/{run_id}").status_code == 200, run_id
 
 
 @pytest.mark.parametrize("method, path", [

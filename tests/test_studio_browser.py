@@ -371,3 +371,36 @@ def test_studio_whole_flow_in_a_browser(browser, tmp_path):
         expect(page.locator("#runs .run")).to_have_count(1, timeout=TIMEOUT_MS)
         expect(page.locator("#result")).to_be_hidden()
         assert errors == []
+
+
+def test_a_print_size_is_previewed_in_a_browser(browser, tmp_path):
+    # The print decides the tile size, so the index's: the page indexed the photos
+    # without the target, at the settings' tile size (32 px), and the preview of a
+    # small print (20 px tiles) said "not indexed yet" for good.
+    from playwright.sync_api import expect
+
+    root = tmp_path / "root"
+    photos = root / "my photos"
+    write_photos(photos)
+    cache, home = tmp_path / "cache", tmp_path / "home"
+    home.mkdir()
+    with studio(root, cache, home) as url, studio_page(browser) as (_, page, errors):
+        page.goto(url)
+        expect(page.locator("#setting-tile_px")).to_be_visible(timeout=TIMEOUT_MS)
+        page.evaluate(DROP_FILE, [TARGET_NAME, "image/jpeg",
+                                  base64.b64encode(TARGET.read_bytes()).decode()])
+        expect(page.locator("#target-info")).to_have_text(
+            f"{TARGET_NAME} · 512 × 512 pixels", timeout=TIMEOUT_MS)
+        page.locator("#folder-path").fill(str(photos.resolve()))
+        page.locator("#use-tiles").click()
+        expect(page.locator("#index-status")).to_have_text(
+            f"Ready: {PHOTOS} photos from {photos.resolve()}.", timeout=TIMEOUT_MS)
+        page.locator('label[for="size-mode-print"]').click()
+        for field, value in (("width", "10"), ("height", "10"), ("dpi", "100"),
+                             ("cells", "400")):
+            page.locator(f"#print-{field}").fill(value)
+        printed = {"print_size": "10x10cm", "dpi": 100, "cells": 400}
+        page.wait_for_function(PREVIEW_SHOWS, arg=printed, timeout=TIMEOUT_MS)
+        expect(page.locator("#preview-status")).to_have_text(
+            re.compile(r"^400 cells · \d+\.\d\d s$"))
+        assert errors == []

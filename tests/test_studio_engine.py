@@ -19,13 +19,21 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import BAD_FILES, bomb_png, make_colour_folder, make_odd_folder, noisy_target
+from conftest import (
+    BAD_FILES,
+    bomb_png,
+    gradient,
+    make_colour_folder,
+    make_odd_folder,
+    noisy_target,
+)
 from PIL import Image
 from test_pipeline import smooth_folder
 
@@ -306,6 +314,27 @@ def test_failed_job_says_why_in_one_sentence(workspace, studio):
     assert failed.status == "failed" and "missing-folder" in failed.error
     assert "Traceback" not in failed.error and "\n" not in failed.error
     assert list(failed.folder.iterdir()) == []
+
+
+def test_a_failed_job_names_settings_and_the_target_as_the_page_does(workspace, studio,
+                                                                      tmp_path):
+    # The page labels its settings and knows the target by its uploaded name; a failed
+    # run said "min_uses" and the target's path in the studio's cache.
+    root, target, tiles = workspace
+    history, jobs, _ = studio
+    options = MosaicOptions(**TINY, min_uses=2)  # 60 tiles twice need 120 of the 48 cells
+    run = _make_run(history, jobs, target, tiles, options)
+    assert _final(jobs, run.id)[0].kind == "failed"
+    error = history.get(run.id).error
+    assert error.startswith("\u201cleast uses of every photo\u201d 2 needs 120 cells"), error
+    assert "min_uses" not in error and "\u201ccell size in the picture\u201d" in error
+    stored = tmp_path / "studio-targets" / ("0" * 32 + ".png")  # gone before the job ran
+    run = history.create(target_name="holiday.jpg", tiles=str(tiles),
+                         settings=MosaicOptions(**TINY).to_json(), command="mosaicist make")
+    jobs.start_make(run, stored, str(tiles), MosaicOptions(**TINY))
+    assert _final(jobs, run.id)[0].kind == "failed"
+    error = history.get(run.id).error
+    assert error.startswith("holiday.jpg: ") and str(stored.parent) not in error, error
 
 
 def test_cancel_kills_the_job_and_its_children(workspace, studio, tmp_path, monkeypatch):
@@ -624,6 +653,41 @@ def test_preview_says_what_is_wrong(indexed, tmp_path):
         previewer.preview(tmp_path / "nothing.jpg", str(tiles), MosaicOptions())
     with pytest.raises(OptionError, match="preview cells"):
         previewer.preview(target, str(tiles), MosaicOptions(), cells=10**6)
+
+
+def test_preview_checks_what_make_checks_first(indexed):
+    # A preview was drawn for settings the run then failed on: every photo at least
+    # six times needs 1,200 of the 1,024 cells; 16 px cells do not halve six times.
+    cache, tiles, target = indexed
+    previewer = Previewer(cache)
+    with pytest.raises(OptionError, match="min_uses 6 needs 1200 cells"):
+        previewer.preview(target, str(tiles), MosaicOptions(min_uses=6))
+    with pytest.raises(OptionError, match="adaptive 6 halves cells 6 times"):
+        previewer.preview(target, str(tiles), MosaicOptions(adaptive=6))
+    assert previewer.preview(target, str(tiles), MosaicOptions(min_uses=5))[1]["cells"]
+
+
+def test_preview_of_a_strip_of_a_target(tmp_path):
+    # A 16 px wide strip was drawn 16 px a cell over 4,472 rows: past JPEG's 65,500
+    # rows (a 500 of the studio), and more than twice the cells asked for. A wide strip
+    # with few tiles left cells without a candidate, and numpy warned of inf - inf.
+    tiles = make_colour_folder(tmp_path / "tiles", 30, size=16, seed=4)
+    options = MosaicOptions(cell_px=8, tile_px=16)
+    TileLibrary.open(tiles, options.match_px, cache_dir=tmp_path / "cache", crop=options.crop)
+    previewer = Previewer(tmp_path / "cache")
+    tall, wide = tmp_path / "tall.png", tmp_path / "wide.png"
+    Image.fromarray(gradient(16, 160_000)).save(tall)
+    Image.fromarray(gradient(4000, 16)).save(wide)
+    jpeg, info = previewer.preview(tall, str(tiles), options, cells=2000)
+    assert info["grid"] == {"cols": 2, "rows": 20_000}
+    assert info["cols"] == 1 and info["rows"] <= 2000
+    assert _picture(jpeg).shape == (info["height"], info["width"], 3)
+    assert info["height"] <= 2 * 2000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        jpeg, info = previewer.preview(wide, str(tiles), options.replace(cell_px=4),
+                                       cells=2000)
+    assert info["cells"] <= 1.5 * 2000 and info["width"] <= 2 * 2000
 
 
 def test_an_upload_is_named_by_its_pixels_hashed_a_strip_at_a_time(tmp_path, monkeypatch):

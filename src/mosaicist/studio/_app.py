@@ -85,7 +85,7 @@ from ..web import (
 )
 from ._command import command_line, render_command_line
 from ._examples import example_path, examples
-from ._form import DATASETS, label, presets_form, settings_form
+from ._form import DATASETS, presets_form, quoted, settings_form
 from ._history import ACTIVE_STATUSES, History, Run
 from ._jobs import JobEvent, Jobs, Subscription
 from ._preview import Previewer
@@ -177,6 +177,9 @@ class Studio:
         self._decoding = threading.BoundedSemaphore(UPLOADS_AT_ONCE)
         self._viewers: OrderedDict[str, ViewerSite] = OrderedDict()
         self._viewers_lock = threading.Lock()
+        # Held while a render is started from a run and while a run is deleted: a run
+        # being drawn again is not deleted under its render.
+        self._sources_lock = threading.Lock()
         self._closed = False
 
     # -- lifetime -------------------------------------------------------------------------
@@ -280,7 +283,7 @@ class Studio:
             # combinations, as a run would check them: refused before a run is recorded.
             fitted_matcher(options)
         except OptionError as error:
-            raise WebError(400, error.message(_quoted)) from None
+            raise WebError(400, error.message(quoted)) from None
         return options
 
     # -- the page's data -----------------------------------------------------------------
@@ -313,7 +316,9 @@ class Studio:
         try:
             with os.scandir(real) as entries:
                 for entry in entries:
-                    if entry.name.startswith("."):
+                    if entry.name.startswith(".") or not _utf8(entry.path):
+                        # A name that is not UTF-8 cannot go to the page in JSON, nor
+                        # come back from it: such a folder cannot be chosen there.
                         continue
                     with contextlib.suppress(OSError):
                         if entry.is_dir():
@@ -360,7 +365,7 @@ class Studio:
 
     def preview(self, number: int, body: dict[str, Any]) -> Response:
         """``POST /api/preview`` (in a worker thread: one preview at a time, newest first)."""
-        target, _ = self.target(body.get("target"))
+        target, described = self.target(body.get("target"))
         tiles = self.tiles_spec(body.get("tiles"))
         options = self.options(body.get("settings"))
         with self._preview_lock:
@@ -368,8 +373,8 @@ class Studio:
                 raise WebError(409, "a newer preview was asked for")
             try:
                 picture, info = self.previewer.preview(target, tiles, options, PREVIEW_CELLS)
-            except OptionError as error:
-                raise WebError(400, error.message(_quoted)) from None
+            except MosaicistError as error:
+                raise _refusal(error, target, str(described["name"])) from None
         headers = {"X-Mosaicist-Cells": str(info.get("cells", "")),
                    "X-Mosaicist-Seconds": f"{float(info.get('seconds', 0.0)):.3f}"}
         with contextlib.suppress(OptionError):
@@ -386,15 +391,27 @@ class Studio:
         try:
             return {"command": command_line(str(target), tiles, options)}
         except OptionError as error:
-            raise WebError(400, error.message(_quoted)) from None
+            raise WebError(400, error.message(quoted)) from None
 
     # -- jobs and runs -------------------------------------------------------------------
 
     def start_index(self, body: dict[str, Any]) -> dict[str, str]:
-        """``POST /api/index``."""
+        """``POST /api/index``: ``tiles``, ``settings`` and, optionally, ``target``.
+
+        With a print size the tile size, and so the index's, follows from
+        the target's size: indexed without it, the index would be at the
+        tile size of the settings, which neither the preview nor the run
+        reads. Otherwise the target is not needed (nor checked).
+        """
         tiles = self.tiles_spec(body.get("tiles"))
         options = self.options(body.get("settings"))
-        return {"job": self.jobs.start_index(tiles, options)}
+        if body.get("target") is None or options.print_size is None:
+            return {"job": self.jobs.start_index(tiles, options)}
+        target, info = self.target(body.get("target"))
+        try:
+            return {"job": self.jobs.start_index(tiles, options, target)}
+        except MosaicistError as error:
+            raise _refusal(error, target, str(info["name"])) from None
 
     def job_status(self, job_id: str) -> dict[str, Any]:
         """``GET /api/jobs/{job}``."""
@@ -445,7 +462,8 @@ class Studio:
         try:
             command = command_line(str(target), tiles, options)
         except OptionError as error:
-            raise WebError(400, error.message(_quoted)) from None
+            raise WebError(400, error.message(quoted)) from None
+        _check_sizes(target, str(info["name"]), options)
         run = self.history.create(target_name=str(info["name"]), tiles=tiles,
                                   settings=options.to_json(), command=command)
         try:
@@ -457,23 +475,24 @@ class Studio:
 
     def start_render(self, run_id: str, body: dict[str, Any]) -> dict[str, str]:
         """``POST /api/runs/{id}/render``: the run's placements drawn at another tile size."""
-        source = self.run(run_id)
-        placements = source.output_path("placements_json")
-        if source.status != "done" or placements is None:
-            raise WebError(409, "only a finished mosaic can be drawn again at another size")
-        tile_px = body.get("tile_px")
-        try:
-            options = MosaicOptions.from_json(source.settings).replace(tile_px=tile_px)
-        except OptionError as error:
-            raise WebError(400, error.message(_quoted)) from None
-        run = self.history.create(
-            target_name=source.target_name, tiles=source.tiles, settings=options.to_json(),
-            command=render_command_line(str(placements), options.tile_px))
-        try:
-            self.jobs.start_render(run, source, options.tile_px)
-        except BaseException:
-            self.history.update(run.id, status="failed", error="The run could not start.")
-            raise
+        with self._sources_lock:
+            source = self.run(run_id)
+            placements = source.output_path("placements_json")
+            if source.status != "done" or placements is None:
+                raise WebError(409, "only a finished mosaic can be drawn again at another size")
+            tile_px = body.get("tile_px")
+            try:
+                options = MosaicOptions.from_json(source.settings).replace(tile_px=tile_px)
+            except OptionError as error:
+                raise WebError(400, error.message(quoted)) from None
+            run = self.history.create(
+                target_name=source.target_name, tiles=source.tiles, settings=options.to_json(),
+                command=render_command_line(str(placements), options.tile_px))
+            try:
+                self.jobs.start_render(run, source, options.tile_px)
+            except BaseException:
+                self.history.update(run.id, status="failed", error="The run could not start.")
+                raise
         return {"id": run.id}
 
     def cancel_run(self, run_id: str) -> dict[str, Any]:
@@ -487,15 +506,20 @@ class Studio:
 
     def delete_run(self, run_id: str) -> dict[str, Any]:
         """``DELETE /api/runs/{id}``."""
-        run = self.run(run_id)
-        if run.status in ACTIVE_STATUSES:
-            raise WebError(409, "this mosaic is still being made; cancel it before deleting it")
-        with self._viewers_lock:
-            self._viewers.pop(run_id, None)
-        try:
-            deleted = self.history.delete(run_id)
-        except MosaicistError as error:
-            raise WebError(409, str(error)) from None
+        with self._sources_lock:
+            run = self.run(run_id)
+            if run.status in ACTIVE_STATUSES:
+                raise WebError(409, "this mosaic is still being made; cancel it before "
+                                    "deleting it")
+            if self.jobs.drawing_from(run_id):
+                raise WebError(409, "this mosaic is being drawn again at another size; wait "
+                                    "for that or cancel it before deleting this one")
+            with self._viewers_lock:
+                self._viewers.pop(run_id, None)
+            try:
+                deleted = self.history.delete(run_id)
+            except MosaicistError as error:
+                raise WebError(409, str(error)) from None
         if not deleted:
             raise WebError(404, "there is no such mosaic in the history")
         return {"deleted": run_id}
@@ -541,12 +565,44 @@ class Studio:
             return None
 
 
-def _quoted(name: str) -> str:
-    """A setting named in a sentence by its label: \u201cmost uses of one photo\u201d."""
-    text = label(name)
-    if len(text) > 1 and text[1].islower():
-        text = text[0].lower() + text[1:]
-    return f"\u201c{text}\u201d"
+def _utf8(text: str) -> bool:
+    """Whether ``text`` (a file name decoded with surrogate escapes) is UTF-8 text."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _refusal(error: MosaicistError, target: Path, name: str) -> WebError:
+    """A 400 saying what ``error`` says: settings by their labels, the stored target by name.
+
+    The stored target's path (a digest in the studio's cache) means nothing
+    to the person, who knows the picture by the name it was uploaded as.
+    """
+    text = error.message(quoted) if isinstance(error, OptionError) else str(error)
+    return WebError(400, text.replace(str(target), name))
+
+
+def _check_sizes(target: Path, name: str, options: MosaicOptions) -> None:
+    """Refuse, as ``make`` would at once, sizes that do not fit the target (400).
+
+    What only the target and the settings decide (the target over the
+    pixel limit, more cells than it holds, a cell count or print size
+    against the cell or tile size, cells that do not halve ``adaptive``
+    times) is refused before a run is recorded, not by a job that fails.
+    """
+    from ..adaptive import check_adaptive
+    from ..imaging import target_size
+    from ..sizing import fit_options, options_plan
+
+    try:
+        size = target_size(target, options.max_target_pixels)
+        fitted = fit_options(options, options_plan(options, size, str(target)))
+        if fitted.adaptive:
+            check_adaptive(fitted)
+    except MosaicistError as error:
+        raise _refusal(error, target, name) from None
 
 
 def _download_name(target_name: str, file_name: str) -> str:

@@ -61,6 +61,18 @@ def label(name: str) -> str:
     return LABELS.get(name) or name.replace("_", " ").capitalize()
 
 
+def quoted(name: str) -> str:
+    """Setting ``name`` named in a sentence by its label: \u201cmost uses of one photo\u201d.
+
+    The argument of :meth:`mosaicist.errors.OptionError.message` for the
+    studio's messages, which name settings as the page labels them.
+    """
+    text = label(name)
+    if len(text) > 1 and text[1].islower():
+        text = text[0].lower() + text[1:]
+    return f"\u201c{text}\u201d"
+
+
 def _registry_choices(name: str) -> tuple[str, ...] | None:
     """The values of the settings chosen from the matcher registry (plugins included)."""
     if name not in ("search", "device"):

@@ -317,7 +317,8 @@ class Jobs:
             The settings; the job rebuilds them from those given, as
             ``mosaicist make`` does from its flags.
         """
-        spec = {"kind": "make", "target": str(Path(target).absolute()), "tiles": tiles,
+        spec = {"kind": "make", "target": str(Path(target).absolute()),
+                "target_name": run.target_name, "tiles": tiles,
                 "settings": given_settings(options), "folder": str(run.folder),
                 "cache_dir": str(self.cache_dir)}
         self._add(_Job(run.id, "make", "runs", spec, run_id=run.id))
@@ -445,6 +446,12 @@ class Jobs:
     def _unsubscribe(self, job: _Job, subscription: Subscription) -> None:
         with self._lock, contextlib.suppress(ValueError):
             job.subscribers.remove(subscription)
+
+    def drawing_from(self, run_id: str) -> bool:
+        """Whether a render job drawing run ``run_id``'s placements is queued or running."""
+        with self._lock:
+            return any(job.kind == "render" and job.spec.get("source_run") == run_id
+                       and job.state not in FINAL_STATES for job in self._jobs.values())
 
     def active(self) -> list[str]:
         """The ids of the jobs queued or running."""

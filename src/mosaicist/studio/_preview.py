@@ -22,7 +22,10 @@ under a second once the library is warm), and it says so in its ``info``:
   grid as ``make`` fits a preset's wishes) are met by a greedy assignment:
   cells with the most to lose choose first, each its best candidate still
   free, and cells left without one search the library again for tiles with
-  uses left. ``make`` solves a global min-cost assignment instead.
+  uses left. ``make`` solves a global min-cost assignment instead. What
+  ``make`` refuses before any work is refused here too, on the mosaic's own
+  grid: limits the library cannot meet (``min_uses`` included, which the
+  preview does not show), and cells that do not halve ``adaptive`` times.
 - **Colour.** Contrast gains (re-ranking the best :data:`CONTRAST_CANDIDATES`
   without limits, applied after the assignment with them), adaptive tint
   (``tint_max``), the tint held back short of black and white with the
@@ -56,6 +59,7 @@ from PIL import Image
 from threadpoolctl import threadpool_limits
 
 from .._runtime import worker_count
+from ..adaptive import check_adaptive
 from ..aspect import height_for
 from ..colour import METRICS, encoded_unit, lightness_axis, to_space
 from ..errors import MosaicistError, OptionError
@@ -98,6 +102,8 @@ TARGET_SIDE = 2048
 PREVIEW_SIDE = 800
 #: JPEG quality of the preview.
 JPEG_QUALITY = 85
+#: Most pixels a side of a JPEG picture may have (the encoder's limit).
+JPEG_SIDE = 65_500
 #: Tiles sampled to set each cell's search threshold.
 THRESHOLD_SAMPLE = 4096
 #: Principal axes of the tiles' detail the first pass of the search compares on.
@@ -331,6 +337,8 @@ class Previewer:
         # Cells and tiles asked for as a count or a print size: the tile size make
         # compares at follows from them, and with it the index.
         options = fit_options(options, plan)
+        if options.adaptive:
+            check_adaptive(options)  # as make checks it: the preview would hide it
         warm = self._library(tiles, options)
         active = self._active_rows(warm, options)
         mark = time.perf_counter()
@@ -341,8 +349,9 @@ class Previewer:
         library_size = len(active) if len(warm.positions) == len(warm.library) else \
             _limited_size(warm, options)
         fitted = fit_limits(options, full_cells, library_size, plan.rows, plan.cols)
+        # The minimum of uses too (make refuses it with adaptive cells, whose count differs).
         check_feasible(full_cells, library_size, fitted.max_uses, plan.rows, plan.cols,
-                       fitted.min_spacing)
+                       fitted.min_spacing, 0 if options.adaptive else fitted.min_uses)
         cols, rows = _preview_grid(plan.cols, plan.rows, cells)
         if options.adaptive:
             notes.append("adaptive cells are not shown in the preview")
@@ -560,8 +569,15 @@ class Previewer:
               tint: float, crop: np.ndarray) -> np.ndarray:
         """The preview picture: each chosen tile reduced, transformed, tinted and placed."""
         library = warm.library
-        tile_px = max(2, min(library.match_px, PREVIEW_SIDE // max(cols, 1)))
+        # The longer side about PREVIEW_SIDE, whichever it is: a tall strip of a target
+        # drawn at the width of a wide one would be over JPEG's 65,500 rows.
+        fitting = min(PREVIEW_SIDE // max(cols, 1),
+                      PREVIEW_SIDE * library.match_px // max(1, rows * library.match_height))
+        tile_px = min(library.match_px, max(2, fitting))
         tile_height = max(1, round(tile_px * library.match_height / library.match_px))
+        if max(cols * tile_px, rows * tile_height) > JPEG_SIDE:
+            tile_px = 1  # thousands of cells in a row: a pixel each is all that fits
+            tile_height = max(1, round(library.match_height / library.match_px))
         used, inverse = np.unique(chosen, return_inverse=True)
         originals = np.asarray(library.tiles[warm.positions[search.rows[used]]])
         small = np.clip(np.rint(resample(originals, tile_height, tile_px)), 0, 255) \
@@ -629,7 +645,14 @@ def _preview_grid(cols: int, rows: int, cells: int) -> tuple[int, int]:
     if cols * rows <= cells:
         return cols, rows
     factor = math.sqrt(cells / (cols * rows))
-    return max(1, round(cols * factor)), max(1, round(rows * factor))
+    coarse_cols, coarse_rows = max(1, round(cols * factor)), max(1, round(rows * factor))
+    # One cell across (a strip of a target), the shape is kept only up to there: the
+    # other side would otherwise take far more than ``cells``.
+    if coarse_cols == 1:
+        coarse_rows = min(coarse_rows, cells)
+    if coarse_rows == 1:
+        coarse_cols = min(coarse_cols, cells)
+    return coarse_cols, coarse_rows
 
 
 class _TileMatrix:
@@ -887,7 +910,8 @@ def _greedy(search: _Search, candidate: np.ndarray, variant: np.ndarray, distanc
         best = costs[:, 0]
         second = costs[:, 1] if costs.shape[1] > 1 else np.full(len(costs), np.inf)
         # Cells with one candidate choose first; cells with none, last.
-        regret = np.where(np.isfinite(second), second - best, np.inf)
+        with np.errstate(invalid="ignore"):  # no candidate at all: inf - inf, set below
+            regret = np.where(np.isfinite(second), second - best, np.inf)
         regret[~np.isfinite(best)] = -np.inf
         left = []
         for index in np.argsort(-regret, kind="stable").tolist():

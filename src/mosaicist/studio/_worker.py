@@ -194,9 +194,10 @@ def _zip_deep_zoom(descriptor: Path, page: Path, zip_path: Path, events: EventWr
 def run_make(spec: dict[str, Any], events: EventWriter) -> dict[str, Any]:
     """Make the mosaic of ``spec`` and write every output into its folder.
 
-    ``spec``: ``target``, ``tiles``, ``settings`` (the given settings, as
-    :func:`mosaicist.studio._command.given_settings` returns them), ``folder``
-    and ``cache_dir``.
+    ``spec``: ``target``, ``target_name`` (its display name, shown in
+    messages instead of its path), ``tiles``, ``settings`` (the given
+    settings, as :func:`mosaicist.studio._command.given_settings` returns
+    them), ``folder`` and ``cache_dir``.
     """
     from ..imaging import target_size
     from ..options import MosaicOptions
@@ -322,6 +323,24 @@ JOBS: dict[str, Callable[[dict[str, Any], EventWriter], dict[str, Any]]] = {
 }
 
 
+def failure_message(error: MosaicistError | str, spec: dict[str, Any]) -> str:
+    """The sentence of a job that failed, for the page.
+
+    Settings are named by their labels in the form (as the studio names
+    them when it refuses them itself), and the stored target, whose path
+    means nothing to the person (a digest in the studio's cache), by its
+    name (``spec["target_name"]``).
+    """
+    from ..errors import OptionError
+    from ._form import quoted
+
+    text = error.message(quoted) if isinstance(error, OptionError) else str(error)
+    target, name = spec.get("target"), spec.get("target_name")
+    if isinstance(target, str) and target and isinstance(name, str) and name:
+        text = text.replace(target, name)
+    return text
+
+
 def _crash_sentence(error: BaseException) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return f"unexpected {type(error).__name__}{': ' + text[:200] if text else ''}"
@@ -337,13 +356,14 @@ def main(argv: list[str] | None = None) -> int:
     # Die with the studio (and ignore its Ctrl+C: the studio cancels its jobs itself).
     _watch_parent(parent)
     events = EventWriter(descriptor)
+    spec: dict[str, Any] = {}
     try:
         spec = json.loads(sys.stdin.read())
         job = JOBS[spec["kind"]]
         with progress_listener(events.progress):
             data = job(spec, events)
     except MosaicistError as error:
-        events.send("failed", message=str(error))
+        events.send("failed", message=failure_message(error, spec))
         return 1
     except MemoryError:
         events.send("failed", message="out of memory; try fewer cells, smaller tiles or a "
@@ -351,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as error:
         where = f"{error.filename}: " if getattr(error, "filename", None) else ""
-        events.send("failed", message=f"{where}{error.strerror or error}")
+        events.send("failed", message=failure_message(f"{where}{error.strerror or error}", spec))
         return 1
     except Exception as error:  # noqa: BLE001 - one sentence for the page, the trace for the log
         traceback.print_exc()

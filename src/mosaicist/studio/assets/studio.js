@@ -78,7 +78,7 @@
     indexJob: null, indexSource: null, indexPending: false,
     indexed: new Set(),    // index keys (see indexKey) known to be made
     indexFailed: new Set(),
-    indexedSettings: null, // the settings of the last index job asked for
+    indexedSettings: null, // the settings (and target) of the last index job asked for
     making: null, makeSource: null,
     shown: null,           // the run shown under "Your mosaic"
     previewTimer: 0, previewAbort: null, previewUrl: null,
@@ -591,7 +591,8 @@
     $("use-tiles").disabled = true;
     let job;
     try {
-      ({job} = await api("POST", "/api/index", {tiles, settings}));
+      // The target too: with a print size, the tile size the index is made at follows from it.
+      ({job} = await api("POST", "/api/index", {tiles, settings, target: state.target?.id ?? null}));
     } catch (error) {
       state.indexPending = false;
       state.indexFailed.add(key);
@@ -604,7 +605,7 @@
       state.indexPending = false;
     }
     state.indexJob = job;
-    state.indexedSettings = JSON.stringify(settings);
+    state.indexedSettings = JSON.stringify([settings, state.target?.id ?? null]);
     $("cancel-index").hidden = false;
     followEvents(`/api/jobs/${encodeURIComponent(job)}`, {
       onSource: (source) => { state.indexSource = source; },
@@ -860,7 +861,8 @@
       $("preview-status").textContent = `${Number.isFinite(cells) && cells > 0 ? fmt(cells) + " cells" : "Preview"} · ${took.toFixed(2)} s`;
     } catch (error) {
       if (error.name === "AbortError" || controller.signal.aborted) return;
-      if (/not indexed/i.test(error.message) && state.indexedSettings !== JSON.stringify(body.settings)) {
+      if (/not indexed/i.test(error.message)
+          && state.indexedSettings !== JSON.stringify([body.settings, body.target])) {
         indexTiles(state.tiles).catch(showError);
         return;
       }
