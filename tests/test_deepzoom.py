@@ -254,3 +254,112 @@ def test_a_users_page_or_manifest_beside_the_pyramid_is_not_overwritten(tmp_path
         companion.write_bytes(kept)
     renderer.write(path, options)
     assert page.read_bytes() == ours
+
+
+def _renderer_and_options(rows, cols, seed=6):
+    from test_render import random_placements
+
+    from mosaicist import MosaicOptions
+    from mosaicist.render import IndexPictures, MosaicRenderer
+
+    tiles = np.random.default_rng(seed).integers(0, 256, (4, 6, 6, 3), dtype=np.uint8)
+    placements = random_placements(rows, cols, 4, seed=seed)
+    renderer = MosaicRenderer(placements, IndexPictures(tiles, placements.tile))
+    return renderer, MosaicOptions(dzi_tile_size=16, dzi_format="png")
+
+
+@pytest.mark.parametrize("where", ["descriptor", "page"])
+def test_a_rewrite_stopped_after_its_tiles_leaves_nothing_of_the_old_describing_them(
+        tmp_path, monkeypatch, where):
+    # Stopped between the new tiles' swap and the new descriptor (or page), the old
+    # descriptor (or the old page, which embeds its pyramid's size) stayed beside the
+    # new tiles: a viewer then asked for levels and tiles that were not there.
+    import contextlib
+
+    import mosaicist.viewer
+    from mosaicist.render import _deepzoom
+    from mosaicist.viewer import read_viewer_data
+
+    path = tmp_path / "m.dzi"
+    big, options = _renderer_and_options(5, 7)
+    big.write(path, options)
+    assert read_layout(path).width == 42 and path.with_suffix(".html").exists()
+
+    @contextlib.contextmanager
+    def interrupted(final, *arguments, **keywords):
+        raise KeyboardInterrupt
+        yield  # pragma: no cover
+
+    def interrupted_page(*arguments, **keywords):
+        raise KeyboardInterrupt
+
+    if where == "descriptor":
+        monkeypatch.setattr(_deepzoom, "atomic_path", interrupted)
+    else:
+        monkeypatch.setattr(mosaicist.viewer, "write_viewer", interrupted_page)
+    small, _ = _renderer_and_options(2, 3)
+    with pytest.raises(KeyboardInterrupt):
+        small.write(path, options)
+    levels = sorted(int(level.name) for level in files_folder(path).iterdir())
+    assert levels == list(range(6))  # the new 18x12 pyramid's tiles are in place
+    if path.exists():  # the new descriptor, then
+        assert read_layout(path).width == 18
+    assert not path.with_suffix(".html").exists()
+    assert not (tmp_path / "m.viewer.json").exists()
+    monkeypatch.undo()
+    small.write(path, options)
+    assert read_layout(path).width == read_viewer_data(path.with_suffix(".html"))["width"] == 18
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "m.dzi", "m.html", "m.viewer.json", "m_files"]
+
+
+def test_a_rewrite_leaves_a_page_that_is_not_ours_alone(tmp_path):
+    # The old page and manifest go only when mosaicist wrote them.
+    path = tmp_path / "m.dzi"
+    write_deep_zoom(bands_of(noise(8, 8), 8), 8, 8, path, tile_size=8, format="png")
+    page = tmp_path / "m.html"
+    page.write_text("<h1>my own page</h1>\n")
+    write_deep_zoom(bands_of(noise(6, 5), 6), 5, 6, path, tile_size=8, format="png")
+    assert page.read_text() == "<h1>my own page</h1>\n" and read_layout(path).width == 5
+
+
+def test_a_descriptor_or_viewer_that_is_a_link_is_refused_before_any_work(tmp_path):
+    # Written through the link, the descriptor landed in the link's folder under its
+    # target's name, with no tiles beside it (they went beside the link).
+    from mosaicist import MosaicOptions
+    from mosaicist.render import check_output
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    path = tmp_path / "m.dzi"
+    path.symlink_to(elsewhere / "real.dzi")
+    with pytest.raises(MosaicistError, match=r"m\.dzi: the Deep Zoom descriptor is a symbolic"):
+        check_output(path, 8, 8, MosaicOptions())
+    with pytest.raises(MosaicistError, match="symbolic link"):
+        write_deep_zoom(bands_of(noise(8, 8), 8), 8, 8, path, tile_size=8, format="png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "m.dzi"]
+    assert list(elsewhere.iterdir()) == []
+    path.unlink()
+    (tmp_path / "m.html").symlink_to(elsewhere / "page.html")
+    with pytest.raises(MosaicistError, match=r"m\.html: the viewer page is a symbolic link"):
+        check_output(path, 8, 8, MosaicOptions())
+
+
+def test_a_full_disk_writing_the_viewer_names_the_page(tmp_path, monkeypatch):
+    # "mosaicist: error: No space left on device", naming no file.
+    import contextlib
+    import errno
+
+    import mosaicist.viewer._page as page_module
+
+    @contextlib.contextmanager
+    def full(final, *arguments, **keywords):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(page_module, "atomic_path", full)
+    renderer, options = _renderer_and_options(2, 3)
+    with pytest.raises(MosaicistError) as caught:
+        renderer.write(tmp_path / "m.dzi", options)
+    assert str(caught.value) == (f"{tmp_path / 'm.html'}: cannot write the viewer page: "
+                                 "No space left on device")

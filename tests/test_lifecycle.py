@@ -1,5 +1,8 @@
 """A killed ``mosaicist index``: no process outlives it, and the next run neither waits nor differs.
 
+A killed ``mosaicist render`` (any signal, any output format): the output's name holds the
+previous output whole, or the new one, never a part of one; the next run cleans up.
+
 Every wait here is tied to the event it waits for (a committed batch, a line
 on stderr, a process gone), with generous bounds; none asserts on time.
 """
@@ -238,3 +241,180 @@ def test_waiting_for_a_live_holder_names_it(tmp_path):
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+# --- outputs: a render killed while it writes ---------------------------------------------
+
+# `mosaicist ARGS` whose drawing waits after its first band, a gate file touched:
+# the output's temporary (or a pyramid's staging folder) is then on disk.
+HELD_WRITE = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from mosaicist import render
+
+    ready = Path(sys.argv[1])
+    original = render.MosaicRenderer.bands
+
+    def held_bands(self):
+        for number, band in enumerate(original(self)):
+            yield band
+            if number == 0:
+                ready.touch()
+                time.sleep(120)
+
+    render.MosaicRenderer.bands = held_bands
+    sys.argv = ["mosaicist", *sys.argv[2:]]
+    from mosaicist.__main__ import run
+    run()
+""")
+
+# `mosaicist ARGS` writing a Deep Zoom pyramid that waits once its tiles are in place,
+# before its descriptor is written.
+HELD_DESCRIPTOR = textwrap.dedent("""
+    import contextlib, sys, time
+    from pathlib import Path
+    from mosaicist.render import _deepzoom
+
+    ready = Path(sys.argv[1])
+    original = _deepzoom.atomic_path
+
+    @contextlib.contextmanager
+    def held(final, *arguments, **keywords):
+        ready.touch()
+        time.sleep(120)
+        with original(final, *arguments, **keywords) as temporary:
+            yield temporary
+
+    _deepzoom.atomic_path = held
+    sys.argv = ["mosaicist", *sys.argv[2:]]
+    from mosaicist.__main__ import run
+    run()
+""")
+
+
+@pytest.fixture(scope="module")
+def drawn(tmp_path_factory) -> tuple[Path, Path]:
+    """Placements (a 5x3 grid) of a small library, and the cache that indexed it."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from mosaicist.cli import main
+
+    root = tmp_path_factory.mktemp("drawn")
+    tiles = make_colour_folder(root / "tiles", 12, size=16)
+    target = root / "target.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (24, 40, 3), np.uint8)).save(target)
+    placements, cache = root / "p.json", root / "cache"
+    made = CliRunner().invoke(main, [
+        "make", str(target), "--tiles", str(tiles), "--preset", "seed", "--cell", "8",
+        "--tile-px", "8", "-o", str(root / "m.png"), "--placements", str(placements),
+        "--cache-dir", str(cache), "-q"])
+    assert made.exit_code == 0, made.output
+    return placements, cache
+
+
+def _render(drawn: tuple[Path, Path], output: Path, tile_px: int) -> None:
+    from click.testing import CliRunner
+
+    from mosaicist.cli import main
+
+    placements, cache = drawn
+    result = CliRunner().invoke(main, ["render", str(placements), "-o", str(output),
+                                       "--tile-px", str(tile_px), "--cache-dir", str(cache),
+                                       "-q"])
+    assert result.exit_code == 0, result.output
+
+
+def _signal_held(script: str, drawn: tuple[Path, Path], output: Path, kill_signal: int,
+                 tmp_path: Path) -> tuple[int, int, str]:
+    """Run ``render`` held by ``script``, signal it there; return its PID, status and stderr."""
+    placements, cache = drawn
+    ready = tmp_path / "ready"
+    with open(tmp_path / "stderr.txt", "wb") as stderr_file:
+        run = subprocess.Popen(
+            [sys.executable, "-c", script, str(ready), "render", str(placements), "-o",
+             str(output), "--tile-px", "32", "--cache-dir", str(cache), "-q"],
+            env=_environment(), stdout=subprocess.DEVNULL, stderr=stderr_file,
+            start_new_session=True,
+        )
+    try:
+        _wait_for(lambda: ready.exists() or run.poll() is not None, "the write to begin")
+        assert ready.exists(), (tmp_path / "stderr.txt").read_text(errors="replace")
+        os.kill(run.pid, kill_signal)
+        run.wait(timeout=PATIENCE)
+        _wait_for(lambda: not _group_members(run.pid), "the killed run's processes to end")
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    stderr = (tmp_path / "stderr.txt").read_text(errors="replace")
+    assert "Traceback" not in stderr, stderr
+    expected = {signal.SIGINT: 130, signal.SIGTERM: 128 + signal.SIGTERM,
+                signal.SIGKILL: -signal.SIGKILL}[kill_signal]
+    assert run.returncode == expected, stderr
+    return run.pid, run.returncode, stderr
+
+
+def _contents(folder: Path) -> dict[str, bytes | None]:
+    """Everything below ``folder`` by relative path: a file's bytes, None for a folder."""
+    return {path.relative_to(folder).as_posix(): None if path.is_dir() else path.read_bytes()
+            for path in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+@pytest.mark.parametrize(("name", "kill_signal"), [
+    ("m.png", signal.SIGKILL), ("m.jpg", signal.SIGINT), ("m.tif", signal.SIGTERM),
+    ("m.webp", signal.SIGKILL), ("m.dzi", signal.SIGTERM), ("m.dzi", signal.SIGKILL),
+], ids=lambda value: signal.Signals(value).name if isinstance(value, int) else value)
+def test_a_render_killed_while_writing_keeps_the_previous_output_whole(
+        drawn, tmp_path, name, kill_signal):
+    output = tmp_path / "out" / name
+    output.parent.mkdir()
+    _render(drawn, output, 16)  # the previous output, of another size
+    before = _contents(output.parent)
+    pid, _, _ = _signal_held(HELD_WRITE, drawn, output, kill_signal, tmp_path)
+    after = _contents(output.parent)
+    if kill_signal == signal.SIGKILL:
+        # Nothing could clean up: the killed run's temporaries, hidden and named by its PID.
+        left = {key for key in after if key not in before}
+        assert left and all(key.startswith(".") and f".{pid}-" in key for key in left), left
+        after = {key: value for key, value in after.items() if key not in left}
+    assert after == before
+    _render(drawn, output, 32)  # the next run writes it, and removes what a killed one left
+    assert not [path for path in output.parent.iterdir() if path.name.startswith(".")]
+    if name.endswith(".dzi"):
+        from mosaicist.render import read_layout
+        from mosaicist.viewer import read_viewer_data
+
+        assert read_layout(output).width == 160
+        assert read_viewer_data(output.with_suffix(".html"))["width"] == 160
+    else:
+        from PIL import Image
+
+        with Image.open(output) as picture:
+            picture.load()
+            assert picture.size == (160, 96)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+@pytest.mark.parametrize("kill_signal", [signal.SIGINT, signal.SIGKILL],
+                         ids=lambda value: signal.Signals(value).name)
+def test_a_pyramid_rewrite_killed_once_its_tiles_are_in_leaves_no_old_descriptor(
+        drawn, tmp_path, kill_signal):
+    # The old descriptor (80x48) and viewer page stayed beside the new tiles (160x96):
+    # a viewer asked for levels and tiles that were not there.
+    from mosaicist.render import files_folder, read_layout
+    from mosaicist.viewer import read_viewer_data
+
+    output = tmp_path / "out" / "m.dzi"
+    output.parent.mkdir()
+    _render(drawn, output, 16)
+    _signal_held(HELD_DESCRIPTOR, drawn, output, kill_signal, tmp_path)
+    assert sorted(int(level.name) for level in files_folder(output).iterdir()) == list(range(9))
+    assert sorted(path.name for path in output.parent.iterdir()
+                  if not path.name.startswith(".")) == ["m_files"]
+    _render(drawn, output, 32)
+    assert read_layout(output).width == 160
+    assert read_viewer_data(output.with_suffix(".html"))["width"] == 160
+    assert sorted(path.name for path in output.parent.iterdir()) == [
+        "m.dzi", "m.html", "m.viewer.json", "m_files"]

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import dead_pid
@@ -134,3 +135,86 @@ def test_an_output_under_a_file_says_the_folder_is_a_file(tmp_path):
         check_writable(photo / "v.mp4", "video")
     with pytest.raises(MosaicistError, match=r"video folder .*missing does not exist"):
         check_writable(tmp_path / "missing" / "v.mp4", "video")
+
+
+def test_a_folder_replace_stopped_between_its_renames_puts_the_old_one_back(
+        tmp_path, monkeypatch):
+    # Ctrl+C after the old folder was renamed aside, before the new one was renamed
+    # in: the new one was deleted and the old one left hidden, nothing under the name.
+    final = tmp_path / "pyramid"
+    final.mkdir()
+    (final / "a").write_text("old")
+    real = os.replace
+    calls = []
+
+    def stopped_second(source, destination):
+        calls.append(source)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real(source, destination)
+
+    monkeypatch.setattr(os, "replace", stopped_second)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_folder(final) as folder:
+            (folder / "a").write_text("new")
+    monkeypatch.undo()
+    assert Path(calls[1]).name.endswith(".part")  # stopped before the new folder went in
+    assert (final / "a").read_text() == "old"
+    assert sorted(tmp_path.iterdir()) == [final]
+
+    def refused_first(source, destination):
+        raise PermissionError(13, "Permission denied", str(source))
+
+    monkeypatch.setattr(os, "replace", refused_first)
+    with pytest.raises(PermissionError):
+        with atomic_folder(final) as folder:
+            (folder / "a").write_text("new")
+    monkeypatch.undo()
+    # The old folder kept, and no empty folder made for it to go aside into.
+    assert (final / "a").read_text() == "old"
+    assert sorted(tmp_path.iterdir()) == [final]
+
+
+@pytest.mark.skipif(not hasattr(os, "statvfs"), reason="POSIX statvfs")
+def test_an_output_on_a_read_only_file_system_says_so(tmp_path, monkeypatch):
+    # It said "permission denied", which no chmod fixes.
+    from mosaicist.paths import check_writable
+
+    class ReadOnly:
+        f_flag = os.ST_RDONLY
+
+    monkeypatch.setattr(os, "access", lambda *arguments, **keywords: False)
+    monkeypatch.setattr(os, "statvfs", lambda path: ReadOnly())
+    with pytest.raises(MosaicistError, match=r"o\.png: output is not writable \(read-only file "
+                                             r"system\)$"):
+        check_writable(tmp_path / "o.png")
+    ReadOnly.f_flag = 0
+    with pytest.raises(MosaicistError, match=r"not writable \(permission denied\)$"):
+        check_writable(tmp_path / "o.png")
+
+
+def test_an_output_name_near_the_limit_gets_a_temporary(tmp_path):
+    # A legal name of 240 bytes failed with "File name too long": its temporary's
+    # name is about 30 bytes longer.
+    final = tmp_path / ("é" * 118 + ".png")  # 240 bytes in UTF-8
+    with atomic_path(final) as temporary:
+        assert len(os.fsencode(temporary.name)) <= 255
+        temporary.write_bytes(b"long")
+    assert final.read_bytes() == b"long"
+    # A killed writer's leftover of that name goes at the next write, and only its own.
+    with atomic_path(final) as temporary:
+        stale = temporary.with_name(temporary.name.replace(f".{os.getpid()}-",
+                                                           f".{dead_pid()}-"))
+        stale.write_bytes(b"half")
+        temporary.write_bytes(b"again")
+    other = tmp_path / ("é" * 118 + ".jpg")
+    with atomic_path(other) as temporary:
+        temporary.write_bytes(b"other")
+    assert stale.exists()
+    with atomic_path(final) as temporary:
+        temporary.write_bytes(b"third")
+    assert sorted(tmp_path.iterdir()) == sorted([final, other])
+    folder = tmp_path / ("f" * 250)
+    with atomic_folder(folder) as staging:
+        (staging / "a").write_text("in")
+    assert (folder / "a").read_text() == "in"

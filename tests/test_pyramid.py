@@ -62,3 +62,13 @@ def test_fast_reduction_equals_the_definition(height, width):
     assert np.array_equal(reduce_half(image), reference_reduce(image))
     grey = image[..., :1].copy()
     assert np.array_equal(reduce_half(grey), reference_reduce(grey))
+
+
+def test_streamed_halving_of_one_channel_ends_with_rows_of_one_channel():
+    # finish() with no odd row held gave (0, w, 3) rows after (n, w, 1) ones: the
+    # stream's parts could not be joined.
+    image = np.arange(4 * 6, dtype=np.uint8).reshape(4, 6, 1)
+    stream = HalvingStream(6)
+    parts = [stream.push(image), stream.finish()]
+    assert parts[1].shape == (0, 3, 1)
+    assert np.array_equal(np.concatenate(parts), reduce_half(image))

@@ -482,6 +482,41 @@ def test_unwritable_output(tmp_path):
             folder.chmod(0o755)
 
 
+@pytest.fixture
+def small_file_limit():
+    """Make writing a file past 16 kB fail as a full disk does (EFBIG; Python ignores SIGXFSZ)."""
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 10, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_a_full_disk_is_one_line_naming_the_output(tmp_path, name, small_file_limit):
+    # The file system refuses the file partway, with the temporary (and TIFF's spool) open.
+    image = photo(300, 290)
+    with pytest.raises(MosaicistError) as caught:
+        write_image(tmp_path / name, split(image, "uneven"), 300, 290)
+    assert str(caught.value) == f"{tmp_path / name}: cannot write output: File too large"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_under_a_pyramid_keeps_the_previous_one(tmp_path, small_file_limit):
+    from mosaicist.render import read_layout, write_deep_zoom
+
+    path = tmp_path / "m.dzi"
+    write_deep_zoom(split(photo(20, 10), "whole"), 20, 10, path, tile_size=8, format="png")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(MosaicistError) as caught:
+        write_deep_zoom(split(photo(300, 290), "uneven"), 300, 290, path)
+    assert str(caught.value) == f"{path}: cannot write the Deep Zoom pyramid: File too large"
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert read_layout(path).width == 20
+
+
 def test_progress_bar(tmp_path, capsys):
     image = photo(20, 30)
     write_image(tmp_path / "o.png", split(image, "uneven"), 20, 30, show_progress=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import shutil
@@ -207,7 +208,8 @@ def atomic_folder(final: str | os.PathLike[str]) -> Iterator[Path]:
     An existing ``final`` is replaced whole: it is renamed aside, the new
     folder renamed in, and the old one deleted, so ``final`` holds either
     the old folder or the complete new one at every moment but the instant
-    between the two renames. On an exception the new folder is removed.
+    between the two renames. On an exception the new folder is removed, and
+    an old folder already renamed aside is put back.
 
     Parameters
     ----------
@@ -218,6 +220,7 @@ def atomic_folder(final: str | os.PathLike[str]) -> Iterator[Path]:
     remove_stale_temporaries(final)
     temporary = Path(tempfile.mkdtemp(prefix=_temporary_prefix(final), suffix=".part",
                                       dir=final.parent))
+    aside: Path | None = None
     try:
         yield temporary
         with contextlib.suppress(FileNotFoundError):
@@ -225,12 +228,21 @@ def atomic_folder(final: str | os.PathLike[str]) -> Iterator[Path]:
         if final.exists():
             old = Path(tempfile.mkdtemp(prefix=_temporary_prefix(final), suffix=".old",
                                         dir=final.parent))
-            os.replace(final, old / final.name)
+            aside = old / final.name
+            os.replace(final, aside)
             os.replace(temporary, final)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(temporary, final)
     except BaseException:
+        if aside is not None:
+            if not os.path.lexists(final):
+                # Stopped between the two renames (Ctrl+C, a failed rename): without
+                # this, neither the old folder nor the new one would be under the name.
+                with contextlib.suppress(OSError):
+                    os.replace(aside, final)
+            if os.path.lexists(final):  # else the old folder stays aside, not deleted
+                shutil.rmtree(aside.parent, ignore_errors=True)
         shutil.rmtree(temporary, ignore_errors=True)
         raise
 
@@ -238,7 +250,32 @@ def atomic_folder(final: str | os.PathLike[str]) -> Iterator[Path]:
 def _temporary_prefix(final: Path) -> str:
     # The writer's PID in the name lets a later run tell a dead writer's
     # leftovers from a live one's (see remove_stale_temporaries).
-    return f".{final.name}.{os.getpid()}-"
+    return f".{_temporary_stem(final)}.{os.getpid()}-"
+
+
+#: Longest file name, in bytes, of the usual file systems (ext4, XFS, APFS, NTFS's 255 units).
+_NAME_MAX = 255
+#: What a temporary's name adds to the stem besides the final's suffix: two dots, a PID
+#: (at most 10 digits), a dash, 8 random characters and ``.part``.
+_TEMPORARY_EXTRA = 2 + 10 + 1 + 8 + len(".part")
+
+
+def _temporary_stem(final: Path) -> str:
+    """What names ``final`` in the names of its temporaries: its name, cut where too long.
+
+    A temporary's name is about 30 bytes longer than the final one, so a
+    name near the limit (a legal output) would make an illegal temporary
+    ("File name too long"). A long name is cut, with a hash of the whole
+    so that names cut alike still have temporaries of their own.
+    """
+    encoded = os.fsencode(final.name)
+    room = _NAME_MAX - _TEMPORARY_EXTRA - len(os.fsencode(final.suffix))
+    if len(encoded) <= room:
+        return final.name
+    digest = hashlib.sha256(encoded).hexdigest()[:8]
+    # Cut on a character boundary; the stem needs to be the same each time, not the name.
+    cut = encoded[:max(1, room - len(digest) - 1)].decode("utf-8", "ignore")
+    return f"{cut}~{digest}"
 
 
 def process_alive(pid: int) -> bool:
@@ -278,7 +315,8 @@ def remove_stale_temporaries(final: str | os.PathLike[str]) -> list[Path]:
 
     :func:`atomic_path` and :func:`atomic_folder` name their temporaries
     ``.<name>.<pid>-<random>.part<suffix>`` (and ``.old`` for a folder being
-    replaced). One whose process no longer exists was left by a run that
+    replaced; a name too long to leave room for the rest is cut, and a hash
+    of it added). One whose process no longer exists was left by a run that
     was killed (``kill -9``, a power cut) before it could clean up; a live
     writer's temporaries are never touched. Every writer calls this first,
     so leftovers last only until the next write of the same output.
@@ -289,7 +327,8 @@ def remove_stale_temporaries(final: str | os.PathLike[str]) -> list[Path]:
         The output whose leftovers to remove.
     """
     final = Path(final)
-    pattern = re.compile(rf"\.{re.escape(final.name)}\.(\d+)-[a-z0-9_]{{8}}\.(part|old)")
+    pattern = re.compile(rf"\.{re.escape(_temporary_stem(final))}\.(\d+)-[a-z0-9_]{{8}}\."
+                         "(part|old)")
     removed: list[Path] = []
     try:
         entries = list(os.scandir(final.parent if str(final.parent) else "."))
@@ -512,7 +551,17 @@ def check_writable(path: str | os.PathLike[str], what: str = "output") -> None:
         raise MosaicistError(f"{path}: {what} folder {parent} {problem}")
     if not os.access(parent, os.W_OK | os.X_OK) or (
             written.exists() and not os.access(written, os.W_OK)):
-        raise MosaicistError(f"{path}: {what} is not writable (permission denied)")
+        # access() answers no for a read-only file system too, where no permission helps.
+        reason = "read-only file system" if _read_only(parent) else "permission denied"
+        raise MosaicistError(f"{path}: {what} is not writable ({reason})")
+
+
+def _read_only(folder: Path) -> bool:
+    """Whether ``folder`` is on a file system mounted read-only (False where unknown)."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return False
 
 
 def current_umask() -> int:

@@ -13,7 +13,11 @@ Deep Zoom tiles plus the overlap.
 Tiles go to a hidden staging folder that is renamed to ``NAME_files`` when
 the pyramid is complete (:func:`mosaicist.paths.atomic_folder`), and
 ``NAME.dzi`` is written last, so an interrupted run never leaves a partial
-pyramid under the final names. The staging folder is named after the
+pyramid under the final names. When a pyramid is written over another, the
+old descriptor and viewer page go just before the old tiles are replaced:
+a run stopped at any moment leaves the old pyramid whole, or the new tiles
+with no descriptor or page of the old one describing them (the next run
+writes them again). The staging folder is named after the
 writing process: one left by a run killed too hard to clean up
 (``kill -9``) is removed by the next write to the same place, once that
 process is gone.
@@ -371,6 +375,7 @@ def write_deep_zoom(
     path = Path(path)
     if path.suffix.lower() != ".dzi":
         raise MosaicistError(f"{path}: a Deep Zoom output must end in .dzi")
+    _refuse_link(path, "Deep Zoom descriptor")
     tile_format = check_layout(tile_size, overlap, format)
     check_range("jpeg_quality", quality, 1, 100, whole=True)
     if width < 1 or height < 1:
@@ -404,6 +409,9 @@ def write_deep_zoom(
                 completed = True
             finally:
                 sink.close(cancel=not completed)
+            # Last before the old tiles are replaced: stopped after that, no descriptor
+            # or page of the old pyramid would describe the new one's tiles.
+            _withdraw(path)
         # The descriptor last: a pyramid is only announced once all its tiles are there.
         with atomic_path(path) as temporary:
             Path(temporary).write_text(layout.descriptor())
@@ -412,6 +420,42 @@ def write_deep_zoom(
             f"{path}: cannot write the Deep Zoom pyramid: {error.strerror or error}"
         ) from None
     return layout
+
+
+def _refuse_link(path: Path, what: str) -> None:
+    """Refuse a pyramid's file that is a symbolic link, before any work.
+
+    A viewer finds a pyramid's files by their names side by side
+    (``NAME.dzi``, ``NAME_files``, ``NAME.html``): written through a link,
+    one of them would land in another folder, or under another name, than
+    the others.
+    """
+    if path.is_symlink():
+        raise MosaicistError(
+            f"{path}: the {what} is a symbolic link, and a Deep Zoom pyramid's files must sit "
+            "side by side under their own names; give the folder it leads to or another "
+            "output name")
+
+
+def _withdraw(path: Path) -> None:
+    """Remove the descriptor at ``path``, and the viewer page and manifest beside it if ours.
+
+    Called once the new pyramid's tiles are staged, just before they replace
+    the old ones: the old descriptor and page (which embeds its pyramid's
+    size and grid) would otherwise describe the new tiles until they are
+    written again, and forever if the run stops in between. A page or
+    manifest that is not ours is left alone.
+    """
+    from ..viewer._manifest import manifest_path
+
+    page = path.with_suffix(".html")
+    # The manifest before its page, as the viewer writes them: a manifest never
+    # outlives the page whose sources it lists.
+    for companion, marker in ((manifest_path(page), _MARKERS[1]), (page, _MARKERS[0])):
+        if not companion.is_symlink() and _ours(companion, marker):
+            companion.unlink(missing_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
 
 
 class DeepZoomFormat(OutputFormat):
@@ -432,8 +476,12 @@ class DeepZoomFormat(OutputFormat):
         (level folders only), never a folder that holds other files. The
         viewer's page and manifest are replaced too: existing ones must be
         files this program wrote (:func:`_ours`), never a page of the user's.
+        None of the names may be a symbolic link (:func:`_refuse_link`).
         """
         check_layout(options.dzi_tile_size, options.dzi_overlap, options.dzi_format)
+        _refuse_link(path, "Deep Zoom descriptor")
+        for companion, what in self.companions(path)[1:]:
+            _refuse_link(companion, what)
         folder = files_folder(path)
         if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
             raise MosaicistError(f"{folder}: is not a folder, and the pyramid's tiles go "
@@ -479,7 +527,14 @@ class DeepZoomFormat(OutputFormat):
         if picture.placements is not None:
             from ..viewer import write_viewer
 
-            write_viewer(path, picture.placements, source_root=picture.source_root)
+            page = path.with_suffix(".html")
+            try:
+                write_viewer(path, picture.placements, source_root=picture.source_root)
+            except OSError as error:
+                # Else a full disk here says "No space left on device", naming no file.
+                raise MosaicistError(
+                    f"{page}: cannot write the viewer page: {error.strerror or error}"
+                ) from None
 
 
 #: What begins every viewer page and manifest this program writes (the page's

@@ -76,11 +76,14 @@ class HalvingStream:
     def __init__(self, width: int) -> None:
         self.width = width
         self._held: np.ndarray | None = None
+        # The trailing shape of the bands (channels), for an empty result of the same kind.
+        self._pixel: tuple[int, ...] = (3,)
 
     def push(self, band: np.ndarray) -> np.ndarray:
         """Add ``band`` (``(h, width, C)`` uint8); return the reduced rows now complete."""
         if band.shape[1] != self.width:
             raise ValueError(f"band is {band.shape[1]} px wide, expected {self.width}")
+        self._pixel = band.shape[2:]
         if self._held is not None:
             band = np.concatenate([self._held, band], axis=0)
             self._held = None
@@ -95,5 +98,5 @@ class HalvingStream:
         """Return the reduction of a held odd last row (empty when none)."""
         held, self._held = self._held, None
         if held is None:
-            return np.empty((0, half_size(self.width), 3), np.uint8)
+            return np.empty((0, half_size(self.width), *self._pixel), np.uint8)
         return reduce_half(held)
