@@ -484,3 +484,74 @@ def test_index_pictures_refuse_positions_outside_the_library():
     for positions in ([0, -1], [0, 3]):
         with pytest.raises(MosaicistError, match="do not all lie in a library of 3 tiles"):
             IndexPictures(tiles, np.array(positions))
+
+
+class _FakeStats:
+    """What os.statvfs answers, for a file system of chosen free space and files."""
+
+    def __init__(self, free_bytes: int, free_files: int, block: int = 4096) -> None:
+        self.f_frsize = self.f_bsize = block
+        self.f_bavail = free_bytes // block
+        self.f_files = 10 * free_files + 1
+        self.f_favail = free_files
+        self.f_flag = 0
+
+
+def test_an_output_that_cannot_fit_its_file_system_is_refused_before_any_work(
+        tmp_path, monkeypatch):
+    # 1 px cells and 1024 px tiles planned terapixels, written for hours until the disk
+    # was full.
+    from mosaicist.render import _formats
+
+    monkeypatch.setattr(_formats.os, "statvfs", lambda _: _FakeStats(2 * 10**9, 10**6))
+    width = height = 2_000_000  # 4 terapixels: 11.6 GB at deflate's best
+    with pytest.raises(MosaicistError) as refused:
+        _formats.check_output(tmp_path / "mural.tif", width, height)
+    message = str(refused.value)
+    assert "mural.tif" in message and "needs at least 11.6 GB" in message
+    assert "(4.0 terapixels)" in message
+    assert "2.0 GB free" in message and "\n" not in message
+    # What fits is not refused, nor is anything where the file system cannot say.
+    _formats.check_output(tmp_path / "fits.png", 10_000, 10_000)
+
+    def unknown(_):
+        raise OSError("no statvfs here")
+
+    monkeypatch.setattr(_formats.os, "statvfs", unknown)
+    _formats.check_output(tmp_path / "mural.tif", width, height)
+
+
+def test_an_output_of_more_files_than_its_file_system_holds_is_refused(tmp_path, monkeypatch):
+    from mosaicist.render import _formats
+
+    class ManyFiles(_formats.OutputFormat):
+        name, suffixes = "many", (".many",)
+
+        def least_room(self, width, height, options):
+            return 0, width * height
+
+        def write(self, path, picture, options, show_progress=False):
+            raise AssertionError("never written")
+
+    monkeypatch.setitem(_formats.OUTPUT_FORMATS._entries, ".many", ManyFiles())
+    monkeypatch.setattr(_formats.os, "statvfs", lambda _: _FakeStats(10**15, 1000))
+    with pytest.raises(MosaicistError, match=r"needs 1,024 files; its file system has room "
+                                             r"for 1,000 more"):
+        _formats.check_output(tmp_path / "x.many", 32, 32)
+    _formats.check_output(tmp_path / "x.many", 10, 10)
+
+
+def test_a_deep_zoom_pyramid_counts_a_file_per_tile(tmp_path, monkeypatch):
+    from mosaicist.render import _formats
+
+    # 1 px cells of a 4000x3000 target at 1024 px tiles: 260 million tiles of 4 kB at least.
+    monkeypatch.setattr(_formats.os, "statvfs", lambda _: _FakeStats(100 * 10**9, 10**7))
+    with pytest.raises(MosaicistError, match=r"huge\.dzi: a 4,096,000x3,072,000 px Deep Zoom "
+                                             r"output \(12\.6 terapixels\) needs at least 1\.1 TB"):
+        _formats.check_output(tmp_path / "huge.dzi", 4_096_000, 3_072_000)
+    monkeypatch.setattr(_formats.os, "statvfs", lambda _: _FakeStats(10**16, 10**7))
+    with pytest.raises(MosaicistError, match=r"needs 260,06\d,\d{3} files"):
+        _formats.check_output(tmp_path / "huge.dzi", 4_096_000, 3_072_000)
+    # A 7.9-gigapixel mural (400 x 300 cells of 256 px) fits a disk of a few GB free.
+    monkeypatch.setattr(_formats.os, "statvfs", lambda _: _FakeStats(5 * 10**9, 10**6))
+    _formats.check_output(tmp_path / "mural.dzi", 102_400, 76_800)

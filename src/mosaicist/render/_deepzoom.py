@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import re
 import shutil
@@ -52,7 +53,7 @@ from ..options import (
 )
 from ..paths import atomic_folder, atomic_path, process_alive
 from ..progress import progress_bar
-from ._formats import OutputFormat, Picture
+from ._formats import LEAST_BYTES_PER_PIXEL, OutputFormat, Picture
 from ._pyramid import HalvingStream, half_size, level_count
 
 if TYPE_CHECKING:
@@ -507,6 +508,14 @@ class DeepZoomFormat(OutputFormat):
             if companion.exists() and not _ours(companion, marker):
                 raise MosaicistError(f"{companion}: is not a {what} mosaicist wrote, and the "
                                      f"{what} replaces it; move it or choose another output name")
+
+    def least_room(self, width: int, height: int, options: MosaicOptions) -> tuple[int, int]:
+        """A file per tile of every level, a folder per level, the descriptor and the page;
+        the levels' pixels (a third more than the picture's) at the least a pixel takes."""
+        layout = DeepZoomLayout(width, height, options.dzi_tile_size, options.dzi_overlap,
+                                options.dzi_format)
+        files = layout.tile_total() + layout.deepest_level + 1 + 2
+        return math.ceil(width * height * 4 / 3 * LEAST_BYTES_PER_PIXEL), files
 
     def companions(self, path: Path) -> tuple[tuple[Path, str], ...]:
         """The tile folder, and the viewer's page and manifest."""

@@ -15,6 +15,7 @@ registry, :data:`OUTPUT_FORMATS`, keyed by suffix; :func:`register_format` adds 
 from __future__ import annotations
 
 import abc
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -78,6 +79,16 @@ class OutputFormat(abc.ABC):
         """
         return None
 
+    def least_room(self, width: int, height: int, options: MosaicOptions) -> tuple[int, int]:
+        """The fewest bytes and files a ``width x height`` picture can take in this format.
+
+        A lower bound, so that :func:`check_output` refuses only outputs that
+        cannot fit whatever the pictures hold: the default is one file of the
+        pixels at deflate's best ratio (:data:`LEAST_BYTES_PER_PIXEL`, a
+        picture of one colour); a format of many files says so.
+        """
+        return math.ceil(width * height * LEAST_BYTES_PER_PIXEL), 1
+
     def companions(self, path: Path) -> tuple[tuple[Path, str], ...]:
         """The other files or folders writing ``path`` makes, each with what it is.
 
@@ -99,6 +110,10 @@ class OutputFormat(abc.ABC):
     def __repr__(self) -> str:
         return f"<output format {self.name} {' '.join(self.suffixes)}>"
 
+
+#: The fewest bytes a pixel of any picture takes in these formats: deflate stores at most
+#: 1,032 bytes of a run of one value in a byte (a picture of one colour, RGB).
+LEAST_BYTES_PER_PIXEL = 3 / 1032
 
 #: Output formats by lower-case file suffix (``.png``, ``.dzi``...).
 OUTPUT_FORMATS: Registry[OutputFormat] = Registry("output format")
@@ -164,8 +179,57 @@ def check_output(
 
     output = output_format(path)
     check_writable(path)
-    output.check(Path(path), width, height, options or MosaicOptions())
+    options = options or MosaicOptions()
+    output.check(Path(path), width, height, options)
+    check_room(path, output, width, height, options)
     return output
+
+
+def check_room(path: str | os.PathLike[str], output: OutputFormat, width: int, height: int,
+               options: MosaicOptions) -> None:
+    """Refuse an output that cannot fit the free space of its file system.
+
+    What the format needs at the least (:meth:`OutputFormat.least_room`,
+    each file taking at least one block) is compared with the space and
+    the files (inodes) left to unprivileged users. A plan gone wrong (1 px
+    cells and large tiles: terapixels) is refused at once, not after hours
+    of work and a full disk. Where the file system cannot say, nothing is
+    refused.
+
+    Raises
+    ------
+    MosaicistError
+        With a one-line message naming ``path``, what it needs and what is free.
+    """
+    needed, files = output.least_room(width, height, options)
+    folder = Path(path).absolute().parent
+    try:
+        stats = os.statvfs(folder)
+    except (OSError, AttributeError):  # a folder made later, or no statvfs (Windows)
+        return
+    block = stats.f_frsize or stats.f_bsize or 1
+    # Every file takes at least one block, however small its content.
+    needed += files * block
+    free = stats.f_bavail * block
+    pixels = width * height
+    amount = (f"{pixels / 1e12:,.1f} terapixels" if pixels >= 1e12 else
+              f"{pixels / 1e9:,.1f} gigapixels")
+    size = f"a {width:,}x{height:,} px {output.name} output ({amount})"
+    if needed > free:
+        raise MosaicistError(f"{path}: {size} needs at least {_bytes(needed)}; its file system "
+                             f"has {_bytes(free)} free; use larger cells or smaller tiles")
+    if stats.f_files and files > stats.f_favail:
+        raise MosaicistError(f"{path}: {size} needs {files:,} files; its file system has room "
+                             f"for {stats.f_favail:,} more; use larger cells, smaller tiles "
+                             "or larger Deep Zoom tiles")
+
+
+def _bytes(count: int) -> str:
+    """A byte count for people: ``512 bytes``, ``3.2 GB``, ``1.1 TB``."""
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= size:
+            return f"{count / size:,.1f} {unit}"
+    return f"{count} bytes"
 
 
 def write_output(
