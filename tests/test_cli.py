@@ -674,3 +674,28 @@ def test_out_of_memory_names_what_the_command_can_make_smaller(monkeypatch, comm
     result = run([command, "a", "b"] if command == "score" else [command, "a"])
     assert result.exit_code == 1
     assert result.stderr.strip() == f"mosaicist: error: out of memory; {hint}", result.stderr
+
+
+def test_output_settings_the_format_does_not_use_are_noted(setup, tmp_path):
+    # --quality with a PNG, or --dpi with Deep Zoom, changed nothing without a word.
+    def notes(result):
+        assert result.exit_code == 0, result.output
+        return [line for line in result.stderr.splitlines() if "note:" in line]
+
+    png = run(make_args(setup, "-o", tmp_path / "a.png", "--quality", 80, "--dzi-overlap", 2,
+                        "--placements", tmp_path / "a.json"))
+    assert notes(png) == ["mosaicist: note: --quality, --dzi-overlap have no effect on a PNG "
+                          "output; ignored"]
+    assert notes(run(make_args(setup, "-o", tmp_path / "a.jpg", "--quality", 80,
+                               "--dpi", 300))) == []
+    zoom = run(make_args(setup, "-o", tmp_path / "a.dzi", "--dpi", 300, "--dzi-format", "png",
+                         "--quality", 80))
+    assert notes(zoom) == ["mosaicist: note: --dpi, --quality have no effect on a Deep Zoom "
+                           "output; ignored"]
+    assert notes(run(make_args(setup, "-o", tmp_path / "b.dzi", "--quality", 80))) == []
+    assert notes(run(make_args(setup, "-o", tmp_path / "c.png", "--quality", 80, "-q"))) == []
+    # render notes only its own flags, not the make's recorded --quality.
+    assert notes(run(["render", tmp_path / "a.json", "-o", tmp_path / "r.png"])) == []
+    redrawn = run(["render", tmp_path / "a.json", "-o", tmp_path / "s.png", "--quality", 50])
+    assert notes(redrawn) == ["mosaicist: note: --quality has no effect on a PNG output; "
+                              "ignored"]

@@ -266,6 +266,21 @@ class _OrNone(click.ParamType):
         return self.kind.convert(value, param, ctx)
 
 
+def _note_ignored(written_as: Any, options: MosaicOptions, quiet: bool,
+                  given: Iterable[str] | None = None) -> None:
+    """Note the output settings given (of ``given`` only, when named) that the output's
+    format does not use (``--quality`` with a PNG): else they change nothing without a word."""
+    from .render import ignored_settings
+
+    ignored = [name for name in ignored_settings(written_as, options)
+               if given is None or name in given]
+    if ignored and not quiet:
+        flags = ", ".join(_flag_name(name) for name in ignored)
+        verb = "has" if len(ignored) == 1 else "have"
+        click.echo(f"mosaicist: note: {flags} {verb} no effect on a {written_as.name} output; "
+                   "ignored", err=True)
+
+
 def _flag_name(name: str) -> str:
     declared = setting_named(name)
     return declared.flag or name
@@ -476,6 +491,7 @@ def make(
     width, height = target_size(target, options.max_target_pixels)
     check_output(output, *options_plan(options, (width, height), str(target)).output_size,
                  options)
+    _note_ignored(output_format(output), options, quiet)
 
     show = progress_enabled(quiet)
     with _cluster(scheduler, quiet) as client:
@@ -643,6 +659,8 @@ def render(
                              "target picture, and this file names none")
     check_output(output, placements.cols * options.tile_px,
                  placements.rows * options.tile_height, options)
+    # Only what was given here: the make's own output settings were for its output.
+    _note_ignored(written_as, options, quiet, given)
     show = progress_enabled(quiet)
     renderer = placements_renderer(placements, options, tiles=tiles, cache_dir=cache_dir,
                                    show_progress=show)
@@ -762,6 +780,11 @@ def batch(
     options = MosaicOptions(**given)
     if report_path is not None:
         check_writable(report_path, "report file")
+    from .render import OUTPUT_FORMATS
+
+    suffix = "." + format.lower().lstrip(".")
+    if suffix in OUTPUT_FORMATS:  # else the batch says what is wrong with it
+        _note_ignored(OUTPUT_FORMATS[suffix], options, quiet)
 
     def on_error(name: str, message: str) -> None:
         tqdm.write(f"mosaicist: error: {printable(f'{name}: {message}')}", file=sys.stderr)

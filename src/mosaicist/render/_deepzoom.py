@@ -509,6 +509,11 @@ class DeepZoomFormat(OutputFormat):
                 raise MosaicistError(f"{companion}: is not a {what} mosaicist wrote, and the "
                                      f"{what} replaces it; move it or choose another output name")
 
+    def reads(self, options: MosaicOptions) -> frozenset[str]:
+        """The pyramid's layout, and the quality of JPEG or WebP tiles (no resolution)."""
+        layout = frozenset({"dzi_tile_size", "dzi_overlap", "dzi_format"})
+        return layout if options.dzi_format == "png" else layout | {"jpeg_quality"}
+
     def least_room(self, width: int, height: int, options: MosaicOptions) -> tuple[int, int]:
         """A file per tile of every level, a folder per level, the descriptor and the page;
         the levels' pixels (a third more than the picture's) at the least a pixel takes."""

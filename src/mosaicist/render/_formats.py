@@ -79,6 +79,15 @@ class OutputFormat(abc.ABC):
         """
         return None
 
+    def reads(self, options: MosaicOptions) -> frozenset[str] | None:
+        """The output settings (section ``output`` of :class:`MosaicOptions`) it writes with.
+
+        A command notes the others given as having no effect
+        (:func:`ignored_settings`); None, the default, means not known (a
+        plugin's format), and nothing is noted.
+        """
+        return None
+
     def least_room(self, width: int, height: int, options: MosaicOptions) -> tuple[int, int]:
         """The fewest bytes and files a ``width x height`` picture can take in this format.
 
@@ -183,6 +192,22 @@ def check_output(
     output.check(Path(path), width, height, options)
     check_room(path, output, width, height, options)
     return output
+
+
+def ignored_settings(output: OutputFormat, options: MosaicOptions) -> list[str]:
+    """The output settings given in ``options`` that writing ``output`` does not use.
+
+    ``dpi`` with a print size sizes the print, so it is used whatever the file.
+    """
+    from ..options import settings
+
+    reads = output.reads(options)
+    if reads is None:
+        return []
+    used = reads | ({"dpi"} if options.print_size is not None else set())
+    return [declared.name for declared in settings()
+            if declared.section == "output" and options.given(declared.name)
+            and declared.name not in used]
 
 
 def check_room(path: str | os.PathLike[str], output: OutputFormat, width: int, height: int,

@@ -156,6 +156,8 @@ class RasterFormat(OutputFormat):
         Largest picture mosaicist writes in this format (memory, not the format).
     title : str, optional
         The format's usual spelling in prose (default: ``name``).
+    reads : tuple of str
+        The output settings it writes with (``dpi``, ``jpeg_quality``).
     """
 
     def __init__(
@@ -166,13 +168,19 @@ class RasterFormat(OutputFormat):
         encode: Callable[[Path, Iterable[np.ndarray], int, int, _Encoding], None],
         max_pixels: int | None = None,
         title: str | None = None,
+        reads: tuple[str, ...] = ("dpi",),
     ) -> None:
+        self._reads = frozenset(reads)
         self.name = name
         self.title = title or name
         self.suffixes = suffixes
         self.max_side = max_side
         self.encode = encode
         self.max_pixels = max_pixels
+
+    def reads(self, options: MosaicOptions) -> frozenset[str]:
+        """The output settings it writes with (see :meth:`OutputFormat.reads`)."""
+        return self._reads
 
     def check(
         self, path: Path, width: int, height: int, options: MosaicOptions | None = None
@@ -924,7 +932,8 @@ def _write_tiff(
 
 #: The image formats, by name (registered in :mod:`mosaicist.render`).
 PNG = RasterFormat("PNG", (".png",), 2**31 - 1, _encode_png)
-JPEG = RasterFormat("JPEG", (".jpg", ".jpeg"), 65535, _encode_jpeg)
+JPEG = RasterFormat("JPEG", (".jpg", ".jpeg"), 65535, _encode_jpeg,
+                   reads=("dpi", "jpeg_quality"))
 WEBP = RasterFormat("WEBP", (".webp",), 16383, _encode_webp, max_pixels=WEBP_MAX_PIXELS,
-                    title="WebP")
+                    title="WebP", reads=("dpi", "jpeg_quality"))
 TIFF = RasterFormat("TIFF", (".tif", ".tiff"), 2**31 - 1, _encode_tiff)
