@@ -1281,6 +1281,112 @@ def test_minimum_of_uses_with_spacing_on_a_tiny_library(seed):
     assert result.lower_bound <= result.objective
 
 
+def spaced_reference(full, rows, cols, max_uses, min_spacing, minimum=0):
+    """Reference: the 0-1 program with one constraint per close pair of cells and tile."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import coo_matrix
+
+    count, tiles = full.shape
+    variable = np.arange(count * tiles).reshape(count, tiles)
+    r, c = np.divmod(np.arange(count), cols)
+    close = [(a, b) for a, b in itertools.combinations(range(count), 2)
+             if max(abs(r[a] - r[b]), abs(c[a] - c[b])) < min_spacing]
+    pair_rows = np.repeat(np.arange(len(close) * tiles), 2)
+    pair_columns = np.array([variable[cell, t] for a, b in close for t in range(tiles)
+                             for cell in (a, b)], dtype=np.int64)
+    ones = np.ones(count * tiles)
+    constraints = [
+        LinearConstraint(coo_matrix((ones, (np.repeat(np.arange(count), tiles),
+                                            variable.ravel()))), 1, 1),
+        LinearConstraint(coo_matrix((ones, (np.tile(np.arange(tiles), count),
+                                            variable.ravel()))), minimum, max_uses),
+        LinearConstraint(coo_matrix((np.ones(len(pair_columns)), (pair_rows, pair_columns)),
+                                    shape=(len(close) * tiles, count * tiles)), 0, 1),
+    ]
+    result = milp(full.ravel().astype(float), constraints=constraints,
+                  integrality=np.ones(count * tiles), bounds=Bounds(0, 1))
+    assert result.status == 0
+    return round(result.fun)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("minimum", [0, 3])
+def test_a_tight_spacing_greedy_cannot_place_is_solved_exactly(seed, minimum):
+    # 10 tiles of at most 3 uses, 3 cells apart, on 5 x 6 cells: every tile is full, and
+    # no lattice class of 4 cells can keep a tile of its own; the rounds circled and greedy
+    # got stuck ("no placement keeps equal tiles min_spacing 3 cells apart"), though
+    # placements exist.
+    rows, cols, tiles = 5, 6, 10
+    full = full_distances(np.random.default_rng(seed), rows * cols, tiles, clusters=2)
+    check_feasible(rows * cols, tiles, 3, rows, cols, 3, minimum)
+    candidates, distances = top_k(full, tiles)
+    result = assign_tiles(candidates, distances, rows, cols, max_uses=3, min_spacing=3,
+                          min_uses=minimum, tile_count=tiles, search=DenseSearch(full))
+    assert check_placement(result.tile, full, rows, cols, 3, 3) == result.objective
+    assert (np.bincount(result.tile, minlength=tiles) == 3).all()
+    # The whole library listed: the exact solve is the optimum under every limit.
+    assert result.objective == spaced_reference(full, rows, cols, 3, 3, minimum)
+    assert result.lower_bound <= result.objective
+
+
+def brute_force(full, rows, cols, max_uses, min_spacing, minimum):
+    """The least total over every placement that keeps the limits (None: there is none)."""
+    count, tiles = full.shape
+    every = np.array(list(itertools.product(range(tiles), repeat=count)), np.int64)
+    uses = np.stack([(every == t).sum(axis=1) for t in range(tiles)], axis=1)
+    good = (uses >= minimum).all(axis=1)
+    if max_uses is not None:
+        good &= (uses <= max_uses).all(axis=1)
+    r, c = np.divmod(np.arange(count), cols)
+    for a, b in itertools.combinations(range(count), 2):
+        if max(abs(r[a] - r[b]), abs(c[a] - c[b])) < min_spacing:
+            good &= every[:, a] != every[:, b]
+    if not good.any():
+        return None
+    return int(full[np.arange(count), every[good]].sum(axis=1).min())
+
+
+def test_tiny_random_cases_against_every_placement():
+    # Grids of up to 6 cells, up to 4 tiles, every limit: a placement is refused only
+    # where none exists, keeps the limits, is the optimum without spacing, and its
+    # certified bound is the capped optimum, never above the spaced one.
+    rng = np.random.default_rng(2026)
+    for _ in range(200):
+        rows, cols = (int(side) for side in rng.integers(1, 4, 2))
+        count = rows * cols
+        tiles = int(rng.integers(1, 5 if count <= 5 else 4))
+        max_uses = [None, 1, 2, 3][rng.integers(0, 4)]
+        minimum = int(rng.choice([0, 0, 1, 2]))
+        if max_uses is not None and minimum > max_uses:
+            minimum = 0
+        spacing = int(rng.integers(0, 4))
+        method = "optimal" if minimum else str(rng.choice(["optimal", "greedy"]))
+        full = full_distances(rng, count, tiles, clusters=[None, 1, 2][rng.integers(0, 3)])
+        best = brute_force(full, rows, cols, max_uses, spacing, minimum)
+        case = (rows, cols, tiles, max_uses, minimum, spacing, method)
+        try:
+            check_feasible(count, tiles, max_uses, rows, cols, spacing, minimum)
+            candidates, distances = top_k(full, tiles)
+            result = assign_tiles(candidates, distances, rows, cols, max_uses=max_uses,
+                                  min_spacing=spacing, method=method, min_uses=minimum,
+                                  tile_count=tiles, search=DenseSearch(full))
+        except MosaicistError:
+            assert best is None, case
+            continue
+        assert best is not None, case
+        assert check_placement(result.tile, full, rows, cols, max_uses, spacing) \
+            == result.objective, case
+        assert (np.bincount(result.tile, minlength=tiles) >= minimum).all(), case
+        assert best <= result.objective and result.lower_bound <= best, case
+        if method == "optimal" and spacing <= 1:
+            # (no limit at all: each cell's nearest, "best", which needs no certificate)
+            assert result.objective == best, case
+            assert result.certified or result.method == "best", case
+        if method == "optimal" and result.certified:
+            cap = tile_capacity(rows, cols, max_uses, spacing) or count
+            assert result.lower_bound == dense_with_minimum(full, minimum, min(cap, count)), case
+
+
 def test_too_few_tiles_for_the_spacing_is_an_error_that_names_it():
     # 8 tiles, and every 3 x 3 block needs 9 (the cap, 9 uses a tile, only 6): no placement
     # exists (check_feasible says so before the work; the assignment alone must not return

@@ -516,6 +516,39 @@ def test_use_all_puts_every_photo_somewhere(tmp_path, target, monkeypatch):
         make_mosaic(target, folder, cell_px=8, tile_px=16, min_uses=1, cache_dir=tmp_path / "c")
 
 
+@pytest.mark.parametrize("limits", [
+    {"max_uses": 3, "min_spacing": 3},
+    {"max_uses": 3, "min_spacing": 3, "min_uses": 2},
+    {"min_spacing": 3, "min_uses": 3},
+])
+def test_every_photo_thrice_three_cells_apart_fills_a_grid_made_for_it(tmp_path, target,
+                                                                       limits):
+    from mosaicist.metrics import repetition_metrics
+
+    # 5 x 6 cells, 10 photos: a placement of each photo 3 times, 3 cells apart, exists,
+    # and was refused ("no placement keeps equal tiles min_spacing 3 cells apart", or
+    # "3 of the 10 tiles cannot each fill 3 cells") where greedy got stuck.
+    folder = smooth_folder(tmp_path / "tiles", count=10)
+    mosaic = make_mosaic(target[:40, :48], folder, cell_px=8, tile_px=8,
+                         cache_dir=tmp_path / "c", **limits)
+    assert (mosaic.grid.rows, mosaic.grid.cols) == (5, 6)
+    assert (np.bincount(mosaic.placements.tile, minlength=10) == 3).all()
+    assert repetition_metrics(mosaic.placements.tile_grid())["closest_repeat"] >= 3
+    assignment = mosaic.report()["assignment"]
+    assert assignment["objective"] >= assignment["lower_bound"]
+
+
+@pytest.mark.parametrize("preset", ["varied", "balanced"])
+def test_adaptive_cells_from_a_single_photo_under_a_presets_limits(tmp_path, target, preset):
+    # The capped search asked a one-tile library for lists, and the exact search, which
+    # gives one tile no lists, failed an assertion.
+    folder = smooth_folder(tmp_path / "tiles", count=1)
+    mosaic = _make_mosaic(target, folder, preset=preset, adaptive=1, detail=0.0, cell_px=8,
+                          tile_px=8, cache_dir=tmp_path / "c")
+    assert len(mosaic.placements) == 4 * 35  # every cell split once
+    assert (mosaic.placements.tile == 0).all()
+
+
 def test_a_presets_limits_bend_to_a_small_library_and_given_ones_do_not(tmp_path, target):
     from mosaicist.match import fit_limits
     from mosaicist.metrics import repetition_metrics
@@ -689,12 +722,14 @@ def test_a_target_array_of_another_shape_or_type_is_refused_by_name(tmp_path, ar
      "options holds names that are not settings: version; settings saved with a version are "
      "read by MosaicOptions.from_json"),
     ({"options": {"cell_px": "8"}}, "cell_px must be a whole number, got '8'"),
+    ({"cache_dir": 5}, "cache_dir must be a path (a text or a path object), got 5"),
+    ({"cache_dir": b"cache"}, "cache_dir must be a path (a text or a path object), got b'cache'"),
 ])
 def test_inputs_of_another_type_are_refused_by_name(tmp_path, target, inputs, message):
     folder = make_colour_folder(tmp_path / "tiles", 4)
-    arguments = {"target": target, "tiles": folder} | inputs
+    arguments = {"target": target, "tiles": folder, "cache_dir": tmp_path / "cache"} | inputs
     with pytest.raises(OptionError) as caught:
-        _make_mosaic(cache_dir=tmp_path / "cache", **arguments)
+        _make_mosaic(**arguments)
     assert str(caught.value) == message
     assert not (tmp_path / "cache").exists()
 

@@ -313,7 +313,7 @@ def _make_mosaic(
     ``label`` names the target in messages when it is no path.
     """
     # Inputs of the wrong type fail here by name, not as a TypeError deep inside.
-    _check_inputs(target, tiles)
+    _check_inputs(target, tiles, cache_dir)
     # Settings no matcher can honour fail here, before any reading or indexing;
     # the default preset's wishes give way to a matcher that was asked for.
     matcher, options, dropped = fitted_matcher(options)
@@ -423,8 +423,9 @@ def _as_options(options: object) -> MosaicOptions:
     return MosaicOptions(**options)
 
 
-def _check_inputs(target: object, tiles: object) -> None:
-    """Refuse a ``target`` or ``tiles`` of a type :func:`make_mosaic` does not take."""
+def _check_inputs(target: object, tiles: object, cache_dir: object = None) -> None:
+    """Refuse a ``target``, ``tiles`` or ``cache_dir`` of a type :func:`make_mosaic` does
+    not take."""
     if not isinstance(target, str | os.PathLike | np.ndarray | Image.Image):
         raise OptionError("{target} must be a path, an (H, W, 3) uint8 array or a PIL image, "
                           "got {value}", value=shown_type(target))
@@ -434,6 +435,10 @@ def _check_inputs(target: object, tiles: object) -> None:
         raise OptionError("{tiles} must be a source spec (a text: a folder, 'cifar10'...), "
                           "a path, a TileSource or a TileLibrary, got {value}",
                           value=shown_type(tiles))
+    # Else a bare TypeError from pathlib, naming nothing, once the target is read.
+    if cache_dir is not None and not isinstance(cache_dir, str | os.PathLike):
+        raise OptionError("{cache_dir} must be a path (a text or a path object), got {value}",
+                          value=shown_type(cache_dir))
 
 
 def _check_target_array(target: np.ndarray) -> None:

@@ -790,9 +790,12 @@ class LibrarySearch:
             np.asarray(among, np.int64)[:, None] * variants + np.arange(variants)).ravel()
         result = self.nearest_candidates(cells, max(2, k * variants), candidate_price, limit,
                                          upper if variants == 1 else None, among_candidates)
-        assert result.candidates is not None and result.candidate_distances is not None
-        tiles, distances, chosen = best_transform(result.candidates, result.candidate_distances,
-                                                  variants, k)
+        candidates, candidate_distances = result.candidates, result.candidate_distances
+        if candidates is None or candidate_distances is None:
+            # A library of one candidate: the search asked for one, which it gives
+            # without lists (adaptive cells from a single photo crashed here).
+            candidates, candidate_distances = result.tile[:, None], result.distance[:, None]
+        tiles, distances, chosen = best_transform(candidates, candidate_distances, variants, k)
         found = tiles >= 0
         self._pairs.append((np.broadcast_to(cells[:, None], tiles.shape)[found], chosen[found]))
         return tiles, distances
