@@ -137,32 +137,3 @@ def test_default_sigterm_gives_the_default_action_for_the_block():
         assert signal.getsignal(signal.SIGTERM) is handler
     finally:
         signal.signal(signal.SIGTERM, before)
-
-
-def test_commands_keep_freed_memory_and_servers_do_not(monkeypatch, tmp_path):
-    # A command's arrays of a few megabytes, freed and made again, were fresh pages each
-    # time, zeroed by the kernel: a fifth of an approximate million-tile make's CPU time.
-    from click.testing import CliRunner
-
-    from mosaicist import _runtime
-    from mosaicist.cli import main
-
-    calls: list[str] = []
-    monkeypatch.setattr(_runtime, "keep_freed_memory", lambda: calls.append("kept") or True)
-    missing = tmp_path / "missing.png"
-    CliRunner().invoke(main, ["score", str(missing), str(missing)])
-    assert calls == ["kept"]
-    CliRunner().invoke(main, ["view", str(missing), "--no-browser"])
-    assert calls == ["kept"]
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_keep_freed_memory_sets_glibc_in_a_child():
-    import platform
-
-    if platform.libc_ver()[0] != "glibc":
-        pytest.skip("not glibc")
-    code = ("from mosaicist._runtime import keep_freed_memory; import numpy as np\n"
-            "assert keep_freed_memory()\n"
-            "for _ in range(50): np.ones(4 << 20).sum()\n")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -87,51 +87,6 @@ def end_with_parent(parent_pid: int) -> None:
         ).start()
 
 
-#: glibc's ``mallopt`` parameters (``malloc.h``) and the values :func:`keep_freed_memory` sets.
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
-#: Blocks up to this size come from the heap (glibc's largest: half of its 64 MB heaps).
-HEAP_BLOCK_BYTES = 32 << 20
-#: Free memory at the top of the heap kept rather than returned, and added at each growth.
-KEPT_FREE_BYTES = 1 << 30
-HEAP_PAD_BYTES = 256 << 20
-
-
-def keep_freed_memory() -> bool:
-    """Have this process's allocator keep and reuse freed memory (glibc only).
-
-    A command makes and frees arrays of a few to a few tens of megabytes
-    again and again (bands of the picture, colour conversions, candidate
-    lists). By default glibc hands blocks over 128 KB (a threshold it raises
-    as it goes) back to the system as they are freed, and trims the heap's
-    free top, so the next array is fresh memory that the kernel zeroes page
-    by page: a fifth of the processor time of an approximate make from a
-    million tiles went to zeroing pages. Blocks up to
-    :data:`HEAP_BLOCK_BYTES` now come from the heap, whose free memory is
-    kept (up to :data:`KEPT_FREE_BYTES`) and reused; larger arrays (a
-    library's chunks) are still mapped and returned. The peak of what is in
-    use is unchanged, but memory freed stays with the process until it
-    ends, which suits a command; a server keeps glibc's defaults.
-
-    Returns
-    -------
-    bool
-        Whether the settings were made (False on other C libraries and systems).
-    """
-    if sys.platform != "linux":
-        return False
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-        # Only glibc has this; musl's mallopt accepts anything and does nothing.
-        libc.gnu_get_libc_version  # noqa: B018
-    except (OSError, AttributeError):
-        return False
-    settings = ((_M_MMAP_THRESHOLD, HEAP_BLOCK_BYTES), (_M_TRIM_THRESHOLD, KEPT_FREE_BYTES),
-                (_M_TOP_PAD, HEAP_PAD_BYTES))
-    return all(mallopt(ctypes.c_int(option), ctypes.c_int(value)) == 1
-               for option, value in settings)
-
-
 def stop_process_pool(executor: Any) -> None:
     """Stop a :class:`concurrent.futures.ProcessPoolExecutor` now, work and all.
 

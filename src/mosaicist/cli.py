@@ -52,10 +52,9 @@ class _Command(click.Command):
     def invoke(self, ctx: click.Context) -> Any:
         unwinding: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         if self.name not in _SERVING:
-            from ._runtime import keep_freed_memory, unwind_on_terminate
+            from ._runtime import unwind_on_terminate
 
             unwinding = unwind_on_terminate()
-            keep_freed_memory()
         try:
             with unwinding:
                 return super().invoke(ctx)
