@@ -431,3 +431,13 @@ def test_check_range_says_one_in_the_singular():
         check_range("max_target_pixels", 0, 1, None, "pixels", whole=True)
     with pytest.raises(OptionError, match="must be at least 2 pixels, got 0$"):
         check_range("max_target_pixels", 0, 2, None, "pixels", whole=True)
+
+
+def test_adaptive_cells_with_a_minimum_of_uses_are_refused_by_the_settings():
+    # Refused only once the library was indexed and the cells split.
+    from mosaicist.errors import OptionError
+
+    with pytest.raises(OptionError) as refused:
+        MosaicOptions(adaptive=1, min_uses=1)
+    assert refused.value.message() == "adaptive does not combine with min_uses yet"
+    assert MosaicOptions(adaptive=1).min_uses == 0
