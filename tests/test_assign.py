@@ -1512,3 +1512,12 @@ def test_use_all_is_named_when_the_grid_is_too_small_for_it(tmp_path):
         "mosaicist: error: --use-all (--min-uses 1) needs 10 cells for the 10 tiles, but the "
         "grid has 9")
     assert result.stderr.count("\n") == 1
+
+
+def test_a_minimum_for_one_tile_says_the_tile():
+    # It said "needs 2 cells for the 1 tiles".
+    from mosaicist.match._assign import MinimumUsesError
+
+    with pytest.raises(MinimumUsesError) as error:
+        check_feasible(1, 1, None, 1, 1, min_uses=2)
+    assert str(error.value).startswith("min_uses 2 needs 2 cells for the tile, but the grid has 1")

@@ -469,9 +469,10 @@ def check_feasible(
             )
         if tiles * min_uses > cells:
             raise MinimumUsesError(
-                "{min_uses} {low} needs {needed} cells for the {tiles} tiles, but the grid "
+                "{min_uses} {low} needs {needed} cells for the {tiles}, but the grid "
                 "has {cells}; use fewer tiles ({limit}) or smaller cells ({cell_px})",
-                low=min_uses, needed=tiles * min_uses, tiles=tiles, cells=cells,
+                low=min_uses, needed=tiles * min_uses,
+                tiles="tile" if tiles == 1 else f"{tiles} tiles", cells=cells,
             )
     caps = [c for c in (max_uses, spacing) if c is not None]
     if not caps or cells == 0:
