@@ -310,7 +310,12 @@ def test_csv_render_warns_of_settings_it_lacks_and_takes_metric_and_crop(made):
     assert len(warnings) == 1, drawn.stderr
     assert f"{root / 'p.csv'}: a CSV placements file records no settings" in warnings[0]
     assert "--placements NAME.json" in warnings[0] and "--metric" in warnings[0]
+    assert "px tiles" not in warnings[0]  # --tile-px was given
     assert np.abs(_pixels(root / "r.png") - _pixels(root / "m.png")).max() > 1
+    # Without --tile-px, the tile size it draws at (the default preset's) is said too.
+    sized = _cli("render", root / "p.csv", "-o", root / "u.png", "--tiles", root / "tiles",
+                 "--cache-dir", root / "cache")
+    assert sized.exit_code == 0 and "no overlay, 32 px tiles)" in sized.stderr, sized.output
     # Told the metric, it draws the same picture, without the warning.
     told = _cli("render", root / "p.csv", "-o", root / "t.png", "--metric", "lab",
                 "--crop", "centre", *common)

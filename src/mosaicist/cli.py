@@ -582,8 +582,10 @@ def _check_recorded(path: Path, placements: Any, given: dict[str, Any], quiet: b
     click.echo(printable(
         f"mosaicist: warning: {path}: a CSV placements file records no settings, so it is "
         f"drawn as a make without options draws (--metric {options.metric}, --crop "
-        f"{options.crop}, no overlay); give --metric and --crop if it was made otherwise, or "
-        "render the JSON placements file (--placements NAME.json), which records them"),
+        f"{options.crop}, no overlay"
+        + ("" if "tile_px" in given else f", {options.tile_px} px tiles")
+        + "); give --metric and --crop if it was made otherwise, or render the JSON "
+        "placements file (--placements NAME.json), which records them"),
         err=True)
 
 
