@@ -256,6 +256,16 @@ def test_an_aspect_refused_says_why(text, message):
     assert MosaicOptions(aspect="1920x1080").aspect == "16:9"
 
 
+def test_leading_zeros_of_an_aspect_count_for_nothing():
+    # Thousands of leading zeros passed the digit check (zeros stripped) and then int()
+    # refused the whole string: a ValueError, not the option's error.
+    zeros = "0" * 5000
+    assert MosaicOptions(aspect=f"{zeros}3:{zeros}2").aspect == "3:2"
+    assert MosaicOptions(aspect=" 0016 : 0001 ").aspect == "16:1"
+    with pytest.raises(OptionError, match="^aspect must be two positive whole numbers"):
+        MosaicOptions(aspect=f"{zeros}:1")
+
+
 @pytest.mark.parametrize("aspect", [5, None, 1.5, (1, 2, 3), (3,), (1.5, 1), (True, 1),
                                     (0, 1), (-3, 2), ("3", "2"), {3: 2}])
 def test_aspect_pairs_are_two_positive_whole_numbers(aspect):

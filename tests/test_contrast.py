@@ -96,6 +96,19 @@ def test_gains_respect_the_limits():
     assert np.allclose(gain[1, 0], 1.0)  # the same spread
 
 
+def test_transfer_of_cells_without_any_candidate():
+    # Every candidate missing (-1): reshaping no tiles at all raised a ValueError.
+    geometry = Geometry(4, 4)
+    tiles = np.full((2, 4, 4, 3), 90, np.uint8)
+    features = compute_features(tiles, geometry)
+    cells = np.zeros((3, 4, 4, 3), np.uint8)
+    distance, gain, applied = _contrast.transfer(cells, tiles, geometry, features,
+                                                 np.full((3, 2), -1), 0.5, 0.456)
+    assert distance.shape == (3, 2) and np.isinf(distance).all()
+    assert gain.shape == (3, 2, 3) and np.all(gain == 1.0)
+    assert np.all(applied == 0.46)
+
+
 def reference_contrast_picks(target, tiles, cell, strength, tint, metric, augment):
     """Brute force over every (tile, transform) candidate after gain and tint."""
     codes = AUGMENT_SETS[augment]

@@ -55,6 +55,29 @@ def test_window_sizes_and_the_centre_square():
     assert scale_window(Window(99, 0, 50, 50), (100, 50), (200, 100), (1, 1)).left == 100
 
 
+def test_windows_span_a_side_lie_inside_and_keep_the_aspect_within_half_a_pixel():
+    aspects = [(1, 1), (3, 2), (2, 3), (16, 9), (1, 16), (16, 1), (7, 5)]
+    sizes = [1, 2, 3, 7, 31, 64, 257, 10**9]
+    for width in sizes:
+        for height in sizes:
+            for aspect in aspects:
+                window_width, window_height = window_size(width, height, aspect)
+                assert 1 <= window_width <= width and 1 <= window_height <= height
+                if width * aspect[1] >= height * aspect[0]:
+                    assert window_height == height
+                    # |w - h W / H| <= 1/2, unless held at one pixel.
+                    off = abs(2 * window_width * aspect[1] - 2 * height * aspect[0])
+                    assert off <= aspect[1] or window_width == 1
+                else:
+                    assert window_width == width
+                    off = abs(2 * window_height * aspect[0] - 2 * width * aspect[1])
+                    assert off <= aspect[0] or window_height == 1
+                window = centre_window(width, height, aspect)
+                assert window.left >= 0 and window.top >= 0
+                assert window.left + window.width <= width
+                assert window.top + window.height <= height
+
+
 @pytest.mark.usefixtures("no_faces")
 @pytest.mark.parametrize("aspect", [(1, 1), (3, 2), (2, 3)])
 def test_subject_keeps_an_off_centre_subject_that_the_centre_cuts(aspect):
@@ -89,6 +112,20 @@ def test_subject_centres_its_subject_and_falls_back_to_the_centre():
     assert choose_window(square, (1, 1), "subject") == Window(0, 0, 90, 90)
     with pytest.raises(ValueError, match="unknown crop"):
         choose_window(square, (1, 1), "middle")
+
+
+@pytest.mark.usefixtures("no_faces")
+@pytest.mark.parametrize(("width", "height", "aspect"), [
+    (97, 1500, (16, 1)), (5, 300, (16, 1)), (1500, 64, (1, 16)), (300, 17, (1, 16))])
+def test_subject_of_a_long_photo_cut_to_a_long_aspect(width, height, aspect):
+    # The window is under half a pixel of the analysis copy (6 of 1500 pixels, a 96 px
+    # copy): it rounded to none, and choose_window raised a broadcasting ValueError.
+    rng = np.random.default_rng(width + height)
+    image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    window = choose_window(image, aspect, "subject")
+    assert (window.width, window.height) == window_size(width, height, aspect)
+    assert window.left >= 0 and window.top >= 0
+    assert window.left + window.width <= width and window.top + window.height <= height
 
 
 def test_faces_decide_over_detail(monkeypatch):

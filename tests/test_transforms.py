@@ -80,3 +80,22 @@ def test_prepared_rectangles_take_the_shape_keeping_transforms(tmp_path):
         "prepared-seed-all-0136-g0-n4.u8"]
     assert prepare_tiles(tiles, "seed", "rotations", None, "k", aspect=(2, 3)).shape == (
         8, 4, 6, 3)
+
+
+def test_every_transform_has_its_inverse_and_the_eight_compose_among_themselves():
+    rng = np.random.default_rng(3)
+    square = rng.integers(0, 256, (2, 5, 5, 3), dtype=np.uint8)
+    results = {apply_transform(square, code).tobytes(): code for code in range(8)}
+    inverse = {0: 0, 1: 1, 2: 4, 3: 3, 4: 2, 5: 5, 6: 6, 7: 7}
+    for first in range(8):
+        for second in range(8):
+            composed = apply_transform(apply_transform(square, first), second)
+            assert composed.tobytes() in results
+        assert np.array_equal(apply_transform(apply_transform(square, first), inverse[first]),
+                              square)
+    # On rectangles every code is undone by its inverse; only SHAPE_KEEPING keep the shape.
+    rectangle = rng.integers(0, 256, (3, 2, 7, 3), dtype=np.uint8)
+    for code in range(8):
+        moved = apply_transform(rectangle, code)
+        assert (moved.shape == rectangle.shape) == (code in SHAPE_KEEPING)
+        assert np.array_equal(apply_transform(moved, inverse[code]), rectangle)

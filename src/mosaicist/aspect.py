@@ -46,8 +46,10 @@ def parse_aspect(text: str) -> tuple[int, int]:
     if found is None:
         raise OptionError("{aspect} must be two positive whole numbers as W:H (e.g. 3:2), "
                           "got {value!r}", value=text)
-    sides = found.groups()
-    if any(len(side.lstrip("0")) > 2 * MOST_DIGITS for side in sides):
+    # Leading zeros say nothing, and int() refuses a string of thousands of digits even
+    # when all but one are zeros.
+    sides = [side.lstrip("0") or "0" for side in found.groups()]
+    if any(len(side) > 2 * MOST_DIGITS for side in sides):
         # So long that no ratio or reduction is worth working out (nor int() allowed).
         raise OptionError("{aspect} sides must have at most {digits} digits, got {value!r}",
                           digits=MOST_DIGITS, value=text)

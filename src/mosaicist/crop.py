@@ -207,7 +207,9 @@ def _grey_copy(image: Image.Image, longest: int) -> np.ndarray:
 def _detail_start(grey: np.ndarray, along_x: bool, length: float) -> float | None:
     """Start (in ``grey``'s pixels) of the window holding the most detail, or None if flat."""
     size = grey.shape[1] if along_x else grey.shape[0]
-    window = int(round(length))
+    # At least one pixel: a photo far longer than the copy is wide along its free side
+    # (a 97 x 1500 photo at 16:1) leaves its window under half a pixel of the copy.
+    window = max(1, int(round(length)))
     if size - window < 1 or min(grey.shape) < 2:
         return None
     magnitude = (np.abs(np.diff(grey, axis=1))[:-1, :] + np.abs(np.diff(grey, axis=0))[:, :-1])

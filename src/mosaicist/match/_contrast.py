@@ -156,6 +156,10 @@ def transfer(
     gain = np.ones((count * width, 3))
     applied = wanted[rows].copy()
     listed = np.flatnonzero(present)
+    if not len(listed):
+        # No candidate at all (an empty library): nothing to reshape or gather.
+        return (distance.reshape(count, width), gain.reshape(count, width, 3),
+                applied.reshape(count, width))
     # Each tile's sums of squares once (after an assignment, a tile has hundreds of cells).
     used, slot = np.unique(columns[listed], return_inverse=True)
     used_squares = _moments(np.asarray(tiles[used]).reshape(len(used), -1, 3))[1]
