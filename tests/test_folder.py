@@ -327,3 +327,72 @@ def test_a_photo_whose_status_cannot_be_read_is_reported_not_left_out(tmp_path, 
     assert library.source_ids == ["t000.png"]
     assert dict(library.stats.failed) == {"t001.png": "Permission denied",
                                           "t002.png": "Permission denied"}
+
+
+@pytest.fixture
+def heif_unregistered(monkeypatch):
+    """Pillow as it starts: no HEIF opener (the live wall's tests may have registered one)."""
+    from mosaicist import imaging as _extras
+
+    Image.init()  # Pillow's own plugins in the registry that is put back afterwards
+    monkeypatch.setattr(Image, "ID", [name for name in Image.ID if name != "HEIF"])
+    monkeypatch.setattr(Image, "OPEN", {name: value for name, value in Image.OPEN.items()
+                                        if name != "HEIF"})
+    monkeypatch.setattr(_extras, "_heif_opener", False)
+
+
+def save_heic(path, colour):
+    pillow_heif = pytest.importorskip("pillow_heif")
+    picture = np.full((16, 24, 3), colour, np.uint8)
+    pillow_heif.from_pillow(Image.fromarray(picture)).save(str(path), quality=95)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_heic_avif_and_misnamed_photos_are_indexed(tmp_path, heif_unregistered, workers):
+    # .heic and .avif files were left out of the scan without a word, though
+    # pillow-heif (the live extra) and Pillow's own AVIF reader were there.
+    from PIL import features
+
+    kinds = {"a.heic": (200, 40, 40), "b.AVIF": (40, 200, 40), "c.PNG": (40, 40, 200),
+             "d.jpg": (200, 200, 40), "e.HEIF": (40, 200, 200)}
+    if not features.check_module("avif"):
+        del kinds["b.AVIF"]
+    # Copies enough for a pool of decoding processes (over 16 files).
+    colours = {f"{copy}{name}": colour for copy in range(4) for name, colour in kinds.items()}
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, colour in colours.items():
+        if name.endswith(("heic", "HEIF")):
+            save_heic(folder / name, colour)
+        else:
+            kind = "AVIF" if name.endswith("AVIF") else "PNG"  # d.jpg is a PNG
+            Image.new("RGB", (24, 16), colour).save(folder / name, kind)
+    Image.new("RGB", (24, 16)).save(folder / "no_extension", "PNG")  # ignored: no extension
+    library = TileLibrary.open(FolderSource(folder, workers=workers), 8,
+                               cache_dir=tmp_path / "cache")
+    assert library.source_ids == sorted(colours)
+    assert not library.stats.failed
+    for position, name in enumerate(library.source_ids):
+        mean = library.tiles[position].reshape(-1, 3).mean(axis=0)
+        assert np.abs(mean - colours[name]).max() <= 6, (name, mean)
+    source = FolderSource(folder, workers=1)
+    entry = next(entry for entry in source.scan() if entry.source_id == "0a.heic")
+    original = source.open_original(entry)
+    assert original.size == (24, 16) and original.mode == "RGB"
+
+
+def test_heic_photos_without_the_plugin_are_left_out_in_one_line(
+    tmp_path, heif_unregistered, monkeypatch, capsys
+):
+    folder = tmp_path / "photos"
+    (folder / "deep").mkdir(parents=True)
+    save_heic(folder / "a.heic", (200, 40, 40))
+    save_heic(folder / "deep" / "b.HEIC", (40, 200, 40))
+    Image.new("RGB", (12, 12), (1, 2, 3)).save(folder / "c.png")
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # not installed
+    library = TileLibrary.open(FolderSource(folder, workers=1), 8, cache_dir=tmp_path / "cache")
+    # Left out, not failed: a failure would be remembered after the plugin is installed.
+    assert library.source_ids == ["c.png"] and not library.stats.failed
+    lines = [line for line in capsys.readouterr().err.splitlines() if "pillow-heif" in line]
+    assert len(lines) == 1
+    assert "2 files left out" in lines[0] and "HEIC" in lines[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import struct
+import sys
 import threading
 import zlib
 
@@ -424,3 +425,141 @@ def test_a_png_orientation_after_its_pixels_is_seen_by_target_size(tmp_path):
     upright = tmp_path / "upright.png"
     upright.write_bytes(png_with_late_exif(gradient(40, 20), 1))
     assert target_size(upright) == (40, 20) == read_target(upright).shape[1::-1]
+
+
+#: How a viewer shows a picture stored under each EXIF orientation.
+SHOWN_AS = {
+    1: [], 2: [Image.Transpose.FLIP_LEFT_RIGHT], 3: [Image.Transpose.ROTATE_180],
+    4: [Image.Transpose.FLIP_TOP_BOTTOM], 5: [Image.Transpose.TRANSPOSE],
+    6: [Image.Transpose.ROTATE_270], 7: [Image.Transpose.TRANSVERSE],
+    8: [Image.Transpose.ROTATE_90],
+}
+
+
+def shown(picture: np.ndarray, orientation: int) -> np.ndarray:
+    image = Image.fromarray(picture)
+    for step in SHOWN_AS[orientation]:
+        image = image.transpose(step)
+    return np.asarray(image)
+
+
+def assert_read_as(path, expected, tolerance):
+    """Targets, their header sizes, tiles and re-read originals all show ``expected``."""
+    target = read_target(path)
+    close(target, expected, tolerance)
+    assert target_size(path) == (expected.shape[1], expected.shape[0])
+    reference = imaging.make_tile(Image.fromarray(expected), 8).pixels
+    close(decode_tile_bytes(path.read_bytes(), 8), reference, tolerance)
+    close(read_original(path, 8), reference, tolerance)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("kind, tolerance", [("JPEG", 12), ("PNG", 0), ("WEBP", 0), ("TIFF", 0)])
+def test_every_exif_orientation_shows_targets_and_tiles_as_a_viewer_does(
+    tmp_path, orientation, kind, tolerance
+):
+    # A TIFF's orientation was applied twice to its size from the header: newer Pillows
+    # already give the turned size, so target_size said 40x24 for a 24x40 picture.
+    picture = gradient(40, 24)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"turned.{kind.lower()}"
+    extra = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}.get(kind, {})
+    Image.fromarray(picture).save(path, kind, exif=exif, **extra)
+    assert_read_as(path, shown(picture, orientation), tolerance)
+
+
+def jpeg_segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+@pytest.mark.parametrize("where", ["after large segments", "XMP only"])
+def test_a_jpeg_orientation_anywhere_in_its_header_turns_its_tile(tmp_path, where):
+    # The fast decoder (no orientation) was used unless "Exif" was in the first 64 KB:
+    # an EXIF block after two Photoshop segments, or an XMP orientation, gave an
+    # unturned tile while the target and a re-read original were turned.
+    picture = gradient(40, 24)
+    data = io.BytesIO()
+    if where == "XMP only":
+        xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/'
+               b'1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/'
+               b'tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+        Image.fromarray(picture).save(data, "JPEG", quality=95, xmp=xmp)
+        encoded = data.getvalue()
+        assert b"Exif" not in encoded
+    else:
+        encoded = exif_jpeg(picture, 6)
+        filler = jpeg_segment(0xED, b"Photoshop 3.0\x00" + bytes(60000))
+        encoded = encoded[:2] + filler + filler + encoded[2:]
+        assert encoded.index(b"Exif\x00\x00") > 65536
+    path = tmp_path / "turned.jpg"
+    path.write_bytes(encoded)
+    assert_read_as(path, shown(picture, 6), 12)
+
+
+def test_plain_jpegs_keep_the_fast_decoder():
+    plain = io.BytesIO()
+    Image.fromarray(gradient(40, 24)).save(plain, "JPEG", icc_profile=bytes(70000),
+                                           progressive=True)
+    assert not imaging._may_be_oriented(plain.getvalue())
+    assert imaging._may_be_oriented(exif_jpeg(gradient(40, 24), 1))
+    assert imaging._may_be_oriented(plain.getvalue()[:40])  # cut short: Pillow says why
+
+
+@pytest.fixture
+def heif_unregistered(monkeypatch):
+    """Pillow as it starts: no HEIF opener (the live wall's tests may have registered one)."""
+    from mosaicist import imaging as _extras
+
+    # Every plugin of Pillow's own registered first: those the test would register
+    # lazily must stay, once the registry is put back.
+    Image.init()
+    monkeypatch.setattr(Image, "ID", [name for name in Image.ID if name != "HEIF"])
+    monkeypatch.setattr(Image, "OPEN", {name: value for name, value in Image.OPEN.items()
+                                        if name != "HEIF"})
+    monkeypatch.setattr(_extras, "_heif_opener", False)
+
+
+def heic_file(path, picture):
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.from_pillow(Image.fromarray(picture)).save(str(path), quality=95)
+    return path
+
+
+def test_heic_photos_are_read_through_pillow_heif(tmp_path, heif_unregistered):
+    # pillow-heif was installed (the live extra) but only the live wall registered it:
+    # a HEIC target or tile was "not a readable image".
+    picture = gradient(40, 24)
+    path = heic_file(tmp_path / "photo.heic", picture)
+    assert_read_as(path, picture, 12)
+    lying = tmp_path / "photo.jpg"
+    lying.write_bytes(path.read_bytes())
+    close(read_target(lying), picture, 12)
+
+
+def test_a_heic_without_its_plugin_is_refused_in_one_line_naming_it(
+    tmp_path, heif_unregistered, monkeypatch
+):
+    path = heic_file(tmp_path / "photo.heic", gradient(40, 24))
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # not installed
+    for read in (read_target, target_size):
+        with pytest.raises(MosaicistError, match=r"photo\.heic: .*HEIC.* pillow-heif") as error:
+            read(path)
+        assert "\n" not in str(error.value)
+    with pytest.raises(ImageReadError, match="needs the pillow-heif package"):
+        decode_tile_bytes(path.read_bytes(), 8)
+    assert "pillow-heif" in imaging.missing_reader("IMG_0001.HEIC")
+    assert imaging.missing_reader(".heif") is not None
+    assert imaging.missing_reader("photo.jpg") is None
+    result = CliRunner().invoke(main, ["make", str(path), "--tiles", str(tmp_path)])
+    assert result.exit_code != 0 and "pillow-heif" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_avif_pictures_are_read(tmp_path):
+    if not imaging._avif_readable():
+        pytest.skip("this Pillow reads no AVIF")
+    picture = gradient(40, 24)
+    path = tmp_path / "photo.avif"
+    Image.fromarray(picture).save(path, quality=95)
+    assert_read_as(path, picture, 12)

@@ -11,19 +11,34 @@ Mode conversions (documented in the README):
 - Images with transparency (``RGBA``, ``LA``, ``PA``, palette with a
   transparent index, and greyscale, bilevel or ``RGB`` pictures with a
   transparent colour key, a PNG ``tRNS`` chunk) are composited over a white
-  background.
+  background, partial transparency blended with it; targets and tiles alike,
+  before any resizing (a hidden colour never bleeds into a tile).
 - 16- and 32-bit integer greyscale (``I;16*``, ``I``) is scaled from the
   0..65535 range to 0..255; floating-point greyscale (``F``) is taken as 0..1
   when its maximum is at most 1, else as 0..255; values are clipped.
 - ``CMYK``, ``YCbCr``, ``LAB`` and ``HSV`` use Pillow's conversion to RGB.
-- The EXIF orientation tag is applied before anything else.
-- ICC profiles are ignored, as OpenCV (the seed's reader) does.
+- The EXIF orientation tag (or, without one, XMP's ``tiff:Orientation``, as
+  Pillow reads it) is applied before anything else, to targets, their sizes
+  read from headers (:func:`target_size`) and tiles alike; the fast JPEG
+  decoder is used only for JPEGs whose header holds neither.
+- ICC profiles (and PNG ``gAMA``/``cHRM``) are ignored on every path, targets,
+  tiles and re-read originals alike: the stored values are taken as sRGB, as
+  OpenCV (the seed's reader) does; a CMYK picture gets Pillow's plain
+  conversion, not its profile's.
+- Of a picture with several frames or pages the first is read: an animated
+  GIF's, WebP's or APNG's first frame (an APNG's default image, when it has
+  one outside its animation), a TIFF's first page.
+- HEIF (HEIC) pictures are read through pillow-heif, AVIF through Pillow
+  itself (or pillow-avif-plugin); where that plugin is missing, such a file
+  is refused in one line naming it (:func:`missing_reader`; a folder scan
+  leaves such files out with one warning).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import io
 import math
 import os
@@ -34,7 +49,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile, ImageOps, features
 
 from .aspect import SQUARE, height_for
 from .crop import Window, centre_window, choose_window, scale_window, window_size
@@ -48,7 +63,8 @@ except ImportError:  # pragma: no cover - optional speed-up
 
 #: File extensions read from a tile folder (lower case).
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif"}
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif",
+     ".heic", ".heif", ".hif", ".avif"}
 )
 
 #: Tiles and the originals they are drawn from may have at most this many pixels;
@@ -373,6 +389,161 @@ def _check_pixels(width: int, height: int, limit: int) -> None:
         raise PixelLimitError(width, height, limit)
 
 
+#: What a file of each extension read only through a plugin is called in messages.
+_PLUGIN_KINDS = {".heic": "HEIC", ".heif": "HEIF", ".hif": "HEIF", ".avif": "AVIF"}
+#: The brands of an ISO-BMFF ``ftyp`` box that make a file an AVIF picture.
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
+#: Why a file of each kind cannot be read without its plugin: the package to install.
+_PLUGIN_NEEDED = {
+    "HEIF": "reading it needs the pillow-heif package (pip install pillow-heif)",
+    "AVIF": "reading it needs a Pillow built with AVIF support (Pillow 11.3 or later) "
+            "or the pillow-avif-plugin package (pip install pillow-avif-plugin)",
+}
+
+
+#: Major brands of the HEIF files that pillow-heif reads (HEIC from phones); AVIF's own
+#: brands are left out, so an AVIF is never called a HEIC photo.
+HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm",
+                         b"hevs", b"mif1", b"msf1"})
+
+_heif_registered = threading.Lock()
+_heif_opener = False
+
+
+def heif_formats() -> tuple[str, ...]:
+    """Pillow's HEIF format where pillow-heif is installed (its opener registered), else none.
+
+    Asked at each use rather than once at import, so that what is refused
+    follows what is installed now.
+    """
+    global _heif_opener
+    try:
+        import pillow_heif
+    except ImportError:
+        return ()
+    with _heif_registered:
+        if not _heif_opener:
+            pillow_heif.register_heif_opener()
+            _heif_opener = True
+    return ("HEIF",)
+
+
+def looks_heif(data: bytes) -> bool:
+    """Whether ``data`` starts as a HEIF file (an ISO-BMFF ``ftyp`` box of a HEIF brand)."""
+    return data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS
+
+
+def _heif_readable() -> bool:
+    """Whether HEIF (HEIC) files can be read: pillow-heif's opener, registered now if needed."""
+    # One opener, registered once per process (the live wall uses it too).
+    return bool(heif_formats())
+
+
+def _avif_readable() -> bool:
+    """Whether AVIF files can be read: by Pillow itself, or by pillow-avif-plugin (imported now)."""
+    if "avif" in features.modules and features.check_module("avif"):
+        return True
+    try:
+        importlib.import_module("pillow_avif")  # importing it registers its opener
+    except ImportError:
+        return False
+    return True
+
+
+def _isobmff_kind(head: bytes) -> str | None:
+    """``"AVIF"`` or ``"HEIF"`` for the start of such a file (its ``ftyp`` box), else None."""
+    if head[4:8] != b"ftyp":
+        return None
+    size = int.from_bytes(head[:4], "big")
+    # The major brand, then (after the minor version) the compatible ones.
+    brands = [head[8:12]] + [head[offset:offset + 4]
+                             for offset in range(16, min(size, len(head)) - 3, 4)]
+    if any(brand in _AVIF_BRANDS for brand in brands):
+        return "AVIF"
+    if any(brand in HEIF_BRANDS for brand in brands):
+        return "HEIF"
+    return None
+
+
+def _file_head(source: IO[bytes] | Path, size: int = 64) -> bytes:
+    """The first ``size`` bytes of a file (a handle is left at its start)."""
+    if isinstance(source, Path):
+        with open(source, "rb") as handle:
+            return handle.read(size)
+    source.seek(0)
+    head = source.read(size)
+    source.seek(0)
+    return head
+
+
+def _add_reader(head: bytes) -> bool:
+    """Make Pillow able to read a file Pillow did not recognise, if a plugin can.
+
+    Returns
+    -------
+    bool
+        True when a plugin was just made available (open the file again);
+        False when none would help (the file is not a HEIF or AVIF picture,
+        or its reader was there already).
+
+    Raises
+    ------
+    ImageReadError
+        For a HEIF or AVIF picture whose plugin is not installed: naming it.
+    """
+    kind = _isobmff_kind(head)
+    if kind == "HEIF":
+        registered = "HEIF" in Image.ID
+        if not _heif_readable():
+            raise ImageReadError(f"a HEIF (HEIC) image: {_PLUGIN_NEEDED[kind]}")
+        return not registered
+    if kind == "AVIF":
+        readable_before = "AVIF" in Image.ID
+        if not _avif_readable():
+            raise ImageReadError(f"an AVIF image: {_PLUGIN_NEEDED[kind]}")
+        return not readable_before and "AVIF" in Image.ID
+    return False
+
+
+def missing_reader(name: str) -> str | None:
+    """Why files named ``name`` cannot be read here: the plugin their format needs, or None.
+
+    Parameters
+    ----------
+    name : str
+        A file name, or its extension (``".heic"``); only the extension is
+        looked at (HEIC, HEIF and AVIF need plugins, every other format of
+        :data:`IMAGE_EXTENSIONS` none).
+
+    Returns
+    -------
+    str or None
+        ``"<kind> files: reading them needs ..."`` (one line naming the package
+        to install) when the plugin is missing, else None.
+    """
+    dot = name.rfind(".")
+    kind = _PLUGIN_KINDS.get(name[dot:].lower() if dot >= 0 else "")
+    if kind is None:
+        return None
+    family = "AVIF" if kind == "AVIF" else "HEIF"
+    if (_avif_readable if family == "AVIF" else _heif_readable)():
+        return None
+    return _PLUGIN_NEEDED[family].replace("reading it", f"reading {kind} files", 1)
+
+
+def open_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Open an image file's header (a plugin's format registered as needed, colour key settled).
+
+    Raises
+    ------
+    ImageReadError
+        For a HEIF or AVIF picture whose plugin is missing (naming it).
+    OSError
+        When the file cannot be opened or is not a picture Pillow reads.
+    """
+    return _open_checked(Path(path), None)
+
+
 def _open_checked(source: IO[bytes] | Path, max_pixels: int | None) -> Image.Image:
     """Open an image's header and refuse it when it declares over ``max_pixels``.
 
@@ -381,7 +552,14 @@ def _open_checked(source: IO[bytes] | Path, max_pixels: int | None) -> Image.Ima
     caller only wants the size).
     """
     with _PILLOW_LIMIT.allowing(None):
-        image = Image.open(source)
+        try:
+            image = Image.open(source)
+        except Image.UnidentifiedImageError:
+            if not _add_reader(_file_head(source)):
+                raise
+            if not isinstance(source, Path):
+                source.seek(0)
+            image = Image.open(source)
     try:
         if max_pixels is not None:
             _check_pixels(*image.size, max_pixels)
@@ -455,19 +633,56 @@ def _draft_for(image: Image.Image, width_px: int, aspect: tuple[int, int],
     )
 
 
-def _has_exif(data: bytes) -> bool:
-    # EXIF lives in an APP1 segment near the start of a JPEG.
-    return b"Exif\x00\x00" in data[:65536]
+#: JPEG markers that stand alone, without a length: TEM and the restart markers.
+_JPEG_BARE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})
+#: An XMP packet's namespace, as an APP1 segment starts with it.
+_XMP_APP1 = b"http://ns.adobe.com/xap/1.0/\x00"
+
+
+def _may_be_oriented(data: bytes) -> bool:
+    """Whether a JPEG's header may turn its picture: an EXIF segment, or XMP with an orientation.
+
+    Every segment before the first scan is looked at, wherever it lies (an
+    EXIF block after large ICC or Photoshop segments is no rarer than one
+    before them). Pillow, which applies the orientation, reads both EXIF and
+    XMP's ``tiff:Orientation``; a header that cannot be walked is left to
+    Pillow too, which then says what is wrong with it.
+    """
+    position = 2  # after SOI
+    end = len(data)
+    while position + 4 <= end:
+        if data[position] != 0xFF:
+            return True  # not a marker where one must be
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+            continue
+        if marker in _JPEG_BARE_MARKERS:
+            position += 2
+            continue
+        if marker in (0xDA, 0xD9):  # start of scan, end of image: no more metadata
+            return False
+        length = int.from_bytes(data[position + 2:position + 4], "big")
+        if length < 2:
+            return True
+        if marker == 0xE1:
+            payload = data[position + 4:position + 2 + length]
+            if payload.startswith(b"Exif\x00") or (
+                payload.startswith(_XMP_APP1) and b"Orientation" in payload
+            ):
+                return True
+        position += 2 + length
+    return True  # the header ends before the pixels: a damaged file
 
 
 def _decode_jpeg_fast(data: bytes, width_px: int, aspect: tuple[int, int], crop: str,
                       max_pixels: int) -> TileImage | None:
     """Decode a plain JPEG with libjpeg-turbo (simplejpeg), or None to fall back.
 
-    Returns None for JPEGs with EXIF (orientation needs Pillow), CMYK or
-    anything simplejpeg declines; those take the Pillow path.
+    Returns None for JPEGs with EXIF or an XMP orientation (orientation needs
+    Pillow), CMYK or anything simplejpeg declines; those take the Pillow path.
     """
-    if simplejpeg is None or data[:2] != b"\xff\xd8" or _has_exif(data):
+    if simplejpeg is None or data[:2] != b"\xff\xd8" or _may_be_oriented(data):
         return None
     try:
         height, width, _, _ = simplejpeg.decode_jpeg_header(data)
@@ -718,6 +933,8 @@ def read_target(
             return _rgb_array(to_rgb(image))
     except PixelLimitError as error:
         raise _over_target_limit(path, error) from None
+    except ImageReadError as error:  # a HEIF or AVIF picture without its plugin
+        raise MosaicistError(f"{path}: cannot read target image: {error}") from None
     except PermissionError:
         raise MosaicistError(f"{path}: permission denied") from None
     except _DECODE_ERRORS as error:
@@ -786,6 +1003,25 @@ def _png_orientation(path: Path, info: dict[str | tuple[int, int], Any]) -> int:
     return orientation if isinstance(orientation, int) else 1
 
 
+#: TIFF tags of the stored picture's width and height.
+_TIFF_WIDTH, _TIFF_HEIGHT = 256, 257
+
+
+def _stored_size(image: Image.Image) -> tuple[int, int]:
+    """An opened image's size as its file stores it, before any EXIF orientation.
+
+    Newer Pillows give a TIFF the size it has once its orientation is
+    applied (they apply it as they load it), older ones the stored size;
+    the tags say which it is stored as under every version.
+    """
+    if image.format == "TIFF":
+        tags = getattr(image, "tag_v2", {})
+        width, height = tags.get(_TIFF_WIDTH), tags.get(_TIFF_HEIGHT)
+        if isinstance(width, int) and isinstance(height, int):
+            return width, height
+    return image.size
+
+
 def target_size(
     path: str | os.PathLike[str], max_pixels: int | None = None,
 ) -> tuple[int, int]:
@@ -810,7 +1046,7 @@ def target_size(
     path = _existing_target(path)
     try:
         with _open_checked(path, max_pixels) as image:
-            width, height = image.size
+            width, height = _stored_size(image)
             if image.format == "PNG":
                 # Pillow's PNG getexif() decodes every pixel to reach chunks after them.
                 orientation = _png_orientation(path, image.info)
@@ -821,6 +1057,8 @@ def target_size(
             return width, height
     except PixelLimitError as error:
         raise _over_target_limit(path, error) from None
+    except ImageReadError as error:  # a HEIF or AVIF picture without its plugin
+        raise MosaicistError(f"{path}: cannot read target image: {error}") from None
     except PermissionError:
         raise MosaicistError(f"{path}: permission denied") from None
     except _DECODE_ERRORS as error:

@@ -22,7 +22,14 @@ from .._runtime import end_with_parent, stop_process_pool, worker_count
 from ..aspect import SQUARE, height_for
 from ..crop import Window
 from ..errors import SourceError, printable
-from ..imaging import IMAGE_EXTENSIONS, ImageReadError, read_tile_file, settle_colour_key, to_rgb
+from ..imaging import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    missing_reader,
+    open_image,
+    read_tile_file,
+    to_rgb,
+)
 from .base import (
     DecodedTile,
     SourceEntry,
@@ -246,7 +253,9 @@ class FolderSource(TileSource):
 
     Files whose extension is not an image extension (see
     :data:`mosaicist.imaging.IMAGE_EXTENSIONS`) and hidden files and folders
-    (names starting with ``.``) are ignored. Symbolic links to files are
+    (names starting with ``.``) are ignored; so are HEIC, HEIF and AVIF files
+    where the plugin that reads them is missing, with one warning per scan
+    naming it (:func:`mosaicist.imaging.missing_reader`). Symbolic links to files are
     followed; links to folders are not (they could loop). Each tile's
     ``source_id`` is its relative path as text (:func:`~mosaicist.sources.base.name_to_text`:
     bytes of names that are not UTF-8 are written ``\\xHH``).
@@ -280,6 +289,10 @@ class FolderSource(TileSource):
     def scan(self) -> list[SourceEntry]:
         """List image files recursively, sorted by relative POSIX path."""
         entries: list[SourceEntry] = []
+        # Extensions whose format needs a plugin: why it cannot be read (None: it can), and
+        # how many such files were left out. Asked once per extension and scan.
+        unreadable: dict[str, str | None] = {}
+        left_out: dict[str, int] = {}
         pending = [("", str(self.root))]
         while pending:
             prefix, directory = pending.pop()
@@ -295,12 +308,21 @@ class FolderSource(TileSource):
                     if name.startswith("."):
                         continue
                     dot = name.rfind(".")
-                    image_name = dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS
+                    extension = name[dot:].lower() if dot > 0 else ""
+                    image_name = extension in IMAGE_EXTENSIONS
+                    if image_name and extension not in unreadable:
+                        unreadable[extension] = missing_reader(extension)
                     try:
                         if item.is_dir(follow_symlinks=False):
                             pending.append((prefix + name_to_text(name) + "/", item.path))
                             continue
                         if not image_name:
+                            continue
+                        why = unreadable[extension]
+                        if why is not None:
+                            # Left out, not failed: a failure is remembered until the
+                            # file changes, and the file is fine once the plugin is there.
+                            left_out[why] = left_out.get(why, 0) + 1
                             continue
                         status = item.stat()
                     except OSError as error:
@@ -321,6 +343,9 @@ class FolderSource(TileSource):
                         SourceEntry(prefix + name_to_text(name), status.st_size,
                                     change_stamp(status), item.path)
                     )
+        for why, count in left_out.items():
+            print(printable(f"mosaicist: warning: {name_to_text(str(self.root))}: {count} "
+                            f"file{'s' if count > 1 else ''} left out: {why}"), file=sys.stderr)
         entries.sort(key=lambda entry: entry.source_id)
         return entries
 
@@ -357,8 +382,7 @@ class FolderSource(TileSource):
 
     def open_original(self, entry: SourceEntry) -> Image.Image:
         """Open the original file (EXIF orientation applied, converted to RGB)."""
-        image = Image.open(self.path_of(entry.source_id))
-        settle_colour_key(image)
+        image = open_image(self.path_of(entry.source_id))
         return to_rgb(ImageOps.exif_transpose(image))
 
     def local_path(self, entry: SourceEntry) -> str | None:
