@@ -11,34 +11,42 @@ with :mod:`~mosaicist.options` (every setting, declared once),
 top. See ``docs/architecture.md``.
 
 The names below are imported on first use, so that a command that needs one
-stage (``mosaicist index``) does not pay for importing all of them.
+stage (``mosaicist index``) does not pay for importing all of them. A plugin
+(``docs/architecture.md``) needs only these: :class:`Matcher`, the
+:class:`MatchRequest` it is given and the :class:`MatchResult` it returns,
+:func:`register_matcher`; :class:`OutputFormat`, the :class:`Picture` it
+writes, :func:`register_format`.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .errors import MosaicistError, OptionError
     from .grid import Geometry, Grid, make_grid
     from .library import TileLibrary
-    from .match import Matcher, register_matcher
+    from .match import Matcher, MatchRequest, MatchResult, register_matcher
     from .options import MosaicOptions
     from .pipeline import Mosaic, make_mosaic
     from .placements import Placements
-    from .render import OutputFormat, register_format
+    from .render import OutputFormat, Picture, register_format
 
 #: Public name -> the module that defines it.
 _PUBLIC = {
     "Geometry": "grid",
     "Grid": "grid",
+    "MatchRequest": "match",
+    "MatchResult": "match",
     "Matcher": "match",
     "Mosaic": "pipeline",
     "MosaicOptions": "options",
     "MosaicistError": "errors",
     "OptionError": "errors",
     "OutputFormat": "render",
+    "Picture": "render",
     "Placements": "placements",
     "TileLibrary": "library",
     "make_grid": "grid",
@@ -50,12 +58,15 @@ _PUBLIC = {
 __all__ = [
     "Geometry",
     "Grid",
+    "MatchRequest",
+    "MatchResult",
     "Matcher",
     "Mosaic",
     "MosaicOptions",
     "MosaicistError",
     "OptionError",
     "OutputFormat",
+    "Picture",
     "Placements",
     "TileLibrary",
     "make_grid",
@@ -69,6 +80,8 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> Any:
     if name in _PUBLIC:
+        import importlib
+
         value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
         globals()[name] = value
         return value
@@ -76,4 +89,6 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_PUBLIC])
+    # The public names and the module's own dunders; not the helpers of this file
+    # (TYPE_CHECKING, annotations), which are no API.
+    return sorted([*__all__, *(name for name in globals() if name.startswith("__"))])

@@ -7,20 +7,27 @@ setting it cannot honour) and matches a :class:`MatchRequest`. The table,
 assignment; see :mod:`mosaicist.match`) and any added with
 :func:`register_matcher`; :func:`matcher_for` picks the one that a mosaic's
 settings ask for.
+
+A matcher defined outside the package is checked as it runs: an exception
+from its methods, or a result of the wrong shape, type or range, is a
+:class:`~mosaicist._registry.PluginError` naming it (one line on the command
+line), never a traceback or a wrong mosaic.
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
+import inspect
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._registry import Registry
+from .._registry import PluginError, Registry, check_name, describe, guarded
 from ..colour import encode
-from ..errors import OptionError
+from ..errors import MosaicistError, OptionError
 from ..grid import Geometry, Grid
 from ..transforms import AUGMENT_SETS, augment_transforms
 from ._features import TileFeatures, cached_features
@@ -196,6 +203,18 @@ class Matcher(abc.ABC):
     devices: tuple[str, ...] = ("cpu",)
     repetition_limits: bool = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__module__.partition(".")[0] == "mosaicist":
+            return  # the package's own: tested against brute force, their bugs shown whole
+        # A plugin's methods are guarded where they are defined, so that every caller
+        # (make, batch, the studio, adaptive cells) gets the same one-line failures.
+        checks = {"match": _checked_result, "unsupported": _checked_problem, "check_runs": None}
+        for method, check in checks.items():
+            function = cls.__dict__.get(method)
+            if inspect.isfunction(function) and not getattr(function, "__guarded__", False):
+                setattr(cls, method, guarded("matcher", function, check, method))
+
     def unsupported(self, options: MosaicOptions) -> OptionError | None:
         """Return why this matcher cannot honour ``options``, or None when it can.
 
@@ -236,14 +255,173 @@ MATCHERS: Registry[Matcher] = Registry("matcher")
 def register_matcher(matcher: Matcher, *, replace: bool = False) -> Matcher:
     """Add ``matcher`` to :data:`MATCHERS` under its name; return it.
 
+    Its ``name``, ``search`` and ``devices`` must each be one lower-case
+    word (they are typed on command lines and written in reports), and it
+    must be reachable: a matcher that answers the same search, on the same
+    devices, with the same ``repetition_limits`` as one registered before it
+    would never be chosen, and is refused.
+
     Parameters
     ----------
     matcher : Matcher
-        The matcher.
+        The matcher (an instance, not the class).
     replace : bool
-        Allow replacing a matcher of the same name.
+        Allow replacing a matcher of the same name (it takes that one's place
+        in the order).
+
+    Returns
+    -------
+    Matcher
+        ``matcher``.
+
+    Raises
+    ------
+    TypeError
+        When ``matcher`` is no :class:`Matcher` instance, or one of its
+        attributes has the wrong type.
+    ValueError
+        When a name is not one lower-case word, the name is taken (and
+        ``replace`` is false), or the matcher could never be chosen.
     """
+    if not isinstance(matcher, Matcher):
+        if isinstance(matcher, type) and issubclass(matcher, Matcher):
+            raise TypeError(f"register_matcher takes a matcher, not its class: "
+                            f"use {matcher.__qualname__}()")
+        raise TypeError(f"register_matcher takes a Matcher, got {type(matcher).__name__}")
+    cls = type(matcher)
+    where = f"matcher {cls.__module__}.{cls.__qualname__}"
+    check_name(getattr(matcher, "name", None), f"the name of {where}")
+    check_name(matcher.search, f"the search of {where}")
+    devices = matcher.devices
+    if isinstance(devices, str) or not isinstance(devices, tuple | list) or not devices:
+        raise TypeError(f"the devices of {where} must be a tuple of names such as ('cpu',), "
+                        f"got {devices!r}")
+    for device in devices:
+        check_name(device, f"each device of {where}")
+    if not isinstance(matcher.repetition_limits, bool):
+        raise TypeError(f"repetition_limits of {where} must be True or False, "
+                        f"got {matcher.repetition_limits!r}")
+    what = describe("matcher", matcher)
+    # matcher_for takes the first fit: one fitting nowhere that an earlier one does not
+    # would be registered in vain, and the mosaics asked of it made by another.
+    earlier: dict[str, str] = {}  # device -> the first matcher that would take it
+    for other in MATCHERS.values():
+        if other.name == matcher.name:
+            break  # replaced in place: only those before it come first
+        if other.search == matcher.search and other.repetition_limits == matcher.repetition_limits:
+            for device in other.devices:
+                earlier.setdefault(device, other.name)
+    if all(device in earlier for device in devices):
+        limits = "with" if matcher.repetition_limits else "without"
+        first = ", ".join(dict.fromkeys(earlier[device] for device in devices))
+        raise ValueError(
+            f"{what} would never be chosen: {first} "
+            f"answer search {matcher.search!r} on {', '.join(devices)} {limits} repetition "
+            "limits before it; give it a search of its own, or its name to replace one")
     return MATCHERS.register(matcher.name, matcher, replace=replace)
+
+
+def _plugin_error(matcher: Matcher, problem: str) -> PluginError:
+    return PluginError(f"{describe('matcher', matcher)} is broken: {problem}")
+
+
+def _checked_problem(matcher: Matcher, problem: object, args: tuple[Any, ...]) -> Any:
+    """A plugin's ``unsupported()`` answer, when it is one (None or an error to raise)."""
+    if problem is None or isinstance(problem, MosaicistError):
+        return problem
+    raise _plugin_error(matcher, f"unsupported() returned {type(problem).__name__} "
+                                 f"{problem!r}, not an OptionError or None")
+
+
+def _array(matcher: Matcher, value: object, field: str, shape: tuple[int, ...],
+           kinds: str) -> np.ndarray:
+    """``value`` as an array of ``shape`` whose dtype kind is in ``kinds``, or a PluginError."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as error:  # ragged lists and the like
+        raise _plugin_error(matcher, f"its result's {field} is no array ({error})") from None
+    if array.shape != shape:
+        raise _plugin_error(matcher, f"its result's {field} has shape {array.shape}, "
+                                     f"not {shape}")
+    if array.dtype.kind not in kinds:
+        wanted = "integers" if kinds == "iu" else "numbers"
+        raise _plugin_error(matcher, f"its result's {field} holds {array.dtype}, not {wanted}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise _plugin_error(matcher, f"its result's {field} holds NaN or infinity")
+    return array
+
+
+def _checked_indices(matcher: Matcher, value: object, field: str, shape: tuple[int, ...],
+                     count: int, request: MatchRequest, missing: bool = False) -> np.ndarray:
+    """Candidate positions of ``shape`` in ``[0, count)`` (or -1 when ``missing``), as int64."""
+    array = _array(matcher, value, field, shape, "iu")
+    if array.size:
+        low, high = array.min(), array.max()
+        if (low < (-1 if missing else 0)) or high >= count:
+            bad = low if low < 0 else high
+            raise _plugin_error(
+                matcher, f"its result's {field} holds {bad}, out of range: candidates are "
+                f"0 to {count - 1} ({len(request.library)} tiles x {request.variants} "
+                "transforms)")
+    return array.astype(np.int64, copy=False)
+
+
+def _distances(array: np.ndarray) -> np.ndarray:
+    return array.astype(np.float64 if array.dtype.kind == "f" else np.int64, copy=False)
+
+
+def _checked_result(matcher: Matcher, result: object, args: tuple[Any, ...]) -> MatchResult:
+    """A plugin's :class:`MatchResult` checked against its request, arrays in their dtypes.
+
+    A pick out of range would draw another tile, or wrap around to the last
+    ones; a NaN distance would reach the report: both are refused here.
+    """
+    request = args[0]
+    if not isinstance(result, MatchResult):
+        raise _plugin_error(matcher, f"match() returned {type(result).__name__}, not a "
+                                     "MatchResult")
+    cells = len(request.grid)
+    count = len(request.library) * request.variants
+    tile = _checked_indices(matcher, result.tile, "tile", (cells,), count, request)
+    distance = _distances(_array(matcher, result.distance, "distance", (cells,), "iuf"))
+    fields: dict[str, Any] = {"tile": tile, "distance": distance}
+    for counter in ("evaluated", "bounded"):
+        value = getattr(result, counter)
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+            raise _plugin_error(matcher, f"its result's {counter} is {value!r}, not a count")
+    if result.candidates is not None:
+        candidates = np.asarray(result.candidates)
+        shape = (cells, candidates.shape[1] if candidates.ndim == 2 else 0)
+        fields["candidates"] = _checked_indices(matcher, candidates, "candidates", shape,
+                                                count, request, missing=True)
+        if result.candidate_distances is None:
+            raise _plugin_error(matcher, "its result has candidates but no "
+                                         "candidate_distances")
+        # Missing entries hold the dtype's largest value or infinity.
+        found = np.asarray(result.candidate_distances)
+        if found.shape != shape or found.dtype.kind not in "iuf" or np.isnan(found).any():
+            raise _plugin_error(matcher, f"its result's candidate_distances has shape "
+                                         f"{found.shape} of {found.dtype}, not {shape} of "
+                                         "numbers")
+        fields["candidate_distances"] = _distances(found)
+    if result.gain is not None:
+        gain = _array(matcher, result.gain, "gain", (cells, 3), "iuf")
+        if (gain <= 0).any():
+            raise _plugin_error(matcher, "its result's gain holds values that are not positive")
+        fields["gain"] = gain.astype(np.float64, copy=False)
+    if result.tint is not None:
+        tint = _array(matcher, result.tint, "tint", (cells,), "iuf")
+        if ((tint < 0) | (tint > 1)).any():
+            raise _plugin_error(matcher, "its result's tint holds values outside 0 to 1")
+        fields["tint"] = tint.astype(np.float64, copy=False)
+    if result.assignment is not None:
+        from ._assign import Assignment
+
+        if not isinstance(result.assignment, Assignment):
+            raise _plugin_error(matcher, f"its result's assignment is "
+                                         f"{type(result.assignment).__name__}, not an "
+                                         "Assignment")
+    return dataclasses.replace(result, **fields)
 
 
 #: Settings a preset may ask for that some matchers cannot honour.
