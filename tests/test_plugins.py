@@ -194,7 +194,7 @@ def test_registration_refuses_what_would_misbehave_later(plugins):
         mosaicist.register_matcher(_matcher_class("shadow", search="exact")())
     with pytest.raises(ValueError, match="would never be chosen: last-tile"):
         mosaicist.register_matcher(_matcher_class("later", search="last")())
-    with pytest.raises(ValueError, match="a name in the output format table must be one word"):
+    with pytest.raises(ValueError, match="output format .* must be one word"):
         mosaicist.register_format(type("Spaced", (PortablePixmap,), {"suffixes": (".p m",)})())
     assert list(MATCHERS) == ["exact", "approximate", "gpu", "assignment", "last-tile"]
     assert ".p m" not in OUTPUT_FORMATS
@@ -378,3 +378,62 @@ def test_importing_the_package_and_its_plugin_names_loads_nothing_heavy():
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout.strip()
     assert loaded == "[]"
+
+
+def _run_make(setup, tmp_path, output):
+    target, tiles = setup
+    return CliRunner().invoke(mosaicist.cli.main, [
+        "make", str(target), "--tiles", str(tiles), "--cell", "8", "--tile-px", "8",
+        "-o", str(output), "--cache-dir", str(tmp_path / "cache")])
+
+
+@pytest.mark.parametrize(("method", "body", "shown"), [
+    ("write", "raise TypeError('bad bands')", "failed in write(): TypeError: bad bands"),
+    ("check", "raise ZeroDivisionError()", "failed in check(): ZeroDivisionError"),
+    ("reads", "return ['dpi']", "is broken: reads() returned ['dpi'], not a set"),
+    ("least_room", "return (1.5, 1)", "is broken: least_room() returned (1.5, 1)"),
+    ("companions", "return ('x.txt',)", "is broken: companions() returned ('x.txt',)"),
+])
+def test_a_failing_output_format_is_one_line_naming_it(setup, tmp_path, method, body, shown):
+    # An output format's failures reached the user as tracebacks.
+    namespace: dict = {}
+    arguments = {"write": "self, path, picture, options, show_progress=False",
+                 "check": "self, path, width, height, options",
+                 "reads": "self, options", "least_room": "self, width, height, options",
+                 "companions": "self, path"}[method]
+    exec(f"def {method}({arguments}):\n    {body}\n", namespace)
+    broken = type("Broken", (PortablePixmap,), {"__module__": "someone_elses",
+                                                "suffixes": (".bpm",), "name": "BPM",
+                                                method: namespace[method]})()
+    mosaicist.register_format(broken)
+    try:
+        result = _run_make(setup, tmp_path, tmp_path / "out.bpm")
+    finally:
+        OUTPUT_FORMATS.unregister(".bpm")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "output format 'BPM' (someone_elses.Broken)" in lines[0], lines
+    assert shown in lines[0], lines[0]
+    assert not (tmp_path / "out.bpm").exists()
+
+
+def test_an_output_format_that_writes_nothing_is_refused(setup, tmp_path):
+    silent = type("Silent", (PortablePixmap,), {
+        "__module__": "someone_elses", "suffixes": (".spm",), "name": "SPM",
+        "write": lambda self, path, picture, options, show_progress=False: None})()
+    mosaicist.register_format(silent)
+    try:
+        result = _run_make(setup, tmp_path, tmp_path / "out.spm")
+    finally:
+        OUTPUT_FORMATS.unregister(".spm")
+    assert result.exit_code == 1, result.output
+    assert "out.spm: the SPM writer made no file" in result.stderr
+
+
+@pytest.mark.parametrize("suffixes", [(), ".ppm", (".tar.gz",), (".",), (".P",)])
+def test_register_format_refuses_suffixes_that_can_never_be_chosen(suffixes):
+    odd = type("Odd", (PortablePixmap,), {"suffixes": suffixes})()
+    with pytest.raises(ValueError):
+        mosaicist.register_format(odd)
+    with pytest.raises(TypeError, match="not its class"):
+        mosaicist.register_format(PortablePixmap)

@@ -15,16 +15,17 @@ registry, :data:`OUTPUT_FORMATS`, keyed by suffix; :func:`register_format` adds 
 from __future__ import annotations
 
 import abc
+import inspect
 import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._registry import Registry
+from .._registry import PluginError, Registry, check_name, describe, guarded
 from ..errors import MosaicistError
 from ..paths import check_writable
 
@@ -71,6 +72,17 @@ class OutputFormat(abc.ABC):
 
     name: str
     suffixes: tuple[str, ...]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__module__.partition(".")[0] == "mosaicist":
+            return  # the package's own: their bugs are shown whole
+        # A plugin's methods fail in one line naming it (see mosaicist._registry.guarded),
+        # and what they return is checked where a wrong value would go unnoticed.
+        for method, check in _PLUGIN_CHECKS.items():
+            function = cls.__dict__.get(method)
+            if inspect.isfunction(function) and not getattr(function, "__guarded__", False):
+                setattr(cls, method, guarded("output format", function, check, method))
 
     def check(self, path: Path, width: int, height: int, options: MosaicOptions) -> None:
         """Raise :class:`MosaicistError` when ``path`` cannot take a ``width x height`` picture.
@@ -120,6 +132,45 @@ class OutputFormat(abc.ABC):
         return f"<output format {self.name} {' '.join(self.suffixes)}>"
 
 
+def _broken(output: OutputFormat, problem: str) -> PluginError:
+    return PluginError(f"{describe('output format', output)} is broken: {problem}")
+
+
+def _checked_reads(output: OutputFormat, returned: object, args: tuple[Any, ...]) -> Any:
+    if returned is None:
+        return None
+    if not isinstance(returned, set | frozenset) or not all(
+            isinstance(name, str) for name in returned):
+        raise _broken(output, f"reads() returned {returned!r}, not a set of setting names "
+                              "or None")
+    return frozenset(returned)
+
+
+def _checked_room(output: OutputFormat, returned: object, args: tuple[Any, ...]) -> Any:
+    if not (isinstance(returned, tuple) and len(returned) == 2 and all(
+            isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 0
+            for value in returned)):
+        raise _broken(output, f"least_room() returned {returned!r}, not (bytes, files) as "
+                              "two whole numbers")
+    return int(returned[0]), int(returned[1])
+
+
+def _checked_companions(output: OutputFormat, returned: object, args: tuple[Any, ...]) -> Any:
+    if not isinstance(returned, tuple | list) or not all(
+            isinstance(item, tuple | list) and len(item) == 2
+            and isinstance(item[0], str | os.PathLike) and isinstance(item[1], str)
+            for item in returned):
+        raise _broken(output, f"companions() returned {returned!r}, not pairs of a path and "
+                              "what it is")
+    return tuple((Path(path), what) for path, what in returned)
+
+
+#: What a plugin's methods must return, checked after each call (None: not checked).
+_PLUGIN_CHECKS: dict[str, Any] = {
+    "check": None, "write": None, "reads": _checked_reads, "least_room": _checked_room,
+    "companions": _checked_companions,
+}
+
 #: The fewest bytes a pixel of any picture takes in these formats: deflate stores at most
 #: 1,032 bytes of a run of one value in a byte (a picture of one colour, RGB).
 LEAST_BYTES_PER_PIXEL = 3 / 1032
@@ -143,9 +194,22 @@ def register_format(output: OutputFormat, *, replace: bool = False) -> OutputFor
     OutputFormat
         ``output``, so that this can decorate an instance's creation.
     """
+    if isinstance(output, type):
+        raise TypeError(f"register_format takes a format, not its class: use "
+                        f"{output.__qualname__}()")
+    if not isinstance(output, OutputFormat):
+        raise TypeError(f"register_format takes an OutputFormat, got {type(output).__name__}")
+    suffixes = getattr(output, "suffixes", None)
+    if isinstance(suffixes, str) or not isinstance(suffixes, tuple | list) or not suffixes:
+        raise ValueError(f"{describe('output format', output)} needs suffixes, a tuple such "
+                         f"as ('.pgm',), got {suffixes!r}")
     for suffix in output.suffixes:
-        if suffix != suffix.lower() or not suffix.startswith("."):
-            raise ValueError(f"suffixes are lower case and start with a dot, got {suffix!r}")
+        # A path's suffix is what follows its last dot: '.tar.gz' would never be chosen.
+        if (not isinstance(suffix, str) or suffix != suffix.lower()
+                or not suffix.startswith(".") or suffix.count(".") != 1 or len(suffix) < 2):
+            raise ValueError(f"suffixes are lower case, start with their only dot and name "
+                             f"something, got {suffix!r}")
+        check_name(suffix, f"a suffix of {describe('output format', output)}")
     for suffix in output.suffixes:
         OUTPUT_FORMATS.register(suffix, output, replace=replace)
     return output
@@ -270,3 +334,6 @@ def write_output(
     output = output_format(path)
     output.check(Path(path), picture.width, picture.height, options)
     output.write(Path(path), picture, options, show_progress)
+    if not os.path.lexists(path):
+        # Else the command would name an output that is not there (a plugin's writer).
+        raise MosaicistError(f"{path}: the {output.name} writer made no file")
