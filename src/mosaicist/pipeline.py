@@ -145,10 +145,19 @@ class Mosaic:
         yield self.placements
 
     def write(self, path: str | os.PathLike[str], *, show_progress: bool = False) -> None:
-        """Stream the picture to ``path`` in the format its suffix names (see
-        :meth:`MosaicRenderer.write <mosaicist.render.MosaicRenderer.write>`),
-        with the output settings of :attr:`options`; its time is added to
-        ``timings["render"]``."""
+        """Stream the picture to ``path`` in the format its suffix names.
+
+        See :meth:`MosaicRenderer.write <mosaicist.render.MosaicRenderer.write>`;
+        the output settings are those of :attr:`options`, and the time taken
+        is added to ``timings["render"]``.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The output file; its suffix names the format.
+        show_progress : bool
+            Draw a progress bar.
+        """
         started = time.perf_counter()
         measurement = self._measurement
         if measurement is None or measurement.renderer is not self.renderer:
@@ -203,7 +212,16 @@ class Mosaic:
         }
 
     def write_report(self, path: str | os.PathLike[str], **extra: object) -> None:
-        """Write :meth:`report` (plus ``extra`` keys) as JSON, atomically."""
+        """Write :meth:`report` (plus ``extra`` keys) as JSON, atomically.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The JSON file to write.
+        **extra : object
+            Top-level keys added to the report (a caller's wall-clock time,
+            say); one named like a key of the report replaces it.
+        """
         report = self.report() | extra
         with atomic_path(path) as temporary:
             Path(temporary).write_text(json.dumps(report, indent=2) + "\n")

@@ -304,6 +304,9 @@ def batch_mosaics(
         Suppress warnings while indexing.
     on_error : callable, optional
         ``on_error(name, message)`` for each target that fails, as it fails.
+    **settings
+        Settings by name, as ``make_mosaic`` takes them; they replace those
+        of ``options``.
 
     Returns
     -------
@@ -838,7 +841,20 @@ def _picks_arrays(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def finished(output: Path) -> bool:
-    """Whether ``output`` was written whole (a Deep Zoom output: with its viewer page)."""
+    """Whether ``output`` was written whole (a Deep Zoom output: with its viewer page).
+
+    Outputs are written atomically, so one that is there is whole; a Deep
+    Zoom output is whole only with the files written after it.
+
+    Parameters
+    ----------
+    output : pathlib.Path
+        The output file a target makes.
+
+    Returns
+    -------
+    bool
+    """
     if output.suffix.lower() == ".dzi":
         return (output.is_file() and output.with_suffix(".html").is_file()
                 and output.with_name(output.stem + ".viewer.json").is_file())

@@ -69,7 +69,20 @@ def strength_hundredths(strength: float) -> int:
 
 
 def discounted(distance: np.ndarray, hundredths: int) -> np.ndarray:
-    """``distance / (1 + s)``: integers rounded down exactly (no overflow), floats as they are."""
+    """``distance / (1 + s)``: integers rounded down exactly (no overflow), floats as they are.
+
+    Parameters
+    ----------
+    distance : numpy.ndarray
+        Objective values, integer or float.
+    hundredths : int
+        The stability ``s`` in whole hundredths (:data:`STRENGTH_RANGE` times 100).
+
+    Returns
+    -------
+    numpy.ndarray
+        The discounted values, of an integer type for integers (floor).
+    """
     distance = np.asarray(distance)
     if np.issubdtype(distance.dtype, np.integer):
         quotient, remainder = np.divmod(distance, 100 + hundredths)
@@ -101,7 +114,13 @@ class Picks:
         self.generation, self.tiles = int(generation), int(tiles)
 
     def save(self, path: str) -> None:
-        """Write to ``path`` (``.npz``), atomically."""
+        """Write to ``path`` (``.npz``), atomically.
+
+        Parameters
+        ----------
+        path : str
+            The file to write.
+        """
         from ..paths import atomic_path
 
         with atomic_path(path) as temporary, open(temporary, "wb") as handle:
@@ -110,7 +129,20 @@ class Picks:
 
     @classmethod
     def load(cls, path: str) -> Picks | None:
-        """Read picks saved by :meth:`save`; None when missing or damaged."""
+        """Read picks saved by :meth:`save`; None when missing or damaged.
+
+        A damaged file is read as no previous frame: the next frame is then
+        matched afresh rather than failing the batch.
+
+        Parameters
+        ----------
+        path : str
+            The file :meth:`save` wrote.
+
+        Returns
+        -------
+        Picks or None
+        """
         try:
             with np.load(path, allow_pickle=False) as data:
                 rows, cols, generation, tiles = (int(value) for value in data["shape"])

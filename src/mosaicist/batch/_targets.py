@@ -39,7 +39,19 @@ LIST_SUFFIXES = frozenset({".txt", ".list", ".lst"})
 
 
 def frame_stem(video_stem: str, index: int) -> str:
-    """The output stem of frame ``index`` (from 0) of a video: ``clip-000012``."""
+    """The output stem of frame ``index`` (from 0) of a video: ``clip-000012``.
+
+    Parameters
+    ----------
+    video_stem : str
+        The video's own output stem.
+    index : int
+        The frame's position in the video, from 0.
+
+    Returns
+    -------
+    str
+    """
     return f"{video_stem}-{index:06d}"
 
 
@@ -69,7 +81,17 @@ class BatchTarget:
     folder: Path | None = field(default=None, compare=False)
 
     def output_stem(self, frame: int | None = None) -> str:
-        """The output stem of this image, or of frame ``frame`` of this video."""
+        """The output stem of this image, or of frame ``frame`` of this video.
+
+        Parameters
+        ----------
+        frame : int, optional
+            The frame's position, from 0; None for an image.
+
+        Returns
+        -------
+        str
+        """
         return self.stem if frame is None else frame_stem(self.stem, frame)
 
 

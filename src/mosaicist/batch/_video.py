@@ -81,6 +81,16 @@ class VideoInfo:
 def video_info(path: str | Path) -> VideoInfo:
     """Read a video's frame size, rate and frame count from its header.
 
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The video file.
+
+    Returns
+    -------
+    VideoInfo
+        The rate and frame count are None where the header does not say.
+
     Raises
     ------
     MosaicistError
@@ -146,6 +156,16 @@ def _reading(path: str | Path) -> Iterator[None]:
 
 def video_codec(path: str | Path) -> str:
     """The codec a video written to ``path`` gets: the first of :data:`CODECS` FFmpeg has.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The video to write; its suffix names the container.
+
+    Returns
+    -------
+    str
+        FFmpeg's name of the codec.
 
     Raises
     ------
@@ -305,7 +325,13 @@ class VideoWritten:
     _previous: np.ndarray | None = field(default=None, repr=False)
 
     def add(self, picture: np.ndarray) -> None:
-        """Count a frame and its change from the one before."""
+        """Count a frame and its change from the one before.
+
+        Parameters
+        ----------
+        picture : numpy.ndarray
+            The frame as written, ``(height, width, 3)`` uint8.
+        """
         if self._previous is not None:
             self._changes.append(mean_change(self._previous, picture))
             self.pixel_change = float(np.mean(self._changes))
@@ -314,7 +340,18 @@ class VideoWritten:
 
 
 def mean_change(before: np.ndarray, after: np.ndarray) -> float:
-    """Mean absolute difference of two uint8 pictures of one shape (0-255), in bounded memory."""
+    """Mean absolute difference of two uint8 pictures of one shape (0-255), in bounded memory.
+
+    Parameters
+    ----------
+    before, after : numpy.ndarray
+        The two pictures, uint8, of one shape (rows first).
+
+    Returns
+    -------
+    float
+        The mean over every value, 0 to 255.
+    """
     total = 0
     rows = max(1, (8 << 20) // max(1, before[0].size * 2))
     for top in range(0, len(before), rows):

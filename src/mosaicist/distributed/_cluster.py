@@ -314,7 +314,17 @@ def _ask_identity(address: str, seconds: float, outcome: dict[str, Any]) -> None
 
 
 def worker_addresses(client: Client) -> list[str]:
-    """The addresses of the workers the scheduler knows now, sorted."""
+    """The addresses of the workers the scheduler knows now, sorted.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        The cluster.
+
+    Returns
+    -------
+    list of str
+    """
     return sorted(client.nthreads())
 
 
@@ -333,6 +343,18 @@ def not_shared(path: object, what: str, shared: str = "cache",
 
 def require_workers(client: Client, seconds: float = CONNECT_SECONDS) -> int:
     """Wait until the cluster has a worker (up to ``seconds``); return how many it has.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        The cluster.
+    seconds : float
+        The longest wait.
+
+    Returns
+    -------
+    int
+        The workers the scheduler knows once one has joined.
 
     Raises
     ------
@@ -440,6 +462,24 @@ def completed(running: Any, watch: WorkerWatch) -> Iterator[Future]:
     """The futures of a :class:`distributed.as_completed` as they finish, checking ``watch``.
 
     Futures may be added to ``running`` while this is iterated.
+
+    Parameters
+    ----------
+    running : distributed.as_completed
+        The tasks waited on.
+    watch : WorkerWatch
+        Checked whenever no task finished for a while, so that a cluster
+        left without workers ends the wait instead of hanging it.
+
+    Yields
+    ------
+    distributed.Future
+        Each finished task, in the order they finish.
+
+    Raises
+    ------
+    MosaicistError
+        From ``watch``, when the cluster has had no worker for too long.
     """
     while True:
         batch = running.next_batch(block=False)

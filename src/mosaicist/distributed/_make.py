@@ -46,12 +46,14 @@ def make_on_cluster(
     ----------
     client : distributed.Client
         The cluster.
-    target, tiles, options, cache_dir, show_progress, quiet, settings
+    target, tiles, options, cache_dir, show_progress, quiet
         As for :func:`mosaicist.make_mosaic`.
     block_cells : int, optional
         Cells per matching task (see :func:`cluster_matching`).
     range_tiles : int
         Most library tiles per matching task.
+    **settings
+        As for :func:`mosaicist.make_mosaic`.
 
     Returns
     -------

@@ -198,6 +198,16 @@ class TileLibrary:
     def limit(self, count: int | None) -> TileLibrary:
         """Return a library of the first ``count`` tiles (all when None).
 
+        Parameters
+        ----------
+        count : int or None
+            How many tiles to keep, from the start of library order.
+
+        Returns
+        -------
+        TileLibrary
+            The same index seen through fewer tiles (this one when all are kept).
+
         Raises
         ------
         OptionError
@@ -336,6 +346,16 @@ class TileLibrary:
         """The groups of near-identical tiles: each its first tile's position, then its copies'.
 
         Only groups of two or more, in library order of their first tiles.
+
+        Parameters
+        ----------
+        threshold : int
+            Most bits in which near-identical tiles' hashes differ (0 to 64).
+
+        Returns
+        -------
+        list of numpy.ndarray
+            One array of library positions per group.
         """
         return duplicate_groups(self.duplicate_leaders(threshold))
 

@@ -39,3 +39,9 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The public names and the module's own dunders; not the helpers and imports of
+    # this file (TYPE_CHECKING, Any), which are no API.
+    return sorted([*__all__, *(name for name in globals() if name.startswith("__"))])

@@ -307,6 +307,26 @@ class Live:
         :data:`RETRY_SECONDS`, while the first upload is still on the wall
         or waiting, are that upload: a phone that lost the answer and sends
         again must not put the photo on the wall twice.
+
+        Parameters
+        ----------
+        uploads : list of (bytes, str)
+            Each photo's bytes and the file name the phone gave.
+        client : str
+            Who sent them (the rate limit's key), so that a retry is known
+            as one.
+
+        Returns
+        -------
+        list of dict
+            One answer per upload, in order.
+
+        Raises
+        ------
+        MosaicistError
+            When a photo is refused (not a picture, too small...); a
+            :class:`Conflict` when the same photo from the same client is
+            being received already.
         """
         digests = [hashlib.sha256(data).digest() for data, _ in uploads]
         keys = [(client, digest) for digest in digests]
@@ -403,10 +423,31 @@ class Live:
                 "formats": list(photo_formats()), "version": event.version}
 
     def guest_link(self, host: str) -> str:
-        """The guests' link: ``--url``, else this server under the name the request used."""
+        """The guests' link: ``--url``, else this server under the name the request used.
+
+        Parameters
+        ----------
+        host : str
+            The request's ``Host`` value (already checked by the guard).
+
+        Returns
+        -------
+        str
+        """
         return self.guest_url or f"http://{host}/"
 
     def qr(self, host: str) -> bytes:
+        """The QR code of the guests' link, as SVG (kept while the link stays the same).
+
+        Parameters
+        ----------
+        host : str
+            The request's ``Host`` value (see :meth:`guest_link`).
+
+        Returns
+        -------
+        bytes
+        """
         url = self.guest_link(host)
         with self._cache_lock:
             if self._qr is not None and self._qr[0] == url:
@@ -417,6 +458,7 @@ class Live:
         return svg
 
     def target_jpeg(self) -> bytes:
+        """The target as cut for the wall, as JPEG (:meth:`Event.target_jpeg`, made once)."""
         with self._cache_lock:
             cached = self._target_jpeg
         if cached is None:
@@ -426,6 +468,17 @@ class Live:
         return cached
 
     def wall_jpeg(self, width: int) -> bytes:
+        """The wall now, as JPEG (:meth:`Event.wall_jpeg`, kept until the wall changes).
+
+        Parameters
+        ----------
+        width : int
+            The most pixels wide.
+
+        Returns
+        -------
+        bytes
+        """
         key = (self.event.version, width)
         with self._cache_lock:
             if self._wall_jpeg is not None and self._wall_jpeg[0] == key:
@@ -447,7 +500,22 @@ class Live:
                 "readers": self.feed.readers, "guest_url": self.guest_url}
 
     def preview(self, photo_id: str) -> bytes:
-        """A photo as stored, at most :data:`PREVIEW_SIDE` px, as JPEG (for moderation)."""
+        """A photo as stored, at most :data:`PREVIEW_SIDE` px, as JPEG (for moderation).
+
+        Parameters
+        ----------
+        photo_id : str
+            The photo's id.
+
+        Returns
+        -------
+        bytes
+
+        Raises
+        ------
+        NotFound
+            When there is no such photo, or its picture is no longer kept.
+        """
         event = self.event
         photo = event.photo(photo_id)
         path = event.picture_path(photo)
@@ -478,7 +546,27 @@ class Live:
             return self._library
 
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        """``POST /api/admin/complete``."""
+        """``POST /api/admin/complete``: fill the empty cells.
+
+        Parameters
+        ----------
+        body : dict
+            The request's JSON: ``source`` (``"received"``, the default: the
+            photos received; or ``"library"``: the ``--fallback`` source)
+            and ``max_uses`` (1 to 1000: how often one picture may fill cells).
+
+        Returns
+        -------
+        dict
+            ``filled``: the cells filled; the event's ``counts`` and ``version``.
+
+        Raises
+        ------
+        WebError
+            400 for a bad ``source`` or ``max_uses``.
+        Conflict
+            For the library, when the wall was started without ``--fallback``.
+        """
         source = body.get("source", "received")
         max_uses = body.get("max_uses")
         if max_uses is not None and (not isinstance(max_uses, int) or isinstance(max_uses, bool)
@@ -824,6 +912,20 @@ def make_live_app(live: Live, *, host: str, port: int) -> Any:
     """The wall's ASGI app for a server bound to ``host:port``.
 
     Its shutdown stops the planner and closes the event.
+
+    Parameters
+    ----------
+    live : Live
+        The wall to serve.
+    host : str
+        The address the server is bound to: requests must name it (or one
+        of its names) in ``Host``.
+    port : int
+        The port it is bound to (not 0).
+
+    Returns
+    -------
+    ASGI app
     """
 
     @contextlib.asynccontextmanager
@@ -890,6 +992,30 @@ def serve_live(
     Each package of the ``live`` extra that is missing is named through
     ``warn`` (default: a line on stderr) with what will not work and the
     command that installs it.
+
+    Parameters
+    ----------
+    event_folder : str or path-like
+        The event's folder (made when missing).
+    target, grid, settings, final, moderation, expected
+        As for :meth:`mosaicist.live.Event.open`.
+    host : str
+        The address to listen on (``0.0.0.0``: every network, for phones).
+    port : int
+        The port (0: a free one).
+    rate : float
+        Photos per minute per client (0: no limit).
+    guest_url : str, optional
+        The link phones reach the server by, in the QR code (default: this
+        server under the name each page was loaded by).
+    fallback : str, optional
+        A tile source spec to complete empty cells from.
+    cache_dir : str or path-like, optional
+        Cache folder for the fallback's index.
+    announce : callable
+        Called with each line of the links to show.
+    warn : callable, optional
+        Called with each warning line (default: a line on stderr).
 
     Raises
     ------

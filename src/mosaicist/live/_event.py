@@ -172,11 +172,23 @@ class WallSettings:
         return self.options.match_px, self.options.match_height
 
     def to_json(self) -> dict[str, Any]:
+        """The settings as stored in the event's database (read back by :meth:`from_json`)."""
         return {"cols": self.cols, "rows": self.rows, "settings": self.options.to_json(),
                 "target_name": self.target_name, "target_digest": self.target_digest}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> WallSettings:
+        """Read settings written by :meth:`to_json`.
+
+        Parameters
+        ----------
+        data : dict
+            The stored object.
+
+        Returns
+        -------
+        WallSettings
+        """
         return cls(int(data["cols"]), int(data["rows"]), MosaicOptions.from_json(data["settings"]),
                    str(data["target_name"]), str(data["target_digest"]))
 
@@ -579,7 +591,15 @@ class Event:
             self._lock_descriptor = -1
 
     def listen(self, listener: Callable[[str, dict[str, Any]], None]) -> None:
-        """Call ``listener(kind, data)`` after each change (under the event's lock)."""
+        """Call ``listener(kind, data)`` after each change (under the event's lock).
+
+        Parameters
+        ----------
+        listener : callable
+            Called with the kind of change (``"tile"``, ``"moved"``,
+            ``"removed"``, ``"state"``) and what changed; it runs under the
+            lock, so every upload waits for it: it should be quick.
+        """
         self._listeners.append(listener)
 
     def _announce(self, kind: str, data: dict[str, Any]) -> None:
@@ -589,7 +609,18 @@ class Event:
     # -- pictures ------------------------------------------------------------------------
 
     def empty_cell(self, cell: int) -> np.ndarray:
-        """What an empty cell shows at the tiles' size: its part of the target, faded."""
+        """What an empty cell shows at the tiles' size: its part of the target, faded.
+
+        Parameters
+        ----------
+        cell : int
+            The cell, row-major from 0.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(tile height, tile width, 3)`` uint8.
+        """
         tile_w, tile_h = self.settings.tile_size
         row, col = divmod(cell, self.settings.cols)
         return fade(self.target[row * tile_h:(row + 1) * tile_h, col * tile_w:(col + 1) * tile_w])
@@ -598,11 +629,31 @@ class Event:
         return f"{photo.id}-{photo.cell}.jpg"
 
     def tile_path(self, photo: Photo) -> Path:
-        """The file of a placed photo's tile as shown."""
+        """The file of a placed photo's tile as shown.
+
+        Parameters
+        ----------
+        photo : Photo
+            A placed photo (its cell is part of the name).
+
+        Returns
+        -------
+        pathlib.Path
+        """
         return self.tiles_folder / self._tile_name(photo)
 
     def picture_path(self, photo: Photo) -> Path:
-        """The stored picture a photo shows."""
+        """The stored picture a photo shows.
+
+        Parameters
+        ----------
+        photo : Photo
+            Any photo; a repeat shows its source's picture.
+
+        Returns
+        -------
+        pathlib.Path
+        """
         return self.photos_folder / f"{photo.picture_id}.jpg"
 
     def _untinted(self, photo: Photo, shown_by: Photo | None = None) -> np.ndarray:
@@ -628,8 +679,21 @@ class Event:
         return thumbnail(picture, options.tile_px, options.aspect_ratio, photo.window)
 
     def shown_tile(self, photo: Photo) -> np.ndarray:
-        """A placed photo as the wall shows it, at the tiles' size: its tile file, or else
-        its cell of the wall picture, enlarged."""
+        """A placed photo as the wall shows it, at the tiles' size.
+
+        Its tile file, or else (a file damaged or removed by hand) its cell of
+        the wall picture, enlarged.
+
+        Parameters
+        ----------
+        photo : Photo
+            A placed photo.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(tile height, tile width, 3)`` uint8.
+        """
         with contextlib.suppress(OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             shown = np.asarray(_read_rgb(self.tile_path(photo)), np.uint8)
             if shown.shape[:2] == self.settings.tile_size[::-1]:
@@ -642,13 +706,41 @@ class Event:
                                                         Image.Resampling.LANCZOS), np.uint8)
 
     def shift(self, photo: Photo, cell: int) -> np.ndarray:
-        """The tint shift of ``photo`` in ``cell`` (see :func:`._placer.tint_shift`)."""
+        """The tint shift of ``photo`` in ``cell`` (see :func:`._placer.tint_shift`).
+
+        Parameters
+        ----------
+        photo : Photo
+            The photo shown.
+        cell : int
+            The cell it shows in, row-major from 0.
+
+        Returns
+        -------
+        numpy.ndarray
+            The shift of each channel.
+        """
         options = self.settings.options
         return tint_shift(self.placer.vectors([photo.number]).mean[0],
                           self.cell_vectors.mean[cell], options.tint, options.metric)
 
     def tinted(self, photo: Photo, cell: int, pixels: np.ndarray) -> np.ndarray:
-        """``pixels`` of ``photo`` tinted as it shows in ``cell``."""
+        """``pixels`` of ``photo`` tinted as it shows in ``cell``.
+
+        Parameters
+        ----------
+        photo : Photo
+            The photo shown.
+        cell : int
+            The cell it shows in, row-major from 0.
+        pixels : numpy.ndarray
+            ``(height, width, 3)`` uint8 of the photo, untinted.
+
+        Returns
+        -------
+        numpy.ndarray
+            The same shape, tinted.
+        """
         return dress_tiles(pixels[None], tint=self.shift(photo, cell)[None],
                            metric=self.settings.options.metric)[0]
 
@@ -681,6 +773,21 @@ class Event:
 
     def prepare(self, data: bytes, filename: str) -> Prepared:
         """Check and decode an upload, cut its tile, and store it durably (no lock, no record).
+
+        The slow part of receiving, done outside the lock so that other
+        guests' uploads go on meanwhile; :meth:`receive` records it, or
+        :meth:`discard` removes it.
+
+        Parameters
+        ----------
+        data : bytes
+            The file as uploaded.
+        filename : str
+            The name the phone gave it, for messages.
+
+        Returns
+        -------
+        Prepared
 
         Raises
         ------
@@ -720,13 +827,28 @@ class Event:
                         picture_vectors(cut.pixels[None], options.metric))
 
     def discard(self, prepared: Prepared) -> None:
-        """Remove a prepared upload that will not be recorded."""
+        """Remove a prepared upload that will not be recorded.
+
+        Parameters
+        ----------
+        prepared : Prepared
+            What :meth:`prepare` gave.
+        """
         prepared.path.unlink(missing_ok=True)
 
     def receive(self, prepared: Prepared) -> dict[str, Any]:
         """Record a prepared upload: placed, pending (moderation) or overflow (full wall).
 
         Returns the guest's answer (:meth:`answer`), after the commit.
+
+        Parameters
+        ----------
+        prepared : Prepared
+            What :meth:`prepare` gave.
+
+        Returns
+        -------
+        dict
 
         Raises
         ------
@@ -799,7 +921,19 @@ class Event:
     # -- what guests see -----------------------------------------------------------------
 
     def answer(self, photo: Photo) -> dict[str, Any]:
-        """A photo as its guest sees it: ``{"id", "status", "row", "col"}`` (+ ``reason``)."""
+        """A photo as its guest sees it: ``{"id", "status", "row", "col"}`` (+ ``reason``).
+
+        Parameters
+        ----------
+        photo : Photo
+            The photo.
+
+        Returns
+        -------
+        dict
+            ``status`` is ``placed`` (with its row and column), ``pending``
+            (``reason``: ``moderation`` or ``full``), ``rejected`` or ``removed``.
+        """
         if photo.status == "placed" and photo.cell is not None:
             row, col = divmod(photo.cell, self.settings.cols)
             return {"id": photo.id, "status": "placed", "row": row, "col": col}
@@ -811,7 +945,22 @@ class Event:
         return answer
 
     def photo(self, photo_id: str) -> Photo:
-        """The photo ``photo_id``; :class:`NotFound` when there is none."""
+        """The photo ``photo_id``; :class:`NotFound` when there is none.
+
+        Parameters
+        ----------
+        photo_id : str
+            The photo's id, as given to its guest.
+
+        Returns
+        -------
+        Photo
+
+        Raises
+        ------
+        NotFound
+            For an id that is malformed or names no photo.
+        """
         photo = self.photos.get(photo_id) if is_photo_id(photo_id) else None
         if photo is None:
             raise NotFound("there is no photo with that id")
@@ -830,7 +979,19 @@ class Event:
                     "version": self.version}
 
     def wall_jpeg(self, width: int, quality: int = 85) -> bytes:
-        """The wall now, ``width`` pixels wide at most, as JPEG."""
+        """The wall now, ``width`` pixels wide at most, as JPEG.
+
+        Parameters
+        ----------
+        width : int
+            The most pixels wide; a smaller wall is not enlarged.
+        quality : int
+            JPEG quality, on Pillow's scale.
+
+        Returns
+        -------
+        bytes
+        """
         with self.lock:
             picture = self.wall_picture.copy()
         image = Image.fromarray(picture)
@@ -842,7 +1003,19 @@ class Event:
         return buffer.getvalue()
 
     def target_jpeg(self, width: int = 2048, quality: int = 85) -> bytes:
-        """The target as cut for the wall, at most ``width`` pixels wide, as JPEG."""
+        """The target as cut for the wall, at most ``width`` pixels wide, as JPEG.
+
+        Parameters
+        ----------
+        width : int
+            The most pixels wide; a smaller target is not enlarged.
+        quality : int
+            JPEG quality, on Pillow's scale.
+
+        Returns
+        -------
+        bytes
+        """
         image = Image.fromarray(self.target)
         if width < image.width:
             height = max(1, round(image.height * width / image.width))
@@ -869,14 +1042,33 @@ class Event:
                     "empty": cells - counts["placed"]}
 
     def listing(self, status: str) -> list[dict[str, Any]]:
-        """The photos of one status, oldest first: ``{"id", "received"}``."""
+        """The photos of one status, oldest first: ``{"id", "received"}``.
+
+        Parameters
+        ----------
+        status : str
+            As stored: ``placed``, ``pending``, ``overflow``, ``rejected``
+            or ``removed``.
+
+        Returns
+        -------
+        list of dict
+        """
         with self.lock:
             return [{"id": photo.id, "received": photo.received}
                     for photo in sorted(self.photos.values(), key=lambda p: p.seq)
                     if photo.status == status]
 
     def set_flag(self, name: str, value: bool) -> None:
-        """Set ``paused`` or ``moderation``, durably."""
+        """Set ``paused`` or ``moderation``, durably.
+
+        Parameters
+        ----------
+        name : {"paused", "moderation"}
+            The flag.
+        value : bool
+            Its new value.
+        """
         with self.lock:
             with _transaction(self._db):
                 self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
@@ -886,7 +1078,25 @@ class Event:
                                      "version": self.version})
 
     def approve(self, photo_id: str) -> dict[str, Any]:
-        """Put a photo awaiting moderation on the wall (or in the overflow when full)."""
+        """Put a photo awaiting moderation on the wall (or in the overflow when full).
+
+        Parameters
+        ----------
+        photo_id : str
+            The photo's id.
+
+        Returns
+        -------
+        dict
+            The photo's answer (:meth:`answer`).
+
+        Raises
+        ------
+        NotFound
+            When there is no such photo.
+        Conflict
+            When it is not awaiting moderation.
+        """
         with self.lock:
             photo = self.photo(photo_id)
             if photo.status != "pending":
@@ -929,7 +1139,25 @@ class Event:
         self._touch()
 
     def reject(self, photo_id: str) -> dict[str, Any]:
-        """Refuse a photo awaiting moderation: it is deleted and never shown."""
+        """Refuse a photo awaiting moderation: it is deleted and never shown.
+
+        Parameters
+        ----------
+        photo_id : str
+            The photo's id.
+
+        Returns
+        -------
+        dict
+            The photo's answer (:meth:`answer`).
+
+        Raises
+        ------
+        NotFound
+            When there is no such photo.
+        Conflict
+            When it is not awaiting moderation.
+        """
         with self.lock:
             photo = self.photo(photo_id)
             if photo.status != "pending":
@@ -942,6 +1170,23 @@ class Event:
         """Take a photo away for good (its file deleted; its cell, if any, frees up).
 
         Its repeats go with it; the oldest photo of the overflow takes a freed cell.
+
+        Parameters
+        ----------
+        photo_id : str
+            The photo's id.
+
+        Returns
+        -------
+        dict
+            The photo's answer (:meth:`answer`).
+
+        Raises
+        ------
+        NotFound
+            When there is no such photo.
+        Conflict
+            When it was rejected or removed already.
         """
         with self.lock:
             photo = self.photo(photo_id)
@@ -991,6 +1236,18 @@ class Event:
         """Move photos (``{number: cell}``) when the wall is unchanged since ``stamp``.
 
         Returns the number of photos moved (0 when the wall changed meanwhile).
+
+        Parameters
+        ----------
+        moves : dict of int to int
+            The new cell of each photo to move, by the photo's number.
+        stamp : int
+            The count of the wall's changes the moves were planned at; moves
+            planned on a wall that changed since are stale.
+
+        Returns
+        -------
+        int
         """
         with self.lock:
             if stamp != self.changes or not moves:
@@ -1045,6 +1302,16 @@ class Event:
         its place and from each other (less where the wall is too small for
         that), at least total cost (the exact assignment of :mod:`mosaicist.match`).
 
+        Parameters
+        ----------
+        max_uses : int
+            The most cells one photo may fill, its own included.
+
+        Returns
+        -------
+        int
+            The cells filled.
+
         Raises
         ------
         Conflict
@@ -1094,6 +1361,23 @@ class Event:
 
         Each library photo fills at most ``max_uses`` cells, at least total
         cost over the library's nearest candidates (exact assignment).
+
+        Parameters
+        ----------
+        library : TileLibrary
+            The ``--fallback`` library, opened at the wall's match size.
+        max_uses : int
+            The most cells one library photo may fill.
+
+        Returns
+        -------
+        int
+            The cells filled.
+
+        Raises
+        ------
+        Conflict
+            When the wall has no empty cell.
         """
         from ..match._assign import assign_tiles
         from ..render import OriginalPictures

@@ -104,7 +104,19 @@ class Vectors:
 
 
 def picture_vectors(pixels: np.ndarray, metric: str = "seed") -> Vectors:
-    """The :class:`Vectors` of ``(n, H, W, 3)`` uint8 sRGB pictures in ``metric``'s space."""
+    """The :class:`Vectors` of ``(n, H, W, 3)`` uint8 sRGB pictures in ``metric``'s space.
+
+    Parameters
+    ----------
+    pixels : numpy.ndarray
+        ``(n, H, W, 3)`` uint8 sRGB pictures, all of one size.
+    metric : str
+        The colour space costs are measured in (the ``metric`` setting).
+
+    Returns
+    -------
+    Vectors
+    """
     pixels = np.asarray(pixels, np.uint8)
     count = len(pixels)
     values = encode(pixels.reshape(count, -1, 3), metric).astype(np.float32)
@@ -144,7 +156,19 @@ class WallCosts:
         return len(self.cells)
 
     def pair_costs(self, photos: Vectors, cells: np.ndarray) -> np.ndarray:
-        """``(n,)`` int64 cost of photo ``i`` in ``cells[i]``."""
+        """``(n,)`` int64 cost of photo ``i`` in ``cells[i]``.
+
+        Parameters
+        ----------
+        photos : Vectors
+            ``n`` photos.
+        cells : numpy.ndarray
+            ``(n,)`` cells, row-major, one per photo.
+
+        Returns
+        -------
+        numpy.ndarray
+        """
         chosen = self.cells.take(np.asarray(cells, np.int64))
         products = np.einsum("ij,ij->i", photos.centred, chosen.centred, dtype=np.float64)
         means = photos.mean - chosen.mean
@@ -153,7 +177,19 @@ class WallCosts:
         return np.rint(np.maximum(total, 0.0)).astype(np.int64)
 
     def costs(self, photos: Vectors, cells: np.ndarray | None = None) -> np.ndarray:
-        """``(len(photos), len(cells))`` int64 costs (all cells when ``cells`` is None)."""
+        """``(len(photos), len(cells))`` int64 costs (all cells when ``cells`` is None).
+
+        Parameters
+        ----------
+        photos : Vectors
+            The photos, one row each.
+        cells : numpy.ndarray, optional
+            The cells, row-major, one column each (default: every cell).
+
+        Returns
+        -------
+        numpy.ndarray
+        """
         if cells is not None and len(photos) < BLOCK and 2 * len(cells) >= len(self.cells):
             # Most cells, few photos: the product with every cell beats copying the cells.
             return self.costs(photos)[:, np.asarray(cells, np.int64)]
@@ -344,9 +380,20 @@ class Placer:
     def add(self, vectors: Vectors, *, movable: bool = True, sample: bool = True) -> int:
         """Record one photo (``vectors`` of one picture); return its number.
 
-        ``movable``: re-optimisation may move it (never in ``final`` mode);
-        ``sample``: it joins the forecast's sample (guests' photos do,
-        completion fills do not).
+        Parameters
+        ----------
+        vectors : Vectors
+            The photo's vectors (one picture).
+        movable : bool
+            Re-optimisation may move it (never in ``final`` mode).
+        sample : bool
+            It joins the forecast's sample (guests' photos do, completion
+            fills do not).
+
+        Returns
+        -------
+        int
+            The photo's number, from 0 in the order added.
         """
         if self.count == len(self._centred):
             grow = len(self._centred) * 2
@@ -367,12 +414,32 @@ class Placer:
         return number
 
     def vectors(self, numbers: np.ndarray | list[int]) -> Vectors:
-        """The :class:`Vectors` of photos ``numbers``."""
+        """The :class:`Vectors` of photos ``numbers``.
+
+        Parameters
+        ----------
+        numbers : numpy.ndarray or list of int
+            Photo numbers (:meth:`add`).
+
+        Returns
+        -------
+        Vectors
+        """
         index = np.asarray(numbers, np.int64)
         return Vectors(self._centred[index], self._energy[index], self._mean[index])
 
     def cell_of(self, number: int) -> int:
-        """The cell of photo ``number``, ``-1`` when it is not on the wall."""
+        """The cell of photo ``number``, ``-1`` when it is not on the wall.
+
+        Parameters
+        ----------
+        number : int
+            The photo's number.
+
+        Returns
+        -------
+        int
+        """
         return int(self._cell[number])
 
     @property
@@ -381,11 +448,36 @@ class Placer:
         return np.flatnonzero(self.cell_photo < 0)
 
     def cost(self, number: int, cell: int) -> int:
-        """The cost of photo ``number`` in ``cell``."""
+        """The cost of photo ``number`` in ``cell``.
+
+        Parameters
+        ----------
+        number : int
+            The photo's number.
+        cell : int
+            The cell, row-major from 0.
+
+        Returns
+        -------
+        int
+        """
         return int(self.costs.costs(self.vectors([number]), np.array([cell]))[0, 0])
 
     def choose(self, number: int) -> int:
-        """The free cell photo ``number`` goes to under the rule; ``-1`` when the wall is full."""
+        """The free cell photo ``number`` goes to under the rule; ``-1`` when the wall is full.
+
+        The rule: least cost plus the cell's forecast price, so that a cell
+        later photos would fit better is kept for them.
+
+        Parameters
+        ----------
+        number : int
+            The photo's number.
+
+        Returns
+        -------
+        int
+        """
         free = self.free
         if not len(free):
             return -1
@@ -393,7 +485,20 @@ class Placer:
         return int(free[cheapest(row, self.prices[free])])
 
     def put(self, number: int, cell: int) -> None:
-        """Place photo ``number`` in the free ``cell``."""
+        """Place photo ``number`` in the free ``cell``.
+
+        Parameters
+        ----------
+        number : int
+            The photo's number; it must not be on the wall.
+        cell : int
+            The cell, row-major from 0.
+
+        Raises
+        ------
+        ValueError
+            When the cell is taken or the photo is on the wall already.
+        """
         if self.cell_photo[cell] >= 0:
             raise ValueError(f"cell {cell} holds photo {self.cell_photo[cell]} already")
         if self._cell[number] >= 0:
@@ -402,7 +507,17 @@ class Placer:
         self._cell[number] = cell
 
     def take_off(self, number: int) -> int:
-        """Take photo ``number`` off the wall; return the cell it freed (``-1``: none)."""
+        """Take photo ``number`` off the wall; return the cell it freed (``-1``: none).
+
+        Parameters
+        ----------
+        number : int
+            The photo's number.
+
+        Returns
+        -------
+        int
+        """
         cell = int(self._cell[number])
         if cell >= 0:
             self.cell_photo[cell] = -1
@@ -410,7 +525,13 @@ class Placer:
         return cell
 
     def forget(self, number: int) -> None:
-        """Take photo ``number`` off the wall and out of the forecast's sample (removed)."""
+        """Take photo ``number`` off the wall and out of the forecast's sample (removed).
+
+        Parameters
+        ----------
+        number : int
+            The photo's number.
+        """
         self.take_off(number)
         self._sample[number] = False
         self._movable[number] = False
@@ -437,13 +558,36 @@ class Placer:
 
     def compute_prices(self, sample: Vectors, free: np.ndarray,
                        repeats: np.ndarray) -> np.ndarray:
-        """The forecast's prices of ``free`` (no state changes: may run without the lock)."""
+        """The forecast's prices of ``free`` (no state changes: may run without the lock).
+
+        Parameters
+        ----------
+        sample, free, repeats
+            As :meth:`forecast_input` gives them: the sampled photos, the
+            free cells, and how many future photos each sampled one stands for.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(len(free),)`` int64 price of each free cell.
+        """
         if not len(free) or not len(sample):
             return np.zeros(len(free), np.int64)
         return forecast_prices(self.costs.costs(sample, free), repeats)
 
     def set_prices(self, free: np.ndarray, prices: np.ndarray, stamp: tuple[int, int]) -> None:
-        """Install prices computed for ``free`` (those of cells filled since go unused)."""
+        """Install prices computed for ``free`` (those of cells filled since go unused).
+
+        Parameters
+        ----------
+        free : numpy.ndarray
+            The free cells the prices were computed for.
+        prices : numpy.ndarray
+            Their prices (:meth:`compute_prices`).
+        stamp : tuple of int
+            The stamp of :meth:`forecast_input`, which :meth:`forecast_due`
+            compares with to tell when to price again.
+        """
         self.prices[:] = 0
         self.prices[free] = prices
         self._priced = stamp
@@ -473,6 +617,17 @@ class Placer:
 
         ``{photo: new cell}`` for the photos whose cell changes (no state
         changes: may run without the lock; see :meth:`optimum_input`).
+
+        Parameters
+        ----------
+        photos, cells, vectors
+            As :meth:`optimum_input` gives them: the movable photos on the
+            wall, the cells they may take (theirs and the free ones), and
+            the photos' vectors.
+
+        Returns
+        -------
+        dict of int to int
         """
         if not len(photos):
             return {}
@@ -491,7 +646,17 @@ class Placer:
         return self.compute_optimum(*self.optimum_input())
 
     def objective(self, numbers: np.ndarray | None = None) -> int:
-        """Summed cost of the photos on the wall (or of ``numbers``, all placed)."""
+        """Summed cost of the photos on the wall (or of ``numbers``, all placed).
+
+        Parameters
+        ----------
+        numbers : numpy.ndarray, optional
+            Photo numbers, each on the wall (default: every photo on it).
+
+        Returns
+        -------
+        int
+        """
         placed = (np.flatnonzero(self._cell[:self.count] >= 0) if numbers is None
                   else np.asarray(numbers, np.int64))
         if not len(placed):
@@ -499,7 +664,15 @@ class Placer:
         return int(self.costs.pair_costs(self.vectors(placed), self._cell[placed]).sum())
 
     def apply(self, moves: dict[int, int]) -> None:
-        """Carry out ``moves`` (from :meth:`optimum`): every photo off first, then on."""
+        """Carry out ``moves`` (from :meth:`optimum`): every photo off first, then on.
+
+        Off first, so that photos may swap cells.
+
+        Parameters
+        ----------
+        moves : dict of int to int
+            The new cell of each photo to move, by the photo's number.
+        """
         for photo in moves:
             self.take_off(photo)
         for photo, cell in moves.items():

@@ -72,6 +72,18 @@ def dot_dtype(length: int, weight: int) -> type:
     """Integer type for dot products of ``length`` pixel values with block sums.
 
     int32 when no sum can overflow it (the common case, and faster), else int64.
+
+    Parameters
+    ----------
+    length : int
+        Values per dot product (a compared cell's pixels times 3).
+    weight : int
+        Pixels per block of the block sums (1 when tiles are compared as they are).
+
+    Returns
+    -------
+    type
+        ``numpy.int32`` or ``numpy.int64``.
     """
     return np.int32 if length * 255 * 255 * weight < 2**31 else np.int64
 
@@ -110,6 +122,27 @@ def exact_distances(
     the tiles themselves when the factor is 1). Dot products are integer
     (:func:`._kernels.pair_dots`: in NumPy int32 when no sum can overflow
     it, else int64).
+
+    Parameters
+    ----------
+    cell_flat : numpy.ndarray
+        ``(N, n)`` compared cells, one row each (uint8, or already widened by
+        :func:`cells_for_dots`).
+    cell_norm2 : numpy.ndarray
+        ``(N,)`` int64 squared norms of the cells.
+    pooled : numpy.ndarray
+        ``(M, n)`` block sums of the tiles.
+    tile_norm2 : numpy.ndarray
+        ``(M,)`` int64 squared norms of the tiles at full match size.
+    weight : int
+        Pixels per block: the ``w`` of ``w |a|^2`` in the objective.
+    cell_index, tile_index : numpy.ndarray
+        ``(K,)`` positions of the pairs to evaluate, one cell and one tile each.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(K,)`` int64 objective of each pair.
     """
     accumulate = dot_dtype(cell_flat.shape[1], weight)
     dots = pair_dots(cell_flat, pooled, cell_index, tile_index, accumulate)

@@ -88,6 +88,20 @@ class OutputFormat(abc.ABC):
         """Raise :class:`MosaicistError` when ``path`` cannot take a ``width x height`` picture.
 
         Called before any work; the default accepts every size.
+
+        Parameters
+        ----------
+        path : pathlib.Path
+            The output file, named in the message.
+        width, height : int
+            The picture's size in pixels.
+        options : MosaicOptions
+            The settings it will be written with (a format may limit some).
+
+        Raises
+        ------
+        MosaicistError
+            With a one-line message naming ``path``.
         """
         return None
 
@@ -97,6 +111,16 @@ class OutputFormat(abc.ABC):
         A command notes the others given as having no effect
         (:func:`ignored_settings`); None, the default, means not known (a
         plugin's format), and nothing is noted.
+
+        Parameters
+        ----------
+        options : MosaicOptions
+            The settings of the run: what is read may depend on them.
+
+        Returns
+        -------
+        frozenset of str or None
+            The names of the settings read.
         """
         return None
 
@@ -107,6 +131,18 @@ class OutputFormat(abc.ABC):
         cannot fit whatever the pictures hold: the default is one file of the
         pixels at deflate's best ratio (:data:`LEAST_BYTES_PER_PIXEL`, a
         picture of one colour); a format of many files says so.
+
+        Parameters
+        ----------
+        width, height : int
+            The picture's size in pixels.
+        options : MosaicOptions
+            The settings it will be written with.
+
+        Returns
+        -------
+        tuple of int
+            ``(bytes, files)``, both lower bounds.
         """
         return math.ceil(width * height * LEAST_BYTES_PER_PIXEL), 1
 
@@ -115,6 +151,16 @@ class OutputFormat(abc.ABC):
 
         A command checks that none of them is one of its other files; the
         default is none.
+
+        Parameters
+        ----------
+        path : pathlib.Path
+            The output file.
+
+        Returns
+        -------
+        tuple of (pathlib.Path, str)
+            Each other path, with a few words on what it holds.
         """
         return ()
 
@@ -126,6 +172,17 @@ class OutputFormat(abc.ABC):
 
         Nothing may appear under ``path`` (or the other names the format
         writes) unless the whole picture was written.
+
+        Parameters
+        ----------
+        path : pathlib.Path
+            The output file.
+        picture : Picture
+            What to write: its size and its bands of rows.
+        options : MosaicOptions
+            The output settings to write with.
+        show_progress : bool
+            Draw a progress bar.
         """
 
     def __repr__(self) -> str:
@@ -218,6 +275,16 @@ def register_format(output: OutputFormat, *, replace: bool = False) -> OutputFor
 def output_format(path: str | os.PathLike[str]) -> OutputFormat:
     """Return the format that ``path``'s suffix names.
 
+    Parameters
+    ----------
+    path : str or path-like
+        The output file; only its suffix counts, in any case.
+
+    Returns
+    -------
+    OutputFormat
+        The registered format for that suffix.
+
     Raises
     ------
     MosaicistError
@@ -237,6 +304,15 @@ def check_output(
 
     The format must be known, the folder writable, and the size and settings
     within what the format can hold.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The output file; its suffix names the format.
+    width, height : int
+        The picture's size in pixels.
+    options : MosaicOptions, optional
+        The settings it will be written with (default: the defaults).
 
     Returns
     -------
@@ -262,6 +338,19 @@ def ignored_settings(output: OutputFormat, options: MosaicOptions) -> list[str]:
     """The output settings given in ``options`` that writing ``output`` does not use.
 
     ``dpi`` with a print size sizes the print, so it is used whatever the file.
+
+    Parameters
+    ----------
+    output : OutputFormat
+        The format that will write.
+    options : MosaicOptions
+        The settings of the run; only those given explicitly count.
+
+    Returns
+    -------
+    list of str
+        The names of the settings with no effect, in declaration order
+        (empty when the format does not say what it reads).
     """
     from ..options import settings
 
@@ -284,6 +373,17 @@ def check_room(path: str | os.PathLike[str], output: OutputFormat, width: int, h
     cells and large tiles: terapixels) is refused at once, not after hours
     of work and a full disk. Where the file system cannot say, nothing is
     refused.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The output file; the space of its folder's file system counts.
+    output : OutputFormat
+        The format that will write it.
+    width, height : int
+        The picture's size in pixels.
+    options : MosaicOptions
+        The settings it will be written with.
 
     Raises
     ------
@@ -327,7 +427,25 @@ def write_output(
     options: MosaicOptions | None = None,
     show_progress: bool = False,
 ) -> None:
-    """Write ``picture`` in the format ``path``'s suffix names (see :func:`check_output`)."""
+    """Write ``picture`` in the format ``path``'s suffix names (see :func:`check_output`).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The output file; its suffix names the format.
+    picture : Picture
+        What to write.
+    options : MosaicOptions, optional
+        The output settings (default: the defaults).
+    show_progress : bool
+        Draw a progress bar.
+
+    Raises
+    ------
+    MosaicistError
+        For a suffix no format has, a picture the format cannot hold, or
+        a writer that made no file; the message names ``path``.
+    """
     from ..options import MosaicOptions
 
     options = options or MosaicOptions()

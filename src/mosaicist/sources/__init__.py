@@ -28,7 +28,19 @@ __all__ = ["DecodedTile", "SourceEntry", "TileSource", "open_source", "source_sp
 
 
 def source_spec(source: TileSource) -> str:
-    """Return a spec that :func:`open_source` resolves back to ``source``."""
+    """Return a spec that :func:`open_source` resolves back to ``source``.
+
+    Parameters
+    ----------
+    source : TileSource
+        An opened source; its ``key`` says where it came from.
+
+    Returns
+    -------
+    str
+        A folder path, an array file (with ``:KEY`` when one was named) or
+        a dataset name.
+    """
     key = source.key
     if key.startswith("folder:"):
         return key[len("folder:"):]
@@ -112,3 +124,9 @@ def open_source(
         f"{text}: not a tile source (expected a folder, a dataset name, or an "
         ".h5/.npz/.npy image array)"
     )
+
+
+def __dir__() -> list[str]:
+    # The public names and the module's own dunders; not the helpers and imports of
+    # this file (os, Path, SourceError), which are no API.
+    return sorted([*__all__, *(name for name in globals() if name.startswith("__"))])

@@ -237,11 +237,38 @@ class TileSource(abc.ABC):
         :class:`DecodedTile` whose ``error`` says why; it never raises for
         one bad entry. (Sources written before aspects take ``entries`` and
         ``width_px`` only; the library calls them so for square centre crops.)
+
+        Parameters
+        ----------
+        entries : sequence of SourceEntry
+            What to decode, from :meth:`scan`.
+        width_px : int
+            Width of each tile in pixels.
+        aspect : tuple of int
+            ``(width, height)`` of the tiles' shape, in lowest terms.
+        crop : {"centre", "subject"}
+            How the window of that shape is placed in each photo.
+
+        Yields
+        ------
+        DecodedTile
+            One per entry, in the order of ``entries``.
         """
 
     @abc.abstractmethod
     def open_original(self, entry: SourceEntry) -> Image.Image:
-        """Open the tile's original image at full resolution (for re-rendering)."""
+        """Open the tile's original image at full resolution (for re-rendering).
+
+        Parameters
+        ----------
+        entry : SourceEntry
+            The tile, as :meth:`scan` listed it.
+
+        Returns
+        -------
+        PIL.Image.Image
+            The whole photo, before any crop.
+        """
 
     def scan_fingerprint(self) -> tuple[str, int] | None:
         """A cheap stand-in for :meth:`scan`: a text equal whenever the scan is, and its length.
@@ -263,7 +290,13 @@ class TileSource(abc.ABC):
         return None
 
     def local_path(self, entry: SourceEntry) -> str | None:
-        """Return the original file's path when the tile is a local file, else None."""
+        """Return the original file's path when the tile is a local file, else None.
+
+        Parameters
+        ----------
+        entry : SourceEntry
+            The tile, as :meth:`scan` listed it.
+        """
         return None
 
     def local_root(self) -> Path | None:

@@ -198,7 +198,17 @@ class Studio:
     # -- checks of what the page sends ---------------------------------------------------
 
     def inside_roots(self, path: Path) -> bool:
-        """Whether a resolved path lies in one of the roots."""
+        """Whether a resolved path lies in one of the roots.
+
+        Parameters
+        ----------
+        path : pathlib.Path
+            A path with every link resolved, so that a link cannot lead out.
+
+        Returns
+        -------
+        bool
+        """
         return any(path.is_relative_to(root) for root in self.roots)
 
     def _outside(self, shown: str) -> WebError:
@@ -227,7 +237,24 @@ class Studio:
         return real
 
     def tiles_spec(self, value: object) -> str:
-        """The tile source a request names: a dataset, or a folder or array file in the roots."""
+        """The tile source a request names: a dataset, or a folder or array file in the roots.
+
+        Parameters
+        ----------
+        value : object
+            The request's ``tiles``, as sent: a dataset name or a full path
+            (an array file with ``:KEY`` if need be).
+
+        Returns
+        -------
+        str
+            A source spec, the path resolved.
+
+        Raises
+        ------
+        WebError
+            400 for no usable source; 403 for a path outside the roots.
+        """
         if not isinstance(value, str) or not value.strip():
             raise WebError(400, "choose the photos for the tiles: a folder, a collection or an "
                                 "array file")
@@ -251,7 +278,24 @@ class Studio:
                             "or .npy image array)")
 
     def target(self, value: object) -> tuple[Path, dict[str, Any]]:
-        """The stored target a request names, and its description."""
+        """The stored target a request names, and its description.
+
+        Parameters
+        ----------
+        value : object
+            The request's ``target``, as sent: the id :meth:`accept` gave.
+
+        Returns
+        -------
+        tuple of (pathlib.Path, dict)
+            The stored picture, and ``{"id", "name", "width", "height"}``
+            as far as known.
+
+        Raises
+        ------
+        WebError
+            400 for no id; 404 when that picture is no longer stored.
+        """
         if not isinstance(value, str) or not _ID.fullmatch(value):
             raise WebError(400, "choose a picture first (the target is not an uploaded one)")
         for suffix in (".jpg", ".png"):
@@ -268,7 +312,26 @@ class Studio:
 
     @staticmethod
     def options(value: object) -> MosaicOptions:
-        """The options a request's ``settings`` give (only those the user changed)."""
+        """The options a request's ``settings`` give (only those the user changed).
+
+        Checked as a run would check them, so that a bad value is refused
+        before a run is recorded.
+
+        Parameters
+        ----------
+        value : object
+            The request's ``settings``, as sent: setting names and values,
+            or None for the defaults.
+
+        Returns
+        -------
+        MosaicOptions
+
+        Raises
+        ------
+        WebError
+            400 naming the setting that is unknown or has a bad value.
+        """
         if value is None:
             value = {}
         if not isinstance(value, dict):
@@ -303,7 +366,25 @@ class Studio:
         }
 
     def folders(self, text: str | None) -> dict[str, Any]:
-        """``GET /api/folders``: the folders in a folder of the roots, and its picture count."""
+        """``GET /api/folders``: the folders in a folder of the roots, and its picture count.
+
+        Parameters
+        ----------
+        text : str or None
+            The folder's full path; None or empty for the home folder.
+
+        Returns
+        -------
+        dict
+            ``path``, ``parent`` (None at a root), ``folders`` (name and
+            path of each) and ``images``.
+
+        Raises
+        ------
+        WebError
+            403 outside the roots or for a folder that cannot be read; 404
+            for no such folder.
+        """
         if text is None or text == "":
             if self.home is None:
                 raise WebError(404, "this studio has no folder to browse")
@@ -339,7 +420,19 @@ class Studio:
     # -- targets -------------------------------------------------------------------------
 
     def accept(self, data: bytes, filename: str) -> dict[str, Any]:
-        """Check and store an uploaded target; return ``{"id", "name", "width", "height"}``."""
+        """Check and store an uploaded target; return ``{"id", "name", "width", "height"}``.
+
+        Parameters
+        ----------
+        data : bytes
+            The file as uploaded.
+        filename : str
+            The name the browser gave it, shown as the target's name.
+
+        Returns
+        -------
+        dict
+        """
         with self._decoding:
             path, info = accept_target(data, filename, self.targets)
         described = {key: info[key] for key in ("id", "name", "width", "height")}
@@ -348,7 +441,23 @@ class Studio:
         return described
 
     def accept_example(self, name: object) -> dict[str, Any]:
-        """``POST /api/targets/example``."""
+        """``POST /api/targets/example``: store one of the examples as a target.
+
+        Parameters
+        ----------
+        name : object
+            The example's name, as sent.
+
+        Returns
+        -------
+        dict
+            As :meth:`accept`.
+
+        Raises
+        ------
+        WebError
+            404 for no such example.
+        """
         path = example_path(name) if isinstance(name, str) else None
         if path is None:
             raise WebError(404, f"there is no example called {name!r}")
@@ -364,7 +473,28 @@ class Studio:
             return self._preview_latest
 
     def preview(self, number: int, body: dict[str, Any]) -> Response:
-        """``POST /api/preview`` (in a worker thread: one preview at a time, newest first)."""
+        """``POST /api/preview`` (in a worker thread: one preview at a time, newest first).
+
+        Parameters
+        ----------
+        number : int
+            The request's number from :meth:`preview_number`: an older
+            request still waiting when a newer one came is refused.
+        body : dict
+            The request's JSON: ``target``, ``tiles`` and ``settings``.
+
+        Returns
+        -------
+        starlette.responses.Response
+            The preview as JPEG, with its cells, time and command line in
+            ``X-Mosaicist-*`` headers.
+
+        Raises
+        ------
+        WebError
+            409 when a newer preview was asked for; 4xx for what the body
+            names that cannot be used.
+        """
         target, described = self.target(body.get("target"))
         tiles = self.tiles_spec(body.get("tiles"))
         options = self.options(body.get("settings"))
@@ -384,7 +514,18 @@ class Studio:
         return Response(picture, 200, headers, media_type="image/jpeg")
 
     def command(self, body: dict[str, Any]) -> dict[str, str]:
-        """``POST /api/command``."""
+        """``POST /api/command``: the command line that makes what the page shows.
+
+        Parameters
+        ----------
+        body : dict
+            The request's JSON: ``target``, ``tiles`` and ``settings``.
+
+        Returns
+        -------
+        dict
+            ``{"command": ...}``.
+        """
         target, _ = self.target(body.get("target"))
         tiles = self.tiles_spec(body.get("tiles"))
         options = self.options(body.get("settings"))
@@ -402,6 +543,16 @@ class Studio:
         the target's size: indexed without it, the index would be at the
         tile size of the settings, which neither the preview nor the run
         reads. Otherwise the target is not needed (nor checked).
+
+        Parameters
+        ----------
+        body : dict
+            The request's JSON.
+
+        Returns
+        -------
+        dict
+            ``{"job": ...}``, the indexing job's id.
         """
         tiles = self.tiles_spec(body.get("tiles"))
         options = self.options(body.get("settings"))
@@ -414,7 +565,23 @@ class Studio:
             raise _refusal(error, target, str(info["name"])) from None
 
     def job_status(self, job_id: str) -> dict[str, Any]:
-        """``GET /api/jobs/{job}``."""
+        """``GET /api/jobs/{job}``.
+
+        Parameters
+        ----------
+        job_id : str
+            The job's id.
+
+        Returns
+        -------
+        dict
+            The job's status and progress.
+
+        Raises
+        ------
+        WebError
+            404 for a job this server does not have.
+        """
         try:
             return self.jobs.status(job_id)
         except KeyError:
@@ -422,20 +589,63 @@ class Studio:
                                 "restarted)") from None
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
-        """``POST /api/jobs/{job}/cancel``."""
+        """``POST /api/jobs/{job}/cancel``.
+
+        Parameters
+        ----------
+        job_id : str
+            The job's id.
+
+        Returns
+        -------
+        dict
+            ``cancelled`` (whether it was still going), and its status.
+
+        Raises
+        ------
+        WebError
+            404 for a job this server does not have.
+        """
         self.job_status(job_id)
         cancelled = self.jobs.cancel(job_id)
         return {"cancelled": cancelled, **self.job_status(job_id)}
 
     def run(self, run_id: str) -> Run:
-        """The run ``run_id``; 404 when there is none."""
+        """The run ``run_id``; 404 when there is none.
+
+        Parameters
+        ----------
+        run_id : str
+            The run's id in the history.
+
+        Returns
+        -------
+        Run
+
+        Raises
+        ------
+        WebError
+            404 when the history has no such run.
+        """
         run = self.history.get(run_id)
         if run is None:
             raise WebError(404, "there is no such mosaic in the history")
         return run
 
     def run_json(self, run: Run) -> dict[str, Any]:
-        """A run as the page sees it (no server paths)."""
+        """A run as the page sees it (no server paths).
+
+        Parameters
+        ----------
+        run : Run
+            A run of the history.
+
+        Returns
+        -------
+        dict
+            Its record, with the URLs of its files and viewer, and its
+            progress while it runs.
+        """
         base = f"/api/runs/{run.id}"
         viewer = run.outputs.get("viewer")
         result = {
@@ -455,7 +665,23 @@ class Studio:
         return result
 
     def start_run(self, body: dict[str, Any]) -> dict[str, str]:
-        """``POST /api/runs``."""
+        """``POST /api/runs``: record a run and start making it.
+
+        Parameters
+        ----------
+        body : dict
+            The request's JSON: ``target``, ``tiles`` and ``settings``.
+
+        Returns
+        -------
+        dict
+            ``{"id": ...}``, the new run's id.
+
+        Raises
+        ------
+        WebError
+            4xx for what the body names that cannot be used.
+        """
         target, info = self.target(body.get("target"))
         tiles = self.tiles_spec(body.get("tiles"))
         options = self.options(body.get("settings"))
@@ -474,7 +700,26 @@ class Studio:
         return {"id": run.id}
 
     def start_render(self, run_id: str, body: dict[str, Any]) -> dict[str, str]:
-        """``POST /api/runs/{id}/render``: the run's placements drawn at another tile size."""
+        """``POST /api/runs/{id}/render``: the run's placements drawn at another tile size.
+
+        Parameters
+        ----------
+        run_id : str
+            The finished run to draw again.
+        body : dict
+            The request's JSON: ``tile_px``.
+
+        Returns
+        -------
+        dict
+            ``{"id": ...}``, the new run's id.
+
+        Raises
+        ------
+        WebError
+            404 for no such run; 409 when it is not finished; 400 for a bad
+            ``tile_px``.
+        """
         with self._sources_lock:
             source = self.run(run_id)
             placements = source.output_path("placements_json")
@@ -496,7 +741,23 @@ class Studio:
         return {"id": run.id}
 
     def cancel_run(self, run_id: str) -> dict[str, Any]:
-        """``POST /api/runs/{id}/cancel``."""
+        """``POST /api/runs/{id}/cancel``.
+
+        Parameters
+        ----------
+        run_id : str
+            The run's id.
+
+        Returns
+        -------
+        dict
+            The run as :meth:`run_json` shows it.
+
+        Raises
+        ------
+        WebError
+            404 for no such run; 409 when it is neither waiting nor running.
+        """
         run = self.run(run_id)
         if run.status not in ACTIVE_STATUSES:
             raise WebError(409, f"this mosaic is {run.status}; only a waiting or running one "
@@ -505,7 +766,23 @@ class Studio:
         return self.run_json(self.run(run_id))
 
     def delete_run(self, run_id: str) -> dict[str, Any]:
-        """``DELETE /api/runs/{id}``."""
+        """``DELETE /api/runs/{id}``: the run and its files.
+
+        Parameters
+        ----------
+        run_id : str
+            The run's id.
+
+        Returns
+        -------
+        dict
+            ``{"deleted": run_id}``.
+
+        Raises
+        ------
+        WebError
+            404 for no such run; 409 while it, or a drawing from it, runs.
+        """
         with self._sources_lock:
             run = self.run(run_id)
             if run.status in ACTIVE_STATUSES:
@@ -525,7 +802,26 @@ class Studio:
         return {"deleted": run_id}
 
     def run_file(self, run_id: str, kind: str) -> Response:
-        """``GET /api/runs/{id}/files/{kind}``."""
+        """``GET /api/runs/{id}/files/{kind}``.
+
+        Parameters
+        ----------
+        run_id : str
+            The run's id.
+        kind : str
+            Which of its outputs (``png``, ``thumbnail``, ``report``...: see
+            ``OUTPUT_KINDS`` of the history).
+
+        Returns
+        -------
+        starlette.responses.Response
+            The file, opened inside the run's folder only.
+
+        Raises
+        ------
+        WebError
+            404 for no such run or file.
+        """
         run = self.run(run_id)
         name = run.outputs.get(kind)
         folder = resolved_folder(run.folder)
@@ -537,7 +833,22 @@ class Studio:
         return FileAnswer(handle, content_type(path.name), download=download)
 
     def viewer(self, run_id: str) -> ViewerSite:
-        """The viewer of a finished run, resolved once (as ``mosaicist view`` would)."""
+        """The viewer of a finished run, resolved once (as ``mosaicist view`` would).
+
+        Parameters
+        ----------
+        run_id : str
+            The run's id.
+
+        Returns
+        -------
+        ViewerSite
+
+        Raises
+        ------
+        WebError
+            404 for no such run, or one with no zoomable view.
+        """
         with self._viewers_lock:
             site = self._viewers.get(run_id)
             if site is not None:
@@ -558,7 +869,17 @@ class Studio:
         return site
 
     def subscribe(self, job_id: str) -> Subscription | None:
-        """The events of a job, or None when the jobs of this server never had it."""
+        """The events of a job, or None when the jobs of this server never had it.
+
+        Parameters
+        ----------
+        job_id : str
+            The job's id.
+
+        Returns
+        -------
+        Subscription or None
+        """
         try:
             return self.jobs.subscribe(job_id)
         except KeyError:

@@ -58,7 +58,24 @@ class WebError(HTTPException):
 
 def error_response(path: str, status: int, message: str,
                    headers: Mapping[str, str] | None = None) -> Response:
-    """The answer refusing a request for ``path`` with ``status`` and ``message``."""
+    """The answer refusing a request for ``path`` with ``status`` and ``message``.
+
+    Parameters
+    ----------
+    path : str
+        The request's path: under :data:`API_PREFIX` the answer is JSON
+        (``{"error": message}``), else plain text.
+    status : int
+        The HTTP status.
+    message : str
+        One sentence saying what was wrong.
+    headers : mapping of str to str, optional
+        More headers for the answer (``Allow``, ``Retry-After``).
+
+    Returns
+    -------
+    starlette.responses.Response
+    """
     extra = dict(headers or {})
     if path.startswith(API_PREFIX) or path == API_PREFIX.rstrip("/"):
         body = json.dumps({"error": message}).encode("utf-8")
@@ -129,6 +146,24 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
 
     The body is counted as it arrives, so an oversized one is refused
     without being read whole.
+
+    Parameters
+    ----------
+    request : starlette.requests.Request
+        The request whose body to read; an empty body reads as ``{}``.
+    max_bytes : int
+        The most bytes the body may have.
+
+    Returns
+    -------
+    dict
+        The JSON object.
+
+    Raises
+    ------
+    WebError
+        413 for a body over ``max_bytes``; 400 for one that is not JSON or
+        not an object.
     """
     body = bytearray()
     async for chunk in request.stream():

@@ -51,6 +51,17 @@ def plain_name(name: str, *, hidden: bool = False) -> bool:
     Not empty, not ``.`` or ``..``, no ``/``, ``\\`` or control character, at
     most :data:`MAX_NAME` characters, and (unless ``hidden``) not starting
     with a dot.
+
+    Parameters
+    ----------
+    name : str
+        One name, as taken from a request's path.
+    hidden : bool
+        Accept a name starting with a dot.
+
+    Returns
+    -------
+    bool
     """
     return (
         0 < len(name) <= MAX_NAME and name not in (".", "..")
@@ -60,7 +71,17 @@ def plain_name(name: str, *, hidden: bool = False) -> bool:
 
 
 def resolved_folder(path: str | os.PathLike[str]) -> Path | None:
-    """``path`` with every symlink resolved, when it is an existing folder; else None."""
+    """``path`` with every symlink resolved, when it is an existing folder; else None.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The folder to serve from, as given.
+
+    Returns
+    -------
+    pathlib.Path or None
+    """
     try:
         real = Path(os.path.realpath(path, strict=True))
     except (OSError, ValueError):
@@ -103,6 +124,18 @@ def open_resolved(root: Path, real: Path) -> BinaryIO | None:
     Each component below ``root`` is opened relative to its parent with
     ``O_NOFOLLOW``; the last one must be a regular file. None when any of
     that fails (a component was replaced by a link, the file vanished).
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        A folder, already resolved (:func:`resolved_folder`).
+    real : pathlib.Path
+        The resolved file below ``root`` (:func:`locate_inside`).
+
+    Returns
+    -------
+    binary file or None
+        The file open for reading; the caller closes it.
     """
     try:
         names = real.relative_to(root).parts
@@ -137,7 +170,23 @@ def open_resolved(root: Path, real: Path) -> BinaryIO | None:
 
 def open_inside(root: Path, parts: Iterable[str], *, hidden: bool = False
                 ) -> tuple[Path, BinaryIO] | None:
-    """:func:`locate_inside`, then :func:`open_resolved`: the file and its open handle."""
+    """:func:`locate_inside`, then :func:`open_resolved`: the file and its open handle.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        A folder, already resolved (:func:`resolved_folder`).
+    parts : iterable of str
+        The names from ``root`` to the file; each must be :func:`plain_name`.
+    hidden : bool
+        Accept names starting with a dot.
+
+    Returns
+    -------
+    tuple of (pathlib.Path, binary file) or None
+        The resolved file and its open handle (the caller closes it); None
+        when either step refuses it.
+    """
     real = locate_inside(root, parts, hidden=hidden)
     if real is None:
         return None
@@ -146,7 +195,18 @@ def open_inside(root: Path, parts: Iterable[str], *, hidden: bool = False
 
 
 def content_type(name: str) -> str:
-    """The media type of a file name, by its suffix."""
+    """The media type of a file name, by its suffix.
+
+    Parameters
+    ----------
+    name : str
+        A file name or path; only its suffix counts, in any case.
+
+    Returns
+    -------
+    str
+        The ``Content-Type`` value (``application/octet-stream`` when unknown).
+    """
     suffix = os.path.splitext(name)[1].lower()
     return CONTENT_TYPES.get(suffix) or mimetypes.guess_type(name)[0] or (
         "application/octet-stream")
@@ -203,7 +263,24 @@ def _disposition(name: str) -> str:
 
 
 def package_folder(package: str, name: str) -> Path:
-    """The resolved folder ``name`` installed with ``package`` (its pages and scripts)."""
+    """The resolved folder ``name`` installed with ``package`` (its pages and scripts).
+
+    Parameters
+    ----------
+    package : str
+        The dotted name of the package, e.g. ``mosaicist.studio``.
+    name : str
+        The folder's name inside it, e.g. ``assets``.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    MosaicistError
+        When the folder is not installed.
+    """
     folder = resolved_folder(str(resources.files(package).joinpath(name)))
     if folder is None:
         raise MosaicistError(f"the installed package has no {package}/{name} folder; "

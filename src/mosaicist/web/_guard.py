@@ -70,7 +70,20 @@ class BodyTooLarge(WebError):
 
 
 def decode_target(raw: bytes) -> str | int:
-    """The decoded path of an origin-form request target, or the status refusing it."""
+    """The decoded path of an origin-form request target, or the status refusing it.
+
+    Parameters
+    ----------
+    raw : bytes
+        The target as sent, before any decoding (the ASGI ``raw_path``).
+
+    Returns
+    -------
+    str or int
+        The percent-decoded UTF-8 path; or 414 for a target over
+        :data:`MAX_TARGET` bytes, 400 for one that is not a plain path, has
+        a malformed escape, is not UTF-8 or holds a control character.
+    """
     if len(raw) > MAX_TARGET:
         return 414
     if not raw.startswith(b"/") or raw.startswith(b"//"):

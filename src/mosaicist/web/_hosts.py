@@ -82,7 +82,19 @@ class HostCheck:
             return None
 
     def allows(self, value: str) -> bool:
-        """Whether a ``Host`` header value names this server (its name and port)."""
+        """Whether a ``Host`` header value names this server (its name and port).
+
+        Parameters
+        ----------
+        value : str
+            The header's value as sent: a name or address, then ``:port``.
+
+        Returns
+        -------
+        bool
+            True for one of this server's names with its port; on a server
+            bound to every address, any address literal with its port too.
+        """
         host = _split_host(value)
         if host is None or host[1] != self.port:
             return False
@@ -97,6 +109,17 @@ class HostCheck:
         server under the same name: ``http://`` followed by the (already
         accepted) ``Host`` value. ``null`` (sandboxed frames, ``file:`` pages)
         is not.
+
+        Parameters
+        ----------
+        origin : str
+            The ``Origin`` header's value as sent.
+        host : str
+            The request's ``Host`` value, already accepted by :meth:`allows`.
+
+        Returns
+        -------
+        bool
         """
         origin = origin.strip().lower()
         if not origin.startswith("http://") or not self.allows(host):

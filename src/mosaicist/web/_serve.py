@@ -41,6 +41,22 @@ MAX_CONNECTIONS = 64
 def bind(host: str, port: int) -> socket.socket:
     """Return a listening TCP socket on ``host:port`` (port 0: a free one).
 
+    Bound here, before the app is made, so that the app knows its port and
+    a taken address fails at once, in one line.
+
+    Parameters
+    ----------
+    host : str
+        The address or name to listen on; an IPv6 address with or without
+        its brackets.
+    port : int
+        The port, or 0 for one the system chooses.
+
+    Returns
+    -------
+    socket.socket
+        The listening socket; the caller closes it.
+
     Raises
     ------
     MosaicistError
@@ -151,10 +167,22 @@ class WebServer:
     def start(self, timeout: float = 30.0) -> WebServer:
         """Serve in a background thread; return once the server answers.
 
+        Parameters
+        ----------
+        timeout : float
+            Seconds to wait for the server to answer.
+
+        Returns
+        -------
+        WebServer
+            This server, started.
+
         Raises
         ------
         MosaicistError
             When the server did not start (its startup failed) within ``timeout``.
+        RuntimeError
+            When it was started already.
         """
         if self._thread is not None:
             raise RuntimeError("the server was started already")
@@ -201,6 +229,11 @@ class WebServer:
         ``on_started`` runs once the server answers (its announcements, a
         browser opened on it); an interrupt at any point ends the serving
         quietly, and the server is stopped whatever ends it.
+
+        Parameters
+        ----------
+        on_started : callable
+            Called with no arguments once the server answers.
         """
         try:
             self.start()
