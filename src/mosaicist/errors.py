@@ -61,7 +61,19 @@ class OptionError(MosaicistError, ValueError):
         super().__init__(self.message())
 
     def message(self, name_of: Callable[[str], str] = str) -> str:
-        """Return the message with each parameter shown as ``name_of(parameter)``."""
+        """Return the message with each parameter shown as ``name_of(parameter)``.
+
+        Parameters
+        ----------
+        name_of : callable
+            Turns a parameter's Python name into the name to show, such as the
+            command line's flag; by default the Python name itself.
+
+        Returns
+        -------
+        str
+            The message, with the values inserted as they are.
+        """
         names = {parameter: name_of(parameter) for parameter in self.parameters}
         return self.template.format(**names, **self.values)
 

@@ -222,7 +222,19 @@ class Geometry:
         return height * width * 3
 
     def cell_vectors(self, cells: np.ndarray) -> np.ndarray:
-        """Return the cells as compared: ``(N, height, width, 3)`` uint8 (see :attr:`shape`)."""
+        """Return the cells as compared: ``(N, height, width, 3)`` uint8 (see :attr:`shape`).
+
+        Parameters
+        ----------
+        cells : numpy.ndarray
+            ``(N, cell_height, cell_px, 3)`` uint8 cells, as :attr:`Grid.cells` holds them.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``cells`` itself when they are compared at their own size; otherwise
+            each resampled by area averaging to :attr:`shape`.
+        """
         if self.factor > 1 or self.shape == self.cell_shape:
             return cells
         height, width = self.shape
@@ -238,7 +250,19 @@ class Geometry:
         return out
 
     def pool_tiles(self, tiles: np.ndarray) -> np.ndarray:
-        """Return each tile's ``factor x factor`` block sums: ``(k, height, width, 3)`` uint32."""
+        """Return each tile's ``factor x factor`` block sums: ``(k, height, width, 3)`` uint32.
+
+        Parameters
+        ----------
+        tiles : numpy.ndarray
+            ``(k, match_height, match_px, 3)`` uint8 tiles, at the size they are compared.
+
+        Returns
+        -------
+        numpy.ndarray
+            The sums, which the cells at their own resolution are compared with
+            (the tiles themselves, widened, when :attr:`factor` is 1).
+        """
         factor = self.factor
         if factor == 1:
             return tiles.astype(np.uint32)

@@ -505,7 +505,18 @@ class MosaicOptions:
             )
 
     def given(self, name: str) -> bool:
-        """Whether setting ``name`` was given (not taken from the preset or its default)."""
+        """Whether setting ``name`` was given (not taken from the preset or its default).
+
+        Parameters
+        ----------
+        name : str
+            The setting's Python name (``max_uses``); any other name was never given.
+
+        Returns
+        -------
+        bool
+            True when it was passed when made, in a :meth:`replace`, or read from a file.
+        """
         return name in self._given
 
     @property
@@ -543,6 +554,16 @@ class MosaicOptions:
         a file were all given: a saved mosaic is drawn larger from what it
         was matched at.
 
+        Parameters
+        ----------
+        **changes : object
+            New values by setting name; they count as given.
+
+        Returns
+        -------
+        MosaicOptions
+            The copy.
+
         Raises
         ------
         UnknownSettingError
@@ -561,6 +582,24 @@ class MosaicOptions:
         For a preset's wishes fitted to the job (a library too small for its
         use limit): the values change, and they still count as the
         preset's, so that a later :meth:`replace` resolves them afresh.
+
+        Parameters
+        ----------
+        **changes : object
+            New values by setting name, for settings that were not given.
+
+        Returns
+        -------
+        MosaicOptions
+            The copy, validated, with the same settings given as this one.
+
+        Raises
+        ------
+        ValueError
+            When a change is to a setting that was given (a caller's mistake:
+            a given setting is never fitted).
+        OptionError
+            When the changed settings are not valid together.
         """
         given = self._given & set(changes)
         if given:
@@ -578,6 +617,16 @@ class MosaicOptions:
     @classmethod
     def from_json(cls, data: object) -> MosaicOptions:
         """Read settings written by :meth:`to_json` (this or an earlier version).
+
+        Parameters
+        ----------
+        data : object
+            The parsed JSON; anything else than a settings object is refused.
+
+        Returns
+        -------
+        MosaicOptions
+            The settings, all counting as given (a missing one takes the seed's value).
 
         Raises
         ------

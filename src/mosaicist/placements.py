@@ -269,6 +269,19 @@ class Placements:
         ``gain_0..2`` when a contrast transfer set any gain; ``tile`` is the
         tile's source id, ``position`` its library position, ``transform`` a
         name from :data:`mosaicist.transforms.TRANSFORM_NAMES`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write; an existing one is replaced only once the new
+            one is whole.
+
+        Raises
+        ------
+        MosaicistError
+            When the file cannot be written (naming it, not the temporary
+            file it is written as); :class:`~mosaicist.errors.OptionError`
+            when ``path`` is not a path.
         """
         if self.rect is None:
             rows, cols = np.divmod(np.arange(len(self)), self.cols)
@@ -323,12 +336,31 @@ class Placements:
         }
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
-        """Write :meth:`to_json` atomically."""
+        """Write :meth:`to_json` atomically.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write; an existing one is replaced only once the new
+            one is whole.
+
+        Raises
+        ------
+        MosaicistError
+            When the file cannot be written (naming it, not the temporary
+            file it is written as); :class:`~mosaicist.errors.OptionError`
+            when ``path`` is not a path.
+        """
         with _writing(path) as temporary:
             Path(temporary).write_text(json.dumps(self.to_json(), separators=(",", ":")) + "\n")
 
     def write(self, path: str | os.PathLike[str]) -> None:
         """Write CSV or JSON by the file's extension.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write: JSON when it ends in ``.json`` (any case), CSV otherwise.
 
         Raises
         ------
@@ -345,6 +377,16 @@ class Placements:
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> Placements:
         """Read placements written by :meth:`write_csv` or :meth:`write_json`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file: read as JSON when it ends in ``.json`` (any case), as CSV otherwise.
+
+        Returns
+        -------
+        Placements
+            The placements the file records.
 
         Raises
         ------
@@ -380,6 +422,16 @@ class Placements:
 
         The whole document is checked (:func:`check_document`) before any
         array is made or any file opened.
+
+        Parameters
+        ----------
+        data : object
+            The parsed JSON document.
+
+        Returns
+        -------
+        Placements
+            The placements, with the settings the document records.
 
         Raises
         ------
@@ -443,6 +495,16 @@ class Placements:
         writes), and :attr:`settings_recorded` is False. Columns
         that later versions added may be missing from the header (their
         defaults then), but every line must have as many fields as the header.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The CSV file.
+
+        Returns
+        -------
+        Placements
+            The placements, with the default preset's settings.
 
         Raises
         ------

@@ -569,12 +569,6 @@ def match_approximate(
     cache_dir : pathlib.Path, optional
         Folder for the trained index (e.g. the library's features folder);
         without it the index is built in memory each call.
-    generation : int, optional
-        The library's generation (:attr:`TileLibrary.generation`): it names
-        the cached index, and writing one removes those of earlier
-        generations from ``cache_dir``. Without it, the index is known by a
-        digest of ``features`` alone, which a library changed in a tile
-        whose sums stayed the same would share.
     nprobe : int, optional
         Lists scanned per cell (default ``DEFAULT_NPROBE``): the main
         speed/accuracy knob of the lists.
@@ -589,6 +583,12 @@ def match_approximate(
         The index (see the module's notes): by default ``"graph"`` where
         FAISS is used and neither ``nprobe`` nor ``nlist`` is given (those
         apply to the lists only), else ``"lists"``; ``"graph"`` needs FAISS.
+    generation : int, optional
+        The library's generation (:attr:`TileLibrary.generation`): it names
+        the cached index, and writing one removes those of earlier
+        generations from ``cache_dir``. Without it, the index is known by a
+        digest of ``features`` alone, which a library changed in a tile
+        whose sums stayed the same would share.
 
     Returns
     -------

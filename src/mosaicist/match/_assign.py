@@ -396,6 +396,18 @@ def spacing_capacity(rows: int, cols: int, min_spacing: int) -> int | None:
     Two cells of one ``D x D`` block are closer than ``D``, so each block of a
     partition of the grid holds a tile at most once; a lattice of step ``D``
     reaches that count.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Grid shape, in cells.
+    min_spacing : int
+        Minimum Chebyshev distance between cells of the same tile (``<= 1``: none).
+
+    Returns
+    -------
+    int or None
+        The count, or None when ``min_spacing`` sets no limit.
     """
     if min_spacing <= 1:
         return None
@@ -405,7 +417,22 @@ def spacing_capacity(rows: int, cols: int, min_spacing: int) -> int | None:
 def tile_capacity(
     rows: int, cols: int, max_uses: int | None, min_spacing: int = 1
 ) -> int | None:
-    """Most cells one tile may fill under both limits (None: no limit)."""
+    """Most cells one tile may fill under both limits (None: no limit).
+
+    Parameters
+    ----------
+    rows, cols : int
+        Grid shape, in cells.
+    max_uses : int or None
+        Most cells a tile may fill; None for no cap.
+    min_spacing : int
+        Minimum Chebyshev distance between cells of the same tile (``<= 1``: none).
+
+    Returns
+    -------
+    int or None
+        The lower of the two limits, or None when neither sets one.
+    """
     caps = [c for c in (max_uses, spacing_capacity(rows, cols, min_spacing)) if c is not None]
     return min(caps) if caps else None
 
@@ -1733,6 +1760,35 @@ def verify_placement(
 
     With ``min_uses``, each of the ``tile_count`` library tiles must fill at
     least that many cells.
+
+    Parameters
+    ----------
+    tile : numpy.ndarray
+        Library position of each cell's tile, row-major (in the layout's
+        order with ``layout``); ``-1`` marks a cell left without one.
+    rows, cols : int
+        Grid shape, in cells.
+    max_uses : int or None
+        Most cells a tile may fill; None for no cap.
+    min_spacing : int
+        Minimum Chebyshev distance between cells of the same tile (``<= 1``: none).
+    min_uses : int
+        Fewest cells every library tile must fill (0: no minimum).
+    tile_count : int, optional
+        Tiles in the library; needed with ``min_uses``, to count the unused ones.
+    layout : Layout, optional
+        Cells of unequal sizes, whose spacing is measured between their
+        centres (see :func:`spacing_violations`).
+
+    Raises
+    ------
+    MosaicistError
+        When a cell has no tile.
+    OptionError
+        When a tile is used too few or too many times, or two equal tiles
+        are too close; the message names the limit.
+    ValueError
+        When ``min_uses`` is given without ``tile_count``.
     """
     tile = np.asarray(tile, np.int64)
     if (tile < 0).any():

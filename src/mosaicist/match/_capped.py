@@ -242,7 +242,18 @@ class CappedMatcher(Matcher):
                            assignment=assignment)
 
     def library_search(self, request: MatchRequest) -> LibrarySearch:
-        """The searches the assignment asks for (a cluster's matcher spreads them over workers)."""
+        """The searches the assignment asks for (a cluster's matcher spreads them over workers).
+
+        Parameters
+        ----------
+        request : MatchRequest
+            The cells, library and settings being matched.
+
+        Returns
+        -------
+        LibrarySearch
+            Exact searches over the request's whole library.
+        """
         return LibrarySearch(request)
 
 

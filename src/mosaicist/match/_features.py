@@ -241,6 +241,18 @@ class TileFeatures:
         and rebuilding them cost over a second per search at 50,000 tiles.
         Only the latest few are kept, so memory stays within a few copies of
         :attr:`bound`.
+
+        Parameters
+        ----------
+        key : tuple
+            Names the array: the kind of rows and every setting they depend on.
+        build : callable
+            Makes the array, with no arguments; called only when ``key`` is not kept.
+
+        Returns
+        -------
+        numpy.ndarray
+            The kept array, or the one just built.
         """
         found = self._derived.get(key)
         if found is None:
@@ -251,7 +263,18 @@ class TileFeatures:
         return found
 
     def limit(self, count: int) -> TileFeatures:
-        """Features of the first ``count`` tiles."""
+        """Features of the first ``count`` tiles.
+
+        Parameters
+        ----------
+        count : int
+            How many tiles to keep, from the start of library order.
+
+        Returns
+        -------
+        TileFeatures
+            Features of those tiles (these features when all are kept).
+        """
         if count >= len(self.norm2):
             return self
         keep = self.order < count
@@ -389,6 +412,29 @@ def cached_features(
     :func:`~mosaicist.paths.atomic_folder`; a damaged entry is recomputed.
     Writing an entry removes the entries of earlier library generations; a
     read-only or full cache computes the features in memory.
+
+    Parameters
+    ----------
+    tiles : numpy.ndarray
+        ``(M, match_height, match_px, 3)`` uint8 (may be a memory map).
+    geometry : Geometry
+        How cells and tiles are compared.
+    directory : pathlib.Path or None
+        Folder of the cache entries (e.g. the library's features folder);
+        None computes the features in memory, caching nothing.
+    generation : int
+        The library's generation (:attr:`TileLibrary.generation`), so that
+        a changed library never reads an older library's features.
+    show_progress : bool
+        Draw a progress bar while computing.
+    variant : str
+        Names how ``tiles`` were prepared (colour space and transforms), so
+        that differently prepared copies of one library keep separate entries.
+
+    Returns
+    -------
+    TileFeatures
+        The features, their block sums memory-mapped when read from the cache.
     """
     if directory is None:
         return compute_features(tiles, geometry, show_progress)

@@ -220,6 +220,17 @@ class Matcher(abc.ABC):
 
         The default honours every setting; a matcher that cannot (a tint, a
         colour space...) returns an :class:`OptionError` naming it.
+
+        Parameters
+        ----------
+        options : MosaicOptions
+            The mosaic's settings.
+
+        Returns
+        -------
+        OptionError or None
+            The problem, returned rather than raised, so that the caller can
+            try other matchers or reset the preset's settings first.
         """
         return None
 
@@ -228,12 +239,27 @@ class Matcher(abc.ABC):
 
         Called before any reading or indexing, so that a missing package or
         device is said first and alone. The default runs everywhere.
+
+        Parameters
+        ----------
+        options : MosaicOptions
+            The mosaic's settings (the device, for instance).
+
+        Raises
+        ------
+        MosaicistError
+            When a package or device the matcher needs is missing, naming it.
         """
         return None
 
     @abc.abstractmethod
     def match(self, request: MatchRequest) -> MatchResult:
         """Give every cell of ``request`` a candidate.
+
+        Parameters
+        ----------
+        request : MatchRequest
+            The target's cells, the library's candidates and the settings.
 
         Returns
         -------
@@ -438,6 +464,11 @@ def fitted_matcher(options: MosaicOptions) -> tuple[Matcher, MosaicOptions, tupl
     make an error; settings that only came from the preset fall back to
     their declared defaults (the seed's method) when that lets a matcher run.
 
+    Parameters
+    ----------
+    options : MosaicOptions
+        The mosaic's settings, which know which were given (:meth:`MosaicOptions.given`).
+
     Returns
     -------
     matcher : Matcher
@@ -474,6 +505,17 @@ def matcher_for(options: MosaicOptions) -> Matcher:
     That is the first matcher of :data:`MATCHERS` that answers
     ``options.search`` on ``options.device``, honours repetition limits when
     they are set (and only then), and supports the other settings.
+
+    Parameters
+    ----------
+    options : MosaicOptions
+        The mosaic's settings: ``search``, ``device``, the repetition limits
+        and whatever a matcher may not support.
+
+    Returns
+    -------
+    Matcher
+        The registered matcher.
 
     Raises
     ------

@@ -98,19 +98,55 @@ class DeepZoomLayout:
         return level_count(self.width, self.height) - 1
 
     def level_size(self, level: int) -> tuple[int, int]:
-        """Return ``(width, height)`` of ``level``: the full size halved, rounding up."""
+        """Return ``(width, height)`` of ``level``: the full size halved, rounding up.
+
+        Parameters
+        ----------
+        level : int
+            0 (one pixel) to :attr:`deepest_level` (the full size).
+
+        Returns
+        -------
+        tuple of int
+            The level's size in pixels.
+        """
         width, height = self.width, self.height
         for _ in range(self.deepest_level - level):
             width, height = half_size(width), half_size(height)
         return width, height
 
     def tile_counts(self, level: int) -> tuple[int, int]:
-        """Return ``(columns, rows)`` of tiles at ``level``."""
+        """Return ``(columns, rows)`` of tiles at ``level``.
+
+        Parameters
+        ----------
+        level : int
+            0 (one pixel) to :attr:`deepest_level` (the full size).
+
+        Returns
+        -------
+        tuple of int
+            How many tiles cover the level across and down (the last of each may be smaller).
+        """
         width, height = self.level_size(level)
         return -(-width // self.tile_size), -(-height // self.tile_size)
 
     def tile_span(self, index: int, extent: int) -> tuple[int, int]:
-        """Pixel span ``[start, stop)`` of tile ``index`` along a side of ``extent``."""
+        """Pixel span ``[start, stop)`` of tile ``index`` along a side of ``extent``.
+
+        Parameters
+        ----------
+        index : int
+            The tile's column (along the width) or row (along the height), from 0.
+        extent : int
+            The level's width or height in pixels, which the span never passes.
+
+        Returns
+        -------
+        tuple of int
+            ``(start, stop)``: the tile's own pixels, widened by the overlap
+            on each side that has a neighbour.
+        """
         start = max(0, index * self.tile_size - self.overlap)
         stop = min(extent, (index + 1) * self.tile_size + self.overlap)
         return start, stop
@@ -138,7 +174,18 @@ class DeepZoomLayout:
 
 
 def files_folder(path: str | os.PathLike[str]) -> Path:
-    """Return the tile folder of a ``.dzi``: ``NAME.dzi`` -> ``NAME_files``."""
+    """Return the tile folder of a ``.dzi``: ``NAME.dzi`` -> ``NAME_files``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The descriptor.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder beside it, whether or not it exists.
+    """
     path = Path(path)
     return path.with_name(f"{path.stem}_files")
 
@@ -167,6 +214,20 @@ def _remove_legacy_staging(final: Path) -> None:
 
 def check_layout(tile_size: int, overlap: int, tile_format: str) -> str:
     """Validate Deep Zoom settings; return the canonical format name.
+
+    Parameters
+    ----------
+    tile_size : int
+        Side of a tile without its overlap, in pixels (``dzi_tile_size``).
+    overlap : int
+        Pixels each tile repeats from its neighbours (``dzi_overlap``).
+    tile_format : str
+        The tiles' format, in any accepted spelling and case (``dzi_format``).
+
+    Returns
+    -------
+    str
+        ``jpeg``, ``png`` or ``webp``: the name tile files and descriptors use.
 
     Raises
     ------
@@ -478,6 +539,22 @@ class DeepZoomFormat(OutputFormat):
         viewer's page and manifest are replaced too: existing ones must be
         files this program wrote (:func:`_ours`), never a page of the user's.
         None of the names may be a symbolic link (:func:`_refuse_link`).
+
+        Parameters
+        ----------
+        path : pathlib.Path
+            The descriptor, named in the message.
+        width, height : int
+            The picture's size in pixels (any size fits a pyramid).
+        options : MosaicOptions
+            The settings it will be written with: the pyramid's layout.
+
+        Raises
+        ------
+        OptionError
+            When the layout settings are not valid (:func:`check_layout`).
+        MosaicistError
+            When one of the names cannot be replaced, naming it.
         """
         check_layout(options.dzi_tile_size, options.dzi_overlap, options.dzi_format)
         _refuse_link(path, "Deep Zoom descriptor")
@@ -510,20 +587,55 @@ class DeepZoomFormat(OutputFormat):
                                      f"{what} replaces it; move it or choose another output name")
 
     def reads(self, options: MosaicOptions) -> frozenset[str]:
-        """The pyramid's layout, and the quality of JPEG or WebP tiles (no resolution)."""
+        """The pyramid's layout, and the quality of JPEG or WebP tiles (no resolution).
+
+        Parameters
+        ----------
+        options : MosaicOptions
+            The settings of the run: the quality is read only for tiles that have one.
+
+        Returns
+        -------
+        frozenset of str
+            The names of the settings read.
+        """
         layout = frozenset({"dzi_tile_size", "dzi_overlap", "dzi_format"})
         return layout if options.dzi_format == "png" else layout | {"jpeg_quality"}
 
     def least_room(self, width: int, height: int, options: MosaicOptions) -> tuple[int, int]:
         """A file per tile of every level, a folder per level, the descriptor and the page;
-        the levels' pixels (a third more than the picture's) at the least a pixel takes."""
+        the levels' pixels (a third more than the picture's) at the least a pixel takes.
+
+        Parameters
+        ----------
+        width, height : int
+            The picture's size in pixels.
+        options : MosaicOptions
+            The settings it will be written with: the pyramid's layout sets the tile count.
+
+        Returns
+        -------
+        tuple of int
+            ``(bytes, files)``, both lower bounds.
+        """
         layout = DeepZoomLayout(width, height, options.dzi_tile_size, options.dzi_overlap,
                                 options.dzi_format)
         files = layout.tile_total() + layout.deepest_level + 1 + 2
         return math.ceil(width * height * 4 / 3 * LEAST_BYTES_PER_PIXEL), files
 
     def companions(self, path: Path) -> tuple[tuple[Path, str], ...]:
-        """The tile folder, and the viewer's page and manifest."""
+        """The tile folder, and the viewer's page and manifest.
+
+        Parameters
+        ----------
+        path : pathlib.Path
+            The descriptor.
+
+        Returns
+        -------
+        tuple of (pathlib.Path, str)
+            Each other path, with a few words on what it holds.
+        """
         from ..viewer._manifest import manifest_path
 
         page = path.with_suffix(".html")
@@ -533,7 +645,27 @@ class DeepZoomFormat(OutputFormat):
     def write(
         self, path: Path, picture: Picture, options: MosaicOptions, show_progress: bool = False
     ) -> None:
-        """Write the pyramid, then its viewer page."""
+        """Write the pyramid, then its viewer page.
+
+        The page is written only when ``picture`` knows its placements.
+
+        Parameters
+        ----------
+        path : pathlib.Path
+            The descriptor; the tiles go to :func:`files_folder` of it, the page
+            beside it as ``NAME.html``.
+        picture : Picture
+            What to write: its size, its bands of rows and, for the page, its placements.
+        options : MosaicOptions
+            The settings to write with: the pyramid's layout and the tiles' quality.
+        show_progress : bool
+            Draw a progress bar.
+
+        Raises
+        ------
+        MosaicistError
+            When a file cannot be written, naming it.
+        """
         quality = DEFAULT_QUALITY if options.jpeg_quality is None else options.jpeg_quality
         write_deep_zoom(picture.bands, picture.width, picture.height, path,
                         tile_size=options.dzi_tile_size, overlap=options.dzi_overlap,
@@ -579,6 +711,16 @@ DEEP_ZOOM = DeepZoomFormat()
 def read_layout(path: str | os.PathLike[str]) -> DeepZoomLayout:
     """Read a ``.dzi`` descriptor's sizes (2008 or 2009 Deep Zoom namespace).
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The descriptor.
+
+    Returns
+    -------
+    DeepZoomLayout
+        Its picture size, tile size, overlap and tile format.
+
     Raises
     ------
     MosaicistError
@@ -619,10 +761,22 @@ def read_layout(path: str | os.PathLike[str]) -> DeepZoomLayout:
 def read_level(path: str | os.PathLike[str], level: int) -> np.ndarray:
     """Assemble one level of a written pyramid (overlaps removed) for checks and tests.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The pyramid's descriptor; the tiles are read from :func:`files_folder` of it.
+    level : int
+        0 (one pixel) to the layout's deepest level (the full size).
+
     Returns
     -------
     numpy.ndarray
         ``(height, width, 3)`` uint8 picture of ``level``.
+
+    Raises
+    ------
+    MosaicistError
+        When the descriptor is not usable, or a tile is not the size the layout gives it.
     """
     layout = read_layout(path)
     folder = files_folder(path) / str(level)

@@ -41,7 +41,18 @@ class TargetOverlay:
         self.rows = _bilinear_taps(crop_height, height)
 
     def band(self, top: int, bottom: int) -> np.ndarray:
-        """Return rows ``top:bottom`` of the target at the output size (float32)."""
+        """Return rows ``top:bottom`` of the target at the output size (float32).
+
+        Parameters
+        ----------
+        top, bottom : int
+            The rows of the output, ``bottom`` excluded.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(bottom - top, width, 3)`` float32 values, 0 to 255, unrounded.
+        """
         if self.whole is not None:
             return self.whole[top:bottom].astype(np.float32)
         first, second, weight = (part[top:bottom] for part in self.rows)
@@ -52,7 +63,20 @@ class TargetOverlay:
         return rows[:, left] + (rows[:, right] - rows[:, left]) * across[None, :, None]
 
     def blend(self, band: np.ndarray, top: int) -> np.ndarray:
-        """Blend the target over ``band`` (rows from ``top``) in chunks of rows."""
+        """Blend the target over ``band`` (rows from ``top``) in chunks of rows.
+
+        Parameters
+        ----------
+        band : numpy.ndarray
+            ``(h, width, 3)`` uint8 rows of the mosaic; left as they are.
+        top : int
+            The output row of ``band``'s first row, to take the same rows of the target.
+
+        Returns
+        -------
+        numpy.ndarray
+            The blended rows, uint8, in a new array of ``band``'s shape.
+        """
         out = np.empty_like(band)
         step = max(1, (1 << 22) // max(1, self.width * 3))
         for start in range(0, band.shape[0], step):

@@ -44,7 +44,19 @@ class TilePictures(abc.ABC):
 
     @abc.abstractmethod
     def fetch(self, cells: np.ndarray) -> np.ndarray:
-        """Return ``(len(cells), tile_height, tile_px, 3)`` uint8 pictures."""
+        """Return ``(len(cells), tile_height, tile_px, 3)`` uint8 pictures.
+
+        Parameters
+        ----------
+        cells : numpy.ndarray
+            Int64 indices of cells in the placements (row-major), in the
+            order their pictures are wanted.
+
+        Returns
+        -------
+        numpy.ndarray
+            Each cell's tile picture, untransformed and untinted.
+        """
 
 
 #: Cells drawn from the index between releases of its mapped pages. The kernel maps the

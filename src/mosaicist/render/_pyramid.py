@@ -13,12 +13,34 @@ from PIL import Image
 
 
 def half_size(size: int) -> int:
-    """Return the side of the next smaller level: ``ceil(size / 2)``."""
+    """Return the side of the next smaller level: ``ceil(size / 2)``.
+
+    Parameters
+    ----------
+    size : int
+        A width or height in pixels.
+
+    Returns
+    -------
+    int
+        The side of the level above, in which an odd last pixel keeps a pixel of its own.
+    """
     return (size + 1) // 2
 
 
 def level_count(width: int, height: int) -> int:
-    """Return the number of Deep Zoom levels: the 1x1 level 0 up to full size."""
+    """Return the number of Deep Zoom levels: the 1x1 level 0 up to full size.
+
+    Parameters
+    ----------
+    width, height : int
+        Full size of the picture in pixels.
+
+    Returns
+    -------
+    int
+        ``ceil(log2(max(width, height))) + 1``, computed exactly.
+    """
     # ceil(log2(n)) without floating point: exact for any size.
     return (max(width, height, 1) - 1).bit_length() + 1
 
@@ -80,7 +102,23 @@ class HalvingStream:
         self._pixel: tuple[int, ...] = (3,)
 
     def push(self, band: np.ndarray) -> np.ndarray:
-        """Add ``band`` (``(h, width, C)`` uint8); return the reduced rows now complete."""
+        """Add ``band`` (``(h, width, C)`` uint8); return the reduced rows now complete.
+
+        Parameters
+        ----------
+        band : numpy.ndarray
+            The next rows, below those pushed before; any height, 0 included.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(k, ceil(width / 2), C)`` uint8 reduced rows, ``k`` possibly 0.
+
+        Raises
+        ------
+        ValueError
+            When ``band`` is not ``width`` pixels wide.
+        """
         if band.shape[1] != self.width:
             raise ValueError(f"band is {band.shape[1]} px wide, expected {self.width}")
         self._pixel = band.shape[2:]

@@ -496,6 +496,17 @@ def _check_arguments(placements: object, options: object, tiles: object) -> None
 def target_crop(placements: Placements) -> np.ndarray:
     """Read the target that placements name and cut the grid's crop (for the overlay).
 
+    Parameters
+    ----------
+    placements : Placements
+        Placements that name their target picture, with the crop and the cell size.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(rows * cell_height, cols * cell_px, 3)`` uint8: the part of the
+        target the grid covers.
+
     Raises
     ------
     MosaicistError

@@ -179,13 +179,39 @@ class RasterFormat(OutputFormat):
         self.max_pixels = max_pixels
 
     def reads(self, options: MosaicOptions) -> frozenset[str]:
-        """The output settings it writes with (see :meth:`OutputFormat.reads`)."""
+        """The output settings it writes with (see :meth:`OutputFormat.reads`).
+
+        Parameters
+        ----------
+        options : MosaicOptions
+            The settings of the run (not used: a raster format reads the same ones always).
+
+        Returns
+        -------
+        frozenset of str
+            The names given as ``reads`` when the format was made.
+        """
         return self._reads
 
     def check(
         self, path: Path, width: int, height: int, options: MosaicOptions | None = None
     ) -> None:
-        """Raise :class:`MosaicistError` when the format cannot hold ``width x height``."""
+        """Raise :class:`MosaicistError` when the format cannot hold ``width x height``.
+
+        Parameters
+        ----------
+        path : pathlib.Path
+            The output file, named in the message.
+        width, height : int
+            The picture's size in pixels.
+        options : MosaicOptions, optional
+            The settings it will be written with (not used: the limits are the format's).
+
+        Raises
+        ------
+        MosaicistError
+            When a side is over :attr:`max_side`, or the picture over :attr:`max_pixels`.
+        """
         if width > self.max_side or height > self.max_side:
             raise MosaicistError(
                 f"{path}: {width}x{height} pixels is over the {self.name} limit of "
@@ -201,7 +227,24 @@ class RasterFormat(OutputFormat):
     def write(
         self, path: Path, picture: Picture, options: MosaicOptions, show_progress: bool = False
     ) -> None:
-        """Stream ``picture`` to ``path`` (see :func:`write_image`)."""
+        """Stream ``picture`` to ``path`` (see :func:`write_image`).
+
+        Parameters
+        ----------
+        path : pathlib.Path
+            The output file, written atomically.
+        picture : Picture
+            What to write: its size and its bands of rows.
+        options : MosaicOptions
+            The settings to write with: ``jpeg_quality`` and ``dpi``.
+        show_progress : bool
+            Draw a progress bar.
+
+        Raises
+        ------
+        MosaicistError
+            When the file cannot be written, or a setting does not fit the format.
+        """
         write_image(path, picture.bands, picture.width, picture.height,
                     quality=options.jpeg_quality, dpi=options.dpi, show_progress=show_progress)
 
