@@ -1,13 +1,17 @@
 """Exactness of the PyTorch matcher against the brute-force integer reference.
 
 Runs on the CPU (no GPU needed): both kernels, int8 and float64, take the
-same code path on any device apart from the products themselves.
+same code path on any device apart from the products themselves. On a
+machine with a GPU the same tests run there with
+``MOSAICIST_TEST_DEVICE=cuda python3 -m pytest tests/test_gpu.py``.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -19,7 +23,10 @@ from mosaicist.grid import Geometry  # noqa: E402
 from mosaicist.match import _gpu as gpu  # noqa: E402
 from mosaicist.match import brute_force  # noqa: E402
 from mosaicist.match._gpu import digit_count, match_torch  # noqa: E402
+from mosaicist.progress import progress_listener  # noqa: E402
 
+#: Where the searches run: the CPU unless a GPU is named for a run on one.
+DEVICE = os.environ.get("MOSAICIST_TEST_DEVICE", "cpu")
 GEOMETRIES = [(16, 32), (8, 32), (4, 4), (6, 10), (8, 4)]
 KERNELS = ["float64", "int8"]
 
@@ -38,7 +45,7 @@ def smooth_images(rng: np.random.Generator, count: int, side: int, noise: float 
 def assert_same_as_brute_force(cells: np.ndarray, tiles: np.ndarray, tile_px: int,
                                kernel: str) -> None:
     geometry = Geometry(cells.shape[1], tile_px)
-    result = match_torch(geometry.cell_vectors(cells), tiles, geometry, device="cpu",
+    result = match_torch(geometry.cell_vectors(cells), tiles, geometry, device=DEVICE,
                          kernel=kernel)
     reference = brute_force(cells, tiles, tile_px)
     assert result.tile.dtype == np.int64
@@ -133,7 +140,7 @@ def test_upscaling_weight_in_the_centred_form():
     cells = np.full((1, 1, 1, 3), 10, np.uint8)
     tiles = np.full((1, 4, 4, 3), 13, np.uint8)
     geometry = Geometry(1, 4)
-    result = match_torch(cells, tiles, geometry, device="cpu", kernel="int8")
+    result = match_torch(cells, tiles, geometry, device=DEVICE, kernel="int8")
     assert result.distance.tolist() == [16 * 3 * 3 * 3]
 
 
@@ -170,7 +177,7 @@ def test_default_kernel_is_float64_on_cpu_and_int8_on_recent_gpus(monkeypatch):
 def test_no_cells_gives_empty_result():
     geometry = Geometry(4, 8)
     tiles = np.zeros((3, 8, 8, 3), np.uint8)
-    result = match_torch(np.zeros((0, 4, 4, 3), np.uint8), tiles, geometry, device="cpu")
+    result = match_torch(np.zeros((0, 4, 4, 3), np.uint8), tiles, geometry, device=DEVICE)
     assert result.tile.shape == (0,) and result.distance.dtype == np.int64
 
 
@@ -180,7 +187,7 @@ def test_missing_torch_is_a_one_line_error(monkeypatch):
     geometry = Geometry(4, 8)
     with pytest.raises(MosaicistError, match=r'pip install "\.\[gpu\]"') as caught:
         match_torch(np.zeros((1, 4, 4, 3), np.uint8), np.zeros((1, 8, 8, 3), np.uint8),
-                    geometry, device="cpu")
+                    geometry, device=DEVICE)
     assert "\n" not in str(caught.value)
 
 
@@ -207,7 +214,7 @@ def test_unavailable_cuda_is_a_one_line_error(monkeypatch):
     ],
 )
 def test_bad_arguments_are_reported(cells, tiles, kwargs, message):
-    options = {"device": "cpu", **kwargs}
+    options = {"device": DEVICE, **kwargs}
     with pytest.raises(MosaicistError, match=message):
         match_torch(np.zeros(cells, np.uint8), np.zeros(tiles, np.uint8), Geometry(4, 8),
                     **options)
@@ -224,7 +231,7 @@ def test_rectangles_match_brute_force(cell, tile, kernel, small_chunks):
     tiles = rectangles(rng, 150, tile_w, height=tile_h)
     cells = rectangles(rng, 40, cell_w, height=cell_h)
     geometry = Geometry(cell_w, tile_w, cell_h, tile_h)
-    result = match_torch(geometry.cell_vectors(cells), tiles, geometry, device="cpu",
+    result = match_torch(geometry.cell_vectors(cells), tiles, geometry, device=DEVICE,
                          kernel=kernel)
     reference = brute_force(cells, tiles)
     assert np.array_equal(result.tile, reference.tile)
@@ -235,4 +242,182 @@ def test_tiles_turned_the_wrong_way_are_refused():
     # 32 wide and 21 high, for a geometry of tiles 21 wide and 32 high.
     with pytest.raises(MosaicistError, match="do not fit 21x32 RGB"):
         match_torch(np.zeros((2, 32, 21, 3), np.uint8), np.zeros((2, 21, 32, 3), np.uint8),
-                    Geometry(6, 21, 9, 32), device="cpu")
+                    Geometry(6, 21, 9, 32), device=DEVICE)
+
+
+def test_cuda_ordinal_beyond_the_visible_devices_is_a_one_line_error(monkeypatch):
+    # cuda:1 on a machine with one GPU: torch.device accepts it, CUDA fails later.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    geometry = Geometry(4, 8)
+    with pytest.raises(OptionError, match=r"cuda:1 asked for but only 1 CUDA device") as caught:
+        match_torch(np.zeros((1, 4, 4, 3), np.uint8), np.zeros((1, 8, 8, 3), np.uint8),
+                    geometry, device="cuda:1")
+    assert "\n" not in str(caught.value)
+    assert "--device cuda:1" in caught.value.message(lambda name: "--" + name)
+
+
+def test_device_torch_knows_but_cannot_use_is_a_one_line_error():
+    if torch.backends.mps.is_available():
+        pytest.skip("MPS is usable here")
+    geometry = Geometry(4, 8)
+    # On a CPU build torch raises a NotImplementedError of some sixty lines.
+    with pytest.raises(MosaicistError, match=r"torch device 'mps' cannot be used") as caught:
+        match_torch(np.zeros((1, 4, 4, 3), np.uint8), np.zeros((1, 8, 8, 3), np.uint8),
+                    geometry, device="mps", kernel="float64")
+    assert "\n" not in str(caught.value)
+
+
+def out_of_memory_after(monkeypatch, function: str, failures: int) -> list[int]:
+    """Make ``gpu.<function>`` raise torch's OutOfMemoryError on its first ``failures`` calls."""
+    original = getattr(gpu, function)
+    calls = [0]
+
+    def failing(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] <= failures:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(gpu, function, failing)
+    return calls
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_out_of_memory_retries_with_smaller_chunks(monkeypatch, small_chunks, kernel):
+    monkeypatch.setattr(gpu, "CELL_BYTES", 64 * 48 * 8)  # groups of 64 cells, blocks of 32
+    rng = np.random.default_rng(11)
+    tiles = smooth_images(rng, 150, 8)
+    cells = smooth_images(rng, 100, 4)
+    tiles[120:150] = tiles[0:30]
+    geometry = Geometry(4, 8)
+    # The first group fails in its second tile chunk, the retried one in its first.
+    scorer = "_int8_scores" if kernel == "int8" else "_tile_norms"
+    original = getattr(gpu, scorer)
+    calls = [0]
+
+    def failing(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] in (3, 5):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(gpu, scorer, failing)
+    plans = []
+    match_group = gpu._match_group
+
+    def recording(*args):
+        plans.append(args[6])
+        return match_group(*args)
+
+    monkeypatch.setattr(gpu, "_match_group", recording)
+    reports = []
+    with progress_listener(lambda name, done, total: reports.append((done, total))):
+        result = match_torch(geometry.cell_vectors(cells), tiles, geometry, device=DEVICE,
+                             kernel=kernel)
+    reference = brute_force(cells, tiles, 8)
+    assert np.array_equal(result.tile, reference.tile)
+    assert np.array_equal(result.distance, reference.distance)
+    # Two retries, each with smaller tile chunks or cell groups than the last.
+    used = [plan for i, plan in enumerate(plans) if i == 0 or plan != plans[i - 1]]
+    assert len(used) == 3, plans
+    assert all(b[0] <= a[0] and b[2] <= a[2] and b != a for a, b in pairwise(used))
+    # The bar forgets the failed passes and ends full.
+    assert reports[-1][0] == reports[-1][1]
+
+
+def test_out_of_memory_at_the_smallest_chunks_is_a_one_line_error(monkeypatch):
+    calls = out_of_memory_after(monkeypatch, "_tile_norms", 10**9)
+    geometry = Geometry(4, 8)
+    with pytest.raises(MosaicistError, match=r"ran out of memory even with the smallest "
+                                             r"chunks \(8 tiles by 32 cells\)") as caught:
+        match_torch(np.zeros((5, 4, 4, 3), np.uint8), np.zeros((20, 8, 8, 3), np.uint8),
+                    geometry, device=DEVICE, kernel="int8")
+    assert "\n" not in str(caught.value)
+    # Raised after the handler: the failed chunk's tensors are not kept alive by it.
+    assert caught.value.__context__ is None
+    assert 1 < calls[0] < 40
+
+
+def test_other_runtime_errors_are_not_taken_for_out_of_memory(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(gpu, "_tile_norms", broken)
+    geometry = Geometry(4, 8)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        match_torch(np.zeros((5, 4, 4, 3), np.uint8), np.zeros((20, 8, 8, 3), np.uint8),
+                    geometry, device=DEVICE)
+    assert gpu._is_out_of_memory(torch, RuntimeError("CUBLAS_STATUS_ALLOC_FAILED when calling"))
+    assert gpu._is_out_of_memory(torch, torch.OutOfMemoryError("CUDA out of memory."))
+
+
+def test_budgets_follow_free_device_memory(monkeypatch):
+    cuda = torch.device("cuda")
+    full = gpu._budget_bytes()
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (100 << 30, 141 << 30))
+    assert gpu._initial_shrink(torch, cuda) == 1
+    # A MIG slice or a busy GPU with 1 GiB free: budgets within half of it.
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1 << 30, 10 << 30))
+    shrink = gpu._initial_shrink(torch, cuda)
+    assert gpu._budget_bytes(shrink) <= 1 << 29 < gpu._budget_bytes(shrink // 2)
+    assert full > 1 << 30
+    small = gpu._plan(Geometry(16, 32), "int8", 100_000, shrink)
+    large = gpu._plan(Geometry(16, 32), "int8", 100_000)
+    assert small[0] < large[0] and small[2] < large[2]
+    # Nothing free at all: the smallest chunks, not an endless loop.
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (0, 10 << 30))
+    assert gpu._plan(Geometry(16, 32), "int8", 100_000, gpu._initial_shrink(torch, cuda))[:3] \
+        == (8, 32, 32)
+    assert gpu._initial_shrink(torch, torch.device("cpu")) == 1
+
+
+def test_unpinnable_host_memory_falls_back_to_plain_buffers(monkeypatch):
+    empty = torch.empty
+
+    def no_pinning(*args, pin_memory=False, **kwargs):
+        if pin_memory:
+            raise RuntimeError("CUDA error: out of memory (cudaHostAlloc)")
+        return empty(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "empty", no_pinning)
+    buffers, pinned = gpu._host_buffers(torch, (4, 8, 8, 3), True)
+    assert not pinned and len(buffers) == 2 and buffers[0].shape == (4, 8, 8, 3)
+
+
+@pytest.mark.parametrize(("cell", "tile"), [(16, 32), (1, 4), (2, 32), (6, 10)])
+def test_int8_products_respect_the_cuda_int_mm_limits(monkeypatch, small_chunks, cell, tile):
+    # torch._int_mm on CUDA (cuBLASLt) refuses what the CPU accepts: 16 rows or
+    # fewer, sizes not multiples of 8, and layouts other than row-major times
+    # column-major. The CPU run checks every product against those limits.
+    original = torch._int_mm
+
+    def cuda_like(left, right):
+        assert left.dtype == right.dtype == torch.int8
+        assert left.shape[0] > 16
+        assert left.shape[1] % 8 == 0 and right.shape[1] % 8 == 0
+        assert left.shape[1] == right.shape[0]
+        assert left.is_contiguous() and right.T.is_contiguous()
+        assert left.data_ptr() % 16 == 0 and right.data_ptr() % 16 == 0
+        return original(left, right)
+
+    monkeypatch.setattr(torch, "_int_mm", cuda_like)
+    monkeypatch.setattr(gpu, "K_SPLIT", 64)
+    rng = np.random.default_rng(cell + tile)
+    tiles = rng.integers(0, 256, (70, tile, tile, 3), dtype=np.uint8)
+    cells = rng.integers(0, 256, (45, cell, cell, 3), dtype=np.uint8)
+    assert_same_as_brute_force(cells, tiles, tile, "int8")
+
+
+def test_checks_before_the_work_make_no_cuda_context(monkeypatch):
+    # check_runs runs in the process that forks tile decoders afterwards.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    empty = torch.empty
+
+    def no_device(*args, device=None, **kwargs):
+        assert device is None, "a tensor on the device makes a CUDA context"
+        return empty(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "empty", no_device)
+    gpu.GpuMatcher().check_runs(None)

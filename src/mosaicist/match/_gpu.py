@@ -63,10 +63,29 @@ tile chunk holds at most :data:`TILE_BYTES` as int32 on the device; each
 widest dtype (a few such blocks live at once: the digit products, ``E``
 and its minimum), and the centred cells stay on the device in groups of at
 most :data:`CELL_BYTES` (counted as float64). Peak device memory is
-therefore a couple of GiB at most, whatever the sizes. The running
+therefore a couple of GiB at most, whatever the sizes. On CUDA these
+budgets are halved until they fit in half of the free device memory (a
+MIG slice, a GPU shared with other programs), and a
+``torch.OutOfMemoryError`` (or cuBLAS failing to allocate) drops the
+group of cells being searched, empties PyTorch's cache and searches it
+again with halved budgets; at the smallest chunks it is one
+:class:`~mosaicist.errors.MosaicistError` line. Pinned host memory that
+cannot be had gives ordinary buffers and synchronous copies. The running
 ``(minimum, lowest index)`` per cell is merged chunk by chunk with a
 strict ``<``: ``argmin`` returns the first minimum within a chunk and
-earlier chunks win ties across chunks.
+earlier chunks win ties across chunks (CUDA's ``argmin`` breaks ties between
+threads by index too, and every score is an exact integer, so the order of
+a reduction never matters).
+
+Devices
+-------
+Any PyTorch device name: ``cuda`` (the current GPU), ``cuda:N`` (checked
+against the visible devices, so ``cuda:1`` on a one-GPU machine, or one
+hidden by ``CUDA_VISIBLE_DEVICES``, is a one-line error), ``cpu``. Every
+device is probed with a one-element tensor first, so a device PyTorch knows
+but cannot use (a CPU build asked for ``mps``) fails in one line too. The
+tests run on a GPU with ``MOSAICIST_TEST_DEVICE=cuda`` and
+``benchmarks/bench_gpu.py`` checks exactness there.
 """
 
 from __future__ import annotations
@@ -101,6 +120,8 @@ K_SPLIT = 65536
 ROW_MULTIPLE = 32
 #: Column and contraction multiple of ``torch._int_mm``.
 COL_MULTIPLE = 8
+#: Largest divisor of the memory budgets (far below it the chunks are at their minimum).
+MAX_SHRINK = 1 << 20
 
 KERNELS = ("int8", "float64")
 INSTALL_HINT = f"install the gpu extra: {install_extra('gpu')}"
@@ -131,17 +152,41 @@ def digit_count(weight: int) -> int:
     return digits
 
 
-def _resolve_device(torch: Any, device: str | torch.device) -> torch.device:
-    """Return ``device`` as a ``torch.device``, checked to be usable."""
+def _resolve_device(
+    torch: Any, device: str | torch.device, probe: bool = True
+) -> torch.device:
+    """Return ``device`` as a ``torch.device``, checked to be usable.
+
+    A CUDA device is checked against the visible devices (``cuda:1`` on a
+    machine with one GPU, or with ``CUDA_VISIBLE_DEVICES`` hiding it), and
+    with ``probe`` any device is given a one-element tensor, so that a
+    device PyTorch knows but cannot use fails here in one line rather than
+    mid-search. Without ``probe`` no CUDA context is made: the checks made
+    before any work run in a process that may fork tile decoders afterwards.
+    """
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise MosaicistError(f"unknown torch device {device!r}: {error}") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        # An OptionError, so that the command line names its flag (--device cpu).
-        raise OptionError(
-            "{device} {value} asked for but CUDA is not available (torch.cuda.is_available() "
-            "is false); use {device} cpu or a CUDA build of PyTorch", value=str(resolved))
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            # An OptionError, so that the command line names its flag (--device cpu).
+            raise OptionError(
+                "{device} {value} asked for but CUDA is not available (torch.cuda.is_available() "
+                "is false); use {device} cpu or a CUDA build of PyTorch", value=str(resolved))
+        visible = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= visible:
+            raise OptionError(
+                "{device} {value} asked for but only {visible} CUDA device(s) are visible "
+                "(cuda:0 to cuda:{last}; CUDA_VISIBLE_DEVICES renumbers them)",
+                value=str(resolved), visible=visible, last=visible - 1)
+    if not probe:
+        return resolved
+    try:
+        torch.empty(1, device=resolved)
+    except Exception as error:  # noqa: BLE001 - torch raises several kinds here
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise MosaicistError(f"torch device {str(resolved)!r} cannot be used: {first}") from None
     return resolved
 
 
@@ -153,27 +198,81 @@ def _default_kernel(torch: Any, device: torch.device) -> str:
 
 
 def _plan(
-    geometry: Geometry, kernel: str, cell_count: int
+    geometry: Geometry, kernel: str, cell_count: int, shrink: int = 1
 ) -> tuple[int, int, int, int]:
     """Return ``(tile_chunk, cell_block, cell_group, contraction)`` sizes.
 
     ``contraction`` is the (padded, for int8) length of the compared vectors.
+    ``shrink`` divides every memory budget (a power of two, raised when the
+    device has little free memory or runs out of it).
     """
     length = geometry.length
     tile_values = geometry.pixels * 3
     contraction = _round_up(length, COL_MULTIPLE) if kernel == "int8" else length
     # Pixels are widened to int32 for pooling: that is the largest per-tile buffer.
     per_tile = 4 * max(tile_values, contraction)
-    tile_chunk = max(COL_MULTIPLE, min(MAX_TILE_CHUNK, TILE_BYTES // per_tile))
+    tile_chunk = max(COL_MULTIPLE, min(MAX_TILE_CHUNK, TILE_BYTES // shrink // per_tile))
     tile_chunk = tile_chunk // COL_MULTIPLE * COL_MULTIPLE
     # Cells are float64 for that kernel: 8 bytes per value bounds both kernels.
-    cells_fit = max(ROW_MULTIPLE, CELL_BYTES // (8 * contraction) // ROW_MULTIPLE * ROW_MULTIPLE)
+    cells_fit = max(ROW_MULTIPLE,
+                    CELL_BYTES // shrink // (8 * contraction) // ROW_MULTIPLE * ROW_MULTIPLE)
     # Score blocks are int64/float64 at their widest.
-    cell_block = max(ROW_MULTIPLE, BLOCK_BYTES // (8 * tile_chunk))
+    cell_block = max(ROW_MULTIPLE, BLOCK_BYTES // shrink // (8 * tile_chunk))
     cell_block = cell_block // ROW_MULTIPLE * ROW_MULTIPLE
     cell_block = min(cell_block, cells_fit, _round_up(max(cell_count, 1), ROW_MULTIPLE))
     cell_group = max(cell_block, cells_fit // cell_block * cell_block)
     return tile_chunk, cell_block, cell_group, contraction
+
+
+def _budget_bytes(shrink: int = 1) -> int:
+    """A generous bound on the device memory one search allocates at ``shrink``.
+
+    The pooling step holds the uint8 chunk and two int32 copies of it, the
+    int8 score step a few int32 blocks next to the int64 result, and the
+    cell group is there throughout; cuBLAS's workspace and the allocator's
+    rounding come on top, hence the third block and tile chunk.
+    """
+    return (CELL_BYTES + 3 * TILE_BYTES + 3 * BLOCK_BYTES) // shrink
+
+
+def _initial_shrink(torch: Any, device: torch.device) -> int:
+    """The smallest power-of-two ``shrink`` whose budget is at most half the free memory.
+
+    Only CUDA reports its free memory; other devices get the full budgets.
+    Half, because other processes, the CUDA context and fragmentation need
+    room too, and an out-of-memory error costs a retry.
+    """
+    if device.type != "cuda":
+        return 1
+    try:
+        free, _total = torch.cuda.mem_get_info(device)
+    except RuntimeError:
+        return 1
+    shrink = 1
+    while _budget_bytes(shrink) > free // 2 and shrink < MAX_SHRINK:
+        shrink *= 2
+    return shrink
+
+
+def _is_out_of_memory(torch: Any, error: BaseException) -> bool:
+    """Whether ``error`` is the device (or cuBLAS, or pinned host memory) running out."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and (
+        "out of memory" in text or "CUBLAS_STATUS_ALLOC_FAILED" in text
+    )
+
+
+def _memory_line(torch: Any, device: torch.device) -> str:
+    """``"x.x GiB free of y.y GiB"`` on CUDA, else an empty string."""
+    if device.type != "cuda":
+        return ""
+    try:
+        free, total = torch.cuda.mem_get_info(device)
+    except RuntimeError:
+        return ""
+    return f" ({free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB)"
 
 
 class _TileStream:
@@ -181,19 +280,18 @@ class _TileStream:
 
     Two host buffers alternate: on CUDA they are pinned and the copy is
     asynchronous, and an event per buffer keeps a buffer from being refilled
-    while its previous copy is still in flight.
+    while its previous copy is still in flight. When pinned memory cannot be
+    had (a container's locked-memory limit), the buffers are ordinary and
+    each copy is synchronous: slower, never wrong.
     """
 
     def __init__(self, torch: Any, tiles: np.ndarray, chunk: int, device: torch.device) -> None:
         self.torch = torch
         self.tiles = tiles
         self.device = device
-        cuda = device.type == "cuda"
         shape = (min(chunk, len(tiles)), *tiles.shape[1:])
-        self.buffers = [
-            torch.empty(shape, dtype=torch.uint8, pin_memory=cuda) for _ in range(2)
-        ]
-        self.events = [torch.cuda.Event() if cuda else None for _ in range(2)]
+        self.buffers, pinned = _host_buffers(torch, shape, device.type == "cuda")
+        self.events = [torch.cuda.Event() if pinned else None for _ in range(2)]
         self.turn = 0
 
     def get(self, start: int, stop: int) -> torch.Tensor:
@@ -207,11 +305,23 @@ class _TileStream:
         host.numpy()[...] = self.tiles[start:stop]
         if event is None:
             # On the CPU the tensor is used (and finished with) before this
-            # buffer is refilled two chunks later, so no copy is needed.
+            # buffer is refilled two chunks later, so no copy is needed; from
+            # pageable memory a copy to a GPU returns once the host side is read.
             return host.to(self.device)
         moved = host.to(self.device, non_blocking=True)
         event.record()
         return moved
+
+
+def _host_buffers(torch: Any, shape: tuple[int, ...], pin: bool) -> tuple[list[Any], bool]:
+    """Two uint8 host buffers of ``shape``, pinned if asked and possible; and whether pinned."""
+    if pin:
+        try:
+            return [torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+                    for _ in range(2)], True
+        except RuntimeError:
+            pass
+    return [torch.empty(shape, dtype=torch.uint8) for _ in range(2)], False
 
 
 def _centred_sums(torch: Any, raw: torch.Tensor, geometry: Geometry) -> torch.Tensor:
@@ -317,77 +427,142 @@ def match_torch(
         return MatchResult(empty, empty.copy(), 0)
 
     weight = geometry.weight
-    length = geometry.length
-    tile_values = geometry.pixels * 3
-    tile_chunk, cell_block, cell_group, contraction = _plan(geometry, kernel, count)
+    shrink = _initial_shrink(torch, where)
+    plan = _plan(geometry, kernel, count, shrink)
     digits = digit_count(weight) if kernel == "int8" else 1
     # |<a', S'>| <= 16384 n and |b'|^2 <= 16384 n; the digit terms can reach
     # twice their sum's bound before cancelling, hence the margin of 4.
-    narrow = 4 * 3 * 16384 * tile_values < 2**31
-    flat_cells = cell_vectors.reshape(count, length)
+    narrow = 4 * 3 * 16384 * geometry.pixels * 3 < 2**31
+    flat_cells = cell_vectors.reshape(count, geometry.length)
     best_distance = np.empty(count, np.int64)
     best_tile = np.empty(count, np.int64)
     # Events, pinned buffers and streams belong to the chosen GPU, not the current one.
     guard = torch.cuda.device(where) if where.type == "cuda" else contextlib.nullcontext()
 
     with guard, torch.inference_mode(), progress_bar(
-        tile_count * math.ceil(count / cell_group), "matching", unit="tile",
+        tile_count * math.ceil(count / plan[2]), "matching", unit="tile",
         enabled=show_progress,
     ) as bar:
-        stream = _TileStream(torch, tiles, tile_chunk, where)
-        for group_start in range(0, count, cell_group):
-            group_stop = min(count, group_start + cell_group)
-            group = _upload_cells(torch, flat_cells[group_start:group_stop], where, kernel,
-                                  contraction)
-            rows = group_stop - group_start
-            value = torch.full((rows,), torch.iinfo(torch.int64).max, dtype=torch.int64,
-                               device=where)
-            index = torch.zeros((rows,), dtype=torch.int64, device=where)
-            for start in range(0, tile_count, tile_chunk):
-                stop = min(tile_count, start + tile_chunk)
-                raw = stream.get(start, stop)
-                norms = _tile_norms(torch, raw)
-                sums = _centred_sums(torch, raw, geometry)
-                del raw
-                if kernel == "int8":
-                    operand = _digits(torch, sums, digits, contraction)
-                    # Padded like the digits' tile axis; padded columns are dropped below.
-                    norms_row = torch.zeros(operand.shape[1], dtype=torch.int32 if narrow
-                                            else torch.int64, device=where)
-                    norms_row[: stop - start] = norms
-                else:
-                    operand = sums.to(torch.float64)
-                    norms_row = norms.to(torch.float64)
-                del sums
-                for block_start in range(0, rows, cell_block):
-                    block = group[block_start:block_start + cell_block]
-                    if kernel == "int8":
-                        scores = _int8_scores(torch, block, operand, norms_row, narrow)
-                    else:
-                        scores = norms_row - 2.0 * (block @ operand.T)
-                    scores = scores[:, : stop - start]
-                    # argmin gives the first minimum, i.e. the lowest tile index.
-                    position = scores.argmin(dim=1)
-                    lowest = scores.gather(1, position[:, None])[:, 0].to(torch.int64)
-                    live = min(cell_block, rows - block_start)
-                    lowest, position = lowest[:live], position[:live]
-                    current = value[block_start:block_start + live]
-                    # Strict: on equal scores the earlier chunk keeps its tile.
-                    better = lowest < current
-                    value[block_start:block_start + live] = torch.where(better, lowest, current)
-                    index[block_start:block_start + live] = torch.where(
-                        better, position + start, index[block_start:block_start + live]
-                    )
-                bar.update(stop - start)
+        passed = 0  # tiles the bar has been told of, also when disabled
+        group_start = 0
+        stream: _TileStream | None = None
+        while group_start < count:
+            if stream is None:
+                stream = _TileStream(torch, tiles, plan[0], where)
+            group_stop = min(count, group_start + plan[2])
+            done = [0]
+
+            def advance(tiles_done: int, done: list[int] = done) -> None:
+                done[0] += tiles_done
+                bar.update(tiles_done)
+
+            try:
+                value, index = _match_group(
+                    torch, flat_cells[group_start:group_stop], stream, where, geometry,
+                    kernel, plan, digits, narrow, advance)
+                out_of_memory = False
+            except Exception as error:
+                if not _is_out_of_memory(torch, error):
+                    raise
+                out_of_memory = True
+            if out_of_memory:
+                # Outside the except block, so the traceback no longer holds the
+                # failed group's tensors when the cache is emptied.
+                stream = None
+                if where.type == "cuda":
+                    torch.cuda.synchronize(where)
+                    torch.cuda.empty_cache()
+                # Halve the budgets until the sizes change: a budget above its
+                # cap (MAX_TILE_CHUNK, the cell count) changes nothing when halved.
+                smaller, plan_shrink = plan, shrink
+                while smaller == plan and plan_shrink < MAX_SHRINK:
+                    plan_shrink *= 2
+                    smaller = _plan(geometry, kernel, count, plan_shrink)
+                if smaller == plan:
+                    raise MosaicistError(
+                        f"the torch device {str(where)!r} ran out of memory even with the "
+                        f"smallest chunks ({plan[0]} tiles by {plan[1]} cells)"
+                        f"{_memory_line(torch, where)}; free it from other programs or "
+                        "match on the CPU")
+                shrink, plan = plan_shrink, smaller
+                bar.update(-done[0])
+                bar.total = passed + tile_count * math.ceil((count - group_start) / plan[2])
+                continue
+            passed += done[0]
             # D = w |a'|^2 + E: the cell's constant term, added back now that
             # the minimum is known.
             centred = flat_cells[group_start:group_stop].astype(np.int64) - 128
             best_distance[group_start:group_stop] = (
-                weight * np.einsum("ij,ij->i", centred, centred) + value.cpu().numpy()
+                weight * np.einsum("ij,ij->i", centred, centred) + value
             )
-            best_tile[group_start:group_stop] = index.cpu().numpy()
+            best_tile[group_start:group_stop] = index
+            group_start = group_stop
 
     return MatchResult(best_tile, best_distance, count * tile_count)
+
+
+def _match_group(
+    torch: Any,
+    cells: np.ndarray,
+    stream: _TileStream,
+    where: torch.device,
+    geometry: Geometry,
+    kernel: str,
+    plan: tuple[int, int, int, int],
+    digits: int,
+    narrow: bool,
+    advance: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(minimum of E, lowest tile index)`` for one group of flat cells, over all tiles.
+
+    Everything this allocates on the device is local, so an out-of-memory
+    error leaves nothing behind once it has been handled.
+    """
+    tile_chunk, cell_block, _, contraction = plan
+    tile_count = len(stream.tiles)
+    group = _upload_cells(torch, cells, where, kernel, contraction)
+    rows = len(cells)
+    value = torch.full((rows,), torch.iinfo(torch.int64).max, dtype=torch.int64,
+                       device=where)
+    index = torch.zeros((rows,), dtype=torch.int64, device=where)
+    for start in range(0, tile_count, tile_chunk):
+        stop = min(tile_count, start + tile_chunk)
+        raw = stream.get(start, stop)
+        norms = _tile_norms(torch, raw)
+        sums = _centred_sums(torch, raw, geometry)
+        del raw
+        if kernel == "int8":
+            operand = _digits(torch, sums, digits, contraction)
+            # Padded like the digits' tile axis; padded columns are dropped below.
+            norms_row = torch.zeros(operand.shape[1], dtype=torch.int32 if narrow
+                                    else torch.int64, device=where)
+            norms_row[: stop - start] = norms
+        else:
+            operand = sums.to(torch.float64)
+            norms_row = norms.to(torch.float64)
+        del sums
+        for block_start in range(0, rows, cell_block):
+            block = group[block_start:block_start + cell_block]
+            if kernel == "int8":
+                scores = _int8_scores(torch, block, operand, norms_row, narrow)
+            else:
+                scores = norms_row - 2.0 * (block @ operand.T)
+            scores = scores[:, : stop - start]
+            # argmin gives the first minimum, i.e. the lowest tile index (on
+            # CUDA too: its reduction breaks ties between threads by index).
+            position = scores.argmin(dim=1)
+            lowest = scores.gather(1, position[:, None])[:, 0].to(torch.int64)
+            live = min(cell_block, rows - block_start)
+            lowest, position = lowest[:live], position[:live]
+            current = value[block_start:block_start + live]
+            # Strict: on equal scores the earlier chunk keeps its tile.
+            better = lowest < current
+            value[block_start:block_start + live] = torch.where(better, lowest, current)
+            index[block_start:block_start + live] = torch.where(
+                better, position + start, index[block_start:block_start + live]
+            )
+        advance(stop - start)
+    return value.cpu().numpy(), index.cpu().numpy()
 
 
 def _upload_cells(
@@ -450,7 +625,7 @@ class GpuMatcher(Matcher):
         return None
 
     def check_runs(self, options: MosaicOptions) -> None:
-        _resolve_device(_import_torch(), "cuda")
+        _resolve_device(_import_torch(), "cuda", probe=False)
 
     def match(self, request: MatchRequest) -> MatchResult:
         return match_torch(request.cell_vectors, request.candidates, request.geometry, "cuda",
