@@ -78,14 +78,14 @@ def upload_file(name: str, seed: int) -> dict:
 
 @contextlib.contextmanager
 def live_server(event: Path, *, target: Path | None = None, port: int = 0,
-                final: bool = True) -> Iterator[dict]:
+                final: bool = True, extra: tuple[str, ...] = ()) -> Iterator[dict]:
     """``mosaicist live`` in a subprocess; yield its links, then stop it with Ctrl+C."""
     command = [sys.executable, "-m", "mosaicist", "live"]
     if target is not None:
         command += [str(target), "--grid", f"{COLS}x{ROWS}"]
     # --final: placed photos never move, so the cells a test expects stay put.
     command += ["--event", str(event), "--port", str(port), "--rate", "0",
-                "--final" if final else "--moving"]
+                "--final" if final else "--moving", *extra]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, env=dict(os.environ))
     assert server.stdout is not None
@@ -396,3 +396,50 @@ def multipart(fields: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
+
+
+#: Photo names a guest's phone may send: markup, script, quotes and line breaks, as text.
+HOSTILE_UPLOADS = ("<img src=x onerror=alert(1)>.jpg", "'><svg onload=alert(2)>.jpg",
+                   "<script>alert(3)</script>.jpg", "javascript:alert(4)\u2028.jpg")
+
+
+def test_hostile_photo_names_stay_text_for_guests_and_host(browser, tmp_path):
+    """Names a guest sends show as text on the guest's page; the host's list stays whole."""
+    from playwright.sync_api import expect
+
+    target = write_target(tmp_path / "<img src=x onerror=alert(5)>.png")
+    errors: list[str] = []
+    dialogs: list[str] = []
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    context.on("page", lambda page: page.on(
+        "dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss())))
+    try:
+        with live_server(tmp_path / "event", target=target, extra=("--moderation",)) as server:
+            base = server["base"]
+            guest = context.new_page()
+            watch(guest, errors, "guest")
+            guest.goto(f"{base}/")
+            colours = list(COLOURS.values()) * 2
+            guest.set_input_files("#choose", files=[
+                {"name": name, "mimeType": "image/jpeg", "buffer": photo(colours[seed], seed)}
+                for seed, name in enumerate(HOSTILE_UPLOADS)])
+            held = guest.locator(".upload", has_text="once the host has approved it")
+            expect(held).to_have_count(len(HOSTILE_UPLOADS), timeout=TIMEOUT_MS)
+            for name in HOSTILE_UPLOADS:
+                expect(guest.locator(".upload", has_text=name)).to_have_count(1)
+
+            admin = context.new_page()
+            watch(admin, errors, "admin")
+            admin.goto(f"{base}/admin#token={server['token']}")
+            expect(admin.locator("#pending li")).to_have_count(len(HOSTILE_UPLOADS),
+                                                               timeout=TIMEOUT_MS)
+            # The server tells the host no guest's file name: nothing of them to show.
+            metas = admin.locator("#pending li .photo-meta").all_text_contents()
+            assert not any("alert" in meta for meta in metas), metas
+            for page in (guest, admin):
+                injected = "[onerror], [onload], script:not([src])"
+                assert page.evaluate(
+                    "(selector) => document.querySelectorAll(selector).length", injected) == 0
+            assert dialogs == [] and errors == []
+    finally:
+        context.close()

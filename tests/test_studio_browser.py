@@ -404,3 +404,106 @@ def test_a_print_size_is_previewed_in_a_browser(browser, tmp_path):
         expect(page.locator("#preview-status")).to_have_text(
             re.compile(r"^400 cells · \d+\.\d\d s$"))
         assert errors == []
+
+
+#: Photo names that are markup or script, one per photo in turn (no "/": one folder).
+HOSTILE_PHOTOS = ("<img src=x onerror=alert(1)>", "\"'><svg onload=alert(2)>",
+                  "javascript:alert(3)", "<script>alert(7)<!--", "`${alert(4)}`\u2028", "&lt;&amp;")
+HOSTILE_TARGET = "<img src=x onerror=alert(5)>'<script>\u2028.jpg"  # Chromium sends " as %22
+HOSTILE_FOLDER = "<svg onload=alert(6)>\"'"
+
+
+def test_hostile_names_stay_text_in_the_studio(browser, tmp_path):
+    """A target, a tile folder and photos named as markup show as text; nothing runs."""
+    from playwright.sync_api import expect
+
+    root = tmp_path / "root"
+    photos = root / HOSTILE_FOLDER
+    write_photos(photos)
+    for index in range(PHOTOS):
+        source = photos / f"p{index:02d}.png"
+        source.rename(photos / f"{HOSTILE_PHOTOS[index % len(HOSTILE_PHOTOS)]}{index:02d}.png")
+    cache, home = tmp_path / "cache", tmp_path / "home"
+    home.mkdir()
+    with studio(root, cache, home) as url, studio_page(browser) as (_, page, errors):
+        dialogs: list[str] = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.goto(url)
+        expect(page.locator("#setting-tile_px")).to_be_visible(timeout=TIMEOUT_MS)
+        page.evaluate(DROP_FILE, [HOSTILE_TARGET, "image/jpeg",
+                                  base64.b64encode(TARGET.read_bytes()).decode()])
+        expect(page.locator("#target-info")).to_have_text(
+            f"{HOSTILE_TARGET} · 512 × 512 pixels", timeout=TIMEOUT_MS)
+
+        # The folder browser lists the folder by its name, as text.
+        page.locator("#browse").click()
+        expect(page.locator("#folder-current")).to_have_text(str(home.resolve()))
+        page.locator("#folder-roots button", has_text=str(root.resolve())).click()
+        page.locator("#folder-list button", has_text=HOSTILE_FOLDER).click()
+        expect(page.locator("#folder-current")).to_have_text(str(photos.resolve()))
+        page.locator("#folder-choose").click()
+        expect(page.locator("#index-status")).to_have_text(
+            f"Ready: {PHOTOS} photos from {photos.resolve()}.", timeout=TIMEOUT_MS)
+
+        page.locator("#setting-preset").select_option("seed")
+        page.locator("#across").fill(str(ACROSS))
+        page.wait_for_function(PREVIEW_SHOWS, arg={"preset": "seed", "cell_px": 512 // ACROSS},
+                               timeout=TIMEOUT_MS)
+        page.locator("#make").click()
+        expect(page.locator("#result")).to_be_visible(timeout=60_000)
+        expect(page.locator("#result-info")).to_contain_text(HOSTILE_TARGET)
+        card = page.locator("#runs .run")
+        expect(card.locator(".run-title")).to_have_text(HOSTILE_TARGET, timeout=TIMEOUT_MS)
+
+        # The run's viewer names the photo under the pointer as it is named.
+        frame = viewer_frame(page)
+        rows = list(csv.DictReader(io.StringIO(download(page, "placements_csv").decode())))
+        where = {(int(row["row"]), int(row["col"])): row["tile"] for row in rows}
+        for row, col in ((2, 3), (9, 7)):
+            assert any(where[row, col].startswith(name) for name in HOSTILE_PHOTOS)
+            label = hover_cell(page, frame, row, col)
+            assert label == f"{where[row, col]} \u00b7 row {row}, col {col}", label
+        assert frame.evaluate("() => document.querySelectorAll('script').length") == 3
+        for scope in (page, frame):
+            assert scope.evaluate(
+                "() => document.querySelectorAll('[onerror], [onload]').length") == 0
+        assert dialogs == [] and errors == []
+
+
+def test_a_slow_listing_does_not_replace_the_folder_picked_since(browser, tmp_path):
+    """The folder browser shows the folder asked for last, whatever answers last.
+
+    The first listing (the home folder) is held back until a root has been
+    picked and shown; it then answered and replaced the root's listing.
+    """
+    from playwright.sync_api import expect
+
+    root = tmp_path / "root"
+    write_photos(root / "my photos")
+    cache, home = tmp_path / "cache", tmp_path / "home"
+    (home / "elsewhere").mkdir(parents=True)
+    held = []
+
+    def hold_home(route) -> None:
+        if not held and "folders" in route.request.url:
+            held.append(route)  # answered later, below
+        else:
+            route.continue_()
+
+    with studio(root, cache, home) as url, studio_page(browser) as (_, page, errors):
+        page.goto(url)
+        expect(page.locator("#setting-tile_px")).to_be_visible(timeout=TIMEOUT_MS)
+        page.route("**/api/folders?*", hold_home)
+        page.locator("#browse").click()
+        page.wait_for_function("() => document.getElementById('folders').open")
+        page.locator("#folder-roots button", has_text=str(root.resolve())).click()
+        expect(page.locator("#folder-current")).to_have_text(str(root.resolve()),
+                                                            timeout=TIMEOUT_MS)
+        assert len(held) == 1 and "home" in held[0].request.url
+        with page.expect_response(held[0].request.url):
+            held[0].continue_()
+        # Let the page's handler of that answer run (it replaced the listing at once).
+        page.evaluate("() => new Promise((resolve) => setTimeout(resolve, 300))")
+        expect(page.locator("#folder-current")).to_have_text(str(root.resolve()))
+        expect(page.locator("#folder-list button", has_text="my photos")).to_be_visible()
+        assert errors == []

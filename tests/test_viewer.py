@@ -6,6 +6,7 @@ import _thread
 import base64
 import colorsys
 import contextlib
+import html
 import http.client
 import io
 import json
@@ -889,3 +890,227 @@ def test_cli_view_errors_are_one_line(tmp_path, mosaic):
             error = result.stderr.strip().splitlines()
             assert len(error) == 1 and error[0].startswith("mosaicist: error: "), result.stderr
             assert expected in error[0], error[0]
+
+
+# --- hostile names: photos, targets and outputs named as markup or script -------------------
+
+#: Tile names that would run or break a page if written into it unescaped; a
+#: ``/`` puts part of a name in a sub-folder, since no file name holds one.
+HOSTILE_NAMES = (
+    "<img src=x onerror=alert(1)>.png",
+    '"><script>alert(2)</script>.png',
+    "javascript:alert(3).png",
+    "</script><script>alert(4)</script>.png",
+    "a\u2028b\u2029c.png",
+    "q'\"`${alert(5)}{{x}}.png",
+    "new\nline\ttab.png",
+    "<!--<script>.png",
+    "&amp;&lt;&#x27;.png",
+    "]]></x><svg onload=alert(6)>.png",
+)
+#: The output's name: markup and quotes in the page's title and its tile folder's URL.
+HOSTILE_OUTPUT = "<img src=x onerror=alert(7)>'\"<!--"
+
+# Record every dialog (and dismiss it, so the page goes on) and every CSP violation.
+DIALOG_HOOKS = """(() => {
+  window.__mosaicist_violations = [];
+  document.addEventListener("securitypolicyviolation", (event) => {
+    window.__mosaicist_violations.push(event.violatedDirective);
+  });
+})();"""
+
+# Markup and script a page would run if something put them in it: each sets a flag.
+INJECT = """() => {
+  window.__mosaicist_ran = [];
+  const holder = document.createElement("div");
+  holder.innerHTML = '<img src="data:," onerror="window.__mosaicist_ran.push(1)">'
+    + '<img src="x" onerror="window.__mosaicist_ran.push(2)">';
+  document.body.append(holder);
+  const script = document.createElement("script");
+  script.textContent = "window.__mosaicist_ran.push(3)";
+  document.body.append(script);
+  return new Promise((resolve) => setTimeout(resolve, 300));
+}"""
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory, module_cache) -> tuple[Path, list[str]]:
+    """``mosaicist make`` over photos with hostile names, from a target with one.
+
+    Every photo has its own colour and the target is those colours, cell by
+    cell (the seed preset matches exactly): cell ``i`` shows photo ``i``.
+    Returns the ``.dzi`` and the source id of each cell.
+    """
+    root = tmp_path_factory.mktemp("hostile")
+    colours = palette(len(HOSTILE_NAMES))
+    for index, name in enumerate(HOSTILE_NAMES):
+        path = root / "photos" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (24, 24), tuple(int(v) for v in colours[index])).save(path, "PNG")
+    target = root / "<svg onload=alert(8)>.png"
+    Image.fromarray(np.repeat(np.repeat(colours[None], 8, 0), 8, 1)).save(target)
+    out = root / "out"
+    out.mkdir()
+    dzi = out / f"{HOSTILE_OUTPUT}.dzi"
+    made = subprocess.run(
+        [sys.executable, "-m", "mosaicist", "make", target, "--tiles", root / "photos",
+         "--cell", "8", "--tile-px", "16", "-o", dzi, "--quiet", "--preset", "seed"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    return dzi, list(HOSTILE_NAMES)
+
+
+def test_hostile_names_are_escaped_in_the_page_and_manifest(hostile):
+    dzi, names = hostile
+    page = dzi.with_suffix(".html")
+    text = page.read_text(encoding="utf-8")
+    # The names add no element: the page's own scripts only, and one title.
+    assert len(re.findall(r"<script", text, re.IGNORECASE)) == 3
+    assert len(re.findall(r"</script", text, re.IGNORECASE)) == 3
+    assert text.count("<title>") == 1 and text.count("<!--") == 0
+    title = re.search(r"<title>(.*?)</title>", text, re.DOTALL).group(1)
+    assert title == "&lt;img src=x onerror=alert(7)&gt;&#x27;&quot;&lt;!--"
+    for name in names:
+        if "<" in name:  # JSON leaves other names as they are, and they are harmless there
+            assert name not in text
+    data = read_viewer_data(page)
+    assert data["title"] == HOSTILE_OUTPUT
+    assert sorted(data["sources"]) == sorted(names)
+    assert decode_cells(data) == names
+    assert urllib.parse.unquote(data["tile_source"]["Image"]["Url"]) == f"{HOSTILE_OUTPUT}_files/"
+    manifest = json.loads(manifest_path(page).read_text(encoding="ascii"))
+    assert sorted(manifest["sources"]) == sorted(names)
+
+
+def check_hostile_page(page, url: str, names: list[str]) -> None:
+    """Open a viewer; its labels show the names as text, nothing runs, no dialog opens."""
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    open_viewer(page, url)
+    assert page.title() == HOSTILE_OUTPUT
+    for col, name in enumerate(names):
+        centre = [(col + 0.5) * 16, 8]
+        x, y = page.evaluate(PAGE_POINT, centre)
+        page.mouse.move(x, y)
+        expected = f"{name} \u00b7 row 0, col {col}"
+        page.wait_for_function(
+            "(text) => document.getElementById('mosaicist-label').textContent === text",
+            arg=expected, timeout=30_000)
+        # Text only: the label holds no element.
+        assert page.evaluate("document.getElementById('mosaicist-label').children.length") == 0
+    assert page.evaluate("document.querySelectorAll('script').length") == 3
+    assert page.evaluate("document.querySelectorAll('img[onerror], svg, iframe').length") == 0
+    assert dialogs == []
+
+
+def test_browser_hostile_names_stay_text_from_disk_and_served(browser, hostile):
+    dzi, names = hostile
+    for served in (False, True):
+        with watched_page(browser) as (context, page, errors), contextlib.ExitStack() as stack:
+            url = (stack.enter_context(serving(dzi.with_suffix(".html"))) if served
+                   else dzi.with_suffix(".html").as_uri())
+            check_hostile_page(page, url, names)
+            assert page.evaluate("window.__mosaicist_test.failed") == 0
+            assert errors == []
+
+
+def test_browser_page_from_disk_forbids_injected_script(browser, hostile):
+    """Opened from disk (no server, no header), the page's own policy forbids inline script.
+
+    Its scripts run (the viewer opens); markup or a script element put into
+    it later, as an unescaped name would be, does not.
+    """
+    dzi, _ = hostile
+    page_path = dzi.with_suffix(".html")
+    for url, served in ((page_path.as_uri(), False), (None, True)):
+        with watched_page(browser) as (context, page, errors), contextlib.ExitStack() as stack:
+            if served:
+                url = stack.enter_context(serving(page_path))
+            context.add_init_script(DIALOG_HOOKS)
+            open_viewer(page, url)
+            page.evaluate(INJECT)
+            assert page.evaluate("window.__mosaicist_ran") == [], served
+            assert "script-src-elem" in page.evaluate("window.__mosaicist_violations"), served
+            assert errors == []
+
+
+def test_page_policy_allows_only_its_own_scripts(hostile):
+    """The page's meta policy lists the hash of each of its scripts, and no 'unsafe-inline'."""
+    import hashlib
+
+    text = dzi_text = hostile[0].with_suffix(".html").read_text(encoding="utf-8")
+    policy = html.unescape(re.search(
+        r'<meta http-equiv="Content-Security-Policy" content="([^"]*)">', text).group(1))
+    assert text.index("Content-Security-Policy") < text.index("<script")
+    script_src = next(part.split()[1:] for part in policy.split(";")
+                      if part.split()[:1] == ["script-src"])
+    scripts = re.findall(r"<script>(.*?)</script>", dzi_text, re.DOTALL)
+    assert len(scripts) == 2
+    assert sorted(script_src) == sorted(
+        "'sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() + "'"
+        for s in scripts)
+    assert "'unsafe-inline'" not in script_src and "object-src 'none'" in policy
+    assert "base-uri 'none'" in policy
+
+
+def test_browser_long_and_odd_source_ids_stay_text(browser, tmp_path):
+    """A 1 MB source id, and ids with controls and escapes, are shown whole as text."""
+    ids = ["<b>" * (1 << 18) + ".png", "\\u0000\\x00\\\"'\u2028.png", "</script>\x01.png"]
+    page_path = small_viewer(tmp_path, ids)
+    assert read_viewer_data(page_path)["sources"] == sorted(ids)
+    with watched_page(browser) as (context, page, errors):
+        dialogs: list[str] = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        open_viewer(page, page_path.as_uri())
+        for col, source in enumerate(ids):
+            x, y = page.evaluate(PAGE_POINT, [col * 8 + 4, 4])
+            page.mouse.move(x, y)
+            page.wait_for_function(
+                "(text) => document.getElementById('mosaicist-label').textContent === text",
+                arg=f"{source} \u00b7 row 0, col {col}", timeout=30_000)
+        assert page.evaluate("document.querySelectorAll('b').length") == 0
+        assert dialogs == [] and errors == []
+
+
+@pytest.mark.skipif(sys.platform in ("darwin", "win32"), reason="names must be UTF-8 there")
+def test_browser_output_name_that_is_not_utf8(browser, tmp_path):
+    """``-o`` naming bytes that are not UTF-8: the page is written, shown and opened from disk.
+
+    Writing it raised UnicodeEncodeError (a traceback from ``mosaicist make``);
+    serving it must say in one line why it cannot be, not crash.
+    """
+    ids = ["t\udcff.png", "u.png"]  # an id as no source gives it, with a byte that is no text
+    placements = Placements(1, 2, np.zeros(2, np.int64), np.zeros(2), ids)
+    dzi = tmp_path / os.fsdecode(b"m\xff<b>.dzi")
+    write_pyramid(np.full((8, 16, 3), 200, np.uint8), dzi)
+    page_path = write_viewer(dzi, placements)
+    text = page_path.read_text(encoding="utf-8")
+    assert "<title>m\ufffd&lt;b&gt;</title>" in text
+    data = read_viewer_data(page_path)
+    assert data["tile_source"]["Image"]["Url"] == "m%FF%3Cb%3E_files/"
+    assert data["sources"] == ids
+    with watched_page(browser) as (context, page, errors):
+        open_viewer(page, page_path.as_uri())
+        page.wait_for_function("window.mosaicistViewer.world.getItemAt(0).getFullyLoaded()",
+                               timeout=30_000)
+        assert page.evaluate("window.__mosaicist_test.failed") == 0
+        assert page.title() == "m\ufffd<b>"
+        assert errors == []
+    with pytest.raises(MosaicistError, match=r"m\\xff<b>\.html: a page whose name is not UTF-8"):
+        make_server(page_path)
+
+
+def test_served_page_policy_forbids_other_sources(hostile):
+    """``mosaicist view`` sends a policy with the page: nothing from elsewhere, no framing."""
+    dzi, _ = hostile
+    with serving(dzi.with_suffix(".html")) as url:
+        path = urllib.parse.urlsplit(url).path
+        status, body, headers = fetch(url, path)
+    assert status == 200 and body == dzi.with_suffix(".html").read_bytes()
+    policy = headers["content-security-policy"]
+    for directive in ("default-src 'none'", "frame-ancestors 'none'", "base-uri 'none'",
+                      "form-action 'none'"):
+        assert directive in policy, policy
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["x-frame-options"] == "DENY"

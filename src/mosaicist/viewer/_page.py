@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import html
 import json
 import os
@@ -88,10 +89,41 @@ def _nav_images() -> dict[str, dict[str, str]]:
     return images
 
 
+#: A lone surrogate: a byte of a file name that is not UTF-8, as Python decodes it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _script_json(value: Any) -> str:
-    """JSON that is safe inside a ``<script>`` element."""
+    """JSON that is safe inside a ``<script>`` element (and can be written as UTF-8)."""
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    text = _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _shown(text: str) -> str:
+    """``text`` as a page shows it: bytes of a file name that are not UTF-8 as U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def _script_hash(script: str) -> str:
+    """The CSP source expression that allows one inline script: its SHA-256."""
+    digest = hashlib.sha256(script.encode("utf-8")).digest()
+    return f"'sha256-{base64.b64encode(digest).decode('ascii')}'"
+
+
+def page_meta_policy(scripts: list[str]) -> str:
+    """The content security policy a viewer page carries in its ``<meta>``.
+
+    Only the page's own inline scripts run (listed by hash): markup or a
+    script that anything put into the page later, an unescaped name for
+    one, does not, also where no server sends a policy (the page opened
+    from disk or put on a website). Tiles, button images and styles are not
+    restricted here: from disk, where tiles load from ``file:`` URLs, no
+    ``img-src`` is both strict and portable.
+    """
+    hashes = " ".join(_script_hash(script) for script in scripts)
+    return (f"script-src {hashes}; object-src 'none'; base-uri 'none'; "
+            "form-action 'none'")
 
 
 def _leaf_data(placements: Placements) -> tuple[np.ndarray, dict[str, Any]]:
@@ -197,7 +229,7 @@ def write_viewer(
     data = {
         "format": VIEWER_FORMAT,
         "version": VIEWER_VERSION,
-        "title": title,
+        "title": _shown(title),
         "rows": rows,
         "cols": cols,
         # A cell's size at the deepest level: the pointer's row and column.
@@ -209,7 +241,8 @@ def write_viewer(
         "tile_source": {
             "Image": {
                 "xmlns": DEEPZOOM_NAMESPACE,
-                "Url": urllib.parse.quote(f"{name}_files") + "/",
+                # Bytes, so that a name that is not UTF-8 is quoted byte by byte.
+                "Url": urllib.parse.quote(os.fsencode(f"{name}_files")) + "/",
                 "Format": info.format,
                 "Overlap": str(info.overlap),
                 "TileSize": str(info.tile_size),
@@ -224,12 +257,14 @@ def write_viewer(
         "cells": cells,
         **leaves,
     }
+    scripts = [_OPENSEADRAGON_SCRIPT.format(openseadragon=_openseadragon_source()),
+               _VIEWER_SCRIPT.format(nav_images=_script_json(_nav_images()), script=_SCRIPT)]
     page = _PAGE.format(
-        title=html.escape(title),
+        title=html.escape(_shown(title)),
+        policy=page_meta_policy(scripts),  # hashes and keywords: no quote or markup
         data=_script_json(data),
-        openseadragon=_openseadragon_source(),
-        nav_images=_script_json(_nav_images()),
-        script=_SCRIPT,
+        openseadragon_script=scripts[0],
+        viewer_script=scripts[1],
     )
     html_path = dzi_path.with_suffix(".html")
     # The previous manifest goes first: an interrupted run leaves no manifest
@@ -326,6 +361,7 @@ _PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{policy}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="mosaicist">
 <title>{title}</title>
@@ -345,18 +381,23 @@ html, body {{ margin: 0; height: 100%; background: #111; overflow: hidden; }}
 <div id="mosaicist-viewer"></div>
 <div id="mosaicist-label" hidden></div>
 <script type="application/json" id="mosaicist-data">{data}</script>
-<script>
+<script>{openseadragon_script}</script>
+<script>{viewer_script}</script>
+</body>
+</html>
+"""
+
+# The two inline scripts, hashed into the page's policy as they are written.
+_OPENSEADRAGON_SCRIPT = """
 /* OpenSeadragon (https://openseadragon.github.io/), BSD-3-Clause licence:
    Copyright (C) 2009 CodePlex Foundation
    Copyright (C) 2010-2025 OpenSeadragon contributors */
 {openseadragon}
-</script>
-<script>
+"""
+
+_VIEWER_SCRIPT = """
 const MOSAICIST_NAV_IMAGES = {nav_images};
 {script}
-</script>
-</body>
-</html>
 """
 
 _SCRIPT = r"""

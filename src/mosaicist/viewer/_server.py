@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from ..errors import printable
+from ..errors import MosaicistError, printable
 from ..web import (
     FileAnswer,
     WebError,
@@ -47,6 +47,8 @@ from ._page import ORIGINAL_ROUTE, find_viewer
 TILE_PATTERN = re.compile(r"[0-9]{1,3}/[0-9]{1,9}_[0-9]{1,9}\.(?:jpeg|jpg|png|webp)")
 #: An original's route: its source index.
 INDEX_PATTERN = re.compile(r"[0-9]{1,9}")
+#: A byte of a file name that is not UTF-8, as Python decodes it (a lone surrogate).
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
 
 
 def page_policy(frame_ancestors: str = "'none'") -> str:
@@ -81,11 +83,16 @@ class ViewerSite:
     Raises
     ------
     MosaicistError
-        When the path is not a viewer.
+        When the path is not a viewer, or its name is not UTF-8.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, embeddable: bool = False) -> None:
         self.page = find_viewer(path).resolve()
+        if _NOT_UTF8.search(self.page.stem):
+            # No address names it: the web layer refuses paths that are not UTF-8.
+            raise MosaicistError(
+                f"{printable(str(self.page))}: a page whose name is not UTF-8 cannot be "
+                "served; open it from disk, or make the mosaic again under another name")
         manifest, problem = read_manifest(self.page)
         self.notice = None if problem is None else (
             f"{problem}; serving the page and its tiles only, no original photos "

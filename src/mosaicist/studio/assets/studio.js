@@ -83,7 +83,7 @@
     shown: null,           // the run shown under "Your mosaic"
     previewTimer: 0, previewAbort: null, previewUrl: null,
     commandAbort: null,
-    folderPath: null, folderParent: null,
+    folderPath: null, folderParent: null, folderAsked: 0,
   };
 
   // --- talking to the server ---------------------------------------------------------
@@ -672,10 +672,15 @@
 
   async function loadFolder(path, {fallback = false} = {}) {
     $("folder-error").hidden = true;
+    // Only the folder asked for last is shown: a slower answer for an earlier one
+    // (the first listing, while a root was picked) must not replace it.
+    const asked = ++state.folderAsked;
     let listing;
     try {
       listing = await api("GET", `/api/folders?path=${encodeURIComponent(path)}`);
+      if (asked !== state.folderAsked) return;
     } catch (error) {
+      if (asked !== state.folderAsked) return;
       if (fallback && path !== state.server.home) return loadFolder(state.server.home || "");
       $("folder-error").textContent = sentence(error.message);
       $("folder-error").hidden = false;
