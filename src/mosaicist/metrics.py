@@ -43,6 +43,40 @@ infinity, so identical images give 100.0 and every value stays a plain
 number in JSON. 100 dB is an MSE of 6.5e-6 levels squared, far below
 anything that matters visually.
 
+Against the project's independent measure (``viewscale.py``: scikit-image's
+PSNR, SSIM and CIEDE2000 on cells area-averaged to ``k`` x ``k`` pixels)
+``psnr_view`` and ``ciede2000_mean_view`` agree to within float rounding
+(1e-5 and better) for square cells whose tile and cell sizes are multiples
+of ``view_px``: the same centre crop, the same unrounded box means, the
+same Lab conversion (D65, scikit-image's matrix) and CIEDE2000 formula.
+The intended differences:
+
+- ``ssim_view`` is the SSIM of luma; ``viewscale`` averages the SSIM of
+  R, G and B. Chroma texture counts in each channel there but not in
+  luma here (its error is CIEDE2000's), so ``ssim_view`` is usually
+  higher: by up to 0.12 on the CIFAR-10 mosaics compared (most often
+  0.03 to 0.09), and within 0.001 either way for a grey target with
+  untinted tiles.
+- For tiny viewing images (a side of 5 or 7 pixels) the window here is
+  the largest odd size that fits (5 or 7); ``viewscale`` takes one size
+  less (3 or 5).
+- Rectangular cells keep their shape at viewing scale (``view_height``
+  above). ``viewscale --grid`` makes every cell ``k`` x ``k``, resizes the
+  whole target (not its centre crop: alike only when the cells divide
+  it) and rounds both reduced images to 8 bits (Pillow's ``BOX``), which
+  moves PSNR and CIEDE2000 by about 0.01 at ``k = 1``, and by about 0.4
+  at ``k = 4`` for 3:2 cells (4 x 3 here, 4 x 4 there).
+- When the tile or cell size is not a multiple of ``k``, ``viewscale``
+  averages ``floor(size / k)``-pixel blocks from the top left of the whole
+  picture, so its view pixels straddle cells and the bottom and right
+  parts of the picture are left out; here every cell is reduced by exact
+  area weights on its own. Judge mosaics with ``viewscale`` at tile and
+  cell sizes that ``k`` divides.
+- Pictures are read by :func:`mosaicist.imaging.read_target` (EXIF
+  orientation applied, transparency over white, 16-bit values scaled);
+  ``viewscale`` uses Pillow's ``convert("RGB")``, which does none of these.
+- ``viewscale`` also reports colourfulness, which is not measured here.
+
 Repetition metrics (:func:`repetition_metrics`) need the tile of every cell,
 e.g. from a placements file written by ``mosaicist make --placements``.
 """
