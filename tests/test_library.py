@@ -1060,3 +1060,30 @@ def test_an_array_file_replaced_after_its_source_was_made_is_read_anew(tmp_path)
     again = TileLibrary.open(str(path), 8, cache_dir=tmp_path / "cache")
     assert again.stats.decoded == 0
     np.testing.assert_array_equal(np.asarray(again.tiles), newer)
+
+
+def test_a_new_manifest_opened_while_another_process_makes_it_waits(tmp_path, monkeypatch):
+    # Another process's first connect holds the new manifest's write lock (rollback
+    # journal, before WAL): switching to WAL was refused at once, "database is locked",
+    # when two runs opened a new index together.
+    from mosaicist.library import _manifest
+
+    other = sqlite3.connect(tmp_path / "manifest.sqlite", isolation_level=None)
+    other.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    other.execute("BEGIN IMMEDIATE")
+    waits = []
+
+    def other_commits(seconds):
+        waits.append(seconds)
+        if other.in_transaction:
+            other.execute("COMMIT")
+
+    monkeypatch.setattr(_manifest.time, "sleep", other_commits)
+    connection = _manifest.connect(tmp_path)
+    try:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert connection.execute("SELECT count(*) FROM tiles").fetchone()[0] == 0
+    finally:
+        connection.close()
+        other.close()
+    assert waits

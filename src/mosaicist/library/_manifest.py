@@ -64,6 +64,7 @@ import os
 import re
 import secrets
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import overload
@@ -74,6 +75,10 @@ from ..errors import MosaicistError
 from ..paths import STORED_ARRAY_ERRORS, atomic_path
 
 SCHEMA_VERSION = 2
+
+#: Seconds a connection waits for another process's lock on the manifest (SQLite's
+#: busy timeout, and the most that :func:`connect` retries switching to WAL).
+BUSY_SECONDS = 60.0
 
 #: Tiles from which a publication's order is kept in a snapshot file (below, the
 #: ``SELECT`` takes milliseconds).
@@ -163,10 +168,11 @@ def connect(directory: Path) -> sqlite3.Connection:
     (:func:`connect_read_only`): it reads as usual, and a write fails with
     SQLite's read-only error.
     """
-    connection = sqlite3.connect(directory / "manifest.sqlite", timeout=60, isolation_level=None)
+    connection = sqlite3.connect(directory / "manifest.sqlite", timeout=BUSY_SECONDS,
+                                 isolation_level=None)
     try:
         # WAL: readers keep reading the last committed state while a writer commits.
-        connection.execute("PRAGMA journal_mode=WAL")
+        _use_wal(connection)
         connection.execute("PRAGMA synchronous=NORMAL")
         connection.executescript(_SCHEMA)
     except sqlite3.OperationalError as error:
@@ -175,6 +181,32 @@ def connect(directory: Path) -> sqlite3.Connection:
             raise
         return connect_read_only(directory)
     return connection
+
+
+def _use_wal(connection: sqlite3.Connection) -> None:
+    """Put the manifest in WAL mode, waiting while other processes make it.
+
+    Switching a new manifest's journal takes its exclusive lock. While another
+    process holds a write lock on it (its own first :func:`connect`, creating
+    the tables), SQLite refuses at once, without its busy timeout (waiting
+    there could deadlock): several processes opening a new index together
+    (two ``make`` runs, the studio and a terminal) failed with "database is
+    locked". Refused, the statement is tried again until the busy timeout
+    would have run out; the lock is only held for the few statements of a
+    connect, or while a writer commits.
+    """
+    deadline = time.monotonic() + BUSY_SECONDS
+    pause = 0.001
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            code = getattr(error, "sqlite_errorcode", None)
+            if code is None or code & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 def is_read_only_error(error: sqlite3.Error) -> bool:
@@ -202,7 +234,7 @@ def connect_read_only(directory: Path) -> sqlite3.Connection:
     """
     path = directory / "manifest.sqlite"
     uri = path.absolute().as_uri() + "?mode=ro"
-    connection = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
+    connection = sqlite3.connect(uri, uri=True, timeout=BUSY_SECONDS, isolation_level=None)
     try:
         _add_missing_tables(connection)
     except sqlite3.OperationalError as error:
