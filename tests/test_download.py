@@ -1,13 +1,19 @@
-"""Downloads against a local HTTP server: success, checksum, resume, restart, locking."""
+"""Downloads against a local HTTP server: success, checksum, resume, restart, locking,
+and the ways a network fails (stalls, web pages, 416, 500, redirect loops, a full disk,
+Ctrl+C, no network at all)."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.server
+import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -28,6 +34,15 @@ class ServerState:
     truncate_next: int = 0  # how many coming responses stop half way
     ranges: list[str | None] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
+    # "html": a captive portal's page; "stall": half the body, then silence until
+    # `release` is set; "stall-headers": silence before the status line; "500";
+    # "416": every Range refused; "slow": the body in small pieces.
+    mode: str = "normal"
+    content_type: str = "application/octet-stream"
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+PORTAL_PAGE = b"<!DOCTYPE html><html><body>Please log in to the hotel Wi-Fi</body></html>"
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -38,6 +53,27 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server naming
         state = self.server.state  # type: ignore[attr-defined]
+        if self.path == "/loop":
+            self.send_response(302)
+            self.send_header("Location", "/loop")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if state.mode == "stall-headers":
+            state.release.wait(30)
+            return
+        if state.mode == "500":
+            self.send_error(500, "Internal Server Error")
+            return
+        if state.mode == "html":
+            state.ranges.append(self.headers.get("Range"))
+            state.statuses.append(200)
+            self.send_response(200)
+            self.send_header("Content-Type", state.content_type)
+            self.send_header("Content-Length", str(len(PORTAL_PAGE)))
+            self.end_headers()
+            self.wfile.write(PORTAL_PAGE)
+            return
         if self.path != "/file.bin":
             self.send_error(404, "Not Found")
             state.statuses.append(404)
@@ -45,6 +81,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         requested = self.headers.get("Range")
         state.ranges.append(requested)
         body = state.payload
+        if requested and state.mode == "416":
+            state.statuses.append(416)
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(body)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         start = 0
         if requested and state.honour_range:
             start = int(requested.removeprefix("bytes=").split("-")[0])
@@ -59,7 +102,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             state.statuses.append(200)
         rest = body[start:]
         self.send_header("Content-Length", str(len(rest)))
+        self.send_header("Content-Type", state.content_type)
         self.end_headers()
+        if state.mode == "stall":
+            self.wfile.write(rest[: len(rest) // 2])
+            self.wfile.flush()
+            state.release.wait(30)
+            return
+        if state.mode == "slow":
+            for piece in range(0, len(rest), len(rest) // 8 + 1):
+                self.wfile.write(rest[piece:piece + len(rest) // 8 + 1])
+                self.wfile.flush()
+                time.sleep(0.01)
+            return
         if state.truncate_next:
             state.truncate_next -= 1
             # Half the promised body, then the connection drops.
@@ -82,6 +137,7 @@ def server() -> Iterator[tuple[str, ServerState]]:
     try:
         yield f"http://127.0.0.1:{httpd.server_port}/file.bin", state
     finally:
+        state.release.set()  # a stalled handler ends now
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
@@ -227,3 +283,241 @@ def test_registry_and_url_override(
     assert fetch_dataset("galaxy10-sdss", tmp_path).read_bytes() == PAYLOAD
     with pytest.raises(DownloadError, match="unknown dataset"):
         fetch_dataset("mnist", tmp_path)
+
+
+# --------------------------------------------------------------------------- networks that fail
+
+
+def _one_line(error: pytest.ExceptionInfo[DownloadError]) -> str:
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_a_captive_portal_page_does_not_overwrite_the_partial_file(
+    server: tuple[str, ServerState], tmp_path: Path
+) -> None:
+    # The portal answered the resume with its login page (200, the whole
+    # "file"), which replaced the 50 KB already downloaded, then failed the checksum.
+    url, state = server
+    destination = tmp_path / "file.bin"
+    part = tmp_path / "file.bin.part"
+    state.truncate_next = 1
+    with pytest.raises(DownloadError):
+        fetch(url, PAYLOAD_MD5, destination)
+    kept = part.read_bytes()
+    assert 0 < len(kept) < len(PAYLOAD)
+
+    state.mode = "html"
+    with pytest.raises(DownloadError) as caught:
+        fetch(url, PAYLOAD_MD5, destination)
+    assert "web page instead of the file" in _one_line(caught) and url in str(caught.value)
+    assert part.read_bytes() == kept
+    assert not destination.exists()
+
+    state.mode = "normal"
+    assert fetch(url, PAYLOAD_MD5, destination).read_bytes() == PAYLOAD
+    assert state.ranges[-1] == f"bytes={len(kept)}-" and state.statuses[-1] == 206
+
+
+@pytest.mark.parametrize("content_type", ["text/html", "application/octet-stream"])
+def test_a_web_page_is_refused_by_its_type_or_its_first_bytes(
+    server: tuple[str, ServerState], tmp_path: Path, content_type: str
+) -> None:
+    url, state = server
+    state.mode = "html"
+    state.content_type = content_type
+    with pytest.raises(DownloadError, match="web page instead of the file"):
+        fetch(url, PAYLOAD_MD5, tmp_path / "file.bin")
+    assert list(tmp_path.iterdir()) in ([], [tmp_path / "file.bin.lock"])
+
+
+@pytest.mark.parametrize("where", ["stall", "stall-headers"])
+def test_a_stalled_server_times_out_and_keeps_what_came(
+    server: tuple[str, ServerState], tmp_path: Path, where: str
+) -> None:
+    url, state = server
+    state.mode = where
+    part = tmp_path / "file.bin.part"
+    with pytest.raises(DownloadError) as caught:
+        fetch(url, PAYLOAD_MD5, tmp_path / "file.bin", timeout=0.5)
+    assert "timed out" in _one_line(caught) and url in str(caught.value)
+    assert not (tmp_path / "file.bin").exists()
+    if where == "stall":
+        assert part.stat().st_size == len(PAYLOAD) // 2
+        state.mode = "normal"
+        assert fetch(url, PAYLOAD_MD5, tmp_path / "file.bin").read_bytes() == PAYLOAD
+        assert state.statuses[-1] == 206
+
+
+def test_a_slow_server_is_waited_for(server: tuple[str, ServerState], tmp_path: Path) -> None:
+    url, state = server
+    state.mode = "slow"
+    assert fetch(url, PAYLOAD_MD5, tmp_path / "file.bin").read_bytes() == PAYLOAD
+
+
+def test_416_for_a_whole_partial_file_completes_it(
+    server: tuple[str, ServerState], tmp_path: Path
+) -> None:
+    url, state = server
+    state.mode = "416"
+    (tmp_path / "file.bin.part").write_bytes(PAYLOAD)
+    assert fetch(url, PAYLOAD_MD5, tmp_path / "file.bin").read_bytes() == PAYLOAD
+    assert state.statuses == [416]
+
+
+@pytest.mark.parametrize(("mode", "stale", "statuses"), [
+    # Bytes of some other file kept from an earlier attempt: the server sends the rest (206).
+    ("normal", b"x" * 1000, [206, 200]),
+    # A partial file as long as the real one (or longer): the server has nothing to add.
+    ("416", b"x" * (len(PAYLOAD) + 10), [416, 200]),
+], ids=["206-after-other-bytes", "416-after-too-many"])
+def test_a_resumed_file_that_fails_its_checksum_is_fetched_again(
+    server: tuple[str, ServerState], tmp_path: Path, mode: str, stale: bytes,
+    statuses: list[int],
+) -> None:
+    # Each ended in "checksum mismatch", the user left to run it again.
+    url, state = server
+    state.mode = mode
+    (tmp_path / "file.bin.part").write_bytes(stale)
+    assert fetch(url, PAYLOAD_MD5, tmp_path / "file.bin").read_bytes() == PAYLOAD
+    assert state.statuses == statuses
+    assert not (tmp_path / "file.bin.part").exists()
+
+
+@pytest.mark.parametrize("stale", [b"", b"stale"], ids=["fresh", "range-ignored"])
+def test_a_whole_download_that_fails_its_checksum_is_not_fetched_twice(
+    server: tuple[str, ServerState], tmp_path: Path, stale: bytes
+) -> None:
+    url, state = server
+    state.honour_range = False  # a partial file is then rewritten from the start
+    if stale:
+        (tmp_path / "file.bin.part").write_bytes(stale)
+    with pytest.raises(DownloadError, match="checksum mismatch"):
+        fetch(url, "0" * 32, tmp_path / "file.bin")
+    assert state.statuses == [200]
+
+
+@pytest.mark.parametrize(("path", "mode", "expected"), [
+    ("/file.bin", "500", "HTTP error 500"),
+    ("/loop", "normal", "HTTP error 302"),
+])
+def test_server_errors_and_redirect_loops_are_one_line(
+    server: tuple[str, ServerState], tmp_path: Path, path: str, mode: str, expected: str
+) -> None:
+    url, state = server
+    state.mode = mode
+    address = url.replace("/file.bin", path)
+    with pytest.raises(DownloadError) as caught:
+        fetch(address, PAYLOAD_MD5, tmp_path / "file.bin", timeout=5)
+    assert expected in _one_line(caught) and address in str(caught.value)
+    assert not (tmp_path / "file.bin").exists()
+    assert not (tmp_path / "file.bin.part").exists()
+
+
+class _Failing:
+    """A file whose writes fail (with ``error``) once ``room`` bytes are written."""
+
+    def __init__(self, handle: BinaryIO, room: int, error: BaseException) -> None:
+        self.handle, self.room, self.error = handle, room, error
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.room:
+            raise self.error
+        self.room -= len(data)
+        return self.handle.write(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.handle, name)
+
+    def __enter__(self) -> _Failing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.close()
+
+
+def _fail_writes_after(
+    monkeypatch: pytest.MonkeyPatch, room: int, error: BaseException
+) -> None:
+    monkeypatch.setattr(download, "_CHUNK_BYTES", 4096)
+
+    def failing_open(path: Path, mode: str = "r") -> object:
+        handle = open(path, mode)  # noqa: SIM115 - closed by the wrapper
+        return _Failing(handle, room, error) if "b" in mode and mode != "rb" else handle
+
+    monkeypatch.setattr(download, "open", failing_open, raising=False)
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_part(
+    server: tuple[str, ServerState], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Said "download interrupted ... run again to resume", as if the network had failed.
+    url, state = server
+    _fail_writes_after(monkeypatch, 3 * 4096, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    part = tmp_path / "file.bin.part"
+    with pytest.raises(DownloadError) as caught:
+        fetch(url, PAYLOAD_MD5, tmp_path / "file.bin")
+    kept = part.stat().st_size
+    assert 0 < kept <= 3 * 4096
+    assert _one_line(caught).startswith(
+        f"{part}: cannot write after {kept:,} bytes (No space left on device)"
+    )
+    assert not (tmp_path / "file.bin").exists()
+    monkeypatch.undo()
+    assert fetch(url, PAYLOAD_MD5, tmp_path / "file.bin").read_bytes() == PAYLOAD
+    assert state.ranges[-1] == f"bytes={kept}-"
+
+
+def test_ctrl_c_mid_download_leaves_only_a_partial_file_that_resumes(
+    server: tuple[str, ServerState], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, state = server
+    _fail_writes_after(monkeypatch, 2 * 4096, KeyboardInterrupt())
+    destination = tmp_path / "file.bin"
+    with pytest.raises(KeyboardInterrupt):
+        fetch(url, PAYLOAD_MD5, destination)
+    assert not destination.exists()
+    kept = (tmp_path / "file.bin.part").stat().st_size
+    assert 0 < kept <= 2 * 4096
+    monkeypatch.undo()
+    assert fetch(url, PAYLOAD_MD5, destination).read_bytes() == PAYLOAD
+    assert state.ranges[-1] == f"bytes={kept}-" and state.statuses[-1] == 206
+
+
+def test_offline_says_what_to_fetch_from_where_and_where_to_put_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Said only "<url>: download failed: Connection refused".
+    monkeypatch.setenv("MOSAICIST_DOWNLOAD_URL_CIFAR10", "http://127.0.0.1:1/cifar.tar.gz")
+    with pytest.raises(DownloadError) as caught:
+        fetch_dataset("cifar10", tmp_path / "downloads")
+    message = _one_line(caught)
+    destination = tmp_path / "downloads" / "cifar-10-binary.tar.gz"
+    assert message.startswith("http://127.0.0.1:1/cifar.tar.gz: download failed: ")
+    assert message.endswith(
+        "to skip the download, fetch http://127.0.0.1:1/cifar.tar.gz by other means and save "
+        f"it as {destination}"
+    )
+    assert not destination.exists()
+
+
+def test_offline_on_the_command_line_is_one_line_and_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from mosaicist.cli import main
+
+    target = tmp_path / "target.png"
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(target)
+    monkeypatch.setenv("MOSAICIST_DOWNLOAD_URL_CIFAR10", "http://127.0.0.1:1/cifar.tar.gz")
+    result = CliRunner().invoke(main, ["make", str(target), "--tiles", "cifar10", "--cache-dir",
+                                       str(tmp_path / "cache"), "-o", str(tmp_path / "out.png")])
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "http://127.0.0.1:1/cifar.tar.gz" in lines[0]
+    assert str(tmp_path / "cache" / "downloads" / "cifar-10-binary.tar.gz") in lines[0]
+    assert not (tmp_path / "out.png").exists()

@@ -328,6 +328,122 @@ def test_open_source_cifar10_downloads_from_registry(
     assert len(open_source("cifar10", cache).scan()) == len(_expected_cifar10()[0])
 
 
+def _gzip_stream(path: Path, header: tarfile.TarInfo, data_bytes: int) -> Path:
+    """A gzipped tar of one member of ``data_bytes`` zero bytes, written a step at a time."""
+    import gzip
+
+    with gzip.open(path, "wb", compresslevel=1) as out:
+        out.write(header.tobuf(format=tarfile.GNU_FORMAT))
+        padded = data_bytes + (-data_bytes % 512)
+        step = bytes(1 << 20)
+        while padded:
+            out.write(step[:min(padded, len(step))])
+            padded -= min(padded, len(step))
+        out.write(bytes(1024))
+    return path
+
+
+@pytest.mark.parametrize("kind", [tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE])
+def test_a_huge_extended_tar_header_is_refused_before_it_is_read(
+    tmp_path: Path, kind: bytes
+) -> None:
+    # tarfile reads such a header whole: 40 MB of zeros, a 40 KB archive, became 80 MB
+    # in memory (and 3 GB from a 3 MB archive). A limit of 1 MiB tells them apart.
+    header = tarfile.TarInfo("././@LongLink")
+    header.type = kind
+    header.size = 40 << 20
+    tarball = _gzip_stream(tmp_path / "bomb.tar.gz", header, header.size)
+    with pytest.raises(SourceError, match=r"bomb\.tar\.gz: not a readable CIFAR-10 tarball "
+                                          r"\(an extended header of 41,943,040 bytes is over"):
+        CifarSource("cifar10", str(tarball), cache_dir=tmp_path).scan()
+
+
+def test_a_sparse_tar_member_is_refused(tmp_path: Path) -> None:
+    # A GNU 1.0 sparse map is read a number at a time into a list: unbounded memory.
+    tarball = tmp_path / "sparse.tar"
+    with tarfile.open(tarball, "w", format=tarfile.PAX_FORMAT) as archive:
+        info = tarfile.TarInfo("cifar-10-batches-bin/data_batch_1.bin")
+        info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0",
+                            "GNU.sparse.realsize": "3073", "GNU.sparse.name": info.name}
+        data = b"99999999\n" + b"0\n" * 4000
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    with pytest.raises(SourceError, match="a sparse member, which a CIFAR tarball never has"):
+        CifarSource("cifar10", str(tarball), cache_dir=tmp_path).scan()
+
+
+def test_a_tarball_of_countless_members_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each member costs the reader a TarInfo kept for the archive's life: a 2 MB
+    # archive of a million empty members took 400 MB and 40 seconds.
+    monkeypatch.setattr(cifar_module, "TAR_MAX_MEMBERS", 50)
+    files = {f"junk/{i}": b"" for i in range(60)} | _cifar10_files("bin")
+    tarball = _write_tar(tmp_path / "many.tar.gz", files)
+    with pytest.raises(SourceError, match=r"many\.tar\.gz: more than 50 members"):
+        CifarSource("cifar10", str(tarball), cache_dir=tmp_path).scan()
+    # The batches first: what follows them is not read at all.
+    files = _cifar10_files("bin") | {f"junk/{i}": b"" for i in range(60)}
+    _check_cifar10(CifarSource("cifar10", str(_write_tar(tmp_path / "ok.tar.gz", files)),
+                               cache_dir=tmp_path))
+
+
+@pytest.mark.parametrize("cut", [0, 1, 2, 3, 4, 10, 100, 600])
+def test_a_truncated_tarball_is_one_line(tmp_path: Path, cut: int) -> None:
+    # Cut after 3 bytes, tarfile's gzip reader raised TypeError (a traceback).
+    whole = _write_tar(tmp_path / "whole.tar.gz", _cifar10_files("bin")).read_bytes()
+    tarball = tmp_path / "cut.tar.gz"
+    tarball.write_bytes(whole[:cut])
+    with pytest.raises(SourceError) as caught:
+        CifarSource("cifar10", str(tarball), cache_dir=tmp_path).scan()
+    assert str(tarball) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_tar_links_and_traversing_names_neither_read_nor_write_outside(tmp_path: Path) -> None:
+    # Nothing is extracted: a member named ../../x is only read, and a link member,
+    # even to a valid batch outside the archive, is not followed.
+    outside = _write_folder(tmp_path / "outside", _cifar10_files("bin"))
+    files = _cifar10_files("bin")
+    tarball = tmp_path / "links.tar"
+    with tarfile.open(tarball, "w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            if name.endswith("data_batch_1.bin"):
+                info.type = tarfile.SYMTYPE
+                info.linkname = str(outside / name)
+                archive.addfile(info)
+            elif name.endswith("data_batch_2.bin"):
+                info.type = tarfile.LNKTYPE
+                info.linkname = "../../../outside/" + name
+                archive.addfile(info)
+            else:
+                info.name = "../../" + name
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(SourceError, match="holds no complete set of CIFAR-10 batches"):
+        CifarSource("cifar10", str(tarball), cache_dir=tmp_path / "cache").scan()
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_dataset_that_cannot_be_fetched_says_where_to_put_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mosaicist.errors import DownloadError
+
+    monkeypatch.setenv("MOSAICIST_DOWNLOAD_URL_GALAXY10_SDSS", "http://127.0.0.1:1/g.h5")
+    for spec, variable, name in (
+        ("cifar100", "MOSAICIST_DOWNLOAD_URL_CIFAR100", "cifar-100-binary.tar.gz"),
+        ("galaxy10-sdss", "MOSAICIST_DOWNLOAD_URL_GALAXY10_SDSS", "Galaxy10.h5"),
+    ):
+        monkeypatch.setenv(variable, "http://127.0.0.1:1/x")
+        with pytest.raises(DownloadError) as caught:
+            open_source(spec, tmp_path / "cache").scan()
+        message = str(caught.value)
+        assert "\n" not in message and "http://127.0.0.1:1/x" in message
+        assert message.endswith(f"save it as {tmp_path / 'cache' / 'downloads' / name}")
+
+
 # --------------------------------------------------------------------------- arrays
 
 

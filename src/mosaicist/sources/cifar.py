@@ -6,6 +6,13 @@ batch order, then the test images; source ids are
 ``<dataset>/train/<i>`` and ``<dataset>/test/<i>``, numbered from 0 within
 each split.
 
+A tarball is read, never extracted: nothing is written anywhere, and only
+regular members are read (links are skipped, so they cannot point at other
+files). The archive's own bookkeeping is bounded too: at most
+:data:`TAR_MAX_MEMBERS` members, extended (pax, GNU long name) headers of at
+most :data:`TAR_HEADER_MAX_BYTES`, and no sparse members, which no CIFAR
+tarball has, so a small hostile archive cannot make the reader hold gigabytes.
+
 The python distribution is a pickle. It is read with an unpickler that admits
 only the few numpy reconstructors such files need, so a tampered file cannot
 run code.
@@ -50,7 +57,46 @@ _PICKLE_RECORD_EXTRA = 256
 #: Bytes read from a tarball member per step.
 _MEMBER_READ_BYTES = 1 << 20
 
+#: Members a tarball may have (the official ones have fewer than ten); each costs
+#: memory in the reader, and an archive of empty members compresses to nothing.
+TAR_MAX_MEMBERS = 10_000
+#: Largest extended header (pax, GNU long name or link) of a tarball member,
+#: which the reader holds in memory whole.
+TAR_HEADER_MAX_BYTES = 1 << 20
+
 _DISPLAY = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+
+
+class _TarLimit(tarfile.TarError):
+    """A tarball beyond the reader's bounds (a TarError, so tarfile passes it on)."""
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A tar header that refuses what would be read into memory unbounded.
+
+    tarfile reads a pax or GNU long-name header's data whole, and a sparse
+    member's map a number at a time into a list, before the caller sees the
+    member: a few megabytes of compressed zeros become gigabytes in memory.
+    These overrides run first.
+    """
+
+    def _proc_member(self, archive: Any) -> Any:
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise _TarLimit(f"{self.name}: a sparse member, which a CIFAR tarball never has")
+        if self.type in _EXTENDED_HEADER_TYPES and self.size > TAR_HEADER_MAX_BYTES:
+            raise _TarLimit(
+                f"an extended header of {self.size:,} bytes is over the limit of "
+                f"{TAR_HEADER_MAX_BYTES:,}"
+            )
+        return super()._proc_member(archive)  # type: ignore[misc]  # private, not in typeshed
+
+    def _proc_gnusparse_10(self, *args: Any) -> None:
+        # A pax-described sparse member; its map is read from the member's data.
+        raise _TarLimit(f"{self.name}: a sparse member, which a CIFAR tarball never has")
+
+
+_EXTENDED_HEADER_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
+                          tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
 
 
 @dataclass(frozen=True)
@@ -238,6 +284,14 @@ def _read_folder(folder: Path, dataset: str) -> list[_Batch]:
     )
 
 
+def _complete_layout(dataset: str, members: dict[str, bytearray]) -> _Layout | None:
+    """The distribution format whose batches are all in ``members``, if any."""
+    for layout in _LAYOUTS[dataset]:
+        if all(name in members for _, name in layout.batches):
+            return layout
+    return None
+
+
 def _read_tarball(path: Path, dataset: str) -> list[_Batch]:
     """Read the batches straight from a distribution tarball, in one pass."""
     wanted = {name: (layout, split) for layout in _LAYOUTS[dataset]
@@ -245,8 +299,13 @@ def _read_tarball(path: Path, dataset: str) -> list[_Batch]:
     members: dict[str, bytearray] = {}
     try:
         # Streaming mode reads the gzip once, front to back.
-        with tarfile.open(path, mode="r|*") as archive:
-            for member in archive:
+        with tarfile.open(path, mode="r|*", tarinfo=_BoundedTarInfo) as archive:
+            for count, member in enumerate(archive, 1):
+                if count > TAR_MAX_MEMBERS:
+                    raise SourceError(
+                        f"{path}: more than {TAR_MAX_MEMBERS:,} members, which no "
+                        f"{_DISPLAY[dataset]} tarball has"
+                    )
                 name = member.name.rsplit("/", 1)[-1]
                 if member.isfile() and name in wanted and name not in members:
                     where = f"{path}: {name}"
@@ -255,7 +314,10 @@ def _read_tarball(path: Path, dataset: str) -> list[_Batch]:
                     handle = archive.extractfile(member)
                     if handle is not None:
                         members[name] = _read_member(handle, member.size, where)
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
+                    if _complete_layout(dataset, members) is not None:
+                        break  # what follows (meta files, or anything) is not needed
+    # TypeError: tarfile's gzip reader calls ord() on a byte a 3-byte file lacks.
+    except (tarfile.TarError, OSError, EOFError, zlib.error, TypeError) as error:
         raise SourceError(
             f"{path}: not a readable {_DISPLAY[dataset]} tarball ({' '.join(str(error).split())})"
         ) from None

@@ -7,6 +7,13 @@ answers with the whole file instead (status 200) restarts it cleanly. Only a
 complete file whose checksum matches is moved, atomically, to its final name,
 so a file under the final name is always complete and verified.
 
+A response that is a web page (a captive portal's login page, say) is
+refused before anything is written, so it cannot overwrite a partial file.
+A resumed download whose checksum then fails is fetched once more from the
+start, since the kept bytes may be from another file or another attempt.
+When the network fails, :func:`fetch_dataset` says where the file is
+published and where to put a copy fetched by other means.
+
 Two processes fetching the same file serialise on a lock file
 (``<destination>.lock``, ``fcntl.flock``); the second finds the file in place
 when it gets the lock and returns it without downloading again.
@@ -31,6 +38,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import DownloadError
 from ..progress import progress_bar
@@ -45,6 +53,12 @@ URL_ENV_PREFIX = "MOSAICIST_DOWNLOAD_URL_"
 
 _CHUNK_BYTES = 1 << 20
 _USER_AGENT = "mosaicist (https://pypi.org/project/mosaicist/)"
+#: How a web page begins (after white space), in lower case.
+_HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<body")
+
+
+class _TransferError(DownloadError):
+    """The file could not be fetched (network, HTTP, a web page instead of the file)."""
 
 
 @dataclass(frozen=True)
@@ -136,18 +150,22 @@ def fetch_dataset(name: str, directory: Path, show_progress: bool = False) -> Pa
     Raises
     ------
     DownloadError
-        When the download fails or its checksum does not match.
+        When the download fails (the message then says where to save a copy
+        fetched by other means) or its checksum does not match.
     """
     if name not in DATASETS:
         raise DownloadError(f"{name}: unknown dataset (known: {', '.join(sorted(DATASETS))})")
     spec = DATASETS[name]
-    return fetch(
-        dataset_url(name),
-        spec.md5,
-        Path(directory) / spec.filename,
-        show_progress=show_progress,
-        sha256=spec.sha256,
-    )
+    url = dataset_url(name)
+    destination = Path(directory) / spec.filename
+    try:
+        return fetch(url, spec.md5, destination, show_progress=show_progress, sha256=spec.sha256)
+    except _TransferError as error:
+        # Offline or behind a proxy: the user can fetch the file by other means.
+        raise DownloadError(
+            f"{error}; to skip the download, fetch {url} by other means and save it as "
+            f"{destination}"
+        ) from None
 
 
 def fetch(
@@ -186,9 +204,11 @@ def fetch(
     Raises
     ------
     DownloadError
-        On a network or HTTP error (the partial file is kept, so that the
-        next call resumes), or when the complete file's checksum does not
-        match (the partial file is deleted).
+        On a network or HTTP error, a web page sent instead of the file, or a
+        failed write (the partial file is kept, so that the next call
+        resumes), or when the complete file's checksum does not match (the
+        partial file is deleted; a resumed file is first fetched once more
+        from the start).
     """
     destination = Path(destination)
     if destination.exists():
@@ -200,8 +220,17 @@ def fetch(
         # Another process may have finished the file while we waited.
         if destination.exists():
             return destination
-        _download(url, part, destination.name, show_progress, timeout)
-        _verify(part, destination.name, md5, sha256)
+        resumed = _download(url, part, destination.name, show_progress, timeout)
+        try:
+            _verify(part, destination.name, md5, sha256)
+        except DownloadError:
+            if not resumed:
+                raise
+            # The kept bytes may not be this file's (an older attempt, another
+            # version, a page a proxy sent): _verify removed them, so this
+            # fetches the whole file, once.
+            _download(url, part, destination.name, show_progress, timeout)
+            _verify(part, destination.name, md5, sha256)
         os.replace(part, destination)
         # Safe while held: anyone who opens the lock later sees the final
         # file before locking, and anyone waiting on it re-checks after.
@@ -227,8 +256,11 @@ def _one_line(reason: object) -> str:
     return text or type(reason).__name__
 
 
-def _download(url: str, part: Path, label: str, show_progress: bool, timeout: float) -> None:
-    """Append the rest of ``url`` to ``part`` (or rewrite it when the server cannot resume)."""
+def _download(url: str, part: Path, label: str, show_progress: bool, timeout: float) -> bool:
+    """Append the rest of ``url`` to ``part`` (or rewrite it when the server cannot resume).
+
+    Returns whether bytes from an earlier attempt were kept (a resume).
+    """
     offset = part.stat().st_size if part.exists() else 0
     try:
         # Inside: a URL that is not one (an address given in the environment) is a
@@ -241,11 +273,13 @@ def _download(url: str, part: Path, label: str, show_progress: bool, timeout: fl
         if error.code == 416 and offset:
             # Nothing left to send: the partial file is already whole (or
             # wrong, which the checksum will tell).
-            return
-        raise DownloadError(f"{url}: HTTP error {error.code} {_one_line(error.reason)}") from None
+            return True
+        raise _TransferError(
+            f"{url}: HTTP error {error.code} {_one_line(error.reason)}"
+        ) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as error:
         reason = getattr(error, "reason", error)
-        raise DownloadError(f"{url}: download failed: {_one_line(reason)}") from None
+        raise _TransferError(f"{url}: download failed: {_one_line(reason)}") from None
     with response:
         resuming = offset > 0 and response.status == 206 and _range_starts_at(response, offset)
         if not resuming:
@@ -254,27 +288,70 @@ def _download(url: str, part: Path, label: str, show_progress: bool, timeout: fl
         total = offset + int(length) if length and length.isdigit() else None
         received = offset
         try:
-            with (
-                open(part, "ab" if resuming else "wb") as output,
-                progress_bar(
-                    total, label, unit="B", enabled=show_progress,
-                    unit_scale=True, unit_divisor=1024, initial=offset,
-                ) as bar,
-            ):
-                while chunk := response.read(_CHUNK_BYTES):
-                    output.write(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
+            # read1: what has arrived, so that a stall keeps every byte that came.
+            chunk = response.read1(_CHUNK_BYTES)
         except (OSError, http.client.HTTPException) as error:
-            raise DownloadError(
-                f"{url}: download interrupted after {received:,} bytes "
-                f"({_one_line(error)}); run again to resume"
+            raise _TransferError(
+                f"{url}: download interrupted ({_one_line(error)}); run again to resume"
             ) from None
+        # Checked before the partial file is opened: rewriting it with a login
+        # page would throw away what was already downloaded.
+        if _is_web_page(response.headers.get_content_type(), chunk):
+            raise _TransferError(
+                f"{url}: the server sent a web page instead of the file (a captive portal "
+                "or proxy asking to log in?); nothing was saved"
+            )
+        try:
+            output = open(part, "ab" if resuming else "wb")
+        except OSError as error:
+            raise DownloadError(f"{part}: cannot write ({error.strerror or error})") from None
+        with (
+            output,
+            progress_bar(
+                total, label, unit="B", enabled=show_progress,
+                unit_scale=True, unit_divisor=1024, initial=offset,
+            ) as bar,
+        ):
+            while chunk:
+                _write(output, chunk, part, received)
+                received += len(chunk)
+                bar.update(len(chunk))
+                try:
+                    chunk = response.read1(_CHUNK_BYTES)
+                except (OSError, http.client.HTTPException) as error:
+                    raise _TransferError(
+                        f"{url}: download interrupted after {received:,} bytes "
+                        f"({_one_line(error)}); run again to resume"
+                    ) from None
+            _write(output, b"", part, received)
     if total is not None and received < total:
-        raise DownloadError(
+        raise _TransferError(
             f"{url}: download interrupted after {received:,} of {total:,} bytes; "
             "run again to resume"
         )
+    return resuming
+
+
+def _write(output: BinaryIO, chunk: bytes, part: Path, received: int) -> None:
+    """Write ``chunk`` (an empty one flushes), saying which file a disk error hit."""
+    try:
+        if chunk:
+            output.write(chunk)
+        else:
+            output.flush()
+    except OSError as error:
+        # A full disk is no network failure: the bytes so far are kept for a resume.
+        raise DownloadError(
+            f"{part}: cannot write after {received:,} bytes ({error.strerror or error}); "
+            "the part downloaded so far is kept, and the next run resumes it"
+        ) from None
+
+
+def _is_web_page(content_type: str, first_chunk: bytes) -> bool:
+    """Whether a response is an HTML page: by its type, or by how its body begins."""
+    if content_type in ("text/html", "application/xhtml+xml"):
+        return True
+    return first_chunk[:512].lstrip().lower().startswith(_HTML_STARTS)
 
 
 def _range_starts_at(response: http.client.HTTPResponse, offset: int) -> bool:
