@@ -27,7 +27,8 @@ from mosaicist.metrics import (
 from mosaicist.placements import Placements
 
 FIDELITY_KEYS = {
-    "psnr_full", "psnr_view", "ssim_view", "ciede2000_mean_view", "ciede2000_p95_view", "view_px",
+    "psnr_full", "psnr_view", "ssim_view", "ssim_rgb_view", "ciede2000_mean_view",
+    "ciede2000_p95_view", "colourfulness_view", "target_colourfulness_view", "view_px",
 }
 
 
@@ -248,6 +249,8 @@ def test_ssim_view_is_of_luma_not_of_each_channel():
     per_channel = structural_similarity(crop.astype(float), mosaic.astype(float),
                                         channel_axis=2, data_range=255.0, win_size=7)
     assert per_channel < 0.9
+    # The judging tool's SSIM is reported too, beside ours.
+    assert metrics["ssim_rgb_view"] == pytest.approx(per_channel, abs=1e-9)
 
 
 @pytest.mark.parametrize(("view_px", "tile_px"), [(1, 16), (4, 16), (4, 8)])
@@ -281,6 +284,27 @@ def test_view_metrics_match_box_means_and_scikit_image(view_px, tile_px):
     assert metrics["ssim_view"] == pytest.approx(
         structural_similarity(view_target @ _LUMA, view_mosaic @ _LUMA, data_range=255.0,
                               win_size=7), abs=1e-9)
+    assert metrics["ssim_rgb_view"] == pytest.approx(
+        structural_similarity(view_target, view_mosaic, channel_axis=2, data_range=255.0,
+                              win_size=7), abs=1e-9)
+    for key, view in (("colourfulness_view", view_mosaic),
+                      ("target_colourfulness_view", view_target)):
+        red_green = view[..., 0] - view[..., 1]
+        yellow_blue = 0.5 * (view[..., 0] + view[..., 1]) - view[..., 2]
+        assert metrics[key] == pytest.approx(
+            np.sqrt(red_green.var() + yellow_blue.var())
+            + 0.3 * np.sqrt(red_green.mean() ** 2 + yellow_blue.mean() ** 2), abs=1e-9)
+
+
+def test_colourfulness_of_grey_and_of_red_on_black():
+    from mosaicist.metrics import colourfulness
+
+    grey = np.repeat(np.arange(0, 256, 5, dtype=np.uint8)[:, None, None], 3, axis=2)
+    assert colourfulness(grey) == 0.0
+    half = np.zeros((2, 2, 3), np.uint8)
+    half[0, :, 0] = 255  # rg = 255 or 0, yb = 127.5 or 0: std and mean half of each
+    assert colourfulness(half) == pytest.approx(1.3 * np.hypot(127.5, 63.75))
+    assert colourfulness(np.zeros((0, 3))) == 0.0
 
 
 def test_scoring_imports_neither_scikit_image_nor_scipy_ndimage():

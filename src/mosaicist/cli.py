@@ -1039,7 +1039,9 @@ Metrics (see mosaicist.metrics):
   psnr_full            PSNR (dB) against the target scaled to the mosaic's size
   psnr_view            PSNR (dB) with every cell reduced to VIEW_PX pixels
   ssim_view            SSIM of the luma at that viewing scale
+  ssim_rgb_view        mean SSIM of the R, G and B planes there
   ciede2000_*_view     CIEDE2000 colour difference (mean, 95th percentile)
+  colourfulness_view, target_colourfulness_view   of mosaic and target there
   distinct_tiles, max_uses, closest_repeat   with --placements
 PSNR is capped at 100 dB (identical images).
 """

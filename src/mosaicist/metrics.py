@@ -37,6 +37,16 @@ Metric definitions (all reported by :func:`score_mosaic` and ``mosaicist score``
     (D65) and converted by :func:`srgb_to_lab` (the conversion of
     scikit-image's ``rgb2lab``). About 1 is a just-noticeable difference;
     above 10 colours are clearly different.
+``ssim_rgb_view``
+    The mean of the SSIM of the R, G and B planes at viewing scale (same
+    window and constants as ``ssim_view``): scikit-image's
+    ``structural_similarity`` with ``channel_axis``, as the independent
+    measure the project is judged by computes it. Lower than the luma SSIM
+    where tiles change colour but not lightness.
+``colourfulness_view``, ``target_colourfulness_view``
+    Hasler and Suesstrunk's colourfulness (:func:`colourfulness`) of the
+    mosaic and of the target at viewing scale: a mosaic far more colourful
+    than its target looks noisy, far less looks washed out.
 
 PSNR is capped at :data:`PSNR_CAP_DB` (100 dB) rather than reported as
 infinity, so identical images give 100.0 and every value stays a plain
@@ -431,31 +441,82 @@ def _window_means(image: np.ndarray, window: int) -> np.ndarray:
     return down
 
 
-def _ssim_luma(view_a: np.ndarray, view_b: np.ndarray) -> float | None:
-    """SSIM of the luma of two float RGB images (see module), or None when too small.
-
-    Each square window lying wholly inside the images gives the SSIM index of
-    its means, sample variances and covariance (the SSIM paper's formula with
-    ``C1 = (K1 255)^2``, ``C2 = (K2 255)^2``), and the result is their mean:
-    the uniform-window SSIM of scikit-image's ``structural_similarity``.
-    """
-    window = min(SSIM_WINDOW, *view_a.shape[:2])
+def _ssim_window(shape: tuple[int, ...]) -> int | None:
+    """The SSIM window for pictures of ``shape``: :data:`SSIM_WINDOW`, or the largest odd
+    size that fits; None under 3 pixels."""
+    window = min(SSIM_WINDOW, *shape[:2])
     window -= 1 - window % 2  # largest odd size that fits
-    if window < 3:
-        return None
-    luma_a = np.asarray(view_a, np.float64) @ _LUMA
-    luma_b = np.asarray(view_b, np.float64) @ _LUMA
-    mean_a, mean_b = _window_means(luma_a, window), _window_means(luma_b, window)
+    return window if window >= 3 else None
+
+
+def _ssim_planes(plane_a: np.ndarray, plane_b: np.ndarray, window: int) -> float:
+    """Mean SSIM index of two float planes over every ``window``-square lying inside them.
+
+    Each window gives the SSIM index of its means, sample variances and
+    covariance (the SSIM paper's formula with ``C1 = (K1 255)^2``,
+    ``C2 = (K2 255)^2``): the uniform-window SSIM of scikit-image's
+    ``structural_similarity``.
+    """
+    mean_a, mean_b = _window_means(plane_a, window), _window_means(plane_b, window)
     # The sample (n - 1) normalisation of the variances and covariance.
     sample = window * window / (window * window - 1.0)
-    variance_a = sample * (_window_means(luma_a * luma_a, window) - mean_a * mean_a)
-    variance_b = sample * (_window_means(luma_b * luma_b, window) - mean_b * mean_b)
-    covariance = sample * (_window_means(luma_a * luma_b, window) - mean_a * mean_b)
+    variance_a = sample * (_window_means(plane_a * plane_a, window) - mean_a * mean_a)
+    variance_b = sample * (_window_means(plane_b * plane_b, window) - mean_b * mean_b)
+    covariance = sample * (_window_means(plane_a * plane_b, window) - mean_a * mean_b)
     stable_mean, stable_spread = (SSIM_K1 * 255.0) ** 2, (SSIM_K2 * 255.0) ** 2
     index = ((2.0 * mean_a * mean_b + stable_mean) * (2.0 * covariance + stable_spread)
              / ((mean_a * mean_a + mean_b * mean_b + stable_mean)
                 * (variance_a + variance_b + stable_spread)))
     return float(index.mean(dtype=np.float64))
+
+
+def _ssim_luma(view_a: np.ndarray, view_b: np.ndarray) -> float | None:
+    """SSIM of the luma of two float RGB images (see module), or None when too small."""
+    window = _ssim_window(view_a.shape)
+    if window is None:
+        return None
+    luma_a = np.asarray(view_a, np.float64) @ _LUMA
+    luma_b = np.asarray(view_b, np.float64) @ _LUMA
+    return _ssim_planes(luma_a, luma_b, window)
+
+
+def _ssim_rgb(view_a: np.ndarray, view_b: np.ndarray) -> float | None:
+    """Mean of the SSIM of the R, G and B planes (see module), or None when too small."""
+    window = _ssim_window(view_a.shape)
+    if window is None:
+        return None
+    return float(np.mean([
+        _ssim_planes(np.asarray(view_a[..., channel], np.float64),
+                     np.asarray(view_b[..., channel], np.float64), window)
+        for channel in range(3)]))
+
+
+def colourfulness(picture: np.ndarray) -> float:
+    """Hasler and Suesstrunk's colourfulness of an RGB picture (0-255 values).
+
+    With ``rg = R - G`` and ``yb = (R + G) / 2 - B`` over the pixels,
+    ``M = sqrt(std(rg)^2 + std(yb)^2) + 0.3 sqrt(mean(rg)^2 + mean(yb)^2)``
+    (population standard deviations): 0 for a grey picture, about 15 for
+    muted ones, above 60 for very colourful ones.
+
+    Parameters
+    ----------
+    picture : numpy.ndarray
+        ``(..., 3)`` sRGB values (uint8 or float).
+
+    Returns
+    -------
+    float
+        ``M``.
+    """
+    values = np.asarray(picture, np.float64).reshape(-1, 3)
+    if not len(values):
+        return 0.0
+    red, green, blue = values[:, 0], values[:, 1], values[:, 2]
+    red_green = red - green
+    yellow_blue = 0.5 * (red + green) - blue
+    return float(np.hypot(red_green.std(), yellow_blue.std())
+                 + 0.3 * np.hypot(red_green.mean(), yellow_blue.mean()))
 
 
 def fidelity_metrics(
@@ -624,8 +685,11 @@ class FidelityMeter:
             "psnr_full": psnr(self._squared_error / self._pixels),
             "psnr_view": psnr(float(np.mean((view_mosaic - view_target) ** 2))),
             "ssim_view": ssim,
+            "ssim_rgb_view": _ssim_rgb(view_mosaic, view_target),
             "ciede2000_mean_view": float(difference.mean()),
             "ciede2000_p95_view": float(np.percentile(difference, 95)),
+            "colourfulness_view": colourfulness(view_mosaic),
+            "target_colourfulness_view": colourfulness(view_target),
             "view_px": int(self.view_px),
         }
         if (self.view_height != self.view_px or self.tile_height != self.tile_px
