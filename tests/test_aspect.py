@@ -15,7 +15,7 @@ from test_match import smooth_images
 
 from mosaicist import MosaicOptions, Placements
 from mosaicist import make_mosaic as _make_mosaic
-from mosaicist.aspect import aspect_pair
+from mosaicist.aspect import aspect_pair, parse_aspect
 from mosaicist.errors import OptionError
 from mosaicist.grid import make_grid
 from mosaicist.library import TileLibrary
@@ -282,3 +282,11 @@ def test_aspect_pairs_reduce_and_take_numpy_integers():
     assert type(aspect_pair((np.int64(4), np.int32(3)))[0]) is int
     with pytest.raises(OptionError, match="aspect 20:1 is more elongated than 1:16"):
         aspect_pair((20, 1))
+
+
+def test_aspects_take_ascii_digits_only():
+    # "１:２" (full-width) and "٣:٢" (Arabic-Indic) were read as 1:2 and 3:2.
+    for text in ("\uff11:\uff12", "\u0663:\u0662", "\U0001d7d1:\U0001d7d0"):
+        with pytest.raises(OptionError):
+            parse_aspect(text)
+    assert parse_aspect(" 3 : 2 ") == (3, 2)

@@ -24,7 +24,9 @@ MOST_ELONGATED = 16
 #: long that it costs time to read or shows up unreadable in a folder name.
 MOST_DIGITS = 4
 
-_ASPECT = re.compile(r"^\s*(\d+)\s*[:x/]\s*(\d+)\s*$")
+# ASCII digits only: "\d" also takes other scripts' digits ("１:２"), which a typo
+# or a pasted character can bring in unseen.
+_ASPECT = re.compile(r"^\s*(\d+)\s*[:x/]\s*(\d+)\s*$", re.ASCII)
 
 
 def parse_aspect(text: str) -> tuple[int, int]:
