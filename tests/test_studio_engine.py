@@ -647,6 +647,15 @@ def test_preview_says_what_is_wrong(indexed, tmp_path):
         previewer.preview(target, str(unindexed), MosaicOptions())
     with pytest.raises(MosaicistError, match="not indexed yet"):
         previewer.warm_up(str(unindexed), MosaicOptions())
+    # A folder whose every file failed to decode said "not indexed yet" after indexing.
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("a.jpg", "b.png"):
+        (broken / name).write_bytes(b"not a picture")
+    with pytest.raises(MosaicistError, match="no usable tile"):
+        TileLibrary.open(str(broken), 32, cache_dir=cache, quiet=True)  # indexed: all failed
+    with pytest.raises(MosaicistError, match="or none of them could be read"):
+        previewer.preview(target, str(broken), MosaicOptions())
     with pytest.raises(OptionError, match="max_uses"):
         previewer.preview(target, str(tiles), MosaicOptions(max_uses=1, cells=1000))
     with pytest.raises(MosaicistError, match="not found"):

@@ -481,8 +481,12 @@ class Previewer:
                                        crop=options.crop)
         except MosaicistError as error:
             if "no usable tile" in str(error):
+                # Also what a folder whose files all failed to decode says: both are
+                # named, since the preview cannot tell them apart.
                 raise MosaicistError(f"{tiles}: the tiles are not indexed yet at these "
-                                     f"settings; index them first") from None
+                                     "settings, or none of them could be read; index them "
+                                     "first (indexing names the files it could not "
+                                     "read)") from None
             raise
         warm = self._warm(library)
         self._libraries[key] = warm
