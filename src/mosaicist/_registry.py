@@ -13,6 +13,7 @@ traceback far from its cause.
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
@@ -133,6 +134,32 @@ def guarded(kind: str, function: Callable[..., Any],
 
     guard.__guarded__ = True  # type: ignore[attr-defined]
     return guard
+
+
+def guard_plugin(cls: type, kind: str,
+                 checks: Mapping[str, Callable[[Any, Any, tuple[Any, ...]], Any] | None]) -> None:
+    """Guard the methods a plugin class defines (:func:`guarded`); the package's own are left.
+
+    Called from a backend base class's ``__init_subclass__``: the methods are
+    wrapped where they are defined, so that every caller gets the same
+    one-line failures. A class of the ``mosaicist`` package is tested against
+    its references, and its bugs are shown whole.
+
+    Parameters
+    ----------
+    cls : type
+        The new subclass.
+    kind : str
+        What its instances are (``"matcher"``), for messages.
+    checks : mapping
+        Method name -> the ``check`` of :func:`guarded` for it (None: none).
+    """
+    if cls.__module__.partition(".")[0] == "mosaicist":
+        return
+    for method, check in checks.items():
+        function = cls.__dict__.get(method)
+        if inspect.isfunction(function) and not getattr(function, "__guarded__", False):
+            setattr(cls, method, guarded(kind, function, check, method))
 
 
 class Registry(Mapping[str, T], Generic[T]):

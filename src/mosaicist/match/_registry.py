@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import inspect
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._registry import PluginError, Registry, check_name, describe, guarded
+from .._registry import PluginError, Registry, check_name, describe, guard_plugin
 from ..colour import encode
 from ..errors import MosaicistError, OptionError
 from ..grid import Geometry, Grid
@@ -205,15 +204,9 @@ class Matcher(abc.ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.__module__.partition(".")[0] == "mosaicist":
-            return  # the package's own: tested against brute force, their bugs shown whole
-        # A plugin's methods are guarded where they are defined, so that every caller
-        # (make, batch, the studio, adaptive cells) gets the same one-line failures.
-        checks = {"match": _checked_result, "unsupported": _checked_problem, "check_runs": None}
-        for method, check in checks.items():
-            function = cls.__dict__.get(method)
-            if inspect.isfunction(function) and not getattr(function, "__guarded__", False):
-                setattr(cls, method, guarded("matcher", function, check, method))
+        # Every caller (make, batch, the studio, adaptive cells) gets the same failures.
+        guard_plugin(cls, "matcher", {"match": _checked_result,
+                                      "unsupported": _checked_problem, "check_runs": None})
 
     def unsupported(self, options: MosaicOptions) -> OptionError | None:
         """Return why this matcher cannot honour ``options``, or None when it can.

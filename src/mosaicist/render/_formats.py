@@ -15,7 +15,6 @@ registry, :data:`OUTPUT_FORMATS`, keyed by suffix; :func:`register_format` adds 
 from __future__ import annotations
 
 import abc
-import inspect
 import math
 import os
 from collections.abc import Iterable
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._registry import PluginError, Registry, check_name, describe, guarded
+from .._registry import PluginError, Registry, check_name, describe, guard_plugin
 from ..errors import MosaicistError
 from ..paths import check_writable
 
@@ -75,14 +74,8 @@ class OutputFormat(abc.ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.__module__.partition(".")[0] == "mosaicist":
-            return  # the package's own: their bugs are shown whole
-        # A plugin's methods fail in one line naming it (see mosaicist._registry.guarded),
-        # and what they return is checked where a wrong value would go unnoticed.
-        for method, check in _PLUGIN_CHECKS.items():
-            function = cls.__dict__.get(method)
-            if inspect.isfunction(function) and not getattr(function, "__guarded__", False):
-                setattr(cls, method, guarded("output format", function, check, method))
+        # What a plugin's methods return is checked where a wrong value would go unnoticed.
+        guard_plugin(cls, "output format", _PLUGIN_CHECKS)
 
     def check(self, path: Path, width: int, height: int, options: MosaicOptions) -> None:
         """Raise :class:`MosaicistError` when ``path`` cannot take a ``width x height`` picture.
