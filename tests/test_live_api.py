@@ -855,3 +855,18 @@ def test_retries_arriving_together_make_one_photo(wall):
         thread.join(30)
     assert len(answers) == 4 and len({answer["id"] for answer in answers}) == 1
     assert len(wall.stored()) == 1
+
+
+def test_a_retry_whose_first_request_never_ends_is_a_conflict(wall, monkeypatch):
+    import hashlib
+
+    monkeypatch.setattr(live_app, "RETRY_WAIT_SECONDS", 0.2)
+    data = photo_bytes(93)
+    key = ("10.0.0.8", hashlib.sha256(data).digest())
+    wall.live._receiving[key] = threading.Event()  # a first request still being received
+    try:
+        with pytest.raises(live_event.Conflict, match="being received from this device"):
+            wall.live.accept([(data, "a.jpg")], "10.0.0.8")
+    finally:
+        wall.live._receiving.pop(key).set()
+    assert wall.live.accept([(data, "a.jpg")], "10.0.0.8")[0]["status"] == "placed"

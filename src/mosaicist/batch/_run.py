@@ -1500,13 +1500,13 @@ def _read_outputs(paths: list[str]) -> Iterator[np.ndarray]:
     """The outputs' pictures, in order; one that cannot be read is named, with the remedy."""
     from PIL import Image
 
-    from ..imaging import to_rgb
+    from ..imaging import _DECODE_ERRORS, to_rgb
 
     for path in paths:
         try:
             with Image.open(path) as image:
                 picture = np.asarray(to_rgb(image))
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        except _DECODE_ERRORS as error:
             reason = str(error) or type(error).__name__
             raise _UnreadableOutput(f"{path}: cannot read this frame ({reason}); make it again "
                                     "(delete it, or use --overwrite)") from None

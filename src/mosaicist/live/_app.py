@@ -123,6 +123,8 @@ RATE_CLIENTS = 10_000
 #: upload (a phone retrying after a lost answer), and how many such uploads are kept.
 RETRY_SECONDS = 600.0
 RETRY_UPLOADS = 10_000
+#: Seconds a retry waits for the same photo's first request, still being received.
+RETRY_WAIT_SECONDS = 60.0
 #: Events a slow reader may fall behind before it is told to reset.
 BACKLOG = 1000
 #: Event streams open at once, in all and from one client address: each holds one of the
@@ -370,9 +372,10 @@ class Live:
         """Claim the uploads ``keys`` while in the block: yields those claimed here.
 
         A retry that arrives while the first request is still being received
-        waits for it (up to a minute) and then finds it as an earlier upload.
+        waits for it (up to :data:`RETRY_WAIT_SECONDS`) and then finds it as an earlier
+        upload; past that it is refused as a conflict.
         """
-        deadline = time.monotonic() + 60.0
+        deadline = time.monotonic() + RETRY_WAIT_SECONDS
         mine: set[tuple[str, bytes]] = set()
         try:
             for key in keys:

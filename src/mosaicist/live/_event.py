@@ -53,7 +53,7 @@ from PIL import Image
 from ..aspect import height_for
 from ..crop import Window
 from ..errors import MosaicistError, OptionError
-from ..imaging import _PILLOW_LIMIT, make_tile, read_target, thumbnail
+from ..imaging import _DECODE_ERRORS, _PILLOW_LIMIT, make_tile, read_target, thumbnail
 from ..options import MosaicOptions
 from ..paths import atomic_path
 from ..render import dress_tiles
@@ -669,7 +669,7 @@ class Event:
         options = self.settings.options
         try:
             picture = _read_rgb(self.picture_path(photo))
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        except _DECODE_ERRORS as error:
             if shown_by is None or shown_by.status != "placed" or shown_by.cell is None:
                 if shown_by is None:
                     raise
@@ -694,7 +694,7 @@ class Event:
         numpy.ndarray
             ``(tile height, tile width, 3)`` uint8.
         """
-        with contextlib.suppress(OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        with contextlib.suppress(*_DECODE_ERRORS):
             shown = np.asarray(_read_rgb(self.tile_path(photo)), np.uint8)
             if shown.shape[:2] == self.settings.tile_size[::-1]:
                 return shown

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import MosaicistError
-from ..imaging import thumbnail
+from ..imaging import _DECODE_ERRORS, thumbnail
 from ..paths import atomic_path
 from ._event import Event, Photo, _read_rgb, fade
 
@@ -143,7 +143,7 @@ def _printed(event: Event, photo: Photo, width: int) -> np.ndarray:
     assert photo.cell is not None
     try:
         picture = _read_rgb(event.picture_path(photo))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    except _DECODE_ERRORS:
         height = max(1, round(width * options.tile_height / options.tile_px))
         with event.lock:
             shown = event.shown_tile(photo)
