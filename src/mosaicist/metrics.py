@@ -103,7 +103,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ._runtime import one_blas_thread, worker_count
+from ._runtime import worker_count
 from .aspect import format_aspect, height_for, parse_aspect
 from .errors import MosaicistError, OptionError, check_range
 from .grid import area_weights, make_grid
@@ -675,12 +675,8 @@ class FidelityMeter:
             raise ValueError("no bands were measured")
         view_mosaic = np.concatenate(self._views)
         view_target = np.concatenate(self._target_views)
-        # The products here are 3-wide (colour conversions, luma): BLAS's own
-        # threads gain nothing on them, and spin after each one, taking a core
-        # from the two halves of the colour difference and from a writer's threads.
-        with one_blas_thread():
-            difference = _delta_e_2000_threaded(view_mosaic, view_target)
-            ssim = _ssim_luma(view_mosaic, view_target)
+        difference = _delta_e_2000_threaded(view_mosaic, view_target)
+        ssim = _ssim_luma(view_mosaic, view_target)
         result = {
             "psnr_full": psnr(self._squared_error / self._pixels),
             "psnr_view": psnr(float(np.mean((view_mosaic - view_target) ** 2))),

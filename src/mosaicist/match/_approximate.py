@@ -726,10 +726,7 @@ def match_approximate(
         # or missing entry) stays in this thread, where an interrupt stops it.
         reading = (None if cached is None else
                    pool.submit(_read_index, cached, features, faiss, lists, structure == "graph"))
-        # One product of the cells by the basis: BLAS's threads would then spin
-        # for a while, taking a core from the graph's walk (0.2 s of CPU at 32,400 cells).
-        with one_blas_thread():
-            cell_rows, cell_norm2, _ = cell_bound_rows(cell_vectors, geometry, features)
+        cell_rows, cell_norm2, _ = cell_bound_rows(cell_vectors, geometry, features)
         index = None if reading is None else reading.result()
     if index is None:
         index = _build_and_store(features, faiss, lists, dimensions, scale, cached, structure,
