@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import multiprocessing
 import os
+import shutil
 import sqlite3
 import time
 
@@ -292,6 +293,78 @@ def test_missing_packed_file_is_reported(tmp_path):
         with pytest.raises(MosaicistError, match="damaged.*delete"):
             open_library(folder, cache, update=update)
     assert time.perf_counter() - started < 5
+
+
+def _edit_manifest(library, statement):
+    connection = sqlite3.connect(library.directory / "manifest.sqlite")
+    try:
+        connection.execute(statement)
+        connection.commit()
+    finally:
+        connection.close()
+
+
+def test_a_negative_slot_in_the_manifest_is_reported_not_read_from_the_end(tmp_path):
+    # NumPy reads slot -1 as the packed file's last tile: the library served another
+    # photo's tile in its place, and an update repacked it so, for good.
+    folder = make_colour_folder(tmp_path / "tiles", 6)
+    cache = tmp_path / "cache"
+    _edit_manifest(open_library(folder, cache), "UPDATE tiles SET slot = -1 WHERE position = 2")
+    for update in (False, True):
+        with pytest.raises(MosaicistError, match=r"damaged \(a tile's slot is -1\).*delete"):
+            open_library(folder, cache, update=update)
+    bump_mtime(folder / "t004.png")
+    with pytest.raises(MosaicistError, match="damaged.*delete"):
+        open_library(folder, cache)
+
+
+@pytest.mark.parametrize(("statement", "updates"), [
+    ("UPDATE tiles SET slot = 'x' WHERE position = 2", (True, False)),
+    ("UPDATE meta SET value = 'x' WHERE name = 'generation'", (True, False)),
+    ("UPDATE meta SET value = '-3' WHERE name = 'next_slot'", (True,)),  # only updates read it
+])
+def test_manifest_values_that_are_no_numbers_are_reported_in_one_line(tmp_path, statement,
+                                                                       updates):
+    # They raised ValueError from int() or NumPy: a traceback.
+    folder = make_colour_folder(tmp_path / "tiles", 6)
+    cache = tmp_path / "cache"
+    _edit_manifest(open_library(folder, cache), statement)
+    bump_mtime(folder / "t004.png")
+    for update in updates:
+        with pytest.raises(MosaicistError, match="manifest.sqlite: index is damaged.*delete"):
+            open_library(folder, cache, update=update)
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE meta SET value = '0' WHERE name = 'next_slot'",
+    "DELETE FROM meta",
+])
+def test_a_next_slot_below_the_tiles_in_use_never_cuts_them_off(tmp_path, statement):
+    # The decode cut the packed file back to next_slot before appending: every
+    # published tile past it was lost, and the index had to be rebuilt.
+    folder = make_colour_folder(tmp_path / "tiles", 6)
+    cache = tmp_path / "cache"
+    _edit_manifest(open_library(folder, cache), statement)
+    Image.fromarray(np.full((12, 12, 3), 50, np.uint8)).save(folder / "t002.png")
+    bump_mtime(folder / "t002.png")
+    again = open_library(folder, cache)
+    assert again.stats.decoded == 1
+    check_pixels(again, folder)
+
+
+@pytest.mark.parametrize("blocked", ["indexes", "index"])
+def test_a_file_where_the_index_folder_goes_is_named_in_one_line(tmp_path, blocked):
+    # A raw FileExistsError or NotADirectoryError: "File exists", and a traceback
+    # from the Python API.
+    folder = make_colour_folder(tmp_path / "tiles", 3)
+    cache = tmp_path / "cache"
+    directory = open_library(folder, cache).directory
+    blocker = cache / "indexes" if blocked == "indexes" else directory
+    shutil.rmtree(blocker)
+    blocker.write_text("not a folder")
+    with pytest.raises(MosaicistError, match=r"px8: cannot make the tile index's folder: a "
+                                             r"file is in its way \(.*\); move it"):
+        open_library(folder, cache)
 
 
 def test_no_usable_tile(tmp_path):

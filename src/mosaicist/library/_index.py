@@ -57,6 +57,7 @@ from ._manifest import (
     get_meta,
     has_added_columns,
     manifest_errors,
+    meta_count,
     order_stamp,
     read_order,
     write_order,
@@ -468,6 +469,12 @@ class TileLibrary:
         directory = _index_dir(cache, source.key, match_px, pair, tile.method)
         try:
             directory.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as error:
+            # Said raw, "File exists" did not say that a file is where a folder must be.
+            raise MosaicistError(
+                f"{directory}: cannot make the tile index's folder: a file is in its way "
+                f"({(error.strerror or str(error)).lower()}); move it or give another cache "
+                f"(--cache-dir)") from None
         except OSError as error:
             if not is_not_writable(error):
                 raise
@@ -492,7 +499,7 @@ class TileLibrary:
             connection = connect(directory)
             try:
                 connection.execute("BEGIN")
-                generation = int(get_meta(connection, "generation", "0"))
+                generation = meta_count(connection, "generation")
                 publication = get_meta(connection, "publication")
                 stamp = order_stamp(connection)
                 order = (None if publication is None
@@ -505,19 +512,18 @@ class TileLibrary:
                 connection.execute("COMMIT")
             finally:
                 connection.close()
+            space = SlotSpace(directory, generation, shards, shape)
             if order is not None:
                 source_ids, slots = order
             else:
                 source_ids = [row[0] for row in rows]
-                slots = np.fromiter((row[1] for row in rows), dtype=np.int64,
-                                    count=len(rows))
+                slots = space.slot_array((row[1] for row in rows), len(rows))
                 if publication is not None:
                     write_order(directory, publication, stamp, source_ids, slots)
             if not source_ids:
                 empty = np.zeros((0, *shape), np.uint8)
                 return cls(source, tile.width, directory, [], empty, generation, stats,
                            **settings)  # type: ignore[arg-type]
-            space = SlotSpace(directory, generation, shards, shape)
             try:
                 # One packed file in order is one memory map; shards are runs of maps.
                 tiles = space.library_tiles(slots)
@@ -745,6 +751,6 @@ def _packed_subset(tiles: np.ndarray, kept: np.ndarray, store: Path,
 def _current_generation(directory: Path) -> int:
     connection = connect(directory)
     try:
-        return int(get_meta(connection, "generation", "0"))
+        return meta_count(connection, "generation")
     finally:
         connection.close()

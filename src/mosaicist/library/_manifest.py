@@ -320,6 +320,38 @@ def get_meta(connection: sqlite3.Connection, name: str, default: str | None = No
     return default if row is None else row[0]
 
 
+def meta_count(connection: sqlite3.Connection, name: str) -> int:
+    """Return the ``meta`` value ``name`` that counts something (a generation, a slot), or 0.
+
+    Parameters
+    ----------
+    connection : sqlite3.Connection
+        The manifest.
+    name : str
+        ``generation`` or ``next_slot``.
+
+    Returns
+    -------
+    int
+        The value; 0 when it is not set.
+
+    Raises
+    ------
+    sqlite3.DatabaseError
+        When the value is not a whole number of 0 or more (a damaged
+        manifest; :func:`manifest_errors` says so in one line).
+    """
+    value = get_meta(connection, name, "0")
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise sqlite3.DatabaseError(f"its {name} is {value!r}, not a whole number of 0 "
+                                    f"or more")
+    return number
+
+
 def set_meta(connection: sqlite3.Connection, name: str, value: object) -> None:
     """Set the ``meta`` value ``name`` to ``str(value)``."""
     connection.execute(

@@ -100,15 +100,66 @@ class SlotSpace:
         """Whether any slot is in a shard file."""
         return bool(self.shards)
 
+    def damaged(self, what: str) -> MosaicistError:
+        """The one-line error for a manifest whose rows are damaged.
+
+        Parameters
+        ----------
+        what : str
+            What is wrong with them, for the message.
+
+        Returns
+        -------
+        MosaicistError
+            Naming the manifest, the damage and how to rebuild the index.
+        """
+        return MosaicistError(f"{self.directory / 'manifest.sqlite'}: index is damaged "
+                              f"({what}); delete {self.directory} to rebuild it")
+
+    def slot_array(self, values: Iterator[object] | Sequence[object], count: int) -> np.ndarray:
+        """The manifest's slot values as an int64 array, refusing any that is no slot.
+
+        Parameters
+        ----------
+        values : iterable
+            ``count`` slot values as the manifest gave them.
+        count : int
+            How many.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(count,)`` int64 slots.
+
+        Raises
+        ------
+        MosaicistError
+            For a value that is not a whole number (the column's type is only
+            advisory in SQLite), or a negative one: either would otherwise
+            raise raw, or index the packed file from its end (another tile).
+        """
+        try:
+            slots = np.fromiter(values, dtype=np.int64, count=count)
+        except (ValueError, TypeError, OverflowError):
+            raise self.damaged("a tile's slot is not a whole number") from None
+        self._refuse_negative(slots)
+        return slots
+
+    def _refuse_negative(self, slots: np.ndarray) -> None:
+        if len(slots) and int(slots.min()) < 0:
+            raise self.damaged(f"a tile's slot is {int(slots.min())}")
+
     def locate(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each slot's file (-1: the packed file, else the shard's number) and tile in it.
 
         Raises
         ------
         MosaicistError
-            For a slot that no shard holds (a damaged manifest).
+            For a slot that no shard holds, or a negative one (a damaged manifest).
         """
         slots = np.asarray(slots, np.int64)
+        # NumPy would read a negative slot from the file's end: another tile.
+        self._refuse_negative(slots)
         files = np.full(len(slots), -1, np.int64)
         local = slots.copy()
         sharded = slots >= SHARD_SLOTS
@@ -118,9 +169,7 @@ class SlotSpace:
             found = np.searchsorted(firsts, slots[sharded], side="right") - 1
             offset = slots[sharded] - firsts[np.maximum(found, 0)]
             if len(firsts) == 0 or (found < 0).any() or (offset >= counts[found]).any():
-                raise MosaicistError(f"{self.directory / 'manifest.sqlite'}: index is damaged "
-                                     f"(a tile is in no shard); delete {self.directory} to "
-                                     f"rebuild it")
+                raise self.damaged("a tile is in no shard")
             files[sharded], local[sharded] = found, offset
         return files, local
 

@@ -93,6 +93,7 @@ from ._manifest import (
     connect_read_only,
     get_meta,
     manifest_errors,
+    meta_count,
     new_publication,
     order_path,
     partial_path,
@@ -532,7 +533,7 @@ def _update_locked(
         with transaction(connection):
             new_publication(connection)
         publication = get_meta(connection, "publication")
-    _remove_leftovers(directory, int(get_meta(connection, "generation", "0")),
+    _remove_leftovers(directory, meta_count(connection, "generation"),
                       read_shards(connection), publication)
     # A killed run's temporaries in the caches beside the index (features, prepared
     # tiles, near-duplicates) stay when another run finished the same entry first.
@@ -717,8 +718,8 @@ def _plan(
         When the packed file is shorter than the published and staged rows need.
     """
     _initialise_meta(connection, source.key, tile)
-    generation = int(get_meta(connection, "generation", "0"))
-    next_slot = int(get_meta(connection, "next_slot", "0"))
+    generation = meta_count(connection, "generation")
+    next_slot = meta_count(connection, "next_slot")
 
     # Only a publish stores the digest, and it empties ``staged``: staged rows
     # mean a later update did not finish, and the comparison below must
@@ -733,6 +734,11 @@ def _plan(
     staged = _read_staged(connection)
     failures = _read_failures(connection)
     _check_store(directory, generation, tile, published, staged, connection)
+    # The decode cuts the packed file back to next_slot: one below a slot in use
+    # (a damaged manifest) would cut off tiles that rows point at, which are there.
+    in_store = [row.slot for rows in (published, staged) for row in rows.values()
+                if row.slot < SHARD_SLOTS]
+    next_slot = max(next_slot, max(in_store, default=-1) + 1)
 
     to_decode: list[SourceEntry] = []
     for entry in entries:
@@ -880,7 +886,7 @@ def _check_store(
         return
     shape = (tile.height, tile.width, 3)
     space = SlotSpace(directory, generation, read_shards(connection), shape)
-    space.check(np.asarray(slots, np.int64))
+    space.check(space.slot_array(slots, len(slots)))
 
 
 # -- decode -----------------------------------------------------------------------------
@@ -1107,7 +1113,7 @@ def _sign_published(directory: Path, tile: TileFormat, connection: sqlite3.Conne
         "SELECT source_id, slot FROM tiles WHERE phash IS NULL OR mean_rgb IS NULL ORDER BY slot"
     ).fetchall()
     if rows:
-        generation = int(get_meta(connection, "generation", "0"))
+        generation = meta_count(connection, "generation")
         space = SlotSpace(directory, generation, read_shards(connection),
                           (tile.height, tile.width, 3))
         slots = np.fromiter((row[1] for row in rows), np.int64, len(rows))
