@@ -280,7 +280,8 @@ def test_viewer_pointer_finds_the_leaf_in_a_browser(tmp_path, tiles):
 def test_check_adaptive_says_once_for_one_level():
     # It said "halves cells 1 times".
     with pytest.raises(OptionError, match=r"^adaptive 1 halves cells once, so cell sizes must "
-                                          r"divide by 2: cell is 15x15 px$"):
+                                          r"divide by 2: cell is 15x15 px; cell_px 14 or 16 "
+                                          r"would do$"):
         check_adaptive(MosaicOptions(cell_px=15, tile_px=32, adaptive=1))
     with pytest.raises(OptionError, match="halves cells 3 times"):
         check_adaptive(MosaicOptions(cell_px=12, tile_px=32, adaptive=3))
@@ -298,3 +299,35 @@ def test_a_detail_without_adaptive_cells_is_noted_as_ignored(tmp_path, capsys):
     make_mosaic(target, tiles, {**base, "detail": 5.0, "adaptive": 1}, **made)
     make_mosaic(target, tiles, base, **made)
     assert "detail" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("low", "high"), [(10, 30), (0, 255), (100, 101), (7, 250)])
+def test_a_cell_whose_spread_is_exactly_the_detail_stays_whole(low, high):
+    # Grey stripes 10 and 30 have a luma spread of exactly 10, yet '--detail 10' split the
+    # cell: luma in float32 made those greys 10.0000002 and 30.0000006.
+    target = np.full((32, 32, 3), low, np.uint8)
+    target[:, ::2] = high
+    grid = make_grid(target, 32)
+    spread = (high - low) / 2
+    assert len(split_cells(grid, 2, spread)) == 1
+    assert len(split_cells(grid, 2, float(np.nextafter(spread, 0)))) == 16
+
+
+@pytest.mark.parametrize("detail", [float("nan"), float("inf"), -1.0, 256.0])
+def test_split_cells_refuses_a_detail_out_of_range(detail):
+    grid = make_grid(textured_target(), 16)
+    with pytest.raises(OptionError, match="detail"):
+        split_cells(grid, 1, detail)
+
+
+def test_sizes_that_do_not_halve_name_the_setting_and_widths_that_do(tmp_path):
+    # '--cells 50 --adaptive 2 --aspect 3:2' said only "tile is 32x21 px": the default
+    # tile width's rounded height, neither the flag to change nor a width that works.
+    with pytest.raises(OptionError, match=r"tile is 32x21 px; tile_px 24 or 36 would do$"):
+        check_adaptive(MosaicOptions(cell_px=24, aspect="3:2", adaptive=2))
+    target = tmp_path / "target.png"
+    Image.fromarray(textured_target()).save(target)
+    result = CliRunner().invoke(main, ["make", str(target), "--tiles", str(tmp_path),
+                                       "--adaptive", "1", "--cell", "16", "--match-px", "7"])
+    assert result.exit_code != 0
+    assert result.output.strip().endswith("match is 7x7 px; --match-px 6 or 8 would do")

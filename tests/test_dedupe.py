@@ -108,13 +108,13 @@ def test_copies_of_one_picture_are_compared_once(threshold, monkeypatch):
     order = rng.permutation(len(hashes))
     hashes, colours = hashes[order], colours[order]
     compared = []
-    real_pairs = dedupe_module.near_pairs
+    real_pairs = dedupe_module._near_pairs_within
 
-    def counted_pairs(some_hashes, some_colours, some_threshold):
+    def counted_pairs(some_hashes, some_colours, some_threshold, **budget):
         compared.append(len(some_hashes))
-        return real_pairs(some_hashes, some_colours, some_threshold)
+        return real_pairs(some_hashes, some_colours, some_threshold, **budget)
 
-    monkeypatch.setattr(dedupe_module, "near_pairs", counted_pairs)
+    monkeypatch.setattr(dedupe_module, "_near_pairs_within", counted_pairs)
     for given in (colours, None):
         leaders = duplicate_leaders(hashes, given, threshold)
         np.testing.assert_array_equal(leaders, brute_leaders(hashes, given, threshold))
@@ -303,3 +303,49 @@ def test_make_drops_duplicates_and_reports_them(tmp_path):
     bad = runner.invoke(main, ["index", str(folder), "--dedupe", "65", "--cache-dir",
                                str(cache)])
     assert bad.exit_code != 0 and "--dedupe must be between 0 and 64" in bad.stderr
+
+
+def still_frames(rng, count, flips=3):
+    """Hashes of ``count`` frames of one still scene: each a few unstable bits off one hash."""
+    hashes = np.full(count, rng.integers(0, 2**63, dtype=np.uint64), np.uint64)
+    for _ in range(flips):
+        hashes ^= np.left_shift(np.uint64(1), rng.integers(0, 64, count).astype(np.uint64))
+    return hashes
+
+
+def test_frames_of_a_still_scene_are_not_compared_pair_by_pair(monkeypatch):
+    # Hashes a few bits apart, all near each other, had every pair listed and checked:
+    # 10,000 frames of a still scene took 3 minutes (the count squared), 50,000 ran out
+    # of memory. Only the frames' comparisons with the tiles kept need checking.
+    count = 3000
+    hashes = still_frames(np.random.default_rng(4), count)
+    colours = np.full((count, 3), 120, np.uint8)
+    checked = []
+    real_hamming = dedupe_module.hamming
+
+    def counted_hamming(first, second):
+        checked.append(np.size(first))
+        return real_hamming(first, second)
+
+    monkeypatch.setattr(dedupe_module, "hamming", counted_hamming)
+    leaders = duplicate_leaders(hashes, colours, 6)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(leaders, brute_leaders(hashes, colours, 6))
+    assert sum(checked) < 100 * count  # listing every pair checks over 10 million
+
+
+@pytest.mark.parametrize("threshold", [0, 3, 6, 10])
+def test_leaders_found_by_halves_are_the_greedy_ones(threshold, monkeypatch):
+    # Forced to split at every size: the halves must give the leaders of the walk in order.
+    rng = np.random.default_rng(threshold)
+    hashes = np.concatenate([still_frames(rng, 150, 2), still_frames(rng, 90, 4),
+                             planted_hashes(rng, 120)])
+    order = rng.permutation(len(hashes))
+    hashes = hashes[order]
+    colours = rng.integers(0, 3 * COLOUR_TOLERANCE, (len(hashes), 3)).astype(np.uint8)
+    monkeypatch.setattr(dedupe_module, "_SPLIT_BELOW", 2)
+    monkeypatch.setattr(dedupe_module, "_BUDGET_FACTOR", 0)
+    monkeypatch.setattr(dedupe_module, "_BUDGET_FLOOR", 0)
+    for given in (colours, None):
+        np.testing.assert_array_equal(duplicate_leaders(hashes, given, threshold),
+                                      brute_leaders(hashes, given, threshold))

@@ -16,7 +16,10 @@ cell flat), in the units of the picture, so a threshold reads directly as
 "grey levels of detail"; edge energy would also fire on fine, even texture
 (grass, canvas) that a tile of similar texture renders well. Each level's
 statistics come from block sums of the finest level (one pass over the
-target, in bounded chunks), all cells at once.
+target, in bounded chunks), all cells at once. They are whole numbers (luma
+in thousandths of a grey level: ``299 R + 587 G + 114 B``) and the spread is
+compared with ``detail`` exactly, so a cell whose spread is ``detail`` itself
+(grey stripes 10 and 30 at ``detail = 10``) stays whole, as "above" says.
 
 **Leaves.** The cells that do not split, each with its ``level`` and its
 position ``(y, x)`` in *units* of the finest level (``2^DEPTH`` units per
@@ -40,14 +43,17 @@ does, which spreads the best tiles over the detail the split was made for.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .aspect import height_for
 from .colour import encoded_unit
-from .errors import OptionError
+from .errors import OptionError, check_range
 from .grid import Grid
 from .options import MosaicOptions
 
@@ -58,6 +64,10 @@ if TYPE_CHECKING:
 
 #: Rec. 601 luma weights of R, G, B.
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+#: The same weights in thousandths: luma x 1000 is a whole number, summed exactly.
+_LUMA_THOUSANDTHS = (299, 587, 114)
+#: Largest ``pixels`` for which ``pixels * sum of squares`` of a block fits in int64.
+_EXACT_INT64_PIXELS = math.isqrt((2**63 - 1) // (255_000 ** 2))
 #: Target pixels whose luma is summed at a time.
 _CHUNK_PIXELS = 1 << 22
 
@@ -73,15 +83,32 @@ def check_adaptive(options: MosaicOptions) -> None:
         return
     step = 1 << depth
     assert options.match_px is not None
-    sizes = {"cell": (options.cell_px, options.cell_height),
-             "tile": (options.tile_px, options.tile_height),
-             "match": (options.match_px, options.match_height)}
-    for what, (width, height) in sizes.items():
+    sizes = {"cell": ("cell_px", options.cell_px, options.cell_height),
+             "tile": ("tile_px", options.tile_px, options.tile_height),
+             "match": ("match_px", options.match_px, options.match_height)}
+    for what, (setting, width, height) in sizes.items():
         if width % step or height % step:
+            # The widths that would do: a height rounded from the aspect (21 for 32 at
+            # 3:2) is not for the user to work out.
+            fits = _halving_widths(width, options.aspect_ratio, step)
+            hint = (" or ".join(str(fit) for fit in fits) + " would do") if fits else ""
+            # The setting is a template field, so that the command line shows its flag.
+            advice = "; {" + setting + "} {hint}" if hint else ""
             raise OptionError(
                 "{adaptive} {value} halves cells {times}, so {what} sizes must divide "
-                "by {step}: {what} is {size} px", value=depth, what=what, step=step,
+                "by {step}: {what} is {size} px" + advice,
+                value=depth, what=what, step=step, hint=hint,
                 times="once" if depth == 1 else f"{depth} times", size=f"{width}x{height}")
+
+
+def _halving_widths(width: int, aspect: tuple[int, int], step: int) -> list[int]:
+    """The nearest widths below and above ``width`` (1-1024) that halve, with their heights."""
+    def fits(candidate: int) -> bool:
+        return candidate % step == 0 and height_for(candidate, aspect) % step == 0
+
+    below = next((w for w in range(width - 1, 0, -1) if fits(w)), None)
+    above = next((w for w in range(width + 1, 1025) if fits(w)), None)
+    return [w for w in (below, above) if w is not None]
 
 
 @dataclass(frozen=True)
@@ -162,7 +189,13 @@ def split_cells(grid: Grid, depth: int, detail: float) -> Leaves:
     -------
     Leaves
         The cells that do not split, in level-0 row-major and Z order.
+
+    Raises
+    ------
+    OptionError
+        Naming ``detail`` when it is not a number from 0 to 255 (NaN included).
     """
+    detail = check_range("detail", detail, 0, 255)
     count = len(grid)
     if depth == 0:
         zero = np.zeros(count, np.int64)
@@ -181,8 +214,7 @@ def split_cells(grid: Grid, depth: int, detail: float) -> Leaves:
             s = sums.reshape(shape).sum(axis=(2, 4))
             q = squares.reshape(shape).sum(axis=(2, 4))
             pixels = (grid.cell_height >> level) * (grid.cell_px >> level)
-            spread = np.sqrt(np.maximum(q / pixels - (s / pixels) ** 2, 0.0))
-            split = present & (spread > detail)
+            split = present & _spread_above(s, q, pixels, detail)
             leaf = present & ~split
         else:
             leaf = present
@@ -202,6 +234,25 @@ def split_cells(grid: Grid, depth: int, detail: float) -> Leaves:
                   np.concatenate(ys)[order], np.concatenate(xs)[order])
 
 
+def _spread_above(sums: np.ndarray, squares: np.ndarray, pixels: int,
+                  detail: float) -> np.ndarray:
+    """Whether each block's luma spread is above ``detail``, decided exactly.
+
+    ``sums`` and ``squares`` are whole-number sums over ``pixels`` pixels of
+    luma in thousandths; the spread is above ``detail`` when ``pixels *
+    squares - sums^2`` (``(1000 * pixels)^2`` times the variance) is above
+    ``(1000 * detail * pixels)^2``, compared in integers.
+    """
+    # The largest numerator a block of spread at most ``detail`` can have.
+    bound = math.floor((Fraction(detail) * 1000 * pixels) ** 2)
+    if pixels <= _EXACT_INT64_PIXELS:
+        numerator = pixels * squares - sums * sums
+        return numerator > min(bound, np.iinfo(np.int64).max)
+    # Blocks this large are few (at most the target's pixels / 11,900): Python integers.
+    numerator = squares.astype(object) * pixels - sums.astype(object) ** 2
+    return np.asarray(numerator > bound, bool)
+
+
 def _interleave(y: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Morton (Z-order) code of small non-negative ``(y, x)``: y's bits odd, x's even."""
     code = np.zeros(len(y), np.int64)
@@ -212,18 +263,21 @@ def _interleave(y: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def _block_sums(grid: Grid, level: int) -> tuple[np.ndarray, np.ndarray]:
-    """Luma sums and sums of squares of every cell's blocks at ``level``.
+    """Luma sums and sums of squares of every cell's blocks at ``level``, luma in thousandths.
 
-    Returns two ``(N, 2^level, 2^level)`` float64 arrays (block rows, block columns).
+    Returns two ``(N, 2^level, 2^level)`` int64 arrays (block rows, block
+    columns), exact: a cell of 1024 x 1024 pixels sums squares up to 6.8e16.
     """
     count, side = len(grid), 1 << level
     height, width = grid.cell_height >> level, grid.cell_px >> level
-    sums = np.empty((count, side, side))
-    squares = np.empty((count, side, side))
+    sums = np.empty((count, side, side), np.int64)
+    squares = np.empty((count, side, side), np.int64)
     chunk = max(1, _CHUNK_PIXELS // (grid.cell_height * grid.cell_px))
+    red, green, blue = _LUMA_THOUSANDTHS
     for start in range(0, count, chunk):
         cells = grid.cells[start:start + chunk]
-        luma = (cells.astype(np.float32) @ LUMA).astype(np.float64)
+        luma = (cells[..., 0].astype(np.int64) * red + cells[..., 1].astype(np.int64) * green
+                + cells[..., 2].astype(np.int64) * blue)
         blocks = luma.reshape(len(cells), side, height, side, width)
         sums[start:start + chunk] = blocks.sum(axis=(2, 4))
         squares[start:start + chunk] = (blocks * blocks).sum(axis=(2, 4))

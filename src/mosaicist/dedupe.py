@@ -34,6 +34,14 @@ probes and the expected candidates fewest for the number of tiles; each
 candidate pair is then checked exactly. The work is about ``N`` times the
 probes plus the candidates; only groups of tiles with equal band keys (the
 same photo many times over) make it grow with their size squared.
+
+**Leaders without every pair** (:func:`duplicate_leaders`): copies with one
+signature are compared once, and where the candidates would still be many
+times those of random hashes (the frames of a still scene: hashes a few
+unstable bits apart, every pair near), the tiles are taken by halves: the
+first half's leaders, then the second half's tiles near a tile it kept, then
+the rest among themselves; the kept tiles of such a cluster are few, so the
+work stays near linear.
 """
 
 from __future__ import annotations
@@ -59,6 +67,12 @@ COLOUR_TOLERANCE = 12
 HASH_CHUNK = 4096
 #: Candidate pairs expanded at a time while probing.
 PAIR_CHUNK = 1 << 22
+# Leaders are found by halves (see _greedy_leaders) where listing the pairs would check
+# more than this many times the candidates of random hashes, plus this many per tile.
+_BUDGET_FACTOR = 8
+_BUDGET_FLOOR = 64
+# Groups this small are always solved by listing their pairs.
+_SPLIT_BELOW = 64
 
 _SIDE = 32
 _LOW = 8
@@ -217,12 +231,34 @@ def near_pairs(
     first, second : numpy.ndarray
         int64 positions, ``first < second``, each pair once, sorted.
     """
+    found = _near_pairs_within(hashes, colours, threshold, colour_tolerance, budget=None)
+    assert found is not None  # no budget, no giving up
+    return found
+
+
+def _expected_candidates(count: int, threshold: int) -> float:
+    """Candidate pairs :func:`near_pairs` checks for ``count`` random hashes (both orders)."""
+    bands = _band_count(count, threshold)
+    return sum(_probes(bits, threshold // bands) * count * (1 + count / 2**bits)
+               for _, bits in _bands(bands))
+
+
+def _near_pairs_within(
+    hashes: np.ndarray, colours: np.ndarray | None, threshold: int,
+    colour_tolerance: int = COLOUR_TOLERANCE, *, budget: float | None,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`near_pairs`, or None as soon as it would check more than ``budget`` candidates.
+
+    The candidates of a probe are counted before they are expanded, so giving
+    up costs the probes made so far, never the pairs of a dense cluster.
+    """
     hashes = np.asarray(hashes, np.uint64)
     count = len(hashes)
     if not 0 <= threshold <= HASH_BITS:
         raise ValueError(f"threshold must be 0 to {HASH_BITS}, got {threshold}")
     found_first: list[np.ndarray] = []
     found_second: list[np.ndarray] = []
+    spent = 0
     if count >= 2:
         bands = _band_count(count, threshold)
         radius = threshold // bands
@@ -246,6 +282,10 @@ def near_pairs(
                         starts = np.searchsorted(sorted_keys, probe, "left")
                         ends = np.searchsorted(sorted_keys, probe, "right")
                     hit = np.flatnonzero(ends > starts)
+                    if budget is not None:
+                        spent += int((ends[hit] - starts[hit]).sum())
+                        if spent > budget:
+                            return None
                     for first, second in _expand(order[hit], starts[hit], ends[hit], order):
                         keep = first < second
                         first, second = first[keep], second[keep]
@@ -261,6 +301,80 @@ def near_pairs(
         return empty, empty.copy()
     pair_keys = np.unique(np.concatenate(found_first) * count + np.concatenate(found_second))
     return pair_keys // count, pair_keys % count
+
+
+def _first_near(
+    hashes: np.ndarray, colours: np.ndarray | None, kept: np.ndarray,
+    kept_colours: np.ndarray | None, threshold: int,
+) -> np.ndarray:
+    """For each of ``hashes``, the first of ``kept`` near-identical to it, or -1.
+
+    The band index of :func:`near_pairs` over ``kept`` alone, probed by
+    ``hashes``: the work follows the kept tiles each one is near, however
+    alike ``hashes`` are among themselves.
+    """
+    first = np.full(len(hashes), -1, np.int64)
+    if not len(hashes) or not len(kept):
+        return first
+    best = np.full(len(hashes), len(kept), np.int64)
+    bands = _band_count(max(len(hashes), len(kept)), threshold)
+    radius = threshold // bands
+    queries = np.arange(len(hashes), dtype=np.int64)
+    for shift, bits in _bands(bands):
+        mask = np.uint64((1 << bits) - 1)
+        kept_keys = (kept >> np.uint64(shift)) & mask
+        order = np.argsort(kept_keys, kind="stable")
+        sorted_keys = kept_keys[order]
+        keys = (hashes >> np.uint64(shift)) & mask
+        for flipped in range(radius + 1):
+            for chosen in itertools.combinations(range(bits), flipped):
+                probe = keys ^ np.uint64(sum(1 << bit for bit in chosen))
+                starts = np.searchsorted(sorted_keys, probe, "left")
+                ends = np.searchsorted(sorted_keys, probe, "right")
+                hit = np.flatnonzero(ends > starts)
+                for query, match in _expand(queries[hit], starts[hit], ends[hit], order):
+                    close = hamming(hashes[query], kept[match]) <= threshold
+                    if colours is not None and kept_colours is not None:
+                        difference = np.abs(colours[query].astype(np.int16)
+                                            - kept_colours[match].astype(np.int16))
+                        close &= difference.max(axis=1) <= COLOUR_TOLERANCE
+                    np.minimum.at(best, query[close], match[close])
+    found = best < len(kept)
+    first[found] = best[found]
+    return first
+
+
+def _greedy_leaders(hashes: np.ndarray, colours: np.ndarray | None,
+                    threshold: int) -> np.ndarray:
+    """Each tile's leader (:func:`leaders_from_pairs`), without listing every pair of a cluster.
+
+    Where the pairs are few (as between distinct photos) they are listed at
+    once. Where they would be many (the near-identical frames of a still
+    scene: hashes a few unstable bits apart, every pair near, their count
+    squared), the first half is solved, the second half's tiles near one it
+    kept go with the first such, and only the rest are solved among
+    themselves: the kept tiles of a cluster are few, so the work stays about
+    linear in the tiles.
+    """
+    count = len(hashes)
+    budget = _BUDGET_FACTOR * _expected_candidates(count, threshold) + _BUDGET_FLOOR * count
+    found = _near_pairs_within(hashes, colours, threshold,
+                               budget=None if count <= _SPLIT_BELOW else budget)
+    if found is not None:
+        return leaders_from_pairs(count, *found)
+    half = count // 2
+    leaders = np.empty(count, np.int64)
+    leaders[:half] = _greedy_leaders(hashes[:half], None if colours is None else colours[:half],
+                                     threshold)
+    kept = np.flatnonzero(leaders[:half] == np.arange(half))
+    near = _first_near(hashes[half:], None if colours is None else colours[half:],
+                       hashes[kept], None if colours is None else colours[kept], threshold)
+    later = leaders[half:]
+    later[near >= 0] = kept[near[near >= 0]]
+    rest = half + np.flatnonzero(near < 0)
+    leaders[rest] = rest[_greedy_leaders(hashes[rest],
+                                         None if colours is None else colours[rest], threshold)]
+    return leaders
 
 
 def _expand(
@@ -362,9 +476,8 @@ def duplicate_leaders(hashes: np.ndarray, colours: np.ndarray | None,
     firsts = np.sort(first_of)
     rank = np.empty(len(first_of), np.int64)
     rank[np.argsort(first_of)] = np.arange(len(first_of))
-    first, second = near_pairs(hashes[firsts], None if colours is None else colours[firsts],
-                               threshold)
-    reduced = leaders_from_pairs(len(firsts), first, second)
+    reduced = _greedy_leaders(hashes[firsts], None if colours is None else colours[firsts],
+                              threshold)
     return firsts[reduced[rank[group_of]]].astype(np.int64)
 
 
