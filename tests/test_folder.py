@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import faulthandler
 import json
 import os
 import signal
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,6 +254,45 @@ def test_a_file_that_crashes_its_decoder_is_skipped_not_fatal(tmp_path, monkeypa
     clean = TileLibrary.open(FolderSource(folder, workers=1), 8, cache_dir=tmp_path / "clean")
     kept = [clean.source_ids.index(source_id) for source_id in expected]
     np.testing.assert_array_equal(np.asarray(library.tiles), np.asarray(clean.tiles)[kept])
+
+
+@pytest.mark.parametrize("workers", [
+    1,
+    pytest.param(2, marks=pytest.mark.skipif(
+        sys.platform != "linux", reason="the workers must be forked to share the fake")),
+])
+def test_reads_that_may_pass_are_marked_and_tried_again(tmp_path, monkeypatch, workers):
+    # A read that failed with EIO (a flaky share) was remembered like a bad file: the
+    # photo stayed out of the library on every later run, until the file changed.
+    folder = make_colour_folder(tmp_path / "photos", 20)
+    (folder / "broken.png").write_bytes(b"not a picture")
+    monkeypatch.setattr("mosaicist.sources.folder.DECODE_BATCH", 3)
+    real_read = Path.read_bytes
+    refused = {"t005.png": errno.EIO, "t011.png": errno.EACCES}
+
+    def read_bytes(self):
+        if self.name in refused:
+            raise OSError(refused[self.name], os.strerror(refused[self.name]), str(self))
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    source = FolderSource(folder, workers=workers)
+    entries = source.scan()
+    marks = {tile.entry.source_id: (tile.error is not None, tile.transient)
+             for tile in source.decode(entries, 8)}
+    assert {name for name, (failed, _) in marks.items() if failed} == {
+        "broken.png", "t005.png", "t011.png"}
+    assert [name for name, (_, transient) in marks.items() if transient] == ["t005.png"]
+    cache = tmp_path / "cache"
+    first = TileLibrary.open(FolderSource(folder, workers=workers), 8, cache_dir=cache)
+    assert sorted(dict(first.stats.failed)) == ["broken.png", "t005.png", "t011.png"]
+    monkeypatch.undo()
+    # Only the read that may pass is tried again: the bad file, and the one this user
+    # could not read (its permissions change its stamp when they are fixed), are not.
+    again = TileLibrary.open(FolderSource(folder, workers=workers), 8, cache_dir=cache)
+    assert again.stats.decoded == 1
+    assert sorted(dict(again.stats.failed)) == ["broken.png", "t011.png"]
+    assert "t005.png" in again.source_ids
 
 
 def test_a_loop_of_links_is_reported_as_a_loop(tmp_path):

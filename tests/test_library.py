@@ -8,6 +8,7 @@ import os
 import shutil
 import sqlite3
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from mosaicist.errors import MosaicistError, OptionError
 from mosaicist.imaging import decode_tile_bytes
 from mosaicist.library import TileLibrary
 from mosaicist.library import _update as library_module
+from mosaicist.library._shards import read_shard_rows, write_shard
 from mosaicist.sources import open_source
 from mosaicist.sources.folder import FolderSource
 
@@ -422,6 +424,94 @@ def test_a_link_to_a_missing_photo_is_skipped_by_name_and_read_once_it_is_back(t
     back = open_library(folder, tmp_path / "cache")
     assert back.stats.failed == [] and back.stats.decoded == 1 and len(back) == 4
     check_pixels(back, folder)
+
+
+def fail_reads_of(monkeypatch, name, number=errno.EIO, times=1):
+    """Make the next ``times`` reads of the file ``name`` fail with ``number``, as a share might."""
+    original = Path.read_bytes
+    failures = [times]
+
+    def read_bytes(self):
+        if self.name == name and failures[0] > 0:
+            failures[0] -= 1
+            raise OSError(number, os.strerror(number), str(self))
+        return original(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+
+
+@pytest.mark.parametrize("number", [errno.EIO, errno.EMFILE, errno.ESTALE])
+def test_a_read_that_fails_for_now_is_tried_again_next_run(tmp_path, monkeypatch, number):
+    # A flaky share or a lack of descriptors failed a photo's read once: the failure was
+    # remembered with the file's stamp, and the "nothing changed" shortcut skipped it as
+    # well, so the photo stayed out of the library until the file itself changed.
+    folder = make_colour_folder(tmp_path / "tiles", 4)
+    (folder / "broken.png").write_bytes(b"not a picture")
+    cache = tmp_path / "cache"
+    fail_reads_of(monkeypatch, "t002.png", number)
+    first = open_library(folder, cache)
+    failed = dict(first.stats.failed)
+    assert sorted(failed) == ["broken.png", "t002.png"] and len(first) == 3
+    assert os.strerror(number) in failed["t002.png"]
+    # Nothing changed in the folder, and the read works now: the photo comes in, and
+    # the bad file is not decoded again.
+    second = open_library(folder, cache)
+    assert second.stats.decoded == 1
+    assert "will be tried again next run" in failed["t002.png"]
+    assert "tried again" not in failed["broken.png"]
+    assert [source_id for source_id, _ in second.stats.failed] == ["broken.png"]
+    clean = open_library(folder, tmp_path / "clean")
+    assert second.source_ids == clean.source_ids
+    np.testing.assert_array_equal(np.asarray(second.tiles), np.asarray(clean.tiles))
+    check_pixels(second, folder)
+    # And then nothing is decoded again.
+    third = open_library(folder, cache)
+    assert third.stats.decoded == 0 and third.stats.failed == second.stats.failed
+
+
+def test_a_read_that_keeps_failing_for_now_is_tried_on_every_run(tmp_path, monkeypatch):
+    folder = make_colour_folder(tmp_path / "tiles", 3)
+    cache = tmp_path / "cache"
+    fail_reads_of(monkeypatch, "t001.png", errno.ETIMEDOUT, times=2)
+    for decoded in (3, 1):
+        library = open_library(folder, cache)
+        assert library.stats.decoded == decoded and len(library) == 2
+        assert [source_id for source_id, _ in library.stats.failed] == ["t001.png"]
+    recovered = open_library(folder, cache)
+    assert recovered.stats.decoded == 1 and recovered.stats.failed == [] and len(recovered) == 3
+    check_pixels(recovered, folder)
+
+
+def test_a_read_that_failed_for_now_in_a_shard_is_tried_again(tmp_path, monkeypatch):
+    # A cluster's workers write their failures beside their shards: the same rule.
+    folder = make_colour_folder(tmp_path / "tiles", 3)
+    (folder / "broken.png").write_bytes(b"not a picture")
+    directory = tmp_path / "index"
+    directory.mkdir()
+    source = FolderSource(folder, workers=1)
+    fail_reads_of(monkeypatch, "t000.png")
+    shard, tiles, failed = write_shard(source, source.scan(), 8, (1, 1), "centre", directory)
+    assert (tiles, failed) == (2, 2)
+    rows = {row[0]: row for row in read_shard_rows(directory, shard).failures}
+    assert rows["t000.png"][1] < 0 and "tried again" in rows["t000.png"][3]
+    assert rows["broken.png"][1] == (folder / "broken.png").stat().st_size
+
+
+@pytest.mark.parametrize("update", [False, True])
+def test_a_folder_in_place_of_the_packed_file_is_named_in_one_line(tmp_path, update):
+    # The Python API raised a raw IsADirectoryError from the memory map.
+    folder = make_colour_folder(tmp_path / "tiles", 3)
+    cache = tmp_path / "cache"
+    library = open_library(folder, cache)
+    store = library.directory / f"tiles-{library.generation}.u8"
+    store.unlink()
+    store.mkdir()
+    with pytest.raises(MosaicistError, match=r"tiles-\d+\.u8: index is damaged \(a folder"):
+        open_library(folder, cache, update=update)
+    # Also when the update has files to decode (a folder's size passed for tiles).
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(folder / "new.png")
+    with pytest.raises(MosaicistError, match=r"tiles-\d+\.u8: index is damaged \(a folder"):
+        open_library(folder, cache, update=update)
 
 
 def _disk_full_after(monkeypatch, calls):
@@ -937,6 +1027,18 @@ def refuse_the_lock(monkeypatch, number=errno.EACCES):
         return real(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(library_module.os, "open", refusing)
+
+
+def test_a_read_only_cache_serves_an_index_with_a_read_to_try_again(tmp_path, monkeypatch):
+    # Trying the read again needs writing: the published library is served meanwhile.
+    folder = make_colour_folder(tmp_path / "tiles", 3)
+    cache = tmp_path / "cache"
+    fail_reads_of(monkeypatch, "t000.png")
+    open_library(folder, cache)
+    refuse_the_lock(monkeypatch)
+    served = open_library(folder, cache)
+    assert len(served) == 2 and served.stats.decoded == 0
+    assert [source_id for source_id, _ in served.stats.failed] == ["t000.png"]
 
 
 def index_files(directory):

@@ -62,7 +62,7 @@ from ._manifest import (
     read_order,
     write_order,
 )
-from ._shards import SlotSpace, read_shards
+from ._shards import SlotSpace, read_shards, unreadable_file
 from ._update import (
     COPY_CHUNK,
     Decoder,
@@ -540,6 +540,10 @@ class TileLibrary:
             except ValueError:
                 space.check(slots)  # says which file is short
                 raise
+            except OSError as error:
+                # A folder, or a file this user may not read, where a packed file must
+                # be: said raw, IsADirectoryError reached API callers as a traceback.
+                raise unreadable_file(error, space.store, directory) from None
             return cls(source, tile.width, directory, source_ids,
                        tiles,  # type: ignore[arg-type]  # ShardedTiles serves as the array
                        generation, stats, **settings)  # type: ignore[arg-type]

@@ -37,7 +37,10 @@ Tables of the manifest:
     ``position``.
 ``failures``
     Entries that could not be decoded: ``source_id``, ``size``, ``mtime_ns``,
-    ``error``.
+    ``error``. An entry is not decoded again while its size and time are
+    the row's; a failure that may pass (a read that failed for a reason of
+    the moment) is stored with ``size`` :data:`RETRY_SIZE`, which no entry
+    has, so that the next update decodes the entry again.
 ``shards``
     Packed files written whole by the workers of a cluster
     (:mod:`mosaicist.library._shards`): ``file`` (``shard-<token>.u8``, or an
@@ -109,6 +112,50 @@ CREATE TABLE IF NOT EXISTS failures (
 CREATE TABLE IF NOT EXISTS shards (
     file TEXT PRIMARY KEY, first_slot INTEGER NOT NULL UNIQUE, tile_count INTEGER NOT NULL);
 """
+
+
+#: ``size`` of a failure that may pass: no entry's size is negative, so the row matches
+#: no later scan and the entry is decoded again by the next update (see
+#: :func:`failure_row`).
+RETRY_SIZE = -1
+#: Said after the reason of a failure that may pass.
+RETRY_NOTE = "this may pass: it will be tried again next run"
+
+
+def failure_row(source_id: str, size: int, mtime_ns: int, error: str | None,
+                transient: bool) -> tuple[str, int, int, str]:
+    """The ``failures`` row of an entry that could not be decoded.
+
+    A failure that may pass (:attr:`mosaicist.sources.DecodedTile.transient`)
+    gets :data:`RETRY_SIZE` in place of the entry's size, so that it never
+    counts as the entry's outcome, and its reason says it will be tried again.
+
+    Parameters
+    ----------
+    source_id : str
+        The entry's id.
+    size, mtime_ns : int
+        The entry's stamp, as scanned.
+    error : str or None
+        Why it failed (None: the source did not say).
+    transient : bool
+        Whether the failure may pass.
+
+    Returns
+    -------
+    (str, int, int, str)
+        ``(source_id, size, mtime_ns, error)``.
+    """
+    reason = error or "unusable"
+    if transient:
+        return source_id, RETRY_SIZE, mtime_ns, f"{reason} ({RETRY_NOTE})"
+    return source_id, size, mtime_ns, reason
+
+
+def retry_pending(connection: sqlite3.Connection) -> bool:
+    """Whether the manifest holds a failure that may pass (:data:`RETRY_SIZE`), to try again."""
+    return connection.execute(
+        "SELECT 1 FROM failures WHERE size = ? LIMIT 1", (RETRY_SIZE,)).fetchone() is not None
 
 
 def store_path(directory: Path, generation: int) -> Path:

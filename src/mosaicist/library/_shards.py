@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import copy
+import errno
 import json
 import os
 import sqlite3
@@ -36,7 +37,7 @@ from ..aspect import SQUARE, height_for
 from ..dedupe import tile_signatures
 from ..errors import MosaicistError
 from ..sources import SourceEntry, TileSource
-from ._manifest import store_path
+from ._manifest import failure_row, store_path
 
 #: First slot of the shard files; slots below it are in ``tiles-<G>.u8``.
 SHARD_SLOTS = 1 << 40
@@ -178,7 +179,7 @@ class SlotSpace:
         return self.store if file < 0 else self.directory / self.shards[file].file
 
     def check(self, slots: np.ndarray) -> None:
-        """Refuse slots whose file is missing or shorter than they need.
+        """Refuse slots whose file is missing, not a file, or shorter than they need.
 
         Raises
         ------
@@ -189,6 +190,10 @@ class SlotSpace:
         for file in np.unique(files).tolist():
             needed = int(local[files == file].max()) + 1
             path = self.path_of(file)
+            if path.is_dir():
+                # Its size is the folder's, which could pass for tiles.
+                raise unreadable_file(IsADirectoryError(errno.EISDIR, "Is a directory",
+                                                        str(path)), path, self.directory)
             size = path.stat().st_size if path.exists() else 0
             if size < needed * self.tile_bytes:
                 raise MosaicistError(
@@ -237,6 +242,31 @@ class SlotSpace:
             memory = np.memmap(path, np.uint8, "r", shape=(first + count, *self.shape))
             return memory[first:first + count]
         return ShardedTiles.open(runs, self.shape)
+
+
+def unreadable_file(error: OSError, path: Path, directory: Path) -> MosaicistError:
+    """The one-line error for a packed or shard file of the index that cannot be read.
+
+    Parameters
+    ----------
+    error : OSError
+        Why it cannot be read (its ``filename``, if any, is the file named).
+    path : pathlib.Path
+        The file, where ``error`` does not name one.
+    directory : pathlib.Path
+        The index's folder (deleting it rebuilds the index).
+
+    Returns
+    -------
+    MosaicistError
+        Naming the file and the problem (and, for a damaged index, how to rebuild it).
+    """
+    name = error.filename if error.filename is not None else path
+    if isinstance(error, IsADirectoryError):
+        return MosaicistError(f"{name}: index is damaged (a folder where its packed tiles "
+                              f"file must be); delete {directory} to rebuild it")
+    reason = (error.strerror or str(error)).lower()
+    return MosaicistError(f"{name}: cannot read the tile index ({reason})")
 
 
 class ShardedTiles:
@@ -527,8 +557,8 @@ def write_shard(
             for decoded in decoded_tiles:
                 entry = decoded.entry
                 if decoded.pixels is None or decoded.content_hash is None:
-                    failures.append((entry.source_id, entry.size, entry.mtime_ns,
-                                     decoded.error or "unusable"))
+                    failures.append(failure_row(entry.source_id, entry.size, entry.mtime_ns,
+                                                decoded.error, decoded.transient))
                     continue
                 if decoded.pixels.shape != shape:
                     failures.append((entry.source_id, entry.size, entry.mtime_ns,

@@ -5,8 +5,9 @@ An update runs under the index's ``write.lock`` in three stages:
 **plan** (:func:`_plan`)
     Scan the source and compare each entry's size and modification time with
     the published, staged and failed rows of the manifest; entries that match
-    none are decoded. When the scan is the one last published and nothing is
-    staged, stop there ("nothing changed").
+    none are decoded. When the scan is the one last published, nothing is
+    staged and no failure that may pass waits to be tried again, stop there
+    ("nothing changed").
 **decode** (:func:`_decode_into_store`)
     Decode those entries, append their pixels to the current packed file
     ``tiles-<G>.u8`` after every slot in use, and record them in the
@@ -91,12 +92,14 @@ from ._manifest import (
     SCHEMA_VERSION,
     connect,
     connect_read_only,
+    failure_row,
     get_meta,
     manifest_errors,
     meta_count,
     new_publication,
     order_path,
     partial_path,
+    retry_pending,
     set_meta,
     store_path,
     transaction,
@@ -184,7 +187,9 @@ class UpdateStats:
         Tiles dropped because their entries disappeared from the source.
     failed : list of (str, str)
         ``(source_id, reason)`` for every entry that could not be used,
-        including those that failed in earlier runs and are unchanged.
+        including those that failed in earlier runs and are unchanged. The
+        reason of a failure that may pass (a read that failed for a reason of
+        the moment) says it will be tried again next run.
     seconds : float
         Wall time of the update.
     """
@@ -570,7 +575,9 @@ def _unchanged_read_only(source: TileSource, directory: Path, refused: OSError) 
     published state): when the source's scan is the one last published and
     nothing is staged, as for the "nothing changed" fast path of
     :func:`_plan`, the published library is the right one. Anything else
-    needs an update, which cannot be made.
+    needs an update, which cannot be made. Failures that may pass are not
+    tried again here (that needs writing): they are reported, and the
+    published library served.
 
     Parameters
     ----------
@@ -687,7 +694,9 @@ def _plan(
     An entry needs decoding unless a published, staged or failed row has its
     size and modification time: those were decoded (or failed) before and
     their outcome is committed, which is what makes an interrupted update
-    resume where it stopped.
+    resume where it stopped. A failure that may pass (a read that failed for a
+    reason of the moment) matches no stamp (:func:`~._manifest.failure_row`):
+    its entry is decoded again.
 
     The stage's only write is the ``meta`` values of a new manifest, in one
     transaction; everything else is read, so an interrupt here loses nothing.
@@ -706,8 +715,9 @@ def _plan(
     Returns
     -------
     UpdatePlan or UpdateStats
-        The plan; or, when the scan is the one last published and nothing is
-        staged (so the published library is already the right one), the
+        The plan; or, when the scan is the one last published, nothing is
+        staged and no failure may pass (so the published library is already
+        the right one), the
         update's final stats, read from the manifest without comparing rows.
         A source whose scan follows from a few facts
         (:meth:`TileSource.scan_fingerprint`) is then not even scanned.
@@ -725,7 +735,9 @@ def _plan(
     # mean a later update did not finish, and the comparison below must
     # publish or drop them even though the scan is the published one.
     digest, count, entries = _scan_summary(source)
-    if _published_digest(connection) == digest:
+    # A failure that may pass is tried again on every run, until it no longer fails:
+    # the scan being unchanged says nothing about whether a share still falters.
+    if _published_digest(connection) == digest and not retry_pending(connection):
         return _unchanged_stats(connection, count)
     if entries is None:
         entries = source.scan()
@@ -1016,12 +1028,9 @@ def _decode_into_store(
                 stats.decoded += 1
                 bar.update(1)
                 if decoded.pixels is None or decoded.content_hash is None:
-                    pending_failures.append(
-                        Failure(
-                            entry.source_id, entry.size, entry.mtime_ns,
-                            decoded.error or "unusable",
-                        )
-                    )
+                    pending_failures.append(Failure(*failure_row(
+                        entry.source_id, entry.size, entry.mtime_ns, decoded.error,
+                        decoded.transient)))
                 elif decoded.pixels.shape != shape:
                     pending_failures.append(
                         Failure(

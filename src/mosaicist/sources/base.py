@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import errno
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -184,6 +185,40 @@ def readable(text: str) -> str:
     return text
 
 
+#: ``errno`` values of a read that failed for a reason of the moment, not of the file: the
+#: device or a network share faltered (EIO, ETIMEDOUT, ESTALE, a dropped connection), the
+#: process or system was short of descriptors or memory (EMFILE, ENFILE, ENOMEM, ENOBUFS),
+#: the call was interrupted or would block (EINTR, EAGAIN), the file was busy (EBUSY).
+#: Read again later, such a file may well be fine.
+TRANSIENT_ERRNOS = frozenset(
+    getattr(errno, name) for name in (
+        "EIO", "EAGAIN", "EWOULDBLOCK", "EINTR", "EMFILE", "ENFILE", "ENOMEM", "ENOBUFS",
+        "ETIMEDOUT", "ESTALE", "EBUSY", "EDEADLK", "ENOLCK", "ECONNRESET", "ECONNABORTED",
+        "ECONNREFUSED", "ENETDOWN", "ENETUNREACH", "ENETRESET", "EHOSTDOWN", "EHOSTUNREACH",
+        "EREMOTEIO", "ENOLINK", "ECOMM", "ETIME",
+    ) if hasattr(errno, name)
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` is a failed read that may pass (see :data:`TRANSIENT_ERRNOS`).
+
+    Only an :class:`OSError` with such an ``errno``: a file that is not a
+    picture, is truncated or is too large fails the same way every time.
+
+    Parameters
+    ----------
+    error : BaseException
+        What reading a file raised.
+
+    Returns
+    -------
+    bool
+        True when reading it again later may succeed.
+    """
+    return isinstance(error, OSError) and error.errno in TRANSIENT_ERRNOS
+
+
 @dataclass
 class DecodedTile:
     """The outcome of decoding one entry: pixels and hash, or an error.
@@ -193,7 +228,11 @@ class DecodedTile:
     say (a centred window, then). ``signature`` is the photo's
     near-duplicate signature, ``(hash, packed mean colour)``
     (:func:`mosaicist.dedupe.signature`); None lets the library compute it
-    from the pixels.
+    from the pixels. ``transient`` marks an ``error`` that may pass (a read
+    that failed for a reason of the moment, :func:`is_transient`): the
+    library reports the entry but does not remember the failure, and tries
+    it again on the next update; any other error is remembered until the
+    entry changes.
     """
 
     entry: SourceEntry
@@ -202,6 +241,7 @@ class DecodedTile:
     error: str | None = None
     window: Window | None = None
     signature: tuple[int, int] | None = None
+    transient: bool = False
 
 
 class TileSource(abc.ABC):

@@ -36,6 +36,7 @@ from .base import (
     TileSource,
     absolute_path,
     change_stamp,
+    is_transient,
     name_to_text,
     readable,
     text_to_name,
@@ -68,8 +69,10 @@ def _watch_parent(parent_pid: int) -> None:
     end_with_parent(parent_pid)
 
 
-#: What a worker returns per file: pixels, content hash, error, crop window, signature.
-_Decoded = tuple[bytes | None, str | None, str | None, Window | None, tuple[int, int] | None]
+#: What a worker returns per file: pixels, content hash, error, crop window, signature,
+#: and whether the error may pass (:func:`~mosaicist.sources.base.is_transient`).
+_Decoded = tuple[bytes | None, str | None, str | None, Window | None, tuple[int, int] | None,
+                 bool]
 
 
 def _decode_batch(
@@ -79,9 +82,10 @@ def _decode_batch(
     for path in paths:
         try:
             tile, digest = read_tile_file(path, width_px, aspect, crop)
-            results.append((tile.pixels.tobytes(), digest, None, tile.window, tile.signature))
+            results.append((tile.pixels.tobytes(), digest, None, tile.window, tile.signature,
+                            False))
         except ImageReadError as error:
-            results.append((None, None, readable(str(error)), None, None))
+            results.append((None, None, readable(str(error)), None, None, False))
         except OSError as error:
             reason = error.strerror or str(error)
             # Only a missing target: a loop of links does not "exist" either, but its
@@ -93,10 +97,12 @@ def _decode_batch(
             elif error.errno == errno.ELOOP:
                 with contextlib.suppress(OSError):
                     reason = f"a link to {os.readlink(path)}, which loops back on itself"
-            results.append((None, None, readable(reason), None, None))
+            # Decoding reads from memory (its errors are ImageReadErrors): this is the
+            # file's read, which a flaky share or a lack of descriptors can fail for now.
+            results.append((None, None, readable(reason), None, None, is_transient(error)))
         except Exception as error:  # noqa: BLE001 - one bad file must never stop indexing
             message = readable(f"cannot decode: {type(error).__name__}: {error}")
-            results.append((None, None, message, None, None))
+            results.append((None, None, message, None, None, False))
     return results
 
 
@@ -236,7 +242,7 @@ def _decode_isolated(
         if isinstance(single, list):
             decoded.extend(single)
         else:
-            decoded.append((None, None, _crash_reason(single), None, None))
+            decoded.append((None, None, _crash_reason(single), None, None, False))
     return decoded
 
 
@@ -368,11 +374,11 @@ class FolderSource(TileSource):
             results_iter = _decode_pooled(batches, self.workers, width_px, aspect, crop)
         try:
             for results in results_iter:
-                for raw, digest, error, window, signature in results:
+                for raw, digest, error, window, signature, transient in results:
                     entry = entries[position]
                     position += 1
                     pixels = None if raw is None else np.frombuffer(raw, np.uint8).reshape(shape)
-                    yield DecodedTile(entry, pixels, digest, error, window, signature)
+                    yield DecodedTile(entry, pixels, digest, error, window, signature, transient)
         finally:
             # No worker outlives the decode, however it ends (see _watch_parent
             # for when the parent itself is killed).
