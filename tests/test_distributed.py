@@ -67,6 +67,14 @@ def test_scheduler_addresses():
         assert raised.value.parameters == ("scheduler",)
 
 
+def test_scheduler_numbers_are_ascii_digits_only():
+    # "²" is a digit to str.isdigit but not to int(): a ValueError's traceback.
+    for bad in ("local:\u00b2", "local:\u0662", "tcp://host:\uff18\uff17\uff18\uff16"):
+        with pytest.raises(OptionError) as raised:
+            parse_scheduler(bad)
+        assert raised.value.parameters == ("scheduler",)
+
+
 def test_nothing_imports_dask_without_a_scheduler(tmp_path):
     tiles = make_colour_folder(tmp_path / "tiles", 12)
     target = tmp_path / "target.png"
@@ -354,6 +362,30 @@ def test_an_interrupted_cluster_update_keeps_its_finished_parts(client, tmp_path
     assert set(shard_files(resumed)) == listed
 
 
+def test_a_worker_that_writes_its_shard_elsewhere_fails_the_index_in_one_line(
+        client, tmp_path, monkeypatch):
+    # A worker whose own disk has a folder at the index's path (of a run of its own)
+    # wrote its shard there: "<rows file>: cannot read a shard's rows ([Errno 2] ...)".
+    tiles = make_colour_folder(tmp_path / "tiles", 12, size=8)
+    decode = _index.decode_part
+
+    def on_its_own_disk(spec, cache, tile, directory, part):
+        own = Path(directory).with_name("own-disk")
+        own.mkdir(exist_ok=True)
+        return decode(spec, cache, tile, str(own), part)
+
+    monkeypatch.setattr(_index, "decode_part", on_its_own_disk)
+    with pytest.raises(MosaicistError) as raised:
+        index_library(client, tiles, 8, tmp_path / "cache", part_entries=4)
+    folder = next((tmp_path / "cache").glob("indexes/*/px8"))
+    assert re.fullmatch(rf"{re.escape(str(folder))}: a worker wrote its part of the index "
+                        rf"elsewhere \(shard-\w+\.u8 is not here\); the cache must be on a "
+                        rf"filesystem every worker shares", str(raised.value))
+    monkeypatch.setattr(_index, "decode_part", decode)
+    library = index_library(client, tiles, 8, tmp_path / "cache", part_entries=4)
+    assert library.stats is not None and library.stats.decoded == 12
+
+
 def digest(path: Path) -> str:
     """Every byte of a file, or of every file under a folder with their names."""
     hasher = hashlib.sha1()
@@ -481,6 +513,22 @@ def test_a_worker_without_the_index_fails_a_match_in_one_line(tmp_path):
                                  f"must be on a filesystem every worker shares")
 
 
+def test_a_worker_with_an_empty_index_folder_fails_a_match_in_one_line(tmp_path):
+    # Its own disk has the folder (made by a run of its own), not the index: it said
+    # "<tiles>: no usable tile images found", of a folder of tiles that is there.
+    from mosaicist.distributed import _match
+
+    tiles = make_colour_folder(tmp_path / "tiles", 4, size=8)
+    index = tmp_path / "elsewhere" / "indexes" / "tiles" / "px8"
+    index.mkdir(parents=True)
+    job = _match.MatchJob(str(tiles), str(tmp_path / "elsewhere"), str(index), 1, 4,
+                          MosaicOptions(tile_px=8), 8, str(tmp_path / "cells.npy"))
+    with pytest.raises(MosaicistError) as raised:
+        _match._library(job)
+    assert str(raised.value) == (f"{index}: the index is not on this worker; the cache "
+                                 f"must be on a filesystem every worker shares")
+
+
 def test_an_unreachable_scheduler_is_one_line(monkeypatch):
     monkeypatch.setattr(_cluster, "CONNECT_SECONDS", 1)
     with pytest.raises(MosaicistError, match="cannot reach the Dask scheduler"):
@@ -572,6 +620,37 @@ def test_an_unknown_host_says_why(quick_connect):
     assert message.startswith("tcp://no-such-host.invalid:8786: cannot reach the Dask "
                               "scheduler (Timed out trying to connect")
     assert len(message.splitlines()) == 1 and "<" not in message  # no Dask object names
+
+
+class FinishedAtTheTimeout:
+    """A future whose wait for its result runs out just as it finishes (a busy machine)."""
+
+    client = None
+
+    def __init__(self, own_error: BaseException | None = None) -> None:
+        self.own_error = own_error
+        self.waits = 0
+
+    def result(self, timeout=None):
+        self.waits += 1
+        if self.own_error is not None:
+            raise self.own_error
+        if self.waits == 1:
+            raise TimeoutError(f"timed out after {timeout} s.")  # as Dask's wait runs out
+        return "rows"
+
+    def done(self) -> bool:
+        return self.waits > 0  # finished during the first wait
+
+
+def test_a_task_that_finishes_as_its_wait_runs_out_gives_its_result():
+    # The wait's own TimeoutError was taken for the task's: "error: timed out after 1 s.",
+    # now and then, from a render or a match on a loaded machine.
+    assert _cluster.task_result(FinishedAtTheTimeout(), "killed") == "rows"
+    own = TimeoutError("the task's own")
+    with pytest.raises(TimeoutError) as raised:
+        _cluster.task_result(FinishedAtTheTimeout(own), "killed")
+    assert raised.value is own
 
 
 def test_signals_while_held_come_after_the_block():
@@ -993,6 +1072,31 @@ def test_a_worker_killed_mid_match_changes_no_pick(subprocess_cluster, tmp_path)
         "the worker was never caught searching")
     for name in ("tile", "distance", "transform", "tint", "gain"):
         assert np.array_equal(getattr(one.placements, name), getattr(two.placements, name))
+
+
+def test_a_worker_without_mosaicist_is_one_line(tmp_path, monkeypatch):
+    # It died reading its first task: "... has had no workers for 60 s (all lost?)".
+    monkeypatch.setattr(_cluster, "NO_WORKER_SECONDS", 5)
+    tiles = make_colour_folder(tmp_path / "tiles", 12, size=8)
+    preload = tmp_path / "no_mosaicist.py"
+    preload.write_text("import sys\nsys.modules['mosaicist'] = None  # not installed\n")
+    (tmp_path / "dask").mkdir()
+    cluster = SubprocessCluster(tmp_path / "dask")
+    try:
+        cluster._start("bare", ["worker", cluster.address, "--nthreads", "1", "--no-nanny",
+                                "--host", "127.0.0.1", "--no-dashboard", "--preload",
+                                str(preload)])
+        with client_for(cluster.address) as there:
+            there.wait_for_workers(1, timeout=WAIT_SECONDS)
+            worker = _cluster.worker_addresses(there)[0]
+            with pytest.raises(MosaicistError) as raised:
+                index_library(there, tiles, 8, tmp_path / "cache")
+    finally:
+        cluster.stop()
+    assert str(raised.value).startswith(f"{worker}: this Dask worker cannot import mosaicist "
+                                        f"(ModuleNotFoundError: ")
+    assert str(raised.value).endswith("); install the same mosaicist, with the same extras, "
+                                      "on every worker")
 
 
 def test_a_worker_that_cannot_see_the_tiles_leaves_the_index_as_it_was(tmp_path):

@@ -83,7 +83,9 @@ LOCAL_SETTINGS = {
 LOCAL_WORKER_PRELOAD = "mosaicist.distributed._local_worker"
 
 _REMOTE = re.compile(r"(?:(?P<scheme>tcp|tls)://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+)"
-                     r":(?P<port>\d{1,5})/?")
+                     r":(?P<port>[0-9]{1,5})/?")
+#: A count of local workers: ASCII digits only (``str.isdigit`` takes "²", which int() refuses).
+_COUNT = re.compile(r"[0-9]+")
 _DASK_WHERE = re.compile(r"^in <[^>]*>: ")
 _INSTALL_HINT = f"--scheduler needs Dask: {install_extra('dask')}"
 
@@ -144,7 +146,7 @@ def parse_scheduler(text: str) -> Scheduler:
         return Scheduler(None, worker_count())
     if value.startswith("local:"):
         count = value[len("local:"):]
-        if not count.isdigit() or not 1 <= int(count) <= MOST_LOCAL_WORKERS:
+        if not _COUNT.fullmatch(count) or not 1 <= int(count) <= MOST_LOCAL_WORKERS:
             raise OptionError("{scheduler} local:N needs N from 1 to {most}, got {value!r}",
                               most=MOST_LOCAL_WORKERS, value=text)
         return Scheduler(None, int(count))
@@ -367,7 +369,40 @@ def require_workers(client: Client, seconds: float = CONNECT_SECONDS) -> int:
         address = client.scheduler_info().get("address", "")
         raise MosaicistError(f"the Dask scheduler at {address} has no workers; start some "
                              f"with 'dask worker {address}'") from None
+    _check_imports(client)
     return len(worker_addresses(client))
+
+
+def _check_imports(client: Client) -> None:
+    """Make sure every worker can import mosaicist, whose functions its tasks are.
+
+    A worker without it dies reading its first task (Dask unpickles tasks on
+    its connection to the scheduler): the run then said its cluster had lost
+    every worker, or that its tasks had killed them (out of memory?).
+    ``exec`` of an import is sent, which any worker can unpickle.
+
+    Raises
+    ------
+    MosaicistError
+        Naming the first worker that cannot, and why.
+    """
+    outcome: dict[str, dict[str, Any]] = {}
+
+    def ask() -> None:
+        with contextlib.suppress(Exception):  # a scheduler gone: the run says so itself
+            outcome["answers"] = client.run(exec, f"import {__name__}", on_error="return")
+
+    # On a thread, joined for a bounded time: a worker that does not answer (stopped,
+    # its machine hung) is Dask's to drop, not a reason to wait here.
+    thread = threading.Thread(target=ask, name="mosaicist-worker-check", daemon=True)
+    thread.start()
+    thread.join(CONNECT_SECONDS)
+    for worker, answer in sorted(outcome.get("answers", {}).items()):
+        if isinstance(answer, ImportError):
+            reason = f"{type(answer).__name__}: {answer}"
+            raise MosaicistError(f"{worker}: this Dask worker cannot import mosaicist "
+                                 f"({reason}); install the same mosaicist, with the same "
+                                 f"extras, on every worker")
 
 
 def task_result(future: Future, killed: str, *, kept: str = "") -> Any:
@@ -396,12 +431,15 @@ def task_result(future: Future, killed: str, *, kept: str = "") -> Any:
     watch = WorkerWatch(future.client)
     try:
         while True:
+            if future.done():
+                return future.result()  # or the task's own error, a TimeoutError included
             try:
                 return future.result(timeout=WATCH_SECONDS)
             except TimeoutError:
-                if future.done():
-                    raise  # the task's own
-                watch.check()
+                # The wait ran out, or the task raised it: asked again above once done
+                # (done as the wait ran out, it is no error).
+                if not future.done():
+                    watch.check()
     except KilledWorker:
         raise MosaicistError(killed) from None
     except FutureCancelledError as error:

@@ -159,6 +159,7 @@ class ClusterDecoder:
                     shard, _tiles, _failed, unseen = _result(future, spec)
                     # Not staged: its files' failures would stay in the index.
                     _check_seen(unseen)
+                    _check_written_here(directory, shard)
                     rows = read_shard_rows(directory, shard)
                     stage_shard(connection, shard, rows.tiles, rows.failures)
                     rows_path(directory / shard).unlink(missing_ok=True)
@@ -247,6 +248,24 @@ def _check_seen(unseen: Sequence[str]) -> None:
     here = next((path for path in unseen if os.path.lexists(path)), None)
     if here is not None:
         raise not_shared(here, "this file of the tiles", "tiles", "a worker")
+
+
+def _check_written_here(directory: Path, shard: str) -> None:
+    """Refuse a shard its worker wrote to a folder of its own, at the index's path.
+
+    A worker whose own disk has a folder there (made by a run of its own)
+    writes its shard into it: here, its rows were said to be unreadable,
+    which named neither the cause nor the cure.
+
+    Raises
+    ------
+    MosaicistError
+        When neither the shard nor its rows are in ``directory`` here.
+    """
+    if not (directory / shard).exists() and not rows_path(directory / shard).exists():
+        raise MosaicistError(f"{directory}: a worker wrote its part of the index elsewhere "
+                             f"({shard} is not here); the cache must be on a filesystem every "
+                             f"worker shares")
 
 
 def _result(future: Future, spec: str) -> tuple[str, int, int, tuple[str, ...]]:

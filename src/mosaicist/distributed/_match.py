@@ -473,6 +473,10 @@ def _library(job: MatchJob) -> TileLibrary:
     if not Path(job.directory).is_dir():
         # Else opening the library says the source has no tiles, of a folder that is there.
         raise not_shared(job.directory, "the index folder")
+    if not (Path(job.directory) / "manifest.sqlite").is_file():
+        # A folder of this worker's own (an empty one, made by a run of its own): opened
+        # without updating, the library would again look empty.
+        raise not_shared(job.directory, "the index")
     library = TileLibrary.open(job.spec, options.match_px or options.tile_px,
                                cache_dir=job.cache, update=False, aspect=options.aspect_ratio,
                                crop=options.crop)
