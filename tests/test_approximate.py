@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 
@@ -485,3 +486,151 @@ def test_the_matcher_names_the_index_by_the_librarys_generation(easy_data, tmp_p
     result = approximate.ApproximateMatcher().match(request)
     assert [path.name.split("-")[2] for path in tmp_path.iterdir()] == ["g5"]
     assert np.mean(result.tile == exact.tile) >= 0.99
+
+
+@pytest.mark.parametrize("backend", ["numpy", "faiss-lists"])
+def test_a_library_of_repeated_tiles_gives_every_cell_a_tile(backend, monkeypatch):
+    # Repeated tiles made repeated k-means centres: all of a photo's copies went to the
+    # first of its centres, and a cell whose probes met only the others (empty lists)
+    # had no candidate at all and was given no tile (position 2**63 - 1).
+    structure = use_backend(backend, monkeypatch)
+    rng = np.random.default_rng(7)
+    photos = rng.integers(0, 256, (2, TILE, TILE, 3), dtype=np.uint8)
+    tiles = photos[rng.integers(0, 2, 200)]
+    cells = rng.integers(0, 256, (30, CELL, CELL, 3), dtype=np.uint8)
+    geometry = Geometry(CELL, TILE)
+    exact = match_exact(cells, tiles, geometry)
+    for nlist, nprobe in [(16, 1), (16, 2), (25, 3)]:
+        result = match_approximate(cells, tiles, geometry, nlist=nlist, nprobe=nprobe,
+                                   candidates=2, **structure)
+        assert ((result.tile >= 0) & (result.tile < len(tiles))).all()
+        assert np.array_equal(result.distance, pixel_distance(cells, tiles, result.tile))
+    # Probing as many lists as there are distinct photos, and keeping every tile of
+    # them, reaches every tile: the result is exact (ties to the first copy).
+    result = match_approximate(cells, tiles, geometry, nlist=16, nprobe=2,
+                               candidates=len(tiles), **structure)
+    assert np.array_equal(result.tile, exact.tile)
+    assert np.array_equal(result.distance, exact.distance)
+
+
+@pytest.mark.parametrize("name", ["candidates", "nprobe", "nlist", "dimensions"])
+@pytest.mark.parametrize("value", [0, -3, 2.5, True])
+def test_counts_below_one_or_not_whole_are_refused_by_name(name, value):
+    # 0 was taken as the default and -3 as 1, silently; 2.5 failed deep in NumPy or FAISS.
+    geometry = Geometry(CELL, TILE)
+    cells = np.zeros((2, CELL, CELL, 3), np.uint8)
+    tiles = np.zeros((20, TILE, TILE, 3), np.uint8)
+    with pytest.raises(ValueError, match=rf"^{name} must be a whole number of at least 1"):
+        match_approximate(cells, tiles, geometry, use_faiss=False, **{name: value})
+
+
+def test_counts_above_what_there_is_are_clamped(monkeypatch):
+    without_faiss(monkeypatch)
+    rng = np.random.default_rng(2)
+    tiles = rng.integers(0, 256, (40, TILE, TILE, 3), dtype=np.uint8)
+    cells = rng.integers(0, 256, (5, CELL, CELL, 3), dtype=np.uint8)
+    geometry = Geometry(CELL, TILE)
+    huge = 10**9
+    result = match_approximate(cells, tiles, geometry, candidates=huge, nprobe=huge,
+                               nlist=huge, dimensions=np.int64(huge))
+    # Every list probed and every tile a candidate: exact.
+    exact = match_exact(cells, tiles, geometry)
+    assert np.array_equal(result.tile, exact.tile)
+    assert np.array_equal(result.distance, exact.distance)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_entry_holding_an_index_of_other_dimensions_is_rebuilt(easy_data, backend,
+                                                                  tmp_path, monkeypatch):
+    # An index of the right tile count but another point width (here one built with
+    # dimensions=8, put under the default's name) was read, and the search failed on it.
+    structure = use_backend(backend, monkeypatch)
+    cells, tiles, features, _ = easy_data
+    geometry = Geometry(CELL, TILE)
+    first = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path / "a",
+                              **structure)
+    match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path / "b",
+                      dimensions=8, **structure)
+    [entry] = (tmp_path / "a").iterdir()
+    [other] = (tmp_path / "b").iterdir()
+    whole = entry.read_bytes()
+    entry.write_bytes(other.read_bytes())
+    again = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path / "a",
+                              **structure)
+    assert np.array_equal(again.distance, pixel_distance(cells, tiles, again.tile))
+    if backend != "faiss-graph":  # a rebuilt graph may differ in a few picks
+        assert np.array_equal(again.tile, first.tile)
+        assert entry.read_bytes() == whole
+
+
+def test_a_numpy_entry_with_rows_out_of_range_is_rebuilt(easy_data, tmp_path, monkeypatch):
+    without_faiss(monkeypatch)
+    cells, tiles, features, _ = easy_data
+    geometry = Geometry(CELL, TILE)
+    first = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path)
+    [entry] = tmp_path.iterdir()
+    with np.load(entry) as stored:
+        parts = dict(stored)
+    parts["rows"] = parts["rows"] + len(tiles)
+    with open(entry, "wb") as handle:
+        np.savez(handle, **parts)
+    again = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path)
+    assert np.array_equal(again.tile, first.tile)
+    assert np.array_equal(again.distance, first.distance)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_a_pipe_under_the_entrys_name_costs_only_the_cache(easy_data, tmp_path, monkeypatch):
+    # The write refused the pipe as an "output" that is not a regular file, and the
+    # run failed on its cache; a folder there was already just not written.
+    without_faiss(monkeypatch)
+    cells, tiles, features, _ = easy_data
+    geometry = Geometry(CELL, TILE)
+    first = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path)
+    [entry] = tmp_path.iterdir()
+    entry.unlink()
+    os.mkfifo(entry)
+    again = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path)
+    assert np.array_equal(again.tile, first.tile)
+    assert np.array_equal(again.distance, first.distance)
+
+
+def test_a_faiss_entry_naming_tiles_that_do_not_exist_is_rebuilt(easy_data, tmp_path):
+    # The inverted file stores each tile's id: one damaged there was handed to the
+    # re-rank, which failed on a tile position past the library's end.
+    faiss = pytest.importorskip("faiss")
+    cells, tiles, features, _ = easy_data
+    geometry = Geometry(CELL, TILE)
+    first = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path,
+                              structure="lists")
+    [entry] = tmp_path.iterdir()
+    index = faiss.read_index(str(entry))
+    lists = index.invlists
+    for number in range(index.nlist):
+        size = lists.list_size(number)
+        if size:
+            faiss.rev_swig_ptr(lists.get_ids(number), size)[:] += len(tiles)
+    faiss.write_index(index, str(entry))
+    again = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path,
+                              structure="lists")
+    assert np.array_equal(again.tile, first.tile)
+    assert np.array_equal(again.distance, first.distance)
+
+
+def test_an_entry_too_large_to_read_is_rebuilt(easy_data, tmp_path, monkeypatch):
+    # A size field damaged into a huge one makes FAISS's read fail to allocate
+    # (std::bad_alloc, a MemoryError), which went up to the caller.
+    faiss = pytest.importorskip("faiss")
+    cells, tiles, features, _ = easy_data
+    geometry = Geometry(CELL, TILE)
+    first = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path,
+                              structure="lists")
+
+    def unreadable(*args):
+        raise MemoryError("std::bad_alloc")
+
+    monkeypatch.setattr(faiss, "read_index", unreadable)
+    again = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path,
+                              structure="lists")
+    assert np.array_equal(again.tile, first.tile)
+    assert np.array_equal(again.distance, first.distance)

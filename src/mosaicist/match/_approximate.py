@@ -58,17 +58,18 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._runtime import one_blas_thread
-from ..errors import OptionError
+from ..errors import MosaicistError, OptionError
 from ..grid import Geometry
 from ..paths import STORED_ARRAY_ERRORS, atomic_path, mark_used, remove_older_generations
 from ..progress import progress_bar
-from ._exact import _improve, cells_for_dots, exact_distances
+from ._exact import _improve, cells_for_dots, exact_distances, match_exact
 from ._features import (
     BOUND_TERMS,
     TileFeatures,
@@ -216,36 +217,59 @@ def _training_sample(features: TileFeatures, lists: int, dimensions: int,
     return rows
 
 
+def _distinct_rows(sample: np.ndarray) -> np.ndarray:
+    """The distinct rows of ``sample``, in their order of first appearance.
+
+    Repeated tiles (copies of a photo, flat black frames) make repeated
+    points; a centre started on a repeat of another's point never gets a
+    tile (ties go to the first), and a cell whose probes meet only such
+    empty lists would have no candidate at all.
+    """
+    _, first = np.unique(sample, axis=0, return_index=True)
+    return sample[np.sort(first)]
+
+
 def _build_numpy(features: TileFeatures, lists: int, dimensions: int,
                  scale: float) -> _NumpyIndex:
-    """Train the k-means on a sample and sort every bound row into its list."""
+    """Train the k-means on a sample and sort every bound row into its list.
+
+    Lists left empty are dropped, so that every probe scans tiles: the index
+    may hold fewer than ``lists`` lists.
+    """
     count = len(features.bound)
-    centroids = _kmeans(
-        _training_sample(features, lists, dimensions, scale), lists, KMEANS_ITERATIONS
-    )
+    sample = _distinct_rows(_training_sample(features, lists, dimensions, scale))
+    centroids = _kmeans(sample, min(lists, len(sample)), KMEANS_ITERATIONS)
     assign = np.empty(count, np.int64)
     for start in range(0, count, ASSIGN_CHUNK):
         stop = min(count, start + ASSIGN_CHUNK)
         points = _tile_points(features.bound[start:stop], dimensions, scale)
         assign[start:stop] = _nearest_centres(points, centroids, 1)[:, 0]
+    sizes = np.bincount(assign, minlength=len(centroids))
+    filled = sizes > 0
+    # Renumber the lists that hold tiles 0, 1, ... in their order.
+    assign = (np.cumsum(filled) - 1)[assign]
     rows = np.argsort(assign, kind="stable")
-    offsets = np.zeros(lists + 1, np.int64)
-    offsets[1:] = np.cumsum(np.bincount(assign, minlength=lists))
-    return _NumpyIndex(centroids, rows.astype(np.int64), offsets)
+    offsets = np.zeros(int(filled.sum()) + 1, np.int64)
+    offsets[1:] = np.cumsum(sizes[filled])
+    return _NumpyIndex(centroids[filled], rows.astype(np.int64), offsets)
 
 
 def _build_faiss(faiss: Any, features: TileFeatures, lists: int, dimensions: int,
                  scale: float) -> Any:
-    """Train a FAISS ``IndexIVFFlat`` on a sample and add every bound row (id = row)."""
+    """Train a FAISS ``IndexIVFFlat`` on a sample and add every bound row (id = row).
+
+    No more lists than the sample has distinct points (see :func:`_distinct_rows`).
+    """
     width = dimensions + 1
+    sample = _distinct_rows(_training_sample(features, lists, dimensions, scale))
     quantizer = faiss.IndexFlatL2(width)
-    index = faiss.IndexIVFFlat(quantizer, width, lists, faiss.METRIC_L2)
+    index = faiss.IndexIVFFlat(quantizer, width, min(lists, len(sample)), faiss.METRIC_L2)
     index.cp.niter = KMEANS_ITERATIONS
     index.cp.max_points_per_centroid = TRAIN_PER_LIST
     # FAISS warns below 39 points per centre; a smaller index just trains on all of them.
     index.cp.min_points_per_centroid = 1
     index.cp.seed = 0
-    index.train(_training_sample(features, lists, dimensions, scale))
+    index.train(sample)
     return _add_every_row(index, features, dimensions, scale)
 
 
@@ -314,9 +338,14 @@ def _index_path(features: TileFeatures, faiss: Any | None, lists: int, dimension
 
 
 def _read_index(path: Path, features: TileFeatures, faiss: Any | None, lists: int,
-                graph: bool) -> Any | None:
+                graph: bool, dimensions: int) -> Any | None:
     """The index (FAISS or :class:`_NumpyIndex`) cached at ``path``, or None where it is
-    missing, damaged or another's (then :func:`_build_and_store` makes it)."""
+    missing, damaged or another's (then :func:`_build_and_store` makes it).
+
+    Another's is told by its shape: its tile count, structure, lists and
+    point width (an index of other ``dimensions`` fails the search, not the
+    read), and for the NumPy lists, rows that are the library's.
+    """
     if not path.is_file():
         return None
     try:
@@ -334,20 +363,57 @@ def _read_index(path: Path, features: TileFeatures, faiss: Any | None, lists: in
                 # A file system that cannot map it (or a FAISS that will not) must not
                 # cost a rebuild at every run: read it whole before calling it damaged.
                 index = faiss.read_index(str(path))
-            if index.ntotal == len(features.bound) and (
+            if index.ntotal == len(features.bound) and index.d == dimensions + 1 and (
                     hasattr(index, "hnsw") if graph
-                    else getattr(index, "nlist", None) == lists):
+                    else 1 <= getattr(index, "nlist", 0) <= lists
+                    and _ivf_ids_fit(faiss, index, len(features.bound))):
                 mark_used(path)
                 return index
         else:
             with np.load(path, allow_pickle=False) as stored:
                 loaded = _NumpyIndex(stored["centroids"], stored["rows"], stored["offsets"])
-            if loaded.offsets[-1] == len(features.bound):
+            if _numpy_index_fits(loaded, len(features.bound), dimensions):
                 mark_used(path)
                 return loaded
-    except (*STORED_ARRAY_ERRORS, RuntimeError):
-        pass  # A damaged entry (a truncated archive too) is rebuilt.
+    except (*STORED_ARRAY_ERRORS, RuntimeError, MemoryError):
+        # A damaged entry (a truncated archive too, or a size field made huge: FAISS
+        # fails to allocate it) is rebuilt.
+        pass
     return None
+
+
+def _ivf_ids_fit(faiss: Any, index: Any, count: int) -> bool:
+    """Whether the ids in the lists of the FAISS inverted file ``index`` are ``0..count-1``.
+
+    The ids are stored in the file: a damaged one hands the search tiles that
+    do not exist (a graph's ids are its points' places, always in range).
+    """
+    lists = index.invlists
+    sizes = np.array([lists.list_size(j) for j in range(index.nlist)], np.int64)
+    if sizes.sum() != count:
+        return False
+    ids = np.empty(count, np.int64)
+    at = 0
+    for j in np.flatnonzero(sizes):
+        size = int(sizes[j])
+        ids[at:at + size] = faiss.rev_swig_ptr(lists.get_ids(int(j)), size)
+        at += size
+    if count and (ids.min() < 0 or ids.max() >= count):
+        return False
+    return bool((np.bincount(ids, minlength=count) == 1).all())
+
+
+def _numpy_index_fits(index: _NumpyIndex, count: int, dimensions: int) -> bool:
+    """Whether ``index`` is a NumPy inverted file of ``count`` rows in ``dimensions + 1``."""
+    centroids, rows, offsets = index.centroids, index.rows, index.offsets
+    lists = len(offsets) - 1
+    return bool(
+        centroids.ndim == 2 and centroids.shape == (lists, dimensions + 1) and lists >= 1
+        and rows.shape == (count,) and rows.dtype.kind in "iu"
+        and offsets.ndim == 1 and offsets.dtype.kind in "iu"
+        and offsets[0] == 0 and offsets[-1] == count and (np.diff(offsets) >= 0).all()
+        and (count == 0 or (0 <= rows.min() and rows.max() < count))
+    )
 
 
 def _build_and_store(features: TileFeatures, faiss: Any | None, lists: int, dimensions: int,
@@ -366,8 +432,9 @@ def _build_and_store(features: TileFeatures, faiss: Any | None, lists: int, dime
     else:
         index = _build_numpy(features, lists, dimensions, scale)
     if path is not None:
-        # A read-only or full cache only costs the rebuild next time.
-        with contextlib.suppress(OSError, RuntimeError):
+        # A read-only or full cache only costs the rebuild next time; so does a pipe or
+        # a device under the entry's name (refused by atomic_path as an "output").
+        with contextlib.suppress(OSError, RuntimeError, MosaicistError):
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as partial:
                 if faiss is not None:
@@ -547,7 +614,9 @@ def match_approximate(
     Each cell's candidates come from the index; they are then re-ranked with
     the exact integer objective, so every returned distance is the true
     objective of the returned tile, and the tile is the exact optimum
-    whenever it was among the candidates (ties to the lowest position).
+    whenever it was among the candidates (ties to the lowest position). A
+    cell the index gives no candidate at all (its probed lists all empty) is
+    searched exactly.
 
     Parameters
     ----------
@@ -574,7 +643,8 @@ def match_approximate(
         speed/accuracy knob of the lists.
     nlist : int, optional
         Lists of the inverted file (default ``LISTS_PER_ROOT * sqrt(M)``,
-        at least 1, at most ``M / 8``).
+        at least 1, at most ``M / 8``; fewer where the k-means sample has
+        fewer distinct points, and, without FAISS, where lists are left empty).
     dimensions : int, optional
         Principal components of the index space (default ``INDEX_DIMENSIONS``).
     use_faiss : bool, optional
@@ -594,6 +664,15 @@ def match_approximate(
     -------
     MatchResult
         ``evaluated`` counts exact evaluations, ``bounded`` candidate bounds.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``structure``, or a ``candidates``, ``nprobe``, ``nlist`` or
+        ``dimensions`` that is not a whole number of at least 1 (larger than
+        the tiles, lists or components there are, one is clamped to them).
+    ImportError
+        FAISS asked for (``use_faiss=True`` or the graph) and not installed.
 
     Notes
     -----
@@ -694,6 +773,13 @@ def match_approximate(
     # A bad setting is reported before any work.
     if structure is not None and structure not in STRUCTURES:
         raise ValueError(f"structure must be one of {STRUCTURES}, not {structure!r}")
+    for name, value in (("candidates", candidates), ("nprobe", nprobe), ("nlist", nlist),
+                        ("dimensions", dimensions)):
+        # 0 once meant the default and a negative count 1, silently; a float failed deep
+        # in FAISS or NumPy. Counts above what the library holds are clamped.
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)
+                                  or value < 1):
+            raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
     count = len(cell_vectors)
     tile_count = len(tiles)
     if features is None:
@@ -708,14 +794,15 @@ def match_approximate(
         lists_asked = nprobe is not None or nlist is not None
         structure = "graph" if faiss is not None and not lists_asked else "lists"
     total_dimensions = len(features.basis)
-    dimensions = max(1, min(dimensions or INDEX_DIMENSIONS, total_dimensions))
+    dimensions = max(1, min(int(dimensions or INDEX_DIMENSIONS), total_dimensions))
     default = GRAPH_CANDIDATES if structure == "graph" else DEFAULT_CANDIDATES
-    candidates = max(1, min(candidates or default, tile_count))
+    candidates = max(1, min(int(candidates or default), tile_count))
     if nlist is None:
         nlist = int(round(LISTS_PER_ROOT * np.sqrt(tile_count)))
+    nlist = int(nlist)
     # Lists of a handful of tiles only add overhead (and FAISS needs a point per list).
     lists = max(1, min(nlist, tile_count // 8 or 1))
-    nprobe = max(1, min(nprobe or DEFAULT_NPROBE, lists))
+    nprobe = max(1, min(int(nprobe or DEFAULT_NPROBE), lists))
     scale = bound_scale(geometry)
 
     cached = _index_path(features, faiss, lists, dimensions, cache_dir, structure, generation)
@@ -725,7 +812,8 @@ def match_approximate(
         # tiles; the inverted lists are read). Only the reading: a build (a damaged
         # or missing entry) stays in this thread, where an interrupt stops it.
         reading = (None if cached is None else
-                   pool.submit(_read_index, cached, features, faiss, lists, structure == "graph"))
+                   pool.submit(_read_index, cached, features, faiss, lists, structure == "graph",
+                               dimensions))
         cell_rows, cell_norm2, _ = cell_bound_rows(cell_vectors, geometry, features)
         index = None if reading is None else reading.result()
     if index is None:
@@ -735,6 +823,8 @@ def match_approximate(
         # Set on every use: the cached graph keeps the depth it was built with.
         index.hnsw.efSearch = max(GRAPH_SEARCH_DEPTH, candidates)
     elif faiss is None:
+        # Lists left empty by the k-means are not kept: the index may have fewer.
+        nprobe = min(nprobe, len(index.centroids))
         # Index points in list order (a contiguous block per list), premultiplied
         # by -2 so that each list's distances are one GEMM and one addition.
         listed = np.empty((tile_count, dimensions + 1), np.float32)
@@ -744,7 +834,7 @@ def match_approximate(
         listed_norm2 = np.einsum("ij,ij->i", listed, listed)
         listed *= -2.0
     else:
-        index.nprobe = nprobe
+        index.nprobe = min(nprobe, index.nlist)
 
     pooled = features.pooled if features.pooled is not None else tiles.reshape(tile_count, -1)
     best_distance = np.empty(count, np.int64)
@@ -767,6 +857,8 @@ def match_approximate(
             if faiss is not None:
                 _, found = index.search(points, candidates)
                 found = found.astype(np.int64)
+                # What no tile is (FAISS pads with -1) stays out of the re-rank.
+                found[(found < 0) | (found >= tile_count)] = -1
             else:
                 # Many small products: threaded BLAS only adds synchronisation here.
                 with one_blas_thread():
@@ -776,6 +868,13 @@ def match_approximate(
             evaluated += reranked[2]
             bounded += reranked[3]
             bar.update(stop - start)
+    # A cell whose search found no tile at all (every list it probed empty, or a
+    # walk that returned nothing) is searched exactly: every cell gets a tile.
+    lost = np.flatnonzero(best_tile == np.iinfo(np.int64).max)
+    if len(lost):
+        rescued = match_exact(cell_vectors[lost], tiles, geometry, features)
+        best_tile[lost], best_distance[lost] = rescued.tile, rescued.distance
+        evaluated += rescued.evaluated
     return MatchResult(best_tile, best_distance, evaluated, bounded)
 
 
