@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from mosaicist.batch import (
 from mosaicist.batch._stable import previous_candidates
 from mosaicist.batch._video import video_rate
 from mosaicist.cli import main
-from mosaicist.errors import OptionError
+from mosaicist.errors import MosaicistError, OptionError
 from mosaicist.grid import make_grid
 from mosaicist.match import MatchRequest, brute_force, fitted_matcher, verify_placement
 
@@ -838,16 +839,14 @@ def test_outputs_of_a_version_without_records_are_done(data, tmp_path):
     base = ["--tiles", tiles, "-o", out, *GRID, "--workers", 1, "-q", "--report", report]
     assert run(["batch", *both, *base]).exit_code == 0
     records = out / STATE_FOLDER / "outputs"
-    for record in records.iterdir():
-        record.unlink()
+    shutil.rmtree(records)  # such a version made no folder of records
     os.utime(out / "img1.png", ns=(0, 0))  # older than its target: edited since
     result = run(["batch", *both, *base])
     assert result.exit_code == 0, result.output
     assert _statuses(report) == {"img0.png": "skipped", "img1.png": "made"}
     assert set(_records(out)) == {"img0.png", "img1.png"}
     # Other settings (allowed by --overwrite) are never taken for an unrecorded output's.
-    for record in records.iterdir():
-        record.unlink()
+    shutil.rmtree(records)
     assert run(["batch", *both, *base, "--preset", "varied", "--overwrite"]).exit_code == 0
     assert _statuses(report) == {"img0.png": "made", "img1.png": "made"}
 
@@ -1215,3 +1214,210 @@ def test_summary_counts_one_target_in_the_singular():
     two = BatchResult([TargetResult("a.png", "", "made"), TargetResult("b.png", "", "made")],
                       0.1, 1)
     assert two.summary().startswith("mosaicist: 2 targets: 2 made")
+
+
+def test_an_output_folder_inside_the_tile_folder_is_refused(data, tmp_path):
+    # The library is scanned recursively: OUTDIR inside it made each run's mosaics tiles
+    # of the next (the index grew, and outputs no longer equalled 'make''s).
+    root, tiles, targets, _, _ = data
+    library = tmp_path / "library"
+    library.mkdir()
+    for tile in sorted(tiles.iterdir())[:12]:
+        (library / tile.name).write_bytes(tile.read_bytes())
+    for out in (library / "mosaics", library, library / "deep" / "er"):
+        result = run(["batch", targets / "img0.png", "--tiles", library, "-o", out, *GRID])
+        assert result.exit_code != 0, result.output
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "--output-dir" in result.stderr and "tile" in result.stderr
+        assert "Traceback" not in result.output
+    assert sorted(path.name for path in library.iterdir()) == sorted(
+        tile.name for tile in sorted(tiles.iterdir())[:12])
+
+
+@pytest.mark.skipif(not hasattr(av.video.stream.VideoStream, "set_display_rotation"),
+                    reason="this PyAV cannot write a display rotation")
+def test_a_video_with_rotation_metadata_is_made_upright(data, tmp_path):
+    # A phone's portrait clip is stored landscape with a display rotation, which players
+    # apply: its frames were made into mosaics lying on their side.
+    tiles = data[1]
+    clip = tmp_path / "portrait.mp4"
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4",
+                                      rate=12)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        stream.set_display_rotation(90)
+        for index in range(2):
+            frame = av.VideoFrame.from_ndarray(_picture(48, 32, index), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with av.open(str(clip)) as container:
+        decoded = next(iter(container.decode(video=0)))
+        assert decoded.rotation == 90
+        upright = np.rot90(decoded.to_ndarray(format="rgb24"))
+    from mosaicist.batch import video_info
+
+    info = video_info(clip)
+    assert (info.width, info.height) == (32, 48)
+    out = tmp_path / "out"
+    result = run(["batch", clip, "--tiles", tiles, "-o", out, *GRID, "--workers", 1])
+    assert result.exit_code == 0, result.output
+    with Image.open(out / "portrait-000000.png") as made:
+        assert made.size == (32, 48)
+    saved = tmp_path / "upright.png"
+    Image.fromarray(upright).save(saved)
+    assert (out / "portrait-000000.png").read_bytes() == make_output(
+        data, saved, tmp_path / "upright-make.png")
+    # --cells sizes each target from its header: the upright size, not the stored one.
+    sized = run(["batch", clip, "--tiles", tiles, "-o", tmp_path / "sized", "--cells", 24,
+                 "--tile-px", TILE, "--workers", 1])
+    assert sized.exit_code == 0, sized.output
+    made_size = Image.open(tmp_path / "sized" / "portrait-000000.png").size
+    assert made_size[0] < made_size[1]
+
+
+def test_a_changed_target_pixel_limit_is_not_other_settings(data, tmp_path):
+    # --max-target-pixels only refuses targets, it changes no output: a run resumed with
+    # another limit was refused as 'other settings' (or would have remade everything).
+    root, tiles, targets, _, _ = data
+    base = ["batch", targets / "img0.png", "--tiles", tiles, "-o", tmp_path / "out", *GRID,
+            "--workers", 1, "-q"]
+    assert run(base).exit_code == 0
+    report = tmp_path / "report.json"
+    result = run([*base, "--max-target-pixels", 5_000_000, "--report", report])
+    assert result.exit_code == 0, result.output
+    assert _statuses(report) == {"img0.png": "skipped"}
+    # It still refuses a target over it (one not made yet).
+    result = run([*base, targets / "img1.png", "--max-target-pixels", 100])
+    assert result.exit_code == 1 and "over the target limit" in result.stderr
+
+
+def test_a_report_that_would_replace_a_target_an_output_or_the_video_is_refused(data,
+                                                                               tmp_path):
+    # 'mosaicist batch photo.png -o out --report photo.png' replaced the photo by the
+    # report's JSON (exit 0); so did a report named as an output or as the video.
+    from mosaicist.batch import batch_mosaics
+
+    root, tiles, targets, _, video = data
+    photo = tmp_path / "photo.png"
+    photo.write_bytes((targets / "img0.png").read_bytes())
+    link = tmp_path / "link.json"
+    link.symlink_to(photo)
+    out = tmp_path / "out"
+    settings = {"cell_px": CELL, "tile_px": TILE, "workers": 1}
+    tile = sorted(tiles.iterdir())[0]
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{photo}\n")
+    for report, extra in ((photo, {}), (link, {}), (out / "photo.png", {}),
+                          (tmp_path / "v.mp4", {"video": tmp_path / "v.mp4"}),
+                          (video, {}), (tile, {}), (listing, {}),
+                          (out / STATE_FOLDER / "settings.json", {})):
+        with pytest.raises(OptionError, match="report") as caught:
+            batch_mosaics([photo, video, listing], tiles, out, report=report, **extra,
+                          **settings)
+        assert str(report) in str(caught.value)
+    assert photo.read_bytes() == (targets / "img0.png").read_bytes()
+    assert listing.read_text() == f"{photo}\n"
+    assert not out.exists() and not (tmp_path / "v.mp4").exists()
+    # A report in the output folder, made by the batch, is written there once it ends.
+    result = batch_mosaics([photo], tiles, out, report=out / "report.json", **settings)
+    written = json.loads((out / "report.json").read_text())
+    assert written == json.loads(json.dumps(result.report()))
+    assert written["made"] == 1 and written["targets"][0]["name"] == str(photo)
+
+
+def test_a_video_and_report_in_the_output_folder_the_batch_makes(data, tmp_path):
+    # '-o frames --video frames/clip.mp4' was refused: "video folder frames does not
+    # exist", though the batch makes that folder before any work.
+    from mosaicist.batch import batch_mosaics
+
+    tiles, video = data[1], data[4]
+    out = tmp_path / "frames"
+    result = batch_mosaics([video], tiles, out, video=out / "clip.mp4",
+                           report=out / "report.json", cell_px=CELL, tile_px=TILE, workers=1)
+    assert result.ok and result.video is not None and result.video.frames == FRAMES
+    assert len(_decoded(out / "clip.mp4")) == FRAMES
+    assert json.loads((out / "report.json").read_text())["video"]["frames"] == FRAMES
+    # A folder on the way that is missing too is still refused before any work.
+    with pytest.raises(MosaicistError, match="does not exist"):
+        batch_mosaics([video], tiles, out, video=tmp_path / "no" / "clip.mp4", cell_px=CELL,
+                      tile_px=TILE, workers=1)
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="macOS refuses names that are not UTF-8")
+def test_a_target_whose_name_is_not_utf8_is_made_and_resumed(data, tmp_path):
+    # Its output's record was named by the UTF-8 bytes of the output's name, which a
+    # name that is not UTF-8 does not have: a traceback once the output was made.
+    root, tiles, targets, _, _ = data
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    odd = os.fsdecode(os.fsencode(str(folder)) + b"/caf\xe9.png")
+    Path(odd).write_bytes((targets / "img0.png").read_bytes())
+    args = ["batch", folder, "--tiles", tiles, "-o", tmp_path / "out", *GRID, "--workers", 1,
+            "--report", tmp_path / "report.json"]
+    result = run(args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / (Path(odd).stem + ".png")).is_file()
+    assert run(args).exit_code == 0
+    assert list(_statuses(tmp_path / "report.json").values()) == ["skipped"]
+
+
+def test_a_file_without_a_record_in_a_recorded_folder_is_not_taken_for_done(data, tmp_path):
+    # Any picture put under an output's name (another tool's, a copy) in a folder whose
+    # batch keeps records passed for that target's mosaic when newer than the target: the
+    # rule for folders of a version that kept none applied to every folder.
+    root, tiles, targets, _, _ = data
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    base = ["--tiles", tiles, "-o", out, *GRID, "--workers", 1, "-q", "--report", report]
+    assert run(["batch", targets / "img0.png", *base]).exit_code == 0
+    (out / "img1.png").write_bytes((targets / "img2.png").read_bytes())
+    result = run(["batch", targets / "img0.png", targets / "img1.png", *base])
+    assert result.exit_code == 0, result.output
+    assert _statuses(report) == {"img0.png": "skipped", "img1.png": "made"}
+    assert (out / "img1.png").read_bytes() == make_output(data, targets / "img1.png",
+                                                         tmp_path / "img1-make.png")
+
+
+def test_outputs_made_from_another_library_are_made_again(data, tmp_path):
+    # Photos added to the tile folder between two runs: the outputs of the first were
+    # skipped as finished, though 'make' with the same flags now makes other mosaics.
+    root, tiles, targets, _, _ = data
+    library = tmp_path / "library"
+    shutil.copytree(tiles, library)
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    base = ["batch", targets / "img0.png", "--tiles", library, "-o", out, *GRID,
+            "--workers", 1, "-q", "--report", report]
+    assert run(base).exit_code == 0
+    assert run(base).exit_code == 0
+    assert _statuses(report) == {"img0.png": "skipped"}  # the same library: resumed
+    picture = np.asarray(Image.open(targets / "img0.png").convert("RGB"))
+    for index in range(4):  # tiles cut from the target: they win their cells
+        block = picture[CELL * index:CELL * (index + 1), CELL * index:CELL * (index + 1)]
+        Image.fromarray(block).save(library / f"z{index}.png")
+    result = run(base)
+    assert result.exit_code == 0, result.output
+    assert _statuses(report) == {"img0.png": "made"}
+    made = run(["make", targets / "img0.png", "--tiles", library, "-o", tmp_path / "make.png",
+                *GRID, "-q"])
+    assert made.exit_code == 0, made.output
+    assert (out / "img0.png").read_bytes() == (tmp_path / "make.png").read_bytes()
+    assert run(base).exit_code == 0
+    assert _statuses(report) == {"img0.png": "skipped"}
+
+
+def test_the_command_line_refuses_a_report_over_a_target(data, tmp_path):
+    # The command line wrote the report itself, over the target, and exited 0.
+    root, tiles, targets, _, _ = data
+    photo = tmp_path / "photo.png"
+    photo.write_bytes((targets / "img0.png").read_bytes())
+    result = run(["batch", photo, "--tiles", tiles, "-o", tmp_path / "out", "--cell", CELL,
+                  "--tile-px", TILE, "--workers", 1, "--report", photo, "-q"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "--report" in result.output
+    assert photo.read_bytes() == (targets / "img0.png").read_bytes()
+    report = tmp_path / "report.json"
+    result = run(["batch", photo, "--tiles", tiles, "-o", tmp_path / "out", "--cell", CELL,
+                  "--tile-px", TILE, "--workers", 1, "--report", report, "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(report.read_text())["made"] == 1

@@ -733,7 +733,7 @@ Examples:
                    "[default: 0, off: every frame exactly as 'make' makes it].")
 @click.option("--overwrite", is_flag=True,
               help="Make every output again (else outputs already in OUTDIR are skipped).")
-@click.option("--report", "report_path", type=click.Path(path_type=Path), default=None,
+@click.option("--report", "report", type=click.Path(path_type=Path), default=None,
               help="Write a JSON report: each target's status, seconds and metrics, the "
                    "flicker of videos, the video written.")
 @_setting_options(*_MAKE_SETTINGS)
@@ -752,7 +752,7 @@ def batch(
     fps: float | None,
     stable: float | None,
     overwrite: bool,
-    report_path: Path | None,
+    report: Path | None,
     use_all: bool,
     cache_dir: Path | None,
     quiet: bool,
@@ -766,12 +766,10 @@ def batch(
     skipped, so an interrupted batch resumes where it stopped. A target that
     fails is reported in one line and skipped; the exit status is then 1.
     """
-    import json
 
     from tqdm import tqdm
 
     from .batch import batch_mosaics
-    from .paths import atomic_path, check_writable
 
     given = _given(settings)
     if use_all:
@@ -779,8 +777,6 @@ def batch(
             raise MosaicistError("--use-all asks for --min-uses 1 at least")
         given.setdefault("min_uses", 1)
     options = MosaicOptions(**given)
-    if report_path is not None:
-        check_writable(report_path, "report file")
     from .render import OUTPUT_FORMATS
 
     suffix = "." + format.lower().lstrip(".")
@@ -794,11 +790,8 @@ def batch(
         targets, tiles, output_dir, options, format=format, scheduler=scheduler,
         workers=workers, video=video, fps=fps, stable=stable or 0.0, overwrite=overwrite,
         cache_dir=cache_dir, show_progress=progress_enabled(quiet), quiet=quiet,
-        on_error=on_error,
+        on_error=on_error, report=report,
     )
-    if report_path is not None:
-        with atomic_path(report_path) as temporary:
-            temporary.write_text(json.dumps(result.report(), indent=2) + "\n")
     if not quiet:
         click.echo(printable(result.summary()), err=True)
     if not result.ok:

@@ -18,14 +18,16 @@ same bytes), into ``OUTDIR/<stem>.<format>``:
    there too); then ``OUTDIR/.mosaicist-batch/outputs/<hash>.json`` (a
    SHA-1 of the output's name) records what made it: the output's name,
    the digest of its settings, its target's path, size and modification
-   time, and its own size. An output is finished, and skipped, only when
-   that record matches this run's settings and target and the output's
-   size; a target moved or renamed since (its recorded path gone, its size
+   time, its own size and the library's fingerprint (its photos, in order,
+   with their content hashes). An output is finished, and skipped, only
+   when that record matches this run's settings, library and target and
+   the output's size; a target moved or renamed since (its recorded path gone, its size
    and modification time the same) is the same target. Any other is made
    again (one of another target with the same output name, still there, is
    refused, as two such targets of one run are). An output an earlier
-   version made has no record: it is finished when the folder's settings
-   are this run's and it is not older than its target. A batch killed at
+   version made has no record: in a folder without records (that version's)
+   it is finished when the folder's settings are this run's and it is not
+   older than its target. A batch killed at
    any moment loses only the targets in progress.
    ``OUTDIR/.mosaicist-batch/settings.json`` records the settings
    the folder's outputs were made with, less those that change none of
@@ -77,11 +79,12 @@ import numpy as np
 
 from .._runtime import stop_process_pool, worker_count
 from ..errors import MosaicistError, OptionError, printable, shown_type
+from ..imaging import IMAGE_EXTENSIONS
 from ..options import MosaicOptions
 from ..paths import atomic_path, check_writable, remove_dead_temporaries
 from ..progress import progress_bar
 from ._stable import Picks, StableMatcher, strength_hundredths
-from ._targets import BatchTarget, Rejected, collect_targets
+from ._targets import VIDEO_SUFFIXES, BatchTarget, Rejected, collect_targets
 from ._video import VideoWritten, cell_changes
 from ._worker import Job, Outcome, make_target
 
@@ -99,6 +102,9 @@ QUEUED_PER_WORKER = 2
 #: Left out of the guarded record, so that changing them is not refused for nothing.
 NOT_IN_RASTERS = ("dzi_tile_size", "dzi_overlap", "dzi_format", "compute_metrics")
 NOT_IN_OUTPUTS = {".png": ("jpeg_quality", *NOT_IN_RASTERS), ".dzi": ("compute_metrics",)}
+#: Settings that change no output of any format, recorded at their defaults. The target
+#: pixel limit only refuses targets: one made under any limit is the same.
+AS_DEFAULT = ("max_target_pixels",)
 #: Seconds a dead writer's record temporary is left unchanged before a run removes it.
 STALE_RECORD_AGE = 60.0
 #: Set in the pool's processes while they start: the path a process re-running an
@@ -256,6 +262,7 @@ def batch_mosaics(
     fps: float | Fraction | None = None,
     stable: float = 0.0,
     overwrite: bool = False,
+    report: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     show_progress: bool = False,
     quiet: bool = True,
@@ -296,6 +303,10 @@ def batch_mosaics(
     overwrite : bool
         Make every output again, even those already there, and whatever
         settings the folder was made with.
+    report : path-like, optional
+        Write :meth:`BatchResult.report` here as JSON (atomically) when the
+        batch ends. A file the batch reads or writes (a target, an output,
+        the video) is refused before any work.
     cache_dir : path-like, optional
         Cache folder (indexes), as for ``make``.
     show_progress : bool
@@ -330,7 +341,7 @@ def batch_mosaics(
         options = options.replace(**settings)
     items = _target_items(targets)
     _check_arguments(tiles=tiles, output_dir=output_dir, video=video, workers=workers,
-                     stable=stable, fps=fps, overwrite=overwrite)
+                     stable=stable, fps=fps, overwrite=overwrite, report=report)
     suffix = _output_suffix(format)
     if scheduler is not None:
         from ..distributed import parse_scheduler
@@ -345,15 +356,20 @@ def batch_mosaics(
     outdir = Path(output_dir).expanduser().absolute()
     video_path = None if video is None else Path(video).expanduser().absolute()
     if video_path is not None:
-        _check_video(video_path, suffix)
+        _check_video(video_path, suffix, outdir)
+    _check_outside_tiles(outdir, tiles)
     found, rejected = collect_targets(items)
     _check_output_folder(outdir, items, found)
+    report_path = None if report is None else Path(report).expanduser().absolute()
+    if report_path is not None:
+        _check_report(report_path, items, found, outdir, suffix, video_path)
     if not found:
         if not rejected:
             raise MosaicistError("no image or video among the targets given")
         # Nothing to make: each item said why, and no output folder, library index or
         # pool is made for it (a library can take minutes to index).
-        return _rejected_only(rejected, video, on_error, scheduler, started)
+        return _write_report(_rejected_only(rejected, video, on_error, scheduler, started),
+                             report_path)
     if outdir.exists() and not outdir.is_dir():
         raise MosaicistError(f"{outdir}: is a file, not a folder; choose another output folder")
     try:
@@ -363,6 +379,10 @@ def batch_mosaics(
                              f"{error.strerror or error}") from None
     if not os.access(outdir, os.W_OK | os.X_OK):
         raise MosaicistError(f"{outdir}: output folder is not writable (permission denied)")
+    # Those in the output folder, which was not there to check them in.
+    for path, what in ((video_path, "video"), (report_path, "report file")):
+        if path is not None:
+            check_writable(path, what)
     from ..paths import cache_dir as resolve_cache
 
     cache = str(resolve_cache(cache_dir))
@@ -375,19 +395,23 @@ def batch_mosaics(
     recorded = frames_settings if has_frames else images_settings
     state.check(recorded, overwrite)
     # Read before this run claims the folder (which writes this run's settings there).
-    unrecorded = (state.matches(images_settings), state.matches(frames_settings))
+    # Only in a folder of a version that kept no records: in one that keeps them, an
+    # output without its record was not finished by a batch (or not by this target's).
+    legacy = not state.outputs.is_dir()
+    unrecorded = (legacy and state.matches(images_settings),
+                  legacy and state.matches(frames_settings))
 
     found, replaced = _without_overwritten(found, outdir, suffix, video_path)
     rejected.extend(replaced)
     result = BatchResult(scheduler=scheduler)
-    report = _Reporter(result, on_error)
+    reporter = _Reporter(result, on_error)
     for item in rejected:
-        report.failed(item.name, "", item.message)
-    planned = _prepare(found, spec, options, cache, show_progress, quiet, report)
+        reporter.failed(item.name, "", item.message)
+    planned, library = _prepare(found, spec, options, cache, show_progress, quiet, reporter)
 
     jobs = _Jobs(outdir, suffix, spec, options, cache, stable if hundredths else 0.0,
                  state, overwrite, images=_digest(images_settings),
-                 frames=_digest(frames_settings), unrecorded=unrecorded)
+                 frames=_digest(frames_settings), unrecorded=unrecorded, library=library)
     runner: _Runner
     if scheduler is not None:
         runner = _DaskRunner(scheduler)
@@ -404,21 +428,21 @@ def batch_mosaics(
     sources: list[_Source] = []
     images = [target for target in planned if not target.video]
     if images:
-        sources.append(_ImageSource(images, jobs, report))
-    videos = [_VideoSource(target, jobs, report, options.max_target_pixels,
+        sources.append(_ImageSource(images, jobs, reporter))
+    videos = [_VideoSource(target, jobs, reporter, options.max_target_pixels,
                            ordered=bool(hundredths))
               for target in planned if target.video]
     sources.extend(videos)
     total = len(images) + sum(source.expected or 0 for source in videos)
     with progress_bar(total if all(source.expected for source in videos) else None,
                       "mosaics", unit="mosaic", enabled=show_progress) as bar:
-        report.bar = bar
+        reporter.bar = bar
         try:
             if sources:
                 # Only now, with work to do and somewhere to run it: a run that failed
                 # before (no target, no cluster) leaves the folder to the next one's settings.
                 state.claim(recorded, overwrite)
-            _run(runner, sources, report, jobs)
+            _run(runner, sources, reporter, jobs)
         except BaseException:
             runner.abort()  # interrupted: targets in progress are left (atomically) undone
             raise
@@ -465,6 +489,18 @@ def batch_mosaics(
                 and len(outputs) == videos[0].frames:
             result.flicker[videos[0].target.stem]["pixel_change"] = result.video.pixel_change
     result.seconds = time.perf_counter() - started
+    return _write_report(result, report_path)
+
+
+def _write_report(result: BatchResult, path: Path | None) -> BatchResult:
+    """Write ``result``'s report to ``path`` (when given), atomically; return ``result``."""
+    if path is not None:
+        try:
+            with atomic_path(path) as temporary:
+                temporary.write_text(json.dumps(result.report(), indent=2) + "\n")
+        except OSError as error:
+            raise MosaicistError(f"{path}: cannot write the report: "
+                                 f"{error.strerror or error}") from None
     return result
 
 
@@ -534,10 +570,13 @@ def _target_items(targets: object) -> list[str | os.PathLike[str]]:
 
 
 def _check_arguments(*, tiles: object, output_dir: object, video: object, workers: object,
-                     stable: object, fps: object, overwrite: object) -> None:
+                     stable: object, fps: object, overwrite: object, report: object = None
+                     ) -> None:
     """Refuse arguments of the wrong type by name, as ``make_mosaic`` does (a bool is no number)."""
-    for name, value in (("tiles", tiles), ("output_dir", output_dir), ("video", video)):
-        if not isinstance(value, str | os.PathLike) and not (name == "video" and value is None):
+    for name, value in (("tiles", tiles), ("output_dir", output_dir), ("video", video),
+                        ("report", report)):
+        if not isinstance(value, str | os.PathLike) and not (name in ("video", "report")
+                                                             and value is None):
             raise OptionError(f"{{{name}}} must be a path, got {{value}}",
                               value=shown_type(value))
     if workers is not None and (isinstance(workers, bool)
@@ -564,6 +603,11 @@ def _guarded(spec: str, options: MosaicOptions, suffix: str, stable: int | None
     settings = options.to_json()
     for name in NOT_IN_OUTPUTS.get(suffix, NOT_IN_RASTERS):
         settings.pop(name, None)
+    for name in AS_DEFAULT:
+        # Kept at its default, not left out: the records of outputs made before it was
+        # no difference still match.
+        if name in settings:
+            settings[name] = getattr(MosaicOptions(), name)
     record: dict[str, Any] = {"version": STATE_VERSION, "tiles": spec, "settings": settings}
     if stable is not None:
         record["stable"] = stable
@@ -616,6 +660,68 @@ def _check_output_folder(outdir: Path, items: Iterable[str | os.PathLike[str]],
                           "would be taken for targets; choose another", value=named[0])
 
 
+def _check_outside_tiles(outdir: Path, tiles: str | os.PathLike[str]) -> None:
+    """Refuse an output folder inside a tile folder, before any work.
+
+    A tile folder is read recursively, so its mosaics would be tiles of the
+    next run (or of the next ``make``): the library would grow with every
+    batch, and no output would be what ``make`` makes. A hidden folder in it
+    (``.mosaics``), which the scan leaves out, is fine.
+    """
+    library = Path(os.fspath(tiles)).expanduser()
+    if not _is_folder(library):
+        return  # a dataset name or an array file: its tiles are not files in a folder
+    try:
+        inside = outdir.resolve().relative_to(library.resolve())
+    except ValueError:
+        return
+    if not any(part.startswith(".") for part in inside.parts):
+        raise OptionError("{output_dir} {value} is inside the tile folder {folder}, which is "
+                          "read with its subfolders: its mosaics would become tiles; choose "
+                          "another folder", value=str(outdir), folder=str(library))
+
+
+def _check_report(report: Path, items: Iterable[str | os.PathLike[str]],
+                  found: Iterable[BatchTarget], outdir: Path, suffix: str, video: Path | None
+                  ) -> None:
+    """Refuse a report file that would replace a target, an output or the video, before any work.
+
+    Compared as the files they are (a link is written through), and checked
+    writable like any output; in the output folder, still to be made, it is
+    written once the folder is there.
+    """
+    written = _resolved(report) or report  # a loop of links: as named
+    folder = outdir.resolve()
+    clash = None
+    if video is not None and written == video.resolve():
+        clash = "the video out"
+    elif any(written == target.path for target in found) or any(
+            written == _resolved(item) for item in items):
+        clash = "a target of the batch"  # or a list file of them
+    elif written.parent == folder and (
+            written.suffix.lower() == suffix
+            or (suffix == ".dzi" and written.name.lower().endswith((".html", ".viewer.json")))):
+        clash = f"named as the batch's outputs in {outdir}"
+    elif (folder / STATE_FOLDER) in written.parents:
+        clash = "among the batch's records"
+    elif written.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_SUFFIXES:
+        # A picture of the library's, or of a folder of targets: the report is JSON.
+        clash = "named as a picture or a video"
+    if clash is not None:
+        raise OptionError("{report} {value} is " + clash + "; choose another file",
+                          value=str(report))
+    if written.parent != folder or folder.is_dir():
+        check_writable(report, "report file")
+
+
+def _resolved(item: str | os.PathLike[str]) -> Path | None:
+    """An item of the batch as the file it names; None for a name that cannot be resolved."""
+    try:
+        return Path(item).expanduser().resolve()
+    except (OSError, ValueError, RuntimeError):
+        return None
+
+
 def _is_folder(path: Path) -> bool:
     """Whether ``path`` is a folder; False for a name that cannot be looked at (too long)."""
     try:
@@ -650,8 +756,12 @@ def _without_overwritten(
     return kept, rejected
 
 
-def _check_video(path: Path, suffix: str) -> None:
-    """Check the video out's settings before any work (its rate is checked apart)."""
+def _check_video(path: Path, suffix: str, outdir: Path) -> None:
+    """Check the video out's settings before any work (its rate is checked apart).
+
+    A video in the output folder, still to be made, is checked writable once
+    the folder is there.
+    """
     from ._video import video_codec
 
     if suffix not in VIDEO_FORMATS:
@@ -659,7 +769,8 @@ def _check_video(path: Path, suffix: str) -> None:
                           + ", ".join(name.lstrip(".") for name in VIDEO_FORMATS)
                           + ", not {value}", value=suffix.lstrip("."))
     video_codec(path)
-    check_writable(path, "video")
+    if path.resolve().parent != outdir.resolve() or outdir.is_dir():
+        check_writable(path, "video")
 
 
 def _source_rate(rate: Fraction | None) -> Fraction | None:
@@ -762,7 +873,8 @@ class _State:
         bytes) that made a fine output would make a record name, and its
         temporary's, too long.
         """
-        return self.outputs / f"{hashlib.sha1(output.name.encode()).hexdigest()}.json"
+        # The name's bytes on disk: one that is not UTF-8 has no UTF-8 encoding.
+        return self.outputs / f"{hashlib.sha1(os.fsencode(output.name)).hexdigest()}.json"
 
     def made_by(self, output: Path) -> dict[str, Any] | None:
         """The record of ``output`` (what made it), or None."""
@@ -772,8 +884,11 @@ class _State:
                 return record
         return None
 
-    def publish(self, output: Path, digest: str, target: dict[str, Any]) -> None:
+    def publish(self, output: Path, digest: str, target: dict[str, Any], library: str = ""
+                ) -> None:
         """Record that ``output`` (published whole) was made from ``target`` with ``digest``.
+
+        ``library`` is the library's fingerprint (:func:`_fingerprint`), when known.
 
         Written with :func:`mosaicist.paths.atomic_path`, flushed, without
         its sweep of the folder before each write (one per output: quadratic
@@ -782,6 +897,8 @@ class _State:
         """
         record = {"output": output.name, "settings": digest, "target": target,
                   "size": output.stat().st_size}
+        if library:
+            record["library"] = library
         with atomic_path(self.record_path(output), durable=True, sweep=False) as temporary:
             temporary.write_text(json.dumps(record, sort_keys=True) + "\n", encoding="utf-8")
 
@@ -892,8 +1009,11 @@ class _Reporter:
 def _prepare(
     targets: list[BatchTarget], spec: str, options: MosaicOptions, cache: str,
     show_progress: bool, quiet: bool, report: _Reporter,
-) -> list[BatchTarget]:
-    """Index the library once at every match size the targets need; return the usable targets.
+) -> tuple[list[BatchTarget], str]:
+    """Index the library once at every match size the targets need.
+
+    Returns the usable targets and the library's fingerprint
+    (:func:`_fingerprint`; '' when no target is usable).
 
     With sizes given as ``cells`` or ``print_size`` each target's cell and
     tile sizes follow its own size (read from its header); else one size
@@ -933,9 +1053,12 @@ def _prepare(
     if not quiet:
         for shape in filter(None, shapes):
             print(printable(f"mosaicist: warning: {shape}"), file=sys.stderr)
+    fingerprint = ""
     for number, fitted in enumerate(formats.values()):
-        _warm(spec, fitted, cache, show_progress, quiet, features=number == 0 and bool(usable))
-    return usable
+        found = _warm(spec, fitted, cache, show_progress, quiet,
+                      features=number == 0 and bool(usable))
+        fingerprint = fingerprint or found
+    return usable, fingerprint if usable else ""
 
 
 def _flag(parameter: str) -> str:
@@ -957,7 +1080,7 @@ def _target_size(target: BatchTarget, options: MosaicOptions) -> tuple[int, int]
     if target.video:
         from ._video import video_info
 
-        info = video_info(target.path)
+        info = video_info(target.path, options.max_target_pixels)
         return info.width, info.height
     from ..imaging import target_size
 
@@ -970,8 +1093,11 @@ def _format_key(options: MosaicOptions) -> tuple:
 
 
 def _warm(spec: str, options: MosaicOptions, cache: str, show_progress: bool, quiet: bool,
-          features: bool) -> None:
-    """Index (or update) the library at ``options``' match size; cache what workers reuse."""
+          features: bool) -> str:
+    """Index (or update) the library at ``options``' match size; cache what workers reuse.
+
+    Returns the library's :func:`_fingerprint`.
+    """
     from ..grid import make_grid
     from ..library import TileLibrary
     from ..match import MatchRequest, fitted_matcher
@@ -980,6 +1106,7 @@ def _warm(spec: str, options: MosaicOptions, cache: str, show_progress: bool, qu
     library = TileLibrary.open(spec, options.match_px, cache_dir=cache,
                                show_progress=show_progress, quiet=quiet,
                                aspect=options.aspect_ratio, crop=options.crop)
+    fingerprint = _fingerprint(library)
     if options.dedupe is not None:
         library = library.without_duplicates(options.dedupe)
     if features:
@@ -989,6 +1116,24 @@ def _warm(spec: str, options: MosaicOptions, cache: str, show_progress: bool, qu
         request = MatchRequest(grid, library, fitted, show_progress)
         if fitted.search == "exact" and fitted.device == "cpu":
             request.features  # noqa: B018 - computed once here and cached on disk
+    return fingerprint
+
+
+def _fingerprint(library: Any) -> str:
+    """The library's photos, in order, with their contents: a short digest.
+
+    Kept in each output's record: photos added, removed, reordered or edited
+    since an output was made make other mosaics, so the output is made again.
+    The same for every match size (the same files); settings such as
+    ``limit`` and ``dedupe`` are in the settings' digest.
+    """
+    ids = list(library.source_ids)
+    hashes = library.content_hashes(ids)  # none for a dataset's arrays: their ids suffice
+    digest = hashlib.sha256()
+    for source_id in ids:
+        digest.update(f"{source_id}\0{hashes.get(source_id, '')}\n".encode("utf-8",
+                                                                          "surrogatepass"))
+    return digest.hexdigest()[:32]
 
 
 @dataclass
@@ -1011,7 +1156,8 @@ class _Jobs:
 
     def __init__(self, outdir: Path, suffix: str, spec: str, options: MosaicOptions, cache: str,
                  stable: float, state: _State, overwrite: bool, *, images: str = "",
-                 frames: str = "", unrecorded: tuple[bool, bool] = (False, False)) -> None:
+                 frames: str = "", unrecorded: tuple[bool, bool] = (False, False),
+                 library: str = "") -> None:
         self.outdir, self.suffix, self.spec = outdir, suffix, spec
         self.options, self.cache, self.stable = options, cache, stable
         self.state, self.overwrite = state, overwrite
@@ -1019,6 +1165,7 @@ class _Jobs:
         # Whether an output without a record (an earlier version made none) can be done:
         # the folder's settings, before this run claimed it, were this run's (images, frames).
         self.unrecorded = {False: unrecorded[0], True: unrecorded[1]}
+        self.library = library  # the library's fingerprint ('' when unknown)
 
     def output(self, stem: str) -> Path:
         return self.outdir / f"{stem}{self.suffix}"
@@ -1035,8 +1182,8 @@ class _Jobs:
 
         An output without a record (killed before it was written, or made
         by another batch), one the record's size does not match (truncated)
-        or made with other settings or from another version of the target
-        is made again.
+        or made with other settings, from another library or from another
+        version of the target is made again.
         """
         output = self.output(stem)
         if self.overwrite or identity is None or not finished(output):
@@ -1059,6 +1206,10 @@ class _Jobs:
         if (record.get("size") != status.st_size or record.get("settings") != digest
                 or not isinstance(made_from, dict)):
             return False
+        # Made from another library (photos added or edited since); a record of a
+        # version that kept no fingerprint is taken at its word.
+        if self.library and record.get("library", self.library) != self.library:
+            return False
         if made_from == identity:
             return True
         # The target moved or was renamed (its folder too), or is named by another path
@@ -1072,7 +1223,7 @@ class _Jobs:
     def _record(self, output: Path, digest: str, identity: dict[str, Any]) -> None:
         """Record ``output`` as made from ``identity`` (the next run finds it at once)."""
         with contextlib.suppress(OSError):  # unrecorded, it is looked at again next run
-            self.state.publish(output, digest, identity)
+            self.state.publish(output, digest, identity, self.library)
 
     def clash(self, stem: str, target: BatchTarget) -> str | None:
         """Why ``stem``'s finished output cannot be ``target``'s: another file made it, or None.
@@ -1098,7 +1249,7 @@ class _Jobs:
             return None
         try:
             self.state.publish(Path(work.job.output), self.digests[work.job.path is None],
-                               work.target)
+                               work.target, self.library)
         except OSError as error:
             return f"{self.state.outputs}: cannot record it as made: {error.strerror or error}"
         return None
@@ -1170,7 +1321,7 @@ class _VideoSource(_Source):
         self.rate: Fraction | None = None
         self.expected: int | None = None
         try:
-            info = video_info(target.path)
+            info = video_info(target.path, max_pixels)
             self.rate, self.expected = info.rate, info.frames
         except MosaicistError:
             pass  # reported when its frames are read

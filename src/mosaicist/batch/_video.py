@@ -2,7 +2,9 @@
 
 Frames are decoded one at a time to ``(H, W, 3)`` uint8 RGB arrays, in
 presentation order, so memory holds a few frames whatever the video's
-length. A video is written from the batch's outputs in order: H.264
+length, and turned upright as their display rotation says (a phone's
+portrait clip, stored on its side), as players show them. A video is
+written from the batch's outputs in order: H.264
 (``libx264``, quality ``crf`` 18, ``yuv420p`` so that every player plays it)
 when FFmpeg has it, else another codec the container takes (see
 :data:`CODECS`). 4:2:0 chroma needs even sides: a mosaic with an odd width
@@ -64,7 +66,7 @@ class VideoInfo:
     Attributes
     ----------
     width, height : int
-        Frame size in pixels.
+        Frame size in pixels, upright (as :func:`read_frames` gives the frames).
     rate : fractions.Fraction or None
         Frames per second (the stream's average rate), when known.
     frames : int or None
@@ -78,13 +80,20 @@ class VideoInfo:
     frames: int | None
 
 
-def video_info(path: str | Path) -> VideoInfo:
+def video_info(path: str | Path, max_pixels: int | None = None) -> VideoInfo:
     """Read a video's frame size, rate and frame count from its header.
+
+    The size is the frames' as :func:`read_frames` gives them: upright,
+    sides swapped for a display rotation of a quarter turn, which only a
+    decoded frame tells (the first is decoded for it).
 
     Parameters
     ----------
     path : str or pathlib.Path
         The video file.
+    max_pixels : int, optional
+        No frame is decoded when the header's size is over this many pixels
+        (:func:`read_frames` refuses such frames); the stored size is given.
 
     Returns
     -------
@@ -100,8 +109,54 @@ def video_info(path: str | Path) -> VideoInfo:
     with _reading(path), av.open(str(path)) as container:
         stream = _video_stream(container, path)
         rate = stream.average_rate or stream.guessed_rate
-        return VideoInfo(int(stream.width), int(stream.height),
-                         Fraction(rate) if rate else None, int(stream.frames) or None)
+        width, height = int(stream.width), int(stream.height)
+        if (max_pixels is None or width * height <= max_pixels) \
+                and _quarter_turns(_first_rotation(container, stream)) % 2:
+            width, height = height, width  # shown upright, as its frames are read
+        return VideoInfo(width, height, Fraction(rate) if rate else None,
+                         int(stream.frames) or None)
+
+
+def _first_rotation(container: Any, stream: Any) -> float:
+    """The display rotation of the first frame (0 where none is decoded).
+
+    PyAV says a stream's rotation only on its frames; a frame that cannot be
+    decoded is reported when the frames are read, not here.
+    """
+    with contextlib.suppress(Exception):
+        for frame in container.decode(stream):
+            return float(getattr(frame, "rotation", 0) or 0)
+    return 0.0
+
+
+def _quarter_turns(rotation: float) -> int:
+    """Counter-clockwise quarter turns that show a frame of display rotation ``rotation`` upright.
+
+    Only whole quarter turns are applied; another angle (no phone writes
+    one) leaves the frame as stored.
+    """
+    turns = rotation / 90
+    return int(turns) % 4 if turns == int(turns) else 0
+
+
+def upright(frame: Any) -> np.ndarray:
+    """A decoded frame as ``(H, W, 3)`` uint8 RGB, turned as its display rotation says.
+
+    Players show a clip filmed upright on a phone (stored on its side, with
+    a rotation in its header) upright: so is its mosaic.
+
+    Parameters
+    ----------
+    frame : av.VideoFrame
+        A decoded frame.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    picture = frame.to_ndarray(format="rgb24")
+    turns = _quarter_turns(float(getattr(frame, "rotation", 0) or 0))
+    return np.ascontiguousarray(np.rot90(picture, turns)) if turns else picture
 
 
 def read_frames(path: str | Path, max_pixels: int | None = None) -> Iterator[np.ndarray]:
@@ -132,7 +187,7 @@ def read_frames(path: str | Path, max_pixels: int | None = None) -> Iterator[np.
                 pixels=f"{stream.width * stream.height:,}", limit=f"{max_pixels:,}")
         stream.thread_type = "AUTO"
         for frame in container.decode(stream):
-            yield frame.to_ndarray(format="rgb24")
+            yield upright(frame)
 
 
 def _video_stream(container: Any, path: str | Path) -> Any:
