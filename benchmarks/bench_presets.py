@@ -118,7 +118,10 @@ def main() -> None:
         target = data / "targets" / name
         with Image.open(target) as picture:
             width, height = picture.size
-        cell = max(4, round(math.sqrt(width * height / args.cells)))
+        # A multiple of 4: viewscale reduces each cell to k x k pixels (k = 4) by whole
+        # blocks of cell // k pixels, so any other size compares the mosaic with a
+        # shifted crop of the target (7 px cells: its top-left 57%).
+        cell = max(4, 4 * round(math.sqrt(width * height / args.cells) / 4))
         seed_seconds = None
         seed_figures = None
         for trial, flags in trials:

@@ -12,7 +12,7 @@ from test_pipeline import smooth_folder
 from mosaicist import MosaicOptions, Placements
 from mosaicist import make_mosaic as _make_mosaic
 from mosaicist.cli import main
-from mosaicist.colour import encode, lightness_axis
+from mosaicist.colour import encode, grey_parts, lightness_axis
 from mosaicist.errors import MosaicistError
 from mosaicist.grid import Geometry
 from mosaicist.match import _contrast, compute_features
@@ -450,8 +450,201 @@ def test_photos_stay_visible_on_a_flat_white_or_black_target(tmp_path, level, ma
     # The picture is drawn with the tints the picks were ranked and measured by.
     cell = np.full((16, 16, 3), level, np.uint8)
     for index in range(rows * cols):
-        distance, _, tint = brute_transfer(cell, tiles[index], 0.5, 1.0)
+        _, gain, tint = brute_transfer(cell, tiles[index], 0.5, 1.0)
         assert tint < 1.0
         shift = tint * (level - tiles[index].reshape(-1, 3).mean(axis=0))
         assert np.allclose(mosaic.placements.tint[index], shift)
+        # The default's chroma transfer too: a flat grey cell takes the photos' colours.
+        factor, distance = brute_chroma(cell, tiles[index], gain, 1.0, tint)
+        assert mosaic.placements.chroma[index] == pytest.approx(factor, abs=1e-6)
         assert mosaic.placements.distance[index] == pytest.approx(distance, rel=1e-9)
+
+
+# -- chroma ------------------------------------------------------------------------------
+
+
+def brute_chroma(upscaled_cell, tile, gain, strength, tint=0.0, metric="seed"):
+    """Factor and distance of one pair from the pixels: gain, chroma factor, tint, then L2."""
+    grey, weights = grey_parts(metric)
+    cell = upscaled_cell.reshape(-1, 3).astype(np.float64)
+    values = tile.reshape(-1, 3).astype(np.float64)
+    cell_mean, tile_mean = cell.mean(axis=0), values.mean(axis=0)
+    drawn = gain * (values - tile_mean)
+    across = drawn - np.outer(drawn @ weights, grey)
+    wanted = cell - cell_mean
+    wanted = wanted - np.outer(wanted @ weights, grey)
+    energy = (across ** 2).sum()
+    factor = 1.0 if energy == 0 else min(1.0, np.sqrt((wanted ** 2).sum() / energy)) ** strength
+    drawn = tile_mean + drawn - (1 - factor) * across + tint * (cell_mean - tile_mean)
+    return factor, float(((drawn - cell) ** 2).sum())
+
+
+@pytest.mark.parametrize(("cell_px", "tile_px", "strength", "metric"),
+                         [(8, 16, 1.0, "seed"), (4, 4, 0.5, "seed"), (6, 12, 1.0, "lab")])
+def test_chroma_factors_match_brute_force(cell_px, tile_px, strength, metric):
+    rng = np.random.default_rng(cell_px * tile_px)
+    tiles = smooth_images(rng, 30, tile_px, noise=25)
+    tiles[2] = np.linspace(0, 255, tile_px)[None, :, None].astype(np.uint8)  # no chroma
+    cells = smooth_images(rng, 10, cell_px, noise=30)
+    cells[0] = cells[0].mean(axis=-1, keepdims=True).astype(np.uint8)  # a grey cell (sRGB)
+    geometry = Geometry(cell_px, tile_px)
+    features = compute_features(tiles, geometry)
+    picks = rng.integers(0, len(tiles), len(cells))
+    picks[1] = 2
+    gain = rng.uniform(0.25, 4.0, (len(cells), 3))
+    gain[1] = 1.7  # equal gains keep a grey tile grey
+    cell_vectors = geometry.cell_vectors(cells)
+    factor, change = _contrast.chroma_factors(cell_vectors, tiles, geometry, features, picks,
+                                              gain, strength, metric)
+    upscaled = cell_vectors.repeat(geometry.factor, 1).repeat(geometry.factor, 2)
+    for row, tile in enumerate(picks.tolist()):
+        expected, after = brute_chroma(upscaled[row], tiles[tile], gain[row], strength,
+                                       metric=metric)
+        _, before = brute_chroma(upscaled[row], tiles[tile], gain[row], 0.0, metric=metric)
+        assert factor[row] == pytest.approx(expected, rel=1e-9, abs=1e-6)
+        assert change[row] == pytest.approx(after - before, rel=1e-6, abs=1e-6)
+    if metric == "seed":
+        assert factor[1] == 1.0  # a tile without chroma has none to move
+    if metric == "seed":
+        assert factor[0] == pytest.approx(0.0, abs=1e-6)  # a grey cell: a grey tile
+    assert ((factor >= 0) & (factor <= 1)).all()
+    off, unchanged = _contrast.chroma_factors(cell_vectors, tiles, geometry, features, picks,
+                                              gain, 0.0, metric)
+    assert (off == 1.0).all() and (unchanged == 0.0).all()
+
+
+def grey_target():
+    """The pipeline tests' target, grey (equal channels)."""
+    return np.repeat(noisy_target().mean(axis=-1, keepdims=True), 3, axis=-1).astype(np.uint8)
+
+
+def chroma_left(image, side):
+    """Mean squared chroma (across the greys, sRGB) of the cells of ``image``."""
+    values = image.astype(np.float64)
+    return float(((values - values.mean(axis=-1, keepdims=True)) ** 2).sum(axis=-1).mean())
+
+
+def test_chroma_draws_a_grey_target_in_grey(tmp_path):
+    folder = smooth_folder(tmp_path / "tiles")
+    settings = {"cell_px": 8, "tile_px": 16, "tint": 1.0, "contrast": 0.5,
+                "cache_dir": tmp_path / "c"}
+    plain = make_mosaic(grey_target(), folder, **settings)
+    grey = make_mosaic(grey_target(), folder, chroma=1.0, **settings)
+    assert not plain.placements.has_chroma and grey.placements.has_chroma
+    assert grey.placements.chroma.max() < 0.05
+    assert chroma_left(grey.image, 16) < 0.01 * chroma_left(plain.image, 16)
+    # Only the chroma moved: the same tiles, gains and tints, each distance lower.
+    assert (grey.placements.tile == plain.placements.tile).all()
+    assert np.allclose(grey.placements.gain, plain.placements.gain)
+    assert (grey.placements.distance <= plain.placements.distance + 1e-6).all()
+    assert grey.metrics["chroma"] == 1.0
+    assert grey.metrics["mean_chroma_factor"] < 0.05
+    assert plain.metrics["mean_chroma_factor"] == 1.0
+    assert grey.metrics["ciede2000_mean_view"] < plain.metrics["ciede2000_mean_view"]
+
+
+@pytest.mark.parametrize("max_uses", [None, 1])
+def test_chroma_distances_match_the_pixels(tmp_path, max_uses):
+    target = noisy_target()[:32, :40]
+    target[:16] = target[:16].mean(axis=-1, keepdims=True).astype(np.uint8)  # half grey
+    folder = smooth_folder(tmp_path / "tiles", count=30)
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, tint=0.5, contrast=0.5,
+                         chroma=0.7, max_uses=max_uses, cache_dir=tmp_path / "c")
+    tiles = np.asarray(mosaic.library.tiles)
+    cells = mosaic.grid.cells.reshape(-1, 8, 8, 3)
+    placements = mosaic.placements
+    for index in range(len(cells)):
+        block = cells[index].repeat(2, 0).repeat(2, 1)
+        tile = tiles[placements.tile[index]]
+        difference = block.mean(axis=(0, 1)) - tile.mean(axis=(0, 1))
+        strength = (placements.tint[index] @ difference) / max(difference @ difference, 1e-12)
+        factor, distance = brute_chroma(block, tile, placements.gain[index], 0.7, strength)
+        assert placements.chroma[index] == pytest.approx(factor, rel=1e-9, abs=1e-6)
+        assert placements.distance[index] == pytest.approx(distance, rel=1e-6, abs=1e-3)
+    assert placements.chroma[:10].mean() < placements.chroma[-10:].mean()
+
+
+@pytest.mark.parametrize("suffix", [".json", ".csv"])
+def test_chroma_round_trips_and_renders_again(tmp_path, suffix):
+    folder = smooth_folder(tmp_path / "tiles")
+    mosaic = make_mosaic(grey_target(), folder, cell_px=8, tile_px=16, tint=1.0, contrast=0.5,
+                         chroma=0.6, cache_dir=tmp_path / "c")
+    path = tmp_path / f"placements{suffix}"
+    mosaic.placements.write(path)
+    again = Placements.read(path)
+    assert np.array_equal(again.chroma, mosaic.placements.chroma)
+    if suffix == ".csv":
+        image = render_placements(again, 16, tiles=str(folder), cache_dir=tmp_path / "c")
+    else:
+        assert again.options.chroma == 0.6
+        image = render_placements(again, cache_dir=tmp_path / "c")
+    assert np.array_equal(image, mosaic.image)
+
+
+def test_placements_without_chroma_keep_the_old_columns(tmp_path):
+    folder = smooth_folder(tmp_path / "tiles", count=10)
+    mosaic = make_mosaic(noisy_target(), folder, cell_px=8, tile_px=16, contrast=0.5,
+                         cache_dir=tmp_path / "c")
+    mosaic.placements.write(tmp_path / "p.csv")
+    mosaic.placements.write(tmp_path / "p.json")
+    assert "chroma" not in (tmp_path / "p.csv").read_text().splitlines()[0]
+    assert "chroma" not in __import__("json").loads((tmp_path / "p.json").read_text())["cells"]
+    assert np.all(Placements.read(tmp_path / "p.csv").chroma == 1.0)
+
+
+@pytest.mark.parametrize("bad", ["-0.1", "1.5", "nan", "inf", "x"])
+def test_bad_chroma_in_a_placements_file_is_a_clear_error(tmp_path, bad):
+    folder = smooth_folder(tmp_path / "tiles", count=10)
+    mosaic = make_mosaic(grey_target(), folder, cell_px=8, tile_px=16, chroma=1.0,
+                         cache_dir=tmp_path / "c")
+    path = tmp_path / "p.csv"
+    mosaic.placements.write(path)
+    lines = path.read_text().splitlines()
+    assert lines[0].endswith(",chroma")
+    fields = lines[1].split(",")
+    fields[-1] = bad
+    lines[1] = ",".join(fields)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(MosaicistError, match="p.csv.*chroma"):
+        Placements.read(path)
+    document = mosaic.placements.to_json()
+    document["cells"]["chroma"][0] = 2
+    (tmp_path / "p.json").write_text(__import__("json").dumps(document))
+    with pytest.raises(MosaicistError, match=r"p.json.*chroma\[0\]"):
+        Placements.read(tmp_path / "p.json")
+
+
+@pytest.mark.parametrize("bad", ["-0.5", "1.5", "nan"])
+def test_chroma_out_of_range_is_refused(tmp_path, bad):
+    result = CliRunner().invoke(main, ["make", "x.png", "--tiles", str(tmp_path),
+                                       "--chroma", bad])
+    assert result.exit_code != 0
+    assert "--chroma" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("metric", ["seed", "lab", "oklab"])
+def test_dress_tiles_scales_only_the_chroma(metric):
+    from mosaicist.colour import to_space
+    from mosaicist.render import dress_tiles
+
+    rng = np.random.default_rng(3)
+    tiles = smooth_images(rng, 6, 16, noise=20)
+    factors = np.array([0.0, 0.0, 0.5, 0.5, 1.0, 1.0])
+
+    def split(pictures):
+        values = to_space(pictures, metric).reshape(len(pictures), -1, 3)
+        deviations = values - values.mean(axis=1, keepdims=True)
+        grey, weights = grey_parts(metric)
+        along = deviations @ weights
+        across = deviations - along[..., None] * grey
+        return along, np.sqrt((across ** 2).sum(axis=(1, 2)))
+
+    along, across = split(tiles)
+    drawn = dress_tiles(tiles, metric=metric, chroma=factors)
+    along_drawn, across_drawn = split(drawn)
+    assert np.array_equal(drawn[4:], tiles[4:])
+    # The chroma scaled by each factor, the lightness pattern kept (up to 8-bit rounding,
+    # and pixels clipped at the gamut's edge in Lab and Oklab).
+    assert np.allclose(across_drawn[:4], factors[:4] * across[:4], rtol=0.1,
+                       atol=0.05 * across.max())
+    assert np.corrcoef(along[0], along_drawn[0])[0, 1] > 0.95

@@ -399,8 +399,8 @@ def digest(path: Path) -> str:
 @pytest.mark.parametrize("settings", [
     {"preset": "seed"},
     {"preset": "seed", "metric": "lab", "augment": "flips", "tint": 0.5, "overlay": 0.3},
-    {"max_uses": 2, "min_spacing": 2, "contrast": 0.5, "tint": 1.0},
-], ids=["seed", "lab-flips-tint", "capped-contrast"])
+    {"max_uses": 2, "min_spacing": 2, "contrast": 0.5, "tint": 1.0, "chroma": 1.0},
+], ids=["seed", "lab-flips-tint", "capped-contrast-chroma"])
 def test_make_and_render_on_a_cluster_give_the_files_of_one_machine(client, tmp_path,
                                                                     settings, monkeypatch):
     from mosaicist.match import _capped
@@ -422,8 +422,9 @@ def test_make_and_render_on_a_cluster_give_the_files_of_one_machine(client, tmp_
                               block_cells=40, range_tiles=50)  # 4 blocks x 4 ranges
     ran = {task["key"].split("-")[0] for task in tasks.data}  # mosaicist-index-...: parts
     assert {"mosaicist", "prepare_range", "search_range"} <= ran
-    for name in ("tile", "distance", "transform", "tint", "gain"):
+    for name in ("tile", "distance", "transform", "tint", "gain", "chroma"):
         assert np.array_equal(getattr(one.placements, name), getattr(two.placements, name))
+    assert two.placements.has_chroma == ("chroma" in settings)
     first, second = one.report(), two.report()
     for report in (first, second):
         report.pop("timings")

@@ -330,7 +330,7 @@ def test_a_preset_on_the_command_line_equals_its_flags(cli_setup, tmp_path):
                       "--tint", "0.5")
     assert placements("balanced", "--max-uses", "8", "--min-spacing", "2") \
         == placements("balanced-flags", "--preset", "seed", "--max-uses", "8",
-                      "--min-spacing", "2", "--tint", "1", "--contrast", "0.5")
+                      "--min-spacing", "2", "--tint", "1", "--contrast", "0.5", "--chroma", "1")
     assert placements("none") == placements("named", "--preset", "balanced")
 
 
@@ -357,8 +357,9 @@ def test_the_default_presets_wishes_give_way_to_a_matcher_asked_for(cli_setup, t
     # Approximate search honours neither caps nor tints: the preset's give way...
     matcher, fitted, dropped = fitted_matcher(MosaicOptions(search="approximate"))
     assert matcher.search == "approximate"
-    assert set(dropped) == {"max_uses", "min_spacing", "tint", "contrast"}
-    assert (fitted.max_uses, fitted.min_spacing, fitted.tint, fitted.contrast) == (None, 1, 0, 0)
+    assert set(dropped) == {"max_uses", "min_spacing", "tint", "contrast", "chroma"}
+    assert (fitted.max_uses, fitted.min_spacing, fitted.tint, fitted.contrast,
+            fitted.chroma) == (None, 1, 0, 0, 0)
     assert not fitted.given("tint")
     # ...given ones do not, and the error names them.
     with pytest.raises(OptionError, match="contrast"):

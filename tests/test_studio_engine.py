@@ -429,7 +429,7 @@ def test_progress_listener_follows_every_bar_drawn_or_not():
     {"preset": "seed"},
     {"preset": "seed", "max_uses": None, "tint": 0.35},
     {"max_uses": None, "min_spacing": 2},
-    {"tint": 0.3333333333333333, "contrast": 0.25, "metric": "oklab"},
+    {"tint": 0.3333333333333333, "contrast": 0.25, "chroma": 0.5, "metric": "oklab"},
     {"max_uses": 2, "min_spacing": 3, "augment": "all", "dedupe": 5},
     {"aspect": "3:2", "print_size": "30x20cm", "dpi": 150, "crop": "centre"},
     {"cells": 1500, "jpeg_quality": 80, "dzi_format": "png", "overlay": 0.1},
@@ -750,3 +750,27 @@ def test_an_upload_whose_png_data_end_early_is_refused():
     assert picture.size == (10, 9)
     with pytest.raises(MosaicistError, match="i.png: the picture cannot be read"):
         decode_upload(_hand_png(10, 9, 0, 2, 1, raw[:-2]), "i.png")
+
+
+def test_preview_draws_chroma_as_make_does(gradients):
+    # A grey target with the chroma transfer: make draws its tiles grey, and so must the
+    # preview (it drew them in their own colours).
+    root, tiles = gradients
+    target = root / "grey.png"
+    grey = np.repeat(noisy_target().mean(axis=-1, keepdims=True), 3, axis=-1)
+    Image.fromarray(grey.astype(np.uint8)).save(target)
+
+    def chroma_of(picture):
+        values = np.asarray(picture, np.float64)
+        return float(((values - values.mean(axis=-1, keepdims=True)) ** 2).mean())
+
+    left = {}
+    for chroma in (0.0, 1.0):
+        options = MosaicOptions(max_uses=None, min_spacing=1, tint=1.0, chroma=chroma)
+        jpeg, _ = Previewer(root / "cache").preview(target, str(tiles), options, cells=100)
+        mosaic = make_mosaic(target, tiles, options, cache_dir=root / "cache")
+        left[chroma] = (chroma_of(_picture(jpeg)), chroma_of(mosaic.image))
+    (preview_plain, made_plain), (preview_grey, made_grey) = left[0.0], left[1.0]
+    assert made_grey < 0.05 * made_plain
+    # Up to the JPEG's own colour noise.
+    assert preview_grey < 0.1 * preview_plain

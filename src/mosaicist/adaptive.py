@@ -498,7 +498,7 @@ def _placements(
     parts: list[tuple[np.ndarray, MatchRequest]], results: list[MatchResult], leaves: Leaves,
     options: MosaicOptions, grid: Grid, target: str | None,
 ) -> Placements:
-    """Every leaf's tile, transform, tint and gain, as for a uniform grid, level by level."""
+    """Every leaf's tile, transform, tint, gain and chroma, as for a uniform grid, by level."""
     from .match._contrast import finish
     from .placements import Placements
     from .sources import source_spec
@@ -508,6 +508,7 @@ def _placements(
     transform = np.zeros(count, np.int8)
     shifts = np.zeros((count, 3))
     gain = np.ones((count, 3))
+    chroma = np.ones(count)
     distances = []
     for (index, request), result in zip(parts, results, strict=True):
         result = finish(request, result)
@@ -524,6 +525,8 @@ def _placements(
             shifts[index] = strength * (cell_means - tile_means) * encoded_unit(options.metric)
         if result.gain is not None:
             gain[index] = result.gain
+        if result.chroma is not None:
+            chroma[index] = result.chroma
         distances.append((index, result.distance))
     kind = np.result_type(*(distance.dtype for _, distance in distances))
     distance = np.zeros(count, kind)
@@ -533,7 +536,7 @@ def _placements(
     return Placements(
         grid.rows, grid.cols, tile, distance,
         [library.source_ids[position] for position in tile.tolist()], transform, shifts,
-        gain=gain, options=options, source=source_spec(library.source),
+        gain=gain, chroma=chroma, options=options, source=source_spec(library.source),
         target=None if target is None else str(Path(target).resolve()),
         crop=(grid.left, grid.top), rect=leaves.rect(),
     )

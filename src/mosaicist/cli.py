@@ -357,7 +357,7 @@ _OUTPUT_SETTINGS = ("jpeg_quality", "dzi_tile_size", "dzi_overlap", "dzi_format"
 _MAKE_SETTINGS = ("preset", "cell_px", "tile_px", "match_px", "aspect", "cells", "print_size",
                   "dpi", "limit", "adaptive", "detail", "crop", "dedupe",
                   "max_target_pixels", "metric", "augment",
-                  "tint", "tint_max", "contrast", "overlay", "max_uses", "min_uses",
+                  "tint", "tint_max", "contrast", "chroma", "overlay", "max_uses", "min_uses",
                   "min_spacing", "assign", "search", "device", *_OUTPUT_SETTINGS)
 
 

@@ -191,6 +191,52 @@ def lightness_axis(metric: str) -> tuple[np.ndarray, float, float]:
     raise ValueError(f"unknown metric {metric!r}")
 
 
+
+
+def grey_parts(metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The greys' direction and the lightness weights, for splitting off a colour's chroma.
+
+    A deviation ``d`` between colours (a pixel's from its tile's mean) is a
+    grey of its own lightness, ``(w @ d) g``, plus its chroma ``d - (w @ d) g``,
+    which has no lightness (``w @ g = 1``). Scaling the chroma keeps the
+    lightness pattern exactly, as the eye sees it.
+
+    Parameters
+    ----------
+    metric : str
+        One of :data:`METRICS`.
+
+    Returns
+    -------
+    grey, weights : numpy.ndarray
+        ``(3,)`` float64: ``g``, the encoded channels of the greys' direction
+        (``(1, 1, 1)`` for sRGB, ``(1, 0, 0)`` for Lab and Oklab, whose chroma
+        offsets are 0 on greys), and ``w``, the lightness weights of
+        :func:`lightness_axis` (luma for sRGB).
+    """
+    weights = lightness_axis(metric)[0]
+    grey = np.array([1.0, 1.0, 1.0]) if metric == "seed" else np.array([1.0, 0.0, 0.0])
+    return grey, weights / (weights @ grey)
+
+
+def chroma_projection(metric: str) -> np.ndarray:
+    """The ``(3, 3)`` matrix ``Q = I - g w^T`` taking a deviation to its chroma.
+
+    See :func:`grey_parts`; ``Q d`` is ``d`` less the grey of its lightness.
+
+    Parameters
+    ----------
+    metric : str
+        One of :data:`METRICS`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(3, 3)`` float64.
+    """
+    grey, weights = grey_parts(metric)
+    return np.eye(3) - np.outer(grey, weights)
+
 def encoded_unit(metric: str) -> float:
     """Size of one encoded step in the metric's own units."""
     return 1.0 / _scale(metric)

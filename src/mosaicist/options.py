@@ -59,9 +59,9 @@ from .transforms import AUGMENT_SETS
 
 #: Version of the serialised settings (:meth:`MosaicOptions.to_json`); 2 added ``preset``,
 #: 3 ``min_uses``, ``contrast`` and ``tint_max``, 4 ``aspect``, ``crop``, ``dedupe``,
-#: ``cells``, ``print_size``, ``dpi``, ``adaptive``, ``detail`` and ``max_target_pixels``.
-#: A new setting must default to what mosaicist did before it existed.
-SETTINGS_VERSION = 4
+#: ``cells``, ``print_size``, ``dpi``, ``adaptive``, ``detail`` and ``max_target_pixels``,
+#: 5 ``chroma``. A new setting must default to what mosaicist did before it existed.
+SETTINGS_VERSION = 5
 
 #: Accepted range of ``cell_px`` (target pixels per cell side).
 CELL_PX_RANGE = (1, 1024)
@@ -116,9 +116,9 @@ PRESETS = {
                "repeated as often as they fit", {}),
         Preset("balanced", "every tile at most once where the library has enough (else "
                "as few times as it allows), never two alike within 5 cells, each tile's mean "
-               "colour moved to its cell's and its contrast halfway to the cell's, photos cut "
-               "around their subject",
-               {"max_uses": 1, "min_spacing": 5, "tint": 1.0, "contrast": 0.5,
+               "colour moved to its cell's, its contrast halfway to the cell's and its colour "
+               "variation down to the cell's (grey on grey), photos cut around their subject",
+               {"max_uses": 1, "min_spacing": 5, "tint": 1.0, "contrast": 0.5, "chroma": 1.0,
                 "crop": "subject"}),
         Preset("varied", "no tile more than twice, never two alike within 5 cells, tiles "
                "tinted halfway to their cells' colours, photos cut around their subject",
@@ -409,6 +409,11 @@ class MosaicOptions:
         "spread around the tile's mean is scaled by (cell spread / tile spread) to this power, "
         "between 1/4 and 4 (the best few tiles are re-ranked after it).", low=0, high=1,
         metavar="B", section="match")
+    chroma: float = setting(
+        0.0, "Move each tile's colour variation (its chroma around its own mean colour) "
+        "toward its cell's, never above the tile's own: scaled by (cell chroma spread / tile "
+        "chroma spread) to this power, at most 1. 1: a tile on a grey cell is drawn grey; "
+        "0: tiles keep their colours.", low=0, high=1, metavar="K", section="match")
     max_uses: int | None = setting(
         None, "Use no tile more than K times (solved as a global assignment); 'none': no "
         "limit, whatever the preset says.",

@@ -255,8 +255,9 @@ def make_mosaic(
     Settings not given come from the ``preset``, by default ``balanced``
     (:data:`~mosaicist.options.DEFAULT_PRESET`): every tile at most once where
     the library has enough, never two alike within 5 cells, each tile's mean
-    colour moved to its cell's and its contrast halfway, photos cut around
-    their subject (see :data:`~mosaicist.options.PRESETS`).
+    colour moved to its cell's, its contrast halfway and its colour variation
+    down to the cell's, photos cut around their subject (see
+    :data:`~mosaicist.options.PRESETS`).
 
     ``preset="seed"`` is the seed's method, exactly: each cell of ``cell_px``
     target pixels gets the tile of minimum squared difference to the cell
@@ -571,7 +572,8 @@ def _placements(request: MatchRequest, result: MatchResult, target: str | None) 
     source_ids = [library.source_ids[index] for index in tile.tolist()]
     return Placements(
         grid.rows, grid.cols, tile, result.distance, source_ids, transform, shifts,
-        gain=result.gain, options=options, source=source_spec(library.source),
+        gain=result.gain, chroma=result.chroma, options=options,
+        source=source_spec(library.source),
         target=None if target is None else str(Path(target).resolve()),
         crop=(grid.left, grid.top),
         # Read from the index when a JSON file asks for them (56 ms for 5,040 tiles),
@@ -627,6 +629,9 @@ class _Measurement:
         metrics["contrast"] = options.contrast
         # How far the gains moved the tiles' spreads, as a geometric mean factor.
         metrics["mean_gain_change"] = float(np.exp(np.abs(np.log(placements.gain)).mean()))
+        metrics["chroma"] = options.chroma
+        # How much of the tiles' chroma was kept, on average over the cells.
+        metrics["mean_chroma_factor"] = float(placements.chroma.mean())
         metrics["overlay"] = options.overlay
         metrics["mean_tint_shift"] = float(np.linalg.norm(placements.tint, axis=1).mean())
         return metrics

@@ -51,6 +51,8 @@ CSV_HEADER = (
 )
 #: Columns added when a contrast transfer set gains.
 GAIN_HEADER = ("gain_0", "gain_1", "gain_2")
+#: Column added when a chroma transfer set factors.
+CHROMA_HEADER = ("chroma",)
 JSON_FORMAT = "mosaicist-placements"
 JSON_VERSION = 2
 #: Version of files with cell rectangles (adaptive cells).
@@ -140,6 +142,7 @@ class Placements:
         tint: np.ndarray | None = None,
         *,
         gain: np.ndarray | None = None,
+        chroma: np.ndarray | None = None,
         options: MosaicOptions | None = None,
         source: str | None = None,
         target: str | None = None,
@@ -173,10 +176,12 @@ class Placements:
                      else np.asarray(tint, np.float64).reshape(-1, 3))
         self.gain = (np.ones((count, 3), np.float64) if gain is None
                      else np.asarray(gain, np.float64).reshape(-1, 3))
+        self.chroma = (np.ones(count, np.float64) if chroma is None
+                       else np.asarray(chroma, np.float64).reshape(-1))
         for name, length in (("tile", len(self.tile)), ("distance", len(self.distance)),
                              ("source_ids", len(self.source_ids)),
                              ("transform", len(self.transform)), ("tint", len(self.tint)),
-                             ("gain", len(self.gain))):
+                             ("gain", len(self.gain)), ("chroma", len(self.chroma))):
             if length != count:
                 raise ValueError(f"{name} has {length} entries for a {rows}x{cols} grid"
                                  + ("" if self.rect is None else f" of {count} cells"))
@@ -192,6 +197,8 @@ class Placements:
                              f"+-{MAX_SHIFT:g}")
         if not ((self.gain > 0) & (self.gain <= MAX_SHIFT)).all():
             raise ValueError(f"gain has values that are not positive numbers up to {MAX_SHIFT:g}")
+        if not ((self.chroma >= 0) & (self.chroma <= 1)).all():
+            raise ValueError("chroma has values that are not numbers from 0 to 1")
         self.options = MosaicOptions() if options is None else options
         if self.options.aspect_ratio[0] != self.options.aspect_ratio[1]:
             turned = np.setdiff1d(np.unique(self.transform), SHAPE_KEEPING)
@@ -265,8 +272,9 @@ class Placements:
     def write_csv(self, path: str | os.PathLike[str]) -> None:
         """Write one row per cell (atomically).
 
-        Columns: ``row,col,tile,distance,position,transform,tint_0..2``, and
-        ``gain_0..2`` when a contrast transfer set any gain; ``tile`` is the
+        Columns: ``row,col,tile,distance,position,transform,tint_0..2``,
+        ``gain_0..2`` when a contrast transfer set any gain, and ``chroma``
+        when a chroma transfer set any factor; ``tile`` is the
         tile's source id, ``position`` its library position, ``transform`` a
         name from :data:`mosaicist.transforms.TRANSFORM_NAMES`.
 
@@ -297,6 +305,9 @@ class Placements:
             gain = self.gain
             columns += [gain[:, c].tolist() for c in range(3)]
             header = (*header, *GAIN_HEADER)
+        if self.has_chroma:
+            columns.append(self.chroma.tolist())
+            header = (*header, *CHROMA_HEADER)
         if self.rect is not None:
             columns += [self.rect[:, c].tolist() for c in range(4)]
             header = (*header, *RECT_HEADER)
@@ -310,6 +321,11 @@ class Placements:
     def has_gain(self) -> bool:
         """Whether a contrast transfer set any gain (other than 1)."""
         return bool((self.gain != 1.0).any())
+
+    @property
+    def has_chroma(self) -> bool:
+        """Whether a chroma transfer set any factor (other than 1)."""
+        return bool((self.chroma != 1.0).any())
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON document (see the module's description)."""
@@ -330,6 +346,7 @@ class Placements:
                 "transform": [TRANSFORM_NAMES[code] for code in self.transform.tolist()],
                 "tint": self.tint.tolist(),
                 **({"gain": self.gain.tolist()} if self.has_gain else {}),
+                **({"chroma": self.chroma.tolist()} if self.has_chroma else {}),
                 **({"rect": self.rect.tolist()} if self.rect is not None else {}),
             },
             **({"hashes": self.hashes} if self.hashes else {}),
@@ -463,7 +480,7 @@ class Placements:
         left = _count(_field(crop, "left", int, "a whole number", "crop."), "crop.left", 0)
         top = _count(_field(crop, "top", int, "a whole number", "crop."), "crop.top", 0)
         cells = _field(data, "cells", Mapping, "an object")
-        optional = tuple(name for name in ("gain", "rect")
+        optional = tuple(name for name in ("gain", "chroma", "rect")
                          if name in cells and (name != "rect" or version == RECT_VERSION))
         columns = {name: _field(cells, name, list, "a list", "cells.")
                    for name in (*_CELL_FIELDS, *optional)}
@@ -478,6 +495,7 @@ class Placements:
             np.array(columns["tint"], np.float64).reshape(-1, 3),
             gain=np.array(columns["gain"], np.float64).reshape(-1, 3) if "gain" in columns
             else None,
+            chroma=np.array(columns["chroma"], np.float64) if "chroma" in columns else None,
             options=MosaicOptions.from_json(settings),
             source=_optional_text(data.get("source"), "source"),
             target=_optional_text(data.get("target"), "target"),
@@ -596,6 +614,8 @@ class Placements:
                      for line, record in numbered],
             "gain": [[_csv_number(record, f"gain_{c}", line, float, 1.0) for c in range(3)]
                      for line, record in numbered],
+            "chroma": [_csv_number(record, "chroma", line, float, 1.0)
+                       for line, record in numbered],
         }
         if rect is not None:
             columns["rect"] = rect.tolist()
@@ -616,12 +636,13 @@ class Placements:
             np.array([transform_code(name) for name in columns["transform"]], np.int8),
             np.array(columns["tint"], np.float64),
             gain=np.array(columns["gain"], np.float64),
+            chroma=np.array(columns["chroma"], np.float64),
             # What a make without options writes: the likeliest maker of a CSV.
             options=MosaicOptions(),
             rect=rect,
         )
 
-#: Cell fields every placements document has (``gain`` is optional).
+#: Cell fields every placements document has (``gain`` and ``chroma`` are optional).
 _CELL_FIELDS = ("tile", "position", "distance", "transform", "tint")
 #: Most cells a placements file may describe: a 1.5-gigapixel target at 4 px
 #: cells has about 94 million.
@@ -646,8 +667,9 @@ def check_cells(rows: int, cols: int, columns: Mapping[str, list[Any]]) -> None:
     columns : mapping of str to list
         ``tile`` (tile ids), ``position`` (library positions), ``distance``,
         ``transform`` (names), ``tint`` (three numbers per cell) and
-        optionally ``gain`` (three positive numbers per cell), one entry per
-        cell in row-major order; or, with ``rect`` (four numbers per cell:
+        optionally ``gain`` (three positive numbers per cell) and ``chroma``
+        (a number from 0 to 1 per cell), one entry per cell in row-major
+        order; or, with ``rect`` (four numbers per cell:
         see :func:`check_rects`), one entry per rectangle.
 
     Raises
@@ -708,6 +730,10 @@ def check_cells(rows: int, cols: int, columns: Mapping[str, list[Any]]) -> None:
         if len(large):
             raise ValueError(f"cells.{field}[{large[0]}] must be three numbers within "
                              f"+-{MAX_SHIFT:g}, got {_shown(values[large[0]])}")
+    for index, value in enumerate(columns.get("chroma", [])):
+        if not (_is_finite_number(value) and 0 <= value <= 1):
+            raise ValueError(f"cells.chroma[{index}] must be a number from 0 to 1, "
+                             f"got {_shown(value)}")
 
 
 def check_rects(rows: int, cols: int, rect: np.ndarray) -> None:

@@ -264,7 +264,8 @@ def _rows_of(placements: Placements, start: int, stop: int) -> Placements:
     return Placements(stop - start, placements.cols, placements.tile[cells],
                       placements.distance[cells], placements.source_ids[cells],
                       placements.transform[cells], placements.tint[cells],
-                      gain=placements.gain[cells], options=placements.options)
+                      gain=placements.gain[cells], chroma=placements.chroma[cells],
+                      options=placements.options)
 
 
 def _pictures_of(renderer: MosaicRenderer, start: int, stop: int) -> Any:

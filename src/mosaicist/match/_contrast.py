@@ -49,6 +49,25 @@ a mean lightness at most ``r`` short of the cell's, only within ``r`` of the
 ends. Without the transfer (``B = 0``) the gain is 1, a tile moved to an end
 keeps ``kappa(0)`` of its spread, and the tint is ``A``.
 
+Chroma
+------
+With ``chroma = K`` a pick's colour variation is moved toward its cell's
+too, never above the tile's own: each drawn deviation ``D = G t~`` (``G``
+the gains) is a grey of its own lightness plus its chroma ``Q D``, ``Q = I -
+g w^T`` (:func:`mosaicist.colour.chroma_projection`: ``g`` the greys'
+direction, ``w`` the lightness weights), and the chroma is scaled by
+``s = min(1, sqrt(|Q c~|^2 / |Q D|^2))^K``: a tile on a grey cell turns grey
+(``K = 1``), one on a cell at least as colourful keeps its colours, and the
+lightness pattern, the mean and the gains stay. With ``u = 1 - s`` the drawn
+deviation is ``D - u Q D``, and the distance changes exactly by::
+
+    d(s) - d(1) = u^2 |Q D|^2 - 2 u (<Q D, D> - <Q D, c~>),
+
+each term a contraction of ``Q`` with the 3x3 moments ``S'_ij = g_i g_j <t~_i,
+t~_j>`` of the drawn tile and ``Y_ij = g_i <t~_i, c~_j>`` of the pair (block
+sums against the cell, as above). It applies to the picks after every other
+correction, without re-ranking (:func:`chroma_factors`).
+
 After a match (:func:`finish`), two corrections apply to the picks as they
 are, without re-ranking:
 
@@ -75,7 +94,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..colour import lightness_axis
+from ..colour import chroma_projection, lightness_axis
 from ..grid import Geometry
 from ._features import TileFeatures
 from ._kernels import channel_moments, channel_pair_dots
@@ -292,8 +311,107 @@ def best_after_transfer(request: MatchRequest, found: MatchResult) -> MatchResul
                        tint=tint[rows, pick] if options.tint else None)
 
 
+def chroma_factors(
+    cell_vectors: np.ndarray,
+    tiles: np.ndarray,
+    geometry: Geometry,
+    features: TileFeatures,
+    picks: np.ndarray,
+    gain: np.ndarray | None,
+    strength: float,
+    metric: str = "seed",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each pick's chroma factor and the change of its distance (see the module's description).
+
+    Parameters
+    ----------
+    cell_vectors : numpy.ndarray
+        ``(N, h, w, 3)`` uint8 compared cells (in the metric's encoding).
+    tiles : numpy.ndarray
+        ``(M, match_height, match_px, 3)`` uint8 candidate tiles (same encoding).
+    geometry : Geometry
+        How cells and tiles are compared.
+    features : TileFeatures
+        Features of ``tiles`` (block sums and channel sums).
+    picks : numpy.ndarray
+        ``(N,)`` each cell's tile (a position in ``tiles``).
+    gain : numpy.ndarray or None
+        ``(N, 3)`` the picks' contrast gains (None: all 1).
+    strength : float
+        ``K``, the exponent of the chroma spread ratio (0: every factor 1).
+    metric : str
+        The encoding's metric (where the greys lie).
+
+    Returns
+    -------
+    factor, change : numpy.ndarray
+        ``(N,)`` float64 factors in ``[0, 1]`` on each pick's chroma, and
+        what each pick's distance gains by them (never positive where the
+        factor is 1; exact up to float64 rounding).
+    """
+    count = len(picks)
+    factor = np.ones(count)
+    change = np.zeros(count)
+    if not strength or not count:
+        return factor, change
+    pixels = geometry.pixels
+    weight = geometry.weight
+    chroma = chroma_projection(metric)
+    energy = chroma.T @ chroma
+    gains = np.ones((count, 3)) if gain is None else np.asarray(gain, np.float64)
+    pooled = features.pooled if features.pooled is not None else tiles.reshape(len(tiles), -1)
+    cell_pixels = cell_vectors.reshape(count, -1, 3)
+    tile_size = int(np.prod(tiles.shape[1:]))
+    chunk = max(1, _CHUNK_BYTES // (8 * max(tile_size, cell_pixels[0].size)))
+    for start in range(0, count, chunk):
+        part = slice(start, start + chunk)
+        tile = picks[part]
+        size = len(tile)
+        whole = np.asarray(tiles[tile]).reshape(size, -1, 3).astype(np.float64)
+        cell = cell_pixels[part].astype(np.float64)
+        block = np.asarray(pooled[tile]).reshape(size, -1, 3).astype(np.float64)
+        tile_mean = features.channel_sums[tile].astype(np.float64) / pixels
+        cell_mean = weight * cell.sum(axis=1) / pixels
+        g = gains[part]
+        # 3x3 moments about the means: the drawn tile's own, the cell's and the pair's.
+        own = (np.matmul(whole.transpose(0, 2, 1), whole)
+               - pixels * tile_mean[:, :, None] * tile_mean[:, None, :])
+        own *= g[:, :, None] * g[:, None, :]
+        cells = (weight * np.matmul(cell.transpose(0, 2, 1), cell)
+                 - pixels * cell_mean[:, :, None] * cell_mean[:, None, :])
+        pair = (np.matmul(block.transpose(0, 2, 1), cell)
+                - pixels * tile_mean[:, :, None] * cell_mean[:, None, :])
+        pair *= g[:, :, None]
+        drawn = np.maximum(np.einsum("ij,nij->n", energy, own), 0.0)
+        wanted = np.maximum(np.einsum("ij,nij->n", energy, cells), 0.0)
+        # <Q D, D> and <Q D, c~>.
+        with_tile = np.einsum("ij,nij->n", chroma, own)
+        with_cell = np.einsum("ij,nji->n", chroma, pair)
+        ratio = np.ones(size)
+        np.sqrt(np.divide(wanted, drawn, out=ratio, where=drawn > 0), out=ratio,
+                where=drawn > 0)
+        s = np.minimum(ratio, 1.0) ** strength
+        u = 1.0 - s
+        factor[part] = s
+        change[part] = u * u * drawn - 2.0 * u * (with_tile - with_cell)
+    return factor, change
+
+
 def finish(request: MatchRequest, result: MatchResult) -> MatchResult:
     """The picks after the corrections no matcher ranked by (see the module's description)."""
+    result = _finish_contrast(request, result)
+    options = request.options
+    if not options.chroma:
+        return result
+    factor, change = chroma_factors(request.cell_vectors, request.candidates, request.geometry,
+                                    request.features, result.tile, result.gain,
+                                    options.chroma, options.metric)
+    distance = np.maximum(np.asarray(result.distance, np.float64) + change, 0.0)
+    return replace(result, distance=distance, chroma=factor)
+
+
+def _finish_contrast(request: MatchRequest, result: MatchResult) -> MatchResult:
+    """The picks' gains and tints where no matcher ranked by them."""
     options = request.options
     gains = options.contrast and result.gain is None
     if options.tint_max is None and not gains:

@@ -69,6 +69,9 @@ class MatchResult:
     tint : numpy.ndarray or None
         ``(N,)`` tint strength of each pick, when it differs from cell to
         cell (``tint_max``); otherwise every pick has ``options.tint``.
+    chroma : numpy.ndarray or None
+        ``(N,)`` factor in ``[0, 1]`` on each pick's chroma, when it was moved
+        toward its cell's (``options.chroma``; see :mod:`mosaicist.match._contrast`).
     """
 
     tile: np.ndarray
@@ -80,6 +83,7 @@ class MatchResult:
     assignment: Assignment | None = None
     gain: np.ndarray | None = None
     tint: np.ndarray | None = None
+    chroma: np.ndarray | None = None
 
 
 class MatchRequest:
@@ -433,6 +437,11 @@ def _checked_result(matcher: Matcher, result: object, args: tuple[Any, ...]) -> 
         if ((tint < 0) | (tint > 1)).any():
             raise _plugin_error(matcher, "its result's tint holds values outside 0 to 1")
         fields["tint"] = tint.astype(np.float64, copy=False)
+    if result.chroma is not None:
+        chroma = _array(matcher, result.chroma, "chroma", (cells,), "iuf")
+        if ((chroma < 0) | (chroma > 1)).any():
+            raise _plugin_error(matcher, "its result's chroma holds values outside 0 to 1")
+        fields["chroma"] = chroma.astype(np.float64, copy=False)
     if result.assignment is not None:
         from ._assign import Assignment
 
@@ -445,7 +454,7 @@ def _checked_result(matcher: Matcher, result: object, args: tuple[Any, ...]) -> 
 
 #: Settings a preset may ask for that some matchers cannot honour.
 PRESET_WISHES = ("max_uses", "min_uses", "min_spacing", "tint", "tint_max", "contrast",
-                 "metric", "augment")
+                 "chroma", "metric", "augment")
 
 
 def fitted_matcher(options: MosaicOptions) -> tuple[Matcher, MosaicOptions, tuple[str, ...]]:

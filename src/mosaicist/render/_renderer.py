@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import paths
-from ..colour import from_space, to_space
+from ..colour import from_space, grey_parts, to_space
 from ..errors import MosaicistError, OptionError, shown_type
 from ..imaging import content_hash, read_target
 from ..library import TileStamp, stored_stamps, stored_windows
@@ -46,8 +46,9 @@ def dress_tiles(
     tint: np.ndarray | None = None,
     metric: str = "seed",
     gain: np.ndarray | None = None,
+    chroma: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Apply each tile's transform, contrast gain and tint shift.
+    """Apply each tile's transform, contrast gain, chroma factor and tint shift.
 
     Parameters
     ----------
@@ -64,6 +65,15 @@ def dress_tiles(
     gain : numpy.ndarray, optional
         ``(k, 3)`` factors on each tile's spread around its mean, per
         channel of that colour space, applied before the shift.
+    chroma : numpy.ndarray, optional
+        ``(k,)`` factors on each tile's chroma around its mean (each pixel's
+        deviation less the grey of its lightness: :func:`mosaicist.colour.grey_parts`),
+        applied after the gains.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(k, H, W, 3)`` uint8 sRGB tiles as drawn.
     """
     out = np.asarray(tiles)
     if transforms is not None and np.any(transforms):
@@ -73,21 +83,40 @@ def dress_tiles(
                 chosen = transforms == code
                 out[chosen] = apply_transform(out[chosen], code)
     gained = gain is not None and bool((gain != 1.0).any())
-    if gained or (tint is not None and np.any(tint)):
+    paled = chroma is not None and bool((chroma != 1.0).any())
+    if gained or paled or (tint is not None and np.any(tint)):
         # A fresh array, changed in place: the numbers of ``mean + gain * (values -
         # mean) + tint``, without a temporary the size of the tiles per step (on the
         # default preset's tiles half the time).
         values = to_space(out, metric)
-        if gained:
-            assert gain is not None
+        if gained or paled:
             mean = values.mean(axis=(1, 2), keepdims=True)
             values -= mean
-            values *= gain[:, None, None, :]
+            if gained:
+                assert gain is not None
+                values *= gain[:, None, None, :]
+            if paled:
+                assert chroma is not None
+                _scale_chroma(values, chroma, metric)
             values += mean
         if tint is not None:
             values += tint[:, None, None, :]
         out = from_space(values, metric, overwrite=True)
     return out
+
+
+def _scale_chroma(deviations: np.ndarray, chroma: np.ndarray, metric: str) -> np.ndarray:
+    """Scale the chroma of ``(k, H, W, 3)`` deviations by ``(k,)`` factors, in place.
+
+    ``d -> s d + (1 - s) (w @ d) g`` (:func:`mosaicist.colour.grey_parts`):
+    each pixel keeps its lightness, its chroma is scaled.
+    """
+    grey, weights = grey_parts(metric)
+    factor = chroma[:, None, None, None]
+    lightness = deviations @ weights
+    deviations *= factor
+    deviations += (1.0 - factor) * lightness[..., None] * grey
+    return deviations
 
 
 @dataclass
@@ -172,6 +201,7 @@ class MosaicRenderer:
                 dressed = dress_tiles(
                     pictures, placements.transform[cells],
                     placements.tint[cells], self.metric, placements.gain[cells],
+                    placements.chroma[cells],
                 )
                 band[:, start:stop] = dressed.transpose(1, 0, 2, 3)
             rows = band.reshape(tile_height, cols * tile_px, 3)
@@ -220,7 +250,7 @@ class MosaicRenderer:
                         pictures = np.rint(blocks.mean(axis=(2, 4))).astype(np.uint8)
                     dressed = dress_tiles(pictures, placements.transform[part],
                                           placements.tint[part], self.metric,
-                                          placements.gain[part])
+                                          placements.gain[part], placements.chroma[part])
                     ys = top[part][:, None, None] + np.arange(height)[None, :, None]
                     xs = left[part][:, None, None] + np.arange(across)[None, None, :]
                     band[ys, xs] = dressed

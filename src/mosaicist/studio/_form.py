@@ -34,6 +34,7 @@ LABELS = {
     "tint": "Colour correction",
     "tint_max": "Stronger correction where needed",
     "contrast": "Contrast correction",
+    "chroma": "Colour variation correction",
     "max_uses": "Most uses of one photo",
     "min_uses": "Least uses of every photo",
     "min_spacing": "Distance between repeats",

@@ -61,7 +61,7 @@ from threadpoolctl import threadpool_limits
 from .._runtime import worker_count
 from ..adaptive import check_adaptive
 from ..aspect import height_for
-from ..colour import METRICS, encoded_unit, lightness_axis, to_space
+from ..colour import METRICS, chroma_projection, encoded_unit, lightness_axis, to_space
 from ..errors import MosaicistError, OptionError
 from ..imaging import read_target
 from ..library import TileLibrary
@@ -604,11 +604,22 @@ class Previewer:
             factor = np.broadcast_to(np.asarray(strength, np.float64), (len(chosen),))
             shifts = factor[:, None] * (cell_means - tile_means) * encoded_unit(options.metric)
         codes = np.asarray(search.transforms, np.int8)[chosen_variant]
-        dressed = dress_tiles(small, codes, shifts, options.metric, gain)
+        under = None
+        chroma = None
+        if options.chroma or options.overlay:
+            under = resample(crop, rows * tile_height, cols * tile_px)
+        if options.chroma:
+            assert under is not None
+            cells = np.clip(np.rint(under), 0, 255).astype(np.uint8).reshape(
+                rows, tile_height, cols, tile_px, 3).transpose(0, 2, 1, 3, 4).reshape(
+                rows * cols, tile_height, tile_px, 3)
+            # A flip or turn moves pixels, not their spread: the factor is the same.
+            chroma = _chroma_factors(cells, small, gain, options.chroma, options.metric)
+        dressed = dress_tiles(small, codes, shifts, options.metric, gain, chroma)
         picture = dressed.reshape(rows, cols, tile_height, tile_px, 3).transpose(0, 2, 1, 3, 4) \
             .reshape(rows * tile_height, cols * tile_px, 3)
         if options.overlay:
-            under = resample(crop, picture.shape[0], picture.shape[1])
+            assert under is not None
             picture = np.clip(np.rint((1 - options.overlay) * picture + options.overlay * under),
                               0, 255).astype(np.uint8)
         return np.ascontiguousarray(picture)
@@ -812,6 +823,29 @@ def _gains(cell_spread: np.ndarray, tile_spread: np.ndarray, strength: float) ->
     ratio = np.sqrt(np.divide(cell_spread, tile_spread, out=np.ones_like(tile_spread),
                               where=tile_spread > 0))
     return np.clip(ratio.astype(np.float64) ** strength, *GAIN_LIMITS)
+
+
+def _chroma_factors(cells: np.ndarray, tiles: np.ndarray, gain: np.ndarray | None,
+                    strength: float, metric: str) -> np.ndarray:
+    """Each drawn tile's chroma factor, as ``make``'s ``chroma_factors`` (:mod:`.match._contrast`).
+
+    From the preview's own pixels: ``cells`` and ``tiles`` are ``(N, h, w, 3)``
+    uint8 at the drawn size, ``gain`` the tiles' contrast gains (or None).
+    """
+    chroma = chroma_projection(metric)
+
+    def chroma_energy(pictures: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
+        values = to_space(pictures, metric).reshape(len(pictures), -1, 3)
+        values -= values.mean(axis=1, keepdims=True)
+        if scale is not None:
+            values *= scale[:, None, :]
+        across = values @ chroma.T
+        return (across * across).sum(axis=(1, 2))
+
+    wanted, drawn = chroma_energy(cells, None), chroma_energy(tiles, gain)
+    ratio = np.ones(len(tiles))
+    np.divide(wanted, drawn, out=ratio, where=drawn > 0)
+    return np.minimum(np.sqrt(ratio), 1.0) ** strength
 
 
 def _held_back(cell_means: np.ndarray, tile_means: np.ndarray, tile_spread: np.ndarray,
