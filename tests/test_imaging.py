@@ -7,6 +7,7 @@ import io
 import struct
 import sys
 import threading
+import warnings
 import zlib
 
 import numpy as np
@@ -563,3 +564,52 @@ def test_avif_pictures_are_read(tmp_path):
     path = tmp_path / "photo.avif"
     Image.fromarray(picture).save(path, quality=95)
     assert_read_as(path, picture, 12)
+
+
+def test_target_paths_from_home_urls_and_empty_text(tmp_path, monkeypatch):
+    # "~" was taken literally (tile folders and the cache expand it), a URL was
+    # mangled into "https:/host/x.png: target file not found", and "" read as
+    # the current folder: "target is a directory".
+    monkeypatch.setenv("HOME", str(tmp_path))
+    Image.fromarray(gradient(12, 8)).save(tmp_path / "home.png")
+    assert np.array_equal(read_target("~/home.png"), gradient(12, 8))
+    assert target_size("~/home.png") == (12, 8)
+    for read in (read_target, target_size):
+        with pytest.raises(MosaicistError) as caught:
+            read("https://example.com/bear.jpg")
+        assert str(caught.value) == ("https://example.com/bear.jpg: target is a URL; only "
+                                     "local files are read (download it first)")
+        with pytest.raises(MosaicistError, match="^the target path is empty$"):
+            read("")
+        # A user who does not exist: the path as written, not a RuntimeError from pathlib.
+        with pytest.raises(MosaicistError, match="^~nobody-here/x.png: target file not found$"):
+            read("~nobody-here/x.png")
+
+
+def test_premultiplied_grey_with_alpha_is_composited_like_its_straight_mode():
+    # "La" was listed with the modes composited over white, but Pillow cannot
+    # turn it into RGBA: a ValueError from Pillow instead of a picture.
+    straight = Image.fromarray(np.stack([np.full((4, 6), 100, np.uint8),
+                                         np.full((4, 6), 128, np.uint8)], -1), "LA")
+    premultiplied = straight.convert("La")
+    assert np.array_equal(np.asarray(to_rgb(premultiplied)),
+                          np.asarray(to_rgb(premultiplied.convert("LA"))))
+    assert np.asarray(to_rgb(premultiplied)).max() > 100  # blended toward white
+
+
+def test_float_greyscale_of_no_numbers_is_black_without_a_warning():
+    nothing = Image.fromarray(np.full((3, 4), np.nan, np.float32), "F")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not np.asarray(to_rgb(nothing)).any()
+
+
+def test_a_target_name_the_system_refuses_is_one_line(tmp_path):
+    # pathlib's exists() raised OSError ENAMETOOLONG (and ELOOP was "not found").
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    for name, reason in (("a" * 300 + ".png", "File name too long"),
+                         ("loop", "Too many levels of symbolic links")):
+        for read in (read_target, target_size):
+            with pytest.raises(MosaicistError) as caught:
+                read(tmp_path / name)
+            assert str(caught.value) == f"{tmp_path / name}: cannot open target: {reason}"

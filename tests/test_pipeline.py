@@ -794,3 +794,98 @@ def test_the_api_reports_the_time_it_drew_for_and_a_total(tmp_path, target):
     mosaic = make_mosaic(target, folder, cell_px=8, tile_px=8, cache_dir=tmp_path / "c",
                          compute_metrics=False)
     assert mosaic.image.shape[2] == 3 and mosaic.report()["timings"]["render"] > 0
+
+
+def test_a_target_array_changed_afterwards_changes_nothing(tmp_path, target):
+    # The overlay and the metrics read the caller's array when drawn: a buffer
+    # reused for the next frame changed a finished mosaic's picture and SSIM.
+    folder = make_colour_folder(tmp_path / "tiles", 20, size=8)
+    settings = {"cell_px": 8, "tile_px": 8, "overlay": 0.5, "cache_dir": tmp_path / "c"}
+    kept = make_mosaic(target.copy(), folder, **settings)
+    reused = target.copy()
+    mosaic = make_mosaic(reused, folder, **settings)
+    reused[:] = 0
+    assert np.array_equal(mosaic.image, kept.image)
+    assert mosaic.metrics == kept.metrics
+
+
+@pytest.mark.parametrize("kind", ["array", "picture"])
+def test_array_and_picture_targets_are_held_to_the_pixel_limit(tmp_path, target, kind):
+    # Only files were checked: a broadcast view of 10^10 pixels costs nothing to
+    # pass and was copied whole into cells.
+    given = target if kind == "array" else Image.fromarray(target)
+    folder = make_colour_folder(tmp_path / "tiles", 4, size=8)
+    with pytest.raises(OptionError) as caught:
+        make_mosaic(given, folder, cell_px=8, tile_px=8, max_target_pixels=100,
+                    cache_dir=tmp_path / "c")
+    assert str(caught.value) == ("target: 56x40 = 2,240 pixels is over the target limit of 100 "
+                                 "pixels (raise it with max_target_pixels)")
+    assert not (tmp_path / "c").exists()
+    huge = np.broadcast_to(target[:1, :1], (100_000, 100_000, 3))
+    with pytest.raises(OptionError, match="is over the target limit"):
+        make_mosaic(huge, folder, cell_px=8, tile_px=8, cache_dir=tmp_path / "c")
+
+
+def test_target_paths_from_home_are_read_and_recorded(tmp_path, target, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    Image.fromarray(target).save(tmp_path / "bear.png")
+    folder = make_colour_folder(tmp_path / "tiles", 4, size=8)
+    mosaic = make_mosaic("~/bear.png", folder, cell_px=8, tile_px=8, cache_dir=tmp_path / "c")
+    assert mosaic.placements.target == str((tmp_path / "bear.png").resolve())
+
+
+class _BytesPath:
+    def __fspath__(self) -> bytes:
+        return b"bear.png"
+
+
+def test_a_path_object_naming_bytes_is_refused_by_name(tmp_path, target):
+    folder = make_colour_folder(tmp_path / "tiles", 4, size=8)
+    with pytest.raises(OptionError) as caught:
+        make_mosaic(_BytesPath(), folder, cell_px=8, tile_px=8, cache_dir=tmp_path / "c")
+    assert str(caught.value) == ("target must be a path, an (H, W, 3) uint8 array or a PIL "
+                                 "image, got a _BytesPath naming bytes")
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=8, cache_dir=tmp_path / "c")
+    for path in (b"out.png", _BytesPath()):
+        with pytest.raises(OptionError, match="^path must be a path"):
+            mosaic.write(path)
+        with pytest.raises(OptionError, match="^path must be a path"):
+            mosaic.write_report(path)
+
+
+def test_mosaic_outputs_under_home_and_unwritable_reports(tmp_path, target, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    folder = make_colour_folder(tmp_path / "tiles", 4, size=8)
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=8, cache_dir=tmp_path / "c")
+    mosaic.write("~/out.png")
+    mosaic.write_report("~/out.json")
+    assert (tmp_path / "out.png").is_file() and (tmp_path / "out.json").is_file()
+    # Raw FileNotFoundError / IsADirectoryError naming a hidden temporary before.
+    for path, reason in ((tmp_path / "no" / "r.json", "No such file or directory"),
+                         (tmp_path, "a folder, not a file")):
+        with pytest.raises(MosaicistError) as caught:
+            mosaic.write_report(path)
+        assert str(caught.value) == f"{path}: cannot write the report: {reason}"
+    # Extra keys: NumPy scalars and arrays are numbers and lists; anything else is named.
+    mosaic.write_report(tmp_path / "r.json", wall=np.float32(1.5), sizes=np.arange(2))
+    written = __import__("json").loads((tmp_path / "r.json").read_text())
+    assert written["wall"] == 1.5 and written["sizes"] == [0, 1]
+    with pytest.raises(OptionError) as caught:
+        mosaic.write_report(tmp_path / "bad.json", when={1})
+    assert str(caught.value) == "write_report's when is not JSON data: a set"
+    assert not (tmp_path / "bad.json").exists()
+
+
+def test_a_picture_that_cannot_be_read_is_one_error_naming_the_target(tmp_path, target):
+    # A lazily opened picture whose file is cut short, or one already closed:
+    # Pillow's OSError / ValueError came out of make_mosaic as they were.
+    folder = make_colour_folder(tmp_path / "tiles", 4, size=8)
+    whole = io.BytesIO()
+    Image.fromarray(target).save(whole, "PNG")
+    cut = Image.open(io.BytesIO(whole.getvalue()[:len(whole.getvalue()) // 2]))
+    closed = Image.open(io.BytesIO(whole.getvalue()))
+    closed.close()
+    for picture in (cut, closed):
+        with pytest.raises(MosaicistError, match="^target: cannot read the picture: ") as caught:
+            make_mosaic(picture, folder, cell_px=8, tile_px=8, cache_dir=tmp_path / "c")
+        assert "\n" not in str(caught.value)

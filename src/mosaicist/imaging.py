@@ -42,6 +42,8 @@ import importlib
 import io
 import math
 import os
+import re
+import stat
 import threading
 import zlib
 from collections.abc import Callable, Iterator
@@ -80,6 +82,8 @@ class ImageReadError(Exception):
 
 
 def _white_background(image: Image.Image) -> Image.Image:
+    if image.mode == "La":
+        image = image.convert("LA")  # Pillow has no La -> RGBA conversion
     rgba = image.convert("RGBA")
     background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(background, rgba).convert("RGB")
@@ -134,7 +138,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if mode.startswith("I") or mode == "F":
         values = np.asarray(image, dtype=np.float64)
         if mode == "F":
-            scale = 255.0 if values.size and np.nanmax(values) <= 1.0 else 1.0
+            # The maximum without NaNs (and without nanmax's warning when all are NaN).
+            top = np.max(values, where=~np.isnan(values), initial=-np.inf)
+            scale = 255.0 if values.size and top <= 1.0 else 1.0
         else:
             scale = 255.0 / 65535.0
         grey = np.clip(np.nan_to_num(values * scale), 0, 255)
@@ -862,13 +868,47 @@ def content_hash(data: bytes | memoryview) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
+#: A URL's scheme: ``https://``, ``file://``... (a Windows drive, ``C:\\``, has no ``//``).
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def target_path(path: str | os.PathLike[str]) -> Path:
+    """A target's path as it is read: ``~`` expanded, as tile folders and the cache are.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The target as given.
+
+    Raises
+    ------
+    MosaicistError
+        For an empty path (``Path("")`` is the current folder) or a URL
+        (``Path`` would fold its ``//`` into a name that is never found).
+    """
+    text = os.fsdecode(path)  # a bytes path, as Python's own file functions take one
+    if text == "":
+        raise MosaicistError("the target path is empty")
+    if _URL.match(text):
+        raise MosaicistError(f"{text}: target is a URL; only local files are read "
+                             "(download it first)")
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # "~user" of no user here: the path as written, found or not
+        return Path(text)
+
+
 def _existing_target(path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise MosaicistError(f"{path}: target file not found")
-    if path.is_dir():
+    path = target_path(path)
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise MosaicistError(f"{path}: target file not found") from None
+    except OSError as error:  # a name too long, a loop of links: pathlib's exists() raised
+        raise MosaicistError(f"{path}: cannot open target: {error.strerror or error}") from None
+    if stat.S_ISDIR(mode):
         raise MosaicistError(f"{path}: target is a directory, not an image")
-    if not path.is_file():
+    if not stat.S_ISREG(mode):
         # A pipe would be read twice (header, then pixels), and one nobody writes to
         # would block forever.
         raise MosaicistError(f"{path}: target is not a regular file (a pipe or device); "
@@ -877,11 +917,30 @@ def _existing_target(path: str | os.PathLike[str]) -> Path:
 
 
 def _over_target_limit(path: Path, error: PixelLimitError) -> OptionError:
+    return over_target_limit(str(path), error.width, error.height, error.limit)
+
+
+def over_target_limit(name: str, width: int, height: int, limit: int) -> OptionError:
+    """The error for a target ``name`` of ``width`` by ``height`` pixels, over ``limit``.
+
+    Parameters
+    ----------
+    name : str
+        The target as messages name it (its path, or ``target`` for an array).
+    width, height : int
+        Its size in pixels.
+    limit : int
+        The ``max_target_pixels`` setting.
+
+    Returns
+    -------
+    OptionError
+        Naming ``max_target_pixels``, the setting that raises the limit.
+    """
     return OptionError(
         "{path}: {width}x{height} = {pixels} pixels is over the target limit of {limit} "
         "pixels (raise it with {max_target_pixels})",
-        path=str(path), width=error.width, height=error.height,
-        pixels=f"{error.width * error.height:,}", limit=f"{error.limit:,}",
+        path=name, width=width, height=height, pixels=f"{width * height:,}", limit=f"{limit:,}",
     )
 
 
@@ -902,6 +961,34 @@ def _rgb_array(image: Image.Image) -> np.ndarray:
         bottom = min(height, top + rows)
         out[top:bottom] = np.asarray(image.crop((0, top, width, bottom)))
     return out
+
+
+def picture_array(image: Image.Image, name: str = "target",
+                  max_pixels: int = TARGET_MAX_PIXELS) -> np.ndarray:
+    """A caller's Pillow image of any mode as an ``(H, W, 3)`` uint8 RGB array.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        The picture, loaded or still lazily opened (decoded here).
+    name : str
+        How messages name it.
+    max_pixels : int
+        Most pixels it may have (the ``max_target_pixels`` setting); Pillow's
+        own decompression-bomb limit gives way to it.
+
+    Raises
+    ------
+    MosaicistError
+        In one line naming ``name``, when its pixels cannot be decoded (a
+        file cut short, an image already closed).
+    """
+    try:
+        with _PILLOW_LIMIT.allowing(max_pixels):
+            image.load()
+        return np.asarray(to_rgb(image), dtype=np.uint8)
+    except _DECODE_ERRORS as error:
+        raise MosaicistError(f"{name}: cannot read the picture: {_describe(error)}") from None
 
 
 def read_target(

@@ -30,9 +30,9 @@ import numpy as np
 from PIL import Image
 
 from .colour import encoded_unit
-from .errors import OptionError, printable, shown_type
+from .errors import MosaicistError, OptionError, printable, shown_type
 from .grid import Grid, make_grid
-from .imaging import read_target, target_size, to_rgb
+from .imaging import over_target_limit, picture_array, read_target, target_path, target_size
 from .library import TileLibrary
 from .match import Assignment, Matcher, MatchRequest, MatchResult, fitted_matcher
 from .match._capped import fit_limits, with_spacing_giving_way
@@ -154,10 +154,11 @@ class Mosaic:
         Parameters
         ----------
         path : str or path-like
-            The output file; its suffix names the format.
+            The output file (``~`` expanded); its suffix names the format.
         show_progress : bool
             Draw a progress bar.
         """
+        path = _output_path(path)
         started = time.perf_counter()
         measurement = self._measurement
         if measurement is None or measurement.renderer is not self.renderer:
@@ -217,14 +218,61 @@ class Mosaic:
         Parameters
         ----------
         path : str or path-like
-            The JSON file to write.
+            The JSON file to write (``~`` expanded).
         **extra : object
             Top-level keys added to the report (a caller's wall-clock time,
-            say); one named like a key of the report replaces it.
+            say); one named like a key of the report replaces it. NumPy
+            scalars and arrays are written as numbers and lists.
+
+        Raises
+        ------
+        OptionError
+            For a ``path`` that is no path, or an ``extra`` value that is not
+            JSON data (before anything is written).
+        MosaicistError
+            When the file cannot be written.
         """
-        report = self.report() | extra
-        with atomic_path(path) as temporary:
-            Path(temporary).write_text(json.dumps(report, indent=2) + "\n")
+        path = _output_path(path)
+        for key, value in extra.items():
+            try:
+                json.dumps(value, default=_json_value)
+            except (TypeError, ValueError):
+                raise OptionError("write_report's {key} is not JSON data: {value}",
+                                  key=key, value=shown_type(value)) from None
+        text = json.dumps(self.report() | extra, indent=2, default=_json_value) + "\n"
+        try:
+            with atomic_path(path) as temporary:
+                Path(temporary).write_text(text)
+        except IsADirectoryError:
+            raise MosaicistError(f"{path}: cannot write the report: a folder, not a file") \
+                from None
+        except OSError as error:
+            raise MosaicistError(f"{path}: cannot write the report: "
+                                 f"{error.strerror or error}") from None
+
+
+def _json_value(value: object) -> object:
+    """A NumPy scalar or array as JSON holds it (a caller's extra report keys)."""
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON data")
+
+
+def _output_path(path: object) -> Path:
+    """An output ``path`` of :class:`Mosaic`, ``~`` expanded as the cache's and tile folders' are.
+
+    Anything but a text or a path object naming text is refused by name,
+    rather than as pathlib's ``TypeError``.
+    """
+    text = os.fspath(path) if isinstance(path, str | os.PathLike) else None
+    if not isinstance(text, str):
+        shown = shown_type(path) + (" naming bytes" if isinstance(path, os.PathLike) else "")
+        raise OptionError("{path} must be a path (a text or a path object), got {value}",
+                          value=shown)
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # "~user" of no user here: the name as written
+        return Path(text)
 
 
 def _assignment_report(assignment: Assignment | None) -> dict[str, Any] | None:
@@ -267,8 +315,11 @@ def make_mosaic(
     Parameters
     ----------
     target : path-like, numpy.ndarray or PIL.Image.Image
-        The picture to reproduce: a file, an ``(H, W, 3)`` uint8 RGB array, or
-        a picture (of any mode; converted to RGB).
+        The picture to reproduce: a file (``~`` is expanded; a URL is
+        refused), an ``(H, W, 3)`` uint8 RGB array, or a picture (of any
+        mode; converted to RGB). An array or picture is held to
+        ``max_target_pixels`` as a file is, and the part of it used is
+        copied: changing it afterwards changes nothing in the mosaic.
     tiles : str, path-like, TileSource or TileLibrary
         A source spec (``"cifar10"``, a folder, ``"file.h5:images"``...) or an
         opened library.
@@ -350,7 +401,7 @@ def _make_mosaic(
     name = str(target) if isinstance(target, (str, os.PathLike)) else None
     label = name or label or "target"
     given = options
-    reading = _TargetReading(target, options.max_target_pixels)
+    reading = _TargetReading(target, options.max_target_pixels, label)
     # Cells and tiles asked for as a count or a print size become pixels here,
     # from the target's size; a print crops the target to its shape first.
     sizes, options = _plan(given, reading.size, label, quiet)
@@ -363,8 +414,12 @@ def _make_mosaic(
         sizes, options = _plan(given, (pixels.shape[1], pixels.shape[0]), label, quiet)
         library = _open_library(tiles, options, cache_dir, show_progress, quiet)
     left, top, width, height = sizes.crop
-    grid = make_grid(pixels[top:top + height, left:left + width], options.cell_px,
-                     name=label, cell_height=options.cell_height)
+    region = pixels[top:top + height, left:left + width]
+    if isinstance(target, np.ndarray):
+        # The overlay and the metrics read the target when drawn: the caller's
+        # buffer (a video's next frame, say) must not change a finished mosaic.
+        region = np.array(region)
+    grid = make_grid(region, options.cell_px, name=label, cell_height=options.cell_height)
     # Offsets in the whole target, as placements and crops of it expect.
     grid = replace(grid, left=grid.left + left, top=grid.top + top)
     index_done = time.perf_counter()
@@ -394,8 +449,8 @@ def _make_mosaic(
                                         options.tile_px, options.tile_height)
         if small:
             print(printable(f"mosaicist: warning: {small}"), file=sys.stderr)
-    crop = pixels[grid.top:grid.top + grid.rows * grid.cell_height,
-                  grid.left:grid.left + grid.cols * grid.cell_px]
+    crop = region[grid.top - top:grid.top - top + grid.rows * grid.cell_height,
+                  grid.left - left:grid.left - left + grid.cols * grid.cell_px]
     source_root = request.library.source.local_root()
     at_match_size = _renderer(
         placements, IndexPictures(request.library.tiles, placements.tile), options, crop,
@@ -448,6 +503,10 @@ def _check_inputs(target: object, tiles: object, cache_dir: object = None) -> No
     if not isinstance(target, str | os.PathLike | np.ndarray | Image.Image):
         raise OptionError("{target} must be a path, an (H, W, 3) uint8 array or a PIL image, "
                           "got {value}", value=shown_type(target))
+    if isinstance(target, os.PathLike) and not isinstance(os.fspath(target), str):
+        # Else pathlib's TypeError, naming no parameter.
+        raise OptionError("{target} must be a path, an (H, W, 3) uint8 array or a PIL image, "
+                          "got {value} naming bytes", value=shown_type(target))
     if isinstance(target, np.ndarray):
         _check_target_array(target)
     if not isinstance(tiles, str | os.PathLike | TileSource | TileLibrary):
@@ -495,12 +554,12 @@ class _TargetReading:
     thread and raises what the decoding raised.
     """
 
-    def __init__(self, target: Target, max_pixels: int) -> None:
+    def __init__(self, target: Target, max_pixels: int, label: str = "target") -> None:
         self._pixels: np.ndarray | None = None
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         if not isinstance(target, (str, os.PathLike)):
-            self._pixels = _as_target(target, max_pixels)
+            self._pixels = _as_target(target, max_pixels, label)
             self.size = (self._pixels.shape[1], self._pixels.shape[0])
             return
         self.size = target_size(target, max_pixels)
@@ -525,12 +584,20 @@ class _TargetReading:
         return self._pixels
 
 
-def _as_target(target: Target, max_pixels: int) -> np.ndarray:
+def _as_target(target: Target, max_pixels: int, label: str = "target") -> np.ndarray:
     if isinstance(target, np.ndarray):
         _check_target_array(target)
+    if isinstance(target, np.ndarray | Image.Image):
+        # The limit holds for pictures in memory too: a broadcast view of any
+        # size costs nothing to pass, but its cells would be copied whole.
+        width, height = ((target.shape[1], target.shape[0]) if isinstance(target, np.ndarray)
+                         else target.size)
+        if width * height > max_pixels:
+            raise over_target_limit(label, width, height, max_pixels)
+    if isinstance(target, np.ndarray):
         return target
     if isinstance(target, Image.Image):
-        return np.asarray(to_rgb(target), dtype=np.uint8)
+        return picture_array(target, label, max_pixels)
     return read_target(target, max_pixels)
 
 
@@ -574,7 +641,7 @@ def _placements(request: MatchRequest, result: MatchResult, target: str | None) 
         grid.rows, grid.cols, tile, result.distance, source_ids, transform, shifts,
         gain=result.gain, chroma=result.chroma, options=options,
         source=source_spec(library.source),
-        target=None if target is None else str(Path(target).resolve()),
+        target=None if target is None else str(target_path(target).resolve()),
         crop=(grid.left, grid.top),
         # Read from the index when a JSON file asks for them (56 ms for 5,040 tiles),
         # where the tiles are files a user may edit (not a dataset's or an array's).
