@@ -150,3 +150,13 @@ def test_cell_size_of_another_type_is_refused_by_name(cell_px):
     with pytest.raises(MosaicistError, match="cell_px must be a whole number"):
         make_grid(picture, cell_px)
     assert make_grid(picture, np.int64(16)).cols == 4
+
+
+@pytest.mark.parametrize("target", [np.zeros((8, 8), np.uint8), np.zeros((8, 8, 4), np.uint8),
+                                    np.zeros((8, 8, 3), np.float32), [[0, 0, 0]]])
+def test_make_grid_refuses_what_is_no_rgb_picture_by_name(target):
+    # A reshape's ValueError or an AttributeError from inside make_grid.
+    from mosaicist.errors import OptionError
+
+    with pytest.raises(OptionError, match="target must be an"):
+        make_grid(target, 4)

@@ -668,3 +668,16 @@ def test_cli_score_refuses_a_huge_declared_size_without_an_unusable_hint(scored,
     assert "100000x100000 = 10,000,000,000 pixels is over the limit" in error[0], error[0]
     assert f"a {huge} may have to be scored" in error[0], error[0]
     assert "max_target_pixels" not in error[0] and "max-target-pixels" not in error[0]
+
+
+def test_score_names_a_mosaic_that_is_no_path(tmp_path):
+    # An array (a mosaic in memory) raised pathlib's TypeError, naming no parameter.
+    from mosaicist.errors import OptionError
+    from mosaicist.metrics import score_mosaic
+
+    target = tmp_path / "t.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(target)
+    with pytest.raises(OptionError, match="mosaic_path must be a path"):
+        score_mosaic(np.zeros((8, 8, 3), np.uint8), target, 4)
+    with pytest.raises(OptionError, match="target_path must be a path"):
+        score_mosaic(target, 5, 4)

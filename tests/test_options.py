@@ -442,3 +442,11 @@ def test_adaptive_cells_with_a_minimum_of_uses_are_refused_by_the_settings():
         MosaicOptions(adaptive=1, min_uses=1)
     assert refused.value.message() == "adaptive does not combine with min_uses yet"
     assert MosaicOptions(adaptive=1).min_uses == 0
+
+
+def test_unknown_keywords_of_the_options_suggest_the_setting():
+    # Python's own TypeError suggested nothing; replace() and make_mosaic() did.
+    with pytest.raises(TypeError, match=r"max_use \(did you mean max_uses\?\)") as caught:
+        MosaicOptions(max_use=1)
+    assert isinstance(caught.value, OptionError)
+    assert MosaicOptions(max_uses=3).max_uses == 3

@@ -808,3 +808,14 @@ def test_dataset_tiles_of_an_aspect_with_windows_and_signatures(tmp_path: Path) 
     tall = list(array.decode(array.scan(), 8, (2, 3), "subject"))
     assert [tile.pixels.shape for tile in tall] == [(12, 8, 3)] * 3
     assert all(tile.window.height == 12 and tile.window.width == 8 for tile in tall)
+
+
+@pytest.mark.parametrize("spec", ["~no-such-user-of-mosaicist/photos",
+                                  "~no-such-user-of-mosaicist/tiles.npy"])
+def test_a_home_of_no_user_is_a_source_not_found(spec):
+    # Path.expanduser raised "RuntimeError: Could not determine home directory."
+    from mosaicist.errors import MosaicistError
+    from mosaicist.sources import open_source
+
+    with pytest.raises(MosaicistError, match="no-such-user-of-mosaicist"):
+        open_source(spec, None)

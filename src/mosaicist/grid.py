@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import MosaicistError, check_range
+from .errors import MosaicistError, OptionError, check_range, shown_type
 from .options import CELL_PX_RANGE
 
 
@@ -88,6 +88,13 @@ def make_grid(
         When the target is smaller than one cell.
     """
     check_range("cell_px", cell_px, *CELL_PX_RANGE, "pixels", whole=True)
+    if not isinstance(target, np.ndarray) or target.ndim != 3 or target.shape[2] != 3 \
+            or target.dtype != np.uint8:
+        # Else a reshape's ValueError (or an AttributeError) from deep inside.
+        shape = getattr(target, "shape", None)
+        kind = f"shape {shape}, dtype {target.dtype}" if isinstance(target, np.ndarray) \
+            else shown_type(target)
+        raise OptionError("{target} must be an (H, W, 3) uint8 array, got {kind}", kind=kind)
     cell_h = cell_px if cell_height is None else cell_height
     if cell_h < 1:
         raise ValueError(f"cell_height must be at least 1, got {cell_h}")

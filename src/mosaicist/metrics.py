@@ -105,7 +105,7 @@ from PIL import Image
 
 from ._runtime import worker_count
 from .aspect import format_aspect, height_for, parse_aspect
-from .errors import MosaicistError, OptionError, check_range
+from .errors import MosaicistError, OptionError, check_range, shown_type
 from .grid import area_weights, make_grid
 from .imaging import read_target
 from .options import CELL_PX_RANGE
@@ -777,6 +777,10 @@ def _read_scored(path: str | os.PathLike[str], what: str) -> np.ndarray:
     Its limit on pixels is ``max_target_pixels``'s default: ``score`` has no
     such setting, so the message does not tell the user to raise it.
     """
+    if not isinstance(path, str | os.PathLike) or not isinstance(os.fspath(path), str):
+        # An array (a mosaic in memory) failed in pathlib, naming no parameter.
+        raise OptionError("{" + what + "_path} must be a path to a picture file, got {value}",
+                          value=shown_type(path))
     try:
         return read_target(path)
     except OptionError as error:

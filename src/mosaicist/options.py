@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -663,6 +664,26 @@ class MosaicOptions:
             values.setdefault(declared.name, "seed" if declared.name == "preset"
                               else declared.default)
         return cls(**values)
+
+
+def _checked_init(generated: Callable[..., None]) -> Callable[..., None]:
+    """The dataclass's ``__init__``, refusing unknown keywords with the nearest setting's name.
+
+    Python's own ``TypeError`` ("unexpected keyword argument 'max_use'")
+    suggested nothing, where :meth:`MosaicOptions.replace` and ``make_mosaic``
+    do.
+    """
+    @functools.wraps(generated)
+    def init(self: MosaicOptions, *args: Any, **kwargs: Any) -> None:
+        unknown = set(kwargs) - set(_fields())
+        if unknown:
+            raise unknown_settings(unknown)
+        generated(self, *args, **kwargs)
+
+    return init
+
+
+MosaicOptions.__init__ = _checked_init(MosaicOptions.__init__)  # type: ignore[method-assign]
 
 
 @cache
