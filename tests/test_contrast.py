@@ -513,6 +513,35 @@ def test_chroma_factors_match_brute_force(cell_px, tile_px, strength, metric):
     assert (off == 1.0).all() and (unchanged == 0.0).all()
 
 
+@pytest.mark.parametrize("metric", ["seed", "lab", "oklab"])
+@pytest.mark.parametrize(("cell_px", "tile_px"), [(8, 16), (4, 4), (16, 32)])
+def test_chroma_factors_of_grey_and_flat_cells_are_exactly_0(metric, cell_px, tile_px):
+    # A cell without chroma (grey, or one flat colour) has |Q c~|^2 = 0, so s = 0 for every
+    # K > 0; float cancellation once left it at 1e-16 or so, which a small K lifts to most
+    # of the tile's colours (K = 0.01: 0.83 in sRGB).
+    rng = np.random.default_rng(cell_px + tile_px)
+    tiles = smooth_images(rng, 40, tile_px, noise=25)
+    cells = smooth_images(rng, 300, cell_px, noise=30)
+    cells[:200] = cells[:200].mean(axis=-1, keepdims=True).astype(np.uint8)  # grey (sRGB)
+    cells[200:] = rng.integers(0, 256, (100, 1, 1, 3), dtype=np.uint8)  # flat colours
+    geometry = Geometry(cell_px, tile_px)
+    features = compute_features(encode(tiles, metric), geometry)
+    cell_vectors = encode(geometry.cell_vectors(cells), metric)
+    picks = rng.integers(0, len(tiles), len(cells))
+    gain = rng.uniform(0.25, 4.0, (len(cells), 3))
+    for strength in (1.0, 0.1, 0.01):
+        factor, change = _contrast.chroma_factors(cell_vectors, encode(tiles, metric), geometry,
+                                                  features, picks, gain, strength, metric)
+        assert (factor == 0.0).all(), (strength, factor.max())
+        for row in range(200, 210):
+            upscaled = cell_vectors[row].repeat(geometry.factor, 0).repeat(geometry.factor, 1)
+            _, after = brute_chroma(upscaled, encode(tiles, metric)[picks[row]], gain[row],
+                                    strength, metric=metric)
+            _, before = brute_chroma(upscaled, encode(tiles, metric)[picks[row]], gain[row],
+                                     0.0, metric=metric)
+            assert change[row] == pytest.approx(after - before, rel=1e-6, abs=1e-6)
+
+
 def grey_target():
     """The pipeline tests' target, grey (equal channels)."""
     return np.repeat(noisy_target().mean(axis=-1, keepdims=True), 3, axis=-1).astype(np.uint8)

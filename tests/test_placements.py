@@ -37,7 +37,8 @@ def _document() -> dict:
         2, 2, np.array([0, 1, 2, 1]), np.array([3.5, 0.0, 1.25, 2.0]),
         ["a.png", "sub/b.png", "c.png", "sub/b.png"],
         np.array([0, 1, 0, 0], np.int8), np.full((4, 3), 0.5),
-        gain=np.full((4, 3), 1.5), source="tiles/", target="t.png", crop=(1, 2),
+        gain=np.full((4, 3), 1.5), chroma=np.array([0.5, 0.0, 1.0, 0.25]), source="tiles/",
+        target="t.png", crop=(1, 2),
     )
     return json.loads(json.dumps(placements.to_json()))
 
@@ -49,6 +50,7 @@ def test_json_round_trip_keeps_every_field():
     assert back.tile.tolist() == [0, 1, 2, 1] and back.transform.tolist() == [0, 1, 0, 0]
     assert back.distance.tolist() == [3.5, 0.0, 1.25, 2.0]
     assert (back.tint == 0.5).all() and (back.gain == 1.5).all()
+    assert back.chroma.tolist() == [0.5, 0.0, 1.0, 0.25]
 
 
 def _set(path: str, value: object):
@@ -122,6 +124,18 @@ HOSTILE = {
     "source a long list": (_set("source", list(range(1000))), "source must be a text"),
     "target a long object": (_set("target", {str(n): n for n in range(500)}), "target"),
     "metric a long text": (_set("settings.metric", "x" * 5000), "metric"),
+    "chroma above 1": (_set("cells.chroma.0", 1.5), "cells.chroma[0]"),
+    "negative chroma": (_set("cells.chroma.1", -0.5), "cells.chroma[1]"),
+    "chroma true": (_set("cells.chroma.1", True), "cells.chroma[1]"),
+    "chroma null": (_set("cells.chroma.2", None), "cells.chroma[2]"),
+    "chroma text": (_set("cells.chroma.2", "0.5"), "cells.chroma[2]"),
+    "short chroma list": (_set("cells.chroma", [0.5]), "cells.chroma"),
+    # Whole numbers past a float's range: "int too large to convert to float", naming
+    # neither the cell nor the field.
+    "chroma of 400 digits": (_set("cells.chroma.3", 10**400), "cells.chroma[3]"),
+    "tint of 400 digits": (_set("cells.tint.0", [1, 10**400, 0]), "cells.tint[0]"),
+    "gain of 400 digits": (_set("cells.gain.1", [10**400, 1, 1]), "cells.gain[1]"),
+    "distance of 400 digits": (_set("cells.distance.0", 10**400), "cells.distance[0]"),
 }
 
 

@@ -774,3 +774,16 @@ def test_preview_draws_chroma_as_make_does(gradients):
     assert made_grey < 0.05 * made_plain
     # Up to the JPEG's own colour noise.
     assert preview_grey < 0.1 * preview_plain
+
+
+@pytest.mark.parametrize("metric", ["seed", "lab", "oklab"])
+def test_preview_chroma_of_grey_cells_is_exactly_0_at_any_strength(metric):
+    # Summed in floats, grey cells kept ~1e-16 of chroma, which a small strength lifted
+    # to most of a tile's colours in the preview (0.16-0.47 at K = 0.05; make gave 0).
+    from mosaicist.studio._preview import _chroma_factors
+
+    rng = np.random.default_rng(2)
+    grey = np.repeat(rng.integers(0, 256, (6, 8, 8, 1), dtype=np.uint8), 3, axis=-1)
+    tiles = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    for strength in (1.0, 0.05, 0.001):
+        assert (_chroma_factors(grey, tiles, None, strength, metric) == 0).all()

@@ -191,8 +191,6 @@ def lightness_axis(metric: str) -> tuple[np.ndarray, float, float]:
     raise ValueError(f"unknown metric {metric!r}")
 
 
-
-
 def grey_parts(metric: str) -> tuple[np.ndarray, np.ndarray]:
     """The greys' direction and the lightness weights, for splitting off a colour's chroma.
 
@@ -236,6 +234,35 @@ def chroma_projection(metric: str) -> np.ndarray:
     """
     grey, weights = grey_parts(metric)
     return np.eye(3) - np.outer(grey, weights)
+
+
+def chroma_differences(metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`chroma_projection` as ``Q = R D``, ``D`` whole numbers that take greys to 0.
+
+    ``D d`` of an 8-bit colour's deviation is made of whole numbers (differences
+    of channels for sRGB, the chroma offsets for Lab and Oklab), exactly 0 on
+    greys, so that sums of them are exact: a grey or flat colour's chroma is
+    exactly 0, not the float rounding of ``w @ g = 1`` that ``Q`` itself carries.
+
+    Parameters
+    ----------
+    metric : str
+        One of :data:`METRICS`.
+
+    Returns
+    -------
+    differences, lift : numpy.ndarray
+        ``(2, 3)`` int64 ``D`` and ``(3, 2)`` float64 ``R``.
+    """
+    grey = grey_parts(metric)[0]
+    if metric == "seed":
+        differences = np.array([[1, -1, 0], [0, 1, -1]], np.int64)
+    else:
+        differences = np.array([[0, 1, 0], [0, 0, 1]], np.int64)
+    assert not (differences @ grey).any()
+    # D's null space is the greys' line, Q's too: Q = Q D^+ D.
+    return differences, chroma_projection(metric) @ np.linalg.pinv(differences.astype(np.float64))
+
 
 def encoded_unit(metric: str) -> float:
     """Size of one encoded step in the metric's own units."""

@@ -15,6 +15,11 @@ the mosaic's settings, serialised by :meth:`MosaicOptions.to_json
 
 Files of version 1 (settings as top-level keys) are still read.
 
+A contrast transfer adds ``cells.gain`` (three positive numbers a cell) and a
+chroma transfer ``cells.chroma`` (a number from 0 to 1 a cell), each only
+where some value is not 1; CSV files then have the columns ``gain_0..2`` and
+``chroma``, where an empty field reads as 1.
+
 Placements of local files add ``"hashes": {"tile id": "content hash", ...}``
 (:func:`mosaicist.imaging.content_hash` of each placed tile's file when it
 was matched), so that a later render can say which tiles changed since
@@ -840,8 +845,13 @@ def _shown(value: object) -> str:
 
 
 def _is_finite_number(value: object) -> bool:
-    return (isinstance(value, int | float) and not isinstance(value, bool)
-            and math.isfinite(value))
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        # A whole number past a float's range (JSON allows any digits): no number here.
+        return False
 
 
 def _distances(values: list[Any]) -> np.ndarray:

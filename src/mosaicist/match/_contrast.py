@@ -56,10 +56,11 @@ too, never above the tile's own: each drawn deviation ``D = G t~`` (``G``
 the gains) is a grey of its own lightness plus its chroma ``Q D``, ``Q = I -
 g w^T`` (:func:`mosaicist.colour.chroma_projection`: ``g`` the greys'
 direction, ``w`` the lightness weights), and the chroma is scaled by
-``s = min(1, sqrt(|Q c~|^2 / |Q D|^2))^K``: a tile on a grey cell turns grey
-(``K = 1``), one on a cell at least as colourful keeps its colours, and the
-lightness pattern, the mean and the gains stay. With ``u = 1 - s`` the drawn
-deviation is ``D - u Q D``, and the distance changes exactly by::
+``s = min(1, sqrt(|Q c~|^2 / |Q D|^2))^K``: a tile on a grey (or flat) cell
+turns grey (``s = 0`` for any ``K > 0``: the cell's ``|Q c~|^2`` is summed from
+whole numbers, exactly 0 there), one on a cell at least as colourful keeps its
+colours, and the lightness pattern, the mean and the gains stay. With ``u = 1 -
+s`` the drawn deviation is ``D - u Q D``, and the distance changes exactly by::
 
     d(s) - d(1) = u^2 |Q D|^2 - 2 u (<Q D, D> - <Q D, c~>),
 
@@ -94,7 +95,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..colour import chroma_projection, lightness_axis
+from ..colour import chroma_differences, chroma_projection, lightness_axis
 from ..grid import Geometry
 from ._features import TileFeatures
 from ._kernels import channel_moments, channel_pair_dots
@@ -377,13 +378,11 @@ def chroma_factors(
         own = (np.matmul(whole.transpose(0, 2, 1), whole)
                - pixels * tile_mean[:, :, None] * tile_mean[:, None, :])
         own *= g[:, :, None] * g[:, None, :]
-        cells = (weight * np.matmul(cell.transpose(0, 2, 1), cell)
-                 - pixels * cell_mean[:, :, None] * cell_mean[:, None, :])
         pair = (np.matmul(block.transpose(0, 2, 1), cell)
                 - pixels * tile_mean[:, :, None] * cell_mean[:, None, :])
         pair *= g[:, :, None]
         drawn = np.maximum(np.einsum("ij,nij->n", energy, own), 0.0)
-        wanted = np.maximum(np.einsum("ij,nij->n", energy, cells), 0.0)
+        wanted = cell_chroma(cell_pixels[part], metric, weight)
         # <Q D, D> and <Q D, c~>.
         with_tile = np.einsum("ij,nij->n", chroma, own)
         with_cell = np.einsum("ij,nji->n", chroma, pair)
@@ -395,6 +394,38 @@ def chroma_factors(
         factor[part] = s
         change[part] = u * u * drawn - 2.0 * u * (with_tile - with_cell)
     return factor, change
+
+
+def cell_chroma(cells: np.ndarray, metric: str, weight: int = 1) -> np.ndarray:
+    """Each cell's ``|Q c~|^2``: its chroma energy about its mean, exactly 0 without chroma.
+
+    Summed from whole numbers (:func:`mosaicist.colour.chroma_differences`:
+    ``Q = R D``) centred before they are squared, so that a grey or flat cell
+    has exactly 0, and ``s = 0`` for every ``K > 0``. A moment of floats left
+    about 1e-16 of a tile's chroma there, which a small ``K`` lifted to most of
+    its colours (``K = 0.01``: 0.83).
+
+    Parameters
+    ----------
+    cells : numpy.ndarray
+        ``(N, P, 3)`` uint8 compared cells, in the metric's encoding.
+    metric : str
+        The encoding's metric (where the greys lie).
+    weight : int
+        Tile pixels per compared pixel (:attr:`mosaicist.grid.Geometry.weight`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N,)`` float64, in squared encoded levels over the tile's pixels.
+    """
+    differences, lift = chroma_differences(metric)
+    across = (np.asarray(cells).astype(np.int32) @ differences.T.astype(np.int32)).astype(
+        np.float64)
+    # Whole sums over whole counts: a flat cell's mean is its value, exactly.
+    across -= across.sum(axis=1, keepdims=True) / max(1, across.shape[1])
+    moments = np.matmul(across.transpose(0, 2, 1), across)
+    return np.maximum(weight * np.einsum("ij,nij->n", lift.T @ lift, moments), 0.0)
 
 
 def finish(request: MatchRequest, result: MatchResult) -> MatchResult:

@@ -61,14 +61,21 @@ from threadpoolctl import threadpool_limits
 from .._runtime import worker_count
 from ..adaptive import check_adaptive
 from ..aspect import height_for
-from ..colour import METRICS, chroma_projection, encoded_unit, lightness_axis, to_space
+from ..colour import (
+    METRICS,
+    chroma_projection,
+    encode,
+    encoded_unit,
+    lightness_axis,
+    to_space,
+)
 from ..errors import MosaicistError, OptionError
 from ..imaging import read_target
 from ..library import TileLibrary
 from ..match import fitted_matcher
 from ..match._assign import check_feasible, tile_capacity
 from ..match._capped import fit_limits
-from ..match._contrast import GAIN_LIMITS, TOLERANCE_FLOOR, _room_limit
+from ..match._contrast import GAIN_LIMITS, TOLERANCE_FLOOR, _room_limit, cell_chroma
 from ..metrics import repetition_metrics
 from ..options import MosaicOptions
 from ..paths import atomic_path
@@ -842,7 +849,11 @@ def _chroma_factors(cells: np.ndarray, tiles: np.ndarray, gain: np.ndarray | Non
         across = values @ chroma.T
         return (across * across).sum(axis=(1, 2))
 
-    wanted, drawn = chroma_energy(cells, None), chroma_energy(tiles, gain)
+    # The cells' from whole numbers, as make sums them: exactly 0 on grey or flat cells
+    # (floats left enough there for a small strength to lift a tile's colours).
+    wanted = cell_chroma(encode(cells, metric).reshape(len(cells), -1, 3), metric) \
+        * encoded_unit(metric) ** 2
+    drawn = chroma_energy(tiles, gain)
     ratio = np.ones(len(tiles))
     np.divide(wanted, drawn, out=ratio, where=drawn > 0)
     return np.minimum(np.sqrt(ratio), 1.0) ** strength
