@@ -385,3 +385,13 @@ def test_a_placements_file_that_cannot_be_written_is_named(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["folder.csv"]
     with pytest.raises(OptionError, match="^path must be a path, got None$"):
         placements.write(None)
+
+
+def test_placements_paths_under_home_are_expanded(tmp_path, monkeypatch):
+    # write("~/p.json") said "cannot write the placements file: No such file or directory".
+    monkeypatch.setenv("HOME", str(tmp_path))
+    placements = Placements(1, 2, np.array([0, 1]), np.array([3, 4]), ["a.png", "b.png"])
+    for name in ("~/p.json", "~/p.csv"):
+        placements.write(name)
+        assert (tmp_path / name[2:]).is_file()
+        assert Placements.read(name).source_ids == ["a.png", "b.png"]

@@ -916,10 +916,15 @@ def _as_path(path: object) -> Path:
     if not isinstance(path, str | os.PathLike):
         raise OptionError("{path} must be a path, got {value}", value=shown_type(path))
     try:
-        return Path(path)
+        given = Path(path)
     except TypeError:  # a PathLike giving bytes
         raise OptionError("{path} must be a path, got {value}",
                           value=shown_type(path)) from None
+    try:
+        # "~/p.json", as make's outputs, targets and tile folders are read.
+        return given.expanduser()
+    except RuntimeError:  # "~user" of no user here: the name as written
+        return given
 
 
 def _cut(message: str, most: int = 200) -> str:
