@@ -819,9 +819,16 @@ class SubprocessCluster:
         self._start("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", "0",
                                   "--no-dashboard", "--scheduler-file", str(scheduler_file)])
         deadline = time.monotonic() + WAIT_SECONDS
-        while not scheduler_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        self.address = json.loads(scheduler_file.read_text())["address"]
+        self.address = None
+        while self.address is None:
+            # The file appears before Dask has written it (empty, or half of it): a
+            # loaded machine read it empty (JSONDecodeError in a clean-clone CI run).
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                self.address = json.loads(scheduler_file.read_text())["address"]
+            if self.address is None:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no scheduler address in {scheduler_file}")
+                time.sleep(0.1)
 
     def start_worker(self, name: str, hidden: Path | None = None) -> None:
         """A worker; one to which ``hidden`` is an empty folder, as if on another machine."""
