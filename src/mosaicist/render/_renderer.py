@@ -112,10 +112,16 @@ def _scale_chroma(deviations: np.ndarray, chroma: np.ndarray, metric: str) -> np
     each pixel keeps its lightness, its chroma is scaled.
     """
     grey, weights = grey_parts(metric)
-    factor = chroma[:, None, None, None]
-    lightness = deviations @ weights
-    deviations *= factor
-    deviations += (1.0 - factor) * lightness[..., None] * grey
+    factor = chroma[:, None, None]
+    if grey[1] == 0 and grey[2] == 0:
+        # Lab and Oklab: lightness is the first channel, the chroma the other two.
+        deviations[..., 1:] *= factor[..., None]
+        return deviations
+    # One matrix-vector product (BLAS) for the lightness, no temporary the tiles' size.
+    lightness = (deviations.reshape(-1, 3) @ weights).reshape(deviations.shape[:-1])
+    lightness *= 1.0 - factor
+    deviations *= factor[..., None]
+    deviations += lightness[..., None] * grey if (grey != 1).any() else lightness[..., None]
     return deviations
 
 
