@@ -1329,6 +1329,60 @@ def test_a_tight_spacing_greedy_cannot_place_is_solved_exactly(seed, minimum):
     assert result.lower_bound <= result.objective
 
 
+@pytest.mark.parametrize(("tiles", "cap"), [(10, 121), (9, 134)])
+@pytest.mark.parametrize("minimum", [0, 2])
+def test_a_tight_spacing_too_large_to_solve_exactly_is_placed_on_diagonals(monkeypatch, tiles,
+                                                                           cap, minimum):
+    # 10 tiles of at most 121 uses (9 of 134), 3 apart, on 30 x 40 cells: the default
+    # preset's cap fitted to 10 (9) photos with --min-spacing 3. Each of the 9 lattice
+    # classes holds 130-140 cells, over the cap; the rounds circled, greedy got stuck and
+    # the exact solve ran out of time ("no placement keeps equal tiles min_spacing 3 cells
+    # apart"), though (c + 3 r) mod 10 gives each tile 120 cells 3 apart (and the lattice
+    # with each band of 3 rows shifted one more column gives each of 9 tiles 130-134).
+    monkeypatch.setattr(_assign, "EXACT_EDGES", 0)  # stands for a grid too large for it
+    rows, cols = 30, 40
+    full = full_distances(np.random.default_rng(0), rows * cols, tiles, clusters=2)
+    check_feasible(rows * cols, tiles, cap, rows, cols, 3, minimum)
+    candidates, distances = top_k(full, tiles)
+    result = assign_tiles(candidates, distances, rows, cols, max_uses=cap, min_spacing=3,
+                          min_uses=minimum, tile_count=tiles, search=DenseSearch(full))
+    assert check_placement(result.tile, full, rows, cols, cap, 3) == result.objective
+    assert np.bincount(result.tile, minlength=tiles).min() >= minimum
+    assert 0 < result.lower_bound <= dense_optimum(full, cap) <= result.objective
+
+
+@pytest.mark.parametrize(("rows", "cols", "tiles", "spacing", "counted", "least"), [
+    (31, 41, 4, 2, 318, 326),  # rows or columns alternate: 2 tiles share 21 columns
+    (17, 23, 9, 3, 44, 46),
+    (31, 41, 16, 4, 80, 82),
+])
+def test_a_preset_cap_rises_to_what_a_given_spacing_needs(monkeypatch, rows, cols, tiles,
+                                                           spacing, counted, least):
+    # The default preset's cap with --min-spacing D given, on little more than a D x D
+    # block of tiles, was fitted to the cells' count alone (ceil(cells / tiles) plus
+    # spare places): no placement keeps it ("no placement keeps equal tiles min_spacing 2
+    # cells apart"; 4 tiles 2 apart on 31 x 41 cells alternate by rows or columns, so one
+    # of them fills 326 cells at least). The cap is a wish: it rises to what the spacing
+    # needs, and a placement is then found.
+    from mosaicist.match import fit_limits
+    from mosaicist.options import MosaicOptions
+
+    cells = rows * cols
+    assert -(-(cells + tiles // 4) // tiles) == counted
+    fitted = fit_limits(MosaicOptions(min_spacing=spacing), cells, tiles, rows, cols)
+    assert (fitted.max_uses, fitted.min_spacing) == (least, spacing)
+    assert not fitted.given("max_uses")
+    # A given cap is kept (too tight is then the user's to relax).
+    given = MosaicOptions(min_spacing=spacing, max_uses=counted)
+    assert fit_limits(given, cells, tiles, rows, cols).max_uses == counted
+    monkeypatch.setattr(_assign, "EXACT_EDGES", 0)  # stands for a grid too large for it
+    full = full_distances(np.random.default_rng(1), cells, tiles, clusters=2)
+    candidates, distances = top_k(full, tiles)
+    result = assign_tiles(candidates, distances, rows, cols, max_uses=least,
+                          min_spacing=spacing, search=DenseSearch(full))
+    assert check_placement(result.tile, full, rows, cols, least, spacing) == result.objective
+
+
 def brute_force(full, rows, cols, max_uses, min_spacing, minimum):
     """The least total over every placement that keeps the limits (None: there is none)."""
     count, tiles = full.shape

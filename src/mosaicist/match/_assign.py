@@ -129,6 +129,11 @@ and the lists are small (:data:`EXACT_EDGES`), a 0-1 program over the
 listed pairs, one constraint per tile and ``D x D`` window, finds the
 cheapest placement that keeps every limit, or proves there is none (10 tiles
 of 3 uses at most, 3 apart, on 5 x 6 cells: every tile full, greedy stuck).
+Where that program is too large or out of time, each class of cells ``D``
+apart takes one tile, classes chosen so that none holds more cells than the
+cap: ``(c + D r) mod m`` for ``m >= D^2``, or the lattice with each band of
+``D`` rows (columns) shifted one more (10 tiles of 121 uses at most, 3
+apart, on 30 x 40 cells: no lattice class fits one tile's cap).
 The bound is unchanged, so the gap reports what this costs.
 Necessary counts are checked before any work (:func:`check_feasible`):
 ``ceil(N / cap)`` tiles, and ``min(D, rows) x min(D, cols)``, the cells of
@@ -440,6 +445,58 @@ def tile_capacity(
 def spacing_binds(rows: int, cols: int, max_uses: int | None, min_spacing: int) -> bool:
     """Whether ``min_spacing`` can bind: only where a tile may fill two cells."""
     return min_spacing > 1 and tile_capacity(rows, cols, max_uses, min_spacing) != 1
+
+
+def spaced_classes(rows: int, cols: int, min_spacing: int, tiles: int) -> list[np.ndarray]:
+    """Partitions of the grid into classes of cells ``min_spacing`` apart, at most ``tiles``.
+
+    ``(c + D r) mod m`` for ``D * D <= m <= tiles`` (the eight largest
+    ``m``): ``dc + D dr`` is a nonzero multiple of ``m`` only when ``|dc|``
+    or ``|dr|`` reaches ``D``; and the ``D * D`` lattice classes with each
+    band of ``D`` rows (or columns) shifted one more, so that the classes
+    that get the grid's extra column (row) take turns. One tile per class
+    keeps the spacing; the largest class is the cap that needs.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Grid shape, in cells.
+    min_spacing : int
+        Minimum Chebyshev distance ``D`` between cells of one class (``> 1``).
+    tiles : int
+        Most classes.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        Each ``(rows * cols,)`` int64: the class of every cell, ``0..m - 1``.
+        Empty where ``tiles < D * D``.
+    """
+    spacing = min_spacing
+    if tiles < spacing * spacing:
+        return []
+    row, col = np.divmod(np.arange(rows * cols, dtype=np.int64), cols)
+    diagonal = col + spacing * row
+    kinds = [diagonal % m for m in range(tiles, max(spacing * spacing, tiles - 8) - 1, -1)]
+    kinds.append(spacing * (row % spacing) + (col + row // spacing) % spacing)
+    kinds.append(spacing * (col % spacing) + (row + col // spacing) % spacing)
+    return kinds
+
+
+def spaced_cap(rows: int, cols: int, min_spacing: int, tiles: int) -> int | None:
+    """Fewest uses per tile at which ``tiles`` tiles surely fill the grid ``min_spacing`` apart.
+
+    The least largest class of :func:`spaced_classes` (None: no such classes).
+    Where the library has little more than a ``D x D`` block of tiles, the
+    cap that only counts cells (``ceil(cells / tiles)``) can be too low for
+    any placement: 4 tiles 2 apart on 31 x 41 cells must alternate by rows
+    or columns, so two of them share 16 rows (or 21 columns), 328 (326)
+    cells at least for one.
+    """
+    kinds = spaced_classes(rows, cols, min_spacing, tiles)
+    if not kinds:
+        return None
+    return min(int(np.bincount(kind).max()) for kind in kinds)
 
 
 def check_feasible(
@@ -2645,7 +2702,9 @@ class _Solver:
         tiles short of ``min_uses`` take cells from tiles above it
         (:meth:`_fill_minimum`). Where none of them places every cell or
         meets the minimum, a small problem is solved exactly
-        (:meth:`_exact_placement`). The lower bound is left as it was, so
+        (:meth:`_exact_placement`); where that is too large or runs out of
+        time, classes of cells ``D`` apart each take one tile
+        (:meth:`_diagonal_placement`). The lower bound is left as it was, so
         the gap reports what the placement costs.
 
         Returns
@@ -2691,6 +2750,16 @@ class _Solver:
             # uses, 3 apart, on 5 x 6 cells: every tile full, no lattice class its own),
             # though placements exist: a small problem is solved exactly instead.
             tile = self._exact_placement()
+        if tile is None and self.layout is None:
+            # Where the exact solve is too large or runs out of time: a placement that
+            # keeps every limit by construction, at the cost of how well it matches.
+            tile = self._diagonal_placement()
+            if tile is not None:
+                if self.minimum:
+                    tile = self._fill_minimum(tile)
+                tile = self._improve(tile)
+                if self.minimum and self._short_of_minimum(tile):
+                    tile = None
         if tile is None:
             raise OptionError(
                 "no placement keeps equal tiles {min_spacing} {limit} cells apart in "
@@ -2863,6 +2932,53 @@ class _Solver:
         if (exact >= 0).all():
             tile = edges.tile[exact]
         return tile
+
+    def _diagonal_placement(self) -> np.ndarray | None:
+        """Each class of cells ``D`` apart held by one listed tile; None where none fits.
+
+        The classes are chosen so that none holds more cells than the cap:
+        ``(c + D r) mod m`` for ``m >= D * D`` (``dc + D dr`` is a nonzero
+        multiple of ``m`` only when ``|dc|`` or ``|dr|`` reaches ``D``), about
+        ``cells / m`` cells each; or the ``D * D`` lattice classes with each
+        band of ``D`` rows (or columns) shifted by one more, so that the
+        classes that get the grid's extra column (row) take turns. Where the
+        library has few tiles more than a ``D x D`` block and the cap leaves
+        little to spare, the plain lattice classes of
+        :meth:`_lattice_placement` are each too large for one tile, and these
+        are not (10 tiles of at most 121 uses, 3 apart, on 30 x 40 cells:
+        ``(c + 3 r) mod 10`` gives each tile 120; 9 of at most 134: the
+        shifted lattice gives each 130-134). Which tile holds which class is
+        one assignment over the classes' summed distances; the cheapest of the
+        class choices that fit is kept.
+        """
+        from scipy.optimize import linear_sum_assignment
+
+        edges, spacing = self.edges, self.min_spacing
+        listed = np.unique(edges.tile)
+        kinds = spaced_classes(self.rows, self.cols, spacing, listed.size)
+        column = np.searchsorted(listed, edges.tile)
+        best, least = None, math.inf
+        for kind in kinds:
+            m = int(kind.max()) + 1
+            size = np.bincount(kind, minlength=m)
+            if self.cap is not None and size.max() > self.cap:
+                continue
+            cost = np.zeros((m, listed.size))
+            np.add.at(cost, (kind[edges.row], column), edges.dist.astype(np.float64))
+            listing = np.zeros((m, listed.size), np.int64)
+            np.add.at(listing, (kind[edges.row], column), 1)
+            # A tile some cell of the class does not list cannot hold it.
+            whole = listing == size[:, None]
+            if not whole.any(axis=1).all():
+                continue
+            cost[~whole] = cost.sum() + 1.0
+            held, by = linear_sum_assignment(cost)
+            total = float(cost[held, by].sum())
+            if whole[held, by].all() and total < least:
+                tile_of = np.full(m, -1, np.int64)
+                tile_of[held] = listed[by]
+                best, least = tile_of[kind], total
+        return best
 
     def _improve(self, tile: np.ndarray) -> np.ndarray:
         """Move cells one at a time onto cheaper listed tiles that keep every limit.

@@ -48,6 +48,7 @@ from ._assign import (
     _total,
     assign_tiles,
     check_feasible,
+    spaced_cap,
     spacing_binds,
     spacing_capacity,
     tile_capacity,
@@ -552,7 +553,10 @@ def fit_limits(options: MosaicOptions, cells: int, tiles: int, rows: int, cols: 
     also falls while the grid needs more than :data:`SPACING_LOAD` of the
     uses it allows the library and more cells than tiles (a few dozen
     photos), where the spacing rounds would search long for a placement,
-    and often in vain.
+    and often in vain. Where the library has little more than a ``D x D``
+    block of tiles, the spacing forces near-lattice placements, and the use
+    limit rises to one at which such a placement surely exists
+    (:func:`~mosaicist.match._assign.spaced_cap`).
 
     Parameters
     ----------
@@ -590,6 +594,16 @@ def fit_limits(options: MosaicOptions, cells: int, tiles: int, rows: int, cols: 
         # a library whose every tile is full moves them only by chains of others.
         changes["max_uses"] = max(changes["max_uses"],
                                   math.ceil((cells + SPARE_PLACES * tiles) / max(tiles, 1)))
+    fitted = changes.get("max_uses", max_uses)
+    if (fitted is not None and not options.given("max_uses")
+            and spacing_binds(rows, cols, fitted, spacing)
+            and cells == rows * cols and tiles < 2 * spacing * spacing):
+        # Little more than a D x D block of tiles: the spacing forces near-lattice
+        # placements, whose classes can hold more cells than the count above (4 tiles
+        # 2 apart on 31 x 41 cells: 326 for one, not 318), and no placement keeps it.
+        least = spaced_cap(rows, cols, spacing, tiles)
+        if least is not None and least > fitted:
+            changes["max_uses"] = least
     return options.fitted(**changes) if changes else options
 
 
