@@ -819,3 +819,34 @@ def test_a_home_of_no_user_is_a_source_not_found(spec):
 
     with pytest.raises(MosaicistError, match="no-such-user-of-mosaicist"):
         open_source(spec, None)
+
+
+def test_an_array_image_read_that_may_pass_is_marked(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # An EIO on one image of an .npy/.h5 file was remembered like a damaged image, and
+    # the library skipped that image for good; a damaged one stays remembered.
+    import errno
+
+    images = _images(6)
+    path = tmp_path / "stars.npy"
+    np.save(path, images)
+    source = ArrayFileSource(path, None)
+
+    class Flaky:
+        def __getitem__(self, position: int) -> np.ndarray:
+            if position == 2:
+                raise OSError(errno.EIO, "Input/output error")
+            if position == 4:
+                raise ValueError("a damaged chunk")
+            return images[position]
+
+    def read_block_of_flaky(store, positions):  # the block fails: image by image
+        return ArrayFileSource._read_block(source, Flaky(), positions)
+
+    monkeypatch.setattr(source, "_read", lambda store, positions: (_ for _ in ()).throw(
+        OSError(errno.EIO, "Input/output error")))
+    monkeypatch.setattr(source, "_read_block", read_block_of_flaky)
+    tiles = list(source.decode(source.scan(), 8))
+    assert [tile.error is not None for tile in tiles] == [False, False, True, False, True, False]
+    assert tiles[2].transient and "Input/output error" in tiles[2].error
+    assert not tiles[4].transient

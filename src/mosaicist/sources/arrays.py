@@ -35,7 +35,14 @@ from PIL import Image
 from ..aspect import SQUARE
 from ..errors import SourceError, install_extra
 from ..imaging import TILE_MAX_PIXELS, array_tile, content_hash
-from .base import DecodedTile, SourceEntry, TileSource, absolute_path, change_stamp
+from .base import (
+    DecodedTile,
+    SourceEntry,
+    TileSource,
+    absolute_path,
+    change_stamp,
+    is_transient,
+)
 from .download import fetch_dataset
 
 #: Images read from the file per step, at most; bounds the memory of decoding.
@@ -448,24 +455,28 @@ class ArrayFileSource(TileSource):
 
     def _read_block(
         self, store: Any, positions: np.ndarray,
-    ) -> tuple[np.ndarray, list[str | None]]:
+    ) -> tuple[np.ndarray, list[tuple[str, bool] | None]]:
         """Read the images at ``positions``, and each one's error (None: read).
 
         The block is read at once; if that fails it is read again image by
-        image, so one damaged chunk costs only the images stored in it.
+        image, so one damaged chunk costs only the images stored in it. An
+        error is its message and whether it may pass (:func:`~.base.is_transient`:
+        a share that faltered, too many open files), so that the library
+        tries the image again next run.
         """
         try:
             return self._read(store, positions), [None] * len(positions)
         except _LOAD_ERRORS:
             pass
         images = np.zeros((len(positions), *self._shape[1:]), np.uint8)
-        errors: list[str | None] = []
+        errors: list[tuple[str, bool] | None] = []
         for slot, position in enumerate(positions.tolist()):
             try:
                 images[slot] = store[position]
                 errors.append(None)
             except _LOAD_ERRORS as error:
-                errors.append(f"cannot read {self._where()}[{position}]: {_one_line(error)}")
+                errors.append((f"cannot read {self._where()}[{position}]: {_one_line(error)}",
+                               is_transient(error)))
         return images, errors
 
     def _to_rgb(self, image: np.ndarray) -> np.ndarray:
@@ -490,7 +501,7 @@ class ArrayFileSource(TileSource):
                 chunk = entries[start:start + self._block]
                 positions = np.fromiter((self._position(e) for e in chunk), np.int64, len(chunk))
                 valid = positions >= 0
-                errors: list[str | None] = []
+                errors: list[tuple[str, bool] | None] = []
                 images = np.empty((0,), dtype=np.uint8)
                 if valid.any():
                     images, errors = self._read_block(store, positions[valid])
@@ -500,10 +511,10 @@ class ArrayFileSource(TileSource):
                         message = f"{entry.source_id}: not in {self.name}"
                         yield DecodedTile(entry, None, None, message)
                         continue
-                    error_text = errors[slot]
+                    failed = errors[slot]
                     slot += 1
-                    if error_text is not None:
-                        yield DecodedTile(entry, None, None, error_text)
+                    if failed is not None:
+                        yield DecodedTile(entry, None, None, failed[0], transient=failed[1])
                         continue
                     raw = np.ascontiguousarray(images[slot - 1])
                     tile = array_tile(self._to_rgb(raw), width_px, aspect, crop)
