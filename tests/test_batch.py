@@ -1421,3 +1421,14 @@ def test_the_command_line_refuses_a_report_over_a_target(data, tmp_path):
                   "--tile-px", TILE, "--workers", 1, "--report", report, "-q"])
     assert result.exit_code == 0, result.output
     assert json.loads(report.read_text())["made"] == 1
+
+
+@pytest.mark.parametrize("value", ["0.001", "0.0049"])
+def test_a_stability_that_would_round_to_0_is_refused(data, tmp_path, value):
+    # Applied in hundredths, it silently became 0: no stability at all.
+    root, tiles, _, _, video = data
+    result = run(["batch", video, "--tiles", tiles, "-o", tmp_path / "out", "--cell", CELL,
+                  "--tile-px", TILE, "--stable", value, "-q"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "--stable" in result.output and "hundredths" in result.output
+    assert not (tmp_path / "out").exists()

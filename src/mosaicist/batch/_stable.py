@@ -65,7 +65,12 @@ def strength_hundredths(strength: float) -> int:
     if not low <= strength <= high:
         raise OptionError("{stable} must be between {low} and {high}, got {value}",
                           low=low, high=high, value=strength)
-    return round(strength * 100)
+    hundredths = round(strength * 100)
+    if strength > 0 and hundredths == 0:
+        # Rounded to 0 it was off without a word, where some stability was asked for.
+        raise OptionError("{stable} is applied in hundredths: {value} would be 0 (off); give "
+                          "0.01 or more, or 0 for off", value=strength)
+    return hundredths
 
 
 def discounted(distance: np.ndarray, hundredths: int) -> np.ndarray:
