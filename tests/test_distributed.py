@@ -827,6 +827,9 @@ class SubprocessCluster:
                 self.address = json.loads(scheduler_file.read_text())["address"]
             if self.address is None:
                 if time.monotonic() > deadline:
+                    # Not left running: the fixture's finally never sees a cluster
+                    # whose making failed (a scheduler outlived a failed CI run).
+                    self.stop()
                     raise TimeoutError(f"no scheduler address in {scheduler_file}")
                 time.sleep(0.1)
 
