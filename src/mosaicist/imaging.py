@@ -57,6 +57,7 @@ from .aspect import SQUARE, height_for
 from .crop import Window, centre_window, choose_window, scale_window, window_size
 from .dedupe import SIGNATURE_PX, signature
 from .errors import MosaicistError, OptionError
+from .paths import expanded
 
 try:  # libjpeg-turbo directly: ~10x faster than Pillow for small JPEGs
     import simplejpeg
@@ -892,10 +893,7 @@ def target_path(path: str | os.PathLike[str]) -> Path:
     if _URL.match(text):
         raise MosaicistError(f"{text}: target is a URL; only local files are read "
                              "(download it first)")
-    try:
-        return Path(text).expanduser()
-    except RuntimeError:  # "~user" of no user here: the path as written, found or not
-        return Path(text)
+    return expanded(text)
 
 
 def _existing_target(path: str | os.PathLike[str]) -> Path:

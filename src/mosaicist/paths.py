@@ -34,6 +34,29 @@ CACHE_ENV = "MOSAICIST_CACHE_DIR"
 STORED_ARRAY_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 
+def expanded(path: str | os.PathLike[str]) -> Path:
+    """``path`` with ``~`` expanded; a ``~user`` of no user here stays as written.
+
+    ``Path.expanduser`` raises ``RuntimeError`` ("Could not determine home
+    directory") there; as written, the name is then not found like any other.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A path as a user gave it.
+
+    Returns
+    -------
+    pathlib.Path
+        The path, ``~`` expanded where it can be.
+    """
+    given = Path(path)
+    try:
+        return given.expanduser()
+    except RuntimeError:
+        return given
+
+
 def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
     """Return the cache directory, creating it if needed.
 

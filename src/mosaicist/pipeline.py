@@ -38,7 +38,7 @@ from .match import Assignment, Matcher, MatchRequest, MatchResult, fitted_matche
 from .match._capped import fit_limits, with_spacing_giving_way
 from .match._contrast import finish
 from .options import MosaicOptions, setting_names, suggested
-from .paths import atomic_path
+from .paths import atomic_path, expanded
 from .placements import Placements
 from .render import IndexPictures, MosaicRenderer, OriginalPictures, TargetOverlay
 from .sizing import SizePlan, fit_options, options_plan, small_originals_warning
@@ -269,10 +269,7 @@ def _output_path(path: object) -> Path:
         shown = shown_type(path) + (" naming bytes" if isinstance(path, os.PathLike) else "")
         raise OptionError("{path} must be a path (a text or a path object), got {value}",
                           value=shown)
-    try:
-        return Path(text).expanduser()
-    except RuntimeError:  # "~user" of no user here: the name as written
-        return Path(text)
+    return expanded(text)
 
 
 def _assignment_report(assignment: Assignment | None) -> dict[str, Any] | None:

@@ -48,7 +48,7 @@ import numpy as np
 
 from .errors import MosaicistError, OptionError, shown_type
 from .options import MosaicOptions
-from .paths import atomic_path
+from .paths import atomic_path, expanded
 from .transforms import SHAPE_KEEPING, TRANSFORM_NAMES, transform_code
 
 CSV_HEADER = (
@@ -916,15 +916,11 @@ def _as_path(path: object) -> Path:
     if not isinstance(path, str | os.PathLike):
         raise OptionError("{path} must be a path, got {value}", value=shown_type(path))
     try:
-        given = Path(path)
+        # "~/p.json", as make's outputs, targets and tile folders are read.
+        return expanded(path)
     except TypeError:  # a PathLike giving bytes
         raise OptionError("{path} must be a path, got {value}",
                           value=shown_type(path)) from None
-    try:
-        # "~/p.json", as make's outputs, targets and tile folders are read.
-        return given.expanduser()
-    except RuntimeError:  # "~user" of no user here: the name as written
-        return given
 
 
 def _cut(message: str, most: int = 200) -> str:

@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 
 from ..errors import SourceError
+from ..paths import expanded
 from .base import DecodedTile, SourceEntry, TileSource
 
 ARRAY_SUFFIXES = (".h5", ".hdf5", ".npz", ".npy")
@@ -102,7 +103,7 @@ def open_source(
 
         variant = "sdss" if lowered == "galaxy10-sdss" else "decals"
         return galaxy10_source(variant, cache_dir=cache_dir, show_progress=show_progress)
-    path = _expanded(text)
+    path = expanded(text)
     if path.is_dir():
         from .folder import FolderSource
 
@@ -111,7 +112,7 @@ def open_source(
     if file_part.lower().endswith(ARRAY_SUFFIXES):
         from .arrays import ArrayFileSource
 
-        file_path = _expanded(file_part)
+        file_path = expanded(file_part)
         if not file_path.is_file():
             raise SourceError(f"{file_path}: tile source file not found")
         return ArrayFileSource(file_path, key, show_progress=show_progress)
@@ -130,11 +131,3 @@ def __dir__() -> list[str]:
     # The public names and the module's own dunders; not the helpers and imports of
     # this file (os, Path, SourceError), which are no API.
     return sorted([*__all__, *(name for name in globals() if name.startswith("__"))])
-
-
-def _expanded(text: str) -> Path:
-    """``text`` as a path, ``~`` expanded; a ``~user`` of no user here stays as written."""
-    try:
-        return Path(text).expanduser()
-    except RuntimeError:  # "Could not determine home directory": then it is not found
-        return Path(text)
