@@ -327,6 +327,10 @@ def _picks(tile, distance=None):
      "gain has shape (3,), not (15, 3)"),
     (lambda cells: MatchResult(np.zeros(cells, np.int64), np.zeros(cells),
                                tint=np.full(cells, 2.0)), "tint holds values outside 0 to 1"),
+    (lambda cells: MatchResult(np.zeros(cells, np.int64), np.zeros(cells),
+                               chroma=np.full(cells, -0.5)), "chroma holds values outside 0 to 1"),
+    (lambda cells: MatchResult(np.zeros(cells, np.int64), np.zeros(cells),
+                               chroma=np.ones(4)), "chroma has shape (4,), not (15,)"),
     (lambda cells: MatchResult(np.zeros(cells, np.int64), np.zeros(cells), evaluated=-1),
      "evaluated is -1, not a count"),
 ])

@@ -117,11 +117,12 @@ def _scale_chroma(deviations: np.ndarray, chroma: np.ndarray, metric: str) -> np
         # Lab and Oklab: lightness is the first channel, the chroma the other two.
         deviations[..., 1:] *= factor[..., None]
         return deviations
-    # One matrix-vector product (BLAS) for the lightness, no temporary the tiles' size.
+    # sRGB: the grey is (1, 1, 1), so (1 - s) (w @ d) g adds to every channel alike. One
+    # matrix-vector product (BLAS) for the lightness, no temporary the tiles' size.
     lightness = (deviations.reshape(-1, 3) @ weights).reshape(deviations.shape[:-1])
     lightness *= 1.0 - factor
     deviations *= factor[..., None]
-    deviations += lightness[..., None] * grey if (grey != 1).any() else lightness[..., None]
+    deviations += lightness[..., None]
     return deviations
 
 
