@@ -1055,8 +1055,9 @@ def _prepare(
             print(printable(f"mosaicist: warning: {shape}"), file=sys.stderr)
     fingerprint = ""
     for number, fitted in enumerate(formats.values()):
+        # The same files at every match size: one fingerprint, from the first.
         found = _warm(spec, fitted, cache, show_progress, quiet,
-                      features=number == 0 and bool(usable))
+                      features=number == 0 and bool(usable), fingerprint=number == 0)
         fingerprint = fingerprint or found
     return usable, fingerprint if usable else ""
 
@@ -1093,10 +1094,10 @@ def _format_key(options: MosaicOptions) -> tuple:
 
 
 def _warm(spec: str, options: MosaicOptions, cache: str, show_progress: bool, quiet: bool,
-          features: bool) -> str:
+          features: bool, fingerprint: bool = True) -> str:
     """Index (or update) the library at ``options``' match size; cache what workers reuse.
 
-    Returns the library's :func:`_fingerprint`.
+    Returns the library's :func:`_fingerprint` (``''`` without ``fingerprint``).
     """
     from ..grid import make_grid
     from ..library import TileLibrary
@@ -1106,7 +1107,7 @@ def _warm(spec: str, options: MosaicOptions, cache: str, show_progress: bool, qu
     library = TileLibrary.open(spec, options.match_px, cache_dir=cache,
                                show_progress=show_progress, quiet=quiet,
                                aspect=options.aspect_ratio, crop=options.crop)
-    fingerprint = _fingerprint(library)
+    digest = _fingerprint(library) if fingerprint else ""
     if options.dedupe is not None:
         library = library.without_duplicates(options.dedupe)
     if features:
@@ -1116,7 +1117,7 @@ def _warm(spec: str, options: MosaicOptions, cache: str, show_progress: bool, qu
         request = MatchRequest(grid, library, fitted, show_progress)
         if fitted.search == "exact" and fitted.device == "cpu":
             request.features  # noqa: B018 - computed once here and cached on disk
-    return fingerprint
+    return digest
 
 
 def _fingerprint(library: Any) -> str:
