@@ -100,6 +100,24 @@ def test_quiet_prints_nothing(setup, tmp_path):
     assert result.output == ""
 
 
+def test_quiet_make_measures_only_for_a_report(setup, tmp_path, monkeypatch):
+    from mosaicist import metrics
+
+    measured = []
+    original = metrics.FidelityMeter.add
+    monkeypatch.setattr(metrics.FidelityMeter, "add",
+                        lambda self, band: (measured.append(len(band)), original(self, band)))
+    result = run(make_args(setup, "-o", tmp_path / "q.png", "--quiet"))
+    assert result.exit_code == 0 and not measured  # nobody would see them
+    report_path = tmp_path / "r.json"
+    result = run(make_args(setup, "-o", tmp_path / "r.png", "--quiet", "--report", report_path))
+    assert result.exit_code == 0 and measured
+    assert json.loads(report_path.read_text())["metrics"]["ssim_view"] is not None
+    measured.clear()
+    result = run(make_args(setup, "-o", tmp_path / "s.png"))  # the summary shows them
+    assert result.exit_code == 0 and measured and "SSIM" in result.stderr
+
+
 def test_limit(setup, tmp_path):
     report_path = tmp_path / "r.json"
     csv_path = tmp_path / "p.csv"

@@ -497,6 +497,10 @@ def make(
         if client is None:
             mosaic = make_mosaic(target, tiles, options, cache_dir=cache_dir,
                                  show_progress=show, quiet=quiet)
+            if quiet and report_path is None:
+                # Neither a summary nor a report will show them: a third of the
+                # writing time of a large mosaic, for nothing.
+                mosaic.metrics = None
             mosaic.write(output, show_progress=show)  # timed as the render phase
         else:
             from .distributed import make_on_cluster, write_on_cluster
