@@ -202,6 +202,30 @@ def test_ciede2000_matches_scikit_image_on_awkward_pairs():
     assert delta_e_2000(image.astype(np.uint8), image.astype(np.uint8)).shape == (6, 10)
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 4000, 10**6])
+def test_ciede2000_in_chunks_is_the_same(monkeypatch, chunk):
+    from mosaicist import metrics
+
+    monkeypatch.setattr(metrics, "_DELTA_E_CHUNK", chunk)
+    first, second = _awkward_colour_pairs()
+    expected = metrics._delta_e_2000(first, second)
+    assert np.array_equal(delta_e_2000(first, second), expected)
+    images = first.reshape(40, 100, 3), second.reshape(40, 100, 3)
+    assert np.array_equal(delta_e_2000(*images), expected.reshape(40, 100))
+    # Broadcast shapes are not chunked, and still broadcast.
+    assert np.array_equal(delta_e_2000(images[0], second[0]),
+                          metrics._delta_e_2000(images[0], second[0]))
+
+
+def test_lab_of_bytes_is_the_lab_of_their_values():
+    from mosaicist.metrics import srgb_to_lab
+
+    rng = np.random.default_rng(3)
+    levels = rng.integers(0, 256, (64, 33, 3), dtype=np.uint8)
+    levels[0, :3] = [[0, 0, 0], [255, 255, 255], [10, 11, 12]]
+    assert np.array_equal(srgb_to_lab(levels), srgb_to_lab(levels.astype(np.float64)))
+
+
 @pytest.mark.parametrize("rows", [1, 2, 301])
 def test_ciede2000_on_two_threads_is_the_same(monkeypatch, rows):
     from mosaicist import metrics

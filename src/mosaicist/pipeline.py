@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from ._runtime import one_blas_thread
 from .colour import encoded_unit
 from .errors import MosaicistError, OptionError, printable, shown_type
 from .grid import Grid, make_grid
@@ -111,9 +112,10 @@ class Mosaic:
             started = time.perf_counter()
             measurement = self._measurement
             meter = measurement.meter()
-            for band in measurement.renderer.bands():
-                meter.add(band)
-            self._finish_metrics(meter, time.perf_counter() - started)
+            with one_blas_thread():  # see write
+                for band in measurement.renderer.bands():
+                    meter.add(band)
+                self._finish_metrics(meter, time.perf_counter() - started)
         return self._metrics
 
     @metrics.setter
@@ -159,6 +161,12 @@ class Mosaic:
             Draw a progress bar.
         """
         path = _output_path(path)
+        # The writer and the metrics split their work over threads of their own;
+        # BLAS's threads, started by their small products, would spin beside them.
+        with one_blas_thread():
+            self._write(path, show_progress)
+
+    def _write(self, path: Path, show_progress: bool) -> None:
         started = time.perf_counter()
         measurement = self._measurement
         if measurement is None or measurement.renderer is not self.renderer:

@@ -75,8 +75,9 @@ _ENTRY = re.compile(r"v\d+-.*-g(?P<generation>\d+)-n\d+-.*")
 #: Columns of a bound row after the components: ``[row term, 1]`` (cells) or
 #: ``[1, column term]`` (tiles), then the tail norms' two (see the module).
 BOUND_TERMS = 4
-#: Cells whose bound rows are computed at once (bounds the temporary copies).
-CELL_BLOCK = 4096
+#: Cells whose bound rows are computed at once: the float64 copies made on the way
+#: stay a few megabytes (larger blocks measured slower: fresh pages, out of cache).
+CELL_BLOCK = 1024
 
 
 def bound_step(side: int) -> int:
@@ -525,7 +526,7 @@ def cell_bound_rows(
     The rows are ``[-2 k Q m_a, row term, 1, -2 w t_a, 1]`` (float32, the
     tail norms' columns and the tail norm ``t_a``, float64, as the module
     says). Cells are taken :data:`CELL_BLOCK` at a time, so the float64
-    copies made on the way stay a few tens of megabytes at any grid size.
+    copies made on the way stay a few megabytes at any grid size.
     """
     count = len(cell_vectors)
     blocks = BoundGrid.of(geometry)
@@ -536,30 +537,33 @@ def cell_bound_rows(
     weight = geometry.weight
     cell_norm2 = np.empty(count, np.int64)
     tail_norm = np.empty(count, np.float64)
-    for start in range(0, count, CELL_BLOCK):
-        block = cell_vectors[start:start + CELL_BLOCK]
-        flat = block.reshape(len(block), -1)
-        # Summed in int64 as read: a wide copy of the block costs more than the sum.
-        norm2 = np.einsum("ij,ij->i", flat, flat, dtype=np.int64)
-        means = blocks.means(block)
-        means2 = np.einsum("ij,ij->i", means, means)
-        means -= features.mean
-        projected = means @ basis
-        deviation2 = np.einsum("ij,ij->i", means, means)
-        projected2 = np.einsum("ij,ij->i", projected, projected)
-        tail = _tail_norm(norm2.astype(np.float64), means2, deviation2, projected2,
-                          blocks.area)
-        part = rows[start:start + len(block)]
-        part[:, :dimensions] = -2.0 * scale * projected
-        part[:, dimensions] = (
-            scale * projected2
-            - BOUND_SLACK * scale * deviation2
-            - 1e-7 * weight * norm2
-            + weight * (1.0 - BOUND_SLACK) * tail * tail
-        )
-        part[:, dimensions + 1] = 1.0
-        part[:, dimensions + 2] = -2.0 * weight * tail
-        part[:, dimensions + 3] = 1.0
-        cell_norm2[start:start + len(block)] = norm2
-        tail_norm[start:start + len(block)] = tail
+    # Products this small gain nothing from BLAS's threads, which would spin
+    # on after them, beside the search that follows.
+    with one_blas_thread():
+        for start in range(0, count, CELL_BLOCK):
+            block = cell_vectors[start:start + CELL_BLOCK]
+            flat = block.reshape(len(block), -1)
+            # Summed in int64 as read: a wide copy of the block costs more than the sum.
+            norm2 = np.einsum("ij,ij->i", flat, flat, dtype=np.int64)
+            means = blocks.means(block)
+            means2 = np.einsum("ij,ij->i", means, means)
+            means -= features.mean
+            projected = means @ basis
+            deviation2 = np.einsum("ij,ij->i", means, means)
+            projected2 = np.einsum("ij,ij->i", projected, projected)
+            tail = _tail_norm(norm2.astype(np.float64), means2, deviation2, projected2,
+                              blocks.area)
+            part = rows[start:start + len(block)]
+            part[:, :dimensions] = -2.0 * scale * projected
+            part[:, dimensions] = (
+                scale * projected2
+                - BOUND_SLACK * scale * deviation2
+                - 1e-7 * weight * norm2
+                + weight * (1.0 - BOUND_SLACK) * tail * tail
+            )
+            part[:, dimensions + 1] = 1.0
+            part[:, dimensions + 2] = -2.0 * weight * tail
+            part[:, dimensions + 3] = 1.0
+            cell_norm2[start:start + len(block)] = norm2
+            tail_norm[start:start + len(block)] = tail
     return rows, cell_norm2, tail_norm
