@@ -440,16 +440,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        import torch
-    except ImportError:
-        missing("PyTorch is not installed (a CUDA build is needed for --device cuda)")
-    try:
         from mosaicist.errors import MosaicistError, OptionError
         from mosaicist.grid import Geometry
-        from mosaicist.match._gpu import _resolve_device
+        from mosaicist.match._gpu import _import_torch, _resolve_device
     except ImportError as error:
         missing(f"cannot import mosaicist ({error}); run from the repository root "
                  "or install it")
+    try:
+        # One line for a torch that is missing or broken (a CUDA library not found...).
+        torch = _import_torch()
+    except MosaicistError as error:
+        missing(f"{error} (a CUDA build is needed for --device cuda)")
     try:
         device = _resolve_device(torch, args.device)
     except MosaicistError as error:

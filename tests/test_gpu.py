@@ -9,6 +9,7 @@ machine with a GPU the same tests run there with
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 from itertools import pairwise
@@ -421,3 +422,239 @@ def test_checks_before_the_work_make_no_cuda_context(monkeypatch):
 
     monkeypatch.setattr(torch, "empty", no_device)
     gpu.GpuMatcher().check_runs(None)
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        # A CUDA build whose libraries are missing: ctypes raises OSError while torch loads.
+        (OSError("libcudart.so.12: cannot open shared object file: No such file or directory"),
+         "libcudart.so.12"),
+        # The same from torch._C: an ImportError, which is not "PyTorch is not installed".
+        (ImportError("libcudnn.so.9: cannot open shared object file"), "libcudnn.so.9"),
+        # A package torch needs, not torch itself.
+        (ModuleNotFoundError("No module named 'typing_extensions'", name="typing_extensions"),
+         "typing_extensions"),
+    ],
+)
+def test_a_broken_torch_install_is_a_one_line_error(monkeypatch, error, shown):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def broken_import(name, *args, **kwargs):
+        if name == "torch":
+            raise error
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", broken_import)
+    with pytest.raises(MosaicistError, match="PyTorch is installed but cannot be imported") \
+            as caught:
+        gpu.GpuMatcher().check_runs(None)
+    message = str(caught.value)
+    assert shown in message and "\n" not in message and "not installed" not in message
+
+
+def test_unavailable_cuda_says_why_in_its_one_line_not_in_a_warning(monkeypatch):
+    # A CUDA build of torch on a machine without a driver (or with one too old
+    # for it) answers False and says why in a warning of several lines.
+    def no_driver():
+        warnings.warn("CUDA initialization: Found no NVIDIA driver on your system. Please check "
+                      "that you have an NVIDIA GPU and installed a driver (Triggered internally "
+                      "at /pytorch/c10/cuda/CUDAFunctions.cpp:109.)", UserWarning, stacklevel=2)
+        return False
+
+    monkeypatch.setattr(torch.cuda, "is_available", no_driver)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        with pytest.raises(OptionError, match="CUDA is not available") as caught:
+            gpu.GpuMatcher().check_runs(None)
+    assert shown == []
+    message = caught.value.message(lambda name: "--" + name)
+    assert "torch warned: CUDA initialization: Found no NVIDIA driver" in message
+    assert "Triggered internally" not in message and "\n" not in message
+    assert message.endswith("use --device cpu or a CUDA build of PyTorch")
+
+
+def test_a_device_that_holds_no_data_is_a_one_line_error():
+    # "meta" tensors are made without fail but cannot be read back: the probe
+    # must catch that, not the end of the search (NotImplementedError there).
+    with pytest.raises(MosaicistError, match=r"torch device 'meta' cannot be used: Cannot "
+                                             r"copy out of meta tensor") as caught:
+        match_torch(np.zeros((3, 4, 4, 3), np.uint8), np.zeros((5, 8, 8, 3), np.uint8),
+                    Geometry(4, 8), device="meta", kernel="float64")
+    assert "\n" not in str(caught.value)
+
+
+def test_the_probe_names_torchs_warning_when_the_device_fails(monkeypatch):
+    # A GPU older than the build supports: torch warns at first use, then its
+    # first kernel fails with "no kernel image"; both go into one line.
+    zeros = torch.zeros
+
+    def too_old(*args, device=None, **kwargs):
+        if device is not None and torch.device(device).type == "cpu":
+            warnings.warn("Found GPU0 Tesla K80 which is of cuda capability 3.7.\n    PyTorch "
+                          "no longer supports this GPU because it is too old.", UserWarning,
+                          stacklevel=2)
+            raise RuntimeError("CUDA error: no kernel image is available for execution on the "
+                               "device\nCUDA kernel errors might be asynchronously reported")
+        return zeros(*args, device=device, **kwargs)
+
+    monkeypatch.setattr(torch, "zeros", too_old)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        with pytest.raises(MosaicistError, match="no kernel image") as caught:
+            gpu._resolve_device(torch, "cpu")
+    assert shown == []
+    assert str(caught.value) == (
+        "torch device 'cpu' cannot be used: CUDA error: no kernel image is available for "
+        "execution on the device (torch warned: Found GPU0 Tesla K80 which is of cuda "
+        "capability 3.7.)")
+    # A warning from a device that works is shown as torch gave it.
+    monkeypatch.setattr(torch, "zeros", lambda *args, device=None, **kwargs: (
+        warnings.warn("a caveat", UserWarning, stacklevel=2), zeros(*args, **kwargs))[1])
+    with pytest.warns(UserWarning, match="a caveat"):
+        assert gpu._resolve_device(torch, "cpu") == torch.device("cpu")
+
+
+def test_a_cublas_handle_that_cannot_be_made_is_taken_for_out_of_memory(monkeypatch):
+    # On a nearly full GPU the first product of a process fails to make cuBLAS's
+    # handle with this error, not an out-of-memory one; with the cache emptied it works.
+    handle = "CUDA error: CUBLAS_STATUS_NOT_INITIALIZED when calling `cublasCreate(handle)`"
+    original = gpu._tile_norms
+    calls = [0]
+
+    def failing(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError(handle)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(gpu, "_tile_norms", failing)
+    rng = np.random.default_rng(8)
+    tiles = smooth_images(rng, 40, 8)
+    cells = smooth_images(rng, 33, 4)
+    geometry = Geometry(4, 8)
+    result = match_torch(cells, tiles, geometry, device=DEVICE, kernel="float64")
+    reference = brute_force(cells, tiles, 8)
+    assert np.array_equal(result.tile, reference.tile)
+    assert np.array_equal(result.distance, reference.distance)
+    assert calls[0] > 1
+
+
+@pytest.mark.parametrize(("raised", "said"), [
+    (RuntimeError("CUDA error: CUBLAS_STATUS_NOT_INITIALIZED when calling `cublasCreate(handle)`"),
+     "CUDA error: CUBLAS_STATUS_NOT_INITIALIZED when calling `cublasCreate(handle)`"),
+    # torch's own message goes on for a paragraph of allocator statistics: its first sentence.
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total "
+                            "capacity of 139.8 GiB of which 1.2 GiB is free. Including..."),
+     "CUDA out of memory"),
+])
+def test_the_last_out_of_memory_line_says_what_failed(monkeypatch, raised, said):
+    def failing(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(gpu, "_tile_norms", failing)
+    with pytest.raises(MosaicistError, match="even with the smallest chunks") as caught:
+        match_torch(np.zeros((5, 4, 4, 3), np.uint8), np.zeros((20, 8, 8, 3), np.uint8),
+                    Geometry(4, 8), device=DEVICE, kernel="float64")
+    message = str(caught.value)
+    # On CUDA the free memory comes between the chunks and the cause.
+    assert re.search(r"\(8 tiles by 32 cells\)( \([^)]* GiB\))?: " + re.escape(said)
+                     + "; free it from other programs", message), message
+    assert "\n" not in message and "Tried to allocate" not in message
+
+
+@pytest.mark.parametrize("settings", [
+    {"preset": "seed"},
+    {"preset": "seed", "aspect": "3:2", "limit": 20},
+    {"preset": "seed", "cell_px": 5, "tile_px": 7},
+    # Given as a flag, the chroma is applied to the GPU's picks as to the CPU's.
+    {"preset": "seed", "chroma": 1},
+])
+def test_the_gpu_matcher_places_what_the_exact_search_places(tmp_path, monkeypatch, settings):
+    # GpuMatcher on this CPU: the whole pipeline, candidates and geometry as a
+    # mosaic gives them, against the exact search on the same settings.
+    from conftest import noisy_target
+    from PIL import Image
+
+    from mosaicist import make_mosaic
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    searched = []
+    original = gpu.match_torch
+
+    def on_this_device(cells, tiles, geometry, device, *args, **kwargs):
+        searched.append(device)
+        return original(cells, tiles, geometry, DEVICE, *args, **kwargs)
+
+    monkeypatch.setattr(gpu, "match_torch", on_this_device)
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    for index, picture in enumerate(smooth_images(np.random.default_rng(4), 16, 12)):
+        Image.fromarray(picture).save(folder / f"t{index:03d}.png")
+    # Flat tiles, each twice (ties: the lower library position wins), and cells of their colours.
+    target = noisy_target()
+    for index, colour in enumerate([(10, 200, 30), (128, 128, 128), (250, 250, 5)]):
+        flat = np.full((12, 12, 3), colour, np.uint8)
+        Image.fromarray(flat).save(folder / f"t{20 + index:03d}.png")
+        Image.fromarray(flat).save(folder / f"t{30 + index:03d}.png")
+        target[index * 10:index * 10 + 10, :20] = colour
+    base = {"cell_px": 8, "tile_px": 16, "cache_dir": tmp_path / "cache", **settings}
+    on_gpu = make_mosaic(target, folder, device="cuda", **base)
+    on_cpu = make_mosaic(target, folder, **base)
+    assert (on_gpu.matcher, on_cpu.matcher) == ("gpu", "exact") and searched == ["cuda"]
+    first, second = on_gpu.placements, on_cpu.placements
+    assert np.array_equal(first.tile, second.tile)
+    assert np.array_equal(first.distance, second.distance)
+    assert first.distance.dtype == second.distance.dtype
+    assert np.array_equal(first.transform, second.transform)
+    # Both kinds of pick: smooth tiles, and the first of each pair of flat ones (16 to 18).
+    assert len(np.unique(first.tile)) > 3 and 0 < np.isin(first.tile, [16, 17, 18]).sum()
+    assert not np.isin(first.tile, [19, 20, 21]).any()  # the second of each pair
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("tile_count", [1, 63, 64, 65, 129])
+@pytest.mark.parametrize("cell_count", [1, 31, 32, 33, 65])
+def test_counts_around_the_chunk_sizes(small_chunks, kernel, tile_count, cell_count):
+    # Chunks of 64 tiles and groups of 32 cells: counts just below, at and above them,
+    # with copies of tile 0 on both sides of each chunk boundary (the first copy wins).
+    rng = np.random.default_rng(tile_count * 100 + cell_count)
+    tiles = smooth_images(rng, tile_count, 8)
+    for copy in (63, 64, 127, 128):
+        if copy < tile_count:
+            tiles[copy] = tiles[0]
+    cells = smooth_images(rng, cell_count, 4)
+    cells[::3] = tiles[0, ::2, ::2]  # the copies tie exactly for these cells
+    assert_same_as_brute_force(cells, tiles, 8, kernel)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_the_library_reaches_the_device_in_chunks_within_the_budget(monkeypatch, kernel):
+    # Tiles of 8 x 8 x 3 = 192 values, 768 bytes as int32: a budget of 16 of them.
+    monkeypatch.setattr(gpu, "TILE_BYTES", 16 * 768)
+    seen = []
+    get = gpu._TileStream.get
+
+    def recording(self, start, stop):
+        moved = get(self, start, stop)
+        seen.append(moved.shape[0])
+        return moved
+
+    monkeypatch.setattr(gpu._TileStream, "get", recording)
+    operands = []
+    digits = gpu._digits
+
+    def recording_digits(torch, sums, *args):
+        operands.append(sums.shape[0])
+        return digits(torch, sums, *args)
+
+    monkeypatch.setattr(gpu, "_digits", recording_digits)
+    rng = np.random.default_rng(2)
+    tiles = smooth_images(rng, 300, 8)
+    cells = smooth_images(rng, 40, 4)
+    assert_same_as_brute_force(cells, tiles, 8, kernel)
+    assert max(seen) == 16 and sum(seen) == 300
+    assert all(count <= 16 for count in operands)

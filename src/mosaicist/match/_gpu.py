@@ -66,10 +66,10 @@ most :data:`CELL_BYTES` (counted as float64). Peak device memory is
 therefore a couple of GiB at most, whatever the sizes. On CUDA these
 budgets are halved until they fit in half of the free device memory (a
 MIG slice, a GPU shared with other programs), and a
-``torch.OutOfMemoryError`` (or cuBLAS failing to allocate) drops the
-group of cells being searched, empties PyTorch's cache and searches it
-again with halved budgets; at the smallest chunks it is one
-:class:`~mosaicist.errors.MosaicistError` line. Pinned host memory that
+``torch.OutOfMemoryError`` (or cuBLAS failing to allocate, or to make its
+handle) drops the group of cells being searched, empties PyTorch's cache
+and searches it again with halved budgets; at the smallest chunks it is one
+:class:`~mosaicist.errors.MosaicistError` line saying what failed. Pinned host memory that
 cannot be had gives ordinary buffers and synchronous copies. The running
 ``(minimum, lowest index)`` per cell is merged chunk by chunk with a
 strict ``<``: ``argmin`` returns the first minimum within a chunk and
@@ -82,9 +82,13 @@ Devices
 Any PyTorch device name: ``cuda`` (the current GPU), ``cuda:N`` (checked
 against the visible devices, so ``cuda:1`` on a one-GPU machine, or one
 hidden by ``CUDA_VISIBLE_DEVICES``, is a one-line error), ``cpu``. Every
-device is probed with a one-element tensor first, so a device PyTorch knows
-but cannot use (a CPU build asked for ``mps``) fails in one line too. The
-tests run on a GPU with ``MOSAICIST_TEST_DEVICE=cuda`` and
+device is probed with a one-element tensor written there and read back
+first, so a device PyTorch knows but cannot use (a CPU build asked for
+``mps``, ``meta``, a GPU the build has no kernels for) fails in one line
+too. Where torch says why CUDA cannot be used in a warning (no driver, one
+too old for the build), the reason goes into that line instead; a torch
+that is installed but cannot be imported (a CUDA library missing) is one
+line as well. The tests run on a GPU with ``MOSAICIST_TEST_DEVICE=cuda`` and
 ``benchmarks/bench_gpu.py`` checks exactness there.
 """
 
@@ -92,6 +96,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -127,13 +133,41 @@ KERNELS = ("int8", "float64")
 INSTALL_HINT = f"install the gpu extra: {install_extra('gpu')}"
 
 
+def _first_line(error: BaseException | str) -> str:
+    """The first line of what ``error`` says, without torch's "(Triggered internally at ...)"."""
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return re.sub(r"\s*\(Triggered internally at [^)]*\)\.?$", "", text).strip()
+
+
 def _import_torch() -> Any:
     """Import PyTorch, or raise a one-line :class:`MosaicistError`."""
     try:
         import torch
-    except ImportError:
+    except ModuleNotFoundError as error:
+        if error.name != "torch":
+            # A package torch needs is missing, not torch itself.
+            raise MosaicistError(f"PyTorch is installed but cannot be imported: "
+                                 f"{_first_line(error)}; {INSTALL_HINT}") from None
         raise MosaicistError(f"PyTorch is not installed; {INSTALL_HINT}") from None
+    except Exception as error:  # noqa: BLE001 - a broken install raises several kinds
+        # A CUDA build whose libraries cannot be loaded (an ImportError or
+        # OSError naming libcudart.so...), one built against another numpy...
+        raise MosaicistError(f"PyTorch is installed but cannot be imported: "
+                             f"{_first_line(error)}; {INSTALL_HINT}") from None
     return torch
+
+
+def _quietly(call: Any) -> tuple[Any, list[str]]:
+    """``call()`` and the first lines of the warnings it gave, which are not shown.
+
+    torch says why CUDA cannot be used (no driver, a driver too old for the
+    build) in a multi-line warning, not in the answer: the reason goes into
+    the one-line error instead.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = call()
+    return value, [_first_line(warning.message) for warning in caught]
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -169,12 +203,14 @@ def _resolve_device(
     except (RuntimeError, TypeError) as error:
         raise MosaicistError(f"unknown torch device {device!r}: {error}") from None
     if resolved.type == "cuda":
-        if not torch.cuda.is_available():
+        (available, visible), reasons = _quietly(
+            lambda: (torch.cuda.is_available(), torch.cuda.device_count()))
+        if not available:
             # An OptionError, so that the command line names its flag (--device cpu).
             raise OptionError(
                 "{device} {value} asked for but CUDA is not available (torch.cuda.is_available() "
-                "is false); use {device} cpu or a CUDA build of PyTorch", value=str(resolved))
-        visible = torch.cuda.device_count()
+                "is false{why}); use {device} cpu or a CUDA build of PyTorch",
+                value=str(resolved), why="".join(f"; torch warned: {r}" for r in reasons[:1]))
         if resolved.index is not None and resolved.index >= visible:
             raise OptionError(
                 "{device} {value} asked for but only {visible} CUDA device(s) are visible "
@@ -182,11 +218,23 @@ def _resolve_device(
                 value=str(resolved), visible=visible, last=visible - 1)
     if not probe:
         return resolved
-    try:
-        torch.empty(1, device=resolved)
-    except Exception as error:  # noqa: BLE001 - torch raises several kinds here
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise MosaicistError(f"torch device {str(resolved)!r} cannot be used: {first}") from None
+    failed: str | None = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            # Written on the device and read back: a device that allocates but
+            # holds no data ("meta"), or a GPU this build has no kernels for, fails here.
+            torch.zeros(1, device=resolved).cpu()
+        except Exception as error:  # noqa: BLE001 - torch raises several kinds here
+            failed = _first_line(error)
+    if failed is not None:
+        # torch's warning, when it gave one, says why (a GPU too old for this build).
+        why = "".join(f" (torch warned: {_first_line(w.message)})" for w in caught[:1])
+        raise MosaicistError(f"torch device {str(resolved)!r} cannot be used: {failed}{why}")
+    for warning in caught:
+        # It works: what torch said is shown as it would have been.
+        warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                               warning.lineno)
     return resolved
 
 
@@ -255,12 +303,19 @@ def _initial_shrink(torch: Any, device: torch.device) -> int:
 
 
 def _is_out_of_memory(torch: Any, error: BaseException) -> bool:
-    """Whether ``error`` is the device (or cuBLAS, or pinned host memory) running out."""
+    """Whether ``error`` is the device (or cuBLAS, or pinned host memory) running out.
+
+    cuBLAS makes its handle on the first product of a process: on a GPU that
+    is nearly full that fails as ``CUBLAS_STATUS_NOT_INITIALIZED when calling
+    cublasCreate(handle)``, not as an out-of-memory error, and succeeds once
+    PyTorch's cache is emptied.
+    """
     if isinstance(error, torch.OutOfMemoryError):
         return True
     text = str(error)
-    return isinstance(error, RuntimeError) and (
-        "out of memory" in text or "CUBLAS_STATUS_ALLOC_FAILED" in text
+    return isinstance(error, RuntimeError) and any(
+        sign in text for sign in ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED",
+                                  "CUBLAS_STATUS_NOT_INITIALIZED")
     )
 
 
@@ -401,8 +456,10 @@ def match_torch(
     Raises
     ------
     MosaicistError
-        When PyTorch is not installed, the device is unknown or CUDA is asked
-        for but unavailable, or the arrays do not fit the geometry.
+        When PyTorch is not installed or cannot be imported, the device is
+        unknown or cannot be used (CUDA asked for but unavailable), the
+        arrays do not fit the geometry, or the device runs out of memory even
+        with the smallest chunks.
     """
     torch = _import_torch()
     where = _resolve_device(torch, device)
@@ -456,16 +513,18 @@ def match_torch(
                 done[0] += tiles_done
                 bar.update(tiles_done)
 
+            out_of_memory: str | None = None
             try:
                 value, index = _match_group(
                     torch, flat_cells[group_start:group_stop], stream, where, geometry,
                     kernel, plan, digits, narrow, advance)
-                out_of_memory = False
             except Exception as error:
                 if not _is_out_of_memory(torch, error):
                     raise
-                out_of_memory = True
-            if out_of_memory:
+                # Only its first sentence (torch's goes on with the allocator's
+                # statistics), not the error, whose traceback holds the group's tensors.
+                out_of_memory = _first_line(error).split(". ")[0].rstrip(".")
+            if out_of_memory is not None:
                 # Outside the except block, so the traceback no longer holds the
                 # failed group's tensors when the cache is emptied.
                 stream = None
@@ -482,8 +541,8 @@ def match_torch(
                     raise MosaicistError(
                         f"the torch device {str(where)!r} ran out of memory even with the "
                         f"smallest chunks ({plan[0]} tiles by {plan[1]} cells)"
-                        f"{_memory_line(torch, where)}; free it from other programs or "
-                        "match on the CPU")
+                        f"{_memory_line(torch, where)}: {out_of_memory}; free it from other "
+                        "programs or match on the CPU")
                 shrink, plan = plan_shrink, smaller
                 bar.update(-done[0])
                 bar.total = passed + tile_count * math.ceil((count - group_start) / plan[2])
