@@ -46,6 +46,7 @@ def _document() -> dict:
 def test_json_round_trip_keeps_every_field():
     back = Placements.from_json(_document())
     assert (back.rows, back.cols, back.crop) == (2, 2, (1, 2))
+    assert Placements(1, 1, [0], [0], ["a"], crop=[np.int64(3), 4]).crop == (3, 4)
     assert back.source_ids == ["a.png", "sub/b.png", "c.png", "sub/b.png"]
     assert back.tile.tolist() == [0, 1, 2, 1] and back.transform.tolist() == [0, 1, 0, 0]
     assert back.distance.tolist() == [3.5, 0.0, 1.25, 2.0]
@@ -151,6 +152,51 @@ def test_hostile_placements_json_is_one_clear_error(tmp_path, case):
     assert "\n" not in message and len(message) - len(str(path)) < 250
 
 
+@pytest.mark.parametrize(("old", "new", "words"), [
+    # Read as a dict, the last of each won without a word: a merge gone wrong drew
+    # another grid, or the cells of another make.
+    ('"rows":2', '"rows":2,"rows":3', "an object names 'rows' twice"),
+    ('"cells":{', '"cells":{"tile":["x.png","x.png","x.png","x.png"],',
+     "an object names 'tile' twice"),
+    ('"crop":{', '"crop":{"top":0,', "an object names 'top' twice"),
+])
+def test_a_key_given_twice_in_placements_json_is_refused(tmp_path, old, new, words):
+    text = json.dumps(_document(), separators=(",", ":"))
+    assert old in text
+    path = tmp_path / "p.json"
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(MosaicistError) as caught:
+        Placements.read(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: not a valid placements file (") and words in message
+
+
+def test_a_whole_number_of_thousands_of_digits_in_json_is_one_plain_error(tmp_path):
+    # Python refused it with advice for programmers ("use sys.set_int_max_str_digits()").
+    text = json.dumps(_document(), separators=(",", ":"))
+    path = tmp_path / "p.json"
+    path.write_text(text.replace('"position":[0,', '"position":[' + "9" * 5000 + ",", 1))
+    with pytest.raises(MosaicistError) as caught:
+        Placements.read(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: not a valid placements file (a whole number too long "
+                              "to read (") and "5000 digits" in message, message
+    assert "sys.set_int_max_str_digits" not in message
+    # Long numbers that Python reads are left to the checks that name their field.
+    path.write_text(text.replace('"position":[0,', '"position":[' + "9" * 400 + ",", 1))
+    with pytest.raises(MosaicistError, match=r"cells\.position\[0\] must be a whole number"):
+        Placements.read(path)
+
+
+def test_placements_read_from_a_file_know_it(tmp_path):
+    # A later message about them (a placed tile gone from the library) names the file.
+    placements = Placements(1, 2, np.array([0, 1]), np.array([1, 2]), ["a.png", "b.png"])
+    assert placements.path is None
+    for name in ("p.csv", "p.json"):
+        placements.write(tmp_path / name)
+        assert Placements.read(tmp_path / name).path == tmp_path / name
+
+
 def test_deeply_nested_placements_json_is_one_clear_error(tmp_path):
     path = tmp_path / "p.json"
     path.write_text("[" * 200_000 + "]" * 200_000)
@@ -192,8 +238,11 @@ def _csv(tmp_path, text: str):
     ("row,col,tile,distance,position,tint_0,tint_1\n0,0,a.png,1,0,1,2\n", "not tint_2"),
     ("row,col,tile,distance,position,gain_0\n0,0,a.png,1,0,2\n", "not gain_1, gain_2"),
     # Python's int() reads these as 20 and 2: another tile.
-    ("row,col,tile,distance,position\n0,0,a.png,1,2_0\n", "position must be a number"),
-    ("row,col,tile,distance,position\n0,0,a.png,1,\u0662\n", "position must be a number"),
+    ("row,col,tile,distance,position\n0,0,a.png,1,2_0\n", "position must be a whole number"),
+    ("row,col,tile,distance,position\n0,0,a.png,1,\u0662\n", "position must be a whole number"),
+    # "must be a number, got '1.0'": it is one, but not a whole one.
+    ("row,col,tile,distance,position\n0,0,a.png,1,0\n1.0,0,b.png,1,1\n",
+     "line 3: row must be a whole number, got '1.0'"),
     # A message of thousands of characters quoting the field.
     pytest.param("row,col,tile,distance,position\n0,0,a.png,1," + "9" * 5000 + "\n",
                  "position", id="a position of 5000 digits"),
@@ -237,6 +286,13 @@ def test_an_unreadable_placements_file_is_one_clear_error(tmp_path, monkeypatch)
             Placements.read(tmp_path / name)
         message = str(caught.value)
         assert message == f"{tmp_path / name}: cannot read the placements file: Permission denied"
+    # A folder it may not search: the file's status cannot be had either (an OSError).
+    monkeypatch.setattr("pathlib.Path.stat", refuse)
+    for name in ("p.json", "p.csv"):
+        with pytest.raises(MosaicistError) as caught:
+            Placements.read(tmp_path / name)
+        message = str(caught.value)
+        assert message == f"{tmp_path / name}: cannot read the placements file: Permission denied"
 
 
 @pytest.mark.parametrize(("call", "words"), [
@@ -252,6 +308,11 @@ def test_an_unreadable_placements_file_is_one_clear_error(tmp_path, monkeypatch)
     (lambda: Placements(1, 1, [0], [0], ["a"], [99]), "transform has codes outside 0 to 7"),
     (lambda: Placements(1, 1, [0], [0], ["a"], tint=[[1e308, 0, 0]]), "tint"),
     (lambda: Placements(1, 1, [0], [0], ["a"], gain=[[1e308, 1, 1]]), "gain"),
+    # Kept as given: a ValueError (unpacking) when written, or a file read refuses.
+    (lambda: Placements(1, 1, [0], [0], ["a"], crop=(3,)),
+     r"crop must be \(left, top\), two whole numbers of at least 0, got \(3,\)"),
+    (lambda: Placements(1, 1, [0], [0], ["a"], crop=("1", 0)), "crop must be"),
+    (lambda: Placements(1, 1, [0], [0], ["a"], crop=(0, -2)), "crop must be"),
 ])
 def test_placements_of_the_wrong_type_or_range_name_the_parameter(call, words):
     with pytest.raises(ValueError, match=words):
@@ -395,3 +456,29 @@ def test_placements_paths_under_home_are_expanded(tmp_path, monkeypatch):
         placements.write(name)
         assert (tmp_path / name[2:]).is_file()
         assert Placements.read(name).source_ids == ["a.png", "b.png"]
+
+
+@pytest.mark.parametrize("rect", [[1e308, 0, 1e308, 1e308], [0, 1e308, 1, 1e308]])
+def test_cell_rectangles_of_huge_numbers_are_one_error_without_a_warning(tmp_path, rect):
+    # x + w overflowed: a RuntimeWarning on stderr above the error (two lines), and from a
+    # CSV file "cannot convert float infinity to integer", naming neither line nor field.
+    import warnings
+
+    rects = np.array([[0, 0, 1, 1], [1, 0, 1, 1]], np.float64)
+    placements = Placements(1, 2, np.array([0, 1]), np.array([1, 2]), ["a.png", "b.png"],
+                            rect=rects)
+    for name, words in (("p.json", "cells.rect[1]"), ("p.csv", "line 3: x, y, w and h")):
+        placements.write(tmp_path / name)
+        if name == "p.json":
+            document = json.loads((tmp_path / name).read_text())
+            document["cells"]["rect"][1] = rect
+            (tmp_path / name).write_text(json.dumps(document))
+        else:
+            lines = (tmp_path / name).read_text().splitlines()
+            lines[2] = lines[2].rsplit(",", 4)[0] + "," + ",".join(map(repr, rect))
+            (tmp_path / name).write_text("\n".join(lines) + "\n")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(MosaicistError) as caught:
+                Placements.read(tmp_path / name)
+        assert words in str(caught.value), caught.value

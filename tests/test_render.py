@@ -560,3 +560,37 @@ def test_a_deep_zoom_pyramid_counts_a_file_per_tile(tmp_path, monkeypatch):
     # A 7.9-gigapixel mural (400 x 300 cells of 256 px) fits a disk of a few GB free.
     monkeypatch.setattr(_formats.os, "statvfs", lambda _: _FakeStats(5 * 10**9, 10**6))
     _formats.check_output(tmp_path / "mural.dzi", 102_400, 76_800)
+
+
+def test_a_placed_tile_gone_from_the_library_is_refused_before_any_drawing(made, monkeypatch):
+    # Found at its row while drawing ("gone.png: cannot open the tile's original"), after
+    # the rows above it were drawn (hours into a mural), and without naming the file.
+    from mosaicist.render import _pictures
+
+    root, make = made
+    make("-o", root / "m.png", "--placements", root / "p.json")
+    placements = Placements.read(root / "p.json")
+    placements.write(root / "p.csv")
+    last = placements.source_ids[-1]
+    (root / "tiles" / last).rename(root / "moved.png")
+    fetched = []
+    monkeypatch.setattr(_pictures.OriginalPictures, "fetch",
+                        lambda self, cells: fetched.append(cells))
+    placed = len(set(placements.source_ids))
+    for name in ("p.json", "p.csv"):
+        _one_line_error(_cli("render", root / name, "-o", root / "r.png", "--tiles",
+                             root / "tiles", "--cache-dir", root / "cache", "-q"),
+                        f"{root / name}: 1 of the {placed} placed tiles is not a file of "
+                        f"{(root / 'tiles').resolve()} ('{last}')", "moved or removed")
+    assert not fetched and not (root / "r.png").exists()
+    assert sorted(path.name for path in root.iterdir() if path.name.startswith(".")) == []
+    # An id that names no file of a folder is counted the same way.
+    placements.source_ids[0] = "./" + placements.source_ids[0]
+    placements.write(root / "q.json")
+    _one_line_error(_cli("render", root / "q.json", "-o", root / "r.png", "--cache-dir",
+                         root / "cache", "-q"), f"{root / 'q.json'}: 2 of the ")
+    # Another library (the wrong --tiles): none of them is there.
+    (root / "other").mkdir()
+    _one_line_error(_cli("render", root / "p.json", "-o", root / "r.png", "--tiles",
+                         root / "other", "--cache-dir", root / "cache", "-q"),
+                    f"{root / 'p.json'}: none of the {placed} placed tiles is a file of")

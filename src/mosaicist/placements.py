@@ -124,6 +124,10 @@ class Placements:
         Whether ``options`` are those the mosaic was made with: False for a
         CSV file, which records no settings (its tints may be in another
         metric's units, its photos cut otherwise, its overlay left out).
+    path : pathlib.Path or None
+        The file the placements were read from (:meth:`read`), for messages
+        about them that come later (a placed tile no longer in the library);
+        None for placements made in memory.
 
     Raises
     ------
@@ -215,8 +219,16 @@ class Placements:
                                  f"{self.options.aspect} tiles (use {kept})")
         self.source = source
         self.target = target
-        self.crop = crop
+        # Written as it is, a crop of another shape made a file that read refuses, or a
+        # ValueError (unpacking) while writing it.
+        if not (isinstance(crop, tuple | list) and len(crop) == 2 and all(
+                isinstance(part, int | np.integer) and not isinstance(part, bool | np.bool_)
+                and part >= 0 for part in crop)):
+            raise OptionError("{crop} must be (left, top), two whole numbers of at least 0, "
+                              "got {value}", value=_shown(crop))
+        self.crop = (int(crop[0]), int(crop[1]))
         self.settings_recorded = True
+        self.path: Path | None = None
         self._hashes = None if hashes is None or callable(hashes) else dict(hashes)
         self._hash_lookup = hashes if callable(hashes) else None
 
@@ -418,15 +430,22 @@ class Placements:
             ``path`` is not a path.
         """
         path = _as_path(path)
-        if not path.exists():
-            raise MosaicistError(f"{path}: placements file not found")
-        if not path.is_file():
-            raise MosaicistError(f"{path}: placements file is not a regular file")
+        try:
+            # A folder it may not look into: exists() raises PermissionError (an OSError
+            # that the message below names), where a missing file is False.
+            if not path.exists():
+                raise MosaicistError(f"{path}: placements file not found")
+            if not path.is_file():
+                raise MosaicistError(f"{path}: placements file is not a regular file")
+        except OSError as error:
+            raise MosaicistError(f"{path}: cannot read the placements file: "
+                                 f"{error.strerror or error}") from None
         try:
             # utf-8-sig: editors and spreadsheets may start the file with a byte-order mark.
             if path.suffix.lower() == ".json":
-                return cls.from_json(json.loads(path.read_text(encoding="utf-8-sig")))
-            return cls.read_csv(path)
+                placements = cls.from_json(_load_json(path.read_text(encoding="utf-8-sig")))
+            else:
+                placements = cls.read_csv(path)
         except (ValueError, KeyError, TypeError, IndexError, RecursionError, OverflowError,
                 csv.Error) as error:
             # Cut short: a message may quote the file (a setting's value of any length).
@@ -437,6 +456,8 @@ class Placements:
         except OSError as error:  # unreadable (permissions, an I/O error)
             raise MosaicistError(f"{path}: cannot read the placements file: "
                                  f"{error.strerror or error}") from None
+        placements.path = path
+        return placements
 
     @classmethod
     def from_json(cls, data: object) -> Placements:
@@ -600,6 +621,12 @@ class Placements:
         """Placements of cells of several sizes from CSV records (columns ``x,y,w,h``)."""
         corner = np.array([[_csv_number(record, name, line, float) for name in RECT_HEADER]
                            for line, record in zip(lines, records, strict=True)], np.float64)
+        # Past the grid any file may describe: x + w overflowed to infinity (a
+        # RuntimeWarning, then "cannot convert float infinity to integer").
+        far = np.flatnonzero((np.abs(corner) > MAX_CELLS).any(axis=1))
+        if len(far):
+            raise ValueError(f"line {lines[far[0]]}: x, y, w and h must lie within "
+                             f"{MAX_CELLS:,} cells, got {_shown(corner[far[0]].tolist())}")
         rows = max(math.ceil(float((corner[:, 1] + corner[:, 3]).max())), 1)
         cols = max(math.ceil(float((corner[:, 0] + corner[:, 2]).max())), 1)
         return cls._from_csv_records(rows, cols, records, lines, corner)
@@ -758,14 +785,16 @@ def check_rects(rows: int, cols: int, rect: np.ndarray) -> None:
     """
     rect = np.asarray(rect, np.float64).reshape(-1, 4)
     x, y, w, h = rect.T
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # A hostile file's 1e308 + 1e308 is infinite, and so refused: without its
+    # RuntimeWarning, a second line under the one error.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         level = -np.log2(w)
-    whole = np.isfinite(level) & (level == np.round(level))
-    level = np.where(whole, np.round(level), -1).astype(np.int64)
-    bad = ~whole | (level < 0) | (level > MAX_RECT_LEVEL) | (h != w)
-    side = np.where(bad, 1.0, w)
-    bad |= (x / side != np.floor(x / side)) | (y / side != np.floor(y / side))
-    bad |= (x < 0) | (y < 0) | (x + w > cols) | (y + h > rows)
+        whole = np.isfinite(level) & (level == np.round(level))
+        level = np.where(whole, np.round(level), -1).astype(np.int64)
+        bad = ~whole | (level < 0) | (level > MAX_RECT_LEVEL) | (h != w)
+        side = np.where(bad, 1.0, w)
+        bad |= (x / side != np.floor(x / side)) | (y / side != np.floor(y / side))
+        bad |= (x < 0) | (y < 0) | (x + w > cols) | (y + h > rows)
     if bad.any():
         index = int(np.flatnonzero(bad)[0])
         raise ValueError(f"cells.rect[{index}] {_shown(rect[index].tolist())} is not a square "
@@ -838,6 +867,32 @@ def _field(document: Mapping[str, Any], name: str, kind: type | tuple[type, ...]
     return value
 
 
+def _load_json(text: str) -> Any:
+    """Parse a placements document: keys given twice refused, Python's advice left out."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except ValueError as error:
+        # A whole number of thousands of digits: "...; use sys.set_int_max_str_digits() to
+        # increase the limit", advice for programmers. (A parse_int hook would say it
+        # better, but triples the time of reading the cells' numbers.)
+        message, _, advice = str(error).partition("; use sys.set_int_max_str_digits")
+        if advice:
+            raise ValueError(f"a whole number too long to read ({message})") from None
+        raise
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (the last would win without a word)."""
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"an object names {_shown(key)} twice")
+            seen.add(key)
+    return document
+
+
 def _shown(value: object) -> str:
     """A value for a message: its repr, cut short (a hostile file may hold huge ones)."""
     text = repr(value)
@@ -872,7 +927,9 @@ def _csv_number(record: Mapping[str, Any], name: str, line: int, kind: type,
             raise ValueError
         value = kind(text)
     except (TypeError, ValueError):
-        raise ValueError(f"line {line}: {name} must be a number, got {_shown(text)}") from None
+        # "1.0" is a number: a row, a column or a position is a whole one.
+        what = "a whole number" if kind is int else "a number"
+        raise ValueError(f"line {line}: {name} must be {what}, got {_shown(text)}") from None
     if kind is float and not math.isfinite(value):
         raise ValueError(f"line {line}: {name} must be a finite number, got {_shown(text)}")
     return value

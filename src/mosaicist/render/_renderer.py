@@ -403,9 +403,11 @@ def placements_renderer(
     Raises
     ------
     MosaicistError
-        When the source is not named or cannot be opened, or the overlay's
-        target is missing; :class:`~mosaicist.errors.OptionError` naming
-        the parameter for one of the wrong type.
+        When the source is not named or cannot be opened, a placed tile is
+        not a file of a local library (naming the placements file, before
+        any drawing), or the overlay's target is missing;
+        :class:`~mosaicist.errors.OptionError` naming the parameter for one
+        of the wrong type.
     """
     _check_arguments(placements, options, tiles)
     options = placements.options if options is None else options
@@ -419,6 +421,7 @@ def placements_renderer(
     if not spec:
         raise OptionError("these placements do not name their tile source; pass {tiles}")
     source = open_source(spec, cache_dir=paths.cache_dir(cache_dir), show_progress=show_progress)
+    _check_placed_files(source, placements)
     # The crop windows the index stored when the tiles were matched, if it is there.
     windows = stored_windows(source, placements.source_ids, options.match_px or options.tile_px,
                              options.aspect_ratio, options.crop, cache_dir)
@@ -436,6 +439,41 @@ def placements_renderer(
         renderer.overlay = TargetOverlay(target_crop(matched), renderer.width,
                                          renderer.height, options.overlay)
     return renderer
+
+
+def _check_placed_files(source: TileSource, placements: Placements) -> None:
+    """Refuse placements whose tiles are not all files of a local library, before any drawing.
+
+    Found while drawing, a tile gone from the library (moved, renamed,
+    deleted since the match, or the wrong ``--tiles``) ended the render at
+    its row, after the rows above it were drawn: hours into a mural.
+
+    Raises
+    ------
+    MosaicistError
+        Naming the placements file, how many placed tiles are missing and the first few.
+    """
+    if source.local_root() is None:
+        return  # a dataset or an array: its tiles are not files
+    missing = []
+    for source_id in dict.fromkeys(placements.source_ids):
+        try:
+            path = source.local_path(SourceEntry(source_id, 0, 0, None))
+        except MosaicistError:  # an id that names no file of a folder ("./a.png", "a//b")
+            path = None
+        if path is None or not os.path.isfile(path):
+            missing.append(source_id)
+    if missing:
+        where = "the placements" if placements.path is None else str(placements.path)
+        shown = ", ".join(repr(source_id) for source_id in missing[:3])
+        placed = len(set(placements.source_ids))
+        which = (f"none of the {placed} placed tiles is" if len(missing) == placed
+                 else f"{len(missing)} of the {placed} placed tiles "
+                      f"{'is' if len(missing) == 1 else 'are'} not")
+        raise MosaicistError(
+            f"{where}: {which} a file of {source.local_root()} "
+            f"({shown}{', ...' if len(missing) > 3 else ''}): moved or removed since the "
+            "placements were made, or another library")
 
 
 def changed_tiles(source: TileSource, hashes: Mapping[str, str],
