@@ -160,3 +160,28 @@ def test_make_grid_refuses_what_is_no_rgb_picture_by_name(target):
 
     with pytest.raises(OptionError, match="target must be an"):
         make_grid(target, 4)
+
+
+@pytest.mark.parametrize(("cell_height", "message"), [
+    (0, "cell_height must be at least 1, got 0"),
+    (-3, "cell_height must be at least 1, got -3"),
+    (1.5, "cell_height must be a whole number, got 1.5"),  # a TypeError from slicing
+    (True, "cell_height must be a whole number, got True"),  # taken as 1 px
+    ("2", "cell_height must be a whole number, got '2'"),
+])
+def test_a_cell_height_that_is_no_size_is_refused_by_name(cell_height, message):
+    from mosaicist.errors import OptionError
+
+    with pytest.raises(OptionError) as refused:
+        make_grid(np.zeros((8, 8, 3), np.uint8), 2, cell_height=cell_height)
+    assert str(refused.value) == message
+    # Still a ValueError, as the check it replaces raised.
+    assert isinstance(refused.value, ValueError)
+    assert make_grid(np.zeros((8, 8, 3), np.uint8), 2, cell_height=np.int64(4)).shape == (2, 4)
+
+
+def test_a_cell_width_too_long_to_print_is_refused_in_one_short_line():
+    # str() of an int of over 4,300 digits raised ValueError while the message was made.
+    with pytest.raises(MosaicistError, match="^cell_px must be between 1 and 1024 pixels, got "
+                                             "a number of 5001 digits$"):
+        make_grid(np.zeros((8, 8, 3), np.uint8), 10**5000)

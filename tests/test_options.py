@@ -450,3 +450,106 @@ def test_unknown_keywords_of_the_options_suggest_the_setting():
         MosaicOptions(max_use=1)
     assert isinstance(caught.value, OptionError)
     assert MosaicOptions(max_uses=3).max_uses == 3
+
+
+HUGE = 10**400  # a whole number no setting can use; float() of it overflows
+OVER_PRINTABLE = 10**5000  # Python refuses to print an int of over 4,300 digits
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    # A number setting given a huge int: an OverflowError from float() inside.
+    ({"tint": HUGE}, "tint must be between 0 and 1, got a number of 401 digits"),
+    ({"detail": -HUGE}, "detail must be between 0 and 255, got a negative number of 401 digits"),
+    ({"overlay": OVER_PRINTABLE}, "overlay must be between 0 and 1, got a number of 5001 digits"),
+    # A whole-number setting: the message printed all 401 digits, or failed to print them.
+    ({"cell_px": OVER_PRINTABLE},
+     "cell_px must be between 1 and 1024 pixels, got a number of 5001 digits"),
+    ({"cells": HUGE}, "cells must be between 1 and 9223372036854775807, got a number of 401 "
+                      "digits"),
+    # Accepted before, and min_spacing=10**400 divided by zero in the assignment's checks.
+    ({"min_spacing": HUGE}, "min_spacing must be between 0 and 9223372036854775807, got a "
+                            "number of 401 digits"),
+    ({"max_uses": 2**63}, "max_uses must be between 1 and 9223372036854775807, got "
+                          "9223372036854775808"),
+    ({"max_target_pixels": np.uint64(2**64 - 1)},
+     "max_target_pixels must be between 1 and 9223372036854775807 pixels, got "
+     "18446744073709551615"),
+    # Of the wrong type, or unknown: shown short.
+    ({"print_size": OVER_PRINTABLE}, "print_size must be a text, got a number of 5001 digits"),
+    ({"metric": "x" * 10_000}, "unknown metric 'xxxxxxxx"),
+    ({"print_size": "x" * 10_000}, "print_size must be WIDTHxHEIGHT in cm"),
+    ({"aspect": (10**5000, 1)}, "aspect must be a text, got a tuple"),
+])
+def test_huge_numbers_and_long_values_are_refused_in_one_short_line(changes, message):
+    with pytest.raises(OptionError) as refused:
+        MosaicOptions(**changes)
+    text = str(refused.value)
+    assert text.startswith(message), text
+    assert refused.value.parameters == tuple(changes) and len(text) < 200, text
+
+
+def test_the_largest_whole_numbers_are_still_taken():
+    largest = 2**63 - 1
+    options = MosaicOptions(cells=largest, max_uses=largest, min_spacing=largest,
+                            limit=np.int64(largest), max_target_pixels=largest)
+    assert (options.cells, options.max_uses, options.min_spacing, options.limit,
+            options.max_target_pixels) == (largest,) * 5
+    assert MosaicOptions.from_json(json.loads(json.dumps(options.to_json()))) == options
+
+
+def test_a_huge_spacing_is_refused_by_name_before_any_work(cli_setup, tmp_path):
+    # make_mosaic(min_spacing=10**400) raised ZeroDivisionError from the assignment's
+    # feasibility check, after the library was indexed.
+    from mosaicist import make_mosaic
+
+    root, target, tiles = cli_setup
+    with pytest.raises(OptionError, match="^min_spacing must be between 0 and "):
+        make_mosaic(target, tiles, cache_dir=root / "cache", min_spacing=HUGE)
+    result = CliRunner().invoke(main, [
+        "make", str(target), "--tiles", str(tiles), "--cell", "4", "--tile-px", "8",
+        "-o", str(tmp_path / "m.png"), "--cache-dir", str(root / "cache"),
+        "--min-spacing", str(HUGE),
+    ])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines() == [
+        "mosaicist: error: --min-spacing must be between 0 and 9223372036854775807, got a "
+        "number of 401 digits"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_shown_values_count_digits_exactly():
+    from mosaicist.options import shown_value
+
+    # Around powers of ten, where the logarithm's float is off by one.
+    for digits in (31, 100, 400, 4301, 5000):
+        assert shown_value(10 ** (digits - 1)) == f"a number of {digits} digits"
+        assert shown_value(10**digits - 1) == f"a number of {digits} digits"
+    assert shown_value(10**30 - 1) == "9" * 30
+    assert shown_value(np.int64(-5)) == "-5" and shown_value(True) == "True"
+
+
+def test_minus_zero_is_written_as_zero():
+    # "--tint -0" was kept as -0.0 and written so into the report and the placements file.
+    options = MosaicOptions(tint=-0.0, overlay=np.float32(-0.0), detail=-0.0, tint_max=-0.0)
+    assert json.dumps([options.to_json()[name] for name in
+                       ("tint", "overlay", "detail", "tint_max")]) == "[0.0, 0.0, 0.0, 0.0]"
+    # NaN stays refused, by name.
+    with pytest.raises(OptionError, match="^tint must be between 0 and 1, got nan$"):
+        MosaicOptions(tint=float("nan"))
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    # str() of the version raised ValueError (over 4,300 digits) or printed all 401.
+    ({"version": 10**5000}, "settings of version a number of 5001 digits are newer than this "
+                            "mosaicist reads"),
+    ({"version": -(10**5000)}, "settings version a negative number of 5001 digits is not valid"),
+    ({"version": 10**400}, "settings of version a number of 401 digits are newer"),
+    # A name of a thousand characters was printed whole.
+    ({"version": 5, "x" * 1000: 1, "abc": 2}, "unknown settings: abc, xxxxxxxx"),
+])
+def test_settings_files_with_hostile_versions_or_names_are_refused_in_one_short_line(
+        data, message):
+    with pytest.raises(MosaicistError) as refused:
+        MosaicOptions.from_json(data)
+    text = str(refused.value)
+    assert text.startswith(message) and len(text) < 120, text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal
 from fractions import Fraction
 
 import numpy as np
@@ -20,6 +21,7 @@ from mosaicist.options import MosaicOptions
 from mosaicist.sizing import (
     DEFAULT_DPI,
     SHAPE_TOLERANCE,
+    PrintSize,
     cell_px_for_cells,
     fit_options,
     options_plan,
@@ -453,8 +455,21 @@ def test_print_with_adaptive_chooses_a_tile_that_halves():
 
 
 def test_cells_with_adaptive_on_a_target_no_halving_cell_fits():
-    with pytest.raises(MosaicistError, match="smaller than one cell"):
-        plan_sizes((3, 3), cells=1, adaptive=2)
+    # It names the target, the smallest cell tried and the setting that rules out smaller ones
+    # (it said only "a 3x3 target is smaller than one cell").
+    with pytest.raises(OptionError) as error:
+        plan_sizes((3, 3), cells=1, adaptive=2, name="small.png")
+    assert str(error.value) == ("small.png: 3x3 pixels is smaller than one 4x4 cell, the "
+                                "smallest that adaptive 2 allows (its sides halve 2 times)")
+    assert error.value.parameters == ("adaptive",)
+    # Without adaptive cells the smallest is 1 px wide, at the aspect's shape.
+    with pytest.raises(MosaicistError, match=r"^small\.png: 60x8 pixels is smaller than one "
+                                             r"1x16 cell, the smallest at 1:16$"):
+        plan_sizes((60, 8), cells=4, aspect="1:16", name="small.png")
+    # A print's crop is named as the crop.
+    with pytest.raises(OptionError, match=r"^cells 3 is fewer than the target's 60x1 crop to "
+                                          r"the print's shape allows: at least 60 cells"):
+        plan_sizes((60, 40), cells=3, print_size="100x1cm")
 
 
 def test_cli_cells_and_print_with_adaptive_make_a_mosaic(tmp_path):
@@ -530,3 +545,133 @@ def test_cells_bounds_with_adaptive_name_the_cells_that_halve():
         plan_sizes((300, 200), cells=60000, adaptive=2)
     with pytest.raises(OptionError, match=r"at most 60000 cells \(1 px wide\)"):
         plan_sizes((300, 200), cells=60001)
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    # A print size of another type: AttributeError ("'int' object has no attribute 'inches'").
+    (lambda: plan_sizes((60, 40), print_size=5), "print_size must be WIDTHxHEIGHT in cm"),
+    (lambda: plan_sizes((60, 40), print_size=b"60x40"), "print_size must be WIDTHxHEIGHT"),
+    (lambda: print_crop((60, 40), 5), "print_size must be WIDTHxHEIGHT"),
+    # A PrintSize made by hand with sides no text has: a NaN's ValueError, a negative one
+    # cropped to a 1 px sliver.
+    (lambda: plan_sizes((60, 40), print_size=PrintSize(Decimal("NaN"), Decimal(2), "cm")),
+     "print_size must have two finite decimal sides and a unit cm, mm or in"),
+    (lambda: plan_sizes((60, 40), print_size=PrintSize(Decimal(-1), Decimal(2), "cm")),
+     "print_size must be WIDTHxHEIGHT in cm (the default), mm or in (e.g. 60x40cm, 24x36in), "
+     "got '-1x2cm'"),
+    (lambda: plan_sizes((60, 40), print_size=PrintSize(Decimal(1), Decimal(2), "ft")),
+     "print_size must have two finite decimal sides and a unit cm, mm or in"),
+    # Numbers too long to print (str() raised ValueError while the message was made).
+    (lambda: plan_sizes((60, 40), cells=10**5000),
+     "cells must be between 1 and 9223372036854775807, got a number of 5001 digits"),
+    (lambda: plan_sizes((60, 40), cell_px=10**5000),
+     "cell_px must be between 1 and 1024 pixels, got a number of 5001 digits"),
+    (lambda: cell_px_for_cells((60, 40), 10**400),
+     "cells must be between 1 and 9223372036854775807, got a number of 401 digits"),
+    (lambda: parse_print_size("1" + "0" * 5000 + "x1"),
+     "print_size sides must have at most 20 digits, got '1000000"),
+    # A side of a thousand decimals was taken, and every message naming the print printed it.
+    (lambda: plan_sizes((60, 40), print_size="0." + "0" * 1000 + "1x1"),
+     "print_size sides must have at most 20 digits, got '0.000000"),
+    (lambda: parse_print_size("123456789012345678901x1"), "print_size sides must have at most"),
+    # cell_px_for_cells's adaptive and aspect went unchecked: a negative shift, a TypeError,
+    # an OverflowError, or a 0:1 aspect taken (and a divide-by-zero warning).
+    (lambda: cell_px_for_cells((60, 40), 10, adaptive=-1), "adaptive must be between 0 and 6"),
+    (lambda: cell_px_for_cells((60, 40), 10, adaptive=1.5), "adaptive must be a whole number"),
+    (lambda: cell_px_for_cells((60, 40), 10, aspect=(0, 1)), "aspect must be a text W:H"),
+    (lambda: cell_px_for_cells((60, 40), 10, aspect=(1, 1000)), "aspect 1:1000 is more"),
+    (lambda: cell_px_for_cells(("60", 40), 10), "target: a target size must be two whole"),
+    # tile_px_for_print's dpi went unchecked: 1.5 dpi gave a tile, 10**400 an OverflowError,
+    # -5 "a print of -118x-79 px".
+    (lambda: tile_px_for_print(3, 2, "60x40", dpi=1.5), "dpi must be a whole number, got 1.5"),
+    (lambda: tile_px_for_print(3, 2, "60x40", dpi=10**400),
+     "dpi must be between 1 and 65535 dpi, got a number of 401 digits"),
+    (lambda: tile_px_for_print(3, 2, "60x40", dpi=-5), "dpi must be between 1 and 65535 dpi"),
+    (lambda: tile_px_for_print(3, 2, "60x40", adaptive=7), "adaptive must be between 0 and 6"),
+    (lambda: tile_px_for_print(3.5, 2, "60x40"), "a grid is whole numbers of cells, got 3.5"),
+    (lambda: plan_sizes((10**400, 40)), "target: a target of a number of 401 digits by 40 "
+                                        "pixels is too large to cut into cells"),
+])
+def test_hostile_sizes_through_the_python_api_are_refused_by_name(call, message):
+    # OptionErrors (ValueErrors too) and MosaicistErrors; a bare ValueError for a grid, as
+    # tile_px_for_print documents.
+    with pytest.raises((MosaicistError, ValueError)) as refused:
+        call()
+    text = str(refused.value)
+    assert text.startswith(message) and len(text) < 200, text
+    assert isinstance(refused.value, MosaicistError) or "grid" in message
+
+
+def test_a_target_size_as_a_list_is_not_called_a_crop():
+    # "its 8x8 crop to the print's shape": the plan compared the crop with the list as given.
+    with pytest.raises(MosaicistError, match=r"^t: 8x8 pixels is smaller than one 16x16 cell$"):
+        plan_sizes([8, 8], name="t")
+    assert plan_sizes([np.int64(60), 40], aspect=(3, 2)).aspect == "3:2"
+
+
+@pytest.mark.parametrize("planned", [
+    # A print crop whose width (67) and the grid's in it (63) leave odd remainders.
+    {"print_size": "10x7cm", "dpi": 50, "cells": 30},
+    {"print_size": "10x3cm", "dpi": 40, "cells": 12, "aspect": "3:2"},
+    {"cells": 7, "aspect": "2:3"},
+])
+def test_the_grids_window_is_the_same_in_the_report_the_placements_and_a_render(
+        tmp_path, planned):
+    # The report's sizes said where the print crop lay, not the cells; the cells' window
+    # is the crop's offsets plus the grid's own centring in it.
+    tiles = make_colour_folder(tmp_path / "tiles", 8, size=12)
+    target = tmp_path / "target.png"
+    Image.fromarray(smooth(83, 47)).save(target)
+    report, placements = tmp_path / "r.json", tmp_path / "p.json"
+    common = ["--cache-dir", str(tmp_path / "cache"), "-q"]
+    flags = {"print_size": "--print", "dpi": "--dpi", "cells": "--cells", "aspect": "--aspect"}
+    arguments = [part for name, value in planned.items() for part in (flags[name], str(value))]
+    made = CliRunner().invoke(main, [
+        "make", str(target), "--tiles", str(tiles), "--preset", "seed", *arguments,
+        "-o", str(tmp_path / "made.png"), "--report", str(report), "--placements",
+        str(placements), *common])
+    assert made.exit_code == 0, made.output
+    sizes = json.loads(report.read_text())["sizes"]
+    saved = json.loads(placements.read_text())
+    crop, window = sizes["crop"], sizes["grid"]
+    cell = sizes["cell"]
+    assert (window["left"], window["top"]) == (saved["crop"]["left"], saved["crop"]["top"])
+    assert (window["width"], window["height"]) == (saved["cols"] * cell["width"],
+                                                   saved["rows"] * cell["height"])
+    # Centred in the crop, rounding down, and inside it.
+    assert window["left"] - crop["left"] == (crop["width"] - window["width"]) // 2
+    assert window["top"] - crop["top"] == (crop["height"] - window["height"]) // 2
+    assert plan_sizes((83, 47), **planned).report() == sizes
+    rendered = CliRunner().invoke(main, ["render", str(placements), "-o",
+                                         str(tmp_path / "again.png"), "-q"])
+    assert rendered.exit_code == 0, rendered.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "made.png")),
+                          np.asarray(Image.open(tmp_path / "again.png")))
+
+
+def test_targets_are_sized_as_displayed_whatever_their_orientation_or_mode(tmp_path):
+    # A 64 x 40 picture turned a quarter by its EXIF orientation is 40 x 64 as displayed: a
+    # 10 x 30 cm print crops it across its 40 px width, not its 64.
+    tiles = make_colour_folder(tmp_path / "tiles", 6, size=12)
+    picture = Image.fromarray(smooth(64, 40))
+    turned = Image.Exif()
+    turned[0x0112] = 6
+    files = {"turned.jpg": (picture, {"exif": turned.tobytes()}),
+             "turned-cmyk.jpg": (picture.convert("CMYK"), {"exif": turned.tobytes()}),
+             "turned.png": (picture, {"exif": turned.tobytes()}),
+             "cmyk.jpg": (picture.convert("CMYK"), {}),
+             "palette.png": (picture.convert("P"), {}),
+             "grey-alpha.png": (picture.convert("LA"), {}),
+             "sixteen.png": (Image.fromarray(smooth(64, 40)[..., 0].astype(np.uint16) * 257), {})}
+    for name, (image, extra) in files.items():
+        image.save(tmp_path / name, **extra)
+        mosaic = make_mosaic(tmp_path / name, tiles, preset="seed", cells=12,
+                             print_size="10x30cm", dpi=10, cache_dir=tmp_path / "cache",
+                             compute_metrics=False)
+        assert mosaic.sizes is not None
+        displayed = (40, 64) if name.startswith("turned") else (64, 40)
+        assert mosaic.sizes.target_size == displayed, name
+        left, top, width, height = mosaic.sizes.crop
+        assert height == displayed[1] and width == round(displayed[1] / 3), name
+        assert (mosaic.grid.rows, mosaic.grid.cols) == (6, 2), name
+        assert (mosaic.grid.left, mosaic.grid.top) == mosaic.sizes.grid_crop[:2], name

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import MosaicistError, OptionError, check_range, shown_type
-from .options import CELL_PX_RANGE
+from .errors import MosaicistError, OptionError, shown_type
+from .options import CELL_PX_RANGE, check_whole
 
 
 @dataclass(frozen=True)
@@ -83,11 +83,12 @@ def make_grid(
     Raises
     ------
     OptionError
-        When ``cell_px`` is outside :data:`~mosaicist.options.CELL_PX_RANGE`.
+        When ``cell_px`` is outside :data:`~mosaicist.options.CELL_PX_RANGE`, or
+        ``cell_height`` is not a whole number of at least 1.
     MosaicistError
         When the target is smaller than one cell.
     """
-    check_range("cell_px", cell_px, *CELL_PX_RANGE, "pixels", whole=True)
+    cell_px = check_whole("cell_px", cell_px, *CELL_PX_RANGE, "pixels")
     if not isinstance(target, np.ndarray) or target.ndim != 3 or target.shape[2] != 3 \
             or target.dtype != np.uint8:
         # Else a reshape's ValueError (or an AttributeError) from deep inside.
@@ -95,9 +96,9 @@ def make_grid(
         kind = f"shape {shape}, dtype {target.dtype}" if isinstance(target, np.ndarray) \
             else shown_type(target)
         raise OptionError("{target} must be an (H, W, 3) uint8 array, got {kind}", kind=kind)
-    cell_h = cell_px if cell_height is None else cell_height
-    if cell_h < 1:
-        raise ValueError(f"cell_height must be at least 1, got {cell_h}")
+    # Any height an aspect gives a cell of up to 1024 px (1:16 makes 16,384); an
+    # OptionError, a ValueError as before, also for a float, a bool or a text.
+    cell_h = cell_px if cell_height is None else check_whole("cell_height", cell_height, 1)
     height, width = target.shape[:2]
     cols, rows = width // cell_px, height // cell_h
     if rows < 1 or cols < 1:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import math
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -86,6 +87,12 @@ DZI_OVERLAP = 1
 DZI_FORMAT = "jpeg"
 #: Largest Deep Zoom tile side.
 DZI_MAX_TILE_SIZE = 4096
+#: Largest whole number any setting takes, bounded or not: what NumPy's int64 arrays and
+#: the solvers hold (a larger count, ``max_uses=10**400``, overflowed deep inside).
+LARGEST_WHOLE = 2**63 - 1
+#: Most digits of a number shown whole in a message; a longer one is shown by its length
+#: (Python refuses to print ints of over 4,300 digits at all).
+SHOWN_DIGITS = 30
 
 _SETTING = "mosaicist.setting"
 
@@ -219,21 +226,147 @@ class Setting:
             if self.optional:
                 return None
             raise OptionError("{" + self.name + "} must be set, got None")
+        if self.kind in (int, float) and self.low is not None:
+            # Before the conversion: float(10**400) overflows.
+            refuse_huge(self.name, value, self.low, self.high, self.unit)
         value = _plain(value, self.kind)
         if not isinstance(value, self.kind) or (self.kind is int and isinstance(value, bool)):
             raise OptionError(
-                "{" + self.name + "} must be {kind}, got {value!r}",
-                kind=_KIND_NAMES[self.kind], value=value,
+                "{" + self.name + "} must be {kind}, got {value}",
+                kind=_KIND_NAMES[self.kind], value=shown_value(value),
             )
         if self.choices is not None and value not in self.choices:
-            raise OptionError("unknown {" + self.name + "} {value!r}; use {known}",
-                              value=value, known=", ".join(self.choices))
+            raise OptionError("unknown {" + self.name + "} {value}; use {known}",
+                              value=shown_value(value), known=", ".join(self.choices))
         if self.low is not None and isinstance(value, int | float):
             check_range(self.name, value, self.low, self.high, self.unit)
         return value
 
 
 _KIND_NAMES = {int: "a whole number", float: "a number", str: "a text", bool: "true or false"}
+
+
+def _digits(number: int) -> int:
+    """How many decimal digits ``abs(number)`` has, without printing it."""
+    number = abs(number)
+    if number < 10:
+        return 1
+    # The logarithm is a float, off by one near powers of ten: settled exactly.
+    exponent = int(math.log10(number))
+    while 10**exponent > number:
+        exponent -= 1
+    while 10 ** (exponent + 1) <= number:
+        exponent += 1
+    return exponent + 1
+
+
+def shown_value(value: object) -> str:
+    """``value`` as a message shows it: its repr, a long number by its length, a long
+    text cut short, so that a hostile value still makes one short line.
+
+    Parameters
+    ----------
+    value : object
+        Anything a caller or a file gave.
+
+    Returns
+    -------
+    str
+        At most 60 characters: a whole number of up to :data:`SHOWN_DIGITS`
+        digits as written, a longer one as ``"a number of N digits"``, anything
+        else as its repr, cut short (or by its type where the repr fails).
+
+    Examples
+    --------
+    >>> shown_value("16"), shown_value(10**400), shown_value(-(10**40))
+    ("'16'", 'a number of 401 digits', 'a negative number of 41 digits')
+    """
+    if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
+        number = int(value)
+        if _digits(number) <= SHOWN_DIGITS:
+            return str(number)
+        return f"a {'negative ' if number < 0 else ''}number of {_digits(number)} digits"
+    try:
+        text = repr(value)
+    except Exception:
+        # A pair holding an int too long to print, or a class whose repr fails.
+        return f"a {type(value).__name__}"
+    return text if len(text) <= 2 * SHOWN_DIGITS else text[:2 * SHOWN_DIGITS - 3] + "..."
+
+
+def refuse_huge(parameter: str, value: object, low: int | float,
+                high: int | float | None = None, unit: str = "") -> None:
+    """Raise :class:`OptionError` naming ``parameter`` for a whole number beyond
+    :data:`LARGEST_WHOLE` either way; anything else is left to
+    :func:`~mosaicist.errors.check_range`.
+
+    Parameters
+    ----------
+    parameter : str
+        Name of the parameter, shown in the message.
+    value : object
+        Its value, of any type.
+    low, high : int or float
+        The range the value must lie in (``high`` None: up to :data:`LARGEST_WHOLE`).
+    unit : str
+        Unit named after the limits (``"pixels"``).
+
+    Raises
+    ------
+    OptionError
+        Saying the range, and the number by its length when it is long.
+    """
+    if not isinstance(value, int | np.integer) or isinstance(value, bool | np.bool_):
+        return
+    if -LARGEST_WHOLE <= int(value) <= LARGEST_WHOLE:  # compared as Python ints, not uint64
+        return
+    most = LARGEST_WHOLE if high is None else min(high, LARGEST_WHOLE)
+    raise OptionError("{" + parameter + "} must be between {low} and {high}"
+                      + (f" {unit}" if unit else "") + ", got {value}",
+                      low=low, high=most, value=shown_value(value))
+
+
+def check_whole(parameter: str, value: object, low: int, high: int | None = None,
+                unit: str = "") -> int:
+    """Return ``value`` as a Python ``int`` if it is a whole number from ``low`` to ``high``.
+
+    :func:`~mosaicist.errors.check_range` with ``whole=True``, and numbers
+    beyond :data:`LARGEST_WHOLE` refused in a short message
+    (:func:`refuse_huge`), not printed in full or carried on to overflow.
+
+    Parameters
+    ----------
+    parameter : str
+        Name of the parameter, shown in the message.
+    value : object
+        Its value: an int or a NumPy integer scalar.
+    low, high : int
+        Inclusive limits; ``high`` None means up to :data:`LARGEST_WHOLE`.
+    unit : str
+        Unit named after the limits (``"pixels"``).
+
+    Returns
+    -------
+    int
+        The value.
+
+    Raises
+    ------
+    OptionError
+        Naming ``parameter``, for a value of the wrong type or out of range.
+
+    Examples
+    --------
+    >>> check_whole("cells", np.int64(24), 1)
+    24
+    >>> check_whole("dpi", 10**400, 1, 65535)
+    Traceback (most recent call last):
+    ...
+    mosaicist.errors.OptionError: dpi must be between 1 and 65535, got a number of 401 digits
+    """
+    refuse_huge(parameter, value, low, high, unit)
+    number: int = check_range(parameter, value, low, high, unit, whole=True)
+    return number
 
 
 def _plain(value: Any, kind: type) -> Any:
@@ -251,8 +384,10 @@ def _plain(value: Any, kind: type) -> Any:
         return value
     if isinstance(value, int | np.integer) and kind in (int, float):
         return kind(value)
-    if isinstance(value, np.floating) and kind is float:
-        return float(value)
+    if isinstance(value, float | np.floating) and kind is float:
+        # Adding 0.0 turns -0.0 into 0.0: "--tint -0" is no tint, not "tint: -0.0" in
+        # the report and the placements file.
+        return float(value) + 0.0
     return value
 
 
@@ -647,17 +782,19 @@ class MosaicOptions:
         if "version" not in data:
             raise MosaicistError("settings have no version")
         version = data["version"]
+        # Shown short: a file's version or names may be any length (an int too long to print).
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise MosaicistError(f"settings version {version!r} is not valid")
+            raise MosaicistError(f"settings version {shown_value(version)} is not valid")
         if version > SETTINGS_VERSION:
             raise MosaicistError(
-                f"settings of version {version} are newer than this mosaicist reads "
-                f"({SETTINGS_VERSION}); upgrade mosaicist"
+                f"settings of version {shown_value(version)} are newer than this mosaicist "
+                f"reads ({SETTINGS_VERSION}); upgrade mosaicist"
             )
         values = {name: value for name, value in data.items() if name != "version"}
         unknown = set(values) - set(_fields())
         if unknown:
-            raise MosaicistError(f"unknown settings: {', '.join(sorted(map(str, unknown)))}")
+            names = sorted(shown_value(name).strip("'") for name in unknown)
+            raise MosaicistError(f"unknown settings: {', '.join(names)}")
         # Every setting is written, so a missing one did not exist yet: the mosaic
         # was made as the seed's method does without it.
         for declared in settings():

@@ -73,8 +73,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from .aspect import format_aspect, height_for, parse_aspect
-from .errors import MosaicistError, OptionError, check_range
+from .aspect import aspect_pair, format_aspect, height_for, parse_aspect
+from .errors import MosaicistError, OptionError
 
 if TYPE_CHECKING:
     from .options import MosaicOptions
@@ -90,6 +90,9 @@ PRINT_UNITS = {"cm": Fraction(50, 127), "mm": Fraction(5, 127), "in": Fraction(1
 DEFAULT_PRINT_UNIT = "cm"
 #: Longest print side: 100 m (larger walls are several prints).
 MOST_PRINT_INCHES = Fraction(10_000) * PRINT_UNITS["cm"]
+#: Most characters of a print's side, leading zeros aside: 100 m in micrometres has 9
+#: digits; longer sides are noise that would fill every message naming the print.
+MOST_PRINT_DIGITS = 20
 #: Largest fraction of a print's side the output may miss it by without a warning.
 PRINT_TOLERANCE = 0.01
 #: Largest difference between the tiles' shape and the cells' (each height rounded from its
@@ -157,26 +160,69 @@ def parse_print_size(text: str) -> PrintSize:
     Raises
     ------
     OptionError
-        Naming ``print_size``, for other text, a side that is zero, or a
-        side over 100 m.
+        Naming ``print_size``, for other text, a side that is zero, a side
+        over 100 m, or one of over :data:`MOST_PRINT_DIGITS` digits.
 
     Examples
     --------
     >>> str(parse_print_size("60x40")), str(parse_print_size("8.5 X 11 inches"))
     ('60x40cm', '8.5x11in')
     """
+    from .options import shown_value
+
     found = _PRINT_SIZE.match(text) if isinstance(text, str) else None
     if found is None:
+        # Shown short: a megabyte of text, or an int too long to print, is still one line.
         raise OptionError("{print_size} must be WIDTHxHEIGHT in cm (the default), mm or in "
-                          "(e.g. 60x40cm, 24x36in), got {value!r}", value=text)
+                          "(e.g. 60x40cm, 24x36in), got {value}", value=shown_value(text))
+    if any(len(found.group(index).lstrip("0")) > MOST_PRINT_DIGITS for index in (1, 2)):
+        raise OptionError("{print_size} sides must have at most {most} digits, got {value}",
+                          most=MOST_PRINT_DIGITS, value=shown_value(text))
     width, height = (Decimal(found.group(index).replace(",", ".")) for index in (1, 2))
     unit = _UNIT_SPELLINGS[(found.group(3) or DEFAULT_PRINT_UNIT).lower()]
     size = PrintSize(width, height, unit)
     if width == 0 or height == 0:
-        raise OptionError("{print_size} must have sides above zero, got {value!r}", value=text)
+        raise OptionError("{print_size} must have sides above zero, got {value}",
+                          value=shown_value(text))
     if max(size.inches()) > MOST_PRINT_INCHES:
-        raise OptionError("{print_size} {value} has a side over 100 m", value=str(size))
+        raise OptionError("{print_size} {value} has a side over 100 m",
+                          value=shown_value(str(size)).strip("'"))
     return size
+
+
+def as_print_size(value: object) -> PrintSize:
+    """``value`` as a checked :class:`PrintSize`: a text (:func:`parse_print_size`) or one.
+
+    A :class:`PrintSize` made by hand is held to the same rules as a text
+    (sides above zero and up to 100 m, a known unit); it is read again from
+    its canonical spelling.
+
+    Parameters
+    ----------
+    value : object
+        ``"60x40cm"``, or a :class:`PrintSize`.
+
+    Returns
+    -------
+    PrintSize
+        The print size, as :func:`parse_print_size` reads its text.
+
+    Raises
+    ------
+    OptionError
+        Naming ``print_size``, for anything else and for sides or units a
+        text could not have (a negative or NaN side, a unit ``ft``).
+    """
+    if isinstance(value, PrintSize):
+        if not (isinstance(value.width, Decimal) and isinstance(value.height, Decimal)
+                and value.width.is_finite() and value.height.is_finite()
+                and value.unit in PRINT_UNITS):
+            from .options import shown_value
+
+            raise OptionError("{print_size} must have two finite decimal sides and a unit "
+                              "cm, mm or in, got {value}", value=shown_value(tuple(value)))
+        return parse_print_size(str(value))
+    return parse_print_size(value)  # type: ignore[arg-type]
 
 
 def format_print_size(size: PrintSize) -> str:
@@ -228,6 +274,20 @@ class SizePlan:
     def output_size(self) -> tuple[int, int]:
         """``(cols * tile_px, rows * tile_height)``: the picture's size in pixels."""
         return self.cols * self.tile_px, self.rows * self.tile_height
+
+    @property
+    def grid_crop(self) -> tuple[int, int, int, int]:
+        """``(left, top, width, height)`` of the cells' window in the whole target.
+
+        The grid is centre-cut from :attr:`crop` as from any target
+        (:func:`~mosaicist.grid.make_grid`): its offsets are the crop's plus
+        half of what whole cells leave of it, rounded down; the mosaic's
+        ``grid.left``/``grid.top`` and a placements file's ``crop`` are these.
+        """
+        left, top, width, height = self.crop
+        grid_width, grid_height = self.cols * self.cell_px, self.rows * self.cell_height
+        return (left + (width - grid_width) // 2, top + (height - grid_height) // 2,
+                grid_width, grid_height)
 
     @property
     def cropped(self) -> bool:
@@ -333,7 +393,12 @@ class SizePlan:
         return text
 
     def report(self) -> dict[str, Any]:
-        """Return the plan as a JSON-ready dictionary (the report's ``sizes``)."""
+        """Return the plan as a JSON-ready dictionary (the report's ``sizes``).
+
+        ``crop`` is the window the grid is cut from (the target's crop to a
+        print's shape, else the whole target), ``grid`` the cells' own window
+        in the target (:attr:`grid_crop`).
+        """
         left, top, width, height = self.crop
         printed = self.printed_size()
         output_width, output_height = self.output_size
@@ -341,6 +406,7 @@ class SizePlan:
             "cells_asked": self.cells,
             "crop": {"left": left, "top": top, "width": width, "height": height},
             "cropped": self.cropped,
+            "grid": dict(zip(("left", "top", "width", "height"), self.grid_crop, strict=True)),
             "cell": {"width": self.cell_px, "height": self.cell_height},
             "tile": {"width": self.tile_px, "height": self.tile_height},
             "output": {"width": output_width, "height": output_height},
@@ -355,7 +421,7 @@ class SizePlan:
 
 
 def print_crop(
-    target_size: tuple[int, int], print_size: PrintSize
+    target_size: tuple[int, int], print_size: str | PrintSize
 ) -> tuple[int, int, int, int]:
     """Return ``(left, top, width, height)``: the largest centred window of the print's shape.
 
@@ -369,6 +435,7 @@ def print_crop(
     >>> print_crop((300, 200), parse_print_size("60x40cm"))
     (0, 0, 300, 200)
     """
+    print_size = as_print_size(print_size)
     width, height = target_size
     print_width, print_height = print_size.inches()
     if width * print_height > height * print_width:
@@ -376,6 +443,26 @@ def print_crop(
     else:
         height = min(height, max(1, _round_half_up(width * print_height / print_width)))
     return ((target_size[0] - width) // 2, (target_size[1] - height) // 2, width, height)
+
+
+def _target_sides(target_size: object, name: str) -> tuple[int, int]:
+    """``(width, height)`` of a target as Python ints, or :class:`MosaicistError` naming it."""
+    from .options import LARGEST_WHOLE, shown_value
+
+    if (not isinstance(target_size, tuple | list) or len(target_size) != 2
+            or not all(isinstance(side, int | np.integer) and not isinstance(side, bool)
+                       for side in target_size)):
+        raise MosaicistError(f"{name}: a target size must be two whole numbers (width, "
+                             f"height), got {shown_value(target_size)}")
+    width, height = (int(side) for side in target_size)
+    if width * height > LARGEST_WHOLE:
+        # Counts of cells are worked out in int64 (and such sides come from no picture).
+        raise MosaicistError(f"{name}: a target of {shown_value(width)} by "
+                             f"{shown_value(height)} pixels is too large to cut into cells")
+    if width < 1 or height < 1:
+        raise MosaicistError(f"{name}: a {shown_value(width)}x{shown_value(height)} picture "
+                             "has no pixels")
+    return width, height
 
 
 def _heights(widths: np.ndarray, aspect: tuple[int, int]) -> np.ndarray:
@@ -392,7 +479,7 @@ def _halving(widths: np.ndarray, aspect: tuple[int, int], adaptive: int) -> np.n
 
 def cell_px_for_cells(
     target_size: tuple[int, int], cells: int, aspect: str | tuple[int, int] = "1:1",
-    adaptive: int = 0,
+    adaptive: int = 0, *, name: str = "target", cropped: bool = False,
 ) -> int:
     """Return the cell width whose grid on the target has a count nearest to ``cells``.
 
@@ -411,14 +498,21 @@ def cell_px_for_cells(
     adaptive : int
         Depth of adaptive cells: only widths that, with their heights,
         divide by ``2^adaptive`` are tried (each level halves the cell).
+    name : str
+        The target's name, for messages.
+    cropped : bool
+        Whether ``target_size`` is the target's crop to a print's shape (so
+        messages say so).
 
     Raises
     ------
     OptionError
         Naming ``cells``, when no width gives a count that near: ``cells``
-        is above the count of the smallest cells, or below that of the largest.
+        is above the count of the smallest cells, or below that of the
+        largest; naming ``adaptive`` when no cell whose sides halve that many
+        times fits the target.
     MosaicistError
-        When no width tried gives a single cell on the target.
+        When not even the smallest cell fits the target.
 
     Examples
     --------
@@ -427,29 +521,41 @@ def cell_px_for_cells(
     >>> cell_px_for_cells((300, 200), 1)
     200
     """
-    from .options import CELL_PX_RANGE
+    from .options import ADAPTIVE_RANGE, CELL_PX_RANGE, check_whole
 
-    cells = check_range("cells", cells, 1, whole=True)
-    ratio = parse_aspect(aspect) if isinstance(aspect, str) else aspect
-    width, height = target_size
+    width, height = _target_sides(target_size, name)
+    cells = check_whole("cells", cells, 1)
+    ratio = aspect_pair(aspect)
+    adaptive = check_whole("adaptive", adaptive, *ADAPTIVE_RANGE)
     widths = _halving(np.arange(CELL_PX_RANGE[0], CELL_PX_RANGE[1] + 1, dtype=np.int64),
                       ratio, adaptive)
     counts = (width // widths) * (height // _heights(widths, ratio))
     usable = counts >= 1
+    target = (f"its {width}x{height} crop to the print's shape" if cropped
+              else f"{width}x{height} pixels")
     if not usable.any():
-        raise MosaicistError(f"a {width}x{height} target is smaller than one cell")
+        smallest = int(widths.min())
+        size = f"{smallest}x{height_for(smallest, ratio)}"
+        if adaptive:
+            # Not the target's fault alone: smaller cells would fit, but not halve so often.
+            raise OptionError("{name}: {target} is smaller than one {size} cell, the smallest "
+                              "that {adaptive} {depth} allows (its sides halve {depth} times)",
+                              name=name, target=target, size=size, depth=adaptive)
+        raise MosaicistError(f"{name}: {target} is smaller than one {size} cell, the "
+                             f"smallest at {format_aspect(ratio)}")
     widths, counts = widths[usable], counts[usable]
     most, fewest = int(counts.max()), int(counts.min())
     shape = f"{format_aspect(ratio)} " if ratio != (1, 1) else ""
+    held = (f"the target's {width}x{height} crop to the print's shape" if cropped
+            else f"a {width}x{height} target")
     if cells > most:
-        raise OptionError("{cells} {value} is more than a {width}x{height} target holds: at "
-                          "most {most} {shape}cells ({smallest} px wide)", value=cells,
-                          width=width, height=height, most=most, shape=shape,
-                          smallest=int(widths[counts == most].min()))
+        raise OptionError("{cells} {value} is more than {held} holds: at most {most} "
+                          "{shape}cells ({smallest} px wide)", value=cells, held=held,
+                          most=most, shape=shape, smallest=int(widths[counts == most].min()))
     if cells < fewest:
-        raise OptionError("{cells} {value} is fewer than a {width}x{height} target allows: at "
-                          "least {fewest} {shape}cells ({largest} px wide, the largest)",
-                          value=cells, width=width, height=height, fewest=fewest, shape=shape,
+        raise OptionError("{cells} {value} is fewer than {held} allows: at least {fewest} "
+                          "{shape}cells ({largest} px wide, the largest)", value=cells,
+                          held=held, fewest=fewest, shape=shape,
                           largest=int(widths[counts == fewest].max()))
     distance = np.abs(counts - cells)
     return int(widths[distance == distance.min()].max())
@@ -484,28 +590,41 @@ def tile_px_for_print(
     ------
     OptionError
         Naming ``print_size`` and ``dpi``, when the print has fewer pixels
-        than cells across or down, or needs tiles over 1024 px.
+        than cells across or down, or needs tiles over 1024 px; naming
+        ``dpi``, ``aspect`` or ``adaptive``, for values they cannot take.
     ValueError
-        When the grid has no cells (``cols`` or ``rows`` below 1).
+        When the grid has no cells (``cols`` or ``rows`` below 1, or not
+        whole numbers).
 
     Examples
     --------
     >>> tile_px_for_print(6, 4, "60x40cm", 150)  # 3546 x 2364 for 3543 x 2362
     591
     """
-    from .options import TILE_PX_RANGE
+    from .options import ADAPTIVE_RANGE, LARGEST_WHOLE, TILE_PX_RANGE, check_whole, shown_value
 
-    if isinstance(print_size, str):
-        print_size = parse_print_size(print_size)
-    ratio = parse_aspect(aspect) if isinstance(aspect, str) else aspect
+    print_size = as_print_size(print_size)
+    dpi = check_whole("dpi", dpi, *DPI_RANGE, "dpi")
+    ratio = aspect_pair(aspect)
+    adaptive = check_whole("adaptive", adaptive, *ADAPTIVE_RANGE)
+    if not all(isinstance(side, int | np.integer) and not isinstance(side, bool)
+               for side in (cols, rows)):
+        raise ValueError(f"a grid is whole numbers of cells, got {shown_value(cols)} by "
+                         f"{shown_value(rows)}")
+    cols, rows = int(cols), int(rows)
     if min(cols, rows) < 1:
-        raise ValueError(f"a grid of {cols}x{rows} cells has none to size tiles for")
+        raise ValueError(f"a grid of {shown_value(cols)}x{shown_value(rows)} cells has none "
+                         "to size tiles for")
+    if max(cols, rows) > LARGEST_WHOLE:
+        raise ValueError(f"a grid of {shown_value(cols)} by {shown_value(rows)} cells is too "
+                         "large to size tiles for")
     print_width, print_height = print_size.pixels(dpi)
     if cols > print_width or rows > print_height:
         raise OptionError("{print_size} {size} at {dpi} {dpi_value} is {width}x{height} px, "
                           "fewer than the grid's {cols}x{rows} cells; use fewer cells or a "
                           "higher {dpi}", size=str(print_size), dpi_value=dpi,
-                          width=print_width, height=print_height, cols=cols, rows=rows)
+                          width=print_width, height=print_height, cols=shown_value(cols),
+                          rows=shown_value(rows))
     widths = _halving(np.arange(TILE_PX_RANGE[0], TILE_PX_RANGE[1] + 1, dtype=np.int64),
                       ratio, adaptive)
     if not len(widths):
@@ -531,7 +650,7 @@ def tile_px_for_print(
 def plan_sizes(
     target_size: tuple[int, int],
     *,
-    aspect: str = "1:1",
+    aspect: str | tuple[int, int] = "1:1",
     cell_px: int = 16,
     tile_px: int = 32,
     cells: int | None = None,
@@ -586,37 +705,31 @@ def plan_sizes(
     >>> plan.cols, plan.rows, plan.tile_px, plan.output_size, plan.print_error
     (6, 4, 591, (3546, 2364), (3, 2))
     """
-    from .options import ADAPTIVE_RANGE, CELL_PX_RANGE, TILE_PX_RANGE
+    from .options import ADAPTIVE_RANGE, CELL_PX_RANGE, TILE_PX_RANGE, check_whole
 
-    if (not isinstance(target_size, tuple | list) or len(target_size) != 2
-            or not all(isinstance(side, int | np.integer) and not isinstance(side, bool)
-                       for side in target_size)):
-        raise MosaicistError(f"{name}: a target size must be two whole numbers (width, "
-                             f"height), got {target_size!r}")
-    width, height = (int(side) for side in target_size)
-    if width < 1 or height < 1:
-        raise MosaicistError(f"{name}: a {width}x{height} picture has no pixels")
-    ratio = parse_aspect(aspect)
+    width, height = _target_sides(target_size, name)
+    ratio = aspect_pair(aspect)
     # Checked here as well as in the options: the Python API reaches this without them, and a
     # width of 0 divides by zero, a negative or float one gives a grid that makes no sense.
-    cell_px = check_range("cell_px", cell_px, *CELL_PX_RANGE, "pixels", whole=True)
-    tile_px = check_range("tile_px", tile_px, *TILE_PX_RANGE, "pixels", whole=True)
-    adaptive = check_range("adaptive", adaptive, *ADAPTIVE_RANGE, whole=True)
-    if isinstance(print_size, str):
-        print_size = parse_print_size(print_size)
+    cell_px = check_whole("cell_px", cell_px, *CELL_PX_RANGE, "pixels")
+    tile_px = check_whole("tile_px", tile_px, *TILE_PX_RANGE, "pixels")
+    adaptive = check_whole("adaptive", adaptive, *ADAPTIVE_RANGE)
+    if print_size is not None:
+        print_size = as_print_size(print_size)
     if dpi is not None:
-        dpi = check_range("dpi", dpi, *DPI_RANGE, whole=True)
+        dpi = check_whole("dpi", dpi, *DPI_RANGE, "dpi")
     elif print_size is not None:
         dpi = DEFAULT_DPI
     crop = (0, 0, width, height) if print_size is None else print_crop((width, height), print_size)
     if cells is not None:
-        cells = check_range("cells", cells, 1, whole=True)
-        cell_px = cell_px_for_cells(crop[2:], cells, ratio, adaptive)
+        cells = check_whole("cells", cells, 1)
+        cell_px = cell_px_for_cells(crop[2:], cells, ratio, adaptive, name=name,
+                                    cropped=crop[2:] != (width, height))
     cell_height = height_for(cell_px, ratio)
     cols, rows = crop[2] // cell_px, crop[3] // cell_height
     if cols < 1 or rows < 1:
-        what = f"its {crop[2]}x{crop[3]} crop to the print's shape" if crop[2:] != target_size \
-            else f"{width}x{height} pixels"
+        what = f"its {crop[2]}x{crop[3]} crop to the print's shape" \
+            if crop[2:] != (width, height) else f"{width}x{height} pixels"
         raise MosaicistError(f"{name}: {what} is smaller than one {cell_px}x{cell_height} cell")
     if print_size is not None:
         assert dpi is not None
