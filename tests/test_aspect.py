@@ -237,9 +237,9 @@ def test_cli_makes_and_renders_a_three_by_two_mosaic(tmp_path):
 
 @pytest.mark.parametrize(("text", "message"), [
     # These are two positive whole numbers: the message said they were not.
-    ("10000:1", "aspect 10000:1 is more elongated than 1:16"),
+    ("10000:1", "aspect 10000:1 is more elongated than 16:1"),
     ("1:10000", "aspect 1:10000 is more elongated than 1:16"),
-    ("17:1", "aspect 17:1 is more elongated than 1:16"),
+    ("17:1", "aspect 17:1 is more elongated than 16:1"),
     ("10000:10000", "aspect sides must have at most 4 digits, got '10000:10000'"),
     pytest.param("9" * 5000 + ":1", "aspect sides must have at most 4 digits",
                  id="too-many-digits-for-int"),
@@ -280,8 +280,20 @@ def test_aspect_pairs_reduce_and_take_numpy_integers():
     assert aspect_pair(np.array([1920, 1080])[[0, 1]].tolist()) == (16, 9)
     assert aspect_pair((np.int64(4), np.int32(3))) == (4, 3)
     assert type(aspect_pair((np.int64(4), np.int32(3)))[0]) is int
-    with pytest.raises(OptionError, match="aspect 20:1 is more elongated than 1:16"):
+    with pytest.raises(OptionError, match="aspect 20:1 is more elongated than 16:1"):
         aspect_pair((20, 1))
+    with pytest.raises(OptionError, match="aspect 1:20 is more elongated than 1:16"):
+        aspect_pair((1, 20))
+
+
+@pytest.mark.parametrize("pair", [(10**5000, 10**5000), (1, 10**400), (10**5000, 1)])
+def test_aspect_pairs_of_numbers_too_long_to_print_are_one_short_error(pair):
+    # (10**5000, 10**5000) raised Python's "Exceeds the limit (4300 digits)" while the
+    # message was made; (1, 10**400) printed all 401 digits.
+    with pytest.raises(OptionError) as caught:
+        aspect_pair(pair)
+    message = str(caught.value)
+    assert message.startswith("aspect ") and len(message) < 120 and "digits" in message
 
 
 def test_aspects_take_ascii_digits_only():

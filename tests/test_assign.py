@@ -1575,3 +1575,14 @@ def test_a_minimum_for_one_tile_says_the_tile():
     with pytest.raises(MinimumUsesError) as error:
         check_feasible(1, 1, None, 1, 1, min_uses=2)
     assert str(error.value).startswith("min_uses 2 needs 2 cells for the tile, but the grid has 1")
+
+
+def test_spacing_capacity_is_exact_for_any_spacing():
+    from mosaicist.match import spacing_capacity
+
+    assert spacing_capacity(10, 7, 3) == 4 * 3
+    assert spacing_capacity(10, 7, 1) is None
+    # The float quotient of 10 / 10**400 is 0: the capacity was 0 (a ZeroDivisionError
+    # later); every tile may still take one cell.
+    assert spacing_capacity(10, 7, 10**400) == 1
+    assert spacing_capacity(2**60 + 1, 3, 2**59) == 3

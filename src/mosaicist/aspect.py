@@ -85,28 +85,40 @@ def aspect_pair(aspect: object) -> tuple[int, int]:
         if width > 0 and height > 0:
             return _checked(width, height, aspect)
     raise OptionError("{aspect} must be a text W:H (e.g. '3:2') or a pair of positive whole "
-                      "numbers (W, H), got {value!r}", value=aspect)
+                      "numbers (W, H), got {value}", value=_repr(aspect))
 
 
 def _checked(width: int, height: int, shown: object) -> tuple[int, int]:
     """``(width, height)`` reduced, or :class:`OptionError` saying why it cannot be used."""
     if width <= 0 or height <= 0:
         raise OptionError("{aspect} must be two positive whole numbers as W:H (e.g. 3:2), "
-                          "got {value!r}", value=shown)
+                          "got {value}", value=_repr(shown))
     if max(width, height) > MOST_ELONGATED * min(width, height):
-        raise OptionError("{aspect} {value} is more elongated than 1:{most}",
-                          value=_shown(shown), most=MOST_ELONGATED)
+        # Said the way round it was given: 1000:1 is wider than 16:1, not 1:16.
+        most = f"{MOST_ELONGATED}:1" if width > height else f"1:{MOST_ELONGATED}"
+        raise OptionError("{aspect} {value} is more elongated than {most}",
+                          value=_shown(shown), most=most)
     limit = 10 ** MOST_DIGITS
     if width >= limit or height >= limit:
-        raise OptionError("{aspect} sides must have at most {digits} digits, got {value!r}",
-                          digits=MOST_DIGITS, value=shown)
+        raise OptionError("{aspect} sides must have at most {digits} digits, got {value}",
+                          digits=MOST_DIGITS, value=_repr(shown))
     common = math.gcd(width, height)
     return width // common, height // common
 
 
+def _repr(value: object) -> str:
+    """``value`` for a message, short whatever it holds (see ``options.shown_value``)."""
+    from .options import shown_value
+
+    return shown_value(value)
+
+
 def _shown(aspect: object) -> str:
     """An aspect as the user gave it, for messages: text as it is, a pair as ``W:H``."""
-    return aspect if isinstance(aspect, str) else f"{aspect[0]}:{aspect[1]}"  # type: ignore[index]
+    if isinstance(aspect, str):
+        return aspect
+    # A pair's sides may be ints too long to print (10**5000): shown by their length.
+    return f"{_repr(aspect[0])}:{_repr(aspect[1])}"  # type: ignore[index]
 
 
 def height_for(width: int, aspect: tuple[int, int]) -> int:

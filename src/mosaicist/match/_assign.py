@@ -416,7 +416,8 @@ def spacing_capacity(rows: int, cols: int, min_spacing: int) -> int | None:
     """
     if min_spacing <= 1:
         return None
-    return math.ceil(rows / min_spacing) * math.ceil(cols / min_spacing)
+    # Whole-number ceilings: a float quotient is 0 for a spacing of hundreds of digits.
+    return -(-rows // min_spacing) * -(-cols // min_spacing)
 
 
 def tile_capacity(
