@@ -571,6 +571,10 @@ def test_the_last_out_of_memory_line_says_what_failed(monkeypatch, raised, said)
     {"preset": "seed", "cell_px": 5, "tile_px": 7},
     # Given as a flag, the chroma is applied to the GPU's picks as to the CPU's.
     {"preset": "seed", "chroma": 1},
+    # The metric and the transforms are in what it is given, as for the exact search.
+    {"preset": "seed", "metric": "lab"},
+    {"preset": "seed", "metric": "oklab", "augment": "rotations"},
+    {"preset": "seed", "augment": "all", "aspect": "3:2"},
 ])
 def test_the_gpu_matcher_places_what_the_exact_search_places(tmp_path, monkeypatch, settings):
     # GpuMatcher on this CPU: the whole pipeline, candidates and geometry as a

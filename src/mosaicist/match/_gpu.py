@@ -675,11 +675,12 @@ class GpuMatcher(Matcher):
     devices = ("cuda",)
 
     def unsupported(self, options: MosaicOptions) -> OptionError | None:
-        if options.metric != "seed" or options.augment != "none" or options.tint or \
-                options.contrast or options.tint_max:
+        # The metric and the transforms are in the vectors and candidates it is given
+        # (as the exact search's); tints and gains change the ranking it makes.
+        if options.tint or options.contrast or options.tint_max is not None:
             return OptionError(
-                "{device} 'cuda' runs the plain exact search only ({metric} 'seed', "
-                "{augment} 'none', no {tint}, {tint_max}, {contrast} or repetition limits)"
+                "{device} 'cuda' runs the exact nearest-tile search only (any {metric} and "
+                "{augment}; no {tint}, {tint_max}, {contrast} or repetition limits)"
             )
         return None
 
