@@ -224,7 +224,8 @@ def cli_setup(tmp_path_factory):
     (["--search", "approximate", "--max-uses", "2"],
      "--search 'approximate' on --device 'cpu' does not combine with repetition limits "
      "(--max-uses, --min-uses, --min-spacing)"),
-    (["--device", "cuda", "--tint", "0.5"], "--device 'cuda' runs the exact nearest-tile search only"),
+    (["--device", "cuda", "--tint", "0.5"],
+     "--device 'cuda' runs the exact nearest-tile search only"),
     (["--max-uses", "1", "--limit", "3"],
      "96 cells with at most 1 use per tile (--max-uses 1) need at least 96 tiles, but the "
      "library has 3; add tiles or relax it"),
