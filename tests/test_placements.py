@@ -407,8 +407,15 @@ def test_tile_hashes_round_trip_and_are_checked(tmp_path):
     placements.write(path)
     assert Placements.read(path).hashes == {"a.png": digest, "b.png": digest[::-1]}
     document = json.loads(path.read_text())
+    # A cell's tile swapped by hand: the old tile's hash has nothing left to check.
+    edited = json.loads(path.read_text())
+    edited["cells"]["tile"] = [tile.replace("b.png", "c.png")
+                               for tile in edited["cells"]["tile"]]
+    path.write_text(json.dumps(edited))
+    swapped = Placements.read(path)
+    assert swapped.source_ids == ["a.png", "c.png"] and swapped.hashes == {"a.png": digest}
     for hashes, words in [([1], "hashes must be an object"),
-                          ({"c.png": digest}, "no cell holds"),
+                          ({"c.png": "xyz"}, "not a content hash"),
                           ({"a.png": "xyz"}, "not a content hash"),
                           ({"a.png": 5}, "not a content hash")]:
         path.write_text(json.dumps(document | {"hashes": hashes}))
