@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import asyncio
 import contextlib
 import http.client
 import io
@@ -10,7 +11,9 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -838,3 +841,152 @@ def test_restart_marks_a_cut_off_run_and_keeps_finished_ones(tmp_path, world, in
     with studio_server(cache, world) as (again, studio, _):
         assert studio.interrupted == 0
         assert again.get(f"/api/runs/{run_id}").json()["status"] == "cancelled"
+
+
+# --- a damaged history, cut-off requests -----------------------------------------------------
+
+
+def insert_run(studio: Studio, **columns) -> str:
+    """A row written into the history as a hand or another program might have left it."""
+    run = studio.history.create(target_name="hand-made.png", tiles="cifar10", settings={},
+                                command="mosaicist make hand-made.png")
+    studio.history.update(run.id, status="done")
+    with contextlib.closing(sqlite3.connect(studio.history.database)) as connection:
+        for name, value in columns.items():
+            connection.execute(f"UPDATE runs SET {name} = ? WHERE id = ?", (value, run.id))
+        connection.commit()
+    return run.id
+
+
+def test_history_entries_that_lead_outside_the_runs_folder_are_not_used(served, finished,
+                                                                         tmp_path):
+    # A viewer or placements named by a full path (or with '..') in the history were
+    # served and drawn again from wherever they pointed.
+    api, studio, _ = served
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(studio.history.folder(finished), elsewhere)
+    outputs = {"viewer": str(elsewhere / "mosaic.html"),
+               "placements_json": str(elsewhere / "placements.json"),
+               "report": f"../{finished}/report.json", "png": "mosaic.png\x00.txt",
+               "thumbnail": 5, "folder": "mosaic.png"}
+    run_id = insert_run(studio, outputs=json.dumps(outputs))
+    try:
+        run = api.get(f"/api/runs/{run_id}")
+        assert run.status_code == 200 and run.json()["outputs"] == []
+        assert run.json()["viewer_url"] is None and run.json()["files"] == {}
+        for path in ("mosaic.html", "mosaic.dzi", ""):
+            assert fetch(api.url, f"/runs/{run_id}/view/{path}")[0] == 404, path
+        for kind in outputs:
+            assert api.get(f"/api/runs/{run_id}/files/{kind}").status_code == 404, kind
+        runs = len(api.get("/api/runs").json())
+        response = api.post(f"/api/runs/{run_id}/render", {"tile_px": 8})
+        assert response.status_code == 409, response.text
+        assert len(api.get("/api/runs").json()) == runs
+    finally:
+        studio.history.delete(run_id)
+
+
+def test_a_damaged_history_row_does_not_take_the_history_down(served):
+    # Each of these made every listing of the history a 500.
+    api, studio, _ = served
+    damaged = [insert_run(studio, settings="{not json"), insert_run(studio, outputs="[1, 2]"),
+               insert_run(studio, created="yesterday"), insert_run(studio, status="weird"),
+               insert_run(studio, report="NaN"), insert_run(studio, report="[1]")]
+    try:
+        response = api.get("/api/runs")
+        assert response.status_code == 200, response.text
+        assert set(damaged) <= {run["id"] for run in response.json()}
+        for run_id in damaged:
+            run = api.get(f"/api/runs/{run_id}")
+            assert run.status_code == 200, run_id
+        weird = api.get(f"/api/runs/{damaged[3]}").json()
+        assert weird["status"] == "failed" and "damaged" in weird["error"]
+        assert api.get(f"/api/runs/{damaged[0]}").json()["settings"] == {}
+        assert api.get(f"/api/runs/{damaged[4]}").json()["report"] is None
+        # A damaged row can still be deleted.
+        assert api.delete(f"/api/runs/{damaged[3]}").status_code == 200
+    finally:
+        for run_id in damaged:
+            studio.history.delete(run_id)
+
+
+def test_a_run_whose_files_are_gone_offers_none_of_them_and_is_not_drawn_again(served,
+                                                                               indexed):
+    api, studio, _ = served
+    source = api.make(SETTINGS, indexed)
+    assert api.events(f"/api/runs/{source}/events")[-1][0] == "done"
+    for name in ("placements.json", "thumbnail.jpg"):
+        (studio.history.folder(source) / name).unlink()
+    # What was deleted from the disk is not offered: no broken thumbnail or download.
+    run = api.get(f"/api/runs/{source}").json()
+    assert run["thumbnail_url"] is None and "thumbnail" not in run["files"]
+    assert "placements_json" not in run["outputs"] and "png" in run["outputs"]
+    runs = len(api.get("/api/runs").json())
+    response = api.post(f"/api/runs/{source}/render", {"tile_px": 8})
+    assert response.status_code == 409 and "placements" in error_of(response)
+    assert len(api.get("/api/runs").json()) == runs  # no failed run left in the history
+    assert api.delete(f"/api/runs/{source}").status_code == 200
+
+
+def test_an_upload_cut_off_mid_body_is_no_failure_of_the_server(served, capfd):
+    # The person closed the page mid-upload: the terminal showed "POST /api/targets
+    # failed: ClientDisconnect", the line of a fault of the server.
+    api, studio, server = served
+    port = urllib.parse.urlsplit(api.url).port
+    app = make_studio_app(studio, host="127.0.0.1", port=port)
+    part = (b'--zz\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + WORLD_TARGET)
+    headers = [(b"host", f"127.0.0.1:{port}".encode()),
+               (b"x-mosaicist-token", studio.token.encode()),
+               (b"content-type", b"multipart/form-data; boundary=zz"),
+               (b"content-length", str(len(part) + 100).encode())]
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/api/targets",
+             "raw_path": b"/api/targets", "query_string": b"", "headers": headers,
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", port)}
+    incoming = [{"type": "http.request", "body": part[:len(part) // 2], "more_body": True},
+                {"type": "http.disconnect"}]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    capfd.readouterr()
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 400
+    assert "failed" not in capfd.readouterr().err
+
+
+def test_a_history_row_whose_id_is_no_run_id_neither_stops_the_studio_nor_is_listed(
+        tmp_path, world):
+    # Left running by a damaged history, it made the studio refuse to start ("'../x' is
+    # not a run id") when its runs were marked as cut off.
+    Studio(cache_dir=tmp_path, home=world["home"]).close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "studio" / "history.sqlite")) as db:
+        db.execute("INSERT INTO runs VALUES ('../../x', 1, 'running', 'n', 'cifar10', '{}', "
+                   "'c', NULL, NULL, '{}')")
+        db.commit()
+    studio = Studio(cache_dir=tmp_path, home=world["home"])
+    try:
+        assert studio.interrupted == 1
+        assert studio.history.runs() == []
+    finally:
+        studio.close()
+
+
+def test_a_run_whose_report_is_damaged_is_still_drawn_again(served, indexed):
+    # The render failed with "unexpected JSONDecodeError": the source's report only
+    # lends the new one its figures.
+    api, studio, _ = served
+    source = api.make(SETTINGS, indexed)
+    assert api.events(f"/api/runs/{source}/events")[-1][0] == "done"
+    (studio.history.folder(source) / "report.json").write_text("{damaged")
+    again = api.post(f"/api/runs/{source}/render", {"tile_px": 8}).json()["id"]
+    assert api.events(f"/api/runs/{again}/events")[-1][0] == "done"
+    run = api.get(f"/api/runs/{again}").json()
+    assert run["status"] == "done" and run["report"]["tile_px"] == 8
+    for run_id in (again, source):
+        assert api.delete(f"/api/runs/{run_id}").status_code == 200

@@ -55,7 +55,7 @@ import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -647,14 +647,17 @@ class Studio:
             progress while it runs.
         """
         base = f"/api/runs/{run.id}"
-        viewer = run.outputs.get("viewer")
+        # Only the files still there: those deleted from the disk (a cleaned cache) would
+        # be broken thumbnails and downloads that fail on the page.
+        outputs = [kind for kind in run.outputs if _present(run.output_path(kind))]
+        viewer = run.outputs.get("viewer") if "viewer" in outputs else None
         result = {
             "id": run.id, "created": run.created, "status": run.status,
             "target_name": run.target_name, "tiles": run.tiles, "settings": run.settings,
             "command": run.command, "report": run.report, "error": run.error,
-            "outputs": list(run.outputs),
-            "files": {kind: f"{base}/files/{kind}" for kind in run.outputs},
-            "thumbnail_url": f"{base}/files/thumbnail" if "thumbnail" in run.outputs else None,
+            "outputs": outputs,
+            "files": {kind: f"{base}/files/{kind}" for kind in outputs},
+            "thumbnail_url": f"{base}/files/thumbnail" if "thumbnail" in outputs else None,
             "viewer_url": None if viewer is None else (
                 f"/runs/{run.id}/view/{urllib.parse.quote(viewer)}"),
         }
@@ -725,6 +728,10 @@ class Studio:
             placements = source.output_path("placements_json")
             if source.status != "done" or placements is None:
                 raise WebError(409, "only a finished mosaic can be drawn again at another size")
+            if not placements.is_file():
+                # Checked before the new run is recorded: it would be one that failed.
+                raise WebError(409, "this mosaic's saved placements are no longer on disk; "
+                                    "it cannot be drawn again")
             tile_px = body.get("tile_px")
             try:
                 options = MosaicOptions.from_json(source.settings).replace(tile_px=tile_px)
@@ -886,6 +893,14 @@ class Studio:
             return None
 
 
+def _present(path: Path | None) -> bool:
+    """Whether ``path`` names a regular file that is there."""
+    try:
+        return path is not None and path.is_file()
+    except OSError:
+        return False
+
+
 def _utf8(text: str) -> bool:
     """Whether ``text`` (a file name decoded with surrogate escapes) is UTF-8 text."""
     try:
@@ -1036,6 +1051,10 @@ def _routes(studio: Studio) -> list[Route]:
                     raise WebError(400, "send the picture as a file in the form field 'file'")
                 data = await sent.read()
                 name = sent.filename or ""
+        except ClientDisconnect:
+            # The upload was cut off (the page closed, the network dropped): nobody waits
+            # for an answer, and nothing failed on this side that its terminal should show.
+            raise WebError(400, "the upload was cut off before its end") from None
         except HTTPException as error:
             if isinstance(error, WebError):
                 raise

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import re
 import shutil
@@ -30,7 +31,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..errors import MosaicistError
 from ._worker import clear_folder
@@ -44,6 +45,8 @@ OUTPUT_KINDS = ("png", "jpeg", "tiff", "deepzoom_zip", "placements_csv", "placem
                 "report", "thumbnail", "viewer")
 #: The sentence of a run cut off by a restart.
 INTERRUPTED_MESSAGE = "The run was cut off when the studio stopped before it finished."
+#: The sentence of a run whose record in the history is damaged (an unknown status).
+DAMAGED_MESSAGE = "This run's record in the history is damaged."
 #: Fields :meth:`History.update` may change.
 UPDATABLE = ("status", "target_name", "tiles", "settings", "command", "report", "error",
              "outputs")
@@ -130,9 +133,14 @@ class Run:
         return self.status in FINAL_STATUSES
 
     def output_path(self, kind: str) -> Path | None:
-        """The file of output ``kind``, or None when the run has none of that kind."""
+        """The file of output ``kind``, or None when the run has none of that kind.
+
+        Only a plain file name inside :attr:`folder` counts: a name the
+        history holds that leads elsewhere (an absolute path, ``..``) is
+        none, so that nothing outside the run's folder is read or served.
+        """
         name = self.outputs.get(kind)
-        return None if name is None else self.folder / name
+        return self.folder / name if _plain_name(name) else None
 
     def to_json(self) -> dict[str, Any]:
         """The run as a JSON-ready dictionary (``folder`` as a string)."""
@@ -194,7 +202,8 @@ class History:
             rows = connection.execute(
                 f"SELECT {', '.join(_COLUMNS)} FROM runs ORDER BY created DESC, rowid DESC"
             ).fetchall()
-        return [self._run(row) for row in rows]
+        # A row whose id is not one (a damaged history) names no folder of its own.
+        return [self._run(row) for row in rows if isinstance(row[0], str) and _ID.fullmatch(row[0])]
 
     def folder(self, run_id: str) -> Path:
         """The folder of run ``run_id`` (whether or not it exists)."""
@@ -349,7 +358,8 @@ class History:
                 "UPDATE runs SET status = 'interrupted', error = ? "
                 "WHERE status IN ('queued', 'running')", (INTERRUPTED_MESSAGE,))
         for run_id in ids:
-            clear_folder(self.folder(run_id))
+            if isinstance(run_id, str) and _ID.fullmatch(run_id):
+                clear_folder(self.folder(run_id))
         return len(ids)
 
     # -- plumbing ---------------------------------------------------------------------
@@ -392,13 +402,33 @@ class History:
             connection.close()
 
     def _run(self, row: tuple) -> Run:
+        """A row as a run; a damaged field reads as empty, never as an error.
+
+        The history is a file on the user's disk: a row changed by hand or
+        by another version must not take the whole history down with it
+        (it was a 500 for every listing). Its outputs keep only the known
+        kinds with plain file names, so none leads outside its folder.
+        """
         values = dict(zip(_COLUMNS, row, strict=True))
+        status = values["status"]
+        error = values["error"] if isinstance(values["error"], str) else None
+        if status not in STATUSES:
+            status, error = "failed", error or DAMAGED_MESSAGE
+        try:
+            created = float(values["created"])
+        except (TypeError, ValueError):
+            created = 0.0
+        if not math.isfinite(created):
+            created = 0.0
+        outputs = _load(values["outputs"], dict) or {}
         return Run(
-            id=values["id"], created=float(values["created"]), status=values["status"],
-            target_name=values["target_name"], tiles=values["tiles"],
-            settings=_load(values["settings"]) or {}, command=values["command"],
-            report=_load(values["report"]), error=values["error"],
-            folder=self.runs_folder / values["id"], outputs=_load(values["outputs"]) or {},
+            id=values["id"], created=created, status=status,
+            target_name=_text(values["target_name"]), tiles=_text(values["tiles"]),
+            settings=_load(values["settings"], dict) or {}, command=_text(values["command"]),
+            report=_load(values["report"], dict), error=error,
+            folder=self.runs_folder / values["id"],
+            outputs={kind: name for kind, name in outputs.items()
+                     if kind in OUTPUT_KINDS and _plain_name(name)},
         )
 
     def _remove_orphans(self) -> None:
@@ -434,7 +464,32 @@ def _dump(value: Any) -> str | None:
     return None if value is None else json.dumps(value, allow_nan=False)
 
 
-def _load(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _load(text: object, kind: type) -> Any:
+    """A JSON column of type ``kind``; None when it is missing, damaged or of another type.
+
+    NaN and infinity are refused as damage too: no answer of the studio could hold them.
+    """
+    if not isinstance(text, str):
+        return None
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, kind) else None
+
+
+def _text(value: object) -> str:
+    """A text column, or ``""`` when it holds something else."""
+    return value if isinstance(value, str) else ""
+
+
+def _plain_name(name: object) -> TypeGuard[str]:
+    """Whether ``name`` is one ordinary file name (no folder, no ``..``, no control character)."""
+    return (isinstance(name, str) and 0 < len(name) <= 255 and name not in (".", "..")
+            and not any(char in "/\\" or ord(char) < 32 or ord(char) == 127 for char in name))
 
 

@@ -263,8 +263,15 @@ def run_render(spec: dict[str, Any], events: EventWriter) -> dict[str, Any]:
     written, notes = _write_outputs(renderer, options, folder, events)
     outputs.update(written)
     report: dict[str, Any] = {}
-    if spec.get("report") and Path(spec["report"]).is_file():
-        report = json.loads(Path(spec["report"]).read_text())
+    if spec.get("report"):
+        # The source's report only lends the new one its figures (grid, tiles, metrics):
+        # one that is gone or damaged on disk must not fail the drawing.
+        try:
+            loaded = json.loads(Path(spec["report"]).read_text("utf-8"))
+        except (OSError, ValueError, RecursionError):
+            loaded = None
+        if isinstance(loaded, dict):
+            report = loaded
     report.update({
         "tile_px": options.tile_px,
         "output_size": {"width": renderer.width, "height": renderer.height},
