@@ -17,7 +17,7 @@ from http import HTTPStatus
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from ..errors import MosaicistError
@@ -111,6 +111,10 @@ async def unexpected_error(request: Request, error: Exception) -> Response:
     A full disk is the exception: status 507, saying so, since whoever runs
     the server can act on it (and the page can tell its user to wait).
     """
+    if isinstance(error, ClientDisconnect):
+        # The client went away mid-body (a page closed, a network dropped): nobody
+        # waits for the answer, and nothing failed here that the terminal should show.
+        return error_response(request.url.path, 400, "the request was cut off before its end")
     name = getattr(request.app.state, "name", "server")
     log_failure(name, request.method, request.url.path, error)
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -124,7 +128,8 @@ def log_failure(name: str, method: str, path: str, error: BaseException) -> None
     Logged once: the exception is marked, so that the guard, which sees it
     again (Starlette raises it on after answering), stays silent.
     """
-    if getattr(error, "_mosaicist_logged", False):
+    if getattr(error, "_mosaicist_logged", False) or isinstance(error, ClientDisconnect):
+        # A client gone mid-body is no failure of the server (see unexpected_error).
         return
     with contextlib.suppress(AttributeError):
         error._mosaicist_logged = True  # type: ignore[attr-defined]

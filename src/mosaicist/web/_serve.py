@@ -93,6 +93,10 @@ def _quiet_uvicorn() -> None:
     logger.setLevel(logging.ERROR)
     logger.propagate = False
     logging.getLogger("uvicorn.access").disabled = True
+    # The form parser warns of each malformed upload ("Expected boundary character...")
+    # on stderr; the client gets its 400, the terminal need not hear of it.
+    for name in ("python_multipart", "multipart"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 class _Uvicorn(uvicorn.Server):
