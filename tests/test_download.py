@@ -36,7 +36,9 @@ class ServerState:
     statuses: list[int] = field(default_factory=list)
     # "html": a captive portal's page; "stall": half the body, then silence until
     # `release` is set; "stall-headers": silence before the status line; "500";
-    # "416": every Range refused; "slow": the body in small pieces.
+    # "416": every Range refused; "slow": the body in small pieces; "misaligned": a
+    # Range answered from 100 bytes before where it was asked to start; "html-trickle":
+    # the portal page as a file, its first byte alone, then the rest.
     mode: str = "normal"
     content_type: str = "application/octet-stream"
     release: threading.Event = field(default_factory=threading.Event)
@@ -65,6 +67,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if state.mode == "500":
             self.send_error(500, "Internal Server Error")
             return
+        if state.mode == "html-trickle":
+            state.statuses.append(200)
+            self.send_response(200)
+            self.send_header("Content-Type", state.content_type)
+            self.send_header("Content-Length", str(1 + len(PORTAL_PAGE)))
+            self.end_headers()
+            self.wfile.write(b"\n")
+            self.wfile.flush()
+            time.sleep(0.2)
+            self.wfile.write(PORTAL_PAGE)
+            return
         if state.mode == "html":
             state.ranges.append(self.headers.get("Range"))
             state.statuses.append(200)
@@ -91,6 +104,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         start = 0
         if requested and state.honour_range:
             start = int(requested.removeprefix("bytes=").split("-")[0])
+            if state.mode == "misaligned":
+                start = max(1, start - 100)
         if start:
             self.send_response(206)
             self.send_header(
@@ -521,3 +536,54 @@ def test_offline_on_the_command_line_is_one_line_and_a_failure(
     assert len(lines) == 1 and "http://127.0.0.1:1/cifar.tar.gz" in lines[0]
     assert str(tmp_path / "cache" / "downloads" / "cifar-10-binary.tar.gz") in lines[0]
     assert not (tmp_path / "out.png").exists()
+
+
+def test_a_range_answered_from_elsewhere_is_not_written_over_the_part(
+    server: tuple[str, ServerState], tmp_path: Path
+) -> None:
+    # A 206 starting before the kept bytes was written over them from the start of the
+    # part, which then failed its checksum and was discarded.
+    url, state = server
+    state.truncate_next = 1
+    destination = tmp_path / "file.bin"
+    with pytest.raises(DownloadError):
+        fetch(url, PAYLOAD_MD5, destination)
+    state.mode = "misaligned"
+    assert fetch(url, PAYLOAD_MD5, destination).read_bytes() == PAYLOAD
+    assert state.statuses == [200, 206, 200]
+    assert state.ranges[1] is not None and state.ranges[2] is None
+
+
+def test_a_web_page_whose_first_bytes_come_alone_is_refused(
+    server: tuple[str, ServerState], tmp_path: Path
+) -> None:
+    # The first read held only a newline, so the page (sent as a file) was written out.
+    url, state = server
+    state.mode = "html-trickle"
+    with pytest.raises(DownloadError, match="web page instead of the file"):
+        fetch(url, PAYLOAD_MD5, tmp_path / "file.bin")
+    assert not (tmp_path / "file.bin.part").exists()
+
+
+@pytest.mark.parametrize("problem", ["read-only", "full", "a file"])
+def test_a_cache_folder_that_cannot_be_written_is_one_download_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, problem: str
+) -> None:
+    # A raw PermissionError (or NotADirectoryError) from opening the lock file or
+    # making the folder; the command line showed no way out.
+    folder = tmp_path / "downloads"
+    if problem == "a file":
+        folder.write_bytes(b"")
+    else:
+        code = errno.EACCES if problem == "read-only" else errno.ENOSPC
+
+        def refusing_open(path: Path, mode: str = "r") -> object:
+            raise OSError(code, os.strerror(code), str(path))
+
+        monkeypatch.setattr(download, "open", refusing_open, raising=False)
+    monkeypatch.setenv("MOSAICIST_DOWNLOAD_URL_CIFAR10", "http://127.0.0.1:1/cifar.tar.gz")
+    with pytest.raises(DownloadError) as caught:
+        fetch_dataset("cifar10", folder)
+    message = _one_line(caught)
+    assert message.startswith(f"{folder}: cannot download into this folder (")
+    assert "--cache-dir" in message

@@ -700,7 +700,7 @@ def test_npz_header_is_checked_against_the_member_before_allocating(
         ArrayFileSource(path, None)
 
 
-def test_npz_stored_members_are_mapped_and_compressed_ones_capped(
+def test_npz_stored_members_are_read_on_demand_and_compressed_ones_capped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     images = _images(6)
@@ -709,7 +709,11 @@ def test_npz_stored_members_are_mapped_and_compressed_ones_capped(
     np.savez_compressed(compressed, images=images)
     source = ArrayFileSource(stored, None)
     _check_array_source(source, images, "stored")
-    assert isinstance(source._array, np.memmap)
+    # Read from the file on demand, never loaded whole.
+    assert source._array is None
+    store, handle = source._open_store()
+    assert isinstance(store, arrays_module._FileImages)
+    handle.close()
     monkeypatch.setattr(arrays_module, "NPZ_LOAD_MAX_BYTES", images.nbytes - 1)
     source = ArrayFileSource(compressed, None)
     with pytest.raises(SourceError, match="packed.npz:images: a compressed member of"):
@@ -850,3 +854,256 @@ def test_an_array_image_read_that_may_pass_is_marked(tmp_path: Path,
     assert [tile.error is not None for tile in tiles] == [False, False, True, False, True, False]
     assert tiles[2].transient and "Input/output error" in tiles[2].error
     assert not tiles[4].transient
+
+
+# ------------------------------------------------------------ files that lie or change
+
+
+def _in_a_child(script: str, *arguments: str) -> str:
+    """Run ``script`` in a child process (a bus error would kill pytest); return its output."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", script, *arguments],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr)  # -7: SIGBUS
+    return done.stdout
+
+
+_DECODE_AFTER_A_CUT = """
+import sys
+from pathlib import Path
+from mosaicist.sources.arrays import ArrayFileSource
+source = ArrayFileSource(Path(sys.argv[1]))
+entries = source.scan()
+decoding = source.decode(entries, 8)
+tiles = [] if sys.argv[3] == "before" else [next(decoding)]
+with open(sys.argv[1], 'r+b') as handle:
+    handle.truncate(int(sys.argv[2]))
+try:
+    tiles += decoding
+except Exception as error:
+    print(type(error).__name__, error)
+else:
+    print([tile.error is None for tile in tiles])
+    print(next(tile.error for tile in tiles if tile.error))
+"""
+
+
+@pytest.mark.parametrize("kind", ["npy", "npz"])
+def test_an_array_file_cut_short_after_it_was_opened_fails_its_images_not_the_process(
+    tmp_path: Path, kind: str
+) -> None:
+    # .npy files and stored .npz members were memory mapped: saved again in place
+    # (truncated) while mosaicist read them, the process died of a bus error.
+    images = _images(2000, side=16)  # 1.5 MB: the cut removes whole pages
+    path = tmp_path / f"tiles.{kind}"
+    if kind == "npy":
+        np.save(path, images)
+    else:
+        np.savez(path, images=images)
+    # Cut while the images are read: those past the end fail, one by one.
+    flags, message = _in_a_child(_DECODE_AFTER_A_CUT, str(path), "300000", "during").splitlines()
+    assert flags.startswith("[True, ") and flags.endswith(", False]")
+    assert message.startswith(f"cannot read {path}") and "cut short" in message
+    # Cut before: the file as it is now is refused, in one line.
+    np.save(path, images) if kind == "npy" else np.savez(path, images=images)
+    output = _in_a_child(_DECODE_AFTER_A_CUT, str(path), "300000", "before")
+    assert output.startswith(f"SourceError {path}") and len(output.splitlines()) == 1
+
+
+def test_a_npy_declaring_more_than_it_holds_is_one_line_without_warnings(
+    tmp_path: Path
+) -> None:
+    import warnings
+
+    cut = tmp_path / "cut.npy"
+    np.save(cut, _images(100))
+    cut.write_bytes(cut.read_bytes()[:300])
+    huge = tmp_path / "huge.npy"
+    header = io.BytesIO()
+    # Its byte count overflows 64 bits: numpy warned on stderr before failing.
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": (2**62, 8, 8, 3)})
+    huge.write_bytes(header.getvalue() + bytes(100))
+    for path in (cut, huge):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(SourceError) as caught:
+                ArrayFileSource(path)
+        message = str(caught.value)
+        assert message.startswith(f"{path}: the header declares")
+        assert "but the file holds" in message
+
+
+def test_a_fortran_ordered_npy_is_read(tmp_path: Path) -> None:
+    images = _images(5)
+    path = tmp_path / "fortran.npy"
+    np.save(path, np.asfortranarray(images))
+    _check_array_source(ArrayFileSource(path), images, "fortran")
+
+
+def test_array_reads_of_scattered_runs(tmp_path: Path) -> None:
+    images = _images(20)
+    path = tmp_path / "runs.npy"
+    np.save(path, images)
+    source = ArrayFileSource(path)
+    store, handle = source._open_store()
+    try:
+        picked = np.array([0, 1, 2, 7, 9, 10, 19])
+        np.testing.assert_array_equal(store[picked], images[picked])
+        np.testing.assert_array_equal(store[3:6], images[3:6])
+        np.testing.assert_array_equal(store[np.int64(4)], images[4])
+        assert store[np.array([], dtype=np.int64)].shape == (0, 8, 8, 3)
+        with pytest.raises(IndexError):
+            store[20]
+    finally:
+        handle.close()
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "chunked", "partly written"])
+def test_an_h5_dataset_declaring_images_it_never_stored_is_refused(
+    tmp_path: Path, layout: str
+) -> None:
+    # A 1.4 kB file declaring a billion images: the scan listed them all and ran out
+    # of memory (or, smaller, made black tiles from the fill value).
+    path = tmp_path / "empty.h5"
+    with h5py.File(path, "w") as handle:
+        if layout == "contiguous":
+            handle.create_dataset("images", shape=(10**9, 8, 8, 3), dtype=np.uint8)
+        elif layout == "chunked":
+            handle.create_dataset("images", shape=(10**9, 8, 8, 3), dtype=np.uint8,
+                                  chunks=(64, 8, 8, 3), compression="gzip")
+        else:
+            dataset = handle.create_dataset("images", shape=(256, 8, 8, 3), dtype=np.uint8,
+                                            chunks=(64, 8, 8, 3))
+            dataset[:100] = _images(100)
+    with pytest.raises(SourceError) as caught:
+        ArrayFileSource(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:images: ") and "never written" in message
+
+
+def test_a_compressed_h5_dataset_written_whole_is_read(tmp_path: Path) -> None:
+    images = _images(130)
+    path = tmp_path / "packed.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("images", data=images, chunks=(64, 8, 8, 3), compression="gzip")
+    _check_array_source(ArrayFileSource(path), images, "packed")
+
+
+def _non_utf8(directory: Path, name: bytes) -> Path:
+    path = Path(os.fsdecode(bytes(directory) + b"/" + name))
+    try:
+        path.touch()
+        path.unlink()
+    except (OSError, UnicodeError):
+        pytest.skip("this file system refuses names that are not UTF-8")
+    return path
+
+
+def test_array_and_cifar_files_of_non_utf8_names_have_text_keys_and_ids(tmp_path: Path) -> None:
+    # The index hashes and stores the key as UTF-8: a name with a Latin-1 byte was a
+    # UnicodeEncodeError traceback from 'mosaicist index'.
+    from mosaicist.library import TileLibrary
+
+    images = _images(3)
+    npy = _non_utf8(tmp_path, b"caf\xe9.npy")
+    np.save(npy, images)
+    source = open_source(str(npy), tmp_path / "cache")
+    assert source.key == f"array:{tmp_path}/caf\\xe9.npy" and source.name == "caf\\xe9.npy"
+    _check_array_source(source, images, "caf\\xe9")
+    library = TileLibrary.open(str(npy), match_px=8, cache_dir=tmp_path / "cache")
+    assert len(library) == 3
+
+    tarball = _write_tar(_non_utf8(tmp_path, b"c\xe9.tar.gz"), _cifar10_files("bin"))
+    cifar = open_source(f"cifar10:{tarball}", tmp_path / "cache")
+    assert cifar.key == f"cifar10:{tmp_path}/c\\xe9.tar.gz"
+    cifar.key.encode("utf-8")
+    _check_cifar10(cifar)
+
+
+def test_an_extracted_cifar_batch_cut_short_after_it_was_read_is_no_crash(
+    tmp_path: Path
+) -> None:
+    # Memory mapped, a batch file cut short later (extracted again over it) killed the
+    # process with a bus error on the next read of the source.
+    folder = _write_folder(tmp_path / "extracted", _cifar10_files("bin"))
+    script = """
+import sys
+from pathlib import Path
+from mosaicist.sources.cifar import CifarSource
+source = CifarSource("cifar10", sys.argv[1], cache_dir=Path(sys.argv[1]))
+entries = source.scan()
+for batch in (Path(sys.argv[1]) / "cifar-10-batches-bin").iterdir():
+    batch.write_bytes(b"")
+print(sum(tile.error is None for tile in source.decode(entries, 32)))
+"""
+    total = sum(CIFAR10_TRAIN_COUNTS) + CIFAR10_TEST_COUNT
+    assert _in_a_child(script, str(folder)).split() == [str(total)]
+
+
+@pytest.mark.parametrize("split", ["test", "train"])
+def test_cifar10_colon_a_split_says_that_splits_cannot_be_chosen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    source = open_source(f"cifar10:{split}", tmp_path / "cache")
+    with pytest.raises(SourceError) as caught:
+        source.scan()
+    message = str(caught.value)
+    assert message.startswith(f"cifar10:{split}: ") and "no split can be chosen" in message
+    assert "--limit 50000" in message and "\n" not in message
+
+
+def test_an_npz_whose_first_array_is_no_images_names_the_others(tmp_path: Path) -> None:
+    # Said only that arr_0 (labels, saved first) was no image array.
+    path = tmp_path / "labelled.npz"
+    np.savez(path, np.arange(5), _images(5))
+    with pytest.raises(SourceError) as caught:
+        ArrayFileSource(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:arr_0: expected an N x H x W x 3")
+    assert message.endswith("the file also holds arr_1: name the images as labelled.npz:KEY")
+    _check_array_source(ArrayFileSource(path, "arr_1"), _images(5), "labelled")
+    with pytest.raises(SourceError) as caught:
+        ArrayFileSource(path, "arr_0")  # named: no hint
+    assert "also holds" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("array", "hint"), [
+    (np.zeros((4, 3, 8, 8), dtype=np.uint8), "(channels first? save array.transpose(0, 2, 3, 1))"),
+    (np.zeros((4, 8, 8, 4), dtype=np.uint8), "(RGBA? save array[..., :3])"),
+    (np.zeros((4, 8, 8, 3), dtype=np.float32), "(floats? scale them to 0-255"),
+    (np.zeros((4, 8, 8), dtype=np.int16), "(save array.astype(numpy.uint8) if its values"),
+    (np.zeros((4, 8, 8, 3), dtype=bool), "(save array.astype(numpy.uint8) if its values"),
+    (np.zeros((4, 8), dtype=np.uint8), None),
+])
+def test_a_refused_array_says_what_it_looks_like(
+    tmp_path: Path, array: np.ndarray, hint: str | None
+) -> None:
+    path = tmp_path / "odd.npy"
+    np.save(path, array)
+    with pytest.raises(SourceError) as caught:
+        ArrayFileSource(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: expected an N x H x W x 3")
+    assert (hint in message) if hint else message.endswith(f"dtype {array.dtype}")
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "galaxy10-sdss"])
+def test_a_bad_copy_in_the_download_cache_says_to_delete_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dataset: str
+) -> None:
+    # A file saved there by hand (as a failed download advises) is used without a
+    # checksum; a broken one failed every run, without saying how to get past it.
+    spec = download.DATASETS[dataset]
+    monkeypatch.setitem(download.DATASETS, dataset,
+                        DatasetFile("http://127.0.0.1:1/gone", spec.md5, spec.filename))
+    copy = tmp_path / "cache" / "downloads" / spec.filename
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(b"half a file")
+    with pytest.raises(SourceError) as caught:
+        open_source(dataset, tmp_path / "cache").scan()
+    message = str(caught.value)
+    assert message.startswith(str(copy)) and message.endswith("; delete it to download it again")
+    assert "\n" not in message

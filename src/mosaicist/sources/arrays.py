@@ -3,11 +3,17 @@
 The array must be ``N x H x W x 3`` uint8 (RGB) or ``N x H x W`` uint8
 (greyscale, replicated to RGB; ``N x H x W x 1`` is taken as greyscale too).
 Images are read in blocks of bounded size, so an HDF5 file, a ``.npy`` or an
-uncompressed ``.npz`` member (both memory mapped) larger than memory can be
-used; a compressed ``.npz`` member is loaded whole, up to
-:data:`NPZ_LOAD_MAX_BYTES`. Sizes are checked from the headers before
-anything is read: each image is within the tile pixel limit, and an ``.npz``
-member's header agrees with the member's size. An HDF5 dataset must lie in
+uncompressed ``.npz`` member larger than memory can be used; a compressed
+``.npz`` member is loaded whole, up to :data:`NPZ_LOAD_MAX_BYTES`. A ``.npy``
+or uncompressed member is read with positional reads, not memory mapped: a
+mapped file that shrinks while it is read (saved again in place by another
+program) kills the process with a bus error, where a short read is an error
+for the images past the new end. (A Fortran-ordered array, whose images are
+not contiguous in the file, is still mapped.) Sizes are checked from the
+headers before anything is read: each image is within the tile pixel limit,
+a ``.npy`` file or ``.npz`` member holds the bytes its header declares, and
+an HDF5 dataset has its data written (a file of a few kilobytes can declare
+a billion images whose storage was never allocated). An HDF5 dataset must lie in
 the file itself: links to other files, virtual datasets and external raw
 storage are refused. A block that cannot be read is read again image by
 image, so only the unreadable images are skipped.
@@ -24,6 +30,7 @@ import math
 import os
 import pickle
 import struct
+import threading
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -42,6 +49,7 @@ from .base import (
     absolute_path,
     change_stamp,
     is_transient,
+    path_text,
 )
 from .download import fetch_dataset
 
@@ -149,6 +157,51 @@ def _h5_dataset(h5py: Any, handle: Any, key: str, where: str) -> Any:
     return group
 
 
+def _h5_check_written(h5py: Any, dataset: Any, where: str) -> None:
+    """Refuse a dataset whose declared images were never stored (checked from metadata).
+
+    HDF5 allocates storage when data is written, so a file of a kilobyte can
+    declare a billion images that read as the fill value: scanning them
+    would exhaust memory, for black tiles. A contiguous dataset must have
+    its whole size allocated; a chunked one (possibly compressed) every chunk.
+    """
+    declared = math.prod(dataset.shape) * dataset.dtype.itemsize
+    if not declared:
+        return
+    if dataset.chunks is None:
+        stored = dataset.id.get_storage_size()
+        if stored < declared:
+            raise SourceError(
+                f"{where}: declares {declared:,} bytes of images but stores {stored:,} "
+                "(never written, or an unfinished file)"
+            )
+        return
+    count_chunks = getattr(dataset.id, "get_num_chunks", None)
+    if count_chunks is None:  # pragma: no cover - HDF5 before 1.10.5
+        return
+    expected = math.prod(-(-side // chunk) for side, chunk in zip(dataset.shape, dataset.chunks,
+                                                                  strict=True))
+    written = count_chunks()
+    if written < expected:
+        raise SourceError(
+            f"{where}: only {written:,} of its {expected:,} chunks of images are stored "
+            "(never written, or an unfinished file)"
+        )
+
+
+def _shape_hint(shape: tuple[int, ...], dtype: np.dtype) -> str:
+    """What a refused array most likely is, and how to save it as images (or nothing)."""
+    if len(shape) == 4 and shape[1] in (1, 3) and shape[3] not in (1, 3):
+        return " (channels first? save array.transpose(0, 2, 3, 1))"
+    if len(shape) == 4 and shape[3] == 4:
+        return " (RGBA? save array[..., :3])"
+    if dtype.kind in "fc" and (len(shape) == 3 or (len(shape) == 4 and shape[3] in (1, 3))):
+        return " (floats? scale them to 0-255 and save array.astype(numpy.uint8))"
+    if dtype.kind in "iub" and dtype != np.uint8 and len(shape) in (3, 4):
+        return " (save array.astype(numpy.uint8) if its values are 0-255)"
+    return ""
+
+
 def _npy_header(member: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
     """Read an ``.npy`` header from a file object: (shape, fortran order, dtype)."""
     version = np.lib.format.read_magic(member)
@@ -156,6 +209,71 @@ def _npy_header(member: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
         return np.lib.format.read_array_header_1_0(member)
     # Version 3 differs from 2 only in allowing UTF-8 field names.
     return np.lib.format.read_array_header_2_0(member)
+
+
+class _FileImages:
+    """The images of a C-ordered uint8 array stored at ``offset`` in a file, read on demand.
+
+    Indexed as the source indexes its store: by an int, a slice of step 1, or
+    an increasing array of distinct ints (one read per run of consecutive
+    images). A file found shorter than its header said (it shrank since it
+    was inspected) raises :class:`EOFError` for the images past its end,
+    where a memory map would have died of a bus error.
+    """
+
+    def __init__(self, path: Path, offset: int, shape: tuple[int, ...]) -> None:
+        self._count = int(shape[0])
+        self._image_shape = tuple(int(side) for side in shape[1:])
+        self._image_bytes = math.prod(self._image_shape)
+        self._offset = offset
+        self._handle = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        # Seek and read are two calls on one handle (pread is not portable).
+        self._lock = threading.Lock()
+
+    def status(self) -> os.stat_result:
+        """The status of the file as opened."""
+        return os.fstat(self._handle.fileno())
+
+    def close(self) -> None:
+        """Close the file."""
+        self._handle.close()
+
+    def _images(self, low: int, high: int) -> np.ndarray:
+        images = np.empty((high - low, *self._image_shape), np.uint8)
+        view = memoryview(images.data).cast("B")
+        filled = 0
+        with self._lock:
+            self._handle.seek(self._offset + low * self._image_bytes)
+            while filled < len(view):
+                count = self._handle.readinto(view[filled:])
+                if not count:
+                    raise EOFError(
+                        f"the file ends in image {low + filled // self._image_bytes} "
+                        "(it was cut short after it was opened)"
+                    )
+                filled += count
+        return images
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        if isinstance(index, slice):
+            low, high, step = index.indices(self._count)
+            if step != 1:
+                raise ValueError("only slices of step 1 are read")
+            return self._images(low, max(low, high))
+        if isinstance(index, int | np.integer):
+            position = int(index)
+            if not 0 <= position < self._count:
+                raise IndexError(f"image {position} is not in an array of {self._count}")
+            return self._images(position, position + 1)[0]
+        positions = np.asarray(index, dtype=np.int64)
+        images = np.empty((len(positions), *self._image_shape), np.uint8)
+        if not len(positions):
+            return images
+        # Each run of consecutive positions is one read.
+        breaks = (np.flatnonzero(np.diff(positions) != 1) + 1).tolist()
+        for start, end in zip([0, *breaks], [*breaks, len(positions)], strict=True):
+            images[start:end] = self[int(positions[start]):int(positions[end - 1]) + 1]
+        return images
 
 
 class ArrayFileSource(TileSource):
@@ -206,19 +324,22 @@ class ArrayFileSource(TileSource):
         if not self._path.is_file():
             raise SourceError(f"{self._path}: array file not found")
         self._show_progress = show_progress
-        self._array: np.ndarray | None = None  # .npy memory map or loaded .npz member
+        self._array: np.ndarray | None = None  # a loaded .npz member, or a Fortran-order map
         self._npz_member: tuple[zipfile.ZipInfo, int, bool] | None = None
+        self._npy_data: tuple[int, bool] | None = None  # (data offset, Fortran order)
         # Taken before the array is opened: see _status.
         self._opened = self._path.stat()
         self._key, shape, dtype = self._inspect(key)
         self._take_shape(shape, dtype)
+        # Keys, ids and names are text (the index stores them): a file name that is
+        # not UTF-8 is escaped in them.
+        text = path_text(self._path)
         self.key = source_key or (
-            f"array:{self._path}" if self._kind == "npy" else f"array:{self._path}:{self._key}"
+            f"array:{text}" if self._kind == "npy" else f"array:{text}:{self._key}"
         )
-        self._prefix = id_prefix or self._path.stem
-        self.name = name or (
-            self._path.name if self._kind == "npy" else f"{self._path.name}:{self._key}"
-        )
+        self._prefix = id_prefix or path_text(self._path.stem)
+        file_name = path_text(self._path.name)
+        self.name = name or (file_name if self._kind == "npy" else f"{file_name}:{self._key}")
 
     def _take_shape(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
         """Check the array's shape and type, and size the reads by them."""
@@ -231,12 +352,12 @@ class ArrayFileSource(TileSource):
     def _status(self) -> os.stat_result:
         """The file's status when its array was opened; opened again if the file changed since.
 
-        A ``.npy`` (or a stored ``.npz`` member) is memory-mapped when the
-        source is made. A file replaced since (saved again, renamed over it)
-        was scanned with its new stamp but read from the old map, and the
-        index kept those stale tiles under the new stamp, for good. The
-        status is taken before the array is opened, so a change in between
-        only makes the next scan decode again.
+        A file replaced since (saved again, renamed over it) would be
+        scanned with its new stamp but read as the array first inspected (a
+        loaded member, a map, its old layout), and the index would keep those
+        stale tiles under the new stamp, for good. The status is taken before
+        the array is opened, so a change in between only makes the next scan
+        decode again.
 
         Raises
         ------
@@ -247,6 +368,7 @@ class ArrayFileSource(TileSource):
         if _identity(status) != _identity(self._opened):
             self._array = None
             self._npz_member = None
+            self._npy_data = None
             self._opened = status
             self._key, shape, dtype = self._inspect(self._key or None)
             self._take_shape(shape, dtype)
@@ -274,6 +396,9 @@ class ArrayFileSource(TileSource):
                             f"{self._path}: no dataset {key!r} "
                             f"(available: {', '.join(names) or 'none'})"
                         ) from None
+                    self._key = key
+                    self._check(tuple(dataset.shape), dataset.dtype)
+                    _h5_check_written(h5py, dataset, f"{self._path}:{key}")
                     return key, tuple(dataset.shape), dataset.dtype
             except SourceError:
                 raise
@@ -288,27 +413,17 @@ class ArrayFileSource(TileSource):
                     f"(got {key!r})"
                 )
             try:
-                with open(self._path, "rb") as handle:
-                    magic = handle.read(len(np.lib.format.MAGIC_PREFIX))
+                return "", *self._inspect_npy()
+            except SourceError:
+                raise
             except OSError as error:
                 raise SourceError(
                     f"{self._path}: cannot read ({error.strerror or error})"
                 ) from None
-            if magic != np.lib.format.MAGIC_PREFIX:
-                # np.load takes any other file for a pickle and says so, which
-                # misleads about a text file or an image saved under this name.
-                raise SourceError(
-                    f"{self._path}: not a .npy file (it does not start with the NumPy header)"
-                )
-            try:
-                # A memory map: the header is read, the data only when used.
-                array = np.load(self._path, mmap_mode="r", allow_pickle=False)
             except _LOAD_ERRORS as error:
                 raise SourceError(
                     f"{self._path}: not a readable .npy file ({_one_line(error)})"
                 ) from None
-            self._array = array
-            return "", tuple(array.shape), array.dtype
         try:
             return self._inspect_npz(key)
         except SourceError:
@@ -318,11 +433,35 @@ class ArrayFileSource(TileSource):
                 f"{self._path}: not a readable .npz file ({_one_line(error)})"
             ) from None
 
+    def _inspect_npy(self) -> tuple[tuple[int, ...], np.dtype]:
+        """Read a ``.npy`` header, checked against the file's size; only the header is read."""
+        with open(self._path, "rb") as handle:
+            if handle.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+                # np.load takes any other file for a pickle and says so, which
+                # misleads about a text file or an image saved under this name.
+                raise SourceError(
+                    f"{self._path}: not a .npy file (it does not start with the NumPy header)"
+                )
+            handle.seek(0)
+            shape, fortran_order, dtype = _npy_header(handle)
+            data_offset = handle.tell()
+            size = os.fstat(handle.fileno()).st_size
+        self._check(shape, dtype)  # first: an object array's size means nothing
+        declared = data_offset + math.prod(shape) * dtype.itemsize
+        if size < declared:
+            raise SourceError(
+                f"{self._path}: the header declares {declared:,} bytes but the file holds "
+                f"{size:,} (cut short?)"
+            )
+        self._npy_data = (data_offset, fortran_order)
+        return shape, dtype
+
     def _inspect_npz(self, key: str | None) -> tuple[str, tuple[int, ...], np.dtype]:
         """Read an ``.npz`` member's header, checked against the member's size."""
         with zipfile.ZipFile(self._path) as archive:
             # Member names as numpy's np.load shows them.
             members = {name.removesuffix(".npy"): name for name in archive.namelist()}
+            chosen = key is None
             if key is None:
                 if not members:
                     raise SourceError(f"{self._path}: the .npz file holds no arrays")
@@ -339,7 +478,17 @@ class ArrayFileSource(TileSource):
                 shape, fortran_order, dtype = _npy_header(member)
                 data_offset = member.tell()
         self._key = key
-        self._check(shape, dtype)  # first: an object array's size means nothing
+        try:
+            self._check(shape, dtype)  # first: an object array's size means nothing
+        except SourceError as error:
+            others = [name for name in members if name != key]
+            if not chosen or not others:
+                raise
+            # The first array was taken for want of a name: say which others there are.
+            raise SourceError(
+                f"{error}; the file also holds {', '.join(others)}: name the images as "
+                f"{path_text(self._path.name)}:KEY"
+            ) from None
         declared = data_offset + math.prod(shape) * dtype.itemsize
         if declared != info.file_size:
             raise SourceError(
@@ -349,21 +498,31 @@ class ArrayFileSource(TileSource):
         self._npz_member = (info, data_offset, fortran_order)
         return key, shape, dtype
 
-    def _load_npz(self) -> np.ndarray:
-        """The ``.npz`` member's array: mapped when stored, else loaded (size-checked)."""
+    def _raw_data(self) -> tuple[int, bool] | None:
+        """Where the array's bytes start in the file, and whether in Fortran order.
+
+        None for a compressed ``.npz`` member, which must be loaded.
+        """
+        if self._kind == "npy":
+            assert self._npy_data is not None  # set by _inspect_npy
+            return self._npy_data
         assert self._npz_member is not None  # set by _inspect_npz
         info, data_offset, fortran_order = self._npz_member
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+        with open(self._path, "rb") as handle:
+            handle.seek(info.header_offset)
+            local = handle.read(30)
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            raise SourceError(f"{self._where()}: damaged .npz member header")
+        name_length, extra_length = struct.unpack("<HH", local[26:30])
+        return info.header_offset + 30 + name_length + extra_length + data_offset, fortran_order
+
+    def _load_npz(self) -> np.ndarray:
+        """The compressed ``.npz`` member's array, loaded whole (size-checked)."""
+        assert self._npz_member is not None  # set by _inspect_npz
+        info, _, _ = self._npz_member
         where = self._where()
-        if info.compress_type == zipfile.ZIP_STORED:
-            with open(self._path, "rb") as handle:
-                handle.seek(info.header_offset)
-                local = handle.read(30)
-            if len(local) < 30 or local[:4] != b"PK\x03\x04":
-                raise SourceError(f"{where}: damaged .npz member header")
-            name_length, extra_length = struct.unpack("<HH", local[26:30])
-            start = info.header_offset + 30 + name_length + extra_length + data_offset
-            return np.memmap(self._path, np.uint8, "r", offset=start, shape=self._shape,
-                             order="F" if fortran_order else "C")
         if info.file_size > NPZ_LOAD_MAX_BYTES:
             raise SourceError(
                 f"{where}: a compressed member of {info.file_size:,} bytes is over the limit of "
@@ -381,7 +540,7 @@ class ArrayFileSource(TileSource):
         if dtype != np.uint8 or not (greyscale or rgb) or min(shape[1:3], default=0) < 1:
             raise SourceError(
                 f"{self._where()}: expected an N x H x W x 3 (or N x H x W) uint8 image array, "
-                f"found shape {shape} dtype {dtype}"
+                f"found shape {shape} dtype {dtype}{_shape_hint(shape, dtype)}"
             )
         height, width = shape[1:3]
         if height * width > TILE_MAX_PIXELS:
@@ -449,9 +608,25 @@ class ArrayFileSource(TileSource):
             except BaseException:
                 handle.close()
                 raise
-        if self._array is None:
+        # The file as it is now: the layout read below is that of the inspected file.
+        self._status()
+        if self._array is not None:
+            return self._array, None
+        raw = self._raw_data()
+        if raw is None:
             self._array = self._load_npz()
-        return self._array, None
+            return self._array, None
+        offset, fortran_order = raw
+        if fortran_order:
+            # Its images are strided through the whole file: mapped (see the module notes).
+            self._array = np.memmap(self._path, np.uint8, "r", offset=offset, shape=self._shape,
+                                    order="F")
+            return self._array, None
+        images = _FileImages(self._path, offset, self._shape)
+        if _identity(images.status()) != _identity(self._opened):
+            images.close()
+            raise SourceError(f"{self._where()}: the file changed while it was opened; run again")
+        return images, images
 
     def _read_block(
         self, store: Any, positions: np.ndarray,
@@ -572,6 +747,11 @@ def galaxy10_source(variant: str, cache_dir: Path, show_progress: bool = False) 
     # Checked before the download: the file is HDF5 (gigabytes), useless without h5py.
     _import_h5py(Path(dataset))
     path = fetch_dataset(dataset, Path(cache_dir) / "downloads", show_progress)
-    return ArrayFileSource(
-        path, "images", show_progress, source_key=dataset, id_prefix=dataset, name=display
-    )
+    try:
+        return ArrayFileSource(
+            path, "images", show_progress, source_key=dataset, id_prefix=dataset, name=display
+        )
+    except SourceError as error:
+        # Downloads are verified, so this copy was put there by hand (as a failed
+        # download suggests), and is used as it is until removed.
+        raise SourceError(f"{error}; delete it to download it again") from None

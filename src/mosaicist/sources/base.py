@@ -185,6 +185,32 @@ def readable(text: str) -> str:
     return text
 
 
+def path_text(path: str | os.PathLike[str]) -> str:
+    r"""Return a path as the text that source keys, names and ids hold.
+
+    The path itself when it is valid UTF-8, so that the keys (and indexes)
+    of such paths never change; else :func:`name_to_text` of it, since the
+    index stores keys as text and a lone surrogate cannot be encoded.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A path as :func:`os.fsdecode` gives it.
+
+    Returns
+    -------
+    str
+        Valid Unicode text.
+
+    Examples
+    --------
+    >>> path_text("/photos/café.npy"), path_text(os.fsdecode(b"/photos/caf\xe9.npy"))
+    ('/photos/café.npy', '/photos/caf\\xe9.npy')
+    """
+    text = os.fspath(path)
+    return text if readable(text) == text else name_to_text(text)
+
+
 #: ``errno`` values of a read that failed for a reason of the moment, not of the file: the
 #: device or a network share faltered (EIO, ETIMEDOUT, ESTALE, a dropped connection), the
 #: process or system was short of descriptors or memory (EMFILE, ENFILE, ENOMEM, ENOBUFS),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import os
 import pickle
 import tarfile
 import zlib
@@ -36,7 +37,14 @@ from PIL import Image
 from ..aspect import SQUARE
 from ..errors import MosaicistError, SourceError
 from ..imaging import array_tile, content_hash
-from .base import DecodedTile, SourceEntry, TileSource, absolute_path, change_stamp
+from .base import (
+    DecodedTile,
+    SourceEntry,
+    TileSource,
+    absolute_path,
+    change_stamp,
+    path_text,
+)
 from .download import fetch_dataset
 
 #: Side of a CIFAR image, and bytes of its pixels (R, G and B planes).
@@ -65,6 +73,8 @@ TAR_MAX_MEMBERS = 10_000
 TAR_HEADER_MAX_BYTES = 1 << 20
 
 _DISPLAY = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+#: The split names, which ``cifar10:test`` may be mistaken to choose.
+_SPLITS = ("train", "test")
 
 
 class _TarLimit(tarfile.TarError):
@@ -153,14 +163,14 @@ def _check_batch_size(size: int, dataset: str, layout: _Layout, split: str, wher
 
 
 def _read_member(handle: Any, size: int, where: str) -> bytearray:
-    """Read exactly ``size`` bytes of a tarball member, a bounded step at a time."""
+    """Read exactly ``size`` bytes of a tarball member or file, a bounded step at a time."""
     data = bytearray(size)
     view = memoryview(data)
     filled = 0
     while filled < size:
         count = handle.readinto(view[filled:filled + _MEMBER_READ_BYTES])
         if not count:
-            raise SourceError(f"{where}: the member ends after {filled:,} of {size:,} bytes")
+            raise SourceError(f"{where}: ends after {filled:,} of {size:,} bytes")
         filled += count
     return data
 
@@ -254,18 +264,18 @@ def _binary_records(data: np.ndarray, label_bytes: int, where: str) -> np.ndarra
 def _read_batch_file(path: Path, dataset: str, layout: _Layout, split: str) -> np.ndarray:
     where = str(path)
     try:
-        _check_batch_size(path.stat().st_size, dataset, layout, split, where)
-        if layout.label_bytes is None:
-            return _load_pickled_batch(path.read_bytes(), where)
-        # A memory map keeps an extracted binary batch out of memory until used.
-        if path.stat().st_size == 0:
-            data = np.zeros(0, dtype=np.uint8)
-        else:
-            data = np.memmap(path, dtype=np.uint8, mode="r")
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            _check_batch_size(size, dataset, layout, split, where)
+            # Read whole (a batch is at most tens of megabytes, as a tarball's are), not
+            # memory mapped: a mapped file cut short later (extracted again over it)
+            # would kill the process with a bus error when read.
+            data = _read_member(handle, size, where)
     except OSError as error:
         raise SourceError(f"{path}: cannot read CIFAR batch ({error.strerror or error})") from None
-    # A plain ndarray view of the map: indexing a memmap subclass per tile is slow.
-    return np.asarray(_binary_records(data, layout.label_bytes, where))
+    if layout.label_bytes is None:
+        return _load_pickled_batch(data, where)
+    return _binary_records(np.frombuffer(data, dtype=np.uint8), layout.label_bytes, where)
 
 
 def _read_folder(folder: Path, dataset: str) -> list[_Batch]:
@@ -380,12 +390,14 @@ class CifarSource(TileSource):
         self._cache_dir = Path(cache_dir)
         self._show_progress = show_progress
         self._path = absolute_path(path) if path else None  # one key for every spelling
+        self._given = path
         if self._path is None:
             self.key = dataset
             self.name = _DISPLAY[dataset]
         else:
-            self.key = f"{dataset}:{self._path}"
-            self.name = f"{_DISPLAY[dataset]} ({self._path})"
+            # Text (the index stores the key): a path that is not UTF-8 is escaped.
+            self.key = f"{dataset}:{path_text(self._path)}"
+            self.name = f"{_DISPLAY[dataset]} ({path_text(self._path)})"
         self._batches: list[_Batch] | None = None
         self._offsets = np.zeros(1, dtype=np.int64)
         self._split_start: dict[str, int] = {}
@@ -397,8 +409,21 @@ class CifarSource(TileSource):
                 tarball = fetch_dataset(
                     self.dataset, self._cache_dir / "downloads", self._show_progress
                 )
-                batches = read_cifar(tarball, self.dataset)
+                try:
+                    batches = read_cifar(tarball, self.dataset)
+                except SourceError as error:
+                    # Downloads are verified, so this copy was put there by hand (as a
+                    # failed download suggests), and is used as it is until removed.
+                    raise SourceError(f"{error}; delete it to download it again") from None
             else:
+                if self._given in _SPLITS and not self._path.exists():
+                    # cifar10:test reads like a choice of split, which it is not.
+                    raise SourceError(
+                        f"{self.dataset}:{self._given}: no CIFAR tarball or folder "
+                        f"{self._path}; '{self.dataset}:PATH' reads a local copy, and no split "
+                        f"can be chosen (the library is the training images, then the test "
+                        f"images: --limit 50000 keeps the training ones)"
+                    )
                 batches = read_cifar(self._path, self.dataset)
             counts = [len(batch.pixels) for batch in batches]
             self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)

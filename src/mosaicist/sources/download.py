@@ -3,7 +3,9 @@
 A download is written to ``<destination>.part`` beside the final file. An
 interrupted download leaves that partial file behind, and the next attempt
 asks the server for the rest with an HTTP ``Range`` request; a server that
-answers with the whole file instead (status 200) restarts it cleanly. Only a
+answers with the whole file instead (status 200) restarts it cleanly, and
+one that answers with bytes from elsewhere (a ``Content-Range`` that does
+not start where the partial file ends) is asked for the whole file. Only a
 complete file whose checksum matches is moved, atomically, to its final name,
 so a file under the final name is always complete and verified.
 
@@ -53,6 +55,8 @@ URL_ENV_PREFIX = "MOSAICIST_DOWNLOAD_URL_"
 
 _CHUNK_BYTES = 1 << 20
 _USER_AGENT = "mosaicist (https://pypi.org/project/mosaicist/)"
+#: Bytes of a response read before deciding whether it is a web page.
+_SNIFF_BYTES = 512
 #: How a web page begins (after white space), in lower case.
 _HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<body")
 
@@ -206,17 +210,26 @@ def fetch(
     DownloadError
         On a network or HTTP error, a web page sent instead of the file, or a
         failed write (the partial file is kept, so that the next call
-        resumes), or when the complete file's checksum does not match (the
-        partial file is deleted; a resumed file is first fetched once more
-        from the start).
+        resumes), or a folder that cannot be written at all, or when the
+        complete file's checksum does not match (the partial file is
+        deleted; a resumed file is first fetched once more from the start).
     """
     destination = Path(destination)
     if destination.exists():
         return destination
-    destination.parent.mkdir(parents=True, exist_ok=True)
     part = destination.with_name(destination.name + ".part")
     lock = destination.with_name(destination.name + ".lock")
-    with _locked(lock):
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        lock_file = open(lock, "a+b")  # noqa: SIM115 - closed by the with below
+    except OSError as error:
+        # A read-only or full cache, or a file where the folder should be.
+        raise DownloadError(
+            f"{destination.parent}: cannot download into this folder "
+            f"({error.strerror or error}); choose another cache folder (--cache-dir, or "
+            "MOSAICIST_CACHE_DIR)"
+        ) from None
+    with lock_file, _locked(lock_file):
         # Another process may have finished the file while we waited.
         if destination.exists():
             return destination
@@ -239,16 +252,15 @@ def fetch(
 
 
 @contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``lock_path`` (a no-op where flock is missing)."""
-    with open(lock_path, "a+b") as handle:
+def _locked(handle: BinaryIO) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the open lock file (a no-op where flock is missing)."""
+    if fcntl is not None:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
         if fcntl is not None:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _one_line(reason: object) -> str:
@@ -256,12 +268,15 @@ def _one_line(reason: object) -> str:
     return text or type(reason).__name__
 
 
-def _download(url: str, part: Path, label: str, show_progress: bool, timeout: float) -> bool:
+def _download(
+    url: str, part: Path, label: str, show_progress: bool, timeout: float, *,
+    resume: bool = True,
+) -> bool:
     """Append the rest of ``url`` to ``part`` (or rewrite it when the server cannot resume).
 
     Returns whether bytes from an earlier attempt were kept (a resume).
     """
-    offset = part.stat().st_size if part.exists() else 0
+    offset = part.stat().st_size if resume and part.exists() else 0
     try:
         # Inside: a URL that is not one (an address given in the environment) is a
         # ValueError here.
@@ -280,8 +295,18 @@ def _download(url: str, part: Path, label: str, show_progress: bool, timeout: fl
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as error:
         reason = getattr(error, "reason", error)
         raise _TransferError(f"{url}: download failed: {_one_line(reason)}") from None
+    if response.status == 206 and not _range_starts_at(response, offset):
+        response.close()
+        if not offset:
+            raise _TransferError(
+                f"{url}: the server sent part of the file when asked for all of it "
+                f"(Content-Range {response.headers.get('Content-Range')})"
+            )
+        # Bytes from elsewhere in the file (a server that rounds ranges): written over
+        # the kept part they would make it a wrong file; the whole file is asked for.
+        return _download(url, part, label, show_progress, timeout, resume=False)
     with response:
-        resuming = offset > 0 and response.status == 206 and _range_starts_at(response, offset)
+        resuming = offset > 0 and response.status == 206
         if not resuming:
             offset = 0
         length = response.headers.get("Content-Length")
@@ -290,6 +315,12 @@ def _download(url: str, part: Path, label: str, show_progress: bool, timeout: fl
         try:
             # read1: what has arrived, so that a stall keeps every byte that came.
             chunk = response.read1(_CHUNK_BYTES)
+            # A first read may be a few bytes, too few to tell a page from the file.
+            while chunk and len(chunk) < _SNIFF_BYTES:
+                more = response.read1(_CHUNK_BYTES)
+                if not more:
+                    break
+                chunk += more
         except (OSError, http.client.HTTPException) as error:
             raise _TransferError(
                 f"{url}: download interrupted ({_one_line(error)}); run again to resume"
@@ -351,7 +382,7 @@ def _is_web_page(content_type: str, first_chunk: bytes) -> bool:
     """Whether a response is an HTML page: by its type, or by how its body begins."""
     if content_type in ("text/html", "application/xhtml+xml"):
         return True
-    return first_chunk[:512].lstrip().lower().startswith(_HTML_STARTS)
+    return first_chunk[:_SNIFF_BYTES].lstrip().lower().startswith(_HTML_STARTS)
 
 
 def _range_starts_at(response: http.client.HTTPResponse, offset: int) -> bool:
