@@ -870,3 +870,275 @@ def test_a_retry_whose_first_request_never_ends_is_a_conflict(wall, monkeypatch)
     finally:
         wall.live._receiving.pop(key).set()
     assert wall.live.accept([(data, "a.jpg")], "10.0.0.8")[0]["status"] == "placed"
+
+
+# --- a full disk, damaged folders, retries across restarts ----------------------------------
+
+
+class _FullAtCommit:
+    """The event's database connection, its next ``COMMIT``s failing as on a full disk."""
+
+    def __init__(self, connection, failures: int = 1) -> None:
+        self.connection = connection
+        self.failures = failures
+
+    def execute(self, sql: str, *args: object):
+        import sqlite3
+
+        if sql == "COMMIT" and self.failures:
+            self.failures -= 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.connection.execute(sql, *args)
+
+    def __getattr__(self, name: str):
+        return getattr(self.connection, name)
+
+
+def test_a_commit_failing_on_a_full_disk_is_refused_clearly_and_the_wall_goes_on(wall):
+    # In WAL mode the disk fills at COMMIT: the transaction was left open, every later
+    # upload failed with "cannot start a transaction within a transaction" (500) until a
+    # restart, and the wall's version was left one ahead of the database's.
+    wall.event._db = _FullAtCommit(wall.event._db)
+    refused = wall.upload(("a.jpg", photo_bytes(100)))
+    assert refused.status_code == 507 and refused.json() == {"error": "the server's disk is full"}
+    assert wall.stored() == [] and list(wall.event.tiles_folder.iterdir()) == []
+    assert wall.event.version == 0 and wall.event.counts()["received"] == 0
+    placed = wall.upload(("b.jpg", photo_bytes(101)))
+    assert placed.status_code == 201
+    assert wall.anyone.get("/api/wall").json()["version"] == 1
+    folder = wall.event.folder
+    wall.close()
+    again = Event.open(folder)
+    try:
+        assert again.version == 1 and list(again.photos) == [placed.json()["id"]]
+    finally:
+        again.close()
+
+
+def _tiles_fail(monkeypatch) -> None:
+    """Writing a tile fails as on a full disk (photos are still written)."""
+    import errno
+
+    save = live_event._save_jpeg
+
+    def failing(pixels, path, quality, *, durable=False):
+        if path.parent.name == "tiles":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(pixels, path, quality, durable=durable)
+
+    monkeypatch.setattr(live_event, "_save_jpeg", failing)
+
+
+def test_a_tile_that_cannot_be_written_leaves_nothing_behind(wall, monkeypatch):
+    # The tile was written before the undo's try: the stored photo stayed in photos/ and a
+    # photo of nobody's stayed in the forecast's sample.
+    _tiles_fail(monkeypatch)
+    refused = wall.upload(("a.jpg", photo_bytes(102)))
+    assert refused.status_code == 507 and "disk is full" in refused.json()["error"]
+    assert wall.stored() == [] and list(wall.event.tiles_folder.iterdir()) == []
+    placer = wall.event.placer
+    assert not placer._sample[:placer.count].any() and wall.event._seq == 0
+    monkeypatch.undo()
+    assert wall.upload(("b.jpg", photo_bytes(103))).status_code == 201
+
+
+def test_an_approval_on_a_full_disk_leaves_the_photo_waiting_and_off_every_cell(make_wall,
+                                                                              monkeypatch):
+    # The photo kept the cell it was given: rejecting it then cleared that cell of the wall
+    # (another photo's, by then) and announced it removed.
+    wall = make_wall(moderation=True)
+    held = wall.upload(("a.jpg", photo_bytes(104))).json()["id"]
+    _tiles_fail(monkeypatch)
+    refused = wall.host.post(f"/api/admin/photos/{held}/approve")
+    assert refused.status_code == 507
+    photo = wall.event.photo(held)
+    assert photo.status == "pending" and photo.cell is None
+    monkeypatch.undo()
+    version = wall.event.version
+    assert wall.host.post(f"/api/admin/photos/{held}/reject").json()["status"] == "rejected"
+    assert wall.event.version == version  # nothing left the wall
+
+
+def test_removing_a_photo_refills_its_cell_past_an_unreadable_waiting_photo(make_wall):
+    # The oldest photo of the overflow had lost its stored picture: the removal answered
+    # 409 (though made) and the cell stayed empty while readable photos waited.
+    wall = make_wall(grid=(2, 1))
+    answers = [wall.upload((f"{index}.jpg", photo_bytes(110 + index))).json()
+               for index in range(4)]
+    assert [answer.get("reason") for answer in answers] == [None, None, "full", "full"]
+    wall.event.picture_path(wall.event.photo(answers[2]["id"])).unlink()
+    gone = wall.host.delete(f"/api/admin/photos/{answers[0]['id']}")
+    assert gone.status_code == 200 and gone.json()["status"] == "removed"
+    assert wall.anyone.get(f"/api/photos/{answers[3]['id']}").json()["status"] == "placed"
+    assert wall.anyone.get(f"/api/photos/{answers[2]['id']}").json()["reason"] == "full"
+
+
+@pytest.mark.parametrize("damage", ["empty", "zeroed"])
+def test_an_emptied_state_file_never_costs_the_photos(make_wall, target, damage):
+    # An event.sqlite emptied by damage read as "not an event folder yet; give TARGET and
+    # --grid": doing so made a new event there, which deleted every guest's photo.
+    wall = make_wall()
+    wall.upload(("a.jpg", photo_bytes(120)))
+    folder = wall.event.folder
+    wall.close()
+    state = folder / "event.sqlite"
+    state.write_bytes(b"" if damage == "empty" else bytes(state.stat().st_size))
+    for name in ("event.sqlite-wal", "event.sqlite-shm"):
+        (folder / name).unlink(missing_ok=True)
+    kept = sorted((folder / "photos").iterdir())
+    assert len(kept) == 1
+    for args in ({}, {"target": target, "grid": GRID, "settings": dict(SETTINGS)}):
+        with pytest.raises(MosaicistError) as refused:
+            Event.open(folder, **args)
+        assert "\n" not in str(refused.value)
+        assert "event.sqlite" in str(refused.value) or "cannot be read" in str(refused.value)
+    assert sorted((folder / "photos").iterdir()) == kept
+
+
+def test_a_new_event_killed_before_its_settings_were_saved_is_made_again(tmp_path, target):
+    folder = tmp_path / "e"
+    Event.open(folder, target=target, grid=GRID, settings=dict(SETTINGS)).close()
+    # As a run killed between making event.sqlite (and target.png) and saving its settings.
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(folder / "event.sqlite")) as connection:
+        connection.execute("DELETE FROM meta")
+        connection.commit()
+    for made in ("photos", "tiles", "exports"):
+        (folder / made).rmdir()
+    Event.open(folder, target=target, grid=GRID, settings=dict(SETTINGS)).close()
+
+
+def test_a_photo_sent_again_after_a_crash_is_placed_once(make_wall, target):
+    # The answer was lost to a crash after the commit; the guest sent the photo again to
+    # the restarted wall, which only remembered recent uploads in memory: placed twice.
+    wall = make_wall()
+    data = photo_bytes(130)
+    first = wall.live.accept([(data, "a.jpg")], "10.0.0.5")[0]
+    folder = wall.event.folder
+    wall.close()
+    event = Event.open(folder, target=target)
+    live = Live(event, rate=0)
+    try:
+        assert live.accept([(data, "a.jpg")], "10.0.0.5")[0] == first
+        assert live.accept([(data, "a.jpg")], "10.0.0.6")[0]["id"] != first["id"]
+        assert event.counts()["received"] == 2
+    finally:
+        live.close()
+
+
+def test_a_body_shorter_than_its_length_and_links_out_of_the_folder_serve_nothing(wall,
+                                                                                  tmp_path):
+    # Checked and found right: a cut upload stores nothing and the wall goes on; a tile
+    # replaced by a link to a file outside, and encoded climbs out of a folder, are 404.
+    body = (b'--x\r\nContent-Disposition: form-data; name="photo"; filename="a.jpg"\r\n'
+            b"Content-Type: image/jpeg\r\n\r\n" + photo_bytes(140)[:500])
+    with socket.create_connection(("127.0.0.1", wall.port), timeout=10) as connection:
+        connection.sendall(
+            f"POST /api/photos HTTP/1.1\r\nHost: 127.0.0.1:{wall.port}\r\n"
+            f"X-Mosaicist-Token: {wall.event.page_token}\r\n"
+            "Content-Type: multipart/form-data; boundary=x\r\n"
+            f"Content-Length: {len(body) + 5000}\r\n\r\n".encode() + body)
+        connection.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(OSError):
+            connection.recv(256)
+    placed = wall.upload(("b.jpg", photo_bytes(141))).json()
+    assert [path.stem for path in wall.stored()] == [placed["id"]]
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for guests")
+    tile = wall.event.tile_path(wall.event.photo(placed["id"]))
+    tile.unlink()
+    tile.symlink_to(secret)
+    shown = wall.anyone.get(f"/api/tiles/{placed['id']}.jpg")
+    assert shown.status_code == 404 and b"not for guests" not in shown.content
+    for route in ("/assets/..%2f_event.py", "/assets/%2e%2e/_app.py", "/assets/%2fetc%2fpasswd",
+                  "/api/tiles/..%2f..%2fevent.sqlite", "/api/tiles/%2e%2e%2fevent.sqlite.jpg",
+                  "/assets/..%5c_event.py", "//etc/passwd"):
+        answer = wall.anyone.get(route)
+        assert answer.status_code in (400, 404), route
+        assert b"import" not in answer.content and b"root:" not in answer.content
+
+
+def test_a_completion_failing_on_a_full_disk_leaves_the_wall_taking_photos(make_wall,
+                                                                          monkeypatch):
+    # A completion that failed part-way took back one sequence number per empty cell, not
+    # per fill made: the next uploads reused the numbers of photos on the wall and were
+    # all refused (UNIQUE constraint failed: photos.seq) until a restart.
+    wall = make_wall(grid=(4, 2))
+    for index in range(2):
+        assert wall.upload((f"{index}.jpg", photo_bytes(150 + index))).status_code == 201
+    save = live_event._save_jpeg
+    written: list = []
+
+    def second_tile_fails(pixels, path, quality, *, durable=False):
+        import errno
+
+        if path.parent.name == "tiles":
+            written.append(path)
+            if len(written) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return save(pixels, path, quality, durable=durable)
+
+    monkeypatch.setattr(live_event, "_save_jpeg", second_tile_fails)
+    refused = wall.host.post("/api/admin/complete", json={"source": "received", "max_uses": 4})
+    assert refused.status_code == 507
+    monkeypatch.undo()
+    assert list(wall.event.tiles_folder.iterdir()) and wall.event.counts()["placed"] == 2
+    for index in range(3):
+        assert wall.upload((f"n{index}.jpg", photo_bytes(160 + index))).status_code == 201
+    assert wall.event.counts()["placed"] == 5
+
+
+@pytest.mark.parametrize("damage", [
+    "UPDATE meta SET value = '{' WHERE key = 'settings'",
+    "UPDATE meta SET value = '{}' WHERE key = 'settings'",
+    "DELETE FROM meta WHERE key = 'admin_token'",
+    "UPDATE photos SET pixels = x'00'",
+    "UPDATE photos SET cell = 99999",
+], ids=["settings-json", "settings-empty", "token", "pixels", "cell"])
+def test_damaged_values_in_the_state_are_refused_in_one_sentence(make_wall, damage):
+    # SQLite checks its pages, not the values kept in them: these gave tracebacks.
+    import sqlite3
+
+    wall = make_wall()
+    wall.upload(("a.jpg", photo_bytes(170)))
+    folder = wall.event.folder
+    wall.close()
+    with contextlib.closing(sqlite3.connect(folder / "event.sqlite")) as connection:
+        connection.execute(damage)
+        connection.commit()
+    with pytest.raises(MosaicistError, match="state is damaged") as refused:
+        Event.open(folder)
+    assert "\n" not in str(refused.value)
+    # The folder is not locked by the refused attempt.
+    with pytest.raises(MosaicistError, match="state is damaged"):
+        Event.open(folder)
+
+
+def test_one_device_cannot_hold_many_uploads_in_flight(make_wall):
+    # Each request's rate allowance is taken once its body is read: one device could open
+    # every connection of the server with a body of MAX_BODY, all held at once.
+    wall = make_wall(rate=600)
+    cap = live_app.MAX_UPLOADS_PER_CLIENT
+    head = (f"POST /api/photos HTTP/1.1\r\nHost: 127.0.0.1:{wall.port}\r\n"
+            f"X-Mosaicist-Token: {wall.event.page_token}\r\n"
+            "Content-Type: multipart/form-data; boundary=x\r\n"
+            f"Content-Length: {10 * 2**20}\r\n\r\n").encode()
+    part = b'--x\r\nContent-Disposition: form-data; name="photo"; filename="a.jpg"\r\n\r\n'
+    with contextlib.ExitStack() as stack:
+        for _ in range(cap):
+            connection = stack.enter_context(
+                socket.create_connection(("127.0.0.1", wall.port), timeout=10))
+            connection.sendall(head + part + b"x" * 1000)  # ... and the rest never comes
+        deadline = time.monotonic() + 10
+        while wall.live.in_flight("127.0.0.1") < cap and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert wall.live.in_flight("127.0.0.1") == cap
+        refused = wall.upload(("b.jpg", photo_bytes(180)))
+        assert refused.status_code == 429 and refused.headers["retry-after"]
+        assert "sending photos already" in refused.json()["error"]
+    deadline = time.monotonic() + 10
+    while wall.live.in_flight("127.0.0.1") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert wall.upload(("b.jpg", photo_bytes(180))).status_code == 201
+    assert len(wall.stored()) == 1

@@ -181,3 +181,104 @@ def test_sigkill_during_a_burst_loses_nothing_acknowledged(tmp_path, target, fin
         last.stop()
     for server in (first, resumed, again, last):
         assert server.process.poll() is not None
+
+
+#: A guest's phone in a child process: sends photos ``START..STOP`` to the wall (resumed, or
+#: made when new) one by one through :meth:`Live.accept`, each when a line comes on stdin,
+#: printing each answer once it is back. No planner: placements are then a function of the
+#: photos and their order alone.
+PHONE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from test_live_lifecycle import photo
+from mosaicist.live import Event, Live
+folder, target, start, stop = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+event = Event.open(folder, target=target, grid=(5, 4), settings={"tile_px": 16, "match_px": 8},
+                   final=True)
+live = Live(event, rate=0)
+print("ready", flush=True)
+for seed in range(start, stop):
+    if not sys.stdin.readline():
+        break
+    (answer,) = live.accept([(photo(seed), f"{seed}.jpg")], "phone")
+    print(json.dumps(dict(answer, seed=seed)), flush=True)
+live.close()
+"""
+
+
+def run_phone(folder: Path, target: Path, start: int, stop: int,
+              kill_after: int | None = None, delay: float = 0.0) -> list[dict]:
+    """The answers the phone got; SIGKILL it ``delay`` s into the photo after its
+    ``kill_after``-th answer."""
+    import json
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", PHONE, str(Path(__file__).parent), str(folder), str(target),
+         str(start), str(stop)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=dict(os.environ, MOSAICIST_THREADS="1"),
+        start_new_session=True)
+    answers: list[dict] = []
+    try:
+        assert process.stdin is not None and process.stdout is not None
+        assert process.stdout.readline().startswith("ready")
+        for _ in range(start, stop):
+            process.stdin.write("\n")
+            process.stdin.flush()
+            if kill_after is not None and len(answers) >= kill_after:
+                time.sleep(delay)  # somewhere in the receiving of this photo, or after
+                process.kill()
+                break
+            answers.append(json.loads(process.stdout.readline()))
+        process.stdin.close()
+        process.wait(60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    if kill_after is None:
+        assert process.returncode == 0, process.stderr.read() if process.stderr else ""
+    return answers
+
+
+def test_killed_at_random_moments_the_wall_is_the_uninterrupted_one(tmp_path, target):
+    # The phone resends the photo it was sending when the wall died (its answer never came),
+    # as a guest would: it must be that upload, not a second copy.
+    from mosaicist.live import Event, Live
+
+    rng = np.random.default_rng(2026)
+    folder, photos = tmp_path / "event", 26  # 20 cells: the last photos overflow
+    told: dict[int, dict] = {}
+    start = 0
+    for _ in range(4):
+        # A photo takes some milliseconds: kills land before, during and after its commit.
+        answers = run_phone(folder, target, start, photos, int(rng.integers(1, 5)),
+                            float(rng.uniform(0.0, 0.015)))
+        told.update({answer["seed"]: answer for answer in answers})
+        start = max(told) + 1  # the one in flight is sent again
+    told.update({answer["seed"]: answer for answer in run_phone(folder, target, start, photos)})
+    assert sorted(told) == list(range(photos))
+
+    uninterrupted = Event.open(tmp_path / "whole", target=target, grid=(5, 4),
+                               settings={"tile_px": 16, "match_px": 8}, final=True)
+    live = Live(uninterrupted, rate=0)
+    try:
+        expected = {seed: live.accept([(photo(seed), f"{seed}.jpg")], "phone")[0]
+                    for seed in range(photos)}
+    finally:
+        live.close()
+    event = Event.open(folder)
+    try:
+        guests = [p for p in event.photos.values() if p.origin == "guest"]
+        assert len(guests) == photos  # each photo once, none lost, none twice
+        for seed, answer in told.items():
+            now = event.answer(event.photo(answer["id"]))
+            assert now == {key: value for key, value in answer.items() if key != "seed"}
+            shown = {key: value for key, value in expected[seed].items() if key != "id"}
+            assert {key: value for key, value in now.items() if key != "id"} == shown
+        kept = {p.id for p in guests if p.status in ("placed", "overflow")}
+        assert {path.stem for path in event.photos_folder.iterdir()} == kept
+        assert {path.name for path in event.tiles_folder.iterdir()} == {
+            event.tile_path(p).name for p in guests if p.status == "placed"}
+        assert event.version == sum(p.status == "placed" for p in guests)
+    finally:
+        event.close()

@@ -143,3 +143,102 @@ def test_final_placer_never_moves_and_moving_placer_reaches_the_optimum():
     # The optimum, up to the float32 rounding of two computations of the costs.
     assert abs(moving.objective() - matrix[rows, cols].sum()) <= 1e-6 * matrix.sum()
     assert moving.optimum() == {}  # optimal: nothing more to move
+
+
+def brute_cost(photo: np.ndarray, cell: np.ndarray, tint: float) -> float:
+    """The documented cost from the pixels, in float64: the photo's mean moved ``tint`` of
+    the way to the cell's, then the summed squared difference (metric ``seed``: sRGB)."""
+    photo, cell = photo.astype(np.float64), cell.astype(np.float64)
+    shifted = photo + tint * (cell.mean(axis=(0, 1)) - photo.mean(axis=(0, 1)))
+    return float(((cell - shifted) ** 2).sum())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_each_photo_goes_to_the_cell_the_rule_names_by_brute_force(seed):
+    # Oracle: the free cell of least cost plus price, ties to the lowest cell, recomputed
+    # from the pixels for every photo of a small wall, with prices installed as the
+    # planner does, and with two pairs of identical cells (ties by construction).
+    rng = np.random.default_rng(seed)
+    cells = pictures(12, 100 + seed, side=4)
+    cells[7], cells[10] = cells[2], cells[5]
+    tint = float(rng.choice([0.0, 0.5, 1.0]))
+    costs = WallCosts(picture_vectors(cells), tint)
+    placer = Placer(costs, final=True, seed=seed)
+    photos = pictures(15, 200 + seed, side=4)
+    photos[3] = cells[2]  # fits cells 2 and 7 exactly: the lowest is taken
+    for index, photo in enumerate(photos):
+        number = placer.add(picture_vectors(photo[None]))
+        if index % 4 == 3:
+            placer.update_prices()
+        free = placer.free.tolist()
+        chosen = placer.choose(number)
+        if not free:
+            assert chosen == -1
+            continue
+        totals = [brute_cost(photo, cells[cell], tint) + placer.prices[cell] for cell in free]
+        best = min(totals)
+        # The costs are whole units rounded from float32 products: a near tie may go
+        # either way, but never to a cell more than the rounding away from the best.
+        near = [cell for cell, total in zip(free, totals, strict=True)
+                if total <= best + 1e-4 * best + 2]
+        assert chosen in near, (index, chosen, near)
+        if len(near) == 1 or index == 3:
+            assert chosen == near[0]
+        placer.put(number, chosen)
+    assert placer.cell_photo.tolist().count(-1) == 0
+
+
+def test_a_wall_of_one_cell():
+    costs = wall(1)
+    for final in (True, False):
+        placer = Placer(costs, final=final)
+        photos = picture_vectors(pictures(3, 11))
+        numbers = [placer.add(photos.take(np.array([index]))) for index in range(3)]
+        placer.update_prices()
+        assert placer.choose(numbers[0]) == 0
+        placer.put(numbers[0], 0)
+        assert placer.choose(numbers[1]) == -1 and placer.optimum() == {}
+        placer.take_off(numbers[0])
+        assert placer.choose(numbers[2]) == 0
+
+
+def test_the_forecast_prices_of_one_free_cell_and_of_identical_photos():
+    # One free cell and many identical photos: the forecast's assignment is trivially
+    # optimal; its prices are non-negative and the photo's choice is that cell.
+    costs = wall(1)
+    placer = Placer(costs)
+    photo = picture_vectors(pictures(1, 12))
+    for _ in range(_placer.FORECAST_MINIMUM + 1):
+        placer.add(photo)
+    placer.update_prices()
+    assert (placer.prices >= 0).all() and placer.choose(0) == 0
+    prices = forecast_prices(np.full((5, 3), 7, np.int64), np.full(5, 1))
+    assert prices.shape == (3,) and (prices >= 0).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_reoptimisation_is_the_best_arrangement_by_brute_force(seed):
+    # Oracle: every way of putting the movable photos into their cells and the free ones;
+    # a photo that may not move (a completion's fill) keeps its cell.
+    from itertools import permutations
+
+    rng = np.random.default_rng(seed)
+    cells = pictures(6, 300 + seed, side=4)
+    costs = WallCosts(picture_vectors(cells), 0.5)
+    placer = Placer(costs)
+    photos = picture_vectors(pictures(4, 400 + seed, side=4))
+    order = rng.permutation(6)
+    for index in range(4):
+        number = placer.add(photos.take(np.array([index])), movable=index != 2,
+                            sample=index != 2)
+        placer.put(number, int(order[index]))
+    fixed = int(order[2])
+    movable = [0, 1, 3]
+    open_cells = [cell for cell in range(6) if cell != fixed]
+    matrix = costs.costs(photos)
+    best = min(sum(matrix[photo, cell] for photo, cell in zip(movable, chosen, strict=True))
+               for chosen in permutations(open_cells, len(movable)))
+    placer.apply(placer.optimum())
+    assert placer.cell_of(2) == fixed
+    assert sum(matrix[photo, placer.cell_of(photo)] for photo in movable) == best
+    assert placer.optimum() == {}

@@ -43,9 +43,11 @@ also need ``Authorization: Bearer <admin token>`` (401 without it, 403
 with another); a request that carries the right bearer token needs no page
 token, so scripts can use the API with the admin token alone (a browser
 never sends a bearer header across sites without a CORS approval, which
-this server never gives). Guests' uploads are limited per client address;
+this server never gives). Guests' uploads are limited per client address
+(photos per minute, and three requests at a time);
 the same photo sent again from one address within ten minutes (a phone
-retrying after a lost answer) is answered as its first upload.
+retrying after a lost answer, also one lost to a crash of the server) is
+answered as its first upload.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ from ..web import (
 )
 from ._event import (
     MAX_PHOTO_BYTES,
+    UPLOAD_MEMORY_SECONDS,
     Conflict,
     Event,
     NotFound,
@@ -119,9 +122,14 @@ DEFAULT_RATE = 30
 BURST = 10
 #: Clients whose upload allowance is remembered (the oldest forgotten first).
 RATE_CLIENTS = 10_000
+#: Upload requests one client may have in flight at once, with a rate limit. The guests'
+#: page sends one at a time; without a cap, one device could open every connection with a
+#: body of :data:`MAX_BODY` each (gigabytes held in memory and spooled to disk) before its
+#: rate allowance was taken, which happens once a body is read.
+MAX_UPLOADS_PER_CLIENT = 3
 #: Seconds during which the same photo sent again by the same client is its earlier
 #: upload (a phone retrying after a lost answer), and how many such uploads are kept.
-RETRY_SECONDS = 600.0
+RETRY_SECONDS = UPLOAD_MEMORY_SECONDS
 RETRY_UPLOADS = 10_000
 #: Seconds a retry waits for the same photo's first request, still being received.
 RETRY_WAIT_SECONDS = 60.0
@@ -287,6 +295,60 @@ class Live:
             collections.OrderedDict())
         self._receiving: dict[tuple[str, bytes], threading.Event] = {}
         self._recent_lock = threading.Lock()
+        self._in_flight: collections.Counter[str] = collections.Counter()
+        self._in_flight_lock = threading.Lock()
+        # Uploads recorded before a restart: a phone that lost its answer to a crash and
+        # sends again must find its photo, not put it on the wall a second time.
+        now, clock = time.time(), time.monotonic()
+        for client, digest, photo_id, received in event.recent_uploads():
+            self._recent[(client, digest)] = (photo_id, clock - max(0.0, now - received))
+        while len(self._recent) > RETRY_UPLOADS:
+            self._recent.popitem(last=False)
+
+    @contextlib.contextmanager
+    def uploading(self, client: str) -> Iterator[None]:
+        """Count an upload request of ``client`` in flight while in the block.
+
+        Part of the per-client limit: without one (``rate`` 0, as for a load
+        test from one address) any number may be in flight.
+
+        Parameters
+        ----------
+        client : str
+            Who sends (the rate limit's key).
+
+        Raises
+        ------
+        WebError
+            429 when :data:`MAX_UPLOADS_PER_CLIENT` of its requests are in flight.
+        """
+        with self._in_flight_lock:
+            if self.rate.rate > 0 and self._in_flight[client] >= MAX_UPLOADS_PER_CLIENT:
+                raise WebError(429, "this device is sending photos already; wait for them "
+                                    "to arrive and send again", {"Retry-After": "5"})
+            self._in_flight[client] += 1
+        try:
+            yield
+        finally:
+            with self._in_flight_lock:
+                self._in_flight[client] -= 1
+                if not self._in_flight[client]:
+                    del self._in_flight[client]
+
+    def in_flight(self, client: str) -> int:
+        """Upload requests of ``client`` in flight now.
+
+        Parameters
+        ----------
+        client : str
+            Who sends (the rate limit's key).
+
+        Returns
+        -------
+        int
+        """
+        with self._in_flight_lock:
+            return self._in_flight[client]
 
     def begin_stop(self) -> None:
         """Tell the event streams to end: the server is stopping."""
@@ -356,7 +418,7 @@ class Live:
                 raise
             for position, (index, item) in enumerate(zip(fresh, prepared, strict=True)):
                 try:
-                    answers[index] = answer = self.event.receive(item)
+                    answers[index] = answer = self.event.receive(item, keys[index])
                 except BaseException:
                     for rest in prepared[position + 1:]:
                         self.event.discard(rest)
@@ -658,6 +720,10 @@ def _routes(live: Live) -> list[Route]:
             raise _too_many(wait)
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise WebError(400, "send the photos as files in the form field 'photo'")
+        with live.uploading(client):
+            return await _received(request, client)
+
+    async def _received(request: Request, client: str) -> Response:
         uploads: list[tuple[bytes, str]] = []
         try:
             async with request.form(max_files=MAX_FILES, max_fields=MAX_FILES + 8,

@@ -2,7 +2,8 @@
 
 An event lives in one folder (``--event DIR``)::
 
-    DIR/event.sqlite    the state: settings, tokens, flags, every photo and its cell (WAL)
+    DIR/event.sqlite    the state: settings, tokens, flags, every photo and its cell, and
+                        the last uploads' senders and digests (retries are known) (WAL)
     DIR/event.lock      held while a server runs on the folder (one at a time)
     DIR/target.png      the target cut to the wall's shape, at the tiles' size
     DIR/photos/ID.jpg   each photo as received: upright, at most 2048 px, no metadata
@@ -31,6 +32,7 @@ uploads pause (see :class:`Planner`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import io
@@ -117,7 +119,17 @@ CREATE TABLE IF NOT EXISTS photos (
     pixels BLOB NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS photos_cell ON photos(cell) WHERE cell IS NOT NULL;
+CREATE TABLE IF NOT EXISTS uploads (
+    client TEXT NOT NULL,
+    digest BLOB NOT NULL,
+    id TEXT NOT NULL,
+    received REAL NOT NULL,
+    PRIMARY KEY (client, digest)
+);
 """
+#: Seconds an upload's (client, digest) is kept in the database: a retry of it within this
+#: is its first upload, also after a restart (``mosaicist.live._app.RETRY_SECONDS``).
+UPLOAD_MEMORY_SECONDS = 600.0
 
 
 class NotFound(MosaicistError):
@@ -290,17 +302,23 @@ def _read_rgb(path: Path) -> Image.Image:
         return image.convert("RGB")
 
 
-def _check_new_folder(folder: Path) -> None:
+#: What a new event's folder holds before its settings are committed (a run killed while
+#: making it): making it again may go on over these.
+_MAKING = frozenset({"event.lock", "event.sqlite", "event.sqlite-wal", "event.sqlite-shm",
+                     "event.sqlite-journal", "target.png"})
+
+
+def _check_new_folder(folder: Path, own: frozenset[str] = frozenset({"event.lock"})) -> None:
     """Refuse to make a new event in a folder that holds anything but hidden files.
 
     An event owns its folder: opening it deletes whatever in ``photos/``,
     ``tiles/`` and ``exports/`` is not its own, so a folder of the user's
     files (``--event .`` beside the tiles' folder ``photos``) must never
-    become one.
+    become one. Names in ``own`` are allowed besides.
     """
     try:
         found = sorted(path.name for path in folder.iterdir()
-                       if path.name != "event.lock"
+                       if path.name not in own
                        and not (path.name.startswith(".") and path.is_file()))
     except OSError as error:
         raise MosaicistError(f"{folder}: cannot read the event folder "
@@ -309,6 +327,17 @@ def _check_new_folder(folder: Path) -> None:
         shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
         raise MosaicistError(f"{folder}: is not an event folder and is not empty ({shown}); "
                              "give a new or empty folder with --event")
+
+
+def _check_damaged(folder: Path) -> None:
+    """Refuse a folder whose event.sqlite holds no event beside an event's files."""
+    try:
+        _check_new_folder(folder, _MAKING)
+    except MosaicistError:
+        raise MosaicistError(
+            f"{folder}: the event's state (event.sqlite) is empty or damaged, but the folder "
+            "holds an event's files; restore event.sqlite from a backup, or give a new "
+            "--event folder") from None
 
 
 def _lock_folder(folder: Path) -> int:
@@ -465,6 +494,7 @@ class Event:
         if not (folder / "event.sqlite").exists():
             _check_new_folder(folder)
         descriptor = _lock_folder(folder)
+        resuming = False
         try:
             connection = sqlite3.connect(folder / "event.sqlite", isolation_level=None,
                                          check_same_thread=False, timeout=30)
@@ -475,11 +505,16 @@ class Event:
                 meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
                 given = dict(settings or {})
                 if "settings" in meta:
+                    resuming = True
                     wall = _resumed(folder, meta, target, grid, given)
                     changes: dict[str, str] = {}
                     if json.dumps(wall.to_json()) != meta["settings"]:
                         changes["settings"] = json.dumps(wall.to_json())
                 else:
+                    # An event.sqlite without settings: a run killed while making the
+                    # event, or the state emptied by damage. Only the first may be made
+                    # again: over the photos of the second, the new event deleted them all.
+                    _check_damaged(folder)
                     wall = _made(folder, target, grid, MosaicOptions(**(LIVE_DEFAULTS | given)))
                     meta = {"schema": str(SCHEMA_VERSION), "settings": "",
                             "admin_token": secrets.token_urlsafe(24),
@@ -493,12 +528,15 @@ class Event:
                     changes["moderation"] = "1" if moderation else "0"
                 if expected is not None:
                     changes["expected"] = str(expected)
-                if changes:
-                    with _transaction(connection):
+                with _transaction(connection):
+                    if changes:
                         connection.executemany(
                             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                             list(changes.items()))
-                    meta.update(changes)
+                    # Retries are known for a while only: older uploads are forgotten.
+                    connection.execute("DELETE FROM uploads WHERE received < ?",
+                                       (time.time() - UPLOAD_MEMORY_SECONDS,))
+                meta.update(changes)
                 stored_expected = meta.get("expected")
                 return cls(folder, wall, meta, descriptor, connection,
                            final=meta.get("final") == "1",
@@ -506,9 +544,22 @@ class Event:
             except BaseException:
                 connection.close()
                 raise
-        except sqlite3.DatabaseError as error:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as error:
+            # SQLite's own message may be undecodable, when the damage is in its schema.
             os.close(descriptor)
             raise MosaicistError(f"{folder}: the event's state cannot be read ({error})") from None
+        except MosaicistError:
+            os.close(descriptor)
+            raise
+        except (LookupError, TypeError, ValueError) as error:
+            os.close(descriptor)
+            if not resuming:
+                raise
+            # Values SQLite keeps without a check (settings, a photo's pixels, its cell)
+            # damaged: one sentence, not a traceback.
+            raise MosaicistError(f"{folder}: the event's state is damaged "
+                                 f"({type(error).__name__}: {error}); restore event.sqlite "
+                                 "from a backup") from None
         except BaseException:
             os.close(descriptor)
             raise
@@ -836,7 +887,8 @@ class Event:
         """
         prepared.path.unlink(missing_ok=True)
 
-    def receive(self, prepared: Prepared) -> dict[str, Any]:
+    def receive(self, prepared: Prepared,
+                key: tuple[str, bytes] | None = None) -> dict[str, Any]:
         """Record a prepared upload: placed, pending (moderation) or overflow (full wall).
 
         Returns the guest's answer (:meth:`answer`), after the commit.
@@ -845,6 +897,10 @@ class Event:
         ----------
         prepared : Prepared
             What :meth:`prepare` gave.
+        key : (str, bytes), optional
+            Who sent it and its bytes' digest, recorded with it in the same
+            transaction (:meth:`recent_uploads`), so that a retry after a
+            crash that lost the answer is known as this upload.
 
         Returns
         -------
@@ -864,16 +920,22 @@ class Event:
             photo = Photo(prepared.id, number, self._seq, time.time(), "guest", None, "pending",
                           None, prepared.window)
             shown = None
-            if not self.moderation:
-                cell = self.placer.choose(number)
-                if cell >= 0:
-                    photo.status, photo.cell = "placed", cell
-                    shown = self._write_tile(photo, prepared.tile)
-                else:
-                    photo.status = "overflow"
             try:
-                with _transaction(self._db):
+                if not self.moderation:
+                    cell = self.placer.choose(number)
+                    if cell >= 0:
+                        photo.status, photo.cell = "placed", cell
+                        # In the try: a tile that cannot be written (a full disk) must
+                        # leave neither the stored photo nor a sample photo of nobody's.
+                        shown = self._write_tile(photo, prepared.tile)
+                    else:
+                        photo.status = "overflow"
+                with self._write():
                     self._insert(photo, prepared.match)
+                    if key is not None:
+                        self._db.execute(
+                            "INSERT OR REPLACE INTO uploads (client, digest, id, received) "
+                            "VALUES (?, ?, ?, ?)", (key[0], key[1], photo.id, photo.received))
                     if photo.status == "placed":
                         self._bump()
             except BaseException:
@@ -893,6 +955,23 @@ class Event:
             self._touch()
             return self.answer(photo)
 
+    def recent_uploads(self) -> list[tuple[str, bytes, str, float]]:
+        """Uploads of the last :data:`UPLOAD_MEMORY_SECONDS`: ``(client, digest, id, received)``.
+
+        As :meth:`receive` recorded them, oldest first; ``received`` is in
+        seconds since the epoch.
+
+        Returns
+        -------
+        list of tuple
+        """
+        with self.lock:
+            rows = self._db.execute(
+                "SELECT client, digest, id, received FROM uploads WHERE received >= ? "
+                "ORDER BY received", (time.time() - UPLOAD_MEMORY_SECONDS,)).fetchall()
+        return [(str(client), bytes(digest), str(photo_id), float(received))
+                for client, digest, photo_id, received in rows]
+
     def _insert(self, photo: Photo, match: np.ndarray) -> None:
         window = photo.window
         self._db.execute(
@@ -901,6 +980,19 @@ class Event:
             (photo.id, photo.seq, photo.received, photo.origin, photo.source, photo.status,
              photo.cell, int(window.left), int(window.top), int(window.width),
              int(window.height), np.ascontiguousarray(match, np.uint8).tobytes()))
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        """:func:`_transaction` on the event's database; the wall's version as it was when
+        it fails (a version bumped by a change never committed was given again after a
+        restart, to another change)."""
+        version = self.version
+        try:
+            with _transaction(self._db):
+                yield
+        except BaseException:
+            self.version = version
+            raise
 
     def _bump(self, by: int = 1) -> None:
         """Advance the wall's version in the open transaction (committed with the change)."""
@@ -1070,7 +1162,7 @@ class Event:
             Its new value.
         """
         with self.lock:
-            with _transaction(self._db):
+            with self._write():
                 self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                                  (name, "1" if value else "0"))
             setattr(self, name, value)
@@ -1109,16 +1201,13 @@ class Event:
         """Place ``photo`` by the rule, or give it the status ``otherwise`` when full."""
         cell = self.placer.choose(photo.number)
         shown = None
-        if cell >= 0:
-            photo.cell = cell
-            try:
-                untinted = self._untinted(photo, shown_by=photo)
-            except BaseException:
-                photo.cell = None
-                raise
-            shown = self._write_tile(photo, untinted)
         try:
-            with _transaction(self._db):
+            if cell >= 0:
+                photo.cell = cell
+                # A tile that cannot be written (a full disk) must not leave the photo
+                # holding a cell: rejecting it then cleared another photo's cell.
+                shown = self._write_tile(photo, self._untinted(photo, shown_by=photo))
+            with self._write():
                 self._db.execute("UPDATE photos SET status = ?, cell = ? WHERE id = ?",
                                  ("placed" if cell >= 0 else otherwise,
                                   cell if cell >= 0 else None, photo.id))
@@ -1202,7 +1291,7 @@ class Event:
 
     def _drop(self, photo: Photo, status: str) -> None:
         cell = photo.cell
-        with _transaction(self._db):
+        with self._write():
             self._db.execute("UPDATE photos SET status = ?, cell = NULL WHERE id = ?",
                              (status, photo.id))
             if cell is not None:
@@ -1228,7 +1317,13 @@ class Event:
         for photo in waiting:
             if not len(self.placer.free):
                 break
-            self._put_on_wall(photo, "overflow")
+            try:
+                self._put_on_wall(photo, "overflow")
+            except Conflict:
+                # Its stored picture can no longer be read: it stays in the overflow for
+                # the host to delete, and the next photo takes the cell. Raised here, it
+                # refused the removal that had just been made and left the cell empty.
+                continue
 
     # -- re-optimisation (the planner calls these) ---------------------------------------
 
@@ -1257,13 +1352,14 @@ class Event:
             if len(moved) != len(found):
                 return 0
             drawn: list[tuple[Photo, int, np.ndarray]] = []
-            for photo in moved:
-                cell = moves[photo.number]
-                shown = self.tinted(photo, cell, self._untinted(photo, shown_by=photo))
-                _save_jpeg(shown, self.tiles_folder / f"{photo.id}-{cell}.jpg", STORED_QUALITY)
-                drawn.append((photo, cell, shown))
             try:
-                with _transaction(self._db):
+                for photo in moved:
+                    cell = moves[photo.number]
+                    shown = self.tinted(photo, cell, self._untinted(photo, shown_by=photo))
+                    drawn.append((photo, cell, shown))
+                    _save_jpeg(shown, self.tiles_folder / f"{photo.id}-{cell}.jpg",
+                               STORED_QUALITY)
+                with self._write():
                     self._db.executemany("UPDATE photos SET cell = NULL WHERE id = ?",
                                          [(photo.id,) for photo in moved])
                     self._db.executemany("UPDATE photos SET cell = ? WHERE id = ?",
@@ -1427,10 +1523,13 @@ class Event:
         """Record completion fills (one transaction) and announce them."""
         photos: list[tuple[Photo, np.ndarray, np.ndarray]] = []
         written: list[Path] = []
+        added: list[int] = []
+        seq = self._seq
         try:
             for cell, source, vectors in fills:
                 self._seq += 1
                 number = self.placer.add(vectors, movable=False, sample=False)
+                added.append(number)
                 photo_id = new_id()
                 if origin == "repeat":
                     photo = Photo(photo_id, number, self._seq, time.time(), "repeat", source.id,
@@ -1448,14 +1547,16 @@ class Event:
                 shown = self._write_tile(photo, untinted)
                 written.append(self.tile_path(photo))
                 photos.append((photo, match, shown))
-            with _transaction(self._db):
+            with self._write():
                 for photo, match, _ in photos:
                     self._insert(photo, match)
                 self._bump(len(photos))
         except BaseException:
-            for photo, _, _ in photos:
-                self.placer.forget(photo.number)
-            self._seq -= len(fills)
+            for number in added:
+                self.placer.forget(number)
+            # As it was: taking back one number per fill asked for, when fewer were made,
+            # gave later uploads the numbers of photos on the wall (refused as not unique).
+            self._seq = seq
             for path in written:
                 path.unlink(missing_ok=True)
             raise
@@ -1521,14 +1622,30 @@ def _repeats(costs: np.ndarray, apart: np.ndarray, cells: np.ndarray, uses: int,
 
 @contextlib.contextmanager
 def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction, committed (durably) at the end or rolled back."""
-    connection.execute("BEGIN IMMEDIATE")
+    """One write transaction, committed (durably) at the end or rolled back.
+
+    A failed ``COMMIT`` (in WAL mode most writes reach the disk there, so a
+    full disk shows up there) is rolled back too: left open, every later
+    ``BEGIN`` failed and the wall took nothing more until restarted. A full
+    disk is raised as :class:`OSError` ``ENOSPC``, which the server answers
+    with status 507.
+    """
     try:
-        yield
-    except BaseException:
-        connection.execute("ROLLBACK")
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
+            raise
+    except sqlite3.OperationalError as error:
+        if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or (
+                "disk is full" in str(error)):
+            raise OSError(errno.ENOSPC, "the disk is full: the event's state cannot "
+                                        "grow") from error
         raise
-    connection.execute("COMMIT")
 
 
 def _digest(path: Path) -> str:
