@@ -155,6 +155,144 @@ def test_read_layout_refuses_odd_descriptors(tmp_path):
     assert read_layout(path) == DeepZoomLayout(10, 10, 254, 1, "png")
 
 
+DZI_NAMESPACE = "http://schemas.microsoft.com/deepzoom/2008"
+
+
+def descriptor_text(width="10", height="10", tile_size="254", overlap="1", before="",
+                    after=""):
+    return (f'<?xml version="1.0"?>{before}<Image xmlns="{DZI_NAMESPACE}" Format="png" '
+            f'Overlap="{overlap}" TileSize="{tile_size}"><Size Width="{width}" '
+            f'Height="{height}"/></Image>{after}')
+
+
+def entity_bomb(depth=9):
+    entities = '<!ENTITY e0 "0123456789">' + "".join(
+        f'<!ENTITY e{level} "{f"&e{level - 1};" * 10}">' for level in range(1, depth + 1))
+    return f"<!DOCTYPE Image [{entities}]>"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (descriptor_text(width=str(10**40)), "Width '1000000000000000000000000000000000000000' "
+                                             "is not a whole number from 1 to 2147483647"),
+        (descriptor_text(height=str(2**31)), "Height '2147483648' is not a whole number"),
+        (descriptor_text(tile_size="9" * 5000), "TileSize '9999"),
+        (descriptor_text(tile_size="8192"), "TileSize '8192' is not a whole number from 1 to 4096"),
+        (descriptor_text(overlap="200"), "Overlap '200' is not a whole number from 0 to 127"),
+        (descriptor_text(overlap="-1"), "Overlap '-1'"),
+        (descriptor_text(width="\uff11\uff10"), "Width '\uff11\uff10' is not a whole number"),
+        (descriptor_text(width="1_0"), "Width '1_0' is not a whole number"),
+        (descriptor_text(width="&w;", before='<!DOCTYPE Image [<!ENTITY w "10">]>'),
+         "it declares a DTD"),
+        (descriptor_text(width="&e9;", before=entity_bomb()), "it declares a DTD"),
+        (descriptor_text(after="<!--" + "x" * 70_000 + "-->"), "over 64 KiB"),
+    ],
+    ids=["huge-width", "height-2^31", "5000-digits", "tile-8192", "overlap-over-half",
+         "negative", "fullwidth-digits", "underscore", "entity", "bomb", "70-KB"],
+)
+def test_read_layout_refuses_hostile_descriptors_in_one_line(tmp_path, text, message):
+    """Sizes no pyramid has, DTDs and oversized files are refused, naming the file.
+
+    A width of 10^40 was read as it stood (and read_level then asked NumPy for
+    an array of that many pixels); a TileSize over the settings' 4096, an
+    overlap over half a tile, digits of other scripts, a DTD's entities and a
+    file of any length were all accepted.
+    """
+    path = tmp_path / "hostile.dzi"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(MosaicistError) as raised:
+        read_layout(path)
+    error = str(raised.value)
+    assert error.startswith(f"{path}: not a ") and "\n" not in error
+    assert message in error, error
+
+
+def test_read_layout_accepts_the_utf16_and_2009_descriptors_of_other_writers(tmp_path):
+    path = tmp_path / "other.dzi"
+    text = descriptor_text(width=" 300 ", overlap="0").replace("2008", "2009")
+    path.write_bytes(text.replace('version="1.0"', 'version="1.0" encoding="UTF-16"')
+                     .encode("utf-16"))
+    assert read_layout(path) == DeepZoomLayout(300, 10, 254, 0, "png")
+    # A DTD is found in any encoding, before anything of it is expanded.
+    path.write_bytes(descriptor_text(width="&e9;", before=entity_bomb())
+                     .replace('version="1.0"', 'version="1.0" encoding="UTF-16"')
+                     .encode("utf-16"))
+    with pytest.raises(MosaicistError, match="it declares a DTD"):
+        read_layout(path)
+
+
+def reference_levels(image):
+    """Every level, deepest first, by the documented rule in plain integer NumPy."""
+    levels = [image]
+    while levels[-1].shape[:2] != (1, 1):
+        level = levels[-1]
+        if level.shape[0] % 2:
+            level = np.concatenate([level, level[-1:]], axis=0)
+        if level.shape[1] % 2:
+            level = np.concatenate([level, level[:, -1:]], axis=1)
+        blocks = level.astype(np.int64).reshape(level.shape[0] // 2, 2, level.shape[1] // 2, 2, 3)
+        levels.append(((blocks.sum(axis=(1, 3)) + 2) // 4).astype(np.uint8))
+    return levels[::-1]
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "tile_size", "overlap", "band"),
+    [(1, 1, 1, 0, 1), (1, 9, 1, 0, 2), (257, 3, 254, 1, 1), (3, 255, 254, 127, 64),
+     (129, 65, 2, 1, 5), (64, 64, 64, 32, 13), (33, 17, 4, 2, 3)],
+)
+def test_every_tile_file_is_the_brute_force_level_with_its_overlaps(
+        tmp_path, width, height, tile_size, overlap, band):
+    """Each level's tiles, overlaps included, cut from a brute-force reduction; nothing else.
+
+    The other pyramid tests read each tile's own square back (the overlap
+    dropped); this one compares every tile file whole, and the file list.
+    """
+    image = noise(height, width, width * 31 + height)
+    path = tmp_path / "m.dzi"
+    write_deep_zoom(bands_of(image, band), width, height, path, tile_size=tile_size,
+                    overlap=overlap, format="png", workers=2)
+    levels = reference_levels(image)
+    folder = files_folder(path)
+    assert sorted(os.listdir(folder), key=int) == [str(level) for level in range(len(levels))]
+    for number, level in enumerate(levels):
+        rows, columns = -(-level.shape[0] // tile_size), -(-level.shape[1] // tile_size)
+        names = {f"{column}_{row}.png" for column in range(columns) for row in range(rows)}
+        assert set(os.listdir(folder / str(number))) == names, number
+        for column in range(columns):
+            for row in range(rows):
+                top, left = max(0, row * tile_size - overlap), max(0, column * tile_size - overlap)
+                expected = level[top:(row + 1) * tile_size + overlap,
+                                 left:(column + 1) * tile_size + overlap]
+                with Image.open(folder / str(number) / f"{column}_{row}.png") as tile:
+                    assert np.array_equal(np.asarray(tile.convert("RGB")), expected), (
+                        number, column, row)
+
+
+def test_read_level_of_a_damaged_pyramid_names_the_tile(tmp_path):
+    """A missing, truncated or resized tile is one MosaicistError naming it.
+
+    They raised FileNotFoundError and PIL's UnidentifiedImageError (a
+    traceback), and a tile of another size was decoded whole before its size
+    was looked at.
+    """
+    path = tmp_path / "m.dzi"
+    layout = write_deep_zoom(bands_of(noise(20, 30), 6), 30, 20, path, tile_size=16,
+                             format="png")
+    level = files_folder(path) / str(layout.deepest_level)
+    (level / "1_0.png").unlink()
+    with pytest.raises(MosaicistError, match=r"1_0\.png: cannot read the Deep Zoom tile"):
+        read_level(path, layout.deepest_level)
+    (level / "1_0.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(MosaicistError, match=r"1_0\.png: cannot read the Deep Zoom tile"):
+        read_level(path, layout.deepest_level)
+    Image.new("RGB", (17, 16)).save(level / "1_0.png")
+    with pytest.raises(MosaicistError, match=r"1_0\.png: tile is 16x17 \(rows x columns\), "
+                                             r"expected 17x15"):
+        read_level(path, layout.deepest_level)
+    assert read_level(path, layout.deepest_level - 1).shape == (10, 15, 3)
+
+
 def test_next_write_removes_temporaries_of_dead_writers_only(tmp_path):
     path = tmp_path / "m.dzi"
     dead, live = dead_pid(), os.getppid()
@@ -254,6 +392,28 @@ def test_a_users_page_or_manifest_beside_the_pyramid_is_not_overwritten(tmp_path
         companion.write_bytes(kept)
     renderer.write(path, options)
     assert page.read_bytes() == ours
+
+
+@pytest.mark.parametrize("name", ["2023", "07", "\u0663", "\u00b2", "64"])
+def test_a_tile_folder_holding_a_folder_no_level_has_is_not_replaced(tmp_path, name):
+    """``NAME_files/2023/`` is the user's: refused before any work, not deleted.
+
+    Any name of digits passed for a level folder (``str.isdigit``: ``2023``,
+    ``07``, an Arabic-Indic three, a superscript two), so writing the pyramid
+    deleted such a folder with everything in it.
+    """
+    from mosaicist import MosaicOptions
+    from mosaicist.render import DEEP_ZOOM
+
+    path = tmp_path / "m.dzi"
+    write_deep_zoom(bands_of(noise(20, 30), 6), 30, 20, path, tile_size=16, format="png")
+    options = MosaicOptions(dzi_tile_size=16, dzi_format="png")
+    DEEP_ZOOM.check(path, 30, 20, options)  # its own pyramid: replaced
+    (files_folder(path) / name).mkdir()
+    (files_folder(path) / name / "photo.jpg").write_bytes(b"mine")
+    with pytest.raises(MosaicistError, match=f"m_files: holds what is not a Deep Zoom "
+                                             f"pyramid's \\({name}\\)"):
+        DEEP_ZOOM.check(path, 30, 20, options)
 
 
 def _renderer_and_options(rows, cols, seed=6):

@@ -472,12 +472,53 @@ def test_server_refuses_symlinks_out_of_their_root(tmp_path):
     # A descriptor, or the whole tile folder, that leads out of the page's folder.
     (folder / "m.dzi").rename(outside / "m.dzi")
     (folder / "m.dzi").symlink_to(outside / "m.dzi")
-    (folder / "m_files").rename(outside / "m_files")
-    (folder / "m_files").symlink_to(outside / "m_files", target_is_directory=True)
     with serving(page) as url:
         assert fetch(url, "/m.html")[0] == 200
         assert fetch(url, "/m.dzi")[0] == 404
-        assert fetch(url, "/m_files/5/0_0.png")[0] == 404
+    (folder / "m_files").rename(outside / "m_files")
+    (folder / "m_files").symlink_to(outside / "m_files", target_is_directory=True)
+    # Nothing of it would be served: said at once rather than as a blank page.
+    with pytest.raises(MosaicistError, match="tile folder leads out of the page's folder"):
+        make_server(page)
+
+
+@pytest.mark.parametrize("name", ["tab\there", "new\nline", "back\\slash"])
+def test_server_refuses_a_page_no_address_can_name(tmp_path, name):
+    """A name with a control character or a backslash: one line, not a page that never loads.
+
+    The web layer answers 400 to any path holding a control character and 404
+    to a file name with a backslash: the server announced such a page, and
+    the browser then got an error page instead of it.
+    """
+    placements = Placements(1, 2, np.zeros(2, np.int64), np.zeros(2), ["t.png", "u.png"])
+    dzi = tmp_path / f"{name}.dzi"
+    write_pyramid(np.zeros((8, 16, 3), np.uint8), dzi)
+    page = write_viewer(dzi, placements)
+    with pytest.raises(MosaicistError, match="control character or a backslash cannot be served"):
+        make_server(page)
+
+
+def test_server_refuses_a_viewer_whose_tiles_are_gone(tmp_path):
+    """A deleted tile folder is one line naming it, from the server and from 'mosaicist view'.
+
+    It was served as if whole: a blank page, each tile a 404, and a notice
+    that spoke of "serving the page and its tiles".
+    """
+    from click.testing import CliRunner
+
+    from mosaicist.cli import main
+
+    page = small_viewer(tmp_path, ["t.png"])
+    with serving(page) as url:
+        assert fetch(url, "/m_files/3/0_0.png")[0] == 200
+    (page.parent / "m_files").rename(tmp_path / "elsewhere")
+    with pytest.raises(MosaicistError, match=r"m_files: the viewer's Deep Zoom tile folder is "
+                                             r"missing"):
+        make_server(page)
+    result = CliRunner().invoke(main, ["view", str(page), "--no-browser"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    error = result.stderr.strip().splitlines()
+    assert len(error) == 1 and "m_files: the viewer's Deep Zoom tile folder is missing" in error[0]
 
 
 def test_server_checks_the_host_header(mosaic):

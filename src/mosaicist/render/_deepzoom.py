@@ -190,6 +190,10 @@ def files_folder(path: str | os.PathLike[str]) -> Path:
     return path.with_name(f"{path.stem}_files")
 
 
+#: A level folder's name: a pyramid of sides under 2^63 has at most 64 levels, so a
+#: folder named ``2023`` (or in other scripts' digits, which ``str.isdigit`` takes)
+#: is the user's, not a level, and is not deleted with the pyramid it sits in.
+_LEVEL_NAME = re.compile(r"[0-9]|[1-5][0-9]|6[0-3]")
 #: ``.NAME_files.partial-<pid>``: the staging folder of earlier versions.
 _LEGACY_STAGING = re.compile(r"\.(?P<final>.+)\.partial-(?P<pid>[0-9]{1,10})")
 
@@ -569,7 +573,7 @@ class DeepZoomFormat(OutputFormat):
                 # Hidden files are a file browser's (.DS_Store), not the user's.
                 strangers = sorted(entry.name for entry in os.scandir(folder)
                                    if not entry.name.startswith(".")
-                                   and not (entry.name.isdigit()
+                                   and not (_LEVEL_NAME.fullmatch(entry.name)
                                             and entry.is_dir(follow_symlinks=False)))
             except OSError as error:
                 raise MosaicistError(f"{folder}: cannot read: {error.strerror or error}") from None
@@ -708,8 +712,60 @@ def _ours(path: Path, marker: bytes) -> bool:
 DEEP_ZOOM = DeepZoomFormat()
 
 
+#: Most bytes a ``.dzi`` descriptor may hold: ours are about 200, anyone's a few hundred.
+DESCRIPTOR_MAX_BYTES = 64 * 1024
+#: Largest width or height read from a descriptor: what a signed 32-bit integer
+#: holds, far above any picture that can be written (a side of 2^31 pixels is
+#: 2^31 pixels even one pixel high), and a bound that keeps sizes, level counts
+#: and the arrays of :func:`read_level` sane whatever a file says.
+DESCRIPTOR_MAX_SIDE = 2**31 - 1
+#: A size in a descriptor: plain ASCII digits (no sign, ``_`` or other scripts' digits).
+_DIGITS = re.compile(r"[0-9]{1,10}")
+
+
+def _whole(attributes: dict[str, str], name: str, low: int, high: int) -> int:
+    """The attribute ``name`` as a whole number from ``low`` to ``high``, else ValueError."""
+    text = attributes[name].strip()
+    if not _DIGITS.fullmatch(text) or not low <= int(text) <= high:
+        raise ValueError(f"{name} {attributes[name][:40]!r} is not a whole number "
+                         f"from {low} to {high}")
+    return int(text)
+
+
+class _Declared(Exception):
+    """Raised from the expat handler that sees a DTD."""
+
+
+def _declares_dtd(data: bytes) -> bool:
+    """Whether the XML ``data`` has a document type declaration, in any encoding.
+
+    Expat stops at the declaration, before any entity is expanded; a file
+    that is not well-formed before it is left to the real parse to refuse.
+    """
+    from xml.parsers import expat
+
+    def declared(*_: object) -> None:
+        raise _Declared
+
+    checker = expat.ParserCreate()
+    checker.StartDoctypeDeclHandler = declared
+    try:
+        checker.Parse(data, True)
+    except _Declared:
+        return True
+    except expat.ExpatError:
+        return False
+    return False
+
+
 def read_layout(path: str | os.PathLike[str]) -> DeepZoomLayout:
     """Read a ``.dzi`` descriptor's sizes (2008 or 2009 Deep Zoom namespace).
+
+    Only what a pyramid can be is accepted: a file of at most
+    :data:`DESCRIPTOR_MAX_BYTES` without a DTD (so no entities), sides of 1
+    to :data:`DESCRIPTOR_MAX_SIDE` pixels, a tile size of 1 to 4096 pixels,
+    an overlap of at most half of it (the settings' own limits) and a known
+    tile format, each number in plain digits.
 
     Parameters
     ----------
@@ -725,7 +781,7 @@ def read_layout(path: str | os.PathLike[str]) -> DeepZoomLayout:
     ------
     MosaicistError
         When the file is missing or is not a Deep Zoom descriptor mosaicist
-        can use.
+        can use, in one line naming it.
     """
     import xml.etree.ElementTree as ElementTree
 
@@ -733,27 +789,46 @@ def read_layout(path: str | os.PathLike[str]) -> DeepZoomLayout:
     if not path.is_file():
         raise MosaicistError(f"{path}: Deep Zoom descriptor not found")
     try:
-        root = ElementTree.fromstring(path.read_bytes())
-    except (OSError, ElementTree.ParseError) as error:
+        with open(path, "rb") as handle:
+            # Read no more than a descriptor can hold: a huge file named .dzi is refused
+            # without being loaded.
+            data = handle.read(DESCRIPTOR_MAX_BYTES + 1)
+    except OSError as error:
+        raise MosaicistError(
+            f"{path}: cannot read the Deep Zoom descriptor ({error.strerror or error})") from None
+    if len(data) > DESCRIPTOR_MAX_BYTES:
+        raise MosaicistError(f"{path}: not a Deep Zoom descriptor (over "
+                             f"{DESCRIPTOR_MAX_BYTES // 1024} KiB)")
+    if _declares_dtd(data):
+        # A descriptor never needs a DTD, and entities are how XML files blow up
+        # (nested expansion) or pull in other files: refused whatever the parser allows.
+        raise MosaicistError(f"{path}: not a Deep Zoom descriptor (it declares a DTD, "
+                             "which a descriptor never has)")
+    try:
+        root = ElementTree.fromstring(data)
+    except ElementTree.ParseError as error:
         raise MosaicistError(f"{path}: not a Deep Zoom descriptor ({error})") from None
     namespace, _, tag = root.tag.rpartition("}")
     namespace = namespace.lstrip("{")
     if tag != "Image" or namespace not in DEEPZOOM_NAMESPACES:
-        raise MosaicistError(f"{path}: not a Deep Zoom descriptor (root is {root.tag})")
+        raise MosaicistError(f"{path}: not a Deep Zoom descriptor (root is {root.tag[:80]!r})")
     size = root.find(f"{{{namespace}}}Size")
     try:
         if size is None:
             raise ValueError("no Size element")
+        tile_format = FORMAT_ALIASES.get(root.attrib["Format"].lower(), "")
+        if not tile_format:
+            raise ValueError(f"tile format {root.attrib['Format'][:40]!r}")
+        tile_size = _whole(root.attrib, "TileSize", 1, DZI_MAX_TILE_SIZE)
         layout = DeepZoomLayout(
-            int(size.attrib["Width"]), int(size.attrib["Height"]),
-            int(root.attrib["TileSize"]), int(root.attrib["Overlap"]),
-            FORMAT_ALIASES.get(root.attrib["Format"].lower(), ""),
+            _whole(size.attrib, "Width", 1, DESCRIPTOR_MAX_SIDE),
+            _whole(size.attrib, "Height", 1, DESCRIPTOR_MAX_SIDE),
+            tile_size, _whole(root.attrib, "Overlap", 0, tile_size // 2), tile_format,
         )
-        if not layout.format:
-            raise ValueError(f"tile format {root.attrib['Format']!r}")
-        if layout.width < 1 or layout.height < 1 or layout.tile_size < 1 or layout.overlap < 0:
-            raise ValueError(f"sizes {layout}")
-    except (KeyError, ValueError) as error:
+    except KeyError as error:
+        raise MosaicistError(
+            f"{path}: not a valid Deep Zoom descriptor (no {error.args[0]})") from None
+    except ValueError as error:
         raise MosaicistError(f"{path}: not a valid Deep Zoom descriptor ({error})") from None
     return layout
 
@@ -776,7 +851,8 @@ def read_level(path: str | os.PathLike[str], level: int) -> np.ndarray:
     Raises
     ------
     MosaicistError
-        When the descriptor is not usable, or a tile is not the size the layout gives it.
+        When the descriptor is not usable, or a tile is missing, not a picture
+        or not the size the layout gives it, naming it.
     """
     layout = read_layout(path)
     folder = files_folder(path) / str(level)
@@ -787,11 +863,21 @@ def read_level(path: str | os.PathLike[str], level: int) -> np.ndarray:
         top, bottom = layout.tile_span(row, height)
         for column in range(columns):
             left, right = layout.tile_span(column, width)
-            with Image.open(folder / f"{column}_{row}.{layout.format}") as tile:
-                pixels = np.asarray(tile.convert("RGB"))
-            if pixels.shape[:2] != (bottom - top, right - left):
-                raise MosaicistError(f"{folder}/{column}_{row}: tile is {pixels.shape[:2]}, "
-                                     f"expected {(bottom - top, right - left)}")
+            tile_path = folder / f"{column}_{row}.{layout.format}"
+            try:
+                with Image.open(tile_path) as tile:
+                    # The size from the header, before decoding: a damaged or replaced
+                    # tile of another size is refused without being decoded.
+                    if tile.size != (right - left, bottom - top):
+                        raise MosaicistError(
+                            f"{tile_path}: tile is {tile.size[1]}x{tile.size[0]} (rows x "
+                            f"columns), expected {bottom - top}x{right - left}")
+                    pixels = np.asarray(tile.convert("RGB"))
+            except (OSError, ValueError, Image.DecompressionBombError) as error:
+                # Missing, truncated or not a picture: one line naming the tile.
+                reason = getattr(error, "strerror", None) or error
+                raise MosaicistError(f"{tile_path}: cannot read the Deep Zoom tile "
+                                     f"({reason})") from None
             # Keep each tile's own square (drop the overlap it repeats).
             y0 = row * layout.tile_size
             x0 = column * layout.tile_size

@@ -9,7 +9,9 @@ and ``NAME_files/`` are served by their names, and no originals.
 
 Every file is resolved (symlinks included) and must lie inside its root: the
 page's folder, the tile folder (itself inside the page's folder), or the
-originals' folder (see :func:`mosaicist.web.open_inside`). The server is the
+originals' folder (see :func:`mosaicist.web.open_inside`). A page whose tile
+folder is missing or lies elsewhere, or whose name no address can hold, is
+refused in one line before anything is served. The server is the
 package's hardened one (:mod:`mosaicist.web`): ``Host`` must name it, only
 GET and HEAD are answered, malformed requests get a 4xx status, and nothing
 is ever answered with a traceback.
@@ -49,6 +51,9 @@ TILE_PATTERN = re.compile(r"[0-9]{1,3}/[0-9]{1,9}_[0-9]{1,9}\.(?:jpeg|jpg|png|we
 INDEX_PATTERN = re.compile(r"[0-9]{1,9}")
 #: A byte of a file name that is not UTF-8, as Python decodes it (a lone surrogate).
 _NOT_UTF8 = re.compile("[\udc80-\udcff]")
+#: What no address served by :mod:`mosaicist.web` can name: a control character
+#: (refused in any request's path) or a backslash (refused in any file name).
+_NOT_SERVABLE = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
 def page_policy(frame_ancestors: str = "'none'") -> str:
@@ -83,16 +88,22 @@ class ViewerSite:
     Raises
     ------
     MosaicistError
-        When the path is not a viewer, or its name is not UTF-8.
+        When the path is not a viewer, no address can name it (a name that is
+        not UTF-8, or holds a control character or a backslash), or its tile
+        folder is missing or lies outside the page's folder.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, embeddable: bool = False) -> None:
         self.page = find_viewer(path).resolve()
-        if _NOT_UTF8.search(self.page.stem):
-            # No address names it: the web layer refuses paths that are not UTF-8.
-            raise MosaicistError(
-                f"{printable(str(self.page))}: a page whose name is not UTF-8 cannot be "
-                "served; open it from disk, or make the mosaic again under another name")
+        # No address names such a page or its tiles: the web layer refuses paths
+        # that are not UTF-8 or hold a control character, and names with a
+        # backslash. Said now, not as a page that never loads.
+        for defect, pattern in (("is not UTF-8", _NOT_UTF8),
+                                ("holds a control character or a backslash", _NOT_SERVABLE)):
+            if pattern.search(self.page.stem):
+                raise MosaicistError(
+                    f"{printable(str(self.page))}: a page whose name {defect} cannot be "
+                    "served; open it from disk, or make the mosaic again under another name")
         manifest, problem = read_manifest(self.page)
         self.notice = None if problem is None else (
             f"{problem}; serving the page and its tiles only, no original photos "
@@ -107,10 +118,20 @@ class ViewerSite:
         self.root = self.page.parent
         self.descriptor = manifest.descriptor if manifest else f"{self.page.stem}.dzi"
         self.tiles = manifest.tiles if manifest else f"{self.page.stem}_files"
-        tiles_root = resolved_folder(self.root / self.tiles)
-        # The tile folder must itself be inside the page's folder.
-        inside = tiles_root is not None and tiles_root.is_relative_to(self.root)
-        self.tiles_root = tiles_root if inside else None
+        folder = self.root / self.tiles
+        tiles_root = resolved_folder(folder)
+        # A page without its tiles shows nothing: said now, in one line, not as a
+        # page that stays blank. The tile folder must itself be inside the page's
+        # folder (the server serves nothing from elsewhere).
+        if tiles_root is None:
+            raise MosaicistError(
+                f"{printable(str(folder))}: the viewer's Deep Zoom tile folder is missing "
+                "(moved or deleted); make the mosaic again")
+        if not tiles_root.is_relative_to(self.root):
+            raise MosaicistError(
+                f"{printable(str(folder))}: the viewer's Deep Zoom tile folder leads out of "
+                "the page's folder, and nothing outside it is served; put the tiles there")
+        self.tiles_root = tiles_root
         source_root = manifest.source_root if manifest else None
         self.source_root = None if source_root is None else resolved_folder(source_root)
         self.sources = manifest.sources if manifest else ()
@@ -121,7 +142,7 @@ class ViewerSite:
             return self.root, [route]
         if route.startswith(f"{self.tiles}/"):
             tile = route[len(self.tiles) + 1:]
-            if self.tiles_root is None or not TILE_PATTERN.fullmatch(tile):
+            if not TILE_PATTERN.fullmatch(tile):
                 return None
             return self.tiles_root, tile.split("/")
         if route.startswith(f"{ORIGINAL_ROUTE}/"):
@@ -209,7 +230,8 @@ def make_server(
     Raises
     ------
     MosaicistError
-        When the path is not a viewer or the address cannot be listened on.
+        When the path is not a viewer, cannot be served (see
+        :class:`ViewerSite`) or the address cannot be listened on.
     """
     site = ViewerSite(path)
     server = ViewerServer(site, host, port)
