@@ -573,6 +573,178 @@ def test_streamed_fidelity_equals_the_whole(tile_px, cell_px):
             assert streamed[key] == pytest.approx(value, rel=1e-9), (key, per_band)
 
 
+
+def area_average(image: np.ndarray, cell_w: int, cell_h: int, out_w: int,
+                 out_h: int) -> np.ndarray:
+    """Brute-force area averaging of every cell: each pixel replicated ``out`` times
+    both ways, then the means of ``cell``-sized blocks (exact rational weights)."""
+    rows, cols = image.shape[0] // cell_h, image.shape[1] // cell_w
+    fine = np.repeat(np.repeat(image.astype(np.float64), out_h, axis=0), out_w, axis=1)
+    return fine.reshape(rows * out_h, cell_h, cols * out_w, cell_w, 3).mean(axis=(1, 3))
+
+
+# (cell_w, cell_h, view_w, view_h): reductions, enlargements and mixes, square or not.
+UNEVEN_SIZES = [(10, 10, 4, 4), (7, 9, 4, 3), (3, 5, 4, 6), (16, 11, 4, 3), (2, 10, 3, 1),
+                (11, 5, 3, 3), (3, 3, 5, 5), (9, 11, 4, 1), (1, 1, 3, 2), (6, 4, 4, 6)]
+
+
+@pytest.mark.parametrize(("cell_w", "cell_h", "view_w", "view_h"), UNEVEN_SIZES)
+def test_reduce_cells_is_brute_force_area_averaging(cell_w, cell_h, view_w, view_h):
+    """Bytes are weighted in integers: the exact means, correctly rounded, to the bit."""
+    image = random_image(4 * cell_h, 5 * cell_w, seed=cell_w * 100 + cell_h)
+    expected = area_average(image, cell_w, cell_h, view_w, view_h)
+    assert np.array_equal(reduce_cells(image, cell_w, view_w, cell_h, view_h), expected)
+    # Float and wider integer pictures of the same levels: the same means.
+    for dtype in (np.float32, np.float64, np.uint16, np.int64):
+        np.testing.assert_allclose(
+            reduce_cells(image.astype(dtype), cell_w, view_w, cell_h, view_h), expected,
+            rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(("cell_w", "cell_h", "view_w", "view_h"), UNEVEN_SIZES)
+def test_reduce_cells_of_bands_is_the_reduction_of_the_whole(cell_w, cell_h, view_w, view_h,
+                                                             monkeypatch):
+    """Each cell's view depends on that cell alone: a picture reduced a row of cells at
+    a time (as a streamed mosaic is) gives the whole picture's view to the last bit.
+    An einsum over all cells at once summed in an order that followed their number."""
+    import mosaicist.metrics as metrics_module
+
+    rows = 9
+    image = random_image(rows * cell_h, 7 * cell_w, seed=cell_h)
+    whole = reduce_cells(image, cell_w, view_w, cell_h, view_h)
+    parts = [reduce_cells(image[row * cell_h:(row + 1) * cell_h], cell_w, view_w, cell_h,
+                          view_h) for row in range(rows)]
+    assert np.array_equal(np.concatenate(parts), whole)
+    floats = image.astype(np.float64)
+    monkeypatch.setattr(metrics_module, "_BLOCK_ELEMENTS", 1)  # one row of cells per band
+    assert np.array_equal(reduce_cells(floats, cell_w, view_w, cell_h, view_h),
+                          np.concatenate([reduce_cells(floats[:4 * cell_h], cell_w, view_w,
+                                                       cell_h, view_h),
+                                          reduce_cells(floats[4 * cell_h:], cell_w, view_w,
+                                                       cell_h, view_h)]))
+
+
+@pytest.mark.parametrize(("cell_w", "cell_h", "tile_w", "tile_h"),
+                         [(3, 3, 5, 5), (12, 12, 20, 20), (8, 8, 12, 12), (16, 16, 12, 12),
+                          (8, 8, 4, 4), (10, 10, 30, 30), (16, 11, 32, 21), (5, 7, 3, 9)])
+def test_psnr_full_is_against_the_area_averaged_crop(cell_w, cell_h, tile_w, tile_h):
+    """The crop scaled to the mosaic by exact area averaging and rounded to bytes, as
+    the matcher compares cells. Pillow's BOX filter, used before, is area averaging
+    only when reducing: enlarged 3 -> 5 it repeats pixels ([0, 90, 180] became
+    [0, 0, 90, 180, 180], not [0, 30, 90, 150, 180])."""
+    rows, cols = 4, 5
+    crop = random_image(rows * cell_h, cols * cell_w, seed=tile_w)
+    mosaic = random_image(rows * tile_h, cols * tile_w, seed=tile_w + 1)
+    scaled = np.rint(area_average(crop, cell_w, cell_h, tile_w, tile_h))
+    expected = 10 * math.log10(255**2 / np.mean((mosaic - scaled) ** 2))
+    metrics = fidelity_metrics(mosaic, crop, tile_w, tile_height=tile_h,
+                               aspect=(cell_w, cell_h))
+    assert metrics["psnr_full"] == pytest.approx(expected, abs=1e-12)
+    # The crop so scaled is a perfect mosaic.
+    perfect = fidelity_metrics(scaled.astype(np.uint8), crop, tile_w, tile_height=tile_h,
+                               aspect=(cell_w, cell_h))
+    assert perfect["psnr_full"] == PSNR_CAP_DB
+
+
+def test_psnr_full_of_a_seed_mosaic_is_its_objective(tmp_path):
+    """Drawn as matched (no tint), the mosaic's squared error is the matcher's objective:
+    cells 12 px, tiles 20 px, compared after exact area averaging."""
+    target = tmp_path / "target.png"
+    Image.fromarray(random_image(48, 60, seed=31)).save(target)
+    tiles = make_colour_folder(tmp_path / "tiles", 30, size=20)
+    mosaic = make_mosaic(target, tiles, preset="seed", cell_px=12, tile_px=20,
+                         cache_dir=tmp_path / "cache")
+    values = mosaic.image.size
+    assert mosaic.image.shape == (4 * 20, 5 * 20, 3)
+    assert mosaic.metrics["psnr_full"] == pytest.approx(
+        10 * math.log10(255**2 * values / mosaic.placements.objective), abs=1e-12)
+
+
+@pytest.mark.parametrize(("tile_w", "tile_h", "cell_w", "cell_h"),
+                         [(16, 16, 8, 8), (12, 12, 8, 8), (5, 5, 8, 8), (4, 4, 8, 8),
+                          (7, 4, 7, 4), (5, 1, 8, 6), (21, 6, 7, 2), (32, 21, 16, 11),
+                          (3, 16, 3, 16), (2, 5, 6, 1)])
+def test_streamed_fidelity_is_exactly_the_whole(tile_w, tile_h, cell_w, cell_h):
+    """Bands of any number of cell rows, fed one by one: the very figures of the whole
+    (before, the views' float sums and Pillow's resizing depended on the bands)."""
+    from mosaicist.metrics import FidelityMeter
+
+    rng = np.random.default_rng(tile_w * 31 + cell_h)
+    rows, cols = 11, 6
+    mosaic = rng.integers(0, 256, (rows * tile_h, cols * tile_w, 3), dtype=np.uint8)
+    crop = rng.integers(0, 256, (rows * cell_h, cols * cell_w, 3), dtype=np.uint8)
+    shape = {"tile_height": tile_h, "aspect": (cell_w, cell_h)}
+    whole = fidelity_metrics(mosaic, crop, tile_w, **shape)
+    for cuts in ([], [1], [2, 3, 7], list(range(1, rows)), sorted(rng.choice(
+            np.arange(1, rows), 4, replace=False).tolist())):
+        meter = FidelityMeter(crop, tile_w, cell_w, tile_height=tile_h, cell_height=cell_h,
+                              aspect=(cell_w, cell_h))
+        for top, bottom in zip([0, *cuts], [*cuts, rows], strict=True):
+            meter.add(mosaic[top * tile_h:bottom * tile_h])
+        assert meter.result() == whole, cuts
+
+
+def test_pictures_must_hold_8_bit_levels():
+    """Other dtypes are measured when they hold whole levels 0..255, alike; anything
+    else is refused by name (a cast read 0..1 floats as black and 300 as 44)."""
+    from mosaicist.errors import OptionError
+    from mosaicist.metrics import FidelityMeter
+
+    crop = random_image(16, 24, seed=41)
+    mosaic = random_image(32, 48, seed=42)
+    expected = fidelity_metrics(mosaic, crop, 16)
+    for dtype in (np.float64, np.float32, np.int64, np.uint16):
+        assert fidelity_metrics(mosaic.astype(dtype), crop.astype(dtype), 16) == expected
+    with pytest.raises(OptionError, match=r"mosaic must hold 8-bit levels.*0\.0 to 1\.0.*"
+                                          "fractions"):
+        fidelity_metrics(mosaic / 255.0, crop, 16)
+    with pytest.raises(OptionError, match="target_crop must hold 8-bit levels.* to 300"):
+        fidelity_metrics(mosaic, np.maximum(crop.astype(np.int64), 0) + 45, 16)
+    with pytest.raises(OptionError, match="target_crop must hold 8-bit levels"):
+        FidelityMeter(crop - 0.5, 16, 8)
+    meter = FidelityMeter(crop, 16, 8)
+    with pytest.raises(OptionError, match="band must hold 8-bit levels.*-1"):
+        meter.add(mosaic.astype(np.int16) - 1)
+    with pytest.raises(OptionError, match="band must hold numbers"):
+        meter.add(mosaic.astype(str))
+
+
+
+def test_meter_refuses_bands_that_do_not_fit():
+    """A band past the crop's last row, or of another width, is named as such; it
+    divided by zero (the empty crop's height) or was compared with a resized crop."""
+    from mosaicist.metrics import FidelityMeter
+
+    meter = FidelityMeter(random_image(16, 24, seed=43), 16, 8)  # 2x3 cells of 8 px
+    with pytest.raises(ValueError, match="a 32x16 band does not fit .* 3 cells of 16x16"):
+        meter.add(random_image(16, 32))
+    with pytest.raises(ValueError, match="a 48x48 band does not fit .*2 rows of cells left"):
+        meter.add(random_image(48, 48))
+    meter.add(random_image(32, 48, seed=44))
+    with pytest.raises(ValueError, match="0 rows of cells left"):
+        meter.add(random_image(16, 48))
+    with pytest.raises(ValueError, match="whole rows of 16 px high cells"):
+        meter.add(random_image(8, 48))
+    assert meter.result() == fidelity_metrics(random_image(32, 48, seed=44),
+                                              random_image(16, 24, seed=43), 16)
+
+@pytest.mark.parametrize("level", [0, 255, None])
+@pytest.mark.parametrize("cells", [(1, 1), (1, 5), (3, 1)])
+def test_identical_pictures_score_exactly_perfect(level, cells):
+    """Black, white or random, one cell or a row or column of them, at 1 and 4 px."""
+    rows, cols = cells
+    crop = (random_image(rows * 4, cols * 4, seed=rows + cols) if level is None
+            else np.full((rows * 4, cols * 4, 3), level, np.uint8))
+    for view_px in (1, 4):
+        metrics = fidelity_metrics(replicate(crop, 3), crop, 12, view_px=view_px)
+        assert metrics["psnr_full"] == metrics["psnr_view"] == PSNR_CAP_DB
+        assert metrics["ciede2000_mean_view"] == metrics["ciede2000_p95_view"] == 0.0
+        assert metrics["colourfulness_view"] == metrics["target_colourfulness_view"]
+        if view_px * min(rows, cols) >= 3:
+            assert metrics["ssim_view"] == metrics["ssim_rgb_view"] == 1.0
+        else:
+            assert metrics["ssim_view"] is None and metrics["ssim_rgb_view"] is None
+
 # --- rectangular cells --------------------------------------------------------------------
 
 

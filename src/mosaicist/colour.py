@@ -186,7 +186,8 @@ def lightness_axis(metric: str) -> tuple[np.ndarray, float, float]:
     if metric == "seed":
         return LUMA.copy(), 0.0, 255.0
     if metric in ("lab", "oklab"):
-        # White's lightness: L* = 100 and Oklab L = 1, both exactly by construction.
+        # White's lightness: L* = 100 and Oklab L = 1 by construction (to within 1e-5
+        # and 1e-8, the matrices' rounding: the encodings round both to 100 and 250).
         return np.array([1.0, 0.0, 0.0]), 0.0, 100.0 if metric == "lab" else _OKLAB_SCALE
     raise ValueError(f"unknown metric {metric!r}")
 
