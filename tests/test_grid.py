@@ -185,3 +185,40 @@ def test_a_cell_width_too_long_to_print_is_refused_in_one_short_line():
     with pytest.raises(MosaicistError, match="^cell_px must be between 1 and 1024 pixels, got "
                                              "a number of 5001 digits$"):
         make_grid(np.zeros((8, 8, 3), np.uint8), 10**5000)
+
+
+@pytest.mark.parametrize(("cell", "match"), [(16, 12), (17, 32), (5, 3), (12, 20), (7, 7 * 3 + 1),
+                                             (6, 4), (3, 2)])
+def test_resampled_cells_are_exact_means_rounded_half_to_even(cell, match):
+    # Float weights (16 -> 12: thirds) put a mean of exactly k + 1/2 an ulp either
+    # side, so such ties rounded either way, cell by cell.
+    from fractions import Fraction
+
+    from mosaicist.grid import area_overlaps
+
+    rng = np.random.default_rng(cell * 100 + match)
+    cells = rng.integers(0, 256, (40, cell, cell, 3), dtype=np.uint8)
+    cells[:20] = rng.integers(0, 2, (20, cell, cell, 3), dtype=np.uint8) * 255  # many ties
+    geometry = Geometry(cell, match)
+    vectors = geometry.cell_vectors(cells)
+    overlaps = area_overlaps(cell, match).tolist()
+    for index in (0, 1, 7, 19, 20, 39):
+        values = cells[index].astype(np.int64)
+        for row in range(match):
+            for col in range(match):
+                total = sum(overlaps[row][i] * overlaps[col][j] * values[i, j]
+                            for i in range(cell) for j in range(cell)
+                            if overlaps[row][i] and overlaps[col][j])
+                # Python's round() takes a half to the even neighbour, as np.rint does.
+                expected = [round(Fraction(int(total[channel]), cell * cell))
+                            for channel in range(3)]
+                assert vectors[index, row, col].tolist() == expected, (index, row, col)
+
+
+def test_area_weights_rows_sum_to_one_exactly_from_integer_overlaps():
+    from mosaicist.grid import area_overlaps
+
+    for source, target in [(16, 12), (17, 32), (3, 2), (1024, 7)]:
+        overlaps = area_overlaps(source, target)
+        assert (overlaps.sum(axis=1) == source).all() and (overlaps.sum(axis=0) == target).all()
+        assert np.array_equal(area_weights(source, target), overlaps / source)

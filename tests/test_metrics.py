@@ -660,6 +660,24 @@ def test_psnr_full_of_a_seed_mosaic_is_its_objective(tmp_path):
         10 * math.log10(255**2 * values / mosaic.placements.objective), abs=1e-12)
 
 
+def test_squared_error_of_a_seed_mosaic_is_its_objective_also_at_ties(tmp_path):
+    """Black and white cells of 16 px in 12 px tiles make many means of exactly
+    k + 1/2: the matcher's float weights rounded some of them the other way
+    than the metrics' exact sums did (611,785,927 against 611,785,770)."""
+    from mosaicist.metrics import _squared_error_full
+
+    rng = np.random.default_rng(5)
+    target = tmp_path / "target.png"
+    Image.fromarray((rng.integers(0, 2, (96, 128, 3)) * 255).astype(np.uint8)).save(target)
+    tiles = make_colour_folder(tmp_path / "tiles", 30, size=12)
+    mosaic = make_mosaic(target, tiles, preset="seed", cell_px=16, tile_px=12,
+                         cache_dir=tmp_path / "cache")
+    grid = mosaic.grid
+    crop = np.asarray(Image.open(target))[grid.top:grid.top + grid.rows * 16,
+                                          grid.left:grid.left + grid.cols * 16]
+    assert _squared_error_full(mosaic.image, crop) == mosaic.placements.objective
+
+
 @pytest.mark.parametrize(("tile_w", "tile_h", "cell_w", "cell_h"),
                          [(16, 16, 8, 8), (12, 12, 8, 8), (5, 5, 8, 8), (4, 4, 8, 8),
                           (7, 4, 7, 4), (5, 1, 8, 6), (21, 6, 7, 2), (32, 21, 16, 11),

@@ -6,10 +6,9 @@ Metric definitions (all reported by :func:`score_mosaic` and ``mosaicist score``
     PSNR in dB of the mosaic against the target's grid crop scaled to the
     mosaic's size by exact area averaging (each pixel the overlap-weighted
     mean of the crop pixels it covers), rounded to 8 bits: the comparison
-    the matcher makes. For a mosaic drawn as matched (``seed`` metric, no
-    tint or other correction) the squared error is thus the placements'
-    objective, but for a rare exact half that the matcher's float weights
-    round the other way. When the mosaic is an integer factor larger than
+    the matcher makes (:meth:`mosaicist.grid.Geometry.cell_vectors`). For a
+    mosaic drawn as matched (``seed`` metric, no tint or other correction)
+    the squared error is thus the placements' objective. When the mosaic is an integer factor larger than
     the crop (``tile_px`` a multiple of ``cell_px``) this is pixel
     replication. The sums are exact integers, so a mosaic measured band by
     band gives the figure of the whole.
@@ -111,7 +110,7 @@ import numpy as np
 from ._runtime import worker_count
 from .aspect import format_aspect, height_for, parse_aspect
 from .errors import MosaicistError, OptionError, check_range, shown_type
-from .grid import make_grid
+from .grid import area_sums, make_grid, rounded_quotient
 from .imaging import read_target
 from .options import CELL_PX_RANGE
 from .placements import Placements
@@ -381,74 +380,10 @@ def reduce_cells(
                 axis=2, dtype=wide)
             reduced = summed / float(step_x * step_y)
         else:
-            weighted, divisor = _area_sums(part, cell_px, view_px, cell_h, view_h)
+            weighted, divisor = area_sums(part, cell_px, view_px, cell_h, view_h)
             reduced = weighted / float(divisor)
         out[start * view_h:stop * view_h] = reduced.reshape(count * view_h, -1, 3)
     return out
-
-
-def _area_overlaps(source_px: int, target_px: int) -> np.ndarray:
-    """``(target_px, source_px)`` integer overlaps of output and input pixels.
-
-    With lengths scaled by ``source_px * target_px``, output pixel ``i``
-    covers ``[i * source_px, (i + 1) * source_px)`` and input pixel ``j``
-    covers ``[j * target_px, (j + 1) * target_px)``; every row sums to
-    ``source_px``, so the area average is ``overlaps @ values / source_px``.
-    Integers, unlike the overlaps of fractional edges, have no stray
-    rounding terms.
-    """
-    outputs = np.arange(target_px + 1, dtype=np.int64) * source_px
-    inputs = np.arange(source_px + 1, dtype=np.int64) * target_px
-    low = np.maximum(outputs[:-1, None], inputs[None, :-1])
-    high = np.minimum(outputs[1:, None], inputs[None, 1:])
-    return np.clip(high - low, 0, None)
-
-
-def _weigh(values: np.ndarray, overlaps: np.ndarray, axis: int, wide: type) -> np.ndarray:
-    """``sum_j overlaps[i, j] * values[..., j, ...]`` along ``axis``, for every ``i``, as ``wide``.
-
-    Element by element, in a fixed order: every output depends on its own
-    inputs only, never on the size of the array (a matrix product's or
-    einsum's order of summation does).
-    """
-    shape = list(values.shape)
-    shape[axis] = len(overlaps)
-    out: np.ndarray = np.zeros(shape, wide)
-    overlaps = overlaps.astype(wide)
-    lead = (slice(None),) * axis
-    for index, row in enumerate(overlaps):
-        into = out[lead + (index,)]
-        for source in np.flatnonzero(row):
-            into += values[lead + (source,)] * row[source]
-    return out
-
-
-def _area_sums(
-    part: np.ndarray, cell_px: int, view_px: int, cell_h: int, view_h: int,
-) -> tuple[np.ndarray, int]:
-    """Area sums of every cell of ``part`` resampled to ``view_h x view_px``, and their divisor.
-
-    Returns ``(count, view_h, cols, view_px, 3)`` sums (exact integers for
-    integer images of up to 32 bits, float64 otherwise) that divided by the
-    divisor are the area means.
-    """
-    count, cols = part.shape[0] // cell_h, part.shape[1] // cell_px
-    # Only the ratio matters: 16 px to 12 is 4 to 3, fewer terms per output.
-    across, down = math.gcd(cell_px, view_px), math.gcd(cell_h, view_h)
-    source_x, target_x = cell_px // across, view_px // across
-    source_y, target_y = cell_h // down, view_h // down
-    cells = part.reshape(count * down, source_y, cols * across, source_x, 3)
-    if part.dtype == np.uint8 and 255 * source_x * source_y < 1 << 31:
-        # Every sum is at most 255 times the weights' total: 32-bit integers hold
-        # them, with half the memory traffic of 64.
-        wide: type = np.int32
-    elif part.dtype.kind in "biu" and part.dtype.itemsize <= 4 and source_x * source_y < 1 << 20:
-        wide = np.int64
-    else:
-        wide = np.float64
-    weighted = _weigh(cells, _area_overlaps(source_y, target_y), 1, wide)
-    weighted = _weigh(weighted, _area_overlaps(source_x, target_x), 3, wide)
-    return (weighted.reshape(count, view_h, cols, view_px, 3), source_x * source_y)
 
 
 def view_height(view_px: int, aspect: tuple[int, int] = (1, 1)) -> int:
@@ -517,22 +452,12 @@ def _squared_error_full(mosaic: np.ndarray, crop: np.ndarray) -> int:
     periods = max(1, _BLOCK_ELEMENTS // (max(source_y, target_y) * max(crop_w, width) * 3))
     for start in range(0, down, periods):
         stop = min(down, start + periods)
-        sums, divisor = _area_sums(crop[start * source_y:stop * source_y], crop_w // across,
+        sums, divisor = area_sums(crop[start * source_y:stop * source_y], crop_w // across,
                                    width // across, source_y, target_y)
-        scaled = _rounded_quotient(sums, divisor).reshape((stop - start) * target_y, width, 3)
+        scaled = rounded_quotient(sums, divisor).reshape((stop - start) * target_y, width, 3)
         total += _byte_squared_differences(
             np.asarray(mosaic[start * target_y:stop * target_y], np.uint8), scaled)
     return total
-
-
-def _rounded_quotient(sums: np.ndarray, divisor: int) -> np.ndarray:
-    """``sums / divisor`` rounded half to even (``np.rint``'s rule), as uint8.
-
-    Exact for integer sums under 2^53 and a divisor under 2^26: a quotient
-    that is not a tie lies at least ``1 / (2 divisor)`` from one, far more
-    than float64's rounding of the division, and a tie is exact in float64.
-    """
-    return np.rint(sums / float(divisor)).astype(np.uint8)
 
 
 def _mse_full(mosaic: np.ndarray, crop: np.ndarray) -> float:
