@@ -8,10 +8,10 @@ Metric definitions (all reported by :func:`score_mosaic` and ``mosaicist score``
     mean of the crop pixels it covers), rounded to 8 bits: the comparison
     the matcher makes (:meth:`mosaicist.grid.Geometry.cell_vectors`). For a
     mosaic drawn as matched (``seed`` metric, no tint or other correction)
-    the squared error is thus the placements' objective. When the mosaic is an integer factor larger than
-    the crop (``tile_px`` a multiple of ``cell_px``) this is pixel
-    replication. The sums are exact integers, so a mosaic measured band by
-    band gives the figure of the whole.
+    the squared error is thus the placements' objective. When the mosaic is
+    an integer factor larger than the crop (``tile_px`` a multiple of
+    ``cell_px``) this is pixel replication. The sums are exact integers,
+    so a mosaic measured band by band gives the figure of the whole.
 ``psnr_view``
     PSNR at viewing scale: mosaic and crop are both reduced by exact area
     averaging (overlap-weighted box means, kept as floats) so that every
