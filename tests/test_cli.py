@@ -717,3 +717,105 @@ def test_output_settings_the_format_does_not_use_are_noted(setup, tmp_path):
     redrawn = run(["render", tmp_path / "a.json", "-o", tmp_path / "s.png", "--quality", 50])
     assert notes(redrawn) == ["mosaicist: note: --quality has no effect on a PNG output; "
                               "ignored"]
+
+
+def test_a_value_of_thousands_of_digits_is_shown_shortened():
+    # Click's "Invalid value" echoed all 5,000 digits.
+    result = run(["make", "t.png", "--cell", "9" * 5000])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mosaicist: error: Invalid value for '--cell'")
+    assert "(5000 characters)" in lines[0] and len(lines[0]) < 300, lines[0]
+
+
+@pytest.mark.parametrize("arguments", [
+    ["make", "t.png", "-o", ""],
+    ["make", "t.png", "--tiles", ""],
+    ["make", "t.png", "--cache-dir", ""],
+    ["make", ""],
+    ["index", ""],
+    ["batch", "t.png", "-o", ""],
+    ["score", "a.png", "t.png", "--json", ""],
+])
+def test_an_empty_name_is_refused(setup, tmp_path, arguments):
+    # Path("") is the current folder: '--tiles ""' indexed it, '--cache-dir ""' filled it.
+    root, target, tiles = setup
+    arguments = [str(target) if argument == "t.png" else argument for argument in arguments]
+    result = run(arguments, cwd=tmp_path)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the name is empty" in lines[0], result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("rate", ["nan", "inf"])
+def test_live_refuses_a_rate_that_is_not_a_finite_number(tmp_path, rate):
+    # '--rate nan' was taken: every comparison with it is false, and the limit was off.
+    result = run(["live", tmp_path / "t.png", "--grid", "2x2", "--event", tmp_path / "event",
+                  "--rate", rate])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"mosaicist: error: Invalid value for '--rate': {rate} is "
+                                     "not a finite number (see 'mosaicist live --help')")
+
+
+def test_help_names_only_flags_the_command_has():
+    # live's --aspect spoke of --cell, which live has not; render's --quality showed make's
+    # default, where render keeps the one recorded in the placements.
+    import re
+
+    import click
+
+    for name, command in main.commands.items():
+        text = command.get_help(click.Context(command, info_name=name,
+                                              parent=click.Context(main)))
+        text = text.split("Examples:")[0]  # they may show other commands (make, then render)
+        # References to another command's flags are quoted: 'make --crop', (its --match-px.
+        text = re.sub(r"'(mosaicist )?[a-z]+ [^']*'|\(its --[a-z-]+", "", " ".join(text.split()))
+        flags = {flag for parameter in command.params
+                 for flag in [*parameter.opts, *parameter.secondary_opts]}
+        named = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*[a-z](?=[\s,.;:)\]]|$)", text))
+        assert named - flags <= {"--help"}, (name, named - flags)
+    render_help = " ".join(run(["render", "--help"]).output.split())
+    assert "[default: as in PLACEMENTS; 92, 90 for Deep Zoom, where they record none]" \
+        in render_help
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX descriptors")
+@pytest.mark.parametrize("closed", [(1,), (2,), (1, 2)])
+def test_a_closed_standard_output_or_error_does_not_stop_the_command(setup, tmp_path, closed):
+    # 'mosaicist make ... >&-' failed on flushing a None stdout, '2>&-' on the progress
+    # bars' check of a None stderr: status 1, a traceback, no mosaic.
+    root, target, tiles = setup
+    output = tmp_path / "closed.png"
+
+    def close_descriptors():
+        for descriptor in closed:
+            os.close(descriptor)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "mosaicist", "make", str(target), "--tiles", str(tiles),
+         "--cell", str(CELL), "--tile-px", str(TILE_PX), "--cache-dir", str(root / "cache"),
+         "-o", str(output)],
+        stdout=None if 1 in closed else subprocess.DEVNULL,
+        stderr=None if 2 in closed else subprocess.PIPE,
+        preexec_fn=close_descriptors, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert output.exists()
+
+
+def test_in_another_programs_process_an_interrupt_neither_ends_nor_signals_it(monkeypatch):
+    # The command line's watchdog ended the whole process 10 s after an "interrupted"
+    # (os._exit): a test runner or a script calling main() in-process died with it.
+    import threading
+
+    from mosaicist import cli
+
+    assert not cli.OWNS_PROCESS  # only mosaicist.__main__.run sets it
+    started = []
+    monkeypatch.setattr(threading.Thread, "start", lambda self: started.append(self.name))
+    with pytest.raises(SystemExit) as stop:
+        cli._fail("interrupted", 130)
+    assert stop.value.code == 130 and started == []
+    before = sys.unraisablehook
+    with cli._interrupts_kept():  # its hook would send SIGINT to this process
+        assert sys.unraisablehook is before

@@ -418,3 +418,77 @@ def test_a_pyramid_rewrite_killed_once_its_tiles_are_in_leaves_no_old_descriptor
     assert read_viewer_data(output.with_suffix(".html"))["width"] == 160
     assert sorted(path.name for path in output.parent.iterdir()) == [
         "m.dzi", "m.html", "m.viewer.json", "m_files"]
+
+
+# A command whose interrupt lands inside a callback from C, where Python can only hand it
+# to sys.unraisablehook (as in llvmlite's callbacks while Numba loads its cache); then it
+# waits, as a long run would. argv[1]: "SIGINT" or "SIGTERM".
+DROPPED_INTERRUPT = textwrap.dedent("""
+    import ctypes, os, signal, sys, time
+    import click
+    from mosaicist import cli
+
+    sent = getattr(signal, sys.argv[1])
+
+    @cli.main.command("dropped")
+    def dropped():
+        @ctypes.CFUNCTYPE(None)
+        def callback():
+            signal.raise_signal(sent)
+            for _ in range(1000):  # where the handler runs: inside the callback
+                pass
+
+        callback()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        click.echo("finished")
+
+    sys.argv = ["mosaicist", "dropped"]
+    cli.OWNS_PROCESS = True  # as mosaicist.__main__.run says
+    cli.main()
+""")
+
+
+@pytest.mark.parametrize(("name", "status", "message"), [
+    ("SIGINT", 130, "mosaicist: error: interrupted\n"), ("SIGTERM", 143, "")])
+def test_an_interrupt_dropped_inside_a_c_callback_still_stops_the_command(name, status,
+                                                                          message):
+    # It printed "Exception ignored on calling ctypes callback function ... KeyboardInterrupt"
+    # and the command ran to its end, exit status 0.
+    done = subprocess.run([sys.executable, "-c", DROPPED_INTERRUPT, name], capture_output=True,
+                          text=True, timeout=PATIENCE, env=_environment())
+    assert (done.returncode, done.stdout, done.stderr) == (status, "", message), done.stderr
+
+
+# A command interrupted while a thread that never ends is left behind, as one whose start
+# the interrupt cut short (it then waits forever for a lock the main thread held).
+STUCK_THREAD = textwrap.dedent("""
+    import sys, threading
+    from mosaicist import cli
+
+    cli._EXIT_GRACE_SECONDS = 0.5
+
+    @cli.main.command("stuck")
+    def stuck():
+        threading.Thread(target=threading.Event().wait).start()
+        raise KeyboardInterrupt
+
+    sys.argv = ["mosaicist", "stuck"]
+    cli.OWNS_PROCESS = True  # as mosaicist.__main__.run says
+    cli.main()
+""")
+
+
+def test_an_interrupted_command_ends_though_a_thread_never_does():
+    # The interpreter's exit waited for the thread: the interrupted command never ended.
+    process = subprocess.Popen([sys.executable, "-c", STUCK_THREAD], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=PATIENCE)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 130
+    assert stderr == "mosaicist: error: interrupted\n"

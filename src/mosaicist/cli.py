@@ -10,9 +10,13 @@ are written once. An error whose message names a setting
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import re
 import select
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -30,10 +34,68 @@ from .progress import progress_enabled
 _BROKEN_PIPE_STATUS = 141
 
 
+#: Words of a message longer than this are shown cut in the middle (a value of thousands
+#: of digits echoed whole buries the message); longer than any path a person types.
+_LONGEST_WORD = 200
+
+
+def _shortened(message: str) -> str:
+    """``message`` with each word over :data:`_LONGEST_WORD` characters cut in the middle.
+
+    Examples
+    --------
+    >>> _shortened("got '" + "9" * 5000 + "'")
+    "got '9999999999999999999999999999999999999999...(5000 characters)...99999999999999999999'"
+    """
+    def cut(match: re.Match[str]) -> str:
+        word = match.group()
+        return f"{word[:40]}...({len(word)} characters)...{word[-20:]}"
+
+    # Quotes around a value stay, outside the cut.
+    return re.sub(r"[^\s'\"]{" + str(_LONGEST_WORD + 1) + ",}", cut, message)
+
+
 def _fail(message: str, code: int = 1) -> None:
     # A name in the message may hold a newline or an escape: the line stays one line.
-    click.echo(f"mosaicist: error: {printable(message)}", err=True)
+    click.echo(f"mosaicist: error: {_shortened(printable(message))}", err=True)
+    if code in _INTERRUPTED:
+        _end_within_grace(code)
     sys.exit(code)
+
+
+#: Seconds an interrupted command may take to exit after its message (the pools' and
+#: threads' clean-up at the interpreter's exit) before it ends at once.
+_EXIT_GRACE_SECONDS = 10.0
+#: Whether the command line owns the process (``mosaicist``, ``python -m mosaicist``: set
+#: by :func:`mosaicist.__main__.run`). Only then may it end the process or signal it; run
+#: in another program's process (click's test runner, a script calling ``main``), it
+#: must not.
+OWNS_PROCESS = False
+
+
+#: Exit statuses of a command that SIGINT or SIGTERM stopped.
+_INTERRUPTED = (128 + signal.SIGINT, 128 + signal.SIGTERM)
+
+
+def _end_within_grace(status: int) -> None:
+    """End the process with ``status`` at the latest :data:`_EXIT_GRACE_SECONDS` from now.
+
+    An interrupt that lands inside ``Thread.start`` (between a lock's acquire
+    and the block that releases it) leaves the new thread waiting for that
+    lock forever, and the interpreter's exit waits for the thread: an
+    interrupted command then never ended. Normal clean-up takes far less.
+    """
+
+    if not OWNS_PROCESS:
+        return
+
+    def end() -> None:
+        time.sleep(_EXIT_GRACE_SECONDS)
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+        os._exit(status)
+
+    threading.Thread(target=end, name="mosaicist-exit-grace", daemon=True).start()
 
 
 #: Commands that serve until stopped: they stop on SIGTERM in their own way (uvicorn's
@@ -51,15 +113,22 @@ class _Command(click.Command):
 
     def invoke(self, ctx: click.Context) -> Any:
         unwinding: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        kept: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         if self.name not in _SERVING:
             from ._runtime import unwind_on_terminate
 
             unwinding = unwind_on_terminate()
+            kept = _interrupts_kept()
         try:
-            with unwinding:
+            with kept, unwinding:
                 return super().invoke(ctx)
         except OptionError as error:
             raise MosaicistError(error.message(self.flag_for)) from None
+        except SystemExit as stop:
+            # SIGTERM's unwinding (see _runtime.unwind_on_terminate): its exit waits too.
+            if stop.code in _INTERRUPTED:
+                _end_within_grace(stop.code)
+            raise
 
     def flag_for(self, parameter: str) -> str:
         """Return the flag that sets ``parameter`` in this command (else the parameter)."""
@@ -68,6 +137,54 @@ class _Command(click.Command):
                 return next((flag for flag in option.opts if flag.startswith("--")),
                             option.opts[0])
         return parameter
+
+
+#: Seconds after which an interrupt that library code swallowed is delivered again.
+_REDELIVER_SECONDS = 0.05
+#: Set when a swallowed interrupt was SIGTERM's: the command then exits 143, silently.
+_terminated = threading.Event()
+
+
+@contextlib.contextmanager
+def _interrupts_kept() -> Iterator[None]:
+    """Deliver again an interrupt that landed where Python can only drop it.
+
+    Python runs a signal's handler wherever the main thread is; inside a
+    callback from C (llvmlite's, while Numba loads its cache), a finalizer
+    or a weakref callback, the ``KeyboardInterrupt`` (or SIGTERM's
+    ``SystemExit``) cannot propagate: it went to ``sys.unraisablehook``,
+    which printed a traceback, and the command ran on as if Ctrl+C had not
+    been pressed. Here the hook sends SIGINT again from another thread a
+    moment later, when the main thread is back in Python code.
+    """
+    if not OWNS_PROCESS:
+        yield
+        return
+    previous = sys.unraisablehook
+    main_pid = os.getpid()
+
+    def again() -> None:
+        time.sleep(_REDELIVER_SECONDS)
+        if os.getpid() == main_pid and signal.getsignal(signal.SIGINT) is \
+                signal.default_int_handler:
+            os.kill(main_pid, signal.SIGINT)
+
+    def hook(unraisable: Any) -> None:
+        error = unraisable.exc_value
+        terminated = isinstance(error, SystemExit) and error.code == 128 + signal.SIGTERM
+        if not (isinstance(error, KeyboardInterrupt) or terminated):
+            previous(unraisable)
+            return
+        if terminated:
+            _terminated.set()
+        threading.Thread(target=again, name="mosaicist-interrupt", daemon=True).start()
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        if sys.unraisablehook is hook:
+            sys.unraisablehook = previous
 
 
 class _Group(click.Group):
@@ -108,7 +225,8 @@ class _Group(click.Group):
             _fail("interrupted", 130)
         try:
             # Here, not at the interpreter's exit, which would report a reader gone noisily.
-            sys.stdout.flush()
+            if sys.stdout is not None:  # None: the descriptor was closed (``>&-``)
+                sys.stdout.flush()
         except BrokenPipeError:
             _end_without_stdout()
         # click returns an Exit's code instead of raising SystemExit when not standalone.
@@ -120,6 +238,9 @@ class _Group(click.Group):
         except MosaicistError as error:
             _fail(str(error))
         except KeyboardInterrupt:
+            if _terminated.is_set():  # SIGTERM's, delivered again as SIGINT: exits as SIGTERM
+                _end_within_grace(128 + signal.SIGTERM)
+                sys.exit(128 + signal.SIGTERM)
             _fail("interrupted", 130)
         except MemoryError:
             hint = _MEMORY_HINTS.get(ctx.invoked_subcommand or "",
@@ -199,6 +320,51 @@ def _negative_value(arguments: list[str], unknown: str) -> str | None:
         except OptionError as error:
             return error.message(lambda parameter: "--" + parameter.replace("_", "-"))
     return None
+
+
+class _GivenPath(click.Path):
+    """A path that is not the empty text (which ``Path`` reads as ``.``, the current folder:
+    ``--cache-dir ""`` filled it with indexes, ``-o ""`` named it as the output)."""
+
+    def __init__(self) -> None:
+        super().__init__(path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if value == "":
+            self.fail("the name is empty", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class _GivenText(click.ParamType):
+    """A text that is not empty (``--tiles ""`` indexed the current folder, recursively)."""
+
+    name = "text"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if value == "":
+            self.fail("the name is empty", param, ctx)
+        return value
+
+
+class _Rate(click.FloatRange):
+    """A number of photos per minute, 0 or more; not NaN (every comparison with it is
+    false: ``--rate nan`` turned the limit off) nor infinite."""
+
+    def __init__(self) -> None:
+        super().__init__(0, None)
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number} is not a finite number", param, ctx)
+        return number
+
+
+_PATH = _GivenPath()
+_SOURCE = _GivenText()
 
 
 class _LazyChoice(click.ParamType):
@@ -429,22 +595,22 @@ Examples:
   mosaicist make bear.jpg --tiles /shared/photos --scheduler local:2 -o bear.png
 """
 )
-@click.argument("target", type=click.Path(path_type=Path))
-@click.option("--tiles", default="cifar10", show_default=True,
+@click.argument("target", type=_PATH)
+@click.option("--tiles", default="cifar10", show_default=True, type=_SOURCE,
               help="Tile source: a folder, cifar10, cifar100, cifar10:PATH, galaxy10, "
                    "galaxy10-sdss, or FILE.h5[:KEY] / FILE.npz / FILE.npy.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+@click.option("-o", "--output", type=_PATH, default=None,
               help=_OUTPUT_HELP + " [default: <target stem>-mosaic.png]")
-@click.option("--placements", "placements_path", type=click.Path(path_type=Path), default=None,
+@click.option("--placements", "placements_path", type=_PATH, default=None,
               help="Write the placements: .csv (row,col,tile,distance,position,transform,"
                    "tint_0..2) or .json (the same plus what 'mosaicist render' needs).")
-@click.option("--report", "report_path", type=click.Path(path_type=Path), default=None,
+@click.option("--report", "report_path", type=_PATH, default=None,
               help="Write a JSON report (grid, tiles, settings, objective, metrics, timings).")
 @_setting_options(*_MAKE_SETTINGS)
 @click.option("--use-all", is_flag=True,
               help="Use every library tile at least once (--min-uses 1).")
 @click.option("--scheduler", default=None, metavar="ADDRESS", help=_SCHEDULER_HELP)
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=_CACHE_HELP)
+@click.option("--cache-dir", type=_PATH, default=None, help=_CACHE_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, warnings or summary.")
 def make(
     target: Path,
@@ -603,10 +769,10 @@ Examples:
   mosaicist render bear.json -o /shared/mural.dzi --tile-px 512 --scheduler tcp://10.0.0.5:8786
 """
 )
-@click.argument("placements_path", metavar="PLACEMENTS", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+@click.argument("placements_path", metavar="PLACEMENTS", type=_PATH)
+@click.option("-o", "--output", type=_PATH, required=True,
               help=_OUTPUT_HELP)
-@click.option("--tiles", default=None,
+@click.option("--tiles", default=None, type=_SOURCE,
               help="Tile source (needed for CSV placements, which do not record it).")
 @click.option("--scheduler", default=None, metavar="ADDRESS", help=_SCHEDULER_HELP)
 @_setting_options("tile_px", "aspect", *_CSV_SETTINGS, "dpi", *_OUTPUT_SETTINGS,
@@ -622,12 +788,14 @@ Examples:
             f"tiles' shape when they were made [default: {MosaicOptions().crop}, as a make "
             "without options].",
     "dpi": "Resolution recorded in the output file [default: as in PLACEMENTS].",
+    "jpeg_quality": "JPEG/WebP quality, also of Deep Zoom tiles [default: as in PLACEMENTS; "
+                    "92, 90 for Deep Zoom, where they record none].",
     "dzi_tile_size": "Deep Zoom tile side, without overlap [default: as in PLACEMENTS].",
     "dzi_overlap": "Pixels each Deep Zoom tile shares with its neighbours [default: as in "
                    "PLACEMENTS].",
     "dzi_format": "Deep Zoom tile format [default: as in PLACEMENTS].",
 })
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=_CACHE_HELP)
+@click.option("--cache-dir", type=_PATH, default=None, help=_CACHE_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, warnings or summary.")
 def render(
     placements_path: Path,
@@ -714,10 +882,10 @@ Examples:
   mosaicist batch photos/ --tiles /shared/photos -o /shared/out --scheduler tcp://10.0.0.5:8786
 """
 )
-@click.argument("targets", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--tiles", default="cifar10", show_default=True,
+@click.argument("targets", nargs=-1, required=True, type=_PATH)
+@click.option("--tiles", default="cifar10", show_default=True, type=_SOURCE,
               help="Tile source, as for 'make'.")
-@click.option("-o", "--output-dir", type=click.Path(path_type=Path), required=True,
+@click.option("-o", "--output-dir", type=_PATH, required=True,
               help="Folder of the outputs (made if missing): OUTDIR/<stem>.<format>, a video's "
                    "frames <video stem>-<frame:06d>.<format>.")
 @click.option("--format", "format", default="png", show_default=True,
@@ -726,7 +894,7 @@ Examples:
               help=_SCHEDULER_HELP + " [default: a local process pool]")
 @click.option("--workers", type=int, default=None,
               help="Processes of the local pool [default: one per core].")
-@click.option("--video", type=click.Path(path_type=Path), default=None,
+@click.option("--video", type=_PATH, default=None,
               help="Also encode the outputs, in order, into this video (.mp4: H.264; .mkv, "
                    ".mov, .webm); needs --format png, jpg or webp.")
 @click.option("--fps", type=float, default=None,
@@ -737,13 +905,13 @@ Examples:
                    "[default: 0, off: every frame exactly as 'make' makes it].")
 @click.option("--overwrite", is_flag=True,
               help="Make every output again (else outputs already in OUTDIR are skipped).")
-@click.option("--report", "report", type=click.Path(path_type=Path), default=None,
+@click.option("--report", "report", type=_PATH, default=None,
               help="Write a JSON report: each target's status, seconds and metrics, the "
                    "flicker of videos, the video written.")
 @_setting_options(*_MAKE_SETTINGS)
 @click.option("--use-all", is_flag=True,
               help="Use every library tile at least once in each mosaic (--min-uses 1).")
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=_CACHE_HELP)
+@click.option("--cache-dir", type=_PATH, default=None, help=_CACHE_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, warnings or summary.")
 def batch(
     targets: tuple[Path, ...],
@@ -809,7 +977,7 @@ Examples:
   mosaicist view mural.html --no-browser --port 8000
 """
 )
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=_PATH)
 @click.option("--no-browser", is_flag=True, help="Only serve; do not open a browser.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Port on 127.0.0.1 (0: a free one).")
@@ -837,10 +1005,10 @@ Examples:
               help="Address to listen on; keep the default unless other machines must reach "
                    "it.")
 @click.option("--no-browser", is_flag=True, help="Only serve; do not open a browser.")
-@click.option("--root", "roots", multiple=True, type=click.Path(path_type=Path),
+@click.option("--root", "roots", multiple=True, type=_PATH,
               help="A folder whose photos may be used as tiles, besides your home folder "
                    "(repeatable).")
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=_CACHE_HELP)
+@click.option("--cache-dir", type=_PATH, default=None, help=_CACHE_HELP)
 def studio(port: int, host: str, no_browser: bool, roots: tuple[Path, ...],
            cache_dir: Path | None) -> None:
     """Make mosaics in the browser: a local web app with a live preview.
@@ -863,10 +1031,10 @@ Examples:
   mosaicist live logo.png --grid 60x40 --final --moderation --fallback ~/Photos
 """
 )
-@click.argument("target", required=False, type=click.Path(path_type=Path))
+@click.argument("target", required=False, type=_PATH)
 @click.option("--grid", help="Cells across and down, COLSxROWS (40x30: 1,200 photos); "
                              "needed for a new event.")
-@click.option("--event", "event_dir", type=click.Path(path_type=Path), default=None,
+@click.option("--event", "event_dir", type=_PATH, default=None,
               help="The event's folder: photos, state, exports; start again with it to "
                    "resume [default: <target stem>-live].")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -884,9 +1052,9 @@ Examples:
 @click.option("--expected", type=click.IntRange(1, None), default=None,
               help="Photos expected in all, for the placement's look-ahead [default: the "
                    "grid's cells].")
-@click.option("--fallback", metavar="SOURCE", default=None,
+@click.option("--fallback", metavar="SOURCE", default=None, type=_SOURCE,
               help="A tile source (folder, cifar10...) to complete empty cells from at the end.")
-@click.option("--rate", type=click.FloatRange(0, None), default=30, show_default=True,
+@click.option("--rate", type=_Rate(), default=30, show_default=True,
               help="Photos per minute one guest's device may send (0: no limit).")
 @click.option("--url", "guest_url", default=None,
               help="The guests' link as phones reach this machine (the QR code) [default: "
@@ -895,11 +1063,14 @@ Examples:
                   help={"tile_px": "Width of a tile on the display and in exports, in pixels "
                                    "[default: 64].",
                         "match_px": "Width at which photos and cells are compared [default: 16].",
+                        "aspect": "Shape of cells and tiles as width:height (e.g. 3:2, 4:3, "
+                                  "2:3); --tile-px and --match-px give widths, heights "
+                                  "follow [default: 1:1].",
                         "crop": "Where each photo is cut to the tiles' shape: centre, or subject "
                                 "(faces with the faces extra, else detail) [default: subject].",
                         "tint": "Move each photo's mean colour this fraction of the way to its "
                                 "cell's (0-1) [default: 0.6]."})
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=_CACHE_HELP)
+@click.option("--cache-dir", type=_PATH, default=None, help=_CACHE_HELP)
 def live(target: Path | None, grid: str | None, event_dir: Path | None, host: str, port: int,
          final: bool | None, moderation: bool | None, expected: int | None,
          fallback: str | None, rate: float, guest_url: str | None, cache_dir: Path | None,
@@ -937,7 +1108,7 @@ Examples:
   mosaicist index /shared/photos --scheduler tcp://10.0.0.5:8786  # on a Dask cluster
 """
 )
-@click.argument("source")
+@click.argument("source", type=_SOURCE)
 @click.option("--tile-px", "match_px", type=int, default=32, show_default=True,
               help="Width of the indexed tiles in pixels: the width 'make' compares at "
                    "(its --match-px; by default its --tile-px up to 64, else 32).")
@@ -955,7 +1126,7 @@ Examples:
               help="List the groups of near-identical photos on stdout, one group per "
                    "paragraph: the photo 'make --dedupe' keeps, then those it drops.")
 @click.option("--scheduler", default=None, metavar="ADDRESS", help=_SCHEDULER_HELP)
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=_CACHE_HELP)
+@click.option("--cache-dir", type=_PATH, default=None, help=_CACHE_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, warnings or summary.")
 def index(source: str, match_px: int, duplicates: bool, scheduler: str | None,
           cache_dir: Path | None, quiet: bool, **settings: Any) -> None:
@@ -963,7 +1134,8 @@ def index(source: str, match_px: int, duplicates: bool, scheduler: str | None,
 
     Only new or changed files are decoded; removed ones drop out. An
     interrupted run keeps what it indexed and the next run resumes. The
-    index is the one 'make' uses with the same --match-px, --aspect and --crop.
+    index is the one that 'make --match-px N' uses, N being this --tile-px,
+    with the same --aspect and --crop.
     """
     from .library import TileLibrary
 
@@ -1043,17 +1215,17 @@ Metrics (see mosaicist.metrics):
 PSNR is capped at 100 dB (identical images).
 """
 )
-@click.argument("mosaic", type=click.Path(path_type=Path))
-@click.argument("target", type=click.Path(path_type=Path))
+@click.argument("mosaic", type=_PATH)
+@click.argument("target", type=_PATH)
 @_setting_options("cell_px", "aspect", help={
     "cell_px": "Target pixels per cell across the mosaic was made with.",
     "aspect": "Shape of its cells and tiles as width:height [default: 1:1]."})
 @click.option("--view-px", type=int, default=4, show_default=True,
               help="Pixels per cell side at viewing scale.")
-@click.option("--placements", "placements_path", type=click.Path(path_type=Path), default=None,
+@click.option("--placements", "placements_path", type=_PATH, default=None,
               help="Placements (.csv or .json) from 'make --placements': adds tile "
                    "repetition metrics.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+@click.option("--json", "json_path", type=_PATH, default=None,
               help="Also write the metrics as JSON.")
 def score(
     mosaic: Path,
