@@ -1432,3 +1432,26 @@ def test_a_stability_that_would_round_to_0_is_refused(data, tmp_path, value):
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "--stable" in result.output and "hundredths" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_an_interrupted_batch_leaves_no_temporary_of_its_killed_workers(data, tmp_path,
+                                                                        monkeypatch):
+    # The pool's processes are killed mid-write when a batch is interrupted: their
+    # temporaries stayed beside the outputs (".t2.png.<pid>-xxxxxxxx.part.png").
+    from conftest import dead_pid
+
+    from mosaicist.batch import _run as batch_run
+
+    root, tiles, targets, _, _ = data
+    out = tmp_path / "out"
+    left = out / f".img1.png.{dead_pid()}-abcdefgh.part.png"
+
+    def interrupted(*args, **kwargs):
+        left.write_bytes(b"half a picture")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch_run, "_run", interrupted)
+    result = run(["batch", targets, "--tiles", tiles, "-o", out, *GRID, "--workers", 1, "-q"])
+    assert result.exit_code == 130, result.output
+    assert not left.exists()
+    assert not any(path.name.startswith(".img") for path in out.iterdir())

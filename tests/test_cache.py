@@ -290,3 +290,19 @@ def test_entries_of_the_current_generation_go_after_a_month_unused(tmp_path):
     os.utime(tmp_path / "prepared-lab-none-g0-n20.u8", (old, old))
     prepare_tiles(tiles, "lab", "none", tmp_path, "g0-n30")
     assert not (tmp_path / "prepared-lab-none-g0-n20.u8").exists()
+
+
+def test_a_sweep_of_one_folder_leaves_its_subfolders_alone(tmp_path):
+    dead = dead_pid()
+    top = tmp_path / f".out.png.{dead}-abcdefgh.part.png"
+    staged = tmp_path / f".out_files.{dead}-abcdefgh.part"
+    deep = tmp_path / "done_files" / "12" / f".0_0.jpeg.{dead}-abcdefgh.part.jpeg"
+    live = tmp_path / f".other.png.{os.getpid()}-abcdefgh.part.png"
+    staged.mkdir()
+    deep.parent.mkdir(parents=True)
+    for path in (top, deep, live):
+        path.write_bytes(b"half")
+    removed = remove_dead_temporaries(tmp_path, below=False)
+    assert sorted(removed) == sorted([top, staged])
+    assert deep.exists() and live.exists()
+    assert remove_dead_temporaries(tmp_path) == [deep]

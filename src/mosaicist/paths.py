@@ -382,7 +382,8 @@ def _remove_entry(entry: os.DirEntry[str], removed: list[Path]) -> None:
 _TEMPORARY = re.compile(r"\..+\.(\d+)(?:-[a-z0-9_]{8})?\.(?:part|old)(?:\.[^.]*)?")
 
 
-def remove_dead_temporaries(folder: str | os.PathLike[str], min_age: float = 0.0) -> list[Path]:
+def remove_dead_temporaries(folder: str | os.PathLike[str], min_age: float = 0.0, *,
+                            below: bool = True) -> list[Path]:
     """Remove every temporary that a writer which has ended left in ``folder`` and below.
 
     :func:`remove_stale_temporaries` runs before each write of an output, so
@@ -399,6 +400,9 @@ def remove_dead_temporaries(folder: str | os.PathLike[str], min_age: float = 0.0
         The folder to sweep, with its subfolders.
     min_age : float
         Seconds a temporary must have been left unchanged.
+    below : bool
+        Sweep the subfolders too (False: ``folder`` alone, say an output
+        folder beside pyramids of millions of tiles).
 
     Returns
     -------
@@ -408,6 +412,10 @@ def remove_dead_temporaries(folder: str | os.PathLike[str], min_age: float = 0.0
     removed: list[Path] = []
     now = time.time()
     for parent, folders, files in os.walk(folder):
+        if not below:
+            folders_here = list(folders)
+            folders.clear()  # os.walk descends into what is left here: nothing
+            folders = folders_here
         for name in [*folders, *files]:
             found = _TEMPORARY.fullmatch(name)
             if found is None:

@@ -445,6 +445,10 @@ def batch_mosaics(
             _run(runner, sources, reporter, jobs)
         except BaseException:
             runner.abort()  # interrupted: targets in progress are left (atomically) undone
+            # The pool's processes were killed mid-write: their temporaries beside the
+            # outputs go too (each output's next write would remove its own, but an
+            # interrupted batch may not be run again).
+            remove_dead_temporaries(outdir, below=False)
             raise
         runner.close()
     for source in videos:
