@@ -137,3 +137,18 @@ def test_default_sigterm_gives_the_default_action_for_the_block():
         assert signal.getsignal(signal.SIGTERM) is handler
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_progress_is_off_without_a_usable_standard_error(monkeypatch):
+    # An in-process caller of a program started with 2>&- has sys.stderr None: isatty()
+    # raised AttributeError; a stream whose descriptor was closed raises ValueError.
+    import io
+
+    from mosaicist.progress import progress_enabled
+
+    monkeypatch.setattr(sys, "stderr", None)
+    assert progress_enabled() is False
+    closed = io.StringIO()
+    closed.close()
+    monkeypatch.setattr(sys, "stderr", closed)
+    assert progress_enabled() is False

@@ -58,8 +58,16 @@ class _ListenedBar(tqdm):
 
 
 def progress_enabled(quiet: bool = False) -> bool:
-    """Return whether progress bars should be drawn (stderr is a TTY and not quiet)."""
-    return not quiet and sys.stderr.isatty()
+    """Return whether progress bars should be drawn (stderr is a TTY and not quiet).
+
+    A program started with its standard error closed has ``sys.stderr`` None
+    (or a stream that fails): no bars then.
+    """
+    stream = sys.stderr
+    try:
+        return not quiet and stream is not None and stream.isatty()
+    except (OSError, ValueError):  # closed, or a descriptor gone
+        return False
 
 
 def progress_bar(
