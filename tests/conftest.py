@@ -217,3 +217,28 @@ def dead_pid() -> int:
     child.wait()
     assert not process_alive(child.pid)
     return child.pid
+
+
+def post_cut_off(app, path: str, port: int, headers: list[tuple[bytes, bytes]],
+                 first_part: bytes) -> list[dict]:
+    """POST to ``app`` (ASGI, called directly) a body whose client goes away after
+    ``first_part``; return the messages the app sent (its answer)."""
+    import asyncio
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
+             "query_string": b"", "headers": [(b"host", f"127.0.0.1:{port}".encode()),
+                                              *headers],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", port)}
+    incoming = [{"type": "http.request", "body": first_part, "more_body": True},
+                {"type": "http.disconnect"}]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    return sent

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import _thread
-import asyncio
 import contextlib
 import http.client
 import io
@@ -931,31 +930,18 @@ def test_a_run_whose_files_are_gone_offers_none_of_them_and_is_not_drawn_again(s
 def test_an_upload_cut_off_mid_body_is_no_failure_of_the_server(served, capfd):
     # The person closed the page mid-upload: the terminal showed "POST /api/targets
     # failed: ClientDisconnect", the line of a fault of the server.
+    from conftest import post_cut_off
+
     api, studio, server = served
     port = urllib.parse.urlsplit(api.url).port
     app = make_studio_app(studio, host="127.0.0.1", port=port)
     part = (b'--zz\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
             b"Content-Type: image/png\r\n\r\n" + WORLD_TARGET)
-    headers = [(b"host", f"127.0.0.1:{port}".encode()),
-               (b"x-mosaicist-token", studio.token.encode()),
+    headers = [(b"x-mosaicist-token", studio.token.encode()),
                (b"content-type", b"multipart/form-data; boundary=zz"),
                (b"content-length", str(len(part) + 100).encode())]
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": "POST", "scheme": "http", "path": "/api/targets",
-             "raw_path": b"/api/targets", "query_string": b"", "headers": headers,
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", port)}
-    incoming = [{"type": "http.request", "body": part[:len(part) // 2], "more_body": True},
-                {"type": "http.disconnect"}]
-    sent: list[dict] = []
-
-    async def receive() -> dict:
-        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
     capfd.readouterr()
-    asyncio.run(app(scope, receive, send))
+    sent = post_cut_off(app, "/api/targets", port, headers, part[:len(part) // 2])
     assert sent[0]["status"] == 400
     assert "failed" not in capfd.readouterr().err
 

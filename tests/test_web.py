@@ -380,28 +380,14 @@ def test_error_answers_are_one_sentence_never_a_traceback(site, capsys):
 def test_a_body_cut_off_mid_way_is_no_failure_of_the_server(tmp_path, capfd):
     # A JSON body whose client went away printed "POST /api/echo failed:
     # ClientDisconnect", the line of a fault of the server.
-    import asyncio
+    from conftest import post_cut_off
 
     app = make_app(_app_routes(tmp_path), host="127.0.0.1", port=8000, name="test",
                    token=TOKEN, methods=("GET", "POST"), max_body=MAX_BODY)
-    headers = [(b"host", b"127.0.0.1:8000"), (b"x-mosaicist-token", TOKEN.encode()),
+    headers = [(b"x-mosaicist-token", TOKEN.encode()),
                (b"content-type", b"application/json"), (b"content-length", b"100")]
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": "POST", "scheme": "http", "path": "/api/echo", "raw_path": b"/api/echo",
-             "query_string": b"", "headers": headers, "client": ("127.0.0.1", 1),
-             "server": ("127.0.0.1", 8000)}
-    incoming = [{"type": "http.request", "body": b'{"a": ', "more_body": True},
-                {"type": "http.disconnect"}]
-    sent: list[dict] = []
-
-    async def receive() -> dict:
-        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
     capfd.readouterr()
-    asyncio.run(app(scope, receive, send))
+    sent = post_cut_off(app, "/api/echo", 8000, headers, b'{"a": ')
     assert sent[0]["status"] == 400
     assert "failed" not in capfd.readouterr().err
 
