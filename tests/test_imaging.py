@@ -405,11 +405,15 @@ def png_chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
 
 
-def png_with_late_exif(picture: np.ndarray, orientation: int) -> bytes:
-    """PNG bytes of ``picture`` whose eXIf chunk (with ``orientation``) follows its pixels."""
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    raw = exif.tobytes()[len(b"Exif\x00\x00"):]  # the chunk holds the bare TIFF structure
+def png_with_late_exif(picture: np.ndarray, orientation: int = 1,
+                       exif: bytes | None = None) -> bytes:
+    """PNG bytes of ``picture`` whose eXIf chunk (with ``orientation``, or the bare TIFF
+    structure ``exif``) follows its pixels."""
+    if exif is None:
+        tags = Image.Exif()
+        tags[0x0112] = orientation
+        exif = tags.tobytes()[len(b"Exif\x00\x00"):]  # the chunk holds the bare structure
+    raw = exif
     data = _png(Image.fromarray(picture))
     end = data.rindex(b"IEND") - 4
     assert data.index(b"IDAT") < end
@@ -426,6 +430,17 @@ def test_a_png_orientation_after_its_pixels_is_seen_by_target_size(tmp_path):
     upright = tmp_path / "upright.png"
     upright.write_bytes(png_with_late_exif(gradient(40, 20), 1))
     assert target_size(upright) == (40, 20) == read_target(upright).shape[1::-1]
+
+
+def test_a_large_png_exif_after_its_pixels_still_turns_its_size(tmp_path):
+    # Late chunks over 16 MB were skipped when sizing, but the decode reads them: a
+    # photo whose eXIf carries a large maker note was sized unturned (40x20 for 20x40).
+    tags = Image.Exif()
+    tags[0x0112] = 6
+    exif = tags.tobytes()[len(b"Exif\x00\x00"):] + bytes(17 << 20)  # unreferenced padding
+    path = tmp_path / "late.png"
+    path.write_bytes(png_with_late_exif(gradient(40, 20), exif=exif))
+    assert target_size(path) == (20, 40) == read_target(path).shape[1::-1]
 
 
 #: How a viewer shows a picture stored under each EXIF orientation.
@@ -468,6 +483,34 @@ def test_every_exif_orientation_shows_targets_and_tiles_as_a_viewer_does(
     extra = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}.get(kind, {})
     Image.fromarray(picture).save(path, kind, exif=exif, **extra)
     assert_read_as(path, shown(picture, orientation), tolerance)
+
+
+def exif_of_one_orientation(field_type: int, value: bytes) -> bytes:
+    """A little-endian EXIF block whose one entry is the orientation, of any TIFF field type."""
+    count = 1
+    inline = len(value) <= 4
+    entry = struct.pack("<HHI", 0x0112, field_type, count)
+    entry += value.ljust(4, b"\0") if inline else struct.pack("<I", 26)
+    return b"II*\0" + struct.pack("<IH", 8, 1) + entry + b"\0" * 4 + (b"" if inline else value)
+
+
+@pytest.mark.parametrize("field_type, value", [(5, struct.pack("<II", 6, 1)),
+                                               (11, struct.pack("<f", 6.0))])
+@pytest.mark.parametrize("late", [False, True])
+def test_a_png_orientation_stored_as_a_fraction_or_float_turns_its_size_too(
+    tmp_path, field_type, value, late
+):
+    # Pillow turns a picture whose orientation is 6/1 or 6.0 as for 6, but a PNG's
+    # size from its header took only an int: target_size said 40x24 for a 24x40 picture.
+    exif = exif_of_one_orientation(field_type, value)
+    path = tmp_path / "turned.png"
+    picture = gradient(40, 24)
+    if late:
+        path.write_bytes(png_with_late_exif(picture, exif=exif))
+    else:
+        Image.fromarray(picture).save(path, exif=exif)
+    assert target_size(path) == (24, 40)
+    assert_read_as(path, shown(picture, 6), 0)
 
 
 def jpeg_segment(marker: int, payload: bytes) -> bytes:
@@ -584,6 +627,61 @@ def test_target_paths_from_home_urls_and_empty_text(tmp_path, monkeypatch):
         # A user who does not exist: the path as written, not a RuntimeError from pathlib.
         with pytest.raises(MosaicistError, match="^~nobody-here/x.png: target file not found$"):
             read("~nobody-here/x.png")
+
+
+def grey_tiff(samples: np.ndarray, photometric: int, sample_format: int) -> bytes:
+    """An uncompressed little-endian one-strip greyscale TIFF of ``samples``."""
+    height, width = samples.shape
+    data = samples.astype(samples.dtype.newbyteorder("<")).tobytes()
+    count = 10
+    start = 8 + 2 + 12 * count + 4
+    tags = [(256, 4, width), (257, 4, height), (258, 3, samples.dtype.itemsize * 8),
+            (259, 3, 1), (262, 3, photometric), (273, 4, start), (277, 3, 1),
+            (278, 4, height), (279, 4, len(data)), (339, 3, sample_format)]
+    entries = b"".join(struct.pack("<HHI", tag, kind, 1)
+                       + struct.pack("<H" if kind == 3 else "<I", value).ljust(4, b"\0")
+                       for tag, kind, value in tags)
+    return b"II*\0" + struct.pack("<IH", 8, count) + entries + b"\0" * 4 + data
+
+
+@pytest.mark.parametrize("dtype, sample_format", [(np.uint16, 1), (np.float32, 3)])
+def test_a_min_is_white_tiff_of_16_bits_or_floats_is_shown_inverted(
+    tmp_path, dtype, sample_format
+):
+    # Pillow inverts a "0 is white" TIFF of 8 bits as it decodes, not one of 16 bits or
+    # floats: such a scan was read as its negative.
+    top = 65535 if dtype == np.uint16 else 1.0
+    samples = np.zeros((6, 8), dtype)
+    samples[:, 4:] = top  # left half white, right half black, as shown
+    path = tmp_path / "negative.tif"
+    path.write_bytes(grey_tiff(samples, 0, sample_format))
+    expected = np.zeros((6, 8, 3), np.uint8)
+    expected[:, :4] = 255
+    assert_read_as(path, expected, 0)
+
+
+def test_an_unsigned_32_bit_tiff_is_scaled_from_its_full_range():
+    # Pillow holds these samples in its signed 32-bit mode: those over 2**31 came back
+    # negative (black), and the rest were clipped from 0..65535 (white).
+    samples = np.array([[0, 2**31 - 1, 2**31, 2**32 - 1]], np.uint32)
+    image = Image.open(io.BytesIO(grey_tiff(samples, 1, 1)))
+    assert image.mode == "I"
+    assert np.asarray(to_rgb(image))[0, :, 0].tolist() == [0, 127, 128, 255]
+
+
+def test_a_webp_cut_short_is_refused_as_truncated_not_by_libwebp_words(tmp_path):
+    # Pillow's "could not create decoder object" told a user nothing about the file.
+    whole = io.BytesIO()
+    Image.fromarray(gradient(16, 8)).save(whole, "WEBP", lossless=True)
+    path = tmp_path / "cut.webp"
+    path.write_bytes(whole.getvalue()[:-1])
+    for read in (read_target, target_size):
+        with pytest.raises(MosaicistError) as error:
+            read(path)
+        assert str(error.value) == (f"{path}: cannot read target image: "
+                                    "truncated or damaged image file")
+    with pytest.raises(ImageReadError, match="^truncated or damaged image file$"):
+        decode_tile_bytes(path.read_bytes(), 8)
 
 
 def test_premultiplied_grey_with_alpha_is_composited_like_its_straight_mode():

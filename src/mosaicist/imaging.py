@@ -14,8 +14,11 @@ Mode conversions (documented in the README):
   background, partial transparency blended with it; targets and tiles alike,
   before any resizing (a hidden colour never bleeds into a tile).
 - 16- and 32-bit integer greyscale (``I;16*``, ``I``) is scaled from the
-  0..65535 range to 0..255; floating-point greyscale (``F``) is taken as 0..1
-  when its maximum is at most 1, else as 0..255; values are clipped.
+  0..65535 range to 0..255 (a TIFF of unsigned 32-bit samples from
+  0..4294967295); floating-point greyscale (``F``) is taken as 0..1
+  when its maximum is at most 1, else as 0..255; values are clipped. A
+  greyscale TIFF that stores 0 as white (photometric interpretation 0) is
+  shown so at every depth.
 - ``CMYK``, ``YCbCr``, ``LAB`` and ``HSV`` use Pillow's conversion to RGB.
 - The EXIF orientation tag (or, without one, XMP's ``tiff:Orientation``, as
   Pillow reads it) is applied before anything else, to targets, their sizes
@@ -112,6 +115,28 @@ def _colour_key(image: Image.Image) -> int | tuple[int, ...] | None:
     return key if isinstance(key, int) and not isinstance(key, bool) else None
 
 
+#: TIFF tags of how samples are stored: bits, photometric interpretation, number format.
+_TIFF_BITS, _TIFF_PHOTOMETRIC, _TIFF_SAMPLE_FORMAT = 258, 262, 339
+
+
+def _tiff_tag(image: Image.Image, tag: int) -> object:
+    """A tag of a TIFF image as Pillow read it, or None (also for any other format)."""
+    if image.format != "TIFF":
+        return None
+    return getattr(image, "tag_v2", {}).get(tag)
+
+
+def _tiff_min_is_white(image: Image.Image) -> bool:
+    """Whether a greyscale TIFF stores 0 as white (photometric interpretation 0)."""
+    return _tiff_tag(image, _TIFF_PHOTOMETRIC) == 0
+
+
+def _tiff_unsigned_32(image: Image.Image) -> bool:
+    """Whether a TIFF's samples are unsigned 32-bit integers (SampleFormat 1, the default)."""
+    return (_tiff_tag(image, _TIFF_BITS) == (32,)
+            and _tiff_tag(image, _TIFF_SAMPLE_FORMAT) in (None, (1,)))
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert a Pillow image of any mode to 8-bit RGB (see the module docstring).
 
@@ -142,10 +167,17 @@ def to_rgb(image: Image.Image) -> Image.Image:
             # The maximum without NaNs (and without nanmax's warning when all are NaN).
             top = np.max(values, where=~np.isnan(values), initial=-np.inf)
             scale = 255.0 if values.size and top <= 1.0 else 1.0
+        elif mode == "I" and _tiff_unsigned_32(image):
+            # Pillow keeps these samples in its signed mode, wrapped above 2**31.
+            values = np.asarray(image).view(np.uint32).astype(np.float64)
+            scale = 255.0 / 4294967295.0
         else:
             scale = 255.0 / 65535.0
         grey = np.clip(np.nan_to_num(values * scale), 0, 255)
         grey = np.rint(grey).astype(np.uint8)
+        if _tiff_min_is_white(image):
+            # Pillow inverts such samples of 8 bits and fewer as it decodes, but not these.
+            grey = 255 - grey
         if key is not None:
             # Pillow's own conversion would clip these modes to 8 bits, not scale them,
             # so the key (in the stored values) is composited over white here.
@@ -844,6 +876,9 @@ def _describe(error: BaseException) -> str:
         return "not a readable image"
     if "truncated" in message.lower():
         return "truncated image file"
+    if message == "could not create decoder object":
+        # What Pillow says of a WebP cut short or damaged anywhere: libwebp refused it.
+        return "truncated or damaged image file"
     return message
 
 
@@ -1029,8 +1064,8 @@ def read_target(
 #: Chunks after a PNG's pixels that the decoder reads into its info, and that may hold
 #: the orientation: EXIF, or text (a "Raw profile type exif", XMP's ``tiff:Orientation``).
 _PNG_LATE_CHUNKS = frozenset({b"eXIf", b"tEXt", b"zTXt", b"iTXt"})
-#: Larger metadata chunks are not read for the orientation (a damaged length, not EXIF).
-_PNG_LATE_CHUNK_BYTES = 16 << 20
+#: Larger metadata chunks are not read for the orientation: memory, for a size check.
+_PNG_LATE_CHUNK_BYTES = 256 << 20
 
 
 def png_chunks(handle: IO[bytes]) -> Iterator[tuple[bytes, int]]:
@@ -1050,7 +1085,7 @@ def png_chunks(handle: IO[bytes]) -> Iterator[tuple[bytes, int]]:
         handle.seek(start + length + 4)
 
 
-def _png_orientation(path: Path, info: dict[str | tuple[int, int], Any]) -> int:
+def _png_orientation(path: Path, info: dict[str | tuple[int, int], Any]) -> object:
     """The EXIF orientation a PNG's decode will apply, read without decoding its pixels.
 
     Pillow reads the chunks after the pixels (an ``eXIf`` there is allowed)
@@ -1060,6 +1095,7 @@ def _png_orientation(path: Path, info: dict[str | tuple[int, int], Any]) -> int:
     """
     late = bytearray()
     with open(path, "rb") as handle:
+        file_bytes = os.fstat(handle.fileno()).st_size
         header = handle.read(33)  # the signature and the IHDR chunk
         after_pixels = False
         for kind, length in png_chunks(handle):
@@ -1067,7 +1103,10 @@ def _png_orientation(path: Path, info: dict[str | tuple[int, int], Any]) -> int:
                 break  # the decode of the first frame stops there too
             if kind == b"IDAT":
                 after_pixels = True
-            if after_pixels and kind in _PNG_LATE_CHUNKS and length <= _PNG_LATE_CHUNK_BYTES:
+            # Any chunk the file holds whole, however large: the decode reads it too (a
+            # length past the end is damage, which the decode reports, not EXIF).
+            if (after_pixels and kind in _PNG_LATE_CHUNKS and length <= _PNG_LATE_CHUNK_BYTES
+                    and handle.tell() + length <= file_bytes):
                 payload = handle.read(length)
                 # A fresh CRC: the decode does not check those of chunks after the pixels.
                 late += (length.to_bytes(4, "big") + kind + payload
@@ -1084,8 +1123,9 @@ def _png_orientation(path: Path, info: dict[str | tuple[int, int], Any]) -> int:
             pass  # a damaged chunk the decode would skip or fail on: not this check's to say
     probe = Image.new("1", (1, 1))
     probe.info = merged
-    orientation = probe.getexif().get(_ORIENTATION, 1)
-    return orientation if isinstance(orientation, int) else 1
+    # As it is, not only an int: the decode turns a picture for a value equal to one
+    # (a RATIONAL 6/1 or a FLOAT 6.0 turns it as 6 does).
+    return probe.getexif().get(_ORIENTATION, 1)
 
 
 #: TIFF tags of the stored picture's width and height.
