@@ -349,3 +349,115 @@ def test_leaders_found_by_halves_are_the_greedy_ones(threshold, monkeypatch):
     for given in (colours, None):
         np.testing.assert_array_equal(duplicate_leaders(hashes, given, threshold),
                                       brute_leaders(hashes, given, threshold))
+
+
+@pytest.mark.parametrize("threshold", [-1, 65, float("nan"), 6.0, 6.5, True, "6", None])
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_a_bad_threshold_is_refused_by_name_whatever_the_library(threshold, count):
+    # duplicate_leaders(..., -1) on 2+ tiles divided by zero choosing the bands, floats
+    # and NaN failed with "'float' object cannot be interpreted as an integer", and with
+    # fewer than two tiles any value passed unnoticed.
+    from mosaicist.errors import OptionError
+
+    hashes = np.array([1, 3, 7], np.uint64)[:count]
+    colours = np.zeros((count, 3), np.uint8)
+    for function in (duplicate_leaders, near_pairs):
+        with pytest.raises(OptionError, match=r"^threshold must be"):
+            function(hashes, colours, threshold)
+    # Whole numbers of any integer type, at both ends of the range, are taken.
+    for good in (0, np.int64(64), np.uint8(6)):
+        assert len(duplicate_leaders(hashes, colours, good)) == count
+
+
+def test_a_still_scene_at_a_loose_threshold_stops_listing_pairs_early(monkeypatch):
+    # The pairs listed before giving up were bounded by the candidates random hashes
+    # would give, which at loose thresholds grow with the count squared: 20,000 frames
+    # of a still scene at --dedupe 10 held 800 MB of pairs, 100,000 took 21 s and 2.3 GB.
+    # Once the near pairs are many times those of random hashes, the halves take over.
+    count = 4000
+    hashes = still_frames(np.random.default_rng(5), count)
+    colours = np.full((count, 3), 120, np.uint8)
+    checked = []
+    real_hamming = dedupe_module.hamming
+
+    def counted_hamming(first, second):
+        checked.append(np.size(first))
+        return real_hamming(first, second)
+
+    monkeypatch.setattr(dedupe_module, "PAIR_CHUNK", 1 << 14)  # a fine-grained count
+    monkeypatch.setattr(dedupe_module, "hamming", counted_hamming)
+    leaders = duplicate_leaders(hashes, colours, 10)
+    monkeypatch.undo()
+    assert hamming(hashes[0], hashes).max() <= 6  # each frame within 6 bits of the first
+    assert (leaders == 0).all()
+    assert sum(checked) < 200 * count  # listing the pairs first checked over 3 million
+
+
+@pytest.mark.parametrize("threshold", [0, 1, 2, 5, 32, 63, 64])
+def test_small_libraries_match_the_walk_in_order(threshold):
+    # 0, 1 and 2 tiles, all one photo, all different, chains of near tiles, colours on
+    # the tolerance's edge: every leader is the documented walk's, and a tile near
+    # nothing, put anywhere, changes no other tile's leader.
+    rng = np.random.default_rng(threshold)
+    for count in (0, 1, 2, 3, 9, 40):
+        for kind in ("planted", "same", "chain"):
+            if kind == "planted":
+                hashes = planted_hashes(rng, count)[:count]
+            elif kind == "same":
+                hashes = np.full(count, rng.integers(0, 2**63, dtype=np.uint64), np.uint64)
+            else:  # each one more bit off the first: A ~ B ~ C without A ~ C
+                step = max(1, threshold)
+                hashes = np.array([(1 << min(64, index * step)) - 1 for index in range(count)],
+                                  np.uint64) if threshold < 64 else np.zeros(count, np.uint64)
+            colours = rng.choice([0, COLOUR_TOLERANCE, COLOUR_TOLERANCE + 1], (count, 3))
+            colours = colours.astype(np.uint8)
+            for given in (colours, None):
+                leaders = duplicate_leaders(hashes, given, threshold)
+                np.testing.assert_array_equal(leaders, brute_leaders(hashes, given, threshold))
+            if threshold < 64:  # at 64 bits every hash is near every other
+                lone = ~hashes[0] if count else np.uint64(0)
+                lone_colour = np.array([[255, 0, 255]], np.uint8)
+                far = hamming(lone, hashes) > threshold
+                if far.all():
+                    at = int(rng.integers(0, count + 1))
+                    more = duplicate_leaders(np.insert(hashes, at, lone),
+                                             np.insert(colours, at, lone_colour, axis=0),
+                                             threshold)
+                    shifted = np.delete(more, at)
+                    shifted = shifted - (shifted > at)
+                    assert more[at] == at
+                    np.testing.assert_array_equal(
+                        shifted, duplicate_leaders(hashes, colours, threshold))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 2), (3, 5), (1, 400), (400, 1), (33, 31)])
+def test_flat_and_tiny_tiles_sign_alike_whatever_their_shape(shape):
+    # Every flat tile hashes to one value (its DC bit), black to none, at any size.
+    values = [(0, 0, 0), (1, 1, 1), (200, 30, 30), (255, 255, 255), (7, 128, 254)]
+    tiles = np.empty((len(values), *shape, 3), np.uint8)
+    tiles[:] = np.array(values, np.uint8)[:, None, None, :]
+    hashes, colours = tile_signatures(tiles)
+    assert hashes.tolist() == [0, 1, 1, 1, 1]
+    np.testing.assert_array_equal(colours, values)
+    # A tile of noise signs the same alone as in a chunk.
+    noise = np.random.default_rng(1).integers(0, 256, (3, *shape, 3)).astype(np.uint8)
+    together = tile_signatures(noise)[0]
+    assert [tile_signatures(one[None])[0][0] for one in noise] == together.tolist()
+
+
+def test_a_few_tiles_build_no_key_table_of_millions():
+    # At threshold 2 (bands of 21 and 22 bits) every call built a table of the 4 million
+    # keys of each band, 100 MB and a tenth of a second, even for two tiles; the split
+    # into halves makes many such calls.
+    import tracemalloc
+
+    hashes = np.array([0, 3, 0xFFFF << 40, 0xFFFF << 20], np.uint64)
+    near_pairs(hashes, None, 2)  # what a first call sets up once is not counted
+    tracemalloc.start()
+    try:
+        first, second = near_pairs(hashes, None, 2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (first.tolist(), second.tolist()) == ([0], [1])
+    assert peak < 1 << 20

@@ -36,9 +36,10 @@ probes plus the candidates; only groups of tiles with equal band keys (the
 same photo many times over) make it grow with their size squared.
 
 **Leaders without every pair** (:func:`duplicate_leaders`): copies with one
-signature are compared once, and where the candidates would still be many
-times those of random hashes (the frames of a still scene: hashes a few
-unstable bits apart, every pair near), the tiles are taken by halves: the
+signature are compared once, and where the candidates, or the near pairs
+found, would still be many times those of random hashes (the frames of a
+still scene: hashes a few unstable bits apart, every pair near), the tiles
+are taken by halves: the
 first half's leaders, then the second half's tiles near a tile it kept, then
 the rest among themselves; the kept tiles of such a cluster are few, so the
 work stays near linear.
@@ -52,6 +53,8 @@ import math
 from collections.abc import Iterator
 
 import numpy as np
+
+from .errors import check_range
 
 #: Bits of a tile's perceptual hash.
 HASH_BITS = 64
@@ -230,10 +233,20 @@ def near_pairs(
     -------
     first, second : numpy.ndarray
         int64 positions, ``first < second``, each pair once, sorted.
+
+    Raises
+    ------
+    mosaicist.errors.OptionError
+        Naming ``threshold`` (a ``ValueError``), unless it is a whole number from 0 to 64.
     """
     found = _near_pairs_within(hashes, colours, threshold, colour_tolerance, budget=None)
     assert found is not None  # no budget, no giving up
     return found
+
+
+def _checked_threshold(threshold: object) -> int:
+    """``threshold`` as an ``int`` of 0 to 64 bits, else :class:`~mosaicist.errors.OptionError`."""
+    return int(check_range("threshold", threshold, 0, HASH_BITS, "bits", whole=True))
 
 
 def _expected_candidates(count: int, threshold: int) -> float:
@@ -243,22 +256,33 @@ def _expected_candidates(count: int, threshold: int) -> float:
                for _, bits in _bands(bands))
 
 
+def _expected_near(count: int, threshold: int) -> float:
+    """Pairs of ``count`` random hashes within ``threshold`` bits (colours left aside)."""
+    within = sum(math.comb(HASH_BITS, bits) for bits in range(threshold + 1)) / 2**HASH_BITS
+    return count * (count - 1) / 2 * within
+
+
 def _near_pairs_within(
     hashes: np.ndarray, colours: np.ndarray | None, threshold: int,
     colour_tolerance: int = COLOUR_TOLERANCE, *, budget: float | None,
+    pair_budget: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """:func:`near_pairs`, or None as soon as it would check more than ``budget`` candidates.
 
     The candidates of a probe are counted before they are expanded, so giving
-    up costs the probes made so far, never the pairs of a dense cluster.
+    up costs the probes made so far, never the pairs of a dense cluster. It
+    also gives up once it holds more than ``pair_budget`` near pairs (counted
+    a chunk of :data:`PAIR_CHUNK` candidates at a time): at loose thresholds
+    the candidates of random hashes, and so ``budget``, grow with the count
+    squared, and a dense cluster would fill memory with its pairs first.
     """
     hashes = np.asarray(hashes, np.uint64)
     count = len(hashes)
-    if not 0 <= threshold <= HASH_BITS:
-        raise ValueError(f"threshold must be 0 to {HASH_BITS}, got {threshold}")
+    threshold = _checked_threshold(threshold)
     found_first: list[np.ndarray] = []
     found_second: list[np.ndarray] = []
     spent = 0
+    held = 0
     if count >= 2:
         bands = _band_count(count, threshold)
         radius = threshold // bands
@@ -268,9 +292,11 @@ def _near_pairs_within(
             # Queries in key order: the probes of neighbouring queries touch
             # neighbouring memory.
             sorted_keys = keys[order]
-            # Start of each key's run in ``order``: a table when it fits, else a search.
+            # Start of each key's run in ``order``: a table when it fits and its
+            # ``2**bits`` entries cost less than searching for every probe (a table of
+            # 4 million entries, at --dedupe 2, took a tenth of a second for two tiles).
             table = None
-            if bits <= 24:
+            if bits <= 24 and 1 << bits <= 4 * count * _probes(bits, radius):
                 table = np.searchsorted(sorted_keys, np.arange((1 << bits) + 1, dtype=np.uint64))
             for flipped in range(radius + 1):
                 for chosen in itertools.combinations(range(bits), flipped):
@@ -296,6 +322,10 @@ def _near_pairs_within(
                             close &= difference.max(axis=1) <= colour_tolerance
                         found_first.append(first[close])
                         found_second.append(second[close])
+                        if pair_budget is not None:
+                            held += len(found_first[-1])
+                            if held > pair_budget:
+                                return None
     if not found_first:
         empty = np.zeros(0, np.int64)
         return empty, empty.copy()
@@ -358,8 +388,10 @@ def _greedy_leaders(hashes: np.ndarray, colours: np.ndarray | None,
     """
     count = len(hashes)
     budget = _BUDGET_FACTOR * _expected_candidates(count, threshold) + _BUDGET_FLOOR * count
-    found = _near_pairs_within(hashes, colours, threshold,
-                               budget=None if count <= _SPLIT_BELOW else budget)
+    pair_budget = _BUDGET_FACTOR * _expected_near(count, threshold) + _BUDGET_FLOOR * count
+    small = count <= _SPLIT_BELOW
+    found = _near_pairs_within(hashes, colours, threshold, budget=None if small else budget,
+                               pair_budget=None if small else pair_budget)
     if found is not None:
         return leaders_from_pairs(count, *found)
     half = count // 2
@@ -457,7 +489,16 @@ def duplicate_leaders(hashes: np.ndarray, colours: np.ndarray | None,
     -------
     numpy.ndarray
         ``(N,)`` int64 positions (see :func:`leaders_from_pairs`).
+
+    Raises
+    ------
+    mosaicist.errors.OptionError
+        Naming ``threshold`` (a ``ValueError``), unless it is a whole number from 0 to 64,
+        whatever the number of tiles.
     """
+    # Checked before anything else: a negative one divided by zero choosing the bands,
+    # and any bad value passed unnoticed for a library of fewer than two tiles.
+    threshold = _checked_threshold(threshold)
     hashes = np.asarray(hashes, np.uint64)
     count = len(hashes)
     if count < 2:
