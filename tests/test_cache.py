@@ -12,6 +12,7 @@ import pytest
 from conftest import dead_pid, make_colour_folder
 from PIL import Image
 
+from mosaicist.dedupe import DEDUPE_VERSION
 from mosaicist.grid import Geometry
 from mosaicist.library import TileLibrary
 from mosaicist.library import _update as update_module
@@ -156,14 +157,15 @@ def test_a_killed_dedupe_writers_temporary_goes_at_the_next_write(tmp_path):
     dedupe.mkdir()
     duplicates.mkdir()
     left = [dedupe / f".tiles-g0-n7.u8.{dead}-abcd1234.part.u8",
-            duplicates / f".leaders-g0-n7-t6.npy.{dead}-abcd1234.part.npy"]
+            duplicates / f".leaders-v{DEDUPE_VERSION}-g0-n7-t6.npy.{dead}-abcd1234.part.npy"]
     for path in left:
         path.write_bytes(b"half")
     unique = library.without_duplicates(6)
     assert len(unique) == 6 and unique.duplicates_dropped == 1
     assert not any(path.exists() for path in left)
     assert sorted(path.name for path in dedupe.iterdir()) == ["tiles-g0-n7.u8"]
-    assert sorted(path.name for path in duplicates.iterdir()) == ["leaders-g0-n7-t6.npy"]
+    assert sorted(path.name for path in duplicates.iterdir()) == [
+        f"leaders-v{DEDUPE_VERSION}-g0-n7-t6.npy"]
 
 
 def test_an_interrupted_dedupe_write_leaves_nothing(tmp_path, monkeypatch):
@@ -198,7 +200,20 @@ def test_dedupe_caches_of_newer_generations_and_other_thresholds_are_kept(tmp_pa
     assert not any(path.exists() for path in older)
     assert all(path.read_bytes() == b"in use" for path in newer)
     assert (dedupe / "tiles-g1-n8.u8").exists()
-    assert (duplicates / "leaders-g1-n8-t6.npy").exists()
+    assert (duplicates / f"leaders-v{DEDUPE_VERSION}-g1-n8-t6.npy").exists()
+
+
+def test_leaders_cached_under_another_grouping_version_are_not_read(tmp_path, monkeypatch):
+    # Named without the version, leaders grouped by an older rule were served for good.
+    from mosaicist.library import _index
+
+    _, _, library = _library_with_a_copy(tmp_path, 1)
+    right = library.duplicate_leaders(6)
+    cached = library.directory / "duplicates" / f"leaders-v{DEDUPE_VERSION}-g0-n7-t6.npy"
+    np.save(cached, np.arange(len(right), dtype=np.int64))  # as another rule grouped them
+    assert library.duplicate_leaders(6).tolist() == list(range(len(right)))  # the cache
+    monkeypatch.setattr(_index, "DEDUPE_VERSION", DEDUPE_VERSION + 1)
+    assert library.duplicate_leaders(6).tolist() == right.tolist()
 
 
 # -- 4. entries of earlier library generations go when a new one is written ------------------

@@ -46,7 +46,7 @@ import numpy as np
 
 from ..aspect import SQUARE, aspect_pair, format_aspect, height_for
 from ..crop import CROP_MODES, Window, crop_method, window_size
-from ..dedupe import duplicate_groups, duplicate_leaders, tile_signatures
+from ..dedupe import DEDUPE_VERSION, duplicate_groups, duplicate_leaders, tile_signatures
 from ..errors import MosaicistError, OptionError, check_range, shown_type
 from ..options import TILE_PX_RANGE
 from ..paths import atomic_path, mark_used, remove_older_generations
@@ -330,8 +330,10 @@ class TileLibrary:
             is kept, else the first kept tile it duplicates.
         """
         threshold = check_range("dedupe", threshold, 0, 64, "bits", whole=True)
+        # Named by the hashing's version too: leaders cached by a version that hashed or
+        # grouped otherwise are not served for this one's.
         cache = self._work_dir / "duplicates" / (
-            f"leaders-g{self.generation}-n{len(self)}-t{threshold}.npy")
+            f"leaders-v{DEDUPE_VERSION}-g{self.generation}-n{len(self)}-t{threshold}.npy")
         with contextlib.suppress(OSError, ValueError):
             leaders = np.load(cache)
             if leaders.shape == (len(self),) and leaders.dtype == np.int64:
@@ -699,7 +701,7 @@ def stored_windows(
 
 
 #: Cached leaders of near-duplicates (``duplicates/``), with their library generation.
-_LEADERS = re.compile(r"leaders-g(?P<generation>\d+)-n\d+-t\d+\.npy")
+_LEADERS = re.compile(r"leaders-(?:v\d+-)?g(?P<generation>\d+)-n\d+-t\d+\.npy")
 #: Packed tiles of a library without near-duplicates (``dedupe-t<T>/``), likewise.
 _PACKED_SUBSET = re.compile(r"tiles-g(?P<generation>\d+)-n\d+\.u8")
 
