@@ -313,6 +313,19 @@ def still_frames(rng, count, flips=3):
     return hashes
 
 
+def counted_hamming(monkeypatch) -> list[int]:
+    """Count the hash comparisons of ``dedupe``: the list each call's size is added to."""
+    checked: list[int] = []
+    real_hamming = dedupe_module.hamming
+
+    def counted(first, second):
+        checked.append(np.size(first))
+        return real_hamming(first, second)
+
+    monkeypatch.setattr(dedupe_module, "hamming", counted)
+    return checked
+
+
 def test_frames_of_a_still_scene_are_not_compared_pair_by_pair(monkeypatch):
     # Hashes a few bits apart, all near each other, had every pair listed and checked:
     # 10,000 frames of a still scene took 3 minutes (the count squared), 50,000 ran out
@@ -320,14 +333,7 @@ def test_frames_of_a_still_scene_are_not_compared_pair_by_pair(monkeypatch):
     count = 3000
     hashes = still_frames(np.random.default_rng(4), count)
     colours = np.full((count, 3), 120, np.uint8)
-    checked = []
-    real_hamming = dedupe_module.hamming
-
-    def counted_hamming(first, second):
-        checked.append(np.size(first))
-        return real_hamming(first, second)
-
-    monkeypatch.setattr(dedupe_module, "hamming", counted_hamming)
+    checked = counted_hamming(monkeypatch)
     leaders = duplicate_leaders(hashes, colours, 6)
     monkeypatch.undo()
     np.testing.assert_array_equal(leaders, brute_leaders(hashes, colours, 6))
@@ -377,15 +383,8 @@ def test_a_still_scene_at_a_loose_threshold_stops_listing_pairs_early(monkeypatc
     count = 4000
     hashes = still_frames(np.random.default_rng(5), count)
     colours = np.full((count, 3), 120, np.uint8)
-    checked = []
-    real_hamming = dedupe_module.hamming
-
-    def counted_hamming(first, second):
-        checked.append(np.size(first))
-        return real_hamming(first, second)
-
     monkeypatch.setattr(dedupe_module, "PAIR_CHUNK", 1 << 14)  # a fine-grained count
-    monkeypatch.setattr(dedupe_module, "hamming", counted_hamming)
+    checked = counted_hamming(monkeypatch)
     leaders = duplicate_leaders(hashes, colours, 10)
     monkeypatch.undo()
     assert hamming(hashes[0], hashes).max() <= 6  # each frame within 6 bits of the first

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
 import os
 import re
 import shutil
@@ -411,11 +412,8 @@ def remove_dead_temporaries(folder: str | os.PathLike[str], min_age: float = 0.0
     """
     removed: list[Path] = []
     now = time.time()
-    for parent, folders, files in os.walk(folder):
-        if not below:
-            folders_here = list(folders)
-            folders.clear()  # os.walk descends into what is left here: nothing
-            folders = folders_here
+    # Without ``below``, the walk's first step only: ``folder`` itself.
+    for parent, folders, files in itertools.islice(os.walk(folder), None if below else 1):
         for name in [*folders, *files]:
             found = _TEMPORARY.fullmatch(name)
             if found is None:

@@ -37,7 +37,6 @@ from typing import TypeVar
 
 import numpy as np
 
-from .._runtime import one_blas_thread
 from ..errors import MosaicistError, OptionError, install_extra
 from ..options import MosaicOptions
 from ._approximate import _cell_points, _tile_points
@@ -528,10 +527,7 @@ def warm_points(request: MatchRequest, terms: CellTerms) -> tuple[np.ndarray, np
 
     def moved(points: np.ndarray, means: np.ndarray) -> np.ndarray:
         out = np.empty((len(points), points.shape[1] + 3))
-        # Three columns: BLAS's threads would cost more (spinning on after it) than it.
-        with one_blas_thread():
-            shift = means @ per_channel.T
-        out[:, :dimensions] = points[:, :dimensions] - shift
+        out[:, :dimensions] = points[:, :dimensions] - means @ per_channel.T
         out[:, dimensions:-3] = points[:, dimensions:]
         out[:, -3:] = weight * means
         return out

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from ..errors import MosaicistError
+from ..web import plain_name
 from ._worker import clear_folder
 
 #: Statuses of a run; the last four are final.
@@ -488,8 +489,7 @@ def _text(value: object) -> str:
 
 
 def _plain_name(name: object) -> TypeGuard[str]:
-    """Whether ``name`` is one ordinary file name (no folder, no ``..``, no control character)."""
-    return (isinstance(name, str) and 0 < len(name) <= 255 and name not in (".", "..")
-            and not any(char in "/\\" or ord(char) < 32 or ord(char) == 127 for char in name))
+    """Whether ``name`` is a text and one ordinary file name (:func:`~mosaicist.web.plain_name`)."""
+    return isinstance(name, str) and plain_name(name, hidden=True)
 
 
