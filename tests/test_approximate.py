@@ -294,6 +294,36 @@ def test_cells_in_small_chunks_give_the_same_result(easy_data, backend, monkeypa
     assert (whole.evaluated, whole.bounded) == (chunked.evaluated, chunked.bounded)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_chunks_shared_out_among_threads_give_the_one_thread_result(easy_data, backend,
+                                                                     monkeypatch):
+    structure = use_backend(backend, monkeypatch)
+    cells, tiles, features, _ = easy_data
+    geometry = Geometry(CELL, TILE)
+    monkeypatch.setattr(approximate, "CELL_CHUNK", 9)
+    monkeypatch.setenv("MOSAICIST_THREADS", "1")
+    alone = match_approximate(cells, tiles, geometry, features, **structure)
+    threads = set()
+    rerank = approximate._rerank
+
+    def spy(*args, **kwargs):
+        threads.add(threading.current_thread().name)
+        return rerank(*args, **kwargs)
+
+    monkeypatch.setattr(approximate, "_rerank", spy)
+    monkeypatch.setenv("MOSAICIST_THREADS", "3")
+    faiss = approximate._load_faiss()
+    before = None if faiss is None else faiss.omp_get_max_threads()
+    shared = match_approximate(cells, tiles, geometry, features, **structure)
+    assert any(name.startswith("mosaicist-match") for name in threads)
+    assert np.array_equal(alone.tile, shared.tile)
+    assert np.array_equal(alone.distance, shared.distance)
+    assert (alone.evaluated, alone.bounded) == (shared.evaluated, shared.bounded)
+    if faiss is not None:
+        # The workers walk on one core each; the caller's own setting is unchanged.
+        assert faiss.omp_get_max_threads() == before
+
+
 def test_the_graph_walks_cells_from_dark_to_bright_with_the_same_picks(easy_data,
                                                                      monkeypatch):
     pytest.importorskip("faiss")

@@ -628,3 +628,20 @@ def test_squared_differences_are_exact_by_products_and_beyond_their_range():
         difference = cells[:, None, :] - tiles[None, :, :]
         expected = np.einsum("ijc,ijc->ij", difference, difference)
         assert np.array_equal(_squared_differences(cells, tiles), expected)
+
+
+def test_cell_bound_rows_shared_out_among_threads_are_the_one_thread_rows(monkeypatch):
+    from mosaicist.match import _features
+
+    rng = np.random.default_rng(11)
+    tiles = smooth_images(rng, 60, 16)
+    cells = smooth_images(rng, 50, 8)
+    geometry = Geometry(8, 16)
+    features = compute_features(tiles, geometry)
+    monkeypatch.setattr(_features, "CELL_BLOCK", 7)
+    monkeypatch.setenv("MOSAICIST_THREADS", "1")
+    alone = _features.cell_bound_rows(cells, geometry, features)
+    monkeypatch.setenv("MOSAICIST_THREADS", "3")
+    shared = _features.cell_bound_rows(cells, geometry, features)
+    for one, other in zip(alone, shared, strict=True):
+        assert np.array_equal(one, other)

@@ -12,7 +12,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
-from mosaicist._runtime import stop_process_pool, thread_pool, worker_count
+from mosaicist._runtime import OrderedJobs, stop_process_pool, thread_pool, worker_count
 
 #: The pool whose forked worker tears a result (it inherits this global).
 _POOL: ProcessPoolExecutor | None = None
@@ -152,3 +152,55 @@ def test_progress_is_off_without_a_usable_standard_error(monkeypatch):
     closed.close()
     monkeypatch.setattr(sys, "stderr", closed)
     assert progress_enabled() is False
+
+
+def test_ordered_jobs_give_results_in_order_with_a_bounded_number_in_flight():
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    def job(value: int) -> int:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        # Later jobs finish first: the order must still be the submission's.
+        time.sleep(0.002 * (10 - value % 10))
+        with lock:
+            running -= 1
+        return value * value
+
+    results = []
+    with OrderedJobs(3, depth=4, name="mosaicist-test") as jobs:
+        for value in range(30):
+            results.extend(jobs.submit(job, value))
+            assert len(jobs._pending) <= 4
+        results.extend(jobs.drain())
+    assert results == [value * value for value in range(30)]
+    assert 1 < most <= 3
+
+
+def test_ordered_jobs_with_one_worker_run_in_the_callers_thread():
+    with OrderedJobs(1) as jobs:
+        assert jobs.submit(lambda: threading.current_thread()) == [threading.current_thread()]
+        assert list(jobs.drain()) == []
+
+
+def test_ordered_jobs_left_on_an_error_start_nothing_more():
+    started = []
+
+    def job(value: int) -> int:
+        started.append(value)
+        if value == 0:
+            raise ValueError("the first job fails")
+        time.sleep(0.01)
+        return value
+
+    with pytest.raises(ValueError, match="first job"), OrderedJobs(2, depth=40, name="mosaicist-test-cancel") as jobs:
+        for value in range(40):
+            jobs.submit(job, value)
+        list(jobs.drain())
+    # The jobs queued behind the failure were cancelled, not run.
+    assert len(started) < 40
+    assert not any(thread.name.startswith("mosaicist-test-cancel")
+                   for thread in threading.enumerate())

@@ -14,8 +14,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType
 from typing import Any
 
@@ -251,3 +252,57 @@ def thread_pool(workers: int) -> ThreadPoolExecutor:
         if pool is None:
             pool = _pools[key] = ThreadPoolExecutor(workers, thread_name_prefix="mosaicist")
     return pool
+
+
+class OrderedJobs:
+    """A thread pool whose results come back in submission order.
+
+    At most ``depth`` jobs are in flight (by default two more than the
+    workers), which bounds the memory their inputs and outputs hold. With one
+    worker, jobs run at once in the caller's thread. Leaving the ``with``
+    block, on an error or an interrupt too, cancels the jobs not started and
+    waits for those running.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Threads (default :func:`worker_count`, at most 16).
+    depth : int, optional
+        Jobs in flight at most.
+    name : str
+        Prefix of the threads' names.
+    """
+
+    def __init__(self, workers: int | None = None, depth: int | None = None, *,
+                 name: str = "mosaicist") -> None:
+        # Each thread holds a job's input in flight: at most 16 bounds their memory.
+        workers = workers or worker_count(most=16)
+        self.workers = workers
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix=name) if workers > 1 else None
+        self._depth = depth or workers + 2
+        self._pending: deque[Future] = deque()
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> list[Any]:
+        """Start ``function(*args)``; return the results now due, oldest first."""
+        if self._pool is None:
+            return [function(*args)]
+        self._pending.append(self._pool.submit(function, *args))
+        due = []
+        while len(self._pending) > self._depth or (self._pending and self._pending[0].done()):
+            due.append(self._pending.popleft().result())
+        return due
+
+    def drain(self) -> Iterator[Any]:
+        """Yield the results of every job still pending, in order."""
+        while self._pending:
+            yield self._pending.popleft().result()
+
+    def __enter__(self) -> OrderedJobs:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)

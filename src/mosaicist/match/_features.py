@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._runtime import one_blas_thread, release_pages
+from .._runtime import OrderedJobs, one_blas_thread, release_pages, worker_count
 from ..grid import Geometry
 from ..paths import atomic_folder, mark_used, remove_older_generations, reserve_space
 from ..progress import progress_bar
@@ -526,7 +526,8 @@ def cell_bound_rows(
     The rows are ``[-2 k Q m_a, row term, 1, -2 w t_a, 1]`` (float32, the
     tail norms' columns and the tail norm ``t_a``, float64, as the module
     says). Cells are taken :data:`CELL_BLOCK` at a time, so the float64
-    copies made on the way stay a few megabytes at any grid size.
+    copies made on the way stay a few megabytes at any grid size, and the
+    blocks are shared out among threads.
     """
     count = len(cell_vectors)
     blocks = BoundGrid.of(geometry)
@@ -537,33 +538,41 @@ def cell_bound_rows(
     weight = geometry.weight
     cell_norm2 = np.empty(count, np.int64)
     tail_norm = np.empty(count, np.float64)
-    # Products this small gain nothing from BLAS's threads, which would spin
-    # on after them, beside the search that follows.
-    with one_blas_thread():
+
+    def fill(start: int) -> None:
+        block = cell_vectors[start:start + CELL_BLOCK]
+        flat = block.reshape(len(block), -1)
+        # Summed in int64 as read: a wide copy of the block costs more than the sum.
+        norm2 = np.einsum("ij,ij->i", flat, flat, dtype=np.int64)
+        means = blocks.means(block)
+        means2 = np.einsum("ij,ij->i", means, means)
+        means -= features.mean
+        projected = means @ basis
+        deviation2 = np.einsum("ij,ij->i", means, means)
+        projected2 = np.einsum("ij,ij->i", projected, projected)
+        tail = _tail_norm(norm2.astype(np.float64), means2, deviation2, projected2,
+                          blocks.area)
+        part = rows[start:start + len(block)]
+        part[:, :dimensions] = -2.0 * scale * projected
+        part[:, dimensions] = (
+            scale * projected2
+            - BOUND_SLACK * scale * deviation2
+            - 1e-7 * weight * norm2
+            + weight * (1.0 - BOUND_SLACK) * tail * tail
+        )
+        part[:, dimensions + 1] = 1.0
+        part[:, dimensions + 2] = -2.0 * weight * tail
+        part[:, dimensions + 3] = 1.0
+        cell_norm2[start:start + len(block)] = norm2
+        tail_norm[start:start + len(block)] = tail
+
+    # Blocks go to threads, each with BLAS on one core: products this small gain
+    # nothing from BLAS's own threads, which would spin on after them, beside the
+    # search that follows.
+    workers = worker_count(most=16) if count > CELL_BLOCK else 1
+    with one_blas_thread(), OrderedJobs(workers, name="mosaicist-cells") as jobs:
         for start in range(0, count, CELL_BLOCK):
-            block = cell_vectors[start:start + CELL_BLOCK]
-            flat = block.reshape(len(block), -1)
-            # Summed in int64 as read: a wide copy of the block costs more than the sum.
-            norm2 = np.einsum("ij,ij->i", flat, flat, dtype=np.int64)
-            means = blocks.means(block)
-            means2 = np.einsum("ij,ij->i", means, means)
-            means -= features.mean
-            projected = means @ basis
-            deviation2 = np.einsum("ij,ij->i", means, means)
-            projected2 = np.einsum("ij,ij->i", projected, projected)
-            tail = _tail_norm(norm2.astype(np.float64), means2, deviation2, projected2,
-                              blocks.area)
-            part = rows[start:start + len(block)]
-            part[:, :dimensions] = -2.0 * scale * projected
-            part[:, dimensions] = (
-                scale * projected2
-                - BOUND_SLACK * scale * deviation2
-                - 1e-7 * weight * norm2
-                + weight * (1.0 - BOUND_SLACK) * tail * tail
-            )
-            part[:, dimensions + 1] = 1.0
-            part[:, dimensions + 2] = -2.0 * weight * tail
-            part[:, dimensions + 3] = 1.0
-            cell_norm2[start:start + len(block)] = norm2
-            tail_norm[start:start + len(block)] = tail
+            jobs.submit(fill, start)
+        for _ in jobs.drain():
+            pass
     return rows, cell_norm2, tail_norm

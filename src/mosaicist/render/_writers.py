@@ -62,7 +62,6 @@ import zlib
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -70,7 +69,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from .._runtime import worker_count
+from .._runtime import OrderedJobs
 from ..errors import MosaicistError
 from ..paths import atomic_path
 from ..progress import progress_bar
@@ -395,49 +394,6 @@ class _Bands:
             raise ValueError(f"the bands hold {rows} rows, expected {self.height}")
 
 
-class _OrderedJobs:
-    """A thread pool whose results come back in submission order.
-
-    At most ``depth`` jobs are in flight, which bounds the memory their inputs
-    and outputs hold. With one worker, jobs run at once in the caller's thread.
-    """
-
-    def __init__(self, workers: int | None = None, depth: int | None = None) -> None:
-        # Each thread holds a block in flight; more than 16 would not fit the memory goal.
-        workers = workers or worker_count(most=16)
-        self._pool = (
-            ThreadPoolExecutor(workers, thread_name_prefix="mosaicist-write")
-            if workers > 1 else None
-        )
-        self._depth = depth or workers + 2
-        self._pending: deque[Future] = deque()
-
-    def submit(self, function: Callable[..., Any], *args: Any) -> list[Any]:
-        """Start ``function(*args)``; return the results now due, oldest first."""
-        if self._pool is None:
-            return [function(*args)]
-        self._pending.append(self._pool.submit(function, *args))
-        due = []
-        while len(self._pending) > self._depth or (self._pending and self._pending[0].done()):
-            due.append(self._pending.popleft().result())
-        return due
-
-    def drain(self) -> Iterator[Any]:
-        """Yield the results of every job still pending, in order."""
-        while self._pending:
-            yield self._pending.popleft().result()
-
-    def __enter__(self) -> _OrderedJobs:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for future in self._pending:
-            future.cancel()
-        self._pending.clear()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-
 class _RowChunker:
     """Regroup bands of any heights into chunks of exactly ``rows`` rows.
 
@@ -617,7 +573,7 @@ def _write_png(
             header = b""
             checksum = _adler32_combine(checksum, adler, length)
 
-    with _OrderedJobs() as jobs:
+    with OrderedJobs(name="mosaicist-write") as jobs:
         for block in _blocks(bands, max(1, BLOCK_BYTES // row_bytes)):
             rows = block.reshape(block.shape[0], row_bytes)
             emit(jobs.submit(_png_block, rows, previous, level))
@@ -728,7 +684,7 @@ def _write_jpeg(
     mcu = _jpeg_mcu_rows(options.get("subsampling", 0))
     block_rows = max(1, BLOCK_BYTES // (3 * width * mcu)) * mcu
     splicer = _JpegSplicer(handle, height)
-    with _OrderedJobs() as jobs:
+    with OrderedJobs(name="mosaicist-write") as jobs:
         for block in _blocks(bands, block_rows):
             for data in jobs.submit(_jpeg_block, block, options):
                 splicer.add(data)
@@ -847,7 +803,7 @@ class _TiffPyramid:
     """
 
     def __init__(
-        self, sizes: list[tuple[int, int]], codec: _TiffCodec, jobs: _OrderedJobs, spool: IO[bytes]
+        self, sizes: list[tuple[int, int]], codec: _TiffCodec, jobs: OrderedJobs, spool: IO[bytes]
     ) -> None:
         self.sizes = sizes
         self.codec = codec
@@ -946,7 +902,7 @@ def _write_tiff(
         **codec.arguments,
     }
     with (
-        _OrderedJobs() as jobs,
+        OrderedJobs(name="mosaicist-write") as jobs,
         tempfile.TemporaryFile(prefix=".mosaicist-spool-", dir=spool_dir) as spool,
     ):
         levels = _TiffPyramid(sizes, codec, jobs, spool)
