@@ -196,7 +196,8 @@ def test_ordered_jobs_left_on_an_error_start_nothing_more():
         time.sleep(0.01)
         return value
 
-    with pytest.raises(ValueError, match="first job"), OrderedJobs(2, depth=40, name="mosaicist-test-cancel") as jobs:
+    with (pytest.raises(ValueError, match="first job"),
+          OrderedJobs(2, depth=40, name="mosaicist-test-cancel") as jobs):
         for value in range(40):
             jobs.submit(job, value)
         list(jobs.drain())
