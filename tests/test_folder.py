@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import faulthandler
+import gc
 import json
 import os
 import signal
@@ -72,6 +73,22 @@ def test_bad_files_are_reported_and_skipped(odd, tmp_path, workers, monkeypatch)
     again = TileLibrary.open(FolderSource(odd, workers=workers), 8, cache_dir=tmp_path / "cache")
     assert again.stats.decoded == 0
     assert sorted(dict(again.stats.failed)) == sorted(BAD_FILES)
+
+
+def test_decoding_workers_are_forked_with_the_parents_objects_frozen(odd, tmp_path,
+                                                                   monkeypatch):
+    """A worker never collects garbage it inherited (a finaliser waiting on the parent's
+    threads hung it: a PyAV stream left from an earlier batch)."""
+    def watch(parent_pid: int) -> None:
+        (tmp_path / f"frozen-{os.getpid()}").write_text(str(gc.get_freeze_count()))
+
+    monkeypatch.setattr(folder_module, "_watch_parent", watch)
+    monkeypatch.setattr("mosaicist.sources.folder.DECODE_BATCH", 4)
+    library = TileLibrary.open(FolderSource(odd, workers=2), 8, cache_dir=tmp_path / "cache")
+    assert library.source_ids == GOOD_FILES
+    counts = [int(path.read_text()) for path in tmp_path.glob("frozen-*")]
+    assert counts and all(count > 0 for count in counts)
+    assert gc.get_freeze_count() == 0
 
 
 def test_pixel_limit_monkeypatched(odd, tmp_path, monkeypatch):

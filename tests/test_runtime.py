@@ -1,5 +1,7 @@
 """The process's shared pools and BLAS thread limits."""
 
+import contextlib
+import gc
 import multiprocessing
 import os
 import struct
@@ -12,7 +14,13 @@ from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
-from mosaicist._runtime import OrderedJobs, stop_process_pool, thread_pool, worker_count
+from mosaicist._runtime import (
+    OrderedJobs,
+    forking,
+    stop_process_pool,
+    thread_pool,
+    worker_count,
+)
 
 #: The pool whose forked worker tears a result (it inherits this global).
 _POOL: ProcessPoolExecutor | None = None
@@ -205,3 +213,49 @@ def test_ordered_jobs_left_on_an_error_start_nothing_more():
     assert len(started) < 40
     assert not any(thread.name.startswith("mosaicist-test-cancel")
                    for thread in threading.enumerate())
+
+
+def _child_finalises_garbage(frozen: bool) -> bool:
+    """Whether a child forked (in :func:`forking` or not) finalises the parent's garbage."""
+    parent = os.getpid()
+    read_end, write_end = os.pipe()
+
+    class Cyclic:
+        def __del__(self) -> None:
+            if os.getpid() != parent:
+                os.write(write_end, b"finalised")
+
+    gc.disable()  # the garbage must still be there at the fork
+    try:
+        garbage = Cyclic()
+        garbage.me = garbage  # type: ignore[attr-defined]
+        del garbage
+        with forking() if frozen else contextlib.nullcontext():
+            pid = os.fork()
+            if pid == 0:  # the child
+                gc.collect()
+                os._exit(0)
+        os.waitpid(pid, 0)
+    finally:
+        gc.enable()
+        gc.collect()  # the parent's own collector still finalises it
+    os.close(write_end)
+    try:
+        return os.read(read_end, 100) == b"finalised"
+    finally:
+        os.close(read_end)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
+def test_a_child_forked_in_forking_never_collects_the_parents_garbage():
+    assert _child_finalises_garbage(frozen=False)  # what a finaliser waiting on a thread hangs
+    assert not _child_finalises_garbage(frozen=True)
+    assert gc.get_freeze_count() == 0
+
+
+def test_forking_blocks_overlap_and_the_last_unfreezes():
+    with forking():
+        with forking():
+            assert gc.get_freeze_count() > 0
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0

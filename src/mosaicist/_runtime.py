@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import mmap
 import os
 import signal
@@ -217,6 +218,36 @@ def release_pages(array: np.ndarray) -> None:
 _lock = threading.Lock()
 _controller: dict[int, Any] = {}
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+_forking = {"count": 0}
+
+
+@contextlib.contextmanager
+def forking() -> Iterator[None]:
+    """Fork worker processes in this block: a child never collects the parent's objects.
+
+    A forked child inherits every object of the parent, its garbage too, but
+    only the thread that forked. The collector, run in the child, finalises
+    that garbage, and a finaliser that waits for one of the parent's other
+    threads waits forever: a PyAV video stream left over from an earlier
+    batch waited for its FFmpeg slice threads, and the indexing worker that
+    collected it never decoded a photo. The objects that exist when the
+    block starts are frozen (:func:`gc.freeze`: the collector never looks
+    at them, in the children it forks here), and unfrozen when the last of
+    overlapping blocks ends.
+    """
+    with _lock:
+        if _forking["count"] == 0:
+            gc.freeze()
+        _forking["count"] += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _forking["count"] -= 1
+            if _forking["count"] == 0:
+                gc.unfreeze()
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from .._runtime import end_with_parent, stop_process_pool, worker_count
+from .._runtime import end_with_parent, forking, stop_process_pool, worker_count
 from ..aspect import SQUARE, height_for
 from ..crop import Window
 from ..errors import SourceError, printable
@@ -139,10 +139,12 @@ def _decode_pooled(
             futures: dict[int, Future[list[_Decoded]]] = {}
             broken = False
             try:
-                for index in range(start, len(batches)):
-                    if index not in done:
-                        futures[index] = executor.submit(_decode_batch, batches[index],
-                                                         width_px, aspect, crop)
+                # The first submission forks every worker.
+                with forking():
+                    for index in range(start, len(batches)):
+                        if index not in done:
+                            futures[index] = executor.submit(_decode_batch, batches[index],
+                                                             width_px, aspect, crop)
             except BrokenProcessPool:
                 broken = True
             while not broken and start < len(batches):
@@ -192,7 +194,8 @@ def _decode_alone(
         target=_decode_and_send, args=(sender, os.getpid(), paths, width_px, aspect, crop),
         daemon=True,
     )
-    process.start()
+    with forking():
+        process.start()
     sender.close()  # else the receiver would never see the end of a process that died
     try:
         try:
