@@ -895,3 +895,22 @@ def test_score_names_a_mosaic_that_is_no_path(tmp_path):
         score_mosaic(np.zeros((8, 8, 3), np.uint8), target, 4)
     with pytest.raises(OptionError, match="target_path must be a path"):
         score_mosaic(target, 5, 4)
+
+
+# (cell_w, cell_h, view_w, view_h) whose blocks divide the cells: 16-bit sums (up to
+# 257 pixels a block), 32-bit ones, added slice by slice or (past 64 a side) summed.
+EVEN_SIZES = [(32, 32, 4, 4), (16, 16, 1, 1), (20, 20, 1, 1), (16, 64, 1, 1), (130, 2, 2, 1),
+              (6, 4, 3, 2)]
+
+
+@pytest.mark.parametrize(("cell_w", "cell_h", "view_w", "view_h"), EVEN_SIZES)
+@pytest.mark.parametrize("fill", ["random", "white"])
+def test_reduce_cells_of_divisible_blocks_sums_bytes_without_overflow(cell_w, cell_h, view_w,
+                                                                      view_h, fill):
+    image = random_image(3 * cell_h, 4 * cell_w, seed=cell_w * 7 + cell_h)
+    if fill == "white":
+        image[:] = 255  # the largest sums each width must hold
+    expected = area_average(image, cell_w, cell_h, view_w, view_h)
+    assert np.array_equal(reduce_cells(image, cell_w, view_w, cell_h, view_h), expected)
+    np.testing.assert_array_equal(
+        reduce_cells(image.astype(np.uint16), cell_w, view_w, cell_h, view_h), expected)

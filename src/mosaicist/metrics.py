@@ -369,21 +369,44 @@ def reduce_cells(
             # Integer sums are exact and several times faster than the einsum. The
             # rows of each view pixel are added first (whole image rows at a time),
             # then its columns: on a 7680x4320 mosaic 5-10 times faster than one sum
-            # over both axes. 32 bits hold the sum of 2^24 bytes.
-            if part.dtype == np.uint8 and step_x * step_y <= 1 << 24:
-                wide: type = np.uint32
+            # over both axes. 16 bits hold the sum of 257 bytes, 32 bits of 2^24.
+            pixels = step_x * step_y
+            if part.dtype == np.uint8 and pixels <= 257:
+                wide: type = np.uint16
+            elif part.dtype == np.uint8 and pixels <= 1 << 24:
+                wide = np.uint32
             else:
                 wide = np.uint64 if part.dtype.kind == "u" else np.float64
-            summed = part.reshape(count * view_h, step_y, cols * cell_px * 3).sum(
-                axis=1, dtype=wide)
-            summed = summed.reshape(count * view_h, cols * view_px, step_x, 3).sum(
-                axis=2, dtype=wide)
-            reduced = summed / float(step_x * step_y)
+            rows_first = part.reshape(count * view_h, step_y, cols * cell_px * 3)
+            if part.dtype.kind == "u" and max(step_x, step_y) <= _ADDED_STEPS:
+                # Slice by slice into a narrow sum: three times as fast as NumPy's
+                # reduction, which widens its input a buffer at a time.
+                summed = _added(rows_first, 1, wide)
+                summed = _added(summed.reshape(count * view_h, cols * view_px, step_x, 3),
+                                2, wide)
+            else:
+                summed = rows_first.sum(axis=1, dtype=wide)
+                summed = summed.reshape(count * view_h, cols * view_px, step_x, 3).sum(
+                    axis=2, dtype=wide)
+            reduced = summed / float(pixels)
         else:
             weighted, divisor = area_sums(part, cell_px, view_px, cell_h, view_h)
             reduced = weighted / float(divisor)
         out[start * view_h:stop * view_h] = reduced.reshape(count * view_h, -1, 3)
     return out
+
+
+#: Most slices :func:`reduce_cells` adds one by one (else NumPy's sum reduces them).
+_ADDED_STEPS = 64
+
+
+def _added(values: np.ndarray, axis: int, wide: type) -> np.ndarray:
+    """Sum of the unsigned ``values`` along ``axis``, one slice at a time, in ``wide``."""
+    slices = np.moveaxis(values, axis, 0)
+    total = slices[0].astype(wide)
+    for one in slices[1:]:
+        total += one
+    return total
 
 
 def view_height(view_px: int, aspect: tuple[int, int] = (1, 1)) -> int:
