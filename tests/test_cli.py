@@ -819,3 +819,36 @@ def test_in_another_programs_process_an_interrupt_neither_ends_nor_signals_it(mo
     before = sys.unraisablehook
     with cli._interrupts_kept():  # its hook would send SIGINT to this process
         assert sys.unraisablehook is before
+
+
+_ENDING = """
+import atexit, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+done = Path(sys.argv[1])
+atexit.register(lambda: print("atexit ran", flush=False))
+pool = ThreadPoolExecutor(1)  # an idle pool, as the process's kept ones are
+pool.submit(lambda: None).result()
+def late():
+    time.sleep(0.3)
+    done.write_text("finished")
+threading.Thread(target=late).start()  # not a daemon: waited for
+sys.stdout.write("unflushed ")
+sys.argv = ["mosaicist", *sys.argv[2:]]
+from mosaicist.__main__ import run
+run()
+"""
+
+
+@pytest.mark.parametrize(("arguments", "code"), [(["--version"], 0), (["frobnicate"], 2)])
+def test_a_command_that_ends_still_runs_the_exit_hooks(tmp_path, arguments, code):
+    # A command that succeeded ends without the interpreter's teardown: the hooks before
+    # it must run all the same (threads waited for, atexit, buffered output flushed).
+    done = tmp_path / "done"
+    ended = subprocess.run([sys.executable, "-c", _ENDING, str(done), *arguments],
+                           capture_output=True, text=True, timeout=60)
+    assert ended.returncode == code, ended.stderr
+    assert done.read_text() == "finished"
+    assert ended.stdout.startswith("unflushed ")
+    assert ended.stdout.rstrip().endswith("atexit ran")
+    assert "Traceback" not in ended.stderr

@@ -23,7 +23,37 @@ def run() -> None:
         sys.stderr.write("mosaicist: error: interrupted\n")
         raise SystemExit(130) from None
     cli.OWNS_PROCESS = True  # it may end or signal this process (see cli.OWNS_PROCESS)
-    main()
+    try:
+        main()
+    except SystemExit as stop:
+        if stop.code in (None, 0):
+            _end_now()
+        raise
+
+
+def _end_now() -> None:
+    """End a command that succeeded, without the interpreter's teardown.
+
+    A command has closed and renamed into place everything it wrote before
+    it returns: what the interpreter's exit would add is freeing every
+    object and module one by one (0.05 s after a million-tile make). What
+    it does first still runs: the thread pools' exit hooks stop and join
+    their threads (and every other thread that is not a daemon is waited
+    for), then :mod:`atexit`'s functions, then the standard streams are
+    flushed.
+    """
+    import atexit
+    import threading
+
+    threading._shutdown()  # type: ignore[attr-defined]  # what the interpreter's exit calls
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):  # a reader gone, a closed stream: as at any exit
+            pass
+    os._exit(0)
 
 
 def _null_if_closed(name: str, descriptor: int) -> None:
