@@ -227,15 +227,17 @@ def test_lab_of_bytes_is_the_lab_of_their_values():
 
 
 @pytest.mark.parametrize("rows", [1, 2, 301])
-def test_ciede2000_on_two_threads_is_the_same(monkeypatch, rows):
+def test_view_measures_on_two_threads_are_the_same(monkeypatch, rows):
     from mosaicist import metrics
 
     monkeypatch.setattr(metrics, "_THREADED_DELTA_E_ELEMENTS", 1)
     rng = np.random.default_rng(rows)
     first = rng.uniform(0, 255, (rows, 37, 3))
     second = rng.uniform(0, 255, (rows, 37, 3))
-    assert np.array_equal(metrics._delta_e_2000_threaded(first, second),
-                          delta_e_2000(first, second))
+    difference, ssim, ssim_rgb = metrics._view_measures(first, second)
+    assert np.array_equal(difference, delta_e_2000(first, second))
+    assert ssim == metrics._ssim_luma(first, second)
+    assert ssim_rgb == metrics._ssim_rgb(first, second)
 
 
 @pytest.mark.parametrize(("height", "width"), [(40, 60), (7, 7), (5, 9), (3, 4), (31, 8)])

@@ -302,20 +302,32 @@ def _delta_e_2000(rgb_a: np.ndarray, rgb_b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(squared, 0.0))
 
 
-def _delta_e_2000_threaded(rgb_a: np.ndarray, rgb_b: np.ndarray) -> np.ndarray:
-    """:func:`delta_e_2000` of two ``(rows, cols, 3)`` images, halves on two threads.
+def _view_measures(
+    view_a: np.ndarray, view_b: np.ndarray,
+) -> tuple[np.ndarray, float | None, float | None]:
+    """CIEDE2000 of every pixel, SSIM of the luma and of the channels, of two views.
 
-    NumPy lets go of the interpreter in each operation on large arrays, so
-    the halves run side by side on two cores.
+    On two threads where the views are large: one takes the lower half's
+    CIEDE2000 and the luma's SSIM, the other the upper half's and the
+    channels' SSIM (NumPy lets go of the interpreter in each operation on
+    large arrays, so they run side by side on two cores). The results are
+    those of one thread, to the bit.
     """
-    rows = len(rgb_a)
-    if rows < 2 or rgb_a.size < _THREADED_DELTA_E_ELEMENTS or worker_count(most=2) < 2:
-        return delta_e_2000(rgb_a, rgb_b)
+    rows = len(view_a)
+    if rows < 2 or view_a.size < _THREADED_DELTA_E_ELEMENTS or worker_count(most=2) < 2:
+        return (delta_e_2000(view_a, view_b), _ssim_luma(view_a, view_b),
+                _ssim_rgb(view_a, view_b))
     half = rows // 2
+
+    def lower() -> tuple[np.ndarray, float | None]:
+        return delta_e_2000(view_a[half:], view_b[half:]), _ssim_luma(view_a, view_b)
+
     with ThreadPoolExecutor(1, thread_name_prefix="mosaicist-metrics") as pool:
-        lower = pool.submit(delta_e_2000, rgb_a[half:], rgb_b[half:])
-        upper = delta_e_2000(rgb_a[:half], rgb_b[:half])
-        return np.concatenate([upper, lower.result()])
+        other = pool.submit(lower)
+        upper = delta_e_2000(view_a[:half], view_b[:half])
+        ssim_rgb = _ssim_rgb(view_a, view_b)
+        below, ssim = other.result()
+    return np.concatenate([upper, below]), ssim, ssim_rgb
 
 
 def _check_view_px(view_px: int) -> None:
@@ -768,13 +780,12 @@ class FidelityMeter:
             raise ValueError("no bands were measured")
         view_mosaic = np.concatenate(self._views)
         view_target = np.concatenate(self._target_views)
-        difference = _delta_e_2000_threaded(view_mosaic, view_target)
-        ssim = _ssim_luma(view_mosaic, view_target)
+        difference, ssim, ssim_rgb = _view_measures(view_mosaic, view_target)
         result = {
             "psnr_full": psnr(self._squared_error / self._pixels),
             "psnr_view": psnr(float(np.mean((view_mosaic - view_target) ** 2))),
             "ssim_view": ssim,
-            "ssim_rgb_view": _ssim_rgb(view_mosaic, view_target),
+            "ssim_rgb_view": ssim_rgb,
             "ciede2000_mean_view": float(difference.mean()),
             "ciede2000_p95_view": float(np.percentile(difference, 95)),
             "colourfulness_view": colourfulness(view_mosaic),
