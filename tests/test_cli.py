@@ -852,3 +852,13 @@ def test_a_command_that_ends_still_runs_the_exit_hooks(tmp_path, arguments, code
     assert ended.stdout.startswith("unflushed ")
     assert ended.stdout.rstrip().endswith("atexit ran")
     assert "Traceback" not in ended.stderr
+
+
+def test_a_profiled_command_still_writes_its_profile(tmp_path):
+    # cProfile writes its results once the command returns: the quick ending must wait.
+    profile = tmp_path / "run.prof"
+    ended = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(profile), "-m",
+                            "mosaicist", "--version"], capture_output=True, text=True,
+                           timeout=60)
+    assert ended.returncode == 0, ended.stderr
+    assert profile.stat().st_size > 0

@@ -26,7 +26,10 @@ def run() -> None:
     try:
         main()
     except SystemExit as stop:
-        if stop.code in (None, 0):
+        # Not under a profiler or tracer (cProfile, trace write their results once this
+        # returns), nor with an interactive prompt to follow (python -i).
+        if (stop.code in (None, 0) and sys.getprofile() is None and sys.gettrace() is None
+                and not sys.flags.inspect and not os.environ.get("PYTHONINSPECT")):
             _end_now()
         raise
 
