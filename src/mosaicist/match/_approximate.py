@@ -771,6 +771,13 @@ def match_approximate(
     99.99% on the grey camera man (57,600), with the match 0.3-0.4 s
     shorter at 16 than at 32: depth 100, 64 and 16 candidates are the
     graph's defaults.
+
+    The walks then ran on both cores a chunk at a time (OpenMP), waiting at
+    each chunk's end for the slower core, with one core idle through the
+    re-rank. Chunks of 1,024 cells, one per thread, each walking on one core,
+    took the search and re-rank loop from 0.61-0.63 s to 0.52-0.53 s on the
+    same cells (the picks the same), and the make's match phase, with the
+    features mapped rather than read, from 1.16 s to 0.77 s.
     """
     # A bad setting is reported before any work.
     if structure is not None and structure not in STRUCTURES:
