@@ -952,8 +952,9 @@ def test_a_history_row_whose_id_is_no_run_id_neither_stops_the_studio_nor_is_lis
     # not a run id") when its runs were marked as cut off.
     Studio(cache_dir=tmp_path, home=world["home"]).close()
     with contextlib.closing(sqlite3.connect(tmp_path / "studio" / "history.sqlite")) as db:
-        db.execute("INSERT INTO runs VALUES ('../../x', 1, 'running', 'n', 'cifar10', '{}', "
-                   "'c', NULL, NULL, '{}')")
+        db.execute("INSERT INTO runs(id, created, status, target_name, tiles, settings, "
+                   "command, report, error, outputs) VALUES ('../../x', 1, 'running', 'n', "
+                   "'cifar10', '{}', 'c', NULL, NULL, '{}')")
         db.commit()
     studio = Studio(cache_dir=tmp_path, home=world["home"])
     try:
@@ -976,3 +977,117 @@ def test_a_run_whose_report_is_damaged_is_still_drawn_again(served, indexed):
     assert run["status"] == "done" and run["report"]["tile_px"] == 8
     for run_id in (again, source):
         assert api.delete(f"/api/runs/{run_id}").status_code == 200
+
+
+def test_a_history_that_cannot_be_used_is_a_fault_of_the_server_not_of_the_request(
+        tmp_path, world):
+    # A damaged database under a serving studio answered 400, telling the page that what
+    # it sent was wrong.
+    with studio_server(tmp_path / "cache", world) as (api, studio, _):
+        assert api.get("/api/runs").status_code == 200
+        database = studio.history.database
+        for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+            if path.exists():
+                path.write_bytes(b"not a database " * 500)
+        for response in (api.get("/api/runs"), api.get(f"/api/runs/{'0' * 32}"),
+                         api.delete(f"/api/runs/{'0' * 32}")):
+            assert response.status_code == 503, response.text
+            assert "history" in error_of(response)
+        # What does not touch the history still answers.
+        assert api.get("/api/state").status_code == 200
+
+
+# --- uploaded targets nobody needs ---------------------------------------------------------
+
+
+def age(path: Path, seconds: float) -> None:
+    """Make ``path`` look last changed ``seconds`` ago."""
+    when = time.time() - seconds
+    os.utime(path, (when, when))
+
+
+def stored_target(studio: Studio, api: Api, picture: np.ndarray, name: str) -> Path:
+    """Upload ``picture``; its stored file, made to look two days old (with its description)."""
+    response = api.post("/api/targets", files={"file": (name, png_bytes(picture), "image/png")})
+    assert response.status_code == 201, response.text
+    path = studio.targets / f"{response.json()['id']}.png"
+    for file in (path, path.with_suffix(".json")):
+        age(file, 2 * 24 * 3600)
+    return path
+
+
+def test_uploaded_targets_nothing_needs_are_removed_and_the_others_kept(tmp_path, world,
+                                                                         indexed):
+    # Every upload stayed in the studio's folder forever.
+    cache = tmp_path / "cache"
+    with studio_server(cache, world) as (api, studio, _):
+        unused = stored_target(studio, api, gradient(40, 30), "unused.png")
+        made = stored_target(studio, api, gradient(48, 32), "made.png")
+        old_row = stored_target(studio, api, gradient(36, 36), "old-row.png")
+        recent = studio.targets / f"{api.upload()['id']}.png"
+        # A row of a history written before runs recorded their target: its command names it.
+        with contextlib.closing(sqlite3.connect(studio.history.database)) as db:
+            db.execute("INSERT INTO runs(id, created, status, target_name, tiles, settings, "
+                       "command, outputs) VALUES (?, 1, 'done', 'n', 'cifar10', '{}', ?, '{}')",
+                       ("1" * 32, f"mosaicist make '{old_row}' --tiles cifar10"))
+            db.commit()
+        run_id = api.post("/api/runs", {"target": made.stem, "tiles": indexed,
+                                        "settings": SETTINGS}).json()["id"]
+        assert api.events(f"/api/runs/{run_id}/events")[-1][0] == "done"
+        age(made, 2 * 24 * 3600)
+        # Not the studio's: a link and other names are never removed.
+        outside = tmp_path / "outside.png"
+        outside.write_bytes(b"x")
+        link = studio.targets / f"{'2' * 32}.png"
+        link.symlink_to(outside)
+        other = studio.targets / "notes.txt"
+        other.write_text("mine")
+        for path in (link, other):
+            os.utime(path, (1, 1), follow_symlinks=False)
+        # The run ended: the target no run refers to was removed with its description (by
+        # the thread that followed the run, just after its end was told).
+        wait_until(lambda: not unused.exists(), 30, "the unused target to be removed")
+        assert not unused.with_suffix(".json").exists()
+        assert made.exists() and old_row.exists() and recent.exists()
+        assert link.is_symlink() and outside.exists() and other.exists()
+        assert studio.clean_targets() == []
+        # Its run deleted, the picture goes too; one used since (a preview) stays.
+        api.post("/api/command", {"target": old_row.stem, "tiles": indexed,
+                                  "settings": SETTINGS})
+        assert api.delete(f"/api/runs/{run_id}").status_code == 200
+        assert not made.exists()
+        with contextlib.closing(sqlite3.connect(studio.history.database)) as db:
+            db.execute("DELETE FROM runs WHERE id = ?", ("1" * 32,))
+            db.commit()
+        assert studio.clean_targets() == [] and old_row.exists()
+        response = api.post("/api/command", {"target": made.stem, "tiles": indexed,
+                                             "settings": SETTINGS})
+        assert response.status_code == 404 and "choose it again" in error_of(response)
+        for file in (recent, recent.with_suffix(".json")):
+            age(file, 2 * 24 * 3600)
+    # At the start of the next studio.
+    with studio_server(cache, world) as (api, studio, _):
+        assert not recent.exists() and old_row.exists()
+
+
+def test_the_target_of_a_run_still_being_made_is_kept(tmp_path, world, indexed):
+    cache = tmp_path / "cache"
+    with studio_server(cache, world) as (api, studio, _):
+        target = stored_target(studio, api, gradient(64, 48), "slow.png")
+        running = api.post("/api/runs", {"target": target.stem, "tiles": indexed,
+                                         "settings": SLOW}).json()["id"]
+        queued = api.post("/api/runs", {"target": target.stem, "tiles": indexed,
+                                        "settings": SETTINGS}).json()["id"]
+        wait_running(api, running)
+        age(target, 2 * 24 * 3600)
+        # Even with its rows gone from under it (a hand-edited history), the jobs hold it.
+        with contextlib.closing(sqlite3.connect(studio.history.database)) as db:
+            db.execute("UPDATE runs SET target = NULL, command = 'x' WHERE id IN (?, ?)",
+                       (running, queued))
+            db.commit()
+        assert studio.clean_targets() == [] and target.exists()
+        assert api.post(f"/api/runs/{running}/cancel").json()["status"] == "cancelled"
+        assert api.events(f"/api/runs/{queued}/events")[-1][0] == "done", "its target is gone"
+        for run_id in (running, queued):
+            assert api.delete(f"/api/runs/{run_id}").status_code == 200
+        assert not target.exists()

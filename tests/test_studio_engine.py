@@ -166,6 +166,35 @@ def test_history_records_runs_newest_first_and_deletes_them(tmp_path):
     assert not orphan.exists() and second.folder.is_dir()
 
 
+def test_history_records_each_runs_target_and_reads_older_rows_from_their_command(tmp_path):
+    # A history made before runs recorded their target: the column is added when opened,
+    # and its rows' targets are read from the stored paths their command lines name.
+    import sqlite3
+
+    folder = tmp_path / "studio"
+    folder.mkdir()
+    old, named = "a" * 32, "b" * 32
+    with sqlite3.connect(folder / "history.sqlite") as db:
+        db.execute("CREATE TABLE runs (id TEXT PRIMARY KEY, created REAL NOT NULL, status TEXT "
+                   "NOT NULL, target_name TEXT NOT NULL, tiles TEXT NOT NULL, settings TEXT NOT "
+                   "NULL, command TEXT NOT NULL, report TEXT, error TEXT, outputs TEXT NOT NULL)")
+        db.execute("INSERT INTO runs VALUES (?, 1, 'done', 'n', 'cifar10', '{}', ?, NULL, NULL, "
+                   "'{}')", ("1" * 32, f"mosaicist make /c/studio/targets/{old}.png -o x"))
+        db.execute("INSERT INTO runs VALUES (?, 2, 'done', 'n', 'cifar10', '{}', 'mosaicist "
+                   "render p.json', ?, NULL, '{}')",
+                   ("2" * 32, json.dumps({"target": f"/c/studio/targets/{named}.jpg"})))
+        db.execute("INSERT INTO runs VALUES (?, 3, 'done', 'n', 'cifar10', '{}', ?, NULL, NULL, "
+                   "'{}')", ("3" * 32, f"mosaicist make /c/other/{'c' * 32}.png"))
+    db.close()
+    history = History(tmp_path)
+    made = history.create(target_name="t", tiles="cifar10", settings={}, command="c",
+                          target="d" * 32)
+    assert history.get(made.id).target == "d" * 32 and history.get("1" * 32).target is None
+    assert history.targets_in_use() == {old, named, "d" * 32}
+    with pytest.raises(ValueError):
+        history.create(target_name="t", tiles="x", settings={}, command="c", target="../x")
+
+
 _HAMMER = textwrap.dedent('''
     import sys
     from mosaicist.studio._history import History

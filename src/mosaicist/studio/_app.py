@@ -32,7 +32,17 @@ Every request passes the guard of :mod:`mosaicist.web` first: ``Host`` must
 name this server; POST and DELETE carry the page's token and come from the
 page's own origin. Files are read only inside the folders this studio may
 read (the user's home and the ``--root`` folders) and its own cache, and
-served only from inside their resolved folders.
+served only from inside their resolved folders. A history that cannot be
+read or written is a fault of the server, answered 503 in one sentence.
+
+Uploaded targets (``studio/targets/``) are removed once nothing needs them
+(:meth:`Studio.clean_targets`, when the studio starts, after each run ends
+and after a run is deleted): a picture is kept while a run of the history
+was made from it (its command line names it; an overlay drawn again reads
+it), while a make job that uses it waits or runs, and for
+:data:`TARGETS_KEPT_SECONDS` after it was last uploaded or used (a page
+left open keeps the picture it shows). Only the studio's own stored
+pictures and their descriptions are ever removed there.
 """
 
 from __future__ import annotations
@@ -42,8 +52,10 @@ import ipaddress
 import json
 import os
 import re
+import stat
 import sys
 import threading
+import time
 import urllib.parse
 import webbrowser
 from collections import OrderedDict
@@ -64,7 +76,7 @@ from ..errors import MosaicistError, OptionError
 from ..imaging import IMAGE_EXTENSIONS
 from ..match import fitted_matcher
 from ..options import MosaicOptions, settings
-from ..paths import atomic_path
+from ..paths import atomic_path, remove_dead_temporaries
 from ..paths import cache_dir as default_cache_dir
 from ..sources import ARRAY_SUFFIXES, _split_key
 from ..viewer._server import ViewerSite
@@ -86,7 +98,7 @@ from ..web import (
 from ._command import command_line, render_command_line
 from ._examples import example_path, examples
 from ._form import DATASETS, presets_form, quoted, settings_form
-from ._history import ACTIVE_STATUSES, History, Run
+from ._history import ACTIVE_STATUSES, History, HistoryError, Run
 from ._jobs import JobEvent, Jobs, Subscription
 from ._preview import Previewer
 from ._uploads import MAX_UPLOAD_BYTES, accept_target
@@ -114,6 +126,12 @@ PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; "
                "img-src 'self' data: blob:; connect-src 'self'; frame-src 'self'; "
                "font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 _ID = re.compile(r"[0-9a-f]{32}")
+#: Seconds an uploaded target no run needs is kept after it was last uploaded or used.
+TARGETS_KEPT_SECONDS = 24 * 3600.0
+#: Seconds between two marks of a stored target as used (see :meth:`Studio._mark_used`).
+TARGET_MARK_SECONDS = 3600.0
+#: The files of the targets folder that :meth:`Studio.clean_targets` may remove.
+_TARGET_FILE = re.compile(r"([0-9a-f]{32})\.(?:jpg|png|json)")
 #: Output kinds shown inline (pictures of the page) rather than downloaded.
 _INLINE_KINDS = ("thumbnail",)
 
@@ -166,7 +184,11 @@ class Studio:
         self.interrupted = self.history.mark_interrupted()
         self.targets = self.history.root / "targets"
         self.targets.mkdir(parents=True, exist_ok=True)
+        # Held while a stored target is found and marked as used, and while unused ones
+        # are removed: a picture is never removed between the two.
+        self._targets_lock = threading.Lock()
         self.jobs = Jobs(self.history, self.cache_dir)
+        self.jobs.on_run_end = lambda run_id: self.clean_targets(quiet=True)
         self.previewer = Previewer(self.cache_dir)
         self.stopping = threading.Event()
         self._preview_lock = threading.Lock()
@@ -181,6 +203,8 @@ class Studio:
         # being drawn again is not deleted under its render.
         self._sources_lock = threading.Lock()
         self._closed = False
+        # Best effort: a folder that cannot be read must not keep the studio from starting.
+        self.clean_targets(quiet=True)
 
     # -- lifetime -------------------------------------------------------------------------
 
@@ -300,7 +324,7 @@ class Studio:
             raise WebError(400, "choose a picture first (the target is not an uploaded one)")
         for suffix in (".jpg", ".png"):
             path = self.targets / f"{value}{suffix}"
-            if path.is_file():
+            if self._mark_used(path):
                 info: dict[str, Any] = {"id": value, "name": "target"}
                 with contextlib.suppress(OSError, ValueError):
                     described = json.loads(path.with_suffix(".json").read_text("utf-8"))
@@ -434,11 +458,104 @@ class Studio:
         dict
         """
         with self._decoding:
-            path, info = accept_target(data, filename, self.targets)
+            for _ in range(2):
+                try:
+                    path, info = accept_target(data, filename, self.targets)
+                except FileNotFoundError:
+                    continue  # an old copy was removed as it was found: stored again
+                if self._mark_used(path):
+                    break
+            else:
+                raise WebError(503, "the picture could not be stored; send it again")
         described = {key: info[key] for key in ("id", "name", "width", "height")}
         with atomic_path(path.with_suffix(".json")) as temporary:
             temporary.write_text(json.dumps(described), encoding="utf-8")
         return described
+
+    def _mark_used(self, path: Path) -> bool:
+        """Mark a stored target as used now (its modification time); whether it is there.
+
+        Marked at most every :data:`TARGET_MARK_SECONDS`: the preview reads
+        the picture again when its times change, and must not on every change
+        of a setting.
+        """
+        with self._targets_lock:
+            try:
+                status = path.stat()
+                if not stat.S_ISREG(status.st_mode):
+                    return False
+                if status.st_mtime < time.time() - TARGET_MARK_SECONDS:
+                    os.utime(path)
+            except OSError:
+                return False
+            return True
+
+    def clean_targets(self, *, quiet: bool = False) -> list[str]:
+        """Remove the uploaded targets nothing needs any more; return the ids removed.
+
+        A stored picture (and its description) is removed when no run of
+        the history was made from it, no make job waiting or running uses
+        it, and it was neither uploaded nor used (previewed, made...) in the
+        last :data:`TARGETS_KEPT_SECONDS`. Only regular files named as the
+        studio names them, directly in its targets folder, are removed;
+        nothing is when that folder is a link.
+
+        Parameters
+        ----------
+        quiet : bool
+            Keep everything, silently, when the history cannot be read
+            (after a run, in a job's thread); otherwise that is raised.
+
+        Returns
+        -------
+        list of str
+
+        Raises
+        ------
+        HistoryError
+            When the history cannot be read and ``quiet`` is false.
+        """
+        try:
+            return self._clean_targets()
+        except (HistoryError, OSError):
+            if not quiet:
+                raise
+            return []
+
+    def _clean_targets(self) -> list[str]:
+        if self.targets.is_symlink() or not self.targets.is_dir():
+            return []
+        removed: list[str] = []
+        with self._targets_lock:
+            needed = self.history.targets_in_use()
+            needed |= {path.stem for path in self.jobs.targets()
+                       if path.parent == self.targets}
+            oldest = time.time() - TARGETS_KEPT_SECONDS
+            stale: dict[str, list[Path]] = {}
+            fresh: set[str] = set()
+            with os.scandir(self.targets) as entries:
+                for entry in entries:
+                    match = _TARGET_FILE.fullmatch(entry.name)
+                    if match is None or match.group(1) in needed:
+                        continue
+                    with contextlib.suppress(OSError):
+                        if not entry.is_file(follow_symlinks=False):
+                            continue
+                        if entry.stat(follow_symlinks=False).st_mtime >= oldest:
+                            fresh.add(match.group(1))
+                        else:
+                            stale.setdefault(match.group(1), []).append(Path(entry.path))
+            for target_id, paths in stale.items():
+                if target_id in fresh:
+                    continue  # its picture (or description) was used lately: kept whole
+                for path in paths:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                removed.append(target_id)
+        # What uploads killed mid-write left (their writer is gone).
+        with contextlib.suppress(OSError):
+            remove_dead_temporaries(self.targets, 60.0, below=False)
+        return sorted(removed)
 
     def accept_example(self, name: object) -> dict[str, Any]:
         """``POST /api/targets/example``: store one of the examples as a target.
@@ -694,7 +811,8 @@ class Studio:
             raise WebError(400, error.message(quoted)) from None
         _check_sizes(target, str(info["name"]), options)
         run = self.history.create(target_name=str(info["name"]), tiles=tiles,
-                                  settings=options.to_json(), command=command)
+                                  settings=options.to_json(), command=command,
+                                  target=str(info["id"]))
         try:
             self.jobs.start_make(run, target, tiles, options)
         except BaseException:
@@ -739,7 +857,8 @@ class Studio:
                 raise WebError(400, error.message(quoted)) from None
             run = self.history.create(
                 target_name=source.target_name, tiles=source.tiles, settings=options.to_json(),
-                command=render_command_line(str(placements), options.tile_px))
+                command=render_command_line(str(placements), options.tile_px),
+                target=source.target)
             try:
                 self.jobs.start_render(run, source, options.tile_px)
             except BaseException:
@@ -802,10 +921,13 @@ class Studio:
                 self._viewers.pop(run_id, None)
             try:
                 deleted = self.history.delete(run_id)
+            except HistoryError:
+                raise
             except MosaicistError as error:
                 raise WebError(409, str(error)) from None
         if not deleted:
             raise WebError(404, "there is no such mosaic in the history")
+        self.clean_targets(quiet=True)
         return {"deleted": run_id}
 
     def run_file(self, run_id: str, kind: str) -> Response:
@@ -1153,7 +1275,7 @@ def _routes(studio: Studio) -> list[Route]:
         return site.answer(route, f"/runs/{run_id}/view/")
 
     read = ["GET"]
-    return [
+    routes = [
         Route("/", page, methods=read),
         Route("/assets/{route:path}", assets, methods=read),
         Route("/api/state", state, methods=read),
@@ -1177,6 +1299,27 @@ def _routes(studio: Studio) -> list[Route]:
         Route("/runs/{id}/view", view, methods=read),
         Route("/runs/{id}/view/{route:path}", view, methods=read),
     ]
+    return [Route(route.path, _history_faults_as_503(route.endpoint), methods=route.methods)
+            for route in routes]
+
+
+def _history_faults_as_503(endpoint: Callable[[Request], Any]) -> Callable[[Request], Any]:
+    """``endpoint`` answering a history that cannot be used with 503, not 400.
+
+    The package's apps answer a :class:`MosaicistError` as the request's
+    fault (400); a damaged database or a full disk under the history is
+    the server's, and the page must not tell its user to change what they sent.
+    """
+
+    async def answer(request: Request) -> Response:
+        try:
+            response: Response = await endpoint(request)
+        except HistoryError as error:
+            raise WebError(503, str(error).splitlines()[0] if str(error) else
+                           "the studio's history cannot be used") from None
+        return response
+
+    return answer
 
 
 def make_studio_app(studio: Studio, *, host: str, port: int) -> Guard:

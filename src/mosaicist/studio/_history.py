@@ -13,6 +13,17 @@ before its folder is removed, so a folder without a row is always debris of
 an interrupted delete (or create), removed when the history is next opened.
 Runs still ``queued`` or ``running`` when the server stopped are marked
 ``interrupted`` by :meth:`History.mark_interrupted` when it starts again.
+
+Each run names the stored target picture it was made from (``target``, the
+id of ``studio/targets/<id>.jpg|png``; a drawing again inherits its
+source's): :meth:`History.targets_in_use` tells the studio which uploads a
+run still needs (its command line names it, and an overlay drawn again
+reads it). Rows written before that column existed are read from their
+command line and report, which name the stored picture's path.
+
+A history that cannot be read or written (a damaged database, a full or
+read-only disk) raises :class:`HistoryError`: a fault of the server's side,
+not of a request.
 """
 
 from __future__ import annotations
@@ -55,6 +66,8 @@ UPDATABLE = ("status", "target_name", "tiles", "settings", "command", "report", 
 BUSY_TIMEOUT_SECONDS = 30.0
 
 _ID = re.compile(r"[0-9a-f]{32}")
+#: A stored target's path as a command line or report names it (``.../targets/<id>.png``).
+_TARGET_PATH = re.compile(r"targets[/\\]([0-9a-f]{32})\.(?:jpg|png)(?![0-9A-Za-z])")
 # The owner locks this process holds, by lock file (a POSIX lock belongs to the
 # process, and closing any descriptor of the file would release it: one each).
 _OWNED: dict[str, int] = {}
@@ -82,8 +95,14 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_created ON runs(created);
 """
+#: Columns added since the first schema, with their SQL types (added when missing).
+_ADDED_COLUMNS = {"target": "TEXT"}
 _COLUMNS = ("id", "created", "status", "target_name", "tiles", "settings", "command", "report",
-            "error", "outputs")
+            "error", "outputs", "target")
+
+
+class HistoryError(MosaicistError):
+    """The history cannot be read or written: a fault of the server's side, not the request's."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +133,9 @@ class Run:
         ``<cache>/studio/runs/<id>/``: its files.
     outputs : dict
         Kind (see :data:`OUTPUT_KINDS`) -> file name inside ``folder``.
+    target : str or None
+        The id of the stored target picture it was made from (None: not
+        recorded, or not one of the studio's uploads).
     """
 
     id: str
@@ -127,6 +149,7 @@ class Run:
     error: str | None
     folder: Path
     outputs: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -148,7 +171,8 @@ class Run:
         return {"id": self.id, "created": self.created, "status": self.status,
                 "target_name": self.target_name, "tiles": self.tiles,
                 "settings": self.settings, "command": self.command, "report": self.report,
-                "error": self.error, "folder": str(self.folder), "outputs": dict(self.outputs)}
+                "error": self.error, "folder": str(self.folder), "outputs": dict(self.outputs),
+                "target": self.target}
 
 
 class History:
@@ -165,7 +189,7 @@ class History:
 
     Raises
     ------
-    MosaicistError
+    HistoryError
         When the history database cannot be opened or is not one.
     """
 
@@ -177,13 +201,14 @@ class History:
         try:
             self.runs_folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise MosaicistError(f"{self.root}: cannot create the studio's folder: "
+            raise HistoryError(f"{self.root}: cannot create the studio's folder: "
                                  f"{error.strerror or error}") from None
         with self._connect() as connection:
             # WAL: readers never wait for the writer; FULL: a committed change
             # survives a power cut, not only a crash of the process.
             connection.execute("PRAGMA journal_mode=WAL")
             connection.executescript(_SCHEMA)
+            self._add_columns(connection)
         self._remove_orphans()
 
     # -- reading ----------------------------------------------------------------------
@@ -206,6 +231,35 @@ class History:
         # A row whose id is not one (a damaged history) names no folder of its own.
         return [self._run(row) for row in rows if isinstance(row[0], str) and _ID.fullmatch(row[0])]
 
+    def targets_in_use(self) -> set[str]:
+        """The ids of the stored targets that runs of the history were made from.
+
+        Every run counts, whatever its status: its command line names the
+        picture, and a run drawn again with an overlay reads it. A row
+        without a recorded target (written before the column existed) is
+        read from the paths its command line and report name.
+
+        Returns
+        -------
+        set of str
+
+        Raises
+        ------
+        HistoryError
+            When the history cannot be read.
+        """
+        with self._connect() as connection:
+            rows = connection.execute("SELECT target, command, report FROM runs").fetchall()
+        found: set[str] = set()
+        for target, command, report in rows:
+            if isinstance(target, str) and _ID.fullmatch(target):
+                found.add(target)
+                continue
+            for text in (command, report):
+                if isinstance(text, str):
+                    found.update(_TARGET_PATH.findall(text))
+        return found
+
     def folder(self, run_id: str) -> Path:
         """The folder of run ``run_id`` (whether or not it exists)."""
         if not _ID.fullmatch(run_id):
@@ -215,7 +269,7 @@ class History:
     # -- changing ---------------------------------------------------------------------
 
     def create(self, *, target_name: str, tiles: str, settings: dict[str, Any],
-               command: str) -> Run:
+               command: str, target: str | None = None) -> Run:
         """Record a new run, ``queued``, and make its empty folder.
 
         Parameters
@@ -228,18 +282,23 @@ class History:
             ``MosaicOptions.to_json()`` of the run.
         command : str
             The equivalent command line.
+        target : str, optional
+            The id of the stored target picture it is made from.
 
         Returns
         -------
         Run
             The new run.
         """
+        if target is not None and not _ID.fullmatch(target):
+            raise ValueError(f"{target!r} is not a stored target's id")
         run_id = uuid.uuid4().hex
         values = (run_id, time.time(), "queued", str(target_name), str(tiles),
-                  _dump(settings), str(command), None, None, _dump({}))
+                  _dump(settings), str(command), None, None, _dump({}), target)
         with self._connect() as connection, _transaction(connection):
             connection.execute(
-                f"INSERT INTO runs({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * 10)})", values)
+                f"INSERT INTO runs({', '.join(_COLUMNS)}) VALUES "
+                f"({', '.join('?' * len(_COLUMNS))})", values)
         # After the row: a folder without a row is debris (see _remove_orphans).
         self.folder(run_id).mkdir(parents=True, exist_ok=True)
         run = self.get(run_id)
@@ -374,7 +433,7 @@ class History:
             try:
                 descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except OSError as error:
-                raise MosaicistError(f"{path}: cannot open the studio's lock: "
+                raise HistoryError(f"{path}: cannot open the studio's lock: "
                                      f"{error.strerror or error}") from None
             try:
                 fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -391,16 +450,25 @@ class History:
             connection = sqlite3.connect(self.database, timeout=BUSY_TIMEOUT_SECONDS,
                                          isolation_level=None, check_same_thread=False)
         except sqlite3.Error as error:
-            raise MosaicistError(f"{self.database}: cannot open the studio's history: "
+            raise HistoryError(f"{self.database}: cannot open the studio's history: "
                                  f"{error}") from None
         try:
             connection.execute("PRAGMA synchronous=FULL")
             yield connection
         except sqlite3.DatabaseError as error:
-            raise MosaicistError(f"{self.database}: the studio's history cannot be used: "
+            raise HistoryError(f"{self.database}: the studio's history cannot be used: "
                                  f"{error}") from None
         finally:
             connection.close()
+
+    @staticmethod
+    def _add_columns(connection: sqlite3.Connection) -> None:
+        """Add the columns a history made by an earlier version lacks (one transaction)."""
+        with _transaction(connection):
+            present = {row[1] for row in connection.execute("PRAGMA table_info(runs)")}
+            for name, kind in _ADDED_COLUMNS.items():
+                if name not in present:
+                    connection.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
 
     def _run(self, row: tuple) -> Run:
         """A row as a run; a damaged field reads as empty, never as an error.
@@ -430,6 +498,8 @@ class History:
             folder=self.runs_folder / values["id"],
             outputs={kind: name for kind, name in outputs.items()
                      if kind in OUTPUT_KINDS and _plain_name(name)},
+            target=values["target"] if isinstance(values["target"], str)
+            and _ID.fullmatch(values["target"]) else None,
         )
 
     def _remove_orphans(self) -> None:

@@ -49,7 +49,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -280,6 +280,13 @@ class Jobs:
     max_parallel : int
         Make and render jobs run at once (index jobs: as many again, in
         their own queue).
+
+    Attributes
+    ----------
+    on_run_end : callable or None
+        Called with a run's id once its make or render job has ended and
+        the run is recorded, in the thread that followed it, with no lock
+        held (the studio removes the uploads no run needs any more).
     """
 
     def __init__(self, history: History, cache_dir: str | Path, max_parallel: int = 1) -> None:
@@ -288,6 +295,7 @@ class Jobs:
         self.history = history
         self.cache_dir = Path(cache_dir).expanduser().absolute()
         self.max_parallel = max_parallel
+        self.on_run_end: Callable[[str], object] | None = None
         self._lock = threading.RLock()
         self._jobs: dict[str, _Job] = {}
         self._waiting: dict[str, collections.deque[str]] = {"runs": collections.deque(),
@@ -452,6 +460,12 @@ class Jobs:
         with self._lock:
             return any(job.kind == "render" and job.spec.get("source_run") == run_id
                        and job.state not in FINAL_STATES for job in self._jobs.values())
+
+    def targets(self) -> set[Path]:
+        """The target pictures of the make jobs still queued or running."""
+        with self._lock:
+            return {Path(job.spec["target"]) for job in self._jobs.values()
+                    if job.kind == "make" and job.state not in FINAL_STATES}
 
     def active(self) -> list[str]:
         """The ids of the jobs queued or running."""
@@ -645,6 +659,8 @@ class Jobs:
         else:
             with self._lock:
                 self._finish(job, "failed", self._crash_sentence(job, returncode), None)
+        if job.run_id is not None and self.on_run_end is not None:
+            self.on_run_end(job.run_id)
 
     def _progress(self, job: _Job, event: dict[str, Any]) -> None:
         with self._lock:
