@@ -166,6 +166,40 @@ def test_heic_photos_are_accepted(wall):
         assert image.format == "JPEG" and image.size == (64, 48)
 
 
+def test_avif_photos_are_accepted_by_their_content(wall):
+    # Refused as "not a picture in a format the wall accepts" although Pillow reads AVIF.
+    from PIL import features
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow reads no AVIF")
+    buffer = io.BytesIO()
+    Image.fromarray(gradient(64, 48)).save(buffer, "AVIF", quality=80)
+    answer = wall.upload(("IMG_0002.jpg", buffer.getvalue()))  # the name says nothing
+    assert answer.status_code == 201, answer.text
+    with Image.open(wall.stored()[0]) as image:
+        assert image.format == "JPEG" and image.size == (64, 48)
+    assert "AVIF" in wall.anyone.get("/api/info").json()["formats"]
+
+
+#: The start of an AVIF file from a phone: an ISO-BMFF ``ftyp`` box of brand ``avif``
+#: (``mif1``, a HEIF brand, among its compatible ones).
+AVIF_START = b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf" + bytes(64)
+
+
+def test_where_avif_cannot_be_read_an_avif_photo_is_refused_saying_so(wall, monkeypatch):
+    from mosaicist import imaging
+
+    monkeypatch.setattr(imaging, "_avif_readable", lambda: False)
+    monkeypatch.setattr(live_event, "_avif_readable", lambda: False, raising=False)
+    answer = wall.upload(("IMG_0003.AVIF", AVIF_START))
+    assert answer.status_code == 400
+    message = answer.json()["error"]
+    assert message.startswith("IMG_0003.AVIF: an AVIF photo cannot be read here")
+    assert "pillow-avif-plugin" in message and "HEIC" not in message and "\n" not in message
+    assert wall.stored() == []
+    assert "AVIF" not in wall.anyone.get("/api/info").json()["formats"]
+
+
 #: The start of a HEIC file from a phone: an ISO-BMFF ``ftyp`` box of brand ``heic``.
 HEIC_START = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64)
 #: How the README installs an extra (mosaicist is not on PyPI).
@@ -248,6 +282,9 @@ BAD_UPLOADS = {
     "html as jpeg": (b"<html><script>alert(1)</script></html>", "not a picture"),
     "pixel bomb": (bomb_png(30000, 30000), "over the limit"),
     "too small": (photo_bytes(4, (10, 10)), "at least 16 pixels"),
+    # 30 px high, but 15 once reduced to the 2048 px kept: checked on what is kept.
+    "too thin once reduced": (photo_bytes(4, (4096, 30), "PNG"),
+                              "reduced to at most 2048 pixels, the photo is 2048x15"),
 }
 
 
@@ -625,6 +662,36 @@ def test_resuming_gives_back_the_same_wall(make_wall, target):
         again.close()
 
 
+@pytest.mark.parametrize("priced_again", [False, True])
+def test_a_resumed_final_wall_places_the_next_photos_as_if_never_stopped(tmp_path, target,
+                                                                         priced_again):
+    # The forecast's prices and its random generator were not kept: after a restart the
+    # next photos went elsewhere than in a run never stopped (with no prices until the
+    # planner priced again, then with prices of another random sample).
+    def run(folder: Path, restart: bool) -> list[tuple[int, int]]:
+        event = Event.open(folder, target=target, grid=GRID, settings=dict(SETTINGS),
+                           final=True, expected=20)
+        for seed in range(11):
+            event.receive(event.prepare(photo_bytes(seed), "a.jpg"))
+            event.planner.step()  # the background planner's work, in a fixed order
+        if restart:
+            event.close()
+            event = Event.open(folder)
+            if priced_again:
+                event.planner.step()
+        cells = []
+        try:
+            for seed in range(100, 110):
+                answer = event.receive(event.prepare(photo_bytes(seed), "b.jpg"))
+                cells.append((answer["row"], answer["col"]))
+                event.planner.step()
+        finally:
+            event.close()
+        return cells
+
+    assert run(tmp_path / "stopped", True) == run(tmp_path / "never", False)
+
+
 def test_a_resumed_event_keeps_its_target_grid_and_look(tmp_path, target):
     event = Event.open(tmp_path / "e", target=target, grid=GRID, settings=dict(SETTINGS))
     with pytest.raises(MosaicistError, match="another 'mosaicist live'"):
@@ -684,6 +751,46 @@ def test_leftovers_of_a_crash_are_tidied(make_wall, target):
         assert sorted(path.name for path in (folder / "photos").iterdir()) == [
             f"{kept['id']}.jpg"]
         assert [path.name for path in (folder / "tiles").iterdir()] == [tile.name]
+    finally:
+        event.close()
+
+
+@pytest.mark.parametrize("linked", ["photos", "tiles", "exports"])
+def test_a_state_folder_that_is_a_link_is_refused_and_nothing_outside_is_deleted(
+        make_wall, target, tmp_path, linked):
+    # Tidying deletes what is not the event's own: through a link (photos/ -> ~/Pictures)
+    # that deleted the user's files outside the event folder.
+    wall = make_wall()
+    wall.upload(("a.jpg", photo_bytes(75)))
+    folder = wall.event.folder
+    wall.close()
+    pictures = tmp_path / "Pictures"
+    pictures.mkdir()
+    (pictures / "holiday.jpg").write_bytes(photo_bytes(76))
+    (pictures / ".hidden.jpg").write_bytes(b"x")
+    for path in (folder / linked).iterdir():
+        path.unlink()
+    (folder / linked).rmdir()
+    (folder / linked).symlink_to(pictures, target_is_directory=True)
+    with pytest.raises(MosaicistError, match="symbolic link") as refused:
+        Event.open(folder)
+    assert "\n" not in str(refused.value) and linked in str(refused.value)
+    assert sorted(path.name for path in pictures.iterdir()) == [".hidden.jpg", "holiday.jpg"]
+
+
+def test_a_folder_inside_photos_or_tiles_is_left_alone(make_wall, target):
+    wall = make_wall()
+    kept = wall.upload(("a.jpg", photo_bytes(77))).json()
+    folder = wall.event.folder
+    wall.close()
+    for name in ("photos", "tiles"):
+        (folder / name / "mine").mkdir()
+        (folder / name / "mine" / "note.txt").write_bytes(b"x")
+    event = Event.open(folder)
+    try:
+        assert event.photo(kept["id"]).status == "placed"
+        assert (folder / "photos" / "mine" / "note.txt").exists()
+        assert (folder / "tiles" / "mine" / "note.txt").exists()
     finally:
         event.close()
 
@@ -913,6 +1020,34 @@ def test_a_commit_failing_on_a_full_disk_is_refused_clearly_and_the_wall_goes_on
         assert again.version == 1 and list(again.photos) == [placed.json()["id"]]
     finally:
         again.close()
+
+
+def test_planning_that_keeps_failing_on_a_full_disk_is_said_once(wall, monkeypatch, capsys):
+    # Every attempt printed its failure: a line each 1.25 s for as long as the disk was full.
+    import errno
+
+    def failing(error: Exception):
+        def step() -> None:
+            raise error
+        return step
+
+    planner = wall.event.planner
+    planner.stop()  # driven by hand: each attempt at a given time
+    monkeypatch.setattr(planner, "step", failing(OSError(errno.ENOSPC, "No space left on device")))
+    for second in range(100):
+        assert planner.attempt(now=1000.0 + second * 1.25) is False
+    said = capsys.readouterr().err.splitlines()
+    assert len(said) == 1 and "No space left on device" in said[0]
+    # Said again when the reason changes, after a long while, and when it works again.
+    monkeypatch.setattr(planner, "step", failing(ValueError("other")))
+    assert planner.attempt(now=1200.0) is False
+    assert planner.attempt(now=1201.0) is False
+    assert planner.attempt(now=1200.0 + live_event.FAILURE_REPEAT_SECONDS) is False
+    monkeypatch.setattr(planner, "step", lambda: None)
+    assert planner.attempt(now=2000.0) is True
+    said = capsys.readouterr().err.splitlines()
+    assert len(said) == 3
+    assert "other" in said[0] and "still fails (103 times" in said[1] and "works again" in said[2]
 
 
 def _tiles_fail(monkeypatch) -> None:

@@ -2,13 +2,18 @@
 
 An event lives in one folder (``--event DIR``)::
 
-    DIR/event.sqlite    the state: settings, tokens, flags, every photo and its cell, and
-                        the last uploads' senders and digests (retries are known) (WAL)
+    DIR/event.sqlite    the state: settings, tokens, flags, every photo and its cell, the
+                        placer's last forecast (prices and random generator), and the
+                        last uploads' senders and digests (retries are known) (WAL)
     DIR/event.lock      held while a server runs on the folder (one at a time)
     DIR/target.png      the target cut to the wall's shape, at the tiles' size
     DIR/photos/ID.jpg   each photo as received: upright, at most 2048 px, no metadata
     DIR/tiles/ID-CELL.jpg  each placed photo's tile as shown: cut, sized, tinted for its cell
     DIR/exports/        the exported walls and print sheets
+
+``photos/``, ``tiles/`` and ``exports/`` must be real folders: opening an
+event deletes what in them is not its own, so a link (to the user's own
+pictures) is refused, never followed.
 
 **Nothing acknowledged is lost.** A photo is checked and decoded first
 (:func:`mosaicist.studio._uploads.decode_upload`: size, type by content,
@@ -55,7 +60,16 @@ from PIL import Image
 from ..aspect import height_for
 from ..crop import Window
 from ..errors import MosaicistError, OptionError
-from ..imaging import _DECODE_ERRORS, _PILLOW_LIMIT, make_tile, read_target, thumbnail
+from ..imaging import (
+    _DECODE_ERRORS,
+    _PILLOW_LIMIT,
+    _avif_readable,
+    _isobmff_kind,
+    make_tile,
+    missing_reader,
+    read_target,
+    thumbnail,
+)
 from ..options import MosaicOptions
 from ..paths import atomic_path
 from ..render import dress_tiles
@@ -86,6 +100,11 @@ WALL_TILE_PX = 32
 EMPTY_CELL_OPACITY = 0.3
 #: Seconds without a change before a re-optimisation (not in final mode).
 QUIET_SECONDS = 1.0
+#: Longest pause between the planner's attempts while they keep failing (a full disk): the
+#: pause doubles from one second up to it, and a change of the wall ends it early.
+RETRY_MAX_SECONDS = 30.0
+#: A planning failure that goes on, for the same reason, is said again at most this often.
+FAILURE_REPEAT_SECONDS = 600.0
 #: Completion by repetition keeps a photo's repeats this far (Chebyshev cells) from its place
 #: and from each other.
 REPEAT_SPACING = 3
@@ -119,6 +138,13 @@ CREATE TABLE IF NOT EXISTS photos (
     pixels BLOB NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS photos_cell ON photos(cell) WHERE cell IS NOT NULL;
+CREATE TABLE IF NOT EXISTS forecast (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    sampled INTEGER NOT NULL,
+    free INTEGER NOT NULL,
+    rng TEXT NOT NULL,
+    prices BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS uploads (
     client TEXT NOT NULL,
     digest BLOB NOT NULL,
@@ -267,8 +293,12 @@ def parse_grid(text: str) -> tuple[int, int]:
 
 
 def photo_formats() -> tuple[str, ...]:
-    """Photo formats accepted, by content: HEIF (HEIC) only with pillow-heif, the live extra."""
-    return ACCEPTED_FORMATS + heif_formats()
+    """Photo formats accepted, by content.
+
+    HEIF (HEIC) only with pillow-heif, the live extra; AVIF where Pillow
+    reads it (built with it, 11.3 or later, or pillow-avif-plugin).
+    """
+    return ACCEPTED_FORMATS + heif_formats() + (("AVIF",) if _avif_readable() else ())
 
 
 def new_id() -> str:
@@ -338,6 +368,27 @@ def _check_damaged(folder: Path) -> None:
             f"{folder}: the event's state (event.sqlite) is empty or damaged, but the folder "
             "holds an event's files; restore event.sqlite from a backup, or give a new "
             "--event folder") from None
+
+
+def _own_folder(path: Path) -> None:
+    """Make one of the event's state folders, or refuse one that is not a real folder.
+
+    Opening an event deletes what in ``photos/``, ``tiles/`` and ``exports/``
+    is not its own: through a symbolic link (to ``~/Pictures``, say, or to a
+    folder on another disk) that would delete the user's files outside the
+    event folder, so a link is refused, never followed.
+    """
+    if path.is_symlink():
+        raise MosaicistError(f"{path}: is a symbolic link; the event's photos, tiles and "
+                             "exports folders must be real folders inside the event folder "
+                             "(the wall deletes the files in them that are not its own)")
+    if path.exists() and not path.is_dir():
+        raise MosaicistError(f"{path}: is not a folder; the event needs a folder there")
+    try:
+        path.mkdir(exist_ok=True)
+    except OSError as error:
+        raise MosaicistError(f"{path}: cannot make the event's folder "
+                             f"({error.strerror or error})") from None
 
 
 def _lock_folder(folder: Path) -> int:
@@ -418,7 +469,7 @@ class Event:
         self.tiles_folder = folder / "tiles"
         self.exports_folder = folder / "exports"
         for made in (self.photos_folder, self.tiles_folder, self.exports_folder):
-            made.mkdir(exist_ok=True)
+            _own_folder(made)
         options = settings.options
         # The event's own file, cut to the wall at the tiles' size: a large wall is over
         # Pillow's default bomb limit (150 x 150 tiles of 96 px: 207 million pixels).
@@ -585,11 +636,15 @@ class Event:
             self._seq = max(self._seq, seq)
             if status == "placed" and cell is not None:
                 self.placer.put(number, cell)
+        self._load_forecast()
         kept_pictures = {photo.id for photo in self.photos.values()
                          if photo.status in ("pending", "placed", "overflow")
                          and photo.origin != "repeat"}
         for path in self.photos_folder.iterdir():
-            if path.stem not in kept_pictures or path.name.startswith("."):
+            # The wall writes files only: a folder in there was put by someone else, and is
+            # left as it is (unlinking it failed, and the event could not be opened).
+            if (path.stem not in kept_pictures or path.name.startswith(".")) and not (
+                    path.is_dir() and not path.is_symlink()):
                 path.unlink(missing_ok=True)
         placed = {self._tile_name(photo) for photo in self.photos.values()
                   if photo.status == "placed"}
@@ -597,7 +652,7 @@ class Event:
         for path in self.tiles_folder.iterdir():
             if path.name in placed:
                 present.add(path.name)
-            else:
+            elif not (path.is_dir() and not path.is_symlink()):
                 path.unlink(missing_ok=True)
         # The event's lock is this process's: a hidden export folder or file (a Deep Zoom
         # export's staging, a temporary) was left by a run that was killed.
@@ -624,6 +679,37 @@ class Event:
                         f"{self.folder}: the placed photo {photo.id} cannot be drawn: its "
                         f"stored picture cannot be read ({error})") from None
             self._paste(photo, shown)
+
+    def _load_forecast(self) -> None:
+        """Put back the placer's last prices, its stamp and its random generator.
+
+        Without them a resumed wall placed the next photos with no prices (as
+        greedy) until the planner priced again, then with other prices than
+        the run that was stopped (another random sample): a ``--final`` wall
+        came out differently for a restart.
+        """
+        row = self._db.execute(
+            "SELECT sampled, free, rng, prices FROM forecast WHERE id = 0").fetchone()
+        if row is None:
+            return
+        sampled, free, rng, prices = row
+        # Derived data only: when it does not fit, the planner prices again from the photos.
+        with contextlib.suppress(TypeError, ValueError, KeyError):
+            self.placer.restore_forecast((sampled, free), json.loads(rng),
+                                         np.frombuffer(prices, "<i8"))
+
+    def save_forecast(self) -> None:
+        """Store the placer's prices, stamp and random generator with the event (under the lock).
+
+        Called by the planner after it installs new prices, so that a
+        resumed event places photos as if it had never stopped.
+        """
+        (sampled, free), rng, prices = self.placer.forecast_state()
+        with _transaction(self._db):
+            self._db.execute(
+                "INSERT OR REPLACE INTO forecast (id, sampled, free, rng, prices) "
+                "VALUES (0, ?, ?, ?, ?)", (sampled, free, json.dumps(rng),
+                                           np.ascontiguousarray(prices, "<i8").tobytes()))
 
     # -- lifetime ------------------------------------------------------------------------
 
@@ -853,16 +939,25 @@ class Event:
             # Else it would be "not a picture in a format the wall accepts": true, but it
             # hides that the host can fix it.
             raise MosaicistError(f"{name}: {needs_live('a HEIC photo')}")
+        if "AVIF" not in formats and _isobmff_kind(data[:64]) == "AVIF":
+            # Phones send AVIF more and more: say it cannot be read here, and what would.
+            raise MosaicistError(f"{name}: an AVIF photo cannot be read here: "
+                                 f"{missing_reader('.avif') or 'Pillow reads no AVIF'}")
         picture, _ = decode_upload(data, name, formats=formats, max_bytes=MAX_PHOTO_BYTES,
                                    max_pixels=MAX_PHOTO_PIXELS, draft_side=STORED_SIDE,
                                    accepted_by="the wall")
-        width, height = picture.size
-        if min(width, height) < MIN_PHOTO_SIDE:
-            raise MosaicistError(f"{name}: the photo is {width}x{height} pixels; at least "
-                                 f"{MIN_PHOTO_SIDE} pixels on each side are needed")
-        if max(width, height) > STORED_SIDE:
+        reduced = max(picture.size) > STORED_SIDE
+        if reduced:
             picture.thumbnail((STORED_SIDE, STORED_SIDE), Image.Resampling.LANCZOS,
                               reducing_gap=3.0)
+        # Checked on what is kept: a long strip passed when checked before its reduction
+        # (20000x17 was stored as 2048x2).
+        width, height = picture.size
+        if min(width, height) < MIN_PHOTO_SIDE:
+            shown = (f"reduced to at most {STORED_SIDE} pixels, the photo is {width}x{height}"
+                     if reduced else f"the photo is {width}x{height} pixels")
+            raise MosaicistError(f"{name}: {shown}; at least {MIN_PHOTO_SIDE} pixels on each "
+                                 "side are needed")
         # A new picture from the pixels alone: no EXIF, GPS, ICC profile or comment survives.
         pixels = np.asarray(picture, np.uint8)
         clean = Image.fromarray(pixels, "RGB")
@@ -1704,6 +1799,10 @@ def _resumed(folder: Path, meta: dict[str, str], target: str | os.PathLike[str] 
                         settings.target_digest)
 
 
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 class Planner:
     """The event's background thread: the forecast's prices, and re-optimisation.
 
@@ -1714,6 +1813,9 @@ class Planner:
     :data:`QUIET_SECONDS` after a change it computes the optimal arrangement
     of the photos on the wall the same way and moves them, when nothing
     changed in between (else it tries again at the next quiet moment).
+    A pass that fails (a full disk) is said once on stderr, not at every
+    attempt (:meth:`attempt`), and tried again after a pause that doubles up
+    to :data:`RETRY_MAX_SECONDS`, or sooner when the wall changes.
     """
 
     def __init__(self, event: Event) -> None:
@@ -1723,6 +1825,10 @@ class Planner:
         self._optimised = -1
         self.rounds = 0
         self.moved = 0
+        self._failure: str | None = None
+        self._failures = 0
+        self._failure_said = 0.0
+        self._pause_seconds = 1.0
 
     def start(self) -> None:
         if self._thread is None:
@@ -1745,12 +1851,58 @@ class Planner:
                 event.changed.wait(0.25)
             if self._stop.is_set():
                 return
-            try:
-                self.step()
-            except Exception as error:  # noqa: BLE001 - the planner must go on; the wall is safe
-                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-                print(f"mosaicist: live: planning failed: {reason}", file=sys.stderr, flush=True)
-                time.sleep(1.0)
+            if not self.attempt():
+                self._pause(self._pause_seconds)
+                self._pause_seconds = min(2 * self._pause_seconds, RETRY_MAX_SECONDS)
+
+    def _pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or less when the wall changes (room on the disk again) or on stop."""
+        event = self.event
+        deadline = time.monotonic() + seconds
+        with event.lock:
+            changes = event.changes
+            while not self._stop.is_set() and event.changes == changes:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                event.changed.wait(left)
+
+    def attempt(self, now: float | None = None) -> bool:
+        """One :meth:`step`; a failure is said on stderr, not raised. Whether it worked.
+
+        A failure that goes on (a full disk fails every attempt) is said
+        once, then again only when its reason changes or every
+        :data:`FAILURE_REPEAT_SECONDS`, and its end is said too.
+
+        Parameters
+        ----------
+        now : float, optional
+            The time, in :func:`time.monotonic`'s seconds (default: now).
+
+        Returns
+        -------
+        bool
+        """
+        now = time.monotonic() if now is None else now
+        try:
+            self.step()
+        except Exception as error:  # noqa: BLE001 - the planner must go on; the wall is safe
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            self._failures += 1
+            if reason != self._failure:
+                _say(f"mosaicist: live: planning failed: {reason}; trying again "
+                     f"(said again when it works or fails otherwise)")
+            elif now - self._failure_said >= FAILURE_REPEAT_SECONDS:
+                _say(f"mosaicist: live: planning still fails ({self._failures} times in a "
+                     f"row): {reason}")
+            else:
+                return False
+            self._failure, self._failure_said = reason, now
+            return False
+        if self._failure is not None:
+            _say(f"mosaicist: live: planning works again (after {self._failures} failures)")
+        self._failure, self._failures, self._pause_seconds = None, 0, 1.0
+        return True
 
     def step(self) -> None:
         """One pass: prices when due, then re-optimisation when the wall is quiet."""
@@ -1764,6 +1916,7 @@ class Planner:
             prices = placer.compute_prices(sample, free, repeats)
             with event.lock:
                 placer.set_prices(free, prices, stamp)
+                event.save_forecast()
         if event.final:
             return
         with event.lock:

@@ -47,6 +47,7 @@ photos at once optimally, over random arrival orders.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -591,6 +592,43 @@ class Placer:
         self.prices[:] = 0
         self.prices[free] = prices
         self._priced = stamp
+
+    def forecast_state(self) -> tuple[tuple[int, int], dict[str, Any], np.ndarray]:
+        """What the placement rule depends on beyond the photos: kept with the event's state.
+
+        Returns
+        -------
+        stamp : tuple of int
+            The sample and free cells the prices were computed for.
+        rng : dict
+            The state of the forecast's random generator (JSON-serialisable).
+        prices : numpy.ndarray
+            ``(C,)`` int64 price of each cell.
+        """
+        return self._priced, dict(self.rng.bit_generator.state), self.prices.copy()
+
+    def restore_forecast(self, stamp: tuple[int, int], rng: dict[str, Any],
+                         prices: np.ndarray) -> None:
+        """Put back what :meth:`forecast_state` gave (a resumed event places as if never stopped).
+
+        Parameters
+        ----------
+        stamp, rng, prices
+            As :meth:`forecast_state` gives them.
+
+        Raises
+        ------
+        ValueError
+            When they do not fit this wall (nothing is changed then).
+        """
+        prices = np.asarray(prices, np.int64)
+        if prices.shape != self.prices.shape or len(stamp) != 2:
+            raise ValueError("the forecast does not fit this wall")
+        generator = np.random.default_rng()
+        generator.bit_generator.state = rng
+        self.rng = generator
+        self.prices[:] = prices
+        self._priced = (int(stamp[0]), int(stamp[1]))
 
     def update_prices(self) -> None:
         """Recompute the prices now when due (the synchronous form, for simulations)."""
