@@ -1455,3 +1455,47 @@ def test_an_interrupted_batch_leaves_no_temporary_of_its_killed_workers(data, tm
     assert result.exit_code == 130, result.output
     assert not left.exists()
     assert not any(path.name.startswith(".img") for path in out.iterdir())
+
+
+def test_a_worker_whose_index_is_gone_says_so_not_that_the_photos_are_unusable(data):
+    # The index deleted after the batch indexed the library: a worker said "no usable
+    # tile images found" of a folder full of photos, and left an empty index behind.
+    from mosaicist.batch._worker import Job, make_target, open_library
+
+    root, tiles, targets, _, _ = data
+    cache = root / "gone-cache"
+    options = MosaicOptions(preset="seed", cell_px=CELL, tile_px=TILE, match_px=TILE)
+    library = TileLibrary.open(str(tiles), TILE, cache_dir=cache)
+    shutil.rmtree(library.directory)
+    with pytest.raises(MosaicistError, match="tile index is gone") as caught:
+        open_library(str(tiles), options, str(cache))
+    assert str(library.directory) in str(caught.value)
+    assert "no usable tile" not in str(caught.value)
+    assert not library.directory.exists()
+    job = Job("img0.png", str(targets / "img0.png"), str(root / "gone.png"), str(tiles),
+              options, str(cache))
+    outcome = make_target(job)
+    assert not outcome.ok and "tile index is gone" in outcome.message
+    assert not (root / "gone.png").exists()
+    # The whole cache gone: said the same way, not as a cluster's unshared folder only.
+    shutil.rmtree(cache)
+    with pytest.raises(MosaicistError, match=r"the cache is not on this worker \(deleted "):
+        open_library(str(tiles), options, str(cache))
+
+
+def test_a_dataset_name_beside_a_folder_of_that_name_is_the_dataset_as_in_make(
+        tmp_path, monkeypatch):
+    # 'batch --tiles cifar10' beside a folder 'cifar10' made its mosaics of the folder,
+    # where 'make --tiles cifar10' takes the dataset: the outputs were not make's.
+    from mosaicist.batch._run import _tiles_spec
+
+    (tmp_path / "cifar10").mkdir()
+    (tmp_path / "photos").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert _tiles_spec("cifar10") == "cifar10"
+    assert _tiles_spec("./cifar10") == str((tmp_path / "cifar10").resolve())
+    assert _tiles_spec("photos") == str((tmp_path / "photos").resolve())
+    # A local copy of the dataset: the dataset's reading, its path made absolute for the
+    # workers, even beside a folder named 'cifar10:copy'.
+    (tmp_path / "cifar10:copy").mkdir()
+    assert _tiles_spec("cifar10:copy") == f"cifar10:{Path.cwd() / 'copy'}"

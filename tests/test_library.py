@@ -1262,3 +1262,25 @@ def test_a_new_manifest_opened_while_another_process_makes_it_waits(tmp_path, mo
         connection.close()
         other.close()
     assert waits
+
+
+def test_an_index_required_without_updating_is_not_made_empty_when_missing(tmp_path):
+    # Opened without updating, a missing index was made anew, empty, and reported as
+    # "no usable tile images found": the photos were blamed for a deleted cache.
+    import pickle
+
+    from mosaicist.library._index import MissingIndexError
+
+    folder = make_colour_folder(tmp_path / "tiles", 3)
+    cache = tmp_path / "cache"
+    with pytest.raises(MissingIndexError, match="tile index of .* is not there") as caught:
+        open_library(folder, cache, update=False, require_index=True)
+    assert not caught.value.directory.exists()
+    assert "no usable tile" not in str(caught.value)
+    again = pickle.loads(pickle.dumps(caught.value))  # as worker processes send it
+    assert (again.directory, str(again)) == (caught.value.directory, str(caught.value))
+    library = open_library(folder, cache)
+    assert len(open_library(folder, cache, update=False, require_index=True)) == 3
+    shutil.rmtree(library.directory)
+    with pytest.raises(MissingIndexError):
+        open_library(folder, cache, update=False, require_index=True)

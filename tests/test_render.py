@@ -594,3 +594,54 @@ def test_a_placed_tile_gone_from_the_library_is_refused_before_any_drawing(made,
     _one_line_error(_cli("render", root / "p.json", "-o", root / "r.png", "--tiles",
                          root / "other", "--cache-dir", root / "cache", "-q"),
                     f"{root / 'p.json'}: none of the {placed} placed tiles is a file of")
+
+
+def test_a_folder_that_takes_no_files_is_not_called_a_full_disk(tmp_path, monkeypatch):
+    # 'make t.jpg -o /proc/a.png' said the output "needs 19.1 kB; its file system has
+    # 0 bytes free": /proc reports 0 free blocks, but it is no disk and takes no files.
+    import errno
+    import os
+    import tempfile
+
+    from mosaicist.render import _formats
+
+    class NoDisk(_FakeStats):
+        f_blocks = 0
+
+    monkeypatch.setattr(_formats.os, "statvfs", lambda _: NoDisk(0, 0))
+    for code, reason in ((errno.EACCES, "permission denied"),
+                         (errno.ENOENT, "its file system takes no new files")):
+        def refused(*args, code=code, **kwargs):
+            raise OSError(code, os.strerror(code))
+
+        with monkeypatch.context() as patched:
+            patched.setattr(tempfile, "mkstemp", refused)
+            with pytest.raises(MosaicistError) as caught:
+                _formats.check_output(tmp_path / "a.png", 2560, 2016)
+        message = str(caught.value)
+        assert message.startswith(f"{tmp_path / 'a.png'}: files cannot be made in the "
+                                  f"output folder {tmp_path} ({reason})"), message
+        assert "free" not in message and "\n" not in message
+    # One that takes files but reports no size cannot say what is free: not refused,
+    # and the probe leaves nothing behind.
+    _formats.check_output(tmp_path / "a.png", 2560, 2016)
+    assert list(tmp_path.iterdir()) == []
+    # A real full disk is still one, its size in megapixels, not "0.0 gigapixels".
+    monkeypatch.setattr(_formats.os, "statvfs", lambda _: _FakeStats(0, 10))
+    with pytest.raises(MosaicistError, match=r"\(5\.2 megapixels\) needs at least .* "
+                                             r"has 0 bytes free"):
+        _formats.check_output(tmp_path / "a.png", 2560, 2016)
+
+
+def test_an_output_in_proc_is_refused_as_a_folder_not_a_full_disk(tmp_path):
+    # As root, /proc passed the permission checks and was called a full disk.
+    import os
+
+    if not os.path.isdir("/proc/self") or os.geteuid() != 0:
+        pytest.skip("needs Linux's /proc, writable to root's permission checks")
+    Image.fromarray(noisy_target()[:32, :48]).save(tmp_path / "target.png")
+    tiles = make_colour_folder(tmp_path / "tiles", 4)
+    result = _cli("make", tmp_path / "target.png", "--tiles", tiles, "-o", "/proc/a.png",
+                  "--cell", 8, "--tile-px", 8, "--cache-dir", tmp_path / "cache", "-q")
+    _one_line_error(result, "/proc/a.png: files cannot be made in the output folder /proc")
+    assert "free" not in result.stderr

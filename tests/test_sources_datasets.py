@@ -1107,3 +1107,52 @@ def test_a_bad_copy_in_the_download_cache_says_to_delete_it(
     message = str(caught.value)
     assert message.startswith(str(copy)) and message.endswith("; delete it to download it again")
     assert "\n" not in message
+
+
+def test_specs_that_read_as_a_dataset_with_a_location_say_how_to_give_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 'galaxy10:FILE' was "not a known dataset (..., galaxy10, ...)", 'cifar10 PATH' (a
+    # space for the colon) the same, and 'cifar10 ' with its space unseen in the message.
+    monkeypatch.chdir(tmp_path)
+    cases = {
+        "galaxy10:copy.h5": "galaxy10:copy.h5: galaxy10 takes no :PATH; give a local copy "
+                            "of it as the path of its .h5 file",
+        "Galaxy10-SDSS:x": "Galaxy10-SDSS:x: galaxy10-sdss takes no :PATH",
+        "cifar10 data/cifar": "cifar10 data/cifar: no such folder or file; a local copy of "
+                              "cifar10 is given as cifar10:PATH",
+        "cifar10 ": "'cifar10 ': no such folder or file; a local copy of cifar10 is given as "
+                    "cifar10:PATH",
+        " ": "' ': no such folder or file, and not a known dataset (cifar10, cifar100, "
+             "galaxy10, galaxy10-sdss, galaxy10-decals)",
+        "cifar10x": "cifar10x: no such folder or file, and not a known dataset",
+    }
+    for spec, expected in cases.items():
+        with pytest.raises(SourceError) as caught:
+            open_source(spec, tmp_path / "cache")
+        assert str(caught.value).startswith(expected), (spec, str(caught.value))
+
+
+def test_a_cifar_location_that_is_a_pipe_is_not_said_to_be_missing(tmp_path: Path) -> None:
+    # 'cifar10:/dev/null' said "/dev/null: no such CIFAR-10 tarball or folder".
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no named pipes here")
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    with pytest.raises(SourceError, match=r"pipe: not a CIFAR-10 tarball or folder \(a special"):
+        open_source(f"cifar10:{pipe}", tmp_path / "cache").scan()
+
+
+def test_a_folder_named_as_a_dataset_spec_is_named_but_the_dataset_is_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mosaicist.sources import shadowed_folder
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("cifar10", "galaxy10-decals", "cifar10:copy"):
+        assert shadowed_folder(name) is None
+        (tmp_path / name).mkdir()
+        assert shadowed_folder(name) == Path(name)
+    assert shadowed_folder("./cifar10") is None and shadowed_folder("CIFAR10") is None
+    (tmp_path / "galaxy10:copy").mkdir()  # galaxy10:PATH is no dataset spec: the folder is read
+    assert shadowed_folder("galaxy10:copy") is None
+    source = open_source("cifar10:copy", tmp_path / "cache")
+    assert isinstance(source, CifarSource) and source.key == f"cifar10:{tmp_path / 'copy'}"

@@ -446,6 +446,30 @@ def _note_ignored(written_as: Any, options: MosaicOptions, quiet: bool,
                    "ignored", err=True)
 
 
+def _note_shadowed(spec: str | None, quiet: bool, flag: str = "--tiles") -> None:
+    """Note a folder of the current one that a dataset spec passes over (``--tiles cifar10``
+    beside a folder ``cifar10``): else a user's photos were silently left out for the dataset.
+
+    ``flag`` is the option that gave ``spec``, or ``""`` for an argument.
+    """
+    from .sources import shadowed_folder
+
+    if spec is None or quiet:
+        return
+    folder = shadowed_folder(spec)
+    if folder is None:
+        return
+    given = f"{flag} {spec}" if flag else spec
+    context = click.get_current_context(silent=True)
+    if flag and context is not None and context.get_parameter_source(
+            flag.lstrip("-").replace("-", "_")) == click.core.ParameterSource.DEFAULT:
+        given = f"the default {given}"
+    hint = f"{flag} .{os.sep}{folder}" if flag else f".{os.sep}{folder}"
+    dataset = spec.split(":", 1)[0].lower()
+    click.echo(printable(f"mosaicist: note: {given} names the {dataset} dataset; the folder "
+                         f"{folder} here is not used (to use it, give {hint})"), err=True)
+
+
 def _flag_name(name: str) -> str:
     declared = setting_named(name)
     return declared.flag or name
@@ -657,6 +681,7 @@ def make(
     check_output(output, *options_plan(options, (width, height), str(target)).output_size,
                  options)
     _note_ignored(output_format(output), options, quiet)
+    _note_shadowed(tiles, quiet)
 
     show = progress_enabled(quiet)
     with _cluster(scheduler, quiet) as client:
@@ -834,6 +859,7 @@ def render(
                  placements.rows * options.tile_height, options)
     # Only what was given here: the make's own output settings were for its output.
     _note_ignored(written_as, options, quiet, given)
+    _note_shadowed(tiles, quiet)
     show = progress_enabled(quiet)
     renderer = placements_renderer(placements, options, tiles=tiles, cache_dir=cache_dir,
                                    show_progress=show)
@@ -954,6 +980,7 @@ def batch(
     suffix = "." + format.lower().lstrip(".")
     if suffix in OUTPUT_FORMATS:  # else the batch says what is wrong with it
         _note_ignored(OUTPUT_FORMATS[suffix], options, quiet)
+    _note_shadowed(tiles, quiet)
 
     def on_error(name: str, message: str) -> None:
         tqdm.write(f"mosaicist: error: {printable(f'{name}: {message}')}", file=sys.stderr)
@@ -1143,6 +1170,7 @@ def index(source: str, match_px: int, duplicates: bool, scheduler: str | None,
     threshold = given.pop("dedupe", None)
     # Resolved as 'make' resolves them, so that 'make' finds this index.
     options = MosaicOptions(**given)
+    _note_shadowed(source, quiet, flag="")
     with _cluster(scheduler, quiet) as client:
         if client is None:
             library = TileLibrary.open(

@@ -791,7 +791,17 @@ def _source_rate(rate: Fraction | None) -> Fraction | None:
 
 def _tiles_spec(tiles: str | os.PathLike[str]) -> str:
     """The source spec workers anywhere can open: a local folder or file as an absolute path."""
+    from ..sources import DATASET_NAMES
+    from ..sources.base import absolute_path
+
     text = os.fspath(tiles)
+    if isinstance(text, str):
+        # The dataset, as 'make' reads it, even beside a folder of that very name.
+        if text.lower() in DATASET_NAMES:
+            return text
+        dataset, colon, location = text.partition(":")
+        if colon and location and dataset.lower() in ("cifar10", "cifar100"):
+            return f"{dataset}:{absolute_path(location)}"
     path = Path(text).expanduser()
     return str(path.resolve()) if path.exists() else text
 

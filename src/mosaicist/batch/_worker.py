@@ -97,13 +97,25 @@ def open_library(tiles: str, options: MosaicOptions, cache_dir: str) -> TileLibr
         library = _libraries.get(key)
         if library is None:
             if not (Path(cache_dir) / "indexes").is_dir():
-                # Else the library, opened without updating, would look empty.
-                from ..distributed._cluster import not_shared
+                # Else the library, opened without updating, would look empty. A local
+                # pool shares the cache: there, it was deleted while the batch ran.
+                raise MosaicistError(
+                    f"{cache_dir}: the cache is not on this worker (deleted since the batch "
+                    "indexed the library, or not on a filesystem every worker shares); run "
+                    "the batch again")
+            from ..library._index import MissingIndexError
 
-                raise not_shared(cache_dir, "the cache")
-            library = TileLibrary.open(tiles, options.match_px, cache_dir=cache_dir,
-                                       update=False, aspect=options.aspect_ratio,
-                                       crop=options.crop)
+            try:
+                library = TileLibrary.open(tiles, options.match_px, cache_dir=cache_dir,
+                                           update=False, aspect=options.aspect_ratio,
+                                           crop=options.crop, require_index=True)
+            except MissingIndexError as error:
+                # The batch indexed the library before starting its workers: said as
+                # "no usable tile images found", this blamed the user's photos.
+                raise MosaicistError(
+                    f"{error.directory}: the library's tile index is gone (deleted since the "
+                    "batch indexed it, or not on a filesystem every worker shares); run the "
+                    "batch again") from None
             _libraries[key] = library
         return library
 

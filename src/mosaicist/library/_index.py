@@ -85,6 +85,27 @@ def _index_dir(cache: Path, source_key: str, match_px: int,
     return cache / "indexes" / f"{tail or 'source'}-{digest}" / name
 
 
+class MissingIndexError(MosaicistError):
+    """An index that :meth:`TileLibrary.open` was to read as it is, and that is not there.
+
+    Attributes
+    ----------
+    directory : pathlib.Path
+        The index's folder.
+    name : str
+        The source's name.
+    """
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.directory, self.name = directory, name
+        super().__init__(f"{directory}: the tile index of {name} is not there (deleted, or "
+                         "in a cache this process cannot see); index the tiles again")
+
+    def __reduce__(self) -> tuple:
+        # Pickled by worker processes: the exception's args are its message, not these.
+        return (type(self), (self.directory, self.name))
+
+
 def _aspect_pair(aspect: tuple[int, int] | str) -> tuple[int, int]:
     """``aspect`` checked and reduced (``"3:2"`` or ``(6, 4)`` -> ``(3, 2)``).
 
@@ -415,6 +436,7 @@ class TileLibrary:
         aspect: tuple[int, int] | str = SQUARE,
         crop: str = "centre",
         decoder: Decoder | None = None,
+        require_index: bool = False,
     ) -> TileLibrary:
         """Index ``source`` at ``match_px`` and ``aspect`` (incrementally) and open the result.
 
@@ -443,6 +465,10 @@ class TileLibrary:
             Decode what the update needs elsewhere, into shards of the index
             (a Dask cluster: :func:`mosaicist.distributed.index_library`); the
             library is then published in those shards.
+        require_index : bool
+            With ``update`` False: an index that is not there is an error
+            (:class:`MissingIndexError`), and no empty one is made in its place
+            (else it reads as a source without tiles).
 
         Raises
         ------
@@ -450,6 +476,8 @@ class TileLibrary:
             For a source, size, aspect or crop that cannot be used (a
             ``match_px`` that is no whole number included: it names the
             index's folder), before anything is written to the cache.
+        MissingIndexError
+            With ``require_index`` and without ``update``, when the index is not there.
         MosaicistError
             When the source has no usable tile.
         """
@@ -469,6 +497,9 @@ class TileLibrary:
             crop = "centre"  # every image is its own window
         tile = TileFormat(match_px, pair, crop, crop_method(crop))
         directory = _index_dir(cache, source.key, match_px, pair, tile.method)
+        if require_index and not update and not (directory / "manifest.sqlite").is_file():
+            # Opened, it would be made empty, and the source's photos blamed for it.
+            raise MissingIndexError(directory, source.name)
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError) as error:

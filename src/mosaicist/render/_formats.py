@@ -395,15 +395,48 @@ def check_room(path: str | os.PathLike[str], output: OutputFormat, width: int, h
     free = stats.f_bavail * block
     pixels = width * height
     amount = (f"{pixels / 1e12:,.1f} terapixels" if pixels >= 1e12 else
-              f"{pixels / 1e9:,.1f} gigapixels")
+              f"{pixels / 1e9:,.1f} gigapixels" if pixels >= 1e8 else
+              f"{pixels / 1e6:,.1f} megapixels")
     size = f"a {width:,}x{height:,} px {output.name} output ({amount})"
     if needed > free:
+        # A folder that takes no files (/proc, /sys) also reports 0 bytes free: the
+        # problem there is the folder, not a full disk.
+        refused = _refuses_files(folder)
+        if refused:
+            raise MosaicistError(f"{path}: files cannot be made in the output folder "
+                                 f"{folder} ({refused}); write the output elsewhere")
+        if getattr(stats, "f_blocks", None) == 0:
+            return  # a file system that reports no size at all cannot say what is free
         raise MosaicistError(f"{path}: {size} needs at least {_bytes(needed)}; its file system "
                              f"has {_bytes(free)} free; use larger cells or smaller tiles")
     if stats.f_files and files > stats.f_favail:
         raise MosaicistError(f"{path}: {size} needs {files:,} files; its file system has room "
                              f"for {stats.f_favail:,} more; use larger cells, smaller tiles "
                              "or larger Deep Zoom tiles")
+
+
+def _refuses_files(folder: Path) -> str | None:
+    """Why a file cannot be made in ``folder``, found by making one; None where it can."""
+    import errno
+    import tempfile
+
+    try:
+        descriptor, name = tempfile.mkstemp(prefix=".mosaicist-probe-", dir=folder)
+    except OSError as error:
+        if error.errno in (errno.EACCES, errno.EPERM):
+            return "permission denied"
+        if error.errno == errno.EROFS:
+            return "read-only file system"
+        if error.errno == errno.ENOENT:
+            # /proc's answer for a folder that is there: "no such file" would mislead.
+            return "its file system takes no new files"
+        return (error.strerror or str(error)).lower()
+    os.close(descriptor)
+    try:
+        os.unlink(name)
+    except OSError:
+        pass
+    return None
 
 
 def _bytes(count: int) -> str:

@@ -12,6 +12,10 @@ spec                         source
 ``FILE.npz[:KEY]``           likewise (first array, or ``KEY``)
 ``FILE.npy``                 likewise
 ===========================  ============================================
+
+A dataset name is the dataset even where the current folder holds a folder
+of that name (the default must not change with the current folder): that
+folder is given as a path, ``./cifar10`` (:func:`shadowed_folder`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,13 @@ from .base import DecodedTile, SourceEntry, TileSource
 
 ARRAY_SUFFIXES = (".h5", ".hdf5", ".npz", ".npy")
 
-__all__ = ["DecodedTile", "SourceEntry", "TileSource", "open_source", "source_spec"]
+_CIFAR = ("cifar10", "cifar100")
+_GALAXY10 = ("galaxy10", "galaxy10-sdss", "galaxy10-decals")
+#: The names that download a dataset, whatever is in the current folder.
+DATASET_NAMES = _CIFAR + _GALAXY10
+
+__all__ = ["DATASET_NAMES", "DecodedTile", "SourceEntry", "TileSource", "open_source",
+           "shadowed_folder", "source_spec"]
 
 
 def source_spec(source: TileSource) -> str:
@@ -49,6 +59,40 @@ def source_spec(source: TileSource) -> str:
         rest = key[len("array:"):]
         return rest
     return key
+
+
+def shadowed_folder(spec: str | os.PathLike[str]) -> Path | None:
+    """The folder that a dataset name also names, which :func:`open_source` passes over.
+
+    ``cifar10`` is the dataset even where the current folder holds a folder
+    ``cifar10`` (the default ``--tiles`` must not change with the current
+    folder); the command line names that folder in a note, and how to use
+    it (``./cifar10``).
+
+    Parameters
+    ----------
+    spec : str or path-like
+        A tile source spec.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The folder, relative to the current one, when ``spec`` is read as a
+        dataset (a bare name in any case, or ``cifar10:PATH``) and a folder
+        of that very name is there; else None.
+
+    Examples
+    --------
+    >>> shadowed_folder("./cifar10") is None  # a path, never a dataset
+    True
+    """
+    if not isinstance(spec, str):
+        return None
+    lowered = spec.lower()
+    if lowered not in DATASET_NAMES and lowered.split(":", 1)[0] not in _CIFAR:
+        return None
+    path = Path(spec)
+    return path if path.is_dir() else None
 
 
 def _split_key(spec: str) -> tuple[str, str | None]:
@@ -91,14 +135,14 @@ def open_source(
         shown = "None" if spec is None else f"a {type(spec).__name__}"
         raise SourceError(f"a tile source must be a source spec (a text) or a path, got {shown}")
     lowered = text.lower()
-    for dataset in ("cifar10", "cifar100"):
+    for dataset in _CIFAR:
         if lowered == dataset or lowered.startswith(dataset + ":"):
             from .cifar import CifarSource
 
             location = text[len(dataset) + 1:] or None
             return CifarSource(dataset, location, cache_dir=cache_dir,
                                show_progress=show_progress)
-    if lowered in ("galaxy10", "galaxy10-sdss", "galaxy10-decals"):
+    if lowered in _GALAXY10:
         from .arrays import galaxy10_source
 
         variant = "sdss" if lowered == "galaxy10-sdss" else "decals"
@@ -114,17 +158,40 @@ def open_source(
 
         file_path = expanded(file_part)
         if not file_path.is_file():
-            raise SourceError(f"{file_path}: tile source file not found")
+            raise SourceError(_meant(text, _shown(text))
+                              or f"{file_path}: tile source file not found")
         return ArrayFileSource(file_path, key, show_progress=show_progress)
+    shown = _shown(text)
     if not path.exists():
-        raise SourceError(
-            f"{text}: no such folder or file, and not a known dataset "
-            "(cifar10, cifar100, galaxy10, galaxy10-sdss)"
-        )
+        raise SourceError(_meant(text, shown) or f"{shown}: no such folder or file, and not a "
+                          f"known dataset ({', '.join(DATASET_NAMES)})")
     raise SourceError(
-        f"{text}: not a tile source (expected a folder, a dataset name, or an "
+        f"{shown}: not a tile source (expected a folder, a dataset name, or an "
         ".h5/.npz/.npy image array)"
     )
+
+
+def _shown(text: str) -> str:
+    """``text`` as messages show it: quoted where spaces at either end would be unseen
+    ("cifar10 : not a known dataset (cifar10, ...)" read as a contradiction)."""
+    return text if text.strip() == text else repr(text)
+
+
+def _meant(text: str, shown: str) -> str | None:
+    """The message for a spec that names nothing but reads as a dataset with a location
+    (``cifar10 PATH``, ``galaxy10:PATH``); None for any other."""
+    lowered = text.lower()
+    for dataset in sorted(DATASET_NAMES, key=len, reverse=True):
+        rest = lowered[len(dataset):]
+        if not lowered.startswith(dataset) or not (rest[:1] == ":" or rest[:1].isspace()):
+            continue
+        if dataset in _CIFAR:  # a space where the colon goes
+            return (f"{shown}: no such folder or file; a local copy of {dataset} is given "
+                    f"as {dataset}:PATH")
+        # The Galaxy10 files are plain arrays: a local copy is read as one.
+        return (f"{shown}: {dataset} takes no :PATH; give a local copy of it as the path of "
+                "its .h5 file")
+    return None
 
 
 def __dir__() -> list[str]:

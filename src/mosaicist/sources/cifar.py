@@ -358,6 +358,9 @@ def read_cifar(path: Path, dataset: str) -> list[_Batch]:
         return _read_folder(path, dataset)
     if path.is_file():
         return _read_tarball(path, dataset)
+    if path.exists():  # a device or a pipe: "no such" would deny what the user sees
+        raise SourceError(f"{path}: not a {_DISPLAY[dataset]} tarball or folder (a special "
+                          "file, such as a device or a pipe)")
     raise SourceError(f"{path}: no such {_DISPLAY[dataset]} tarball or folder")
 
 
