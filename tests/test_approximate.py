@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
+import textwrap
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -664,3 +669,66 @@ def test_an_entry_too_large_to_read_is_rebuilt(easy_data, tmp_path, monkeypatch)
                               structure="lists")
     assert np.array_equal(again.tile, first.tile)
     assert np.array_equal(again.distance, first.distance)
+
+
+# `mosaicist ARGS` whose approximate search goes slowly, a chunk of 16 cells per thread:
+# argv[1] is touched once the threads' re-ranks have begun.
+SLOW_SEARCH = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from mosaicist.match import _approximate
+
+    ready = Path(sys.argv[1])
+    original = _approximate._rerank
+
+    def slow(*arguments):
+        ready.touch()
+        time.sleep(0.2)
+        return original(*arguments)
+
+    _approximate._rerank = slow
+    _approximate.CELL_CHUNK = 16
+    sys.argv = ["mosaicist", *sys.argv[2:]]
+    from mosaicist.__main__ import run
+    run()
+""")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="POSIX signals, /proc")
+def test_an_interrupt_during_the_threaded_search_is_one_line_and_ends_every_thread(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    np.save(tmp_path / "tiles.npy", smooth_images(rng, 300, TILE))
+    Image.fromarray(smooth_images(rng, 1, 160)[0]).save(tmp_path / "target.png")
+    ready, output = tmp_path / "ready", tmp_path / "mosaic.png"
+    run = subprocess.Popen(
+        [sys.executable, "-c", SLOW_SEARCH, str(ready), "make", str(tmp_path / "target.png"),
+         "--tiles", str(tmp_path / "tiles.npy"), "--cell", "8", "--tile-px", "16",
+         "--preset", "seed", "--search", "approximate", "-o", str(output), "-q"],
+        env={**os.environ, "MOSAICIST_THREADS": "3"}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        while not ready.exists() and run.poll() is None:
+            time.sleep(0.01)
+        assert ready.exists(), run.communicate()[1]
+        os.kill(run.pid, signal.SIGINT)
+        _, stderr = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    assert (run.returncode, stderr) == (130, "mosaicist: error: interrupted\n")
+    assert not output.exists()
+    left = [entry for entry in Path("/proc").iterdir()
+            if entry.name.isdigit() and _in_group(entry, run.pid)]
+    assert not left
+
+
+def _in_group(process: Path, group: int) -> bool:
+    """Whether the live process at ``process`` (a /proc entry) is in process group ``group``."""
+    try:
+        fields = (process / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # ended meanwhile
+        return False
+    return fields[0] != "Z" and int(fields[2]) == group

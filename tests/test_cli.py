@@ -862,3 +862,93 @@ def test_a_profiled_command_still_writes_its_profile(tmp_path):
                            timeout=60)
     assert ended.returncode == 0, ended.stderr
     assert profile.stat().st_size > 0
+
+
+def test_a_dataset_name_beside_a_folder_of_that_name_says_which_it_uses(
+        setup, tmp_path, monkeypatch):
+    # 'make t.jpg --tiles cifar10' beside a folder 'cifar10' of the user's photos took the
+    # dataset without a word, the photos silently left out.
+    from mosaicist.errors import SourceError
+    from mosaicist.sources import arrays, cifar
+
+    root, target, tiles = setup
+    opened = []
+
+    class Dataset:  # the dataset without its download: its name says it was chosen
+        def __init__(self, name, location, **kwargs):
+            opened.append(name)
+            raise SourceError(f"{name}: the dataset")
+
+    def galaxy10(variant, **kwargs):
+        opened.append(f"galaxy10-{variant}")
+        raise SourceError("galaxy10: the dataset")
+
+    monkeypatch.setattr(cifar, "CifarSource", Dataset)
+    monkeypatch.setattr(arrays, "galaxy10_source", galaxy10)
+    for name in ("cifar10", "cifar100", "galaxy10-sdss"):
+        folder = tmp_path / name
+        folder.mkdir(exist_ok=True)
+    cache = ["--cache-dir", tmp_path / "cache"]
+    grid = ["--cell", CELL, "--tile-px", TILE_PX, "-o", tmp_path / "m.png", *cache]
+    note = ("mosaicist: note: --tiles cifar10 names the cifar10 dataset; the folder cifar10 here "
+            f"is not used (to use it, give --tiles .{os.sep}cifar10)")
+    result = run(["make", target, "--tiles", "cifar10", *grid], cwd=tmp_path)
+    assert result.stderr.splitlines() == [note, "mosaicist: error: cifar10: the dataset"]
+    assert opened == ["cifar10"]
+    result = run(["make", target, *grid], cwd=tmp_path)
+    assert result.stderr.splitlines()[0].startswith(
+        "mosaicist: note: the default --tiles cifar10 names the cifar10 dataset")
+    result = run(["index", "cifar100", *cache], cwd=tmp_path)
+    assert result.stderr.splitlines()[0] == (
+        "mosaicist: note: cifar100 names the cifar100 dataset; the folder cifar100 here is not "
+        f"used (to use it, give .{os.sep}cifar100)")
+    result = run(["batch", target, "--tiles", "galaxy10-sdss", "-o", tmp_path / "out", *cache],
+                 cwd=tmp_path)
+    assert result.stderr.splitlines()[0].startswith(
+        "mosaicist: note: --tiles galaxy10-sdss names the galaxy10-sdss dataset; the folder "
+        "galaxy10-sdss here is not used")
+    (tmp_path / "cifar10:copy").mkdir()
+    result = run(["index", "cifar10:copy", *cache], cwd=tmp_path)
+    assert result.stderr.splitlines()[0] == (
+        "mosaicist: note: cifar10:copy names the cifar10 dataset; the folder cifar10:copy "
+        f"here is not used (to use it, give .{os.sep}cifar10:copy)")
+    # Quiet, or with no such folder, no note; the folder given as a path is the folder.
+    result = run(["make", target, "--tiles", "cifar10", *grid, "-q"], cwd=tmp_path)
+    assert "note" not in result.stderr
+    result = run(["make", target, "--tiles", "cifar10", *grid], cwd=root)
+    assert "note" not in result.stderr
+    for photo in tiles.iterdir():
+        (tmp_path / "cifar10" / photo.name).write_bytes(photo.read_bytes())
+    result = run(["index", "./cifar10", "--tile-px", TILE_PX, *cache], cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "note" not in result.stderr and "30 tiles" in result.stderr
+    assert opened == ["cifar10", "cifar10", "cifar100", "galaxy10-sdss", "cifar10", "cifar10",
+                      "cifar10"]
+
+
+_HOSTED = """
+import sys
+from pathlib import Path
+from mosaicist.__main__ import run
+
+done = Path(sys.argv[1])
+
+def host():  # as a debugger (python -m pdb) runs it, then goes on
+    sys.argv = ["mosaicist", "--version"]
+    try:
+        run()
+    except SystemExit as stop:
+        done.write_text(f"went on after status {stop.code}")
+
+host()
+"""
+
+
+def test_a_command_run_inside_another_program_lets_it_go_on(tmp_path):
+    # The quick ending ended the host too: under python -m pdb with no breakpoint (no
+    # trace function set then), pdb's prompt after the program never came.
+    done = tmp_path / "done"
+    ended = subprocess.run([sys.executable, "-c", _HOSTED, str(done)], capture_output=True,
+                           text=True, timeout=60)
+    assert ended.returncode == 0, ended.stderr
+    assert done.read_text() == "went on after status 0"

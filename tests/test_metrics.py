@@ -231,6 +231,7 @@ def test_view_measures_on_two_threads_are_the_same(monkeypatch, rows):
     from mosaicist import metrics
 
     monkeypatch.setattr(metrics, "_THREADED_DELTA_E_ELEMENTS", 1)
+    monkeypatch.setenv("MOSAICIST_THREADS", "2")  # two threads on a one-core machine too
     rng = np.random.default_rng(rows)
     first = rng.uniform(0, 255, (rows, 37, 3))
     second = rng.uniform(0, 255, (rows, 37, 3))

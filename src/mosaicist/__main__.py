@@ -2,6 +2,7 @@
 
 import os
 import sys
+from types import FrameType
 
 
 def run() -> None:
@@ -27,11 +28,31 @@ def run() -> None:
         main()
     except SystemExit as stop:
         # Not under a profiler or tracer (cProfile, trace write their results once this
-        # returns), nor with an interactive prompt to follow (python -i).
+        # returns), nor with an interactive prompt to follow (python -i), nor inside a
+        # program that goes on once this returns (pdb: its next prompt never came).
         if (stop.code in (None, 0) and sys.getprofile() is None and sys.gettrace() is None
-                and not sys.flags.inspect and not os.environ.get("PYTHONINSPECT")):
+                and not sys.flags.inspect and not os.environ.get("PYTHONINSPECT")
+                and _outermost(sys._getframe(1))):
             _end_now()
         raise
+
+
+def _outermost(frame: FrameType | None) -> bool:
+    """Whether ``frame`` and its callers are only the program's own top level.
+
+    That is the ``mosaicist`` script's module, or ``python -m mosaicist``'s
+    (and :mod:`runpy`, which runs it). A program that runs the command
+    inside its own functions has work left once it returns (pdb's next
+    prompt, the end of a tool's ``with`` block), and need not have set a
+    profile or trace function that says so (pdb with no breakpoint).
+    """
+    while frame is not None:
+        if frame.f_globals.get("__name__") != "runpy" and not (
+                frame.f_globals.get("__name__") == "__main__"
+                and frame.f_code.co_name == "<module>"):
+            return False
+        frame = frame.f_back
+    return True
 
 
 def _end_now() -> None:
