@@ -454,3 +454,99 @@ def test_heic_photos_without_the_plugin_are_left_out_in_one_line(
     lines = [line for line in capsys.readouterr().err.splitlines() if "pillow-heif" in line]
     assert len(lines) == 1
     assert "2 files left out" in lines[0] and "HEIC" in lines[0]
+
+
+def _refusing_scandir(monkeypatch, refused, after=None):
+    """Make ``os.scandir`` refuse to list the folder ``refused`` (root reads every folder).
+
+    With ``after``, the listing fails after that many entries, as ``/proc/1/map_files``
+    does (it opens, then refuses to be read); else it fails at once.
+    """
+    real_scandir = os.scandir
+
+    class Listing:
+        def __init__(self, path):
+            self._listing = real_scandir(path)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            self._listing.close()
+
+        def __iter__(self):
+            for count, entry in enumerate(self._listing):
+                if count == after:
+                    break
+                yield entry
+            raise PermissionError(13, "Permission denied", str(refused))
+
+    def scandir(path="."):
+        if isinstance(path, int) or os.fspath(path).rstrip(os.sep) != str(refused):
+            return real_scandir(path)
+        if after is None:
+            raise PermissionError(13, "Permission denied", str(refused))
+        return Listing(path)
+
+    monkeypatch.setattr(folder_module.os, "scandir", scandir)
+
+
+@pytest.mark.parametrize("after", [None, 1])
+def test_an_unreadable_subfolder_is_reported_and_skipped(tmp_path, monkeypatch, after):
+    # `mosaicist index /` ended with "error: /proc/1/map_files: Permission denied": a
+    # folder whose listing fails part way stopped the whole index.
+    folder = make_colour_folder(tmp_path / "photos", 2)
+    make_colour_folder(folder / "private", 2, seed=1)
+    _refusing_scandir(monkeypatch, folder / "private", after)
+    cache = tmp_path / "cache"
+    library = TileLibrary.open(FolderSource(folder, workers=1), 8, cache_dir=cache)
+    private = [name for name in library.source_ids if name.startswith("private/")]
+    assert len(private) == (1 if after else 0)  # what was listed before the failure is kept
+    assert library.source_ids == sorted(["t000.png", "t001.png", *private])
+    reason = "cannot read this folder: Permission denied; its photos are left out"
+    assert library.stats.failed == [("private/", reason)]
+    # Remembered, not tried again, still reported.
+    again = TileLibrary.open(FolderSource(folder, workers=1), 8, cache_dir=cache)
+    assert again.stats.decoded == 0 and again.stats.failed == [("private/", reason)]
+    # Readable again: its photos are indexed and the failure goes.
+    monkeypatch.undo()
+    readable = TileLibrary.open(FolderSource(folder, workers=1), 8, cache_dir=cache)
+    assert readable.source_ids == ["private/t000.png", "private/t001.png", "t000.png",
+                                   "t001.png"]
+    assert not readable.stats.failed
+
+
+def test_an_unreadable_subfolder_is_not_fatal_on_the_command_line(tmp_path, monkeypatch):
+    folder = make_colour_folder(tmp_path / "photos", 2)
+    make_colour_folder(folder / "map_files", 1)
+    _refusing_scandir(monkeypatch, folder / "map_files", after=0)
+    result = CliRunner().invoke(main, ["index", str(folder), "--tile-px", "8",
+                                       "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    assert "skipped map_files/: cannot read this folder: Permission denied" in result.output
+
+
+def test_a_subfolder_removed_while_scanning_is_left_out(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    folder = make_colour_folder(tmp_path / "photos", 2)
+    make_colour_folder(folder / "gone", 2)
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if path == str(folder / "gone"):
+            shutil.rmtree(path)  # after the top folder's listing named it
+        return real_scandir(path)
+
+    monkeypatch.setattr(folder_module.os, "scandir", scandir)
+    library = TileLibrary.open(FolderSource(folder, workers=1), 8, cache_dir=tmp_path / "cache")
+    assert library.source_ids == ["t000.png", "t001.png"] and not library.stats.failed
+    assert "gone" not in capsys.readouterr().err  # gone like a file removed meanwhile
+
+
+def test_an_unreadable_top_folder_is_an_error(tmp_path, monkeypatch):
+    folder = make_colour_folder(tmp_path / "photos", 2)
+    source = FolderSource(folder, workers=1)
+    _refusing_scandir(monkeypatch, folder)
+    with pytest.raises(SourceError, match="photos: cannot read the folder: Permission denied"):
+        source.scan()

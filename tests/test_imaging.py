@@ -601,7 +601,7 @@ def test_a_heic_without_its_plugin_is_refused_in_one_line_naming_it(
 
 
 def test_avif_pictures_are_read(tmp_path):
-    if not imaging._avif_readable():
+    if not imaging.avif_readable():
         pytest.skip("this Pillow reads no AVIF")
     picture = gradient(40, 24)
     path = tmp_path / "photo.avif"
@@ -711,3 +711,33 @@ def test_a_target_name_the_system_refuses_is_one_line(tmp_path):
             with pytest.raises(MosaicistError) as caught:
                 read(tmp_path / name)
             assert str(caught.value) == f"{tmp_path / name}: cannot open target: {reason}"
+
+
+def test_heif_or_avif_tells_them_apart_by_their_brands():
+    # The live wall refuses an AVIF photo where none can be read, by this function.
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(8)
+    avif = b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf" + bytes(8)
+    # A HEIF major brand with AVIF among the compatible ones is AVIF (its pixels are AV1).
+    avif_compatible = b"\x00\x00\x00\x1cftypmif1\x00\x00\x00\x00mif1avifmiaf" + bytes(8)
+    assert imaging.heif_or_avif(heic) == "HEIF"
+    assert imaging.heif_or_avif(avif) == "AVIF"
+    assert imaging.heif_or_avif(avif_compatible) == "AVIF"
+    # A brand past the box's own size belongs to no box of it.
+    assert imaging.heif_or_avif(b"\x00\x00\x00\x14ftypmif1\x00\x00\x00\x00mif1avif") == "HEIF"
+    png = io.BytesIO()
+    Image.new("RGB", (2, 2)).save(png, "PNG")
+    assert imaging.heif_or_avif(png.getvalue()[:64]) is None
+    assert imaging.heif_or_avif(b"\x00\x00\x00\x18ftypqt  ") is None  # a QuickTime film
+    assert imaging.heif_or_avif(b"") is None
+
+
+def test_avif_readable_follows_pillow_and_the_plugin(monkeypatch):
+    import types
+
+    monkeypatch.setattr(imaging.features, "check_module", lambda name: False)
+    monkeypatch.setitem(sys.modules, "pillow_avif", None)  # its import raises ImportError
+    assert imaging.avif_readable() is False
+    assert "pillow-avif-plugin" in imaging.missing_reader(".avif")
+    monkeypatch.setitem(sys.modules, "pillow_avif", types.ModuleType("pillow_avif"))
+    assert imaging.avif_readable() is True
+    assert imaging.missing_reader("photo.AVIF") is None

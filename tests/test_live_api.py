@@ -189,8 +189,8 @@ AVIF_START = b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf" + bytes(64)
 def test_where_avif_cannot_be_read_an_avif_photo_is_refused_saying_so(wall, monkeypatch):
     from mosaicist import imaging
 
-    monkeypatch.setattr(imaging, "_avif_readable", lambda: False)
-    monkeypatch.setattr(live_event, "_avif_readable", lambda: False, raising=False)
+    monkeypatch.setattr(imaging, "avif_readable", lambda: False)
+    monkeypatch.setattr(live_event, "avif_readable", lambda: False)
     answer = wall.upload(("IMG_0003.AVIF", AVIF_START))
     assert answer.status_code == 400
     message = answer.json()["error"]

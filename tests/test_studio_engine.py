@@ -816,3 +816,34 @@ def test_preview_chroma_of_grey_cells_is_exactly_0_at_any_strength(metric):
     tiles = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
     for strength in (1.0, 0.05, 0.001):
         assert (_chroma_factors(grey, tiles, None, strength, metric) == 0).all()
+
+
+def test_preview_of_tiles_not_indexed_or_whose_index_was_deleted_makes_no_index(tmp_path):
+    # The preview opened the library without require_index: an unindexed folder left an
+    # empty index folder behind, and a warm library whose index was deleted was asked
+    # its generation, which made an empty manifest or failed (its folder gone).
+    import shutil
+
+    cache = tmp_path / "cache"
+    target = tmp_path / "target.png"
+    Image.fromarray(gradient(64, 64)).save(target)
+    previewer = Previewer(cache)
+    unindexed = make_colour_folder(tmp_path / "new", 5)
+    with pytest.raises(MosaicistError, match="not indexed yet"):
+        previewer.preview(target, str(unindexed), MosaicOptions(), cells=16)
+    assert not (cache / "indexes").exists() or not any((cache / "indexes").iterdir())
+    tiles = make_colour_folder(tmp_path / "tiles", 20, size=16)
+    options = MosaicOptions()
+    library = TileLibrary.open(tiles, options.match_px, cache_dir=cache, crop=options.crop)
+    previewer.preview(target, str(tiles), options, cells=16)  # now warm
+    for deleted in ("manifest", "folder"):
+        if deleted == "manifest":
+            for path in library.directory.glob("manifest.sqlite*"):
+                path.unlink()
+        else:
+            shutil.rmtree(library.directory)
+        with pytest.raises(MosaicistError, match="not indexed yet"):
+            previewer.preview(target, str(tiles), options, cells=16)
+        assert not (library.directory / "manifest.sqlite").exists()
+        library = TileLibrary.open(tiles, options.match_px, cache_dir=cache, crop=options.crop)
+        previewer.preview(target, str(tiles), options, cells=16)  # indexed again: warm again

@@ -478,19 +478,47 @@ def _heif_readable() -> bool:
     return bool(heif_formats())
 
 
-def _avif_readable() -> bool:
-    """Whether AVIF files can be read: by Pillow itself, or by pillow-avif-plugin (imported now)."""
+def avif_readable() -> bool:
+    """Whether AVIF pictures can be read here.
+
+    By Pillow itself (built with AVIF, 11.3 or later), or by
+    pillow-avif-plugin, which is imported now if installed (importing it
+    registers its opener). Asked at each use, so that the answer follows
+    what is installed now.
+
+    Returns
+    -------
+    bool
+        True when Pillow can open an AVIF file now.
+    """
     if "avif" in features.modules and features.check_module("avif"):
         return True
     try:
-        importlib.import_module("pillow_avif")  # importing it registers its opener
+        importlib.import_module("pillow_avif")
     except ImportError:
         return False
     return True
 
 
-def _isobmff_kind(head: bytes) -> str | None:
-    """``"AVIF"`` or ``"HEIF"`` for the start of such a file (its ``ftyp`` box), else None."""
+def heif_or_avif(head: bytes) -> str | None:
+    """Tell a HEIF (HEIC) picture from an AVIF one by its first bytes.
+
+    Both are ISO-BMFF files that start with an ``ftyp`` box; its brands say
+    which. An AVIF file usually lists a HEIF brand (``mif1``) among its
+    compatible ones, so any AVIF brand makes it AVIF, whatever else is listed.
+
+    Parameters
+    ----------
+    head : bytes
+        The file's first bytes; 64 hold the ``ftyp`` box of the files phones
+        and cameras write (brands past the end of ``head`` are not seen).
+
+    Returns
+    -------
+    str or None
+        ``"AVIF"`` or ``"HEIF"``; None for anything else (another format,
+        or too few bytes to tell).
+    """
     if head[4:8] != b"ftyp":
         return None
     size = int.from_bytes(head[:4], "big")
@@ -530,7 +558,7 @@ def _add_reader(head: bytes) -> bool:
     ImageReadError
         For a HEIF or AVIF picture whose plugin is not installed: naming it.
     """
-    kind = _isobmff_kind(head)
+    kind = heif_or_avif(head)
     if kind == "HEIF":
         registered = "HEIF" in Image.ID
         if not _heif_readable():
@@ -538,7 +566,7 @@ def _add_reader(head: bytes) -> bool:
         return not registered
     if kind == "AVIF":
         readable_before = "AVIF" in Image.ID
-        if not _avif_readable():
+        if not avif_readable():
             raise ImageReadError(f"an AVIF image: {_PLUGIN_NEEDED[kind]}")
         return not readable_before and "AVIF" in Image.ID
     return False
@@ -565,7 +593,7 @@ def missing_reader(name: str) -> str | None:
     if kind is None:
         return None
     family = "AVIF" if kind == "AVIF" else "HEIF"
-    if (_avif_readable if family == "AVIF" else _heif_readable)():
+    if (avif_readable if family == "AVIF" else _heif_readable)():
         return None
     return _PLUGIN_NEEDED[family].replace("reading it", f"reading {kind} files", 1)
 

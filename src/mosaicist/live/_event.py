@@ -63,8 +63,8 @@ from ..errors import MosaicistError, OptionError
 from ..imaging import (
     _DECODE_ERRORS,
     _PILLOW_LIMIT,
-    _avif_readable,
-    _isobmff_kind,
+    avif_readable,
+    heif_or_avif,
     make_tile,
     missing_reader,
     read_target,
@@ -298,7 +298,7 @@ def photo_formats() -> tuple[str, ...]:
     HEIF (HEIC) only with pillow-heif, the live extra; AVIF where Pillow
     reads it (built with it, 11.3 or later, or pillow-avif-plugin).
     """
-    return ACCEPTED_FORMATS + heif_formats() + (("AVIF",) if _avif_readable() else ())
+    return ACCEPTED_FORMATS + heif_formats() + (("AVIF",) if avif_readable() else ())
 
 
 def new_id() -> str:
@@ -939,7 +939,7 @@ class Event:
             # Else it would be "not a picture in a format the wall accepts": true, but it
             # hides that the host can fix it.
             raise MosaicistError(f"{name}: {needs_live('a HEIC photo')}")
-        if "AVIF" not in formats and _isobmff_kind(data[:64]) == "AVIF":
+        if "AVIF" not in formats and heif_or_avif(data[:64]) == "AVIF":
             # Phones send AVIF more and more: say it cannot be read here, and what would.
             raise MosaicistError(f"{name}: an AVIF photo cannot be read here: "
                                  f"{missing_reader('.avif') or 'Pillow reads no AVIF'}")

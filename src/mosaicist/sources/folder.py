@@ -80,6 +80,9 @@ def _decode_batch(
 ) -> list[_Decoded]:
     results: list[_Decoded] = []
     for path in paths:
+        if path.endswith(os.sep):
+            results.append(_folder_outcome(path))
+            continue
         try:
             tile, digest = read_tile_file(path, width_px, aspect, crop)
             results.append((tile.pixels.tobytes(), digest, None, tile.window, tile.signature,
@@ -104,6 +107,25 @@ def _decode_batch(
             message = readable(f"cannot decode: {type(error).__name__}: {error}")
             results.append((None, None, message, None, None, False))
     return results
+
+
+def _folder_outcome(path: str) -> _Decoded:
+    """The outcome of a folder that the scan could not list (see :meth:`FolderSource.scan`).
+
+    Listed again for its reason, which the scan could not pass on (an entry
+    carries a path, not an error).
+    """
+    try:
+        with os.scandir(path) as listing:
+            for _ in listing:  # a listing may fail part way, as /proc/1/map_files does
+                pass
+    except OSError as error:
+        reason = readable(f"cannot read this folder: {error.strerror or error}; "
+                          f"its photos are left out")
+        return None, None, reason, None, None, is_transient(error)
+    # It lists now: the next scan lists its photos, so this failure must not be kept.
+    return (None, None, "this folder could not be read while scanning; its photos are left "
+            "out", None, None, True)
 
 
 def _process_context() -> Any:
@@ -265,7 +287,11 @@ class FolderSource(TileSource):
     (names starting with ``.``) are ignored; so are HEIC, HEIF and AVIF files
     where the plugin that reads them is missing, with one warning per scan
     naming it (:func:`mosaicist.imaging.missing_reader`). Symbolic links to files are
-    followed; links to folders are not (they could loop). Each tile's
+    followed; links to folders are not (they could loop). A subfolder that
+    cannot be read (no permission, a mount that is gone) is a bad entry,
+    ``sub/``, reported and skipped like a bad file; one removed while
+    scanning is left out; only the folder itself being unreadable is an
+    error (:exc:`~mosaicist.errors.SourceError`, from :meth:`scan`). Each tile's
     ``source_id`` is its relative path as text (:func:`~mosaicist.sources.base.name_to_text`:
     bytes of names that are not UTF-8 are written ``\\xHH``).
 
@@ -306,57 +332,84 @@ class FolderSource(TileSource):
         while pending:
             prefix, directory = pending.pop()
             try:
-                iterator = os.scandir(directory)
+                # The listing itself may fail part way (a folder that may be opened but
+                # not read, such as /proc/1/map_files; a share that drops): caught here
+                # too, with what it listed before kept.
+                with os.scandir(directory) as iterator:
+                    for item in iterator:
+                        self._take(item, prefix, entries, pending, unreadable, left_out)
             except OSError as error:
-                print(printable(f"mosaicist: warning: {name_to_text(directory)}: {error.strerror}"),
-                      file=sys.stderr)
-                continue
-            with iterator:
-                for item in iterator:
-                    name = item.name
-                    if name.startswith("."):
-                        continue
-                    dot = name.rfind(".")
-                    extension = name[dot:].lower() if dot > 0 else ""
-                    image_name = extension in IMAGE_EXTENSIONS
-                    if image_name and extension not in unreadable:
-                        unreadable[extension] = missing_reader(extension)
-                    try:
-                        if item.is_dir(follow_symlinks=False):
-                            pending.append((prefix + name_to_text(name) + "/", item.path))
-                            continue
-                        if not image_name:
-                            continue
-                        why = unreadable[extension]
-                        if why is not None:
-                            # Left out, not failed: a failure is remembered until the
-                            # file changes, and the file is fine once the plugin is there.
-                            left_out[why] = left_out.get(why, 0) + 1
-                            continue
-                        status = item.stat()
-                    except OSError as error:
-                        if image_name and (error.errno != errno.ENOENT or _is_link(item)):
-                            # A link to a photo that is not there (a drive not mounted), or
-                            # a photo whose status this user may not read (a folder it may
-                            # list but not search): a bad file, reported (its read fails)
-                            # and skipped, with a stamp no file has, so that it is read as
-                            # soon as it can be. Such files were left out without a word.
-                            entries.append(SourceEntry(prefix + name_to_text(name), 0,
-                                                       MISSING_STAMP, item.path))
-                        # Else a file removed while scanning.
-                        continue
-                    if not stat.S_ISREG(status.st_mode):
-                        # A link to a folder (never followed), a FIFO, a device...
-                        continue
-                    entries.append(
-                        SourceEntry(prefix + name_to_text(name), status.st_size,
-                                    change_stamp(status), item.path)
-                    )
+                if not prefix:
+                    # Nothing of the library can be listed: an empty scan would publish
+                    # an empty library over the one indexed.
+                    raise SourceError(f"{self.name}: cannot read the folder: "
+                                      f"{readable(error.strerror or str(error))}") from None
+                if error.errno in (errno.ENOENT, errno.ENOTDIR):
+                    # Removed (or replaced by a file) between its listing and its own:
+                    # gone like a file removed while scanning, and the next scan agrees.
+                    continue
+                # A bad entry like a bad file (reported and skipped, never fatal), with a
+                # stamp no file has: remembered as failed while the scan stays the same,
+                # so a re-run does not try it again; once it can be read its photos
+                # change the scan and are indexed. The trailing separator of its
+                # locator tells the decoder it is a folder (see _folder_outcome).
+                entries.append(SourceEntry(prefix, 0, MISSING_STAMP, directory + os.sep))
         for why, count in left_out.items():
             print(printable(f"mosaicist: warning: {name_to_text(str(self.root))}: {count} "
                             f"file{'s' if count > 1 else ''} left out: {why}"), file=sys.stderr)
         entries.sort(key=lambda entry: entry.source_id)
         return entries
+
+    @staticmethod
+    def _take(
+        item: os.DirEntry[str], prefix: str, entries: list[SourceEntry],
+        pending: list[tuple[str, str]], unreadable: dict[str, str | None],
+        left_out: dict[str, int],
+    ) -> None:
+        """Add one folder entry of :meth:`scan`: a photo to ``entries``, a folder to ``pending``.
+
+        Errors about the entry itself are handled here, so that an
+        :class:`OSError` that reaches :meth:`scan` is the listing's own.
+        """
+        name = item.name
+        if name.startswith("."):
+            return
+        dot = name.rfind(".")
+        extension = name[dot:].lower() if dot > 0 else ""
+        image_name = extension in IMAGE_EXTENSIONS
+        if image_name and extension not in unreadable:
+            unreadable[extension] = missing_reader(extension)
+        try:
+            if item.is_dir(follow_symlinks=False):
+                pending.append((prefix + name_to_text(name) + "/", item.path))
+                return
+            if not image_name:
+                return
+            why = unreadable[extension]
+            if why is not None:
+                # Left out, not failed: a failure is remembered until the
+                # file changes, and the file is fine once the plugin is there.
+                left_out[why] = left_out.get(why, 0) + 1
+                return
+            status = item.stat()
+        except OSError as error:
+            if image_name and (error.errno != errno.ENOENT or _is_link(item)):
+                # A link to a photo that is not there (a drive not mounted), or
+                # a photo whose status this user may not read (a folder it may
+                # list but not search): a bad file, reported (its read fails)
+                # and skipped, with a stamp no file has, so that it is read as
+                # soon as it can be. Such files were left out without a word.
+                entries.append(SourceEntry(prefix + name_to_text(name), 0,
+                                           MISSING_STAMP, item.path))
+            # Else a file removed while scanning.
+            return
+        if not stat.S_ISREG(status.st_mode):
+            # A link to a folder (never followed), a FIFO, a device...
+            return
+        entries.append(
+            SourceEntry(prefix + name_to_text(name), status.st_size,
+                        change_stamp(status), item.path)
+        )
 
     def decode(
         self, entries: Sequence[SourceEntry], width_px: int, aspect: tuple[int, int] = SQUARE,

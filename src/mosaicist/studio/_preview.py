@@ -72,6 +72,7 @@ from ..colour import (
 from ..errors import MosaicistError, OptionError
 from ..imaging import read_target
 from ..library import TileLibrary
+from ..library._index import MissingIndexError
 from ..match import fitted_matcher
 from ..match._assign import check_feasible, tile_capacity
 from ..match._capped import fit_limits
@@ -478,22 +479,28 @@ class Previewer:
         if warm is not None:
             from ..library._index import _current_generation
 
-            if _current_generation(warm.library.directory) == warm.library.generation:
+            # Asked of a deleted index, the generation would make an empty manifest
+            # (or fail, its folder gone): a deleted index reads as not indexed.
+            if ((warm.library.directory / "manifest.sqlite").is_file()
+                    and _current_generation(warm.library.directory) == warm.library.generation):
                 self._libraries.move_to_end(key)
                 return warm
-            del self._libraries[key]  # indexed again since: read the new one
+            del self._libraries[key]  # indexed again (or deleted) since: read it again
+        not_indexed = (f"{tiles}: the tiles are not indexed yet at these settings, or none "
+                       "of them could be read; index them first (indexing names the files "
+                       "it could not read)")
         try:
+            # require_index: opening an index that is not there would make an empty one.
             library = TileLibrary.open(tiles, options.match_px, cache_dir=self.cache_dir,
                                        update=False, aspect=options.aspect_ratio,
-                                       crop=options.crop)
+                                       crop=options.crop, require_index=True)
+        except MissingIndexError:
+            raise MosaicistError(not_indexed) from None
         except MosaicistError as error:
             if "no usable tile" in str(error):
-                # Also what a folder whose files all failed to decode says: both are
-                # named, since the preview cannot tell them apart.
-                raise MosaicistError(f"{tiles}: the tiles are not indexed yet at these "
-                                     "settings, or none of them could be read; index them "
-                                     "first (indexing names the files it could not "
-                                     "read)") from None
+                # Indexed, but every file failed to decode: the same words as a missing
+                # index, which the page has always shown for both.
+                raise MosaicistError(not_indexed) from None
             raise
         warm = self._warm(library)
         self._libraries[key] = warm
