@@ -103,7 +103,7 @@ def open_library(tiles: str, options: MosaicOptions, cache_dir: str) -> TileLibr
                     f"{cache_dir}: the cache is not on this worker (deleted since the batch "
                     "indexed the library, or not on a filesystem every worker shares); run "
                     "the batch again")
-            from ..library._index import MissingIndexError
+            from ..library import MissingIndexError
 
             try:
                 library = TileLibrary.open(tiles, options.match_px, cache_dir=cache_dir,

@@ -7,6 +7,14 @@ in a packed memory-mapped array with an SQLite manifest, and later updates
 decode only what changed. See :class:`TileLibrary`.
 """
 
-from ._index import TileLibrary, TileStamp, UpdateStats, stored_stamps, stored_windows
+from ._index import (
+    MissingIndexError,
+    TileLibrary,
+    TileStamp,
+    UpdateStats,
+    stored_stamps,
+    stored_windows,
+)
 
-__all__ = ["TileLibrary", "TileStamp", "UpdateStats", "stored_stamps", "stored_windows"]
+__all__ = ["MissingIndexError", "TileLibrary", "TileStamp", "UpdateStats", "stored_stamps",
+           "stored_windows"]

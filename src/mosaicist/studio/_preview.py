@@ -71,8 +71,7 @@ from ..colour import (
 )
 from ..errors import MosaicistError, OptionError
 from ..imaging import read_target
-from ..library import TileLibrary
-from ..library._index import MissingIndexError
+from ..library import MissingIndexError, TileLibrary
 from ..match import fitted_matcher
 from ..match._assign import check_feasible, tile_capacity
 from ..match._capped import fit_limits
