@@ -917,3 +917,45 @@ def test_reduce_cells_of_divisible_blocks_sums_bytes_without_overflow(cell_w, ce
     assert np.array_equal(reduce_cells(image, cell_w, view_w, cell_h, view_h), expected)
     np.testing.assert_array_equal(
         reduce_cells(image.astype(np.uint16), cell_w, view_w, cell_h, view_h), expected)
+
+
+def _patterned_grid(rng: np.random.Generator, kind: int) -> np.ndarray:
+    """A small tile grid of one of the shapes that stress the closest-repeat search."""
+    rows, cols = (int(side) for side in rng.integers(1, 15, 2))
+    row, col = np.indices((rows, cols))
+    if kind == 0:  # random, from few or many tiles
+        return rng.integers(0, rng.integers(1, rows * cols + 2), (rows, cols))
+    if kind == 1:  # all distinct
+        return rng.permutation(rows * cols).reshape(rows, cols)
+    if kind == 2:  # one tile everywhere
+        return np.zeros((rows, cols), np.int64)
+    if kind == 3:  # horizontal stripes of h rows, tiles recurring every few stripes
+        return (row // rng.integers(1, 8)) % rng.integers(1, 6)
+    if kind == 4:  # a tile every D cells along rows, staggered from row to row
+        spacing = int(rng.integers(1, 7))
+        return (row % spacing) * spacing + (col + row * rng.integers(0, 4)) % spacing
+    # blocks of b x b cells, block tiles recurring
+    side = rng.integers(1, 5)
+    return ((row // side) * 7 + col // side) % rng.integers(1, 9)
+
+
+def test_repetition_closest_repeat_matches_brute_force_on_patterns():
+    # The block search must stay exact on every shape: stripes, staggered lattices
+    # (where the row-major and column-major bounds differ), blocks, the extremes.
+    rng = np.random.default_rng(2026)
+    for index in range(900):
+        grid = _patterned_grid(rng, index % 6)
+        assert repetition_metrics(grid)["closest_repeat"] == brute_closest(grid), grid.tolist()
+
+
+def test_repetition_on_large_patterned_grids():
+    # 1000x1000: 7-row stripes, tiles every 7 cells (in place and staggered) and one
+    # repeated half; each answer known from its construction.
+    row, col = np.indices((1000, 1000))
+    stripes = np.repeat(np.arange(143), 7)[:1000, None].repeat(1000, axis=1)
+    assert repetition_metrics(stripes) == {
+        "distinct_tiles": 143, "max_uses": 7000, "closest_repeat": 1}
+    assert repetition_metrics((row % 7) * 7 + col % 7)["closest_repeat"] == 7
+    assert repetition_metrics((col - (row % 7) * 7) % 49)["closest_repeat"] == 7
+    half = np.random.default_rng(0).permutation(500_000).reshape(500, 1000)
+    assert repetition_metrics(np.vstack([half, half]))["closest_repeat"] == 500

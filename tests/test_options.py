@@ -554,3 +554,72 @@ def test_settings_files_with_hostile_versions_or_names_are_refused_in_one_short_
         MosaicOptions.from_json(data)
     text = str(refused.value)
     assert text.startswith(message) and len(text) < 120, text
+
+
+#: Hostile values for every setting: long texts (digits, letters, an aspect or print size
+#: with one side of 100,000 digits or zeros), numbers of thousands of digits, long lists.
+_HOSTILE_VALUES = {
+    "digits": "1" * 200_000,
+    "letters": "x" * 200_000,
+    "long side": "1:" + "2" * 100_000,
+    "leading zeros": "0" * 100_000 + "100:1",
+    "spaced": "1:" + " 1" * 100_000,
+    "huge": 10**5000,
+    "huge negative": -(10**5000),
+    "list": list(range(100_000)),
+    "texts": ["x" * 1000] * 1000,
+}
+
+
+@pytest.mark.parametrize("value", list(_HOSTILE_VALUES.values()), ids=list(_HOSTILE_VALUES))
+@pytest.mark.parametrize("name", [declared.name for declared in settings()
+                                  # Checked against their registries when a mosaic is made.
+                                  if declared.name not in ("search", "device")])
+def test_every_setting_refuses_a_long_value_in_a_short_message(name, value):
+    # MosaicOptions(aspect="1" * 200000) made a message of 200,067 characters (the
+    # studio's answer and the command line's one line, whole).
+    with pytest.raises(OptionError) as refused:
+        MosaicOptions(**{name: value})
+    flag = setting_named(name).flag or name
+    for text in (str(refused.value), refused.value.message(lambda _: flag)):
+        assert len(text) < 300 and text.count("\n") == 0, text[:300]
+    assert name in str(refused.value) and name in refused.value.parameters
+    assert flag in refused.value.message(lambda _: flag)
+
+
+def test_settings_read_from_a_file_refuse_a_long_value_in_a_short_message():
+    with pytest.raises(OptionError, match="^aspect must be two positive whole numbers") as refused:
+        MosaicOptions.from_json({"version": SETTINGS_VERSION, "aspect": "1" * 200_000})
+    assert len(str(refused.value)) < 300
+
+
+@pytest.mark.parametrize("names", [
+    ["a" * 200_000],
+    [f"x{index}" for index in range(20_000)],
+])
+def test_unknown_names_are_listed_short(names):
+    # Each name was listed whole, and every one of thousands.
+    with pytest.raises(OptionError, match="^unknown settings: ") as refused:
+        MosaicOptions(**dict.fromkeys(names, 1))
+    assert len(str(refused.value)) < 300, str(refused.value)[:300]
+    with pytest.raises(OptionError) as replaced:
+        MosaicOptions().replace(**dict.fromkeys(names, 1))
+    assert len(str(replaced.value)) < 300
+    with pytest.raises(MosaicistError) as read:
+        MosaicOptions.from_json({"version": SETTINGS_VERSION, **dict.fromkeys(names, 1)})
+    assert len(str(read.value)) < 300
+    # A short typo still gets its suggestion.
+    with pytest.raises(OptionError, match=r"max_use \(did you mean max_uses\?\)"):
+        MosaicOptions(max_use=1)
+
+
+def test_a_short_refusal_keeps_its_short_values_and_class():
+    from mosaicist.options import UnknownSettingError, short_refusal
+
+    error = OptionError("{aspect} {value!r} is not {most:>3}", value="1:1", most="x")
+    assert short_refusal(error) is error
+    long = UnknownSettingError("{aspect} {value!r} and {other!r} {{not a field}}",
+                               value="9" * 1000, other="kept")
+    shortened = short_refusal(long)
+    assert type(shortened) is UnknownSettingError and shortened.parameters == ("aspect",)
+    assert str(shortened) == ("aspect '" + "9" * 56 + "... and 'kept' {not a field}")

@@ -504,3 +504,52 @@ def test_ipv6_loopback(tmp_path):
         assert url.startswith("http://[::1]:")
         assert fetch(url, "/files/a.txt")[1] == b"six"
         assert fetch(url, "/files/a.txt", {"Host": f"evil.example:{server.port}"})[0] == 421
+
+
+def test_mosaicist_errors_of_the_server_carry_their_status(tmp_path, capsys):
+    # Every MosaicistError was a 400, "change what you sent", even one that said the
+    # server's own database could not be used.
+    class ServerFault(MosaicistError):
+        http_status = 503
+
+    class Misspelt(MosaicistError):
+        http_status = "503"
+
+    class Success(MosaicistError):
+        http_status = 200
+
+    class Subclassed(ServerFault):
+        pass
+
+    raised = {"fault": (ServerFault, "the history cannot be read"),
+              "subclassed": (Subclassed, "the history is locked"),
+              "misspelt": (Misspelt, "refused"), "success": (Success, "refused"),
+              "plain": (MosaicistError, "the picture is too small")}
+
+    async def fail(request: Request) -> Response:
+        kind, message = raised[request.path_params["kind"]]
+        raise kind(message)
+
+    listener = bind("127.0.0.1", 0)
+    app = make_app([Route("/api/fail/{kind}", fail, methods=["GET"]),
+                    Route("/fail/{kind}", fail, methods=["GET"])],
+                   host="127.0.0.1", port=listener.getsockname()[1], name="test",
+                   token=TOKEN, methods=("GET",), max_body=MAX_BODY)
+    capsys.readouterr()
+    with WebServer(app, listener) as server:
+        answers = {kind: fetch(server.url, f"/api/fail/{kind}")[:2] for kind in raised}
+        plain_text = fetch(server.url, "/fail/fault")[:2]
+    assert {kind: (status, json.loads(body)) for kind, (status, body) in answers.items()} == {
+        "fault": (503, {"error": "the history cannot be read"}),
+        "subclassed": (503, {"error": "the history is locked"}),
+        "misspelt": (400, {"error": "refused"}),
+        "success": (400, {"error": "refused"}),
+        "plain": (400, {"error": "the picture is too small"}),
+    }
+    assert plain_text == (503, b"the history cannot be read\n")
+    # A fault of the server is logged in one line each; the client's errors are not.
+    assert capsys.readouterr().err.splitlines() == [
+        "mosaicist: test: GET /api/fail/fault failed: ServerFault: the history cannot be read",
+        "mosaicist: test: GET /api/fail/subclassed failed: Subclassed: the history is locked",
+        "mosaicist: test: GET /fail/fault failed: ServerFault: the history cannot be read",
+    ]

@@ -801,13 +801,11 @@ class FidelityMeter:
 def repetition_metrics(tile_grid: np.ndarray) -> dict:
     """Count tile uses and find the closest two cells that hold the same tile.
 
-    ``closest_repeat`` is exact: the cells are sorted by (tile, row, col)
-    and each is compared with the ``k``-th next one for ``k = 1, 2, ...``,
-    all cells at once. A cell drops out once its ``k``-th successor holds
-    another tile or lies at least the best distance so far rows below
-    (later successors only lie further down), so the loop is short: it
-    stops at once when some repeat is adjacent, and otherwise runs about as
-    many steps as one tile has cells within that many rows.
+    ``closest_repeat`` is exact (see :func:`_closest_repeat`): an upper bound
+    from the cells that follow each other in a tile's row-major and
+    column-major orders, then
+    every pair closer than it, found among the cells of the same or
+    neighbouring square blocks of that side.
 
     Parameters
     ----------
@@ -825,34 +823,88 @@ def repetition_metrics(tile_grid: np.ndarray) -> dict:
     grid = np.asarray(tile_grid)
     if grid.ndim != 2 or grid.size == 0:
         raise ValueError(f"tile_grid must be a non-empty 2-D array, got shape {grid.shape}")
-    cols = grid.shape[1]
     flat = grid.ravel()
     _, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
     result = {"distinct_tiles": int(len(counts)), "max_uses": int(counts.max()),
               "closest_repeat": None}
-    if counts.max() < 2:
-        return result
+    if counts.max() >= 2:
+        result["closest_repeat"] = _closest_repeat(inverse.ravel(), counts, grid.shape[1])
+    return result
+
+
+def _closest_repeat(inverse: np.ndarray, counts: np.ndarray, cols: int) -> int:
+    """The smallest Chebyshev distance between two cells of one tile (some tile repeats).
+
+    Walking each cell's successors in (tile, row, col) order alone ran as
+    many steps as a tile has cells in the rows within reach: hundreds on
+    grids where each tile recurs every few columns (stripes, or any
+    ``min_spacing`` mosaic from a small library). Here the successors in
+    row-major and in column-major order give a distance ``bound`` that some
+    pair reaches, and
+    any closer pair lies in the same or adjacent ``bound``-sided blocks.
+    Within one block a tile's cells are then far apart too (two in a block
+    row would be closer than ``bound``), so each cell meets only a few
+    cells of its tile in the five blocks it is compared with.
+    """
+    rows = len(inverse) // cols
     # Only cells whose tile repeats can be in a pair; a stable sort of the
     # row-major cell indices by tile keeps each tile's cells in (row, col) order.
-    repeated = np.flatnonzero(counts[inverse] > 1)
-    order = repeated[np.argsort(inverse[repeated], kind="stable")]
-    tile = inverse[order]
-    row, col = np.divmod(order, cols)
-    best = max(grid.shape)  # larger than any distance in the grid
-    alive = np.arange(len(order) - 1)
-    step = 1
-    while alive.size and best > 1:
-        alive = alive[alive + step < len(order)]
-        partner = alive + step
-        down = row[partner] - row[alive]
-        keep = (tile[partner] == tile[alive]) & (down < best)
-        alive, partner, down = alive[keep], partner[keep], down[keep]
-        if alive.size:
-            best = min(best, int(np.maximum(down, np.abs(col[partner] - col[alive])).min()))
-            alive = alive[down < best]
-        step += 1
-    result["closest_repeat"] = best
-    return result
+    cells = np.flatnonzero(counts[inverse] > 1)
+    cells = cells[np.argsort(inverse[cells], kind="stable")]
+    tile = inverse[cells].astype(np.int64)
+    row, col = np.divmod(cells, cols)
+    same = tile[1:] == tile[:-1]
+    bound = int(np.maximum(np.abs(np.diff(row)), np.abs(np.diff(col)))[same].min())
+    if bound > 1:
+        # Column-major successors too: a tile recurring every few rows but in
+        # shifted columns (a staggered pattern) gets its bound from them.
+        down = np.argsort(tile * len(inverse) + col * rows + row)
+        same = tile[down[1:]] == tile[down[:-1]]
+        bound = min(bound, int(np.maximum(np.abs(np.diff(row[down])),
+                                          np.abs(np.diff(col[down])))[same].min()))
+    if bound == 1:
+        return 1
+    # Cells grouped by (tile, block), block columns shifted by one so that the
+    # left neighbour of block 0 has an id; the sort keeps (row, col) order within.
+    block_rows = (rows - 1) // bound + 2
+    block_cols = (cols - 1) // bound + 3
+    group = (tile * block_rows + row // bound) * block_cols + col // bound + 1
+    order = np.argsort(group, kind="stable")
+    group, row, col = group[order], row[order], col[order]
+    best = bound
+    everyone = np.arange(len(group))
+    # (group, row) as one sorted number, so that a scan of the block to the right
+    # can start at the first of its cells less than best rows above.
+    rank = np.cumsum(np.concatenate(([0], group[1:] != group[:-1])))
+    level = rank * (rows + 1) + row
+    # The block itself (later cells only), then the right, lower-left, lower and
+    # lower-right blocks (ids one block row on differ by block_cols): each pair
+    # of blocks is looked at from one side.
+    for shift in (None, 1, block_cols - 1, block_cols, block_cols + 1):
+        if shift is None:
+            first = everyone + 1
+            wanted = group
+        else:
+            wanted = group + shift
+            found = np.minimum(np.searchsorted(group, wanted), len(group) - 1)
+            first = np.searchsorted(level, rank[found] * (rows + 1)
+                                    + np.maximum(row - best + 1, 0))
+        alive = everyone
+        step = 0
+        while alive.size and best > 1:
+            partner = first[alive] + step
+            held = np.minimum(partner, len(group) - 1)
+            # A group's cells go down row by row: once one is best rows below,
+            # the rest are too.
+            near = ((partner < len(group)) & (group[held] == wanted[alive])
+                    & (row[held] - row[alive] < best))
+            alive, partner = alive[near], partner[near]
+            if alive.size:
+                apart = np.maximum(np.abs(row[partner] - row[alive]),
+                                   np.abs(col[partner] - col[alive]))
+                best = min(best, int(apart.min()))
+            step += 1
+    return best
 
 
 def read_tile_grid(path: str | os.PathLike[str]) -> np.ndarray:

@@ -41,6 +41,7 @@ import dataclasses
 import difflib
 import functools
 import math
+import string
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -294,6 +295,56 @@ def shown_value(value: object) -> str:
     return text if len(text) <= 2 * SHOWN_DIGITS else text[:2 * SHOWN_DIGITS - 3] + "..."
 
 
+def _too_long(value: object) -> bool:
+    """Whether ``value`` printed whole would be longer than :func:`shown_value` shows."""
+    if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
+        return _digits(int(value)) > SHOWN_DIGITS
+    try:
+        return len(str(value)) > 2 * SHOWN_DIGITS
+    except Exception:
+        return True  # an int too long to print, inside a pair
+
+
+def short_refusal(error: OptionError) -> OptionError:
+    """``error`` again, with each value too long to show whole shown by :func:`shown_value`.
+
+    Parameters
+    ----------
+    error : OptionError
+        A refusal whose values may be anything a caller gave (a text of
+        200,000 characters, a number of thousands of digits, a long list).
+
+    Returns
+    -------
+    OptionError
+        ``error`` itself when every value is short; else one of the same
+        class, naming the same parameters, each long value shown as
+        :func:`shown_value` shows it (its repr cut short, or a number by its
+        length) in place of its conversion (``{value!r}``).
+
+    Examples
+    --------
+    >>> str(short_refusal(OptionError("{aspect} cannot be {value!r}", value="1" * 5000)))
+    "aspect cannot be '11111111111111111111111111111111111111111111111111111111..."
+    """
+    long = {name for name, value in error.values.items() if _too_long(value)}
+    if not long:
+        return error
+    template = []
+    for literal, name, spec, conversion in string.Formatter().parse(error.template):
+        template.append(literal.replace("{", "{{").replace("}", "}}"))
+        if name is None:
+            continue
+        if name in long:
+            template.append("{" + name + "}")  # shown_value gives the repr itself
+        else:
+            template.append("{" + name + (f"!{conversion}" if conversion else "")
+                            + (f":{spec}" if spec else "") + "}")
+    values = {name: shown_value(value) if name in long else value
+              for name, value in error.values.items()}
+    return type(error)("".join(template), **values)
+
+
 def refuse_huge(parameter: str, value: object, low: int | float,
                 high: int | float | None = None, unit: str = "") -> None:
     """Raise :class:`OptionError` naming ``parameter`` for a whole number beyond
@@ -425,14 +476,32 @@ def unknown_settings(names: Iterable[str]) -> UnknownSettingError:
     return UnknownSettingError("unknown settings: {names}", names=suggested(names))
 
 
+#: Most unknown names a message lists; the rest are counted.
+SHOWN_NAMES = 10
+
+
 def suggested(names: Iterable[str]) -> str:
-    """``names`` that are not settings, sorted, each with the nearest setting's name."""
+    """``names`` that are not settings, sorted, each with the nearest setting's name.
+
+    A name is any text a caller or a request gave (200,000 characters, or
+    thousands of names): each is shown cut short (:func:`shown_value`) and
+    at most :data:`SHOWN_NAMES` are listed, the rest counted.
+    """
     fields = list(_fields())
+    ordered = sorted(names)
     shown = []
-    for name in sorted(names):
-        close = difflib.get_close_matches(name, fields, n=1)
-        shown.append(f"{name} (did you mean {close[0]}?)" if close else name)
-    return ", ".join(shown)
+    for name in ordered[:SHOWN_NAMES]:
+        text = shown_value(name).strip("'")
+        # A long name is no typo of a setting: not worth difflib's time.
+        close = (difflib.get_close_matches(name, fields, n=1)
+                 if len(name) <= 2 * SHOWN_DIGITS else [])
+        shown.append(f"{text} (did you mean {close[0]}?)" if close else text)
+    return ", ".join(shown) + _more(len(ordered))
+
+
+def _more(count: int) -> str:
+    """The tail of a list of ``count`` names cut at :data:`SHOWN_NAMES`."""
+    return f" and {count - SHOWN_NAMES} more" if count > SHOWN_NAMES else ""
 
 
 @dataclass(frozen=True)
@@ -598,6 +667,16 @@ class MosaicOptions:
     _given: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        try:
+            self._resolve()
+        except OptionError as error:
+            # Checks outside this module (parse_aspect) quote what they were given;
+            # a value of 200,000 characters made a message of that length.
+            raise short_refusal(error) from None
+
+    def _resolve(self) -> None:
+        """Resolve every setting from the given values, the preset and the defaults,
+        and check them, alone and together."""
         declarations = settings()
         given = frozenset(declared.name for declared in declarations
                           if getattr(self, declared.name) is not _UNSET)
@@ -794,7 +873,8 @@ class MosaicOptions:
         unknown = set(values) - set(_fields())
         if unknown:
             names = sorted(shown_value(name).strip("'") for name in unknown)
-            raise MosaicistError(f"unknown settings: {', '.join(names)}")
+            raise MosaicistError(f"unknown settings: {', '.join(names[:SHOWN_NAMES])}"
+                                 f"{_more(len(names))}")
         # Every setting is written, so a missing one did not exist yet: the mosaic
         # was made as the seed's method does without it.
         for declared in settings():

@@ -4,6 +4,16 @@ No answer ever holds a traceback: expected problems raise :class:`WebError`
 (or :class:`~mosaicist.errors.MosaicistError`, shown with status 400), and
 anything unexpected is answered with status 500 and one sentence, its reason
 going to the server's stderr as one line.
+
+A :class:`~mosaicist.errors.MosaicistError` is the request's fault unless
+its class says otherwise: a subclass for a fault of the server's side sets
+the class attribute ``http_status`` (see :func:`error_status`)::
+
+    class HistoryError(MosaicistError):
+        http_status = 503  # the server's database, not what was sent
+
+and is answered with that status and its message, the message also logged
+as one line on the server's stderr (whoever runs the server can act on it).
 """
 
 from __future__ import annotations
@@ -100,9 +110,41 @@ async def http_error(request: Request, error: Exception) -> Response:
     return error_response(request.url.path, error.status_code, message, error.headers)
 
 
+#: Status of a :class:`MosaicistError` whose class names none: the request's fault.
+CLIENT_FAULT = 400
+
+
+def error_status(error: BaseException) -> int:
+    """The status a :class:`MosaicistError` is answered with.
+
+    Parameters
+    ----------
+    error : BaseException
+        The error raised while answering.
+
+    Returns
+    -------
+    int
+        The ``http_status`` attribute of its class when that is an error
+        status (an int from 400 to 599), else :data:`CLIENT_FAULT` (400):
+        a misspelt or success status must not turn a refusal into an answer
+        that looks like success.
+    """
+    status = getattr(type(error), "http_status", CLIENT_FAULT)
+    if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599:
+        return status
+    return CLIENT_FAULT
+
+
 async def mosaicist_error(request: Request, error: Exception) -> Response:
-    """A :class:`MosaicistError` raised while answering: the user's input, status 400."""
-    return error_response(request.url.path, 400, str(error))
+    """A :class:`MosaicistError` raised while answering: the user's input, status 400,
+    or the server's fault where its class sets ``http_status`` (:func:`error_status`)."""
+    status = error_status(error)
+    if status >= 500:
+        # Nothing the person at the page can change: the terminal says what failed.
+        log_failure(getattr(request.app.state, "name", "server"), request.method,
+                    request.url.path, error)
+    return error_response(request.url.path, status, str(error))
 
 
 async def unexpected_error(request: Request, error: Exception) -> Response:
