@@ -302,3 +302,25 @@ def test_aspects_take_ascii_digits_only():
         with pytest.raises(OptionError):
             parse_aspect(text)
     assert parse_aspect(" 3 : 2 ") == (3, 2)
+
+
+@pytest.mark.parametrize("text", ["1" * 200_000, "0" * 200_000 + "1000:1", "3:" + "2" * 200_000,
+                                  "x" * 200_000, "1:" + "0" * 200_000],
+                         ids=["digits", "zeros-then-elongated", "long-side", "letters", "zero"])
+def test_an_aspect_of_any_length_is_refused_in_a_short_message(text):
+    from mosaicist.aspect import aspect_pair, parse_aspect
+
+    for check in (parse_aspect, aspect_pair):
+        with pytest.raises(OptionError) as refused:
+            check(text)
+        assert len(str(refused.value)) < 300 and "aspect" in str(refused.value)
+
+
+@pytest.mark.parametrize("setting", ["search", "device"])
+def test_an_unknown_search_or_device_of_any_length_is_refused_in_a_short_message(setting):
+    from mosaicist.match import matcher_for
+    from mosaicist.options import MosaicOptions
+
+    with pytest.raises(OptionError) as refused:
+        matcher_for(MosaicOptions(**{setting: "z" * 200_000}))
+    assert len(str(refused.value)) < 300 and setting in str(refused.value)

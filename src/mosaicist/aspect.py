@@ -47,14 +47,14 @@ def parse_aspect(text: str) -> tuple[int, int]:
     found = _ASPECT.match(text) if isinstance(text, str) else None
     if found is None:
         raise OptionError("{aspect} must be two positive whole numbers as W:H (e.g. 3:2), "
-                          "got {value!r}", value=text)
+                          "got {value}", value=_repr(text))
     # Leading zeros say nothing, and int() refuses a string of thousands of digits even
     # when all but one are zeros.
     sides = [side.lstrip("0") or "0" for side in found.groups()]
     if any(len(side) > 2 * MOST_DIGITS for side in sides):
         # So long that no ratio or reduction is worth working out (nor int() allowed).
-        raise OptionError("{aspect} sides must have at most {digits} digits, got {value!r}",
-                          digits=MOST_DIGITS, value=text)
+        raise OptionError("{aspect} sides must have at most {digits} digits, got {value}",
+                          digits=MOST_DIGITS, value=_repr(text))
     return _checked(int(sides[0]), int(sides[1]), text)
 
 
@@ -116,7 +116,8 @@ def _repr(value: object) -> str:
 def _shown(aspect: object) -> str:
     """An aspect as the user gave it, for messages: text as it is, a pair as ``W:H``."""
     if isinstance(aspect, str):
-        return aspect
+        # Leading zeros pass the length check of the sides: a text of any length gets here.
+        return aspect if len(aspect) <= 40 else _repr(aspect)
     # A pair's sides may be ints too long to print (10**5000): shown by their length.
     return f"{_repr(aspect[0])}:{_repr(aspect[1])}"  # type: ignore[index]
 

@@ -524,6 +524,16 @@ def matcher_for(options: MosaicOptions) -> Matcher:
     OptionError
         When no matcher fits, naming the settings in the way.
     """
+    from ..options import short_refusal
+
+    try:
+        return _matcher_for(options)
+    except OptionError as error:
+        # A search or device of any length reaches here: the options take any name.
+        raise short_refusal(error) from None
+
+
+def _matcher_for(options: MosaicOptions) -> Matcher:
     searches = list(dict.fromkeys(matcher.search for matcher in MATCHERS.values()))
     if options.search not in searches:
         raise OptionError("unknown {search} {value!r}; use {known}", value=options.search,

@@ -1275,7 +1275,7 @@ def _routes(studio: Studio) -> list[Route]:
         return site.answer(route, f"/runs/{run_id}/view/")
 
     read = ["GET"]
-    routes = [
+    return [
         Route("/", page, methods=read),
         Route("/assets/{route:path}", assets, methods=read),
         Route("/api/state", state, methods=read),
@@ -1299,27 +1299,6 @@ def _routes(studio: Studio) -> list[Route]:
         Route("/runs/{id}/view", view, methods=read),
         Route("/runs/{id}/view/{route:path}", view, methods=read),
     ]
-    return [Route(route.path, _history_faults_as_503(route.endpoint), methods=route.methods)
-            for route in routes]
-
-
-def _history_faults_as_503(endpoint: Callable[[Request], Any]) -> Callable[[Request], Any]:
-    """``endpoint`` answering a history that cannot be used with 503, not 400.
-
-    The package's apps answer a :class:`MosaicistError` as the request's
-    fault (400); a damaged database or a full disk under the history is
-    the server's, and the page must not tell its user to change what they sent.
-    """
-
-    async def answer(request: Request) -> Response:
-        try:
-            response: Response = await endpoint(request)
-        except HistoryError as error:
-            raise WebError(503, str(error).splitlines()[0] if str(error) else
-                           "the studio's history cannot be used") from None
-        return response
-
-    return answer
 
 
 def make_studio_app(studio: Studio, *, host: str, port: int) -> Guard:

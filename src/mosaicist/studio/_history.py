@@ -104,6 +104,9 @@ _COLUMNS = ("id", "created", "status", "target_name", "tiles", "settings", "comm
 class HistoryError(MosaicistError):
     """The history cannot be read or written: a fault of the server's side, not the request's."""
 
+    #: What the package's apps answer it with (see :mod:`mosaicist.web._errors`).
+    http_status = 503
+
 
 @dataclass(frozen=True)
 class Run:
