@@ -4,6 +4,7 @@ Ctrl+C, no network at all)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import http.server
@@ -587,3 +588,74 @@ def test_a_cache_folder_that_cannot_be_written_is_one_download_error(
     message = _one_line(caught)
     assert message.startswith(f"{folder}: cannot download into this folder (")
     assert "--cache-dir" in message
+
+
+# --------------------------------------------------------------------------- endless bodies
+
+
+class _EndlessHandler(http.server.BaseHTTPRequestHandler):
+    """Sends bytes until the client hangs up (8 MiB at most), or declares a huge length."""
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server naming
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        if self.path == "/declared.bin":
+            self.send_header("Content-Length", str(10**12))
+        self.end_headers()  # otherwise no length: the body runs until the connection closes
+        with contextlib.suppress(OSError):
+            for _ in range(128):
+                self.wfile.write(PAYLOAD[:64 << 10])
+
+
+@pytest.fixture
+def endless() -> Iterator[str]:
+    """A local HTTP server whose bodies never end; yields its base address."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EndlessHandler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def test_an_endless_body_is_stopped_at_twice_the_datasets_size(
+    endless: str, server: tuple[str, ServerState], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No cap: a server or proxy that never ended the body filled the disk (here it
+    # stops after 8 MiB, and the download then failed only its checksum).
+    monkeypatch.setitem(download.DATASETS, "cifar10",
+                        DatasetFile(f"{endless}/cifar.tar.gz", PAYLOAD_MD5, "c.tar.gz",
+                                    size=len(PAYLOAD)))
+    with pytest.raises(DownloadError) as caught:
+        fetch_dataset("cifar10", tmp_path)
+    message = _one_line(caught)
+    limit = download.SIZE_MARGIN * len(PAYLOAD)
+    assert message.startswith(f"{endless}/cifar.tar.gz: the server sent more than the "
+                              f"{limit:,} bytes this file can have")
+    assert "partial download was deleted" in message
+    assert not (tmp_path / "c.tar.gz.part").exists() and not (tmp_path / "c.tar.gz").exists()
+    # A length declared over the cap is refused before a byte is written: a part kept
+    # from an earlier attempt stays for the next.
+    (tmp_path / "c.tar.gz.part").write_bytes(PAYLOAD[:1000])
+    monkeypatch.setitem(download.DATASETS, "cifar10",
+                        DatasetFile(f"{endless}/declared.bin", PAYLOAD_MD5, "c.tar.gz",
+                                    size=len(PAYLOAD)))
+    with pytest.raises(DownloadError, match=r"declares 1,000,000,000,000 bytes, more than"):
+        fetch_dataset("cifar10", tmp_path)
+    assert (tmp_path / "c.tar.gz.part").read_bytes() == PAYLOAD[:1000]
+    assert not (tmp_path / "c.tar.gz").exists()
+    # The whole file, at its size, is under the cap; every registered dataset has one.
+    url, _ = server
+    monkeypatch.setitem(download.DATASETS, "cifar10",
+                        DatasetFile(url, PAYLOAD_MD5, "c.tar.gz", size=len(PAYLOAD)))
+    assert fetch_dataset("cifar10", tmp_path).read_bytes() == PAYLOAD
+    monkeypatch.undo()
+    assert all(spec.size for spec in DATASETS.values())

@@ -741,3 +741,60 @@ def test_avif_readable_follows_pillow_and_the_plugin(monkeypatch):
     monkeypatch.setitem(sys.modules, "pillow_avif", types.ModuleType("pillow_avif"))
     assert imaging.avif_readable() is True
     assert imaging.missing_reader("photo.AVIF") is None
+
+
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+def test_a_signed_16_bit_tiff_is_scaled_from_its_signed_range(tmp_path, byteorder):
+    # Pillow reads I;16S / I;16BS into mode I with the signs kept: every negative sample
+    # was clipped to black and 32767 came out mid-grey (127), targets and tiles alike.
+    import tifffile
+
+    samples = np.array([[-32768, -16384, -1, 0, 16384, 32767]], np.int16)
+    path = tmp_path / "signed.tif"
+    tifffile.imwrite(path, samples.astype(samples.dtype.newbyteorder(byteorder)),
+                     byteorder=byteorder, photometric="minisblack")
+    expected = [0, 64, 127, 128, 191, 255]
+    with Image.open(path) as image:
+        assert image.mode == "I"
+        assert np.asarray(to_rgb(image))[0, :, 0].tolist() == expected
+    assert read_target(path)[0, :, :].tolist() == [[value] * 3 for value in expected]
+    # A tile of the same file: a flat picture of -16384 is the grey of 64, not black.
+    flat = tmp_path / "flat.tif"
+    tifffile.imwrite(flat, np.full((8, 8), -16384, np.dtype(byteorder + "i2")),
+                     byteorder=byteorder, photometric="minisblack")
+    assert (decode_tile_bytes(flat.read_bytes(), 4) == 64).all()
+
+
+@pytest.mark.parametrize("kind", ["BMP", "TIFF", "TIFF-tiled"])
+def test_a_target_too_short_for_its_declared_pixels_is_refused_at_the_header(tmp_path, kind):
+    # target_size gave a size for these, and read_target refused them only after
+    # `make` had opened and indexed the whole library for them.
+    import tifffile
+
+    picture = gradient(13, 9)  # rows padded in a BMP
+    path = tmp_path / "cut.img"
+    whole = io.BytesIO()
+    if kind == "BMP":
+        Image.fromarray(picture).save(whole, "BMP")
+    else:
+        tifffile.imwrite(whole, picture, photometric="rgb",
+                         tile=(16, 16) if kind == "TIFF-tiled" else None)
+    data = whole.getvalue()
+    path.write_bytes(data)
+    assert target_size(path) == (13, 9)  # whole: read as before
+    assert read_target(path).shape == (9, 13, 3)
+    if kind == "TIFF-tiled":
+        # The edge tile's padding below the picture is declared but never read.
+        path.write_bytes(data[:len(data) - 40])
+        assert read_target(path).shape == (9, 13, 3)
+        assert target_size(path) == (13, 9)
+    kept = len(data) * 2 // 3
+    path.write_bytes(data[:kept])
+    with pytest.raises(MosaicistError) as caught:
+        read_target(path)
+    assert str(caught.value) == f"{path}: cannot read target image: truncated image file"
+    with pytest.raises(MosaicistError) as caught:
+        target_size(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: cannot read target image: truncated image file (")
+    assert message.endswith(f"the file has {kept:,} bytes)") and "\n" not in message

@@ -1156,3 +1156,47 @@ def test_a_folder_named_as_a_dataset_spec_is_named_but_the_dataset_is_read(
     assert shadowed_folder("galaxy10:copy") is None
     source = open_source("cifar10:copy", tmp_path / "cache")
     assert isinstance(source, CifarSource) and source.key == f"cifar10:{tmp_path / 'copy'}"
+
+
+@pytest.mark.parametrize("kind", ["npy", "npz"])
+def test_a_fortran_ordered_array_cut_short_fails_its_images_not_the_process(
+    tmp_path: Path, kind: str
+) -> None:
+    # C-ordered files were read on demand, but a Fortran-ordered one was still memory
+    # mapped: truncated while it was read, the process died of a bus error (SIGBUS).
+    images = np.asfortranarray(_images(2000, side=16))
+    path = tmp_path / f"tiles.{kind}"
+    if kind == "npy":
+        np.save(path, images)
+    else:
+        np.savez(path, images=images)
+    flags, message = _in_a_child(_DECODE_AFTER_A_CUT, str(path), "300000", "during").splitlines()
+    assert flags.startswith("[True, ") and flags.endswith(", False]")
+    assert message.startswith(f"cannot read {path}") and "cut short" in message
+
+
+@pytest.mark.parametrize("read_bytes", [8 << 20, 50])  # many planes a read, and one
+@pytest.mark.parametrize("channels", [3, None, 1])
+def test_a_fortran_ordered_npy_gives_the_c_ordered_files_tiles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read_bytes: int, channels: int | None
+) -> None:
+    monkeypatch.setattr(arrays_module, "_FORTRAN_READ_BYTES", read_bytes)
+    monkeypatch.setattr(arrays_module, "READ_CHUNK", 7)  # blocks that start inside the array
+    images = _images(23, side=6, channels=channels)
+    c_path, f_path = tmp_path / "c.npy", tmp_path / "f.npy"
+    np.save(c_path, images)
+    np.save(f_path, np.asfortranarray(images))
+    ordered, fortran = ArrayFileSource(c_path), ArrayFileSource(f_path)
+    store, handle = fortran._open_store()
+    assert isinstance(store, arrays_module._FileImages)  # not a memory map
+    handle.close()
+    for picked in (list(range(23)), [22, 0, 5, 5, 13, 1]):
+        expected = list(ordered.decode([ordered.scan()[i] for i in picked], 6))
+        got = list(fortran.decode([fortran.scan()[i] for i in picked], 6))
+        assert [tile.error for tile in got] == [None] * len(picked)
+        for one, other in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(one.pixels, other.pixels)
+            assert one.content_hash == other.content_hash
+    entry = fortran.scan()[17]
+    np.testing.assert_array_equal(np.asarray(fortran.open_original(entry)),
+                                  np.asarray(ordered.open_original(ordered.scan()[17])))

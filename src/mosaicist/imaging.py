@@ -15,8 +15,9 @@ Mode conversions (documented in the README):
   before any resizing (a hidden colour never bleeds into a tile).
 - 16- and 32-bit integer greyscale (``I;16*``, ``I``) is scaled from the
   0..65535 range to 0..255 (a TIFF of unsigned 32-bit samples from
-  0..4294967295); floating-point greyscale (``F``) is taken as 0..1
-  when its maximum is at most 1, else as 0..255; values are clipped. A
+  0..4294967295, one of signed 16-bit samples from -32768..32767);
+  floating-point greyscale (``F``) is taken as 0..1 when its maximum is at
+  most 1, else as 0..255; values are clipped. A
   greyscale TIFF that stores 0 as white (photometric interpretation 0) is
   shown so at every depth.
 - ``CMYK``, ``YCbCr``, ``LAB`` and ``HSV`` use Pillow's conversion to RGB.
@@ -137,6 +138,12 @@ def _tiff_unsigned_32(image: Image.Image) -> bool:
             and _tiff_tag(image, _TIFF_SAMPLE_FORMAT) in (None, (1,)))
 
 
+def _tiff_signed_16(image: Image.Image) -> bool:
+    """Whether a TIFF's samples are signed 16-bit integers (SampleFormat 2), either byte order."""
+    return (_tiff_tag(image, _TIFF_BITS) == (16,)
+            and _tiff_tag(image, _TIFF_SAMPLE_FORMAT) == (2,))
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert a Pillow image of any mode to 8-bit RGB (see the module docstring).
 
@@ -163,6 +170,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return _white_background(image)
     if mode.startswith("I") or mode == "F":
         values = np.asarray(image, dtype=np.float64)
+        offset = 0.0
         if mode == "F":
             # The maximum without NaNs (and without nanmax's warning when all are NaN).
             top = np.max(values, where=~np.isnan(values), initial=-np.inf)
@@ -171,9 +179,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
             # Pillow keeps these samples in its signed mode, wrapped above 2**31.
             values = np.asarray(image).view(np.uint32).astype(np.float64)
             scale = 255.0 / 4294967295.0
+        elif mode == "I" and _tiff_signed_16(image):
+            # Pillow reads I;16S and I;16BS samples into its 32-bit mode as they are, so
+            # -32768..32767 is moved onto 0..65535: negatives were all black, the top grey.
+            offset = 32768.0
+            scale = 255.0 / 65535.0
         else:
             scale = 255.0 / 65535.0
-        grey = np.clip(np.nan_to_num(values * scale), 0, 255)
+        grey = np.clip(np.nan_to_num((values + offset) * scale), 0, 255)
         grey = np.rint(grey).astype(np.uint8)
         if _tiff_min_is_white(image):
             # Pillow inverts such samples of 8 bits and fewer as it decodes, but not these.
@@ -1175,6 +1188,81 @@ def _stored_size(image: Image.Image) -> tuple[int, int]:
     return image.size
 
 
+#: TIFF tags of the first page's layout: compression, rows per strip, tile width and height,
+#: planar configuration, and where its strips (or tiles) lie: offsets and byte counts.
+_TIFF_COMPRESSION, _TIFF_ROWS_PER_STRIP, _TIFF_TILE_WIDTH, _TIFF_TILE_HEIGHT = 259, 278, 322, 323
+_TIFF_PLANAR = 284
+_TIFF_DATA_TAGS = ((273, 279), (324, 325))
+
+
+def _tiff_data_end(image: Image.Image) -> int | None:
+    """The least file size that holds a TIFF's first page (see :func:`_pixel_data_end`).
+
+    Compressed strips and tiles are read whole by libtiff, which refuses one
+    cut short. Uncompressed ones (chunky samples) are read by Pillow row by
+    row, only the rows and columns inside the picture: a last strip or an
+    edge tile may declare padding that nothing reads.
+    """
+    tags = getattr(image, "tag_v2", {})
+    width, height = _stored_size(image)
+    for offsets_tag, counts_tag in _TIFF_DATA_TAGS:
+        offsets, counts = tags.get(offsets_tag), tags.get(counts_tag)
+        if not (isinstance(offsets, tuple) and isinstance(counts, tuple) and offsets
+                and len(offsets) == len(counts)
+                and all(isinstance(value, int) for value in offsets + counts)):
+            continue
+        if tags.get(_TIFF_COMPRESSION, 1) != 1:
+            return max((offset + count for offset, count in zip(offsets, counts, strict=True)
+                        if count > 0), default=None)
+        bits = tags.get(_TIFF_BITS, (1,))  # the TIFF default: bilevel
+        if tags.get(_TIFF_PLANAR, 1) != 1 or not isinstance(bits, tuple) or not bits:
+            return None
+        depth = sum(bits)
+        if offsets_tag == 273:
+            rows_per = tags.get(_TIFF_ROWS_PER_STRIP, height)
+            if not isinstance(rows_per, int) or rows_per < 1:
+                return None
+            row_bytes = (width * depth + 7) // 8
+            return max(offset + row_bytes * max(0, min(rows_per, height - index * rows_per))
+                       for index, offset in enumerate(offsets))
+        tile_width, tile_height = tags.get(_TIFF_TILE_WIDTH), tags.get(_TIFF_TILE_HEIGHT)
+        if not (isinstance(tile_width, int) and isinstance(tile_height, int)
+                and tile_width > 0 and tile_height > 0):
+            return None
+        across = -(-width // tile_width)
+        stride = (tile_width * depth + 7) // 8
+        ends = []
+        for index, offset in enumerate(offsets):
+            top, left = index // across * tile_height, index % across * tile_width
+            rows, cols = min(tile_height, height - top), min(tile_width, width - left)
+            if rows > 0 and cols > 0:
+                ends.append(offset + stride * (rows - 1) + (cols * depth + 7) // 8)
+        return max(ends, default=None)
+    return None
+
+
+def _pixel_data_end(image: Image.Image) -> int | None:
+    """The least file size that can hold the pixel data an opened image's header declares.
+
+    Only where the header alone says so: a TIFF's strips or tiles
+    (:func:`_tiff_data_end`), and an uncompressed BMP's rows. None for every
+    other file: a JPEG, PNG or GIF holds a compressed stream of no declared
+    length (a PNG whose last chunk is cut by a byte or two still decodes,
+    its checksum unread), and a WebP cut short is refused as it is opened.
+    """
+    if image.format == "TIFF":
+        return _tiff_data_end(image)
+    tiles = getattr(image, "tile", None)
+    if image.format in ("BMP", "DIB") and tiles and len(tiles) == 1:
+        codec, extents, offset, args = tiles[0]
+        if codec == "raw" and isinstance(args, tuple) and len(args) >= 2 and extents:
+            stride, rows = args[1], extents[3] - extents[1]
+            if isinstance(stride, int) and stride > 0 and rows > 0:
+                # Rows are padded to 4 bytes, and the decoder stops before the last padding.
+                return int(offset) + stride * (rows - 1) + max(1, stride - 3)
+    return None
+
+
 def target_size(
     path: str | os.PathLike[str], max_pixels: int | None = None,
 ) -> tuple[int, int]:
@@ -1182,7 +1270,9 @@ def target_size(
 
     Reads only the header (EXIF orientation applied; for a PNG also the chunks
     after its pixels, skipped to without decoding them), so output sizes can
-    be checked before any work.
+    be checked before any work. A file too short for the pixel data its
+    header declares (a TIFF or uncompressed BMP cut short: see
+    :func:`_pixel_data_end`) is refused here, as :func:`read_target` would.
 
     Parameters
     ----------
@@ -1200,6 +1290,13 @@ def target_size(
     try:
         with _open_checked(path, max_pixels) as image:
             width, height = _stored_size(image)
+            end, held = _pixel_data_end(image), path.stat().st_size
+            if end is not None and end > held:
+                # Refused here, not after the library was opened and indexed for it.
+                raise MosaicistError(
+                    f"{path}: cannot read target image: truncated image file (its header "
+                    f"places pixel data up to byte {end:,}; the file has {held:,} bytes)"
+                )
             if image.format == "PNG":
                 # Pillow's PNG getexif() decodes every pixel to reach chunks after them.
                 orientation = _png_orientation(path, image.info)

@@ -9,7 +9,8 @@ or uncompressed member is read with positional reads, not memory mapped: a
 mapped file that shrinks while it is read (saved again in place by another
 program) kills the process with a bus error, where a short read is an error
 for the images past the new end. (A Fortran-ordered array, whose images are
-not contiguous in the file, is still mapped.) Sizes are checked from the
+strided through the whole file, is read too: a run of images is a run of
+bytes in each of its planes.) Sizes are checked from the
 headers before anything is read: each image is within the tile pixel limit,
 a ``.npy`` file or ``.npz`` member holds the bytes its header declares, and
 an HDF5 dataset has its data written (a file of a few kilobytes can declare
@@ -59,7 +60,9 @@ READ_CHUNK = 1024
 READ_BLOCK_BYTES = 64 << 20
 #: Largest HDF5 chunk read: a chunk is decompressed whole to read any image in it.
 H5_CHUNK_MAX_BYTES = 256 << 20
-#: Largest compressed ``.npz`` member, which is loaded whole (uncompressed ones are mapped).
+#: Bytes read at once from a Fortran-ordered array's planes (see ``_FileImages``).
+_FORTRAN_READ_BYTES = 8 << 20
+#: Largest compressed ``.npz`` member, which is loaded whole (stored ones are read on demand).
 NPZ_LOAD_MAX_BYTES = 1 << 30
 #: Soft links followed while resolving an HDF5 key (more is a loop).
 _MAX_LINK_HOPS = 32
@@ -212,20 +215,27 @@ def _npy_header(member: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
 
 
 class _FileImages:
-    """The images of a C-ordered uint8 array stored at ``offset`` in a file, read on demand.
+    """The images of a uint8 array stored at ``offset`` in a file, read on demand.
 
     Indexed as the source indexes its store: by an int, a slice of step 1, or
     an increasing array of distinct ints (one read per run of consecutive
     images). A file found shorter than its header said (it shrank since it
     was inspected) raises :class:`EOFError` for the images past its end,
     where a memory map would have died of a bus error.
+
+    In a Fortran-ordered array the first axis varies fastest: each of an
+    image's values lies in its own plane of ``N`` bytes (one per image), so
+    a run of images is one run of bytes in every plane (see
+    :meth:`_fortran_images`).
     """
 
-    def __init__(self, path: Path, offset: int, shape: tuple[int, ...]) -> None:
+    def __init__(self, path: Path, offset: int, shape: tuple[int, ...],
+                 fortran: bool = False) -> None:
         self._count = int(shape[0])
         self._image_shape = tuple(int(side) for side in shape[1:])
         self._image_bytes = math.prod(self._image_shape)
         self._offset = offset
+        self._fortran = fortran
         self._handle = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
         # Seek and read are two calls on one handle (pread is not portable).
         self._lock = threading.Lock()
@@ -238,7 +248,50 @@ class _FileImages:
         """Close the file."""
         self._handle.close()
 
+    def _read_into(self, view: memoryview, start: int) -> bool:
+        """Fill ``view`` from byte ``start`` of the file; False where the file ends first."""
+        filled = 0
+        self._handle.seek(start)
+        while filled < len(view):
+            count = self._handle.readinto(view[filled:])
+            if not count:
+                return False
+            filled += count
+        return True
+
+    def _fortran_images(self, low: int, high: int) -> np.ndarray:
+        """Images ``low:high`` of a Fortran-ordered array: a run of bytes from each plane.
+
+        Where the run is a good part of its plane (a quarter or more: a
+        sequential decode), several planes are read at once, their bytes
+        between the runs read and dropped, so that a block of images costs
+        a few large reads rather than one per pixel and channel.
+        """
+        planes, plane_bytes, run = self._image_bytes, self._count, high - low
+        if run <= 0:
+            return np.empty((0, *self._image_shape), np.uint8)
+        values = np.empty((planes, run), np.uint8)
+        group = 1
+        if run * 4 >= plane_bytes:
+            group = max(1, _FORTRAN_READ_BYTES // plane_bytes)
+        with self._lock:
+            for first in range(0, planes, group):
+                taken = min(group, planes - first)
+                span = np.empty((taken - 1) * plane_bytes + run, np.uint8)
+                if not self._read_into(memoryview(span.data).cast("B"),
+                                       self._offset + first * plane_bytes + low):
+                    which = f"image {low}" if run == 1 else f"images {low}-{high - 1}"
+                    raise EOFError(f"the file ends in the data of {which} "
+                                   "(it was cut short after it was opened)")
+                values[first:first + taken] = np.lib.stride_tricks.as_strided(
+                    span, (taken, run), (plane_bytes, 1), writeable=False)
+        # Plane k holds the value at the image index whose first axis varies fastest.
+        image = values.reshape(*reversed(self._image_shape), run)
+        return np.ascontiguousarray(image.transpose(*reversed(range(image.ndim))))
+
     def _images(self, low: int, high: int) -> np.ndarray:
+        if self._fortran:
+            return self._fortran_images(low, high)
         images = np.empty((high - low, *self._image_shape), np.uint8)
         view = memoryview(images.data).cast("B")
         filled = 0
@@ -324,7 +377,7 @@ class ArrayFileSource(TileSource):
         if not self._path.is_file():
             raise SourceError(f"{self._path}: array file not found")
         self._show_progress = show_progress
-        self._array: np.ndarray | None = None  # a loaded .npz member, or a Fortran-order map
+        self._array: np.ndarray | None = None  # a loaded (compressed) .npz member
         self._npz_member: tuple[zipfile.ZipInfo, int, bool] | None = None
         self._npy_data: tuple[int, bool] | None = None  # (data offset, Fortran order)
         # Taken before the array is opened: see _status.
@@ -617,12 +670,7 @@ class ArrayFileSource(TileSource):
             self._array = self._load_npz()
             return self._array, None
         offset, fortran_order = raw
-        if fortran_order:
-            # Its images are strided through the whole file: mapped (see the module notes).
-            self._array = np.memmap(self._path, np.uint8, "r", offset=offset, shape=self._shape,
-                                    order="F")
-            return self._array, None
-        images = _FileImages(self._path, offset, self._shape)
+        images = _FileImages(self._path, offset, self._shape, fortran_order)
         if _identity(images.status()) != _identity(self._opened):
             images.close()
             raise SourceError(f"{self._where()}: the file changed while it was opened; run again")

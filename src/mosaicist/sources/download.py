@@ -16,6 +16,12 @@ start, since the kept bytes may be from another file or another attempt.
 When the network fails, :func:`fetch_dataset` says where the file is
 published and where to put a copy fetched by other means.
 
+Each dataset's file has a known size, and :func:`fetch_dataset` stops a
+download that grows past :data:`SIZE_MARGIN` times it (a server or proxy
+sending an endless body would otherwise fill the disk), or whose declared
+length is already over (then before writing anything); the bytes written
+are deleted, and no file ever reaches the final name without its checksum.
+
 Two processes fetching the same file serialise on a lock file
 (``<destination>.lock``, ``fcntl.flock``); the second finds the file in place
 when it gets the lock and returns it without downloading again.
@@ -54,6 +60,8 @@ except ImportError:  # pragma: no cover - Windows has no flock
 URL_ENV_PREFIX = "MOSAICIST_DOWNLOAD_URL_"
 
 _CHUNK_BYTES = 1 << 20
+#: A dataset download may grow to this many times the file's known size, no more.
+SIZE_MARGIN = 2
 _USER_AGENT = "mosaicist (https://pypi.org/project/mosaicist/)"
 #: Bytes of a response read before deciding whether it is a web page.
 _SNIFF_BYTES = 512
@@ -80,12 +88,17 @@ class DatasetFile:
     sha256 : str or None
         Expected SHA-256 digest (hex), for files whose publisher gives that
         instead of (or as well as) an MD5.
+    size : int or None
+        The file's size in bytes, about (rounded up where the publisher
+        gives none); a download is stopped at :data:`SIZE_MARGIN` times it.
+        None: not capped.
     """
 
     url: str
     md5: str | None
     filename: str
     sha256: str | None = None
+    size: int | None = None
 
 
 #: The files behind the dataset tile sources, by dataset name.
@@ -94,25 +107,31 @@ DATASETS: dict[str, DatasetFile] = {
         url="https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
         md5="c32a1d4ab5d03f1284b67883e8d87530",
         filename="cifar-10-binary.tar.gz",
+        size=170_052_171,
     ),
     "cifar100": DatasetFile(
         url="https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
         md5="03b5dce01913d631647c71ecec9e9cb8",
         filename="cifar-100-binary.tar.gz",
+        size=168_513_733,
     ),
     # astroNN publishes SHA-256 digests (not MD5s) for the Galaxy10 files,
-    # together with these Zenodo addresses (astroNN.datasets.galaxy10*).
+    # together with these Zenodo addresses (astroNN.datasets.galaxy10*). Their
+    # sizes are those of their image arrays stored raw, an upper bound of the files
+    # (about 2.5 GB and 200 MB).
     "galaxy10": DatasetFile(
         url="https://zenodo.org/records/10845026/files/Galaxy10_DECals.h5",
         md5=None,
         filename="Galaxy10_DECals.h5",
         sha256="19aefc477c41bb7f77ff07599a6b82a038dc042f889a111b0d4d98bb755c1571",
+        size=17736 * 256 * 256 * 3,
     ),
     "galaxy10-sdss": DatasetFile(
         url="https://zenodo.org/records/10844811/files/Galaxy10.h5",
         md5=None,
         filename="Galaxy10.h5",
         sha256="969a6b1cefcc36e09fffa86febd2f699a4aa19b837ba0427f01b0bc6ded458af",
+        size=21785 * 69 * 69 * 3,
     ),
 }
 
@@ -155,7 +174,8 @@ def fetch_dataset(name: str, directory: Path, show_progress: bool = False) -> Pa
     ------
     DownloadError
         When the download fails (the message then says where to save a copy
-        fetched by other means) or its checksum does not match.
+        fetched by other means), grows past :data:`SIZE_MARGIN` times the
+        file's size, or its checksum does not match.
     """
     if name not in DATASETS:
         raise DownloadError(f"{name}: unknown dataset (known: {', '.join(sorted(DATASETS))})")
@@ -163,7 +183,8 @@ def fetch_dataset(name: str, directory: Path, show_progress: bool = False) -> Pa
     url = dataset_url(name)
     destination = Path(directory) / spec.filename
     try:
-        return fetch(url, spec.md5, destination, show_progress=show_progress, sha256=spec.sha256)
+        return fetch(url, spec.md5, destination, show_progress=show_progress, sha256=spec.sha256,
+                     max_bytes=None if spec.size is None else SIZE_MARGIN * spec.size)
     except _TransferError as error:
         # Offline or behind a proxy: the user can fetch the file by other means.
         raise DownloadError(
@@ -180,6 +201,7 @@ def fetch(
     *,
     sha256: str | None = None,
     timeout: float = 60.0,
+    max_bytes: int | None = None,
 ) -> Path:
     """Download ``url`` to ``destination``, resuming and verifying it.
 
@@ -199,6 +221,10 @@ def fetch(
         Expected SHA-256 digest (hex), checked as well when given.
     timeout : float
         Seconds to wait for the server on connecting and on each read.
+    max_bytes : int, optional
+        Most bytes the file may have: a response declaring more is refused
+        before anything is written, one sending more is stopped and the
+        partial file deleted. None: no limit.
 
     Returns
     -------
@@ -233,7 +259,7 @@ def fetch(
         # Another process may have finished the file while we waited.
         if destination.exists():
             return destination
-        resumed = _download(url, part, destination.name, show_progress, timeout)
+        resumed = _download(url, part, destination.name, show_progress, timeout, max_bytes)
         try:
             _verify(part, destination.name, md5, sha256)
         except DownloadError:
@@ -242,7 +268,7 @@ def fetch(
             # The kept bytes may not be this file's (an older attempt, another
             # version, a page a proxy sent): _verify removed them, so this
             # fetches the whole file, once.
-            _download(url, part, destination.name, show_progress, timeout)
+            _download(url, part, destination.name, show_progress, timeout, max_bytes)
             _verify(part, destination.name, md5, sha256)
         os.replace(part, destination)
         # Safe while held: anyone who opens the lock later sees the final
@@ -268,13 +294,22 @@ def _one_line(reason: object) -> str:
     return text or type(reason).__name__
 
 
+def _too_large(url: str, what: str, max_bytes: int, outcome: str) -> _TransferError:
+    """The error of a response larger than the file can be (``what`` the server did)."""
+    return _TransferError(
+        f"{url}: the server {what} more than the {max_bytes:,} bytes this file can have "
+        f"(an endless or wrong response); {outcome}"
+    )
+
+
 def _download(
-    url: str, part: Path, label: str, show_progress: bool, timeout: float, *,
-    resume: bool = True,
+    url: str, part: Path, label: str, show_progress: bool, timeout: float,
+    max_bytes: int | None = None, *, resume: bool = True,
 ) -> bool:
     """Append the rest of ``url`` to ``part`` (or rewrite it when the server cannot resume).
 
     Returns whether bytes from an earlier attempt were kept (a resume).
+    Stops with the partial file deleted once ``part`` would pass ``max_bytes``.
     """
     offset = part.stat().st_size if resume and part.exists() else 0
     try:
@@ -304,13 +339,16 @@ def _download(
             )
         # Bytes from elsewhere in the file (a server that rounds ranges): written over
         # the kept part they would make it a wrong file; the whole file is asked for.
-        return _download(url, part, label, show_progress, timeout, resume=False)
+        return _download(url, part, label, show_progress, timeout, max_bytes, resume=False)
     with response:
         resuming = offset > 0 and response.status == 206
         if not resuming:
             offset = 0
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else None
+        if max_bytes is not None and total is not None and total > max_bytes:
+            # Refused before anything is written: a part kept from before stays.
+            raise _too_large(url, f"declares {total:,} bytes,", max_bytes, "nothing was saved")
         received = offset
         try:
             # read1: what has arrived, so that a stall keeps every byte that came.
@@ -336,6 +374,7 @@ def _download(
             output = open(part, "ab" if resuming else "wb")
         except OSError as error:
             raise DownloadError(f"{part}: cannot write ({error.strerror or error})") from None
+        over = False
         with (
             output,
             progress_bar(
@@ -344,6 +383,9 @@ def _download(
             ) as bar,
         ):
             while chunk:
+                if max_bytes is not None and received + len(chunk) > max_bytes:
+                    over = True  # the file is deleted once closed
+                    break
                 _write(output, chunk, part, received)
                 received += len(chunk)
                 bar.update(len(chunk))
@@ -355,6 +397,11 @@ def _download(
                         f"({_one_line(error)}); run again to resume"
                     ) from None
             _write(output, b"", part, received)
+    if over:
+        assert max_bytes is not None  # set when over is
+        # Its bytes cannot be the file's (too many), and a resume would only add to them.
+        part.unlink(missing_ok=True)
+        raise _too_large(url, "sent", max_bytes, "stopped, and the partial download was deleted")
     if total is not None and received < total:
         raise _TransferError(
             f"{url}: download interrupted after {received:,} of {total:,} bytes; "
