@@ -329,8 +329,10 @@ write_deep_zoom(bands(), 64, 64, {str(path)!r}, tile_size=16, format="png", work
     finally:
         writer.kill()
         writer.wait()
-    left = [p.name for p in tmp_path.iterdir()]
-    assert len(left) == 1 and left[0].startswith(".m_files."), left
+    # Its staging folder, and its writer's lock: both hidden, named by its PID.
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert len(left) == 2 and left[1].startswith(".m_files."), left
+    assert left[0].startswith(f".m.dzi.{writer.pid}-") and left[0].endswith(".part.lock"), left
     write_deep_zoom(bands_of(noise(8, 8), 8), 8, 8, path, tile_size=8, format="png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.dzi", "m_files"]
 
@@ -523,3 +525,119 @@ def test_a_full_disk_writing_the_viewer_names_the_page(tmp_path, monkeypatch):
         renderer.write(tmp_path / "m.dzi", options)
     assert str(caught.value) == (f"{tmp_path / 'm.html'}: cannot write the viewer page: "
                                  "No space left on device")
+
+
+def _as_written_by_another_tool(path, spelling):
+    """Respell a pyramid's ``Format="jpeg"`` and rename its tiles to match, as other tools do."""
+    path.write_text(path.read_text().replace('Format="jpeg"', f'Format="{spelling}"'))
+    for tile in files_folder(path).rglob("*.jpeg"):
+        tile.rename(tile.with_suffix(f".{spelling}"))
+
+
+@pytest.mark.parametrize("spelling", ["jpg", "JPG"])
+def test_a_pyramid_whose_descriptor_says_jpg_is_read_from_its_jpg_tiles(tmp_path, spelling):
+    # Format="jpg" was read as "jpeg", and its tiles looked for as N_M.jpeg: not found.
+    path = tmp_path / "m.dzi"
+    image = noise(20, 30)
+    layout = write_deep_zoom(bands_of(image, 8), 30, 20, path, tile_size=8, format="jpeg")
+    expected = read_level(path, layout.deepest_level)
+    _as_written_by_another_tool(path, spelling)
+    read = read_layout(path)
+    assert read.format == "jpeg" and read.tile_extension == spelling
+    assert np.array_equal(read_level(path, layout.deepest_level), expected)
+    # Its descriptor, written again, names the same tiles.
+    assert f'Format="{spelling}"' in read.descriptor()
+    assert layout.tile_extension == "jpeg" and 'Format="jpeg"' in layout.descriptor()
+
+
+def test_a_second_writer_of_a_pyramid_is_refused_while_the_first_writes(tmp_path):
+    # Two runs writing one m.dzi at once: the later one's descriptor or page could
+    # end up over the earlier one's tiles (or the reverse), sizes and all.
+    import threading
+
+    from mosaicist import MosaicOptions
+    from mosaicist.render import check_output
+    from mosaicist.render._deepzoom import lock_files
+
+    path = tmp_path / "m.dzi"
+    started, go = threading.Event(), threading.Event()
+    first = noise(16, 24, 1)
+    outcome = {}
+
+    def held_bands():
+        yield first[:8]
+        started.set()
+        assert go.wait(60)
+        yield first[8:]
+
+    def write_first():
+        try:
+            outcome["layout"] = write_deep_zoom(held_bands(), 24, 16, path, tile_size=8,
+                                                format="png")
+        except BaseException as error:  # reported by the main thread
+            outcome["error"] = error
+
+    writer = threading.Thread(target=write_first)
+    writer.start()
+    try:
+        assert started.wait(60)
+        with pytest.raises(MosaicistError, match=r"m\.dzi: another run \(process [0-9]+\) "
+                                                 "is writing this Deep Zoom pyramid"):
+            write_deep_zoom(bands_of(noise(8, 10, 2), 8), 10, 8, path, tile_size=8,
+                            format="png")
+        # Said before any work, at the output check.
+        with pytest.raises(MosaicistError, match="is writing this Deep Zoom pyramid"):
+            check_output(path, 10, 8, MosaicOptions())
+    finally:
+        go.set()
+        writer.join(60)
+    assert not writer.is_alive() and "error" not in outcome
+    assert read_layout(path) == outcome["layout"]
+    assert np.array_equal(read_level(path, outcome["layout"].deepest_level), first)
+    # Released, and its file gone: the next write goes ahead.
+    assert lock_files(path) == []
+    check_output(path, 10, 8, MosaicOptions())
+    write_deep_zoom(bands_of(noise(8, 10, 2), 8), 10, 8, path, tile_size=8, format="png")
+    assert read_layout(path).width == 10 and lock_files(path) == []
+
+
+def test_a_writer_killed_holding_the_lock_does_not_block_the_next(tmp_path):
+    # The kernel lets go of a dead process's flock; its lock file goes with its temporaries.
+    from mosaicist.render._deepzoom import lock_files
+
+    path = tmp_path / "m.dzi"
+    script = (
+        "import sys, numpy as np\n"
+        "from mosaicist.render import write_deep_zoom\n"
+        "def bands():\n"
+        "    yield np.zeros((8, 8, 3), np.uint8)\n"
+        "    print('writing', flush=True)\n"
+        "    sys.stdin.readline()\n"
+        "    yield np.zeros((8, 8, 3), np.uint8)\n"
+        f"write_deep_zoom(bands(), 8, 16, {str(path)!r}, tile_size=8, format='png')\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "writing\n"
+        with pytest.raises(MosaicistError, match=f"process {child.pid}"):
+            write_deep_zoom(bands_of(noise(8, 8), 8), 8, 8, path, tile_size=8, format="png")
+    finally:
+        child.kill()
+        child.wait(60)
+        child.stdin.close()
+        child.stdout.close()
+    assert [lock.name.split("-")[0] for lock in lock_files(path)] == [f".m.dzi.{child.pid}"]
+    write_deep_zoom(bands_of(noise(8, 8), 8), 8, 8, path, tile_size=8, format="png")
+    assert read_layout(path).height == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.dzi", "m_files"]
+
+
+def test_a_pyramid_named_by_a_relative_path_is_written_past_its_own_lock(tmp_path, monkeypatch):
+    # The writer's lock file, made with an absolute name, was not known as its own
+    # among those listed beside a relative "m.dzi": every write refused itself.
+    from mosaicist.render._deepzoom import lock_files
+
+    monkeypatch.chdir(tmp_path)
+    write_deep_zoom(bands_of(noise(8, 8), 8), 8, 8, "m.dzi", tile_size=8, format="png")
+    assert read_layout("m.dzi").width == 8 and lock_files("m.dzi") == []

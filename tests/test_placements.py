@@ -489,3 +489,48 @@ def test_cell_rectangles_of_huge_numbers_are_one_error_without_a_warning(tmp_pat
             with pytest.raises(MosaicistError) as caught:
                 Placements.read(tmp_path / name)
         assert words in str(caught.value), caught.value
+
+
+def _placed(ids: list[str], path) -> Placements:
+    """One row of placements over ``ids``, written to and read back from ``path`` (a CSV)."""
+    Placements(1, len(ids), np.arange(len(ids)), np.zeros(len(ids), np.int64), ids).write_csv(path)
+    return Placements.read(path)
+
+
+def test_placed_images_gone_from_an_array_are_refused_before_any_drawing(tmp_path):
+    # 'mosaicist render p.csv -o out.png --tiles lib.npy' after the array lost images
+    # drew the rows above the first missing one, then failed naming the tile only.
+    from mosaicist.render import placements_renderer
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "lib.npy", rng.integers(0, 256, (4, 8, 8, 3), np.uint8))
+    tiles = str(tmp_path / "lib.npy")
+    placements = _placed(["lib/0", "lib/3", "lib/5", "lib/4", "lib/5"], tmp_path / "p.csv")
+    with pytest.raises(MosaicistError) as caught:
+        placements_renderer(placements, tiles=tiles)
+    assert str(caught.value) == (
+        f"{tmp_path / 'p.csv'}: 2 of the 4 placed tiles are not in lib.npy ('lib/5', "
+        "'lib/4'): moved or removed since the placements were made, or another library")
+    kept = _placed(["lib/0", "lib/3"], tmp_path / "kept.csv")
+    assert placements_renderer(kept, tiles=tiles).image().shape == (32, 64, 3)
+
+
+def test_placed_images_a_cifar_copy_lacks_are_refused_before_any_drawing(tmp_path):
+    # A local CIFAR-10 copy of two images per batch: "cifar10/train/10" is not in it.
+    from mosaicist.render import placements_renderer
+
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        records = rng.integers(0, 256, (2, 3072), np.uint8)
+        labels = np.zeros((2, 1), np.uint8)
+        (folder / name).write_bytes(np.concatenate([labels, records], axis=1).tobytes())
+    tiles = f"cifar10:{folder}"
+    placements = _placed(["cifar10/train/9", "cifar10/train/10", "cifar10/test/1"],
+                         tmp_path / "p.csv")
+    with pytest.raises(MosaicistError, match=r"p\.csv: 1 of the 3 placed tiles is not in "
+                                             r"CIFAR-10 .*\('cifar10/train/10'\)"):
+        placements_renderer(placements, tiles=tiles)
+    kept = _placed(["cifar10/train/9", "cifar10/test/1"], tmp_path / "kept.csv")
+    assert placements_renderer(kept, tiles=tiles).image().shape == (32, 64, 3)

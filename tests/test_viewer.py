@@ -1155,3 +1155,19 @@ def test_served_page_policy_forbids_other_sources(hostile):
         assert directive in policy, policy
     assert headers["x-content-type-options"] == "nosniff"
     assert headers["x-frame-options"] == "DENY"
+
+
+def test_a_viewer_of_a_pyramid_with_jpg_tiles_asks_for_jpg_tiles(tmp_path):
+    # The page's tile source said Format "jpeg" for a descriptor saying "jpg", so the
+    # viewer fetched N_M.jpeg tiles where the pyramid has N_M.jpg ones.
+    placements = Placements(1, 2, np.zeros(2, np.int64), np.zeros(2), ["a.png", "b.png"])
+    dzi = tmp_path / "m.dzi"
+    write_deep_zoom([np.zeros((8, 16, 3), np.uint8)], 16, 8, dzi, format="jpeg")
+    dzi.write_text(dzi.read_text().replace('Format="jpeg"', 'Format="JPG"'))
+    for tile in (tmp_path / "m_files").rglob("*.jpeg"):
+        tile.rename(tile.with_suffix(".JPG"))
+    page = write_viewer(dzi, placements)
+    assert read_viewer_data(page)["tile_source"]["Image"]["Format"] == "JPG"
+    with serving(page) as url:
+        status, body, _ = fetch(url, "/m_files/4/0_0.JPG")
+    assert status == 200 and body == (tmp_path / "m_files" / "4" / "0_0.JPG").read_bytes()

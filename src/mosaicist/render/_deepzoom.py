@@ -21,18 +21,31 @@ writes them again). The staging folder is named after the
 writing process: one left by a run killed too hard to clean up
 (``kill -9``) is removed by the next write to the same place, once that
 process is gone.
+
+One pyramid has one writer at a time: two runs writing the same ``NAME.dzi``
+at once could leave the descriptor or page of one over the tiles of the
+other. A writer holds an ``flock`` on a file of its own beside it
+(:func:`lock_files`) from its first tile to its page (the kernel releases it
+when the process dies, however it dies); a second writer is refused in one
+line, at its output check when the first is already writing, else when it
+comes to write.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import math
 import os
+import random
 import re
 import shutil
+import tempfile
+import threading
+import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,10 +64,21 @@ from ..options import (
     DZI_OVERLAP,
     DZI_TILE_SIZE,
 )
-from ..paths import atomic_folder, atomic_path, process_alive
+from ..paths import (
+    _temporary_prefix,
+    _temporary_stem,
+    atomic_folder,
+    atomic_path,
+    process_alive,
+)
 from ..progress import progress_bar
 from ._formats import LEAST_BYTES_PER_PIXEL, OutputFormat, Picture
 from ._pyramid import HalvingStream, half_size, level_count
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows has no flock
+    fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from ..options import MosaicOptions
@@ -84,6 +108,12 @@ class DeepZoomLayout:
         Pixels each tile repeats from its neighbours on every shared side.
     format : str
         ``jpeg``, ``png`` or ``webp``.
+    extension : str
+        The tiles' file extension as the descriptor spells it (``jpg``,
+        ``JPEG``...), when it is not ``format``: viewers such as OpenSeadragon
+        fetch ``<column>_<row>.<Format>`` with the descriptor's ``Format``
+        verbatim, so a pyramid written by another tool with ``Format="jpg"``
+        has ``.jpg`` tiles. Empty: ``format`` (the pyramids mosaicist writes).
     """
 
     width: int
@@ -91,6 +121,12 @@ class DeepZoomLayout:
     tile_size: int = DZI_TILE_SIZE
     overlap: int = DZI_OVERLAP
     format: str = DZI_FORMAT
+    extension: str = ""
+
+    @property
+    def tile_extension(self) -> str:
+        """The tile files' extension, without the dot: :attr:`extension`, else :attr:`format`."""
+        return self.extension or self.format
 
     @property
     def deepest_level(self) -> int:
@@ -166,7 +202,7 @@ class DeepZoomLayout:
 
         return (
             '<?xml version="1.0" encoding="UTF-8"?>\n'
-            f"<Image xmlns={quoteattr(DEEPZOOM_NAMESPACE)} Format={quoteattr(self.format)} "
+            f"<Image xmlns={quoteattr(DEEPZOOM_NAMESPACE)} Format={quoteattr(self.tile_extension)} "
             f'Overlap="{self.overlap}" TileSize="{self.tile_size}">\n'
             f'  <Size Width="{self.width}" Height="{self.height}"/>\n'
             "</Image>\n"
@@ -389,6 +425,162 @@ class _LevelCutter:
                 self.buffer_top = keep_from
 
 
+#: How long a writer tries for a pyramid's lock before refusing: long enough for two
+#: runs started together to settle which goes first, short beside any write.
+LOCK_PATIENCE_S = 0.5
+#: The pyramids each thread holds the lock of (so that writing the page, inside a
+#: pyramid's write, does not wait on its own lock).
+_held = threading.local()
+#: What ends a writer's lock file: after the temporaries' ``.part`` (see below).
+_LOCK_SUFFIX = ".part.lock"
+
+
+def _held_paths() -> set[str]:
+    paths: set[str] = _held.__dict__.setdefault("paths", set())
+    return paths
+
+
+def lock_files(path: str | os.PathLike[str]) -> list[Path]:
+    """Return the writers' lock files of the pyramid at ``path``, live or left by a killed run.
+
+    Each writer locks a file of its own, named as the temporaries of
+    :func:`mosaicist.paths.atomic_path` are (``.NAME.dzi.<pid>-<random>.part.lock``):
+    one left by a run killed too hard to remove it (``kill -9``) is removed
+    with the dead run's other temporaries by the next write, and no lock file
+    beside the output outlives a run that could clean up.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The descriptor.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The lock files beside it, in name order.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(_temporary_stem(path))}\.[0-9]+-[a-z0-9_]{{8}}"
+                         rf"{re.escape(_LOCK_SUFFIX)}")
+    try:
+        names = sorted(entry.name for entry in os.scandir(path.parent if str(path.parent)
+                                                             else "."))
+    except OSError:
+        return []
+    return [path.with_name(name) for name in names if pattern.fullmatch(name)]
+
+
+def _holder(lock: Path) -> bool:
+    """Whether a live writer holds ``lock`` (a shared look, which its exclusive lock blocks)."""
+    assert fcntl is not None
+    try:
+        descriptor = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False  # gone: released
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False  # a file system without flock: nothing to tell
+    finally:
+        os.close(descriptor)  # which also lets go of the look
+    return False
+
+
+def _being_written(path: Path, holders: list[Path]) -> MosaicistError:
+    """The refusal of a second writer, naming the first one's process."""
+    found = re.search(r"\.([0-9]+)-[a-z0-9_]{8}\.part\.lock$", holders[0].name)
+    who = "another run" if found is None else f"another run (process {found[1]})"
+    return MosaicistError(f"{path}: {who} is writing this Deep Zoom pyramid; wait for it to "
+                          "end, or choose another output name")
+
+
+def refuse_if_being_written(path: str | os.PathLike[str]) -> None:
+    """Refuse, before any work, to write a pyramid that another run is writing now.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The descriptor.
+
+    Raises
+    ------
+    MosaicistError
+        When another writer holds a lock of the pyramid (:func:`lock_files`), naming it.
+    """
+    path = Path(path)
+    if fcntl is None or os.path.abspath(path) in _held_paths():
+        return
+    holders = [lock for lock in lock_files(path) if _holder(lock)]
+    if holders:
+        raise _being_written(path, holders)
+
+
+@contextlib.contextmanager
+def writing_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the lock of the pyramid at ``path`` for the block; refuse when another run holds one.
+
+    The writer makes and locks (``flock``, which the kernel releases when the
+    process ends, however it ends) a file of its own (:func:`lock_files`),
+    then looks for another writer's held lock. Of two writers, the later to
+    lock sees the other's; two that see each other both let go and try again
+    after a random pause, for :data:`LOCK_PATIENCE_S`, so one goes ahead.
+    Re-entrant within a thread.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The descriptor.
+
+    Raises
+    ------
+    MosaicistError
+        When another writer holds a lock of the pyramid, or the lock file
+        cannot be made, naming the descriptor.
+    """
+    path = Path(path)
+    key = os.path.abspath(path)
+    held = _held_paths()
+    if fcntl is None or key in held:
+        yield
+        return
+    deadline = time.monotonic() + LOCK_PATIENCE_S
+    while True:
+        try:
+            descriptor, name = tempfile.mkstemp(prefix=_temporary_prefix(path),
+                                                suffix=_LOCK_SUFFIX, dir=path.parent)
+        except OSError as error:
+            raise MosaicistError(f"{path}: cannot make the writer's lock beside it: "
+                                 f"{error.strerror or error}") from None
+        own = Path(name)
+        try:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX)
+            except OSError as error:
+                if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise MosaicistError(f"{path}: cannot lock the pyramid for writing: "
+                                         f"{error.strerror or error}") from None
+                # A file system without flock: written unlocked, as before.
+            holders = [lock for lock in lock_files(path)
+                       if lock.name != own.name and _holder(lock)]
+            if not holders:
+                held.add(key)
+                try:
+                    yield
+                finally:
+                    held.discard(key)
+                return
+        finally:
+            # Removed while still held: a writer looking at it then finds it gone.
+            with contextlib.suppress(OSError):
+                own.unlink()
+            os.close(descriptor)
+        if time.monotonic() >= deadline:
+            raise _being_written(path, holders)
+        time.sleep(random.uniform(0.01, 0.05))
+
+
 def write_deep_zoom(
     bands: Iterable[np.ndarray],
     width: int,
@@ -434,7 +626,8 @@ def write_deep_zoom(
     Raises
     ------
     MosaicistError
-        For bad settings, or when the files cannot be written.
+        For bad settings, when the files cannot be written, or when another
+        run is writing the same pyramid (:func:`writing_lock`).
     ValueError
         When the bands do not add up to ``width x height``.
     """
@@ -449,6 +642,15 @@ def write_deep_zoom(
     layout = DeepZoomLayout(width, height, tile_size, overlap, tile_format)
     if workers is None:
         workers = worker_count()
+    with writing_lock(path):
+        _write_levels(bands, path, layout, quality, workers, show_progress)
+    return layout
+
+
+def _write_levels(bands: Iterable[np.ndarray], path: Path, layout: DeepZoomLayout,
+                  quality: int, workers: int, show_progress: bool) -> None:
+    """Write the tiles of every level, then the descriptor (see :func:`write_deep_zoom`)."""
+    width, tile_format = layout.width, layout.format
     completed = False
     try:
         _remove_legacy_staging(files_folder(path))
@@ -485,7 +687,6 @@ def write_deep_zoom(
         raise MosaicistError(
             f"{path}: cannot write the Deep Zoom pyramid: {error.strerror or error}"
         ) from None
-    return layout
 
 
 def _refuse_link(path: Path, what: str) -> None:
@@ -558,10 +759,12 @@ class DeepZoomFormat(OutputFormat):
         OptionError
             When the layout settings are not valid (:func:`check_layout`).
         MosaicistError
-            When one of the names cannot be replaced, naming it.
+            When one of the names cannot be replaced, naming it, or another run
+            is writing this pyramid now (:func:`refuse_if_being_written`).
         """
         check_layout(options.dzi_tile_size, options.dzi_overlap, options.dzi_format)
         _refuse_link(path, "Deep Zoom descriptor")
+        refuse_if_being_written(path)
         for companion, what in self.companions(path)[1:]:
             _refuse_link(companion, what)
         folder = files_folder(path)
@@ -668,9 +871,16 @@ class DeepZoomFormat(OutputFormat):
         Raises
         ------
         MosaicistError
-            When a file cannot be written, naming it.
+            When a file cannot be written, naming it, or when another run is
+            writing the same pyramid (:func:`writing_lock`).
         """
         quality = DEFAULT_QUALITY if options.jpeg_quality is None else options.jpeg_quality
+        # Held to the page's end: else another run's pyramid could get this one's page.
+        with writing_lock(path):
+            self._write_locked(path, picture, options, quality, show_progress)
+
+    def _write_locked(self, path: Path, picture: Picture, options: MosaicOptions,
+                      quality: int, show_progress: bool) -> None:
         write_deep_zoom(picture.bands, picture.width, picture.height, path,
                         tile_size=options.dzi_tile_size, overlap=options.dzi_overlap,
                         format=options.dzi_format, quality=quality, show_progress=show_progress)
@@ -775,7 +985,8 @@ def read_layout(path: str | os.PathLike[str]) -> DeepZoomLayout:
     Returns
     -------
     DeepZoomLayout
-        Its picture size, tile size, overlap and tile format.
+        Its picture size, tile size, overlap and tile format (the format's
+        spelling in the file kept as the tiles' :attr:`~DeepZoomLayout.extension`).
 
     Raises
     ------
@@ -816,14 +1027,17 @@ def read_layout(path: str | os.PathLike[str]) -> DeepZoomLayout:
     try:
         if size is None:
             raise ValueError("no Size element")
-        tile_format = FORMAT_ALIASES.get(root.attrib["Format"].lower(), "")
+        spelled = root.attrib["Format"]
+        tile_format = FORMAT_ALIASES.get(spelled.lower(), "")
         if not tile_format:
-            raise ValueError(f"tile format {root.attrib['Format'][:40]!r}")
+            raise ValueError(f"tile format {spelled[:40]!r}")
         tile_size = _whole(root.attrib, "TileSize", 1, DZI_MAX_TILE_SIZE)
         layout = DeepZoomLayout(
             _whole(size.attrib, "Width", 1, DESCRIPTOR_MAX_SIDE),
             _whole(size.attrib, "Height", 1, DESCRIPTOR_MAX_SIDE),
             tile_size, _whole(root.attrib, "Overlap", 0, tile_size // 2), tile_format,
+            # The spelling is kept: it is the tiles' extension ("jpg" names N_M.jpg files).
+            "" if spelled == tile_format else spelled,
         )
     except KeyError as error:
         raise MosaicistError(
@@ -863,7 +1077,7 @@ def read_level(path: str | os.PathLike[str], level: int) -> np.ndarray:
         top, bottom = layout.tile_span(row, height)
         for column in range(columns):
             left, right = layout.tile_span(column, width)
-            tile_path = folder / f"{column}_{row}.{layout.format}"
+            tile_path = folder / f"{column}_{row}.{layout.tile_extension}"
             try:
                 with Image.open(tile_path) as tile:
                     # The size from the header, before decoding: a damaged or replaced

@@ -442,38 +442,74 @@ def placements_renderer(
 
 
 def _check_placed_files(source: TileSource, placements: Placements) -> None:
-    """Refuse placements whose tiles are not all files of a local library, before any drawing.
+    """Refuse placements whose tiles are not all in the library, before any drawing.
 
     Found while drawing, a tile gone from the library (moved, renamed,
-    deleted since the match, or the wrong ``--tiles``) ended the render at
-    its row, after the rows above it were drawn: hours into a mural.
+    deleted since the match, an array or dataset copy with fewer images, or
+    the wrong ``--tiles``) ended the render at its row, after the rows above
+    it were drawn: hours into a mural. Checked where it is cheap: a local
+    library's files, an image array's count (its ids are ``<name>/<position>``),
+    a CIFAR dataset's listing (which drawing loads anyway); other sources are
+    checked as their tiles are drawn.
 
     Raises
     ------
     MosaicistError
         Naming the placements file, how many placed tiles are missing and the first few.
     """
-    if source.local_root() is None:
-        return  # a dataset or an array: its tiles are not files
-    missing = []
-    for source_id in dict.fromkeys(placements.source_ids):
-        try:
-            path = source.local_path(SourceEntry(source_id, 0, 0, None))
-        except MosaicistError:  # an id that names no file of a folder ("./a.png", "a//b")
-            path = None
-        if path is None or not os.path.isfile(path):
-            missing.append(source_id)
+    placed_ids = list(dict.fromkeys(placements.source_ids))
+    root = source.local_root()
+    if root is not None:
+        missing = [source_id for source_id in placed_ids
+                   if not _is_library_file(source, source_id)]
+        where = f"a file of {root}"
+    else:
+        found = _missing_from_collection(source, placed_ids)
+        if found is None:
+            return
+        missing, where = found, f"in {source.name}"
     if missing:
-        where = "the placements" if placements.path is None else str(placements.path)
+        named = "the placements" if placements.path is None else str(placements.path)
         shown = ", ".join(repr(source_id) for source_id in missing[:3])
-        placed = len(set(placements.source_ids))
+        placed = len(placed_ids)
         which = (f"none of the {placed} placed tiles is" if len(missing) == placed
                  else f"{len(missing)} of the {placed} placed tiles "
                       f"{'is' if len(missing) == 1 else 'are'} not")
         raise MosaicistError(
-            f"{where}: {which} a file of {source.local_root()} "
+            f"{named}: {which} {where} "
             f"({shown}{', ...' if len(missing) > 3 else ''}): moved or removed since the "
             "placements were made, or another library")
+
+
+def _is_library_file(source: TileSource, source_id: str) -> bool:
+    try:
+        path = source.local_path(SourceEntry(source_id, 0, 0, None))
+    except MosaicistError:  # an id that names no file of a folder ("./a.png", "a//b")
+        return False
+    return path is not None and os.path.isfile(path)
+
+
+def _missing_from_collection(source: TileSource, placed_ids: list[str]) -> list[str] | None:
+    """The placed ids that an image array or a CIFAR dataset does not hold; None: not known."""
+    # Imported here, as open_source does: commands that read neither skip their imports.
+    from ..sources.arrays import ArrayFileSource
+    from ..sources.cifar import CifarSource
+
+    if isinstance(source, ArrayFileSource):
+        # Its ids are "<name>/<position>": the array's count tells, without listing a
+        # million ids. (The name part is checked as each tile is drawn.)
+        count = source.scan_fingerprint()[1]
+        missing = []
+        for source_id in placed_ids:
+            position = source_id.rpartition("/")[2]
+            if not (position.isascii() and position.isdigit()) or int(position) >= count:
+                missing.append(source_id)
+        return missing
+    if isinstance(source, CifarSource):
+        # 60,000 ids at most, and the images they list are loaded to draw anyway.
+        known = {entry.source_id for entry in source.scan()}
+        return [source_id for source_id in placed_ids if source_id not in known]
+    return None
 
 
 def changed_tiles(source: TileSource, hashes: Mapping[str, str],

@@ -243,7 +243,8 @@ def write_viewer(
                 "xmlns": DEEPZOOM_NAMESPACE,
                 # Bytes, so that a name that is not UTF-8 is quoted byte by byte.
                 "Url": urllib.parse.quote(os.fsencode(f"{name}_files")) + "/",
-                "Format": info.format,
+                # As the descriptor spells it: OpenSeadragon makes the tiles' names from it.
+                "Format": info.tile_extension,
                 "Overlap": str(info.overlap),
                 "TileSize": str(info.tile_size),
                 "Size": {"Width": str(info.width), "Height": str(info.height)},

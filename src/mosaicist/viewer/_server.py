@@ -45,8 +45,9 @@ from ..web import (
 from ._manifest import ViewerManifest, read_manifest
 from ._page import ORIGINAL_ROUTE, find_viewer
 
-#: A tile of the pyramid, relative to its folder: ``<level>/<column>_<row>.<format>``.
-TILE_PATTERN = re.compile(r"[0-9]{1,3}/[0-9]{1,9}_[0-9]{1,9}\.(?:jpeg|jpg|png|webp)")
+#: A tile of the pyramid, relative to its folder: ``<level>/<column>_<row>.<format>``,
+#: the format in any case: a descriptor's ``Format`` is the extension, as spelled there.
+TILE_PATTERN = re.compile(r"[0-9]{1,3}/[0-9]{1,9}_[0-9]{1,9}\.(?i:jpeg|jpg|png|webp)")
 #: An original's route: its source index.
 INDEX_PATTERN = re.compile(r"[0-9]{1,9}")
 #: A byte of a file name that is not UTF-8, as Python decodes it (a lone surrogate).
