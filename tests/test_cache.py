@@ -321,3 +321,77 @@ def test_a_sweep_of_one_folder_leaves_its_subfolders_alone(tmp_path):
     assert sorted(removed) == sorted([top, staged])
     assert deep.exists() and live.exists()
     assert remove_dead_temporaries(tmp_path) == [deep]
+
+
+# -- 2. two builders of one entry: the second waits for the first and reads its entry --------
+
+def _counted(monkeypatch, owner, name):
+    """Count calls of ``owner.name``; the first waits (bounded) for a second to come."""
+    builds = []
+    original = getattr(owner, name)
+
+    def build(*arguments, **keywords):
+        builds.append(1)
+        # Without the lock the other thread reaches its own build within this wait.
+        for _ in range(100):
+            if len(builds) > 1:
+                break
+            time.sleep(0.01)
+        return original(*arguments, **keywords)
+
+    monkeypatch.setattr(owner, name, build)
+    return builds
+
+
+def test_two_threads_needing_the_same_prepared_library_prepare_it_once(tmp_path, monkeypatch):
+    import threading
+
+    from mosaicist.match import _prepare
+
+    tiles = _tiles()
+    expected = prepare_tiles(tiles, "lab", "flips", None, "g0-n20")
+    builds = _counted(monkeypatch, _prepare, "_fill")
+    results = [None, None]
+
+    def run(slot):
+        results[slot] = np.asarray(prepare_tiles(tiles, "lab", "flips", tmp_path, "g0-n20"))
+
+    threads = [threading.Thread(target=run, args=(slot,)) for slot in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert builds == [1]
+    for prepared in results:
+        np.testing.assert_array_equal(prepared, expected)
+    assert [path.name for path in tmp_path.iterdir()] == ["prepared-lab-flips-g0-n20.u8"]
+
+
+def test_a_read_only_cache_folder_prepares_and_computes_without_a_lock(tmp_path, monkeypatch):
+    from mosaicist import paths
+    from mosaicist.match import _features, _prepare
+
+    tiles = _tiles()
+    geometry = Geometry(4, 8)
+    expected = prepare_tiles(tiles, "lab", "flips", None, "g0-n20")
+    expected_features = compute_features(tiles, geometry)
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        if os.geteuid() == 0:
+            # Root writes anywhere: the lock file is refused as a read-only mount would.
+            def read_only(path):
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+            monkeypatch.setattr(paths, "_open_lock", read_only)
+        prepares = _counted(monkeypatch, _prepare, "_fill")
+        computes = _counted(monkeypatch, _features, "compute_features")
+        prepared = prepare_tiles(tiles, "lab", "flips", folder, "g0-n20")
+        features = cached_features(tiles, geometry, folder, 0)
+        assert prepares == [1] and computes == [1]
+        np.testing.assert_array_equal(prepared, expected)
+        np.testing.assert_array_equal(features.bound, expected_features.bound)
+        assert not [path for path in folder.iterdir() if path.name.endswith(".lock")]
+    finally:
+        folder.chmod(0o755)

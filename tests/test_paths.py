@@ -218,3 +218,113 @@ def test_an_output_name_near_the_limit_gets_a_temporary(tmp_path):
     with atomic_folder(folder) as staging:
         (staging / "a").write_text("in")
     assert (folder / "a").read_text() == "in"
+
+
+# -- build locks: a second builder of a cache entry waits for the first ---------------------
+
+def test_a_second_build_lock_waits_for_the_first_then_the_lock_file_goes(tmp_path):
+    import threading
+
+    from mosaicist.paths import build_lock
+
+    entry = tmp_path / "entry.npz"
+    events = []
+
+    def second():
+        with build_lock(entry, poll=0.01) as locked:
+            events.append(("second", locked))
+
+    with build_lock(entry, poll=0.01) as locked:
+        events.append(("first", locked))
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        # Bounded: without the lock the second thread is in within this wait.
+        for _ in range(50):
+            if len(events) > 1:
+                break
+            time.sleep(0.01)
+        events.append(("first leaves", True))
+    waiter.join(30)
+    assert not waiter.is_alive()
+    assert events == [("first", True), ("first leaves", True), ("second", True)]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_lock_holder_lets_the_waiter_in(tmp_path):
+    import threading
+
+    from mosaicist.paths import build_lock
+
+    entry = tmp_path / "entry"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\nfrom mosaicist.paths import build_lock\n"
+         f"with build_lock({str(entry)!r}) as locked:\n"
+         "    print(locked, flush=True)\n    time.sleep(600)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "True"
+        got = []
+
+        def wait():
+            with build_lock(entry, poll=0.01) as locked:
+                got.append(locked)
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        waiter.join(0.3)
+        assert got == []  # the holder lives: no way in
+        holder.kill()
+        waiter.join(30)
+        assert got == [True]
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+
+def test_an_interrupt_stops_a_process_waiting_for_a_build_lock(tmp_path):
+    import signal
+
+    from mosaicist.paths import build_lock
+
+    entry = tmp_path / "entry"
+    with build_lock(entry) as locked:
+        assert locked
+        waiter = subprocess.Popen(
+            [sys.executable, "-c",
+             "from mosaicist.paths import build_lock\n"
+             f"with build_lock({str(entry)!r}, note='waiting'):\n    print('in')\n"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert waiter.stderr is not None and waiter.stderr.readline().strip() == "waiting"
+            waiter.send_signal(signal.SIGINT)
+            out, err = waiter.communicate(timeout=30)
+        finally:
+            waiter.kill()
+            waiter.wait()
+    assert waiter.returncode != 0 and "KeyboardInterrupt" in err and "in" not in out
+
+
+def test_where_no_lock_can_be_had_the_block_runs_unlocked(tmp_path, monkeypatch):
+    import errno
+
+    from mosaicist import paths
+
+    def refused(path):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(paths, "_open_lock", refused)
+        with paths.build_lock(tmp_path / "entry") as locked:
+            assert locked is False
+    fcntl = pytest.importorskip("fcntl")
+
+    def no_locks(descriptor, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with paths.build_lock(tmp_path / "entry") as locked:
+        assert locked is False
+    assert list(tmp_path.iterdir()) == []

@@ -17,11 +17,13 @@ import os
 import re
 import shutil
 import stat
+import sys
 import tempfile
 import time
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
@@ -604,3 +606,141 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+#: Seconds between tries of a lock that another builder holds: polled rather than waited
+#: for in the kernel, so that an interrupt (Ctrl+C, SIGTERM turned into one) stops a
+#: waiting process at once, and a thread waits no longer than this past its holder.
+BUILD_LOCK_POLL = 0.1
+
+
+def _open_lock(path: Path) -> int:
+    """Open (creating) the lock file at ``path``; not inherited by programs run from here."""
+    return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+
+
+@contextlib.contextmanager
+def build_lock(final: str | os.PathLike[str], poll: float = BUILD_LOCK_POLL,
+               note: str | None = None) -> Iterator[bool]:
+    """Hold the lock of the cache entry ``final`` while the block builds it.
+
+    Two processes (or threads) that need the same missing entry would each
+    build it in full; with this, the second waits for the first, then finds
+    the entry in place (the caller looks again once it holds the lock). The
+    lock is an ``flock`` on a hidden file beside the entry
+    (``.<name>.lock``), which the kernel releases when its holder dies
+    (``kill -9`` included), so a killed builder's waiter builds in its
+    place. The holder removes the file as it lets go; a waiter that then
+    finds it holds the lock of a removed file tries again on the new one.
+
+    Parameters
+    ----------
+    final : path-like
+        The entry to build (a file or a folder).
+    poll : float
+        Seconds between tries while another holds the lock.
+    note : str, optional
+        Printed on stderr, once, when the lock is held by another (what is
+        being waited for).
+
+    Yields
+    ------
+    bool
+        True while the lock is held; False where no lock can be had (no
+        ``fcntl`` on Windows, a read-only or missing folder, a file system
+        that refuses locks): the block then builds as without a lock.
+    """
+    fcntl = _fcntl()
+    final = Path(final)
+    path = final.with_name(f".{final.name}.lock")
+    descriptor = None if fcntl is None else _locked_descriptor(fcntl, path, poll, note)
+    if descriptor is None:
+        # A cache that cannot take a lock costs only the double build, as before locks.
+        yield False
+        return
+    _held_locks.add(descriptor)
+    try:
+        yield True
+    finally:
+        # Removed while still held, so that no one locks the file after it is gone.
+        with contextlib.suppress(OSError):
+            path.unlink()
+        _held_locks.discard(descriptor)
+        os.close(descriptor)  # releases the lock
+
+
+#: Descriptors of the build locks this process holds.
+_held_locks: set[int] = set()
+
+
+def _forget_held_locks() -> None:
+    # An flock belongs to the open file, which a forked child shares: a child that
+    # outlived its parent (or a pool forked during a build) would hold the lock on.
+    for descriptor in _held_locks:
+        with contextlib.suppress(OSError):
+            os.close(descriptor)
+    _held_locks.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_held_locks)
+
+
+def _fcntl() -> Any | None:
+    """The ``fcntl`` module, or None where there is none (Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    return fcntl
+
+
+def _locked_descriptor(fcntl: Any, path: Path, poll: float, note: str | None) -> int | None:
+    """The open lock file at ``path``, locked (waiting while another holds it); None if refused."""
+    noted = False
+    while True:
+        try:
+            descriptor = _open_lock(path)
+        except OSError:
+            return None
+        try:
+            locked = _try_lock(fcntl, descriptor)
+            while locked is False:
+                if note is not None and not noted:
+                    print(note, file=sys.stderr)
+                    noted = True
+                time.sleep(poll)
+                locked = _try_lock(fcntl, descriptor)
+            if locked and _same_file(path, descriptor):
+                return descriptor
+        except BaseException:
+            os.close(descriptor)
+            raise
+        os.close(descriptor)
+        if locked is None:
+            # No one can lock it on this file system: it would only be left lying there.
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return None
+        # Its holder removed the file on letting go: another may stand there now.
+
+
+def _try_lock(fcntl: Any, descriptor: int) -> bool | None:
+    """Take the lock without waiting: True if taken, False if held by another, None if refused."""
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        # ENOLCK, EOPNOTSUPP, EINVAL: a file system without locks (some network ones).
+        return None
+    return True
+
+
+def _same_file(path: Path, descriptor: int) -> bool:
+    """Whether ``path`` still names the open file ``descriptor``."""
+    try:
+        named, opened = os.stat(path), os.fstat(descriptor)
+    except OSError:
+        return False
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)

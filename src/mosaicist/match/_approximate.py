@@ -69,7 +69,13 @@ import numpy as np
 from .._runtime import OrderedJobs, one_blas_thread, worker_count
 from ..errors import MosaicistError, OptionError
 from ..grid import Geometry
-from ..paths import STORED_ARRAY_ERRORS, atomic_path, mark_used, remove_older_generations
+from ..paths import (
+    STORED_ARRAY_ERRORS,
+    atomic_path,
+    build_lock,
+    mark_used,
+    remove_older_generations,
+)
 from ..progress import progress_bar
 from ._exact import _improve, cells_for_dots, exact_distances, match_exact
 from ._features import (
@@ -420,20 +426,28 @@ def _numpy_index_fits(index: _NumpyIndex, count: int, dimensions: int) -> bool:
 
 def _build_and_store(features: TileFeatures, faiss: Any | None, lists: int, dimensions: int,
                      scale: float, path: Path | None, structure: str,
-                     generation: int | None = None) -> Any:
+                     generation: int | None = None, show_progress: bool = False) -> Any:
     """Build the index and cache it at ``path`` (when given).
 
     Once it is written, the indexes of generations before ``generation`` (when
     given) are removed from its folder: they are never read again, and each
-    is as large as the library's bound rows.
+    is as large as the library's bound rows. While another process builds
+    the same entry, this one waits for it and reads its index instead
+    (:func:`~mosaicist.paths.build_lock`); ``show_progress`` says so on stderr.
     """
-    if structure == "graph":
-        index = _build_graph(faiss, features, dimensions, scale)
-    elif faiss is not None:
-        index = _build_faiss(faiss, features, lists, dimensions, scale)
-    else:
-        index = _build_numpy(features, lists, dimensions, scale)
-    if path is not None:
+    if path is None:
+        return _build(features, faiss, lists, dimensions, scale, structure)
+    with contextlib.suppress(OSError):
+        # The lock file lies beside the entry: a folder made here can take it.
+        path.parent.mkdir(parents=True, exist_ok=True)
+    note = (f"mosaicist: waiting for another process building this index ({path})"
+            if show_progress else None)
+    # 40-70 s at a million tiles, on cores that the other build would share.
+    with build_lock(path, note=note):
+        index = _read_index(path, features, faiss, lists, structure == "graph", dimensions)
+        if index is not None:
+            return index
+        index = _build(features, faiss, lists, dimensions, scale, structure)
         # A read-only or full cache only costs the rebuild next time; so does a pipe or
         # a device under the entry's name (refused by atomic_path as an "output").
         with contextlib.suppress(OSError, RuntimeError, MosaicistError):
@@ -454,6 +468,16 @@ def _build_and_store(features: TileFeatures, faiss: Any | None, lists: int, dime
                     with contextlib.suppress(OSError):
                         os.unlink(old)
     return index
+
+
+def _build(features: TileFeatures, faiss: Any | None, lists: int, dimensions: int,
+           scale: float, structure: str) -> Any:
+    """Build the index (a FAISS graph or inverted file, or a :class:`_NumpyIndex`)."""
+    if structure == "graph":
+        return _build_graph(faiss, features, dimensions, scale)
+    if faiss is not None:
+        return _build_faiss(faiss, features, lists, dimensions, scale)
+    return _build_numpy(features, lists, dimensions, scale)
 
 
 def _group_by_list(lists: np.ndarray, list_count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -830,7 +854,7 @@ def match_approximate(
         cached, index = finding.result()
     if index is None:
         index = _build_and_store(features, faiss, lists, dimensions, scale, cached, structure,
-                                 generation)
+                                 generation, show_progress)
     if structure == "graph":
         # Set on every use: the cached graph keeps the depth it was built with.
         index.hnsw.efSearch = max(GRAPH_SEARCH_DEPTH, candidates)

@@ -45,7 +45,13 @@ import numpy as np
 
 from .._runtime import OrderedJobs, one_blas_thread, release_pages, worker_count
 from ..grid import Geometry
-from ..paths import atomic_folder, mark_used, remove_older_generations, reserve_space
+from ..paths import (
+    atomic_folder,
+    build_lock,
+    mark_used,
+    remove_older_generations,
+    reserve_space,
+)
 from ..progress import progress_bar
 
 #: Tiles per chunk while computing features.
@@ -413,7 +419,9 @@ def cached_features(
     and the basis), written with
     :func:`~mosaicist.paths.atomic_folder`; a damaged entry is recomputed.
     Writing an entry removes the entries of earlier library generations; a
-    read-only or full cache computes the features in memory.
+    read-only or full cache computes the features in memory. A process
+    that needs an entry another is computing waits for it and reads it
+    (:func:`~mosaicist.paths.build_lock`).
 
     Parameters
     ----------
@@ -453,47 +461,68 @@ def cached_features(
         f"v{FEATURES_VERSION}-{variant}-g{generation}-n{len(tiles)}-{shape}-d{bound_dimensions(len(tiles))}"
     )
     path = directory / name
-    names = ("mean", "basis", "bound", "order", "residual", "norm2", "channel_sums", "tail_norm")
-    if path.is_dir():
+    features = _read_entry(path, geometry, len(tiles))
+    if features is not None:
+        return features
+    note = (f"mosaicist: waiting for another process computing these features ({path})"
+            if show_progress else None)
+    # Another process (a second run, a batch's worker) may be computing this entry:
+    # waiting for it and reading its entry saves doing the same minutes of work twice.
+    with build_lock(path, note=note):
+        features = _read_entry(path, geometry, len(tiles))
+        if features is not None:
+            return features
         try:
-            # The per-tile arrays are mapped, not read: the bound rows are the largest
-            # (520 MB at a million tiles), of which an approximate search touches a few
-            # lists, and reading the others into fresh memory took 0.08 s there.
-            arrays = {key: _load(path / f"{key}.npy", mapped=key not in ("mean", "basis"))
-                      for key in names}
-            pooled = None
-            if geometry.factor > 1:
-                pooled = np.load(path / "pooled.npy", mmap_mode="r", allow_pickle=False)
-            features = TileFeatures(**arrays, pooled=pooled)
-            if len(features.bound) == len(tiles) and (pooled is None or len(pooled) == len(tiles)):
-                mark_used(path)
-                return features
-        except (OSError, ValueError):
-            pass
-    try:
-        with atomic_folder(path) as partial:
-            pooled_out = None
-            if geometry.factor > 1:
-                length = geometry.length
-                pooled_out = np.lib.format.open_memmap(
-                    partial / "pooled.npy", mode="w+", dtype=pooled_dtype(geometry),
-                    shape=(len(tiles), length),
-                )
-                # Filling a sparse map on a full disk would die of SIGBUS, not raise.
-                reserve_space(partial / "pooled.npy")
-            features = compute_features(tiles, geometry, show_progress, pooled_out)
-            if pooled_out is not None:
-                pooled_out.flush()
-            for key in names:
-                np.save(partial / f"{key}.npy", getattr(features, key))
-            if pooled_out is not None:
-                # Mapped before it is published: a newer generation may remove it at once.
-                features.pooled = np.load(partial / "pooled.npy", mmap_mode="r",
-                                          allow_pickle=False)
-    except OSError:
-        # A read-only or full cache only costs computing them in memory.
-        return compute_features(tiles, geometry, show_progress)
+            with atomic_folder(path) as partial:
+                pooled_out = None
+                if geometry.factor > 1:
+                    length = geometry.length
+                    pooled_out = np.lib.format.open_memmap(
+                        partial / "pooled.npy", mode="w+", dtype=pooled_dtype(geometry),
+                        shape=(len(tiles), length),
+                    )
+                    # Filling a sparse map on a full disk would die of SIGBUS, not raise.
+                    reserve_space(partial / "pooled.npy")
+                features = compute_features(tiles, geometry, show_progress, pooled_out)
+                if pooled_out is not None:
+                    pooled_out.flush()
+                for key in _ENTRY_ARRAYS:
+                    np.save(partial / f"{key}.npy", getattr(features, key))
+                if pooled_out is not None:
+                    # Mapped before it is published: a newer generation may remove it at once.
+                    features.pooled = np.load(partial / "pooled.npy", mmap_mode="r",
+                                              allow_pickle=False)
+        except OSError:
+            # A read-only or full cache only costs computing them in memory.
+            return compute_features(tiles, geometry, show_progress)
     remove_older_generations(directory, _ENTRY, generation)
+    return features
+
+
+#: The arrays of a features entry, one ``.npy`` file each (and ``pooled.npy`` where pooled).
+_ENTRY_ARRAYS = ("mean", "basis", "bound", "order", "residual", "norm2", "channel_sums",
+                 "tail_norm")
+
+
+def _read_entry(path: Path, geometry: Geometry, count: int) -> TileFeatures | None:
+    """The features cached at ``path``, or None where missing, damaged or of another size."""
+    if not path.is_dir():
+        return None
+    try:
+        # The per-tile arrays are mapped, not read: the bound rows are the largest
+        # (520 MB at a million tiles), of which an approximate search touches a few
+        # lists, and reading the others into fresh memory took 0.08 s there.
+        arrays = {key: _load(path / f"{key}.npy", mapped=key not in ("mean", "basis"))
+                  for key in _ENTRY_ARRAYS}
+        pooled = None
+        if geometry.factor > 1:
+            pooled = np.load(path / "pooled.npy", mmap_mode="r", allow_pickle=False)
+        features = TileFeatures(**arrays, pooled=pooled)
+    except (OSError, ValueError):
+        return None
+    if len(features.bound) != count or (pooled is not None and len(pooled) != count):
+        return None
+    mark_used(path)
     return features
 
 

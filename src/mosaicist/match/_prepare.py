@@ -19,7 +19,13 @@ import numpy as np
 
 from .._runtime import release_pages
 from ..colour import encode
-from ..paths import atomic_path, mark_used, remove_older_generations, reserve_space
+from ..paths import (
+    atomic_path,
+    build_lock,
+    mark_used,
+    remove_older_generations,
+    reserve_space,
+)
 from ..progress import progress_bar
 from ..transforms import AUGMENT_SETS, apply_transform, augment_transforms
 
@@ -70,7 +76,9 @@ def prepare_tiles(
     Notes
     -----
     Writing a new entry removes the prepared libraries of earlier library
-    generations (the ``g<G>`` of ``key``) from ``directory``.
+    generations (the ``g<G>`` of ``key``) from ``directory``. A process that
+    needs an entry another is preparing waits for it and reads it
+    (:func:`~mosaicist.paths.build_lock`).
     """
     transforms = augment_transforms(augment, aspect)
     if metric == "seed" and len(transforms) == 1:
@@ -84,31 +92,46 @@ def prepare_tiles(
         _fill(out, tiles, metric, transforms, show_progress)
         return out
     path = directory / f"prepared-{metric}-{augment}-{key}.u8"
+    prepared = _read_entry(path, shape)
+    if prepared is not None:
+        return prepared
+    note = (f"mosaicist: waiting for another process preparing these tiles ({path})"
+            if show_progress else None)
+    # Another process may be preparing this entry: its result is read, not made again.
+    with build_lock(path, note=note):
+        prepared = _read_entry(path, shape)
+        if prepared is not None:
+            return prepared
+        try:
+            with atomic_path(path) as partial:
+                out = np.memmap(partial, np.uint8, "w+", shape=shape)
+                # Filling a sparse map on a full disk would die of SIGBUS, not raise.
+                reserve_space(partial)
+                _fill(out, tiles, metric, transforms, show_progress)
+                out.flush()
+                del out
+                # Mapped before it is published: a newer generation may remove it at once.
+                prepared = np.memmap(partial, np.uint8, "r", shape=shape)
+        except OSError:
+            # A read-only or full cache only costs preparing them in memory.
+            out = np.empty(shape, np.uint8)
+            _fill(out, tiles, metric, transforms, show_progress)
+            return out
+    found = _KEY_GENERATION.match(key)
+    if found is not None:
+        remove_older_generations(directory, _PREPARED, int(found.group(1)))
+    return prepared
+
+
+def _read_entry(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The prepared library cached at ``path``, mapped, or None where missing or cut short."""
     # Mapped, an entry stays readable when a process of a newer generation removes it.
     with contextlib.suppress(FileNotFoundError):
         if path.stat().st_size == int(np.prod(shape)):
             prepared = np.memmap(path, np.uint8, "r", shape=shape)
             mark_used(path)
             return prepared
-    try:
-        with atomic_path(path) as partial:
-            out = np.memmap(partial, np.uint8, "w+", shape=shape)
-            # Filling a sparse map on a full disk would die of SIGBUS, not raise.
-            reserve_space(partial)
-            _fill(out, tiles, metric, transforms, show_progress)
-            out.flush()
-            del out
-            # Mapped before it is published: a newer generation may remove it at once.
-            prepared = np.memmap(partial, np.uint8, "r", shape=shape)
-    except OSError:
-        # A read-only or full cache only costs preparing them in memory.
-        out = np.empty(shape, np.uint8)
-        _fill(out, tiles, metric, transforms, show_progress)
-        return out
-    found = _KEY_GENERATION.match(key)
-    if found is not None:
-        remove_older_generations(directory, _PREPARED, int(found.group(1)))
-    return prepared
+    return None
 
 
 def _fill(
