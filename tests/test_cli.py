@@ -952,3 +952,40 @@ def test_a_command_run_inside_another_program_lets_it_go_on(tmp_path):
                            text=True, timeout=60)
     assert ended.returncode == 0, ended.stderr
     assert done.read_text() == "went on after status 0"
+
+
+_INTERRUPTED_ENDING = """
+import sys, threading, time
+from pathlib import Path
+ready = Path(sys.argv[1])
+def late():
+    ready.write_text("sleeping")
+    time.sleep(20)
+threading.Thread(target=late).start()  # not a daemon: the quick ending waits for it
+sys.argv = ["mosaicist", "--version"]
+from mosaicist.__main__ import run
+run()
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_an_interrupt_while_a_finished_command_ends_is_one_line(tmp_path):
+    ready = tmp_path / "ready"
+    process = subprocess.Popen([sys.executable, "-c", _INTERRUPTED_ENDING, str(ready)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # The command prints its version and ends; then it waits for the thread.
+        out = process.stdout.readline()
+        assert out.startswith("mosaicist"), out
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, err
+    assert err == "mosaicist: error: interrupted\n", err

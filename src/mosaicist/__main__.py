@@ -1,5 +1,6 @@
 """``python -m mosaicist``, and the ``mosaicist`` command."""
 
+import contextlib
 import os
 import sys
 from types import FrameType
@@ -33,7 +34,15 @@ def run() -> None:
         if (stop.code in (None, 0) and sys.getprofile() is None and sys.gettrace() is None
                 and not sys.flags.inspect and not os.environ.get("PYTHONINSPECT")
                 and _outermost(sys._getframe(1))):
-            _end_now()
+            try:
+                _end_now()
+            except KeyboardInterrupt:
+                # Ctrl+C while the threads are joined or atexit runs: said as any
+                # interrupt is, not as a traceback chained to the SystemExit.
+                with contextlib.suppress(OSError, ValueError):
+                    sys.stderr.write("mosaicist: error: interrupted\n")
+                    sys.stderr.flush()
+                os._exit(130)
         raise
 
 
