@@ -8,6 +8,8 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -37,6 +39,43 @@ def record_results(monkeypatch, owner, name: str) -> list:
         return results[-1]
 
     monkeypatch.setattr(owner, name, recorded)
+    return results
+
+
+def count_builds(monkeypatch, owner, name: str) -> list:
+    """Count calls of ``owner.name``: one ``1`` appended per call, to the list returned.
+
+    The first call waits (at most a second) for a second to come, so that two
+    builders without a lock between them are both seen building.
+    """
+    builds: list = []
+    original = getattr(owner, name)
+
+    def build(*arguments, **keywords):
+        builds.append(1)
+        for _ in range(100):
+            if len(builds) > 1:
+                break
+            time.sleep(0.01)
+        return original(*arguments, **keywords)
+
+    monkeypatch.setattr(owner, name, build)
+    return builds
+
+
+def in_threads(count: int, work) -> list:
+    """``work()`` run on ``count`` threads at once; their results, in order."""
+    results: list = [None] * count
+
+    def run(slot: int) -> None:
+        results[slot] = work()
+
+    threads = [threading.Thread(target=run, args=(slot,)) for slot in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in threads)
     return results
 
 

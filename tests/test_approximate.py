@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import count_builds, in_threads
 
 from mosaicist.grid import Geometry
 from mosaicist.match import (
@@ -738,30 +739,9 @@ def test_two_threads_needing_the_same_index_build_it_once(easy_data, tmp_path, m
     without_faiss(monkeypatch)
     cells, tiles, features, exact = easy_data
     geometry = Geometry(CELL, TILE)
-    builds = []
-    original = approximate._build_numpy
-
-    def build(*arguments):
-        builds.append(1)
-        # Without the lock the other thread reaches its own build within this wait.
-        for _ in range(100):
-            if len(builds) > 1:
-                break
-            time.sleep(0.01)
-        return original(*arguments)
-
-    monkeypatch.setattr(approximate, "_build_numpy", build)
-    results = [None, None]
-
-    def run(slot):
-        results[slot] = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path,
-                                          generation=0)
-
-    threads = [threading.Thread(target=run, args=(slot,)) for slot in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
+    builds = count_builds(monkeypatch, approximate, "_build_numpy")
+    results = in_threads(2, lambda: match_approximate(cells, tiles, geometry, features,
+                                                      cache_dir=tmp_path, generation=0))
     assert builds == [1]
     assert np.array_equal(results[0].tile, results[1].tile)
     assert np.mean(results[0].tile == exact.tile) >= 0.99

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import dead_pid, make_colour_folder
+from conftest import count_builds, dead_pid, in_threads, make_colour_folder
 from PIL import Image
 
 from mosaicist.dedupe import DEDUPE_VERSION
@@ -325,42 +325,15 @@ def test_a_sweep_of_one_folder_leaves_its_subfolders_alone(tmp_path):
 
 # -- 2. two builders of one entry: the second waits for the first and reads its entry --------
 
-def _counted(monkeypatch, owner, name):
-    """Count calls of ``owner.name``; the first waits (bounded) for a second to come."""
-    builds = []
-    original = getattr(owner, name)
-
-    def build(*arguments, **keywords):
-        builds.append(1)
-        # Without the lock the other thread reaches its own build within this wait.
-        for _ in range(100):
-            if len(builds) > 1:
-                break
-            time.sleep(0.01)
-        return original(*arguments, **keywords)
-
-    monkeypatch.setattr(owner, name, build)
-    return builds
-
-
 def test_two_threads_needing_the_same_prepared_library_prepare_it_once(tmp_path, monkeypatch):
-    import threading
 
     from mosaicist.match import _prepare
 
     tiles = _tiles()
     expected = prepare_tiles(tiles, "lab", "flips", None, "g0-n20")
-    builds = _counted(monkeypatch, _prepare, "_fill")
-    results = [None, None]
-
-    def run(slot):
-        results[slot] = np.asarray(prepare_tiles(tiles, "lab", "flips", tmp_path, "g0-n20"))
-
-    threads = [threading.Thread(target=run, args=(slot,)) for slot in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    builds = count_builds(monkeypatch, _prepare, "_fill")
+    results = in_threads(
+        2, lambda: np.asarray(prepare_tiles(tiles, "lab", "flips", tmp_path, "g0-n20")))
     assert builds == [1]
     for prepared in results:
         np.testing.assert_array_equal(prepared, expected)
@@ -385,8 +358,8 @@ def test_a_read_only_cache_folder_prepares_and_computes_without_a_lock(tmp_path,
                 raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
 
             monkeypatch.setattr(paths, "_open_lock", read_only)
-        prepares = _counted(monkeypatch, _prepare, "_fill")
-        computes = _counted(monkeypatch, _features, "compute_features")
+        prepares = count_builds(monkeypatch, _prepare, "_fill")
+        computes = count_builds(monkeypatch, _features, "compute_features")
         prepared = prepare_tiles(tiles, "lab", "flips", folder, "g0-n20")
         features = cached_features(tiles, geometry, folder, 0)
         assert prepares == [1] and computes == [1]

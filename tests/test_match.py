@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import count_builds, in_threads
 
 from mosaicist.grid import Geometry
 from mosaicist.match import _exact as match
@@ -647,51 +648,14 @@ def test_cell_bound_rows_shared_out_among_threads_are_the_one_thread_rows(monkey
         assert np.array_equal(one, other)
 
 
-def _count_builds(monkeypatch, owner, name: str) -> list:
-    """Count calls of ``owner.name``; the first waits (bounded) for a second to come."""
-    import time
-
-    builds: list = []
-    original = getattr(owner, name)
-
-    def build(*arguments, **keywords):
-        builds.append(1)
-        # Without the lock the other thread reaches its own build within this wait.
-        for _ in range(100):
-            if len(builds) > 1:
-                break
-            time.sleep(0.01)
-        return original(*arguments, **keywords)
-
-    monkeypatch.setattr(owner, name, build)
-    return builds
-
-
-def _in_threads(count: int, work) -> list:
-    import threading
-
-    results: list = [None] * count
-
-    def run(slot: int) -> None:
-        results[slot] = work()
-
-    threads = [threading.Thread(target=run, args=(slot,)) for slot in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert not any(thread.is_alive() for thread in threads)
-    return results
-
-
 def test_two_threads_needing_the_same_features_compute_them_once(tmp_path, monkeypatch):
     from mosaicist.match import _features
 
     tiles = smooth_images(np.random.default_rng(6), 60, 32)
     geometry = Geometry(16, 32)
     expected = compute_features(tiles, geometry)
-    builds = _count_builds(monkeypatch, _features, "compute_features")
-    results = _in_threads(2, lambda: cached_features(tiles, geometry, tmp_path, generation=0))
+    builds = count_builds(monkeypatch, _features, "compute_features")
+    results = in_threads(2, lambda: cached_features(tiles, geometry, tmp_path, generation=0))
     assert builds == [1]
     for features in results:
         assert np.array_equal(features.bound, expected.bound)
@@ -720,7 +684,7 @@ def test_a_killed_features_builder_leaves_the_work_to_its_waiter(tmp_path, monke
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "building"
         tiles = np.random.default_rng(6).integers(0, 256, (40, 16, 16, 3), dtype=np.uint8)
-        builds = _count_builds(monkeypatch, _features, "compute_features")
+        builds = count_builds(monkeypatch, _features, "compute_features")
         got: list = []
         waiter = threading.Thread(
             target=lambda: got.append(cached_features(tiles, Geometry(8, 16), tmp_path, 0)))
