@@ -344,6 +344,22 @@ class _EntryWithoutStatus:
         raise PermissionError(13, "Permission denied", self.path)
 
 
+class _Listing:
+    """An ``os.scandir`` listing whose entries pass through ``each`` (a generator function)."""
+
+    def __init__(self, listing, each):
+        self._listing, self._each = listing, each
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self._listing.close()
+
+    def __iter__(self):
+        return self._each(self._listing)
+
+
 def test_a_photo_whose_status_cannot_be_read_is_reported_not_left_out(tmp_path, monkeypatch):
     # A folder that may be listed but not searched (mode r--) lists its photos, whose
     # status then cannot be read: they were left out without a word. (Root reads
@@ -352,22 +368,14 @@ def test_a_photo_whose_status_cannot_be_read_is_reported_not_left_out(tmp_path, 
     (folder / "notes.txt").write_text("not a photo")
     real_scandir = os.scandir
 
-    class Listing:
-        def __init__(self, path):
-            self._listing = real_scandir(path)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc_info):
-            self._listing.close()
-
-        def __iter__(self):
-            for entry in self._listing:
-                yield _EntryWithoutStatus(entry) if entry.name != "t000.png" else entry
+    def without_status(entries):
+        for entry in entries:
+            yield _EntryWithoutStatus(entry) if entry.name != "t000.png" else entry
 
     def scandir(path="."):
-        return Listing(path) if os.fspath(path) == str(folder) else real_scandir(path)
+        if os.fspath(path) == str(folder):
+            return _Listing(real_scandir(path), without_status)
+        return real_scandir(path)
 
     monkeypatch.setattr(folder_module.os, "scandir", scandir)
     entries = FolderSource(folder, workers=1).scan()
@@ -464,29 +472,19 @@ def _refusing_scandir(monkeypatch, refused, after=None):
     """
     real_scandir = os.scandir
 
-    class Listing:
-        def __init__(self, path):
-            self._listing = real_scandir(path)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc_info):
-            self._listing.close()
-
-        def __iter__(self):
-            for count, entry in enumerate(self._listing):
-                if count == after:
-                    break
-                yield entry
-            raise PermissionError(13, "Permission denied", str(refused))
+    def failing_part_way(entries):
+        for count, entry in enumerate(entries):
+            if count == after:
+                break
+            yield entry
+        raise PermissionError(13, "Permission denied", str(refused))
 
     def scandir(path="."):
         if isinstance(path, int) or os.fspath(path).rstrip(os.sep) != str(refused):
             return real_scandir(path)
         if after is None:
             raise PermissionError(13, "Permission denied", str(refused))
-        return Listing(path)
+        return _Listing(real_scandir(path), failing_part_way)
 
     monkeypatch.setattr(folder_module.os, "scandir", scandir)
 
