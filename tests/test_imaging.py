@@ -798,3 +798,192 @@ def test_a_target_too_short_for_its_declared_pixels_is_refused_at_the_header(tmp
     message = str(caught.value)
     assert message.startswith(f"{path}: cannot read target image: truncated image file (")
     assert message.endswith(f"the file has {kept:,} bytes)") and "\n" not in message
+
+
+# --- Plain 8-bit RGB PNG targets through libpng (imagecodecs), outside the interpreter lock ---
+
+def _pillow_target(path, monkeypatch):
+    """``read_target`` as it reads without imagecodecs: Pillow's decode."""
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "imagecodecs", None)  # import fails: Pillow's way
+        assert imaging._plain_png_pixels(path, Image.open(path)) is None
+        return read_target(path)
+
+
+def _count_libpng_decodes(monkeypatch) -> list[bytes]:
+    """The PNG bytes each libpng decode is given from now on."""
+    imagecodecs = pytest.importorskip("imagecodecs")
+    given: list[bytes] = []
+    decode = imagecodecs.png_decode
+
+    def counted(data, *args, **kwargs):
+        given.append(bytes(data))
+        return decode(data, *args, **kwargs)
+
+    monkeypatch.setattr(imagecodecs, "png_decode", counted)
+    return given
+
+
+def _with_chunks(data: bytes, before: bytes = b"", after: bytes = b"") -> bytes:
+    """A PNG's bytes with chunks added after its header and before its end."""
+    end = data.rindex(b"IEND") - 4
+    return data[:33] + before + data[33:end] + after + data[end:]
+
+
+def test_a_plain_rgb_png_target_is_decoded_by_libpng_with_pillows_pixels(tmp_path, monkeypatch):
+    given = _count_libpng_decodes(monkeypatch)
+    rng = np.random.default_rng(5)
+    picture = rng.integers(0, 256, (61, 83, 3), np.uint8)
+    picture[:20] = gradient(83, 20)  # runs that the filters and deflate compress
+    bad_text = png_chunk(b"tEXt", b"note\0late")[:-4] + b"\0\0\0\0"  # a wrong CRC
+    cases = {
+        "plain.png": _png(Image.fromarray(picture)),
+        "optimised.png": _png(Image.fromarray(picture), optimize=True),
+        "small chunks.png": _png(Image.fromarray(picture), compress_level=1),
+        # Chunks that change no pixel, before and after the pixels; a damaged one
+        # after them, which Pillow ignores and libpng would warn of.
+        "chunks.png": _with_chunks(
+            _png(Image.fromarray(picture)),
+            before=png_chunk(b"gAMA", struct.pack(">I", 0)) + png_chunk(b"sBIT", b"\1\2\3")
+            + png_chunk(b"pHYs", bytes(9)) + png_chunk(b"iCCP", b"x\0\0junk"),
+            after=bad_text + png_chunk(b"zTXt", b"k\0\0not deflate")),
+    }
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        count = len(given)
+        pixels = read_target(path)
+        assert len(given) == count + 1, name
+        # libpng saw the header, the pixel data and the end, nothing else.
+        kinds = [given[-1][at + 4:at + 8] for at in _chunk_offsets(given[-1])]
+        assert set(kinds) == {b"IHDR", b"IDAT", b"IEND"}, name
+        np.testing.assert_array_equal(pixels, picture, err_msg=name)
+        np.testing.assert_array_equal(pixels, _pillow_target(path, monkeypatch), err_msg=name)
+        assert pixels.flags.writeable and pixels.flags.c_contiguous
+
+
+def _chunk_offsets(data: bytes) -> list[int]:
+    offsets, at = [], 8
+    while at < len(data):
+        offsets.append(at)
+        at += 12 + int.from_bytes(data[at:at + 4], "big")
+    return offsets
+
+
+def _libpng_said(caplog, capfd) -> list[str]:
+    """What libpng warned of: imagecodecs logs it (on stderr where logging is not set up)."""
+    return [record.getMessage() for record in caplog.records
+            if record.name.startswith("imagecodecs")] + (
+        [line for line in capfd.readouterr().err.splitlines() if "PNG" in line])
+
+
+def test_a_plain_png_decoded_by_libpng_prints_nothing(tmp_path, capfd, caplog):
+    pytest.importorskip("imagecodecs")
+    picture = gradient(30, 40)
+    # Chunks Pillow reads past and libpng warns of: a profile too short, gamma 0.
+    damaged = png_chunk(b"iCCP", b"x\0\0junk") + png_chunk(b"gAMA", bytes(4))
+    path = tmp_path / "damaged colour chunks.png"
+    path.write_bytes(_with_chunks(_png(Image.fromarray(picture)), before=damaged))
+    np.testing.assert_array_equal(read_target(path), picture)
+    assert _libpng_said(caplog, capfd) == []
+
+
+def _interlaced_png(picture: np.ndarray) -> bytes:
+    """An Adam7-interlaced 8-bit RGB PNG (Pillow writes none): every pass's rows filtered 0."""
+    height, width = picture.shape[:2]
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+              (0, 1, 1, 2)]
+    raw = bytearray()
+    for x0, y0, dx, dy in passes:
+        part = picture[y0::dy, x0::dx]
+        if part.size:
+            for row in part:
+                raw += b"\0" + row.tobytes()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 1)
+    return (imaging._PNG_SIGNATURE + png_chunk(b"IHDR", header)
+            + png_chunk(b"IDAT", zlib.compress(bytes(raw))) + imaging._PNG_END)
+
+
+def test_other_pngs_are_left_to_pillow(tmp_path, monkeypatch):
+    given = _count_libpng_decodes(monkeypatch)
+    picture = gradient(24, 36)
+    rgba = np.dstack([picture, np.full(picture.shape[:2], 128, np.uint8)])
+    apng = io.BytesIO()
+    Image.fromarray(picture).save(apng, "PNG", save_all=True,
+                                  append_images=[Image.fromarray(picture[::-1].copy())])
+    cases = {
+        "rgba.png": _png(Image.fromarray(rgba)),
+        "grey.png": _png(Image.fromarray(picture[..., 0])),
+        "palette.png": _png(Image.fromarray(picture).quantize(16)),
+        "keyed.png": _png(Image.fromarray(picture), transparency=tuple(picture[0, 0].tolist())),
+        "turned.png": png_with_late_exif(picture, 6),
+        "interlaced.png": _interlaced_png(picture),
+        "animated.png": apng.getvalue(),
+    }
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert imaging._plain_png_pixels(path, Image.open(path)) is None, name
+        read_target(path)
+    assert given == []
+    np.testing.assert_array_equal(read_target(tmp_path / "interlaced.png"), picture)
+
+
+def test_a_16_bit_rgb_png_is_left_to_pillow(tmp_path, monkeypatch):
+    given = _count_libpng_decodes(monkeypatch)
+    picture = gradient(20, 12)
+    samples = (picture.astype(">u2") * 257).tobytes()
+    raw = b"".join(b"\0" + samples[row * 120:(row + 1) * 120] for row in range(12))
+    path = tmp_path / "wide.png"
+    path.write_bytes(imaging._PNG_SIGNATURE
+                     + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 20, 12, 16, 2, 0, 0, 0))
+                     + png_chunk(b"IDAT", zlib.compress(raw)) + imaging._PNG_END)
+    assert Image.open(path).mode == "RGB"  # Pillow reads 16-bit RGB as 8-bit RGB
+    np.testing.assert_array_equal(read_target(path), picture)
+    assert given == []
+
+
+def _raw_png(picture: np.ndarray, stream: bytes | None = None) -> bytes:
+    height, width = picture.shape[:2]
+    raw = b"".join(b"\0" + row.tobytes() for row in picture)
+    return (imaging._PNG_SIGNATURE
+            + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + png_chunk(b"IDAT", zlib.compress(raw) if stream is None else stream)
+            + imaging._PNG_END)
+
+
+def test_damaged_plain_pngs_read_as_pillow_reads_them(tmp_path, monkeypatch, capfd, caplog):
+    pytest.importorskip("imagecodecs")
+    picture = np.random.default_rng(2).integers(0, 256, (20, 30, 3), np.uint8)
+    raw = b"".join(b"\0" + row.tobytes() for row in picture)
+    good = _raw_png(picture)
+    flipped = bytearray(good)
+    flipped[good.index(b"IDAT") + 30] ^= 0x55
+    wrong_crc = bytearray(good)
+    wrong_crc[good.index(b"IEND") - 5] ^= 1  # the IDAT chunk's CRC
+    cases = {
+        "cut.png": good[:len(good) // 2],
+        "flipped.png": bytes(flipped),
+        "wrong crc.png": bytes(wrong_crc),
+        "short stream.png": _raw_png(picture, zlib.compress(raw[:len(raw) // 2])),
+        "bad filter.png": _raw_png(picture, zlib.compress(b"\7" + raw[1:])),
+        "unended stream.png": _raw_png(picture, zlib.compress(raw)[:-6]),
+        "no end.png": good[:-12],
+        "no pixels.png": good[:33] + imaging._PNG_END,
+    }
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        outcomes = []
+        for way in ("libpng", "pillow"):
+            try:
+                pixels = (read_target(path) if way == "libpng"
+                          else _pillow_target(path, monkeypatch))
+                outcomes.append(("read", pixels.tobytes()))
+            except MosaicistError as error:
+                outcomes.append(("refused", str(error)))
+        assert outcomes[0] == outcomes[1], name
+        assert str(path) in outcomes[0][1] if outcomes[0][0] == "refused" else True
+    # libpng refused these (Pillow then read or refused them), quietly.
+    assert _libpng_said(caplog, capfd) == []
+
