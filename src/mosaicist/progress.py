@@ -11,9 +11,10 @@ import contextlib
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 #: ``listener(description, done, total)``: a bar's progress (total None when unknown).
 ProgressListener = Callable[[str, float, "float | None"], None]
@@ -40,21 +41,56 @@ def progress_listener(listener: ProgressListener) -> Iterator[None]:
             _listener = previous
 
 
-class _ListenedBar(tqdm):
-    """A tqdm bar that also reports to the listener (tqdm counts nothing when disabled)."""
+def _listened_bar(listener: ProgressListener, **kwargs: Any) -> tqdm:
+    """A tqdm bar that also reports to ``listener`` (tqdm counts nothing when disabled)."""
+    from tqdm import tqdm
 
-    def __init__(self, *args: Any, listener: ProgressListener, **kwargs: Any) -> None:
-        self._listener = listener
-        self._description = str(kwargs.get("desc") or "")
-        self._count = float(kwargs.get("initial") or 0)
-        super().__init__(*args, **kwargs)
-        self._listener(self._description, self._count, kwargs.get("total"))
+    class ListenedBar(tqdm):
+        def __init__(self) -> None:
+            self._description = str(kwargs.get("desc") or "")
+            self._count = float(kwargs.get("initial") or 0)
+            super().__init__(**kwargs)
+            listener(self._description, self._count, kwargs.get("total"))
 
-    def update(self, n: float | None = 1) -> bool | None:
-        shown = super().update(n)
-        self._count += 1 if n is None else n
-        self._listener(self._description, self._count, self.total)
-        return shown
+        def update(self, n: float | None = 1) -> bool | None:
+            shown = super().update(n)
+            self._count += 1 if n is None else n
+            listener(self._description, self._count, self.total)
+            return shown
+
+    return ListenedBar()
+
+
+class _QuietBar:
+    """What a disabled tqdm bar does, without importing tqdm (0.013 s of every quiet start).
+
+    It keeps its total and count, as tqdm's does, and draws nothing.
+    """
+
+    def __init__(self, total: float | None, initial: float = 0) -> None:
+        self.total = total
+        self.n: float = initial
+
+    def update(self, n: float | None = 1) -> None:
+        self.n += 1 if n is None else n
+
+    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def set_description(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def refresh(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> _QuietBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def progress_enabled(quiet: bool = False) -> bool:
@@ -78,15 +114,12 @@ def progress_bar(
     While a :func:`progress_listener` is set, the bar also reports to it.
     """
     listener = _listener
+    if listener is None and not enabled:
+        return _QuietBar(total, kwargs.get("initial") or 0)
+    settings = dict(total=total, desc=description, unit=unit, disable=not enabled,
+                    file=sys.stderr, leave=False, dynamic_ncols=True, **kwargs)
     if listener is not None:
-        kwargs["listener"] = listener
-    return (tqdm if listener is None else _ListenedBar)(
-        total=total,
-        desc=description,
-        unit=unit,
-        disable=not enabled,
-        file=sys.stderr,
-        leave=False,
-        dynamic_ncols=True,
-        **kwargs,
-    )
+        return _listened_bar(listener, **settings)
+    from tqdm import tqdm
+
+    return tqdm(**settings)
