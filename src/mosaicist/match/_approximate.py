@@ -315,7 +315,9 @@ def _cache_key(features: TileFeatures, backend: str, lists: int, dimensions: int
     digest = hashlib.sha1()
     digest.update(np.ascontiguousarray(features.order[:1000]).astype(np.int64).tobytes())
     # A few spread-out bound rows tell apart libraries that share their first tiles.
-    spread = np.unique(np.linspace(0, count - 1, min(count, 256)).astype(np.int64))
+    spread = np.linspace(0, count - 1, min(count, 256)).astype(np.int64)
+    # Rising: the repeats are neighbours (np.unique would import numpy.ma, 5 ms).
+    spread = spread[np.diff(spread, prepend=-1) > 0]
     digest.update(np.ascontiguousarray(features.bound[spread]).tobytes())
     digest.update(np.ascontiguousarray(features.basis[:4]).tobytes())
     if generation is None:
