@@ -18,6 +18,15 @@ def run() -> None:
     """
     _null_if_closed("stdout", 1)
     _null_if_closed("stderr", 2)
+    # NumPy asks the kernel for transparent huge pages for every array of 4 MB or
+    # more (read when NumPy is imported, here and in this command's children).
+    # Where the kernel then compacts memory to find them as each array is first
+    # touched (its usual "madvise" defrag setting), every fresh band, temporary and
+    # sum of a large mosaic waits on it: the million-tile approximate make took
+    # 1.80 s against 1.58 s without (medians of 8; render 0.36 -> 0.23 s), the
+    # exact one 17.2 s against 16.2 s; the seed workload the same. A value set by
+    # the caller is kept.
+    os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
     try:
         from . import cli
         from .cli import main
