@@ -163,7 +163,7 @@ def test_tiff_compressions_that_need_imagecodecs(tmp_path, compression):
 # --- PNG ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("width, height", [(1, 1), (5, 3), (37, 29), (300, 7)])
+@pytest.mark.parametrize("width, height", [(1, 1), (5, 3), (37, 29), (300, 7), (2100, 5)])
 @pytest.mark.parametrize("how", ["rows", "uneven", "whole"])
 @pytest.mark.parametrize("deflate", ["installed", "zlib"])
 def test_png_round_trip(tmp_path, monkeypatch, width, height, how, deflate):
@@ -210,18 +210,53 @@ def test_png_filter_costs_are_the_same_in_64_bits(monkeypatch):
     assert np.array_equal(writers.png_filter_rows(rows, previous), narrow)
 
 
-def test_png_filters_match_the_specification():
-    rng = np.random.default_rng(3)
-    rows = rng.integers(0, 256, (6, 15), dtype=np.uint8)
-    previous = rng.integers(0, 256, 15, dtype=np.uint8)
-    filtered = writers.png_filter_rows(rows, previous)
+def _filter_oracle(rows, previous, sampled=None):
+    """Each filter's output of every row by the specification, and the costs of the
+    bytes at ``sampled`` (all by default): ``(4, h, n)`` outputs, ``(4, h)`` costs."""
+    height, length = rows.shape
     above = np.vstack([previous, rows[:-1]]).astype(int)
-    left = np.hstack([np.zeros((6, 3), int), rows[:, :-3].astype(int)])
-    predictions = [0, left, above, (left + above) // 2]
+    left = np.hstack([np.zeros((height, 3), int), rows[:, :-3].astype(int)])
+    predictions = [np.zeros_like(above), left, above, (left + above) // 2]
+    outputs = np.stack([(rows.astype(int) - prediction) % 256 for prediction in predictions])
+    signed = np.where(outputs > 127, 256 - outputs, outputs)
+    at = np.arange(length) if sampled is None else sampled
+    return outputs, signed[:, :, at].sum(axis=2)
+
+
+@pytest.mark.parametrize("length", [15, 3 * 1024, 3 * 1025, 3 * 2100])
+def test_png_filters_match_the_specification(length):
+    rng = np.random.default_rng(3)
+    rows = rng.integers(0, 256, (6, length), dtype=np.uint8)
+    previous = rng.integers(0, 256, length, dtype=np.uint8)
+    filtered = writers.png_filter_rows(rows, previous)
+    outputs, _ = _filter_oracle(rows, previous)
     for row in range(6):
-        kind = filtered[row, 0]
-        expected = (rows[row].astype(int) - np.broadcast_to(predictions[kind], rows.shape)[row])
-        assert np.array_equal(filtered[row, 1:], expected % 256)
+        assert np.array_equal(filtered[row, 1:], outputs[filtered[row, 0], row])
+
+
+@pytest.mark.parametrize("length", [3 * 1024, 3 * 1025, 3 * 2100, 3 * 4096 + 3])
+def test_long_png_rows_choose_their_filter_from_sampled_runs(length):
+    # Rows of at least 4 runs choose from the first run of every 4 (from the second
+    # pixel on); each filter must win some row, ties going to the first.
+    rng = np.random.default_rng(length)
+    height = 8
+    rows = rng.integers(0, 256, (height, length), dtype=np.uint8)
+    rows[1] = rows[0]  # Up leaves zeros
+    rows[2] = np.resize(rng.integers(0, 256, 3, dtype=np.uint8), length)  # Sub leaves zeros
+    rows[3] = 0  # everything ties but the row above's Up: None
+    rows[4] = (rows[3].astype(int) + np.resize(np.arange(3) * 40, length)) // 2
+    rows[5] = rows[4] // 2 + rows[4] // 2  # nearly the mean of left and above
+    previous = rng.integers(0, 256, length, dtype=np.uint8)
+    run = writers._COST_RUN_BYTES
+    sampled_length = (length - 3) // (4 * run) * 4 * run
+    positions = 3 + np.arange(sampled_length)
+    sampled = positions[(positions - 3) % (4 * run) < run] if sampled_length else None
+    outputs, costs = _filter_oracle(rows, previous, sampled)
+    filtered = writers.png_filter_rows(rows, previous)
+    assert filtered[:, 0].tolist() == costs.argmin(axis=0).tolist()
+    for row in range(height):
+        assert np.array_equal(filtered[row, 1:], outputs[filtered[row, 0], row])
+    assert filtered[1, 0] == 2 and filtered[3, 0] == 0
 
 
 # --- JPEG --------------------------------------------------------------------

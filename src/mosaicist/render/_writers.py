@@ -467,6 +467,36 @@ def _adler32_combine(first: int, second: int, second_length: int) -> int:
 
 #: Scanlines shorter than this have filter costs (at most 128 a byte) that fit 32 bits.
 _NARROW_COST_BYTES = (1 << 32) // 128
+#: Scanlines of at least 4 runs of this many bytes choose their filter from the first
+#: run of every 4 (contiguous runs: NumPy is several times slower on every 4th byte).
+#: Summing every byte's cost was two thirds of the filtering: a 7680x4320 mosaic
+#: filtered in 0.116 s of processor time, and in 0.04 s from the sample, for a file
+#: 0.02% larger (37.7 MB).
+_COST_RUN_BYTES = 768
+
+
+def _filter_costs(values: np.ndarray, left: np.ndarray, above: np.ndarray) -> np.ndarray:
+    """``(4, h)`` sums of the absolute values (bytes read as signed) of each filter's output.
+
+    ``values`` are bytes of each row, ``left`` the bytes 3 before them (0
+    before a row's start) and ``above`` the bytes above them, all ``(h, ...)``.
+    """
+    # A row's cost is at most 128 per byte: 32-bit sums (twice as fast) where they hold it.
+    wide = np.uint32 if values[0].size < _NARROW_COST_BYTES else np.uint64
+    axes = tuple(range(1, values.ndim))
+    costs = np.empty((4, len(values)), wide)
+    for index, candidate in enumerate((values, values - left, values - above,
+                                       values - _floor_mean(left, above))):
+        # |x| of a byte read as signed is min(x, 256 - x): uint8 negation wraps.
+        costs[index] = np.minimum(candidate, np.negative(candidate)).sum(axis=axes, dtype=wide)
+    return costs
+
+
+def _floor_mean(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """``(first + second) // 2`` of bytes, in bytes: the common bits plus half the others."""
+    mean = first & second
+    mean += (first ^ second) >> 1
+    return mean
 
 
 def png_filter_rows(rows: np.ndarray, previous: np.ndarray) -> np.ndarray:
@@ -474,9 +504,12 @@ def png_filter_rows(rows: np.ndarray, previous: np.ndarray) -> np.ndarray:
 
     Each row gets the filter among None, Sub, Up and Average whose output
     has the smallest sum of absolute values (bytes read as signed), the
-    heuristic the PNG specification recommends. Paeth is left out: it costs
-    as much as the other four together and made no difference to the size
-    of the photographs and mosaics we measured.
+    heuristic the PNG specification recommends; rows of at least four runs of
+    :data:`_COST_RUN_BYTES` sum it over the first run of every four (each
+    filter's predictions there are still the whole row's). Ties go to the
+    first of that order. Paeth is left out: it costs as much as the
+    other four together and made no difference to the size of the photographs
+    and mosaics we measured.
 
     Parameters
     ----------
@@ -494,27 +527,44 @@ def png_filter_rows(rows: np.ndarray, previous: np.ndarray) -> np.ndarray:
     above = np.empty_like(rows)
     above[0] = previous
     above[1:] = rows[:-1]
-    left = np.zeros_like(rows)
-    left[:, 3:] = rows[:, :-3]
-    candidates = np.empty((4, height, length), np.uint8)
-    candidates[0] = rows
-    np.subtract(rows, left, out=candidates[1])
-    np.subtract(rows, above, out=candidates[2])
-    mean = left.astype(np.uint16)
-    mean += above
-    mean >>= 1
-    np.subtract(rows, mean.astype(np.uint8), out=candidates[3])
-    del mean, left, above
-    # A row's cost is at most 128 per byte: 32-bit sums (twice as fast) where they hold it.
-    wide = np.uint32 if length < _NARROW_COST_BYTES else np.uint64
-    costs = np.empty((4, height), wide)
-    for index, candidate in enumerate(candidates):
-        # |x| of a byte read as signed is min(x, 256 - x): uint8 negation wraps.
-        costs[index] = np.minimum(candidate, np.negative(candidate)).sum(axis=1, dtype=wide)
+    run = _COST_RUN_BYTES
+    sampled = (length - 3) // (4 * run) * 4 * run
+    if sampled:
+        # Runs from the second pixel on, with the bytes 3 before and those above them:
+        # each filter's predictions there are the ones it makes in the whole row.
+        def runs(part: np.ndarray) -> np.ndarray:
+            return part.reshape(height, -1, 4 * run)[:, :, :run]
+
+        costs = _filter_costs(runs(rows[:, 3:3 + sampled]), runs(rows[:, :sampled]),
+                              runs(above[:, 3:3 + sampled]))
+    else:
+        left = np.zeros_like(rows)
+        left[:, 3:] = rows[:, :-3]
+        costs = _filter_costs(rows, left, above)
     choice = costs.argmin(axis=0)
     out = np.empty((height, length + 1), np.uint8)
     out[:, 0] = choice
-    out[:, 1:] = candidates[choice, np.arange(height)]
+    filtered = out[:, 1:]
+    for kind in np.flatnonzero(np.bincount(choice, minlength=4)).tolist():
+        chosen = choice == kind
+        whole = bool(chosen.all())
+        here = rows if whole else rows[chosen]
+        target = filtered if whole else np.empty_like(here)
+        if kind == 0:
+            target[...] = here
+        elif kind == 1:
+            target[:, :3] = here[:, :3]
+            np.subtract(here[:, 3:], here[:, :-3], out=target[:, 3:])
+        else:
+            over = above if whole else above[chosen]
+            if kind == 2:
+                np.subtract(here, over, out=target)
+            else:
+                target[:, :3] = here[:, :3] - (over[:, :3] >> 1)
+                np.subtract(here[:, 3:], _floor_mean(here[:, :-3], over[:, 3:]),
+                            out=target[:, 3:])
+        if not whole:
+            filtered[chosen] = target
     return out
 
 
