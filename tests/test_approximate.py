@@ -746,3 +746,17 @@ def test_two_threads_needing_the_same_index_build_it_once(easy_data, tmp_path, m
     assert np.array_equal(results[0].tile, results[1].tile)
     assert np.mean(results[0].tile == exact.tile) >= 0.99
     assert len(list(tmp_path.iterdir())) == 1  # the index, and no lock file left
+
+
+def test_the_approximate_matcher_imports_faiss_while_the_target_decodes():
+    # prepare() runs while the main thread would wait for the target's pixels.
+    pytest.importorskip("faiss")
+    code = textwrap.dedent("""
+        import sys
+        from mosaicist.match import ApproximateMatcher
+        from mosaicist.options import MosaicOptions
+        assert "faiss" not in sys.modules
+        ApproximateMatcher().prepare(MosaicOptions(search="approximate"))
+        assert "faiss" in sys.modules
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

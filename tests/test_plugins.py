@@ -297,6 +297,28 @@ def test_unsupported_and_check_runs_are_guarded_too(registered, setup, tmp_path)
     assert result.stderr == "mosaicist: error: --tint is not for this one\n"
 
 
+def test_prepare_runs_once_before_the_match_and_is_guarded(registered, setup, tmp_path,
+                                                            monkeypatch):
+    # A matcher loads what it needs while the target decodes: once, before any match,
+    # after the library opened; a failing one is one line like the others.
+    from mosaicist import pipeline
+
+    calls = []
+    waited = pipeline._TargetReading.pixels
+    monkeypatch.setattr(pipeline._TargetReading, "pixels",
+                        lambda self: calls.append("pixels") or waited(self))
+    registered("ready", prepare=lambda self, options: calls.append(("prepare", options.search)),
+               match=lambda self, request: calls.append("match")
+               or LastTileMatcher.match(self, request))
+    result = _make(setup, tmp_path, "ready")
+    assert result.exit_code == 0, result.stderr
+    assert calls == [("prepare", "ready"), "pixels", "match"]
+    registered("broken", prepare=lambda self, options: [][0])
+    result = _make(setup, tmp_path, "broken")
+    assert result.stderr.startswith("mosaicist: error: matcher 'broken' (")
+    assert "failed in prepare(): IndexError" in result.stderr
+
+
 def _returning(make):
     def match(self, request):
         return make(len(request.grid))

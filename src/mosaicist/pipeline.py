@@ -413,6 +413,7 @@ def _make_mosaic(
     # The library opens while the target decodes (on two cores, the smaller
     # of the two comes free); the header was read and checked first.
     library = _open_library(tiles, options, cache_dir, show_progress, quiet)
+    matcher.prepare(options)
     pixels = reading.pixels()
     if (pixels.shape[1], pixels.shape[0]) != reading.size:
         # An orientation the header did not show (a PNG's EXIF after its pixels).

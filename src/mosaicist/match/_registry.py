@@ -210,7 +210,8 @@ class Matcher(abc.ABC):
         super().__init_subclass__(**kwargs)
         # Every caller (make, batch, the studio, adaptive cells) gets the same failures.
         guard_plugin(cls, "matcher", {"match": _checked_result,
-                                      "unsupported": _checked_problem, "check_runs": None})
+                                      "unsupported": _checked_problem, "check_runs": None,
+                                      "prepare": None})
 
     def unsupported(self, options: MosaicOptions) -> OptionError | None:
         """Return why this matcher cannot honour ``options``, or None when it can.
@@ -246,6 +247,20 @@ class Matcher(abc.ABC):
         ------
         MosaicistError
             When a package or device the matcher needs is missing, naming it.
+        """
+        return None
+
+    def prepare(self, options: MosaicOptions) -> None:
+        """Load what :meth:`match` will need, while the target decodes.
+
+        Called once the library is open and before the target's pixels are
+        waited for (a PNG target decodes outside the interpreter lock). The
+        default loads nothing; the approximate search imports FAISS here.
+
+        Parameters
+        ----------
+        options : MosaicOptions
+            The mosaic's settings.
         """
         return None
 
