@@ -226,19 +226,43 @@ def test_lab_of_bytes_is_the_lab_of_their_values():
     assert np.array_equal(srgb_to_lab(levels), srgb_to_lab(levels.astype(np.float64)))
 
 
-@pytest.mark.parametrize("rows", [1, 2, 301])
-def test_view_measures_on_two_threads_are_the_same(monkeypatch, rows):
+@pytest.mark.parametrize("rows", [1, 2, 7, 301])
+def test_view_ssims_on_two_threads_are_the_same(monkeypatch, rows):
     from mosaicist import metrics
 
-    monkeypatch.setattr(metrics, "_THREADED_DELTA_E_ELEMENTS", 1)
+    monkeypatch.setattr(metrics, "_THREADED_SSIM_ELEMENTS", 1)
     monkeypatch.setenv("MOSAICIST_THREADS", "2")  # two threads on a one-core machine too
     rng = np.random.default_rng(rows)
     first = rng.uniform(0, 255, (rows, 37, 3))
     second = rng.uniform(0, 255, (rows, 37, 3))
-    difference, ssim, ssim_rgb = metrics._view_measures(first, second)
-    assert np.array_equal(difference, delta_e_2000(first, second))
+    ssim, ssim_rgb = metrics._view_ssims(first, second)
     assert ssim == metrics._ssim_luma(first, second)
     assert ssim_rgb == metrics._ssim_rgb(first, second)
+
+
+@pytest.mark.parametrize(("band_rows", "chunk"), [(1, 8192), (1, 5), (3, 64), (8, 1)])
+def test_colours_measured_band_by_band_are_those_of_the_whole_view(monkeypatch, band_rows,
+                                                                    chunk):
+    # The meter measures CIEDE2000 a few bands at a time, as they come: every figure
+    # must be that of the whole picture at once, to the bit.
+    from mosaicist import metrics
+
+    monkeypatch.setattr(metrics, "_DELTA_E_CHUNK", chunk)
+    rng = np.random.default_rng(band_rows * chunk)
+    rows, cols = 13, 11
+    mosaic = rng.integers(0, 256, (rows * 8, cols * 8, 3), dtype=np.uint8)
+    crop = rng.integers(0, 256, (rows * 4, cols * 4, 3), dtype=np.uint8)
+    meter = metrics.FidelityMeter(crop, 8, 4, view_px=2)
+    for start in range(0, rows, band_rows):
+        meter.add(mosaic[start * 8:min(rows, start + band_rows) * 8])
+    measured = meter.result()
+    view = metrics.reduce_cells(mosaic, 8, 2)
+    target_view = metrics.reduce_cells(crop, 4, 2)
+    difference = delta_e_2000(view, target_view)
+    assert measured["ciede2000_mean_view"] == float(difference.mean())
+    assert measured["ciede2000_p95_view"] == float(np.percentile(difference, 95))
+    assert measured["ssim_view"] == metrics._ssim_luma(view, target_view)
+    assert measured == metrics.fidelity_metrics(mosaic, crop, 8, view_px=2)
 
 
 @pytest.mark.parametrize(("height", "width"), [(40, 60), (7, 7), (5, 9), (3, 4), (31, 8)])

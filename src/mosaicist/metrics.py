@@ -127,8 +127,8 @@ _BLOCK_ELEMENTS = 1 << 22
 _EXACT_FLOAT32_SQUARES = 256
 #: Colours whose CIEDE2000 is computed at a time (float64 temporaries of 64 KB).
 _DELTA_E_CHUNK = 8192
-#: Viewing-scale values from which CIEDE2000 is computed on two threads.
-_THREADED_DELTA_E_ELEMENTS = 1 << 18
+#: Viewing-scale values from which the SSIMs are computed on two threads.
+_THREADED_SSIM_ELEMENTS = 1 << 18
 #: BT.601 luma weights for SSIM.
 _LUMA = np.array([0.299, 0.587, 0.114])
 #: SSIM's stabilising constants, as fractions of the data range (the SSIM paper's K1, K2).
@@ -302,32 +302,34 @@ def _delta_e_2000(rgb_a: np.ndarray, rgb_b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(squared, 0.0))
 
 
-def _view_measures(
-    view_a: np.ndarray, view_b: np.ndarray,
-) -> tuple[np.ndarray, float | None, float | None]:
-    """CIEDE2000 of every pixel, SSIM of the luma and of the channels, of two views.
+def _view_ssims(view_a: np.ndarray, view_b: np.ndarray) -> tuple[float | None, float | None]:
+    """SSIM of the luma and mean SSIM of the channels of two views (see module).
 
-    On two threads where the views are large: one takes the lower half's
-    CIEDE2000 and the luma's SSIM, the other the upper half's and the
-    channels' SSIM (NumPy lets go of the interpreter in each operation on
-    large arrays, so they run side by side on two cores). The results are
-    those of one thread, to the bit.
+    On two threads where the views are large: one takes the luma and the red
+    channel, the other green and blue (NumPy lets go of the interpreter in
+    each operation on large arrays, so they run side by side on two cores).
+    The results are those of one thread, to the bit.
     """
-    rows = len(view_a)
-    if rows < 2 or view_a.size < _THREADED_DELTA_E_ELEMENTS or worker_count(most=2) < 2:
-        return (delta_e_2000(view_a, view_b), _ssim_luma(view_a, view_b),
-                _ssim_rgb(view_a, view_b))
-    half = rows // 2
+    window = _ssim_window(view_a.shape)
+    if window is None:
+        return None, None
 
-    def lower() -> tuple[np.ndarray, float | None]:
-        return delta_e_2000(view_a[half:], view_b[half:]), _ssim_luma(view_a, view_b)
+    def channels(which: range) -> list[float]:
+        return [_ssim_planes(np.asarray(view_a[..., channel], np.float64),
+                             np.asarray(view_b[..., channel], np.float64), window)
+                for channel in which]
+
+    if len(view_a) < 2 or view_a.size < _THREADED_SSIM_ELEMENTS or worker_count(most=2) < 2:
+        return _ssim_luma(view_a, view_b), _ssim_rgb(view_a, view_b)
+
+    def luma_and_red() -> tuple[float | None, list[float]]:
+        return _ssim_luma(view_a, view_b), channels(range(1))
 
     with ThreadPoolExecutor(1, thread_name_prefix="mosaicist-metrics") as pool:
-        other = pool.submit(lower)
-        upper = delta_e_2000(view_a[:half], view_b[:half])
-        ssim_rgb = _ssim_rgb(view_a, view_b)
-        below, ssim = other.result()
-    return np.concatenate([upper, below]), ssim, ssim_rgb
+        other = pool.submit(luma_and_red)
+        green_blue = channels(range(1, 3))
+        ssim, red = other.result()
+    return ssim, float(np.mean(red + green_blue))
 
 
 def _check_view_px(view_px: int) -> None:
@@ -748,6 +750,11 @@ class FidelityMeter:
         self._pixels = 0
         self._views: list[np.ndarray] = []
         self._target_views: list[np.ndarray] = []
+        # CIEDE2000 of the views so far, measured as they come (a writer's threads
+        # compress meanwhile), a few thousand colours at a time.
+        self._differences: list[np.ndarray] = []
+        self._measured = 0  # views whose CIEDE2000 is in _differences
+        self._unmeasured_pixels = 0
 
     def add(self, band: np.ndarray) -> None:
         """Measure the next ``(k * tile_height, cols * tile_px, 3)`` uint8 band."""
@@ -773,14 +780,29 @@ class FidelityMeter:
         self._target_views.append(reduce_cells(crop, self.cell_px, self.view_px, cell_h,
                                                self.view_height))
         self.rows += count
+        self._unmeasured_pixels += self._views[-1].shape[0] * self._views[-1].shape[1]
+        if self._unmeasured_pixels >= _DELTA_E_CHUNK:
+            self._measure_colours()
+
+    def _measure_colours(self) -> None:
+        """CIEDE2000 of the views not yet measured (each pixel's value is its own)."""
+        if self._measured < len(self._views):
+            views = self._views[self._measured:]
+            targets = self._target_views[self._measured:]
+            self._differences.append(delta_e_2000(
+                np.concatenate(views).reshape(-1, 3), np.concatenate(targets).reshape(-1, 3)))
+            self._measured = len(self._views)
+            self._unmeasured_pixels = 0
 
     def result(self) -> dict:
         """The metrics of the bands added (see :func:`fidelity_metrics`)."""
         if not self._views:
             raise ValueError("no bands were measured")
+        self._measure_colours()
         view_mosaic = np.concatenate(self._views)
         view_target = np.concatenate(self._target_views)
-        difference, ssim, ssim_rgb = _view_measures(view_mosaic, view_target)
+        difference = np.concatenate(self._differences)
+        ssim, ssim_rgb = _view_ssims(view_mosaic, view_target)
         result = {
             "psnr_full": psnr(self._squared_error / self._pixels),
             "psnr_view": psnr(float(np.mean((view_mosaic - view_target) ** 2))),
