@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import struct
 import sys
 import threading
@@ -806,7 +807,7 @@ def _pillow_target(path, monkeypatch):
     """``read_target`` as it reads without imagecodecs: Pillow's decode."""
     with monkeypatch.context() as patch:
         patch.setitem(sys.modules, "imagecodecs", None)  # import fails: Pillow's way
-        assert imaging._plain_png_pixels(path, Image.open(path)) is None
+        assert imaging._plain_png_pixels(Image.open(path)) is None
         return read_target(path)
 
 
@@ -923,7 +924,7 @@ def test_other_pngs_are_left_to_pillow(tmp_path, monkeypatch):
     for name, data in cases.items():
         path = tmp_path / name
         path.write_bytes(data)
-        assert imaging._plain_png_pixels(path, Image.open(path)) is None, name
+        assert imaging._plain_png_pixels(Image.open(path)) is None, name
         read_target(path)
     assert given == []
     np.testing.assert_array_equal(read_target(tmp_path / "interlaced.png"), picture)
@@ -987,3 +988,134 @@ def test_damaged_plain_pngs_read_as_pillow_reads_them(tmp_path, monkeypatch, cap
     # libpng refused these (Pillow then read or refused them), quietly.
     assert _libpng_said(caplog, capfd) == []
 
+
+
+def _both_ways(path, monkeypatch) -> list[tuple[str, object]]:
+    """What ``read_target`` gives with libpng and with Pillow alone: pixels, or the refusal."""
+    outcomes: list[tuple[str, object]] = []
+    for way in ("libpng", "pillow"):
+        try:
+            pixels = read_target(path) if way == "libpng" else _pillow_target(path, monkeypatch)
+            outcomes.append(("read", pixels.tobytes()))
+        except MosaicistError as error:
+            outcomes.append(("refused", str(error)))
+    return outcomes
+
+
+def test_a_chunk_after_the_pixels_that_pillow_refuses_is_refused_alike(tmp_path, monkeypatch):
+    pytest.importorskip("imagecodecs")
+    picture = np.random.default_rng(8).integers(0, 256, (20, 30, 3), np.uint8)
+    good = _raw_png(picture)
+    end = len(good) - len(imaging._PNG_END)
+    frame = struct.pack(">IIIIIHHBB", 5, 30, 20, 0, 0, 1, 10, 0, 0)  # sequence 5, not 0
+    cases = {
+        "frame out of sequence.png": png_chunk(b"fcTL", frame),
+        "frame data.png": png_chunk(b"fdAT", b"\0\0\0\7" + bytes(9)),
+        "short pHYs.png": png_chunk(b"pHYs", bytes(3)),
+        "zTXt of no method.png": png_chunk(b"zTXt", b"key\0\1abc"),
+    }
+    for name, chunk in cases.items():
+        path = tmp_path / name
+        path.write_bytes(good[:end] + chunk + good[end:])
+        outcomes = _both_ways(path, monkeypatch)
+        assert outcomes[0] == outcomes[1], name
+        assert outcomes[0][0] == "refused" and str(path) in str(outcomes[0][1]), name
+    # A chunk after the pixels that the file cuts short.
+    path = tmp_path / "cut note.png"
+    path.write_bytes(good[:end] + struct.pack(">I", 500) + b"tEXt" + b"note")
+    outcomes = _both_ways(path, monkeypatch)
+    assert outcomes[0] == outcomes[1] and outcomes[0][0] == "refused"
+
+
+def test_pixel_data_libpng_warns_of_is_read_by_pillow_quietly(tmp_path, monkeypatch, capfd, caplog):
+    given = _count_libpng_decodes(monkeypatch)
+    picture = np.random.default_rng(9).integers(0, 256, (20, 30, 3), np.uint8)
+    raw = b"".join(b"\0" + row.tobytes() for row in picture)
+    header = struct.pack(">IIBBBBB", 30, 20, 8, 2, 0, 0, 0)
+    cases = {
+        # Compressed data after the stream's end; rows past the last one.
+        "after the stream.png": _raw_png(picture, zlib.compress(raw) + b"more data"),
+        "too many rows.png": _raw_png(picture, zlib.compress(raw + raw[:91])),
+        # A compression method Pillow pays no heed to, libpng warns of (and then fails).
+        "method 1.png": imaging._PNG_SIGNATURE + png_chunk(b"IHDR", header[:10] + b"\1\0\0")
+        + png_chunk(b"IDAT", zlib.compress(raw)) + imaging._PNG_END,
+    }
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        outcomes = _both_ways(path, monkeypatch)
+        assert outcomes == [("read", picture.tobytes())] * 2, name
+    assert _libpng_said(caplog, capfd) == []
+    assert len(given) == 2  # the method was never handed to libpng
+
+
+def test_imagecodecs_records_of_other_threads_pass(caplog):
+    pytest.importorskip("imagecodecs")
+    logger = logging.getLogger("imagecodecs")
+    logger.addFilter(imaging._LIBPNG_WARNINGS)
+    try:
+        with imaging._LIBPNG_WARNINGS.noting() as said:
+            logger.warning("on this thread")
+            elsewhere = threading.Thread(target=logger.warning, args=("on another",))
+            elsewhere.start()
+            elsewhere.join()
+        logger.warning("after")
+    finally:
+        logger.removeFilter(imaging._LIBPNG_WARNINGS)
+    assert said == ["on this thread"]
+    assert [record.getMessage() for record in caplog.records
+            if record.name == "imagecodecs"] == ["on another", "after"]
+
+
+def test_a_lone_apng_frame_smaller_than_the_picture_is_left_to_pillow(tmp_path, monkeypatch):
+    given = _count_libpng_decodes(monkeypatch)
+    picture = gradient(30, 20)
+    good = _raw_png(picture)
+    frame = struct.pack(">IIIIIHHBB", 0, 10, 10, 5, 5, 1, 10, 0, 0)
+    path = tmp_path / "small frame.png"
+    path.write_bytes(good[:33] + png_chunk(b"acTL", struct.pack(">II", 1, 0))
+                     + png_chunk(b"fcTL", frame) + good[33:])
+    assert imaging._plain_png_pixels(Image.open(path)) is None
+    outcomes = _both_ways(path, monkeypatch)
+    assert outcomes[0] == outcomes[1]
+    assert given == []
+
+
+def test_a_png_target_replaced_as_it_is_read_is_read_from_the_file_opened(tmp_path,
+                                                                           monkeypatch):
+    # Its orientation too comes from the file opened, not from one that took its name
+    # since: a turned picture is not given unturned, by libpng, for a plain newcomer.
+    pytest.importorskip("imagecodecs")
+    picture = gradient(24, 16)
+    path = tmp_path / "target.png"
+    path.write_bytes(png_with_late_exif(picture, 6))
+    expected = read_target(path)
+    assert expected.shape == (24, 16, 3)
+    newcomer = tmp_path / "newcomer.png"
+    newcomer.write_bytes(_raw_png(picture[::-1].copy()))
+    opened = imaging._open_checked
+
+    def open_then_replace(source, max_pixels):
+        image = opened(source, max_pixels)
+        newcomer.replace(path)
+        return image
+
+    monkeypatch.setattr(imaging, "_open_checked", open_then_replace)
+    np.testing.assert_array_equal(read_target(path), expected)
+
+
+def test_a_colour_key_is_settled_from_tiles_that_are_plain_tuples(tmp_path):
+    # Pillow 10 (the lowest the project allows) gives tiles as plain tuples, which
+    # have no .args: a keyed 16-bit RGB PNG then failed with an AttributeError.
+    samples = (gradient(6, 4).astype(">u2") * 257).tobytes()
+    raw = b"".join(b"\0" + samples[row * 36:(row + 1) * 36] for row in range(4))
+    path = tmp_path / "keyed16.png"
+    path.write_bytes(imaging._PNG_SIGNATURE
+                     + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 6, 4, 16, 2, 0, 0, 0))
+                     + png_chunk(b"tRNS", bytes(6))
+                     + png_chunk(b"IDAT", zlib.compress(raw)) + imaging._PNG_END)
+    image = Image.open(path)
+    assert "transparency" in image.info
+    image.tile = [tuple(tile) for tile in image.tile]
+    imaging.settle_colour_key(image)
+    assert "transparency" not in image.info  # a 16-bit key is dropped, as with named tiles

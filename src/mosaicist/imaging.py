@@ -48,6 +48,7 @@ import contextlib
 import hashlib
 import importlib
 import io
+import logging
 import math
 import os
 import re
@@ -59,7 +60,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, features
+from PIL import Image, ImageFile, ImageOps, PngImagePlugin, features
 
 from .aspect import SQUARE, height_for
 from .crop import Window, centre_window, choose_window, scale_window, window_size
@@ -672,7 +673,7 @@ def settle_colour_key(image: Image.Image) -> None:
     if (image.format != "PNG" or key is None or not isinstance(image, ImageFile.ImageFile)
             or not image.tile):
         return
-    rawmode = image.tile[0].args
+    rawmode = image.tile[0][3]  # indexed: a tile is a plain tuple under Pillow 10
     if not isinstance(rawmode, str):
         return
     if image.mode == "RGB" and rawmode != "RGB":
@@ -1093,7 +1094,7 @@ def read_target(
     try:
         image = _open_checked(path, max_pixels)
         with image, _PILLOW_LIMIT.allowing(max_pixels):
-            pixels = _plain_png_pixels(path, image)
+            pixels = _plain_png_pixels(image)
             if pixels is not None:
                 return pixels
             image.load()
@@ -1114,7 +1115,42 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"\0\0\0\0IEND\xaeB`\x82"
 
 
-def _plain_png_pixels(path: Path, image: Image.Image) -> np.ndarray | None:
+class _LibpngWarnings(logging.Filter):
+    """Holds back imagecodecs' log records on a thread decoding a target, noting them.
+
+    libpng warns (through imagecodecs' logger) of pixel data it decodes all
+    the same: compressed data past the last row, a stream that goes on
+    after it. Pillow says nothing of those, so neither may this way, and
+    such a file is left to Pillow. A filter, not a level: the logger is
+    shared with other threads, whose records pass as they are.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        said: list[str] | None = getattr(self._local, "said", None)
+        if said is None:
+            return True
+        said.append(record.getMessage())
+        return False
+
+    @contextlib.contextmanager
+    def noting(self) -> Iterator[list[str]]:
+        """The messages this thread's decode logs meanwhile, none of them passed on."""
+        said: list[str] = []
+        self._local.said = said
+        try:
+            yield said
+        finally:
+            self._local.said = None
+
+
+_LIBPNG_WARNINGS = _LibpngWarnings()
+
+
+def _plain_png_pixels(image: Image.Image) -> np.ndarray | None:
     """An opaque 8-bit RGB PNG's pixels, decoded by libpng outside the interpreter lock.
 
     Pillow's PNG decoder holds the interpreter lock, so a target decoding
@@ -1127,48 +1163,75 @@ def _plain_png_pixels(path: Path, image: Image.Image) -> np.ndarray | None:
     gamma are ignored on every path, see the module docstring). libpng is
     given the header, the pixel data and the end, never the other chunks:
     they change no pixel here, and it would print a warning for a damaged one
-    that Pillow ignores.
+    that Pillow ignores. The chunks after the pixels are then read by
+    Pillow's own reader, as its decode reads them, so that a file it refuses
+    for one of them (a frame control chunk out of sequence, a chunk cut
+    short) is refused in the same words.
 
     Returns
     -------
     numpy.ndarray or None
         The ``(H, W, 3)`` pixels; None without ``imagecodecs``, for any other
-        picture, and where libpng fails (Pillow then decodes the file and
-        says what is wrong, as without this way).
+        picture, and where libpng fails or warns (Pillow then decodes the
+        file and says what is wrong, as without this way).
     """
-    tile = image.tile if isinstance(image, ImageFile.ImageFile) else []
-    if (image.format != "PNG" or image.mode != "RGB" or len(tile) != 1
-            or tile[0].args != "RGB" or image.info.get("interlace")
+    if not isinstance(image, PngImagePlugin.PngImageFile):
+        return None
+    tile, handle = image.tile, image.fp
+    # Indexed, not named: a tile is a plain tuple under Pillow 10. Its extents the whole
+    # picture: a lone APNG frame may declare a smaller one, which Pillow decodes into.
+    if (image.mode != "RGB" or len(tile) != 1
+            or tile[0][3] != "RGB" or tile[0][1] != (0, 0, *image.size)
+            or image.info.get("interlace")
             or "transparency" in image.info or "default_image" in image.info
-            or getattr(image, "n_frames", 1) != 1):
+            or getattr(image, "n_frames", 1) != 1 or handle is None
+            # The state Pillow's reader of the chunks after the pixels starts from.
+            or not hasattr(image, "_PngImageFile__prepare_idat")):
         return None
     try:
         import imagecodecs
     except ImportError:
         return None
-    if _png_orientation(path, image.info) != 1:
+    # The file Pillow opened, not the path again: the header it read, the orientation,
+    # the pixel data and the chunks after come from one file even if another replaces it.
+    if _png_orientation(handle, image.info) != 1:
         return None
     width, height = image.size
-    with open(path, "rb") as handle:
-        header = handle.read(33)
-        pixel_data: list[bytes] = []
-        for kind, length in png_chunks(handle):
-            if kind == b"IDAT":
-                # Each whole: libpng checks its CRC, as Pillow does.
-                handle.seek(-8, os.SEEK_CUR)
-                pixel_data.append(handle.read(length + 12))
-            elif kind == b"IEND" or pixel_data:
-                break  # the pixel data is one run of IDAT chunks
+    file_bytes = handle.seek(0, os.SEEK_END)
+    handle.seek(0)
+    header = handle.read(33)
+    pixel_data: list[bytes] = []
+    pixels_end = 0
+    for kind, length in png_chunks(handle):
+        if kind == b"IDAT":
+            start = handle.tell() - 8
+            if start + length + 12 > file_bytes:
+                return None  # cut short: Pillow's to say (and no read of a declared 4 GB)
+            # Each whole: libpng checks its CRC, as Pillow does.
+            handle.seek(start)
+            pixel_data.append(handle.read(length + 12))
+            pixels_end = start + 8 + length
+        elif kind == b"IEND" or pixel_data:
+            break  # the pixel data is one run of IDAT chunks
     if (header[:16] != _PNG_SIGNATURE + b"\0\0\0\rIHDR"
-            or header[16:26] != width.to_bytes(4, "big") + height.to_bytes(4, "big") + b"\x08\x02"
+            or header[16:29] != (width.to_bytes(4, "big") + height.to_bytes(4, "big")
+                                 + b"\x08\x02\0\0\0")
             or not pixel_data):
         return None  # changed since it was opened, or damaged: Pillow's to say
+    logging.getLogger("imagecodecs").addFilter(_LIBPNG_WARNINGS)  # once: a set of one
     try:
-        pixels = imagecodecs.png_decode(b"".join([header, *pixel_data, _PNG_END]))
+        with _LIBPNG_WARNINGS.noting() as said:
+            pixels = imagecodecs.png_decode(b"".join([header, *pixel_data, _PNG_END]))
     except Exception:  # noqa: BLE001 - any failure is Pillow's to report
         return None
-    if pixels.dtype != np.uint8 or pixels.shape != (height, width, 3):
+    if said or pixels.dtype != np.uint8 or pixels.shape != (height, width, 3):
         return None
+    # Pillow's decode stops within that run of IDAT chunks (every one of them whole)
+    # and then reads the chunks after it, which may refuse the file: so here.
+    handle.seek(pixels_end)
+    # Pillow's count of pixel bytes left unread in the chunk (private: present, checked above).
+    image._PngImageFile__idat = 0  # type: ignore[attr-defined]
+    image.load_end()
     return pixels
 
 
@@ -1196,17 +1259,22 @@ def png_chunks(handle: IO[bytes]) -> Iterator[tuple[bytes, int]]:
         handle.seek(start + length + 4)
 
 
-def _png_orientation(path: Path, info: dict[str | tuple[int, int], Any]) -> object:
+def _png_orientation(source: Path | IO[bytes], info: dict[str | tuple[int, int], Any]) -> object:
     """The EXIF orientation a PNG's decode will apply, read without decoding its pixels.
 
     Pillow reads the chunks after the pixels (an ``eXIf`` there is allowed)
     only as it decodes them; here they are found by skipping from chunk
     header to chunk header, and handed to Pillow's own reader in a PNG of no
     pixels, so that the orientation is found exactly as the decode will.
+    ``source`` is the file's path, or the file opened (the one being decoded,
+    not whatever has taken its name since).
     """
     late = bytearray()
-    with open(path, "rb") as handle:
-        file_bytes = os.fstat(handle.fileno()).st_size
+    opened = (open(source, "rb") if isinstance(source, Path)
+              else contextlib.nullcontext(source))
+    with opened as handle:
+        file_bytes = handle.seek(0, os.SEEK_END)
+        handle.seek(0)
         header = handle.read(33)  # the signature and the IHDR chunk
         after_pixels = False
         for kind, length in png_chunks(handle):

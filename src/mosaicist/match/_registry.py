@@ -253,9 +253,11 @@ class Matcher(abc.ABC):
     def prepare(self, options: MosaicOptions) -> None:
         """Load what :meth:`match` will need, while the target decodes.
 
-        Called once the library is open and before the target's pixels are
-        waited for (a PNG target decodes outside the interpreter lock). The
-        default loads nothing; the approximate search imports FAISS here.
+        Called when the library is open, before the target's pixels are
+        waited for (a PNG target decodes outside the interpreter lock), by
+        every make of a mosaic (each frame of a video too): it must be cheap
+        once done. The default loads nothing; the approximate search imports
+        FAISS here.
 
         Parameters
         ----------
