@@ -1119,3 +1119,21 @@ def test_a_colour_key_is_settled_from_tiles_that_are_plain_tuples(tmp_path):
     image.tile = [tuple(tile) for tile in image.tile]
     imaging.settle_colour_key(image)
     assert "transparency" not in image.info  # a 16-bit key is dropped, as with named tiles
+
+
+def test_a_pillow_whose_private_png_state_differs_still_reads_the_target(tmp_path,
+                                                                         monkeypatch):
+    # The chunks after the pixels are read by Pillow's private reader; a Pillow whose
+    # state it cannot find (an AttributeError) must not turn into a traceback.
+    pytest.importorskip("imagecodecs")
+    from PIL import PngImagePlugin
+
+    picture = gradient(21, 13)
+    path = tmp_path / "plain.png"
+    path.write_bytes(_png(Image.fromarray(picture)))
+
+    def changed(self):
+        raise AttributeError("'PngImageFile' object has no attribute '_PngImageFile__idat'")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load_end", changed)
+    np.testing.assert_array_equal(read_target(path), picture)

@@ -1229,9 +1229,13 @@ def _plain_png_pixels(image: Image.Image) -> np.ndarray | None:
     # Pillow's decode stops within that run of IDAT chunks (every one of them whole)
     # and then reads the chunks after it, which may refuse the file: so here.
     handle.seek(pixels_end)
-    # Pillow's count of pixel bytes left unread in the chunk (private: present, checked above).
+    # Pillow's count of pixel bytes left unread in the chunk (private: set by its own
+    # decode, whose state __prepare_idat was checked above).
     image._PngImageFile__idat = 0  # type: ignore[attr-defined]
-    image.load_end()
+    try:
+        image.load_end()
+    except AttributeError:
+        pass  # a Pillow whose private state differs: the chunks after go unread, as before
     return pixels
 
 
