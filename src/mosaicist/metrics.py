@@ -313,21 +313,15 @@ def _view_ssims(view_a: np.ndarray, view_b: np.ndarray) -> tuple[float | None, f
     window = _ssim_window(view_a.shape)
     if window is None:
         return None, None
-
-    def channels(which: range) -> list[float]:
-        return [_ssim_planes(np.asarray(view_a[..., channel], np.float64),
-                             np.asarray(view_b[..., channel], np.float64), window)
-                for channel in which]
-
     if len(view_a) < 2 or view_a.size < _THREADED_SSIM_ELEMENTS or worker_count(most=2) < 2:
         return _ssim_luma(view_a, view_b), _ssim_rgb(view_a, view_b)
 
     def luma_and_red() -> tuple[float | None, list[float]]:
-        return _ssim_luma(view_a, view_b), channels(range(1))
+        return _ssim_luma(view_a, view_b), _channel_ssims(view_a, view_b, window, range(1))
 
     with ThreadPoolExecutor(1, thread_name_prefix="mosaicist-metrics") as pool:
         other = pool.submit(luma_and_red)
-        green_blue = channels(range(1, 3))
+        green_blue = _channel_ssims(view_a, view_b, window, range(1, 3))
         ssim, red = other.result()
     return ssim, float(np.mean(red + green_blue))
 
@@ -561,10 +555,15 @@ def _ssim_rgb(view_a: np.ndarray, view_b: np.ndarray) -> float | None:
     window = _ssim_window(view_a.shape)
     if window is None:
         return None
-    return float(np.mean([
-        _ssim_planes(np.asarray(view_a[..., channel], np.float64),
-                     np.asarray(view_b[..., channel], np.float64), window)
-        for channel in range(3)]))
+    return float(np.mean(_channel_ssims(view_a, view_b, window, range(3))))
+
+
+def _channel_ssims(view_a: np.ndarray, view_b: np.ndarray, window: int,
+                   channels: range) -> list[float]:
+    """SSIM of each of ``channels`` of two float RGB images."""
+    return [_ssim_planes(np.asarray(view_a[..., channel], np.float64),
+                         np.asarray(view_b[..., channel], np.float64), window)
+            for channel in channels]
 
 
 def colourfulness(picture: np.ndarray) -> float:

@@ -11,6 +11,7 @@ import contextlib
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -41,24 +42,28 @@ def progress_listener(listener: ProgressListener) -> Iterator[None]:
             _listener = previous
 
 
-def _listened_bar(listener: ProgressListener, **kwargs: Any) -> tqdm:
-    """A tqdm bar that also reports to ``listener`` (tqdm counts nothing when disabled)."""
+@cache
+def _listened_bar_class() -> type:
+    """The tqdm bar that also reports to a listener, made once tqdm is imported."""
     from tqdm import tqdm
 
     class ListenedBar(tqdm):
-        def __init__(self) -> None:
+        """A tqdm bar that also reports to the listener (tqdm counts nothing when disabled)."""
+
+        def __init__(self, *args: Any, listener: ProgressListener, **kwargs: Any) -> None:
+            self._listener = listener
             self._description = str(kwargs.get("desc") or "")
             self._count = float(kwargs.get("initial") or 0)
-            super().__init__(**kwargs)
-            listener(self._description, self._count, kwargs.get("total"))
+            super().__init__(*args, **kwargs)
+            self._listener(self._description, self._count, kwargs.get("total"))
 
         def update(self, n: float | None = 1) -> bool | None:
             shown = super().update(n)
             self._count += 1 if n is None else n
-            listener(self._description, self._count, self.total)
+            self._listener(self._description, self._count, self.total)
             return shown
 
-    return ListenedBar()
+    return ListenedBar
 
 
 class _QuietBar:
@@ -75,12 +80,6 @@ class _QuietBar:
         self.n += 1 if n is None else n
 
     def set_postfix(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def set_description(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def refresh(self) -> None:
         pass
 
     def close(self) -> None:
@@ -119,7 +118,7 @@ def progress_bar(
     settings = dict(total=total, desc=description, unit=unit, disable=not enabled,
                     file=sys.stderr, leave=False, dynamic_ncols=True, **kwargs)
     if listener is not None:
-        return _listened_bar(listener, **settings)
+        return _listened_bar_class()(listener=listener, **settings)
     from tqdm import tqdm
 
     return tqdm(**settings)
