@@ -672,3 +672,18 @@ def test_opening_an_array_of_tiles_imports_no_http_or_ssl() -> None:
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            timeout=60, check=True).stdout
     assert shown.strip() == "[]"
+
+
+def test_a_cache_on_a_file_system_without_locks_still_downloads(
+    server: tuple[str, ServerState], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Some network file systems refuse flock (ENOLCK): the download was a raw OSError.
+    url, state = server
+
+    def refused(descriptor: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(download.fcntl, "flock", refused)
+    destination = tmp_path / "file.bin"
+    assert fetch(url, PAYLOAD_MD5, destination) == destination
+    assert destination.read_bytes() == PAYLOAD

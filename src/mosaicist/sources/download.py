@@ -38,6 +38,7 @@ checksums still apply. Tests may instead replace entries of
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 from collections.abc import Iterator
@@ -277,15 +278,30 @@ def fetch(
     return destination
 
 
+#: ``flock`` errors of a file system that has no such locks (some network ones).
+_NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL})
+
+
 @contextlib.contextmanager
 def _locked(handle: BinaryIO) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on the open lock file (a no-op where flock is missing)."""
-    if fcntl is not None:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    """Hold an exclusive ``flock`` on the open lock file.
+
+    A no-op where flock is missing, or refused by the file system (the
+    download then runs unlocked, as the cache's own build locks do: see
+    :func:`mosaicist.paths.build_lock`); it was a raw ``OSError``.
+    """
+    locked = fcntl is not None
+    if locked:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        except OSError as error:
+            if error.errno not in _NO_LOCKS:
+                raise
+            locked = False
     try:
         yield
     finally:
-        if fcntl is not None:
+        if locked:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
