@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
+import os
 import socket
 import sys
 import threading
@@ -690,6 +692,27 @@ def test_a_resumed_final_wall_places_the_next_photos_as_if_never_stopped(tmp_pat
         return cells
 
     assert run(tmp_path / "stopped", True) == run(tmp_path / "never", False)
+
+
+@pytest.mark.parametrize("code", ["ENOLCK", "EOPNOTSUPP"])
+def test_a_file_system_without_locks_is_named_not_another_wall(tmp_path, target, monkeypatch,
+                                                                code):
+    # It said "another 'mosaicist live' runs on this event folder" where no other ran.
+    def refuse(descriptor, operation):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+
+    monkeypatch.setattr(live_event.fcntl, "flock", refuse)
+    with pytest.raises(MosaicistError, match="refuses file locks") as caught:
+        Event.open(tmp_path / "e", target=target, grid=GRID, settings=dict(SETTINGS))
+    assert "another" not in str(caught.value)
+
+
+def test_an_unopenable_lock_file_is_one_line(tmp_path, target):
+    folder = tmp_path / "e"
+    folder.mkdir()
+    (folder / "event.lock").mkdir()  # a folder where the lock file goes
+    with pytest.raises(MosaicistError, match="event.lock: cannot open the event's lock file"):
+        Event.open(folder, target=target, grid=GRID, settings=dict(SETTINGS))
 
 
 def test_a_resumed_event_keeps_its_target_grid_and_look(tmp_path, target):

@@ -608,6 +608,17 @@ def current_umask() -> int:
     return mask
 
 
+#: ``flock``/``lockf`` errors of a file system that has no such locks (some network
+#: ones): ENOLCK, EOPNOTSUPP, ENOSYS, EINVAL. Shared by every lock of the project, so
+#: that "held by another" (``BlockingIOError``) is never confused with "refused here".
+LOCKS_REFUSED = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL})
+
+
+def locks_refused(error: OSError) -> bool:
+    """Whether ``error``, raised by ``flock`` or ``lockf``, says the file system has no locks."""
+    return error.errno in LOCKS_REFUSED
+
+
 #: Seconds between tries of a lock that another builder holds: polled rather than waited
 #: for in the kernel, so that an interrupt (Ctrl+C, SIGTERM turned into one) stops a
 #: waiting process at once, and a thread waits no longer than this past its holder.
@@ -732,7 +743,8 @@ def _try_lock(fcntl: Any, descriptor: int) -> bool | None:
     except BlockingIOError:
         return False
     except OSError:
-        # ENOLCK, EOPNOTSUPP, EINVAL: a file system without locks (some network ones).
+        # Refused (:data:`LOCKS_REFUSED`), or any other failure of the lock alone: a
+        # cache entry built without it costs only a possible double build.
         return None
     return True
 

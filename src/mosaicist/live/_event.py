@@ -71,7 +71,7 @@ from ..imaging import (
     thumbnail,
 )
 from ..options import MosaicOptions
-from ..paths import atomic_path
+from ..paths import atomic_path, locks_refused
 from ..render import dress_tiles
 from ..studio._uploads import ACCEPTED_FORMATS, decode_upload, display_name
 from ._extras import heif_formats, looks_heif, needs_live
@@ -392,13 +392,34 @@ def _own_folder(path: Path) -> None:
 
 
 def _lock_folder(folder: Path) -> int:
-    descriptor = os.open(folder / "event.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    """The open ``event.lock``, locked: one wall per event folder.
+
+    Unlike the cache's build locks, the wall cannot go on without it: two
+    walls on one folder would delete each other's photos. A file system
+    that refuses locks (some network ones) is said to be the cause, not
+    another wall.
+    """
+    path = folder / "event.lock"
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        raise MosaicistError(f"{path}: cannot open the event's lock file "
+                             f"({error.strerror or error})") from None
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         os.close(descriptor)
         raise MosaicistError(f"{folder}: another 'mosaicist live' runs on this event folder; "
                              "stop it first") from None
+    except OSError as error:
+        os.close(descriptor)
+        if locks_refused(error):
+            raise MosaicistError(
+                f"{folder}: this file system refuses file locks, which the live wall needs "
+                "to keep a second wall off its event folder; use a folder on a local "
+                "disk") from None
+        raise MosaicistError(f"{path}: cannot lock the event folder "
+                             f"({error.strerror or error})") from None
     return descriptor
 
 

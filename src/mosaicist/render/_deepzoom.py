@@ -34,7 +34,6 @@ comes to write.
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import math
 import os
@@ -69,6 +68,7 @@ from ..paths import (
     _temporary_stem,
     atomic_folder,
     atomic_path,
+    locks_refused,
     process_alive,
 )
 from ..progress import progress_bar
@@ -558,7 +558,7 @@ def writing_lock(path: str | os.PathLike[str]) -> Iterator[None]:
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX)
             except OSError as error:
-                if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                if not locks_refused(error):
                     raise MosaicistError(f"{path}: cannot lock the pyramid for writing: "
                                          f"{error.strerror or error}") from None
                 # A file system without flock: written unlocked, as before.

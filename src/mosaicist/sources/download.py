@@ -38,7 +38,6 @@ checksums still apply. Tests may instead replace entries of
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import os
 from collections.abc import Iterator
@@ -50,6 +49,7 @@ if TYPE_CHECKING:
     import http.client
 
 from ..errors import DownloadError
+from ..paths import locks_refused
 from ..progress import progress_bar
 
 try:
@@ -278,10 +278,6 @@ def fetch(
     return destination
 
 
-#: ``flock`` errors of a file system that has no such locks (some network ones).
-_NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL})
-
-
 @contextlib.contextmanager
 def _locked(handle: BinaryIO) -> Iterator[None]:
     """Hold an exclusive ``flock`` on the open lock file.
@@ -295,7 +291,7 @@ def _locked(handle: BinaryIO) -> Iterator[None]:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         except OSError as error:
-            if error.errno not in _NO_LOCKS:
+            if not locks_refused(error):
                 raise
             locked = False
     try:
