@@ -1499,3 +1499,130 @@ def test_a_dataset_name_beside_a_folder_of_that_name_is_the_dataset_as_in_make(
     # workers, even beside a folder named 'cifar10:copy'.
     (tmp_path / "cifar10:copy").mkdir()
     assert _tiles_spec("cifar10:copy") == f"cifar10:{Path.cwd() / 'copy'}"
+
+
+def test_a_video_out_in_a_folder_of_targets_is_refused_before_any_work(data, tmp_path):
+    # The first run wrote the video among its targets; the same command run again took
+    # it for a target that its own video out would replace, and failed (exit 1).
+    root, tiles, targets, _, _ = data
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(targets / "img0.png", folder / "img0.png")
+    listing = tmp_path / "list.txt"
+    listing.write_text("photos\n")
+    for item in (folder, listing):
+        result = run(["batch", item, "--tiles", tiles, "-o", tmp_path / "out", *GRID,
+                      "--workers", 1, "--video", folder / "v.mp4"])
+        assert result.exit_code == 1, result.output
+        assert result.stderr.strip() == (
+            f"mosaicist: error: --video {folder / 'v.mp4'} is in {folder}, a folder of "
+            "targets: the next run would take it for a target; choose another folder")
+        assert not (tmp_path / "out").exists() and not (folder / "v.mp4").exists()
+    # A link elsewhere to a video in the folder writes it there.
+    (tmp_path / "link.mp4").symlink_to(folder / "v.mp4")
+    result = run(["batch", folder, "--tiles", tiles, "-o", tmp_path / "out", *GRID,
+                  "--video", tmp_path / "link.mp4"])
+    assert result.exit_code == 1 and "a folder of targets" in result.stderr, result.output
+    # Named one by one, the folder's files are not its folder's every target.
+    result = run(["batch", folder / "img0.png", "--tiles", tiles, "-o", tmp_path / "out",
+                  *GRID, "--workers", 1, "--video", folder / "v.mp4"])
+    assert result.exit_code == 0, result.output
+
+
+def test_list_files_in_other_encodings_name_their_files(tmp_path):
+    # A list of names that are not UTF-8 (ls > list.txt among Latin-1 names) was refused
+    # whole; a UTF-16 list (Windows' "Unicode") too; U+2028 in a name split its line.
+    latin = os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\xe9.png")
+    Path(latin).write_bytes(b"x")
+    (tmp_path / "a\u2028b.png").write_bytes(b"x")
+    (tmp_path / "d.png").write_bytes(b"x")
+    (tmp_path / "bytes.txt").write_bytes(b"caf\xe9.png\r\n# caf\xe9\r\nd.png\rmissing\xff.png\n")
+    found, rejected = collect_targets([tmp_path / "bytes.txt"])
+    assert [target.path for target in found] == [Path(latin), tmp_path / "d.png"]
+    assert [item.name for item in rejected] == [f"{tmp_path / 'bytes.txt'}:4: "
+                                                + os.fsdecode(b"missing\xff.png")]
+    (tmp_path / "wide.txt").write_text("a\u2028b.png\nd.png\n", encoding="utf-16")
+    found, rejected = collect_targets([tmp_path / "wide.txt"])
+    assert [target.path.name for target in found] == ["a\u2028b.png", "d.png"] and not rejected
+
+
+def test_a_video_of_outputs_of_two_sizes_names_their_targets(data, tmp_path):
+    # The encoder's message counted frames ("frame 1 is 56x32 pixels"), which a batch of
+    # many targets cannot map to the target whose output has another size.
+    from mosaicist.batch import batch_mosaics
+
+    root, tiles, targets, _, _ = data
+    made = batch_mosaics([targets / "img0.png", targets / "img1.png"], tiles, tmp_path / "out",
+                         cell_px=CELL, tile_px=TILE, workers=1, video=tmp_path / "v.mp4")
+    assert len(made.made) == 2 and not (tmp_path / "v.mp4").exists()
+    assert made.video_error == (f"not written: the output of {targets / 'img1.png'} is 56x32 "
+                                f"pixels, that of {targets / 'img0.png'} 48x40; a video's "
+                                "frames have one size")
+
+
+def test_summary_counts_one_video_frame_in_the_singular(tmp_path):
+    from mosaicist.batch._run import BatchResult
+    from mosaicist.batch._video import VideoWritten
+
+    one = BatchResult(video=VideoWritten(tmp_path / "v.mp4", "libx264", Fraction(12), 1, 2, 2))
+    assert f"; video {tmp_path / 'v.mp4'} (1 frame, libx264, 12 fps)" in one.summary()
+    one.video.frames = 2
+    assert "(2 frames, " in one.summary()
+
+
+def test_a_video_out_of_videos_of_one_rate_keeps_their_rate(data, tmp_path):
+    # A clip cut in two parts, batched into one video, was played at 25 fps, not its 12.
+    from mosaicist.batch import batch_mosaics
+
+    root, tiles, _, _, video = data
+    second = tmp_path / "part2.mp4"
+    shutil.copy(video, second)
+    made = batch_mosaics([video, second], tiles, tmp_path / "out", cell_px=CELL, tile_px=TILE,
+                         workers=1, video=tmp_path / "v.mp4")
+    assert made.ok and made.video is not None and made.video.frames == 2 * FRAMES
+    assert made.video.rate == 12
+    with av.open(str(tmp_path / "v.mp4")) as container:
+        assert container.streams.video[0].average_rate == 12
+
+
+def test_stability_without_video_frames_and_a_rate_without_a_video_are_noted(data, tmp_path):
+    # Both were accepted and changed nothing, without a word.
+    root, tiles, targets, _, _ = data
+    args = ["batch", targets / "img0.png", "--tiles", tiles, "-o", tmp_path / "out", *GRID,
+            "--workers", 1]
+    result = run([*args, "--stable", 0.5, "--fps", 10])
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if "note" in line]
+    assert notes == ["mosaicist: note: --stable has no effect (no target is a video); ignored",
+                     "mosaicist: note: --fps has no effect (without --video); ignored"]
+    result = run([*args, "--stable", 0.5, "--fps", 10, "-q"])
+    assert result.exit_code == 0 and result.stderr == "", result.output
+
+
+def test_a_settings_record_damaged_by_hand_is_no_traceback(data, tmp_path):
+    # Its "settings" not a mapping: a TypeError traceback when the run claimed the folder.
+    root, tiles, targets, _, _ = data
+    state = tmp_path / "out" / STATE_FOLDER
+    state.mkdir(parents=True)
+    (state / "settings.json").write_text('{"settings": 5}\n')
+    result = run(["batch", targets / "img0.png", "--tiles", tiles, "-o", tmp_path / "out",
+                  *GRID, "--workers", 1])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "img0.png").is_file()
+    recorded = json.loads((state / "settings.json").read_text())
+    assert recorded["settings"]["cell_px"] == CELL
+
+
+def test_a_file_where_the_records_go_is_refused_before_indexing(data, tmp_path):
+    # Said as "...: Not a directory" once the library was indexed (minutes for a large one).
+    root, tiles, targets, _, _ = data
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / STATE_FOLDER).write_text("mine")
+    cache = tmp_path / "cache"
+    result = run(["batch", targets / "img0.png", "--tiles", tiles, "-o", tmp_path / "out",
+                  *GRID, "--workers", 1, "--cache-dir", cache])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (f"mosaicist: error: {tmp_path / 'out' / STATE_FOLDER}: is "
+                                     "a file, where the batch keeps its records; move it, or "
+                                     "choose another output folder")
+    assert not (cache / "indexes").exists()

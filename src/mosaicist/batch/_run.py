@@ -243,7 +243,8 @@ class BatchResult:
             line += "; video not written"
         if self.video is not None:
             change = self.video.pixel_change
-            line += (f"; video {self.video.path} ({self.video.frames} frames, "
+            frames = self.video.frames
+            line += (f"; video {self.video.path} ({frames} frame{'s' if frames != 1 else ''}, "
                      f"{self.video.codec}, {float(self.video.rate):g} fps"
                      + ("" if change is None else f", mean pixel change {change:.2f}") + ")")
         return line
@@ -297,7 +298,7 @@ def batch_mosaics(
         Also encode the outputs, in order, into this video (``.mp4``...).
     fps : float or Fraction, optional
         Its frame rate, 0.01 to 1000 (default: the rate of the batch's video
-        target, else 25; see :func:`._video.video_rate`).
+        targets, when they have one, else 25; see :func:`._video.video_rate`).
     stable : float
         Temporal stability of video frames (0, off, to 10; see :mod:`._stable`).
     overwrite : bool
@@ -360,6 +361,8 @@ def batch_mosaics(
     _check_outside_tiles(outdir, tiles)
     found, rejected = collect_targets(items)
     _check_output_folder(outdir, items, found)
+    if video_path is not None:
+        _check_video_outside_targets(video_path, items, found)
     report_path = None if report is None else Path(report).expanduser().absolute()
     if report_path is not None:
         _check_report(report_path, items, found, outdir, suffix, video_path)
@@ -390,6 +393,14 @@ def batch_mosaics(
     state = _State(outdir)
     # Stability changes only video frames: a batch of images does not record it.
     has_frames = any(target.video for target in found)
+    if not quiet:
+        # Else they change nothing without a word, as make notes settings its format ignores.
+        for name, unused in (("stable", hundredths and not has_frames),
+                             ("fps", fps is not None and video_path is None)):
+            if unused:
+                reason = "no target is a video" if name == "stable" else f"without {_flag('video')}"
+                print(f"mosaicist: note: {_flag(name)} has no effect ({reason}); ignored",
+                      file=sys.stderr)
     images_settings = _guarded(spec, options, suffix, None)
     frames_settings = _guarded(spec, options, suffix, hundredths)
     recorded = frames_settings if has_frames else images_settings
@@ -475,11 +486,13 @@ def batch_mosaics(
         else:
             from ._video import DEFAULT_FPS, write_video
 
-            if rate is None:  # no --fps: the rate of the batch's one video, else the default
-                rate = (_source_rate(videos[0].rate) if len(videos) == 1 else None) or DEFAULT_FPS
+            if rate is None:
+                # No --fps: the rate of the batch's videos (a clip cut in parts is played
+                # at its own rate), else the default.
+                rates = {source.rate for source in videos}
+                rate = (_source_rate(rates.pop()) if len(rates) == 1 else None) or DEFAULT_FPS
             try:
-                result.video = write_video(_read_outputs([path for _, path in outputs]),
-                                           video_path, rate)
+                result.video = write_video(_read_outputs(outputs), video_path, rate)
             except MosaicistError as error:
                 # Outputs of different sizes, a damaged output, a full disk: the outputs
                 # are made all the same, and the summary and report must say so.
@@ -664,6 +677,27 @@ def _check_output_folder(outdir: Path, items: Iterable[str | os.PathLike[str]],
                           "would be taken for targets; choose another", value=named[0])
 
 
+def _check_video_outside_targets(video: Path, items: Iterable[str | os.PathLike[str]],
+                                 found: Iterable[BatchTarget]) -> None:
+    """Refuse a video out in a folder of targets, before any work.
+
+    Videos in a folder are targets: the next run of the same batch would
+    take the video it made for a target (which its own video out would
+    replace) and fail, and a batch of the folder without ``--video`` would
+    make a mosaic of each of its frames. A folder named in a list file
+    counts as one named directly.
+    """
+    # Its name's folder and, for a link, the folder of the file written through it.
+    folders = {_resolved(video.parent) or video.parent, (_resolved(video) or video).parent}
+    named = [str(item) for item in items
+             if _is_folder(Path(item).expanduser()) and _resolved(item) in folders]
+    named += [str(target.folder) for target in found if target.folder in folders]
+    if named:
+        raise OptionError("{video} {value} is in {folder}, a folder of targets: the next run "
+                          "would take it for a target; choose another folder",
+                          value=str(video), folder=named[0])
+
+
 def _check_outside_tiles(outdir: Path, tiles: str | os.PathLike[str]) -> None:
     """Refuse an output folder inside a tile folder, before any work.
 
@@ -837,6 +871,10 @@ class _State:
         A setting one record leaves out (it changes none of its outputs) is
         no difference.
         """
+        if self.folder.exists() and not self.folder.is_dir():
+            # Found before the library is indexed (minutes), not when work starts.
+            raise MosaicistError(f"{self.folder}: is a file, where the batch keeps its "
+                                 "records; move it, or choose another output folder")
         recorded = self._recorded()
         if overwrite or not isinstance(recorded, dict):
             return
@@ -855,8 +893,10 @@ class _State:
         """
         recorded = self._recorded()
         if not overwrite and isinstance(recorded, dict):
-            settings = {**recorded, **settings,
-                        "settings": {**(recorded.get("settings") or {}), **settings["settings"]}}
+            kept = recorded.get("settings")
+            # A record damaged by hand (its settings not a mapping) keeps none of them.
+            kept = kept if isinstance(kept, dict) else {}
+            settings = {**recorded, **settings, "settings": {**kept, **settings["settings"]}}
         try:
             (self.folder / "picks").mkdir(parents=True, exist_ok=True)
             self.outputs.mkdir(exist_ok=True)
@@ -1662,13 +1702,19 @@ class _UnreadableOutput(MosaicistError):
     """An output that cannot be read back into the video (damaged since it was made)."""
 
 
-def _read_outputs(paths: list[str]) -> Iterator[np.ndarray]:
-    """The outputs' pictures, in order; one that cannot be read is named, with the remedy."""
+def _read_outputs(outputs: list[tuple[str, str]]) -> Iterator[np.ndarray]:
+    """The outputs' pictures, in order, from ``(target name, output path)`` pairs.
+
+    One that cannot be read is named, with the remedy; so is one of another
+    size than the first, with the targets of both (the encoder's message
+    counts frames, which the user cannot map to targets).
+    """
     from PIL import Image
 
     from ..imaging import _DECODE_ERRORS, to_rgb
 
-    for path in paths:
+    first: tuple[str, tuple[int, ...]] | None = None
+    for name, path in outputs:
         try:
             with Image.open(path) as image:
                 picture = np.asarray(to_rgb(image))
@@ -1676,4 +1722,11 @@ def _read_outputs(paths: list[str]) -> Iterator[np.ndarray]:
             reason = str(error) or type(error).__name__
             raise _UnreadableOutput(f"{path}: cannot read this frame ({reason}); make it again "
                                     "(delete it, or use --overwrite)") from None
+        shape = picture.shape[:2]
+        if first is None:
+            first = (name, shape)
+        elif shape != first[1]:
+            raise MosaicistError(
+                f"the output of {name} is {shape[1]}x{shape[0]} pixels, that of {first[0]} "
+                f"{first[1][1]}x{first[1][0]}; a video's frames have one size")
         yield picture

@@ -12,7 +12,8 @@ A batch is given items on the command line; each is
 * a list file (:data:`LIST_SUFFIXES`): one image, video or folder per line,
   relative paths taken from the list's folder; blank lines and lines
   starting with ``#`` are skipped. It is read as UTF-8, with or without a
-  byte-order mark.
+  byte-order mark (a name's bytes that are not UTF-8 are that file's name),
+  or as UTF-16 with its byte-order mark.
 
 Problems with one item (a missing file, a pipe, a folder or list file that
 names no target, a name whose output another target already writes) reject
@@ -21,6 +22,7 @@ that item only, with a one-line reason; the rest of the batch goes on.
 
 from __future__ import annotations
 
+import codecs
 import errno
 import os
 import re
@@ -162,8 +164,7 @@ def collect_targets(
                 add(entry, str(entry), path.resolve())
         elif path.suffix.lower() in LIST_SUFFIXES:
             try:
-                # utf-8-sig: a byte-order mark (Notepad's) is not part of the first line.
-                lines = path.read_text(encoding="utf-8-sig").splitlines()
+                lines = _list_lines(path.read_bytes())
             except (OSError, UnicodeDecodeError) as error:
                 rejected.append(Rejected(shown, f"cannot read list file: {_reason(error)}"))
                 continue
@@ -202,6 +203,24 @@ def collect_targets(
 #: Why a folder named as an item gives no target.
 _EMPTY_FOLDER = ("no image or video in this folder (subfolders are not entered; "
                  "hidden files and other extensions are left out)")
+
+
+def _list_lines(data: bytes) -> list[str]:
+    """The lines of a list file's bytes, each a file name as the file system spells it.
+
+    UTF-8, its bytes that are not UTF-8 kept as :func:`os.fsdecode` keeps
+    them (``ls > list.txt`` in a folder of Latin-1 names writes the names'
+    own bytes: they name those files); UTF-16 with its byte-order mark (a
+    Windows "Unicode" text). Split at line ends only (LF, CR LF, CR): the
+    other separators :meth:`str.splitlines` knows (form feed, U+2028...)
+    may be part of a name.
+    """
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        text = data.decode("utf-16")
+    else:
+        # A UTF-8 byte-order mark (Notepad's) is not part of the first line.
+        text = data.removeprefix(codecs.BOM_UTF8).decode("utf-8", "surrogateescape")
+    return re.split(r"\r\n|\r|\n", text)
 
 
 def _unusable(path: Path) -> str | None:
