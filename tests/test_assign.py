@@ -688,6 +688,22 @@ def test_a_crowd_outside_its_lists_spreads_over_the_tiles_its_searches_find(
     assert rounds[1] < rounds[0], rounds
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_a_spacing_as_long_as_the_grid_is_a_cap_for_lists_past_the_nearest(seed):
+    # No max_uses, a spacing that caps every tile at one use by itself: the matcher
+    # gives warm lists (not the nearest), which raised "lists other than the nearest
+    # need a certified assignment under a use cap alone" (a traceback from make).
+    rng = np.random.default_rng(seed)
+    rows, cols = 6, 8
+    full = full_distances(rng, rows * cols, 150, clusters=3)
+    ranked, ranked_distances = top_k(full, 16)
+    candidates, distances = ranked[:, 4:], ranked_distances[:, 4:]
+    result = assign_tiles(candidates, distances, rows, cols, max_uses=None, min_spacing=8,
+                          search=DenseSearch(full), nearest=False)
+    assert result.certified and result.objective == result.lower_bound == dense_optimum(full, 1)
+    check_placement(result.tile, full, rows, cols, 1, 8)
+
+
 @pytest.mark.parametrize("seed", range(8))
 @pytest.mark.parametrize("max_uses", [1, 2])
 @pytest.mark.parametrize("nearest", [True, False])

@@ -623,3 +623,19 @@ def test_a_short_refusal_keeps_its_short_values_and_class():
     shortened = short_refusal(long)
     assert type(shortened) is UnknownSettingError and shortened.parameters == ("aspect",)
     assert str(shortened) == ("aspect '" + "9" * 56 + "... and 'kept' {not a field}")
+
+
+@pytest.mark.parametrize(("given", "kept"), [(0.333, 0.33), (0.336, 0.34), (0.5, 0.5), (1, 1.0),
+                                             (0.0, 0.0), (0.01, 0.01)])
+def test_tints_are_kept_in_the_hundredths_the_match_ranks_them_in(given, kept):
+    # 0.333 was ranked at 0.33 but recorded and drawn at 0.333.
+    options = MosaicOptions(tint=given, tint_max=given)
+    assert options.tint == kept and options.tint_max == kept
+    assert MosaicOptions.from_json(options.to_json()).tint == kept
+
+
+@pytest.mark.parametrize("name", ["tint", "tint_max"])
+def test_a_tint_that_rounds_to_no_tint_is_refused(name):
+    # 0.004 was ranked as no tint, drawn as one, and reported as 0.004.
+    with pytest.raises(OptionError, match=f"{name} is applied in hundredths: 0.004 would be 0"):
+        MosaicOptions(**{name: 0.004})

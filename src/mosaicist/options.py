@@ -149,6 +149,18 @@ class _Unset:
 _UNSET: Any = _Unset()
 
 
+def _in_hundredths(name: str, value: float | None) -> float | None:
+    """A strength rounded to whole hundredths (as the match applies it), refused if it
+    rounds a strength that was asked for to 0."""
+    if value is None:
+        return None
+    rounded = round(value * 100) / 100
+    if value > 0 and rounded == 0:
+        raise OptionError("{" + name + "} is applied in hundredths: {value} would be 0 (off); "
+                          "give 0.01 or more, or 0 for off", value=value)
+    return rounded
+
+
 def default_match_px(tile_px: int) -> int:
     """Side tiles are compared at when not given: ``tile_px`` up to 64, else 32.
 
@@ -602,8 +614,9 @@ class MosaicOptions:
         "rectangular {aspect} only those that keep the shape: mirror, half turn, flip).",
         choices=tuple(AUGMENT_SETS), section="match")
     tint: float = setting(
-        0.0, "Move each tile's mean colour toward its cell's by this fraction "
-        "(tiles are ranked after the shift).", low=0, high=1, metavar="A", section="match")
+        0.0, "Move each tile's mean colour toward its cell's by this fraction, in "
+        "hundredths (tiles are ranked after the shift).", low=0, high=1, metavar="A",
+        section="match")
     tint_max: float | None = setting(
         None, "Raise a tile's tint above the tint, up to this, where its mean colour would "
         "still be further from its cell's than the cell's own texture spread (flat cells the "
@@ -698,6 +711,11 @@ class MosaicOptions:
                                format_print_size(parse_print_size(self.print_size)))
             if self.dpi is None:
                 object.__setattr__(self, "dpi", DEFAULT_DPI)
+        # The match ranks tints in whole hundredths: the strength recorded and drawn is
+        # the one ranked (0.333 was ranked at 0.33 but drawn at 0.333; 0.004 ranked as
+        # no tint and drawn as one).
+        for name in ("tint", "tint_max"):
+            object.__setattr__(self, name, _in_hundredths(name, getattr(self, name)))
         # A preset's tint range follows a tint given on its own: "--tint 0.3" means
         # that strength everywhere, as it did before presets, and "--tint-max 0.5"
         # caps a stronger preset tint rather than contradicting it.

@@ -1991,7 +1991,9 @@ def assign_tiles(
                           candidates.shape[1], 0, time.perf_counter() - start)
     if search is not None and not np.issubdtype(distances.dtype, np.integer):
         raise ValueError("a certified assignment needs integer distances")
-    if not nearest and (search is None or method != "optimal" or max_uses is None
+    # A spacing as long as the grid caps every tile at one use by itself (no max_uses).
+    if not nearest and (search is None or method != "optimal"
+                        or tile_capacity(rows, cols, max_uses, min_spacing) is None
                         or min_uses or spacing_binds(rows, cols, max_uses, min_spacing)):
         raise ValueError("lists other than the nearest need a certified assignment "
                          "under a use cap alone")
