@@ -162,7 +162,7 @@ import numpy as np
 from ..errors import MosaicistError, OptionError, check_range
 from ..options import ASSIGN_METHODS
 from ..progress import progress_bar
-from . import _flow
+from . import _flow, _polish
 
 #: Largest candidate-list length that ``more_candidates`` is asked for.
 MAX_CANDIDATES = 256
@@ -2145,6 +2145,8 @@ class _Solver:
         self._repair_work = np.zeros(2, np.int64)
         #: Column-generation rounds made.
         self.pricing_rounds = 0
+        #: Moves and swaps of the polish after the spacing rounds (:mod:`._polish`).
+        self.polish_moves = 0
         self.iterations = 0
         #: Whether greedy got stuck and the matching completed the placement.
         self.repaired = False
@@ -2493,17 +2495,32 @@ class _Solver:
             a, b = spacing_violations(tile, self.rows, self.cols, self.min_spacing,
                                       self.layout)
             if not len(a):
-                return choice
+                # Untouched by the rounds, the placement is the optimum under the cap.
+                return self._polished(choice) if self.iterations else choice
             if fewest is None or len(a) < fewest:
                 best, fewest = tile, len(a)
             if self.iterations >= MAX_SPACING_ROUNDS:
-                return self._spaced_anyway(best)
+                return self._polished(self._spaced_anyway(best))
             self.iterations += 1
             self._forbid(choice, a, b)
             try:
                 choice = self._restricted(keep=tile)
             except _Stuck:
-                return self._spaced_anyway(best)
+                return self._polished(self._spaced_anyway(best))
+
+    def _polished(self, choice: np.ndarray) -> np.ndarray:
+        """A spaced placement after moves and swaps that keep every limit (:mod:`._polish`)."""
+        grid = None
+        if self.layout is None:
+            position = np.stack(np.divmod(np.arange(self.count), self.cols), axis=1)
+            apart, grid = float(self.min_spacing), (self.rows, self.cols)
+        else:
+            position, apart = self.layout.centre, float(self.min_spacing * self.layout.unit)
+        bounds = np.concatenate(([0], np.cumsum(self.edges.length)))
+        choice, self.polish_moves = _polish.polish(
+            choice, bounds, self.edges.tile, self.edges.dist, position, apart,
+            self.cap if self.cap is not None else self.count, self.minimum, grid=grid)
+        return choice
 
     def _step(self, edges: _Edges, allowed: np.ndarray, outside: np.ndarray | None,
               keep: np.ndarray | None = None) -> np.ndarray:
