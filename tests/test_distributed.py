@@ -450,6 +450,51 @@ def test_make_and_render_on_a_cluster_give_the_files_of_one_machine(client, tmp_
     assert digest(tmp_path / "here_files") == digest(tmp_path / "there_files")
 
 
+def test_a_deduplicated_library_is_drawn_by_the_workers_the_first_time(client, tmp_path):
+    # Its packed tiles are mapped before they are renamed into place: the workers were
+    # sent the temporary's name and the run failed, saying the index was not on them.
+    tiles = make_colour_folder(tmp_path / "tiles", 30, size=16, seed=2)
+    for number in range(0, 30, 5):
+        (tiles / f"u{number:03d}.png").write_bytes((tiles / f"t{number:03d}.png").read_bytes())
+    target = tmp_path / "target.png"
+    Image.fromarray(noisy_target()).save(target)
+    options = MosaicOptions(cell_px=4, tile_px=8, dedupe=2, preset="seed")
+    one = make_mosaic(target, tiles, options, cache_dir=tmp_path / "one")
+    one.write(tmp_path / "one.png")
+    two = make_on_cluster(client, target, tiles, options, cache_dir=tmp_path / "two")
+    assert write_on_cluster(client, two.renderer, tmp_path / "two.png", two.options,
+                            cache_dir=tmp_path / "two", rows_per_task=3)
+    assert digest(tmp_path / "one.png") == digest(tmp_path / "two.png")
+
+
+def test_a_killed_runs_scratch_folder_is_removed_by_the_next_match(client, tmp_path):
+    # A run killed mid-match (SIGKILL: no finally) left the grid's cells in the cache's
+    # scratch folder for good, up to hundreds of megabytes a run.
+    from mosaicist.distributed import _match
+
+    tiles = make_colour_folder(tmp_path / "tiles", 30, size=8)
+    target = tmp_path / "target.png"
+    Image.fromarray(noisy_target()).save(target)
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    dead = int(ended.stdout)
+    cache = tmp_path / "cache"
+    host = _match._host()
+    folders = {name: cache / "cluster" / f"match-{name}-0123abcd" for name in
+               (f"{host}-{dead}", f"{host}-{os.getpid()}", f"elsewhere-{dead}")}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+        (folder / "cells.npy").write_bytes(b"cells")
+    make_on_cluster(client, target, tiles, MosaicOptions(cell_px=4, tile_px=8, preset="seed"),
+                    cache_dir=cache, block_cells=40)
+    assert not folders[f"{host}-{dead}"].exists()
+    # A live run's, and another machine's (whose processes this one cannot know), are kept.
+    assert folders[f"{host}-{os.getpid()}"].is_dir()
+    assert folders[f"elsewhere-{dead}"].is_dir()
+    assert sorted(path.name for path in (cache / "cluster").iterdir()) == sorted(
+        folder.name for folder in folders.values() if folder.exists())
+
+
 def test_a_cluster_write_stopped_midway_closes_its_bands_while_the_client_is_open(
         client, tmp_path, monkeypatch):
     # Interrupted, the bands' generator was closed only after the cluster had gone: its
@@ -731,6 +776,33 @@ def test_ctrl_c_while_a_local_cluster_starts_is_one_line(tmp_path):
     assert not (tmp_path / "out.png").exists()
 
 
+def test_a_task_that_fails_on_a_local_cluster_is_one_line(tmp_path):
+    # The workers of a local cluster write to the run's stderr, and each logged the
+    # failed task with its traceback ("Compute Failed"), -q or not, above the one line.
+    tiles = make_colour_folder(tmp_path / "tiles", 12, size=8)
+    target = tmp_path / "target.png"
+    Image.fromarray(noisy_target()).save(target)
+    env = dict(os.environ, MOSAICIST_CACHE_DIR=str(tmp_path / "cache"))
+    mosaicist = [sys.executable, "-m", "mosaicist"]
+    subprocess.run([*mosaicist, "make", str(target), "--tiles", str(tiles), "--cell", "8",
+                    "--tile-px", "8", "--preset", "seed", "-o", str(tmp_path / "out.png"),
+                    "--placements", str(tmp_path / "out.json"), "-q"],
+                   env=env, check=True, timeout=WAIT_SECONDS)
+    for photo in tiles.iterdir():
+        photo.write_bytes(b"no longer a picture")
+    # Drawn larger than the index: from the original photos, by the workers.
+    done = subprocess.run([*mosaicist, "render", str(tmp_path / "out.json"), "-o",
+                           str(tmp_path / "again.png"), "--tile-px", "16", "-q",
+                           "--scheduler", "local:2"],
+                          capture_output=True, text=True, env=env, timeout=WAIT_SECONDS)
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert re.fullmatch(r"mosaicist: error: t\d+\.png: cannot open the tile's original: .*",
+                        lines[0])
+    assert not (tmp_path / "again.png").exists()
+
+
 def _kill_group_if_running(process: subprocess.Popen) -> None:
     """Kill a test's run (started in a session of its own) if it still runs."""
     if process.poll() is None:
@@ -972,6 +1044,47 @@ def test_a_scheduler_lost_mid_run_is_one_line(tmp_path, quick_connect):
     finally:
         logging.getLogger("distributed.client").removeHandler(records)
         cluster.kill("worker-a")  # without a scheduler, it would take 10 s to stop
+        cluster.stop()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SIGSTOP")
+def test_a_scheduler_that_stops_answering_stops_the_run(tmp_path, monkeypatch):
+    # A scheduler stopped (or hung) keeps its connections open: the watch's question
+    # of how many workers it has waited for ever, and so did the run.
+    monkeypatch.setattr(_cluster, "NO_ANSWER_SECONDS", 1)
+    monkeypatch.setattr(_cluster, "WATCH_SECONDS", 0.2)
+    monkeypatch.setattr(_cluster, "_ANSWER_SECONDS", 0.5)
+    cluster = SubprocessCluster(tmp_path)
+    scheduler = cluster.processes["scheduler"]
+    outcome: dict[str, BaseException] = {}
+    try:
+        cluster.start_worker("worker-a")
+        with client_for(cluster.address) as there:
+            there.wait_for_workers(1, timeout=WAIT_SECONDS)
+            future = there.submit(time.sleep, WAIT_SECONDS, pure=False)
+            deadline = time.monotonic() + WAIT_SECONDS
+            while not any(there.processing().values()) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os.kill(scheduler.pid, signal.SIGSTOP)
+
+            def wait() -> None:
+                try:
+                    _index._result(future, "tiles")
+                except BaseException as error:  # noqa: BLE001 - looked at below
+                    outcome["error"] = error
+
+            # On a thread: without the bound, the wait never ends.
+            waiting = threading.Thread(target=wait, daemon=True)
+            waiting.start()
+            waiting.join(WAIT_SECONDS)
+            os.kill(scheduler.pid, signal.SIGCONT)
+        assert isinstance(outcome.get("error"), MosaicistError), outcome
+        assert str(outcome["error"]) == (f"the Dask scheduler at {cluster.address} has not "
+                                         f"answered for 1 s (stopped, or hung?); the run stops")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(scheduler.pid, signal.SIGCONT)
+        cluster.kill("worker-a")
         cluster.stop()
 
 

@@ -924,7 +924,8 @@ Examples:
               help="Also encode the outputs, in order, into this video (.mp4: H.264; .mkv, "
                    ".mov, .webm); needs --format png, jpg or webp.")
 @click.option("--fps", type=float, default=None,
-              help="Frame rate of --video [default: the video targets' where they share one, else 25].")
+              help="Frame rate of --video [default: the video targets' where they share one, "
+                   "else 25].")
 @click.option("--stable", type=float, default=None, metavar="STRENGTH",
               help="Temporal stability of video frames (0-10): a cell keeps its previous "
                    "frame's tile unless another is closer than its distance / (1 + STRENGTH) "

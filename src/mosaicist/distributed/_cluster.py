@@ -55,6 +55,8 @@ MOST_LOCAL_WORKERS = 256
 CONNECT_SECONDS = 10
 #: Seconds a run waits on its tasks while the cluster has no worker, before it stops.
 NO_WORKER_SECONDS = 60
+#: Seconds a run waits on its tasks while the scheduler does not answer (stopped, hung).
+NO_ANSWER_SECONDS = 60
 #: Seconds between checks that the cluster still has a worker, while a run waits.
 WATCH_SECONDS = 1
 #: Seconds a connected scheduler has to answer, past the connection's own time.
@@ -459,7 +461,9 @@ class WorkerWatch:
     Dask waits for ever for a worker to run a task that has none: every
     worker of a cluster without nannies gone (killed, out of memory), the
     run waited without a word. Past :data:`NO_WORKER_SECONDS` without one,
-    it stops.
+    it stops. So it does past :data:`NO_ANSWER_SECONDS` of a scheduler that
+    keeps its connections but does not answer (stopped, hung): the question
+    itself then waited for ever.
 
     Parameters
     ----------
@@ -470,6 +474,7 @@ class WorkerWatch:
     def __init__(self, client: Client) -> None:
         self.client = client
         self.since: float | None = None
+        self.silent_since: float | None = None
 
     def check(self) -> None:
         """Note whether the cluster has a worker now.
@@ -477,12 +482,17 @@ class WorkerWatch:
         Raises
         ------
         MosaicistError
-            When it has had none for :data:`NO_WORKER_SECONDS`.
+            When it has had none for :data:`NO_WORKER_SECONDS`, or the
+            scheduler has not answered for :data:`NO_ANSWER_SECONDS`.
         """
         try:
-            workers = self.client.nthreads()
+            workers = self.client.nthreads(callback_timeout=_ANSWER_SECONDS)
+        except TimeoutError:
+            self._silent()
+            return
         except Exception:  # noqa: BLE001 - a scheduler gone: its tasks are cancelled, not here
             return
+        self.silent_since = None
         if workers:
             self.since = None
             return
@@ -494,6 +504,18 @@ class WorkerWatch:
             raise MosaicistError(f"the Dask scheduler at {address} has had no workers for "
                                  f"{NO_WORKER_SECONDS:g} s (all lost?); start some with "
                                  f"'dask worker {address}'")
+
+    def _silent(self) -> None:
+        """Note a question the scheduler left unanswered; raise once it has been too long."""
+        now = time.monotonic()
+        if self.silent_since is None:
+            self.silent_since = now
+        elif now - self.silent_since >= NO_ANSWER_SECONDS:
+            # Its address as this client knows it: asking the scheduler would wait again.
+            address = getattr(self.client.scheduler, "address", None)
+            where = f" at {address}" if isinstance(address, str) else ""
+            raise MosaicistError(f"the Dask scheduler{where} has not answered for "
+                                 f"{NO_ANSWER_SECONDS:g} s (stopped, or hung?); the run stops")
 
 
 def completed(running: Any, watch: WorkerWatch) -> Iterator[Future]:

@@ -13,6 +13,12 @@ A worker stopped amid a task also warned of the task's cancelling (Dask's
 ``distributed.worker.state_machine`` logger, whose only warning that is,
 and which Dask says happens only as a worker closes): the run stopping its
 own cluster is no news, so that logger keeps to errors here.
+
+A task that raises is logged by its worker too (``Compute Failed``, with
+the task's traceback), and a local cluster's workers write to the run's
+own stderr: a tile that cannot be drawn printed a screenful of those above
+the run's one line. The error goes back to the run, which says it; the
+worker's record of it is left out (:class:`NoComputeFailed`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,21 @@ from typing import Any
 logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
 
 
+class NoComputeFailed(logging.Filter):
+    """Leave out a worker's record of a task that raised: the run reports the error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` is kept: any but a ``Compute Failed``."""
+        return not (isinstance(record.msg, str) and record.msg.startswith("Compute Failed"))
+
+
+def quiet_task_errors() -> None:
+    """Filter the task errors out of Dask's worker logger (once)."""
+    worker_log = logging.getLogger("distributed.worker")
+    if not any(isinstance(kept, NoComputeFailed) for kept in worker_log.filters):
+        worker_log.addFilter(NoComputeFailed())
+
+
 def ignore_interrupts() -> None:
     """Ignore SIGINT in this process (only the main thread can set a handler)."""
     if threading.current_thread() is threading.main_thread():
@@ -35,6 +56,8 @@ def dask_setup(worker: Any) -> None:
     """Dask's preload hook, run as the worker starts: SIGINT stays ignored."""
     # Again, in case something set a handler since the import.
     ignore_interrupts()
+    quiet_task_errors()
 
 
 ignore_interrupts()
+quiet_task_errors()

@@ -35,7 +35,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -64,7 +66,7 @@ from ..match._capped import LibrarySearch
 from ..match._contrast import CANDIDATES, best_after_transfer
 from ..match._exact import search_scale
 from ..options import MosaicOptions
-from ..paths import atomic_path
+from ..paths import atomic_path, process_alive
 from ..paths import cache_dir as default_cache_dir
 from ..sources import source_spec
 from ._cluster import not_shared, require_workers, task_result
@@ -148,6 +150,34 @@ class MatchJob:
     cells: str
 
 
+def scratch_folder(cache: Path) -> Path:
+    """A new scratch folder's path for a search of this process, after sweeping dead ones.
+
+    Named by this machine and process, so that the folders of runs of this
+    machine that were killed (whose ``finally`` never ran) are known and
+    removed here: a grid's cells take up to hundreds of megabytes. Runs of
+    other machines sharing the cache are left to their own machine's.
+    """
+    root = cache / "cluster"
+    host = _host()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(root):
+            found = _SCRATCH.fullmatch(entry.name)
+            if found is not None and found["host"] == host and \
+                    not process_alive(int(found["pid"])):
+                shutil.rmtree(entry.path, ignore_errors=True)
+    return root / f"match-{host}-{os.getpid()}-{uuid.uuid4().hex}"
+
+
+#: A scratch folder's name: ``match-<host>-<pid>-<random>``.
+_SCRATCH = re.compile(r"match-(?P<host>[A-Za-z0-9_.]+)-(?P<pid>[0-9]+)-[0-9a-f]+")
+
+
+def _host() -> str:
+    """This machine's name as a scratch folder's name has it (no dashes, no odd characters)."""
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "_"
+
+
 class _Search:
     """One request's searches on the cluster: its scratch folder, blocks and ranges."""
 
@@ -155,7 +185,7 @@ class _Search:
                  block_cells: int | None, range_tiles: int) -> None:
         self.client = client
         self.request = request
-        self.folder = cache / "cluster" / f"match-{uuid.uuid4().hex}"
+        self.folder = scratch_folder(cache)
         self.workers = require_workers(client)
         self.block_cells = block_cells
         tiles = len(request.library)

@@ -781,6 +781,9 @@ def _packed_subset(tiles: np.ndarray, kept: np.ndarray, store: Path,
             packed = np.memmap(partial, dtype=np.uint8, mode="r", shape=shape)
     except OSError:
         return np.asarray(tiles[kept])
+    # Named as published: a cluster's workers open the tiles by the map's file name,
+    # and the temporary's was gone ("the index is not on this worker").
+    packed.filename = os.path.abspath(store)
     remove_older_generations(store.parent, _PACKED_SUBSET, generation)
     return packed
 
