@@ -1177,7 +1177,7 @@ def test_a_dask_batch_that_loses_its_scheduler_or_workers_ends_in_one_line(monke
             import contextlib
             return contextlib.nullcontext()
 
-        def nthreads(self):
+        def nthreads(self, callback_timeout=None):
             return self.workers
 
         def scheduler_info(self):
