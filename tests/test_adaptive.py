@@ -225,6 +225,32 @@ def test_cli_adaptive_end_to_end(tmp_path, tiles):
     assert "Traceback" not in bad.output
 
 
+def test_score_measures_the_repetition_of_adaptive_placements(tmp_path, tiles):
+    # score --placements raised a ValueError traceback for adaptive cells (no tile grid).
+    import json
+
+    Image.fromarray(textured_target()).save(tmp_path / "target.png")
+    runner = CliRunner()
+    made = runner.invoke(main, [
+        "make", str(tmp_path / "target.png"), "--tiles", str(tiles), "--cell", "16",
+        "--tile-px", "16", "--adaptive", "2", "--detail", "10", "--preset", "seed",
+        "-o", str(tmp_path / "out.png"), "--placements", str(tmp_path / "p.json"),
+        "--report", str(tmp_path / "r.json"), "--cache-dir", str(tmp_path / "cache")])
+    assert made.exit_code == 0, made.output
+    report = json.loads((tmp_path / "r.json").read_text())["metrics"]
+    scored = runner.invoke(main, [
+        "score", str(tmp_path / "out.png"), str(tmp_path / "target.png"), "--cell", "16",
+        "--placements", str(tmp_path / "p.json"), "--json", str(tmp_path / "s.json")])
+    assert scored.exit_code == 0, scored.output
+    metrics = json.loads((tmp_path / "s.json").read_text())
+    for key in ("distinct_tiles", "max_uses", "closest_repeat"):
+        assert metrics[key] == report[key], key
+    wrong = runner.invoke(main, [
+        "score", str(tmp_path / "out.png"), str(tmp_path / "target.png"), "--cell", "8",
+        "--placements", str(tmp_path / "p.json")])
+    assert wrong.exit_code != 0 and "Traceback" not in wrong.output
+
+
 def test_viewer_page_maps_points_to_leaves(tmp_path, tiles):
     import base64
 

@@ -467,6 +467,30 @@ def test_a_deduplicated_library_is_drawn_by_the_workers_the_first_time(client, t
     assert digest(tmp_path / "one.png") == digest(tmp_path / "two.png")
 
 
+def test_a_render_of_jpeg_photos_on_a_cluster_is_the_make(client, tmp_path):
+    # At the size tiles were matched at, the client cuts JPEG photos as the index cut
+    # them (libjpeg-turbo's scaled decoding); the workers cut them with Pillow's.
+    rng = np.random.default_rng(5)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in range(12):
+        height, width = rng.integers(26, 60, 2).tolist()
+        pixels = np.clip(rng.integers(0, 256, 3) + rng.integers(-60, 60, (height, width, 3)),
+                         0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(photos / f"p{index:02d}.jpg", quality=90)
+    target = tmp_path / "target.png"
+    Image.fromarray(noisy_target()).save(target)
+    options = MosaicOptions(cell_px=4, tile_px=8, preset="seed")
+    made = make_mosaic(target, photos, options, cache_dir=tmp_path / "cache")
+    made.write(tmp_path / "made.png")
+    made.placements.write(tmp_path / "placements.json")
+    renderer = placements_renderer(Placements.read(tmp_path / "placements.json"),
+                                   cache_dir=tmp_path / "cache")
+    assert write_on_cluster(client, renderer, tmp_path / "there.png", options,
+                            cache_dir=tmp_path / "cache", rows_per_task=3)
+    assert digest(tmp_path / "made.png") == digest(tmp_path / "there.png")
+
+
 def test_a_killed_runs_scratch_folder_is_removed_by_the_next_match(client, tmp_path):
     # A run killed mid-match (SIGKILL: no finally) left the grid's cells in the cache's
     # scratch folder for good, up to hundreds of megabytes a run.

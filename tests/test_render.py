@@ -20,6 +20,7 @@ from mosaicist.render import (
     render_mosaic,
 )
 from mosaicist.sources import open_source
+from mosaicist.transforms import TRANSFORM_NAMES
 
 # These tests check mechanisms on the seed's method (no caps, no tint unless given);
 # the default preset is tested on its own (test_options, test_pipeline).
@@ -427,6 +428,70 @@ def test_render_of_a_make_is_the_same_file_byte_for_byte(made, suffix):
             assert (root / "r_files" / name).read_bytes() == (root / "m_files" / name).read_bytes()
 
 
+@pytest.mark.parametrize("extra", [(), ("--aspect", "3:2", "--crop", "subject")])
+def test_render_of_a_make_from_jpeg_photos_is_the_make(made, extra):
+    # The index decodes JPEGs with libjpeg-turbo at any n/8 scale; a render from the
+    # originals scaled them by Pillow's 1/2-1/8 and Lanczos: tens of levels apart.
+    root, make = made
+    rng = np.random.default_rng(3)
+    photos = root / "photos"
+    photos.mkdir()
+    for index in range(12):
+        height, width = rng.integers(26, 60, 2).tolist()
+        pixels = np.clip(rng.integers(0, 256, 3) + rng.integers(-60, 60, (height, width, 3)),
+                         0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(photos / f"p{index:02d}.jpg", quality=90)
+    make("-o", root / "m.png", "--placements", root / "p.json", *extra, tiles=photos)
+    result = _cli("render", root / "p.json", "-o", root / "r.png", "--cache-dir",
+                  root / "cache", "-q")
+    assert result.exit_code == 0, result.output
+    assert (root / "r.png").read_bytes() == (root / "m.png").read_bytes()
+
+
+@pytest.mark.parametrize("case", ["turned", "split"])
+def test_placements_not_drawable_at_the_size_asked_are_named_before_any_work(made, case):
+    # Found while drawing, after the output was begun, the error named no file.
+    root, make = made
+    make("-o", root / "m.png", "--placements", root / "p.json")
+    recorded = Placements.read(root / "p.json")
+    rows, cols = recorded.rows, recorded.cols
+    count = rows * cols
+    if case == "turned":
+        # A quarter turn, asked to draw 3:2 tiles.
+        path, flags = root / "q.csv", ("--aspect", "3:2")
+        edited = Placements(rows, cols, recorded.tile, recorded.distance, recorded.source_ids,
+                            np.full(count, TRANSFORM_NAMES.index("rot90"), np.int8))
+    else:
+        # The first cell split into four halves a side, asked to draw 7 px tiles.
+        path, flags = root / "q.json", ("--tile-px", "7")
+        rect = [[0, 0, 0.5, 0.5], [0.5, 0, 0.5, 0.5], [0, 0.5, 0.5, 0.5], [0.5, 0.5, 0.5, 0.5]]
+        rect += [[col, row, 1, 1] for row in range(rows) for col in range(cols)][1:]
+        ids = recorded.source_ids[:1] * 3 + recorded.source_ids
+        edited = Placements(rows, cols, np.r_[recorded.tile[:1].repeat(3), recorded.tile],
+                            np.zeros(count + 3, np.int64), ids, rect=np.array(rect),
+                            options=recorded.options, source=recorded.source)
+    edited.write(path)
+    result = _cli("render", path, "-o", root / "r.dzi", "--tiles", root / "tiles",
+                  "--cache-dir", root / "cache", "-q", *flags)
+    _one_line_error(result, f"{path}: ", "px")
+    assert not [name for name in root.iterdir() if name.name.startswith(("r.", "r_", ".r"))]
+
+
+def test_a_library_moved_since_the_make_names_the_placements_and_tiles(made):
+    # Said alone, the folder gone did not tell where it came from, nor what to give.
+    root, make = made
+    make("-o", root / "m.png", "--placements", root / "p.json")
+    (root / "tiles").rename(root / "moved")
+    _one_line_error(_cli("render", root / "p.json", "-o", root / "r.png", "--cache-dir",
+                         root / "cache"),
+                    f"{root / 'p.json'}: the tile source it records cannot be used",
+                    f"{root / 'tiles'}: no such folder", "pass --tiles")
+    result = _cli("render", root / "p.json", "-o", root / "r.png", "--tiles", root / "moved",
+                  "--cache-dir", root / "cache", "-q")
+    assert result.exit_code == 0, result.output
+    assert (root / "r.png").read_bytes() == (root / "m.png").read_bytes()
+
+
 def test_render_refuses_to_write_over_the_target_or_a_placed_tile(made):
     root, make = made
     make("-o", root / "m.png", "--placements", root / "p.json")
@@ -465,6 +530,10 @@ def test_render_functions_name_an_argument_of_the_wrong_type(tmp_path):
         placements_renderer(placements, {"tile_px": 8})
     with pytest.raises(OptionError, match="^tiles must be a tile source spec .*got 5$"):
         render_placements(placements, tiles=5)
+    # A bare TypeError from os.fspath, naming nothing.
+    for call in (render_placements, placements_renderer):
+        with pytest.raises(OptionError, match="^cache_dir must be a path .*got 5$"):
+            call(placements, tiles=str(tmp_path), cache_dir=5)
 
 
 @pytest.mark.parametrize(("grid", "words"), [

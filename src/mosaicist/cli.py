@@ -1272,7 +1272,7 @@ def score(
     """
     import json
 
-    from .metrics import headline, read_tile_grid, score_mosaic
+    from .metrics import headline, read_placements, score_mosaic
     from .paths import atomic_path, check_distinct, check_writable
 
     if json_path is not None:
@@ -1281,7 +1281,7 @@ def score(
         for given, what in ((mosaic, "mosaic"), (target, "target"),
                             (placements_path, "placements")):
             check_distinct([(given, what), (json_path, "JSON file")])
-    tile_grid = None if placements_path is None else read_tile_grid(placements_path)
+    tile_grid = None if placements_path is None else read_placements(placements_path)
     cell_px = MosaicOptions().cell_px if cell_px is None else cell_px
     # Only a missing --aspect means square cells: an empty one is refused by its parser.
     metrics = score_mosaic(mosaic, target, cell_px, view_px=view_px, tile_grid=tile_grid,

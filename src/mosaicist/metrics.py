@@ -941,8 +941,22 @@ def read_tile_grid(path: str | os.PathLike[str]) -> np.ndarray:
     MosaicistError
         When the file is missing or is not a placements file.
     """
+    placements = read_placements(path)
+    if placements.rect is not None:
+        raise MosaicistError(f"{path}: adaptive cells of several sizes have no tile grid")
+    return placements.tile_grid()
+
+
+def read_placements(path: str | os.PathLike[str]) -> Placements:
+    """Read a placements file to score a mosaic with (:func:`score_mosaic`'s ``tile_grid``).
+
+    Raises
+    ------
+    MosaicistError
+        When the file is missing or is not a placements file.
+    """
     try:
-        return Placements.read(path).tile_grid()
+        return Placements.read(path)
     except csv.Error as error:
         # Placements.read turns the other parse errors into MosaicistError.
         raise MosaicistError(f"{path}: not a valid placements file ({error})") from None
@@ -983,7 +997,7 @@ def score_mosaic(
     target_path: str | os.PathLike[str],
     cell_px: int,
     view_px: int = 4,
-    tile_grid: np.ndarray | None = None,
+    tile_grid: np.ndarray | Placements | None = None,
     aspect: str | tuple[int, int] = (1, 1),
 ) -> dict:
     """Score a mosaic file against its target picture (any tool's mosaic).
@@ -1001,8 +1015,10 @@ def score_mosaic(
         Target pixels per cell across used to make the mosaic.
     view_px : int
         Width of one cell at viewing scale.
-    tile_grid : numpy.ndarray, optional
-        ``(rows, cols)`` tile ids; adds :func:`repetition_metrics`.
+    tile_grid : numpy.ndarray or Placements, optional
+        ``(rows, cols)`` tile ids, or the placements (:func:`read_placements`;
+        adaptive cells too, measured as ``make`` measures them: the closest
+        repeat between cell centres); adds :func:`repetition_metrics`.
     aspect : str or tuple of int
         The cells' aspect, ``"W:H"`` or ``(W, H)`` (default square).
 
@@ -1042,8 +1058,19 @@ def score_mosaic(
             mosaic=mosaic_path, width=width, height=height, cols=cols, rows=rows,
             target=target_path, cell=cell_px,
         )
-    if tile_grid is not None and np.shape(tile_grid) != (rows, cols):
+    repetition = None
+    if isinstance(tile_grid, Placements):
+        placed, tile_grid = tile_grid, None
+        if placed.rect is None:
+            tile_grid = placed.tile_grid()
+        else:
+            from .adaptive import leaf_repetition
+
+            repetition = leaf_repetition(placed.tile, placed.rect)
+            shape = f"{placed.cols}x{placed.rows}"
+    if tile_grid is not None:
         shape = "x".join(str(side) for side in np.shape(tile_grid)[::-1])
+    if (tile_grid is not None or repetition is not None) and shape != f"{cols}x{rows}":
         raise OptionError(
             "the placements are {shape} cells but {target} has {cols}x{rows} cells at "
             "{cell_px} {cell}", shape=shape, target=target_path, cols=cols, rows=rows,
@@ -1059,6 +1086,8 @@ def score_mosaic(
                                 aspect=None if square else ratio)
     if tile_grid is not None:
         metrics |= repetition_metrics(tile_grid)
+    elif repetition is not None:
+        metrics |= repetition
     return metrics
 
 

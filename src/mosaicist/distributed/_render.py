@@ -109,6 +109,9 @@ class BandJob:
         The placements' settings (for their checks).
     cols : int
         Cells across.
+    as_indexed : bool
+        Whether the photos are cut as the index cuts them (``originals``; see
+        :class:`~mosaicist.render.OriginalPictures`), as where the client draws.
     """
 
     kind: str
@@ -121,6 +124,7 @@ class BandJob:
     metric: str
     options: MosaicOptions
     cols: int
+    as_indexed: bool = False
 
 
 def write_on_cluster(
@@ -190,7 +194,7 @@ def band_job(renderer: MosaicRenderer, cache: Path) -> BandJob | None:
     if isinstance(pictures, OriginalPictures):
         return BandJob("originals", None, source_spec(pictures.source), str(cache),
                        pictures.tile_px, pictures.aspect, pictures.crop, renderer.metric,
-                       options, placements.cols)
+                       options, placements.cols, pictures.as_indexed)
     return None
 
 
@@ -293,7 +297,8 @@ def draw_rows(job: BandJob, placements: Placements, wanted: Any, first_row: int,
     else:
         source = _open(job.spec, job.cache)
         pictures = OriginalPictures(source, placements.source_ids, job.tile_px,
-                                    aspect=job.aspect, crop=job.crop, windows=wanted)
+                                    aspect=job.aspect, crop=job.crop, windows=wanted,
+                                    as_indexed=job.as_indexed)
     renderer = MosaicRenderer(placements, pictures, job.metric)
     height = renderer.tile_height
     out = np.empty((placements.rows * height, renderer.width, 3), np.uint8)

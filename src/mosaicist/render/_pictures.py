@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import io
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -27,7 +29,14 @@ from .._runtime import release_pages, worker_count
 from ..aspect import SQUARE, height_for
 from ..crop import Window
 from ..errors import MosaicistError
-from ..imaging import ImageReadError, make_tile, read_original, thumbnail
+from ..imaging import (
+    ImageReadError,
+    _open_checked,
+    decode_tile,
+    make_tile,
+    read_original,
+    thumbnail,
+)
 from ..sources import SourceEntry, TileSource
 
 
@@ -187,6 +196,7 @@ class OriginalPictures(TilePictures):
         aspect: tuple[int, int] = SQUARE,
         windows: Mapping[str, Window] | None = None,
         crop: str = "centre",
+        as_indexed: bool = False,
     ) -> None:
         self.source = source
         self.source_ids = source_ids
@@ -195,6 +205,7 @@ class OriginalPictures(TilePictures):
         self.tile_height = height_for(tile_px, aspect)
         self.windows = windows or {}
         self.crop = crop
+        self.as_indexed = as_indexed
         self.capacity = max(1, cache_bytes // (tile_px * self.tile_height * 3))
         self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.workers = workers or worker_count()
@@ -206,6 +217,8 @@ class OriginalPictures(TilePictures):
         window = self.windows.get(source_id)
         try:
             path = self.source.local_path(entry)
+            if path is not None and self.as_indexed:
+                return self._decode_as_indexed(path)
             if path is not None:
                 # Our own reader, not open_original's full-size picture: it checks
                 # the header and decodes only as large as the tile needs.
@@ -218,6 +231,21 @@ class OriginalPictures(TilePictures):
         except (ImageReadError, OSError, ValueError, SyntaxError) as error:
             raise MosaicistError(f"{source_id}: cannot open the tile's original: {error}") \
                 from None
+
+    def _decode_as_indexed(self, path: str | os.PathLike[str]) -> np.ndarray:
+        """The tile of a local file as the index made it (see ``as_indexed``)."""
+        with open(path, "rb") as handle:
+            data = handle.read()
+        try:
+            # The header's size, for the threads' shared budget; decode_tile checks it
+            # against the tile limit, and names a file that is no image.
+            # (Read with Pillow's own limit lifted: a large photo is not warned about.)
+            with _open_checked(io.BytesIO(data), None) as image:
+                pixels = image.width * image.height
+        except Exception:  # noqa: BLE001 - decode_tile says what is wrong with the file
+            pixels = 0
+        with self.budget.hold(pixels):
+            return decode_tile(data, self.tile_px, self.aspect, self.crop).pixels
 
     def fetch(self, cells: np.ndarray) -> np.ndarray:
         wanted = [self.source_ids[cell] for cell in np.asarray(cells).tolist()]

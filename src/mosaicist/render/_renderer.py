@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import paths
 from ..colour import from_space, grey_parts, to_space
-from ..errors import MosaicistError, OptionError, shown_type
+from ..errors import MosaicistError, OptionError, SourceError, shown_type
 from ..imaging import content_hash, read_target
 from ..library import TileStamp, stored_stamps, stored_windows
 from ..placements import Placements
@@ -126,6 +126,41 @@ def _scale_chroma(deviations: np.ndarray, chroma: np.ndarray, metric: str) -> np
     return deviations
 
 
+def _drawing_problem(placements: Placements, tile_px: int, tile_height: int) -> str | None:
+    """Say why ``placements`` cannot be drawn with tiles of ``tile_px x tile_height``, or None.
+
+    A quarter turn or a diagonal mirror does not keep the shape of a
+    rectangular tile, and a cell ``2^-d`` a side is its tile reduced
+    ``2^d``-fold, which needs tile sides that divide by ``2^d``.
+
+    Parameters
+    ----------
+    placements : Placements
+        The placements to draw.
+    tile_px, tile_height : int
+        The tiles' width and height in pixels.
+
+    Returns
+    -------
+    str or None
+        The problem, in words; None when they can be drawn.
+    """
+    if tile_px != tile_height:
+        turned = np.setdiff1d(np.unique(placements.transform), SHAPE_KEEPING)
+        if len(turned):
+            code = int(turned[0])
+            name = TRANSFORM_NAMES[code] if 0 <= code < len(TRANSFORM_NAMES) else str(code)
+            return (f"the placements turn tiles by {name}, which does not keep the shape of "
+                    f"{tile_px}x{tile_height} px tiles")
+    if placements.rect is not None:
+        side = np.rint(1 / placements.rect[:, 2]).astype(np.int64)
+        if ((tile_px % side) | (tile_height % side)).any():
+            small = int(side.max())
+            return (f"cells down to 1/{small} of a tile need tile sizes that divide by "
+                    f"{small}; {tile_px}x{tile_height} px do not")
+    return None
+
+
 @dataclass
 class MosaicRenderer:
     """Draws placements as a picture, one row of cells at a time.
@@ -182,13 +217,9 @@ class MosaicRenderer:
         """Yield the picture as ``(tile_height, width, 3)`` uint8 bands, one per row of cells."""
         placements = self.placements
         cols, tile_px, tile_height = placements.cols, self.tile_px, self.tile_height
-        if tile_px != tile_height:
-            turned = np.setdiff1d(np.unique(placements.transform), SHAPE_KEEPING)
-            if len(turned):
-                code = int(turned[0])
-                name = TRANSFORM_NAMES[code] if 0 <= code < len(TRANSFORM_NAMES) else str(code)
-                raise MosaicistError(f"the placements turn tiles by {name}, which does not keep "
-                                     f"the shape of {tile_px}x{tile_height} px tiles")
+        problem = _drawing_problem(placements, tile_px, tile_height)
+        if problem:
+            raise MosaicistError(problem)
         if placements.rect is not None:
             yield from self._adaptive_bands()
             return
@@ -229,10 +260,6 @@ class MosaicRenderer:
         width = placements.cols * tile_px
         rect = placements.rect
         side = np.rint(1 / rect[:, 2]).astype(np.int64)
-        if ((tile_px % side) | (tile_height % side)).any():
-            small = int(side.max())
-            raise MosaicistError(f"cells down to 1/{small} of a tile need tile sizes that "
-                                 f"divide by {small}; {tile_px}x{tile_height} px do not")
         band_of = placements.cell_rows()
         order = np.argsort(band_of, kind="stable")
         bounds = np.searchsorted(band_of[order], np.arange(placements.rows + 1))
@@ -382,7 +409,9 @@ def placements_renderer(
     aspect, Lanczos) at ``options.tile_px`` by ``options.tile_height``, not
     by enlarging the index thumbnail, with the
     recorded transform and tint; the target is blended over it when
-    ``options.overlay`` is set.
+    ``options.overlay`` is set. At ``options.match_px`` (the size tiles were
+    matched at, where ``make`` draws the index's thumbnails) a local file is
+    cut as the index cuts it, so that the picture is the make's.
 
     Parameters
     ----------
@@ -409,7 +438,7 @@ def placements_renderer(
         :class:`~mosaicist.errors.OptionError` naming the parameter for one
         of the wrong type.
     """
-    _check_arguments(placements, options, tiles)
+    _check_arguments(placements, options, tiles, cache_dir)
     options = placements.options if options is None else options
     matched = placements
     if options.aspect != placements.options.aspect:
@@ -417,16 +446,34 @@ def placements_renderer(
         # none): the placements then describe that grid, for the viewer's pointer.
         placements = copy.copy(placements)
         placements.options = placements.options.replace(aspect=options.aspect)
+    # Found while drawing, after the output was begun, this named no file.
+    problem = _drawing_problem(placements, options.tile_px, options.tile_height)
+    if problem:
+        named = "the placements" if placements.path is None else str(placements.path)
+        raise MosaicistError(f"{named}: {problem}")
     spec = tiles or placements.source
     if not spec:
         raise OptionError("these placements do not name their tile source; pass {tiles}")
-    source = open_source(spec, cache_dir=paths.cache_dir(cache_dir), show_progress=show_progress)
+    try:
+        source = open_source(spec, cache_dir=paths.cache_dir(cache_dir),
+                             show_progress=show_progress)
+    except SourceError as error:
+        if tiles or placements.path is None:
+            raise
+        # A library moved since the make: the folder named alone did not say where it
+        # came from, nor how to name the one to use.
+        raise OptionError("{path}: the tile source it records cannot be used ({problem}); "
+                          "pass {tiles} to name the library", path=placements.path,
+                          problem=str(error)) from None
     _check_placed_files(source, placements)
     # The crop windows the index stored when the tiles were matched, if it is there.
     windows = stored_windows(source, placements.source_ids, options.match_px or options.tile_px,
                              options.aspect_ratio, options.crop, cache_dir)
+    # At the size tiles were matched at, make draws the index's thumbnails: they are cut
+    # here as the index cut them, so that a render of a make is that make.
     pictures = OriginalPictures(source, placements.source_ids, options.tile_px,
-                                aspect=options.aspect_ratio, crop=options.crop, windows=windows)
+                                aspect=options.aspect_ratio, crop=options.crop, windows=windows,
+                                as_indexed=options.tile_px == options.match_px)
     renderer = MosaicRenderer(
         placements, pictures, options.metric, source_root=source.local_root(),
     )
@@ -580,7 +627,7 @@ def render_placements(
     numpy.ndarray
         ``(rows * tile_height, cols * tile_px, 3)`` uint8 image.
     """
-    _check_arguments(placements, None, tiles)
+    _check_arguments(placements, None, tiles, cache_dir)
     options = placements.options
     if tile_px is not None:
         options = options.replace(tile_px=tile_px)
@@ -588,7 +635,8 @@ def render_placements(
                                show_progress=show_progress).image()
 
 
-def _check_arguments(placements: object, options: object, tiles: object) -> None:
+def _check_arguments(placements: object, options: object, tiles: object,
+                     cache_dir: object = None) -> None:
     """Refuse, by name, arguments of the render functions that are of the wrong type."""
     from ..options import MosaicOptions
 
@@ -602,6 +650,10 @@ def _check_arguments(placements: object, options: object, tiles: object) -> None
     if tiles is not None and not isinstance(tiles, str | os.PathLike):
         raise OptionError("{tiles} must be a tile source spec (a text or a path), got {value}",
                           value=shown_type(tiles))
+    if cache_dir is not None and not isinstance(cache_dir, str | os.PathLike):
+        # Else a bare TypeError from os.fspath, naming nothing.
+        raise OptionError("{cache_dir} must be a path (a text or a path object), got {value}",
+                          value=shown_type(cache_dir))
 
 
 def target_crop(placements: Placements) -> np.ndarray:
