@@ -202,6 +202,18 @@ def make_odd_folder(root: Path) -> Path:
     return root
 
 
+def make_jpeg_photos(root: Path, count: int = 12, seed: int = 3) -> Path:
+    """``count`` textured JPEG photos of random sizes (26-59 px a side) named p00.jpg..."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        height, width = rng.integers(26, 60, 2).tolist()
+        pixels = np.clip(rng.integers(0, 256, 3) + rng.integers(-60, 60, (height, width, 3)),
+                         0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(root / f"p{index:02d}.jpg", quality=90)
+    return root
+
+
 def make_colour_folder(root: Path, count: int, size: int = 12, seed: int = 0) -> Path:
     """``count`` random-colour PNGs named t000.png, t001.png, ..."""
     root.mkdir(parents=True, exist_ok=True)

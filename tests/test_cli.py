@@ -1016,3 +1016,46 @@ def test_an_interrupt_while_a_finished_command_ends_is_one_line(tmp_path):
             process.wait()
     assert process.returncode == 130, err
     assert err == "mosaicist: error: interrupted\n", err
+
+
+def test_pillow_warnings_on_damaged_metadata_stay_off_stderr(tmp_path):
+    # A camera's EXIF tag declaring more bytes than its block holds: Pillow read the
+    # picture but printed "UserWarning: Tag data larger than file..." with its own
+    # source line, under -q; a TIFF cut inside its header, beside the one-line error.
+    import io
+
+    exif = Image.Exif()
+    exif[0x010F] = "camera-maker-name"  # Make, stored out of line
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (90, 120, 150)).save(buffer, "JPEG", exif=exif)
+    data = bytearray(buffer.getvalue())
+    entry = data.find(b"\x01\x0f\x00\x02")
+    assert entry > 0
+    data[entry + 4:entry + 8] = (100000).to_bytes(4, "big")
+    (tmp_path / "target.jpg").write_bytes(bytes(data))
+    tiles = make_colour_folder(tmp_path / "tiles", 6, size=16)
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48)).save(buffer, "TIFF")
+    (tmp_path / "cut.tif").write_bytes(buffer.getvalue()[:40])
+    environment = {**os.environ, "MOSAICIST_CACHE_DIR": str(tmp_path / "cache")}
+    for target, code in (("target.jpg", 0), ("cut.tif", 1)):
+        done = subprocess.run([sys.executable, "-m", "mosaicist", "make", target, "--tiles",
+                               str(tiles), "--cell", "16", "-o", "o.png", "-q"],
+                              cwd=tmp_path, capture_output=True, text=True, env=environment,
+                              timeout=120)
+        assert done.returncode == code, done.stderr
+        assert "Warning" not in done.stderr and "warn(" not in done.stderr, done.stderr
+        assert len(done.stderr.splitlines()) == code, done.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["make", "https://example.com/a.jpg", "--tiles", "x"],
+    ["make", "t.png", "--tiles", "x", "-o", "s3://bucket/o.png"],
+    ["score", "file:///tmp/m.png", "t.png"],
+])
+def test_a_url_given_for_a_file_is_named_as_one(argv):
+    # click's Path folded the "//": "https:/example.com/a.jpg: target file not found".
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "is a URL; mosaicist reads and writes local files only" in result.output
+    assert ":/" not in result.output.replace("://", "")

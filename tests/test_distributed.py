@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_colour_folder, make_odd_folder, noisy_target
+from conftest import make_colour_folder, make_jpeg_photos, make_odd_folder, noisy_target
 from PIL import Image
 
 from mosaicist import make_mosaic
@@ -470,14 +470,7 @@ def test_a_deduplicated_library_is_drawn_by_the_workers_the_first_time(client, t
 def test_a_render_of_jpeg_photos_on_a_cluster_is_the_make(client, tmp_path):
     # At the size tiles were matched at, the client cuts JPEG photos as the index cut
     # them (libjpeg-turbo's scaled decoding); the workers cut them with Pillow's.
-    rng = np.random.default_rng(5)
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for index in range(12):
-        height, width = rng.integers(26, 60, 2).tolist()
-        pixels = np.clip(rng.integers(0, 256, 3) + rng.integers(-60, 60, (height, width, 3)),
-                         0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(photos / f"p{index:02d}.jpg", quality=90)
+    photos = make_jpeg_photos(tmp_path / "photos", seed=5)
     target = tmp_path / "target.png"
     Image.fromarray(noisy_target()).save(target)
     options = MosaicOptions(cell_px=4, tile_px=8, preset="seed")

@@ -639,3 +639,11 @@ def test_a_tint_that_rounds_to_no_tint_is_refused(name):
     # 0.004 was ranked as no tint, drawn as one, and reported as 0.004.
     with pytest.raises(OptionError, match=f"{name} is applied in hundredths: 0.004 would be 0"):
         MosaicOptions(**{name: 0.004})
+
+
+def test_settings_written_with_a_tint_below_a_hundredth_read_as_no_tint():
+    # Files written before tints were kept in hundredths: 0.004 was matched as no tint,
+    # and such a file (placements, a batch's record) was refused when read back.
+    written = MosaicOptions(tint=0.5).to_json() | {"tint": 0.004, "tint_max": 0.003}
+    read = MosaicOptions.from_json(written)
+    assert read.tint == 0.0 and read.tint_max == 0.0

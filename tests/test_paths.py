@@ -328,3 +328,30 @@ def test_where_no_lock_can_be_had_the_block_runs_unlocked(tmp_path, monkeypatch)
     with paths.build_lock(tmp_path / "entry") as locked:
         assert locked is False
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_of_no_size_that_takes_no_files_is_refused_before_the_work(tmp_path,
+                                                                            monkeypatch):
+    # 'make ... --report /proc/r.json' did all the work, then could not write the report:
+    # /proc passes the permission checks, reports no size, and takes no new file.
+    import errno
+    import tempfile
+
+    from mosaicist import paths
+
+    class NoSize:
+        f_blocks = f_bavail = f_files = f_favail = f_flag = 0
+        f_frsize = f_bsize = 4096
+
+    def refused(*args, **kwargs):
+        raise OSError(errno.ENOENT, os.strerror(errno.ENOENT))
+
+    monkeypatch.setattr(paths.os, "statvfs", lambda _: NoSize())
+    with monkeypatch.context() as patched:
+        patched.setattr(tempfile, "mkstemp", refused)
+        with pytest.raises(MosaicistError, match=r"r\.json: files cannot be made in the report "
+                           r"file folder .* \(its file system takes no new files\)"):
+            paths.check_writable(tmp_path / "r.json", "report file")
+    # A folder of no size that takes files (a probe made and removed) passes.
+    paths.check_writable(tmp_path / "r.json", "report file")
+    assert list(tmp_path.iterdir()) == []

@@ -889,3 +889,24 @@ def test_a_picture_that_cannot_be_read_is_one_error_naming_the_target(tmp_path, 
         with pytest.raises(MosaicistError, match="^target: cannot read the picture: ") as caught:
             make_mosaic(picture, folder, cell_px=8, tile_px=8, cache_dir=tmp_path / "c")
         assert "\n" not in str(caught.value)
+
+
+def test_a_report_is_strict_json_where_the_gap_has_no_lower_bound(tmp_path):
+    # Greedy's lower bound is the nearest tiles' total: 0 where a flat target has a flat
+    # photo of its colour, and the gap was written as Infinity (refused by strict
+    # parsers: JavaScript's JSON.parse, the studio's JSONResponse).
+    import json
+
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    for number, colour in enumerate([(200, 10, 10), (10, 200, 10), (10, 10, 200)]):
+        Image.new("RGB", (16, 16), colour).save(tiles / f"c{number}.png")
+    target = np.zeros((48, 64, 3), np.uint8) + np.array([200, 10, 10], np.uint8)
+    mosaic = _make_mosaic(target, tiles, {"assign": "greedy", "cell_px": 16, "tile_px": 16,
+                                          "max_uses": 6, "preset": "seed"},
+                          cache_dir=tmp_path / "cache")
+    assignment = mosaic.report()["assignment"]
+    assert mosaic.assignment.gap == float("inf") and assignment["gap"] is None
+    mosaic.write_report(tmp_path / "r.json")
+    json.loads((tmp_path / "r.json").read_text(),
+               parse_constant=lambda name: pytest.fail(f"not strict JSON: {name}"))

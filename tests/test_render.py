@@ -4,7 +4,7 @@ import functools
 
 import numpy as np
 import pytest
-from conftest import make_colour_folder, noisy_target
+from conftest import make_colour_folder, make_jpeg_photos, noisy_target
 from PIL import Image
 
 from mosaicist import Placements
@@ -433,14 +433,7 @@ def test_render_of_a_make_from_jpeg_photos_is_the_make(made, extra):
     # The index decodes JPEGs with libjpeg-turbo at any n/8 scale; a render from the
     # originals scaled them by Pillow's 1/2-1/8 and Lanczos: tens of levels apart.
     root, make = made
-    rng = np.random.default_rng(3)
-    photos = root / "photos"
-    photos.mkdir()
-    for index in range(12):
-        height, width = rng.integers(26, 60, 2).tolist()
-        pixels = np.clip(rng.integers(0, 256, 3) + rng.integers(-60, 60, (height, width, 3)),
-                         0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(photos / f"p{index:02d}.jpg", quality=90)
+    photos = make_jpeg_photos(root / "photos")
     make("-o", root / "m.png", "--placements", root / "p.json", *extra, tiles=photos)
     result = _cli("render", root / "p.json", "-o", root / "r.png", "--cache-dir",
                   root / "cache", "-q")

@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -337,3 +338,18 @@ class OrderedJobs:
         self._pending.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def quiet_picture_warnings() -> None:
+    """Keep Pillow's warnings about damaged metadata off stderr (the command line, its workers).
+
+    A camera's EXIF block whose tag declares more bytes than the block
+    holds, a TIFF tag of too many entries, a TIFF cut inside its header:
+    Pillow warns (a ``UserWarning`` printed with its own source line, even
+    under ``-q``) and then reads the picture, or the read fails and
+    mosaicist says why in one line. Only Pillow's ``UserWarning`` is left
+    out: its ``DecompressionBombWarning`` is a ``RuntimeWarning``, and the
+    limits on pixels are mosaicist's own anyway.
+    """
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\..*)?$")
+

@@ -27,6 +27,7 @@ import click
 from .dedupe import DEFAULT_THRESHOLD as DEDUPE_THRESHOLD
 from .errors import MosaicistError, OptionError, printable
 from .options import DEFAULT_PRESET, PRESETS, MosaicOptions, Setting, setting_named
+from .paths import URL_START
 from .progress import progress_enabled
 
 #: Exit status of a command whose output's reader went away: 128 + SIGPIPE, as a shell
@@ -114,6 +115,9 @@ class _Command(click.Command):
     def invoke(self, ctx: click.Context) -> Any:
         unwinding: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         kept: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        from ._runtime import quiet_picture_warnings
+
+        quiet_picture_warnings()
         if self.name not in _SERVING:
             from ._runtime import unwind_on_terminate
 
@@ -324,7 +328,9 @@ def _negative_value(arguments: list[str], unknown: str) -> str | None:
 
 class _GivenPath(click.Path):
     """A path that is not the empty text (which ``Path`` reads as ``.``, the current folder:
-    ``--cache-dir ""`` filled it with indexes, ``-o ""`` named it as the output)."""
+    ``--cache-dir ""`` filled it with indexes, ``-o ""`` named it as the output), nor a URL
+    (``Path`` folds its ``//``: ``https://host/a.jpg`` was "https:/host/a.jpg: target file
+    not found")."""
 
     def __init__(self) -> None:
         super().__init__(path_type=Path)
@@ -333,6 +339,9 @@ class _GivenPath(click.Path):
                 ctx: click.Context | None) -> Any:
         if value == "":
             self.fail("the name is empty", param, ctx)
+        if isinstance(value, str) and URL_START.match(value):
+            self.fail(f"{value} is a URL; mosaicist reads and writes local files only "
+                      "(download it first)", param, ctx)
         return super().convert(value, param, ctx)
 
 

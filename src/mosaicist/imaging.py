@@ -51,7 +51,6 @@ import io
 import logging
 import math
 import os
-import re
 import stat
 import threading
 import zlib
@@ -66,7 +65,7 @@ from .aspect import SQUARE, height_for
 from .crop import Window, centre_window, choose_window, scale_window, window_size
 from .dedupe import SIGNATURE_PX, signature
 from .errors import MosaicistError, OptionError
-from .paths import expanded
+from .paths import URL_START, expanded
 
 try:  # libjpeg-turbo directly: ~10x faster than Pillow for small JPEGs
     import simplejpeg
@@ -950,10 +949,6 @@ def content_hash(data: bytes | memoryview) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-#: A URL's scheme: ``https://``, ``file://``... (a Windows drive, ``C:\\``, has no ``//``).
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-
-
 def target_path(path: str | os.PathLike[str]) -> Path:
     """A target's path as it is read: ``~`` expanded, as tile folders and the cache are.
 
@@ -971,7 +966,7 @@ def target_path(path: str | os.PathLike[str]) -> Path:
     text = os.fsdecode(path)  # a bytes path, as Python's own file functions take one
     if text == "":
         raise MosaicistError("the target path is empty")
-    if _URL.match(text):
+    if URL_START.match(text):
         raise MosaicistError(f"{text}: target is a URL; only local files are read "
                              "(download it first)")
     return expanded(text)

@@ -614,11 +614,12 @@ class MosaicOptions:
         "rectangular {aspect} only those that keep the shape: mirror, half turn, flip).",
         choices=tuple(AUGMENT_SETS), section="match")
     tint: float = setting(
-        0.0, "Move each tile's mean colour toward its cell's by this fraction, in "
+        0.0, "Move each tile's mean colour toward its cell's by this fraction, rounded to "
         "hundredths (tiles are ranked after the shift).", low=0, high=1, metavar="A",
         section="match")
     tint_max: float | None = setting(
-        None, "Raise a tile's tint above the tint, up to this, where its mean colour would "
+        None, "Raise a tile's tint above the tint, up to this (rounded to hundredths), where "
+        "its mean colour would "
         "still be further from its cell's than the cell's own texture spread (flat cells the "
         "library covers poorly: dark skies, deep colours).", low=0, high=1, metavar="A",
         section="match")
@@ -898,6 +899,12 @@ class MosaicOptions:
         for declared in settings():
             values.setdefault(declared.name, "seed" if declared.name == "preset"
                               else declared.default)
+        for name in ("tint", "tint_max"):
+            # Written before tints were kept in hundredths: 0.004 was matched as no
+            # tint, which it now is, rather than a file refused.
+            value = values[name]
+            if isinstance(value, float) and 0 < value < 0.005:
+                values[name] = 0.0
         return cls(**values)
 
 

@@ -37,6 +37,11 @@ CACHE_ENV = "MOSAICIST_CACHE_DIR"
 STORED_ARRAY_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 
+#: A URL's start, its scheme and ``//`` (``https://``, ``file://``...; a Windows drive,
+#: ``C:\\``, has no ``//``): no local path, and ``Path`` would fold its ``//``.
+URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def expanded(path: str | os.PathLike[str]) -> Path:
     """``path`` with ``~`` expanded; a ``~user`` of no user here stays as written.
 
@@ -585,7 +590,35 @@ def check_writable(path: str | os.PathLike[str], what: str = "output") -> None:
         # access() answers no for a read-only file system too, where no permission helps.
         reason = "read-only file system" if _read_only(parent) else "permission denied"
         raise MosaicistError(f"{path}: {what} is not writable ({reason})")
+    with contextlib.suppress(OSError, AttributeError):  # no statvfs on Windows
+        if os.statvfs(parent).f_blocks == 0:
+            # A file system of no size (/proc, /sys) passes the checks above and then
+            # takes no file: found after all the work (a report under /proc).
+            refused = refuses_files(parent)
+            if refused:
+                raise MosaicistError(f"{path}: files cannot be made in the {what} folder "
+                                     f"{parent} ({refused}); write the {what} elsewhere")
 
+
+def refuses_files(folder: Path) -> str | None:
+    """Why a file cannot be made in ``folder``, found by making one; None where it can."""
+    try:
+        descriptor, name = tempfile.mkstemp(prefix=".mosaicist-probe-", dir=folder)
+    except OSError as error:
+        if error.errno in (errno.EACCES, errno.EPERM):
+            return "permission denied"
+        if error.errno == errno.EROFS:
+            return "read-only file system"
+        if error.errno == errno.ENOENT:
+            # /proc's answer for a folder that is there: "no such file" would mislead.
+            return "its file system takes no new files"
+        return (error.strerror or str(error)).lower()
+    os.close(descriptor)
+    try:
+        os.unlink(name)
+    except OSError:
+        pass
+    return None
 
 def _read_only(folder: Path) -> bool:
     """Whether ``folder`` is on a file system mounted read-only (False where unknown)."""

@@ -17,6 +17,7 @@ the grid is cut (:mod:`mosaicist.grid`), the library indexed or updated
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import threading
@@ -289,7 +290,12 @@ def _assignment_report(assignment: Assignment | None) -> dict[str, Any] | None:
     for item in fields(assignment):
         if item.name in shown:
             value = getattr(assignment, item.name)
-            report[item.name] = value.item() if isinstance(value, np.generic) else value
+            value = value.item() if isinstance(value, np.generic) else value
+            # A gap over a lower bound of 0 is infinite: JSON has no such number
+            # ("Infinity" is refused by strict parsers), so it is null, "none to give".
+            if isinstance(value, float) and not math.isfinite(value):
+                value = None
+            report[item.name] = value
     return {name: report[name] for name in shown}
 
 

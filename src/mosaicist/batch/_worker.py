@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._runtime import THREADS_ENV, end_with_parent
+from .._runtime import THREADS_ENV, end_with_parent, quiet_picture_warnings
 from ..errors import MosaicistError, OptionError
 from ..paths import sync_folder
 
@@ -130,6 +130,7 @@ def init_worker(threads: int, parent_pid: int) -> None:
     (:func:`mosaicist._runtime.end_with_parent`).
     """
     end_with_parent(parent_pid)
+    quiet_picture_warnings()
     os.environ[THREADS_ENV] = str(threads)
     # Ctrl+C reaches the whole process group: the batch's own process stops the
     # pool, and a worker waiting for work must not die with a traceback first.

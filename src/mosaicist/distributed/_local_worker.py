@@ -28,6 +28,8 @@ import signal
 import threading
 from typing import Any
 
+from .._runtime import quiet_picture_warnings
+
 logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
 
 
@@ -57,7 +59,9 @@ def dask_setup(worker: Any) -> None:
     # Again, in case something set a handler since the import.
     ignore_interrupts()
     quiet_task_errors()
+    quiet_picture_warnings()
 
 
 ignore_interrupts()
 quiet_task_errors()
+quiet_picture_warnings()

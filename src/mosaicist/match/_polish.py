@@ -30,20 +30,21 @@ every pair took 46 s after a 2 s match). Each cell tries at most
 :data:`PARTNERS_PER_PASS` partners per pass (more on small grids, up to
 :data:`PARTNER_CHECKS` per pass in all), a spacing check reads the tile's
 cells or, on a grid where they are more, the ``(2D - 1)^2`` cells around,
-and the whole polish stops after :data:`COMPILED_BUDGET` steps: it is a
-polish, and stopping early keeps every limit and the gains so far. The
-budgets count steps, not seconds, so a placement is the same on every
-machine. The loop runs compiled where Numba is (:mod:`._kernels`), else as
-Python with a budget a hundredth as large.
+and the whole polish stops after :data:`BUDGET` steps: it is a polish,
+and stopping early keeps every limit and the gains so far. The budgets
+count steps, not seconds, and are the same compiled (where Numba is,
+:mod:`._kernels`) and as Python, so a placement is the same on every
+machine, with or without Numba; only the time differs.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 
-from ._kernels import _compiled_loop
+from ._kernels import _compiled_loop, _numba, compiled_loops_allowed
 
 #: Passes over every cell at most.
 PASSES = 8
@@ -51,9 +52,11 @@ PASSES = 8
 #: (more per cell on grids of fewer cells).
 PARTNERS_PER_PASS = 32
 PARTNER_CHECKS = 20_000_000
-#: Steps (partners tried, cells read by spacing checks) of the whole polish at most.
-COMPILED_BUDGET = 60_000_000
-PYTHON_BUDGET = COMPILED_BUDGET // 100
+#: Steps (partners tried, cells read by spacing checks) of the whole polish at most: the
+#: same compiled and as Python, so that a placement does not depend on Numba (as
+#: Python, the most a polish takes is then about a minute, on grids whose capped
+#: assignment without Numba takes many minutes; compiled, a fifth of a second).
+BUDGET = 40_000_000
 #: Most cell-tile pairs whose edges are looked up in a table (8 bytes each) rather than
 #: by binary search.
 DENSE_PAIRS = 1 << 23
@@ -108,13 +111,12 @@ def polish(
     first = np.full(tile_count, -1, np.int64)
     following = np.full(count, -1, np.int64)
     preceding = np.full(count, -1, np.int64)
-    for cell in np.argsort(held, kind="stable")[::-1].tolist():
-        tile = int(held[cell])
-        head = int(first[tile])
-        following[cell] = head
-        if head >= 0:
-            preceding[head] = cell
-        first[tile] = cell
+    order = np.argsort(held, kind="stable")
+    same = held[order[1:]] == held[order[:-1]]
+    following[order[:-1][same]] = order[1:][same]
+    preceding[order[1:][same]] = order[:-1][same]
+    starts = np.flatnonzero(np.r_[True, ~same])
+    first[held[order[starts]]] = order[starts]
     # Edge of each (cell, tile) pair: read from a table where it is small, else found
     # by binary search on cell * tiles + tile.
     edge_cell = np.repeat(np.arange(count, dtype=np.int64), np.diff(bounds))
@@ -128,18 +130,22 @@ def polish(
         key_order = np.argsort(keys, kind="stable")
         keys = keys[key_order]
     rows, cols = grid if grid is not None else (0, 0)
-    loop: Any = _compiled_loop(_polish_loop)
-    budget = COMPILED_BUDGET if loop is not None else PYTHON_BUDGET
-    if loop is None:
-        loop = _polish_loop
-    made = loop(np.ascontiguousarray(bounds, np.int64), edge_tile,
-                np.ascontiguousarray(edge_dist), choice, held,
-                np.ascontiguousarray(position[:, 0], np.float64),
-                np.ascontiguousarray(position[:, 1], np.float64), float(apart), int(rows),
-                int(cols), int(cap), int(minimum), uses, first, following, preceding,
-                table, keys, key_order.astype(np.int64), tile_count, int(passes),
-                max(PARTNERS_PER_PASS, PARTNER_CHECKS // count), budget)
-    return choice, int(made)
+    arguments = (np.ascontiguousarray(bounds, np.int64), edge_tile,
+                 np.ascontiguousarray(edge_dist), choice, held,
+                 np.ascontiguousarray(position[:, 0], np.float64),
+                 np.ascontiguousarray(position[:, 1], np.float64), float(apart), int(rows),
+                 int(cols), int(cap), int(minimum), uses, first, following, preceding,
+                 table, keys, key_order.astype(np.int64), tile_count, int(passes),
+                 max(PARTNERS_PER_PASS, PARTNER_CHECKS // count), BUDGET)
+    loop: Any = _compiled_loop(_polish_loop) if compiled_loops_allowed() else None
+    if loop is not None:
+        try:
+            return choice, int(loop(*arguments))
+        except _numba().core.errors.NumbaError as error:
+            # Raised while typing, before the loop ran: the arrays are untouched.
+            warnings.warn(f"Numba could not compile the polish's loop ({error}); "
+                          "running it as Python", RuntimeWarning, stacklevel=2)
+    return choice, int(_polish_loop(*arguments))
 
 
 def _polish_loop(bounds: Any, edge_tile: Any, edge_dist: Any, choice: Any, held: Any, y: Any,
@@ -157,7 +163,7 @@ def _polish_loop(bounds: Any, edge_tile: Any, edge_dist: Any, choice: Any, held:
         moved = 0
         for cell in range(count):
             if spent > budget:
-                return made
+                return made + moved
             own = choice[cell]
             old = edge_tile[own]
             tried = 0

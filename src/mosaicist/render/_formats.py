@@ -26,7 +26,7 @@ import numpy as np
 
 from .._registry import PluginError, Registry, check_name, describe, guard_plugin
 from ..errors import MosaicistError
-from ..paths import check_writable
+from ..paths import check_writable, refuses_files
 
 if TYPE_CHECKING:
     from ..options import MosaicOptions
@@ -401,7 +401,7 @@ def check_room(path: str | os.PathLike[str], output: OutputFormat, width: int, h
     if needed > free:
         # A folder that takes no files (/proc, /sys) also reports 0 bytes free: the
         # problem there is the folder, not a full disk.
-        refused = _refuses_files(folder)
+        refused = refuses_files(folder)
         if refused:
             raise MosaicistError(f"{path}: files cannot be made in the output folder "
                                  f"{folder} ({refused}); write the output elsewhere")
@@ -414,29 +414,6 @@ def check_room(path: str | os.PathLike[str], output: OutputFormat, width: int, h
                              f"for {stats.f_favail:,} more; use larger cells, smaller tiles "
                              "or larger Deep Zoom tiles")
 
-
-def _refuses_files(folder: Path) -> str | None:
-    """Why a file cannot be made in ``folder``, found by making one; None where it can."""
-    import errno
-    import tempfile
-
-    try:
-        descriptor, name = tempfile.mkstemp(prefix=".mosaicist-probe-", dir=folder)
-    except OSError as error:
-        if error.errno in (errno.EACCES, errno.EPERM):
-            return "permission denied"
-        if error.errno == errno.EROFS:
-            return "read-only file system"
-        if error.errno == errno.ENOENT:
-            # /proc's answer for a folder that is there: "no such file" would mislead.
-            return "its file system takes no new files"
-        return (error.strerror or str(error)).lower()
-    os.close(descriptor)
-    try:
-        os.unlink(name)
-    except OSError:
-        pass
-    return None
 
 
 def _bytes(count: int) -> str:

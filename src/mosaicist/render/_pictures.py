@@ -31,6 +31,7 @@ from ..crop import Window
 from ..errors import MosaicistError
 from ..imaging import (
     ImageReadError,
+    _draft_for,
     _open_checked,
     decode_tile,
     make_tile,
@@ -237,10 +238,13 @@ class OriginalPictures(TilePictures):
         with open(path, "rb") as handle:
             data = handle.read()
         try:
-            # The header's size, for the threads' shared budget; decode_tile checks it
-            # against the tile limit, and names a file that is no image.
+            # The size decoded, for the threads' shared budget: a JPEG's at the DCT
+            # scale decode_tile asks for too (the header's whole size let two 24 MP
+            # photos at a time through, on any number of cores). decode_tile checks
+            # the header against the tile limit, and names a file that is no image.
             # (Read with Pillow's own limit lifted: a large photo is not warned about.)
             with _open_checked(io.BytesIO(data), None) as image:
+                _draft_for(image, self.tile_px, self.aspect, None)
                 pixels = image.width * image.height
         except Exception:  # noqa: BLE001 - decode_tile says what is wrong with the file
             pixels = 0
