@@ -184,8 +184,6 @@ MAX_SPACING_ROUNDS = 60
 #: Most cell-tile pairs for which, where the spacing rounds give up, every cell lists the
 #: whole library (16 bytes a pair): a small library, whose tiles every window holds.
 FALLBACK_PAIRS = 1 << 22
-#: Passes of single moves onto cheaper tiles that polish the placement built there.
-IMPROVE_PASSES = 4
 #: Most listed cell-tile pairs for which, where greedy finds no placement there, one is
 #: solved exactly (:meth:`_Solver._exact_placement`), and the seconds that solve may take.
 #: 10 tiles of at most 3 uses, 3 cells apart, on 5 x 6 cells (300 pairs): 0.02-1 s; 17 of
@@ -2499,14 +2497,15 @@ class _Solver:
                 return self._polished(choice) if self.iterations else choice
             if fewest is None or len(a) < fewest:
                 best, fewest = tile, len(a)
+            # Where the rounds give up, the fallback polishes what it builds itself.
             if self.iterations >= MAX_SPACING_ROUNDS:
-                return self._polished(self._spaced_anyway(best))
+                return self._spaced_anyway(best)
             self.iterations += 1
             self._forbid(choice, a, b)
             try:
                 choice = self._restricted(keep=tile)
             except _Stuck:
-                return self._polished(self._spaced_anyway(best))
+                return self._spaced_anyway(best)
 
     def _polished(self, choice: np.ndarray) -> np.ndarray:
         """A spaced placement after moves and swaps that keep every limit (:mod:`._polish`)."""
@@ -3001,64 +3000,15 @@ class _Solver:
         return best
 
     def _improve(self, tile: np.ndarray) -> np.ndarray:
-        """Move cells one at a time onto cheaper listed tiles that keep every limit.
+        """Lower the cost of a placement (each cell's ``tile``) by moves and swaps.
 
-        A cell moves to its best listed tile cheaper than its own that has
-        room and that no cell within the spacing holds (and only off a tile
-        above ``min_uses``); passes repeat while cells move, at most
-        :data:`IMPROVE_PASSES`.
+        The polish of :mod:`._polish` (every limit kept), on a placement whose
+        tiles are all listed; any other is left as it is.
         """
-        edges = self.edges
-        count, cols = self.count, self.cols
-        cap = self.cap if self.cap is not None else count
-        spacing, minimum, layout = self.min_spacing, self.minimum, self.layout
-        position, _ = _listed_at(edges, tile)
-        at = position.tolist()
-        tile = tile.copy()
-        uses = np.bincount(tile, minlength=int(edges.tile.max(initial=-1)) + 1).tolist()
-        bounds = np.concatenate(([0], np.cumsum(edges.length))).tolist()
-        tiles, dist = edges.tile.tolist(), edges.dist.tolist()
-        reach = spacing - 1
-        grid = tile.reshape(self.rows, cols) if layout is None else None
-        holders: dict[int, set[int]] = {}
-        if layout is not None:
-            for cell, held in enumerate(tile.tolist()):
-                holders.setdefault(held, set()).add(cell)
-            centres = layout.centre.tolist()
-            apart = spacing * layout.unit
-        for _ in range(IMPROVE_PASSES):
-            moved = 0
-            for cell in range(count):
-                now = at[cell]
-                old = tiles[now]
-                if minimum and uses[old] <= minimum:
-                    continue
-                r, c = divmod(cell, cols)
-                # Edges are best first: only those before the cell's own can be cheaper.
-                for e in range(bounds[cell], now):
-                    t = tiles[e]
-                    if dist[e] >= dist[now] or uses[t] >= cap:
-                        continue
-                    if grid is not None:
-                        if spacing > 1 and (grid[max(0, r - reach) : r + reach + 1,
-                                                 max(0, c - reach) : c + reach + 1] == t).any():
-                            continue
-                    elif spacing > 1:
-                        y, x = centres[cell]
-                        if any(abs(y - centres[other][0]) < apart
-                               and abs(x - centres[other][1]) < apart
-                               for other in holders.get(t, ())):
-                            continue
-                        holders[old].discard(cell)
-                        holders.setdefault(t, set()).add(cell)
-                    uses[old] -= 1
-                    uses[t] += 1
-                    tile[cell], at[cell] = t, e
-                    moved += 1
-                    break
-            if not moved:
-                break
-        return tile
+        position, listed = _listed_at(self.edges, tile)
+        if not listed.all():
+            return tile
+        return self.edges.tile[self._polished(position)]
 
     def _fill_minimum(self, tile: np.ndarray) -> np.ndarray:
         """Move cells onto the tiles short of ``min_uses``, spacing and other minima kept.
