@@ -1137,3 +1137,17 @@ def test_a_pillow_whose_private_png_state_differs_still_reads_the_target(tmp_pat
 
     monkeypatch.setattr(PngImagePlugin.PngImageFile, "load_end", changed)
     np.testing.assert_array_equal(read_target(path), picture)
+
+
+def test_a_tile_file_larger_than_any_tile_picture_is_refused_unread(tmp_path, monkeypatch):
+    # It was read whole into a decoding worker before its header's pixels were looked at.
+    from mosaicist import imaging
+
+    huge = tmp_path / "scan.tif"
+    with open(huge, "wb") as handle:
+        handle.truncate(imaging.TILE_MAX_FILE_BYTES + 1)  # sparse: no disk taken
+    read = []
+    monkeypatch.setattr(imaging, "decode_tile", lambda *args: read.append(args))
+    with pytest.raises(imaging.ImageReadError, match=r"a file of 1\.7 GB, more than a picture"):
+        imaging.read_tile_file(huge, 16)
+    assert not read

@@ -369,6 +369,25 @@ def test_a_file_where_the_index_folder_goes_is_named_in_one_line(tmp_path, block
         open_library(folder, cache)
 
 
+def test_a_library_that_lists_nothing_keeps_its_index(tmp_path):
+    # A drive not mounted leaves its mount point an empty folder: the update published
+    # the empty library over the index, and every photo was decoded again once back.
+    folder = make_colour_folder(tmp_path / "tiles", 4)
+    cache = tmp_path / "cache"
+    first = open_library(folder, cache)
+    away = tmp_path / "away"
+    folder.rename(away)
+    folder.mkdir()
+    with pytest.raises(MosaicistError, match="tiles: no usable tile.*4 tiles is kept"):
+        open_library(folder, cache)
+    folder.rmdir()
+    away.rename(folder)
+    again = open_library(folder, cache)
+    assert (again.stats.decoded, again.stats.reused) == (0, 4)
+    assert again.generation == first.generation
+    check_pixels(again, folder)
+
+
 def test_no_usable_tile(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -1130,6 +1149,65 @@ def test_make_with_a_cache_that_cannot_make_folders(tmp_path, monkeypatch):
                       "--tile-px", 16)
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "cache folder is not writable (permission denied)" in result.stderr
+
+
+#: Runs a command (then a shell's script and its arguments) in a mount namespace of its
+#: own, where the script can mount a folder read-only, seen by nothing else.
+PRIVATE_MOUNTS = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c"]
+#: The script: the folder "$0" mounted over itself read-only, then the command run.
+READ_ONLY_MOUNT = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$@"'
+
+
+def run_on_read_only_mount(folder, *command):
+    """Run ``command`` where ``folder`` is on a read-only mount; None where none can be made."""
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux") or shutil.which("unshare") is None:
+        return None
+    probe = subprocess.run([*PRIVATE_MOUNTS, READ_ONLY_MOUNT, str(folder), "true"],
+                           capture_output=True, timeout=60)
+    if probe.returncode != 0:
+        return None
+    return subprocess.run([*PRIVATE_MOUNTS, READ_ONLY_MOUNT, str(folder), *command],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_cache_on_a_read_only_file_system_serves_its_index(tmp_path):
+    # On a read-only mount SQLite cannot make the manifest's -shm file and says "unable
+    # to open database file" (not the read-only error of a folder without write
+    # permission): an index that was up to date could not be used at all, and one that
+    # needed an update failed with SQLite's words instead of "not writable".
+    import sys
+
+    folder = make_colour_folder(tmp_path / "tiles", 6)
+    cache = tmp_path / "cache"
+    first = open_library(folder, cache)
+    before = index_files(first.directory)
+    script = (
+        "import sys\n"
+        "from mosaicist.errors import MosaicistError\n"
+        "from mosaicist.library import TileLibrary\n"
+        "from mosaicist.sources.folder import FolderSource\n"
+        "try:\n"
+        "    library = TileLibrary.open(FolderSource(sys.argv[1], workers=1), 8,\n"
+        "                               cache_dir=sys.argv[2])\n"
+        "    print('served', len(library), library.stats.decoded, library.stats.reused)\n"
+        "except MosaicistError as error:\n"
+        "    print('error', error)\n"
+    )
+    command = (sys.executable, "-c", script, str(folder), str(cache))
+    result = run_on_read_only_mount(cache, *command)
+    if result is None:
+        pytest.skip("no private read-only mounts here (unshare)")
+    assert result.stdout.strip() == "served 6 0 6", result.stdout + result.stderr
+    Image.new("RGB", (12, 12), "red").save(folder / "t100.png")
+    result = run_on_read_only_mount(cache, *command)
+    assert result is not None
+    message = result.stdout.strip()
+    assert message.startswith(f"error {first.directory}") and "\n" not in message
+    assert "cache folder is not writable (read-only file system)" in message
+    assert index_files(first.directory) == before
 
 
 def writes_in_read_only_folders(folder):

@@ -81,6 +81,9 @@ IMAGE_EXTENSIONS = frozenset(
 #: Tiles and the originals they are drawn from may have at most this many pixels;
 #: larger ones are refused (from the header, before decoding) as decompression bombs.
 TILE_MAX_PIXELS = 200_000_000
+#: Most bytes a tile's file may have: its pixels uncompressed at 8 bytes each (16-bit
+#: RGBA), and room for metadata.
+TILE_MAX_FILE_BYTES = 8 * TILE_MAX_PIXELS + (64 << 20)
 #: Default limit of a target's pixels: murals may be large, but not unboundedly so
 #: (the ``max_target_pixels`` setting raises it).
 TARGET_MAX_PIXELS = 1_500_000_000
@@ -940,7 +943,15 @@ def read_tile_file(
     content_hash : str
         BLAKE2b digest (hex, 16 bytes) of the file's bytes.
     """
-    data = Path(path).read_bytes()
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > TILE_MAX_FILE_BYTES:
+            # Read whole into a decoding worker before the header's pixels were looked
+            # at: a multi-gigabyte scan, video or sparse file named .tif could take the
+            # machine's memory.
+            raise ImageReadError(f"a file of {size / 1e9:.1f} GB, more than a picture of "
+                                 f"the {TILE_MAX_PIXELS:,} pixels a tile may have takes")
+        data = handle.read()
     return decode_tile(data, width_px, aspect, crop), content_hash(data)
 
 

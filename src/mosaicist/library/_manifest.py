@@ -224,10 +224,25 @@ def connect(directory: Path) -> sqlite3.Connection:
         connection.executescript(_SCHEMA)
     except sqlite3.OperationalError as error:
         connection.close()
-        if not is_read_only_error(error):
+        if not (is_read_only_error(error) or _cannot_open_unwritable(error, directory)):
             raise
         return connect_read_only(directory)
     return connection
+
+
+def _cannot_open_unwritable(error: sqlite3.Error, directory: Path) -> bool:
+    """Whether ``error`` is SQLite failing to open the manifest's log in an unwritable folder.
+
+    On a file system mounted read-only (a ``:ro`` volume, a read-only share)
+    SQLite cannot make the ``-shm`` file that reading in WAL mode takes, and
+    says "unable to open database file" (``SQLITE_CANTOPEN``), not the
+    read-only error that a folder without write permission gives: the
+    manifest, which is there, must then be read as in such a folder.
+    """
+    code = getattr(error, "sqlite_errorcode", None)
+    return (code is not None and code & 0xFF == sqlite3.SQLITE_CANTOPEN
+            and (directory / "manifest.sqlite").is_file()
+            and not os.access(directory, os.W_OK))
 
 
 def _use_wal(connection: sqlite3.Connection) -> None:
@@ -287,7 +302,8 @@ def connect_read_only(directory: Path) -> sqlite3.Connection:
     except sqlite3.OperationalError as error:
         connection.close()
         log = path.with_name(path.name + "-wal")
-        if not is_read_only_error(error) or (log.exists() and log.stat().st_size > 0):
+        if (not (is_read_only_error(error) or _cannot_open_unwritable(error, directory))
+                or (log.exists() and log.stat().st_size > 0)):
             # Commits still in the log are not in the file alone: never read it without.
             raise
         connection = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)

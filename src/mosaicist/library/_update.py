@@ -725,7 +725,8 @@ def _plan(
     Raises
     ------
     MosaicistError
-        When the packed file is shorter than the published and staged rows need.
+        When the packed file is shorter than the published and staged rows need;
+        when the source lists nothing where the index has tiles (kept as it is).
     """
     _initialise_meta(connection, source.key, tile)
     generation = meta_count(connection, "generation")
@@ -744,6 +745,15 @@ def _plan(
 
     published = _read_published(connection)
     staged = _read_staged(connection)
+    if not entries and (published or staged):
+        # An indexed library whose source now lists nothing is most often a drive or a
+        # share that is not mounted (its mount point an empty folder): publishing that
+        # would throw away every photo's tile, all to be decoded again once it is back.
+        # An empty library is an error anyway, so the index is kept as it was.
+        raise MosaicistError(
+            f"{source.name}: no usable tile images found: it lists no images now "
+            f"(a drive or share not mounted?); the index of its "
+            f"{len(published) or len(staged):,} tiles is kept for when they are back")
     failures = _read_failures(connection)
     _check_store(directory, generation, tile, published, staged, connection)
     # The decode cuts the packed file back to next_slot: one below a slot in use
