@@ -943,15 +943,14 @@ def read_tile_file(
     content_hash : str
         BLAKE2b digest (hex, 16 bytes) of the file's bytes.
     """
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if size > TILE_MAX_FILE_BYTES:
-            # Read whole into a decoding worker before the header's pixels were looked
-            # at: a multi-gigabyte scan, video or sparse file named .tif could take the
-            # machine's memory.
-            raise ImageReadError(f"a file of {size / 1e9:.1f} GB, more than a picture of "
-                                 f"the {TILE_MAX_PIXELS:,} pixels a tile may have takes")
-        data = handle.read()
+    size = os.stat(path).st_size
+    if size > TILE_MAX_FILE_BYTES:
+        # Read whole into a decoding worker before the header's pixels were looked at:
+        # a multi-gigabyte scan, video or sparse file named .tif could take the
+        # machine's memory.
+        raise ImageReadError(f"a file of {size / 1e9:.1f} GB, more than a picture of "
+                             f"the {TILE_MAX_PIXELS:,} pixels a tile may have takes")
+    data = Path(path).read_bytes()
     return decode_tile(data, width_px, aspect, crop), content_hash(data)
 
 
