@@ -915,6 +915,20 @@ def test_event_streams_are_capped_so_uploads_keep_a_connection(wall):
         assert again.status_code == 200
 
 
+def test_head_of_the_event_stream_ends_and_holds_no_reader(wall):
+    # HEAD of the stream never ended: it held its connection (the next request on it was
+    # never answered) and one of the few readers a device may have.
+    with httpx.Client(base_url=wall.base, timeout=10) as client:
+        for _ in range(live_app.MAX_EVENT_STREAMS_PER_CLIENT + 1):
+            head = client.head("/api/events")
+            assert head.status_code == 200 and head.content == b""
+            assert head.headers["content-type"].startswith("text/event-stream")
+            assert client.get("/api/info").status_code == 200
+    assert wall.live.feed.readers == 0
+    with wall.anyone.stream("GET", "/api/events") as stream:
+        assert stream.status_code == 200
+
+
 def test_feed_caps_streams_in_all_and_per_client():
     import asyncio
 
@@ -1300,3 +1314,49 @@ def test_one_device_cannot_hold_many_uploads_in_flight(make_wall):
         time.sleep(0.02)
     assert wall.upload(("b.jpg", photo_bytes(180))).status_code == 201
     assert len(wall.stored()) == 1
+
+
+def test_the_guests_link_given_with_url_is_answered_under_its_name(tmp_path, target):
+    # README: "give --url when phones reach it under another name". The server answered
+    # only to its address, so phones that opened the link (its QR code) got 421.
+    event = Event.open(tmp_path / "e", target=target, grid=GRID, settings=dict(SETTINGS))
+    listener = bind("127.0.0.1", 0)
+    port = listener.getsockname()[1]
+    live = Live(event, rate=0, guest_url=f"http://Wall.Local:{port}/")
+    server = WebServer(make_live_app(live, host="127.0.0.1", port=port), listener,
+                       on_stop=live.begin_stop).start()
+    event.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                          headers={"Host": f"wall.local:{port}"}) as phone:
+            page = phone.get("/")
+            assert page.status_code == 200 and event.page_token in page.text
+            sent = phone.post("/api/photos", headers={
+                "X-Mosaicist-Token": event.page_token, "Origin": f"http://wall.local:{port}",
+                "Sec-Fetch-Site": "same-origin"},
+                files=[("photo", ("me.jpg", photo_bytes(1), "image/jpeg"))])
+            assert sent.status_code == 201, sent.text
+            # Other names are still refused (DNS rebinding), and so are other sites' pages.
+            assert phone.get("/", headers={"Host": f"other.local:{port}"}).status_code == 421
+            assert phone.get("/", headers={"Host": "wall.local:1"}).status_code == 421
+            assert phone.post("/api/photos", headers={
+                "X-Mosaicist-Token": event.page_token, "Origin": "http://evil.example"},
+                files=[("photo", ("a.jpg", photo_bytes(2), "image/jpeg"))]).status_code == 403
+    finally:
+        server.stop()
+        live.close()
+
+
+@pytest.mark.parametrize("url", ["wall.local:8000", "ftp://wall.local/", "http://:8000/",
+                                 "http://wall.local:99999/", "http://user@wall.local/"])
+def test_a_guests_link_that_is_no_http_link_is_refused_before_the_start(tmp_path, target, url,
+                                                                        monkeypatch):
+    def no_start(*args: object) -> None:
+        raise AssertionError("the server started with a malformed --url")
+
+    monkeypatch.setattr(live_app, "bind", no_start)
+    with pytest.raises(MosaicistError, match="--url") as refused:
+        live_app.serve_live(tmp_path / "e", target=target, grid=GRID,
+                            settings=dict(SETTINGS), guest_url=url, announce=lambda line: None)
+    assert "\n" not in str(refused.value)
+    assert not (tmp_path / "e").exists()

@@ -404,6 +404,23 @@ def test_folders_whose_names_are_not_utf8_are_left_out(api, world):
         (more / "plain").rmdir()
 
 
+def test_a_root_or_home_whose_path_is_not_utf8_leaves_the_page_working(tmp_path):
+    # The page's state names the roots in JSON: such a --root made GET /api/state (the
+    # first thing the page asks) a 500, and the whole studio unusable.
+    odd = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9"))
+    odd.mkdir()
+    home = tmp_path / "home"
+    home.mkdir()
+    with pytest.raises(MosaicistError, match=r"caf\\xe9: the folder's path is not UTF-8"):
+        Studio(cache_dir=tmp_path / "cache", roots=[odd], home=home)
+    studio = Studio(cache_dir=tmp_path / "cache", home=odd)
+    try:
+        assert studio.roots == [] and studio.state()["home"] is None
+        json.dumps(studio.state(), ensure_ascii=False).encode("utf-8")
+    finally:
+        studio.close()
+
+
 # --- settings, command line, preview ------------------------------------------------------
 
 
@@ -653,6 +670,26 @@ def test_cancel_a_running_and_a_queued_run(api, indexed):
     run = api.get(f"/api/runs/{running}").json()
     assert run["status"] == "cancelled" and run["outputs"] == []
     assert workers_of(os.getpid()) == []
+    assert api.delete(f"/api/runs/{running}").status_code == 200
+
+
+def test_head_of_a_running_jobs_event_stream_ends(api, indexed):
+    # HEAD of a stream that never ends never ended either: the connection was held (and
+    # its next request never answered) until the job ended.
+    running = api.make(SLOW, indexed)
+    try:
+        wait_running(api, running)
+        with httpx.Client(base_url=api.url, timeout=10) as client:
+            for path in (f"/api/runs/{running}/events", f"/api/jobs/{running}/events"):
+                head = client.head(path)
+                assert head.status_code == 200 and head.content == b""
+                assert head.headers["content-type"].startswith("text/event-stream")
+                # The same connection answers the next request.
+                assert client.get(f"/api/runs/{running}").json()["status"] == "running"
+            assert client.head("/api/jobs/nope/events").status_code == 404
+            assert client.head("/api/runs/nope/events").status_code == 404
+    finally:
+        assert api.post(f"/api/runs/{running}/cancel").status_code == 200
     assert api.delete(f"/api/runs/{running}").status_code == 200
 
 

@@ -32,6 +32,7 @@ from mosaicist.web import (
     open_resolved,
     plain_name,
     resolved_folder,
+    url_hosts,
 )
 
 TOKEN = "s3cret-token"
@@ -553,3 +554,77 @@ def test_mosaicist_errors_of_the_server_carry_their_status(tmp_path, capsys):
         "mosaicist: test: GET /api/fail/subclassed failed: Subclassed: the history is locked",
         "mosaicist: test: GET /fail/fault failed: ServerFault: the history cannot be read",
     ]
+
+
+def test_host_check_aliases_and_url_hosts():
+    # A server reached under a name its runner gave (the live wall's --url) answers to it.
+    check = HostCheck("0.0.0.0", 8000, url_hosts("http://Wall.Local:8000/guests"))
+    assert check.allows("wall.local:8000") and check.allows("WALL.local:8000")
+    assert not check.allows("wall.local:8001") and not check.allows("wall.localx:8000")
+    assert check.same_origin("http://wall.local:8000", "wall.local:8000")
+    assert not check.same_origin("http://evil.example:8000", "wall.local:8000")
+    proxied = HostCheck("127.0.0.1", 8000, url_hosts("https://wall.example"))
+    assert proxied.allows("wall.example") and proxied.allows("wall.example:443")
+    assert proxied.same_origin("https://wall.example", "wall.example")
+    assert not proxied.same_origin("https://evil.example", "wall.example")
+    assert not HostCheck("127.0.0.1", 8000).same_origin("https://127.0.0.1:8000",
+                                                        "127.0.0.1:8000")
+    assert url_hosts("http://[fe80::1]:9000/") == ("[fe80::1]:9000",)
+    assert url_hosts("http://wall.local/") == ("wall.local:80", "wall.local")
+    for url in ("wall.local", "ftp://wall.local/", "http://", "http://a:99999/",
+                "http://u:p@wall.local/"):
+        with pytest.raises(ValueError):
+            url_hosts(url)
+
+
+def test_a_download_named_from_a_file_name_that_is_not_utf8_is_sent(tmp_path):
+    # The live wall names its exports after the target's file name: one that is not UTF-8
+    # (surrogate escapes) made every export download fail with status 500.
+    path = tmp_path / "wall.png"
+    path.write_bytes(b"png")
+    with path.open("rb") as handle:
+        answer = FileAnswer(handle, "image/png", download="\udcffwall-wall.png")
+    disposition = dict(answer.raw_headers)[b"content-disposition"].decode("latin-1")
+    assert disposition == ("attachment; filename=\"_wall-wall.png\"; "
+                           "filename*=UTF-8''%EF%BF%BDwall-wall.png")
+
+
+def test_a_connection_that_never_sends_its_request_is_closed(tmp_path, monkeypatch, capfd):
+    # Such connections (a phone gone from the Wi-Fi mid-upload, a browser's unused
+    # preconnection) were held for ever: 64 of them and every request was answered 503.
+    import anyio
+
+    from mosaicist.web import _serve
+
+    monkeypatch.setattr(_serve, "REQUEST_IDLE_SECONDS", 0.5, raising=False)
+
+    async def slow(request: Request) -> Response:
+        await request.body()
+        await anyio.sleep(1.5)  # answering takes longer than a request may be silent
+        return PlainTextResponse("done")
+
+    listener = bind("127.0.0.1", 0)
+    port = listener.getsockname()[1]
+    app = make_app([Route("/slow", slow, methods=["GET", "POST"])], host="127.0.0.1",
+                   port=port, name="test", token=TOKEN, methods=("GET", "POST"),
+                   max_body=MAX_BODY)
+    head = f"POST /slow HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Mosaicist-Token: {TOKEN}\r\n"
+    with WebServer(app, listener) as server:
+        for sent in (b"", b"GET /slow HTTP/1.1\r\nHost: 127.0",
+                     (head + "Content-Length: 100\r\n\r\n0123456789").encode()):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+                connection.sendall(sent)
+                assert connection.recv(65536) == b"", sent  # closed, nothing answered
+        # A request received whole is answered however long that takes, and so is the
+        # next one on the same connection.
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            for _ in range(2):
+                connection.request("POST", "/slow", body=b"x", headers={
+                    "X-Mosaicist-Token": TOKEN})
+                answer = connection.getresponse()
+                assert (answer.status, answer.read()) == (200, b"done")
+        finally:
+            connection.close()
+        assert fetch(server.url, "/slow")[0] == 200
+    assert "failed" not in capfd.readouterr().err

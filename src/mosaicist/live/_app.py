@@ -78,6 +78,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .._runtime import worker_count
+from ..errors import MosaicistError
 from ..web import (
     TOKEN_HEADER,
     FileAnswer,
@@ -91,6 +92,7 @@ from ..web import (
     package_folder,
     read_json,
     sigterm_as_interrupt,
+    url_hosts,
 )
 from ._event import (
     MAX_PHOTO_BYTES,
@@ -142,6 +144,8 @@ MAX_EVENT_STREAMS_PER_CLIENT = 4
 #: Seconds between keep-alive comments of an idle event stream, and between checks for a stop.
 KEEP_ALIVE_SECONDS = 15.0
 EVENT_POLL_SECONDS = 0.5
+#: Headers of the event stream's answer.
+EVENT_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 #: Widths of ``wall.jpg``.
 WALL_WIDTHS = (16, 4096)
 #: Side of the host's view of a photo.
@@ -756,6 +760,10 @@ def _routes(live: Live) -> list[Route]:
         return JSONResponse(await _call(event.wall))
 
     async def events(request: Request) -> Response:
+        if request.method == "HEAD":
+            # The headers alone: a stream that never ends would never end this answer
+            # either, and would hold a connection and a reader.
+            return Response(media_type="text/event-stream", headers=EVENT_HEADERS)
         # Streams never end on their own: without a cap, a page opened in many tabs
         # (or a script) would hold every connection, and uploads would get 503.
         reader = live.feed.subscribe(request.client.host if request.client else "unknown")
@@ -784,8 +792,7 @@ def _routes(live: Live) -> list[Route]:
                 live.feed.unsubscribe(reader)
 
         return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache",
-                                          "X-Accel-Buffering": "no"})
+                                 headers=EVENT_HEADERS)
 
     async def tile(request: Request) -> Response:
         name = request.path_params["name"]
@@ -1005,8 +1012,27 @@ def make_live_app(live: Live, *, host: str, port: int) -> Any:
 
     guard = make_app(_routes(live), host=host, port=port, name="live",
                      token=live.event.page_token, methods=("GET", "HEAD", "POST", "DELETE"),
-                     max_body=MAX_BODY, lifespan=lifespan)
+                     max_body=MAX_BODY, lifespan=lifespan,
+                     # Phones open the guests' link (--url): the server must answer to its name.
+                     aliases=_guest_hosts(live.guest_url))
     return _BearerScripts(guard, live.event.admin_token, live.event.page_token)
+
+
+def _guest_hosts(url: str | None) -> tuple[str, ...]:
+    """The ``Host`` values of the guests' link (``--url``); none without one.
+
+    Raises
+    ------
+    MosaicistError
+        When the link is not an ``http://`` or ``https://`` URL with a host name.
+    """
+    if url is None:
+        return ()
+    try:
+        return url_hosts(url)
+    except ValueError:
+        raise MosaicistError(f"--url {url!r}: give the guests' link as http://NAME:PORT/, "
+                             "the address phones reach this server by") from None
 
 
 def _lan_address() -> str | None:
@@ -1089,9 +1115,11 @@ def serve_live(
     Raises
     ------
     MosaicistError
-        When the address cannot be listened on, or the event cannot be
-        opened (see :meth:`mosaicist.live.Event.open`).
+        When the address cannot be listened on, ``guest_url`` is not an
+        ``http://`` or ``https://`` link, or the event cannot be opened (see
+        :meth:`mosaicist.live.Event.open`).
     """
+    _guest_hosts(guest_url)  # a malformed link is named before anything starts
     listener = bind(host, port)
     try:
         event = Event.open(event_folder, target=target, grid=grid, settings=settings,

@@ -158,7 +158,8 @@ class Studio:
     Raises
     ------
     MosaicistError
-        When a root is not a folder, or the history cannot be opened.
+        When a root is not a folder or its path is not UTF-8, or the history
+        cannot be opened.
     """
 
     def __init__(self, cache_dir: str | os.PathLike[str] | None = None,
@@ -172,11 +173,19 @@ class Studio:
             home_folder = resolved_folder(Path(home or Path.home()).expanduser())
         except RuntimeError:  # no home folder known for this user
             home_folder = None
+        if home_folder is not None and not _utf8(str(home_folder)):
+            # The page names folders in JSON, which holds UTF-8 text only (nor could such a
+            # path come back from it): a home of another encoding is not offered.
+            home_folder = None
         self.roots: list[Path] = [] if home_folder is None else [home_folder]
         for root in roots:
             folder = resolved_folder(Path(root).expanduser())
             if folder is None:
                 raise MosaicistError(f"{root}: not a folder (--root)")
+            if not _utf8(str(folder)):
+                shown = os.fsencode(root).decode("utf-8", "backslashreplace")
+                raise MosaicistError(f"{shown}: the folder's path is not UTF-8 text, which "
+                                     "the browser page cannot name; rename it (--root)")
             if folder not in self.roots:
                 self.roots.append(folder)
         self.home = home_folder or (self.roots[0] if self.roots else None)
@@ -1110,9 +1119,17 @@ async def _events(studio: Studio, subscription: Subscription | None,
         subscription.close()
 
 
+#: Headers of an event stream's answer.
+_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
 def _stream(generator: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(generator, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(generator, media_type="text/event-stream", headers=_STREAM_HEADERS)
+
+
+def _stream_head() -> Response:
+    """An event stream's answer to ``HEAD``: its headers, and an end (a stream never ends)."""
+    return Response(media_type="text/event-stream", headers=_STREAM_HEADERS)
 
 
 def _run_final_event(studio: Studio, run_id: str) -> tuple[str, dict[str, Any]] | None:
@@ -1212,6 +1229,9 @@ def _routes(studio: Studio) -> list[Route]:
         if subscription is None:
             raise WebError(404, "there is no such job (it may have ended before the studio "
                                 "restarted)")
+        if request.method == "HEAD":
+            subscription.close()
+            return _stream_head()
         return _stream(_events(studio, subscription, lambda: None))
 
     async def cancel_job(request: Request) -> Response:
@@ -1250,6 +1270,8 @@ def _routes(studio: Studio) -> list[Route]:
     async def run_events(request: Request) -> Response:
         run_id = request.path_params["id"]
         await threaded(studio.run)(run_id)
+        if request.method == "HEAD":
+            return _stream_head()
         subscription = await threaded(studio.subscribe)(run_id)
         return _stream(_events(studio, subscription, lambda: _run_final_event(studio, run_id)))
 

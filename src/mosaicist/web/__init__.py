@@ -25,7 +25,7 @@ from ._files import (
     resolved_folder,
 )
 from ._guard import TOKEN_HEADER, Guard, decode_target
-from ._hosts import HostCheck
+from ._hosts import HostCheck, url_hosts
 from ._serve import WebServer, bind, sigterm_as_interrupt
 
 __all__ = [
@@ -51,4 +51,5 @@ __all__ = [
     "read_json",
     "resolved_folder",
     "sigterm_as_interrupt",
+    "url_hosts",
 ]

@@ -33,6 +33,7 @@ def make_app(
     methods: Iterable[str] = ("GET", "HEAD"),
     max_body: int = DEFAULT_MAX_BODY,
     lifespan: Callable[[Any], AbstractAsyncContextManager[None]] | None = None,
+    aliases: Iterable[str] = (),
 ) -> Guard:
     """Return an ASGI app serving ``routes`` for a server bound to ``host:port``.
 
@@ -59,6 +60,9 @@ def make_app(
         Largest request body in bytes (413 above).
     lifespan : callable, optional
         Starlette's lifespan context (startup and shutdown of the app).
+    aliases : iterable of str
+        Other ``Host`` values that name this server (see
+        :class:`~mosaicist.web.HostCheck`).
 
     Returns
     -------
@@ -68,5 +72,5 @@ def make_app(
     inner = Starlette(routes=list(routes), exception_handlers=dict(EXCEPTION_HANDLERS),
                       lifespan=lifespan)
     inner.state.name = name
-    return Guard(inner, hosts=HostCheck(host, port), name=name, token=token,
+    return Guard(inner, hosts=HostCheck(host, port, tuple(aliases)), name=name, token=token,
                  methods=methods, max_body=max_body)

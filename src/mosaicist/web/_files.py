@@ -256,6 +256,9 @@ class FileAnswer(Response):
 
 def _disposition(name: str) -> str:
     """``attachment`` with the name as ASCII and as RFC 5987 UTF-8."""
+    # A name from a file name that is not UTF-8 holds surrogate escapes, which UTF-8
+    # cannot encode: each becomes a replacement character.
+    name = "".join("\ufffd" if 0xD800 <= ord(char) <= 0xDFFF else char for char in name)
     ascii_name = "".join(char if 32 <= ord(char) < 127 and char not in '"\\;' else "_"
                          for char in name)
     quoted = urllib.parse.quote(name, safe="")

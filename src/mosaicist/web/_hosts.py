@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import urllib.parse
 from dataclasses import dataclass
 
 #: The names every loopback server answers to.
@@ -52,16 +53,24 @@ class HostCheck:
     well: rebinding needs a DNS name, and every name but the loopback ones
     is refused.
 
+    A server reached under another name (a local DNS name, a tunnel's)
+    answers to it when that name is given in ``aliases``: whoever runs the
+    server chose it, so it is no name of another site's.
+
     Parameters
     ----------
     host : str
         The bound address (or ``localhost``), IPv6 with or without brackets.
     port : int
         The bound port.
+    aliases : tuple of str
+        Other ``Host`` values (``name[:port]``, port 80 when left out) that
+        name this server; see :func:`url_hosts`.
     """
 
     host: str
     port: int
+    aliases: tuple[str, ...] = ()
 
     @property
     def names(self) -> frozenset[str]:
@@ -96,7 +105,11 @@ class HostCheck:
             bound to every address, any address literal with its port too.
         """
         host = _split_host(value)
-        if host is None or host[1] != self.port:
+        if host is None:
+            return False
+        if host in self._aliases():
+            return True
+        if host[1] != self.port:
             return False
         address = self._address()
         everywhere = address is not None and address.is_unspecified
@@ -122,12 +135,62 @@ class HostCheck:
         bool
         """
         origin = origin.strip().lower()
-        if not origin.startswith("http://") or not self.allows(host):
+        if not self.allows(host):
+            return False
+        if origin.startswith("https://") and _split_host(host) in self._aliases():
+            # A page reached through an alias may be served by a proxy that speaks HTTPS.
+            return _split_host(origin[len("https://"):]) in {
+                _split_host(host), _split_host(_default_port(host, 443))}
+        if not origin.startswith("http://"):
             return False
         return _split_host(origin[len("http://"):]) == _split_host(host)
+
+    def _aliases(self) -> set[tuple[str, int]]:
+        return {parsed for alias in self.aliases
+                if (parsed := _split_host(alias)) is not None}
 
     @property
     def url_host(self) -> str:
         """The host as written in a URL (IPv6 bracketed)."""
         name = self.host.strip("[]")
         return f"[{name}]" if ":" in name else name
+
+
+def _default_port(host: str, port: int) -> str:
+    """``host`` (a ``Host`` value) with ``port`` written out when it names none."""
+    return host if re.search(r":[0-9]+$", host.rpartition("]")[2]) else f"{host}:{port}"
+
+
+def url_hosts(url: str) -> tuple[str, ...]:
+    """The ``Host`` values a browser sends for an ``http://`` or ``https://`` URL.
+
+    Parameters
+    ----------
+    url : str
+        A link to the server as others reach it (``http://wall.local:8000/``).
+
+    Returns
+    -------
+    tuple of str
+        ``name:port`` (the scheme's port when the URL names none), and the
+        bare name when the URL names no port.
+
+    Raises
+    ------
+    ValueError
+        When ``url`` is not an ``http://`` or ``https://`` URL with a host
+        name (and a valid port, if any).
+    """
+    parts = urllib.parse.urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        raise ValueError("not an http:// or https:// link with a host name")
+    port = parts.port  # raises ValueError for a port out of range
+    name = parts.hostname.lower()
+    if ":" in name:
+        name = f"[{name}]"
+    if _split_host(name) is None:
+        raise ValueError("not an http:// or https:// link with a host name")
+    if port is not None:
+        return (f"{name}:{port}",)
+    return (f"{name}:{443 if scheme == 'https' else 80}", name)

@@ -12,6 +12,7 @@ shutdown has run, no thread is left.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
@@ -22,7 +23,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..errors import MosaicistError
 
@@ -36,6 +39,10 @@ KEEP_ALIVE_SECONDS = 2
 MAX_HEAD = 128 * 1024
 #: Most connections served at once; more are answered 503.
 MAX_CONNECTIONS = 64
+#: Seconds a connection may send nothing while a request (its head or body) is awaited.
+#: Without a limit a connection that never sends its request (a phone gone from the Wi-Fi
+#: mid-upload, a browser's unused preconnection) held one of MAX_CONNECTIONS for ever.
+REQUEST_IDLE_SECONDS = 30.0
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -99,6 +106,58 @@ def _quiet_uvicorn() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+class _Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, closing a connection silent while its request is awaited.
+
+    uvicorn closes a connection idle between requests (keep-alive) but
+    waits for ever for the first request's head, and for a body once its
+    head has come. Here every byte received restarts a
+    :data:`REQUEST_IDLE_SECONDS` timer, which is stopped while the app
+    answers a request received whole and started again once it has
+    answered; when it runs out while a request is awaited (and reading was
+    not paused to wait for the app), the connection is closed.
+    """
+
+    _idle: asyncio.TimerHandle | None = None
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._idle = self.loop.call_later(REQUEST_IDLE_SECONDS, self._idle_too_long)
+
+    def _disarm(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _idle_too_long(self) -> None:
+        self._idle = None
+        if self.transport.is_closing():
+            return
+        if self.flow.read_paused:
+            self._arm()  # the app has not taken what came yet: the silence is not theirs
+        elif self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
+            self._arm()
+        else:
+            self._disarm()  # received whole: the app answers, however long that takes
+
+    def on_response_complete(self) -> None:
+        self._arm()
+        super().on_response_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+
 class _Uvicorn(uvicorn.Server):
     """uvicorn's server, telling the app first when it begins to stop."""
 
@@ -140,7 +199,7 @@ class WebServer:
         address = listener.getsockname()
         self.host, self.port = str(address[0]), int(address[1])
         config = uvicorn.Config(
-            app, http="h11", ws="none", loop="asyncio", lifespan="on", log_config=None,
+            app, http=_Protocol, ws="none", loop="asyncio", lifespan="on", log_config=None,
             access_log=False, server_header=False, proxy_headers=False,
             timeout_keep_alive=KEEP_ALIVE_SECONDS, timeout_graceful_shutdown=GRACEFUL_SECONDS,
             h11_max_incomplete_event_size=MAX_HEAD, limit_concurrency=MAX_CONNECTIONS,
