@@ -1151,3 +1151,21 @@ def test_a_tile_file_larger_than_any_tile_picture_is_refused_unread(tmp_path, mo
     with pytest.raises(imaging.ImageReadError, match=r"a file of 1\.7 GB, more than a picture"):
         imaging.read_tile_file(huge, 16)
     assert not read
+
+
+def test_a_target_too_large_for_the_memory_is_named_with_its_size(tmp_path, monkeypatch):
+    # The command line said "out of memory; try a smaller --limit or target", naming no
+    # file: a file of a few hundred bytes may declare 900 megapixels.
+    from PIL import ImageFile
+
+    from mosaicist import imaging
+
+    Image.new("RGB", (40, 30), (9, 9, 9)).save(tmp_path / "t.jpg")
+
+    def no_memory(self):
+        raise MemoryError
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_memory)
+    with pytest.raises(MosaicistError, match=r"t\.jpg: out of memory decoding its 40x30 "
+                                             r"pixels \(0\.0 GB as RGB\)"):
+        imaging.read_target(tmp_path / "t.jpg")

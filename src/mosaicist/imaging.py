@@ -1096,8 +1096,10 @@ def read_target(
         ``max_target_pixels`` then).
     """
     path = _existing_target(path)
+    size: tuple[int, int] | None = None
     try:
         image = _open_checked(path, max_pixels)
+        size = image.size
         with image, _PILLOW_LIMIT.allowing(max_pixels):
             pixels = _plain_png_pixels(image)
             if pixels is not None:
@@ -1105,6 +1107,16 @@ def read_target(
             image.load()
             ImageOps.exif_transpose(image, in_place=True)
             return _rgb_array(to_rgb(image))
+    except MemoryError:
+        if size is None:
+            raise
+        # The command line's own line ("out of memory; try a smaller target") named no
+        # file, nor the size its header declares (a file of a few hundred bytes may).
+        width, height = size
+        raise MosaicistError(
+            f"{path}: out of memory decoding its {width}x{height} pixels "
+            f"({3 * width * height / 1e9:.1f} GB as RGB); free memory or use a smaller "
+            "picture") from None
     except PixelLimitError as error:
         raise _over_target_limit(path, error) from None
     except ImageReadError as error:  # a HEIF or AVIF picture without its plugin
