@@ -128,6 +128,24 @@ def test_subject_of_a_long_photo_cut_to_a_long_aspect(width, height, aspect):
     assert window.left + window.width <= width and window.top + window.height <= height
 
 
+@pytest.mark.usefixtures("no_faces")
+@pytest.mark.parametrize(("width", "height", "aspect"), [
+    (6000, 100, (1, 1)), (9000, 100, (1, 1)), (100, 7000, (1, 1)), (480, 320, (1, 16))])
+def test_subject_at_the_end_of_a_panorama_is_kept(width, height, aspect):
+    # On the 96-pixel analysis copy the window spanned a pixel or two (or the copy was
+    # a single pixel high and read as flat): the window landed far from the subject,
+    # or in the middle.
+    window_width, window_height = window_size(width, height, aspect)
+    left, top = width - window_width, height - window_height
+    picture = np.full((height, width, 3), 120, np.uint8)
+    picture[top:, left:] = np.random.default_rng(7).integers(
+        0, 256, (window_height, window_width, 3))
+    window = choose_window(Image.fromarray(picture), aspect, "subject")
+    # Within a tenth of the window of the subject, which fills exactly a window.
+    assert abs(window.left - left) <= window_width // 10, window
+    assert abs(window.top - top) <= window_height // 10, window
+
+
 def test_faces_decide_over_detail(monkeypatch):
     # Faces (boxes in the analysis copy's pixels) win over the detail elsewhere.
     picture = blob_photo(640, 320, 560, 100)  # detail on the far right
@@ -279,3 +297,19 @@ def test_make_index_and_render_cut_the_subject_window(tmp_path):
                                   outputs["subject"])
     settings = json.loads((tmp_path / "subject.json").read_text())["settings"]
     assert (settings["crop"], settings["aspect"]) == ("subject", "3:2")
+
+
+@pytest.mark.usefixtures("no_faces")
+@pytest.mark.parametrize("mode", ["I;16", "I", "1", "P", "RGBA", "LA", "CMYK"])
+def test_subject_window_of_a_photo_of_any_mode(mode):
+    # A 16-bit grey photo raised Pillow's "image has wrong mode" when reduced for the
+    # analysis; every mode is read as the tiles read it (to_rgb).
+    picture = np.zeros((100, 600), np.uint8)
+    picture[:, 500:] = np.random.default_rng(3).integers(0, 2, (100, 100)) * 255
+    if mode == "I;16":
+        image = Image.fromarray(picture.astype(np.uint16) * 257)
+        assert image.mode == "I;16"
+    else:
+        image = Image.fromarray(picture).convert(mode)
+    window = choose_window(image, (1, 1), "subject")
+    assert window.top == 0 and abs(window.left - 500) <= 10, window

@@ -21,7 +21,9 @@ of choosing it (the ``crop`` setting):
        that fit in it together (all of them when they fit), centred on them;
        when no face fits whole, it is centred on the largest.
     2. **Detail**, when no face is found or OpenCV is absent. On a grey copy
-       whose longer side is :data:`SALIENCY_PX`, each pixel's detail is its
+       whose longer side is :data:`SALIENCY_PX` (longer where the window
+       would span fewer than :data:`SALIENCY_WINDOW_PX` of its pixels, as
+       in a panorama), each pixel's detail is its
        gradient magnitude (``|dx| + |dy|``) above the copy's median one, so
        that a photo's usual texture counts for nothing and what stands out
        counts. The window goes where it holds the most detail: of the run of
@@ -62,6 +64,9 @@ MIN_FACE_FRACTION = 0.08
 FACE_MARGIN = (0.2, 0.45, 0.2, 0.25)
 #: Longer side of the grey copy detail is measured on.
 SALIENCY_PX = 96
+#: Fewest pixels of that copy the window spans along the side it slides on: the copy is
+#: made larger (up to the photo's own size) where the window would span fewer.
+SALIENCY_WINDOW_PX = 16
 #: Positions whose window holds at least ``1 - PLATEAU`` of the most detail tie.
 PLATEAU = 0.02
 
@@ -111,13 +116,14 @@ def centre_window(width: int, height: int, aspect: tuple[int, int] = SQUARE) -> 
 
 def choose_window(image: Image.Image, aspect: tuple[int, int] = SQUARE,
                   crop: str = "centre") -> Window:
-    """Return the crop window of ``image`` (an RGB or grey picture) for ``crop``.
+    """Return the crop window of ``image`` (a picture of any mode) for ``crop``.
 
     Parameters
     ----------
     image : PIL.Image.Image
         The photo, EXIF orientation applied (at any scale: the window is in
-        its pixels).
+        its pixels), of any mode (16-bit grey, bilevel, with alpha: read as
+        :func:`~mosaicist.imaging.to_rgb` reads it).
     aspect : (int, int)
         The tile's aspect, ``(width, height)``.
     crop : {"centre", "subject"}
@@ -136,6 +142,12 @@ def choose_window(image: Image.Image, aspect: tuple[int, int] = SQUARE,
     window_width, window_height = window_size(width, height, aspect)
     if (window_width, window_height) == (width, height):
         return Window(0, 0, width, height)
+    if image.mode not in ("RGB", "L"):
+        # 16-bit grey cannot be box-reduced (Pillow raises), and a bilevel or paletted
+        # copy is reduced by nearest pixels: the detail would be misread or refused.
+        from .imaging import to_rgb
+
+        image = to_rgb(image)
     along_x = window_width < width
     slack = width - window_width if along_x else height - window_height
     start = _subject_start(image, along_x, window_width if along_x else window_height)
@@ -184,7 +196,12 @@ def _subject_start(image: Image.Image, along_x: bool, length: int) -> int:
         scale = (grey.shape[1] if along_x else grey.shape[0]) / full
         centre = _faces_centre(faces, grey.shape, along_x, length * scale)
         return round(centre / scale - length / 2)
-    small = _grey_copy(image, SALIENCY_PX) if max(grey.shape) > SALIENCY_PX else grey
+    # A panorama reduced to 96 pixels long is a pixel or two high, and its window a
+    # pixel or two wide there: placed that coarsely, a subject at one end is missed
+    # (or the copy, under two pixels, reads as flat and is cut in the middle).
+    longest = max(image.size)
+    detail_px = min(longest, max(SALIENCY_PX, math.ceil(longest * SALIENCY_WINDOW_PX / length)))
+    small = grey if max(grey.shape) == detail_px else _grey_copy(image, detail_px)
     scale = (small.shape[1] if along_x else small.shape[0]) / full
     start = _detail_start(small, along_x, length * scale)
     if start is None:
