@@ -263,6 +263,31 @@ def test_faiss_import_failure_falls_back(monkeypatch):
                           use_faiss=True)
 
 
+def test_a_faiss_that_cannot_be_imported_costs_only_speed(tmp_path, monkeypatch):
+    # A broken install raised AttributeError (or OSError) from "import faiss", which
+    # went up as a traceback instead of falling back to NumPy's lists.
+    import warnings
+
+    (tmp_path / "faiss").mkdir()
+    (tmp_path / "faiss" / "__init__.py").write_text(
+        'raise AttributeError("_ARRAY_API not found")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "faiss", raising=False)
+    monkeypatch.setattr(approximate, "_faiss_failure", None, raising=False)
+    rng = np.random.default_rng(4)
+    cells, tiles = smooth_images(rng, 30, CELL), smooth_images(rng, 9, TILE)
+    geometry = Geometry(CELL, TILE)
+    with pytest.warns(RuntimeWarning, match=r"FAISS is installed but cannot be imported "
+                                            r"\(AttributeError: _ARRAY_API not found\)"):
+        result = match_approximate(cells, tiles, geometry, cache_dir=tmp_path / "cache")
+    assert [entry.suffix for entry in (tmp_path / "cache").iterdir()] == [".npz"]
+    exact = match_exact(cells, tiles, geometry)
+    assert np.array_equal(result.tile, exact.tile)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once
+        assert approximate._load_faiss() is None
+
+
 @pytest.mark.parametrize(("cell", "tile"), [((6, 9), (21, 32))])
 def test_rectangular_cells_get_true_distances_and_mostly_exact_picks(cell, tile, monkeypatch):
     from test_match import smooth_images as rectangles
@@ -613,6 +638,30 @@ def test_a_numpy_entry_with_rows_out_of_range_is_rebuilt(easy_data, tmp_path, mo
     again = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path)
     assert np.array_equal(again.tile, first.tile)
     assert np.array_equal(again.distance, first.distance)
+
+
+def test_a_numpy_entry_whose_array_header_is_damaged_is_rebuilt(easy_data, tmp_path,
+                                                                monkeypatch):
+    # NumPy read the damaged header (an unclosed bracket) before the archive's checksum,
+    # and its tokenizer's TokenError went up to the caller as a traceback.
+    import struct
+    import zipfile
+
+    without_faiss(monkeypatch)
+    cells, tiles, features, _ = easy_data
+    geometry = Geometry(CELL, TILE)
+    first = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path)
+    [entry] = tmp_path.iterdir()
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': ((3, 33), }"
+    header = header.ljust(64 - 10 - 1) + b"\n"
+    with zipfile.ZipFile(entry, "w") as archive:
+        archive.writestr("centroids.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header))
+                         + header)
+    again = match_approximate(cells, tiles, geometry, features, cache_dir=tmp_path)
+    assert np.array_equal(again.tile, first.tile)
+    assert np.array_equal(again.distance, first.distance)
+    with np.load(entry) as stored:  # rebuilt in its place
+        assert set(stored) == {"centroids", "rows", "offsets"}
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")

@@ -288,6 +288,18 @@ def test_cached_features_round_trip(tmp_path):
     (entries[0] / "bound.npy").write_bytes(b"garbage")
     third = cached_features(tiles, geometry, tmp_path, generation=0)
     assert np.array_equal(third.bound, first.bound)
+    # One whose array header fails NumPy's parser or tokenizer (tracebacks: SyntaxError,
+    # TokenError).
+    import tokenize
+
+    for at, byte in ((10, "'"), (11, "(")):
+        damaged = bytearray((entries[0] / "bound.npy").read_bytes())
+        damaged[at] = ord(byte)
+        (entries[0] / "bound.npy").write_bytes(bytes(damaged))
+        with pytest.raises((SyntaxError, tokenize.TokenError)):
+            np.load(entries[0] / "bound.npy")
+        again = cached_features(tiles, geometry, tmp_path, generation=0)
+        assert np.array_equal(again.bound, first.bound)
     # Another generation is another entry, which replaces the older one's.
     cached_features(tiles, geometry, tmp_path, generation=1)
     entries = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]

@@ -368,6 +368,49 @@ def test_a_plugin_result_that_breaks_the_interface_is_refused(registered, setup,
         + (problem if problem.startswith("match()") else "its result's " + problem))
 
 
+class _OutOfRangeMixin:
+    """A match() from a class that is no Matcher: a base a plugin shares with other tools."""
+
+    def match(self, request):
+        return MatchResult(np.full(len(request.grid), 10**6), np.zeros(len(request.grid)))
+
+
+class MixedInMatcher(_OutOfRangeMixin, Matcher):
+    name = "mixed"
+    search = "mixed"
+
+
+def test_a_match_inherited_from_a_mixin_is_guarded(setup, tmp_path):
+    # It was not in the class's own namespace, unguarded: an IndexError traceback.
+    mosaicist.register_matcher(MixedInMatcher())
+    try:
+        result = _make(setup, tmp_path, "mixed")
+    finally:
+        MATCHERS.unregister("mixed")
+    assert result.stderr == (
+        f"mosaicist: error: matcher 'mixed' ({__name__}.MixedInMatcher) is broken: its "
+        "result's tile holds 1000000, out of range: candidates are 0 to 6 (7 tiles x 1 "
+        "transforms)\n")
+    assert not (tmp_path / "m.png").exists()
+
+
+def test_a_match_set_on_the_instance_is_guarded(setup, tmp_path):
+    matcher = _matcher_class("instance")()
+    matcher.match = _raises(ZeroDivisionError("division by zero")).__get__(matcher)
+    mosaicist.register_matcher(matcher)
+    try:
+        result = _make(setup, tmp_path, "instance")
+        # Registered again (replacing itself), it is not wrapped twice.
+        mosaicist.register_matcher(matcher, replace=True)
+        again = _make(setup, tmp_path, "instance")
+    finally:
+        MATCHERS.unregister("instance")
+    shown = (f"mosaicist: error: matcher 'instance' ({__name__}.Toy_instance) failed in "
+             "match(): ZeroDivisionError: division by zero\n")
+    assert result.stderr == again.stderr == shown
+    assert not (tmp_path / "m.png").exists()
+
+
 def test_a_plugin_result_of_lists_is_taken_as_arrays(registered, setup, tmp_path):
     registered("lists", match=_returning(lambda cells: MatchResult([3] * cells, [0] * cells)))
     target, tiles = setup

@@ -20,6 +20,7 @@ import stat
 import sys
 import tempfile
 import time
+import tokenize
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -32,9 +33,11 @@ from .errors import MosaicistError, OptionError
 CACHE_ENV = "MOSAICIST_CACHE_DIR"
 
 #: What ``np.load`` raises for a cached ``.npy``/``.npz`` file that is missing,
-#: damaged or cut short (a truncated archive is a ``BadZipFile``): the caller
-#: treats the entry as absent and makes it again.
-STORED_ARRAY_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+#: damaged or cut short (a truncated archive is a ``BadZipFile``; a damaged array
+#: header can fail NumPy's tokenizer or parser): the caller treats the entry as absent and makes
+#: it again.
+STORED_ARRAY_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
+                       SyntaxError, tokenize.TokenError)
 
 
 #: A URL's start, its scheme and ``//`` (``https://``, ``file://``...; a Windows drive,

@@ -49,7 +49,7 @@ from ..crop import CROP_MODES, Window, crop_method, window_size
 from ..dedupe import DEDUPE_VERSION, duplicate_groups, duplicate_leaders, tile_signatures
 from ..errors import MosaicistError, OptionError, check_range, shown_type
 from ..options import TILE_PX_RANGE
-from ..paths import atomic_path, mark_used, remove_older_generations
+from ..paths import STORED_ARRAY_ERRORS, atomic_path, mark_used, remove_older_generations
 from ..paths import cache_dir as default_cache_dir
 from ..sources import TileSource, open_source
 from ._manifest import (
@@ -355,8 +355,8 @@ class TileLibrary:
         # grouped otherwise are not served for this one's.
         cache = self._work_dir / "duplicates" / (
             f"leaders-v{DEDUPE_VERSION}-g{self.generation}-n{len(self)}-t{threshold}.npy")
-        with contextlib.suppress(OSError, ValueError):
-            leaders = np.load(cache)
+        with contextlib.suppress(*STORED_ARRAY_ERRORS):
+            leaders = np.load(cache, allow_pickle=False)
             if leaders.shape == (len(self),) and leaders.dtype == np.int64:
                 mark_used(cache)
                 return leaders

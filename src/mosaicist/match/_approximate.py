@@ -57,6 +57,7 @@ import contextlib
 import hashlib
 import os
 import re
+import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -134,11 +135,30 @@ CELL_CHUNK = 1024
 ASSIGN_CHUNK = 32768
 
 
+#: Why FAISS could not be imported though installed (said once), or None.
+_faiss_failure: str | None = None
+
+
 def _load_faiss() -> Any | None:
-    """Return the ``faiss`` module, or None when it is not installed."""
+    """Return the ``faiss`` module, or None when it is not installed or cannot be imported.
+
+    A broken install (a library it links missing: OSError; one built against
+    another NumPy: AttributeError...) costs the NumPy lists' speed, not the
+    mosaic: a warning says why, once.
+    """
+    global _faiss_failure
+    if _faiss_failure is not None:
+        return None
     try:
         import faiss
     except ImportError:
+        return None
+    except Exception as error:  # noqa: BLE001 - a broken install raises several kinds
+        text = (str(error).strip().splitlines() or [""])[0]
+        _faiss_failure = f"{type(error).__name__}{': ' + text if text else ''}"
+        warnings.warn(f"FAISS is installed but cannot be imported ({_faiss_failure}); "
+                      "the approximate search uses NumPy's inverted lists", RuntimeWarning,
+                      stacklevel=2)
         return None
     return faiss
 
@@ -389,7 +409,8 @@ def _read_index(path: Path, features: TileFeatures, faiss: Any | None, lists: in
                 return loaded
     except (*STORED_ARRAY_ERRORS, RuntimeError, MemoryError):
         # A damaged entry (a truncated archive too, or a size field made huge: FAISS
-        # fails to allocate it) is rebuilt.
+        # fails to allocate it; an array header NumPy's tokenizer fails on, parsed
+        # before the archive's checksum is checked) is rebuilt.
         pass
     return None
 

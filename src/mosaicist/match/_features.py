@@ -46,6 +46,7 @@ import numpy as np
 from .._runtime import OrderedJobs, one_blas_thread, release_pages, worker_count
 from ..grid import Geometry
 from ..paths import (
+    STORED_ARRAY_ERRORS,
     atomic_folder,
     build_lock,
     mark_used,
@@ -518,7 +519,7 @@ def _read_entry(path: Path, geometry: Geometry, count: int) -> TileFeatures | No
         if geometry.factor > 1:
             pooled = np.load(path / "pooled.npy", mmap_mode="r", allow_pickle=False)
         features = TileFeatures(**arrays, pooled=pooled)
-    except (OSError, ValueError):
+    except STORED_ARRAY_ERRORS:
         return None
     if len(features.bound) != count or (pooled is not None and len(pooled) != count):
         return None

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import inspect
+import types
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._registry import PluginError, Registry, check_name, describe, guard_plugin
+from .._registry import PluginError, Registry, check_name, describe, guard_plugin, guarded
 from ..colour import encode
 from ..errors import MosaicistError, OptionError
 from ..grid import Geometry, Grid
@@ -209,9 +211,19 @@ class Matcher(abc.ABC):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         # Every caller (make, batch, the studio, adaptive cells) gets the same failures.
-        guard_plugin(cls, "matcher", {"match": _checked_result,
-                                      "unsupported": _checked_problem, "check_runs": None,
-                                      "prepare": None})
+        guard_plugin(cls, "matcher", _GUARDED_METHODS)
+        if _from_package(cls):
+            return
+        for method, check in _GUARDED_METHODS.items():
+            # A method a plugin inherits from a class that is no Matcher (a mixin, a base
+            # shared with other tools) is not in its own class's namespace, where
+            # guard_plugin looks: unguarded, its broken result reached the pipeline as a
+            # traceback. Guarded here, on the class that brings it into a Matcher.
+            function = getattr(cls, method, None)
+            if (method not in cls.__dict__ and inspect.isfunction(function)
+                    and not getattr(function, "__guarded__", False)
+                    and not _from_package(function)):
+                setattr(cls, method, guarded("matcher", function, check, method))
 
     def unsupported(self, options: MosaicOptions) -> OptionError | None:
         """Return why this matcher cannot honour ``options``, or None when it can.
@@ -292,6 +304,32 @@ class Matcher(abc.ABC):
 MATCHERS: Registry[Matcher] = Registry("matcher")
 
 
+def _from_package(thing: Any) -> bool:
+    """Whether ``thing`` (a class or function) is defined in the mosaicist package."""
+    return str(getattr(thing, "__module__", "")).partition(".")[0] == "mosaicist"
+
+
+def _guard_instance_methods(matcher: Matcher) -> None:
+    """Guard the methods set on ``matcher`` itself (``matcher.match = f``), as its class's are.
+
+    Such a callable hides the guarded method of the class: unguarded, its
+    broken result reached the pipeline as a traceback.
+    """
+    own = getattr(matcher, "__dict__", {})
+    for method, check in _GUARDED_METHODS.items():
+        function = own.get(method)
+        if not callable(function) or getattr(function, "__guarded__", False):
+            continue
+
+        def call(self: Matcher, *args: Any, _function: Any = function, **kwargs: Any) -> Any:
+            return _function(*args, **kwargs)
+
+        # A bound method forwards __guarded__ to its function: a second registration
+        # does not wrap it again.
+        setattr(matcher, method, types.MethodType(guarded("matcher", call, check, method),
+                                                  matcher))
+
+
 def register_matcher(matcher: Matcher, *, replace: bool = False) -> Matcher:
     """Add ``matcher`` to :data:`MATCHERS` under its name; return it.
 
@@ -358,6 +396,8 @@ def register_matcher(matcher: Matcher, *, replace: bool = False) -> Matcher:
             f"{what} would never be chosen: {first} "
             f"answer search {matcher.search!r} on {', '.join(devices)} {limits} repetition "
             "limits before it; give it a search of its own, or its name to replace one")
+    if not _from_package(cls):
+        _guard_instance_methods(matcher)
     return MATCHERS.register(matcher.name, matcher, replace=replace)
 
 
@@ -467,6 +507,11 @@ def _checked_result(matcher: Matcher, result: object, args: tuple[Any, ...]) -> 
                                          f"{type(result.assignment).__name__}, not an "
                                          "Assignment")
     return dataclasses.replace(result, **fields)
+
+
+#: The methods of a plugin matcher that are guarded, and the check of each one's answer.
+_GUARDED_METHODS: dict[str, Any] = {"match": _checked_result, "unsupported": _checked_problem,
+                                    "check_runs": None, "prepare": None}
 
 
 #: Settings a preset may ask for that some matchers cannot honour.
