@@ -233,9 +233,14 @@ def test_near_holders_is_the_brute_force_window(solver, monkeypatch, marks):
     # Both ways the grid is done (each chosen by its cost), whatever they cost here.
     by_window = lambda *args: _assign._near_by_window(*args[:6])  # noqa: E731
     by_rank = lambda *args: _assign._near_by_rank(*args[:3], *args[4:6], None)  # noqa: E731
-    ways = [(1, None, _assign.near_holders), (3, _assign.Layout(centre, 4), _assign.near_holders)]
+    by_bucket = lambda *args: _assign._near_by_bucket(*args[:3], *args[4:7])  # noqa: E731
+    layout = _assign.Layout(centre, 4)
+    ways = [(1, None, _assign.near_holders), (3, layout, _assign.near_holders)]
     ways += [(spacing, None, way) for spacing in (2, 4)
-             for way in (_assign.near_holders, by_window, by_rank)]
+             for way in (_assign.near_holders, by_window, by_rank, by_bucket)]
+    # Holders sorted into squares of the spacing's side (many uses of a tile, adaptive
+    # cells): the squares' edges, and centres on them, with several spacings.
+    ways += [(spacing, layout, by_bucket) for spacing in (1, 2, 3, 5, 11)]
     for spacing, layout, way in ways:
         near = way(cells, tiles, placed, rows, cols, spacing, layout)
         for cell, tile, got in zip(cells.tolist(), tiles.tolist(), near.tolist(), strict=True):

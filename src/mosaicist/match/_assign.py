@@ -1727,7 +1727,59 @@ def near_holders(
     if (layout is None and cols * held <= WINDOW_MARKS
             and len(cells) * most > len(placed) * width * width):
         return _near_by_window(cells, tiles, placed, rows, cols, min_spacing)
+    if most > BUCKET_USES:
+        return _near_by_bucket(cells, tiles, placed, cols, min_spacing, layout)
     return _near_by_rank(cells, tiles, placed, cols, min_spacing, layout)
+
+
+#: Most uses of a tile up to which :func:`near_holders` compares pairs with all of its
+#: holders; past it, only with those in the nine squares of the spacing's side around.
+BUCKET_USES = 16
+
+
+def _where(placed: np.ndarray, cols: int, min_spacing: int, layout: Layout | None,
+           ) -> tuple[np.ndarray, int]:
+    """Each cell's position and the spacing in its units: rows and columns, or centres."""
+    if layout is None:
+        cells = np.arange(len(placed))
+        return np.stack((cells // cols, cells % cols), axis=1), min_spacing
+    return np.asarray(layout.centre, np.int64), min_spacing * layout.unit
+
+
+def _near_by_bucket(
+    cells: np.ndarray, tiles: np.ndarray, placed: np.ndarray, cols: int, min_spacing: int,
+    layout: Layout | None,
+) -> np.ndarray:
+    """:func:`near_holders` comparing each pair with its tile's holders in the squares around.
+
+    Holders are sorted into squares of the spacing's side ``s``: one closer
+    than ``s`` on both axes lies in the pair's square or one of its eight
+    neighbours, so each pair meets those squares' holders of its tile, rank
+    by rank, not all of them (adaptive cells from 40 photos: a tile held by
+    180 leaves, and 27 of a make's 29 s spent here comparing each pair with
+    every one).
+    """
+    near = np.zeros(len(cells), bool)
+    if min_spacing <= 1 or not len(cells):
+        return near
+    where, reach = _where(placed, cols, min_spacing, layout)
+    square = where // reach + 1  # from 1: a neighbour of the first square is 0
+    span_y, span_x = int(square[:, 0].max()) + 2, int(square[:, 1].max()) + 2
+    holders = np.flatnonzero(placed >= 0)
+    keys = (placed[holders] * span_y + square[holders, 0]) * span_x + square[holders, 1]
+    order = np.argsort(keys, kind="stable")
+    keys, holders = keys[order], holders[order]
+    cells = np.asarray(cells, np.int64)
+    base = (np.asarray(tiles, np.int64) * span_y + square[cells, 0]) * span_x + square[cells, 1]
+    for offset in (dy * span_x + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)):
+        first = np.searchsorted(keys, base + offset, side="left")
+        last = np.searchsorted(keys, base + offset, side="right")
+        for rank in range(int((last - first).max(initial=0))):
+            pairs = np.flatnonzero(first + rank < last)
+            holder = holders[first[pairs] + rank]
+            apart = np.abs(where[holder] - where[cells[pairs]]).max(axis=1)
+            near[pairs[(holder != cells[pairs]) & (apart < reach)]] = True
+    return near
 
 
 def _near_by_rank(
@@ -1740,11 +1792,7 @@ def _near_by_rank(
     held = placed[order]
     first = np.searchsorted(held, tiles, side="left")
     last = np.searchsorted(held, tiles, side="right")
-    if layout is None:
-        where = np.stack((np.arange(len(placed)) // cols, np.arange(len(placed)) % cols), axis=1)
-        reach = min_spacing
-    else:
-        where, reach = layout.centre, min_spacing * layout.unit
+    where, reach = _where(placed, cols, min_spacing, layout)
     for rank in range(int((last - first).max(initial=0))):
         pairs = np.flatnonzero(first + rank < last)
         holder = order[first[pairs] + rank]
