@@ -1771,6 +1771,10 @@ def _near_by_bucket(
     keys, holders = keys[order], holders[order]
     cells = np.asarray(cells, np.int64)
     base = (np.asarray(tiles, np.int64) * span_y + square[cells, 0]) * span_x + square[cells, 1]
+    # The pairs in the order of their keys: sorted needles are found several times faster.
+    by_key = np.argsort(base, kind="stable")
+    base, cells = base[by_key], cells[by_key]
+    found = np.zeros(len(cells), bool)
     for offset in (dy * span_x + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)):
         first = np.searchsorted(keys, base + offset, side="left")
         last = np.searchsorted(keys, base + offset, side="right")
@@ -1778,7 +1782,8 @@ def _near_by_bucket(
             pairs = np.flatnonzero(first + rank < last)
             holder = holders[first[pairs] + rank]
             apart = np.abs(where[holder] - where[cells[pairs]]).max(axis=1)
-            near[pairs[(holder != cells[pairs]) & (apart < reach)]] = True
+            found[pairs[(holder != cells[pairs]) & (apart < reach)]] = True
+    near[by_key] = found
     return near
 
 
