@@ -4,7 +4,9 @@ For each package's ``__all__``, the name exists; every public function, and
 every public method a public class defines, has a numpydoc docstring whose
 Parameters section names exactly the parameters of its signature (``self``
 and ``cls`` aside; ``*args`` and ``**kwargs`` may share an entry). ``dir()``
-of the packages that import lazily lists their public names only.
+of the packages that import lazily lists their public names only. The
+README's option table gives the declared defaults, and its example of the
+serialised settings the current version.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import importlib
 import inspect
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -192,3 +195,39 @@ def test_dir_lists_only_public_names(package):
     # Every name dir() offers resolves, so completion never offers a dead end.
     for name in listed:
         getattr(module, name)
+
+
+# -- the README against the settings it describes ----------------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+#: Settings whose README table row starts with their flag and gives the declared
+#: default alone in its second column (the seed's; a preset's value follows in brackets).
+TABLE_DEFAULTS = ("cell_px", "tile_px", "aspect", "metric", "augment", "overlay", "assign",
+                  "search", "device", "max_target_pixels", "min_spacing", "min_uses")
+
+
+def readme_default(flag: str) -> str:
+    """The default column of the README's option table for the row of ``flag``."""
+    row = re.search(rf"^\| `{re.escape(flag)}[ `,][^|]*\| ([^|]*) \|", README.read_text(),
+                    re.MULTILINE)
+    assert row is not None, f"no README table row for {flag}"
+    # "5 (`balanced`: ...)" -> "5"; "1,500,000,000" -> "1500000000"
+    return row.group(1).split(" (")[0].strip("` ").replace(",", "")
+
+
+@pytest.mark.parametrize("name", TABLE_DEFAULTS)
+def test_the_readme_table_gives_the_declared_defaults(name):
+    from mosaicist.options import setting_named
+
+    declared = setting_named(name)
+    written = readme_default(declared.flag or f"--{name.replace('_', '-')}")
+    default = declared.default
+    assert float(written) == default if isinstance(default, int | float) else written == default
+
+
+def test_the_readme_settings_example_has_the_current_version():
+    from mosaicist.options import SETTINGS_VERSION
+
+    versions = re.findall(r'\{"version": (\d+), "preset"', README.read_text())
+    assert versions and all(int(version) == SETTINGS_VERSION for version in versions)
