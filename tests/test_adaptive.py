@@ -204,14 +204,19 @@ def test_small_leaves_are_drawn_at_their_size(tmp_path, tiles):
     assert np.array_equal(image[y:y + 32, x:x + 32], library[placements.tile[whole]])
 
 
-def test_cli_adaptive_end_to_end(tmp_path, tiles):
+def _make_adaptive(tmp_path, tiles, *extra):
+    """``make`` of the textured target in adaptive cells to out.png and p.json, by the CLI."""
     Image.fromarray(textured_target()).save(tmp_path / "target.png")
-    runner = CliRunner()
-    result = runner.invoke(main, [
+    return CliRunner().invoke(main, [
         "make", str(tmp_path / "target.png"), "--tiles", str(tiles), "--cell", "16",
         "--tile-px", "16", "--adaptive", "2", "--detail", "10", "--preset", "seed",
         "-o", str(tmp_path / "out.png"), "--placements", str(tmp_path / "p.json"),
-        "--cache-dir", str(tmp_path / "cache")])
+        "--cache-dir", str(tmp_path / "cache"), *extra])
+
+
+def test_cli_adaptive_end_to_end(tmp_path, tiles):
+    runner = CliRunner()
+    result = _make_adaptive(tmp_path, tiles)
     assert result.exit_code == 0, result.output
     assert "split into 114" in result.output
     assert Image.open(tmp_path / "out.png").size == (96, 64)
@@ -229,13 +234,8 @@ def test_score_measures_the_repetition_of_adaptive_placements(tmp_path, tiles):
     # score --placements raised a ValueError traceback for adaptive cells (no tile grid).
     import json
 
-    Image.fromarray(textured_target()).save(tmp_path / "target.png")
     runner = CliRunner()
-    made = runner.invoke(main, [
-        "make", str(tmp_path / "target.png"), "--tiles", str(tiles), "--cell", "16",
-        "--tile-px", "16", "--adaptive", "2", "--detail", "10", "--preset", "seed",
-        "-o", str(tmp_path / "out.png"), "--placements", str(tmp_path / "p.json"),
-        "--report", str(tmp_path / "r.json"), "--cache-dir", str(tmp_path / "cache")])
+    made = _make_adaptive(tmp_path, tiles, "--report", str(tmp_path / "r.json"))
     assert made.exit_code == 0, made.output
     report = json.loads((tmp_path / "r.json").read_text())["metrics"]
     scored = runner.invoke(main, [

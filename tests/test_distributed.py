@@ -1023,6 +1023,16 @@ def test_the_command_line_on_what_is_no_scheduler_is_one_line(subprocess_cluster
         server.close()
 
 
+def _a_task_running(client):
+    """A task of ``WAIT_SECONDS`` submitted to the cluster's worker, once it runs there."""
+    client.wait_for_workers(1, timeout=WAIT_SECONDS)
+    future = client.submit(time.sleep, WAIT_SECONDS, pure=False)
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return future
+
+
 class Records(logging.Handler):
     """Every log record of a logger, kept (Dask's loggers do not reach pytest's)."""
 
@@ -1045,11 +1055,7 @@ def test_a_scheduler_lost_mid_run_is_one_line(tmp_path, quick_connect):
         started = time.monotonic()
         with pytest.raises(MosaicistError) as raised:
             with client_for(cluster.address) as there:
-                there.wait_for_workers(1, timeout=WAIT_SECONDS)
-                future = there.submit(time.sleep, WAIT_SECONDS, pure=False)
-                deadline = time.monotonic() + WAIT_SECONDS
-                while not any(there.processing().values()) and time.monotonic() < deadline:
-                    time.sleep(0.01)
+                future = _a_task_running(there)
                 cluster.kill("scheduler")
                 started = time.monotonic()
                 _index._result(future, "tiles")
@@ -1077,11 +1083,7 @@ def test_a_scheduler_that_stops_answering_stops_the_run(tmp_path, monkeypatch):
     try:
         cluster.start_worker("worker-a")
         with client_for(cluster.address) as there:
-            there.wait_for_workers(1, timeout=WAIT_SECONDS)
-            future = there.submit(time.sleep, WAIT_SECONDS, pure=False)
-            deadline = time.monotonic() + WAIT_SECONDS
-            while not any(there.processing().values()) and time.monotonic() < deadline:
-                time.sleep(0.01)
+            future = _a_task_running(there)
             os.kill(scheduler.pid, signal.SIGSTOP)
 
             def wait() -> None:

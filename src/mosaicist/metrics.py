@@ -928,25 +928,6 @@ def _closest_repeat(inverse: np.ndarray, counts: np.ndarray, cols: int) -> int:
     return best
 
 
-def read_tile_grid(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read the ``(rows, cols)`` library positions from a placements file.
-
-    Parameters
-    ----------
-    path : path-like
-        A CSV or JSON file written by ``mosaicist make --placements``.
-
-    Raises
-    ------
-    MosaicistError
-        When the file is missing or is not a placements file.
-    """
-    placements = read_placements(path)
-    if placements.rect is not None:
-        raise MosaicistError(f"{path}: adaptive cells of several sizes have no tile grid")
-    return placements.tile_grid()
-
-
 def read_placements(path: str | os.PathLike[str]) -> Placements:
     """Read a placements file to score a mosaic with (:func:`score_mosaic`'s ``tile_grid``).
 
@@ -1058,19 +1039,17 @@ def score_mosaic(
             mosaic=mosaic_path, width=width, height=height, cols=cols, rows=rows,
             target=target_path, cell=cell_px,
         )
-    repetition = None
+    placed: Placements | None = None
+    tile_ids: np.ndarray | None = None
+    given: tuple[int, ...] | None = None
     if isinstance(tile_grid, Placements):
-        placed, tile_grid = tile_grid, None
-        if placed.rect is None:
-            tile_grid = placed.tile_grid()
-        else:
-            from .adaptive import leaf_repetition
-
-            repetition = leaf_repetition(placed.tile, placed.rect)
-            shape = f"{placed.cols}x{placed.rows}"
-    if tile_grid is not None:
-        shape = "x".join(str(side) for side in np.shape(tile_grid)[::-1])
-    if (tile_grid is not None or repetition is not None) and shape != f"{cols}x{rows}":
+        # Adaptive cells have no tile grid: their leaves are measured as make measures them.
+        placed, given = tile_grid, (tile_grid.rows, tile_grid.cols)
+        tile_ids = None if tile_grid.rect is not None else tile_grid.tile_grid()
+    elif tile_grid is not None:
+        tile_ids, given = tile_grid, np.shape(tile_grid)
+    if given is not None and tuple(given) != (rows, cols):
+        shape = "x".join(str(side) for side in given[::-1])
         raise OptionError(
             "the placements are {shape} cells but {target} has {cols}x{rows} cells at "
             "{cell_px} {cell}", shape=shape, target=target_path, cols=cols, rows=rows,
@@ -1084,10 +1063,12 @@ def score_mosaic(
     metrics |= fidelity_metrics(mosaic, crop, tile_px, view_px,
                                 tile_height=None if square else tile_height,
                                 aspect=None if square else ratio)
-    if tile_grid is not None:
-        metrics |= repetition_metrics(tile_grid)
-    elif repetition is not None:
-        metrics |= repetition
+    if tile_ids is not None:
+        metrics |= repetition_metrics(tile_ids)
+    elif placed is not None and placed.rect is not None:
+        from .adaptive import leaf_repetition
+
+        metrics |= leaf_repetition(placed.tile, placed.rect)
     return metrics
 
 

@@ -34,8 +34,8 @@ CACHE_ENV = "MOSAICIST_CACHE_DIR"
 
 #: What ``np.load`` raises for a cached ``.npy``/``.npz`` file that is missing,
 #: damaged or cut short (a truncated archive is a ``BadZipFile``; a damaged array
-#: header can fail NumPy's tokenizer or parser): the caller treats the entry as absent and makes
-#: it again.
+#: header can fail NumPy's tokenizer or parser): the caller treats the entry as absent
+#: and makes it again.
 STORED_ARRAY_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
                        SyntaxError, tokenize.TokenError)
 
@@ -622,6 +622,7 @@ def refuses_files(folder: Path) -> str | None:
     except OSError:
         pass
     return None
+
 
 def _read_only(folder: Path) -> bool:
     """Whether ``folder`` is on a file system mounted read-only (False where unknown)."""

@@ -1737,11 +1737,12 @@ def near_holders(
 BUCKET_USES = 16
 
 
-def _where(placed: np.ndarray, cols: int, min_spacing: int, layout: Layout | None,
+def _where(count: int, cols: int, min_spacing: int, layout: Layout | None,
            ) -> tuple[np.ndarray, int]:
-    """Each cell's position and the spacing in its units: rows and columns, or centres."""
+    """Each of ``count`` cells' position and the spacing in its units: rows and columns,
+    or centres."""
     if layout is None:
-        cells = np.arange(len(placed))
+        cells = np.arange(count)
         return np.stack((cells // cols, cells % cols), axis=1), min_spacing
     return np.asarray(layout.centre, np.int64), min_spacing * layout.unit
 
@@ -1762,7 +1763,7 @@ def _near_by_bucket(
     near = np.zeros(len(cells), bool)
     if min_spacing <= 1 or not len(cells):
         return near
-    where, reach = _where(placed, cols, min_spacing, layout)
+    where, reach = _where(len(placed), cols, min_spacing, layout)
     square = where // reach + 1  # from 1: a neighbour of the first square is 0
     span_y, span_x = int(square[:, 0].max()) + 2, int(square[:, 1].max()) + 2
     holders = np.flatnonzero(placed >= 0)
@@ -1797,7 +1798,7 @@ def _near_by_rank(
     held = placed[order]
     first = np.searchsorted(held, tiles, side="left")
     last = np.searchsorted(held, tiles, side="right")
-    where, reach = _where(placed, cols, min_spacing, layout)
+    where, reach = _where(len(placed), cols, min_spacing, layout)
     for rank in range(int((last - first).max(initial=0))):
         pairs = np.flatnonzero(first + rank < last)
         holder = order[first[pairs] + rank]
@@ -2196,8 +2197,6 @@ class _Solver:
         self._repair_work = np.zeros(2, np.int64)
         #: Column-generation rounds made.
         self.pricing_rounds = 0
-        #: Moves and swaps of the polish after the spacing rounds (:mod:`._polish`).
-        self.polish_moves = 0
         self.iterations = 0
         #: Whether greedy got stuck and the matching completed the placement.
         self.repaired = False
@@ -2562,14 +2561,10 @@ class _Solver:
 
     def _polished(self, choice: np.ndarray) -> np.ndarray:
         """A spaced placement after moves and swaps that keep every limit (:mod:`._polish`)."""
-        grid = None
-        if self.layout is None:
-            position = np.stack(np.divmod(np.arange(self.count), self.cols), axis=1)
-            apart, grid = float(self.min_spacing), (self.rows, self.cols)
-        else:
-            position, apart = self.layout.centre, float(self.min_spacing * self.layout.unit)
+        position, apart = _where(self.count, self.cols, self.min_spacing, self.layout)
+        grid = (self.rows, self.cols) if self.layout is None else None
         bounds = np.concatenate(([0], np.cumsum(self.edges.length)))
-        choice, self.polish_moves = _polish.polish(
+        choice, _ = _polish.polish(
             choice, bounds, self.edges.tile, self.edges.dist, position, apart,
             self.cap if self.cap is not None else self.count, self.minimum, grid=grid)
         return choice
