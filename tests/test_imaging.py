@@ -1153,6 +1153,24 @@ def test_a_tile_file_larger_than_any_tile_picture_is_refused_unread(tmp_path, mo
     assert not read
 
 
+def test_a_render_as_indexed_refuses_a_tile_file_larger_than_any_tile_picture(tmp_path):
+    # The render's own reader of local tiles as the index cut them read the file whole
+    # before the limit was looked at.
+    from mosaicist import imaging
+
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    Image.fromarray(gradient(16, 16)).save(folder / "a.png")
+    source = open_source(str(folder), cache_dir=tmp_path / "c")
+    with open(folder / "scan.tif", "wb") as handle:
+        handle.truncate(imaging.TILE_MAX_FILE_BYTES + 1)  # sparse: no disk taken
+    pictures = OriginalPictures(source, ["a.png", "scan.tif"], 16, workers=1,
+                                as_indexed=True)
+    assert pictures.fetch(np.arange(1)).shape == (1, 16, 16, 3)
+    with pytest.raises(MosaicistError, match=r"scan\.tif: .*a file of 1\.7 GB, more than"):
+        pictures.fetch(np.arange(2))
+
+
 def test_a_target_too_large_for_the_memory_is_named_with_its_size(tmp_path, monkeypatch):
     # The command line said "out of memory; try a smaller --limit or target", naming no
     # file: a file of a few hundred bytes may declare 900 megapixels.

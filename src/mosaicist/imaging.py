@@ -943,6 +943,20 @@ def read_tile_file(
     content_hash : str
         BLAKE2b digest (hex, 16 bytes) of the file's bytes.
     """
+    data = read_tile_bytes(path)
+    return decode_tile(data, width_px, aspect, crop), content_hash(data)
+
+
+def read_tile_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a tile's file, refused past :data:`TILE_MAX_FILE_BYTES`.
+
+    Raises
+    ------
+    ImageReadError
+        The file is larger than any picture a tile may be can take.
+    OSError
+        The file cannot be read.
+    """
     size = os.stat(path).st_size
     if size > TILE_MAX_FILE_BYTES:
         # Read whole into a decoding worker before the header's pixels were looked at:
@@ -950,8 +964,7 @@ def read_tile_file(
         # machine's memory.
         raise ImageReadError(f"a file of {size / 1e9:.1f} GB, more than a picture of "
                              f"the {TILE_MAX_PIXELS:,} pixels a tile may have takes")
-    data = Path(path).read_bytes()
-    return decode_tile(data, width_px, aspect, crop), content_hash(data)
+    return Path(path).read_bytes()
 
 
 def content_hash(data: bytes | memoryview) -> str:

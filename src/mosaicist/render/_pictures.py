@@ -36,6 +36,7 @@ from ..imaging import (
     decode_tile,
     make_tile,
     read_original,
+    read_tile_bytes,
     thumbnail,
 )
 from ..sources import SourceEntry, TileSource
@@ -235,8 +236,7 @@ class OriginalPictures(TilePictures):
 
     def _decode_as_indexed(self, path: str | os.PathLike[str]) -> np.ndarray:
         """The tile of a local file as the index made it (see ``as_indexed``)."""
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = read_tile_bytes(path)
         try:
             # The size decoded, for the threads' shared budget: a JPEG's at the DCT
             # scale decode_tile asks for too (the header's whole size let two 24 MP
