@@ -547,7 +547,22 @@ def leaf_repetition(tile: np.ndarray, rect: np.ndarray) -> dict[str, Any]:
 
     ``closest_repeat`` is the least Chebyshev distance between the centres
     of two leaves holding the same tile, in level-0 cells (the spacing's
-    measure), or None when no tile repeats.
+    measure), or None when no tile repeats. It is exact, found by a sweep
+    (see :func:`_closest_centres`) whose work grows with the leaves of a
+    tile near each other, not with every pair of them.
+
+    Parameters
+    ----------
+    tile : numpy.ndarray
+        ``(N,)`` tile of each leaf.
+    rect : numpy.ndarray
+        ``(N, 4)`` ``(x, y, w, h)`` of each leaf in level-0 cells: squares
+        that do not overlap, as the leaves of a grid (:meth:`Leaves.rect`).
+
+    Returns
+    -------
+    dict
+        ``distinct_tiles``, ``max_uses`` and ``closest_repeat``.
     """
     tile = np.asarray(tile, np.int64)
     _, inverse, counts = np.unique(tile, return_inverse=True, return_counts=True)
@@ -555,17 +570,52 @@ def leaf_repetition(tile: np.ndarray, rect: np.ndarray) -> dict[str, Any]:
                               "max_uses": int(counts.max(initial=0)), "closest_repeat": None}
     if counts.max(initial=0) < 2:
         return result
-    centre = rect[:, :2] + rect[:, 2:] / 2
-    repeated = np.flatnonzero(counts[inverse] > 1)
-    order = repeated[np.argsort(inverse[repeated], kind="stable")]
-    group = inverse[order]
-    best = np.inf
-    # Each repeated leaf against the next leaves of its tile: work (repeats) x (most uses).
-    for lag in range(1, int(counts.max())):
-        same = group[lag:] == group[:-lag]
-        if not same.any():
-            break
-        gap = np.abs(centre[order[lag:]] - centre[order[:-lag]]).max(axis=1)
-        best = min(best, float(gap[same].min()))
-    result["closest_repeat"] = best
+    rect = np.asarray(rect, np.float64).reshape(-1, 4)
+    repeated = np.flatnonzero(counts[inverse.ravel()] > 1)
+    centre = rect[repeated, :2] + rect[repeated, 2:] / 2
+    # Two squares that do not overlap lie apart along an axis by half their
+    # sides' sum, so no pair is closer than the smallest side.
+    floor = float(rect[repeated, 2].min())
+    result["closest_repeat"], _ = _closest_centres(inverse.ravel()[repeated], centre, floor)
     return result
+
+
+def _closest_centres(group: np.ndarray, centre: np.ndarray, floor: float
+                     ) -> tuple[float, int]:
+    """The least Chebyshev distance between two ``centre`` points of one ``group``.
+
+    Every group has two points or more. A sweep along the axis the points
+    spread over most: the points sorted by (group, that coordinate), each
+    one is compared with the next ones of its group until they are
+    ``best`` or more ahead along the axis (no later one can then be
+    closer), ``best`` shrinking as pairs are found. Comparing each point
+    with every later one of its group, as before, took time in proportion
+    to the points times the most uses of a tile: a minute for 100,000
+    leaves of 20 tiles, far longer than their matching. It stops at
+    ``floor``, a distance no pair can be under. Returned with the sweep's
+    passes past the successors (its work: each pass is one vector step).
+    """
+    spread = centre.max(axis=0) - centre.min(axis=0)
+    along_axis = 0 if spread[0] >= spread[1] else 1
+    order = np.lexsort((centre[:, 1 - along_axis], centre[:, along_axis], group))
+    group = group[order]
+    along, across = centre[order, along_axis], centre[order, 1 - along_axis]
+    count = len(group)
+    # The successors in that order give a distance that some pair reaches.
+    alive = np.flatnonzero(group[1:] == group[:-1])
+    best = float(np.maximum(along[alive + 1] - along[alive],
+                            np.abs(across[alive + 1] - across[alive])).min())
+    step = 2
+    while alive.size and best > floor:
+        partner = alive + step
+        held = np.minimum(partner, count - 1)
+        # Sorted along the axis within a group: once a partner is best ahead,
+        # every later one is too.
+        near = ((partner < count) & (group[held] == group[alive])
+                & (along[held] - along[alive] < best))
+        alive, partner = alive[near], partner[near]
+        if alive.size:
+            best = min(best, float(np.maximum(along[partner] - along[alive],
+                                              np.abs(across[partner] - across[alive])).min()))
+        step += 1
+    return best, step - 2

@@ -108,7 +108,7 @@ from pathlib import Path
 import numpy as np
 
 from ._runtime import worker_count
-from .aspect import format_aspect, height_for, parse_aspect
+from .aspect import aspect_pair, format_aspect, height_for
 from .errors import MosaicistError, OptionError, check_range, shown_type
 from .grid import area_sums, make_grid, rounded_quotient
 from .imaging import read_target
@@ -1018,8 +1018,8 @@ def score_mosaic(
     """
     check_range("cell_px", cell_px, *CELL_PX_RANGE, "pixels", whole=True)
     _check_view_px(view_px)
-    ratio = parse_aspect(aspect) if isinstance(aspect, str) else parse_aspect(
-        format_aspect(aspect))
+    # aspect_pair checks a pair too: (3,) or 5 failed in format_aspect, naming no setting.
+    ratio = aspect_pair(aspect)
     square = ratio == (1, 1)
     cell_height = height_for(cell_px, ratio)
     mosaic = _read_scored(mosaic_path, "mosaic")
