@@ -284,15 +284,16 @@ def test_reads_that_may_pass_are_marked_and_tried_again(tmp_path, monkeypatch, w
     folder = make_colour_folder(tmp_path / "photos", 20)
     (folder / "broken.png").write_bytes(b"not a picture")
     monkeypatch.setattr("mosaicist.sources.folder.DECODE_BATCH", 3)
-    real_read = Path.read_bytes
+    real_read = imaging.read_tile_bytes
     refused = {"t005.png": errno.EIO, "t011.png": errno.EACCES}
 
-    def read_bytes(self):
-        if self.name in refused:
-            raise OSError(refused[self.name], os.strerror(refused[self.name]), str(self))
-        return real_read(self)
+    def read_tile_bytes(path):
+        name = Path(path).name
+        if name in refused:
+            raise OSError(refused[name], os.strerror(refused[name]), str(path))
+        return real_read(path)
 
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(imaging, "read_tile_bytes", read_tile_bytes)
     source = FolderSource(folder, workers=workers)
     entries = source.scan()
     marks = {tile.entry.source_id: (tile.error is not None, tile.transient)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import struct
 import sys
 import threading
@@ -1151,6 +1152,34 @@ def test_a_tile_file_larger_than_any_tile_picture_is_refused_unread(tmp_path, mo
     with pytest.raises(imaging.ImageReadError, match=r"a file of 1\.7 GB, more than a picture"):
         imaging.read_tile_file(huge, 16)
     assert not read
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_a_tile_file_swapped_for_a_fifo_is_refused_without_waiting(tmp_path):
+    # A photo swapped for a FIFO after the folder's scan blocked the index for ever.
+    from mosaicist import imaging
+
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            imaging.read_tile_file(fifo, 16)
+        except BaseException as error:  # noqa: BLE001 - handed to the test's thread
+            outcome.append(error)
+        else:
+            outcome.append(None)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(20)
+    if reader.is_alive():
+        with open(fifo, "wb"):  # lets the blocked reader go, so the test can end
+            pass
+        pytest.fail("reading a FIFO blocked")
+    assert isinstance(outcome[0], imaging.ImageReadError)
+    assert str(outcome[0]) == "not a regular file"
 
 
 def test_a_render_as_indexed_refuses_a_tile_file_larger_than_any_tile_picture(tmp_path):

@@ -15,6 +15,7 @@ import pytest
 from conftest import make_colour_folder
 from PIL import Image
 
+from mosaicist import imaging
 from mosaicist.errors import MosaicistError, OptionError
 from mosaicist.imaging import decode_tile_bytes
 from mosaicist.library import TileLibrary
@@ -447,16 +448,16 @@ def test_a_link_to_a_missing_photo_is_skipped_by_name_and_read_once_it_is_back(t
 
 def fail_reads_of(monkeypatch, name, number=errno.EIO, times=1):
     """Make the next ``times`` reads of the file ``name`` fail with ``number``, as a share might."""
-    original = Path.read_bytes
+    original = imaging.read_tile_bytes
     failures = [times]
 
-    def read_bytes(self):
-        if self.name == name and failures[0] > 0:
+    def read_tile_bytes(path):
+        if Path(path).name == name and failures[0] > 0:
             failures[0] -= 1
-            raise OSError(number, os.strerror(number), str(self))
-        return original(self)
+            raise OSError(number, os.strerror(number), str(path))
+        return original(path)
 
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(imaging, "read_tile_bytes", read_tile_bytes)
 
 
 @pytest.mark.parametrize("number", [errno.EIO, errno.EMFILE, errno.ESTALE])

@@ -707,3 +707,20 @@ def test_an_output_in_proc_is_refused_as_a_folder_not_a_full_disk(tmp_path):
                   "--cell", 8, "--tile-px", 8, "--cache-dir", tmp_path / "cache", "-q")
     _one_line_error(result, "/proc/a.png: files cannot be made in the output folder /proc")
     assert "free" not in result.stderr
+
+
+def test_changed_tiles_refuses_a_file_past_the_tile_size_limit_unread(tmp_path, monkeypatch):
+    # The check that a placed photo is the one matched read the file whole, whatever its
+    # size: a tile's own reader now refuses it (as changed) before reading.
+    from mosaicist import imaging
+    from mosaicist.imaging import content_hash
+    from mosaicist.render import changed_tiles
+
+    folder = make_colour_folder(tmp_path / "tiles", 2)
+    names = sorted(path.name for path in folder.iterdir())
+    data = (folder / names[0]).read_bytes()
+    hashes = {name: content_hash((folder / name).read_bytes()) for name in names}
+    source = open_source(str(folder), cache_dir=tmp_path / "c")
+    assert changed_tiles(source, hashes) == []
+    monkeypatch.setattr(imaging, "TILE_MAX_FILE_BYTES", len(data) - 1)
+    assert changed_tiles(source, hashes)[:1] == [names[0]]

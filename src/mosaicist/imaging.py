@@ -953,18 +953,26 @@ def read_tile_bytes(path: str | os.PathLike[str]) -> bytes:
     Raises
     ------
     ImageReadError
-        The file is larger than any picture a tile may be can take.
+        The file is no regular file, or larger than any picture within the tile
+        pixel limit takes.
     OSError
         The file cannot be read.
     """
-    size = os.stat(path).st_size
-    if size > TILE_MAX_FILE_BYTES:
-        # Read whole into a decoding worker before the header's pixels were looked at:
-        # a multi-gigabyte scan, video or sparse file named .tif could take the
-        # machine's memory.
-        raise ImageReadError(f"a file of {size / 1e9:.1f} GB, more than a picture of "
-                             f"the {TILE_MAX_PIXELS:,} pixels a tile may have takes")
-    return Path(path).read_bytes()
+    # Opened without waiting and looked at through its descriptor: a file swapped for a
+    # FIFO after the folder's scan blocked the read (and the whole index) for ever.
+    descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0))
+    with open(descriptor, "rb", closefd=True) as handle:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise ImageReadError("not a regular file")
+        if status.st_size > TILE_MAX_FILE_BYTES:
+            # Read whole into a decoding worker before the header's pixels were looked
+            # at: a multi-gigabyte scan, video or sparse file named .tif could take the
+            # machine's memory.
+            raise ImageReadError(f"a file of {status.st_size / 1e9:.1f} GB, more than a "
+                                 f"picture of the {TILE_MAX_PIXELS:,} pixels a tile may "
+                                 "have takes")
+        return handle.read()
 
 
 def content_hash(data: bytes | memoryview) -> str:

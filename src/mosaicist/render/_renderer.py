@@ -21,7 +21,7 @@ import numpy as np
 from .. import paths
 from ..colour import from_space, grey_parts, to_space
 from ..errors import MosaicistError, OptionError, SourceError, shown_type
-from ..imaging import content_hash, read_target
+from ..imaging import ImageReadError, content_hash, read_target, read_tile_bytes
 from ..library import TileStamp, stored_stamps, stored_windows
 from ..placements import Placements
 from ..sources import open_source
@@ -596,8 +596,12 @@ def changed_tiles(source: TileSource, hashes: Mapping[str, str],
             if seen is not None and seen.content_hash == recorded and (
                     seen.size, seen.mtime_ns) == (status.st_size, change_stamp(status)):
                 continue
-            if content_hash(Path(path).read_bytes()) != recorded:
+            # A tile's own reader: a FIFO or a file of gigabytes now under the name is
+            # refused (as changed) rather than waited on or read whole.
+            if content_hash(read_tile_bytes(path)) != recorded:
                 changed.append(source_id)
+        except ImageReadError:
+            changed.append(source_id)
         except (OSError, MosaicistError):
             continue
     return changed

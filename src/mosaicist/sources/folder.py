@@ -100,9 +100,19 @@ def _decode_batch(
             elif error.errno == errno.ELOOP:
                 with contextlib.suppress(OSError):
                     reason = f"a link to {os.readlink(path)}, which loops back on itself"
+            # The scan found this file: not finding it now (or a folder above it) says
+            # it was removed, or its drive or share went away, while indexing. Not the
+            # outcome of the file as scanned, so not remembered: with the drive back,
+            # the same stamps would otherwise keep its photos out until each changed.
+            # The next scan decides (gone: dropped; there: read). See decode for the
+            # files the scan did not find either.
+            gone = error.errno in (errno.ENOENT, errno.ENOTDIR)
+            if gone and not os.path.lexists(path):
+                reason = "not there any more (removed, or its drive went away, while indexing)"
             # Decoding reads from memory (its errors are ImageReadErrors): this is the
             # file's read, which a flaky share or a lack of descriptors can fail for now.
-            results.append((None, None, readable(reason), None, None, is_transient(error)))
+            results.append((None, None, readable(reason), None, None,
+                            gone or is_transient(error)))
         except Exception as error:  # noqa: BLE001 - one bad file must never stop indexing
             message = readable(f"cannot decode: {type(error).__name__}: {error}")
             results.append((None, None, message, None, None, False))
@@ -433,6 +443,13 @@ class FolderSource(TileSource):
                 for raw, digest, error, window, signature, transient in results:
                     entry = entries[position]
                     position += 1
+                    if (transient and entry.mtime_ns == MISSING_STAMP
+                            and not str(entry.locator).endswith(os.sep)):
+                        # A file the scan could not find or read the status of (a link
+                        # to nothing): its stamp changes as soon as its status can be
+                        # read, which reading it needs too, so its failure is kept
+                        # while the scan stays the same, not tried again every run.
+                        transient = False
                     pixels = None if raw is None else np.frombuffer(raw, np.uint8).reshape(shape)
                     yield DecodedTile(entry, pixels, digest, error, window, signature, transient)
         finally:
