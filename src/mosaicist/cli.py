@@ -682,6 +682,9 @@ def make(
                     (placements_path, "placements file"), (report_path, "report file"))
     if placements_path is not None and placements_path.suffix.lower() not in (".csv", ".json"):
         raise MosaicistError(f"{placements_path}: a placements file is .csv or .json")
+    _refuse_library_photos(_library_folder(tiles), [
+        (output, "output"), *output_format(output).companions(output),
+        (placements_path, "placements file"), (report_path, "report file")])
     for path, what in ((placements_path, "placements file"), (report_path, "report file")):
         if path is not None:
             check_writable(path, what)
@@ -731,6 +734,58 @@ def _check_distinct(output: Path, written_as: Any,
 
     check_distinct([others[0], (output, "output"), *written_as.companions(output),
                     *others[1:]])
+
+
+def _library_folder(spec: str) -> Path | None:
+    """The folder a ``--tiles`` spec names, symbolic links resolved (None: not a folder).
+
+    Read as :func:`mosaicist.sources.open_source` reads it, without opening
+    anything: a dataset name stays the dataset even beside a folder of that
+    name.
+    """
+    from .paths import expanded
+    from .sources import shadowed_folder
+
+    if shadowed_folder(spec) is not None:
+        return None
+    folder = expanded(spec)
+    return folder.resolve() if folder.is_dir() else None
+
+
+def _refuse_library_photos(library: Path | None,
+                           files: Iterable[tuple[Path | None, str]]) -> None:
+    """Refuse, before any work, a file to write that is a photo of the tile folder ``library``.
+
+    ``make -o tiles/a.png`` wrote the mosaic over the user's photo ``a.png``
+    without a word (``render`` refused it only for the tiles it places):
+    the photo was lost, and the next index took the mosaic for it. A file
+    counts when it exists and the folder's scan lists it: an image
+    extension, no hidden folder or name on the way (see
+    :class:`mosaicist.sources.folder.FolderSource`). A new file is no photo
+    yet.
+    """
+    from .imaging import IMAGE_EXTENSIONS
+    from .paths import expanded
+
+    if library is None:
+        return
+    for path, what in files:
+        if path is None:
+            continue
+        given = expanded(path)
+        # The name the atomic rename replaces: a link itself, in its folder's real place.
+        try:
+            where = Path(os.path.realpath(given.parent)) / given.name
+            relative = where.relative_to(library)
+        except ValueError:  # outside the library (or on another drive)
+            continue
+        parts = relative.parts
+        if (not parts or any(part.startswith(".") for part in parts)
+                or where.suffix.lower() not in IMAGE_EXTENSIONS or not os.path.lexists(where)
+                or os.path.isdir(where)):
+            continue
+        raise MosaicistError(f"{path}: the {what} is also the photo {relative.as_posix()} of "
+                             f"the tile library {library}; give it its own file")
 
 
 def _make_summary(mosaic: Any, output: Path) -> str:
@@ -859,6 +914,12 @@ def render(
                     (Path(placements.target) if placements.target else None, "target"),
                     (placements_path, "placements file"))
     given = _given(settings)
+    if tiles is None and not placements.source:
+        # Said by the renderer, this named neither the file nor why it has no source.
+        kind = ("records none" if placements.settings_recorded
+                else "is CSV, which records none")
+        raise MosaicistError(f"{placements_path}: no tile source: the file {kind}; name the "
+                             "library with --tiles")
     _check_recorded(placements_path, placements, given, quiet)
     options = placements.options.replace(**given)
     if options.overlay > 0 and not placements.target:
@@ -885,6 +946,9 @@ def render(
                 raise MosaicistError(f"{path}: the {what} is also the original of the placed "
                                      f"tile {tile} of {renderer.source_root}; give it its own "
                                      "file")
+        # A photo of the library that no cell holds is lost all the same.
+        _refuse_library_photos(Path(library), [(output, "output"),
+                                               *written_as.companions(output)])
     changed = renderer.changed_tiles
     if changed and not quiet:
         shown = printable(", ".join(changed[:3]) + (", ..." if len(changed) > 3 else ""))

@@ -176,17 +176,32 @@ class Placements:
             count = len(self.rect)
         self.rows = rows
         self.cols = cols
-        self.tile = np.asarray(tile, np.int64).reshape(-1)
-        self.distance = np.asarray(distance).reshape(-1)
+        # Checked before the casts: a position 0.5 became tile 0 and a transform code
+        # 300 an OverflowError, a NaN distance summed into the objective, an id 5 (or
+        # the letters of one text) failed at drawing.
+        self.tile = _numbers("tile", tile, whole=True).astype(np.int64).reshape(-1)
+        self.distance = _numbers("distance", distance).reshape(-1)
+        if not np.isfinite(self.distance).all():
+            raise ValueError("distance has values that are not finite numbers")
+        if isinstance(source_ids, str | bytes) or not all(
+                isinstance(name, str) for name in source_ids):
+            raise OptionError("{source_ids} must be a list of texts (tile ids), got {value}",
+                              value=shown_type(source_ids))
         self.source_ids = list(source_ids)
-        self.transform = (np.zeros(count, np.int8) if transform is None
-                          else np.asarray(transform, np.int8).reshape(-1))
+        codes = len(TRANSFORM_NAMES)
+        if transform is None:
+            self.transform = np.zeros(count, np.int8)
+        else:
+            given = _numbers("transform", transform, whole=True).reshape(-1)
+            if len(given) and not (0 <= given.min() and given.max() < codes):
+                raise ValueError(f"transform has codes outside 0 to {codes - 1}")
+            self.transform = given.astype(np.int8)
         self.tint = (np.zeros((count, 3), np.float64) if tint is None
-                     else np.asarray(tint, np.float64).reshape(-1, 3))
+                     else _numbers("tint", tint).astype(np.float64).reshape(-1, 3))
         self.gain = (np.ones((count, 3), np.float64) if gain is None
-                     else np.asarray(gain, np.float64).reshape(-1, 3))
+                     else _numbers("gain", gain).astype(np.float64).reshape(-1, 3))
         self.chroma = (np.ones(count, np.float64) if chroma is None
-                       else np.asarray(chroma, np.float64).reshape(-1))
+                       else _numbers("chroma", chroma).astype(np.float64).reshape(-1))
         for name, length in (("tile", len(self.tile)), ("distance", len(self.distance)),
                              ("source_ids", len(self.source_ids)),
                              ("transform", len(self.transform)), ("tint", len(self.tint)),
@@ -196,10 +211,6 @@ class Placements:
                                  + ("" if self.rect is None else f" of {count} cells"))
         if len(self.tile) and int(self.tile.min()) < 0:
             raise ValueError(f"tile has a negative library position, {int(self.tile.min())}")
-        codes = len(TRANSFORM_NAMES)
-        if len(self.transform) and not (
-                0 <= int(self.transform.min()) and int(self.transform.max()) < codes):
-            raise ValueError(f"transform has codes outside 0 to {codes - 1}")
         # Past MAX_SHIFT the colour conversions overflow (warnings, NaN cast to pixels).
         if not (np.abs(self.tint) <= MAX_SHIFT).all():
             raise ValueError(f"tint has values that are not finite numbers within "
@@ -689,6 +700,39 @@ MAX_SHIFT = 1e6
 _INT64 = (-(2**63), 2**63 - 1)
 
 
+def _numbers(name: str, values: object, whole: bool = False) -> np.ndarray:
+    """``values`` as an array of numbers (whole ones where ``whole``: of an integer type,
+    or floats without a fraction), or an error naming ``name``: texts, truth values and
+    objects are no numbers, and a whole-number field of fractions is not rounded without
+    a word.
+
+    Raises
+    ------
+    OptionError
+        For values of the wrong type (``tile=[0.5]``, ``tint=[["a", "b", "c"]]``).
+    """
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError):  # ragged nesting
+        array = np.asarray(None)
+    numeric = (np.integer, np.floating)
+    wrong = bool(array.size) and (array.dtype == np.bool_ or not any(
+        np.issubdtype(array.dtype, kind) for kind in numeric))
+    if whole and not wrong and np.issubdtype(array.dtype, np.floating):
+        # np.zeros(n) is a float array of whole numbers; 0.5, NaN or 1e300 hold none.
+        with np.errstate(invalid="ignore"):
+            wrong = not bool((np.isfinite(array) & (array == np.round(array))
+                              & (np.abs(array) < 2.0**63)).all())
+    if wrong:
+        kind = "whole numbers (within int64)" if whole else "numbers"
+        # A list holding an int past int64 (or texts and numbers mixed) is an array of
+        # objects: named by the type given, not by NumPy's.
+        raise OptionError("{" + name + "} must be " + kind + ", got {value}",
+                          value=f"an array of {array.dtype}" if array.dtype != object
+                          else shown_type(values))
+    return array
+
+
 def check_cells(rows: int, cols: int, columns: Mapping[str, list[Any]]) -> None:
     """Check the cells of a placements file, before anything is allocated or opened.
 
@@ -974,10 +1018,15 @@ def _as_path(path: object) -> Path:
         raise OptionError("{path} must be a path, got {value}", value=shown_type(path))
     try:
         # "~/p.json", as make's outputs, targets and tile folders are read.
-        return expanded(path)
+        given = expanded(path)
     except TypeError:  # a PathLike giving bytes
         raise OptionError("{path} must be a path, got {value}",
                           value=shown_type(path)) from None
+    if "\0" in str(given):
+        # No file has such a name: writing raised "ValueError: embedded null byte".
+        raise OptionError("{path} must be a path, got {value} (it holds a NUL character)",
+                          value=_shown(str(given)))
+    return given
 
 
 def _cut(message: str, most: int = 200) -> str:
@@ -1019,4 +1068,12 @@ def _hashes(value: object, tiles: list[Any]) -> dict[str, str] | None:
 
 
 def _optional_text(value: object, name: str) -> str | None:
-    return None if value is None else _text(value, name)
+    """The optional ``source`` or ``target``: a path or source spec, or None."""
+    if value is None:
+        return None
+    text = _text(value, name)
+    if "\0" in text:
+        # No file has such a name: os.path.realpath raised "embedded null byte" (a
+        # traceback) where render checked its files apart.
+        raise ValueError(f"{name} holds a NUL character: {_shown(text)}")
+    return text
