@@ -126,6 +126,13 @@ def test_outputs_through_links_and_devices(tmp_path):
                         (tmp_path / "." / "a.png", "report")])
 
 
+@pytest.mark.parametrize("path", ["a\0b.png", b"a\0b.png"])
+def test_check_distinct_names_a_path_holding_a_nul(tmp_path, path):
+    # os.path.realpath raised a bare ValueError ("embedded null byte").
+    with pytest.raises(MosaicistError, match=r"the placements path holds a NUL character"):
+        check_distinct([(tmp_path / "a.png", "output"), (path, "placements")])
+
+
 def test_an_output_under_a_file_says_the_folder_is_a_file(tmp_path):
     from mosaicist.paths import check_writable
 

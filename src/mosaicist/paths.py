@@ -228,6 +228,10 @@ def check_distinct(paths: Iterable[tuple[str | os.PathLike[str] | None, str]]) -
     for path, what in paths:
         if path is None:
             continue
+        if "\0" in os.fsdecode(path):
+            # realpath's ValueError ("embedded null byte") was a traceback.
+            raise MosaicistError(f"{os.fsdecode(path)!r}: the {what} path holds a NUL "
+                                 "character, which no file name can")
         key = os.path.normcase(os.path.realpath(os.fspath(path)))
         if key in seen:
             raise MosaicistError(f"{path}: the {what} is also the {seen[key]}; "
