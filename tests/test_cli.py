@@ -332,12 +332,12 @@ def test_make_deep_zoom_agrees_with_the_flat_output(setup, tmp_path):
 def test_output_over_a_format_limit_fails_before_any_work(setup, tmp_path):
     root, target, tiles = setup
     cache = tmp_path / "fresh-cache"
-    # 8 columns of 1024 px fit; JPEG's 65535 px side does not fit 64 columns.
+    # 8 columns of 1024 px fit; libjpeg's 65500 px side does not fit 64 columns.
     wide = tmp_path / "wide.png"
     Image.new("RGB", (64 * 8, 8)).save(wide)
     result = run(["make", wide, "--tiles", tiles, "--cell", 8, "--tile-px", 1024,
                   "-o", tmp_path / "big.jpg", "--cache-dir", cache])
-    assert_one_line_error(result, "big.jpg", "65536x1024", "JPEG limit of 65535")
+    assert_one_line_error(result, "big.jpg", "65536x1024", "JPEG limit of 65500")
     assert not cache.exists()
     result = run(["make", wide, "--tiles", tiles, "--cell", 8, "-o", tmp_path / "m.dzi",
                   "--dzi-overlap", 300, "--cache-dir", cache])

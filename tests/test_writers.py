@@ -117,11 +117,11 @@ def test_output_format_by_extension(tmp_path):
 
 
 def test_check_output_size_messages():
-    check_output("a.jpg", 65535, 65535)
+    check_output("a.jpg", 65500, 65500)
     with pytest.raises(MosaicistError) as error:
-        check_output("a.jpg", 65536, 10)
+        check_output("a.jpg", 65501, 10)
     assert str(error.value) == (
-        "a.jpg: 65536x10 pixels is over the JPEG limit of 65535 pixels a side"
+        "a.jpg: 65501x10 pixels is over the JPEG limit of 65500 pixels a side"
     )
     with pytest.raises(MosaicistError, match="WEBP limit of 16383"):
         check_output("a.webp", 10, 16384)

@@ -70,6 +70,7 @@ from ..paths import (
     atomic_path,
     locks_refused,
     process_alive,
+    remove_stale_temporaries,
 )
 from ..progress import progress_bar
 from ._formats import LEAST_BYTES_PER_PIXEL, OutputFormat, Picture
@@ -440,6 +441,29 @@ def _held_paths() -> set[str]:
     return paths
 
 
+def _lock_name(path: Path) -> Path:
+    """The name a pyramid's writers lock by: ``NAME.dzi``, its suffix in lower case.
+
+    ``NAME.dzi`` and ``NAME.DZI`` are two files on most file systems, but
+    their pyramids share ``NAME_files`` and ``NAME.html``: their writers must
+    exclude each other.
+    """
+    return path.with_suffix(".dzi")
+
+
+def _descriptors(path: Path) -> list[Path]:
+    """Every descriptor beside ``path`` whose tiles are ``path``'s: ``NAME.dzi`` in any case."""
+    stem = path.stem
+    try:
+        # A folder of that name is no descriptor (and unlinking it would fail the write).
+        names = [entry.name for entry in os.scandir(path.parent if str(path.parent) else ".")
+                 if not entry.is_dir(follow_symlinks=False)]
+    except OSError:
+        return [path]
+    return [path.with_name(name) for name in names
+            if name.startswith(stem) and name[len(stem):].lower() == ".dzi"]
+
+
 def lock_files(path: str | os.PathLike[str]) -> list[Path]:
     """Return the writers' lock files of the pyramid at ``path``, live or left by a killed run.
 
@@ -459,7 +483,7 @@ def lock_files(path: str | os.PathLike[str]) -> list[Path]:
     list of pathlib.Path
         The lock files beside it, in name order.
     """
-    path = Path(path)
+    path = _lock_name(Path(path))
     pattern = re.compile(rf"\.{re.escape(_temporary_stem(path))}\.[0-9]+-[a-z0-9_]{{8}}"
                          rf"{re.escape(_LOCK_SUFFIX)}")
     try:
@@ -510,7 +534,7 @@ def refuse_if_being_written(path: str | os.PathLike[str]) -> None:
         When another writer holds a lock of the pyramid (:func:`lock_files`), naming it.
     """
     path = Path(path)
-    if fcntl is None or os.path.abspath(path) in _held_paths():
+    if fcntl is None or os.path.abspath(_lock_name(path)) in _held_paths():
         return
     holders = [lock for lock in lock_files(path) if _holder(lock)]
     if holders:
@@ -540,15 +564,19 @@ def writing_lock(path: str | os.PathLike[str]) -> Iterator[None]:
         cannot be made, naming the descriptor.
     """
     path = Path(path)
-    key = os.path.abspath(path)
+    key = os.path.abspath(_lock_name(path))
     held = _held_paths()
     if fcntl is None or key in held:
         yield
         return
+    if _lock_name(path) != path:
+        # Else the lock files of this spelling's killed writers would never be swept:
+        # the write's own temporaries (atomic_path) are named after ``path``.
+        remove_stale_temporaries(_lock_name(path))
     deadline = time.monotonic() + LOCK_PATIENCE_S
     while True:
         try:
-            descriptor, name = tempfile.mkstemp(prefix=_temporary_prefix(path),
+            descriptor, name = tempfile.mkstemp(prefix=_temporary_prefix(_lock_name(path)),
                                                 suffix=_LOCK_SUFFIX, dir=path.parent)
         except OSError as error:
             raise MosaicistError(f"{path}: cannot make the writer's lock beside it: "
@@ -721,8 +749,11 @@ def _withdraw(path: Path) -> None:
     for companion, marker in ((manifest_path(page), _MARKERS[1]), (page, _MARKERS[0])):
         if not companion.is_symlink() and _ours(companion, marker):
             companion.unlink(missing_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    # NAME.DZI and NAME.dzi both describe NAME_files: the other spelling's descriptor
+    # would describe the new tiles with the old pyramid's size.
+    for descriptor in {path, *_descriptors(path)}:
+        with contextlib.suppress(FileNotFoundError):
+            descriptor.unlink()
 
 
 class DeepZoomFormat(OutputFormat):
@@ -811,7 +842,8 @@ class DeepZoomFormat(OutputFormat):
 
     def least_room(self, width: int, height: int, options: MosaicOptions) -> tuple[int, int]:
         """A file per tile of every level, a folder per level, the descriptor and the page;
-        the levels' pixels (a third more than the picture's) at the least a pixel takes.
+        the levels' pixels (a third more than the picture's) at the least a pixel takes,
+        and the page's inlined viewer.
 
         Parameters
         ----------
@@ -825,10 +857,16 @@ class DeepZoomFormat(OutputFormat):
         tuple of int
             ``(bytes, files)``, both lower bounds.
         """
+        from ..viewer._page import least_page_bytes
+
         layout = DeepZoomLayout(width, height, options.dzi_tile_size, options.dzi_overlap,
                                 options.dzi_format)
         files = layout.tile_total() + layout.deepest_level + 1 + 2
-        return math.ceil(width * height * 4 / 3 * LEAST_BYTES_PER_PIXEL), files
+        # The page (written by every command, which knows the placements) inlines its
+        # viewer, hundreds of kB: without it a nearly full disk took the whole pyramid,
+        # then failed on the page.
+        pixels = math.ceil(width * height * 4 / 3 * LEAST_BYTES_PER_PIXEL)
+        return pixels + least_page_bytes(), files
 
     def companions(self, path: Path) -> tuple[tuple[Path, str], ...]:
         """The tile folder, and the viewer's page and manifest.

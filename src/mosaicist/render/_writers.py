@@ -97,6 +97,10 @@ JPEG_SUBSAMPLING = 0
 WEBP_METHOD = 4
 #: Largest resolution recorded: JPEG's JFIF density is a 16-bit field.
 MAX_DPI = 65535
+#: Largest JPEG side: libjpeg's ``JPEG_MAX_DIMENSION``, below the format's 65535. Pillow's
+#: encoder fails past it ("Maximum supported image dimension is 65500 pixels"), and so
+#: does every libjpeg-based reader, so it is refused before any work.
+JPEG_MAX_SIDE = 65500
 #: EXIF tags of a resolution (WebP): XResolution, YResolution, ResolutionUnit (2: inch).
 EXIF_X_RESOLUTION, EXIF_Y_RESOLUTION, EXIF_RESOLUTION_UNIT, EXIF_INCH = 0x011A, 0x011B, 0x0128, 2
 
@@ -984,7 +988,7 @@ def _write_tiff(
 
 #: The image formats, by name (registered in :mod:`mosaicist.render`).
 PNG = RasterFormat("PNG", (".png",), 2**31 - 1, _encode_png)
-JPEG = RasterFormat("JPEG", (".jpg", ".jpeg"), 65535, _encode_jpeg,
+JPEG = RasterFormat("JPEG", (".jpg", ".jpeg"), JPEG_MAX_SIDE, _encode_jpeg,
                    reads=("dpi", "jpeg_quality"))
 WEBP = RasterFormat("WEBP", (".webp",), 16383, _encode_webp, max_pixels=WEBP_MAX_PIXELS,
                     title="WebP", reads=("dpi", "jpeg_quality"))

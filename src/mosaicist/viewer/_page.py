@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import html
 import json
@@ -65,6 +66,21 @@ def folder_source_root(placements: Placements) -> Path | None:
 
 def _asset_bytes(name: str) -> bytes:
     return resources.files("mosaicist.viewer").joinpath("assets", name).read_bytes()
+
+
+@functools.cache
+def least_page_bytes() -> int:
+    """The fewest bytes a viewer page takes: the OpenSeadragon it inlines (about 350 kB).
+
+    Counted by :meth:`mosaicist.render.DeepZoomFormat.least_room`, so that a
+    pyramid whose page cannot fit is refused before any work.
+
+    Returns
+    -------
+    int
+        The size of the vendored OpenSeadragon, a lower bound of any page's.
+    """
+    return len(_asset_bytes("openseadragon.min.js"))
 
 
 def _openseadragon_source() -> str:
