@@ -105,23 +105,40 @@ class Mosaic:
     _image: np.ndarray | None = field(default=None, repr=False)
     _metrics: dict[str, Any] | None = field(default=None, repr=False)
     _measurement: _Measurement | None = field(default=None, repr=False)
+    # Held while the metrics are measured: a mosaic written to two files, or
+    # written and asked for its metrics, from threads at once, measures once.
+    _measuring: threading.Lock = field(default_factory=threading.Lock, init=False,
+                                       repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A lock does not pickle (nor copy): a copy gets a lock of its own.
+        return {name: value for name, value in self.__dict__.items() if name != "_measuring"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._measuring = threading.Lock()
 
     @property
     def metrics(self) -> dict[str, Any] | None:
         """The fidelity and repetition measures, measured at the first request."""
         if self._measurement is not None:
-            started = time.perf_counter()
-            measurement = self._measurement
-            meter = measurement.meter()
-            with one_blas_thread():  # see write
-                for band in measurement.renderer.bands():
-                    meter.add(band)
-                self._finish_metrics(meter, time.perf_counter() - started)
+            # Waits for a thread measuring them meanwhile (while writing, say),
+            # and measures only what that thread left unmeasured.
+            with self._measuring:
+                measurement = self._measurement
+                if measurement is not None:
+                    started = time.perf_counter()
+                    meter = measurement.meter()
+                    with one_blas_thread():  # see write
+                        for band in measurement.renderer.bands():
+                            meter.add(band)
+                        self._finish_metrics(meter, time.perf_counter() - started)
         return self._metrics
 
     @metrics.setter
     def metrics(self, value: dict[str, Any] | None) -> None:
-        self._metrics, self._measurement = value, None
+        with self._measuring:
+            self._metrics, self._measurement = value, None
 
     def _finish_metrics(self, meter: FidelityMeter, seconds: float) -> None:
         assert self._measurement is not None  # called while the metrics are due
@@ -160,6 +177,14 @@ class Mosaic:
             The output file (``~`` expanded); its suffix names the format.
         show_progress : bool
             Draw a progress bar.
+
+        Raises
+        ------
+        OptionError
+            For a ``path`` that is no path, or an empty one.
+        MosaicistError
+            For a suffix that names no output format, or a file that cannot
+            be written (nothing is left under its name).
         """
         path = _output_path(path)
         # The writer and the metrics split their work over threads of their own;
@@ -168,8 +193,18 @@ class Mosaic:
             self._write(path, show_progress)
 
     def _write(self, path: Path, show_progress: bool) -> None:
+        # One thread measures; another writing meanwhile (a second file) just writes,
+        # rather than wait for the first or measure the same picture again.
+        measuring = self._measuring.acquire(blocking=False)
+        try:
+            self._write_measuring(path, show_progress, measuring)
+        finally:
+            if measuring:
+                self._measuring.release()
+
+    def _write_measuring(self, path: Path, show_progress: bool, measuring: bool) -> None:
         started = time.perf_counter()
-        measurement = self._measurement
+        measurement = self._measurement if measuring else None
         if measurement is None or measurement.renderer is not self.renderer:
             self.renderer.write(path, self.options, show_progress=show_progress)
             self.timings["render"] = (self.timings.get("render", 0.0)
@@ -231,20 +266,23 @@ class Mosaic:
         **extra : object
             Top-level keys added to the report (a caller's wall-clock time,
             say); one named like a key of the report replaces it. NumPy
-            scalars and arrays are written as numbers and lists.
+            scalars and arrays are written as numbers and lists; NaN and
+            infinities, which JSON has no numbers for, are refused.
 
         Raises
         ------
         OptionError
-            For a ``path`` that is no path, or an ``extra`` value that is not
-            JSON data (before anything is written).
+            For a ``path`` that is no path (or an empty one), or an ``extra``
+            value that is not JSON data (before anything is written).
         MosaicistError
             When the file cannot be written.
         """
         path = _output_path(path)
         for key, value in extra.items():
             try:
-                json.dumps(value, default=_json_value)
+                # NaN and infinities too: Python writes them as NaN and Infinity, which
+                # strict parsers (a browser's JSON.parse) refuse, as the report never holds.
+                json.dumps(value, default=_json_value, allow_nan=False)
             except (TypeError, ValueError):
                 raise OptionError("write_report's {key} is not JSON data: {value}",
                                   key=key, value=shown_type(value)) from None
@@ -278,6 +316,10 @@ def _output_path(path: object) -> Path:
         shown = shown_type(path) + (" naming bytes" if isinstance(path, os.PathLike) else "")
         raise OptionError("{path} must be a path (a text or a path object), got {value}",
                           value=shown)
+    if not text:
+        # Else the current folder (Path("") is "."), refused as a format-less output or
+        # as a busy rename target: a message about neither.
+        raise OptionError("{path} is empty: give the file to write")
     return expanded(text)
 
 
@@ -343,7 +385,8 @@ def make_mosaic(
     show_progress : bool
         Draw progress bars on stderr.
     quiet : bool
-        Suppress warnings about skipped tile files.
+        Print no notes or warnings on stderr (tile files skipped, preset
+        settings a matcher runs without, print sizes rounded); the default.
     **settings
         Settings that replace those of ``options``: any field of
         :class:`~mosaicist.options.MosaicOptions` (``cell_px``, ``tile_px``,
@@ -358,8 +401,9 @@ def make_mosaic(
     ------
     OptionError
         For settings that cannot be used or combined, and for a ``target``,
-        ``tiles`` or ``options`` of a type not listed above or a target
-        array that is not ``(H, W, 3)`` uint8 (before any work).
+        ``tiles`` or ``options`` of a type not listed above, an empty
+        ``tiles`` text, or a target array that is not ``(H, W, 3)`` uint8
+        (before any work).
     MosaicistError
         For a target or tile source that cannot be read.
 
@@ -525,6 +569,11 @@ def _check_inputs(target: object, tiles: object, cache_dir: object = None) -> No
         raise OptionError("{tiles} must be a source spec (a text: a folder, 'cifar10'...), "
                           "a path, a TileSource or a TileLibrary, got {value}",
                           value=shown_type(tiles))
+    if isinstance(tiles, str) and not tiles:
+        # Path("") is the current folder: an empty text (an unset variable, a blank
+        # field) would index whatever folder the program runs in.
+        raise OptionError("{tiles} is empty: give a folder, a dataset name ('cifar10'...) "
+                          "or an array file")
     # Else a bare TypeError from pathlib, naming nothing, once the target is read.
     if cache_dir is not None and not isinstance(cache_dir, str | os.PathLike):
         raise OptionError("{cache_dir} must be a path (a text or a path object), got {value}",
