@@ -118,7 +118,7 @@ def test_an_empty_output_path_is_refused_by_name(tmp_path, mosaic, monkeypatch, 
 @pytest.mark.parametrize(("extra", "shown"), [
     ({"wall": float("nan")}, "nan"),
     ({"wall": np.float32("inf")}, "a float32"),
-    ({"seconds": np.array([1.0, -np.inf])}, "a ndarray"),
+    ({"seconds": np.array([1.0, -np.inf])}, "an ndarray"),
 ])
 def test_report_extras_that_strict_json_cannot_hold_are_refused(tmp_path, mosaic, extra, shown):
     # They were written as NaN / Infinity, which JSON.parse and other strict readers refuse.

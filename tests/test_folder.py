@@ -549,3 +549,11 @@ def test_an_unreadable_top_folder_is_an_error(tmp_path, monkeypatch):
     _refusing_scandir(monkeypatch, folder)
     with pytest.raises(SourceError, match="photos: cannot read the folder: Permission denied"):
         source.scan()
+
+
+def test_an_empty_source_spec_is_refused_not_the_current_folder_indexed():
+    # Path("") is ".": TileLibrary.open("") indexed every picture under the current folder.
+    from mosaicist.sources import SourceError, open_source
+
+    with pytest.raises(SourceError, match="a tile source spec is empty"):
+        open_source("", cache_dir=None)

@@ -77,6 +77,19 @@ def test_exif_orientation_6_is_applied(odd):
     assert read_target(odd / "jpeg/exif6.jpg").shape == (40, 24, 3)
 
 
+def test_a_callers_pillow_image_is_turned_upright_as_its_file_is(odd):
+    # make_mosaic(Image.open("portrait.jpg")) lay down where make_mosaic("portrait.jpg")
+    # stood up: the caller's image kept its EXIF orientation unapplied.
+    from mosaicist.imaging import picture_array
+
+    with Image.open(odd / "jpeg/exif6.jpg") as image:
+        pixels = picture_array(image)
+        assert image.size == (40, 24)  # the caller's image itself is left as it was
+    np.testing.assert_array_equal(pixels, read_target(odd / "jpeg/exif6.jpg"))
+    upright = Image.fromarray(pixels)
+    assert picture_array(upright).shape == (40, 24, 3)  # no orientation: as it is
+
+
 def test_greyscale_jpeg_is_replicated(odd):
     actual = tile(odd / "jpeg/grey.jpg")
     assert (actual[..., 0] == actual[..., 1]).all() and (actual[..., 1] == actual[..., 2]).all()

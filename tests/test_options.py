@@ -647,3 +647,12 @@ def test_settings_written_with_a_tint_below_a_hundredth_read_as_no_tint():
     written = MosaicOptions(tint=0.5).to_json() | {"tint": 0.004, "tint_max": 0.003}
     read = MosaicOptions.from_json(written)
     assert read.tint == 0.0 and read.tint_max == 0.0
+
+
+def test_shown_type_says_an_before_a_vowel():
+    from mosaicist.errors import shown_type
+
+    assert shown_type(object()) == "an object"
+    assert shown_type(np.zeros(2)) == "an ndarray"
+    assert shown_type({}) == "a dict"
+    assert shown_type(5) == "5"

@@ -177,7 +177,10 @@ def shown_type(value: object) -> str:
     (``5``, ``None``, ``b'x'``), anything else by its type (``a dict``), never a long repr."""
     if value is None or (isinstance(value, int | float | bytes) and len(repr(value)) <= 40):
         return repr(value)
-    return f"a {type(value).__name__}"
+    name = type(value).__name__
+    # "an" before a vowel's sound: NumPy's ndarray is said "en-dee-array".
+    vowel = name[:1].lower() in "aeiou" or name.startswith("nd")
+    return f"{'an' if vowel else 'a'} {name}"
 
 
 #: Escapes of the control characters most often found in names.

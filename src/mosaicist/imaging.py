@@ -1091,7 +1091,11 @@ def picture_array(image: Image.Image, name: str = "target",
     try:
         with _PILLOW_LIMIT.allowing(max_pixels):
             image.load()
-        return np.asarray(to_rgb(image), dtype=np.uint8)
+        # Upright as a file of it is read (a camera's portrait came out lying down, its
+        # grid turned); a copy, the caller's image untouched. An image already turned
+        # has no orientation left to apply.
+        upright = ImageOps.exif_transpose(image) or image
+        return np.asarray(to_rgb(upright), dtype=np.uint8)
     except _DECODE_ERRORS as error:
         raise MosaicistError(f"{name}: cannot read the picture: {_describe(error)}") from None
 

@@ -134,6 +134,10 @@ def open_source(
     if not isinstance(text, str):
         shown = "None" if spec is None else f"a {type(spec).__name__}"
         raise SourceError(f"a tile source must be a source spec (a text) or a path, got {shown}")
+    if not text:
+        # Path("") is the current folder: every picture under it would be indexed.
+        raise SourceError("a tile source spec is empty: give a folder, a dataset name "
+                          "('cifar10'...) or an array file")
     lowered = text.lower()
     for dataset in _CIFAR:
         if lowered == dataset or lowered.startswith(dataset + ":"):
