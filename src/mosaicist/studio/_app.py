@@ -1073,10 +1073,19 @@ def _check_sizes(target: Path, name: str, options: MosaicOptions) -> None:
 
 
 def _download_name(target_name: str, file_name: str) -> str:
-    """``<target stem>-<file name>``: ``astronaut-mosaic.png``."""
+    """``<target stem>-<file name>``: ``astronaut-mosaic.png``; ``mosaic.png`` for ``mosaic.jpg``.
+
+    Examples
+    --------
+    >>> _download_name("m.jpg", "mosaic.png"), _download_name("mosaic.jpg", "mosaic.png")
+    ('m-mosaic.png', 'mosaic.png')
+    """
     stem = os.path.splitext(target_name)[0]
     stem = re.sub(r"[^\w.-]+", "-", stem, flags=re.UNICODE).strip("-.")[:60] or "mosaic"
-    return file_name if file_name.startswith(stem) else f"{stem}-{file_name}"
+    # Left as it is only when it starts with the whole stem ("mosaic" for mosaic.png, not
+    # "m" or "place", which would name a download of m.jpg just "mosaic.png").
+    named = file_name == stem or file_name.startswith((f"{stem}.", f"{stem}-"))
+    return file_name if named else f"{stem}-{file_name}"
 
 
 

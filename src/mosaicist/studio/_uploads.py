@@ -53,6 +53,8 @@ ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 STORED_JPEG_QUALITY = 95
 #: Longest display name kept from the uploaded file's name.
 MAX_NAME_LENGTH = 80
+#: The characters browsers escape in the file name of a form's upload.
+_FORM_ESCAPE = re.compile(r"%(22|0[AaDd])")
 
 
 def display_name(filename: str | None) -> str:
@@ -66,8 +68,14 @@ def display_name(filename: str | None) -> str:
     'target'
     >>> display_name("a" * 100 + ".png") == "a" * 76 + ".png"
     True
+    >>> display_name("my %22best%22 photo.jpg")
+    'my "best" photo.jpg'
     """
-    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    # Browsers send a file name in a form with '"', CR and LF written as %22, %0D and %0A
+    # (the HTML standard's multipart encoding), and nothing else escaped: written back
+    # (a line break as a space, as any run of white space is shown).
+    name = _FORM_ESCAPE.sub(lambda match: '"' if match.group(1) == "22" else " ", filename or "")
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(character for character in unicodedata.normalize("NFC", name)
                    if unicodedata.category(character)[0] != "C")
     name = re.sub(r"\s+", " ", name).strip(" .")

@@ -130,7 +130,7 @@ def _write_outputs(renderer: Any, options: Any, folder: Path, events: EventWrite
     """Write the picture in every format that fits it, the viewer, the zip and the thumbnail.
 
     Returns the outputs written (kind -> file name) and a note for each
-    format that could not take the picture (a JPEG over 65,535 pixels...).
+    format that could not take the picture (a JPEG over 65,500 pixels...).
     """
     from ..render import check_output, read_layout, read_level
 

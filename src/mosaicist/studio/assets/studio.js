@@ -80,6 +80,7 @@
     indexFailed: new Set(),
     indexedSettings: null, // the settings (and target) of the last index job asked for
     making: null, makeSource: null,
+    starting: false,       // a Make sent, its run not followed yet
     shown: null,           // the run shown under "Your mosaic"
     previewTimer: 0, previewAbort: null, previewUrl: null,
     commandAbort: null,
@@ -88,14 +89,25 @@
 
   // --- talking to the server ---------------------------------------------------------
 
-  class ApiError extends Error {}
+  class ApiError extends Error {
+    constructor(message, status = 0) {
+      super(message);
+      this.status = status;  // the HTTP status of a refusal; 0 for the page's own errors
+    }
+  }
 
   /** A sentence as the page shows it: capital first letter, full stop at the end. */
   function sentence(text) {
     let message = String(text || "").trim().replace(/\s+/g, " ");
     if (!message) return "Something went wrong.";
-    // "the request..." starts a sentence; "notes.jpg: ..." or "max_uses ..." keep their case.
-    if (/^[a-z]+(\s|$)/.test(message)) message = message[0].toUpperCase() + message.slice(1);
+    // "the request..." starts a sentence; "notes.jpg: ..." or "max_uses ..." keep their case,
+    // and so does any name before "NAME: problem" ("holiday photo.jpg: ...", a folder typed
+    // as "photos: ..."): a file is named as it is called, not as "Holiday photo.jpg".
+    const named = /^([^:]{1,300}): /.exec(message);
+    const name = named ? named[1] : "";
+    if (/^[a-z]+(\s|$)/.test(message) && !(name && (/[./\\]/.test(name) || !/\s/.test(name)))) {
+      message = message[0].toUpperCase() + message.slice(1);
+    }
     return /[.!?]$/.test(message) ? message : message + ".";
   }
 
@@ -122,7 +134,7 @@
         const data = await response.json();
         if (data && typeof data.error === "string") message = data.error;
       } catch (_) { /* not JSON: keep the status line */ }
-      throw new ApiError(sentence(message));
+      throw new ApiError(sentence(message), response.status);
     }
     if (raw) return response;
     if (response.status === 204) return null;
@@ -167,6 +179,7 @@
     const saved = {
       tilesKind: kind, folder: $("folder-path").value, builtin: $("builtin").value,
       array: $("array-path").value, tiles: state.tiles, changed: state.changed, size: state.size,
+      target: state.target,
     };
     try { localStorage.setItem(STORAGE_KEY, JSON.stringify(saved)); } catch (_) { /* private mode */ }
   }
@@ -418,7 +431,9 @@
       const {printWidth, printHeight, unit, dpi} = state.size;
       const perInch = {cm: 2.54, mm: 25.4, in: 1}[unit];
       const pixels = [Math.round(printWidth / perInch * dpi), Math.round(printHeight / perInch * dpi)];
-      summary.textContent = pixels.every(Number.isFinite)
+      // Sizes being typed (empty, negative, no dpi) have no pixels: the preview says why.
+      summary.textContent = printWidth > 0 && printHeight > 0 && dpi >= 1
+                            && pixels.every((side) => Number.isFinite(side) && side > 0)
         ? `A print of ${printWidth} × ${printHeight} ${unit} at ${dpi} dpi is about ${fmt(pixels[0])} × ${fmt(pixels[1])} pixels.`
         : "";
       return;
@@ -428,9 +443,14 @@
     const rows = Math.floor(state.target.height / heightFor(cell, aspect));
     const tile = Number(effective("tile_px"));
     const width = cols * tile, height = rows * heightFor(tile, aspect);
-    summary.textContent = cols > 0 && rows > 0
-      ? `${fmt(cols)} × ${fmt(rows)} cells (${fmt(cols * rows)} photos); the mosaic is ${fmt(width)} × ${fmt(height)} pixels.`
-      : "The picture is smaller than one cell at this size.";
+    // A tile size being typed (negative, a fraction, over the limit) makes no mosaic: its
+    // size is left out rather than shown as "-20 × 15 pixels" (the preview says why).
+    const declared = state.declared.get("tile_px");
+    const tileValid = Number.isInteger(tile) && tile >= (declared?.low ?? 1)
+                      && (declared?.high === null || declared?.high === undefined || tile <= declared.high);
+    const cells = `${fmt(cols)} × ${fmt(rows)} cells (${fmt(cols * rows)} photos)`;
+    summary.textContent = !(cols > 0 && rows > 0) ? "The picture is smaller than one cell at this size."
+      : tileValid ? `${cells}; the mosaic is ${fmt(width)} × ${fmt(height)} pixels.` : `${cells}.`;
   }
 
   function bindSize() {
@@ -481,12 +501,36 @@
     $("drop-text").innerHTML = "<span class=\"link\">Choose another picture</span> or drop one here";
     $("target-info").textContent = `${target.name} · ${fmt(target.width)} × ${fmt(target.height)} pixels`;
     renderSize();
+    save();  // kept over a reload, as the photos and settings are
     schedulePreview();
+  }
+
+  /** The picture chosen before the page was reloaded, when the studio still stores it. */
+  async function restoreTarget(saved) {
+    const target = saved?.target;
+    if (!target || typeof target !== "object" || !/^[0-9a-f]{32}$/.test(String(target.id))
+        || !(Number(target.width) > 0) || !(Number(target.height) > 0)) return;
+    try {
+      await api("HEAD", `/api/targets/${target.id}`, undefined, {raw: true});
+    } catch (_) {
+      return;  // removed since (unused for a day), or another studio's: chosen again
+    }
+    if (state.target) return;  // a picture chosen meanwhile wins
+    setTarget({id: target.id, name: String(target.name || "target"),
+               width: Number(target.width), height: Number(target.height)});
   }
 
   async function uploadTarget(file) {
     if (!file) return;
     clearError();
+    // Checked here, as the server checks it, before the bytes are sent: a file over the
+    // server's whole request limit would be cut off with a sentence about "the request
+    // body" (or the connection dropped), naming neither the file nor the limit.
+    const limit = Number(state.server?.max_upload_bytes);
+    if (limit > 0 && file.size > limit) {
+      $("target-file").value = "";
+      throw new ApiError(`${file.name}: the file is ${(file.size / 2 ** 20).toFixed(1)} MiB, over the limit of ${Math.floor(limit / 2 ** 20)} MiB.`);
+    }
     $("target-info").textContent = `Reading ${file.name}…`;
     const form = new FormData();
     form.append("file", file, file.name);
@@ -812,7 +856,7 @@
   function schedulePreview() {
     clearTimeout(state.previewTimer);
     state.previewTimer = setTimeout(() => { runPreview(); runCommand(); }, PREVIEW_DELAY_MS);
-    $("make").disabled = !readyToMake() || Boolean(state.making);
+    $("make").disabled = !readyToMake() || Boolean(state.making) || state.starting;
   }
 
   async function runPreview() {
@@ -866,6 +910,12 @@
       $("preview-status").textContent = `${Number.isFinite(cells) && cells > 0 ? fmt(cells) + " cells" : "Preview"} · ${took.toFixed(2)} s`;
     } catch (error) {
       if (error.name === "AbortError" || controller.signal.aborted) return;
+      if (error.status === 409) {
+        // The server draws only the newest preview asked for, and that was another tab's
+        // (this page aborts its own older ones): asked again, not shown as an error.
+        schedulePreview();
+        return;
+      }
       if (/not indexed/i.test(error.message)
           && state.indexedSettings !== JSON.stringify([body.settings, body.target])) {
         indexTiles(state.tiles).catch(showError);
@@ -927,10 +977,19 @@
   // --- Make -------------------------------------------------------------------------------
 
   async function make() {
-    if (!readyToMake()) return;
+    if (!readyToMake() || state.making || state.starting) return;
     clearError();
-    const {id} = await api("POST", "/api/runs", {target: state.target.id, tiles: state.tiles, settings: settingsPayload()});
-    followRun(id, "Making the mosaic");
+    // The button is off from the click until the run is followed: a double-click (or a
+    // second press while the server answers) must not make the mosaic twice.
+    state.starting = true;
+    $("make").disabled = true;
+    try {
+      const {id} = await api("POST", "/api/runs", {target: state.target.id, tiles: state.tiles, settings: settingsPayload()});
+      followRun(id, "Making the mosaic");
+    } finally {
+      state.starting = false;
+      if (!state.making) $("make").disabled = !readyToMake();
+    }
     loadHistory();
   }
 
@@ -1107,12 +1166,20 @@
     const tilePx = render.querySelector("input");
     tilePx.value = Math.min(1024, 2 * (run.settings?.tile_px || run.report?.settings?.tile_px || 32));
     render.hidden = !done;
+    const renderButton = render.querySelector("button");
     render.addEventListener("submit", guarded(async (event) => {
       event.preventDefault();
+      if (renderButton.disabled) return;  // a double-click draws it again once
       const size = Number(tilePx.value);
       if (!Number.isInteger(size) || size < 1 || size > 1024) throw new ApiError("The tile size must be a whole number of pixels from 1 to 1024.");
       clearError();
-      const {id} = await api("POST", `/api/runs/${encodeURIComponent(run.id)}/render`, {tile_px: size});
+      renderButton.disabled = true;
+      let id;
+      try {
+        ({id} = await api("POST", `/api/runs/${encodeURIComponent(run.id)}/render`, {tile_px: size}));
+      } finally {
+        renderButton.disabled = false;
+      }
       followRun(id, `Drawing again at ${size} px tiles`);
       $("make-pane").scrollIntoView({block: "start"});
       loadHistory();
@@ -1120,8 +1187,9 @@
     const remove = card.querySelector(".run-delete");
     remove.setAttribute("aria-label", `Delete ${title}`);
     remove.hidden = active;
-    let armed = 0;
-    remove.addEventListener("click", guarded(async () => {
+    let armed = 0, deleting = false;
+    remove.addEventListener("click", guarded(async (event) => {
+      if (deleting) return;
       if (!armed) {
         // Ask once more on the button itself: no modal, keyboard friendly.
         remove.textContent = "Delete for good?";
@@ -1129,8 +1197,16 @@
         armed = setTimeout(() => { armed = 0; remove.textContent = "Delete"; remove.classList.remove("confirm"); }, 4000);
         return;
       }
+      // The second click of a double-click (its click count 2) is no answer to the
+      // question the first one raised.
+      if (event.detail > 1) return;
       clearTimeout(armed);
-      await api("DELETE", `/api/runs/${encodeURIComponent(run.id)}`);
+      deleting = true;
+      try {
+        await api("DELETE", `/api/runs/${encodeURIComponent(run.id)}`);
+      } finally {
+        deleting = false;
+      }
       if (state.shown === run.id) {
         state.shown = null;
         $("result").hidden = true;
@@ -1200,6 +1276,8 @@
     $("copy-command").addEventListener("click", guarded(copyCommand));
     $("make").addEventListener("click", guarded(make));
     $("cancel-make").addEventListener("click", guarded(cancelMake));
+    // The picture too: a reload (or going back to the page) mid-make must not lose it.
+    await restoreTarget(saved);
     schedulePreview();
     const runs = await loadHistory();
     const active = (runs || []).find((run) => run.status === "queued" || run.status === "running");
