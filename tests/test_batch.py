@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from mosaicist import MosaicOptions, TileLibrary, make_mosaic
+from mosaicist import MosaicOptions, Placements, TileLibrary, make_mosaic
 from mosaicist.batch import (
     STATE_FOLDER,
     Picks,
@@ -28,7 +28,12 @@ from mosaicist.batch import (
     stable_mosaic,
     write_video,
 )
-from mosaicist.batch._stable import previous_candidates
+from mosaicist.batch._stable import (
+    anchored_signature,
+    cell_signature,
+    changed_cells,
+    previous_candidates,
+)
 from mosaicist.batch._video import video_rate
 from mosaicist.cli import main
 from mosaicist.errors import MosaicistError, OptionError
@@ -62,6 +67,20 @@ def _write_video(path: Path, frames: int, width: int = 48, height: int = 32) -> 
         for index in range(frames):
             frame = av.VideoFrame.from_ndarray(_picture(width, height, index), format="rgb24")
             for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _write_frames(path: Path, pictures: list[np.ndarray]) -> None:
+    """A video of ``pictures`` (all of one size), lossless where the codec allows."""
+    height, width = pictures[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4",
+                                      rate=12)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for picture in pictures:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
@@ -327,6 +346,27 @@ def test_video_out_and_stability_reduce_flicker(data, tmp_path):
     assert (tmp_path / "stable" / last).read_bytes() != (tmp_path / "plain" / last).read_bytes()
 
 
+def test_a_cut_in_a_stable_video_starts_the_new_shot_afresh(data, tmp_path):
+    # At --stable 10 a tile stays unless another is 11 times closer: the second shot was
+    # drawn with the first shot's tiles.
+    _, tiles, _, _, _ = data
+    first = _picture(48, 32, 1)
+    second = np.ascontiguousarray(_picture(48, 32, 9)[::-1, ::-1, ::-1])
+    video = tmp_path / "cut.mp4"
+    _write_frames(video, [first, first, second, second])
+    made = {}
+    for strength in (0, 10):
+        out = tmp_path / f"s{strength}"
+        result = run(["batch", video, "--tiles", tiles, "-o", out, *GRID, "--preset", "seed",
+                      "--stable", strength, "-q"])
+        assert result.exit_code == 0, result.output
+        made[strength] = [(out / f"cut-{index:06d}.png").read_bytes() for index in range(4)]
+    # The cut's frame is the plain mosaic of the new shot; the frame after it, the same
+    # shot again, keeps its tiles.
+    assert made[10][2] == made[0][2]
+    assert made[10][3] == made[10][2]
+
+
 def _library(data) -> TileLibrary:
     return TileLibrary.open(data[1], TILE)
 
@@ -386,6 +426,112 @@ def test_stable_assignment_keeps_limits_and_a_still_picture(data):
     assert stable.assignment is not None
     assert stable.assignment.objective == pytest.approx(float(stable.distance.sum()))
     assert stable.assignment.objective >= plain.assignment.objective
+
+
+@pytest.mark.parametrize("settings", [{"preset": "seed"}, {}, {"max_uses": 2}])
+def test_stable_cells_whose_picture_changed_are_matched_afresh(data, settings):
+    # A strong stability held the last scene's tiles across a cut (at 10 a tile stays
+    # unless another is 11 times closer): cells whose picture changed are matched afresh,
+    # and a frame where most of them did is a new scene.
+    library = _library(data)
+    before = _picture(64, 48, 1)
+    other = np.ascontiguousarray(_picture(64, 48, 9)[::-1, ::-1, ::-1])
+    matcher, request = _request(library, before, **settings)
+    previous = matcher.match(request).tile
+    signature = cell_signature(request.grid.cells)
+    hundredths = 1000
+
+    # The same picture, and one a few levels off: no cell changed, every tile kept.
+    for again in (before, np.clip(before.astype(int) + 9, 0, 255).astype(np.uint8)):
+        _, request = _request(library, again, **settings)
+        same = StableMatcher(matcher, previous, hundredths, signature)
+        np.testing.assert_array_equal(same.match(request).tile, previous)
+        assert same.changed == 0 and not same.new_scene
+
+    # A cut: the plain mosaic of the new picture, where before most tiles stayed.
+    _, cut = _request(library, other, **settings)
+    plain = matcher.match(cut)
+    _, cut = _request(library, other, **settings)
+    held = StableMatcher(matcher, previous, hundredths).match(cut)
+    assert (held.tile == previous).mean() > (plain.tile == previous).mean() + 0.2
+    _, cut = _request(library, other, **settings)
+    fresh = StableMatcher(matcher, previous, hundredths, signature)
+    np.testing.assert_array_equal(fresh.match(cut).tile, plain.tile)
+    assert fresh.new_scene and fresh.changed > len(previous) // 2
+
+    # The left three columns of cells changed: they are matched afresh, the others keep
+    # their tiles.
+    partial = before.copy()
+    partial[:, :3 * CELL] = other[:, :3 * CELL]
+    _, request = _request(library, partial, **settings)
+    stable = StableMatcher(matcher, previous, hundredths, signature)
+    picked = stable.match(request).tile
+    grid = request.grid
+    left = (np.arange(grid.rows * grid.cols) % grid.cols) < 3
+    assert not stable.new_scene and stable.changed == left.sum()
+    kept = (picked[~left] == previous[~left]).mean()
+    # Under use limits the cells matched afresh may take tiles others must then give up.
+    assert kept == 1 if not matcher.repetition_limits else kept > 0.8
+    assert (picked[left] != previous[left]).mean() > 0.5
+
+
+def test_cell_signature_is_each_cells_block_means():
+    rng = np.random.default_rng(5)
+    cells = rng.integers(0, 256, (6, 8, 12, 3), np.uint8)
+    signature = cell_signature(cells)
+    assert signature.shape == (6, 4, 4, 3) and signature.dtype == np.uint8
+    expected = cells.astype(float).reshape(6, 4, 2, 4, 3, 3).mean(axis=(2, 4))
+    np.testing.assert_array_equal(signature, np.rint(expected))
+    # Cells smaller than the blocks, and of sides the blocks do not divide.
+    assert cell_signature(cells[:, :2, :3]).shape == (6, 2, 3, 3)
+    odd = cell_signature(cells[:, :7, :5])
+    assert odd.shape == (6, 4, 4, 3)
+    np.testing.assert_array_equal(odd[:, 0, 0], np.rint(cells[:, :2, :1].mean(axis=(1, 2))))
+    flat = np.full((4, 4, 4, 3), 100, np.uint8)
+    moved = flat + np.array([0, 39, 40, 41], np.uint8)[:, None, None, None]
+    assert changed_cells(moved, flat).tolist() == [False, False, False, True]
+    half = flat.copy()
+    half[:, :2] = 182  # half the blocks 82 levels off: 58 levels root mean square
+    assert changed_cells(half, flat).all()
+
+
+def test_anchored_signature_keeps_where_each_tile_was_chosen():
+    # A slow pan moved each cell a little a frame, never past the change measured from
+    # frame to frame: a tile stays anchored where it was chosen.
+    rng = np.random.default_rng(2)
+    cells = rng.integers(60, 190, (4, 8, 8, 3), np.uint8)
+    anchor = cell_signature(cells)
+    previous = Picks(np.array([5, 6, 7, 8]), np.zeros(4), 2, 2, 1, 10, anchor)
+    now = cells.copy()
+    now[1] = np.clip(now[1].astype(int) + 30, 0, 255)  # kept its tile, moved 30: anchor stays
+    now[2] = np.clip(now[2].astype(int) + 60, 0, 255)  # moved 60: matched afresh, anchored now
+    placements = Placements(2, 2, np.array([5, 6, 7, 9]), np.zeros(4),
+                            ["a", "b", "c", "d"], np.zeros(4, np.int8))
+    anchored = anchored_signature(now, placements, previous)
+    current = cell_signature(now)
+    np.testing.assert_array_equal(anchored[[0, 1]], anchor[[0, 1]])
+    np.testing.assert_array_equal(anchored[[2, 3]], current[[2, 3]])  # moved; another tile
+    # No earlier picks, or none with signatures: every cell anchored now.
+    np.testing.assert_array_equal(anchored_signature(now, placements, None), current)
+    unsigned = Picks(previous.tile, previous.transform, 2, 2, 1, 10)
+    np.testing.assert_array_equal(anchored_signature(now, placements, unsigned), current)
+
+
+def test_picks_keep_their_signature_and_read_old_ones_without(tmp_path):
+    signature = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    Picks(np.array([3, 1]), np.array([0, 0]), 1, 2, 7, 10, signature).save(
+        str(tmp_path / "p.npz"))
+    back = Picks.load(str(tmp_path / "p.npz"))
+    assert back is not None and back.signature is not None
+    np.testing.assert_array_equal(back.signature, signature)
+    # Picks saved before signatures were kept, or with a damaged one: the tiles steer.
+    Picks(np.array([3, 1]), np.array([0, 0]), 1, 2, 7, 10).save(str(tmp_path / "old.npz"))
+    old = Picks.load(str(tmp_path / "old.npz"))
+    assert old is not None and old.signature is None and list(old.tile) == [3, 1]
+    Picks(np.array([3, 1]), np.array([0, 0]), 1, 2, 7, 10, signature[:1]).save(
+        str(tmp_path / "bad.npz"))
+    bad = Picks.load(str(tmp_path / "bad.npz"))
+    assert bad is not None and bad.signature is None
 
 
 def test_stable_mosaic_without_previous_is_make_mosaic(data, tmp_path):

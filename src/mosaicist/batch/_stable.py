@@ -20,6 +20,24 @@ previous frame costs its distance divided by ``1 + s``:
   gap) is that of the discounted problem, which no placement's true
   objective can be below.
 
+**Where the picture changed** the previous tile has lost its reason to stay:
+each frame keeps a small picture of every cell (:func:`cell_signature`: its
+4 x 4 blocks' mean colours) as it was when the cell's tile was chosen (its
+anchor, :func:`anchored_signature`), and a cell whose blocks moved by more
+than :data:`CHANGE_LEVELS` (root mean square, in levels of 0-255) from its
+anchor is matched afresh; where more than :data:`CUT_SHARE` of the cells
+changed so, the frame is a new scene and every cell is. Without this, a
+strong stability held the last scene's tiles across a cut (at ``--stable
+10`` a tile stays unless another is 11 times closer), moving things left
+trails of tiles behind them, and a pan slid the picture away under tiles
+that never left. Measured on photos
+(`benchmarks/README.md`): a frame against itself with noise, moved by up to
+8 pixels or zoomed by 2% changes its cells' blocks by 0.5-23 levels (median),
+at most 22% of them past 32 and 6% past 48; a cut to another photo by 53-143
+levels, 87-100% of them past 32. The distance a tile has to its cell is no
+such measure: the default preset's tint moves every tile to its cell's
+colours, and across a cut the previous tiles fitted most cells no worse.
+
 Distances are in the exact search's integer units (``d * 100 // (100 + S)``
 with ``S`` the strength in hundredths) or float64 after a contrast
 transfer. The first frame, and a frame whose previous one is unknown (it
@@ -32,7 +50,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -54,9 +72,94 @@ if TYPE_CHECKING:
     from ..library import TileLibrary
     from ..options import MosaicOptions
     from ..pipeline import Mosaic
+    from ..placements import Placements
 
 #: Largest stability strength (a previous tile then wins unless another is 11x closer).
 STRENGTH_RANGE = (0.0, 10.0)
+#: Blocks per side of a cell's signature (:func:`cell_signature`).
+SIGNATURE_BLOCKS = 4
+#: Change of a cell's signature (root mean square, levels of 0-255) from the previous
+#: frame past which the cell's picture changed: it is matched afresh (see the module).
+CHANGE_LEVELS = 40.0
+#: Share of changed cells past which a frame is a new scene, matched afresh whole.
+CUT_SHARE = 0.5
+
+
+def cell_signature(cells: np.ndarray) -> np.ndarray:
+    """Each cell's picture in small: the mean colour of its blocks, 4 x 4 of them.
+
+    Parameters
+    ----------
+    cells : numpy.ndarray
+        ``(N, h, w, 3)`` the cells' pixels (:attr:`mosaicist.grid.Grid.cells`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, b, b', 3)`` uint8 rounded block means, ``b = min(4, h)`` and
+        ``b' = min(4, w)`` blocks of near-equal sides.
+    """
+    cells = np.asarray(cells)
+    _, height, width, _ = cells.shape
+    sums = cells.astype(np.float64)
+    counts = np.ones(1)
+    for axis, side in ((1, height), (2, width)):
+        edges = np.linspace(0, side, min(SIGNATURE_BLOCKS, side) + 1).round().astype(np.int64)
+        sums = np.add.reduceat(sums, edges[:-1], axis=axis)
+        counts = np.multiply.outer(counts, np.diff(edges)) if axis == 2 else np.diff(edges)
+    means = sums / np.asarray(counts, np.float64)[None, :, :, None]
+    return np.clip(np.rint(means), 0, 255).astype(np.uint8)
+
+
+def anchored_signature(cells: np.ndarray, placements: Placements,
+                       previous: Picks | None) -> np.ndarray:
+    """Each cell's signature when its tile was chosen: the frame's picks' anchors.
+
+    A cell that took another tile (or transform), or whose picture changed
+    since its anchor (it was matched afresh, whatever it found), is anchored
+    at this frame's :func:`cell_signature`; one that kept its tile keeps its
+    anchor, so that a slow pan, which moves each cell a little a frame,
+    is measured from where the tile was chosen and not from frame to frame
+    (at ``--stable 10`` the tiles held through a 2 s pan fell from SSIM 0.61
+    to 0.15).
+
+    Parameters
+    ----------
+    cells : numpy.ndarray
+        ``(N, h, w, 3)`` this frame's cells.
+    placements : Placements
+        This frame's picks.
+    previous : Picks or None
+        The previous frame's picks (None, of another grid, or without
+        signatures: every cell is anchored here).
+    """
+    now = cell_signature(cells)
+    if (previous is None or previous.signature is None
+            or previous.signature.shape != now.shape or len(previous.tile) != len(now)):
+        return now
+    anchor = previous.signature
+    chosen = ((np.asarray(placements.tile) != previous.tile)
+              | (np.asarray(placements.transform) != previous.transform)
+              | changed_cells(now, anchor))
+    return np.where(chosen[:, None, None, None], now, anchor)
+
+
+def changed_cells(signature: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """Whether each cell's picture changed from ``previous`` to ``signature`` (see the module).
+
+    Parameters
+    ----------
+    signature, previous : numpy.ndarray
+        :func:`cell_signature` of this frame and of the previous one.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N,)`` bool: the blocks moved by more than :data:`CHANGE_LEVELS`.
+    """
+    difference = signature.astype(np.float64) - previous.astype(np.float64)
+    rms = np.sqrt(np.mean(np.square(difference).reshape(len(signature), -1), axis=1))
+    return rms > CHANGE_LEVELS
 
 
 def strength_hundredths(strength: float) -> int:
@@ -109,14 +212,18 @@ class Picks:
     generation, tiles : int
         The library's generation and size when picked (positions mean
         nothing in another state of the library).
+    signature : numpy.ndarray or None
+        The frame's :func:`cell_signature`, or None where unknown (picks
+        saved before signatures were kept): then no cell counts as changed.
     """
 
     def __init__(self, tile: np.ndarray, transform: np.ndarray, rows: int, cols: int,
-                 generation: int, tiles: int) -> None:
+                 generation: int, tiles: int, signature: np.ndarray | None = None) -> None:
         self.tile = np.asarray(tile, np.int64)
         self.transform = np.asarray(transform, np.int8)
         self.rows, self.cols = int(rows), int(cols)
         self.generation, self.tiles = int(generation), int(tiles)
+        self.signature = None if signature is None else np.asarray(signature, np.uint8)
 
     def save(self, path: str) -> None:
         """Write to ``path`` (``.npz``), atomically.
@@ -128,9 +235,13 @@ class Picks:
         """
         from ..paths import atomic_path
 
+        arrays: dict[str, Any] = {
+            "tile": self.tile, "transform": self.transform,
+            "shape": np.array([self.rows, self.cols, self.generation, self.tiles])}
+        if self.signature is not None:
+            arrays["signature"] = self.signature
         with atomic_path(path) as temporary, open(temporary, "wb") as handle:
-            np.savez(handle, tile=self.tile, transform=self.transform,
-                     shape=np.array([self.rows, self.cols, self.generation, self.tiles]))
+            np.savez(handle, **arrays)
 
     @classmethod
     def load(cls, path: str) -> Picks | None:
@@ -151,11 +262,16 @@ class Picks:
         try:
             with np.load(path, allow_pickle=False) as data:
                 rows, cols, generation, tiles = (int(value) for value in data["shape"])
-                picks = cls(data["tile"], data["transform"], rows, cols, generation, tiles)
+                signature = data["signature"] if "signature" in data.files else None
+                picks = cls(data["tile"], data["transform"], rows, cols, generation, tiles,
+                            signature)
         except STORED_ARRAY_ERRORS:
             return None  # a truncated archive too
         if picks.tile.shape != picks.transform.shape or len(picks.tile) != rows * cols:
             return None
+        if picks.signature is not None and (
+                picks.signature.ndim != 4 or len(picks.signature) != len(picks.tile)):
+            picks.signature = None  # damaged: the tiles still steer, no cell counts as changed
         return picks
 
 
@@ -172,15 +288,24 @@ class StableMatcher(Matcher):
         variants plus transform; ``-1`` where none); None: the plain match.
     hundredths : int
         The strength in hundredths (see :func:`strength_hundredths`).
+    previous_signature : numpy.ndarray, optional
+        The previous frame's :func:`cell_signature`: cells whose picture
+        changed since are matched afresh (see the module). None: none is.
     """
 
-    def __init__(self, inner: Matcher, previous: np.ndarray | None, hundredths: int) -> None:
+    def __init__(self, inner: Matcher, previous: np.ndarray | None, hundredths: int,
+                 previous_signature: np.ndarray | None = None) -> None:
         if inner.repetition_limits and not isinstance(inner, CappedMatcher):
             raise OptionError("{stable} works with the built-in matchers, not with {search} "
                               "{value!r} and repetition limits", value=inner.search)
         self.inner = inner
         self.previous = previous
         self.hundredths = hundredths
+        self.previous_signature = previous_signature
+        #: Cells matched afresh because their picture changed, and whether the frame was
+        #: a new scene (set by :meth:`match`).
+        self.changed = 0
+        self.new_scene = False
         self.name = inner.name
         self.search = inner.search
         self.devices = inner.devices
@@ -188,11 +313,26 @@ class StableMatcher(Matcher):
 
     def match(self, request: MatchRequest) -> MatchResult:
         previous = self.previous
+        if previous is not None and self.hundredths and self.previous_signature is not None:
+            previous = self._unchanged(request, previous, self.previous_signature)
         if previous is None or not self.hundredths:
             return self.inner.match(request)
         if self.repetition_limits:
             return self._assigned(request, previous)
         return self._kept(request, previous, self.inner.match(request))
+
+    def _unchanged(self, request: MatchRequest, previous: np.ndarray, signature: np.ndarray
+                   ) -> np.ndarray | None:
+        """``previous`` less the cells whose picture changed; None for a new scene."""
+        now = cell_signature(request.grid.cells)
+        if now.shape != signature.shape:
+            return previous  # another grid: previous_candidates tells
+        changed = changed_cells(now, signature)
+        self.changed = int(changed.sum())
+        if self.changed > CUT_SHARE * len(changed):
+            self.new_scene = True
+            return None
+        return np.where(changed, -1, previous) if self.changed else previous
 
     def _kept(self, request: MatchRequest, previous: np.ndarray, result: MatchResult
               ) -> MatchResult:
@@ -412,6 +552,7 @@ def stable_mosaic(
 
     def stable(matcher: Matcher, request: MatchRequest) -> Matcher:
         known = previous_candidates(request, previous, request.library.generation)
-        return StableMatcher(matcher, known, hundredths)
+        signature = None if known is None or previous is None else previous.signature
+        return StableMatcher(matcher, known, hundredths, signature)
 
     return _make_mosaic(frame, library, options, label=name, wrap=stable)

@@ -159,12 +159,14 @@ def make_target(job: Job, frame: np.ndarray | None = None) -> Outcome:
     try:
         mosaic = _mosaic(job, frame)
         if job.picks is not None:
-            from ._stable import Picks
+            from ._stable import Picks, anchored_signature
 
             # Before the output: a finished frame always has its picks.
             placements = mosaic.placements
+            previous = None if job.previous is None else Picks.load(job.previous)
             Picks(placements.tile, placements.transform, placements.rows, placements.cols,
-                  mosaic.library.generation, len(mosaic.library)).save(job.picks)
+                  mosaic.library.generation, len(mosaic.library),
+                  anchored_signature(mosaic.grid.cells, placements, previous)).save(job.picks)
         mosaic.write(job.output)
         # On disk before the batch records it as made: a power cut must not leave a
         # recorded output cut short (the record's size would tell, but it is lost work).
