@@ -329,6 +329,32 @@ def test_make_deep_zoom_agrees_with_the_flat_output(setup, tmp_path):
     assert len(list(files_folder(again).rglob("*.png"))) == layout.tile_total()
 
 
+def test_outputs_named_from_the_home_folder_are_written_there(setup, tmp_path, monkeypatch):
+    # The shell leaves "--output=~/a.png" as it is: "output folder ~ does not exist", where
+    # --tiles and the target were read from the home folder.
+    root, target, tiles = setup
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    result = run([*make_args(setup), "--output=~/a.png", "--report=~/a.json",
+                  "--placements=~/a.csv", "--cache-dir", tmp_path / "cache", "-q"])
+    assert result.exit_code == 0, result.output
+    assert {path.name for path in home.iterdir()} == {"a.png", "a.json", "a.csv"}
+
+
+@pytest.mark.parametrize("inside", ["y_files/r.json", "y_files/5/r.json"])
+def test_a_report_inside_the_pyramids_tile_folder_is_refused(setup, tmp_path, inside):
+    # The tile folder is replaced whole: the next write deleted the report without a word,
+    # or (a file beside the levels) refused every later write of the pyramid.
+    (tmp_path / "y_files" / "5").mkdir(parents=True)
+    for flag in ("--report", "--placements"):
+        path = tmp_path / inside.replace("json", "csv" if flag == "--placements" else "json")
+        result = run([*make_args(setup), "-o", tmp_path / "y.dzi", flag, path,
+                      "--cache-dir", tmp_path / "cache"])
+        assert_one_line_error(result, path.name, "lies in the Deep Zoom tile folder")
+    assert not (tmp_path / "cache").exists()
+
+
 def test_output_over_a_format_limit_fails_before_any_work(setup, tmp_path):
     root, target, tiles = setup
     cache = tmp_path / "fresh-cache"

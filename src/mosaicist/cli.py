@@ -27,7 +27,7 @@ import click
 from .dedupe import DEFAULT_THRESHOLD as DEDUPE_THRESHOLD
 from .errors import MosaicistError, OptionError, printable
 from .options import DEFAULT_PRESET, PRESETS, MosaicOptions, Setting, setting_named
-from .paths import URL_START
+from .paths import URL_START, expanded
 from .progress import progress_enabled
 
 #: Exit status of a command whose output's reader went away: 128 + SIGPIPE, as a shell
@@ -330,7 +330,8 @@ class _GivenPath(click.Path):
     """A path that is not the empty text (which ``Path`` reads as ``.``, the current folder:
     ``--cache-dir ""`` filled it with indexes, ``-o ""`` named it as the output), nor a URL
     (``Path`` folds its ``//``: ``https://host/a.jpg`` was "https:/host/a.jpg: target file
-    not found")."""
+    not found"); ``~`` expanded, as the shell does not in ``--output=~/a.png`` (an output
+    folder "~" did not exist, where inputs were read from the home folder)."""
 
     def __init__(self) -> None:
         super().__init__(path_type=Path)
@@ -342,7 +343,8 @@ class _GivenPath(click.Path):
         if isinstance(value, str) and URL_START.match(value):
             self.fail(f"{value} is a URL; mosaicist reads and writes local files only "
                       "(download it first)", param, ctx)
-        return super().convert(value, param, ctx)
+        converted = super().convert(value, param, ctx)
+        return expanded(converted) if isinstance(converted, Path) else converted
 
 
 class _GivenText(click.ParamType):
@@ -732,8 +734,19 @@ def _check_distinct(output: Path, written_as: Any,
     """
     from .paths import check_distinct
 
-    check_distinct([others[0], (output, "output"), *written_as.companions(output),
-                    *others[1:]])
+    companions = written_as.companions(output)
+    check_distinct([others[0], (output, "output"), *companions, *others[1:]])
+    # A pyramid's tile folder is replaced whole: a report written into it was deleted by
+    # the next write, or kept every later write out of a folder holding other files.
+    for folder, kind in companions:
+        if not kind.endswith("folder"):
+            continue
+        inside = Path(os.path.realpath(folder))
+        for path, what in others:
+            if path is not None and inside in Path(os.path.realpath(path)).parents:
+                raise MosaicistError(f"{path}: the {what} lies in the {kind} of the output "
+                                     f"{output}, which each write replaces whole; give it "
+                                     "a place outside")
 
 
 def _library_folder(spec: str) -> Path | None:
