@@ -656,3 +656,16 @@ def test_shown_type_says_an_before_a_vowel():
     assert shown_type(np.zeros(2)) == "an ndarray"
     assert shown_type({}) == "a dict"
     assert shown_type(5) == "5"
+
+
+@pytest.mark.parametrize(("settings", "name", "height"), [
+    ({"aspect": "1:16", "tile_px": 1024}, "tile_px", 16384),
+    ({"aspect": "2:3", "cell_px": 700}, "cell_px", 1050),
+    ({"aspect": "1:2", "tile_px": 500, "match_px": 600}, "match_px", 1200),
+])
+def test_heights_are_held_to_the_sides_range(settings, name, height):
+    # The ranges capped only widths: 1:16 at tile_px 1024 made tiles 16,384 pixels tall.
+    with pytest.raises(OptionError, match=rf"^{name} .* is {height} pixels tall, over the "
+                                          "1024 a side may be"):
+        MosaicOptions(**settings)
+    assert MosaicOptions(aspect="1:16", tile_px=64).tile_px == 64

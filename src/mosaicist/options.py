@@ -707,6 +707,17 @@ class MosaicOptions:
         if self.match_px is None:
             object.__setattr__(self, "match_px", default_match_px(self.tile_px))
         object.__setattr__(self, "aspect", format_aspect(parse_aspect(self.aspect)))
+        ratio = parse_aspect(self.aspect)
+        for name, range_ in (("cell_px", CELL_PX_RANGE), ("tile_px", TILE_PX_RANGE),
+                             ("match_px", TILE_PX_RANGE)):
+            # The ranges cap widths; a tall aspect must not carry a height past them
+            # (1:16 at tile_px 1024 made tiles 16,384 pixels tall).
+            height = height_for(getattr(self, name), ratio)
+            if height > range_[1]:
+                raise OptionError("{" + name + "} {value} at {aspect} {shape} is {height} "
+                                  "pixels tall, over the {most} a side may be",
+                                  value=getattr(self, name), shape=self.aspect, height=height,
+                                  most=range_[1])
         if self.print_size is not None:
             object.__setattr__(self, "print_size",
                                format_print_size(parse_print_size(self.print_size)))
