@@ -722,6 +722,10 @@ def test_changes_need_the_token_and_the_page_origin(api, method, path):
         response = api.client.request(method, path, headers=headers, content=b"{}")
         assert response.status_code == 403, headers
         error_of(response)
+        if "Origin" not in headers and "Sec-Fetch-Site" not in headers:
+            # Said in words a studio user can act on ("token" meant nothing to them).
+            assert "earlier start of mosaicist studio" in response.text
+            assert "token" not in response.text
     response = api.client.request(method, path, content=b"{}",
                                   headers=token | {"Host": f"evil.example:{host.split(':')[1]}"})
     assert response.status_code == 421

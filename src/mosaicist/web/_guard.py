@@ -206,7 +206,10 @@ class Guard:
         if self.token is None or given is None or not hmac.compare_digest(
             given.encode("utf-8", "replace"), self.token.encode("utf-8")
         ):
-            return "this request lacks the page's token; reload the page and try again"
+            # In words a guest or a studio user can act on: "token" meant nothing to them,
+            # and a server started again (a new token) is the common cause.
+            return (f"this page is from an earlier start of mosaicist {self.name} (or from "
+                    "elsewhere); reload the page and try again")
         origin = values.get(b"origin")
         if origin is not None and not self.hosts.same_origin(origin, host):
             return "requests from another site's page are refused"
