@@ -158,3 +158,14 @@ def test_placements_paths_with_a_nul_are_refused_by_name(tmp_path, name):
     with pytest.raises(OptionError, match="path must be a path.*holds a NUL character"):
         Placements.read(str(tmp_path / ("a\0" + name)))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_placements_paths_that_are_empty_are_refused_by_name():
+    # Path("") is ".": reading said ".: placements file is not a regular file".
+    from mosaicist.errors import OptionError
+    from mosaicist.placements import Placements
+
+    with pytest.raises(OptionError, match="path is empty: give the placements file"):
+        Placements.read("")
+    with pytest.raises(OptionError, match="path is empty"):
+        Placements(1, 1, [0], [0], ["t000.png"]).write("")

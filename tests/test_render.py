@@ -724,3 +724,21 @@ def test_changed_tiles_refuses_a_file_past_the_tile_size_limit_unread(tmp_path, 
     assert changed_tiles(source, hashes) == []
     monkeypatch.setattr(imaging, "TILE_MAX_FILE_BYTES", len(data) - 1)
     assert changed_tiles(source, hashes)[:1] == [names[0]]
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"transforms": np.full(6, 9)}, r"^transforms: has codes outside 0 to 7"),
+    ({"transforms": np.zeros(5)}, r"^transforms: has 5 entries for a 2x3 grid"),
+    ({"tint": np.zeros((6, 2))}, r"^tint"),
+    ({"tint": np.full((6, 3), np.nan)}, r"^tint: has values that are not finite"),
+    ({"metric": "xyz"}, r"^metric must be one of seed, lab, oklab, got 'xyz'"),
+    ({"metric": 5}, r"^metric must be one of .*, got 5"),
+])
+def test_render_mosaic_names_the_parameter_that_cannot_be_used(settings, message):
+    # Bare ValueErrors from the placements' own checks, and any metric taken as sRGB.
+    from mosaicist.errors import OptionError
+    from mosaicist.render import render_mosaic
+
+    tiles = np.zeros((4, 8, 8, 3), np.uint8)
+    with pytest.raises(OptionError, match=message):
+        render_mosaic(tiles, np.zeros((2, 3), np.int64), **settings)

@@ -1016,6 +1016,9 @@ def _writing(path: object) -> Iterator[Path]:
 def _as_path(path: object) -> Path:
     if not isinstance(path, str | os.PathLike):
         raise OptionError("{path} must be a path, got {value}", value=shown_type(path))
+    if isinstance(path, str) and not path:
+        # Path("") is ".": "placements file is not a regular file" named the folder.
+        raise OptionError("{path} is empty: give the placements file")
     try:
         # "~/p.json", as make's outputs, targets and tile folders are read.
         given = expanded(path)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import paths
-from ..colour import from_space, grey_parts, to_space
+from ..colour import METRICS, from_space, grey_parts, to_space
 from ..errors import MosaicistError, OptionError, SourceError, shown_type
 from ..imaging import ImageReadError, content_hash, read_target, read_tile_bytes
 from ..library import TileStamp, stored_stamps, stored_windows
@@ -370,7 +370,9 @@ def render_mosaic(
     ------
     OptionError
         Naming the parameter: ``tiles`` not ``(M, H, W, 3)`` uint8,
-        ``tile_grid`` not a 2-D array of whole numbers from 0 to ``M - 1``.
+        ``tile_grid`` not a 2-D array of whole numbers from 0 to ``M - 1``,
+        ``transforms`` or ``tint`` of another length or out of range, an
+        unknown ``metric``.
     """
     tiles = np.asarray(tiles)
     if tiles.ndim != 4 or tiles.shape[3] != 3 or tiles.dtype != np.uint8 or not tiles.size:
@@ -388,10 +390,24 @@ def render_mosaic(
         raise OptionError("{tile_grid} must hold positions from 0 to {last} (the tiles), "
                           "got {low} to {high}", last=len(tiles) - 1,
                           low=int(tile_grid.min()), high=int(tile_grid.max()))
+    if metric not in METRICS:
+        # Else any text was taken, and a tint drawn in the sRGB of the default.
+        shown = repr(metric[:40]) if isinstance(metric, str) else shown_type(metric)
+        raise OptionError("{metric} must be one of {choices}, got {value}",
+                          choices=", ".join(METRICS), value=shown)
     rows, cols = tile_grid.shape
-    placements = Placements(rows, cols, np.asarray(tile_grid).ravel(),
-                            np.zeros(rows * cols, np.int64), [""] * (rows * cols),
-                            transforms, tint)
+    try:
+        placements = Placements(rows, cols, np.asarray(tile_grid).ravel(),
+                                np.zeros(rows * cols, np.int64), [""] * (rows * cols),
+                                transforms, tint)
+    except ValueError as error:
+        # Placements names its own fields ("transform has codes outside 0 to 7"): a bare
+        # ValueError where the docstring promises an OptionError naming the parameter.
+        for field_name, parameter in (("transform", "transforms"), ("tint", "tint")):
+            if str(error).startswith(field_name + " "):
+                raise OptionError("{" + parameter + "}: {reason}",
+                                  reason=str(error)[len(field_name) + 1:]) from None
+        raise
     return MosaicRenderer(placements, IndexPictures(tiles, placements.tile), metric).image()
 
 
