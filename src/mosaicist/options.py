@@ -383,10 +383,15 @@ def refuse_huge(parameter: str, value: object, low: int | float,
         return
     if -LARGEST_WHOLE <= int(value) <= LARGEST_WHOLE:  # compared as Python ints, not uint64
         return
-    most = LARGEST_WHOLE if high is None else min(high, LARGEST_WHOLE)
+    if high is None or high >= LARGEST_WHOLE:
+        # "between 1 and 9223372036854775807" read as a riddle where the setting has no
+        # limit of its own; the number given is over what a whole number can hold here.
+        raise OptionError("{" + parameter + "} must be at least {low}"
+                          + (f" {unit}" if unit else "") + " (a number of at most 19 digits), "
+                          "got {value}", low=low, value=shown_value(value))
     raise OptionError("{" + parameter + "} must be between {low} and {high}"
                       + (f" {unit}" if unit else "") + ", got {value}",
-                      low=low, high=most, value=shown_value(value))
+                      low=low, high=high, value=shown_value(value))
 
 
 def check_whole(parameter: str, value: object, low: int, high: int | None = None,
