@@ -1132,3 +1132,25 @@ def test_the_target_of_a_run_still_being_made_is_kept(tmp_path, world, indexed):
         for run_id in (running, queued):
             assert api.delete(f"/api/runs/{run_id}").status_code == 200
         assert not target.exists()
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except Exception:  # noqa: BLE001 - any broken or missing torch: no CUDA here
+        return False
+    return bool(torch.cuda.is_available())
+
+
+@pytest.mark.skipif(_has_cuda(), reason="this machine has CUDA")
+@pytest.mark.parametrize("route", ["/api/preview", "/api/runs"])
+def test_a_device_this_machine_lacks_is_refused_before_a_run_is_recorded(api, indexed, route):
+    # Each run asked for on the GPU of a machine without one was recorded, and failed, in
+    # the history.
+    target = api.upload()["id"]
+    runs = len(api.get("/api/runs").json())
+    response = api.post(route, {"target": target, "tiles": indexed,
+                                "settings": {**SETTINGS, "device": "cuda"}})
+    assert response.status_code == 400
+    assert "CUDA is not available" in error_of(response) or "gpu" in error_of(response)
+    assert len(api.get("/api/runs").json()) == runs

@@ -377,9 +377,14 @@ class Studio:
             options = MosaicOptions(**value)
             # The settings whose values come from registries (search, device), and their
             # combinations, as a run would check them: refused before a run is recorded.
-            fitted_matcher(options)
+            matcher, fitted, _ = fitted_matcher(options)
+            # And whether this machine runs them (a GPU asked for where there is none):
+            # else each such run was recorded, and failed, in the history.
+            matcher.check_runs(fitted)
         except OptionError as error:
             raise WebError(400, error.message(quoted)) from None
+        except MosaicistError as error:
+            raise WebError(400, str(error)) from None
         return options
 
     # -- the page's data -----------------------------------------------------------------
