@@ -816,10 +816,9 @@ class LibrarySearch:
         result = self.nearest_candidates(cells, max(2, k * variants), candidate_price, limit,
                                          upper if variants == 1 else None, among_candidates)
         candidates, candidate_distances = result.candidates, result.candidate_distances
-        if candidates is None or candidate_distances is None:
-            # A library of one candidate: the search asked for one, which it gives
-            # without lists (adaptive cells from a single photo crashed here).
-            candidates, candidate_distances = result.tile[:, None], result.distance[:, None]
+        # Lists even of a library of one candidate (adaptive cells from a single photo
+        # crashed here once): k > 1 was asked for.
+        assert candidates is not None and candidate_distances is not None
         tiles, distances, chosen = best_transform(candidates, candidate_distances, variants, k)
         found = tiles >= 0
         self._pairs.append((np.broadcast_to(cells[:, None], tiles.shape)[found], chosen[found]))

@@ -448,6 +448,8 @@ class _ExactSearch:
         # read where they lie, mapped from the cache at a million tiles.
         cell_rows, library_rows = terms.bound_rows, features.bound
         self.k = max(1, min(k, tile_count))
+        #: Whether lists of candidates were asked for (``k > 1``), even of a library of one.
+        self.listed = k > 1
         self.hundredths = hundredths
         pixels = geometry.pixels
         self.distance_scale = pixels * _TINT_STEPS * _TINT_STEPS if hundredths else 1
@@ -736,8 +738,12 @@ class _ExactSearch:
             over = best_distance >= (self.limit if self.k == 1 else self.limit[:, None])
             best_tile[over] = -1
             best_distance[over] = _UNSET
+        listed = self.listed
+        if self.k == 1 and listed:
+            # k > 1 of a library of one tile: its callers still read the (N, 1) lists.
+            best_tile, best_distance = best_tile[:, None], best_distance[:, None]
         if search_units:
-            if self.k == 1:
+            if not listed:
                 return MatchResult(best_tile, best_distance, evaluated, bounded)
             best_tile[best_distance == _UNSET] = -1
             return MatchResult(best_tile[:, 0].copy(), best_distance[:, 0].copy(), evaluated,
@@ -745,7 +751,7 @@ class _ExactSearch:
         if self.distance_scale != 1:
             unset = best_distance == _UNSET
             best_distance = np.where(unset, np.inf, best_distance / self.distance_scale)
-        if self.k == 1:
+        if not listed:
             return MatchResult(best_tile, best_distance, evaluated, bounded)
         best_tile[~np.isfinite(best_distance.astype(np.float64))
                   | (best_distance == _UNSET)] = -1
