@@ -338,6 +338,32 @@ _MAKING = frozenset({"event.lock", "event.sqlite", "event.sqlite-wal", "event.sq
                      "event.sqlite-journal", "target.png"})
 
 
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing: list[Path] = []
+    path = folder.absolute()
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _unmake(folders: list[Path]) -> None:
+    """Remove the folders of a failed start that made them, and what it put in them.
+
+    Only the names a start makes (:data:`_MAKING`, the empty state folders)
+    are removed, and a folder only when that leaves it empty: anything else
+    that came into it stays.
+    """
+    for folder in folders:
+        for name in _MAKING:
+            with contextlib.suppress(OSError):
+                (folder / name).unlink()
+        for path in (folder / "photos", folder / "tiles", folder / "exports", folder):
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
 def _check_new_folder(folder: Path, own: frozenset[str] = frozenset({"event.lock"})) -> None:
     """Refuse to make a new event in a folder that holds anything but hidden files.
 
@@ -557,12 +583,27 @@ class Event:
         if settings:
             MosaicOptions(**(LIVE_DEFAULTS | settings))  # a bad value fails before any file
         folder = Path(folder).expanduser()
+        made = _missing_folders(folder)
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
+            _unmake(made)  # the parents made before the failure
             raise MosaicistError(f"{folder}: cannot make the event folder "
                                  f"({error.strerror or error})") from None
-        folder = folder.resolve()
+        try:
+            return cls._open(folder.resolve(), target=target, grid=grid, settings=settings,
+                             final=final, expected=expected, moderation=moderation)
+        except BaseException:
+            # A start that fails (a misspelt --event when resuming, a target that cannot be
+            # read) must not leave a folder behind that looks like an event being made.
+            _unmake(made)
+            raise
+
+    @classmethod
+    def _open(cls, folder: Path, *, target: str | os.PathLike[str] | None,
+              grid: tuple[int, int] | None, settings: dict[str, Any] | None,
+              final: bool | None, expected: int | None, moderation: bool | None) -> Event:
+        """:meth:`open` once ``folder`` exists (resolved)."""
         if not (folder / "event.sqlite").exists():
             _check_new_folder(folder)
         descriptor = _lock_folder(folder)
@@ -1446,7 +1487,8 @@ class Event:
     def apply_moves(self, moves: dict[int, int], stamp: int) -> int:
         """Move photos (``{number: cell}``) when the wall is unchanged since ``stamp``.
 
-        Returns the number of photos moved (0 when the wall changed meanwhile).
+        Returns the number of photos moved (0 when the wall changed meanwhile, or while
+        an export runs).
 
         Parameters
         ----------
@@ -1462,6 +1504,11 @@ class Event:
         """
         with self.lock:
             if stamp != self.changes or not moves:
+                return 0
+            if self.export_lock.locked():
+                # An export reads the tiles' files of the cells it saw at its start (under
+                # both locks): a move now deleted some of them, and the downloaded wall had
+                # holes. The moves are planned again once it is written.
                 return 0
             found = [self._by_number.get(number) for number in moves]
             moved = [photo for photo in found if photo is not None and photo.status == "placed"]
@@ -1538,6 +1585,10 @@ class Event:
                        if photo.origin == "guest" and photo.status == "placed"]
             if not len(empty):
                 raise Conflict("the wall has no empty cell")
+            if not sources:
+                # Else "raise max_uses", which cannot help: no photo is there to repeat.
+                raise Conflict("no guest's photo is on the wall yet to repeat; complete from "
+                               "the fallback library, or once photos have arrived")
             if len(sources) * (max_uses - 1) < len(empty):
                 raise Conflict(
                     f"{len(empty)} empty cells need more repeats than {len(sources)} photos "
@@ -1942,7 +1993,8 @@ class Planner:
             return
         with event.lock:
             quiet = time.monotonic() - event.last_change >= QUIET_SECONDS
-            if not quiet or self._optimised == event.changes:
+            # No moves while an export runs (:meth:`Event.apply_moves`): not worth planning.
+            if not quiet or self._optimised == event.changes or event.export_lock.locked():
                 return
             stamp_changes = event.changes
             arrangement = placer.optimum_input()

@@ -11,6 +11,7 @@ viewer page) is zipped.
 
 from __future__ import annotations
 
+import errno
 import shutil
 import tempfile
 import zipfile
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import MosaicistError
 from ..paths import atomic_path
 from ..placements import Placements
 from ..render import MosaicRenderer, TilePictures
@@ -26,6 +28,33 @@ from ._event import Event, Photo
 
 #: Export formats: name -> file name in the exports folder.
 EXPORTS = {"png": "wall.png", "tiff": "wall.tif", "dzi": "wall-deepzoom.zip"}
+
+
+class ExportFailed(MosaicistError):
+    """The wall could not be written to the event's ``exports`` folder.
+
+    The server's fault, not the request's: answered with status 500 and
+    logged on the server's terminal, where the host can act on it.
+    """
+
+    http_status = 500
+
+
+def _disk_full(error: BaseException) -> OSError | None:
+    """The full-disk :class:`OSError` behind ``error``, if that is what it comes from.
+
+    The writers turn an :class:`OSError` into a :class:`MosaicistError`
+    naming their file (``raise ... from None`` for the command line's one
+    line), which keeps the original as its context.
+    """
+    seen: BaseException | None = error
+    for _ in range(8):  # a short chain; never loop on a cycle
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 class WallPictures(TilePictures):
@@ -80,7 +109,29 @@ def export_wall(event: Event, kind: str) -> Path:
     """Write the wall as it is now in ``kind`` (``png``, ``tiff``, ``dzi``); return the file.
 
     One export runs at a time per event; the file replaces the previous one atomically.
+
+    Raises
+    ------
+    OSError
+        ``ENOSPC`` when the disk is full (the server answers 507, as for an
+        upload that finds the disk full).
+    ExportFailed
+        When the file cannot be written for another reason.
     """
+    try:
+        return _export(event, kind)
+    except MosaicistError as error:
+        # The writers' errors are the command line's ("PATH: cannot write output: ..."); as
+        # they are, the server answered them 400, as if the host had asked for something
+        # wrong, and said nothing on its terminal.
+        full = _disk_full(error)
+        if full is not None:
+            raise OSError(full.errno, f"the disk is full: the {kind} export cannot be "
+                                      "written") from error
+        raise ExportFailed(f"the {kind} export could not be written: {error}") from error
+
+
+def _export(event: Event, kind: str) -> Path:
     name = EXPORTS[kind]
     final = event.exports_folder / name
     with event.export_lock:

@@ -388,7 +388,9 @@
     const tile = wall.tileAt(row, col);
     const where = `Row ${numberFormat.format(row + 1)}, column ${numberFormat.format(col + 1)}`;
     const image = $("cell-image");
-    disarmRemove();
+    // Called on every refresh that brings a new wall (every few seconds while guests send):
+    // the first click stays armed while the cell shows the same photo, and only for it.
+    if (!tile || tile.id !== $("remove").dataset.id) disarmRemove();
     if (!tile) {
       image.hidden = true;
       $("cell-text").textContent = `${where}: empty.`;

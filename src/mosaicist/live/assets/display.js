@@ -132,7 +132,8 @@
     }
     for (const tile of snapshot.tiles) {
       const shown = wall.tileAt(tile.row, tile.col);
-      if (!shown || shown.id !== tile.id) place(tile, highlight);
+      // A tile that failed to load is not shown: its picture is asked for again.
+      if (!shown || shown.id !== tile.id || shown.failed) place(tile, highlight);
     }
     state.version = Number(snapshot.version) || 0;
     if (wall.waiting > BASE_FROM_TILES) showBase(state.version);

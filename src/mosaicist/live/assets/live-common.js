@@ -183,12 +183,17 @@
 
     tileAt(row, col) { return this.cells.get(cellKey(row, col)) || null; }
 
-    /** Put photo `id` in a cell (replacing what was there); resolves once it is drawn. */
+    /**
+     * Put photo `id` in a cell (replacing what was there); resolves once it is drawn (false:
+     * its picture failed to load, and placing it again asks for it again).
+     */
     place(id, row, col, {urgent = false} = {}) {
       if (row < 0 || col < 0 || row >= this.rows || col >= this.cols) return Promise.resolve(false);
       const key = cellKey(row, col);
       const shown = this.cells.get(key);
-      if (shown && shown.id === id) return shown.ready;
+      // A tile whose picture failed to load (the server away for a moment) is asked for
+      // again: else the cell stayed blank for good, taken for one already shown.
+      if (shown && shown.id === id && !shown.failed) return shown.ready;
       this.removePhoto(id);
       this.clearCell(row, col);
       const tile = {id, row, col, image: null};
@@ -232,6 +237,7 @@
         image.decoding = "async";
         const done = (ok) => {
           this.loading -= 1;
+          if (!ok) tile.failed = true;
           if (ok && !tile.gone) {
             tile.image = image;
             this.draw(tile);
