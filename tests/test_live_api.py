@@ -7,6 +7,7 @@ import errno
 import io
 import json
 import os
+import re
 import socket
 import sys
 import threading
@@ -565,6 +566,15 @@ def test_exports_and_print_sheets(wall):
         assert pdf.content.count(b"/Type /Page\n") + pdf.content.count(b"/Type /Page ") >= 1
     assert wall.host.get("/api/admin/sheets.pdf?paper=a3").status_code == 400
     assert wall.host.get("/api/admin/sheets.pdf?tile_cm=500").status_code == 400
+    # Within the sizes taken (1-30 cm) but over what an A4 page takes: said with the most.
+    large = wall.host.get("/api/admin/sheets.pdf?paper=a4&tile_cm=25")
+    assert large.status_code == 400
+    assert re.fullmatch(r"a 25 cm tile does not fit on an A4 page; at most 1\d\.\d cm",
+                        large.json()["error"]), large.json()
+    largest = float(large.json()["error"].split()[-2])
+    assert wall.host.get(f"/api/admin/sheets.pdf?paper=a4&tile_cm={largest}").status_code == 200
+    letter = wall.host.get("/api/admin/sheets.pdf?paper=letter&tile_cm=25").json()["error"]
+    assert "on a Letter page" in letter
     assert wall.anyone.get("/api/wall.jpg?width=100").status_code == 200
     assert wall.anyone.get("/api/wall.jpg?width=0").status_code == 400
     assert wall.anyone.get("/api/target.jpg").headers["content-type"] == "image/jpeg"

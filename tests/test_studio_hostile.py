@@ -374,3 +374,14 @@ def test_downloads_are_named_after_the_picture(served):
         names[kind] = re.search(r'filename="([^"]+)"', answer.headers["content-disposition"])[1]
     assert names == {"png": "m-mosaic.png", "placements_csv": "m-placements.csv"}
     assert studio_app._download_name("mosaic.jpg", "mosaic.png") == "mosaic.png"
+
+
+def test_an_upload_over_the_limit_is_not_given_the_size_the_server_read():
+    # Servers read one byte past the limit: "the file is 40.0 MiB, over the limit of 40 MiB"
+    # for a file of 42 MB.
+    from mosaicist.errors import MosaicistError
+    from mosaicist.studio._uploads import decode_upload
+
+    with pytest.raises(MosaicistError, match=r"^big\.jpg: the file is larger than the limit "
+                                             r"of 1 MiB$"):
+        decode_upload(b"x" * (2**20 + 1), "big.jpg", max_bytes=2**20)

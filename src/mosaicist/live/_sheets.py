@@ -88,6 +88,11 @@ def _write_pages(path: Path, pages: Iterator[Image.Image], dpi: int) -> int:
     return count
 
 
+def _paper_name(paper: str) -> str:
+    """``"A4"``, ``"Letter"``: a paper as people write it."""
+    return paper.upper() if paper.startswith("a") else paper.capitalize()
+
+
 def write_sheets(event: Event, path: Path, paper: str = "a4", tile_cm: float = 5.0,
                  dpi: int = SHEET_DPI) -> int:
     """Write the print sheets of every placed photo to ``path`` (PDF); return the pages.
@@ -107,7 +112,14 @@ def write_sheets(event: Event, path: Path, paper: str = "a4", tile_cm: float = 5
     across = (page_w - 2 * margin + gutter) // (tile_w + gutter)
     down = (page_h - 2 * margin + gutter) // (tile_h + label_h + gutter)
     if across < 1 or down < 1:
-        raise MosaicistError(f"a {tile_cm:g} cm tile does not fit on a {paper} page")
+        # The largest tile a page of this paper takes, across and down (labels included).
+        widest = (page_w - 2 * margin) / dpi * 2.54
+        tallest = (page_h - 2 * margin - label_h) / dpi * 2.54 * options.tile_px \
+            / options.tile_height
+        shown = _paper_name(paper)
+        article = "an" if shown[:1] in "AEIOU" else "a"
+        raise MosaicistError(f"a {tile_cm:g} cm tile does not fit on {article} {shown} page; "
+                             f"at most {math.floor(min(widest, tallest) * 10) / 10:g} cm")
     photos = event.placed()
     per_page = across * down
     font = _font(max(10, label_h * 2 // 3))

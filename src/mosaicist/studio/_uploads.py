@@ -129,8 +129,9 @@ def decode_upload(
     max_bytes = MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
     max_pixels = MAX_UPLOAD_PIXELS if max_pixels is None else max_pixels
     if len(data) > max_bytes:
-        raise MosaicistError(f"{name}: the file is {len(data) / 2**20:.1f} MiB, over the "
-                             f"limit of {max_bytes // 2**20} MiB")
+        # Servers read at most one byte past the limit: the size seen is no file's size.
+        raise MosaicistError(f"{name}: the file is larger than the limit of "
+                             f"{max_bytes // 2**20} MiB")
     if not data:
         raise MosaicistError(f"{name}: the file is empty")
     try:
