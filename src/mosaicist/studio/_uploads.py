@@ -130,8 +130,9 @@ def decode_upload(
     max_pixels = MAX_UPLOAD_PIXELS if max_pixels is None else max_pixels
     if len(data) > max_bytes:
         # Servers read at most one byte past the limit: the size seen is no file's size.
-        raise MosaicistError(f"{name}: the file is larger than the limit of "
-                             f"{max_bytes // 2**20} MiB")
+        limit = max_bytes / 2**20
+        shown = f"{limit:.0f}" if limit.is_integer() else f"{limit:.2g}"
+        raise MosaicistError(f"{name}: the file is larger than the limit of {shown} MiB")
     if not data:
         raise MosaicistError(f"{name}: the file is empty")
     try:
