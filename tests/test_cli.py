@@ -638,7 +638,7 @@ def test_help_shows_the_defaults_that_apply(command):
     options = MosaicOptions()
     assert (options.tint, options.contrast, options.min_spacing, options.max_uses,
             options.crop) == (1.0, 0.5, 5, 1, "subject")
-    for flag, value, seed in (("--tint A", "1.0", "0.0"), ("--contrast B", "0.5", "0.0"),
+    for flag, value, seed in (("--tint A", "1", "0"), ("--contrast B", "0.5", "0"),
                               ("--min-spacing D", "5, shortened for a small library", "1"),
                               ("--max-uses K", "1, raised for a small library", "none"),
                               ("--crop [centre|subject]", "subject", "centre")):

@@ -521,6 +521,11 @@ def test_headline_without_repetition():
     assert once == "5 distinct tiles, max 1 use, no repeats"
     twice = headline({"distinct_tiles": 3, "max_uses": 2, "closest_repeat": 4})
     assert twice == "3 distinct tiles, max 2 uses, closest repeat 4"
+    # One photo in every cell: "1 distinct tile"; thousands with their separators.
+    alone = headline({"distinct_tiles": 1, "max_uses": 12, "closest_repeat": 1})
+    assert alone == "1 distinct tile, max 12 uses, closest repeat 1"
+    many = headline({"distinct_tiles": 5040, "max_uses": 1, "closest_repeat": None})
+    assert many.startswith("5,040 distinct tiles")
 
 
 def test_cli_score_prints_and_writes_json(scored):

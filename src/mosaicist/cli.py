@@ -56,6 +56,17 @@ def _shortened(message: str) -> str:
     return re.sub(r"[^\s'\"]{" + str(_LONGEST_WORD + 1) + ",}", cut, message)
 
 
+def _counted(count: int, word: str, plural: str | None = None) -> str:
+    """``count`` with thousands separators and ``word`` agreeing with it.
+
+    Examples
+    --------
+    >>> _counted(1, "tile"), _counted(50000, "tile"), _counted(0, "group")
+    ('1 tile', '50,000 tiles', '0 groups')
+    """
+    return f"{count:,} {word if count == 1 else plural or word + 's'}"
+
+
 def _fail(message: str, code: int = 1) -> None:
     # A name in the message may hold a newline or an escape: the line stays one line.
     click.echo(f"mosaicist: error: {_shortened(printable(message))}", err=True)
@@ -104,6 +115,37 @@ def _end_within_grace(status: int) -> None:
 _SERVING = frozenset({"view", "studio", "live"})
 
 
+#: Stands for a hyphen while help is wrapped: no line break follows it (U+2011).
+_UNBROKEN_HYPHEN = "\u2011"
+
+
+class _HelpFormatter(click.HelpFormatter):
+    """Click's help layout, with lines never broken after a hyphen.
+
+    Python's wrapper breaks hyphenated words, flags included: help showed
+    ``(--min-`` at the end of a line and ``uses 1)`` on the next, which
+    cannot be typed as shown (nor found by searching for ``--min-uses``).
+    """
+
+    def _unbroken(self, write: Callable[[], None]) -> None:
+        start = len(self.buffer)
+        write()
+        self.buffer[start:] = [part.replace(_UNBROKEN_HYPHEN, "-")
+                               for part in self.buffer[start:]]
+
+    def write_text(self, text: str) -> None:
+        self._unbroken(lambda: super(_HelpFormatter, self).write_text(
+            text.replace("-", _UNBROKEN_HYPHEN)))
+
+    def write_dl(self, rows: Any, col_max: int = 30, col_spacing: int = 2) -> None:
+        kept = [(term, definition.replace("-", _UNBROKEN_HYPHEN)) for term, definition in rows]
+        self._unbroken(lambda: super(_HelpFormatter, self).write_dl(kept, col_max, col_spacing))
+
+
+class _Context(click.Context):
+    formatter_class = _HelpFormatter
+
+
 class _Command(click.Command):
     """A command whose setting errors name its own flags (``--max-uses``, not ``max_uses``).
 
@@ -111,6 +153,18 @@ class _Command(click.Command):
     default action would end the process at once, leaving the temporaries
     of the files being written, and a pool's workers, behind.
     """
+
+    context_class = _Context
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as error:
+            # Click's parser raises some without the context ("Option '--tiles' requires
+            # an argument"): the hint then sent to 'mosaicist --help', not this command's.
+            if error.ctx is None:
+                error.ctx = ctx
+            raise
 
     def invoke(self, ctx: click.Context) -> Any:
         unwinding: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
@@ -195,6 +249,7 @@ class _Group(click.Group):
     """Turns expected failures into one line on stderr and a non-zero exit."""
 
     command_class = _Command
+    context_class = _Context
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         """Run as click does, but report a usage error in one line like any other error.
@@ -359,7 +414,21 @@ class _GivenText(click.ParamType):
         return value
 
 
-class _Rate(click.FloatRange):
+class _RangeInWords(click.types._NumberRangeBase):
+    """A closed range of numbers shown in words: help and errors said ``0<=x<=65535``."""
+
+    def _describe_range(self) -> str:
+        low, high = (None if end is None else f"{end:g}" for end in (self.min, self.max))
+        if high is None:
+            return f"{low} or more"
+        return f"up to {high}" if low is None else f"{low} to {high}"
+
+
+class _WholeRange(_RangeInWords, click.IntRange):
+    """:class:`click.IntRange`, its range shown in words."""
+
+
+class _Rate(_RangeInWords, click.FloatRange):
     """A number of photos per minute, 0 or more; not NaN (every comparison with it is
     false: ``--rate nan`` turned the limit off) nor infinite."""
 
@@ -486,6 +555,23 @@ def _flag_name(name: str) -> str:
     return declared.flag or name
 
 
+def _value_shown(value: Any) -> str:
+    """A setting's value as help shows it: ``12``, not ``12.0``; ``1,500,000,000``.
+
+    Examples
+    --------
+    >>> _value_shown(12.0), _value_shown(1_500_000_000), _value_shown(None)
+    ('12', '1,500,000,000', 'none')
+    """
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
 def _default_shown(declared: Setting) -> str | None:
     """What a setting is when its flag is left out, as its help shows it (None: nothing).
 
@@ -502,9 +588,9 @@ def _default_shown(declared: Setting) -> str | None:
             # smaller than the grid raises the one and shortens the other.
             eased = {"max_uses": ", raised for a small library",
                      "min_spacing": ", shortened for a small library"}.get(declared.name, "")
-            return (f"{'none' if value is None else value} from the {preset.name} preset"
-                    f"{eased}; {'none' if seed is None else seed} with --preset seed")
-    return None if seed is None else str(seed)
+            return (f"{_value_shown(value)} from the {preset.name} preset"
+                    f"{eased}; {_value_shown(seed)} with --preset seed")
+    return None if seed is None else _value_shown(seed)
 
 
 def _setting_option(declared: Setting, help: str | None, show_default: bool) -> Callable:
@@ -632,20 +718,22 @@ Examples:
 )
 @click.argument("target", type=_PATH)
 @click.option("--tiles", default="cifar10", show_default=True, type=_SOURCE,
+              metavar="SOURCE",
               help="Tile source: a folder, cifar10, cifar100, cifar10:PATH, galaxy10, "
                    "galaxy10-sdss, or FILE.h5[:KEY] / FILE.npz / FILE.npy.")
-@click.option("-o", "--output", type=_PATH, default=None,
+@click.option("-o", "--output", type=_PATH, default=None, metavar="OUT",
               help=_OUTPUT_HELP + " [default: <target stem>-mosaic.png]")
-@click.option("--placements", "placements_path", type=_PATH, default=None,
-              help="Write the placements: .csv (row,col,tile,distance,position,transform,"
-                   "tint_0..2) or .json (the same plus what 'mosaicist render' needs).")
-@click.option("--report", "report_path", type=_PATH, default=None,
+@click.option("--placements", "placements_path", type=_PATH, default=None, metavar="FILE",
+              help="Write the placements: .csv (row, col, tile, distance, position, "
+                   "transform, tint_0..2, ...: one row per cell) or .json (the same plus "
+                   "what 'mosaicist render' needs).")
+@click.option("--report", "report_path", type=_PATH, default=None, metavar="FILE.json",
               help="Write a JSON report (grid, tiles, settings, objective, metrics, timings).")
 @_setting_options(*_MAKE_SETTINGS)
 @click.option("--use-all", is_flag=True,
               help="Use every library tile at least once (--min-uses 1).")
 @click.option("--scheduler", default=None, metavar="ADDRESS", help=_SCHEDULER_HELP)
-@click.option("--cache-dir", type=_PATH, default=None, help=_CACHE_HELP)
+@click.option("--cache-dir", type=_PATH, default=None, metavar="DIR", help=_CACHE_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, warnings or summary.")
 def make(
     target: Path,
@@ -804,9 +892,13 @@ def _refuse_library_photos(library: Path | None,
 def _make_summary(mosaic: Any, output: Path) -> str:
     """One line: grid, tiles, timings, output and the metrics' headline."""
     stats = mosaic.library.stats
-    skipped = f" ({len(stats.failed)} skipped)" if stats and stats.failed else ""
+    left_out = []
+    if stats and stats.failed:
+        left_out.append(f"{len(stats.failed):,} skipped")
     if mosaic.library.duplicates_dropped:
-        skipped += f" ({mosaic.library.duplicates_dropped} near-duplicates dropped)"
+        left_out.append(_counted(mosaic.library.duplicates_dropped, "near-duplicate")
+                        + " dropped")
+    skipped = f" ({', '.join(left_out)})" if left_out else ""
     timings = mosaic.timings
     fidelity = ""
     if mosaic.metrics:
@@ -814,12 +906,15 @@ def _make_summary(mosaic: Any, output: Path) -> str:
 
         fidelity = f"; {headline(mosaic.metrics)}"
         options = mosaic.options
-        if options.tint or options.overlay:
-            fidelity += f", tint {options.tint:g}, overlay {options.overlay:g}"
+        # Each named where it is used: "overlay 0" after a tint only lengthened the line.
+        if options.tint:
+            fidelity += f", tint {options.tint:g}"
+        if options.overlay:
+            fidelity += f", overlay {options.overlay:g}"
+    split = f" split into {len(mosaic.placements):,}" if mosaic.placements.adaptive else ""
     return (
-        f"mosaicist: {mosaic.grid.cols}x{mosaic.grid.rows} cells"
-        f"{f' split into {len(mosaic.placements)}' if mosaic.placements.adaptive else ''}, "
-        f"{len(mosaic.library)} tiles{skipped}; index {timings['index']:.2f} s, "
+        f"mosaicist: {mosaic.grid.cols}x{mosaic.grid.rows} cells{split}, "
+        f"{_counted(len(mosaic.library), 'tile')}{skipped}; index {timings['index']:.2f} s, "
         f"match {timings['match']:.2f} s, render {timings['render']:.2f} s, "
         f"total {timings['total']:.2f} s -> {output} "
         f"({mosaic.renderer.width}x{mosaic.renderer.height}){fidelity}"
@@ -872,9 +967,9 @@ Examples:
 """
 )
 @click.argument("placements_path", metavar="PLACEMENTS", type=_PATH)
-@click.option("-o", "--output", type=_PATH, required=True,
+@click.option("-o", "--output", type=_PATH, required=True, metavar="OUT",
               help=_OUTPUT_HELP)
-@click.option("--tiles", default=None, type=_SOURCE,
+@click.option("--tiles", default=None, type=_SOURCE, metavar="SOURCE",
               help="Tile source (needed for CSV placements, which do not record it).")
 @click.option("--scheduler", default=None, metavar="ADDRESS", help=_SCHEDULER_HELP)
 @_setting_options("tile_px", "aspect", *_CSV_SETTINGS, "dpi", *_OUTPUT_SETTINGS,
@@ -897,7 +992,7 @@ Examples:
                    "PLACEMENTS].",
     "dzi_format": "Deep Zoom tile format [default: as in PLACEMENTS].",
 })
-@click.option("--cache-dir", type=_PATH, default=None, help=_CACHE_HELP)
+@click.option("--cache-dir", type=_PATH, default=None, metavar="DIR", help=_CACHE_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, warnings or summary.")
 def render(
     placements_path: Path,
@@ -965,7 +1060,7 @@ def render(
     changed = renderer.changed_tiles
     if changed and not quiet:
         shown = printable(", ".join(changed[:3]) + (", ..." if len(changed) > 3 else ""))
-        click.echo(f"mosaicist: warning: {len(changed)} of the tiles changed since these "
+        click.echo(f"mosaicist: warning: {len(changed):,} of the tiles changed since these "
                    f"placements were made ({shown}); they are drawn as they are now", err=True)
     with _cluster(scheduler, quiet) as client:
         if client is None:
@@ -996,20 +1091,23 @@ Examples:
 )
 @click.argument("targets", nargs=-1, required=True, type=_PATH)
 @click.option("--tiles", default="cifar10", show_default=True, type=_SOURCE,
+              metavar="SOURCE",
               help="Tile source, as for 'make'.")
-@click.option("-o", "--output-dir", type=_PATH, required=True,
+@click.option("-o", "--output-dir", type=_PATH, required=True, metavar="OUTDIR",
               help="Folder of the outputs (made if missing): OUTDIR/<stem>.<format>, a video's "
                    "frames <video stem>-<frame:06d>.<format>.")
 @click.option("--format", "format", default="png", show_default=True,
-              help="Format of every output: png, jpg, webp, tif or dzi (Deep Zoom and viewer).")
+              metavar="[png|jpg|webp|tif|dzi]",
+              help="Format of every output (dzi: a Deep Zoom pyramid and its viewer).")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help=_SCHEDULER_HELP + " [default: a local process pool]")
-@click.option("--workers", type=int, default=None,
-              help="Processes of the local pool [default: one per core].")
-@click.option("--video", type=_PATH, default=None,
+@click.option("--workers", type=int, default=None, metavar="N",
+              help="Processes of the local pool [default: one per core, or "
+                   "$MOSAICIST_THREADS].")
+@click.option("--video", type=_PATH, default=None, metavar="OUT.mp4",
               help="Also encode the outputs, in order, into this video (.mp4: H.264; .mkv, "
                    ".mov, .webm); needs --format png, jpg or webp.")
-@click.option("--fps", type=float, default=None,
+@click.option("--fps", type=float, default=None, metavar="N",
               help="Frame rate of --video [default: the video targets' where they share one, "
                    "else 25].")
 @click.option("--stable", type=float, default=None, metavar="STRENGTH",
@@ -1018,13 +1116,13 @@ Examples:
                    "[default: 0, off: every frame exactly as 'make' makes it].")
 @click.option("--overwrite", is_flag=True,
               help="Make every output again (else outputs already in OUTDIR are skipped).")
-@click.option("--report", "report", type=_PATH, default=None,
+@click.option("--report", "report", type=_PATH, default=None, metavar="FILE.json",
               help="Write a JSON report: each target's status, seconds and metrics, the "
                    "flicker of videos, the video written.")
 @_setting_options(*_MAKE_SETTINGS)
 @click.option("--use-all", is_flag=True,
               help="Use every library tile at least once in each mosaic (--min-uses 1).")
-@click.option("--cache-dir", type=_PATH, default=None, help=_CACHE_HELP)
+@click.option("--cache-dir", type=_PATH, default=None, metavar="DIR", help=_CACHE_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, warnings or summary.")
 def batch(
     targets: tuple[Path, ...],
@@ -1093,7 +1191,8 @@ Examples:
 )
 @click.argument("path", type=_PATH)
 @click.option("--no-browser", is_flag=True, help="Only serve; do not open a browser.")
-@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+@click.option("--port", type=_WholeRange(0, 65535), default=0, show_default=True,
+              metavar="N",
               help="Port on 127.0.0.1 (0: a free one).")
 def view(path: Path, no_browser: bool, port: int) -> None:
     """Serve a Deep Zoom mosaic's viewer on localhost and open it in the browser.
@@ -1113,16 +1212,17 @@ Examples:
   mosaicist studio --root /media/photos --no-browser --port 8000
 """
 )
-@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+@click.option("--port", type=_WholeRange(0, 65535), default=0, show_default=True,
+              metavar="N",
               help="Port to listen on (0: a free one).")
-@click.option("--host", default="127.0.0.1", show_default=True,
+@click.option("--host", default="127.0.0.1", show_default=True, metavar="ADDRESS",
               help="Address to listen on; keep the default unless other machines must reach "
                    "it.")
 @click.option("--no-browser", is_flag=True, help="Only serve; do not open a browser.")
-@click.option("--root", "roots", multiple=True, type=_PATH,
+@click.option("--root", "roots", multiple=True, type=_PATH, metavar="DIR",
               help="A folder whose photos may be used as tiles, besides your home folder "
                    "(repeatable).")
-@click.option("--cache-dir", type=_PATH, default=None, help=_CACHE_HELP)
+@click.option("--cache-dir", type=_PATH, default=None, metavar="DIR", help=_CACHE_HELP)
 def studio(port: int, host: str, no_browser: bool, roots: tuple[Path, ...],
            cache_dir: Path | None) -> None:
     """Make mosaics in the browser: a local web app with a live preview.
@@ -1146,15 +1246,16 @@ Examples:
 """
 )
 @click.argument("target", required=False, type=_PATH)
-@click.option("--grid", help="Cells across and down, COLSxROWS (40x30: 1,200 photos); "
-                             "needed for a new event.")
-@click.option("--event", "event_dir", type=_PATH, default=None,
+@click.option("--grid", metavar="COLSxROWS",
+              help="Cells across and down (40x30: 1,200 photos); needed for a new event.")
+@click.option("--event", "event_dir", type=_PATH, default=None, metavar="DIR",
               help="The event's folder: photos, state, exports; start again with it to "
                    "resume [default: <target stem>-live].")
-@click.option("--host", default="127.0.0.1", show_default=True,
+@click.option("--host", default="127.0.0.1", show_default=True, metavar="ADDRESS",
               help="Address to listen on; 0.0.0.0 lets guests' phones on the local network "
                    "reach it.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+@click.option("--port", type=_WholeRange(0, 65535), default=8000, show_default=True,
+              metavar="N",
               help="Port to listen on (0: a free one).")
 @click.option("--final/--moving", default=None,
               help="--final: a placed photo never moves (printed boards); --moving: photos "
@@ -1163,14 +1264,14 @@ Examples:
 @click.option("--moderation/--no-moderation", default=None,
               help="Hold every photo for the host's approval [default: as the event was, "
                    "else off].")
-@click.option("--expected", type=click.IntRange(1, None), default=None,
+@click.option("--expected", type=_WholeRange(1, None), default=None, metavar="N",
               help="Photos expected in all, for the placement's look-ahead [default: the "
                    "grid's cells].")
 @click.option("--fallback", metavar="SOURCE", default=None, type=_SOURCE,
               help="A tile source (folder, cifar10...) to complete empty cells from at the end.")
-@click.option("--rate", type=_Rate(), default=30, show_default=True,
+@click.option("--rate", type=_Rate(), default=30, show_default=True, metavar="N",
               help="Photos per minute one guest's device may send (0: no limit).")
-@click.option("--url", "guest_url", default=None,
+@click.option("--url", "guest_url", default=None, metavar="URL",
               help="The guests' link as phones reach this machine (the QR code) [default: "
                    "this server's address].")
 @_setting_options("tile_px", "match_px", "aspect", "crop", "metric", "tint", *_OUTPUT_SETTINGS,
@@ -1184,7 +1285,7 @@ Examples:
                                 "(faces with the faces extra, else detail) [default: subject].",
                         "tint": "Move each photo's mean colour this fraction of the way to its "
                                 "cell's (0-1) [default: 0.6]."})
-@click.option("--cache-dir", type=_PATH, default=None, help=_CACHE_HELP)
+@click.option("--cache-dir", type=_PATH, default=None, metavar="DIR", help=_CACHE_HELP)
 def live(target: Path | None, grid: str | None, event_dir: Path | None, host: str, port: int,
          final: bool | None, moderation: bool | None, expected: int | None,
          fallback: str | None, rate: float, guest_url: str | None, cache_dir: Path | None,
@@ -1224,6 +1325,7 @@ Examples:
 )
 @click.argument("source", type=_SOURCE)
 @click.option("--tile-px", "match_px", type=int, default=32, show_default=True,
+              metavar="PX",
               help="Width of the indexed tiles in pixels: the width 'make' compares at "
                    "(its --match-px; by default its --tile-px up to 64, else 32).")
 @_setting_options("aspect", "crop", "dedupe", help={
@@ -1240,7 +1342,7 @@ Examples:
               help="List the groups of near-identical photos on stdout, one group per "
                    "paragraph: the photo 'make --dedupe' keeps, then those it drops.")
 @click.option("--scheduler", default=None, metavar="ADDRESS", help=_SCHEDULER_HELP)
-@click.option("--cache-dir", type=_PATH, default=None, help=_CACHE_HELP)
+@click.option("--cache-dir", type=_PATH, default=None, metavar="DIR", help=_CACHE_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, warnings or summary.")
 def index(source: str, match_px: int, duplicates: bool, scheduler: str | None,
           cache_dir: Path | None, quiet: bool, **settings: Any) -> None:
@@ -1281,14 +1383,15 @@ def index(source: str, match_px: int, duplicates: bool, scheduler: str | None,
         found = ""
         if groups is not None:
             dropped = sum(len(group) - 1 for group in groups)
-            found = (f"; {dropped} near-duplicates in {len(groups)} groups at --dedupe "
-                     f"{threshold}")
+            found = (f"; {_counted(dropped, 'near-duplicate')} in "
+                     f"{_counted(len(groups), 'group')}" if groups else "; no near-duplicates")
+            found += f" at --dedupe {threshold}"
+        # The time first: "0 skipped in 0.86 s" read as the time the skipping took.
         click.echo(printable(
-            f"mosaicist: {len(library)} tile{'' if len(library) == 1 else 's'} of {size} from "
-            f"{library.source.name}: "
-            f"{stats.decoded} decoded, {stats.reused} unchanged, {stats.removed} removed, "
-            f"{len(stats.failed)} skipped in {stats.seconds:.2f} s{found}; "
-            f"index at {library.directory}"
+            f"mosaicist: {_counted(len(library), 'tile')} of {size} from "
+            f"{library.source.name} in {stats.seconds:.2f} s: "
+            f"{stats.decoded:,} decoded, {stats.reused:,} unchanged, {stats.removed:,} removed, "
+            f"{len(stats.failed):,} skipped{found}; index at {library.directory}"
         ), err=True)
     if duplicates and groups is not None:
         _list_duplicates(library, groups)
@@ -1308,7 +1411,8 @@ def _list_duplicates(library: Any, groups: list) -> None:
         click.echo(printable(ids[group[0]]))
         distances = hamming(hashes[group[1:]], hashes[group[0]])
         for member, distance in zip(group[1:].tolist(), distances.tolist(), strict=True):
-            click.echo(f"    {printable(ids[member])}  ({distance} bits)")
+            click.echo(f"    {printable(ids[member])}  "
+                       f"({_counted(distance, 'bit')})")
 
 
 @main.command(
@@ -1333,14 +1437,15 @@ PSNR is capped at 100 dB (identical images).
 @click.argument("mosaic", type=_PATH)
 @click.argument("target", type=_PATH)
 @_setting_options("cell_px", "aspect", help={
-    "cell_px": "Target pixels per cell across the mosaic was made with.",
+    "cell_px": "Target pixels per cell side that the mosaic was made with (the cell's width "
+               "when --aspect is not 1:1).",
     "aspect": "Shape of its cells and tiles as width:height [default: 1:1]."})
-@click.option("--view-px", type=int, default=4, show_default=True,
+@click.option("--view-px", type=int, default=4, show_default=True, metavar="PX",
               help="Pixels per cell side at viewing scale.")
-@click.option("--placements", "placements_path", type=_PATH, default=None,
+@click.option("--placements", "placements_path", type=_PATH, default=None, metavar="FILE",
               help="Placements (.csv or .json) from 'make --placements': adds tile "
                    "repetition metrics.")
-@click.option("--json", "json_path", type=_PATH, default=None,
+@click.option("--json", "json_path", type=_PATH, default=None, metavar="FILE",
               help="Also write the metrics as JSON.")
 def score(
     mosaic: Path,

@@ -1099,7 +1099,8 @@ def headline(metrics: dict) -> str:
             f"{metrics['ciede2000_p95_view']:.1f} p95"
         )
     if "distinct_tiles" in metrics:
-        parts.append(f"{metrics['distinct_tiles']} distinct tiles")
+        distinct = metrics["distinct_tiles"]
+        parts.append(f"{distinct:,} distinct tile{'' if distinct == 1 else 's'}")
         most = metrics["max_uses"]
         parts.append(f"max {most} use{'' if most == 1 else 's'}")
         closest = metrics["closest_repeat"]

@@ -1,0 +1,190 @@
+"""What the command line says: summaries in the right number, help as the user types it."""
+
+from __future__ import annotations
+
+import re
+
+import click
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from mosaicist import cli
+from mosaicist.cli import main
+
+
+def run(args, **extra):
+    return CliRunner().invoke(main, [str(arg) for arg in args], **extra)
+
+
+def photo(path, seed, size=12):
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.fixture
+def twins(tmp_path):
+    """A library of one photo and its exact copy, plus a file that is no picture."""
+    library = tmp_path / "library"
+    library.mkdir()
+    photo(library / "a.png", 1)
+    (library / "b.png").write_bytes((library / "a.png").read_bytes())
+    (library / "broken.png").write_bytes(b"not a picture")
+    return library
+
+
+def summary(result):
+    """The summary: the last line on stderr (a skipped file is named before it)."""
+    line = result.stderr.splitlines()[-1]
+    assert line.startswith("mosaicist: "), result.stderr
+    return line
+
+
+def test_counts_agree_with_their_number():
+    assert cli._counted(1, "tile") == "1 tile"
+    assert cli._counted(0, "group") == "0 groups"
+    assert cli._counted(1, "bit") == "1 bit"
+    assert cli._counted(50_000, "tile") == "50,000 tiles"
+    assert cli._counted(2, "near-duplicate") == "2 near-duplicates"
+
+
+def test_make_summary_counts_one_tile_in_the_singular(tmp_path, twins):
+    # It said "1 tiles (1 skipped) (1 near-duplicates dropped)", and "tint 0.5, overlay 0".
+    target = photo(tmp_path / "target.png", 2, size=8)
+    result = run(["make", target, "--tiles", twins, "--preset", "seed", "--cell", 8,
+                  "--tile-px", 8, "--dedupe", "--tint", 0.5, "-o", tmp_path / "m.png",
+                  "--cache-dir", tmp_path / "cache"])
+    assert result.exit_code == 0, result.output
+    line = summary(result)
+    assert "1x1 cells, 1 tile (1 skipped, 1 near-duplicate dropped); index " in line, line
+    assert line.endswith(", tint 0.5"), line
+    assert "overlay" not in line and "1 tiles" not in line
+
+
+def test_make_summary_names_an_overlay_alone(tmp_path, twins):
+    target = photo(tmp_path / "target.png", 2, size=8)
+    result = run(["make", target, "--tiles", twins, "--preset", "seed", "--cell", 8,
+                  "--tile-px", 8, "--overlay", 0.25, "-o", tmp_path / "m.png",
+                  "--cache-dir", tmp_path / "cache"])
+    assert result.exit_code == 0, result.output
+    line = summary(result)
+    assert line.endswith(", overlay 0.25") and "tint" not in line, line
+
+
+def test_index_summary_counts_groups_in_the_right_number(tmp_path, twins):
+    # It said "1 near-duplicates in 1 groups", and "0 skipped in 0.01 s" as if the
+    # skipping had taken the time.
+    result = run(["index", twins, "--tile-px", 8, "--duplicates",
+                  "--cache-dir", tmp_path / "cache"])
+    assert result.exit_code == 0, result.output
+    line = summary(result)
+    # The index keeps near-duplicates ('make --dedupe' drops them); the broken file was tried.
+    assert re.search(r"^mosaicist: 2 tiles of 8 px from \S+ in \d+\.\d\d s: 3 decoded, "
+                     r"0 unchanged, 0 removed, 1 skipped; 1 near-duplicate in 1 group at "
+                     r"--dedupe 6; index at ", line), line
+    assert result.stdout.splitlines() == ["a.png", "    b.png  (0 bits)"]
+
+
+def test_index_summary_says_when_there_are_no_near_duplicates(tmp_path):
+    library = tmp_path / "library"
+    library.mkdir()
+    for seed in range(3):
+        photo(library / f"p{seed}.png", seed)
+    result = run(["index", library, "--tile-px", 8, "--duplicates",
+                  "--cache-dir", tmp_path / "cache"])
+    assert result.exit_code == 0, result.output
+    line = summary(result)
+    assert "; no near-duplicates at --dedupe 6; index at " in line, line
+    assert "0 groups" not in line and result.stdout == ""
+
+
+def help_pages():
+    for name in main.commands:
+        result = run([name, "--help"], terminal_width=80)
+        assert result.exit_code == 0, result.output
+        yield name, result.output
+
+
+def test_help_never_breaks_a_flag_across_lines():
+    # '--use-all' showed "(--min-" at a line's end and "uses 1)" on the next.
+    for name, text in help_pages():
+        broken = [line for line in text.splitlines() if re.search(r"\w-$", line)]
+        assert broken == [], (name, broken)
+    make_help = dict(help_pages())["make"]
+    assert "(--min-uses 1)" in make_help
+    assert "row, col, tile, distance" in " ".join(make_help.split())
+
+
+def test_help_shows_values_as_the_user_types_them():
+    # Click's type names (TEXT, INTEGER, PATH) where the README says SOURCE, PX, DIR...;
+    # defaults as Python writes them: 12.0, 1500000000.
+    for name, text in help_pages():
+        options = text.split("Options:")[1].split("Examples:")[0]
+        rows = [line for line in options.splitlines() if line.lstrip().startswith("-")]
+        typed = [row for row in rows
+                 if re.search(r"\b(TEXT|INTEGER|FLOAT|PATH)( RANGE)?\b", row)]
+        assert typed == [], (name, typed)
+        flat = " ".join(options.split())
+        defaults = re.findall(r"\[default: [^\]]*\]", flat)
+        assert defaults, name
+        # 12.0, not 127.0.0.1
+        python_floats = [shown for shown in defaults
+                         if re.search(r"(?<![.\d])\d+\.0\b(?!\.)", shown)]
+        assert python_floats == [], (name, python_floats)
+    make_help = " ".join(dict(help_pages())["make"].split())
+    assert "[default: 12]" in make_help and "[default: 1,500,000,000]" in make_help
+    assert "--tiles SOURCE" in make_help and "--cache-dir DIR" in make_help
+    batch_help = dict(help_pages())["batch"]
+    assert "-o, --output-dir OUTDIR" in batch_help
+
+
+def test_ranges_are_said_in_words():
+    # '--port N ... [default: 0; 0<=x<=65535]', '[x>=1]', and the same in the error.
+    for name, text in help_pages():
+        assert not re.search(r"x[<>]=?|[<>]=?x", text), name
+    assert "[default: 8000; 0 to 65535]" in " ".join(dict(help_pages())["live"].split())
+    result = run(["view", "m.dzi", "--port", 70000])
+    assert result.exit_code == 2
+    assert "70000 is not in the range 0 to 65535" in result.stderr, result.stderr
+
+
+def test_help_wraps_hyphenated_words_whole():
+    formatter = cli._HelpFormatter(width=30)
+    formatter.write_dl([("--use-all", "Use every tile at least once (--min-uses 1).")])
+    text = formatter.getvalue()
+    assert "--min-uses 1" in text and "\u2011" not in text, text
+    assert isinstance(formatter, click.HelpFormatter)
+
+
+@pytest.mark.parametrize(("arguments", "hint"), [
+    (["make", "t.png", "--tiles"], "(see 'mosaicist make --help')"),
+    (["index", "--tile-px"], "(see 'mosaicist index --help')"),
+    (["score", "m.png", "t.png", "--json"], "(see 'mosaicist score --help')"),
+])
+def test_a_flag_without_its_value_points_to_its_commands_help(arguments, hint):
+    # "Option '--tiles' requires an argument (see 'mosaicist --help')": the main help,
+    # which lists no --tiles.
+    result = run(arguments)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(hint), result.stderr
+    assert "requires an argument" in lines[0]
+
+
+def test_live_help_shows_the_walls_own_defaults():
+    # Written by hand in the help: they must stay those a new event gets.
+    from mosaicist.live._event import LIVE_DEFAULTS
+    from mosaicist.options import MosaicOptions
+
+    wall = MosaicOptions(**LIVE_DEFAULTS)
+    text = " ".join(dict(help_pages())["live"].split())
+    for flag, value in (("--tile-px PX", wall.tile_px), ("--match-px PX", wall.match_px),
+                        ("--tint A", f"{wall.tint:g}"), ("--crop [centre|subject]", wall.crop),
+                        ("--metric [seed|lab|oklab]", wall.metric)):
+        described = text.split(flag, 1)[1]
+        assert described[described.index("[default: "):].startswith(f"[default: {value}]"), \
+            (flag, described)
+    score_help = " ".join(dict(help_pages())["score"].split())
+    assert "--cell PX Target pixels per cell side that the mosaic was made with" in score_help
