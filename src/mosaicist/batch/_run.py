@@ -19,7 +19,8 @@ same bytes), into ``OUTDIR/<stem>.<format>``:
    SHA-1 of the output's name) records what made it: the output's name,
    the digest of its settings, its target's path, size and modification
    time, its own size and the library's fingerprint (its photos, in order,
-   with their content hashes). An output is finished, and skipped, only
+   with their content hashes; a stable video frame's, the picks of the frame
+   before it). An output is finished, and skipped, only
    when that record matches this run's settings, library and target and
    the output's size; a target moved or renamed since (its recorded path gone, its size
    and modification time the same) is the same target. Any other is made
@@ -1226,10 +1227,21 @@ class _Jobs:
         return self.outdir / f"{stem}{self.suffix}"
 
     def target(self, target: BatchTarget, frame: int | None = None) -> dict[str, Any] | None:
-        """What the record of ``target``'s output (of its frame ``frame``) names as its target."""
+        """What the record of ``target``'s output (of its frame ``frame``) names as its target.
+
+        A stable frame's picture also depends on the frame before it: its
+        record names that frame's picks (:meth:`Picks.digest`, None where
+        there were none), read now, when the frame is handed out (after the
+        one before came back). A frame made from no picks, its previous one
+        having failed, is then made again once that one is made, and so is
+        the rest of the chain, as an uninterrupted run would make them.
+        """
         identity = _identity(target.path)
         if identity is not None and frame is not None:
             identity["frame"] = frame
+            if self.stable and frame > 0:
+                picks = Picks.load(str(self.state.picks_path(target.output_stem(frame - 1))))
+                identity["previous"] = None if picks is None else picks.digest()
         return identity
 
     def done(self, stem: str, target: BatchTarget, identity: dict[str, Any] | None) -> bool:
@@ -1265,6 +1277,11 @@ class _Jobs:
         # version that kept no fingerprint is taken at its word.
         if self.library and record.get("library", self.library) != self.library:
             return False
+        if "previous" in identity and ("previous" not in made_from
+                                       or identity["previous"] is None):
+            # Recorded by a version that named no previous picks, or those picks lost since
+            # (made again, the frame could not get its chain back): taken at its word.
+            made_from = {**made_from, "previous": identity["previous"]}
         if made_from == identity:
             return True
         # The target moved or was renamed (its folder too), or is named by another path

@@ -48,6 +48,7 @@ would make of it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -243,6 +244,23 @@ class Picks:
         with atomic_path(path) as temporary, open(temporary, "wb") as handle:
             np.savez(handle, **arrays)
 
+    def digest(self) -> str:
+        """A short fingerprint of the picks' contents (not of the file's bytes, which hold times).
+
+        Returns
+        -------
+        str
+            32 hex digits.
+        """
+        digest = hashlib.sha256()
+        shape = np.array([self.rows, self.cols, self.generation, self.tiles], np.int64)
+        for array in (shape, self.tile, self.transform):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        if self.signature is not None:
+            digest.update(np.array(self.signature.shape, np.int64).tobytes())
+            digest.update(np.ascontiguousarray(self.signature).tobytes())
+        return digest.hexdigest()[:32]
+
     @classmethod
     def load(cls, path: str) -> Picks | None:
         """Read picks saved by :meth:`save`; None when missing or damaged.
@@ -261,18 +279,30 @@ class Picks:
         """
         try:
             with np.load(path, allow_pickle=False) as data:
-                rows, cols, generation, tiles = (int(value) for value in data["shape"])
+                shape, tile, transform = data["shape"], data["tile"], data["transform"]
                 signature = data["signature"] if "signature" in data.files else None
-                picks = cls(data["tile"], data["transform"], rows, cols, generation, tiles,
-                            signature)
         except STORED_ARRAY_ERRORS:
             return None  # a truncated archive too
-        if picks.tile.shape != picks.transform.shape or len(picks.tile) != rows * cols:
+        # Arrays of another kind (a 0-d shape, 2-D or float tiles, transform codes past
+        # int8) are a damaged file, read as no previous frame: they raised TypeError, or
+        # were cast (wrapped, truncated) into other tiles and transforms.
+        if not (_integers(shape, 1) and len(shape) == 4 and _integers(tile, 1)
+                and _integers(transform, 1) and tile.shape == transform.shape):
             return None
-        if picks.signature is not None and (
-                picks.signature.ndim != 4 or len(picks.signature) != len(picks.tile)):
-            picks.signature = None  # damaged: the tiles still steer, no cell counts as changed
-        return picks
+        rows, cols, generation, tiles = (int(value) for value in shape)
+        if rows < 1 or cols < 1 or len(tile) != rows * cols or tiles < 0 or (
+                len(transform) and not -128 <= int(transform.min()) <= int(transform.max()) <= 127):
+            return None
+        if signature is not None and (
+                signature.dtype != np.uint8 or signature.ndim != 4 or signature.shape[-1] != 3
+                or len(signature) != len(tile)):
+            signature = None  # damaged: the tiles still steer, no cell counts as changed
+        return cls(tile, transform, rows, cols, generation, tiles, signature)
+
+
+def _integers(array: np.ndarray, ndim: int) -> bool:
+    """Whether ``array`` is an integer array of ``ndim`` dimensions (a stored one, checked)."""
+    return array.ndim == ndim and np.issubdtype(array.dtype, np.integer)
 
 
 class StableMatcher(Matcher):
