@@ -27,7 +27,13 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import cache_dir, data_dir  # noqa: E402
+from common import (  # noqa: E402
+    cache_dir,
+    data_dir,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+)
 
 from mosaicist import make_mosaic  # noqa: E402
 from mosaicist.imaging import read_target  # noqa: E402
@@ -67,19 +73,22 @@ def main() -> None:
     parser.add_argument("--data", help="shared data folder (default ../shared/data)")
     parser.add_argument("--cache-dir", help="index cache (default benchmarks/.cache)")
     parser.add_argument("--targets", nargs="*", default=list(DEFAULT_TARGETS))
-    parser.add_argument("--cell", type=int, default=32)
-    parser.add_argument("--depth", type=int, default=2)
-    parser.add_argument("--detail", type=float, default=12.0)
-    parser.add_argument("--tile-px", type=int, default=32)
-    parser.add_argument("--view", type=int, default=8,
+    parser.add_argument("--cell", type=positive_int, default=32)
+    parser.add_argument("--depth", type=non_negative_int, default=2)
+    parser.add_argument("--detail", type=non_negative_float, default=12.0)
+    parser.add_argument("--tile-px", type=positive_int, default=32)
+    parser.add_argument("--view", type=positive_int, default=8,
                         help="target pixels per viewing-scale pixel (default 8)")
     parser.add_argument("--preset", default="seed")
     args = parser.parse_args()
     data = data_dir(args.data)
     cache = cache_dir(args.cache_dir)
     tiles = data / "cifar10" / "train"
+    missing = [name for name in args.targets if not (data / "targets" / name).is_file()]
+    if missing:
+        sys.exit(f"benchmark: --targets: {', '.join(missing)} not in {data / 'targets'}")
     print(f"tiles {tiles}, preset {args.preset}, view 1 px per {args.view} target px")
-    print(f"{'target':32} {'run':24} {'cells':>6} {'dE2000':>7} {'SSIM':>6} {'PSNR':>6} "
+    print(f"{'target':32} {'run':30} {'cells':>6} {'dE2000':>7} {'SSIM':>6} {'PSNR':>6} "
           f"{'s':>6}")
     for name in args.targets:
         target = read_target(data / "targets" / name, 1 << 28)
@@ -100,7 +109,7 @@ def main() -> None:
                  seconds),
                 (f"uniform {cell} px (same count)", cells, uniform, uniform_seconds)]
         for label, count, figures, spent in rows:
-            print(f"{name[:32]:32} {label:24} {count:6d} {figures['de']:7.2f} "
+            print(f"{name[:32]:32} {label:30} {count:6d} {figures['de']:7.2f} "
                   f"{figures['ssim']:6.3f} {figures['psnr']:6.2f} {spent:6.1f}")
         sys.stdout.flush()
 

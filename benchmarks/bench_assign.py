@@ -33,7 +33,14 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import gib, machine, print_table, run_child  # noqa: E402
+from common import (  # noqa: E402
+    gib,
+    machine,
+    non_negative_float,
+    positive_int,
+    print_table,
+    run_child,
+)
 
 GRIDS = {5040: (63, 80), 30000: (150, 200)}
 CASES = [(1, 1), (2, 5)]
@@ -121,18 +128,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cells", type=int, choices=sorted(GRIDS), action="append",
                         help="grid size (repeatable; default: both)")
-    parser.add_argument("--tiles", type=int, default=50_000)
-    parser.add_argument("--dim", type=int, default=6, help="feature dimensions")
-    parser.add_argument("--clusters", type=int, default=8, help="colour clusters of the cells")
-    parser.add_argument("--spread", type=float, default=30.0, help="cluster std. deviation")
-    parser.add_argument("--k", type=int, default=16, help="first candidate-list length")
-    parser.add_argument("--max-k", type=int, default=256, help="longest list asked for")
+    parser.add_argument("--tiles", type=positive_int, default=50_000)
+    parser.add_argument("--dim", type=positive_int, default=6, help="feature dimensions")
+    parser.add_argument("--clusters", type=positive_int, default=8,
+                        help="colour clusters of the cells")
+    parser.add_argument("--spread", type=non_negative_float, default=30.0,
+                        help="cluster std. deviation")
+    parser.add_argument("--k", type=positive_int, default=16, help="first candidate-list length")
+    parser.add_argument("--max-k", type=positive_int, default=256, help="longest list asked for")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--method", choices=["optimal", "greedy"], help=argparse.SUPPRESS)
     parser.add_argument("--max-uses", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--min-spacing", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.max_k < args.k:
+        parser.error(f"--max-k {args.max_k} is shorter than the first list (--k {args.k})")
     if args.one:
         run_one(args)
         return
@@ -154,7 +165,9 @@ def main() -> None:
                 if child.returncode != 0:
                     # A limit the lists cannot meet is a result too: show the error line.
                     last = child.output.strip().splitlines()[-1] if child.output.strip() else ""
-                    label = f"{count:,} cells, uses<={max_uses}"
+                    label = f"{count:,} cells, uses<={max_uses}" + (
+                        f", spacing {spacing}" if spacing > 1 else ""
+                    )
                     table.append([label, method, f"{child.seconds:.2f}", "-",
                                   gib(child.peak_rss_bytes), "failed", "-", "-", "-", "-",
                                   "-", "-"])

@@ -22,6 +22,7 @@ Run (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_capped import drawn_photos  # noqa: E402
-from common import cache_dir, data_dir, fresh_dir, machine  # noqa: E402
+from common import cache_dir, data_dir, fresh_dir, machine, positive_int  # noqa: E402
 
 from mosaicist import make_mosaic  # noqa: E402
 from mosaicist.match import _capped  # noqa: E402
@@ -42,14 +43,27 @@ def main() -> None:
     parser.add_argument("--target", default="targets/starry_night_google_1280.jpg",
                         help="target, relative to the data folder")
     parser.add_argument("--tiles", default="cifar10/train", help="tiles, relative to the data")
-    parser.add_argument("--photos", type=int, default=400, help="photos drawn from the tiles")
-    parser.add_argument("--cells", type=int, default=60_000, help="about this many cells")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds of both cases")
+    parser.add_argument("--photos", type=positive_int, default=400,
+                        help="photos drawn from the tiles")
+    parser.add_argument("--cells", type=positive_int, default=60_000, help="about this many cells")
+    parser.add_argument("--repeat", type=positive_int, default=1, help="rounds of both cases")
     args = parser.parse_args()
     data = data_dir(args.data)
-    runs = fresh_dir(cache_dir(args.cache_dir) / "runs", "auction-")
-    tiles = drawn_photos(data / args.tiles, args.photos, runs / "photos")
     target = data / args.target
+    for path, what in ((target, "--target"), (data / args.tiles, "--tiles")):
+        if not path.exists():
+            sys.exit(f"benchmark: {what}: {path} not found")
+    runs = fresh_dir(cache_dir(args.cache_dir) / "runs", "auction-")
+    try:
+        _run(args, target, data, runs)
+    finally:
+        # The drawn photos' links and a cold cache of their own: never reused.
+        shutil.rmtree(runs, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, target: Path, data: Path, runs: Path) -> None:
+    """Draw the photos into ``runs``, warm up, then time both cases ``--repeat`` times."""
+    tiles = drawn_photos(data / args.tiles, args.photos, runs / "photos")
     settings = dict(cells=args.cells, cache_dir=runs / "cache")
     print(machine(), flush=True)
     print(f"workload: {args.target}, about {args.cells:,} cells, {args.photos} photos drawn "
@@ -57,7 +71,7 @@ def main() -> None:
     make_mosaic(target, tiles, **settings)  # the index, the compiled loops
     limit = _capped.AUCTION_TILES
     try:
-        for _ in range(max(1, args.repeat)):
+        for _ in range(args.repeat):
             for name, tiles_allowed in (("auction", limit), ("lists", 0)):
                 _capped.AUCTION_TILES = tiles_allowed
                 wall = time.perf_counter()

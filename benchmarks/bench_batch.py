@@ -49,12 +49,39 @@ from common import (  # noqa: E402
     gib,
     machine,
     mosaicist_command,
+    positive_float,
+    positive_int,
     print_table,
     run_child,
 )
 
 #: The picture the video pans over.
 VIDEO_SOURCE = "starry_night_google_1280.jpg"
+
+
+def frame_size(text: str) -> tuple[int, int]:
+    """``argparse`` type: ``WxH``, two positive integers."""
+    width, _, height = text.lower().partition("x")
+    try:
+        size = (int(width), int(height))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WxH (e.g. 256x192)") from None
+    if min(size) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be at least 1")
+    return size
+
+
+def video_runs_wanted(text: str) -> list[tuple[str, float]]:
+    """``argparse`` type: ``PRESET:S,S...``, a preset and its ``--stable`` strengths."""
+    preset, colon, strengths = text.partition(":")
+    try:
+        values = [float(value) for value in strengths.split(",")]
+    except ValueError:
+        values = []
+    if not colon or not preset or not values or not all(0 <= value <= 10 for value in values):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not PRESET:S,S... with strengths from 0 to 10 (e.g. seed:0,0.5)")
+    return [(preset, value) for value in values]
 
 
 def make_targets(data: Path, folder: Path, count: int, size: tuple[int, int]) -> list[Path]:
@@ -135,39 +162,42 @@ def main() -> None:
     parser.add_argument("--data", help="shared data folder (default: ../shared/data)")
     parser.add_argument("--cache-dir", help="generated data, caches (default: benchmarks/.cache)")
     parser.add_argument("--tiles", default="cifar10/train", help="tile folder under --data")
-    parser.add_argument("--targets", type=int, default=200, help="targets in the batch")
-    parser.add_argument("--size", default="256x192", help="target size WxH")
-    parser.add_argument("--cell", type=int, default=8, help="cell side (target pixels)")
-    parser.add_argument("--tile-px", type=int, default=32, help="tile side (output pixels)")
+    parser.add_argument("--targets", type=positive_int, default=200, help="targets in the batch")
+    parser.add_argument("--size", type=frame_size, default="256x192", help="target size WxH")
+    parser.add_argument("--cell", type=positive_int, default=8, help="cell side (target pixels)")
+    parser.add_argument("--tile-px", type=positive_int, default=32,
+                        help="tile side (output pixels)")
     parser.add_argument("--preset", default="balanced", help="preset of the batch")
-    parser.add_argument("--make", type=int, default=5, help="targets also made one by one")
-    parser.add_argument("--scaling", type=int, default=24,
+    parser.add_argument("--make", type=positive_int, default=5,
+                        help="targets also made one by one")
+    parser.add_argument("--scaling", type=positive_int, default=24,
                         help="targets made on 1 and on 2 workers")
-    parser.add_argument("--seconds", type=float, default=20.0, help="video length")
-    parser.add_argument("--fps", type=int, default=25, help="video frame rate")
-    parser.add_argument("--video-size", default="160x120", help="video frame size WxH")
-    parser.add_argument("--video", action="append", default=None, metavar="PRESET:S,S...",
+    parser.add_argument("--seconds", type=positive_float, default=20.0, help="video length")
+    parser.add_argument("--fps", type=positive_int, default=25, help="video frame rate")
+    parser.add_argument("--video-size", type=frame_size, default="160x120",
+                        help="video frame size WxH")
+    parser.add_argument("--video", type=video_runs_wanted, action="append", default=None,
+                        metavar="PRESET:S,S...",
                         help="a preset of the video runs and its --stable strengths "
                              "(repeatable; default: seed:0,0.1,0.25,0.5,1 and balanced:0,0.25)")
     parser.add_argument("--quick", action="store_true",
                         help="24 targets, 8 for scaling, 3 made one by one, a 4 s video at "
                              "12 fps, strengths 0 and 0.5")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the run's folder (the batches' outputs, the videos)")
     args = parser.parse_args()
-    runs_wanted = args.video or ["seed:0,0.1,0.25,0.5,1", "balanced:0,0.25"]
+    default_runs = "seed:0,0.5 balanced:0,0.5" if args.quick else \
+        "seed:0,0.1,0.25,0.5,1 balanced:0,0.25"
     if args.quick:
         args.targets, args.scaling, args.make = 24, 8, 3
         args.seconds, args.fps = 4.0, 12
-        runs_wanted = args.video or ["seed:0,0.5", "balanced:0,0.5"]
-    video_runs = [(preset, float(strength)) for wanted in runs_wanted
-                  for preset, strengths in [wanted.split(":", 1)]
-                  for strength in strengths.split(",")]
-    size = tuple(int(value) for value in args.size.lower().split("x"))
-    video_size = tuple(int(value) for value in args.video_size.lower().split("x"))
-    assert len(size) == 2 and len(video_size) == 2
+    video_runs = [run for wanted in args.video or map(video_runs_wanted, default_runs.split())
+                  for run in wanted]
+    size, video_size = args.size, args.video_size
     data = data_dir(args.data)
     cache = cache_dir(args.cache_dir)
-    tiles = data / args.tiles
-    grid = ["--cell", str(args.cell), "--tile-px", str(args.tile_px)]
+    if not (data / args.tiles).is_dir():
+        sys.exit(f"benchmark: --tiles: {data / args.tiles} not found")
     print(machine())
     targets = make_targets(data, cache / f"batch-targets-{size[0]}x{size[1]}", args.targets,
                            size)
@@ -175,6 +205,22 @@ def main() -> None:
                      f"{args.fps}fps.mp4")
     frames = make_video(data, video, args.seconds, args.fps, video_size)
     runs = fresh_dir(cache / "runs", "batch-")
+    try:
+        _run(args, data, cache, runs, targets, video, frames, video_runs)
+    finally:
+        # The outputs of every batch and the videos: tens of MB a run, never reused.
+        if args.keep:
+            print(f"kept: {runs}")
+        else:
+            shutil.rmtree(runs, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, data: Path, cache: Path, runs: Path, targets: list[Path],
+         video: Path, frames: int, video_runs: list[tuple[str, float]]) -> None:
+    """The batches and the video runs, with ``runs`` as the run's folder; print the tables."""
+    size, video_size = args.size, args.video_size
+    tiles = data / args.tiles
+    grid = ["--cell", str(args.cell), "--tile-px", str(args.tile_px)]
     env = {"MOSAICIST_CACHE_DIR": str(cache)}
     mosaicist = mosaicist_command()
     run_child([*mosaicist, "index", tiles, "-q"], env=env).check()
@@ -221,7 +267,7 @@ def main() -> None:
     print()
     print_table(rows, ["run", "s/target", "targets/s", "total s", "peak RSS"])
     speedup = per_make * len(targets) / whole
-    print(f"outputs equal to make's: {same} of {args.make}; 1 -> 2 workers: {one / two:.2f}x; "
+    print(f"outputs equal to make's: {same} of {len(times)}; 1 -> 2 workers: {one / two:.2f}x; "
           f"batch of all vs one make per target: {speedup:.2f}x")
 
     print(f"\nvideo: {video.name}, {frames} frames of {video_size[0]}x{video_size[1]}; "

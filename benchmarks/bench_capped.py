@@ -52,6 +52,7 @@ from common import (  # noqa: E402
     gib,
     machine,
     mosaicist_command,
+    positive_int,
     print_table,
     run_child,
 )
@@ -78,23 +79,42 @@ def main() -> None:
                         help="target, relative to the data folder")
     parser.add_argument("--tiles", default="cifar10/train",
                         help="tile folder, relative to the data folder")
-    parser.add_argument("--cell", type=int, default=16, help="cell size (default 16)")
-    parser.add_argument("--cells", type=int, metavar="N",
+    parser.add_argument("--cell", type=positive_int, default=16, help="cell size (default 16)")
+    parser.add_argument("--cells", type=positive_int, metavar="N",
                         help="about N cells instead (make's --cells: the cell size whose grid "
                              "on the target has about N)")
     parser.add_argument("--cases", nargs="+", metavar="WORD",
                         help="only the cases whose name has one of these words (plain always runs)")
-    parser.add_argument("--photos", type=int, metavar="N",
+    parser.add_argument("--photos", type=positive_int, metavar="N",
                         help="tiles: N photos drawn at random from the tile folder")
-    parser.add_argument("--repeat", type=int, default=1,
+    parser.add_argument("--repeat", type=positive_int, default=1,
                         help="rounds of runs of every case in turn; each case's fastest "
                              "is reported (default 1)")
     args = parser.parse_args()
+    # A mistyped word would otherwise quietly leave only the plain run.
+    unknown = [word for word in args.cases or []
+               if not any(word in name for name, _ in CASES)]
+    if unknown:
+        parser.error(f"--cases: no case has {', '.join(map(repr, unknown))} in its name "
+                     f"(cases: {', '.join(name for name, _ in CASES)})")
     cases = [case for case in CASES if case[0] == "plain" or not args.cases
              or any(word in case[0] for word in args.cases)]
 
     data = data_dir(args.data)
+    for path, what in ((data / args.target, "--target"), (data / args.tiles, "--tiles")):
+        if not path.exists():
+            sys.exit(f"benchmark: {what}: {path} not found")
     runs = fresh_dir(cache_dir(args.cache_dir) / "runs", "capped-")
+    try:
+        _run(args, cases, data, runs)
+    finally:
+        # Each run has its own cold cache (hundreds of MB for 50k tiles): never reused.
+        shutil.rmtree(runs, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, cases: list[tuple[str, list[str]]], data: Path,
+         runs: Path) -> None:
+    """Warm the cache in ``runs``, run every case ``--repeat`` times, print the table."""
     tiles = data / args.tiles
     if args.photos:
         tiles = drawn_photos(tiles, args.photos, runs / "photos")
@@ -114,7 +134,7 @@ def main() -> None:
     # so that each ratio compares runs of the same minutes, and the fastest run of each
     # case is its cost.
     fastest: dict[str, tuple[ChildRun, dict]] = {}
-    for round_number in range(max(1, args.repeat)):
+    for round_number in range(args.repeat):
         for name, flags in cases:
             report_path = runs / "report.json"
             print(f"{name} (run {round_number + 1}) ...", flush=True)

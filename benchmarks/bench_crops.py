@@ -83,6 +83,10 @@ def main() -> None:
     parser.add_argument("--data", default=None, help="shared data folder")
     args = parser.parse_args()
     targets = data_dir(args.data) / "targets"
+    missing = [name for name in ("skimage_astronaut.png", *BACKGROUNDS[1:])
+               if not (targets / name).is_file()]
+    if missing:
+        sys.exit(f"benchmark: {targets} lacks {', '.join(missing)}; pass --data PATH")
     if not crop_module.face_detector_available():
         sys.exit("benchmark: needs OpenCV 4 with its Haar cascades "
                  "(pip install 'opencv-python-headless<5')")

@@ -57,7 +57,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import cache_dir, data_dir, fresh_dir, machine, print_table, run_child  # noqa: E402
+from common import (  # noqa: E402
+    cache_dir,
+    data_dir,
+    fresh_dir,
+    machine,
+    non_negative_int,
+    positive_int,
+    print_table,
+    run_child,
+)
 
 TILE_PX = 32
 CELL_PX = 16
@@ -238,14 +247,18 @@ def bench_index(folder: Path, cache: Path, label: str, repeat: int) -> list[list
             threads = {"MOSAICIST_THREADS": str(processes)}
             for kind in ("plain", "pool", "cluster"):
                 arguments: list[object] = [str(folder)]
-                if kind != "plain":
-                    arguments.append(str(fresh_dir(cache / "runs", f"{kind}-")))
+                scratch = fresh_dir(cache / "runs", f"{kind}-") if kind != "plain" else None
+                if scratch is not None:
+                    arguments.append(str(scratch))
                 if kind != "pool":
                     arguments.append(processes)
-                runs.setdefault((kind, processes), []).append(run(kind, *arguments,
-                                                                  env=threads))
-                if kind != "plain":
-                    shutil.rmtree(arguments[1], ignore_errors=True)  # type: ignore[arg-type]
+                try:
+                    runs.setdefault((kind, processes), []).append(run(kind, *arguments,
+                                                                      env=threads))
+                finally:
+                    # A failed or interrupted run's cache too: never reused.
+                    if scratch is not None:
+                        shutil.rmtree(scratch, ignore_errors=True)
     wall = {key: min(run["seconds"] for run in values) for key, values in runs.items()}
     cpu = {key: sorted(run["cpu"] for run in values)[len(values) // 2]
            for key, values in runs.items()}
@@ -275,14 +288,17 @@ def main() -> None:
     parser.add_argument("what", nargs="?", default="index", choices=("index", "million"))
     parser.add_argument("--quick", action="store_true",
                         help="index: 10,000 CIFAR files, no photos; million: 200,000 tiles")
-    parser.add_argument("--files", type=int, default=None, help="CIFAR files (default: all)")
-    parser.add_argument("--photos", type=int, default=200,
+    parser.add_argument("--files", type=positive_int, default=None,
+                        help="CIFAR files (default: all)")
+    parser.add_argument("--photos", type=non_negative_int, default=200,
                         help="12 MP photos (0: skip; at most 200)")
-    parser.add_argument("--repeat", type=int, default=None,
+    parser.add_argument("--repeat", type=positive_int, default=None,
                         help="index: interleaved runs of each configuration (default 3; "
                              "--quick: 2)")
-    parser.add_argument("--tiles", type=int, default=2_000_000, help="synthetic library size")
-    parser.add_argument("--cells", type=int, default=8_100, help="cells of the searched target")
+    parser.add_argument("--tiles", type=positive_int, default=2_000_000,
+                        help="synthetic library size")
+    parser.add_argument("--cells", type=positive_int, default=8_100,
+                        help="cells of the searched target")
     parser.add_argument("--data", help="shared data folder (default: ../shared/data)")
     parser.add_argument("--cache-dir", help="generated data, caches (default: benchmarks/.cache)")
     args = parser.parse_args()
@@ -307,8 +323,12 @@ def main() -> None:
 
     tiles = 200_000 if args.quick else args.tiles
     npy = build_library(data, cache, tiles, 0)
-    figures = run("million", str(npy), str(fresh_dir(cache / "runs", "dask-million-")),
-                  args.cells, 2)
+    scratch = fresh_dir(cache / "runs", "dask-million-")
+    try:
+        figures = run("million", str(npy), str(scratch), args.cells, 2)
+    finally:
+        # The index and search features of the synthetic library: GBs at 2,000,000 tiles.
+        shutil.rmtree(scratch, ignore_errors=True)
     rows = [
         ["tiles, cells", f"{figures['tiles']:,}", f"{figures['cells']:,}"],
         ["index on 2 workers", f"{figures['index']:.0f} s",

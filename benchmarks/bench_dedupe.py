@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import data_dir, machine  # noqa: E402
+from common import data_dir, machine, non_negative_int  # noqa: E402
 
 from mosaicist.dedupe import COLOUR_TOLERANCE, hamming, near_pairs, tile_signatures  # noqa: E402
 from mosaicist.imaging import decode_tile  # noqa: E402
@@ -79,8 +79,11 @@ THRESHOLDS = (2, 4, 6, 8, 10)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None, help="shared data folder")
-    parser.add_argument("--cifar", type=int, default=2000, help="CIFAR-10 test images")
-    parser.add_argument("--galaxies", type=int, default=1000, help="galaxy images")
+    # A negative count would slice off the end of the list instead of failing.
+    parser.add_argument("--cifar", type=non_negative_int, default=2000,
+                        help="CIFAR-10 test images")
+    parser.add_argument("--galaxies", type=non_negative_int, default=1000,
+                        help="galaxy images")
     args = parser.parse_args()
     data = data_dir(args.data)
     sets = {
@@ -89,6 +92,9 @@ def main() -> None:
         [: args.cifar],
         "galaxies (dark, alike)": sorted((data / "galaxy-zoo").rglob("*.jpg"))[: args.galaxies],
     }
+    if not any(sets.values()):
+        sys.exit(f"benchmark: no photos in {data / 'targets'}, {data / 'cifar10' / 'test'} "
+                 f"or {data / 'galaxy-zoo'}; pass --data PATH")
     print(f"# {machine()}")
     started = time.perf_counter()
     signed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -130,6 +136,10 @@ def main() -> None:
     print("| set | photos | " + " | ".join(f"T={t}" for t in THRESHOLDS) + " |")
     print("|---|---|" + "---|" * len(THRESHOLDS))
     for name, (hashes, colours) in signed.items():
+        if not len(hashes):
+            # An empty set (a folder missing, or --cifar 0) has no share to show.
+            print(f"| {name} | 0 | " + " | ".join("-" for _ in THRESHOLDS) + " |")
+            continue
         shares = []
         for threshold in THRESHOLDS:
             first, second = near_pairs(hashes, colours, threshold)

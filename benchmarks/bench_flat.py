@@ -19,6 +19,7 @@ Run (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -27,7 +28,14 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import cache_dir, data_dir, fresh_dir, machine, print_table  # noqa: E402
+from common import (  # noqa: E402
+    cache_dir,
+    data_dir,
+    fresh_dir,
+    machine,
+    positive_int,
+    print_table,
+)
 
 from mosaicist import make_mosaic  # noqa: E402
 from mosaicist.options import PRESETS  # noqa: E402
@@ -57,20 +65,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="shared data folder (default: ../shared/data)")
     parser.add_argument("--cache-dir", help="generated data, caches (default: benchmarks/.cache)")
-    parser.add_argument("--tiles", type=int, default=1000, help="CIFAR-10 tiles (default 1000)")
+    parser.add_argument("--tiles", type=positive_int, default=1000,
+                        help="CIFAR-10 tiles (default 1000)")
     parser.add_argument("--presets", nargs="+", default=["seed", "balanced"],
                         choices=sorted(PRESETS), help="presets to compare")
     args = parser.parse_args()
 
     data = data_dir(args.data)
+    sources = sorted((data / "cifar10" / "train").rglob("*.jpg"))[:args.tiles]
+    if not sources:
+        sys.exit(f"benchmark: no JPEGs in {data / 'cifar10' / 'train'}; pass --data PATH")
+    starry = data / "targets" / "starry_night_google_1280.jpg"
+    if not starry.is_file():
+        sys.exit(f"benchmark: {starry} not found; pass --data PATH")
     runs = fresh_dir(cache_dir(args.cache_dir) / "runs", "flat-")
+    try:
+        _run(args, sources, starry, runs)
+    finally:
+        # A fresh folder per run (links and a cold cache): never worth keeping.
+        shutil.rmtree(runs, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, sources: list[Path], starry: Path, runs: Path) -> None:
+    """Link the tiles into ``runs``, make every target with every preset, print the table."""
     library = runs / "tiles"
     library.mkdir()
-    sources = sorted((data / "cifar10" / "train").rglob("*.jpg"))[:args.tiles]
     for index, source in enumerate(sources):
         (library / f"t{index:05d}.jpg").symlink_to(source.resolve())
-    photo = np.asarray(Image.open(data / "targets" / "starry_night_google_1280.jpg")
-                       .convert("RGB").resize((320, 256)))
+    photo = np.asarray(Image.open(starry).convert("RGB").resize((320, 256)))
     targets = {"flat white": np.full((256, 320, 3), 255, np.uint8),
                "flat black": np.zeros((256, 320, 3), np.uint8),
                "Starry Night": photo}
@@ -84,7 +106,6 @@ def main() -> None:
             mean, least, level = detail_kept(mosaic)
             rows.append([name, preset, f"{mean:.3f}", f"{least:.3f}", f"{level:.1f}"])
     print_table(rows, ["target", "preset", "detail kept (mean)", "least", "mean level"])
-
 
 if __name__ == "__main__":
     main()

@@ -43,6 +43,7 @@ from common import (  # noqa: E402
     gib,
     machine,
     mosaicist_command,
+    positive_int,
     print_table,
     run_child,
     seconds,
@@ -73,22 +74,35 @@ def main() -> None:
     parser.add_argument("--data", help="shared data folder [../shared/data]")
     parser.add_argument("--cache-dir", help="benchmark cache [benchmarks/.cache]")
     parser.add_argument("--out", help="output folder [<cache>/gigapixel]")
-    parser.add_argument("--cols", type=int, default=400)
-    parser.add_argument("--rows", type=int, default=300)
-    parser.add_argument("--cell", type=int, default=4, help="target pixels per cell")
-    parser.add_argument("--tile-px", type=int, default=256)
+    parser.add_argument("--cols", type=positive_int, default=400)
+    parser.add_argument("--rows", type=positive_int, default=300)
+    parser.add_argument("--cell", type=positive_int, default=4, help="target pixels per cell")
+    parser.add_argument("--tile-px", type=positive_int, default=256)
     parser.add_argument("--skip-tiff", action="store_true", help="only the Deep Zoom step")
     parser.add_argument("--keep", action="store_true", help="keep the outputs")
     args = parser.parse_args()
 
     data = data_dir(args.data)
     cache = cache_dir(args.cache_dir)
-    out = Path(args.out) if args.out else cache / "gigapixel"
+    out = Path(args.out).expanduser() if args.out else cache / "gigapixel"
+    if args.out and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        # The folder is removed at the end: never one that holds something else.
+        sys.exit(f"benchmark: --out: {out} exists and is not an empty folder")
     if out.exists():
-        shutil.rmtree(out)
+        shutil.rmtree(out)  # the default folder: an earlier run's outputs
     out.mkdir(parents=True)
-    target = make_target(data, cache, args.cols * args.cell, args.rows * args.cell)
+    try:
+        _run(args, data, cache, out)
+    finally:
+        # A failed or interrupted run's outputs too (gigabytes at full size).
+        if not args.keep:
+            shutil.rmtree(out, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, data: Path, cache: Path, out: Path) -> None:
+    """Make the Deep Zoom mural (and the TIFF) into ``out``; print the table and checks."""
     tiles = data / "cifar10" / "train"
+    target = make_target(data, cache, args.cols * args.cell, args.rows * args.cell)
     library_cache = cache / "mosaicist-cache"
     width, height = args.cols * args.tile_px, args.rows * args.tile_px
     print(machine())
@@ -145,8 +159,8 @@ def main() -> None:
             assert levels[0] == (height, width, 3)
     peak = max(make.peak_rss_bytes, render.peak_rss_bytes if not args.skip_tiff else 0)
     print(f"peak RSS goal (< 2 GB): {'met' if peak < 2e9 else 'NOT met'} ({peak / 1e9:.2f} GB)")
-    if not args.keep:
-        shutil.rmtree(out)
+    if args.keep:
+        print(f"kept: {out}")
 
 
 if __name__ == "__main__":

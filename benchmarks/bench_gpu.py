@@ -70,7 +70,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT / "src") not in sys.path and (REPO_ROOT / "src" / "mosaicist").is_dir():
     # Run from a bare checkout (a lent machine) without installing it.
     sys.path.insert(0, str(REPO_ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import (  # noqa: E402
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 
 def missing(what: str) -> NoReturn:
@@ -420,22 +426,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="shared data folder (default: ../shared/data)")
     parser.add_argument("--cache-dir", default=str(Path(__file__).resolve().parent / ".cache"),
                         help="mosaicist cache for the indexed library (default: benchmarks/.cache)")
-    parser.add_argument("--synthetic", type=int, metavar="N", default=0,
+    parser.add_argument("--synthetic", type=non_negative_int, metavar="N", default=0,
                         help="use N synthetic tiles and a synthetic target instead of the data")
-    parser.add_argument("--limit", type=int, default=0, help="use only the first LIMIT tiles")
-    parser.add_argument("--cell-px", type=int, default=16, help="cell size (default 16)")
-    parser.add_argument("--tile-px", type=int, default=32, help="tile size (default 32)")
+    parser.add_argument("--limit", type=non_negative_int, default=0,
+                        help="use only the first LIMIT tiles")
+    parser.add_argument("--cell-px", type=positive_int, default=16, help="cell size (default 16)")
+    parser.add_argument("--tile-px", type=positive_int, default=32, help="tile size (default 32)")
     parser.add_argument("--device", default="cuda", help="torch device (default cuda)")
     parser.add_argument("--kernel", choices=("int8", "float64"),
                         help="force a kernel (default: int8 on recent GPUs, else float64)")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs (default 3)")
-    parser.add_argument("--check", type=int, default=256,
+    parser.add_argument("--repeat", type=positive_int, default=3, help="timed runs (default 3)")
+    parser.add_argument("--check", type=non_negative_int, default=256,
                         help="cells checked against match_exact (default 256; 0 skips)")
     parser.add_argument("--skip-self-test", action="store_true",
                         help="leave out the small exactness cases")
     parser.add_argument("--skip-oom", action="store_true",
                         help="leave out the out-of-memory stage (a GPU shared with others)")
-    parser.add_argument("--budget-s", type=float, default=240,
+    parser.add_argument("--budget-s", type=positive_float, default=240,
                         help="skip stages that would start after this many seconds (default 240)")
     args = parser.parse_args(argv)
 

@@ -137,12 +137,17 @@ def main() -> None:
     if not args.skip_cifar:
         folder = data / "cifar10" / "train"
         count = sum(1 for _ in folder.rglob("*.jpg"))
+        if not count:
+            sys.exit(f"benchmark: no JPEGs in {folder}; pass --data PATH")
         index_cache = fresh_dir(cache / "runs", "index-cifar-")
-        print(f"indexing {count:,} CIFAR-10 JPEGs, cold ...", flush=True)
-        cold, cold_own = index_run(folder, 32, index_cache)
-        print("re-indexing, warm ...", flush=True)
-        warm, warm_own = index_run(folder, 32, index_cache)
-        shutil.rmtree(index_cache, ignore_errors=True)
+        try:
+            print(f"indexing {count:,} CIFAR-10 JPEGs, cold ...", flush=True)
+            cold, cold_own = index_run(folder, 32, index_cache)
+            print("re-indexing, warm ...", flush=True)
+            warm, warm_own = index_run(folder, 32, index_cache)
+        finally:
+            # On failure or interruption too: a cold 50k index is hundreds of MB.
+            shutil.rmtree(index_cache, ignore_errors=True)
         rate = count / cold.seconds
         rows += [
             ["cifar10/train 50k, cold", seconds(cold.seconds), f"{rate:,.0f} img/s",
@@ -160,11 +165,13 @@ def main() -> None:
         print(f"{len(files)} photos, {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}, mean "
               f"{np.mean(sizes) / 1e6:.1f} MB", flush=True)
         index_cache = fresh_dir(cache / "runs", "index-photos-")
-        print("indexing photos at --tile-px 64, cold ...", flush=True)
-        cold, cold_own = index_run(folder, 64, index_cache)
-        print("re-indexing, warm ...", flush=True)
-        warm, warm_own = index_run(folder, 64, index_cache)
-        shutil.rmtree(index_cache, ignore_errors=True)
+        try:
+            print("indexing photos at --tile-px 64, cold ...", flush=True)
+            cold, cold_own = index_run(folder, 64, index_cache)
+            print("re-indexing, warm ...", flush=True)
+            warm, warm_own = index_run(folder, 64, index_cache)
+        finally:
+            shutil.rmtree(index_cache, ignore_errors=True)
         rate = len(files) / cold.seconds
         rows += [
             [f"{len(files)} photos 12 MP, cold", seconds(cold.seconds),

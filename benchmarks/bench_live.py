@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import io
 import json
 import multiprocessing
@@ -64,7 +65,15 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import data_dir, machine, print_table  # noqa: E402
+from common import (  # noqa: E402
+    data_dir,
+    die_with,
+    machine,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    print_table,
+)
 
 
 def cifar_files(data: Path, count: int, seed: int) -> list[Path]:
@@ -173,8 +182,11 @@ def load_test(args: argparse.Namespace, data: Path, photos: list[bytes], crop: s
         command = [sys.executable, "-m", "mosaicist", "live", str(target), "--grid", args.grid,
                    "--event", str(Path(folder) / "event"), "--port", "0", "--rate", "0",
                    "--crop", crop]
+        # A session of its own (no Ctrl-C: the finally below stops it), but stopped
+        # with the benchmark if that is killed outright.
         server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
-                                  start_new_session=True)
+                                  start_new_session=True,
+                                  preexec_fn=functools.partial(die_with, os.getpid()))
         try:
             url = token = ""
             assert server.stdout is not None
@@ -225,10 +237,13 @@ def load_test(args: argparse.Namespace, data: Path, photos: list[bytes], crop: s
                                                                   else "")),
         ("photos lost (201 but not on the wall)", len(lost)),
         ("tile events missing on the display", missing_events),
-        ("uploads per second", f"{len(sent) / seconds:.1f} ({seconds:.1f} s)"),
-        ("upload to tile on display, median", f"{statistics.median(delays):.0f} ms"),
-        ("upload to tile on display, p95", f"{np.percentile(delays, 95):.0f} ms"),
-        ("upload to tile on display, max", f"{delays[-1]:.0f} ms"),
+        ("uploads per second", f"{len(sent) / max(seconds, 1e-9):.1f} ({seconds:.1f} s)"),
+        # No delay at all when nothing was answered (a --timeout too short, a failing server).
+        ("upload to tile on display, median",
+         f"{statistics.median(delays):.0f} ms" if delays else "-"),
+        ("upload to tile on display, p95",
+         f"{np.percentile(delays, 95):.0f} ms" if delays else "-"),
+        ("upload to tile on display, max", f"{delays[-1]:.0f} ms" if delays else "-"),
         ("server peak RSS", f"{peak:.0f} MiB"),
     ]
     arrivals = f"{pace:g} photos a second" if pace else "as fast as answered"
@@ -283,8 +298,10 @@ def placement(args: argparse.Namespace, data: Path) -> None:
                     if rule == "moving" and (arrived % args.quiet_every == 0
                                              or arrived == count):
                         # A quiet moment: the wall is re-optimised, the photos move.
-                        before_settle.append(100 * (placer.objective() / optimum - 1)
-                                             if arrived == count else 0.0)
+                        if arrived == count:
+                            # One gap per order (filtering out zeros instead would fail
+                            # on an order already at the optimum).
+                            before_settle.append(100 * (placer.objective() / optimum - 1))
                         change = placer.optimum()
                         placer.apply(change)
                         moves += len(change)
@@ -298,9 +315,8 @@ def placement(args: argparse.Namespace, data: Path) -> None:
         for rule, values in gaps.items():
             table.append((label, rule, f"{statistics.mean(values):.2f}%",
                           f"{min(values):.2f}% .. {max(values):.2f}%", ""))
-        last = [value for value in before_settle if value]
         table.append((label, f"moving, quiet every {args.quiet_every}", "0.00%",
-                      f"{statistics.mean(last):.2f}% before the last",
+                      f"{statistics.mean(before_settle):.2f}% before the last",
                       f"{statistics.mean(moved) / count:.1f} per photo"))
         print(f"  {label}: {per_order:.1f} s per order", flush=True)
     print_table(table, header=(f"placement, {cols}x{rows} wall, tint {args.tint}, "
@@ -314,20 +330,23 @@ def main() -> None:
     parser.add_argument("--data", help="shared data folder [../shared/data]")
     parser.add_argument("--target", default="skimage_astronaut.png",
                         help="a picture of data/targets [skimage_astronaut.png]")
-    parser.add_argument("--photos", type=int, default=2000, help="photos sent [2000]")
-    parser.add_argument("--guests", type=int, default=50, help="guests at once [50]")
+    parser.add_argument("--photos", type=positive_int, default=2000, help="photos sent [2000]")
+    parser.add_argument("--guests", type=positive_int, default=50, help="guests at once [50]")
     parser.add_argument("--grid", default="50x40", help="the load test's wall [50x40]")
-    parser.add_argument("--photo-px", type=int, default=320, help="long side of a photo [320]")
-    parser.add_argument("--timeout", type=float, default=600, help="load test limit, s [600]")
-    parser.add_argument("--pace", type=float, default=5.0,
+    parser.add_argument("--photo-px", type=positive_int, default=320,
+                        help="long side of a photo [320]")
+    parser.add_argument("--timeout", type=positive_float, default=600,
+                        help="load test limit, s [600]")
+    parser.add_argument("--pace", type=non_negative_float, default=5.0,
                         help="then photos a second of a paced run (0: none) [5]")
-    parser.add_argument("--paced-photos", type=int, default=200,
+    parser.add_argument("--paced-photos", type=positive_int, default=200,
                         help="photos of the paced run [200]")
     parser.add_argument("--crops", default="subject,centre",
                         help="the load test is run with each of these --crop [subject,centre]")
-    parser.add_argument("--orders", type=int, default=3, help="random arrival orders [3]")
-    parser.add_argument("--tint", type=float, default=0.6, help="tint of the placement runs")
-    parser.add_argument("--quiet-every", type=int, default=50,
+    parser.add_argument("--orders", type=positive_int, default=3, help="random arrival orders [3]")
+    parser.add_argument("--tint", type=non_negative_float, default=0.6,
+                        help="tint of the placement runs")
+    parser.add_argument("--quiet-every", type=positive_int, default=50,
                         help="arrivals between two quiet moments of the moving wall [50]")
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--skip-placement", action="store_true")

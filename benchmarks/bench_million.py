@@ -62,6 +62,8 @@ from common import (  # noqa: E402
     gib,
     machine,
     mosaicist_command,
+    non_negative_int,
+    positive_int,
     print_table,
     run_child,
     seconds,
@@ -263,7 +265,7 @@ def main() -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Run: python benchmarks/bench_million.py [--tiles 200000]",
     )
-    parser.add_argument("--tiles", type=int, default=1_000_000,
+    parser.add_argument("--tiles", type=positive_int, default=1_000_000,
                         help="library size (default 1,000,000; e.g. 200000 for a quick check)")
     parser.add_argument("--seed", type=int, default=0, help="variant generator seed (default 0)")
     parser.add_argument("--data", help="shared data folder (default: ../shared/data)")
@@ -274,7 +276,7 @@ def main() -> None:
                         help="only build (and cache) the library and target, then exit")
     parser.add_argument("--keep", action="store_true",
                         help="keep the run's index cache folder afterwards")
-    parser.add_argument("--repeat", type=int, default=2, metavar="N",
+    parser.add_argument("--repeat", type=non_negative_int, default=2, metavar="N",
                         help="then N more warm makes of each search, in turn (default 2): "
                              "the end-to-end ratio of their medians")
     args = parser.parse_args()
@@ -284,8 +286,9 @@ def main() -> None:
     print(f"machine: {machine()}")
     scale = 2 / (os.cpu_count() or 2)
     estimate = (EST_FIXED + args.tiles * EST_PER_TILE) * scale
+    shown = f"~{estimate / 60:.0f} min" if estimate >= 90 else f"~{estimate:.0f} s"
     print(f"library: {args.tiles:,} tiles; estimated run time (after the one-off build): "
-          f"~{estimate / 60:.0f} min", flush=True)
+          f"{shown}", flush=True)
 
     tiles_path = build_library(data, cache, args.tiles, args.seed)
     target = build_target(data, cache)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,7 @@ from common import (  # noqa: E402
     gib,
     machine,
     mosaicist_command,
+    positive_int,
     print_table,
     run_child,
 )
@@ -86,24 +88,49 @@ def main() -> None:
     parser.add_argument("--tiles", default="cifar10/train",
                         help="tile folder, relative to the data folder")
     parser.add_argument("--targets", nargs="*", help="target file names (default: all)")
-    parser.add_argument("--presets", nargs="*", default=list(PRESETS), help="presets to run")
+    parser.add_argument("--presets", nargs="*", default=list(PRESETS), choices=list(PRESETS),
+                        help="presets to run")
     parser.add_argument("--candidate", action="append", default=[], metavar="NAME=FLAGS",
                         help="a trial setting run like a preset, e.g. "
                         "'unique=--max-uses 1 --tint 0.5' (repeatable)")
-    parser.add_argument("--cells", type=int, default=5040, help="about this many cells")
+    parser.add_argument("--cells", type=positive_int, default=5040,
+                        help="about this many cells")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the run's folder (mosaics, index cache) afterwards")
     args = parser.parse_args()
+    for candidate in args.candidate:
+        if not candidate.partition("=")[0] or "=" not in candidate:
+            parser.error(f"--candidate {candidate!r}: expected NAME=FLAGS")
 
     data = data_dir(args.data)
     tool = data.parent / "tools" / "viewscale.py"
     if not tool.is_file():
         sys.exit(f"benchmark: {tool} not found (the independent fidelity measure)")
+    if not (data / args.tiles).is_dir():
+        sys.exit(f"benchmark: --tiles: {data / args.tiles} not found")
     names = args.targets or sorted(path.name for path in (data / "targets").iterdir()
                                    if path.suffix.lower() in (".jpg", ".png"))
+    missing = [name for name in names if not (data / "targets" / name).is_file()]
+    if missing:
+        sys.exit(f"benchmark: --targets: {', '.join(missing)} not in {data / 'targets'}")
     trials = [(preset, ["--preset", preset]) for preset in args.presets]
     for candidate in args.candidate:
         name, _, flags = candidate.partition("=")
         trials.append((name, flags.split()))
     runs = fresh_dir(cache_dir(args.cache_dir) / "runs", "presets-")
+    try:
+        _run(args, data, tool, names, trials, runs)
+    finally:
+        # A cold index cache of its own (hundreds of MB for 50k tiles) and the mosaics.
+        if args.keep:
+            print(f"kept: {runs}")
+        else:
+            shutil.rmtree(runs, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, data: Path, tool: Path, names: list[str],
+         trials: list[tuple[str, list[str]]], runs: Path) -> None:
+    """Index once into ``runs``, make every target with every trial, print the table."""
     print(f"machine: {machine()}")
     print(f"tiles: {args.tiles}; runs: {', '.join(name for name, _ in trials)}", flush=True)
     header = ["target", "run", "cells", "wall", "vs seed", "peak RSS", "distinct", "max uses",
@@ -112,7 +139,7 @@ def main() -> None:
     passed: dict[str, int] = {}
     # Index the library once, so that no run's time includes it.
     run_child([*mosaicist_command(), "index", data / args.tiles, "--cache-dir", runs / "cache",
-               "-q"])
+               "-q"]).check()
     library_size = None
     for name in names:
         target = data / "targets" / name

@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import cache_dir, data_dir, machine, print_table  # noqa: E402
+from common import cache_dir, data_dir, machine, non_negative_int, print_table  # noqa: E402
 
 #: (label, settings given, preview cells), in the order a person might change them.
 CHANGES = (
@@ -65,7 +65,8 @@ def main() -> None:
     parser.add_argument("--target", default="starry_night_google_1280.jpg",
                         help="a file of targets/ in the data folder")
     parser.add_argument("--tiles", default="cifar10/train", help="tile folder in the data folder")
-    parser.add_argument("--repeat", type=int, default=3, help="previews after the first")
+    parser.add_argument("--repeat", type=non_negative_int, default=3,
+                        help="previews after the first")
     args = parser.parse_args()
 
     from mosaicist.library import TileLibrary
@@ -76,6 +77,9 @@ def main() -> None:
     cache = cache_dir(args.cache_dir)
     target = data / "targets" / args.target
     tiles = str(data / args.tiles)
+    for path, what in ((target, "--target"), (data / args.tiles, "--tiles")):
+        if not path.exists():
+            sys.exit(f"benchmark: {what}: {path} not found")
     print(f"machine: {machine()}")
     print(f"target: {target.name}; tiles: {tiles}; cache: {cache}", flush=True)
     # Every index the changes need, as an index job of the studio would make it.

@@ -57,7 +57,10 @@ def run(target: Path, tiles: Path, settings: dict, cache: Path, cell: int) -> di
     """Make one mosaic and return its report, or the error."""
     started = time.perf_counter()
     try:
-        mosaic = make_mosaic(target, tiles, cell_px=cell, tile_px=32, cache_dir=cache, **settings)
+        # Every setting is the seed's method plus its own change: make_mosaic's default
+        # preset (balanced) would cap uses and tint on its own, so "plain" would not be plain.
+        mosaic = make_mosaic(target, tiles, preset="seed", cell_px=cell, tile_px=32,
+                             cache_dir=cache, **settings)
     except MosaicistError as error:
         return {"error": str(error)}
     report = mosaic.report()

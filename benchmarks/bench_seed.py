@@ -52,6 +52,7 @@ from common import (  # noqa: E402
     gib,
     machine,
     mosaicist_command,
+    positive_int,
     print_table,
     run_child,
     seconds,
@@ -96,25 +97,26 @@ def main() -> None:
     )
     parser.add_argument("--data", help="shared data folder (default: ../shared/data)")
     parser.add_argument("--cache-dir", help="generated data, caches (default: benchmarks/.cache)")
-    parser.add_argument("--seed-cells", type=int, default=40,
+    parser.add_argument("--seed-cells", type=positive_int, default=40,
                         help="cells the seed loop runs on, evenly spaced (default 40)")
-    parser.add_argument("--brute-cells", type=int, default=300,
+    parser.add_argument("--brute-cells", type=positive_int, default=300,
                         help="cells checked against brute_force (default 300)")
-    parser.add_argument("--repeat", type=int, default=3,
+    parser.add_argument("--repeat", type=positive_int, default=3,
                         help="warm match_exact repeats, best taken (default 3)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the run's mosaicist cache and mosaic afterwards")
     args = parser.parse_args()
 
-    from mosaicist.grid import Geometry, make_grid
+    from mosaicist.grid import make_grid
     from mosaicist.imaging import read_target
-    from mosaicist.library import TileLibrary
-    from mosaicist.match import brute_force, cached_features, match_exact
 
     data = data_dir(args.data)
     cache = cache_dir(args.cache_dir)
     folder = data / "cifar10" / "train"
     target_path = data / TARGET
+    for path in (target_path, folder):
+        if not path.exists():
+            sys.exit(f"benchmark: {path} not found; pass --data PATH")
     print(f"machine: {machine()}")
 
     grid = make_grid(read_target(target_path), CELL_PX, name=str(target_path))
@@ -124,6 +126,24 @@ def main() -> None:
 
     # --- End to end, cold then warm (child processes) -----------------------------------
     runs = fresh_dir(cache / "runs", "seed-")
+    try:
+        _measure(args, grid, folder, target_path, runs)
+    finally:
+        # On failure too: the cold run's cache holds hundreds of MB.
+        if args.keep:
+            print(f"cache and mosaic kept under {runs}")
+        else:
+            shutil.rmtree(runs, ignore_errors=True)
+
+
+def _measure(args: argparse.Namespace, grid, folder: Path, target_path: Path,
+             runs: Path) -> None:
+    """Run every measurement with ``runs`` as the run's own cache; print the table."""
+    from mosaicist.grid import Geometry
+    from mosaicist.library import TileLibrary
+    from mosaicist.match import brute_force, cached_features, match_exact
+
+    cell_count = len(grid.cells)
     # The seed's method (each cell's exact nearest tile), not the default look with
     # its repetition limits and colour correction: the same work as the seed loop's.
     command = mosaicist_command() + [
@@ -143,7 +163,7 @@ def main() -> None:
     features = cached_features(library.tiles, geometry, library.features_dir, library.generation)
     best = float("inf")
     result = None
-    for _ in range(max(1, args.repeat)):
+    for _ in range(args.repeat):
         started = time.perf_counter()
         result = match_exact(cell_vectors, library.tiles, geometry, features)
         best = min(best, time.perf_counter() - started)
@@ -209,11 +229,6 @@ def main() -> None:
     ], ["figure", "value", "detail"])
     print(f"\nobjective (all cells): {int(result.distance.sum()):,}")
     del library, features
-    if args.keep:
-        print(f"cache and mosaic kept under {runs}")
-    else:
-        shutil.rmtree(runs, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()

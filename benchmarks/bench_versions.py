@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import cache_dir, data_dir, print_table  # noqa: E402
+from common import cache_dir, data_dir, positive_int, print_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STARRY = "targets/starry_night_google_1280.jpg"
@@ -116,8 +116,12 @@ def run_mosaicist(source: Path, cache: Path, arguments: list[str], cwd: Path) ->
     quiet = [] if arguments[0] == "score" else ["-q"]
     started = time.perf_counter()
     with open(cwd / f"{arguments[0]}.out", "a") as output:
-        subprocess.run([sys.executable, "-m", "mosaicist", *arguments, *quiet], cwd=cwd,
-                       env=environment, check=True, stdout=output)
+        done = subprocess.run([sys.executable, "-m", "mosaicist", *arguments, *quiet],
+                              cwd=cwd, env=environment, check=False, stdout=output)
+    if done.returncode != 0:
+        # Its error went to the terminal; name the command rather than a traceback of ours.
+        sys.exit(f"benchmark: mosaicist {' '.join(arguments)} failed (exit {done.returncode}) "
+                 f"with the tree at {source}")
     return time.perf_counter() - started
 
 
@@ -171,9 +175,11 @@ def main() -> None:
     parser.add_argument("--before", required=True, help="the earlier commit (any git revision)")
     parser.add_argument("--data", help="shared data folder (default: ../shared/data)")
     parser.add_argument("--cache-dir", help="generated data, caches (default: benchmarks/.cache)")
-    parser.add_argument("--rounds", type=int, default=5, help="A/B rounds (default 5)")
+    parser.add_argument("--rounds", type=positive_int, default=5, help="A/B rounds (default 5)")
     parser.add_argument("--quick", action="store_true",
                         help="skip the slow cases (repetition limits: minutes each)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep both runs' outputs and caches (<cache>/versions) afterwards")
     args = parser.parse_args()
 
     data = data_dir(args.data)
@@ -181,8 +187,15 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     checkout = work / "before-tree"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(checkout),
-                    args.before], check=True, capture_output=True)
+    # --force: a run killed outright leaves its worktree registered though its folder
+    # is gone (removed above), and git would refuse the same path again.
+    added = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--force", "--detach",
+                            str(checkout), args.before], check=False, capture_output=True,
+                           text=True)
+    if added.returncode != 0:
+        shutil.rmtree(work, ignore_errors=True)
+        reason = (added.stderr.strip().splitlines() or ["git worktree add failed"])[-1]
+        sys.exit(f"benchmark: --before {args.before}: {reason}")
     trees = {"before": checkout / "src", "after": ROOT / "src"}
     try:
         for tree in trees.values():
@@ -242,6 +255,11 @@ def main() -> None:
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(checkout)],
                        check=False, capture_output=True)
+        # Two trees' outputs and caches, a cold 50k index each: over a GB.
+        if args.keep:
+            print(f"kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_million import build_target  # noqa: E402
-from common import cache_dir, data_dir, machine  # noqa: E402
+from common import cache_dir, data_dir, machine, positive_int  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mosaicist import make_mosaic  # noqa: E402
@@ -65,16 +65,20 @@ def main() -> None:
     parser.add_argument("--cache-dir", help="generated data, caches (default: benchmarks/.cache)")
     parser.add_argument("--target", help="target, relative to the data folder "
                         "(default: Starry Night at 3840x2160)")
-    parser.add_argument("--cell", type=int, default=16, help="cell size in pixels")
-    parser.add_argument("--cells", type=int,
+    parser.add_argument("--cell", type=positive_int, default=16, help="cell size in pixels")
+    parser.add_argument("--cells", type=positive_int,
                         help="resize the target to about this many cells (keeps its aspect)")
     parser.add_argument("--warm-only", action="store_true",
                         help="run with warm lists only (without them some photos take long)")
     parser.add_argument("--tiles", default="cifar10/train", help="tiles, relative to the data")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds of both cases")
+    parser.add_argument("--repeat", type=positive_int, default=1, help="rounds of both cases")
     args = parser.parse_args()
     data = data_dir(args.data)
     cache = cache_dir(args.cache_dir)
+    for path, what in ((data / (args.target or "targets"), "--target"),
+                       (data / args.tiles, "--tiles")):
+        if not path.exists():
+            sys.exit(f"benchmark: {what}: {path} not found")
     target = data / args.target if args.target else build_target(data, cache)
     if args.cells:
         target = resized_target(target, args.cells, args.cell, cache)

@@ -1,19 +1,27 @@
 """Shared helpers for the benchmark scripts (not a benchmark itself).
 
 Data-path resolution, a cache folder, a child-process runner that reports the
-child's wall time and peak RSS (via ``os.wait4``), a timer, and a tiny table
-printer. Imported by ``bench_seed.py``, ``bench_index.py`` and
-``bench_million.py``; run any of them with ``--help``.
+child's wall time and peak RSS (via ``os.wait4``) and never outlives the
+benchmark, ``argparse`` types for counts and sizes (a bad value is refused in
+one line naming the option), a timer, and a tiny table printer. Imported by
+the ``bench_*.py`` scripts beside it; run any of them with ``--help``.
+
+Importing it also turns SIGTERM into ``SystemExit``, so that a benchmark
+stopped with ``kill`` still runs its ``finally`` blocks (removing its run
+folder, stopping its servers).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -26,6 +34,42 @@ REPO_ROOT = BENCH_DIR.parent
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 #: Generated data and caches (gitignored).
 DEFAULT_CACHE = BENCH_DIR / ".cache"
+
+
+def _number(text: str, kind: type[int] | type[float], low: float, strict: bool) -> float:
+    """Parse ``text`` as ``kind`` and check it against ``low`` (argparse names the option)."""
+    try:
+        value = kind(text)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    if value < low or (strict and value == low):
+        raise argparse.ArgumentTypeError(
+            f"{text} must be {'greater than' if strict else 'at least'} {low:g}"
+        )
+    return value
+
+
+def positive_int(text: str) -> int:
+    """``argparse`` type: an integer >= 1 (the option is named in argparse's one-line error)."""
+    return int(_number(text, int, 0, strict=True))
+
+
+def non_negative_int(text: str) -> int:
+    """``argparse`` type: an integer >= 0."""
+    return int(_number(text, int, 0, strict=False))
+
+
+def positive_float(text: str) -> float:
+    """``argparse`` type: a finite number > 0."""
+    return float(_number(text, float, 0, strict=True))
+
+
+def non_negative_float(text: str) -> float:
+    """``argparse`` type: a finite number >= 0."""
+    return float(_number(text, float, 0, strict=False))
 
 
 def data_dir(override: str | os.PathLike[str] | None) -> Path:
@@ -97,13 +141,28 @@ class ChildRun:
 #: peak RSS. The indirection matters: a process started straight from the
 #: benchmark inherits the benchmark's own RSS high-water mark through
 #: vfork/exec, so ``ru_maxrss`` would never read below the parent's peak.
+#: Both it and the command ask Linux (``PR_SET_PDEATHSIG``) to be signalled when
+#: their parent dies: a benchmark stopped with Ctrl-C or ``kill`` kills this
+#: process, and without that the command would run on, orphaned, writing into a
+#: folder the benchmark has just removed.
 _MEASURE = """
-import os, sys, time
+import ctypes, os, signal, sys, time
+def die_with_parent(parent, sig):
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(sig))  # PR_SET_PDEATHSIG
+    except (AttributeError, OSError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl
+        os._exit(128 + int(sig))
+die_with_parent(int(sys.argv[2]), signal.SIGKILL)
 started = time.perf_counter()
+measurer = os.getpid()
 pid = os.fork()
 if pid == 0:
     try:
-        os.execvp(sys.argv[2], sys.argv[2:])
+        # SIGTERM, not SIGKILL: the command may stop its own workers.
+        die_with_parent(measurer, signal.SIGTERM)
+        os.execvp(sys.argv[3], sys.argv[3:])
     finally:
         os._exit(127)
 _, status, usage = os.wait4(pid, 0)
@@ -113,6 +172,45 @@ with open(sys.argv[1], "w") as handle:
 code = os.waitstatus_to_exitcode(status)
 sys.exit(code if code >= 0 else 128 - code)
 """
+
+
+def die_with(parent: int, sig: int = signal.SIGTERM) -> None:
+    """Ask Linux to send ``sig`` to this process when ``parent`` (its parent) dies.
+
+    For ``subprocess.Popen(..., preexec_fn=functools.partial(die_with, os.getpid()))``:
+    a server started in a session of its own gets no Ctrl-C, and would outlive a
+    benchmark killed outright. Does nothing where ``prctl`` is missing.
+    """
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(sig))  # PR_SET_PDEATHSIG
+    except (AttributeError, OSError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl
+        os._exit(128 + int(sig))
+
+
+_BENCHMARK_PID = os.getpid()
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM handler: exit through ``SystemExit`` so ``finally`` blocks clean up."""
+    if os.getpid() != _BENCHMARK_PID:
+        # A forked worker (a multiprocessing pool's) inherits the handler; there the
+        # pool's terminate() expects SIGTERM to end it at once, not to unwind it.
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    sys.exit(128 + signum)
+
+
+# A benchmark stopped with ``kill`` (SIGTERM) would otherwise die at once, leaving
+# its run folder (often hundreds of MB) behind; only the main thread may set this.
+if threading.current_thread() is threading.main_thread() and (
+    signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+):
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
 def run_child(
@@ -135,7 +233,7 @@ def run_child(
             out = None if echo else log
             started = time.perf_counter()
             completed = subprocess.run(
-                [sys.executable, "-c", _MEASURE, str(result), *args],
+                [sys.executable, "-c", _MEASURE, str(result), str(os.getpid()), *args],
                 stdout=out, stderr=subprocess.STDOUT if out else None, env=full_env,
                 check=False,
             )

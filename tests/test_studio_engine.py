@@ -543,7 +543,7 @@ def test_upload_refuses_a_file_over_the_byte_limit(tmp_path, monkeypatch):
     monkeypatch.setattr(_uploads, "MAX_UPLOAD_BYTES", 1000)
     data = _encoded(Image.fromarray(noisy_target()), "PNG")
     assert len(data) > 1000
-    with pytest.raises(MosaicistError, match="over the limit of"):
+    with pytest.raises(MosaicistError, match="larger than the limit of"):
         accept_target(data, "big.png", tmp_path)
 
 

@@ -8,6 +8,7 @@ import struct
 import sys
 import tracemalloc
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,8 +113,12 @@ def test_output_format_by_extension(tmp_path):
     with pytest.raises(MosaicistError,
                        match=r"a\.bmp: unknown output format '\.bmp'; use \.dzi, \.jpeg"):
         output_format("a.bmp")
-    with pytest.raises(MosaicistError, match=r"'\(none\)'"):
+    # A name without its extension, or a folder: said, not "unknown output format '(none)'".
+    with pytest.raises(MosaicistError, match=r"^noextension: the output has no extension; "
+                                             r"name a file ending in one of \.dzi"):
         output_format("noextension")
+    with pytest.raises(MosaicistError, match=r": the output is a folder; name a file"):
+        output_format(Path(__file__).parent)
 
 
 def test_check_output_size_messages():

@@ -602,6 +602,12 @@ def _matcher_for(options: MosaicOptions) -> Matcher:
                           known=", ".join(searches))
     answering = [matcher for matcher in MATCHERS.values() if matcher.search == options.search]
     devices = list(dict.fromkeys(device for matcher in answering for device in matcher.devices))
+    every_device = list(dict.fromkeys(device for matcher in MATCHERS.values()
+                                      for device in matcher.devices))
+    if options.device not in every_device:
+        # No matcher knows it: a typo, not a search that runs elsewhere.
+        raise OptionError("unknown {device} {value!r}; use {known}", value=options.device,
+                          known=", ".join(every_device))
     if options.device not in devices:
         raise OptionError("{search} {value!r} does not run on {device} {device_value!r}; "
                           "use {known}", value=options.search, device_value=options.device,

@@ -286,7 +286,13 @@ def output_format(path: str | os.PathLike[str]) -> OutputFormat:
     suffix = Path(path).suffix.lower()
     if suffix not in OUTPUT_FORMATS:
         known = ", ".join(sorted(OUTPUT_FORMATS))
-        raise MosaicistError(f"{path}: unknown output format {suffix or '(none)'!r}; use {known}")
+        if not suffix:
+            # "unknown output format '(none)'" said nothing of why: a folder given for a
+            # file, or a name without its extension.
+            what = "is a folder" if os.path.isdir(path) else "has no extension"
+            raise MosaicistError(f"{path}: the output {what}; name a file ending in one of "
+                                 f"{known}")
+        raise MosaicistError(f"{path}: unknown output format {suffix!r}; use {known}")
     return OUTPUT_FORMATS[suffix]
 
 
