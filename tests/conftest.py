@@ -214,6 +214,36 @@ def make_jpeg_photos(root: Path, count: int = 12, seed: int = 3) -> Path:
     return root
 
 
+def banded_tile(rng: np.random.Generator) -> np.ndarray:
+    """An 8 x 8 tile: a random colour with a ramp across it and some noise."""
+    base = rng.integers(0, 256, 3)
+    ramp = np.linspace(-40, 40, 8)[None, :, None] * rng.choice([-1, 1], 3)
+    return np.clip(base + ramp + rng.normal(0, 12, (8, 8, 3)), 0, 255).astype(np.uint8)
+
+
+def shifted_picture(width: int, height: int, shift: int = 0) -> np.ndarray:
+    """Stripes of three slopes, moved along by ``shift``: a video's frame ``shift``."""
+    y, x = np.mgrid[0:height, 0:width]
+    planes = [(x * 5 + shift * 3) % 256, (y * 6 + shift) % 256, ((x + y) * 3) % 256]
+    return np.stack(planes, -1).astype(np.uint8)
+
+
+def write_frames(path: Path, pictures: list[np.ndarray], rate: int = 12) -> None:
+    """A video of ``pictures`` (all of one size), with PyAV (H.264 where it has it)."""
+    import av
+
+    height, width = pictures[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4",
+                                      rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for picture in pictures:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
 def make_colour_folder(root: Path, count: int, size: int = 12, seed: int = 0) -> Path:
     """``count`` random-colour PNGs named t000.png, t001.png, ..."""
     root.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import banded_tile as _tile
+from conftest import shifted_picture as _picture
+from conftest import write_frames as _write_frames
 from PIL import Image
 
 from mosaicist import MosaicOptions, Placements, TileLibrary, make_mosaic
@@ -47,43 +50,8 @@ GRID = ["--cell", str(CELL), "--tile-px", str(TILE)]
 FRAMES = 8
 
 
-def _tile(rng: np.random.Generator) -> np.ndarray:
-    base = rng.integers(0, 256, 3)
-    ramp = np.linspace(-40, 40, 8)[None, :, None] * rng.choice([-1, 1], 3)
-    return np.clip(base + ramp + rng.normal(0, 12, (8, 8, 3)), 0, 255).astype(np.uint8)
-
-
-def _picture(width: int, height: int, shift: int = 0) -> np.ndarray:
-    y, x = np.mgrid[0:height, 0:width]
-    planes = [(x * 5 + shift * 3) % 256, (y * 6 + shift) % 256, ((x + y) * 3) % 256]
-    return np.stack(planes, -1).astype(np.uint8)
-
-
 def _write_video(path: Path, frames: int, width: int = 48, height: int = 32) -> None:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4",
-                                      rate=12)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for index in range(frames):
-            frame = av.VideoFrame.from_ndarray(_picture(width, height, index), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
-def _write_frames(path: Path, pictures: list[np.ndarray]) -> None:
-    """A video of ``pictures`` (all of one size), lossless where the codec allows."""
-    height, width = pictures[0].shape[:2]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4",
-                                      rate=12)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for picture in pictures:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    _write_frames(path, [_picture(width, height, index) for index in range(frames)])
 
 
 def _decoded(path: Path) -> list[np.ndarray]:
