@@ -23,9 +23,6 @@ CELL = TILE = 8
 GRID = ["--cell", str(CELL), "--tile-px", str(TILE)]
 
 
-
-
-
 @pytest.fixture(scope="module")
 def tiles(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("hostile-video") / "tiles"
