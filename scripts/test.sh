@@ -27,4 +27,6 @@ python3 -m ruff check src tests benchmarks
 python3 -m mypy
 # With Chromium present, the browser test must run (and fails rather than skips).
 if [[ -x /usr/bin/chromium ]]; then export MOSAICIST_REQUIRE_BROWSER=1; fi
-python3 -m pytest -q
+# Two test processes, each taking whole files (a file's module fixtures are made once):
+# 4 min 52 s against 8 min 35 s in one process on two cores (5 Dec 2026).
+python3 -m pytest -q -n 2 --dist loadfile
