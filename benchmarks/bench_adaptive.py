@@ -38,6 +38,7 @@ from common import (  # noqa: E402
 from mosaicist import make_mosaic  # noqa: E402
 from mosaicist.imaging import read_target  # noqa: E402
 from mosaicist.metrics import _ssim_luma, delta_e_2000, psnr  # noqa: E402
+from mosaicist.options import PRESETS  # noqa: E402
 
 DEFAULT_TARGETS = ("skimage_astronaut.png", "skimage_coffee.png", "starry_night_google_1280.jpg")
 
@@ -72,14 +73,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", help="shared data folder (default ../shared/data)")
     parser.add_argument("--cache-dir", help="index cache (default benchmarks/.cache)")
-    parser.add_argument("--targets", nargs="*", default=list(DEFAULT_TARGETS))
-    parser.add_argument("--cell", type=positive_int, default=32)
-    parser.add_argument("--depth", type=non_negative_int, default=2)
-    parser.add_argument("--detail", type=non_negative_float, default=12.0)
-    parser.add_argument("--tile-px", type=positive_int, default=32)
+    parser.add_argument("--targets", nargs="+", default=list(DEFAULT_TARGETS),
+                        help="files of targets/ in the data folder (default: "
+                             f"{', '.join(DEFAULT_TARGETS)})")
+    parser.add_argument("--cell", type=positive_int, default=32,
+                        help="the largest cell, target pixels (default 32)")
+    parser.add_argument("--depth", type=non_negative_int, default=2,
+                        help="times a cell may be split in four (default 2)")
+    parser.add_argument("--detail", type=non_negative_float, default=12.0,
+                        help="luma spread above which a cell is split (default 12)")
+    parser.add_argument("--tile-px", type=positive_int, default=32,
+                        help="tile side, output pixels (default 32)")
     parser.add_argument("--view", type=positive_int, default=8,
                         help="target pixels per viewing-scale pixel (default 8)")
-    parser.add_argument("--preset", default="seed")
+    parser.add_argument("--preset", default="seed", choices=list(PRESETS),
+                        help="preset of every run (default seed)")
     args = parser.parse_args()
     data = data_dir(args.data)
     cache = cache_dir(args.cache_dir)

@@ -37,6 +37,7 @@ from common import (  # noqa: E402
     gib,
     machine,
     non_negative_float,
+    non_negative_int,
     positive_int,
     print_table,
     run_child,
@@ -128,7 +129,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cells", type=int, choices=sorted(GRIDS), action="append",
                         help="grid size (repeatable; default: both)")
-    parser.add_argument("--tiles", type=positive_int, default=50_000)
+    parser.add_argument("--tiles", type=positive_int, default=50_000,
+                        help="synthetic tiles (default 50,000)")
     parser.add_argument("--dim", type=positive_int, default=6, help="feature dimensions")
     parser.add_argument("--clusters", type=positive_int, default=8,
                         help="colour clusters of the cells")
@@ -136,7 +138,8 @@ def main() -> None:
                         help="cluster std. deviation")
     parser.add_argument("--k", type=positive_int, default=16, help="first candidate-list length")
     parser.add_argument("--max-k", type=positive_int, default=256, help="longest list asked for")
-    parser.add_argument("--seed", type=int, default=0)
+    # NumPy refuses a negative seed: each case's child would fail on its own.
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
     parser.add_argument("--method", choices=["optimal", "greedy"], help=argparse.SUPPRESS)
     parser.add_argument("--max-uses", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--min-spacing", type=int, default=1, help=argparse.SUPPRESS)

@@ -59,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
     cache_dir,
+    cache_folder,
     data_dir,
     fresh_dir,
     machine,
@@ -224,13 +225,11 @@ def subset_folder(source: Path, cache: Path, count: int | None) -> Path:
 
     folder = cache / f"{source.name}-first-{count}"
     if not folder.exists():
-        partial = cache / f".{folder.name}.part"
-        shutil.rmtree(partial, ignore_errors=True)
-        for entry in FolderSource(source).scan()[:count]:
-            link = partial / entry.source_id
-            link.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(entry.locator, link)
-        os.replace(partial, folder)
+        with cache_folder(folder) as partial:
+            for entry in FolderSource(source).scan()[:count]:
+                link = partial / entry.source_id
+                link.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(entry.locator, link)
     return folder
 
 

@@ -39,7 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
     cache_dir,
+    cache_file,
     data_dir,
+    fresh_dir,
     gib,
     machine,
     mosaicist_command,
@@ -57,9 +59,8 @@ def make_target(data: Path, cache: Path, width: int, height: int) -> Path:
         with Image.open(data / "targets" / "starry_night_google_1280.jpg") as picture:
             fitted = ImageOps.fit(picture.convert("RGB"), (width, height),
                                   Image.Resampling.LANCZOS)
-        partial = path.with_suffix(".part.png")
-        fitted.save(partial)
-        partial.replace(path)
+        with cache_file(path) as partial:
+            fitted.save(partial)
     return path
 
 
@@ -73,29 +74,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="shared data folder [../shared/data]")
     parser.add_argument("--cache-dir", help="benchmark cache [benchmarks/.cache]")
-    parser.add_argument("--out", help="output folder [<cache>/gigapixel]")
-    parser.add_argument("--cols", type=positive_int, default=400)
-    parser.add_argument("--rows", type=positive_int, default=300)
-    parser.add_argument("--cell", type=positive_int, default=4, help="target pixels per cell")
-    parser.add_argument("--tile-px", type=positive_int, default=256)
+    parser.add_argument("--out", help="output folder, empty or new [a new one under "
+                                      "<cache>/runs]")
+    parser.add_argument("--cols", type=positive_int, default=400, help="cells across [400]")
+    parser.add_argument("--rows", type=positive_int, default=300, help="cells down [300]")
+    parser.add_argument("--cell", type=positive_int, default=4, help="target pixels per cell [4]")
+    parser.add_argument("--tile-px", type=positive_int, default=256,
+                        help="tile side in the output, pixels [256]")
     parser.add_argument("--skip-tiff", action="store_true", help="only the Deep Zoom step")
-    parser.add_argument("--keep", action="store_true", help="keep the outputs")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the outputs (the Deep Zoom pyramid, the TIFF, the placements "
+                             "and report) in --out")
     args = parser.parse_args()
 
     data = data_dir(args.data)
     cache = cache_dir(args.cache_dir)
-    out = Path(args.out).expanduser() if args.out else cache / "gigapixel"
-    if args.out and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        # The folder is removed at the end: never one that holds something else.
-        sys.exit(f"benchmark: --out: {out} exists and is not an empty folder")
-    if out.exists():
-        shutil.rmtree(out)  # the default folder: an earlier run's outputs
-    out.mkdir(parents=True)
+    if args.out:
+        out = Path(args.out).expanduser()
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            # The folder is removed at the end: never one that holds something else.
+            sys.exit(f"benchmark: --out: {out} exists and is not an empty folder")
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        # A folder of this run's own: a fixed one, emptied first, was another run's too.
+        out = fresh_dir(cache / "runs", "gigapixel-")
     try:
         _run(args, data, cache, out)
     finally:
         # A failed or interrupted run's outputs too (gigabytes at full size).
-        if not args.keep:
+        if args.keep:
+            print(f"outputs kept in {out}")
+        else:
             shutil.rmtree(out, ignore_errors=True)
 
 

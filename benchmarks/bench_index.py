@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
     cache_dir,
+    cache_file,
     data_dir,
     fresh_dir,
     gib,
@@ -82,9 +83,8 @@ def _make_photo(job: tuple[str, str, int]) -> int:
     # Light grain, so the JPEG carries camera-like detail (and size).
     grain = rng.integers(-4, 5, size=pixels.shape[:2], dtype=np.int16)[:, :, None]
     pixels = np.clip(pixels + grain, 0, 255).astype(np.uint8)
-    partial = destination + ".part"
-    Image.fromarray(pixels).save(partial, "JPEG", quality=PHOTO_QUALITY)
-    os.replace(partial, destination)
+    with cache_file(Path(destination)) as partial:
+        Image.fromarray(pixels).save(partial, "JPEG", quality=PHOTO_QUALITY)
     return os.path.getsize(destination)
 
 

@@ -68,6 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     data_dir,
     die_with,
+    fraction,
     machine,
     non_negative_float,
     positive_float,
@@ -344,14 +345,29 @@ def main() -> None:
     parser.add_argument("--crops", default="subject,centre",
                         help="the load test is run with each of these --crop [subject,centre]")
     parser.add_argument("--orders", type=positive_int, default=3, help="random arrival orders [3]")
-    parser.add_argument("--tint", type=non_negative_float, default=0.6,
-                        help="tint of the placement runs")
+    parser.add_argument("--tint", type=fraction, default=0.6,
+                        help="tint of the placement runs, 0 to 1 [0.6]")
     parser.add_argument("--quiet-every", type=positive_int, default=50,
                         help="arrivals between two quiet moments of the moving wall [50]")
-    parser.add_argument("--skip-load", action="store_true")
-    parser.add_argument("--skip-placement", action="store_true")
+    parser.add_argument("--skip-load", action="store_true", help="leave out the load test")
+    parser.add_argument("--skip-placement", action="store_true",
+                        help="leave out the placement rule's comparison")
     args = parser.parse_args()
+    from mosaicist.crop import CROP_MODES
+    from mosaicist.errors import MosaicistError
+    from mosaicist.live._event import parse_grid
+
+    # Checked before the photos are made and the server started, which would say it late.
+    try:
+        parse_grid(args.grid)
+    except MosaicistError as error:
+        parser.error(str(error))
+    for crop in args.crops.split(","):
+        if crop not in CROP_MODES:
+            parser.error(f"--crops: unknown --crop {crop!r}; use {', '.join(CROP_MODES)}")
     data = data_dir(args.data)
+    if not (data / "targets" / args.target).is_file():
+        sys.exit(f"benchmark: --target: {args.target} not in {data / 'targets'}")
     print(machine())
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     if not args.skip_load:

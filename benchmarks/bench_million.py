@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     ChildRun,
     cache_dir,
+    cache_file,
     data_dir,
     fresh_dir,
     gib,
@@ -122,9 +123,8 @@ def load_cifar(data: Path, cache: Path) -> np.ndarray:
     print(f"decoding {len(files)} CIFAR-10 JPEGs ...", flush=True)
     with Pool(os.cpu_count()) as pool:
         images = np.stack(pool.map(_decode, files, chunksize=512))
-    partial = cached.with_suffix(".part.npy")
-    np.save(partial, images)
-    os.replace(partial, cached)
+    with cache_file(cached) as partial:
+        np.save(partial, images)
     return images
 
 
@@ -173,20 +173,21 @@ def build_library(data: Path, cache: Path, tiles: int, seed: int) -> Path:
     free = shutil.disk_usage(cache).free
     need = tiles * TILE_PX * TILE_PX * 3
     if free < 3 * need:
-        sys.exit(f"need about {gib(3 * need)} free under {cache} (npy + index + features), "
-                 f"have {gib(free)}")
+        sys.exit(f"benchmark: need about {gib(3 * need)} free under {cache} (npy + index + "
+                 f"features), have {gib(free)}")
     print(f"building {tiles:,} derived tiles -> {path} ({gib(need)}) ...", flush=True)
     started = time.perf_counter()
-    partial = path.with_suffix(".part.npy")
-    array = np.lib.format.open_memmap(
-        partial, mode="w+", dtype=np.uint8, shape=(tiles, TILE_PX, TILE_PX, 3)
-    )
-    for chunk_no, first in enumerate(range(0, tiles, BUILD_CHUNK)):
-        count = min(BUILD_CHUNK, tiles - first)
-        array[first:first + count] = _variants(base, first, count, seed, chunk_no)
-        array.flush()
-    del array
-    os.replace(partial, path)
+    with cache_file(path) as partial:
+        array = np.lib.format.open_memmap(
+            partial, mode="w+", dtype=np.uint8, shape=(tiles, TILE_PX, TILE_PX, 3)
+        )
+        try:
+            for chunk_no, first in enumerate(range(0, tiles, BUILD_CHUNK)):
+                count = min(BUILD_CHUNK, tiles - first)
+                array[first:first + count] = _variants(base, first, count, seed, chunk_no)
+                array.flush()
+        finally:
+            del array  # unmapped before the rename (or the removal)
     print(f"built in {time.perf_counter() - started:.1f} s", flush=True)
     return path
 
@@ -199,8 +200,8 @@ def build_target(data: Path, cache: Path) -> Path:
     if not path.exists():
         with Image.open(data / "targets" / "starry_night_google_1280.jpg") as image:
             big = ImageOps.fit(image.convert("RGB"), TARGET_SIZE, Image.Resampling.LANCZOS)
-        big.save(path.with_suffix(".part.png"))
-        os.replace(path.with_suffix(".part.png"), path)
+        with cache_file(path) as partial:
+            big.save(partial)
     return path
 
 
@@ -267,7 +268,8 @@ def main() -> None:
     )
     parser.add_argument("--tiles", type=positive_int, default=1_000_000,
                         help="library size (default 1,000,000; e.g. 200000 for a quick check)")
-    parser.add_argument("--seed", type=int, default=0, help="variant generator seed (default 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="variant generator seed (default 0)")
     parser.add_argument("--data", help="shared data folder (default: ../shared/data)")
     parser.add_argument("--cache-dir", help="generated data, caches (default: benchmarks/.cache)")
     parser.add_argument("--skip-exact", action="store_true",

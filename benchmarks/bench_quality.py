@@ -17,22 +17,26 @@ Run (about 10-20 minutes on 2 cores with the defaults)::
     python benchmarks/bench_quality.py --targets starry_night_google_1280.jpg --libraries galaxy
 
 Reads ``../shared/data`` (override with ``--data``); indexes go to
-``benchmarks/.cache``.
+``benchmarks/.cache/quality`` (``--cache-dir``) and stay there for the next run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
-from mosaicist import make_mosaic
-from mosaicist.errors import MosaicistError
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parents[1] / "shared" / "data"
+from common import DEFAULT_CACHE, data_dir, positive_int  # noqa: E402
+
+from mosaicist import make_mosaic  # noqa: E402
+from mosaicist.errors import MosaicistError  # noqa: E402
+
 LIBRARIES = {"cifar10": "cifar10/train", "galaxy": "galaxy-zoo"}
+DEFAULT_TARGETS = ("starry_night_google_1280.jpg", "cameratrap_american_black_bear.jpg")
 SETTINGS = {
     "plain": {},
     "max-uses 1": {"max_uses": 1},
@@ -70,28 +74,38 @@ def run(target: Path, tiles: Path, settings: dict, cache: Path, cell: int) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--cache-dir", type=Path, default=HERE / ".cache" / "quality")
-    parser.add_argument("--targets", nargs="*", default=[
-        "starry_night_google_1280.jpg", "cameratrap_american_black_bear.jpg",
-    ])
-    parser.add_argument("--libraries", nargs="*", default=list(LIBRARIES),
-                        choices=list(LIBRARIES))
-    parser.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--cell", type=int, default=16)
+    parser.add_argument("--data", help="shared data folder (default: ../shared/data)")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE / "quality",
+                        help="index cache (default: benchmarks/.cache/quality)")
+    parser.add_argument("--targets", nargs="+", default=list(DEFAULT_TARGETS),
+                        help="files of targets/ in the data folder (default: "
+                             f"{', '.join(DEFAULT_TARGETS)})")
+    parser.add_argument("--libraries", nargs="+", default=list(LIBRARIES),
+                        choices=list(LIBRARIES), help="tile libraries (default: both)")
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS),
+                        help="settings to run, each quoted (default: all)")
+    parser.add_argument("--cell", type=positive_int, default=16,
+                        help="cell size, target pixels (default 16)")
     parser.add_argument("--json", type=Path, help="also write all reports here")
     args = parser.parse_args()
+    data = data_dir(args.data)
+    missing = [name for name in args.targets if not (data / "targets" / name).is_file()]
+    if missing:
+        sys.exit(f"benchmark: --targets: {', '.join(missing)} not in {data / 'targets'}")
+    for library in args.libraries:
+        if not (data / LIBRARIES[library]).is_dir():
+            sys.exit(f"benchmark: --libraries: {library}: {data / LIBRARIES[library]} not found")
 
     results = []
     for library in args.libraries:
         for target_name in args.targets:
-            target = args.data / "targets" / target_name
+            target = data / "targets" / target_name
             print(f"\n## {target_name} with {library} ({args.cell} px cells)")
             header = ["setting", *(label for _, label, _ in COLUMNS), "objective", "match s",
                       "total s"]
             print(" | ".join(header))
             for name in args.settings:
-                report = run(target, args.data / LIBRARIES[library], SETTINGS[name],
+                report = run(target, data / LIBRARIES[library], SETTINGS[name],
                              args.cache_dir, args.cell)
                 results.append({"library": library, "target": target_name, "setting": name,
                                  **report})

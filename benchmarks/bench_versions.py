@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import cache_dir, data_dir, positive_int, print_table  # noqa: E402
+from common import cache_dir, data_dir, fresh_dir, positive_int, print_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STARRY = "targets/starry_night_google_1280.jpg"
@@ -179,13 +179,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="skip the slow cases (repetition limits: minutes each)")
     parser.add_argument("--keep", action="store_true",
-                        help="keep both runs' outputs and caches (<cache>/versions) afterwards")
+                        help="keep both runs' outputs and caches (<cache>/runs/versions-*) "
+                             "afterwards")
     args = parser.parse_args()
 
     data = data_dir(args.data)
-    work = cache_dir(args.cache_dir) / "versions"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    # A folder of this run's own: a fixed one, emptied first, was another run's too.
+    work = fresh_dir(cache_dir(args.cache_dir) / "runs", "versions-")
     checkout = work / "before-tree"
     # --force: a run killed outright leaves its worktree registered though its folder
     # is gone (removed above), and git would refuse the same path again.

@@ -18,7 +18,7 @@ Run (from the repository root)::
 
     python benchmarks/bench_warm.py
     python benchmarks/bench_warm.py --target targets/kelley_arctic_ice.jpg --cell 12
-    python benchmarks/bench_warm.py --target targets/cameratrap_african_elephants.jpg \
+    python benchmarks/bench_warm.py --target targets/cameratrap_african_elephants.jpg \\
         --cells 30000 --warm-only
 """
 
@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_million import build_target  # noqa: E402
-from common import cache_dir, data_dir, machine, positive_int  # noqa: E402
+from common import cache_dir, cache_file, data_dir, machine, positive_int  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mosaicist import make_mosaic  # noqa: E402
@@ -53,9 +53,8 @@ def resized_target(target: Path, cells: int, cell_px: int, cache: Path) -> Path:
         if not path.exists():
             resized = image.convert("RGB").resize(
                 (columns * cell_px, rows * cell_px), Image.Resampling.LANCZOS)
-            partial = path.with_suffix(".partial.png")
-            resized.save(partial)
-            partial.replace(path)
+            with cache_file(path) as partial:
+                resized.save(partial)
     return path
 
 

@@ -1,10 +1,14 @@
 """Shared helpers for the benchmark scripts (not a benchmark itself).
 
-Data-path resolution, a cache folder, a child-process runner that reports the
-child's wall time and peak RSS (via ``os.wait4``) and never outlives the
-benchmark, ``argparse`` types for counts and sizes (a bad value is refused in
-one line naming the option), a timer, and a tiny table printer. Imported by
-the ``bench_*.py`` scripts beside it; run any of them with ``--help``.
+Data-path resolution, a cache folder, cache files and folders written under
+names of their own and renamed into place (:func:`cache_file`,
+:func:`cache_folder`: two benchmarks building the same cache at once, or one
+killed halfway, leave no half-written entry), a child-process runner that
+reports the child's wall time and peak RSS (via ``os.wait4``) and never
+outlives the benchmark, ``argparse`` types for counts and sizes (a bad value
+is refused in one line naming the option), a timer, and a tiny table
+printer. Imported by the ``bench_*.py`` scripts beside it; run any of them
+with ``--help``.
 
 Importing it also turns SIGTERM into ``SystemExit``, so that a benchmark
 stopped with ``kill`` still runs its ``finally`` blocks (removing its run
@@ -17,6 +21,7 @@ import argparse
 import os
 import platform
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,6 +67,14 @@ def non_negative_int(text: str) -> int:
     return int(_number(text, int, 0, strict=False))
 
 
+def fraction(text: str) -> float:
+    """``argparse`` type: a finite number from 0 to 1."""
+    value = float(_number(text, float, 0, strict=False))
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at most 1")
+    return value
+
+
 def positive_float(text: str) -> float:
     """``argparse`` type: a finite number > 0."""
     return float(_number(text, float, 0, strict=True))
@@ -85,6 +98,65 @@ def cache_dir(override: str | os.PathLike[str] | None) -> Path:
     path = Path(override).expanduser().resolve() if override else DEFAULT_CACHE
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextmanager
+def cache_file(final: Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``, this writer's own; renamed into place on success.
+
+    ``with cache_file(path) as partial: write(partial)``. The temporary is
+    named ``.<name>.<pid>-<random>.part<suffix>`` (mosaicist's own
+    :func:`mosaicist.paths.atomic_path`), so two benchmarks building the same
+    cache file at once never write into one file, and the last rename puts a
+    complete file in place. A failure or Ctrl-C removes the temporary; one
+    left by a run killed outright is removed by the next writer of ``final``.
+
+    Parameters
+    ----------
+    final : pathlib.Path
+        The cache file.
+    suffix : str, optional
+        The temporary's suffix (default: ``final``'s), for writers that choose
+        a format from it (Pillow) or add one when it is missing (``np.save``).
+    """
+    from mosaicist.paths import atomic_path
+
+    with atomic_path(final, suffix) as partial:
+        yield partial
+
+
+@contextmanager
+def cache_folder(final: Path) -> Iterator[Path]:
+    """Yield a new folder beside ``final``, this writer's own; rename it into place on success.
+
+    Like :func:`cache_file` for a folder. When another run put ``final`` in
+    place meanwhile, that folder is kept (it may be in use: replacing it
+    would pull it from under that run) and this writer's copy is removed.
+
+    Parameters
+    ----------
+    final : pathlib.Path
+        The cache folder.
+    """
+    from mosaicist.paths import current_umask, remove_stale_temporaries
+
+    # The name mosaicist's atomic writers give (``.<name>.<pid>-<random>.part``), so that
+    # a killed run's leftover is found and removed like theirs.
+    remove_stale_temporaries(final)
+    partial = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}-", suffix=".part",
+                                    dir=final.parent))
+    try:
+        yield partial
+        partial.chmod(0o777 & ~current_umask())
+        try:
+            os.rename(partial, final)
+        except OSError:
+            if not final.is_dir():
+                raise
+            shutil.rmtree(partial)  # another run finished it first: theirs stays
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
 
 
 def fresh_dir(parent: Path, prefix: str) -> Path:
