@@ -188,3 +188,161 @@ def test_live_help_shows_the_walls_own_defaults():
             (flag, described)
     score_help = " ".join(dict(help_pages())["score"].split())
     assert "--cell PX Target pixels per cell side that the mosaic was made with" in score_help
+
+
+# --- notes and messages name what the user typed ---------------------------------------------
+
+def test_make_notes_name_the_flags(tmp_path, twins):
+    # "note: detail applies only with adaptive cells (adaptive 0 here)": Python names,
+    # where the user had typed --detail.
+    target = photo(tmp_path / "target.png", 2, size=8)
+    result = run(["make", target, "--tiles", twins, "--preset", "seed", "--cell", 8,
+                  "--tile-px", 8, "--detail", 0.5, "-o", tmp_path / "m.png",
+                  "--cache-dir", tmp_path / "cache"])
+    assert result.exit_code == 0, result.output
+    assert ("mosaicist: note: --detail applies only with adaptive cells (--adaptive 0 here); "
+            "it is ignored") in result.stderr.splitlines(), result.stderr
+
+
+def test_the_note_of_preset_settings_dropped_names_the_flags(tmp_path, twins):
+    # "approximate search on cpu runs without the preset's max_uses, min_spacing, ...".
+    target = photo(tmp_path / "target.png", 2, size=8)
+    result = run(["make", target, "--tiles", twins, "--search", "approximate", "--cell", 8,
+                  "--tile-px", 8, "-o", tmp_path / "m.png", "--cache-dir", tmp_path / "cache"])
+    assert result.exit_code == 0, result.output
+    note = next(line for line in result.stderr.splitlines() if "runs without" in line)
+    assert note.startswith("mosaicist: note: --search approximate on --device cpu runs without "
+                           "the preset's --max-uses, --min-spacing, --tint"), note
+    assert "_" not in note, note
+
+
+def test_the_python_api_notes_keep_the_parameter_names(tmp_path, twins, capsys):
+    from mosaicist import make_mosaic
+
+    target = np.asarray(Image.open(photo(tmp_path / "target.png", 2, size=8)))
+    make_mosaic(target, str(twins), preset="seed", cell_px=8, tile_px=8, detail=0.5,
+                quiet=False, cache_dir=tmp_path / "cache")
+    assert ("mosaicist: note: detail applies only with adaptive cells (adaptive 0 here); it is "
+            "ignored") in capsys.readouterr().err
+
+
+def test_sizing_counts_carry_separators_and_agree():
+    from mosaicist.errors import OptionError
+    from mosaicist.sizing import plan_sizes
+
+    with pytest.raises(OptionError, match=r"at most 2,240 cells \(1 px wide\)$"):
+        plan_sizes((56, 40), cells=10_000)
+    with pytest.raises(OptionError, match=r"holds: at most 1 cell \(1 px wide\)$"):
+        plan_sizes((1, 1), cells=2)
+    with pytest.raises(OptionError, match=r"needs tiles about 23,622 px wide .* the 1,024 px"):
+        plan_sizes((56, 40), cell_px=8, print_size="1000x1000cm")
+
+
+def test_assignment_counts_carry_separators_and_agree():
+    from mosaicist.errors import MosaicistError
+    from mosaicist.match._assign import ShortLists, check_feasible, verify_placement
+
+    def said(call, *arguments):
+        with pytest.raises(MosaicistError) as error:
+            call(*arguments)
+        return str(error.value)
+
+    # "1 cells with at most 1 use per tile (max_uses 1) need at least 1 tiles".
+    assert said(check_feasible, 1, 0, 1).startswith(
+        "1 cell with at most 1 use per tile (max_uses 1) needs at least 1 tile, but the "
+        "library has 0")
+    assert said(check_feasible, 2240, 30, 1).startswith(
+        "2,240 cells with at most 1 use per tile (max_uses 1) need at least 2,240 tiles")
+    assert said(check_feasible, 5000, 3000, None, None, None, 1, 2).startswith(
+        "min_uses 2 needs 6,000 cells for the 3,000 tiles, but the grid has 5,000")
+    assert said(verify_placement, np.array([0, 0, -1]), 1, 3, None, 1) == \
+        "1 cell could not be given a tile"
+    assert said(verify_placement, np.array([0, 0, 1]), 1, 3, None, 1, 2, 2) == \
+        "1 tile is used fewer than min_uses 2 times"
+    assert said(verify_placement, np.array([0, 0, 1]), 1, 3, None, 2) == \
+        "1 pair of equal tiles is closer than min_spacing 2"
+    assert str(ShortLists(np.array([3]))) == "1 tile could not be given its minimum of uses"
+    assert str(ShortLists(np.arange(1500))).startswith("1,500 tiles could not be given their")
+
+
+def test_a_skipped_library_file_is_a_warning(tmp_path, twins):
+    # "mosaicist: skipped broken.png: ...", where the folder's others say "warning:".
+    result = run(["index", twins, "--tile-px", 8, "--cache-dir", tmp_path / "cache"])
+    assert result.exit_code == 0, result.output
+    skipped = [line for line in result.stderr.splitlines() if "broken.png" in line]
+    assert len(skipped) == 1, result.stderr
+    assert skipped[0].startswith("mosaicist: warning: skipped broken.png: "), skipped
+
+
+class _FakeDevice:
+    """What ``torch.device`` gives, for a machine without PyTorch's CUDA."""
+
+    def __init__(self, spec: str) -> None:
+        self.type, _, index = spec.partition(":")
+        self.index = int(index) if index else None
+
+    def __str__(self) -> str:
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+
+def _fake_torch(available: bool, count: int):
+    from types import SimpleNamespace
+
+    cuda = SimpleNamespace(is_available=lambda: available, device_count=lambda: count)
+    return SimpleNamespace(device=_FakeDevice, cuda=cuda)
+
+
+def test_unavailable_cuda_is_said_without_python_calls():
+    # "(torch.cuda.is_available() is false)": a Python call, quoted to the user.
+    from mosaicist.errors import OptionError
+    from mosaicist.match._gpu import _resolve_device
+
+    with pytest.raises(OptionError) as error:
+        _resolve_device(_fake_torch(False, 0), "cuda", probe=False)
+    message = error.value.message(lambda name: "--" + name)
+    assert message == ("--device cuda asked for but CUDA is not available (PyTorch finds no "
+                       "usable NVIDIA GPU); use --device cpu or a CUDA build of PyTorch")
+    with pytest.raises(OptionError) as error:
+        _resolve_device(_fake_torch(True, 1), "cuda:1", probe=False)
+    # "only 1 CUDA device(s) are visible".
+    assert "but only 1 CUDA device is visible (cuda:0; " in str(error.value), str(error.value)
+    with pytest.raises(OptionError) as error:
+        _resolve_device(_fake_torch(True, 2), "cuda:2", probe=False)
+    assert "but only 2 CUDA devices are visible (cuda:0 to cuda:1; " in str(error.value)
+
+
+def test_score_names_the_placements_file_whose_grid_differs(tmp_path):
+    # "the placements are 2x1 cells but target.png has 4x2 cells at --cell 4": which file?
+    from mosaicist.placements import Placements
+
+    target = photo(tmp_path / "target.png", 2, size=16)
+    Image.open(target).crop((0, 0, 16, 8)).save(target)
+    mosaic = tmp_path / "mosaic.png"
+    Image.open(target).save(mosaic)
+    placements = tmp_path / "picks.csv"
+    Placements(1, 2, np.zeros(2, np.int64), np.zeros(2), ["a.png", "a.png"]).write(placements)
+    result = run(["score", mosaic, target, "--cell", 4, "--placements", placements])
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (f"mosaicist: error: {placements}: the placements are 2x1 cells but "
+                             f"{target} has 4x2 cells at --cell 4\n")
+
+
+def test_view_of_a_picture_says_what_view_takes(tmp_path):
+    # "out.png: not a mosaicist viewer page (not UTF-8 text)": nothing of what to give.
+    picture = photo(tmp_path / "out.png", 1)
+    result = run(["view", picture, "--no-browser"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (f"mosaicist: error: {picture}: not a mosaicist viewer page; give "
+                             "NAME.dzi or NAME.html, as 'mosaicist make -o NAME.dzi' writes "
+                             "them, or their folder\n")
+
+
+def test_score_calls_the_placements_file_a_file(tmp_path):
+    # "p.json: the JSON file is also the placements": the other inputs are "the mosaic",
+    # "the target"; this one is a file the user named.
+    picks = tmp_path / "p.json"
+    result = run(["score", tmp_path / "m.png", tmp_path / "t.png", "--placements", picks,
+                  "--json", picks])
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (f"mosaicist: error: {picks}: the JSON file is also the placements "
+                             "file; give each its own file\n")

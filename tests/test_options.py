@@ -376,7 +376,8 @@ def test_the_default_presets_wishes_give_way_to_a_matcher_asked_for(cli_setup, t
         "--search", "approximate", "-o", str(tmp_path / "m.png"),
         "--cache-dir", str(root / "cache")])
     assert result.exit_code == 0, result.output
-    assert "approximate search on cpu runs without the preset's max_uses" in result.stderr
+    assert ("--search approximate on --device cpu runs without the preset's --max-uses"
+            in result.stderr)
 
 
 def test_numpy_scalars_are_taken_as_the_python_values_they_hold():

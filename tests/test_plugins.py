@@ -135,8 +135,8 @@ def test_the_architecture_example_runs_as_written(setup, tmp_path):
         "--search", "first", "-o", "mosaic.pgm", "--report", "r.json",
         "--cache-dir", str(tmp_path / "cache"))
     assert made.returncode == 0, made.stderr
-    assert ("first search on cpu runs without the preset's max_uses, min_spacing, tint, "
-            "contrast") in made.stderr
+    assert ("--search first on --device cpu runs without the preset's --max-uses, "
+            "--min-spacing, --tint, --contrast") in made.stderr
     assert (tmp_path / "mosaic.pgm").read_bytes().startswith(b"P5 40 24 255\n")
     report = (tmp_path / "r.json").read_text()
     assert '"matcher": "first-tile"' in report and '"search": "first"' in report

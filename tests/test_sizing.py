@@ -155,7 +155,7 @@ def test_cells_beyond_what_the_target_allows_are_one_clear_error():
     with pytest.raises(OptionError) as error:
         cell_px_for_cells((300, 200), 60_001)
     assert str(error.value) == ("cells 60001 is more than a 300x200 target holds: at most "
-                                "60000 cells (1 px wide)")
+                                "60,000 cells (1 px wide)")
     with pytest.raises(OptionError) as error:
         cell_px_for_cells((4000, 3000), 1)
     assert str(error.value) == ("cells 1 is fewer than a 4000x3000 target allows: at least 6 "
@@ -235,7 +235,7 @@ def test_prints_that_cannot_be_met_are_clear_errors():
     with pytest.raises(OptionError) as error:
         plan_print((300, 200), "60x40cm", dpi=300, cells=1)
     assert error.value.parameters == ("print_size", "dpi")
-    assert "needs tiles about 7087 px wide for a grid of 1x1 cells, over the 1024 px" \
+    assert "needs tiles about 7,087 px wide for a grid of 1x1 cells, over the 1,024 px" \
         in str(error.value)
     # More cells than the print has pixels.
     with pytest.raises(OptionError, match=r"print_size 1x1cm at dpi 10 is 4x4 px, fewer than "
@@ -395,11 +395,11 @@ def test_cli_print_60x40cm_at_150_dpi(tmp_path):
     (["--print", "60x40ft"], "--print must be WIDTHxHEIGHT in cm (the default), mm or in"),
     (["--dpi", "0"], "--dpi must be between 1 and 65535 dpi, got 0"),
     (["--cells", "24", "--cell", "8"], "--cells 24 chooses cells of 10 px, but --cell is 8"),
-    (["--cells", "5000"], "--cells 5000 is more than a 60x40 target holds: at most 2400 cells"),
+    (["--cells", "5000"], "--cells 5000 is more than a 60x40 target holds: at most 2,400 cells"),
     (["--print", "6x4cm", "--dpi", "100", "--tile-px", "64"],
      "--print 6x4cm at --dpi 100 chooses tiles of 79 px, but --tile-px is 64; give one of them"),
-    (["--print", "60x40cm"], "--print 60x40cm at --dpi 300 needs tiles about 2363 px wide for "
-                             "a grid of 3x2 cells, over the 1024 px that tiles may have"),
+    (["--print", "60x40cm"], "--print 60x40cm at --dpi 300 needs tiles about 2,363 px wide for "
+                             "a grid of 3x2 cells, over the 1,024 px that tiles may have"),
 ])
 def test_cli_size_errors_are_one_line_naming_the_flags(tmp_path, arguments, words):
     target = tmp_path / "target.png"
@@ -541,9 +541,9 @@ def test_fit_options_with_adaptive_compares_tiles_at_a_size_that_halves():
 
 
 def test_cells_bounds_with_adaptive_name_the_cells_that_halve():
-    with pytest.raises(OptionError, match=r"at most 3750 cells \(4 px wide\)"):
+    with pytest.raises(OptionError, match=r"at most 3,750 cells \(4 px wide\)"):
         plan_sizes((300, 200), cells=60000, adaptive=2)
-    with pytest.raises(OptionError, match=r"at most 60000 cells \(1 px wide\)"):
+    with pytest.raises(OptionError, match=r"at most 60,000 cells \(1 px wide\)"):
         plan_sizes((300, 200), cells=60001)
 
 

@@ -593,6 +593,12 @@ def test_server_has_no_originals_without_a_source_folder(tmp_path):
         assert fetch(url, "/mosaicist-original/0")[0] == 404
 
 
+def announced_url(line: str) -> str:
+    """The address in the line ``mosaicist view`` starts with ("" when it names none)."""
+    found = re.search(r"http://\S+", line)
+    return found.group() if found else ""
+
+
 @pytest.mark.parametrize("open_browser", [True, False])
 def test_serve_viewer_announces_opens_and_stops_on_interrupt(mosaic, monkeypatch, open_browser):
     dzi, _, _ = mosaic
@@ -601,15 +607,18 @@ def test_serve_viewer_announces_opens_and_stops_on_interrupt(mosaic, monkeypatch
     pages: list[bytes] = []
 
     def visit(url: str) -> None:
-        # Runs while serve_viewer serves: fetch the page, then press Ctrl+C.
-        with urllib.request.urlopen(url, timeout=10) as response:
-            pages.append(response.read())
-        _thread.interrupt_main()
+        # Runs while serve_viewer serves: fetch the page, then press Ctrl+C (whatever
+        # the fetch did: a line read wrongly must fail the test, not leave it serving).
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                pages.append(response.read())
+        finally:
+            _thread.interrupt_main()
 
     def announce(line: str) -> None:
         lines.append(line)
         if not open_browser:
-            threading.Thread(target=visit, args=(line.split()[1],), daemon=True).start()
+            threading.Thread(target=visit, args=(announced_url(line),), daemon=True).start()
 
     def fake_open(url: str) -> bool:
         opened.append(url)
@@ -619,7 +628,10 @@ def test_serve_viewer_announces_opens_and_stops_on_interrupt(mosaic, monkeypatch
     monkeypatch.setattr("webbrowser.open", fake_open)
     serve_viewer(dzi, open_browser=open_browser, announce=announce)
     assert len(lines) == 1
-    url = lines[0].split()[1]
+    # As 'mosaicist studio' starts: the command, the address, how to stop.
+    assert re.fullmatch(r"mosaicist view: http://\S+ \(press Ctrl\+C to stop\)", lines[0]), \
+        lines[0]
+    url = announced_url(lines[0])
     assert url.startswith("http://127.0.0.1:") and url.endswith("/my%20mural.html")
     assert opened == ([url] if open_browser else [])
     assert pages == [dzi.with_suffix(".html").read_bytes()]
@@ -898,6 +910,7 @@ def test_serve_viewer_notice_stays_one_printable_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "\x1b" not in err, repr(err)
     assert "we\\nird\\x1b[31m" in err and "no manifest m.viewer.json" in err
+    assert err.startswith("mosaicist: warning: "), err  # as the other warnings say
 
 
 def test_cli_view_errors_are_one_line(tmp_path, mosaic):

@@ -550,6 +550,12 @@ def _note_shadowed(spec: str | None, quiet: bool, flag: str = "--tiles") -> None
                          f"{folder} here is not used (to use it, give {hint})"), err=True)
 
 
+def _command_flags() -> Callable[[str], str]:
+    """How the running command names a setting: by the flag that sets it (``--max-uses``)."""
+    command = click.get_current_context().command
+    return command.flag_for if isinstance(command, _Command) else _flag_name
+
+
 def _flag_name(name: str) -> str:
     declared = setting_named(name)
     return declared.flag or name
@@ -755,7 +761,7 @@ def make(
     """
     from .imaging import target_size
     from .paths import check_writable
-    from .pipeline import make_mosaic
+    from .pipeline import make_mosaic, settings_named_by
     from .render import check_output, output_format
     from .sizing import options_plan
 
@@ -786,7 +792,8 @@ def make(
     _note_shadowed(tiles, quiet)
 
     show = progress_enabled(quiet)
-    with _cluster(scheduler, quiet) as client:
+    # The pipeline's notes name settings as this command's flags, as its errors do.
+    with _cluster(scheduler, quiet) as client, settings_named_by(_command_flags()):
         if client is None:
             mosaic = make_mosaic(target, tiles, options, cache_dir=cache_dir,
                                  show_progress=show, quiet=quiet)
@@ -1470,13 +1477,20 @@ def score(
         check_writable(json_path, "JSON file")
         # The metrics must not replace an input; the mosaic may be its own target.
         for given, what in ((mosaic, "mosaic"), (target, "target"),
-                            (placements_path, "placements")):
+                            (placements_path, "placements file")):
             check_distinct([(given, what), (json_path, "JSON file")])
     tile_grid = None if placements_path is None else read_placements(placements_path)
     cell_px = MosaicOptions().cell_px if cell_px is None else cell_px
-    # Only a missing --aspect means square cells: an empty one is refused by its parser.
-    metrics = score_mosaic(mosaic, target, cell_px, view_px=view_px, tile_grid=tile_grid,
-                           aspect="1:1" if aspect is None else aspect)
+    try:
+        # Only a missing --aspect means square cells: an empty one is refused by its parser.
+        metrics = score_mosaic(mosaic, target, cell_px, view_px=view_px, tile_grid=tile_grid,
+                               aspect="1:1" if aspect is None else aspect)
+    except OptionError as error:
+        # score_mosaic is given the placements read, not their file: the file is named here.
+        if placements_path is None or not error.template.startswith("the placements are "):
+            raise
+        raise OptionError("{placements_file}: " + error.template,
+                          placements_file=str(placements_path), **error.values) from None
     width = max(len(key) for key in metrics)
     for key, value in metrics.items():
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -16,6 +16,7 @@ the grid is cut (:mod:`mosaicist.grid`), the library indexed or updated
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -23,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -422,6 +424,50 @@ def make_mosaic(
                         show_progress=show_progress, quiet=quiet)
 
 
+#: How the notes :func:`make_mosaic` prints name a setting: by its Python name
+#: (``max_uses``), as the API's errors do, unless the caller says otherwise for a while
+#: (:func:`settings_named_by`; the command line names the flag that sets it, ``--max-uses``).
+_setting_name: ContextVar[Callable[[str], str]] = ContextVar("mosaicist_setting_name",
+                                                             default=str)
+
+
+@contextlib.contextmanager
+def settings_named_by(name_of: Callable[[str], str]) -> Iterator[None]:
+    """Show each setting as ``name_of(name)`` in the notes printed within the block.
+
+    The notes are printed as the mosaic is made, not raised as an
+    :class:`~mosaicist.errors.OptionError` that the caller can word itself:
+    the command line names its flags through this (``--max-uses``, where the
+    Python API's notes say ``max_uses``).
+
+    Parameters
+    ----------
+    name_of : callable
+        Turns a setting's Python name into the name to show.
+
+    Examples
+    --------
+    >>> with settings_named_by(lambda name: "--" + name.replace("_", "-")):
+    ...     _note("{detail} applies only with adaptive cells")  # doctest: +SKIP
+    """
+    token = _setting_name.set(name_of)
+    try:
+        yield
+    finally:
+        _setting_name.reset(token)
+
+
+def _note(template: str, **values: object) -> None:
+    """Print a note on stderr; each ``{name}`` of ``template`` not in ``values`` is a setting.
+
+    Settings are named as :func:`settings_named_by` says (by default their
+    Python names); values are inserted as they are, as in an
+    :class:`~mosaicist.errors.OptionError`'s message.
+    """
+    text = OptionError(template, **values).message(_setting_name.get())
+    print(printable(f"mosaicist: note: {text}"), file=sys.stderr)
+
+
 def _make_mosaic(
     target: Target,
     tiles: Tiles,
@@ -444,14 +490,14 @@ def _make_mosaic(
     matcher, options, dropped = fitted_matcher(options)
     matcher.check_runs(options)  # a missing package or device is said alone, before the note
     if dropped and not quiet:
-        print(f"mosaicist: note: {options.search} search on {options.device} runs without "
-              f"the preset's {', '.join(dropped)}", file=sys.stderr)
+        _note("{search} {search_value} on {device} {device_value} runs without the preset's "
+              + ", ".join("{" + name + "}" for name in dropped),
+              search_value=options.search, device_value=options.device)
     if wrap is not None and options.adaptive:
         raise OptionError("{stable} does not combine with {adaptive}")
     if options.given("detail") and not options.adaptive and not quiet:
         # A detail threshold splits only adaptive cells: without them it changes nothing.
-        print("mosaicist: note: detail applies only with adaptive cells (adaptive 0 here); "
-              "it is ignored", file=sys.stderr)
+        _note("{detail} applies only with adaptive cells ({adaptive} 0 here); it is ignored")
     started = time.perf_counter()
     name = str(target) if isinstance(target, (str, os.PathLike)) else None
     label = name or label or "target"

@@ -465,6 +465,17 @@ def _target_sides(target_size: object, name: str) -> tuple[int, int]:
     return width, height
 
 
+def _counted(count: int, word: str) -> str:
+    """``count`` with thousands separators and ``word`` agreeing with it.
+
+    Examples
+    --------
+    >>> _counted(1, "cell"), _counted(2240, "3:2 cell")
+    ('1 cell', '2,240 3:2 cells')
+    """
+    return f"{count:,} {word}" + ("" if count == 1 else "s")
+
+
 def _heights(widths: np.ndarray, aspect: tuple[int, int]) -> np.ndarray:
     """:func:`~mosaicist.aspect.height_for` of many widths at once."""
     aspect_width, aspect_height = aspect
@@ -550,12 +561,13 @@ def cell_px_for_cells(
             else f"a {width}x{height} target")
     if cells > most:
         raise OptionError("{cells} {value} is more than {held} holds: at most {most} "
-                          "{shape}cells ({smallest} px wide)", value=cells, held=held,
-                          most=most, shape=shape, smallest=int(widths[counts == most].min()))
+                          "({smallest} px wide)", value=cells, held=held,
+                          most=_counted(most, shape + "cell"),
+                          smallest=int(widths[counts == most].min()))
     if cells < fewest:
         raise OptionError("{cells} {value} is fewer than {held} allows: at least {fewest} "
-                          "{shape}cells ({largest} px wide, the largest)", value=cells,
-                          held=held, fewest=fewest, shape=shape,
+                          "({largest} px wide, the largest)", value=cells, held=held,
+                          fewest=_counted(fewest, shape + "cell"),
                           largest=int(widths[counts == fewest].max()))
     distance = np.abs(counts - cells)
     return int(widths[distance == distance.min()].max())
@@ -642,8 +654,8 @@ def tile_px_for_print(
         raise OptionError("{print_size} {size} at {dpi} {dpi_value} needs tiles about {needed} "
                           "px wide for a grid of {cols}x{rows} cells, over the {most} px that "
                           "tiles may have; use more cells or a lower {dpi}", size=str(print_size),
-                          dpi_value=dpi, needed=needed, cols=cols, rows=rows,
-                          most=int(widths.max()))
+                          dpi_value=dpi, needed=f"{needed:,}", cols=cols, rows=rows,
+                          most=f"{int(widths.max()):,}")
     return best
 
 

@@ -369,9 +369,13 @@ def update_index(
     stats.seconds = time.perf_counter() - started
     if stats.failed and not quiet:
         for source_id, reason in stats.failed[:20]:
-            print(printable(f"mosaicist: skipped {source_id}: {reason}"), file=sys.stderr)
+            # A warning as the folder's others are (files left out), not an error: the
+            # index goes on without the file.
+            print(printable(f"mosaicist: warning: skipped {source_id}: {reason}"),
+                  file=sys.stderr)
         if len(stats.failed) > 20:
-            print(f"mosaicist: ... and {len(stats.failed) - 20} more skipped", file=sys.stderr)
+            print(f"mosaicist: warning: ... and {len(stats.failed) - 20:,} more skipped",
+                  file=sys.stderr)
     return stats
 
 

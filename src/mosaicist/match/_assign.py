@@ -257,7 +257,9 @@ class ShortLists(MosaicistError):
 
     def __init__(self, tiles: np.ndarray) -> None:
         self.tiles = tiles
-        super().__init__(f"{len(tiles)} tiles could not be given their minimum of uses")
+        their = "its" if len(tiles) == 1 else "their"
+        super().__init__(f"{_counted(len(tiles), 'tile')} could not be given {their} minimum "
+                         "of uses")
 
 
 class MinimumUsesError(OptionError):
@@ -548,14 +550,14 @@ def check_feasible(
             raise MinimumUsesError(
                 "{min_uses} {low} copies of a tile cannot be {min_spacing} {spacing} cells "
                 "apart on a {grid} grid (at most {most})", low=min_uses, spacing=min_spacing,
-                grid=f"{cols}x{rows}", most=spacing,
+                grid=f"{cols}x{rows}", most=f"{spacing:,}",
             )
         if tiles * min_uses > cells:
             raise MinimumUsesError(
                 "{min_uses} {low} needs {needed} cells for the {tiles}, but the grid "
                 "has {cells}; use fewer tiles ({limit}) or smaller cells ({cell_px})",
-                low=min_uses, needed=tiles * min_uses,
-                tiles="tile" if tiles == 1 else f"{tiles} tiles", cells=cells,
+                low=min_uses, needed=f"{tiles * min_uses:,}",
+                tiles="tile" if tiles == 1 else f"{tiles:,} tiles", cells=f"{cells:,}",
             )
     caps = [c for c in (max_uses, spacing) if c is not None]
     if not caps or cells == 0:
@@ -573,7 +575,8 @@ def check_feasible(
         raise OptionError(
             "{min_spacing} {spacing} needs at least {block} different tiles (a {high} x {wide} "
             "block of cells), but the library has {tiles}; add tiles or lower {min_spacing}",
-            spacing=min_spacing, block=high * wide, high=high, wide=wide, tiles=tiles,
+            spacing=min_spacing, block=f"{high * wide:,}", high=high, wide=wide,
+            tiles=f"{tiles:,}",
         )
     if tiles < needed:
         # Only the limits that set the cap are named: a looser one (a preset's
@@ -584,16 +587,18 @@ def check_feasible(
         if spacing == cap:
             why.append("{min_spacing} {spacing}: at most {spacing_uses} on a {grid} grid")
         raise OptionError(
-            "{cells} cells with at most {cap} per tile (" + ", ".join(why) + ") need at "
-            "least {needed} tiles, but the library has {tiles}; add tiles or relax "
-            + ("the limits" if len(why) > 1 else "it"),
-            cells=cells, cap=_uses(cap), uses=max_uses, spacing=min_spacing,
-            spacing_uses=_uses(spacing or 0), grid=f"{cols}x{rows}", needed=needed, tiles=tiles,
+            "{cells} with at most {cap} per tile (" + ", ".join(why) + ") "
+            + ("needs" if cells == 1 else "need") + " at least {needed}, but the library "
+            "has {tiles}; add tiles or relax " + ("the limits" if len(why) > 1 else "it"),
+            cells=_counted(cells, "cell"), cap=_counted(cap, "use"), uses=max_uses,
+            spacing=min_spacing, spacing_uses=_counted(spacing or 0, "use"),
+            grid=f"{cols}x{rows}", needed=_counted(needed, "tile"), tiles=f"{tiles:,}",
         )
 
 
-def _uses(count: int) -> str:
-    return f"{count} use" + ("" if count == 1 else "s")
+def _counted(count: int, word: str) -> str:
+    """``count`` with thousands separators and ``word`` agreeing with it (``1 use``)."""
+    return f"{count:,} {word}" + ("" if count == 1 else "s")
 
 
 def _check_limits(max_uses: int | None, min_spacing: int) -> None:
@@ -1902,23 +1907,26 @@ def verify_placement(
     """
     tile = np.asarray(tile, np.int64)
     if (tile < 0).any():
-        raise MosaicistError(f"{int((tile < 0).sum())} cells could not be given a tile")
+        missing = int((tile < 0).sum())
+        raise MosaicistError(f"{_counted(missing, 'cell')} could not be given a tile")
     if min_uses:
         if tile_count is None:
             raise ValueError("a minimum of uses needs the tile count")
         short = int((np.bincount(tile, minlength=tile_count) < min_uses).sum())
         if short:
-            raise OptionError("{tiles} tiles are used fewer than {min_uses} {least} times",
-                              tiles=short, least=min_uses)
+            raise OptionError("{tiles} " + ("is" if short == 1 else "are") + " used fewer "
+                              "than {min_uses} {least} times", tiles=_counted(short, "tile"),
+                              least=min_uses)
     if max_uses is not None:
         uses = np.unique(tile, return_counts=True)[1].max(initial=0)
         if uses > max_uses:
             raise OptionError("a tile is used {uses} times, above {max_uses} {limit}",
-                              uses=uses, limit=max_uses)
+                              uses=f"{uses:,}", limit=max_uses)
     a, _ = spacing_violations(tile, rows, cols, min_spacing, layout)
     if len(a):
-        raise OptionError("{pairs} pairs of equal tiles are closer than {min_spacing} {limit}",
-                          pairs=len(a), limit=min_spacing)
+        raise OptionError("{pairs} of equal tiles " + ("is" if len(a) == 1 else "are")
+                          + " closer than {min_spacing} {limit}",
+                          pairs=_counted(len(a), "pair"), limit=min_spacing)
 
 
 # --------------------------------------------------------------------------
@@ -2628,10 +2636,12 @@ class _Solver:
                 limits = [name for name, binds in (
                     ("{max_uses}", self.max_uses is not None),
                     ("{min_spacing}", self.min_spacing > 1)) if binds]
+                count = int(stuck.sum())
                 raise OptionError(
-                    "{cells} cells have no allowed tile among their {k} nearest; relax "
-                    + (" or ".join(limits) or "the repetition limits"),
-                    cells=int(stuck.sum()), k=self.k,
+                    "{cells} " + ("has no allowed tile among its" if count == 1 else
+                                  "have no allowed tile among their")
+                    + " {k} nearest; relax " + (" or ".join(limits) or "the repetition limits"),
+                    cells=_counted(count, "cell"), k=f"{self.k:,}",
                 )
 
     def _forbid(self, choice: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
@@ -2830,8 +2840,8 @@ class _Solver:
         if tile is None:
             raise OptionError(
                 "no placement keeps equal tiles {min_spacing} {limit} cells apart in "
-                "{rounds} spacing rounds or greedily; add tiles or relax the limits",
-                limit=self.min_spacing, rounds=self.iterations,
+                "{rounds} or greedily; add tiles or relax the limits",
+                limit=self.min_spacing, rounds=_counted(self.iterations, "spacing round"),
             )
         position, _ = _listed_at(self.edges, tile)
         return position

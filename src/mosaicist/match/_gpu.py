@@ -208,14 +208,15 @@ def _resolve_device(
         if not available:
             # An OptionError, so that the command line names its flag (--device cpu).
             raise OptionError(
-                "{device} {value} asked for but CUDA is not available (torch.cuda.is_available() "
-                "is false{why}); use {device} cpu or a CUDA build of PyTorch",
+                "{device} {value} asked for but CUDA is not available (PyTorch finds no usable "
+                "NVIDIA GPU{why}); use {device} cpu or a CUDA build of PyTorch",
                 value=str(resolved), why="".join(f"; torch warned: {r}" for r in reasons[:1]))
         if resolved.index is not None and resolved.index >= visible:
+            seen = ("1 CUDA device is visible (cuda:0" if visible == 1 else
+                    f"{visible:,} CUDA devices are visible (cuda:0 to cuda:{visible - 1}")
             raise OptionError(
-                "{device} {value} asked for but only {visible} CUDA device(s) are visible "
-                "(cuda:0 to cuda:{last}; CUDA_VISIBLE_DEVICES renumbers them)",
-                value=str(resolved), visible=visible, last=visible - 1)
+                "{device} {value} asked for but only {seen}; CUDA_VISIBLE_DEVICES renumbers "
+                "them)", value=str(resolved), seen=seen)
     if not probe:
         return resolved
     failed: str | None = None
@@ -540,7 +541,7 @@ def match_torch(
                 if smaller == plan:
                     raise MosaicistError(
                         f"the torch device {str(where)!r} ran out of memory even with the "
-                        f"smallest chunks ({plan[0]} tiles by {plan[1]} cells)"
+                        f"smallest chunks ({plan[0]:,} tiles by {plan[1]:,} cells)"
                         f"{_memory_line(torch, where)}: {out_of_memory}; free it from other "
                         "programs or match on the CPU")
                 shrink, plan = plan_shrink, smaller

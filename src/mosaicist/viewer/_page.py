@@ -361,7 +361,7 @@ def find_viewer(path: str | os.PathLike[str]) -> Path:
             raise MosaicistError(f"{path}: no mosaicist viewer (NAME.html) in this folder")
         if len(pages) > 1:
             names = ", ".join(page.name for page in pages)
-            raise MosaicistError(f"{path}: holds {len(pages)} viewers ({names}); name one")
+            raise MosaicistError(f"{path}: holds {len(pages):,} viewers ({names}); name one")
         return pages[0]
     if not path.exists():
         raise MosaicistError(f"{path}: no such file or folder")
@@ -370,8 +370,23 @@ def find_viewer(path: str | os.PathLike[str]) -> Path:
         if not page.is_file():
             raise MosaicistError(f"{path}: no viewer {page.name} beside it")
         path = page
-    read_viewer_data(path)  # raises when it is not a viewer
+    try:
+        read_viewer_data(path)  # raises when it is not a viewer
+    except MosaicistError as error:
+        if not path.is_file():  # a pipe or device: said as it is
+            raise
+        if path.suffix.lower() not in (".html", ".htm"):
+            # A picture (the mosaic written as a PNG, say) was "not a mosaicist viewer
+            # page (not UTF-8 text)": true, but no help to someone who gave the mosaic.
+            raise MosaicistError(f"{path}: not a mosaicist viewer page; "
+                                 f"{_VIEWER_EXPECTED}") from None
+        raise MosaicistError(f"{error}; {_VIEWER_EXPECTED}") from None
     return path
+
+
+#: What a viewer is, said after a path that is none.
+_VIEWER_EXPECTED = ("give NAME.dzi or NAME.html, as 'mosaicist make -o NAME.dzi' writes them, "
+                    "or their folder")
 
 
 _PAGE = """<!DOCTYPE html>

@@ -265,7 +265,8 @@ def serve_viewer(
     port : int
         Port; 0 picks a free one.
     announce : callable
-        Called with one line naming the page's URL once it is being served.
+        Called with one line naming the page's URL once it is being served:
+        ``mosaicist view: URL (press Ctrl+C to stop)``.
 
     Raises
     ------
@@ -277,8 +278,9 @@ def serve_viewer(
     def started() -> None:
         if server.notice is not None:
             # The page's path may hold a newline or a terminal escape: shown escaped.
-            print(f"mosaicist: {printable(server.notice)}", file=sys.stderr)
-        announce(f"Serving {url} (press Ctrl+C to stop)")
+            print(f"mosaicist: warning: {printable(server.notice)}", file=sys.stderr)
+        # As 'mosaicist studio' and 'live' start: the command, then the address.
+        announce(f"mosaicist view: {url} (press Ctrl+C to stop)")
         if open_browser:
             webbrowser.open(url)
 
