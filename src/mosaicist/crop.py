@@ -28,8 +28,12 @@ of choosing it (the ``crop`` setting):
        that a photo's usual texture counts for nothing and what stands out
        counts. The window goes where it holds the most detail: of the run of
        positions within :data:`PLATEAU` of that best total, the middle one.
-       A subject smaller than the window is thus centred in it, and a flat or
-       evenly busy photo is cut in the middle, as ``centre`` would.
+       A subject smaller than the window is thus centred in it, a flat
+       photo is cut in the middle, as ``centre`` would, and one of even
+       texture (stripes, a checkerboard) about there. Fine random texture
+       (noise, grain) is not even at the copy's scale: its windows' totals
+       differ by a few percent by chance, more than :data:`PLATEAU`, and the
+       window may go anywhere.
 
     A photo already of the tile's aspect is its own window under both, so
     square photos at ``1:1`` make the same tiles either way.
