@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import signal
 import threading
@@ -45,6 +46,8 @@ from typing import TYPE_CHECKING, Any
 
 from .._runtime import THREADS_ENV, worker_count
 from ..errors import MosaicistError, OptionError, install_extra
+from ..sources import TileSource, source_spec
+from ..sources.base import path_text
 
 if TYPE_CHECKING:
     from distributed import Client, Future, LocalCluster
@@ -89,6 +92,8 @@ _REMOTE = re.compile(r"(?:(?P<scheme>tcp|tls)://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^
 #: A count of local workers: ASCII digits only (``str.isdigit`` takes "²", which int() refuses).
 _COUNT = re.compile(r"[0-9]+")
 _DASK_WHERE = re.compile(r"^in <[^>]*>: ")
+#: The Python words before an operating system's own ("ConnectionRefusedError: [Errno 111] ").
+_PYTHON_WORDS = re.compile(r"^(?:[A-Za-z]+(?:Error|Exception): )?(?:\[Errno -?[0-9]+\] )?")
 _INSTALL_HINT = f"--scheduler needs Dask: {install_extra('dask')}"
 
 
@@ -148,10 +153,13 @@ def parse_scheduler(text: str) -> Scheduler:
         return Scheduler(None, worker_count())
     if value.startswith("local:"):
         count = value[len("local:"):]
-        if not _COUNT.fullmatch(count) or not 1 <= int(count) <= MOST_LOCAL_WORKERS:
+        # Leading zeros off, and a few digits at most: Python refuses to read numbers of
+        # thousands of digits (a traceback, not this one line).
+        digits = count.lstrip("0")[:5] or "0"
+        if not _COUNT.fullmatch(count) or not 1 <= int(digits) <= MOST_LOCAL_WORKERS:
             raise OptionError("{scheduler} local:N needs N from 1 to {most}, got {value!r}",
                               most=MOST_LOCAL_WORKERS, value=text)
-        return Scheduler(None, int(count))
+        return Scheduler(None, int(digits))
     match = _REMOTE.fullmatch(value)
     if match is None or not 0 < int(match["port"]) < 65536:
         raise OptionError("{scheduler} must be tcp://HOST:PORT, local or local:N, got {value!r}",
@@ -343,6 +351,42 @@ def not_shared(path: object, what: str, shared: str = "cache",
     """
     return MosaicistError(f"{path}: {what} is not on {where}; the {shared} must be on a "
                           f"filesystem every worker shares")
+
+
+def counted(count: int, word: str) -> str:
+    """``count`` and ``word``, the word plural unless the count is one: ``"1,024 tiles"``."""
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+def worker_spec(source: TileSource) -> str:
+    """The spec by which the workers open ``source``: its path as the path itself.
+
+    :func:`~mosaicist.sources.source_spec` is text (placements files and
+    reports hold it), where a path that is not UTF-8 is escaped
+    (``caf\\xe9``, :func:`~mosaicist.sources.base.path_text`): no worker found
+    that path, and a run on a cluster failed saying the folder or file was not
+    there. Here such a path is given as the name :func:`os.fsdecode` gives,
+    which Dask pickles as it is.
+
+    Parameters
+    ----------
+    source : TileSource
+        An opened source.
+
+    Returns
+    -------
+    str
+        A spec that :func:`~mosaicist.sources.open_source` resolves to ``source``.
+    """
+    spec = source_spec(source)
+    # A folder's root; an array file's, or a local CIFAR copy's, path.
+    for path in (getattr(source, "root", None), getattr(source, "_path", None)):
+        if isinstance(path, os.PathLike):
+            name = os.fspath(path)
+            text = path_text(name)
+            if text != name and text in spec:
+                return spec.replace(text, name, 1)
+    return spec
 
 
 def require_workers(client: Client, seconds: float = CONNECT_SECONDS) -> int:
@@ -683,8 +727,8 @@ def _local_cluster(workers: int, level: int) -> Iterator[LocalCluster]:
         except BaseException as error:
             _forget_half_made(set(SpecCluster._instances) - before)
             if isinstance(error, (OSError, TimeoutError, RuntimeError)):
-                raise MosaicistError(f"cannot start a local Dask cluster of {workers} workers "
-                                     f"({_reason(error)})") from None
+                raise MosaicistError(f"cannot start a local Dask cluster of "
+                                     f"{counted(workers, 'worker')} ({_reason(error)})") from None
             raise
         try:
             yield cluster
@@ -741,8 +785,12 @@ def _silent_dask() -> Iterator[None]:
 def _reason(error: BaseException) -> str:
     """The first line of ``error``, with its cause's when Dask's connect gave up on one."""
     text = str(error).strip().splitlines()
-    # Dask's comm errors start with the object that failed: "in <TCP ...>: ".
-    reason = _DASK_WHERE.sub("", text[0]) if text else type(error).__name__
+    # Dask's comm errors start with the object that failed: "in <TCP ...>: ", and go on
+    # with the Python error's name and number: the user reads the words after them.
+    reason = _PYTHON_WORDS.sub("", _DASK_WHERE.sub("", text[0])) if text else ""
+    if not reason:
+        reason = "no answer in time" if isinstance(error, TimeoutError) else \
+            type(error).__name__
     cause = error.__cause__
     if reason.startswith("Timed out trying to connect") and cause is not None:
         # Dask retried until its time was up: the last failure says why (a refused

@@ -37,7 +37,14 @@ from ..library._update import TileFormat, UpdateStats, stage_shard
 from ..paths import cache_dir as default_cache_dir
 from ..progress import progress_bar
 from ..sources import SourceEntry, TileSource, open_source, source_spec
-from ._cluster import WorkerWatch, completed, not_shared, require_workers, task_result
+from ._cluster import (
+    WorkerWatch,
+    completed,
+    not_shared,
+    require_workers,
+    task_result,
+    worker_spec,
+)
 
 if TYPE_CHECKING:
     import sqlite3
@@ -136,8 +143,8 @@ class ClusterDecoder:
         parts = [Part(tuple(entries[start:start + size]))
                  for start in range(0, len(entries), size)]
         self.parts = len(parts)
-        spec = source_spec(source)
-        arguments = (spec, str(self.cache), tile, str(directory))
+        spec = source_spec(source)  # as messages name it; the workers get the path itself
+        arguments = (worker_spec(source), str(self.cache), tile, str(directory))
         waiting = iter(enumerate(parts))
         running = as_completed(loop=self.client.loop)
         sizes: dict[Future, int] = {}

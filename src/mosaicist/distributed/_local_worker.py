@@ -19,6 +19,13 @@ the task's traceback), and a local cluster's workers write to the run's
 own stderr: a tile that cannot be drawn printed a screenful of those above
 the run's one line. The error goes back to the run, which says it; the
 worker's record of it is left out (:class:`NoComputeFailed`).
+
+A worker being stopped amid a heartbeat to the scheduler logged the
+heartbeat's failure as an error, with a traceback of Dask's (its connection
+closed under it): now and then, a screenful under the run's one line after
+a Ctrl+C. A local cluster's scheduler lives in the run's process, so that a
+worker that cannot reach it is one the run is stopping, or one whose run
+has ended: no news either (:data:`STOPPING_NOISE`).
 """
 
 from __future__ import annotations
@@ -33,12 +40,23 @@ from .._runtime import quiet_picture_warnings
 logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
 
 
+#: The starts of Dask's messages of a worker that lost its scheduler: for a local
+#: cluster's worker, the run stopping it (or ended).
+STOPPING_NOISE = (
+    "Failed to communicate with scheduler during heartbeat",
+    "Failed to log closing event",
+)
+
+
 class NoComputeFailed(logging.Filter):
-    """Leave out a worker's record of a task that raised: the run reports the error."""
+    """Leave out a worker's record of a task that raised (the run reports the error), and
+    those of a scheduler lost as the run stops (:data:`STOPPING_NOISE`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Whether ``record`` is kept: any but a ``Compute Failed``."""
-        return not (isinstance(record.msg, str) and record.msg.startswith("Compute Failed"))
+        """Whether ``record`` is kept: any but a ``Compute Failed`` or a stopping's noise."""
+        if not isinstance(record.msg, str):
+            return True
+        return not record.msg.startswith(("Compute Failed", *STOPPING_NOISE))
 
 
 def quiet_task_errors() -> None:

@@ -68,8 +68,7 @@ from ..match._exact import search_scale
 from ..options import MosaicOptions
 from ..paths import atomic_path, process_alive
 from ..paths import cache_dir as default_cache_dir
-from ..sources import source_spec
-from ._cluster import not_shared, require_workers, task_result
+from ._cluster import counted, not_shared, require_workers, task_result, worker_spec
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -226,7 +225,7 @@ class _Search:
             with atomic_path(cells) as partial, open(partial, "wb") as handle:
                 np.save(handle, request.grid.cells)
             job = MatchJob(
-                source_spec(library.source), str(_cache_of(library)), str(library.directory),
+                worker_spec(library.source), str(_cache_of(library)), str(library.directory),
                 library.generation, len(library), request.options, request.grid.cell_height,
                 str(cells))
             # Each range's features once, by one worker, before any block needs them.
@@ -516,9 +515,9 @@ def _library(job: MatchJob) -> TileLibrary:
             job.directory, job.generation, job.tiles):
         raise MosaicistError(
             f"{job.directory}: this worker sees another index ({library.directory}, "
-            f"generation {library.generation}, {len(library)} tiles, not generation "
-            f"{job.generation} and {job.tiles}); the cache must be on a filesystem every "
-            f"worker shares, and the library must not change while matching")
+            f"generation {library.generation}, {counted(len(library), 'tile')}, not generation "
+            f"{job.generation} and {counted(job.tiles, 'tile')}); the cache must be on a "
+            f"filesystem every worker shares, and the library must not change while matching")
     return library
 
 

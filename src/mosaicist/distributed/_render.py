@@ -33,8 +33,8 @@ from ..options import MosaicOptions
 from ..paths import cache_dir as default_cache_dir
 from ..placements import Placements
 from ..render import IndexPictures, MosaicRenderer, OriginalPictures, Picture, write_output
-from ..sources import TileSource, open_source, source_spec
-from ._cluster import not_shared, require_workers, task_result
+from ..sources import TileSource, open_source
+from ._cluster import not_shared, require_workers, task_result, worker_spec
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -192,7 +192,7 @@ def band_job(renderer: MosaicRenderer, cache: Path) -> BandJob | None:
                        options.aspect_ratio, "centre", renderer.metric, options,
                        placements.cols)
     if isinstance(pictures, OriginalPictures):
-        return BandJob("originals", None, source_spec(pictures.source), str(cache),
+        return BandJob("originals", None, worker_spec(pictures.source), str(cache),
                        pictures.tile_px, pictures.aspect, pictures.crop, renderer.metric,
                        options, placements.cols, pictures.as_indexed)
     return None
