@@ -74,6 +74,27 @@ def test_leaf_repetition_of_a_few_heavily_used_tiles_is_quick():
     assert best == 0.75 and passes <= side // 3
 
 
+def test_leaf_closest_repeat_of_tiles_down_whole_columns_is_exact_and_bounded(monkeypatch):
+    # Each tile down whole columns: every point of a column ties along the sweep's
+    # axis, and the sweep alone took one pass per row (22 s for a million leaves);
+    # past SWEEP_PASSES (here made small) a k-d tree finishes, exactly.
+    from mosaicist import adaptive
+
+    monkeypatch.setattr(adaptive, "SWEEP_PASSES", 6)
+    side = 48
+    y, x = np.divmod(np.arange(side * side), side)
+    rect = np.stack([x, y, np.ones_like(x), np.ones_like(x)], axis=1).astype(np.float64)
+    rng = np.random.default_rng(3)
+    for tiles in (x % 10, (x % 10) + 10 * (y % 2), (x % 7) + 7 * (y % 3), x % 1,
+                  np.where(rng.random(side * side) < 0.5, x % 12, 12 + rng.integers(0, 9, x.size))):
+        centre = rect[:, :2] + rect[:, 2:] / 2
+        _, inverse, counts = np.unique(tiles, return_inverse=True, return_counts=True)
+        repeated = np.flatnonzero(counts[inverse] > 1)
+        best, passes = _closest_centres(inverse[repeated], centre[repeated], 0.5)
+        assert best == brute_closest_centres(tiles, rect)
+        assert passes <= adaptive.SWEEP_PASSES
+
+
 def _mosaic_and_target(folder, cells=(3, 2), tile=4, cell=8):
     """A random target of ``cells`` cells and a mosaic of it (any picture of the right size)."""
     from PIL import Image

@@ -542,6 +542,10 @@ def _placements(
     )
 
 
+#: Sweep passes of :func:`_closest_centres` before a k-d tree finishes the groups left.
+SWEEP_PASSES = 128
+
+
 def leaf_repetition(tile: np.ndarray, rect: np.ndarray) -> dict[str, Any]:
     """Repetition measures of leaves: distinct tiles, most uses, closest repeat.
 
@@ -592,8 +596,14 @@ def _closest_centres(group: np.ndarray, centre: np.ndarray, floor: float
     with every later one of its group, as before, took time in proportion
     to the points times the most uses of a tile: a minute for 100,000
     leaves of 20 tiles, far longer than their matching. It stops at
-    ``floor``, a distance no pair can be under. Returned with the sweep's
-    passes past the successors (its work: each pass is one vector step).
+    ``floor``, a distance no pair can be under. Where many points of a
+    group share a coordinate along the axis (a tile down whole columns),
+    the sweep would pass once per point of the longest such line (22 s for
+    a million leaves of 50 tiles in columns): past :data:`SWEEP_PASSES`
+    passes, the groups still open are finished by a k-d tree (each point's
+    nearest other point, the groups kept apart by an offset across; 3 s
+    for a million points). Returned with the sweep's passes past the
+    successors (its work: each pass is one vector step).
     """
     spread = centre.max(axis=0) - centre.min(axis=0)
     along_axis = 0 if spread[0] >= spread[1] else 1
@@ -607,6 +617,8 @@ def _closest_centres(group: np.ndarray, centre: np.ndarray, floor: float
                             np.abs(across[alive + 1] - across[alive])).min())
     step = 2
     while alive.size and best > floor:
+        if step - 2 >= SWEEP_PASSES:
+            return min(best, _closest_by_tree(group, along, across, group[alive])), step - 2
         partner = alive + step
         held = np.minimum(partner, count - 1)
         # Sorted along the axis within a group: once a partner is best ahead,
@@ -619,3 +631,25 @@ def _closest_centres(group: np.ndarray, centre: np.ndarray, floor: float
                                               np.abs(across[partner] - across[alive])).min()))
         step += 1
     return best, step - 2
+
+
+def _closest_by_tree(group: np.ndarray, along: np.ndarray, across: np.ndarray,
+                     open_groups: np.ndarray) -> float:
+    """The least Chebyshev distance within the groups ``open_groups``, by a k-d tree.
+
+    The points of each group are moved across by the group's number times
+    more than the points' whole extent, so that a point's nearest other
+    point is one of its own group (each has two or more). Centres are
+    multiples of a power of two under 2^53 after the move, so distances
+    are exact.
+    """
+    from scipy.spatial import cKDTree
+
+    keep = np.isin(group, open_groups)
+    along, across, group = along[keep], across[keep], group[keep]
+    # Groups renumbered 0.. so that the offsets stay small.
+    _, rank = np.unique(group, return_inverse=True)
+    extent = float(np.ptp(along)) + float(np.ptp(across)) + 1.0
+    points = np.column_stack((along, across + rank.ravel() * (2.0 * extent)))
+    distance, _ = cKDTree(points).query(points, k=2, p=np.inf)
+    return float(distance[:, 1].min())
