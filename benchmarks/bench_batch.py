@@ -3,9 +3,11 @@
 Targets are made from the shared data: ``--targets`` crops (4:3, random
 position and size, seeded) of the shared ``targets/`` pictures, resized to
 ``--size``; the video is a ``--seconds`` pan and zoom over Starry Night at
-``--fps`` and ``--video-size``, written with PyAV (H.264). Tiles: the CIFAR-10 train JPEGs
-(``--tiles``), indexed once in the benchmark cache. Each command runs as a
-child process (wall time, peak RSS of its largest process).
+``--fps`` and ``--video-size``, written with PyAV (H.264); with ``--cut``, two
+shots of half that each: a slow pan over Starry Night, then a cut to a slow
+pan over the camera-trap elephants. Tiles: the CIFAR-10 train JPEGs (``--tiles``),
+indexed once in the benchmark cache. Each command runs as a child process
+(wall time, peak RSS of its largest process).
 
 Printed:
 
@@ -21,19 +23,28 @@ Printed:
    absolute pixel change between consecutive frames (0-255; the source
    video's own change for reference), and the fidelity it costs (mean SSIM
    and CIEDE2000 at viewing scale, from mosaicist's metrics).
+4. **Per shot** (``--cut``): for each run, each shot's mean SSIM at viewing
+   scale over its frames, over the last :data:`SHOT_END` frames of the first
+   shot (where a pan has moved furthest from the tiles held) and of the first
+   frame after the cut, and the share of cells changing tile per frame
+   within each shot and at the cut (the stability rule of
+   :mod:`mosaicist.batch._stable` matches a new scene afresh).
 
 Run (from the repository root)::
 
     python benchmarks/bench_batch.py            # 200 targets, a 20 s video: about an hour
     python benchmarks/bench_batch.py --quick    # 24 targets, a 4 s video: a few minutes
+    python benchmarks/bench_batch.py --video-only --cut --seconds 4 --video seed:0,1,10
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import sys
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -57,6 +68,10 @@ from common import (  # noqa: E402
 
 #: The picture the video pans over.
 VIDEO_SOURCE = "starry_night_google_1280.jpg"
+#: The picture of the second shot, after the cut (``--cut``).
+CUT_SOURCE = "cameratrap_african_elephants.jpg"
+#: Frames at the end of the first shot whose SSIM is shown apart (``--cut``).
+SHOT_END = 5
 
 
 def frame_size(text: str) -> tuple[int, int]:
@@ -109,36 +124,105 @@ def make_targets(data: Path, folder: Path, count: int, size: tuple[int, int]) ->
     return made
 
 
-def make_video(data: Path, path: Path, seconds: float, fps: int, size: tuple[int, int]) -> int:
-    """A pan and slow zoom over Starry Night, ``seconds`` long (made once); its frame count."""
+def make_video(data: Path, path: Path, seconds: float, fps: int, size: tuple[int, int],
+               cut: bool = False) -> tuple[int, int | None]:
+    """The video, ``seconds`` long (made once): its frame count and first frame after the cut.
+
+    A pan and slow zoom over Starry Night; with ``cut``, two shots of
+    ``seconds / 2`` (:func:`shot_views`): a slow pan over Starry Night, then
+    one over :data:`CUT_SOURCE` (None: no cut).
+    """
     import av
 
     frames = round(seconds * fps)
+    cut_at = frames // 2 if cut else None
     if path.exists():
-        return frames
+        return frames, cut_at
+    if cut:
+        assert cut_at is not None
+        views = itertools.chain(shot_views(data / "targets" / VIDEO_SOURCE, cut_at, size),
+                                shot_views(data / "targets" / CUT_SOURCE, frames - cut_at, size))
+    else:
+        views = pan_views(data / "targets" / VIDEO_SOURCE, frames, size)
     width, height = size
-    with Image.open(data / "targets" / VIDEO_SOURCE) as image:
-        picture = image.convert("RGB")
     partial = path.with_name(path.stem + ".part" + path.suffix)
     with av.open(str(partial), "w") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"crf": "18"}
-        for index in range(frames):
-            progress = index / max(1, frames - 1)
-            crop_w = picture.width * (0.6 - 0.15 * progress)
-            crop_h = crop_w * height / width
-            x = progress * (picture.width - crop_w)
-            y = (picture.height - crop_h) * (0.3 + 0.2 * progress)
-            view = picture.resize(size, Image.Resampling.BILINEAR,
-                                  box=(x, y, x + crop_w, y + crop_h))
-            frame = av.VideoFrame.from_ndarray(np.asarray(view), format="rgb24")
+        for view in views:
+            frame = av.VideoFrame.from_ndarray(view, format="rgb24")
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
     partial.rename(path)
-    return frames
+    return frames, cut_at
+
+
+def pan_views(source: Path, frames: int, size: tuple[int, int]) -> Iterator[np.ndarray]:
+    """``frames`` views of ``source``: a pan across it and a slow zoom (the plain video)."""
+    width, height = size
+    with Image.open(source) as image:
+        picture = image.convert("RGB")
+    for index in range(frames):
+        progress = index / max(1, frames - 1)
+        crop_w = picture.width * (0.6 - 0.15 * progress)
+        crop_h = crop_w * height / width
+        x = progress * (picture.width - crop_w)
+        y = (picture.height - crop_h) * (0.3 + 0.2 * progress)
+        yield np.asarray(picture.resize(size, Image.Resampling.BILINEAR,
+                                        box=(x, y, x + crop_w, y + crop_h)))
+
+
+def shot_views(source: Path, frames: int, size: tuple[int, int]) -> Iterator[np.ndarray]:
+    """``frames`` views of ``source`` for a shot of ``--cut``: a slow pan, no zoom.
+
+    The picture resized to twice the frame's width (taller where the frame
+    needs it), the frame's window moved right from its top left by a third
+    of the frame's width over the shot: the two-shot clip of the session-30
+    figures in ``benchmarks/README.md``.
+    """
+    width, height = size
+    with Image.open(source) as image:
+        scale = max(2 * width / image.width, height / image.height)
+        picture = np.asarray(image.convert("RGB").resize(
+            (max(2 * width, int(image.width * scale)),
+             max(height, int(image.height * scale)))))
+    room = picture.shape[1] - width
+    for index in range(frames):
+        x = round(index * room / max(1, frames - 1) / 3)
+        yield np.ascontiguousarray(picture[:height, x:x + width])
+
+
+def shot_figures(report: dict, picks: Path, stem: str, frames: int, cut: int
+                 ) -> list[str]:
+    """Per shot: SSIM at viewing scale and the share of cells changing tile per frame.
+
+    ``report`` is the batch's report, ``picks`` its folder of frames' picks
+    (``OUTDIR/.mosaicist-batch/picks``), ``cut`` the first frame of the
+    second shot. Returns the table's cells (see :func:`main`'s fourth part).
+    """
+    from mosaicist.batch import Picks, cell_changes
+
+    ssim = [float("nan")] * frames
+    for entry in report["targets"]:
+        index = int(entry["name"].rsplit(" frame ", 1)[1])
+        ssim[index] = (entry["metrics"] or {}).get("ssim_view", float("nan"))
+    loaded = [Picks.load(str(picks / f"{stem}-{index:06d}.npz")) for index in range(frames)]
+    changes = cell_changes([None if found is None else (found.tile, found.transform)
+                            for found in loaded])  # changes[i]: frame i to frame i + 1
+    changes = [float("nan") if change is None else change for change in changes]
+
+    def mean(values: list[float]) -> str:
+        return f"{np.mean(values):.3f}" if values else "-"
+
+    def share(values: list[float]) -> str:
+        return f"{100 * np.mean(values):.1f}%" if values else "-"
+
+    return [mean(ssim[:cut]), mean(ssim[max(0, cut - SHOT_END):cut]), mean(ssim[cut:cut + 1]),
+            mean(ssim[cut:]), share(changes[:cut - 1]), share(changes[cut - 1:cut]),
+            share(changes[cut:])]
 
 
 def source_change(path: Path) -> float:
@@ -180,6 +264,12 @@ def main() -> None:
                         metavar="PRESET:S,S...",
                         help="a preset of the video runs and its --stable strengths "
                              "(repeatable; default: seed:0,0.1,0.25,0.5,1 and balanced:0,0.25)")
+    parser.add_argument("--cut", action="store_true",
+                        help="make the video two shots (a pan over Starry Night, a cut to a "
+                             "pan over the elephants); print each shot's SSIM and cells "
+                             "changing per frame")
+    parser.add_argument("--video-only", action="store_true",
+                        help="only the video runs (no batches of images, no make)")
     parser.add_argument("--quick", action="store_true",
                         help="24 targets, 8 for scaling, 3 made one by one, a 4 s video at "
                              "12 fps, strengths 0 and 0.5")
@@ -199,14 +289,14 @@ def main() -> None:
     if not (data / args.tiles).is_dir():
         sys.exit(f"benchmark: --tiles: {data / args.tiles} not found")
     print(machine())
-    targets = make_targets(data, cache / f"batch-targets-{size[0]}x{size[1]}", args.targets,
-                           size)
+    targets = [] if args.video_only else make_targets(
+        data, cache / f"batch-targets-{size[0]}x{size[1]}", args.targets, size)
     video = cache / (f"batch-video-{video_size[0]}x{video_size[1]}-{args.seconds:g}s-"
-                     f"{args.fps}fps.mp4")
-    frames = make_video(data, video, args.seconds, args.fps, video_size)
+                     f"{args.fps}fps{'-cut' if args.cut else ''}.mp4")
+    frames, cut = make_video(data, video, args.seconds, args.fps, video_size, args.cut)
     runs = fresh_dir(cache / "runs", "batch-")
     try:
-        _run(args, data, cache, runs, targets, video, frames, video_runs)
+        _run(args, data, cache, runs, targets, video, frames, video_runs, cut)
     finally:
         # The outputs of every batch and the videos: tens of MB a run, never reused.
         if args.keep:
@@ -216,18 +306,30 @@ def main() -> None:
 
 
 def _run(args: argparse.Namespace, data: Path, cache: Path, runs: Path, targets: list[Path],
-         video: Path, frames: int, video_runs: list[tuple[str, float]]) -> None:
-    """The batches and the video runs, with ``runs`` as the run's folder; print the tables."""
-    size, video_size = args.size, args.video_size
+         video: Path, frames: int, video_runs: list[tuple[str, float]],
+         cut: int | None = None) -> None:
+    """The batches and the video runs, with ``runs`` as the run's folder; print the tables.
+
+    ``cut``: the first frame of the video's second shot (``--cut``), else None.
+    """
+    size = args.size
     tiles = data / args.tiles
     grid = ["--cell", str(args.cell), "--tile-px", str(args.tile_px)]
     env = {"MOSAICIST_CACHE_DIR": str(cache)}
     mosaicist = mosaicist_command()
     run_child([*mosaicist, "index", tiles, "-q"], env=env).check()
-    print(f"tiles: {tiles} ; {len(targets)} targets of {size[0]}x{size[1]}, cells of "
-          f"{args.cell} px, tiles of {args.tile_px} px, preset {args.preset}; runs in {runs}",
-          flush=True)
+    made = "no targets (--video-only)" if args.video_only else \
+        f"{len(targets)} targets of {size[0]}x{size[1]}, preset {args.preset}"
+    print(f"tiles: {tiles} ; {made}; cells of {args.cell} px, tiles of {args.tile_px} px; "
+          f"runs in {runs}", flush=True)
+    if not args.video_only:
+        _images(args, runs, targets, tiles, grid, env, mosaicist)
+    _videos(args, runs, video, frames, video_runs, cut, tiles, grid, env, mosaicist)
 
+
+def _images(args: argparse.Namespace, runs: Path, targets: list[Path], tiles: Path,
+            grid: list[str], env: dict[str, str], mosaicist: list[str]) -> None:
+    """One ``make`` per target, the batches of images and the resumed batch: the first table."""
     rows = []
     one_by_one = runs / "make"
     one_by_one.mkdir()
@@ -270,9 +372,17 @@ def _run(args: argparse.Namespace, data: Path, cache: Path, runs: Path, targets:
     print(f"outputs equal to make's: {same} of {len(times)}; 1 -> 2 workers: {one / two:.2f}x; "
           f"batch of all vs one make per target: {speedup:.2f}x")
 
-    print(f"\nvideo: {video.name}, {frames} frames of {video_size[0]}x{video_size[1]}; "
+
+def _videos(args: argparse.Namespace, runs: Path, video: Path, frames: int,
+            video_runs: list[tuple[str, float]], cut: int | None, tiles: Path,
+            grid: list[str], env: dict[str, str], mosaicist: list[str]) -> None:
+    """The video runs: the table of flicker and fidelity, and with a cut, the one per shot."""
+    video_size = args.video_size
+    shots = "" if cut is None else f", cut to another shot at frame {cut}"
+    print(f"\nvideo: {video.name}, {frames} frames of {video_size[0]}x{video_size[1]}{shots}; "
           f"source's mean pixel change {source_change(video):.2f} (the same at any scale)")
     rows = []
+    shot_rows = []
     for preset, strength in video_runs:
         name = f"video-{preset}-{strength:g}"
         out = runs / name
@@ -289,9 +399,19 @@ def _run(args: argparse.Namespace, data: Path, cache: Path, runs: Path, targets:
                      f"{figures['video']['pixel_change']:.2f}",
                      f"{fidelity['ssim_view']:.3f}", f"{fidelity['ciede2000_mean_view']:.2f}",
                      figures["video"]["codec"]])
+        if cut is not None:
+            shot_rows.append([preset, f"{strength:g}", *shot_figures(
+                figures, out / ".mosaicist-batch" / "picks", video.stem, frames, cut)])
         shutil.rmtree(out)  # frames: hundreds of megabytes
     print_table(rows, ["preset", "stable", "s", "s/frame", "cells changed", "pixel change",
                        "SSIM view", "CIEDE2000", "codec"])
+    if shot_rows:
+        print(f"\nper shot (frames 0-{cut - 1}, then {cut}-{frames - 1}): mean SSIM at "
+              "viewing scale; cells changing tile per frame")
+        print_table(shot_rows, [
+            "preset", "stable", "SSIM shot 1", f"SSIM last {SHOT_END} of 1",
+            "SSIM first of 2", "SSIM shot 2", "changing, shot 1", "changing at the cut",
+            "changing, shot 2"])
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from mosaicist.batch import (
     cell_changes,
     collect_targets,
     discounted,
+    library_fingerprint,
     stable_mosaic,
     write_video,
 )
@@ -513,11 +514,12 @@ def test_stable_mosaic_without_previous_is_make_mosaic(data, tmp_path):
         stable.write(tmp_path / "stable.png")
         assert (tmp_path / "made.png").read_bytes() == (tmp_path / "stable.png").read_bytes()
         assert made.report()["metrics"] == stable.report()["metrics"]
-        # Picks of another library state are not used.
+        # Picks of another library are not used (tests/test_batch_stable.py: of the same
+        # generation and size too).
         picks = Picks(made.placements.tile, made.placements.transform, made.grid.rows,
-                      made.grid.cols, library.generation + 1, len(library))
+                      made.grid.cols, library.generation, len(library), library="0" * 32)
         _, request = _request(library, frame, **settings)
-        assert previous_candidates(request, picks, library.generation) is None
+        assert previous_candidates(request, picks, library_fingerprint(library)) is None
 
 
 def test_deep_zoom_outputs_and_finished_check(data, tmp_path):
@@ -561,7 +563,11 @@ def test_targets_are_collected_in_order(tmp_path):
     assert [(target.path.name, target.video) for target in found] == [
         ("a.jpg", False), ("b.png", False), ("c.mp4", True)]
     reasons = {Path(item.name.split(": ")[-1]).name: item.message for item in rejected}
-    assert "not found" in reasons["missing.png"] and "not found" in reasons["nothing.gif"]
+    # As make says it (a batch said "not found").
+    assert reasons["missing.png"] == reasons["nothing.gif"] == "target file not found"
+    missing = collect_targets([tmp_path / "gone", tmp_path / "gone.txt"])[1]
+    assert [item.message for item in missing] == ["target file or folder not found",
+                                                  "list file not found"]
     assert "another list" in reasons["inner.txt"]
     # a.png's output would be a.jpg's (a.png); c-000003.png is a frame of c.mp4.
     assert "a.jpg" in reasons["a.png"] and "c.mp4" in reasons["c-000003.png"]
@@ -573,7 +579,8 @@ def test_settings_errors_come_before_any_work(data, tmp_path):
     out = tmp_path / "out"
     for extra, words in (
         (["--format", "bmp"], ["--format", "bmp"]),
-        (["--stable", 20], ["--stable", "between 0"]),
+        # As typed: not "between 0.0 and 10.0, got 20.0" (the command line reads floats).
+        (["--stable", 20], ["--stable", "between 0 and 10, got 20"]),
         (["--video", tmp_path / "v.mp4", "--format", "tif"], ["--video", "png"]),
         (["--video", tmp_path / "v.xyz"], ["v.xyz", "unknown video format"]),
         (["--stable", 0.5, "--adaptive", 1], ["--stable", "--adaptive"]),
@@ -586,6 +593,7 @@ def test_settings_errors_come_before_any_work(data, tmp_path):
         (["--video", tmp_path / "v.mp4", "--fps", "1e-9"], ["--fps", "0.01 and 1000"]),
         (["--video", tmp_path / "v.mp4", "--fps", "0.0001"], ["--fps", "0.01 and 1000"]),
         (["--video", tmp_path / "v.mp4", "--fps", "1e9"], ["--fps", "0.01 and 1000"]),
+        (["--video", tmp_path / "v.mp4", "--fps", "0"], ["--fps", "0.01 and 1000"]),
     ):
         result = run(["batch", targets, "--tiles", tiles, "-o", out, *GRID, *extra])
         assert result.exit_code != 0, extra
@@ -593,6 +601,7 @@ def test_settings_errors_come_before_any_work(data, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("mosaicist: error: "), result.stderr
         for word in words:
             assert str(word) in lines[0], (extra, lines[0])
+        assert not lines[0].endswith(".0"), lines[0]  # "--fps 0" said "got 0.0"
     assert not out.exists() or not [path for path in out.iterdir()
                                     if path.name != STATE_FOLDER]
     empty = tmp_path / "empty"
@@ -649,6 +658,8 @@ def test_video_rate_is_the_rate_checked():
         with pytest.raises(OptionError) as raised:
             video_rate(bad)
         assert raised.value.parameters == ("fps",)
+    with pytest.raises(OptionError, match=r"got 0$"):
+        video_rate(0.0)  # "--fps 0", read as a float: it said "got 0.0"
 
 
 def test_write_video_at_the_lowest_rate(tmp_path):
@@ -1129,7 +1140,10 @@ def test_a_folder_or_list_without_targets_is_reported(data, tmp_path):
     result = run(["batch", empty, tmp_path / "missing.png", "--tiles", tiles, "-o", alone,
                   *GRID, "--video", tmp_path / "v.mp4"])
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "missing.png: not found" in result.stderr and "no frame was made" in result.stderr
+    assert "missing.png: target file not found" in result.stderr
+    assert "no frame was made" in result.stderr
+    # No worker was started: the summary said "(0 workers)".
+    assert "worker" not in result.stderr
     assert not alone.exists()
 
 
@@ -1328,6 +1342,12 @@ def test_summary_counts_one_target_in_the_singular():
     two = BatchResult([TargetResult("a.png", "", "made"), TargetResult("b.png", "", "made")],
                       0.1, 1)
     assert two.summary().startswith("mosaicist: 2 targets: 2 made")
+    assert "in 0.1 s (1 worker)" in one.summary()
+    # No worker started (no target could be made): not "(0 workers)".
+    none = BatchResult([TargetResult("a.png", "", "failed", "target file not found")], 0.1)
+    assert none.summary() == "mosaicist: 1 target: 0 made, 0 already done, 1 failed in 0.1 s"
+    many = BatchResult([TargetResult(f"{index}.png", "", "made") for index in range(1500)], 2)
+    assert many.summary().startswith("mosaicist: 1,500 targets: 1,500 made, 0 already done")
 
 
 def test_an_output_folder_inside_the_tile_folder_is_refused(data, tmp_path):

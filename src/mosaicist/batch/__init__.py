@@ -12,7 +12,15 @@ temporal-stability option reduces (:mod:`._stable`, :mod:`._video`).
 """
 
 from ._run import STATE_FOLDER, BatchResult, TargetResult, batch_mosaics, finished
-from ._stable import STRENGTH_RANGE, Picks, StableMatcher, discounted, stable_mosaic
+from ._stable import (
+    STRENGTH_RANGE,
+    Picks,
+    StableMatcher,
+    discounted,
+    library_fingerprint,
+    stable_frame,
+    stable_mosaic,
+)
 from ._targets import (
     LIST_SUFFIXES,
     VIDEO_SUFFIXES,
@@ -51,8 +59,10 @@ __all__ = [
     "discounted",
     "finished",
     "frame_stem",
+    "library_fingerprint",
     "mean_change",
     "read_frames",
+    "stable_frame",
     "stable_mosaic",
     "video_codec",
     "video_info",

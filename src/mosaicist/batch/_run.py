@@ -84,7 +84,7 @@ from ..imaging import IMAGE_EXTENSIONS
 from ..options import MosaicOptions
 from ..paths import atomic_path, check_writable, remove_dead_temporaries
 from ..progress import progress_bar
-from ._stable import Picks, StableMatcher, strength_hundredths
+from ._stable import Picks, StableMatcher, library_fingerprint, strength_hundredths
 from ._targets import VIDEO_SUFFIXES, BatchTarget, Rejected, collect_targets
 from ._video import VideoWritten, cell_changes
 from ._worker import Job, Outcome, make_target
@@ -154,7 +154,8 @@ class BatchResult:
     seconds : float
         Wall time of the whole batch.
     workers : int
-        Worker processes (a cluster's workers with ``scheduler``).
+        Worker processes (a cluster's workers with ``scheduler``); 0 where
+        none was started (no target could be made).
     scheduler : str or None
         The cluster's address, when one ran it.
     video : VideoWritten or None
@@ -227,12 +228,13 @@ class BatchResult:
 
     def summary(self) -> str:
         """One line: counts, time, workers, and the flicker and fidelity headlines."""
-        where = (f"on {self.scheduler}" if self.scheduler else
-                 f"{self.workers} worker{'s' if self.workers != 1 else ''}")
         count = len(self.results)
-        line = (f"mosaicist: {count} target{'s' if count != 1 else ''}: {len(self.made)} made, "
-                f"{len(self.skipped)} already done, {len(self.failed)} failed in "
-                f"{self.seconds:.1f} s ({where})")
+        line = (f"mosaicist: {count:,} target{'s' if count != 1 else ''}: "
+                f"{len(self.made):,} made, {len(self.skipped):,} already done, "
+                f"{len(self.failed):,} failed in {self.seconds:.1f} s")
+        if self.workers:  # else none was started: no target could be made
+            line += (f" (on {self.scheduler})" if self.scheduler else
+                     f" ({self.workers} worker{'s' if self.workers != 1 else ''})")
         fidelity = self.fidelity()
         if "ssim_view" in fidelity:
             line += f"; mean SSIM {fidelity['ssim_view']:.3f}"
@@ -245,7 +247,7 @@ class BatchResult:
         if self.video is not None:
             change = self.video.pixel_change
             frames = self.video.frames
-            line += (f"; video {self.video.path} ({frames} frame{'s' if frames != 1 else ''}, "
+            line += (f"; video {self.video.path} ({frames:,} frame{'s' if frames != 1 else ''}, "
                      f"{self.video.codec}, {float(self.video.rate):g} fps"
                      + ("" if change is None else f", mean pixel change {change:.2f}") + ")")
         return line
@@ -943,7 +945,7 @@ class _State:
                 ) -> None:
         """Record that ``output`` (published whole) was made from ``target`` with ``digest``.
 
-        ``library`` is the library's fingerprint (:func:`_fingerprint`), when known.
+        ``library`` is the library's fingerprint (:func:`._stable.library_fingerprint`), when known.
 
         Written with :func:`mosaicist.paths.atomic_path`, flushed, without
         its sweep of the folder before each write (one per output: quadratic
@@ -1068,7 +1070,7 @@ def _prepare(
     """Index the library once at every match size the targets need.
 
     Returns the usable targets and the library's fingerprint
-    (:func:`_fingerprint`; '' when no target is usable).
+    (:func:`._stable.library_fingerprint`; '' when no target is usable).
 
     With sizes given as ``cells`` or ``print_size`` each target's cell and
     tile sizes follow its own size (read from its header); else one size
@@ -1152,7 +1154,7 @@ def _warm(spec: str, options: MosaicOptions, cache: str, show_progress: bool, qu
           features: bool, fingerprint: bool = True) -> str:
     """Index (or update) the library at ``options``' match size; cache what workers reuse.
 
-    Returns the library's :func:`_fingerprint` (``''`` without ``fingerprint``).
+    Returns the library's :func:`._stable.library_fingerprint` (``''`` without ``fingerprint``).
     """
     from ..grid import make_grid
     from ..library import TileLibrary
@@ -1162,7 +1164,7 @@ def _warm(spec: str, options: MosaicOptions, cache: str, show_progress: bool, qu
     library = TileLibrary.open(spec, options.match_px, cache_dir=cache,
                                show_progress=show_progress, quiet=quiet,
                                aspect=options.aspect_ratio, crop=options.crop)
-    digest = _fingerprint(library) if fingerprint else ""
+    digest = library_fingerprint(library) if fingerprint else ""
     if options.dedupe is not None:
         library = library.without_duplicates(options.dedupe)
     if features:
@@ -1173,23 +1175,6 @@ def _warm(spec: str, options: MosaicOptions, cache: str, show_progress: bool, qu
         if fitted.search == "exact" and fitted.device == "cpu":
             request.features  # noqa: B018 - computed once here and cached on disk
     return digest
-
-
-def _fingerprint(library: Any) -> str:
-    """The library's photos, in order, with their contents: a short digest.
-
-    Kept in each output's record: photos added, removed, reordered or edited
-    since an output was made make other mosaics, so the output is made again.
-    The same for every match size (the same files); settings such as
-    ``limit`` and ``dedupe`` are in the settings' digest.
-    """
-    ids = list(library.source_ids)
-    hashes = library.content_hashes(ids)  # none for a dataset's arrays: their ids suffice
-    digest = hashlib.sha256()
-    for source_id in ids:
-        digest.update(f"{source_id}\0{hashes.get(source_id, '')}\n".encode("utf-8",
-                                                                          "surrogatepass"))
-    return digest.hexdigest()[:32]
 
 
 @dataclass
@@ -1234,7 +1219,10 @@ class _Jobs:
         there were none), read now, when the frame is handed out (after the
         one before came back). A frame made from no picks, its previous one
         having failed, is then made again once that one is made, and so is
-        the rest of the chain, as an uninterrupted run would make them.
+        the rest of the chain, as an uninterrupted run would make them. The
+        picks of a new scene hold those of the frame before it, which the
+        next frame may resume (a flash): their digest covers them, so that
+        frame is made again when they change too.
         """
         identity = _identity(target.path)
         if identity is not None and frame is not None:
@@ -1337,7 +1325,7 @@ class _Jobs:
             previous = str(self.state.picks_path(target.output_stem(index - 1)))
         return Job(f"{target.name} frame {index}", None, str(self.output(stem)), self.spec,
                    self.options, self.cache, self.stable, str(self.state.picks_path(stem)),
-                   previous)
+                   previous, self.library)
 
 
 class _Source:
@@ -1467,7 +1455,8 @@ class _VideoSource(_Source):
 
     def _broken(self, message: str) -> None:
         self.exhausted = self.broken = True
-        after = f" (after {self.frames} frames)" if self.frames else ""
+        after = (f" (after {self.frames:,} frame{'s' if self.frames != 1 else ''})"
+                 if self.frames else "")
         self.report.failed(self.target.name, "", message + after)
 
     def finished(self, work: _Work) -> None:

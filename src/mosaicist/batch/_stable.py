@@ -38,10 +38,18 @@ levels, 87-100% of them past 32. The distance a tile has to its cell is no
 such measure: the default preset's tint moves every tile to its cell's
 colours, and across a cut the previous tiles fitted most cells no worse.
 
+**A flash** (one frame of another picture: a camera flash, a cut away and
+back) would be two new scenes, every tile changed into it and again out of
+it. A new scene's picks keep the picks of the scene it cut away from
+(:attr:`Picks.before`), for one frame: the frame after it, a new scene
+against the flash, is compared with them too, and where it is no new scene
+against them it resumes them (the tiles held before the flash).
+
 Distances are in the exact search's integer units (``d * 100 // (100 + S)``
 with ``S`` the strength in hundredths) or float64 after a contrast
 transfer. The first frame, and a frame whose previous one is unknown (it
-failed, or the library changed), is the plain mosaic. Strength 0 is off: no
+failed, or the library changed: picks name the library by its fingerprint,
+:func:`library_fingerprint`), is the plain mosaic. Strength 0 is off: no
 previous tile is considered and every frame is exactly the mosaic ``make``
 would make of it.
 """
@@ -167,8 +175,10 @@ def strength_hundredths(strength: float) -> int:
     """The strength as the matcher applies it: whole hundredths, checked."""
     low, high = STRENGTH_RANGE
     if not low <= strength <= high:
-        raise OptionError("{stable} must be between {low} and {high}, got {value}",
-                          low=low, high=high, value=strength)
+        # Whole numbers shown as such: the command line reads "--stable 20" as 20.0.
+        shown = int(strength) if float(strength).is_integer() else strength
+        raise OptionError("{stable} must be between {low:g} and {high:g}, got {value}",
+                          low=low, high=high, value=shown)
     hundredths = round(strength * 100)
     if strength > 0 and hundredths == 0:
         # Rounded to 0 it was off without a word, where some stability was asked for.
@@ -211,20 +221,33 @@ class Picks:
     rows, cols : int
         The grid.
     generation, tiles : int
-        The library's generation and size when picked (positions mean
-        nothing in another state of the library).
+        The library index's generation (kept for the record) and the
+        library's size when picked.
     signature : numpy.ndarray or None
         The frame's :func:`cell_signature`, or None where unknown (picks
         saved before signatures were kept): then no cell counts as changed.
+    library : str
+        The library's :func:`library_fingerprint` (positions mean nothing in
+        another library, which may have the same generation and size);
+        ``''`` where unknown (picks saved before it was kept): then the
+        picks apply to no library.
+    before : Picks or None
+        Where this frame was a new scene: the picks of the frame before it
+        (of the same grid and library, without their own ``before``), which
+        the next frame resumes when it returns to that scene (see the
+        module). None otherwise.
     """
 
     def __init__(self, tile: np.ndarray, transform: np.ndarray, rows: int, cols: int,
-                 generation: int, tiles: int, signature: np.ndarray | None = None) -> None:
+                 generation: int, tiles: int, signature: np.ndarray | None = None, *,
+                 library: str = "", before: Picks | None = None) -> None:
         self.tile = np.asarray(tile, np.int64)
         self.transform = np.asarray(transform, np.int8)
         self.rows, self.cols = int(rows), int(cols)
         self.generation, self.tiles = int(generation), int(tiles)
         self.signature = None if signature is None else np.asarray(signature, np.uint8)
+        self.library = str(library)
+        self.before = before
 
     def save(self, path: str) -> None:
         """Write to ``path`` (``.npz``), atomically.
@@ -241,11 +264,21 @@ class Picks:
             "shape": np.array([self.rows, self.cols, self.generation, self.tiles])}
         if self.signature is not None:
             arrays["signature"] = self.signature
+        if self.library:
+            arrays["library"] = np.array(self.library)
+        if self.before is not None and self.before.signature is not None:
+            # Its grid and library are this frame's; without a signature it says nothing.
+            arrays.update(before_tile=self.before.tile, before_transform=self.before.transform,
+                          before_signature=self.before.signature)
         with atomic_path(path) as temporary, open(temporary, "wb") as handle:
             np.savez(handle, **arrays)
 
     def digest(self) -> str:
         """A short fingerprint of the picks' contents (not of the file's bytes, which hold times).
+
+        The picks of a frame made from others (:attr:`before`, the library)
+        differ whenever those do, so that the records of the frames made
+        from them (:meth:`mosaicist.batch._run._Jobs.target`) tell.
 
         Returns
         -------
@@ -259,6 +292,16 @@ class Picks:
         if self.signature is not None:
             digest.update(np.array(self.signature.shape, np.int64).tobytes())
             digest.update(np.ascontiguousarray(self.signature).tobytes())
+        # Only where present: the digests of picks saved without them stay what records hold.
+        if self.library:
+            digest.update(b"library\0" + self.library.encode())
+        if self.before is not None and self.before.signature is not None:
+            digest.update(b"before\0")
+            before: tuple[np.ndarray, ...] = (self.before.tile, self.before.transform,
+                                              self.before.signature)
+            for array in before:
+                digest.update(np.array(array.shape, np.int64).tobytes())
+                digest.update(np.ascontiguousarray(array).tobytes())
         return digest.hexdigest()[:32]
 
     @classmethod
@@ -279,25 +322,50 @@ class Picks:
         """
         try:
             with np.load(path, allow_pickle=False) as data:
-                shape, tile, transform = data["shape"], data["tile"], data["transform"]
-                signature = data["signature"] if "signature" in data.files else None
+                stored = {name: data[name] for name in data.files}
         except STORED_ARRAY_ERRORS:
             return None  # a truncated archive too
+        shape, tile, transform = (stored.get(name) for name in ("shape", "tile", "transform"))
         # Arrays of another kind (a 0-d shape, 2-D or float tiles, transform codes past
         # int8) are a damaged file, read as no previous frame: they raised TypeError, or
         # were cast (wrapped, truncated) into other tiles and transforms.
-        if not (_integers(shape, 1) and len(shape) == 4 and _integers(tile, 1)
-                and _integers(transform, 1) and tile.shape == transform.shape):
+        if shape is None or tile is None or transform is None or not (
+                _integers(shape, 1) and len(shape) == 4):
             return None
         rows, cols, generation, tiles = (int(value) for value in shape)
-        if rows < 1 or cols < 1 or len(tile) != rows * cols or tiles < 0 or (
-                len(transform) and not -128 <= int(transform.min()) <= int(transform.max()) <= 127):
+        if rows < 1 or cols < 1 or tiles < 0 or not _tiles(tile, transform, rows * cols):
             return None
-        if signature is not None and (
-                signature.dtype != np.uint8 or signature.ndim != 4 or signature.shape[-1] != 3
-                or len(signature) != len(tile)):
-            signature = None  # damaged: the tiles still steer, no cell counts as changed
-        return cls(tile, transform, rows, cols, generation, tiles, signature)
+        # A damaged signature is none: the tiles still steer, no cell counts as changed.
+        signature = _signature(stored.get("signature"), len(tile))
+        library = stored.get("library")
+        known = (library is not None and library.ndim == 0 and library.dtype.kind == "U")
+        picks = cls(tile, transform, rows, cols, generation, tiles, signature,
+                    library=str(library) if known else "")
+        before_tile, before_transform = stored.get("before_tile"), stored.get("before_transform")
+        before_signature = _signature(stored.get("before_signature"), len(tile))
+        if (before_tile is not None and before_transform is not None
+                and before_signature is not None
+                and _tiles(before_tile, before_transform, len(tile))):
+            # Damaged, it is left out: the next frame is compared with this one alone.
+            picks.before = cls(before_tile, before_transform, rows, cols, generation, tiles,
+                               before_signature, library=picks.library)
+        return picks
+
+
+def _tiles(tile: np.ndarray, transform: np.ndarray, cells: int) -> bool:
+    """Whether stored tiles and transform codes are ``cells`` of each, of their kinds."""
+    return (_integers(tile, 1) and _integers(transform, 1) and len(tile) == cells
+            and tile.shape == transform.shape
+            and (not len(transform)
+                 or -128 <= int(transform.min()) <= int(transform.max()) <= 127))
+
+
+def _signature(signature: np.ndarray | None, cells: int) -> np.ndarray | None:
+    """A stored :func:`cell_signature` of ``cells`` cells, or None (absent or damaged)."""
+    if signature is None or signature.dtype != np.uint8 or signature.ndim != 4 \
+            or signature.shape[-1] != 3 or len(signature) != cells:
+        return None
+    return signature
 
 
 def _integers(array: np.ndarray, ndim: int) -> bool:
@@ -321,10 +389,17 @@ class StableMatcher(Matcher):
     previous_signature : numpy.ndarray, optional
         The previous frame's :func:`cell_signature`: cells whose picture
         changed since are matched afresh (see the module). None: none is.
+    before, before_signature : numpy.ndarray, optional
+        Where the previous frame was a new scene, the candidates and
+        signature of the frame before it (:attr:`Picks.before`): a frame
+        that is a new scene against the previous one but not against these
+        resumes them (a flash). None: none.
     """
 
     def __init__(self, inner: Matcher, previous: np.ndarray | None, hundredths: int,
-                 previous_signature: np.ndarray | None = None) -> None:
+                 previous_signature: np.ndarray | None = None,
+                 before: np.ndarray | None = None,
+                 before_signature: np.ndarray | None = None) -> None:
         if inner.repetition_limits and not isinstance(inner, CappedMatcher):
             raise OptionError("{stable} works with the built-in matchers, not with {search} "
                               "{value!r} and repetition limits", value=inner.search)
@@ -332,37 +407,36 @@ class StableMatcher(Matcher):
         self.previous = previous
         self.hundredths = hundredths
         self.previous_signature = previous_signature
-        #: Cells matched afresh because their picture changed, and whether the frame was
-        #: a new scene (set by :meth:`match`).
+        self.before = before
+        self.before_signature = before_signature
+        #: Cells matched afresh because their picture changed, whether the frame was a
+        #: new scene, and whether it resumed ``before`` (set by :meth:`match`).
         self.changed = 0
         self.new_scene = False
+        self.resumed = False
         self.name = inner.name
         self.search = inner.search
         self.devices = inner.devices
         self.repetition_limits = inner.repetition_limits
 
     def match(self, request: MatchRequest) -> MatchResult:
+        self.changed, self.new_scene, self.resumed = 0, False, False
         previous = self.previous
         if previous is not None and self.hundredths and self.previous_signature is not None:
-            previous = self._unchanged(request, previous, self.previous_signature)
+            now = cell_signature(request.grid.cells)
+            previous, self.changed = _unchanged(now, previous, self.previous_signature)
+            self.new_scene = previous is None
+            if previous is None and self.before is not None \
+                    and self.before_signature is not None:
+                # A new scene against the previous frame; the scene before it again?
+                previous, changed = _unchanged(now, self.before, self.before_signature)
+                if previous is not None:
+                    self.changed, self.new_scene, self.resumed = changed, False, True
         if previous is None or not self.hundredths:
             return self.inner.match(request)
         if self.repetition_limits:
             return self._assigned(request, previous)
         return self._kept(request, previous, self.inner.match(request))
-
-    def _unchanged(self, request: MatchRequest, previous: np.ndarray, signature: np.ndarray
-                   ) -> np.ndarray | None:
-        """``previous`` less the cells whose picture changed; None for a new scene."""
-        now = cell_signature(request.grid.cells)
-        if now.shape != signature.shape:
-            return previous  # another grid: previous_candidates tells
-        changed = changed_cells(now, signature)
-        self.changed = int(changed.sum())
-        if self.changed > CUT_SHARE * len(changed):
-            self.new_scene = True
-            return None
-        return np.where(changed, -1, previous) if self.changed else previous
 
     def _kept(self, request: MatchRequest, previous: np.ndarray, result: MatchResult
               ) -> MatchResult:
@@ -444,6 +518,28 @@ class StableMatcher(Matcher):
                              lower_bound=lower / scale if scale != 1 else lower, gap=gap)
         return MatchResult(search.inner.candidate_of(assignment.tile), assignment.distance,
                            assignment=assignment)
+
+
+def _unchanged(now: np.ndarray, previous: np.ndarray, signature: np.ndarray
+               ) -> tuple[np.ndarray | None, int]:
+    """``previous`` less the cells whose picture changed (None for a new scene), and their count.
+
+    Parameters
+    ----------
+    now : numpy.ndarray
+        This frame's :func:`cell_signature`.
+    previous : numpy.ndarray
+        Each cell's candidate in the frame compared with (``-1``: none).
+    signature : numpy.ndarray
+        That frame's (anchored) signature.
+    """
+    if now.shape != signature.shape:
+        return previous, 0  # another grid: previous_candidates tells
+    changed = changed_cells(now, signature)
+    count = int(changed.sum())
+    if count > CUT_SHARE * len(changed):
+        return None, count
+    return (np.where(changed, -1, previous) if count else previous), count
 
 
 class _DiscountedSearch:
@@ -530,16 +626,48 @@ class _DiscountedSearch:
                 np.take_along_axis(distances, order, axis=1))
 
 
-def previous_candidates(request: MatchRequest, picks: Picks | None, generation: int
+def library_fingerprint(library: TileLibrary) -> str:
+    """The library's photos, in order, with their contents: a short digest.
+
+    What a library position means: kept in each batch output's record
+    (photos added, removed, reordered or edited since an output was made
+    make other mosaics, so the output is made again) and in each frame's
+    :class:`Picks` (whose positions mean nothing in another library). The
+    same for every match size (the same files); settings such as ``limit``
+    and ``dedupe`` are in the batch's settings.
+
+    Parameters
+    ----------
+    library : TileLibrary
+        The opened library.
+
+    Returns
+    -------
+    str
+        32 hex digits.
+    """
+    ids = list(library.source_ids)
+    hashes = library.content_hashes(ids)  # none for a dataset's arrays: their ids suffice
+    digest = hashlib.sha256()
+    for source_id in ids:
+        digest.update(f"{source_id}\0{hashes.get(source_id, '')}\n".encode("utf-8",
+                                                                          "surrogatepass"))
+    return digest.hexdigest()[:32]
+
+
+def previous_candidates(request: MatchRequest, picks: Picks | None, library: str
                         ) -> np.ndarray | None:
     """Each cell's previous candidate in ``request``'s terms, or None when it does not apply.
 
-    Picks of another grid, library state or library size (``limit``) say
-    nothing about this frame's candidates.
+    Picks of another grid, of another library (``library``: its
+    :func:`library_fingerprint`; picks that name none apply to none) or of
+    another size (``limit``, ``dedupe``) say nothing about this frame's
+    candidates.
     """
     grid = request.grid
     if (picks is None or (picks.rows, picks.cols) != (grid.rows, grid.cols)
-            or picks.generation != generation or picks.tiles != len(request.library)):
+            or not picks.library or picks.library != library
+            or picks.tiles != len(request.library)):
         return None
     variants = request.variants
     code_to_variant = np.full(256, -1, np.int64)
@@ -548,6 +676,38 @@ def previous_candidates(request: MatchRequest, picks: Picks | None, generation: 
     variant_of = code_to_variant[picks.transform.astype(np.int64) & 255]
     valid = (picks.tile >= 0) & (picks.tile < len(request.library)) & (variant_of >= 0)
     return np.where(valid, picks.tile * variants + variant_of, -1)
+
+
+def frame_picks(mosaic: Mosaic, library: str, previous: Picks | None = None,
+                before: Picks | None = None) -> Picks:
+    """The picks of a video frame's mosaic, to save for the next frame.
+
+    Parameters
+    ----------
+    mosaic : Mosaic
+        The frame's mosaic.
+    library : str
+        The library's :func:`library_fingerprint`.
+    previous : Picks, optional
+        The picks the frame started from (its cells' anchors,
+        :func:`anchored_signature`); None: every cell anchored here.
+    before : Picks, optional
+        Where the frame was a new scene, the picks of the scene it cut away
+        from (:attr:`Picks.before`).
+
+    Returns
+    -------
+    Picks
+    """
+    placements = mosaic.placements
+    if before is not None:
+        before = Picks(before.tile, before.transform, before.rows, before.cols,
+                       before.generation, before.tiles, before.signature,
+                       library=before.library)  # one frame back only
+    return Picks(placements.tile, placements.transform, placements.rows, placements.cols,
+                 mosaic.library.generation, len(mosaic.library),
+                 anchored_signature(mosaic.grid.cells, placements, previous), library=library,
+                 before=before)
 
 
 def stable_mosaic(
@@ -560,6 +720,7 @@ def stable_mosaic(
     the library, the spacing giving way, corrections, renderer and metrics),
     with each request's matcher wrapped in a :class:`StableMatcher`.
     With no previous picks, or strength 0, the result is ``make_mosaic``'s.
+    :func:`stable_frame` also gives the picks to save for the next frame.
 
     Parameters
     ----------
@@ -570,19 +731,66 @@ def stable_mosaic(
     options : MosaicOptions
         The settings.
     previous : Picks or None
-        The previous frame's picks.
+        The previous frame's picks (:func:`stable_frame` gives them; picks
+        that name another library, or none, are not used).
     strength : float
         ``s`` of the module's rule (0 to 10).
     name : str
         The frame's name for messages.
     """
+    return stable_frame(frame, library, options, previous, strength, name)[0]
+
+
+def stable_frame(
+    frame: np.ndarray, library: TileLibrary, options: MosaicOptions, previous: Picks | None,
+    strength: float, name: str = "frame", fingerprint: str | None = None,
+) -> tuple[Mosaic, Picks]:
+    """:func:`stable_mosaic`, and the frame's picks, which the next frame starts from.
+
+    A frame that is a new scene against ``previous`` but not against the
+    picks before it (``previous.before``, a flash) starts from those; one
+    that is a new scene against both keeps ``previous`` in its picks, for
+    the next frame (see the module).
+
+    Parameters
+    ----------
+    frame, library, options, previous, strength, name
+        As for :func:`stable_mosaic`.
+    fingerprint : str, optional
+        ``library``'s :func:`library_fingerprint`, when known (a batch
+        computes it once); else computed here.
+
+    Returns
+    -------
+    mosaic : Mosaic
+        The frame's mosaic.
+    picks : Picks
+        Its picks, to save for the next frame.
+    """
     from ..pipeline import _make_mosaic
 
     hundredths = strength_hundredths(strength)
+    if fingerprint is None:
+        fingerprint = library_fingerprint(library)
+    wrapped: list[StableMatcher] = []
 
     def stable(matcher: Matcher, request: MatchRequest) -> Matcher:
-        known = previous_candidates(request, previous, request.library.generation)
-        signature = None if known is None or previous is None else previous.signature
-        return StableMatcher(matcher, known, hundredths, signature)
+        known = previous_candidates(request, previous, fingerprint)
+        signature = before = before_signature = None
+        if known is not None and previous is not None:
+            signature = previous.signature
+            if previous.before is not None:
+                before = previous_candidates(request, previous.before, fingerprint)
+                before_signature = None if before is None else previous.before.signature
+        wrapped.append(StableMatcher(matcher, known, hundredths, signature, before,
+                                     before_signature))
+        return wrapped[-1]
 
-    return _make_mosaic(frame, library, options, label=name, wrap=stable)
+    mosaic = _make_mosaic(frame, library, options, label=name, wrap=stable)
+    # The last request's matcher made the picks (the spacing may have given way).
+    used = wrapped[-1] if wrapped else None
+    started: Picks | None = None  # the picks the frame started from
+    if used is not None and used.previous is not None:
+        started = previous.before if used.resumed and previous is not None else previous
+    cut_from = previous if used is not None and used.new_scene else None
+    return mosaic, frame_picks(mosaic, fingerprint, started, cut_from)

@@ -230,9 +230,9 @@ def _unusable(path: Path) -> str | None:
         # cannot be searched, which would end the whole batch for one item.
         status = path.stat()
     except OSError as error:
-        return "not found" if error.errno in (errno.ENOENT, errno.ENOTDIR) else _reason(error)
+        return _missing(path) if error.errno in (errno.ENOENT, errno.ENOTDIR) else _reason(error)
     except ValueError:  # a NUL in the name
-        return "not found"
+        return _missing(path)
     if stat.S_ISDIR(status.st_mode):
         return None if os.access(path, os.R_OK | os.X_OK) else "folder is not readable"
     if not stat.S_ISREG(status.st_mode):
@@ -244,6 +244,16 @@ def _unusable(path: Path) -> str | None:
         known = "an image, a video, a folder or a list file (.txt)"
         return f"not {known}: unknown extension {suffix or '(none)'!r}"
     return None
+
+
+def _missing(path: Path) -> str:
+    """What a missing item was meant to be, as ``make`` says it: "target file not found"."""
+    suffix = path.suffix.lower()
+    if suffix in LIST_SUFFIXES:
+        return "list file not found"
+    if suffix in IMAGE_EXTENSIONS | VIDEO_SUFFIXES:
+        return "target file not found"
+    return "target file or folder not found"  # a folder, most likely
 
 
 def _folder_entries(folder: Path) -> tuple[list[Path], list[Rejected]]:

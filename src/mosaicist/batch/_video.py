@@ -271,8 +271,10 @@ def video_rate(fps: Fraction | float) -> Fraction:
     except (TypeError, ValueError, OverflowError):
         raise OptionError("{fps} must be a number of frames per second, got {value!r}",
                           value=fps) from None
-    # NaN and the infinities fail the range too (no fraction has their value).
-    check_range("fps", value, MIN_FPS, MAX_FPS, "frames per second")
+    # NaN and the infinities fail the range too (no fraction has their value). A whole
+    # number is shown as one: the command line reads "--fps 0" as 0.0, not "got 0.0".
+    check_range("fps", int(value) if value.is_integer() else value, MIN_FPS, MAX_FPS,
+                "frames per second")
     return fps if isinstance(fps, Fraction) else Fraction(value).limit_denominator(1001)
 
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ..library import TileLibrary
     from ..options import MosaicOptions
     from ..pipeline import Mosaic
+    from ._stable import Picks
 
 #: Metrics a worker sends back for the batch's summary (see :mod:`mosaicist.metrics`).
 REPORTED_METRICS = ("psnr_view", "ssim_view", "ciede2000_mean_view", "distinct_tiles")
@@ -57,6 +58,9 @@ class Job:
         Where this frame's picks are saved (video frames), before its output.
     previous : str or None
         The previous frame's picks (with ``stable``).
+    library : str
+        The library's fingerprint (:func:`._stable.library_fingerprint`), which a
+        frame's picks name; '' where unknown (computed by the worker then).
     """
 
     name: str
@@ -68,6 +72,7 @@ class Job:
     stable: float = 0.0
     picks: str | None = None
     previous: str | None = None
+    library: str = ""
 
 
 @dataclass
@@ -157,16 +162,10 @@ def make_target(job: Job, frame: np.ndarray | None = None) -> Outcome:
     """
     started = time.perf_counter()
     try:
-        mosaic = _mosaic(job, frame)
-        if job.picks is not None:
-            from ._stable import Picks, anchored_signature
-
+        mosaic, picks = _mosaic(job, frame)
+        if picks is not None and job.picks is not None:
             # Before the output: a finished frame always has its picks.
-            placements = mosaic.placements
-            previous = None if job.previous is None else Picks.load(job.previous)
-            Picks(placements.tile, placements.transform, placements.rows, placements.cols,
-                  mosaic.library.generation, len(mosaic.library),
-                  anchored_signature(mosaic.grid.cells, placements, previous)).save(job.picks)
+            picks.save(job.picks)
         mosaic.write(job.output)
         # On disk before the batch records it as made: a power cut must not leave a
         # recorded output cut short (the record's size would tell, but it is lost work).
@@ -188,7 +187,8 @@ def make_target(job: Job, frame: np.ndarray | None = None) -> Outcome:
                    metrics=metrics)
 
 
-def _mosaic(job: Job, frame: np.ndarray | None) -> Mosaic:
+def _mosaic(job: Job, frame: np.ndarray | None) -> tuple[Mosaic, Picks | None]:
+    """``job``'s mosaic, and a video frame's picks (None for an image)."""
     from ..imaging import target_size
     from ..pipeline import make_mosaic
     from ..render import check_output
@@ -204,14 +204,19 @@ def _mosaic(job: Job, frame: np.ndarray | None) -> Mosaic:
     plan = options_plan(options, size, job.name)
     check_output(job.output, *plan.output_size, options)
     library = open_library(job.tiles, fit_options(options, plan), job.cache_dir)
-    if frame is not None and job.stable:
-        from ._stable import Picks, stable_mosaic
+    if frame is None:
+        assert job.path is not None
+        return make_mosaic(job.path, library, options, cache_dir=job.cache_dir,
+                           quiet=True), None
+    from ._stable import Picks, frame_picks, library_fingerprint, stable_frame
 
+    fingerprint = job.library or library_fingerprint(library)
+    if job.stable:
         previous = None if job.previous is None else Picks.load(job.previous)
-        return stable_mosaic(frame, library, options, previous, job.stable, name=job.name)
-    target = frame if frame is not None else job.path
-    assert target is not None
-    return make_mosaic(target, library, options, cache_dir=job.cache_dir, quiet=True)
+        return stable_frame(frame, library, options, previous, job.stable, name=job.name,
+                            fingerprint=fingerprint)
+    mosaic = make_mosaic(frame, library, options, cache_dir=job.cache_dir, quiet=True)
+    return mosaic, frame_picks(mosaic, fingerprint)
 
 
 def _flush(path: str) -> None:
