@@ -55,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
     cache_dir,
+    cache_file,
     data_dir,
     fresh_dir,
     gib,
@@ -120,7 +121,9 @@ def make_targets(data: Path, folder: Path, count: int, size: tuple[int, int]) ->
         x = left * (picture.width - crop_w)
         y = top * (picture.height - crop_h)
         box = (x, y, x + crop_w, y + crop_h)
-        picture.resize(size, Image.Resampling.LANCZOS, box=box).save(path, quality=92)
+        # Written whole under its final name: a killed run leaves no cut-short JPEG to reuse.
+        with cache_file(path) as partial:
+            picture.resize(size, Image.Resampling.LANCZOS, box=box).save(partial, quality=92)
     return made
 
 
@@ -145,18 +148,18 @@ def make_video(data: Path, path: Path, seconds: float, fps: int, size: tuple[int
     else:
         views = pan_views(data / "targets" / VIDEO_SOURCE, frames, size)
     width, height = size
-    partial = path.with_name(path.stem + ".part" + path.suffix)
-    with av.open(str(partial), "w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": "18"}
-        for view in views:
-            frame = av.VideoFrame.from_ndarray(view, format="rgb24")
-            for packet in stream.encode(frame):
+    # A temporary of this run's own (its suffix tells PyAV the container), renamed whole.
+    with cache_file(path) as partial:
+        with av.open(str(partial), "w") as container:
+            stream = container.add_stream("libx264", rate=Fraction(fps))
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"crf": "18"}
+            for view in views:
+                frame = av.VideoFrame.from_ndarray(view, format="rgb24")
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
                 container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    partial.rename(path)
     return frames, cut_at
 
 
