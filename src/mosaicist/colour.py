@@ -75,15 +75,44 @@ def _srgb8(linear: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(encoded * 255.0), 0, 255).astype(np.uint8)
 
 
+def _colourless_greys(rgb8: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` (Lab or Oklab of ``rgb8``) with the chroma of exact greys set to 0, in place.
+
+    The matrices and the white point are rounded apart (a part in 10^5), so a
+    grey's ``a`` and ``b`` came out near 0, not 0; a tint's shift added to them
+    could then carry one channel of a grey photo over a rounding edge when drawn
+    ((69, 69, 69) moved a quarter of the way to (254, 254, 254) in Lab was drawn
+    (112, 111, 111)). Encodings are unchanged: those values round to 0.
+    """
+    grey = (rgb8[..., 0] == rgb8[..., 1]) & (rgb8[..., 1] == rgb8[..., 2])
+    values[grey, 1:] = 0.0
+    return values
+
+
+def _grey_where_colourless(values: np.ndarray, linear: np.ndarray,
+                           grey_linear: np.ndarray) -> np.ndarray:
+    """``linear`` light, with ``grey_linear`` in all three channels where ``values`` has no chroma.
+
+    The converse of :func:`_colourless_greys`: a colour whose ``a`` and ``b`` are
+    exactly 0 (a grey photo, tinted toward a grey cell) is drawn exactly grey,
+    not one channel a level off where the rounded matrices put it on an edge.
+    """
+    colourless = (values[..., 1] == 0) & (values[..., 2] == 0)
+    if colourless.any():
+        linear[colourless] = grey_linear[colourless][:, None]
+    return linear
+
+
 def rgb_to_lab(rgb8: np.ndarray) -> np.ndarray:
     """sRGB uint8 ``(..., 3)`` -> CIE Lab float64 (D65)."""
     xyz = _linear(rgb8) @ _SRGB_TO_XYZ.T / _D65
     delta = 6 / 29
     f = np.where(xyz > delta**3, np.cbrt(xyz), xyz / (3 * delta**2) + 4 / 29)
-    return np.stack(
+    lab = np.stack(
         [116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])],
         axis=-1,
     )
+    return _colourless_greys(rgb8, lab)
 
 
 def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
@@ -92,19 +121,23 @@ def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
     f = np.stack([fy + lab[..., 1] / 500, fy, fy - lab[..., 2] / 200], axis=-1)
     delta = 6 / 29
     xyz = np.where(f > delta, f**3, 3 * delta**2 * (f - 4 / 29)) * _D65
-    return _srgb8(xyz @ np.linalg.inv(_SRGB_TO_XYZ).T)
+    linear = xyz @ np.linalg.inv(_SRGB_TO_XYZ).T
+    # A grey's linear light is its luminance Y (D65's Y is 1) in every channel.
+    return _srgb8(_grey_where_colourless(lab, linear, xyz[..., 1]))
 
 
 def rgb_to_oklab(rgb8: np.ndarray) -> np.ndarray:
     """sRGB uint8 ``(..., 3)`` -> Oklab float64."""
     lms = np.cbrt(_linear(rgb8) @ _OKLAB_M1.T)
-    return lms @ _OKLAB_M2.T
+    return _colourless_greys(rgb8, lms @ _OKLAB_M2.T)
 
 
 def oklab_to_rgb(oklab: np.ndarray) -> np.ndarray:
     """Oklab float -> sRGB uint8 (out-of-gamut values clipped)."""
     lms = oklab @ np.linalg.inv(_OKLAB_M2).T
-    return _srgb8((lms**3) @ np.linalg.inv(_OKLAB_M1).T)
+    linear = (lms**3) @ np.linalg.inv(_OKLAB_M1).T
+    # A grey's linear light is L cubed in every channel (its l, m and s are all L).
+    return _srgb8(_grey_where_colourless(oklab, linear, oklab[..., 0] ** 3))
 
 
 def _scale(metric: str) -> float:

@@ -33,7 +33,11 @@ split, exact matches in one band). *m* is chosen per run to make the
 probes and the expected candidates fewest for the number of tiles; each
 candidate pair is then checked exactly. The work is about ``N`` times the
 probes plus the candidates; only groups of tiles with equal band keys (the
-same photo many times over) make it grow with their size squared.
+same photo many times over) make it grow with their size squared. At loose
+thresholds most hashes are near (at 64 bits all of them), and the mean
+colours are indexed instead where that gives fewer candidates: colours
+within :data:`COLOUR_TOLERANCE` lie in the same or neighbouring cubes of
+side ``COLOUR_TOLERANCE + 1``.
 
 **Leaders without every pair** (:func:`duplicate_leaders`): copies with one
 signature are compared once, and where the candidates, or the near pairs
@@ -79,6 +83,9 @@ _BUDGET_FACTOR = 8
 _BUDGET_FLOOR = 64
 # Groups this small are always solved by listing their pairs.
 _SPLIT_BELOW = 64
+# A candidate of the colour index costs about this many of the band index's expected
+# candidates (those count its probes too, which are cheap lookups): measured, 20,000 tiles.
+_COLOUR_CANDIDATE_COST = 8
 
 _SIDE = 32
 _LOW = 8
@@ -287,53 +294,109 @@ def _near_pairs_within(
     spent = 0
     held = 0
     if count >= 2:
-        bands = _band_count(count, threshold)
-        radius = threshold // bands
-        for shift, bits in _bands(bands):
-            keys = (hashes >> np.uint64(shift)) & np.uint64((1 << bits) - 1)
-            order = np.argsort(keys, kind="stable")
-            # Queries in key order: the probes of neighbouring queries touch
-            # neighbouring memory.
-            sorted_keys = keys[order]
-            # Start of each key's run in ``order``: a table when it fits and its
-            # ``2**bits`` entries cost less than searching for every probe (a table of
-            # 4 million entries, at --dedupe 2, took a tenth of a second for two tiles).
-            table = None
-            if bits <= 24 and 1 << bits <= 4 * count * _probes(bits, radius):
-                table = np.searchsorted(sorted_keys, np.arange((1 << bits) + 1, dtype=np.uint64))
-            for flipped in range(radius + 1):
-                for chosen in itertools.combinations(range(bits), flipped):
-                    probe = sorted_keys ^ np.uint64(sum(1 << bit for bit in chosen))
-                    if table is not None:
-                        index = probe.astype(np.int64)
-                        starts, ends = table[index], table[index + 1]
-                    else:
-                        starts = np.searchsorted(sorted_keys, probe, "left")
-                        ends = np.searchsorted(sorted_keys, probe, "right")
-                    hit = np.flatnonzero(ends > starts)
-                    if budget is not None:
-                        spent += int((ends[hit] - starts[hit]).sum())
-                        if spent > budget:
-                            return None
-                    for first, second in _expand(order[hit], starts[hit], ends[hit], order):
-                        keep = first < second
-                        first, second = first[keep], second[keep]
-                        close = hamming(hashes[first], hashes[second]) <= threshold
-                        if colours is not None:
-                            difference = np.abs(colours[first].astype(np.int16)
-                                                - colours[second].astype(np.int16))
-                            close &= difference.max(axis=1) <= colour_tolerance
-                        found_first.append(first[close])
-                        found_second.append(second[close])
-                        if pair_budget is not None:
-                            held += len(found_first[-1])
-                            if held > pair_budget:
-                                return None
+        probes = None
+        if colours is not None:
+            probes = _colour_probes(colours, colour_tolerance, _expected_candidates(
+                count, threshold) / _COLOUR_CANDIDATE_COST)
+        for order, hit, starts, ends in (_band_probes(hashes, threshold) if probes is None
+                                         else probes):
+            if budget is not None:
+                spent += int((ends - starts).sum())
+                if spent > budget:
+                    return None
+            for first, second in _expand(order[hit], starts, ends, order):
+                keep = first < second
+                first, second = first[keep], second[keep]
+                close = hamming(hashes[first], hashes[second]) <= threshold
+                if colours is not None:
+                    difference = np.abs(colours[first].astype(np.int16)
+                                        - colours[second].astype(np.int16))
+                    close &= difference.max(axis=1) <= colour_tolerance
+                found_first.append(first[close])
+                found_second.append(second[close])
+                if pair_budget is not None:
+                    held += len(found_first[-1])
+                    if held > pair_budget:
+                        return None
     if not found_first:
         empty = np.zeros(0, np.int64)
         return empty, empty.copy()
     pair_keys = np.unique(np.concatenate(found_first) * count + np.concatenate(found_second))
     return pair_keys // count, pair_keys % count
+
+
+#: The probes of an index: the positions in key order, the queries (indices into them)
+#: that hit, and the run of positions each hit matches (``order[starts:ends]``).
+_Probes = Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+
+
+def _band_probes(hashes: np.ndarray, threshold: int) -> _Probes:
+    """The band index's probes (see the module docstring): every pair within ``threshold``."""
+    count = len(hashes)
+    bands = _band_count(count, threshold)
+    radius = threshold // bands
+    for shift, bits in _bands(bands):
+        keys = (hashes >> np.uint64(shift)) & np.uint64((1 << bits) - 1)
+        order = np.argsort(keys, kind="stable")
+        # Queries in key order: the probes of neighbouring queries touch
+        # neighbouring memory.
+        sorted_keys = keys[order]
+        # Start of each key's run in ``order``: a table when it fits and its
+        # ``2**bits`` entries cost less than searching for every probe (a table of
+        # 4 million entries, at --dedupe 2, took a tenth of a second for two tiles).
+        table = None
+        if bits <= 24 and 1 << bits <= 4 * count * _probes(bits, radius):
+            table = np.searchsorted(sorted_keys, np.arange((1 << bits) + 1, dtype=np.uint64))
+        for flipped in range(radius + 1):
+            for chosen in itertools.combinations(range(bits), flipped):
+                probe = sorted_keys ^ np.uint64(sum(1 << bit for bit in chosen))
+                if table is not None:
+                    index = probe.astype(np.int64)
+                    starts, ends = table[index], table[index + 1]
+                else:
+                    starts = np.searchsorted(sorted_keys, probe, "left")
+                    ends = np.searchsorted(sorted_keys, probe, "right")
+                hit = np.flatnonzero(ends > starts)
+                yield order, hit, starts[hit], ends[hit]
+
+
+def _colour_probes(colours: np.ndarray, tolerance: int, most: float
+                   ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] | None:
+    """Probes of an index of mean colours, when they give fewer candidates than the bands.
+
+    Colours within ``tolerance`` in every channel lie in the same or
+    neighbouring cubes of side ``tolerance + 1``, so probing a tile's cube and
+    its 26 neighbours finds every pair near in colour (and so every near pair).
+    At loose thresholds the band index's probes match most tiles (at 64 bits
+    every pair: 20,000 photos took two and a half minutes), where mean colours
+    still tell most photos apart.
+
+    Returns
+    -------
+    list or None
+        The probes (as :func:`_band_probes` yields them), or None when they
+        would give at least ``most`` candidates, and the band index should be
+        used.
+    """
+    side = int(tolerance) + 1
+    # Cube coordinates from 1, so that a neighbour's (one less or more) never wraps.
+    cubes = np.asarray(colours, np.int64) // side + 1
+    across = 256 // side + 3
+    keys = (cubes[:, 0] * across + cubes[:, 1]) * across + cubes[:, 2]
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    probes = []
+    candidates = 0
+    for step in itertools.product((-1, 0, 1), repeat=3):
+        probe = sorted_keys + (step[0] * across + step[1]) * across + step[2]
+        starts = np.searchsorted(sorted_keys, probe, "left")
+        ends = np.searchsorted(sorted_keys, probe, "right")
+        hit = np.flatnonzero(ends > starts)
+        candidates += int((ends[hit] - starts[hit]).sum())
+        if candidates >= most:
+            return None
+        probes.append((order, hit, starts[hit], ends[hit]))
+    return probes
 
 
 def _first_near(
