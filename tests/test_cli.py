@@ -363,7 +363,7 @@ def test_output_over_a_format_limit_fails_before_any_work(setup, tmp_path):
     Image.new("RGB", (64 * 8, 8)).save(wide)
     result = run(["make", wide, "--tiles", tiles, "--cell", 8, "--tile-px", 1024,
                   "-o", tmp_path / "big.jpg", "--cache-dir", cache])
-    assert_one_line_error(result, "big.jpg", "65536x1024", "JPEG limit of 65500")
+    assert_one_line_error(result, "big.jpg", "65,536x1,024", "JPEG limit of 65,500")
     assert not cache.exists()
     result = run(["make", wide, "--tiles", tiles, "--cell", 8, "-o", tmp_path / "m.dzi",
                   "--dzi-overlap", 300, "--cache-dir", cache])
@@ -751,7 +751,7 @@ def test_a_value_of_thousands_of_digits_is_shown_shortened():
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mosaicist: error: Invalid value for '--cell'")
-    assert "(5000 characters)" in lines[0] and len(lines[0]) < 300, lines[0]
+    assert "(5,000 characters)" in lines[0] and len(lines[0]) < 300, lines[0]
 
 
 @pytest.mark.parametrize("arguments", [

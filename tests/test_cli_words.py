@@ -43,11 +43,11 @@ def summary(result):
 
 
 def test_counts_agree_with_their_number():
-    assert cli._counted(1, "tile") == "1 tile"
-    assert cli._counted(0, "group") == "0 groups"
-    assert cli._counted(1, "bit") == "1 bit"
-    assert cli._counted(50_000, "tile") == "50,000 tiles"
-    assert cli._counted(2, "near-duplicate") == "2 near-duplicates"
+    assert cli.counted(1, "tile") == "1 tile"
+    assert cli.counted(0, "group") == "0 groups"
+    assert cli.counted(1, "bit") == "1 bit"
+    assert cli.counted(50_000, "tile") == "50,000 tiles"
+    assert cli.counted(2, "near-duplicate") == "2 near-duplicates"
 
 
 def test_make_summary_counts_one_tile_in_the_singular(tmp_path, twins):

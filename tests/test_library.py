@@ -981,8 +981,8 @@ def test_readers_and_a_writer_with_snapshots(tmp_path, snapshot_every_library):
     ({"aspect": 5}, "aspect must be a text W:H"),
     ({"aspect": (1, 2, 3)}, "aspect must be a text W:H"),  # was taken as 1:2
     ({"aspect": "10000:1"}, "aspect 10000:1 is more elongated than 16:1"),
-    ({"crop": None}, "unknown crop None; use centre, subject"),
-    ({"crop": ["subject"]}, "unknown crop ['subject']; use centre, subject"),
+    ({"crop": None}, "unknown crop None; use centre or subject"),
+    ({"crop": ["subject"]}, "unknown crop ['subject']; use centre or subject"),
 ])
 def test_open_refuses_bad_settings_by_name_before_writing_to_the_cache(tmp_path, changes,
                                                                          message):

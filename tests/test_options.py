@@ -49,18 +49,18 @@ def test_every_field_is_a_declared_setting_with_help():
     ({"tile_px": 1025}, "tile_px must be between 1 and 1024 pixels, got 1025"),
     ({"match_px": -3}, "match_px must be between 1 and 1024 pixels, got -3"),
     ({"limit": 0}, "limit must be at least 1, got 0"),
-    ({"metric": "xyz"}, "unknown metric 'xyz'; use seed, lab, oklab"),
-    ({"augment": "some"}, "unknown augment 'some'; use none, flips, rotations, all"),
+    ({"metric": "xyz"}, "unknown metric 'xyz'; use seed, lab or oklab"),
+    ({"augment": "some"}, "unknown augment 'some'; use none, flips, rotations or all"),
     ({"tint": 1.5}, "tint must be between 0 and 1, got 1.5"),
     ({"tint": float("nan")}, "tint must be between 0 and 1, got nan"),
     ({"overlay": -0.1}, "overlay must be between 0 and 1, got -0.1"),
     ({"max_uses": 0}, "max_uses must be at least 1, got 0"),
     ({"min_spacing": -1}, "min_spacing must be at least 0, got -1"),
-    ({"assign": "best"}, "unknown assign 'best'; use optimal, greedy"),
+    ({"assign": "best"}, "unknown assign 'best'; use optimal or greedy"),
     ({"jpeg_quality": 101}, "jpeg_quality must be between 1 and 100, got 101"),
     ({"dzi_tile_size": 0}, "dzi_tile_size must be between 1 and 4096 pixels, got 0"),
     ({"dzi_overlap": 200}, "dzi_overlap must be 0 to 127 pixels (half of dzi_tile_size)"),
-    ({"dzi_format": "gif"}, "unknown dzi_format 'gif'; use jpeg, png, webp"),
+    ({"dzi_format": "gif"}, "unknown dzi_format 'gif'; use jpeg, png or webp"),
     ({"cell_px": 8.0}, "cell_px must be a whole number, got 8.0"),
     ({"cell_px": True}, "cell_px must be a whole number, got True"),
     ({"tint": "0.5"}, "tint must be a number, got '0.5'"),
@@ -157,7 +157,7 @@ def test_presets_set_what_is_not_given():
     back = mine.replace(preset="seed")
     assert (back.tint, back.max_uses, back.min_spacing) == (0.1, None, 1)
     assert MosaicOptions().replace(preset="varied") == varied
-    with pytest.raises(OptionError, match="unknown preset 'loud'; use seed, balanced, varied"):
+    with pytest.raises(OptionError, match="unknown preset 'loud'; use seed, balanced or varied"):
         MosaicOptions(preset="loud")
 
 
@@ -214,7 +214,7 @@ def cli_setup(tmp_path_factory):
 @pytest.mark.parametrize(("flags", "message"), [
     (["--max-uses", "0"], "--max-uses must be at least 1, got 0"),
     (["--tint", "2"], "--tint must be between 0 and 1, got 2.0"),
-    (["--metric", "xyz"], "unknown --metric 'xyz'; use seed, lab, oklab"),
+    (["--metric", "xyz"], "unknown --metric 'xyz'; use seed, lab or oklab"),
     (["--quality", "0"], "--quality must be between 1 and 100, got 0"),
     (["--dzi-overlap", "300"], "--dzi-overlap must be 0 to 127 pixels (half of --dzi-tile-size)"),
     (["--search", "nearest"], "unknown --search 'nearest'; use exact, approximate"),

@@ -18,8 +18,8 @@ def test_a_jpeg_past_libjpegs_limit_is_refused_before_any_work(tmp_path, width, 
     with pytest.raises(MosaicistError) as error:
         check_output(tmp_path / "a.jpg", width, height)
     assert str(error.value) == (
-        f"{tmp_path / 'a.jpg'}: {width}x{height} pixels is over the JPEG limit of "
-        "65500 pixels a side")
+        f"{tmp_path / 'a.jpg'}: {width:,}x{height:,} pixels is over the JPEG limit of "
+        "65,500 pixels a side")
 
 
 @pytest.mark.parametrize(("width", "height"), [(65500, 8), (1, 65500)])

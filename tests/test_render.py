@@ -728,7 +728,7 @@ def test_changed_tiles_refuses_a_file_past_the_tile_size_limit_unread(tmp_path, 
 
 @pytest.mark.parametrize(("settings", "message"), [
     ({"transforms": np.full(6, 9)}, r"^transforms: has codes outside 0 to 7"),
-    ({"transforms": np.zeros(5)}, r"^transforms: has 5 entries for a 2x3 grid"),
+    ({"transforms": np.zeros(5)}, r"^transforms: has 5 entries for a grid of 3x2 cells"),
     ({"tint": np.zeros((6, 2))}, r"^tint"),
     ({"tint": np.full((6, 3), np.nan)}, r"^tint: has values that are not finite"),
     ({"metric": "xyz"}, r"^metric must be one of seed, lab, oklab, got 'xyz'"),

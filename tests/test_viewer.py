@@ -228,7 +228,7 @@ def test_page_errors(tmp_path, mosaic):
     with pytest.raises(MosaicistError, match="not a 41x30 grid of square cells"):
         write_viewer(dzi, other)
     # Placements whose cells do not fill their grid cannot even be made.
-    with pytest.raises(ValueError, match="tile has 3 entries for a 30x40 grid"):
+    with pytest.raises(ValueError, match="tile has 3 entries for a grid of 40x30 cells"):
         Placements(ROWS, COLS, np.zeros(3, np.int64), np.zeros(3), ["a.png"] * 3)
 
 

@@ -126,9 +126,10 @@ def test_check_output_size_messages():
     with pytest.raises(MosaicistError) as error:
         check_output("a.jpg", 65501, 10)
     assert str(error.value) == (
-        "a.jpg: 65501x10 pixels is over the JPEG limit of 65500 pixels a side"
+        "a.jpg: 65,501x10 pixels is over the JPEG limit of 65,500 pixels a side"
     )
-    with pytest.raises(MosaicistError, match="WEBP limit of 16383"):
+    with pytest.raises(MosaicistError,
+                       match="10x16,384 pixels is over the WebP limit of 16,383 pixels a side"):
         check_output("a.webp", 10, 16384)
     # Encoded whole in memory: WebP is also capped by area, to stay under 2 GB.
     check_output("a.webp", 12000, 13000)
@@ -140,7 +141,7 @@ def test_check_output_size_messages():
 
 @pytest.mark.parametrize("name, width, height, options, words", [
     ("o.jpg", 65536, 8, {}, "JPEG limit"),
-    ("o.webp", 8, 16384, {}, "WEBP limit"),
+    ("o.webp", 8, 16384, {}, "WebP limit"),
     ("o.bmp", 8, 8, {}, "unknown output format"),
     ("o.png", 8, 8, {"compression": "deflate"}, "TIFF output only"),
     ("o.jpg", 8, 8, {"pyramid": True}, "TIFF output only"),

@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 import click
 
 from .dedupe import DEFAULT_THRESHOLD as DEDUPE_THRESHOLD
-from .errors import MosaicistError, OptionError, printable
+from .errors import MosaicistError, OptionError, counted, printable
 from .options import DEFAULT_PRESET, PRESETS, MosaicOptions, Setting, setting_named
 from .paths import URL_START, expanded
 from .progress import progress_enabled
@@ -46,25 +46,14 @@ def _shortened(message: str) -> str:
     Examples
     --------
     >>> _shortened("got '" + "9" * 5000 + "'")
-    "got '9999999999999999999999999999999999999999...(5000 characters)...99999999999999999999'"
+    "got '9999999999999999999999999999999999999999...(5,000 characters)...99999999999999999999'"
     """
     def cut(match: re.Match[str]) -> str:
         word = match.group()
-        return f"{word[:40]}...({len(word)} characters)...{word[-20:]}"
+        return f"{word[:40]}...({counted(len(word), 'character')})...{word[-20:]}"
 
     # Quotes around a value stay, outside the cut.
     return re.sub(r"[^\s'\"]{" + str(_LONGEST_WORD + 1) + ",}", cut, message)
-
-
-def _counted(count: int, word: str, plural: str | None = None) -> str:
-    """``count`` with thousands separators and ``word`` agreeing with it.
-
-    Examples
-    --------
-    >>> _counted(1, "tile"), _counted(50000, "tile"), _counted(0, "group")
-    ('1 tile', '50,000 tiles', '0 groups')
-    """
-    return f"{count:,} {word if count == 1 else plural or word + 's'}"
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -691,6 +680,24 @@ _SCHEDULER_HELP = (
 )
 
 
+def _source_before_cluster(spec: str, scheduler: str | None, cache_dir: Path | None,
+                           show_progress: bool) -> Any:
+    """``spec`` as the source the cluster will index, resolved before the cluster starts.
+
+    A local cluster takes seconds to start: a source that does not exist was
+    said only after them. Without ``--scheduler`` the spec is kept as it is
+    (the pipeline resolves it).
+    """
+    if scheduler is None:
+        return spec
+    from .distributed import parse_scheduler
+    from .paths import cache_dir as default_cache_dir
+    from .sources import open_source
+
+    parse_scheduler(scheduler)  # a bad address first, as before any work (a download)
+    return open_source(spec, cache_dir=default_cache_dir(cache_dir), show_progress=show_progress)
+
+
 @contextlib.contextmanager
 def _cluster(scheduler: str | None, quiet: bool) -> Iterator[Any]:
     """A Dask client for ``--scheduler`` for the block (None without it: no Dask import)."""
@@ -792,6 +799,7 @@ def make(
     _note_shadowed(tiles, quiet)
 
     show = progress_enabled(quiet)
+    tiles = _source_before_cluster(tiles, scheduler, cache_dir, show)
     # The pipeline's notes name settings as this command's flags, as its errors do.
     with _cluster(scheduler, quiet) as client, settings_named_by(_command_flags()):
         if client is None:
@@ -903,7 +911,7 @@ def _make_summary(mosaic: Any, output: Path) -> str:
     if stats and stats.failed:
         left_out.append(f"{len(stats.failed):,} skipped")
     if mosaic.library.duplicates_dropped:
-        left_out.append(_counted(mosaic.library.duplicates_dropped, "near-duplicate")
+        left_out.append(counted(mosaic.library.duplicates_dropped, "near-duplicate")
                         + " dropped")
     skipped = f" ({', '.join(left_out)})" if left_out else ""
     timings = mosaic.timings
@@ -921,7 +929,7 @@ def _make_summary(mosaic: Any, output: Path) -> str:
     split = f" split into {len(mosaic.placements):,}" if mosaic.placements.adaptive else ""
     return (
         f"mosaicist: {mosaic.grid.cols}x{mosaic.grid.rows} cells{split}, "
-        f"{_counted(len(mosaic.library), 'tile')}{skipped}; index {timings['index']:.2f} s, "
+        f"{counted(len(mosaic.library), 'tile')}{skipped}; index {timings['index']:.2f} s, "
         f"match {timings['match']:.2f} s, render {timings['render']:.2f} s, "
         f"total {timings['total']:.2f} s -> {output} "
         f"({mosaic.renderer.width}x{mosaic.renderer.height}){fidelity}"
@@ -1367,6 +1375,7 @@ def index(source: str, match_px: int, duplicates: bool, scheduler: str | None,
     # Resolved as 'make' resolves them, so that 'make' finds this index.
     options = MosaicOptions(**given)
     _note_shadowed(source, quiet, flag="")
+    tiles = _source_before_cluster(source, scheduler, cache_dir, progress_enabled(quiet))
     with _cluster(scheduler, quiet) as client:
         if client is None:
             library = TileLibrary.open(
@@ -1376,7 +1385,7 @@ def index(source: str, match_px: int, duplicates: bool, scheduler: str | None,
         else:
             from .distributed import index_library
 
-            library = index_library(client, source, match_px, cache_dir,
+            library = index_library(client, tiles, match_px, cache_dir,
                                     progress_enabled(quiet), quiet,
                                     aspect=options.aspect_ratio, crop=options.crop)
     stats = library.stats
@@ -1390,18 +1399,40 @@ def index(source: str, match_px: int, duplicates: bool, scheduler: str | None,
         found = ""
         if groups is not None:
             dropped = sum(len(group) - 1 for group in groups)
-            found = (f"; {_counted(dropped, 'near-duplicate')} in "
-                     f"{_counted(len(groups), 'group')}" if groups else "; no near-duplicates")
+            found = (f"; {counted(dropped, 'near-duplicate')} in "
+                     f"{counted(len(groups), 'group')}" if groups else "; no near-duplicates")
             found += f" at --dedupe {threshold}"
         # The time first: "0 skipped in 0.86 s" read as the time the skipping took.
         click.echo(printable(
-            f"mosaicist: {_counted(len(library), 'tile')} of {size} from "
+            f"mosaicist: {counted(len(library), 'tile')} of {size} from "
             f"{library.source.name} in {stats.seconds:.2f} s: "
             f"{stats.decoded:,} decoded, {stats.reused:,} unchanged, {stats.removed:,} removed, "
             f"{len(stats.failed):,} skipped{found}; index at {library.directory}"
         ), err=True)
     if duplicates and groups is not None:
         _list_duplicates(library, groups)
+
+
+def _shown_metric(key: str, value: object) -> str:
+    """A metric as score's table shows it (the JSON file keeps the values as they are).
+
+    None is said in words: ``closest_repeat`` is None when no tile is used
+    twice, an SSIM when the view is too small for it (the headline's
+    "SSIM n/a").
+
+    Examples
+    --------
+    >>> _shown_metric("closest_repeat", None), _shown_metric("ssim_view", None)
+    ('none (no tile repeats)', 'n/a')
+    >>> _shown_metric("max_uses", 120000), _shown_metric("psnr_view", 22.5)
+    ('120,000', '22.5000')
+    """
+    if value is None:
+        return "none (no tile repeats)" if key == "closest_repeat" else "n/a"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    return f"{value:,}" if whole else str(value)
 
 
 def _list_duplicates(library: Any, groups: list) -> None:
@@ -1419,7 +1450,7 @@ def _list_duplicates(library: Any, groups: list) -> None:
         distances = hamming(hashes[group[1:]], hashes[group[0]])
         for member, distance in zip(group[1:].tolist(), distances.tolist(), strict=True):
             click.echo(f"    {printable(ids[member])}  "
-                       f"({_counted(distance, 'bit')})")
+                       f"({counted(distance, 'bit')})")
 
 
 @main.command(
@@ -1493,8 +1524,7 @@ def score(
                           placements_file=str(placements_path), **error.values) from None
     width = max(len(key) for key in metrics)
     for key, value in metrics.items():
-        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
-        click.echo(f"{key:<{width}}  {shown}")
+        click.echo(f"{key:<{width}}  {_shown_metric(key, value)}")
     click.echo(f"mosaicist: {headline(metrics)}", err=True)
     if json_path is not None:
         with atomic_path(json_path) as temporary:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import string
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -225,6 +225,61 @@ def _escaped(character: str) -> str:
     if code <= 0xFF:
         return f"\\x{code:02x}"
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def counted(count: int, word: str, plural: str | None = None) -> str:
+    """``count`` with thousands separators and ``word`` agreeing with it.
+
+    The one way messages say how many of something there are.
+
+    Parameters
+    ----------
+    count : int
+        How many.
+    word : str
+        The singular (``"tile"``, ``"3:2 cell"``).
+    plural : str, optional
+        The plural where it is not ``word`` + ``"s"`` (``"matches"``).
+
+    Returns
+    -------
+    str
+        E.g. ``"1 tile"``, ``"1,500 tiles"``, ``"0 tiles"``.
+
+    Examples
+    --------
+    >>> counted(1, "tile"), counted(1500, "tile"), counted(0, "group")
+    ('1 tile', '1,500 tiles', '0 groups')
+    >>> counted(2240, "3:2 cell"), counted(2, "match", "matches")
+    ('2,240 3:2 cells', '2 matches')
+    """
+    return f"{count:,} {word if count == 1 else plural or word + 's'}"
+
+
+def alternatives(names: Iterable[str]) -> str:
+    """Choices as messages list them: ``"a, b or c"`` (``"use centre or subject"``).
+
+    Parameters
+    ----------
+    names : iterable of str
+        The choices, in the order to give them.
+
+    Returns
+    -------
+    str
+        The names joined by commas, the last by "or".
+
+    Examples
+    --------
+    >>> alternatives(["centre", "subject"]), alternatives(["seed", "lab", "oklab"])
+    ('centre or subject', 'seed, lab or oklab')
+    >>> alternatives(["cpu"])
+    'cpu'
+    """
+    choices = list(names)
+    if len(choices) < 2:
+        return "".join(choices)
+    return f"{', '.join(choices[:-1])} or {choices[-1]}"
 
 
 def install_extra(extra: str) -> str:

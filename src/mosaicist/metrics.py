@@ -109,7 +109,7 @@ import numpy as np
 
 from ._runtime import worker_count
 from .aspect import aspect_pair, format_aspect, height_for
-from .errors import MosaicistError, OptionError, check_range, shown_type
+from .errors import MosaicistError, OptionError, check_range, counted, shown_type
 from .grid import area_sums, make_grid, rounded_quotient
 from .imaging import read_target
 from .options import CELL_PX_RANGE
@@ -1099,10 +1099,8 @@ def headline(metrics: dict) -> str:
             f"{metrics['ciede2000_p95_view']:.1f} p95"
         )
     if "distinct_tiles" in metrics:
-        distinct = metrics["distinct_tiles"]
-        parts.append(f"{distinct:,} distinct tile{'' if distinct == 1 else 's'}")
-        most = metrics["max_uses"]
-        parts.append(f"max {most} use{'' if most == 1 else 's'}")
+        parts.append(counted(metrics["distinct_tiles"], "distinct tile"))
+        parts.append("max " + counted(metrics["max_uses"], "use"))
         closest = metrics["closest_repeat"]
         parts.append("no repeats" if closest is None else f"closest repeat {closest}")
     return ", ".join(parts)

@@ -55,7 +55,7 @@ from .aspect import format_aspect, height_for, parse_aspect
 from .colour import METRICS
 from .crop import CROP_MODES
 from .dedupe import DEFAULT_THRESHOLD as DEDUPE_THRESHOLD
-from .errors import MosaicistError, OptionError, check_range
+from .errors import MosaicistError, OptionError, alternatives, check_range
 from .imaging import TARGET_MAX_PIXELS
 from .sizing import DEFAULT_DPI, DPI_RANGE, format_print_size, parse_print_size
 from .transforms import AUGMENT_SETS
@@ -250,7 +250,7 @@ class Setting:
             )
         if self.choices is not None and value not in self.choices:
             raise OptionError("unknown {" + self.name + "} {value}; use {known}",
-                              value=shown_value(value), known=", ".join(self.choices))
+                              value=shown_value(value), known=alternatives(self.choices))
         if self.low is not None and isinstance(value, int | float):
             check_range(self.name, value, self.low, self.high, self.unit)
         return value

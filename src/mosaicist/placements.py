@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import MosaicistError, OptionError, shown_type
+from .errors import MosaicistError, OptionError, alternatives, counted, shown_type
 from .options import MosaicOptions
 from .paths import atomic_path, expanded
 from .transforms import SHAPE_KEEPING, TRANSFORM_NAMES, transform_code
@@ -169,7 +169,8 @@ class Placements:
                               value=shown_type(options))
         count = rows * cols
         if rows < 1 or cols < 1:
-            raise ValueError(f"a grid has at least one row and column, got {rows}x{cols}")
+            raise ValueError("a grid has at least one row and one column, got "
+                             f"{_grid(rows, cols)}")
         self.rect = None if rect is None else np.asarray(rect, np.float64).reshape(-1, 4)
         if self.rect is not None:
             check_rects(rows, cols, self.rect)
@@ -207,8 +208,9 @@ class Placements:
                              ("transform", len(self.transform)), ("tint", len(self.tint)),
                              ("gain", len(self.gain)), ("chroma", len(self.chroma))):
             if length != count:
-                raise ValueError(f"{name} has {length} entries for a {rows}x{cols} grid"
-                                 + ("" if self.rect is None else f" of {count} cells"))
+                raise ValueError(f"{name} has {length:,} entries for a grid of "
+                                 f"{_grid(rows, cols)}"
+                                 + ("" if self.rect is None else f" split into {count:,}"))
         if len(self.tile) and int(self.tile.min()) < 0:
             raise ValueError(f"tile has a negative library position, {int(self.tile.min())}")
         # Past MAX_SHIFT the colour conversions overflow (warnings, NaN cast to pixels).
@@ -225,7 +227,7 @@ class Placements:
             if len(turned):
                 code = int(turned[0])
                 name = TRANSFORM_NAMES[code] if 0 <= code < len(TRANSFORM_NAMES) else str(code)
-                kept = ", ".join(TRANSFORM_NAMES[code] for code in SHAPE_KEEPING)
+                kept = alternatives(TRANSFORM_NAMES[code] for code in SHAPE_KEEPING)
                 raise ValueError(f"transform {name} does not keep the shape of "
                                  f"{self.options.aspect} tiles (use {kept})")
         self.source = source
@@ -457,6 +459,11 @@ class Placements:
                 placements = cls.from_json(_load_json(path.read_text(encoding="utf-8-sig")))
             else:
                 placements = cls.read_csv(path)
+        except UnicodeDecodeError:
+            # A picture given for the placements: "'utf-8' codec can't decode byte 0x89"
+            # said nothing of what to give.
+            raise MosaicistError(f"{path}: not a valid placements file (not UTF-8 text; a "
+                                 "placements file is .csv or .json)") from None
         except (ValueError, KeyError, TypeError, IndexError, RecursionError, OverflowError,
                 csv.Error) as error:
             # Cut short: a message may quote the file (a setting's value of any length).
@@ -594,8 +601,8 @@ class Placements:
                     # A cut or merged line would otherwise take defaults for the
                     # fields it lacks (or drop those it has too many of) without a word.
                     if len(fields) != len(header):
-                        raise ValueError(f"line {start} has {_counted(len(fields), 'field')}, "
-                                         f"the header has {len(header)}")
+                        raise ValueError(f"line {start} has {counted(len(fields), 'field')}, "
+                                         f"the header has {len(header):,}")
                     records.append(dict(zip(header, fields, strict=True)))
                     lines.append(start)
                 start = reader.line_num + 1
@@ -622,7 +629,8 @@ class Placements:
         rows = max(row for row, _ in where) + 1
         cols = max(col for _, col in where) + 1
         if len(records) != rows * cols:
-            raise ValueError(f"{len(records)} rows for a {rows}x{cols} grid")
+            raise ValueError(f"{counted(len(records), 'cell')} listed for a grid of "
+                             f"{_grid(rows, cols)}, which needs {rows * cols:,}")
         order = [where[key] for key in sorted(where)]
         return cls._from_csv_records(rows, cols, [records[index] for index in order],
                                      [lines[index] for index in order])
@@ -757,8 +765,7 @@ def check_cells(rows: int, cols: int, columns: Mapping[str, list[Any]]) -> None:
     """
     count = rows * cols
     if count > MAX_CELLS:
-        raise ValueError(f"a {_shown(rows)}x{_shown(cols)} grid has more than {MAX_CELLS:,} "
-                         "cells")
+        raise ValueError(f"a grid of {_grid(rows, cols)} has more than {MAX_CELLS:,}")
     if "rect" in columns:
         count = len(columns["rect"])
         if count > MAX_CELLS:
@@ -771,8 +778,9 @@ def check_cells(rows: int, cols: int, columns: Mapping[str, list[Any]]) -> None:
         check_rects(rows, cols, np.array(columns["rect"], np.float64).reshape(-1, 4))
     for name, values in columns.items():
         if len(values) != count:
-            raise ValueError(f"cells.{name} has {len(values)} entries for {count} cells of a "
-                             f"{rows}x{cols} grid")
+            raise ValueError(f"cells.{name} has {len(values):,} entries for a grid of "
+                             f"{_grid(rows, cols)}"
+                             + (f" split into {count:,}" if "rect" in columns else ""))
     for index, tile in enumerate(columns["tile"]):
         problem = "is not a text" if not isinstance(tile, str) else tile_id_problem(tile)
         if problem:
@@ -790,7 +798,7 @@ def check_cells(rows: int, cols: int, columns: Mapping[str, list[Any]]) -> None:
     for index, name in enumerate(columns["transform"]):
         if name not in TRANSFORM_NAMES:
             raise ValueError(f"cells.transform[{index}] must be one of "
-                             f"{', '.join(TRANSFORM_NAMES)}, got {_shown(name)}")
+                             f"{alternatives(TRANSFORM_NAMES)}, got {_shown(name)}")
     for field, least in (("tint", None), ("gain", 0.0)):
         values = columns.get(field, [])
         for index, value in enumerate(values):
@@ -843,7 +851,7 @@ def check_rects(rows: int, cols: int, rect: np.ndarray) -> None:
         index = int(np.flatnonzero(bad)[0])
         raise ValueError(f"cells.rect[{index}] {_shown(rect[index].tolist())} is not a square "
                          f"of side 2^-d (d 0 to {MAX_RECT_LEVEL}) at a multiple of its side "
-                         f"inside the {rows}x{cols} grid")
+                         f"inside the grid of {_grid(rows, cols)}")
     if not len(rect):
         raise ValueError("cells.rect is empty")
     deepest = int(level.max())
@@ -935,6 +943,22 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
                 raise ValueError(f"an object names {_shown(key)} twice")
             seen.add(key)
     return document
+
+
+def _grid(rows: object, cols: object) -> str:
+    """A grid's size as every message and summary gives it: columns x rows, ``"40x30 cells"``.
+
+    Examples
+    --------
+    >>> _grid(30, 40), _grid(10**6, 10**6), _grid(1, "2")
+    ('40x30 cells', '1,000,000x1,000,000 cells', "'2'x1 cells")
+    """
+    def side(value: object) -> str:
+        # A file may give anything: a number of any length is cut as _shown cuts.
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        return f"{value:,}" if whole and len(f"{value:,}") <= 40 else _shown(value)
+
+    return f"{side(cols)}x{side(rows)} cells"
 
 
 def _shown(value: object) -> str:
@@ -1035,10 +1059,6 @@ def _as_path(path: object) -> Path:
 def _cut(message: str, most: int = 200) -> str:
     """A message cut to ``most`` characters (one quoting a huge value from a file)."""
     return message if len(message) <= most else message[:most - 3] + "..."
-
-
-def _counted(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _count(value: object, name: str, least: int = 1) -> int:

@@ -74,7 +74,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from .aspect import aspect_pair, format_aspect, height_for, parse_aspect
-from .errors import MosaicistError, OptionError
+from .errors import MosaicistError, OptionError, counted
 
 if TYPE_CHECKING:
     from .options import MosaicOptions
@@ -465,17 +465,6 @@ def _target_sides(target_size: object, name: str) -> tuple[int, int]:
     return width, height
 
 
-def _counted(count: int, word: str) -> str:
-    """``count`` with thousands separators and ``word`` agreeing with it.
-
-    Examples
-    --------
-    >>> _counted(1, "cell"), _counted(2240, "3:2 cell")
-    ('1 cell', '2,240 3:2 cells')
-    """
-    return f"{count:,} {word}" + ("" if count == 1 else "s")
-
-
 def _heights(widths: np.ndarray, aspect: tuple[int, int]) -> np.ndarray:
     """:func:`~mosaicist.aspect.height_for` of many widths at once."""
     aspect_width, aspect_height = aspect
@@ -562,12 +551,12 @@ def cell_px_for_cells(
     if cells > most:
         raise OptionError("{cells} {value} is more than {held} holds: at most {most} "
                           "({smallest} px wide)", value=cells, held=held,
-                          most=_counted(most, shape + "cell"),
+                          most=counted(most, shape + "cell"),
                           smallest=int(widths[counts == most].min()))
     if cells < fewest:
         raise OptionError("{cells} {value} is fewer than {held} allows: at least {fewest} "
                           "({largest} px wide, the largest)", value=cells, held=held,
-                          fewest=_counted(fewest, shape + "cell"),
+                          fewest=counted(fewest, shape + "cell"),
                           largest=int(widths[counts == fewest].max()))
     distance = np.abs(counts - cells)
     return int(widths[distance == distance.min()].max())

@@ -45,7 +45,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .._runtime import THREADS_ENV, worker_count
-from ..errors import MosaicistError, OptionError, install_extra
+from ..errors import MosaicistError, OptionError, counted, install_extra
 from ..sources import TileSource, source_spec
 from ..sources.base import path_text
 
@@ -351,11 +351,6 @@ def not_shared(path: object, what: str, shared: str = "cache",
     """
     return MosaicistError(f"{path}: {what} is not on {where}; the {shared} must be on a "
                           f"filesystem every worker shares")
-
-
-def counted(count: int, word: str) -> str:
-    """``count`` and ``word``, the word plural unless the count is one: ``"1,024 tiles"``."""
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
 
 
 def worker_spec(source: TileSource) -> str:

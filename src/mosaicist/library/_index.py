@@ -47,7 +47,7 @@ import numpy as np
 from ..aspect import SQUARE, aspect_pair, format_aspect, height_for
 from ..crop import CROP_MODES, Window, crop_method, window_size
 from ..dedupe import DEDUPE_VERSION, duplicate_groups, duplicate_leaders, tile_signatures
-from ..errors import MosaicistError, OptionError, check_range, shown_type
+from ..errors import MosaicistError, OptionError, alternatives, check_range, shown_type
 from ..options import TILE_PX_RANGE
 from ..paths import STORED_ARRAY_ERRORS, atomic_path, mark_used, remove_older_generations
 from ..paths import cache_dir as default_cache_dir
@@ -488,7 +488,7 @@ class TileLibrary:
         pair = _aspect_pair(aspect)
         if not isinstance(crop, str) or crop not in CROP_MODES:
             raise OptionError("unknown {crop} {value!r}; use {known}", value=crop,
-                              known=", ".join(CROP_MODES))
+                              known=alternatives(CROP_MODES))
         cache = default_cache_dir(cache_dir)
         if not isinstance(source, TileSource):
             source = open_source(source, cache_dir=cache, show_progress=show_progress)
@@ -580,7 +580,9 @@ class TileLibrary:
             return cls(source, tile.width, directory, source_ids,
                        tiles,  # type: ignore[arg-type]  # ShardedTiles serves as the array
                        generation, stats, **settings)  # type: ignore[arg-type]
-        raise MosaicistError(f"{directory}: index keeps changing under us; try again")
+        # Five reads each found another run's new generation: it is still writing.
+        raise MosaicistError(f"{directory}: the index changed every time it was read (another "
+                             "mosaicist run is updating it); try again when that run is done")
 
 
 def _read_windows(directory: Path, source_ids: Sequence[str]) -> dict[str, Window]:

@@ -159,7 +159,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import MosaicistError, OptionError, check_range
+from ..errors import MosaicistError, OptionError, alternatives, check_range, counted
 from ..options import ASSIGN_METHODS
 from ..progress import progress_bar
 from . import _flow, _polish
@@ -258,7 +258,7 @@ class ShortLists(MosaicistError):
     def __init__(self, tiles: np.ndarray) -> None:
         self.tiles = tiles
         their = "its" if len(tiles) == 1 else "their"
-        super().__init__(f"{_counted(len(tiles), 'tile')} could not be given {their} minimum "
+        super().__init__(f"{counted(len(tiles), 'tile')} could not be given {their} minimum "
                          "of uses")
 
 
@@ -590,15 +590,10 @@ def check_feasible(
             "{cells} with at most {cap} per tile (" + ", ".join(why) + ") "
             + ("needs" if cells == 1 else "need") + " at least {needed}, but the library "
             "has {tiles}; add tiles or relax " + ("the limits" if len(why) > 1 else "it"),
-            cells=_counted(cells, "cell"), cap=_counted(cap, "use"), uses=max_uses,
-            spacing=min_spacing, spacing_uses=_counted(spacing or 0, "use"),
-            grid=f"{cols}x{rows}", needed=_counted(needed, "tile"), tiles=f"{tiles:,}",
+            cells=counted(cells, "cell"), cap=counted(cap, "use"), uses=max_uses,
+            spacing=min_spacing, spacing_uses=counted(spacing or 0, "use"),
+            grid=f"{cols}x{rows}", needed=counted(needed, "tile"), tiles=f"{tiles:,}",
         )
-
-
-def _counted(count: int, word: str) -> str:
-    """``count`` with thousands separators and ``word`` agreeing with it (``1 use``)."""
-    return f"{count:,} {word}" + ("" if count == 1 else "s")
 
 
 def _check_limits(max_uses: int | None, min_spacing: int) -> None:
@@ -1908,14 +1903,14 @@ def verify_placement(
     tile = np.asarray(tile, np.int64)
     if (tile < 0).any():
         missing = int((tile < 0).sum())
-        raise MosaicistError(f"{_counted(missing, 'cell')} could not be given a tile")
+        raise MosaicistError(f"{counted(missing, 'cell')} could not be given a tile")
     if min_uses:
         if tile_count is None:
             raise ValueError("a minimum of uses needs the tile count")
         short = int((np.bincount(tile, minlength=tile_count) < min_uses).sum())
         if short:
             raise OptionError("{tiles} " + ("is" if short == 1 else "are") + " used fewer "
-                              "than {min_uses} {least} times", tiles=_counted(short, "tile"),
+                              "than {min_uses} {least} times", tiles=counted(short, "tile"),
                               least=min_uses)
     if max_uses is not None:
         uses = np.unique(tile, return_counts=True)[1].max(initial=0)
@@ -1926,7 +1921,7 @@ def verify_placement(
     if len(a):
         raise OptionError("{pairs} of equal tiles " + ("is" if len(a) == 1 else "are")
                           + " closer than {min_spacing} {limit}",
-                          pairs=_counted(len(a), "pair"), limit=min_spacing)
+                          pairs=counted(len(a), "pair"), limit=min_spacing)
 
 
 # --------------------------------------------------------------------------
@@ -2033,7 +2028,7 @@ def assign_tiles(
         raise ValueError(f"the layout has {len(layout.centre)} centres for {count} cells")
     if method not in ASSIGN_METHODS:
         raise OptionError("unknown {assign} {value!r}; use {known}", value=method,
-                          known=", ".join(ASSIGN_METHODS))
+                          known=alternatives(ASSIGN_METHODS))
     _check_limits(max_uses, min_spacing)
     if count == 0:
         empty = np.zeros(0, np.int64)
@@ -2641,7 +2636,7 @@ class _Solver:
                     "{cells} " + ("has no allowed tile among its" if count == 1 else
                                   "have no allowed tile among their")
                     + " {k} nearest; relax " + (" or ".join(limits) or "the repetition limits"),
-                    cells=_counted(count, "cell"), k=f"{self.k:,}",
+                    cells=counted(count, "cell"), k=f"{self.k:,}",
                 )
 
     def _forbid(self, choice: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
@@ -2841,7 +2836,7 @@ class _Solver:
             raise OptionError(
                 "no placement keeps equal tiles {min_spacing} {limit} cells apart in "
                 "{rounds} or greedily; add tiles or relax the limits",
-                limit=self.min_spacing, rounds=_counted(self.iterations, "spacing round"),
+                limit=self.min_spacing, rounds=counted(self.iterations, "spacing round"),
             )
         position, _ = _listed_at(self.edges, tile)
         return position

@@ -70,7 +70,7 @@ import numpy as np
 from PIL import Image
 
 from .._runtime import OrderedJobs
-from ..errors import MosaicistError
+from ..errors import MosaicistError, alternatives
 from ..paths import atomic_path
 from ..progress import progress_bar
 from ._formats import OutputFormat, Picture, output_format
@@ -217,12 +217,12 @@ class RasterFormat(OutputFormat):
         """
         if width > self.max_side or height > self.max_side:
             raise MosaicistError(
-                f"{path}: {width}x{height} pixels is over the {self.name} limit of "
-                f"{self.max_side} pixels a side"
+                f"{path}: {width:,}x{height:,} pixels is over the {self.title} limit of "
+                f"{self.max_side:,} pixels a side"
             )
         if self.max_pixels is not None and width * height > self.max_pixels:
             raise MosaicistError(
-                f"{path}: {width}x{height} pixels is over mosaicist's {self.title} limit of "
+                f"{path}: {width:,}x{height:,} pixels is over mosaicist's {self.title} limit of "
                 f"{self.max_pixels // 1_000_000} megapixels ({self.title} is encoded whole, "
                 "in memory); use .jpg, .png, .tif or .dzi"
             )
@@ -789,7 +789,7 @@ class _TiffCodec:
         name = name.lower()
         if name not in TIFF_COMPRESSIONS:
             raise MosaicistError(
-                f"{path}: unknown TIFF compression {name!r}; use {', '.join(TIFF_COMPRESSIONS)}"
+                f"{path}: unknown TIFF compression {name!r}; use {alternatives(TIFF_COMPRESSIONS)}"
             )
         self.name = name
         self.arguments: dict[str, Any] = {}

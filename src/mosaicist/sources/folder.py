@@ -21,7 +21,7 @@ from PIL import Image, ImageOps
 from .._runtime import end_with_parent, forking, stop_process_pool, worker_count
 from ..aspect import SQUARE, height_for
 from ..crop import Window
-from ..errors import SourceError, printable
+from ..errors import SourceError, counted, printable
 from ..imaging import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -365,8 +365,8 @@ class FolderSource(TileSource):
                 # locator tells the decoder it is a folder (see _folder_outcome).
                 entries.append(SourceEntry(prefix, 0, MISSING_STAMP, directory + os.sep))
         for why, count in left_out.items():
-            print(printable(f"mosaicist: warning: {name_to_text(str(self.root))}: {count} "
-                            f"file{'s' if count > 1 else ''} left out: {why}"), file=sys.stderr)
+            print(printable(f"mosaicist: warning: {name_to_text(str(self.root))}: "
+                            f"{counted(count, 'file')} left out: {why}"), file=sys.stderr)
         entries.sort(key=lambda entry: entry.source_id)
         return entries
 
