@@ -698,7 +698,7 @@ def test_preview_checks_what_make_checks_first(indexed):
     # six times needs 1,200 of the 1,024 cells; 16 px cells do not halve six times.
     cache, tiles, target = indexed
     previewer = Previewer(cache)
-    with pytest.raises(OptionError, match="min_uses 6 needs 1200 cells"):
+    with pytest.raises(OptionError, match="min_uses 6 needs 1,200 cells"):
         previewer.preview(target, str(tiles), MosaicOptions(min_uses=6))
     with pytest.raises(OptionError, match="adaptive 6 halves cells 6 times"):
         previewer.preview(target, str(tiles), MosaicOptions(adaptive=6))
