@@ -729,6 +729,9 @@ def test_an_unchanged_array_library_opens_without_listing_its_images(tmp_path, m
     listed again (a million entries took 1.8 s a make), a changed one is."""
     from mosaicist.sources.arrays import ArrayFileSource
 
+    # The file is written just now: judged a minute on, its stamp is not racy (a file
+    # written in the index's own clock tick is checked by content on the next run).
+    monkeypatch.setattr(library_module, "_clock_ns", lambda: time.time_ns() + 60 * 10**9)
     path = tmp_path / "tiles.npy"
     rng = np.random.default_rng(4)
     np.save(path, rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8))

@@ -171,6 +171,20 @@ def test_cifar10_tarball(tmp_path: Path, fmt: str) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["bin", "py"])
+def test_cifar_content_hashes_are_those_its_tiles_decode_with(tmp_path: Path, fmt: str) -> None:
+    # What the index compares where a batch file's stamp is too recent to trust: the
+    # default (hashing the entry's local file) knows no CIFAR rows and gave None, so
+    # every image was decoded again.
+    tarball = _write_tar(tmp_path / f"cifar-10-{fmt}.tar.gz", _cifar10_files(fmt))
+    source = CifarSource("cifar10", str(tarball), cache_dir=tmp_path / "cache")
+    entries = source.scan()
+    picked = [entries[-1], SourceEntry("cifar10/train/999999", 0, 0), *entries[:3], entries[7]]
+    decoded = [tile.content_hash for tile in source.decode(picked, 32)]
+    hashes = list(source.content_hashes(picked))
+    assert hashes == decoded and hashes[1] is None and None not in hashes[2:]
+
+
+@pytest.mark.parametrize("fmt", ["bin", "py"])
 @pytest.mark.parametrize("parent", [False, True])
 def test_cifar10_extracted_folder(tmp_path: Path, fmt: str, parent: bool) -> None:
     root = _write_folder(tmp_path / "data", _cifar10_files(fmt))

@@ -19,8 +19,14 @@ Tables of the manifest:
     file the published tiles live in), ``next_slot`` (first slot of that file
     that no committed row uses), ``scan_digest`` (digest of the source's
     scan at the last publish), ``signed`` (``1`` once every published
-    row has its signature; rows added later always do) and ``publication``
-    (a random token, new each time the ``tiles`` rows change). Manifests of schema
+    row has its signature; rows added later always do), ``publication``
+    (a random token, new each time the ``tiles`` rows change), and for
+    stamps too recent to vouch for their content (see "Racy stamps" in
+    :mod:`mosaicist.library._update`): ``stamps_checked_ns`` (when the
+    published rows were last compared with their entries, wall clock in
+    nanoseconds), ``racy`` (how many of them were too recent then) and
+    ``staged_checked_ns`` (the same moment for the staged rows; unset once
+    published). An index without them (made before) trusts its stamps. Manifests of schema
     1 (square centre crops, before aspects) lack ``tile_height``, ``aspect``
     and ``crop``: they are ``tile_px``, ``1:1`` and ``centre``.
 ``tiles``

@@ -5,9 +5,11 @@ An update runs under the index's ``write.lock`` in three stages:
 **plan** (:func:`_plan`)
     Scan the source and compare each entry's size and modification time with
     the published, staged and failed rows of the manifest; entries that match
-    none are decoded. When the scan is the one last published, nothing is
-    staged and no failure that may pass waits to be tried again, stop there
-    ("nothing changed").
+    none are decoded. A match whose stamp is too recent to vouch for the
+    content ("racy", below) is checked by the content's hash first. When the
+    scan is the one last published, nothing is staged, no stamp is racy and
+    no failure that may pass waits to be tried again, stop there ("nothing
+    changed").
 **decode** (:func:`_decode_into_store`)
     Decode those entries, append their pixels to the current packed file
     ``tiles-<G>.u8`` after every slot in use, and record them in the
@@ -48,6 +50,25 @@ file of the old one kept as a shard where the library still uses it.
 Every cluster update adds shards; past :data:`MOST_SHARDS` the smallest are
 copied into one new shard at publishing (:func:`_merge_small_shards`). An
 update without a decoder lays such a library out in one packed file again.
+
+**Racy stamps** (as "racy git" names them). A file system keeps times in
+ticks (a few milliseconds; a second on some, two on FAT), so a file
+written again, at its old size, in the tick in which an update read it
+keeps its stamp, and comparing stamps alone would keep the tile of the
+first content for good. A stamp is therefore only trusted once it is
+safely older than the moment the entry's content was read
+(:func:`_is_racy`): each publish records that moment for its rows (the
+wall clock when the plan, after the scan, was made: every row of the
+library was read, or its stamp seen unchanged, after that) as the meta
+value ``stamps_checked_ns``, and ``staged_checked_ns`` for the staged rows
+of an update that did not publish. A later update asks the
+source for the content hash of every entry whose stamp matches a row but
+is racy (:meth:`~mosaicist.sources.TileSource.content_hashes`: a file's
+bytes hashed, no decoding) and decodes those whose hash differs; ``racy``
+(how many published rows were racy when published) keeps such an index
+from the "nothing changed" stop until they were checked. A library whose
+files are older than a few seconds is never read again. (A failure, which
+has no hash, is trusted by its stamp: it is reported on every run.)
 
 Why a killed update never blocks the next one: the lock is a POSIX record
 lock (``lockf``), which belongs to the process that took it. The kernel
@@ -135,6 +156,13 @@ _LEFTOVER = re.compile(r"tiles-\d+\.u8(\.part)?|\.tiles-\d+\.u8\..*\.part\.u8")
 DEAD_TEMPORARY_AGE = 3600.0
 #: Files of shards (:mod:`mosaicist.library._shards`), removed unless the manifest lists them.
 _SHARD_FILE = re.compile(re.escape(SHARD_PREFIX) + r"[0-9a-f]+\.(u8|rows\.json)(\.part)?")
+#: How long before the moment an entry's content was read its stamp must lie to vouch for
+#: that content (see "Racy stamps" above), for a stamp in whole seconds: a file system that
+#: keeps seconds (two on FAT), and a second more for its clock and this machine's.
+RACY_COARSE_NS = 3 * 10**9
+#: ...and for a stamp with a fraction of a second: ticks of milliseconds, and a share's
+#: clock up to a second behind this machine's.
+RACY_FINE_NS = 10**9
 
 
 @dataclass(frozen=True)
@@ -277,7 +305,10 @@ class UpdatePlan:
         The manifest's ``tiles``, ``staged`` and ``failures`` rows by source id.
     to_decode : list of SourceEntry
         Entries that match none of those rows by size and modification time,
-        in scan order.
+        or whose racy stamp matches but not their content, in scan order.
+    checked_ns : int
+        The wall clock, in nanoseconds, when the rows were compared with the
+        scan: recorded as ``stamps_checked_ns`` when the update publishes.
     """
 
     entries: list[SourceEntry]
@@ -288,6 +319,7 @@ class UpdatePlan:
     staged: dict[str, IndexedTile]
     failures: dict[str, Failure]
     to_decode: list[SourceEntry]
+    checked_ns: int = 0
 
 
 class Decoder(Protocol):
@@ -581,7 +613,8 @@ def _unchanged_read_only(source: TileSource, directory: Path, refused: OSError) 
     :func:`_plan`, the published library is the right one. Anything else
     needs an update, which cannot be made. Failures that may pass are not
     tried again here (that needs writing): they are reported, and the
-    published library served.
+    published library served. Rows published with racy stamps are checked
+    by their content's hash (reading only), and must all match.
 
     Parameters
     ----------
@@ -603,14 +636,34 @@ def _unchanged_read_only(source: TileSource, directory: Path, refused: OSError) 
         When the index is missing or is not up to date with the source.
     """
     if (directory / "manifest.sqlite").is_file():
-        digest, count, _ = _scan_summary(source)
+        digest, count, entries = _scan_summary(source)
         connection = connect_read_only(directory)
         try:
-            if _published_digest(connection) == digest:
+            if _published_digest(connection) == digest and (
+                    not _racy_pending(connection)
+                    or not _racy_changes(source, connection, entries)):
                 return _unchanged_stats(connection, count)
         finally:
             connection.close()
     raise not_writable(directory, refused)
+
+
+def _racy_changes(source: TileSource, connection: sqlite3.Connection,
+                  entries: list[SourceEntry] | None) -> bool:
+    """Whether a published row of racy stamp no longer hashes as its entry (reads only).
+
+    For an index that cannot be written, whose scan is the published one.
+    """
+    if entries is None:
+        entries = source.scan()
+    published = _read_published(connection)
+    checked = _meta_time(connection, "stamps_checked_ns")
+    racy: list[tuple[int, str]] = []
+    for position, entry in enumerate(entries):
+        row = published.get(entry.source_id)
+        if row is not None and _is_racy(entry.mtime_ns, checked):
+            racy.append((position, row.content_hash))
+    return bool(_changed_content(source, entries, racy))
 
 
 def not_writable(directory: Path, refused: OSError) -> MosaicistError:
@@ -700,10 +753,13 @@ def _plan(
     their outcome is committed, which is what makes an interrupted update
     resume where it stopped. A failure that may pass (a read that failed for a
     reason of the moment) matches no stamp (:func:`~._manifest.failure_row`):
-    its entry is decoded again.
+    its entry is decoded again. A row whose stamp is racy (:func:`_is_racy`)
+    only counts when the entry's content still hashes as the row's
+    (:func:`_changed_content`).
 
-    The stage's only write is the ``meta`` values of a new manifest, in one
-    transaction; everything else is read, so an interrupt here loses nothing.
+    The stage's only writes are the ``meta`` values of a new manifest, and
+    ``staged_checked_ns`` before rows are staged, each in one transaction;
+    everything else is read, so an interrupt here loses nothing.
 
     Parameters
     ----------
@@ -720,8 +776,8 @@ def _plan(
     -------
     UpdatePlan or UpdateStats
         The plan; or, when the scan is the one last published, nothing is
-        staged and no failure may pass (so the published library is already
-        the right one), the
+        staged, no failure may pass and no published stamp is racy (so the
+        published library is already the right one), the
         update's final stats, read from the manifest without comparing rows.
         A source whose scan follows from a few facts
         (:meth:`TileSource.scan_fingerprint`) is then not even scanned.
@@ -742,10 +798,13 @@ def _plan(
     digest, count, entries = _scan_summary(source)
     # A failure that may pass is tried again on every run, until it no longer fails:
     # the scan being unchanged says nothing about whether a share still falters.
-    if _published_digest(connection) == digest and not retry_pending(connection):
+    if (_published_digest(connection) == digest and not retry_pending(connection)
+            and not _racy_pending(connection)):
         return _unchanged_stats(connection, count)
     if entries is None:
         entries = source.scan()
+    # After the scan: whatever is read from here on (hashes, decodes) was read later.
+    checked_ns = _clock_ns()
 
     published = _read_published(connection)
     staged = _read_staged(connection)
@@ -766,23 +825,131 @@ def _plan(
                 if row.slot < SHARD_SLOTS]
     next_slot = max(next_slot, max(in_store, default=-1) + 1)
 
-    to_decode: list[SourceEntry] = []
-    for entry in entries:
+    published_checked = _meta_time(connection, "stamps_checked_ns")
+    staged_checked = _meta_time(connection, "staged_checked_ns")
+    decode = [False] * len(entries)
+    # Racy matches: (position in entries, the hash of the row's content).
+    racy: list[tuple[int, str]] = []
+    for position, entry in enumerate(entries):
         stamp = (entry.size, entry.mtime_ns)
         old = published.get(entry.source_id)
         if old is not None and (old.size, old.mtime_ns) == stamp:
+            if _is_racy(entry.mtime_ns, published_checked):
+                racy.append((position, old.content_hash))
             continue
         new = staged.get(entry.source_id)
         if new is not None and (new.size, new.mtime_ns) == stamp:
+            if _is_racy(entry.mtime_ns, staged_checked):
+                racy.append((position, new.content_hash))
             continue
         failure = failures.get(entry.source_id)
         if failure is not None and (failure.size, failure.mtime_ns) == stamp:
+            # Trusted even when racy: a failure has no content hash to check, and unlike
+            # a stale tile it is reported on every run (a file saved again is seen).
             continue
-        to_decode.append(entry)
+        decode[position] = True
+    for position in _changed_content(source, entries, racy):
+        decode[position] = True
+    to_decode = [entry for entry, chosen in zip(entries, decode, strict=True) if chosen]
+    if to_decode and staged_checked is None:
+        # The moment the rows about to be staged are read after (see "Racy stamps").
+        with transaction(connection):
+            set_meta(connection, "staged_checked_ns", checked_ns)
     return UpdatePlan(
         entries=entries, digest=digest, generation=generation, next_slot=next_slot,
         published=published, staged=staged, failures=failures, to_decode=to_decode,
+        checked_ns=checked_ns,
     )
+
+
+def _clock_ns() -> int:
+    """The wall clock in nanoseconds, against which stamps are judged racy (:func:`_is_racy`)."""
+    return time.time_ns()
+
+
+def _is_racy(stamp: int, checked_ns: int | None) -> bool:
+    """Whether ``stamp`` is too recent to vouch for content read after ``checked_ns``.
+
+    A file written again in the clock tick of its stamp keeps the stamp, so
+    the content read in that tick may not be the file's any more. A stamp in
+    whole seconds may come from a file system of one- or two-second ticks
+    (:data:`RACY_COARSE_NS`); a finer one from a tick of milliseconds
+    (:data:`RACY_FINE_NS`). A stamp after the moment (a clock ahead, a file
+    dated in the future) is racy too.
+
+    Parameters
+    ----------
+    stamp : int
+        The entry's change stamp, in nanoseconds.
+    checked_ns : int or None
+        The wall clock when the row was compared with its entry or read
+        (None: not recorded, by a version before this check; trusted).
+
+    Returns
+    -------
+    bool
+        True when the content must be checked by its hash.
+    """
+    if checked_ns is None:
+        return False
+    margin = RACY_COARSE_NS if stamp % 10**9 == 0 else RACY_FINE_NS
+    return stamp >= checked_ns - margin
+
+
+def _meta_time(connection: sqlite3.Connection, name: str) -> int | None:
+    """A moment kept in ``meta`` (``stamps_checked_ns``...), or None when unset or unreadable."""
+    value = get_meta(connection, name)
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return 0  # damaged: every stamp after 1970 is racy, so checked rather than trusted
+
+
+def _racy_pending(connection: sqlite3.Connection) -> bool:
+    """Whether rows or failures were published with racy stamps, to check by content now."""
+    value = get_meta(connection, "racy", "0")
+    return value != "0"
+
+
+def _changed_content(
+    source: TileSource, entries: Sequence[SourceEntry], racy: Sequence[tuple[int, str]]
+) -> list[int]:
+    """The positions among ``racy`` whose entries no longer hash as their rows' content.
+
+    The source hashes the entries' content without decoding
+    (:meth:`~mosaicist.sources.TileSource.content_hashes`); an entry whose
+    hash it cannot tell counts as changed (it is decoded, and its tile kept
+    where its decoded content hashes the same).
+
+    Parameters
+    ----------
+    source : TileSource
+        The source of ``entries``.
+    entries : sequence of SourceEntry
+        The scan.
+    racy : sequence of (int, str)
+        Position in ``entries`` of each racy match, and its row's content hash.
+
+    Returns
+    -------
+    list of int
+        Positions to decode.
+    """
+    if not racy:
+        return []
+    hashes = iter(source.content_hashes([entries[position] for position, _ in racy]))
+    changed = []
+    try:
+        for position, stored in racy:
+            # A source that yields fewer hashes than asked for: the rest are decoded.
+            found = next(hashes, None)
+            if found is None or found != stored:
+                changed.append(position)
+    finally:
+        close = getattr(hashes, "close", None)
+        if close is not None:
+            close()
+    return changed
 
 
 def _initialise_meta(connection: sqlite3.Connection, source_key: str, tile: TileFormat) -> None:
@@ -1218,6 +1385,7 @@ def _publish(
             # be reported again by the next runs' fast path.
             _keep_failures(connection, failed)
             set_meta(connection, "scan_digest", plan.digest)
+            _record_checked(connection, plan, final)
         return
 
     shards = read_shards(connection)
@@ -1253,7 +1421,8 @@ def _publish(
     if not sharded:
         used = _shards_used(shards, np.asarray(published_slots, np.int64))
     _swap_manifest(
-        connection, final, published_slots, failed, generation, next_slot, plan.digest, used
+        connection, final, published_slots, failed, generation, next_slot, plan.digest, used,
+        plan,
     )
     if generation != plan.generation and old_store.name not in {shard.file for shard in used}:
         with contextlib.suppress(FileNotFoundError):
@@ -1451,12 +1620,14 @@ def _swap_manifest(
     next_slot: int,
     digest: str,
     shards: Sequence[Shard] = (),
+    plan: UpdatePlan | None = None,
 ) -> None:
     """Publish ``final`` in one transaction, so readers see the old library or the new.
 
     The transaction replaces the ``tiles`` rows and the ``shards``, empties
     ``staged``, keeps only the failures of entries in ``failed``, and sets
-    ``generation``, ``next_slot`` and ``scan_digest``. The pixels of
+    ``generation``, ``next_slot`` and ``scan_digest`` (and, given the
+    ``plan``, when its rows were checked: :func:`_record_checked`). The pixels of
     ``final`` must already be on disk in ``tiles-<generation>.u8`` or the
     shards, tile ``final[i]`` at ``slots[i]`` (which differs from
     ``final[i].slot`` after a repack).
@@ -1477,6 +1648,8 @@ def _swap_manifest(
         The scan's digest.
     shards : sequence of Shard
         The shard files that ``slots`` point into.
+    plan : UpdatePlan, optional
+        The plan whose scan ``final`` is.
     """
     with transaction(connection):
         connection.execute("DELETE FROM shards")
@@ -1499,7 +1672,26 @@ def _swap_manifest(
         set_meta(connection, "generation", generation)
         set_meta(connection, "next_slot", next_slot)
         set_meta(connection, "scan_digest", digest)
+        if plan is not None:
+            _record_checked(connection, plan, final)
         new_publication(connection)
+
+
+def _record_checked(connection: sqlite3.Connection, plan: UpdatePlan,
+                    final: Sequence[IndexedTile | PublishedTile]) -> None:
+    """Record, in the publishing transaction, when the published rows were checked.
+
+    ``stamps_checked_ns`` is the plan's moment; ``racy`` how many of the
+    published rows have stamps racy against it, which the next update
+    checks by content; the staged rows' moment goes with them.
+    """
+    stamps = np.fromiter((row.mtime_ns for row in final), np.int64, count=len(final))
+    whole = stamps % 10**9 == 0
+    racy = int(np.count_nonzero(
+        stamps >= plan.checked_ns - np.where(whole, RACY_COARSE_NS, RACY_FINE_NS)))
+    set_meta(connection, "stamps_checked_ns", plan.checked_ns)
+    set_meta(connection, "racy", racy)
+    connection.execute("DELETE FROM meta WHERE name = 'staged_checked_ns'")
 
 
 def _keep_failures(connection: sqlite3.Connection, failed: Sequence[tuple[str, str]]) -> None:

@@ -82,6 +82,23 @@ def _identity(status: os.stat_result) -> tuple[int, int, int, int]:
     return (status.st_dev, status.st_ino, status.st_size, change_stamp(status))
 
 
+def _h5_key(key: str) -> str:
+    """``key`` as the path of an HDF5 object, spelt one way: ``/images/``, ``//images``,
+    ``./images`` and ``images`` are all ``images``.
+
+    The key is part of the source key (which names the index), so that every
+    spelling of one dataset must give one key: the shortest, which is also
+    the spelling keys had before (no index made with it is made again). The
+    file's root group, however spelt, stays ``/`` (refused: a group).
+
+    Examples
+    --------
+    >>> _h5_key("/data//images/"), _h5_key("./images"), _h5_key("/")
+    ('data/images', 'images', '/')
+    """
+    return "/".join(part for part in key.split("/") if part not in ("", ".")) or "/"
+
+
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
@@ -434,7 +451,7 @@ class ArrayFileSource(TileSource):
         """Resolve the key and return it with the array's shape and dtype (headers only)."""
         if self._kind == "h5":
             h5py = _import_h5py(self._path)
-            key = key or "images"
+            key = _h5_key(key) if key else "images"
             try:
                 with h5py.File(self._path, "r") as handle:
                     try:
@@ -519,6 +536,10 @@ class ArrayFileSource(TileSource):
                 if not members:
                     raise SourceError(f"{self._path}: the .npz file holds no arrays")
                 key = "images" if "images" in members else next(iter(members))
+            if key not in members and key.removesuffix(".npy") in members:
+                # The member's file name, which np.load takes too: the same array, and
+                # one source key (one index) for both spellings.
+                key = key.removesuffix(".npy")
             if key not in members:
                 raise SourceError(
                     f"{self._path}: no array {key!r} (available: {', '.join(members) or 'none'})"
@@ -743,6 +764,34 @@ class ArrayFileSource(TileSource):
                     tile = array_tile(self._to_rgb(raw), width_px, aspect, crop)
                     yield DecodedTile(entry, tile.pixels, content_hash(raw.data),
                                       window=tile.window, signature=tile.signature)
+        finally:
+            if handle is not None:
+                handle.close()
+
+    def content_hashes(self, entries: Sequence[SourceEntry]) -> Iterator[str | None]:
+        """The hashes :meth:`decode` would give the entries: their images' bytes, read as there.
+
+        Reads the images block by block as :meth:`decode` does, without making
+        tiles of them; an image that cannot be read (or an array that cannot
+        be opened now) is None, and is decoded to say why.
+        """
+        try:
+            store, handle = self._open_store()
+        except SourceError:
+            yield from (None for _ in entries)
+            return
+        try:
+            for start in range(0, len(entries), self._block):
+                chunk = entries[start:start + self._block]
+                positions = np.fromiter((self._position(e) for e in chunk), np.int64, len(chunk))
+                valid = positions >= 0
+                hashes: list[str | None] = [None] * len(chunk)
+                if valid.any():
+                    images, errors = self._read_block(store, positions[valid])
+                    for slot, index in enumerate(np.flatnonzero(valid).tolist()):
+                        if errors[slot] is None:
+                            hashes[index] = content_hash(np.ascontiguousarray(images[slot]).data)
+                yield from hashes
         finally:
             if handle is not None:
                 handle.close()

@@ -16,6 +16,8 @@ from PIL import Image
 
 from ..aspect import SQUARE
 from ..crop import Window
+from ..errors import MosaicistError
+from ..imaging import ImageReadError, content_hash, read_tile_bytes
 
 
 class SourceEntry(NamedTuple):
@@ -335,6 +337,36 @@ class TileSource(abc.ABC):
         PIL.Image.Image
             The whole photo, before any crop.
         """
+
+    def content_hashes(self, entries: Sequence[SourceEntry]) -> Iterator[str | None]:
+        """The content hash each entry would decode with now, read without decoding.
+
+        The index asks this of entries it cannot trust by their stamps alone
+        (written in the same clock tick as it last read them, see
+        :mod:`mosaicist.library._update`): an entry whose hash is the one
+        stored is unchanged and is not decoded again. The default reads the
+        entry's local file (:meth:`local_path`) and hashes its bytes, which is
+        what a folder's tiles store; a source that hashes something else must
+        override it (or yield None, and its entries are decoded again).
+
+        Parameters
+        ----------
+        entries : sequence of SourceEntry
+            Entries of :meth:`scan`.
+
+        Yields
+        ------
+        str or None
+            One per entry, in order: the hash :meth:`decode` would give it,
+            or None where it cannot be told without decoding (no local file,
+            a file that cannot be read now).
+        """
+        for entry in entries:
+            try:
+                path = self.local_path(entry)
+                yield None if path is None else content_hash(read_tile_bytes(path))
+            except (OSError, ImageReadError, MosaicistError):
+                yield None
 
     def scan_fingerprint(self) -> tuple[str, int] | None:
         """A cheap stand-in for :meth:`scan`: a text equal whenever the scan is, and its length.

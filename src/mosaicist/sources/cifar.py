@@ -503,6 +503,29 @@ class CifarSource(TileSource):
                                   window=tile.window, signature=tile.signature)
                 slot += 1
 
+    def content_hashes(self, entries: Sequence[SourceEntry]) -> Iterator[str | None]:
+        """The hashes :meth:`decode` would give the entries (their pixel rows), without tiles.
+
+        The index asks for them where a batch file's stamp is too recent to
+        trust (see :meth:`TileSource.content_hashes`): the rows are hashed
+        as :meth:`decode` hashes them, a few thousand at a time; an entry
+        that is not in the dataset is None (decoded, to say so).
+        """
+        self._load()
+        total = int(self._offsets[-1])
+        for start in range(0, len(entries), _DECODE_CHUNK):
+            chunk = entries[start:start + _DECODE_CHUNK]
+            positions = np.fromiter((self._position(e) for e in chunk), np.int64, len(chunk))
+            valid = (positions >= 0) & (positions < total)
+            rows = self._gather(positions[valid])
+            slot = 0
+            for ok in valid.tolist():
+                if not ok:
+                    yield None
+                    continue
+                yield content_hash(rows[slot].data)
+                slot += 1
+
     def image_size(self) -> tuple[int, int] | None:
         """Every CIFAR image is 32 x 32."""
         return (SIDE, SIDE)
