@@ -167,7 +167,14 @@ def _printed(event: Event, photo: Photo, width: int) -> np.ndarray:
 
 def write_underlay(event: Event, path: Path, paper: str = "a4", tile_cm: float = 5.0,
                    dpi: int = UNDERLAY_DPI) -> int:
-    """Write the underlay grid of the board to ``path`` (PDF); return the pages."""
+    """Write the underlay grid of the board to ``path`` (PDF); return the pages.
+
+    Raises
+    ------
+    MosaicistError
+        For an unknown paper, or a tile size out of range or too large for
+        a cell to fit on the page at full size.
+    """
     page_w_mm, page_h_mm = _check(paper, tile_cm)
     settings = event.settings
     options = settings.options
@@ -178,9 +185,17 @@ def write_underlay(event: Event, path: Path, paper: str = "a4", tile_cm: float =
     margin = _px(MARGIN_MM, dpi)
     header = _px(8, dpi)
     usable_w, usable_h = page_w - 2 * margin, page_h - 2 * margin - header
-    # Whole cells per page at full size.
-    across = max(1, int(usable_w // (cell_w_mm / 25.4 * dpi)))
-    down = max(1, int(usable_h // (cell_h_mm / 25.4 * dpi)))
+    # Whole cells per page at full size. A cell larger than the page was drawn one to a
+    # page and cut off at its edge: refused, as the print sheets refuse such a tile.
+    across = int(usable_w // (cell_w_mm / 25.4 * dpi))
+    down = int(usable_h // (cell_h_mm / 25.4 * dpi))
+    if across < 1 or down < 1:
+        widest = usable_w / dpi * 2.54
+        tallest = usable_h / dpi * 2.54 * options.tile_px / options.tile_height
+        shown = _paper_name(paper)
+        article = "an" if shown[:1] in "AEIOU" else "a"
+        raise MosaicistError(f"a {tile_cm:g} cm cell does not fit on {article} {shown} page; "
+                             f"at most {math.floor(min(widest, tallest) * 10) / 10:g} cm")
     target = Image.fromarray(event.target)
     font = _font(max(9, _px(3.5, dpi)))
     title = _font(max(10, _px(4.5, dpi)))

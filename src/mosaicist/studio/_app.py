@@ -1305,9 +1305,11 @@ def _routes(studio: Studio) -> list[Route]:
     async def view(request: Request) -> Response:
         run_id = request.path_params["id"]
         route = request.path_params.get("route")
-        if route is None:
-            return RedirectResponse(f"/runs/{run_id}/view/", 302)
+        # Found first: no redirect to a viewer that is not there (nor, for an id holding
+        # '?' or '#', to another address).
         site = await threaded(studio.viewer)(run_id)
+        if route is None:
+            return RedirectResponse(f"/runs/{urllib.parse.quote(run_id, safe='')}/view/", 302)
         return site.answer(route, f"/runs/{run_id}/view/")
 
     read = ["GET"]

@@ -27,7 +27,7 @@ from typing import Any
 
 import anyio
 
-from ._errors import WebError, error_response, log_failure, sentence
+from ._errors import API_PREFIX, WebError, error_response, log_failure, sentence
 from ._hosts import HostCheck
 
 Scope = MutableMapping[str, Any]
@@ -156,7 +156,7 @@ class Guard:
             headers["Connection"] = "close"
             if status != 413:
                 await _drain(receive)
-            shown = path if isinstance(decode_target(raw), str) else "/"
+            shown = path if isinstance(decode_target(raw), str) else _shown_path(raw)
             await error_response(shown, status, message, headers)(scope, receive, guarded_send)
             return
         route = decode_target(raw)
@@ -244,6 +244,15 @@ async def _drain(receive: Receive) -> None:
             left -= len(message.get("body", b""))
             if not message.get("more_body", False):
                 return
+
+
+def _shown_path(raw: bytes) -> str:
+    """The path a refusal of an undecodable request target is answered for.
+
+    Under :data:`~._errors.API_PREFIX` as sent, the API's own (so that the
+    refusal is JSON, as the page's scripts read every answer there); else ``/``.
+    """
+    return API_PREFIX if raw.startswith(API_PREFIX.encode()) else "/"
 
 
 def _too_large(limit: int) -> str:
