@@ -1,7 +1,11 @@
 """How much of the machine mosaicist uses: worker counts and resident memory.
 
 Every pool of threads or processes sizes itself with :func:`worker_count`, so
-one environment variable, ``MOSAICIST_THREADS``, bounds them all.
+one environment variable, ``MOSAICIST_THREADS``, bounds them all. Work whose
+memory grows with the grid (cells, candidate lists, a picture held whole) is
+compared, before it starts, with :func:`available_memory`
+(:func:`check_memory`), so that a plan that cannot fit is refused in one
+line rather than ended by the kernel's out-of-memory killer.
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import numpy as np
+
+from .errors import MosaicistError
 
 #: Environment variable that sets the number of worker threads and processes.
 THREADS_ENV = "MOSAICIST_THREADS"
@@ -34,6 +41,14 @@ PARENT_POLL_SECONDS = 1.0
 POOL_THREAD_GRACE_SECONDS = 0.5
 #: ``prctl`` option that asks Linux to signal a process when its parent dies.
 _PR_SET_PDEATHSIG = 1
+#: Environment variable that replaces the memory :func:`available_memory` finds, in bytes
+#: (private: the tests' way to stand for a small machine without filling one).
+_MEMORY_ENV = "_MOSAICIST_AVAILABLE_MEMORY"
+#: Where Linux mounts the cgroup (v2) hierarchy, and the v1 memory controller.
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+_CGROUP_V1_MEMORY = _CGROUP_ROOT / "memory"
+#: A cgroup v1 limit at or above this is "no limit" (the kernel's page-aligned maximum).
+_CGROUP_V1_UNLIMITED = 1 << 60
 
 
 def worker_count(most: int | None = None) -> int:
@@ -58,6 +73,148 @@ def worker_count(most: int | None = None) -> int:
     if most is not None:
         count = min(count, most)
     return max(1, count)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still take without making the machine swap or kill.
+
+    The least of what the kernel counts as available (``MemAvailable`` in
+    ``/proc/meminfo``: free memory plus the page cache it can reclaim) and,
+    where this process runs in a control group with a memory limit (a
+    container, a systemd slice), that limit less what the group holds
+    beyond its reclaimable file cache. Where neither can be read (not
+    Linux), the machine's physical memory, which refuses only plans that no
+    machine of that size could run. None when nothing can be learnt.
+
+    Returns
+    -------
+    int or None
+        Available bytes, or None when unknown.
+    """
+    override = os.environ.get(_MEMORY_ENV)
+    if override:
+        with contextlib.suppress(ValueError):
+            return max(0, int(override))
+    found = [amount for amount in (_meminfo_available(), *_cgroup_rooms())
+             if amount is not None]
+    if not found:
+        with contextlib.suppress(ValueError, OSError, AttributeError):
+            # SC_AVPHYS_PAGES counts free pages only, not the page cache the kernel
+            # gives back on demand: too little on any machine that has read files.
+            found.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    return min(found) if found else None
+
+
+def check_memory(needed: int, refusal: Callable[[str, str], MosaicistError],
+                 available: int | None = None) -> None:
+    """Raise ``refusal(needed, available)`` when ``needed`` bytes exceed the memory available.
+
+    Parameters
+    ----------
+    needed : int
+        The estimated peak, in bytes (an estimate that errs low: only a plan
+        that clearly cannot fit is refused).
+    refusal : callable
+        Makes the error from the two amounts as words (``"37.0 GB"``).
+    available : int, optional
+        The memory available (default: :func:`available_memory`).
+
+    Raises
+    ------
+    MosaicistError
+        What ``refusal`` made, when ``needed`` is over what is available.
+    """
+    if available is None:
+        available = available_memory()
+    if available is not None and needed > available:
+        raise refusal(byte_words(needed), byte_words(available))
+
+
+def byte_words(count: int) -> str:
+    """A byte count for people: ``512 bytes``, ``3.2 GB``, ``1.1 TB``.
+
+    Parameters
+    ----------
+    count : int
+        Bytes.
+
+    Returns
+    -------
+    str
+        The count in the largest decimal unit it reaches, one decimal.
+    """
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= size:
+            return f"{count / size:,.1f} {unit}"
+    return f"{count} bytes"
+
+
+def _meminfo_available() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` in bytes (None where there is none)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _read_number(path: Path) -> int | None:
+    """The whole number a cgroup file holds; None for ``max``, a missing or odd file."""
+    try:
+        text = path.read_text(encoding="ascii").strip()
+        return None if text == "max" else int(text)
+    except (OSError, ValueError):
+        return None
+
+
+def _reclaimable(stat: Path, key: str) -> int:
+    """The ``key`` line of a cgroup's ``memory.stat`` (file cache it can give back), or 0."""
+    try:
+        for line in stat.read_text(encoding="ascii").splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _cgroup_rooms() -> list[int]:
+    """Room left under each memory limit of this process's control groups, in bytes.
+
+    The process's own group and each above it that has a limit, in the
+    unified hierarchy (version 2: ``memory.max``) and in the memory
+    controller's (version 1: ``memory.limit_in_bytes``). What a group holds
+    in inactive file cache counts as room (the kernel reclaims it before it
+    kills), as container tools count a working set.
+    """
+    own = {"0": "/", "memory": "/"}
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/cgroup").read_text(encoding="utf-8").splitlines():
+            hierarchy, controllers, path = line.split(":", 2)
+            for kind in ("0", "memory"):
+                if hierarchy == kind or kind in controllers.split(","):
+                    own[kind] = path
+    rooms = []
+    for kind, root, files in (
+            ("0", _CGROUP_ROOT, ("memory.max", "memory.current", "inactive_file")),
+            ("memory", _CGROUP_V1_MEMORY,
+             ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"))):
+        group = root / own[kind].lstrip("/")
+        if not group.is_relative_to(root) or ".." in group.parts:
+            group = root
+        for folder in (group, *group.parents):
+            limit = _read_number(folder / files[0])
+            if limit is not None and limit < _CGROUP_V1_UNLIMITED:
+                used = _read_number(folder / files[1]) or 0
+                used -= _reclaimable(folder / "memory.stat", files[2])
+                rooms.append(max(0, limit - max(0, used)))
+            if folder == root:
+                break
+    return rooms
 
 
 def end_with_parent(parent_pid: int) -> None:

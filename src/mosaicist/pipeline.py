@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from ._runtime import one_blas_thread
+from ._runtime import check_memory, one_blas_thread
 from .colour import encoded_unit
 from .errors import MosaicistError, OptionError, printable, shown_type
-from .grid import Grid, make_grid
+from .grid import Geometry, Grid, make_grid
 from .imaging import over_target_limit, picture_array, read_target, target_path, target_size
 from .library import TileLibrary
 from .match import Assignment, Matcher, MatchRequest, MatchResult, fitted_matcher
@@ -53,6 +53,22 @@ if TYPE_CHECKING:
 
 Target = str | os.PathLike[str] | np.ndarray | Image.Image
 Tiles = str | os.PathLike[str] | TileSource | TileLibrary
+
+# What a make holds for each cell, measured (peak resident memory, /usr/bin/time -v, over
+# grids of 1,850 to 480,000 cells, less that of a smaller grid) and rounded down: the
+# estimate errs low, so that only a plan that clearly cannot fit is refused.
+#: Bytes per cell of the exact search, past the cell's own pixels (155 measured: 1 px
+#: cells against 32 px tiles, compared at the cells' size).
+SEARCH_BYTES_PER_CELL = 128
+#: Copies of each cell resampled to the compared size (``match_px``) held at once: the
+#: vectors, their colour encoding, their features (1.43 measured: 3 px cells, 32 px tiles).
+COMPARED_COPIES = 1.25
+#: Bytes per cell of the optimal assignment that a use limit or a spacing needs: its
+#: candidate lists and flow graph (9,300-10,000 measured on 7,500-30,000 cells of 2 px;
+#: 50,000 and more on 1 px cells, whose many equal cells list many ties).
+ASSIGNMENT_BYTES_PER_CELL = 8_000
+#: Bytes per cell of the fidelity metrics at viewing scale (3,700 measured, 4 px views).
+METRICS_BYTES_PER_CELL = 3_000
 
 
 @dataclass
@@ -154,8 +170,24 @@ class Mosaic:
         """The whole picture, ``(rows * tile_height, cols * tile_px, 3)`` uint8, drawn once.
 
         For outputs too large for memory use :meth:`write`.
+
+        Raises
+        ------
+        MosaicistError
+            Before drawing, when the picture is larger than the memory available.
         """
         if self._image is None:
+            width, height = self.renderer.width, self.renderer.height
+            # The picture whole, plus the band being drawn into it.
+            needed = (height + self.renderer.tile_height) * width * 3
+
+            def refusal(needed: str, free: str) -> MosaicistError:
+                return MosaicistError(
+                    f"the whole {width:,}x{height:,} px picture needs about {needed} of "
+                    f"memory; this machine has {free} available: write it to a file with "
+                    "Mosaic.write, which streams it")
+
+            check_memory(needed, refusal)
             started = time.perf_counter()
             self._image = self.renderer.image()
             self.timings["render"] = (self.timings.get("render", 0.0)
@@ -633,11 +665,105 @@ def _check_target_array(target: np.ndarray) -> None:
                           shape=target.shape, dtype=str(target.dtype))
 
 
+def make_memory(rows: int, cols: int, options: MosaicOptions, cell_px: int | None = None,
+                cell_height: int | None = None) -> dict[str, int]:
+    """Estimate the memory a make of ``rows x cols`` cells holds at its peak, by part.
+
+    An estimate from the sizes alone, before any work: the cells' pixels,
+    the exact search's state, the cells resampled to the compared size, the
+    optimal assignment's candidate lists (with a use limit or a spacing)
+    and the fidelity metrics (when computed). Each part is a measured cost
+    per cell, rounded down (see :data:`ASSIGNMENT_BYTES_PER_CELL`...): the
+    total errs low. The matching and the metrics come one after the other,
+    so the peak counts the larger of the two. The picture's bands come with
+    the output (:func:`mosaicist.render.output_memory`).
+
+    Parameters
+    ----------
+    rows, cols : int
+        The grid.
+    options : MosaicOptions
+        The settings, with the sizes fitted (``match_px``, ``cell_px``).
+    cell_px, cell_height : int, optional
+        A cell's size in target pixels (default: that of ``options``).
+
+    Returns
+    -------
+    dict of str to int
+        Bytes: ``cells``, ``search``, ``compared``, ``assignment``, ``metrics``
+        and ``peak``, the estimate of the whole.
+    """
+    assert options.match_px is not None  # resolved by MosaicOptions
+    cell_px = options.cell_px if cell_px is None else cell_px
+    cell_height = options.cell_height if cell_height is None else cell_height
+    count = rows * cols
+    geometry = Geometry(cell_px, options.match_px, cell_height, options.match_height)
+    resampled = geometry.factor == 1 and geometry.shape != geometry.cell_shape
+    assigned = options.assign == "optimal" and (
+        options.max_uses is not None or options.min_uses > 0 or options.min_spacing > 1)
+    parts = {
+        "cells": count * cell_px * cell_height * 3,
+        "search": count * SEARCH_BYTES_PER_CELL,
+        "compared": int(count * geometry.length * COMPARED_COPIES) if resampled else 0,
+        "assignment": count * ASSIGNMENT_BYTES_PER_CELL if assigned else 0,
+        "metrics": count * METRICS_BYTES_PER_CELL if options.compute_metrics else 0,
+    }
+    matching = parts["search"] + parts["compared"] + parts["assignment"]
+    parts["peak"] = parts["cells"] + max(matching, parts["metrics"])
+    return parts
+
+
+def check_make_memory(rows: int, cols: int, options: MosaicOptions,
+                      available: int | None = None, *, cell_px: int | None = None,
+                      cell_height: int | None = None) -> None:
+    """Refuse, before any work, a make whose grid cannot fit in the memory available.
+
+    Parameters
+    ----------
+    rows, cols : int
+        The grid.
+    options : MosaicOptions
+        The settings, with the sizes fitted.
+    available : int, optional
+        Bytes available (default: :func:`mosaicist._runtime.available_memory`).
+    cell_px, cell_height : int, optional
+        A cell's size in target pixels (default: that of ``options``).
+
+    Raises
+    ------
+    OptionError
+        When :func:`make_memory`'s estimate is over ``available``; the message
+        names the settings that make it smaller.
+    """
+    parts = make_memory(rows, cols, options, cell_px, cell_height)
+    count = rows * cols
+    advice = ["a larger {cell_px}"]
+    if parts["compared"] > parts["search"]:
+        advice.append("a smaller {match_px}")
+    if parts["assignment"]:
+        # The seed's method lists no candidates: each cell its nearest tile.
+        advice.append("{preset} seed (no use limit or spacing)")
+    assert options.match_px is not None  # resolved by MosaicOptions
+
+    def refusal(needed: str, free: str) -> OptionError:
+        return OptionError(
+            "{count} {cells} matched against {size} px tiles need about {needed} of memory; this "
+            "machine has {free} available: use " + " or ".join(advice), count=f"{count:,}",
+            cells="cell" if count == 1 else "cells",
+            size=f"{options.match_px}x{options.match_height}", needed=needed, free=free)
+
+    check_memory(parts["peak"], refusal, available)
+
+
 def _plan(options: MosaicOptions, size: tuple[int, int], label: str, quiet: bool
           ) -> tuple[SizePlan, MosaicOptions]:
     """The size plan for a target of ``size`` and the options it fits (checked, noted)."""
     sizes = options_plan(options, size, name=label)
     options = fit_options(options, sizes)
+    # Before the library opens or the matching starts: a grid that cannot fit in memory
+    # was ended by the kernel, hours in, taking the machine's other work with it.
+    check_make_memory(sizes.rows, sizes.cols, options, cell_px=sizes.cell_px,
+                      cell_height=sizes.cell_height)
     if options.adaptive:
         from .adaptive import check_adaptive
 
