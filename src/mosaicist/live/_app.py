@@ -44,10 +44,15 @@ with another); a request that carries the right bearer token needs no page
 token, so scripts can use the API with the admin token alone (a browser
 never sends a bearer header across sites without a CORS approval, which
 this server never gives). Guests' uploads are limited per client address
-(photos per minute, and three requests at a time);
-the same photo sent again from one address within ten minutes (a phone
-retrying after a lost answer, also one lost to a crash of the server) is
-answered as its first upload.
+(photos per minute, and three requests at a time), and in all: at most
+:data:`UPLOADS_QUEUED` upload requests of at most :data:`UPLOAD_BYTES_QUEUED`
+together are received, wait for their turn or are decoded at once; more are
+refused at once, 503 with ``Retry-After`` (the guests' page sends again by
+itself), so that a burst of guests neither fills the memory nor stalls the
+display. ``HEAD`` on the host's downloads answers their headers without
+writing the file. The same photo sent again from one address within ten
+minutes (a phone retrying after a lost answer, also one lost to a crash of
+the server) is answered as its first upload.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -83,10 +89,12 @@ from ..web import (
     TOKEN_HEADER,
     FileAnswer,
     Guard,
+    UploadQueue,
     WebError,
     WebServer,
     bind,
     content_type,
+    download_head,
     make_app,
     open_inside,
     package_folder,
@@ -129,6 +137,19 @@ RATE_CLIENTS = 10_000
 #: body of :data:`MAX_BODY` each (gigabytes held in memory and spooled to disk) before its
 #: rate allowance was taken, which happens once a body is read.
 MAX_UPLOADS_PER_CLIENT = 3
+#: Upload requests in the server at once, from every guest: being received, waiting for
+#: their turn to be decoded, and decoded. More are refused (503, sent again by the page):
+#: they would wait longer than a phone does, and some of the server's 64 connections
+#: (``web._serve.MAX_CONNECTIONS``) stay free for the display and the host.
+UPLOADS_QUEUED = 48
+#: The bytes those requests may declare in all: each may be up to :data:`MAX_BODY`, held in
+#: memory from its form until its photos are stored.
+UPLOAD_BYTES_QUEUED = 512 * 2**20
+#: Seconds a guest is asked to wait before sending again when the queue is full.
+BUSY_RETRY_SECONDS = 5
+#: Seconds between looks at an upload of the same photo still being received (a retry
+#: waiting for its first request, on the event loop: no thread waits).
+RETRY_POLL_SECONDS = 0.05
 #: Seconds during which the same photo sent again by the same client is its earlier
 #: upload (a phone retrying after a lost answer), and how many such uploads are kept.
 RETRY_SECONDS = UPLOAD_MEMORY_SECONDS
@@ -287,7 +308,13 @@ class Live:
         self.fallback = fallback
         self.cache_dir = cache_dir
         self.stopping = threading.Event()
-        self._decoding = threading.BoundedSemaphore(max(2, worker_count()))
+        # Each photo being decoded holds its pixels and a core: a few at a time; the
+        # others wait on the event loop, not in the threads every other route needs.
+        self.uploads = UploadQueue(
+            decoders=max(2, worker_count()), queued=UPLOADS_QUEUED,
+            held_bytes=UPLOAD_BYTES_QUEUED, largest=MAX_BODY, retry_after=BUSY_RETRY_SECONDS,
+            busy="the wall is busy with many photos arriving at once; send this one again "
+                 "in a few seconds")
         self._library: Any = None
         self._library_lock = threading.Lock()
         self._cache_lock = threading.Lock()
@@ -374,7 +401,9 @@ class Live:
         The same bytes sent again by the same ``client`` within
         :data:`RETRY_SECONDS`, while the first upload is still on the wall
         or waiting, are that upload: a phone that lost the answer and sends
-        again must not put the photo on the wall twice.
+        again must not put the photo on the wall twice. Decoded in the
+        calling thread, whatever else is being decoded; the server uses
+        :meth:`accept_queued`.
 
         Parameters
         ----------
@@ -396,42 +425,108 @@ class Live:
             :class:`Conflict` when the same photo from the same client is
             being received already.
         """
-        digests = [hashlib.sha256(data).digest() for data, _ in uploads]
-        keys = [(client, digest) for digest in digests]
+        keys = _upload_keys(uploads, client)
         with self._claimed(keys) as mine:
-            answers: list[dict[str, Any] | None] = []
-            for key in keys:
-                earlier = self._earlier(key)
-                answers.append(None if earlier is None else self.event.answer(earlier))
-            first = {key: keys.index(key) for key in keys}
-            fresh = [index for index, answer in enumerate(answers)
-                     if answer is None and keys[index] in mine and first[keys[index]] == index]
-            if any(answer is None and keys[index] not in mine
-                   for index, answer in enumerate(answers)):
-                raise Conflict("this photo is being received from this device already; "
-                               "wait a moment and look at the wall")
-            prepared: list[Prepared] = []
+            answers, fresh = self._answered(keys, mine)
+            self._store(uploads, keys, answers, fresh)
+            return _in_order(keys, answers)
+
+    async def accept_queued(self, uploads: list[tuple[bytes, str]],
+                            client: str = "") -> list[dict[str, Any]]:
+        """:meth:`accept`, for the server: the photos decoded when :attr:`uploads` has room.
+
+        Waiting for a turn to decode, or for the same photo's first request
+        to end, holds no worker thread: a burst of guests must not stall the
+        display and the host's page, whose routes need those threads.
+
+        Parameters
+        ----------
+        uploads : list of (bytes, str)
+            Each photo's bytes and the file name the phone gave.
+        client : str
+            Who sent them.
+
+        Returns
+        -------
+        list of dict
+            One answer per upload, in order.
+
+        Raises
+        ------
+        MosaicistError
+            As :meth:`accept`.
+        """
+        # Hashed in a thread: up to 100 MB would hold the event loop for a while.
+        keys = await anyio.to_thread.run_sync(_upload_keys, uploads, client)
+        async with self._claimed_waiting(keys) as mine:
+            answers, fresh = await anyio.to_thread.run_sync(self._answered, keys, mine)
+            if fresh:
+                await self.uploads.decode(self._store, uploads, keys, answers, fresh)
+            return _in_order(keys, answers)
+
+    def _answered(self, keys: list[tuple[str, bytes]], mine: set[tuple[str, bytes]]
+                  ) -> tuple[list[dict[str, Any] | None], list[int]]:
+        """The answers of the uploads received before (None for the others), and the
+        indices of those to store: claimed here, first of their bytes in the request.
+
+        Raises
+        ------
+        Conflict
+            When one is neither received before nor claimed here (its first
+            request did not end in time).
+        """
+        answers: list[dict[str, Any] | None] = []
+        for key in keys:
+            earlier = self._earlier(key)
+            answers.append(None if earlier is None else self.event.answer(earlier))
+        if any(answer is None and keys[index] not in mine
+               for index, answer in enumerate(answers)):
+            raise Conflict("this photo is being received from this device already; "
+                           "wait a moment and look at the wall")
+        first = {key: keys.index(key) for key in keys}
+        fresh = [index for index, answer in enumerate(answers)
+                 if answer is None and first[keys[index]] == index]
+        return answers, fresh
+
+    def _store(self, uploads: list[tuple[bytes, str]], keys: list[tuple[str, bytes]],
+               answers: list[dict[str, Any] | None], fresh: list[int]) -> None:
+        """Decode, store and record the ``fresh`` uploads (all or none), their answers put
+        in ``answers``."""
+        prepared: list[Prepared] = []
+        try:
+            for index in fresh:
+                data, name = uploads[index]
+                prepared.append(self.event.prepare(data, name))
+        except BaseException:
+            for item in prepared:
+                self.event.discard(item)
+            raise
+        for position, (index, item) in enumerate(zip(fresh, prepared, strict=True)):
             try:
-                for index in fresh:
-                    data, name = uploads[index]
-                    with self._decoding:
-                        prepared.append(self.event.prepare(data, name))
+                answers[index] = answer = self.event.receive(item, keys[index])
             except BaseException:
-                for item in prepared:
-                    self.event.discard(item)
+                for rest in prepared[position + 1:]:
+                    self.event.discard(rest)
                 raise
-            for position, (index, item) in enumerate(zip(fresh, prepared, strict=True)):
-                try:
-                    answers[index] = answer = self.event.receive(item, keys[index])
-                except BaseException:
-                    for rest in prepared[position + 1:]:
-                        self.event.discard(rest)
-                    raise
-                self._remember(keys[index], answer["id"])
-            # The same photo twice in one request is one photo.
-            answers = [answers[first[key]] if answer is None else answer
-                       for key, answer in zip(keys, answers, strict=True)]
-        return [answer for answer in answers if answer is not None]
+            self._remember(keys[index], answer["id"])
+
+    def _claim(self, key: tuple[str, bytes], mine: set[tuple[str, bytes]]
+               ) -> threading.Event | None:
+        """Claim ``key`` into ``mine``: None when claimed (here, now or before), else the
+        event its holder sets once it is done."""
+        if key in mine:  # the same photo twice in one request
+            return None
+        with self._recent_lock:
+            busy = self._receiving.get(key)
+            if busy is None:
+                self._receiving[key] = threading.Event()
+                mine.add(key)
+            return busy
+
+    def _release(self, mine: set[tuple[str, bytes]]) -> None:
+        with self._recent_lock:
+            for key in mine:
+                self._receiving.pop(key).set()
 
     @contextlib.contextmanager
     def _claimed(self, keys: list[tuple[str, bytes]]) -> Iterator[set[tuple[str, bytes]]]:
@@ -445,20 +540,31 @@ class Live:
         mine: set[tuple[str, bytes]] = set()
         try:
             for key in keys:
-                while key not in mine:
-                    with self._recent_lock:
-                        busy = self._receiving.get(key)
-                        if busy is None:
-                            self._receiving[key] = threading.Event()
-                            mine.add(key)
-                            break
+                while (busy := self._claim(key, mine)) is not None:
                     if not busy.wait(max(0.0, deadline - time.monotonic())):
                         break
             yield mine
         finally:
-            with self._recent_lock:
-                for key in mine:
-                    self._receiving.pop(key).set()
+            self._release(mine)
+
+    @contextlib.asynccontextmanager
+    async def _claimed_waiting(self, keys: list[tuple[str, bytes]]
+                               ) -> AsyncIterator[set[tuple[str, bytes]]]:
+        """:meth:`_claimed` on the event loop: a retry waits for its first request there."""
+        deadline = time.monotonic() + RETRY_WAIT_SECONDS
+        mine: set[tuple[str, bytes]] = set()
+        try:
+            for key in keys:
+                while (busy := self._claim(key, mine)) is not None:
+                    # Looked at now and then: the first request ends in a thread or on
+                    # this loop, and a short sleep here holds neither.
+                    while not busy.is_set() and time.monotonic() < deadline:
+                        await anyio.sleep(RETRY_POLL_SECONDS)
+                    if not busy.is_set():
+                        break
+            yield mine
+        finally:
+            self._release(mine)
 
     def _earlier(self, key: tuple[str, bytes]) -> Any:
         """The photo an upload ``key`` (client, digest) became lately, while it is still up
@@ -650,6 +756,20 @@ class Live:
         return {"filled": filled, "counts": self.event.counts(), "version": self.event.version}
 
 
+def _upload_keys(uploads: list[tuple[bytes, str]], client: str) -> list[tuple[str, bytes]]:
+    """Each upload's key: its client and the digest of its bytes."""
+    return [(client, hashlib.sha256(data).digest()) for data, _ in uploads]
+
+
+def _in_order(keys: list[tuple[str, bytes]], answers: list[dict[str, Any] | None]
+              ) -> list[dict[str, Any]]:
+    """One answer per upload: the same photo twice in one request is one photo."""
+    first = {key: keys.index(key) for key in keys}
+    joined = [answers[first[key]] if answer is None else answer
+              for key, answer in zip(keys, answers, strict=True)]
+    return [answer for answer in joined if answer is not None]
+
+
 def _check_admin(request: Request, token: str) -> None:
     given = request.headers.get("authorization")
     if given is None:
@@ -673,8 +793,15 @@ def _flag(body: dict[str, Any], name: str) -> bool:
 
 async def _call(function: Callable[..., Any], *args: Any) -> Any:
     """Run ``function`` in a worker thread, its expected failures as HTTP refusals."""
-    try:
+    with _refusals():
         return await run_in_threadpool(function, *args)
+
+
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    """The wall's expected failures in the block, as HTTP refusals."""
+    try:
+        yield
     except NotFound as error:
         raise WebError(404, str(error)) from None
     except Conflict as error:
@@ -725,7 +852,8 @@ def _routes(live: Live) -> list[Route]:
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise WebError(400, "send the photos as files in the form field 'photo'")
         with live.uploading(client):
-            return await _received(request, client)
+            async with live.uploads.admitted(request):
+                return await _received(request, client)
 
     async def _received(request: Request, client: str) -> Response:
         uploads: list[tuple[bytes, str]] = []
@@ -746,7 +874,8 @@ def _routes(live: Live) -> list[Route]:
         wait = live.rate.take(client, len(uploads))
         if wait:
             raise _too_many(wait)
-        answers = await _call(live.accept, uploads, client)
+        with _refusals():
+            answers = await live.accept_queued(uploads, client)
         status = 201 if any(answer["status"] == "placed" for answer in answers) else 202
         if len(answers) == 1:
             return JSONResponse(_guest_answer(answers[0]), status)
@@ -867,6 +996,11 @@ def _routes(live: Live) -> list[Route]:
         kind = request.query_params.get("format", "png").lower()
         if kind not in EXPORTS:
             raise WebError(400, f"format must be one of {', '.join(EXPORTS)}")
+        if request.method == "HEAD":
+            # Starlette answers HEAD on a GET route by running it: the whole wall would be
+            # written, for an answer without a body.
+            name = EXPORTS[kind]
+            return download_head(content_type(name), f"{stem}-{name}")
         path = await _call(export_wall, event, kind)
         return _download(event.exports_folder, path, f"{stem}-{path.name}")
 
@@ -877,6 +1011,12 @@ def _routes(live: Live) -> list[Route]:
                 raise WebError(400, f"paper must be {' or '.join(PAPERS)}")
             tile_cm = _number(request.query_params.get("tile_cm"), "tile_cm", 5.0, 1.0, 30.0)
             path = event.exports_folder / f"{what}-{paper}-{tile_cm:g}cm.pdf"
+            if request.method == "HEAD":
+                # Checked as GET checks it (a tile too large for the paper is refused),
+                # but not drawn: HEAD reads no body.
+                await _call(functools.partial(writer, check_only=True), event, path, paper,
+                            tile_cm)
+                return download_head(content_type(path.name), f"{stem}-{path.name}")
             await _call(writer, event, path, paper, tile_cm)
             return _download(event.exports_folder, path, f"{stem}-{path.name}")
 

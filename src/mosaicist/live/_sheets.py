@@ -47,6 +47,8 @@ UNDERLAY_DPI = 150
 PAGE_QUALITY = 90
 #: Tile widths accepted, in centimetres.
 TILE_CM_RANGE = (1.0, 30.0)
+#: The refusal of print sheets for a wall without photos.
+NOTHING_TO_PRINT = "there is nothing to print: no photo is on the wall"
 
 
 def _px(mm: float, dpi: int) -> int:
@@ -84,7 +86,7 @@ def _write_pages(path: Path, pages: Iterator[Image.Image], dpi: int) -> int:
                       append=count > 0)
             count += 1
         if not count:
-            raise MosaicistError("there is nothing to print: no photo is on the wall")
+            raise MosaicistError(NOTHING_TO_PRINT)
     return count
 
 
@@ -94,8 +96,11 @@ def _paper_name(paper: str) -> str:
 
 
 def write_sheets(event: Event, path: Path, paper: str = "a4", tile_cm: float = 5.0,
-                 dpi: int = SHEET_DPI) -> int:
+                 dpi: int = SHEET_DPI, *, check_only: bool = False) -> int:
     """Write the print sheets of every placed photo to ``path`` (PDF); return the pages.
+
+    With ``check_only``, only check what writing would check (raising the
+    same errors), write nothing and return 0: the answer to ``HEAD``.
 
     Raises
     ------
@@ -121,6 +126,10 @@ def write_sheets(event: Event, path: Path, paper: str = "a4", tile_cm: float = 5
         raise MosaicistError(f"a {tile_cm:g} cm tile does not fit on {article} {shown} page; "
                              f"at most {math.floor(min(widest, tallest) * 10) / 10:g} cm")
     photos = event.placed()
+    if check_only:
+        if not photos:
+            raise MosaicistError(NOTHING_TO_PRINT)
+        return 0
     per_page = across * down
     font = _font(max(10, label_h * 2 // 3))
     cols = event.settings.cols
@@ -166,8 +175,11 @@ def _printed(event: Event, photo: Photo, width: int) -> np.ndarray:
 
 
 def write_underlay(event: Event, path: Path, paper: str = "a4", tile_cm: float = 5.0,
-                   dpi: int = UNDERLAY_DPI) -> int:
+                   dpi: int = UNDERLAY_DPI, *, check_only: bool = False) -> int:
     """Write the underlay grid of the board to ``path`` (PDF); return the pages.
+
+    With ``check_only``, only check what writing would check (raising the
+    same errors), write nothing and return 0: the answer to ``HEAD``.
 
     Raises
     ------
@@ -196,6 +208,8 @@ def write_underlay(event: Event, path: Path, paper: str = "a4", tile_cm: float =
         article = "an" if shown[:1] in "AEIOU" else "a"
         raise MosaicistError(f"a {tile_cm:g} cm cell does not fit on {article} {shown} page; "
                              f"at most {math.floor(min(widest, tallest) * 10) / 10:g} cm")
+    if check_only:
+        return 0
     target = Image.fromarray(event.target)
     font = _font(max(9, _px(3.5, dpi)))
     title = _font(max(10, _px(4.5, dpi)))

@@ -34,6 +34,10 @@ page's own origin. Files are read only inside the folders this studio may
 read (the user's home and the ``--root`` folders) and its own cache, and
 served only from inside their resolved folders. A history that cannot be
 read or written is a fault of the server, answered 503 in one sentence.
+Uploaded targets are decoded :data:`UPLOADS_AT_ONCE` at a time, the others
+waiting their turn without holding a worker thread; past
+:data:`UPLOADS_QUEUED` uploads in the server at once (or
+:data:`UPLOAD_BYTES_QUEUED`), more are refused, 503 with ``Retry-After``.
 
 Uploaded targets (``studio/targets/``) are removed once nothing needs them
 (:meth:`Studio.clean_targets`, when the studio starts, after each run ends
@@ -83,6 +87,7 @@ from ..viewer._server import ViewerSite
 from ..web import (
     FileAnswer,
     Guard,
+    UploadQueue,
     WebError,
     WebServer,
     bind,
@@ -111,6 +116,11 @@ MAX_JSON_BYTES = 256 * 1024
 UPLOADS_AT_ONCE = 2
 #: Largest request body at all: an upload and its multipart framing.
 MAX_BODY = MAX_UPLOAD_BYTES + 1024 * 1024
+#: Uploads in the server at once (being received, waiting for their turn, decoded), and the
+#: bytes they may declare in all; more are refused, 503 with Retry-After. The page sends
+#: one picture at a time: these bound what a script, or many tabs, can make the studio hold.
+UPLOADS_QUEUED = 8
+UPLOAD_BYTES_QUEUED = 4 * MAX_BODY
 #: Cells of a preview.
 PREVIEW_CELLS = 2000
 #: Most folders listed in one folder.
@@ -204,8 +214,12 @@ class Studio:
         self._preview_latest = 0
         self._preview_number_lock = threading.Lock()
         # Each upload being decoded holds its picture (up to MAX_UPLOAD_PIXELS, about
-        # 0.6 GB at the limit while it is checked and stored): a few at a time.
-        self._decoding = threading.BoundedSemaphore(UPLOADS_AT_ONCE)
+        # 0.6 GB at the limit while it is checked and stored): a few at a time. The others
+        # wait on the event loop, not in the worker threads every other route needs.
+        self.uploads = UploadQueue(
+            decoders=UPLOADS_AT_ONCE, queued=UPLOADS_QUEUED, held_bytes=UPLOAD_BYTES_QUEUED,
+            largest=MAX_BODY, busy="the studio is busy with other pictures; send this one "
+                                   "again in a few seconds")
         self._viewers: OrderedDict[str, ViewerSite] = OrderedDict()
         self._viewers_lock = threading.Lock()
         # Held while a render is started from a run and while a run is deleted: a run
@@ -460,6 +474,9 @@ class Studio:
     def accept(self, data: bytes, filename: str) -> dict[str, Any]:
         """Check and store an uploaded target; return ``{"id", "name", "width", "height"}``.
 
+        Decoded in the calling thread; the server calls it through
+        :attr:`uploads`, which decodes a few at a time.
+
         Parameters
         ----------
         data : bytes
@@ -471,16 +488,15 @@ class Studio:
         -------
         dict
         """
-        with self._decoding:
-            for _ in range(2):
-                try:
-                    path, info = accept_target(data, filename, self.targets)
-                except FileNotFoundError:
-                    continue  # an old copy was removed as it was found: stored again
-                if self._mark_used(path):
-                    break
-            else:
-                raise WebError(503, "the picture could not be stored; send it again")
+        for _ in range(2):
+            try:
+                path, info = accept_target(data, filename, self.targets)
+            except FileNotFoundError:
+                continue  # an old copy was removed as it was found: stored again
+            if self._mark_used(path):
+                break
+        else:
+            raise WebError(503, "the picture could not be stored; send it again")
         described = {key: info[key] for key in ("id", "name", "width", "height")}
         with atomic_path(path.with_suffix(".json")) as temporary:
             temporary.write_text(json.dumps(described), encoding="utf-8")
@@ -1197,6 +1213,10 @@ def _routes(studio: Studio) -> list[Route]:
     async def upload(request: Request) -> Response:
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise WebError(400, "send the picture as a file in the form field 'file'")
+        async with studio.uploads.admitted(request):
+            return await _received(request)
+
+    async def _received(request: Request) -> Response:
         try:
             async with request.form(max_files=1, max_fields=8) as form:
                 sent = form.get("file")
@@ -1214,11 +1234,13 @@ def _routes(studio: Studio) -> list[Route]:
             # Starlette's own answer to a malformed form (two files, too many fields).
             raise WebError(400, "send one picture as a file in the form field 'file', and "
                                 "nothing else") from None
-        return JSONResponse(await threaded(studio.accept)(data, name), 201)
+        return JSONResponse(await studio.uploads.decode(studio.accept, data, name), 201)
 
     async def upload_example(request: Request) -> Response:
         body = await read_json(request, MAX_JSON_BYTES)
-        return JSONResponse(await threaded(studio.accept_example)(body.get("name")), 201)
+        # Decoded as an upload is, in its turn: an example is a large picture too.
+        return JSONResponse(await studio.uploads.decode(studio.accept_example, body.get("name")),
+                            201)
 
     async def target(request: Request) -> Response:
         path, _ = await threaded(studio.target)(request.path_params["id"])

@@ -10,6 +10,8 @@ and turns every error into one sentence (JSON under ``/api/``), never a
 traceback; :class:`WebServer` serves it in the foreground or in a thread and
 stops cleanly. :func:`open_inside` and :class:`FileAnswer` serve files
 only from inside a resolved root folder, symlinks checked.
+:class:`UploadQueue` bounds the uploads taken in at once and decodes them a
+few at a time, without a worker thread waiting for its turn.
 """
 
 from ._app import DEFAULT_MAX_BODY, make_app, new_token
@@ -17,6 +19,7 @@ from ._errors import API_PREFIX, WebError, error_response, read_json
 from ._files import (
     FileAnswer,
     content_type,
+    download_head,
     locate_inside,
     open_inside,
     open_resolved,
@@ -27,6 +30,7 @@ from ._files import (
 from ._guard import TOKEN_HEADER, Guard, decode_target
 from ._hosts import HostCheck, url_hosts
 from ._serve import WebServer, bind, sigterm_as_interrupt
+from ._uploads import UploadQueue
 
 __all__ = [
     "API_PREFIX",
@@ -35,11 +39,13 @@ __all__ = [
     "FileAnswer",
     "Guard",
     "HostCheck",
+    "UploadQueue",
     "WebError",
     "WebServer",
     "bind",
     "content_type",
     "decode_target",
+    "download_head",
     "error_response",
     "locate_inside",
     "make_app",

@@ -10,7 +10,8 @@ opens that resolved path one component at a time from the root with
 path, makes the open fail instead of leading elsewhere. Links that stay
 inside the root are served; links that lead out of it are not.
 
-:class:`FileAnswer` streams an opened file (``HEAD``: headers only).
+:class:`FileAnswer` streams an opened file (``HEAD``: headers only);
+:func:`download_head` answers ``HEAD`` on a file made on request.
 """
 
 from __future__ import annotations
@@ -252,6 +253,29 @@ class FileAnswer(Response):
                 await send({"type": "http.response.body", "body": chunk, "more_body": not done})
                 if done:
                     break
+
+
+def download_head(media_type: str, download: str) -> Response:
+    """The answer to ``HEAD`` on a download that ``GET`` makes first: its headers alone.
+
+    The file's type and name, without its length: ``GET`` writes the file
+    (an export, a PDF) before sending it, work that a ``HEAD`` request, which
+    reads no body, must not set off.
+
+    Parameters
+    ----------
+    media_type : str
+        The file's ``Content-Type``.
+    download : str
+        The file name it is sent as (``Content-Disposition``).
+
+    Returns
+    -------
+    starlette.responses.Response
+    """
+    answer = Response(None, 200, {"content-disposition": _disposition(download)}, media_type)
+    del answer.headers["content-length"]  # not 0: the length of a file not written
+    return answer
 
 
 def _disposition(name: str) -> str:

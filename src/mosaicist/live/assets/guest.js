@@ -3,7 +3,9 @@
 // A guest picks or takes one or more photos; each is sent on its own (so each has its own
 // progress and its own answer), one after the other. The answer says where the photo landed
 // (201: row and column) or that it waits (202: moderation, or the wall is full); waiting
-// photos are asked about again until they land. The page remembers the guest's photo ids
+// photos are asked about again until they land. A photo the wall cannot take yet (429: this
+// phone sends too fast; 503 without the host's pause: too many guests at once) is sent again
+// by itself after the wait the wall asks for. The page remembers the guest's photo ids
 // (they are the only ones the server tells this guest about), so a reloaded page shows them.
 "use strict";
 
@@ -18,6 +20,8 @@
   const SHRUNK_QUALITY = 0.9;
   const UPLOAD_TIMEOUT_MS = 180_000;
   const RATE_RETRIES = 3;                // automatic retries when the server asks to slow down
+  const BUSY_RETRIES = 10;               // automatic retries while the wall is too busy (503)
+  const BUSY_JITTER_MS = 3_000;          // spread, so that a refused crowd does not return at once
   const PENDING_POLL_MS = [3_000, 5_000, 10_000];
   const PLACED_POLL_MS = 30_000;         // photos may move while the event runs
   const WALL_FRESH_MS = 5_000;
@@ -53,7 +57,7 @@
     const element = $("upload-template").content.firstElementChild.cloneNode(true);
     const item = {
       id: null, name, element, status: "", row: null, col: null, timer: 0, polls: 0,
-      file: null, retries: 0, forgotten: false,
+      file: null, retries: 0, busyRetries: 0, forgotten: false,
       part: (selector) => element.querySelector(selector),
     };
     item.part(".upload-name").textContent = name || "Photo";
@@ -179,6 +183,18 @@
         await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
         return upload(item);
       }
+      // 503 is the wall too busy to take the photo now (many guests at once), or the host's
+      // pause: the first passes by itself, so the photo is sent again without asking.
+      if (error instanceof ApiError && error.status === 503 && item.busyRetries < BUSY_RETRIES
+          && !(await pausedNow())) {
+        item.busyRetries += 1;
+        const seconds = Math.max(2, Math.min(60, error.retryAfter || 5));
+        say(item, `The wall is busy with many photos at once; trying again in ${seconds} s.`,
+          "waiting");
+        const wait = seconds * 1000 + Math.random() * BUSY_JITTER_MS;
+        await new Promise((resolve) => setTimeout(resolve, wait));
+        return upload(item);
+      }
       const message = error instanceof Error ? error.message : String(error);
       say(item, sentence(message), "failed");
       // Sending again helps when the network, the server or the host's pause was in the way,
@@ -195,6 +211,7 @@
 
   function queue(item) {
     item.retries = 0;
+    item.busyRetries = 0;
     say(item, "Waiting to be sent\u2026", "waiting");
     sending = sending.then(() => upload(item));
   }
@@ -392,6 +409,16 @@
       say(item, "Checking\u2026", "waiting");
       setProgress(item, null);
       poll(item);
+    }
+  }
+
+  /** Whether the host has paused uploads now (false when the wall does not say). */
+  async function pausedNow() {
+    try {
+      const info = await api("GET", "/api/info");
+      return Boolean(info && info.paused);
+    } catch (_) {
+      return false;
     }
   }
 
