@@ -110,7 +110,7 @@ def test_wrong_band_sizes(tmp_path):
 @pytest.mark.parametrize(
     ("options", "message"),
     [({"tile_size": 0}, "dzi_tile_size must be between 1 and 4096"),
-     ({"overlap": 200}, "dzi_overlap must be 0 to 127"),
+     ({"overlap": 200}, "dzi_overlap must be between 0 and 127"),
      ({"format": "gif"}, "unknown dzi_format 'gif'"), ({"quality": 0}, "quality")],
 )
 def test_bad_settings(tmp_path, options, message):

@@ -207,7 +207,7 @@ def test_target_over_the_limit_is_refused_in_one_line(tmp_path):
             read(path)
         message = str(caught.value)
         assert "\n" not in message and "bomb.png" in message
-        assert "60000x60000 = 3,600,000,000 pixels" in message
+        assert "60,000x60,000 = 3,600,000,000 pixels" in message
         assert "1,500,000,000" in message and "max_target_pixels" in message
         assert caught.value.parameters == ("max_target_pixels",)
 

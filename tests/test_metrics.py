@@ -911,7 +911,7 @@ def test_cli_score_refuses_a_huge_declared_size_without_an_unusable_hint(scored,
     assert result.exit_code == 1
     error = result.stderr.strip().splitlines()
     assert len(error) == 1 and error[0].startswith(f"mosaicist: error: {bomb}: "), result.stderr
-    assert "100000x100000 = 10,000,000,000 pixels is over the limit" in error[0], error[0]
+    assert "100,000x100,000 = 10,000,000,000 pixels is over the limit" in error[0], error[0]
     assert f"a {huge} may have to be scored" in error[0], error[0]
     assert "max_target_pixels" not in error[0] and "max-target-pixels" not in error[0]
 

@@ -213,21 +213,21 @@ def cli_setup(tmp_path_factory):
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--max-uses", "0"], "--max-uses must be at least 1, got 0"),
-    (["--tint", "2"], "--tint must be between 0 and 1, got 2.0"),
+    (["--tint", "2"], "--tint must be between 0 and 1, got 2"),
     (["--metric", "xyz"], "unknown --metric 'xyz'; use seed, lab or oklab"),
     (["--quality", "0"], "--quality must be between 1 and 100, got 0"),
     (["--dzi-overlap", "300"], "--dzi-overlap must be 0 to 127 pixels (half of --dzi-tile-size)"),
-    (["--search", "nearest"], "unknown --search 'nearest'; use exact, approximate"),
-    (["--device", "tpu"], "unknown --device 'tpu'; use cpu, cuda"),
+    (["--search", "nearest"], "unknown --search 'nearest'; use exact or approximate"),
+    (["--device", "tpu"], "unknown --device 'tpu'; use cpu or cuda"),
     (["--search", "approximate", "--device", "cuda"],
-     "--search 'approximate' does not run on --device 'cuda'; use cpu"),
+     "--search approximate does not run on --device cuda; use cpu"),
     (["--search", "approximate", "--tint", "0.5"],
-     "--search 'approximate' does not combine with --tint"),
+     "--search approximate does not combine with --tint"),
     (["--search", "approximate", "--max-uses", "2"],
-     "--search 'approximate' on --device 'cpu' does not combine with repetition limits "
+     "--search approximate on --device cpu does not combine with repetition limits "
      "(--max-uses, --min-uses, --min-spacing)"),
     (["--device", "cuda", "--tint", "0.5"],
-     "--device 'cuda' runs the exact nearest-tile search only"),
+     "--device cuda runs the exact nearest-tile search only"),
     (["--max-uses", "1", "--limit", "3"],
      "96 cells with at most 1 use per tile (--max-uses 1) need at least 96 tiles, but the "
      "library has 3; add tiles or relax it"),

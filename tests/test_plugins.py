@@ -234,7 +234,8 @@ def test_a_plugin_registered_after_the_cli_is_listed_and_then_forgotten(setup, t
         "make", str(target), "--tiles", str(tiles), "--search", "later", "-o",
         str(tmp_path / "m.png"), "--cache-dir", str(tmp_path / "cache")])
     assert refused.exit_code == 1
-    assert refused.stderr == "mosaicist: error: unknown --search 'later'; use exact, approximate\n"
+    assert refused.stderr == ("mosaicist: error: unknown --search 'later'; use exact or "
+                              "approximate\n")
 
 
 # --- Plugins that fail ------------------------------------------------------------------------

@@ -481,7 +481,7 @@ def test_what_the_target_and_settings_rule_out_is_refused_before_a_run(api, inde
     runs = len(api.get("/api/runs").json())
     cases = [
         ({"max_target_pixels": 1}, ("/api/preview", "/api/runs"),
-         "my target.png: 64x48 = 3,072 pixels is over the target limit of 1 pixels (raise it "
+         "my target.png: 64x48 = 3,072 pixels is over the target limit of 1 pixel (raise it "
          "with \u201clargest picture accepted\u201d)"),
         ({"adaptive": 6}, ("/api/preview", "/api/runs"),
          "\u201csmaller cells where there is detail\u201d 6 halves cells 6 times"),

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
-from .errors import MosaicistError, OptionError
+from .errors import MosaicistError, OptionError, alternatives
 
 T = TypeVar("T")
 
@@ -227,7 +227,7 @@ class Registry(Mapping[str, T], Generic[T]):
         except KeyError:
             raise OptionError(
                 "unknown {" + parameter + "} {value!r}; use {known}",
-                value=name, known=", ".join(self._entries),
+                value=name, known=alternatives(self._entries),
             ) from None
 
     def __getitem__(self, name: str) -> T:

@@ -15,6 +15,7 @@ import os
 import re
 import select
 import signal
+import string
 import sys
 import threading
 import time
@@ -25,7 +26,7 @@ from typing import Any, NoReturn
 import click
 
 from .dedupe import DEFAULT_THRESHOLD as DEDUPE_THRESHOLD
-from .errors import MosaicistError, OptionError, counted, printable
+from .errors import MosaicistError, OptionError, check_range, counted, printable
 from .options import DEFAULT_PRESET, PRESETS, MosaicOptions, Setting, setting_named
 from .paths import URL_START, expanded
 from .progress import progress_enabled
@@ -56,7 +57,7 @@ def _shortened(message: str) -> str:
     return re.sub(r"[^\s'\"]{" + str(_LONGEST_WORD + 1) + ",}", cut, message)
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str, code: int = 1) -> NoReturn:
     # A name in the message may hold a newline or an escape: the line stays one line.
     click.echo(f"mosaicist: error: {_shortened(printable(message))}", err=True)
     if code in _INTERRUPTED:
@@ -170,7 +171,9 @@ class _Command(click.Command):
             with kept, unwinding:
                 return super().invoke(ctx)
         except OptionError as error:
-            raise MosaicistError(error.message(self.flag_for)) from None
+            # A number out of range as it was typed: "--tint 5" said "got 5.0".
+            typed = _as_typed(error, ctx.meta.get(_TYPED, {}))
+            raise MosaicistError(typed.message(self.flag_for)) from None
         except SystemExit as stop:
             # SIGTERM's unwinding (see _runtime.unwind_on_terminate): its exit waits too.
             if stop.code in _INTERRUPTED:
@@ -263,9 +266,12 @@ class _Group(click.Group):
             problem = error.format_message().rstrip(".")
             if isinstance(error, click.NoSuchOption):
                 arguments = kwargs.get("args", args[0] if args else None)
-                problem = _negative_value(
-                    sys.argv[1:] if arguments is None else list(arguments), error.option_name
-                ) or problem
+                negative = _negative_value(
+                    sys.argv[1:] if arguments is None else list(arguments), error.option_name)
+                if isinstance(negative, MosaicistError):
+                    _fail(str(negative))  # out of range: said as '--dedupe 65' says it
+                if negative is not None:
+                    problem = negative.format_message()
             _fail(f"{problem} (see '{where} --help')", error.exit_code)
         except click.ClickException as error:
             _fail(error.format_message(), error.exit_code)
@@ -341,12 +347,17 @@ def _end_without_stdout() -> NoReturn:
     sys.exit(_BROKEN_PIPE_STATUS)
 
 
-def _negative_value(arguments: list[str], unknown: str) -> str | None:
+def _negative_value(arguments: list[str], unknown: str
+                    ) -> MosaicistError | click.UsageError | None:
     """What is wrong with a negative number given to a flag that may stand alone.
 
     Click reads ``--dedupe -1`` (and ``--dedupe=-1``) as the flag alone
-    followed by an unknown option ``-1``; the setting's own check says what
-    values it takes instead.
+    followed by an unknown option ``-1``; the value is judged here as it
+    would be after the flag's own value: a
+    :class:`~mosaicist.errors.MosaicistError` when it is out of range (as
+    ``--dedupe 65``: "--dedupe must be between 0 and 64 bits, got -1"),
+    a :class:`click.UsageError` when it is no whole number, None when the
+    unknown option is no number (``--dedupe -x``).
     """
     for index, token in enumerate(arguments):
         flag, equals, given = token.partition("=")
@@ -359,14 +370,17 @@ def _negative_value(arguments: list[str], unknown: str) -> str | None:
         if not given.startswith(unknown):
             continue
         try:
-            value = float(given)
+            float(given)
         except ValueError:
             return None
         try:
-            number: Any = int(value) if value.is_integer() else value
+            number = _read_number(given, setting_named(name).kind, flag)
             MosaicOptions(**{name: number})
+        except click.UsageError as error:
+            return error
         except OptionError as error:
-            return error.message(lambda parameter: "--" + parameter.replace("_", "-"))
+            return MosaicistError(_as_typed(error, {name: given}).message(
+                lambda parameter: "--" + parameter.replace("_", "-")))
     return None
 
 
@@ -403,6 +417,115 @@ class _GivenText(click.ParamType):
         return value
 
 
+#: Where a command's context keeps the text typed for each number option, by parameter.
+_TYPED = "mosaicist.typed"
+
+
+def _flag_of(param: click.Parameter | None) -> str:
+    """The flag a parameter is given with (its long one), as messages name it."""
+    if param is None:
+        return "the value"
+    flags = getattr(param, "opts", None) or [param.name or "the value"]
+    return next((flag for flag in flags if flag.startswith("--")), flags[0])
+
+
+def _read_number(text: str, kind: type, flag: str, or_none: bool = False) -> Any:
+    """``text`` read as click reads a number (``int(text)``, ``float(text)``), or a usage error
+    in the words of the settings' own checks: ``--cell must be a whole number, got 2.5``.
+
+    Examples
+    --------
+    >>> _read_number("5", float, "--tint"), _read_number("-3", int, "--cell")
+    (5.0, -3)
+    >>> _read_number("2.5", int, "--cell")
+    Traceback (most recent call last):
+    ...
+    click.exceptions.UsageError: --cell must be a whole number, got 2.5
+    >>> _read_number("abc", float, "--tint-max", or_none=True)
+    Traceback (most recent call last):
+    ...
+    click.exceptions.UsageError: --tint-max must be a number or none, got 'abc'
+    """
+    try:
+        return kind(text)
+    except ValueError:
+        pass
+    words = ("a whole number" if kind is int else "a number") + (" or none" if or_none else "")
+    shown = text.strip()
+    if kind is int and shown.lstrip("+-").replace("_", "").isdecimal():
+        # Whole, but longer than Python reads (4,300 digits): "must be a whole number" was wrong.
+        words = f"a whole number of at most {sys.get_int_max_str_digits():,} digits"
+    else:
+        try:
+            float(text)
+        except ValueError:
+            shown = repr(text)  # not a number: quoted, as the settings' checks quote a text
+    raise click.UsageError(f"{flag} must be {words}, got {shown}")
+
+
+def _same_number(text: str, value: object) -> bool:
+    """Whether ``text`` reads as ``value`` (``"5"`` as ``5.0``, ``"NaN"`` as ``nan``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    for read in (int, float):
+        try:
+            given = read(text)
+        except ValueError:
+            continue
+        if given == value or (math.isnan(given) and math.isnan(value)):
+            return True
+    return False
+
+
+def _as_typed(error: OptionError, typed: dict[str, str]) -> OptionError:
+    """``error``, about to be reported, with the number it shows as typed for its parameter.
+
+    The settings read ``--tint 5`` as 5.0; their check said "got 5.0" of a
+    value typed as 5 (and "got 1e+20" of ``--tint 100000000000000000000``).
+    Only a ``{value}`` shown as it is, that reads as the text typed, is
+    replaced, in place (any subclass keeps its own way of saying the rest).
+    """
+    fields = [(field, conversion, spec) for _, field, spec, conversion
+              in string.Formatter().parse(error.template) if field == "value"]
+    if not fields or any(conversion or spec for _, conversion, spec in fields):
+        return error
+    value = error.values.get("value")
+    for parameter in error.parameters:
+        text = typed.get(parameter)
+        if text is not None and _same_number(text, value):
+            error.values = {**error.values, "value": text.strip()}
+            break
+    return error
+
+
+class _Number(click.ParamType):
+    """A whole number (``kind`` int) or a number (float), read as click reads them.
+
+    A value of the wrong kind is said as the settings' checks say it
+    (``--cell must be a whole number, got 2.5``, not click's "'2.5' is not a
+    valid integer"); the text typed is kept, for a value out of range to be
+    shown as typed (:func:`_as_typed`).
+    """
+
+    def __init__(self, kind: type, *, or_none: bool = False) -> None:
+        self.kind = kind
+        self.name = "integer" if kind is int else "float"  # click's, for metavars
+        self.or_none = or_none
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value  # a default, or the value of a flag given alone
+        try:
+            number = _read_number(value, self.kind, _flag_of(param), self.or_none)
+        except click.UsageError as error:
+            error.ctx = ctx
+            raise
+        if ctx is not None and param is not None and param.name:
+            ctx.meta.setdefault(_TYPED, {})[param.name] = value
+        return number
+
+
 class _RangeInWords(click.types._NumberRangeBase):
     """A closed range of numbers shown in words: help and errors said ``0<=x<=65535``."""
 
@@ -413,23 +536,52 @@ class _RangeInWords(click.types._NumberRangeBase):
         return f"up to {high}" if low is None else f"{low} to {high}"
 
 
-class _WholeRange(_RangeInWords, click.IntRange):
-    """:class:`click.IntRange`, its range shown in words."""
+class _Bounded(_RangeInWords):
+    """A number from ``low`` to ``high`` (None: no upper limit), shown in help.
 
+    Out of range, it is refused as a setting is, and exits 1 as one does
+    (``--port must be between 0 and 65535, got 70000``): click's own words
+    were "Invalid value for '--port': 70000 is not in the range 0<=x<=65535",
+    with a pointer to the help and status 2, where ``--cell 0`` said
+    "--cell must be between 1 and 1024 pixels, got 0" with status 1.
+    """
 
-class _Rate(_RangeInWords, click.FloatRange):
-    """A number of photos per minute, 0 or more; not NaN (every comparison with it is
-    false: ``--rate nan`` turned the limit off) nor infinite."""
-
-    def __init__(self) -> None:
-        super().__init__(0, None)
+    def __init__(self, kind: type, low: float, high: float | None = None, *,
+                 finite: bool = False) -> None:
+        super().__init__(low, high)
+        self.low = low
+        self.reader = _Number(kind)
+        self.name = self.reader.name
+        self.finite = finite
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> Any:
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{number} is not a finite number", param, ctx)
+        if not isinstance(value, str):
+            return self.reader.kind(value)  # a default
+        number = self.reader.convert(value, param, ctx)
+        name = param.name if param is not None and param.name else "value"
+        try:
+            check_range(name, number, self.low, self.max)
+            if self.finite and not math.isfinite(number):
+                # No comparison with inf fails: '--rate inf' passed "at least 0".
+                raise OptionError("{" + name + "} must be a finite number, got {value}",
+                                  value=number)
+        except OptionError as error:
+            flag = _flag_of(param)
+            raise MosaicistError(_as_typed(error, {name: value}).message(lambda _: flag)) \
+                from None
         return number
+
+    def _clamp(self, bound: float, dir: Any, open: bool) -> float:
+        return bound  # never called: out of range is refused, not clamped
+
+
+#: Photos per minute of ``live --rate``: 0 or more, not NaN (every comparison with it is
+#: false: ``--rate nan`` turned the limit off) nor infinite.
+_RATE = _Bounded(float, 0, finite=True)
+_PORT = _Bounded(int, 0, 65535)
+_WHOLE = _Number(int)
+_REAL = _Number(float)
 
 
 _PATH = _GivenPath()
@@ -472,7 +624,6 @@ def _devices() -> list[str]:
 _REGISTRY_CHOICES = {"search": _searches, "device": _devices}
 #: Settings whose flag may be given alone, and the value it then means.
 _VALUE_WHEN_ALONE: dict[str, Any] = {"dedupe": DEDUPE_THRESHOLD}
-_CLICK_TYPES: dict[type, click.ParamType] = {int: click.INT, float: click.FLOAT, str: click.STRING}
 
 
 class _Unset:
@@ -591,14 +742,16 @@ def _default_shown(declared: Setting) -> str | None:
 def _setting_option(declared: Setting, help: str | None, show_default: bool) -> Callable:
     kind: click.ParamType
     metavar = declared.metavar
+    takes_none = declared.optional and declared.name not in _VALUE_WHEN_ALONE
     if declared.name in _REGISTRY_CHOICES:
         kind = _LazyChoice(_REGISTRY_CHOICES[declared.name])
     elif declared.choices is not None:
         kind = click.STRING
         metavar = "[" + "|".join(declared.choices) + "]"
     else:
-        kind = _CLICK_TYPES[declared.kind]
-    if declared.optional and declared.name not in _VALUE_WHEN_ALONE:
+        kind = _Number(declared.kind, or_none=takes_none) if declared.kind in (int, float) \
+            else click.STRING
+    if takes_none:
         kind = _OrNone(kind)
     text = help if help is not None else declared.describe(_flag_name)
     shown = _default_shown(declared)
@@ -1116,16 +1269,16 @@ Examples:
               help="Format of every output (dzi: a Deep Zoom pyramid and its viewer).")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help=_SCHEDULER_HELP + " [default: a local process pool]")
-@click.option("--workers", type=int, default=None, metavar="N",
+@click.option("--workers", type=_WHOLE, default=None, metavar="N",
               help="Processes of the local pool [default: one per core, or "
                    "$MOSAICIST_THREADS].")
 @click.option("--video", type=_PATH, default=None, metavar="OUT.mp4",
               help="Also encode the outputs, in order, into this video (.mp4: H.264; .mkv, "
                    ".mov, .webm); needs --format png, jpg or webp.")
-@click.option("--fps", type=float, default=None, metavar="N",
+@click.option("--fps", type=_REAL, default=None, metavar="N",
               help="Frame rate of --video [default: the video targets' where they share one, "
                    "else 25].")
-@click.option("--stable", type=float, default=None, metavar="STRENGTH",
+@click.option("--stable", type=_REAL, default=None, metavar="STRENGTH",
               help="Temporal stability of video frames (0-10): a cell keeps its previous "
                    "frame's tile unless another is closer than its distance / (1 + STRENGTH) "
                    "[default: 0, off: every frame exactly as 'make' makes it].")
@@ -1206,7 +1359,7 @@ Examples:
 )
 @click.argument("path", type=_PATH)
 @click.option("--no-browser", is_flag=True, help="Only serve; do not open a browser.")
-@click.option("--port", type=_WholeRange(0, 65535), default=0, show_default=True,
+@click.option("--port", type=_PORT, default=0, show_default=True,
               metavar="N",
               help="Port on 127.0.0.1 (0: a free one).")
 def view(path: Path, no_browser: bool, port: int) -> None:
@@ -1227,7 +1380,7 @@ Examples:
   mosaicist studio --root /media/photos --no-browser --port 8000
 """
 )
-@click.option("--port", type=_WholeRange(0, 65535), default=0, show_default=True,
+@click.option("--port", type=_PORT, default=0, show_default=True,
               metavar="N",
               help="Port to listen on (0: a free one).")
 @click.option("--host", default="127.0.0.1", show_default=True, metavar="ADDRESS",
@@ -1269,7 +1422,7 @@ Examples:
 @click.option("--host", default="127.0.0.1", show_default=True, metavar="ADDRESS",
               help="Address to listen on; 0.0.0.0 lets guests' phones on the local network "
                    "reach it.")
-@click.option("--port", type=_WholeRange(0, 65535), default=8000, show_default=True,
+@click.option("--port", type=_PORT, default=8000, show_default=True,
               metavar="N",
               help="Port to listen on (0: a free one).")
 @click.option("--final/--moving", default=None,
@@ -1279,12 +1432,12 @@ Examples:
 @click.option("--moderation/--no-moderation", default=None,
               help="Hold every photo for the host's approval [default: as the event was, "
                    "else off].")
-@click.option("--expected", type=_WholeRange(1, None), default=None, metavar="N",
+@click.option("--expected", type=_Bounded(int, 1), default=None, metavar="N",
               help="Photos expected in all, for the placement's look-ahead [default: the "
                    "grid's cells].")
 @click.option("--fallback", metavar="SOURCE", default=None, type=_SOURCE,
               help="A tile source (folder, cifar10...) to complete empty cells from at the end.")
-@click.option("--rate", type=_Rate(), default=30, show_default=True, metavar="N",
+@click.option("--rate", type=_RATE, default=30, show_default=True, metavar="N",
               help="Photos per minute one guest's device may send (0: no limit).")
 @click.option("--url", "guest_url", default=None, metavar="URL",
               help="The guests' link as phones reach this machine (the QR code) [default: "
@@ -1339,7 +1492,7 @@ Examples:
 """
 )
 @click.argument("source", type=_SOURCE)
-@click.option("--tile-px", "match_px", type=int, default=32, show_default=True,
+@click.option("--tile-px", "match_px", type=_WHOLE, default=32, show_default=True,
               metavar="PX",
               help="Width of the indexed tiles in pixels: the width 'make' compares at "
                    "(its --match-px; by default its --tile-px up to 64, else 32).")
@@ -1478,7 +1631,7 @@ PSNR is capped at 100 dB (identical images).
     "cell_px": "Target pixels per cell side that the mosaic was made with (the cell's width "
                "when --aspect is not 1:1).",
     "aspect": "Shape of its cells and tiles as width:height [default: 1:1]."})
-@click.option("--view-px", type=int, default=4, show_default=True, metavar="PX",
+@click.option("--view-px", type=_WHOLE, default=4, show_default=True, metavar="PX",
               help="Pixels per cell side at viewing scale.")
 @click.option("--placements", "placements_path", type=_PATH, default=None, metavar="FILE",
               help="Placements (.csv or .json) from 'make --placements': adds tile "

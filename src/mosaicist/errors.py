@@ -134,19 +134,48 @@ def check_range(
     mosaicist.errors.OptionError: match_px must be a whole number, got '32'
     """
     number = as_number(parameter, value, whole=whole)
+    if not (number >= low if high is None else low <= number <= high):
+        # The value as given (the command line shows the text typed: "--tint 5", "got 5").
+        raise OptionError("{" + parameter + "} must be {range}, got {value}",
+                          range=range_wording(low, high, unit), value=number)
+    return number
+
+
+def range_wording(low: int | float, high: int | float | None = None, unit: str = "") -> str:
+    """A range as messages say it after "must be": ``"between 1 and 1024 pixels"``.
+
+    Whole limits are shown as whole numbers (``0``, not ``0.0``), and a unit
+    given in the plural agrees with a single 1 (``"at least 1 pixel"``).
+
+    Parameters
+    ----------
+    low, high : int or float
+        Inclusive limits; ``high`` None means no upper limit.
+    unit : str
+        Unit named after the limits, in the plural (``"pixels"``).
+
+    Returns
+    -------
+    str
+        ``"at least LOW UNIT"`` or ``"between LOW and HIGH UNIT"``.
+
+    Examples
+    --------
+    >>> range_wording(1, unit="pixels"), range_wording(0.0, 1.0), range_wording(0.01, 1000)
+    ('at least 1 pixel', 'between 0 and 1', 'between 0.01 and 1000')
+    """
     unit = f" {unit}" if unit else ""
     if high is None:
-        if not number >= low:
-            # "at least 1 pixel", not "1 pixels" (units are given in the plural).
-            least = unit[:-1] if low == 1 and unit.endswith("s") else unit
-            raise OptionError("{" + parameter + "} must be at least {low}" + least
-                              + ", got {value}", low=low, value=number)
-    elif not low <= number <= high:
-        raise OptionError(
-            "{" + parameter + "} must be between {low} and {high}" + unit + ", got {value}",
-            low=low, high=high, value=number,
-        )
-    return number
+        # "at least 1 pixel", not "1 pixels" (units are given in the plural).
+        least = unit[:-1] if low == 1 and unit.endswith("s") else unit
+        return f"at least {_limit_shown(low)}{least}"
+    return f"between {_limit_shown(low)} and {_limit_shown(high)}{unit}"
+
+
+def _limit_shown(limit: int | float) -> str:
+    if isinstance(limit, float) and limit.is_integer():
+        return str(int(limit))
+    return str(limit)
 
 
 def as_number(parameter: str, value: object, *, whole: bool = False) -> Any:

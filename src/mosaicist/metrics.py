@@ -960,8 +960,8 @@ def _read_scored(path: str | os.PathLike[str], what: str) -> np.ndarray:
         if "limit" not in found:  # not the limit on pixels: as it is
             raise
         raise MosaicistError(
-            f"{found['path']}: {found['width']}x{found['height']} = {found['pixels']} pixels "
-            f"is over the limit of {found['limit']} pixels a {what} may have to be scored"
+            f"{found['path']}: {found['width']}x{found['height']} = {found['pixels']} "
+            f"is over the limit of {found['limit']} a {what} may have to be scored"
         ) from None
     except MosaicistError as error:
         if what == "target":

@@ -79,7 +79,7 @@ from typing import Any
 import numpy as np
 
 from .._runtime import stop_process_pool, worker_count
-from ..errors import MosaicistError, OptionError, printable, shown_type
+from ..errors import MosaicistError, OptionError, check_range, counted, printable, shown_type
 from ..imaging import IMAGE_EXTENSIONS
 from ..options import MosaicOptions
 from ..paths import atomic_path, check_writable, remove_dead_temporaries
@@ -229,12 +229,12 @@ class BatchResult:
     def summary(self) -> str:
         """One line: counts, time, workers, and the flicker and fidelity headlines."""
         count = len(self.results)
-        line = (f"mosaicist: {count:,} target{'s' if count != 1 else ''}: "
+        line = (f"mosaicist: {counted(count, 'target')}: "
                 f"{len(self.made):,} made, {len(self.skipped):,} already done, "
                 f"{len(self.failed):,} failed in {self.seconds:.1f} s")
         if self.workers:  # else none was started: no target could be made
             line += (f" (on {self.scheduler})" if self.scheduler else
-                     f" ({self.workers} worker{'s' if self.workers != 1 else ''})")
+                     f" ({counted(self.workers, 'worker')})")
         fidelity = self.fidelity()
         if "ssim_view" in fidelity:
             line += f"; mean SSIM {fidelity['ssim_view']:.3f}"
@@ -247,7 +247,7 @@ class BatchResult:
         if self.video is not None:
             change = self.video.pixel_change
             frames = self.video.frames
-            line += (f"; video {self.video.path} ({frames:,} frame{'s' if frames != 1 else ''}, "
+            line += (f"; video {self.video.path} ({counted(frames, 'frame')}, "
                      f"{self.video.codec}, {float(self.video.rate):g} fps"
                      + ("" if change is None else f", mean pixel change {change:.2f}") + ")")
         return line
@@ -599,10 +599,12 @@ def _check_arguments(*, tiles: object, output_dir: object, video: object, worker
                                                              and value is None):
             raise OptionError(f"{{{name}}} must be a path, got {{value}}",
                               value=shown_type(value))
-    if workers is not None and (isinstance(workers, bool)
-                                or not isinstance(workers, numbers.Integral) or workers < 1):
-        raise OptionError("{workers} must be a whole number, at least 1, got {value}",
-                          value=shown_type(workers))
+    if workers is not None:
+        if isinstance(workers, bool) or not isinstance(workers, numbers.Integral):
+            raise OptionError("{workers} must be a whole number, got {value}",
+                              value=shown_type(workers))
+        # In the words of every other range: "must be at least 1, got 0".
+        check_range("workers", int(workers), 1)
     if isinstance(stable, bool) or not isinstance(stable, numbers.Real):
         raise OptionError("{stable} must be a number, got {value}", value=shown_type(stable))
     if fps is not None and (isinstance(fps, bool) or not isinstance(fps, numbers.Real)):
@@ -1441,9 +1443,10 @@ class _VideoSource(_Source):
             # The header's size was checked against the limit; a stream can change it.
             if limit is not None and size[0] * size[1] > limit:
                 raise OptionError(
-                    "{width}x{height} = {pixels} pixels a frame is over the target limit of "
-                    "{limit} pixels (raise it with {max_target_pixels})", width=size[0],
-                    height=size[1], pixels=f"{size[0] * size[1]:,}", limit=f"{limit:,}")
+                    "{width}x{height} = {pixels} a frame is over the target limit of "
+                    "{limit} (raise it with {max_target_pixels})", width=f"{size[0]:,}",
+                    height=f"{size[1]:,}", pixels=counted(size[0] * size[1], "pixel"),
+                    limit=counted(limit, "pixel"))
             plan = options_plan(options, size, name)
             check_output(self.jobs.output(self.target.output_stem(index)), *plan.output_size,
                          options)
@@ -1455,8 +1458,7 @@ class _VideoSource(_Source):
 
     def _broken(self, message: str) -> None:
         self.exhausted = self.broken = True
-        after = (f" (after {self.frames:,} frame{'s' if self.frames != 1 else ''})"
-                 if self.frames else "")
+        after = f" (after {counted(self.frames, 'frame')})" if self.frames else ""
         self.report.failed(self.target.name, "", message + after)
 
     def finished(self, work: _Work) -> None:

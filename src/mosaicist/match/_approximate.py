@@ -68,7 +68,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._runtime import OrderedJobs, one_blas_thread, worker_count
-from ..errors import MosaicistError, OptionError
+from ..errors import MosaicistError, OptionError, alternatives
 from ..grid import Geometry
 from ..paths import (
     STORED_ARRAY_ERRORS,
@@ -850,7 +850,7 @@ def match_approximate(
     """
     # A bad setting is reported before any work.
     if structure is not None and structure not in STRUCTURES:
-        raise ValueError(f"structure must be one of {STRUCTURES}, not {structure!r}")
+        raise ValueError(f"structure must be {alternatives(STRUCTURES)}, not {structure!r}")
     for name, value in (("candidates", candidates), ("nprobe", nprobe), ("nlist", nlist),
                         ("dimensions", dimensions)):
         # 0 once meant the default and a negative count 1, silently; a float failed deep
@@ -981,7 +981,7 @@ class ApproximateMatcher(Matcher):
 
     def unsupported(self, options: MosaicOptions) -> OptionError | None:
         if options.tint or options.contrast or options.tint_max:
-            return OptionError("{search} 'approximate' does not combine with {tint}, "
+            return OptionError("{search} approximate does not combine with {tint}, "
                                "{tint_max} or {contrast}")
         return None
 

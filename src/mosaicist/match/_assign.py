@@ -2023,7 +2023,9 @@ def assign_tiles(
         raise ValueError("candidates and candidate_distances must be (N, k) of one shape")
     count = candidates.shape[0]
     if layout is None and count != rows * cols:
-        raise ValueError(f"{count} candidate rows for a {rows}x{cols} grid")
+        # Grids are said as columns x rows, as everywhere else.
+        raise ValueError(f"{counted(count, 'candidate row')} for a grid of "
+                         f"{cols:,}x{rows:,} cells")
     if layout is not None and layout.centre.shape != (count, 2):
         raise ValueError(f"the layout has {len(layout.centre)} centres for {count} cells")
     if method not in ASSIGN_METHODS:

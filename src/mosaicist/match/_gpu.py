@@ -102,7 +102,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import MosaicistError, OptionError, install_extra
+from ..errors import MosaicistError, OptionError, alternatives, install_extra
 from ..grid import Geometry
 from ..progress import progress_bar
 from ._registry import Matcher, MatchRequest, MatchResult
@@ -231,7 +231,7 @@ def _resolve_device(
     if failed is not None:
         # torch's warning, when it gave one, says why (a GPU too old for this build).
         why = "".join(f" (torch warned: {_first_line(w.message)})" for w in caught[:1])
-        raise MosaicistError(f"torch device {str(resolved)!r} cannot be used: {failed}{why}")
+        raise MosaicistError(f"torch device {resolved} cannot be used: {failed}{why}")
     for warning in caught:
         # It works: what torch said is shown as it would have been.
         warnings.warn_explicit(warning.message, warning.category, warning.filename,
@@ -467,7 +467,7 @@ def match_torch(
     if kernel is None:
         kernel = _default_kernel(torch, where)
     if kernel not in KERNELS:
-        raise MosaicistError(f"unknown kernel {kernel!r}; expected one of {', '.join(KERNELS)}")
+        raise MosaicistError(f"unknown kernel {kernel!r}; use {alternatives(KERNELS)}")
     (height, width), (match_height, match_px) = geometry.shape, geometry.match_shape
     if cell_vectors.ndim != 4 or cell_vectors.shape[1:] != (height, width, 3):
         raise MosaicistError(
@@ -540,7 +540,7 @@ def match_torch(
                     smaller = _plan(geometry, kernel, count, plan_shrink)
                 if smaller == plan:
                     raise MosaicistError(
-                        f"the torch device {str(where)!r} ran out of memory even with the "
+                        f"the torch device {where} ran out of memory even with the "
                         f"smallest chunks ({plan[0]:,} tiles by {plan[1]:,} cells)"
                         f"{_memory_line(torch, where)}: {out_of_memory}; free it from other "
                         "programs or match on the CPU")
@@ -680,7 +680,7 @@ class GpuMatcher(Matcher):
         # (as the exact search's); tints and gains change the ranking it makes.
         if options.tint or options.contrast or options.tint_max is not None:
             return OptionError(
-                "{device} 'cuda' runs the exact nearest-tile search only (any {metric} and "
+                "{device} cuda runs the exact nearest-tile search only (any {metric} and "
                 "{augment}; no {tint}, {tint_max}, {contrast} or repetition limits)"
             )
         return None

@@ -28,7 +28,7 @@ import numpy as np
 
 from .._registry import PluginError, Registry, check_name, describe, guard_plugin, guarded
 from ..colour import encode
-from ..errors import MosaicistError, OptionError
+from ..errors import MosaicistError, OptionError, alternatives
 from ..grid import Geometry, Grid
 from ..transforms import AUGMENT_SETS, augment_transforms
 from ._features import TileFeatures, cached_features
@@ -599,7 +599,7 @@ def _matcher_for(options: MosaicOptions) -> Matcher:
     searches = list(dict.fromkeys(matcher.search for matcher in MATCHERS.values()))
     if options.search not in searches:
         raise OptionError("unknown {search} {value!r}; use {known}", value=options.search,
-                          known=", ".join(searches))
+                          known=alternatives(searches))
     answering = [matcher for matcher in MATCHERS.values() if matcher.search == options.search]
     devices = list(dict.fromkeys(device for matcher in answering for device in matcher.devices))
     every_device = list(dict.fromkeys(device for matcher in MATCHERS.values()
@@ -607,11 +607,12 @@ def _matcher_for(options: MosaicOptions) -> Matcher:
     if options.device not in every_device:
         # No matcher knows it: a typo, not a search that runs elsewhere.
         raise OptionError("unknown {device} {value!r}; use {known}", value=options.device,
-                          known=", ".join(every_device))
+                          known=alternatives(every_device))
+    # From here the search and the device are known names: unquoted, as the notes say them.
     if options.device not in devices:
-        raise OptionError("{search} {value!r} does not run on {device} {device_value!r}; "
+        raise OptionError("{search} {value} does not run on {device} {device_value}; "
                           "use {known}", value=options.search, device_value=options.device,
-                          known=", ".join(devices))
+                          known=alternatives(devices))
     limited = options.repetition_limited
     for matcher in answering:
         if options.device in matcher.devices and matcher.repetition_limits == limited:
@@ -620,9 +621,9 @@ def _matcher_for(options: MosaicOptions) -> Matcher:
                 raise problem
             return matcher
     if limited:
-        raise OptionError("{search} {value!r} on {device} {device_value!r} does not combine with "
+        raise OptionError("{search} {value} on {device} {device_value} does not combine with "
                           "repetition limits ({max_uses}, {min_uses}, {min_spacing})",
                           value=options.search, device_value=options.device)
-    raise OptionError("{search} {value!r} on {device} {device_value!r} needs repetition limits "
+    raise OptionError("{search} {value} on {device} {device_value} needs repetition limits "
                       "({max_uses}, {min_uses}, {min_spacing})", value=options.search,
                       device_value=options.device)

@@ -54,7 +54,7 @@ import numpy as np
 from PIL import Image
 
 from .._runtime import worker_count
-from ..errors import MosaicistError, OptionError, check_range
+from ..errors import MosaicistError, OptionError, alternatives, check_range
 from ..options import (
     DZI_FORMAT,
     DZI_FORMAT_ALIASES,
@@ -280,13 +280,13 @@ def check_layout(tile_size: int, overlap: int, tile_format: str) -> str:
     check_range("dzi_tile_size", tile_size, 1, DZI_MAX_TILE_SIZE, "pixels", whole=True)
     if not 0 <= overlap <= tile_size // 2:
         raise OptionError(
-            "{dzi_overlap} must be 0 to {most} pixels (half the tile size), got {value}",
+            "{dzi_overlap} must be between 0 and {most} pixels (half the tile size), got {value}",
             most=tile_size // 2, value=overlap,
         )
     name = FORMAT_ALIASES.get(tile_format.lower())
     if name is None:
         raise OptionError("unknown {dzi_format} {value!r}; use {known}", value=tile_format,
-                          known=", ".join(TILE_FORMATS))
+                          known=alternatives(TILE_FORMATS))
     return name
 
 

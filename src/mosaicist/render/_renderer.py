@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import paths
 from ..colour import METRICS, from_space, grey_parts, to_space
-from ..errors import MosaicistError, OptionError, SourceError, shown_type
+from ..errors import MosaicistError, OptionError, SourceError, alternatives, shown_type
 from ..imaging import ImageReadError, content_hash, read_target, read_tile_bytes
 from ..library import TileStamp, stored_stamps, stored_windows
 from ..placements import Placements
@@ -393,8 +393,8 @@ def render_mosaic(
     if metric not in METRICS:
         # Else any text was taken, and a tint drawn in the sRGB of the default.
         shown = repr(metric[:40]) if isinstance(metric, str) else shown_type(metric)
-        raise OptionError("{metric} must be one of {choices}, got {value}",
-                          choices=", ".join(METRICS), value=shown)
+        raise OptionError("{metric} must be {choices}, got {value}",
+                          choices=alternatives(METRICS), value=shown)
     rows, cols = tile_grid.shape
     try:
         placements = Placements(rows, cols, np.asarray(tile_grid).ravel(),
