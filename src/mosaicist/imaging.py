@@ -25,13 +25,10 @@ Mode conversions (documented in the README):
   Pillow reads it) is applied before anything else, to targets, their sizes
   read from headers (:func:`target_size`) and tiles alike; the fast JPEG
   decoder is used only for JPEGs whose header holds neither.
-- An embedded ICC profile other than sRGB's is applied on every path, targets,
-  tiles and re-read originals alike: the picture is converted to sRGB
-  (relative colorimetric, :mod:`mosaicist._profiles`); a CMYK or greyscale
-  picture through its profile, an RGB one after transparency is composited.
-  A picture without a profile (and PNG ``gAMA``/``cHRM``, which are ignored)
-  is taken as sRGB, as OpenCV (the seed's reader) does; a damaged profile
-  too, a CMYK picture then getting Pillow's plain conversion.
+- ICC profiles (and PNG ``gAMA``/``cHRM``) are ignored on every path, targets,
+  tiles and re-read originals alike: the stored values are taken as sRGB, as
+  OpenCV (the seed's reader) does; a CMYK picture gets Pillow's plain
+  conversion, not its profile's.
 - Of a picture with several frames or pages the first is read: an animated
   GIF's, WebP's or APNG's first frame (an APNG's default image, when it has
   one outside its animation), a TIFF's first page.
@@ -64,7 +61,6 @@ from typing import IO, Any, NamedTuple
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, PngImagePlugin, features
 
-from ._profiles import is_rgb_profile, jpeg_profile, profile_of, to_srgb
 from .aspect import SQUARE, height_for
 from .crop import Window, centre_window, choose_window, scale_window, window_size
 from .dedupe import SIGNATURE_PX, signature
@@ -156,35 +152,7 @@ def _tiff_signed_16(image: Image.Image) -> bool:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert a Pillow image of any mode to 8-bit sRGB (see the module docstring).
-
-    An embedded ICC profile other than sRGB's is applied (:mod:`mosaicist._profiles`):
-    a CMYK or greyscale picture's instead of the plain conversion, an RGB one's
-    after transparency is composited.
-
-    Parameters
-    ----------
-    image : PIL.Image.Image
-        A loaded image of any mode.
-
-    Returns
-    -------
-    PIL.Image.Image
-        An image of mode ``RGB``.
-    """
-    profile = profile_of(image)
-    if profile is None:
-        return _stored_rgb(image)
-    if image.mode in ("CMYK", "L") and _colour_key(image) is None:
-        managed = to_srgb(image, profile)
-        if managed is not image:
-            return managed
-    rgb = _stored_rgb(image)
-    return to_srgb(rgb, profile, in_place=rgb is not image) if is_rgb_profile(profile) else rgb
-
-
-def _stored_rgb(image: Image.Image) -> Image.Image:
-    """Convert a Pillow image of any mode to 8-bit RGB, its profile not applied.
+    """Convert a Pillow image of any mode to 8-bit RGB (see the module docstring).
 
     Parameters
     ----------
@@ -803,9 +771,6 @@ def _decode_jpeg_fast(data: bytes, width_px: int, aspect: tuple[int, int], crop:
     """
     if simplejpeg is None or data[:2] != b"\xff\xd8" or _may_be_oriented(data):
         return None
-    profile = jpeg_profile(data)
-    if profile is not None and not is_rgb_profile(profile):
-        return None  # a greyscale picture's profile: Pillow's path applies it
     try:
         height, width, _, _ = simplejpeg.decode_jpeg_header(data)
         _check_pixels(width, height, max_pixels)
@@ -819,8 +784,8 @@ def _decode_jpeg_fast(data: bytes, width_px: int, aspect: tuple[int, int], crop:
         )
     except ValueError:
         return None
-    picture = to_srgb(Image.fromarray(pixels, "RGB"), profile, in_place=True)
-    return _tile_of(picture, width_px, aspect, crop, (width, height), None, sign=True)
+    return _tile_of(Image.fromarray(pixels, "RGB"), width_px, aspect, crop, (width, height),
+                    None, sign=True)
 
 
 #: A decode slot: called with the pixels an image is about to be decoded at, it
@@ -1163,8 +1128,7 @@ def read_target(
         image = _open_checked(path, max_pixels)
         size = image.size
         with image, _PILLOW_LIMIT.allowing(max_pixels):
-            # A profile to apply takes Pillow's path (to_rgb).
-            pixels = None if profile_of(image) else _plain_png_pixels(image)
+            pixels = _plain_png_pixels(image)
             if pixels is not None:
                 return pixels
             image.load()

@@ -149,11 +149,6 @@ _SIGN_BYTES = 64 << 20
 #: repack's temporary (``tiles-<G>.u8.part``) and the temporaries earlier
 #: versions named ``.tiles-<G>.u8.<random>.part.u8``.
 _LEFTOVER = re.compile(r"tiles-\d+\.u8(\.part)?|\.tiles-\d+\.u8\..*\.part\.u8")
-#: How tiles are decoded, kept as the meta value ``decode``: an index published by an
-#: older one is decoded again whole (2: embedded ICC profiles applied, see
-#: :mod:`mosaicist._profiles`; an index without the value is of 1).
-DECODE_VERSION = 2
-
 #: Seconds a dead writer's temporary in the index's folders must have been left unchanged
 #: before an update removes it (:func:`~mosaicist.paths.remove_dead_temporaries`): its PID
 #: is only checked on this machine, and a writer elsewhere that shares the cache
@@ -803,10 +798,8 @@ def _plan(
     digest, count, entries = _scan_summary(source)
     # A failure that may pass is tried again on every run, until it no longer fails:
     # the scan being unchanged says nothing about whether a share still falters.
-    # Tiles decoded by an older version are all decoded again (their rows matched by none).
-    outdated = get_meta(connection, "decode", "1") != str(DECODE_VERSION)
     if (_published_digest(connection) == digest and not retry_pending(connection)
-            and not _racy_pending(connection) and not outdated):
+            and not _racy_pending(connection)):
         return _unchanged_stats(connection, count)
     if entries is None:
         entries = source.scan()
@@ -834,8 +827,6 @@ def _plan(
 
     published_checked = _meta_time(connection, "stamps_checked_ns")
     staged_checked = _meta_time(connection, "staged_checked_ns")
-    if outdated:
-        published, staged = {}, {}
     decode = [False] * len(entries)
     # Racy matches: (position in entries, the hash of the row's content).
     racy: list[tuple[int, str]] = []
@@ -970,7 +961,6 @@ def _initialise_meta(connection: sqlite3.Connection, source_key: str, tile: Tile
     with transaction(connection):
         if get_meta(connection, "schema") is None:
             set_meta(connection, "schema", SCHEMA_VERSION)
-            set_meta(connection, "decode", DECODE_VERSION)
             set_meta(connection, "source_key", source_key)
             set_meta(connection, "tile_px", tile.width)
             set_meta(connection, "tile_height", tile.height)
@@ -1684,7 +1674,6 @@ def _swap_manifest(
         set_meta(connection, "scan_digest", digest)
         if plan is not None:
             _record_checked(connection, plan, final)
-            set_meta(connection, "decode", DECODE_VERSION)
         new_publication(connection)
 
 
