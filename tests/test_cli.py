@@ -727,13 +727,13 @@ def test_output_settings_the_format_does_not_use_are_noted(setup, tmp_path):
 
     png = run(make_args(setup, "-o", tmp_path / "a.png", "--quality", 80, "--dzi-overlap", 2,
                         "--placements", tmp_path / "a.json"))
-    assert notes(png) == ["mosaicist: note: --quality, --dzi-overlap have no effect on a PNG "
+    assert notes(png) == ["mosaicist: note: --quality and --dzi-overlap have no effect on a PNG "
                           "output; ignored"]
     assert notes(run(make_args(setup, "-o", tmp_path / "a.jpg", "--quality", 80,
                                "--dpi", 300))) == []
     zoom = run(make_args(setup, "-o", tmp_path / "a.dzi", "--dpi", 300, "--dzi-format", "png",
                          "--quality", 80))
-    assert notes(zoom) == ["mosaicist: note: --dpi, --quality have no effect on a Deep Zoom "
+    assert notes(zoom) == ["mosaicist: note: --dpi and --quality have no effect on a Deep Zoom "
                            "output; ignored"]
     assert notes(run(make_args(setup, "-o", tmp_path / "b.dzi", "--quality", 80))) == []
     assert notes(run(make_args(setup, "-o", tmp_path / "c.png", "--quality", 80, "-q"))) == []

@@ -59,7 +59,7 @@ def test_every_field_is_a_declared_setting_with_help():
     ({"assign": "best"}, "unknown assign 'best'; use optimal or greedy"),
     ({"jpeg_quality": 101}, "jpeg_quality must be between 1 and 100, got 101"),
     ({"dzi_tile_size": 0}, "dzi_tile_size must be between 1 and 4096 pixels, got 0"),
-    ({"dzi_overlap": 200}, "dzi_overlap must be 0 to 127 pixels (half of dzi_tile_size)"),
+    ({"dzi_overlap": 200}, "dzi_overlap must be between 0 and 127 pixels (half of dzi_tile_size)"),
     ({"dzi_format": "gif"}, "unknown dzi_format 'gif'; use jpeg, png or webp"),
     ({"cell_px": 8.0}, "cell_px must be a whole number, got 8.0"),
     ({"cell_px": True}, "cell_px must be a whole number, got True"),
@@ -216,7 +216,8 @@ def cli_setup(tmp_path_factory):
     (["--tint", "2"], "--tint must be between 0 and 1, got 2"),
     (["--metric", "xyz"], "unknown --metric 'xyz'; use seed, lab or oklab"),
     (["--quality", "0"], "--quality must be between 1 and 100, got 0"),
-    (["--dzi-overlap", "300"], "--dzi-overlap must be 0 to 127 pixels (half of --dzi-tile-size)"),
+    (["--dzi-overlap", "300"],
+     "--dzi-overlap must be between 0 and 127 pixels (half of --dzi-tile-size)"),
     (["--search", "nearest"], "unknown --search 'nearest'; use exact or approximate"),
     (["--device", "tpu"], "unknown --device 'tpu'; use cpu or cuda"),
     (["--search", "approximate", "--device", "cuda"],
@@ -476,7 +477,7 @@ OVER_PRINTABLE = 10**5000  # Python refuses to print an int of over 4,300 digits
     ({"max_uses": 2**63}, "max_uses must be at least 1 (a number of at most 19 digits), got "
                           "9223372036854775808"),
     ({"max_target_pixels": np.uint64(2**64 - 1)},
-     "max_target_pixels must be at least 1 pixels (a number of at most 19 digits), got "
+     "max_target_pixels must be at least 1 pixel (a number of at most 19 digits), got "
      "18446744073709551615"),
     # Of the wrong type, or unknown: shown short.
     ({"print_size": OVER_PRINTABLE}, "print_size must be a text, got a number of 5001 digits"),

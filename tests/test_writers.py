@@ -111,7 +111,8 @@ def test_output_format_by_extension(tmp_path):
     assert output_format("a.tif").name == "TIFF"
     assert output_format("a.dzi").name == "Deep Zoom"
     with pytest.raises(MosaicistError,
-                       match=r"a\.bmp: unknown output format '\.bmp'; use \.dzi, \.jpeg"):
+                       match=r"a\.bmp: unknown output format '\.bmp'; use \.dzi, \.jpeg, .*"
+                             r"\.tiff or \.webp$"):
         output_format("a.bmp")
     # A name without its extension, or a folder: said, not "unknown output format '(none)'".
     with pytest.raises(MosaicistError, match=r"^noextension: the output has no extension; "

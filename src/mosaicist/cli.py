@@ -660,7 +660,9 @@ def _note_ignored(written_as: Any, options: MosaicOptions, quiet: bool,
     ignored = [name for name in ignored_settings(written_as, options)
                if given is None or name in given]
     if ignored and not quiet:
-        flags = ", ".join(_flag_name(name) for name in ignored)
+        names = [_flag_name(name) for name in ignored]
+        # "--quality and --dzi-overlap have", as errors.alternatives lists with "or".
+        flags = " and ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
         verb = "has" if len(ignored) == 1 else "have"
         click.echo(f"mosaicist: note: {flags} {verb} no effect on a {written_as.name} output; "
                    "ignored", err=True)
@@ -956,12 +958,19 @@ def make(
     # The pipeline's notes name settings as this command's flags, as its errors do.
     with _cluster(scheduler, quiet) as client, settings_named_by(_command_flags()):
         if client is None:
-            mosaic = make_mosaic(target, tiles, options, cache_dir=cache_dir,
-                                 show_progress=show, quiet=quiet)
-            if quiet and report_path is None:
-                # Neither a summary nor a report will show them: a third of the
-                # writing time of a large mosaic, for nothing.
-                mosaic.metrics = None
+            unmeasured = quiet and report_path is None
+            # Neither a summary nor a report will show the metrics: a third of the
+            # writing time of a large mosaic, and their memory in the estimate that
+            # refuses a grid too large, for nothing.
+            mosaic = make_mosaic(
+                target, tiles, options.fitted(compute_metrics=False) if unmeasured else options,
+                cache_dir=cache_dir, show_progress=show, quiet=quiet)
+            if unmeasured:
+                # The placements file records the settings as made: a later
+                # 'render --report' measures the metrics.
+                mosaic.options = mosaic.options.fitted(compute_metrics=True)
+                mosaic.placements.options = mosaic.placements.options.fitted(
+                    compute_metrics=True)
             mosaic.write(output, show_progress=show)  # timed as the render phase
         else:
             from .distributed import make_on_cluster, write_on_cluster

@@ -55,7 +55,7 @@ from .aspect import format_aspect, height_for, parse_aspect
 from .colour import METRICS
 from .crop import CROP_MODES
 from .dedupe import DEFAULT_THRESHOLD as DEDUPE_THRESHOLD
-from .errors import MosaicistError, OptionError, alternatives, check_range
+from .errors import MosaicistError, OptionError, alternatives, check_range, range_wording
 from .imaging import TARGET_MAX_PIXELS
 from .sizing import DEFAULT_DPI, DPI_RANGE, format_print_size, parse_print_size
 from .transforms import AUGMENT_SETS
@@ -242,6 +242,7 @@ class Setting:
         if self.kind in (int, float) and self.low is not None:
             # Before the conversion: float(10**400) overflows.
             refuse_huge(self.name, value, self.low, self.high, self.unit)
+        given = value
         value = _plain(value, self.kind)
         if not isinstance(value, self.kind) or (self.kind is int and isinstance(value, bool)):
             raise OptionError(
@@ -252,7 +253,8 @@ class Setting:
             raise OptionError("unknown {" + self.name + "} {value}; use {known}",
                               value=shown_value(value), known=alternatives(self.choices))
         if self.low is not None and isinstance(value, int | float):
-            check_range(self.name, value, self.low, self.high, self.unit)
+            # The value as given: tint=5 is said "got 5", not the float it became.
+            check_range(self.name, given, self.low, self.high, self.unit)
         return value
 
 
@@ -386,12 +388,11 @@ def refuse_huge(parameter: str, value: object, low: int | float,
     if high is None or high >= LARGEST_WHOLE:
         # "between 1 and 9223372036854775807" read as a riddle where the setting has no
         # limit of its own; the number given is over what a whole number can hold here.
-        raise OptionError("{" + parameter + "} must be at least {low}"
-                          + (f" {unit}" if unit else "") + " (a number of at most 19 digits), "
-                          "got {value}", low=low, value=shown_value(value))
-    raise OptionError("{" + parameter + "} must be between {low} and {high}"
-                      + (f" {unit}" if unit else "") + ", got {value}",
-                      low=low, high=high, value=shown_value(value))
+        raise OptionError("{" + parameter + "} must be {range} (a number of at most 19 "
+                          "digits), got {value}", range=range_wording(low, None, unit),
+                          value=shown_value(value))
+    raise OptionError("{" + parameter + "} must be {range}, got {value}",
+                      range=range_wording(low, high, unit), value=shown_value(value))
 
 
 def check_whole(parameter: str, value: object, low: int, high: int | None = None,
@@ -552,7 +553,7 @@ class MosaicOptions:
     >>> MosaicOptions(tint=2)
     Traceback (most recent call last):
     ...
-    mosaicist.errors.OptionError: tint must be between 0 and 1, got 2.0
+    mosaicist.errors.OptionError: tint must be between 0 and 1, got 2
     """
 
     preset: str = setting(
@@ -755,8 +756,9 @@ class MosaicOptions:
                               low=self.tint, high=self.tint_max)
         if self.dzi_overlap > self.dzi_tile_size // 2:
             raise OptionError(
-                "{dzi_overlap} must be 0 to {most} pixels (half of {dzi_tile_size}), got {value}",
-                most=self.dzi_tile_size // 2, value=self.dzi_overlap,
+                "{dzi_overlap} must be {range} (half of {dzi_tile_size}), got {value}",
+                range=range_wording(0, self.dzi_tile_size // 2, "pixels"),
+                value=self.dzi_overlap,
             )
 
     def given(self, name: str) -> bool:

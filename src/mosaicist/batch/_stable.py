@@ -402,7 +402,7 @@ class StableMatcher(Matcher):
                  before_signature: np.ndarray | None = None) -> None:
         if inner.repetition_limits and not isinstance(inner, CappedMatcher):
             raise OptionError("{stable} works with the built-in matchers, not with {search} "
-                              "{value!r} and repetition limits", value=inner.search)
+                              "{value} and repetition limits", value=inner.search)
         self.inner = inner
         self.previous = previous
         self.hundredths = hundredths

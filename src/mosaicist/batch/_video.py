@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MosaicistError, OptionError, check_range, install_extra
+from ..imaging import over_target_limit
 from ..paths import atomic_path
 
 #: Codecs tried for a video output, best first, by container suffix.
@@ -180,11 +181,8 @@ def read_frames(path: str | Path, max_pixels: int | None = None) -> Iterator[np.
     with _reading(path), av.open(str(path)) as container:
         stream = _video_stream(container, path)
         if max_pixels is not None and stream.width * stream.height > max_pixels:
-            raise OptionError(
-                "{path}: {width}x{height} = {pixels} pixels a frame is over the target limit "
-                "of {limit} pixels (raise it with {max_target_pixels})", path=str(path),
-                width=stream.width, height=stream.height,
-                pixels=f"{stream.width * stream.height:,}", limit=f"{max_pixels:,}")
+            # Worded as a picture over the limit is ("of 1 pixel", "20,000x15,000").
+            raise over_target_limit(str(path), stream.width, stream.height, max_pixels)
         stream.thread_type = "AUTO"
         for frame in container.decode(stream):
             yield upright(frame)

@@ -84,7 +84,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .._runtime import worker_count
-from ..errors import MosaicistError
+from ..errors import MosaicistError, alternatives
 from ..web import (
     TOKEN_HEADER,
     FileAnswer,
@@ -995,7 +995,7 @@ def _routes(live: Live) -> list[Route]:
     async def export(request: Request) -> Response:
         kind = request.query_params.get("format", "png").lower()
         if kind not in EXPORTS:
-            raise WebError(400, f"format must be one of {', '.join(EXPORTS)}")
+            raise WebError(400, f"format must be {alternatives(EXPORTS)}")
         if request.method == "HEAD":
             # Starlette answers HEAD on a GET route by running it: the whole wall would be
             # written, for an answer without a body.
@@ -1063,7 +1063,7 @@ def _number(text: str | None, name: str, default: float, low: float, high: float
     except ValueError:
         raise WebError(400, f"{name} must be a number") from None
     if not (low <= value <= high):
-        raise WebError(400, f"{name} must be from {low:g} to {high:g}")
+        raise WebError(400, f"{name} must be between {low:,g} and {high:,g}")
     return value
 
 

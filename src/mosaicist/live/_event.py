@@ -284,8 +284,8 @@ def parse_grid(text: str) -> tuple[int, int]:
         raise MosaicistError(f"the grid must be COLSxROWS, such as 40x30; got {text!r} (--grid)")
     cols, rows = int(parts[0]), int(parts[1])
     if not (1 <= cols <= MAX_GRID_SIDE and 1 <= rows <= MAX_GRID_SIDE):
-        raise MosaicistError(f"a grid side must be 1 to {MAX_GRID_SIDE} cells, got {text} "
-                             "(--grid)")
+        raise MosaicistError(f"a grid side must be between 1 and {MAX_GRID_SIDE:,} cells, "
+                             f"got {text} (--grid)")
     if cols * rows > MAX_CELLS:
         raise MosaicistError(f"a {text} grid has {cols * rows:,} cells, more than the "
                              f"{MAX_CELLS:,} a live wall takes (--grid)")

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..errors import MosaicistError
+from ..errors import MosaicistError, alternatives, range_wording
 from ..imaging import _DECODE_ERRORS, thumbnail
 from ..paths import atomic_path
 from ._event import Event, Photo, _read_rgb, fade
@@ -70,10 +70,11 @@ def label(cell: int, cols: int) -> str:
 
 def _check(paper: str, tile_cm: float) -> tuple[float, float]:
     if paper not in PAPERS:
-        raise MosaicistError(f"unknown paper {paper!r}; use {' or '.join(PAPERS)}")
+        raise MosaicistError(f"unknown paper {paper!r}; use {alternatives(PAPERS)}")
     low, high = TILE_CM_RANGE
     if not (low <= tile_cm <= high) or not math.isfinite(tile_cm):
-        raise MosaicistError(f"the tile width must be {low:g} to {high:g} cm, got {tile_cm:g}")
+        raise MosaicistError(f"the tile width must be {range_wording(low, high, 'cm')}, "
+                             f"got {tile_cm:g}")
     return PAPERS[paper]
 
 

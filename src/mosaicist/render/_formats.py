@@ -26,7 +26,7 @@ import numpy as np
 
 from .._registry import PluginError, Registry, check_name, describe, guard_plugin
 from .._runtime import byte_words, check_memory
-from ..errors import MosaicistError, OptionError
+from ..errors import MosaicistError, OptionError, alternatives
 from ..paths import check_writable, refuses_files
 
 if TYPE_CHECKING:
@@ -294,7 +294,7 @@ def output_format(path: str | os.PathLike[str]) -> OutputFormat:
     """
     suffix = Path(path).suffix.lower()
     if suffix not in OUTPUT_FORMATS:
-        known = ", ".join(sorted(OUTPUT_FORMATS))
+        known = alternatives(sorted(OUTPUT_FORMATS))
         if not suffix:
             # "unknown output format '(none)'" said nothing of why: a folder given for a
             # file, or a name without its extension.

@@ -29,7 +29,7 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
-from ..errors import MosaicistError
+from ..errors import MosaicistError, counted
 from ..imaging import (
     _DECODE_ERRORS,
     _PILLOW_LIMIT,
@@ -158,9 +158,9 @@ def decode_upload(
                 picture.load()
     except PixelLimitError as error:
         raise MosaicistError(
-            f"{name}: the picture is {error.width}x{error.height} = "
-            f"{error.width * error.height:,} pixels, over the limit of "
-            f"{max_pixels:,} pixels") from None
+            f"{name}: the picture is {error.width:,}x{error.height:,} = "
+            f"{counted(error.width * error.height, 'pixel')}, over the limit of "
+            f"{counted(max_pixels, 'pixel')}") from None
     except Image.UnidentifiedImageError:
         raise MosaicistError(f"{name}: not a picture in a format {accepted_by} accepts "
                              f"({', '.join(formats)})") from None
