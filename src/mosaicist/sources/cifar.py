@@ -480,21 +480,30 @@ class CifarSource(TileSource):
             rows[selected] = batches[index].pixels[positions[selected] - self._offsets[index]]
         return rows
 
-    def decode(
-        self, entries: Sequence[SourceEntry], width_px: int, aspect: tuple[int, int] = SQUARE,
-        crop: str = "centre",
-    ) -> Iterator[DecodedTile]:
-        """Yield the entries' tiles in order, a few thousand at a time."""
+    def _chunks(self, entries: Sequence[SourceEntry]
+                ) -> Iterator[tuple[Sequence[SourceEntry], list[bool], np.ndarray]]:
+        """The entries a few thousand at a time: each chunk, which are in the dataset, their rows.
+
+        The rows ``(k, 3072)`` are those of the entries marked True, in order
+        (:meth:`_gather`).
+        """
         self._load()
         total = int(self._offsets[-1])
         for start in range(0, len(entries), _DECODE_CHUNK):
             chunk = entries[start:start + _DECODE_CHUNK]
             positions = np.fromiter((self._position(e) for e in chunk), np.int64, len(chunk))
             valid = (positions >= 0) & (positions < total)
-            rows = self._gather(positions[valid])
+            yield chunk, valid.tolist(), self._gather(positions[valid])
+
+    def decode(
+        self, entries: Sequence[SourceEntry], width_px: int, aspect: tuple[int, int] = SQUARE,
+        crop: str = "centre",
+    ) -> Iterator[DecodedTile]:
+        """Yield the entries' tiles in order, a few thousand at a time."""
+        for chunk, valid, rows in self._chunks(entries):
             images = _to_hwc(rows)
             slot = 0
-            for entry, ok in zip(chunk, valid.tolist(), strict=True):
+            for entry, ok in zip(chunk, valid, strict=True):
                 if not ok:
                     yield DecodedTile(entry, None, None, f"{entry.source_id}: not in {self.name}")
                     continue
@@ -508,23 +517,12 @@ class CifarSource(TileSource):
 
         The index asks for them where a batch file's stamp is too recent to
         trust (see :meth:`TileSource.content_hashes`): the rows are hashed
-        as :meth:`decode` hashes them, a few thousand at a time; an entry
-        that is not in the dataset is None (decoded, to say so).
+        as :meth:`decode` hashes them; an entry that is not in the dataset is
+        None (decoded, to say so).
         """
-        self._load()
-        total = int(self._offsets[-1])
-        for start in range(0, len(entries), _DECODE_CHUNK):
-            chunk = entries[start:start + _DECODE_CHUNK]
-            positions = np.fromiter((self._position(e) for e in chunk), np.int64, len(chunk))
-            valid = (positions >= 0) & (positions < total)
-            rows = self._gather(positions[valid])
-            slot = 0
-            for ok in valid.tolist():
-                if not ok:
-                    yield None
-                    continue
-                yield content_hash(rows[slot].data)
-                slot += 1
+        for _, valid, rows in self._chunks(entries):
+            hashes = iter(content_hash(row.data) for row in rows)
+            yield from (next(hashes) if ok else None for ok in valid)
 
     def image_size(self) -> tuple[int, int] | None:
         """Every CIFAR image is 32 x 32."""
