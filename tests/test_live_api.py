@@ -578,6 +578,11 @@ def test_exports_and_print_sheets(wall):
     assert "on a Letter page" in letter
     assert wall.anyone.get("/api/wall.jpg?width=100").status_code == 200
     assert wall.anyone.get("/api/wall.jpg?width=0").status_code == 400
+    # Only plain numbers: float() took "1_000", " 100 " and "1e2" as widths.
+    for width in ("1_000", "%20100%20", "1e2", "nan", "0x64"):
+        answer = wall.anyone.get(f"/api/wall.jpg?width={width}")
+        assert answer.status_code == 400 and answer.json()["error"] == "width must be a number"
+    assert wall.anyone.get("/api/wall.jpg?width=100.0").status_code == 200
     assert wall.anyone.get("/api/target.jpg").headers["content-type"] == "image/jpeg"
 
 

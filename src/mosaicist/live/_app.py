@@ -67,6 +67,7 @@ import ipaddress
 import json
 import math
 import os
+import re
 import socket
 import sys
 import threading
@@ -1055,13 +1056,17 @@ def _too_many(wait: float) -> WebError:
                          "them again", {"Retry-After": str(seconds)})
 
 
+#: What a number in a query reads as: digits, a point, an optional sign.
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
+
+
 def _number(text: str | None, name: str, default: float, low: float, high: float) -> float:
     if text is None or text == "":
         return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise WebError(400, f"{name} must be a number") from None
+    # A plain decimal number: float() also takes "1_000", " 12 " and "inf".
+    if _PLAIN_NUMBER.fullmatch(text) is None:
+        raise WebError(400, f"{name} must be a number")
+    value = float(text)
     if not (low <= value <= high):
         raise WebError(400, f"{name} must be between {low:,g} and {high:,g}")
     return value
