@@ -301,11 +301,13 @@ def main() -> None:
     parser.add_argument("--data", help="shared data folder (default: ../shared/data)")
     parser.add_argument("--cache-dir", help="generated data, caches (default: benchmarks/.cache)")
     args = parser.parse_args()
+    if args.photos > 200:
+        parser.error(f"--photos: at most 200 (bench_index.py makes 200), got {args.photos}")
     data, cache = data_dir(args.data), cache_dir(args.cache_dir)
     print(machine())
     if args.what == "index":
         files = 10_000 if args.quick and args.files is None else args.files
-        photos = 0 if args.quick else min(args.photos, 200)
+        photos = 0 if args.quick else args.photos
         repeat = args.repeat or (2 if args.quick else 3)
         rows = bench_index(subset_folder(data / "cifar10" / "train", cache, files), cache,
                            f"{files or 50_000:,} CIFAR", repeat)

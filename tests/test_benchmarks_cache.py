@@ -260,6 +260,7 @@ def run_main(module: ModuleType, monkeypatch: pytest.MonkeyPatch, *arguments: st
     ("bench_live", ["--tint", "5", "--skip-load"], "argument --tint: 5 must be at most 1"),
     ("bench_live", ["--grid", "bogus"], "the grid must be COLSxROWS, such as 40x30"),
     ("bench_live", ["--crops", "subject,nope"], "--crops: unknown --crop 'nope'"),
+    ("bench_dask", ["index", "--photos", "500"], "--photos: at most 200"),
 ])
 def test_bad_option_value_is_one_line(module_name, arguments, words, tmp_path, monkeypatch,
                                       capsys):
