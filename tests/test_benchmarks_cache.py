@@ -2,7 +2,8 @@
 
 The benchmark scripts (``benchmarks/``, not a package) are imported from their
 folder, as they import each other. Their cache writers make small files here
-(tiny pictures, a few tiles); nothing reads ``../shared/data``.
+(tiny pictures, a few tiles); nothing reads the shared data folder: the tests
+give ``--data`` folders of their own, or stop at the options.
 """
 
 from __future__ import annotations

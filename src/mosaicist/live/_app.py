@@ -587,7 +587,6 @@ class Live:
             while len(self._recent) > RETRY_UPLOADS:
                 self._recent.popitem(last=False)
 
-
     def info(self) -> dict[str, Any]:
         """``GET /api/info``."""
         event = self.event

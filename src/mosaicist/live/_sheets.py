@@ -96,6 +96,19 @@ def _paper_name(paper: str) -> str:
     return paper.upper() if paper.startswith("a") else paper.capitalize()
 
 
+def _too_large(what: str, tile_cm: float, paper: str, widest_cm: float, tallest_cm: float
+               ) -> MosaicistError:
+    """The error for a ``what`` (tile, cell) of ``tile_cm`` wider than a page allows.
+
+    ``widest_cm`` and ``tallest_cm`` are the largest widths the page takes
+    across and, by the tiles' shape, down.
+    """
+    shown = _paper_name(paper)
+    article = "an" if shown[:1] in "AEIOU" else "a"
+    return MosaicistError(f"a {tile_cm:g} cm {what} does not fit on {article} {shown} page; "
+                          f"at most {math.floor(min(widest_cm, tallest_cm) * 10) / 10:g} cm")
+
+
 def write_sheets(event: Event, path: Path, paper: str = "a4", tile_cm: float = 5.0,
                  dpi: int = SHEET_DPI, *, check_only: bool = False) -> int:
     """Write the print sheets of every placed photo to ``path`` (PDF); return the pages.
@@ -119,13 +132,9 @@ def write_sheets(event: Event, path: Path, paper: str = "a4", tile_cm: float = 5
     down = (page_h - 2 * margin + gutter) // (tile_h + label_h + gutter)
     if across < 1 or down < 1:
         # The largest tile a page of this paper takes, across and down (labels included).
-        widest = (page_w - 2 * margin) / dpi * 2.54
-        tallest = (page_h - 2 * margin - label_h) / dpi * 2.54 * options.tile_px \
-            / options.tile_height
-        shown = _paper_name(paper)
-        article = "an" if shown[:1] in "AEIOU" else "a"
-        raise MosaicistError(f"a {tile_cm:g} cm tile does not fit on {article} {shown} page; "
-                             f"at most {math.floor(min(widest, tallest) * 10) / 10:g} cm")
+        raise _too_large("tile", tile_cm, paper, (page_w - 2 * margin) / dpi * 2.54,
+                         (page_h - 2 * margin - label_h) / dpi * 2.54 * options.tile_px
+                         / options.tile_height)
     photos = event.placed()
     if check_only:
         if not photos:
@@ -203,12 +212,8 @@ def write_underlay(event: Event, path: Path, paper: str = "a4", tile_cm: float =
     across = int(usable_w // (cell_w_mm / 25.4 * dpi))
     down = int(usable_h // (cell_h_mm / 25.4 * dpi))
     if across < 1 or down < 1:
-        widest = usable_w / dpi * 2.54
-        tallest = usable_h / dpi * 2.54 * options.tile_px / options.tile_height
-        shown = _paper_name(paper)
-        article = "an" if shown[:1] in "AEIOU" else "a"
-        raise MosaicistError(f"a {tile_cm:g} cm cell does not fit on {article} {shown} page; "
-                             f"at most {math.floor(min(widest, tallest) * 10) / 10:g} cm")
+        raise _too_large("cell", tile_cm, paper, usable_w / dpi * 2.54,
+                         usable_h / dpi * 2.54 * options.tile_px / options.tile_height)
     if check_only:
         return 0
     target = Image.fromarray(event.target)

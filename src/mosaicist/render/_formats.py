@@ -425,8 +425,8 @@ def check_room(path: str | os.PathLike[str], output: OutputFormat, width: int, h
                                  f"{folder} ({refused}); write the output elsewhere")
         if getattr(stats, "f_blocks", None) == 0:
             return  # a file system that reports no size at all cannot say what is free
-        raise MosaicistError(f"{path}: {size} needs at least {_bytes(needed)}; its file system "
-                             f"has {_bytes(free)} free; use larger cells or smaller tiles")
+        raise MosaicistError(f"{path}: {size} needs at least {byte_words(needed)}; its file system "
+                             f"has {byte_words(free)} free; use larger cells or smaller tiles")
     if stats.f_files and files > stats.f_favail:
         raise MosaicistError(f"{path}: {size} needs {files:,} files; its file system has room "
                              f"for {stats.f_favail:,} more; use larger cells, smaller tiles "
@@ -503,11 +503,6 @@ def check_output_memory(path: str | os.PathLike[str], output: OutputFormat, widt
             drawn=drawn, needed=needed, free=free)
 
     check_memory(needed, refusal, available)
-
-
-def _bytes(count: int) -> str:
-    """A byte count for people: ``512 bytes``, ``3.2 GB``, ``1.1 TB``."""
-    return byte_words(count)
 
 
 def write_output(
