@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 import socket
@@ -39,6 +40,12 @@ KEEP_ALIVE_SECONDS = 2
 MAX_HEAD = 128 * 1024
 #: Most connections served at once; more are answered 503.
 MAX_CONNECTIONS = 64
+#: Most connections one other machine may hold at once; more are closed as they open.
+#: Without it one device (a guest's phone running a script) holding MAX_CONNECTIONS idle
+#: connections had every other guest, the display and the host answered 503. A browser
+#: opens at most 6 to one server; this machine's own clients (the display and admin pages
+#: on the host's laptop, a tunnel forwarding every guest) are not counted.
+MAX_CONNECTIONS_PER_CLIENT = 16
 #: Seconds a connection may send nothing while a request (its head or body) is awaited.
 #: Without a limit a connection that never sends its request (a phone gone from the Wi-Fi
 #: mid-upload, a browser's unused preconnection) held one of MAX_CONNECTIONS for ever.
@@ -115,7 +122,9 @@ class _Protocol(H11Protocol):
     :data:`REQUEST_IDLE_SECONDS` timer, which is stopped while the app
     answers a request received whole and started again once it has
     answered; when it runs out while a request is awaited (and reading was
-    not paused to wait for the app), the connection is closed.
+    not paused to wait for the app), the connection is closed. A connection
+    from another machine that already holds :data:`MAX_CONNECTIONS_PER_CLIENT`
+    is closed as it opens.
     """
 
     _idle: asyncio.TimerHandle | None = None
@@ -140,7 +149,19 @@ class _Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if self._client_has_too_many():
+            transport.close()  # before anything is read: nothing is answered, nothing waits
+            return
         self._arm()
+
+    def _client_has_too_many(self) -> bool:
+        """Whether this connection's client, another machine, holds too many connections."""
+        if self.client is None or _is_this_machine(self.client[0]):
+            return False
+        address = self.client[0]
+        clients = (getattr(connection, "client", None) for connection in self.connections)
+        held = sum(1 for client in clients if client is not None and client[0] == address)
+        return held > MAX_CONNECTIONS_PER_CLIENT
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -156,6 +177,16 @@ class _Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+
+def _is_this_machine(host: str) -> bool:
+    """Whether a client's address is a loopback one (IPv4 mapped into IPv6 included)."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False  # a Unix socket's peer or an odd name: counted, as any other client
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool((mapped or address).is_loopback)
 
 
 class _Uvicorn(uvicorn.Server):
