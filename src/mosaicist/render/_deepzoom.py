@@ -235,6 +235,44 @@ _LEVEL_NAME = re.compile(r"[0-9]|[1-5][0-9]|6[0-3]")
 _LEGACY_STAGING = re.compile(r"\.(?P<final>.+)\.partial-(?P<pid>[0-9]{1,10})")
 
 
+#: A tile file's name in a level folder: ``<column>_<row>.<format>`` (``jpg``, or in
+#: upper case, as other writers spell it: :func:`read_level` reads those too).
+_TILE_NAME = re.compile(r"[0-9]{1,10}_[0-9]{1,10}\.(?:jpeg|jpg|png|webp)", re.IGNORECASE)
+
+
+def _strangers(folder: Path) -> list[str]:
+    """What in a pyramid's tile folder no pyramid holds, by path under it, in name order.
+
+    A pyramid holds level folders (:data:`_LEVEL_NAME`) of tile files
+    (:data:`_TILE_NAME`). Hidden names are a file browser's (``.DS_Store``),
+    not the user's. Level folders are looked into too: a folder of photos
+    sorted into ``0/``, ``1/``... (a tile library named ``NAME_files``) was
+    taken for a pyramid and replaced whole, photos and all.
+
+    Raises
+    ------
+    OSError
+        When a folder cannot be read.
+    """
+    strangers: list[str] = []
+    with os.scandir(folder) as entries:
+        levels = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if _LEVEL_NAME.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                levels.append(entry.name)
+            else:
+                strangers.append(entry.name)
+    for level in levels:
+        with os.scandir(folder / level) as entries:
+            strangers.extend(f"{level}/{entry.name}" for entry in entries
+                             if not entry.name.startswith(".")
+                             and not (_TILE_NAME.fullmatch(entry.name)
+                                      and entry.is_file(follow_symlinks=False)))
+    return sorted(strangers)
+
+
 def _remove_legacy_staging(final: Path) -> None:
     """Remove ``.NAME_files.partial-<pid>`` folders left by earlier versions that were killed.
 
@@ -774,7 +812,9 @@ class DeepZoomFormat(OutputFormat):
         (level folders only), never a folder that holds other files. The
         viewer's page and manifest are replaced too: existing ones must be
         files this program wrote (:func:`_ours`), never a page of the user's.
-        None of the names may be a symbolic link (:func:`_refuse_link`).
+        None of the names may be a symbolic link (:func:`_refuse_link`). The
+        key that signs the manifest is made now if there is none
+        (:func:`mosaicist.viewer._manifest.signing_key`).
 
         Parameters
         ----------
@@ -790,8 +830,9 @@ class DeepZoomFormat(OutputFormat):
         OptionError
             When the layout settings are not valid (:func:`check_layout`).
         MosaicistError
-            When one of the names cannot be replaced, naming it, or another run
-            is writing this pyramid now (:func:`refuse_if_being_written`).
+            When one of the names cannot be replaced, naming it, another run
+            is writing this pyramid now (:func:`refuse_if_being_written`), or
+            the manifest's signing key can be neither read nor made.
         """
         check_layout(options.dzi_tile_size, options.dzi_overlap, options.dzi_format)
         _refuse_link(path, "Deep Zoom descriptor")
@@ -804,11 +845,7 @@ class DeepZoomFormat(OutputFormat):
                                  "there; move it or choose another output name")
         if folder.is_dir():
             try:
-                # Hidden files are a file browser's (.DS_Store), not the user's.
-                strangers = sorted(entry.name for entry in os.scandir(folder)
-                                   if not entry.name.startswith(".")
-                                   and not (_LEVEL_NAME.fullmatch(entry.name)
-                                            and entry.is_dir(follow_symlinks=False)))
+                strangers = _strangers(folder)
             except OSError as error:
                 raise MosaicistError(f"{folder}: cannot read: {error.strerror or error}") from None
             if strangers:
@@ -823,6 +860,11 @@ class DeepZoomFormat(OutputFormat):
             if companion.exists() and not _ours(companion, marker):
                 raise MosaicistError(f"{companion}: is not a {what} mosaicist wrote, and the "
                                      f"{what} replaces it; move it or choose another output name")
+        from ..viewer._manifest import signing_key
+
+        # The page's manifest is signed last of all: a cache folder that cannot take the
+        # key is said now, not after every tile is written.
+        signing_key()
 
     def reads(self, options: MosaicOptions) -> frozenset[str]:
         """The pyramid's layout, and the quality of JPEG or WebP tiles (no resolution).

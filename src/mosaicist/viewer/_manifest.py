@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import MosaicistError
-from ..paths import atomic_path, cache_dir
+from ..paths import CACHE_ENV, atomic_path, cache_dir
 
 MANIFEST_FORMAT = "mosaicist-viewer-manifest"
 MANIFEST_VERSION = 1
@@ -116,6 +116,31 @@ def _signing_key(create: bool) -> bytes | None:
     return path.read_bytes()
 
 
+def signing_key() -> bytes:
+    """The user's signing key, made on first use (see the module's description).
+
+    Called before a pyramid is written too (:meth:`DeepZoomFormat.check
+    <mosaicist.render.DeepZoomFormat.check>`): a cache folder that cannot
+    take the key otherwise failed the run after hours of tiles, naming the
+    manifest's folder, which was writable, for the cache's problem.
+
+    Raises
+    ------
+    MosaicistError
+        When the key can be neither read nor made, naming its file.
+    """
+    try:
+        key = _signing_key(create=True)
+    except OSError as error:
+        path = cache_dir() / KEY_NAME
+        raise MosaicistError(
+            f"{path}: cannot make the key that signs viewer manifests: "
+            f"{error.strerror or error} (set {CACHE_ENV} to a folder that can take it)"
+        ) from None
+    assert key is not None
+    return key
+
+
 def _signature(key: bytes, body: dict) -> str:
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hmac.new(key, text.encode("ascii"), hashlib.sha256).hexdigest()
@@ -138,7 +163,7 @@ def write_manifest(
     Raises
     ------
     MosaicistError
-        When the key or the manifest cannot be written.
+        When the key or the manifest cannot be written, naming the file.
     """
     path = manifest_path(page)
     body = {
@@ -150,9 +175,8 @@ def write_manifest(
         "source_root": None if source_root is None else str(source_root),
         "sources": [] if source_root is None else [servable_source(s) for s in sources],
     }
+    key = signing_key()
     try:
-        key = _signing_key(create=True)
-        assert key is not None
         text = json.dumps({**body, "signature": _signature(key, body)}, ensure_ascii=True)
         with atomic_path(path) as temporary:
             temporary.write_text(text + "\n", encoding="ascii")
