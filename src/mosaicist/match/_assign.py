@@ -136,8 +136,11 @@ cap: ``(c + D r) mod m`` for ``m >= D^2``, or the lattice with each band of
 apart, on 30 x 40 cells: no lattice class fits one tile's cap).
 The bound is unchanged, so the gap reports what this costs.
 Necessary counts are checked before any work (:func:`check_feasible`):
-``ceil(N / cap)`` tiles, and ``min(D, rows) x min(D, cols)``, the cells of
-one block, all pairwise closer than ``D``.
+``ceil(N / cap)`` tiles, ``min(D, rows) x min(D, cols)``, the cells of
+one block, all pairwise closer than ``D``, and, on a grid narrower than ``2D - 1``
+both ways, one tile for each of the ``L`` cells in its middle that no cell is
+``D`` away from (:func:`lone_cells`) beside ``ceil((N - L) / cap)`` for the
+rest (no ``min_uses`` above 1 at all there).
 
 ``method="greedy"`` visits cells by decreasing regret (best-to-second gap) and
 gives each its best candidate that still has capacity and spacing (a Python
@@ -420,6 +423,36 @@ def spacing_capacity(rows: int, cols: int, min_spacing: int) -> int | None:
     return -(-rows // min_spacing) * -(-cols // min_spacing)
 
 
+def lone_cells(rows: int, cols: int, min_spacing: int) -> int:
+    """Cells of the grid that no other cell is ``min_spacing`` or more away from.
+
+    Cell ``(r, c)`` has one only where its farthest row or column is that far:
+    ``max(r, rows - 1 - r) >= D`` or ``max(c, cols - 1 - c) >= D``. The others
+    lie in the middle of a grid narrower than ``2 D - 1`` both ways, and each
+    needs a tile of its own (which then fills that cell alone).
+
+    Parameters
+    ----------
+    rows, cols : int
+        Grid shape, in cells.
+    min_spacing : int
+        Minimum Chebyshev distance between cells of the same tile (``<= 1``: none).
+
+    Returns
+    -------
+    int
+        The count (0 where ``min_spacing <= 1``, or the grid is wide enough one way).
+    """
+    if min_spacing <= 1:
+        return 0
+
+    def middle(length: int) -> int:
+        # Positions p with p <= D - 1 and length - 1 - p <= D - 1.
+        return max(0, min(min_spacing, length) - max(0, length - min_spacing))
+
+    return middle(rows) * middle(cols)
+
+
 def tile_capacity(
     rows: int, cols: int, max_uses: int | None, min_spacing: int = 1
 ) -> int | None:
@@ -512,10 +545,12 @@ def check_feasible(
     """Raise before any heavy work when the limits cannot fill the grid.
 
     With ``min_uses``, also when the grid cannot give every tile that many
-    cells, or spacing cannot fit that many copies of a tile. With spacing,
-    also when the library has fewer tiles than one ``D x D`` block of cells
-    (clipped to the grid) holds: any two of its cells are closer than ``D``,
-    so they all need different tiles.
+    cells, or spacing cannot fit that many copies of a tile (nor two, where a
+    cell has no other ``D`` away: :func:`lone_cells`). With spacing, also when
+    the library has fewer tiles than one ``D x D`` block of cells (clipped to
+    the grid) holds: any two of its cells are closer than ``D``, so they all
+    need different tiles; and fewer than the lone cells, a tile each, and
+    ``cap`` cells a tile for the rest.
 
     Parameters
     ----------
@@ -540,8 +575,12 @@ def check_feasible(
     _check_limits(max_uses, min_spacing)
     check_range("min_uses", min_uses, 0, whole=True)
     spacing = None
+    lone = 0
     if min_spacing > 1 and rows is not None and cols is not None:
         spacing = spacing_capacity(rows, cols, min_spacing)
+        if cells == rows * cols:
+            # Not for adaptive cells, whose count and distances are those of their layout.
+            lone = lone_cells(rows, cols, min_spacing)
     if min_uses:
         if max_uses is not None and min_uses > max_uses:
             raise MinimumUsesError("{min_uses} {low} is above {max_uses} {high}",
@@ -551,6 +590,17 @@ def check_feasible(
                 "{min_uses} {low} copies of a tile cannot be {min_spacing} {spacing} cells "
                 "apart on a {grid} grid (at most {most})", low=min_uses, spacing=min_spacing,
                 grid=f"{cols}x{rows}", most=f"{spacing:,}",
+            )
+        if min_uses > 1 and lone and tiles:
+            # The tile of a cell no other cell is D away from fills that cell alone (the
+            # middle of 3 x 3 cells 2 apart). Said as the matcher says tiles short of the
+            # minimum (_capped._minimum_unmet), only the spacing named: no cap changes it.
+            raise MinimumUsesError(
+                "{min_uses} {low} cannot be met: {short} of the {tiles} cannot each fill "
+                "{cells} under {min_spacing} {spacing}; lower {min_uses} or relax "
+                "{min_spacing}", low=min_uses, short=f"{min(lone, tiles):,}",
+                tiles="tile" if tiles == 1 else f"{tiles:,} tiles", cells=f"{min_uses:,} cells",
+                spacing=min_spacing,
             )
         if tiles * min_uses > cells:
             raise MinimumUsesError(
@@ -566,6 +616,9 @@ def check_feasible(
         return
     cap = min(caps)
     needed = -(-cells // cap)
+    # Cells with no other cell D away take a tile each (4 in the middle of 6x6 cells at
+    # spacing 4): with a cap of 2, 4 + 32 / 2 = 20 tiles, where 36 / 2 asks for 18.
+    with_lone = lone + -(-(cells - lone) // cap) if cap > 1 else needed
     # Cells of one block are pairwise closer than D: with a grid, this bound can exceed
     # the one of the caps (100 tiles, spacing 12 on 18x25 cells: 144 against 4).
     high = wide = 0
@@ -593,6 +646,17 @@ def check_feasible(
             cells=counted(cells, "cell"), cap=counted(cap, "use"), uses=max_uses,
             spacing=min_spacing, spacing_uses=counted(spacing or 0, "use"),
             grid=f"{cols}x{rows}", needed=counted(needed, "tile"), tiles=f"{tiles:,}",
+        )
+    if tiles < with_lone:
+        raise OptionError(
+            "{cells} with at most {cap} per tile need at least {needed} under {min_spacing} "
+            "{spacing}, but the library has {tiles}: {lone} in the middle of the {grid} grid "
+            + ("has" if lone == 1 else "have") + " no cell {spacing} or more away and "
+            + ("needs a tile of its own" if lone == 1 else "need a tile each")
+            + "; add tiles or relax the limits",
+            cells=counted(cells, "cell"), cap=counted(cap, "use"), spacing=min_spacing,
+            needed=counted(with_lone, "tile"), tiles=f"{tiles:,}", grid=f"{cols}x{rows}",
+            lone=("the cell" if lone == 1 else f"the {lone:,} cells"),
         )
 
 
