@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -175,7 +176,7 @@ def read_frames(path: str | Path, max_pixels: int | None = None) -> Iterator[np.
     ------
     MosaicistError
         When the file cannot be read (at any frame: the frames before it
-        have been given).
+        have been given), or is cut short (after the frames it holds).
     """
     av = _av()
     with _reading(path), av.open(str(path)) as container:
@@ -184,8 +185,38 @@ def read_frames(path: str | Path, max_pixels: int | None = None) -> Iterator[np.
             # Worded as a picture over the limit is ("of 1 pixel", "20,000x15,000").
             raise over_target_limit(str(path), stream.width, stream.height, max_pixels)
         stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            yield upright(frame)
+        # A file cut short (a copy or a download stopped, a camera's power lost) decodes
+        # without a word to where it stops: the threaded decoder says nothing of a last
+        # frame's partial data, and a video of the first seconds passed for the clip.
+        cut_short = _data_past_the_end(stream, path)
+        damaged = None  # a packet the demuxer found partial, decoded if the file goes on
+        for packet in container.demux(stream):
+            if damaged is not None and packet.size:
+                yield from (upright(frame) for frame in damaged.decode())
+                damaged = None
+            if packet.is_corrupt and packet.size:
+                damaged = packet
+                continue
+            yield from (upright(frame) for frame in packet.decode())
+        if damaged is not None or cut_short:
+            # The frames before the cut were given (the decoder flushed at the end).
+            raise MosaicistError(f"{path}: cannot read video: the file is cut short, its "
+                                 "last frames are missing")
+
+
+def _data_past_the_end(stream: Any, path: str | Path) -> bool:
+    """Whether the container's index places frames' data past the end of the file.
+
+    An MP4's index (its sample table, at its start) lists every frame's
+    place in the file: one past the end is a frame cut off. A container
+    without such an index (Matroska's cues are written last) says nothing.
+    """
+    try:
+        size = os.stat(path).st_size
+        return any(entry.pos >= 0 and entry.pos + entry.size > size
+                   for entry in stream.index_entries)
+    except (OSError, AttributeError, TypeError):  # an older PyAV without index entries
+        return False
 
 
 def _video_stream(container: Any, path: str | Path) -> Any:
