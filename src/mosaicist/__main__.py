@@ -27,6 +27,13 @@ def run() -> None:
     # exact one 17.2 s against 16.2 s; the seed workload the same. A value set by
     # the caller is kept.
     os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
+    # Numba builds an error message as one of its modules is imported (the tile
+    # assignment's solver loads it), and colours it with colorama, whose start
+    # registers an exit hook: every such command wrote an escape sequence (ESC [0m)
+    # to a terminal after its last line, with NO_COLOR set too, and while the
+    # message was built, swapped sys.stdout and sys.stderr for its wrappers where
+    # they were not terminals. The command line shows Numba's messages to nobody.
+    os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
     try:
         from . import cli
         from .cli import main

@@ -255,7 +255,10 @@ class _Group(click.Group):
         except click.UsageError as error:
             if type(error).__name__ == "NoArgsIsHelpError":
                 # A bare ``mosaicist``: its help is what was asked for.
-                click.echo(error.format_message())
+                try:
+                    click.echo(error.format_message())
+                except OSError as failure:
+                    _output_failed(failure)
                 sys.exit(0)
             names: list[str] = []
             context = error.ctx
@@ -281,10 +284,19 @@ class _Group(click.Group):
             # Here, not at the interpreter's exit, which would report a reader gone noisily.
             if sys.stdout is not None:  # None: the descriptor was closed (``>&-``)
                 sys.stdout.flush()
-        except BrokenPipeError:
-            _end_without_stdout()
+        except OSError as error:
+            _output_failed(error)
         # click returns an Exit's code instead of raising SystemExit when not standalone.
         sys.exit(result if isinstance(result, int) else 0)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except OSError as error:
+            # What --help and --version print, here and not in a command: click's own
+            # handling of such an error is a traceback (a full disk), or a silent
+            # status 1 for a reader gone ('mosaicist --help | true').
+            _output_failed(error)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -301,10 +313,7 @@ class _Group(click.Group):
                                      "try a smaller target or library")
             _fail(f"out of memory; {hint}")
         except OSError as error:
-            if isinstance(error, BrokenPipeError) and _stdout_broken():
-                _end_without_stdout()
-            where = f"{error.filename}: " if getattr(error, "filename", None) else ""
-            _fail(f"{where}{error.strerror or error}")
+            _output_failed(error)
         return None
 
 
@@ -314,6 +323,18 @@ _MEMORY_HINTS = {
     "batch": "try a smaller --limit, fewer --workers or smaller targets",
     "score": "try a smaller --view-px or target",
 }
+
+
+def _output_failed(error: OSError) -> NoReturn:
+    """Report an ``OSError`` that reached the command line in one line, or end quietly.
+
+    A reader of the standard output gone (``mosaicist ... | head``) ends
+    the command quietly (:func:`_end_without_stdout`).
+    """
+    if isinstance(error, BrokenPipeError) and _stdout_broken():
+        _end_without_stdout()
+    where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+    _fail(f"{where}{error.strerror or error}")
 
 
 def _stdout_broken() -> bool:
@@ -793,7 +814,7 @@ _OUTPUT_SETTINGS = ("jpeg_quality", "dzi_tile_size", "dzi_overlap", "dzi_format"
 #: Settings of ``make``: every one with a flag, the preset, grid and matching first.
 _MAKE_SETTINGS = ("preset", "cell_px", "tile_px", "match_px", "aspect", "cells", "print_size",
                   "dpi", "limit", "adaptive", "detail", "crop", "dedupe",
-                  "max_target_pixels", "metric", "augment",
+                  "colour_profiles", "max_target_pixels", "metric", "augment",
                   "tint", "tint_max", "contrast", "chroma", "overlay", "max_uses", "min_uses",
                   "min_spacing", "assign", "search", "device", *_OUTPUT_SETTINGS)
 
@@ -1051,19 +1072,23 @@ def _refuse_library_photos(library: Path | None,
         if path is None:
             continue
         given = expanded(path)
-        # The name the atomic rename replaces: a link itself, in its folder's real place.
-        try:
-            where = Path(os.path.realpath(given.parent)) / given.name
-            relative = where.relative_to(library)
-        except ValueError:  # outside the library (or on another drive)
-            continue
-        parts = relative.parts
-        if (not parts or any(part.startswith(".") for part in parts)
-                or where.suffix.lower() not in IMAGE_EXTENSIONS or not os.path.lexists(where)
-                or os.path.isdir(where)):
-            continue
-        raise MosaicistError(f"{path}: the {what} is also the photo {relative.as_posix()} of "
-                             f"the tile library {library}; give it its own file")
+        # The name in its folder's real place, and where a link leads: the output is
+        # written through a link to the file it names (paths.atomic_path), so a link
+        # outside the library to one of its photos would replace the photo.
+        for where in (Path(os.path.realpath(given.parent)) / given.name,
+                      Path(os.path.realpath(given))):
+            try:
+                relative = where.relative_to(library)
+            except ValueError:  # outside the library (or on another drive)
+                continue
+            parts = relative.parts
+            if (not parts or any(part.startswith(".") for part in parts)
+                    or where.suffix.lower() not in IMAGE_EXTENSIONS
+                    or not os.path.lexists(where) or os.path.isdir(where)):
+                continue
+            raise MosaicistError(f"{path}: the {what} is also the photo "
+                                 f"{relative.as_posix()} of the tile library {library}; "
+                                 "give it its own file")
 
 
 def _make_summary(mosaic: Any, output: Path) -> str:
@@ -1451,7 +1476,8 @@ Examples:
 @click.option("--url", "guest_url", default=None, metavar="URL",
               help="The guests' link as phones reach this machine (the QR code) [default: "
                    "this server's address].")
-@_setting_options("tile_px", "match_px", "aspect", "crop", "metric", "tint", *_OUTPUT_SETTINGS,
+@_setting_options("tile_px", "match_px", "aspect", "crop", "colour_profiles", "metric", "tint",
+                  *_OUTPUT_SETTINGS,
                   help={"tile_px": "Width of a tile on the display and in exports, in pixels "
                                    "[default: 64].",
                         "match_px": "Width at which photos and cells are compared [default: 16].",
@@ -1460,6 +1486,9 @@ Examples:
                                   "follow [default: 1:1].",
                         "crop": "Where each photo is cut to the tiles' shape: centre, or subject "
                                 "(faces with the faces extra, else detail) [default: subject].",
+                        "colour_profiles": "Embedded colour profiles of the target and the "
+                                           "guests' photos: convert (to sRGB) or ignore "
+                                           "[default: convert].",
                         "tint": "Move each photo's mean colour this fraction of the way to its "
                                 "cell's (0-1) [default: 0.6]."})
 @click.option("--cache-dir", type=_PATH, default=None, metavar="DIR", help=_CACHE_HELP)
@@ -1505,12 +1534,16 @@ Examples:
               metavar="PX",
               help="Width of the indexed tiles in pixels: the width 'make' compares at "
                    "(its --match-px; by default its --tile-px up to 64, else 32).")
-@_setting_options("aspect", "crop", "dedupe", help={
+@_setting_options("aspect", "crop", "colour_profiles", "dedupe", help={
     "aspect": "Shape of the indexed tiles as width:height, as 'make --aspect' "
               "[default: 1:1].",
     "crop": "Where each photo is cut to the tiles' shape: centre, or subject (faces with "
             "the faces extra, else detail), as 'make --crop' [default: subject; 'make "
             "--preset seed' uses centre].",
+    "colour_profiles": "Embedded ICC colour profiles: convert (to sRGB) or ignore, as "
+                       "'make --colour-profiles' [default: convert with --crop subject, "
+                       "ignore with --crop centre, as the default and seed presets pair "
+                       "them].",
     "dedupe": "Count (and with --duplicates list) the photos near-identical to an earlier "
               "one: perceptual hashes at most T bits apart, mean colours close "
               f"[default: {DEDUPE_THRESHOLD}].",
@@ -1528,7 +1561,7 @@ def index(source: str, match_px: int, duplicates: bool, scheduler: str | None,
     Only new or changed files are decoded; removed ones drop out. An
     interrupted run keeps what it indexed and the next run resumes. The
     index is the one that 'make --match-px N' uses, N being this --tile-px,
-    with the same --aspect and --crop.
+    with the same --aspect, --crop and --colour-profiles.
     """
     from .library import TileLibrary
 
@@ -1536,6 +1569,9 @@ def index(source: str, match_px: int, duplicates: bool, scheduler: str | None,
     threshold = given.pop("dedupe", None)
     # Resolved as 'make' resolves them, so that 'make' finds this index.
     options = MosaicOptions(**given)
+    # Unsaid, the crop's own: the presets pair subject with convert (the default) and
+    # centre with ignore (seed), so that 'index --crop centre' prepares the seed's index.
+    profiles = options.colour_profiles if options.given("colour_profiles") else None
     _note_shadowed(source, quiet, flag="")
     tiles = _source_before_cluster(source, scheduler, cache_dir, progress_enabled(quiet))
     with _cluster(scheduler, quiet) as client:
@@ -1543,13 +1579,15 @@ def index(source: str, match_px: int, duplicates: bool, scheduler: str | None,
             library = TileLibrary.open(
                 source, match_px, cache_dir=cache_dir, show_progress=progress_enabled(quiet),
                 quiet=quiet, aspect=options.aspect_ratio, crop=options.crop,
+                colour_profiles=profiles,
             )
         else:
             from .distributed import index_library
 
             library = index_library(client, tiles, match_px, cache_dir,
                                     progress_enabled(quiet), quiet,
-                                    aspect=options.aspect_ratio, crop=options.crop)
+                                    aspect=options.aspect_ratio, crop=options.crop,
+                                    colour_profiles=profiles)
     stats = library.stats
     groups = None
     if duplicates or threshold is not None:
@@ -1636,10 +1674,13 @@ PSNR is capped at 100 dB (identical images).
 )
 @click.argument("mosaic", type=_PATH)
 @click.argument("target", type=_PATH)
-@_setting_options("cell_px", "aspect", help={
+@_setting_options("cell_px", "aspect", "colour_profiles", help={
     "cell_px": "Target pixels per cell side that the mosaic was made with (the cell's width "
                "when --aspect is not 1:1).",
-    "aspect": "Shape of its cells and tiles as width:height [default: 1:1]."})
+    "aspect": "Shape of its cells and tiles as width:height [default: 1:1].",
+    "colour_profiles": "How the target's embedded colour profile is read, as 'make' read it: "
+                       "convert (to sRGB) or ignore [default: what JSON placements record, "
+                       "else convert; 'make --preset seed' ignores them]."})
 @click.option("--view-px", type=_WHOLE, default=4, show_default=True, metavar="PX",
               help="Pixels per cell side at viewing scale.")
 @click.option("--placements", "placements_path", type=_PATH, default=None, metavar="FILE",
@@ -1652,6 +1693,7 @@ def score(
     target: Path,
     cell_px: int | None,
     aspect: str | None,
+    colour_profiles: str | None,
     view_px: int,
     placements_path: Path | None,
     json_path: Path | None,
@@ -1677,7 +1719,8 @@ def score(
     try:
         # Only a missing --aspect means square cells: an empty one is refused by its parser.
         metrics = score_mosaic(mosaic, target, cell_px, view_px=view_px, tile_grid=tile_grid,
-                               aspect="1:1" if aspect is None else aspect)
+                               aspect="1:1" if aspect is None else aspect,
+                               colour_profiles=colour_profiles)
     except OptionError as error:
         # score_mosaic is given the placements read, not their file: the file is named here.
         if placements_path is None or not error.template.startswith("the placements are "):
@@ -1689,5 +1732,10 @@ def score(
         click.echo(f"{key:<{width}}  {_shown_metric(key, value)}")
     click.echo(f"mosaicist: {headline(metrics)}", err=True)
     if json_path is not None:
-        with atomic_path(json_path) as temporary:
-            temporary.write_text(json.dumps(metrics, indent=2) + "\n")
+        try:
+            with atomic_path(json_path) as temporary:
+                temporary.write_text(json.dumps(metrics, indent=2) + "\n")
+        except OSError as error:
+            # A failed write names no file (a full disk said "No space left on device" alone).
+            raise MosaicistError(f"{json_path}: cannot write the JSON file: "
+                                 f"{error.strerror or error}") from None

@@ -25,10 +25,16 @@ Mode conversions (documented in the README):
   Pillow reads it) is applied before anything else, to targets, their sizes
   read from headers (:func:`target_size`) and tiles alike; the fast JPEG
   decoder is used only for JPEGs whose header holds neither.
-- ICC profiles (and PNG ``gAMA``/``cHRM``) are ignored on every path, targets,
-  tiles and re-read originals alike: the stored values are taken as sRGB, as
-  OpenCV (the seed's reader) does; a CMYK picture gets Pillow's plain
-  conversion, not its profile's.
+- Embedded ICC profiles follow the ``colour_profiles`` setting, on every path
+  alike (targets, tiles and re-read originals: each reader takes it as
+  ``colour_profiles``). ``ignore`` (the declared default, ``--preset seed``):
+  the stored values are taken as sRGB, as OpenCV (the seed's reader) does,
+  and a CMYK picture gets Pillow's plain conversion. ``convert`` (the default
+  preset): a profile other than sRGB's is applied, the picture converted to
+  sRGB (relative colorimetric, :mod:`mosaicist._profiles`), a CMYK or
+  greyscale picture through its profile, an RGB one after transparency is
+  composited; a damaged profile is left unapplied, with one warning. PNG
+  ``gAMA``/``cHRM`` are ignored either way.
 - Of a picture with several frames or pages the first is read: an animated
   GIF's, WebP's or APNG's first frame (an APNG's default image, when it has
   one outside its animation), a TIFF's first page.
@@ -61,10 +67,18 @@ from typing import IO, Any, NamedTuple
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, PngImagePlugin, features
 
+from ._profiles import (
+    COLOUR_PROFILE_MODES,
+    converts,
+    is_rgb_profile,
+    jpeg_profile,
+    profile_of,
+    to_srgb,
+)
 from .aspect import SQUARE, height_for
 from .crop import Window, centre_window, choose_window, scale_window, window_size
 from .dedupe import SIGNATURE_PX, signature
-from .errors import MosaicistError, OptionError, counted
+from .errors import MosaicistError, OptionError, alternatives, counted
 from .paths import URL_START, expanded
 
 try:  # libjpeg-turbo directly: ~10x faster than Pillow for small JPEGs
@@ -151,8 +165,47 @@ def _tiff_signed_16(image: Image.Image) -> bool:
             and _tiff_tag(image, _TIFF_SAMPLE_FORMAT) == (2,))
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
+def _check_profiles(colour_profiles: str) -> None:
+    """Refuse a ``colour_profiles`` value that is neither ``ignore`` nor ``convert``."""
+    if colour_profiles not in COLOUR_PROFILE_MODES:
+        raise OptionError("unknown {colour_profiles} {value!r}; use {known}",
+                          value=colour_profiles, known=alternatives(COLOUR_PROFILE_MODES))
+
+
+def to_rgb(image: Image.Image, colour_profiles: str = "ignore") -> Image.Image:
     """Convert a Pillow image of any mode to 8-bit RGB (see the module docstring).
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        A loaded image of any mode.
+    colour_profiles : {"ignore", "convert"}
+        ``convert``: an embedded ICC profile other than sRGB's is applied
+        (:mod:`mosaicist._profiles`), a CMYK or greyscale picture's instead of
+        the plain conversion, an RGB one's after transparency is composited.
+        ``ignore``: the stored values are taken as sRGB.
+
+    Returns
+    -------
+    PIL.Image.Image
+        An image of mode ``RGB``.
+    """
+    if colour_profiles == "ignore":
+        return _stored_rgb(image)
+    _check_profiles(colour_profiles)
+    profile = profile_of(image)
+    if profile is None:
+        return _stored_rgb(image)
+    if image.mode in ("CMYK", "L") and _colour_key(image) is None:
+        managed = to_srgb(image, profile)
+        if managed is not image:
+            return managed
+    rgb = _stored_rgb(image)
+    return to_srgb(rgb, profile, in_place=rgb is not image) if is_rgb_profile(profile) else rgb
+
+
+def _stored_rgb(image: Image.Image) -> Image.Image:
+    """Convert a Pillow image of any mode to 8-bit RGB, an embedded profile not applied.
 
     Parameters
     ----------
@@ -263,7 +316,7 @@ def _cut(image: Image.Image, box: tuple[float, float, float, float], width_px: i
 
 
 def thumbnail(image: Image.Image, width_px: int, aspect: tuple[int, int] = SQUARE,
-              window: Window | None = None) -> np.ndarray:
+              window: Window | None = None, *, colour_profiles: str = "ignore") -> np.ndarray:
     """Cut ``window`` from ``image`` and resize it to a tile (see :func:`_cut`).
 
     Parameters
@@ -276,13 +329,15 @@ def thumbnail(image: Image.Image, width_px: int, aspect: tuple[int, int] = SQUAR
         The tile's aspect.
     window : Window, optional
         In ``image``'s pixels; default the centred one (:func:`~mosaicist.crop.centre_window`).
+    colour_profiles : {"ignore", "convert"}
+        Whether its embedded ICC profile is applied (:func:`to_rgb`).
 
     Returns
     -------
     numpy.ndarray
         ``(height_px, width_px, 3)`` uint8.
     """
-    rgb = to_rgb(image)
+    rgb = to_rgb(image, colour_profiles)
     width, height = rgb.size
     if window is None or not (
         0 <= window.left < window.left + window.width <= width
@@ -306,7 +361,7 @@ def square_thumbnail(image: Image.Image, side_px: int) -> np.ndarray:
 
 
 def make_tile(image: Image.Image, width_px: int, aspect: tuple[int, int] = SQUARE,
-              crop: str = "centre") -> TileImage:
+              crop: str = "centre", *, colour_profiles: str = "ignore") -> TileImage:
     """Cut the tile of a whole photo: its window for ``crop``, resized.
 
     Parameters
@@ -319,8 +374,10 @@ def make_tile(image: Image.Image, width_px: int, aspect: tuple[int, int] = SQUAR
         The tile's aspect.
     crop : {"centre", "subject"}
         How the window is placed (:func:`mosaicist.crop.choose_window`).
+    colour_profiles : {"ignore", "convert"}
+        Whether its embedded ICC profile is applied (:func:`to_rgb`).
     """
-    rgb = to_rgb(image)
+    rgb = to_rgb(image, colour_profiles)
     return _tile_of(rgb, width_px, aspect, crop, rgb.size, None, sign=True)
 
 
@@ -763,14 +820,18 @@ def _may_be_oriented(data: bytes) -> bool:
 
 
 def _decode_jpeg_fast(data: bytes, width_px: int, aspect: tuple[int, int], crop: str,
-                      max_pixels: int) -> TileImage | None:
+                      max_pixels: int, colour_profiles: str = "ignore") -> TileImage | None:
     """Decode a plain JPEG with libjpeg-turbo (simplejpeg), or None to fall back.
 
     Returns None for JPEGs with EXIF or an XMP orientation (orientation needs
-    Pillow), CMYK or anything simplejpeg declines; those take the Pillow path.
+    Pillow), CMYK or anything simplejpeg declines; those take the Pillow path,
+    as do those whose profile, to be converted, is not an RGB one.
     """
     if simplejpeg is None or data[:2] != b"\xff\xd8" or _may_be_oriented(data):
         return None
+    profile = jpeg_profile(data) if colour_profiles == "convert" else None
+    if profile is not None and not is_rgb_profile(profile):
+        return None  # a greyscale or CMYK picture's profile: Pillow's path applies it
     try:
         height, width, _, _ = simplejpeg.decode_jpeg_header(data)
         _check_pixels(width, height, max_pixels)
@@ -784,8 +845,10 @@ def _decode_jpeg_fast(data: bytes, width_px: int, aspect: tuple[int, int], crop:
         )
     except ValueError:
         return None
-    return _tile_of(Image.fromarray(pixels, "RGB"), width_px, aspect, crop, (width, height),
-                    None, sign=True)
+    picture = Image.fromarray(pixels, "RGB")
+    if profile is not None:
+        picture = to_srgb(picture, profile, in_place=True)
+    return _tile_of(picture, width_px, aspect, crop, (width, height), None, sign=True)
 
 
 #: A decode slot: called with the pixels an image is about to be decoded at, it
@@ -801,7 +864,7 @@ _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, TypeError, IndexEr
 def _pillow_tile(
     source: IO[bytes] | Path, width_px: int, aspect: tuple[int, int], crop: str,
     max_pixels: int, slot: DecodeSlot | None, window: Window | None = None,
-    sign: bool = False,
+    sign: bool = False, colour_profiles: str = "ignore",
 ) -> TileImage:
     """Decode with Pillow into a tile: size checked, JPEGs drafted, EXIF orientation applied."""
     try:
@@ -815,7 +878,8 @@ def _pillow_tile(
                 turned = image.getexif().get(_ORIENTATION, 1) in _QUARTER_TURNS
                 ImageOps.exif_transpose(image, in_place=True)
                 original = (full[1], full[0]) if turned else full
-                return _tile_of(to_rgb(image), width_px, aspect, crop, original, window, sign)
+                return _tile_of(to_rgb(image, colour_profiles), width_px, aspect, crop,
+                                original, window, sign)
     except ImageReadError:
         raise
     except _DECODE_ERRORS as error:
@@ -823,7 +887,8 @@ def _pillow_tile(
 
 
 def decode_tile(data: bytes, width_px: int, aspect: tuple[int, int] = SQUARE,
-                crop: str = "centre", max_pixels: int | None = None) -> TileImage:
+                crop: str = "centre", max_pixels: int | None = None, *,
+                colour_profiles: str = "ignore") -> TileImage:
     """Decode an encoded image file's bytes into a tile, its crop window and signature.
 
     JPEGs are decoded with shrink-on-load (DCT scaling), so a 12-megapixel
@@ -843,6 +908,8 @@ def decode_tile(data: bytes, width_px: int, aspect: tuple[int, int] = SQUARE,
     max_pixels : int, optional
         Most pixels the image may declare (default :data:`TILE_MAX_PIXELS`),
         checked from the header before decoding.
+    colour_profiles : {"ignore", "convert"}
+        Whether an embedded ICC profile is applied (see the module docstring).
 
     Raises
     ------
@@ -850,15 +917,18 @@ def decode_tile(data: bytes, width_px: int, aspect: tuple[int, int] = SQUARE,
         When the bytes are not a readable image (truncated, unknown format,
         over the pixel limit).
     """
+    _check_profiles(colour_profiles)
     limit = TILE_MAX_PIXELS if max_pixels is None else max_pixels
-    fast = _decode_jpeg_fast(data, width_px, aspect, crop, limit)
+    fast = _decode_jpeg_fast(data, width_px, aspect, crop, limit, colour_profiles)
     if fast is not None:
         return fast
-    return _pillow_tile(io.BytesIO(data), width_px, aspect, crop, limit, None, sign=True)
+    return _pillow_tile(io.BytesIO(data), width_px, aspect, crop, limit, None, sign=True,
+                        colour_profiles=colour_profiles)
 
 
 def decode_tile_bytes(data: bytes, side_px: int, max_pixels: int | None = None, *,
-                      aspect: tuple[int, int] = SQUARE, crop: str = "centre") -> np.ndarray:
+                      aspect: tuple[int, int] = SQUARE, crop: str = "centre",
+                      colour_profiles: str = "ignore") -> np.ndarray:
     """The pixels of :func:`decode_tile`: by default a centre square ``side_px`` thumbnail.
 
     Raises
@@ -867,13 +937,14 @@ def decode_tile_bytes(data: bytes, side_px: int, max_pixels: int | None = None, 
         When the bytes are not a readable image (truncated, unknown format,
         over the pixel limit).
     """
-    return decode_tile(data, side_px, aspect, crop, max_pixels).pixels
+    return decode_tile(data, side_px, aspect, crop, max_pixels,
+                       colour_profiles=colour_profiles).pixels
 
 
 def read_original(
     path: str | os.PathLike[str], width_px: int, *, aspect: tuple[int, int] = SQUARE,
     window: Window | None = None, crop: str = "centre", max_pixels: int | None = None,
-    slot: DecodeSlot | None = None,
+    slot: DecodeSlot | None = None, colour_profiles: str = "ignore",
 ) -> np.ndarray:
     """Read an original image file as a tile (its window, Lanczos).
 
@@ -899,6 +970,8 @@ def read_original(
     slot : callable, optional
         Called with the pixels about to be decoded; the decode runs inside
         the context it returns (render threads share a memory budget this way).
+    colour_profiles : {"ignore", "convert"}
+        Whether an embedded ICC profile is applied (as the index's tiles were).
 
     Returns
     -------
@@ -912,10 +985,12 @@ def read_original(
     OSError
         When the file cannot be opened (missing, permissions).
     """
+    _check_profiles(colour_profiles)
     limit = TILE_MAX_PIXELS if max_pixels is None else max_pixels
     # Opened here, so that a missing file is an OSError and not "not an image".
     with open(path, "rb") as handle:
-        return _pillow_tile(handle, width_px, aspect, crop, limit, slot, window).pixels
+        return _pillow_tile(handle, width_px, aspect, crop, limit, slot, window,
+                            colour_profiles=colour_profiles).pixels
 
 
 def _describe(error: BaseException) -> str:
@@ -932,9 +1007,9 @@ def _describe(error: BaseException) -> str:
 
 def read_tile_file(
     path: str | os.PathLike[str], width_px: int, aspect: tuple[int, int] = SQUARE,
-    crop: str = "centre",
+    crop: str = "centre", colour_profiles: str = "ignore",
 ) -> tuple[TileImage, str]:
-    """Read one tile image file.
+    """Read one tile image file (see :func:`decode_tile` for the parameters).
 
     Returns
     -------
@@ -944,7 +1019,8 @@ def read_tile_file(
         BLAKE2b digest (hex, 16 bytes) of the file's bytes.
     """
     data = read_tile_bytes(path)
-    return decode_tile(data, width_px, aspect, crop), content_hash(data)
+    return (decode_tile(data, width_px, aspect, crop, colour_profiles=colour_profiles),
+            content_hash(data))
 
 
 def read_tile_bytes(path: str | os.PathLike[str]) -> bytes:
@@ -973,6 +1049,30 @@ def read_tile_bytes(path: str | os.PathLike[str]) -> bytes:
                                  f"picture of the {TILE_MAX_PIXELS:,} pixels a tile may "
                                  "have takes")
         return handle.read()
+
+
+def converts_profile(path: str | os.PathLike[str]) -> bool | None:
+    """Whether the picture in ``path`` decodes otherwise with ``colour_profiles="convert"``.
+
+    Only its header is read (Pillow opens lazily): a tile index made with
+    profiles ignored keeps, for ``convert``, every tile of a picture this says
+    False of (no profile, an sRGB one, or one that cannot be used).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The picture's file.
+
+    Returns
+    -------
+    bool or None
+        None when the header cannot be read (the picture is decoded to tell).
+    """
+    try:
+        with open_image(path) as image:
+            return converts(image.mode, _colour_key(image) is not None, profile_of(image))
+    except (ImageReadError, *_DECODE_ERRORS):
+        return None
 
 
 def content_hash(data: bytes | memoryview) -> str:
@@ -1071,7 +1171,8 @@ def _rgb_array(image: Image.Image) -> np.ndarray:
 
 
 def picture_array(image: Image.Image, name: str = "target",
-                  max_pixels: int = TARGET_MAX_PIXELS) -> np.ndarray:
+                  max_pixels: int = TARGET_MAX_PIXELS, *,
+                  colour_profiles: str = "ignore") -> np.ndarray:
     """A caller's Pillow image of any mode as an ``(H, W, 3)`` uint8 RGB array.
 
     Parameters
@@ -1083,6 +1184,8 @@ def picture_array(image: Image.Image, name: str = "target",
     max_pixels : int
         Most pixels it may have (the ``max_target_pixels`` setting); Pillow's
         own decompression-bomb limit gives way to it.
+    colour_profiles : {"ignore", "convert"}
+        Whether its embedded ICC profile is applied (the setting of that name).
 
     Raises
     ------
@@ -1090,6 +1193,7 @@ def picture_array(image: Image.Image, name: str = "target",
         In one line naming ``name``, when its pixels cannot be decoded (a
         file cut short, an image already closed).
     """
+    _check_profiles(colour_profiles)
     try:
         with _PILLOW_LIMIT.allowing(max_pixels):
             image.load()
@@ -1097,13 +1201,14 @@ def picture_array(image: Image.Image, name: str = "target",
         # grid turned); a copy, the caller's image untouched. An image already turned
         # has no orientation left to apply.
         upright = ImageOps.exif_transpose(image) or image
-        return np.asarray(to_rgb(upright), dtype=np.uint8)
+        return np.asarray(to_rgb(upright, colour_profiles), dtype=np.uint8)
     except _DECODE_ERRORS as error:
         raise MosaicistError(f"{name}: cannot read the picture: {_describe(error)}") from None
 
 
 def read_target(
-    path: str | os.PathLike[str], max_pixels: int = TARGET_MAX_PIXELS,
+    path: str | os.PathLike[str], max_pixels: int = TARGET_MAX_PIXELS, *,
+    colour_profiles: str = "ignore",
 ) -> np.ndarray:
     """Read a target picture as an ``(H, W, 3)`` uint8 RGB array.
 
@@ -1114,6 +1219,8 @@ def read_target(
     max_pixels : int
         Most pixels it may have (the ``max_target_pixels`` setting), checked
         from the header before anything is decoded.
+    colour_profiles : {"ignore", "convert"}
+        Whether its embedded ICC profile is applied (the setting of that name).
 
     Raises
     ------
@@ -1122,18 +1229,21 @@ def read_target(
         unreadable, or over ``max_pixels`` (an :class:`OptionError` naming
         ``max_target_pixels`` then).
     """
+    _check_profiles(colour_profiles)
     path = _existing_target(path)
     size: tuple[int, int] | None = None
     try:
         image = _open_checked(path, max_pixels)
         size = image.size
         with image, _PILLOW_LIMIT.allowing(max_pixels):
-            pixels = _plain_png_pixels(image)
+            # A profile to apply takes Pillow's path (to_rgb).
+            converting = colour_profiles == "convert" and profile_of(image) is not None
+            pixels = None if converting else _plain_png_pixels(image)
             if pixels is not None:
                 return pixels
             image.load()
             ImageOps.exif_transpose(image, in_place=True)
-            return _rgb_array(to_rgb(image))
+            return _rgb_array(to_rgb(image, colour_profiles))
     except MemoryError:
         if size is None:
             raise

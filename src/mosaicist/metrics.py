@@ -86,6 +86,9 @@ The intended differences:
 - Pictures are read by :func:`mosaicist.imaging.read_target` (EXIF
   orientation applied, transparency over white, 16-bit values scaled);
   ``viewscale`` uses Pillow's ``convert("RGB")``, which does none of these.
+  An embedded ICC profile is applied as the mosaic's ``make`` applied it
+  (:func:`score_mosaic`'s ``colour_profiles``: recorded in JSON placements,
+  else the default preset's ``convert``); ``viewscale`` never applies one.
 - ``mosaicist make --report`` measures the mosaic as matched, at
   ``--match-px``; with a larger ``--tile-px`` the written picture is drawn
   anew from the original photos, and ``viewscale`` on it differs slightly
@@ -112,7 +115,7 @@ from .aspect import aspect_pair, format_aspect, height_for
 from .errors import MosaicistError, OptionError, check_range, counted, shown_type
 from .grid import area_sums, make_grid, rounded_quotient
 from .imaging import read_target
-from .options import CELL_PX_RANGE
+from .options import CELL_PX_RANGE, MosaicOptions
 from .placements import Placements
 
 #: PSNR values are capped here (dB); identical images report exactly this.
@@ -943,18 +946,19 @@ def read_placements(path: str | os.PathLike[str]) -> Placements:
         raise MosaicistError(f"{path}: not a valid placements file ({error})") from None
 
 
-def _read_scored(path: str | os.PathLike[str], what: str) -> np.ndarray:
+def _read_scored(path: str | os.PathLike[str], what: str, colour_profiles: str) -> np.ndarray:
     """Read a picture to score with :func:`read_target`, naming it ``what`` in errors.
 
     Its limit on pixels is ``max_target_pixels``'s default: ``score`` has no
     such setting, so the message does not tell the user to raise it.
+    ``colour_profiles``: whether its embedded ICC profile is applied.
     """
     if not isinstance(path, str | os.PathLike) or not isinstance(os.fspath(path), str):
         # An array (a mosaic in memory) failed in pathlib, naming no parameter.
         raise OptionError("{" + what + "_path} must be a path to a picture file, got {value}",
                           value=shown_type(path))
     try:
-        return read_target(path)
+        return read_target(path, colour_profiles=colour_profiles)
     except OptionError as error:
         found = error.values
         if "limit" not in found:  # not the limit on pixels: as it is
@@ -980,6 +984,7 @@ def score_mosaic(
     view_px: int = 4,
     tile_grid: np.ndarray | Placements | None = None,
     aspect: str | tuple[int, int] = (1, 1),
+    colour_profiles: str | None = None,
 ) -> dict:
     """Score a mosaic file against its target picture (any tool's mosaic).
 
@@ -1002,6 +1007,13 @@ def score_mosaic(
         repeat between cell centres); adds :func:`repetition_metrics`.
     aspect : str or tuple of int
         The cells' aspect, ``"W:H"`` or ``(W, H)`` (default square).
+    colour_profiles : {"ignore", "convert"}, optional
+        Whether the pictures' embedded ICC profiles are applied, as the
+        setting of that name had ``make`` read the target. Default: the
+        value ``tile_grid``'s placements record (JSON placements record
+        their settings), else the default preset's (``convert``), which a
+        ``make`` without options used. A mosaic mosaicist wrote carries no
+        profile: this is the target's reading.
 
     Returns
     -------
@@ -1018,12 +1030,17 @@ def score_mosaic(
     """
     check_range("cell_px", cell_px, *CELL_PX_RANGE, "pixels", whole=True)
     _check_view_px(view_px)
+    if colour_profiles is None:
+        # A target carrying a profile reads otherwise by it: scored as it was made.
+        made = (tile_grid.options if isinstance(tile_grid, Placements)
+                and tile_grid.settings_recorded else MosaicOptions())
+        colour_profiles = made.colour_profiles
     # aspect_pair checks a pair too: (3,) or 5 failed in format_aspect, naming no setting.
     ratio = aspect_pair(aspect)
     square = ratio == (1, 1)
     cell_height = height_for(cell_px, ratio)
-    mosaic = _read_scored(mosaic_path, "mosaic")
-    target = _read_scored(target_path, "target")
+    mosaic = _read_scored(mosaic_path, "mosaic", colour_profiles)
+    target = _read_scored(target_path, "target", colour_profiles)
     grid = make_grid(target, cell_px, name=str(target_path), cell_height=cell_height)
     rows, cols = grid.rows, grid.cols
     height, width = mosaic.shape[:2]

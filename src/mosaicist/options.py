@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from ._profiles import COLOUR_PROFILE_MODES
 from .aspect import format_aspect, height_for, parse_aspect
 from .colour import METRICS
 from .crop import CROP_MODES
@@ -63,8 +64,9 @@ from .transforms import AUGMENT_SETS
 #: Version of the serialised settings (:meth:`MosaicOptions.to_json`); 2 added ``preset``,
 #: 3 ``min_uses``, ``contrast`` and ``tint_max``, 4 ``aspect``, ``crop``, ``dedupe``,
 #: ``cells``, ``print_size``, ``dpi``, ``adaptive``, ``detail`` and ``max_target_pixels``,
-#: 5 ``chroma``. A new setting must default to what mosaicist did before it existed.
-SETTINGS_VERSION = 5
+#: 5 ``chroma``, 6 ``colour_profiles``. A new setting must default to what mosaicist did
+#: before it existed.
+SETTINGS_VERSION = 6
 
 #: Accepted range of ``cell_px`` (target pixels per cell side).
 CELL_PX_RANGE = (1, 1024)
@@ -126,12 +128,15 @@ PRESETS = {
         Preset("balanced", "every tile at most once where the library has enough (else "
                "as few times as it allows), never two alike within 5 cells, each tile's mean "
                "colour moved to its cell's, its contrast halfway to the cell's and its colour "
-               "variation down to the cell's (grey on grey), photos cut around their subject",
+               "variation down to the cell's (grey on grey), photos cut around their subject, "
+               "colour profiles converted",
                {"max_uses": 1, "min_spacing": 5, "tint": 1.0, "contrast": 0.5, "chroma": 1.0,
-                "crop": "subject"}),
+                "crop": "subject", "colour_profiles": "convert"}),
         Preset("varied", "no tile more than twice, never two alike within 5 cells, tiles "
-               "tinted halfway to their cells' colours, photos cut around their subject",
-               {"max_uses": 2, "min_spacing": 5, "tint": 0.5, "crop": "subject"}),
+               "tinted halfway to their cells' colours, photos cut around their subject, "
+               "colour profiles converted",
+               {"max_uses": 2, "min_spacing": 5, "tint": 0.5, "crop": "subject",
+                "colour_profiles": "convert"}),
     )
 }
 #: The preset of settings not given: chosen by ``benchmarks/bench_presets.py``
@@ -607,6 +612,12 @@ class MosaicOptions:
         None, "Drop photos near-identical to an earlier one in library order: perceptual "
         "hashes at most T bits apart and mean colours close [T when given alone: "
         f"{DEDUPE_THRESHOLD}].", low=0, high=64, unit="bits", metavar="T", section="grid")
+    colour_profiles: str = setting(
+        "ignore", "Embedded ICC colour profiles of the target, the tiles and the originals: "
+        "convert (to sRGB, so that photos saved in a wider space, Adobe RGB or a phone's "
+        "Display P3, keep their colours), as the balanced and varied presets do, or ignore "
+        "(the stored values taken as sRGB, as the seed's reader does).",
+        choices=COLOUR_PROFILE_MODES, section="grid")
     max_target_pixels: int = setting(
         TARGET_MAX_PIXELS, "Refuse targets of more pixels than this (checked from the file's "
         "header before decoding, against decompression bombs); raise it for larger murals.",

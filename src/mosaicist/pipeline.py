@@ -534,7 +534,7 @@ def _make_mosaic(
     name = str(target) if isinstance(target, (str, os.PathLike)) else None
     label = name or label or "target"
     given = options
-    reading = _TargetReading(target, options.max_target_pixels, label)
+    reading = _TargetReading(target, options.max_target_pixels, label, options.colour_profiles)
     # Cells and tiles asked for as a count or a print size become pixels here,
     # from the target's size; a print crops the target to its shape first.
     sizes, options = _plan(given, reading.size, label, quiet)
@@ -595,7 +595,8 @@ def _make_mosaic(
         pictures = OriginalPictures(
             request.library.source, placements.source_ids, options.tile_px,
             aspect=options.aspect_ratio, crop=request.library.crop,
-            windows=request.library.windows_for(placements.source_ids))
+            windows=request.library.windows_for(placements.source_ids),
+            colour_profiles=request.library.colour_profiles)
         renderer = _renderer(placements, pictures, options, crop, source_root)
     timings = {"index": index_done - started, "match": match_done - index_done, "render": 0.0}
     mosaic = Mosaic(placements, grid, request.library, renderer, options, matcher.name, timings,
@@ -787,22 +788,25 @@ class _TargetReading:
     thread and raises what the decoding raised.
     """
 
-    def __init__(self, target: Target, max_pixels: int, label: str = "target") -> None:
+    def __init__(self, target: Target, max_pixels: int, label: str = "target",
+                 colour_profiles: str = "ignore") -> None:
         self._pixels: np.ndarray | None = None
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         if not isinstance(target, (str, os.PathLike)):
-            self._pixels = _as_target(target, max_pixels, label)
+            self._pixels = _as_target(target, max_pixels, label, colour_profiles)
             self.size = (self._pixels.shape[1], self._pixels.shape[0])
             return
         self.size = target_size(target, max_pixels)
-        self._thread = threading.Thread(target=self._decode, args=(target, max_pixels),
+        self._thread = threading.Thread(target=self._decode,
+                                        args=(target, max_pixels, colour_profiles),
                                         name="mosaicist-target", daemon=True)
         self._thread.start()
 
-    def _decode(self, target: str | os.PathLike[str], max_pixels: int) -> None:
+    def _decode(self, target: str | os.PathLike[str], max_pixels: int,
+                colour_profiles: str) -> None:
         try:
-            self._pixels = read_target(target, max_pixels)
+            self._pixels = read_target(target, max_pixels, colour_profiles=colour_profiles)
         except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
             self._error = error
 
@@ -817,7 +821,8 @@ class _TargetReading:
         return self._pixels
 
 
-def _as_target(target: Target, max_pixels: int, label: str = "target") -> np.ndarray:
+def _as_target(target: Target, max_pixels: int, label: str = "target",
+               colour_profiles: str = "ignore") -> np.ndarray:
     if isinstance(target, np.ndarray):
         _check_target_array(target)
     if isinstance(target, np.ndarray | Image.Image):
@@ -830,8 +835,8 @@ def _as_target(target: Target, max_pixels: int, label: str = "target") -> np.nda
     if isinstance(target, np.ndarray):
         return target
     if isinstance(target, Image.Image):
-        return picture_array(target, label, max_pixels)
-    return read_target(target, max_pixels)
+        return picture_array(target, label, max_pixels, colour_profiles=colour_profiles)
+    return read_target(target, max_pixels, colour_profiles=colour_profiles)
 
 
 def _open_library(
@@ -849,7 +854,8 @@ def _open_library(
     else:
         library = TileLibrary.open(tiles, options.match_px, cache_dir=cache_dir,
                                    show_progress=show_progress, quiet=quiet,
-                                   aspect=options.aspect_ratio, crop=options.crop)
+                                   aspect=options.aspect_ratio, crop=options.crop,
+                                   colour_profiles=options.colour_profiles)
     if options.dedupe is not None:
         library = library.without_duplicates(options.dedupe)
     return library

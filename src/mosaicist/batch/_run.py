@@ -1165,7 +1165,8 @@ def _warm(spec: str, options: MosaicOptions, cache: str, show_progress: bool, qu
     assert options.match_px is not None
     library = TileLibrary.open(spec, options.match_px, cache_dir=cache,
                                show_progress=show_progress, quiet=quiet,
-                               aspect=options.aspect_ratio, crop=options.crop)
+                               aspect=options.aspect_ratio, crop=options.crop,
+                               colour_profiles=options.colour_profiles)
     digest = library_fingerprint(library) if fingerprint else ""
     if options.dedupe is not None:
         library = library.without_duplicates(options.dedupe)
@@ -1188,6 +1189,7 @@ class _Work:
     source: _Source
     target: dict[str, Any] | None = None  # what its output's record names as its target
     attempts: int = 1
+    alone: bool = False  # sent again with nothing else in flight (after its worker died)
 
 
 class _Jobs:
@@ -1477,6 +1479,11 @@ class _Runner:
     def wait(self, pending: Iterable[Any]) -> set[Any]:
         raise NotImplementedError
 
+    def result(self, future: Any) -> Outcome:
+        """The outcome of a job :meth:`wait` found done (or the error it came back with)."""
+        outcome: Outcome = future.result()
+        return outcome
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -1546,6 +1553,11 @@ class _LocalRunner(_Runner):
         gc.collect()
 
 
+#: What a batch on a Dask cluster says when its scheduler is gone mid-run.
+_LOST_SCHEDULER = ("lost the connection to the Dask scheduler; its tasks are cancelled; "
+                   "the outputs made are kept")
+
+
 class _DaskRunner(_Runner):
     """A Dask cluster's workers, through DASK-CORE's :func:`mosaicist.distributed.client_for`.
 
@@ -1573,10 +1585,27 @@ class _DaskRunner(_Runner):
         self.capacity = max(2, QUEUED_PER_WORKER * threads)
 
     def submit(self, work: _Work) -> Any:
+        if self.client.status != "running":
+            # Its scheduler lost (the client is reconnecting): a frame's scatter would
+            # wait for it 10 s, then end the run with Dask's words.
+            raise MosaicistError(_LOST_SCHEDULER)
         frame: Any = work.frame
-        if frame is not None:
-            frame = self.client.scatter(frame, hash=False)
-        return self.client.submit(make_target, work.job, frame, pure=False)
+        try:
+            if frame is not None:
+                frame = self.client.scatter(frame, hash=False)
+            return self.client.submit(make_target, work.job, frame, pure=False)
+        except OSError:  # CommClosedError, or Dask's "Timed out trying to connect"
+            raise MosaicistError(_LOST_SCHEDULER) from None
+
+    def result(self, future: Any) -> Outcome:
+        from distributed.client import FutureCancelledError
+
+        try:
+            return super().result(future)
+        except (OSError, FutureCancelledError):
+            # A job returns its own failures (make_target raises none): a task done
+            # whose result cannot be gathered (CommClosedError) lost the scheduler.
+            raise MosaicistError(_LOST_SCHEDULER) from None
 
     def wait(self, pending: Iterable[Any]) -> set[Any]:
         from distributed import wait
@@ -1596,12 +1625,16 @@ class _DaskRunner(_Runner):
                 except TimeoutError:
                     watch.check()
                 except FuturesCancelledError:
-                    raise MosaicistError("lost the connection to the Dask scheduler; its "
-                                         "tasks are cancelled; the outputs made are kept"
-                                         ) from None
+                    raise MosaicistError(_LOST_SCHEDULER) from None
 
     def close(self) -> None:
         self._stack.close()
+
+    def abort(self) -> None:
+        # Called while the error that stops the run unwinds: the client is told of it
+        # (ExitStack.close would end it as a run that succeeded), so that one that lost
+        # its scheduler closes without Dask logging a traceback of its reconnecting.
+        self._stack.__exit__(*sys.exc_info())
 
 
 def _run(runner: _Runner, sources: list[_Source], report: _Reporter, jobs: _Jobs) -> None:
@@ -1636,16 +1669,22 @@ def _run(runner: _Runner, sources: list[_Source], report: _Reporter, jobs: _Jobs
             if work is None:
                 continue  # sent again after its pool broke
             try:
-                outcome = future.result()
+                outcome = runner.result(future)
             except BrokenProcessPool:
                 if isinstance(runner, _LocalRunner) and runner.unguarded():
                     raise MosaicistError(_UNGUARDED) from None
                 _retry_broken(runner, pending, work, report, suspects)
                 continue
             except Exception as error:  # a worker lost for good (Dask's KilledWorker)...
+                if _killed_worker(error) and not work.alone:
+                    # Dask charges a worker's death to every task it held: one beside the
+                    # target that kills its worker failed with it. Tried again alone, as
+                    # after a pool process died, it fails only when it is that target.
+                    work.alone = True
+                    suspects.append(work)
+                    continue
                 _forget_picks(work)
-                outcome = Outcome(work.job.name, work.job.output, False,
-                                  f"its worker failed: {type(error).__name__}: {error}")
+                outcome = Outcome(work.job.name, work.job.output, False, _lost_job(error))
             if outcome.ok:
                 problem = jobs.publish(work)
                 if problem is not None:
@@ -1654,6 +1693,21 @@ def _run(runner: _Runner, sources: list[_Source], report: _Reporter, jobs: _Jobs
             work.source.finished(work)
             report.outcome(outcome, work.job.path)
         fill()
+
+
+def _killed_worker(error: Exception) -> bool:
+    """Whether ``error`` is Dask's: every worker given the task died while it ran."""
+    dask_scheduler = sys.modules.get("distributed.scheduler")  # imported by a Dask run only
+    return dask_scheduler is not None and isinstance(error, dask_scheduler.KilledWorker)
+
+
+def _lost_job(error: Exception) -> str:
+    """Why a job came back without an outcome (its worker lost), in one line."""
+    if _killed_worker(error):
+        # Dask tried it on one worker after another, and each died making it; its
+        # own message is a paragraph naming the task's key and a web page.
+        return "the worker process making it died each time it was tried (out of memory?)"
+    return f"its worker failed: {type(error).__name__}: {error}"
 
 
 def _retry_broken(runner: _Runner, pending: dict[Any, _Work], work: _Work,

@@ -97,7 +97,7 @@ def open_library(tiles: str, options: MosaicOptions, cache_dir: str) -> TileLibr
 
     assert options.match_px is not None
     key = (tiles, options.match_px, options.match_height, options.aspect_ratio, options.crop,
-           cache_dir)
+           options.colour_profiles, cache_dir)
     with _libraries_lock:
         library = _libraries.get(key)
         if library is None:
@@ -113,7 +113,8 @@ def open_library(tiles: str, options: MosaicOptions, cache_dir: str) -> TileLibr
             try:
                 library = TileLibrary.open(tiles, options.match_px, cache_dir=cache_dir,
                                            update=False, aspect=options.aspect_ratio,
-                                           crop=options.crop, require_index=True)
+                                           crop=options.crop, require_index=True,
+                                           colour_profiles=options.colour_profiles)
             except MissingIndexError as error:
                 # The batch indexed the library before starting its workers: said as
                 # "no usable tile images found", this blamed the user's photos.

@@ -207,7 +207,12 @@ def client_for(address: str | Scheduler, *, quiet: bool = True) -> Iterator[Clie
         raise MosaicistError(_INSTALL_HINT) from None
     level = logging.ERROR if quiet else logging.WARNING
     if scheduler.local:
-        with _quiet_dask(level), _local_client(scheduler.workers, level) as client:
+        # Its scheduler runs in this process: the tasks it logs as failed (their workers
+        # died: "marked as failed because 4 workers died", "Couldn't gather keys") are
+        # the run's to say, in its own one line.
+        with _quiet_dask(level), _quiet_dask(logging.CRITICAL if quiet else level,
+                                             _LOCAL_SCHEDULER_LOGGERS), \
+                _local_client(scheduler.workers, level) as client:
             yield client
         return
     with _quiet_dask(level):
@@ -746,10 +751,15 @@ def _forget_half_made(clusters: set[Any]) -> None:
         SpecCluster._instances.discard(cluster)
 
 
+#: The loggers of a local cluster's scheduler (in the run's own process).
+_LOCAL_SCHEDULER_LOGGERS = ("distributed.scheduler",)
+
+
 @contextlib.contextmanager
-def _quiet_dask(level: int) -> Iterator[None]:
-    """Set the level of Dask's loggers for the block, and put it back after."""
-    loggers = [logging.getLogger(name) for name in ("distributed", "dask", "tornado")]
+def _quiet_dask(level: int, names: tuple[str, ...] = ("distributed", "dask", "tornado")
+                ) -> Iterator[None]:
+    """Set the level of Dask's loggers (or of ``names``) for the block, and put it back after."""
+    loggers = [logging.getLogger(name) for name in names]
     before = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(level)

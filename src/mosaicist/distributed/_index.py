@@ -72,6 +72,7 @@ def index_library(
     aspect: tuple[int, int] | str = SQUARE,
     crop: str = "centre",
     part_entries: int | None = None,
+    colour_profiles: str | None = None,
 ) -> TileLibrary:
     """Index ``source`` on the cluster of ``client`` and open the result.
 
@@ -89,6 +90,10 @@ def index_library(
     part_entries : int, optional
         Entries per task (default: from the number of entries and workers,
         between 16 and 4096).
+    colour_profiles : {"ignore", "convert"}, optional
+        As for :meth:`TileLibrary.open <mosaicist.library.TileLibrary.open>`
+        (default: as the presets that use ``crop`` do); the workers decode
+        with it.
 
     Returns
     -------
@@ -104,7 +109,8 @@ def index_library(
     cache = default_cache_dir(cache_dir)
     decoder = ClusterDecoder(client, cache, part_entries)
     return TileLibrary.open(source, match_px, cache_dir=cache, show_progress=show_progress,
-                            quiet=quiet, aspect=aspect, crop=crop, decoder=decoder)
+                            quiet=quiet, aspect=aspect, crop=crop, decoder=decoder,
+                            colour_profiles=colour_profiles)
 
 
 class ClusterDecoder:
@@ -121,6 +127,10 @@ class ClusterDecoder:
     part_entries : int, optional
         Entries per task.
     """
+
+    #: Its parts decode with the index's ``colour_profiles`` (:func:`decode_part`), so
+    #: an index whose profiles are converted is decoded here too, not on one machine.
+    converts_profiles = True
 
     def __init__(self, client: Client, cache: Path, part_entries: int | None = None) -> None:
         self.client = client
@@ -229,7 +239,7 @@ def decode_part(
     source = open_source(spec, cache_dir=Path(cache))
     unseen = tuple(path for path in _file_paths(part.entries) if not os.path.lexists(path))
     shard, tiles, failed = write_shard(source, part.entries, tile.width, tile.aspect,
-                                       tile.crop, folder)
+                                       tile.crop, folder, colour_profiles=tile.colour_profiles)
     return shard, tiles, failed, unseen
 
 

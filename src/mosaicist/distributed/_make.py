@@ -73,7 +73,8 @@ def make_on_cluster(
                                                   name=str(target)))
         assert sized.match_px is not None
         library = index_library(client, tiles, sized.match_px, cache, show_progress, quiet,
-                                aspect=sized.aspect_ratio, crop=sized.crop)
+                                aspect=sized.aspect_ratio, crop=sized.crop,
+                                colour_profiles=sized.colour_profiles)
     indexed = time.perf_counter() - started
     with cluster_matching(client, cache, block_cells, range_tiles):
         mosaic = make_mosaic(target, library, options, cache_dir=cache,

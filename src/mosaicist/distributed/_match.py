@@ -508,7 +508,7 @@ def _library(job: MatchJob) -> TileLibrary:
         raise not_shared(job.directory, "the index")
     library = TileLibrary.open(job.spec, options.match_px or options.tile_px,
                                cache_dir=job.cache, update=False, aspect=options.aspect_ratio,
-                               crop=options.crop)
+                               crop=options.crop, colour_profiles=options.colour_profiles)
     if options.dedupe is not None:
         library = library.without_duplicates(options.dedupe)
     if (str(library.directory), library.generation, len(library)) != (

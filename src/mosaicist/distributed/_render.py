@@ -112,6 +112,9 @@ class BandJob:
     as_indexed : bool
         Whether the photos are cut as the index cuts them (``originals``; see
         :class:`~mosaicist.render.OriginalPictures`), as where the client draws.
+    colour_profiles : str
+        Whether the photos' embedded ICC profiles are applied (``originals``), as
+        the index's tiles were decoded and the client draws them.
     """
 
     kind: str
@@ -125,6 +128,7 @@ class BandJob:
     options: MosaicOptions
     cols: int
     as_indexed: bool = False
+    colour_profiles: str = "ignore"
 
 
 def write_on_cluster(
@@ -194,7 +198,8 @@ def band_job(renderer: MosaicRenderer, cache: Path) -> BandJob | None:
     if isinstance(pictures, OriginalPictures):
         return BandJob("originals", None, worker_spec(pictures.source), str(cache),
                        pictures.tile_px, pictures.aspect, pictures.crop, renderer.metric,
-                       options, placements.cols, pictures.as_indexed)
+                       options, placements.cols, pictures.as_indexed,
+                       pictures.colour_profiles)
     return None
 
 
@@ -298,7 +303,8 @@ def draw_rows(job: BandJob, placements: Placements, wanted: Any, first_row: int,
         source = _open(job.spec, job.cache)
         pictures = OriginalPictures(source, placements.source_ids, job.tile_px,
                                     aspect=job.aspect, crop=job.crop, windows=wanted,
-                                    as_indexed=job.as_indexed)
+                                    as_indexed=job.as_indexed,
+                                    colour_profiles=job.colour_profiles)
     renderer = MosaicRenderer(placements, pictures, job.metric)
     height = renderer.tile_height
     out = np.empty((placements.rows * height, renderer.width, 3), np.uint8)

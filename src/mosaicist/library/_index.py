@@ -1,8 +1,9 @@
 """The tile library: an on-disk index of tile thumbnails.
 
-Layout of one index (one per source, ``match_px``, aspect and crop), under the cache::
+Layout of one index (one per source, ``match_px``, aspect, crop and colour
+profiles), under the cache::
 
-    indexes/<name>-<hash of source key>/px<match_px>[-<W>x<H>-<crop>]/
+    indexes/<name>-<hash of source key>/px<match_px>[-<W>x<H>-<crop>[-<profiles>]]/
         manifest.sqlite     tile manifest (SQLite, WAL)
         tiles-<G>.u8        packed uint8 pixels, N x match_height x match_px x 3
         write.lock          held by the one process updating the index (its PID inside)
@@ -14,6 +15,19 @@ Square centre-cropped indexes keep the folder ``px<match_px>`` they always
 had; every other aspect or crop has its own (``px32-3x2-subject``). The crop
 in the name is what the crop does here (:func:`mosaicist.crop.crop_method`):
 ``subject`` with a face detector, ``detail`` without one.
+
+Tiles decoded with embedded ICC profiles applied (``colour_profiles``
+``convert``) and ignored are never in one index. Each crop keeps its folder
+for the value its presets use (:func:`mosaicist._profiles.usual_colour_profiles`:
+``ignore`` for ``centre``, the seed's; ``convert`` for the subject crops, the
+default preset's), and the other value has a folder of its own, named by it
+(``px32-1x1-centre-convert``, ``px32-1x1-subject-ignore``). A source whose
+pictures carry no profiles (datasets, arrays) has one index for both. The
+manifest records the value its tiles were decoded with (meta
+``colour_profiles``; none: ``ignore``, as indexes were made before the
+setting). An index of the other value, an older one's, is brought to this one
+by decoding again only the tiles of pictures that carry a profile that
+changes them, found from the files' headers.
 
 The manifest's ``tiles`` table is the *published* library: each tile's source
 id, library position, slot in the packed file, size, modification time and
@@ -44,6 +58,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._profiles import COLOUR_PROFILE_MODES, usual_colour_profiles
 from ..aspect import SQUARE, aspect_pair, format_aspect, height_for
 from ..crop import CROP_MODES, Window, crop_method, window_size
 from ..dedupe import DEDUPE_VERSION, duplicate_groups, duplicate_leaders, tile_signatures
@@ -68,6 +83,7 @@ from ._update import (
     Decoder,
     TileFormat,
     UpdateStats,
+    index_profiles,
     is_not_writable,
     not_writable,
     update_index,
@@ -75,12 +91,17 @@ from ._update import (
 
 
 def _index_dir(cache: Path, source_key: str, match_px: int,
-               aspect: tuple[int, int] = SQUARE, crop: str = "centre") -> Path:
-    """The folder of the index of ``source_key`` at ``match_px``, ``aspect`` and crop method."""
+               aspect: tuple[int, int] = SQUARE, crop: str = "centre",
+               colour_profiles: str | None = None) -> Path:
+    """The folder of the index of ``source_key`` at ``match_px``, ``aspect``, crop method
+    and ``colour_profiles`` (None: the crop's usual, see the module docstring)."""
     digest = hashlib.sha1(source_key.encode()).hexdigest()[:12]
     tail = re.sub(r"[^A-Za-z0-9._-]+", "_", source_key.rstrip("/").split("/")[-1])[:40]
     name = f"px{match_px}"
-    if aspect != SQUARE or crop != "centre":
+    usual = usual_colour_profiles(crop)
+    if colour_profiles not in (None, usual):
+        name += f"-{aspect[0]}x{aspect[1]}-{crop}-{colour_profiles}"
+    elif aspect != SQUARE or crop != "centre":
         name += f"-{aspect[0]}x{aspect[1]}-{crop}"
     return cache / "indexes" / f"{tail or 'source'}-{digest}" / name
 
@@ -132,6 +153,9 @@ class TileLibrary:
         Their aspect, ``(width, height)``.
     crop : str
         How their crop windows were placed: ``centre`` or ``subject``.
+    colour_profiles : str
+        Whether their pictures' embedded ICC profiles were applied: ``ignore``
+        or ``convert`` (for a source whose pictures carry none, the crop's usual).
     source_ids : list of str
         Each tile's source id, in library order.
     tiles : numpy.ndarray
@@ -172,12 +196,14 @@ class TileLibrary:
         positions: np.ndarray | None = None,
         duplicates_dropped: int = 0,
         work_dir: Path | None = None,
+        colour_profiles: str = "ignore",
     ) -> None:
         self.source = source
         self.match_px = match_px
         self.aspect = aspect
         self.match_height = height_for(match_px, aspect)
         self.crop = crop
+        self.colour_profiles = colour_profiles
         self.directory = directory
         self.source_ids = source_ids
         self.tiles = tiles
@@ -212,6 +238,7 @@ class TileLibrary:
         settings: dict[str, object] = {
             "aspect": self.aspect, "crop": self.crop, "positions": positions,
             "duplicates_dropped": self.duplicates_dropped, "work_dir": self._work_dir,
+            "colour_profiles": self.colour_profiles,
         }
         settings.update(changes)
         return TileLibrary(self.source, self.match_px, self.directory, source_ids, tiles,
@@ -437,6 +464,7 @@ class TileLibrary:
         crop: str = "centre",
         decoder: Decoder | None = None,
         require_index: bool = False,
+        colour_profiles: str | None = None,
     ) -> TileLibrary:
         """Index ``source`` at ``match_px`` and ``aspect`` (incrementally) and open the result.
 
@@ -469,11 +497,16 @@ class TileLibrary:
             With ``update`` False: an index that is not there is an error
             (:class:`MissingIndexError`), and no empty one is made in its place
             (else it reads as a source without tiles).
+        colour_profiles : {"ignore", "convert"}, optional
+            Whether the pictures' embedded ICC profiles are applied
+            (:mod:`mosaicist._profiles`); default: as the presets that use
+            ``crop`` do (``ignore`` for ``centre``, ``convert`` for ``subject``).
+            Each value has its own index (see the module docstring).
 
         Raises
         ------
         OptionError
-            For a source, size, aspect or crop that cannot be used (a
+            For a source, size, aspect, crop or colour profiles that cannot be used (a
             ``match_px`` that is no whole number included: it names the
             index's folder), before anything is written to the cache.
         MissingIndexError
@@ -489,17 +522,28 @@ class TileLibrary:
         if not isinstance(crop, str) or crop not in CROP_MODES:
             raise OptionError("unknown {crop} {value!r}; use {known}", value=crop,
                               known=alternatives(CROP_MODES))
+        if colour_profiles is not None and colour_profiles not in COLOUR_PROFILE_MODES:
+            raise OptionError("unknown {colour_profiles} {value!r}; use {known}",
+                              value=colour_profiles, known=alternatives(COLOUR_PROFILE_MODES))
         cache = default_cache_dir(cache_dir)
         if not isinstance(source, TileSource):
             source = open_source(source, cache_dir=cache, show_progress=show_progress)
         size = source.image_size()
+        if colour_profiles is None:
+            colour_profiles = usual_colour_profiles(crop)
         if size is not None and window_size(*size, pair) == size:
             crop = "centre"  # every image is its own window
-        tile = TileFormat(match_px, pair, crop, crop_method(crop))
-        directory = _index_dir(cache, source.key, match_px, pair, tile.method)
-        if require_index and not update and not (directory / "manifest.sqlite").is_file():
+        method = crop_method(crop)
+        if not source.reads_profiles:
+            colour_profiles = usual_colour_profiles(method)  # no profiles: the same tiles
+        tile = TileFormat(match_px, pair, crop, method, colour_profiles)
+        directory = _index_dir(cache, source.key, match_px, pair, tile.method, colour_profiles)
+        manifest = directory / "manifest.sqlite"
+        if require_index and not update and not manifest.is_file():
             # Opened, it would be made empty, and the source's photos blamed for it.
             raise MissingIndexError(directory, source.name)
+        if not update and source.reads_profiles and manifest.is_file():
+            _check_profiles(directory, tile, source.name, require_index)
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError) as error:
@@ -527,7 +571,8 @@ class TileLibrary:
         cls, source: TileSource, tile: TileFormat, directory: Path, stats: UpdateStats | None
     ) -> TileLibrary:
         shape = (tile.height, tile.width, 3)
-        settings = {"aspect": tile.aspect, "crop": tile.crop}
+        settings = {"aspect": tile.aspect, "crop": tile.crop,
+                    "colour_profiles": tile.colour_profiles}
         for _attempt in range(5):
             connection = connect(directory)
             try:
@@ -583,6 +628,35 @@ class TileLibrary:
         # Five reads each found another run's new generation: it is still writing.
         raise MosaicistError(f"{directory}: the index changed every time it was read (another "
                              "mosaicist run is updating it); try again when that run is done")
+
+
+def _check_profiles(directory: Path, tile: TileFormat, name: str, require_index: bool) -> None:
+    """Refuse an index read without updating whose tiles were decoded with the other
+    ``colour_profiles`` (an older index, before an update has brought it to this value).
+
+    Raises
+    ------
+    MissingIndexError
+        With ``require_index``: the index at these settings is not there yet.
+    MosaicistError
+        Otherwise, saying so.
+    """
+    with manifest_errors(directory):
+        connection = connect(directory)
+        try:
+            decoded = index_profiles(connection)
+            empty = meta_count(connection, "generation") == 0 and not connection.execute(
+                "SELECT 1 FROM tiles LIMIT 1").fetchone()
+        finally:
+            connection.close()
+    if decoded == tile.colour_profiles or empty:
+        return
+    if require_index:
+        raise MissingIndexError(directory, name)
+    raise MosaicistError(f"{directory}: the tile index of {name} was decoded with colour "
+                         f"profiles {'converted' if decoded == 'convert' else 'ignored'}; "
+                         "index the tiles again to read it with them "
+                         f"{'converted' if tile.colour_profiles == 'convert' else 'ignored'}")
 
 
 def _read_windows(directory: Path, source_ids: Sequence[str]) -> dict[str, Window]:
@@ -643,7 +717,7 @@ class TileStamp(NamedTuple):
 def stored_stamps(
     source: TileSource, source_ids: Sequence[str], match_px: int,
     aspect: tuple[int, int] | str = SQUARE, crop: str = "centre",
-    cache_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None, colour_profiles: str | None = None,
 ) -> dict[str, TileStamp]:
     """What the index of ``source`` last saw of the files of ``source_ids``, if it exists.
 
@@ -666,36 +740,46 @@ def stored_stamps(
         How their windows were placed.
     cache_dir : path-like, optional
         The cache.
+    colour_profiles : {"ignore", "convert"}, optional
+        How they were decoded (default: as ``crop``'s presets do); the index of
+        the other value answers for files the first has not (a file's stamp
+        is the same in both).
     """
     methods = ("subject", "detail") if crop == "subject" else ("centre",)
     return _stored(source, source_ids, match_px, _aspect_pair(aspect), methods, cache_dir,
-                   _read_stamps)
+                   _read_stamps, colour_profiles)
 
 
 def _stored(
     source: TileSource, source_ids: Sequence[str], match_px: int, pair: tuple[int, int],
     methods: Sequence[str], cache_dir: str | os.PathLike[str] | None,
     read: Callable[[Path, Sequence[str]], dict[str, Any]],
+    colour_profiles: str | None = None,
 ) -> dict[str, Any]:
     """What ``read`` finds of ``source_ids`` in the indexes of ``source`` made by ``methods``.
 
-    The first index that has an id answers for it; indexes that are not
-    there are skipped.
+    The first index that has an id answers for it: those of ``colour_profiles``
+    (None: each method's usual) first, then those of the other value; indexes
+    that are not there are skipped.
     """
     cache = default_cache_dir(cache_dir)
     found: dict[str, Any] = {}
-    for method in methods:
-        directory = _index_dir(cache, source.key, match_px, pair, method)
-        if (directory / "manifest.sqlite").is_file():
-            missing = [source_id for source_id in source_ids if source_id not in found]
-            found.update(read(directory, missing))
+    if colour_profiles is None:
+        colour_profiles = usual_colour_profiles(methods[0])
+    other = next(value for value in COLOUR_PROFILE_MODES if value != colour_profiles)
+    for profiles in (colour_profiles, other):
+        for method in methods:
+            directory = _index_dir(cache, source.key, match_px, pair, method, profiles)
+            if (directory / "manifest.sqlite").is_file():
+                missing = [source_id for source_id in source_ids if source_id not in found]
+                found.update(read(directory, missing))
     return found
 
 
 def stored_windows(
     source: TileSource, source_ids: Sequence[str], match_px: int,
     aspect: tuple[int, int] | str = SQUARE, crop: str = "centre",
-    cache_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None, colour_profiles: str | None = None,
 ) -> dict[str, Window]:
     """The crop windows that the index of ``source`` stored for ``source_ids``, if it exists.
 
@@ -718,6 +802,10 @@ def stored_windows(
         How their windows were placed.
     cache_dir : path-like, optional
         The cache.
+    colour_profiles : {"ignore", "convert"}, optional
+        How they were decoded (default: as ``crop``'s presets do); the index of
+        the other value answers for tiles the first has not (a window differs
+        only for a picture whose profile changes it, by little).
 
     Returns
     -------
@@ -730,7 +818,7 @@ def stored_windows(
     if crop != "subject" or (size is not None and window_size(*size, pair) == size):
         return {}
     return _stored(source, source_ids, match_px, pair, ("subject", "detail"), cache_dir,
-                   _read_windows)
+                   _read_windows, colour_profiles)
 
 
 #: Cached leaders of near-duplicates (``duplicates/``), with their library generation.

@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..aspect import SQUARE, height_for
+from ..aspect import height_for
 from ..dedupe import tile_signatures
 from ..errors import MosaicistError
 from ..sources import SourceEntry, TileSource
@@ -495,7 +495,7 @@ class ShardRows(NamedTuple):
 
 def write_shard(
     source: TileSource, entries: Sequence[SourceEntry], width: int, aspect: tuple[int, int],
-    crop: str, directory: Path,
+    crop: str, directory: Path, *, colour_profiles: str = "ignore",
 ) -> tuple[str, int, int]:
     """Decode ``entries`` into a new shard file of the index in ``directory``.
 
@@ -521,12 +521,19 @@ def write_shard(
         How their crop windows are placed (``centre`` or ``subject``).
     directory : pathlib.Path
         The index's folder (it must exist).
+    colour_profiles : {"ignore", "convert"}
+        Whether the pictures' embedded ICC profiles are applied, as the
+        index's own tiles were decoded (its ``colour_profiles``).
 
     Returns
     -------
     (str, int, int)
         The shard file's name, its tiles, and the entries that failed.
     """
+    # Imported here: _update imports this module. Its decode is the one a single
+    # machine's update runs, so that the shard's tiles are that index's, tile for tile.
+    from ._update import TileFormat, decode_tiles
+
     single = copy.copy(source)
     if hasattr(single, "workers"):
         single.workers = 1  # a worker process of a cluster starts no pool of its own
@@ -550,10 +557,8 @@ def write_shard(
     partial = shard.with_name(shard.name + ".part")
     try:
         with open(partial, "wb") as handle:
-            if aspect == SQUARE and crop == "centre":
-                decoded_tiles = single.decode(entries, width)
-            else:
-                decoded_tiles = single.decode(entries, width, aspect, crop)
+            decoded_tiles = decode_tiles(single, entries, TileFormat(
+                width, aspect, crop, colour_profiles=colour_profiles))
             for decoded in decoded_tiles:
                 entry = decoded.entry
                 if decoded.pixels is None or decoded.content_hash is None:

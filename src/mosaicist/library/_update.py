@@ -93,7 +93,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -107,7 +107,7 @@ from ..dedupe import tile_signatures
 from ..errors import MosaicistError, printable
 from ..paths import CACHE_ENV, remove_dead_temporaries, sync_folder
 from ..progress import progress_bar
-from ..sources import SourceEntry, TileSource
+from ..sources import DecodedTile, SourceEntry, TileSource
 from ._manifest import (
     ORDER_FILE,
     SCHEMA_VERSION,
@@ -181,12 +181,18 @@ class TileFormat:
     method : str
         What that crop does here, for the manifest: ``centre``, ``subject``
         or ``detail`` (:func:`mosaicist.crop.crop_method`).
+    colour_profiles : str
+        Whether the pictures' embedded ICC profiles were applied: ``ignore``
+        or ``convert`` (:mod:`mosaicist._profiles`); for a source whose
+        pictures carry none (:attr:`~mosaicist.sources.TileSource.reads_profiles`
+        false) the value its crop's presets use, the tiles being the same.
     """
 
     width: int
     aspect: tuple[int, int] = SQUARE
     crop: str = "centre"
     method: str = "centre"
+    colour_profiles: str = "ignore"
 
     @property
     def height(self) -> int:
@@ -329,6 +335,12 @@ class Decoder(Protocol):
     order. It must stage each finished part with :func:`stage_shard` (the
     shard file complete on disk first) and count ``stats.decoded``; what it
     staged is kept if it is interrupted.
+
+    It must decode as :func:`decode_tiles` does, ``tile.colour_profiles``
+    included; one that does so says it with a true attribute
+    ``converts_profiles``. Without it, an index whose tiles are to have their
+    profiles converted is decoded here instead (tiles of the other setting
+    must never join it).
     """
 
     def __call__(
@@ -336,6 +348,52 @@ class Decoder(Protocol):
         directory: Path, connection: sqlite3.Connection, stats: UpdateStats,
         show_progress: bool,
     ) -> None: ...
+
+
+def decode_tiles(source: TileSource, entries: Sequence[SourceEntry],
+                 tile: TileFormat) -> Iterator[DecodedTile]:
+    """``source.decode`` of ``entries`` into ``tile``'s tiles, called as the source takes it.
+
+    Sources written before aspects take two arguments (square centre crops
+    are what they did), and those written before profiles four; only a
+    source that reads profiles
+    (:attr:`~mosaicist.sources.TileSource.reads_profiles`) is given
+    ``colour_profiles``, and only ``convert`` (``ignore`` is every decode's
+    default).
+
+    Parameters
+    ----------
+    source : TileSource
+        Decodes the entries.
+    entries : sequence of SourceEntry
+        What to decode.
+    tile : TileFormat
+        The tiles' size, aspect, crop and colour profiles.
+
+    Returns
+    -------
+    iterator of DecodedTile
+        The source's, one per entry in order.
+    """
+    if tile.colour_profiles == "convert" and getattr(source, "reads_profiles", False):
+        return source.decode(entries, tile.width, tile.aspect, tile.crop,  # type: ignore[call-arg]
+                             colour_profiles="convert")
+    if tile.aspect == SQUARE and tile.crop == "centre":
+        return source.decode(entries, tile.width)
+    return source.decode(entries, tile.width, tile.aspect, tile.crop)
+
+
+def index_profiles(connection: sqlite3.Connection) -> str:
+    """How the tiles of the manifest's index were decoded: ``ignore`` or ``convert``.
+
+    The meta value ``colour_profiles``; an index without it was made before the
+    setting existed, when profiles were ignored, but for those of the version that
+    converted them all (its meta value ``decode`` 2).
+    """
+    recorded = get_meta(connection, "colour_profiles")
+    if recorded is not None:
+        return recorded
+    return "convert" if get_meta(connection, "decode") == "2" else "ignore"
 
 
 def update_index(
@@ -387,10 +445,14 @@ def update_index(
     started = time.perf_counter()
     if isinstance(tile, int):
         tile = TileFormat(tile)
+    if (decoder is not None and tile.colour_profiles == "convert"
+            and getattr(source, "reads_profiles", False)
+            and not getattr(decoder, "converts_profiles", False)):
+        decoder = None  # it would decode profiles ignored: see Decoder
     with unwind_on_terminate(), _write_lock(directory, quiet) as refused, \
             manifest_errors(directory):
         if refused is not None:
-            stats = _unchanged_read_only(source, directory, refused)
+            stats = _unchanged_read_only(source, directory, refused, tile)
         else:
             connection = connect(directory)
             try:
@@ -604,7 +666,8 @@ def _update_locked(
     return stats
 
 
-def _unchanged_read_only(source: TileSource, directory: Path, refused: OSError) -> UpdateStats:
+def _unchanged_read_only(source: TileSource, directory: Path, refused: OSError,
+                         tile: TileFormat | None = None) -> UpdateStats:
     """Stats of an index that its folder's being read-only does not stop from being used.
 
     Only reads, without the write lock (readers never need it: they read a
@@ -614,7 +677,9 @@ def _unchanged_read_only(source: TileSource, directory: Path, refused: OSError) 
     needs an update, which cannot be made. Failures that may pass are not
     tried again here (that needs writing): they are reported, and the
     published library served. Rows published with racy stamps are checked
-    by their content's hash (reading only), and must all match.
+    by their content's hash (reading only), and must all match. An index
+    decoded with the other ``colour_profiles`` serves only where none of its
+    pictures decodes otherwise with this one.
 
     Parameters
     ----------
@@ -624,6 +689,8 @@ def _unchanged_read_only(source: TileSource, directory: Path, refused: OSError) 
         The index's folder.
     refused : OSError
         Why its lock file could not be opened for writing.
+    tile : TileFormat, optional
+        The tiles wanted (default: a square centre crop's, profiles ignored).
 
     Returns
     -------
@@ -641,7 +708,10 @@ def _unchanged_read_only(source: TileSource, directory: Path, refused: OSError) 
         try:
             if _published_digest(connection) == digest and (
                     not _racy_pending(connection)
-                    or not _racy_changes(source, connection, entries)):
+                    or not _racy_changes(source, connection, entries)) and (
+                    index_profiles(connection) == (tile or TileFormat(0)).colour_profiles
+                    or not _reprofiled(source, [_read_published(connection)],
+                                       source.scan() if entries is None else entries)):
                 return _unchanged_stats(connection, count)
         finally:
             connection.close()
@@ -796,10 +866,13 @@ def _plan(
     # mean a later update did not finish, and the comparison below must
     # publish or drop them even though the scan is the published one.
     digest, count, entries = _scan_summary(source)
+    # Tiles decoded with the other colour_profiles are checked below: those whose
+    # pictures decode otherwise are decoded again.
+    reprofile = index_profiles(connection) != tile.colour_profiles
     # A failure that may pass is tried again on every run, until it no longer fails:
     # the scan being unchanged says nothing about whether a share still falters.
     if (_published_digest(connection) == digest and not retry_pending(connection)
-            and not _racy_pending(connection)):
+            and not _racy_pending(connection) and not reprofile):
         return _unchanged_stats(connection, count)
     if entries is None:
         entries = source.scan()
@@ -825,6 +898,18 @@ def _plan(
                 if row.slot < SHARD_SLOTS]
     next_slot = max(next_slot, max(in_store, default=-1) + 1)
 
+    if reprofile:
+        # Their rows are dropped (their slots kept in use until the publish): matched
+        # by none, they are decoded again, and an old slot of the same content is not
+        # taken back for them (see _decode_into_store).
+        changed = _reprofiled(source, [published, staged], entries)
+        published = {key: row for key, row in published.items() if key not in changed}
+        staged = {key: row for key, row in staged.items() if key not in changed}
+        # Gone from the manifest too: the decode re-reads the staged rows, and one of
+        # the other setting must not be published where its entry fails to decode now.
+        with transaction(connection):
+            connection.executemany("DELETE FROM staged WHERE source_id = ?",
+                                   [(source_id,) for source_id in changed])
     published_checked = _meta_time(connection, "stamps_checked_ns")
     staged_checked = _meta_time(connection, "staged_checked_ns")
     decode = [False] * len(entries)
@@ -860,6 +945,30 @@ def _plan(
         published=published, staged=staged, failures=failures, to_decode=to_decode,
         checked_ns=checked_ns,
     )
+
+
+def _reprofiled(source: TileSource, tables: Sequence[Mapping[str, IndexedTile | PublishedTile]],
+                entries: Iterable[SourceEntry]) -> set[str]:
+    """The ids of rows of ``tables`` whose pictures decode otherwise under the other
+    ``colour_profiles``.
+
+    Asked of the source (:meth:`~mosaicist.sources.TileSource.converting_profiles`,
+    headers only) for the entries that have a row of their stamp in any of the
+    tables; a picture it cannot tell of counts as changed. A source whose
+    pictures carry no profile has none.
+    """
+    if not getattr(source, "reads_profiles", False):
+        return set()
+
+    def has_row(entry: SourceEntry) -> bool:
+        stamp = (entry.size, entry.mtime_ns)
+        return any((row := rows.get(entry.source_id)) is not None
+                   and (row.size, row.mtime_ns) == stamp for rows in tables)
+
+    matched = [entry for entry in entries if has_row(entry)]
+    answers = source.converting_profiles(matched)
+    return {entry.source_id for entry, converts in zip(matched, answers, strict=True)
+            if converts is not False}
 
 
 def _clock_ns() -> int:
@@ -966,6 +1075,7 @@ def _initialise_meta(connection: sqlite3.Connection, source_key: str, tile: Tile
             set_meta(connection, "tile_height", tile.height)
             set_meta(connection, "aspect", format_aspect(tile.aspect))
             set_meta(connection, "crop", tile.method)
+            set_meta(connection, "colour_profiles", tile.colour_profiles)
             set_meta(connection, "generation", 0)
             set_meta(connection, "next_slot", 0)
 
@@ -1198,11 +1308,7 @@ def _decode_into_store(
             last_commit = time.monotonic()
 
         succeeded = False
-        if tile.aspect == SQUARE and tile.crop == "centre":
-            # Sources written before aspects take two arguments; this is what they did.
-            decoded_tiles = source.decode(to_decode, tile.width)
-        else:
-            decoded_tiles = source.decode(to_decode, tile.width, tile.aspect, tile.crop)
+        decoded_tiles = decode_tiles(source, to_decode, tile)
         try:
             for decoded in decoded_tiles:
                 entry = decoded.entry
@@ -1386,6 +1492,7 @@ def _publish(
             _keep_failures(connection, failed)
             set_meta(connection, "scan_digest", plan.digest)
             _record_checked(connection, plan, final)
+            _record_profiles(connection, tile)
         return
 
     shards = read_shards(connection)
@@ -1422,7 +1529,7 @@ def _publish(
         used = _shards_used(shards, np.asarray(published_slots, np.int64))
     _swap_manifest(
         connection, final, published_slots, failed, generation, next_slot, plan.digest, used,
-        plan,
+        plan, tile,
     )
     if generation != plan.generation and old_store.name not in {shard.file for shard in used}:
         with contextlib.suppress(FileNotFoundError):
@@ -1621,6 +1728,7 @@ def _swap_manifest(
     digest: str,
     shards: Sequence[Shard] = (),
     plan: UpdatePlan | None = None,
+    tile: TileFormat | None = None,
 ) -> None:
     """Publish ``final`` in one transaction, so readers see the old library or the new.
 
@@ -1650,6 +1758,8 @@ def _swap_manifest(
         The shard files that ``slots`` point into.
     plan : UpdatePlan, optional
         The plan whose scan ``final`` is.
+    tile : TileFormat, optional
+        The tiles' format: its ``colour_profiles`` is now every tile's.
     """
     with transaction(connection):
         connection.execute("DELETE FROM shards")
@@ -1674,7 +1784,15 @@ def _swap_manifest(
         set_meta(connection, "scan_digest", digest)
         if plan is not None:
             _record_checked(connection, plan, final)
+        if tile is not None:
+            _record_profiles(connection, tile)
         new_publication(connection)
+
+
+def _record_profiles(connection: sqlite3.Connection, tile: TileFormat) -> None:
+    """Record, in the publishing transaction, how the published tiles were decoded."""
+    set_meta(connection, "colour_profiles", tile.colour_profiles)
+    connection.execute("DELETE FROM meta WHERE name = 'decode'")  # 2d8a941's, now said so
 
 
 def _record_checked(connection: sqlite3.Connection, plan: UpdatePlan,

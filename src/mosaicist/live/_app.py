@@ -717,7 +717,8 @@ class Live:
                 options = self.event.settings.options
                 self._library = TileLibrary.open(self.fallback, options.match_px or 16,
                                                  cache_dir=self.cache_dir, aspect=options.aspect,
-                                                 crop=options.crop)
+                                                 crop=options.crop,
+                                                 colour_profiles=options.colour_profiles)
             return self._library
 
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,8 @@ An event lives in one folder (``--event DIR``)::
                         last uploads' senders and digests (retries are known) (WAL)
     DIR/event.lock      held while a server runs on the folder (one at a time)
     DIR/target.png      the target cut to the wall's shape, at the tiles' size
-    DIR/photos/ID.jpg   each photo as received: upright, at most 2048 px, no metadata
+    DIR/photos/ID.jpg   each photo as received: upright, at most 2048 px, no metadata (its
+                        ICC colour profile applied first, under ``colour_profiles=convert``)
     DIR/tiles/ID-CELL.jpg  each placed photo's tile as shown: cut, sized, tinted for its cell
     DIR/exports/        the exported walls and print sheets
 
@@ -115,8 +116,9 @@ COMPLETION_CANDIDATES = 32
 #: from across a room), and a tint that makes the target read while guests still find
 #: their own photo's colours.
 LIVE_DEFAULTS: dict[str, Any] = {"tile_px": 64, "match_px": 16, "tint": 0.6}
-#: The settings that make a wall's look; a resumed event keeps them.
-WALL_SETTINGS = ("tile_px", "match_px", "aspect", "crop", "metric", "tint")
+#: The settings that make a wall's look; a resumed event keeps them. (``colour_profiles``:
+#: the target and each photo are stored as it decoded them.)
+WALL_SETTINGS = ("tile_px", "match_px", "aspect", "crop", "metric", "tint", "colour_profiles")
 #: Largest grid side, and most cells.
 MAX_GRID_SIDE = 1000
 MAX_CELLS = 40_000
@@ -179,8 +181,8 @@ class WallSettings:
     cols, rows : int
         The wall's grid.
     options : MosaicOptions
-        ``tile_px``, ``match_px``, ``aspect``, ``crop``, ``metric``, ``tint``
-        and the output settings.
+        ``tile_px``, ``match_px``, ``aspect``, ``crop``, ``metric``, ``tint``,
+        ``colour_profiles`` and the output settings.
     target_name : str
         The target's file name (display only).
     target_digest : str
@@ -450,8 +452,12 @@ def _lock_folder(folder: Path) -> int:
 
 
 def cut_target(path: Path, cols: int, rows: int, options: MosaicOptions) -> np.ndarray:
-    """The target centre-cut to the wall's shape and resized to ``cols x rows`` tiles."""
-    pixels = read_target(path, options.max_target_pixels)
+    """The target centre-cut to the wall's shape and resized to ``cols x rows`` tiles.
+
+    Read as ``make`` reads it: its ICC profile applied as ``colour_profiles`` says.
+    """
+    pixels = read_target(path, options.max_target_pixels,
+                         colour_profiles=options.colour_profiles)
     tile_w, tile_h = options.tile_px, options.tile_height
     height, width = pixels.shape[:2]
     # The largest centred window of the wall's shape (cols * tile_w : rows * tile_h).
@@ -1005,9 +1011,13 @@ class Event:
             # Phones send AVIF more and more: say it cannot be read here, and what would.
             raise MosaicistError(f"{name}: an AVIF photo cannot be read here: "
                                  f"{missing_reader('.avif') or 'Pillow reads no AVIF'}")
+        options = self.settings.options
+        # A phone's photo in Display P3 converted to sRGB here (under convert), once: what
+        # is stored, cut, shown and printed from it is in sRGB, as its tile is.
         picture, _ = decode_upload(data, name, formats=formats, max_bytes=MAX_PHOTO_BYTES,
                                    max_pixels=MAX_PHOTO_PIXELS, draft_side=STORED_SIDE,
-                                   accepted_by="the wall")
+                                   accepted_by="the wall",
+                                   colour_profiles=options.colour_profiles)
         reduced = max(picture.size) > STORED_SIDE
         if reduced:
             picture.thumbnail((STORED_SIDE, STORED_SIDE), Image.Resampling.LANCZOS,
@@ -1023,7 +1033,6 @@ class Event:
         # A new picture from the pixels alone: no EXIF, GPS, ICC profile or comment survives.
         pixels = np.asarray(picture, np.uint8)
         clean = Image.fromarray(pixels, "RGB")
-        options = self.settings.options
         assert options.match_px is not None
         cut = make_tile(clean, options.match_px, options.aspect_ratio, options.crop)
         tile = thumbnail(clean, options.tile_px, options.aspect_ratio, cut.window)
@@ -1677,7 +1686,8 @@ class Event:
             options = self.settings.options
             pictures = OriginalPictures(library.source, ids, max(options.tile_px, 256),
                                         aspect=options.aspect_ratio, crop=options.crop,
-                                        windows=library.windows_for(ids))
+                                        windows=library.windows_for(ids),
+                                        colour_profiles=library.colour_profiles)
             drawn = pictures.fetch(np.arange(len(ids)))
             fills = []
             for cell, index, picture in zip(empty.tolist(), chosen, drawn, strict=True):

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .._profiles import usual_colour_profiles
 from .._runtime import release_pages, worker_count
 from ..aspect import SQUARE, height_for
 from ..crop import Window
@@ -184,6 +185,14 @@ class OriginalPictures(TilePictures):
         How to place the window of a tile that ``windows`` does not have
         (chosen again on the original: the same as the index's, up to the
         scale it was looked for at).
+    as_indexed : bool
+        Decode each local file as the index did (:func:`mosaicist.imaging.decode_tile`):
+        a render at the size tiles were matched at draws what was matched.
+    colour_profiles : {"ignore", "convert"}, optional
+        Whether the originals' embedded ICC profiles are applied, as the
+        index's tiles were decoded (:attr:`mosaicist.library.TileLibrary.colour_profiles`);
+        default: as the presets that use ``crop`` do (``ignore`` for
+        ``centre``, ``convert`` for ``subject``), as the library's default is.
     """
 
     def __init__(
@@ -199,6 +208,7 @@ class OriginalPictures(TilePictures):
         windows: Mapping[str, Window] | None = None,
         crop: str = "centre",
         as_indexed: bool = False,
+        colour_profiles: str | None = None,
     ) -> None:
         self.source = source
         self.source_ids = source_ids
@@ -208,6 +218,8 @@ class OriginalPictures(TilePictures):
         self.windows = windows or {}
         self.crop = crop
         self.as_indexed = as_indexed
+        self.colour_profiles = (usual_colour_profiles(crop) if colour_profiles is None
+                                else colour_profiles)
         self.capacity = max(1, cache_bytes // (tile_px * self.tile_height * 3))
         self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.workers = workers or worker_count()
@@ -225,7 +237,9 @@ class OriginalPictures(TilePictures):
                 # Our own reader, not open_original's full-size picture: it checks
                 # the header and decodes only as large as the tile needs.
                 return read_original(path, self.tile_px, aspect=self.aspect, window=window,
-                                     crop=self.crop, slot=self.budget.hold)
+                                     crop=self.crop, slot=self.budget.hold,
+                                     colour_profiles=self.colour_profiles)
+            # A picture of a dataset or an array: no profile to apply.
             original = self.source.open_original(entry)
             if window is not None:
                 return thumbnail(original, self.tile_px, self.aspect, window)
@@ -249,7 +263,8 @@ class OriginalPictures(TilePictures):
         except Exception:  # noqa: BLE001 - decode_tile says what is wrong with the file
             pixels = 0
         with self.budget.hold(pixels):
-            return decode_tile(data, self.tile_px, self.aspect, self.crop).pixels
+            return decode_tile(data, self.tile_px, self.aspect, self.crop,
+                               colour_profiles=self.colour_profiles).pixels
 
     def fetch(self, cells: np.ndarray) -> np.ndarray:
         wanted = [self.source_ids[cell] for cell in np.asarray(cells).tolist()]

@@ -484,19 +484,22 @@ def placements_renderer(
     _check_placed_files(source, placements)
     # The crop windows the index stored when the tiles were matched, if it is there.
     windows = stored_windows(source, placements.source_ids, options.match_px or options.tile_px,
-                             options.aspect_ratio, options.crop, cache_dir)
+                             options.aspect_ratio, options.crop, cache_dir,
+                             colour_profiles=options.colour_profiles)
     # At the size tiles were matched at, make draws the index's thumbnails: they are cut
     # here as the index cut them, so that a render of a make is that make.
     pictures = OriginalPictures(source, placements.source_ids, options.tile_px,
                                 aspect=options.aspect_ratio, crop=options.crop, windows=windows,
-                                as_indexed=options.tile_px == options.match_px)
+                                as_indexed=options.tile_px == options.match_px,
+                                colour_profiles=options.colour_profiles)
     renderer = MosaicRenderer(
         placements, pictures, options.metric, source_root=source.local_root(),
     )
     if placements.hashes:
         stamps = stored_stamps(source, list(placements.hashes),
                                options.match_px or options.tile_px, options.aspect_ratio,
-                               options.crop, cache_dir)
+                               options.crop, cache_dir,
+                               colour_profiles=options.colour_profiles)
         renderer.changed_tiles = changed_tiles(source, placements.hashes, stamps)
     if options.overlay > 0:
         renderer.overlay = TargetOverlay(target_crop(matched), renderer.width,
@@ -706,7 +709,8 @@ def target_crop(placements: Placements) -> np.ndarray:
     width = placements.cols * placements.options.cell_px
     height = placements.rows * placements.options.cell_height
     left, top = placements.crop
-    picture = read_target(target, placements.options.max_target_pixels)
+    picture = read_target(target, placements.options.max_target_pixels,
+                          colour_profiles=placements.options.colour_profiles)
     if left + width > picture.shape[1] or top + height > picture.shape[0]:
         raise MosaicistError(
             f"{target}: the overlay's {width}x{height} window at ({left}, {top}) does not lie "

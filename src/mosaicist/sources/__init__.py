@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..errors import SourceError
 from ..paths import expanded
-from .base import DecodedTile, SourceEntry, TileSource
+from .base import DecodedTile, SourceEntry, TileSource, path_text
 
 ARRAY_SUFFIXES = (".h5", ".hdf5", ".npz", ".npy")
 
@@ -53,11 +53,19 @@ def source_spec(source: TileSource) -> str:
         a dataset name.
     """
     key = source.key
+    # The key escapes a name that is not UTF-8 (the index stores text); the spec must
+    # name the file itself, so the root or array file's own path replaces the escape.
+    for path in (getattr(source, "root", None), getattr(source, "_path", None)):
+        if isinstance(path, os.PathLike):
+            name = os.fspath(path)
+            text = path_text(name)
+            if text != name and text in key:
+                key = key.replace(text, name, 1)
+            break
     if key.startswith("folder:"):
         return key[len("folder:"):]
     if key.startswith("array:"):
-        rest = key[len("array:"):]
-        return rest
+        return key[len("array:"):]
     return key
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 from ..aspect import SQUARE
 from ..crop import Window
 from ..errors import MosaicistError
-from ..imaging import ImageReadError, content_hash, read_tile_bytes
+from ..imaging import ImageReadError, content_hash, converts_profile, read_tile_bytes
 
 
 class SourceEntry(NamedTuple):
@@ -286,6 +286,11 @@ class TileSource(abc.ABC):
 
     key: str
     name: str
+    #: Whether the source's pictures are files that may embed ICC colour profiles,
+    #: :meth:`decode` then taking ``colour_profiles`` (``ignore`` or ``convert``) as a
+    #: keyword. The library passes it to such sources only; the others' pixels are
+    #: taken as sRGB whatever the setting, and they have one index for both.
+    reads_profiles: bool = False
 
     @abc.abstractmethod
     def scan(self) -> list[SourceEntry]:
@@ -304,7 +309,9 @@ class TileSource(abc.ABC):
         :attr:`DecodedTile.window`. A bad entry yields a
         :class:`DecodedTile` whose ``error`` says why; it never raises for
         one bad entry. (Sources written before aspects take ``entries`` and
-        ``width_px`` only; the library calls them so for square centre crops.)
+        ``width_px`` only; the library calls them so for square centre crops.
+        A source that sets :attr:`reads_profiles` also takes the keyword
+        ``colour_profiles``.)
 
         Parameters
         ----------
@@ -367,6 +374,40 @@ class TileSource(abc.ABC):
                 yield None if path is None else content_hash(read_tile_bytes(path))
             except (OSError, ImageReadError, MosaicistError):
                 yield None
+
+    def converting_profiles(self, entries: Sequence[SourceEntry]) -> Iterator[bool | None]:
+        """Whether each entry decodes otherwise with ``colour_profiles="convert"``.
+
+        Asked, once, of the tiles of an index made while profiles were ignored
+        that is to serve ``convert``: only those that may change are decoded
+        again. The default reads the header of the entry's local file
+        (:func:`mosaicist.imaging.converts_profile`), a few at a time on
+        threads; an entry without one is False (its pixels carry no profile).
+
+        Parameters
+        ----------
+        entries : sequence of SourceEntry
+            Entries of :meth:`scan`.
+
+        Yields
+        ------
+        bool or None
+            One per entry, in order; None where it cannot be told without
+            decoding (a file that cannot be read now).
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        def converts(entry: SourceEntry) -> bool | None:
+            try:
+                path = self.local_path(entry)
+            except (OSError, MosaicistError):
+                return None
+            return False if path is None else converts_profile(path)
+
+        # Threads: reading headers waits on the disk or the share, not on the interpreter.
+        with ThreadPoolExecutor(8) as pool:
+            for start in range(0, len(entries), 4096):  # a million futures at once otherwise
+                yield from pool.map(converts, entries[start:start + 4096])
 
     def scan_fingerprint(self) -> tuple[str, int] | None:
         """A cheap stand-in for :meth:`scan`: a text equal whenever the scan is, and its length.

@@ -76,7 +76,8 @@ _Decoded = tuple[bytes | None, str | None, str | None, Window | None, tuple[int,
 
 
 def _decode_batch(
-    paths: list[str], width_px: int, aspect: tuple[int, int], crop: str
+    paths: list[str], width_px: int, aspect: tuple[int, int], crop: str,
+    colour_profiles: str = "ignore",
 ) -> list[_Decoded]:
     results: list[_Decoded] = []
     for path in paths:
@@ -84,7 +85,7 @@ def _decode_batch(
             results.append(_folder_outcome(path))
             continue
         try:
-            tile, digest = read_tile_file(path, width_px, aspect, crop)
+            tile, digest = read_tile_file(path, width_px, aspect, crop, colour_profiles)
             results.append((tile.pixels.tobytes(), digest, None, tile.window, tile.signature,
                             False))
         except ImageReadError as error:
@@ -145,7 +146,7 @@ def _process_context() -> Any:
 
 def _decode_pooled(
     batches: Sequence[list[str]], workers: int, width_px: int, aspect: tuple[int, int],
-    crop: str,
+    crop: str, colour_profiles: str = "ignore",
 ) -> Iterator[list[_Decoded]]:
     """Decode ``batches`` in a pool of ``workers`` processes; yield each one's results in order.
 
@@ -176,7 +177,8 @@ def _decode_pooled(
                     for index in range(start, len(batches)):
                         if index not in done:
                             futures[index] = executor.submit(_decode_batch, batches[index],
-                                                             width_px, aspect, crop)
+                                                             width_px, aspect, crop,
+                                                             colour_profiles)
             except BrokenProcessPool:
                 broken = True
             while not broken and start < len(batches):
@@ -203,27 +205,30 @@ def _decode_pooled(
             else:
                 stop_process_pool(executor)
         if broken:
-            yield _decode_isolated(context, batches[start], width_px, aspect, crop)
+            yield _decode_isolated(context, batches[start], width_px, aspect, crop,
+                                   colour_profiles)
             start += 1
 
 
 def _decode_and_send(
     sender: Any, parent_pid: int, paths: list[str], width_px: int, aspect: tuple[int, int],
-    crop: str,
+    crop: str, colour_profiles: str = "ignore",
 ) -> None:
     """Run in a process of its own: decode ``paths`` and send the results to the parent."""
     _watch_parent(parent_pid)
-    sender.send(_decode_batch(paths, width_px, aspect, crop))
+    sender.send(_decode_batch(paths, width_px, aspect, crop, colour_profiles))
     sender.close()
 
 
 def _decode_alone(
     context: Any, paths: list[str], width_px: int, aspect: tuple[int, int], crop: str,
+    colour_profiles: str = "ignore",
 ) -> list[_Decoded] | int:
     """Decode ``paths`` in a new process: the results, or its exit code if it ended without them."""
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(
-        target=_decode_and_send, args=(sender, os.getpid(), paths, width_px, aspect, crop),
+        target=_decode_and_send,
+        args=(sender, os.getpid(), paths, width_px, aspect, crop, colour_profiles),
         daemon=True,
     )
     with forking():
@@ -261,6 +266,7 @@ def _crash_reason(exitcode: int) -> str:
 
 def _decode_isolated(
     context: Any, paths: list[str], width_px: int, aspect: tuple[int, int], crop: str,
+    colour_profiles: str = "ignore",
 ) -> list[_Decoded]:
     """Decode a batch that broke a pool: in one new process, and file by file if that ends too.
 
@@ -268,12 +274,12 @@ def _decode_isolated(
     first decoded whole; only if that process ends abruptly too is each file
     decoded in a process of its own, and those that end theirs are bad files.
     """
-    results = _decode_alone(context, paths, width_px, aspect, crop)
+    results = _decode_alone(context, paths, width_px, aspect, crop, colour_profiles)
     if isinstance(results, list):
         return results
     decoded: list[_Decoded] = []
     for path in paths:
-        single = _decode_alone(context, [path], width_px, aspect, crop)
+        single = _decode_alone(context, [path], width_px, aspect, crop, colour_profiles)
         if isinstance(single, list):
             decoded.extend(single)
         else:
@@ -421,11 +427,19 @@ class FolderSource(TileSource):
                         change_stamp(status), item.path)
         )
 
+    #: Its pictures are files that may embed ICC profiles: :meth:`decode` takes
+    #: ``colour_profiles``.
+    reads_profiles = True
+
     def decode(
         self, entries: Sequence[SourceEntry], width_px: int, aspect: tuple[int, int] = SQUARE,
-        crop: str = "centre",
+        crop: str = "centre", *, colour_profiles: str = "ignore",
     ) -> Iterator[DecodedTile]:
-        """Decode files in parallel worker processes, yielding in order."""
+        """Decode files in parallel worker processes, yielding in order.
+
+        ``colour_profiles`` (``ignore`` or ``convert``) says whether the files'
+        embedded ICC profiles are applied (:mod:`mosaicist._profiles`).
+        """
         paths = [str(entry.locator) for entry in entries]
         # Small enough batches that every worker gets several (large photos are
         # slow each), large enough to amortise the round trip for small ones.
@@ -435,9 +449,11 @@ class FolderSource(TileSource):
         position = 0
         results_iter: Iterator[list[_Decoded]]
         if self.workers <= 1 or len(paths) <= 16:
-            results_iter = (_decode_batch(batch, width_px, aspect, crop) for batch in batches)
+            results_iter = (_decode_batch(batch, width_px, aspect, crop, colour_profiles)
+                            for batch in batches)
         else:
-            results_iter = _decode_pooled(batches, self.workers, width_px, aspect, crop)
+            results_iter = _decode_pooled(batches, self.workers, width_px, aspect, crop,
+                                          colour_profiles)
         try:
             for results in results_iter:
                 for raw, digest, error, window, signature, transient in results:

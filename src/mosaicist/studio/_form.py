@@ -27,6 +27,7 @@ LABELS = {
     "adaptive": "Smaller cells where there is detail",
     "detail": "Detail that splits a cell",
     "crop": "Where photos are cut",
+    "colour_profiles": "Colour profiles",
     "dedupe": "Drop near-identical photos",
     "max_target_pixels": "Largest picture accepted",
     "metric": "Colour matching",

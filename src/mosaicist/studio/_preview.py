@@ -265,7 +265,9 @@ class Previewer:
         self.cache_dir = Path(cache_dir).expanduser().absolute()
         self._lock = threading.Lock()
         self._libraries: collections.OrderedDict[tuple, _WarmLibrary] = collections.OrderedDict()
-        self._targets: collections.OrderedDict[Path, _Target] = collections.OrderedDict()
+        # By path and colour_profiles: a target with a colour profile reads otherwise.
+        self._targets: collections.OrderedDict[tuple[Path, str], _Target] = (
+            collections.OrderedDict())
 
     def preview(self, target: str | os.PathLike[str], tiles: str, options: MosaicOptions,
                 cells: int = DEFAULT_CELLS) -> tuple[bytes, dict[str, Any]]:
@@ -339,7 +341,7 @@ class Previewer:
         if dropped:
             notes.append(f"{options.search} search on {options.device} runs without the "
                          f"preset's {', '.join(dropped)}")
-        target = self._target(target_path, options.max_target_pixels)
+        target = self._target(target_path, options.max_target_pixels, options.colour_profiles)
         plan = options_plan(options, target.size, str(target_path))
         # Cells and tiles asked for as a count or a print size: the tile size make
         # compares at follows from them, and with it the index.
@@ -442,20 +444,25 @@ class Previewer:
         }
         return buffer.getvalue(), info
 
-    def _target(self, path: Path, max_pixels: int) -> _Target:
-        """The target, decoded once and kept reduced (re-read when the file changes)."""
+    def _target(self, path: Path, max_pixels: int, colour_profiles: str) -> _Target:
+        """The target, decoded once and kept reduced (re-read when the file changes).
+
+        Read as ``make`` reads it: ``colour_profiles`` says whether its
+        embedded ICC profile is applied.
+        """
         try:
             status = path.stat()
         except OSError:
             raise MosaicistError(f"{path}: target file not found") from None
         stamp = (change_stamp(status), status.st_size)
-        cached = self._targets.get(path)
+        key = (path, colour_profiles)
+        cached = self._targets.get(key)
         if cached is not None and cached.stamp == stamp:
-            self._targets.move_to_end(path)
+            self._targets.move_to_end(key)
             if cached.size[0] * cached.size[1] > max_pixels:
                 read_target(path, max_pixels)  # raises as make would
             return cached
-        pixels = read_target(path, max_pixels)
+        pixels = read_target(path, max_pixels, colour_profiles=colour_profiles)
         height, width = pixels.shape[:2]
         scale = min(1.0, TARGET_SIDE / max(width, height))
         reduced = pixels
@@ -465,15 +472,16 @@ class Previewer:
             scale = size[0] / width
         del pixels
         entry = _Target(path, stamp, (width, height), np.ascontiguousarray(reduced), scale)
-        self._targets[path] = entry
+        self._targets[key] = entry
         while len(self._targets) > MAX_TARGETS:
             self._targets.popitem(last=False)
         return entry
 
     def _library(self, tiles: str, options: MosaicOptions) -> _WarmLibrary:
-        """The warm library of ``tiles`` at the settings' tile size, aspect and crop."""
+        """The warm library of ``tiles`` at the settings' tile size, aspect, crop and
+        ``colour_profiles`` (each its own index, as ``make`` opens it)."""
         assert options.match_px is not None
-        key = (tiles, options.match_px, options.aspect, options.crop)
+        key = (tiles, options.match_px, options.aspect, options.crop, options.colour_profiles)
         warm = self._libraries.get(key)
         if warm is not None:
             from ..library._index import _current_generation
@@ -492,7 +500,8 @@ class Previewer:
             # require_index: opening an index that is not there would make an empty one.
             library = TileLibrary.open(tiles, options.match_px, cache_dir=self.cache_dir,
                                        update=False, aspect=options.aspect_ratio,
-                                       crop=options.crop, require_index=True)
+                                       crop=options.crop, require_index=True,
+                                       colour_profiles=options.colour_profiles)
         except MissingIndexError:
             raise MosaicistError(not_indexed) from None
         except MosaicistError as error:

@@ -12,8 +12,13 @@ only once it has been decoded whole:
    header checks of :mod:`mosaicist.imaging`;
 4. it is decoded whole (a truncated file is refused), its EXIF orientation
    applied and its mode converted to RGB as targets always are;
-5. it is stored re-encoded, without any of the original's metadata (EXIF,
-   GPS position, ICC profile, comments): JPEG photos as JPEG, the rest as PNG.
+5. it is stored re-encoded, without the original's metadata (EXIF, GPS
+   position, comments): JPEG photos as JPEG, the rest as PNG. An RGB ICC
+   colour profile (a phone's Display P3, a camera's Adobe RGB) is the one
+   thing kept: it says what colours the pixels are, and each run applies it
+   or not as its ``colour_profiles`` setting says, as ``mosaicist make`` does
+   with the original file. A profile of another colour space (CMYK, grey)
+   does not fit the RGB picture stored and is dropped.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
+from .._profiles import converts, profile_of
 from ..errors import MosaicistError, counted
 from ..imaging import (
     _DECODE_ERRORS,
@@ -93,6 +99,7 @@ def decode_upload(
     data: bytes, name: str, *, formats: tuple[str, ...] = ACCEPTED_FORMATS,
     max_bytes: int | None = None, max_pixels: int | None = None,
     draft_side: int | None = None, accepted_by: str = "the studio",
+    colour_profiles: str = "ignore",
 ) -> tuple[Image.Image, str]:
     """Decode an uploaded picture whole after checks 1 to 4 of the module docstring.
 
@@ -113,11 +120,18 @@ def decode_upload(
         that are reduced afterwards anyway.
     accepted_by : str
         Who refuses other formats, in the message ("the studio").
+    colour_profiles : {"ignore", "convert"}
+        ``convert``: an embedded ICC profile is applied (the setting of that
+        name, :func:`mosaicist.imaging.to_rgb`), the picture returned in
+        sRGB. ``ignore``: the values are kept as stored, and an RGB profile
+        with them (to be applied later, or not).
 
     Returns
     -------
     picture : PIL.Image.Image
-        Upright (EXIF orientation applied), RGB, loaded, without metadata kept.
+        Upright (EXIF orientation applied), RGB, loaded, without metadata kept
+        but for ``info["icc_profile"]``: the upload's RGB profile, when it has
+        one and ``colour_profiles`` is ``ignore``.
     kind : str
         The upload's format, by content (Pillow's name).
 
@@ -154,8 +168,13 @@ def decode_upload(
                     raise MosaicistError(f"{name}: the picture cannot be read: its image "
                                          "data end before its last row")
                 upright = ImageOps.exif_transpose(image)
-                picture = to_rgb(upright)
+                picture = to_rgb(upright, colour_profiles)
                 picture.load()
+                # Read from the file's own image: its transposed copy need not keep it.
+                profile = profile_of(image) if colour_profiles == "ignore" else None
+                # Only a profile that moves colours is worth keeping: an sRGB one (perhaps
+                # padded to hundreds of kilobytes) is the stored values' own space.
+                picture.info = {"icc_profile": profile} if converts("RGB", False, profile) else {}
     except PixelLimitError as error:
         raise MosaicistError(
             f"{name}: the picture is {error.width:,}x{error.height:,} = "
@@ -238,8 +257,9 @@ def accept_target(data: bytes, filename: str, folder: Path) -> tuple[Path, dict[
     Returns
     -------
     path : pathlib.Path
-        The stored picture, ``<folder>/<id>.jpg`` or ``.png``: its name is a
-        digest of its pixels, so one picture uploaded twice is stored once.
+        The stored picture, ``<folder>/<id>.jpg`` or ``.png``, carrying the
+        upload's RGB colour profile if it has one: its name is a digest of
+        its pixels (and profile), so one picture uploaded twice is stored once.
     info : dict
         ``id`` (the file's stem), ``name`` (display name), ``width``,
         ``height``, ``format`` (the upload's, by content) and ``bytes`` (of
@@ -265,17 +285,24 @@ def accept_target(data: bytes, filename: str, folder: Path) -> tuple[Path, dict[
     rows = max(1, HASHED_STRIP_BYTES // (3 * width))
     for top in range(0, height, rows):
         digest.update(picture.crop((0, top, width, min(height, top + rows))).tobytes())
+    profile: bytes | None = picture.info.get("icc_profile")
+    if profile:
+        # The same values in another colour space are another picture (a picture without
+        # one keeps the name it always had).
+        digest.update(b"icc:" + profile)
     target_id = digest.hexdigest()[:32]
     suffix = ".jpg" if kind == "JPEG" else ".png"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{target_id}{suffix}"
     if not path.exists():
         with atomic_path(path) as temporary:
-            # A new file from the pixels alone: no EXIF, ICC profile or text chunks.
+            # A new file from the pixels and their colour profile alone: no EXIF or
+            # text chunks. (Pillow writes a PNG's info["icc_profile"] unless told.)
             if suffix == ".jpg":
-                picture.save(temporary, "JPEG", quality=STORED_JPEG_QUALITY, subsampling=0)
+                picture.save(temporary, "JPEG", quality=STORED_JPEG_QUALITY, subsampling=0,
+                             icc_profile=profile)
             else:
-                picture.save(temporary, "PNG", compress_level=6)
+                picture.save(temporary, "PNG", compress_level=6, icc_profile=profile)
     info = {"id": target_id, "name": name, "width": width, "height": height, "format": kind,
             "bytes": path.stat().st_size}
     return path, info

@@ -299,7 +299,7 @@ def run_index(spec: dict[str, Any], events: EventWriter) -> dict[str, Any]:
     events.stage("starting")
     library = TileLibrary.open(spec["tiles"], options.match_px, cache_dir=spec["cache_dir"],
                                show_progress=False, quiet=True, aspect=options.aspect_ratio,
-                               crop=options.crop)
+                               crop=options.crop, colour_profiles=options.colour_profiles)
     stats = library.stats
     failed = [] if stats is None else stats.failed
     result: dict[str, Any] = {

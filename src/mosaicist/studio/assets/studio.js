@@ -29,6 +29,7 @@
     adaptive: "Smaller cells where there is detail",
     detail: "Detail that splits a cell",
     crop: "Where photos are cut",
+    colour_profiles: "Colour profiles",
     dedupe: "Drop near-identical photos",
     max_target_pixels: "Largest picture accepted",
     metric: "Colour matching",
@@ -54,6 +55,7 @@
     metric: {seed: "sRGB (as the seed)", lab: "CIE Lab (closer to the eye)", oklab: "Oklab (closer to the eye)"},
     augment: {none: "No", flips: "Mirrored too", rotations: "Turned too", all: "Mirrored and turned"},
     crop: {centre: "In the middle", subject: "Around the subject"},
+    colour_profiles: {ignore: "Ignored (as the seed)", convert: "Converted to sRGB"},
     assign: {optimal: "Best (optimal)", greedy: "Fast (greedy)"},
   };
   const SOURCE_LABELS = {
@@ -606,7 +608,8 @@
 
   /** What an index is made for: the tiles, and the settings that change it. */
   function indexKey(tiles) {
-    return JSON.stringify([tiles, effective("match_px"), effective("aspect"), effective("crop")]);
+    return JSON.stringify([tiles, effective("match_px"), effective("aspect"), effective("crop"),
+                           effective("colour_profiles")]);
   }
 
   /** The photos chosen in step 2: index them, then they are the tiles. */
@@ -619,8 +622,8 @@
 
   /**
    * Index `tiles` at the current settings (a quick check when the index is current).
-   * The preview reads only indexes made already, so a change of tile size, shape or
-   * crop indexes again first.
+   * The preview reads only indexes made already, so a change of tile size, shape, crop
+   * or colour profiles indexes again first.
    */
   async function indexTiles(tiles, {choosing = false, quiet = false} = {}) {
     stopIndexEvents();
