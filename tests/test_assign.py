@@ -607,6 +607,7 @@ def test_a_crowd_of_alike_cells_is_certified_in_few_rounds(monkeypatch):
         monkeypatch.setattr(_assign, "OUT_SEARCH", out_search)
         monkeypatch.setattr(_assign, "CROWD_SEARCH", crowd_search)
         monkeypatch.setattr(_assign, "RESERVE_COLUMNS", reserve)
+        monkeypatch.setattr(_assign, "CROWDED_RESERVE_COLUMNS", reserve)
         result = assign_tiles(candidates, distances, rows, cols, max_uses=1,
                               search=DenseSearch(full))
         assert result.certified and result.objective == dense_optimum(full, 1)
@@ -923,6 +924,7 @@ def test_pricing_proofs_across_rounds_keep_the_optimum(monkeypatch, reach, direc
     monkeypatch.setattr(_assign, "OUT_SEARCH", 4)
     monkeypatch.setattr(_assign, "CROWD_SEARCH", 8)
     monkeypatch.setattr(_assign, "RESERVE_COLUMNS", reserve)
+    monkeypatch.setattr(_assign, "CROWDED_RESERVE_COLUMNS", reserve)
     measured = restricted = 0
     for seed in range(4):
         rng = np.random.default_rng(100 + seed)
@@ -1763,3 +1765,33 @@ def test_polish_reads_the_cells_around_where_a_tile_has_more(seed, monkeypatch):
     check_placement(edge_tile[around[0]], full, rows, cols, cap, spacing)
     assert _no_improving_step(around[0], bounds, edge_tile, edge_dist, position, spacing, cap,
                               0)
+
+
+def test_a_crowded_grid_searches_cells_again_with_the_wider_reserve(monkeypatch):
+    """Where the cells need most of the uses the library allows, a cell searched whole
+    again (its cost rose past what its last search proved) gets CROWDED_RESERVE_COLUMNS
+    tiles, proving further ahead as a crowd's prices climb; a first search, and every
+    search elsewhere, RESERVE_COLUMNS. The optimum is the same either way."""
+    from mosaicist.match import _assign
+
+    for name in ("MOST_PRICING_COLUMNS", "OUT_SEARCH", "CROWD_SEARCH"):
+        monkeypatch.setattr(_assign, name, 16)
+    monkeypatch.setattr(_assign, "RESERVE_COLUMNS", 20)
+    monkeypatch.setattr(_assign, "CROWDED_RESERVE_COLUMNS", 40)
+    asked: list[int] = []
+
+    class Counting(DenseSearch):
+        def below(self, cells, price, limit, k, upper=None, among=None):
+            if among is None:
+                asked.append(k)
+            return super().below(cells, price, limit, k, upper=upper, among=among)
+
+    rng = np.random.default_rng(7)
+    for tiles, crowded in ((150, True), (2000, False)):  # 80 cells: 53% and 4% of the uses
+        full = full_distances(rng, 80, tiles, clusters=2)
+        candidates, distances = top_k(full, 2)
+        asked.clear()
+        result = assign_tiles(candidates, distances, 8, 10, max_uses=1, search=Counting(full))
+        assert result.certified and result.objective == dense_optimum(full, 1)
+        assert asked[0] == 20
+        assert set(asked) == ({20, 40} if crowded else {20})

@@ -245,6 +245,17 @@ DIRECT_PAIRS = 64
 #: kept aside with their distances and checked at each round's prices, so that the
 #: search proves up to the dearest of them.
 RESERVE_COLUMNS = 32
+#: The same for a cell searched whole again (its cost rose past what its last search
+#: proved) where the grid needs at least :data:`CROWDED_LOAD` of the uses the library
+#: allows (cells over ``cap x tiles``): there a crowd's prices climb round after round,
+#: and such searches took two thirds of the search time on the camera-trap elephants
+#: (30,000 cells of 50,000 tiles). Proving further ahead for cells searched again (128)
+#: took 18 rounds in 148-160 s there instead of 24 in 196-205 s (64: 23 rounds, 204 s; 256:
+#: 14 rounds, 184 s), and 50-51 s instead of 46-49 s on the arctic photo at 12 px (7
+#: rounds). Every search at 128, first ones too: 167-183 s, 60-62 s, and 4.6 s instead
+#: of 4.1 s on the seed workload.
+CROWDED_RESERVE_COLUMNS = 128
+CROWDED_LOAD = 0.4
 
 CandidateSource = Callable[[int], tuple[np.ndarray, np.ndarray]]
 
@@ -869,15 +880,27 @@ class _PriceChecks:
     every round's prices: they are outside the proof, which then reaches the
     dearest of them. A cell that lists some of them in a round is not
     searched in that round (it cannot be the last): its search waits until
-    they are spent.
+    they are spent. A search returns at least :data:`RESERVE_COLUMNS` tiles;
+    on a crowded grid a cell's second and later searches of the whole library
+    return ``again`` (:data:`CROWDED_RESERVE_COLUMNS`): its cost has risen
+    past its proof once, and a proof that reaches further outlasts the
+    crowd's climbing prices for more rounds.
     """
 
-    def __init__(self, tail: np.ndarray, tile_count: int) -> None:
+    def __init__(self, tail: np.ndarray, tile_count: int, again: int | None = None) -> None:
         self.level = tail.astype(np.int64).copy()
+        #: Tiles each search of the whole library returns at least
+        #: (:data:`RESERVE_COLUMNS`), and a cell's second and later such searches
+        #: (``again``, :data:`CROWDED_RESERVE_COLUMNS` on crowded grids).
+        self.reserve = RESERVE_COLUMNS
+        self.reserve_again = RESERVE_COLUMNS if again is None else again
+        #: Searches of the whole library of each cell so far.
+        self.whole = np.zeros(len(tail), np.int64)
         # Not the width of CROWD_SEARCH: a reserve that beats its cell's cost is listed
         # in the next round, and a crowd's would widen its lists fourfold; past the
         # reserve the proof stops at the cheapest tile left out.
-        width = max(RESERVE_COLUMNS, MOST_PRICING_COLUMNS, OUT_SEARCH, PRICING_COLUMNS)
+        width = max(self.reserve, self.reserve_again, MOST_PRICING_COLUMNS, OUT_SEARCH,
+                    PRICING_COLUMNS)
         #: Each cell's tiles set aside by its last search of the whole library (``-1``:
         #: none) and their distances.
         self.reserve_tile = np.full((len(tail), width), -1, np.int64)
@@ -933,7 +956,7 @@ class _PriceChecks:
         measured_levels: list[np.ndarray] = []
         searched: list[np.ndarray] = []
         # Searches of some tiles: (cells, tiles, each cell's level beyond those tiles).
-        jobs: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = []
+        jobs: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None, int]] = []
         for reference in np.unique(self.round):
             members = np.flatnonzero(self.round == reference)
             earlier = self.prices[int(reference)]
@@ -965,7 +988,8 @@ class _PriceChecks:
                 for length in np.unique(prefix).tolist():
                     share = cells[prefix == length]
                     jobs.append((share, support[:length],
-                                 self.level[share] - _fall_past(drop, np.array(length))))
+                                 self.level[share] - _fall_past(drop, np.array(length)),
+                                 self.reserve))
         rows = [np.zeros(0, np.int64)]
         tiles = [np.zeros(0, np.int64)]
         distances = [np.zeros(0, np.int64)]
@@ -1009,12 +1033,16 @@ class _PriceChecks:
         listing = np.zeros(count, bool)
         listing[reserved_cells[beats]] = True
         targets = targets[~listing[targets]]
-        jobs.insert(0, (targets, None, None))
-        for job_cells, among, beyond_level in jobs:
+        again = self.whole[targets] > 0
+        if self.reserve_again != self.reserve and again.any():
+            jobs.insert(0, (targets[again], None, None, self.reserve_again))
+            targets = targets[~again]
+        jobs.insert(0, (targets, None, None, self.reserve))
+        for job_cells, among, beyond_level, reserve in jobs:
             self._search(search, job_cells, among, beyond_level, price, reach, upper, out,
-                         new_level, rows, tiles, distances)
+                         new_level, rows, tiles, distances, reserve)
         looked = settled.copy()
-        for job_cells, _, _ in jobs:
+        for job_cells, _, _, _ in jobs:
             looked[job_cells] = True
         # Cells not looked at keep their level and reference round.
         self.level = new_level
@@ -1032,16 +1060,19 @@ class _PriceChecks:
         beyond_level: np.ndarray | None, price: np.ndarray, reach: np.ndarray,
         upper: Callable[[np.ndarray, int], np.ndarray] | None, out: np.ndarray,
         new_level: np.ndarray, rows: list[np.ndarray], tiles: list[np.ndarray],
-        distances: list[np.ndarray],
+        distances: list[np.ndarray], reserve: int | None = None,
     ) -> None:
         """Search ``targets`` (among the tiles ``among``, or all): their finds and levels.
 
         The pairs found are appended to ``rows``, ``tiles`` and ``distances``,
         the cells' new levels written to ``new_level`` (at most
-        ``beyond_level``, what is proven of the tiles not searched).
+        ``beyond_level``, what is proven of the tiles not searched). Every
+        search returns at least ``reserve`` tiles (default :attr:`reserve`).
         """
         if not len(targets):
             return
+        if among is None:
+            self.whole[targets] += 1
         # A cell searched again wants more columns: its earlier finds were all taken.
         widening = np.clip(self.looks[targets] - WIDEN_AFTER, 0, 16)
         width = np.minimum(PRICING_COLUMNS << widening, MOST_PRICING_COLUMNS)
@@ -1056,7 +1087,7 @@ class _PriceChecks:
         width[outside] = PRICING_COLUMNS
         self.looks[targets[~outside]] += 1
         # One search for all: what is found past a cell's columns is set aside.
-        wanted = max(int(looked.max()), RESERVE_COLUMNS)
+        wanted = max(int(looked.max()), self.reserve if reserve is None else reserve)
         if among is None:
             found, found_distances = search.below(
                 targets, price, reach[targets], wanted,
@@ -2446,8 +2477,10 @@ class _Solver:
                    + max(1, _common_factor(self.edges.dist)))
         # A cell that lists every tile has none left to look for.
         complete = self.edges.length >= self.search.tile_count
+        crowded = self.count >= CROWDED_LOAD * self.cap * self.search.tile_count
         checks = _PriceChecks(np.where(complete, _inf(np.dtype(np.int64)), self.edges.tail),
-                              self.search.tile_count)
+                              self.search.tile_count,
+                              CROWDED_RESERVE_COLUMNS if crowded else None)
         choice = None
         state: _flow.FlowState | None = None
         # Cells whose proof the last round broke: a repair moving more would give up.
