@@ -103,3 +103,29 @@ def test_this_machines_own_clients_are_not_capped(monkeypatch):
 ])
 def test_which_clients_are_this_machine(host, own):
     assert _serve._is_this_machine(host) is own
+
+
+def test_a_request_head_sent_a_byte_at_a_time_has_one_deadline(monkeypatch):
+    # Every byte restarted the idle timer, also within a request's head: a client that
+    # sent one byte of its head just before each timeout held the connection for ever.
+    monkeypatch.setattr(_serve, "REQUEST_IDLE_SECONDS", 0.6)
+    head = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 40
+    with served() as port, socket.create_connection(("127.0.0.1", port), timeout=10) as held:
+        started = time.monotonic()
+        closed = False
+        for byte in head:
+            try:
+                held.sendall(bytes([byte]))
+            except OSError:  # closed by the server: what is wanted
+                closed = True
+                break
+            time.sleep(0.1)  # well within the timeout between bytes
+        held.settimeout(5)
+        if not closed:
+            try:
+                closed = held.recv(1024) == b""
+            except OSError:
+                closed = True
+        assert closed
+        assert time.monotonic() - started < 4.0  # the 4 s the head took to send: not waited
+        assert answered(port)  # a request sent whole is answered as before

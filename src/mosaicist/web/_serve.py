@@ -118,16 +118,21 @@ class _Protocol(H11Protocol):
 
     uvicorn closes a connection idle between requests (keep-alive) but
     waits for ever for the first request's head, and for a body once its
-    head has come. Here every byte received restarts a
-    :data:`REQUEST_IDLE_SECONDS` timer, which is stopped while the app
-    answers a request received whole and started again once it has
-    answered; when it runs out while a request is awaited (and reading was
-    not paused to wait for the app), the connection is closed. A connection
+    head has come. Here a :data:`REQUEST_IDLE_SECONDS` timer runs while a
+    request is awaited: started when the connection opens or an answer
+    ends, started again by the first byte of a request's head (the whole
+    head must come within it: restarted by every byte, a client sending one
+    byte of its head every 29 s held the connection for ever), and by every
+    byte of a body; stopped while the app answers a request received whole.
+    When it runs out while a request is awaited (and reading was not paused
+    to wait for the app), the connection is closed. A connection
     from another machine that already holds :data:`MAX_CONNECTIONS_PER_CLIENT`
     is closed as it opens.
     """
 
     _idle: asyncio.TimerHandle | None = None
+    #: Whether the head of the request awaited has begun (its deadline is running).
+    _head_begun = False
 
     def _arm(self) -> None:
         self._disarm()
@@ -152,6 +157,7 @@ class _Protocol(H11Protocol):
         if self._client_has_too_many():
             transport.close()  # before anything is read: nothing is answered, nothing waits
             return
+        self._head_begun = False
         self._arm()
 
     def _client_has_too_many(self) -> bool:
@@ -165,12 +171,20 @@ class _Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
+        state = self.conn.their_state
+        if state == h11.IDLE:
+            if not self._head_begun:  # the head's first bytes: its deadline starts
+                self._head_begun = True
+                self._arm()
+        elif state == h11.SEND_BODY:
+            self._head_begun = False
             self._arm()
         else:
+            self._head_begun = False
             self._disarm()  # received whole: the app answers, however long that takes
 
     def on_response_complete(self) -> None:
+        self._head_begun = False
         self._arm()
         super().on_response_complete()
 
