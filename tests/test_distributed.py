@@ -815,8 +815,10 @@ def test_a_task_that_fails_on_a_local_cluster_is_one_line(tmp_path):
     assert done.returncode == 1
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
-    assert re.fullmatch(r"mosaicist: error: t\d+\.png: cannot open the tile's original: .*",
+    # The file itself, not its id in the library (session 32: 't3.png' alone).
+    assert re.fullmatch(r"mosaicist: error: .*/t\d+\.png: cannot open the tile's original: .*",
                         lines[0])
+    assert str(tiles) in lines[0]
     assert not (tmp_path / "again.png").exists()
 
 

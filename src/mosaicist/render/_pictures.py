@@ -41,6 +41,7 @@ from ..imaging import (
     thumbnail,
 )
 from ..sources import SourceEntry, TileSource
+from ..sources.base import readable
 
 
 class TilePictures(abc.ABC):
@@ -229,6 +230,7 @@ class OriginalPictures(TilePictures):
     def _decode(self, source_id: str) -> np.ndarray:
         entry = SourceEntry(source_id, 0, 0, None)
         window = self.windows.get(source_id)
+        path: str | None = None
         try:
             path = self.source.local_path(entry)
             if path is not None and self.as_indexed:
@@ -245,7 +247,9 @@ class OriginalPictures(TilePictures):
                 return thumbnail(original, self.tile_px, self.aspect, window)
             return make_tile(original, self.tile_px, self.aspect, self.crop).pixels
         except (ImageReadError, OSError, ValueError, SyntaxError) as error:
-            raise MosaicistError(f"{source_id}: cannot open the tile's original: {error}") \
+            # The file itself where there is one: a library's ids are relative to its folder.
+            where = readable(os.fspath(path)) if path is not None else source_id
+            raise MosaicistError(f"{where}: cannot open the tile's original: {error}") \
                 from None
 
     def _decode_as_indexed(self, path: str | os.PathLike[str]) -> np.ndarray:
