@@ -1164,8 +1164,9 @@ def test_a_video_that_cannot_be_written_keeps_the_summary_and_report(data, tmp_p
     result = run(["batch", garbage, "--tiles", tiles, "-o", tmp_path / "none", *GRID,
                   "--video", tmp_path / "w.mp4", "--report", report])
     assert result.exit_code == 1 and "Traceback" not in result.output
+    # Before any frame: "before its last frame" was said of a file with none at all.
     assert json.loads(report.read_text())["video_error"] == (f"not written: {garbage} "
-                                                              "failed before its last frame")
+                                                              "failed before any frame")
 
 
 def test_a_video_without_frames_is_a_failed_target(data, tmp_path):

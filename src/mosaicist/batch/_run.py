@@ -476,10 +476,11 @@ def batch_mosaics(
         # Made or found finished by this run: a failed target's old output is not a frame.
         whole = {entry.output for entry in result.results if entry.status != "failed"}
         missing = [name for name, path in outputs if path not in whole]
-        unread = [source.target.name for source in videos if source.broken]
+        unread = [source for source in videos if source.broken]
         if unread:
             # Its frames from the one it stopped at are unknown, not merely unmade.
-            result.video_error = f"not written: {unread[0]} failed before its last frame"
+            where = "before its last frame" if unread[0].frames else "before any frame"
+            result.video_error = f"not written: {unread[0].target.name} failed {where}"
         elif missing:
             result.video_error = (f"not written: {len(missing)} of {len(outputs)} frames "
                                   f"are missing (the first: {missing[0]})")
