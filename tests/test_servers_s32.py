@@ -129,3 +129,27 @@ def test_a_request_head_sent_a_byte_at_a_time_has_one_deadline(monkeypatch):
         assert closed
         assert time.monotonic() - started < 4.0  # the 4 s the head took to send: not waited
         assert answered(port)  # a request sent whole is answered as before
+
+
+def test_past_the_servers_connections_the_refusal_says_when_to_come_back(monkeypatch):
+    # uvicorn's own 503 (past MAX_CONNECTIONS) was plain text without Retry-After nor the
+    # security headers every other answer has.
+    import json
+
+    monkeypatch.setattr(_serve, "MAX_CONNECTIONS", 2)
+    with served() as port:
+        held = idle_connections(port, 2)
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request("GET", "/")
+            response = connection.getresponse()
+            body = response.read()
+            connection.close()
+        finally:
+            for socket_ in held:
+                socket_.close()
+        assert response.status == 503
+        assert response.getheader("Retry-After") == str(_serve.BUSY_RETRY_SECONDS)
+        assert response.getheader("X-Content-Type-Options") == "nosniff"
+        assert list(json.loads(body)) == ["error"]
+        assert wait_for(lambda: answered(port))  # served again once they are gone

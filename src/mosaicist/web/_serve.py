@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
 import signal
 import socket
@@ -26,9 +27,11 @@ from typing import Any
 
 import h11
 import uvicorn
+from uvicorn.protocols.http import h11_impl
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..errors import MosaicistError
+from ._guard import _with_security_headers
 
 #: Seconds open answers (event streams) get to finish when the server stops.
 GRACEFUL_SECONDS = 3
@@ -50,6 +53,28 @@ MAX_CONNECTIONS_PER_CLIENT = 16
 #: Without a limit a connection that never sends its request (a phone gone from the Wi-Fi
 #: mid-upload, a browser's unused preconnection) held one of MAX_CONNECTIONS for ever.
 REQUEST_IDLE_SECONDS = 30.0
+#: Seconds a client refused past :data:`MAX_CONNECTIONS` is asked to wait (``Retry-After``).
+BUSY_RETRY_SECONDS = 5
+_BUSY = json.dumps({"error": "this server is answering too many connections at once; "
+                             "try again in a few seconds"}).encode()
+
+
+async def _busy(scope: Any, receive: Any, send: Any) -> None:
+    """The answer past :data:`MAX_CONNECTIONS`: 503, ``Retry-After``, one sentence in JSON.
+
+    uvicorn's own (plain text, without ``Retry-After`` or the security headers
+    the guard adds to every other answer) bypassed the app; it is looked up
+    as a module global where uvicorn refuses, so it is replaced there.
+    """
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(_BUSY)).encode()), (b"connection", b"close"),
+               (b"retry-after", str(BUSY_RETRY_SECONDS).encode())]
+    await send({"type": "http.response.start", "status": 503,
+                "headers": _with_security_headers(headers)})
+    await send({"type": "http.response.body", "body": _BUSY, "more_body": False})
+
+
+h11_impl.service_unavailable = _busy
 
 
 def bind(host: str, port: int) -> socket.socket:
