@@ -44,11 +44,26 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageCms
 
+from .errors import OptionError, alternatives
+
 _LOG = logging.getLogger(__name__)
 
 #: Values of the ``colour_profiles`` setting: ``ignore`` (the stored values taken as
 #: sRGB, as the seed's reader does) and ``convert`` (embedded profiles applied).
 COLOUR_PROFILE_MODES = ("ignore", "convert")
+
+def check_colour_profiles(value: object) -> None:
+    """Refuse a ``colour_profiles`` value other than those of :data:`COLOUR_PROFILE_MODES`.
+
+    Raises
+    ------
+    OptionError
+        Naming the setting and the values it takes.
+    """
+    if value not in COLOUR_PROFILE_MODES:
+        raise OptionError("unknown {colour_profiles} {value!r}; use {known}", value=value,
+                          known=alternatives(COLOUR_PROFILE_MODES))
+
 
 #: LittleCMS's relative colorimetric intent (``ImageCms.Intent.RELATIVE_COLORIMETRIC``).
 #: Plain numbers: ``ImageCms.Flags`` is newer than the Pillow 10.2 we support.

@@ -68,7 +68,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, PngImagePlugin, features
 
 from ._profiles import (
-    COLOUR_PROFILE_MODES,
+    check_colour_profiles,
     converts,
     is_rgb_profile,
     jpeg_profile,
@@ -78,7 +78,7 @@ from ._profiles import (
 from .aspect import SQUARE, height_for
 from .crop import Window, centre_window, choose_window, scale_window, window_size
 from .dedupe import SIGNATURE_PX, signature
-from .errors import MosaicistError, OptionError, alternatives, counted
+from .errors import MosaicistError, OptionError, counted
 from .paths import URL_START, expanded
 
 try:  # libjpeg-turbo directly: ~10x faster than Pillow for small JPEGs
@@ -165,13 +165,6 @@ def _tiff_signed_16(image: Image.Image) -> bool:
             and _tiff_tag(image, _TIFF_SAMPLE_FORMAT) == (2,))
 
 
-def _check_profiles(colour_profiles: str) -> None:
-    """Refuse a ``colour_profiles`` value that is neither ``ignore`` nor ``convert``."""
-    if colour_profiles not in COLOUR_PROFILE_MODES:
-        raise OptionError("unknown {colour_profiles} {value!r}; use {known}",
-                          value=colour_profiles, known=alternatives(COLOUR_PROFILE_MODES))
-
-
 def to_rgb(image: Image.Image, colour_profiles: str = "ignore") -> Image.Image:
     """Convert a Pillow image of any mode to 8-bit RGB (see the module docstring).
 
@@ -192,7 +185,7 @@ def to_rgb(image: Image.Image, colour_profiles: str = "ignore") -> Image.Image:
     """
     if colour_profiles == "ignore":
         return _stored_rgb(image)
-    _check_profiles(colour_profiles)
+    check_colour_profiles(colour_profiles)
     profile = profile_of(image)
     if profile is None:
         return _stored_rgb(image)
@@ -917,7 +910,7 @@ def decode_tile(data: bytes, width_px: int, aspect: tuple[int, int] = SQUARE,
         When the bytes are not a readable image (truncated, unknown format,
         over the pixel limit).
     """
-    _check_profiles(colour_profiles)
+    check_colour_profiles(colour_profiles)
     limit = TILE_MAX_PIXELS if max_pixels is None else max_pixels
     fast = _decode_jpeg_fast(data, width_px, aspect, crop, limit, colour_profiles)
     if fast is not None:
@@ -985,7 +978,7 @@ def read_original(
     OSError
         When the file cannot be opened (missing, permissions).
     """
-    _check_profiles(colour_profiles)
+    check_colour_profiles(colour_profiles)
     limit = TILE_MAX_PIXELS if max_pixels is None else max_pixels
     # Opened here, so that a missing file is an OSError and not "not an image".
     with open(path, "rb") as handle:
@@ -1193,7 +1186,7 @@ def picture_array(image: Image.Image, name: str = "target",
         In one line naming ``name``, when its pixels cannot be decoded (a
         file cut short, an image already closed).
     """
-    _check_profiles(colour_profiles)
+    check_colour_profiles(colour_profiles)
     try:
         with _PILLOW_LIMIT.allowing(max_pixels):
             image.load()
@@ -1229,7 +1222,7 @@ def read_target(
         unreadable, or over ``max_pixels`` (an :class:`OptionError` naming
         ``max_target_pixels`` then).
     """
-    _check_profiles(colour_profiles)
+    check_colour_profiles(colour_profiles)
     path = _existing_target(path)
     size: tuple[int, int] | None = None
     try:

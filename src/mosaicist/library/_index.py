@@ -58,7 +58,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._profiles import COLOUR_PROFILE_MODES, usual_colour_profiles
+from .._profiles import COLOUR_PROFILE_MODES, check_colour_profiles, usual_colour_profiles
 from ..aspect import SQUARE, aspect_pair, format_aspect, height_for
 from ..crop import CROP_MODES, Window, crop_method, window_size
 from ..dedupe import DEDUPE_VERSION, duplicate_groups, duplicate_leaders, tile_signatures
@@ -522,9 +522,8 @@ class TileLibrary:
         if not isinstance(crop, str) or crop not in CROP_MODES:
             raise OptionError("unknown {crop} {value!r}; use {known}", value=crop,
                               known=alternatives(CROP_MODES))
-        if colour_profiles is not None and colour_profiles not in COLOUR_PROFILE_MODES:
-            raise OptionError("unknown {colour_profiles} {value!r}; use {known}",
-                              value=colour_profiles, known=alternatives(COLOUR_PROFILE_MODES))
+        if colour_profiles is not None:
+            check_colour_profiles(colour_profiles)
         cache = default_cache_dir(cache_dir)
         if not isinstance(source, TileSource):
             source = open_source(source, cache_dir=cache, show_progress=show_progress)
