@@ -1554,6 +1554,9 @@ class _LocalRunner(_Runner):
         gc.collect()
 
 
+#: Why a target failed whose worker died every time it was tried (a pool's process, or
+#: each Dask worker given it), the others having been tried again without it.
+_WORKER_DIED = "the worker process making it died each time it was tried (out of memory?)"
 #: What a batch on a Dask cluster says when its scheduler is gone mid-run.
 _LOST_SCHEDULER = ("lost the connection to the Dask scheduler; its tasks are cancelled; "
                    "the outputs made are kept")
@@ -1707,7 +1710,7 @@ def _lost_job(error: Exception) -> str:
     if _killed_worker(error):
         # Dask tried it on one worker after another, and each died making it; its
         # own message is a paragraph naming the task's key and a web page.
-        return "the worker process making it died each time it was tried (out of memory?)"
+        return _WORKER_DIED
     return f"its worker failed: {type(error).__name__}: {error}"
 
 
@@ -1727,8 +1730,7 @@ def _retry_broken(runner: _Runner, pending: dict[Any, _Work], work: _Work,
     if len(lost) == 1 and work.attempts >= ATTEMPTS:
         _forget_picks(work)
         work.source.finished(work)
-        report.failed(work.job.name, work.job.output,
-                      "the worker process making it died (out of memory?)")
+        report.failed(work.job.name, work.job.output, _WORKER_DIED)
         return
     for item in lost:
         item.attempts += 1
