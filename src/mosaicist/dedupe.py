@@ -60,8 +60,9 @@ import numpy as np
 
 from .errors import check_range
 
-#: Version of the grouping rule, in the names of cached leaders: raised when a change
-#: here could make other leaders from the same hashes (a stale cache is not read then).
+#: Version of the grouping rule, in the names of cached leaders and of the folder of a
+#: library without its near-duplicates: raised when a change here could make other
+#: leaders from the same hashes (a stale cache is not read then).
 DEDUPE_VERSION = 1
 #: Bits of a tile's perceptual hash.
 HASH_BITS = 64

@@ -9,7 +9,8 @@ profiles), under the cache::
         write.lock          held by the one process updating the index (its PID inside)
         duplicates/         near-duplicate leaders per threshold (a cache)
         dedupe-t<T>/        the library without near-duplicates at threshold T: its
-                            packed tiles and its features (a cache)
+                            packed tiles and its features (a cache; ``dedupe-v<V>-t<T>``
+                            for a grouping rule of version V above 1)
 
 Square centre-cropped indexes keep the folder ``px<match_px>`` they always
 had; every other aspect or crop has its own (``px32-3x2-subject``). The crop
@@ -440,7 +441,12 @@ class TileLibrary:
         kept = np.flatnonzero(leaders == np.arange(len(self)))
         if len(kept) == len(self):
             return self
-        work = self._work_dir / f"dedupe-t{threshold}"
+        # Named by the grouping rule's version too, as the cached leaders are: what is
+        # cached in it (the kept tiles' pixels, their features) is named by the library's
+        # generation and size, which another rule keeping as many tiles, but other ones,
+        # shares. Version 1's folder keeps the name it had.
+        version = "" if DEDUPE_VERSION == 1 else f"v{DEDUPE_VERSION}-"
+        work = self._work_dir / f"dedupe-{version}t{threshold}"
         store = work / f"tiles-g{self.generation}-n{len(self)}.u8"
         tiles = _packed_subset(self.tiles, kept, store, self.generation)
         positions = kept if self.positions is None else self.positions[kept]
