@@ -6,7 +6,8 @@ Routes (JSON unless said otherwise; errors are ``{"error": "one sentence"}``):
 ``GET /``                                  the guests' upload page (its token in it)
 ``GET /display``, ``GET /admin``           the display page, the host's page
 ``GET /assets/{name}``                     the pages' scripts, styles and icons
-``GET /api/info``                          grid, tile shape, limits, paused, moderation
+``GET /api/info``                          grid, tile shape, limits, paused, moderation,
+                                           the guests' link (``--url``, else null)
 ``POST /api/photos``                       upload photos (multipart, field ``photo``,
                                            repeatable): 201 placed, 202 pending
 ``GET /api/photos/{id}``                   one photo's status and cell
@@ -595,7 +596,11 @@ class Live:
                 "tile": {"width": tile_w, "height": tile_h}, "paused": event.paused,
                 "moderation": event.moderation, "final": event.final,
                 "max_photo_bytes": MAX_PHOTO_BYTES, "max_files": MAX_FILES,
-                "formats": list(photo_formats()), "version": event.version}
+                "formats": list(photo_formats()), "version": event.version,
+                # The display shows this link beside its QR code (which has it): without
+                # it, the page showed the address it was opened by (127.0.0.1 on the
+                # laptop), a link no phone reaches. None: the page's own address is right.
+                "guest_url": self.guest_url}
 
     def guest_link(self, host: str) -> str:
         """The guests' link: ``--url``, else this server under the name the request used.

@@ -60,7 +60,7 @@ from PIL import Image
 
 from ..aspect import height_for
 from ..crop import Window
-from ..errors import MosaicistError, OptionError
+from ..errors import MosaicistError, OptionError, counted
 from ..imaging import (
     _DECODE_ERRORS,
     _PILLOW_LIMIT,
@@ -1586,8 +1586,8 @@ class Event:
             When the wall has no empty cell, or too few photos for the limit.
         """
         if max_uses < 2:
-            raise Conflict("completing from the photos received needs a max_uses of at "
-                           "least 2 (each photo is on the wall once already)")
+            raise Conflict("completing from the photos received needs at least 2 uses of one "
+                           "photo (max_uses; each photo is on the wall once already)")
         with self.lock:
             empty = self.placer.free
             sources = [photo for photo in sorted(self.photos.values(), key=lambda p: p.seq)
@@ -1599,10 +1599,14 @@ class Event:
                 raise Conflict("no guest's photo is on the wall yet to repeat; complete from "
                                "the fallback library, or once photos have arrived")
             if len(sources) * (max_uses - 1) < len(empty):
+                # Said with the uses it takes: the host's page asks for "most uses of one
+                # photo", and "raise max_uses" left the host guessing by how much.
+                needed = 1 + -(-len(empty) // len(sources))
                 raise Conflict(
-                    f"{len(empty)} empty cells need more repeats than {len(sources)} photos "
-                    f"used at most {max_uses} times allow; raise max_uses or complete from "
-                    "the fallback library")
+                    f"filling {counted(len(empty), 'empty cell')} from "
+                    f"{counted(len(sources), 'photo')} on the wall takes at least "
+                    f"{needed:,} uses of one photo (max_uses), not {max_uses:,}; allow "
+                    "that many, or complete from the fallback library")
             costs = self.wall_costs.costs(self.placer.vectors([p.number for p in sources]),
                                           empty).T
             cols = self.settings.cols
@@ -1659,9 +1663,13 @@ class Event:
             if not len(empty):
                 raise Conflict("the wall has no empty cell")
             count = len(library)
+            if not count:
+                raise Conflict("the fallback library has no photos to complete the wall from")
             if count * max_uses < len(empty):
-                raise Conflict(f"{len(empty)} empty cells need more than {count} library photos "
-                               f"used at most {max_uses} times")
+                needed = -(-len(empty) // count)
+                raise Conflict(f"filling {counted(len(empty), 'empty cell')} from "
+                               f"{counted(count, 'library photo')} takes at least {needed:,} "
+                               f"uses of one photo (max_uses), not {max_uses:,}")
             metric = self.settings.options.metric
             k = min(count, COMPLETION_CANDIDATES)
             best = np.full((len(empty), 0), -1, np.int64)
@@ -1837,8 +1845,11 @@ def _made(folder: Path, target: str | os.PathLike[str] | None, grid: tuple[int, 
           options: MosaicOptions) -> WallSettings:
     """The settings of a new event, with its target cut and stored."""
     if target is None or grid is None:
-        raise MosaicistError(f"{folder}: not an event folder yet; a new event needs its TARGET "
-                             "and --grid COLSxROWS")
+        # Named for what is missing: given a TARGET, "needs its TARGET and --grid" sent the
+        # host looking for what was wrong with the target.
+        needs = ("its TARGET and --grid COLSxROWS" if target is None and grid is None
+                 else "its TARGET" if target is None else "--grid COLSxROWS (e.g. 40x30)")
+        raise MosaicistError(f"{folder}: not an event folder yet; a new event needs {needs}")
     path = Path(target)
     if not path.is_file():
         raise MosaicistError(f"{target}: target file not found")
