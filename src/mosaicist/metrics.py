@@ -80,15 +80,21 @@ The intended differences:
 - When the tile or cell size is not a multiple of ``k``, ``viewscale``
   averages ``floor(size / k)``-pixel blocks from the top left of the whole
   picture, so its view pixels straddle cells and the bottom and right
-  parts of the picture are left out; here every cell is reduced by exact
-  area weights on its own. Judge mosaics with ``viewscale`` at tile and
-  cell sizes that ``k`` divides.
+  parts of the picture are left out (with tiles or cells under ``k``
+  pixels its blocks are empty, and every figure it prints is ``nan``);
+  here every cell is reduced by exact area weights on its own. Judge
+  mosaics with ``viewscale`` at tile and cell sizes that ``k`` divides.
 - Pictures are read by :func:`mosaicist.imaging.read_target` (EXIF
   orientation applied, transparency over white, 16-bit values scaled);
   ``viewscale`` uses Pillow's ``convert("RGB")``, which does none of these.
   An embedded ICC profile is applied as the mosaic's ``make`` applied it
   (:func:`score_mosaic`'s ``colour_profiles``: recorded in JSON placements,
   else the default preset's ``convert``); ``viewscale`` never applies one.
+- ``make --print`` cuts the grid from the centre of the print's crop of
+  the target, which JSON placements record (:func:`score_mosaic` reads
+  it there); ``viewscale --cell`` cuts the whole target's centre, another
+  region (or one the mosaic does not fit) unless the print has the
+  target's shape.
 - ``mosaicist make --report`` measures the mosaic as matched, at
   ``--match-px``; with a larger ``--tile-px`` the written picture is drawn
   anew from the original photos, and ``viewscale`` on it differs slightly
@@ -989,9 +995,12 @@ def score_mosaic(
     """Score a mosaic file against its target picture (any tool's mosaic).
 
     The target is cut into cells as ``mosaicist make`` does
-    (:func:`mosaicist.grid.make_grid`: whole cells, centre crop); the mosaic
-    must be ``cols * t`` by ``rows * t_h`` pixels for a whole tile width
-    ``t`` and ``t_h = round(t * H / W)`` (``t`` for square cells).
+    (:func:`mosaicist.grid.make_grid`: whole cells, centre crop), or, with
+    JSON placements, as they record (their grid's place in the target: a
+    ``make --print`` grid lies in the centre of the print's crop, not of
+    the whole target); the mosaic must be ``cols * t`` by ``rows * t_h``
+    pixels for a whole tile width ``t`` and ``t_h = round(t * H / W)``
+    (``t`` for square cells).
 
     Parameters
     ----------
@@ -1026,23 +1035,47 @@ def score_mosaic(
     Raises
     ------
     MosaicistError
-        When a file is missing or unreadable, or the sizes do not fit.
+        When a file is missing or unreadable, or the sizes do not fit
+        (an :class:`OptionError` also when ``cell_px`` or ``aspect`` differ
+        from those JSON placements record).
     """
+    # JSON placements record how the mosaic was made: its cells and where its grid
+    # lies in the target (a --print crop moves it off the whole target's centre).
+    recorded = (tile_grid if isinstance(tile_grid, Placements) and tile_grid.settings_recorded
+                else None)
+    made = recorded.options if recorded is not None else MosaicOptions()
     check_range("cell_px", cell_px, *CELL_PX_RANGE, "pixels", whole=True)
     _check_view_px(view_px)
     if colour_profiles is None:
         # A target carrying a profile reads otherwise by it: scored as it was made.
-        made = (tile_grid.options if isinstance(tile_grid, Placements)
-                and tile_grid.settings_recorded else MosaicOptions())
         colour_profiles = made.colour_profiles
     # aspect_pair checks a pair too: (3,) or 5 failed in format_aspect, naming no setting.
     ratio = aspect_pair(aspect)
     square = ratio == (1, 1)
     cell_height = height_for(cell_px, ratio)
+    if recorded is not None and (cell_px, ratio) != (made.cell_px, made.aspect_ratio):
+        # Their grid lies where cells of that size put it: others measure another region.
+        differing = [("{cell_px} {made_cell}", "{cell_px} {cell}")] * (cell_px != made.cell_px)
+        differing += [("{aspect} {made_aspect}", "{aspect} {given_aspect}")] * (
+            ratio != made.aspect_ratio)
+        raise OptionError(
+            "the placements are for " + " and ".join(then for then, _ in differing)
+            + ", not " + " and ".join(now for _, now in differing),
+            made_cell=made.cell_px, made_aspect=format_aspect(made.aspect_ratio),
+            cell=cell_px, given_aspect=format_aspect(ratio))
     mosaic = _read_scored(mosaic_path, "mosaic", colour_profiles)
     target = _read_scored(target_path, "target", colour_profiles)
     grid = make_grid(target, cell_px, name=str(target_path), cell_height=cell_height)
-    rows, cols = grid.rows, grid.cols
+    rows, cols, left, top = grid.rows, grid.cols, grid.left, grid.top
+    if recorded is not None:
+        rows, cols, (left, top) = recorded.rows, recorded.cols, recorded.crop
+        if (left + cols * cell_px > target.shape[1]
+                or top + rows * cell_height > target.shape[0]):
+            raise OptionError(
+                "the placements are {shape} cells from ({left}, {top}) but {target} is "
+                "{width}x{height} pixels, too small for them at {cell_px} {cell}",
+                shape=f"{cols}x{rows}", left=left, top=top, target=target_path,
+                width=target.shape[1], height=target.shape[0], cell=cell_px)
     height, width = mosaic.shape[:2]
     tile_px = width // cols if width % cols == 0 else 0
     tile_height = height // rows if height % rows == 0 else 0
@@ -1072,7 +1105,7 @@ def score_mosaic(
             "{cell_px} {cell}", shape=shape, target=target_path, cols=cols, rows=rows,
             cell=cell_px,
         )
-    crop = target[grid.top:grid.top + rows * cell_height, grid.left:grid.left + cols * cell_px]
+    crop = target[top:top + rows * cell_height, left:left + cols * cell_px]
     metrics: dict = {"rows": rows, "cols": cols, "cell_px": cell_px, "tile_px": tile_px}
     if not square:
         metrics |= {"aspect": format_aspect(ratio), "cell_height": cell_height,
