@@ -68,6 +68,36 @@ def expanded(path: str | os.PathLike[str]) -> Path:
         return given
 
 
+def dangling_link(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path``, which does not exist, is a link that leads nowhere; None otherwise.
+
+    ``Path.exists`` is False both for a missing name and for a link whose target
+    is missing or loops back on itself; "not found" for the latter sends a user
+    looking for a file that is there.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A path that ``exists()`` said is not there.
+
+    Returns
+    -------
+    str or None
+        "a link that loops back on itself", "a link to TARGET, which is not
+        there", or None when ``path`` is no link (or cannot be read).
+    """
+    try:
+        if not os.path.islink(path):
+            return None
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "a link that loops back on itself"
+        with contextlib.suppress(OSError):
+            return f"a link to {os.readlink(path)}, which is not there"
+    return None
+
+
 def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
     """Return the cache directory, creating it if needed.
 

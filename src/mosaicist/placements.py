@@ -40,7 +40,7 @@ import csv
 import json
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ import numpy as np
 
 from .errors import MosaicistError, OptionError, alternatives, counted, shown_type
 from .options import MosaicOptions
-from .paths import atomic_path, expanded
+from .paths import atomic_path, dangling_link, expanded
 from .transforms import SHAPE_KEEPING, TRANSFORM_NAMES, transform_code
 
 CSV_HEADER = (
@@ -133,11 +133,13 @@ class Placements:
     ------
     ValueError
         When the arrays do not fit a ``rows x cols`` grid, hold values out of
-        range (a negative library position, an unknown transform code, a
-        tint or gain beyond :data:`MAX_SHIFT`), or a transform turns
+        range (a library position below 0 or past 2^53, a whole-number
+        distance past int64, an unknown transform code, a tint or gain
+        beyond :data:`MAX_SHIFT`), or a transform turns
         rectangular tiles (a quarter turn or a diagonal mirror);
         :class:`~mosaicist.errors.OptionError` (a ValueError) naming the
-        parameter for one of the wrong type.
+        parameter for one of the wrong type (``source`` and ``target`` not
+        texts, ``hashes`` that are not 32 hex digits).
     """
 
     def __init__(
@@ -171,7 +173,10 @@ class Placements:
         if rows < 1 or cols < 1:
             raise ValueError("a grid has at least one row and one column, got "
                              f"{_grid(rows, cols)}")
-        self.rect = None if rect is None else np.asarray(rect, np.float64).reshape(-1, 4)
+        # Named, with the shape given: NumPy's "cannot reshape array of size 3 into shape
+        # (4)" or "could not convert string to float" named no parameter.
+        self.rect = (None if rect is None
+                     else _in_rows("rect", _numbers("rect", rect), 4).astype(np.float64))
         if self.rect is not None:
             check_rects(rows, cols, self.rect)
             count = len(self.rect)
@@ -180,15 +185,29 @@ class Placements:
         # Checked before the casts: a position 0.5 became tile 0 and a transform code
         # 300 an OverflowError, a NaN distance summed into the objective, an id 5 (or
         # the letters of one text) failed at drawing.
-        self.tile = _numbers("tile", tile, whole=True).astype(np.int64).reshape(-1)
+        positions = _numbers("tile", tile, whole=True).reshape(-1)
+        # Before the cast: a uint64 position past int64 became a negative one ("tile has a
+        # negative library position, -1"), and one past what a placements file holds
+        # was kept, written, and refused by read.
+        if len(positions) and int(positions.max()) > _MAX_POSITION:
+            raise ValueError(f"tile has a library position past {_MAX_POSITION:,}: "
+                             f"{int(positions.max()):,}")
+        self.tile = positions.astype(np.int64)
         self.distance = _numbers("distance", distance).reshape(-1)
         if not np.isfinite(self.distance).all():
             raise ValueError("distance has values that are not finite numbers")
-        if isinstance(source_ids, str | bytes) or not all(
-                isinstance(name, str) for name in source_ids):
+        if np.issubdtype(self.distance.dtype, np.integer) and len(self.distance) and not (
+                _INT64[0] <= int(self.distance.min()) and int(self.distance.max()) <= _INT64[1]):
+            # A uint64 past int64: kept, written, and refused by read.
+            raise ValueError("distance has whole numbers past int64")
+        # A list first: a generator was used up by the check of its items, and read as
+        # no ids at all ("source_ids has 0 entries").
+        ids = (None if isinstance(source_ids, str | bytes) or not isinstance(source_ids, Iterable)
+               else list(source_ids))
+        if ids is None or not all(isinstance(name, str) for name in ids):
             raise OptionError("{source_ids} must be a list of texts (tile ids), got {value}",
                               value=shown_type(source_ids))
-        self.source_ids = list(source_ids)
+        self.source_ids = ids
         codes = len(TRANSFORM_NAMES)
         if transform is None:
             self.transform = np.zeros(count, np.int8)
@@ -198,9 +217,9 @@ class Placements:
                 raise ValueError(f"transform has codes outside 0 to {codes - 1}")
             self.transform = given.astype(np.int8)
         self.tint = (np.zeros((count, 3), np.float64) if tint is None
-                     else _numbers("tint", tint).astype(np.float64).reshape(-1, 3))
+                     else _in_rows("tint", _numbers("tint", tint), 3).astype(np.float64))
         self.gain = (np.ones((count, 3), np.float64) if gain is None
-                     else _numbers("gain", gain).astype(np.float64).reshape(-1, 3))
+                     else _in_rows("gain", _numbers("gain", gain), 3).astype(np.float64))
         self.chroma = (np.ones(count, np.float64) if chroma is None
                        else _numbers("chroma", chroma).astype(np.float64).reshape(-1))
         for name, length in (("tile", len(self.tile)), ("distance", len(self.distance)),
@@ -230,8 +249,9 @@ class Placements:
                 kept = alternatives(TRANSFORM_NAMES[code] for code in SHAPE_KEEPING)
                 raise ValueError(f"transform {name} does not keep the shape of "
                                  f"{self.options.aspect} tiles (use {kept})")
-        self.source = source
-        self.target = target
+        # Checked as read checks them: a number or a NUL here made a file read refuses.
+        self.source = _given_text(source, "source")
+        self.target = _given_text(target, "target")
         # Written as it is, a crop of another shape made a file that read refuses, or a
         # ValueError (unpacking) while writing it.
         if not (isinstance(crop, tuple | list) and len(crop) == 2 and all(
@@ -242,7 +262,7 @@ class Placements:
         self.crop = (int(crop[0]), int(crop[1]))
         self.settings_recorded = True
         self.path: Path | None = None
-        self._hashes = None if hashes is None or callable(hashes) else dict(hashes)
+        self._hashes = None if hashes is None or callable(hashes) else _given_hashes(hashes)
         self._hash_lookup = hashes if callable(hashes) else None
 
     def __repr__(self) -> str:
@@ -318,8 +338,9 @@ class Placements:
         ------
         MosaicistError
             When the file cannot be written (naming it, not the temporary
-            file it is written as); :class:`~mosaicist.errors.OptionError`
-            when ``path`` is not a path.
+            file it is written as), or a tile id is one :meth:`read` would
+            refuse (empty, absolute, leaving the library: nothing is written);
+            :class:`~mosaicist.errors.OptionError` when ``path`` is not a path.
         """
         if self.rect is None:
             rows, cols = np.divmod(np.arange(len(self)), self.cols)
@@ -341,6 +362,7 @@ class Placements:
         if self.rect is not None:
             columns += [self.rect[:, c].tolist() for c in range(4)]
             header = (*header, *RECT_HEADER)
+        self._check_ids(path)
         with _writing(path) as temporary, open(
                 temporary, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
@@ -395,11 +417,32 @@ class Placements:
         ------
         MosaicistError
             When the file cannot be written (naming it, not the temporary
-            file it is written as); :class:`~mosaicist.errors.OptionError`
-            when ``path`` is not a path.
+            file it is written as), or a tile id is one :meth:`read` would
+            refuse (empty, absolute, leaving the library: nothing is written);
+            :class:`~mosaicist.errors.OptionError` when ``path`` is not a path.
         """
+        self._check_ids(path)
         with _writing(path) as temporary:
             Path(temporary).write_text(json.dumps(self.to_json(), separators=(",", ":")) + "\n")
+
+    def _check_ids(self, path: object) -> None:
+        """Refuse to write tile ids that :meth:`read` refuses (:func:`tile_id_problem`).
+
+        Placements made in memory may hold any text (an empty id for a cell
+        with no photo); written, such a file was refused when read back, or
+        a lone surrogate raised UnicodeEncodeError half-way through a CSV.
+
+        Raises
+        ------
+        MosaicistError
+            Naming the file, the first cell whose id cannot be written, and why.
+        """
+        for tile_id in dict.fromkeys(self.source_ids):
+            problem = tile_id_problem(tile_id)
+            if problem:
+                raise MosaicistError(
+                    f"{_as_path(path)}: cannot write the placements file: the tile id of cell "
+                    f"{self.source_ids.index(tile_id):,} {problem}: {_shown(tile_id)}")
 
     def write(self, path: str | os.PathLike[str]) -> None:
         """Write CSV or JSON by the file's extension.
@@ -413,8 +456,9 @@ class Placements:
         ------
         MosaicistError
             When the file cannot be written (naming it, not the temporary
-            file it is written as); :class:`~mosaicist.errors.OptionError`
-            when ``path`` is not a path.
+            file it is written as), or a tile id is one :meth:`read` would
+            refuse (empty, absolute, leaving the library: nothing is written);
+            :class:`~mosaicist.errors.OptionError` when ``path`` is not a path.
         """
         if str(_as_path(path)).lower().endswith(".json"):
             self.write_json(path)
@@ -447,7 +491,8 @@ class Placements:
             # A folder it may not look into: exists() raises PermissionError (an OSError
             # that the message below names), where a missing file is False.
             if not path.exists():
-                raise MosaicistError(f"{path}: placements file not found")
+                raise MosaicistError(
+                    f"{path}: {dangling_link(path) or 'placements file not found'}")
             if not path.is_file():
                 raise MosaicistError(f"{path}: placements file is not a regular file")
         except OSError as error:
@@ -739,6 +784,45 @@ def _numbers(name: str, values: object, whole: bool = False) -> np.ndarray:
                           value=f"an array of {array.dtype}" if array.dtype != object
                           else shown_type(values))
     return array
+
+
+def _in_rows(name: str, values: np.ndarray, width: int) -> np.ndarray:
+    """``values`` as rows of ``width`` numbers, or a ValueError naming ``name`` and the shape."""
+    if values.size % width or (values.ndim > 1 and values.shape[-1] != width):
+        raise ValueError(f"{name} must be {width} numbers a cell, an (N, {width}) array, "
+                         f"got shape {values.shape}")
+    return values.reshape(-1, width)
+
+
+def _given_text(value: object, name: str) -> str | None:
+    """A ``source`` or ``target`` given to :class:`Placements`: a text without NUL, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise OptionError("{" + name + "} must be a text (a path or a source spec), got {value}",
+                          value=shown_type(value))
+    if "\0" in value:
+        raise OptionError("{" + name + "} holds a NUL character: {value}", value=_shown(value))
+    return value
+
+
+def _is_content_hash(digest: object) -> bool:
+    """Whether ``digest`` is a content hash as placements files hold them (32 hex digits)."""
+    return (isinstance(digest, str) and len(digest) == 32
+            and all(char in "0123456789abcdef" for char in digest))
+
+
+def _given_hashes(hashes: object) -> dict[str, str]:
+    """The ``hashes`` given to :class:`Placements` as a mapping, checked as read checks them."""
+    if not isinstance(hashes, Mapping):
+        raise OptionError("{hashes} must be a mapping of tile ids to content hashes, or a "
+                          "function giving one, got {value}", value=shown_type(hashes))
+    for key, digest in hashes.items():
+        if not isinstance(key, str) or not _is_content_hash(digest):
+            # Kept, they were written, and the file refused when read back.
+            raise OptionError("{hashes} must map tile ids (texts) to content hashes (32 hex "
+                              "digits), got {value}", value=_shown({key: digest}))
+    return dict(hashes)
 
 
 def check_cells(rows: int, cols: int, columns: Mapping[str, list[Any]]) -> None:
@@ -1082,8 +1166,7 @@ def _hashes(value: object, tiles: list[Any]) -> dict[str, str] | None:
         raise ValueError("hashes must be an object of tile ids and their content hashes")
     placed = set(tiles)
     for key, digest in value.items():
-        if not (isinstance(digest, str) and len(digest) == 32
-                and all(char in "0123456789abcdef" for char in digest)):
+        if not _is_content_hash(digest):
             raise ValueError(f"hashes[{_shown(key)}] is not a content hash (32 hex digits)")
     # A tile no cell holds any more (a file edited by hand to swap a photo) has
     # nothing to check: its hash is dropped, not the file refused.

@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 
 from ..errors import SourceError
-from ..paths import expanded
+from ..paths import dangling_link, expanded
 from .base import DecodedTile, SourceEntry, TileSource, path_text
 
 ARRAY_SUFFIXES = (".h5", ".hdf5", ".npz", ".npy")
@@ -175,6 +175,8 @@ def open_source(
         return ArrayFileSource(file_path, key, show_progress=show_progress)
     shown = _shown(text)
     if not path.exists():
+        if (link := dangling_link(path)) is not None:
+            raise SourceError(f"{shown}: {link}")
         raise SourceError(_meant(text, shown) or f"{shown}: no such folder or file, and not a "
                           f"known dataset ({', '.join(DATASET_NAMES)})")
     raise SourceError(

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..aspect import height_for
 from ..errors import MosaicistError
-from ..paths import atomic_path
+from ..paths import atomic_path, dangling_link
 from ..placements import Placements
 from ..render._deepzoom import DEEPZOOM_NAMESPACE, files_folder, read_layout
 from ._manifest import manifest_path, write_manifest
@@ -364,7 +364,7 @@ def find_viewer(path: str | os.PathLike[str]) -> Path:
             raise MosaicistError(f"{path}: holds {len(pages):,} viewers ({names}); name one")
         return pages[0]
     if not path.exists():
-        raise MosaicistError(f"{path}: no such file or folder")
+        raise MosaicistError(f"{path}: {dangling_link(path) or 'no such file or folder'}")
     if path.suffix.lower() == ".dzi":
         page = path.with_suffix(".html")
         if not page.is_file():
