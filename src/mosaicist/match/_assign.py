@@ -193,6 +193,11 @@ FALLBACK_PAIRS = 1 << 22
 #: 3 uses, 4 apart, on 7 x 7 (833 pairs): 5-11 s (stopping 1% short of the optimum: 2-9 s).
 EXACT_EDGES = 20_000
 EXACT_SECONDS = 20.0
+#: CP-SAT's budget for that solve, in its deterministic time (about seconds of one core,
+#: the same work on every machine): 17 tiles of 3 uses, 4 apart, on 7 x 7 cells in
+#: 0.7-1.0 s within 0.6% of the optimum, where HiGHS took 16-21 s (and found no
+#: placement at all in 5 s on two of three).
+EXACT_WORK = 1.0
 
 #: Column-generation rounds (solve, price, search the library) before settling for a gap.
 MAX_PRICING_ROUNDS = 40
@@ -1560,6 +1565,88 @@ def _flow_solver() -> Any:
             raise
         return None
     return SimpleMinCostFlow
+
+
+def _cp_sat() -> Any | None:
+    """OR-Tools' CP-SAT module where it is installed and the flow solver is not ruled out."""
+    if SOLVER == "lapjv":
+        return None
+    try:
+        from ortools.sat.python import cp_model
+    except ImportError:
+        return None
+    return cp_model
+
+
+def _exact_by_cp_sat(
+    edges: _Edges, cells: int, tile_id: np.ndarray, tiles: int, minimum: int, cap: int,
+    window: np.ndarray, member: np.ndarray,
+) -> np.ndarray | None:
+    """The edges taken by CP-SAT's best placement within :data:`EXACT_WORK`, or None.
+
+    ``window[k]`` is the spacing window (one tile's ``D x D`` block) that edge
+    ``member[k]`` lies in: at most one edge of each is taken.
+    """
+    cp_model = _cp_sat()
+    assert cp_model is not None
+    model = cp_model.CpModel()
+    count = len(edges.row)
+    taken = [model.new_bool_var(f"e{index}") for index in range(count)]
+    for group in np.split(np.arange(count), np.flatnonzero(np.diff(edges.row)) + 1):
+        model.add_exactly_one(taken[index] for index in group.tolist())
+    order = np.argsort(tile_id, kind="stable")
+    for group in np.split(order, np.flatnonzero(np.diff(tile_id[order])) + 1):
+        model.add_linear_constraint(sum(taken[index] for index in group.tolist()),
+                                    minimum, cap)
+    if len(window):
+        order = np.argsort(window, kind="stable")
+        bounds = np.flatnonzero(np.diff(window[order])) + 1
+        for group in np.split(member[order], bounds):
+            if len(group) > 1:
+                model.add_at_most_one(taken[index] for index in group.tolist())
+    # Whole numbers: the squared distances are (rounding a tinted float costs < 1 a cell).
+    cost = np.rint(np.asarray(edges.dist, np.float64) - float(np.min(edges.dist))).astype(
+        np.int64)
+    model.minimize(cp_model.LinearExpr.weighted_sum(taken, cost.tolist()))
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    solver.parameters.max_deterministic_time = EXACT_WORK
+    solver.parameters.max_time_in_seconds = EXACT_SECONDS
+    status = solver.solve(model)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+    values = np.fromiter((solver.boolean_value(variable) for variable in taken), bool, count)
+    return values
+
+
+def _exact_by_highs(
+    edges: _Edges, cells: int, tile_id: np.ndarray, tiles: int, minimum: int, cap: int,
+    window: np.ndarray, member: np.ndarray,
+) -> np.ndarray | None:
+    """The edges taken by SciPy's HiGHS within :data:`EXACT_SECONDS`, or None (see
+    :func:`_exact_by_cp_sat`)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import csr_matrix
+
+    count = len(edges.row)
+    entries = np.ones(count)
+    variables = np.arange(count)
+    constraints = [
+        LinearConstraint(csr_matrix((entries, (edges.row, variables)),
+                                    shape=(cells, count)), 1, 1),
+        LinearConstraint(csr_matrix((entries, (tile_id, variables)),
+                                    shape=(tiles, count)), minimum, cap),
+    ]
+    if len(window):
+        constraints.append(LinearConstraint(
+            csr_matrix((np.ones(len(window)), (window, member)),
+                       shape=(int(window.max()) + 1, count)), 0, 1))
+    result = milp(edges.dist.astype(np.float64), constraints=constraints,
+                  integrality=np.ones(count), bounds=Bounds(0, 1),
+                  options={"time_limit": EXACT_SECONDS})
+    if result.x is None:
+        return None
+    return np.asarray(result.x > 0.5)
 
 
 def _solve_by_flow(
@@ -2948,37 +3035,32 @@ class _Solver:
     def _exact_placement(self) -> np.ndarray | None:
         """The cheapest placement on the listed edges that keeps every limit, or None.
 
-        A 0-1 program (SciPy's HiGHS): each cell takes one listed edge, each
-        tile between ``min_uses`` and the cap, and each tile at most once in
-        every ``D x D`` window of the grid (two cells closer than ``D`` share
-        one). Only for grids of at most :data:`EXACT_EDGES` listed pairs,
-        and within :data:`EXACT_SECONDS`: None where it is larger, proven
+        A 0-1 program: each cell takes one listed edge, each tile between
+        ``min_uses`` and the cap, and each tile at most once in every ``D x
+        D`` window of the grid (two cells closer than ``D`` share one). Only
+        for grids of at most :data:`EXACT_EDGES` listed pairs. Solved by
+        OR-Tools' CP-SAT where it is installed (one worker, a budget of
+        :data:`EXACT_WORK` in its deterministic time: the same placement on
+        every machine, the best it found), else by SciPy's HiGHS within
+        :data:`EXACT_SECONDS`. None where the program is larger, proven
         infeasible, or out of time without a placement.
         """
         edges = self.edges
         count = len(edges.row)
         if self.layout is not None or not count or count > EXACT_EDGES:
             return None
-        from scipy.optimize import Bounds, LinearConstraint, milp
-        from scipy.sparse import csr_matrix
-
         tiles, tile_id = _compact(edges.tile)
         if self.minimum and len(tiles) < (self.tile_count or 0):
             return None  # a tile no cell lists cannot reach its minimum
         cap = self.cap if self.cap is not None else self.count
-        entries = np.ones(count)
-        variables = np.arange(count)
-        constraints = [
-            LinearConstraint(csr_matrix((entries, (edges.row, variables)),
-                                        shape=(self.count, count)), 1, 1),
-            LinearConstraint(csr_matrix((entries, (tile_id, variables)),
-                                        shape=(len(tiles), count)), self.minimum, cap),
-        ]
+        window = np.empty(0, np.int64)
+        member = np.empty(0, np.int64)
         if self.min_spacing > 1:
             high, wide = min(self.min_spacing, self.rows), min(self.min_spacing, self.cols)
             across = self.cols - wide + 1
             windows = (self.rows - high + 1) * across
             r, c = np.divmod(edges.row, self.cols)
+            variables = np.arange(count)
             keys, members = [], []
             for dr in range(high):
                 for dc in range(wide):
@@ -2987,17 +3069,12 @@ class _Solver:
                               & (left >= 0) & (left < across))
                     keys.append(tile_id[inside] * windows + top[inside] * across + left[inside])
                     members.append(variables[inside])
-            key = np.concatenate(keys)
-            window, row = np.unique(key, return_inverse=True)
-            constraints.append(LinearConstraint(
-                csr_matrix((np.ones(len(key)), (row, np.concatenate(members))),
-                           shape=(len(window), count)), 0, 1))
-        result = milp(edges.dist.astype(np.float64), constraints=constraints,
-                      integrality=np.ones(count), bounds=Bounds(0, 1),
-                      options={"time_limit": EXACT_SECONDS})
-        if result.x is None:
+            _, window = np.unique(np.concatenate(keys), return_inverse=True)
+            member = np.concatenate(members)
+        solve = _exact_by_cp_sat if _cp_sat() is not None else _exact_by_highs
+        taken = solve(edges, self.count, tile_id, len(tiles), self.minimum, cap, window, member)
+        if taken is None:
             return None
-        taken = result.x > 0.5
         if np.bincount(edges.row[taken], minlength=self.count).tolist() != [1] * self.count:
             return None
         tile = np.empty(self.count, np.int64)
