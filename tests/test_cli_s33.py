@@ -39,3 +39,45 @@ def test_a_loop_of_links_is_named_as_one_not_as_missing(tmp_path, arguments):
     assert result.exit_code != 0
     assert "loops back on itself" in result.output, result.output
     assert "Traceback" not in result.output
+
+
+def test_score_takes_cell_and_aspect_from_json_placements(tmp_path):
+    # A mosaic of 8 px 4:3 cells scored with its JSON placements and no --cell was refused:
+    # "the placements are for --cell 8, not --cell 16".
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    target = tmp_path / "t.png"
+    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(target)
+    library = tmp_path / "lib"
+    library.mkdir()
+    for index in range(12):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+            library / f"{index}.png")
+    mosaic, placements = tmp_path / "m.png", tmp_path / "p.json"
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    made = CliRunner().invoke(main, ["make", str(target), "--tiles", str(library), "--cell",
+                                     "8", "--aspect", "4:3", "--placements", str(placements),
+                                     "-o", str(mosaic), "-q", "--preset", "seed", *cache])
+    assert made.exit_code == 0, made.output
+    scored = CliRunner().invoke(main, ["score", str(mosaic), str(target), "--placements",
+                                       str(placements)])
+    assert scored.exit_code == 0, scored.output
+    given = CliRunner().invoke(main, ["score", str(mosaic), str(target), "--placements",
+                                      str(placements), "--cell", "8", "--aspect", "4:3"])
+    assert given.exit_code == 0, given.output
+    assert scored.stdout == given.stdout
+    # A --cell given that differs from the record is still refused, naming the file.
+    other = CliRunner().invoke(main, ["score", str(mosaic), str(target), "--placements",
+                                      str(placements), "--cell", "4"])
+    assert other.exit_code != 0 and "p.json" in other.output
+
+
+@pytest.mark.parametrize("folder", ["/tmp/a\0b", b"/tmp/folder"])
+def test_a_cache_folder_holding_a_nul_or_given_as_bytes_is_refused_by_name(folder):
+    from mosaicist.errors import OptionError
+    from mosaicist.paths import cache_dir
+
+    with pytest.raises(OptionError, match="cache_dir"):
+        cache_dir(folder)

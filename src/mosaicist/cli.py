@@ -1676,8 +1676,10 @@ PSNR is capped at 100 dB (identical images).
 @click.argument("target", type=_PATH)
 @_setting_options("cell_px", "aspect", "colour_profiles", help={
     "cell_px": "Target pixels per cell side that the mosaic was made with (the cell's width "
-               "when --aspect is not 1:1).",
-    "aspect": "Shape of its cells and tiles as width:height [default: 1:1].",
+               f"when --aspect is not 1:1) [default: what JSON placements record, else "
+               f"{MosaicOptions().cell_px}].",
+    "aspect": "Shape of its cells and tiles as width:height [default: what JSON placements "
+              "record, else 1:1].",
     "colour_profiles": "How the target's embedded colour profile is read, as 'make' read it: "
                        "convert (to sRGB) or ignore [default: what JSON placements record, "
                        "else convert; 'make --preset seed' ignores them]."})
@@ -1715,11 +1717,17 @@ def score(
                             (placements_path, "placements file")):
             check_distinct([(given, what), (json_path, "JSON file")])
     tile_grid = None if placements_path is None else read_placements(placements_path)
-    cell_px = MosaicOptions().cell_px if cell_px is None else cell_px
+    # What JSON placements record is what the mosaic was made with: a --cell or --aspect
+    # not given is theirs (a mosaic of 8 px cells scored at the default 16 was refused as
+    # "the placements are for --cell 8, not --cell 16"), as --colour-profiles already is.
+    recorded = (tile_grid.options if tile_grid is not None and tile_grid.settings_recorded
+                else MosaicOptions())
+    cell_px = recorded.cell_px if cell_px is None else cell_px
     try:
-        # Only a missing --aspect means square cells: an empty one is refused by its parser.
+        # Only a missing --aspect means the recorded (else square) cells: an empty one is
+        # refused by its parser.
         metrics = score_mosaic(mosaic, target, cell_px, view_px=view_px, tile_grid=tile_grid,
-                               aspect="1:1" if aspect is None else aspect,
+                               aspect=recorded.aspect if aspect is None else aspect,
                                colour_profiles=colour_profiles)
     except OptionError as error:
         # score_mosaic is given the placements read, not their file: the file is named here.

@@ -115,9 +115,17 @@ def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
     """
     what = "cache folder"
     if override is not None:
+        if isinstance(os.fspath(override), bytes):
+            raise OptionError("{cache_dir} must be a folder as text (str or pathlib.Path), "
+                              "got bytes")
         if not os.fspath(override).strip():
             # Path("") is the current folder: the index would land wherever the run was.
             raise OptionError("{cache_dir} is empty; give a folder")
+        if "\0" in os.fspath(override):
+            # The operating system refuses it with "embedded null byte" (a ValueError
+            # traceback); it names no folder a user could mean.
+            raise OptionError("{cache_dir} must be a folder, got {value!r} (it holds a NUL "
+                              "character)", value=os.fspath(override))
         path = Path(override)
     elif os.environ.get(CACHE_ENV):
         path = Path(os.environ[CACHE_ENV])
