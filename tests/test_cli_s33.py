@@ -32,7 +32,8 @@ def test_dangling_link_tells_a_loop_a_missing_target_and_a_plain_missing_name(tm
     assert dangling_link(tmp_path / "fine.json") is None
 
 
-@pytest.mark.parametrize("arguments", [["view"], ["render", "--tiles", "x", "-o", "out.png"], ["index"]])
+@pytest.mark.parametrize("arguments", [["view"], ["render", "--tiles", "x", "-o", "out.png"],
+                                       ["index"]])
 def test_a_loop_of_links_is_named_as_one_not_as_missing(tmp_path, arguments):
     loop = _loop(tmp_path, "mosaic.html")
     result = CliRunner().invoke(main, [*arguments, str(loop)])
