@@ -27,6 +27,7 @@ import errno
 import os
 import re
 import stat
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,12 +141,12 @@ def collect_targets(
         seen.add(resolved)
         video = path.suffix.lower() in VIDEO_SUFFIXES
         stem = path.stem
-        clash = _clash(stem, video, images, videos)
+        clash = _clash(_folded(stem), video, images, videos)
         if clash is not None:
             rejected.append(Rejected(shown, f"its outputs would have the names of {clash}'s; "
                                             "rename one of them"))
             return
-        (videos if video else images)[stem] = resolved
+        (videos if video else images)[_folded(stem)] = resolved
         targets.append(BatchTarget(resolved, shown, stem, video, folder))
 
     for item in items:
@@ -278,9 +279,20 @@ def _folder_entries(folder: Path) -> tuple[list[Path], list[Rejected]]:
     return entries, broken
 
 
+def _folded(stem: str) -> str:
+    """``stem`` as a file system that ignores case (and Unicode's forms) compares names.
+
+    macOS's and Windows' usual file systems take ``Bear.png`` and ``bear.png`` (or an
+    ``é`` composed and decomposed) for one file: two targets so named wrote one output,
+    the second over the first, and a resumed batch then skipped the second as done.
+    """
+    return unicodedata.normalize("NFC", stem).casefold()
+
+
 def _clash(stem: str, video: bool, images: dict[str, Path], videos: dict[str, Path]
            ) -> Path | None:
-    """The target whose outputs a new target's would overwrite, or None."""
+    """The target whose outputs a new target's would overwrite, or None (stems folded:
+    :func:`_folded`)."""
     if video:
         if stem in videos:
             return videos[stem]

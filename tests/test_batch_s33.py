@@ -1,0 +1,40 @@
+"""Batch behaviour fixed in session 33: each test failed before its fix."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import numpy as np
+from PIL import Image
+
+from mosaicist.batch._targets import collect_targets
+
+
+def _picture(path):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
+
+
+def test_targets_whose_names_differ_only_in_case_or_form_are_refused_as_a_clash(tmp_path):
+    # On macOS's and Windows' usual file systems Bear.png and bear.png are one file: the
+    # second target's output replaced the first's, and a resumed batch skipped it as done.
+    _picture(tmp_path / "Bear.png")
+    _picture(tmp_path / "bear.jpg")
+    composed = unicodedata.normalize("NFC", "caf\u00e9")
+    decomposed = unicodedata.normalize("NFD", "caf\u00e9")
+    _picture(tmp_path / f"{composed}.png")
+    _picture(tmp_path / f"{decomposed}.jpg")
+    _picture(tmp_path / "other.png")
+    targets, rejected = collect_targets([tmp_path])
+    assert len(targets) == 3
+    assert len(rejected) == 2
+    assert all("would have the names of" in item.message for item in rejected)
+    # The outputs keep the names as given.
+    assert {target.stem for target in targets} >= {"Bear", "other"}
+
+
+def test_a_video_and_frames_named_in_another_case_clash(tmp_path):
+    _picture(tmp_path / "Clip-000001.png")
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    targets, rejected = collect_targets([tmp_path / "Clip-000001.png", tmp_path / "clip.mp4"])
+    assert [target.stem for target in targets] == ["Clip-000001"]
+    assert len(rejected) == 1 and "would have the names of" in rejected[0].message
