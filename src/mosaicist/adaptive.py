@@ -305,6 +305,188 @@ def leaf_cells(grid: Grid, leaves: Leaves, level: int) -> tuple[np.ndarray, np.n
     return index, np.ascontiguousarray(cells)
 
 
+@dataclass(frozen=True)
+class LeafSpacingNeeds:
+    """What a spacing ``D`` asks of the library on an adaptive layout (necessary counts).
+
+    Attributes
+    ----------
+    block : int
+        Most leaves of one ``high x wide`` block of level-0 cells: their
+        centres are pairwise closer than ``D``, so each needs its own tile.
+    high, wide : int
+        The block's size in level-0 cells: ``D`` clipped to the grid.
+    lone : int
+        Leaves that no other leaf is ``D`` or more away from: each tile of
+        one fills that leaf alone.
+    """
+
+    block: int
+    high: int
+    wide: int
+    lone: int
+
+
+def leaf_spacing_needs(leaves: Leaves, min_spacing: int) -> LeafSpacingNeeds:
+    """Count the leaves that a spacing of ``min_spacing`` level-0 cells keeps apart.
+
+    The counts of :func:`~mosaicist.match._assign.check_feasible` (a ``D x
+    D`` block, the lone cells of :func:`~mosaicist.match._assign.lone_cells`)
+    for leaves of several sizes, with distances between leaf centres as the
+    spacing measures them (:meth:`Leaves.layout`).
+
+    Parameters
+    ----------
+    leaves : Leaves
+        The layout.
+    min_spacing : int
+        ``D``, in level-0 cells (``<= 1``: no spacing, nothing counted).
+
+    Returns
+    -------
+    LeafSpacingNeeds
+        The counts (all 0 where ``min_spacing <= 1``).
+    """
+    if min_spacing <= 1 or not len(leaves):
+        return LeafSpacingNeeds(0, 0, 0, 0)
+    rows, cols = leaves.rows, leaves.cols
+    high, wide = min(min_spacing, rows), min(min_spacing, cols)
+    per_cell = np.bincount(leaves.cell, minlength=rows * cols).reshape(rows, cols)
+    # Sums over every high x wide window, from a summed-area table.
+    table = np.zeros((rows + 1, cols + 1), np.int64)
+    table[1:, 1:] = per_cell.cumsum(axis=0).cumsum(axis=1)
+    windows = (table[high:, wide:] - table[:-high, wide:] - table[high:, :-wide]
+               + table[:-high, :-wide])
+    layout = leaves.layout()
+    centre_y, centre_x = layout.centre[:, 0], layout.centre[:, 1]
+    # A leaf's farthest other leaf along an axis is at an end of the centres' range; a
+    # spacing past the grid's longer side keeps every leaf lone (and stays in int64).
+    reach = min(min_spacing, max(rows, cols)) * layout.unit
+    farthest_y = np.maximum(centre_y - centre_y.min(), centre_y.max() - centre_y)
+    farthest_x = np.maximum(centre_x - centre_x.min(), centre_x.max() - centre_x)
+    lone = int(np.count_nonzero((farthest_y < reach) & (farthest_x < reach)))
+    return LeafSpacingNeeds(int(windows.max()), high, wide, lone)
+
+
+def check_leaves_feasible(
+    leaves: Leaves, tiles: int, max_uses: int | None, min_spacing: int
+) -> None:
+    """Raise before any heavy work when the spacing cannot fit the leaves with ``tiles``.
+
+    :func:`~mosaicist.match._assign.check_feasible` checks the counts of a
+    uniform grid; this checks those of the leaves (:func:`leaf_spacing_needs`):
+    the most leaves of a ``D x D`` block, each a tile of its own, and the
+    lone leaves, a tile each, beside ``cap`` leaves a tile for the others
+    (``cap`` the lesser of ``max_uses`` and the spacing's own limit per tile).
+    Without them, a library short of either was found short only after the
+    spacing rounds had searched in vain (seconds to minutes).
+
+    Parameters
+    ----------
+    leaves : Leaves
+        The layout.
+    tiles : int
+        Library tiles available.
+    max_uses : int or None
+        Most uses of one tile (None: unlimited).
+    min_spacing : int
+        Minimum Chebyshev distance between leaf centres holding one tile, in level-0 cells.
+
+    Raises
+    ------
+    OptionError
+        Naming ``min_spacing``, with how many tiles the leaves need.
+    """
+    from .errors import counted
+    from .match._assign import spacing_capacity
+
+    needs = leaf_spacing_needs(leaves, min_spacing)
+    count = len(leaves)
+    spacing_cap = spacing_capacity(leaves.rows, leaves.cols, min_spacing)
+    if spacing_cap is None or not count:
+        # No spacing: the use cap alone is check_feasible's count.
+        return
+    caps = [cap for cap in (max_uses, spacing_cap) if cap is not None]
+    cap = min(caps)
+    lone = needs.lone
+    with_lone = lone + -(-(count - lone) // cap) if cap > 1 else count
+    grid = f"{leaves.cols}x{leaves.rows}"
+    if tiles < needs.block and needs.block >= with_lone:
+        raise OptionError(
+            "{min_spacing} {spacing} needs at least {block} different tiles (the {cells} in a "
+            "{high} x {wide} block of the {grid} grid are all closer than {spacing} to each "
+            "other), but the library has {tiles}; add tiles or lower {min_spacing}",
+            spacing=min_spacing, block=f"{needs.block:,}",
+            cells=counted(needs.block, "cell"), high=needs.high, wide=needs.wide, grid=grid,
+            tiles=f"{tiles:,}")
+    if lone and tiles < with_lone:
+        raise OptionError(
+            "{cells} with at most {cap} per tile need at least {needed} under {min_spacing} "
+            "{spacing}, but the library has {tiles}: {lone} in the middle of the {grid} grid "
+            + ("has" if lone == 1 else "have") + " no cell {spacing} or more away and "
+            + ("needs a tile of its own" if lone == 1 else "need a tile each")
+            + "; add tiles or relax the limits",
+            cells=counted(count, "cell"), cap=counted(cap, "use"), spacing=min_spacing,
+            needed=counted(with_lone, "tile"), tiles=f"{tiles:,}", grid=grid,
+            lone=("the cell" if lone == 1 else f"the {lone:,} cells"))
+
+
+def leaves_memory(leaves: Leaves, grid_cells: int, options: MosaicOptions) -> int:
+    """Estimated peak bytes of matching ``leaves`` (:func:`~mosaicist.pipeline.make_memory`).
+
+    Each level's leaves are counted as cells of their own size, and the
+    parts added up; the metrics, measured on the level-0 grid, count its
+    ``grid_cells``.
+    """
+    from .pipeline import make_memory
+
+    total = {"cells": 0, "search": 0, "compared": 0, "assignment": 0}
+    for level in np.unique(leaves.level).tolist():
+        count = int(np.count_nonzero(leaves.level == level))
+        parts = make_memory(1, count, options, options.cell_px >> level,
+                            options.cell_height >> level)
+        for name in total:
+            total[name] += parts[name]
+    metrics = make_memory(1, grid_cells, options)["metrics"]
+    matching = total["search"] + total["compared"] + total["assignment"]
+    return total["cells"] + max(matching, metrics)
+
+
+def check_leaves_memory(leaves: Leaves, grid_cells: int, options: MosaicOptions,
+                        available: int | None = None) -> None:
+    """Refuse, before matching, leaves whose matching cannot fit in the memory available.
+
+    Parameters
+    ----------
+    leaves : Leaves
+        The adaptive cells.
+    grid_cells : int
+        Cells of the level-0 grid they were split from.
+    options : MosaicOptions
+        The settings, with the sizes fitted.
+    available : int, optional
+        Bytes available (default: :func:`mosaicist._runtime.available_memory`).
+
+    Raises
+    ------
+    OptionError
+        When :func:`leaves_memory` is over ``available``; the message names
+        the settings that make fewer leaves.
+    """
+    from ._runtime import check_memory
+    from .errors import counted
+
+    def refusal(needed: str, free: str) -> OptionError:
+        return OptionError(
+            "{grid} split into {count} where their detail is above {detail} {detail_value} "
+            "need about {needed} of memory to match; this machine has {free} available: use "
+            "a higher {detail}, a smaller {adaptive} or a larger {cell_px}",
+            grid=counted(grid_cells, "cell"), count=f"{len(leaves):,}",
+            detail_value=f"{options.detail:g}", needed=needed, free=free)
+
+    check_memory(leaves_memory(leaves, grid_cells, options), refusal, available)
+
+
 def level_options(options: MosaicOptions, level: int) -> MosaicOptions:
     """``options`` with cells of ``level`` (``cell_px / 2^level``), every other setting as is.
 
@@ -377,6 +559,9 @@ def match_adaptive(
     if options.min_uses:
         raise OptionError("{adaptive} does not combine with {min_uses} yet")
     leaves = split_cells(grid, options.adaptive, options.detail)
+    # The plan's memory check counted the level-0 cells; split, they may be 4^DEPTH times as
+    # many, each with its own candidates (a MemoryError or the kernel's killer, minutes in).
+    check_leaves_memory(leaves, len(grid), options)
     tile_count = len(library.limit(options.limit))
     options = fit_limits(options, len(leaves), tile_count, grid.rows, grid.cols)
     levels = []
@@ -469,6 +654,9 @@ def _assign_leaves(
     request = parts[0][1]
     check_feasible(len(leaves), len(request.library), options.max_uses, leaves.rows,
                    leaves.cols, options.min_spacing)
+    # check_feasible counts a D x D block and the lone cells of a uniform grid; small
+    # leaves pack more of both, which the spacing rounds would otherwise find in vain.
+    check_leaves_feasible(leaves, len(request.library), options.max_uses, options.min_spacing)
     part_of = np.empty(len(leaves), np.int64)
     local = np.empty(len(leaves), np.int64)
     for part, (index, _) in enumerate(parts):
@@ -539,6 +727,9 @@ def _placements(
         gain=gain, chroma=chroma, options=options, source=source_spec(library.source),
         target=None if target is None else str(Path(target).resolve()),
         crop=(grid.left, grid.top), rect=leaves.rect(),
+        # As make's uniform placements record them: without, render could not say that a
+        # photo had changed since an adaptive make.
+        hashes=None if library.source.local_root() is None else library.content_hashes,
     )
 
 

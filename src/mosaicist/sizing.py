@@ -548,16 +548,20 @@ def cell_px_for_cells(
     shape = f"{format_aspect(ratio)} " if ratio != (1, 1) else ""
     held = (f"the target's {width}x{height} crop to the print's shape" if cropped
             else f"a {width}x{height} target")
+    # Only cells whose sides halve DEPTH times are tried: the same target holds other
+    # counts without adaptive cells, so the message says which cells it counted.
+    halving = (" in cells whose sides halve {times} ({adaptive} {depth})" if adaptive else "")
+    times = "once" if adaptive == 1 else f"{adaptive} times"
     if cells > most:
-        raise OptionError("{cells} {value} is more than {held} holds: at most {most} "
-                          "({smallest} px wide)", value=cells, held=held,
-                          most=counted(most, shape + "cell"),
+        raise OptionError("{cells} {value} is more than {held} holds" + halving + ": at most "
+                          "{most} ({smallest} px wide)", value=cells, held=held,
+                          most=counted(most, shape + "cell"), times=times, depth=adaptive,
                           smallest=int(widths[counts == most].min()))
     if cells < fewest:
-        raise OptionError("{cells} {value} is fewer than {held} allows: at least {fewest} "
-                          "({largest} px wide, the largest)", value=cells, held=held,
-                          fewest=counted(fewest, shape + "cell"),
-                          largest=int(widths[counts == fewest].max()))
+        raise OptionError("{cells} {value} is fewer than {held} allows" + halving + ": at "
+                          "least {fewest} ({largest} px wide, the largest)", value=cells,
+                          held=held, fewest=counted(fewest, shape + "cell"), times=times,
+                          depth=adaptive, largest=int(widths[counts == fewest].max()))
     distance = np.abs(counts - cells)
     return int(widths[distance == distance.min()].max())
 
