@@ -352,8 +352,8 @@ class Jobs:
                     ) -> str:
         """Queue indexing ``tiles`` as a make with ``options`` would; return the job id.
 
-        While the same index (source, tile size, aspect, crop) is already
-        queued or being made, that job's id is returned.
+        While the same index (source, tile size, aspect, crop, colour
+        profiles) is already queued or being made, that job's id is returned.
 
         Parameters
         ----------
@@ -361,7 +361,7 @@ class Jobs:
             The tile source spec.
         options : MosaicOptions
             The mosaic's settings: the index is made at their tile size,
-            aspect and crop.
+            aspect, crop and colour profiles.
         target : pathlib.Path, optional
             The target, when known: with ``cells`` or ``print_size`` the
             tile size make compares at follows from its size.
@@ -377,11 +377,14 @@ class Jobs:
 
             size = target_size(target, options.max_target_pixels)
             options = fit_options(options, options_plan(options, size, str(target)))
+        # Every setting that makes the index another (as TileLibrary.open takes them):
+        # one left out would index at its default, not at what the preview and the
+        # run then open, and they would find no index.
         settings = {name: value for name, value in given_settings(options).items()
-                    if name in ("preset", "aspect", "crop", "dedupe")}
+                    if name in ("preset", "aspect", "crop", "colour_profiles", "dedupe")}
         settings["match_px"] = options.match_px
         key = json.dumps([tiles, options.match_px, options.aspect, options.crop,
-                          options.dedupe])
+                          options.colour_profiles, options.dedupe])
         with self._lock:
             for job in self._jobs.values():
                 if job.key == key and job.state not in FINAL_STATES:

@@ -87,6 +87,8 @@
     previewTimer: 0, previewAbort: null, previewUrl: null,
     commandAbort: null,
     folderPath: null, folderParent: null, folderAsked: 0,
+    targetAsked: 0,        // pictures sent (uploads, examples): only the last one's answer counts
+    indexAsked: 0,         // index requests sent: only the last one's answer counts
   };
 
   // --- talking to the server ---------------------------------------------------------
@@ -537,13 +539,28 @@
     const form = new FormData();
     form.append("file", file, file.name);
     try {
-      setTarget(await api("POST", "/api/targets", form));
-    } catch (error) {
-      $("target-info").textContent = state.target ? `${state.target.name} · ${fmt(state.target.width)} × ${fmt(state.target.height)} pixels` : "";
-      throw error;
+      await chooseTarget(() => api("POST", "/api/targets", form));
     } finally {
       $("target-file").value = "";
     }
+  }
+
+  /**
+   * The picture `send` uploads (or picks) becomes the target, unless another was chosen
+   * since: a big photo still being read must not replace the one picked after it when
+   * its answer comes last (nor its refusal be shown over the newer picture).
+   */
+  async function chooseTarget(send) {
+    const asked = ++state.targetAsked;
+    let target;
+    try {
+      target = await send();
+    } catch (error) {
+      if (asked !== state.targetAsked) return;
+      $("target-info").textContent = state.target ? `${state.target.name} · ${fmt(state.target.width)} × ${fmt(state.target.height)} pixels` : "";
+      throw error;
+    }
+    if (asked === state.targetAsked) setTarget(target);
   }
 
   function bindTarget() {
@@ -575,7 +592,7 @@
         element("span", {text: example.title || example.name}));
       button.addEventListener("click", guarded(async () => {
         clearError();
-        setTarget(await api("POST", "/api/targets/example", {name: example.name}));
+        await chooseTarget(() => api("POST", "/api/targets/example", {name: example.name}));
       }));
       return element("li", {}, button);
     }));
@@ -627,6 +644,7 @@
    */
   async function indexTiles(tiles, {choosing = false, quiet = false} = {}) {
     stopIndexEvents();
+    state.indexJob = null;  // the job followed until now is no longer what the page waits for
     const key = indexKey(tiles);
     const settings = settingsPayload();
     state.indexPending = true;
@@ -636,11 +654,16 @@
     setProgress($("index-progress"), 0, null);
     $("index-status").textContent = `Looking at ${tiles}…`;
     $("use-tiles").disabled = true;
+    // Only the photos asked for last are used: the answer for a folder typed before (slower
+    // to come, or a slow network) must not make it the tiles once the newer one is ready.
+    const asked = ++state.indexAsked;
     let job;
     try {
       // The target too: with a print size, the tile size the index is made at follows from it.
       ({job} = await api("POST", "/api/index", {tiles, settings, target: state.target?.id ?? null}));
+      if (asked !== state.indexAsked) return;
     } catch (error) {
+      if (asked !== state.indexAsked) return;
       state.indexPending = false;
       state.indexFailed.add(key);
       $("use-tiles").disabled = false;
@@ -649,7 +672,7 @@
       if (quiet) return;
       throw error;
     } finally {
-      state.indexPending = false;
+      if (asked === state.indexAsked) state.indexPending = false;
     }
     state.indexJob = job;
     state.indexedSettings = JSON.stringify([settings, state.target?.id ?? null]);
@@ -660,6 +683,7 @@
         setProgress($("index-progress"), event.done, event.total);
         $("index-status").textContent = progressText(event, "Indexing");
       },
+      lost: (text) => { $("index-status").textContent = text; },
       finished: (kind, event, status) => indexFinished({tiles, key, job, choosing}, kind, event, status),
     });
   }
@@ -810,11 +834,14 @@
 
   /**
    * Follow a job's events: `progress` events, then one of done/failed/cancelled.
-   * When the stream cannot be opened or breaks for good, the job's status is polled.
+   * When the stream cannot be opened or breaks for good, the job's status is polled;
+   * while the browser opens it again and the studio does not answer, `lost` is told why.
    */
-  function followEvents(base, {onSource, progress, finished}) {
+  function followEvents(base, {onSource, progress, finished, lost}) {
     let over = false;
     let poller = 0;
+    let last = null;       // the last progress event, shown again once the studio answers
+    let silent = false;    // the studio did not answer when the stream broke
     const finish = (kind, event, status) => {
       if (over) return;
       over = true;
@@ -824,7 +851,14 @@
     };
     const source = new EventSource(`${base}/events`);
     onSource(source);
-    source.addEventListener("progress", (message) => progress(JSON.parse(message.data)));
+    source.addEventListener("progress", (message) => {
+      last = JSON.parse(message.data);
+      silent = false;
+      progress(last);
+    });
+    source.addEventListener("open", () => {
+      if (silent) { silent = false; progress(last || {}); }
+    });
     for (const kind of ["done", "failed", "cancelled", "interrupted"]) {
       source.addEventListener(kind, (message) => {
         let event = {};
@@ -833,7 +867,20 @@
       });
     }
     source.addEventListener("error", () => {
-      if (over || source.readyState !== EventSource.CLOSED || poller) return;
+      if (over) return;
+      if (source.readyState === EventSource.CONNECTING) {
+        // The browser opens the stream again by itself, for as long as it takes: while
+        // the studio does not answer (stopped, its terminal closed) the last progress
+        // stayed on the page as if the work went on. Said, until it answers again.
+        api("GET", base).catch((error) => {
+          if (over || !(error instanceof ApiError) || error.status !== 0
+              || source.readyState === EventSource.OPEN) return;
+          silent = true;
+          lost(sentence(error.message));
+        });
+        return;
+      }
+      if (poller) return;
       const poll = async () => {
         try {
           const status = await api("GET", base);
@@ -1010,6 +1057,7 @@
         setProgress($("make-progress"), event.done, event.total);
         $("make-status").textContent = progressText(event, what);
       },
+      lost: (text) => { $("make-status").textContent = text; },
       finished: (kind, event) => runFinished(id, kind, event),
     });
   }
