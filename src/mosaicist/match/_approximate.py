@@ -719,7 +719,7 @@ def match_approximate(
     Raises
     ------
     ValueError
-        An unknown ``structure``, or a ``candidates``, ``nprobe``, ``nlist`` or
+        No tiles, an unknown ``structure``, or a ``candidates``, ``nprobe``, ``nlist`` or
         ``dimensions`` that is not a whole number of at least 1 (larger than
         the tiles, lists or components there are, one is clamped to them).
     ImportError
@@ -860,6 +860,8 @@ def match_approximate(
             raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
     count = len(cell_vectors)
     tile_count = len(tiles)
+    if tile_count == 0:
+        raise ValueError("no tiles to match against")
     if features is None:
         features = compute_features(tiles, geometry)
     if count == 0:

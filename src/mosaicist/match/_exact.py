@@ -26,6 +26,7 @@ Search is exact, with memory bounded by the chunk sizes:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -88,6 +89,16 @@ def dot_dtype(length: int, weight: int) -> type:
     return np.int32 if length * 255 * 255 * weight < 2**31 else np.int64
 
 
+def _rows(array: np.ndarray) -> np.ndarray:
+    """``(N, ...)`` as ``(N, values)`` rows, also when ``N`` is 0 (``reshape(0, -1)`` fails)."""
+    return array.reshape(len(array), math.prod(array.shape[1:]))
+
+
+def _pixel_rows(array: np.ndarray) -> np.ndarray:
+    """``(N, h, w, 3)`` as ``(N, h w, 3)``, also when ``N`` is 0."""
+    return array.reshape(len(array), math.prod(array.shape[1:-1]), array.shape[-1])
+
+
 def cells_for_dots(cell_vectors: np.ndarray, weight: int) -> np.ndarray:
     """Cells as ``(N, n)`` rows for :func:`exact_distances`: converted once where memory allows.
 
@@ -98,7 +109,7 @@ def cells_for_dots(cell_vectors: np.ndarray, weight: int) -> np.ndarray:
     0.5-1 s of fresh memory); past :data:`CONVERTED_CELLS_BYTES` (huge
     grids) too, so that memory stays one byte per compared value.
     """
-    flat = cell_vectors.reshape(len(cell_vectors), -1)
+    flat = _rows(cell_vectors)
     if compiled_loops_allowed():
         return flat
     accumulate = dot_dtype(flat.shape[1], weight)
@@ -338,7 +349,7 @@ def cell_terms(cell_vectors: np.ndarray, geometry: Geometry,
                features: TileFeatures) -> CellTerms:
     """Derive the :class:`CellTerms` of ``cell_vectors`` (``Geometry.cell_vectors``)."""
     bound_rows, norm2, tail_norm = cell_bound_rows(cell_vectors, geometry, features)
-    sums = (cell_vectors.reshape(len(cell_vectors), -1, 3).sum(axis=1, dtype=np.int64)
+    sums = (_pixel_rows(cell_vectors).sum(axis=1, dtype=np.int64)
             * geometry.weight)
     return CellTerms(bound_rows, norm2, cells_for_dots(cell_vectors, geometry.weight), sums,
                      tail_norm)
@@ -833,11 +844,14 @@ def match_exact(
     Raises
     ------
     ValueError
-        ``tint`` is outside 0..1.
+        ``tint`` is outside 0..1, or there is no tile to search.
     OptionError
         ``tint`` with tiles too large for exact tinted distances in int64.
     """
     hundredths = _tint_hundredths(tint, geometry)
+    if len(tiles) == 0:
+        # Said as such, not as NumPy failing to reshape the empty library's features.
+        raise ValueError("no tiles to match against")
     if features is None:
         features = compute_features(tiles, geometry)
     rows = None
@@ -908,11 +922,11 @@ def dense_distances(
     weight = geometry.weight
     pooled = (features.pooled if features.pooled is not None
               else tiles.reshape(tile_count, -1))
-    flat = cell_vectors.reshape(count, -1)
+    flat = _rows(cell_vectors)
     cell_norm2 = np.einsum("ij,ij->i", flat, flat, dtype=np.int64)
     scale = search_scale(geometry, tint)
     factor = 2 * hundredths * _TINT_STEPS - hundredths * hundredths
-    cell_sums = flat.reshape(count, -1, 3).sum(axis=1, dtype=np.int64) * weight
+    cell_sums = flat.reshape(count, flat.shape[1] // 3, 3).sum(axis=1, dtype=np.int64) * weight
     tile_sums = features.channel_sums
     out = np.empty((count, tile_count), np.int64)
     # Tiles in chunks: their float64 copy stays small whatever the library.
@@ -989,13 +1003,13 @@ def pair_distances(
     candidates = np.asarray(candidates, np.int64)
     # Only the cells named are converted: a pricing round asks for a few of many.
     named, local = np.unique(cells, return_inverse=True)
-    flat = cell_vectors[named].reshape(len(named), -1)
+    flat = _rows(cell_vectors[named])
     # Summed in int64 without a wide copy, and the pairs' rows gathered as they are:
     # on 30,000 cells of 3,072 values the int64 copies took 7 s (fresh memory).
     norm2 = np.einsum("ij,ij->i", flat, flat, dtype=np.int64)
     out = exact_distances(flat, norm2, pooled, features.norm2, weight, local, candidates)
     if hundredths:
-        sums = flat.reshape(len(named), -1, 3).sum(axis=1, dtype=np.int64) * weight
+        sums = flat.reshape(len(named), flat.shape[1] // 3, 3).sum(axis=1, dtype=np.int64) * weight
         difference = sums[local] - features.channel_sums[candidates]
         out = out * scale - factor * np.einsum("ic,ic->i", difference, difference)
     return out
@@ -1037,10 +1051,10 @@ def brute_force(cells: np.ndarray, tiles: np.ndarray, match_px: int | None = Non
     length = geometry.pixels * 3
     kind = np.int32 if length * 255 * 255 < 2**31 else np.int64
     upscaled: np.ndarray = vectors.repeat(factor, axis=1).repeat(factor, axis=2).astype(kind)
-    flat_tiles: np.ndarray = np.asarray(tiles).reshape(len(tiles), -1).astype(kind)
+    flat_tiles: np.ndarray = _rows(np.asarray(tiles)).astype(kind)
     best_tile = np.empty(len(cells), np.int64)
     best_distance = np.empty(len(cells), np.int64)
-    for index, cell in enumerate(upscaled.reshape(len(cells), -1)):
+    for index, cell in enumerate(_rows(upscaled)):
         difference = flat_tiles - cell
         distances = np.einsum("ij,ij->i", difference, difference, dtype=kind)
         best_tile[index] = int(np.argmin(distances))
