@@ -82,3 +82,9 @@ def test_a_cache_folder_holding_a_nul_or_given_as_bytes_is_refused_by_name(folde
 
     with pytest.raises(OptionError, match="cache_dir"):
         cache_dir(folder)
+
+
+def test_the_options_docstring_shows_the_current_settings_version():
+    import mosaicist.options as options
+
+    assert f'{{"version": {options.SETTINGS_VERSION}, ' in options.__doc__

@@ -26,7 +26,7 @@ Serialised form
 :meth:`MosaicOptions.to_json` and :meth:`MosaicOptions.from_json` are the
 one codec for the report and the placements file::
 
-    {"version": 4, "preset": "seed", "cell_px": 16, "tile_px": 32, "match_px": 32, ...}
+    {"version": 6, "preset": "seed", "cell_px": 16, "tile_px": 32, "match_px": 32, ...}
 
 ``version`` is :data:`SETTINGS_VERSION`. Every setting is written, so reading
 back gives the same options whatever the defaults are by then. Reading
