@@ -57,6 +57,11 @@ PARTNER_CHECKS = 20_000_000
 #: Python, the most a polish takes is then about a minute, on grids whose capped
 #: assignment without Numba takes many minutes; compiled, a fifth of a second).
 BUDGET = 40_000_000
+#: Steps after which the polish stops where they lowered the objective by less than
+#: :data:`LEAST_GAIN` of it: 400 photos on 31,212 cells spent the whole budget (16-25 s)
+#: for 0.017%, 0.003% of it in the first million steps.
+STRETCH = 2_000_000
+LEAST_GAIN = 1e-5
 #: Most cell-tile pairs whose edges are looked up in a table (8 bytes each) rather than
 #: by binary search.
 DENSE_PAIRS = 1 << 23
@@ -136,7 +141,8 @@ def polish(
                  np.ascontiguousarray(position[:, 1], np.float64), float(apart), int(rows),
                  int(cols), int(cap), int(minimum), uses, first, following, preceding,
                  table, keys, key_order.astype(np.int64), tile_count, int(passes),
-                 max(PARTNERS_PER_PASS, PARTNER_CHECKS // count), BUDGET)
+                 max(PARTNERS_PER_PASS, PARTNER_CHECKS // count), BUDGET, STRETCH,
+                 LEAST_GAIN * float(np.asarray(edge_dist)[choice].sum()))
     loop: Any = _compiled_loop(_polish_loop) if compiled_loops_allowed() else None
     if loop is not None:
         try:
@@ -153,17 +159,27 @@ def _polish_loop(bounds: Any, edge_tile: Any, edge_dist: Any, choice: Any, held:
                  first: Any, following: Any, preceding: Any, table: Any, keys: Any,
                  key_edge: Any,
                  tile_count: int, passes: int, partners: int,
-                 budget: int) -> int:  # pragma: no cover - runs compiled
+                 budget: int, stretch: int, least_gain: float,
+                 ) -> int:  # pragma: no cover - runs compiled
     count = choice.shape[0]
     reach = int(apart) - 1
     window = (2 * reach + 1) * (2 * reach + 1)
     made = 0
     spent = 0
+    gained = 0.0
+    checked = stretch
     for _ in range(passes):
         moved = 0
         for cell in range(count):
             if spent > budget:
                 return made + moved
+            if spent >= checked:
+                # A stretch of steps that gained less than the least worth its time: the
+                # rest of the budget would gain still less (moves get rarer as it runs).
+                if gained < least_gain:
+                    return made + moved
+                gained = 0.0
+                checked = spent + stretch
             own = choice[cell]
             old = edge_tile[own]
             tried = 0
@@ -267,11 +283,13 @@ def _polish_loop(bounds: Any, edge_tile: Any, edge_dist: Any, choice: Any, held:
                             preceding[head] = who
                         first[target] = who
                         held[who] = target
+                    gained += edge_dist[own] - edge_dist[edge]
                     choice[cell] = edge
                     if kind == 0:
                         uses[old] -= 1
                         uses[tile] += 1
                     else:
+                        gained += edge_dist[choice[partner]] - edge_dist[back]
                         choice[partner] = back
                     moved += 1
                     break
