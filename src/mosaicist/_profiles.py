@@ -30,8 +30,11 @@ targets, tiles and re-read originals alike.
   without a word.
 - Modes converted: ``RGB`` (after transparency is composited over white),
   ``CMYK`` (through its profile, instead of Pillow's plain conversion) and
-  ``L`` (greyscale through a grey profile). Other modes keep their profile
-  unapplied.
+  greyscale of every kind (``L``, and bilevel, 16- and 32-bit, float or with
+  alpha once made 8-bit grey as :mod:`mosaicist.imaging` makes it, alpha
+  composited over white) through a grey profile. Any mode made RGB goes
+  through an RGB profile; a profile of another space than the picture's is
+  left unapplied.
 """
 
 from __future__ import annotations
@@ -163,6 +166,21 @@ def is_rgb_profile(profile: bytes | None) -> bool:
     return profile is not None and profile[16:20] == b"RGB "
 
 
+def is_grey_profile(profile: bytes | None) -> bool:
+    """Whether ``profile`` is a greyscale picture's (its header's colour space)."""
+    return profile is not None and profile[16:20] == b"GRAY"
+
+
+#: Pillow's greyscale modes but those of 16 bits (``I;16`` and its byte orders, told by
+#: their prefix): a grey profile applies to them once they are 8-bit grey.
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "F"})
+
+
+def is_grey_mode(mode: str) -> bool:
+    """Whether pictures of Pillow's ``mode`` are greyscale: bilevel, 8 to 32 bits, alpha or not."""
+    return mode in _GREY_MODES or mode.startswith("I;16")
+
+
 def to_srgb(image: Image.Image, profile: bytes | None, *, in_place: bool = False) -> Image.Image:
     """``image`` (mode ``RGB``, ``CMYK`` or ``L``) converted from ``profile`` to sRGB.
 
@@ -251,23 +269,28 @@ def usual_colour_profiles(crop_method: str) -> str:
 def converts(mode: str, keyed: bool, profile: bytes | None) -> bool:
     """Whether a picture of ``mode`` carrying ``profile`` decodes otherwise when converted.
 
-    Mirrors :func:`mosaicist.imaging.to_rgb`: a ``CMYK`` or ``L`` picture (with
-    no transparent colour key) through its own profile when that is of its
-    space; else through an RGB profile once the picture is RGB. A profile that
-    is sRGB's, cannot be read, or is of another colour space changes nothing.
+    Mirrors :func:`mosaicist.imaging.to_rgb`: a ``CMYK`` picture through its
+    own CMYK profile; a greyscale one of any kind (:func:`is_grey_mode`)
+    through a grey profile, once 8-bit grey; else through an RGB profile once
+    the picture is RGB. A profile that is sRGB's, cannot be read, or is of
+    another colour space changes nothing.
 
     Parameters
     ----------
     mode : str
         The picture's Pillow mode, as opened.
     keyed : bool
-        Whether it has a transparent colour key (``tRNS``), composited first.
+        Whether it has a transparent colour key (``tRNS``), composited first
+        (the profile applies all the same: kept for callers that pass it).
     profile : bytes or None
         Its embedded profile.
     """
+    del keyed  # composited over white first; the profile applies to the result alike
     if not profile or len(profile) < 128:
         return False
     space = _MODES.get(profile[16:20])
-    if mode in ("CMYK", "L") and not keyed and space == mode:
-        return _transform(profile, mode) is not None
+    if mode == "CMYK" and space == "CMYK":
+        return _transform(profile, "CMYK") is not None
+    if space == "L" and is_grey_mode(mode):
+        return _transform(profile, "L") is not None
     return space == "RGB" and _transform(profile, "RGB") is not None

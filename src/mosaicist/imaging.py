@@ -31,9 +31,10 @@ Mode conversions (documented in the README):
   the stored values are taken as sRGB, as OpenCV (the seed's reader) does,
   and a CMYK picture gets Pillow's plain conversion. ``convert`` (the default
   preset): a profile other than sRGB's is applied, the picture converted to
-  sRGB (relative colorimetric, :mod:`mosaicist._profiles`), a CMYK or
-  greyscale picture through its profile, an RGB one after transparency is
-  composited; a damaged profile is left unapplied, with one warning. PNG
+  sRGB (relative colorimetric, :mod:`mosaicist._profiles`), a CMYK picture
+  through its profile, a greyscale one of any depth through a grey profile
+  once it is 8-bit grey, an RGB one after transparency is composited; a
+  damaged profile is left unapplied, with one warning. PNG
   ``gAMA``/``cHRM`` are ignored either way.
 - Of a picture with several frames or pages the first is read: an animated
   GIF's, WebP's or APNG's first frame (an APNG's default image, when it has
@@ -42,6 +43,15 @@ Mode conversions (documented in the README):
   ``fast`` extra), which releases the interpreter lock, into the same
   pixels as Pillow's (see :func:`_plain_png_pixels`); every other picture,
   and any that libpng fails on, by Pillow.
+- A PNG whose pixel data end before its last row is refused as truncated, as
+  libpng refuses it (Pillow would leave the rows missing black without a
+  word); one whose compressed text chunks or colour profile inflate past
+  1 MB is read (Pillow refuses it, OpenCV and browsers do not), up to
+  Pillow's 64 MB bound on a picture's text.
+- A file Pillow does not recognise is refused as "not a readable image",
+  saying what it is where that helps: an empty file, an SVG drawing, a PDF,
+  a JPEG XL picture, a TIFF of samples Pillow cannot read (floating-point
+  RGB, 32-bit RGB).
 - HEIF (HEIC) pictures are read through pillow-heif, AVIF through Pillow
   itself (or pillow-avif-plugin); where that plugin is missing, such a file
   is refused in one line naming it (:func:`missing_reader`; a folder scan
@@ -58,6 +68,7 @@ import logging
 import math
 import os
 import stat
+import struct
 import threading
 import zlib
 from collections.abc import Callable, Iterator
@@ -70,6 +81,8 @@ from PIL import Image, ImageFile, ImageOps, PngImagePlugin, features
 from ._profiles import (
     check_colour_profiles,
     converts,
+    is_grey_mode,
+    is_grey_profile,
     is_rgb_profile,
     jpeg_profile,
     profile_of,
@@ -174,8 +187,9 @@ def to_rgb(image: Image.Image, colour_profiles: str = "ignore") -> Image.Image:
         A loaded image of any mode.
     colour_profiles : {"ignore", "convert"}
         ``convert``: an embedded ICC profile other than sRGB's is applied
-        (:mod:`mosaicist._profiles`), a CMYK or greyscale picture's instead of
-        the plain conversion, an RGB one's after transparency is composited.
+        (:mod:`mosaicist._profiles`), a CMYK picture's instead of the plain
+        conversion, a greyscale one's once it is 8-bit grey, an RGB one's
+        after transparency is composited.
         ``ignore``: the stored values are taken as sRGB.
 
     Returns
@@ -189,10 +203,23 @@ def to_rgb(image: Image.Image, colour_profiles: str = "ignore") -> Image.Image:
     profile = profile_of(image)
     if profile is None:
         return _stored_rgb(image)
-    if image.mode in ("CMYK", "L") and _colour_key(image) is None:
+    if image.mode == "CMYK":
         managed = to_srgb(image, profile)
         if managed is not image:
             return managed
+    elif is_grey_profile(profile) and is_grey_mode(image.mode):
+        # Any grey picture through its grey profile once it is 8-bit grey (transparency
+        # over white, 16 bits scaled): not only an opaque 8-bit one, or a scan's 16-bit
+        # and 8-bit copies, or a picture with and without alpha, read differently.
+        if image.mode == "L" and _colour_key(image) is None:
+            grey, stored = image, None
+        else:
+            stored = _stored_rgb(image)
+            grey = stored.getchannel(0)
+        managed = to_srgb(grey, profile)
+        if managed is not grey:
+            return managed
+        return _stored_rgb(image) if stored is None else stored  # sRGB's grey, or unusable
     rgb = _stored_rgb(image)
     return to_srgb(rgb, profile, in_place=rgb is not image) if is_rgb_profile(profile) else rgb
 
@@ -437,8 +464,13 @@ def _tile_of(image: Image.Image, width_px: int, aspect: tuple[int, int], crop: s
     return TileImage(pixels, stored, signed)
 
 
+#: Most bytes one compressed PNG text chunk or colour profile may inflate to while our
+#: reads run: Pillow's bound on all of a picture's text together (``MAX_TEXT_MEMORY``).
+PNG_TEXT_CHUNK_BYTES = 64 << 20
+
+
 class _PillowLimit:
-    """Pillow's process-wide decompression-bomb limit, lifted only around our own checks.
+    """Pillow's process-wide decompression-bomb limits, lifted only around our own checks.
 
     Pillow refuses images over its global ``Image.MAX_IMAGE_PIXELS`` (twice it, with a
     warning above it) when it opens or crops them. Our reads check the size from
@@ -446,12 +478,20 @@ class _PillowLimit:
     lifted (for a header read, checked right after) or raised to the largest
     limit in use, and it is put back when the last one ends. Render threads read
     concurrently, hence the count of holders rather than a saved value each.
+
+    Pillow also refuses a whole PNG for one compressed text chunk or colour
+    profile that inflates past 1 MB (``PngImagePlugin.MAX_TEXT_CHUNK``), which
+    OpenCV, browsers and editors read: a Photoshop XMP packet with its
+    history, a large profile. Meanwhile that limit is raised to
+    :data:`PNG_TEXT_CHUNK_BYTES`, Pillow's bound on all of a picture's text
+    together, which stays.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._held: list[int | None] = []
         self._saved: int | None = None
+        self._saved_text_chunk = PngImagePlugin.MAX_TEXT_CHUNK
 
     @contextlib.contextmanager
     def allowing(self, pixels: int | None) -> Iterator[None]:
@@ -459,6 +499,9 @@ class _PillowLimit:
         with self._lock:
             if not self._held:
                 self._saved = Image.MAX_IMAGE_PIXELS
+                self._saved_text_chunk = PngImagePlugin.MAX_TEXT_CHUNK
+                PngImagePlugin.MAX_TEXT_CHUNK = max(self._saved_text_chunk,
+                                                    PNG_TEXT_CHUNK_BYTES)
             self._held.append(pixels)
             self._apply()
         try:
@@ -470,6 +513,7 @@ class _PillowLimit:
                     self._apply()
                 else:
                     Image.MAX_IMAGE_PIXELS = self._saved
+                    PngImagePlugin.MAX_TEXT_CHUNK = self._saved_text_chunk
 
     def _apply(self) -> None:
         held = [pixels for pixels in self._held if pixels is not None]
@@ -693,7 +737,10 @@ def _open_checked(source: IO[bytes] | Path, max_pixels: int | None) -> Image.Ima
             image = Image.open(source)
         except Image.UnidentifiedImageError:
             if not _add_reader(_file_head(source)):
-                raise
+                kind = _not_a_picture(source)
+                if kind is None:
+                    raise
+                raise ImageReadError(f"not a readable image ({kind})") from None
             if not isinstance(source, Path):
                 source.seek(0)
             image = Image.open(source)
@@ -705,6 +752,82 @@ def _open_checked(source: IO[bytes] | Path, max_pixels: int | None) -> Image.Ima
         raise
     settle_colour_key(image)
     return image
+
+
+#: Bytes of a file's start looked at to tell what it is when it is no picture Pillow reads.
+_KIND_HEAD_BYTES = 1024
+#: The signatures of JPEG XL: a bare codestream, and the box format's first box.
+_JPEG_XL_STARTS = (b"\xff\x0a", b"\0\0\0\x0cJXL \r\n\x87\n")
+#: TIFF's byte-order marks and versions: classic and BigTIFF, little- and big-endian.
+_TIFF_STARTS = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+#: TIFF SampleFormat values, as messages name them.
+_TIFF_SAMPLE_KINDS = {1: "integer", 2: "signed integer", 3: "floating-point"}
+
+
+def _not_a_picture(source: IO[bytes] | Path) -> str | None:
+    """What a file Pillow does not recognise is, when that is worth saying, or None.
+
+    An empty file, a drawing or document (SVG, PDF) that has no pixels to
+    read, a JPEG XL picture (no reader here), or a TIFF whose samples
+    Pillow cannot read (floating-point or 32-bit RGB, as HDR merges write
+    them), with what to do instead. Anything else (a damaged file, text) is
+    left as "not a readable image".
+    """
+    head = _file_head(source, _KIND_HEAD_BYTES)
+    if not head:
+        return "an empty file"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in text):
+        return "an SVG drawing, which has no pixels to read: export it as a PNG picture"
+    if head.startswith(b"%PDF-"):
+        return "a PDF document: export its page as a PNG or JPEG picture"
+    if head.startswith(_JPEG_XL_STARTS):
+        return "a JPEG XL picture, which cannot be read here: save it as JPEG or PNG"
+    if head.startswith(_TIFF_STARTS):
+        return _tiff_samples(source)
+    return None
+
+
+def _tiff_samples(source: IO[bytes] | Path) -> str | None:
+    """A TIFF's first page's samples, when they are of a kind Pillow does not read.
+
+    Read with Pillow's own reader of TIFF tags (the one that refused the
+    file), not decoded.
+    """
+    from PIL import TiffImagePlugin
+
+    opened = (open(source, "rb") if isinstance(source, Path)
+              else contextlib.nullcontext(source))
+    try:
+        with opened as handle:
+            handle.seek(0)
+            start = handle.read(16)
+            header = start if start[2:4] in (b"+\0", b"\0+") else start[:8]  # BigTIFF's
+            tags = TiffImagePlugin.ImageFileDirectory_v2(header)
+            handle.seek(tags.next)
+            tags.load(handle)
+            bits, count = tags.get(_TIFF_BITS, (1,)), tags.get(277, 1)
+            number = tags.get(_TIFF_SAMPLE_FORMAT, (1,))
+    except Exception:  # noqa: BLE001 - a damaged file: "not a readable image" says enough
+        return None
+    finally:
+        if not isinstance(source, Path):
+            source.seek(0)
+    if not (isinstance(bits, tuple) and bits and isinstance(number, tuple) and number
+            and isinstance(count, int)):
+        return None
+    depth, kind = bits[0], _TIFF_SAMPLE_KINDS.get(number[0])
+    if kind is None or not isinstance(depth, int):
+        return None
+    # What Pillow reads: integers of up to 16 bits (32 as grey), signed ones of 16 bits
+    # and 32-bit floats as grey; such a file is damaged otherwise.
+    grey = count == 1
+    if (kind == "integer" and (depth <= 16 or depth == 32 and grey)
+            or kind == "signed integer" and (depth < 16 or depth in (16, 32) and grey)
+            or kind == "floating-point" and depth == 32 and grey):
+        return None
+    return (f"a TIFF of {depth}-bit {kind} samples, {count} a pixel: save it with 8- or "
+            "16-bit integer samples")
 
 
 #: PNG greyscale raw modes of 2 and 4 bits a sample: their bits. Pillow scales the
@@ -868,6 +991,7 @@ def _pillow_tile(
             hold = slot(image.width * image.height) if slot else contextlib.nullcontext()
             with hold, _PILLOW_LIMIT.allowing(max_pixels):
                 image.load()
+                _refuse_missing_png_rows(image, source)
                 turned = image.getexif().get(_ORIENTATION, 1) in _QUARTER_TURNS
                 ImageOps.exif_transpose(image, in_place=True)
                 original = (full[1], full[0]) if turned else full
@@ -992,6 +1116,11 @@ def _describe(error: BaseException) -> str:
         return "not a readable image"
     if "truncated" in message.lower():
         return "truncated image file"
+    if message.startswith(("Decompressed data too large for PngImagePlugin",
+                           "Too much memory used in text chunks")):
+        # Pillow's words name its constants (see _PillowLimit for the bound).
+        return (f"its text chunks or colour profile inflate to more than "
+                f"{PNG_TEXT_CHUNK_BYTES >> 20} MB (a decompression bomb)")
     if message == "could not create decoder object":
         # What Pillow says of a WebP cut short or damaged anywhere: libwebp refused it.
         return "truncated or damaged image file"
@@ -1226,17 +1355,21 @@ def read_target(
     path = _existing_target(path)
     size: tuple[int, int] | None = None
     try:
-        image = _open_checked(path, max_pixels)
-        size = image.size
-        with image, _PILLOW_LIMIT.allowing(max_pixels):
-            # A profile to apply takes Pillow's path (to_rgb).
-            converting = colour_profiles == "convert" and profile_of(image) is not None
-            pixels = None if converting else _plain_png_pixels(image)
-            if pixels is not None:
-                return pixels
-            image.load()
-            ImageOps.exif_transpose(image, in_place=True)
-            return _rgb_array(to_rgb(image, colour_profiles))
+        # Opened here and kept open past the decode: a PNG's pixel data are counted
+        # in the file decoded (see _refuse_missing_png_rows).
+        with open(path, "rb") as handle:
+            image = _open_checked(handle, max_pixels)
+            size = image.size
+            with image, _PILLOW_LIMIT.allowing(max_pixels):
+                # A profile to apply takes Pillow's path (to_rgb).
+                converting = colour_profiles == "convert" and profile_of(image) is not None
+                pixels = None if converting else _plain_png_pixels(image)
+                if pixels is not None:
+                    return pixels
+                image.load()
+                _refuse_missing_png_rows(image, handle)
+                ImageOps.exif_transpose(image, in_place=True)
+                return _rgb_array(to_rgb(image, colour_profiles))
     except MemoryError:
         if size is None:
             raise
@@ -1408,6 +1541,104 @@ def png_chunks(handle: IO[bytes]) -> Iterator[tuple[bytes, int]]:
         length = int.from_bytes(head[:4], "big")
         yield head[4:], length
         handle.seek(start + length + 4)
+
+
+#: Samples per pixel of each PNG colour type (grey, RGB, palette, grey + alpha, RGBA).
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+#: The seven passes of an interlaced (Adam7) PNG: first column and row, then their steps.
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+          (0, 1, 1, 2))
+#: Compressed bytes of a PNG's pixel data read, and bytes inflated, at a time.
+_PNG_COUNT_STEP = 1 << 20
+
+
+def png_rows_missing(handle: IO[bytes]) -> bool:
+    """Whether a PNG's pixel data inflate to fewer bytes than its header's rows take.
+
+    Pillow's decoder takes a complete compressed stream that ends on a row's
+    boundary as the end of the picture, and leaves the rows after it as they
+    were allocated (zeros: black, or transparent) without a word; libpng
+    refuses such a file ("Not enough image data"). Each row is a filter byte
+    and its packed samples (per pass, when interlaced). The data are read and
+    inflated a megabyte at a time and counted, never kept; a stream that is
+    not valid zlib is left to the decoder, which says so.
+
+    Parameters
+    ----------
+    handle : file object
+        The PNG file, seekable; where it is left is unspecified.
+    """
+    handle.seek(0)
+    header = handle.read(29)
+    if len(header) < 29 or header[:8] != _PNG_SIGNATURE or header[12:16] != b"IHDR":
+        return False
+    width, height, bits, colour, _, _, interlace = struct.unpack(">IIBBBBB", header[16:29])
+    if colour not in _PNG_CHANNELS:
+        return False
+    bits_per_pixel = _PNG_CHANNELS[colour] * bits
+
+    def size(columns: int, rows: int) -> int:
+        return rows * (1 + (columns * bits_per_pixel + 7) // 8) if columns and rows else 0
+
+    if interlace:
+        expected = sum(size(max(0, -(-(width - x) // step_x)), max(0, -(-(height - y) // step_y)))
+                       for x, y, step_x, step_y in _ADAM7)
+    else:
+        expected = size(width, height)
+    inflater = zlib.decompressobj()
+    produced = 0
+    seen_pixels = False
+    try:
+        for kind, length in png_chunks(handle):
+            if kind == b"IDAT":
+                seen_pixels = True
+                left = length
+                while left and produced < expected:
+                    pending = handle.read(min(left, _PNG_COUNT_STEP))
+                    if not pending:
+                        return False  # cut short: the decoder's to say
+                    left -= len(pending)
+                    while pending and produced < expected:
+                        produced += len(inflater.decompress(pending, _PNG_COUNT_STEP))
+                        pending = inflater.unconsumed_tail
+                    if inflater.eof:
+                        return produced < expected
+                if produced >= expected:
+                    return False
+            elif kind == b"IEND" or seen_pixels:
+                break  # the pixel data are one run of IDAT chunks
+    except zlib.error:
+        return False
+    return seen_pixels and produced < expected
+
+
+def _refuse_missing_png_rows(image: Image.Image, source: IO[bytes] | Path) -> None:
+    """Refuse a loaded PNG whose pixel data end before its last row (see :func:`png_rows_missing`).
+
+    The data are counted only when the rows the decoder fills last (the last
+    row; of an interlaced picture, the last two, its last pass's) have a row
+    of zeros, as rows never decoded do: a whole picture costs a row's look.
+    Called before any orientation is applied, with the file decoded: the one
+    opened (not whatever has taken its name since), or its path.
+
+    Raises
+    ------
+    ImageReadError
+        Saying the file is truncated.
+    """
+    if image.format != "PNG":
+        return
+    width, height = image.size
+    last = 2 if image.info.get("interlace") else 1
+    rows = np.asarray(image.crop((0, max(0, height - last), width, height)))
+    if rows.reshape(rows.shape[0], -1).any(axis=1).all():
+        return
+    opened = (open(source, "rb") if isinstance(source, Path)
+              else contextlib.nullcontext(source))
+    with opened as handle:
+        missing = png_rows_missing(handle)
+    if missing:
+        raise ImageReadError("truncated image file (its pixel data end before its last row)")
 
 
 def _png_orientation(source: Path | IO[bytes], info: dict[str | tuple[int, int], Any]) -> object:
