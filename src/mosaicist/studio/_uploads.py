@@ -26,9 +26,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-import struct
 import unicodedata
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +40,7 @@ from ..imaging import (
     PixelLimitError,
     _check_pixels,
     _describe,
-    png_chunks,
+    png_rows_missing,
     to_rgb,
 )
 from ..paths import atomic_path
@@ -162,7 +160,7 @@ def decode_upload(
                 image.draft("RGB", (int(width / scale), int(height / scale)))
             with _PILLOW_LIMIT.allowing(max_pixels):
                 image.load()
-                if kind == "PNG" and _png_rows_missing(data):
+                if kind == "PNG" and png_rows_missing(io.BytesIO(data)):
                     # Pillow fills the rows a complete but short data stream lacks with
                     # black, without a word: a truncated file all the same.
                     raise MosaicistError(f"{name}: the picture cannot be read: its image "
@@ -188,54 +186,6 @@ def decode_upload(
     except MemoryError:
         raise MosaicistError(f"{name}: the picture is too large to decode here") from None
     return picture, kind
-
-
-#: Samples per pixel of each PNG colour type (grey, RGB, palette, grey + alpha, RGBA).
-_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
-#: The seven passes of an interlaced (Adam7) PNG: first column and row, then their steps.
-_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
-          (0, 1, 1, 2))
-
-
-def _png_rows_missing(data: bytes) -> bool:
-    """Whether a PNG's image data inflate to fewer bytes than its header's rows take.
-
-    Each row is a filter byte and its packed samples (per pass, when
-    interlaced). The data are inflated a megabyte at a time and counted,
-    never kept. A stream that is not valid zlib is left to the decoder.
-    """
-    if len(data) < 33 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
-        return False
-    width, height, bits, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
-    if colour not in _PNG_CHANNELS:
-        return False
-    bits_per_pixel = _PNG_CHANNELS[colour] * bits
-
-    def size(columns: int, rows: int) -> int:
-        return rows * (1 + (columns * bits_per_pixel + 7) // 8) if columns and rows else 0
-
-    if interlace:
-        expected = sum(size(max(0, -(-(width - x) // step_x)), max(0, -(-(height - y) // step_y)))
-                       for x, y, step_x, step_y in _ADAM7)
-    else:
-        expected = size(width, height)
-    inflater = zlib.decompressobj()
-    produced = 0
-    handle = io.BytesIO(data)
-    try:
-        for kind, length in png_chunks(handle):
-            if kind == b"IDAT":
-                pending = handle.read(length)
-                while pending and produced < expected:
-                    produced += len(inflater.decompress(pending, 1 << 20))
-                    pending = inflater.unconsumed_tail
-                if produced >= expected:
-                    return False
-            elif kind == b"IEND":
-                break
-    except zlib.error:
-        return False
-    return produced < expected
 
 
 #: Bytes of an upload's pixels hashed at a time (see :func:`accept_target`).
