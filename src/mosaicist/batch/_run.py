@@ -35,7 +35,10 @@ same bytes), into ``OUTDIR/<stem>.<format>``:
    them (a JPEG quality for PNG outputs, stability without video frames):
    a run with other settings into a folder that holds outputs is refused
    unless ``overwrite`` (which makes every output again), so a folder
-   never mixes two batches. It also keeps each video frame's picks (its
+   never mixes two batches; nor while they run: a run holds a shared lock
+   named by its settings there (:meth:`_State.running`), and one of other
+   settings started meanwhile is refused (runs of the same settings share
+   the folder: they make the same bytes). It also keeps each video frame's picks (its
    cells' tiles), which the temporal stability of the next frame and the
    flicker measures read.
 4. **Failures** of one target (unreadable, too large, an output that cannot
@@ -82,7 +85,12 @@ from .._runtime import stop_process_pool, worker_count
 from ..errors import MosaicistError, OptionError, check_range, counted, printable, shown_type
 from ..imaging import IMAGE_EXTENSIONS
 from ..options import MosaicOptions
-from ..paths import atomic_path, check_writable, remove_dead_temporaries
+from ..paths import (
+    atomic_path,
+    check_writable,
+    locks_refused,
+    remove_dead_temporaries,
+)
 from ..progress import progress_bar
 from ._stable import Picks, StableMatcher, library_fingerprint, strength_hundredths
 from ._targets import VIDEO_SUFFIXES, BatchTarget, Rejected, collect_targets
@@ -106,6 +114,9 @@ NOT_IN_OUTPUTS = {".png": ("jpeg_quality", *NOT_IN_RASTERS), ".dzi": ("compute_m
 #: Settings that change no output of any format, recorded at their defaults. The target
 #: pixel limit only refuses targets: one made under any limit is the same.
 AS_DEFAULT = ("max_target_pixels",)
+#: Name of the lock file a running batch holds (shared) in the records folder, before its
+#: settings' digest: a run of other settings is refused while one is held.
+RUN_LOCK_PREFIX = "running-"
 #: Seconds a dead writer's record temporary is left unchanged before a run removes it.
 STALE_RECORD_AGE = 60.0
 #: Set in the pool's processes while they start: the path a process re-running an
@@ -407,110 +418,114 @@ def batch_mosaics(
     images_settings = _guarded(spec, options, suffix, None)
     frames_settings = _guarded(spec, options, suffix, hundredths)
     recorded = frames_settings if has_frames else images_settings
-    state.check(recorded, overwrite)
-    # Read before this run claims the folder (which writes this run's settings there).
-    # Only in a folder of a version that kept no records: in one that keeps them, an
-    # output without its record was not finished by a batch (or not by this target's).
-    legacy = not state.outputs.is_dir()
-    unrecorded = (legacy and state.matches(images_settings),
-                  legacy and state.matches(frames_settings))
+    # Held to the end (the video is made from the outputs): another batch with other
+    # settings would otherwise find the folder as empty as this one did, and both would
+    # write into it, each output the last writer's.
+    with state.running(recorded, outdir):
+        state.check(recorded, overwrite)
+        # Read before this run claims the folder (which writes this run's settings there).
+        # Only in a folder of a version that kept no records: in one that keeps them, an
+        # output without its record was not finished by a batch (or not by this target's).
+        legacy = not state.outputs.is_dir()
+        unrecorded = (legacy and state.matches(images_settings),
+                      legacy and state.matches(frames_settings))
 
-    found, replaced = _without_overwritten(found, outdir, suffix, video_path)
-    rejected.extend(replaced)
-    result = BatchResult(scheduler=scheduler)
-    reporter = _Reporter(result, on_error)
-    for item in rejected:
-        reporter.failed(item.name, "", item.message)
-    planned, library = _prepare(found, spec, options, cache, show_progress, quiet, reporter)
+        found, replaced = _without_overwritten(found, outdir, suffix, video_path)
+        rejected.extend(replaced)
+        result = BatchResult(scheduler=scheduler)
+        reporter = _Reporter(result, on_error)
+        for item in rejected:
+            reporter.failed(item.name, "", item.message)
+        planned, library = _prepare(found, spec, options, cache, show_progress, quiet, reporter)
 
-    jobs = _Jobs(outdir, suffix, spec, options, cache, stable if hundredths else 0.0,
-                 state, overwrite, images=_digest(images_settings),
-                 frames=_digest(frames_settings), unrecorded=unrecorded, library=library)
-    runner: _Runner
-    if scheduler is not None:
-        runner = _DaskRunner(scheduler)
-    else:
-        count = workers if workers is not None else worker_count()
-        # No more processes than can work at once: a stable video is one chain of frames.
-        chains = sum(1 for target in planned if not target.video)
-        if any(target.video for target in planned):
-            chains += len([target for target in planned if target.video]) if hundredths \
-                else count
-        count = max(1, min(count, chains))
-        runner = _LocalRunner(count, max(1, worker_count() // count))
-    result.workers = runner.workers
-    sources: list[_Source] = []
-    images = [target for target in planned if not target.video]
-    if images:
-        sources.append(_ImageSource(images, jobs, reporter))
-    videos = [_VideoSource(target, jobs, reporter, options.max_target_pixels,
-                           ordered=bool(hundredths))
-              for target in planned if target.video]
-    sources.extend(videos)
-    total = len(images) + sum(source.expected or 0 for source in videos)
-    with progress_bar(total if all(source.expected for source in videos) else None,
-                      "mosaics", unit="mosaic", enabled=show_progress) as bar:
-        reporter.bar = bar
-        try:
-            if sources:
-                # Only now, with work to do and somewhere to run it: a run that failed
-                # before (no target, no cluster) leaves the folder to the next one's settings.
-                state.claim(recorded, overwrite)
-            _run(runner, sources, reporter, jobs)
-        except BaseException:
-            runner.abort()  # interrupted: targets in progress are left (atomically) undone
-            # The pool's processes were killed mid-write: their temporaries beside the
-            # outputs go too (each output's next write would remove its own, but an
-            # interrupted batch may not be run again).
-            remove_dead_temporaries(outdir, below=False)
-            raise
-        runner.close()
-    for source in videos:
-        result.flicker[source.target.stem] = {
-            "frames": source.frames,
-            "cell_change": _mean(cell_changes([_picks_arrays(state.picks_path(stem))
-                                               for stem in source.stems])),
-        }
-    if video_path is not None:
-        outputs = _video_outputs(found, result, videos, jobs)
-        # Made or found finished by this run: a failed target's old output is not a frame.
-        whole = {entry.output for entry in result.results if entry.status != "failed"}
-        missing = [name for name, path in outputs if path not in whole]
-        unread = [source for source in videos if source.broken]
-        if unread:
-            # Its frames from the one it stopped at are unknown, not merely unmade.
-            where = "before its last frame" if unread[0].frames else "before any frame"
-            result.video_error = f"not written: {unread[0].target.name} failed {where}"
-        elif missing:
-            result.video_error = (f"not written: {len(missing)} of {len(outputs)} frames "
-                                  f"are missing (the first: {missing[0]})")
-        elif not outputs:
-            # Every target rejected, or videos without a frame: nothing to encode.
-            result.video_error = "not written: no frame was made"
+        jobs = _Jobs(outdir, suffix, spec, options, cache, stable if hundredths else 0.0,
+                     state, overwrite, images=_digest(images_settings),
+                     frames=_digest(frames_settings), unrecorded=unrecorded, library=library)
+        runner: _Runner
+        if scheduler is not None:
+            runner = _DaskRunner(scheduler)
         else:
-            from ._video import DEFAULT_FPS, write_video
-
-            if rate is None:
-                # No --fps: the rate of the batch's videos (a clip cut in parts is played
-                # at its own rate), else the default.
-                rates = {source.rate for source in videos}
-                rate = (_source_rate(rates.pop()) if len(rates) == 1 else None) or DEFAULT_FPS
+            count = workers if workers is not None else worker_count()
+            # No more processes than can work at once: a stable video is one chain of frames.
+            chains = sum(1 for target in planned if not target.video)
+            if any(target.video for target in planned):
+                chains += len([target for target in planned if target.video]) if hundredths \
+                    else count
+            count = max(1, min(count, chains))
+            runner = _LocalRunner(count, max(1, worker_count() // count))
+        result.workers = runner.workers
+        sources: list[_Source] = []
+        images = [target for target in planned if not target.video]
+        if images:
+            sources.append(_ImageSource(images, jobs, reporter))
+        videos = [_VideoSource(target, jobs, reporter, options.max_target_pixels,
+                               ordered=bool(hundredths))
+                  for target in planned if target.video]
+        sources.extend(videos)
+        total = len(images) + sum(source.expected or 0 for source in videos)
+        with progress_bar(total if all(source.expected for source in videos) else None,
+                          "mosaics", unit="mosaic", enabled=show_progress) as bar:
+            reporter.bar = bar
             try:
-                result.video = write_video(_read_outputs(outputs), video_path, rate)
-            except MosaicistError as error:
-                # Outputs of different sizes, a damaged output, a full disk: the outputs
-                # are made all the same, and the summary and report must say so.
-                result.video_error = "not written: " + _without_path(str(error), video_path)
-            except OSError as error:  # its folder gone or full: named by the video, not
-                # by the temporary it was written under
-                result.video_error = f"not written: {error.strerror or error}"
-        if result.video_error is not None and on_error is not None:
-            on_error(str(video), result.video_error)
-        if result.video is not None and len(videos) == 1 \
-                and len(outputs) == videos[0].frames:
-            result.flicker[videos[0].target.stem]["pixel_change"] = result.video.pixel_change
-    result.seconds = time.perf_counter() - started
-    return _write_report(result, report_path)
+                if sources:
+                    # Only now, with work to do and somewhere to run it: a run that failed
+                    # before (no target, no cluster) leaves the folder to the next one's settings.
+                    state.claim(recorded, overwrite)
+                _run(runner, sources, reporter, jobs)
+            except BaseException:
+                runner.abort()  # interrupted: targets in progress are left (atomically) undone
+                # The pool's processes were killed mid-write: their temporaries beside the
+                # outputs go too (each output's next write would remove its own, but an
+                # interrupted batch may not be run again).
+                remove_dead_temporaries(outdir, below=False)
+                raise
+            runner.close()
+        for source in videos:
+            result.flicker[source.target.stem] = {
+                "frames": source.frames,
+                "cell_change": _mean(cell_changes([_picks_arrays(state.picks_path(stem))
+                                                   for stem in source.stems])),
+            }
+        if video_path is not None:
+            outputs = _video_outputs(found, result, videos, jobs)
+            # Made or found finished by this run: a failed target's old output is not a frame.
+            whole = {entry.output for entry in result.results if entry.status != "failed"}
+            missing = [name for name, path in outputs if path not in whole]
+            unread = [source for source in videos if source.broken]
+            if unread:
+                # Its frames from the one it stopped at are unknown, not merely unmade.
+                where = "before its last frame" if unread[0].frames else "before any frame"
+                result.video_error = f"not written: {unread[0].target.name} failed {where}"
+            elif missing:
+                result.video_error = (f"not written: {len(missing)} of {len(outputs)} frames "
+                                      f"are missing (the first: {missing[0]})")
+            elif not outputs:
+                # Every target rejected, or videos without a frame: nothing to encode.
+                result.video_error = "not written: no frame was made"
+            else:
+                from ._video import DEFAULT_FPS, write_video
+
+                if rate is None:
+                    # No --fps: the rate of the batch's videos (a clip cut in parts is played
+                    # at its own rate), else the default.
+                    rates = {source.rate for source in videos}
+                    rate = (_source_rate(rates.pop()) if len(rates) == 1 else None) or DEFAULT_FPS
+                try:
+                    result.video = write_video(_read_outputs(outputs), video_path, rate)
+                except MosaicistError as error:
+                    # Outputs of different sizes, a damaged output, a full disk: the outputs
+                    # are made all the same, and the summary and report must say so.
+                    result.video_error = "not written: " + _without_path(str(error), video_path)
+                except OSError as error:  # its folder gone or full: named by the video, not
+                    # by the temporary it was written under
+                    result.video_error = f"not written: {error.strerror or error}"
+            if result.video_error is not None and on_error is not None:
+                on_error(str(video), result.video_error)
+            if result.video is not None and len(videos) == 1 \
+                    and len(outputs) == videos[0].frames:
+                result.flicker[videos[0].target.stem]["pixel_change"] = result.video.pixel_change
+        result.seconds = time.perf_counter() - started
+        return _write_report(result, report_path)
 
 
 def _write_report(result: BatchResult, path: Path | None) -> BatchResult:
@@ -915,6 +930,82 @@ class _State:
         except OSError as error:
             raise MosaicistError(f"{self.folder}: {error.strerror or error}") from None
 
+    @contextlib.contextmanager
+    def running(self, settings: dict[str, Any], outdir: Path) -> Iterator[None]:
+        """Hold this run's place in the folder; refuse it while a run of other settings holds one.
+
+        Each run holds a shared ``flock`` on ``running-<digest of its
+        settings>.lock`` while it runs (the kernel lets go when it dies,
+        ``kill -9`` included): runs of the same settings share the folder
+        (their outputs are the same bytes), and one of other settings is
+        refused, in one line, instead of writing over them. A file system
+        without locks (some network ones), or Windows, runs as without.
+
+        Raises
+        ------
+        MosaicistError
+            When a run with other settings is writing into the folder.
+        """
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows has no flock
+            yield
+            return
+        try:
+            self.folder.mkdir(exist_ok=True)
+            checking = _open_lock(self.folder / "check.lock")
+        except OSError:
+            yield  # a folder that takes no file here fails, and says so, when claimed
+            return
+        held = None
+        try:
+            # Briefly, one run at a time: another's place is taken or found whole.
+            fcntl.flock(checking, fcntl.LOCK_EX)
+            mine = f"{RUN_LOCK_PREFIX}{_digest(settings)}.lock"
+            if self._other_running(fcntl, mine):
+                raise MosaicistError(
+                    f"{outdir}: another batch with other settings is writing into this "
+                    "folder; wait for it to end, or choose another output folder")
+            held = _open_lock(self.folder / mine)
+            fcntl.flock(held, fcntl.LOCK_SH)
+        except OSError as error:
+            if held is not None:
+                os.close(held)
+            held = None
+            if not locks_refused(error):
+                raise MosaicistError(f"{self.folder}: {error.strerror or error}") from None
+        finally:
+            os.close(checking)
+        try:
+            yield
+        finally:
+            if held is not None:
+                os.close(held)
+
+    def _other_running(self, fcntl: Any, mine: str) -> bool:
+        """Whether a live run of other settings holds its place (a dead one's is removed)."""
+        for entry in os.scandir(self.folder):
+            if not entry.name.startswith(RUN_LOCK_PREFIX) or entry.name == mine:
+                continue
+            try:
+                descriptor = _open_lock(Path(entry.path))
+            except OSError:
+                continue
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            except OSError:
+                continue
+            else:
+                # Its run has ended; removed while held (under the check lock, no one
+                # opens it meanwhile).
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+            finally:
+                os.close(descriptor)
+        return False
+
     def _recorded(self) -> Any:
         with contextlib.suppress(OSError, ValueError):
             return json.loads(self.record.read_text())
@@ -976,6 +1067,11 @@ class _State:
 
     def picks_path(self, stem: str) -> Path:
         return self.folder / "picks" / f"{stem}.npz"
+
+
+def _open_lock(path: Path) -> int:
+    """Open (creating) a lock file; not inherited by programs started from here."""
+    return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
 
 
 def _changed(recorded: dict[str, Any], settings: dict[str, Any]) -> list[str]:
