@@ -315,13 +315,19 @@ def check_layout(tile_size: int, overlap: int, tile_format: str) -> str:
         ``0..tile_size // 2`` or an unknown format, naming the setting
         (``dzi_tile_size``, ``dzi_overlap``, ``dzi_format``).
     """
-    check_range("dzi_tile_size", tile_size, 1, DZI_MAX_TILE_SIZE, "pixels", whole=True)
+    tile_size = check_range("dzi_tile_size", tile_size, 1, DZI_MAX_TILE_SIZE, "pixels",
+                            whole=True)
+    if isinstance(overlap, bool) or not isinstance(overlap, int | np.integer):
+        # An overlap of 1.5 (or True) went into the descriptor as written, "1.5",
+        # which no viewer (nor read_layout) takes, or failed in an array's shape.
+        check_range("dzi_overlap", overlap, 0, tile_size // 2, "pixels", whole=True)
     if not 0 <= overlap <= tile_size // 2:
         raise OptionError(
             "{dzi_overlap} must be between 0 and {most} pixels (half the tile size), got {value}",
             most=tile_size // 2, value=overlap,
         )
-    name = FORMAT_ALIASES.get(tile_format.lower())
+    # Not a text (None, a number): refused by name, as an unknown spelling is.
+    name = FORMAT_ALIASES.get(tile_format.lower()) if isinstance(tile_format, str) else None
     if name is None:
         raise OptionError("unknown {dzi_format} {value!r}; use {known}", value=tile_format,
                           known=alternatives(TILE_FORMATS))
@@ -702,10 +708,16 @@ def write_deep_zoom(
         raise MosaicistError(f"{path}: a Deep Zoom output must end in .dzi")
     _refuse_link(path, "Deep Zoom descriptor")
     tile_format = check_layout(tile_size, overlap, format)
-    check_range("jpeg_quality", quality, 1, 100, whole=True)
+    quality = check_range("jpeg_quality", quality, 1, 100, whole=True)
+    # Python ints (NumPy integers are taken too): they go into the descriptor and the
+    # level count (a NumPy width failed there on bit_length, a float in an array shape).
+    for name, side in (("width", width), ("height", height)):
+        if isinstance(side, bool) or not isinstance(side, int | np.integer):
+            check_range(name, side, 1, None, "pixels", whole=True)  # says why, by name
+    width, height = int(width), int(height)
     if width < 1 or height < 1:
         raise MosaicistError(f"{path}: cannot write an empty {width}x{height} picture")
-    layout = DeepZoomLayout(width, height, tile_size, overlap, tile_format)
+    layout = DeepZoomLayout(width, height, int(tile_size), int(overlap), tile_format)
     if workers is None:
         workers = worker_count()
     with writing_lock(path):

@@ -8,6 +8,8 @@ to bands of any height as they arrive, so a level is never held whole.
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 from PIL import Image
 
@@ -41,8 +43,9 @@ def level_count(width: int, height: int) -> int:
     int
         ``ceil(log2(max(width, height))) + 1``, computed exactly.
     """
-    # ceil(log2(n)) without floating point: exact for any size.
-    return (max(width, height, 1) - 1).bit_length() + 1
+    # ceil(log2(n)) without floating point: exact for any size. operator.index takes
+    # NumPy integers (sizes computed with NumPy have no bit_length) and refuses floats.
+    return (max(operator.index(width), operator.index(height), 1) - 1).bit_length() + 1
 
 
 def reduce_half(image: np.ndarray) -> np.ndarray:

@@ -195,7 +195,13 @@ class ViewerServer(WebServer):
         async def serve_route(request: Request) -> Response:
             return site.answer(request.path_params["route"])
 
-        app = make_app([Route("/{route:path}", serve_route, methods=["GET", "HEAD"])],
+        async def no_icon(request: Request) -> Response:
+            # Browsers ask every server for its icon: a 404 there was a console error on
+            # every page served. No site file has this name (.html, .dzi, NAME_files/).
+            return Response(status_code=204)
+
+        app = make_app([Route("/favicon.ico", no_icon, methods=["GET", "HEAD"]),
+                        Route("/{route:path}", serve_route, methods=["GET", "HEAD"])],
                        host=host, port=bound, name="view")
         super().__init__(app, listener)
         self.site = site
