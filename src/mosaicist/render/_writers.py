@@ -26,7 +26,11 @@ a few rows:
   Pillow's copy (4 bytes a pixel) plus libwebp's ARGB and YUV copies come
   to about 11 bytes a pixel, so WebP outputs are limited to
   :data:`WEBP_MAX_PIXELS` (160 megapixels, under 2 GB) as well as to the
-  format's 16383 px a side.
+  format's 16383 px a side. Near that limit a detailed picture can still
+  outgrow what the format holds (VP8 gives the block headers 512 KB: a
+  16,383 x 9,675 px mosaic of 129 px tiles does, one of 12,288 x 12,288 px
+  of 64 px tiles does not); libwebp's refusal is then one line naming the
+  file and the formats that can (:data:`WEBP_ERRORS`).
 * **TIFF**: a tiled (256 x 256) BigTIFF written with tifffile, deflate with
   the horizontal predictor by default, pyramidal by default: reduced
   levels are SubIFDs (subfile type 1), each :func:`mosaicist.render.reduce_half`
@@ -95,6 +99,16 @@ PNG_LEVEL = 1
 JPEG_SUBSAMPLING = 0
 #: libwebp's effort, 0 (fast) to 6 (small).
 WEBP_METHOD = 4
+#: libwebp's ``WebPEncodingError`` codes (as Pillow's "encoding error N" says them) of a
+#: picture the format cannot hold, in words; and those of memory running out.
+WEBP_ERRORS = {
+    "5": "a side is over the format's 16,383 px",
+    "6": "its block headers are over the 512 KB the format gives them (a detailed picture "
+         "of about 150 megapixels or more)",
+    "7": "its coded data is over the 16 MB a partition of the format holds",
+    "9": "the file would be over the format's 4 GB",
+}
+WEBP_OUT_OF_MEMORY = frozenset({"1", "2"})
 #: Largest resolution recorded: JPEG's JFIF density is a 16-bit field.
 MAX_DPI = 65535
 #: Largest JPEG side: libjpeg's ``JPEG_MAX_DIMENSION``, below the format's 65535. Pillow's
@@ -304,7 +318,10 @@ def write_image(
     ------
     MosaicistError
         For an unknown extension, a size over the format's limit, an option
-        the format cannot honour, or a file that cannot be written.
+        the format cannot honour, a picture its encoder cannot hold (a
+        detailed WebP near its limit), or a file that cannot be written.
+    MemoryError
+        When the WebP encoder runs out of memory.
     ValueError
         For a band of the wrong shape or type, or bands whose heights do not
         sum to ``height``.
@@ -337,6 +354,8 @@ def write_image(
             # picture or the one before, never an empty file (tens of ms for 100 MB).
             with atomic_path(path, durable=True) as temporary:
                 raster.encode(temporary, checked, width, height, encoding)
+        except _EncoderRefusal as refusal:
+            raise MosaicistError(f"{path}: {refusal}") from None
         except OSError as error:
             if checked.source_failed:
                 raise
@@ -345,6 +364,10 @@ def write_image(
             raise MosaicistError(
                 f"{path}: cannot write output: {error.strerror or error}"
             ) from None
+
+
+class _EncoderRefusal(Exception):
+    """An encoder that cannot hold the picture, in words (:func:`write_image` adds the file)."""
 
 
 class _Bands:
@@ -768,7 +791,22 @@ def _encode_webp(
     for band in bands:
         picture.paste(Image.fromarray(band, "RGB"), (0, top))
         top += band.shape[0]
-    picture.save(path, format="WEBP", **options)
+    try:
+        picture.save(path, format="WEBP", **options)
+    except ValueError as error:
+        # Pillow's "encoding error N", libwebp's WebPEncodingError, after all the drawing:
+        # a traceback. Its headers of a detailed picture outgrow the 512 KB that VP8 gives
+        # them (a 16,383 x 9,675 px mosaic of 129 px tiles: error 6), whatever the memory.
+        code = str(error).rpartition(" ")[2]
+        if code in WEBP_OUT_OF_MEMORY:
+            raise MemoryError(str(error)) from None
+        reason = WEBP_ERRORS.get(code)
+        if reason is None:
+            raise
+        raise _EncoderRefusal(
+            f"the WebP encoder (libwebp) cannot hold this {width:,}x{height:,} px picture: "
+            f"{reason} (error {code}); use .jpg, .png, .tif or .dzi, or fewer pixels"
+        ) from None
 
 
 # --- TIFF ------------------------------------------------------------------
