@@ -19,7 +19,7 @@ def test_a_jpeg_past_libjpegs_limit_is_refused_before_any_work(tmp_path, width, 
         check_output(tmp_path / "a.jpg", width, height)
     assert str(error.value) == (
         f"{tmp_path / 'a.jpg'}: {width:,}x{height:,} pixels is over the JPEG limit of "
-        "65,500 pixels a side")
+        "65,500 pixels a side; use .png, .tif or .dzi")
 
 
 @pytest.mark.parametrize(("width", "height"), [(65500, 8), (1, 65500)])

@@ -127,7 +127,8 @@ def test_check_output_size_messages():
     with pytest.raises(MosaicistError) as error:
         check_output("a.jpg", 65501, 10)
     assert str(error.value) == (
-        "a.jpg: 65,501x10 pixels is over the JPEG limit of 65,500 pixels a side"
+        "a.jpg: 65,501x10 pixels is over the JPEG limit of 65,500 pixels a side; use .png, "
+        ".tif or .dzi"
     )
     with pytest.raises(MosaicistError,
                        match="10x16,384 pixels is over the WebP limit of 16,383 pixels a side"):

@@ -232,7 +232,7 @@ class RasterFormat(OutputFormat):
         if width > self.max_side or height > self.max_side:
             raise MosaicistError(
                 f"{path}: {width:,}x{height:,} pixels is over the {self.title} limit of "
-                f"{self.max_side:,} pixels a side"
+                f"{self.max_side:,} pixels a side; use .png, .tif or .dzi"
             )
         if self.max_pixels is not None and width * height > self.max_pixels:
             raise MosaicistError(
