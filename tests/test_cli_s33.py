@@ -88,3 +88,35 @@ def test_the_options_docstring_shows_the_current_settings_version():
     import mosaicist.options as options
 
     assert f'{{"version": {options.SETTINGS_VERSION}, ' in options.__doc__
+
+
+@pytest.mark.parametrize(("name", "words"), [
+    ("mosaic.png", "takes it for a photo"),
+    ("mural.dzi", "takes its pyramid's tiles for photos"),
+    (".hidden/mosaic.png", None),
+    (".mosaic.png", None),
+])
+def test_an_output_written_into_the_tile_library_is_warned_of(tmp_path, name, words):
+    # make -o tiles/mosaic.png is allowed, but the next index took the mosaic for a photo
+    # (and a pyramid's thousands of tiles for photos) without a word.
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    target = tmp_path / "t.png"
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(target)
+    library = tmp_path / "lib"
+    library.mkdir()
+    for index in range(6):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+            library / f"{index}.png")
+    output = library / name
+    output.parent.mkdir(exist_ok=True)
+    result = CliRunner().invoke(main, ["make", str(target), "--tiles", str(library), "--cell",
+                                       "8", "--tile-px", "8", "-o", str(output), "--preset",
+                                       "seed", "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    if words is None:
+        assert "inside the tile library" not in result.stderr
+    else:
+        assert words in result.stderr and "inside the tile library" in result.stderr

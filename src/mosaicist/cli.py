@@ -973,6 +973,7 @@ def make(
                  options)
     _note_ignored(output_format(output), options, quiet)
     _note_shadowed(tiles, quiet)
+    _note_inside_library(_library_folder(tiles), output, quiet)
 
     show = progress_enabled(quiet)
     tiles = _source_before_cluster(tiles, scheduler, cache_dir, show)
@@ -1049,6 +1050,38 @@ def _library_folder(spec: str) -> Path | None:
         return None
     folder = expanded(spec)
     return folder.resolve() if folder.is_dir() else None
+
+
+def _note_inside_library(library: Path | None, output: Path, quiet: bool) -> None:
+    """Warn where a new picture (or pyramid) written into the tile folder ``library`` would
+    be indexed as photos.
+
+    ``make -o tiles/mosaic.png`` is allowed (the file is no photo yet), but the
+    next index takes the mosaic for one, and later mosaics draw it as a tile.
+    Said only for a file the folder's scan would list (an image extension, no
+    hidden part), in its folder's real place.
+    """
+    from .imaging import IMAGE_EXTENSIONS
+    from .paths import expanded
+
+    if library is None or quiet:
+        return
+    given = expanded(output)
+    where = Path(os.path.realpath(given.parent)) / given.name
+    try:
+        parts = where.relative_to(library).parts
+    except ValueError:
+        return
+    if not parts or any(part.startswith(".") for part in parts):
+        return
+    pyramid = where.suffix.lower() == ".dzi"  # its NAME_files folder holds pictures
+    if not pyramid and (where.suffix.lower() not in IMAGE_EXTENSIONS or os.path.lexists(where)):
+        return
+    taken = ("the next index takes its pyramid's tiles for photos" if pyramid
+             else "the next index takes it for a photo")
+    click.echo(printable(
+        f"mosaicist: warning: {output}: the output is inside the tile library {library}: "
+        f"{taken}, and later mosaics may draw them as tiles"), err=True)
 
 
 def _refuse_library_photos(library: Path | None,
