@@ -120,3 +120,26 @@ def test_an_output_written_into_the_tile_library_is_warned_of(tmp_path, name, wo
         assert "inside the tile library" not in result.stderr
     else:
         assert words in result.stderr and "inside the tile library" in result.stderr
+
+
+def test_a_small_output_on_a_full_disk_is_told_to_free_space_not_to_use_larger_cells(
+        tmp_path, monkeypatch):
+    # 'a 128x96 px PNG output (0.0 megapixels) needs at least 4.1 kB; its file system has 0
+    # bytes free; use larger cells or smaller tiles': the disk was full, the picture small.
+    from mosaicist.errors import MosaicistError
+    from mosaicist.render import _formats, check_output
+
+    real = os.statvfs(tmp_path)
+
+    class Full:
+        f_frsize, f_bsize, f_blocks = real.f_frsize, real.f_bsize, real.f_blocks
+        f_bavail, f_files, f_favail = 0, real.f_files, real.f_favail
+
+    monkeypatch.setattr(_formats.os, "statvfs", lambda folder: Full)
+    with pytest.raises(MosaicistError) as error:
+        check_output(tmp_path / "m.png", 128, 96)
+    message = str(error.value)
+    assert "megapixels" not in message and "larger cells" not in message
+    assert "free some space or write the output elsewhere" in message
+    with pytest.raises(MosaicistError, match=r"\(0\.1 gigapixels\).*or use larger cells"):
+        check_output(tmp_path / "m.png", 10_000, 10_000)

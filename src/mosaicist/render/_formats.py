@@ -226,6 +226,8 @@ _PLUGIN_CHECKS: dict[str, Any] = {
 #: 1,032 bytes of a run of one value in a byte (a picture of one colour, RGB).
 LEAST_BYTES_PER_PIXEL = 3 / 1032
 
+#: Pixels from which an output too large for its disk is told to use fewer pixels too.
+LARGE_OUTPUT_PIXELS = 10_000_000
 #: Copies of a band (one row of tiles across the picture) a writer holds at once: the
 #: band drawn, the one being encoded and the encoder's blocks (2.05 measured for PNG, 2.4
 #: JPEG, 3.3 Deep Zoom, 3.9 TIFF: rounded down to the least).
@@ -412,10 +414,10 @@ def check_room(path: str | os.PathLike[str], output: OutputFormat, width: int, h
     needed += files * block
     free = stats.f_bavail * block
     pixels = width * height
-    amount = (f"{pixels / 1e12:,.1f} terapixels" if pixels >= 1e12 else
-              f"{pixels / 1e9:,.1f} gigapixels" if pixels >= 1e8 else
-              f"{pixels / 1e6:,.1f} megapixels")
-    size = f"a {width:,}x{height:,} px {output.name} output ({amount})"
+    amount = (f" ({pixels / 1e12:,.1f} terapixels)" if pixels >= 1e12 else
+              f" ({pixels / 1e9:,.1f} gigapixels)" if pixels >= 1e8 else
+              f" ({pixels / 1e6:,.1f} megapixels)" if pixels >= 1e5 else "")
+    size = f"a {width:,}x{height:,} px {output.name} output{amount}"
     if needed > free:
         # A folder that takes no files (/proc, /sys) also reports 0 bytes free: the
         # problem there is the folder, not a full disk.
@@ -425,8 +427,12 @@ def check_room(path: str | os.PathLike[str], output: OutputFormat, width: int, h
                                  f"{folder} ({refused}); write the output elsewhere")
         if getattr(stats, "f_blocks", None) == 0:
             return  # a file system that reports no size at all cannot say what is free
+        # A full disk is the disk's to fix: fewer pixels is advice only for a large picture
+        # (a 128x96 px PNG on a full disk was told to use larger cells).
+        smaller = ", or use larger cells or smaller tiles" if pixels >= LARGE_OUTPUT_PIXELS else ""
         raise MosaicistError(f"{path}: {size} needs at least {byte_words(needed)}; its file system "
-                             f"has {byte_words(free)} free; use larger cells or smaller tiles")
+                             f"has {byte_words(free)} free; free some space or write the output "
+                             f"elsewhere{smaller}")
     if stats.f_files and files > stats.f_favail:
         raise MosaicistError(f"{path}: {size} needs {files:,} files; its file system has room "
                              f"for {stats.f_favail:,} more; use larger cells, smaller tiles "
