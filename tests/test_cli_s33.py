@@ -143,3 +143,15 @@ def test_a_small_output_on_a_full_disk_is_told_to_free_space_not_to_use_larger_c
     assert "free some space or write the output elsewhere" in message
     with pytest.raises(MosaicistError, match=r"\(0\.1 gigapixels\).*or use larger cells"):
         check_output(tmp_path / "m.png", 10_000, 10_000)
+
+
+def test_a_folder_of_unreadable_files_says_how_many_were_tried(tmp_path):
+    # It said only "no usable tile images found", as for a folder with no pictures at all.
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"x")
+    (folder / "b.png").write_bytes(b"yy")
+    result = CliRunner().invoke(main, ["index", str(folder), "--cache-dir",
+                                       str(tmp_path / "cache"), "-q"])
+    assert result.exit_code == 1
+    assert "no usable tile images found (2 files could not be read)" in result.stderr

@@ -63,7 +63,14 @@ from .._profiles import COLOUR_PROFILE_MODES, check_colour_profiles, usual_colou
 from ..aspect import SQUARE, aspect_pair, format_aspect, height_for
 from ..crop import CROP_MODES, Window, crop_method, window_size
 from ..dedupe import DEDUPE_VERSION, duplicate_groups, duplicate_leaders, tile_signatures
-from ..errors import MosaicistError, OptionError, alternatives, check_range, shown_type
+from ..errors import (
+    MosaicistError,
+    OptionError,
+    alternatives,
+    check_range,
+    counted,
+    shown_type,
+)
 from ..options import TILE_PX_RANGE
 from ..paths import STORED_ARRAY_ERRORS, atomic_path, mark_used, remove_older_generations
 from ..paths import cache_dir as default_cache_dir
@@ -568,7 +575,11 @@ class TileLibrary:
         with manifest_errors(directory):
             library = cls._read(source, tile, directory, stats)
         if len(library) == 0:
-            raise MosaicistError(f"{source.name}: no usable tile images found")
+            # Said with what was tried: the warnings before it may have scrolled away (or
+            # not been shown, under -q).
+            failed = len(stats.failed) if stats is not None and stats.failed else 0
+            tried = f" ({counted(failed, 'file')} could not be read)" if failed else ""
+            raise MosaicistError(f"{source.name}: no usable tile images found{tried}")
         return library
 
     @classmethod

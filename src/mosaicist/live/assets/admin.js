@@ -292,7 +292,8 @@
       const filled = answer && typeof answer === "object"
         ? answer.filled ?? answer.completed ?? answer.count : undefined;
       tell(typeof filled === "number"
-        ? `${numberFormat.format(filled)} empty cells filled.` : "The empty cells are filled.");
+        ? `${numberFormat.format(filled)} empty ${filled === 1 ? "cell" : "cells"} filled.`
+        : "The empty cells are filled.");
       await refresh();
     } catch (error) {
       tell("");
