@@ -155,3 +155,18 @@ def test_a_folder_of_unreadable_files_says_how_many_were_tried(tmp_path):
                                        str(tmp_path / "cache"), "-q"])
     assert result.exit_code == 1
     assert "no usable tile images found (2 files could not be read)" in result.stderr
+
+
+@pytest.mark.parametrize("arguments", [
+    ["make", "t.png", "--tiles", "lib", "-o", "out.png/"],
+    ["make", "t.png", "--tiles", "lib", "--report", "r.json/"],
+    ["render", "p.json", "-o", "out.png/"],
+    ["score", "m.png", "t.png", "--json", "s.json/"],
+])
+def test_a_file_to_write_that_ends_with_a_slash_is_refused(tmp_path, arguments, monkeypatch):
+    # Path drops a trailing slash: 'make -o out.png/' wrote the file out.png.
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 2
+    assert "as a folder does; name the file" in result.output
+    assert not (tmp_path / "out.png").exists()

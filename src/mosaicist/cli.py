@@ -426,6 +426,18 @@ class _GivenPath(click.Path):
         return expanded(converted) if isinstance(converted, Path) else converted
 
 
+class _FilePath(_GivenPath):
+    """A path of a file to write: not one that ends with a separator (``Path`` drops it, so
+    ``-o out.png/``, a folder meant or a slip, wrote the file ``out.png``)."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value.endswith(("/", os.sep)) and value.strip("/" + os.sep):
+            self.fail(f"{value} ends with {value[-1]}, as a folder does; name the file "
+                      "(for example out.png)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class _GivenText(click.ParamType):
     """A text that is not empty (``--tiles ""`` indexed the current folder, recursively)."""
 
@@ -606,6 +618,7 @@ _REAL = _Number(float)
 
 
 _PATH = _GivenPath()
+_FILE = _FilePath()
 _SOURCE = _GivenText()
 
 
@@ -910,13 +923,13 @@ Examples:
               metavar="SOURCE",
               help="Tile source: a folder, cifar10, cifar100, cifar10:PATH, galaxy10, "
                    "galaxy10-sdss, or FILE.h5[:KEY] / FILE.npz / FILE.npy.")
-@click.option("-o", "--output", type=_PATH, default=None, metavar="OUT",
+@click.option("-o", "--output", type=_FILE, default=None, metavar="OUT",
               help=_OUTPUT_HELP + " [default: <target stem>-mosaic.png]")
-@click.option("--placements", "placements_path", type=_PATH, default=None, metavar="FILE",
+@click.option("--placements", "placements_path", type=_FILE, default=None, metavar="FILE",
               help="Write the placements: .csv (row, col, tile, distance, position, "
                    "transform, tint_0..2, ...: one row per cell) or .json (the same plus "
                    "what 'mosaicist render' needs).")
-@click.option("--report", "report_path", type=_PATH, default=None, metavar="FILE.json",
+@click.option("--report", "report_path", type=_FILE, default=None, metavar="FILE.json",
               help="Write a JSON report (grid, tiles, settings, objective, metrics, timings).")
 @_setting_options(*_MAKE_SETTINGS)
 @click.option("--use-all", is_flag=True,
@@ -1202,7 +1215,7 @@ Examples:
 """
 )
 @click.argument("placements_path", metavar="PLACEMENTS", type=_PATH)
-@click.option("-o", "--output", type=_PATH, required=True, metavar="OUT",
+@click.option("-o", "--output", type=_FILE, required=True, metavar="OUT",
               help=_OUTPUT_HELP)
 @click.option("--tiles", default=None, type=_SOURCE, metavar="SOURCE",
               help="Tile source (needed for CSV placements, which do not record it).")
@@ -1351,7 +1364,7 @@ Examples:
                    "[default: 0, off: every frame exactly as 'make' makes it].")
 @click.option("--overwrite", is_flag=True,
               help="Make every output again (else outputs already in OUTDIR are skipped).")
-@click.option("--report", "report", type=_PATH, default=None, metavar="FILE.json",
+@click.option("--report", "report", type=_FILE, default=None, metavar="FILE.json",
               help="Write a JSON report: each target's status, seconds and metrics, the "
                    "flicker of videos, the video written.")
 @_setting_options(*_MAKE_SETTINGS)
@@ -1721,7 +1734,7 @@ PSNR is capped at 100 dB (identical images).
 @click.option("--placements", "placements_path", type=_PATH, default=None, metavar="FILE",
               help="Placements (.csv or .json) from 'make --placements': adds tile "
                    "repetition metrics.")
-@click.option("--json", "json_path", type=_PATH, default=None, metavar="FILE",
+@click.option("--json", "json_path", type=_FILE, default=None, metavar="FILE",
               help="Also write the metrics as JSON.")
 def score(
     mosaic: Path,
