@@ -216,3 +216,25 @@ def test_adaptive_placements_record_the_photos_content_hashes(tmp_path):
                          cache_dir=tmp_path / "cache")
     recorded = mosaic.placements.to_json()
     assert "hashes" in recorded
+
+
+@pytest.mark.parametrize(("arguments", "words"), [
+    ((0, 32), "cell_px must be at least 1 pixel, got 0"),
+    (("8", 32), "cell_px must be a whole number, got '8'"),
+    ((8, 32, -1), "cell_height must be at least 0 pixels, got -1"),
+    ((8, 0), "match_px must be at least 1 pixel, got 0"),
+])
+def test_a_geometry_of_impossible_sizes_is_refused_by_name(arguments, words):
+    # Geometry is public: Geometry(0, 32) was taken and failed later, naming nothing.
+    from mosaicist.grid import Geometry
+
+    with pytest.raises(OptionError) as error:
+        Geometry(*arguments)
+    assert str(error.value) == words
+
+
+def test_a_geometry_takes_numpy_whole_numbers_as_python_ones():
+    from mosaicist.grid import Geometry
+
+    geometry = Geometry(np.int64(8), np.int32(32))
+    assert geometry == Geometry(8, 32) and type(geometry.cell_px) is int

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import MosaicistError, OptionError, shown_type
+from .errors import MosaicistError, OptionError, check_range, shown_type
 from .options import CELL_PX_RANGE, check_whole
 
 
@@ -273,6 +273,12 @@ class Geometry:
     match_height: int = 0
 
     def __post_init__(self) -> None:
+        # A public class: Geometry(0, 32) or Geometry("8", 32) was taken, and failed later
+        # as a division by zero or a NumPy error naming nothing.
+        for name, least in (("cell_px", 1), ("match_px", 1), ("cell_height", 0),
+                            ("match_height", 0)):
+            value = check_range(name, getattr(self, name), least, None, "pixels", whole=True)
+            object.__setattr__(self, name, int(value))
         if not self.cell_height:
             object.__setattr__(self, "cell_height", self.cell_px)
         if not self.match_height:
