@@ -249,8 +249,11 @@ def test_score_of_a_rectangular_mosaic_with_its_json_placements_equals_its_repor
     ("given", "said"),
     [
         (["--cell", "5", "--aspect", "3:2"], "are for --cell 6, not --cell 5"),
-        (["--cell", "6"], "are for --aspect 3:2, not --aspect 1:1"),
-        (["--cell", "5"], "are for --cell 6 and --aspect 3:2, not --cell 5 and --aspect 1:1"),
+        # An --aspect not given is the recorded one: only one given otherwise differs.
+        (["--cell", "6", "--aspect", "1:1"], "are for --aspect 3:2, not --aspect 1:1"),
+        (["--cell", "5", "--aspect", "1:1"],
+         "are for --cell 6 and --aspect 3:2, not --cell 5 and --aspect 1:1"),
+        (["--cell", "5"], "are for --cell 6, not --cell 5"),
     ],
 )
 def test_score_refuses_cells_other_than_the_json_placements_record(rectangular, given, said):
@@ -271,3 +274,21 @@ def test_score_refuses_json_placements_whose_grid_the_target_cannot_hold(rectang
                        r".*smaller.png is 40x20 pixels, too small for them at cell_px 6"):
         score_mosaic(root / "mosaic.png", smaller, 6, aspect="3:2",
                      tile_grid=Placements.read(root / "placements.json"))
+
+
+def test_views_too_large_for_memory_are_refused_before_measuring(tmp_path, monkeypatch):
+    # score --view-px 64 on 100 x 100 cells ran to a MemoryError (or the kernel's killer)
+    # after minutes; it is refused from the grid's size, naming --view-px.
+    import mosaicist._runtime
+
+    rng = np.random.default_rng(3)
+    target = tmp_path / "t.png"
+    mosaic = tmp_path / "m.png"
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(target)
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(mosaic)
+    monkeypatch.setattr(mosaicist._runtime, "available_memory", lambda: 10_000_000)
+    score_mosaic(mosaic, target, 8, view_px=4)  # 64 cells of 16 view pixels: fits
+    with pytest.raises(OptionError, match=r"view_px 64 on 64 cells needs about .* smaller "
+                                          r"view_px") as error:
+        score_mosaic(mosaic, target, 8, view_px=64)
+    assert error.value.parameters == ("view_px",)

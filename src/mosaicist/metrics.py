@@ -128,6 +128,10 @@ from .placements import Placements
 PSNR_CAP_DB = 100.0
 #: Accepted range of ``view_px`` (viewing-scale pixels per cell side).
 VIEW_PX_RANGE = (1, 256)
+#: Bytes the measures at viewing scale hold per view pixel (both views in float64, the
+#: SSIM's and CIEDE2000's planes: 3,700 a cell measured at 4 px, 231 a pixel; rounded
+#: down, so that only what clearly cannot fit is refused).
+VIEW_BYTES_PER_PIXEL = 180
 #: SSIM window side at viewing scale (smaller for smaller images).
 SSIM_WINDOW = 7
 #: Elements per working block, so that big mosaics are scored in bounded memory.
@@ -1105,6 +1109,7 @@ def score_mosaic(
             "{cell_px} {cell}", shape=shape, target=target_path, cols=cols, rows=rows,
             cell=cell_px,
         )
+    _check_view_memory(rows * cols, view_px, view_px * cell_height / cell_px)
     crop = target[top:top + rows * cell_height, left:left + cols * cell_px]
     metrics: dict = {"rows": rows, "cols": cols, "cell_px": cell_px, "tile_px": tile_px}
     if not square:
@@ -1120,6 +1125,25 @@ def score_mosaic(
 
         metrics |= leaf_repetition(placed.tile, placed.rect)
     return metrics
+
+
+def _check_view_memory(cells: int, view_px: int, view_height: float,
+                       available: int | None = None) -> None:
+    """Refuse, before reading further, views of ``cells`` too large for the memory available.
+
+    ``score --view-px 64`` on 100 x 100 cells ran to a MemoryError (or, without a limit,
+    the kernel's killer) after minutes.
+    """
+    from ._runtime import check_memory
+
+    def refusal(needed: str, free: str) -> OptionError:
+        return OptionError("{view_px} {value} on {cells} needs about {needed} of memory; this "
+                           "machine has {free} available: use a smaller {view_px}",
+                           value=view_px, cells=counted(cells, "cell"), needed=needed,
+                           free=free)
+
+    needed = int(cells * view_px * max(1.0, view_height) * VIEW_BYTES_PER_PIXEL)
+    check_memory(needed, refusal, available)
 
 
 def headline(metrics: dict) -> str:
