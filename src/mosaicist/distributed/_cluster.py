@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 
 #: Most worker processes ``local:N`` starts.
 MOST_LOCAL_WORKERS = 256
+#: Starts of a local cluster tried, when one of its worker processes dies as it starts.
+LOCAL_STARTS = 3
 #: Seconds to wait for a remote scheduler to answer before giving up.
 CONNECT_SECONDS = 10
 #: Seconds a run waits on its tasks while the cluster has no worker, before it stops.
@@ -215,7 +217,7 @@ def client_for(address: str | Scheduler, *, quiet: bool = True) -> Iterator[Clie
                 _local_client(scheduler.workers, level) as client:
             yield client
         return
-    with _quiet_dask(level):
+    with _quiet_dask(level), _without_reconnect_noise():
         # Asked first, on a connection of its own: Dask's client waits for ever on a
         # peer that accepts and says nothing, and on one that speaks another protocol
         # (a status page's port, a worker's) it fails with an error of any kind and
@@ -407,16 +409,70 @@ def require_workers(client: Client, seconds: float = CONNECT_SECONDS) -> int:
     Raises
     ------
     MosaicistError
-        When no worker joined in time.
+        When no worker joined in time, or the client lost its scheduler.
     """
+    if client.status in ("closing", "closed"):
+        _check_connected(client)  # Dask's wait fails on it with an AttributeError
     try:
+        # A client reconnecting to its scheduler waits here, and goes on if it is back.
         client.wait_for_workers(1, timeout=seconds)
-    except (OSError, TimeoutError):
-        address = client.scheduler_info().get("address", "")
+    except TimeoutError:
+        # A scheduler lost between two stages of a run (killed, its machine gone): the
+        # client reconnected in vain and closed, and the wait said it had no workers
+        # ("the Dask scheduler at  has no workers", its address forgotten).
+        _check_connected(client)
+        address = _client_address(client)
         raise MosaicistError(f"the Dask scheduler at {address} has no workers; start some "
                              f"with 'dask worker {address}'") from None
+    except OSError:
+        # Not the wait's end (a TimeoutError, itself an OSError): its connection failed,
+        # the scheduler gone while the client had yet to notice.
+        raise lost_scheduler(client) from None
     _check_imports(client)
-    return len(worker_addresses(client))
+    try:
+        return len(worker_addresses(client))
+    except OSError:
+        # Lost since the wait: Dask's error names its connection's objects and Python's
+        # errors ("in <TCP (closed) ...>: ConnectionResetError: [Errno 104] ...").
+        raise lost_scheduler(client) from None
+
+
+def _client_address(client: Client) -> str:
+    """The address of ``client``'s scheduler, also once the client has lost it (or "").
+
+    Dask forgets it as a client that lost its scheduler closes
+    (``scheduler_info()`` is then empty, ``client.scheduler`` None): the
+    address the client was made with, or its local cluster's, is kept.
+    """
+    for owner, name in (("scheduler", "address"), ("cluster", "scheduler_address"),
+                        (None, "_start_arg")):
+        with contextlib.suppress(Exception):
+            holder = client if owner is None else getattr(client, owner, None)
+            address = getattr(holder, name, None)
+            # A closed cluster's is "<Not Connected>".
+            if isinstance(address, str) and "://" in address:
+                return address
+    return ""
+
+
+def lost_scheduler(client: Client | None, kept: str = "") -> MosaicistError:
+    """The one-line error of a run whose client lost its scheduler (naming it), then ``kept``."""
+    address = _client_address(client) if client is not None else ""
+    where = f" at {address}" if address else ""
+    return MosaicistError(f"lost the connection to the Dask scheduler{where}; its tasks are "
+                          f"cancelled{kept}")
+
+
+def _check_connected(client: Client) -> None:
+    """Refuse to go on with a client that lost its scheduler (reconnecting, or closed).
+
+    Raises
+    ------
+    MosaicistError
+        Naming the scheduler.
+    """
+    if not _connected(client):
+        raise lost_scheduler(client)
 
 
 def _check_imports(client: Client) -> None:
@@ -472,6 +528,7 @@ def task_result(future: Future, killed: str, *, kept: str = "") -> Any:
         The task's own error, as it raised it.
     """
     from distributed.client import FutureCancelledError
+    from distributed.comm import CommClosedError
     from distributed.scheduler import KilledWorker
 
     watch = WorkerWatch(future.client)
@@ -488,14 +545,19 @@ def task_result(future: Future, killed: str, *, kept: str = "") -> Any:
                     watch.check()
     except KilledWorker:
         raise MosaicistError(killed) from None
+    except CommClosedError:
+        # The result's gathering lost its connection: the scheduler went away as the task
+        # finished (an OSError, which a caller took for the task's own: "a worker could not
+        # write the index: in <TCP (closed) ConnectionPool.gather ...>: Stream is closed").
+        raise lost_scheduler(future.client, kept) from None
     except FutureCancelledError as error:
         # Not a cancelling of ours (those futures are not waited for): the
         # scheduler went away, or cancelled it itself.
-        address = _scheduler_address(future)
-        if error.reason == "scheduler-connection-lost":
-            raise MosaicistError(f"lost the connection to the Dask scheduler{address}; its "
-                                 f"tasks are cancelled{kept}") from None
-        raise MosaicistError(f"the Dask scheduler{address} cancelled a task "
+        # A task submitted while the client was reconnecting is cancelled without a
+        # reason when it gives up ("cancelled a task (unknown)"): the scheduler is lost too.
+        if error.reason == "scheduler-connection-lost" or not _connected(future.client):
+            raise lost_scheduler(future.client, kept) from None
+        raise MosaicistError(f"the Dask scheduler{_scheduler_address(future)} cancelled a task "
                              f"({error.reason}){kept}") from None
 
 
@@ -544,7 +606,7 @@ class WorkerWatch:
         if self.since is None:
             self.since = now
         elif now - self.since >= NO_WORKER_SECONDS:
-            address = self.client.scheduler_info().get("address", "")
+            address = _client_address(self.client)
             raise MosaicistError(f"the Dask scheduler at {address} has had no workers for "
                                  f"{NO_WORKER_SECONDS:g} s (all lost?); start some with "
                                  f"'dask worker {address}'")
@@ -601,10 +663,15 @@ def completed(running: Any, watch: WorkerWatch) -> Iterator[Future]:
 def _scheduler_address(future: Future) -> str:
     """`` at ADDRESS`` of the scheduler of ``future``'s client, or nothing."""
     with contextlib.suppress(Exception):
-        address = future.client.scheduler.address
-        if isinstance(address, str):
+        address = _client_address(future.client)
+        if address:
             return f" at {address}"
     return ""
+
+
+def _connected(client: Any) -> bool:
+    """Whether ``client`` (a Dask client, or anything else) has not lost its scheduler."""
+    return getattr(client, "status", "running") in ("running", "newly-created")
 
 
 @contextlib.contextmanager
@@ -714,26 +781,44 @@ def _local_cluster(workers: int, level: int) -> Iterator[LocalCluster]:
     environment = {THREADS_ENV: share, "OMP_NUM_THREADS": share, "OPENBLAS_NUM_THREADS": share,
                    "MKL_NUM_THREADS": share}
     with dask.config.set(LOCAL_SETTINGS):
-        before = set(SpecCluster._instances)
-        try:
-            # The workers ignore Ctrl+C, which a terminal sends them too: this
-            # process stops them (see _local_worker).
-            preload = [*dask.config.get("distributed.worker.preload", []), LOCAL_WORKER_PRELOAD]
-            cluster = LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address="127.0.0.1:0", worker_dashboard_address="127.0.0.1:0",
-                silence_logs=level, env=environment, preload=preload,
-            )
-        except BaseException as error:
-            _forget_half_made(set(SpecCluster._instances) - before)
-            if isinstance(error, (OSError, TimeoutError, RuntimeError)):
-                raise MosaicistError(f"cannot start a local Dask cluster of "
-                                     f"{counted(workers, 'worker')} ({_reason(error)})") from None
-            raise
+        for start in range(1, LOCAL_STARTS + 1):
+            before = set(SpecCluster._instances)
+            try:
+                # The workers ignore Ctrl+C, which a terminal sends them too: this
+                # process stops them (see _local_worker).
+                preload = [*dask.config.get("distributed.worker.preload", []),
+                           LOCAL_WORKER_PRELOAD]
+                cluster = LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                    dashboard_address="127.0.0.1:0", worker_dashboard_address="127.0.0.1:0",
+                    silence_logs=level, env=environment, preload=preload,
+                )
+                break
+            except BaseException as error:
+                _forget_half_made(set(SpecCluster._instances) - before)
+                if _worker_died_starting(error) and start < LOCAL_STARTS:
+                    # A worker process killed as it started (out of memory, a stray
+                    # kill) failed the whole cluster: once running, a killed worker
+                    # is replaced by its nanny and costs only time, so does it here.
+                    continue
+                if isinstance(error, (OSError, TimeoutError, RuntimeError)):
+                    raise MosaicistError(
+                        f"cannot start a local Dask cluster of {counted(workers, 'worker')} "
+                        f"({_reason(error)})") from None
+                raise
         try:
             yield cluster
         finally:
             cluster.close()
+
+
+def _worker_died_starting(error: BaseException) -> bool:
+    """Whether a local cluster failed to start because a worker process failed to.
+
+    Dask's words for it: "Nanny failed to start." (the process ended before
+    it said it was ready), after "Nanny failed to start worker process".
+    """
+    return isinstance(error, RuntimeError) and str(error).startswith("Nanny failed to start")
 
 
 def _forget_half_made(clusters: set[Any]) -> None:
@@ -768,6 +853,31 @@ def _quiet_dask(level: int, names: tuple[str, ...] = ("distributed", "dask", "to
     finally:
         for logger, old in zip(loggers, before, strict=True):
             logger.setLevel(old)
+
+
+class _NoReconnectNoise(logging.Filter):
+    """Leave out the client's log of a scheduler it lost and could not reach again.
+
+    Dask logs it as an error ("Failed to reconnect to scheduler after 10.00
+    seconds, closing client") above the run's own line, which says so.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` is kept: any but the client's giving up on its scheduler."""
+        return not (isinstance(record.msg, str)
+                    and record.msg.startswith("Failed to reconnect to scheduler"))
+
+
+@contextlib.contextmanager
+def _without_reconnect_noise() -> Iterator[None]:
+    """No record of a client giving up on its lost scheduler in the block (see above)."""
+    client_log = logging.getLogger("distributed.client")
+    noise = _NoReconnectNoise()
+    client_log.addFilter(noise)
+    try:
+        yield
+    finally:
+        client_log.removeFilter(noise)
 
 
 @contextlib.contextmanager

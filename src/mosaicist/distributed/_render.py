@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 
 #: Bytes of picture one task draws, at most (at least one row of cells).
 TASK_BYTES = 48 << 20
+#: A task's picture is at most this fraction of its worker's memory limit: drawing it
+#: takes several times its bytes (the photos decoded and resized, the rows, the result
+#: sent back), over the worker's own hundred-odd megabytes.
+TASK_MEMORY_SHARE = 1 / 16
 #: Tasks per worker drawn ahead of the writer.
 AHEAD_PER_WORKER = 2
 
@@ -236,7 +240,7 @@ def _cluster_bands(client: Client, job: BandJob, renderer: MosaicRenderer,
     tile_height = renderer.tile_height
     band_bytes = tile_height * renderer.width * 3
     workers = require_workers(client)
-    size = rows_per_task or max(1, min(TASK_BYTES // band_bytes,
+    size = rows_per_task or max(1, min(task_bytes(client) // band_bytes,
                                        -(-placements.rows // (workers * 4))))
     groups = [(start, min(placements.rows, start + size))
               for start in range(0, placements.rows, size)]
@@ -265,6 +269,27 @@ def _cluster_bands(client: Client, job: BandJob, renderer: MosaicRenderer,
     finally:
         for future in ahead:
             future.cancel()
+
+
+def task_bytes(client: Client) -> int:
+    """Bytes of picture one task draws: :data:`TASK_BYTES`, less on workers of little memory.
+
+    Workers started with ``--memory-limit`` are restarted by their nanny past
+    95% of it: tasks of the usual size on workers of a few hundred megabytes
+    killed every worker they were given to, and the render failed.
+    """
+    try:
+        # Every worker: some versions of Dask list only the first few by default.
+        known = client.scheduler_info(n_workers=-1)
+    except TypeError:  # a Dask that lists them all, without the keyword
+        known = client.scheduler_info()
+    except OSError:  # the scheduler lost: the tasks say so
+        return TASK_BYTES
+    limits = [info.get("memory_limit") or 0 for info in known.get("workers", {}).values()]
+    limited = [int(limit) for limit in limits if limit > 0]
+    if not limited:
+        return TASK_BYTES
+    return max(1, min(TASK_BYTES, int(min(limited) * TASK_MEMORY_SHARE)))
 
 
 def _rows_of(placements: Placements, start: int, stop: int) -> Placements:
