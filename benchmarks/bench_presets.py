@@ -35,6 +35,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    as_shown,
     cache_dir,
     data_dir,
     fresh_dir,
@@ -165,7 +166,9 @@ def _run(args: argparse.Namespace, data: Path, tool: Path, names: list[str],
                 continue
             report = json.loads(report_path.read_text())
             library_size = report["tiles"]
-            figures = viewscale(tool, output, target, cell)
+            # Judged against the target as a colour-managed viewer shows it (the default
+            # converts an embedded profile; viewscale reads stored values as sRGB).
+            figures = viewscale(tool, output, as_shown(target, runs), cell)
             metrics = report["metrics"]
             cells = report["grid"]["rows"] * report["grid"]["cols"]
             figures["distinct"] = report["distinct_tiles"] / cells

@@ -32,6 +32,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -367,3 +368,35 @@ def seconds(value: float) -> str:
     if value >= 1e-3:
         return f"{value * 1e3:.2f} ms"
     return f"{value * 1e6:.1f} us"
+
+
+def as_shown(target: Path, into: Path) -> Path:
+    """``target`` as a colour-managed viewer shows it: in sRGB (a copy where it has a profile).
+
+    The mosaics are written in sRGB without a profile, and the default converts a target's
+    embedded profile (``--colour-profiles convert``); ``viewscale.py`` reads stored values as
+    sRGB, so an Adobe RGB target would be judged by values no screen shows (the shared
+    rocket: the default's sky judged 20 levels off in red, its colourfulness 25% over).
+    Converted with Little CMS (Pillow's ImageCms), relative colorimetric with black point
+    compensation, as mosaicist does.
+    """
+    import io
+
+    from PIL import Image, ImageCms
+
+    with Image.open(target) as picture:
+        profile = picture.info.get("icc_profile")
+        if not profile:
+            return target
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        srgb = ImageCms.createProfile("sRGB")
+        # Plain numbers (relative colorimetric; black point compensation): Pillow 10.2
+        # has no ImageCms.Intent and ImageCms.Flags.
+        intent: Any = 1
+        flags: Any = 0x2000
+        shown = ImageCms.profileToProfile(picture.convert("RGB"), source, srgb,
+                                          renderingIntent=intent, outputMode="RGB", flags=flags)
+    path = into / f"{target.stem}-srgb.png"
+    assert shown is not None
+    shown.save(path)
+    return path

@@ -133,7 +133,12 @@ def warm_prices(
     sampled_tiles = _sample(rng, tile_count, max(wanted, -(-len(sampled_cells) // cap)))
     objects = np.repeat(tiles[sampled_tiles], cap, axis=0)
     points = cells[sampled_cells]
-    price, owner_of = auction(points, objects)
+    # One BLAS thread for the auction: it redraws a few cells' lists thousands of times (a
+    # flat target's alike cells), and products that small cost BLAS's threads more than
+    # they save (a flat white target, 2,000 photos, on two cores shared with other work: 40 s
+    # against 13 s). The c-transform's products below are large: they keep the threads.
+    with one_blas_thread():
+        price, owner_of = auction(points, objects)
     own = objects[owner_of]
     paid = np.einsum("ij,ij->i", points - own, points - own) + price[owner_of]
     prices = np.zeros(tile_count)
