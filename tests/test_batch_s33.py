@@ -38,3 +38,24 @@ def test_a_video_and_frames_named_in_another_case_clash(tmp_path):
     targets, rejected = collect_targets([tmp_path / "Clip-000001.png", tmp_path / "clip.mp4"])
     assert [target.stem for target in targets] == ["Clip-000001"]
     assert len(rejected) == 1 and "would have the names of" in rejected[0].message
+
+
+def test_a_dask_batch_that_lost_its_scheduler_names_it():
+    # 'lost the connection to the Dask scheduler; its tasks are cancelled; the outputs
+    # made are kept' named no scheduler, where make, index and render name it.
+    import types
+
+    import pytest
+
+    from mosaicist.batch._run import _DaskRunner
+    from mosaicist.errors import MosaicistError
+
+    pytest.importorskip("distributed")
+    runner = object.__new__(_DaskRunner)
+    runner.client = types.SimpleNamespace(
+        status="closing", scheduler=types.SimpleNamespace(address="tcp://127.0.0.1:8786"))
+    with pytest.raises(MosaicistError) as raised:
+        runner.submit(None)
+    assert str(raised.value) == ("lost the connection to the Dask scheduler at "
+                                 "tcp://127.0.0.1:8786; its tasks are cancelled; the outputs "
+                                 "made are kept")

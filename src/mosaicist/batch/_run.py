@@ -1653,9 +1653,9 @@ class _LocalRunner(_Runner):
 #: Why a target failed whose worker died every time it was tried (a pool's process, or
 #: each Dask worker given it), the others having been tried again without it.
 _WORKER_DIED = "the worker process making it died each time it was tried (out of memory?)"
-#: What a batch on a Dask cluster says when its scheduler is gone mid-run.
-_LOST_SCHEDULER = ("lost the connection to the Dask scheduler; its tasks are cancelled; "
-                   "the outputs made are kept")
+#: What a batch on a Dask cluster adds when its scheduler is gone mid-run
+#: (:func:`mosaicist.distributed._cluster.lost_scheduler` names the scheduler).
+_OUTPUTS_KEPT = "; the outputs made are kept"
 
 
 class _DaskRunner(_Runner):
@@ -1688,14 +1688,14 @@ class _DaskRunner(_Runner):
         if self.client.status != "running":
             # Its scheduler lost (the client is reconnecting): a frame's scatter would
             # wait for it 10 s, then end the run with Dask's words.
-            raise MosaicistError(_LOST_SCHEDULER)
+            raise self._lost()
         frame: Any = work.frame
         try:
             if frame is not None:
                 frame = self.client.scatter(frame, hash=False)
             return self.client.submit(make_target, work.job, frame, pure=False)
         except OSError:  # CommClosedError, or Dask's "Timed out trying to connect"
-            raise MosaicistError(_LOST_SCHEDULER) from None
+            raise self._lost() from None
 
     def result(self, future: Any) -> Outcome:
         from distributed.client import FutureCancelledError
@@ -1705,7 +1705,7 @@ class _DaskRunner(_Runner):
         except (OSError, FutureCancelledError):
             # A job returns its own failures (make_target raises none): a task done
             # whose result cannot be gathered (CommClosedError) lost the scheduler.
-            raise MosaicistError(_LOST_SCHEDULER) from None
+            raise self._lost() from None
 
     def wait(self, pending: Iterable[Any]) -> set[Any]:
         from distributed import wait
@@ -1725,7 +1725,13 @@ class _DaskRunner(_Runner):
                 except TimeoutError:
                     watch.check()
                 except FuturesCancelledError:
-                    raise MosaicistError(_LOST_SCHEDULER) from None
+                    raise self._lost() from None
+
+    def _lost(self) -> MosaicistError:
+        """The one line of a batch whose scheduler is gone, naming it."""
+        from ..distributed._cluster import lost_scheduler
+
+        return lost_scheduler(self.client, _OUTPUTS_KEPT)
 
     def close(self) -> None:
         self._stack.close()
