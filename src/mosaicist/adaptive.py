@@ -398,7 +398,7 @@ def check_leaves_feasible(
         Naming ``min_spacing``, with how many tiles the leaves need.
     """
     from .errors import counted
-    from .match._assign import spacing_capacity
+    from .match._assign import lone_cells_refusal, spacing_capacity
 
     needs = leaf_spacing_needs(leaves, min_spacing)
     count = len(leaves)
@@ -420,15 +420,7 @@ def check_leaves_feasible(
             cells=counted(needs.block, "cell"), high=needs.high, wide=needs.wide, grid=grid,
             tiles=f"{tiles:,}")
     if lone and tiles < with_lone:
-        raise OptionError(
-            "{cells} with at most {cap} per tile need at least {needed} under {min_spacing} "
-            "{spacing}, but the library has {tiles}: {lone} in the middle of the {grid} grid "
-            + ("has" if lone == 1 else "have") + " no cell {spacing} or more away and "
-            + ("needs a tile of its own" if lone == 1 else "need a tile each")
-            + "; add tiles or relax the limits",
-            cells=counted(count, "cell"), cap=counted(cap, "use"), spacing=min_spacing,
-            needed=counted(with_lone, "tile"), tiles=f"{tiles:,}", grid=grid,
-            lone=("the cell" if lone == 1 else f"the {lone:,} cells"))
+        raise lone_cells_refusal(count, cap, min_spacing, with_lone, tiles, grid, lone)
 
 
 def leaves_memory(leaves: Leaves, grid_cells: int, options: MosaicOptions) -> int:

@@ -549,6 +549,22 @@ def spaced_cap(rows: int, cols: int, min_spacing: int, tiles: int) -> int | None
     return min(int(np.bincount(kind).max()) for kind in kinds)
 
 
+def lone_cells_refusal(cells: int, cap: int, min_spacing: int, needed: int, tiles: int,
+                       grid: str, lone: int) -> OptionError:
+    """The refusal of a grid whose ``lone`` middle cells (no cell ``min_spacing`` away) each
+    need a tile of their own, ``needed`` tiles in all, where the library has ``tiles``."""
+    return OptionError(
+        "{cells} with at most {cap} per tile need at least {needed} under {min_spacing} "
+        "{spacing}, but the library has {tiles}: {lone} in the middle of the {grid} grid "
+        + ("has" if lone == 1 else "have") + " no cell {spacing} or more away and "
+        + ("needs a tile of its own" if lone == 1 else "need a tile each")
+        + "; add tiles or relax the limits",
+        cells=counted(cells, "cell"), cap=counted(cap, "use"), spacing=min_spacing,
+        needed=counted(needed, "tile"), tiles=f"{tiles:,}", grid=grid,
+        lone=("the cell" if lone == 1 else f"the {lone:,} cells"),
+    )
+
+
 def check_feasible(
     cells: int,
     tiles: int,
@@ -664,16 +680,8 @@ def check_feasible(
             grid=f"{cols}x{rows}", needed=counted(needed, "tile"), tiles=f"{tiles:,}",
         )
     if tiles < with_lone:
-        raise OptionError(
-            "{cells} with at most {cap} per tile need at least {needed} under {min_spacing} "
-            "{spacing}, but the library has {tiles}: {lone} in the middle of the {grid} grid "
-            + ("has" if lone == 1 else "have") + " no cell {spacing} or more away and "
-            + ("needs a tile of its own" if lone == 1 else "need a tile each")
-            + "; add tiles or relax the limits",
-            cells=counted(cells, "cell"), cap=counted(cap, "use"), spacing=min_spacing,
-            needed=counted(with_lone, "tile"), tiles=f"{tiles:,}", grid=f"{cols}x{rows}",
-            lone=("the cell" if lone == 1 else f"the {lone:,} cells"),
-        )
+        raise lone_cells_refusal(cells, cap, min_spacing, with_lone, tiles, f"{cols}x{rows}",
+                                 lone)
 
 
 def _check_limits(max_uses: int | None, min_spacing: int) -> None:
