@@ -82,6 +82,7 @@
     indexFailed: new Set(),
     indexedSettings: null, // the settings (and target) of the last index job asked for
     making: null, makeSource: null,
+    cancelling: null,      // the run whose Cancel was asked for: "Cancelling…" until it ends
     starting: false,       // a Make sent, its run not followed yet
     shown: null,           // the run shown under "Your mosaic"
     previewTimer: 0, previewAbort: null, previewUrl: null,
@@ -887,7 +888,7 @@
           const kind = status.state || status.status;
           if (TERMINAL.includes(kind)) finish(kind, {message: status.error}, status);
           const now = status.progress || status;  // a run's progress, or a job's own fields
-          if (!TERMINAL.includes(kind)) progress({stage: now.stage, done: now.done, total: now.total});
+          if (!TERMINAL.includes(kind)) progress({stage: now.stage, done: now.done, total: now.total, state: kind});
         } catch (error) {
           finish("failed", {message: error.message}, null);
         }
@@ -901,6 +902,21 @@
 
   function readyToMake() {
     return Boolean(state.target && state.tiles);
+  }
+
+  /**
+   * An index a settings change asked for could not be made: a setting the studio refuses
+   * (a tile size or shape out of range) is said on the preview line, as every other
+   * setting's refusal is, not in the banner too; anything else is the page's error.
+   */
+  function settingsIndexFailed(error) {
+    if (error instanceof ApiError && error.status >= 400 && error.status < 500) {
+      $("preview-busy").hidden = true;
+      $("preview-status").classList.add("inline-error");
+      $("preview-status").textContent = sentence(error.message);
+      return;
+    }
+    showError(error);
   }
 
   function schedulePreview() {
@@ -926,7 +942,7 @@
     // In print mode the tile size (so the index's) is planned by the server: the preview says.
     const key = indexKey(state.tiles);
     if (state.size.mode !== "print" && !state.indexed.has(key) && !state.indexFailed.has(key)) {
-      indexTiles(state.tiles).catch(showError);
+      indexTiles(state.tiles).catch(settingsIndexFailed);
       return;
     }
     const controller = new AbortController();
@@ -968,7 +984,7 @@
       }
       if (/not indexed/i.test(error.message)
           && state.indexedSettings !== JSON.stringify([body.settings, body.target])) {
-        indexTiles(state.tiles).catch(showError);
+        indexTiles(state.tiles).catch(settingsIndexFailed);
         return;
       }
       $("preview-status").classList.add("inline-error");
@@ -1051,11 +1067,19 @@
     $("make-box").hidden = false;
     setProgress($("make-progress"), 0, null);
     $("make-status").textContent = `${what}…`;
+    state.cancelling = null;
+    $("cancel-make").disabled = false;
     followEvents(`/api/runs/${encodeURIComponent(id)}`, {
       onSource: (source) => { state.makeSource = source; },
       progress: (event) => {
         setProgress($("make-progress"), event.done, event.total);
-        $("make-status").textContent = progressText(event, what);
+        // A cancelled run still sends the progress it made before it stops: the page
+        // says it is stopping, not that it goes on.
+        if (state.cancelling === id) $("make-status").textContent = "Cancelling…";
+        // A run waiting behind another (another tab's, or one made before) is not being
+        // made yet: the server's events say "queued" until its own work starts.
+        else if ((event.data?.state ?? event.state) === "queued") $("make-status").textContent = "Waiting for the run before it…";
+        else $("make-status").textContent = progressText(event, what);
       },
       lost: (text) => { $("make-status").textContent = text; },
       finished: (kind, event) => runFinished(id, kind, event),
@@ -1066,7 +1090,9 @@
     if (state.making !== id) return;
     state.making = null;
     state.makeSource = null;
+    state.cancelling = null;
     $("cancel-make").hidden = true;
+    $("cancel-make").disabled = false;
     $("make").disabled = !readyToMake();
     let run = null;
     try { run = await api("GET", `/api/runs/${encodeURIComponent(id)}`); } catch (_) { /* shown below */ }
@@ -1089,14 +1115,20 @@
   }
 
   async function cancelMake() {
-    if (!state.making) return;
+    const id = state.making;
+    if (!id || state.cancelling === id) return;
+    // Off until the run ends (runFinished, or followRun for the next one): pressed
+    // again, it would only ask the same again.
     $("cancel-make").disabled = true;
     try {
-      await api("POST", `/api/runs/${encodeURIComponent(state.making)}/cancel`);
-      $("make-status").textContent = "Cancelling…";
-    } finally {
-      $("cancel-make").disabled = false;
+      await api("POST", `/api/runs/${encodeURIComponent(id)}/cancel`);
+    } catch (error) {
+      if (state.making === id) $("cancel-make").disabled = false;
+      throw error;
     }
+    if (state.making !== id) return;  // it ended meanwhile
+    state.cancelling = id;
+    $("make-status").textContent = "Cancelling…";
   }
 
   // --- the result --------------------------------------------------------------------------
