@@ -59,3 +59,17 @@ def test_a_dask_batch_that_lost_its_scheduler_names_it():
     assert str(raised.value) == ("lost the connection to the Dask scheduler at "
                                  "tcp://127.0.0.1:8786; its tasks are cancelled; the outputs "
                                  "made are kept")
+
+
+def test_a_video_out_from_outputs_it_cannot_read_names_the_formats_the_flag_takes(tmp_path):
+    # It said 'use --format png, jpg, jpeg, webp', and --format takes no 'jpeg'.
+    from click.testing import CliRunner
+
+    from mosaicist.cli import main
+
+    _picture(tmp_path / "t.png")
+    result = CliRunner().invoke(main, ["batch", str(tmp_path / "t.png"), "--tiles",
+                                       str(tmp_path), "-o", str(tmp_path / "out"), "--format",
+                                       "tif", "--video", str(tmp_path / "v.mp4")])
+    assert result.exit_code != 0
+    assert "use --format png, jpg or webp, not tif" in result.output

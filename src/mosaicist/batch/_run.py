@@ -82,7 +82,15 @@ from typing import Any
 import numpy as np
 
 from .._runtime import stop_process_pool, worker_count
-from ..errors import MosaicistError, OptionError, check_range, counted, printable, shown_type
+from ..errors import (
+    MosaicistError,
+    OptionError,
+    alternatives,
+    check_range,
+    counted,
+    printable,
+    shown_type,
+)
 from ..imaging import IMAGE_EXTENSIONS
 from ..options import MosaicOptions
 from ..paths import (
@@ -824,9 +832,11 @@ def _check_video(path: Path, suffix: str, outdir: Path) -> None:
     from ._video import video_codec
 
     if suffix not in VIDEO_FORMATS:
+        # The names --format takes (jpeg is the API's other spelling of jpg), as a choice.
+        names = [name.lstrip(".") for name in VIDEO_FORMATS if name != ".jpeg"]
         raise OptionError("{video} is made from the outputs: use {format} "
-                          + ", ".join(name.lstrip(".") for name in VIDEO_FORMATS)
-                          + ", not {value}", value=suffix.lstrip("."))
+                          + alternatives(names) + ", not {value}",
+                          value=suffix.lstrip("."))
     video_codec(path)
     if path.resolve().parent != outdir.resolve() or outdir.is_dir():
         check_writable(path, "video")
