@@ -357,7 +357,7 @@ def test_a_read_only_cache_folder_prepares_and_computes_without_a_lock(tmp_path,
             def read_only(path):
                 raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
 
-            monkeypatch.setattr(paths, "_open_lock", read_only)
+            monkeypatch.setattr(paths, "open_lock", read_only)
         prepares = count_builds(monkeypatch, _prepare, "_fill")
         computes = count_builds(monkeypatch, _features, "compute_features")
         prepared = prepare_tiles(tiles, "lab", "flips", folder, "g0-n20")

@@ -323,7 +323,7 @@ def test_where_no_lock_can_be_had_the_block_runs_unlocked(tmp_path, monkeypatch)
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
 
     with monkeypatch.context() as patched:
-        patched.setattr(paths, "_open_lock", refused)
+        patched.setattr(paths, "open_lock", refused)
         with paths.build_lock(tmp_path / "entry") as locked:
             assert locked is False
     fcntl = pytest.importorskip("fcntl")

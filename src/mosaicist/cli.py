@@ -1065,6 +1065,19 @@ def _library_folder(spec: str) -> Path | None:
     return folder.resolve() if folder.is_dir() else None
 
 
+def _scanned_in(library: Path, where: Path) -> Path | None:
+    """``where`` relative to the tile folder ``library`` where the folder's scan reaches it
+    (inside, no hidden folder or name on the way); None elsewhere."""
+    try:
+        relative = where.relative_to(library)
+    except ValueError:  # outside the library (or on another drive)
+        return None
+    parts = relative.parts
+    if not parts or any(part.startswith(".") for part in parts):
+        return None
+    return relative
+
+
 def _note_inside_library(library: Path | None, output: Path, quiet: bool) -> None:
     """Warn where a new picture (or pyramid) written into the tile folder ``library`` would
     be indexed as photos.
@@ -1081,11 +1094,7 @@ def _note_inside_library(library: Path | None, output: Path, quiet: bool) -> Non
         return
     given = expanded(output)
     where = Path(os.path.realpath(given.parent)) / given.name
-    try:
-        parts = where.relative_to(library).parts
-    except ValueError:
-        return
-    if not parts or any(part.startswith(".") for part in parts):
+    if _scanned_in(library, where) is None:
         return
     pyramid = where.suffix.lower() == ".dzi"  # its NAME_files folder holds pictures
     if not pyramid and (where.suffix.lower() not in IMAGE_EXTENSIONS or os.path.lexists(where)):
@@ -1123,13 +1132,8 @@ def _refuse_library_photos(library: Path | None,
         # outside the library to one of its photos would replace the photo.
         for where in (Path(os.path.realpath(given.parent)) / given.name,
                       Path(os.path.realpath(given))):
-            try:
-                relative = where.relative_to(library)
-            except ValueError:  # outside the library (or on another drive)
-                continue
-            parts = relative.parts
-            if (not parts or any(part.startswith(".") for part in parts)
-                    or where.suffix.lower() not in IMAGE_EXTENSIONS
+            relative = _scanned_in(library, where)
+            if (relative is None or where.suffix.lower() not in IMAGE_EXTENSIONS
                     or not os.path.lexists(where) or os.path.isdir(where)):
                 continue
             raise MosaicistError(f"{path}: the {what} is also the photo "

@@ -150,8 +150,9 @@ def _colour_key(image: Image.Image) -> int | tuple[int, ...] | None:
     return key if isinstance(key, int) and not isinstance(key, bool) else None
 
 
-#: TIFF tags of how samples are stored: bits, photometric interpretation, number format.
-_TIFF_BITS, _TIFF_PHOTOMETRIC, _TIFF_SAMPLE_FORMAT = 258, 262, 339
+#: TIFF tags of how samples are stored: bits, photometric interpretation, samples a pixel,
+#: number format.
+_TIFF_BITS, _TIFF_PHOTOMETRIC, _TIFF_SAMPLES, _TIFF_SAMPLE_FORMAT = 258, 262, 277, 339
 
 
 def _tiff_tag(image: Image.Image, tag: int) -> object:
@@ -806,7 +807,7 @@ def _tiff_samples(source: IO[bytes] | Path) -> str | None:
             tags = TiffImagePlugin.ImageFileDirectory_v2(header)
             handle.seek(tags.next)
             tags.load(handle)
-            bits, count = tags.get(_TIFF_BITS, (1,)), tags.get(277, 1)
+            bits, count = tags.get(_TIFF_BITS, (1,)), tags.get(_TIFF_SAMPLES, 1)
             number = tags.get(_TIFF_SAMPLE_FORMAT, (1,))
     except Exception:  # noqa: BLE001 - a damaged file: "not a readable image" says enough
         return None

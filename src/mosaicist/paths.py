@@ -115,17 +115,18 @@ def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
     """
     what = "cache folder"
     if override is not None:
-        if isinstance(os.fspath(override), bytes):
+        given = os.fspath(override)
+        if isinstance(given, bytes):
             raise OptionError("{cache_dir} must be a folder as text (str or pathlib.Path), "
                               "got bytes")
-        if not os.fspath(override).strip():
+        if not given.strip():
             # Path("") is the current folder: the index would land wherever the run was.
             raise OptionError("{cache_dir} is empty; give a folder")
-        if "\0" in os.fspath(override):
+        if "\0" in given:
             # The operating system refuses it with "embedded null byte" (a ValueError
             # traceback); it names no folder a user could mean.
             raise OptionError("{cache_dir} must be a folder, got {value!r} (it holds a NUL "
-                              "character)", value=os.fspath(override))
+                              "character)", value=given)
         path = Path(override)
     elif os.environ.get(CACHE_ENV):
         path = Path(os.environ[CACHE_ENV])
@@ -704,8 +705,19 @@ def locks_refused(error: OSError) -> bool:
 BUILD_LOCK_POLL = 0.1
 
 
-def _open_lock(path: Path) -> int:
-    """Open (creating) the lock file at ``path``; not inherited by programs run from here."""
+def open_lock(path: Path) -> int:
+    """Open (creating) the lock file at ``path``; not inherited by programs run from here.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The lock file.
+
+    Returns
+    -------
+    int
+        Its descriptor, open for reading and writing (for ``fcntl.flock``).
+    """
     return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
 
 
@@ -790,7 +802,7 @@ def _locked_descriptor(fcntl: Any, path: Path, poll: float, note: str | None) ->
     noted = False
     while True:
         try:
-            descriptor = _open_lock(path)
+            descriptor = open_lock(path)
         except OSError:
             return None
         try:

@@ -97,6 +97,7 @@ from ..paths import (
     atomic_path,
     check_writable,
     locks_refused,
+    open_lock,
     remove_dead_temporaries,
 )
 from ..progress import progress_bar
@@ -963,7 +964,7 @@ class _State:
             return
         try:
             self.folder.mkdir(exist_ok=True)
-            checking = _open_lock(self.folder / "check.lock")
+            checking = open_lock(self.folder / "check.lock")
         except OSError:
             yield  # a folder that takes no file here fails, and says so, when claimed
             return
@@ -976,7 +977,7 @@ class _State:
                 raise MosaicistError(
                     f"{outdir}: another batch with other settings is writing into this "
                     "folder; wait for it to end, or choose another output folder")
-            held = _open_lock(self.folder / mine)
+            held = open_lock(self.folder / mine)
             fcntl.flock(held, fcntl.LOCK_SH)
         except OSError as error:
             if held is not None:
@@ -998,7 +999,7 @@ class _State:
             if not entry.name.startswith(RUN_LOCK_PREFIX) or entry.name == mine:
                 continue
             try:
-                descriptor = _open_lock(Path(entry.path))
+                descriptor = open_lock(Path(entry.path))
             except OSError:
                 continue
             try:
@@ -1077,11 +1078,6 @@ class _State:
 
     def picks_path(self, stem: str) -> Path:
         return self.folder / "picks" / f"{stem}.npz"
-
-
-def _open_lock(path: Path) -> int:
-    """Open (creating) a lock file; not inherited by programs started from here."""
-    return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
 
 
 def _changed(recorded: dict[str, Any], settings: dict[str, Any]) -> list[str]:

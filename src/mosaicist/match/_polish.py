@@ -30,8 +30,10 @@ every pair took 46 s after a 2 s match). Each cell tries at most
 :data:`PARTNERS_PER_PASS` partners per pass (more on small grids, up to
 :data:`PARTNER_CHECKS` per pass in all), a spacing check reads the tile's
 cells or, on a grid where they are more, the ``(2D - 1)^2`` cells around,
-and the whole polish stops after :data:`BUDGET` steps: it is a polish,
-and stopping early keeps every limit and the gains so far. The budgets
+and the whole polish stops after :data:`BUDGET` steps, or sooner where a
+stretch of :data:`STRETCH` steps lowered the objective by less than
+:data:`LEAST_GAIN` of it: it is a polish, and stopping early keeps every
+limit and the gains so far. The budgets
 count steps, not seconds, and are the same compiled (where Numba is,
 :mod:`._kernels`) and as Python, so a placement is the same on every
 machine, with or without Numba; only the time differs.
