@@ -5,11 +5,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import make_colour_folder
+from PIL import Image
 
 from mosaicist.cli import main
 from mosaicist.paths import dangling_link
+
+
+def _random_picture(path: Path, height: int, width: int, seed: int) -> Path:
+    """A picture of random pixels saved at ``path``."""
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+    return path
 
 
 def _loop(folder: Path, name: str) -> Path:
@@ -45,17 +55,8 @@ def test_a_loop_of_links_is_named_as_one_not_as_missing(tmp_path, arguments):
 def test_score_takes_cell_and_aspect_from_json_placements(tmp_path):
     # A mosaic of 8 px 4:3 cells scored with its JSON placements and no --cell was refused:
     # "the placements are for --cell 8, not --cell 16".
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    target = tmp_path / "t.png"
-    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(target)
-    library = tmp_path / "lib"
-    library.mkdir()
-    for index in range(12):
-        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
-            library / f"{index}.png")
+    target = _random_picture(tmp_path / "t.png", 48, 64, seed=0)
+    library = make_colour_folder(tmp_path / "lib", 12, size=8)
     mosaic, placements = tmp_path / "m.png", tmp_path / "p.json"
     cache = ["--cache-dir", str(tmp_path / "cache")]
     made = CliRunner().invoke(main, ["make", str(target), "--tiles", str(library), "--cell",
@@ -99,17 +100,8 @@ def test_the_options_docstring_shows_the_current_settings_version():
 def test_an_output_written_into_the_tile_library_is_warned_of(tmp_path, name, words):
     # make -o tiles/mosaic.png is allowed, but the next index took the mosaic for a photo
     # (and a pyramid's thousands of tiles for photos) without a word.
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(1)
-    target = tmp_path / "t.png"
-    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(target)
-    library = tmp_path / "lib"
-    library.mkdir()
-    for index in range(6):
-        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
-            library / f"{index}.png")
+    target = _random_picture(tmp_path / "t.png", 32, 32, seed=1)
+    library = make_colour_folder(tmp_path / "lib", 6, size=8)
     output = library / name
     output.parent.mkdir(exist_ok=True)
     result = CliRunner().invoke(main, ["make", str(target), "--tiles", str(library), "--cell",
