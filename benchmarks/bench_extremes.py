@@ -48,7 +48,6 @@ import json
 import math
 import random
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -59,6 +58,10 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    MAX_COLOUR_ERROR,
+    MAX_DELTA_E_RATIO,
+    MIN_DISTINCT,
+    MIN_REPEAT_DISTANCE,
     as_shown,
     cache_dir,
     data_dir,
@@ -68,16 +71,13 @@ from common import (  # noqa: E402
     positive_int,
     print_table,
     run_child,
+    viewscale,
+    viewscale_tool,
 )
 
-#: The default preset's bar (issue 10), against the seed preset on the same target.
-MIN_DISTINCT = 0.9
-MAX_DELTA_E_RATIO = 1.1
-MAX_COLOUR_ERROR = 0.1
 #: Colourfulness (Hasler-Suesstrunk) differences below this are not seen; without it a
 #: grey target (colourfulness 0) would fail on any mosaic that is not exactly grey.
 COLOUR_FLOOR = 1.0
-MIN_REPEAT_DISTANCE = 5
 #: CIEDE2000 differences below this are not seen (a just noticeable difference).
 JUST_NOTICEABLE = 1.0
 #: The shared photo darkened, washed out and used as the base of the portrait.
@@ -204,14 +204,6 @@ def size(text: str) -> tuple[int, int]:
     return parsed
 
 
-def viewscale(tool: Path, mosaic: Path, target: Path, cell: int) -> dict[str, float]:
-    """The shared tool's figures: psnr1 ssim1 de1 psnr4 ssim4 de4 colour colour_target."""
-    printed = subprocess.run([sys.executable, str(tool), str(mosaic), str(target), "--cell",
-                              str(cell), "--all"], capture_output=True, text=True, check=True)
-    words = printed.stdout.split()
-    return {words[i]: float(words[i + 1]) for i in range(0, len(words) - 1, 2)}
-
-
 def artefacts(mosaic: Path, target: Path, cell: int, rows: int, cols: int
               ) -> tuple[float, float]:
     """The 99th percentile of the cells' CIEDE2000 (k = 1) and the drawn tiles' detail.
@@ -301,9 +293,7 @@ def main() -> None:
     args = parser.parse_args()
 
     data = data_dir(args.data)
-    tool = data.parent / "tools" / "viewscale.py"
-    if not tool.is_file():
-        sys.exit(f"benchmark: {tool} not found (the independent fidelity measure)")
+    tool = viewscale_tool(data)
     if not (data / args.tiles).is_dir():
         sys.exit(f"benchmark: --tiles: {data / args.tiles} not found")
     photo = data / "targets" / PHOTO

@@ -26,7 +26,6 @@ import argparse
 import json
 import math
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -35,6 +34,10 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    MAX_COLOUR_ERROR,
+    MAX_DELTA_E_RATIO,
+    MIN_DISTINCT,
+    MIN_REPEAT_DISTANCE,
     as_shown,
     cache_dir,
     data_dir,
@@ -45,22 +48,9 @@ from common import (  # noqa: E402
     positive_int,
     print_table,
     run_child,
+    viewscale,
+    viewscale_tool,
 )
-
-
-def viewscale(tool: Path, mosaic: Path, target: Path, cell: int) -> dict[str, float]:
-    """The shared tool's figures: psnr1 ssim1 de1 psnr4 ssim4 de4 colour colour_target."""
-    printed = subprocess.run([sys.executable, str(tool), str(mosaic), str(target), "--cell",
-                              str(cell), "--all"], capture_output=True, text=True, check=True)
-    words = printed.stdout.split()
-    return {words[i]: float(words[i + 1]) for i in range(0, len(words) - 1, 2)}
-
-
-#: The default preset's bar (issue 10), against the seed preset on the same target.
-MIN_DISTINCT = 0.9
-MAX_DELTA_E_RATIO = 1.1
-MAX_COLOUR_ERROR = 0.1
-MIN_REPEAT_DISTANCE = 5
 
 
 def verdict(row: dict[str, float], seed: dict[str, float] | None, library_allows: bool) -> str:
@@ -104,9 +94,7 @@ def main() -> None:
             parser.error(f"--candidate {candidate!r}: expected NAME=FLAGS")
 
     data = data_dir(args.data)
-    tool = data.parent / "tools" / "viewscale.py"
-    if not tool.is_file():
-        sys.exit(f"benchmark: {tool} not found (the independent fidelity measure)")
+    tool = viewscale_tool(data)
     if not (data / args.tiles).is_dir():
         sys.exit(f"benchmark: --tiles: {data / args.tiles} not found")
     names = args.targets or sorted(path.name for path in (data / "targets").iterdir()

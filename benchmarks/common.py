@@ -400,3 +400,26 @@ def as_shown(target: Path, into: Path) -> Path:
     assert shown is not None
     shown.save(path)
     return path
+
+
+#: The default preset's bar (issue 10), against the seed preset on the same target.
+MIN_DISTINCT = 0.9
+MAX_DELTA_E_RATIO = 1.1
+MAX_COLOUR_ERROR = 0.1
+MIN_REPEAT_DISTANCE = 5
+
+
+def viewscale_tool(data: Path) -> Path:
+    """The independent fidelity measure beside the shared data, or exit saying it is missing."""
+    tool = data.parent / "tools" / "viewscale.py"
+    if not tool.is_file():
+        sys.exit(f"benchmark: {tool} not found (the independent fidelity measure)")
+    return tool
+
+
+def viewscale(tool: Path, mosaic: Path, target: Path, cell: int) -> dict[str, float]:
+    """The shared tool's figures: psnr1 ssim1 de1 psnr4 ssim4 de4 colour colour_target."""
+    printed = subprocess.run([sys.executable, str(tool), str(mosaic), str(target), "--cell",
+                              str(cell), "--all"], capture_output=True, text=True, check=True)
+    words = printed.stdout.split()
+    return {words[i]: float(words[i + 1]) for i in range(0, len(words) - 1, 2)}
