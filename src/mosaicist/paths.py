@@ -98,6 +98,33 @@ def dangling_link(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def refuse_nul(parameter: str, text: str, kind: str = "a path") -> None:
+    """Refuse a path ``text`` holding a NUL character, naming ``parameter``.
+
+    No file has such a name: the system calls raise "ValueError: embedded
+    null byte", a traceback naming no parameter, once the work has begun.
+
+    Parameters
+    ----------
+    parameter : str
+        The setting or argument that gave it.
+    text : str
+        The path as given.
+    kind : str
+        What it must be, as the message says it ("a path", "a folder").
+
+    Raises
+    ------
+    OptionError
+        Naming ``parameter``, where ``text`` holds a NUL.
+    """
+    if "\0" in text:
+        from .options import shown_value
+
+        raise OptionError("{" + parameter + "} must be " + kind + ", got {value} (it holds a "
+                          "NUL character)", value=shown_value(text))
+
+
 def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
     """Return the cache directory, creating it if needed.
 
@@ -122,11 +149,7 @@ def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
         if not given.strip():
             # Path("") is the current folder: the index would land wherever the run was.
             raise OptionError("{cache_dir} is empty; give a folder")
-        if "\0" in given:
-            # The operating system refuses it with "embedded null byte" (a ValueError
-            # traceback); it names no folder a user could mean.
-            raise OptionError("{cache_dir} must be a folder, got {value!r} (it holds a NUL "
-                              "character)", value=given)
+        refuse_nul("cache_dir", given, "a folder")
         path = Path(override)
     elif os.environ.get(CACHE_ENV):
         path = Path(os.environ[CACHE_ENV])

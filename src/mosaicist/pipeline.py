@@ -41,8 +41,8 @@ from .library import TileLibrary
 from .match import Assignment, Matcher, MatchRequest, MatchResult, fitted_matcher
 from .match._capped import fit_limits, with_spacing_giving_way
 from .match._contrast import finish
-from .options import MosaicOptions, setting_names, shown_value, suggested
-from .paths import atomic_path, expanded
+from .options import MosaicOptions, setting_names, suggested
+from .paths import atomic_path, expanded, refuse_nul
 from .placements import Placements
 from .render import IndexPictures, MosaicRenderer, OriginalPictures, TargetOverlay
 from .sizing import SizePlan, fit_options, options_plan, small_originals_warning
@@ -354,19 +354,8 @@ def _output_path(path: object) -> Path:
         # Else the current folder (Path("") is "."), refused as a format-less output or
         # as a busy rename target: a message about neither.
         raise OptionError("{path} is empty: give the file to write")
-    _refuse_nul("path", text)
+    refuse_nul("path", text)
     return expanded(text)
-
-
-def _refuse_nul(parameter: str, text: str) -> None:
-    """Refuse a path ``text`` holding a NUL character, naming ``parameter``.
-
-    No file has such a name: the system calls raised "ValueError: embedded
-    null byte", a traceback naming no parameter, once the work had begun.
-    """
-    if "\0" in text:
-        raise OptionError("{" + parameter + "} must be a path, got {value} (it holds a NUL "
-                          "character)", value=shown_value(text))
 
 
 def _assignment_report(assignment: Assignment | None) -> dict[str, Any] | None:
@@ -673,7 +662,7 @@ def _check_inputs(target: object, tiles: object, cache_dir: object = None) -> No
         if isinstance(value, str | os.PathLike):
             text = os.fspath(value)
             if isinstance(text, str):  # a path object naming bytes is refused below
-                _refuse_nul(parameter, text)
+                refuse_nul(parameter, text)
     if isinstance(cache_dir, os.PathLike) and not isinstance(os.fspath(cache_dir), str):
         raise OptionError("{cache_dir} must be a path (a text or a path object), got {value} "
                           "naming bytes", value=shown_type(cache_dir))
