@@ -974,7 +974,8 @@ def make(
                     (placements_path, "placements file"), (report_path, "report file"))
     if placements_path is not None and placements_path.suffix.lower() not in (".csv", ".json"):
         raise MosaicistError(f"{placements_path}: a placements file is .csv or .json")
-    _refuse_library_photos(_library_folder(tiles), [
+    library = _library_folder(tiles)
+    _refuse_library_photos(library, [
         (output, "output"), *output_format(output).companions(output),
         (placements_path, "placements file"), (report_path, "report file")])
     for path, what in ((placements_path, "placements file"), (report_path, "report file")):
@@ -986,7 +987,7 @@ def make(
                  options)
     _note_ignored(output_format(output), options, quiet)
     _note_shadowed(tiles, quiet)
-    _note_inside_library(_library_folder(tiles), output, quiet)
+    _note_inside_library(library, output, quiet)
 
     show = progress_enabled(quiet)
     tiles = _source_before_cluster(tiles, scheduler, cache_dir, show)
