@@ -621,14 +621,21 @@ class Placer:
         ValueError
             When they do not fit this wall (nothing is changed then).
         """
-        prices = np.asarray(prices, np.int64)
-        if prices.shape != self.prices.shape or len(stamp) != 2:
+        # Everything is checked before anything is installed: a damaged stamp refused after
+        # the prices and the generator were put back left the wall with half a forecast.
+        try:
+            prices = np.asarray(prices, np.int64)
+            sampled, free = (int(value) for value in stamp)
+            generator = np.random.default_rng()
+            generator.bit_generator.state = rng
+        except (TypeError, ValueError, KeyError, OverflowError) as error:
+            raise ValueError(f"the forecast does not fit this wall ({error})") from None
+        if prices.shape != self.prices.shape or (prices < 0).any():
+            # Prices are never negative (forecast_prices): a negative one drew photos in.
             raise ValueError("the forecast does not fit this wall")
-        generator = np.random.default_rng()
-        generator.bit_generator.state = rng
         self.rng = generator
         self.prices[:] = prices
-        self._priced = (int(stamp[0]), int(stamp[1]))
+        self._priced = (sampled, free)
 
     def update_prices(self) -> None:
         """Recompute the prices now when due (the synchronous form, for simulations)."""
