@@ -201,7 +201,8 @@ def _resolve_device(
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise MosaicistError(f"unknown torch device {device!r}: {error}") from None
+        # torch lists the signatures it accepts on the lines after the first.
+        raise MosaicistError(f"unknown torch device {device!r}: {_first_line(error)}") from None
     if resolved.type == "cuda":
         (available, visible), reasons = _quietly(
             lambda: (torch.cuda.is_available(), torch.cuda.device_count()))
