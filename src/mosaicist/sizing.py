@@ -7,12 +7,13 @@ width, ``tile_px`` output pixels per tile width; heights follow the
 :func:`plan_sizes` turns them into pixels, exactly and deterministically:
 
 ``cells`` (about N cells)
-    The cell width ``c`` (from 1 to 1024 target pixels) is the one whose
-    grid, ``cols = floor(W / c)`` by ``rows = floor(H / height_for(c))`` on the
-    target (after the print crop below), has a count ``cols * rows`` nearest
-    to N; between widths equally near, the widest cell wins (it covers the
-    most of the target). N must lie between the fewest cells that cells of at
-    most 1024 px give and the most that 1 px cells give, else
+    The cell width ``c`` (from 1 to 1024 target pixels, and its height at
+    most 1024 too) is the one whose grid, ``cols = floor(W / c)`` by
+    ``rows = floor(H / height_for(c))`` on the target (after the print crop
+    below), has a count ``cols * rows`` nearest to N; between widths equally
+    near, the widest cell wins (it covers the most of the target). N must lie
+    between the fewest cells that cells of at most 1024 px a side give and the
+    most that 1 px cells give, else
     :class:`~mosaicist.errors.OptionError`. ``cells`` replaces ``cell_px``.
 
 ``print_size`` (``60x40cm``, ``24x36in``, ``500x700mm``; ``60x40`` is cm) and ``dpi`` (default 300)
@@ -25,9 +26,10 @@ width, ``tile_px`` output pixels per tile width; heights follow the
        filled edge to edge; nothing is stretched.
     2. The grid is cut from that crop as always, by ``cells`` if given, else
        by ``cell_px``.
-    3. The tile width ``t`` (1 to 1024 px; its height follows the aspect) is
-       the one whose output, ``cols * t`` by ``rows * height_for(t)``, is
-       nearest to the print's pixels: the larger of the two sides' errors,
+    3. The tile width ``t`` (1 to 1024 px; its height follows the aspect and
+       is at most 1024 px too) is the one whose output, ``cols * t`` by
+       ``rows * height_for(t)``, is nearest to the print's pixels: the larger
+       of the two sides' errors,
        ``|cols * t - print width|`` and ``|rows * height_for(t) - print
        height|``, is smallest; between equally near widths, the larger tile
        wins (the print is trimmed a hair rather than left with a margin).
@@ -355,7 +357,8 @@ class SizePlan:
         for name, width, most in (("cells", self.cell_px, CELL_PX_RANGE[1]),
                                   ("tiles", self.tile_px, TILE_PX_RANGE[1])):
             nearest = max(step, (width + step // 2) // step * step)
-            if nearest > most:
+            # Within the limit on both sides: at 5:6, 855 px is 1026 px tall.
+            if nearest > most or height_for(nearest, parse_aspect(self.aspect)) > most:
                 nearest -= step
             if width % step and step <= nearest <= most:
                 suggested.append(f"{name} of {nearest} px")
@@ -455,13 +458,14 @@ def _target_sides(target_size: object, name: str) -> tuple[int, int]:
         raise MosaicistError(f"{name}: a target size must be two whole numbers (width, "
                              f"height), got {shown_value(target_size)}")
     width, height = (int(side) for side in target_size)
+    # First: two negative sides multiply to a large number, and were called too large.
+    if width < 1 or height < 1:
+        raise MosaicistError(f"{name}: a {shown_value(width)}x{shown_value(height)} picture "
+                             "has no pixels")
     if width * height > LARGEST_WHOLE:
         # Counts of cells are worked out in int64 (and such sides come from no picture).
         raise MosaicistError(f"{name}: a target of {shown_value(width)} by "
                              f"{shown_value(height)} pixels is too large to cut into cells")
-    if width < 1 or height < 1:
-        raise MosaicistError(f"{name}: a {shown_value(width)}x{shown_value(height)} picture "
-                             "has no pixels")
     return width, height
 
 
@@ -477,15 +481,37 @@ def _halving(widths: np.ndarray, aspect: tuple[int, int], adaptive: int) -> np.n
     return widths[(widths % step == 0) & (_heights(widths, aspect) % step == 0)]
 
 
+def _widths(side_range: tuple[int, int], aspect: tuple[int, int], adaptive: int) -> np.ndarray:
+    """Widths a plan may choose: in ``side_range`` with their heights, halving ``adaptive`` times.
+
+    The settings cap a cell's or a tile's height as they cap its width
+    (``MosaicOptions`` refuses 1:16 cells 200 px wide: 3200 px tall), so a
+    width chosen for a count or a print is one whose height stays within it.
+    """
+    widths = np.arange(side_range[0], side_range[1] + 1, dtype=np.int64)
+    widths = widths[_heights(widths, aspect) <= side_range[1]]
+    return _halving(widths, aspect, adaptive)
+
+
+def _check_height(name: str, width: int, aspect: tuple[int, int], most: int) -> None:
+    """Refuse a given width whose height at ``aspect`` is over ``most``, as the settings do."""
+    height = height_for(width, aspect)
+    if height > most:
+        raise OptionError("{" + name + "} {value} at {aspect} {shape} is {height} pixels tall, "
+                          "over the {most} a side may be", value=width,
+                          shape=format_aspect(aspect), height=height, most=most)
+
+
 def cell_px_for_cells(
     target_size: tuple[int, int], cells: int, aspect: str | tuple[int, int] = "1:1",
     adaptive: int = 0, *, name: str = "target", cropped: bool = False,
 ) -> int:
     """Return the cell width whose grid on the target has a count nearest to ``cells``.
 
-    Every width from 1 to 1024 target pixels is tried (the grid of a width
-    ``c`` is ``floor(W / c)`` by ``floor(H / height_for(c))``); the nearest
-    count wins, and between equally near counts the widest cell.
+    Every width from 1 to 1024 target pixels whose height is at most 1024 too
+    is tried (the grid of a width ``c`` is ``floor(W / c)`` by
+    ``floor(H / height_for(c))``); the nearest count wins, and between
+    equally near counts the widest cell.
 
     Parameters
     ----------
@@ -527,8 +553,7 @@ def cell_px_for_cells(
     cells = check_whole("cells", cells, 1)
     ratio = aspect_pair(aspect)
     adaptive = check_whole("adaptive", adaptive, *ADAPTIVE_RANGE)
-    widths = _halving(np.arange(CELL_PX_RANGE[0], CELL_PX_RANGE[1] + 1, dtype=np.int64),
-                      ratio, adaptive)
+    widths = _widths(CELL_PX_RANGE, ratio, adaptive)
     counts = (width // widths) * (height // _heights(widths, ratio))
     usable = counts >= 1
     target = (f"its {width}x{height} crop to the print's shape" if cropped
@@ -572,10 +597,10 @@ def tile_px_for_print(
 ) -> int:
     """Return the tile width that brings ``cols x rows`` tiles nearest to the print's pixels.
 
-    Every width ``t`` from 1 to 1024 is tried; the output ``cols * t`` by
-    ``rows * height_for(t)`` is scored by the larger of its two sides'
-    errors against :meth:`PrintSize.pixels`; the smallest score wins, and
-    between equal scores the larger tile.
+    Every width ``t`` from 1 to 1024 whose height is at most 1024 too is
+    tried; the output ``cols * t`` by ``rows * height_for(t)`` is scored by
+    the larger of its two sides' errors against :meth:`PrintSize.pixels`; the
+    smallest score wins, and between equal scores the larger tile.
 
     Parameters
     ----------
@@ -595,7 +620,7 @@ def tile_px_for_print(
     ------
     OptionError
         Naming ``print_size`` and ``dpi``, when the print has fewer pixels
-        than cells across or down, or needs tiles over 1024 px; naming
+        than cells across or down, or needs tiles over 1024 px a side; naming
         ``dpi``, ``aspect`` or ``adaptive``, for values they cannot take.
     ValueError
         When the grid has no cells (``cols`` or ``rows`` below 1, or not
@@ -630,8 +655,7 @@ def tile_px_for_print(
                           "higher {dpi}", size=str(print_size), dpi_value=dpi,
                           width=print_width, height=print_height, cols=shown_value(cols),
                           rows=shown_value(rows))
-    widths = _halving(np.arange(TILE_PX_RANGE[0], TILE_PX_RANGE[1] + 1, dtype=np.int64),
-                      ratio, adaptive)
+    widths = _widths(TILE_PX_RANGE, ratio, adaptive)
     if not len(widths):
         raise OptionError("{adaptive} {value} leaves no tile width up to {most} px whose height "
                           "at {aspect} {shape} halves {value} times", value=adaptive,
@@ -644,11 +668,15 @@ def tile_px_for_print(
     if best == int(widths.max()) and (cols * best < print_width - best
                                      or rows * best_height < print_height - best_height):
         needed = max(-(-print_width // cols), -(-print_height // rows) * best // best_height)
+        # At a tall or wide aspect the largest tile is bounded by its longer side: say both.
+        square = ratio == (1, 1)
         raise OptionError("{print_size} {size} at {dpi} {dpi_value} needs tiles about {needed} "
                           "px wide for a grid of {cols}x{rows} cells, over the {most} px that "
-                          "tiles may have; use more cells or a lower {dpi}", size=str(print_size),
+                          "tiles may have" + ("" if square else " at {aspect} {shape}")
+                          + "; use more cells or a lower {dpi}", size=str(print_size),
                           dpi_value=dpi, needed=f"{needed:,}", cols=cols, rows=rows,
-                          most=f"{int(widths.max()):,}")
+                          most=f"{best:,}" if square else f"{best:,}x{best_height:,}",
+                          shape=format_aspect(ratio))
     return best
 
 
@@ -719,6 +747,12 @@ def plan_sizes(
     cell_px = check_whole("cell_px", cell_px, *CELL_PX_RANGE, "pixels")
     tile_px = check_whole("tile_px", tile_px, *TILE_PX_RANGE, "pixels")
     adaptive = check_whole("adaptive", adaptive, *ADAPTIVE_RANGE)
+    # Heights are capped as widths are (as the settings do): widths that a count or a print
+    # replaces are not held to it.
+    if cells is None:
+        _check_height("cell_px", cell_px, ratio, CELL_PX_RANGE[1])
+    if print_size is None:
+        _check_height("tile_px", tile_px, ratio, TILE_PX_RANGE[1])
     if print_size is not None:
         print_size = as_print_size(print_size)
     if dpi is not None:
