@@ -75,7 +75,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import anyio
 from starlette.concurrency import run_in_threadpool
@@ -929,15 +929,22 @@ def _routes(live: Live) -> list[Route]:
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers=EVENT_HEADERS)
 
+    def placed_tile(photo_id: str) -> tuple[Path, BinaryIO] | None:
+        """The tile file of a placed photo, opened; None when it is not on the wall."""
+        found = event.photo(photo_id)
+        # The event's lock is held as long as a completion from the library takes: waited
+        # for on the event loop, it froze every answer of the server meanwhile (the
+        # display's stream, uploads, the host's page). Here it holds a worker thread only.
+        with event.lock:
+            if found.status == "placed" and found.cell is not None:
+                return open_inside(event.tiles_folder, [event.tile_path(found).name])
+        return None
+
     async def tile(request: Request) -> Response:
         name = request.path_params["name"]
         if not name.endswith(".jpg"):
             raise WebError(404, "there is no such tile")
-        found = await _call(event.photo, name[:-4])
-        opened = None
-        with event.lock:
-            if found.status == "placed" and found.cell is not None:
-                opened = open_inside(event.tiles_folder, [event.tile_path(found).name])
+        opened = await _call(placed_tile, name[:-4])
         if opened is None:
             raise WebError(404, "this photo is not on the wall")
         return FileAnswer(opened[1], "image/jpeg")

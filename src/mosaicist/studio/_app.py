@@ -201,7 +201,11 @@ class Studio:
         self.home = home_folder or (self.roots[0] if self.roots else None)
         self.history = History(self.cache_dir)
         self.interrupted = self.history.mark_interrupted()
-        self.targets = self.history.root / "targets"
+        # Below the cache folder with its links resolved: stored pictures are served only
+        # from inside a resolved folder (web.open_inside), and a cache reached through a
+        # link (~/.cache on another disk) served none of them. The folder's own name stays
+        # unresolved: a targets folder that is itself a link is neither served nor cleaned.
+        self.targets = Path(os.path.realpath(self.history.root)) / "targets"
         self.targets.mkdir(parents=True, exist_ok=True)
         # Held while a stored target is found and marked as used, and while unused ones
         # are removed: a picture is never removed between the two.
@@ -257,6 +261,21 @@ class Studio:
         bool
         """
         return any(path.is_relative_to(root) for root in self.roots)
+
+    def may_read(self, path: Path) -> bool:
+        """Whether a resolved path lies in one of the roots or in the studio's cache.
+
+        Parameters
+        ----------
+        path : pathlib.Path
+            A path with every link resolved.
+
+        Returns
+        -------
+        bool
+        """
+        return self.inside_roots(path) or path.is_relative_to(
+            os.path.realpath(self.cache_dir))
 
     def _outside(self, shown: str) -> WebError:
         return WebError(403, f"{shown} is outside the folders this studio may read (your home "
@@ -869,7 +888,8 @@ class Studio:
         ------
         WebError
             404 for no such run; 409 when it is not finished; 400 for a bad
-            ``tile_px``.
+            ``tile_px``; 403 when its photos lie outside the folders this
+            studio may read now.
         """
         with self._sources_lock:
             source = self.run(run_id)
@@ -880,6 +900,13 @@ class Studio:
                 # Checked before the new run is recorded: it would be one that failed.
                 raise WebError(409, "this mosaic's saved placements are no longer on disk; "
                                     "it cannot be drawn again")
+            try:
+                # Its photos are read again: from where this studio may read now. A run made
+                # while a --root was given names a folder that may no longer be one.
+                self.tiles_spec(source.tiles)
+            except WebError as error:
+                if error.status_code == 403:
+                    raise
             tile_px = body.get("tile_px")
             try:
                 options = MosaicOptions.from_json(source.settings).replace(tile_px=tile_px)
@@ -994,6 +1021,10 @@ class Studio:
     def viewer(self, run_id: str) -> ViewerSite:
         """The viewer of a finished run, resolved once (as ``mosaicist view`` would).
 
+        Its original photos are served only from inside the roots or the
+        cache (:meth:`may_read`): a run made while another ``--root`` was
+        given shows its mosaic, not the photos of a folder no longer one.
+
         Parameters
         ----------
         run_id : str
@@ -1021,6 +1052,10 @@ class Studio:
             site = ViewerSite(page, embeddable=True)
         except MosaicistError:
             raise WebError(404, "this mosaic's zoomable view is missing or damaged") from None
+        if site.source_root is not None and not self.may_read(site.source_root):
+            # Its original photos lie where this studio may no longer read (a --root not
+            # given this time): the mosaic is served, the photos are not.
+            site.source_root = None
         with self._viewers_lock:
             self._viewers[run_id] = site
             while len(self._viewers) > VIEWERS_KEPT:

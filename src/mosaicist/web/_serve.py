@@ -55,6 +55,8 @@ MAX_CONNECTIONS_PER_CLIENT = 16
 REQUEST_IDLE_SECONDS = 30.0
 #: Seconds a client refused past :data:`MAX_CONNECTIONS` is asked to wait (``Retry-After``).
 BUSY_RETRY_SECONDS = 5
+#: The answer to a request that cannot be parsed at all (its path unknown: plain text).
+_MALFORMED = b"the request is malformed\n"
 _BUSY = json.dumps({"error": "this server is answering too many connections at once; "
                              "try again in a few seconds"}).encode()
 
@@ -152,7 +154,10 @@ class _Protocol(H11Protocol):
     When it runs out while a request is awaited (and reading was not paused
     to wait for the app), the connection is closed. A connection
     from another machine that already holds :data:`MAX_CONNECTIONS_PER_CLIENT`
-    is closed as it opens.
+    is closed as it opens. A request uvicorn cannot parse (two ``Host``
+    headers, a malformed ``Content-Length``) is refused in the guard's way:
+    one sentence, with the security headers every other answer carries; one
+    whose malformed part comes after it was answered is closed silently.
     """
 
     _idle: asyncio.TimerHandle | None = None
@@ -216,6 +221,25 @@ class _Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            # The request was answered already, and what came after its head is malformed
+            # (a broken chunk of a body nobody read): nothing more can be said here.
+            # uvicorn tried to answer again, and h11's refusal went to the terminal as a
+            # traceback ("Fatal error: protocol.data_received() call failed").
+            self.transport.close()
+            return
+        # uvicorn's own answer ("Invalid HTTP request received.") bypassed the app, and so
+        # the guard: it went without X-Content-Type-Options and the other security headers.
+        headers = [(b"content-type", b"text/plain; charset=utf-8"),
+                   (b"content-length", str(len(_MALFORMED)).encode()),
+                   (b"connection", b"close")]
+        for event in (h11.Response(status_code=400, reason=b"Bad Request",
+                                   headers=_with_security_headers(headers)),
+                      h11.Data(data=_MALFORMED), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
 
 
 def _is_this_machine(host: str) -> bool:
