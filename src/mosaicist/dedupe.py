@@ -380,10 +380,8 @@ def _colour_probes(colours: np.ndarray, tolerance: int, most: float
         used.
     """
     side = int(tolerance) + 1
-    # Cube coordinates from 1, so that a neighbour's (one less or more) never wraps.
-    cubes = np.asarray(colours, np.int64) // side + 1
     across = 256 // side + 3
-    keys = (cubes[:, 0] * across + cubes[:, 1]) * across + cubes[:, 2]
+    keys = _colour_cubes(colours, side)
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
     probes = []
@@ -408,12 +406,53 @@ def _first_near(
 
     The band index of :func:`near_pairs` over ``kept`` alone, probed by
     ``hashes``: the work follows the kept tiles each one is near, however
-    alike ``hashes`` are among themselves.
+    alike ``hashes`` are among themselves. Where the hashes are alike but
+    the mean colours are not (flat pictures of many colours hash as one: a
+    library of colour swatches), the bands would pair every tile with every
+    kept one; the kept tiles' mean colours are indexed instead
+    (:func:`_kept_colour_probes`) as soon as the bands' candidates pass
+    theirs (50,000 swatches: 29 s of checks).
     """
     first = np.full(len(hashes), -1, np.int64)
     if not len(hashes) or not len(kept):
         return first
     best = np.full(len(hashes), len(kept), np.int64)
+
+    def check(probes: _Probes, budget: float | None = None) -> bool:
+        """Lower ``best`` by the near pairs among ``probes``; False when past ``budget``."""
+        spent = 0
+        for queries, starts, ends, order in probes:
+            if budget is not None:
+                spent += int((ends - starts).sum())
+                if spent > budget:
+                    return False
+            for query, match in _expand(queries, starts, ends, order):
+                close = hamming(hashes[query], kept[match]) <= threshold
+                if colours is not None and kept_colours is not None:
+                    difference = np.abs(colours[query].astype(np.int16)
+                                        - kept_colours[match].astype(np.int16))
+                    close &= difference.max(axis=1) <= COLOUR_TOLERANCE
+                np.minimum.at(best, query[close], match[close])
+        return True
+
+    bands = _kept_band_probes(hashes, kept, threshold)
+    if colours is None or kept_colours is None:
+        check(bands)
+    else:
+        by_colour = _kept_colour_probes(colours, kept_colours, COLOUR_TOLERANCE)
+        # What ``best`` got from the bands before they gave up stays: it is a minimum
+        # over near pairs, and the colour index finds every near pair again.
+        if not check(bands, _COLOUR_CANDIDATE_COST * sum(
+                int((ends - starts).sum()) for _, starts, ends, _ in by_colour)
+                + _BUDGET_FLOOR * len(hashes)):
+            check(iter(by_colour))
+    found = best < len(kept)
+    first[found] = best[found]
+    return first
+
+
+def _kept_band_probes(hashes: np.ndarray, kept: np.ndarray, threshold: int) -> _Probes:
+    """Probes of the band index of ``kept`` by ``hashes`` (see :func:`_first_near`)."""
     bands = _band_count(max(len(hashes), len(kept)), threshold)
     radius = threshold // bands
     queries = np.arange(len(hashes), dtype=np.int64)
@@ -429,16 +468,40 @@ def _first_near(
                 starts = np.searchsorted(sorted_keys, probe, "left")
                 ends = np.searchsorted(sorted_keys, probe, "right")
                 hit = np.flatnonzero(ends > starts)
-                for query, match in _expand(queries[hit], starts[hit], ends[hit], order):
-                    close = hamming(hashes[query], kept[match]) <= threshold
-                    if colours is not None and kept_colours is not None:
-                        difference = np.abs(colours[query].astype(np.int16)
-                                            - kept_colours[match].astype(np.int16))
-                        close &= difference.max(axis=1) <= COLOUR_TOLERANCE
-                    np.minimum.at(best, query[close], match[close])
-    found = best < len(kept)
-    first[found] = best[found]
-    return first
+                yield queries[hit], starts[hit], ends[hit], order
+
+
+def _colour_cubes(colours: np.ndarray, side: int) -> np.ndarray:
+    """Each colour's cube of side ``side``, as one key (see :func:`_colour_probes`)."""
+    # Cube coordinates from 1, so that a neighbour's (one less or more) never wraps.
+    cubes = np.asarray(colours, np.int64) // side + 1
+    across = 256 // side + 3
+    return (cubes[:, 0] * across + cubes[:, 1]) * across + cubes[:, 2]
+
+
+def _kept_colour_probes(
+    colours: np.ndarray, kept_colours: np.ndarray, tolerance: int,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Probes of an index of ``kept_colours`` by ``colours``: every pair near in colour.
+
+    As :func:`_colour_probes`, between two sets: each colour's cube and its
+    26 neighbours.
+    """
+    side = int(tolerance) + 1
+    across = 256 // side + 3
+    kept_keys = _colour_cubes(kept_colours, side)
+    order = np.argsort(kept_keys, kind="stable")
+    sorted_keys = kept_keys[order]
+    keys = _colour_cubes(colours, side)
+    queries = np.arange(len(colours), dtype=np.int64)
+    probes = []
+    for step in itertools.product((-1, 0, 1), repeat=3):
+        probe = keys + (step[0] * across + step[1]) * across + step[2]
+        starts = np.searchsorted(sorted_keys, probe, "left")
+        ends = np.searchsorted(sorted_keys, probe, "right")
+        hit = np.flatnonzero(ends > starts)
+        probes.append((queries[hit], starts[hit], ends[hit], order))
+    return probes
 
 
 def _greedy_leaders(hashes: np.ndarray, colours: np.ndarray | None,

@@ -578,7 +578,12 @@ class TileLibrary:
             # Said with what was tried: the warnings before it may have scrolled away (or
             # not been shown, under -q).
             failed = len(stats.failed) if stats is not None and stats.failed else 0
-            tried = f" ({counted(failed, 'file')} could not be read)" if failed else ""
+            notes = [f"{counted(failed, 'file')} could not be read"] if failed else []
+            # A folder of camera RAW files, say, is not a folder without pictures.
+            left_out = source.left_out_note() if stats is not None else None
+            if left_out:
+                notes.append(left_out)
+            tried = f" ({'; '.join(notes)})" if notes else ""
             raise MosaicistError(f"{source.name}: no usable tile images found{tried}")
         return library
 

@@ -409,6 +409,16 @@ class TileSource(abc.ABC):
             for start in range(0, len(entries), 4096):  # a million futures at once otherwise
                 yield from pool.map(converts, entries[start:start + 4096])
 
+    def left_out_note(self) -> str | None:
+        """What the last :meth:`scan` left out without reading it, in a few words, or None.
+
+        Said with the error of a library that came out empty, so that a
+        folder of files the source does not take (camera RAW files...) is not
+        reported as a folder without pictures. None (the default): nothing
+        to say.
+        """
+        return None
+
     def scan_fingerprint(self) -> tuple[str, int] | None:
         """A cheap stand-in for :meth:`scan`: a text equal whenever the scan is, and its length.
 

@@ -48,6 +48,11 @@ MISSING_STAMP = -1
 #: Files handed to a worker process at a time: large enough to amortise the
 #: inter-process round trip, small enough to keep progress smooth.
 DECODE_BATCH = 128
+#: The pictures a folder's files are read as, for messages (:data:`IMAGE_EXTENSIONS` has
+#: every extension).
+_PICTURE_FILES = "JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC and AVIF"
+
+
 def _watch_parent(parent_pid: int) -> None:
     """Initialise a decoding worker: make it end when the process that started it ends.
 
@@ -336,6 +341,8 @@ class FolderSource(TileSource):
         self.key = f"folder:{self.name}"
         self.workers = workers or worker_count()
         self.show_progress = show_progress
+        # Files the last scan left out by their extension, by extension (left_out_note).
+        self._other_files: dict[str, int] = {}
 
     def scan(self) -> list[SourceEntry]:
         """List image files recursively, sorted by relative POSIX path."""
@@ -344,6 +351,8 @@ class FolderSource(TileSource):
         # how many such files were left out. Asked once per extension and scan.
         unreadable: dict[str, str | None] = {}
         left_out: dict[str, int] = {}
+        # Files left out by their extension, by extension: said if the library is empty.
+        others: dict[str, int] = {}
         pending = [("", str(self.root))]
         while pending:
             prefix, directory = pending.pop()
@@ -353,7 +362,8 @@ class FolderSource(TileSource):
                 # too, with what it listed before kept.
                 with os.scandir(directory) as iterator:
                     for item in iterator:
-                        self._take(item, prefix, entries, pending, unreadable, left_out)
+                        self._take(item, prefix, entries, pending, unreadable, left_out,
+                                   others)
             except OSError as error:
                 if not prefix:
                     # Nothing of the library can be listed: an empty scan would publish
@@ -373,14 +383,38 @@ class FolderSource(TileSource):
         for why, count in left_out.items():
             print(printable(f"mosaicist: warning: {name_to_text(str(self.root))}: "
                             f"{counted(count, 'file')} left out: {why}"), file=sys.stderr)
+        self._other_files = others
         entries.sort(key=lambda entry: entry.source_id)
         return entries
+
+    def left_out_note(self) -> str | None:
+        """How many files the last scan left out as no pictures by their extension, and which.
+
+        Returns
+        -------
+        str or None
+            ``"6 files left out by their extension: 3 .cr2, 3 .txt; tiles are
+            read from ..."``; None when the scan left out none.
+        """
+        others = getattr(self, "_other_files", None)
+        if not others:
+            return None
+        kinds = sorted(others.items(), key=lambda kind: (-kind[1], kind[0]))
+        # Quoted where the name ends in a space ("photo.jpg "), which a reader cannot see.
+        shown = ", ".join(
+            f"{count:,} " + (repr(extension) if extension != extension.strip()
+                             else extension or "without one")
+            for extension, count in kinds[:3])
+        if len(kinds) > 3:
+            shown += ", ..."
+        return (f"{counted(sum(others.values()), 'file')} left out by their extension: "
+                f"{name_to_text(shown)}; tiles are read from {_PICTURE_FILES} files")
 
     @staticmethod
     def _take(
         item: os.DirEntry[str], prefix: str, entries: list[SourceEntry],
         pending: list[tuple[str, str]], unreadable: dict[str, str | None],
-        left_out: dict[str, int],
+        left_out: dict[str, int], others: dict[str, int] | None = None,
     ) -> None:
         """Add one folder entry of :meth:`scan`: a photo to ``entries``, a folder to ``pending``.
 
@@ -400,6 +434,9 @@ class FolderSource(TileSource):
                 pending.append((prefix + name_to_text(name) + "/", item.path))
                 return
             if not image_name:
+                if others is not None:
+                    # Links to folders too: they are left out as well (never followed).
+                    others[extension] = others.get(extension, 0) + 1
                 return
             why = unreadable[extension]
             if why is not None:
