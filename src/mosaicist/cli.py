@@ -10,6 +10,7 @@ are written once. An error whose message names a setting
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import re
@@ -302,7 +303,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except MosaicistError as error:
-            _fail(str(error))
+            _fail(_with_folder_gone(str(error)))
         except KeyboardInterrupt:
             if _terminated.is_set():  # SIGTERM's, delivered again as SIGINT: exits as SIGTERM
                 _end_within_grace(128 + signal.SIGTERM)
@@ -334,7 +335,31 @@ def _output_failed(error: OSError) -> NoReturn:
     if isinstance(error, BrokenPipeError) and _stdout_broken():
         _end_without_stdout()
     where = f"{error.filename}: " if getattr(error, "filename", None) else ""
-    _fail(f"{where}{error.strerror or error}")
+    _fail(_with_folder_gone(f"{where}{error.strerror or error}"))
+
+
+#: Said of a failure while the current folder no longer exists.
+_FOLDER_GONE = ("the current folder no longer exists (deleted or moved while in use); "
+                "change to an existing folder and run the command again")
+
+
+def _with_folder_gone(message: str) -> str:
+    """``message``, followed by :data:`_FOLDER_GONE` where the current folder is gone.
+
+    Then every relative name is missing, and whatever needs the folder's
+    name (``os.getcwd``: a worker process's start, a path made absolute)
+    fails without naming a file: a command run there said only "No such
+    file or directory" (``batch``, with every path given absolute), or
+    "target.png: target file not found" of a file still in its place.
+    """
+    try:
+        os.getcwd()
+    except OSError:
+        # os.getcwd's own error names no file: the whole message is that the folder is gone.
+        if message == os.strerror(errno.ENOENT):
+            return _FOLDER_GONE
+        return f"{message}; {_FOLDER_GONE}"
+    return message
 
 
 def _stdout_broken() -> bool:
@@ -423,7 +448,20 @@ class _GivenPath(click.Path):
             self.fail(f"{value} is a URL; mosaicist reads and writes local files only "
                       "(download it first)", param, ctx)
         converted = super().convert(value, param, ctx)
-        return expanded(converted) if isinstance(converted, Path) else converted
+        return _unambiguous(expanded(converted)) if isinstance(converted, Path) else converted
+
+
+def _unambiguous(path: Path) -> Path:
+    """``path``, expanded already, made absolute where it still starts with ``~``.
+
+    A ``~user`` of no user here stays as written (:func:`~mosaicist.paths.expanded`): a
+    file or folder of that name in the current folder, as the shell reads it too. The
+    code a command runs expands its paths again, where ``Path.expanduser`` raises
+    ``RuntimeError``: ``batch``, ``view``, ``studio``, ``live`` and ``--cache-dir`` ended in
+    "RuntimeError: Could not determine home directory" with a traceback. Absolute, the
+    name means the same file and nothing expands it.
+    """
+    return path.absolute() if path.parts and path.parts[0].startswith("~") else path
 
 
 class _FilePath(_GivenPath):
@@ -447,6 +485,13 @@ class _GivenText(click.ParamType):
                 ctx: click.Context | None) -> Any:
         if value == "":
             self.fail("the name is empty", param, ctx)
+        if isinstance(value, str) and value.startswith("~"):
+            from .paths import expanded
+
+            # A folder or array file (no dataset's name starts with ~), read as a path is;
+            # one that expands is left as typed, for messages to show it so.
+            if str(expanded(value)).startswith("~"):
+                return str(_unambiguous(expanded(value)))
         return value
 
 
@@ -1563,10 +1608,31 @@ def live(target: Path | None, grid: str | None, event_dir: Path | None, host: st
             raise MosaicistError("give the TARGET picture of a new event, or --event DIR to "
                                  "resume one")
         event_dir = Path(f"{target.stem}-live")
+    if fallback is not None:
+        _check_fallback(fallback, cache_dir)
     serve_live(event_dir, target=target, grid=None if grid is None else parse_grid(grid),
                settings=_given(settings), final=final, moderation=moderation,
                expected=expected, host=host, port=port, rate=rate, guest_url=guest_url,
                fallback=fallback, cache_dir=cache_dir, announce=click.echo)
+
+
+def _check_fallback(spec: str, cache_dir: Path | None) -> None:
+    """Refuse a ``live --fallback`` that names no tile source, before the wall opens.
+
+    The wall indexes it only when the host completes the grid from it, at
+    the end of the event: a mistyped folder was said then, hours after it
+    could be given again. A dataset's name is left to that moment (its
+    download, if any, too).
+    """
+    from .paths import cache_dir as default_cache_dir
+    from .sources import DATASET_NAMES, open_source
+
+    if spec.lower() in DATASET_NAMES:
+        return
+    try:
+        open_source(spec, cache_dir=default_cache_dir(cache_dir))
+    except MosaicistError as error:
+        raise MosaicistError(f"{error} (--fallback)") from None
 
 
 @main.command(
