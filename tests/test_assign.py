@@ -315,8 +315,8 @@ def test_spacing_rounds_on_complete_lists_solve_near_the_proven_prices(near, kep
     keep_near = _assign._Solver._keep_near_for_spacing
     restricted = _assign._Solver._restricted
 
-    def recorded(self, cost, price):
-        keep_near(self, cost, price)
+    def recorded(self, cost, price, choice):
+        keep_near(self, cost, price, choice)
         kept.append(int(self._spacing_edges.sum()))
 
     def solved(self, keep=None):
@@ -1843,3 +1843,100 @@ def test_a_tight_spacing_is_placed_by_cp_sat_the_same_on_any_machine(solver, mon
         picks.append(result.tile)
     assert not used
     np.testing.assert_array_equal(picks[0], picks[1])
+
+
+def dense_minimum_optimum(full, min_uses, max_uses):
+    """Reference: every tile's first ``min_uses`` replicas rewarded past any cost difference."""
+    count, tiles = full.shape
+    reward = int(full.max()) * count + 1
+    cost = np.repeat(full, max_uses, axis=1)
+    cost[:, (np.arange(cost.shape[1]) % max_uses) < min_uses] -= reward
+    rows, cols = linear_sum_assignment(cost)
+    return int(full[rows, cols // max_uses].sum())
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize(("min_uses", "max_uses", "clusters"),
+                         [(1, 2, None), (1, 2, 3), (1, 3, 2), (2, 3, None), (2, 2, 4)])
+def test_minimum_uses_are_certified_by_prices(seed, min_uses, max_uses, clusters):
+    # Each use past a tile's minimum is priced as a surcharge: the optimum over every pair
+    # is proven as under a cap alone, the far tiles found by the cells that pay it.
+    rng = np.random.default_rng(seed)
+    rows, cols = 6, 8
+    tiles = (rows * cols) // max_uses + int(rng.integers(0, (rows * cols) // max_uses // 2))
+    tiles = min(tiles, rows * cols // min_uses)
+    full = full_distances(rng, rows * cols, tiles, clusters=clusters)
+    candidates, distances = top_k(full, 3)
+    search = DenseSearch(full)
+    result = assign_tiles(candidates, distances, rows, cols, max_uses=max_uses, search=search,
+                          min_uses=min_uses, tile_count=tiles)
+    check_placement(result.tile, full, rows, cols, max_uses, 1)
+    assert np.bincount(result.tile, minlength=tiles).min() >= min_uses
+    optimum = dense_minimum_optimum(full, min_uses, max_uses)
+    assert result.certified
+    assert result.objective == result.lower_bound == optimum
+    assert result.gap == 0.0
+    assert result.candidates_used <= tiles
+
+
+def test_a_far_tile_short_of_its_minimum_raises_the_surcharge():
+    # One tile far from every cell: a cell pays more for it than the first surcharge, and
+    # the rounds raise the surcharge until the optimum gives it its cell.
+    rng = np.random.default_rng(5)
+    rows, cols, tiles = 4, 5, 12
+    full = full_distances(rng, rows * cols, tiles)
+    full[:, 0] += 10**9
+    candidates, distances = top_k(full, 2)
+    result = assign_tiles(candidates, distances, rows, cols, max_uses=2,
+                          search=DenseSearch(full), min_uses=1, tile_count=tiles)
+    assert np.bincount(result.tile, minlength=tiles).min() == 1
+    assert result.certified
+    assert result.objective == result.lower_bound == dense_minimum_optimum(full, 1, 2)
+
+
+def test_a_proven_placement_short_of_a_minimum_gives_it_cells_and_is_its_bound():
+    # The optimum under the cap alone leaves far tiles out; they take the cells that lose
+    # least (each tile's nearest cells listed too), and that optimum bounds the result.
+    rng = np.random.default_rng(3)
+    rows, cols, tiles = 6, 8, 30
+    full = full_distances(rng, rows * cols, tiles, clusters=3)
+    capped = assign_tiles(*top_k(full, 3), rows, cols, max_uses=2, search=DenseSearch(full))
+    assert capped.certified
+    short = np.flatnonzero(np.bincount(capped.tile, minlength=tiles) == 0)
+    assert len(short)
+    # Each cell lists its tile in that optimum too, as the auction's lists do.
+    cells = np.concatenate((np.argsort(full[:, short], axis=0)[:8].ravel(),
+                            np.arange(rows * cols)))
+    columns = np.concatenate((np.broadcast_to(short, (8, len(short))).ravel(), capped.tile))
+    lists = top_k(full, 6)
+    result = assign_tiles(*lists, rows, cols, max_uses=2, search=DenseSearch(full),
+                          min_uses=1, tile_count=tiles, proven=capped.tile,
+                          extra=(cells, columns, full[cells, columns]))
+    check_placement(result.tile, full, rows, cols, 2, 1)
+    assert np.bincount(result.tile, minlength=tiles).min() == 1
+    assert not result.certified
+    assert result.lower_bound == capped.objective
+    assert result.objective >= dense_minimum_optimum(full, 1, 2) > capped.objective
+    # Already keeping the minimum, the optimum under the cap is the one under both.
+    kept = assign_tiles(*lists, rows, cols, max_uses=2, search=DenseSearch(full),
+                        min_uses=1, tile_count=tiles, proven=capped.tile,
+                        extra=(cells, columns, full[cells, columns]))
+    assert np.array_equal(kept.tile, result.tile)
+    lone = np.unique(capped.tile)
+    again = assign_tiles(*top_k(full[:, lone], len(lone)), rows, cols, max_uses=2,
+                         search=DenseSearch(full[:, lone]), min_uses=1,
+                         tile_count=len(lone), proven=np.searchsorted(lone, capped.tile))
+    assert again.certified and again.objective == capped.objective
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_minimum_uses_with_spacing_keep_every_limit_and_report_the_bound(seed):
+    rng = np.random.default_rng(seed)
+    rows, cols, tiles = 7, 9, 40
+    full = full_distances(rng, rows * cols, tiles, clusters=2)
+    result = assign_tiles(*top_k(full, 4), rows, cols, max_uses=2, min_spacing=3,
+                          search=DenseSearch(full), min_uses=1, tile_count=tiles)
+    check_placement(result.tile, full, rows, cols, 2, 3)
+    assert np.bincount(result.tile, minlength=tiles).min() >= 1
+    assert result.certified
+    assert result.lower_bound == dense_minimum_optimum(full, 1, 2) <= result.objective

@@ -910,3 +910,22 @@ def test_a_report_is_strict_json_where_the_gap_has_no_lower_bound(tmp_path):
     mosaic.write_report(tmp_path / "r.json")
     json.loads((tmp_path / "r.json").read_text(),
                parse_constant=lambda name: pytest.fail(f"not strict JSON: {name}"))
+
+
+def test_a_library_short_of_the_cells_places_every_photo_by_default(tmp_path, target):
+    # 35 cells and 30 photos: the default preset's cap rises to 2, and every photo then
+    # fills a cell (the best-fitting ones alone, twice each, before).
+    from mosaicist.match import fit_limits
+
+    folder = make_colour_folder(tmp_path / "tiles", 30)
+    mosaic = _make_mosaic(target, folder, cell_px=8, tile_px=8, cache_dir=tmp_path / "c")
+    assert len(mosaic.placements) == 35
+    assert len(np.unique(mosaic.placements.tile)) == 30
+    assert mosaic.options.min_uses == 1 and not mosaic.options.given("min_uses")
+    assert mosaic.report()["settings"]["min_uses"] == 1
+    # A limit given, or enough photos, or adaptive cells: no minimum is added.
+    assert fit_limits(MosaicOptions(max_uses=2), 35, 30, 5, 7).min_uses == 0
+    assert fit_limits(MosaicOptions(min_uses=0), 35, 30, 5, 7).min_uses == 0
+    assert fit_limits(MosaicOptions(), 35, 40, 5, 7).min_uses == 0
+    assert fit_limits(MosaicOptions(adaptive=1), 35, 30, 5, 7).min_uses == 0
+    assert fit_limits(MosaicOptions(preset="seed"), 35, 30, 5, 7).min_uses == 0

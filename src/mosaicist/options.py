@@ -126,7 +126,8 @@ PRESETS = {
         Preset("seed", "the seed's method: each cell's exact nearest tile, in sRGB, tiles "
                "repeated as often as they fit", {}),
         Preset("balanced", "every tile at most once where the library has enough (else "
-               "as few times as it allows), never two alike within 5 cells, each tile's mean "
+               "every tile at least once and as few times as it allows), never two alike "
+               "within 5 cells, each tile's mean "
                "colour moved to its cell's, its contrast halfway to the cell's and its colour "
                "variation down to the cell's (grey on grey), photos cut around their subject, "
                "colour profiles converted",

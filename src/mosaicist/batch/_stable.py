@@ -70,7 +70,7 @@ from ..match._capped import (
     FIRST_CANDIDATES,
     CappedMatcher,
     LibrarySearch,
-    _with_minimum,
+    assign_with_minimum,
 )
 from ..match._contrast import transfer
 from ..match._exact import pair_distances, search_scale
@@ -495,7 +495,7 @@ class StableMatcher(Matcher):
                                    np.where(previous >= 0, previous // variants, -1),
                                    self.hundredths)
         if options.min_uses:
-            assignment = _with_minimum(request, search)  # type: ignore[arg-type]
+            assignment = assign_with_minimum(request, search)  # type: ignore[arg-type]
         else:
             tiles, distances = search.nearest(np.arange(len(grid)), FIRST_CANDIDATES)
             assignment = assign_tiles(

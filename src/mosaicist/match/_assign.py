@@ -70,6 +70,21 @@ Lists grow only by the tiles prices point to: a flat area whose cells all
 want the same few tiles gets, round by round, the next tiles it can afford,
 not the whole library for every cell.
 
+**A minimum of uses, certified the same way.** With ``min_uses = K`` each
+use of a tile past its first ``K`` pays a surcharge ``S``: the tile is two
+columns, of capacities ``K`` and ``cap - K``, priced ``p`` and ``p'``, and a
+cell pays ``q_j = min(p_j, S + p'_j)``, again one additive term per tile
+that the searches take. A placement that keeps the minimum pays ``S`` on
+exactly ``N - K T`` uses (``T`` tiles), so among those placements the
+surcharge changes no ranking; where the surcharged optimum keeps the
+minimum it is the optimum, and the dual ``sum_i u_i - sum_j (K q_j + (cap -
+K) max(q_j - S, 0)) - S (N - K T)`` (:meth:`_Solver._dual_bound`) bounds
+every placement that keeps it, for any ``q >= 0``. ``S`` starts at twice
+every outside column's cost (a cell pays it only where no tile with room is
+near) and rises sixteenfold while the optimum leaves a far tile short.
+The cells that pay it find the tiles no cell lists: nothing is listed for
+every tile up front.
+
 **Lower bound and candidate growth (without a ``search``).** An unlisted tile is at least as far
 from a cell as the cell's last listed one, ``t_i``. Adding to each cell a
 private "outside" column of cost ``t_i`` therefore gives a *relaxation*
@@ -1263,7 +1278,8 @@ def _kth_total(edges: _Edges, price: np.ndarray, cells: np.ndarray, k: int) -> n
 
 
 def tile_prices(
-    edges: _Edges, choice: np.ndarray, cap: int, outside: np.ndarray | None = None
+    edges: _Edges, choice: np.ndarray, cap: int, outside: np.ndarray | None = None,
+    minimum: int = 0, surcharge: int = 0,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The least prices that prove ``choice`` optimal on the listed edges, or None.
 
@@ -1296,19 +1312,32 @@ def tile_prices(
     outside : numpy.ndarray, optional
         ``(N,)`` cost of each cell's outside column: a tile of its own,
         never full.
+    minimum, surcharge : int
+        Uses of a tile past its first ``minimum`` pay ``surcharge`` each
+        (:meth:`_Solver._certified` with ``min_uses``): a tile's first
+        ``minimum`` uses and its others are two columns of capacities
+        ``minimum`` and ``cap - minimum``, priced ``p`` and ``p'``, and a
+        cell pays ``q_j = min(p, surcharge + p')`` over them. In ``q`` the
+        conditions are: ``q_j = 0`` on a tile below its minimum, at most
+        ``surcharge`` at it, exactly ``surcharge`` between it and the cap,
+        and at least ``surcharge`` at the cap. The least prices start from
+        ``surcharge`` on the tiles past their minimum.
 
     Returns
     -------
     (tiles, prices) or None
-        The listed tiles and their int64 prices; None when no prices prove
-        ``choice`` optimal (it is not, within the rounding of the solver).
+        The listed tiles and their int64 prices (``q`` with a ``minimum``);
+        None when no prices prove ``choice`` optimal (it is not, within the
+        rounding of the solver).
     """
     tiles, tile_id = _compact(edges.tile)
     count = len(choice)
     inside = choice >= 0
     assigned = np.full(count, -1, np.int64)
     assigned[inside] = tile_id[choice[inside]]
-    full = np.bincount(assigned[inside], minlength=len(tiles)) >= cap
+    uses = np.bincount(assigned[inside], minlength=len(tiles))
+    full = uses >= (minimum or cap)
+    floor = np.where(uses > minimum, surcharge, 0).astype(np.int64) if minimum else None
     paid = np.zeros(count, np.int64)
     paid[inside] = edges.dist[choice[inside]]
     if outside is not None:
@@ -1319,14 +1348,16 @@ def tile_prices(
     raised: tuple[np.ndarray | None, np.ndarray] | None = None
     if np.issubdtype(edges.dist.dtype, np.integer):
         raised = _flow.least_prices(edges.length, tile_id, edges.dist, assigned, paid,
-                                    len(tiles))
+                                    len(tiles), floor=floor)
     if raised is None:
-        raised = _least_prices(edges, tile_id, assigned, paid, len(tiles))
+        raised = _least_prices(edges, tile_id, assigned, paid, len(tiles), floor)
     prices, cost = raised
     if prices is None:
         return None  # a cycle of moves that lowers the cost: not optimal
     if (prices[~full] > 0).any():
         return None  # a cell would rather move to a tile with room
+    if minimum and (prices[uses < cap] > surcharge).any():
+        return None  # a cell would rather pay the surcharge of a tile with room
     if outside is not None and (cost > outside).any():
         return None
     return tiles, prices
@@ -1334,13 +1365,17 @@ def tile_prices(
 
 def _least_prices(
     edges: _Edges, tile_id: np.ndarray, assigned: np.ndarray, paid: np.ndarray,
-    tile_count: int,
+    tile_count: int, floor: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray]:
-    """The least prices of :func:`tile_prices` by NumPy (None: a cycle), and each cell's cost."""
+    """The least prices of :func:`tile_prices` by NumPy (None: a cycle), and each cell's cost.
+
+    ``floor``, where given, is each tile's least price (see :func:`._flow.least_prices`).
+    """
     count = len(paid)
     inside = assigned >= 0
-    prices = np.zeros(tile_count, np.int64)
+    prices = np.zeros(tile_count, np.int64) if floor is None else floor.astype(np.int64)
     cost = paid.copy()
+    cost[inside] += prices[assigned[inside]]
     # Edges are grouped by cell: a cell's are one range.
     starts = np.cumsum(edges.length) - edges.length
     changed = np.arange(count)
@@ -1402,6 +1437,7 @@ def _solve(
     minimum: int = 0,
     keep: np.ndarray | None = None,
     rounding: bool = False,
+    surcharge: int | None = None,
 ) -> np.ndarray:
     """Min-cost assignment of every cell to one allowed edge or its outside column.
 
@@ -1439,6 +1475,10 @@ def _solve(
         twice the cells times that power) instead of LAPJVsp (exact, but an
         hour on a graph of millions of edges). Only for callers that verify
         optimality themselves (the certified pricing rounds do, exactly).
+    surcharge : int, optional
+        The surcharge of each use past a tile's ``minimum`` (in the units of
+        the distances), where the caller prices it (:meth:`_Solver._certified`);
+        else one larger than any difference of total costs.
 
     Returns
     -------
@@ -1475,7 +1515,8 @@ def _solve(
     if _flow_solver() is not None and np.issubdtype(dist.dtype, np.integer):
         by_flow = _solve_by_flow(count, row, tile_id, len(compact), dist - base[row],
                                  base, cap, outside, minimum,
-                                 None if keep is None else tile != keep[row], rounding)
+                                 None if keep is None else tile != keep[row], rounding,
+                                 surcharge)
         if by_flow is not None:
             chosen = by_flow >= 0
             choice[chosen] = index[by_flow[chosen]]
@@ -1503,9 +1544,9 @@ def _solve(
     private_cost = cost[private]
     if minimum:
         # Every use beyond a tile's minimum pays more than all the costs could differ.
-        surcharge = float(np.ptp(cost)) * count + 1.0
-        rep_cost = rep_cost + np.where(offset >= minimum, surcharge, 0.0)
-        private_cost = private_cost + surcharge
+        extra = float(np.ptp(cost)) * count + 1.0 if surcharge is None else float(surcharge)
+        rep_cost = rep_cost + np.where(offset >= minimum, extra, 0.0)
+        private_cost = private_cost + extra
 
     if outside is None:
         out_rows = np.zeros(0, np.int64)
@@ -1668,6 +1709,7 @@ def _solve_by_flow(
     minimum: int,
     moved: np.ndarray | None = None,
     rounding: bool = False,
+    surcharge: int | None = None,
 ) -> np.ndarray | None:
     """The assignment of :func:`_solve` as a min-cost flow (OR-Tools), or None.
 
@@ -1700,9 +1742,12 @@ def _solve_by_flow(
     common = _common_factor(cost)
     if outside_cost is not None:
         common = math.gcd(common, _common_factor(outside_cost))
+    if minimum and surcharge is not None:
+        common = math.gcd(common, int(surcharge))
     if common > 1:
         cost = cost // common
         outside_cost = None if outside_cost is None else outside_cost // common
+        surcharge = None if surcharge is None else int(surcharge) // common
     scale = 1
     if moved is not None:
         # Costs scaled past any sum of the tie-breaks where the solver's range allows:
@@ -1729,8 +1774,11 @@ def _solve_by_flow(
     capacities = [np.ones(count, np.int64), np.ones(len(row), np.int64)]
     costs = [np.zeros(count, np.int64), cost]
     if minimum:
-        span = int(cost.max(initial=0)) - int(cost.min(initial=0))
-        surcharge = span * count + 1
+        if surcharge is None:
+            span = int(cost.max(initial=0)) - int(cost.min(initial=0))
+            surcharge = span * count + 1
+        else:
+            surcharge = int(surcharge) * scale
         if surcharge > np.iinfo(np.int64).max // 4:
             return None
         free = min(minimum, limit)
@@ -2193,7 +2241,9 @@ def assign_tiles(
         the use cap over the whole library (:mod:`._auction`, proven by its
         caller), each listed by its cell. It is taken as the capped optimum
         (certified, its cost the lower bound); only the spacing rounds run,
-        on the lists given.
+        on the lists given. With ``min_uses``, tiles short of it first take
+        cells from it (:meth:`_Solver._fill_minimum`, on the lists and
+        ``extra``): its cost is then a bound, not certified.
 
     Returns
     -------
@@ -2251,7 +2301,7 @@ def assign_tiles(
     if extra is not None:
         solver.add_edges(*extra)
     if proven is not None:
-        if method != "optimal" or min_uses:
+        if method != "optimal":
             raise ValueError("a proven placement is an optimal one under a use cap")
         tile, distance, lower = solver.from_proven(np.asarray(proven, np.int64))
     elif method == "greedy":
@@ -2391,6 +2441,9 @@ class _Solver:
         self._repair_work = np.zeros(2, np.int64)
         #: Column-generation rounds made.
         self.pricing_rounds = 0
+        #: The surcharge of a use past a tile's minimum while the pricing rounds price it
+        #: (:meth:`_certified`); None: larger than any difference of total costs.
+        self.surcharge: int | None = None
         self.iterations = 0
         #: Whether greedy got stuck and the matching completed the placement.
         self.repaired = False
@@ -2475,8 +2528,12 @@ class _Solver:
 
     def optimal(self) -> tuple[np.ndarray, np.ndarray, int | float]:
         """Capacitated assignment with candidate growth and spacing rounds."""
+        if (self.minimum and self.search is not None and self.cap is not None
+                and np.issubdtype(self.edges.dist.dtype, np.integer)):
+            # Uses past the minimum priced as a surcharge: certified like a cap.
+            return self._certified()
         if self.minimum:
-            # Prices do not yet cover minimum uses: the best placement the lists hold.
+            # Without a search: the best placement the lists hold.
             # Where the library is small, every cell first lists every tile
             # (:meth:`_list_whole_library`): that placement is then the optimum over
             # all pairs, its own lower bound (60 tiles, 3 uses at most and 1 at least,
@@ -2523,15 +2580,21 @@ class _Solver:
         return self.edges.tile[choice], self.edges.dist[choice], lower
 
     def from_proven(self, tile: np.ndarray) -> tuple[np.ndarray, np.ndarray, int | float]:
-        """Spacing rounds from a placement proven optimal under the cap (each cell's ``tile``)."""
+        """Spacing rounds from a placement proven optimal under the cap (each cell's ``tile``).
+
+        Tiles short of a minimum first take cells from it (uncertified then).
+        """
         edges = self.edges
         listed = np.flatnonzero(edges.tile == tile[edges.row])
         choice = np.full(self.count, -1, np.int64)
         choice[edges.row[listed]] = listed
         if (choice < 0).any():
             raise ValueError("every cell must list its tile of the proven placement")
-        self.certified = True
         lower = _total(edges.dist[choice])
+        # Optimal under the cap alone, it bounds any placement that also keeps a minimum.
+        self.certified = not (self.minimum and self._short_of_minimum(tile))
+        if not self.certified:
+            choice, _ = _listed_at(edges, self._fill_minimum(tile))
         choice = self._space(choice)
         self.bar.close()
         # The spacing rounds may have lengthened the lists.
@@ -2554,6 +2617,9 @@ class _Solver:
         cell-tile pairs: it is optimal, and ``sum u - cap sum p`` equals its
         cost (the lower bound, gap 0). Spacing is then enforced on the result
         (:meth:`_space`), and the gap reports its cost against that optimum.
+        With a minimum of uses, the uses past it pay a surcharge that the
+        prices cover (see the module's notes); it rises while the proven
+        optimum leaves a tile short.
         """
         assert self.search is not None and self.cap is not None
         # Without a proof, the unconstrained optimum is still a lower bound.
@@ -2567,11 +2633,42 @@ class _Solver:
         # them, and the rounds would find its tiles again from the nearest.
         farthest = np.zeros(self.count, self.edges.dist.dtype)
         np.maximum.at(farthest, self.edges.row, self.edges.dist)
-        outside = (2 * np.maximum(self.edges.tail, farthest)
-                   + max(1, _common_factor(self.edges.dist)))
+        factor = max(1, _common_factor(self.edges.dist))
+        reach_out = 2 * np.maximum(self.edges.tail, farthest) + factor
+        if self.minimum:
+            # Uses past a tile's minimum pay a surcharge, priced like the cap: twice
+            # every outside cost at first, so that a cell pays it only where no tile
+            # with room is near; raised where the optimum leaves a tile short.
+            self.surcharge = factor * -(-2 * int(reach_out.max()) // factor)
         # A cell that lists every tile has none left to look for.
         complete = self.edges.length >= self.search.tile_count
         crowded = self.count >= CROWDED_LOAD * self.cap * self.search.tile_count
+        while True:
+            outside = reach_out + (self.surcharge or 0)
+            choice, lower = self._price_rounds(outside, complete, crowded, lower)
+            if not (self.certified and self.minimum and self._short_of_minimum(
+                    self.edges.tile[choice])):
+                break
+            # The surcharge was too small to be worth a tile's minimum: a far tile
+            # stayed short. Sixteen times larger, while the costs keep in range.
+            if 16 * (self.surcharge or 0) + int(reach_out.max()) > _flow.COST_LIMIT:
+                break
+            self.surcharge = 16 * (self.surcharge or 0)
+            self.certified = False
+        # The spacing rounds keep minima strictly (see :func:`_solve`).
+        self.surcharge = None
+        choice = self._space(choice)
+        self.bar.close()
+        return self.edges.tile[choice], self.edges.dist[choice], lower
+
+    def _price_rounds(self, outside: np.ndarray, complete: np.ndarray, crowded: bool,
+                      lower: int | float) -> tuple[np.ndarray, int | float]:
+        """The pricing rounds of :meth:`_certified`: each cell's edge, and the lower bound.
+
+        ``lower`` is the bound known before (without a proof, the rounds keep
+        it or the one their last prices give).
+        """
+        assert self.search is not None and self.cap is not None
         checks = _PriceChecks(np.where(complete, _inf(np.dtype(np.int64)), self.edges.tail),
                               self.search.tile_count,
                               CROWDED_RESERVE_COLUMNS if crowded else None)
@@ -2586,7 +2683,8 @@ class _Solver:
                 step = self._solve_near(state, outside)
             if step is None:
                 step = self._step(self.edges, self.allowed(), outside)
-            priced = tile_prices(self.edges, step, self.cap, outside)
+            priced = tile_prices(self.edges, step, self.cap, outside, self.minimum,
+                                 self.surcharge or 0)
             if priced is None:
                 break
             # The next round starts from this optimum and these prices.
@@ -2610,11 +2708,13 @@ class _Solver:
             if not out.any() and not hit.any():
                 choice = step
                 self.certified = True
-                lower = int(_total(cost)) - self.cap * int(_total(price))
-                self._keep_near_for_spacing(cost, price)
+                lower = self._dual_bound(int(_total(cost)), price)
+                self._keep_near_for_spacing(cost, price, step)
                 break
             # Outside with nothing cheaper there: the cell's tiles are farther still.
-            outside[~hit & out] *= 2
+            # (Saturating: with a minimum, outside costs start past its surcharge.)
+            doubled = ~hit & out
+            outside[doubled] = np.minimum(outside[doubled], _flow.COST_LIMIT) * 2
             # Each of these cells' proof is broken: a new edge beats its cost, or its
             # outside cost moved (``_flow.repair`` finds at least these).
             moved = int((hit | out).sum())
@@ -2626,13 +2726,34 @@ class _Solver:
             # No proof in the rounds allowed: the best placement the lists hold, and the
             # bound the last prices give over the whole library (lists other than the
             # nearest bound nothing by themselves).
-            choice = self._restricted()
             priced_bound = self._priced_bound(
                 np.zeros(self.search.tile_count, np.int64) if state is None else state.price)
             lower = max(lower if self.nearest else 0, priced_bound)
-        choice = self._space(choice)
-        self.bar.close()
-        return self.edges.tile[choice], self.edges.dist[choice], lower
+            # Minima kept as far as the lists allow, not traded against the surcharge.
+            self.surcharge = None
+            choice = self._restricted()
+        return choice, lower
+
+    def _dual_bound(self, paid: int, price: np.ndarray) -> int:
+        """The dual objective of prices ``price`` whose cells pay ``paid`` in all.
+
+        Under a cap alone ``sum_i u_i - cap sum_j p_j``. With a minimum ``K``
+        and its surcharge ``S`` (see :func:`tile_prices`), a placement ``y``
+        that keeps the minimum costs ``sum_i (c_iy + q_y) - sum_j n_j q_j``,
+        and ``n_j q_j <= K q_j + (n_j - K) S + (cap - K) max(q_j - S, 0)``
+        with ``sum_j (n_j - K) = N - K T``: the bound is ``sum_i u_i - sum_j
+        (K q_j + (cap - K) max(q_j - S, 0)) - S (N - K T)``, equal to the
+        optimum where the prices prove it.
+        """
+        assert self.cap is not None
+        if not self.minimum:
+            return paid - self.cap * int(_total(price))
+        assert self.search is not None
+        surcharge = self.surcharge or 0
+        above = np.maximum(price - surcharge, 0)
+        return (paid - self.minimum * int(_total(price))
+                - (self.cap - self.minimum) * int(_total(above))
+                - surcharge * (self.count - self.minimum * self.search.tile_count))
 
     def _priced_bound(self, price: np.ndarray) -> int:
         """A lower bound on the capped optimum from any tile prices ``p >= 0``.
@@ -2654,11 +2775,12 @@ class _Solver:
         least = listed.copy()
         least[present] = np.minimum(
             least[present], distances[present, 0] + price[found[present, 0]])
-        return int(_total(least)) - self.cap * int(_total(price))
+        return self._dual_bound(int(_total(least)), price)
 
     def _repairable(self) -> bool:
         """Whether repairs run on today's edges (compiled loops, integers, none forbidden)."""
-        return (_flow.can_repair() and bool(self.allowed().all())
+        # Not with a minimum: the repairs know caps, not surcharged uses.
+        return (_flow.can_repair() and bool(self.allowed().all()) and not self.minimum
                 and np.issubdtype(self.edges.dist.dtype, np.integer))
 
     def _solve_near(self, state: _flow.FlowState, outside: np.ndarray) -> np.ndarray | None:
@@ -2769,7 +2891,7 @@ class _Solver:
               keep: np.ndarray | None = None) -> np.ndarray:
         # With a search, optimality is verified exactly (prices, or no certificate).
         choice = _solve(self.count, edges, allowed, self.cap, outside, self.minimum, keep,
-                        rounding=self.search is not None)
+                        rounding=self.search is not None, surcharge=self.surcharge)
         self.bar.update(1)
         self.bar.set_postfix(k=self.k, rounds=self.iterations)
         return choice
@@ -2778,20 +2900,38 @@ class _Solver:
         listed = choice >= 0
         return _total(edges.dist[choice[listed]]) + _total(outside[~listed])
 
-    def _keep_near_for_spacing(self, cost: np.ndarray, price: np.ndarray) -> None:
+    def _keep_near_for_spacing(self, cost: np.ndarray, price: np.ndarray,
+                               choice: np.ndarray) -> None:
         """Let the spacing rounds solve on each cell's edges of least reduced cost only.
 
         Where the lists are long (a small library listed whole), each cell keeps
         its :data:`SPACING_EDGES` edges of least ``c_ij + p_j - u_i`` at the
-        prices that proved the optimum: a spacing round moves cells to tiles
-        near their own, and the solves on every edge cost seconds each.
+        prices that proved the optimum (and its own, ``choice``): a spacing
+        round moves cells to tiles near their own, and the solves on every
+        edge cost seconds each. Ties are kept where a minimum is priced
+        (there alike cells tie on every tile placed, and each keeps
+        :data:`SPACING_EDGES` of them, a different draw for each cell).
         """
         edges = self.edges
-        if (not spacing_binds(self.rows, self.cols, self.max_uses, self.min_spacing)
-                or len(edges.row) <= 2 * SPACING_EDGES * self.count):
+        # A minimum's rounds list the library's far tiles for cells of every kind (a flat
+        # target's 2,120 cells 425 tiles each): its spacing rounds too.
+        if (not (self.minimum or spacing_binds(self.rows, self.cols, self.max_uses,
+                                               self.min_spacing))
+                or self.min_spacing <= 1 or len(edges.row) <= 2 * SPACING_EDGES * self.count):
             return
         reduced = edges.dist + price[edges.tile] - cost[edges.row]
-        self._spacing_edges = _least_per_cell(edges, reduced, SPACING_EDGES)
+        if not self.minimum:
+            self._spacing_edges = _least_per_cell(edges, reduced, SPACING_EDGES)
+            return
+        # A draw per cell among equal values (Knuth's multiplicative hash).
+        draw = (edges.tile * 2654435761 + edges.row * 40503) & 0x7FFFFFFF
+        order = np.lexsort((draw, reduced, edges.row))
+        rank = np.empty(len(order), np.int64)
+        rank[order] = np.arange(len(order)) - np.repeat(
+            np.cumsum(edges.length) - edges.length, edges.length)
+        keep = rank < SPACING_EDGES
+        keep[choice[choice >= 0]] = True
+        self._spacing_edges = keep
 
     def _restricted(self, keep: np.ndarray | None = None) -> np.ndarray:
         """Best assignment using listed, allowed edges only; grows lists where stuck.
@@ -2806,7 +2946,9 @@ class _Solver:
                 allowed = allowed & self._spacing_edges
             choice = self._step(self.edges, allowed, None, keep)
             stuck = choice < 0
-            if not stuck.any():
+            short = (self.minimum and self._spacing_edges is not None and not stuck.any()
+                     and self._short_of_minimum(self.edges.tile[choice]))
+            if not stuck.any() and not short:
                 return choice
             if self._spacing_edges is not None:
                 # Too few near edges for these rounds: every edge again.

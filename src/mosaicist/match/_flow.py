@@ -201,6 +201,7 @@ def repair(
 def least_prices(
     length: np.ndarray, tile_id: np.ndarray, dist: np.ndarray, assigned: np.ndarray,
     paid: np.ndarray, tile_count: int, compiled: bool = True,
+    floor: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray] | None:
     """The least tile prices that meet every edge's bound, by a compiled label-correcting loop.
 
@@ -226,6 +227,9 @@ def least_prices(
         Tiles.
     compiled : bool
         Run the loop compiled (False: as Python, for small tests).
+    floor : numpy.ndarray, optional
+        ``(tile_count,)`` int64 least price of each tile (zeros where not given):
+        the prices are the least solution at or above it.
 
     Returns
     -------
@@ -239,8 +243,12 @@ def least_prices(
         return None
     starts = np.zeros(len(length) + 1, np.int64)
     np.cumsum(length, out=starts[1:])
-    prices = np.zeros(tile_count, np.int64)
+    prices = (np.zeros(tile_count, np.int64) if floor is None
+              else np.asarray(floor, np.int64).copy())
     cost = np.asarray(paid, np.int64).copy()
+    if floor is not None:
+        inside = assigned >= 0
+        cost[inside] += prices[assigned[inside]]
     finished = loop(starts, np.asarray(tile_id, np.int64), np.asarray(dist, np.int64),
                     np.asarray(assigned, np.int64), np.asarray(paid, np.int64), prices, cost)
     return (prices if finished else None), cost
