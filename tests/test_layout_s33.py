@@ -238,3 +238,16 @@ def test_a_geometry_takes_numpy_whole_numbers_as_python_ones():
 
     geometry = Geometry(np.int64(8), np.int32(32))
     assert geometry == Geometry(8, 32) and type(geometry.cell_px) is int
+
+
+def test_adaptive_leaves_refused_for_memory_under_a_cell_count_advise_fewer_cells(
+        tmp_path, monkeypatch):
+    # The count chose the cell: "a larger cell_px" would then fail with "give one of them".
+    tiles = make_colour_folder(tmp_path / "tiles", 300, size=16)
+    target = np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    monkeypatch.setattr(mosaicist._runtime, "available_memory", lambda: 1_000_000)
+    _refuse_assignment(monkeypatch)
+    with pytest.raises(OptionError) as error:
+        make_mosaic(target, tiles, cells=16, tile_px=16, adaptive=2, detail=0.0,
+                    cache_dir=tmp_path / "cache")
+    assert str(error.value).endswith("a smaller adaptive or fewer cells")

@@ -196,7 +196,7 @@ def test_a_side_over_a_format_limit_is_said_with_separators_and_the_formats_name
     with pytest.raises(MosaicistError) as error:
         check_output("big.webp", 20480, 15360)
     assert str(error.value) == ("big.webp: 20,480x15,360 pixels is over the WebP limit of "
-                                "16,383 pixels a side; use .png, .tif or .dzi")
+                                "16,383 pixels a side; use .jpg, .png, .tif or .dzi")
 
 
 def test_an_index_that_keeps_changing_says_what_to_do(tmp_path, monkeypatch):

@@ -472,7 +472,8 @@ def check_leaves_memory(leaves: Leaves, grid_cells: int, options: MosaicOptions,
         return OptionError(
             "{grid} split into {count} where their detail is above {detail} {detail_value} "
             "need about {needed} of memory to match; this machine has {free} available: use "
-            "a higher {detail}, a smaller {adaptive} or a larger {cell_px}",
+            "a higher {detail}, a smaller {adaptive} or "
+            + ("fewer {cells}" if options.cells is not None else "a larger {cell_px}"),
             grid=counted(grid_cells, "cell"), count=f"{len(leaves):,}",
             detail_value=f"{options.detail:g}", needed=needed, free=free)
 

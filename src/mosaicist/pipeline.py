@@ -540,7 +540,10 @@ def _make_mosaic(
     # from the target's size; a print crops the target to its shape first.
     sizes, options = _plan(given, reading.size, label, quiet)
     # The library opens while the target decodes (on two cores, the smaller
-    # of the two comes free); the header was read and checked first.
+    # of the two comes free); the header was read and the plan checked first,
+    # so that a refused plan leaves no decoding behind (a caller that goes on,
+    # a studio or a batch, would hold the picture's memory until it finished).
+    reading.start()
     library = _open_library(tiles, options, cache_dir, show_progress, quiet)
     matcher.prepare(options)
     pixels = reading.pixels()
@@ -747,7 +750,9 @@ def check_make_memory(rows: int, cols: int, options: MosaicOptions,
     """
     parts = make_memory(rows, cols, options, cell_px, cell_height)
     count = rows * cols
-    advice = ["a larger {cell_px}"]
+    # A cell count chose the cell's size: a larger cell_px would be refused as a second
+    # choice of it ("give one of them"), so the count the user gave is what to lower.
+    advice = ["fewer {cells}" if options.cells is not None else "a larger {cell_px}"]
     if parts["compared"] > parts["search"]:
         advice.append("a smaller {match_px}")
     if parts["assignment"]:
@@ -757,9 +762,9 @@ def check_make_memory(rows: int, cols: int, options: MosaicOptions,
 
     def refusal(needed: str, free: str) -> OptionError:
         return OptionError(
-            "{count} {cells} matched against {size} px tiles need about {needed} of memory; this "
-            "machine has {free} available: use " + " or ".join(advice), count=f"{count:,}",
-            cells="cell" if count == 1 else "cells",
+            "{count} {cells_noun} matched against {size} px tiles need about {needed} of memory; "
+            "this machine has {free} available: use " + " or ".join(advice), count=f"{count:,}",
+            cells_noun="cell" if count == 1 else "cells",
             size=f"{options.match_px}x{options.match_height}", needed=needed, free=free)
 
     check_memory(parts["peak"], refusal, available)
@@ -791,10 +796,12 @@ class _TargetReading:
     """A target picture decoding on a thread of its own, its size known at once.
 
     A file's header is read (and refused, with the file's name, when it is
-    missing, no picture or over ``max_pixels``) before anything else starts;
-    its pixels decode on a daemon thread, so that an interrupt never waits
-    for them, while the caller opens the library. :meth:`pixels` joins the
-    thread and raises what the decoding raised.
+    missing, no picture or over ``max_pixels``) when made; its pixels decode
+    from :meth:`start` on, on a daemon thread, so that an interrupt never
+    waits for them, while the caller opens the library. The caller starts
+    them once the plan the size makes is checked: a plan refused leaves no
+    decoding behind. :meth:`pixels` starts them if need be, joins the thread
+    and raises what the decoding raised.
     """
 
     def __init__(self, target: Target, max_pixels: int, label: str = "target",
@@ -810,7 +817,11 @@ class _TargetReading:
         self._thread = threading.Thread(target=self._decode,
                                         args=(target, max_pixels, colour_profiles),
                                         name="mosaicist-target", daemon=True)
-        self._thread.start()
+
+    def start(self) -> None:
+        """Start decoding the file's pixels, if not started (a picture in memory has them)."""
+        if self._thread is not None and self._thread.ident is None:
+            self._thread.start()
 
     def _decode(self, target: str | os.PathLike[str], max_pixels: int,
                 colour_profiles: str) -> None:
@@ -822,6 +833,7 @@ class _TargetReading:
     def pixels(self) -> np.ndarray:
         """The decoded picture (waits for it); what decoding raised, raised here."""
         if self._thread is not None:
+            self.start()
             self._thread.join()
         if self._error is not None:
             error, self._error = self._error, None

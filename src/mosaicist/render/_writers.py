@@ -74,7 +74,7 @@ import numpy as np
 from PIL import Image
 
 from .._runtime import OrderedJobs
-from ..errors import MosaicistError, alternatives
+from ..errors import MosaicistError, OptionError, alternatives
 from ..paths import atomic_path
 from ..progress import progress_bar
 from ._formats import OutputFormat, Picture, output_format
@@ -222,24 +222,42 @@ class RasterFormat(OutputFormat):
         width, height : int
             The picture's size in pixels.
         options : MosaicOptions, optional
-            The settings it will be written with (not used: the limits are the format's).
+            The settings it will be written with: the limits are the format's, and
+            these only say which settings to name when no other format holds the size.
 
         Raises
         ------
         MosaicistError
-            When a side is over :attr:`max_side`, or the picture over :attr:`max_pixels`.
+            When a side is over :attr:`max_side`, or the picture over :attr:`max_pixels`;
+            the message lists the other formats that hold the size (an
+            :class:`~mosaicist.errors.OptionError` naming the settings that make the
+            picture smaller, where none does).
         """
         if width > self.max_side or height > self.max_side:
-            raise MosaicistError(
-                f"{path}: {width:,}x{height:,} pixels is over the {self.title} limit of "
-                f"{self.max_side:,} pixels a side; use .png, .tif or .dzi"
-            )
+            raise _too_large(
+                self, f"{path}: {width:,}x{height:,} pixels is over the {self.title} limit of "
+                f"{self.max_side:,} pixels a side", width, height, options)
         if self.max_pixels is not None and width * height > self.max_pixels:
-            raise MosaicistError(
-                f"{path}: {width:,}x{height:,} pixels is over mosaicist's {self.title} limit of "
-                f"{self.max_pixels // 1_000_000} megapixels ({self.title} is encoded whole, "
-                "in memory); use .jpg, .png, .tif or .dzi"
-            )
+            raise _too_large(
+                self, f"{path}: {width:,}x{height:,} pixels is over mosaicist's {self.title} "
+                f"limit of {self.max_pixels // 1_000_000} megapixels ({self.title} is encoded "
+                "whole, in memory)", width, height, options)
+
+    def holds(self, width: int, height: int) -> bool:
+        """Whether this format can hold a ``width x height`` picture (see :meth:`check`).
+
+        Parameters
+        ----------
+        width, height : int
+            The picture's size in pixels.
+
+        Returns
+        -------
+        bool
+            False when a side is over :attr:`max_side` or the picture over :attr:`max_pixels`.
+        """
+        return (width <= self.max_side and height <= self.max_side
+                and (self.max_pixels is None or width * height <= self.max_pixels))
 
     def write(
         self, path: Path, picture: Picture, options: MosaicOptions, show_progress: bool = False
@@ -264,6 +282,40 @@ class RasterFormat(OutputFormat):
         """
         write_image(path, picture.bands, picture.width, picture.height,
                     quality=options.jpeg_quality, dpi=options.dpi, show_progress=show_progress)
+
+
+def _too_large(refused: RasterFormat, problem: str, width: int, height: int,
+               options: MosaicOptions | None) -> MosaicistError:
+    """The refusal of a picture too large for ``refused``: ``problem``, then what holds it.
+
+    The advice lists the other registered formats that hold ``width x height``
+    (each by its first suffix; a Deep Zoom pyramid holds any size), never the
+    one refused; where none does, the settings that make the picture smaller,
+    as the run's ``options`` chose its size (a cell count, a print).
+    """
+    from ._deepzoom import DeepZoomFormat
+    from ._formats import OUTPUT_FORMATS
+
+    seen: set[int] = {id(refused)}
+    files, pyramids = [], []
+    for suffix, output in OUTPUT_FORMATS.items():
+        if id(output) in seen:
+            continue
+        seen.add(id(output))
+        if isinstance(output, RasterFormat) and output.holds(width, height):
+            files.append(suffix)
+        elif isinstance(output, DeepZoomFormat):
+            pyramids.append(suffix)
+    if files or pyramids:
+        # Single files first, as the other refusals list them (".jpg, .png, .tif or .dzi").
+        return MosaicistError(f"{problem}; use {alternatives(sorted(files) + pyramids)}")
+    cells = "fewer {cells}" if options is not None and options.cells is not None else (
+        "a larger {cell_px}")
+    tiles = ("a smaller {print_size} or a lower {dpi}"
+             if options is not None and options.print_size is not None else "a smaller {tile_px}")
+    # An OptionError: the command line names the flags (--cell, --tile-px).
+    return OptionError("{problem}, and no other format holds it: use " + cells + " or " + tiles,
+                       problem=problem)
 
 
 def write_image(
