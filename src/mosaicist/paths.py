@@ -139,6 +139,14 @@ def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
     -------
     pathlib.Path
         The absolute cache directory.
+
+    Raises
+    ------
+    OptionError
+        When ``override`` is not a usable folder name, or none is given and
+        no home folder is known for the default one.
+    MosaicistError
+        When the folder cannot be made.
     """
     what = "cache folder"
     if override is not None:
@@ -155,8 +163,19 @@ def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
         path = Path(os.environ[CACHE_ENV])
         what = f"cache folder ({CACHE_ENV})"
     else:
-        path = Path(platformdirs.user_cache_dir("mosaicist", appauthor=False))
-    path = path.expanduser().absolute()
+        try:
+            default: str | None = platformdirs.user_cache_dir("mosaicist", appauthor=False)
+        except RuntimeError:  # "could not determine the home directory"
+            default = None
+        if default is None or Path(default).parts[:1] == ("~",):
+            # No home folder known (HOME unset or relative, no password entry): a traceback,
+            # or, from an older platformdirs, "~/.cache/mosaicist" as it is, a folder "~"
+            # wherever the run was.
+            raise OptionError(f"no home folder is known for the cache; set {CACHE_ENV} "
+                              "or give {cache_dir}")
+        path = Path(default)
+    # A "~user" of no user is a name in the current folder, as the shell reads it.
+    path = expanded(path).absolute()
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:

@@ -96,6 +96,7 @@ from ..options import MosaicOptions
 from ..paths import (
     atomic_path,
     check_writable,
+    expanded,
     locks_refused,
     open_lock,
     remove_dead_temporaries,
@@ -377,8 +378,8 @@ def batch_mosaics(
     from ._video import video_rate
 
     rate = None if fps is None else video_rate(fps)
-    outdir = Path(output_dir).expanduser().absolute()
-    video_path = None if video is None else Path(video).expanduser().absolute()
+    outdir = expanded(output_dir).absolute()
+    video_path = None if video is None else expanded(video).absolute()
     if video_path is not None:
         _check_video(video_path, suffix, outdir)
     _check_outside_tiles(outdir, tiles)
@@ -386,7 +387,7 @@ def batch_mosaics(
     _check_output_folder(outdir, items, found)
     if video_path is not None:
         _check_video_outside_targets(video_path, items, found)
-    report_path = None if report is None else Path(report).expanduser().absolute()
+    report_path = None if report is None else expanded(report).absolute()
     if report_path is not None:
         _check_report(report_path, items, found, outdir, suffix, video_path)
     if not found:
@@ -700,7 +701,7 @@ def _check_output_folder(outdir: Path, items: Iterable[str | os.PathLike[str]],
     """
     folder = outdir.resolve()
     named = [str(item) for item in items
-             if _is_folder(Path(item).expanduser()) and Path(item).expanduser().resolve() == folder]
+             if _is_folder(expanded(item)) and expanded(item).resolve() == folder]
     named += [str(target.folder) for target in found if target.folder == folder]
     if named:
         raise OptionError("{output_dir} {value} is a folder of targets: its mosaics "
@@ -720,7 +721,7 @@ def _check_video_outside_targets(video: Path, items: Iterable[str | os.PathLike[
     # Its name's folder and, for a link, the folder of the file written through it.
     folders = {_resolved(video.parent) or video.parent, (_resolved(video) or video).parent}
     named = [str(item) for item in items
-             if _is_folder(Path(item).expanduser()) and _resolved(item) in folders]
+             if _is_folder(expanded(item)) and _resolved(item) in folders]
     named += [str(target.folder) for target in found if target.folder in folders]
     if named:
         raise OptionError("{video} {value} is in {folder}, a folder of targets: the next run "
@@ -736,7 +737,7 @@ def _check_outside_tiles(outdir: Path, tiles: str | os.PathLike[str]) -> None:
     batch, and no output would be what ``make`` makes. A hidden folder in it
     (``.mosaics``), which the scan leaves out, is fine.
     """
-    library = Path(os.fspath(tiles)).expanduser()
+    library = expanded(os.fspath(tiles))
     if not _is_folder(library):
         return  # a dataset name or an array file: its tiles are not files in a folder
     try:
@@ -785,7 +786,7 @@ def _check_report(report: Path, items: Iterable[str | os.PathLike[str]],
 def _resolved(item: str | os.PathLike[str]) -> Path | None:
     """An item of the batch as the file it names; None for a name that cannot be resolved."""
     try:
-        return Path(item).expanduser().resolve()
+        return expanded(item).resolve()
     except (OSError, ValueError, RuntimeError):
         return None
 
@@ -868,7 +869,7 @@ def _tiles_spec(tiles: str | os.PathLike[str]) -> str:
         dataset, colon, location = text.partition(":")
         if colon and location and dataset.lower() in ("cifar10", "cifar100"):
             return f"{dataset}:{absolute_path(location)}"
-    path = Path(text).expanduser()
+    path = expanded(text)
     return str(path.resolve()) if path.exists() else text
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..imaging import IMAGE_EXTENSIONS
+from ..paths import expanded
 
 #: Suffixes read as videos, every frame a target (decoded with PyAV).
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg",
@@ -150,7 +151,9 @@ def collect_targets(
         targets.append(BatchTarget(resolved, shown, stem, video, folder))
 
     for item in items:
-        path = Path(item)
+        # "~" as make_mosaic and the list files' lines read it (the command line's shell
+        # has expanded it already).
+        path = expanded(item)
         shown = str(item)
         problem = _unusable(path)
         if problem is not None:
@@ -175,7 +178,7 @@ def collect_targets(
                 if not text or text.startswith("#"):
                     continue
                 named_any = True
-                named = Path(text).expanduser()
+                named = expanded(text)
                 if not named.is_absolute():
                     named = path.parent / named
                 where = f"{shown}:{number}: {text}"

@@ -72,7 +72,7 @@ from ..imaging import (
     thumbnail,
 )
 from ..options import MosaicOptions
-from ..paths import atomic_path, locks_refused
+from ..paths import atomic_path, expanded, locks_refused
 from ..render import dress_tiles
 from ..studio._uploads import ACCEPTED_FORMATS, decode_upload, display_name
 from ._extras import heif_formats, looks_heif, needs_live
@@ -588,7 +588,7 @@ class Event:
         """
         if settings:
             MosaicOptions(**(LIVE_DEFAULTS | settings))  # a bad value fails before any file
-        folder = Path(folder).expanduser()
+        folder = expanded(folder)
         made = _missing_folders(folder)
         try:
             folder.mkdir(parents=True, exist_ok=True)

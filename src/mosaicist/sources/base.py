@@ -18,6 +18,7 @@ from ..aspect import SQUARE
 from ..crop import Window
 from ..errors import MosaicistError
 from ..imaging import ImageReadError, content_hash, converts_profile, read_tile_bytes
+from ..paths import expanded
 
 
 class SourceEntry(NamedTuple):
@@ -66,7 +67,8 @@ def absolute_path(path: str | os.PathLike[str]) -> Path:
     >>> str(absolute_path("/photos/old/../new"))
     '/photos/new'
     """
-    given = Path(path).expanduser().absolute()
+    # A ~user of no user is a name in the current folder, as the shell leaves it.
+    given = expanded(path).absolute()
     normalised = Path(os.path.abspath(given))
     if normalised == given or os.path.realpath(normalised) == os.path.realpath(given):
         return normalised

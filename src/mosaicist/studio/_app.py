@@ -80,7 +80,7 @@ from ..errors import MosaicistError, OptionError
 from ..imaging import IMAGE_EXTENSIONS
 from ..match import fitted_matcher
 from ..options import MosaicOptions, settings
-from ..paths import atomic_path, remove_dead_temporaries
+from ..paths import atomic_path, expanded, remove_dead_temporaries
 from ..paths import cache_dir as default_cache_dir
 from ..sources import ARRAY_SUFFIXES, _split_key
 from ..viewer._server import ViewerSite
@@ -180,8 +180,8 @@ class Studio:
         self.cache_dir = default_cache_dir(cache_dir)
         self.token = token or new_token()
         try:
-            home_folder = resolved_folder(Path(home or Path.home()).expanduser())
-        except RuntimeError:  # no home folder known for this user
+            home_folder = resolved_folder(expanded(home or Path.home()))
+        except RuntimeError:  # Path.home(): no home folder known for this user
             home_folder = None
         if home_folder is not None and not _utf8(str(home_folder)):
             # The page names folders in JSON, which holds UTF-8 text only (nor could such a
@@ -189,7 +189,7 @@ class Studio:
             home_folder = None
         self.roots: list[Path] = [] if home_folder is None else [home_folder]
         for root in roots:
-            folder = resolved_folder(Path(root).expanduser())
+            folder = resolved_folder(expanded(root))
             if folder is None:
                 raise MosaicistError(f"{root}: not a folder (--root)")
             if not _utf8(str(folder)):
@@ -284,11 +284,11 @@ class Studio:
     def _resolve(self, text: str) -> Path:
         """An absolute path the page sent, resolved; 403 outside the roots."""
         try:
-            path = Path(text).expanduser()
+            path = expanded(text)
             if not path.is_absolute():
                 raise WebError(400, f"{text}: give the full path of the folder or file")
             real = Path(os.path.realpath(path))
-        except (OSError, ValueError, RuntimeError):  # RuntimeError: "~user" of nobody
+        except (OSError, ValueError):
             raise WebError(400, f"{text}: not a valid path") from None
         if not self.inside_roots(real):
             raise self._outside(text)

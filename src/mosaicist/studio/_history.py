@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from ..errors import MosaicistError
+from ..paths import expanded
 from ..web import plain_name
 from ._worker import clear_folder
 
@@ -197,7 +198,7 @@ class History:
     """
 
     def __init__(self, cache_dir: str | Path) -> None:
-        self.root = Path(cache_dir).expanduser().absolute() / "studio"
+        self.root = expanded(cache_dir).absolute() / "studio"
         self.runs_folder = self.root / "runs"
         self.database = self.root / "history.sqlite"
         self._lock = threading.Lock()

@@ -56,6 +56,7 @@ from typing import Any
 
 from ..errors import MosaicistError
 from ..options import MosaicOptions
+from ..paths import expanded
 from ._command import given_settings
 from ._history import History, Run
 from ._worker import OUTPUT_FILES, clear_folder
@@ -293,7 +294,7 @@ class Jobs:
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
         self.history = history
-        self.cache_dir = Path(cache_dir).expanduser().absolute()
+        self.cache_dir = expanded(cache_dir).absolute()
         self.max_parallel = max_parallel
         self.on_run_end: Callable[[str], object] | None = None
         self._lock = threading.RLock()

@@ -78,7 +78,7 @@ from ..match._capped import fit_limits
 from ..match._contrast import GAIN_LIMITS, TOLERANCE_FLOOR, _room_limit, cell_chroma
 from ..metrics import repetition_metrics
 from ..options import MosaicOptions
-from ..paths import atomic_path
+from ..paths import atomic_path, expanded
 from ..render import dress_tiles
 from ..sizing import fit_options, options_plan
 from ..sources.base import change_stamp
@@ -262,7 +262,7 @@ class Previewer:
     """
 
     def __init__(self, cache_dir: str | os.PathLike[str]) -> None:
-        self.cache_dir = Path(cache_dir).expanduser().absolute()
+        self.cache_dir = expanded(cache_dir).absolute()
         self._lock = threading.Lock()
         self._libraries: collections.OrderedDict[tuple, _WarmLibrary] = collections.OrderedDict()
         # By path and colour_profiles: a target with a colour profile reads otherwise.

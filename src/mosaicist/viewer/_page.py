@@ -29,7 +29,7 @@ import numpy as np
 
 from ..aspect import height_for
 from ..errors import MosaicistError
-from ..paths import atomic_path, dangling_link
+from ..paths import atomic_path, dangling_link, expanded
 from ..placements import Placements
 from ..render._deepzoom import DEEPZOOM_NAMESPACE, files_folder, read_layout
 from ._manifest import manifest_path, write_manifest
@@ -60,7 +60,7 @@ def folder_source_root(placements: Placements) -> Path | None:
     spec = placements.source
     if not spec:
         return None
-    path = Path(spec).expanduser()
+    path = expanded(spec)
     return path.absolute() if path.is_dir() else None
 
 
@@ -239,7 +239,7 @@ def write_viewer(
         )
     order, leaves = (None, {}) if placements.rect is None else _leaf_data(placements)
     sources, index_bytes, cells = _cell_data(placements, order)
-    root = None if source_root is None else Path(source_root).expanduser().absolute()
+    root = None if source_root is None else expanded(source_root).absolute()
     name = dzi_path.stem
     title = name if title is None else title
     data = {
@@ -350,7 +350,7 @@ def find_viewer(path: str | os.PathLike[str]) -> Path:
         When nothing is there, it is not a viewer, or a folder holds none or
         several.
     """
-    path = Path(path).expanduser()
+    path = expanded(path)
     if path.is_dir():
         pages = []
         for candidate in sorted(path.glob("*.html")):
