@@ -2949,8 +2949,7 @@ class _Solver:
                 allowed = allowed & self._spacing_edges
             choice = self._step(self.edges, allowed, None, keep)
             stuck = choice < 0
-            short = (self.minimum and not stuck.any()
-                     and (self._spacing_edges is not None or self.surcharge is not None)
+            short = (bool(self.minimum) and not stuck.any()
                      and self._short_of_minimum(self.edges.tile[choice]))
             if not stuck.any() and not short:
                 return choice
@@ -2967,6 +2966,14 @@ class _Solver:
                 self.crowded_out[:] = False
                 self._set_edges(self.edges)
                 continue
+            if short:
+                # Every cell placed, on every listed edge, and a tile still short. In a
+                # spacing round its forbidden pairs leave it short (12 tiles of 3 uses
+                # exactly, 3 apart, on 6 x 6 cells): the fallback keeps the minimum.
+                # Else the lists lack its cells: the caller sees the tiles short.
+                if keep is not None:
+                    raise _Stuck
+                return choice
             if not self.grow(stuck):
                 if keep is not None:
                     raise _Stuck
