@@ -1879,19 +1879,22 @@ def test_minimum_uses_are_certified_by_prices(seed, min_uses, max_uses, clusters
     assert result.candidates_used <= tiles
 
 
-def test_a_far_tile_short_of_its_minimum_raises_the_surcharge():
+@pytest.mark.parametrize("far", [10**9, 10**12, 10**15])
+def test_a_far_tile_short_of_its_minimum_raises_the_surcharge(far):
     # One tile far from every cell: a cell pays more for it than the first surcharge, and
-    # the rounds raise the surcharge until the optimum gives it its cell.
+    # the surcharge rises past the tile's nearest cells, which list it: one more proof
+    # (sixteenfold rises alone took 64-150 rounds at 10^12-10^15).
     rng = np.random.default_rng(5)
     rows, cols, tiles = 4, 5, 12
     full = full_distances(rng, rows * cols, tiles)
-    full[:, 0] += 10**9
+    full[:, 0] += far
     candidates, distances = top_k(full, 2)
     result = assign_tiles(candidates, distances, rows, cols, max_uses=2,
                           search=DenseSearch(full), min_uses=1, tile_count=tiles)
     assert np.bincount(result.tile, minlength=tiles).min() == 1
     assert result.certified
     assert result.objective == result.lower_bound == dense_minimum_optimum(full, 1, 2)
+    assert result.pricing_rounds <= 6
 
 
 def test_a_proven_placement_short_of_a_minimum_gives_it_cells_and_is_its_bound():

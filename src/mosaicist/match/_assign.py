@@ -214,6 +214,10 @@ EXACT_SECONDS = 20.0
 #: 5.7-14.3 s (and found no placement at all in 5 s on two of three).
 EXACT_WORK = 1.0
 
+#: Most cell-tile pairs measured to list the tiles a priced minimum left short for their
+#: nearest cells, and the cells each lists (:meth:`_Solver._list_short_tiles`).
+SHORT_PAIRS = 4_000_000
+SHORT_CELLS = 16
 #: Column-generation rounds (solve, price, search the library) before settling for a gap.
 MAX_PRICING_ROUNDS = 40
 #: Tiles below its limit a pricing search returns for each cell.
@@ -2650,10 +2654,15 @@ class _Solver:
                     self.edges.tile[choice])):
                 break
             # The surcharge was too small to be worth a tile's minimum: a far tile
-            # stayed short. Sixteen times larger, while the costs keep in range.
-            if 16 * (self.surcharge or 0) + int(reach_out.max()) > _flow.COST_LIMIT:
+            # stayed short. Sixteen times larger, at least four times the short tiles'
+            # nearest cells (listed now), while the costs keep in range: a tile 10^12
+            # units from every cell took 64-150 rounds of sixteenfold rises.
+            raised = max(16 * (self.surcharge or 0),
+                         4 * self._list_short_tiles(self.edges.tile[choice]))
+            raised = factor * -(-raised // factor)
+            if raised + int(reach_out.max()) > _flow.COST_LIMIT:
                 break
-            self.surcharge = 16 * (self.surcharge or 0)
+            self.surcharge = raised
             self.certified = False
         # The spacing rounds price the minimum as the proof did: a surcharge past every
         # cost difference put the costs out of the min-cost flow's range for its
@@ -2663,6 +2672,28 @@ class _Solver:
         choice = self._space(choice)
         self.bar.close()
         return self.edges.tile[choice], self.edges.dist[choice], lower
+
+    def _list_short_tiles(self, tile: np.ndarray) -> int:
+        """List the tiles short of the minimum in ``tile`` for their nearest cells.
+
+        Where their pairs with every cell are few (:data:`SHORT_PAIRS`), each
+        short tile's :data:`SHORT_CELLS` nearest cells list it. Returns the
+        farthest of those tiles' nearest cells (0 where not measured).
+        """
+        assert self.search is not None
+        uses = np.bincount(tile, minlength=self.search.tile_count)
+        short = np.flatnonzero(uses < self.minimum)
+        if not len(short) or self.count * len(short) > SHORT_PAIRS:
+            return 0
+        cells = np.repeat(np.arange(self.count), len(short))
+        tiles = np.tile(short, self.count)
+        distance = self.search.pairs(cells, tiles).reshape(self.count, len(short))
+        near = min(self.count, SHORT_CELLS)
+        nearest = np.argpartition(distance, near - 1, axis=0)[:near]
+        columns = np.broadcast_to(np.arange(len(short)), nearest.shape)
+        self.add_edges(nearest.ravel(), short[columns].ravel(),
+                       distance[nearest, columns].ravel())
+        return int(distance.min(axis=0).max())
 
     def _price_rounds(self, outside: np.ndarray, complete: np.ndarray, crowded: bool,
                       lower: int | float) -> tuple[np.ndarray, int | float]:
