@@ -847,3 +847,18 @@ def test_preview_of_tiles_not_indexed_or_whose_index_was_deleted_makes_no_index(
         assert not (library.directory / "manifest.sqlite").exists()
         library = TileLibrary.open(tiles, options.match_px, cache_dir=cache, crop=options.crop)
         previewer.preview(target, str(tiles), options, cells=16)  # indexed again: warm again
+
+
+def test_a_slow_reader_sees_every_stage_once_coalesced():
+    # Progress events coalesce for a slow reader, but only within a stage: a loaded machine
+    # lost "writing mosaic.png" to the next stage's progress.
+    from mosaicist.studio._jobs import JobEvent, Subscription
+
+    subscription = Subscription()
+    for stage, done in (("indexing", 1), ("indexing", 2), ("writing mosaic.png", 1),
+                        ("writing mosaic.png", 5), ("writing Deep Zoom tiles", 1)):
+        subscription.put(JobEvent("progress", stage, done))
+    seen = [subscription.get(timeout=0) for _ in range(3)]
+    assert [(event.stage, event.done) for event in seen] == [
+        ("indexing", 2), ("writing mosaic.png", 5), ("writing Deep Zoom tiles", 1)]
+    assert subscription.get(timeout=0) is None

@@ -29,7 +29,8 @@ subscriber first gets the job's current state (a ``progress`` event whose
 ``data`` holds ``state``), then every event from then on, and the final
 event (``done``, ``failed`` or ``cancelled``) even when it subscribed after
 the end. Progress events are coalesced for a slow reader (only the latest
-waits), so a subscription holds a bounded number of events. For server-sent
+of a stage waits; each stage it reached is seen), so a subscription holds a
+bounded number of events. For server-sent
 events, :meth:`Subscription.aget` with a timeout lets the server send a
 keep-alive comment when nothing happened.
 """
@@ -149,7 +150,11 @@ class Subscription:
         with self._lock:
             if self._closed or self._final_queued:
                 return
-            if event.kind == "progress" and self._events and self._events[-1].kind == "progress":
+            last = self._events[-1] if self._events else None
+            if (event.kind == "progress" and last is not None and last.kind == "progress"
+                    and last.stage == event.stage):
+                # A stage's later progress replaces its earlier, never another stage's: a
+                # slow reader (a loaded machine) missed "writing mosaic.png" altogether.
                 self._events[-1] = event
             elif len(self._events) >= SUBSCRIBER_BACKLOG and not event.final:
                 return  # a reader this far behind loses log lines, never the end
