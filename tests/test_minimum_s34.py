@@ -5,18 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
-from test_assign import DenseSearch, check_placement, full_distances, top_k
+from test_assign import (  # noqa: F401 (solver: every test with each exact solver)
+    DenseSearch,
+    check_placement,
+    full_distances,
+    solver,
+    top_k,
+)
 
-from mosaicist.match import _assign, assign_tiles
-
-
-@pytest.fixture(autouse=True, params=["flow", "lapjv"])
-def solver(request, monkeypatch):
-    """Every test with each exact solver: OR-Tools' min-cost flow and SciPy's LAPJVsp."""
-    if request.param == "flow":
-        pytest.importorskip("ortools")
-    monkeypatch.setattr(_assign, "SOLVER", request.param)
-    return request.param
+from mosaicist.match import assign_tiles
 
 
 def exact_minimum(full, min_uses, max_uses):

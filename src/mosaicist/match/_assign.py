@@ -1202,6 +1202,20 @@ class _PriceChecks:
         self.reserve_distance[cells] = every_distance[:, :width]
 
 
+def nearest_cells(distance: np.ndarray, tiles: np.ndarray, near: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each tile's ``near`` nearest cells as pairs ``(cells, tiles, distances)``.
+
+    ``distance`` is ``(N, len(tiles))``: every cell's distance to each of
+    ``tiles`` (ties in any order).
+    """
+    near = min(near, len(distance))
+    cells = np.argpartition(distance, near - 1, axis=0)[:near]
+    columns = np.broadcast_to(np.arange(distance.shape[1]), cells.shape)
+    return (cells.ravel(), np.asarray(tiles, np.int64)[columns].ravel(),
+            distance[cells, columns].ravel())
+
+
 def _fall_past(drop: np.ndarray, count: np.ndarray) -> np.ndarray:
     """The largest price fall among the tiles past the first ``count`` of ``drop``.
 
@@ -2688,11 +2702,7 @@ class _Solver:
         cells = np.repeat(np.arange(self.count), len(short))
         tiles = np.tile(short, self.count)
         distance = self.search.pairs(cells, tiles).reshape(self.count, len(short))
-        near = min(self.count, SHORT_CELLS)
-        nearest = np.argpartition(distance, near - 1, axis=0)[:near]
-        columns = np.broadcast_to(np.arange(len(short)), nearest.shape)
-        self.add_edges(nearest.ravel(), short[columns].ravel(),
-                       distance[nearest, columns].ravel())
+        self.add_edges(*nearest_cells(distance, short, SHORT_CELLS))
         return int(distance.min(axis=0).max())
 
     def _price_rounds(self, outside: np.ndarray, complete: np.ndarray, crowded: bool,

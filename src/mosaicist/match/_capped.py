@@ -48,6 +48,7 @@ from ._assign import (
     _total,
     assign_tiles,
     check_feasible,
+    nearest_cells,
     spaced_cap,
     spacing_binds,
     spacing_capacity,
@@ -700,11 +701,8 @@ def assign_with_minimum(request: MatchRequest, search: LibrarySearch) -> Assignm
             # rounds took 50 s to place it, where this takes 19 s in all (gap 0.698% after
             # the spacing rounds, 0.695% without the minimum).
             if len(short) <= FILLED_SHORT * tile_count:
-                near = min(count, MINIMUM_CELLS)
-                cells = np.argpartition(full[:, short], near - 1, axis=0)[:near].ravel()
-                columns = np.broadcast_to(short, (near, len(short))).ravel()
                 return assign_tiles(tiles, distances, grid.rows, grid.cols, proven=placed,
-                                    extra=(cells, columns, full[cells, columns]),
+                                    extra=nearest_cells(full[:, short], short, MINIMUM_CELLS),
                                     **limits)  # type: ignore[arg-type]
         first = first_candidates(count, tile_count, grid.rows, grid.cols,
                                  options.max_uses, options.min_spacing)
@@ -721,16 +719,13 @@ def assign_with_minimum(request: MatchRequest, search: LibrarySearch) -> Assignm
             # 2,000 photos and 2,120 cells), where now the first solve places it.
             full = search.dense() if full is None else full
             tiles, distances = _nearest_of(full, first)
-            near = min(count, MINIMUM_CELLS)
-            cells = np.argpartition(full, near - 1, axis=0)[:near].ravel()
-            columns = np.broadcast_to(np.arange(tile_count), (near, tile_count)).ravel()
+            cells, columns, near = nearest_cells(full, np.arange(tile_count), MINIMUM_CELLS)
             # And a placement of every minimum on cells of their own, as ties (a flat
             # target's) give every tile the same nearest cells.
             seeded = _minimum_seed(full, options.min_uses)
             placed = np.flatnonzero(seeded >= 0)
-            cells = np.concatenate((cells, placed))
-            columns = np.concatenate((columns, seeded[placed]))
-            extra = (cells, columns, full[cells, columns])
+            extra = (np.concatenate((cells, placed)), np.concatenate((columns, seeded[placed])),
+                     np.concatenate((near, full[placed, seeded[placed]])))
             del full
         else:
             tiles, distances = search.nearest(np.arange(count), first)
