@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import TypeVar
 
@@ -136,6 +136,12 @@ SPACING_LOAD = 1 / 3
 SPARE_PLACES = 1 / 4
 #: Most cell-tile pairs (transforms included) whose distances a minimum of uses computes.
 MINIMUM_PAIRS = 40_000_000
+#: Most cell-tile pairs (transforms included) whose distances a minimum of uses computes
+#: a block of tiles at a time (:meth:`LibrarySearch.tile_blocks`), for each tile's nearest
+#: cells, where they are more than :data:`MINIMUM_PAIRS`: time, not memory, bounds them.
+MINIMUM_BLOCK_PAIRS = 400_000_000
+#: Most cell-candidate pairs in one of :meth:`LibrarySearch.tile_blocks`' blocks (8 bytes each).
+BLOCK_PAIRS = 8_000_000
 #: Most library tiles (transforms included) for which every cell lists every tile
 #: (:func:`dense_lists`), and most cell-tile pairs so listed (about 200 bytes each
 #: while the lists are built and solved: 2.0 GB at 7.8 million). Four times the lists
@@ -719,14 +725,15 @@ def assign_with_minimum(request: MatchRequest, search: LibrarySearch) -> Assignm
             # 2,000 photos and 2,120 cells), where now the first solve places it.
             full = search.dense() if full is None else full
             tiles, distances = _nearest_of(full, first)
-            cells, columns, near = nearest_cells(full, np.arange(tile_count), MINIMUM_CELLS)
-            # And a placement of every minimum on cells of their own, as ties (a flat
-            # target's) give every tile the same nearest cells.
-            seeded = _minimum_seed(full, options.min_uses)
-            placed = np.flatnonzero(seeded >= 0)
-            extra = (np.concatenate((cells, placed)), np.concatenate((columns, seeded[placed])),
-                     np.concatenate((near, full[placed, seeded[placed]])))
+            extra = _minimum_extra([(np.arange(tile_count), full)], options.min_uses)
             del full
+        elif count * tile_count * request.variants <= MINIMUM_BLOCK_PAIRS:
+            # The same lists from every distance, a block of tiles at a time: 5,000 photos
+            # on 10,672 cells took 45.3 s and 25 rounds with each cell's nearest tiles
+            # alone, where the library came into the lists by the rounds.
+            tiles, distances = search.nearest(np.arange(count), first)
+            extra = _minimum_extra(search.tile_blocks(), options.min_uses)
+            search.pairs(extra[0], extra[1])  # their transforms, for candidate_of
         else:
             tiles, distances = search.nearest(np.arange(count), first)
         return assign_tiles(tiles, distances, grid.rows, grid.cols, extra=extra,
@@ -738,26 +745,60 @@ def assign_with_minimum(request: MatchRequest, search: LibrarySearch) -> Assignm
         return _with_minimum(request, search)
 
 
-def _minimum_seed(full: np.ndarray, minimum: int) -> np.ndarray:
-    """Each cell's tile in a greedy placement of every tile's ``minimum`` (``-1``: none).
+def _minimum_extra(
+    blocks: Iterable[tuple[np.ndarray, np.ndarray]], minimum: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs a minimum of uses lists beside each cell's nearest tiles.
 
-    Tile after tile, each takes its nearest cell still free, ``minimum``
-    times over: a placement of every minimum on distinct cells (``N >= M
-    minimum``), for the lists to hold one; the pricing rounds then find the
-    best.
+    Each tile's :data:`MINIMUM_CELLS` nearest cells, and a placement of
+    every tile's ``minimum`` on cells of their own (:func:`_place_minimum`),
+    as ties (a flat target's) give every tile the same nearest cells.
+
+    Parameters
+    ----------
+    blocks : iterable of (numpy.ndarray, numpy.ndarray)
+        Tiles and every cell's distance to each, ``(N, len(tiles))``, in
+        blocks that together hold each tile once, in order.
+    minimum : int
+        The uses every tile must have.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        The pairs' cells, tiles and distances.
     """
-    count, tile_count = full.shape
-    by_tile = np.ascontiguousarray(full.T)
-    taken = np.zeros(count, bool)
-    tile = np.full(count, -1, np.int64)
-    largest = np.iinfo(np.int64).max
-    for _ in range(minimum):
-        for column in range(tile_count):
-            row = by_tile[column]
+    pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    taken: np.ndarray | None = None
+    for tiles, distance in blocks:
+        pairs.append(nearest_cells(distance, tiles, MINIMUM_CELLS))
+        if taken is None:
+            taken = np.zeros(len(distance), bool)
+        cells, columns = _place_minimum(distance, minimum, taken)
+        pairs.append((cells, np.asarray(tiles, np.int64)[columns], distance[cells, columns]))
+    cells, tiles, distances = (np.concatenate(part) for part in zip(*pairs, strict=True))
+    return cells, tiles, distances
+
+
+def _place_minimum(distance: np.ndarray, minimum: int, taken: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's ``minimum`` nearest cells not ``taken`` (updated), greedily.
+
+    Column after column, each takes its nearest free cell ``minimum`` times
+    over: blocks of the library in turn place every minimum on distinct
+    cells (``N >= M minimum``), for the lists to hold one; the pricing rounds
+    then find the best. Returns the pairs as (cells, columns).
+    """
+    by_column = np.ascontiguousarray(distance.T)
+    cells = np.empty(len(by_column) * minimum, np.int64)
+    largest = np.iinfo(by_column.dtype).max
+    at = 0
+    for row in by_column:
+        for _ in range(minimum):
             cell = int(np.argmin(np.where(taken, largest, row)))
             taken[cell] = True
-            tile[cell] = column
-    return tile
+            cells[at] = cell
+            at += 1
+    return cells, np.repeat(np.arange(len(by_column)), minimum)
 
 
 def _nearest_of(full: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -993,6 +1034,31 @@ class LibrarySearch:
         # Ties go to the first transform, as in the searches.
         self._dense_transform = every.argmin(axis=2)
         return every.min(axis=2)
+
+    def tile_blocks(self, pairs: int = BLOCK_PAIRS
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every cell's distance to every tile (its best transform), a block of tiles at a time.
+
+        As :meth:`dense`, without holding the whole ``(N, M)`` matrix: yields
+        ``(tiles, distances)``, ``distances`` ``(N, len(tiles))`` int64, in
+        library order, each block of at most ``pairs`` cell-candidate pairs.
+        The transforms are not kept (:meth:`pairs` records those wanted).
+        """
+        request = self.request
+        variants, count = request.variants, len(request.cell_vectors)
+        step = max(1, pairs // max(1, count * variants))
+        features = request.features
+        for start in range(0, self.tile_count, step):
+            stop = min(self.tile_count, start + step)
+            part = slice(start * variants, stop * variants)
+            columns = replace(
+                features, norm2=features.norm2[part], channel_sums=features.channel_sums[part],
+                pooled=None if features.pooled is None else features.pooled[part])
+            every = dense_distances(request.cell_vectors, request.candidates[part],
+                                    request.geometry, columns, request.options.tint)
+            if variants > 1:
+                every = every.reshape(count, -1, variants).min(axis=2)
+            yield np.arange(start, stop), every
 
     def candidate_of(self, tiles: np.ndarray) -> np.ndarray:
         """Each cell's candidate (tile and transform) for its assigned tile."""
