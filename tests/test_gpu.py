@@ -662,3 +662,14 @@ def test_the_library_reaches_the_device_in_chunks_within_the_budget(monkeypatch,
     assert_same_as_brute_force(cells, tiles, 8, kernel)
     assert max(seen) == 16 and sum(seen) == 300
     assert all(count <= 16 for count in operands)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int64, np.float64])
+def test_pixels_of_another_type_are_refused_by_name(dtype):
+    # uint16 cells were cast and gave wrong picks silently (session 35).
+    with pytest.raises(MosaicistError, match="cell_vectors must hold uint8"):
+        match_torch(np.zeros((2, 4, 4, 3), dtype), np.zeros((3, 8, 8, 3), np.uint8),
+                    Geometry(4, 8), device=DEVICE)
+    with pytest.raises(MosaicistError, match="tiles must hold uint8"):
+        match_torch(np.zeros((2, 4, 4, 3), np.uint8), np.zeros((3, 8, 8, 3), dtype),
+                    Geometry(4, 8), device=DEVICE)

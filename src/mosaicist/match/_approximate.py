@@ -86,6 +86,7 @@ from ._features import (
     TileFeatures,
     bound_scale,
     cell_bound_rows,
+    checked_search,
     compute_features,
 )
 from ._registry import Matcher, MatchRequest, MatchResult
@@ -607,7 +608,7 @@ def _scan_numpy(index: _NumpyIndex, points: np.ndarray, listed: np.ndarray,
         distance += listed_norm2[low:high]
         keep = min(candidates, high - low)
         if keep < high - low:
-            near = np.argpartition(distance, keep - 1, axis=1)[:, :keep]
+            near = _nearest_columns(distance, keep)
             distance = np.take_along_axis(distance, near, axis=1)
         else:
             near = np.broadcast_to(np.arange(keep), distance.shape)
@@ -635,7 +636,9 @@ def _scan_numpy(index: _NumpyIndex, points: np.ndarray, listed: np.ndarray,
     all_cells = np.concatenate(found_cells)
     all_rows = np.concatenate(found_rows)
     all_distance = np.concatenate(found_distance)
-    ranked = np.lexsort((all_distance, all_cells))
+    # Ties to the lowest row: of copies of a tile (one point, rows in library order) the
+    # first, as the exact search picks it.
+    ranked = np.lexsort((all_rows, all_distance, all_cells))
     all_cells, all_rows = all_cells[ranked], all_rows[ranked]
     # Position of each survivor within its cell's run of the sorted order.
     first = np.searchsorted(all_cells, np.arange(count))
@@ -644,6 +647,23 @@ def _scan_numpy(index: _NumpyIndex, points: np.ndarray, listed: np.ndarray,
     out = np.full((count, candidates), -1, np.int64)
     out[all_cells[take], rank[take]] = all_rows[take]
     return out
+
+
+def _nearest_columns(distance: np.ndarray, keep: int) -> np.ndarray:
+    """Columns of each row's ``keep`` smallest values, ties to the lowest columns.
+
+    ``argpartition`` takes any of the columns tied at the ``keep``-th value:
+    of a list holding more copies of a photo than ``keep`` (one index
+    point, their rows in library order), it could leave out the first, and
+    the cell got a later copy than the exact search gives.
+    """
+    kth = np.partition(distance, keep - 1, axis=1)[:, keep - 1:keep]
+    below = distance < kth
+    # Of the ties, as many as there is room for after the values below, leftmost first.
+    tied = distance == kth
+    room = keep - below.sum(axis=1, keepdims=True)
+    chosen = below | (tied & (np.cumsum(tied, axis=1) <= room))
+    return np.flatnonzero(chosen).reshape(len(distance), keep) % distance.shape[1]
 
 
 def _brightness_order(cell_vectors: np.ndarray) -> np.ndarray:
@@ -788,6 +808,10 @@ def match_approximate(
         No tiles, an unknown ``structure``, or a ``candidates``, ``nprobe``, ``nlist`` or
         ``dimensions`` that is not a whole number of at least 1 (larger than
         the tiles, lists or components there are, one is clamped to them).
+    OptionError
+        Naming the argument: cells or tiles of another type or shape than
+        ``geometry`` compares, or ``features`` of other tiles or another
+        geometry (as :func:`~mosaicist.match.match_exact`).
     ImportError
         FAISS asked for (``use_faiss=True`` or the graph) and not installed.
 
@@ -924,6 +948,7 @@ def match_approximate(
         if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)
                                   or value < 1):
             raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
+    cell_vectors, tiles = checked_search(cell_vectors, tiles, geometry, features)
     count = len(cell_vectors)
     tile_count = len(tiles)
     if tile_count == 0:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._runtime import one_blas_thread, thread_pool, worker_count
-from ..errors import OptionError
+from ..errors import OptionError, check_range, counted
 from ..grid import Geometry
 from ..progress import progress_bar
 from ._features import (
@@ -43,6 +43,8 @@ from ._features import (
     TileFeatures,
     bound_scale,
     cell_bound_rows,
+    checked_pixels,
+    checked_search,
     compute_features,
 )
 from ._kernels import compiled_loops_allowed, merge_sorted, pair_dots
@@ -280,14 +282,11 @@ def _tint_hundredths(tint: float, geometry: Geometry) -> int:
 
     Raises
     ------
-    ValueError
-        ``tint`` is outside 0..1.
     OptionError
-        Tinted distances of tiles this large could overflow int64.
+        ``tint`` is no number from 0 to 1 (NaN, a text... failed as Python's
+        own errors), or tinted distances of tiles this large could overflow int64.
     """
-    hundredths = int(round(tint * _TINT_STEPS))
-    if not 0 <= hundredths <= _TINT_STEPS:
-        raise ValueError(f"tint must be between 0 and 1, got {tint}")
+    hundredths = int(round(check_range("tint", tint, 0, 1) * _TINT_STEPS))
     if hundredths and not _tint_fits(geometry.pixels):
         # The widest tiles of the same shape that fit.
         ratio = geometry.match_height / geometry.match_px
@@ -480,7 +479,10 @@ class _ExactSearch:
         self.price_bound: np.ndarray | None = None
         if price is not None:
             in_bound_order = np.asarray(price, np.float64)[self.order] / self.distance_scale
-            self.price_bound = (in_bound_order * (1 - 1e-6) - 1.0).astype(np.float32)
+            # Lowered by a millionth of its size whatever its sign: a negative price
+            # scaled by (1 - 1e-6) rose above itself, and tiles that won were skipped.
+            self.price_bound = (in_bound_order - 1e-6 * np.abs(in_bound_order) - 1.0
+                                ).astype(np.float32)
         self.limit = limit
         self.limit32: np.ndarray | None = None
         if limit is not None:
@@ -844,22 +846,46 @@ def match_exact(
     Raises
     ------
     ValueError
-        ``tint`` is outside 0..1, or there is no tile to search.
+        There is no tile to search (``tiles`` or ``among`` empty).
     OptionError
-        ``tint`` with tiles too large for exact tinted distances in int64.
+        Naming the argument: cells or tiles of another type or shape than
+        ``geometry`` compares, ``features`` of other tiles or another
+        geometry, ``tint`` outside 0..1 or with tiles too large for exact
+        tinted distances in int64, ``k`` not a whole number of at least 1,
+        or ``price``, ``limit``, ``upper`` or ``among`` not whole numbers
+        of the right length (``among``: library positions).
     """
+    cell_vectors, tiles = checked_search(cell_vectors, tiles, geometry, features)
     hundredths = _tint_hundredths(tint, geometry)
+    k = check_range("k", k, 1, whole=True)
     if len(tiles) == 0:
         # Said as such, not as NumPy failing to reshape the empty library's features.
         raise ValueError("no tiles to match against")
     if features is None:
         features = compute_features(tiles, geometry)
+    count, tile_count = len(cell_vectors), len(tiles)
+    price = _checked_per("price", price, tile_count, "tile")
+    limit = _checked_per("limit", limit, count, "cell")
+    upper = _checked_per("upper", upper, count, "cell")
+    if cell_terms is not None and len(cell_terms.bound_rows) != count:
+        raise OptionError("{cell_terms} are of {terms}, but {cell_vectors} holds {count}",
+                          terms=counted(len(cell_terms.bound_rows), "cell"),
+                          count=counted(count, "cell"))
     rows = None
     if among is not None:
-        if len(among) == 0:
+        positions = _checked_per("among", among, None, "tile")
+        assert positions is not None
+        if len(positions) == 0:
             raise ValueError("among: no tile to search")
+        low, high = int(positions.min()), int(positions.max())
+        if low < 0 or high >= tile_count:
+            # A negative position searched a tile from the end (NumPy's wrap-around).
+            raise OptionError("{among} holds {value}, not a position of the {tiles} (0 to "
+                              "{last})", value=low if low < 0 else high,
+                              last=f"{tile_count - 1:,}")
         rank = features.derived(("rank",), lambda: _inverse(features.order))
-        rows = np.sort(rank[np.asarray(among, np.int64)])
+        # Each tile's row once, however often it is named.
+        rows = np.unique(rank[positions])
     search = _ExactSearch(cell_vectors, tiles, geometry, features, k, hundredths, price, limit,
                           upper, cell_terms, rows)
     workers = min(worker_count(), -(-len(cell_vectors) // search.coarse_shape[1]))
@@ -888,6 +914,25 @@ def match_exact(
             bounded += group_bounded
             bar.update(len(cells))
     return search.result(evaluated, bounded, search_units)
+
+
+def _checked_per(parameter: str, values: np.ndarray | None, count: int | None, each: str
+                 ) -> np.ndarray | None:
+    """``values`` as an int64 array of ``count`` entries (any count when None), or raise.
+
+    Floats (a NaN price gave cells no tile at all), other lengths (failed
+    deep in NumPy) and more axes are refused by name.
+    """
+    if values is None:
+        return None
+    array = np.asarray(values)
+    if array.dtype.kind not in "iu" or array.ndim != 1 or (count is not None
+                                                           and len(array) != count):
+        wanted = ("whole numbers" if count is None
+                  else f"{counted(count, 'whole number')}, one a {each}")
+        raise OptionError("{" + parameter + "} must be {wanted}, got shape {shape} of {dtype}",
+                          wanted=wanted, shape=array.shape, dtype=array.dtype.name)
+    return array.astype(np.int64, copy=False)
 
 
 def _inverse(order: np.ndarray) -> np.ndarray:
@@ -1041,11 +1086,19 @@ def brute_force(cells: np.ndarray, tiles: np.ndarray, match_px: int | None = Non
     match_px : int, optional
         The tiles' width, checked against their shape when given.
     """
+    cells = np.asarray(cells)
+    if cells.ndim != 4 or len(np.shape(tiles)) != 4:
+        raise OptionError("{cells} and {tiles} must be (count, height, width, 3) pixels, got "
+                          "shapes {cell_shape} and {tile_shape}", cell_shape=cells.shape,
+                          tile_shape=np.shape(tiles))
     cell_height, cell_px = cells.shape[1:3]
     match_height, width = np.shape(tiles)[1:3]
     if match_px is not None and match_px != width:
         raise ValueError(f"tiles are {width} px wide, not {match_px}")
     geometry = Geometry(cell_px, width, cell_height, match_height)
+    cells = checked_pixels("cells", cells, geometry.cell_shape, "cells of the grid")
+    tiles = checked_pixels("tiles", tiles, geometry.match_shape,
+                           f"tiles of {width}x{match_height} px")
     vectors = geometry.cell_vectors(cells)
     factor = geometry.factor
     length = geometry.pixels * 3

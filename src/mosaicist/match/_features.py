@@ -40,10 +40,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .._runtime import OrderedJobs, one_blas_thread, release_pages, worker_count
+from ..errors import OptionError, counted
 from ..grid import Geometry
 from ..paths import (
     STORED_ARRAY_ERRORS,
@@ -294,6 +296,145 @@ class TileFeatures:
 
 
 
+def checked_pixels(parameter: str, pixels: Any, shape: tuple[int, int], made_by: str) -> Any:
+    """Return ``pixels`` if they are ``(count, *shape, 3)`` uint8, else raise naming ``parameter``.
+
+    The searches read pixels as 8-bit values: wider integers overflowed
+    their dot products, and floats, bools or another size failed deep in
+    NumPy, or gave picks far from the nearest, without a word. Only the
+    shape and type are looked at (a memory-mapped library is not read).
+
+    Parameters
+    ----------
+    parameter : str
+        The argument's name, shown in the message (``"cell_vectors"``, ``"tiles"``).
+    pixels : array_like
+        The argument: an array, a memory map or a sharded library (anything
+        with ``shape`` and ``dtype``); other sequences are made arrays.
+    shape : tuple of int
+        ``(height, width)`` each item must have.
+    made_by : str
+        What makes such arrays, named in the message.
+
+    Returns
+    -------
+    array_like
+        ``pixels``, or the array made of a sequence.
+
+    Raises
+    ------
+    OptionError
+        Naming ``parameter``, for another type or shape.
+    """
+    if not (hasattr(pixels, "shape") and hasattr(pixels, "dtype")):
+        try:
+            pixels = np.asarray(pixels)
+        except (TypeError, ValueError):  # ragged lists and the like
+            raise OptionError("{" + parameter + "} must be an array of uint8 pixels, got "
+                              "{kind}", kind=type(pixels).__name__) from None
+    wanted = (*shape, 3)
+    if len(pixels.shape) != 4 or tuple(pixels.shape[1:]) != wanted:
+        raise OptionError("{" + parameter + "} must be (count, {height}, {width}, 3) pixels "
+                          "for this geometry ({made_by}), got shape {found}",
+                          height=shape[0], width=shape[1], made_by=made_by,
+                          found=tuple(int(side) for side in pixels.shape))
+    if np.dtype(pixels.dtype) != np.uint8:
+        raise OptionError("{" + parameter + "} must hold uint8 pixel values (0 to 255), got "
+                          "{dtype}", dtype=np.dtype(pixels.dtype).name)
+    return pixels
+
+
+def check_features(features: object, tiles: Any, geometry: Geometry) -> None:
+    """Raise unless ``features`` are :class:`TileFeatures` of ``tiles`` under ``geometry``.
+
+    Features of another library, or of the same tiles under another
+    geometry, failed deep in NumPy or (of as many tiles, or fewer) gave
+    picks of the wrong tiles without a word. The tile count, the widths of
+    the rows and the block sums are checked, and the squared norms and
+    channel sums of three tiles (the first, middle and last) against their
+    pixels: a few reads, whatever the library's size.
+
+    Parameters
+    ----------
+    features : object
+        What was passed as the features.
+    tiles : array_like
+        ``(M, match_height, match_px, 3)`` uint8, already checked (:func:`checked_pixels`).
+    geometry : Geometry
+        How cells and tiles are compared.
+
+    Raises
+    ------
+    OptionError
+        Naming ``features``, saying what does not fit.
+    """
+    if not isinstance(features, TileFeatures):
+        raise OptionError("{features} must be TileFeatures (from compute_features), got "
+                          "{kind}", kind=type(features).__name__)
+    count = len(tiles)
+    held = len(features.norm2)
+    if not held == len(features.bound) == len(features.order) == len(features.channel_sums):
+        raise OptionError("{features} are damaged: their arrays describe different numbers "
+                          "of tiles")
+    if held != count:
+        raise OptionError("{features} describe {held} but {tiles} holds {count}: compute "
+                          "them for these tiles", held=counted(held, "tile"),
+                          count=counted(count, "tile"))
+    rows, cols = BoundGrid.of(geometry).shape
+    pooled = features.pooled
+    pooled_fits = (pooled is None if geometry.factor == 1
+                   else pooled is not None and tuple(pooled.shape) == (count, geometry.length))
+    if (features.basis.ndim != 2 or features.basis.shape[1] != rows * cols * 3
+            or features.bound.shape[1] != len(features.basis) + BOUND_TERMS or not pooled_fits):
+        raise OptionError("{features} were computed for another {geometry} than this one "
+                          "({value}): compute them for it", value=_shown(geometry))
+    for position in sorted({0, count // 2, count - 1}):
+        tile = np.asarray(tiles[position]).reshape(-1, 3)
+        norm2 = np.einsum("ij,ij->", tile, tile, dtype=np.int64)
+        sums = tile.sum(axis=0, dtype=np.int64)
+        if (norm2 != features.norm2[position]
+                or not np.array_equal(sums, features.channel_sums[position])):
+            raise OptionError("{features} are not those of {tiles}: tile {position} differs "
+                              "from the one they were computed from; compute them for these "
+                              "tiles", position=f"{position:,}")
+
+
+def checked_search(cell_vectors: Any, tiles: Any, geometry: object, features: object | None
+                   ) -> tuple[Any, Any]:
+    """The arguments of a search checked (:func:`checked_pixels`, :func:`check_features`).
+
+    Parameters
+    ----------
+    cell_vectors, tiles, geometry, features
+        As :func:`~mosaicist.match.match_exact` takes them (``features`` None: to compute).
+
+    Returns
+    -------
+    tuple
+        ``cell_vectors`` and ``tiles``, arrays where sequences were given.
+
+    Raises
+    ------
+    OptionError
+        Naming the argument that does not fit.
+    """
+    if not isinstance(geometry, Geometry):
+        raise OptionError("{geometry} must be a Geometry, got {kind}", kind=type(geometry).__name__)
+    tiles = checked_pixels("tiles", tiles, geometry.match_shape,
+                           f"tiles of {geometry.match_px}x{geometry.match_height} px")
+    cell_vectors = checked_pixels("cell_vectors", cell_vectors, geometry.shape,
+                                  "Geometry.cell_vectors of the cells")
+    if features is not None and len(tiles):
+        check_features(features, tiles, geometry)
+    return cell_vectors, tiles
+
+
+def _shown(geometry: Geometry) -> str:
+    """``geometry`` as messages show it: ``"4x4 px cells against 8x8 px tiles"``."""
+    return (f"{geometry.cell_px}x{geometry.cell_height} px cells against "
+            f"{geometry.match_px}x{geometry.match_height} px tiles")
+
+
 def bound_scale(geometry: Geometry) -> float:
     """The bound's factor ``w n``: tile pixels per compared pixel, times the mean block size."""
     return float(geometry.weight * BoundGrid.of(geometry).area)
@@ -344,7 +485,14 @@ def compute_features(
         ``(M, n)`` uint16 array (e.g. a writable memory map) to receive the
         block sums; allocated in memory when omitted.
     """
+    if not isinstance(geometry, Geometry):
+        raise OptionError("{geometry} must be a Geometry, got {kind}", kind=type(geometry).__name__)
+    tiles = checked_pixels("tiles", tiles, geometry.match_shape,
+                           f"tiles of {geometry.match_px}x{geometry.match_height} px")
     count = len(tiles)
+    if count == 0:
+        # Said as such, not as NumPy failing to fit components to no tile.
+        raise ValueError("no tiles to compute features of")
     blocks = BoundGrid.of(geometry)
     weight = geometry.weight
     mean, basis = _fit_basis(tiles, geometry, blocks)

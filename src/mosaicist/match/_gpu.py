@@ -105,6 +105,7 @@ import numpy as np
 from ..errors import MosaicistError, OptionError, alternatives, install_extra
 from ..grid import Geometry
 from ..progress import progress_bar
+from ._features import checked_search
 from ._registry import Matcher, MatchRequest, MatchResult
 
 if TYPE_CHECKING:
@@ -478,6 +479,8 @@ def match_torch(
         raise MosaicistError(
             f"tiles of shape {tiles.shape} do not fit {match_px}x{match_height} RGB"
         )
+    # Pixels of another type (uint16, float) were cast and gave wrong picks silently.
+    cell_vectors, tiles = checked_search(cell_vectors, tiles, geometry, None)
     count, tile_count = len(cell_vectors), len(tiles)
     if tile_count == 0:
         raise MosaicistError("no tiles to match against")

@@ -28,7 +28,7 @@ import numpy as np
 
 from .._registry import PluginError, Registry, check_name, describe, guard_plugin, guarded
 from ..colour import encode
-from ..errors import MosaicistError, OptionError, alternatives
+from ..errors import MosaicistError, OptionError, alternatives, counted
 from ..grid import Geometry, Grid
 from ..transforms import AUGMENT_SETS, augment_transforms
 from ._features import TileFeatures, cached_features
@@ -131,6 +131,12 @@ class MatchRequest:
         if grid.cell_px != options.cell_px:
             raise ValueError(f"the grid's cells are {grid.cell_px} px wide, but cell_px is "
                              f"{options.cell_px}")
+        if len(grid.cells) != len(grid):
+            # A hand-made grid: the built-in matchers gave as many picks as cells, and the
+            # check of a plugin's result refused its right answer for the rows and columns.
+            raise ValueError(f"the grid holds {counted(len(grid.cells), 'cell')}, but its "
+                             f"{grid.rows:,} rows of {grid.cols:,} make "
+                             f"{counted(len(grid), 'cell')}")
         tile_shape = tuple(library.tiles.shape[1:3])
         if len(library) and tile_shape != self.geometry.match_shape:
             raise OptionError(
@@ -179,6 +185,9 @@ class MatchRequest:
     @cached_property
     def features(self) -> TileFeatures:
         """The exact search's features of :attr:`candidates` (cached beside the index)."""
+        if len(self.library) == 0:
+            # As the searches say it (the matchers read the features first).
+            raise ValueError("no tiles to match against")
         library = self.whole_library
         features = cached_features(
             self._whole_candidates, self.geometry, library.features_dir, library.generation,
