@@ -192,6 +192,41 @@ def encode(rgb8: np.ndarray, metric: str) -> np.ndarray:
     return out
 
 
+def encoded_means(values: np.ndarray, metric: str) -> np.ndarray:
+    """Each picture's mean colour as the matcher measures it: that of its 8-bit encoding.
+
+    The matcher sees a tile in :func:`encode`'s whole levels, and measures
+    the tint's shift from their mean (:class:`mosaicist.placements.Placements`);
+    the mean of the unrounded values lies up to half a level from it.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        ``(k, ..., 3)`` pictures in the metric's space (float, unscaled:
+        :func:`to_space` of sRGB pictures).
+    metric : str
+        One of :data:`METRICS`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(k, 3)`` float64 means of the encoded levels, in the metric's own
+        units: ``(mean level - offset) * encoded_unit(metric)``, the product the
+        tint's shift is made with, so that a shift all the way to a grey
+        cell's mean cancels its chroma exactly.
+    """
+    scale = _scale(metric)
+    offset = _OFFSET if metric != "seed" else np.zeros(3)
+    count = len(values)
+    flat = np.asarray(values, np.float64).reshape(count, -1, 3)
+    # One temporary, rounded and clipped in place (the renderer dresses megapixels at a time).
+    levels = flat * scale
+    levels += offset
+    np.rint(levels, out=levels)
+    np.clip(levels, 0, 255, out=levels)
+    return (levels.mean(axis=1) - offset) * encoded_unit(metric)
+
+
 def decode(encoded: np.ndarray, metric: str) -> np.ndarray:
     """The metric's 8-bit encoding (or shifted float values of it) -> sRGB uint8."""
     if metric == "seed":

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import paths
-from ..colour import METRICS, from_space, grey_parts, to_space
+from ..colour import METRICS, encoded_means, from_space, grey_parts, to_space
 from ..errors import MosaicistError, OptionError, SourceError, alternatives, shown_type
 from ..imaging import ImageReadError, content_hash, read_target, read_tile_bytes
 from ..library import TileStamp, stored_stamps, stored_windows
@@ -59,7 +59,11 @@ def dress_tiles(
         rectangular tiles: see :data:`mosaicist.transforms.SHAPE_KEEPING`).
     tint : numpy.ndarray, optional
         ``(k, 3)`` shifts in the metric's colour space (see
-        :class:`mosaicist.placements.Placements`).
+        :class:`mosaicist.placements.Placements`). In Lab and Oklab a shift
+        goes from the mean of the tile's 8-bit encoding, as the matcher
+        measures it (:func:`mosaicist.colour.encoded_means`), and a shifted
+        tile is drawn about that mean, not its unrounded values' (up to half
+        a level apart): all the way to a grey cell's mean is then exactly grey.
     metric : str
         Colour space of the shifts.
     gain : numpy.ndarray, optional
@@ -89,8 +93,12 @@ def dress_tiles(
         # mean) + tint``, without a temporary the size of the tiles per step (on the
         # default preset's tiles half the time).
         values = to_space(out, metric)
+        # sRGB tiles only shifted need no mean: one pass over them fewer.
+        needs_mean = gained or paled or metric != "seed"
+        mean = values.mean(axis=(1, 2), keepdims=True) if needs_mean else None
+        centre = mean if mean is None else _shift_origins(values, mean, tint, metric)
         if gained or paled:
-            mean = values.mean(axis=(1, 2), keepdims=True)
+            assert mean is not None and centre is not None
             values -= mean
             if gained:
                 assert gain is not None
@@ -98,11 +106,37 @@ def dress_tiles(
             if paled:
                 assert chroma is not None
                 _scale_chroma(values, chroma, metric)
-            values += mean
+            values += centre
+        elif centre is not mean:
+            assert mean is not None and centre is not None
+            values += centre - mean
         if tint is not None:
             values += tint[:, None, None, :]
         out = from_space(values, metric, overwrite=True)
     return out
+
+
+def _shift_origins(values: np.ndarray, mean: np.ndarray, tint: np.ndarray | None,
+                   metric: str) -> np.ndarray:
+    """The means that ``(k, H, W, 3)`` tiles are drawn about: ``mean`` (``(k, 1, 1, 3)``) or,
+    where a Lab or Oklab tile is shifted, the mean the shift was measured from.
+
+    The matcher saw each tile in whole encoded levels, and the tint's shift goes
+    from their mean (:func:`mosaicist.colour.encoded_means`) toward the cell's,
+    up to half a level from the unrounded values' mean: a tile moved all the way
+    to a grey cell kept that much chroma, and a grey target's mosaic had pixels a
+    level off grey. A shifted tile is drawn about that mean, as it was scored;
+    one not shifted keeps its own (drawn as it is when nothing else changes it).
+    Returns ``mean`` itself where no tile is moved.
+    """
+    if metric == "seed" or tint is None:
+        return mean
+    shifted = np.flatnonzero(np.any(tint != 0, axis=1))
+    if not len(shifted):
+        return mean
+    centre = mean.copy()
+    centre[shifted, 0, 0] = encoded_means(values[shifted], metric)
+    return centre
 
 
 def _scale_chroma(deviations: np.ndarray, chroma: np.ndarray, metric: str) -> np.ndarray:
