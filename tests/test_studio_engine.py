@@ -862,3 +862,22 @@ def test_a_slow_reader_sees_every_stage_once_coalesced():
     assert [(event.stage, event.done) for event in seen] == [
         ("indexing", 2), ("writing mosaic.png", 5), ("writing Deep Zoom tiles", 1)]
     assert subscription.get(timeout=0) is None
+
+
+def test_preview_reads_a_library_again_when_its_last_photo_was_removed(tmp_path):
+    # Photos removed from the end of a library are published without a new generation,
+    # and the warm preview kept drawing the removed photo (session 35).
+    cache = tmp_path / "cache"
+    target = tmp_path / "target.png"
+    Image.fromarray(gradient(64, 64)).save(target)
+    tiles = make_colour_folder(tmp_path / "tiles", 10, size=16)
+    options = MosaicOptions(preset="seed")
+    TileLibrary.open(tiles, options.match_px, cache_dir=cache, crop=options.crop)
+    previewer = Previewer(cache)
+    _, info = previewer.preview(target, str(tiles), options, cells=64)
+    assert info["tiles"] == 10
+    sorted(tiles.iterdir())[-1].unlink()
+    again = TileLibrary.open(tiles, options.match_px, cache_dir=cache, crop=options.crop)
+    assert len(again) == 9
+    _, info = previewer.preview(target, str(tiles), options, cells=64)
+    assert info["tiles"] == 9

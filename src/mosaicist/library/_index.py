@@ -173,7 +173,10 @@ class TileLibrary:
     directory : pathlib.Path
         The index's folder in the cache.
     generation : int
-        Generation of the packed file; changes whenever the library changes.
+        Generation of the packed file. With the number of tiles, it names
+        the library's pixels (the caches derived from them are named by
+        both): photos removed from the end of the library keep it. Whether
+        the index still publishes this library is :meth:`is_current`.
     stats : UpdateStats or None
         What the update that opened this library did.
     positions : numpy.ndarray or None
@@ -205,6 +208,7 @@ class TileLibrary:
         duplicates_dropped: int = 0,
         work_dir: Path | None = None,
         colour_profiles: str = "ignore",
+        published: str | None = None,
     ) -> None:
         self.source = source
         self.match_px = match_px
@@ -222,6 +226,9 @@ class TileLibrary:
         # Where this library's derived files go: the index folder, or for a
         # library that leaves tiles out, a folder of its own.
         self._work_dir = work_dir or directory
+        # The manifest's state of the published rows this library was read from
+        # (:func:`~._manifest.order_stamp`); None: not read from a manifest.
+        self._published = published
 
     def __len__(self) -> int:
         return len(self.source_ids)
@@ -240,13 +247,33 @@ class TileLibrary:
             path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def is_current(self) -> bool:
+        """Whether the index still publishes the tiles this library was read from.
+
+        False once an update (of this process or another) has published
+        other tiles: photos added, edited or removed, even where the
+        :attr:`generation` stayed (photos removed from the end); or when
+        the index is gone. A reader that keeps a library open (the studio's
+        previews) reads it again then. Only reads: a deleted index is not
+        made again by asking.
+
+        Returns
+        -------
+        bool
+            True while the manifest's published rows are those of this library.
+        """
+        if self._published is None or not (self.directory / "manifest.sqlite").is_file():
+            return False
+        with manifest_errors(self.directory):
+            return _published_state(self.directory) == self._published
+
     def _with(self, source_ids: list[str], tiles: np.ndarray, positions: np.ndarray | None,
               **changes: object) -> TileLibrary:
         """A library over some of these tiles, with the same index and settings."""
         settings: dict[str, object] = {
             "aspect": self.aspect, "crop": self.crop, "positions": positions,
             "duplicates_dropped": self.duplicates_dropped, "work_dir": self._work_dir,
-            "colour_profiles": self.colour_profiles,
+            "colour_profiles": self.colour_profiles, "published": self._published,
         }
         settings.update(changes)
         return TileLibrary(self.source, self.match_px, self.directory, source_ids, tiles,
@@ -335,14 +362,20 @@ class TileLibrary:
         hashes = np.zeros(count, np.uint64)
         colours = np.zeros((count, 3), np.uint8)
         found = np.zeros(count, bool)
+        rows = []
         with manifest_errors(self.directory):
             connection = connect(self.directory)
             try:
-                rows = []
-                if has_added_columns(connection):
+                # The state and the rows in one read: rows another process published
+                # since this library was read may be of other pictures under the same
+                # ids (a photo edited), whose signatures are not of these tiles.
+                connection.execute("BEGIN")
+                if ((self._published is None or order_stamp(connection) == self._published)
+                        and has_added_columns(connection)):
                     rows = connection.execute(
                         "SELECT source_id, phash, mean_rgb FROM tiles ORDER BY position"
                     ).fetchall()
+                connection.execute("COMMIT")
             finally:
                 connection.close()
         if self.positions is None and len(rows) >= count and all(
@@ -622,7 +655,7 @@ class TileLibrary:
             if not source_ids:
                 empty = np.zeros((0, *shape), np.uint8)
                 return cls(source, tile.width, directory, [], empty, generation, stats,
-                           **settings)  # type: ignore[arg-type]
+                           published=stamp, **settings)  # type: ignore[arg-type]
             try:
                 # One packed file in order is one memory map; shards are runs of maps.
                 tiles = space.library_tiles(slots)
@@ -645,7 +678,8 @@ class TileLibrary:
                 raise unreadable_file(error, space.store, directory) from None
             return cls(source, tile.width, directory, source_ids,
                        tiles,  # type: ignore[arg-type]  # ShardedTiles serves as the array
-                       generation, stats, **settings)  # type: ignore[arg-type]
+                       generation, stats, published=stamp,
+                       **settings)  # type: ignore[arg-type]
         # Five reads each found another run's new generation: it is still writing.
         raise MosaicistError(f"{directory}: the index changed every time it was read (another "
                              "mosaicist run is updating it); try again when that run is done")
@@ -897,6 +931,20 @@ def _packed_subset(tiles: np.ndarray, kept: np.ndarray, store: Path,
     packed.filename = os.path.abspath(store)
     remove_older_generations(store.parent, _PACKED_SUBSET, generation)
     return packed
+
+
+def _published_state(directory: Path) -> str:
+    """The state of the published rows of the index in ``directory``
+    (:func:`~._manifest.order_stamp`, read in one transaction)."""
+    connection = connect(directory)
+    try:
+        connection.execute("BEGIN")
+        try:
+            return order_stamp(connection)
+        finally:
+            connection.execute("COMMIT")
+    finally:
+        connection.close()
 
 
 def _current_generation(directory: Path) -> int:

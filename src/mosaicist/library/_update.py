@@ -15,6 +15,10 @@ An update runs under the index's ``write.lock`` in three stages:
     ``tiles-<G>.u8`` after every slot in use, and record them in the
     ``staged`` table (failures in ``failures``) in batches: each batch's
     pixels are fsynced before the transaction that commits its rows.
+    A new index of a folder first looks for its entries in the indexes of
+    other folders (:class:`_MovedTiles`): a library moved, renamed, copied or
+    reached through a link is the same files, and their tiles are taken from
+    the index of the path it had instead of being decoded again.
 **publish** (:func:`_publish`)
     Lay out the library in scan order; when its slots are not ``0..N-1`` in
     order, copy the pixels to a new packed file ``tiles-<G+1>.u8`` (durably,
@@ -154,6 +158,8 @@ _LEFTOVER = re.compile(r"tiles-\d+\.u8(\.part)?|\.tiles-\d+\.u8\..*\.part\.u8")
 #: is only checked on this machine, and a writer elsewhere that shares the cache
 #: (:mod:`mosaicist.distributed`) may be a while between two writes.
 DEAD_TEMPORARY_AGE = 3600.0
+#: Seconds between tries of an index lock whose wait the kernel refused as a deadlock.
+LOCK_POLL_SECONDS = 0.05
 #: Files of shards (:mod:`mosaicist.library._shards`), removed unless the manifest lists them.
 _SHARD_FILE = re.compile(re.escape(SHARD_PREFIX) + r"[0-9a-f]+\.(u8|rows\.json)(\.part)?")
 #: How long before the moment an entry's content was read its stamp must lie to vouch for
@@ -573,11 +579,27 @@ def _lock_file(descriptor: int, path: Path, quiet: bool) -> None:
         who = "another process" if holder is None else f"process {holder}"
         print(f"mosaicist: waiting for {who} that is updating this index ({path})",
               file=sys.stderr)
-    try:
-        fcntl.lockf(descriptor, fcntl.LOCK_EX)
-    except OSError as error:
-        raise MosaicistError(f"{path}: cannot lock the index: "
-                             f"{error.strerror or error}") from None
+    while True:
+        try:
+            fcntl.lockf(descriptor, fcntl.LOCK_EX)
+            return
+        except OSError as error:
+            if error.errno != errno.EDEADLK:
+                raise MosaicistError(f"{path}: cannot lock the index: "
+                                     f"{error.strerror or error}") from None
+        # The kernel detects deadlocks per process, not per thread: two threaded processes
+        # (two studios), each waiting in one thread for a lock the other holds in another
+        # thread, can be told EDEADLK where nothing is stuck. No update holds two index
+        # locks at once, so poll until the holder lets go.
+        while True:
+            try:
+                fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as error:
+                if error.errno not in (errno.EACCES, errno.EAGAIN):
+                    raise MosaicistError(f"{path}: cannot lock the index: "
+                                         f"{error.strerror or error}") from None
+            time.sleep(LOCK_POLL_SECONDS)
 
 
 def _record_holder(descriptor: int) -> None:
@@ -649,10 +671,17 @@ def _update_locked(
     stats = UpdateStats(reused=len(plan.entries) - len(plan.to_decode))
     if plan.to_decode:
         if decoder is None:
+            # A new index of a folder may be one indexed before under another path.
+            moved = (_MovedTiles.find(source, tile, directory, plan.to_decode)
+                     if not plan.published else None)
             next_slot = _decode_into_store(
                 source, plan.to_decode, tile, store_path(directory, plan.generation),
                 connection, plan.published, plan.next_slot, show_progress, stats,
+                decoded_tiles=None if moved is None else moved.tiles(source, tile),
             )
+            if moved is not None:
+                stats.decoded -= moved.taken
+                stats.reused += moved.taken
         else:
             next_slot = plan.next_slot
             decoder(source, plan.to_decode, tile, directory, connection, stats, show_progress)
@@ -1205,6 +1234,8 @@ def _decode_into_store(
     next_slot: int,
     show_progress: bool,
     stats: UpdateStats,
+    *,
+    decoded_tiles: Iterator[DecodedTile] | None = None,
 ) -> int:
     """Decode entries, appending pixels to ``store``; commit in crash-safe batches.
 
@@ -1239,6 +1270,10 @@ def _decode_into_store(
         Draw a progress bar on stderr.
     stats : UpdateStats
         ``decoded`` is counted up here.
+    decoded_tiles : iterator of DecodedTile, optional
+        The outcome of each of ``to_decode``, in any order, instead of the
+        source's decode (:meth:`_MovedTiles.tiles`); closed however the
+        stage ends.
 
     Returns
     -------
@@ -1308,7 +1343,8 @@ def _decode_into_store(
             last_commit = time.monotonic()
 
         succeeded = False
-        decoded_tiles = decode_tiles(source, to_decode, tile)
+        if decoded_tiles is None:
+            decoded_tiles = decode_tiles(source, to_decode, tile)
         try:
             for decoded in decoded_tiles:
                 entry = decoded.entry
@@ -1378,6 +1414,215 @@ def _decode_into_store(
                     with contextlib.suppress(OSError):
                         handle.truncate(committed_slot * tile_bytes)
     return next_slot
+
+
+#: Indexes of other folders that a new folder index looks in for its tiles, the
+#: most recently updated first (see :class:`_MovedTiles`).
+MOST_EARLIER_INDEXES = 16
+#: Entries looked up in another folder's index before all its rows are read.
+_SAMPLED_ENTRIES = 32
+#: A manifest's ``phash`` is a signed 64-bit number; a signature's hash is not.
+_HASH_MASK = (1 << 64) - 1
+
+
+@dataclass
+class _EarlierIndex:
+    """The published rows of another folder's index of the same tiles, to take pixels from."""
+
+    space: SlotSpace
+    rows: dict[str, PublishedTile]
+    checked_ns: int | None
+
+
+@dataclass
+class _MovedTiles:
+    """Tiles of a folder's new index found in the index of the folder it was before.
+
+    A folder's index is keyed by its path, so a library that was moved or
+    renamed (or is reached through another path, a symbolic link) gets a new,
+    empty index. Its files are the same files: each entry whose relative path
+    and size are those of a published row of an index of another folder, of
+    the same tile size, aspect, crop and colour profiles, takes that row's
+    pixels, crop window, content hash and signature instead of being decoded,
+    which is what its decode would give. The row must vouch for the file: its
+    change stamp is the file's and not racy (:func:`_is_racy`; a ``mv`` or a
+    link keeps the stamps), or else the file's bytes hash as the row's
+    content (a copy). Any other entry is decoded, as is one whose earlier
+    index cannot be read (it is only read, never locked: a published state
+    is never written to, and a file it replaced since is simply not used).
+
+    Attributes
+    ----------
+    found : list of (_EarlierIndex, list of (SourceEntry, PublishedTile))
+        The entries each earlier index holds, with their rows there.
+    rest : list of SourceEntry
+        The entries to decode.
+    taken : int
+        Tiles taken so far by :meth:`tiles` (not decoded).
+    """
+
+    found: list[tuple[_EarlierIndex, list[tuple[SourceEntry, PublishedTile]]]]
+    rest: list[SourceEntry]
+    taken: int = 0
+
+    @classmethod
+    def find(cls, source: TileSource, tile: TileFormat, directory: Path,
+             entries: Sequence[SourceEntry]) -> _MovedTiles | None:
+        """Look for ``entries`` in the indexes of other folders beside ``directory``.
+
+        Parameters
+        ----------
+        source : TileSource
+            The source; only a folder's (its key ``folder:...``) is looked for.
+        tile : TileFormat
+            The tiles of the index, which the earlier one's must be.
+        directory : pathlib.Path
+            The new index's folder, ``indexes/<source>/<tiles>``.
+        entries : sequence of SourceEntry
+            The entries to decode.
+
+        Returns
+        -------
+        _MovedTiles or None
+            None when no entry was found.
+        """
+        if not source.key.startswith("folder:"):
+            return None
+        remaining = {entry.source_id: entry for entry in entries}
+        found: list[tuple[_EarlierIndex, list[tuple[SourceEntry, PublishedTile]]]] = []
+        for earlier_dir in _earlier_indexes(directory):
+            earlier = _read_earlier_index(earlier_dir, tile, list(remaining.values()))
+            if earlier is None:
+                continue
+            trusted: list[tuple[SourceEntry, PublishedTile]] = []
+            to_hash: list[tuple[SourceEntry, PublishedTile]] = []
+            for source_id, entry in remaining.items():
+                row = earlier.rows.get(source_id)
+                if row is None or row.size != entry.size:
+                    continue
+                if row.mtime_ns == entry.mtime_ns and not _is_racy(entry.mtime_ns,
+                                                                    earlier.checked_ns):
+                    trusted.append((entry, row))
+                else:
+                    to_hash.append((entry, row))
+            if to_hash:
+                # A copy's stamps are new: its files' bytes must be the rows' content.
+                changed = set(_changed_content(
+                    source, [entry for entry, _ in to_hash],
+                    [(position, row.content_hash) for position, (_, row) in enumerate(to_hash)]))
+                trusted += [pair for position, pair in enumerate(to_hash)
+                            if position not in changed]
+            if not trusted:
+                continue
+            try:
+                earlier.space.check(earlier.space.slot_array([row.slot for _, row in trusted],
+                                                             len(trusted)))
+            except (OSError, MosaicistError):
+                continue
+            for entry, _ in trusted:
+                del remaining[entry.source_id]
+            found.append((earlier, trusted))
+            if not remaining:
+                break
+        if not found:
+            return None
+        rest = [entry for entry in entries if entry.source_id in remaining]
+        return cls(found, rest)
+
+    def tiles(self, source: TileSource, tile: TileFormat) -> Iterator[DecodedTile]:
+        """The tiles found, from their earlier index, then the decode of the rest.
+
+        Pixels are copied :data:`COPY_CHUNK` tiles at a time; a chunk that
+        cannot be read (its file replaced since) is decoded with the rest.
+        """
+        rest = list(self.rest)
+        for earlier, pairs in self.found:
+            for start in range(0, len(pairs), COPY_CHUNK):
+                chunk = pairs[start:start + COPY_CHUNK]
+                slots = np.asarray([row.slot for _, row in chunk], np.int64)
+                try:
+                    pixels = earlier.space.gather(slots)
+                except (OSError, ValueError, MosaicistError):
+                    rest += [entry for entry, _ in pairs[start:]]
+                    break
+                for (entry, row), tile_pixels in zip(chunk, pixels, strict=True):
+                    columns = (row.crop_left, row.crop_top, row.crop_width, row.crop_height)
+                    window = (None if any(value is None for value in columns)
+                              else Window(*(int(value or 0) for value in columns)))
+                    signature = (None if row.phash is None or row.mean_rgb is None
+                                 else (row.phash & _HASH_MASK, row.mean_rgb))
+                    self.taken += 1
+                    yield DecodedTile(entry, tile_pixels, row.content_hash, None, window,
+                                      signature)
+        if rest:
+            yield from decode_tiles(source, rest, tile)
+
+
+def _earlier_indexes(directory: Path) -> list[Path]:
+    """The folders of other sources' indexes of ``directory``'s tiles, the latest first.
+
+    At most :data:`MOST_EARLIER_INDEXES`, each with a manifest.
+    """
+    own = directory.parent
+    found: list[tuple[int, Path]] = []
+    try:
+        with os.scandir(own.parent) as items:
+            others = [Path(item.path) / directory.name for item in items
+                      if item.name != own.name and item.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+    for other in others:
+        try:
+            found.append((max(os.stat(other / name).st_mtime_ns
+                              for name in ("manifest.sqlite", "manifest.sqlite-wal")
+                              if os.path.exists(other / name)), other))
+        except (OSError, ValueError):  # no manifest (max of nothing), or gone meanwhile
+            continue
+    found.sort(key=lambda item: item[0], reverse=True)
+    return [other for _, other in found[:MOST_EARLIER_INDEXES]]
+
+
+def _read_earlier_index(directory: Path, tile: TileFormat,
+                        entries: Sequence[SourceEntry]) -> _EarlierIndex | None:
+    """The published state of another folder's index of ``tile``'s tiles, or None.
+
+    None when it is not a folder's, holds other tiles (size, aspect, crop
+    method, colour profiles), cannot be read, or has none of a few of
+    ``entries`` (by id and size): its rows are only all read when it may
+    hold them (a million rows take seconds).
+    """
+    wanted = {"tile_px": str(tile.width), "tile_height": str(tile.height),
+              "aspect": format_aspect(tile.aspect), "crop": tile.method}
+    try:
+        connection = connect_read_only(directory)
+    except (sqlite3.Error, OSError):
+        return None
+    try:
+        connection.execute("BEGIN")
+        key = get_meta(connection, "source_key") or ""
+        if (not key.startswith("folder:")
+                or any(get_meta(connection, name) != value for name, value in wanted.items())
+                or index_profiles(connection) != tile.colour_profiles):
+            return None
+        step = max(1, len(entries) // _SAMPLED_ENTRIES)
+        sample = entries[::step][:_SAMPLED_ENTRIES]
+        if not any(connection.execute("SELECT 1 FROM tiles WHERE source_id = ? AND size = ?",
+                                      (entry.source_id, entry.size)).fetchone()
+                   for entry in sample):
+            return None
+        rows = _read_published(connection)
+        generation = meta_count(connection, "generation")
+        shards = read_shards(connection)
+        checked_ns = _meta_time(connection, "stamps_checked_ns")
+        connection.execute("COMMIT")
+    except (sqlite3.Error, ValueError, TypeError):
+        return None
+    finally:
+        connection.close()
+    if not rows:
+        return None
+    space = SlotSpace(directory, generation, shards, (tile.height, tile.width, 3))
+    return _EarlierIndex(space, rows, checked_ns)
 
 
 def _window_columns(window: Window | None) -> tuple[int | None, ...]:

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import multiprocessing
 import os
+import re
 import signal
 import stat
 import sys
@@ -292,6 +293,30 @@ def _decode_isolated(
     return decoded
 
 
+#: What may pad the end of a file name unseen (spaces of any kind, tabs, newlines) and
+#: the dots Windows drops there: not part of the extension (:func:`_extension`).
+_NAME_END_PADDING = re.compile(r"[\s.]+\Z")
+
+
+def _extension(name: str) -> str:
+    """The extension a folder's file is taken by, lower case: ``".jpg"``, or ``""`` for none.
+
+    Trailing spaces and dots are not part of it: ``"photo.jpg "`` and
+    ``"photo.jpg."`` are JPEG files to their owner (Windows and its shares
+    drop such ends from names, and a name copied from elsewhere may carry
+    them unseen); read by their content, they decode as any other, and their
+    ids keep the names as they are. Such files were left out without a word.
+
+    Examples
+    --------
+    >>> _extension("Photo.JPG "), _extension("photo.png.."), _extension("notes")
+    ('.jpg', '.png', '')
+    """
+    stem = _NAME_END_PADDING.sub("", name)
+    dot = stem.rfind(".")
+    return stem[dot:].lower() if dot > 0 else ""
+
+
 def _is_link(item: os.DirEntry[str]) -> bool:
     """Whether a folder entry is a symbolic link (False where even that cannot be known)."""
     try:
@@ -308,7 +333,8 @@ class FolderSource(TileSource):
     (names starting with ``.``) are ignored; so are HEIC, HEIF and AVIF files
     where the plugin that reads them is missing, with one warning per scan
     naming it (:func:`mosaicist.imaging.missing_reader`). Symbolic links to files are
-    followed; links to folders are not (they could loop). A subfolder that
+    followed; links to folders are not (they could loop, or list photos twice),
+    with one warning per scan naming them. A subfolder that
     cannot be read (no permission, a mount that is gone) is a bad entry,
     ``sub/``, reported and skipped like a bad file; one removed while
     scanning is left out; only the folder itself being unreadable is an
@@ -353,6 +379,8 @@ class FolderSource(TileSource):
         left_out: dict[str, int] = {}
         # Files left out by their extension, by extension: said if the library is empty.
         others: dict[str, int] = {}
+        # Links to folders, by relative path: left out, and said.
+        linked_folders: list[str] = []
         pending = [("", str(self.root))]
         while pending:
             prefix, directory = pending.pop()
@@ -363,7 +391,7 @@ class FolderSource(TileSource):
                 with os.scandir(directory) as iterator:
                     for item in iterator:
                         self._take(item, prefix, entries, pending, unreadable, left_out,
-                                   others)
+                                   others, linked_folders)
             except OSError as error:
                 if not prefix:
                     # Nothing of the library can be listed: an empty scan would publish
@@ -383,6 +411,13 @@ class FolderSource(TileSource):
         for why, count in left_out.items():
             print(printable(f"mosaicist: warning: {name_to_text(str(self.root))}: "
                             f"{counted(count, 'file')} left out: {why}"), file=sys.stderr)
+        if linked_folders:
+            linked_folders.sort()
+            shown = ", ".join(linked_folders[:3]) + (", ..." if len(linked_folders) > 3 else "")
+            links = counted(len(linked_folders), "link to a folder", "links to folders")
+            print(printable(f"mosaicist: warning: {name_to_text(str(self.root))}: {links} "
+                            f"left out (links to folders are not followed): {shown}"),
+                  file=sys.stderr)
         self._other_files = others
         entries.sort(key=lambda entry: entry.source_id)
         return entries
@@ -400,11 +435,9 @@ class FolderSource(TileSource):
         if not others:
             return None
         kinds = sorted(others.items(), key=lambda kind: (-kind[1], kind[0]))
-        # Quoted where the name ends in a space ("photo.jpg "), which a reader cannot see.
-        shown = ", ".join(
-            f"{count:,} " + (repr(extension) if extension != extension.strip()
-                             else extension or "without one")
-            for extension, count in kinds[:3])
+        # (No extension ends in a space, which a reader could not see: see _extension.)
+        shown = ", ".join(f"{count:,} {extension or 'without one'}"
+                          for extension, count in kinds[:3])
         if len(kinds) > 3:
             shown += ", ..."
         return (f"{counted(sum(others.values()), 'file')} left out by their extension: "
@@ -415,6 +448,7 @@ class FolderSource(TileSource):
         item: os.DirEntry[str], prefix: str, entries: list[SourceEntry],
         pending: list[tuple[str, str]], unreadable: dict[str, str | None],
         left_out: dict[str, int], others: dict[str, int] | None = None,
+        linked_folders: list[str] | None = None,
     ) -> None:
         """Add one folder entry of :meth:`scan`: a photo to ``entries``, a folder to ``pending``.
 
@@ -424,14 +458,19 @@ class FolderSource(TileSource):
         name = item.name
         if name.startswith("."):
             return
-        dot = name.rfind(".")
-        extension = name[dot:].lower() if dot > 0 else ""
+        extension = _extension(name)
         image_name = extension in IMAGE_EXTENSIONS
         if image_name and extension not in unreadable:
             unreadable[extension] = missing_reader(extension)
         try:
             if item.is_dir(follow_symlinks=False):
                 pending.append((prefix + name_to_text(name) + "/", item.path))
+                return
+            if linked_folders is not None and _is_link(item) and item.is_dir():
+                # Never followed (a loop, or the same photos twice under two names),
+                # and said: a linked folder of photos left out without a word looked
+                # like a library that had lost them.
+                linked_folders.append(prefix + name_to_text(name))
                 return
             if not image_name:
                 if others is not None:

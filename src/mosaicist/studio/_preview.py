@@ -484,12 +484,9 @@ class Previewer:
         key = (tiles, options.match_px, options.aspect, options.crop, options.colour_profiles)
         warm = self._libraries.get(key)
         if warm is not None:
-            from ..library._index import _current_generation
-
-            # Asked of a deleted index, the generation would make an empty manifest
-            # (or fail, its folder gone): a deleted index reads as not indexed.
-            if ((warm.library.directory / "manifest.sqlite").is_file()
-                    and _current_generation(warm.library.directory) == warm.library.generation):
+            # Indexed again since (photos added, edited, or removed from the end, which
+            # keeps the generation), or deleted: read it again.
+            if warm.library.is_current():
                 self._libraries.move_to_end(key)
                 return warm
             del self._libraries[key]  # indexed again (or deleted) since: read it again
