@@ -914,6 +914,31 @@ _SCHEDULER_HELP = (
 )
 
 
+def _opened_source(spec: str, cache_dir: Path | None, show_progress: bool) -> Any:
+    """The tile source ``spec`` names, opened without making the cache folder.
+
+    The cache is made by whoever first writes in it (the index): a source
+    that names nothing is refused with no cache folder left behind.
+    """
+    from .paths import cache_dir as default_cache_dir
+    from .sources import open_source
+
+    return open_source(spec, cache_dir=default_cache_dir(cache_dir, create=False),
+                       show_progress=show_progress)
+
+
+def _check_source(spec: str, cache_dir: Path | None) -> None:
+    """Refuse a tile source that names nothing, before anything is written.
+
+    A dataset's name is left to the run (its download, if any, too): the
+    checks of the outputs that follow take no time, a download minutes.
+    """
+    from .sources import DATASET_NAMES
+
+    if spec.lower() not in DATASET_NAMES:
+        _opened_source(spec, cache_dir, show_progress=False)
+
+
 def _source_before_cluster(spec: str, scheduler: str | None, cache_dir: Path | None,
                            show_progress: bool) -> Any:
     """``spec`` as the source the cluster will index, resolved before the cluster starts.
@@ -925,11 +950,9 @@ def _source_before_cluster(spec: str, scheduler: str | None, cache_dir: Path | N
     if scheduler is None:
         return spec
     from .distributed import parse_scheduler
-    from .paths import cache_dir as default_cache_dir
-    from .sources import open_source
 
     parse_scheduler(scheduler)  # a bad address first, as before any work (a download)
-    return open_source(spec, cache_dir=default_cache_dir(cache_dir), show_progress=show_progress)
+    return _opened_source(spec, cache_dir, show_progress)
 
 
 @contextlib.contextmanager
@@ -1028,6 +1051,8 @@ def make(
             check_writable(path, what)
     # The output's size is known from the target's header: refuse it before any work.
     width, height = target_size(target, options.max_target_pixels)
+    # Before the output's checks, which make what a Deep Zoom output needs (its signing key).
+    _check_source(tiles, cache_dir)
     check_output(output, *options_plan(options, (width, height), str(target)).output_size,
                  options)
     _note_ignored(output_format(output), options, quiet)
@@ -1313,8 +1338,15 @@ def render(
     from .render import check_output, output_format, placements_renderer
 
     started = time.perf_counter()
+    if scheduler is not None:
+        from .distributed import parse_scheduler
+
+        parse_scheduler(scheduler)  # a bad address before any work (the cache is made for it)
     written_as = output_format(output)
     placements = Placements.read(placements_path)
+    if tiles is not None:
+        # Before the notes on the file's settings, and before the cache is made.
+        _check_source(tiles, cache_dir)
     # The target the placements name is an input too (the overlay's, a later render's).
     _check_distinct(output, written_as,
                     (Path(placements.target) if placements.target else None, "target"),
@@ -1624,13 +1656,8 @@ def _check_fallback(spec: str, cache_dir: Path | None) -> None:
     could be given again. A dataset's name is left to that moment (its
     download, if any, too).
     """
-    from .paths import cache_dir as default_cache_dir
-    from .sources import DATASET_NAMES, open_source
-
-    if spec.lower() in DATASET_NAMES:
-        return
     try:
-        open_source(spec, cache_dir=default_cache_dir(cache_dir))
+        _check_source(spec, cache_dir)
     except MosaicistError as error:
         raise MosaicistError(f"{error} (--fallback)") from None
 
@@ -1694,7 +1721,8 @@ def index(source: str, match_px: int, duplicates: bool, scheduler: str | None,
     with _cluster(scheduler, quiet) as client:
         if client is None:
             library = TileLibrary.open(
-                source, match_px, cache_dir=cache_dir, show_progress=progress_enabled(quiet),
+                _opened_source(source, cache_dir, progress_enabled(quiet)), match_px,
+                cache_dir=cache_dir, show_progress=progress_enabled(quiet),
                 quiet=quiet, aspect=options.aspect_ratio, crop=options.crop,
                 colour_profiles=profiles,
             )

@@ -125,7 +125,7 @@ def refuse_nul(parameter: str, text: str, kind: str = "a path") -> None:
                           "NUL character)", value=shown_value(text))
 
 
-def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
+def cache_dir(override: str | os.PathLike[str] | None = None, *, create: bool = True) -> Path:
     """Return the cache directory, creating it if needed.
 
     Parameters
@@ -134,6 +134,11 @@ def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
         An explicit directory (the ``--cache-dir`` option). When omitted, the
         environment variable ``MOSAICIST_CACHE_DIR`` is used, and failing that
         the platform's user cache directory (``platformdirs``).
+    create : bool
+        Make the folder where it is missing. False only names it (a file in
+        its place is refused all the same): for a caller that has yet to
+        check its other inputs, so that a run refused for them leaves no
+        cache folder behind.
 
     Returns
     -------
@@ -176,6 +181,10 @@ def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
         path = Path(default)
     # A "~user" of no user is a name in the current folder, as the shell reads it.
     path = expanded(path).absolute()
+    if not create:
+        if path.exists() and not path.is_dir():
+            raise MosaicistError(f"{path}: the {what} is a file, not a folder")
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:

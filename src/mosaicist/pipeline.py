@@ -43,10 +43,11 @@ from .match._capped import fit_limits, with_spacing_giving_way
 from .match._contrast import finish
 from .options import MosaicOptions, setting_names, suggested
 from .paths import atomic_path, expanded, refuse_nul
+from .paths import cache_dir as default_cache_dir
 from .placements import Placements
 from .render import IndexPictures, MosaicRenderer, OriginalPictures, TargetOverlay
 from .sizing import SizePlan, fit_options, options_plan, small_originals_warning
-from .sources import TileSource, source_spec
+from .sources import TileSource, open_source, source_spec
 
 if TYPE_CHECKING:
     from .metrics import FidelityMeter
@@ -873,6 +874,11 @@ def _open_library(
                 value=f"{options.match_px}x{options.match_height}")
         library = tiles
     else:
+        if not isinstance(tiles, TileSource):
+            # Named before the cache is made: a source that names nothing (a mistyped
+            # folder) is refused with no cache folder left behind.
+            tiles = open_source(tiles, cache_dir=default_cache_dir(cache_dir, create=False),
+                                show_progress=show_progress)
         library = TileLibrary.open(tiles, options.match_px, cache_dir=cache_dir,
                                    show_progress=show_progress, quiet=quiet,
                                    aspect=options.aspect_ratio, crop=options.crop,

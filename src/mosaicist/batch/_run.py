@@ -99,6 +99,7 @@ from ..paths import (
     expanded,
     locks_refused,
     open_lock,
+    refuses_files,
     remove_dead_temporaries,
 )
 from ..progress import progress_bar
@@ -399,21 +400,12 @@ def batch_mosaics(
                              report_path)
     if outdir.exists() and not outdir.is_dir():
         raise MosaicistError(f"{outdir}: is a file, not a folder; choose another output folder")
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise MosaicistError(f"{outdir}: cannot make the output folder: "
-                             f"{error.strerror or error}") from None
-    if not os.access(outdir, os.W_OK | os.X_OK):
-        raise MosaicistError(f"{outdir}: output folder is not writable (permission denied)")
-    # Those in the output folder, which was not there to check them in.
-    for path, what in ((video_path, "video"), (report_path, "report file")):
-        if path is not None:
-            check_writable(path, what)
+    _check_makeable(outdir)
+    spec = _tiles_spec(tiles)
+    _check_source(spec, cache_dir)
     from ..paths import cache_dir as resolve_cache
 
     cache = str(resolve_cache(cache_dir))
-    spec = _tiles_spec(tiles)
     state = _State(outdir)
     # Stability changes only video frames: a batch of images does not record it.
     has_frames = any(target.video for target in found)
@@ -428,6 +420,19 @@ def batch_mosaics(
     images_settings = _guarded(spec, options, suffix, None)
     frames_settings = _guarded(spec, options, suffix, hundredths)
     recorded = frames_settings if has_frames else images_settings
+    if outdir.is_dir():
+        # Read alone, before the folder's lock is taken: a folder of other settings'
+        # outputs is refused with no lock file left in it. Checked again under the lock.
+        state.check(recorded, overwrite)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise MosaicistError(f"{outdir}: cannot make the output folder: "
+                             f"{error.strerror or error}") from None
+    # Those in the output folder, which was not there to check them in.
+    for path, what in ((video_path, "video"), (report_path, "report file")):
+        if path is not None:
+            check_writable(path, what)
     # Held to the end (the video is made from the outputs): another batch with other
     # settings would otherwise find the folder as empty as this one did, and both would
     # write into it, each output the last writer's.
@@ -688,6 +693,44 @@ def _check_settings(options: MosaicOptions, hundredths: int, remote: bool = Fals
         from ..adaptive import check_adaptive
 
         check_adaptive(fitted)
+
+
+def _check_makeable(outdir: Path) -> None:
+    """Refuse an output folder that cannot be written in, or made, before any work.
+
+    A missing one is made only once the other inputs (the tile source
+    included) are checked, so that a run refused for them leaves none
+    behind: the nearest folder above it that is there must take it.
+    """
+    existing = outdir
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if existing != outdir and not existing.is_dir():
+        raise MosaicistError(f"{outdir}: cannot make the output folder: {existing} is a file, "
+                             "not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        if existing == outdir:
+            raise MosaicistError(f"{outdir}: output folder is not writable (permission denied)")
+        raise MosaicistError(f"{outdir}: cannot make the output folder: permission denied "
+                             f"in {existing}")
+    with contextlib.suppress(OSError, AttributeError):  # no statvfs on Windows
+        # A file system of no size (/proc, /sys) passes access() and takes nothing.
+        refused = refuses_files(existing) if os.statvfs(existing).f_blocks == 0 else None
+        if refused:
+            raise MosaicistError(f"{outdir}: cannot make the output folder ({refused}); "
+                                 "choose another")
+
+
+def _check_source(spec: str, cache_dir: str | os.PathLike[str] | None) -> None:
+    """Refuse a tile source that names nothing, before the cache folder is made.
+
+    A dataset's name is left to the indexing (its download too).
+    """
+    from ..paths import cache_dir as resolve_cache
+    from ..sources import DATASET_NAMES, open_source
+
+    if spec.lower() not in DATASET_NAMES:
+        open_source(spec, cache_dir=resolve_cache(cache_dir, create=False))
 
 
 def _check_output_folder(outdir: Path, items: Iterable[str | os.PathLike[str]],

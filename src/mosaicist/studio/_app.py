@@ -177,7 +177,8 @@ class Studio:
                  home: str | os.PathLike[str] | None = None) -> None:
         self.assets = package_folder("mosaicist.studio", "assets")
         self.viewer_assets = package_folder("mosaicist.viewer", "assets")
-        self.cache_dir = default_cache_dir(cache_dir)
+        # Named, not yet made: a studio refused for its roots leaves no cache folder behind.
+        self.cache_dir = default_cache_dir(cache_dir, create=False)
         self.token = token or new_token()
         try:
             home_folder = resolved_folder(expanded(home or Path.home()))
@@ -199,6 +200,7 @@ class Studio:
             if folder not in self.roots:
                 self.roots.append(folder)
         self.home = home_folder or (self.roots[0] if self.roots else None)
+        default_cache_dir(cache_dir)  # made now that every input is known to be usable
         self.history = History(self.cache_dir)
         self.interrupted = self.history.mark_interrupted()
         # Below the cache folder with its links resolved: stored pictures are served only
