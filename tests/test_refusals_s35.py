@@ -121,8 +121,8 @@ def test_refused_command_leaves_the_disk_as_it_was(sandbox, name):
     assert word in line, line
 
 
-#: Refused only once the library is read: its index is made first (library/_index.py
-#: makes the index's folder, manifest and write lock before it finds no photo in it).
+#: Refused only once the library is read: the index's folder, manifest and write lock made
+#: to read it are removed again (they were left behind before session 35's fix).
 LIBRARY_REFUSALS = {
     "make-empty": ["make", "target.png", "--tiles", "empty"],
     "index-empty": ["index", "empty"],
@@ -130,8 +130,6 @@ LIBRARY_REFUSALS = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="the index is made before the library is found "
-                                       "unusable (library/_index.py, sources/cifar.py)")
 @pytest.mark.parametrize("name", sorted(LIBRARY_REFUSALS))
 def test_library_refused_after_reading_leaves_no_index(sandbox, name):
     _refused(sandbox, LIBRARY_REFUSALS[name])

@@ -305,13 +305,10 @@ def test_bad_cifar_paths(tmp_path: Path, problem: str) -> None:
         _write_folder(path, files)
     elif problem == "cifar100":
         _write_folder(path, _cifar10_files("bin"))
-    source = (
-        CifarSource("cifar100", str(path), cache_dir=tmp_path)
-        if problem == "cifar100"
-        else CifarSource("cifar10", str(path), cache_dir=tmp_path)
-    )
+    dataset = "cifar100" if problem == "cifar100" else "cifar10"
+    # A missing copy is refused as the source is opened (before anything is indexed).
     with pytest.raises(SourceError) as caught:
-        source.scan()
+        CifarSource(dataset, str(path), cache_dir=tmp_path).scan()
     message = str(caught.value)
     assert "\n" not in message and str(path) in message
 
@@ -1063,9 +1060,8 @@ def test_cifar10_colon_a_split_says_that_splits_cannot_be_chosen(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: str
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    source = open_source(f"cifar10:{split}", tmp_path / "cache")
-    with pytest.raises(SourceError) as caught:
-        source.scan()
+    with pytest.raises(SourceError) as caught:  # as the source is opened
+        open_source(f"cifar10:{split}", tmp_path / "cache").scan()
     message = str(caught.value)
     assert message.startswith(f"cifar10:{split}: ") and "no split can be chosen" in message
     assert "--limit 50000" in message and "\n" not in message
@@ -1170,6 +1166,7 @@ def test_a_folder_named_as_a_dataset_spec_is_named_but_the_dataset_is_read(
     assert shadowed_folder("./cifar10") is None and shadowed_folder("CIFAR10") is None
     (tmp_path / "galaxy10:copy").mkdir()  # galaxy10:PATH is no dataset spec: the folder is read
     assert shadowed_folder("galaxy10:copy") is None
+    (tmp_path / "copy").mkdir()  # a missing copy is refused as the source is opened
     source = open_source("cifar10:copy", tmp_path / "cache")
     assert isinstance(source, CifarSource) and source.key == f"cifar10:{tmp_path / 'copy'}"
 

@@ -52,6 +52,7 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -570,6 +571,11 @@ class TileLibrary:
                               known=alternatives(CROP_MODES))
         if colour_profiles is not None:
             check_colour_profiles(colour_profiles)
+        cache = default_cache_dir(cache_dir, create=False)
+        # The folders this call makes: removed again where the source turns out to hold no
+        # tile, so that a refused run leaves the disk as it was (the cache's own folder
+        # where it is left empty: a download in it stays).
+        cache_made = _first_missing(cache)
         cache = default_cache_dir(cache_dir)
         if not isinstance(source, TileSource):
             source = open_source(source, cache_dir=cache, show_progress=show_progress)
@@ -589,6 +595,7 @@ class TileLibrary:
             raise MissingIndexError(directory, source.name)
         if not update and source.reads_profiles and manifest.is_file():
             _check_profiles(directory, tile, source.name, require_index)
+        index_made = _first_missing(directory)
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError) as error:
@@ -617,6 +624,7 @@ class TileLibrary:
             if left_out:
                 notes.append(left_out)
             tried = f" ({'; '.join(notes)})" if notes else ""
+            _remove_made(index_made, cache_made)
             raise MosaicistError(f"{source.name}: no usable tile images found{tried}")
         return library
 
@@ -953,3 +961,28 @@ def _current_generation(directory: Path) -> int:
         return meta_count(connection, "generation")
     finally:
         connection.close()
+
+
+def _remove_made(index_made: Path | None, cache_made: Path | None) -> None:
+    """Remove the index's folders made by this run, and the cache's where left empty."""
+    if index_made is None:
+        return
+    shutil.rmtree(index_made, ignore_errors=True)
+    if cache_made is None:
+        return
+    folder = index_made.parent
+    while folder == cache_made or cache_made in folder.parents:
+        try:
+            folder.rmdir()  # only if empty
+        except OSError:
+            return
+        folder = folder.parent
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost of ``path`` and its parents that does not exist (None: it exists)."""
+    if path.exists():
+        return None
+    while not path.parent.exists() and path.parent != path:
+        path = path.parent
+    return path

@@ -401,6 +401,9 @@ class CifarSource(TileSource):
             # Text (the index stores the key): a path that is not UTF-8 is escaped.
             self.key = f"{dataset}:{path_text(self._path)}"
             self.name = f"{_DISPLAY[dataset]} ({path_text(self._path)})"
+        if self._path is not None and not self._path.exists():
+            # Refused before anything is indexed: the index of a missing copy was made first.
+            raise SourceError(self._missing())
         self._batches: list[_Batch] | None = None
         self._offsets = np.zeros(1, dtype=np.int64)
         self._split_start: dict[str, int] = {}
@@ -419,14 +422,8 @@ class CifarSource(TileSource):
                     # failed download suggests), and is used as it is until removed.
                     raise SourceError(f"{error}; delete it to download it again") from None
             else:
-                if self._given in _SPLITS and not self._path.exists():
-                    # cifar10:test reads like a choice of split, which it is not.
-                    raise SourceError(
-                        f"{self.dataset}:{self._given}: no CIFAR tarball or folder "
-                        f"{self._path}; '{self.dataset}:PATH' reads a local copy, and no split "
-                        f"can be chosen (the library is the training images, then the test "
-                        f"images: --limit 50000 keeps the training ones)"
-                    )
+                if not self._path.exists():
+                    raise SourceError(self._missing())
                 batches = read_cifar(self._path, self.dataset)
             counts = [len(batch.pixels) for batch in batches]
             self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -437,6 +434,17 @@ class CifarSource(TileSource):
                 self._split_count[batch.split] = self._split_count.get(batch.split, 0) + count
             self._batches = batches
         return self._batches
+
+    def _missing(self) -> str:
+        """What to say of a local copy that is not there."""
+        assert self._path is not None
+        if self._given in _SPLITS:
+            # cifar10:test reads like a choice of split, which it is not.
+            return (f"{self.dataset}:{self._given}: no CIFAR tarball or folder "
+                    f"{self._path}; '{self.dataset}:PATH' reads a local copy, and no split "
+                    f"can be chosen (the library is the training images, then the test "
+                    f"images: --limit 50000 keeps the training ones)")
+        return f"{self._path}: no such {_DISPLAY[self.dataset]} tarball or folder"
 
     def scan(self) -> list[SourceEntry]:
         """List every image, training images first; downloads on first use."""
