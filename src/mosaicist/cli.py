@@ -15,6 +15,7 @@ import math
 import os
 import re
 import select
+import shlex
 import signal
 import string
 import sys
@@ -893,7 +894,11 @@ def main() -> None:
 
 def _view_hint(output: Path) -> None:
     if output.suffix.lower() == ".dzi":
-        click.echo(f"mosaicist: explore it with: mosaicist view {printable(str(output))}",
+        # Quoted for the shell, and a name that starts with "-" read as no option.
+        text = str(output)
+        if text.startswith("-"):
+            text = os.path.join(os.curdir, text)
+        click.echo(f"mosaicist: explore it with: mosaicist view {printable(shlex.quote(text))}",
                    err=True)
 
 

@@ -3,8 +3,11 @@
 ``NAME.viewer.json`` is written with ``NAME.html`` and names the page, the
 ``.dzi`` descriptor, the tile folder, the folder of the originals and the
 original of each source index (or null where the source id does not name a
-file inside that folder). The page's own embedded JSON drives its scripts
-only: the server reads the manifest and never the page.
+file inside that folder): its path relative to that folder, with the escapes
+of :func:`~mosaicist.sources.base.name_to_text` undone, since a backslash or
+a byte that is not UTF-8 is part of a POSIX file name. The page's own
+embedded JSON drives its scripts only: the server reads the manifest and
+never the page.
 
 A manifest sits beside the page, so whoever can edit or hand over one can do
 the same with the other. Being written next to the pyramid is therefore not
@@ -28,6 +31,7 @@ from pathlib import Path
 
 from ..errors import MosaicistError
 from ..paths import CACHE_ENV, atomic_path, cache_dir
+from ..sources.base import text_to_name
 
 MANIFEST_FORMAT = "mosaicist-viewer-manifest"
 MANIFEST_VERSION = 1
@@ -51,8 +55,10 @@ class ViewerManifest:
         Absolute folder of the originals; None when there are none.
     sources : tuple of (str or None)
         Per source index of the page, the original's path relative to
-        ``source_root`` (POSIX separators), or None when it has no servable
-        original.
+        ``source_root`` (POSIX separators; names as :func:`os.fsdecode` gives
+        them, which may hold a backslash, a control character or a lone
+        surrogate for a byte that is not UTF-8), or None when it has no
+        servable original.
     """
 
     page: str
@@ -68,18 +74,55 @@ def manifest_path(page: str | os.PathLike[str]) -> Path:
     return page.with_name(page.stem + MANIFEST_SUFFIX)
 
 
+#: What a part of a servable path may not hold: NUL, or a separator of this
+#: system other than ``/`` (a backslash is an ordinary character on POSIX).
+_NOT_IN_PART = "\0" + "".join(sep for sep in (os.sep, os.altsep) if sep and sep != "/")
+
+
 def servable_source(source: str) -> str | None:
     """Return ``source`` when it is a relative path that stays in its folder, else None.
 
     Only plain relative POSIX paths are listed: no empty, ``.`` or ``..``
-    part, no backslash or NUL, so that joining one to the source folder can
-    only name something under it (the server still checks where it leads
-    after resolving symlinks).
+    part, no NUL and no separator but ``/``, so that joining one to the
+    source folder can only name something under it (the server still checks
+    where it leads after resolving symlinks).
+
+    Parameters
+    ----------
+    source : str
+        A path relative to the source folder as file names (what
+        :func:`original_path` gives), not a tile id.
+
+    Returns
+    -------
+    str or None
     """
     parts = source.split("/")
-    if any(part in ("", ".", "..") or "\\" in part or "\0" in part for part in parts):
+    if any(part in ("", ".", "..") or any(c in part for c in _NOT_IN_PART) for part in parts):
         return None
     return source
+
+
+def original_path(source_id: str) -> str | None:
+    r"""The original's path relative to the source folder, from a folder source's tile id.
+
+    A folder's ids are relative paths as text: a backslash in a file name is
+    written ``\\`` and a byte that is not UTF-8 ``\xHH``
+    (:func:`~mosaicist.sources.base.name_to_text`), so such an id is not the
+    file's path. Checked after unescaping, since ``\x2e\x2e`` is ``..`` too.
+
+    Parameters
+    ----------
+    source_id : str
+        A tile id of the page's placements.
+
+    Returns
+    -------
+    str or None
+        The path (:func:`servable_source`), or None when it would not stay
+        inside the folder.
+    """
+    return servable_source(text_to_name(source_id))
 
 
 def _plain_name(value: object) -> bool:
@@ -158,7 +201,8 @@ def write_manifest(
     source_root : pathlib.Path or None
         Absolute folder of the originals; None: no originals are served.
     sources : list of str
-        The page's source ids, in its index order.
+        The page's source ids, in its index order (a folder source's tile
+        ids: see :func:`original_path`).
 
     Raises
     ------
@@ -173,7 +217,7 @@ def write_manifest(
         "descriptor": descriptor.name,
         "tiles": tiles.name,
         "source_root": None if source_root is None else str(source_root),
-        "sources": [] if source_root is None else [servable_source(s) for s in sources],
+        "sources": [] if source_root is None else [original_path(s) for s in sources],
     }
     key = signing_key()
     try:

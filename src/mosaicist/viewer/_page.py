@@ -32,6 +32,7 @@ from ..errors import MosaicistError
 from ..paths import atomic_path, dangling_link, expanded
 from ..placements import Placements
 from ..render._deepzoom import DEEPZOOM_NAMESPACE, files_folder, read_layout
+from ..sources.base import text_to_name
 from ._manifest import manifest_path, write_manifest
 
 #: Marker of the embedded data, so that a viewer is recognised when read back.
@@ -140,6 +141,24 @@ def page_meta_policy(scripts: list[str]) -> str:
     hashes = " ".join(_script_hash(script) for script in scripts)
     return (f"script-src {hashes}; object-src 'none'; base-uri 'none'; "
             "form-action 'none'")
+
+
+def _file_urls(sources: list[str]) -> dict[str, Any]:
+    r"""``source_files``: the URL paths of the originals whose file name is not their id.
+
+    A folder's ids write a backslash in a file name as ``\\`` and a byte that
+    is not UTF-8 as ``\xHH`` (:func:`~mosaicist.sources.base.name_to_text`):
+    the page opened from disk linked ``caf%5Cxe9.jpg`` for ``caf\xe9.jpg``, a
+    file that is not there. Those few are given here, quoted byte by byte,
+    by source index; the page quotes every other id itself (and no key is
+    written when there are none).
+    """
+    files: dict[str, str] = {}
+    for index, source in enumerate(sources):
+        if "\\" in source:
+            name = text_to_name(source)
+            files[str(index)] = urllib.parse.quote(os.fsencode(name), safe="/")
+    return {"source_files": files} if files else {}
 
 
 def _leaf_data(placements: Placements) -> tuple[np.ndarray, dict[str, Any]]:
@@ -270,6 +289,7 @@ def write_viewer(
         "source_root_url": None if root is None else root.as_uri().rstrip("/") + "/",
         "original_route": f"{ORIGINAL_ROUTE}/",
         "sources": sources,
+        **({} if root is None else _file_urls(sources)),
         "index_bytes": index_bytes,
         "cells": cells,
         **leaves,
@@ -494,6 +514,9 @@ _SCRIPT = r"""
     if (!linked) return null;
     const index = sourceIndex(cell.index);
     if (served) return new URL(data.original_route + index, location.href).href;
+    // An id whose file name differs from it (a backslash, a byte that is not UTF-8).
+    const file = data.source_files && data.source_files[String(index)];
+    if (file !== undefined) return data.source_root_url + file;
     return data.source_root_url + data.sources[index].split("/").map(encodeURIComponent).join("/");
   }
 

@@ -168,7 +168,11 @@ class ViewerSite:
         if route == "":
             return RedirectResponse(prefix + urllib.parse.quote(self.page.name), 302)
         parts = self._parts(route)
-        opened = None if parts is None else open_inside(*parts, hidden=True)
+        # An original's file name is the disk's own (a backslash or a control character
+        # in it is a photo's name, not a typed address).
+        original = route.startswith(f"{ORIGINAL_ROUTE}/")
+        opened = None if parts is None else open_inside(*parts, hidden=True,
+                                                        disk_names=original)
         if opened is None:
             raise WebError(404, "nothing is served at this address")
         path, handle = opened

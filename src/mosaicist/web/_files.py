@@ -2,12 +2,13 @@
 
 A file is named by its path relative to a root folder, one name per
 component. :func:`open_inside` checks every name (no empty, ``.``, ``..``,
-hidden, separator or control-character names), resolves the path with
-every symlink followed (``realpath`` strict: it must exist), requires the
-result to lie inside the resolved root and to be a regular file, and then
-opens that resolved path one component at a time from the root with
-``O_NOFOLLOW``: a symlink swapped in after the check, anywhere along the
-path, makes the open fail instead of leading elsewhere. Links that stay
+hidden, separator or control-character names; names listed from the disk,
+a library's photos, may hold any character a file name can), resolves the
+path with every symlink followed (``realpath`` strict: it must exist),
+requires the result to lie inside the resolved root and to be a regular
+file, and then opens that resolved path one component at a time from the
+root with ``O_NOFOLLOW``: a symlink swapped in after the check, anywhere
+along the path, makes the open fail instead of leading elsewhere. Links that stay
 inside the root are served; links that lead out of it are not.
 
 :class:`FileAnswer` streams an opened file (``HEAD``: headers only);
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import mimetypes
 import os
+import re
 import stat
 import urllib.parse
 from collections.abc import Iterable
@@ -43,10 +45,15 @@ CONTENT_TYPES = {".dzi": "application/xml", ".html": "text/html; charset=utf-8",
                  ".svg": "image/svg+xml", ".csv": "text/csv; charset=utf-8",
                  ".zip": "application/zip", ".tif": "image/tiff", ".tiff": "image/tiff",
                  ".txt": "text/plain; charset=utf-8", ".md": "text/plain; charset=utf-8"}
+#: What a name from an address may not hold: a separator, a control character.
+_NAME_REFUSED = re.compile(r"[/\\\x00-\x1f\x7f]")
+#: What a name listed from the disk may not hold: what no file name holds, and
+#: this system's separators (a backslash is one on Windows only).
+_DISK_NAME_REFUSED = re.compile("[/\0" + re.escape(os.sep + (os.altsep or "")) + "]")
 _FOLLOW = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
-def plain_name(name: str, *, hidden: bool = False) -> bool:
+def plain_name(name: str, *, hidden: bool = False, disk_name: bool = False) -> bool:
     """Whether ``name`` is one ordinary file or folder name.
 
     Not empty, not ``.`` or ``..``, no ``/``, ``\\`` or control character, at
@@ -59,15 +66,21 @@ def plain_name(name: str, *, hidden: bool = False) -> bool:
         One name, as taken from a request's path.
     hidden : bool
         Accept a name starting with a dot.
+    disk_name : bool
+        The name was listed from the disk (a library's photo, named in a
+        signed viewer manifest), not taken from an address: a backslash or a
+        control character is then part of it, as a POSIX file name may hold
+        them. Still no ``/``, NUL, or separator of this system.
 
     Returns
     -------
     bool
     """
+    refused = _DISK_NAME_REFUSED if disk_name else _NAME_REFUSED
     return (
         0 < len(name) <= MAX_NAME and name not in (".", "..")
         and (hidden or not name.startswith("."))
-        and not any(char in "/\\" or ord(char) < 32 or ord(char) == 127 for char in name)
+        and refused.search(name) is None
     )
 
 
@@ -90,7 +103,8 @@ def resolved_folder(path: str | os.PathLike[str]) -> Path | None:
     return real if real.is_dir() else None
 
 
-def locate_inside(root: Path, parts: Iterable[str], *, hidden: bool = False) -> Path | None:
+def locate_inside(root: Path, parts: Iterable[str], *, hidden: bool = False,
+                  disk_names: bool = False) -> Path | None:
     """The regular file ``root/parts...`` resolves to, when it lies inside ``root``.
 
     Parameters
@@ -101,6 +115,9 @@ def locate_inside(root: Path, parts: Iterable[str], *, hidden: bool = False) -> 
         The names from ``root`` to the file; each must be :func:`plain_name`.
     hidden : bool
         Accept names starting with a dot.
+    disk_names : bool
+        The names were listed from the disk, not taken from an address: they
+        may hold a backslash or a control character (see :func:`plain_name`).
 
     Returns
     -------
@@ -109,7 +126,8 @@ def locate_inside(root: Path, parts: Iterable[str], *, hidden: bool = False) -> 
         is not a regular file, or it resolves outside ``root``.
     """
     names = list(parts)
-    if not names or not all(plain_name(name, hidden=hidden) for name in names):
+    if not names or not all(plain_name(name, hidden=hidden, disk_name=disk_names)
+                            for name in names):
         return None
     try:
         real = Path(os.path.realpath(root.joinpath(*names), strict=True))
@@ -169,8 +187,8 @@ def open_resolved(root: Path, real: Path) -> BinaryIO | None:
     return os.fdopen(descriptor, "rb")
 
 
-def open_inside(root: Path, parts: Iterable[str], *, hidden: bool = False
-                ) -> tuple[Path, BinaryIO] | None:
+def open_inside(root: Path, parts: Iterable[str], *, hidden: bool = False,
+                disk_names: bool = False) -> tuple[Path, BinaryIO] | None:
     """:func:`locate_inside`, then :func:`open_resolved`: the file and its open handle.
 
     Parameters
@@ -181,6 +199,10 @@ def open_inside(root: Path, parts: Iterable[str], *, hidden: bool = False
         The names from ``root`` to the file; each must be :func:`plain_name`.
     hidden : bool
         Accept names starting with a dot.
+    disk_names : bool
+        The names were listed from the disk (the originals a signed viewer
+        manifest names), not taken from an address: they may hold a
+        backslash or a control character (see :func:`plain_name`).
 
     Returns
     -------
@@ -188,7 +210,7 @@ def open_inside(root: Path, parts: Iterable[str], *, hidden: bool = False
         The resolved file and its open handle (the caller closes it); None
         when either step refuses it.
     """
-    real = locate_inside(root, parts, hidden=hidden)
+    real = locate_inside(root, parts, hidden=hidden, disk_names=disk_names)
     if real is None:
         return None
     handle = open_resolved(root, real)
