@@ -197,3 +197,21 @@ def test_cache_dir_named_without_making_it(sandbox):
         cache_dir("file.txt", create=False)
     assert cache_dir("new").is_dir()  # made as before
     assert os.path.isdir(sandbox / "work" / "new")
+
+
+def test_render_api_refusing_its_tiles_and_a_render_that_reads_no_index_make_no_cache(
+        sandbox):
+    # placements_renderer named the cache by making it, and the windows' lookup in the
+    # indexes made it too, though it only reads them.
+    from mosaicist import Placements
+    from mosaicist.render import placements_renderer
+
+    placements = Placements.read("p.csv")
+    before = _tree(sandbox)
+    with pytest.raises(MosaicistError, match="nothere"):
+        placements_renderer(placements, tiles="nothere")
+    assert _tree(sandbox) == before
+    result = CliRunner().invoke(main, ["render", "p.csv", "-o", "r.png", "--tiles", "tiles"])
+    assert result.exit_code == 0, result.output
+    assert Path("r.png").is_file()
+    assert not (sandbox / "home" / ".cache").exists()

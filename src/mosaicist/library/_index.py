@@ -825,7 +825,7 @@ def _stored(
     (None: each method's usual) first, then those of the other value; indexes
     that are not there are skipped.
     """
-    cache = default_cache_dir(cache_dir)
+    cache = default_cache_dir(cache_dir, create=False)  # only read
     found: dict[str, Any] = {}
     if colour_profiles is None:
         colour_profiles = usual_colour_profiles(methods[0])

@@ -505,7 +505,8 @@ def placements_renderer(
     if not spec:
         raise OptionError("these placements do not name their tile source; pass {tiles}")
     try:
-        source = open_source(spec, cache_dir=paths.cache_dir(cache_dir),
+        # Named, not made: a folder needs no cache, and a download makes its own folders.
+        source = open_source(spec, cache_dir=paths.cache_dir(cache_dir, create=False),
                              show_progress=show_progress)
     except SourceError as error:
         if tiles or placements.path is None:
