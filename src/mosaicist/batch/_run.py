@@ -29,7 +29,11 @@ same bytes), into ``OUTDIR/<stem>.<format>``:
    version made has no record: in a folder without records (that version's)
    it is finished when the folder's settings are this run's and it is not
    older than its target. A batch killed at
-   any moment loses only the targets in progress.
+   any moment loses only the targets in progress. A library indexed again
+   while the batch runs (photos added, edited or removed) stops it: each
+   worker checks that its library is the batch's before every target
+   (:func:`._worker.open_library`), so no batch mixes two libraries, and
+   the next run makes the old library's outputs again.
    ``OUTDIR/.mosaicist-batch/settings.json`` records the settings
    the folder's outputs were made with, less those that change none of
    them (a JPEG quality for PNG outputs, stability without video frames):
@@ -1466,8 +1470,9 @@ class _Jobs:
         return None
 
     def image(self, target: BatchTarget) -> Job:
+        # With the batch's library named: a worker refuses another (one indexed since).
         return Job(target.name, str(target.path), str(self.output(target.stem)), self.spec,
-                   self.options, self.cache)
+                   self.options, self.cache, library=self.library)
 
     def frame(self, target: BatchTarget, index: int) -> Job:
         stem = target.output_stem(index)
@@ -1803,8 +1808,13 @@ def _run(runner: _Runner, sources: list[_Source], report: _Reporter, jobs: _Jobs
     """
     pending: dict[Any, _Work] = {}
     suspects: list[_Work] = []
+    # Why the batch stops: its library was indexed again while it ran. No more work is
+    # sent (each target would fail with the same line); what is in flight finishes.
+    stopped: list[str] = []
 
     def fill() -> None:
+        if stopped:
+            return
         if suspects:
             # Alone in the pool: a death is then this job's, and no other job's.
             if not pending:
@@ -1848,7 +1858,11 @@ def _run(runner: _Runner, sources: list[_Source], report: _Reporter, jobs: _Jobs
                                       outcome.seconds)
             work.source.finished(work)
             report.outcome(outcome, work.job.path)
+            if outcome.library_changed and not stopped:
+                stopped.append(outcome.message or "the library changed while the batch ran")
         fill()
+    if stopped:
+        raise MosaicistError(stopped[0])
 
 
 def _killed_worker(error: Exception) -> bool:

@@ -4,8 +4,12 @@ Runs in the batch's worker processes (a local process pool, or the
 workers of a Dask cluster). Each process opens a library once, without
 updating it (the batch's client indexed it first), and keeps it: the tiles
 are a memory map, so every process on a machine shares one copy of them
-in the page cache. A target's failure is returned as one line, never
-raised, so that one bad target does not stop the batch.
+in the page cache. It keeps it while the index publishes it: a library
+indexed again meanwhile (photos added, edited or removed, then another run
+of mosaicist) is read again, and refused unless it is the batch's, so that
+one batch never mixes two libraries (:func:`open_library`). A target's
+failure is returned as one line, never raised, so that one bad target does
+not stop the batch.
 """
 
 from __future__ import annotations
@@ -59,8 +63,10 @@ class Job:
     previous : str or None
         The previous frame's picks (with ``stable``).
     library : str
-        The library's fingerprint (:func:`._stable.library_fingerprint`), which a
-        frame's picks name; '' where unknown (computed by the worker then).
+        The fingerprint (:func:`._stable.library_fingerprint`) of the library the
+        batch indexed, which a frame's picks name: a worker refuses to make the
+        job with another (:func:`open_library`); '' where unknown (the worker
+        then takes the library its index publishes, and computes it).
     """
 
     name: str
@@ -77,7 +83,12 @@ class Job:
 
 @dataclass
 class Outcome:
-    """What became of a :class:`Job`: made (with its seconds and metrics) or why not."""
+    """What became of a :class:`Job`: made (with its seconds and metrics) or why not.
+
+    ``library_changed``: not made because the library's index publishes
+    another library than the batch's (:class:`LibraryChangedError`); no
+    later target can be made with the batch's library either.
+    """
 
     name: str
     output: str
@@ -85,45 +96,102 @@ class Outcome:
     message: str = ""
     seconds: float = 0.0
     metrics: dict[str, Any] | None = None
+    library_changed: bool = False
 
 
-_libraries: dict[tuple, TileLibrary] = {}
+#: Libraries this process opened, with their fingerprints, by what they were opened with.
+_libraries: dict[tuple, tuple[TileLibrary, str]] = {}
 _libraries_lock = threading.Lock()
 
 
-def open_library(tiles: str, options: MosaicOptions, cache_dir: str) -> TileLibrary:
-    """The library at the settings' match size, opened once per process without updating it."""
-    from ..library import TileLibrary
+class LibraryChangedError(MosaicistError):
+    """The library's index publishes other photos than those the batch indexed."""
 
+    def __init__(self, tiles: str) -> None:
+        super().__init__(
+            f"{tiles}: the library changed while the batch ran (indexed again after photos "
+            "were added, edited or removed); run the batch again: the mosaics made with "
+            "the old library are made again")
+
+
+def open_library(tiles: str, options: MosaicOptions, cache_dir: str,
+                 fingerprint: str = "") -> TileLibrary:
+    """The library at the settings' match size, opened once per process without updating it.
+
+    A batch makes every mosaic with one library: the one it indexed, whose
+    :func:`._stable.library_fingerprint` is ``fingerprint`` ('' where
+    unknown: then the one its index publishes). The library kept open is
+    used while its index still publishes it
+    (:meth:`~mosaicist.library.TileLibrary.is_current`); once another run
+    has indexed the source again it is read again, and refused unless its
+    photos are the batch's.
+
+    Raises
+    ------
+    LibraryChangedError
+        When the index publishes another library than the batch's.
+    MosaicistError
+        When the index or the cache is not there.
+    """
     assert options.match_px is not None
     key = (tiles, options.match_px, options.match_height, options.aspect_ratio, options.crop,
            options.colour_profiles, cache_dir)
     with _libraries_lock:
-        library = _libraries.get(key)
-        if library is None:
-            if not (Path(cache_dir) / "indexes").is_dir():
-                # Else the library, opened without updating, would look empty. A local
-                # pool shares the cache: there, it was deleted while the batch ran.
-                raise MosaicistError(
-                    f"{cache_dir}: the cache is not on this worker (deleted since the batch "
-                    "indexed the library, or not on a filesystem every worker shares); run "
-                    "the batch again")
-            from ..library import MissingIndexError
-
-            try:
-                library = TileLibrary.open(tiles, options.match_px, cache_dir=cache_dir,
-                                           update=False, aspect=options.aspect_ratio,
-                                           crop=options.crop, require_index=True,
-                                           colour_profiles=options.colour_profiles)
-            except MissingIndexError as error:
-                # The batch indexed the library before starting its workers: said as
-                # "no usable tile images found", this blamed the user's photos.
-                raise MosaicistError(
-                    f"{error.directory}: the library's tile index is gone (deleted since the "
-                    "batch indexed it, or not on a filesystem every worker shares); run the "
-                    "batch again") from None
-            _libraries[key] = library
+        kept = _libraries.get(key)
+        if kept is not None:
+            library, found = kept
+            if library.is_current():
+                if fingerprint and found != fingerprint:
+                    raise LibraryChangedError(tiles)  # published again since the batch began
+                return library
+            # Published again (by mosaicist index, or a later batch on a cluster whose
+            # workers outlive batches): read again, and compared with the batch's.
+        library = _read_library(tiles, options, cache_dir)
+        found = _fingerprint(library, tiles)
+        if fingerprint and found != fingerprint:
+            raise LibraryChangedError(tiles)
+        _libraries[key] = library, found
         return library
+
+
+def _read_library(tiles: str, options: MosaicOptions, cache_dir: str) -> TileLibrary:
+    """The library as its index publishes it now, opened without updating it."""
+    from ..library import MissingIndexError, TileLibrary
+
+    assert options.match_px is not None
+    if not (Path(cache_dir) / "indexes").is_dir():
+        # Else the library, opened without updating, would look empty. A local
+        # pool shares the cache: there, it was deleted while the batch ran.
+        raise MosaicistError(
+            f"{cache_dir}: the cache is not on this worker (deleted since the batch "
+            "indexed the library, or not on a filesystem every worker shares); run "
+            "the batch again")
+    try:
+        return TileLibrary.open(tiles, options.match_px, cache_dir=cache_dir,
+                                update=False, aspect=options.aspect_ratio,
+                                crop=options.crop, require_index=True,
+                                colour_profiles=options.colour_profiles)
+    except MissingIndexError as error:
+        # The batch indexed the library before starting its workers: said as
+        # "no usable tile images found", this blamed the user's photos.
+        raise MosaicistError(
+            f"{error.directory}: the tile index is gone (deleted since the "
+            "batch indexed it, or not on a filesystem every worker shares); run the "
+            "batch again") from None
+
+
+def _fingerprint(library: TileLibrary, tiles: str) -> str:
+    """``library``'s fingerprint, read while its index still publishes it.
+
+    The photos' content hashes are read from the index after its tiles:
+    one published in between would give a fingerprint of neither library.
+    """
+    from ._stable import library_fingerprint
+
+    found = library_fingerprint(library)
+    if not library.is_current():
+        raise LibraryChangedError(tiles)
+    return found
 
 
 def init_worker(threads: int, parent_pid: int) -> None:
@@ -173,6 +241,10 @@ def make_target(job: Job, frame: np.ndarray | None = None) -> Outcome:
         _flush(job.output)
     except OptionError as error:
         return _failed(job, error.message(_flag), started)
+    except LibraryChangedError as error:
+        outcome = _failed(job, str(error), started)
+        outcome.library_changed = True
+        return outcome
     except MosaicistError as error:
         return _failed(job, str(error), started)
     except MemoryError:
@@ -204,7 +276,7 @@ def _mosaic(job: Job, frame: np.ndarray | None) -> tuple[Mosaic, Picks | None]:
     # As 'make' does: the output's size, from the target's, checked before any work.
     plan = options_plan(options, size, job.name)
     check_output(job.output, *plan.output_size, options)
-    library = open_library(job.tiles, fit_options(options, plan), job.cache_dir)
+    library = open_library(job.tiles, fit_options(options, plan), job.cache_dir, job.library)
     if frame is None:
         assert job.path is not None
         return make_mosaic(job.path, library, options, cache_dir=job.cache_dir,
