@@ -135,9 +135,6 @@ def test_library_refused_after_reading_leaves_no_index(sandbox, name):
     _refused(sandbox, LIBRARY_REFUSALS[name])
 
 
-@pytest.mark.xfail(strict=True, reason="the batch takes its folder's lock, making the folder, "
-                                       "before it indexes the library (batch/_run.py); "
-                                       "test_batch_more_s33 relies on that order")
 def test_batch_of_an_empty_library_makes_no_output_folder(sandbox):
     result = CliRunner().invoke(main, ["batch", "target.png", "--tiles", "empty", "-o", "out"])
     assert result.exit_code == 1, result.output

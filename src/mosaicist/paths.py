@@ -98,6 +98,30 @@ def dangling_link(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def first_missing(path: str | os.PathLike[str]) -> Path | None:
+    """The outermost of ``path`` and its parents that does not exist (None: it exists).
+
+    What a run that makes ``path`` makes: removed again where the run is
+    refused before it wrote anything, so that the disk is left as it was.
+
+    Parameters
+    ----------
+    path : path-like
+        A folder about to be made (with its parents).
+
+    Returns
+    -------
+    pathlib.Path or None
+        The first folder that would be made, or None when ``path`` exists.
+    """
+    path = Path(path)
+    if path.exists():
+        return None
+    while not path.parent.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
 def refuse_nul(parameter: str, text: str, kind: str = "a path") -> None:
     """Refuse a path ``text`` holding a NUL character, naming ``parameter``.
 

@@ -71,6 +71,7 @@ import hashlib
 import json
 import numbers
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -101,6 +102,7 @@ from ..paths import (
     atomic_path,
     check_writable,
     expanded,
+    first_missing,
     locks_refused,
     open_lock,
     refuses_files,
@@ -428,6 +430,7 @@ def batch_mosaics(
         # Read alone, before the folder's lock is taken: a folder of other settings'
         # outputs is refused with no lock file left in it. Checked again under the lock.
         state.check(recorded, overwrite)
+    made = first_missing(outdir)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -440,7 +443,8 @@ def batch_mosaics(
     # Held to the end (the video is made from the outputs): another batch with other
     # settings would otherwise find the folder as empty as this one did, and both would
     # write into it, each output the last writer's.
-    with state.running(recorded, outdir):
+    # Left in place by the outer context, which exits after the lock is let go.
+    with _MadeFolder(made) as folder, state.running(recorded, outdir):
         state.check(recorded, overwrite)
         # Read before this run claims the folder (which writes this run's settings there).
         # Only in a folder of a version that kept no records: in one that keeps them, an
@@ -456,6 +460,7 @@ def batch_mosaics(
         for item in rejected:
             reporter.failed(item.name, "", item.message)
         planned, library = _prepare(found, spec, options, cache, show_progress, quiet, reporter)
+        folder.keep()  # the library is indexed: the folder is the batch's from here on
 
         jobs = _Jobs(outdir, suffix, spec, options, cache, stable if hundredths else 0.0,
                      state, overwrite, images=_digest(images_settings),
@@ -1796,6 +1801,27 @@ class _DaskRunner(_Runner):
         # (ExitStack.close would end it as a run that succeeded), so that one that lost
         # its scheduler closes without Dask logging a traceback of its reconnecting.
         self._stack.__exit__(*sys.exc_info())
+
+
+class _MadeFolder:
+    """The output folder a batch made, removed again if the batch stops before using it.
+
+    A library refused as it is indexed (no usable photo) left the folder and
+    its lock files, where every other refusal leaves the disk as it was.
+    """
+
+    def __init__(self, made: Path | None) -> None:
+        self.made = made
+
+    def keep(self) -> None:
+        self.made = None
+
+    def __enter__(self) -> _MadeFolder:
+        return self
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        if kind is not None and self.made is not None:
+            shutil.rmtree(self.made, ignore_errors=True)
 
 
 def _run(runner: _Runner, sources: list[_Source], report: _Reporter, jobs: _Jobs) -> None:

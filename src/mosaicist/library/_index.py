@@ -73,7 +73,13 @@ from ..errors import (
     shown_type,
 )
 from ..options import TILE_PX_RANGE
-from ..paths import STORED_ARRAY_ERRORS, atomic_path, mark_used, remove_older_generations
+from ..paths import (
+    STORED_ARRAY_ERRORS,
+    atomic_path,
+    first_missing,
+    mark_used,
+    remove_older_generations,
+)
 from ..paths import cache_dir as default_cache_dir
 from ..sources import TileSource, open_source
 from ._manifest import (
@@ -575,7 +581,7 @@ class TileLibrary:
         # The folders this call makes: removed again where the source turns out to hold no
         # tile, so that a refused run leaves the disk as it was (the cache's own folder
         # where it is left empty: a download in it stays).
-        cache_made = _first_missing(cache)
+        cache_made = first_missing(cache)
         cache = default_cache_dir(cache_dir)
         if not isinstance(source, TileSource):
             source = open_source(source, cache_dir=cache, show_progress=show_progress)
@@ -595,7 +601,7 @@ class TileLibrary:
             raise MissingIndexError(directory, source.name)
         if not update and source.reads_profiles and manifest.is_file():
             _check_profiles(directory, tile, source.name, require_index)
-        index_made = _first_missing(directory)
+        index_made = first_missing(directory)
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError) as error:
@@ -978,11 +984,3 @@ def _remove_made(index_made: Path | None, cache_made: Path | None) -> None:
             return
         folder = folder.parent
 
-
-def _first_missing(path: Path) -> Path | None:
-    """The outermost of ``path`` and its parents that does not exist (None: it exists)."""
-    if path.exists():
-        return None
-    while not path.parent.exists() and path.parent != path:
-        path = path.parent
-    return path
