@@ -932,9 +932,10 @@ def _routes(live: Live) -> list[Route]:
     def placed_tile(photo_id: str) -> tuple[Path, BinaryIO] | None:
         """The tile file of a placed photo, opened; None when it is not on the wall."""
         found = event.photo(photo_id)
-        # The event's lock is held as long as a completion from the library takes: waited
+        # The event's lock was held as long as a completion from the library took: waited
         # for on the event loop, it froze every answer of the server meanwhile (the
-        # display's stream, uploads, the host's page). Here it holds a worker thread only.
+        # display's stream, uploads, the host's page). Held briefly now, it is still never
+        # waited for on the event loop: here it holds a worker thread only.
         with event.lock:
             if found.status == "placed" and found.cell is not None:
                 return open_inside(event.tiles_folder, [event.tile_path(found).name])

@@ -32,7 +32,11 @@ order their wall versions say, and each is announced to the listeners
 (:meth:`Event.listen`: the server's event stream) after its commit. The
 placement rule is :mod:`._placer`'s; a background thread recomputes its
 prices and, unless the wall is ``final``, re-optimises the arrangement when
-uploads pause (see :class:`Planner`).
+uploads pause (see :class:`Planner`). What takes long is done without the
+lock, between a copy of what it needs and a commit that checks the wall
+again: the moved photos' tiles (moves made stale by a change meanwhile are
+dropped) and the completion of the empty cells (a cell taken meanwhile keeps
+its photo), so that guests' uploads and the wall's pages never wait on them.
 """
 
 from __future__ import annotations
@@ -91,6 +95,11 @@ MAX_PHOTO_BYTES = 40 * 2**20
 MAX_PHOTO_PIXELS = 50_000_000
 #: Smallest side of a photo, in pixels.
 MIN_PHOTO_SIDE = 16
+#: Most scans (passes) of a JPEG photo: a camera's has 1, a progressive one about 10. A
+#: crafted file of many tiny scans takes a decoder time in proportion to their number times
+#: its pixels, whatever its size: 670 KB of 20,000 scans held one 16 seconds, and within
+#: :data:`MAX_PHOTO_BYTES` a guest's few photos stopped every decoder of the wall for hours.
+MAX_JPEG_SCANS = 100
 #: Longest side of a photo as stored (enough for a 17 cm print at 300 dpi).
 STORED_SIDE = 2048
 #: JPEG quality of stored photos and of shown tiles.
@@ -111,6 +120,11 @@ FAILURE_REPEAT_SECONDS = 600.0
 REPEAT_SPACING = 3
 #: Candidate photos per empty cell when completing.
 COMPLETION_CANDIDATES = 32
+#: Most cell-photo pairs listed when a completion from the library needs longer lists, and
+#: computed at once while listing (int64 each: 16M is 128 MB).
+LIST_ENTRIES = 2**24
+#: Library pictures decoded and drawn at once when completing.
+FILL_BLOCK = 256
 #: Settings of a new wall where the command's defaults do not suit an event: tiles large
 #: enough for the display and exports, photos compared at 16 px (the detail that shows
 #: from across a room), and a tint that makes the target read while guests still find
@@ -265,6 +279,27 @@ class Prepared:
     vectors: Vectors = field(repr=False)
 
 
+@dataclass
+class _Fill:
+    """A completion's fill of one empty cell, drawn without the lock, not yet recorded."""
+
+    photo: Photo
+    match: np.ndarray
+    vectors: Vectors = field(repr=False)
+    source: Photo | None = None
+    #: Its tile at the size of a cell of the wall picture (drawn in at the commit).
+    small: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 3), np.uint8),
+                              repr=False)
+    files: list[Path] = field(default_factory=list)
+
+
+def _unlink_fills(fills: list[_Fill]) -> None:
+    """Remove the files drawn for fills that will not be recorded."""
+    for fill in fills:
+        for path in fill.files:
+            path.unlink(missing_ok=True)
+
+
 def fade(pixels: np.ndarray) -> np.ndarray:
     """``pixels`` shown at :data:`EMPTY_CELL_OPACITY` over white (in 8-bit integers)."""
     weight = round(EMPTY_CELL_OPACITY * 256)
@@ -323,7 +358,12 @@ def _fsync_folder(folder: Path) -> None:
 
 def _save_jpeg(pixels: np.ndarray, path: Path, quality: int, *, durable: bool = False) -> None:
     """Write ``pixels`` as a new JPEG (no metadata at all) under ``path``, atomically."""
-    with atomic_path(path, durable=durable) as temporary:
+    # No sweep of dead writers' temporaries before each file: that scanned the whole folder
+    # (up to 40,000 tiles) for every tile written, under the event's lock for an upload, and
+    # a completion of thousands of cells took a quarter of its time doing so. Opening the
+    # event removes whatever in photos/ and tiles/ is not its own, and no one else writes
+    # there while it is open (event.lock).
+    with atomic_path(path, durable=durable, sweep=False) as temporary:
         Image.fromarray(np.ascontiguousarray(pixels), "RGB").save(
             temporary, "JPEG", quality=quality)
 
@@ -511,6 +551,9 @@ class Event:
         self.created = float(meta.get("created", "0"))
         self.lock = threading.RLock()
         self.export_lock = threading.Lock()
+        # Held while the empty cells are completed (one completion at a time): the match
+        # and the drawing run without :attr:`lock`, and no photo moves meanwhile.
+        self._completion = threading.Lock()
         self.photos: dict[str, Photo] = {}
         self._by_number: dict[int, Photo] = {}
         self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
@@ -925,9 +968,12 @@ class Event:
         numpy.ndarray
             The shift of each channel.
         """
+        return self._shift(self.placer.vectors([photo.number]).mean[0], cell)
+
+    def _shift(self, mean: np.ndarray, cell: int) -> np.ndarray:
+        """The tint shift in ``cell`` of a photo of mean colour ``mean``."""
         options = self.settings.options
-        return tint_shift(self.placer.vectors([photo.number]).mean[0],
-                          self.cell_vectors.mean[cell], options.tint, options.metric)
+        return tint_shift(mean, self.cell_vectors.mean[cell], options.tint, options.metric)
 
     def tinted(self, photo: Photo, cell: int, pixels: np.ndarray) -> np.ndarray:
         """``pixels`` of ``photo`` tinted as it shows in ``cell``.
@@ -946,7 +992,11 @@ class Event:
         numpy.ndarray
             The same shape, tinted.
         """
-        return dress_tiles(pixels[None], tint=self.shift(photo, cell)[None],
+        return self._tinted(self.placer.vectors([photo.number]).mean[0], cell, pixels)
+
+    def _tinted(self, mean: np.ndarray, cell: int, pixels: np.ndarray) -> np.ndarray:
+        """:meth:`tinted` for a photo of mean colour ``mean`` (one without a number yet)."""
+        return dress_tiles(pixels[None], tint=self._shift(mean, cell)[None],
                            metric=self.settings.options.metric)[0]
 
     def _write_tile(self, photo: Photo, untinted: np.ndarray) -> np.ndarray:
@@ -960,10 +1010,17 @@ class Event:
         assert photo.cell is not None
         if shown is None:
             shown = np.asarray(_read_rgb(self.tile_path(photo)), np.uint8)
+        self._put_small(photo.cell, self._small(shown))
+
+    def _small(self, shown: np.ndarray) -> np.ndarray:
+        """A tile as shown, at the size of a cell of the wall picture."""
+        return np.asarray(Image.fromarray(shown).resize(self.wall_tile, Image.Resampling.BOX),
+                          np.uint8)
+
+    def _put_small(self, cell: int, small: np.ndarray) -> None:
+        """Draw :meth:`_small`'s tile into ``cell`` of the wall picture."""
         wall_w, wall_h = self.wall_tile
-        small = np.asarray(Image.fromarray(shown).resize((wall_w, wall_h),
-                                                         Image.Resampling.BOX), np.uint8)
-        row, col = divmod(photo.cell, self.settings.cols)
+        row, col = divmod(cell, self.settings.cols)
         self.wall_picture[row * wall_h:(row + 1) * wall_h, col * wall_w:(col + 1) * wall_w] = small
 
     def _clear(self, cell: int) -> None:
@@ -1011,6 +1068,15 @@ class Event:
             # Phones send AVIF more and more: say it cannot be read here, and what would.
             raise MosaicistError(f"{name}: an AVIF photo cannot be read here: "
                                  f"{missing_reader('.avif') or 'Pillow reads no AVIF'}")
+        if data[:2] == b"\xff\xd8":
+            # Counted in the whole file: a marker (0xFF 0xDA) never appears inside a scan's
+            # data, and the few of an embedded preview (EXIF, MPF) stay far below the limit.
+            scans = data.count(b"\xff\xda")
+            if scans > MAX_JPEG_SCANS:
+                raise MosaicistError(
+                    f"{name}: this JPEG is stored in {scans:,} passes (a camera's takes at "
+                    "most a dozen) and would take minutes to read; send the photo as the "
+                    "camera saved it")
         options = self.settings.options
         # A phone's photo in Display P3 converted to sRGB here (under convert), once: what
         # is stored, cut, shown and printed from it is in sRGB, as its tile is.
@@ -1497,7 +1563,8 @@ class Event:
         """Move photos (``{number: cell}``) when the wall is unchanged since ``stamp``.
 
         Returns the number of photos moved (0 when the wall changed meanwhile, or while
-        an export runs).
+        an export or a completion runs). The moved tiles are drawn without the lock;
+        a change of the wall while they are drawn makes the moves stale too.
 
         Parameters
         ----------
@@ -1512,55 +1579,94 @@ class Event:
         int
         """
         with self.lock:
-            if stamp != self.changes or not moves:
-                return 0
-            if self.export_lock.locked():
-                # An export reads the tiles' files of the cells it saw at its start (under
-                # both locks): a move now deleted some of them, and the downloaded wall had
-                # holes. The moves are planned again once it is written.
+            if not self._may_move(moves, stamp):
                 return 0
             found = [self._by_number.get(number) for number in moves]
-            moved = [photo for photo in found if photo is not None and photo.status == "placed"]
+            # Copies: the photos change under the lock while their tiles are drawn.
+            moved = [Photo(**vars(photo)) for photo in found
+                     if photo is not None and photo.status == "placed"]
             if len(moved) != len(found):
                 return 0
-            drawn: list[tuple[Photo, int, np.ndarray]] = []
-            try:
-                for photo in moved:
-                    cell = moves[photo.number]
-                    shown = self.tinted(photo, cell, self._untinted(photo, shown_by=photo))
-                    drawn.append((photo, cell, shown))
-                    _save_jpeg(shown, self.tiles_folder / f"{photo.id}-{cell}.jpg",
-                               STORED_QUALITY)
-                with self._write():
-                    self._db.executemany("UPDATE photos SET cell = NULL WHERE id = ?",
-                                         [(photo.id,) for photo in moved])
-                    self._db.executemany("UPDATE photos SET cell = ? WHERE id = ?",
-                                         [(cell, photo.id) for photo, cell, _ in drawn])
-                    self._bump(len(drawn))
-            except BaseException:
-                for photo, cell, _ in drawn:
-                    (self.tiles_folder / f"{photo.id}-{cell}.jpg").unlink(missing_ok=True)
-                raise
-            old = {photo.id: photo.cell for photo in moved}
-            self.placer.apply(moves)
-            version = self.version - len(drawn)
-            cols = self.settings.cols
-            for photo, cell, shown in drawn:
-                previous = old[photo.id]
-                assert previous is not None
-                stale = self.tile_path(photo)
-                photo.cell = cell
-                if stale != self.tile_path(photo):
-                    stale.unlink(missing_ok=True)
-                self._paste(photo, shown)
-                version += 1
-                self._announce("moved", {"id": photo.id, "row": cell // cols, "col": cell % cols,
-                                         "from_row": previous // cols,
-                                         "from_col": previous % cols, "version": version})
-            self.changes += 1
-            return len(drawn)
+            means = self.placer.vectors([photo.number for photo in moved]).mean
+        # Drawn without the lock: each moved photo's stored picture is decoded again (a
+        # phone's photo, 2048 px, takes tens of milliseconds), and a re-optimisation that
+        # moved 133 of them held it for 6 seconds, every upload and page waiting.
+        drawn: list[tuple[Photo, int, np.ndarray, Path]] = []
+        committed = False
+        try:
+            for photo, mean in zip(moved, means, strict=True):
+                cell = moves[photo.number]
+                shown = self._tinted(mean, cell, self._untinted(photo, shown_by=photo))
+                path = self.tiles_folder / f"{photo.id}-{cell}.jpg"
+                drawn.append((photo, cell, self._small(shown), path))
+                _save_jpeg(shown, path, STORED_QUALITY)
+            with self.lock:
+                # The wall may have changed while they were drawn: then they are stale.
+                if self._may_move(moves, stamp):
+                    with self._write():
+                        self._db.executemany("UPDATE photos SET cell = NULL WHERE id = ?",
+                                             [(photo.id,) for photo in moved])
+                        self._db.executemany("UPDATE photos SET cell = ? WHERE id = ?",
+                                             [(cell, photo.id) for photo, cell, _, _ in drawn])
+                        self._bump(len(drawn))
+                    committed = True
+                    return self._moved(drawn, moves)
+                return 0
+        finally:
+            if not committed:
+                for _, _, _, path in drawn:
+                    path.unlink(missing_ok=True)
+
+    def _may_move(self, moves: dict[int, int], stamp: int) -> bool:
+        """Whether ``moves`` planned at ``stamp`` may be made now (under the lock)."""
+        if stamp != self.changes or not moves:
+            return False
+        # An export reads the tiles' files of the cells it saw at its start (under both
+        # locks): a move now deleted some of them, and the downloaded wall had holes. A
+        # completion fills the cells that were empty at its start, and keeps each repeat
+        # apart from its photo's cell then: a move now left a cell empty, or a repeat
+        # beside its photo. The moves are planned again once either is done.
+        return not (self.export_lock.locked() or self.completing)
+
+    def _moved(self, drawn: list[tuple[Photo, int, np.ndarray, Path]],
+               moves: dict[int, int]) -> int:
+        """Put the moves committed on the wall and announce them (under the lock)."""
+        self.placer.apply(moves)
+        version = self.version - len(drawn)
+        cols = self.settings.cols
+        for copy, cell, small, _ in drawn:
+            photo = self.photos[copy.id]
+            previous = photo.cell
+            assert previous is not None
+            stale = self.tile_path(photo)
+            photo.cell = cell
+            if stale != self.tile_path(photo):
+                stale.unlink(missing_ok=True)
+            self._put_small(cell, small)
+            version += 1
+            self._announce("moved", {"id": photo.id, "row": cell // cols, "col": cell % cols,
+                                     "from_row": previous // cols,
+                                     "from_col": previous % cols, "version": version})
+        self.changes += 1
+        return len(drawn)
 
     # -- completion ----------------------------------------------------------------------
+
+    @property
+    def completing(self) -> bool:
+        """Whether the empty cells are being completed now (no photo moves meanwhile)."""
+        return self._completion.locked()
+
+    @contextlib.contextmanager
+    def _completing(self) -> Iterator[None]:
+        """One completion at a time: a second one (a double click) is refused, not queued."""
+        if not self._completion.acquire(blocking=False):
+            raise Conflict("the empty cells are being completed already; wait for that to "
+                           "finish")
+        try:
+            yield
+        finally:
+            self._completion.release()
 
     def complete_from_received(self, max_uses: int) -> int:
         """Fill every empty cell with a repeat of a photo on the wall; return the count.
@@ -1569,6 +1675,9 @@ class Event:
         included), its repeats at least :data:`REPEAT_SPACING` cells from
         its place and from each other (less where the wall is too small for
         that), at least total cost (the exact assignment of :mod:`mosaicist.match`).
+        The match and the drawing run without the event's lock (uploads go
+        on meanwhile): a cell filled by then keeps its photo, and a photo
+        removed by then is not repeated.
 
         Parameters
         ----------
@@ -1583,32 +1692,40 @@ class Event:
         Raises
         ------
         Conflict
-            When the wall has no empty cell, or too few photos for the limit.
+            When the wall has no empty cell, or too few photos for the limit,
+            or a completion runs already.
         """
         if max_uses < 2:
             raise Conflict("completing from the photos received needs at least 2 uses of one "
                            "photo (max_uses; each photo is on the wall once already)")
-        with self.lock:
-            empty = self.placer.free
-            sources = [photo for photo in sorted(self.photos.values(), key=lambda p: p.seq)
-                       if photo.origin == "guest" and photo.status == "placed"]
-            if not len(empty):
-                raise Conflict("the wall has no empty cell")
-            if not sources:
-                # Else "raise max_uses", which cannot help: no photo is there to repeat.
-                raise Conflict("no guest's photo is on the wall yet to repeat; complete from "
-                               "the fallback library, or once photos have arrived")
-            if len(sources) * (max_uses - 1) < len(empty):
-                # Said with the uses it takes: the host's page asks for "most uses of one
-                # photo", and "raise max_uses" left the host guessing by how much.
-                needed = 1 + -(-len(empty) // len(sources))
-                raise Conflict(
-                    f"filling {counted(len(empty), 'empty cell')} from "
-                    f"{counted(len(sources), 'photo')} on the wall takes at least "
-                    f"{needed:,} uses of one photo (max_uses), not {max_uses:,}; allow "
-                    "that many, or complete from the fallback library")
-            costs = self.wall_costs.costs(self.placer.vectors([p.number for p in sources]),
-                                          empty).T
+        with self._completing():
+            with self.lock:
+                empty = self.placer.free
+                # Copies: the photos change under the lock while the cells are matched.
+                sources = [Photo(**vars(photo))
+                           for photo in sorted(self.photos.values(), key=lambda p: p.seq)
+                           if photo.origin == "guest" and photo.status == "placed"]
+                if not len(empty):
+                    raise Conflict("the wall has no empty cell")
+                if not sources:
+                    # Else "raise max_uses", which cannot help: no photo is there to repeat.
+                    raise Conflict("no guest's photo is on the wall yet to repeat; complete "
+                                   "from the fallback library, or once photos have arrived")
+                if len(sources) * (max_uses - 1) < len(empty):
+                    # Said with the uses it takes: the host's page asks for "most uses of one
+                    # photo", and "raise max_uses" left the host guessing by how much.
+                    needed = 1 + -(-len(empty) // len(sources))
+                    raise Conflict(
+                        f"filling {counted(len(empty), 'empty cell')} from "
+                        f"{counted(len(sources), 'photo')} on the wall takes at least "
+                        f"{needed:,} uses of one photo (max_uses), not {max_uses:,}; allow "
+                        "that many, or complete from the fallback library")
+                vectors = self.placer.vectors([p.number for p in sources])
+                matches = self._match_pixels_of(sources)
+            # Without the lock from here to the commit: matching thousands of cells and
+            # drawing their tiles takes seconds, and held it stopped every upload and every
+            # page of the wall meanwhile.
+            costs = self.wall_costs.costs(vectors, empty).T
             cols = self.settings.cols
             empty_rc = np.stack(np.divmod(empty, cols), axis=1).astype(np.int64)
             own = np.array([p.cell for p in sources], np.int64)
@@ -1626,17 +1743,36 @@ class Event:
             else:
                 raise Conflict(f"the empty cells cannot be completed from the photos "
                                f"received under these limits ({problem})")
-            fills = []
-            for cell, choice in zip(empty.tolist(), assignment.tile.tolist(), strict=True):
-                source = sources[choice]
-                fills.append((cell, source, self.placer.vectors([source.number])))
-            return self._add_fills(fills, "repeat")
+            fills: list[_Fill] = []
+            untinted: dict[int, np.ndarray] = {}
+            try:
+                for cell, choice in zip(empty.tolist(), assignment.tile.tolist(), strict=True):
+                    source = sources[choice]
+                    if choice not in untinted:  # one picture decoded for all its repeats
+                        untinted[choice] = self._untinted(source, shown_by=source)
+                    photo = Photo(new_id(), -1, 0, 0.0, "repeat", source.id, "placed", cell,
+                                  source.window)
+                    fill = _Fill(photo, matches[source.id], vectors.take(np.array([choice])),
+                                 source)
+                    fills.append(fill)
+                    shown = self._tinted(vectors.mean[choice], cell, untinted[choice])
+                    _save_jpeg(shown, self.tile_path(photo), STORED_QUALITY)
+                    fill.small = self._small(shown)
+                    fill.files.append(self.tile_path(photo))
+            except BaseException:
+                _unlink_fills(fills)
+                raise
+            with self.lock:
+                return self._add_fills(fills)
 
     def complete_from_library(self, library: Any, max_uses: int) -> int:
         """Fill every empty cell with a photo of a tile library (``--fallback``).
 
         Each library photo fills at most ``max_uses`` cells, at least total
-        cost over the library's nearest candidates (exact assignment).
+        cost over the library's nearest candidates (exact assignment; more
+        of them where the nearest alone cannot fill every cell). The match
+        and the drawing run without the event's lock (uploads go on
+        meanwhile): a cell filled by then keeps its photo.
 
         Parameters
         ----------
@@ -1653,13 +1789,17 @@ class Event:
         Raises
         ------
         Conflict
-            When the wall has no empty cell.
+            When the wall has no empty cell, or a completion runs already.
         """
-        from ..match._assign import assign_tiles
+        from ..match._assign import MAX_CANDIDATES, assign_tiles
         from ..render import OriginalPictures
 
-        with self.lock:
-            empty = self.placer.free
+        with self._completing():
+            with self.lock:
+                empty = self.placer.free
+            # Without the lock from here to the commit: matching thousands of cells against
+            # the library and drawing them takes seconds to minutes, and held it stopped
+            # every upload and every page of the wall meanwhile.
             if not len(empty):
                 raise Conflict("the wall has no empty cell")
             count = len(library)
@@ -1671,21 +1811,19 @@ class Event:
                                f"{counted(count, 'library photo')} takes at least {needed:,} "
                                f"uses of one photo (max_uses), not {max_uses:,}")
             metric = self.settings.options.metric
-            k = min(count, COMPLETION_CANDIDATES)
-            best = np.full((len(empty), 0), -1, np.int64)
-            best_costs = np.zeros((len(empty), 0), np.int64)
-            block = 4096
-            for start in range(0, count, block):
-                tiles = np.asarray(library.tiles[start:start + block])
-                part = self.wall_costs.costs(picture_vectors(tiles, metric), empty).T
-                index = np.concatenate((best, np.arange(start, start + len(tiles))[None, :]
-                                        .repeat(len(empty), axis=0)), axis=1)
-                values = np.concatenate((best_costs, part), axis=1)
-                order = np.argsort(values, axis=1, kind="stable")[:, :k]
-                best = np.take_along_axis(index, order, axis=1)
-                best_costs = np.take_along_axis(values, order, axis=1)
+
+            def nearest(k: int) -> tuple[np.ndarray, np.ndarray]:
+                return _library_nearest(self.wall_costs, library, empty, metric, k)
+
+            # Lists longer than the first ones where those cannot fill every cell under the
+            # limit (a small library whose few good photos every cell lists first: 800
+            # photos, 5 uses each, were refused for 3,595 cells), as far as memory allows.
+            longest = min(count, max(MAX_CANDIDATES, LIST_ENTRIES // len(empty)))
             try:
-                assignment = assign_tiles(best, best_costs, 1, len(empty), max_uses=max_uses)
+                assignment = assign_tiles(*nearest(min(count, COMPLETION_CANDIDATES)), 1,
+                                          len(empty), max_uses=max_uses,
+                                          more_candidates=nearest,
+                                          max_candidates=max(longest, COMPLETION_CANDIDATES))
             except MosaicistError as error:
                 raise Conflict(f"the empty cells cannot be completed from the library under "
                                f"these limits ({error})") from None
@@ -1696,73 +1834,105 @@ class Event:
                                         aspect=options.aspect_ratio, crop=options.crop,
                                         windows=library.windows_for(ids),
                                         colour_profiles=library.colour_profiles)
-            drawn = pictures.fetch(np.arange(len(ids)))
-            fills = []
-            for cell, index, picture in zip(empty.tolist(), chosen, drawn, strict=True):
-                vectors = picture_vectors(np.asarray(library.tiles[index])[None], metric)
-                fills.append((cell, (library.source_ids[index], picture,
-                                     np.asarray(library.tiles[index])), vectors))
-            return self._add_fills(fills, "library")
+            fills: list[_Fill] = []
+            try:
+                # A block of pictures at a time: all at once held 200 KB per empty cell
+                # (8 GB for a wall of 40,000).
+                for start in range(0, len(ids), FILL_BLOCK):
+                    block = np.arange(start, min(len(ids), start + FILL_BLOCK))
+                    for position, picture in zip(block.tolist(), pictures.fetch(block),
+                                                 strict=True):
+                        cell, index = int(empty[position]), chosen[position]
+                        match = np.asarray(library.tiles[index])
+                        height, width = picture.shape[:2]
+                        photo = Photo(new_id(), -1, 0, 0.0, "library", ids[position][:1000],
+                                      "placed", cell, Window(0, 0, width, height))
+                        fill = _Fill(photo, match, picture_vectors(match[None], metric))
+                        fills.append(fill)
+                        _save_jpeg(picture, self.picture_path(photo), STORED_QUALITY,
+                                   durable=True)
+                        fill.files.append(self.picture_path(photo))
+                        shown = self._tinted(fill.vectors.mean[0], cell,
+                                             self._untinted(photo))
+                        _save_jpeg(shown, self.tile_path(photo), STORED_QUALITY)
+                        fill.small = self._small(shown)
+                        fill.files.append(self.tile_path(photo))
+                # The pictures' names too must be on the disk before their rows are
+                # committed: after a power cut, a placed photo without its picture (and
+                # without its tile, written without a flush) could not be drawn, and the
+                # event would not open.
+                _fsync_folder(self.photos_folder)
+            except BaseException:
+                _unlink_fills(fills)
+                raise
+            with self.lock:
+                return self._add_fills(fills)
 
-    def _add_fills(self, fills: list[tuple[int, Any, Vectors]], origin: str) -> int:
-        """Record completion fills (one transaction) and announce them."""
-        photos: list[tuple[Photo, np.ndarray, np.ndarray]] = []
-        written: list[Path] = []
+    def _add_fills(self, fills: list[_Fill]) -> int:
+        """Record completion fills drawn without the lock (one transaction), announce them.
+
+        A fill whose cell was taken meanwhile (an upload, an approval) is
+        dropped, as is a repeat whose photo left its cell (removed): the
+        photos on the wall stay as they are, each cell holds one, and no
+        photo is used more than the completion allowed. Called under the lock.
+        """
+        kept: list[_Fill] = []
+        for fill in fills:
+            cell = fill.photo.cell
+            assert cell is not None
+            source = None if fill.source is None else self.photos.get(fill.source.id)
+            if self.placer.cell_photo[cell] >= 0 or (fill.source is not None and (
+                    source is None or source.status != "placed"
+                    or source.cell != fill.source.cell)):
+                _unlink_fills([fill])
+            else:
+                kept.append(fill)
         added: list[int] = []
         seq = self._seq
         try:
-            for cell, source, vectors in fills:
+            now = time.time()
+            for fill in kept:
                 self._seq += 1
-                number = self.placer.add(vectors, movable=False, sample=False)
-                added.append(number)
-                photo_id = new_id()
-                if origin == "repeat":
-                    photo = Photo(photo_id, number, self._seq, time.time(), "repeat", source.id,
-                                  "placed", cell, source.window)
-                    match = self._match_pixels(source)
-                    untinted = self._untinted(photo, shown_by=source)
-                else:
-                    source_id, picture, match = source
-                    height, width = picture.shape[:2]
-                    photo = Photo(photo_id, number, self._seq, time.time(), "library",
-                                  source_id[:1000], "placed", cell, Window(0, 0, width, height))
-                    _save_jpeg(picture, self.picture_path(photo), STORED_QUALITY, durable=True)
-                    written.append(self.picture_path(photo))
-                    untinted = self._untinted(photo)
-                shown = self._write_tile(photo, untinted)
-                written.append(self.tile_path(photo))
-                photos.append((photo, match, shown))
+                fill.photo.number = self.placer.add(fill.vectors, movable=False, sample=False)
+                added.append(fill.photo.number)
+                fill.photo.seq, fill.photo.received = self._seq, now
             with self._write():
-                for photo, match, _ in photos:
-                    self._insert(photo, match)
-                self._bump(len(photos))
+                for fill in kept:
+                    self._insert(fill.photo, fill.match)
+                self._bump(len(kept))
         except BaseException:
             for number in added:
                 self.placer.forget(number)
             # As it was: taking back one number per fill asked for, when fewer were made,
             # gave later uploads the numbers of photos on the wall (refused as not unique).
             self._seq = seq
-            for path in written:
-                path.unlink(missing_ok=True)
+            _unlink_fills(kept)
             raise
-        version = self.version - len(photos)
+        version = self.version - len(kept)
         cols = self.settings.cols
-        for photo, _, shown in photos:
+        for fill in kept:
+            photo = fill.photo
             assert photo.cell is not None
             self.photos[photo.id] = photo
             self._by_number[photo.number] = photo
             self.placer.put(photo.number, photo.cell)
-            self._paste(photo, shown)
+            self._put_small(photo.cell, fill.small)
             version += 1
             self._announce("tile", {"id": photo.id, "row": photo.cell // cols,
                                     "col": photo.cell % cols, "version": version})
         self._touch()
-        return len(photos)
+        return len(kept)
 
-    def _match_pixels(self, photo: Photo) -> np.ndarray:
-        row = self._db.execute("SELECT pixels FROM photos WHERE id = ?", (photo.id,)).fetchone()
+    def _match_pixels_of(self, photos: list[Photo]) -> dict[str, np.ndarray]:
+        """Each photo's pixels as compared (stored with it), by id: one query for all."""
         match_w, match_h = self.settings.match_size
-        return np.frombuffer(row[0], np.uint8).reshape(match_h, match_w, 3)
+        wanted = {photo.id for photo in photos}
+        found: dict[str, np.ndarray] = {}
+        for photo_id, pixels in self._db.execute(
+                "SELECT id, pixels FROM photos WHERE status = 'placed' AND origin = 'guest'"):
+            if photo_id in wanted:
+                found[photo_id] = np.frombuffer(pixels, np.uint8).reshape(match_h, match_w, 3)
+        return found
 
     # -- for exports and sheets ----------------------------------------------------------
 
@@ -1803,6 +1973,41 @@ def _repeats(costs: np.ndarray, apart: np.ndarray, cells: np.ndarray, uses: int,
     return assign_tiles(*first, rows, cols, max_uses=uses, min_spacing=spacing,
                         more_candidates=nearest, layout=Layout(cells, 1),
                         max_candidates=max(COMPLETION_CANDIDATES, allowed.shape[1]))
+
+
+def _library_nearest(costs: WallCosts, library: Any, cells: np.ndarray, metric: str,
+                     k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` library photos of least cost in each of ``cells``, and their costs.
+
+    ``(len(cells), k)`` each, best first, ties to the lowest library
+    position; the library is read a block at a time so that the costs held
+    at once stay near :data:`LIST_ENTRIES`.
+    """
+    count = len(library)
+    k = min(k, count)
+    best = np.full((len(cells), 0), -1, np.int64)
+    best_costs = np.zeros((len(cells), 0), np.int64)
+    block = max(256, min(4096, LIST_ENTRIES // max(1, len(cells))))
+    for start in range(0, count, block):
+        tiles = np.asarray(library.tiles[start:start + block])
+        part = costs.costs(picture_vectors(tiles, metric), cells).T
+        index = np.concatenate((best, np.broadcast_to(
+            np.arange(start, start + len(tiles)), (len(cells), len(tiles)))), axis=1)
+        values = np.concatenate((best_costs, part), axis=1)
+        if values.size and int(values.max()) >= (np.iinfo(np.int64).max - count) // count:
+            # Costs too large for one key (pictures compared at hundreds of pixels).
+            order = np.lexsort((index, values), axis=1)[:, :k]
+            best = np.take_along_axis(index, order, axis=1)
+            best_costs = np.take_along_axis(values, order, axis=1)
+            continue
+        # Least cost first, then lowest position: one key, so that a partition (linear)
+        # picks the same k as a stable sort of the whole row would.
+        keys = values * count + index
+        if keys.shape[1] > k:
+            keys = np.partition(keys, k - 1, axis=1)[:, :k]
+        keys.sort(axis=1)
+        best, best_costs = keys % count, keys // count
+    return best, best_costs
 
 
 @contextlib.contextmanager
@@ -2014,8 +2219,10 @@ class Planner:
             return
         with event.lock:
             quiet = time.monotonic() - event.last_change >= QUIET_SECONDS
-            # No moves while an export runs (:meth:`Event.apply_moves`): not worth planning.
-            if not quiet or self._optimised == event.changes or event.export_lock.locked():
+            # No moves while an export or a completion runs (:meth:`Event.apply_moves`):
+            # not worth planning.
+            if (not quiet or self._optimised == event.changes or event.export_lock.locked()
+                    or event.completing):
                 return
             stamp_changes = event.changes
             arrangement = placer.optimum_input()

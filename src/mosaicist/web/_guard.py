@@ -6,7 +6,8 @@ by :func:`mosaicist.web.make_app`. For every request it
 - refuses a ``Host`` that does not name the server (421), too many headers
   (431), a method the app does not take (405), a request target that is not
   an origin-form path of valid percent-encoded UTF-8 without control
-  characters (400, 414), and a body above the limit (413);
+  characters (400, 414), a query string above its limit (414), and a body
+  above the limit (413);
 - for state-changing methods, asks for the server's token in
   ``X-Mosaicist-Token`` and, when the browser names the page's origin
   (``Origin``) or says the request comes from another site
@@ -42,6 +43,9 @@ TOKEN_HEADER = "x-mosaicist-token"
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: Longest request target accepted (the pages' own URLs are far shorter).
 MAX_TARGET = 2048
+#: Longest query string accepted: the studio's folder browser sends a path there (at most
+#: 4,096 bytes, three times that percent-encoded); the other routes, a few short numbers.
+MAX_QUERY = 16 * 1024
 #: Most header lines in one request (as Python's http.client allows), and their bytes.
 MAX_HEADERS = 100
 MAX_HEADER_BYTES = 16 * 1024
@@ -186,6 +190,10 @@ class Guard:
         if isinstance(route, int):
             return route, sentence(route) if route != 400 else (
                 "the address is not a valid path"), {}
+        if len(scope.get("query_string", b"")) > MAX_QUERY:
+            # Else up to the server's head limit (128 KB) reached the app, parsed for
+            # every request that asks for one of its values.
+            return 414, sentence(414), {}
         method = scope["method"]
         if method not in self.methods:
             allowed = ", ".join(sorted(self.methods))
