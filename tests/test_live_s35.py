@@ -378,3 +378,16 @@ def test_a_long_query_string_is_refused_as_a_long_path_is():
     status, body = asgi_get(app, b"/api/wall.jpg?width=640&at=" + b"1" * 20_000)
     assert (status, json.loads(body)) == (
         414, {"error": "the address is longer than this server accepts"})
+
+
+def test_the_studio_refuses_a_jpeg_of_thousands_of_scans_as_the_wall_does():
+    # The studio's uploads (targets) had no such limit: one crafted file held its decoder.
+    from mosaicist.studio._uploads import decode_upload
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (120, 130, 140)).save(buffer, "JPEG", progressive=True)
+    normal = buffer.getvalue()
+    crafted = normal[:-2] + min(scans_of(normal), key=len) * 2000 + b"\xff\xd9"
+    with pytest.raises(live_event.MosaicistError, match=r"^many\.jpg: this JPEG is stored in "):
+        decode_upload(crafted, "many.jpg")
+    assert decode_upload(normal, "fine.jpg")[0].size == (64, 48)

@@ -95,11 +95,6 @@ MAX_PHOTO_BYTES = 40 * 2**20
 MAX_PHOTO_PIXELS = 50_000_000
 #: Smallest side of a photo, in pixels.
 MIN_PHOTO_SIDE = 16
-#: Most scans (passes) of a JPEG photo: a camera's has 1, a progressive one about 10. A
-#: crafted file of many tiny scans takes a decoder time in proportion to their number times
-#: its pixels, whatever its size: 670 KB of 20,000 scans held one 16 seconds, and within
-#: :data:`MAX_PHOTO_BYTES` a guest's few photos stopped every decoder of the wall for hours.
-MAX_JPEG_SCANS = 100
 #: Longest side of a photo as stored (enough for a 17 cm print at 300 dpi).
 STORED_SIDE = 2048
 #: JPEG quality of stored photos and of shown tiles.
@@ -1068,15 +1063,6 @@ class Event:
             # Phones send AVIF more and more: say it cannot be read here, and what would.
             raise MosaicistError(f"{name}: an AVIF photo cannot be read here: "
                                  f"{missing_reader('.avif') or 'Pillow reads no AVIF'}")
-        if data[:2] == b"\xff\xd8":
-            # Counted in the whole file: a marker (0xFF 0xDA) never appears inside a scan's
-            # data, and the few of an embedded preview (EXIF, MPF) stay far below the limit.
-            scans = data.count(b"\xff\xda")
-            if scans > MAX_JPEG_SCANS:
-                raise MosaicistError(
-                    f"{name}: this JPEG is stored in {scans:,} passes (a camera's takes at "
-                    "most a dozen) and would take minutes to read; send the photo as the "
-                    "camera saved it")
         options = self.settings.options
         # A phone's photo in Display P3 converted to sRGB here (under convert), once: what
         # is stored, cut, shown and printed from it is in sRGB, as its tile is.
