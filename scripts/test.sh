@@ -19,9 +19,24 @@ if [[ ! -x /usr/bin/chromium ]]; then
     fi
 fi
 python3 -m pip install -q -e ".[test]"
-# PyTorch for the GPU path's tests, on the CPU: this exact version is the CPU
-# build kept on the machine (a bare "torch" would pull a multi-GB CUDA build).
-python3 -m pip install -q torch==2.13.0
+# PyTorch for the GPU path's tests, on the CPU. A torch already installed is kept (on a
+# GPU machine, its CUDA build). PyPI's Linux wheel is the multi-GB CUDA build, so the CPU
+# build comes from PyTorch's own index, unless pip finds a CPU build of 2.13.0 by itself
+# (the project's machines keep 2.13.0+cpu where pip looks for wheels; that index is not
+# reachable from them).
+if ! python3 -c 'import torch' 2>/dev/null; then
+    torch_version=$(python3 -m pip install -q --dry-run --ignore-installed --report - \
+        torch==2.13.0 2>/dev/null | python3 -c 'import json, sys
+print(next((item["metadata"]["version"] for item in json.load(sys.stdin)["install"]
+            if item["metadata"]["name"] == "torch"), ""))' 2>/dev/null) || torch_version=""
+    if [[ $torch_version == *+cpu ]]; then
+        python3 -m pip install -q torch==2.13.0
+    else
+        # Where that index cannot be reached either, the pinned version as before.
+        python3 -m pip install -q "torch>=2.1" --index-url https://download.pytorch.org/whl/cpu \
+            || python3 -m pip install -q torch==2.13.0
+    fi
+fi
 python3 -m ruff check src tests benchmarks
 # Type check (configured in pyproject.toml: src/mosaicist).
 python3 -m mypy
