@@ -120,6 +120,18 @@ def _is_identity(transform: ImageCms.ImageCmsTransform, mode: str) -> bool:
     return int(difference.max()) <= _SRGB_TOLERANCE
 
 
+def note_unusable_profile(reason: str) -> None:
+    """Count a profile a reader dropped as damaged, with the warning of :func:`skipped_profiles`.
+
+    Parameters
+    ----------
+    reason : str
+        What is wrong with it, as the warning words it after "a picture's ICC
+        colour profile" (``"is damaged"``).
+    """
+    _skip(reason)
+
+
 def _skip(reason: str) -> None:
     global _skipped, _warned
     _skipped += 1

@@ -47,7 +47,11 @@ Mode conversions (documented in the README):
   libpng refuses it (Pillow would leave the rows missing black without a
   word); one whose compressed text chunks or colour profile inflate past
   1 MB is read (Pillow refuses it, OpenCV and browsers do not), up to
-  Pillow's 64 MB bound on a picture's text.
+  Pillow's 64 MB bound on a picture's text. An ancillary chunk before the
+  pixels that Pillow cannot read (a checksum that does not match, a colour
+  profile of an unknown compression method, a short ``cHRM``) is dropped, as
+  libpng drops it, rather than the picture refused; a colour profile dropped
+  so is a damaged one (left unapplied, with one warning).
 - A file Pillow does not recognise is refused as "not a readable image",
   saying what it is where that helps: an empty file, an SVG drawing, a PDF,
   a JPEG XL picture, a TIFF of samples Pillow cannot read (floating-point
@@ -85,6 +89,7 @@ from ._profiles import (
     is_grey_profile,
     is_rgb_profile,
     jpeg_profile,
+    note_unusable_profile,
     profile_of,
     to_srgb,
 )
@@ -203,6 +208,8 @@ def to_rgb(image: Image.Image, colour_profiles: str = "ignore") -> Image.Image:
     check_colour_profiles(colour_profiles)
     profile = profile_of(image)
     if profile is None:
+        if getattr(image, _DAMAGED_PROFILE, False):
+            note_unusable_profile("is damaged")
         return _stored_rgb(image)
     if image.mode == "CMYK":
         managed = to_srgb(image, profile)
@@ -733,18 +740,27 @@ def _open_checked(source: IO[bytes] | Path, max_pixels: int | None) -> Image.Ima
     is lifted for the call, since ours is checked right after (None: the
     caller only wants the size).
     """
+    image: Image.Image
     with _PILLOW_LIMIT.allowing(None):
         try:
             image = Image.open(source)
-        except Image.UnidentifiedImageError:
-            if not _add_reader(_file_head(source)):
+        except (Image.UnidentifiedImageError, ValueError) as error:
+            # A PNG refused for a damaged ancillary chunk before its pixels (a colour
+            # profile, a checksum): read without it, as libpng reads it.
+            repaired = _png_without_damaged_chunks(source)
+            if repaired is not None:
+                image = repaired
+            elif not isinstance(error, Image.UnidentifiedImageError):
+                raise
+            elif not _add_reader(_file_head(source)):
                 kind = _not_a_picture(source)
                 if kind is None:
                     raise
                 raise ImageReadError(f"not a readable image ({kind})") from None
-            if not isinstance(source, Path):
-                source.seek(0)
-            image = Image.open(source)
+            else:
+                if not isinstance(source, Path):
+                    source.seek(0)
+                image = Image.open(source)
     try:
         if max_pixels is not None:
             _check_pixels(*image.size, max_pixels)
@@ -752,6 +768,124 @@ def _open_checked(source: IO[bytes] | Path, max_pixels: int | None) -> Image.Ima
         image.close()
         raise
     settle_colour_key(image)
+    return image
+
+
+class _SplicedFile(io.RawIOBase):
+    """A file read with its first bytes replaced: ``head``, then ``rest`` from ``start`` on.
+
+    How a PNG is read without some of the chunks before its pixels (see
+    :func:`_png_without_damaged_chunks`), without a copy of its pixel data.
+    """
+
+    def __init__(self, head: bytes, rest: IO[bytes], start: int) -> None:
+        super().__init__()
+        self._head, self._rest, self._start = head, rest, start
+        self._position = 0
+        self._size = len(head) + max(0, rest.seek(0, os.SEEK_END) - start)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        origin = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self._size}[whence]
+        self._position = max(0, origin + offset)
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        done = 0
+        if self._position < len(self._head):
+            part = self._head[self._position:self._position + len(view)]
+            view[:len(part)] = part
+            done = len(part)
+        if done < len(view):
+            self._rest.seek(self._start + self._position + done - len(self._head))
+            data = self._rest.read(len(view) - done)
+            view[done:done + len(data)] = data
+            done += len(data)
+        self._position += done
+        return done
+
+
+#: How Pillow refuses a PNG whose compressed text or colour profile inflates past its bound.
+_PNG_BOMB_MESSAGES = ("Decompressed data too large for PngImagePlugin",
+                      "Too much memory used in text chunks")
+#: An empty pixel data chunk, after which Pillow stops reading a PNG's header.
+_PNG_EMPTY_IDAT = b"\0\0\0\0IDAT" + zlib.crc32(b"IDAT").to_bytes(4, "big")
+#: The attribute that marks a picture whose colour profile was dropped as damaged.
+_DAMAGED_PROFILE = "_mosaicist_damaged_profile"
+
+
+def _png_without_damaged_chunks(source: IO[bytes] | Path) -> Image.Image | None:
+    """A PNG that Pillow refused, opened without the damaged ancillary chunks before its pixels.
+
+    Pillow refuses a whole PNG for one ancillary chunk before the pixels that
+    it cannot read: a checksum that does not match, a colour profile
+    (``iCCP``) of an unknown compression method, empty or without its name's
+    end, a short ``cHRM``. libpng, and so OpenCV (the seed's reader) and
+    browsers, drop such a chunk with a warning and read the picture. Each
+    ancillary chunk there is checked as Pillow reads it, alone after the
+    header and palette; the picture is opened without those it refuses (a
+    colour profile dropped so is left unapplied as a damaged one, see
+    :func:`to_rgb`).
+
+    Returns
+    -------
+    PIL.Image.Image or None
+        None when the file is no PNG, no chunk is dropped, or the picture is
+        refused all the same (the first refusal then stands).
+    """
+    from PIL import PngImagePlugin as png
+
+    if _file_head(source, 8) != _PNG_SIGNATURE:
+        return None
+    base: IO[bytes] = io.BytesIO(source.read_bytes()) if isinstance(source, Path) else source
+    base.seek(8)
+    kept: list[bytes] = []
+    critical = b""  # the header and palette, before which each ancillary chunk is checked
+    dropped: list[bytes] = []
+    pixels_start = None
+    for kind, length in png_chunks(base):
+        start = base.tell() - 8
+        if kind in (b"IDAT", b"IEND"):
+            pixels_start = start
+            break
+        body = base.read(length)
+        stored_crc = base.read(4)
+        if len(body) < length or len(stored_crc) < 4:
+            return None  # cut short: the first refusal says so
+        raw = length.to_bytes(4, "big") + kind + body + stored_crc
+        if not kind[0] & 0x20:  # a critical chunk: IHDR, PLTE
+            kept.append(raw)
+            critical += raw
+            continue
+        if zlib.crc32(kind + body).to_bytes(4, "big") == stored_crc:
+            alone = _PNG_SIGNATURE + critical + raw + _PNG_EMPTY_IDAT + _PNG_END
+            try:
+                png.PngImageFile(io.BytesIO(alone)).close()
+            except Exception as error:  # noqa: BLE001 - whatever else, libpng drops it
+                if str(error).startswith(_PNG_BOMB_MESSAGES):
+                    return None  # a decompression bomb: refused as such, not read
+            else:
+                kept.append(raw)
+                continue
+        dropped.append(kind)
+    if not dropped or pixels_start is None:
+        return None
+    try:
+        spliced = _SplicedFile(_PNG_SIGNATURE + b"".join(kept), base, pixels_start)
+        image = Image.open(io.BufferedReader(spliced), formats=["PNG"])
+    except (Image.UnidentifiedImageError, *_DECODE_ERRORS):
+        return None
+    if b"iCCP" in dropped:
+        setattr(image, _DAMAGED_PROFILE, True)
     return image
 
 
@@ -1117,8 +1251,7 @@ def _describe(error: BaseException) -> str:
         return "not a readable image"
     if "truncated" in message.lower():
         return "truncated image file"
-    if message.startswith(("Decompressed data too large for PngImagePlugin",
-                           "Too much memory used in text chunks")):
+    if message.startswith(_PNG_BOMB_MESSAGES):
         # Pillow's words name its constants (see _PillowLimit for the bound).
         return (f"its text chunks or colour profile inflate to more than "
                 f"{PNG_TEXT_CHUNK_BYTES >> 20} MB (a decompression bomb)")
@@ -1363,7 +1496,9 @@ def read_target(
             size = image.size
             with image, _PILLOW_LIMIT.allowing(max_pixels):
                 # A profile to apply takes Pillow's path (to_rgb).
-                converting = colour_profiles == "convert" and profile_of(image) is not None
+                # (And a damaged one, for its warning.)
+                converting = colour_profiles == "convert" and (
+                    profile_of(image) is not None or getattr(image, _DAMAGED_PROFILE, False))
                 pixels = None if converting else _plain_png_pixels(image)
                 if pixels is not None:
                     return pixels
