@@ -118,3 +118,13 @@ def test_damage_to_what_the_pixels_need_is_still_refused(tmp_path, damage):
     path.write_bytes(bytes(data))
     with pytest.raises(MosaicistError, match="broken.png: cannot read target image"):
         read_target(path)
+
+
+@pytest.mark.parametrize("name", ["profile checksum", "text checksum"])
+def test_a_studio_upload_with_a_damaged_ancillary_chunk_reads_its_pixels(name):
+    # The studio's uploads opened the file with Pillow alone, which refused it whole.
+    from mosaicist.studio._uploads import decode_upload
+
+    data = _png(Image.fromarray(_PIXELS), DAMAGED[name])
+    picture, kind = decode_upload(data, "damaged.png")
+    assert kind == "PNG" and np.array_equal(np.asarray(picture), _PIXELS)

@@ -747,7 +747,7 @@ def _open_checked(source: IO[bytes] | Path, max_pixels: int | None) -> Image.Ima
         except (Image.UnidentifiedImageError, ValueError) as error:
             # A PNG refused for a damaged ancillary chunk before its pixels (a colour
             # profile, a checksum): read without it, as libpng reads it.
-            repaired = _png_without_damaged_chunks(source)
+            repaired = png_without_damaged_chunks(source)
             if repaired is not None:
                 image = repaired
             elif not isinstance(error, Image.UnidentifiedImageError):
@@ -775,7 +775,7 @@ class _SplicedFile(io.RawIOBase):
     """A file read with its first bytes replaced: ``head``, then ``rest`` from ``start`` on.
 
     How a PNG is read without some of the chunks before its pixels (see
-    :func:`_png_without_damaged_chunks`), without a copy of its pixel data.
+    :func:`png_without_damaged_chunks`), without a copy of its pixel data.
     """
 
     def __init__(self, head: bytes, rest: IO[bytes], start: int) -> None:
@@ -823,7 +823,7 @@ _PNG_EMPTY_IDAT = b"\0\0\0\0IDAT" + zlib.crc32(b"IDAT").to_bytes(4, "big")
 _DAMAGED_PROFILE = "_mosaicist_damaged_profile"
 
 
-def _png_without_damaged_chunks(source: IO[bytes] | Path) -> Image.Image | None:
+def png_without_damaged_chunks(source: IO[bytes] | Path) -> Image.Image | None:
     """A PNG that Pillow refused, opened without the damaged ancillary chunks before its pixels.
 
     Pillow refuses a whole PNG for one ancillary chunk before the pixels that

@@ -41,6 +41,7 @@ from ..imaging import (
     _check_pixels,
     _describe,
     png_rows_missing,
+    png_without_damaged_chunks,
     to_rgb,
 )
 from ..paths import atomic_path
@@ -164,7 +165,16 @@ def decode_upload(
                 "dozen) and would take minutes to read; send the photo as the camera saved it")
     try:
         with _PILLOW_LIMIT.allowing(None):  # the header only; our limit is checked next
-            image = Image.open(io.BytesIO(data), formats=formats)
+            try:
+                image = Image.open(io.BytesIO(data), formats=formats)
+            except (Image.UnidentifiedImageError, ValueError):
+                # A PNG refused for a damaged optional chunk before its pixels (a colour
+                # profile, a checksum) is read without it, as a file of the library is.
+                repaired = (png_without_damaged_chunks(io.BytesIO(data))
+                            if "PNG" in formats else None)
+                if repaired is None:
+                    raise
+                image = repaired
         with image:
             _check_pixels(*image.size, max_pixels)
             kind = str(image.format)
