@@ -286,10 +286,12 @@ def test_the_report_has_the_keys_the_table_lists(small_mosaic):
 
 
 def test_the_csv_columns_are_as_written(small_mosaic, tmp_path):
-    """README `--placements`: the CSV header, gains with `--contrast`, `chroma` with `--chroma`."""
+    """README `--placements`: the CSV header, the scored means where tiles are tinted, gains
+    with `--contrast`, `chroma` with `--chroma`."""
     cell = table_row("--placements FILE")[2]
-    columns = re.search(r"one row per cell, `([a-z_0-9,]+)` \(and `([a-z_0-9,]+)` with "
-                        r"`--contrast`, `(\w+)` with `--chroma`\)", cell)
+    columns = re.search(r"one row per cell, `([a-z_0-9,]+)` \(and `([a-z_0-9,]+)` where tiles "
+                        r"are tinted: [^;]+; `([a-z_0-9,]+)` with `--contrast`, `(\w+)` with "
+                        r"`--chroma`\)", cell)
     assert columns is not None
     small_mosaic.placements.write(tmp_path / "p.csv")
     header = (tmp_path / "p.csv").read_text().splitlines()[0]

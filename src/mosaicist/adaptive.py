@@ -681,6 +681,7 @@ def _placements(
 ) -> Placements:
     """Every leaf's tile, transform, tint, gain and chroma, as for a uniform grid, by level."""
     from .match._contrast import finish
+    from .pipeline import scored_means
     from .placements import Placements
     from .sources import source_spec
 
@@ -690,12 +691,16 @@ def _placements(
     shifts = np.zeros((count, 3))
     gain = np.ones((count, 3))
     chroma = np.ones(count)
+    # Each leaf's tile mean as it was scored (its full thumbnail's), which a reduced tile
+    # is drawn about: its own mean is off it by the reduction's rounding.
+    mean = np.zeros((count, 3))
     distances = []
     for (index, request), result in zip(parts, results, strict=True):
         result = finish(request, result)
         variants = request.variants
         tile[index] = result.tile // variants
         transform[index] = np.asarray(request.transforms, np.int8)[result.tile % variants]
+        mean[index] = scored_means(request, result.tile)
         if options.tint or result.tint is not None:
             # Each tile's mean moves toward its leaf's by the tint fraction, in the metric's units.
             pixels = request.geometry.pixels
@@ -718,6 +723,7 @@ def _placements(
         grid.rows, grid.cols, tile, distance,
         [library.source_ids[position] for position in tile.tolist()], transform, shifts,
         gain=gain, chroma=chroma, options=options, source=source_spec(library.source),
+        mean=mean if (shifts != 0).any() or (gain != 1).any() or (chroma != 1).any() else None,
         target=None if target is None else str(Path(target).resolve()),
         crop=(grid.left, grid.top), rect=leaves.rect(),
         # As make's uniform placements record them: without, render could not say that a

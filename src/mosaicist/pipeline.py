@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from ._runtime import check_memory, one_blas_thread
-from .colour import encoded_unit
+from .colour import _OFFSET, encoded_unit
 from .errors import MosaicistError, OptionError, printable, shown_type
 from .grid import Geometry, Grid, make_grid
 from .imaging import over_target_limit, picture_array, read_target, target_path, target_size
@@ -902,10 +902,13 @@ def _placements(request: MatchRequest, result: MatchResult, target: str | None) 
         tile_means = request.features.channel_sums[result.tile] / pixels
         strength = options.tint if result.tint is None else result.tint[:, None]
         shifts = strength * (cell_means - tile_means) * encoded_unit(options.metric)
+    changed = (shifts is not None or result.gain is not None or result.chroma is not None)
     source_ids = [library.source_ids[index] for index in tile.tolist()]
     return Placements(
         grid.rows, grid.cols, tile, result.distance, source_ids, transform, shifts,
         gain=result.gain, chroma=result.chroma, options=options,
+        # The means the changes were scored about, drawn about at every size.
+        mean=scored_means(request, result.tile) if changed else None,
         source=source_spec(library.source),
         target=None if target is None else str(target_path(target).resolve()),
         crop=(grid.left, grid.top),
@@ -913,6 +916,33 @@ def _placements(request: MatchRequest, result: MatchResult, target: str | None) 
         # where the tiles are files a user may edit (not a dataset's or an array's).
         hashes=None if library.source.local_root() is None else library.content_hashes,
     )
+
+
+def scored_means(request: MatchRequest, variants: np.ndarray) -> np.ndarray:
+    """The mean of each of ``variants`` (tiles of the request's features), as it was scored.
+
+    That of the index thumbnail's 8-bit encoding in the metric
+    (:func:`mosaicist.colour.encoded_means`), in the metric's units: what
+    the tint's shift is measured from, and the gains and chroma are scored
+    about (:attr:`mosaicist.placements.Placements.mean`).
+
+    Parameters
+    ----------
+    request : MatchRequest
+        The match's request.
+    variants : numpy.ndarray
+        ``(N,)`` picks of the matcher (tile variants: a tile under a transform).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, 3)`` float64 means.
+    """
+    metric = request.options.metric
+    # The levels of Lab's and Oklab's a and b start at -128 units (colour.encode); sRGB's at 0.
+    offset = np.zeros(3) if metric == "seed" else _OFFSET
+    levels = request.features.channel_sums[np.asarray(variants)] / request.geometry.pixels
+    return (levels - offset) * encoded_unit(metric)
 
 
 def _renderer(

@@ -20,6 +20,16 @@ chroma transfer ``cells.chroma`` (a number from 0 to 1 a cell), each only
 where some value is not 1; CSV files then have the columns ``gain_0..2`` and
 ``chroma``, where an empty field reads as 1.
 
+Where tiles are changed (a tint, gains or chroma factors), ``cells.mean``
+(three numbers a cell; CSV columns ``mean_0..2``) records each cell's tile
+mean as the matcher measured it: its index thumbnail's, in the metric's
+8-bit encoding and the metric's units. The change is drawn about it, so
+that a tile drawn at another size than it was matched (a print's, from its
+original, whose mean differs a little from its thumbnail's) is given the
+colour that was scored; a render of the file draws what the make drew.
+Files without it (written before it was recorded) are drawn about each
+drawn tile's own mean.
+
 Placements of local files add ``"hashes": {"tile id": "content hash", ...}``
 (:func:`mosaicist.imaging.content_hash` of each placed tile's file when it
 was matched), so that a later render can say which tiles changed since
@@ -58,6 +68,8 @@ CSV_HEADER = (
 GAIN_HEADER = ("gain_0", "gain_1", "gain_2")
 #: Column added when a chroma transfer set factors.
 CHROMA_HEADER = ("chroma",)
+#: Columns of the tiles' means as the matcher measured them (where tiles are changed).
+MEAN_HEADER = ("mean_0", "mean_1", "mean_2")
 JSON_FORMAT = "mosaicist-placements"
 JSON_VERSION = 2
 #: Version of files with cell rectangles (adaptive cells).
@@ -91,6 +103,13 @@ class Placements:
         ``(rows * cols, 3)`` float64 factor on each tile's spread around its
         mean, per channel of the same colour space, applied before the tint
         (contrast transfer); ones by default.
+    mean : numpy.ndarray, optional
+        ``(rows * cols, 3)`` float64 mean of each cell's tile as the matcher
+        measured it (its index thumbnail's, in the 8-bit encoding of
+        ``options.metric``, in that space's units, as ``tint``): the tint,
+        gains and chroma are drawn about it at any drawn size (see
+        :func:`mosaicist.render.dress_tiles`). None (files made before it was
+        recorded): each drawn tile's own mean.
     tint : numpy.ndarray, optional
         ``(rows * cols, 3)`` float64 colour shift added to each tile, in the
         units of the colour space of ``options.metric`` (sRGB levels for
@@ -154,6 +173,7 @@ class Placements:
         *,
         gain: np.ndarray | None = None,
         chroma: np.ndarray | None = None,
+        mean: np.ndarray | None = None,
         options: MosaicOptions | None = None,
         source: str | None = None,
         target: str | None = None,
@@ -222,10 +242,13 @@ class Placements:
                      else _in_rows("gain", _numbers("gain", gain), 3).astype(np.float64))
         self.chroma = (np.ones(count, np.float64) if chroma is None
                        else _numbers("chroma", chroma).astype(np.float64).reshape(-1))
+        self.mean = (None if mean is None
+                     else _in_rows("mean", _numbers("mean", mean), 3).astype(np.float64))
         for name, length in (("tile", len(self.tile)), ("distance", len(self.distance)),
                              ("source_ids", len(self.source_ids)),
                              ("transform", len(self.transform)), ("tint", len(self.tint)),
-                             ("gain", len(self.gain)), ("chroma", len(self.chroma))):
+                             ("gain", len(self.gain)), ("chroma", len(self.chroma)),
+                             ("mean", count if self.mean is None else len(self.mean))):
             if length != count:
                 raise ValueError(f"{name} has {length:,} entries for a grid of "
                                  f"{_grid(rows, cols)}"
@@ -240,6 +263,9 @@ class Placements:
             raise ValueError(f"gain has values that are not positive numbers up to {MAX_SHIFT:g}")
         if not ((self.chroma >= 0) & (self.chroma <= 1)).all():
             raise ValueError("chroma has values that are not numbers from 0 to 1")
+        if self.mean is not None and not (np.abs(self.mean) <= MAX_SHIFT).all():
+            raise ValueError(f"mean has values that are not finite numbers within "
+                             f"+-{MAX_SHIFT:g}")
         self.options = MosaicOptions() if options is None else options
         if self.options.aspect_ratio[0] != self.options.aspect_ratio[1]:
             turned = np.setdiff1d(np.unique(self.transform), SHAPE_KEEPING)
@@ -323,6 +349,7 @@ class Placements:
         """Write one row per cell (atomically).
 
         Columns: ``row,col,tile,distance,position,transform,tint_0..2``,
+        ``mean_0..2`` when the tiles' scored means are recorded (:attr:`mean`),
         ``gain_0..2`` when a contrast transfer set any gain, and ``chroma``
         when a chroma transfer set any factor; ``tile`` is the
         tile's source id, ``position`` its library position, ``transform`` a
@@ -352,6 +379,9 @@ class Placements:
         columns = [rows.tolist(), cols.tolist(), self.source_ids, self.distance.tolist(),
                    self.tile.tolist(), names, *(tint[:, c].tolist() for c in range(3))]
         header: tuple[str, ...] = CSV_HEADER
+        if self.mean is not None:
+            columns += [self.mean[:, c].tolist() for c in range(3)]
+            header = (*header, *MEAN_HEADER)
         if self.has_gain:
             gain = self.gain
             columns += [gain[:, c].tolist() for c in range(3)]
@@ -399,6 +429,7 @@ class Placements:
                 "tint": self.tint.tolist(),
                 **({"gain": self.gain.tolist()} if self.has_gain else {}),
                 **({"chroma": self.chroma.tolist()} if self.has_chroma else {}),
+                **({"mean": self.mean.tolist()} if self.mean is not None else {}),
                 **({"rect": self.rect.tolist()} if self.rect is not None else {}),
             },
             **({"hashes": self.hashes} if self.hashes else {}),
@@ -569,7 +600,7 @@ class Placements:
         left = _count(_field(crop, "left", int, "a whole number", "crop."), "crop.left", 0)
         top = _count(_field(crop, "top", int, "a whole number", "crop."), "crop.top", 0)
         cells = _field(data, "cells", Mapping, "an object")
-        optional = tuple(name for name in ("gain", "chroma", "rect")
+        optional = tuple(name for name in ("gain", "chroma", "mean", "rect")
                          if name in cells and (name != "rect" or version == RECT_VERSION))
         columns = {name: _field(cells, name, list, "a list", "cells.")
                    for name in (*_CELL_FIELDS, *optional)}
@@ -585,6 +616,8 @@ class Placements:
             gain=np.array(columns["gain"], np.float64).reshape(-1, 3) if "gain" in columns
             else None,
             chroma=np.array(columns["chroma"], np.float64) if "chroma" in columns else None,
+            mean=np.array(columns["mean"], np.float64).reshape(-1, 3) if "mean" in columns
+            else None,
             options=MosaicOptions.from_json(settings),
             source=_optional_text(data.get("source"), "source"),
             target=_optional_text(data.get("target"), "target"),
@@ -634,7 +667,8 @@ class Placements:
             if twice:
                 # Read as a dict, the last of them would win without a word.
                 raise ValueError(f"the header names {_shown(', '.join(twice))} twice")
-            for group in (RECT_HEADER, ("tint_0", "tint_1", "tint_2"), GAIN_HEADER):
+            for group in (RECT_HEADER, ("tint_0", "tint_1", "tint_2"), GAIN_HEADER,
+                          MEAN_HEADER):
                 present = [name for name in group if name in header]
                 if present and len(present) < len(group):
                     # The others would take their defaults (a grid, no tint, no gain).
@@ -713,6 +747,9 @@ class Placements:
             "chroma": [_csv_number(record, "chroma", line, float, 1.0)
                        for line, record in numbered],
         }
+        if all(name in records[0] for name in MEAN_HEADER):
+            columns["mean"] = [[_csv_number(record, f"mean_{c}", line, float)
+                                for c in range(3)] for line, record in numbered]
         if rect is not None:
             columns["rect"] = rect.tolist()
         check_cells(rows, cols, columns)
@@ -733,6 +770,7 @@ class Placements:
             np.array(columns["tint"], np.float64),
             gain=np.array(columns["gain"], np.float64),
             chroma=np.array(columns["chroma"], np.float64),
+            mean=np.array(columns["mean"], np.float64) if "mean" in columns else None,
             # What a make without options writes: the likeliest maker of a CSV.
             options=MosaicOptions(),
             rect=rect,
@@ -835,8 +873,9 @@ def check_cells(rows: int, cols: int, columns: Mapping[str, list[Any]]) -> None:
     columns : mapping of str to list
         ``tile`` (tile ids), ``position`` (library positions), ``distance``,
         ``transform`` (names), ``tint`` (three numbers per cell) and
-        optionally ``gain`` (three positive numbers per cell) and ``chroma``
-        (a number from 0 to 1 per cell), one entry per cell in row-major
+        optionally ``gain`` (three positive numbers per cell), ``chroma``
+        (a number from 0 to 1 per cell) and ``mean`` (three numbers per
+        cell), one entry per cell in row-major
         order; or, with ``rect`` (four numbers per cell:
         see :func:`check_rects`), one entry per rectangle.
 
@@ -883,7 +922,7 @@ def check_cells(rows: int, cols: int, columns: Mapping[str, list[Any]]) -> None:
         if name not in TRANSFORM_NAMES:
             raise ValueError(f"cells.transform[{index}] must be one of "
                              f"{alternatives(TRANSFORM_NAMES)}, got {_shown(name)}")
-    for field, least in (("tint", None), ("gain", 0.0)):
+    for field, least in (("tint", None), ("gain", 0.0), ("mean", None)):
         values = columns.get(field, [])
         for index, value in enumerate(values):
             if not (isinstance(value, list) and len(value) == 3

@@ -299,6 +299,7 @@ def _rows_of(placements: Placements, start: int, stop: int) -> Placements:
                       placements.distance[cells], placements.source_ids[cells],
                       placements.transform[cells], placements.tint[cells],
                       gain=placements.gain[cells], chroma=placements.chroma[cells],
+                      mean=None if placements.mean is None else placements.mean[cells],
                       options=placements.options)
 
 

@@ -56,7 +56,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 
@@ -346,10 +346,24 @@ class TileLibrary:
         Returns
         -------
         dict
-            Each id's hex digest (:func:`mosaicist.imaging.content_hash`).
+            Each id's hex digest (:func:`mosaicist.imaging.content_hash`), as
+            it was when this library was read.
+
+        Raises
+        ------
+        MosaicistError
+            When the index no longer publishes this library (:meth:`is_current`):
+            another run updated it since, and the hashes it holds now may be
+            those of photos edited since, not of the photos this library holds.
         """
-        return {source_id: stamp.content_hash
-                for source_id, stamp in _read_stamps(self.directory, source_ids).items()}
+        rows = _read_rows(self.directory, source_ids, "size, mtime_ns, content_hash",
+                          published=self._published)
+        if rows is None:
+            raise MosaicistError(
+                f"{self.directory}: the tile index changed since this library was read "
+                "(another run updated it): the content hashes of its photos as they were "
+                "then are not known")
+        return {row[0]: row[3] for row in rows}
 
     def signatures(self) -> tuple[np.ndarray, np.ndarray]:
         """Every tile's near-duplicate signature (:func:`mosaicist.dedupe.tile_signatures`).
@@ -742,12 +756,24 @@ def _read_stamps(directory: Path, source_ids: Sequence[str]) -> dict[str, TileSt
     return {row[0]: TileStamp(*row[1:]) for row in rows}
 
 
+@overload
 def _read_rows(directory: Path, source_ids: Sequence[str], columns: str, condition: str = "",
-               *, added: bool = False) -> list[tuple]:
+               *, added: bool = False, published: None = None) -> list[tuple]: ...
+
+
+@overload
+def _read_rows(directory: Path, source_ids: Sequence[str], columns: str, condition: str = "",
+               *, added: bool = False, published: str) -> list[tuple] | None: ...
+
+
+def _read_rows(directory: Path, source_ids: Sequence[str], columns: str, condition: str = "",
+               *, added: bool = False, published: str | None = None) -> list[tuple] | None:
     """``source_id`` and ``columns`` of the manifest's tiles among ``source_ids``.
 
     ``added``: the columns are among those later versions added (none from
-    an older manifest).
+    an older manifest). ``published``: the state of the published rows the
+    caller read (:func:`~._manifest.order_stamp`); the rows are read in the
+    same transaction as the state, and None is returned where it is another.
     """
     wanted = list(dict.fromkeys(source_ids))
     if not wanted:
@@ -762,10 +788,17 @@ def _read_rows(directory: Path, source_ids: Sequence[str], columns: str, conditi
             connection.execute("DELETE FROM wanted")
             connection.executemany("INSERT OR IGNORE INTO wanted VALUES (?)",
                                    [(source_id,) for source_id in wanted])
-            return connection.execute(
-                f"SELECT source_id, {columns} FROM tiles JOIN wanted USING (source_id)"
-                + (f" WHERE {condition}" if condition else "")
-            ).fetchall()
+            # One read transaction: the rows are those of the state checked.
+            connection.execute("BEGIN")
+            try:
+                if published is not None and order_stamp(connection) != published:
+                    return None
+                return connection.execute(
+                    f"SELECT source_id, {columns} FROM tiles JOIN wanted USING (source_id)"
+                    + (f" WHERE {condition}" if condition else "")
+                ).fetchall()
+            finally:
+                connection.execute("COMMIT")
         finally:
             connection.close()
 

@@ -47,6 +47,7 @@ def dress_tiles(
     metric: str = "seed",
     gain: np.ndarray | None = None,
     chroma: np.ndarray | None = None,
+    scored_mean: np.ndarray | None = None,
 ) -> np.ndarray:
     """Apply each tile's transform, contrast gain, chroma factor and tint shift.
 
@@ -73,6 +74,16 @@ def dress_tiles(
         ``(k,)`` factors on each tile's chroma around its mean (each pixel's
         deviation less the grey of its lightness: :func:`mosaicist.colour.grey_parts`),
         applied after the gains.
+    scored_mean : numpy.ndarray, optional
+        ``(k, 3)`` mean of each tile as the matcher measured it, in the
+        metric's units (:attr:`mosaicist.placements.Placements.mean`: its
+        index thumbnail's, in the metric's 8-bit encoding). A tile that is
+        changed (shifted, gained or paled) is drawn about it instead of its
+        own mean: a tile drawn larger than it was matched (a print's, from
+        its original) has a mean a little off its thumbnail's, and the shift
+        measured from the thumbnail then missed the cell's colour (a grey
+        cell's tile came out with pixels a level off grey). Tiles left as
+        they are keep their own.
 
     Returns
     -------
@@ -94,9 +105,10 @@ def dress_tiles(
         # default preset's tiles half the time).
         values = to_space(out, metric)
         # sRGB tiles only shifted need no mean: one pass over them fewer.
-        needs_mean = gained or paled or metric != "seed"
+        needs_mean = gained or paled or metric != "seed" or scored_mean is not None
         mean = values.mean(axis=(1, 2), keepdims=True) if needs_mean else None
-        centre = mean if mean is None else _shift_origins(values, mean, tint, metric)
+        centre = (mean if mean is None
+                  else _shift_origins(values, mean, tint, metric, gain, chroma, scored_mean))
         if gained or paled:
             assert mean is not None and centre is not None
             values -= mean
@@ -117,9 +129,16 @@ def dress_tiles(
 
 
 def _shift_origins(values: np.ndarray, mean: np.ndarray, tint: np.ndarray | None,
-                   metric: str) -> np.ndarray:
+                   metric: str, gain: np.ndarray | None = None,
+                   chroma: np.ndarray | None = None,
+                   scored_mean: np.ndarray | None = None) -> np.ndarray:
     """The means that ``(k, H, W, 3)`` tiles are drawn about: ``mean`` (``(k, 1, 1, 3)``) or,
-    where a Lab or Oklab tile is shifted, the mean the shift was measured from.
+    where a tile is changed, the mean the matcher measured (``scored_mean``, ``(k, 3)``,
+    when given) or, where a Lab or Oklab tile is shifted, the mean of its own encoding.
+
+    With ``scored_mean``, every tile that is shifted, gained or paled is
+    drawn about it: the mean its shift was measured from and its gains and
+    chroma were scored about, whatever the size it is drawn at.
 
     The matcher saw each tile in whole encoded levels, and the tint's shift goes
     from their mean (:func:`mosaicist.colour.encoded_means`) toward the cell's,
@@ -129,6 +148,19 @@ def _shift_origins(values: np.ndarray, mean: np.ndarray, tint: np.ndarray | None
     one not shifted keeps its own (drawn as it is when nothing else changes it).
     Returns ``mean`` itself where no tile is moved.
     """
+    if scored_mean is not None:
+        changed = np.zeros(len(mean), bool)
+        if tint is not None:
+            changed |= np.any(tint != 0, axis=1)
+        if gain is not None:
+            changed |= np.any(gain != 1.0, axis=1)
+        if chroma is not None:
+            changed |= chroma != 1.0
+        if not changed.any():
+            return mean
+        centre = mean.copy()
+        centre[changed, 0, 0] = np.asarray(scored_mean, np.float64)[changed]
+        return centre
     if metric == "seed" or tint is None:
         return mean
     shifted = np.flatnonzero(np.any(tint != 0, axis=1))
@@ -274,6 +306,7 @@ class MosaicRenderer:
                     pictures, placements.transform[cells],
                     placements.tint[cells], self.metric, placements.gain[cells],
                     placements.chroma[cells],
+                    None if placements.mean is None else placements.mean[cells],
                 )
                 band[:, start:stop] = dressed.transpose(1, 0, 2, 3)
             rows = band.reshape(tile_height, cols * tile_px, 3)
@@ -318,7 +351,9 @@ class MosaicRenderer:
                         pictures = np.rint(blocks.mean(axis=(2, 4))).astype(np.uint8)
                     dressed = dress_tiles(pictures, placements.transform[part],
                                           placements.tint[part], self.metric,
-                                          placements.gain[part], placements.chroma[part])
+                                          placements.gain[part], placements.chroma[part],
+                                          None if placements.mean is None
+                                          else placements.mean[part])
                     ys = top[part][:, None, None] + np.arange(height)[None, :, None]
                     xs = left[part][:, None, None] + np.arange(across)[None, None, :]
                     band[ys, xs] = dressed
@@ -527,6 +562,12 @@ def placements_renderer(
                                 aspect=options.aspect_ratio, crop=options.crop, windows=windows,
                                 as_indexed=options.tile_px == options.match_px,
                                 colour_profiles=options.colour_profiles)
+    if (placements.mean is None and options.tile_px != options.match_px
+            and _changes_tiles(placements)):
+        # A file from before the scored means were recorded: found again from the
+        # thumbnails the tiles were matched as, so that a print draws the colours scored.
+        placements = copy.copy(placements)
+        placements.mean = _scored_means(source, placements, options)
     renderer = MosaicRenderer(
         placements, pictures, options.metric, source_root=source.local_root(),
     )
@@ -540,6 +581,40 @@ def placements_renderer(
         renderer.overlay = TargetOverlay(target_crop(matched), renderer.width,
                                          renderer.height, options.overlay)
     return renderer
+
+
+def _changes_tiles(placements: Placements) -> bool:
+    """Whether ``placements`` shift, gain or pale any tile."""
+    return bool(np.any(placements.tint) or placements.has_gain or placements.has_chroma)
+
+
+def _scored_means(source: TileSource, placements: Placements,
+                  options: MosaicOptions) -> np.ndarray:
+    """Each cell's tile mean as the matcher measured it, from thumbnails made again.
+
+    Each placed tile is made at ``options.match_px`` as the index made it
+    and its mean taken in the metric's 8-bit encoding
+    (:func:`mosaicist.colour.encoded_means`): what :attr:`Placements.mean`
+    records in files written since it was.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, 3)`` float64 means in the metric's units.
+    """
+    assert options.match_px is not None  # resolved by MosaicOptions
+    placed = list(dict.fromkeys(placements.source_ids))
+    thumbnails = OriginalPictures(source, placed, options.match_px, aspect=options.aspect_ratio,
+                                  crop=options.crop, as_indexed=True,
+                                  colour_profiles=options.colour_profiles)
+    means = np.empty((len(placed), 3))
+    step = max(1, (1 << 21) // (options.match_px * options.match_height))
+    for start in range(0, len(placed), step):
+        tiles = np.arange(start, min(len(placed), start + step))
+        values = to_space(thumbnails.fetch(tiles), options.metric)
+        means[tiles] = encoded_means(values, options.metric)
+    position = {source_id: index for index, source_id in enumerate(placed)}
+    return means[[position[source_id] for source_id in placements.source_ids]]
 
 
 def _check_placed_files(source: TileSource, placements: Placements) -> None:

@@ -165,6 +165,7 @@ def decode_upload(
                 "dozen) and would take minutes to read; send the photo as the camera saved it")
     try:
         with _PILLOW_LIMIT.allowing(None):  # the header only; our limit is checked next
+            image: Image.Image
             try:
                 image = Image.open(io.BytesIO(data), formats=formats)
             except (Image.UnidentifiedImageError, ValueError):
