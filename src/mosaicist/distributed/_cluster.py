@@ -33,19 +33,22 @@ run without ``--scheduler`` never imports it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
 import signal
+import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .._runtime import THREADS_ENV, worker_count
-from ..errors import MosaicistError, OptionError, counted, install_extra
+from ..errors import MosaicistError, OptionError, counted, install_extra, printable
 from ..sources import TileSource, source_spec
 from ..sources.base import path_text
 
@@ -58,6 +61,10 @@ MOST_LOCAL_WORKERS = 256
 LOCAL_STARTS = 3
 #: Seconds to wait for a remote scheduler to answer before giving up.
 CONNECT_SECONDS = 10
+#: Seconds a connection refused (nothing listens there) is tried again before the run
+#: says so: a scheduler started a moment before may not listen yet, and a port mistyped
+#: was 10 s of Dask's retries before its one line.
+REFUSED_SECONDS = 3
 #: Seconds a run waits on its tasks while the cluster has no worker, before it stops.
 NO_WORKER_SECONDS = 60
 #: Seconds a run waits on its tasks while the scheduler does not answer (stopped, hung).
@@ -94,6 +101,10 @@ _REMOTE = re.compile(r"(?:(?P<scheme>tcp|tls)://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^
 #: A count of local workers: ASCII digits only (``str.isdigit`` takes "²", which int() refuses).
 _COUNT = re.compile(r"[0-9]+")
 _DASK_WHERE = re.compile(r"^in <[^>]*>: ")
+#: What a connection that fails at once says of a host that is there, but not the
+#: scheduler (refused), or of one that cannot be reached at all: retrying for long changes
+#: nothing (a name not found, which may be the resolver's time out, is retried as Dask does).
+_REFUSALS = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
 #: The Python words before an operating system's own ("ConnectionRefusedError: [Errno 111] ").
 _PYTHON_WORDS = re.compile(r"^(?:[A-Za-z]+(?:Error|Exception): )?(?:\[Errno -?[0-9]+\] )?")
 _INSTALL_HINT = f"--scheduler needs Dask: {install_extra('dask')}"
@@ -225,11 +236,25 @@ def client_for(address: str | Scheduler, *, quiet: bool = True) -> Iterator[Clie
         remote = scheduler.address
         assert remote is not None
         check_scheduler(remote)
+        from distributed.versions import VersionMismatchWarning
+
         try:
-            client = distributed.Client(remote, timeout=CONNECT_SECONDS, set_as_default=False)
+            with warnings.catch_warnings(record=True) as said:
+                # Dask warns of other versions on the cluster with a table of many lines,
+                # the source line of its call and all, -q or not: said in one line here.
+                warnings.simplefilter("always", VersionMismatchWarning)
+                client = distributed.Client(remote, timeout=CONNECT_SECONDS,
+                                            set_as_default=False)
         except Exception as error:  # noqa: BLE001 - any failure to connect is one line
             raise MosaicistError(f"{remote}: cannot reach the Dask scheduler "
                                  f"({_reason(error)})") from None
+        for warning in said:
+            if not isinstance(warning.message, VersionMismatchWarning):
+                warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                       warning.lineno, source=warning.source)
+            elif not quiet:
+                print(printable(f"mosaicist: warning: {versions_differ(str(warning.message))}"),
+                      file=sys.stderr)
         try:
             yield client
         except BaseException:
@@ -286,6 +311,9 @@ def check_scheduler(address: str, seconds: float | None = None) -> None:
         # that waits for its client to speak first, a scheduler that hangs).
         raise MosaicistError(f"{address}: no Dask scheduler answers there (it accepted the "
                              f"connection but never answered)")
+    if isinstance(error, _Refused):
+        raise MosaicistError(f"{address}: cannot reach the Dask scheduler ({error}); is "
+                             f"'dask scheduler' running there, and is --scheduler its address?")
     if isinstance(error, OSError):
         raise MosaicistError(f"{address}: cannot reach the Dask scheduler ({_reason(error)})")
     if error is not None:
@@ -313,7 +341,7 @@ def _ask_identity(address: str, seconds: float, outcome: dict[str, Any]) -> None
 
     async def ask() -> None:
         arguments = Security().get_connection_args("client")
-        comm = await connect(address, timeout=seconds, **arguments)
+        comm = await _connect(connect, address, seconds, arguments)
         try:
             await comm.write({"op": "identity", "reply": True})
             outcome["identity"] = await comm.read()
@@ -330,6 +358,51 @@ def _ask_identity(address: str, seconds: float, outcome: dict[str, Any]) -> None
         outcome["timed_out"] = True
     except BaseException as error:  # noqa: BLE001 - reported by check_scheduler
         outcome["error"] = error
+
+
+class _Refused(OSError):
+    """A connection refused (or without a route) for :data:`REFUSED_SECONDS`: said at once."""
+
+
+async def _connect(connect: Any, address: str, seconds: float, arguments: dict[str, Any]
+                   ) -> Any:
+    """Dask's ``connect`` to ``address`` for ``seconds``, or :class:`_Refused` much sooner.
+
+    Dask tries again until its time is up whatever the failure: a port
+    where nothing listens took all of :data:`CONNECT_SECONDS` to say so. A
+    refusal that lasts :data:`REFUSED_SECONDS` ends the wait; any other
+    failure (no answer, a name not found) has the rest of the time, as
+    before, and is said as Dask says it over the whole time.
+    """
+    first = min(seconds, REFUSED_SECONDS)
+    try:
+        return await connect(address, timeout=first, **arguments)
+    except OSError as error:
+        refusal = _refusal(error)
+        if refusal is not None:
+            raise _Refused(refusal) from None
+        if first >= seconds:
+            raise
+    try:
+        return await connect(address, timeout=seconds - first, **arguments)
+    except OSError as error:
+        if not str(error).startswith("Timed out trying to connect"):
+            raise
+        # Said over the whole wait ("after 10 s"), with the last failure as its cause.
+        raise OSError(f"Timed out trying to connect to {address} after {seconds:g} s"
+                      ) from error.__cause__
+
+
+def _refusal(error: BaseException) -> str | None:
+    """The operating system's words for a refused connection behind ``error``, or None."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in _REFUSALS:
+            return (cause.strerror or os.strerror(cause.errno)).lower()
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def worker_addresses(client: Client) -> list[str]:
@@ -391,15 +464,15 @@ def worker_spec(source: TileSource) -> str:
     return spec
 
 
-def require_workers(client: Client, seconds: float = CONNECT_SECONDS) -> int:
+def require_workers(client: Client, seconds: float | None = None) -> int:
     """Wait until the cluster has a worker (up to ``seconds``); return how many it has.
 
     Parameters
     ----------
     client : distributed.Client
         The cluster.
-    seconds : float
-        The longest wait.
+    seconds : float, optional
+        The longest wait (default :data:`CONNECT_SECONDS`, as it is at the call).
 
     Returns
     -------
@@ -415,7 +488,7 @@ def require_workers(client: Client, seconds: float = CONNECT_SECONDS) -> int:
         _check_connected(client)  # Dask's wait fails on it with an AttributeError
     try:
         # A client reconnecting to its scheduler waits here, and goes on if it is back.
-        client.wait_for_workers(1, timeout=seconds)
+        client.wait_for_workers(1, timeout=CONNECT_SECONDS if seconds is None else seconds)
     except TimeoutError:
         # A scheduler lost between two stages of a run (killed, its machine gone): the
         # client reconnected in vain and closed, and the wait said it had no workers
@@ -475,24 +548,73 @@ def _check_connected(client: Client) -> None:
         raise lost_scheduler(client)
 
 
+def versions_differ(table: str) -> str:
+    """Dask's table of the versions a cluster mixes, as one line.
+
+    Parameters
+    ----------
+    table : str
+        The text of a ``VersionMismatchWarning`` (``Mismatched versions
+        found``, then rows of package, client, scheduler and workers).
+
+    Returns
+    -------
+    str
+        ``the Dask cluster runs other versions than this machine (numpy:
+        2.4.6 here, 1.26.4 on the workers); ...``.
+    """
+    differences = []
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not line.lstrip().startswith("|") or cells[0] == "Package":
+            continue
+        package, here, scheduler, workers = (_version_text(cell) for cell in cells)
+        places = [f"{here} here"]
+        if scheduler != here:
+            places.append(f"{scheduler} on the scheduler")
+        if workers != here:
+            places.append(f"{workers} on the workers")
+        differences.append(f"{package}: {', '.join(places)}")
+    listed = f" ({'; '.join(differences)})" if differences else ""
+    return (f"the Dask cluster runs other versions than this machine{listed}; its results may "
+            f"differ from this machine's: install the same versions on every machine")
+
+
+def _version_text(cell: str) -> str:
+    """A cell of Dask's table of versions in plain words ("3.11.7", "none", "a, b")."""
+    text = re.sub(r"\.final\.0\b", "", cell)  # Python's own: "3.11.7.final.0"
+    if text.startswith("{") and text.endswith("}"):  # the workers' several versions
+        text = ", ".join(sorted(part.strip().strip("'\"") for part in text[1:-1].split(",")))
+    return "none" if text in ("None", "MISSING", "UNKNOWN", "") else text
+
+
+#: What a worker says of the mosaicist it runs: an expression any version can answer.
+_WORKER_VERSION = "__import__('mosaicist').__version__"
+
+
 def _check_imports(client: Client) -> None:
     """Make sure every worker can import mosaicist, whose functions its tasks are.
 
     A worker without it dies reading its first task (Dask unpickles tasks on
     its connection to the scheduler): the run then said its cluster had lost
     every worker, or that its tasks had killed them (out of memory?).
-    ``exec`` of an import is sent, which any worker can unpickle.
+    ``eval`` of an import is sent, which any worker can unpickle; it answers
+    with the version it imports, which must be this machine's (another
+    version's tasks, or index, are not this one's: the run went on).
 
     Raises
     ------
     MosaicistError
-        Naming the first worker that cannot, and why.
+        Naming the first worker that cannot, and why, or that runs another
+        version of mosaicist.
     """
+    from .. import __version__
+
     outcome: dict[str, dict[str, Any]] = {}
 
     def ask() -> None:
         with contextlib.suppress(Exception):  # a scheduler gone: the run says so itself
-            outcome["answers"] = client.run(exec, f"import {__name__}", on_error="return")
+            outcome["answers"] = client.run(eval, _WORKER_VERSION, on_error="return")
 
     # On a thread, joined for a bounded time: a worker that does not answer (stopped,
     # its machine hung) is Dask's to drop, not a reason to wait here.
@@ -505,6 +627,10 @@ def _check_imports(client: Client) -> None:
             raise MosaicistError(f"{worker}: this Dask worker cannot import mosaicist "
                                  f"({reason}); install the same mosaicist, with the same "
                                  f"extras, on every worker")
+        if isinstance(answer, str) and answer != __version__:
+            raise MosaicistError(f"{worker}: this Dask worker runs mosaicist {answer}, this "
+                                 f"machine {__version__}; install the same mosaicist, with the "
+                                 f"same extras, on every worker")
 
 
 def task_result(future: Future, killed: str, *, kept: str = "") -> Any:

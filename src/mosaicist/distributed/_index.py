@@ -103,9 +103,13 @@ def index_library(
     Raises
     ------
     MosaicistError
-        When the cluster has no worker, a worker cannot read the source or
-        write the cache, or a part fails on every worker it is given to.
+        When the cluster has no worker (before anything is written), a worker
+        cannot import this mosaicist, read the source or write the cache, or
+        a part fails on every worker it is given to.
     """
+    # Before the update takes its lock and makes its folders: a cluster without a worker,
+    # or with one of another mosaicist, left an index folder of an empty manifest.
+    require_workers(client)
     cache = default_cache_dir(cache_dir)
     decoder = ClusterDecoder(client, cache, part_entries)
     return TileLibrary.open(source, match_px, cache_dir=cache, show_progress=show_progress,
