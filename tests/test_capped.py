@@ -56,3 +56,39 @@ def test_minimum_lists_in_blocks_of_tiles_equal_the_whole_matrixs(tmp_path, monk
     np.testing.assert_array_equal(blocked.distance, every[cells, blocked.tile])
     np.testing.assert_array_equal(search.candidate_of(blocked.tile),
                                   dense.candidate_of(blocked.tile))
+
+
+@pytest.mark.parametrize("blocks", [False, True])
+def test_minimum_lists_beside_warm_lists_reach_the_same_optimum(tmp_path, monkeypatch, blocks):
+    """Past the distances kept whole, a crowded grid's cells list their warm tiles too.
+
+    Without them, the minimum's pricing rounds found a crowd's far tiles a few at a
+    time: 5,000 photos on 10,672 cells 52.0 s, 24.2 s with them (22.3 s with blocks).
+    """
+    target = noisy_target()
+    folder = smooth_folder(tmp_path / "tiles", count=14, seed=5)
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, cache_dir=tmp_path / "c")
+    options = replace(mosaic.options, max_uses=3, min_spacing=1, min_uses=1, tint=0.3)
+    request = MatchRequest(mosaic.grid, mosaic.library, options)
+    for name in ("AUCTION_TILES", "DENSE_TILES"):
+        monkeypatch.setattr(_capped, name, 0)
+    for name in ("FIRST_CANDIDATES", "FULL_FIRST_CANDIDATES"):
+        monkeypatch.setattr(_capped, name, 2)
+    whole = _capped.assign_with_minimum(request, _capped.LibrarySearch(request))
+    monkeypatch.setattr(_capped, "MINIMUM_PAIRS", 0)
+    monkeypatch.setattr(_capped, "MINIMUM_BLOCK_PAIRS", 10**9 if blocks else 0)
+    monkeypatch.setattr(_capped, "WARM_LOAD", 0.01)
+    listed = []
+    original = _capped.warm_candidates
+
+    def warm(*arguments):
+        listed.append(original(*arguments))
+        return listed[-1]
+
+    monkeypatch.setattr(_capped, "warm_candidates", warm)
+    warmed = _capped.assign_with_minimum(request, _capped.LibrarySearch(request))
+    assert len(listed) == 1
+    if listed[0] is None:
+        pytest.skip("the warm prices need the compiled loops")
+    assert warmed.certified and warmed.objective == whole.objective == warmed.lower_bound
+    assert (np.bincount(warmed.tile, minlength=14) >= 1).all()

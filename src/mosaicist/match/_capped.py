@@ -139,7 +139,9 @@ MINIMUM_PAIRS = 40_000_000
 #: Most cell-tile pairs (transforms included) whose distances a minimum of uses computes
 #: a block of tiles at a time (:meth:`LibrarySearch.tile_blocks`), for each tile's nearest
 #: cells, where they are more than :data:`MINIMUM_PAIRS`: time, not memory, bounds them.
-MINIMUM_BLOCK_PAIRS = 400_000_000
+MINIMUM_BLOCK_PAIRS = 240_000_000
+#: Whether a minimum of uses lists each cell's warm tiles too (:func:`warm_candidates`).
+MINIMUM_WARM = True
 #: Most cell-candidate pairs in one of :meth:`LibrarySearch.tile_blocks`' blocks (8 bytes each).
 BLOCK_PAIRS = 8_000_000
 #: Most library tiles (transforms included) for which every cell lists every tile
@@ -713,6 +715,8 @@ def assign_with_minimum(request: MatchRequest, search: LibrarySearch) -> Assignm
         first = first_candidates(count, tile_count, grid.rows, grid.cols,
                                  options.max_uses, options.min_spacing)
         extra = None
+        # Whether the lists come from every distance (no warm lists needed beside them).
+        whole = count * tile_count * request.variants <= MINIMUM_PAIRS
         if dense_lists(count, tile_count, request.variants) or first >= tile_count:
             full = search.dense() if full is None else full
             tiles = np.argsort(full, axis=1, kind="stable")
@@ -736,6 +740,13 @@ def assign_with_minimum(request: MatchRequest, search: LibrarySearch) -> Assignm
             search.pairs(extra[0], extra[1])  # their transforms, for candidate_of
         else:
             tiles, distances = search.nearest(np.arange(count), first)
+        if MINIMUM_WARM and not whole and options.assign == "optimal":
+            warm_cap = warm_grid_cap(count, tile_count, grid.rows, grid.cols,
+                                     options.max_uses, options.min_spacing)
+            warm = None if warm_cap is None else warm_candidates(request, search, warm_cap)
+            if warm is not None:
+                extra = warm if extra is None else tuple(  # type: ignore[assignment]
+                    np.concatenate(pair) for pair in zip(warm, extra, strict=True))
         return assign_tiles(tiles, distances, grid.rows, grid.cols, extra=extra,
                             **limits)  # type: ignore[arg-type]
     except ShortLists as short:
@@ -770,35 +781,43 @@ def _minimum_extra(
     pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     taken: np.ndarray | None = None
     for tiles, distance in blocks:
-        pairs.append(nearest_cells(distance, tiles, MINIMUM_CELLS))
+        # Each tile's distances in a row of their own: partitioned along the rows, four
+        # times faster than down the columns.
+        by_tile = np.ascontiguousarray(distance.T)
+        del distance
+        near = min(MINIMUM_CELLS, by_tile.shape[1])
+        nearest = np.argpartition(by_tile, near - 1, axis=1)[:, :near]
+        tile_ids = np.asarray(tiles, np.int64)
+        pairs.append((nearest.ravel(), np.repeat(tile_ids, near),
+                      np.take_along_axis(by_tile, nearest, axis=1).ravel()))
         if taken is None:
-            taken = np.zeros(len(distance), bool)
-        cells, columns = _place_minimum(distance, minimum, taken)
-        pairs.append((cells, np.asarray(tiles, np.int64)[columns], distance[cells, columns]))
+            taken = np.zeros(by_tile.shape[1], bool)
+        cells, rows = _place_minimum(by_tile, minimum, taken)
+        pairs.append((cells, tile_ids[rows], by_tile[rows, cells]))
     cells, tiles, distances = (np.concatenate(part) for part in zip(*pairs, strict=True))
     return cells, tiles, distances
 
 
-def _place_minimum(distance: np.ndarray, minimum: int, taken: np.ndarray
+def _place_minimum(by_tile: np.ndarray, minimum: int, taken: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Each column's ``minimum`` nearest cells not ``taken`` (updated), greedily.
+    """Each row's ``minimum`` nearest cells (columns) not ``taken`` (updated), greedily.
 
-    Column after column, each takes its nearest free cell ``minimum`` times
-    over: blocks of the library in turn place every minimum on distinct
-    cells (``N >= M minimum``), for the lists to hold one; the pricing rounds
-    then find the best. Returns the pairs as (cells, columns).
+    Tile after tile (``by_tile`` holds a tile's distance to every cell in a
+    row), each takes its nearest free cell ``minimum`` times over: blocks of
+    the library in turn place every minimum on distinct cells (``N >= M
+    minimum``), for the lists to hold one; the pricing rounds then find the
+    best. Returns the pairs as (cells, rows).
     """
-    by_column = np.ascontiguousarray(distance.T)
-    cells = np.empty(len(by_column) * minimum, np.int64)
-    largest = np.iinfo(by_column.dtype).max
+    cells = np.empty(len(by_tile) * minimum, np.int64)
+    largest = np.iinfo(by_tile.dtype).max
     at = 0
-    for row in by_column:
+    for row in by_tile:
         for _ in range(minimum):
             cell = int(np.argmin(np.where(taken, largest, row)))
             taken[cell] = True
             cells[at] = cell
             at += 1
-    return cells, np.repeat(np.arange(len(by_column)), minimum)
+    return cells, np.repeat(np.arange(len(by_tile)), minimum)
 
 
 def _nearest_of(full: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

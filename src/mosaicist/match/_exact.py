@@ -47,7 +47,7 @@ from ._features import (
     checked_search,
     compute_features,
 )
-from ._kernels import compiled_loops_allowed, merge_sorted, pair_dots
+from ._kernels import compiled_loops_allowed, merge_sorted, pair_dots, tint_correction
 from ._registry import Matcher, MatchRequest, MatchResult
 
 #: Cells per block of the first, sampled pass.
@@ -986,7 +986,8 @@ def dense_distances(
             cells = slice(cell_start, min(count, cell_start + cell_step))
             dots = np.rint(flat[cells].astype(np.float64) @ sums64.T).astype(np.int64)
             block = weight * cell_norm2[cells, None] - 2 * dots + features.norm2[None, part]
-            if hundredths:
+            if hundredths and not tint_correction(block, scale, factor, cell_sums[cells],
+                                                  tile_sums[part]):
                 block *= scale
                 block -= factor * _squared_differences(cell_sums[cells], tile_sums[part])
             out[cells, part] = block
