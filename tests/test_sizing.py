@@ -404,7 +404,10 @@ def test_cli_print_60x40cm_at_150_dpi(tmp_path):
 def test_cli_size_errors_are_one_line_naming_the_flags(tmp_path, arguments, words):
     target = tmp_path / "target.png"
     Image.fromarray(smooth(60, 40)).save(target)
-    result = CliRunner().invoke(main, ["make", str(target), "--tiles", str(tmp_path / "none"),
+    # A library that is there: a missing one is said first (session 35), before the sizes
+    # that need the target read.
+    tiles = make_colour_folder(tmp_path / "tiles", 3)
+    result = CliRunner().invoke(main, ["make", str(target), "--tiles", str(tiles),
                                        "-o", str(tmp_path / "o.png"), *arguments])
     assert result.exit_code != 0
     lines = result.stderr.strip().splitlines()
