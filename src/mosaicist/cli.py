@@ -1093,7 +1093,7 @@ def make(
                              cache_dir=cache_dir, show_progress=show)
             mosaic.timings["render"] += time.perf_counter() - write_started
     if placements_path is not None:
-        mosaic.placements.write(placements_path)
+        mosaic.placements.write(placements_path, quiet=quiet)
     mosaic.timings["total"] = time.perf_counter() - started
     if report_path is not None:
         mosaic.write_report(report_path, output=str(output), target=str(target))

@@ -34,7 +34,9 @@ Placements of local files add ``"hashes": {"tile id": "content hash", ...}``
 (:func:`mosaicist.imaging.content_hash` of each placed tile's file when it
 was matched), so that a later render can say which tiles changed since
 (:func:`mosaicist.render.changed_tiles`); readers that do not know the key
-ignore it.
+ignore it. Where the library's index changed since it was read (another
+run updated it), the hashes as they were are not known: the file is saved
+without them, with one warning line saying so.
 
 Adaptive cells (cells of several sizes, see :mod:`mosaicist.adaptive`) add
 ``cells.rect``: each cell's ``[x, y, w, h]`` in level-0 cells (a level-``d``
@@ -50,13 +52,14 @@ import csv
 import json
 import math
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import MosaicistError, OptionError, alternatives, counted, shown_type
+from .errors import MosaicistError, OptionError, alternatives, counted, printable, shown_type
 from .options import MosaicOptions
 from .paths import atomic_path, dangling_link, expanded
 from .transforms import SHAPE_KEEPING, TRANSFORM_NAMES, transform_code
@@ -290,6 +293,9 @@ class Placements:
         self.path: Path | None = None
         self._hashes = None if hashes is None or callable(hashes) else _given_hashes(hashes)
         self._hash_lookup = hashes if callable(hashes) else None
+        # Why the lookup could not give the hashes (None: it gave them, or was not asked),
+        # said when a JSON file is written without them.
+        self._hashes_missing: str | None = None
 
     def __repr__(self) -> str:
         return f"Placements({self.rows}x{self.cols}, source={self.source!r})"
@@ -308,8 +314,9 @@ class Placements:
             lookup, self._hash_lookup = self._hash_lookup, None
             try:
                 self._hashes = dict(lookup(list(dict.fromkeys(self.source_ids))))
-            except MosaicistError:
+            except MosaicistError as error:
                 self._hashes = None  # an index that cannot say: saved without them
+                self._hashes_missing = str(error)
         return self._hashes
 
     def __len__(self) -> int:
@@ -435,14 +442,20 @@ class Placements:
             **({"hashes": self.hashes} if self.hashes else {}),
         }
 
-    def write_json(self, path: str | os.PathLike[str]) -> None:
+    def write_json(self, path: str | os.PathLike[str], *, quiet: bool = False) -> None:
         """Write :meth:`to_json` atomically.
+
+        Where the tiles' content hashes cannot be known (the library's index
+        changed since it was read), the file is written without them, and one
+        warning line on stderr names the file and says why.
 
         Parameters
         ----------
         path : str or os.PathLike
             The file to write; an existing one is replaced only once the new
             one is whole.
+        quiet : bool
+            Print no warning.
 
         Raises
         ------
@@ -455,6 +468,11 @@ class Placements:
         self._check_ids(path)
         with _writing(path) as temporary:
             Path(temporary).write_text(json.dumps(self.to_json(), separators=(",", ":")) + "\n")
+        if self._hashes_missing is not None and not quiet:
+            # Else a later render's "N of the tiles changed since" went silent, unexplained.
+            print(printable(f"mosaicist: warning: {_as_path(path)}: saved without the tiles' "
+                            "content hashes, so a render of it cannot say which photos "
+                            f"changed since: {self._hashes_missing}"), file=sys.stderr)
 
     def _check_ids(self, path: object) -> None:
         """Refuse to write tile ids that :meth:`read` refuses (:func:`tile_id_problem`).
@@ -475,13 +493,16 @@ class Placements:
                     f"{_as_path(path)}: cannot write the placements file: the tile id of cell "
                     f"{self.source_ids.index(tile_id):,} {problem}: {_shown(tile_id)}")
 
-    def write(self, path: str | os.PathLike[str]) -> None:
+    def write(self, path: str | os.PathLike[str], *, quiet: bool = False) -> None:
         """Write CSV or JSON by the file's extension.
 
         Parameters
         ----------
         path : str or os.PathLike
             The file to write: JSON when it ends in ``.json`` (any case), CSV otherwise.
+        quiet : bool
+            Print no warning (:meth:`write_json`'s, of a file saved without
+            the tiles' content hashes).
 
         Raises
         ------
@@ -492,7 +513,7 @@ class Placements:
             :class:`~mosaicist.errors.OptionError` when ``path`` is not a path.
         """
         if str(_as_path(path)).lower().endswith(".json"):
-            self.write_json(path)
+            self.write_json(path, quiet=quiet)
         else:
             self.write_csv(path)
 

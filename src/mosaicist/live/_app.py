@@ -44,7 +44,10 @@ also need ``Authorization: Bearer <admin token>`` (401 without it, 403
 with another); a request that carries the right bearer token needs no page
 token, so scripts can use the API with the admin token alone (a browser
 never sends a bearer header across sites without a CORS approval, which
-this server never gives). Guests' uploads are limited per client address
+this server never gives). A script's state-changing request without any
+token is told so and how to send one, one with a wrong bearer token that it
+is not the admin token; only a page is told to reload (its token is from an
+earlier start). Guests' uploads are limited per client address
 (photos per minute, and three requests at a time), and in all: at most
 :data:`UPLOADS_QUEUED` upload requests of at most :data:`UPLOAD_BYTES_QUEUED`
 together are received, wait for their turn or are decoded at once; more are
@@ -1126,20 +1129,80 @@ class _BearerScripts:
             has_token = any(key == TOKEN_HEADER.encode() for key, _ in headers)
             hosts = str(scope.get("path", "")).startswith("/api/admin/")
             passes = False
+            bearer = False
             if not has_token and len(given) == 1:
                 scheme, _, value = given[0].strip().partition(b" ")
                 right = hmac.compare_digest(value.strip(), self._admin)
+                bearer = scheme.lower() == b"bearer"
                 # A bearer header on a host's route: the route itself checks the token
                 # (every one is wrapped in ``admin``), so a script with a wrong one hears
                 # "the admin token is not this wall's", not "reload the page".
-                passes = scheme.lower() == b"bearer" and (right or hosts)
+                passes = bearer and (right or hosts)
             elif not has_token and not given and hosts:
                 # No token of either kind on a host's route: the route answers 401
                 # "this needs the host's admin token", which is what a script lacks.
                 passes = True
             if passes:
                 scope = dict(scope, headers=[*headers, (TOKEN_HEADER.encode(), self._page)])
+            elif not has_token and scope.get("method") not in ("GET", "HEAD"):
+                # The guard refuses it (no page token) as a page from an earlier start:
+                # right for a page, wrong for a script, which never had one.
+                words = _script_refusal(headers, bearer)
+                if words is not None:
+                    send = _reworded_refusal(send, words)
         await self.app(scope, receive, send)
+
+
+#: The refusal of a script's state-changing request that carries no token of either kind.
+NO_TOKEN = ("this request has no token: photos are sent from the guests' page (which holds "
+            "its token), or by a script with the admin token printed at start, as "
+            "Authorization: Bearer TOKEN")
+#: The refusal of one whose bearer token is not the admin token (as the host's routes say).
+WRONG_ADMIN_TOKEN = "the admin token is not this wall's"
+
+
+def _script_refusal(headers: list[tuple[bytes, bytes]], bearer: bool) -> str | None:
+    """What to tell a request without a page token, where the guard's words are wrong.
+
+    ``bearer``: it carries one ``Authorization: Bearer`` header (not the
+    admin token, or it would have passed). None for a browser's request
+    (``Origin`` or ``Sec-Fetch-Site``, which scripts do not send): a page
+    without the token is another site's, or one to reload, as the guard says.
+    """
+    if bearer:
+        return WRONG_ADMIN_TOKEN
+    if any(key in (b"origin", b"sec-fetch-site") for key, _ in headers):
+        return None
+    return NO_TOKEN
+
+
+def _reworded_refusal(send: Any, words: str) -> Any:
+    """``send``, with the body of a 403 answer replaced by ``words`` (JSON or text as it was).
+
+    Only for a request the guard refuses before the app sees it: its 403 is
+    the guard's refusal for want of the page's token, and nothing else.
+    """
+    held: dict[str, Any] | None = None
+
+    async def reworded(message: Any) -> None:
+        nonlocal held
+        if message["type"] == "http.response.start" and message.get("status") == 403:
+            held = message
+            return
+        if held is None or message["type"] != "http.response.body":
+            await send(message)
+            return
+        if message.get("more_body", False):
+            return  # the guard's words are dropped: one sentence, one body
+        kept = [(key, value) for key, value in held.get("headers", [])
+                if key.lower() != b"content-length"]
+        json_answer = any(key.lower() == b"content-type" and value.startswith(b"application/json")
+                          for key, value in kept)
+        body = (json.dumps({"error": words}) if json_answer else f"{words}\n").encode("utf-8")
+        await send(dict(held, headers=[*kept, (b"content-length", str(len(body)).encode())]))
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    return reworded
 
 
 def make_live_app(live: Live, *, host: str, port: int) -> Any:

@@ -24,6 +24,7 @@ import codecs
 import io
 import os
 import pickle
+import shlex
 import tarfile
 import zlib
 from collections.abc import Iterator, Sequence
@@ -36,7 +37,7 @@ from PIL import Image
 
 from ..aspect import SQUARE
 from ..errors import MosaicistError, SourceError
-from ..imaging import array_tile, content_hash
+from ..imaging import IMAGE_EXTENSIONS, array_tile, content_hash
 from .base import (
     DecodedTile,
     SourceEntry,
@@ -71,6 +72,10 @@ TAR_MAX_MEMBERS = 10_000
 #: Largest extended header (pax, GNU long name or link) of a tarball member,
 #: which the reader holds in memory whole.
 TAR_HEADER_MAX_BYTES = 1 << 20
+
+#: Folder entries looked at, at most, to tell whether a folder that holds no CIFAR
+#: batches holds pictures (said in the refusal).
+_PICTURE_LOOK_ENTRIES = 10_000
 
 _DISPLAY = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 #: The split names, which ``cifar10:test`` may be mistaken to choose.
@@ -288,10 +293,48 @@ def _read_folder(folder: Path, dataset: str) -> list[_Batch]:
                     _Batch(split, file, _read_batch_file(file, dataset, layout, split))
                     for (split, _), file in zip(layout.batches, files, strict=True)
                 ]
-    raise SourceError(
-        f"{folder}: no {_DISPLAY[dataset]} batches found (expected the binary or python "
-        f"distribution, e.g. {_LAYOUTS[dataset][0].folder}/)"
-    )
+    message = (f"{folder}: no {_DISPLAY[dataset]} batches found (expected the binary or python "
+               f"distribution, e.g. {_LAYOUTS[dataset][0].folder}/)")
+    if _holds_pictures(folder):
+        # A folder of photos (CIFAR-10 exported as JPEGs, say) named as the dataset's
+        # copy: the folder source reads it, and the message must say how to ask for it.
+        # Its path alone is the spec wherever a source is given (--tiles, index's SOURCE).
+        message += (f"; it holds pictures: a folder of pictures is given as its path alone "
+                    f"(--tiles {shlex.quote(path_text(folder))}), without '{dataset}:'")
+    raise SourceError(message)
+
+
+def _holds_pictures(folder: Path) -> bool:
+    """Whether a picture file (by its extension) is under ``folder``, as a folder source reads it.
+
+    Looks at no more than :data:`_PICTURE_LOOK_ENTRIES` entries, so that a
+    mistaken ``cifar10:~`` answers at once; hidden names and links to folders
+    are passed over, as the folder source passes them over.
+    """
+    pending = [folder]
+    seen = 0
+    while pending and seen < _PICTURE_LOOK_ENTRIES:
+        try:
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:
+                    seen += 1
+                    if seen > _PICTURE_LOOK_ENTRIES:
+                        break
+                    if entry.name.startswith("."):
+                        continue
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append(Path(entry.path))
+                            continue
+                    except OSError:
+                        continue
+                    # Trailing spaces and dots end no extension (see the folder source's).
+                    _, extension = os.path.splitext(entry.name.rstrip(" ."))
+                    if extension.lower() in IMAGE_EXTENSIONS:
+                        return True
+        except OSError:
+            continue  # an unreadable subfolder: the others may tell
+    return False
 
 
 def _complete_layout(dataset: str, members: dict[str, bytearray]) -> _Layout | None:

@@ -14,7 +14,8 @@ refused before anything is written, so it cannot overwrite a partial file.
 A resumed download whose checksum then fails is fetched once more from the
 start, since the kept bytes may be from another file or another attempt.
 When the network fails, :func:`fetch_dataset` says where the file is
-published and where to put a copy fetched by other means.
+published and where to put a copy fetched by other means, and that any
+folder of photos can be the tiles instead.
 
 Each dataset's file has a known size, and :func:`fetch_dataset` stops a
 download that grows past :data:`SIZE_MARGIN` times it (a server or proxy
@@ -187,10 +188,11 @@ def fetch_dataset(name: str, directory: Path, show_progress: bool = False) -> Pa
         return fetch(url, spec.md5, destination, show_progress=show_progress, sha256=spec.sha256,
                      max_bytes=None if spec.size is None else SIZE_MARGIN * spec.size)
     except _TransferError as error:
-        # Offline or behind a proxy: the user can fetch the file by other means.
+        # Offline or behind a proxy: the user can fetch the file by other means, or make
+        # the mosaic of other photos (every dataset here is a tile source).
         raise DownloadError(
-            f"{error}; to skip the download, fetch {url} by other means and save it as "
-            f"{destination}"
+            f"{error}; any folder of photos can be the tiles instead (--tiles FOLDER), or, "
+            f"to skip the download, fetch {url} by other means and save it as {destination}"
         ) from None
 
 
@@ -348,6 +350,10 @@ def _download(
         ) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as error:
         reason = getattr(error, "reason", error)
+        # The system's words alone: "[Errno -2] Name or service not known" told a user a
+        # number that means nothing to them.
+        if isinstance(reason, OSError) and reason.strerror:
+            reason = reason.strerror
         raise _TransferError(f"{url}: download failed: {_one_line(reason)}") from None
     if response.status == 206 and not _range_starts_at(response, offset):
         response.close()
