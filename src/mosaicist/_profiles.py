@@ -35,12 +35,30 @@ targets, tiles and re-read originals alike.
   composited over white) through a grey profile. Any mode made RGB goes
   through an RGB profile; a profile of another space than the picture's is
   left unapplied.
+- A picture whose colour space is declared by code points (ITU-T H.273) instead
+  of an ICC profile, as HEIC and AVIF photos from phones do in an ``nclx``
+  box (pillow-heif's ``info["nclx_profile"]``; for AVIF, which Pillow does not
+  expose, :mod:`mosaicist.imaging` reads the box), is converted through the
+  matrix/curve ICC profile those codes describe (:func:`nclx_profile`), then
+  exactly as a picture carrying that profile. An ICC profile, where a picture
+  has both, wins (as in libheif and libavif). Primaries: those H.273 defines
+  by chromaticities (BT.709 = sRGB's, BT.470, BT.601, BT.2020, DCI-P3,
+  Display P3, film, EBU 3213), their white adapted to D50 by Bradford as
+  LittleCMS's own sRGB is. Transfers: the sRGB curve; BT.709's (also BT.601's
+  and BT.2020's) as the exact inverse of its camera curve, as Skia and Chrome
+  decode it, not a display gamma approximating it; gamma 2.2 and 2.8 (BT.470);
+  SMPTE 240M; linear; SMPTE 428's 2.6. Unspecified or reserved codes are
+  taken as sRGB's, as libheif takes them. High dynamic range transfers (PQ,
+  HLG) and the codes left (logarithmic, XYZ primaries) are not converted: the
+  stored values are taken as sRGB, with one warning a process.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import struct
 import threading
 from typing import Any
 
@@ -168,9 +186,183 @@ def _transform(profile: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
 
 
 def profile_of(image: Image.Image) -> bytes | None:
-    """``image``'s embedded ICC profile, or None."""
+    """``image``'s ICC profile: the one it embeds, else the one its nclx codes describe, or None.
+
+    The nclx codes are those of ``image.info["nclx_profile"]`` (see
+    :func:`nclx_profile`); None too when they declare sRGB or a space that is
+    not converted.
+    """
     profile = image.info.get("icc_profile")
-    return profile if isinstance(profile, bytes) and len(profile) >= 128 else None
+    if isinstance(profile, bytes) and len(profile) >= 128:
+        return profile
+    return nclx_profile(image.info.get("nclx_profile"))
+
+
+#: ITU-T H.273 colour primaries -> red, green, blue and white CIE xy chromaticities
+#: (the table of Skia's SkNamedPrimariesExt; 2 is "unspecified", taken as 1).
+_NCLX_PRIMARIES: dict[int, tuple[tuple[float, float], ...]] = {
+    1: ((0.640, 0.330), (0.300, 0.600), (0.150, 0.060), (0.3127, 0.3290)),  # BT.709, sRGB
+    4: ((0.670, 0.330), (0.210, 0.710), (0.140, 0.080), (0.310, 0.316)),  # BT.470 M
+    5: ((0.640, 0.330), (0.290, 0.600), (0.150, 0.060), (0.3127, 0.3290)),  # BT.470 B, G
+    6: ((0.630, 0.340), (0.310, 0.595), (0.155, 0.070), (0.3127, 0.3290)),  # BT.601
+    7: ((0.630, 0.340), (0.310, 0.595), (0.155, 0.070), (0.3127, 0.3290)),  # SMPTE 240M
+    8: ((0.681, 0.319), (0.243, 0.692), (0.145, 0.049), (0.310, 0.316)),  # generic film
+    9: ((0.708, 0.292), (0.170, 0.797), (0.131, 0.046), (0.3127, 0.3290)),  # BT.2020
+    11: ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060), (0.314, 0.351)),  # DCI-P3
+    12: ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060), (0.3127, 0.3290)),  # Display P3
+    22: ((0.630, 0.340), (0.295, 0.605), (0.155, 0.077), (0.3127, 0.3290)),  # EBU 3213
+}
+
+#: BT.709's camera curve inverted exactly (alpha 1.0992968..., beta 0.0180539...), as an
+#: ICC parametric curve of type 3: Y = (aX + b)^g from X = d on, cX below (Skia's kRec709).
+_BT709_CURVE = (1 / 0.45, 1 / 1.0992968268094429, 0.0992968268094429 / 1.0992968268094429,
+                1 / 4.5, 0.081242858298635133)
+
+#: ITU-T H.273 transfer characteristics -> the ICC parametric curve (function type, its
+#: parameters) that decodes a stored value to linear light (2 is "unspecified": sRGB).
+_NCLX_TRANSFERS: dict[int, tuple[int, tuple[float, ...]]] = {
+    1: (3, _BT709_CURVE),  # BT.709
+    4: (0, (2.2,)),  # BT.470 M
+    5: (0, (2.8,)),  # BT.470 B, G
+    6: (3, _BT709_CURVE),  # BT.601
+    7: (3, (1 / 0.45, 0.899626676224, 0.100373323776, 0.25, 0.091286342118)),  # SMPTE 240M
+    8: (0, (1.0,)),  # linear
+    11: (3, _BT709_CURVE),  # IEC 61966-2-4 (xvYCC), BT.709's between 0 and 1
+    13: (3, (2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045)),  # sRGB
+    14: (3, _BT709_CURVE),  # BT.2020 10-bit
+    15: (3, _BT709_CURVE),  # BT.2020 12-bit
+    17: (1, (2.6, (52.37 / 48) ** (1 / 2.6), 0.0)),  # SMPTE 428: 48 cd/m² of 52.37 white
+}
+
+#: Codes of H.273 that say nothing (0 and 3 reserved, 2 unspecified): sRGB is assumed.
+_NCLX_UNSPECIFIED = frozenset({0, 2, 3})
+#: High dynamic range transfers, by their names in the warning.
+_NCLX_HDR = {16: "PQ (SMPTE ST 2084)", 18: "HLG (ARIB STD-B67)"}
+
+_nclx_warned = False
+
+
+def _nclx_codes(nclx: object) -> tuple[int, int] | None:
+    """The (primaries, transfer) codes of an nclx mapping, unspecified ones made sRGB's."""
+    if not isinstance(nclx, dict):
+        return None
+    primaries = nclx.get("color_primaries")
+    transfer = nclx.get("transfer_characteristics")
+    if not isinstance(primaries, int) or not isinstance(transfer, int):
+        return None
+    return (1 if primaries in _NCLX_UNSPECIFIED else primaries,
+            13 if transfer in _NCLX_UNSPECIFIED else transfer)
+
+
+def nclx_profile(nclx: object) -> bytes | None:
+    """The ICC profile of a colour space declared by ITU-T H.273 codes (an ``nclx`` box).
+
+    Parameters
+    ----------
+    nclx : mapping or None
+        With ``color_primaries`` and ``transfer_characteristics`` (pillow-heif's
+        ``info["nclx_profile"]``; other keys are not looked at).
+
+    Returns
+    -------
+    bytes or None
+        An ICC v4 matrix/curve RGB profile; None for sRGB (BT.709 primaries
+        with the sRGB curve, or codes left unspecified), for codes not
+        converted (see the module docstring, :func:`note_unconverted_nclx`),
+        or without codes.
+    """
+    codes = _nclx_codes(nclx)
+    if codes is None or codes == (1, 13):
+        return None
+    return _nclx_icc(*codes)
+
+
+def note_unconverted_nclx(nclx: object) -> None:
+    """Warn, once a process, of nclx codes that declare a space :func:`nclx_profile` leaves.
+
+    A high dynamic range transfer (PQ, HLG), or primaries or a transfer it
+    does not know: such a picture is read as stored, its values taken as sRGB.
+
+    Parameters
+    ----------
+    nclx : mapping or None
+        A picture's ``info["nclx_profile"]`` (see :func:`nclx_profile`).
+    """
+    global _nclx_warned
+    codes = _nclx_codes(nclx)
+    if codes is None or _nclx_warned:
+        return
+    primaries, transfer = codes
+    if transfer in _NCLX_HDR:
+        what = f"a high dynamic range transfer, {_NCLX_HDR[transfer]}"
+    elif transfer not in _NCLX_TRANSFERS:
+        what = f"a transfer mosaicist does not convert (H.273 code {transfer})"
+    elif primaries not in _NCLX_PRIMARIES:
+        what = f"primaries mosaicist does not convert (H.273 code {primaries})"
+    else:
+        return
+    _nclx_warned = True
+    _LOG.warning("mosaicist: warning: a picture's colour space (declared by a HEIC or AVIF "
+                 "nclx box) has %s; pictures declaring it are read without colour management",
+                 what)
+
+
+#: The ICC profile connection space's white, D50 (as its header and tags store it).
+_D50 = (0.9642, 1.0, 0.8249)
+#: Bradford's cone response matrix, as LittleCMS adapts whites with it.
+_BRADFORD = np.array([[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367],
+                      [0.0389, -0.0685, 1.0296]])
+
+
+def _xy_to_xyz(x: float, y: float) -> np.ndarray:
+    return np.array([x / y, 1.0, (1.0 - x - y) / y])
+
+
+def _s15(values: Any) -> bytes:
+    """ICC s15Fixed16Number values."""
+    return b"".join(struct.pack(">i", round(float(value) * 65536)) for value in values)
+
+
+def _mluc(text: str) -> bytes:
+    """An ICC v4 multi-localised text tag of one English record."""
+    encoded = text.encode("utf-16-be")
+    return b"mluc\0\0\0\0" + struct.pack(">II2s2sII", 1, 12, b"en", b"US", len(encoded),
+                                           28) + encoded
+
+
+@functools.lru_cache(maxsize=64)  # codes read from files: a bounded few kept
+def _nclx_icc(primaries: int, transfer: int) -> bytes | None:
+    """The ICC v4 profile of H.273 ``primaries`` and ``transfer``, or None when either is left."""
+    if primaries not in _NCLX_PRIMARIES or transfer not in _NCLX_TRANSFERS:
+        return None
+    *colours, white = _NCLX_PRIMARIES[primaries]
+    columns = np.stack([_xy_to_xyz(*xy) for xy in colours], axis=1)
+    white_xyz = _xy_to_xyz(*white)
+    to_xyz = columns * np.linalg.solve(columns, white_xyz)  # white (1, 1, 1) -> white_xyz
+    cones = np.diag((_BRADFORD @ np.array(_D50)) / (_BRADFORD @ white_xyz))
+    adaptation = np.linalg.inv(_BRADFORD) @ cones @ _BRADFORD  # the picture's white -> D50
+    colorants = adaptation @ to_xyz
+    function, parameters = _NCLX_TRANSFERS[transfer]
+    curve = b"para\0\0\0\0" + struct.pack(">HH", function, 0) + _s15(parameters)
+    tags = [(b"desc", _mluc(f"H.273 primaries {primaries}, transfer {transfer}")),
+            (b"cprt", _mluc("No copyright, use freely")),
+            (b"wtpt", b"XYZ \0\0\0\0" + _s15(_D50)),
+            (b"chad", b"sf32\0\0\0\0" + _s15(adaptation.ravel())),
+            (b"rXYZ", b"XYZ \0\0\0\0" + _s15(colorants[:, 0])),
+            (b"gXYZ", b"XYZ \0\0\0\0" + _s15(colorants[:, 1])),
+            (b"bXYZ", b"XYZ \0\0\0\0" + _s15(colorants[:, 2])),
+            (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
+    table_end = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for signature, body in tags:
+        body += b"\0" * (-len(body) % 4)
+        table += signature + struct.pack(">II", table_end + len(data), len(body))
+        data += body
+    size = table_end + len(data)
+    header = (struct.pack(">I", size) + b"\0" * 4 + b"\x04\x30\0\0" + b"mntr" + b"RGB "
+              + b"XYZ " + b"\0" * 12 + b"acsp" + b"\0" * 24 + b"\0" * 4 + _s15(_D50))
+    header += b"\0" * (128 - len(header))
+    return header + struct.pack(">I", len(tags)) + table + data
 
 
 def is_rgb_profile(profile: bytes | None) -> bool:
@@ -228,14 +420,24 @@ def to_srgb(image: Image.Image, profile: bytes | None, *, in_place: bool = False
     return image if converted is None else converted
 
 
+#: JPEG markers on which Pillow reads the frame header (SOF0-15 but DHT, JPG and DAC, and
+#: DHP): it joins the ICC chunks seen so far there, and takes none after.
+_JPEG_FRAME_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB,
+                                 0xCD, 0xCE, 0xCF, 0xDE})
+
+
 def jpeg_profile(data: bytes) -> bytes | None:
     """The ICC profile of a JPEG's header (its ``APP2`` chunks joined), or None.
 
-    Only the segments before the first scan are walked, so a JPEG without a
-    profile costs a few byte comparisons. Chunks are joined in their sequence
-    numbers' order, as Pillow does.
+    The profile Pillow reads, so that a JPEG decoded without Pillow (tiles)
+    is converted as one decoded by it (targets, originals): the chunks before
+    the frame header (the first ``SOF`` marker), sorted as Pillow sorts them
+    (by sequence number) and joined; None when there are none, when the
+    first chunk's count of chunks is not how many there are (Pillow drops
+    such a profile), or when no frame header comes before the first scan.
+    A JPEG without a profile costs a few byte comparisons.
     """
-    chunks: list[tuple[int, bytes]] = []
+    chunks: list[bytes] = []
     position, end = 2, len(data)
     while position + 4 <= end:
         if data[position] != 0xFF:
@@ -247,18 +449,23 @@ def jpeg_profile(data: bytes) -> bytes | None:
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:
             position += 2
             continue
+        if marker in _JPEG_FRAME_MARKERS:
+            if not chunks:
+                return None
+            chunks.sort()  # Pillow sorts whole chunks: by sequence number first
+            if len(chunks[0]) < 14 or chunks[0][13] != len(chunks):
+                return None
+            return b"".join(chunk[14:] for chunk in chunks)
         if marker in (0xDA, 0xD9):
             break
         length = int.from_bytes(data[position + 2:position + 4], "big")
         if length < 2:
             break
-        if marker == 0xE2 and data[position + 4:position + 16] == b"ICC_PROFILE\x00":
-            chunks.append((data[position + 16], data[position + 18:position + 2 + length]))
+        payload = data[position + 4:position + 2 + length]
+        if marker == 0xE2 and payload.startswith(b"ICC_PROFILE\x00"):
+            chunks.append(payload)
         position += 2 + length
-    if not chunks:
-        return None
-    chunks.sort(key=lambda chunk: chunk[0])
-    return b"".join(chunk for _, chunk in chunks)
+    return None
 
 
 def usual_colour_profiles(crop_method: str) -> str:

@@ -34,7 +34,12 @@ Mode conversions (documented in the README):
   sRGB (relative colorimetric, :mod:`mosaicist._profiles`), a CMYK picture
   through its profile, a greyscale one of any depth through a grey profile
   once it is 8-bit grey, an RGB one after transparency is composited; a
-  damaged profile is left unapplied, with one warning. PNG
+  damaged profile is left unapplied, with one warning. A HEIC or AVIF
+  picture that declares its colour space by nclx codes instead of a profile
+  (phones' Display P3) is converted through the profile those codes describe
+  (:func:`mosaicist._profiles.nclx_profile`; an AVIF's codes are read from its
+  file by :func:`settle_nclx`, Pillow exposing none); one of a high dynamic
+  range transfer (PQ, HLG) is left as stored, with one warning. PNG
   ``gAMA``/``cHRM`` are ignored either way.
 - Of a picture with several frames or pages the first is read: an animated
   GIF's, WebP's or APNG's first frame (an APNG's default image, when it has
@@ -89,6 +94,7 @@ from ._profiles import (
     is_grey_profile,
     is_rgb_profile,
     jpeg_profile,
+    note_unconverted_nclx,
     note_unusable_profile,
     profile_of,
     to_srgb,
@@ -210,6 +216,8 @@ def to_rgb(image: Image.Image, colour_profiles: str = "ignore") -> Image.Image:
     if profile is None:
         if getattr(image, _DAMAGED_PROFILE, False):
             note_unusable_profile("is damaged")
+        else:  # an HDR or unknown space declared by nclx codes: said, not converted
+            note_unconverted_nclx(image.info.get("nclx_profile"))
         return _stored_rgb(image)
     if image.mode == "CMYK":
         managed = to_srgb(image, profile)
@@ -768,7 +776,142 @@ def _open_checked(source: IO[bytes] | Path, max_pixels: int | None) -> Image.Ima
         image.close()
         raise
     settle_colour_key(image)
+    settle_nclx(image, source)
     return image
+
+
+#: Most bytes of an AVIF's ``meta`` box read for its colour box: its item tables and
+#: properties (an ICC profile among them) take kilobytes; a larger one is not looked at.
+_AVIF_META_BYTES = 4 << 20
+
+
+def settle_nclx(image: Image.Image, source: IO[bytes] | Path) -> None:
+    """Give an opened AVIF picture the nclx codes of its colour box, as pillow-heif gives a HEIC's.
+
+    Pillow's AVIF reader (and pillow-avif-plugin) exposes an ICC profile but
+    not a colour space declared by H.273 codes (Android phones' AVIF photos):
+    they are read from the file into ``image.info["nclx_profile"]``, the
+    colour box of the primary picture (:mod:`mosaicist._profiles` converts it).
+    Nothing is done for other formats, or where the picture has an ICC profile
+    (which libavif prefers) or codes already.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        The picture, as opened (its header read).
+    source : file object or Path
+        Its file; a file object's position is kept.
+    """
+    if (image.format != "AVIF" or image.info.get("icc_profile")
+            or "nclx_profile" in image.info):
+        return
+    try:
+        if isinstance(source, Path):
+            with open(source, "rb") as handle:
+                meta = _avif_meta(handle)
+        else:
+            position = source.tell()
+            try:
+                meta = _avif_meta(source)
+            finally:
+                source.seek(position)
+        nclx = None if meta is None else _primary_nclx(meta)
+    except (OSError, ValueError, struct.error, IndexError):
+        return  # Pillow read the picture: a box it did not need is taken as absent
+    if nclx is not None:
+        image.info["nclx_profile"] = nclx
+
+
+def _avif_meta(handle: IO[bytes]) -> bytes | None:
+    """The body of an ISO-BMFF file's top-level ``meta`` box (after its version and flags)."""
+    handle.seek(0)
+    while True:
+        header = handle.read(8)
+        if len(header) < 8:
+            return None
+        size, kind = struct.unpack(">I4s", header)
+        header_bytes = 8
+        if size == 1:
+            size = struct.unpack(">Q", handle.read(8))[0]
+            header_bytes = 16
+        if kind == b"meta":
+            body = size - header_bytes if size else _AVIF_META_BYTES  # 0: to the file's end
+            if not 4 <= body <= _AVIF_META_BYTES:
+                return None
+            return handle.read(body)[4:]
+        if size < header_bytes:
+            return None  # 0 (the last box, up to the end) or damaged: no meta after it
+        handle.seek(size - header_bytes, os.SEEK_CUR)
+
+
+def _boxes(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """The (kind, body) of each box laid end to end in ``data``."""
+    position = 0
+    while position + 8 <= len(data):
+        size, kind = struct.unpack_from(">I4s", data, position)
+        start = position + 8
+        if size == 1:
+            size = struct.unpack_from(">Q", data, start)[0]
+            start += 8
+        elif size == 0:
+            size = len(data) - position
+        if size < start - position or position + size > len(data):
+            return
+        yield kind, data[start:position + size]
+        position += size
+
+
+def _primary_nclx(meta: bytes) -> dict[str, int] | None:
+    """The nclx codes of the primary item's colour box, from a ``meta`` box's body.
+
+    An item with an ICC colour box (``prof``, ``rICC``) has no codes (the
+    profile applies). A primary item without a colour box (a grid whose
+    tiles carry it) takes the nclx box of the other items when they agree.
+    """
+    children = dict(_boxes(meta))
+    primary: int | None = None
+    if b"pitm" in children:
+        pitm = children[b"pitm"]
+        primary = int(struct.unpack_from(">H" if pitm[0] == 0 else ">I", pitm, 4)[0])
+    properties = dict(_boxes(children.get(b"iprp", b"")))
+    colours = {index: body for index, (kind, body)
+               in enumerate(_boxes(properties.get(b"ipco", b"")), start=1) if kind == b"colr"}
+    if not colours:
+        return None
+    ipma = properties.get(b"ipma", b"")
+    version, flags = ipma[0], int.from_bytes(ipma[1:4], "big")
+    (entries,), position = struct.unpack_from(">I", ipma, 4), 8
+    associated: dict[int, list[int]] = {}
+    for _ in range(entries):
+        item_format = ">H" if version < 1 else ">I"
+        item = struct.unpack_from(item_format, ipma, position)[0]
+        position += struct.calcsize(item_format)
+        count = ipma[position]
+        position += 1
+        item_properties = []
+        for _ in range(count):
+            if flags & 1:
+                item_properties.append(struct.unpack_from(">H", ipma, position)[0] & 0x7FFF)
+                position += 2
+            else:
+                item_properties.append(ipma[position] & 0x7F)
+                position += 1
+        associated[item] = item_properties
+    indexes = associated.get(primary, []) if primary is not None else []
+    own = [colours[index] for index in indexes if index in colours]
+    if not own:  # a grid's tiles: their codes, where all agree
+        own = [colours[index] for listed in associated.values() for index in listed
+               if index in colours and colours[index][:4] == b"nclx"]
+        if len({body[:11] for body in own}) != 1:
+            return None
+    if any(body[:4] in (b"prof", b"rICC") for body in own):
+        return None
+    for body in own:
+        if body[:4] == b"nclx" and len(body) >= 11:
+            primaries, transfer, matrix, full = struct.unpack_from(">HHHB", body, 4)
+            return {"color_primaries": primaries, "transfer_characteristics": transfer,
+                    "matrix_coefficients": matrix, "full_range_flag": full >> 7}
+    return None
 
 
 class _SplicedFile(io.RawIOBase):

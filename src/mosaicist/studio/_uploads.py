@@ -42,6 +42,7 @@ from ..imaging import (
     _describe,
     png_rows_missing,
     png_without_damaged_chunks,
+    settle_nclx,
     to_rgb,
 )
 from ..paths import atomic_path
@@ -176,6 +177,9 @@ def decode_upload(
                 if repaired is None:
                     raise
                 image = repaired
+        # An AVIF's colour space declared by codes (Android phones' photos), as the
+        # library's and the targets' readers see it.
+        settle_nclx(image, io.BytesIO(data))
         with image:
             _check_pixels(*image.size, max_pixels)
             kind = str(image.format)
