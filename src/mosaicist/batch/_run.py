@@ -4,8 +4,10 @@
 same bytes), into ``OUTDIR/<stem>.<format>``:
 
 1. **Before any work** the settings are checked (as ``make`` checks them),
-   the targets listed (:mod:`._targets`; unusable ones are reported), and
-   the library indexed or updated once, here, with its near-duplicate
+   the targets listed (:mod:`._targets`; unusable ones are reported), with
+   ``scheduler`` the cluster reached and its workers checked (a cluster that
+   cannot run the batch is refused before anything is written), and only
+   then the library indexed or updated once, here, with its near-duplicate
    groups and search features cached for the workers.
 2. **Work** goes to a local process pool (``workers``, default one per
    core, each with its share of the cores for its own threads) or, with
@@ -411,7 +413,8 @@ def batch_mosaics(
     _check_source(spec, cache_dir)
     from ..paths import cache_dir as resolve_cache
 
-    cache = str(resolve_cache(cache_dir))
+    # Named (and a file in its place refused) here; made only once the cluster is checked.
+    cache = str(resolve_cache(cache_dir, create=False))
     state = _State(outdir)
     # Stability changes only video frames: a batch of images does not record it.
     has_frames = any(target.video for target in found)
@@ -430,21 +433,35 @@ def batch_mosaics(
         # Read alone, before the folder's lock is taken: a folder of other settings'
         # outputs is refused with no lock file left in it. Checked again under the lock.
         state.check(recorded, overwrite)
-    made = first_missing(outdir)
+    # The cluster's client, closed as the batch ends, however it ends (a local cluster's
+    # processes with it); the runner closes it earlier, once the last target is made.
+    cluster = contextlib.ExitStack()
     try:
-        outdir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise MosaicistError(f"{outdir}: cannot make the output folder: "
-                             f"{error.strerror or error}") from None
-    # Those in the output folder, which was not there to check them in.
-    for path, what in ((video_path, "video"), (report_path, "report file")):
-        if path is not None:
-            check_writable(path, what)
+        # Reached, and its workers checked, before the output folder is made and the
+        # library indexed (minutes for a large one): a cluster that cannot run the batch
+        # (out of reach, no workers, another mosaicist) is refused with the disk as it was.
+        client = None if scheduler is None else _cluster_client(scheduler, cluster)
+        resolve_cache(cache_dir)
+        made = first_missing(outdir)
+        try:
+            outdir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise MosaicistError(f"{outdir}: cannot make the output folder: "
+                                 f"{error.strerror or error}") from None
+        # Those in the output folder, which was not there to check them in.
+        for path, what in ((video_path, "video"), (report_path, "report file")):
+            if path is not None:
+                check_writable(path, what)
+    except BaseException:
+        # Told why it closes, as by _DaskRunner.abort: a client that lost its scheduler
+        # then closes without a traceback of Dask's.
+        cluster.__exit__(*sys.exc_info())
+        raise
     # Held to the end (the video is made from the outputs): another batch with other
     # settings would otherwise find the folder as empty as this one did, and both would
     # write into it, each output the last writer's.
     # Left in place by the outer context, which exits after the lock is let go.
-    with _MadeFolder(made) as folder, state.running(recorded, outdir):
+    with cluster, _MadeFolder(made) as folder, state.running(recorded, outdir):
         state.check(recorded, overwrite)
         # Read before this run claims the folder (which writes this run's settings there).
         # Only in a folder of a version that kept no records: in one that keeps them, an
@@ -466,8 +483,8 @@ def batch_mosaics(
                      state, overwrite, images=_digest(images_settings),
                      frames=_digest(frames_settings), unrecorded=unrecorded, library=library)
         runner: _Runner
-        if scheduler is not None:
-            runner = _DaskRunner(scheduler)
+        if client is not None:
+            runner = _DaskRunner(client, cluster)
         else:
             count = workers if workers is not None else worker_count()
             # No more processes than can work at once: a stable video is one chain of frames.
@@ -1726,20 +1743,14 @@ class _DaskRunner(_Runner):
     to them (scattered, not through the scheduler's task graph).
     """
 
-    def __init__(self, address: str) -> None:
-        from .._runtime import default_sigterm
-        from ..distributed import client_for, require_workers
+    def __init__(self, client: Any, stack: contextlib.ExitStack) -> None:
+        """Run on ``client`` (:func:`_cluster_client`); ``stack`` closes it (and its cluster)."""
+        from ..distributed import require_workers
 
-        self._stack = contextlib.ExitStack()
-        # Dask holds a SIGTERM that comes while a local cluster starts, but only one
-        # with its default action (the command line makes SIGTERM unwind instead).
-        with default_sigterm():
-            self.client = self._stack.enter_context(client_for(address))
-        try:
-            require_workers(self.client)
-        except BaseException:
-            self._stack.close()
-            raise
+        self.client, self._stack = client, stack
+        # Asked again after the indexing: workers that left, or a scheduler lost, while
+        # it ran are said in one line here, not by the first job sent.
+        require_workers(self.client)
         threads = sum(self.client.nthreads().values())
         self.workers = len(self.client.nthreads())
         self.capacity = max(2, QUEUED_PER_WORKER * threads)
@@ -1801,6 +1812,26 @@ class _DaskRunner(_Runner):
         # (ExitStack.close would end it as a run that succeeded), so that one that lost
         # its scheduler closes without Dask logging a traceback of its reconnecting.
         self._stack.__exit__(*sys.exc_info())
+
+
+def _cluster_client(scheduler: str, stack: contextlib.ExitStack) -> Any:
+    """A client of the cluster at ``scheduler`` that has a worker, closed by ``stack``.
+
+    A local cluster is started; a remote scheduler must answer, have a
+    worker within :data:`mosaicist.distributed._cluster.CONNECT_SECONDS` and
+    no worker of another mosaicist (:func:`mosaicist.distributed.require_workers`).
+    Where it is refused, the caller closes ``stack`` (a local cluster is then
+    stopped) as the error leaves.
+    """
+    from .._runtime import default_sigterm
+    from ..distributed import client_for, require_workers
+
+    # Dask holds a SIGTERM that comes while a local cluster starts, but only one
+    # with its default action (the command line makes SIGTERM unwind instead).
+    with default_sigterm():
+        client = stack.enter_context(client_for(scheduler))
+    require_workers(client)
+    return client
 
 
 class _MadeFolder:
