@@ -46,7 +46,6 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,6 +54,7 @@ from .aspect import height_for
 from .colour import encoded_unit
 from .errors import OptionError, check_range
 from .grid import Grid
+from .imaging import target_path
 from .options import MosaicOptions
 
 if TYPE_CHECKING:
@@ -724,7 +724,8 @@ def _placements(
         [library.source_ids[position] for position in tile.tolist()], transform, shifts,
         gain=gain, chroma=chroma, options=options, source=source_spec(library.source),
         mean=mean if (shifts != 0).any() or (gain != 1).any() or (chroma != 1).any() else None,
-        target=None if target is None else str(Path(target).resolve()),
+        # As make's uniform placements: "~/x.png" is the home's, not a folder "~" here.
+        target=None if target is None else str(target_path(target).resolve()),
         crop=(grid.left, grid.top), rect=leaves.rect(),
         # As make's uniform placements record them: without, render could not say that a
         # photo had changed since an adaptive make.

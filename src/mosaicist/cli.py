@@ -1397,6 +1397,8 @@ def render(
         shown = printable(", ".join(changed[:3]) + (", ..." if len(changed) > 3 else ""))
         click.echo(f"mosaicist: warning: {len(changed):,} of the tiles changed since these "
                    f"placements were made ({shown}); they are drawn as they are now", err=True)
+    if renderer.changed_target and not quiet:
+        click.echo(printable(f"mosaicist: warning: {renderer.changed_target}"), err=True)
     with _cluster(scheduler, quiet) as client:
         if client is None:
             renderer.write(output, options, show_progress=show)

@@ -44,7 +44,7 @@ from .match._contrast import finish
 from .options import MosaicOptions, setting_names, suggested
 from .paths import atomic_path, expanded, refuse_nul
 from .paths import cache_dir as default_cache_dir
-from .placements import Placements
+from .placements import Placements, TargetPixels
 from .render import IndexPictures, MosaicRenderer, OriginalPictures, TargetOverlay
 from .sizing import SizePlan, fit_options, options_plan, small_originals_warning
 from .sources import TileSource, open_source, source_spec
@@ -583,6 +583,9 @@ def _make_mosaic(
         (request, result), options = with_spacing_giving_way(options, attempt)
         match_done = time.perf_counter()
         placements = _placements(request, result, name)
+    if placements.target is not None:
+        # The target as matched, so that a later render's overlay can tell it changed.
+        placements.target_pixels = reading.target_pixels
     if not quiet and (options.print_size is not None or options.tile_px != options.match_px):
         small = small_originals_warning(request.library.source, placements.source_ids,
                                         options.tile_px, options.tile_height)
@@ -803,11 +806,19 @@ class _TargetReading:
     them once the plan the size makes is checked: a plan refused leaves no
     decoding behind. :meth:`pixels` starts them if need be, joins the thread
     and raises what the decoding raised.
+
+    Attributes
+    ----------
+    target_pixels : TargetPixels or None
+        A file's size and pixels' content hash, measured on the decoding
+        thread once its pixels are there (while the library opens), for the
+        placements to record; None for a picture in memory.
     """
 
     def __init__(self, target: Target, max_pixels: int, label: str = "target",
                  colour_profiles: str = "ignore") -> None:
         self._pixels: np.ndarray | None = None
+        self.target_pixels: TargetPixels | None = None
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         if not isinstance(target, (str, os.PathLike)):
@@ -827,7 +838,11 @@ class _TargetReading:
     def _decode(self, target: str | os.PathLike[str], max_pixels: int,
                 colour_profiles: str) -> None:
         try:
-            self._pixels = read_target(target, max_pixels, colour_profiles=colour_profiles)
+            pixels = read_target(target, max_pixels, colour_profiles=colour_profiles)
+            # Here, not when a JSON file is written: hashing then would keep every
+            # target's pixels alive as long as its placements.
+            self.target_pixels = TargetPixels.of(pixels)
+            self._pixels = pixels
         except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
             self._error = error
 

@@ -38,6 +38,13 @@ ignore it. Where the library's index changed since it was read (another
 run updated it), the hashes as they were are not known: the file is saved
 without them, with one warning line saying so.
 
+Placements of a target read from a file add ``"target_pixels": {"width": W,
+"height": H, "hash": "content hash"}`` (:class:`TargetPixels`: the target's
+size and the content hash of its pixels as they were matched), so that a
+later render's overlay can say that the target changed since
+(:func:`mosaicist.render.placements_renderer`); files without it (written
+before it was recorded, or of a target given in memory) are not checked.
+
 Adaptive cells (cells of several sizes, see :mod:`mosaicist.adaptive`) add
 ``cells.rect``: each cell's ``[x, y, w, h]`` in level-0 cells (a level-``d``
 cell is ``2^-d`` a side, at a multiple of its side), and such files are of
@@ -54,12 +61,14 @@ import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import MosaicistError, OptionError, alternatives, counted, printable, shown_type
+from .imaging import content_hash
 from .options import MosaicOptions
 from .paths import atomic_path, dangling_link, expanded
 from .transforms import SHAPE_KEEPING, TRANSFORM_NAMES, transform_code
@@ -83,6 +92,89 @@ RECT_HEADER = ("x", "y", "w", "h")
 MAX_RECT_LEVEL = 16
 #: Settings that version 1 files kept as top-level keys.
 _V1_SETTINGS = ("cell_px", "tile_px", "match_px", "metric", "augment", "tint", "overlay")
+
+
+@dataclass(frozen=True)
+class TargetPixels:
+    """A target picture as it was matched: its size and its pixels' content hash.
+
+    Recorded in JSON placements (``target_pixels``), so that a render that
+    blends the target over the mosaic (the overlay) can tell a target
+    edited, replaced or resized since the make (:meth:`change`).
+
+    Parameters
+    ----------
+    width, height : int
+        The decoded picture's size in pixels (after its EXIF orientation).
+    digest : str
+        :func:`mosaicist.imaging.content_hash` of its ``(height, width, 3)``
+        uint8 RGB pixels, row-major, as :func:`mosaicist.imaging.read_target`
+        decodes them with the placements' ``colour_profiles``.
+
+    Raises
+    ------
+    OptionError
+        For sizes that are not whole numbers of at least 1, or a digest that
+        is not a content hash (32 hex digits).
+    """
+
+    width: int
+    height: int
+    digest: str
+
+    def __post_init__(self) -> None:
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer) \
+                    or value < 1:
+                raise OptionError("{" + name + "} must be a whole number of at least 1, "
+                                  "got {value}", value=_shown(value))
+            object.__setattr__(self, name, int(value))
+        if not _is_content_hash(self.digest):
+            raise OptionError("{digest} must be a content hash (32 hex digits), got {value}",
+                              value=_shown(self.digest))
+
+    @classmethod
+    def of(cls, pixels: np.ndarray) -> TargetPixels:
+        """The size and content hash of a decoded target, ``(H, W, 3)`` uint8."""
+        whole = np.ascontiguousarray(pixels, np.uint8)
+        return cls(whole.shape[1], whole.shape[0], content_hash(whole.data.cast("B")))
+
+    def change(self, pixels: np.ndarray) -> str | None:
+        """What differs in ``pixels`` (the target as read now) from this record; None: nothing.
+
+        Returns
+        -------
+        str or None
+            ``"1,200x800 px then, 600x400 now"`` for a resized (or replaced)
+            picture, ``"same 600x400 px, other pixels"`` for an edited one.
+        """
+        height, width = pixels.shape[:2]
+        if (width, height) != (self.width, self.height):
+            return f"{self.width:,}x{self.height:,} px then, {width:,}x{height:,} now"
+        if TargetPixels.of(pixels).digest != self.digest:
+            return f"same {width:,}x{height:,} px, other pixels"
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as placements files hold it."""
+        return {"width": self.width, "height": self.height, "hash": self.digest}
+
+    @classmethod
+    def from_json(cls, value: object) -> TargetPixels:
+        """Read :meth:`to_json`'s object, or raise a ValueError naming the bad field."""
+        if not isinstance(value, Mapping):
+            # As _field names the other fields' types ("crop must be an object, got str").
+            raise ValueError(f"target_pixels must be an object, got {type(value).__name__}")
+        width = _count(_field(value, "width", int, "a whole number", "target_pixels."),
+                       "target_pixels.width")
+        height = _count(_field(value, "height", int, "a whole number", "target_pixels."),
+                        "target_pixels.height")
+        digest = _field(value, "hash", str, "a text", "target_pixels.")
+        if not _is_content_hash(digest):
+            raise ValueError(f"target_pixels.hash is not a content hash (32 hex digits): "
+                             f"{_shown(digest)}")
+        return cls(width, height, digest)
 
 
 class Placements:
@@ -139,6 +231,10 @@ class Placements:
         :func:`mosaicist.render.changed_tiles`), or a function of the placed
         tiles' ids that gives them, called when they are first asked for
         (only a JSON file needs them).
+    target_pixels : TargetPixels, optional
+        The target's size and pixels' content hash as it was matched (saved
+        in JSON with the target), so that a render's overlay can say that
+        the target changed since. None: not known.
 
     Attributes
     ----------
@@ -161,7 +257,8 @@ class Placements:
         rectangular tiles (a quarter turn or a diagonal mirror);
         :class:`~mosaicist.errors.OptionError` (a ValueError) naming the
         parameter for one of the wrong type (``source`` and ``target`` not
-        texts, ``hashes`` that are not 32 hex digits).
+        texts, ``hashes`` that are not 32 hex digits, ``target_pixels`` not
+        a :class:`TargetPixels`).
     """
 
     def __init__(
@@ -183,6 +280,7 @@ class Placements:
         crop: tuple[int, int] = (0, 0),
         rect: np.ndarray | None = None,
         hashes: Mapping[str, str] | Callable[[list[str]], Mapping[str, str]] | None = None,
+        target_pixels: TargetPixels | None = None,
     ) -> None:
         for name, value in (("rows", rows), ("cols", cols)):
             if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
@@ -289,6 +387,10 @@ class Placements:
             raise OptionError("{crop} must be (left, top), two whole numbers of at least 0, "
                               "got {value}", value=_shown(crop))
         self.crop = (int(crop[0]), int(crop[1]))
+        if target_pixels is not None and not isinstance(target_pixels, TargetPixels):
+            raise OptionError("{target_pixels} must be a TargetPixels, got {value}",
+                              value=shown_type(target_pixels))
+        self.target_pixels = target_pixels
         self.settings_recorded = True
         self.path: Path | None = None
         self._hashes = None if hashes is None or callable(hashes) else _given_hashes(hashes)
@@ -424,6 +526,9 @@ class Placements:
             "version": JSON_VERSION if self.rect is None else RECT_VERSION,
             "source": self.source,
             "target": self.target,
+            # Only with the target it describes: a render checks the file it names.
+            **({"target_pixels": self.target_pixels.to_json()}
+               if self.target and self.target_pixels is not None else {}),
             "crop": {"left": left, "top": top},
             "settings": self.options.to_json(),
             "rows": self.rows,
@@ -644,6 +749,8 @@ class Placements:
             target=_optional_text(data.get("target"), "target"),
             crop=(left, top),
             hashes=_hashes(data.get("hashes"), columns["tile"]),
+            target_pixels=None if data.get("target_pixels") is None
+            else TargetPixels.from_json(data["target_pixels"]),
             rect=np.array(columns["rect"], np.float64) if "rect" in columns else None,
         )
 

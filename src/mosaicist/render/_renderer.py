@@ -250,6 +250,12 @@ class MosaicRenderer:
     changed_tiles : list of str
         Tiles whose files changed since the placements were made
         (:func:`changed_tiles`): they are drawn as they are now.
+    changed_target : str, optional
+        Where the overlay's target changed since the placements were made
+        (one line naming the file and what changed: its size, or its
+        pixels); it is blended as it is now. None: unchanged, or not known
+        (no overlay, or placements that record no :class:`TargetPixels
+        <mosaicist.placements.TargetPixels>`).
     """
 
     placements: Placements
@@ -258,6 +264,7 @@ class MosaicRenderer:
     overlay: TargetOverlay | None = None
     source_root: Path | None = None
     changed_tiles: list[str] = field(default_factory=list)
+    changed_target: str | None = None
 
     @property
     def tile_px(self) -> int:
@@ -519,7 +526,10 @@ def placements_renderer(
     MosaicistError
         When the source is not named or cannot be opened, a placed tile is
         not a file of a local library (naming the placements file, before
-        any drawing), or the overlay's target is missing;
+        any drawing), or the overlay's target is missing (or so changed
+        that the grid's crop window no longer lies inside it; one changed
+        otherwise is blended as it is now, and said in the renderer's
+        :attr:`MosaicRenderer.changed_target`);
         :class:`~mosaicist.errors.OptionError` naming the parameter for one
         of the wrong type.
     """
@@ -578,8 +588,8 @@ def placements_renderer(
                                colour_profiles=options.colour_profiles)
         renderer.changed_tiles = changed_tiles(source, placements.hashes, stamps)
     if options.overlay > 0:
-        renderer.overlay = TargetOverlay(target_crop(matched), renderer.width,
-                                         renderer.height, options.overlay)
+        crop, renderer.changed_target = _overlay_target(matched)
+        renderer.overlay = TargetOverlay(crop, renderer.width, renderer.height, options.overlay)
     return renderer
 
 
@@ -809,21 +819,50 @@ def target_crop(placements: Placements) -> np.ndarray:
         When the placements do not name a target, it is not found, or the
         grid's crop window does not lie inside it (the target was replaced
         or edited since: blending another picture's pixels would be wrong).
+        A target changed otherwise is cut all the same
+        (:func:`placements_renderer` says so).
+    """
+    return _overlay_target(placements)[0]
+
+
+def _overlay_target(placements: Placements) -> tuple[np.ndarray, str | None]:
+    """:func:`target_crop`, and how the target changed since the placements were made.
+
+    Returns
+    -------
+    crop : numpy.ndarray
+        The part of the target the grid covers.
+    change : str or None
+        One line naming the target and what changed (its size, or its
+        pixels), where the placements record the target as it was matched
+        (:class:`~mosaicist.placements.TargetPixels`) and it differs now;
+        None otherwise.
     """
     target = placements.target
     if not target:
         raise MosaicistError("the overlay needs the target picture, and these placements do "
                              "not name one")
     if not Path(target).exists():
-        raise MosaicistError(f"{target}: the overlay needs the target picture, which is not found")
+        # A link to a moved picture is "there" to ls: said as what it is.
+        missing = paths.dangling_link(target) or "not found"
+        raise MosaicistError(f"{target}: the overlay needs the target picture, which is "
+                             f"{missing}")
     width = placements.cols * placements.options.cell_px
     height = placements.rows * placements.options.cell_height
     left, top = placements.crop
     picture = read_target(target, placements.options.max_target_pixels,
                           colour_profiles=placements.options.colour_profiles)
+    recorded = placements.target_pixels
+    change = None if recorded is None else recorded.change(picture)
     if left + width > picture.shape[1] or top + height > picture.shape[0]:
+        since = ("replaced or edited since the placements were made?" if change is None
+                 else f"{change}: replaced or resized since the placements were made")
+        # The offsets without separators: "(1,000, 0)" reads as three numbers.
         raise MosaicistError(
-            f"{target}: the overlay's {width}x{height} window at ({left}, {top}) does not lie "
-            f"inside this {picture.shape[1]}x{picture.shape[0]} target (replaced or edited "
-            "since the placements were made?)")
-    return picture[top:top + height, left:left + width]
+            f"{target}: the overlay's {width:,}x{height:,} window at ({left}, {top}) does "
+            f"not lie inside this {picture.shape[1]:,}x{picture.shape[0]:,} target ({since})")
+    if change is not None:
+        # As a changed tile is drawn as it is now (changed_tiles), with one warning line.
+        change = (f"{target}: the target changed since these placements were made ({change}); "
+                  "the overlay blends it as it is now")
+    return picture[top:top + height, left:left + width], change
