@@ -722,7 +722,12 @@ def test_changes_need_the_token_and_the_page_origin(api, method, path):
         response = api.client.request(method, path, headers=headers, content=b"{}")
         assert response.status_code == 403, headers
         error_of(response)
-        if "Origin" not in headers and "Sec-Fetch-Site" not in headers:
+        if not headers:
+            # No page at all (a script): told that changes come from the studio's page,
+            # not to reload one (session 35).
+            assert "this request has no token: mosaicist studio" in response.text
+            assert "reload" not in response.text
+        elif "Origin" not in headers and "Sec-Fetch-Site" not in headers:
             # Said in words a studio user can act on ("token" meant nothing to them).
             assert "earlier start of mosaicist studio" in response.text
             assert "token" not in response.text

@@ -107,6 +107,7 @@ from ..web import (
     sigterm_as_interrupt,
     url_hosts,
 )
+from ..web._guard import NO_TOKEN_REFUSAL_KEY
 from ._event import (
     MAX_PHOTO_BYTES,
     UPLOAD_MEMORY_SECONDS,
@@ -1114,7 +1115,8 @@ class _BearerScripts:
     same way, to be refused by the route as a wrong admin token, and so does
     a request with neither header there, to hear that it needs the admin
     token (the routes refuse anything without it, so no page token is
-    needed to keep other sites' pages out).
+    needed to keep other sites' pages out). Elsewhere a wrong bearer token
+    is refused by the guard, in the words the host's routes use for it.
     """
 
     def __init__(self, app: Guard, admin_token: str, page_token: str) -> None:
@@ -1129,7 +1131,7 @@ class _BearerScripts:
             has_token = any(key == TOKEN_HEADER.encode() for key, _ in headers)
             hosts = str(scope.get("path", "")).startswith("/api/admin/")
             passes = False
-            bearer = False
+            wrong = False
             if not has_token and len(given) == 1:
                 scheme, _, value = given[0].strip().partition(b" ")
                 right = hmac.compare_digest(value.strip(), self._admin)
@@ -1138,18 +1140,16 @@ class _BearerScripts:
                 # (every one is wrapped in ``admin``), so a script with a wrong one hears
                 # "the admin token is not this wall's", not "reload the page".
                 passes = bearer and (right or hosts)
+                wrong = bearer and not passes
             elif not has_token and not given and hosts:
                 # No token of either kind on a host's route: the route answers 401
                 # "this needs the host's admin token", which is what a script lacks.
                 passes = True
             if passes:
                 scope = dict(scope, headers=[*headers, (TOKEN_HEADER.encode(), self._page)])
-            elif not has_token and scope.get("method") not in ("GET", "HEAD"):
-                # The guard refuses it (no page token) as a page from an earlier start:
-                # right for a page, wrong for a script, which never had one.
-                words = _script_refusal(headers, bearer)
-                if words is not None:
-                    send = _reworded_refusal(send, words)
+            elif wrong:
+                # Refused by the guard (no page token), in the host's routes' words.
+                scope = dict(scope, **{NO_TOKEN_REFUSAL_KEY: WRONG_ADMIN_TOKEN})
         await self.app(scope, receive, send)
 
 
@@ -1159,50 +1159,6 @@ NO_TOKEN = ("this request has no token: photos are sent from the guests' page (w
             "Authorization: Bearer TOKEN")
 #: The refusal of one whose bearer token is not the admin token (as the host's routes say).
 WRONG_ADMIN_TOKEN = "the admin token is not this wall's"
-
-
-def _script_refusal(headers: list[tuple[bytes, bytes]], bearer: bool) -> str | None:
-    """What to tell a request without a page token, where the guard's words are wrong.
-
-    ``bearer``: it carries one ``Authorization: Bearer`` header (not the
-    admin token, or it would have passed). None for a browser's request
-    (``Origin`` or ``Sec-Fetch-Site``, which scripts do not send): a page
-    without the token is another site's, or one to reload, as the guard says.
-    """
-    if bearer:
-        return WRONG_ADMIN_TOKEN
-    if any(key in (b"origin", b"sec-fetch-site") for key, _ in headers):
-        return None
-    return NO_TOKEN
-
-
-def _reworded_refusal(send: Any, words: str) -> Any:
-    """``send``, with the body of a 403 answer replaced by ``words`` (JSON or text as it was).
-
-    Only for a request the guard refuses before the app sees it: its 403 is
-    the guard's refusal for want of the page's token, and nothing else.
-    """
-    held: dict[str, Any] | None = None
-
-    async def reworded(message: Any) -> None:
-        nonlocal held
-        if message["type"] == "http.response.start" and message.get("status") == 403:
-            held = message
-            return
-        if held is None or message["type"] != "http.response.body":
-            await send(message)
-            return
-        if message.get("more_body", False):
-            return  # the guard's words are dropped: one sentence, one body
-        kept = [(key, value) for key, value in held.get("headers", [])
-                if key.lower() != b"content-length"]
-        json_answer = any(key.lower() == b"content-type" and value.startswith(b"application/json")
-                          for key, value in kept)
-        body = (json.dumps({"error": words}) if json_answer else f"{words}\n").encode("utf-8")
-        await send(dict(held, headers=[*kept, (b"content-length", str(len(body)).encode())]))
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-
-    return reworded
 
 
 def make_live_app(live: Live, *, host: str, port: int) -> Any:
@@ -1236,6 +1192,8 @@ def make_live_app(live: Live, *, host: str, port: int) -> Any:
                      max_body=MAX_BODY, lifespan=lifespan,
                      # Phones open the guests' link (--url): the server must answer to its name.
                      aliases=_guest_hosts(live.guest_url))
+    # A script has no page to reload: it is told how scripts send photos.
+    guard.no_token = NO_TOKEN
     return _BearerScripts(guard, live.event.admin_token, live.event.page_token)
 
 

@@ -11,7 +11,11 @@ by :func:`mosaicist.web.make_app`. For every request it
 - for state-changing methods, asks for the server's token in
   ``X-Mosaicist-Token`` and, when the browser names the page's origin
   (``Origin``) or says the request comes from another site
-  (``Sec-Fetch-Site``), for the server's own origin (403);
+  (``Sec-Fetch-Site``), for the server's own origin (403). A page is told
+  to reload (its token is from an earlier start, or it is another site's);
+  a request without a token that no browser sent (a script's, which never
+  had a page) is told that it needs the page's token, and how a script
+  authenticates where the app has a way;
 - adds the security headers (no sniffing, no referrer, no framing, a
   content security policy without remote sources) to every answer;
 - answers an exception that escaped the app with status 500 and one
@@ -41,6 +45,14 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 TOKEN_HEADER = "x-mosaicist-token"
 #: Methods that change state: they need the token.
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Headers a browser sends with every state-changing request of a page (``Origin``), or
+#: of any page to a trustworthy origin such as localhost (``Sec-Fetch-Site``); scripts
+#: (curl, Python's urllib and requests) send neither unless told to.
+BROWSER_HEADERS = (b"origin", b"sec-fetch-site")
+#: The ASGI scope key where a middleware in front of the guard that recognised another
+#: credential in a request (a script's bearer token) puts the refusal of that request for
+#: want of the page's token, said instead of the guard's own words.
+NO_TOKEN_REFUSAL_KEY = "mosaicist.no_token_refusal"
 #: Longest request target accepted (the pages' own URLs are far shorter).
 MAX_TARGET = 2048
 #: Longest query string accepted: the studio's folder browser sends a path there (at most
@@ -119,14 +131,26 @@ class Guard:
         The methods the app answers; others get 405.
     max_body : int
         Largest request body in bytes.
+    no_token : str, optional
+        The refusal of a state-changing request that carries no token and
+        that no browser sent (a script's): what it needs, and how a script
+        authenticates where the app has a way. By default, that the app's
+        page sends its token with every change (see :func:`no_token_refusal`).
+
+    Attributes
+    ----------
+    no_token : str
+        That refusal; an app made by :func:`mosaicist.web.make_app` may set
+        its own here.
     """
 
     def __init__(self, app: ASGIApp, *, hosts: HostCheck, name: str, token: str | None,
-                 methods: Iterable[str], max_body: int) -> None:
+                 methods: Iterable[str], max_body: int, no_token: str | None = None) -> None:
         self.app = app
         self.hosts = hosts
         self.name = name
         self.token = token
+        self.no_token = no_token or no_token_refusal(name)
         self.methods = frozenset(methods)
         if token is None:
             self.methods -= STATE_CHANGING
@@ -199,7 +223,7 @@ class Guard:
             allowed = ", ".join(sorted(self.methods))
             return 405, "this server does not accept that method", {"Allow": allowed}
         if method in STATE_CHANGING:
-            problem = self._check_sender(headers, host)
+            problem = self._check_sender(headers, host, scope.get(NO_TOKEN_REFUSAL_KEY))
             if problem is not None:
                 return 403, problem, {}
         lengths = [value for key, value in headers if key == b"content-length"]
@@ -207,13 +231,25 @@ class Guard:
             return 413, _too_large(self.max_body), {}
         return None
 
-    def _check_sender(self, headers: list[tuple[bytes, bytes]], host: str) -> str | None:
-        """Why a state-changing request may not come from where it does; None: it may."""
+    def _check_sender(self, headers: list[tuple[bytes, bytes]], host: str,
+                      instead: str | None = None) -> str | None:
+        """Why a state-changing request may not come from where it does; None: it may.
+
+        ``instead``: the refusal for want of the token that a middleware in
+        front of the guard chose (:data:`NO_TOKEN_REFUSAL_KEY`).
+        """
         values = {key: value.decode("latin-1") for key, value in headers}
         given = values.get(TOKEN_HEADER.encode())
         if self.token is None or given is None or not hmac.compare_digest(
             given.encode("utf-8", "replace"), self.token.encode("utf-8")
         ):
+            if instead is not None:
+                return instead
+            missing = given is None or not given.strip()  # blank: a script's unset $TOKEN
+            if missing and not any(key in values for key in BROWSER_HEADERS):
+                # No browser sent it, so no page did: a script, which never had a page to
+                # reload ("reload the page" sent its author looking for one).
+                return self.no_token
             # In words a guest or a studio user can act on: "token" meant nothing to them,
             # and a server started again (a new token) is the common cause.
             return (f"this page is from an earlier start of mosaicist {self.name} (or from "
@@ -239,6 +275,23 @@ class Guard:
             return message
 
         return limited
+
+
+def no_token_refusal(name: str) -> str:
+    """The guard's refusal of a script's state-changing request without a token, by default.
+
+    Parameters
+    ----------
+    name : str
+        The app, as in ``mosaicist NAME`` (``studio``).
+
+    Returns
+    -------
+    str
+        One sentence: that the request lacks the token the app's page sends.
+    """
+    return (f"this request has no token: mosaicist {name} takes changes from its own page "
+            "only, which sends this server's token with each one")
 
 
 async def _drain(receive: Receive) -> None:
