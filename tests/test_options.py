@@ -58,7 +58,7 @@ def test_every_field_is_a_declared_setting_with_help():
     ({"min_spacing": -1}, "min_spacing must be at least 0, got -1"),
     ({"assign": "best"}, "unknown assign 'best'; use optimal or greedy"),
     ({"jpeg_quality": 101}, "jpeg_quality must be between 1 and 100, got 101"),
-    ({"dzi_tile_size": 0}, "dzi_tile_size must be between 1 and 4096 pixels, got 0"),
+    ({"dzi_tile_size": 0}, "dzi_tile_size must be between 16 and 2048 pixels, got 0"),
     ({"dzi_overlap": 200}, "dzi_overlap must be between 0 and 127 pixels (half of dzi_tile_size)"),
     ({"dzi_format": "gif"}, "unknown dzi_format 'gif'; use jpeg, png or webp"),
     ({"cell_px": 8.0}, "cell_px must be a whole number, got 8.0"),

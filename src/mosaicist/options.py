@@ -88,7 +88,14 @@ DZI_FORMAT_ALIASES = {"jpg": "jpeg", **{name: name for name in DZI_FORMATS}}
 DZI_TILE_SIZE = 254
 DZI_OVERLAP = 1
 DZI_FORMAT = "jpeg"
-#: Largest Deep Zoom tile side.
+#: Accepted range of ``dzi_tile_size``, the tile side of the pyramids mosaicist writes.
+#: Below 16 px (one JPEG or WebP block) a tile file is mostly headers, a pyramid has
+#: millions of them and a screen of the viewer needs thousands of requests; above
+#: 2048 px each request is megabytes and the viewer's cache of 200 decoded tiles
+#: (OpenSeadragon's default) gigabytes of memory.
+DZI_TILE_SIZE_RANGE = (16, 2048)
+#: Largest tile side of a pyramid read (:func:`mosaicist.render.read_layout`: other tools
+#: write larger ones) or written by :func:`mosaicist.render.write_deep_zoom` directly.
 DZI_MAX_TILE_SIZE = 4096
 #: Largest whole number any setting takes, bounded or not: what NumPy's int64 arrays and
 #: the solvers hold (a larger count, ``max_uses=10**400``, overflowed deep inside).
@@ -685,7 +692,8 @@ class MosaicOptions:
         flag="--quality", low=1, high=100, metavar="Q", section="output")
     dzi_tile_size: int = setting(
         DZI_TILE_SIZE, "Deep Zoom tile side, without overlap.",
-        low=1, high=DZI_MAX_TILE_SIZE, unit="pixels", metavar="PX", section="output")
+        low=DZI_TILE_SIZE_RANGE[0], high=DZI_TILE_SIZE_RANGE[1], unit="pixels", metavar="PX",
+        section="output")
     dzi_overlap: int = setting(
         DZI_OVERLAP, "Pixels each Deep Zoom tile shares with its neighbours.",
         low=0, unit="pixels", metavar="PX", section="output")
@@ -935,7 +943,30 @@ class MosaicOptions:
             value = values[name]
             if isinstance(value, float) and 0 < value < 0.005:
                 values[name] = 0.0
+        values |= _dzi_layout_in_range(values["dzi_tile_size"], values["dzi_overlap"])
         return cls(**values)
+
+
+def _dzi_layout_in_range(tile_size: object, overlap: object) -> dict[str, int]:
+    """A saved Deep Zoom layout brought into :data:`DZI_TILE_SIZE_RANGE`, when it is whole.
+
+    Files written when any tile side from 1 to 4096 was taken are read, not
+    refused: the layout only cuts the output into files, so the nearest side
+    allowed (and an overlap within half of it) draws the same picture. Values
+    of the wrong kind are left for the settings' own checks to refuse.
+    """
+    whole = (int, np.integer)
+    if isinstance(tile_size, bool) or not isinstance(tile_size, whole):
+        return {}
+    low, high = DZI_TILE_SIZE_RANGE
+    side = min(max(int(tile_size), low), high)
+    if side == tile_size:
+        return {}
+    layout = {"dzi_tile_size": side}
+    if not isinstance(overlap, bool) and isinstance(overlap, whole):
+        # A side of 4096 took overlaps up to 2048; only a side made smaller moves it.
+        layout["dzi_overlap"] = min(int(overlap), side // 2)
+    return layout
 
 
 def _checked_init(generated: Callable[..., None]) -> Callable[..., None]:

@@ -62,6 +62,7 @@ from ..options import (
     DZI_MAX_TILE_SIZE,
     DZI_OVERLAP,
     DZI_TILE_SIZE,
+    DZI_TILE_SIZE_RANGE,
 )
 from ..paths import (
     _temporary_prefix,
@@ -93,6 +94,11 @@ DEEPZOOM_NAMESPACE = "http://schemas.microsoft.com/deepzoom/2008"
 DEFAULT_QUALITY = 90
 #: Namespaces read (the 2009 one is the same schema, renamed).
 DEEPZOOM_NAMESPACES = (DEEPZOOM_NAMESPACE, "http://schemas.microsoft.com/deepzoom/2009")
+#: Most tile files a pyramid may have. The 7.9-gigapixel mosaic of the README has
+#: 163,414 at the default 254 px; a million is about 48 gigapixels at 254 px, and small
+#: tiles on a large picture (16 px on a 2560x1920 mosaic: 25,613; 1 px: 6.6 million) make
+#: a pyramid that takes hours to write, copy or delete and a viewer that never keeps up.
+MOST_TILE_FILES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -332,6 +338,54 @@ def check_layout(tile_size: int, overlap: int, tile_format: str) -> str:
         raise OptionError("unknown {dzi_format} {value!r}; use {known}", value=tile_format,
                           known=alternatives(TILE_FORMATS))
     return name
+
+
+def _least_fitting_tile_size(width: int, height: int, above: int) -> int | None:
+    """The smallest tile side over ``above`` whose pyramid has at most :data:`MOST_TILE_FILES`
+    tiles, within :data:`DZI_TILE_SIZE_RANGE`; None when even the largest has more."""
+    low, high = max(above + 1, DZI_TILE_SIZE_RANGE[0]), DZI_TILE_SIZE_RANGE[1]
+    if low > high or DeepZoomLayout(width, height, high).tile_total() > MOST_TILE_FILES:
+        return None
+    # Fewer tiles the larger they are: bisect for the first side that fits.
+    while low < high:
+        middle = (low + high) // 2
+        if DeepZoomLayout(width, height, middle).tile_total() > MOST_TILE_FILES:
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
+def check_tile_files(path: str | os.PathLike[str], width: int, height: int,
+                     tile_size: int) -> None:
+    """Refuse, before any work, a pyramid of more than :data:`MOST_TILE_FILES` tile files.
+
+    Parameters
+    ----------
+    path : path-like
+        The descriptor, named in the message.
+    width, height : int
+        The picture's size in pixels.
+    tile_size : int
+        Side of a tile without its overlap (``dzi_tile_size``), already checked.
+
+    Raises
+    ------
+    OptionError
+        Saying how many files the pyramid would have, and the smallest
+        ``dzi_tile_size`` that fits (else larger cells or smaller ``tile_px``).
+    """
+    count = DeepZoomLayout(width, height, tile_size).tile_total()
+    if count <= MOST_TILE_FILES:
+        return
+    fitting = _least_fitting_tile_size(width, height, tile_size)
+    advice = ("use {dzi_tile_size} {fitting} or more" if fitting is not None else
+              "use larger cells or a smaller {tile_px}")
+    raise OptionError(
+        "{path}: a {width}x{height} px Deep Zoom pyramid of {side} px tiles is {count} tile "
+        "files, over the {most} a pyramid may have; " + advice,
+        path=str(path), width=f"{width:,}", height=f"{height:,}", side=f"{tile_size:,}",
+        count=f"{count:,}", most=f"{MOST_TILE_FILES:,}", fitting=fitting)
 
 
 def _encode(tile: np.ndarray, tile_format: str, quality: int) -> bytes:
@@ -717,6 +771,7 @@ def write_deep_zoom(
     width, height = int(width), int(height)
     if width < 1 or height < 1:
         raise MosaicistError(f"{path}: cannot write an empty {width}x{height} picture")
+    check_tile_files(path, width, height, int(tile_size))
     layout = DeepZoomLayout(width, height, int(tile_size), int(overlap), tile_format)
     if workers is None:
         workers = worker_count()
@@ -840,13 +895,15 @@ class DeepZoomFormat(OutputFormat):
         Raises
         ------
         OptionError
-            When the layout settings are not valid (:func:`check_layout`).
+            When the layout settings are not valid (:func:`check_layout`), or
+            the pyramid would have too many tile files (:func:`check_tile_files`).
         MosaicistError
             When one of the names cannot be replaced, naming it, another run
             is writing this pyramid now (:func:`refuse_if_being_written`), or
             the manifest's signing key can be neither read nor made.
         """
         check_layout(options.dzi_tile_size, options.dzi_overlap, options.dzi_format)
+        check_tile_files(path, width, height, options.dzi_tile_size)
         _refuse_link(path, "Deep Zoom descriptor")
         refuse_if_being_written(path)
         for companion, what in self.companions(path)[1:]:
