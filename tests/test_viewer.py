@@ -1184,3 +1184,25 @@ def test_a_viewer_of_a_pyramid_with_jpg_tiles_asks_for_jpg_tiles(tmp_path):
     with serving(page) as url:
         status, body, _ = fetch(url, "/m_files/4/0_0.JPG")
     assert status == 200 and body == (tmp_path / "m_files" / "4" / "0_0.JPG").read_bytes()
+
+
+@pytest.mark.parametrize("tile_size", [16, 64, 254])
+def test_browser_viewer_keeps_four_screens_of_tiles(browser, tmp_path, tile_size):
+    # OpenSeadragon's 200 decoded tiles are not one screen of 64 px tiles: each pan fetched
+    # them all again (session 35).
+    image = np.zeros((96, 128, 3), np.uint8)
+    dzi = tmp_path / "small.dzi"
+    write_deep_zoom([image], 128, 96, dzi, tile_size=tile_size, format="png")
+    placements = Placements(3, 4, np.zeros(12, np.int64), np.zeros(12, np.int64), ["a.png"] * 12)
+    write_viewer(dzi, placements)
+    with watched_page(browser) as (_, page, errors):
+        open_viewer(page, dzi.with_suffix(".html").as_uri())
+        kept = page.evaluate("window.mosaicistViewer.maxImageCacheCount")
+        screen = page.evaluate("window.screen.width * window.screen.height"
+                               " * (window.devicePixelRatio || 1) ** 2")
+        assert errors == []
+    from mosaicist.viewer._page import MOST_CACHED_TILES
+
+    expected = min(MOST_CACHED_TILES, max(200, 4 * -(-screen // (tile_size * tile_size))))
+    assert kept == expected
+    assert kept > 200 if tile_size <= 64 else kept == 200

@@ -295,7 +295,8 @@ def write_viewer(
         **leaves,
     }
     scripts = [_OPENSEADRAGON_SCRIPT.format(openseadragon=_openseadragon_source()),
-               _VIEWER_SCRIPT.format(nav_images=_script_json(_nav_images()), script=_SCRIPT)]
+               _VIEWER_SCRIPT.format(nav_images=_script_json(_nav_images()),
+                                     most_cached_tiles=MOST_CACHED_TILES, script=_SCRIPT)]
     page = _PAGE.format(
         title=html.escape(_shown(title)),
         policy=page_meta_policy(scripts),  # hashes and keywords: no quote or markup
@@ -439,6 +440,10 @@ html, body {{ margin: 0; height: 100%; background: #111; overflow: hidden; }}
 </html>
 """
 
+#: Most decoded tiles the viewer keeps: four screens of tiles (at least OpenSeadragon's 200),
+#: whatever their side; about 130 MB of pixels for four 4K screens of any tile side.
+MOST_CACHED_TILES = 20_000
+
 # The two inline scripts, hashed into the page's policy as they are written.
 _OPENSEADRAGON_SCRIPT = """
 /* OpenSeadragon (https://openseadragon.github.io/), BSD-3-Clause licence:
@@ -449,6 +454,7 @@ _OPENSEADRAGON_SCRIPT = """
 
 _VIEWER_SCRIPT = """
 const MOSAICIST_NAV_IMAGES = {nav_images};
+const MOST_CACHED_TILES = {most_cached_tiles};
 {script}
 """
 
@@ -520,8 +526,16 @@ _SCRIPT = r"""
     return data.source_root_url + data.sources[index].split("/").map(encodeURIComponent).join("/");
   }
 
+  // Decoded tiles kept: OpenSeadragon's 200 hold a few screens of 254 px tiles, but one
+  // screen of 64 px tiles takes about 500, and each pan fetched them all again.
+  const tileSide = Number(data.tile_source.Image.TileSize) || 254;
+  const screenTiles = Math.ceil(window.screen.width * window.screen.height
+      * Math.pow(window.devicePixelRatio || 1, 2) / (tileSide * tileSide));
+  const cachedTiles = Math.min(MOST_CACHED_TILES, Math.max(200, 4 * screenTiles));
+
   const viewer = OpenSeadragon({
     element: document.getElementById("mosaicist-viewer"),
+    maxImageCacheCount: cachedTiles,
     tileSources: data.tile_source,
     prefixUrl: "",
     navImages: MOSAICIST_NAV_IMAGES,
