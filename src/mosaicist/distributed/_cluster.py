@@ -378,7 +378,9 @@ async def _connect(connect: Any, address: str, seconds: float, arguments: dict[s
     try:
         return await connect(address, timeout=first, **arguments)
     except OSError as error:
-        refusal = _refusal(error)
+        # On a loaded machine Dask's last try may be cut off by the time, its cause then
+        # no answer rather than the refusal: one plain connection says which it is.
+        refusal = _refusal(error) or await _refused_now(address)
         if refusal is not None:
             raise _Refused(refusal) from None
         if first >= seconds:
@@ -391,6 +393,33 @@ async def _connect(connect: Any, address: str, seconds: float, arguments: dict[s
         # Said over the whole wait ("after 10 s"), with the last failure as its cause.
         raise OSError(f"Timed out trying to connect to {address} after {seconds:g} s"
                       ) from error.__cause__
+
+
+async def _refused_now(address: str) -> str | None:
+    """The operating system's words if a plain TCP connection to ``address`` is refused now.
+
+    None for an address of another protocol, one that takes the connection (closed at
+    once) or one that does not answer within a second.
+    """
+    import asyncio
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(address)
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if parts.scheme != "tcp" or host is None or port is None:
+        return None
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=1.0)
+    except TimeoutError:
+        return None
+    except OSError as error:
+        # The system's words: asyncio's own ("Connect call failed (...)") name no reason.
+        return os.strerror(error.errno).lower() if error.errno in _REFUSALS else None
+    writer.close()
+    return None
 
 
 def _refusal(error: BaseException) -> str | None:
