@@ -23,6 +23,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import make_colour_folder
 from PIL import Image
+from test_refusals_s35 import _tree
 
 from mosaicist import __version__
 from mosaicist.batch import _run, batch_mosaics
@@ -59,16 +60,6 @@ def in_process_cluster():
     yield start
     for cluster in started:
         cluster.close()
-
-
-def _tree(root: Path) -> dict[str, tuple[int, int]]:
-    """Every path under ``root``, with a file's size and modification time."""
-    tree = {}
-    for path in root.rglob("*"):
-        status = path.lstat()
-        tree[str(path.relative_to(root))] = ((status.st_size, status.st_mtime_ns)
-                                             if path.is_file() else (-1, 0))
-    return tree
 
 
 def _refused(root: Path, monkeypatch, scheduler: str) -> str:

@@ -567,39 +567,38 @@ def _write_lock(directory: Path, quiet: bool) -> Iterator[OSError | None]:
 
 def _lock_file(descriptor: int, path: Path, quiet: bool) -> None:
     """Take the POSIX lock of the open ``write.lock``, waiting while a live process holds it."""
-    try:
-        fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    if _lock_now(descriptor, path):
         return
-    except OSError as error:
-        if error.errno not in (errno.EACCES, errno.EAGAIN):
-            raise MosaicistError(f"{path}: cannot lock the index: "
-                                 f"{error.strerror or error}") from None
     if not quiet:
         holder = _holder(descriptor)
         who = "another process" if holder is None else f"process {holder}"
         print(f"mosaicist: waiting for {who} that is updating this index ({path})",
               file=sys.stderr)
-    while True:
-        try:
-            fcntl.lockf(descriptor, fcntl.LOCK_EX)
-            return
-        except OSError as error:
-            if error.errno != errno.EDEADLK:
-                raise MosaicistError(f"{path}: cannot lock the index: "
-                                     f"{error.strerror or error}") from None
-        # The kernel detects deadlocks per process, not per thread: two threaded processes
-        # (two studios), each waiting in one thread for a lock the other holds in another
-        # thread, can be told EDEADLK where nothing is stuck. No update holds two index
-        # locks at once, so poll until the holder lets go.
-        while True:
-            try:
-                fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except OSError as error:
-                if error.errno not in (errno.EACCES, errno.EAGAIN):
-                    raise MosaicistError(f"{path}: cannot lock the index: "
-                                         f"{error.strerror or error}") from None
-            time.sleep(LOCK_POLL_SECONDS)
+    try:
+        fcntl.lockf(descriptor, fcntl.LOCK_EX)
+        return
+    except OSError as error:
+        if error.errno != errno.EDEADLK:
+            raise MosaicistError(f"{path}: cannot lock the index: "
+                                 f"{error.strerror or error}") from None
+    # The kernel detects deadlocks per process, not per thread: two threaded processes
+    # (two studios), each waiting in one thread for a lock the other holds in another
+    # thread, can be told EDEADLK where nothing is stuck. No update holds two index
+    # locks at once, so poll until the holder lets go.
+    while not _lock_now(descriptor, path):
+        time.sleep(LOCK_POLL_SECONDS)
+
+
+def _lock_now(descriptor: int, path: Path) -> bool:
+    """Take the lock if it is free now; False while another process holds it."""
+    try:
+        fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError as error:
+        if error.errno not in (errno.EACCES, errno.EAGAIN):
+            raise MosaicistError(f"{path}: cannot lock the index: "
+                                 f"{error.strerror or error}") from None
+    return False
 
 
 def _record_holder(descriptor: int) -> None:
