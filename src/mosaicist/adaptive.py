@@ -55,7 +55,7 @@ from .colour import encoded_unit
 from .errors import OptionError, check_range
 from .grid import Grid
 from .imaging import target_path
-from .options import MosaicOptions
+from .options import CELL_PX_RANGE, TILE_PX_RANGE, MosaicOptions
 
 if TYPE_CHECKING:
     from .library import TileLibrary
@@ -83,14 +83,14 @@ def check_adaptive(options: MosaicOptions) -> None:
         return
     step = 1 << depth
     assert options.match_px is not None
-    sizes = {"cell": ("cell_px", options.cell_px, options.cell_height),
-             "tile": ("tile_px", options.tile_px, options.tile_height),
-             "match": ("match_px", options.match_px, options.match_height)}
-    for what, (setting, width, height) in sizes.items():
+    sizes = {"cell": ("cell_px", options.cell_px, options.cell_height, CELL_PX_RANGE[1]),
+             "tile": ("tile_px", options.tile_px, options.tile_height, TILE_PX_RANGE[1]),
+             "match": ("match_px", options.match_px, options.match_height, TILE_PX_RANGE[1])}
+    for what, (setting, width, height, most) in sizes.items():
         if width % step or height % step:
             # The widths that would do: a height rounded from the aspect (21 for 32 at
             # 3:2) is not for the user to work out.
-            fits = _halving_widths(width, options.aspect_ratio, step)
+            fits = _halving_widths(width, options.aspect_ratio, step, most)
             hint = (" or ".join(str(fit) for fit in fits) + " would do") if fits else ""
             # The setting is a template field, so that the command line shows its flag.
             advice = "; {" + setting + "} {hint}" if hint else ""
@@ -101,13 +101,19 @@ def check_adaptive(options: MosaicOptions) -> None:
                 times="once" if depth == 1 else f"{depth} times", size=f"{width}x{height}")
 
 
-def _halving_widths(width: int, aspect: tuple[int, int], step: int) -> list[int]:
-    """The nearest widths below and above ``width`` (1-1024) that halve, with their heights."""
+def _halving_widths(width: int, aspect: tuple[int, int], step: int, most: int) -> list[int]:
+    """The nearest widths below and above ``width`` that halve, with their heights.
+
+    Only widths the settings take, whose width and height are both at most
+    ``most`` (the size's limit): the next width that halves 6 times at 2:3
+    above 670 px is 768, but that is 1152 px tall, which the settings refuse.
+    """
     def fits(candidate: int) -> bool:
-        return candidate % step == 0 and height_for(candidate, aspect) % step == 0
+        height = height_for(candidate, aspect)
+        return candidate % step == 0 and height % step == 0 and height <= most
 
     below = next((w for w in range(width - 1, 0, -1) if fits(w)), None)
-    above = next((w for w in range(width + 1, 1025) if fits(w)), None)
+    above = next((w for w in range(width + 1, most + 1) if fits(w)), None)
     return [w for w in (below, above) if w is not None]
 
 

@@ -493,6 +493,11 @@ def _widths(side_range: tuple[int, int], aspect: tuple[int, int], adaptive: int)
     return _halving(widths, aspect, adaptive)
 
 
+def _times(depth: int) -> str:
+    """How often a side halves at adaptive ``depth``, in words: ``once``, ``2 times``."""
+    return "once" if depth == 1 else f"{depth} times"
+
+
 def _check_height(name: str, width: int, aspect: tuple[int, int], most: int) -> None:
     """Refuse a given width whose height at ``aspect`` is over ``most``, as the settings do."""
     height = height_for(width, aspect)
@@ -558,14 +563,15 @@ def cell_px_for_cells(
     usable = counts >= 1
     target = (f"its {width}x{height} crop to the print's shape" if cropped
               else f"{width}x{height} pixels")
+    times = _times(adaptive)
     if not usable.any():
         smallest = int(widths.min())
         size = f"{smallest}x{height_for(smallest, ratio)}"
         if adaptive:
             # Not the target's fault alone: smaller cells would fit, but not halve so often.
             raise OptionError("{name}: {target} is smaller than one {size} cell, the smallest "
-                              "that {adaptive} {depth} allows (its sides halve {depth} times)",
-                              name=name, target=target, size=size, depth=adaptive)
+                              "that {adaptive} {depth} allows (its sides halve {times})",
+                              name=name, target=target, size=size, depth=adaptive, times=times)
         raise MosaicistError(f"{name}: {target} is smaller than one {size} cell, the "
                              f"smallest at {format_aspect(ratio)}")
     widths, counts = widths[usable], counts[usable]
@@ -576,7 +582,6 @@ def cell_px_for_cells(
     # Only cells whose sides halve DEPTH times are tried: the same target holds other
     # counts without adaptive cells, so the message says which cells it counted.
     halving = (" in cells whose sides halve {times} ({adaptive} {depth})" if adaptive else "")
-    times = "once" if adaptive == 1 else f"{adaptive} times"
     if cells > most:
         raise OptionError("{cells} {value} is more than {held} holds" + halving + ": at most "
                           "{most} ({smallest} px wide)", value=cells, held=held,
@@ -658,8 +663,9 @@ def tile_px_for_print(
     widths = _widths(TILE_PX_RANGE, ratio, adaptive)
     if not len(widths):
         raise OptionError("{adaptive} {value} leaves no tile width up to {most} px whose height "
-                          "at {aspect} {shape} halves {value} times", value=adaptive,
-                          most=TILE_PX_RANGE[1], shape=format_aspect(ratio))
+                          "at {aspect} {shape} halves {times}", value=adaptive,
+                          most=TILE_PX_RANGE[1], shape=format_aspect(ratio),
+                          times=_times(adaptive))
     heights = _heights(widths, ratio)
     errors = np.maximum(np.abs(cols * widths - print_width),
                         np.abs(rows * heights - print_height))
