@@ -7,8 +7,10 @@ portrait clip, stored on its side), as players show them. A video is
 written from the batch's outputs in order: H.264
 (``libx264``, quality ``crf`` 18, ``yuv420p`` so that every player plays it)
 when FFmpeg has it, else another codec the container takes (see
-:data:`CODECS`). 4:2:0 chroma needs even sides: a mosaic with an odd width
-or height loses its last column or row in the video (its files keep it).
+:data:`CODECS`), converted with BT.709's matrix and described so where the
+codec can say it (:data:`DESCRIBED_CODECS`). 4:2:0 chroma needs even sides:
+a mosaic with an odd width or height loses its last column or row in the
+video (its files keep it).
 The video is written under a temporary name and renamed, like every output.
 
 PyAV is the ``video`` extra (``python3 -m pip install ".[video]"``); it is
@@ -46,6 +48,15 @@ CODEC_OPTIONS: dict[str, dict[str, str]] = {
     "libx264": {"crf": "18", "preset": "medium"},
     "libvpx-vp9": {"crf": "30", "b": "0"},
 }
+#: Encoders that write a video's colour description (matrix, primaries, transfer, range)
+#: into its stream: their frames are converted with BT.709's matrix and described so (see
+#: :func:`_bt709`). Players take an undescribed video for BT.709 from HD sizes up and for
+#: BT.601 below: a mosaic's reds and greens moved by about 10 levels in one or the other.
+DESCRIBED_CODECS = frozenset({"libx264", "libvpx-vp9", "libvpx", "libaom-av1"})
+#: The colour description of those videos (FFmpeg's encoder options): sRGB pictures are
+#: BT.709's primaries; its transfer is what SDR video players expect.
+BT709_OPTIONS = {"colorspace": "bt709", "color_primaries": "bt709", "color_trc": "bt709",
+                 "color_range": "tv"}
 #: Frame rate of a video made from still images, when none is given.
 DEFAULT_FPS = Fraction(25)
 #: Frame rates a video out may have (frames per second). The lowest is at least
@@ -188,7 +199,7 @@ def read_frames(path: str | Path, max_pixels: int | None = None) -> Iterator[np.
         # A file cut short (a copy or a download stopped, a camera's power lost) decodes
         # without a word to where it stops: the threaded decoder says nothing of a last
         # frame's partial data, and a video of the first seconds passed for the clip.
-        cut_short = _data_past_the_end(stream, path)
+        cut_short = _data_past_the_end(stream, path) or _segment_past_the_end(path)
         damaged = None  # a packet the demuxer found partial, decoded if the file goes on
         for packet in container.demux(stream):
             if damaged is not None and packet.size:
@@ -219,10 +230,78 @@ def _data_past_the_end(stream: Any, path: str | Path) -> bool:
         return False
 
 
+#: FFmpeg's disposition of a cover picture (``AV_DISPOSITION_ATTACHED_PIC``).
+_ATTACHED_PICTURE = 0x0400
+
+
+#: EBML IDs (length markers kept) of a Matroska (WebM) file's header and its segment.
+_EBML_HEADER, _MATROSKA_SEGMENT = 0x1A45DFA3, 0x18538067
+
+
+def _segment_past_the_end(path: str | Path) -> bool:
+    """Whether a Matroska (WebM) file's segment, as its header sizes it, ends past the file.
+
+    Matroska has no index at its start (its cues are written last), and its
+    demuxer stops at the end of the data without a word: the segment's size,
+    written when the file was closed, says where its frames end. A file of
+    another format, or written live (its segment's size unknown), says nothing.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)  # the EBML header is a few dozen bytes
+            size = os.fstat(handle.fileno()).st_size
+    except OSError:
+        return False
+    position = 0
+    for wanted in (_EBML_HEADER, _MATROSKA_SEGMENT):
+        element = _ebml_number(head, position, keep_marker=True)
+        if element is None or element[0] != wanted:
+            return False
+        length = _ebml_number(head, element[1])
+        if length is None:
+            return False
+        value, position, unknown = length
+        if wanted == _MATROSKA_SEGMENT:
+            return not unknown and position + value > size
+        position += value  # past the EBML header, to the segment
+    return False
+
+
+def _ebml_number(data: bytes, position: int, *, keep_marker: bool = False
+                 ) -> tuple[int, int, bool] | None:
+    """An EBML variable-length number at ``position``: (value, position after it, all ones).
+
+    Its first byte's leading zeros say how many more bytes it has (at most
+    7); an ID keeps that length marker, a size drops it. A size of all ones
+    is "unknown" (a file written as it was recorded). None where ``data``
+    ends first or the first byte is 0.
+    """
+    if position >= len(data) or not data[position]:
+        return None
+    length = 9 - data[position].bit_length()
+    if position + length > len(data):
+        return None
+    value = int.from_bytes(data[position:position + length], "big")
+    if not keep_marker:
+        value &= (1 << (7 * length)) - 1
+    return value, position + length, value == (1 << (7 * length)) - 1
+
+
 def _video_stream(container: Any, path: str | Path) -> Any:
-    if not container.streams.video:
-        raise MosaicistError(f"{path}: no video stream in the file")
-    return container.streams.video[0]
+    """The video stream a player shows: FFmpeg's best of those that are not a cover picture.
+
+    A song's or a podcast's cover art is a video stream of one still (in an
+    MP4 or M4A): read as the video, a sound file made one mosaic of its cover.
+    Of several video streams, the first was read, whichever the file marks
+    as its default (a thumbnail or a second angle before the main picture).
+    """
+    moving = [stream for stream in container.streams.video
+              if not int(getattr(stream, "disposition", 0) or 0) & _ATTACHED_PICTURE]
+    if not moving:
+        cover = " (only a cover picture)" if container.streams.video else ""
+        raise MosaicistError(f"{path}: no video stream in the file{cover}")
+    best = container.streams.best("video")
+    return best if best in moving else moving[0]
 
 
 @contextlib.contextmanager
@@ -359,7 +438,9 @@ def write_video(
                 stream = container.add_stream(codec, rate=rate)
                 stream.width, stream.height = width, height
                 stream.pix_fmt = "yuv420p"
-                stream.options = dict(CODEC_OPTIONS.get(codec, {}))
+                conversion = _bt709(av) if codec in DESCRIBED_CODECS else None
+                stream.options = {**CODEC_OPTIONS.get(codec, {}),
+                                  **(BT709_OPTIONS if conversion is not None else {})}
                 for picture in itertools.chain([first], pictures):
                     if picture.shape[:2] != shape:
                         raise MosaicistError(
@@ -369,6 +450,8 @@ def write_video(
                     written.add(picture)
                     frame = av.VideoFrame.from_ndarray(
                         np.ascontiguousarray(picture[:height, :width]), format="rgb24")
+                    if conversion is not None:
+                        frame = frame.reformat(format="yuv420p", **conversion)
                     for packet in stream.encode(frame):
                         container.mux(packet)
                 for packet in stream.encode():
@@ -377,6 +460,22 @@ def write_video(
             reason = getattr(error, "strerror", None) or str(error)
             raise MosaicistError(f"{path}: cannot write video: {reason}") from None
     return written
+
+
+def _bt709(av: Any) -> dict[str, Any] | None:
+    """:meth:`av.VideoFrame.reformat`'s arguments to BT.709's matrix and video range.
+
+    None where this PyAV cannot say them (PyAV's own conversion, BT.601's,
+    is then written without a description, as a codec that has none is).
+    """
+    try:
+        from av.video.reformatter import ColorRange, Colorspace
+
+        conversion = {"dst_colorspace": Colorspace.ITU709, "dst_color_range": ColorRange.MPEG}
+        av.VideoFrame(2, 2, "rgb24").reformat(format="yuv420p", **conversion)
+    except (ImportError, AttributeError, TypeError, ValueError):  # pragma: no cover - old PyAV
+        return None
+    return conversion
 
 
 @dataclass
