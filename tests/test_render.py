@@ -379,7 +379,8 @@ def test_overlay_refuses_a_target_that_no_longer_holds_the_grid(made):
     # A crop window outside the target: an IndexError traceback from the overlay's bands.
     _one_line_error(_cli("render", _edited(root, "crop.json", **{"crop.left": 1000}), "-o",
                          root / "r.png", "--cache-dir", root / "cache"),
-                    target, "window at (1000, 0)", "48x32 target")
+                    "crop.json", "crop (left 1,000, top 0) puts the grid",
+                    "outside the 48x32 px target")
     # The target replaced by a smaller picture: blended stretched without a word.
     Image.open(target).resize((24, 16)).save(target)
     _one_line_error(_cli("render", root / "p.json", "-o", root / "r.png",

@@ -43,7 +43,9 @@ Placements of a target read from a file add ``"target_pixels": {"width": W,
 size and the content hash of its pixels as they were matched), so that a
 later render's overlay can say that the target changed since
 (:func:`mosaicist.render.placements_renderer`); files without it (written
-before it was recorded, or of a target given in memory) are not checked.
+before it was recorded, or of a target given in memory) are not checked. A
+file whose crop puts its grid outside the target it records is refused when
+read.
 
 Adaptive cells (cells of several sizes, see :mod:`mosaicist.adaptive`) add
 ``cells.rect``: each cell's ``[x, y, w, h]`` in level-0 cells (a level-``d``
@@ -731,6 +733,11 @@ class Placements:
         columns = {name: _field(cells, name, list, "a list", "cells.")
                    for name in (*_CELL_FIELDS, *optional)}
         check_cells(rows, cols, columns)
+        options = MosaicOptions.from_json(settings)
+        target_pixels = (None if data.get("target_pixels") is None
+                         else TargetPixels.from_json(data["target_pixels"]))
+        if target_pixels is not None:
+            _check_grid_inside(rows, cols, (left, top), options, target_pixels)
         return cls(
             rows,
             cols,
@@ -744,13 +751,12 @@ class Placements:
             chroma=np.array(columns["chroma"], np.float64) if "chroma" in columns else None,
             mean=np.array(columns["mean"], np.float64).reshape(-1, 3) if "mean" in columns
             else None,
-            options=MosaicOptions.from_json(settings),
+            options=options,
             source=_optional_text(data.get("source"), "source"),
             target=_optional_text(data.get("target"), "target"),
             crop=(left, top),
             hashes=_hashes(data.get("hashes"), columns["tile"]),
-            target_pixels=None if data.get("target_pixels") is None
-            else TargetPixels.from_json(data["target_pixels"]),
+            target_pixels=target_pixels,
             rect=np.array(columns["rect"], np.float64) if "rect" in columns else None,
         )
 
@@ -1069,6 +1075,27 @@ def check_cells(rows: int, cols: int, columns: Mapping[str, list[Any]]) -> None:
         if not (_is_finite_number(value) and 0 <= value <= 1):
             raise ValueError(f"cells.chroma[{index}] must be a number from 0 to 1, "
                              f"got {_shown(value)}")
+
+
+def _check_grid_inside(rows: int, cols: int, crop: tuple[int, int], options: MosaicOptions,
+                       target: TargetPixels) -> None:
+    """Refuse a grid whose crop puts it outside the target the same file records.
+
+    A make writes both from one target, so they always agree; a crop edited
+    by hand did not, and was found only by a render's overlay, whose message
+    blamed the target ("replaced or edited since?") rather than this file.
+
+    Raises
+    ------
+    ValueError
+        Naming the crop, the grid's size in pixels and the target's.
+    """
+    left, top = crop
+    width, height = cols * options.cell_px, rows * options.cell_height
+    if left + width > target.width or top + height > target.height:
+        raise ValueError(f"crop (left {left:,}, top {top:,}) puts the grid of "
+                         f"{_grid(rows, cols)}, {width:,}x{height:,} px, outside the "
+                         f"{target.width:,}x{target.height:,} px target of target_pixels")
 
 
 def check_rects(rows: int, cols: int, rect: np.ndarray) -> None:
