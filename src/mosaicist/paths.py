@@ -697,6 +697,7 @@ def check_writable(path: str | os.PathLike[str], what: str = "output") -> None:
         What the file is, for the message (``"report file"``...).
     """
     path = Path(path)
+    refuse_long_name(path, what)
     # A link is written through (see atomic_path): its target's folder takes the file.
     written = Path(os.path.realpath(path)) if path.is_symlink() else path
     parent = written.parent if str(written.parent) else Path(".")
@@ -719,6 +720,43 @@ def check_writable(path: str | os.PathLike[str], what: str = "output") -> None:
             if refused:
                 raise MosaicistError(f"{path}: files cannot be made in the {what} folder "
                                      f"{parent} ({refused}); write the {what} elsewhere")
+
+
+def refuse_long_name(path: str | os.PathLike[str], what: str = "output",
+                     shown: str | os.PathLike[str] | None = None) -> None:
+    """Raise :class:`MosaicistError` when the name of ``path`` is too long for its folder.
+
+    Every look at such a path (``exists``, ``is_dir``) raised OSError "File
+    name too long", a message naming no setting, or in the API not a
+    :class:`MosaicistError` at all.
+
+    Parameters
+    ----------
+    path : path-like
+        The file to be written; its last part is measured, in bytes.
+    what : str
+        What the file is, for the message (``"report file"``...).
+    shown : path-like, optional
+        The path the user gave, named first in the message (default: ``path``),
+        where ``path`` is a file written beside it.
+    """
+    path = Path(path)
+    size = len(os.fsencode(path.name))
+    if size <= _NAME_MAX:
+        return  # within every usual file system's limit, without asking
+    try:
+        longest = os.pathconf(path.parent if str(path.parent) else ".", "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no such folder, or no pathconf (Windows)
+        longest = _NAME_MAX
+    if size <= longest:
+        return
+    over = f"is {size:,} bytes, over the {longest:,} its file system allows"
+    if shown is None:
+        raise MosaicistError(f"{path}: the {what}'s name {over}; give a shorter name")
+    # The companion's name is the given one's, with more: say how long the given one may be.
+    allowed = longest - (size - len(os.fsencode(Path(shown).name)))
+    raise MosaicistError(f"{shown}: the name of the {what} beside it {over}; give a name of "
+                         f"at most {allowed:,} bytes")
 
 
 def refuses_files(folder: Path) -> str | None:

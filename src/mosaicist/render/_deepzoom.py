@@ -17,8 +17,10 @@ pyramid under the final names. When a pyramid is written over another, the
 old descriptor and viewer page go just before the old tiles are replaced:
 a run stopped at any moment leaves the old pyramid whole, or the new tiles
 with no descriptor or page of the old one describing them (the next run
-writes them again). The staging folder is named after the
-writing process: one left by a run killed too hard to clean up
+writes them again). A viewer page that cannot be written takes its pyramid's
+descriptor with it (and its tiles, when the disk refused the page): a failed
+run never leaves a pyramid that looks finished. The staging folder is named
+after the writing process: one left by a run killed too hard to clean up
 (``kill -9``) is removed by the next write to the same place, once that
 process is gone.
 
@@ -71,6 +73,7 @@ from ..paths import (
     atomic_path,
     locks_refused,
     process_alive,
+    refuse_long_name,
     remove_stale_temporaries,
 )
 from ..progress import progress_bar
@@ -861,6 +864,24 @@ def _withdraw(path: Path) -> None:
             descriptor.unlink()
 
 
+def _unannounce(path: Path, remove_tiles: bool) -> None:
+    """Take back a pyramid whose viewer page could not be written.
+
+    Its descriptor goes, with whatever of the page and manifest is ours
+    (:func:`_withdraw`), so that no finished-looking output outlives a
+    failed run. With ``remove_tiles`` (the page failed on the disk: a full
+    one, most often) its tiles go too: they serve nothing without a
+    descriptor, and a rewrite stages its new tiles beside them, so a
+    retry on a disk that just ran out of space would need their room
+    twice. After an interrupt they stay, as any interrupted rewrite's do:
+    removing millions of files would hold up the stop.
+    """
+    with contextlib.suppress(OSError):
+        _withdraw(path)
+    if remove_tiles:
+        shutil.rmtree(files_folder(path), ignore_errors=True)
+
+
 class DeepZoomFormat(OutputFormat):
     """``NAME.dzi``: a Deep Zoom pyramid, plus ``NAME.html``, its viewer, when placements are known.
 
@@ -904,6 +925,11 @@ class DeepZoomFormat(OutputFormat):
         """
         check_layout(options.dzi_tile_size, options.dzi_overlap, options.dzi_format)
         check_tile_files(path, width, height, options.dzi_tile_size)
+        refuse_long_name(path, "Deep Zoom descriptor")
+        for companion, what in self.companions(path):
+            # NAME.viewer.json is 7 bytes longer than NAME.dzi: a legal output name
+            # could still make an illegal companion, found after every tile.
+            refuse_long_name(companion, what, shown=path)
         _refuse_link(path, "Deep Zoom descriptor")
         refuse_if_being_written(path)
         for companion, what in self.companions(path)[1:]:
@@ -1039,7 +1065,12 @@ class DeepZoomFormat(OutputFormat):
             page = path.with_suffix(".html")
             try:
                 write_viewer(path, picture.placements, source_root=picture.source_root)
-            except OSError as error:
+            except BaseException as error:
+                # A pyramid without its page is cut short (batch makes it again): its
+                # descriptor, left, announced a finished output from a failed run.
+                _unannounce(path, remove_tiles=isinstance(error, OSError))
+                if not isinstance(error, OSError):
+                    raise
                 # Else a full disk here says "No space left on device", naming no file.
                 raise MosaicistError(
                     f"{page}: cannot write the viewer page: {error.strerror or error}"
