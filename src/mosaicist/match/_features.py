@@ -465,6 +465,57 @@ def _fit_basis(
     return mean, basis
 
 
+@dataclass
+class _TileRows:
+    """The per-tile features of some tiles, in their own order (see :class:`TileFeatures`)."""
+
+    bound: np.ndarray
+    residual: np.ndarray
+    norm2: np.ndarray
+    channel_sums: np.ndarray
+    tail_norm: np.ndarray
+    pooled: np.ndarray
+
+
+def _tile_rows(
+    part: np.ndarray, geometry: Geometry, blocks: BoundGrid, mean: np.ndarray,
+    basis: np.ndarray,
+) -> _TileRows:
+    """The features of the tiles ``part`` under the components ``mean`` and ``basis``.
+
+    Shared by :func:`compute_features` and the check of a cached entry
+    (:func:`_sample_agrees`), so that the check recomputes exactly what was stored.
+    """
+    weight = geometry.weight
+    scale = bound_scale(geometry)
+    dimensions = len(basis)
+    flat = part.reshape(len(part), -1).astype(np.int32)
+    tile_norm2 = np.einsum("ij,ij->i", flat, flat, dtype=np.int64)
+    pooled = geometry.pool_tiles(part).reshape(len(part), -1)
+    sums = pooled.astype(np.float64)
+    sums2 = np.einsum("ij,ij->i", sums, sums)
+    residual = tile_norm2 - sums2 / weight
+    means = blocks.means(sums.reshape(len(part), *geometry.shape, 3) / weight)
+    means2 = np.einsum("ij,ij->i", means, means)
+    means -= mean
+    features = means @ basis.T
+    deviation2 = np.einsum("ij,ij->i", means, means)
+    feature2 = np.einsum("ij,ij->i", features, features)
+    tail = _tail_norm(sums2 / (weight * weight), means2, deviation2, feature2, blocks.area)
+    bound = np.empty((len(part), dimensions + BOUND_TERMS), np.float32)
+    bound[:, :dimensions] = features
+    bound[:, dimensions] = 1.0
+    # Bound = scale*(|g|^2 + |f|^2 - 2 g.f) + residual, loosened for float32 rounding.
+    bound[:, dimensions + 1] = (
+        scale * feature2 + residual - BOUND_SLACK * scale * deviation2
+        - 1e-7 * tile_norm2 - 1.0
+    )
+    bound[:, dimensions + 2] = tail
+    bound[:, dimensions + 3] = weight * (1.0 - BOUND_SLACK) * tail * tail
+    channel_sums = part.reshape(len(part), -1, 3).sum(axis=1, dtype=np.int64)
+    return _TileRows(bound, residual, tile_norm2, channel_sums, tail, pooled)
+
+
 def compute_features(
     tiles: np.ndarray,
     geometry: Geometry,
@@ -494,10 +545,8 @@ def compute_features(
         # Said as such, not as NumPy failing to fit components to no tile.
         raise ValueError("no tiles to compute features of")
     blocks = BoundGrid.of(geometry)
-    weight = geometry.weight
     mean, basis = _fit_basis(tiles, geometry, blocks)
     dimensions = len(basis)
-    scale = bound_scale(geometry)
     length = geometry.length
     if geometry.factor > 1 and pooled_out is None:
         pooled_out = np.empty((count, length), pooled_dtype(geometry))
@@ -511,35 +560,14 @@ def compute_features(
         for start in range(0, count, chunk):
             part = np.asarray(tiles[start:start + chunk])
             stop = start + len(part)
-            flat = part.reshape(len(part), -1).astype(np.int32)
-            tile_norm2 = np.einsum("ij,ij->i", flat, flat, dtype=np.int64)
-            sums = geometry.pool_tiles(part)
+            rows = _tile_rows(part, geometry, blocks, mean, basis)
             if pooled_out is not None and geometry.factor > 1:
-                pooled_out[start:stop] = sums.reshape(len(part), -1)
-            sums = sums.reshape(len(part), -1).astype(np.float64)
-            sums2 = np.einsum("ij,ij->i", sums, sums)
-            residual = tile_norm2 - sums2 / weight
-            means = blocks.means(sums.reshape(len(part), *geometry.shape, 3) / weight)
-            means2 = np.einsum("ij,ij->i", means, means)
-            means -= mean
-            features = means @ basis.T
-            deviation2 = np.einsum("ij,ij->i", means, means)
-            feature2 = np.einsum("ij,ij->i", features, features)
-            tail = _tail_norm(sums2 / (weight * weight), means2, deviation2, feature2,
-                              blocks.area)
-            tail_norm[start:stop] = tail
-            bound[start:stop, :dimensions] = features
-            bound[start:stop, dimensions] = 1.0
-            # Bound = scale*(|g|^2 + |f|^2 - 2 g.f) + residual, loosened for float32 rounding.
-            bound[start:stop, dimensions + 1] = (
-                scale * feature2 + residual - BOUND_SLACK * scale * deviation2
-                - 1e-7 * tile_norm2 - 1.0
-            )
-            bound[start:stop, dimensions + 2] = tail
-            bound[start:stop, dimensions + 3] = weight * (1.0 - BOUND_SLACK) * tail * tail
-            norm2[start:stop] = tile_norm2
-            channel_sums[start:stop] = part.reshape(len(part), -1, 3).sum(axis=1, dtype=np.int64)
-            residuals[start:stop] = residual
+                pooled_out[start:stop] = rows.pooled
+            bound[start:stop] = rows.bound
+            norm2[start:stop] = rows.norm2
+            channel_sums[start:stop] = rows.channel_sums
+            residuals[start:stop] = rows.residual
+            tail_norm[start:stop] = rows.tail_norm
             release_pages(tiles)
             if pooled_out is not None:
                 release_pages(pooled_out)
@@ -566,7 +594,10 @@ def cached_features(
     changed library or geometry computes them anew. Each cache entry is
     a folder of ``.npy`` files (memory-mapped when read, all but the mean
     and the basis), written with
-    :func:`~mosaicist.paths.atomic_folder`; a damaged entry is recomputed.
+    :func:`~mosaicist.paths.atomic_folder`; a damaged entry, or one of other
+    tiles under the same name (an index rebuilt from nothing is generation 0
+    again), is recomputed: each read checks the arrays' shapes and a sample
+    of tiles (:func:`_read_entry`).
     Writing an entry removes the entries of earlier library generations; a
     read-only or full cache computes the features in memory. A process
     that needs an entry another is computing waits for it and reads it
@@ -610,7 +641,7 @@ def cached_features(
         f"v{FEATURES_VERSION}-{variant}-g{generation}-n{len(tiles)}-{shape}-d{bound_dimensions(len(tiles))}"
     )
     path = directory / name
-    features = _read_entry(path, geometry, len(tiles))
+    features = _read_entry(path, geometry, tiles)
     if features is not None:
         return features
     note = (f"mosaicist: waiting for another process computing these features ({path})"
@@ -618,7 +649,7 @@ def cached_features(
     # Another process (a second run, a batch's worker) may be computing this entry:
     # waiting for it and reading its entry saves doing the same minutes of work twice.
     with build_lock(path, note=note):
-        features = _read_entry(path, geometry, len(tiles))
+        features = _read_entry(path, geometry, tiles)
         if features is not None:
             return features
         try:
@@ -653,8 +684,17 @@ _ENTRY_ARRAYS = ("mean", "basis", "bound", "order", "residual", "norm2", "channe
                  "tail_norm")
 
 
-def _read_entry(path: Path, geometry: Geometry, count: int) -> TileFeatures | None:
-    """The features cached at ``path``, or None where missing, damaged or of another size."""
+def _read_entry(path: Path, geometry: Geometry, tiles: np.ndarray) -> TileFeatures | None:
+    """The features of ``tiles`` cached at ``path``, or None where missing, damaged or stale.
+
+    An entry is named by the library's generation and size, which a
+    rebuilt index starts again (generation 0), and a file can be damaged in
+    place (zeroed by a crash, copied from another cache): each array's
+    type and shape are checked, and the features of a sample of tiles
+    (:data:`ENTRY_SAMPLE`) are computed again from their pixels and
+    compared. Before, such an entry was read as it was, and the search
+    picked tiles that were not the nearest, without a word.
+    """
     if not path.is_dir():
         return None
     try:
@@ -667,12 +707,95 @@ def _read_entry(path: Path, geometry: Geometry, count: int) -> TileFeatures | No
         if geometry.factor > 1:
             pooled = np.load(path / "pooled.npy", mmap_mode="r", allow_pickle=False)
         features = TileFeatures(**arrays, pooled=pooled)
+        if not (_shapes_fit(features, geometry, len(tiles))
+                and _sample_agrees(features, geometry, tiles)):
+            return None
     except STORED_ARRAY_ERRORS:
-        return None
-    if len(features.bound) != count or (pooled is not None and len(pooled) != count):
         return None
     mark_used(path)
     return features
+
+
+#: Tiles whose features are computed again to check a cached entry (evenly spaced,
+#: the first and last among them): a few milliseconds at any library size.
+ENTRY_SAMPLE = 64
+
+
+def _shapes_fit(features: TileFeatures, geometry: Geometry, count: int) -> bool:
+    """Whether each array of ``features`` has the type and shape of ``count`` tiles'."""
+    rows, cols = BoundGrid.of(geometry).shape
+    width = rows * cols * 3
+    dimensions = min(bound_dimensions(count), width)
+    wanted: dict[str, tuple[Any, tuple[int, ...]]] = {
+        "mean": (np.float64, (width,)),
+        "basis": (np.float32, (dimensions, width)),
+        "bound": (np.float32, (count, dimensions + BOUND_TERMS)),
+        "order": (np.int64, (count,)),
+        "residual": (np.float64, (count,)),
+        "norm2": (np.int64, (count,)),
+        "channel_sums": (np.int64, (count, 3)),
+        "tail_norm": (np.float64, (count,)),
+    }
+    if geometry.factor > 1:
+        wanted["pooled"] = (pooled_dtype(geometry), (count, geometry.length))
+    for key, (dtype, shape) in wanted.items():
+        array = getattr(features, key)
+        if array is None or array.dtype != np.dtype(dtype) or tuple(array.shape) != shape:
+            return False
+    return geometry.factor > 1 or features.pooled is None
+
+
+def _sample_agrees(features: TileFeatures, geometry: Geometry, tiles: np.ndarray) -> bool:
+    """Whether ``features`` hold, for a sample of ``tiles``, what :func:`_tile_rows` computes.
+
+    Integers (squared norms, channel sums, block sums) must be equal; the
+    float rows agree to float32 rounding (the stored basis is float32, the
+    fitted one was float64).
+    """
+    count = len(tiles)
+    order = np.asarray(features.order)
+    if count and (order.min() < 0 or order.max() >= count):
+        return False
+    # The bound's row of each tile: ``order`` must be a permutation (one O(M) pass).
+    row_of = np.full(count, -1, np.int64)
+    row_of[order] = np.arange(count)
+    if (row_of < 0).any():
+        return False
+    positions = np.unique(np.linspace(0, count - 1, min(count, ENTRY_SAMPLE)).astype(np.int64))
+    part = np.asarray(tiles[positions])
+    basis = np.asarray(features.basis, np.float64)
+    # Unit rows (their orthogonality shows in the sample's bound rows below).
+    if not np.allclose(np.einsum("ij,ij->i", basis, basis), 1.0, atol=1e-4):
+        return False
+    # One thread: a product this small gains nothing from BLAS's threads, which
+    # spun for tens of milliseconds on busy cores.
+    with one_blas_thread():
+        expected = _tile_rows(part, geometry, BoundGrid.of(geometry), features.mean, basis)
+    rows = row_of[positions]
+    if not (np.array_equal(expected.norm2, features.norm2[positions])
+            and np.array_equal(expected.channel_sums, features.channel_sums[positions])):
+        return False
+    if features.pooled is not None and not np.array_equal(expected.pooled,
+                                                          features.pooled[positions]):
+        return False
+    # A tail norm is the square root of a difference of near sums, so its rounding
+    # is compared squared, against the tiles' energy.
+    tail2 = np.square(np.asarray(features.tail_norm[rows], np.float64))
+    energy = max(1.0, float(expected.norm2.max()))
+    return (_close(features.bound[rows], expected.bound)
+            and _close(features.residual[rows], expected.residual)
+            and bool(np.isfinite(tail2).all())
+            and bool(np.allclose(tail2, np.square(expected.tail_norm), rtol=0, atol=1e-5 * energy)))
+
+
+def _close(found: np.ndarray, wanted: np.ndarray) -> bool:
+    """Whether stored float features equal recomputed ones up to float32 rounding."""
+    found = np.asarray(found, np.float64)
+    wanted = np.asarray(wanted, np.float64)
+    if not np.isfinite(found).all():
+        return False
+    scale = max(1.0, float(np.abs(wanted).max(initial=0.0)))
+    return bool(np.allclose(found, wanted, rtol=1e-4, atol=1e-5 * scale))
 
 
 def _load(path: Path, mapped: bool) -> np.ndarray:

@@ -11,7 +11,6 @@ memory-mapped file.
 
 from __future__ import annotations
 
-import contextlib
 import re
 from pathlib import Path
 
@@ -83,8 +82,7 @@ def prepare_tiles(
     transforms = augment_transforms(augment, aspect)
     if metric == "seed" and len(transforms) == 1:
         return tiles
-    count, height, width = len(tiles), tiles.shape[1], tiles.shape[2]
-    shape = (count * len(transforms), height, width, 3)
+    shape = (len(tiles) * len(transforms), *tiles.shape[1:3], 3)
     if transforms != AUGMENT_SETS[augment]:
         augment += "-" + "".join(str(code) for code in transforms)
     if directory is None:
@@ -92,14 +90,14 @@ def prepare_tiles(
         _fill(out, tiles, metric, transforms, show_progress)
         return out
     path = directory / f"prepared-{metric}-{augment}-{key}.u8"
-    prepared = _read_entry(path, shape)
+    prepared = _read_entry(path, tiles, metric, transforms)
     if prepared is not None:
         return prepared
     note = (f"mosaicist: waiting for another process preparing these tiles ({path})"
             if show_progress else None)
     # Another process may be preparing this entry: its result is read, not made again.
     with build_lock(path, note=note):
-        prepared = _read_entry(path, shape)
+        prepared = _read_entry(path, tiles, metric, transforms)
         if prepared is not None:
             return prepared
         try:
@@ -123,15 +121,40 @@ def prepare_tiles(
     return prepared
 
 
-def _read_entry(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
-    """The prepared library cached at ``path``, mapped, or None where missing or cut short."""
+#: Tiles prepared again to check a cached entry (evenly spaced, the first and last
+#: among them).
+ENTRY_SAMPLE = 64
+
+
+def _read_entry(path: Path, tiles: np.ndarray, metric: str, transforms: tuple[int, ...]
+                ) -> np.ndarray | None:
+    """The prepared library of ``tiles`` cached at ``path``, mapped; None where missing,
+    cut short, damaged or stale.
+
+    The name says the library's generation and size only, which a rebuilt
+    index starts again, and a file of the right size can hold other bytes
+    (zeroed by a crash, copied from another cache): a sample of tiles
+    (:data:`ENTRY_SAMPLE`) is prepared again and compared. Before, such a
+    file was read as it was, and the mosaic was made of the wrong pixels
+    without a word.
+    """
+    count, variants = len(tiles), len(transforms)
+    shape = (count * variants, *tiles.shape[1:3], 3)
     # Mapped, an entry stays readable when a process of a newer generation removes it.
-    with contextlib.suppress(FileNotFoundError):
-        if path.stat().st_size == int(np.prod(shape)):
-            prepared = np.memmap(path, np.uint8, "r", shape=shape)
-            mark_used(path)
-            return prepared
-    return None
+    try:
+        if not path.is_file() or path.stat().st_size != int(np.prod(shape)):
+            return None
+        prepared = np.memmap(path, np.uint8, "r", shape=shape)
+        positions = np.unique(np.linspace(0, count - 1, min(count, ENTRY_SAMPLE)).astype(np.int64))
+        encoded = encode(np.asarray(tiles[positions]), metric)
+        for slot, code in enumerate(transforms):
+            if not np.array_equal(prepared[positions * variants + slot],
+                                  apply_transform(encoded, code)):
+                return None
+    except (OSError, ValueError):  # gone, unreadable, a folder in its place, empty
+        return None
+    mark_used(path)
+    return prepared
 
 
 def _fill(
