@@ -1030,7 +1030,6 @@ def make(
     """
     from .imaging import target_size
     from .paths import check_writable
-    from .pipeline import make_mosaic, settings_named_by
     from .render import check_output, output_format
     from .sizing import options_plan
 
@@ -1066,6 +1065,10 @@ def make(
 
     show = progress_enabled(quiet)
     tiles = _source_before_cluster(tiles, scheduler, cache_dir, show)
+    # Imported once the checks above passed: refusing a target that is missing or too
+    # large needs none of the matchers.
+    from .pipeline import make_mosaic, settings_named_by
+
     # The pipeline's notes name settings as this command's flags, as its errors do.
     with _cluster(scheduler, quiet) as client, settings_named_by(_command_flags()):
         if client is None:
