@@ -461,13 +461,12 @@ def test_a_preset_spacing_fitted_away_runs_as_the_recorded_settings_do(tmp_path)
     assert remade.placements.to_json()["cells"] == mosaic.placements.to_json()["cells"]
 
 
-@pytest.mark.xfail(strict=True, reason="render has no --colour-profiles for CSV placements "
-                   "(cli.py _CSV_SETTINGS; reported in session 36)")
 def test_a_csv_of_a_seed_make_of_profiled_photos_renders_as_made(tmp_path):
     library = _profiled_folder(tmp_path / "lib", profiled=3, plain=3)
     target = _profiled_target(tmp_path / "t.png", None)
     _cli("make", target, "--tiles", library, "--preset", "seed", "--cell", "8", "--tile-px",
          "8", "-o", tmp_path / "made.png", "--placements", tmp_path / "p.csv", "-q")
     _cli("render", tmp_path / "p.csv", "--tiles", library, "--metric", "seed", "--crop",
-         "centre", "--colour-profiles", "ignore", "-o", tmp_path / "again.png", "-q")
+         "centre", "--colour-profiles", "ignore", "--tile-px", "8", "-o", tmp_path / "again.png",
+         "-q")
     assert (tmp_path / "again.png").read_bytes() == (tmp_path / "made.png").read_bytes()

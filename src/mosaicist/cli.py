@@ -1253,7 +1253,7 @@ def _make_summary(mosaic: Any, output: Path) -> str:
 
 
 #: Settings ``render`` takes only for CSV placements, which do not record how they were made.
-_CSV_SETTINGS = ("metric", "crop")
+_CSV_SETTINGS = ("metric", "crop", "colour_profiles")
 
 
 def _check_recorded(path: Path, placements: Any, given: dict[str, Any], quiet: bool) -> None:
@@ -1280,9 +1280,10 @@ def _check_recorded(path: Path, placements: Any, given: dict[str, Any], quiet: b
     click.echo(printable(
         f"mosaicist: warning: {path}: a CSV placements file records no settings, so it is "
         f"drawn as a make without options draws (--metric {options.metric}, --crop "
-        f"{options.crop}, no overlay"
+        f"{options.crop}, --colour-profiles {options.colour_profiles}, no overlay"
         + ("" if "tile_px" in given else f", {options.tile_px} px tiles")
-        + "); give --metric and --crop if it was made otherwise, or render the JSON "
+        + "); give --metric, --crop and --colour-profiles if it was made otherwise, or "
+        "render the JSON "
         "placements file (--placements NAME.json), which records them"),
         err=True)
 
@@ -1315,6 +1316,10 @@ Examples:
     "crop": "For CSV placements, which do not record it: where photos were cut to the "
             f"tiles' shape when they were made [default: {MosaicOptions().crop}, as a make "
             "without options].",
+    "colour_profiles": "For CSV placements, which do not record it: whether the photos' "
+                       "embedded colour profiles were converted or ignored when they were "
+                       f"made [default: {MosaicOptions().colour_profiles}, as a make without "
+                       "options; a make with the seed preset ignores them].",
     "dpi": "Resolution recorded in the output file [default: as in PLACEMENTS].",
     "jpeg_quality": "JPEG/WebP quality, also of Deep Zoom tiles [default: as in PLACEMENTS; "
                     "92, 90 for Deep Zoom, where they record none].",
@@ -1340,7 +1345,7 @@ def render(
     recorded transforms, tint and overlay; the picture is streamed, so any
     size fits in bounded memory. Settings not given are those recorded in
     PLACEMENTS (CSV files record none: those of a make without options; give
-    --metric and --crop as they were made with).
+    --metric, --crop and --colour-profiles as they were made with).
     """
     from .placements import Placements
     from .render import check_output, output_format, placements_renderer
