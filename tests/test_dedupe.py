@@ -224,9 +224,10 @@ def test_warm_runs_read_signatures_and_leaders_back(tmp_path, monkeypatch):
 def test_an_index_made_before_signatures_gets_them_once_without_decoding(tmp_path, monkeypatch):
     folder = duplicates_folder(tmp_path / "photos")
     cache = tmp_path / "cache"
-    fresh = TileLibrary.open(FolderSource(folder, workers=1), 16, cache_dir=cache)
+    fresh = TileLibrary.open(FolderSource(folder, workers=1), 32, cache_dir=cache)
     decoded = fresh.signatures()  # of each window at 32 px, when decoded
-    # Without its photos decoded again, an older index is signed from its 16 px tiles.
+    # Without its photos decoded again, an older index is signed from its tiles (at
+    # 32 px, square and centred, the photos' windows; other sizes decode them once).
     expected = tile_signatures(fresh.tiles)
     assert (hamming(decoded[0], expected[0]) <= 8).all()
     # Make the manifest as schema 1 wrote it: no windows, no signatures.
@@ -246,7 +247,7 @@ def test_an_index_made_before_signatures_gets_them_once_without_decoding(tmp_pat
     connection.execute("UPDATE meta SET value = '1' WHERE name = 'schema'")
     connection.commit()
     connection.close()
-    old = TileLibrary.open(FolderSource(folder, workers=1), 16, cache_dir=cache, update=False)
+    old = TileLibrary.open(FolderSource(folder, workers=1), 32, cache_dir=cache, update=False)
     assert old.windows_for(old.source_ids) == {}
     for got, want in zip(old.signatures(), expected, strict=True):  # from the pixels
         np.testing.assert_array_equal(got, want)
@@ -255,7 +256,7 @@ def test_an_index_made_before_signatures_gets_them_once_without_decoding(tmp_pat
         raise AssertionError("decoded again")
 
     monkeypatch.setattr(FolderSource, "decode", no_decoding)
-    upgraded = TileLibrary.open(FolderSource(folder, workers=1), 16, cache_dir=cache)
+    upgraded = TileLibrary.open(FolderSource(folder, workers=1), 32, cache_dir=cache)
     assert upgraded.stats.decoded == 0
     connection = sqlite3.connect(upgraded.directory / "manifest.sqlite")
     stored = connection.execute("SELECT COUNT(phash), COUNT(crop_left) FROM tiles").fetchone()

@@ -220,6 +220,11 @@ def connect(directory: Path) -> sqlite3.Connection:
     write-protected cache), the manifest is opened read-only instead
     (:func:`connect_read_only`): it reads as usual, and a write fails with
     SQLite's read-only error.
+
+    Raises
+    ------
+    MosaicistError
+        For a manifest that a newer mosaicist made (:func:`check_schema`).
     """
     connection = sqlite3.connect(directory / "manifest.sqlite", timeout=BUSY_SECONDS,
                                  isolation_level=None)
@@ -227,13 +232,61 @@ def connect(directory: Path) -> sqlite3.Connection:
         # WAL: readers keep reading the last committed state while a writer commits.
         _use_wal(connection)
         connection.execute("PRAGMA synchronous=NORMAL")
+        # Before any table is made: a newer version's manifest is not touched.
+        check_schema(connection, directory)
         connection.executescript(_SCHEMA)
     except sqlite3.OperationalError as error:
         connection.close()
         if not (is_read_only_error(error) or _cannot_open_unwritable(error, directory)):
             raise
         return connect_read_only(directory)
+    except BaseException:
+        connection.close()
+        raise
     return connection
+
+
+def check_schema(connection: sqlite3.Connection, directory: Path) -> None:
+    """Refuse a manifest that a newer version of mosaicist made (schema above ours).
+
+    Its tables may mean something else than ours do: read, its rows would be
+    misread; updated, this version would bring it "up to date" with its own
+    schema (:func:`upgrade` wrote schema 2 over any other), spoiling it for
+    the version that made it. A new, empty manifest has no schema yet.
+
+    Parameters
+    ----------
+    connection : sqlite3.Connection
+        The manifest, just opened.
+    directory : pathlib.Path
+        The index's folder, for the message.
+
+    Raises
+    ------
+    MosaicistError
+        For a schema above :data:`SCHEMA_VERSION`, saying to upgrade mosaicist.
+    sqlite3.DatabaseError
+        For a schema that is no version (a damaged manifest;
+        :func:`manifest_errors` says so in one line).
+    """
+    if connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+                          ).fetchone() is None:
+        return
+    value = get_meta(connection, "schema")
+    if value is None:
+        return
+    try:
+        schema = int(value)
+    except ValueError:
+        schema = 0
+    if schema < 1:
+        raise sqlite3.DatabaseError(f"its schema is {value!r}, not a version of the index")
+    if schema > SCHEMA_VERSION:
+        raise MosaicistError(
+            f"{directory / 'manifest.sqlite'}: this tile index was made by a newer version "
+            f"of mosaicist (index schema {schema}; this version reads schemas up to "
+            f"{SCHEMA_VERSION}): upgrade mosaicist to use it, or give another cache "
+            f"(--cache-dir)")
 
 
 def _cannot_open_unwritable(error: sqlite3.Error, directory: Path) -> bool:
@@ -299,11 +352,14 @@ def connect_read_only(directory: Path) -> sqlite3.Connection:
     sqlite3.Error
         When the manifest cannot be opened (it is missing), or cannot be
         read without its log.
+    MosaicistError
+        For a manifest that a newer mosaicist made (:func:`check_schema`).
     """
     path = directory / "manifest.sqlite"
     uri = path.absolute().as_uri() + "?mode=ro"
     connection = sqlite3.connect(uri, uri=True, timeout=BUSY_SECONDS, isolation_level=None)
     try:
+        check_schema(connection, directory)
         _add_missing_tables(connection)
     except sqlite3.OperationalError as error:
         connection.close()
@@ -314,10 +370,14 @@ def connect_read_only(directory: Path) -> sqlite3.Connection:
             raise
         connection = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
         try:
+            check_schema(connection, directory)
             _add_missing_tables(connection)
         except BaseException:
             connection.close()
             raise
+    except BaseException:
+        connection.close()
+        raise
     return connection
 
 
@@ -342,7 +402,8 @@ def upgrade(connection: sqlite3.Connection) -> None:
 
     The new columns are added empty: the windows of schema 1 are the centred
     ones, and the signatures are computed by the update (from the packed
-    tiles, without decoding again).
+    tiles of a square index at 32 px, without decoding again; from the
+    photos, decoded again once, at any other size).
     """
     with transaction(connection):
         for table in ("tiles", "staged"):

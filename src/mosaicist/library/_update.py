@@ -107,7 +107,7 @@ import numpy as np
 from .._runtime import unwind_on_terminate
 from ..aspect import SQUARE, format_aspect, height_for
 from ..crop import Window
-from ..dedupe import tile_signatures
+from ..dedupe import SIGNATURE_PX, tile_signatures
 from ..errors import MosaicistError, printable
 from ..paths import CACHE_ENV, remove_dead_temporaries, sync_folder
 from ..progress import progress_bar
@@ -483,6 +483,9 @@ def update_index(
 # updating the same index wait for each other here (by index folder).
 _thread_locks: dict[str, threading.Lock] = {}
 _thread_locks_guard = threading.Lock()
+#: Lock files on which this process holds (or is taking) the ``flock`` of older versions
+#: (:func:`_lock_as_older_versions`), by descriptor: closed in forked children.
+_flocked: set[int] = set()
 
 
 def _forget_thread_locks() -> None:
@@ -490,6 +493,12 @@ def _forget_thread_locks() -> None:
     global _thread_locks_guard
     _thread_locks_guard = threading.Lock()
     _thread_locks.clear()
+    # A flock belongs to the open file, which the child shares: were the child to keep
+    # it open (a decoding worker), its parent's lock would outlive a parent killed.
+    for descriptor in list(_flocked):
+        with contextlib.suppress(OSError):
+            os.close(descriptor)
+    _flocked.clear()
 
 
 os.register_at_fork(after_in_child=_forget_thread_locks)
@@ -510,6 +519,9 @@ def _write_lock(directory: Path, quiet: bool) -> Iterator[OSError | None]:
     open, and forked children (decoding workers) never hold it. So a lock
     is only ever waited for while its holder runs. The holder writes its
     PID in the file, so that a waiting process can say whom it waits for.
+    The ``flock`` that versions before the record lock took is taken too
+    (:func:`_lock_as_older_versions`), so that one of those, still running
+    on a shared cache, never updates the index at the same time.
 
     Parameters
     ----------
@@ -551,6 +563,7 @@ def _write_lock(directory: Path, quiet: bool) -> Iterator[OSError | None]:
                                  f"{error.strerror or error}") from None
         try:
             _lock_file(descriptor, path, quiet)
+            _lock_as_older_versions(descriptor, path, quiet)
             _record_holder(descriptor)
             try:
                 yield None
@@ -558,8 +571,13 @@ def _write_lock(directory: Path, quiet: bool) -> Iterator[OSError | None]:
                 with contextlib.suppress(OSError):
                     os.ftruncate(descriptor, 0)
                     fcntl.lockf(descriptor, fcntl.LOCK_UN)
+                with contextlib.suppress(OSError):
+                    # Whoever else has the file open (a child forked meanwhile by
+                    # another thread): the flock is of the open file, released here.
+                    fcntl.flock(descriptor, fcntl.LOCK_UN)
         finally:
-            # Closing also releases the lock, should unlocking have failed.
+            # Closing also releases the locks, should unlocking have failed.
+            _flocked.discard(descriptor)
             os.close(descriptor)
     finally:
         thread_lock.release()
@@ -587,6 +605,40 @@ def _lock_file(descriptor: int, path: Path, quiet: bool) -> None:
     # locks at once, so poll until the holder lets go.
     while not _lock_now(descriptor, path):
         time.sleep(LOCK_POLL_SECONDS)
+
+
+def _lock_as_older_versions(descriptor: int, path: Path, quiet: bool) -> None:
+    """Take the ``flock`` of ``write.lock`` too, waiting while an older mosaicist holds it.
+
+    Versions before the record lock (the first ones, of index schema 1)
+    locked the index with ``flock``, which Linux keeps apart from record
+    locks: one of them still running on a shared cache (another virtual
+    environment, a server not restarted) and this version took the index
+    together, and the second writer cut off or overwrote the pixels the
+    first had appended, or removed the packed file it was about to publish.
+    Taken after the record lock, so only one process of this version ever
+    waits here. A file system without ``flock`` (the older versions could
+    not lock there) is not waited on.
+    """
+    _flocked.add(descriptor)  # before taking it: a child forked meanwhile closes its copy
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except OSError as error:
+        if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            _flocked.discard(descriptor)
+            if error.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                return
+            raise MosaicistError(f"{path}: cannot lock the index: "
+                                 f"{error.strerror or error}") from None
+    if not quiet:
+        print(f"mosaicist: waiting for an older version of mosaicist that is updating "
+              f"this index ({path})", file=sys.stderr)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+    except OSError as error:
+        raise MosaicistError(f"{path}: cannot lock the index: "
+                             f"{error.strerror or error}") from None
 
 
 def _lock_now(descriptor: int, path: Path) -> bool:
@@ -897,10 +949,13 @@ def _plan(
     # Tiles decoded with the other colour_profiles are checked below: those whose
     # pictures decode otherwise are decoded again.
     reprofile = index_profiles(connection) != tile.colour_profiles
+    # Rows of schema 1, unsigned, whose tiles would not sign as their photos do: decoded
+    # again below, for their photos' signatures (see _resign_from_photos).
+    resign = _resign_from_photos(connection, tile)
     # A failure that may pass is tried again on every run, until it no longer fails:
     # the scan being unchanged says nothing about whether a share still falters.
     if (_published_digest(connection) == digest and not retry_pending(connection)
-            and not _racy_pending(connection) and not reprofile):
+            and not _racy_pending(connection) and not reprofile and not resign):
         return _unchanged_stats(connection, count)
     if entries is None:
         entries = source.scan()
@@ -946,12 +1001,14 @@ def _plan(
     for position, entry in enumerate(entries):
         stamp = (entry.size, entry.mtime_ns)
         old = published.get(entry.source_id)
-        if old is not None and (old.size, old.mtime_ns) == stamp:
+        if (old is not None and (old.size, old.mtime_ns) == stamp
+                and not (resign and _unsigned(old))):
             if _is_racy(entry.mtime_ns, published_checked):
                 racy.append((position, old.content_hash))
             continue
         new = staged.get(entry.source_id)
-        if new is not None and (new.size, new.mtime_ns) == stamp:
+        if (new is not None and (new.size, new.mtime_ns) == stamp
+                and not (resign and _unsigned(new))):
             if _is_racy(entry.mtime_ns, staged_checked):
                 racy.append((position, new.content_hash))
             continue
@@ -973,6 +1030,41 @@ def _plan(
         published=published, staged=staged, failures=failures, to_decode=to_decode,
         checked_ns=checked_ns,
     )
+
+
+def _signs_as_photo(tile: TileFormat) -> bool:
+    """Whether a tile of ``tile``'s format signs as its photo does, from its own pixels.
+
+    A photo's signature is computed from its centre square at
+    :data:`~mosaicist.dedupe.SIGNATURE_PX` pixels (see :mod:`mosaicist.dedupe`):
+    a square centre tile of that size is that very picture. A tile of any
+    other size or shape signs a few bits apart, enough to group
+    ``--dedupe`` otherwise than its photo's signature does.
+    """
+    return tile.width == tile.height == SIGNATURE_PX and tile.method == "centre"
+
+
+def _unsigned(row: IndexedTile | PublishedTile) -> bool:
+    """Whether ``row`` has no signature (a row of schema 1)."""
+    return row.phash is None or row.mean_rgb is None
+
+
+def _resign_from_photos(connection: sqlite3.Connection, tile: TileFormat) -> bool:
+    """Whether the manifest's unsigned rows are to be decoded again, for their photos' signatures.
+
+    Rows of schema 1 have no signature. Those of an index of square centre
+    tiles at :data:`~mosaicist.dedupe.SIGNATURE_PX` pixels (the default) are
+    signed from their tiles (:func:`_sign_published`), which is what their
+    photos give. At any other size (``--tile-px 48`` made ``px48``) a tile
+    signs a few bits apart from its photo, and ``--dedupe`` kept other
+    photos than it does with a fresh index: such rows are decoded again,
+    once, as a fresh index decodes them (reads only).
+    """
+    if _signs_as_photo(tile) or get_meta(connection, "signed") == "1":
+        return False
+    return any(connection.execute(
+        f"SELECT 1 FROM {table} WHERE phash IS NULL OR mean_rgb IS NULL LIMIT 1").fetchone()
+        for table in ("tiles", "staged"))
 
 
 def _reprofiled(source: TileSource, tables: Sequence[Mapping[str, IndexedTile | PublishedTile]],
@@ -1499,6 +1591,8 @@ class _MovedTiles:
                 row = earlier.rows.get(source_id)
                 if row is None or row.size != entry.size:
                     continue
+                if _unsigned(row) and not _signs_as_photo(tile):
+                    continue  # signed from its tile, it would not sign as its photo
                 if row.mtime_ns == entry.mtime_ns and not _is_racy(entry.mtime_ns,
                                                                     earlier.checked_ns):
                     trusted.append((entry, row))
@@ -1594,7 +1688,7 @@ def _read_earlier_index(directory: Path, tile: TileFormat,
               "aspect": format_aspect(tile.aspect), "crop": tile.method}
     try:
         connection = connect_read_only(directory)
-    except (sqlite3.Error, OSError):
+    except (sqlite3.Error, OSError, MosaicistError):  # a newer version's index among them
         return None
     try:
         connection.execute("BEGIN")
@@ -1642,10 +1736,15 @@ def _signature_columns(tiles: np.ndarray) -> tuple[list[int], list[int]]:
 def _sign_published(directory: Path, tile: TileFormat, connection: sqlite3.Connection) -> None:
     """Give every published row without one its signature, from the packed tiles.
 
-    Rows of schema 1 have none: they are computed once, from the pixels
-    already in the packed file (no decoding), in committed batches, and then
-    ``signed`` is set, so later updates skip even the check. Every row
-    decoded since has its signature.
+    Rows of schema 1 have none: in an index of square centre tiles at
+    :data:`~mosaicist.dedupe.SIGNATURE_PX` pixels they are computed once,
+    from the pixels already in the packed file (no decoding, and the
+    photos' own signatures), in committed batches, and then ``signed`` is
+    set, so later updates skip even the check. In other indexes the plan
+    decoded them again for their photos' signatures
+    (:func:`_resign_from_photos`): only those whose photo could not be
+    decoded are left, and signed here from their tiles. Every row decoded
+    since has its signature.
     """
     if get_meta(connection, "signed") == "1":
         return
