@@ -683,7 +683,7 @@ class Placements:
 
     @classmethod
     def from_json(cls, data: object) -> Placements:
-        """Make placements from a document of :meth:`to_json` (version 1 or 2).
+        """Make placements from a document of :meth:`to_json` (version 1 to 3).
 
         The whole document is checked (:func:`check_document`) before any
         array is made or any file opened.
@@ -717,11 +717,16 @@ class Placements:
                                          if name in data}}
         elif version in (JSON_VERSION, RECT_VERSION):
             settings = _field(data, "settings", Mapping, "an object")
-        else:
+        elif version > RECT_VERSION:
+            # Said as a newer settings version is: the remedy is a newer mosaicist.
             raise MosaicistError(
-                f"placements of version {_shown(version)} are not read by this mosaicist "
-                f"(it reads 1 to {RECT_VERSION})"
+                f"placements of version {_shown(version)} were made by a newer mosaicist "
+                f"(this one reads versions 1 to {RECT_VERSION}); upgrade mosaicist to "
+                f"read them"
             )
+        else:
+            raise MosaicistError(f"placements version {_shown(version)} is not valid "
+                                 f"(a whole number, 1 to {RECT_VERSION})")
         rows = _count(_field(data, "rows", int, "a whole number"), "rows")
         cols = _count(_field(data, "cols", int, "a whole number"), "cols")
         crop = _field(data, "crop", Mapping, "an object")

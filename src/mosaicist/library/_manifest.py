@@ -199,9 +199,9 @@ def manifest_errors(directory: Path) -> Iterator[None]:
     except sqlite3.DatabaseError as error:
         manifest = directory / "manifest.sqlite"
         code = getattr(error, "sqlite_errorcode", None)
-        if code == sqlite3.SQLITE_FULL:
+        if is_out_of_space(error, directory):
             raise MosaicistError(
-                f"{manifest}: no space left on device while writing the tile index; "
+                f"{manifest}: no space left on device for the tile index; "
                 f"free some space and run again"
             ) from None
         if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or code is None:
@@ -211,7 +211,7 @@ def manifest_errors(directory: Path) -> Iterator[None]:
         raise MosaicistError(f"{manifest}: cannot use the tile index: {error}") from None
 
 
-def connect(directory: Path) -> sqlite3.Connection:
+def connect(directory: Path, *, read_only_when_full: bool = True) -> sqlite3.Connection:
     """Open (creating if needed) the manifest of the index in ``directory``.
 
     The connection is in autocommit mode (``isolation_level=None``): every
@@ -219,12 +219,24 @@ def connect(directory: Path) -> sqlite3.Connection:
     :func:`transaction`). Where the folder cannot be written (a shared or
     write-protected cache), the manifest is opened read-only instead
     (:func:`connect_read_only`): it reads as usual, and a write fails with
-    SQLite's read-only error.
+    SQLite's read-only error. So it is, by default, on a disk too full for
+    SQLite to make the log's ``-shm`` file (:func:`is_out_of_space`): a
+    complete index is still read there, though it cannot be written.
+
+    Parameters
+    ----------
+    directory : pathlib.Path
+        The index's folder.
+    read_only_when_full : bool, optional
+        Open the manifest read-only on a full disk (default); False: raise
+        SQLite's error instead (for a writer, which must know it cannot write).
 
     Raises
     ------
     MosaicistError
         For a manifest that a newer mosaicist made (:func:`check_schema`).
+    sqlite3.Error
+        When the manifest cannot be opened (:func:`manifest_errors` says why in one line).
     """
     connection = sqlite3.connect(directory / "manifest.sqlite", timeout=BUSY_SECONDS,
                                  isolation_level=None)
@@ -237,7 +249,9 @@ def connect(directory: Path) -> sqlite3.Connection:
         connection.executescript(_SCHEMA)
     except sqlite3.OperationalError as error:
         connection.close()
-        if not (is_read_only_error(error) or _cannot_open_unwritable(error, directory)):
+        if not (is_read_only_error(error) or _cannot_open_unwritable(error, directory)
+                or (read_only_when_full and is_out_of_space(error, directory)
+                    and _has_manifest(directory))):
             raise
         return connect_read_only(directory)
     except BaseException:
@@ -330,6 +344,41 @@ def _use_wal(connection: sqlite3.Connection) -> None:
         pause = min(pause * 2, 0.05)
 
 
+#: Free bytes under which an I/O error of SQLite's is taken for a full disk: SQLite then
+#: fails to grow a file by a page or by a 32 KiB block of the ``-shm`` file, and says
+#: "disk I/O error" for some of these (``SQLITE_IOERR_*``) rather than ``SQLITE_FULL``.
+_NEARLY_FULL_BYTES = 64 * 1024
+
+
+def is_out_of_space(error: sqlite3.Error, directory: Path) -> bool:
+    """Whether SQLite's ``error`` on the manifest in ``directory`` comes of a full disk.
+
+    SQLite says ``SQLITE_FULL`` where a write of the database or its log
+    finds no space, but where the ``-shm`` file that reading in WAL mode
+    maps cannot be grown, ``SQLITE_IOERR_SHMSIZE`` ("disk I/O error"); a
+    full disk also fails other I/O (``SQLITE_IOERR_*``), which is taken for
+    it when the folder's file system has (nearly) no space left.
+    """
+    code = getattr(error, "sqlite_errorcode", None)
+    if code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR_SHMSIZE):
+        return True
+    if code is None or code & 0xFF != sqlite3.SQLITE_IOERR:
+        return False
+    try:
+        usage = os.statvfs(directory)
+    except OSError:
+        return False
+    return usage.f_bavail * usage.f_frsize < _NEARLY_FULL_BYTES
+
+
+def _has_manifest(directory: Path) -> bool:
+    """Whether ``directory`` holds a manifest with content (not one just made, empty)."""
+    try:
+        return (directory / "manifest.sqlite").stat().st_size > 0
+    except OSError:
+        return False
+
+
 def is_read_only_error(error: sqlite3.Error) -> bool:
     """Whether SQLite refused ``error``'s statement for a file or folder it cannot write."""
     code = getattr(error, "sqlite_errorcode", None)
@@ -343,9 +392,10 @@ def connect_read_only(directory: Path) -> sqlite3.Connection:
     which SQLite makes beside it: in a folder that cannot be written, where
     the last writer removed it on closing, SQLite refuses to read at all. The
     manifest is then complete without the log (the log is gone too), and
-    is read as an unchanging file (``immutable``). Tables that the version
-    which made the manifest did not have read as empty, as :func:`connect`
-    would have made them.
+    is read as an unchanging file (``immutable``). So it is on a disk too full
+    to grow the ``-shm`` file (:func:`is_out_of_space`), where the log is
+    empty. Tables that the version which made the manifest did not have read
+    as empty, as :func:`connect` would have made them.
 
     Raises
     ------
@@ -364,7 +414,8 @@ def connect_read_only(directory: Path) -> sqlite3.Connection:
     except sqlite3.OperationalError as error:
         connection.close()
         log = path.with_name(path.name + "-wal")
-        if (not (is_read_only_error(error) or _cannot_open_unwritable(error, directory))
+        if (not (is_read_only_error(error) or _cannot_open_unwritable(error, directory)
+                 or (is_out_of_space(error, directory) and _has_manifest(directory)))
                 or (log.exists() and log.stat().st_size > 0)):
             # Commits still in the log are not in the file alone: never read it without.
             raise

@@ -119,6 +119,7 @@ from ._manifest import (
     connect_read_only,
     failure_row,
     get_meta,
+    is_out_of_space,
     manifest_errors,
     meta_count,
     new_publication,
@@ -457,10 +458,12 @@ def update_index(
         decoder = None  # it would decode profiles ignored: see Decoder
     with unwind_on_terminate(), _write_lock(directory, quiet) as refused, \
             manifest_errors(directory):
-        if refused is not None:
+        connection = None if refused is not None else _connect_writer(directory)
+        if connection is None:
+            if refused is None:  # the disk is full: an index up to date is still served
+                refused = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             stats = _unchanged_read_only(source, directory, refused, tile)
         else:
-            connection = connect(directory)
             try:
                 stats = _update_locked(source, tile, directory, connection, show_progress,
                                        decoder)
@@ -746,6 +749,22 @@ def _update_locked(
     return stats
 
 
+def _connect_writer(directory: Path) -> sqlite3.Connection | None:
+    """Open the manifest for the update, or return None where the disk is too full to.
+
+    On a full disk SQLite may not even read the manifest for writing (it
+    cannot grow the log's ``-shm`` file): the index is then only read, as in
+    a folder that cannot be written (:func:`_unchanged_read_only`), so that
+    an index that is up to date still serves.
+    """
+    try:
+        return connect(directory, read_only_when_full=False)
+    except sqlite3.OperationalError as error:
+        if is_out_of_space(error, directory):
+            return None
+        raise
+
+
 def _unchanged_read_only(source: TileSource, directory: Path, refused: OSError,
                          tile: TileFormat | None = None) -> UpdateStats:
     """Stats of an index that its folder's being read-only does not stop from being used.
@@ -768,7 +787,8 @@ def _unchanged_read_only(source: TileSource, directory: Path, refused: OSError,
     directory : pathlib.Path
         The index's folder.
     refused : OSError
-        Why its lock file could not be opened for writing.
+        Why its lock file could not be opened for writing (``ENOSPC``: the
+        disk is too full for SQLite to write the manifest).
     tile : TileFormat, optional
         The tiles wanted (default: a square centre crop's, profiles ignored).
 
@@ -819,6 +839,10 @@ def _racy_changes(source: TileSource, connection: sqlite3.Connection,
 def not_writable(directory: Path, refused: OSError) -> MosaicistError:
     """The error for an index that needs writing in a cache that refuses it (one line)."""
     reason = (refused.strerror or str(refused)).lower()
+    if refused.errno == errno.ENOSPC:
+        return MosaicistError(
+            f"{directory}: cannot bring the tile index up to date: {reason}; free some "
+            f"space or give another cache (--cache-dir or {CACHE_ENV})")
     return MosaicistError(
         f"{directory}: cannot bring the tile index up to date: the cache folder is not "
         f"writable ({reason}); make it writable or give a writable cache (--cache-dir or "
@@ -938,7 +962,7 @@ def _plan(
         When the packed file is shorter than the published and staged rows need;
         when the source lists nothing where the index has tiles (kept as it is).
     """
-    _initialise_meta(connection, source.key, tile)
+    _initialise_meta(connection, source.key, tile, directory)
     generation = meta_count(connection, "generation")
     next_slot = meta_count(connection, "next_slot")
 
@@ -1181,11 +1205,13 @@ def _changed_content(
     return changed
 
 
-def _initialise_meta(connection: sqlite3.Connection, source_key: str, tile: TileFormat) -> None:
+def _initialise_meta(connection: sqlite3.Connection, source_key: str, tile: TileFormat,
+                     directory: Path) -> None:
     """Give a new manifest its ``meta`` values, in one transaction; else do nothing.
 
     All or none of the values commit, so a manifest that has ``schema`` has
-    them all.
+    them all. A new manifest's first generation is the first that no file in
+    the index folder is named by (:func:`_first_unused_generation`).
     """
     with transaction(connection):
         if get_meta(connection, "schema") is None:
@@ -1196,8 +1222,37 @@ def _initialise_meta(connection: sqlite3.Connection, source_key: str, tile: Tile
             set_meta(connection, "aspect", format_aspect(tile.aspect))
             set_meta(connection, "crop", tile.method)
             set_meta(connection, "colour_profiles", tile.colour_profiles)
-            set_meta(connection, "generation", 0)
+            # A manifest whose rows lost their meta (damaged) keeps its tiles in tiles-0.u8.
+            rows = any(connection.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
+                       for table in ("tiles", "staged", "shards"))
+            set_meta(connection, "generation", 0 if rows else _first_unused_generation(directory))
             set_meta(connection, "next_slot", 0)
+
+
+#: The library generation in a file's name: the caches kept beside the manifest
+#: (features, near-duplicate leaders, packed tiles without near-duplicates, approximate
+#: indexes, previews: ``...-g<G>-...``) and the packed tiles (``tiles-<G>.u8``).
+_GENERATION_IN_NAME = re.compile(r"(?:-g|^tiles-)(?P<generation>\d+)(?=[-.])")
+
+
+def _first_unused_generation(directory: Path) -> int:
+    """The first library generation above any that a file under ``directory`` is named by.
+
+    The caches beside the manifest are named by the library's generation and
+    size, not checked against its pixels in full (the leaders of
+    near-duplicates not at all). A manifest made again where one was removed
+    (a damaged index deleted, a cache cleaned by hand) started again at
+    generation 0, and a library of as many other photos was served the
+    removed one's features, near-duplicates and packed tiles; it now starts
+    above them. Reads the names only, once per new manifest.
+    """
+    highest = -1
+    for _, folders, files in os.walk(directory):
+        for name in (*folders, *files):
+            found = _GENERATION_IN_NAME.search(name)
+            if found is not None:
+                highest = max(highest, int(found.group("generation")))
+    return highest + 1
 
 
 def _unchanged_stats(connection: sqlite3.Connection, scanned: int) -> UpdateStats:
