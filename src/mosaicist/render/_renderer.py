@@ -192,7 +192,8 @@ def _scale_chroma(deviations: np.ndarray, chroma: np.ndarray, metric: str) -> np
     return deviations
 
 
-def _drawing_problem(placements: Placements, tile_px: int, tile_height: int) -> str | None:
+def _drawing_problem(placements: Placements, tile_px: int, tile_height: int,
+                     aspect: tuple[int, int] | None = None) -> OptionError | None:
     """Say why ``placements`` cannot be drawn with tiles of ``tile_px x tile_height``, or None.
 
     A quarter turn or a diagonal mirror does not keep the shape of a
@@ -205,26 +206,68 @@ def _drawing_problem(placements: Placements, tile_px: int, tile_height: int) -> 
         The placements to draw.
     tile_px, tile_height : int
         The tiles' width and height in pixels.
+    aspect : tuple of int, optional
+        The tiles' shape, from which the widths that would do are worked
+        out (default: that of ``tile_px x tile_height``).
 
     Returns
     -------
-    str or None
-        The problem, in words; None when they can be drawn.
+    OptionError or None
+        The problem, naming ``tile_px`` where another width would do and the
+        nearest widths that would; None when they can be drawn.
     """
     if tile_px != tile_height:
         turned = np.setdiff1d(np.unique(placements.transform), SHAPE_KEEPING)
         if len(turned):
             code = int(turned[0])
             name = TRANSFORM_NAMES[code] if 0 <= code < len(TRANSFORM_NAMES) else str(code)
-            return (f"the placements turn tiles by {name}, which does not keep the shape of "
-                    f"{tile_px}x{tile_height} px tiles")
+            return OptionError("the placements turn tiles by {name}, which does not keep the "
+                               "shape of {size} px tiles", name=name,
+                               size=f"{tile_px}x{tile_height}")
     if placements.rect is not None:
         side = np.rint(1 / placements.rect[:, 2]).astype(np.int64)
         if ((tile_px % side) | (tile_height % side)).any():
             small = int(side.max())
-            return (f"cells down to 1/{small} of a tile need tile sizes that divide by "
-                    f"{small}; {tile_px}x{tile_height} px do not")
+            if aspect is None:
+                aspect = (tile_px, tile_height)
+            # Said alone, "divide by 4" left the user to find a size that does, and
+            # which setting it is; with an aspect, the height must divide too.
+            nearest = _halving_widths_near(tile_px, small, aspect)
+            sizes = " or ".join(str(width) for width in nearest)
+            return OptionError("cells down to 1/{small} of a tile need a {tile_px} that "
+                               "divides by {small}" + (" with its height" if tile_px !=
+                                                        tile_height else "")
+                               + (", such as {sizes}" if sizes else "")
+                               + "; {size} px tiles do not", small=small, sizes=sizes,
+                               size=f"{tile_px}x{tile_height}")
     return None
+
+
+def _halving_widths_near(tile_px: int, step: int, aspect: tuple[int, int]) -> list[int]:
+    """The tile widths nearest ``tile_px`` below and above it whose sides divide by ``step``.
+
+    Widths, and their heights at ``aspect``, within the settings' range
+    (:data:`~mosaicist.options.TILE_PX_RANGE`), at most one on each side.
+
+    Examples
+    --------
+    >>> _halving_widths_near(30, 4, (1, 1))
+    [28, 32]
+    >>> _halving_widths_near(2, 4, (1, 1))
+    [4]
+    """
+    from ..aspect import height_for
+    from ..options import TILE_PX_RANGE
+
+    def works(width: int) -> bool:
+        return width % step == 0 and height_for(width, aspect) % step == 0
+
+    least, most = TILE_PX_RANGE
+    below = next((width for width in range(min(tile_px, most + 1) - 1, least - 1, -1)
+                  if works(width) and height_for(width, aspect) <= most), None)
+    above = next((width for width in range(max(tile_px, least - 1) + 1, most + 1)
+                  if works(width) and height_for(width, aspect) <= most), None)
+    return [width for width in (below, above) if width is not None]
 
 
 @dataclass
@@ -292,7 +335,7 @@ class MosaicRenderer:
         cols, tile_px, tile_height = placements.cols, self.tile_px, self.tile_height
         problem = _drawing_problem(placements, tile_px, tile_height)
         if problem:
-            raise MosaicistError(problem)
+            raise problem
         if placements.rect is not None:
             yield from self._adaptive_bands()
             return
@@ -542,10 +585,11 @@ def placements_renderer(
         placements = copy.copy(placements)
         placements.options = placements.options.replace(aspect=options.aspect)
     # Found while drawing, after the output was begun, this named no file.
-    problem = _drawing_problem(placements, options.tile_px, options.tile_height)
+    problem = _drawing_problem(placements, options.tile_px, options.tile_height,
+                               options.aspect_ratio)
     if problem:
         named = "the placements" if placements.path is None else str(placements.path)
-        raise MosaicistError(f"{named}: {problem}")
+        raise OptionError("{path}: " + problem.template, path=named, **problem.values)
     spec = tiles or placements.source
     if not spec:
         raise OptionError("these placements do not name their tile source; pass {tiles}")
