@@ -284,25 +284,37 @@ def test_spacing_rounds_end_where_forbidding_the_losers_alone_did_not(seed):
 
 
 def test_spacing_in_a_small_library_allows_the_tiles_held_around_again(monkeypatch):
-    """Where leaving them out leaves a cell without a tile, they count no more."""
+    """Where leaving them out leaves a cell without a tile, they count no more for it."""
     rng = np.random.default_rng(0)
     rows = cols = 14
     full = smooth_grid(rng, rows, cols, 50)  # 196 cells, 200 uses
     candidates, distances = top_k(full, 3)
     set_edges = _assign._Solver._set_edges
-    again = []
+    forbid = _assign._Solver._forbid
+    again, held = [], []
+
+    def forbidden(self, choice, a, b):
+        forbid(self, choice, a, b)
+        held.append(self.crowded_out.copy())
 
     def recorded(self, edges):
-        # The same edges again: the pairs left out were allowed again.
-        if getattr(self, "edges", None) is edges:
-            again.append(int(self.crowded_out.sum()))
+        # The same edges again: some pairs left out were allowed again.
+        if getattr(self, "edges", None) is edges and held:
+            before = held[-1]
+            # Only ever allowed again, never left out anew, and fewer than before.
+            assert not (self.crowded_out & ~before).any()
+            again.append((int(before.sum()), int(self.crowded_out.sum())))
+            held.append(self.crowded_out.copy())
         set_edges(self, edges)
 
+    monkeypatch.setattr(_assign._Solver, "_forbid", forbidden)
     monkeypatch.setattr(_assign._Solver, "_set_edges", recorded)
     result = assign_tiles(candidates, distances, rows, cols, max_uses=4, min_spacing=4,
                           more_candidates=Source(full), max_candidates=50)
     check_placement(result.tile, full, rows, cols, 4, 4)
-    assert again and all(count == 0 for count in again)
+    assert again and all(after < before for before, after in again)
+    # Those of the cells left without a tile first: not all at once.
+    assert any(after > 0 for _, after in again)
     assert result.lower_bound <= result.objective
 
 
@@ -1253,13 +1265,16 @@ def test_impossible_spacing_is_refused_before_any_matching(tmp_path, monkeypatch
                     min_spacing=5, cache_dir=tmp_path / "c")
 
 
-@pytest.mark.parametrize(("rows", "cols", "tiles", "spacing", "lists"), [
-    (10, 12, 40, 5, "whole"),  # the rounds circle for 60 rounds; greedy places it
-    (10, 10, 30, 5, "whole"),  # the rounds forbid pairs until a cell has none
-    (12, 12, 64, 7, "whole"),  # 49 of 64 tiles in every block
-    (10, 10, 30, 5, "grown"),  # short lists: every cell gets the longest allowed
+@pytest.mark.parametrize(("rows", "cols", "tiles", "spacing", "lists", "method"), [
+    # The rounds circled for 60 rounds, every tile held around allowed again each time
+    # a cell had none (greedy placed it); now only the stuck cell's are.
+    (10, 12, 40, 5, "whole", "optimal"),
+    (10, 10, 30, 5, "whole", "optimal+greedy"),  # the rounds forbid pairs until a cell has none
+    (12, 12, 64, 7, "whole", "optimal"),  # 49 of 64 tiles in every block
+    (10, 10, 30, 5, "grown", "optimal+greedy"),  # short lists: every cell gets the longest allowed
 ])
-def test_feasible_spacing_is_placed_where_the_rounds_give_up(rows, cols, tiles, spacing, lists):
+def test_feasible_spacing_is_placed_where_the_rounds_give_up(rows, cols, tiles, spacing, lists,
+                                                             method):
     full = colour_ramp(np.random.default_rng(0), rows, cols, tiles)
     check_feasible(rows * cols, tiles, None, rows, cols, spacing)
     if lists == "whole":
@@ -1270,7 +1285,9 @@ def test_feasible_spacing_is_placed_where_the_rounds_give_up(rows, cols, tiles, 
         kwargs = {"more_candidates": Source(full), "max_candidates": 64}
     result = assign_tiles(candidates, distances, rows, cols, min_spacing=spacing, **kwargs)
     # Greedy from scratch gets stuck on the last three: the lattice places them.
-    assert result.method == "optimal+greedy"
+    assert result.method == method
+    if method == "optimal":
+        assert result.iterations < _assign.MAX_SPACING_ROUNDS
     # Every pair of cells of one tile at least ``spacing`` apart, checked pair by pair.
     assert check_placement(result.tile, full, rows, cols, None, spacing) == result.objective
     assert np.array_equal(result.distance, full[np.arange(rows * cols), result.tile])

@@ -223,6 +223,11 @@ def numba_available() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
+def compiled_loops_loaded() -> bool:
+    """Whether some compiled loop is loaded in this process (Numba's import already paid)."""
+    return _compiled_loop.cache_info().currsize > 0
+
+
 def compiled_loops_allowed() -> bool:
     """Whether the compiled loops may run: Numba importable and not turned off."""
     return USE_NUMBA is not False and numba_available()
