@@ -185,6 +185,9 @@
       tilesKind: kind, folder: $("folder-path").value, builtin: $("builtin").value,
       array: $("array-path").value, tiles: state.tiles, changed: state.changed, size: state.size,
       target: state.target,
+      // The mosaic shown and the run being made: a reload (or Back to the page) shows the
+      // mosaic again, or the one the run made while the page was away, not an empty page.
+      shown: state.shown, making: state.making,
     };
     try { localStorage.setItem(STORAGE_KEY, JSON.stringify(saved)); } catch (_) { /* private mode */ }
   }
@@ -818,7 +821,11 @@
                   write: "Writing the files", writing: "Writing the files", report: "Measuring",
                   metrics: "Measuring", deepzoom: "Writing the zoomable pyramid", download: "Downloading",
                   decode: "Reading photos", scan: "Looking for photos", plan: "Looking for photos",
-                  outputs: "Writing the files", thumbnail: "Finishing"};
+                  outputs: "Writing the files", thumbnail: "Finishing", starting: "Starting",
+                  // The library's own progress bars, named for a terminal: said in plain words.
+                  features: "Measuring the photos", preparing: "Preparing the photos",
+                  "assigning tiles": "Placing the photos", "finding near-duplicates": "Finding near-identical photos",
+                  "zipping Deep Zoom": "Packing the zoomable view"};
 
   function progressText(event, fallback) {
     const stage = event.stage ? (STAGES[event.stage] || sentence(event.stage).slice(0, -1)) : fallback;
@@ -1069,6 +1076,7 @@
     $("make-status").textContent = `${what}…`;
     state.cancelling = null;
     $("cancel-make").disabled = false;
+    save();
     followEvents(`/api/runs/${encodeURIComponent(id)}`, {
       onSource: (source) => { state.makeSource = source; },
       progress: (event) => {
@@ -1088,9 +1096,14 @@
 
   async function runFinished(id, kind, event) {
     if (state.making !== id) return;
+    // Focus on Cancel (or on Make, turned off while the run went on) is lost when the
+    // button goes: a keyboard user would be sent back to the top of the page. It goes to
+    // the mosaic made, or back to Make.
+    const focusLost = [$("cancel-make"), $("make"), document.body, null].includes(document.activeElement);
     state.making = null;
     state.makeSource = null;
     state.cancelling = null;
+    save();
     $("cancel-make").hidden = true;
     $("cancel-make").disabled = false;
     $("make").disabled = !readyToMake();
@@ -1101,6 +1114,7 @@
       const seconds = run.report?.timings?.total;
       $("make-status").textContent = seconds ? `Done in ${seconds.toFixed(1)} s.` : "Done.";
       showRun(run);
+      if (focusLost) $("result-heading").focus({preventScroll: true});
     } else if (kind === "cancelled") {
       $("make-box").hidden = true;
       $("make-status").textContent = "";
@@ -1111,6 +1125,7 @@
       $("make-box").hidden = true;
       showError(run?.error || event?.message || "Making the mosaic failed.");
     }
+    if (focusLost && kind !== "done") $("make").focus({preventScroll: true});
     loadHistory();
   }
 
@@ -1146,8 +1161,9 @@
     return `/runs/${encodeURIComponent(run.id)}/view/${page.split("/").map(encodeURIComponent).join("/")}`;
   }
 
-  function showRun(run) {
+  function showRun(run, {scroll = true} = {}) {
     state.shown = run.id;
+    save();
     const section = $("result");
     section.hidden = false;
     const url = viewerUrl(run);
@@ -1166,7 +1182,7 @@
       element("li", {}, element("a", {href: `/api/runs/${encodeURIComponent(run.id)}/files/${kind}`, download: "", "data-kind": kind, text: label}))));
     $("result-command").textContent = run.command ? `Made with: ${run.command}` : "";
     for (const card of document.querySelectorAll(".run")) card.classList.toggle("current", card.dataset.id === run.id);
-    section.scrollIntoView({behavior: matchMedia("(prefers-reduced-motion: reduce)").matches ? "auto" : "smooth", block: "start"});
+    if (scroll) section.scrollIntoView({behavior: matchMedia("(prefers-reduced-motion: reduce)").matches ? "auto" : "smooth", block: "start"});
   }
 
   function figures(run) {
@@ -1292,6 +1308,7 @@
       }
       if (state.shown === run.id) {
         state.shown = null;
+        save();
         $("result").hidden = true;
         $("viewer").removeAttribute("src");
         delete $("viewer").dataset.src;
@@ -1314,6 +1331,19 @@
       for (const [name, value] of Object.entries(saved.changed)) if (state.declared.has(name)) state.changed[name] = value;
     }
     if (saved.size && typeof saved.size === "object") Object.assign(state.size, saved.size);
+  }
+
+  /**
+   * The mosaic shown before a reload, shown again (where the page was left: no scrolling):
+   * the run that was being made when it has finished meanwhile, else the one shown then.
+   */
+  function restoreShown(saved, runs) {
+    if (state.shown) return;  // one opened meanwhile wins
+    const byId = new Map(runs.map((run) => [run.id, run]));
+    for (const id of [saved?.making, saved?.shown]) {
+      const run = typeof id === "string" ? byId.get(id) : undefined;
+      if (run?.status === "done") { showRun(run, {scroll: false}); return; }
+    }
   }
 
   async function start() {
@@ -1365,6 +1395,7 @@
     const runs = await loadHistory();
     const active = (runs || []).find((run) => run.status === "queued" || run.status === "running");
     if (active) followRun(active.id, "Making the mosaic");
+    restoreShown(saved, runs || []);
     // The photos chosen last time are indexed again (a no-op when the index is current).
     if (saved?.tiles) guarded(() => useTiles({quiet: true}))();
   }
