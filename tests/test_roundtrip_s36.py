@@ -445,8 +445,6 @@ def test_leaves_of_a_hostile_csv_are_refused(made, tmp_path):
 
 # --- found in session 36, to be fixed outside this test's files ------------------------------
 
-@pytest.mark.xfail(strict=True, reason="pipeline.py/adaptive.py choose the matcher before "
-                   "fit_limits drops a preset's spacing to 1 (reported in session 36)")
 def test_a_preset_spacing_fitted_away_runs_as_the_recorded_settings_do(tmp_path):
     # --max-uses none and a preset spacing the grid cannot keep: the spacing is fitted to 1,
     # so nothing limits repetition, and the file records that; yet the assignment matcher

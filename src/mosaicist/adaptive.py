@@ -553,6 +553,7 @@ def match_adaptive(
     """
     from .match import MatchRequest
     from .match._capped import fit_limits, with_spacing_giving_way
+    from .match._registry import matcher_for_limits
 
     check_adaptive(options)
     if options.min_uses:
@@ -582,7 +583,9 @@ def match_adaptive(
         (parts, results, assignment), options = with_spacing_giving_way(options, attempt)
     else:
         parts = requests(options)
-        results = [matcher.match(request) for _, request in parts]
+        # Limits fitted away: the matcher that the recorded settings would choose.
+        fitted = matcher_for_limits(matcher, options)
+        results = [fitted.match(request) for _, request in parts]
     placements = _placements(parts, results, leaves, options, grid, target)
     return AdaptiveMatch(leaves, placements, options, parts[0][1], assignment)
 

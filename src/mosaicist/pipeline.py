@@ -41,6 +41,7 @@ from .library import TileLibrary
 from .match import Assignment, Matcher, MatchRequest, MatchResult, fitted_matcher
 from .match._capped import fit_limits, with_spacing_giving_way
 from .match._contrast import finish
+from .match._registry import matcher_for_limits
 from .options import MosaicOptions, setting_names, suggested
 from .paths import atomic_path, expanded, refuse_nul
 from .paths import cache_dir as default_cache_dir
@@ -569,6 +570,7 @@ def _make_mosaic(
         # Cells split where the target has detail, matched at their own sizes.
         found = match_adaptive(grid, library, options, matcher, name, show_progress)
         options, request, placements = found.options, found.request, found.placements
+        matcher = matcher_for_limits(matcher, options)  # the one that matched the leaves
         result = MatchResult(placements.tile, placements.distance, assignment=found.assignment)
         match_done = time.perf_counter()
     else:
@@ -576,7 +578,10 @@ def _make_mosaic(
         options = fit_limits(options, len(grid), len(library.limit(options.limit)), grid.rows,
                              grid.cols)
         def attempt(options: MosaicOptions) -> tuple[MatchRequest, MatchResult]:
+            nonlocal matcher
             request = MatchRequest(grid, library, options, show_progress, notes=not quiet)
+            # Limits fitted away: the matcher that the recorded settings would choose.
+            matcher = matcher_for_limits(matcher, options)
             chosen = matcher if wrap is None else wrap(matcher, request)
             return request, finish(request, chosen.match(request))
 

@@ -572,6 +572,34 @@ def fitted_matcher(options: MosaicOptions) -> tuple[Matcher, MosaicOptions, tupl
         return matcher_for(fitted), fitted, tuple(plain)
 
 
+def matcher_for_limits(matcher: Matcher, options: MosaicOptions) -> Matcher:
+    """Return ``matcher``, or :func:`matcher_for` ``options`` where they no longer limit as it does.
+
+    A preset's repetition limits fitted to a small library
+    (:func:`._capped.fit_limits`) may leave nothing to limit: the matcher
+    chosen for the limits would then run where the settings recorded with
+    the mosaic, made again, run another (the exact search ranks contrast
+    transfers, the assignment's lists do not), and the two mosaics differ.
+
+    Parameters
+    ----------
+    matcher : Matcher
+        The matcher chosen for the settings before they were fitted.
+    options : MosaicOptions
+        The fitted settings.
+
+    Returns
+    -------
+    Matcher
+        ``matcher`` where it answers ``options``, else the one that does, prepared.
+    """
+    if matcher.repetition_limits == options.repetition_limited:
+        return matcher
+    fitted = matcher_for(options)
+    fitted.prepare(options)
+    return fitted
+
+
 def matcher_for(options: MosaicOptions) -> Matcher:
     """Return the matcher that ``options`` ask for.
 
