@@ -18,9 +18,9 @@ Metric definitions (all reported by :func:`score_mosaic` and ``mosaicist score``
     cell is ``view_px`` x ``view_px`` pixels. This is roughly how the mosaic
     looks from a distance, where the tiles blend into the picture.
     Rectangular cells (an ``aspect`` ``W:H`` other than ``1:1``) are
-    ``view_px`` pixels wide and ``round(view_px * H / W)`` high at viewing
-    scale (:func:`mosaicist.aspect.height_for`, at least 1; reported as
-    ``view_height``), so that they keep their shape; the ratio is the
+    ``view_px`` pixels wide and ``view_px * H / W`` rounded half up high at
+    viewing scale (:func:`mosaicist.aspect.height_for`, at least 1; reported
+    as ``view_height``), so that they keep their shape; the ratio is the
     aspect's, not that of the rounded cell or tile sizes, so that a mosaic
     is measured alike at every cell and tile size.
 ``ssim_view``
@@ -56,11 +56,15 @@ anything that matters visually.
 
 Against the project's independent measure (``viewscale.py``: scikit-image's
 PSNR, SSIM and CIEDE2000 on cells area-averaged to ``k`` x ``k`` pixels)
-``psnr_view`` and ``ciede2000_mean_view`` agree to within float rounding
-(1e-5 and better) for square cells whose tile and cell sizes are multiples
-of ``view_px``: the same centre crop, the same unrounded box means, the
-same Lab conversion (D65, scikit-image's matrix) and CIEDE2000 formula.
-The intended differences:
+``psnr_view``, ``ssim_rgb_view``, ``ciede2000_mean_view``,
+``colourfulness_view`` and ``target_colourfulness_view`` equal its
+``psnr``, ``ssim``, ``de2000``, ``colour`` and ``colour_target`` to within
+float rounding (1e-13 and better on the mosaics compared) for square cells
+whose tile and cell sizes are multiples of ``view_px``, with the target as
+:func:`mosaicist.imaging.read_target` reads it and the mosaic as the file
+holds it: the same centre crop, the same unrounded box means, the same
+SSIM window, Lab conversion (D65, scikit-image's matrix) and CIEDE2000
+formula. The intended differences:
 
 - ``ssim_view`` is the SSIM of luma; ``viewscale`` averages the SSIM of
   R, G and B. Chroma texture counts in each channel there but not in
@@ -74,9 +78,16 @@ The intended differences:
 - Rectangular cells keep their shape at viewing scale (``view_height``
   above). ``viewscale --grid`` makes every cell ``k`` x ``k``, resizes the
   whole target (not its centre crop: alike only when the cells divide
-  it) and rounds both reduced images to 8 bits (Pillow's ``BOX``), which
-  moves PSNR and CIEDE2000 by about 0.01 at ``k = 1``, and by about 0.4
-  at ``k = 4`` for 3:2 cells (4 x 3 here, 4 x 4 there).
+  it) and rounds both reduced images to 8 bits (Pillow's ``BOX``). Where
+  the cells are 1 x 1 here too (``k = 1`` and ``H / W`` under 1.5) the
+  rounding is all that differs; it moves PSNR by about 0.01 dB where the
+  error is large (an uncorrected ``seed`` mosaic, 18 dB at ``k = 1``) but
+  by 0.2 to 4.5 dB, and CIEDE2000 by 0.05 to 0.2, where it is small (a
+  colour-corrected mosaic, whose cells' means are the target's: 41 to 60
+  dB at ``k = 1``). Elsewhere the cells' shapes differ too (at ``k = 4``,
+  4 x 3 pixels here and 4 x 4 there for 3:2 cells, 4 x 6 and 4 x 4 for
+  2:3): PSNR by 0.2 to 1.25 dB and CIEDE2000 by 0.25 to 0.8, either way, on
+  the mosaics compared.
 - When the tile or cell size is not a multiple of ``k``, ``viewscale``
   averages ``floor(size / k)``-pixel blocks from the top left of the whole
   picture, so its view pixels straddle cells and the bottom and right
@@ -100,6 +111,14 @@ The intended differences:
   anew from the original photos, and ``viewscale`` on it differs slightly
   (about 0.01 dB and 0.01 CIEDE2000 on CIFAR-10 tiles drawn at 96 px).
   ``mosaicist score`` measures the file it is given.
+- ``make --report`` (and ``batch --report``) measure the picture as
+  drawn, before it is encoded: a JPEG or WebP output holds that picture
+  compressed, and ``viewscale`` (or ``mosaicist score``) on the file
+  differs by the compression. On small CIFAR-10 mosaics: JPEG at the
+  default quality 92 by up to 0.01 dB, 0.02 CIEDE2000 and 0.1
+  colourfulness; WebP by up to 0.1 dB, 0.12 CIEDE2000 and 0.5
+  colourfulness (its smoothing brings the mosaic closer to the target).
+  PNG and TIFF outputs are measured as written.
 
 Repetition metrics (:func:`repetition_metrics`) need the tile of every cell,
 e.g. from a placements file written by ``mosaicist make --placements``.
@@ -431,12 +450,17 @@ def _added(values: np.ndarray, axis: int, wide: type) -> np.ndarray:
 
 
 def view_height(view_px: int, aspect: tuple[int, int] = (1, 1)) -> int:
-    """Height of a cell at viewing scale: ``round(view_px * H / W)``, at least 1.
+    """Height of a cell at viewing scale: ``view_px * H / W`` rounded half up, at least 1.
+
+    As :func:`mosaicist.aspect.height_for` (not Python's ``round``, which
+    rounds halves to even: 5 px at 2:1 is 3 px high).
 
     Examples
     --------
     >>> view_height(4), view_height(4, (3, 2)), view_height(4, (2, 3)), view_height(1, (16, 1))
     (4, 3, 6, 1)
+    >>> view_height(5, (2, 1)), view_height(1, (2, 3))
+    (3, 2)
     """
     return height_for(view_px, aspect)
 
@@ -1003,8 +1027,8 @@ def score_mosaic(
     JSON placements, as they record (their grid's place in the target: a
     ``make --print`` grid lies in the centre of the print's crop, not of
     the whole target); the mosaic must be ``cols * t`` by ``rows * t_h``
-    pixels for a whole tile width ``t`` and ``t_h = round(t * H / W)``
-    (``t`` for square cells).
+    pixels for a whole tile width ``t`` and ``t_h = t * H / W`` rounded
+    half up (``t`` for square cells).
 
     Parameters
     ----------
