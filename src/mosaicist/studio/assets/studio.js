@@ -19,7 +19,8 @@
   const BASIC_ORDER = ["tile_px", "metric", "max_uses", "min_spacing", "tint", "augment"];
   // Settings the page never shows (not about the picture).
   const HIDDEN_SETTINGS = ["compute_metrics"];
-  // Plain-language labels, used when the server sends none.
+  // Plain-language labels, used when the server sends none (it sends its own words:
+  // mosaicist.studio._form, where the page's labels, help and choice names are kept).
   const LABELS = {
     preset: "Style",
     tile_px: "Tile size",
@@ -50,14 +51,16 @@
     dzi_format: "Zoom tile format",
   };
   const UNITS = {tile_px: "px", match_px: "px", max_target_pixels: "pixels",
-                 dzi_tile_size: "px", dzi_overlap: "px", min_spacing: "cells", dedupe: "bits"};
+                 dzi_tile_size: "px", dzi_overlap: "px", min_spacing: "cells"};
   const CHOICE_LABELS = {
-    metric: {seed: "sRGB (as the seed)", lab: "CIE Lab (closer to the eye)", oklab: "Oklab (closer to the eye)"},
+    metric: {seed: "Plain red, green and blue", lab: "Lab (closer to the eye)", oklab: "Oklab (closer to the eye)"},
     augment: {none: "No", flips: "Mirrored too", rotations: "Turned too", all: "Mirrored and turned"},
     crop: {centre: "In the middle", subject: "Around the subject"},
-    colour_profiles: {ignore: "Ignored (as the seed)", convert: "Converted to sRGB"},
-    assign: {optimal: "Best (optimal)", greedy: "Fast (greedy)"},
+    colour_profiles: {ignore: "Ignored", convert: "Respected"},
+    assign: {optimal: "Best", greedy: "Quick"},
   };
+  // Settings a run card never lists as changed: the card shows the grid they make.
+  const CARD_SKIPPED = ["preset", "cell_px", "cells", ...HIDDEN_SETTINGS];
   const SOURCE_LABELS = {
     cifar10: "CIFAR-10: 50,000 small photos (about 160 MB)",
     cifar100: "CIFAR-100: 50,000 small photos (about 160 MB)",
@@ -215,12 +218,15 @@
       help: raw.help || "",
       kind: kinds[String(raw.kind || "str").toLowerCase()] || "str",
       optional: Boolean(raw.optional) || raw.default === null,
+      // What "no value" means ("No limit"), and the value a cleared "no value" box gives.
+      noneLabel: raw.none_label || "None",
+      firstValue: raw.first_value ?? null,
       default: raw.default,
       choices: Array.isArray(raw.choices) && raw.choices.length ? raw.choices : null,
       choiceLabels: raw.choice_labels || null,
       low: raw.low ?? null,
       high: raw.high ?? null,
-      unit: raw.unit_label || UNITS[raw.name] || "",
+      unit: raw.unit_label ?? UNITS[raw.name] ?? "",
       group: raw.group || (BASIC_ORDER.includes(raw.name) ? "basic" : "advanced"),
     };
   }
@@ -228,7 +234,8 @@
   function normalisePresets(raw) {
     const list = Array.isArray(raw) ? raw : Object.entries(raw || {}).map(([name, value]) => ({name, ...value}));
     return new Map(list.map((preset) => [preset.name, {
-      name: preset.name, description: preset.description || "", settings: preset.settings || {},
+      name: preset.name, label: preset.label || preset.name[0].toUpperCase() + preset.name.slice(1),
+      description: preset.description || "", settings: preset.settings || {},
     }]));
   }
 
@@ -238,17 +245,27 @@
     return state.presets.get(name) || null;
   }
 
-  /** The value a setting has now: given, else from the preset, else its default. */
-  function effective(name) {
+  /** The value a setting is given now: given, else from the preset, else its default
+      (None where it is: "no limit", "automatic"). */
+  function chosen(name) {
     if (Object.prototype.hasOwnProperty.call(state.changed, name)) return state.changed[name];
     const preset = currentPreset();
     if (preset && Object.prototype.hasOwnProperty.call(preset.settings, name)) return preset.settings[name];
     const declared = state.declared.get(name);
-    if (name === "match_px" && (declared?.default ?? null) === null) {
-      const tile = Number(effective("tile_px"));
-      return tile <= 64 ? tile : 32;
-    }
     return declared ? declared.default : null;
+  }
+
+  /** The value a setting has now, as the mosaic is made: the automatic comparison size too. */
+  function effective(name) {
+    const value = chosen(name);
+    if (name === "match_px" && value === null) return automaticMatchPx(effective("tile_px"));
+    return value;
+  }
+
+  /** The comparison size when not given, as mosaicist.options.default_match_px. */
+  function automaticMatchPx(tilePx) {
+    const tile = Number(tilePx);
+    return tile <= 64 ? tile : 32;
   }
 
   function helpText(text) {
@@ -283,23 +300,24 @@
     } else if (setting.kind === "float" && setting.low === 0 && setting.high === 1) {
       // A fraction: a slider with its number beside it.
       control = element("input", {type: "number", id, min: 0, max: 1, step: 0.05, "aria-describedby": described});
-      if (setting.optional) control.placeholder = "off";
       const slider = element("input", {type: "range", min: 0, max: 1, step: 0.05, "aria-hidden": "true", tabindex: -1, className: "slider"});
       slider.addEventListener("input", () => { control.value = slider.value; control.dispatchEvent(new Event("input")); });
       control.slider = slider;
-      field.append(element("label", {for: id, text: setting.label}), element("div", {className: "row"}, slider, control));
+      const row = element("div", {className: "row"}, slider, control);
+      field.append(element("label", {for: id, text: setting.label}), row);
+      if (setting.optional) row.append(noneBox(setting, control));
     } else if (setting.kind === "int" || setting.kind === "float") {
       control = element("input", {
         type: "number", id, step: setting.kind === "int" ? 1 : "any", inputmode: setting.kind === "int" ? "numeric" : "decimal",
         min: setting.low ?? undefined, max: setting.high ?? undefined, "aria-describedby": described,
       });
-      if (setting.optional) control.placeholder = setting.name === "match_px" ? "auto" : "no limit";
       const row = element("div", {className: "row"}, control);
       if (setting.unit) row.append(element("span", {className: "unit", text: setting.unit}));
       field.append(element("label", {for: id, text: setting.label}), row);
+      if (setting.optional) row.append(noneBox(setting, control));
     } else {
       control = element("input", {type: "text", id, spellcheck: "false", "aria-describedby": described});
-      if (setting.optional) control.placeholder = "none";
+      if (setting.optional) control.placeholder = setting.noneLabel.toLowerCase();
       field.append(element("label", {for: id, text: setting.label}), control);
     }
     if (hint) field.append(hint);
@@ -307,6 +325,39 @@
     const onChange = () => settingChanged(setting, control);
     control.addEventListener(setting.kind === "bool" || setting.choices ? "change" : "input", onChange);
     return field;
+  }
+
+  /**
+   * The tick box of a number that may have no value ("No limit", "Automatic", "Off"):
+   * "none" cannot be typed into a number field. Ticked, the setting is None and the field
+   * empty (an emptied field ticks it); cleared, the field takes a number again.
+   */
+  function noneBox(setting, control) {
+    const box = element("input", {type: "checkbox", id: `${control.id}-none`, className: "none-box",
+                                  "aria-describedby": control.getAttribute("aria-describedby")});
+    control.placeholder = setting.noneLabel.toLowerCase();
+    control.noneBox = box;
+    box.addEventListener("change", () => {
+      if (box.checked) {
+        control.value = "";
+      } else {
+        const value = firstValue(setting);
+        control.value = value === null ? "" : String(value);
+        if (control.slider && value !== null) control.slider.value = value;
+      }
+      settingChanged(setting, control);
+    });
+    return element("label", {className: "check none", for: box.id}, box, setting.noneLabel);
+  }
+
+  /** The number a setting takes when its "no value" box is cleared. */
+  function firstValue(setting) {
+    if (setting.name === "match_px") return automaticMatchPx(effective("tile_px"));
+    const preset = currentPreset()?.settings?.[setting.name];
+    let value = preset ?? setting.firstValue ?? setting.low ?? 1;
+    // A stronger correction below the correction is refused: start at the correction.
+    if (setting.name === "tint_max") value = Math.max(value, Number(effective("tint")) || 0);
+    return value;
   }
 
   function readControl(setting, control) {
@@ -320,6 +371,9 @@
   }
 
   function settingChanged(setting, control) {
+    // Half a number ("1e", "-"): the field reads as empty, which is no "no limit". The
+    // setting keeps its value until the number is whole.
+    if (control.validity?.badInput) return;
     const value = readControl(setting, control);
     if (value === undefined) delete state.changed[setting.name];
     else state.changed[setting.name] = value;
@@ -337,8 +391,15 @@
       if (!setting) continue;
       const field = control.closest(".field");
       field?.classList.toggle("changed", Object.prototype.hasOwnProperty.call(state.changed, name));
+      const value = chosen(name);
+      if (control.noneBox) {
+        control.noneBox.checked = value === null || value === undefined;
+        // What "automatic" comes to, where the page knows it (the field is too narrow for
+        // "automatic: 32"; the tick box beside it says "Automatic").
+        control.placeholder = value === null && name === "match_px" ? String(effective(name))
+                                                                     : setting.noneLabel.toLowerCase();
+      }
       if (control === except) continue;
-      const value = effective(name);
       if (setting.kind === "bool") control.checked = Boolean(value);
       else control.value = value === null || value === undefined ? "" : String(value);
       if (control.slider) control.slider.value = value ?? 0;
@@ -371,7 +432,10 @@
       const id = "setting-preset";
       const select = element("select", {id, "data-setting": "preset", "aria-describedby": "preset-hint"});
       const names = preset.choices || [...state.presets.keys()];
-      for (const name of names) select.append(element("option", {value: name, text: name[0].toUpperCase() + name.slice(1)}));
+      for (const name of names) {
+        const label = preset.choiceLabels?.[name] || state.presets.get(name)?.label || name[0].toUpperCase() + name.slice(1);
+        select.append(element("option", {value: name, text: label}));
+      }
       select.addEventListener("change", () => settingChanged(preset, select));
       presetField.append(element("label", {for: id, text: preset.label}), select,
                          element("p", {className: "hint", id: "preset-hint"}));
@@ -1210,6 +1274,43 @@
   const STATUS_TEXT = {queued: "Waiting", running: "Making…", done: "Done", failed: "Failed",
                        cancelled: "Cancelled", interrupted: "Cut off by a restart"};
 
+  /** What a run card says of a setting's value: "no limit", "Oklab", "3 cells". */
+  function valueWords(setting, value) {
+    if (value === null || value === undefined) return setting.noneLabel.toLowerCase();
+    if (typeof value === "boolean") return value ? "yes" : "no";
+    if (setting.choices) return choiceLabel(setting, String(value)).replace(/\s*\(.*\)$/, "");
+    if (typeof value !== "number") return String(value);
+    const unit = value === 1 && /[^s]s$/.test(setting.unit) ? setting.unit.slice(0, -1) : setting.unit;
+    return unit ? `${fmt(value)} ${unit}` : fmt(value);
+  }
+
+  /**
+   * The style of a run and its settings that differ from the style's, in a short line:
+   * "Style: Balanced; colour matching: Oklab; most uses of one photo: no limit".
+   * Empty when the run's settings do not say its style.
+   */
+  function settingsLine(settings) {
+    if (!settings || typeof settings !== "object" || typeof settings.preset !== "string") return "";
+    const preset = state.presets.get(settings.preset);
+    const style = state.declared.get("preset");
+    const styleName = style ? choiceLabel(style, settings.preset) : settings.preset;
+    const parts = [`Style: ${preset?.label || styleName}`];
+    for (const [name, setting] of state.declared) {
+      if (CARD_SKIPPED.includes(name) || !Object.prototype.hasOwnProperty.call(settings, name)) continue;
+      const value = settings[name];
+      let expected = preset && Object.prototype.hasOwnProperty.call(preset.settings, name)
+        ? preset.settings[name] : setting.default;
+      // The values a setting takes by itself when not given (see mosaicist.options).
+      if (name === "match_px" && expected === null) expected = automaticMatchPx(settings.tile_px);
+      if (name === "dpi" && expected === null && settings.print_size) expected = 300;
+      if (value === expected || (value ?? null) === (expected ?? null)) continue;
+      const label = setting.label.length > 1 && /[a-z]/.test(setting.label[1])
+        ? setting.label[0].toLowerCase() + setting.label.slice(1) : setting.label;
+      parts.push(`${label}: ${valueWords(setting, value)}`);
+    }
+    return parts.join("; ");
+  }
+
   async function loadHistory() {
     let runs;
     try {
@@ -1247,6 +1348,12 @@
     const tiles = String(run.tiles || "").replace(/[\\/]+$/, "").split(/[\\/]/).pop();
     meta.textContent = [created, tiles, grid ? `${grid.cols} × ${grid.rows} cells` : ""].filter(Boolean).join(" · ");
     meta.title = `Tiles: ${run.tiles}`;
+    // Two runs a setting apart looked the same here (name, date, photos, cells): the
+    // settings that differ from the run's preset say which is which.
+    const differing = settingsLine(run.settings || run.report?.settings);
+    const line = card.querySelector(".run-settings");
+    line.textContent = differing;
+    line.hidden = !differing;
     const status = card.querySelector(".run-status");
     status.textContent = run.status === "failed" && run.error ? `Failed: ${run.error}` : (STATUS_TEXT[run.status] || run.status);
     status.classList.add(run.status);
