@@ -131,8 +131,6 @@ def test_signatures_are_the_described_hash_alone_or_in_a_batch():
     assert alone == [int(value) for value in hashes]
 
 
-@pytest.mark.xfail(reason="imaging.py signs a JPEG from its decode drafted for the tile size "
-                          "and aspect (session 36 report)", strict=False)
 def test_a_jpeg_signs_the_same_whatever_the_tiles_it_is_decoded_for():
     from mosaicist.imaging import decode_tile
 

@@ -430,20 +430,24 @@ def array_tile(rgb: np.ndarray, width_px: int, aspect: tuple[int, int] = SQUARE,
     return make_tile(Image.fromarray(np.ascontiguousarray(rgb), "RGB"), width_px, aspect, crop)
 
 
-def _signature_of(image: Image.Image, box: tuple[int, int, int, int],
-                  pixels: np.ndarray) -> tuple[int, int]:
+def _signature_of(image: Image.Image, box: tuple[float, float, float, float] | None = None,
+                  pixels: np.ndarray | None = None) -> tuple[int, int]:
     """The near-duplicate signature of a photo: of its centre square at 32 px.
 
     The centre square whatever the tiles' aspect, crop and size: two copies
     of a photo then sign alike even where their subject windows differ by a
     few pixels, and every index of a photo signs it the same (an index of
     square centre tiles at 32 px, as those made before signatures, from its
-    tiles). ``pixels``, cut from ``box``, are reused when they are that square.
+    tiles). ``image`` is the photo whole, as decoded for its signature: a
+    JPEG at the DCT scale :func:`_signature_size` asks for, whatever the
+    tiles (a decode reduced for them would sign a few bits apart).
+    ``pixels``, cut from ``box``, are reused when they are that square.
     """
     square = centre_window(*image.size)
     square_box = (square.left, square.top, square.left + square.width,
                   square.top + square.height)
-    if box == square_box and pixels.shape[:2] == (SIGNATURE_PX, SIGNATURE_PX):
+    if (box == square_box and pixels is not None
+            and pixels.shape[:2] == (SIGNATURE_PX, SIGNATURE_PX)):
         return signature(pixels)
     return signature(_cut(image, square_box, SIGNATURE_PX, SIGNATURE_PX))
 
@@ -455,7 +459,9 @@ def _tile_of(image: Image.Image, width_px: int, aspect: tuple[int, int], crop: s
 
     With ``window`` (in the original's pixels, as an index stored it) that
     window is cut; otherwise one is chosen on ``image`` for ``crop`` and
-    returned in the original's pixels, with its signature when ``sign``.
+    returned in the original's pixels, with its signature when ``sign``
+    (only where ``image`` is the decode the photo is signed from: see
+    :func:`_signature_of`).
     """
     height_px = height_for(width_px, aspect)
     size = image.size
@@ -1145,30 +1151,64 @@ def _scale_for(span: tuple[int, int], width_px: int, height_px: int) -> float:
     return max(width_px / max(1, span[0]), height_px / max(1, span[1]), 1e-9)
 
 
-def _draft_for(image: Image.Image, width_px: int, aspect: tuple[int, int],
-               window: Window | None) -> None:
-    """Ask a JPEG's decoder for the smallest DCT scale whose window still covers the tile.
+def _reduced_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """The least size a ``width`` x ``height`` picture is to be decoded at for ``scale``."""
+    return max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))
 
-    libjpeg scales by 1/2, 1/4 or 1/8 while decoding, so a large photo is
-    never held at full size when a small tile is wanted. The window is
-    ``window`` (in oriented pixels) or the largest of ``aspect``. Other
-    formats have no reduced decoding in Pillow and are decoded whole
-    (within the limit).
+
+def _signature_size(width: int, height: int) -> tuple[int, int]:
+    """The least size a ``width`` x ``height`` photo is decoded at for its signature.
+
+    Its centre square then still covers :data:`~mosaicist.dedupe.SIGNATURE_PX`
+    pixels. The size depends on the photo alone: a JPEG decoded at a DCT scale
+    chosen for the tiles' size and aspect signs a few bits apart from one
+    decoded for other tiles, and every index of a photo is to sign it the same.
+    """
+    side = min(width, height)
+    return _reduced_size(width, height, _scale_for((side, side), SIGNATURE_PX, SIGNATURE_PX))
+
+
+def _draft(image: Image.Image, size: tuple[int, int]) -> float:
+    """Ask a JPEG's decoder for the smallest DCT scale that keeps both sides at least ``size``.
+
+    Returns the reduction it chose (1, 2, 4 or 8): two drafts of a picture
+    decode the same pixels when they reduce it alike.
+    """
+    full_width = image.width
+    drafted = image.draft("RGB" if image.mode in ("RGB", "YCbCr") else image.mode, size)
+    return 1.0 if drafted is None else full_width / drafted[1][2]
+
+
+def _tile_request(image: Image.Image, width_px: int, aspect: tuple[int, int],
+                  window: Window | None) -> tuple[int, int] | None:
+    """The least size to decode a JPEG at for its tile, None for other formats.
+
+    Its window, ``window`` (in oriented pixels) or the largest of ``aspect``,
+    still covers the tile at that size.
     """
     if image.format != "JPEG":
-        return
+        return None
     width, height = image.size
     if window is not None:
         span = (window.width, window.height)
     else:
         turned = image.getexif().get(_ORIENTATION, 1) in _QUARTER_TURNS
         span = window_size(*((height, width) if turned else (width, height)), aspect)
-    scale = _scale_for(span, width_px, height_for(width_px, aspect))
-    # draft() keeps both sides at least as large as asked.
-    image.draft(
-        "RGB" if image.mode in ("RGB", "YCbCr") else image.mode,
-        (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))),
-    )
+    return _reduced_size(width, height, _scale_for(span, width_px, height_for(width_px, aspect)))
+
+
+def _draft_for(image: Image.Image, width_px: int, aspect: tuple[int, int],
+               window: Window | None) -> float | None:
+    """Ask a JPEG's decoder for the smallest DCT scale whose window still covers the tile.
+
+    libjpeg scales by 1/2, 1/4 or 1/8 while decoding, so a large photo is
+    never held at full size when a small tile is wanted (see
+    :func:`_tile_request`). Other formats have no reduced decoding in Pillow
+    and are decoded whole (within the limit). Returns the reduction chosen
+    (see :func:`_draft`), None for other formats.
+    """
+    request = _tile_request(image, width_px, aspect, window)
+    return None if request is None else _draft(image, request)
 
 
 #: JPEG markers that stand alone, without a length: TEM and the restart markers.
@@ -1214,8 +1254,13 @@ def _may_be_oriented(data: bytes) -> bool:
 
 
 def _decode_jpeg_fast(data: bytes, width_px: int, aspect: tuple[int, int], crop: str,
-                      max_pixels: int, colour_profiles: str = "ignore") -> TileImage | None:
+                      max_pixels: int, colour_profiles: str = "ignore",
+                      sign: bool = True) -> TileImage | None:
     """Decode a plain JPEG with libjpeg-turbo (simplejpeg), or None to fall back.
+
+    With ``sign``, the photo's signature too: from the tile's decode where
+    it is at the signature's DCT scale (:func:`_signature_size`), else from
+    a second decode at that scale.
 
     Returns None for JPEGs with EXIF or an XMP orientation (orientation needs
     Pillow), CMYK or anything simplejpeg declines; those take the Pillow path,
@@ -1226,23 +1271,38 @@ def _decode_jpeg_fast(data: bytes, width_px: int, aspect: tuple[int, int], crop:
     profile = jpeg_profile(data) if colour_profiles == "convert" else None
     if profile is not None and not is_rgb_profile(profile):
         return None  # a greyscale or CMYK picture's profile: Pillow's path applies it
+
+    def decoded(size: tuple[int, int]) -> Image.Image:
+        # DCT scaling (shrink-on-load) to the smallest size at least ``size``.
+        pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False,
+                                        fastupsample=False, min_width=size[0],
+                                        min_height=size[1])
+        picture = Image.fromarray(pixels, "RGB")
+        return picture if profile is None else to_srgb(picture, profile, in_place=True)
+
     try:
         height, width, _, _ = simplejpeg.decode_jpeg_header(data)
         _check_pixels(width, height, max_pixels)
         scale = _scale_for(window_size(width, height, aspect), width_px,
                            height_for(width_px, aspect))
-        # DCT scaling (shrink-on-load) to the smallest size whose window still covers the tile.
-        pixels = simplejpeg.decode_jpeg(
-            data, colorspace="RGB", fastdct=False, fastupsample=False,
-            min_width=max(1, math.ceil(width * scale)),
-            min_height=max(1, math.ceil(height * scale)),
-        )
+        # The smallest size whose window still covers the tile.
+        tile_size = _reduced_size(width, height, scale)
+        picture = decoded(tile_size)
+        signed_size = _signature_size(width, height)
+        # libjpeg-turbo takes the smallest of its scales that keeps both sides at least
+        # as asked, so a decode of the size the signature's would have is that decode
+        # (as is one of just the size asked for it: a CIFAR photo's, whole).
+        signed_apart = sign and picture.size != signed_size and signed_size != tile_size and (
+            simplejpeg.decode_jpeg_header(data, min_height=signed_size[1],
+                                          min_width=signed_size[0])[1::-1] != picture.size)
+        signed_picture = decoded(signed_size) if signed_apart else None
     except ValueError:
         return None
-    picture = Image.fromarray(pixels, "RGB")
-    if profile is not None:
-        picture = to_srgb(picture, profile, in_place=True)
-    return _tile_of(picture, width_px, aspect, crop, (width, height), None, sign=True)
+    tile = _tile_of(picture, width_px, aspect, crop, (width, height), None,
+                    sign=sign and signed_picture is None)
+    if signed_picture is None:
+        return tile
+    return tile._replace(signature=_signature_of(signed_picture))
 
 
 #: A decode slot: called with the pixels an image is about to be decoded at, it
@@ -1260,12 +1320,18 @@ def _pillow_tile(
     max_pixels: int, slot: DecodeSlot | None, window: Window | None = None,
     sign: bool = False, colour_profiles: str = "ignore",
 ) -> TileImage:
-    """Decode with Pillow into a tile: size checked, JPEGs drafted, EXIF orientation applied."""
+    """Decode with Pillow into a tile: size checked, JPEGs drafted, EXIF orientation applied.
+
+    With ``sign``, the photo's signature too: a JPEG drafted for the tile at
+    another DCT scale than its signature's (:func:`_signature_size`) is
+    decoded again at that one, from ``source`` read anew.
+    """
     try:
         image = _open_checked(source, max_pixels)
         with image:
             full = image.size
-            _draft_for(image, width_px, aspect, window)
+            request = _tile_request(image, width_px, aspect, window)
+            reduction = None if request is None else _draft(image, request)
             hold = slot(image.width * image.height) if slot else contextlib.nullcontext()
             with hold, _PILLOW_LIMIT.allowing(max_pixels):
                 image.load()
@@ -1273,17 +1339,39 @@ def _pillow_tile(
                 turned = image.getexif().get(_ORIENTATION, 1) in _QUARTER_TURNS
                 ImageOps.exif_transpose(image, in_place=True)
                 original = (full[1], full[0]) if turned else full
-                return _tile_of(to_rgb(image, colour_profiles), width_px, aspect, crop,
-                                original, window, sign)
+                signed = None
+                if sign and reduction is not None and request != _signature_size(*full):
+                    signed = _signed_apart(source, max_pixels, reduction, colour_profiles)
+                tile = _tile_of(to_rgb(image, colour_profiles), width_px, aspect, crop,
+                                original, window, sign and signed is None)
+                return tile if signed is None else tile._replace(signature=signed)
     except ImageReadError:
         raise
     except _DECODE_ERRORS as error:
         raise ImageReadError(_describe(error)) from None
 
 
+def _signed_apart(source: IO[bytes] | Path, max_pixels: int, reduction: float,
+                  colour_profiles: str) -> tuple[int, int] | None:
+    """The signature of the JPEG in ``source``, decoded again at its signature's DCT scale.
+
+    None where that scale is ``reduction``, the one its tile was decoded at
+    (whose picture then signs it). Called inside the tile's decode, which
+    has read ``source`` whole already.
+    """
+    if not isinstance(source, Path):
+        source.seek(0)
+    with _open_checked(source, max_pixels) as image:
+        if _draft(image, _signature_size(*image.size)) == reduction:
+            return None
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)
+        return _signature_of(to_rgb(image, colour_profiles))
+
+
 def decode_tile(data: bytes, width_px: int, aspect: tuple[int, int] = SQUARE,
                 crop: str = "centre", max_pixels: int | None = None, *,
-                colour_profiles: str = "ignore") -> TileImage:
+                colour_profiles: str = "ignore", sign: bool = True) -> TileImage:
     """Decode an encoded image file's bytes into a tile, its crop window and signature.
 
     JPEGs are decoded with shrink-on-load (DCT scaling), so a 12-megapixel
@@ -1305,6 +1393,10 @@ def decode_tile(data: bytes, width_px: int, aspect: tuple[int, int] = SQUARE,
         checked from the header before decoding.
     colour_profiles : {"ignore", "convert"}
         Whether an embedded ICC profile is applied (see the module docstring).
+    sign : bool
+        Whether the photo's signature is computed; False (the signature
+        None) where only the pixels are wanted: a JPEG's tile finer than its
+        signature's DCT scale then costs one decode, not two.
 
     Raises
     ------
@@ -1314,10 +1406,10 @@ def decode_tile(data: bytes, width_px: int, aspect: tuple[int, int] = SQUARE,
     """
     check_colour_profiles(colour_profiles)
     limit = TILE_MAX_PIXELS if max_pixels is None else max_pixels
-    fast = _decode_jpeg_fast(data, width_px, aspect, crop, limit, colour_profiles)
+    fast = _decode_jpeg_fast(data, width_px, aspect, crop, limit, colour_profiles, sign)
     if fast is not None:
         return fast
-    return _pillow_tile(io.BytesIO(data), width_px, aspect, crop, limit, None, sign=True,
+    return _pillow_tile(io.BytesIO(data), width_px, aspect, crop, limit, None, sign=sign,
                         colour_profiles=colour_profiles)
 
 
@@ -1333,7 +1425,7 @@ def decode_tile_bytes(data: bytes, side_px: int, max_pixels: int | None = None, 
         over the pixel limit).
     """
     return decode_tile(data, side_px, aspect, crop, max_pixels,
-                       colour_profiles=colour_profiles).pixels
+                       colour_profiles=colour_profiles, sign=False).pixels
 
 
 def read_original(

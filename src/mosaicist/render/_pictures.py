@@ -267,8 +267,9 @@ class OriginalPictures(TilePictures):
         except Exception:  # noqa: BLE001 - decode_tile says what is wrong with the file
             pixels = 0
         with self.budget.hold(pixels):
+            # Not signed: a signature may need a second decode of a large photo.
             return decode_tile(data, self.tile_px, self.aspect, self.crop,
-                               colour_profiles=self.colour_profiles).pixels
+                               colour_profiles=self.colour_profiles, sign=False).pixels
 
     def fetch(self, cells: np.ndarray) -> np.ndarray:
         wanted = [self.source_ids[cell] for cell in np.asarray(cells).tolist()]
