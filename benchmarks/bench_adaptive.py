@@ -33,6 +33,7 @@ from common import (  # noqa: E402
     non_negative_float,
     non_negative_int,
     positive_int,
+    require_pictures,
 )
 
 from mosaicist import make_mosaic  # noqa: E402
@@ -91,7 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     data = data_dir(args.data)
     cache = cache_dir(args.cache_dir)
-    tiles = data / "cifar10" / "train"
+    tiles = require_pictures(data / "cifar10" / "train", "tiles")
     missing = [name for name in args.targets if not (data / "targets" / name).is_file()]
     if missing:
         sys.exit(f"benchmark: --targets: {', '.join(missing)} not in {data / 'targets'}")

@@ -66,6 +66,7 @@ from common import (  # noqa: E402
     non_negative_int,
     positive_int,
     print_table,
+    require_pictures,
     run_child,
 )
 
@@ -309,7 +310,9 @@ def main() -> None:
         files = 10_000 if args.quick and args.files is None else args.files
         photos = 0 if args.quick else args.photos
         repeat = args.repeat or (2 if args.quick else 3)
-        rows = bench_index(subset_folder(data / "cifar10" / "train", cache, files), cache,
+        # Checked here: the first child to read it would fail with a traceback.
+        cifar = require_pictures(data / "cifar10" / "train", "CIFAR-10 tiles")
+        rows = bench_index(subset_folder(cifar, cache, files), cache,
                            f"{files or 50_000:,} CIFAR", repeat)
         if photos:
             from bench_index import make_photos

@@ -47,6 +47,8 @@ from common import (  # noqa: E402
     mosaicist_command,
     positive_int,
     print_table,
+    require_file,
+    require_pictures,
     run_child,
     seconds,
 )
@@ -110,7 +112,10 @@ def main() -> None:
 
 def _run(args: argparse.Namespace, data: Path, cache: Path, out: Path) -> None:
     """Make the Deep Zoom mural (and the TIFF) into ``out``; print the table and checks."""
-    tiles = data / "cifar10" / "train"
+    # Before any work: a missing one would stop the run with a traceback (the target)
+    # or a child's error after the target's resize (the tiles).
+    require_file(data / "targets" / "starry_night_google_1280.jpg", "target")
+    tiles = require_pictures(data / "cifar10" / "train", "tiles")
     target = make_target(data, cache, args.cols * args.cell, args.rows * args.cell)
     library_cache = cache / "mosaicist-cache"
     width, height = args.cols * args.tile_px, args.rows * args.tile_px

@@ -66,6 +66,7 @@ from common import (  # noqa: E402
     non_negative_int,
     positive_int,
     print_table,
+    require_file,
     run_child,
     seconds,
 )
@@ -118,6 +119,9 @@ def load_cifar(data: Path, cache: Path) -> np.ndarray:
     for split in ("train", "test"):
         root = data / "cifar10" / split
         files += sorted(str(path) for path in root.rglob("*.jpg"))
+    if not files:
+        sys.exit(f"benchmark: no CIFAR-10 JPEGs in {data / 'cifar10'}/train or /test; "
+                 "pass --data PATH")
     if len(files) != 60_000:
         print(f"note: found {len(files)} CIFAR-10 JPEGs (expected 60,000)")
     print(f"decoding {len(files)} CIFAR-10 JPEGs ...", flush=True)
@@ -198,7 +202,8 @@ def build_target(data: Path, cache: Path) -> Path:
 
     path = cache / "starry_night_3840x2160.png"
     if not path.exists():
-        with Image.open(data / "targets" / "starry_night_google_1280.jpg") as image:
+        starry = require_file(data / "targets" / "starry_night_google_1280.jpg", "target")
+        with Image.open(starry) as image:
             big = ImageOps.fit(image.convert("RGB"), TARGET_SIZE, Image.Resampling.LANCZOS)
         with cache_file(path) as partial:
             big.save(partial)

@@ -32,7 +32,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_million import build_target  # noqa: E402
-from common import cache_dir, cache_file, data_dir, machine, positive_int  # noqa: E402
+from common import (  # noqa: E402
+    cache_dir,
+    cache_file,
+    data_dir,
+    machine,
+    positive_int,
+    require_file,
+    require_pictures,
+)
 from PIL import Image  # noqa: E402
 
 from mosaicist import make_mosaic  # noqa: E402
@@ -74,10 +82,10 @@ def main() -> None:
     args = parser.parse_args()
     data = data_dir(args.data)
     cache = cache_dir(args.cache_dir)
-    for path, what in ((data / (args.target or "targets"), "--target"),
-                       (data / args.tiles, "--tiles")):
-        if not path.exists():
-            sys.exit(f"benchmark: {what}: {path} not found")
+    # Before any work: the default target is Starry Night, and a tile folder without
+    # pictures would stop the first make with a traceback.
+    require_file(data / (args.target or "targets/starry_night_google_1280.jpg"), "--target")
+    require_pictures(data / args.tiles, "--tiles")
     target = data / args.target if args.target else build_target(data, cache)
     if args.cells:
         target = resized_target(target, args.cells, args.cell, cache)
