@@ -19,7 +19,11 @@ Tables of the manifest:
     file the published tiles live in), ``next_slot`` (first slot of that file
     that no committed row uses), ``scan_digest`` (digest of the source's
     scan at the last publish), ``signed`` (``1`` once every published
-    row has its signature; rows added later always do), ``publication``
+    row has its signature; rows added later always do), ``signature_rule``
+    (:data:`SIGNATURE_RULE` once every signature is of the rule of now; an
+    index without it may hold JPEG signatures of the rule before, see
+    :func:`mosaicist.library._update._resign_jpegs`, which keeps its progress
+    in ``resign_after``), ``publication``
     (a random token, new each time the ``tiles`` rows change), and for
     stamps too recent to vouch for their content (see "Racy stamps" in
     :mod:`mosaicist.library._update`): ``stamps_checked_ns`` (when the
@@ -84,6 +88,11 @@ from ..errors import MosaicistError
 from ..paths import STORED_ARRAY_ERRORS, atomic_path
 
 SCHEMA_VERSION = 2
+#: The rule the manifest's signatures were made by, as its meta value ``signature_rule``.
+#: 2: a JPEG is signed from its decode at the signature's own DCT scale, whatever its
+#: tiles (before, from the decode drafted for its tile: a few bits apart for tiles other
+#: than square ones at :data:`~mosaicist.dedupe.SIGNATURE_PX`).
+SIGNATURE_RULE = 2
 
 #: Seconds a connection waits for another process's lock on the manifest (SQLite's
 #: busy timeout, and the most that :func:`connect` retries switching to WAL).

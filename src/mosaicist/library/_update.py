@@ -92,12 +92,14 @@ import hashlib
 import io
 import os
 import re
+import shutil
 import sqlite3
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -109,12 +111,14 @@ from ..aspect import SQUARE, format_aspect, height_for
 from ..crop import Window
 from ..dedupe import SIGNATURE_PX, tile_signatures
 from ..errors import MosaicistError, printable
+from ..imaging import ImageReadError, content_hash, decode_tile, read_tile_bytes
 from ..paths import CACHE_ENV, remove_dead_temporaries, sync_folder
 from ..progress import progress_bar
 from ..sources import DecodedTile, SourceEntry, TileSource
 from ._manifest import (
     ORDER_FILE,
     SCHEMA_VERSION,
+    SIGNATURE_RULE,
     connect,
     connect_read_only,
     failure_row,
@@ -148,6 +152,13 @@ MOST_SHARDS = 64
 SIGN_EVERY = 256
 #: Bytes of packed tiles read at a time to sign the rows of an older index.
 _SIGN_BYTES = 64 << 20
+#: Photos signed anew per committed transaction where an index's signatures are of the
+#: rule before (:func:`_resign_jpegs`), and the threads that read and decode them (the
+#: reads wait on the disk, the decodes release the interpreter).
+RESIGN_EVERY = 1024
+RESIGN_THREADS = min(8, os.cpu_count() or 1)
+#: How every JPEG file starts (SOI, then a marker).
+_JPEG_START = b"\xff\xd8\xff"
 
 #: Files of an index folder that an update may have left: packed files
 #: (``tiles-<G>.u8``, removed unless G is the published generation), a
@@ -717,9 +728,11 @@ def _update_locked(
     # A killed run's temporaries in the caches beside the index (features, prepared
     # tiles, near-duplicates) stay when another run finished the same entry first.
     remove_dead_temporaries(directory, min_age=DEAD_TEMPORARY_AGE)
+    _settle_signature_rule(connection, tile)
     planned = _plan(source, tile, directory, connection)
     if isinstance(planned, UpdateStats):
         _sign_published(directory, tile, connection)
+        _resign_jpegs(source, tile, directory, connection, show_progress)
         return planned  # nothing changed since the last publish
     plan = planned
     stats = UpdateStats(reused=len(plan.entries) - len(plan.to_decode))
@@ -746,6 +759,7 @@ def _update_locked(
         )
     _publish(plan, tile, directory, connection, stats, sharded=decoder is not None)
     _sign_published(directory, tile, connection)
+    _resign_jpegs(source, tile, directory, connection, show_progress)
     return stats
 
 
@@ -1089,6 +1103,140 @@ def _resign_from_photos(connection: sqlite3.Connection, tile: TileFormat) -> boo
     return any(connection.execute(
         f"SELECT 1 FROM {table} WHERE phash IS NULL OR mean_rgb IS NULL LIMIT 1").fetchone()
         for table in ("tiles", "staged"))
+
+
+def _settle_signature_rule(connection: sqlite3.Connection, tile: TileFormat) -> None:
+    """Record :data:`~._manifest.SIGNATURE_RULE` in a manifest that has nothing to sign anew.
+
+    Until the rule of now, a JPEG was signed from the decode drafted for its
+    tile: at another DCT scale than its signature's own for any tiles but
+    square centre ones at :data:`~mosaicist.dedupe.SIGNATURE_PX` pixels (whose
+    decode was the signature's). A manifest without the meta value
+    ``signature_rule`` of such other tiles, some of whose rows are signed,
+    keeps it unset here: :func:`_resign_jpegs` signs its JPEGs anew after
+    the update. Every other one gets it now (in one transaction): a new
+    manifest, one of those square tiles, or one of schema 1 whose rows are
+    all still to sign (by this version, so by the rule of now).
+    """
+    if get_meta(connection, "signature_rule") == str(SIGNATURE_RULE):
+        return
+    if _signs_as_photo(tile) or not any(
+            connection.execute(f"SELECT 1 FROM {table} WHERE phash IS NOT NULL LIMIT 1"
+                               ).fetchone() for table in ("tiles", "staged")):
+        with transaction(connection):
+            set_meta(connection, "signature_rule", SIGNATURE_RULE)
+
+
+def _resign_jpegs(source: TileSource, tile: TileFormat, directory: Path,
+                  connection: sqlite3.Connection, show_progress: bool) -> None:
+    """Sign the published JPEGs of an index of the rule before anew from their photos, once.
+
+    For a manifest left without ``signature_rule`` by
+    :func:`_settle_signature_rule`, after its update published: each
+    published row whose photo is a local JPEG that still hashes as the row's
+    content is signed as a fresh index signs it (:func:`~mosaicist.imaging.decode_tile`
+    at :data:`~mosaicist.dedupe.SIGNATURE_PX` pixels: the signature's own
+    decode, the tile's pixels kept as they are). Other pictures sign as
+    before; a photo that cannot be read now, or changed since (the next
+    update decodes it), keeps its row's signature.
+
+    Crash-safe as the rest of the update: batches of :data:`RESIGN_EVERY`
+    rows (in ``source_id`` order) commit with the meta value
+    ``resign_after``, the last id done, from which an interrupted run's next
+    update goes on. Once all are done, where a signature changed, the
+    library moves to the next generation (its packed file linked, or copied,
+    under the new name), so that the caches named by the generation (the
+    cached leaders of near-duplicates, the libraries without them) are made
+    again from the signatures of now; ``signature_rule`` is set in the same
+    transaction, with a new ``publication``.
+    """
+    if get_meta(connection, "signature_rule") == str(SIGNATURE_RULE):
+        return
+    resumed = get_meta(connection, "resign_after")
+    # A dataset's or an array's pictures are no files: none is a JPEG decoded for its tile.
+    rows = [] if source.local_root() is None else connection.execute(
+        "SELECT source_id, size, mtime_ns, content_hash, phash, mean_rgb FROM tiles "
+        "WHERE source_id > ? ORDER BY source_id", (resumed or "",)).fetchall()
+
+    def signed_anew(row: tuple) -> tuple[int, int] | None:
+        try:
+            path = source.local_path(SourceEntry(row[0], row[1], row[2], None))
+            if path is None:
+                return None
+            data = read_tile_bytes(path)
+            if not data.startswith(_JPEG_START) or content_hash(data) != row[3]:
+                return None
+            return decode_tile(data, SIGNATURE_PX,
+                               colour_profiles=tile.colour_profiles).signature
+        except (OSError, ImageReadError, MosaicistError):
+            return None
+
+    changed = resumed is not None  # a batch committed before may have changed some
+    pool = ThreadPoolExecutor(RESIGN_THREADS)
+    try:
+        with progress_bar(len(rows), "updating near-duplicate signatures", unit="img",
+                          enabled=show_progress and bool(rows)) as bar:
+            for start in range(0, len(rows), RESIGN_EVERY):
+                batch = rows[start:start + RESIGN_EVERY]
+                updates = []
+                for row, signature in zip(batch, pool.map(signed_anew, batch), strict=True):
+                    bar.update(1)
+                    if signature is None:
+                        continue
+                    columns = (_signed(signature[0]), signature[1])
+                    if columns != (row[4], row[5]):
+                        updates.append((*columns, row[0]))
+                with transaction(connection):
+                    connection.executemany(
+                        "UPDATE tiles SET phash = ?, mean_rgb = ? WHERE source_id = ?", updates)
+                    set_meta(connection, "resign_after", batch[-1][0])
+                changed = changed or bool(updates)
+    finally:
+        # An interrupt: the photos not yet begun are not read.
+        pool.shutdown(wait=True, cancel_futures=True)
+    generation = meta_count(connection, "generation")
+    old_store = store_path(directory, generation)
+    moved = changed and _link_store(old_store, store_path(directory, generation + 1))
+    with transaction(connection):
+        if changed:
+            set_meta(connection, "generation", generation + 1)
+            new_publication(connection)
+        set_meta(connection, "signature_rule", SIGNATURE_RULE)
+        connection.execute("DELETE FROM meta WHERE name = 'resign_after'")
+    if moved and old_store.name not in {shard.file for shard in read_shards(connection)}:
+        with contextlib.suppress(FileNotFoundError):
+            old_store.unlink()
+
+
+def _link_store(store: Path, destination: Path) -> bool:
+    """Give the packed file ``store`` the name ``destination`` too, durably; False when none.
+
+    A hard link where the file system makes them, else a copy (written as
+    ``tiles-<G>.u8.part`` and renamed once flushed). A ``destination`` left
+    by an interrupted run is replaced. The manifest still names ``store``:
+    an interrupt leaves ``destination`` to the next update's cleanup.
+    """
+    if not store.exists():
+        return False  # a library all in shards, or empty: nothing in the packed file
+    partial = partial_path(destination)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            destination.unlink()
+        try:
+            os.link(store, destination)
+        except OSError:  # no hard links here (FAT, some shares): a copy
+            with open(store, "rb") as original, open(partial, "wb") as copy:
+                shutil.copyfileobj(original, copy, 16 << 20)
+                copy.flush()
+                os.fsync(copy.fileno())
+            os.replace(partial, destination)
+    except OSError as error:
+        raise _write_error(destination, error) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+    sync_folder(destination.parent)
+    return True
 
 
 def _reprofiled(source: TileSource, tables: Sequence[Mapping[str, IndexedTile | PublishedTile]],
@@ -1751,6 +1899,11 @@ def _read_earlier_index(directory: Path, tile: TileFormat,
         if (not key.startswith("folder:")
                 or any(get_meta(connection, name) != value for name, value in wanted.items())
                 or index_profiles(connection) != tile.colour_profiles):
+            return None
+        if (get_meta(connection, "signature_rule") != str(SIGNATURE_RULE)
+                and not _signs_as_photo(tile)):
+            # Its JPEGs may be signed by the rule before (see _resign_jpegs), and this
+            # index would keep their signatures for good: its photos are decoded.
             return None
         step = max(1, len(entries) // _SAMPLED_ENTRIES)
         sample = entries[::step][:_SAMPLED_ENTRIES]
