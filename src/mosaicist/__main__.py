@@ -38,12 +38,15 @@ def run() -> None:
         from . import cli
         from .cli import main
     except KeyboardInterrupt:
-        # Out at once: an interrupt caught amid the imports made CPython end the process
-        # by SIGINT after finalising (status -2, not 130) in about 1 run in 14, and
-        # nothing is open to clean up yet.
         sys.stderr.write("mosaicist: error: interrupted\n")
         sys.stderr.flush()
-        os._exit(130)
+        if (sys.getprofile() is None and sys.gettrace() is None
+                and _outermost(sys._getframe(1))):
+            # Out at once: an interrupt caught amid the imports made CPython end the
+            # process by SIGINT after finalising (status -2, not 130) in about 1 run in
+            # 14, and nothing is open to clean up yet.
+            os._exit(130)
+        raise SystemExit(130) from None
     cli.OWNS_PROCESS = True  # it may end or signal this process (see cli.OWNS_PROCESS)
     try:
         main()
