@@ -21,7 +21,9 @@ exact search are CPU-bound and release the GIL only in part), and it is
 stopped however the block ends. Ctrl+C or SIGTERM while it starts is held
 until it has started (a second one is not), then the cluster is stopped and
 the signal takes its usual course; its workers ignore Ctrl+C, which a
-terminal sends them too (:mod:`._local_worker`): the run stops them.
+terminal sends them too, from the moment they start
+(:func:`_workers_start_with_interrupts_blocked`, :mod:`._local_worker`):
+the run stops them.
 
 While a run waits on its tasks, a scheduler lost, or a cluster left without
 workers for :data:`NO_WORKER_SECONDS`, ends it in one line
@@ -45,7 +47,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._runtime import THREADS_ENV, worker_count
 from ..errors import MosaicistError, OptionError, counted, install_extra, printable
@@ -844,7 +846,7 @@ def _local_client(workers: int, level: int) -> Iterator[Client]:
     stack = contextlib.ExitStack()
     held = _HeldSignals()
     try:
-        with held:
+        with held, _workers_start_with_interrupts_blocked():
             cluster = stack.enter_context(_local_cluster(workers, level))
             client = distributed.Client(cluster, set_as_default=False)
             stack.callback(client.close)  # closed before its cluster
@@ -886,6 +888,9 @@ class _HeldSignals:
         The first signal that came in the block.
     """
 
+    #: The blocks holding signals now (see :func:`_stop_asked`).
+    holding: ClassVar[list[_HeldSignals]] = []
+
     def __init__(self) -> None:
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
@@ -893,6 +898,7 @@ class _HeldSignals:
     def __enter__(self) -> _HeldSignals:
         if threading.current_thread() is not threading.main_thread():
             return self  # signal handlers can only be set, and only run, in the main thread
+        _HeldSignals.holding.append(self)
         usual = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
         for number, handler in usual.items():
             if signal.getsignal(number) is handler:
@@ -901,6 +907,8 @@ class _HeldSignals:
 
     def __exit__(self, *exc_info: object) -> None:
         self._restore()
+        with contextlib.suppress(ValueError):
+            _HeldSignals.holding.remove(self)
 
     def _note(self, number: int, frame: FrameType | None) -> None:
         if self.received is None:
@@ -923,9 +931,62 @@ class _HeldSignals:
         raise KeyboardInterrupt
 
 
+def _stop_asked() -> bool:
+    """Whether a signal that a :class:`_HeldSignals` block holds now asked the run to stop."""
+    return any(held.received is not None for held in _HeldSignals.holding)
+
+
+@contextlib.contextmanager
+def _workers_start_with_interrupts_blocked() -> Iterator[None]:
+    """Start the processes that multiprocessing spawns in the block with SIGINT blocked.
+
+    Ctrl+C reaches the whole process group, a local cluster's worker
+    processes too, and one that came while a worker's Python started or
+    imported Dask, before it ignores SIGINT (:mod:`._local_worker`),
+    printed its ``KeyboardInterrupt`` traceback ("Fatal Python error:
+    init_import_site", or one from ``spawn_main``) under the run's one
+    line. A process begins with the signal mask of the thread that starts
+    it, and Dask starts its workers from threads of its own: so each
+    spawn in the block is made with SIGINT blocked in the thread that makes
+    it (as :mod:`multiprocessing.resource_tracker` starts its own process);
+    the worker then ignores SIGINT, and one that came meanwhile is dropped.
+    The main thread's mask stays as it was, so that a second Ctrl+C still
+    stops a start-up that hangs (:class:`_HeldSignals`). Dask's default
+    start method (spawn) only; the function replaced is multiprocessing's
+    own, used by its spawn and forkserver starts.
+    """
+    from multiprocessing import util
+
+    spawn = getattr(util, "spawnv_passfds", None)
+    if spawn is None or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+
+    def spawn_without_interrupts(*args: Any, **kwargs: Any) -> Any:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            return spawn(*args, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    util.spawnv_passfds = spawn_without_interrupts
+    try:
+        yield
+    finally:
+        if util.spawnv_passfds is spawn_without_interrupts:
+            util.spawnv_passfds = spawn
+
+
 @contextlib.contextmanager
 def _local_cluster(workers: int, level: int) -> Iterator[LocalCluster]:
-    """A LocalCluster of ``workers`` single-threaded processes on 127.0.0.1, stopped after."""
+    """A LocalCluster of ``workers`` single-threaded processes on 127.0.0.1, stopped after.
+
+    A start that failed for a worker process that died as it started is
+    tried again, unless a signal held meanwhile asked the run to stop
+    (:func:`_stop_asked`): a SIGTERM to the process group ends the workers
+    that are starting too, and the whole start was tried again (seconds)
+    before the run stopped.
+    """
     import dask
     from distributed import LocalCluster
     from distributed.deploy.spec import SpecCluster
@@ -951,7 +1012,7 @@ def _local_cluster(workers: int, level: int) -> Iterator[LocalCluster]:
                 break
             except BaseException as error:
                 _forget_half_made(set(SpecCluster._instances) - before)
-                if _worker_died_starting(error) and start < LOCAL_STARTS:
+                if _worker_died_starting(error) and start < LOCAL_STARTS and not _stop_asked():
                     # A worker process killed as it started (out of memory, a stray
                     # kill) failed the whole cluster: once running, a killed worker
                     # is replaced by its nanny and costs only time, so does it here.

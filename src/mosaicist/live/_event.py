@@ -75,6 +75,7 @@ from ..imaging import (
     read_target,
     thumbnail,
 )
+from ..library._manifest import is_out_of_space
 from ..options import MosaicOptions
 from ..paths import atomic_path, expanded, locks_refused
 from ..render import dress_tiles
@@ -685,7 +686,7 @@ class Event:
                     changes["moderation"] = "1" if moderation else "0"
                 if expected is not None:
                     changes["expected"] = str(expected)
-                with _transaction(connection):
+                with _transaction(connection, folder):
                     if changes:
                         connection.executemany(
                             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
@@ -811,7 +812,7 @@ class Event:
         resumed event places photos as if it had never stopped.
         """
         (sampled, free), rng, prices = self.placer.forecast_state()
-        with _transaction(self._db):
+        with _transaction(self._db, self.folder):
             self._db.execute(
                 "INSERT OR REPLACE INTO forecast (id, sampled, free, rng, prices) "
                 "VALUES (0, ?, ?, ?, ?)", (sampled, free, json.dumps(rng),
@@ -1206,7 +1207,7 @@ class Event:
         restart, to another change)."""
         version = self.version
         try:
-            with _transaction(self._db):
+            with _transaction(self._db, self.folder):
                 yield
         except BaseException:
             self.version = version
@@ -1997,14 +1998,16 @@ def _library_nearest(costs: WallCosts, library: Any, cells: np.ndarray, metric: 
 
 
 @contextlib.contextmanager
-def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction, committed (durably) at the end or rolled back.
+def _transaction(connection: sqlite3.Connection, folder: Path) -> Iterator[None]:
+    """One write transaction on the database in ``folder``, committed (durably) or rolled back.
 
     A failed ``COMMIT`` (in WAL mode most writes reach the disk there, so a
     full disk shows up there) is rolled back too: left open, every later
     ``BEGIN`` failed and the wall took nothing more until restarted. A full
     disk is raised as :class:`OSError` ``ENOSPC``, which the server answers
-    with status 507.
+    with status 507: ``SQLITE_FULL``, and also the "disk I/O error" of a
+    ``-shm`` file that cannot grow (:func:`is_out_of_space`), which was
+    answered 500, as the server's fault.
     """
     try:
         connection.execute("BEGIN IMMEDIATE")
@@ -2017,8 +2020,7 @@ def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
                     connection.execute("ROLLBACK")
             raise
     except sqlite3.OperationalError as error:
-        if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or (
-                "disk is full" in str(error)):
+        if is_out_of_space(error, folder) or "disk is full" in str(error):
             raise OSError(errno.ENOSPC, "the disk is full: the event's state cannot "
                                         "grow") from error
         raise
