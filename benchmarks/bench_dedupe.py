@@ -13,7 +13,16 @@ photo (median, 95th percentile, max), and for the distinct photos the
 distance to their nearest other photo, with how many distinct pairs a
 threshold would call near-identical.
 
+With ``--leaders 30000,50000`` it times instead the grouping itself
+(``duplicate_leaders``, what ``--dedupe`` runs) on the first so many
+CIFAR-10 training photos' signatures, in library order, at each of
+``--thresholds``: as they are, and with every mean colour made one (a
+library of alike pictures, dark galaxies say, where loose thresholds pair
+nearly every photo by hash). Each time is the median of ``--repeat`` runs;
+the tiles kept are shown, so that runs of two versions can be compared.
+
     python benchmarks/bench_dedupe.py [--data PATH] [--cifar 2000] [--galaxies 1000]
+    python benchmarks/bench_dedupe.py --leaders 30000,50000 [--thresholds 6,8,10,12]
 """
 
 from __future__ import annotations
@@ -28,9 +37,16 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import data_dir, machine, non_negative_int  # noqa: E402
+from common import cache_dir, data_dir, machine, non_negative_int, positive_int  # noqa: E402
 
-from mosaicist.dedupe import COLOUR_TOLERANCE, hamming, near_pairs, tile_signatures  # noqa: E402
+from mosaicist.dedupe import (  # noqa: E402
+    COLOUR_TOLERANCE,
+    HASH_BITS,
+    duplicate_leaders,
+    hamming,
+    near_pairs,
+    tile_signatures,
+)
 from mosaicist.imaging import decode_tile  # noqa: E402
 
 TILE_PX = 32
@@ -76,6 +92,50 @@ def _signature(data: bytes) -> tuple[int, np.ndarray]:
 THRESHOLDS = (2, 4, 6, 8, 10)
 
 
+def _counts(text: str) -> list[int]:
+    """``argparse`` type: comma-separated whole numbers of at least 1 (``30000,50000``)."""
+    return [positive_int(part) for part in text.split(",")]
+
+
+def _thresholds(text: str) -> list[int]:
+    """``argparse`` type: comma-separated thresholds of 0 to 64 bits."""
+    values = [non_negative_int(part) for part in text.split(",")]
+    for value in values:
+        if value > HASH_BITS:
+            raise argparse.ArgumentTypeError(f"{value} must be at most {HASH_BITS}")
+    return values
+
+
+def time_leaders(data: Path, counts: list[int], thresholds: list[int], repeat: int) -> None:
+    """Print the median time of ``duplicate_leaders`` on CIFAR-10 signatures (``--leaders``)."""
+    from bench_million import load_cifar
+
+    tiles = load_cifar(data, cache_dir(None))[:50_000]  # the training photos
+    if max(counts) > len(tiles):
+        sys.exit(f"benchmark: --leaders asks for {max(counts):,} photos; "
+                 f"CIFAR-10 has {len(tiles):,} training photos")
+    hashes, colours = tile_signatures(tiles[:max(counts)])
+    alike = np.full_like(colours, 12)  # one dark mean colour for every photo
+    print(f"# {machine()}")
+    print()
+    print(f"Grouping near-duplicates (duplicate_leaders): median of {repeat} "
+          f"{'run' if repeat == 1 else 'runs'}, tiles kept")
+    print()
+    print("| photos | mean colours | threshold | seconds | kept |")
+    print("|---|---|---|---|---|")
+    for count in counts:
+        for name, given in (("as they are", colours), ("all alike", alike)):
+            for threshold in thresholds:
+                times = []
+                for _ in range(repeat):
+                    started = time.perf_counter()
+                    leaders = duplicate_leaders(hashes[:count], given[:count], threshold)
+                    times.append(time.perf_counter() - started)
+                kept = int((leaders == np.arange(count)).sum())
+                print(f"| {count:,} | {name} | {threshold} | {np.median(times):.2f} | "
+                      f"{kept:,} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None, help="shared data folder")
@@ -84,8 +144,19 @@ def main() -> None:
                         help="CIFAR-10 test images")
     parser.add_argument("--galaxies", type=non_negative_int, default=1000,
                         help="galaxy images")
+    parser.add_argument("--leaders", type=_counts, default=None, metavar="COUNTS",
+                        help="time the grouping instead, on this many CIFAR-10 training "
+                             "photos (comma-separated: 30000,50000)")
+    parser.add_argument("--thresholds", type=_thresholds, default=[6, 8, 10, 12, 16, 32, 64],
+                        metavar="BITS", help="with --leaders: thresholds to time "
+                                             "(comma-separated; default 6,8,10,12,16,32,64)")
+    parser.add_argument("--repeat", type=positive_int, default=3,
+                        help="with --leaders: runs per time, the median shown")
     args = parser.parse_args()
     data = data_dir(args.data)
+    if args.leaders:
+        time_leaders(data, args.leaders, args.thresholds, args.repeat)
+        return
     sets = {
         "targets (large photos)": sorted((data / "targets").glob("*")),
         "CIFAR-10 test (32 px photos)": sorted((data / "cifar10" / "test").rglob("*.jpg"))

@@ -115,6 +115,13 @@ def test_copies_of_one_picture_are_compared_once(threshold, monkeypatch):
         return real_pairs(some_hashes, some_colours, some_threshold, **budget)
 
     monkeypatch.setattr(dedupe_module, "_near_pairs_within", counted_pairs)
+    real_walk = dedupe_module._walk_leaders
+
+    def counted_walk(some_hashes, some_colours, some_threshold):
+        compared.append(len(some_hashes))
+        return real_walk(some_hashes, some_colours, some_threshold)
+
+    monkeypatch.setattr(dedupe_module, "_walk_leaders", counted_walk)
     for given in (colours, None):
         leaders = duplicate_leaders(hashes, given, threshold)
         np.testing.assert_array_equal(leaders, brute_leaders(hashes, given, threshold))
@@ -317,13 +324,14 @@ def still_frames(rng, count, flips=3):
 def counted_hamming(monkeypatch) -> list[int]:
     """Count the hash comparisons of ``dedupe``: the list each call's size is added to."""
     checked: list[int] = []
-    real_hamming = dedupe_module.hamming
+    real_bits_apart = dedupe_module._bits_apart
 
     def counted(first, second):
-        checked.append(np.size(first))
-        return real_hamming(first, second)
+        checked.append(np.broadcast(first, second).size)
+        return real_bits_apart(first, second)
 
-    monkeypatch.setattr(dedupe_module, "hamming", counted)
+    # Every comparison goes through it (``hamming`` too, and the walk's blocks).
+    monkeypatch.setattr(dedupe_module, "_bits_apart", counted)
     return checked
 
 
@@ -353,6 +361,7 @@ def test_leaders_found_by_halves_are_the_greedy_ones(threshold, monkeypatch):
     monkeypatch.setattr(dedupe_module, "_SPLIT_BELOW", 2)
     monkeypatch.setattr(dedupe_module, "_BUDGET_FACTOR", 0)
     monkeypatch.setattr(dedupe_module, "_BUDGET_FLOOR", 0)
+    monkeypatch.setattr(dedupe_module, "_walk_is_cheaper", lambda *args: False)
     for given in (colours, None):
         np.testing.assert_array_equal(duplicate_leaders(hashes, given, threshold),
                                       brute_leaders(hashes, given, threshold))

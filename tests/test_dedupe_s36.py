@@ -92,6 +92,7 @@ def test_leaders_are_the_walk_in_library_order(kind, halves, monkeypatch):
         monkeypatch.setattr(dedupe_module, "_BUDGET_FACTOR", 0)
         monkeypatch.setattr(dedupe_module, "_BUDGET_FLOOR", 0)
         monkeypatch.setattr(dedupe_module, "_SPLIT_BELOW", 2)
+        monkeypatch.setattr(dedupe_module, "_walk_is_cheaper", lambda *args: False)
     rng = np.random.default_rng([len(kind), halves])
     for threshold in (0, 4, 12, 64):
         hashes, colours = burst_library(rng, kind, 90, threshold)

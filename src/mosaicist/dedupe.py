@@ -46,7 +46,12 @@ still scene: hashes a few unstable bits apart, every pair near), the tiles
 are taken by halves: the
 first half's leaders, then the second half's tiles near a tile it kept, then
 the rest among themselves; the kept tiles of such a cluster are few, so the
-work stays near linear.
+work stays near linear. Where checking the candidates, even those of random
+hashes, would cost more than comparing every pair twice (loose thresholds)
+and the mean colours do not tell the photos apart either (a library of dark
+pictures), the library is walked instead, a block of tiles at a time
+compared with every tile kept so far (popcounts of XORs): at most about all
+pairs, and about the tiles times the kept ones, which are few then.
 """
 
 from __future__ import annotations
@@ -84,6 +89,14 @@ _BUDGET_FACTOR = 8
 _BUDGET_FLOOR = 64
 # Groups this small are always solved by listing their pairs.
 _SPLIT_BELOW = 64
+# One of the band index's expected candidates (probes counted, as _expected_candidates
+# does) costs about as much as this many pairs compared in blocks by the walk
+# (_walk_leaders): measured 27 to 41, 20,000 and 50,000 CIFAR-10 signatures and random
+# hashes, at 8 to 12 bits.
+_CANDIDATE_PAIRS = 32
+# Tiles, and kept tiles, compared at a time by the walk: blocks of pairs that stay in cache.
+_WALK_BLOCK = 128
+_WALK_KEPT_BLOCK = 4096
 # A candidate of the colour index costs about this many of the band index's expected
 # candidates (those count its probes too, which are cheap lookups): measured, 20,000 tiles.
 _COLOUR_CANDIDATE_COST = 8
@@ -169,7 +182,7 @@ def tile_signatures(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return hashes, colours
 
 
-_BYTE_BITS = np.array([bin(value).count("1") for value in range(256)], np.int64)
+_BYTE_BITS = np.array([bin(value).count("1") for value in range(256)], np.uint8)
 
 
 def pack_colour(colour: np.ndarray) -> int:
@@ -186,11 +199,22 @@ def signature(picture: np.ndarray) -> tuple[int, int]:
 
 def hamming(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Bits that differ between two arrays of uint64 hashes, element by element."""
-    different = np.bitwise_xor(np.asarray(first, np.uint64), np.asarray(second, np.uint64))
+    return _bits_apart(np.asarray(first, np.uint64),
+                       np.asarray(second, np.uint64)).astype(np.int64)
+
+
+def _bits_apart(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """:func:`hamming` of uint64 arrays (broadcast), as small unsigned integers.
+
+    Every comparison of hashes goes through here: the all-pairs walk
+    (:func:`_walk_leaders`) compares a block of tiles with every kept one, and
+    a copy widened to int64 would cost it a third of its time.
+    """
+    different = np.bitwise_xor(first, second)
     if hasattr(np, "bitwise_count"):  # NumPy 2
-        return np.bitwise_count(different).astype(np.int64)
+        return np.bitwise_count(different)
     bytes_ = np.ascontiguousarray(different).view(np.uint8).reshape(*different.shape, 8)
-    return _BYTE_BITS[bytes_].sum(axis=-1)
+    return _BYTE_BITS[bytes_].sum(axis=-1, dtype=np.uint8)
 
 
 def _bands(bands: int) -> list[tuple[int, int]]:
@@ -411,11 +435,15 @@ def _first_near(
     library of colour swatches), the bands would pair every tile with every
     kept one; the kept tiles' mean colours are indexed instead
     (:func:`_kept_colour_probes`) as soon as the bands' candidates pass
-    theirs (50,000 swatches: 29 s of checks).
+    theirs (50,000 swatches: 29 s of checks). Where both would check more
+    candidates than comparing every tile with every kept one costs (loose
+    thresholds on tiles alike in colour: the bands' candidates are nearly
+    every pair, once per band), that is done instead (:func:`_first_near_direct`).
     """
     first = np.full(len(hashes), -1, np.int64)
     if not len(hashes) or not len(kept):
         return first
+    direct_budget = len(hashes) * len(kept) / _CANDIDATE_PAIRS
     best = np.full(len(hashes), len(kept), np.int64)
 
     def check(probes: _Probes, budget: float | None = None) -> bool:
@@ -437,14 +465,17 @@ def _first_near(
 
     bands = _kept_band_probes(hashes, kept, threshold)
     if colours is None or kept_colours is None:
-        check(bands)
+        if not check(bands, direct_budget):
+            return _first_near_direct(hashes, None, kept, None, threshold)
     else:
         by_colour = _kept_colour_probes(colours, kept_colours, COLOUR_TOLERANCE)
+        by_colour_candidates = sum(int((ends - starts).sum()) for _, starts, ends, _ in by_colour)
         # What ``best`` got from the bands before they gave up stays: it is a minimum
         # over near pairs, and the colour index finds every near pair again.
-        if not check(bands, _COLOUR_CANDIDATE_COST * sum(
-                int((ends - starts).sum()) for _, starts, ends, _ in by_colour)
-                + _BUDGET_FLOOR * len(hashes)):
+        if not check(bands, min(direct_budget, _COLOUR_CANDIDATE_COST * by_colour_candidates
+                                + _BUDGET_FLOOR * len(hashes))):
+            if by_colour_candidates > direct_budget:
+                return _first_near_direct(hashes, colours, kept, kept_colours, threshold)
             check(iter(by_colour))
     found = best < len(kept)
     first[found] = best[found]
@@ -504,6 +535,135 @@ def _kept_colour_probes(
     return probes
 
 
+def _near_matrix(
+    hashes: np.ndarray, colours: np.ndarray | None, kept: np.ndarray,
+    kept_colours: np.ndarray | None, threshold: int,
+) -> np.ndarray:
+    """``(len(hashes), len(kept))`` booleans: which tiles are near-identical to which kept ones.
+
+    ``colours`` are ``(n, 3)`` and ``kept_colours`` ``(3, k)``, both int16 (no
+    copy per pair); None compares hashes only.
+    """
+    near = _bits_apart(hashes[:, None], kept[None, :]) <= threshold
+    if colours is None or kept_colours is None:
+        return near
+    # A 1-D search: np.nonzero of the 2-D array took twice as long as the comparisons.
+    rows, columns = np.divmod(np.flatnonzero(near), near.shape[1])
+    if len(rows) * 8 < near.size:
+        # Few pairs near in hash (as between distinct photos): only theirs are checked.
+        apart = np.abs(colours[rows] - kept_colours[:, columns].T).max(axis=1) > COLOUR_TOLERANCE
+        near[rows[apart], columns[apart]] = False
+        return near
+    for channel in range(3):
+        difference = colours[:, channel, None] - kept_colours[channel][None, :]
+        np.abs(difference, out=difference)
+        near &= difference <= COLOUR_TOLERANCE
+    return near
+
+
+def _first_near_direct(
+    hashes: np.ndarray, colours: np.ndarray | None, kept: np.ndarray,
+    kept_colours: np.ndarray | None, threshold: int,
+) -> np.ndarray:
+    """:func:`_first_near` by comparing each tile with the kept ones in order, a block at a time.
+
+    ``colours`` and ``kept_colours`` as :func:`_first_near`'s (``(n, 3)``,
+    ``(k, 3)``). A tile stops being compared after the block of kept tiles
+    where it meets its first near one, so the work is at most
+    ``len(hashes) * len(kept)`` pairs, and far fewer where the first kept
+    tiles take most (loose thresholds).
+    """
+    first = np.full(len(hashes), -1, np.int64)
+    wide = None if colours is None else np.asarray(colours, np.int16)
+    kept_wide = None if kept_colours is None else np.ascontiguousarray(
+        np.asarray(kept_colours, np.int16).T)
+    for start in range(0, len(hashes), _WALK_BLOCK):
+        rows = np.arange(start, min(start + _WALK_BLOCK, len(hashes)))
+        for kept_start in range(0, len(kept), _WALK_KEPT_BLOCK):
+            kept_end = kept_start + _WALK_KEPT_BLOCK
+            near = _near_matrix(hashes[rows], None if wide is None else wide[rows],
+                                kept[kept_start:kept_end],
+                                None if kept_wide is None else kept_wide[:, kept_start:kept_end],
+                                threshold)
+            hit = near.any(axis=1)
+            first[rows[hit]] = kept_start + near[hit].argmax(axis=1)
+            rows = rows[~hit]
+            if not len(rows):
+                break
+    return first
+
+
+def _walk_leaders(hashes: np.ndarray, colours: np.ndarray | None,
+                  threshold: int) -> np.ndarray:
+    """Each tile's leader by the documented walk, comparing tiles with the kept ones.
+
+    A block of tiles at a time: each is compared with the tiles kept so far, in
+    order, until the first near one (:func:`_first_near_direct`); those near
+    none are compared among themselves and walked in order. A pair of tiles
+    of two blocks is compared at most once, and only where the first one was
+    kept; the tiles of one block that no kept tile took are compared both
+    ways. So the work is at most all pairs plus half a block per tile, and
+    about the tiles times the kept ones. That is the way at loose thresholds,
+    where random hashes are near by the hundreds of thousands and the band
+    index's candidates are nearly every pair, once per band (the kept tiles
+    are few then: photos of one mean colour at 64 bits keep one).
+    """
+    count = len(hashes)
+    leaders = np.arange(count, dtype=np.int64)
+    wide = None if colours is None else np.asarray(colours, np.int16)
+    # The kept tiles so far, in library order, and their colours by channel.
+    kept = np.zeros(count, np.int64)
+    kept_wide = None if wide is None else np.zeros((3, count), np.int16)
+    held = 0
+    for start in range(0, count, _WALK_BLOCK):
+        block = np.arange(start, min(start + _WALK_BLOCK, count))
+        first = _first_near_direct(hashes[block], None if wide is None else wide[block],
+                                   hashes[kept[:held]],
+                                   None if kept_wide is None else kept_wide[:, :held].T,
+                                   threshold)
+        leaders[block] = np.where(first >= 0, kept[np.maximum(first, 0)], block)
+        rest = block[first < 0]
+        if not len(rest):
+            continue
+        rest_wide = None if wide is None else wide[rest]
+        # Which of them are near a later one of them: only those are walked one by one.
+        later = np.triu(_near_matrix(hashes[rest], rest_wide, hashes[rest],
+                                     None if rest_wide is None else rest_wide.T, threshold), 1)
+        dropped = np.zeros(len(rest), bool)
+        for index in np.flatnonzero(later.any(axis=1)).tolist():
+            if not dropped[index]:
+                newly = later[index] & ~dropped
+                dropped |= newly
+                leaders[rest[newly]] = rest[index]
+        newly_kept = rest[~dropped]
+        kept[held:held + len(newly_kept)] = newly_kept
+        if kept_wide is not None and wide is not None:
+            kept_wide[:, held:held + len(newly_kept)] = wide[newly_kept].T
+        held += len(newly_kept)
+    return leaders
+
+
+def _walk_is_cheaper(hashes: np.ndarray, colours: np.ndarray | None, threshold: int) -> bool:
+    """Whether listing the pairs would cost more than walking the tiles at their worst.
+
+    The walk (:func:`_walk_leaders`) compares about ``count * (count - 1) / 2``
+    pairs at most. The listing checks the band index's candidates (as many as
+    random hashes give, counted in both orders, each costing about
+    :data:`_CANDIDATE_PAIRS` compared pairs) or, where fewer, the colour
+    index's (counted here). The walk is taken where the listing's would cost
+    at least twice the walk's most: on photos alike in colour at loose
+    thresholds, where it compares few pairs (the tiles kept are few).
+    """
+    count = len(hashes)
+    ordered_pairs = count * (count - 1)
+    if _CANDIDATE_PAIRS * _expected_candidates(count, threshold) < ordered_pairs:
+        return False
+    # Mean colours that tell most tiles apart keep the listing cheap at any threshold.
+    return colours is None or _colour_probes(
+        colours, COLOUR_TOLERANCE,
+        ordered_pairs / (_CANDIDATE_PAIRS * _COLOUR_CANDIDATE_COST)) is None
+
+
 def _greedy_leaders(hashes: np.ndarray, colours: np.ndarray | None,
                     threshold: int) -> np.ndarray:
     """Each tile's leader (:func:`leaders_from_pairs`), without listing every pair of a cluster.
@@ -514,12 +674,19 @@ def _greedy_leaders(hashes: np.ndarray, colours: np.ndarray | None,
     squared), the first half is solved, the second half's tiles near one it
     kept go with the first such, and only the rest are solved among
     themselves: the kept tiles of a cluster are few, so the work stays about
-    linear in the tiles.
+    linear in the tiles. Where listing the pairs of random hashes would
+    already cost more than comparing all pairs (loose thresholds, or few
+    tiles), the tiles are walked instead (:func:`_walk_leaders`): the band
+    index's candidates are then nearly every pair once per band, and a
+    library of one mean colour at 64 bits listed all of them (2,000 tiles:
+    8 s; 50,000: past ten minutes).
     """
     count = len(hashes)
+    small = count <= _SPLIT_BELOW
+    if not small and _walk_is_cheaper(hashes, colours, threshold):
+        return _walk_leaders(hashes, colours, threshold)
     budget = _BUDGET_FACTOR * _expected_candidates(count, threshold) + _BUDGET_FLOOR * count
     pair_budget = _BUDGET_FACTOR * _expected_near(count, threshold) + _BUDGET_FLOOR * count
-    small = count <= _SPLIT_BELOW
     found = _near_pairs_within(hashes, colours, threshold, budget=None if small else budget,
                                pair_budget=None if small else pair_budget)
     if found is not None:
