@@ -510,3 +510,51 @@ def quiet_picture_warnings() -> None:
     """
     warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\..*)?$")
 
+
+@contextlib.contextmanager
+def signals_held_while_starting(blocked: frozenset[int]) -> Iterator[None]:
+    """Start processes in the block with ``blocked`` kept from them, and no interrupt inside.
+
+    Ctrl+C reaches the whole process group, and a started process answers
+    signals with its parent's handlers (forked) or Python's default (spawned:
+    a ``KeyboardInterrupt`` traceback from its imports) until its own start
+    sets them: one started just before the interrupt printed a traceback
+    under the run's "interrupted". A process inherits the signal mask of the
+    thread that starts it (as :mod:`multiprocessing.resource_tracker` starts
+    its own), so ``blocked`` (SIGINT; SIGTERM too for forks, which inherit a
+    Python handler) is blocked here, and the process unblocks it once its
+    handlers are set.
+
+    And an interrupt (SIGINT, or SIGTERM, which the command line makes
+    unwind) raised inside a pool's start of a process, after the process
+    began and before the pool counted it among its own, left it unknown to
+    the pool, which could not stop it (a spawned one failed reading its
+    start-up data: ``EOFError: Ran out of input``). Such a signal is held
+    to the end of the block, and its handler run there. Signals whose
+    handlers are not Python's (ignored, or SIGTERM's default), or outside
+    the main thread (where handlers cannot be set), are left to the mask.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no process groups to reach
+        yield
+        return
+    held: list[tuple[int, Any]] = []
+    handlers: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for number in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(number)
+            if callable(handler):
+                handlers[number] = handler
+                signal.signal(number, lambda *arguments: held.append(arguments))
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        yield
+    finally:
+        try:
+            for held_number, handler in handlers.items():
+                signal.signal(held_number, handler)
+        finally:
+            # Unblocked last: a signal pending until now meets the usual handler.
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if held:
+            received, frame = held[0]
+            handlers[received](received, frame)

@@ -77,7 +77,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
@@ -90,7 +89,7 @@ from typing import Any
 
 import numpy as np
 
-from .._runtime import stop_process_pool, worker_count
+from .._runtime import signals_held_while_starting, stop_process_pool, worker_count
 from ..errors import (
     MosaicistError,
     OptionError,
@@ -1703,7 +1702,7 @@ class _LocalRunner(_Runner):
 
     def submit(self, work: _Work) -> Future:
         # The pool starts its processes here, as work is sent to them.
-        with _interrupts_held_from_children():
+        with signals_held_while_starting(frozenset({signal.SIGINT})):
             return self.pool.submit(make_target, work.job, work.frame)
 
     def wait(self, pending: Iterable[Any]) -> set[Any]:
@@ -1729,48 +1728,6 @@ class _LocalRunner(_Runner):
             self.pool.shutdown(wait=True, cancel_futures=True)
         del self.pool
         gc.collect()
-
-
-@contextlib.contextmanager
-def _interrupts_held_from_children() -> Iterator[None]:
-    """Start processes in the block with SIGINT kept from them, and no interrupt inside.
-
-    Ctrl+C reaches the whole process group, and a pool's process only
-    ignores SIGINT once its initializer runs (:func:`._worker.init_worker`),
-    after a second of imports: one started just before the interrupt
-    printed a ``KeyboardInterrupt`` traceback from its imports under the
-    batch's "interrupted". A process inherits the signal mask of the thread
-    that starts it (as :mod:`multiprocessing.resource_tracker` starts its
-    own), so SIGINT is blocked here while the pool starts one.
-
-    And an interrupt (SIGINT, or SIGTERM, which the command line makes
-    unwind) that landed in the pool's start of a process, after the process
-    began and before it was sent its start-up data and counted among the
-    pool's, left it unknown to the pool, which could not stop it: it failed
-    reading that data, a traceback ending in ``EOFError: Ran out of input``.
-    Such an interrupt is held to the end of the block, and raised there.
-    """
-    if not hasattr(signal, "pthread_sigmask"):  # Windows: no process groups to reach
-        yield
-        return
-    held: list[tuple[int, Any]] = []
-    handlers: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for number in (signal.SIGINT, signal.SIGTERM):
-            handler = signal.getsignal(number)
-            if callable(handler):
-                handlers[number] = handler
-                signal.signal(number, lambda *arguments: held.append(arguments))
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        for kind, handler in handlers.items():
-            signal.signal(kind, handler)
-        if held:
-            received, frame = held[0]
-            handlers[received](received, frame)
 
 
 #: Why a target failed whose worker died every time it was tried (a pool's process, or

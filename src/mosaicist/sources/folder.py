@@ -10,7 +10,6 @@ import re
 import signal
 import stat
 import sys
-import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -20,7 +19,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from .._runtime import end_with_parent, forking, stop_process_pool, worker_count
+from .._runtime import (
+    end_with_parent,
+    forking,
+    signals_held_while_starting,
+    stop_process_pool,
+    worker_count,
+)
 from ..aspect import SQUARE, height_for
 from ..crop import Window
 from ..errors import SourceError, counted, printable
@@ -73,7 +78,7 @@ def _watch_parent(parent_pid: int) -> None:
     # on its own would only print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    # Forked with both blocked (_signals_held_from_workers): one that came meanwhile
+    # Forked with both blocked (signals_held_while_starting): one that came meanwhile
     # is dropped (SIGINT) or ends the worker quietly (SIGTERM) only now.
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)
@@ -82,53 +87,6 @@ def _watch_parent(parent_pid: int) -> None:
 
 #: The signals that reach a whole process group to stop it (Ctrl+C's, and ``kill``'s).
 _HELD_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
-
-
-@contextlib.contextmanager
-def _signals_held_from_workers() -> Iterator[None]:
-    """Start decoding workers in the block with SIGINT and SIGTERM kept from them, and here.
-
-    A forked worker inherits this process's signal handlers and answers
-    signals with them until its initializer (:func:`_watch_parent`) sets its
-    own: Ctrl+C (which reaches the whole process group) in between printed
-    "Exception in initializer:" and a ``KeyboardInterrupt`` traceback under
-    the run's "interrupted", and SIGTERM a ``SystemExit`` traceback from
-    every worker. A process inherits the signal mask of the thread that
-    forks it, so both are blocked here while the workers start, and
-    unblocked by their initializer once it has set their handlers.
-
-    And an interrupt (SIGINT, or SIGTERM, which the command line makes
-    unwind) raised here inside the pool's start of a process, after the fork
-    and before the pool counts the process among its own, would leave it
-    unknown to the pool, which could not stop it. Such a signal is held to
-    the end of the block, and its handler run there. Signals whose handlers
-    are not Python's (ignored, or SIGTERM's default), or outside the main
-    thread (where handlers cannot be set), are left to the mask alone.
-    """
-    if not hasattr(signal, "pthread_sigmask"):  # Windows: no process groups to reach
-        yield
-        return
-    held: list[tuple[int, Any]] = []
-    handlers: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for number in sorted(_HELD_SIGNALS):
-            handler = signal.getsignal(number)
-            if callable(handler):
-                handlers[number] = handler
-                signal.signal(number, lambda *arguments: held.append(arguments))
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
-    try:
-        yield
-    finally:
-        try:
-            for held_number, handler in handlers.items():
-                signal.signal(held_number, handler)
-        finally:
-            # Unblocked last: a signal pending until now meets the usual handler.
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        if held:
-            received, frame = held[0]
-            handlers[received](received, frame)
 
 
 #: What a worker returns per file: pixels, content hash, error, crop window, signature,
@@ -235,7 +193,7 @@ def _decode_pooled(
             broken = False
             try:
                 # The first submission forks every worker.
-                with forking(), _signals_held_from_workers():
+                with forking(), signals_held_while_starting(_HELD_SIGNALS):
                     for index in range(start, len(batches)):
                         if index not in done:
                             futures[index] = executor.submit(_decode_batch, batches[index],
@@ -293,7 +251,7 @@ def _decode_alone(
         args=(sender, os.getpid(), paths, width_px, aspect, crop, colour_profiles),
         daemon=True,
     )
-    with forking(), _signals_held_from_workers():
+    with forking(), signals_held_while_starting(_HELD_SIGNALS):
         process.start()
     sender.close()  # else the receiver would never see the end of a process that died
     try:
