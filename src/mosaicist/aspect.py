@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-
-import numpy as np
+import sys
 
 from .errors import OptionError
 
@@ -78,8 +77,11 @@ def aspect_pair(aspect: object) -> tuple[int, int]:
     """
     if isinstance(aspect, str):
         return parse_aspect(aspect)
+    # A NumPy integer exists only once NumPy is imported: checking an aspect does not import it.
+    numpy = sys.modules.get("numpy")
+    whole_types: tuple[type, ...] = (int,) if numpy is None else (int, numpy.integer)
     if (isinstance(aspect, tuple | list) and len(aspect) == 2
-            and all(isinstance(side, int | np.integer) and not isinstance(side, bool)
+            and all(isinstance(side, whole_types) and not isinstance(side, bool)
                     for side in aspect)):
         width, height = (int(side) for side in aspect)
         if width > 0 and height > 0:

@@ -1544,6 +1544,10 @@ def view(path: Path, no_browser: bool, port: int) -> None:
 
     PATH is NAME.dzi, NAME.html or their folder. Stop with Ctrl+C.
     """
+    from .viewer import find_viewer
+
+    # A missing or wrong page is said before the web server's modules load (half a second).
+    find_viewer(path)
     from .viewer import serve_viewer
 
     serve_viewer(path, open_browser=not no_browser, port=port,

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import string
+import sys
 import unicodedata
 from collections.abc import Callable, Iterable
 from typing import Any
-
-import numpy as np
 
 
 class MosaicistError(Exception):
@@ -126,6 +125,7 @@ def check_range(
 
     Examples
     --------
+    >>> import numpy as np
     >>> check_range("match_px", np.int64(16), 1, 1024, whole=True)
     16
     >>> check_range("match_px", "32", 1, 1024, whole=True)
@@ -188,14 +188,19 @@ def as_number(parameter: str, value: object, *, whole: bool = False) -> Any:
 
     Examples
     --------
+    >>> import numpy as np
     >>> as_number("tint", np.float32(0.5)), as_number("cell_px", np.int64(8), whole=True)
     (0.5, 8)
     """
-    if isinstance(value, bool | np.bool_):
+    # A NumPy scalar exists only once NumPy is imported: the checks do not import it (the
+    # command line checks its settings before any stage, or help, needs NumPy).
+    numpy = sys.modules.get("numpy")
+    if isinstance(value, bool) or (numpy is not None and isinstance(value, numpy.bool_)):
         pass  # refused below: True is no count of pixels
-    elif isinstance(value, int | np.integer):
+    elif isinstance(value, int) or (numpy is not None and isinstance(value, numpy.integer)):
         return int(value)
-    elif not whole and isinstance(value, float | np.floating):
+    elif not whole and (isinstance(value, float)
+                        or (numpy is not None and isinstance(value, numpy.floating))):
         return float(value)
     raise OptionError("{" + parameter + "} must be {kind}, got {value!r}",
                       kind="a whole number" if whole else "a number", value=value)
