@@ -2,7 +2,9 @@
 
 import contextlib
 import os
+import signal
 import sys
+import threading
 from types import FrameType
 
 
@@ -11,7 +13,9 @@ def run() -> None:
 
     Ctrl+C while the command line loads (its imports take a tenth of a
     second) is reported as any later interrupt is, in one line, not as a
-    traceback. A standard output or error that was closed
+    traceback; SIGTERM then ends it with SIGTERM's status (143), silently,
+    as a command that SIGTERM stops does (not by the signal, status -15).
+    A standard output or error that was closed
     (``mosaicist make ... 2>&-``) reads as the null device: Python leaves
     it None, and the command failed with a traceback on its first message
     or progress bar, its mosaic unmade.
@@ -34,6 +38,13 @@ def run() -> None:
     # message was built, swapped sys.stdout and sys.stderr for its wrappers where
     # they were not terminals. The command line shows Numba's messages to nobody.
     os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
+    # SIGTERM has its default action until a command's unwinding takes it over (see
+    # cli._Command): until then, where this command owns the process, it ends with
+    # SIGTERM's status as any later SIGTERM does. Given back its default action after
+    # the imports, for the command line's own handler (set only over the default).
+    loading_handler = _terminate_while_loading if _owns_sigterm(sys._getframe(1)) else None
+    if loading_handler is not None:
+        signal.signal(signal.SIGTERM, loading_handler)
     try:
         from . import cli
         from .cli import main
@@ -47,6 +58,9 @@ def run() -> None:
             # 14, and nothing is open to clean up yet.
             os._exit(130)
         raise SystemExit(130) from None
+    finally:
+        if loading_handler is not None and signal.getsignal(signal.SIGTERM) is loading_handler:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     cli.OWNS_PROCESS = True  # it may end or signal this process (see cli.OWNS_PROCESS)
     try:
         main()
@@ -67,6 +81,29 @@ def run() -> None:
                     sys.stderr.flush()
                 os._exit(130)
         raise
+
+
+def _owns_sigterm(caller: FrameType | None) -> bool:
+    """Whether the run may end the process on SIGTERM while the command line loads.
+
+    Only where the command owns the process (:func:`_outermost`: not a
+    program that runs it in its own process), in the main thread (the only
+    one where a handler can be set), and where SIGTERM has its default
+    action: one ignored (``nohup``'s callers, a supervisor) or handled by
+    the caller stays as it was, as the command line leaves it.
+    """
+    return (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+            and _outermost(caller))
+
+
+def _terminate_while_loading(signum: int, frame: FrameType | None) -> None:
+    """End the process as a command that SIGTERM stops does: status 143, no message.
+
+    At once: nothing is open to clean up yet, and a ``SystemExit`` raised
+    amid the imports could land in a module's half-run code.
+    """
+    os._exit(128 + signum)
 
 
 def _outermost(frame: FrameType | None) -> bool:

@@ -23,7 +23,8 @@ command line and report, which name the stored picture's path.
 
 A history that cannot be read or written (a damaged database, a full or
 read-only disk) raises :class:`HistoryError`: a fault of the server's side,
-not of a request.
+not of a request; a full disk, :class:`HistoryFullError` (answered 507, as
+the package's servers answer any full disk).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from ..errors import MosaicistError
+from ..library._manifest import is_out_of_space
 from ..paths import expanded
 from ..web import plain_name
 from ._worker import clear_folder
@@ -107,6 +109,13 @@ class HistoryError(MosaicistError):
 
     #: What the package's apps answer it with (see :mod:`mosaicist.web._errors`).
     http_status = 503
+
+
+class HistoryFullError(HistoryError):
+    """The history cannot grow: the disk that holds it is full."""
+
+    #: As the package's apps answer any full disk (see :mod:`mosaicist.web._errors`).
+    http_status = 507
 
 
 @dataclass(frozen=True)
@@ -460,6 +469,11 @@ class History:
             connection.execute("PRAGMA synchronous=FULL")
             yield connection
         except sqlite3.DatabaseError as error:
+            # SQLITE_FULL, and the "disk I/O error" of a -shm file that cannot grow (on
+            # a read too): said as a full disk, not as a history that cannot be used.
+            if is_out_of_space(error, self.root):
+                raise HistoryFullError(f"{self.database}: the disk is full: the studio's "
+                                       f"history cannot grow") from None
             raise HistoryError(f"{self.database}: the studio's history cannot be used: "
                                  f"{error}") from None
         finally:
@@ -525,14 +539,22 @@ class History:
 
 @contextlib.contextmanager
 def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
-    """One immediate transaction: the writer lock is taken first, so checks hold."""
+    """One immediate transaction: the writer lock is taken first, so checks hold.
+
+    A statement or ``COMMIT`` that fails is rolled back where SQLite has not
+    rolled the transaction back itself (it may on ``SQLITE_FULL`` and
+    ``SQLITE_IOERR``): a ``ROLLBACK`` then failed with "cannot rollback - no
+    transaction is active", and that error hid the one that said why.
+    """
     connection.execute("BEGIN IMMEDIATE")
     try:
         yield
+        connection.execute("COMMIT")
     except BaseException:
-        connection.execute("ROLLBACK")
+        if connection.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
         raise
-    connection.execute("COMMIT")
 
 
 def _dump(value: Any) -> str | None:
