@@ -793,71 +793,60 @@ class Placements:
             When the file cannot be read.
         """
         path = _as_path(path)
-        records: list[dict[str, Any]] = []
-        lines: list[int] = []
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(_bounded_lines(handle))
-            header = next(reader, None) or []
-            missing = [name for name in ("row", "col", "tile", "distance", "position")
-                       if name not in header]
-            if missing:
-                raise ValueError(f"no {', '.join(missing)} column")
-            twice = sorted({name for name in header if header.count(name) > 1})
-            if twice:
-                # Read as a dict, the last of them would win without a word.
-                raise ValueError(f"the header names {_shown(', '.join(twice))} twice")
-            for group in (RECT_HEADER, ("tint_0", "tint_1", "tint_2"), GAIN_HEADER,
-                          MEAN_HEADER):
-                present = [name for name in group if name in header]
-                if present and len(present) < len(group):
-                    # The others would take their defaults (a grid, no tint, no gain).
-                    lacking = ", ".join(name for name in group if name not in header)
-                    raise ValueError(f"the header has {', '.join(present)} but not {lacking}")
-            start = reader.line_num + 1
-            for fields in reader:
-                if fields:  # blank lines are skipped, as csv.DictReader does
-                    # A cut or merged line would otherwise take defaults for the
-                    # fields it lacks (or drop those it has too many of) without a word.
-                    if len(fields) != len(header):
-                        raise ValueError(f"line {start} has {counted(len(fields), 'field')}, "
-                                         f"the header has {len(header):,}")
-                    records.append(dict(zip(header, fields, strict=True)))
-                    lines.append(start)
-                start = reader.line_num + 1
-        if not records:
-            raise ValueError("no rows")
+            header, texts, lines = _read_csv_columns(handle)
         if all(name in header for name in RECT_HEADER):
-            placements = cls._read_rect_csv(records, lines)
+            placements = cls._read_rect_csv(texts, lines)
         else:
-            placements = cls._read_grid_csv(records, lines)
+            placements = cls._read_grid_csv(texts, lines)
         placements.settings_recorded = False
         return placements
 
     @classmethod
-    def _read_grid_csv(cls, records: list[dict[str, Any]], lines: list[int]) -> Placements:
-        """Placements of a uniform grid from CSV records (``lines``: their line numbers)."""
-        where: dict[tuple[int, int], int] = {}
-        for index, (line, record) in enumerate(zip(lines, records, strict=True)):
-            key = (_csv_number(record, "row", line, int), _csv_number(record, "col", line, int))
-            if key[0] < 0 or key[1] < 0:
-                raise ValueError(f"line {line}: row and col must be at least 0")
-            if key in where:
-                raise ValueError(f"line {line}: cell {key} is also on line {lines[where[key]]}")
-            where[key] = index
-        rows = max(row for row, _ in where) + 1
-        cols = max(col for _, col in where) + 1
-        if len(records) != rows * cols:
-            raise ValueError(f"{counted(len(records), 'cell')} listed for a grid of "
+    def _read_grid_csv(cls, texts: dict[str, _CsvColumn], lines: np.ndarray) -> Placements:
+        """Placements of a uniform grid from CSV columns (``lines``: their line numbers)."""
+        row, col = (_csv_parsed(texts[name], int, None, len(lines), np.int64)
+                    for name in ("row", "col"))
+        order: np.ndarray | None = None
+        # Past 2^31 no grid fits MAX_CELLS: such files are explained by the loop below.
+        if (row is not None and col is not None and int(row.min()) >= 0
+                and int(col.min()) >= 0 and int(row.max()) < 2**31 and int(col.max()) < 2**31):
+            key = (row << 31) | col
+            order = np.argsort(key, kind="stable")
+            if (np.diff(key[order]) == 0).any():
+                order = None
+        if row is None or col is None or order is None:
+            # A field that is no whole number, a negative or repeated cell, or one far
+            # past any grid: said of the first line holding one, as it is read.
+            where: dict[tuple[int, int], int] = {}
+            numbered = zip(lines.tolist(), _csv_items(texts["row"]), _csv_items(texts["col"]),
+                           strict=True)
+            for index, (line, row_text, col_text) in enumerate(numbered):
+                cell = (_csv_number(row_text, "row", line, int),
+                        _csv_number(col_text, "col", line, int))
+                if cell[0] < 0 or cell[1] < 0:
+                    raise ValueError(f"line {line}: row and col must be at least 0")
+                if cell in where:
+                    raise ValueError(f"line {line}: cell {cell} is also on line "
+                                     f"{int(lines[where[cell]])}")
+                where[cell] = index
+            rows = max(row for row, _ in where) + 1
+            cols = max(col for _, col in where) + 1
+        else:
+            rows = int(row.max()) + 1
+            cols = int(col.max()) + 1
+        if len(lines) != rows * cols or order is None:
+            raise ValueError(f"{counted(len(lines), 'cell')} listed for a grid of "
                              f"{_grid(rows, cols)}, which needs {rows * cols:,}")
-        order = [where[key] for key in sorted(where)]
-        return cls._from_csv_records(rows, cols, [records[index] for index in order],
-                                     [lines[index] for index in order])
+        if (np.diff(order) != 1).any():  # rows given out of cell order (a hand edit)
+            texts = {name: _csv_taken(column, order) for name, column in texts.items()}
+            lines = lines[order]
+        return cls._from_csv_columns(rows, cols, texts, lines)
 
     @classmethod
-    def _read_rect_csv(cls, records: list[dict[str, Any]], lines: list[int]) -> Placements:
-        """Placements of cells of several sizes from CSV records (columns ``x,y,w,h``)."""
-        corner = np.array([[_csv_number(record, name, line, float) for name in RECT_HEADER]
-                           for line, record in zip(lines, records, strict=True)], np.float64)
+    def _read_rect_csv(cls, texts: dict[str, _CsvColumn], lines: np.ndarray) -> Placements:
+        """Placements of cells of several sizes from CSV columns ``x,y,w,h``."""
+        corner = _csv_group(texts, RECT_HEADER, lines, float)
         # Past the grid any file may describe: x + w overflowed to infinity (a
         # RuntimeWarning, then "cannot convert float infinity to integer").
         far = np.flatnonzero((np.abs(corner) > MAX_CELLS).any(axis=1))
@@ -866,54 +855,247 @@ class Placements:
                              f"{MAX_CELLS:,} cells, got {_shown(corner[far[0]].tolist())}")
         rows = max(math.ceil(float((corner[:, 1] + corner[:, 3]).max())), 1)
         cols = max(math.ceil(float((corner[:, 0] + corner[:, 2]).max())), 1)
-        return cls._from_csv_records(rows, cols, records, lines, corner)
+        return cls._from_csv_columns(rows, cols, texts, lines, corner)
 
     @classmethod
-    def _from_csv_records(cls, rows: int, cols: int, records: list[dict[str, Any]],
-                          lines: list[int], rect: np.ndarray | None = None) -> Placements:
-        """Placements from CSV records in cell order (``lines``: their line numbers)."""
-        numbered = list(zip(lines, records, strict=True))
-        columns: dict[str, list[Any]] = {
-            "tile": [record["tile"] for record in records],
-            "position": [_csv_number(record, "position", line, int) for line, record in numbered],
-            "distance": [_csv_number(record, "distance", line, float)
-                         for line, record in numbered],
-            "transform": [record.get("transform") or "identity" for record in records],
-            "tint": [[_csv_number(record, f"tint_{c}", line, float, 0.0) for c in range(3)]
-                     for line, record in numbered],
-            "gain": [[_csv_number(record, f"gain_{c}", line, float, 1.0) for c in range(3)]
-                     for line, record in numbered],
-            "chroma": [_csv_number(record, "chroma", line, float, 1.0)
-                       for line, record in numbered],
+    def _from_csv_columns(cls, rows: int, cols: int, texts: dict[str, _CsvColumn],
+                          lines: np.ndarray, rect: np.ndarray | None = None) -> Placements:
+        """Placements from CSV columns in cell order (``lines``: their line numbers)."""
+        tiles = texts["tile"]
+        assert isinstance(tiles, list)
+        named = texts.get("transform")
+        columns: dict[str, Any] = {
+            "tile": tiles,
+            "position": _csv_group(texts, ("position",), lines, int, whole_overflow=True),
+            "distance": _csv_group(texts, ("distance",), lines, float)[:, 0],
+            "transform": (["identity"] * len(lines) if named is None
+                          else [name or "identity" for name in named]),
+            "tint": _csv_group(texts, ("tint_0", "tint_1", "tint_2"), lines, float, 0.0),
+            "gain": _csv_group(texts, GAIN_HEADER, lines, float, 1.0),
+            "chroma": _csv_group(texts, CHROMA_HEADER, lines, float, 1.0)[:, 0],
         }
-        if all(name in records[0] for name in MEAN_HEADER):
-            columns["mean"] = [[_csv_number(record, f"mean_{c}", line, float)
-                                for c in range(3)] for line, record in numbered]
+        if isinstance(columns["position"], np.ndarray):
+            columns["position"] = columns["position"][:, 0]
+        if all(name in texts for name in MEAN_HEADER):
+            columns["mean"] = _csv_group(texts, MEAN_HEADER, lines, float)
         if rect is not None:
-            columns["rect"] = rect.tolist()
+            columns["rect"] = rect
         check_cells(rows, cols, columns)
-        text = [record["distance"] for record in records]
-        is_float = any("." in value or "e" in value.lower() or "n" in value.lower()
-                       for value in text)
-        whole = [] if is_float else [int(value) for value in text]
-        for line, value in zip(lines, whole, strict=False):
-            if not _INT64[0] <= value <= _INT64[1]:
-                raise ValueError(f"line {line}: distance must be a whole number within int64, "
-                                 f"got {_shown(value)}")
+        distance = texts["distance"]
+        is_float = any(mark in _csv_joined(distance).lower() for mark in (".", "e", "n"))
+        whole: np.ndarray | None = None
+        if not is_float:
+            # Every field is a whole number float() read: int() reads it too.
+            numbers = [int(value) for value in _csv_items(distance)]
+            try:
+                whole = np.array(numbers, np.int64)
+            except OverflowError:
+                for line, value in zip(lines.tolist(), numbers, strict=True):
+                    if not _INT64[0] <= value <= _INT64[1]:
+                        raise ValueError(f"line {line}: distance must be a whole number "
+                                         f"within int64, got {_shown(value)}") from None
+                raise
+        codes = {name: transform_code(name) for name in set(columns["transform"])}
         return cls(
             rows, cols,
-            np.array(columns["position"], np.int64),
-            np.array(columns["distance"], np.float64) if is_float else np.array(whole, np.int64),
-            columns["tile"],
-            np.array([transform_code(name) for name in columns["transform"]], np.int8),
-            np.array(columns["tint"], np.float64),
-            gain=np.array(columns["gain"], np.float64),
-            chroma=np.array(columns["chroma"], np.float64),
-            mean=np.array(columns["mean"], np.float64) if "mean" in columns else None,
+            np.asarray(columns["position"], np.int64),
+            columns["distance"] if whole is None else whole,
+            tiles,
+            np.array([codes[name] for name in columns["transform"]], np.int8),
+            columns["tint"],
+            gain=columns["gain"],
+            chroma=columns["chroma"],
+            mean=columns.get("mean"),
             # What a make without options writes: the likeliest maker of a CSV.
             options=MosaicOptions(),
             rect=rect,
         )
+
+
+#: A CSV column as read: texts of up to _CSV_NARROW ASCII characters as bytes
+#: (an array of fixed width, about the file's size), others as a list of str.
+_CsvColumn = np.ndarray | list[str]
+#: Rows read at a time, and parsed into columns.
+_CSV_BATCH = 8192
+#: Widest field kept as bytes (a float's shortest text has at most 24 characters).
+_CSV_NARROW = 32
+#: Columns kept as texts (tile ids, transform names): one str per distinct text.
+_CSV_TEXT_COLUMNS = ("tile", "transform")
+
+
+def _read_csv_columns(handle: Any) -> tuple[list[str], dict[str, _CsvColumn], np.ndarray]:
+    """The header, the columns and each row's line number of a placements CSV file.
+
+    Rows are read a batch at a time into columns: numeric ones as arrays of
+    bytes (the file's size in memory, not a dict and a str object per field).
+
+    Raises
+    ------
+    ValueError
+        For a header lacking a column or naming one twice, a line of another
+        number of fields than the header, no rows, or a line longer than
+        :data:`MAX_CSV_LINE`.
+    """
+    reader = csv.reader(_bounded_lines(handle))
+    header = next(reader, None) or []
+    missing = [name for name in ("row", "col", "tile", "distance", "position")
+               if name not in header]
+    if missing:
+        raise ValueError(f"no {', '.join(missing)} column")
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:
+        # Read as a dict, the last of them would win without a word.
+        raise ValueError(f"the header names {_shown(', '.join(twice))} twice")
+    for group in (RECT_HEADER, ("tint_0", "tint_1", "tint_2"), GAIN_HEADER, MEAN_HEADER):
+        present = [name for name in group if name in header]
+        if present and len(present) < len(group):
+            # The others would take their defaults (a grid, no tint, no gain).
+            lacking = ", ".join(name for name in group if name not in header)
+            raise ValueError(f"the header has {', '.join(present)} but not {lacking}")
+    pieces: list[list[Any]] = [[] for _ in header]
+    distinct: dict[str, str] = {}
+    lines: list[int] = []
+    batch: list[list[str]] = []
+
+    def flush() -> None:
+        for index, texts in enumerate(zip(*batch, strict=True)):
+            if header[index] in _CSV_TEXT_COLUMNS:
+                # One str per distinct id: 200,000 cells of 300 photos hold 300.
+                pieces[index].append([distinct.setdefault(text, text) for text in texts])
+            else:
+                pieces[index].append(_csv_narrow(texts))
+        batch.clear()
+
+    start = reader.line_num + 1
+    for fields in reader:
+        if fields:  # blank lines are skipped, as csv.DictReader does
+            # A cut or merged line would otherwise take defaults for the
+            # fields it lacks (or drop those it has too many of) without a word.
+            if len(fields) != len(header):
+                raise ValueError(f"line {start} has {counted(len(fields), 'field')}, "
+                                 f"the header has {len(header):,}")
+            batch.append(fields)
+            lines.append(start)
+            if len(batch) == _CSV_BATCH:
+                flush()
+        start = reader.line_num + 1
+    if batch:
+        flush()
+    if not lines:
+        raise ValueError("no rows")
+    columns = {name: _csv_joined_pieces(parts) for name, parts in zip(header, pieces,
+                                                                          strict=True)}
+    return header, columns, np.array(lines, np.int64)
+
+
+def _csv_narrow(texts: tuple[str, ...]) -> _CsvColumn:
+    """A batch of fields as fixed-width bytes where that keeps them as they are."""
+    joined = "".join(texts)
+    # NumPy drops trailing NULs of bytes ("1\0" would read as "1"), and encodes only ASCII.
+    if joined.isascii() and "\0" not in joined and max(map(len, texts)) <= _CSV_NARROW:
+        return np.array(texts, dtype="S")
+    return list(texts)
+
+
+def _csv_joined_pieces(parts: list[Any]) -> _CsvColumn:
+    """One column from its batches: bytes where every batch is, else a list of str."""
+    if parts and all(isinstance(part, np.ndarray) for part in parts):
+        return np.concatenate(parts)
+    return [text for part in parts for text in _csv_items(part)]
+
+
+def _csv_items(column: _CsvColumn) -> list[str]:
+    """A column's fields as str."""
+    if isinstance(column, np.ndarray):
+        return [text.decode("ascii") for text in column.tolist()]
+    return list(column)
+
+
+def _csv_joined(column: _CsvColumn) -> str:
+    """A column's fields joined (to look for a character in any of them)."""
+    if isinstance(column, np.ndarray):
+        return b"".join(column.tolist()).decode("ascii")
+    return "".join(column)
+
+
+def _csv_taken(column: _CsvColumn, order: np.ndarray) -> _CsvColumn:
+    """A column's fields in ``order``."""
+    if isinstance(column, np.ndarray):
+        return column[order]
+    return [column[index] for index in order.tolist()]
+
+
+def _csv_group(texts: Mapping[str, _CsvColumn], names: tuple[str, ...], lines: np.ndarray,
+               kind: type, default: float | None = None,
+               whole_overflow: bool = False) -> Any:
+    """Columns ``names`` as an ``(N, len(names))`` array of ``kind`` (int64 or float64).
+
+    Each field is read as :func:`_csv_number` reads it; a missing column or,
+    with a ``default``, an empty field is the default. The columns are parsed
+    whole; where one is not all good numbers, the fields are read again line
+    by line, a line's fields in ``names`` order, so that the error names the
+    first bad field of the file.
+
+    Parameters
+    ----------
+    whole_overflow : bool
+        Where a whole number does not fit int64, return the numbers as a list
+        of Python ints (its range checked later, naming the cell) rather
+        than raise.
+
+    Raises
+    ------
+    ValueError
+        Naming the line and column of the first field that is not a (finite) number.
+    """
+    dtype = np.int64 if kind is int else np.float64
+    parsed = [_csv_parsed(texts.get(name), kind, default, len(lines), dtype) for name in names]
+    if all(values is not None for values in parsed):
+        return np.stack(parsed, axis=1)  # type: ignore[arg-type]
+    given = [texts.get(name) for name in names]
+    items = [None if column is None else _csv_items(column) for column in given]
+    values: list[list[Any]] = [
+        [_csv_number(None if column is None else column[index], name, line, kind, default)
+         for column, name in zip(items, names, strict=True)]
+        for index, line in enumerate(lines.tolist())]
+    try:
+        return np.array(values, dtype)
+    except OverflowError:
+        if whole_overflow:
+            return [value for (value, *_) in values]
+        raise
+
+
+def _csv_parsed(column: _CsvColumn | None, kind: type, default: float | None, count: int,
+                dtype: type) -> np.ndarray | None:
+    """A column's numbers at once, or None where some field is not a good one."""
+    if column is None:
+        return np.full(count, default, dtype)
+    if not isinstance(column, np.ndarray):
+        return None  # fields of other characters, or long ones: read one by one
+    items = column.tolist()
+    blank = None
+    if default is not None:
+        blank = column == b""
+        if blank.any():
+            items = [text for text, empty in zip(items, blank.tolist(), strict=True)
+                     if not empty]
+        else:
+            blank = None
+    if b"_" in b"".join(items):
+        return None
+    try:
+        values: np.ndarray = np.array(list(map(kind, items)), dtype)
+    except (ValueError, OverflowError):
+        return None
+    if kind is float and not np.isfinite(values).all():
+        return None
+    if blank is None:
+        return values
+    whole: np.ndarray = np.full(count, default, dtype)
+    whole[~blank] = values
+    return whole
+
 
 #: Cell fields every placements document has (``gain`` and ``chroma`` are optional).
 _CELL_FIELDS = ("tile", "position", "distance", "transform", "tint")
@@ -1032,7 +1214,7 @@ def check_cells(rows: int, cols: int, columns: Mapping[str, list[Any]]) -> None:
         count = len(columns["rect"])
         if count > MAX_CELLS:
             raise ValueError(f"cells.rect has more than {MAX_CELLS:,} cells")
-        for index, value in enumerate(columns["rect"]):
+        for index, value in enumerate(_unless_valid(columns, "rect")):
             if not (isinstance(value, list) and len(value) == 4
                     and all(_is_finite_number(part) for part in value)):
                 raise ValueError(f"cells.rect[{index}] must be four finite numbers "
@@ -1043,27 +1225,27 @@ def check_cells(rows: int, cols: int, columns: Mapping[str, list[Any]]) -> None:
             raise ValueError(f"cells.{name} has {len(values):,} entries for a grid of "
                              f"{_grid(rows, cols)}"
                              + (f" split into {count:,}" if "rect" in columns else ""))
-    for index, tile in enumerate(columns["tile"]):
+    for index, tile in enumerate(_unless_valid(columns, "tile")):
         problem = "is not a text" if not isinstance(tile, str) else tile_id_problem(tile)
         if problem:
             raise ValueError(f"cells.tile[{index}] {problem}: {_shown(tile)}")
-    for index, position in enumerate(columns["position"]):
+    for index, position in enumerate(_unless_valid(columns, "position")):
         if (not isinstance(position, int) or isinstance(position, bool)
                 or not 0 <= position <= _MAX_POSITION):
             raise ValueError(f"cells.position[{index}] must be a whole number from 0 to "
                              f"{_MAX_POSITION}, got {_shown(position)}")
-    for index, distance in enumerate(columns["distance"]):
+    for index, distance in enumerate(_unless_valid(columns, "distance")):
         if not _is_finite_number(distance) or (
                 isinstance(distance, int) and not _INT64[0] <= distance <= _INT64[1]):
             raise ValueError(f"cells.distance[{index}] must be a finite number (a whole one "
                              f"within int64), got {_shown(distance)}")
-    for index, name in enumerate(columns["transform"]):
+    for index, name in enumerate(_unless_valid(columns, "transform")):
         if name not in TRANSFORM_NAMES:
             raise ValueError(f"cells.transform[{index}] must be one of "
                              f"{alternatives(TRANSFORM_NAMES)}, got {_shown(name)}")
     for field, least in (("tint", None), ("gain", 0.0), ("mean", None)):
         values = columns.get(field, [])
-        for index, value in enumerate(values):
+        for index, value in enumerate(_unless_valid(columns, field)):
             if not (isinstance(value, list) and len(value) == 3
                     and all(_is_finite_number(part) for part in value)
                     and (least is None or all(part > least for part in value))):
@@ -1075,11 +1257,73 @@ def check_cells(rows: int, cols: int, columns: Mapping[str, list[Any]]) -> None:
                                 > MAX_SHIFT).any(axis=1))
         if len(large):
             raise ValueError(f"cells.{field}[{large[0]}] must be three numbers within "
-                             f"+-{MAX_SHIFT:g}, got {_shown(values[large[0]])}")
-    for index, value in enumerate(columns.get("chroma", [])):
+                             f"+-{MAX_SHIFT:g}, got {_shown(_listed(values[large[0]]))}")
+    for index, value in enumerate(_unless_valid(columns, "chroma")):
         if not (_is_finite_number(value) and 0 <= value <= 1):
             raise ValueError(f"cells.chroma[{index}] must be a number from 0 to 1, "
                              f"got {_shown(value)}")
+
+
+#: Width of the cell fields of several numbers a cell, and the least each number exceeds.
+_ROW_FIELDS: dict[str, tuple[int, float | None]] = {
+    "tint": (3, None), "gain": (3, 0.0), "mean": (3, None), "rect": (4, None)}
+
+
+def _unless_valid(columns: Mapping[str, Any], field: str) -> list[Any]:
+    """``columns[field]`` to check one by one, or no entries where all are surely good.
+
+    The checks of :func:`check_cells`, done on whole arrays: where they find
+    nothing wrong, the loop over the entries (which says which is wrong, and
+    how) is left out. NumPy arrays (of a CSV file) are given as lists of
+    Python numbers, as JSON gives them.
+    """
+    values = columns.get(field, [])
+    try:
+        valid = _surely_valid(field, values)
+    except (TypeError, ValueError, OverflowError):  # unhashable, ragged, past a float
+        valid = False
+    return [] if valid else _listed(values)
+
+
+def _listed(values: Any) -> Any:
+    return values.tolist() if isinstance(values, np.ndarray) else values
+
+
+def _surely_valid(field: str, values: Any) -> bool:
+    """Whether every entry of a cell field passes :func:`check_cells` (False: maybe not)."""
+    if field == "tile":
+        return not isinstance(values, np.ndarray) and all(
+            isinstance(tile, str) and tile_id_problem(tile) is None
+            for tile in dict.fromkeys(values))
+    if field == "transform":
+        return not isinstance(values, np.ndarray) and set(values) <= set(TRANSFORM_NAMES)
+    width, least = _ROW_FIELDS.get(field, (0, None))
+    if isinstance(values, np.ndarray):
+        array = values
+    else:
+        # bool is no number here, nor a text NumPy would read as one.
+        if width:
+            if set(map(type, values)) != {list} or set(map(len, values)) != {width}:
+                return False
+            values = [part for value in values for part in value]
+        kinds = set(map(type, values))
+        if not kinds or not kinds <= ({int} if field == "position" else {int, float}):
+            return False
+        if field == "distance" and kinds == {int, float}:
+            return False  # a whole number past int64 among floats
+        array = np.array(values, np.int64 if kinds == {int} else np.float64)
+    if array.dtype.kind not in "iuf" or (width and array.shape[1:] != (width,)):
+        return False
+    if field == "position":
+        return array.dtype.kind in "iu" and bool(
+            not len(array) or (int(array.min()) >= 0 and int(array.max()) <= _MAX_POSITION))
+    if not np.isfinite(array).all():
+        return False
+    if field == "chroma":
+        return bool(((array >= 0) & (array <= 1)).all())
+    if field == "distance" or field == "rect":
+        return True
+    return bool((np.abs(array) <= MAX_SHIFT).all() and (least is None or (array > least).all()))
 
 
 def _check_grid_inside(rows: int, cols: int, crop: tuple[int, int], options: MosaicOptions,
@@ -1266,9 +1510,9 @@ def _distances(values: list[Any]) -> np.ndarray:
     return np.array(values, np.float64)
 
 
-def _csv_number(record: Mapping[str, Any], name: str, line: int, kind: type,
+def _csv_number(text: str | None, name: str, line: int, kind: type,
                 default: float | None = None) -> Any:
-    text = record.get(name)
+    """One CSV field as a number of ``kind`` (``default`` where it is missing or empty)."""
     if text in (None, "") and default is not None:
         return default
     try:
