@@ -154,16 +154,20 @@ def test_an_interrupted_signing_goes_on_where_it_stopped(tmp_path, monkeypatch):
         f"tiles-{resumed.generation}.u8"]
 
 
-def test_a_square_index_at_32_px_keeps_its_signatures_without_reading(tmp_path, monkeypatch):
+@pytest.mark.parametrize("crop", ["centre", "subject"])
+def test_a_square_index_at_32_px_keeps_its_signatures_without_reading(tmp_path, monkeypatch,
+                                                                        crop):
+    # However cut: the decode was drafted for the tile's size and shape alone, and the
+    # default preset's subject-cut libraries would all have been decoded again.
     folder = jpeg_near_copies(tmp_path / "photos")
     cache = tmp_path / "cache"
-    old = open_library(folder, cache, match_px=32)
+    old = open_library(folder, cache, match_px=32, crop=crop)
     want = old.signatures()
     connection = sqlite3.connect(old.directory / "manifest.sqlite", isolation_level=None)
     connection.execute("DELETE FROM meta WHERE name = 'signature_rule'")
     connection.close()
     signed = record_results(monkeypatch, _update, "decode_tile")
-    opened = open_library(folder, cache, match_px=32)
+    opened = open_library(folder, cache, match_px=32, crop=crop)
     assert signed == [] and opened.generation == old.generation
     assert meta_of(opened.directory)["signature_rule"] == "2"
     for got, expected in zip(opened.signatures(), want, strict=True):

@@ -1082,6 +1082,19 @@ def _signs_as_photo(tile: TileFormat) -> bool:
     return tile.width == tile.height == SIGNATURE_PX and tile.method == "centre"
 
 
+def _decoded_at_signature_scale(tile: TileFormat) -> bool:
+    """Whether a JPEG decoded for ``tile``'s format was decoded at its signature's scale.
+
+    The rule before :data:`~._manifest.SIGNATURE_RULE` signed a JPEG from the
+    decode drafted for its tile, which depends on the tile's size and shape
+    only, not on where the tile is cut (centre or subject): square tiles of
+    :data:`~mosaicist.dedupe.SIGNATURE_PX` pixels were decoded at the
+    signature's own scale, and their signatures stand (the default preset's
+    subject crop included: no library of it is decoded again).
+    """
+    return tile.width == tile.height == SIGNATURE_PX
+
+
 def _unsigned(row: IndexedTile | PublishedTile) -> bool:
     """Whether ``row`` has no signature (a row of schema 1)."""
     return row.phash is None or row.mean_rgb is None
@@ -1110,17 +1123,18 @@ def _settle_signature_rule(connection: sqlite3.Connection, tile: TileFormat) -> 
 
     Until the rule of now, a JPEG was signed from the decode drafted for its
     tile: at another DCT scale than its signature's own for any tiles but
-    square centre ones at :data:`~mosaicist.dedupe.SIGNATURE_PX` pixels (whose
-    decode was the signature's). A manifest without the meta value
+    square ones at :data:`~mosaicist.dedupe.SIGNATURE_PX` pixels, centre or
+    subject (whose decode was the signature's). A manifest without the meta value
     ``signature_rule`` of such other tiles, some of whose rows are signed,
     keeps it unset here: :func:`_resign_jpegs` signs its JPEGs anew after
     the update. Every other one gets it now (in one transaction): a new
-    manifest, one of those square tiles, or one of schema 1 whose rows are
+    manifest, one of square tiles of that size however cut
+    (:func:`_decoded_at_signature_scale`), or one of schema 1 whose rows are
     all still to sign (by this version, so by the rule of now).
     """
     if get_meta(connection, "signature_rule") == str(SIGNATURE_RULE):
         return
-    if _signs_as_photo(tile) or not any(
+    if _decoded_at_signature_scale(tile) or not any(
             connection.execute(f"SELECT 1 FROM {table} WHERE phash IS NOT NULL LIMIT 1"
                                ).fetchone() for table in ("tiles", "staged")):
         with transaction(connection):
@@ -1901,7 +1915,7 @@ def _read_earlier_index(directory: Path, tile: TileFormat,
                 or index_profiles(connection) != tile.colour_profiles):
             return None
         if (get_meta(connection, "signature_rule") != str(SIGNATURE_RULE)
-                and not _signs_as_photo(tile)):
+                and not _decoded_at_signature_scale(tile)):
             # Its JPEGs may be signed by the rule before (see _resign_jpegs), and this
             # index would keep their signatures for good: its photos are decoded.
             return None
