@@ -133,3 +133,23 @@ def test_a_source_folder_of_no_user_is_a_name_in_the_current_folder(tmp_path, mo
 
     monkeypatch.chdir(tmp_path)
     assert absolute_path("~nosuchuser_xyz/c") == tmp_path / "~nosuchuser_xyz" / "c"
+
+
+def test_a_cache_folder_that_is_a_link_leading_nowhere_is_said_as_such(tmp_path):
+    # A loop, or a link to a disk not mounted, was "the cache folder is a file".
+    from mosaicist.errors import MosaicistError
+    from mosaicist.paths import cache_dir
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(MosaicistError, match="cache folder is a link that loops back on itself"):
+        cache_dir(loop)
+    away = tmp_path / "away"
+    away.symlink_to(tmp_path / "unmounted" / "cache")
+    with pytest.raises(MosaicistError, match="cache folder is a link to .*unmounted.*which "
+                                             "is not there"):
+        cache_dir(away)
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    with pytest.raises(MosaicistError, match="cache folder is a file, not a folder"):
+        cache_dir(plain)

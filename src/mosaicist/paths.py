@@ -212,7 +212,11 @@ def cache_dir(override: str | os.PathLike[str] | None = None, *, create: bool = 
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise MosaicistError(f"{path}: the {what} is a file, not a folder") from None
+        # A link that leads nowhere is "there" to mkdir: said as what it is (a cache
+        # linked to a disk not mounted read "is a file").
+        link = dangling_link(path)
+        raise MosaicistError(f"{path}: the {what} is " + (
+            link or "a file, not a folder")) from None
     except OSError as error:
         raise MosaicistError(f"{path}: cannot make the {what}: "
                              f"{error.strerror or error}") from None
