@@ -69,11 +69,11 @@ def test_the_sizes_offered_for_rectangular_tiles_have_heights_that_halve_too():
 
 
 def test_a_size_at_the_end_of_the_range_offers_the_one_side_there_is():
-    from mosaicist.render._renderer import _halving_widths_near
+    from mosaicist.adaptive import halving_widths
 
-    assert _halving_widths_near(3, 4, (1, 1)) == [4]
-    assert _halving_widths_near(1023, 64, (1, 1)) == [960, 1024]
-    assert _halving_widths_near(1024, 2048, (1, 1)) == []
+    assert halving_widths(3, (1, 1), 4, 1024) == [4]
+    assert halving_widths(1023, (1, 1), 64, 1024) == [960, 1024]
+    assert halving_widths(1024, (1, 1), 2048, 1024) == []
 
 
 # --- a batch interrupted while its pool starts a process -----------------------------------

@@ -90,7 +90,7 @@ def check_adaptive(options: MosaicOptions) -> None:
         if width % step or height % step:
             # The widths that would do: a height rounded from the aspect (21 for 32 at
             # 3:2) is not for the user to work out.
-            fits = _halving_widths(width, options.aspect_ratio, step, most)
+            fits = halving_widths(width, options.aspect_ratio, step, most)
             hint = (" or ".join(str(fit) for fit in fits) + " would do") if fits else ""
             # The setting is a template field, so that the command line shows its flag.
             advice = "; {" + setting + "} {hint}" if hint else ""
@@ -101,18 +101,27 @@ def check_adaptive(options: MosaicOptions) -> None:
                 times="once" if depth == 1 else f"{depth} times", size=f"{width}x{height}")
 
 
-def _halving_widths(width: int, aspect: tuple[int, int], step: int, most: int) -> list[int]:
-    """The nearest widths below and above ``width`` that halve, with their heights.
+def halving_widths(width: int, aspect: tuple[int, int], step: int, most: int) -> list[int]:
+    """The nearest widths below and above ``width`` whose sides divide by ``step``.
 
-    Only widths the settings take, whose width and height are both at most
-    ``most`` (the size's limit): the next width that halves 6 times at 2:3
-    above 670 px is 768, but that is 1152 px tall, which the settings refuse.
+    Only widths the settings take, whose width and height at ``aspect`` are
+    both at most ``most`` (the size's limit), at most one on each side: the
+    next width that halves 6 times at 2:3 above 670 px is 768, but that is
+    1152 px tall, which the settings refuse. Used for cells and tiles here
+    and for the tiles a render draws adaptive placements at.
+
+    Examples
+    --------
+    >>> halving_widths(30, (1, 1), 4, 1024)
+    [28, 32]
+    >>> halving_widths(2, (1, 1), 4, 1024)
+    [4]
     """
     def fits(candidate: int) -> bool:
         height = height_for(candidate, aspect)
         return candidate % step == 0 and height % step == 0 and height <= most
 
-    below = next((w for w in range(width - 1, 0, -1) if fits(w)), None)
+    below = next((w for w in range(min(width, most + 1) - 1, 0, -1) if fits(w)), None)
     above = next((w for w in range(width + 1, most + 1) if fits(w)), None)
     return [w for w in (below, above) if w is not None]
 

@@ -232,7 +232,10 @@ def _drawing_problem(placements: Placements, tile_px: int, tile_height: int,
                 aspect = (tile_px, tile_height)
             # Said alone, "divide by 4" left the user to find a size that does, and
             # which setting it is; with an aspect, the height must divide too.
-            nearest = _halving_widths_near(tile_px, small, aspect)
+            from ..adaptive import halving_widths
+            from ..options import TILE_PX_RANGE
+
+            nearest = halving_widths(tile_px, aspect, small, TILE_PX_RANGE[1])
             sizes = " or ".join(str(width) for width in nearest)
             return OptionError("cells down to 1/{small} of a tile need a {tile_px} that "
                                "divides by {small}" + (" with its height" if tile_px !=
@@ -241,33 +244,6 @@ def _drawing_problem(placements: Placements, tile_px: int, tile_height: int,
                                + "; {size} px tiles do not", small=small, sizes=sizes,
                                size=f"{tile_px}x{tile_height}")
     return None
-
-
-def _halving_widths_near(tile_px: int, step: int, aspect: tuple[int, int]) -> list[int]:
-    """The tile widths nearest ``tile_px`` below and above it whose sides divide by ``step``.
-
-    Widths, and their heights at ``aspect``, within the settings' range
-    (:data:`~mosaicist.options.TILE_PX_RANGE`), at most one on each side.
-
-    Examples
-    --------
-    >>> _halving_widths_near(30, 4, (1, 1))
-    [28, 32]
-    >>> _halving_widths_near(2, 4, (1, 1))
-    [4]
-    """
-    from ..aspect import height_for
-    from ..options import TILE_PX_RANGE
-
-    def works(width: int) -> bool:
-        return width % step == 0 and height_for(width, aspect) % step == 0
-
-    least, most = TILE_PX_RANGE
-    below = next((width for width in range(min(tile_px, most + 1) - 1, least - 1, -1)
-                  if works(width) and height_for(width, aspect) <= most), None)
-    above = next((width for width in range(max(tile_px, least - 1) + 1, most + 1)
-                  if works(width) and height_for(width, aspect) <= most), None)
-    return [width for width in (below, above) if width is not None]
 
 
 @dataclass
