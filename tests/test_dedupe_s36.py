@@ -17,12 +17,13 @@ import numpy as np
 import pytest
 from PIL import Image
 from scipy.fft import dct
+from test_dedupe_loose_s36 import walk_in_order
 from test_match_oracle import _exact_units, _library
 
 from mosaicist import dedupe as dedupe_module
 from mosaicist import make_mosaic
 from mosaicist.colour import encode, lightness_axis
-from mosaicist.dedupe import COLOUR_TOLERANCE, duplicate_leaders, hamming, tile_signatures
+from mosaicist.dedupe import duplicate_leaders, hamming, tile_signatures
 from mosaicist.match import MatchRequest, _contrast
 from mosaicist.transforms import TRANSFORM_NAMES, augment_transforms
 
@@ -40,23 +41,6 @@ NUMPY_TRANSFORMS = {
 
 
 # --- near-duplicates ------------------------------------------------------------------------
-
-def walk_in_order(hashes, colours, threshold):
-    """The documented rule: in library order, dropped when near an earlier kept tile."""
-    near = hamming(hashes[:, None], hashes[None, :]) <= threshold
-    if colours is not None:
-        wide = colours.astype(int)
-        near &= np.abs(wide[:, None] - wide[None]).max(axis=-1) <= COLOUR_TOLERANCE
-    leaders = np.arange(len(hashes))
-    kept: list[int] = []
-    for position in range(len(hashes)):
-        earlier = [tile for tile in kept if near[tile, position]]
-        if earlier:
-            leaders[position] = earlier[0]
-        else:
-            kept.append(position)
-    return leaders
-
 
 def flipped_bits(value, rng, count):
     for bit in rng.choice(64, count, replace=False).tolist():
