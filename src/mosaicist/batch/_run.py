@@ -501,7 +501,7 @@ def batch_mosaics(
         if images:
             sources.append(_ImageSource(images, jobs, reporter))
         videos = [_VideoSource(target, jobs, reporter, options.max_target_pixels,
-                               ordered=bool(hundredths))
+                               ordered=bool(hundredths), note=None if quiet else _warn)
                   for target in planned if target.video]
         sources.extend(videos)
         total = len(images) + sum(source.expected or 0 for source in videos)
@@ -1540,6 +1540,13 @@ class _ImageSource(_Source):
         return None
 
 
+def _warn(message: str) -> None:
+    """Say ``message`` as a warning on one line, above the progress bar (if one is drawn)."""
+    from tqdm import tqdm
+
+    tqdm.write(printable(f"mosaicist: warning: {message}"), file=sys.stderr)
+
+
 class _VideoSource(_Source):
     """A video's frames, decoded here as they are needed.
 
@@ -1548,7 +1555,7 @@ class _VideoSource(_Source):
     """
 
     def __init__(self, target: BatchTarget, jobs: _Jobs, report: _Reporter, max_pixels: int,
-                 ordered: bool) -> None:
+                 ordered: bool, note: Callable[[str], None] | None = None) -> None:
         from ._video import read_frames, video_info
 
         self.target, self.jobs, self.report, self.ordered = target, jobs, report, ordered
@@ -1564,7 +1571,9 @@ class _VideoSource(_Source):
             self.rate, self.expected = info.rate, info.frames
         except MosaicistError:
             pass  # reported when its frames are read
-        self._decoded: Iterator[np.ndarray] = read_frames(target.path, max_pixels)
+        # What reading leaves out (a partial last frame) is said, or kept quiet.
+        self._decoded: Iterator[np.ndarray] = read_frames(
+            target.path, max_pixels, note=note or (lambda message: None))
 
     def next(self) -> _Work | None:
         if self.exhausted or (self.ordered and self.in_flight):

@@ -2,8 +2,12 @@
 
 Frames are decoded one at a time to ``(H, W, 3)`` uint8 RGB arrays, in
 presentation order, so memory holds a few frames whatever the video's
-length, and turned upright as their display rotation says (a phone's
-portrait clip, stored on its side), as players show them. A video is
+length, and shown as players show them: resampled to square pixels where
+the video's pixels are not square (DV, DVD and broadcast video: 720x576 of
+pixels 64:45 is shown 1024x576; the shorter side is stretched, so no
+detail is lost), then turned upright and unmirrored as their display
+matrix says (a phone's portrait clip, stored on its side; a front
+camera's mirrored one). A video is
 written from the batch's outputs in order: H.264
 (``libx264``, quality ``crf`` 18, ``yuv420p`` so that every player plays it)
 when FFmpeg has it, else another codec the container takes (see
@@ -22,7 +26,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-from collections.abc import Iterable, Iterator, Sequence
+import struct
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -79,34 +85,42 @@ class VideoInfo:
     Attributes
     ----------
     width, height : int
-        Frame size in pixels, upright (as :func:`read_frames` gives the frames).
+        Frame size in pixels as :func:`read_frames` gives the frames: in
+        square pixels, upright.
     rate : fractions.Fraction or None
         Frames per second (the stream's average rate), when known.
     frames : int or None
-        Frame count from the header, when it gives one (an estimate: the
-        frames actually decoded count).
+        Frame count (an estimate: the frames actually decoded count). From
+        the header where it gives one (MP4, MOV); else, with ``estimated``,
+        the duration times the rate (Matroska, WebM, MPEG-TS headers give
+        no count); None where neither is known.
+    estimated : bool
+        Whether ``frames`` comes from the duration, not from a count.
     """
 
     width: int
     height: int
     rate: Fraction | None
     frames: int | None
+    estimated: bool = False
 
 
 def video_info(path: str | Path, max_pixels: int | None = None) -> VideoInfo:
     """Read a video's frame size, rate and frame count from its header.
 
-    The size is the frames' as :func:`read_frames` gives them: upright,
-    sides swapped for a display rotation of a quarter turn, which only a
-    decoded frame tells (the first is decoded for it).
+    The size is the frames' as :func:`read_frames` gives them: in square
+    pixels (see :func:`square_size`), upright, sides swapped for a display
+    matrix of a quarter turn, which only a decoded frame tells (the first
+    is decoded for it). The file's frames are not counted: where the header
+    has no count, the duration times the rate stands for it.
 
     Parameters
     ----------
     path : str or pathlib.Path
         The video file.
     max_pixels : int, optional
-        No frame is decoded when the header's size is over this many pixels
-        (:func:`read_frames` refuses such frames); the stored size is given.
+        No frame is decoded when the frames' size is over this many pixels
+        (:func:`read_frames` refuses such frames); the size unturned is given.
 
     Returns
     -------
@@ -122,24 +136,133 @@ def video_info(path: str | Path, max_pixels: int | None = None) -> VideoInfo:
     with _reading(path), av.open(str(path)) as container:
         stream = _video_stream(container, path)
         rate = stream.average_rate or stream.guessed_rate
-        width, height = int(stream.width), int(stream.height)
+        rate = Fraction(rate) if rate else None
+        width, height = square_size(int(stream.width), int(stream.height),
+                                    _pixel_aspect(stream))
+        frames, estimated = int(stream.frames) or None, False
+        if frames is None and rate:
+            frames, estimated = _frames_from_duration(container, stream, rate), True
         if (max_pixels is None or width * height <= max_pixels) \
-                and _quarter_turns(_first_rotation(container, stream)) % 2:
+                and _orientation(_first_frame(container, stream))[0]:
             width, height = height, width  # shown upright, as its frames are read
-        return VideoInfo(width, height, Fraction(rate) if rate else None,
-                         int(stream.frames) or None)
+        return VideoInfo(width, height, rate, frames, estimated and frames is not None)
 
 
-def _first_rotation(container: Any, stream: Any) -> float:
-    """The display rotation of the first frame (0 where none is decoded).
+def _frames_from_duration(container: Any, stream: Any, rate: Fraction) -> int | None:
+    """The frames ``stream`` holds by its duration (else the file's) at ``rate``; None if unknown.
 
-    PyAV says a stream's rotation only on its frames; a frame that cannot be
-    decoded is reported when the frames are read, not here.
+    A Matroska or MPEG-TS header counts no frames, but says how long the
+    video lasts: the batch's progress then has an end, without the file
+    read through twice to count them.
+    """
+    seconds: Fraction | None = None
+    if stream.duration and stream.time_base:
+        seconds = stream.duration * Fraction(stream.time_base)
+    elif container.duration:
+        seconds = Fraction(container.duration, 1_000_000)  # FFmpeg's AV_TIME_BASE
+    if not seconds or seconds <= 0:
+        return None
+    return max(1, round(seconds * rate))
+
+
+def _first_frame(container: Any, stream: Any) -> Any:
+    """The first decoded frame (None where none is decoded).
+
+    PyAV says a stream's display matrix only on its frames; a frame that
+    cannot be decoded is reported when the frames are read, not here.
     """
     with contextlib.suppress(Exception):
         for frame in container.decode(stream):
-            return float(getattr(frame, "rotation", 0) or 0)
-    return 0.0
+            return frame
+    return None
+
+
+def _pixel_aspect(stream: Any) -> Fraction | None:
+    """The shape of ``stream``'s pixels (width over height), as players take it; None if unsaid.
+
+    The container's word first (an MP4's ``pasp``, a Matroska's display
+    size), else the codec's (an H.264 or MPEG-2 header), as FFmpeg guesses it.
+    """
+    for owner in (stream, getattr(stream, "codec_context", None)):
+        aspect = getattr(owner, "sample_aspect_ratio", None)
+        if aspect and aspect > 0:
+            return Fraction(aspect)
+    return None
+
+
+#: Pixel shapes taken as square: a rounding of 1:1 (a size's worth of 1 pixel in 1,000)
+#: is not worth a resampling, which would blur every frame a little.
+_SQUARE_ENOUGH = Fraction(1, 1000)
+
+
+def square_size(width: int, height: int, pixel_aspect: Fraction | None) -> tuple[int, int]:
+    """A frame's size in square pixels: the side its pixels are short along stretched.
+
+    Parameters
+    ----------
+    width, height : int
+        The stored size.
+    pixel_aspect : fractions.Fraction or None
+        The pixels' width over their height (the sample aspect ratio: 64:45
+        for a 16:9 PAL DVD); None or 1 for square pixels.
+
+    Returns
+    -------
+    tuple of int
+        ``(width, height)``: the width times the pixel aspect where it is
+        over 1, the height over it where it is under 1 (rounded, at least 1).
+
+    Examples
+    --------
+    >>> square_size(720, 576, Fraction(64, 45))
+    (1024, 576)
+    >>> square_size(720, 480, Fraction(10, 11))
+    (720, 528)
+    """
+    if pixel_aspect is None or abs(pixel_aspect - 1) <= _SQUARE_ENOUGH:
+        return width, height
+    if pixel_aspect > 1:
+        return max(1, round(width * pixel_aspect)), height
+    return width, max(1, round(height / pixel_aspect))
+
+
+#: FFmpeg's display matrix (``AV_FRAME_DATA_DISPLAYMATRIX``): 9 signed 32-bit numbers,
+#: little-endian as FFmpeg stores them, of which the first two of each of the first two
+#: rows are the picture's turn and mirroring.
+_DISPLAY_MATRIX = struct.Struct("<9i")
+
+
+def _orientation(frame: Any) -> tuple[bool, bool, bool]:
+    """How to show ``frame`` as its display matrix says.
+
+    Returns ``(transposed, rows reversed, columns reversed)``.
+
+    The matrix maps each stored pixel to its place on screen: its top left
+    2x2 is a quarter turn or none, with or without a mirror (the eight
+    orientations a camera writes, as EXIF's). Applied as FFmpeg's player
+    and command line apply it (``-autorotate``): transposed first where the
+    turn swaps the sides, then reversed along the axes the matrix's signs
+    say. Another matrix (a turn other than a quarter, a shear: no camera
+    writes one) leaves the frame as stored, as does a frame without one.
+    A PyAV too old to give the matrix gives its turn alone (no mirror).
+    """
+    if frame is None:
+        return False, False, False
+    matrix = None
+    with contextlib.suppress(Exception):  # an older PyAV without side data, or another size
+        data = frame.side_data.get("DISPLAYMATRIX")
+        if data is not None:
+            matrix = _DISPLAY_MATRIX.unpack(bytes(data))
+    if matrix is None:
+        turns = _quarter_turns(float(getattr(frame, "rotation", 0) or 0))
+        # A counter-clockwise quarter turn is numpy's rot90: the transpose, rows reversed.
+        return ((turns % 2 == 1), turns in (1, 2), turns in (2, 3))
+    a, b, c, d = matrix[0], matrix[1], matrix[3], matrix[4]
+    if b == 0 and c == 0 and a and d:
+        return False, d < 0, a < 0
+    if a == 0 and d == 0 and b and c:
+        return True, b < 0, c < 0
+    return False, False, False
 
 
 def _quarter_turns(rotation: float) -> int:
@@ -152,28 +275,52 @@ def _quarter_turns(rotation: float) -> int:
     return int(turns) % 4 if turns == int(turns) else 0
 
 
-def upright(frame: Any) -> np.ndarray:
-    """A decoded frame as ``(H, W, 3)`` uint8 RGB, turned as its display rotation says.
+def upright(frame: Any, pixel_aspect: Fraction | None = None) -> np.ndarray:
+    """A decoded frame as ``(H, W, 3)`` uint8 RGB, as players show it.
 
     Players show a clip filmed upright on a phone (stored on its side, with
-    a rotation in its header) upright: so is its mosaic.
+    a rotation in its header) upright, a mirrored one unmirrored, and
+    non-square pixels (a DVD's) at their shape: so is its mosaic.
 
     Parameters
     ----------
     frame : av.VideoFrame
         A decoded frame.
+    pixel_aspect : fractions.Fraction, optional
+        Its pixels' width over their height (see :func:`square_size`):
+        resampled (bicubic, as FFmpeg's scaler by default) to square pixels.
 
     Returns
     -------
     numpy.ndarray
     """
-    picture = frame.to_ndarray(format="rgb24")
-    turns = _quarter_turns(float(getattr(frame, "rotation", 0) or 0))
-    return np.ascontiguousarray(np.rot90(picture, turns)) if turns else picture
+    width, height = square_size(int(frame.width), int(frame.height), pixel_aspect)
+    if (width, height) == (frame.width, frame.height):
+        picture = frame.to_ndarray(format="rgb24")
+    else:
+        picture = frame.to_ndarray(format="rgb24", width=width, height=height,
+                                   interpolation="BICUBIC")
+    transposed, rows_reversed, columns_reversed = _orientation(frame)
+    if not (transposed or rows_reversed or columns_reversed):
+        return picture
+    if transposed:
+        picture = picture.transpose(1, 0, 2)
+    return np.ascontiguousarray(picture[::-1 if rows_reversed else 1,
+                                        ::-1 if columns_reversed else 1])
 
 
-def read_frames(path: str | Path, max_pixels: int | None = None) -> Iterator[np.ndarray]:
+class VideoWarning(UserWarning):
+    """A video read all the same, with something left out (its last frame, partial)."""
+
+
+def read_frames(path: str | Path, max_pixels: int | None = None,
+                note: Callable[[str], None] | None = None) -> Iterator[np.ndarray]:
     """Decode a video's frames, in order, as ``(H, W, 3)`` uint8 RGB arrays.
+
+    Each frame is shown as players show it (see :func:`upright`). A last
+    frame the decoder found damaged (a recording cut inside it, as an
+    MPEG-TS capture stopped: its missing part drawn as a grey or green
+    smear) is left out, and said once.
 
     Parameters
     ----------
@@ -182,6 +329,10 @@ def read_frames(path: str | Path, max_pixels: int | None = None) -> Iterator[np.
     max_pixels : int, optional
         Refuse frames of more pixels (the ``max_target_pixels`` setting),
         from the header, before decoding any.
+    note : callable, optional
+        Told, in one line naming ``path``, of a partial last frame left out
+        (default: a :class:`VideoWarning`). A file otherwise found cut short
+        raises instead, as below.
 
     Raises
     ------
@@ -192,27 +343,49 @@ def read_frames(path: str | Path, max_pixels: int | None = None) -> Iterator[np.
     av = _av()
     with _reading(path), av.open(str(path)) as container:
         stream = _video_stream(container, path)
-        if max_pixels is not None and stream.width * stream.height > max_pixels:
+        aspect = _pixel_aspect(stream)
+        width, height = square_size(int(stream.width), int(stream.height), aspect)
+        if max_pixels is not None and width * height > max_pixels:
             # Worded as a picture over the limit is ("of 1 pixel", "20,000x15,000").
-            raise over_target_limit(str(path), stream.width, stream.height, max_pixels)
+            raise over_target_limit(str(path), width, height, max_pixels)
         stream.thread_type = "AUTO"
         # A file cut short (a copy or a download stopped, a camera's power lost) decodes
         # without a word to where it stops: the threaded decoder says nothing of a last
         # frame's partial data, and a video of the first seconds passed for the clip.
         cut_short = _data_past_the_end(stream, path) or _segment_past_the_end(path)
         damaged = None  # a packet the demuxer found partial, decoded if the file goes on
+        held = None  # a frame the decoder found damaged, given if another follows
         for packet in container.demux(stream):
+            frames = []
             if damaged is not None and packet.size:
-                yield from (upright(frame) for frame in damaged.decode())
+                frames.extend(damaged.decode())
                 damaged = None
             if packet.is_corrupt and packet.size:
                 damaged = packet
-                continue
-            yield from (upright(frame) for frame in packet.decode())
+            else:
+                frames.extend(packet.decode())  # the last packet (empty) flushes the decoder
+            for frame in frames:
+                if held is not None:
+                    # Damaged amid the video (a broadcast's lost packets): shown by players
+                    # with its errors hidden; the frames after it need it in place.
+                    yield upright(held, aspect)
+                    held = None
+                if frame.is_corrupt:
+                    held = frame
+                    continue
+                yield upright(frame, aspect)
         if damaged is not None or cut_short:
             # The frames before the cut were given (the decoder flushed at the end).
             raise MosaicistError(f"{path}: cannot read video: the file is cut short, its "
                                  "last frames are missing")
+        if held is not None:
+            # Cut inside its last frame: the part never written is the decoder's guess (a
+            # smear of grey or green), not the picture, whose mosaic would pass for the end.
+            message = f"{path}: its last frame is partial (the file is cut short): left out"
+            if note is not None:
+                note(message)
+            else:
+                warnings.warn(message, VideoWarning, stacklevel=2)
 
 
 def _data_past_the_end(stream: Any, path: str | Path) -> bool:
