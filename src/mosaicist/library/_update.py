@@ -1710,12 +1710,20 @@ def _decode_into_store(
             close = getattr(decoded_tiles, "close", None)
             if close is not None:
                 close()
+            committed = False
             try:
                 # Also on KeyboardInterrupt or an error: keep what was decoded.
                 if pending_rows or pending_failures:
                     commit()
+                committed = True
+            except (sqlite3.Error, MosaicistError):
+                if succeeded:
+                    raise
+                # The loop's own error goes on: this commit failing too (a full disk
+                # refuses the manifest after the packed file) replaced it, and the
+                # packed file the disk would not grow was told as "manifest.sqlite".
             finally:
-                if not succeeded:
+                if not (succeeded and committed):
                     # What no committed row points at (a partial tile, a batch
                     # whose commit failed) would only hold space, on a disk
                     # that may be full, until the next update cut it off.

@@ -36,6 +36,7 @@ comes to write.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import math
 import os
@@ -55,7 +56,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from .._runtime import worker_count
+from .._runtime import byte_words, worker_count
 from ..errors import MosaicistError, OptionError, alternatives, check_range
 from ..options import (
     DZI_FORMAT,
@@ -788,6 +789,8 @@ def _write_levels(bands: Iterable[np.ndarray], path: Path, layout: DeepZoomLayou
     """Write the tiles of every level, then the descriptor (see :func:`write_deep_zoom`)."""
     width, tile_format = layout.width, layout.format
     completed = False
+    # Until the new tiles are complete, the old ones stay beside them (atomic_folder).
+    staged = False
     try:
         _remove_legacy_staging(files_folder(path))
         with atomic_folder(files_folder(path)) as staging, progress_bar(
@@ -816,13 +819,47 @@ def _write_levels(bands: Iterable[np.ndarray], path: Path, layout: DeepZoomLayou
             # Last before the old tiles are replaced: stopped after that, no descriptor
             # or page of the old pyramid would describe the new one's tiles.
             _withdraw(path)
+        staged = True
         # The descriptor last: a pyramid is only announced once all its tiles are there.
         with atomic_path(path) as temporary:
             Path(temporary).write_text(layout.descriptor())
     except OSError as error:
+        held = "" if staged or error.errno not in _FULL_DISK else _old_tiles_held(path)
         raise MosaicistError(
-            f"{path}: cannot write the Deep Zoom pyramid: {error.strerror or error}"
+            f"{path}: cannot write the Deep Zoom pyramid: {error.strerror or error}{held}"
         ) from None
+
+
+#: What a write to a full disk (or past a quota) fails with.
+_FULL_DISK = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+
+
+def _old_tiles_held(path: Path) -> str:
+    """Why a rewrite that the disk refused needed more room than the pyramid it replaces.
+
+    The new tiles are staged beside the old ones, which go only once the new
+    ones are complete: a disk with room for one pyramid but not two refuses
+    the rewrite, however much the old pyramid would free. Said, with the old
+    tiles' size, so that the user knows what deleting them first would free;
+    empty when there were no old tiles.
+    """
+    held = 0
+    folders = [files_folder(path)]
+    try:
+        while folders:
+            with os.scandir(folders.pop()) as items:
+                for item in items:
+                    if item.is_dir(follow_symlinks=False):
+                        folders.append(Path(item.path))
+                    else:
+                        held += item.stat(follow_symlinks=False).st_blocks * 512
+    except OSError:  # gone, or unreadable: no size to tell
+        return ""
+    if not held:
+        return ""
+    return (f"; the old pyramid's tiles in {files_folder(path).name} ({byte_words(held)}) "
+            "stay until the new ones are complete, so a rewrite needs room for both: delete "
+            "the old pyramid first or free more space")
 
 
 def _refuse_link(path: Path, what: str) -> None:

@@ -385,7 +385,9 @@ def check_room(path: str | os.PathLike[str], output: OutputFormat, width: int, h
     the files (inodes) left to unprivileged users. A plan gone wrong (1 px
     cells and large tiles: terapixels) is refused at once, not after hours
     of work and a full disk. Where the file system cannot say, nothing is
-    refused.
+    refused. An output already there (or a companion of it, such as a Deep
+    Zoom pyramid's tiles) keeps its room until the new one is complete,
+    written beside it: that room is not free, and a refusal says so.
 
     Parameters
     ----------
@@ -430,6 +432,16 @@ def check_room(path: str | os.PathLike[str], output: OutputFormat, width: int, h
         # A full disk is the disk's to fix: fewer pixels is advice only for a large picture
         # (a 128x96 px PNG on a full disk was told to use larger cells).
         smaller = ", or use larger cells or smaller tiles" if pixels >= LARGE_OUTPUT_PIXELS else ""
+        # An output written again is written beside the old one (a Deep Zoom pyramid's
+        # tiles are staged beside the old tiles), which goes only once the new one is
+        # complete: its room is not free for the new one, whatever the user expects.
+        names = [Path(path), *(companion for companion, _ in output.companions(Path(path)))]
+        if any(os.path.lexists(name) for name in names):
+            raise MosaicistError(
+                f"{path}: {size} needs at least {byte_words(needed)}; its file system has "
+                f"{byte_words(free)} free, the output already there keeping its room until "
+                "the new one is complete; free some space, delete the old output first or "
+                f"write the output elsewhere{smaller}")
         raise MosaicistError(f"{path}: {size} needs at least {byte_words(needed)}; its file system "
                              f"has {byte_words(free)} free; free some space or write the output "
                              f"elsewhere{smaller}")
