@@ -65,13 +65,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageCms
 
+from ._choices import COLOUR_PROFILE_MODES
 from .errors import OptionError, alternatives
 
 _LOG = logging.getLogger(__name__)
 
-#: Values of the ``colour_profiles`` setting: ``ignore`` (the stored values taken as
-#: sRGB, as the seed's reader does) and ``convert`` (embedded profiles applied).
-COLOUR_PROFILE_MODES = ("ignore", "convert")
 
 def check_colour_profiles(value: object) -> None:
     """Refuse a ``colour_profiles`` value other than those of :data:`COLOUR_PROFILE_MODES`.

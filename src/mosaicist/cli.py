@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 
 import click
 
-from .dedupe import DEFAULT_THRESHOLD as DEDUPE_THRESHOLD
+from ._choices import BUILT_IN_DEVICES, BUILT_IN_SEARCHES, DEDUPE_THRESHOLD
 from .errors import MosaicistError, OptionError, check_range, counted, printable
 from .options import DEFAULT_PRESET, PRESETS, MosaicOptions, Setting, setting_named
 from .paths import URL_START, expanded
@@ -688,17 +688,30 @@ class _LazyChoice(click.ParamType):
         return value
 
 
-def _searches() -> list[str]:
-    from .match import MATCHERS
+def _registered_matchers() -> list[Any] | None:
+    """The matchers registered in this process, or None where none can be but the built-in.
 
-    return list(dict.fromkeys(matcher.search for matcher in MATCHERS.values()))
+    Help lists the built-in matchers' values (:mod:`mosaicist._choices`) without
+    waiting for the matchers' imports (NumPy, Numba): a plugin can register or
+    unregister a matcher only once :mod:`mosaicist.match` is imported, and then
+    its table is read.
+    """
+    match = sys.modules.get("mosaicist.match")
+    return None if match is None else list(match.MATCHERS.values())
+
+
+def _searches() -> list[str]:
+    matchers = _registered_matchers()
+    if matchers is None:
+        return list(BUILT_IN_SEARCHES)
+    return list(dict.fromkeys(matcher.search for matcher in matchers))
 
 
 def _devices() -> list[str]:
-    from .match import MATCHERS
-
-    return list(dict.fromkeys(device for matcher in MATCHERS.values()
-                              for device in matcher.devices))
+    matchers = _registered_matchers()
+    if matchers is None:
+        return list(BUILT_IN_DEVICES)
+    return list(dict.fromkeys(device for matcher in matchers for device in matcher.devices))
 
 
 _REGISTRY_CHOICES = {"search": _searches, "device": _devices}

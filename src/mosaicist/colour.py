@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-METRICS = ("seed", "lab", "oklab")
+from ._choices import METRICS as METRICS
 
 _SRGB_TO_XYZ = np.array(
     [

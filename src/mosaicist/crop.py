@@ -56,10 +56,9 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image
 
+from ._choices import CROP_MODES as CROP_MODES  # the crop setting's values, declared there
 from .aspect import SQUARE
 
-#: The ``crop`` setting's values.
-CROP_MODES = ("centre", "subject")
 #: Longer side of the grey copy faces are looked for in.
 FACE_ANALYSIS_PX = 320
 #: Smallest face looked for, as a fraction of the copy's shorter side (and at least

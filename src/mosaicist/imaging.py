@@ -87,6 +87,7 @@ from typing import IO, Any, NamedTuple
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, PngImagePlugin, features
 
+from ._choices import TARGET_MAX_PIXELS
 from ._profiles import (
     check_colour_profiles,
     converts,
@@ -122,9 +123,6 @@ TILE_MAX_PIXELS = 200_000_000
 #: Most bytes a tile's file may have: its pixels uncompressed at 8 bytes each (16-bit
 #: RGBA), and room for metadata.
 TILE_MAX_FILE_BYTES = 8 * TILE_MAX_PIXELS + (64 << 20)
-#: Default limit of a target's pixels: murals may be large, but not unboundedly so
-#: (the ``max_target_pixels`` setting raises it).
-TARGET_MAX_PIXELS = 1_500_000_000
 
 
 class ImageReadError(Exception):

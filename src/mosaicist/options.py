@@ -42,6 +42,7 @@ import difflib
 import functools
 import math
 import string
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -49,17 +50,20 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-import numpy as np
-
-from ._profiles import COLOUR_PROFILE_MODES
+# The choices and limits from a module that imports nothing: help and the settings'
+# checks run before any stage, and must not wait for NumPy and Pillow.
+from ._choices import (
+    AUGMENT_SETS,
+    COLOUR_PROFILE_MODES,
+    CROP_MODES,
+    DEDUPE_THRESHOLD,
+    DEFAULT_DPI,
+    DPI_RANGE,
+    METRICS,
+    TARGET_MAX_PIXELS,
+)
 from .aspect import format_aspect, height_for, parse_aspect
-from .colour import METRICS
-from .crop import CROP_MODES
-from .dedupe import DEFAULT_THRESHOLD as DEDUPE_THRESHOLD
 from .errors import MosaicistError, OptionError, alternatives, check_range, range_wording
-from .imaging import TARGET_MAX_PIXELS
-from .sizing import DEFAULT_DPI, DPI_RANGE, format_print_size, parse_print_size
-from .transforms import AUGMENT_SETS
 
 #: Version of the serialised settings (:meth:`MosaicOptions.to_json`); 2 added ``preset``,
 #: 3 ``min_uses``, ``contrast`` and ``tint_max``, 4 ``aspect``, ``crop``, ``dedupe``,
@@ -274,6 +278,22 @@ class Setting:
 _KIND_NAMES = {int: "a whole number", float: "a number", str: "a text", bool: "true or false"}
 
 
+def _scalar_types(python: type, numpy_name: str) -> tuple[type[Any], ...]:
+    """``python`` and NumPy's scalar type ``numpy_name`` (``"integer"``), for ``isinstance``.
+
+    NumPy's only where it is imported: no value can be a NumPy scalar before, and
+    the checks (help, the command line's settings) need not import it.
+    """
+    numpy = sys.modules.get("numpy")
+    return (python,) if numpy is None else (python, getattr(numpy, numpy_name))
+
+
+def _is_numpy(value: object, numpy_name: str) -> bool:
+    """Whether ``value`` is a NumPy scalar of type ``numpy_name`` (``"str_"``)."""
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and isinstance(value, getattr(numpy, numpy_name))
+
+
 def _digits(number: int) -> int:
     """How many decimal digits ``abs(number)`` has, without printing it."""
     number = abs(number)
@@ -309,7 +329,8 @@ def shown_value(value: object) -> str:
     >>> shown_value("16"), shown_value(10**400), shown_value(-(10**40))
     ("'16'", 'a number of 401 digits', 'a negative number of 41 digits')
     """
-    if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
+    if (isinstance(value, _scalar_types(int, "integer"))
+            and not isinstance(value, _scalar_types(bool, "bool_"))):
         number = int(value)
         if _digits(number) <= SHOWN_DIGITS:
             return str(number)
@@ -324,7 +345,8 @@ def shown_value(value: object) -> str:
 
 def _too_long(value: object) -> bool:
     """Whether ``value`` printed whole would be longer than :func:`shown_value` shows."""
-    if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
+    if (isinstance(value, _scalar_types(int, "integer"))
+            and not isinstance(value, _scalar_types(bool, "bool_"))):
         return _digits(int(value)) > SHOWN_DIGITS
     try:
         return len(str(value)) > 2 * SHOWN_DIGITS
@@ -394,7 +416,8 @@ def refuse_huge(parameter: str, value: object, low: int | float,
     OptionError
         Saying the range, and the number by its length when it is long.
     """
-    if not isinstance(value, int | np.integer) or isinstance(value, bool | np.bool_):
+    if (not isinstance(value, _scalar_types(int, "integer"))
+            or isinstance(value, _scalar_types(bool, "bool_"))):
         return
     if -LARGEST_WHOLE <= int(value) <= LARGEST_WHOLE:  # compared as Python ints, not uint64
         return
@@ -439,6 +462,7 @@ def check_whole(parameter: str, value: object, low: int, high: int | None = None
 
     Examples
     --------
+    >>> import numpy as np
     >>> check_whole("cells", np.int64(24), 1)
     24
     >>> check_whole("dpi", 10**400, 1, 65535)
@@ -459,14 +483,14 @@ def _plain(value: Any, kind: type) -> Any:
     is refused by the caller's type check, by name.
     """
     if kind is bool:
-        return bool(value) if isinstance(value, np.bool_) else value
+        return bool(value) if _is_numpy(value, "bool_") else value
     if kind is str:
-        return str(value) if isinstance(value, np.str_) else value
-    if isinstance(value, bool | np.bool_):
+        return str(value) if _is_numpy(value, "str_") else value
+    if isinstance(value, _scalar_types(bool, "bool_")):
         return value
-    if isinstance(value, int | np.integer) and kind in (int, float):
+    if isinstance(value, _scalar_types(int, "integer")) and kind in (int, float):
         return kind(value)
-    if isinstance(value, float | np.floating) and kind is float:
+    if isinstance(value, _scalar_types(float, "floating")) and kind is float:
         # Adding 0.0 turns -0.0 into 0.0: "--tint -0" is no tint, not "tint: -0.0" in
         # the report and the placements file.
         return float(value) + 0.0
@@ -745,6 +769,9 @@ class MosaicOptions:
                                   value=getattr(self, name), shape=self.aspect, height=height,
                                   most=range_[1])
         if self.print_size is not None:
+            # Here, not at the top: the sizing module's plans need NumPy, help does not.
+            from .sizing import format_print_size, parse_print_size
+
             object.__setattr__(self, "print_size",
                                format_print_size(parse_print_size(self.print_size)))
             if self.dpi is None:
@@ -955,15 +982,15 @@ def _dzi_layout_in_range(tile_size: object, overlap: object) -> dict[str, int]:
     allowed (and an overlap within half of it) draws the same picture. Values
     of the wrong kind are left for the settings' own checks to refuse.
     """
-    whole = (int, np.integer)
-    if isinstance(tile_size, bool) or not isinstance(tile_size, whole):
+    whole = _scalar_types(int, "integer")
+    if not isinstance(tile_size, whole) or isinstance(tile_size, bool):
         return {}
     low, high = DZI_TILE_SIZE_RANGE
     side = min(max(int(tile_size), low), high)
     if side == tile_size:
         return {}
     layout = {"dzi_tile_size": side}
-    if not isinstance(overlap, bool) and isinstance(overlap, whole):
+    if isinstance(overlap, whole) and not isinstance(overlap, bool):
         # A side of 4096 took overlaps up to 2048; only a side made smaller moves it.
         layout["dzi_overlap"] = min(int(overlap), side // 2)
     return layout

@@ -75,6 +75,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from ._choices import DEFAULT_DPI, DPI_RANGE
 from .aspect import aspect_pair, format_aspect, height_for, parse_aspect
 from .errors import MosaicistError, OptionError, counted
 
@@ -82,10 +83,6 @@ if TYPE_CHECKING:
     from .options import MosaicOptions
     from .sources import TileSource
 
-#: Resolution of a print when ``dpi`` is not given: what photo labs ask for at arm's length.
-DEFAULT_DPI = 300
-#: Accepted ``dpi``: up to a 16-bit value (JPEG's JFIF density field).
-DPI_RANGE = (1, 65535)
 #: Units of a print size, in inches per unit.
 PRINT_UNITS = {"cm": Fraction(50, 127), "mm": Fraction(5, 127), "in": Fraction(1)}
 #: The unit of a print size written without one.

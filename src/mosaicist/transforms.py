@@ -16,17 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._choices import AUGMENT_SETS
+
 #: The eight symmetries of the square (the dihedral group D4), by code.
 TRANSFORM_NAMES = (
     "identity", "mirror", "rot90", "rot180", "rot270", "transpose", "flip", "transverse",
 )
-#: Transform codes added by each ``augment`` setting.
-AUGMENT_SETS = {
-    "none": (0,),
-    "flips": (0, 1),
-    "rotations": (0, 2, 3, 4),
-    "all": (0, 1, 2, 3, 4, 5, 6, 7),
-}
 #: Transforms that map a ``W x H`` rectangle onto itself: identity, mirror, rot180, flip.
 SHAPE_KEEPING = (0, 1, 3, 6)
 
