@@ -58,9 +58,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
+import itertools
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -484,31 +487,29 @@ class Placements:
             rows, cols = np.divmod(np.arange(len(self)), self.cols)
         else:
             rows, cols = self.cell_rows(), np.floor(self.rect[:, 0]).astype(np.int64)
-        names = [TRANSFORM_NAMES[code] for code in self.transform.tolist()]
-        # Full precision (shortest round-trip text): a re-render is then identical.
-        tint = self.tint
-        columns = [rows.tolist(), cols.tolist(), self.source_ids, self.distance.tolist(),
-                   self.tile.tolist(), names, *(tint[:, c].tolist() for c in range(3))]
+        # Columns as arrays (numbers) or lists of texts, in the header's order.
+        columns: list[Any] = [rows, cols, self.source_ids, self.distance, self.tile,
+                              [TRANSFORM_NAMES[code] for code in self.transform.tolist()],
+                              *self.tint.T]
         header: tuple[str, ...] = CSV_HEADER
         if self.mean is not None:
-            columns += [self.mean[:, c].tolist() for c in range(3)]
+            columns += [*self.mean.T]
             header = (*header, *MEAN_HEADER)
         if self.has_gain:
-            gain = self.gain
-            columns += [gain[:, c].tolist() for c in range(3)]
+            columns += [*self.gain.T]
             header = (*header, *GAIN_HEADER)
         if self.has_chroma:
-            columns.append(self.chroma.tolist())
+            columns.append(self.chroma)
             header = (*header, *CHROMA_HEADER)
         if self.rect is not None:
-            columns += [self.rect[:, c].tolist() for c in range(4)]
+            columns += [*self.rect.T]
             header = (*header, *RECT_HEADER)
         self._check_ids(path)
         with _writing(path) as temporary, open(
                 temporary, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(header)
-            writer.writerows(zip(*columns, strict=True))
+            csv.writer(handle).writerow(header)
+            for text in _csv_rows(columns, len(self)):
+                handle.write(text)
 
     @property
     def has_gain(self) -> bool:
@@ -522,6 +523,25 @@ class Placements:
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON document (see the module's description)."""
+        return self._document({name: (values if isinstance(values, list) else values.tolist())
+                               for name, values in self._cell_fields().items()})
+
+    def _cell_fields(self) -> dict[str, Any]:
+        """The document's ``cells``: arrays of numbers, lists of texts, in the file's order."""
+        return {
+            "tile": self.source_ids,
+            "position": self.tile,
+            "distance": self.distance,
+            "transform": [TRANSFORM_NAMES[code] for code in self.transform.tolist()],
+            "tint": self.tint,
+            **({"gain": self.gain} if self.has_gain else {}),
+            **({"chroma": self.chroma} if self.has_chroma else {}),
+            **({"mean": self.mean} if self.mean is not None else {}),
+            **({"rect": self.rect} if self.rect is not None else {}),
+        }
+
+    def _document(self, cells: Any) -> dict[str, Any]:
+        """The JSON document around ``cells``."""
         left, top = self.crop
         return {
             "format": JSON_FORMAT,
@@ -535,17 +555,7 @@ class Placements:
             "settings": self.options.to_json(),
             "rows": self.rows,
             "cols": self.cols,
-            "cells": {
-                "tile": self.source_ids,
-                "position": self.tile.tolist(),
-                "distance": self.distance.tolist(),
-                "transform": [TRANSFORM_NAMES[code] for code in self.transform.tolist()],
-                "tint": self.tint.tolist(),
-                **({"gain": self.gain.tolist()} if self.has_gain else {}),
-                **({"chroma": self.chroma.tolist()} if self.has_chroma else {}),
-                **({"mean": self.mean.tolist()} if self.mean is not None else {}),
-                **({"rect": self.rect.tolist()} if self.rect is not None else {}),
-            },
+            "cells": cells,
             **({"hashes": self.hashes} if self.hashes else {}),
         }
 
@@ -574,7 +584,12 @@ class Placements:
         """
         self._check_ids(path)
         with _writing(path) as temporary:
-            Path(temporary).write_text(json.dumps(self.to_json(), separators=(",", ":")) + "\n")
+            # The text json.dumps(self.to_json(), separators=(",", ":")) gives, written a
+            # piece at a time: the cells' numbers as Python objects and the whole text
+            # took about 6 times the file's size, and json's encoder a call per number.
+            with open(temporary, "w", encoding="utf-8") as handle:
+                for text in _json_pieces(self._document(self._cell_fields())):
+                    handle.write(text)
         if self._hashes_missing is not None and not quiet:
             # Else a later render's "N of the tiles changed since" went silent, unexplained.
             print(printable(f"mosaicist: warning: {_as_path(path)}: saved without the tiles' "
@@ -660,7 +675,13 @@ class Placements:
         try:
             # utf-8-sig: editors and spreadsheets may start the file with a byte-order mark.
             if path.suffix.lower() == ".json":
-                placements = cls.from_json(_load_json(path.read_text(encoding="utf-8-sig")))
+                text = path.read_text(encoding="utf-8-sig")
+                document = _load_json_fast(text)
+                numbers_read = document is not None
+                if document is None:
+                    document = _load_json(text)
+                del text  # the file's size in memory, no longer needed
+                placements = cls._from_document(document, numbers_read=numbers_read)
             else:
                 placements = cls.read_csv(path)
         except UnicodeDecodeError:
@@ -705,6 +726,15 @@ class Placements:
         ValueError
             When a field is missing or malformed (the message names it).
         """
+        return cls._from_document(data)
+
+    @classmethod
+    def _from_document(cls, data: object, numbers_read: bool = False) -> Placements:
+        """:meth:`from_json`; where ``numbers_read``, cell fields may be NumPy arrays.
+
+        Such arrays (of :func:`_load_json_fast`) hold the values json gives,
+        all good (:func:`_surely_valid`).
+        """
         if not isinstance(data, Mapping) or data.get("format") != JSON_FORMAT:
             raise ValueError("missing format marker")
         version = data.get("version")
@@ -735,7 +765,8 @@ class Placements:
         cells = _field(data, "cells", Mapping, "an object")
         optional = tuple(name for name in ("gain", "chroma", "mean", "rect")
                          if name in cells and (name != "rect" or version == RECT_VERSION))
-        columns = {name: _field(cells, name, list, "a list", "cells.")
+        listed = (list, np.ndarray) if numbers_read else list
+        columns = {name: _field(cells, name, listed, "a list", "cells.")
                    for name in (*_CELL_FIELDS, *optional)}
         check_cells(rows, cols, columns)
         options = MosaicOptions.from_json(settings)
@@ -743,18 +774,23 @@ class Placements:
                          else TargetPixels.from_json(data["target_pixels"]))
         if target_pixels is not None:
             _check_grid_inside(rows, cols, (left, top), options, target_pixels)
+        # One str per distinct id (200,000 cells of 300 photos hold 300), one look-up
+        # per distinct transform.
+        distinct: dict[str, str] = {}
+        tiles = [distinct.setdefault(tile, tile) for tile in columns["tile"]]
+        codes = {name: transform_code(name) for name in set(columns["transform"])}
         return cls(
             rows,
             cols,
-            np.array(columns["position"], np.int64),
+            np.asarray(columns["position"], np.int64),
             _distances(columns["distance"]),
-            list(columns["tile"]),
-            np.array([transform_code(name) for name in columns["transform"]], np.int8),
-            np.array(columns["tint"], np.float64).reshape(-1, 3),
-            gain=np.array(columns["gain"], np.float64).reshape(-1, 3) if "gain" in columns
+            tiles,
+            np.array([codes[name] for name in columns["transform"]], np.int8),
+            np.asarray(columns["tint"], np.float64).reshape(-1, 3),
+            gain=np.asarray(columns["gain"], np.float64).reshape(-1, 3) if "gain" in columns
             else None,
-            chroma=np.array(columns["chroma"], np.float64) if "chroma" in columns else None,
-            mean=np.array(columns["mean"], np.float64).reshape(-1, 3) if "mean" in columns
+            chroma=np.asarray(columns["chroma"], np.float64) if "chroma" in columns else None,
+            mean=np.asarray(columns["mean"], np.float64).reshape(-1, 3) if "mean" in columns
             else None,
             options=options,
             source=_optional_text(data.get("source"), "source"),
@@ -762,7 +798,7 @@ class Placements:
             crop=(left, top),
             hashes=_hashes(data.get("hashes"), columns["tile"]),
             target_pixels=target_pixels,
-            rect=np.array(columns["rect"], np.float64) if "rect" in columns else None,
+            rect=np.asarray(columns["rect"], np.float64) if "rect" in columns else None,
         )
 
     @classmethod
@@ -910,6 +946,83 @@ class Placements:
             options=MosaicOptions(),
             rect=rect,
         )
+
+
+#: Cells written at a time: the text of a few MB, not the whole file's.
+_WRITE_BATCH = 16384
+_JSON_SEPARATORS = (",", ":")
+
+
+def _json_pieces(document: Mapping[str, Any]) -> Iterator[str]:
+    """The text of ``json.dumps(document, separators=(",", ":")) + "\\n"``, in pieces.
+
+    ``document["cells"]`` maps names to lists of texts or to NumPy arrays of
+    numbers (written as their ``tolist()`` would be, a batch of cells at a time).
+    """
+    yield "{"
+    for number, (key, value) in enumerate(document.items()):
+        yield ("," if number else "") + json.dumps(key) + ":"
+        if key != "cells":
+            yield json.dumps(value, separators=_JSON_SEPARATORS)
+            continue
+        yield "{"
+        for field, (name, values) in enumerate(value.items()):
+            yield ("," if field else "") + json.dumps(name) + ":"
+            if isinstance(values, np.ndarray):
+                yield from _json_numbers(values)
+            else:
+                yield json.dumps(values, separators=_JSON_SEPARATORS)
+        yield "}"
+    yield "}\n"
+
+
+def _json_numbers(values: np.ndarray) -> Iterator[str]:
+    """The JSON text of ``values.tolist()`` (numbers, one or two dimensions), in pieces.
+
+    As json writes them, a number is its ``repr`` (shortest round-trip text),
+    but here a batch of them is formatted in one ``%`` operation.
+    """
+    width = values.shape[1] if values.ndim == 2 else 0
+    one = "[" + ",".join(["%r"] * width) + "]" if width else "%r"
+    full = ",".join([one] * _WRITE_BATCH)
+    yield "["
+    for start in range(0, len(values), _WRITE_BATCH):
+        batch = values[start:start + _WRITE_BATCH]
+        template = full if len(batch) == _WRITE_BATCH else ",".join([one] * len(batch))
+        yield ("," if start else "") + template % tuple(batch.ravel().tolist())
+    yield "]"
+
+
+def _csv_rows(columns: list[Any], count: int) -> Iterator[str]:
+    """The CSV lines (``csv.writer``'s) of ``count`` rows, a batch of rows at a time.
+
+    ``columns`` are arrays of numbers (written as their ``repr``, as csv
+    writes ``str`` of them) or lists of texts (quoted where csv quotes them).
+    """
+    quoted: dict[str, str] = {}
+    buffer = io.StringIO()
+    quoting = csv.writer(buffer)
+
+    def field(text: str) -> str:
+        # As csv.writer writes it (in quotes where it holds a comma, a quote, a line
+        # break); each distinct text once.
+        if text not in quoted:
+            buffer.seek(0)
+            buffer.truncate()
+            quoting.writerow([text, ""])
+            quoted[text] = buffer.getvalue()[:-len(",\r\n")]
+        return quoted[text]
+
+    line = ",".join("%r" if isinstance(column, np.ndarray) else "%s"
+                    for column in columns) + "\r\n"
+    full = line * _WRITE_BATCH
+    for start in range(0, count, _WRITE_BATCH):
+        batch = [column[start:start + _WRITE_BATCH] for column in columns]
+        batch = [part.tolist() if isinstance(part, np.ndarray) else list(map(field, part))
+                 for part in batch]
+        rows = len(batch[0])
+        template = full if rows == _WRITE_BATCH else line * rows
+        yield template % tuple(itertools.chain.from_iterable(zip(*batch, strict=True)))
 
 
 #: A CSV column as read: texts of up to _CSV_NARROW ASCII characters as bytes
@@ -1312,6 +1425,10 @@ def _surely_valid(field: str, values: Any) -> bool:
         if field == "distance" and kinds == {int, float}:
             return False  # a whole number past int64 among floats
         array = np.array(values, np.int64 if kinds == {int} else np.float64)
+        if width:
+            # Flattened above: the shape check below wanted rows, and so every JSON
+            # file's tints, gains and means were checked again one number at a time.
+            array = array.reshape(-1, width)
     if array.dtype.kind not in "iuf" or (width and array.shape[1:] != (width,)):
         return False
     if field == "position":
@@ -1460,6 +1577,142 @@ def _load_json(text: str) -> Any:
         raise
 
 
+#: JSON's white space.
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+#: JSON numbers: whole (json gives an int), with a fraction or an exponent (a float), any.
+_JSON_WHOLE = r"-?(?:0|[1-9][0-9]*+)"
+_JSON_FLOAT = _JSON_WHOLE + r"(?:\.[0-9]++(?:[eE][-+]?+[0-9]++)?+|[eE][-+]?+[0-9]++)"
+_JSON_NUMBER = _JSON_WHOLE + r"(?:\.[0-9]++)?+(?:[eE][-+]?+[0-9]++)?+"
+
+
+def _json_array(number: str, width: int) -> re.Pattern[str]:
+    """A JSON array of ``number`` (of rows of ``width`` of them), as the writer writes it."""
+    item = number if not width else r"\[" + ",".join([number] * width) + r"\]"
+    return re.compile(rf"\[(?:{item},)*+{item}\]")
+
+
+#: Cell fields read as arrays: the arrays' text, and how each number is read and kept.
+_FAST_FIELDS: dict[str, list[tuple[re.Pattern[str], type, type]]] = {
+    "position": [(_json_array(_JSON_WHOLE, 0), int, np.int64)],
+    "distance": [(_json_array(_JSON_WHOLE, 0), int, np.int64),
+                 (_json_array(_JSON_FLOAT, 0), float, np.float64)],
+    "chroma": [(_json_array(_JSON_NUMBER, 0), float, np.float64)],
+    **{name: [(_json_array(_JSON_NUMBER, width), float, np.float64)]
+       for name, (width, _) in _ROW_FIELDS.items()},
+}
+#: Characters of an array's text parsed at a time.
+_PARSE_BATCH = 1 << 20
+
+
+def _load_json_fast(text: str) -> dict[str, Any] | None:
+    """``_load_json(text)``, with the cells' numbers as NumPy arrays; None: read it so.
+
+    json makes a Python object per number (about 6 times the file's size in
+    memory), and the reader then arrays of them. Here the document's two
+    outer objects are walked as json walks them, every other value read by
+    json itself, and each cell field of numbers as the writer writes it (no
+    white space) is matched whole, then its numbers' texts read by ``int``
+    and ``float``, the functions json reads them with: the same values. A
+    document this walk does not know (white space in an array, mixed whole
+    and other distances, a key given twice, any error) or holding a value
+    :func:`check_cells` would refuse gives None, so that it is read by
+    :func:`_load_json`, which raises the error it always raised.
+    """
+    decoder = json.JSONDecoder(object_pairs_hook=_unique_keys)
+    try:
+        document, end = _fast_object(text, _after_space(text, 0), decoder, True)
+    except (ValueError, IndexError, OverflowError, RecursionError):
+        return None
+    return document if _after_space(text, end) == len(text) else None
+
+
+def _after_space(text: str, position: int) -> int:
+    """The position of the first character at or after ``position`` that is not white space."""
+    match = _JSON_SPACE.match(text, position)
+    return match.end() if match else position
+
+
+def _fast_object(text: str, position: int, decoder: json.JSONDecoder,
+                 outer: bool) -> tuple[dict[str, Any], int]:
+    """The JSON object at ``position`` and the position after it (:func:`_load_json_fast`).
+
+    Raises
+    ------
+    ValueError
+        Where the text is not as expected (json then says what is wrong).
+    """
+    if text[position] != "{":
+        raise ValueError("no object")
+    pairs = []
+    while True:
+        position = _after_space(text, position + 1)
+        if text[position] != '"':
+            raise ValueError("no key")
+        key, position = decoder.raw_decode(text, position)  # a string, as json reads keys
+        position = _after_space(text, position)
+        if text[position] != ":":
+            raise ValueError("no colon")
+        position = _after_space(text, position + 1)
+        value: Any = None
+        if outer and key == "cells" and text[position] == "{":
+            value, position = _fast_object(text, position, decoder, False)
+        elif not outer and key in _FAST_FIELDS and text[position] == "[":
+            value, position = _fast_numbers(text, position, key)
+        if value is None:
+            value, position = decoder.raw_decode(text, position)
+            if not outer and key in _CSV_TEXT_COLUMNS and isinstance(value, list):
+                # One str per distinct text (json makes one per cell), as the CSV reader.
+                distinct: dict[Any, Any] = {}
+                value = [distinct.setdefault(item, item) if isinstance(item, str) else item
+                         for item in value]
+        pairs.append((key, value))
+        position = _after_space(text, position)
+        if text[position] == "}":
+            break
+        if text[position] != ",":
+            raise ValueError("no comma")
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        raise ValueError("a key twice")
+    return document, position + 1
+
+
+def _fast_numbers(text: str, position: int, field: str) -> tuple[np.ndarray | None, int]:
+    """Cell field ``field``'s array of numbers at ``position``, and the position after it.
+
+    None where the array is not one of numbers as the writer writes them.
+
+    Raises
+    ------
+    ValueError
+        For numbers :func:`check_cells` would refuse (or may: past int64, or a float's
+        range), to be read as json reads them, and refused as they always were.
+    """
+    found = next(((match.end(), number, dtype) for pattern, number, dtype in _FAST_FIELDS[field]
+                  if (match := pattern.match(text, position))), None)
+    if found is None:
+        return None, position
+    end, number, dtype = found
+    values = np.concatenate([np.fromiter(map(number, texts), dtype, len(texts))
+                             for texts in _number_texts(text, position + 1, end - 1)])
+    width = _ROW_FIELDS.get(field, (0, None))[0]
+    if width:
+        values = values.reshape(-1, width)
+    if not _surely_valid(field, values):
+        raise ValueError(f"cells.{field} has a bad value")
+    return values, end
+
+
+def _number_texts(text: str, start: int, stop: int) -> Iterator[list[str]]:
+    """The numbers' texts in ``text[start:stop]`` (the inside of a matched array), in batches."""
+    while start < stop:
+        cut = text.find(",", min(start + _PARSE_BATCH, stop), stop)
+        cut = stop if cut < 0 else cut
+        # Rows' brackets dropped: "[1,2,3],[4,5,6]" holds the numbers 1 to 6.
+        yield text[start:cut].replace("[", "").replace("]", "").split(",")
+        start = cut + 1
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object, refusing a key given twice (the last would win without a word)."""
     document = dict(pairs)
@@ -1504,7 +1757,9 @@ def _is_finite_number(value: object) -> bool:
         return False
 
 
-def _distances(values: list[Any]) -> np.ndarray:
+def _distances(values: list[Any] | np.ndarray) -> np.ndarray:
+    if isinstance(values, np.ndarray):
+        return values  # read as JSON gives them: whole numbers as int64, others float64
     if all(isinstance(value, int) for value in values):
         return np.array(values, np.int64)
     return np.array(values, np.float64)
