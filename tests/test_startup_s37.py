@@ -108,7 +108,8 @@ def test_each_light_value_is_its_modules():
 
 
 @pytest.mark.parametrize("name", ["METRICS", "COLOUR_PROFILE_MODES", "TARGET_MAX_PIXELS",
-                                  "CROP_MODES", "DEFAULT_DPI", "DPI_RANGE", "AUGMENT_SETS"])
+                                  "CROP_MODES", "DEDUPE_THRESHOLD", "DEFAULT_DPI", "DPI_RANGE",
+                                  "AUGMENT_SETS"])
 def test_the_modules_that_use_a_value_import_it_from_the_light_module(name):
     # Declared once: the module's name is the light module's object, not a copy.
     assert _values_of_their_modules()[name] is getattr(choices, name)

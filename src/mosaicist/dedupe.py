@@ -23,6 +23,16 @@ a tile is dropped when it is near-identical to an earlier tile that was
 kept; so no two kept tiles are near-identical, and every dropped tile names
 the first kept one it duplicates, its *leader* (:func:`duplicate_leaders`).
 
+**Mirror images.** A photo mirrored left-right hashes about 32 bits from
+the photo, as far as an unrelated one. Given the mirrors' hashes
+(:func:`mirrored_tile_signatures`: from the tile's own DCT coefficients,
+those of odd horizontal frequency negated, so no second decode), tiles are
+also near-identical when one's hash is within *T* bits of the other's
+mirror's. The mirrors' hashes are not the hashes with some bits flipped:
+the bits are set against the median, which mirroring moves
+(:func:`derived_mirror_hashes` is only an estimate). The band index then
+holds the mirrors' hashes beside the hashes, and the walk compares both.
+
 **Finding the pairs without comparing all of them** (:func:`near_pairs`):
 the 64 bits are cut into *m* bands of consecutive bits. Two hashes within
 *T* bits differ in at most ``T // m`` bits in at least one band (else they
@@ -63,6 +73,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ._choices import DEDUPE_THRESHOLD
 from .errors import check_range
 
 #: Version of the grouping rule, in the names of cached leaders and of the folder of a
@@ -73,10 +84,8 @@ DEDUPE_VERSION = 1
 HASH_BITS = 64
 #: Side of the square picture of a crop window that its signature is computed from.
 SIGNATURE_PX = 32
-#: ``--dedupe`` given without a value: the largest hash distance that still
-#: counts as the same photo (chosen by ``benchmarks/bench_dedupe.py``: copies
-#: re-encoded, resized and both stay within it, distinct photos stay far outside).
-DEFAULT_THRESHOLD = 6
+#: ``--dedupe`` given without a value (declared in :mod:`mosaicist._choices`).
+DEFAULT_THRESHOLD = DEDUPE_THRESHOLD
 #: Largest difference of mean colour (0..255, per channel) between near-identical tiles.
 COLOUR_TOLERANCE = 12
 #: Tiles hashed at a time (bounded memory over memory-mapped libraries).
@@ -155,13 +164,78 @@ def tile_signatures(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     colours : numpy.ndarray
         ``(N, 3)`` uint8 mean colours, rounded.
     """
+    hashes, _, colours = _signatures(tiles, mirrored=False)
+    return hashes, colours
+
+
+def mirrored_tile_signatures(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`tile_signatures`, with the hash of each tile's mirror image (left-right flip).
+
+    The mirror's hash comes from the tile's own DCT coefficients, those of odd
+    horizontal frequency negated (what mirroring does to them), so it costs
+    no second decode or transform. It is the hash :func:`tile_signatures`
+    gives the mirrored tile, but cannot be derived from the tile's hash alone:
+    the bits are set against the median of the 64 coefficients, which
+    mirroring moves (:func:`derived_mirror_hashes` is off by 0 to 14 bits,
+    3 on average, on CIFAR-10 photos).
+
+    Parameters
+    ----------
+    tiles : numpy.ndarray
+        ``(N, H, W, 3)`` uint8 (a memory map is read a chunk at a time).
+
+    Returns
+    -------
+    hashes : numpy.ndarray
+        ``(N,)`` uint64.
+    mirrors : numpy.ndarray
+        ``(N,)`` uint64: the hashes of the tiles mirrored left-right.
+    colours : numpy.ndarray
+        ``(N, 3)`` uint8 mean colours, rounded (a mirror's are the same).
+    """
+    hashes, mirrors, colours = _signatures(tiles, mirrored=True)
+    assert mirrors is not None
+    return hashes, mirrors, colours
+
+
+#: Signs mirroring left-right gives the 8 x 8 low DCT coefficients (row-major, the
+#: horizontal frequency last): ``cos(pi (2 (W - 1 - n) + 1) v / 2W) = (-1)**v cos(...)``.
+_MIRROR_SIGNS = np.where(np.arange(_LOW * _LOW) % 2 == 1, -1.0, 1.0)
+#: The hash bits of odd horizontal frequency (those :data:`_MIRROR_SIGNS` negates).
+MIRROR_FLIPPED_BITS = 0xAAAA_AAAA_AAAA_AAAA
+
+
+def derived_mirror_hashes(hashes: np.ndarray) -> np.ndarray:
+    """Estimates of the mirror images' hashes from the hashes alone: odd frequencies' bits flipped.
+
+    Exact only where mirroring leaves the coefficients' median where it
+    was; a few bits off otherwise (see :func:`mirrored_tile_signatures`,
+    which computes them exactly where the tiles are at hand).
+    """
+    return np.asarray(hashes, np.uint64) ^ np.uint64(MIRROR_FLIPPED_BITS)
+
+
+def _hash_bits(low: np.ndarray) -> np.ndarray:
+    """The ``(n,)`` uint64 hashes of ``(n, 64)`` low DCT coefficients (see the module docstring)."""
+    middle = _LOW * _LOW // 2
+    # The median of the 64: the mean of the two middle ones.
+    ranked = np.partition(low, (middle - 1, middle), axis=1)
+    median = (ranked[:, middle - 1:middle] + ranked[:, middle:middle + 1]) / 2
+    bits = low - median > _BIT_MARGIN
+    packed = np.packbits(bits, axis=1, bitorder="little")
+    return packed.view("<u8").ravel()
+
+
+def _signatures(tiles: np.ndarray, *, mirrored: bool
+                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Hashes, mirrors' hashes (None unless ``mirrored``) and mean colours of ``tiles``."""
     count, height, width = tiles.shape[:3]
     rows, cols = _low_frequencies(height, width)
     hashes = np.empty(count, np.uint64)
+    mirrors = np.empty(count, np.uint64) if mirrored else None
     colours = np.empty((count, 3), np.uint8)
     # Chunks of at most HASH_CHUNK tiles and about 64 MB of floats.
     step = max(1, min(HASH_CHUNK, (64 << 20) // (8 * 3 * max(1, height * width))))
-    middle = _LOW * _LOW // 2
     for start in range(0, count, step):
         chunk = np.asarray(tiles[start:start + step])
         size = len(chunk)
@@ -171,15 +245,12 @@ def tile_signatures(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         half = (grey.reshape(size * height, width) @ cols).reshape(size, height, _LOW)
         low = (rows @ half.transpose(1, 0, 2).reshape(height, size * _LOW)).reshape(
             _LOW, size, _LOW).transpose(1, 0, 2).reshape(size, _LOW * _LOW)
-        # The median of the 64: the mean of the two middle ones.
-        ranked = np.partition(low, (middle - 1, middle), axis=1)
-        median = (ranked[:, middle - 1:middle] + ranked[:, middle:middle + 1]) / 2
-        bits = low - median > _BIT_MARGIN
-        packed = np.packbits(bits, axis=1, bitorder="little")
-        hashes[start:start + size] = packed.view("<u8").ravel()
+        hashes[start:start + size] = _hash_bits(low)
+        if mirrors is not None:
+            mirrors[start:start + size] = _hash_bits(low * _MIRROR_SIGNS)
         sums = chunk.reshape(size, height * width, 3).sum(axis=1, dtype=np.int64)
         colours[start:start + size] = np.rint(sums / (height * width))
-    return hashes, colours
+    return hashes, mirrors, colours
 
 
 _BYTE_BITS = np.array([bin(value).count("1") for value in range(256)], np.uint8)
@@ -217,6 +288,23 @@ def _bits_apart(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return _BYTE_BITS[bytes_].sum(axis=-1, dtype=np.uint8)
 
 
+def _hash_distance(hashes: np.ndarray, mirrors: np.ndarray | None, others: np.ndarray,
+                   other_mirrors: np.ndarray | None) -> np.ndarray:
+    """Bits apart of tiles (broadcast, as :func:`_bits_apart`), their mirror images considered.
+
+    With the mirrors' hashes (``mirrors`` and ``other_mirrors``), the least of
+    hash to hash, and of either tile's hash to the other's mirror's: a photo
+    and its mirrored copy are then 0 bits apart. The same for both orders of
+    a pair; the mirrors' hashes of both are not compared, being about as far
+    apart as the hashes.
+    """
+    apart = _bits_apart(hashes, others)
+    if mirrors is None or other_mirrors is None:
+        return apart
+    return np.minimum(apart, np.minimum(_bits_apart(hashes, other_mirrors),
+                                        _bits_apart(mirrors, others)))
+
+
 def _bands(bands: int) -> list[tuple[int, int]]:
     """``(shift, bits)`` of ``bands`` consecutive bit ranges covering the 64 bits."""
     base, extra = divmod(HASH_BITS, bands)
@@ -249,7 +337,7 @@ def _band_count(count: int, threshold: int) -> int:
 
 def near_pairs(
     hashes: np.ndarray, colours: np.ndarray | None, threshold: int,
-    colour_tolerance: int = COLOUR_TOLERANCE,
+    colour_tolerance: int = COLOUR_TOLERANCE, mirrors: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every pair of near-identical tiles, found without comparing all pairs.
 
@@ -263,6 +351,11 @@ def near_pairs(
         Most bits in which near-identical hashes differ (0 to 64).
     colour_tolerance : int
         Most difference of mean colour, per channel.
+    mirrors : numpy.ndarray or None
+        ``(N,)`` uint64 hashes of the tiles' mirror images
+        (:func:`mirrored_tile_signatures`): a tile is then near another whose
+        hash is near its own or its mirror's (see :func:`duplicate_leaders`).
+        None compares the hashes alone.
 
     Returns
     -------
@@ -274,9 +367,22 @@ def near_pairs(
     mosaicist.errors.OptionError
         Naming ``threshold`` (a ``ValueError``), unless it is a whole number from 0 to 64.
     """
-    found = _near_pairs_within(hashes, colours, threshold, colour_tolerance, budget=None)
+    mirrors = _checked_mirrors(hashes, mirrors)
+    found = _near_pairs_within(hashes, colours, threshold, colour_tolerance, budget=None,
+                               mirrors=mirrors)
     assert found is not None  # no budget, no giving up
     return found
+
+
+def _checked_mirrors(hashes: np.ndarray, mirrors: np.ndarray | None) -> np.ndarray | None:
+    """``mirrors`` as uint64, else a ``ValueError`` when there is not one per hash."""
+    if mirrors is None:
+        return None
+    mirrors = np.asarray(mirrors, np.uint64)
+    if mirrors.shape != np.shape(hashes):
+        raise ValueError(f"mirrors: {len(mirrors):,} hashes of mirror images for "
+                         f"{len(hashes):,} tiles (one per tile is needed)")
+    return mirrors
 
 
 def _checked_threshold(threshold: object) -> int:
@@ -284,10 +390,14 @@ def _checked_threshold(threshold: object) -> int:
     return int(check_range("threshold", threshold, 0, HASH_BITS, "bits", whole=True))
 
 
-def _expected_candidates(count: int, threshold: int) -> float:
-    """Candidate pairs :func:`near_pairs` checks for ``count`` random hashes (both orders)."""
-    bands = _band_count(count, threshold)
-    return sum(_probes(bits, threshold // bands) * count * (1 + count / 2**bits)
+def _expected_candidates(count: int, threshold: int, mirrored: bool = False) -> float:
+    """Candidate pairs :func:`near_pairs` checks for ``count`` random hashes (both orders).
+
+    ``mirrored``: with their mirrors' hashes, indexed beside theirs (twice the entries).
+    """
+    indexed = 2 * count if mirrored else count
+    bands = _band_count(indexed, threshold)
+    return sum(_probes(bits, threshold // bands) * count * (1 + indexed / 2**bits)
                for _, bits in _bands(bands))
 
 
@@ -300,7 +410,7 @@ def _expected_near(count: int, threshold: int) -> float:
 def _near_pairs_within(
     hashes: np.ndarray, colours: np.ndarray | None, threshold: int,
     colour_tolerance: int = COLOUR_TOLERANCE, *, budget: float | None,
-    pair_budget: float | None = None,
+    pair_budget: float | None = None, mirrors: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """:func:`near_pairs`, or None as soon as it would check more than ``budget`` candidates.
 
@@ -310,6 +420,10 @@ def _near_pairs_within(
     a chunk of :data:`PAIR_CHUNK` candidates at a time): at loose thresholds
     the candidates of random hashes, and so ``budget``, grow with the count
     squared, and a dense cluster would fill memory with its pairs first.
+
+    With ``mirrors``, the band index holds the mirrors' hashes beside the
+    hashes, and is probed by the hashes: a pair near through one tile's
+    mirror is found from the other tile's side only.
     """
     hashes = np.asarray(hashes, np.uint64)
     count = len(hashes)
@@ -322,17 +436,38 @@ def _near_pairs_within(
         probes = None
         if colours is not None:
             probes = _colour_probes(colours, colour_tolerance, _expected_candidates(
-                count, threshold) / _COLOUR_CANDIDATE_COST)
-        for order, hit, starts, ends in (_band_probes(hashes, threshold) if probes is None
-                                         else probes):
+                count, threshold, mirrors is not None) / _COLOUR_CANDIDATE_COST)
+        # The band index of the hashes and the mirrors' hashes, when that is probed:
+        # positions past ``count`` are the mirrors'.
+        entries = None
+        if probes is not None:
+            listed: _Probes = iter(probes)
+        elif mirrors is None:
+            listed = _band_probes(hashes, threshold)
+        else:
+            entries = np.concatenate([hashes, mirrors])
+            listed = _kept_band_probes(hashes, entries, threshold)
+        for queries, starts, ends, order in listed:
             if budget is not None:
                 spent += int((ends - starts).sum())
                 if spent > budget:
                     return None
-            for first, second in _expand(order[hit], starts, ends, order):
+            for first, second in _expand(queries, starts, ends, order):
+                if entries is not None:
+                    # Each near pair is found through the entry, hash or mirror's, that
+                    # is near the query's hash: that one comparison decides it. A pair
+                    # through a mirror is found from one side: taken in order.
+                    near = _bits_apart(hashes[first], entries[second]) <= threshold
+                    first, second = first[near], second[near] % count
+                    first, second = np.minimum(first, second), np.maximum(first, second)
+                elif mirrors is not None:  # the colour index: every pair, both ways
+                    near = _hash_distance(hashes[first], mirrors[first], hashes[second],
+                                          mirrors[second]) <= threshold
+                    first, second = first[near], second[near]
                 keep = first < second
                 first, second = first[keep], second[keep]
-                close = hamming(hashes[first], hashes[second]) <= threshold
+                close = (np.ones(len(first), bool) if mirrors is not None
+                         else hamming(hashes[first], hashes[second]) <= threshold)
                 if colours is not None:
                     difference = np.abs(colours[first].astype(np.int16)
                                         - colours[second].astype(np.int16))
@@ -350,8 +485,8 @@ def _near_pairs_within(
     return pair_keys // count, pair_keys % count
 
 
-#: The probes of an index: the positions in key order, the queries (indices into them)
-#: that hit, and the run of positions each hit matches (``order[starts:ends]``).
+#: The probes of an index: the positions of the queries that hit, the run of entries
+#: each one matches (``order[starts:ends]``), and the index's positions in key order.
 _Probes = Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
 
 
@@ -382,7 +517,7 @@ def _band_probes(hashes: np.ndarray, threshold: int) -> _Probes:
                     starts = np.searchsorted(sorted_keys, probe, "left")
                     ends = np.searchsorted(sorted_keys, probe, "right")
                 hit = np.flatnonzero(ends > starts)
-                yield order, hit, starts[hit], ends[hit]
+                yield order[hit], starts[hit], ends[hit], order
 
 
 def _colour_probes(colours: np.ndarray, tolerance: int, most: float
@@ -418,13 +553,14 @@ def _colour_probes(colours: np.ndarray, tolerance: int, most: float
         candidates += int((ends[hit] - starts[hit]).sum())
         if candidates >= most:
             return None
-        probes.append((order, hit, starts[hit], ends[hit]))
+        probes.append((order[hit], starts[hit], ends[hit], order))
     return probes
 
 
 def _first_near(
     hashes: np.ndarray, colours: np.ndarray | None, kept: np.ndarray,
     kept_colours: np.ndarray | None, threshold: int,
+    mirrors: np.ndarray | None = None, kept_mirrors: np.ndarray | None = None,
 ) -> np.ndarray:
     """For each of ``hashes``, the first of ``kept`` near-identical to it, or -1.
 
@@ -439,6 +575,11 @@ def _first_near(
     candidates than comparing every tile with every kept one costs (loose
     thresholds on tiles alike in colour: the bands' candidates are nearly
     every pair, once per band), that is done instead (:func:`_first_near_direct`).
+
+    With the mirrors' hashes of both (``mirrors``, ``kept_mirrors``), near as
+    :func:`_hash_distance` says: the bands of the kept hashes and their
+    mirrors' are probed by the hashes, and those of the kept hashes by the
+    mirrors'.
     """
     first = np.full(len(hashes), -1, np.int64)
     if not len(hashes) or not len(kept):
@@ -455,7 +596,9 @@ def _first_near(
                 if spent > budget:
                     return False
             for query, match in _expand(queries, starts, ends, order):
-                close = hamming(hashes[query], kept[match]) <= threshold
+                close = _hash_distance(
+                    hashes[query], None if mirrors is None else mirrors[query], kept[match],
+                    None if kept_mirrors is None else kept_mirrors[match]) <= threshold
                 if colours is not None and kept_colours is not None:
                     difference = np.abs(colours[query].astype(np.int16)
                                         - kept_colours[match].astype(np.int16))
@@ -463,10 +606,16 @@ def _first_near(
                 np.minimum.at(best, query[close], match[close])
         return True
 
-    bands = _kept_band_probes(hashes, kept, threshold)
+    if mirrors is None or kept_mirrors is None:
+        mirrors = kept_mirrors = None
+        bands = _kept_band_probes(hashes, kept, threshold)
+    else:
+        bands = itertools.chain(_kept_mirror_band_probes(hashes, kept, kept_mirrors, threshold),
+                                _kept_band_probes(mirrors, kept, threshold))
     if colours is None or kept_colours is None:
         if not check(bands, direct_budget):
-            return _first_near_direct(hashes, None, kept, None, threshold)
+            return _first_near_direct(hashes, None, kept, None, threshold, mirrors,
+                                      kept_mirrors)
     else:
         by_colour = _kept_colour_probes(colours, kept_colours, COLOUR_TOLERANCE)
         by_colour_candidates = sum(int((ends - starts).sum()) for _, starts, ends, _ in by_colour)
@@ -475,7 +624,8 @@ def _first_near(
         if not check(bands, min(direct_budget, _COLOUR_CANDIDATE_COST * by_colour_candidates
                                 + _BUDGET_FLOOR * len(hashes))):
             if by_colour_candidates > direct_budget:
-                return _first_near_direct(hashes, colours, kept, kept_colours, threshold)
+                return _first_near_direct(hashes, colours, kept, kept_colours, threshold,
+                                          mirrors, kept_mirrors)
             check(iter(by_colour))
     found = best < len(kept)
     first[found] = best[found]
@@ -500,6 +650,21 @@ def _kept_band_probes(hashes: np.ndarray, kept: np.ndarray, threshold: int) -> _
                 ends = np.searchsorted(sorted_keys, probe, "right")
                 hit = np.flatnonzero(ends > starts)
                 yield queries[hit], starts[hit], ends[hit], order
+
+
+def _kept_mirror_band_probes(hashes: np.ndarray, kept: np.ndarray, kept_mirrors: np.ndarray,
+                             threshold: int) -> _Probes:
+    """Probes of the band index of ``kept`` and ``kept_mirrors`` by ``hashes``.
+
+    An entry of ``kept_mirrors`` stands for its kept tile's position.
+    """
+    last_order, positions = None, None
+    for queries, starts, ends, order in _kept_band_probes(
+            hashes, np.concatenate([kept, kept_mirrors]), threshold):
+        if order is not last_order:  # one per band
+            last_order, positions = order, order % len(kept)
+        assert positions is not None
+        yield queries, starts, ends, positions
 
 
 def _colour_cubes(colours: np.ndarray, side: int) -> np.ndarray:
@@ -538,13 +703,17 @@ def _kept_colour_probes(
 def _near_matrix(
     hashes: np.ndarray, colours: np.ndarray | None, kept: np.ndarray,
     kept_colours: np.ndarray | None, threshold: int,
+    mirrors: np.ndarray | None = None, kept_mirrors: np.ndarray | None = None,
 ) -> np.ndarray:
     """``(len(hashes), len(kept))`` booleans: which tiles are near-identical to which kept ones.
 
     ``colours`` are ``(n, 3)`` and ``kept_colours`` ``(3, k)``, both int16 (no
-    copy per pair); None compares hashes only.
+    copy per pair); None compares hashes only. ``mirrors`` and
+    ``kept_mirrors``: their mirror images' hashes (:func:`_hash_distance`), or None.
     """
-    near = _bits_apart(hashes[:, None], kept[None, :]) <= threshold
+    near = _hash_distance(hashes[:, None], None if mirrors is None else mirrors[:, None],
+                          kept[None, :],
+                          None if kept_mirrors is None else kept_mirrors[None, :]) <= threshold
     if colours is None or kept_colours is None:
         return near
     # A 1-D search: np.nonzero of the 2-D array took twice as long as the comparisons.
@@ -564,6 +733,7 @@ def _near_matrix(
 def _first_near_direct(
     hashes: np.ndarray, colours: np.ndarray | None, kept: np.ndarray,
     kept_colours: np.ndarray | None, threshold: int,
+    mirrors: np.ndarray | None = None, kept_mirrors: np.ndarray | None = None,
 ) -> np.ndarray:
     """:func:`_first_near` by comparing each tile with the kept ones in order, a block at a time.
 
@@ -584,7 +754,9 @@ def _first_near_direct(
             near = _near_matrix(hashes[rows], None if wide is None else wide[rows],
                                 kept[kept_start:kept_end],
                                 None if kept_wide is None else kept_wide[:, kept_start:kept_end],
-                                threshold)
+                                threshold, None if mirrors is None else mirrors[rows],
+                                None if kept_mirrors is None
+                                else kept_mirrors[kept_start:kept_end])
             hit = near.any(axis=1)
             first[rows[hit]] = kept_start + near[hit].argmax(axis=1)
             rows = rows[~hit]
@@ -594,7 +766,7 @@ def _first_near_direct(
 
 
 def _walk_leaders(hashes: np.ndarray, colours: np.ndarray | None,
-                  threshold: int) -> np.ndarray:
+                  threshold: int, mirrors: np.ndarray | None = None) -> np.ndarray:
     """Each tile's leader by the documented walk, comparing tiles with the kept ones.
 
     A block of tiles at a time: each is compared with the tiles kept so far, in
@@ -620,15 +792,18 @@ def _walk_leaders(hashes: np.ndarray, colours: np.ndarray | None,
         first = _first_near_direct(hashes[block], None if wide is None else wide[block],
                                    hashes[kept[:held]],
                                    None if kept_wide is None else kept_wide[:, :held].T,
-                                   threshold)
+                                   threshold, None if mirrors is None else mirrors[block],
+                                   None if mirrors is None else mirrors[kept[:held]])
         leaders[block] = np.where(first >= 0, kept[np.maximum(first, 0)], block)
         rest = block[first < 0]
         if not len(rest):
             continue
         rest_wide = None if wide is None else wide[rest]
+        rest_mirrors = None if mirrors is None else mirrors[rest]
         # Which of them are near a later one of them: only those are walked one by one.
         later = np.triu(_near_matrix(hashes[rest], rest_wide, hashes[rest],
-                                     None if rest_wide is None else rest_wide.T, threshold), 1)
+                                     None if rest_wide is None else rest_wide.T, threshold,
+                                     rest_mirrors, rest_mirrors), 1)
         dropped = np.zeros(len(rest), bool)
         for index in np.flatnonzero(later.any(axis=1)).tolist():
             if not dropped[index]:
@@ -643,7 +818,8 @@ def _walk_leaders(hashes: np.ndarray, colours: np.ndarray | None,
     return leaders
 
 
-def _walk_is_cheaper(hashes: np.ndarray, colours: np.ndarray | None, threshold: int) -> bool:
+def _walk_is_cheaper(hashes: np.ndarray, colours: np.ndarray | None, threshold: int,
+                     mirrors: np.ndarray | None = None) -> bool:
     """Whether listing the pairs would cost more than walking the tiles at their worst.
 
     The walk (:func:`_walk_leaders`) compares about ``count * (count - 1) / 2``
@@ -653,10 +829,13 @@ def _walk_is_cheaper(hashes: np.ndarray, colours: np.ndarray | None, threshold: 
     index's (counted here). The walk is taken where the listing's would cost
     at least twice the walk's most: on photos alike in colour at loose
     thresholds, where it compares few pairs (the tiles kept are few).
+    With ``mirrors`` both compare three pairs of hashes per pair of tiles,
+    and the band index has twice the entries.
     """
     count = len(hashes)
     ordered_pairs = count * (count - 1)
-    if _CANDIDATE_PAIRS * _expected_candidates(count, threshold) < ordered_pairs:
+    if (_CANDIDATE_PAIRS * _expected_candidates(count, threshold, mirrors is not None)
+            < ordered_pairs):
         return False
     # Mean colours that tell most tiles apart keep the listing cheap at any threshold.
     return colours is None or _colour_probes(
@@ -665,7 +844,7 @@ def _walk_is_cheaper(hashes: np.ndarray, colours: np.ndarray | None, threshold: 
 
 
 def _greedy_leaders(hashes: np.ndarray, colours: np.ndarray | None,
-                    threshold: int) -> np.ndarray:
+                    threshold: int, mirrors: np.ndarray | None = None) -> np.ndarray:
     """Each tile's leader (:func:`leaders_from_pairs`), without listing every pair of a cluster.
 
     Where the pairs are few (as between distinct photos) they are listed at
@@ -679,30 +858,43 @@ def _greedy_leaders(hashes: np.ndarray, colours: np.ndarray | None,
     tiles), the tiles are walked instead (:func:`_walk_leaders`): the band
     index's candidates are then nearly every pair once per band, and a
     library of one mean colour at 64 bits listed all of them (2,000 tiles:
-    8 s; 50,000: past ten minutes).
+    8 s; 50,000: past ten minutes). ``mirrors``: as :func:`duplicate_leaders`'s.
     """
     count = len(hashes)
     small = count <= _SPLIT_BELOW
-    if not small and _walk_is_cheaper(hashes, colours, threshold):
-        return _walk_leaders(hashes, colours, threshold)
-    budget = _BUDGET_FACTOR * _expected_candidates(count, threshold) + _BUDGET_FLOOR * count
-    pair_budget = _BUDGET_FACTOR * _expected_near(count, threshold) + _BUDGET_FLOOR * count
+    # Mirrors passed positionally, and to the walk only when given: tests stand in for
+    # these with functions of any, or of the first three, arguments.
+    if not small and _walk_is_cheaper(hashes, colours, threshold, mirrors):
+        return _walk_leaders(hashes, colours, threshold, *([] if mirrors is None else [mirrors]))
+    mirrored = mirrors is not None
+    budget = (_BUDGET_FACTOR * _expected_candidates(count, threshold, mirrored)
+              + _BUDGET_FLOOR * count)
+    # Near through a mirror too: up to three times the near pairs of random hashes.
+    pair_budget = (_BUDGET_FACTOR * (3 if mirrored else 1) * _expected_near(count, threshold)
+                   + _BUDGET_FLOOR * count)
     found = _near_pairs_within(hashes, colours, threshold, budget=None if small else budget,
-                               pair_budget=None if small else pair_budget)
+                               pair_budget=None if small else pair_budget, mirrors=mirrors)
     if found is not None:
         return leaders_from_pairs(count, *found)
+
+    def part(positions: np.ndarray | slice, of: np.ndarray | None) -> np.ndarray | None:
+        return None if of is None else of[positions]
+
     half = count // 2
     leaders = np.empty(count, np.int64)
-    leaders[:half] = _greedy_leaders(hashes[:half], None if colours is None else colours[:half],
-                                     threshold)
+    first_half = slice(None, half)
+    leaders[:half] = _greedy_leaders(hashes[:half], part(first_half, colours), threshold,
+                                     part(first_half, mirrors))
     kept = np.flatnonzero(leaders[:half] == np.arange(half))
-    near = _first_near(hashes[half:], None if colours is None else colours[half:],
-                       hashes[kept], None if colours is None else colours[kept], threshold)
+    second_half = slice(half, None)
+    near = _first_near(hashes[half:], part(second_half, colours), hashes[kept],
+                       part(kept, colours), threshold, part(second_half, mirrors),
+                       part(kept, mirrors))
     later = leaders[half:]
     later[near >= 0] = kept[near[near >= 0]]
     rest = half + np.flatnonzero(near < 0)
-    leaders[rest] = rest[_greedy_leaders(hashes[rest],
-                                         None if colours is None else colours[rest], threshold)]
+    leaders[rest] = rest[_greedy_leaders(hashes[rest], part(rest, colours), threshold,
+                                         part(rest, mirrors))]
     return leaders
 
 
@@ -762,7 +954,7 @@ def leaders_from_pairs(count: int, first: np.ndarray, second: np.ndarray) -> np.
 
 
 def duplicate_leaders(hashes: np.ndarray, colours: np.ndarray | None,
-                      threshold: int) -> np.ndarray:
+                      threshold: int, mirrors: np.ndarray | None = None) -> np.ndarray:
     """Each tile's leader: itself when kept, else the earlier kept tile it duplicates.
 
     Tiles of one signature (the same hash and mean colour: copies of one
@@ -781,6 +973,12 @@ def duplicate_leaders(hashes: np.ndarray, colours: np.ndarray | None,
         ``(N, 3)`` mean colours; None compares hashes only.
     threshold : int
         Most bits in which near-identical hashes differ (0 to 64).
+    mirrors : numpy.ndarray or None
+        ``(N,)`` uint64 hashes of the tiles' mirror images (left-right flips:
+        :func:`mirrored_tile_signatures`). Two tiles are then also near-identical
+        when one's hash is within ``threshold`` of the other's mirror's (and
+        their mean colours, which mirroring keeps, are near): a photo and its
+        mirrored copy are one photo twice. None compares the hashes alone.
 
     Returns
     -------
@@ -792,21 +990,26 @@ def duplicate_leaders(hashes: np.ndarray, colours: np.ndarray | None,
     mosaicist.errors.OptionError
         Naming ``threshold`` (a ``ValueError``), unless it is a whole number from 0 to 64,
         whatever the number of tiles.
+    ValueError
+        Naming ``mirrors``, when there is not one per hash.
     """
     # Checked before anything else: a negative one divided by zero choosing the bands,
     # and any bad value passed unnoticed for a library of fewer than two tiles.
     threshold = _checked_threshold(threshold)
     hashes = np.asarray(hashes, np.uint64)
+    mirrors = _checked_mirrors(hashes, mirrors)
     count = len(hashes)
     if count < 2:
         return np.arange(count, dtype=np.int64)
-    if colours is None:
-        signatures = hashes[:, None]
-    else:
+    # A tile's mirror is part of its signature: two tiles of one hash may mirror to two
+    # (the hash is not all of the picture), and an earlier tile be near one mirror only.
+    columns = [hashes] if mirrors is None else [hashes, mirrors]
+    if colours is not None:
         colours = np.asarray(colours)
-        packed = (colours[:, 0].astype(np.uint64) << np.uint64(16)) \
-            | (colours[:, 1].astype(np.uint64) << np.uint64(8)) | colours[:, 2].astype(np.uint64)
-        signatures = np.stack([hashes, packed], axis=1)
+        columns.append((colours[:, 0].astype(np.uint64) << np.uint64(16))
+                       | (colours[:, 1].astype(np.uint64) << np.uint64(8))
+                       | colours[:, 2].astype(np.uint64))
+    signatures = np.stack(columns, axis=1)
     _, first_of, group_of = np.unique(signatures, axis=0, return_index=True,
                                       return_inverse=True)
     group_of = group_of.reshape(-1)  # NumPy 2.0.0 gave it the input's shape
@@ -815,7 +1018,7 @@ def duplicate_leaders(hashes: np.ndarray, colours: np.ndarray | None,
     rank = np.empty(len(first_of), np.int64)
     rank[np.argsort(first_of)] = np.arange(len(first_of))
     reduced = _greedy_leaders(hashes[firsts], None if colours is None else colours[firsts],
-                              threshold)
+                              threshold, None if mirrors is None else mirrors[firsts])
     return firsts[reduced[rank[group_of]]].astype(np.int64)
 
 
