@@ -130,10 +130,14 @@ def test_every_closed_form_is_the_distance_of_the_corrected_pixels(metric):
                     assert applied[row, 0] == pytest.approx(expected_tint, abs=1e-12)
                     difference = (upscaled[row].reshape(-1, 3).mean(axis=0)
                                   - tiles[tile].reshape(-1, 3).mean(axis=0))
+                    # Held back in lightness only: the chroma moves by the tint asked for.
+                    grey, weights = grey_parts(metric)
+                    chroma = difference - (weights @ difference) * grey
+                    shift = applied[row, 0] * difference + (asked - applied[row, 0]) * chroma
                     for factor, change in factors.values():
                         assert np.isfinite(factor[row]) and 0.0 <= factor[row] <= 1.0
-                        drawn = drawn_by_hand(tiles[tile], gain[row, 0], factor[row],
-                                              applied[row, 0] * difference, metric)
+                        drawn = drawn_by_hand(tiles[tile], gain[row, 0], factor[row], shift,
+                                              metric)
                         brute = float(((drawn - upscaled[row].reshape(-1, 3)) ** 2).sum())
                         closed = distance[row, 0] + change[row]
                         worst = max(worst, abs(closed - brute) / max(1.0, brute))

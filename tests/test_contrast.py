@@ -27,7 +27,8 @@ make_mosaic = functools.partial(_make_mosaic, preset="seed")
 def brute_transfer(upscaled_cell, tile, strength, tint, metric="seed"):
     """Distance, gain and tint of one pair, from the pixels: gain, then tint, then L2.
 
-    With a gain, the tint stops ``ROOM`` lightness spreads short of black and white.
+    With a gain, the tint stops ``ROOM`` lightness spreads short of black and white, in
+    lightness only: the mean's chroma still moves by the tint asked for.
     """
     cell = upscaled_cell.reshape(-1, 3).astype(np.float64)
     values = tile.reshape(-1, 3).astype(np.float64)
@@ -37,6 +38,7 @@ def brute_transfer(upscaled_cell, tile, strength, tint, metric="seed"):
     spread = tile_sigma > 0
     gain[spread] = (cell_sigma[spread] / tile_sigma[spread]) ** strength
     gain = np.clip(gain, *_contrast.GAIN_LIMITS)
+    asked = tint
     if strength:
         weights, low, high = lightness_axis(metric)
         mean, shift = weights @ tile_mean, weights @ (cell_mean - tile_mean)
@@ -44,7 +46,11 @@ def brute_transfer(upscaled_cell, tile, strength, tint, metric="seed"):
         end = high - room if shift > 0 else low + room
         if shift != 0 and (end - mean) / shift >= 0:
             tint = min(tint, np.floor((end - mean) / shift * 100 + 1e-9) / 100)
-    drawn = tile_mean + gain * (values - tile_mean) + tint * (cell_mean - tile_mean)
+    difference = cell_mean - tile_mean
+    grey, weights = grey_parts(metric)
+    lightness = (weights @ difference) * grey  # the grey of the difference's lightness
+    shift = tint * difference + (asked - tint) * (difference - lightness)
+    drawn = tile_mean + gain * (values - tile_mean) + shift
     return float(((drawn - cell) ** 2).sum()), gain, tint
 
 
@@ -445,17 +451,24 @@ def test_photos_stay_visible_on_a_flat_white_or_black_target(tmp_path, level, ma
     # Up close the photos keep a fifth of their spread (ROOM: about 0.22 at the least gain)...
     assert share.mean() >= 0.2
     assert share.min() >= 0.12
-    # ...and from afar the target is still white or black.
+    # ...and from afar the target is still white or black, and grey: held back short of
+    # the end in lightness only, a tile is drawn a grey, not a tinge of its own colour
+    # (every pixel's channels 15-26 levels apart here before).
     assert abs(drawn.mean() - level) <= 15
+    assert (mosaic.image == mosaic.image[..., :1]).all()
     # The picture is drawn with the tints the picks were ranked and measured by.
     cell = np.full((16, 16, 3), level, np.uint8)
     for index in range(rows * cols):
         _, gain, tint = brute_transfer(cell, tiles[index], 0.5, 1.0)
         assert tint < 1.0
-        shift = tint * (level - tiles[index].reshape(-1, 3).mean(axis=0))
+        # Held back in lightness only: the drawn mean is a grey (the cell's chroma).
+        difference = level - tiles[index].reshape(-1, 3).mean(axis=0)
+        shift = tint * difference + (1.0 - tint) * (difference - (luma @ difference))
         assert np.allclose(mosaic.placements.tint[index], shift)
+        drawn_mean = tiles[index].reshape(-1, 3).mean(axis=0) + mosaic.placements.tint[index]
+        assert np.ptp(drawn_mean) < 1e-9
         # The default's chroma transfer too: a flat grey cell takes the photos' colours.
-        factor, distance = brute_chroma(cell, tiles[index], gain, 1.0, tint)
+        factor, distance = brute_chroma(cell, tiles[index], gain, 1.0, tint, asked=1.0)
         assert mosaic.placements.chroma[index] == pytest.approx(factor, abs=1e-6)
         assert mosaic.placements.distance[index] == pytest.approx(distance, rel=1e-9)
 
@@ -463,8 +476,11 @@ def test_photos_stay_visible_on_a_flat_white_or_black_target(tmp_path, level, ma
 # -- chroma ------------------------------------------------------------------------------
 
 
-def brute_chroma(upscaled_cell, tile, gain, strength, tint=0.0, metric="seed"):
-    """Factor and distance of one pair from the pixels: gain, chroma factor, tint, then L2."""
+def brute_chroma(upscaled_cell, tile, gain, strength, tint=0.0, metric="seed", asked=None):
+    """Factor and distance of one pair from the pixels: gain, chroma factor, tint, then L2.
+
+    ``asked``: the tint asked for, which the mean's chroma moves by (default ``tint``).
+    """
     grey, weights = grey_parts(metric)
     cell = upscaled_cell.reshape(-1, 3).astype(np.float64)
     values = tile.reshape(-1, 3).astype(np.float64)
@@ -475,7 +491,10 @@ def brute_chroma(upscaled_cell, tile, gain, strength, tint=0.0, metric="seed"):
     wanted = wanted - np.outer(wanted @ weights, grey)
     energy = (across ** 2).sum()
     factor = 1.0 if energy == 0 else min(1.0, np.sqrt((wanted ** 2).sum() / energy)) ** strength
-    drawn = tile_mean + drawn - (1 - factor) * across + tint * (cell_mean - tile_mean)
+    difference = cell_mean - tile_mean
+    asked = tint if asked is None else asked
+    shift = tint * difference + (asked - tint) * (difference - (weights @ difference) * grey)
+    drawn = tile_mean + drawn - (1 - factor) * across + shift
     return factor, float(((drawn - cell) ** 2).sum())
 
 

@@ -354,6 +354,9 @@ def _picks(tile, distance=None):
                                chroma=np.full(cells, -0.5)), "chroma holds values outside 0 to 1"),
     (lambda cells: MatchResult(np.zeros(cells, np.int64), np.zeros(cells),
                                chroma=np.ones(4)), "chroma has shape (4,), not (15,)"),
+    (lambda cells: MatchResult(np.zeros(cells, np.int64), np.zeros(cells),
+                               chroma_tint=np.full(cells, 1.5)),
+     "chroma_tint holds values outside 0 to 1"),
     (lambda cells: MatchResult(np.zeros(cells, np.int64), np.zeros(cells), evaluated=-1),
      "evaluated is -1, not a count"),
 ])

@@ -51,7 +51,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .aspect import height_for
-from .colour import encoded_unit
 from .errors import OptionError, check_range
 from .grid import Grid
 from .imaging import target_path
@@ -699,7 +698,7 @@ def _placements(
 ) -> Placements:
     """Every leaf's tile, transform, tint, gain and chroma, as for a uniform grid, by level."""
     from .match._contrast import finish
-    from .pipeline import scored_means
+    from .pipeline import scored_means, tint_shifts
     from .placements import Placements
     from .sources import source_spec
 
@@ -719,14 +718,9 @@ def _placements(
         tile[index] = result.tile // variants
         transform[index] = np.asarray(request.transforms, np.int8)[result.tile % variants]
         mean[index] = scored_means(request, result.tile)
-        if options.tint or result.tint is not None:
-            # Each tile's mean moves toward its leaf's by the tint fraction, in the metric's units.
-            pixels = request.geometry.pixels
-            cell_means = request.cell_vectors.reshape(len(index), -1, 3).mean(
-                axis=1, dtype=np.float64)
-            tile_means = request.features.channel_sums[result.tile] / pixels
-            strength = options.tint if result.tint is None else result.tint[:, None]
-            shifts[index] = strength * (cell_means - tile_means) * encoded_unit(options.metric)
+        shifted = tint_shifts(request, result)
+        if shifted is not None:
+            shifts[index] = shifted
         if result.gain is not None:
             gain[index] = result.gain
         if result.chroma is not None:

@@ -40,7 +40,7 @@ from .imaging import over_target_limit, picture_array, read_target, target_path,
 from .library import TileLibrary
 from .match import Assignment, Matcher, MatchRequest, MatchResult, fitted_matcher
 from .match._capped import fit_limits, with_spacing_giving_way
-from .match._contrast import finish
+from .match._contrast import finish, mean_shifts
 from .match._registry import matcher_for_limits
 from .options import MosaicOptions, setting_names, suggested
 from .paths import atomic_path, expanded, refuse_nul
@@ -914,14 +914,7 @@ def _placements(request: MatchRequest, result: MatchResult, target: str | None) 
     variants = request.variants
     tile = result.tile // variants
     transform = np.asarray(request.transforms, np.int8)[result.tile % variants]
-    shifts = None
-    if options.tint or result.tint is not None:
-        # Each tile's mean moves toward its cell's by the tint fraction, in the metric's units.
-        pixels = request.geometry.pixels
-        cell_means = request.cell_vectors.reshape(len(grid), -1, 3).mean(axis=1, dtype=np.float64)
-        tile_means = request.features.channel_sums[result.tile] / pixels
-        strength = options.tint if result.tint is None else result.tint[:, None]
-        shifts = strength * (cell_means - tile_means) * encoded_unit(options.metric)
+    shifts = tint_shifts(request, result)
     changed = (shifts is not None or result.gain is not None or result.chroma is not None)
     source_ids = [library.source_ids[index] for index in tile.tolist()]
     return Placements(
@@ -936,6 +929,37 @@ def _placements(request: MatchRequest, result: MatchResult, target: str | None) 
         # where the tiles are files a user may edit (not a dataset's or an array's).
         hashes=None if library.source.local_root() is None else library.content_hashes,
     )
+
+
+def tint_shifts(request: MatchRequest, result: MatchResult) -> np.ndarray | None:
+    """Each pick's tint shift, in the metric's units, or None where nothing is tinted.
+
+    Each tile's mean moves toward its cell's by the tint fraction, its
+    lightness held back near black and white where the match held it
+    (:func:`mosaicist.match._contrast.mean_shifts`).
+
+    Parameters
+    ----------
+    request : MatchRequest
+        The match's request.
+    result : MatchResult
+        Its result, finished (:func:`mosaicist.match._contrast.finish`).
+
+    Returns
+    -------
+    numpy.ndarray or None
+        ``(N, 3)`` float64 shifts.
+    """
+    options = request.options
+    if not options.tint and result.tint is None:
+        return None
+    count = len(result.tile)
+    cell_means = request.cell_vectors.reshape(count, -1, 3).mean(axis=1, dtype=np.float64)
+    tile_means = request.features.channel_sums[result.tile] / request.geometry.pixels
+    applied = options.tint if result.tint is None else result.tint
+    asked = options.tint if result.chroma_tint is None else result.chroma_tint
+    return mean_shifts(cell_means, tile_means, applied, asked,
+                       options.metric) * encoded_unit(options.metric)
 
 
 def scored_means(request: MatchRequest, variants: np.ndarray) -> np.ndarray:

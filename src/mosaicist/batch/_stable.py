@@ -477,11 +477,16 @@ class StableMatcher(Matcher):
             picked_gain = picked_gain.copy()
             picked_gain[where] = gains[keep]
         # A kept pick's own tint (held back near the colour range's ends), as its gain.
+        picked_asked = result.chroma_tint
         if picked_tint is not None and tints is not None:
             picked_tint = picked_tint.copy()
             picked_tint[where] = tints[keep]
+            if picked_asked is not None:
+                # Ranked with the tint asked for, which its chroma moves by.
+                picked_asked = picked_asked.copy()
+                picked_asked[where] = round(options.tint * 100) / 100
         return replace(result, tile=tile, distance=distance, gain=picked_gain,
-                       tint=picked_tint)
+                       tint=picked_tint, chroma_tint=picked_asked)
 
     def _assigned(self, request: MatchRequest, previous: np.ndarray) -> MatchResult:
         """The capped assignment with every cell's previous tile discounted."""

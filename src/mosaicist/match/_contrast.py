@@ -36,9 +36,19 @@ above), the drawn mean lightness ``mu + a d`` stays within ``[lo + r, hi - r]``:
 and the pair's tint ``a`` is the lesser of that and ``A``, floored to
 hundredths (as every tint here); a tile whose mean lightness already lies
 within ``r`` of the end it moves toward is not held back (it moves less than
-``r``). One strength moves all channels, so the shift keeps its direction
-(the hue the cell asks for) and a channel of little spread at its own end
-(the red of a green photo on black) does not hold the others back. At gain
+``r``). Only the lightness is held back: with ``d = mean(c) - mean(t)`` and
+``Q`` the chroma projection (below), the shift is::
+
+    a d + (A - a) Q d,
+
+the chroma of the mean moved at the full ``A`` (it has no lightness: ``w @ Q d
+= 0``), so a tile on a white or black cell is drawn a grey short of the
+cell's lightness, not a tinge of its own colour short of it (which made a
+grey target's mosaic colourful: flat white from 2,000 photos, colourfulness
+2.9 against 0), and a channel of little spread at its own end (the red of a
+green photo on black) does not hold the others back. The pair's mean error
+is then ``-(1 - a) d + (A - a) Q d``; where ``a = A`` it is ``-(1 - a) d`` as
+without the room. At gain
 ``g`` the drawn lightness spreads at most ``g (w @ sigma)`` and the room is
 at least ``g0 / g`` of that; a bell-shaped spread clipped ``k`` spreads from
 its mean keeps ``kappa(k)`` of itself (``kappa(0) = 0.58``, ``kappa(1) =
@@ -169,6 +179,7 @@ def transfer(
     weight = geometry.weight
     wanted = np.broadcast_to(np.round(np.asarray(tint, np.float64) * 100) / 100, (count,))
     axis, low, high = lightness_axis(metric)
+    projection = chroma_projection(metric)
     cell_pixels = cell_vectors.reshape(count, -1, 3)
     sums, squares = _moments(cell_pixels)
     cell_sums = sums.astype(np.float64) * weight
@@ -213,12 +224,20 @@ def transfer(
         ratio[tile_spread <= 0] = 1.0
         g = np.clip(ratio**strength, *GAIN_LIMITS)
         a = wanted[cells]
+        shift = cell_mean[cells] - tile_mean
         if strength:
             sigma = np.sqrt(tile_spread / pixels)
-            a = np.minimum(a, _room_limit(tile_mean @ axis, (cell_mean[cells] - tile_mean) @ axis,
-                                          sigma @ axis, low, high))
+            a = np.minimum(a, _room_limit(tile_mean @ axis, shift @ axis, sigma @ axis, low,
+                                          high))
+        # The mean's error as drawn (the tile's less the cell's), where a pair's tint was
+        # held back in lightness only: its chroma still moves by A.
+        error = (1.0 - a)[:, None] * -shift
+        held = np.flatnonzero(a < wanted[cells])
+        if len(held):
+            error[held] += ((wanted[cells][held] - a[held])[:, None]
+                            * (shift[held] @ projection.T))
         per_channel = (g * g * tile_spread - 2 * g * cross + cell_spread[cells]
-                       + pixels * ((1.0 - a)[:, None] * (tile_mean - cell_mean[cells]))**2)
+                       + pixels * error**2)
         distance[where] = np.maximum(per_channel.sum(axis=1), 0.0)
         gain[where] = g
         applied[where] = a
@@ -245,6 +264,48 @@ def _room_limit(
     np.divide(left, np.abs(shift), out=limit, where=(shift != 0) & (left >= 0))
     # Down to hundredths (a tint is never finer), so that the room is kept.
     return np.floor(limit * 100 + 1e-9) / 100
+
+
+def mean_shifts(
+    cell_means: np.ndarray,
+    tile_means: np.ndarray,
+    tint: float | np.ndarray,
+    chroma_tint: float | np.ndarray,
+    metric: str = "seed",
+) -> np.ndarray:
+    """Each tile's mean moved toward its cell's: its lightness by ``tint``, its chroma by
+    ``chroma_tint``.
+
+    ``a d + (A - a) Q d`` with ``d`` the cell's mean less the tile's (see the
+    module's description): ``a d`` where the two strengths are equal.
+
+    Parameters
+    ----------
+    cell_means, tile_means : numpy.ndarray
+        ``(N, 3)`` means, in the metric's encoded levels (or any units that
+        scale each channel alike for both).
+    tint : float or numpy.ndarray
+        ``a``: the tint as applied (held back near black and white), one or ``(N,)``.
+    chroma_tint : float or numpy.ndarray
+        ``A``: the tint asked for, which the mean's chroma moves by, one or ``(N,)``.
+    metric : str
+        The encoding's metric (where the greys lie).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, 3)`` float64 shifts, in the units of the means.
+    """
+    shift = np.asarray(cell_means, np.float64) - np.asarray(tile_means, np.float64)
+    count = len(shift)
+    applied = np.broadcast_to(np.asarray(tint, np.float64), (count,))
+    asked = np.broadcast_to(np.asarray(chroma_tint, np.float64), (count,))
+    moved = applied[:, None] * shift
+    held = np.flatnonzero(asked != applied)
+    if len(held):
+        moved[held] += (asked[held] - applied[held])[:, None] * (
+            shift[held] @ chroma_projection(metric).T)
+    return moved
 
 
 def _moments(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -464,9 +525,12 @@ def _finish_contrast(request: MatchRequest, result: MatchResult) -> MatchResult:
                                        request.geometry, request.features,
                                        result.tile[:, None], options.contrast, tint,
                                        options.metric)
-    # Each pick's own tint where it may differ from cell to cell (held back, or adaptive).
+    # Each pick's own tint where it may differ from cell to cell (held back, or adaptive),
+    # and the tint asked for, which its chroma moves by.
     varies = options.tint_max is not None or bool(options.contrast and options.tint)
+    asked = np.broadcast_to(np.round(np.asarray(tint, np.float64) * 100) / 100,
+                            (len(result.tile),)).copy()
     return replace(
         result, distance=distance[:, 0], gain=gain[:, 0] if options.contrast else None,
-        tint=applied[:, 0] if varies else None,
+        tint=applied[:, 0] if varies else None, chroma_tint=asked if varies else None,
     )

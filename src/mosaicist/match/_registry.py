@@ -70,7 +70,14 @@ class MatchResult:
         was transferred (see :mod:`mosaicist.match._contrast`).
     tint : numpy.ndarray or None
         ``(N,)`` tint strength of each pick, when it differs from cell to
-        cell (``tint_max``); otherwise every pick has ``options.tint``.
+        cell (``tint_max``, or held back near black and white); otherwise
+        every pick has ``options.tint``.
+    chroma_tint : numpy.ndarray or None
+        ``(N,)`` strength each pick's mean chroma moves toward its cell's,
+        when it differs from cell to cell (``tint_max``); otherwise every
+        pick's is ``options.tint``. It differs from ``tint`` where the tint
+        was held back near black and white, in lightness only (see
+        :mod:`mosaicist.match._contrast`).
     chroma : numpy.ndarray or None
         ``(N,)`` factor in ``[0, 1]`` on each pick's chroma, when it was moved
         toward its cell's (``options.chroma``; see :mod:`mosaicist.match._contrast`).
@@ -86,6 +93,7 @@ class MatchResult:
     gain: np.ndarray | None = None
     tint: np.ndarray | None = None
     chroma: np.ndarray | None = None
+    chroma_tint: np.ndarray | None = None
 
 
 class MatchRequest:
@@ -503,6 +511,11 @@ def _checked_result(matcher: Matcher, result: object, args: tuple[Any, ...]) -> 
         if ((tint < 0) | (tint > 1)).any():
             raise _plugin_error(matcher, "its result's tint holds values outside 0 to 1")
         fields["tint"] = tint.astype(np.float64, copy=False)
+    if result.chroma_tint is not None:
+        asked = _array(matcher, result.chroma_tint, "chroma_tint", (cells,), "iuf")
+        if ((asked < 0) | (asked > 1)).any():
+            raise _plugin_error(matcher, "its result's chroma_tint holds values outside 0 to 1")
+        fields["chroma_tint"] = asked.astype(np.float64, copy=False)
     if result.chroma is not None:
         chroma = _array(matcher, result.chroma, "chroma", (cells,), "iuf")
         if ((chroma < 0) | (chroma > 1)).any():

@@ -75,7 +75,13 @@ from ..library import MissingIndexError, TileLibrary
 from ..match import fitted_matcher
 from ..match._assign import check_feasible, tile_capacity
 from ..match._capped import fit_limits
-from ..match._contrast import GAIN_LIMITS, TOLERANCE_FLOOR, _room_limit, cell_chroma
+from ..match._contrast import (
+    GAIN_LIMITS,
+    TOLERANCE_FLOOR,
+    _room_limit,
+    cell_chroma,
+    mean_shifts,
+)
 from ..metrics import repetition_metrics
 from ..options import MosaicOptions
 from ..paths import atomic_path, expanded
@@ -607,21 +613,21 @@ class Previewer:
             .astype(np.uint8)[inverse]
         cell_means = search.cells.means
         tile_means = search.tiles.means[search.rows[chosen]]
-        strength: float | np.ndarray = tint
+        asked: float | np.ndarray = tint
         if options.tint_max is not None:
-            strength = _adaptive_tint(search.cells, tile_means, tint, options.tint_max)
+            asked = _adaptive_tint(search.cells, tile_means, tint, options.tint_max)
+        strength = asked
         gain = None
         if options.contrast:
             tile_spread = search.tiles.spread[search.rows[chosen]]
             gain = _gains(search.cells.spread, tile_spread, options.contrast)
             # Held back as the ranking held it (a pair's limit depends on the pair only),
-            # after the adaptive tint, as make's finish holds it.
-            strength = _held_back(cell_means, tile_means, tile_spread, strength,
-                                  options.metric)
+            # after the adaptive tint, as make's finish holds it: in lightness only.
+            strength = _held_back(cell_means, tile_means, tile_spread, asked, options.metric)
         shifts = None
-        if np.any(strength):
-            factor = np.broadcast_to(np.asarray(strength, np.float64), (len(chosen),))
-            shifts = factor[:, None] * (cell_means - tile_means) * encoded_unit(options.metric)
+        if np.any(strength) or np.any(asked):
+            shifts = mean_shifts(cell_means, tile_means, strength, asked,
+                                 options.metric) * encoded_unit(options.metric)
         codes = np.asarray(search.transforms, np.int8)[chosen_variant]
         under = None
         chroma = None
@@ -909,13 +915,22 @@ def _transfer(search: _Search, candidate: np.ndarray, variant: np.ndarray, stren
     cell_energy = (search.cells.detail[cells] ** 2).reshape(len(cells), -1, 3).sum(axis=1)
     gain = _gains(search.cells.spread[cells], search.tiles.spread[tile_rows], strength)
     positions = search.tiles.detail[0].size // 3
-    means = (search.tiles.means[tile_rows] - search.cells.means[cells]) ** 2
     applied: float | np.ndarray = tint
     if strength:
         applied = _held_back(search.cells.means[cells], search.tiles.means[tile_rows],
-                             search.tiles.spread[tile_rows], tint, metric)[:, None]
+                             search.tiles.spread[tile_rows], tint, metric)
+    # The mean's error as drawn (the tile's less the cell's), the chroma moved by the tint
+    # asked for where the lightness was held back.
+    applied = np.broadcast_to(np.asarray(applied, np.float64), (len(cells),))
+    shift = (search.cells.means[cells].astype(np.float64)
+             - search.tiles.means[tile_rows].astype(np.float64))
+    error = (1 - applied)[:, None] * -shift
+    held = np.flatnonzero(applied < tint)
+    if len(held):
+        error[held] += (tint - applied[held])[:, None] * (shift[held]
+                                                          @ chroma_projection(metric).T)
     per_channel = (gain * gain * tile_energy - 2 * gain * cross + cell_energy
-                   + positions * (1 - applied) ** 2 * means)
+                   + positions * error ** 2)
     distance = np.where(present, np.maximum(per_channel.sum(axis=1), 0.0), np.inf)
     return distance.reshape(count, width), gain.reshape(count, width, 3)
 
