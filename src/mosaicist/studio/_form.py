@@ -52,11 +52,11 @@ LABELS = {
     "min_uses": "Least uses of every photo",
     "min_spacing": "Distance between repeats",
     "assign": "How repeats are solved",
-    "search": "Search",
-    "device": "Device",
+    "search": "Finding the closest photo",
+    "device": "Run on",
     "overlay": "Blend the picture over the mosaic",
     "dpi": "Print resolution",
-    "jpeg_quality": "JPEG quality",
+    "jpeg_quality": "Picture quality (JPEG, WebP)",
     "dzi_tile_size": "Zoom tile size",
     "dzi_overlap": "Zoom tile overlap",
     "dzi_format": "Zoom tile format",
@@ -124,11 +124,12 @@ HELP = {
                    "(a diagonal neighbour is 1 cell away); 0 or 1: no limit.",
     "assign": "How the limits on repeats ({max_uses}, {min_spacing}) are met: the best "
               "arrangement overall, or a quicker one that may be a little less close.",
-    "search": "Exact finds the closest photo for every cell; approximate is quicker with "
-              "very large collections (hundreds of thousands of photos) and may now and "
-              "then pick a photo a little less close.",
-    "device": "Where the search runs: this computer's processor, or an NVIDIA graphics "
-              "card (where mosaicist was installed with its GPU extra).",
+    "search": "Exact compares every photo with every cell and takes the closest; faster "
+              "is quicker with very large collections (hundreds of thousands of photos) "
+              "and may now and then pick a photo a little less close.",
+    "device": "Where the photos are compared with your picture: this computer's "
+              "processor, or an NVIDIA graphics card (only where mosaicist was installed "
+              "with graphics card support).",
     "overlay": "Lay your picture faintly over the mosaic, from 0 (not at all) to 1 (only "
                "the picture): the likeness is stronger, but it shows from close up, and "
                "the quality report says it was used.",
@@ -156,7 +157,8 @@ CHOICE_LABELS: dict[str, dict[str, str]] = {
     "crop": {"centre": "In the middle", "subject": "Around the subject"},
     "colour_profiles": {"ignore": "Ignored", "convert": "Respected"},
     "assign": {"optimal": "Best", "greedy": "Quick"},
-    "search": {"exact": "Exact", "approximate": "Approximate (for huge collections)"},
+    "search": {"exact": "Exact (every photo compared)",
+               "approximate": "Faster (approximate, for huge collections)"},
     "device": {"cpu": "This computer's processor", "cuda": "NVIDIA graphics card"},
     "dzi_format": {"jpeg": "JPEG", "png": "PNG", "webp": "WebP"},
 }

@@ -42,10 +42,10 @@
     min_uses: "Least uses of every photo",
     min_spacing: "Distance between repeats",
     assign: "How repeats are solved",
-    search: "Search",
-    device: "Device",
+    search: "Finding the closest photo",
+    device: "Run on",
     overlay: "Blend the picture over the mosaic",
-    jpeg_quality: "JPEG quality",
+    jpeg_quality: "Picture quality (JPEG, WebP)",
     dzi_tile_size: "Zoom tile size",
     dzi_overlap: "Zoom tile overlap",
     dzi_format: "Zoom tile format",
@@ -1073,6 +1073,7 @@
     if (!state.target) {
       $("command").value = "";
       $("command").placeholder = "mosaicist make PICTURE --tiles PHOTOS …";
+      $("command-note").hidden = true;
       return;
     }
     const controller = new AbortController();
@@ -1084,10 +1085,15 @@
         {target: state.target.id, tiles, settings: settingsPayload()}, {signal: controller.signal});
       $("command").value = command;
       fitCommand();
+      // The command names the picture the studio stored (a digest in its cache), which
+      // works as pasted; the person knows it by the name they chose it as.
+      $("command-note").textContent = `The picture in it is the copy of ${state.target.name} the studio keeps, so the command works as pasted into a terminal.`;
+      $("command-note").hidden = false;
     } catch (error) {
       if (error.name === "AbortError") return;
       $("command").value = "";
       $("command").placeholder = sentence(error.message);
+      $("command-note").hidden = true;
     }
   }
 
@@ -1098,17 +1104,113 @@
     box.style.height = `${box.scrollHeight + 2}px`;
   }
 
-  async function copyCommand() {
-    const text = $("command").value;
+  /** Put `text` on the clipboard, and say so on `button` for a moment. */
+  async function copyText(text, button) {
     if (!text) return;
     try {
       await navigator.clipboard.writeText(text);
     } catch (_) {
-      $("command").select();
+      // No clipboard API (a page not served from localhost, an old browser): a hidden
+      // field's selection is copied instead.
+      const field = element("textarea", {readonly: true, "aria-hidden": "true", className: "visually-hidden"});
+      field.value = text;
+      document.body.append(field);
+      field.select();
       document.execCommand("copy");
+      field.remove();
     }
-    $("copy-command").textContent = "Copied";
-    setTimeout(() => { $("copy-command").textContent = "Copy"; }, 1500);
+    const label = button.dataset.label || button.textContent;
+    button.dataset.label = label;
+    button.textContent = "Copied";
+    clearTimeout(Number(button.dataset.timer || 0));
+    button.dataset.timer = String(setTimeout(() => { button.textContent = label; }, 1500));
+  }
+
+  function copyCommand() {
+    return copyText($("command").value, $("copy-command"));
+  }
+
+  // --- a run's command as the person knows it ----------------------------------------------
+
+  /**
+   * The words of a command as Python's shlex.join writes them: bare, '…' and "…" parts.
+   * Null for a line that does not split (an unclosed quote).
+   */
+  function shellWords(command) {
+    const text = String(command || "");
+    const words = [];
+    let word = null;
+    for (let i = 0; i < text.length; i++) {
+      const character = text[i];
+      if (character === "'") {
+        const end = text.indexOf("'", i + 1);
+        if (end < 0) return null;
+        word = (word ?? "") + text.slice(i + 1, end);
+        i = end;
+      } else if (character === '"') {
+        let part = "";
+        for (i += 1; i < text.length && text[i] !== '"'; i++) {
+          if (text[i] === "\\" && i + 1 < text.length && '"\\$`'.includes(text[i + 1])) i += 1;
+          part += text[i];
+        }
+        if (i >= text.length) return null;
+        word = (word ?? "") + part;
+      } else if (character === "\\") {
+        word = (word ?? "") + (text[i + 1] ?? "");
+        i += 1;
+      } else if (/\s/.test(character)) {
+        if (word !== null) words.push(word);
+        word = null;
+      } else {
+        word = (word ?? "") + character;
+      }
+    }
+    if (word !== null) words.push(word);
+    return words;
+  }
+
+  /** One word quoted as Python's shlex.quote quotes it (JavaScript's \w is ASCII, as its). */
+  function shellQuote(word) {
+    if (word === "") return "''";
+    if (/^[\w@%+=:,./-]+$/.test(word)) return word;
+    return `'${word.replace(/'/g, `'"'"'`)}'`;
+  }
+
+  /**
+   * A run's command line as the person knows it. The studio writes it with the path of
+   * the picture it stored (a digest in its cache: ".../targets/343b18….jpg") or of the
+   * placements it saved, which works as pasted but names nothing the person chose: shown,
+   * the picture is named as it was uploaded ("bear.jpg") and saved placements by their
+   * file name. Null for a command the studio does not write.
+   */
+  function commandAsKnown(run) {
+    const words = shellWords(run.command);
+    if (!words || words.length < 3 || words[0] !== "mosaicist") return null;
+    const fileName = words[2].split(/[\\/]/).pop() || words[2];
+    let name;
+    if (words[1] === "make") name = run.target_name || fileName;
+    else if (words[1] === "render") name = fileName;
+    else return null;
+    const shown = [...words];
+    shown[2] = name.startsWith("-") ? `./${name}` : name;  // not read as a flag
+    return {text: shown.map(shellQuote).join(" "), name, kind: words[1]};
+  }
+
+  /** The "Made with:" line of the mosaic shown: the command, and what its file names are. */
+  function showMadeWith(run) {
+    const known = run.command ? commandAsKnown(run) : null;
+    $("made-with").hidden = !run.command;
+    $("made-with").dataset.command = run.command || "";
+    $("result-command").textContent = run.command ? `Made with: ${known ? known.text : run.command}` : "";
+    let note = "";
+    if (known?.kind === "make") {
+      note = `Here \u201c${known.name}\u201d is your picture; the command copied names the copy of it the studio keeps, so it works as pasted into a terminal.`;
+    } else if (known?.kind === "render") {
+      const of = run.target_name ? ` of ${run.target_name}` : "";
+      note = `Here \u201c${known.name}\u201d is where each photo of the mosaic${of} was placed; the command copied names the file the studio keeps, so it works as pasted into a terminal.`;
+    }
+    $("result-command-note").textContent = note;
+    $("result-command-note").hidden = !note;
   }
 
   // --- Make -------------------------------------------------------------------------------
@@ -1244,7 +1346,7 @@
     const kinds = outputKinds(run);
     $("downloads").replaceChildren(...DOWNLOADS.filter(([kind]) => kinds.includes(kind)).map(([kind, label]) =>
       element("li", {}, element("a", {href: `/api/runs/${encodeURIComponent(run.id)}/files/${kind}`, download: "", "data-kind": kind, text: label}))));
-    $("result-command").textContent = run.command ? `Made with: ${run.command}` : "";
+    showMadeWith(run);
     for (const card of document.querySelectorAll(".run")) card.classList.toggle("current", card.dataset.id === run.id);
     if (scroll) section.scrollIntoView({behavior: matchMedia("(prefers-reduced-motion: reduce)").matches ? "auto" : "smooth", block: "start"});
   }
@@ -1494,6 +1596,8 @@
     });
     $("settings").addEventListener("submit", (event) => event.preventDefault());
     $("copy-command").addEventListener("click", guarded(copyCommand));
+    $("copy-result-command").addEventListener("click", guarded(
+      () => copyText($("made-with").dataset.command, $("copy-result-command"))));
     $("make").addEventListener("click", guarded(make));
     $("cancel-make").addEventListener("click", guarded(cancelMake));
     // The picture too: a reload (or going back to the page) mid-make must not lose it.
