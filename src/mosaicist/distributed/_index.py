@@ -13,9 +13,11 @@ transaction; the publish then keeps the shards in library order without
 copying them, so the index is the one a single machine makes, tile for tile.
 
 A worker that dies mid-part leaves at most a ``.part`` file: Dask runs the
-part again on another worker, and the next update removes the leftover. An
-interrupted run keeps every staged shard, and the next run decodes only the
-rest.
+part again on another worker, and the next update removes the leftover. A
+part that cannot write its shard (a full disk, a folder that cannot be
+written) is not run again, which would fail the same way: the run stops in
+one line naming the file, publishing nothing. An interrupted or failed run
+keeps every staged shard, and the next run decodes only the rest.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from ..aspect import SQUARE
 from ..crop import crop_method
 from ..errors import MosaicistError
 from ..library import TileLibrary
-from ..library._shards import read_shard_rows, rows_path, write_shard
+from ..library._shards import ShardWriteError, read_shard_rows, rows_path, write_shard
 from ..library._update import TileFormat, UpdateStats, stage_shard
 from ..paths import cache_dir as default_cache_dir
 from ..progress import progress_bar
@@ -177,11 +179,14 @@ class ClusterDecoder:
                 submit_next()
             try:
                 for future in completed(running, WorkerWatch(self.client)):
-                    shard, _tiles, _failed, unseen = _result(future, spec)
-                    # Not staged: its files' failures would stay in the index.
-                    _check_seen(unseen)
-                    _check_written_here(directory, shard)
-                    rows = read_shard_rows(directory, shard)
+                    try:
+                        shard, _tiles, _failed, unseen = _result(future, spec)
+                        # Not staged: its files' failures would stay in the index.
+                        _check_seen(unseen)
+                        _check_written_here(directory, shard)
+                        rows = read_shard_rows(directory, shard)
+                    except MosaicistError as error:
+                        raise _said_of_the_folder(error, directory) from None
                     stage_shard(connection, shard, rows.tiles, rows.failures)
                     rows_path(directory / shard).unlink(missing_ok=True)
                     done = sizes.pop(future)
@@ -192,6 +197,10 @@ class ClusterDecoder:
                 # However this ends, no part keeps running for an update that stopped.
                 for future in list(sizes):
                     future.cancel()
+        if not directory.is_dir():
+            # The manifest's commits went to a file no longer listed: the publish would
+            # have "succeeded" with nothing left.
+            raise _folder_removed(directory)
         self.seconds = time.perf_counter() - started
 
 
@@ -287,6 +296,28 @@ def _check_written_here(directory: Path, shard: str) -> None:
         raise MosaicistError(f"{directory}: a worker wrote its part of the index elsewhere "
                              f"({shard} is not here); the cache must be on a filesystem every "
                              f"worker shares")
+
+
+def _said_of_the_folder(error: MosaicistError, directory: Path) -> MosaicistError:
+    """What to say of a part that failed: ``error``, or the index folder's removal.
+
+    A folder removed under the run (its cache deleted, unmounted) failed its
+    next part on a worker, which said the folder was not on that worker, as
+    if the cache were not shared, or that a worker wrote its shard elsewhere.
+    A shard that could not be written (no room, a folder read-only) stops
+    the run, but the parts staged before stay: the next run decodes the rest.
+    """
+    if not directory.is_dir():
+        return _folder_removed(directory)
+    if isinstance(error, ShardWriteError):
+        return MosaicistError(f"{error}; the parts finished are kept")
+    return error
+
+
+def _folder_removed(directory: Path) -> MosaicistError:
+    """The one-line error for an index folder removed during the run."""
+    return MosaicistError(f"{directory}: the index folder was removed during the run (its "
+                          f"cache deleted or unmounted?); run again to index anew")
 
 
 def _result(future: Future, spec: str) -> tuple[str, int, int, tuple[str, ...]]:

@@ -504,8 +504,10 @@ def write_shard(
     signature; and the failures) to ``shard-<token>.rows.json``, each
     written under a ``.part`` name, flushed to disk and renamed, pixels
     first: a rows file names a whole shard. What a killed writer leaves is
-    a ``.part`` file, removed by the next update. Decoding runs in this
-    process: on a cluster the workers are the parallelism.
+    a ``.part`` file, removed by the next update; one that cannot write (a
+    full disk, a folder gone or read-only) leaves nothing and says so in one
+    line. Decoding runs in this process: on a cluster the workers are the
+    parallelism.
 
     Parameters
     ----------
@@ -529,10 +531,17 @@ def write_shard(
     -------
     (str, int, int)
         The shard file's name, its tiles, and the entries that failed.
+
+    Raises
+    ------
+    ShardWriteError
+        When the shard or its rows cannot be written (no space left, the
+        folder removed or read-only), naming the file as it would have been
+        called; its ``.part`` files are removed.
     """
     # Imported here: _update imports this module. Its decode is the one a single
     # machine's update runs, so that the shard's tiles are that index's, tile for tile.
-    from ._update import TileFormat, decode_tiles
+    from ._update import TileFormat, _write_all, decode_tiles
 
     single = copy.copy(source)
     if hasattr(single, "workers"):
@@ -556,7 +565,11 @@ def write_shard(
     shape = (height_for(width, aspect), width, 3)
     partial = shard.with_name(shard.name + ".part")
     try:
-        with open(partial, "wb") as handle:
+        with _writing(shard):
+            # Unbuffered: a buffered file's close flushes what a failed write left in its
+            # buffer, and its OSError (a full disk's, again) replaced the one-line error.
+            handle = open(partial, "wb", buffering=0)  # noqa: SIM115 - closed below
+        try:
             decoded_tiles = decode_tiles(single, entries, TileFormat(
                 width, aspect, crop, colour_profiles=colour_profiles))
             for decoded in decoded_tiles:
@@ -570,7 +583,8 @@ def write_shard(
                                      f"the source made a tile of {decoded.pixels.shape}, "
                                      f"not {shape}"))
                     continue
-                handle.write(np.ascontiguousarray(decoded.pixels, np.uint8).tobytes())
+                with _writing(shard):
+                    _write_all(handle, np.ascontiguousarray(decoded.pixels, np.uint8).tobytes())
                 window = decoded.window
                 row = (entry.source_id, len(tiles), entry.size, entry.mtime_ns,
                        decoded.content_hash,
@@ -584,16 +598,53 @@ def write_shard(
                     if len(unsigned) >= _SIGN_EVERY:
                         sign()
             sign()
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, shard)
-        _write_rows(rows_file, ShardRows(tiles, failures))
+            with _writing(shard):
+                # fsync and close are where a full disk may first say so (NFS, delayed
+                # allocation), not only the writes.
+                os.fsync(handle.fileno())
+                handle.close()
+        finally:
+            with contextlib.suppress(OSError):
+                handle.close()  # after an error: its own error, if any, would replace it
+        with _writing(shard):
+            os.replace(partial, shard)
+        with _writing(rows_file):
+            _write_rows(rows_file, ShardRows(tiles, failures))
     except BaseException:
         for leftover in (partial, shard, rows_file.with_name(rows_file.name + ".part")):
-            with contextlib.suppress(FileNotFoundError):
+            # OSError, not only FileNotFoundError: a folder gone or read-only refuses
+            # these too, and that error would replace the one that says why.
+            with contextlib.suppress(OSError):
                 leftover.unlink()
         raise
     return shard.name, len(tiles), len(failures)
+
+
+class ShardWriteError(MosaicistError):
+    """A shard file, or its rows, that could not be written (the message names it).
+
+    A worker's error, sent back to the run as it is: the run tells a folder
+    removed under it from one that cannot be written
+    (:class:`mosaicist.distributed._index.ClusterDecoder`).
+    """
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Make an ``OSError`` of the block a :class:`ShardWriteError` naming ``path``.
+
+    Only around writes: an error of the source's own (reading a picture) is
+    not the index's, and keeps its own words.
+    """
+    # Imported here: _update imports this module.
+    from ._update import _write_error
+
+    try:
+        yield
+    except OSError as error:
+        # The file as it is called once written, not its ``.part`` (removed): a full
+        # disk's write names no file at all.
+        raise ShardWriteError(str(_write_error(path, error))) from None
 
 
 def read_shard_rows(directory: Path, shard_file: str) -> ShardRows:
