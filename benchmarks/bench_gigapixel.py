@@ -173,8 +173,6 @@ def _run(args: argparse.Namespace, data: Path, cache: Path, out: Path) -> None:
             assert levels[0] == (height, width, 3)
     peak = max(make.peak_rss_bytes, render.peak_rss_bytes if not args.skip_tiff else 0)
     print(f"peak RSS goal (< 2 GB): {'met' if peak < 2e9 else 'NOT met'} ({peak / 1e9:.2f} GB)")
-    if args.keep:
-        print(f"kept: {out}")
 
 
 if __name__ == "__main__":

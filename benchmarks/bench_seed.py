@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mosaicist.errors import counted
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
@@ -54,6 +56,8 @@ from common import (  # noqa: E402
     mosaicist_command,
     positive_int,
     print_table,
+    require_file,
+    require_pictures,
     run_child,
     seconds,
 )
@@ -114,15 +118,15 @@ def main() -> None:
     cache = cache_dir(args.cache_dir)
     folder = data / "cifar10" / "train"
     target_path = data / TARGET
-    for path in (target_path, folder):
-        if not path.exists():
-            sys.exit(f"benchmark: {path} not found; pass --data PATH")
+    require_file(target_path, "target")
+    require_pictures(folder, "tiles")
     print(f"machine: {machine()}")
 
     grid = make_grid(read_target(target_path), CELL_PX, name=str(target_path))
     cell_count = len(grid.cells)
-    print(f"workload: {target_path.name}, {grid.rows} x {grid.cols} = {cell_count:,} cells of "
-          f"{CELL_PX} px, {TILE_PX} px tiles, tiles {folder}", flush=True)
+    print(f"workload: {target_path.name}, {grid.rows} x {grid.cols} = "
+          f"{counted(cell_count, 'cell')} of {CELL_PX} px, {TILE_PX} px tiles, tiles {folder}",
+          flush=True)
 
     # --- End to end, cold then warm (child processes) -----------------------------------
     runs = fresh_dir(cache / "runs", "seed-")
@@ -175,10 +179,14 @@ def _measure(args: argparse.Namespace, grid, folder: Path, target_path: Path,
     seed_tiles = load_seed_tiles(folder)
     seed_load = time.perf_counter() - started
     if len(seed_tiles) != tile_count:
-        sys.exit(f"seed list has {len(seed_tiles)} tiles, library {tile_count}")
+        # The seed's list reads only .jpg files; the library takes every picture.
+        sys.exit(f"benchmark: the seed's tile list has {counted(len(seed_tiles), 'JPEG')} but "
+                 f"mosaicist's library of {folder} has {counted(tile_count, 'tile')}; the "
+                 "comparison needs a folder of .jpg files only")
     sample = np.unique(np.linspace(0, cell_count - 1, args.seed_cells).astype(np.int64))
     workers = os.cpu_count() or 1
-    print(f"seed loop on {len(sample)} cells with {workers} processes ...", flush=True)
+    print(f"seed loop on {counted(len(sample), 'cell')} with {workers} processes ...",
+          flush=True)
     with Pool(workers, initializer=_seed_init, initargs=(seed_tiles,)) as pool:
         pool.map(int, range(workers))  # workers started before timing
         started = time.perf_counter()
@@ -190,7 +198,7 @@ def _measure(args: argparse.Namespace, grid, folder: Path, target_path: Path,
 
     # --- brute_force (integer) on a larger sample ----------------------------------------
     brute_sample = np.unique(np.linspace(0, cell_count - 1, args.brute_cells).astype(np.int64))
-    print(f"brute_force on {len(brute_sample)} cells ...", flush=True)
+    print(f"brute_force on {counted(len(brute_sample), 'cell')} ...", flush=True)
     started = time.perf_counter()
     brute = brute_force(grid.cells[brute_sample], library.tiles, TILE_PX)
     brute_seconds = time.perf_counter() - started
@@ -206,12 +214,12 @@ def _measure(args: argparse.Namespace, grid, folder: Path, target_path: Path,
     print()
     print_table([
         [f"seed loop (Pool of {workers}), per cell", seconds(seed_per_cell),
-         f"{len(sample)} cells in {seed_seconds:.1f} s"],
+         f"{counted(len(sample), 'cell')} in {seed_seconds:.1f} s"],
         ["mosaicist match_exact (warm), per cell", seconds(ours_per_cell),
-         f"{cell_count} cells in {best:.3f} s; {result.evaluated:,} exact evals"],
+         f"{counted(cell_count, 'cell')} in {best:.3f} s; {result.evaluated:,} exact evals"],
         ["per-cell speed-up", f"{ratio:,.0f}x", "goal >= 1000x: "
          + ("met" if ratio >= 1000 else "NOT met")],
-        ["seed: load 50k tiles", seconds(seed_load), "single process, PIL"],
+        [f"seed: load {tile_count:,} tiles", seconds(seed_load), "single process, PIL"],
         ["seed: whole grid (extrapolated)", seconds(seed_grid), "load + per cell x cells"],
         ["mosaicist make, cold cache", seconds(cold.seconds),
          f"peak RSS {gib(cold.peak_rss_bytes)}"],
@@ -221,14 +229,16 @@ def _measure(args: argparse.Namespace, grid, folder: Path, target_path: Path,
          "goal >= 200x: " + ("met" if speedup_warm >= 200 else "NOT met")],
         ["end-to-end speed-up, cold", f"{speedup_cold:,.0f}x", ""],
         ["brute_force (int64), per cell", seconds(brute_seconds / len(brute_sample)),
-         f"{len(brute_sample)} cells in {brute_seconds:.1f} s"],
-        ["picks == seed loop's", f"{same_seed:.4f}", f"{len(sample)} cells"],
-        ["picks == brute_force (tile)", f"{same_brute_tile:.4f}", f"{len(brute_sample)} cells"],
+         f"{counted(len(brute_sample), 'cell')} in {brute_seconds:.1f} s"],
+        ["picks == seed loop's", f"{same_seed:.4f}", f"{counted(len(sample), 'cell')}"],
+        ["picks == brute_force (tile)", f"{same_brute_tile:.4f}",
+         f"{counted(len(brute_sample), 'cell')}"],
         ["distance == brute_force optimum", f"{same_brute_distance:.4f}",
-         f"{len(brute_sample)} cells (goal 1.0)"],
+         f"{counted(len(brute_sample), 'cell')} (goal 1.0)"],
     ], ["figure", "value", "detail"])
     print(f"\nobjective (all cells): {int(result.distance.sum()):,}")
     del library, features
+
 
 if __name__ == "__main__":
     main()

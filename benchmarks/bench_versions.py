@@ -41,7 +41,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import cache_dir, data_dir, fresh_dir, positive_int, print_table  # noqa: E402
+from common import (  # noqa: E402
+    cache_dir,
+    data_dir,
+    fresh_dir,
+    positive_int,
+    print_table,
+    require_file,
+    require_pictures,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 STARRY = "targets/starry_night_google_1280.jpg"
@@ -184,6 +192,12 @@ def main() -> None:
     args = parser.parse_args()
 
     data = data_dir(args.data)
+    # Before the worktree (a checkout, removed again) and the run folder: a missing input
+    # would otherwise stop the first case that reads it, after both.
+    require_file(data / STARRY, "target")
+    require_file(data / BEAR, "target")
+    require_pictures(data / "cifar10" / "train", "tiles")
+    require_pictures(data / "galaxy-zoo", "tiles")
     # A folder of this run's own: a fixed one, emptied first, was another run's too.
     work = fresh_dir(cache_dir(args.cache_dir) / "runs", "versions-")
     checkout = work / "before-tree"

@@ -332,6 +332,10 @@ def test_versions_runs_have_folders_of_their_own(tmp_path, monkeypatch):
         return versions.subprocess.CompletedProcess(command, 1, "", "fatal: stopped here")
 
     monkeypatch.setattr(versions.subprocess, "run", git)
+    # The inputs it checks before any checkout.
+    for name in (versions.STARRY, versions.BEAR, "cifar10/train/cat/0.jpg",
+                 "galaxy-zoo/train/0.jpg"):
+        write_picture(tmp_path / name)
     stopped = run_main(versions, monkeypatch, "--before", "HEAD", "--data", str(tmp_path),
                        "--cache-dir", str(cache))
     assert stopped.code == "benchmark: --before HEAD: fatal: stopped here"

@@ -238,8 +238,8 @@ def test_prints_that_cannot_be_met_are_clear_errors():
     assert "needs tiles about 7,087 px wide for a grid of 1x1 cells, over the 1,024 px" \
         in str(error.value)
     # More cells than the print has pixels.
-    with pytest.raises(OptionError, match=r"print_size 1x1cm at dpi 10 is 4x4 px, fewer than "
-                                          r"the grid's 18x18 cells"):
+    with pytest.raises(OptionError, match=r"print_size 1x1cm is too small at dpi 10: it would "
+                                          r"be 4x4 px, and the grid's 18x18 cells need"):
         plan_print((300, 300), "1x1cm", dpi=10)
     with pytest.raises(MosaicistError, match="bear.jpg: its 1x100 crop to the print's shape is "
                                              "smaller than one 16x16 cell"):

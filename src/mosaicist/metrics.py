@@ -1065,7 +1065,9 @@ def score_mosaic(
     MosaicistError
         When a file is missing or unreadable, or the sizes do not fit
         (an :class:`OptionError` also when ``cell_px`` or ``aspect`` differ
-        from those JSON placements record).
+        from those JSON placements record, or placements of another grid are
+        given: for CSV placements whose grid a ``make --print`` crop could
+        give, it says to score with the JSON ones, which record the crop).
     """
     # JSON placements record how the mosaic was made: its cells and where its grid
     # lies in the target (a --print crop moves it off the whole target's centre).
@@ -1104,19 +1106,6 @@ def score_mosaic(
                 "{width}x{height} pixels, too small for them at {cell_px} {cell}",
                 shape=f"{cols}x{rows}", left=left, top=top, target=target_path,
                 width=target.shape[1], height=target.shape[0], cell=cell_px)
-    height, width = mosaic.shape[:2]
-    tile_px = width // cols if width % cols == 0 else 0
-    tile_height = height // rows if height % rows == 0 else 0
-    if not tile_px or not tile_height or tile_height != height_for(tile_px, ratio):
-        expected = ("expected {cols}*t x {rows}*t for a tile size t" if square else
-                    "expected {cols}*t x {rows}*h for a tile width t and height h = "
-                    f"round(t*{ratio[1]}/{ratio[0]}) at {{aspect}} {format_aspect(ratio)}")
-        raise OptionError(
-            "{mosaic}: {width}x{height} pixels does not fit the {cols}x{rows} cells of {target} "
-            "at {cell_px} {cell} (" + expected + ")",
-            mosaic=mosaic_path, width=width, height=height, cols=cols, rows=rows,
-            target=target_path, cell=cell_px,
-        )
     placed: Placements | None = None
     tile_ids: np.ndarray | None = None
     given: tuple[int, ...] | None = None
@@ -1126,12 +1115,42 @@ def score_mosaic(
         tile_ids = None if tile_grid.rect is not None else tile_grid.tile_grid()
     elif tile_grid is not None:
         tile_ids, given = tile_grid, np.shape(tile_grid)
+    # Before the mosaic's size: placements of another grid say more than "the mosaic does
+    # not fit the target's cells" (the cells the user did not make).
     if given is not None and tuple(given) != (rows, cols):
         shape = "x".join(str(side) for side in given[::-1])
+        hint = ""
+        if recorded is None and _print_cropped(tuple(given), (rows, cols)):
+            # A make --print grid lies in the centre of the print's crop, which CSV
+            # placements (or a bare grid) do not record: the whole target's grid is not it.
+            # Plain words, not a parameter: --print is make's, score has no such option.
+            hint = ("; a mosaic made with 'make --print' is scored with its JSON placements "
+                    "(make --placements NAME.json), which record where its grid lies in the "
+                    "target: CSV placements do not")
         raise OptionError(
             "the placements are {shape} cells but {target} has {cols}x{rows} cells at "
-            "{cell_px} {cell}", shape=shape, target=target_path, cols=cols, rows=rows,
+            "{cell_px} {cell}" + hint, shape=shape, target=target_path, cols=cols, rows=rows,
             cell=cell_px,
+        )
+    height, width = mosaic.shape[:2]
+    tile_px = width // cols if width % cols == 0 else 0
+    tile_height = height // rows if height % rows == 0 else 0
+    if not tile_px or not tile_height or tile_height != height_for(tile_px, ratio):
+        expected = ("expected {cols}*t x {rows}*t for a tile size t" if square else
+                    "expected {cols}*t x {rows}*h for a tile width t and height h = "
+                    f"round(t*{ratio[1]}/{ratio[0]}) at {{aspect}} {format_aspect(ratio)}")
+        hint = ""
+        if given is None and _print_sized(width, height, rows, cols, ratio):
+            # Its grid may be a make --print one, in the print's crop: only JSON placements
+            # say where that lies (not a setting of score's, so in plain words).
+            hint = ("; a mosaic made with 'make --print' is scored with its JSON placements "
+                    "(make --placements NAME.json), which record where its grid lies in the "
+                    "target")
+        raise OptionError(
+            "{mosaic}: {width}x{height} pixels does not fit the {cols}x{rows} cells of {target} "
+            "at {cell_px} {cell} (" + expected + ")" + hint,
+            mosaic=mosaic_path, width=width, height=height, cols=cols, rows=rows,
+            target=target_path, cell=cell_px,
         )
     _check_view_memory(rows * cols, view_px, view_px * cell_height / cell_px)
     crop = target[top:top + rows * cell_height, left:left + cols * cell_px]
@@ -1149,6 +1168,34 @@ def score_mosaic(
 
         metrics |= leaf_repetition(placed.tile, placed.rect)
     return metrics
+
+
+def _print_cropped(given: tuple[int, ...], whole: tuple[int, int]) -> bool:
+    """Whether a ``(rows, cols)`` grid could be the whole target's ``whole`` after a print crop.
+
+    ``make --print`` crops the target to the print's shape along one side only,
+    so its grid has as many cells as the whole target's along the other side
+    and fewer along the cropped one.
+    """
+    (rows, cols), (whole_rows, whole_cols) = given, whole
+    return (rows == whole_rows and cols < whole_cols) or (cols == whole_cols
+                                                          and rows < whole_rows)
+
+
+def _print_sized(width: int, height: int, rows: int, cols: int, ratio: tuple[int, int]) -> bool:
+    """Whether a ``width x height`` mosaic has tiles for a print crop of a ``rows x cols`` grid.
+
+    That is: for some tile width ``t`` (up to 1024 px), as many tiles as the
+    grid along one side and fewer, whole, along the other (see
+    :func:`_print_cropped`).
+    """
+    for tile in range(1, 1025):
+        tile_height = height_for(tile, ratio)
+        if width % tile or height % tile_height:
+            continue
+        if _print_cropped((height // tile_height, width // tile), (rows, cols)):
+            return True
+    return False
 
 
 def _check_view_memory(cells: int, view_px: int, view_height: float,

@@ -65,13 +65,14 @@ change, is an :class:`~mosaicist.errors.OptionError`.
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 import numpy as np
 
@@ -652,11 +653,7 @@ def tile_px_for_print(
                          "large to size tiles for")
     print_width, print_height = print_size.pixels(dpi)
     if cols > print_width or rows > print_height:
-        raise OptionError("{print_size} {size} at {dpi} {dpi_value} is {width}x{height} px, "
-                          "fewer than the grid's {cols}x{rows} cells; use fewer cells or a "
-                          "higher {dpi}", size=str(print_size), dpi_value=dpi,
-                          width=print_width, height=print_height, cols=shown_value(cols),
-                          rows=shown_value(rows))
+        _refuse_small_print(print_size, dpi, cols, rows)
     widths = _widths(TILE_PX_RANGE, ratio, adaptive)
     if not len(widths):
         raise OptionError("{adaptive} {value} leaves no tile width up to {most} px whose height "
@@ -681,6 +678,54 @@ def tile_px_for_print(
                           most=f"{best:,}" if square else f"{best:,}x{best_height:,}",
                           shape=format_aspect(ratio))
     return best
+
+
+def _scale_up(value: Fraction, digits: int = 3) -> Decimal:
+    """``value`` rounded up to ``digits`` significant digits, as an exact decimal."""
+    exponent = Decimal(value.numerator / value.denominator).adjusted() - digits + 1
+    steps = math.ceil(value / Fraction(10) ** exponent)
+    return Decimal(steps).scaleb(exponent)
+
+
+def _refuse_small_print(print_size: PrintSize, dpi: int, cols: int, rows: int) -> NoReturn:
+    """Refuse a print with fewer pixels than the grid has cells across or down.
+
+    Each cell needs a pixel at least, so the message says what the print
+    would be, what the grid needs, and what would do: the least ``dpi``, the
+    least print of the same shape at this ``dpi`` (the same shape crops the
+    target the same way, so the grid stays), or fewer cells.
+    """
+    width, height = print_size.pixels(dpi)
+    inches = print_size.inches()
+    # round(side * dpi) >= cells exactly when side * dpi >= cells - 1/2 (halves round up).
+    least = max(Fraction(2 * cells - 1, 2) / side
+                for cells, side in zip((cols, rows), inches, strict=True))
+    ways = []
+    least_dpi = math.ceil(least)
+    # Values to type are shown as typed: no thousands separators.
+    if least_dpi <= DPI_RANGE[1]:
+        ways.append(f"{{dpi}} {least_dpi} or more")
+    factor = _scale_up(least / dpi)
+    larger_text = str(PrintSize((print_size.width * factor).normalize(),
+                                (print_size.height * factor).normalize(), print_size.unit))
+    try:
+        larger = parse_print_size(larger_text)  # held to what --print takes (100 m, digits)
+    except OptionError:
+        pass
+    else:
+        larger_width, larger_height = larger.pixels(dpi)
+        if larger_width >= cols and larger_height >= rows:
+            ways.append(f"a print of at least {larger} at {{dpi}} {dpi}")
+    if cols * rows > 1:
+        ways.append("fewer cells")
+    raise OptionError("{print_size} {size} is too small at {dpi} {dpi_value}: it would be "
+                      "{width}x{height} px, and the grid's {cols}x{rows} cells need at least "
+                      "{cols}x{rows} px (a pixel each)"
+                      + ("; use " + ", ".join(ways[:-1]) + (", or " if len(ways) > 2 else
+                                                            " or " if len(ways) == 2 else "")
+                         + ways[-1] if ways else ""),
+                      size=str(print_size), dpi_value=dpi, width=f"{width:,}",
+                      height=f"{height:,}", cols=f"{cols:,}", rows=f"{rows:,}")
 
 
 def plan_sizes(
