@@ -89,7 +89,7 @@ def test_dead_writers_temporaries_are_swept_when_the_index_is_opened(tmp_path):
     cache = tmp_path / "cache"
     library = _open(folder, cache)
     features = library.features_dir
-    dedupe = library.directory / "dedupe-t6"
+    dedupe = library.directory / f"dedupe-v{DEDUPE_VERSION}-t6"
     dedupe.mkdir()
     dead, live = dead_pid(), os.getpid()
     stale = [
@@ -152,7 +152,7 @@ def _library_with_a_copy(tmp_path, generations=2):
 def test_a_killed_dedupe_writers_temporary_goes_at_the_next_write(tmp_path):
     _, _, library = _library_with_a_copy(tmp_path, 1)
     dead = dead_pid()
-    dedupe = library.directory / "dedupe-t6"
+    dedupe = library.directory / f"dedupe-v{DEDUPE_VERSION}-t6"
     duplicates = library.directory / "duplicates"
     dedupe.mkdir()
     duplicates.mkdir()
@@ -180,12 +180,12 @@ def test_an_interrupted_dedupe_write_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         library.without_duplicates(6)
     monkeypatch.setattr(np, "ascontiguousarray", real)
-    assert list((library.directory / "dedupe-t6").iterdir()) == []
+    assert list((library.directory / f"dedupe-v{DEDUPE_VERSION}-t6").iterdir()) == []
 
 
 def test_dedupe_caches_of_newer_generations_and_other_thresholds_are_kept(tmp_path):
     _, _, library = _library_with_a_copy(tmp_path, 2)
-    dedupe = library.directory / "dedupe-t6"
+    dedupe = library.directory / f"dedupe-v{DEDUPE_VERSION}-t6"
     duplicates = library.directory / "duplicates"
     dedupe.mkdir()
     duplicates.mkdir()
@@ -245,7 +245,7 @@ def test_only_the_newest_generations_entries_stay(tmp_path):
     assert newer.generation == 1
     _make_entries(newer)
     features = newer.features_dir
-    dedupe = newer.directory / "dedupe-t6"
+    dedupe = newer.directory / f"dedupe-v{DEDUPE_VERSION}-t6"
     for each in (features, dedupe / "features", dedupe, newer.directory / "duplicates"):
         assert _generations(each) == ["g1"], each
     assert len(list(features.glob("v6-*"))) == 2 and len(list(features.glob("prepared-*"))) == 1

@@ -219,7 +219,7 @@ def test_warm_runs_read_signatures_and_leaders_back(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("signed or grouped again on a warm run")
 
-    monkeypatch.setattr("mosaicist.library._index.tile_signatures", boom)
+    monkeypatch.setattr("mosaicist.library._index.mirrored_tile_signatures", boom)
     monkeypatch.setattr("mosaicist.library._index.duplicate_leaders", boom)
     again = TileLibrary.open(FolderSource(folder, workers=1), 16, cache_dir=cache)
     assert again.stats.decoded == 0

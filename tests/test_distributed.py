@@ -194,7 +194,8 @@ def manifest(library: TileLibrary) -> tuple[list, list]:
     try:
         tiles = connection.execute(
             "SELECT source_id, position, size, mtime_ns, content_hash, crop_left, crop_top, "
-            "crop_width, crop_height, phash, mean_rgb FROM tiles ORDER BY position").fetchall()
+            "crop_width, crop_height, phash, mean_rgb, phash_mirror FROM tiles ORDER BY position"
+        ).fetchall()
         failures = connection.execute("SELECT * FROM failures ORDER BY source_id").fetchall()
     finally:
         connection.close()

@@ -30,7 +30,7 @@ def test_a_changed_grouping_rule_never_serves_the_other_rules_kept_pixels(tmp_pa
     first = library.without_duplicates(6)
     assert first.source_ids == ["t0.png", "t1.png", "t2.png"]
 
-    def another_rule(hashes, colours, threshold):
+    def another_rule(hashes, colours, threshold, mirrors=None):
         return np.array([0, 0, 2, 3])  # t1 dropped as a copy of t0, the copy kept
 
     monkeypatch.setattr("mosaicist.library._index.DEDUPE_VERSION", 99)

@@ -21,6 +21,7 @@ from PIL import Image
 
 from mosaicist.dedupe import DEFAULT_THRESHOLD
 from mosaicist.library import TileLibrary, _update
+from mosaicist.library._manifest import SIGNATURE_RULE
 from mosaicist.sources.folder import FolderSource
 
 #: Bits a simulated signature of the old rule differs by (past the default threshold).
@@ -85,7 +86,7 @@ def test_an_index_of_the_old_rule_is_signed_again_from_its_photos_once(
         tmp_path, monkeypatch, settings):
     folder = jpeg_near_copies(tmp_path / "photos")
     fresh = open_library(folder, tmp_path / "fresh", **settings)
-    assert meta_of(fresh.directory)["signature_rule"] == "2"
+    assert meta_of(fresh.directory)["signature_rule"] == str(SIGNATURE_RULE)
     cache = tmp_path / "old"
     old = open_library(folder, cache, **settings)
     as_old_rule(old.directory)
@@ -101,7 +102,7 @@ def test_an_index_of_the_old_rule_is_signed_again_from_its_photos_once(
     np.testing.assert_array_equal(np.asarray(resigned.tiles), np.asarray(old.tiles))
     assert resigned.generation == old.generation + 1
     assert_signed_alike(resigned, fresh)
-    assert meta_of(resigned.directory)["signature_rule"] == "2"
+    assert meta_of(resigned.directory)["signature_rule"] == str(SIGNATURE_RULE)
 
     # Once: the next run reads no photo.
     signed.clear()
@@ -169,7 +170,7 @@ def test_a_square_index_at_32_px_keeps_its_signatures_without_reading(tmp_path, 
     signed = record_results(monkeypatch, _update, "decode_tile")
     opened = open_library(folder, cache, match_px=32, crop=crop)
     assert signed == [] and opened.generation == old.generation
-    assert meta_of(opened.directory)["signature_rule"] == "2"
+    assert meta_of(opened.directory)["signature_rule"] == str(SIGNATURE_RULE)
     for got, expected in zip(opened.signatures(), want, strict=True):
         np.testing.assert_array_equal(got, expected)
 
@@ -185,7 +186,7 @@ def test_an_index_whose_signatures_stand_keeps_its_generation(tmp_path):
     # changes, and no cache is made stale.
     opened = open_library(folder, cache)
     assert opened.generation == old.generation
-    assert meta_of(opened.directory)["signature_rule"] == "2"
+    assert meta_of(opened.directory)["signature_rule"] == str(SIGNATURE_RULE)
 
 
 def test_a_moved_folder_takes_no_signature_of_the_old_rule(tmp_path):
@@ -197,7 +198,7 @@ def test_a_moved_folder_takes_no_signature_of_the_old_rule(tmp_path):
     shutil.move(folder, moved)
     opened = open_library(moved, cache)
     assert opened.stats.decoded == len(fresh)
-    assert meta_of(opened.directory)["signature_rule"] == "2"
+    assert meta_of(opened.directory)["signature_rule"] == str(SIGNATURE_RULE)
     for got, want in zip(opened.signatures(), fresh.signatures(), strict=True):
         np.testing.assert_array_equal(got, want)
 

@@ -807,7 +807,7 @@ def test_dataset_tiles_of_an_aspect_with_windows_and_signatures(tmp_path: Path) 
     _, records = _expected_cifar10()
     square = next(source.decode(entries[:1], 32))
     assert square.window == Window(0, 0, 32, 32)
-    assert square.signature == signature(_hwc(records[0]))  # of the photo's centre square
+    assert square.signature[:2] == signature(_hwc(records[0]))  # of the photo's centre square
     for crop in ("centre", "subject"):
         wide = list(source.decode(entries[:2], 24, (3, 2), crop))
         for tile, record in zip(wide, records[:2], strict=True):

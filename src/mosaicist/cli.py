@@ -1813,21 +1813,29 @@ def _shown_metric(key: str, value: object) -> str:
 
 
 def _list_duplicates(library: Any, groups: list) -> None:
-    """Print each group: the photo kept, then each near-copy and its distance in bits."""
+    """Print each group: the photo kept, then each near-copy and its distance in bits
+    (to the kept photo's mirror image where that is nearer: a mirrored copy)."""
+    import numpy as np
+
     from .dedupe import hamming
 
     if not groups:
         return
-    hashes, _ = library.signatures()
+    hashes, mirrors, _ = library.mirrored_signatures()
     ids = library.source_ids
     for number, group in enumerate(groups):
         if number:
             click.echo("")
-        click.echo(printable(ids[group[0]]))
-        distances = hamming(hashes[group[1:]], hashes[group[0]])
-        for member, distance in zip(group[1:].tolist(), distances.tolist(), strict=True):
-            click.echo(f"    {printable(ids[member])}  "
-                       f"({counted(distance, 'bit')})")
+        kept, copies = group[0], group[1:]
+        click.echo(printable(ids[kept]))
+        direct = hamming(hashes[copies], hashes[kept])
+        mirrored = np.minimum(hamming(hashes[copies], mirrors[kept]),
+                              hamming(mirrors[copies], hashes[kept]))
+        for member, straight, flipped in zip(copies.tolist(), direct.tolist(),
+                                             mirrored.tolist(), strict=True):
+            said = (counted(straight, "bit") if straight <= flipped
+                    else f"{counted(flipped, 'bit')}, mirrored")
+            click.echo(f"    {printable(ids[member])}  ({said})")
 
 
 @main.command(

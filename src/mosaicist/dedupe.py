@@ -79,7 +79,7 @@ from .errors import check_range
 #: Version of the grouping rule, in the names of cached leaders and of the folder of a
 #: library without its near-duplicates: raised when a change here could make other
 #: leaders from the same hashes (a stale cache is not read then).
-DEDUPE_VERSION = 1
+DEDUPE_VERSION = 2
 #: Bits of a tile's perceptual hash.
 HASH_BITS = 64
 #: Side of the square picture of a crop window that its signature is computed from.

@@ -102,7 +102,7 @@ from ._profiles import (
 )
 from .aspect import SQUARE, height_for
 from .crop import Window, centre_window, choose_window, scale_window, window_size
-from .dedupe import SIGNATURE_PX, signature
+from .dedupe import SIGNATURE_PX, mirrored_tile_signatures, pack_colour
 from .errors import MosaicistError, OptionError, counted
 from .paths import URL_START, expanded
 
@@ -314,14 +314,37 @@ class TileImage(NamedTuple):
     window : Window
         The crop window it shows, in the photo's full-size pixels (after
         EXIF orientation).
-    signature : (int, int) or None
-        The photo's near-duplicate signature, ``(hash, packed mean colour)``
-        (:func:`mosaicist.dedupe.signature`); None where not asked for.
+    signature : (int, int, int) or None
+        The photo's near-duplicate signature, ``(hash, packed mean colour,
+        mirror's hash)`` (:func:`mirrored_signature`); None where not asked for.
     """
 
     pixels: np.ndarray
     window: Window
-    signature: tuple[int, int] | None = None
+    signature: tuple[int, ...] | None = None
+
+
+def mirrored_signature(picture: np.ndarray) -> tuple[int, int, int]:
+    """A picture's near-duplicate signature: its hash, packed mean colour and mirror's hash.
+
+    :func:`mosaicist.dedupe.signature` (hash and colour), with the hash of
+    the picture mirrored left-right (:func:`mosaicist.dedupe.mirrored_tile_signatures`,
+    from the same coefficients), so that an index groups a photo with its
+    mirrored copy.
+
+    Parameters
+    ----------
+    picture : numpy.ndarray
+        ``(H, W, 3)`` uint8.
+
+    Returns
+    -------
+    (int, int, int)
+        The hash (unsigned 64-bit), the mean colour ``R << 16 | G << 8 | B``
+        and the mirror's hash (unsigned 64-bit).
+    """
+    hashes, mirrors, colours = mirrored_tile_signatures(picture[None])
+    return int(hashes[0]), pack_colour(colours[0]), int(mirrors[0])
 
 
 def _cut(image: Image.Image, box: tuple[float, float, float, float], width_px: int,
@@ -429,8 +452,8 @@ def array_tile(rgb: np.ndarray, width_px: int, aspect: tuple[int, int] = SQUARE,
 
 
 def _signature_of(image: Image.Image, box: tuple[float, float, float, float] | None = None,
-                  pixels: np.ndarray | None = None) -> tuple[int, int]:
-    """The near-duplicate signature of a photo: of its centre square at 32 px.
+                  pixels: np.ndarray | None = None) -> tuple[int, int, int]:
+    """The near-duplicate signature of a photo (:func:`mirrored_signature`): its centre square's.
 
     The centre square whatever the tiles' aspect, crop and size: two copies
     of a photo then sign alike even where their subject windows differ by a
@@ -446,8 +469,8 @@ def _signature_of(image: Image.Image, box: tuple[float, float, float, float] | N
                   square.top + square.height)
     if (box == square_box and pixels is not None
             and pixels.shape[:2] == (SIGNATURE_PX, SIGNATURE_PX)):
-        return signature(pixels)
-    return signature(_cut(image, square_box, SIGNATURE_PX, SIGNATURE_PX))
+        return mirrored_signature(pixels)
+    return mirrored_signature(_cut(image, square_box, SIGNATURE_PX, SIGNATURE_PX))
 
 
 def _tile_of(image: Image.Image, width_px: int, aspect: tuple[int, int], crop: str,
@@ -1350,7 +1373,7 @@ def _pillow_tile(
 
 
 def _signed_apart(source: IO[bytes] | Path, max_pixels: int, reduction: float,
-                  colour_profiles: str) -> tuple[int, int] | None:
+                  colour_profiles: str) -> tuple[int, int, int] | None:
     """The signature of the JPEG in ``source``, decoded again at its signature's DCT scale.
 
     None where that scale is ``reduction``, the one its tile was decoded at

@@ -35,7 +35,7 @@ from ..crop import crop_method
 from ..errors import MosaicistError
 from ..library import TileLibrary
 from ..library._shards import ShardWriteError, read_shard_rows, rows_path, write_shard
-from ..library._update import TileFormat, UpdateStats, stage_shard
+from ..library._update import TileFormat, UpdateStats, folder_removed, stage_shard
 from ..paths import cache_dir as default_cache_dir
 from ..progress import progress_bar
 from ..sources import SourceEntry, TileSource, open_source, source_spec
@@ -200,7 +200,7 @@ class ClusterDecoder:
         if not directory.is_dir():
             # The manifest's commits went to a file no longer listed: the publish would
             # have "succeeded" with nothing left.
-            raise _folder_removed(directory)
+            raise folder_removed(directory)
         self.seconds = time.perf_counter() - started
 
 
@@ -308,16 +308,10 @@ def _said_of_the_folder(error: MosaicistError, directory: Path) -> MosaicistErro
     the run, but the parts staged before stay: the next run decodes the rest.
     """
     if not directory.is_dir():
-        return _folder_removed(directory)
+        return folder_removed(directory)
     if isinstance(error, ShardWriteError):
         return MosaicistError(f"{error}; the parts finished are kept")
     return error
-
-
-def _folder_removed(directory: Path) -> MosaicistError:
-    """The one-line error for an index folder removed during the run."""
-    return MosaicistError(f"{directory}: the index folder was removed during the run (its "
-                          f"cache deleted or unmounted?); run again to index anew")
 
 
 def _result(future: Future, spec: str) -> tuple[str, int, int, tuple[str, ...]]:

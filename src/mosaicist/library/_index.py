@@ -63,7 +63,12 @@ import numpy as np
 from .._profiles import COLOUR_PROFILE_MODES, check_colour_profiles, usual_colour_profiles
 from ..aspect import SQUARE, aspect_pair, format_aspect, height_for
 from ..crop import CROP_MODES, Window, crop_method, window_size
-from ..dedupe import DEDUPE_VERSION, duplicate_groups, duplicate_leaders, tile_signatures
+from ..dedupe import (
+    DEDUPE_VERSION,
+    duplicate_groups,
+    duplicate_leaders,
+    mirrored_tile_signatures,
+)
 from ..errors import (
     MosaicistError,
     OptionError,
@@ -86,6 +91,7 @@ from ._manifest import (
     connect,
     get_meta,
     has_added_columns,
+    has_mirror_column,
     manifest_errors,
     meta_count,
     order_stamp,
@@ -379,8 +385,30 @@ class TileLibrary:
         colours : numpy.ndarray
             ``(N, 3)`` uint8 mean colours.
         """
+        hashes, _, colours = self.mirrored_signatures()
+        return hashes, colours
+
+    def mirrored_signatures(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`signatures`, with the hashes of the tiles' photos mirrored left-right.
+
+        As :func:`mosaicist.dedupe.mirrored_tile_signatures` gives them, read
+        from the manifest. A tile whose mirror's hash is not stored (its
+        photo could not be read again since an index of an older version
+        was opened) has its own hash in its place: its mirrored copies are
+        then grouped with it from their side only.
+
+        Returns
+        -------
+        hashes : numpy.ndarray
+            ``(N,)`` uint64 perceptual hashes.
+        mirrors : numpy.ndarray
+            ``(N,)`` uint64 hashes of the mirror images.
+        colours : numpy.ndarray
+            ``(N, 3)`` uint8 mean colours.
+        """
         count = len(self)
         hashes = np.zeros(count, np.uint64)
+        mirrors = np.zeros(count, np.uint64)
         colours = np.zeros((count, 3), np.uint8)
         found = np.zeros(count, bool)
         rows = []
@@ -393,8 +421,11 @@ class TileLibrary:
                 connection.execute("BEGIN")
                 if ((self._published is None or order_stamp(connection) == self._published)
                         and has_added_columns(connection)):
+                    # A manifest not updated since before the mirrors: none stored.
+                    mirror = "phash_mirror" if has_mirror_column(connection) else "NULL"
                     rows = connection.execute(
-                        "SELECT source_id, phash, mean_rgb FROM tiles ORDER BY position"
+                        f"SELECT source_id, phash, mean_rgb, {mirror} FROM tiles "
+                        f"ORDER BY position"
                     ).fetchall()
                 connection.execute("COMMIT")
             finally:
@@ -407,18 +438,20 @@ class TileLibrary:
             # The manifest has changed since this library was read, or this library
             # leaves tiles out: match by id.
             by_id = {row[0]: row for row in rows}
-            stored = [by_id.get(source_id, (source_id, None, None))
+            stored = [by_id.get(source_id, (source_id, None, None, None))
                       for source_id in self.source_ids]
-        for position, (_, phash, colour) in enumerate(stored):
+        for position, (_, phash, colour, mirror) in enumerate(stored):
             if phash is not None and colour is not None:
                 hashes[position] = phash & 0xFFFF_FFFF_FFFF_FFFF
+                mirrors[position] = (phash if mirror is None else mirror) & 0xFFFF_FFFF_FFFF_FFFF
                 colours[position] = (colour >> 16 & 255, colour >> 8 & 255, colour & 255)
                 found[position] = True
         missing = np.flatnonzero(~found)
         for start in range(0, len(missing), COPY_CHUNK):
             part = missing[start:start + COPY_CHUNK]
-            hashes[part], colours[part] = tile_signatures(self.tiles[part])
-        return hashes, colours
+            hashes[part], mirrors[part], colours[part] = mirrored_tile_signatures(
+                self.tiles[part])
+        return hashes, mirrors, colours
 
     # -- near-duplicates -----------------------------------------------------------------
 
@@ -449,8 +482,8 @@ class TileLibrary:
             if leaders.shape == (len(self),) and leaders.dtype == np.int64:
                 mark_used(cache)
                 return leaders
-        hashes, colours = self.signatures()
-        leaders = duplicate_leaders(hashes, colours, threshold)
+        hashes, mirrors, colours = self.mirrored_signatures()
+        leaders = duplicate_leaders(hashes, colours, threshold, mirrors)
         with contextlib.suppress(OSError):  # a cache: a read-only folder costs time only
             _save_replacing(cache, leaders, _LEADERS, self.generation)
         return leaders

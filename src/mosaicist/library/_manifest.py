@@ -22,7 +22,7 @@ Tables of the manifest:
     row has its signature; rows added later always do), ``signature_rule``
     (:data:`SIGNATURE_RULE` once every signature is of the rule of now; an
     index without it may hold JPEG signatures of the rule before, see
-    :func:`mosaicist.library._update._resign_jpegs`, which keeps its progress
+    :func:`mosaicist.library._update._resign_photos`, which keeps its progress
     in ``resign_after``), ``publication``
     (a random token, new each time the ``tiles`` rows change), and for
     stamps too recent to vouch for their content (see "Racy stamps" in
@@ -41,7 +41,11 @@ Tables of the manifest:
     the centred window, as schema 1 cut), and the photo's signature for
     near-duplicates (:mod:`mosaicist.dedupe`): ``phash`` (the 64-bit hash
     as a signed integer) and ``mean_rgb`` (``R << 16 | G << 8 | B``); NULL
-    until computed.
+    until computed. Then ``phash_mirror`` (:data:`MIRROR_COLUMN`, added
+    later without a new schema: an older version leaves it NULL), the hash
+    of the photo mirrored left-right (:func:`mosaicist.dedupe.mirrored_tile_signatures`),
+    so that a mirrored copy is grouped with its photo; NULL where not known
+    (the row's hash stands for it then).
 ``staged``
     Tiles decoded by an update but not yet published; same columns, no
     ``position``.
@@ -92,7 +96,10 @@ SCHEMA_VERSION = 2
 #: 2: a JPEG is signed from its decode at the signature's own DCT scale, whatever its
 #: tiles (before, from the decode drafted for its tile: a few bits apart for tiles other
 #: than square ones at :data:`~mosaicist.dedupe.SIGNATURE_PX`).
-SIGNATURE_RULE = 2
+#: 3: every row signed has its mirror's hash too (``phash_mirror``): an index of rule 2
+#: is given them once, from its packed tiles or its photos
+#: (:func:`mosaicist.library._update._resign_photos`).
+SIGNATURE_RULE = 3
 
 #: Seconds a connection waits for another process's lock on the manifest (SQLite's
 #: busy timeout, and the most that :func:`connect` retries switching to WAL).
@@ -108,6 +115,11 @@ ORDER_FILE = re.compile(r"order-[0-9a-f]+\.npz")
 
 #: Columns that schema 2 added to ``tiles`` and ``staged``, in order (all may be NULL).
 ADDED_COLUMNS = ("crop_left", "crop_top", "crop_width", "crop_height", "phash", "mean_rgb")
+#: The mirror image's hash, added to ``tiles`` and ``staged`` after schema 2 (may be NULL).
+#: Not a schema of its own: an older version reads and updates such a manifest as it
+#: did (its rows leave the column NULL, and it sets ``signature_rule`` below
+#: :data:`SIGNATURE_RULE`, so that this version gives them their mirrors).
+MIRROR_COLUMN = "phash_mirror"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -115,12 +127,12 @@ CREATE TABLE IF NOT EXISTS tiles (
     source_id TEXT PRIMARY KEY, position INTEGER NOT NULL, slot INTEGER NOT NULL,
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, content_hash TEXT NOT NULL,
     crop_left INTEGER, crop_top INTEGER, crop_width INTEGER, crop_height INTEGER,
-    phash INTEGER, mean_rgb INTEGER);
+    phash INTEGER, mean_rgb INTEGER, phash_mirror INTEGER);
 CREATE TABLE IF NOT EXISTS staged (
     source_id TEXT PRIMARY KEY, slot INTEGER NOT NULL,
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, content_hash TEXT NOT NULL,
     crop_left INTEGER, crop_top INTEGER, crop_width INTEGER, crop_height INTEGER,
-    phash INTEGER, mean_rgb INTEGER);
+    phash INTEGER, mean_rgb INTEGER, phash_mirror INTEGER);
 CREATE TABLE IF NOT EXISTS failures (
     source_id TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
     error TEXT NOT NULL);
@@ -457,18 +469,26 @@ def has_added_columns(connection: sqlite3.Connection) -> bool:
     return set(ADDED_COLUMNS) <= names
 
 
+def has_mirror_column(connection: sqlite3.Connection) -> bool:
+    """Whether the manifest's ``tiles`` table has :data:`MIRROR_COLUMN` (reads only)."""
+    return any(row[1] == MIRROR_COLUMN
+               for row in connection.execute("PRAGMA table_info(tiles)"))
+
+
 def upgrade(connection: sqlite3.Connection) -> None:
     """Bring a manifest of schema 1 to schema 2, in one transaction (by the writer only).
 
     The new columns are added empty: the windows of schema 1 are the centred
     ones, and the signatures are computed by the update (from the packed
     tiles of a square index at 32 px, without decoding again; from the
-    photos, decoded again once, at any other size).
+    photos, decoded again once, at any other size). So is
+    :data:`MIRROR_COLUMN` to a manifest of schema 2 without it, its values
+    computed once too (see :data:`SIGNATURE_RULE`).
     """
     with transaction(connection):
         for table in ("tiles", "staged"):
             names = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
-            for column in ADDED_COLUMNS:
+            for column in (*ADDED_COLUMNS, MIRROR_COLUMN):
                 if column not in names:
                     connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER")
         if get_meta(connection, "schema") not in (None, str(SCHEMA_VERSION)):

@@ -34,7 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..aspect import height_for
-from ..dedupe import tile_signatures
+from ..dedupe import mirrored_tile_signatures
 from ..errors import MosaicistError
 from ..sources import SourceEntry, TileSource
 from ._manifest import failure_row, store_path
@@ -481,6 +481,12 @@ class _PagesOfMaps:
 # -- shard files ---------------------------------------------------------------------
 
 
+#: Fields of a row of ``tiles`` in a rows file (those of
+#: :class:`~mosaicist.library._update.IndexedTile`), and of a row of ``failures``.
+_ROW_FIELDS = 12
+_FAILURE_FIELDS = 4
+
+
 class ShardRows(NamedTuple):
     """What a shard file holds, as written beside it.
 
@@ -555,11 +561,12 @@ def write_shard(
 
     def sign() -> None:
         if unsigned:
-            hashes, colours = tile_signatures(np.stack([pixels for _, pixels in unsigned]))
-            for (row, _), phash, colour in zip(unsigned, hashes.tolist(), colours.tolist(),
-                                               strict=True):
+            hashes, mirrors, colours = mirrored_tile_signatures(
+                np.stack([pixels for _, pixels in unsigned]))
+            for (row, _), phash, mirror, colour in zip(
+                    unsigned, hashes.tolist(), mirrors.tolist(), colours.tolist(), strict=True):
                 packed = colour[0] << 16 | colour[1] << 8 | colour[2]
-                tiles[row] = (*tiles[row][:9], signed_hash(phash), packed)
+                tiles[row] = (*tiles[row][:9], signed_hash(phash), packed, signed_hash(mirror))
             unsigned.clear()
 
     shape = (height_for(width, aspect), width, 3)
@@ -590,10 +597,9 @@ def write_shard(
                        decoded.content_hash,
                        *((None,) * 4 if window is None else tuple(int(v) for v in window)))
                 if decoded.signature is not None:
-                    phash, colour = decoded.signature
-                    tiles.append((*row, signed_hash(phash), colour))
+                    tiles.append((*row, *signature_columns(decoded.signature)))
                 else:
-                    tiles.append((*row, None, None))
+                    tiles.append((*row, None, None, None))
                     unsigned.append((len(tiles) - 1, decoded.pixels))
                     if len(unsigned) >= _SIGN_EVERY:
                         sign()
@@ -659,10 +665,21 @@ def read_shard_rows(directory: Path, shard_file: str) -> ShardRows:
     path = rows_path(directory / shard_file)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return ShardRows([tuple(row) for row in data["tiles"]],
-                         [tuple(row) for row in data["failures"]])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise MosaicistError(f"{path}: cannot read a shard's rows ({error})") from None
+        tiles = [tuple(row) for row in data["tiles"]]
+        failures = [tuple(row) for row in data["failures"]]
+    except OSError as error:
+        # The reason alone: the error's own text repeats the path after it.
+        raise MosaicistError(f"{path}: cannot read a shard's rows "
+                             f"({error.strerror or error})") from None
+    except (ValueError, KeyError, TypeError):
+        raise MosaicistError(f"{path}: cannot read a shard's rows (the file is damaged: "
+                             f"not the rows a worker writes)") from None
+    # Rows of a worker from before the mirrors' hashes have one column less.
+    if (any(len(row) not in (_ROW_FIELDS - 1, _ROW_FIELDS) for row in tiles)
+            or any(len(row) != _FAILURE_FIELDS for row in failures)):
+        raise MosaicistError(f"{path}: cannot read a shard's rows (the file is damaged: "
+                             f"not the rows a worker writes)")
+    return ShardRows(tiles, failures)
 
 
 def _write_rows(path: Path, rows: ShardRows) -> None:
@@ -680,3 +697,22 @@ def _write_rows(path: Path, rows: ShardRows) -> None:
 def signed_hash(phash: int) -> int:
     """A 64-bit hash as the signed integer SQLite stores."""
     return phash - (1 << 64) if phash >= 1 << 63 else phash
+
+
+def signature_columns(signature: Sequence[int]) -> tuple[int, int, int | None]:
+    """A source's signature as the manifest's ``phash``, ``mean_rgb`` and ``phash_mirror``.
+
+    Parameters
+    ----------
+    signature : sequence of int
+        ``(hash, packed mean colour, mirror's hash)``, or ``(hash, packed mean
+        colour)`` from a source that does not give the mirror's
+        (:attr:`mosaicist.sources.DecodedTile.signature`).
+
+    Returns
+    -------
+    (int, int, int or None)
+        The hashes as signed 64-bit numbers; None where the mirror's is not given.
+    """
+    mirror = signed_hash(signature[2]) if len(signature) > 2 else None
+    return signed_hash(signature[0]), signature[1], mirror

@@ -109,7 +109,7 @@ import numpy as np
 from .._runtime import unwind_on_terminate
 from ..aspect import SQUARE, format_aspect, height_for
 from ..crop import Window
-from ..dedupe import SIGNATURE_PX, tile_signatures
+from ..dedupe import SIGNATURE_PX, mirrored_tile_signatures
 from ..errors import MosaicistError, printable
 from ..imaging import ImageReadError, content_hash, decode_tile, read_tile_bytes
 from ..paths import CACHE_ENV, remove_dead_temporaries, sync_folder
@@ -135,8 +135,15 @@ from ._manifest import (
     transaction,
     upgrade,
 )
-from ._shards import SHARD_PREFIX, SHARD_SLOTS, Shard, SlotSpace, next_shard_slot, read_shards
-from ._shards import signed_hash as _signed
+from ._shards import (
+    SHARD_PREFIX,
+    SHARD_SLOTS,
+    Shard,
+    SlotSpace,
+    next_shard_slot,
+    read_shards,
+    signature_columns,
+)
 
 #: Decoded tiles committed per transaction during an update.
 COMMIT_EVERY = 2048
@@ -153,7 +160,7 @@ SIGN_EVERY = 256
 #: Bytes of packed tiles read at a time to sign the rows of an older index.
 _SIGN_BYTES = 64 << 20
 #: Photos signed anew per committed transaction where an index's signatures are of the
-#: rule before (:func:`_resign_jpegs`), and the threads that read and decode them (the
+#: rule before (:func:`_resign_photos`), and the threads that read and decode them (the
 #: reads wait on the disk, the decodes release the interpreter).
 RESIGN_EVERY = 1024
 RESIGN_THREADS = min(8, os.cpu_count() or 1)
@@ -273,6 +280,7 @@ class IndexedTile(NamedTuple):
     crop_height: int | None = None
     phash: int | None = None
     mean_rgb: int | None = None
+    phash_mirror: int | None = None
 
 
 class PublishedTile(NamedTuple):
@@ -294,6 +302,7 @@ class PublishedTile(NamedTuple):
     crop_height: int | None
     phash: int | None
     mean_rgb: int | None
+    phash_mirror: int | None
     position: int
 
 
@@ -732,7 +741,7 @@ def _update_locked(
     planned = _plan(source, tile, directory, connection)
     if isinstance(planned, UpdateStats):
         _sign_published(directory, tile, connection)
-        _resign_jpegs(source, tile, directory, connection, show_progress)
+        _resign_photos(source, tile, directory, connection, show_progress)
         return planned  # nothing changed since the last publish
     plan = planned
     stats = UpdateStats(reused=len(plan.entries) - len(plan.to_decode))
@@ -757,10 +766,31 @@ def _update_locked(
             plan, next_slot=next_slot, staged=_read_staged(connection),
             failures=_read_failures(connection),
         )
+    if not directory.is_dir():
+        # The manifest's commits went to files no longer listed (the cache deleted or
+        # unmounted): the publish would "succeed", and leave no index.
+        raise folder_removed(directory)
     _publish(plan, tile, directory, connection, stats, sharded=decoder is not None)
     _sign_published(directory, tile, connection)
-    _resign_jpegs(source, tile, directory, connection, show_progress)
+    _resign_photos(source, tile, directory, connection, show_progress)
     return stats
+
+
+def folder_removed(directory: Path) -> MosaicistError:
+    """The one-line error for an index folder removed during the run (on a cluster too).
+
+    Parameters
+    ----------
+    directory : pathlib.Path
+        The index's folder.
+
+    Returns
+    -------
+    MosaicistError
+        Naming ``directory``, saying to run again.
+    """
+    return MosaicistError(f"{directory}: the index folder was removed during the run (its "
+                          f"cache deleted or unmounted?); run again to index anew")
 
 
 def _connect_writer(directory: Path) -> sqlite3.Connection | None:
@@ -1121,38 +1151,60 @@ def _resign_from_photos(connection: sqlite3.Connection, tile: TileFormat) -> boo
 def _settle_signature_rule(connection: sqlite3.Connection, tile: TileFormat) -> None:
     """Record :data:`~._manifest.SIGNATURE_RULE` in a manifest that has nothing to sign anew.
 
-    Until the rule of now, a JPEG was signed from the decode drafted for its
-    tile: at another DCT scale than its signature's own for any tiles but
-    square ones at :data:`~mosaicist.dedupe.SIGNATURE_PX` pixels, centre or
-    subject (whose decode was the signature's). A manifest without the meta value
-    ``signature_rule`` of such other tiles, some of whose rows are signed,
-    keeps it unset here: :func:`_resign_jpegs` signs its JPEGs anew after
-    the update. Every other one gets it now (in one transaction): a new
-    manifest, one of square tiles of that size however cut
+    Until rule 2, a JPEG was signed from the decode drafted for its tile: at
+    another DCT scale than its signature's own for any tiles but square ones
+    at :data:`~mosaicist.dedupe.SIGNATURE_PX` pixels, centre or subject
+    (whose decode was the signature's). Until rule 3, no row had its
+    mirror's hash (``phash_mirror``). A manifest with a signed row that lacks
+    its mirror's hash, or without the meta value ``signature_rule`` of such
+    other tiles, some of whose rows are signed, keeps the rule it has here:
+    :func:`_resign_photos` signs its rows anew after the update. Every other
+    one gets it now (in one transaction): a new manifest, one of rule 2 whose
+    rows all have their mirrors' hashes (an older version's run touched
+    nothing), one of square tiles of that size however cut
     (:func:`_decoded_at_signature_scale`), or one of schema 1 whose rows are
     all still to sign (by this version, so by the rule of now).
     """
-    if get_meta(connection, "signature_rule") == str(SIGNATURE_RULE):
+    rule = get_meta(connection, "signature_rule")
+    if rule == str(SIGNATURE_RULE) or _lacks_mirrors(connection):
         return
-    if _decoded_at_signature_scale(tile) or not any(
+    if rule == "2" or _decoded_at_signature_scale(tile) or not any(
             connection.execute(f"SELECT 1 FROM {table} WHERE phash IS NOT NULL LIMIT 1"
                                ).fetchone() for table in ("tiles", "staged")):
         with transaction(connection):
             set_meta(connection, "signature_rule", SIGNATURE_RULE)
 
 
-def _resign_jpegs(source: TileSource, tile: TileFormat, directory: Path,
-                  connection: sqlite3.Connection, show_progress: bool) -> None:
-    """Sign the published JPEGs of an index of the rule before anew from their photos, once.
+def _lacks_mirrors(connection: sqlite3.Connection) -> bool:
+    """Whether a signed row of the manifest has no mirror's hash (signed before rule 3)."""
+    return any(connection.execute(
+        f"SELECT 1 FROM {table} WHERE phash IS NOT NULL AND phash_mirror IS NULL LIMIT 1"
+    ).fetchone() for table in ("tiles", "staged"))
 
-    For a manifest left without ``signature_rule`` by
-    :func:`_settle_signature_rule`, after its update published: each
-    published row whose photo is a local JPEG that still hashes as the row's
-    content is signed as a fresh index signs it (:func:`~mosaicist.imaging.decode_tile`
-    at :data:`~mosaicist.dedupe.SIGNATURE_PX` pixels: the signature's own
-    decode, the tile's pixels kept as they are). Other pictures sign as
-    before; a photo that cannot be read now, or changed since (the next
-    update decodes it), keeps its row's signature.
+
+def _resign_photos(source: TileSource, tile: TileFormat, directory: Path,
+                   connection: sqlite3.Connection, show_progress: bool) -> None:
+    """Sign the published rows of an index of a rule before anew, once.
+
+    For a manifest left below :data:`~._manifest.SIGNATURE_RULE` by
+    :func:`_settle_signature_rule`, after its update published. A row
+    without its mirror's hash (rule 2 and before), and, in a manifest
+    without ``signature_rule`` of tiles other than square ones at
+    :data:`~mosaicist.dedupe.SIGNATURE_PX` pixels, a row whose photo is a
+    JPEG (rule 1: signed from the decode drafted for its tile), is signed as
+    a fresh index signs it:
+
+    - in an index of square centre tiles at that size, from its packed tile,
+      which is the photo's signature picture (no photo is read);
+    - else, where its photo is a local file that still hashes as the row's
+      content, from the photo (:func:`~mosaicist.imaging.decode_tile` at
+      :data:`~mosaicist.dedupe.SIGNATURE_PX` pixels: the signature's own
+      decode, the tile's pixels kept as they are).
+
+    A photo that cannot be read now, or changed since (the next update
+    decodes it), or a picture of a dataset or an array at another size,
+    keeps its row's signature, without a mirror's hash (its hash stands for
+    it: its mirrored copies are grouped with it from their side only).
 
     Crash-safe as the rest of the update: batches of :data:`RESIGN_EVERY`
     rows (in ``source_id`` order) commit with the meta value
@@ -1164,45 +1216,63 @@ def _resign_jpegs(source: TileSource, tile: TileFormat, directory: Path,
     again from the signatures of now; ``signature_rule`` is set in the same
     transaction, with a new ``publication``.
     """
-    if get_meta(connection, "signature_rule") == str(SIGNATURE_RULE):
+    rule = get_meta(connection, "signature_rule")
+    if rule == str(SIGNATURE_RULE):
         return
     resumed = get_meta(connection, "resign_after")
-    # A dataset's or an array's pictures are no files: none is a JPEG decoded for its tile.
-    rows = [] if source.local_root() is None else connection.execute(
-        "SELECT source_id, size, mtime_ns, content_hash, phash, mean_rgb FROM tiles "
-        "WHERE source_id > ? ORDER BY source_id", (resumed or "",)).fetchall()
+    jpegs_stale = rule is None and not _decoded_at_signature_scale(tile)
+    from_tiles = _signs_as_photo(tile)
+    # A dataset's or an array's pictures are no files: only their packed tiles are at hand.
+    rows = [] if source.local_root() is None and not from_tiles else connection.execute(
+        "SELECT source_id, size, mtime_ns, content_hash, phash, mean_rgb, phash_mirror, slot "
+        "FROM tiles WHERE source_id > ? AND (phash_mirror IS NULL OR ?) ORDER BY source_id",
+        (resumed or "", jpegs_stale and not from_tiles)).fetchall()
+    space = (SlotSpace(directory, meta_count(connection, "generation"), read_shards(connection),
+                       (tile.height, tile.width, 3)) if from_tiles and rows else None)
 
-    def signed_anew(row: tuple) -> tuple[int, int] | None:
+    def signed_anew(row: tuple) -> tuple[int, ...] | None:
         try:
             path = source.local_path(SourceEntry(row[0], row[1], row[2], None))
             if path is None:
                 return None
             data = read_tile_bytes(path)
-            if not data.startswith(_JPEG_START) or content_hash(data) != row[3]:
-                return None
+            if (row[6] is not None and not data.startswith(_JPEG_START)) or (
+                    content_hash(data) != row[3]):
+                return None  # another picture than a JPEG signs as before
             return decode_tile(data, SIGNATURE_PX,
                                colour_profiles=tile.colour_profiles).signature
         except (OSError, ImageReadError, MosaicistError):
             return None
 
+    def signed_batch(batch: list[tuple]) -> Iterator[Sequence[int] | None]:
+        if space is None:
+            return pool.map(signed_anew, batch)
+        slots = np.fromiter((row[7] for row in batch), np.int64, len(batch))
+        columns = _signature_columns(space.gather(slots))
+        return ((_HASH_MASK & phash, colour, _HASH_MASK & mirror)
+                for phash, colour, mirror in zip(*columns, strict=True))
+
     changed = resumed is not None  # a batch committed before may have changed some
     pool = ThreadPoolExecutor(RESIGN_THREADS)
+    chunk = RESIGN_EVERY if space is None else max(
+        1, min(RESIGN_EVERY, _SIGN_BYTES // tile.tile_bytes))
     try:
         with progress_bar(len(rows), "updating near-duplicate signatures", unit="img",
                           enabled=show_progress and bool(rows)) as bar:
-            for start in range(0, len(rows), RESIGN_EVERY):
-                batch = rows[start:start + RESIGN_EVERY]
+            for start in range(0, len(rows), chunk):
+                batch = rows[start:start + chunk]
                 updates = []
-                for row, signature in zip(batch, pool.map(signed_anew, batch), strict=True):
+                for row, signature in zip(batch, signed_batch(batch), strict=True):
                     bar.update(1)
                     if signature is None:
                         continue
-                    columns = (_signed(signature[0]), signature[1])
-                    if columns != (row[4], row[5]):
+                    columns = signature_columns(signature)
+                    if columns != tuple(row[4:7]):
                         updates.append((*columns, row[0]))
                 with transaction(connection):
                     connection.executemany(
-                        "UPDATE tiles SET phash = ?, mean_rgb = ? WHERE source_id = ?", updates)
+                        "UPDATE tiles SET phash = ?, mean_rgb = ?, phash_mirror = ? "
+                        "WHERE source_id = ?", updates)
                     set_meta(connection, "resign_after", batch[-1][0])
                 changed = changed or bool(updates)
     finally:
@@ -1615,11 +1685,12 @@ def _decode_into_store(
         def sign() -> None:
             if not unsigned:
                 return
-            hashes, colours = _signature_columns(np.stack(unsigned))
+            hashes, colours, mirrors = _signature_columns(np.stack(unsigned))
             first = len(pending_rows) - len(unsigned)
-            for index, (phash, colour) in enumerate(zip(hashes, colours, strict=True)):
+            for index, columns in enumerate(zip(hashes, colours, mirrors, strict=True)):
                 row = pending_rows[first + index]
-                pending_rows[first + index] = row._replace(phash=phash, mean_rgb=colour)
+                pending_rows[first + index] = row._replace(
+                    phash=columns[0], mean_rgb=columns[1], phash_mirror=columns[2])
             unsigned.clear()
 
         def commit() -> None:
@@ -1691,8 +1762,9 @@ def _decode_into_store(
                                       decoded.content_hash, *window)
                     if decoded.signature is not None:
                         sign()  # the rows still unsigned must stay the last ones
-                        phash, colour = decoded.signature
-                        pending_rows.append(row._replace(phash=_signed(phash), mean_rgb=colour))
+                        phash, colour, mirror = signature_columns(decoded.signature)
+                        pending_rows.append(row._replace(phash=phash, mean_rgb=colour,
+                                                         phash_mirror=mirror))
                     else:
                         # A source that does not sign: from the pixels, a batch at a time.
                         pending_rows.append(row)
@@ -1867,8 +1939,11 @@ class _MovedTiles:
                     columns = (row.crop_left, row.crop_top, row.crop_width, row.crop_height)
                     window = (None if any(value is None for value in columns)
                               else Window(*(int(value or 0) for value in columns)))
-                    signature = (None if row.phash is None or row.mean_rgb is None
-                                 else (row.phash & _HASH_MASK, row.mean_rgb))
+                    signature: tuple[int, ...] | None = None
+                    if row.phash is not None and row.mean_rgb is not None:
+                        signature = (row.phash & _HASH_MASK, row.mean_rgb)
+                        if row.phash_mirror is not None:
+                            signature = (*signature, row.phash_mirror & _HASH_MASK)
                     self.taken += 1
                     yield DecodedTile(entry, tile_pixels, row.content_hash, None, window,
                                       signature)
@@ -1924,7 +1999,7 @@ def _read_earlier_index(directory: Path, tile: TileFormat,
             return None
         if (get_meta(connection, "signature_rule") != str(SIGNATURE_RULE)
                 and not _decoded_at_signature_scale(tile)):
-            # Its JPEGs may be signed by the rule before (see _resign_jpegs), and this
+            # Its JPEGs may be signed by the rule before (see _resign_photos), and this
             # index would keep their signatures for good: its photos are decoded.
             return None
         step = max(1, len(entries) // _SAMPLED_ENTRIES)
@@ -1955,12 +2030,16 @@ def _window_columns(window: Window | None) -> tuple[int | None, ...]:
     return tuple(int(value) for value in window)
 
 
-def _signature_columns(tiles: np.ndarray) -> tuple[list[int], list[int]]:
-    """The manifest's ``phash`` (signed 64-bit) and ``mean_rgb`` of ``(N, H, W, 3)`` tiles."""
-    hashes, colours = tile_signatures(tiles)
+def _signature_columns(tiles: np.ndarray) -> tuple[list[int], list[int], list[int]]:
+    """The manifest's ``phash``, ``mean_rgb`` and ``phash_mirror`` of ``(N, H, W, 3)`` tiles.
+
+    The hashes as signed 64-bit numbers, as SQLite stores them.
+    """
+    hashes, mirrors, colours = mirrored_tile_signatures(tiles)
     packed = (colours[:, 0].astype(np.int64) << 16) | (colours[:, 1].astype(np.int64) << 8) \
         | colours[:, 2].astype(np.int64)
-    return hashes.view(np.int64).tolist(), packed.tolist()
+    return hashes.view(np.int64).tolist(), packed.tolist(), mirrors.view(np.int64).tolist()
+
 
 
 def _sign_published(directory: Path, tile: TileFormat, connection: sqlite3.Connection) -> None:
@@ -1988,11 +2067,13 @@ def _sign_published(directory: Path, tile: TileFormat, connection: sqlite3.Conne
         slots = np.fromiter((row[1] for row in rows), np.int64, len(rows))
         chunk = max(1, min(COPY_CHUNK, _SIGN_BYTES // tile.tile_bytes))
         for start in range(0, len(rows), chunk):
-            hashes, colours = _signature_columns(space.gather(slots[start:start + chunk]))
+            hashes, colours, mirrors = _signature_columns(
+                space.gather(slots[start:start + chunk]))
             with transaction(connection):
                 connection.executemany(
-                    "UPDATE tiles SET phash = ?, mean_rgb = ? WHERE source_id = ?",
-                    zip(hashes, colours, (row[0] for row in rows[start:start + chunk]),
+                    "UPDATE tiles SET phash = ?, mean_rgb = ?, phash_mirror = ? "
+                    "WHERE source_id = ?",
+                    zip(hashes, colours, mirrors, (row[0] for row in rows[start:start + chunk]),
                         strict=True),
                 )
     with transaction(connection):
@@ -2201,7 +2282,9 @@ def stage_shard(
     """
     with transaction(connection):
         first = next_shard_slot(read_shards(connection))
-        rows = [row._replace(slot=first + row.slot) for row in map(IndexedTile._make, tiles)]
+        # IndexedTile(*row): a worker from before the mirrors' hashes wrote one column less.
+        rows = [row._replace(slot=first + row.slot)
+                for row in (IndexedTile(*tile_row) for tile_row in tiles)]
         if connection.execute("SELECT 1 FROM tiles LIMIT 1").fetchone():
             # With the crop windows: the same bytes may be other pictures (see
             # _decode_into_store).
@@ -2226,6 +2309,11 @@ def stage_shard(
                                (shard_file, first, len(tiles)))
         connection.executemany(
             f"INSERT OR REPLACE INTO staged({_COLUMNS}) VALUES ({_PLACES})", rows)
+        if (get_meta(connection, "signature_rule") == str(SIGNATURE_RULE)
+                and any(row.phash is not None and row.phash_mirror is None for row in rows)):
+            # A worker of a version from before the mirrors' hashes: its rows are given
+            # them after the update publishes (_resign_photos), as an index of rule 2's.
+            set_meta(connection, "signature_rule", 2)
         connection.executemany(
             "INSERT OR REPLACE INTO failures(source_id, size, mtime_ns, error) "
             "VALUES (?, ?, ?, ?)", [tuple(failure) for failure in failures])

@@ -256,13 +256,15 @@ class DecodedTile:
     ``window`` is the crop window the pixels show, in the original's
     full-size pixels (after EXIF orientation); None when the source does not
     say (a centred window, then). ``signature`` is the photo's
-    near-duplicate signature, ``(hash, packed mean colour)``
-    (:func:`mosaicist.dedupe.signature`); None lets the library compute it
-    from the pixels. ``transient`` marks an ``error`` that may pass (a read
-    that failed for a reason of the moment, :func:`is_transient`): the
-    library reports the entry but does not remember the failure, and tries
-    it again on the next update; any other error is remembered until the
-    entry changes.
+    near-duplicate signature, ``(hash, packed mean colour, mirror's hash)``
+    (:func:`mosaicist.imaging.mirrored_signature`); a source may give
+    ``(hash, packed mean colour)`` alone (:func:`mosaicist.dedupe.signature`:
+    its mirrored copies are then only grouped with it from their side),
+    and None lets the library compute it from the pixels. ``transient``
+    marks an ``error`` that may pass (a read that failed for a reason of the
+    moment, :func:`is_transient`): the library reports the entry but does
+    not remember the failure, and tries it again on the next update; any
+    other error is remembered until the entry changes.
     """
 
     entry: SourceEntry
@@ -270,7 +272,7 @@ class DecodedTile:
     content_hash: str | None
     error: str | None = None
     window: Window | None = None
-    signature: tuple[int, int] | None = None
+    signature: tuple[int, ...] | None = None
     transient: bool = False
 
 

@@ -91,7 +91,7 @@ _HELD_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 
 #: What a worker returns per file: pixels, content hash, error, crop window, signature,
 #: and whether the error may pass (:func:`~mosaicist.sources.base.is_transient`).
-_Decoded = tuple[bytes | None, str | None, str | None, Window | None, tuple[int, int] | None,
+_Decoded = tuple[bytes | None, str | None, str | None, Window | None, tuple[int, ...] | None,
                  bool]
 
 
