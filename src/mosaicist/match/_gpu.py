@@ -132,6 +132,13 @@ MAX_SHRINK = 1 << 20
 
 KERNELS = ("int8", "float64")
 INSTALL_HINT = f"install the gpu extra: {install_extra('gpu')}"
+#: The refusal of a CUDA device that PyTorch cannot use (``value`` the device, ``why`` what
+#: torch warned). A template, so that the studio can say it in its own words.
+CUDA_UNAVAILABLE = ("{device} {value} asked for but CUDA is not available (PyTorch finds no "
+                    "usable NVIDIA GPU{why}); use {device} cpu or a CUDA build of PyTorch")
+#: The refusal of a setting the GPU search cannot honour (``value`` the device).
+GPU_EXACT_ONLY = ("{device} {value} runs the exact nearest-tile search only (any {metric} and "
+                  "{augment}; no {tint}, {tint_max}, {contrast} or repetition limits)")
 
 
 def _first_line(error: BaseException | str) -> str:
@@ -210,9 +217,8 @@ def _resolve_device(
         if not available:
             # An OptionError, so that the command line names its flag (--device cpu).
             raise OptionError(
-                "{device} {value} asked for but CUDA is not available (PyTorch finds no usable "
-                "NVIDIA GPU{why}); use {device} cpu or a CUDA build of PyTorch",
-                value=str(resolved), why="".join(f"; torch warned: {r}" for r in reasons[:1]))
+                CUDA_UNAVAILABLE, value=str(resolved),
+                why="".join(f"; torch warned: {r}" for r in reasons[:1]))
         if resolved.index is not None and resolved.index >= visible:
             seen = ("1 CUDA device is visible (cuda:0" if visible == 1 else
                     f"{visible:,} CUDA devices are visible (cuda:0 to cuda:{visible - 1}")
@@ -683,10 +689,7 @@ class GpuMatcher(Matcher):
         # The metric and the transforms are in the vectors and candidates it is given
         # (as the exact search's); tints and gains change the ranking it makes.
         if options.tint or options.contrast or options.tint_max is not None:
-            return OptionError(
-                "{device} cuda runs the exact nearest-tile search only (any {metric} and "
-                "{augment}; no {tint}, {tint_max}, {contrast} or repetition limits)"
-            )
+            return OptionError(GPU_EXACT_ONLY, value="cuda")
         return None
 
     def check_runs(self, options: MosaicOptions) -> None:

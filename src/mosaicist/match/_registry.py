@@ -320,6 +320,15 @@ class Matcher(abc.ABC):
 #: Matchers by name, in the order they are considered.
 MATCHERS: Registry[Matcher] = Registry("matcher")
 
+#: The refusals of :func:`matcher_for` for a search and a device that exist but do not go
+#: together (``value`` the search, ``device_value`` the device). Templates, so that the
+#: studio can say them in its own words.
+NOT_ON_DEVICE = "{search} {value} does not run on {device} {device_value}; use {known}"
+WITHOUT_REPETITION_LIMITS = ("{search} {value} on {device} {device_value} does not combine "
+                             "with repetition limits ({max_uses}, {min_uses}, {min_spacing})")
+NEEDS_REPETITION_LIMITS = ("{search} {value} on {device} {device_value} needs repetition limits "
+                           "({max_uses}, {min_uses}, {min_spacing})")
+
 
 def _from_package(thing: Any) -> bool:
     """Whether ``thing`` (a class or function) is defined in the mosaicist package."""
@@ -660,9 +669,9 @@ def _matcher_for(options: MosaicOptions) -> Matcher:
                           known=alternatives(every_device))
     # From here the search and the device are known names: unquoted, as the notes say them.
     if options.device not in devices:
-        raise OptionError("{search} {value} does not run on {device} {device_value}; "
-                          "use {known}", value=options.search, device_value=options.device,
-                          known=alternatives(devices))
+        # ``devices`` (unused here) lets the studio name each by its label.
+        raise OptionError(NOT_ON_DEVICE, value=options.search, device_value=options.device,
+                          known=alternatives(devices), devices=tuple(devices))
     limited = options.repetition_limited
     for matcher in answering:
         if options.device in matcher.devices and matcher.repetition_limits == limited:
@@ -670,10 +679,5 @@ def _matcher_for(options: MosaicOptions) -> Matcher:
             if problem is not None:
                 raise problem
             return matcher
-    if limited:
-        raise OptionError("{search} {value} on {device} {device_value} does not combine with "
-                          "repetition limits ({max_uses}, {min_uses}, {min_spacing})",
-                          value=options.search, device_value=options.device)
-    raise OptionError("{search} {value} on {device} {device_value} needs repetition limits "
-                      "({max_uses}, {min_uses}, {min_spacing})", value=options.search,
-                      device_value=options.device)
+    raise OptionError(WITHOUT_REPETITION_LIMITS if limited else NEEDS_REPETITION_LIMITS,
+                      value=options.search, device_value=options.device)

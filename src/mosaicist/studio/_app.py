@@ -52,6 +52,7 @@ pictures and their descriptions are ever removed there.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import ipaddress
 import json
 import os
@@ -61,6 +62,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import warnings
 import webbrowser
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -76,9 +78,11 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from .. import __version__
-from ..errors import MosaicistError, OptionError
+from ..errors import MosaicistError, OptionError, alternatives
 from ..imaging import IMAGE_EXTENSIONS
-from ..match import fitted_matcher
+from ..match import MATCHERS, Matcher, fitted_matcher
+from ..match._gpu import CUDA_UNAVAILABLE, GPU_EXACT_ONLY, GpuMatcher
+from ..match._registry import NEEDS_REPETITION_LIMITS, NOT_ON_DEVICE, WITHOUT_REPETITION_LIMITS
 from ..options import MosaicOptions, settings
 from ..paths import atomic_path, expanded, remove_dead_temporaries
 from ..paths import cache_dir as default_cache_dir
@@ -102,7 +106,7 @@ from ..web import (
 )
 from ._command import command_line, render_command_line
 from ._examples import example_path, examples
-from ._form import DATASETS, presets_form, quoted, settings_form
+from ._form import CHOICE_LABELS, DATASETS, NONE_LABELS, presets_form, quoted, settings_form
 from ._history import ACTIVE_STATUSES, History, HistoryError, Run
 from ._jobs import JobEvent, Jobs, Subscription
 from ._preview import Previewer
@@ -412,14 +416,18 @@ class Studio:
             options = MosaicOptions(**value)
             # The settings whose values come from registries (search, device), and their
             # combinations, as a run would check them: refused before a run is recorded.
-            matcher, fitted, _ = fitted_matcher(options)
+            try:
+                matcher, fitted, _ = fitted_matcher(options)
+            except OptionError:
+                # A device this computer cannot use is said first: else the page asked
+                # for the corrections to be turned off, and then said there is no GPU.
+                _check_device_runs(options)
+                raise
             # And whether this machine runs them (a GPU asked for where there is none):
             # else each such run was recorded, and failed, in the history.
-            matcher.check_runs(fitted)
-        except OptionError as error:
-            raise WebError(400, error.message(quoted)) from None
+            _check_runs(matcher, fitted)
         except MosaicistError as error:
-            raise WebError(400, str(error)) from None
+            raise WebError(400, page_message(error)) from None
         return options
 
     # -- the page's data -----------------------------------------------------------------
@@ -431,7 +439,7 @@ class Studio:
             "roots": [str(root) for root in self.roots],
             "home": None if self.home is None else str(self.home),
             "sources": list(DATASETS),
-            "settings": settings_form(),
+            "settings": _marked_unusable(settings_form()),
             "presets": presets_form(),
             "examples": [{"name": item["name"], "title": item["title"],
                           "licence": item["licence"]} for item in examples()],
@@ -700,7 +708,7 @@ class Studio:
         try:
             return {"command": command_line(str(target), tiles, options)}
         except OptionError as error:
-            raise WebError(400, error.message(quoted)) from None
+            raise WebError(400, page_message(error)) from None
 
     # -- jobs and runs -------------------------------------------------------------------
 
@@ -859,7 +867,7 @@ class Studio:
         try:
             command = command_line(str(target), tiles, options)
         except OptionError as error:
-            raise WebError(400, error.message(quoted)) from None
+            raise WebError(400, page_message(error)) from None
         _check_sizes(target, str(info["name"]), options)
         run = self.history.create(target_name=str(info["name"]), tiles=tiles,
                                   settings=options.to_json(), command=command,
@@ -913,7 +921,7 @@ class Studio:
             try:
                 options = MosaicOptions.from_json(source.settings).replace(tile_px=tile_px)
             except OptionError as error:
-                raise WebError(400, error.message(quoted)) from None
+                raise WebError(400, page_message(error)) from None
             run = self.history.create(
                 target_name=source.target_name, tiles=source.tiles, settings=options.to_json(),
                 command=render_command_line(str(placements), options.tile_px),
@@ -1099,14 +1107,183 @@ def _utf8(text: str) -> bool:
     return True
 
 
+#: The refusals the page says in its own words, by the command line's template: the page's
+#: template, and the setting whose choice ``value`` is. Choices are named by their labels
+#: on the page (:data:`~mosaicist.studio._form.CHOICE_LABELS`), never as the values sent
+#: ("cuda", "cpu"), nor the programs behind them (PyTorch). In the page's templates
+#: ``{device_value}`` is the device chosen, ``{known}`` the devices that would do, ``{cpu}``
+#: this computer's processor, ``{no_limit}`` what the page calls no limit and ``{no_gpu}``
+#: why no NVIDIA graphics card can be used (:func:`cuda_unusable`).
+_PAGE_WORDS: dict[str, tuple[str, str]] = {
+    CUDA_UNAVAILABLE: ("{no_gpu}; choose {cpu} for {device}", "device"),
+    GPU_EXACT_ONLY: ("on an {value} only the closest photo is found, without corrections: set "
+                     "{tint} and {contrast} to 0 and {tint_max} off, or choose {cpu} for "
+                     "{device}", "device"),
+    NOT_ON_DEVICE: ("{value} for {search} does not run on {device_value}; choose {known} for "
+                    "{device}", "search"),
+    WITHOUT_REPETITION_LIMITS: ("{value} for {search} on {device_value} does not combine with "
+                                "limits on repeats: set {max_uses} to {no_limit}, {min_uses} "
+                                "to 0 and {min_spacing} to 0", "search"),
+    NEEDS_REPETITION_LIMITS: ("{value} for {search} on {device_value} needs a limit on "
+                              "repeats: {max_uses}, {min_uses} or {min_spacing}", "search"),
+}
+#: Why an NVIDIA graphics card cannot be used, in the page's words: PyTorch missing (or a
+#: build without CUDA), PyTorch that cannot be loaded, no usable card.
+_NO_GPU_SUPPORT = "this copy of mosaicist was installed without NVIDIA graphics card support"
+_GPU_SUPPORT_BROKEN = ("the NVIDIA graphics card support of this copy of mosaicist cannot be "
+                       "loaded")
+_NO_GPU = "no NVIDIA graphics card can be used on this computer"
+
+
+def _choice(setting: str, value: object) -> str:
+    """Choice ``value`` of ``setting`` as the page labels it, quoted (a plugin's by its name)."""
+    return f"\u201c{CHOICE_LABELS.get(setting, {}).get(str(value), str(value))}\u201d"
+
+
+def page_message(error: MosaicistError) -> str:
+    """What ``error`` says, in the page's words.
+
+    Settings are named by their labels (``quoted``); the refusals of a search
+    or device (:data:`_PAGE_WORDS`) name the choices by their labels too,
+    while the command line keeps its flags and values (``--device cuda``).
+
+    Parameters
+    ----------
+    error : MosaicistError
+        A refusal; an :class:`~mosaicist.errors.OptionError` names its settings.
+
+    Returns
+    -------
+    str
+        The sentence to show.
+    """
+    if not isinstance(error, OptionError):
+        return str(error)
+    words = _PAGE_WORDS.get(error.template)
+    if words is None:
+        return error.message(quoted)
+    template, setting = words
+    given = error.values
+    devices = given.get("devices")
+    known = (alternatives(_choice("device", device) for device in devices)
+             if isinstance(devices, tuple) else given.get("known", ""))
+    values = {"value": _choice(setting, given.get("value")),
+              "device_value": _choice("device", given.get("device_value")),
+              "known": known, "cpu": _choice("device", "cpu"),
+              "no_limit": f"\u201c{NONE_LABELS['max_uses']}\u201d"}
+    if "{no_gpu}" in template:
+        # PyTorch without CUDA finds no GPU either, but no card would help there.
+        values["no_gpu"] = cuda_unusable() or _NO_GPU
+    return OptionError(template, **values).message(quoted)
+
+
+def _check_runs(matcher: Matcher, options: MosaicOptions) -> None:
+    """``matcher.check_runs(options)``, PyTorch's absence said in the page's words."""
+    try:
+        matcher.check_runs(options)
+    except OptionError:
+        raise
+    except MosaicistError:
+        if not isinstance(matcher, GpuMatcher):
+            raise
+        # PyTorch missing or broken: what the command line says is a pip command.
+        reason = _NO_GPU_SUPPORT if _torch_spec() is None else _GPU_SUPPORT_BROKEN
+        raise MosaicistError(f"{reason}; choose {_choice('device', 'cpu')} for "
+                             f"{quoted('device')}") from None
+
+
+def _check_device_runs(options: MosaicOptions) -> None:
+    """Refuse ``options.device`` where no matcher runs on it on this computer."""
+    failed: MosaicistError | None = None
+    for matcher in MATCHERS.values():
+        if options.device not in matcher.devices:
+            continue
+        try:
+            _check_runs(matcher, options)
+        except MosaicistError as error:
+            failed = failed or error
+        else:
+            return
+    if failed is not None:
+        raise failed
+
+
+def _torch_spec() -> Any:
+    """PyTorch's import spec, found without importing it; None where it is not installed."""
+    try:
+        return importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
+        return None  # a module "torch" without a spec: not PyTorch
+
+
+def cuda_unusable() -> str | None:
+    """Why no NVIDIA graphics card can be used here, where that is known cheaply; else None.
+
+    PyTorch is not imported for this (about 2 s and hundreds of MB for a
+    page that may never use a GPU): it is known absent when it is not
+    installed or is a build without CUDA (its ``version.py``, read as text:
+    under a millisecond), and known to find no card when it was imported
+    already (the check of a run on the card imports it) and says so. A CUDA
+    build not yet imported is not known: the card is offered, and a run on
+    it refused in one sentence where it cannot be used.
+
+    Returns
+    -------
+    str or None
+        The reason, a sentence without its capital and full stop (as the
+        studio's refusals are sent); None when the card may be usable.
+    """
+    spec = _torch_spec()
+    if spec is None:
+        return _NO_GPU_SUPPORT
+    with contextlib.suppress(IndexError, OSError, UnicodeDecodeError):
+        folder = Path(list(spec.submodule_search_locations or [])[0])
+        version = (folder / "version.py").read_text("utf-8")
+        # ``cuda: Optional[str] = None`` (``'12.1'`` in a CUDA build); ``hip`` for ROCm,
+        # whose GPUs PyTorch also calls "cuda".
+        builds = [re.search(rf"^{name}\b[^=\n]*=\s*(\S+)", version, re.MULTILINE)
+                  for name in ("cuda", "hip")]
+        if all(found is not None and found.group(1) == "None" for found in builds):
+            return _NO_GPU_SUPPORT
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "cuda"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch warns of an old driver, say
+                return None if torch.cuda.is_available() else _NO_GPU
+        except Exception:  # noqa: BLE001 - a broken install raises several kinds
+            return None
+    return None
+
+
+def _marked_unusable(form: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The form, its NVIDIA graphics card choice marked where it cannot be used here.
+
+    Only where the built-in GPU search is all that runs on ``cuda`` (a plugin's may
+    not need PyTorch).
+    """
+    on_cuda = [matcher for matcher in MATCHERS.values() if "cuda" in matcher.devices]
+    if not on_cuda or not all(isinstance(matcher, GpuMatcher) for matcher in on_cuda):
+        return form
+    reason = cuda_unusable()
+    if reason is None:
+        return form
+    for item in form:
+        if item["name"] == "device" and "cuda" in (item.get("choice_labels") or {}):
+            labels = dict(item["choice_labels"])
+            labels["cuda"] += " (not available on this computer)"
+            item["choice_labels"] = labels
+            item["help"] = f"{item['help']} {reason[:1].upper()}{reason[1:]}."
+    return form
+
+
 def _refusal(error: MosaicistError, target: Path, name: str) -> WebError:
     """A 400 saying what ``error`` says: settings by their labels, the stored target by name.
 
     The stored target's path (a digest in the studio's cache) means nothing
     to the person, who knows the picture by the name it was uploaded as.
     """
-    text = error.message(quoted) if isinstance(error, OptionError) else str(error)
-    return WebError(400, text.replace(str(target), name))
+    return WebError(400, page_message(error).replace(str(target), name))
 
 
 def _check_sizes(target: Path, name: str, options: MosaicOptions) -> None:
