@@ -22,8 +22,27 @@ spacing rounds, the distinct tiles used and SSIM at viewing scale.
 With ``--photos N`` the tiles are N photos drawn at random (seed 1) from the
 tile folder, as a family's few dozen photos: there the default preset's use
 limit rises to fill the grid and its spacing shortens, and the spacing that
-ran is printed too. ``--cells N`` makes a larger grid of the same target (a
-poster of a few hundred photos).
+ran is printed too. ``--draw first`` takes the first N in name order instead
+(with ``--tiles cifar10/train/cat``, 300 photos of one kind, alike in colour).
+``--cells N`` makes a larger grid of the same target (a poster of a few
+hundred photos); ``--target-px N`` shrinks the target first to N px on its
+longer side (Pillow's thumbnail, bicubic): a small target from the data.
+
+Whether the greedy fallback ran (the spacing rounds gave up) and the match's
+own seconds (the report's ``timings``) are printed for every case. The
+spacing rounds once threw their progress away whenever a cell was left
+without any tile: every tile left out was allowed again for every cell, so
+the violations went back up every fifth round until sixty rounds gave up. Two
+things left cells that stuck: a library of one kind of photo (cats, dogs: few
+of them have the astronaut's orange suit or blue flag, so a whole region wants
+the same few tiles), and a small target at small cells (the astronaut shrunk
+to 256 px at 4 px cells, where the same 64 x 64 grid of the 512 px one at 8
+px cells did not reset from a random draw). The workload that shows it (60
+rounds and the greedy fallback before commit f51c0c4, 7 rounds since)::
+
+    python benchmarks/bench_capped.py --target targets/skimage_astronaut.png \
+        --target-px 256 --cell 4 --tiles cifar10/train/cat --photos 300 \
+        --draw first --cases default
 
 Run (from the repository root)::
 
@@ -31,6 +50,9 @@ Run (from the repository root)::
     python benchmarks/bench_capped.py --target targets/skimage_astronaut.png --cell 8
     python benchmarks/bench_capped.py --photos 35 --cases default
     python benchmarks/bench_capped.py --photos 100 --cells 20000 --cases default
+    python benchmarks/bench_capped.py --target targets/skimage_astronaut.png \
+        --target-px 256 --cell 4 --tiles cifar10/train/cat --photos 300 \
+        --draw first --cases default
 """
 
 from __future__ import annotations
@@ -69,6 +91,8 @@ CASES = [
                                          "--tint", "0.5"]),
     ("max-uses 1, greedy", [*SEED, "--max-uses", "1", "--assign", "greedy"]),
 ]
+#: How ``--photos`` picks its photos from the tile folder (see :func:`drawn_photos`).
+DRAW_RULES = ("random", "first")
 
 
 def main() -> None:
@@ -86,7 +110,13 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", metavar="WORD",
                         help="only the cases whose name has one of these words (plain always runs)")
     parser.add_argument("--photos", type=positive_int, metavar="N",
-                        help="tiles: N photos drawn at random from the tile folder")
+                        help="tiles: N photos drawn from the tile folder (see --draw)")
+    parser.add_argument("--draw", choices=DRAW_RULES,
+                        help="how --photos picks them: 'random' (seed 1, the default) or "
+                             "'first' (the first N in name order)")
+    parser.add_argument("--target-px", type=positive_int, metavar="N",
+                        help="shrink the target to N px on its longer side first "
+                             "(Pillow's thumbnail, bicubic)")
     parser.add_argument("--repeat", type=positive_int, default=1,
                         help="rounds of runs of every case in turn; each case's fastest "
                              "is reported (default 1)")
@@ -97,6 +127,9 @@ def main() -> None:
     if unknown:
         parser.error(f"--cases: no case has {', '.join(map(repr, unknown))} in its name "
                      f"(cases: {', '.join(name for name, _ in CASES)})")
+    # Without --photos the whole folder is the library: a rule that draws nothing is a slip.
+    if args.draw and not args.photos:
+        parser.error("--draw: needs --photos N (the number of photos to draw)")
     cases = [case for case in CASES if case[0] == "plain" or not args.cases
              or any(word in case[0] for word in args.cases)]
 
@@ -104,6 +137,8 @@ def main() -> None:
     for path, what in ((data / args.target, "--target"), (data / args.tiles, "--tiles")):
         if not path.exists():
             sys.exit(f"benchmark: {what}: {path} not found")
+    if args.target_px:
+        _check_shrink(data / args.target, args.target_px)
     runs = fresh_dir(cache_dir(args.cache_dir) / "runs", "capped-")
     try:
         _run(args, cases, data, runs)
@@ -117,14 +152,21 @@ def _run(args: argparse.Namespace, cases: list[tuple[str, list[str]]], data: Pat
     """Warm the cache in ``runs``, run every case ``--repeat`` times, print the table."""
     tiles = data / args.tiles
     if args.photos:
-        tiles = drawn_photos(tiles, args.photos, runs / "photos")
+        tiles = drawn_photos(tiles, args.photos, runs / "photos", args.draw or "random")
+    target = data / args.target
+    if args.target_px:
+        target = shrunk_target(target, args.target_px, runs / f"target-{args.target_px}px.png")
     size = ["--cells", args.cells] if args.cells else ["--cell", args.cell]
-    base = [*mosaicist_command(), "make", data / args.target, "--tiles", tiles, *size,
+    base = [*mosaicist_command(), "make", target, "--tiles", tiles, *size,
             "--cache-dir", runs / "cache", "-q"]
     print(f"machine: {machine()}")
-    drawn = f" ({args.photos} drawn at random)" if args.photos else ""
+    drawn = ""
+    if args.photos:
+        how = "the first in name order" if args.draw == "first" else "drawn at random"
+        drawn = f" ({args.photos:,} {'photo' if args.photos == 1 else 'photos'}, {how})"
+    shrunk = f" shrunk to {args.target_px:,} px" if args.target_px else ""
     cells = f"about {args.cells:,} cells" if args.cells else f"{args.cell} px cells"
-    print(f"workload: {args.target}, {cells}, tiles {args.tiles}{drawn}", flush=True)
+    print(f"workload: {args.target}{shrunk}, {cells}, tiles {args.tiles}{drawn}", flush=True)
     run_child([*base, *SEED, "-o", runs / "warm-up.png"]).check()
     # The default preset crops photos around their subject: an index (and search
     # features) of its own, warmed by a first run too.
@@ -148,35 +190,105 @@ def _run(args: argparse.Namespace, cases: list[tuple[str, list[str]]], data: Pat
     for name, _ in cases:
         child, report = fastest[name]
         assignment = report["assignment"] or {}
+        # "optimal+greedy": the spacing rounds gave up and the greedy fallback placed the grid.
+        method = str(assignment.get("method", ""))
         table.append([
             name,
             f"{child.seconds:.1f} s",
             f"{child.seconds / plain_seconds:.1f}x",
+            f"{report['timings']['match']:.1f} s",
             gib(child.peak_rss_bytes),
             {True: "yes", False: "no"}.get(assignment.get("certified"), "-"),
             f"{100 * assignment['gap']:.3f}%" if assignment else "-",
             str(assignment.get("pricing_rounds", "-")),
             str(assignment.get("iterations", "-")),
+            ("yes" if method.endswith("+greedy") else "no") if assignment else "-",
             str(report["settings"]["min_spacing"]),
             f"{report['distinct_tiles']:,}",
             f"{report['metrics']['ssim_view']:.3f}",
         ])
     print()
-    print_table(table, ["case", "wall", "vs plain", "peak RSS", "certified", "gap",
-                        "pricing", "spacing rounds", "spacing", "distinct", "SSIM"])
+    print_table(table, ["case", "wall", "vs plain", "match", "peak RSS", "certified", "gap",
+                        "pricing", "spacing rounds", "greedy fallback", "spacing", "distinct",
+                        "SSIM"])
 
 
-def drawn_photos(folder: Path, count: int, into: Path) -> Path:
-    """A folder of ``count`` photos drawn at random (seed 1) from ``folder``, linked."""
+def drawn_photos(folder: Path, count: int, into: Path, rule: str = "random") -> Path:
+    """A folder of ``count`` photos from ``folder``, linked.
+
+    Parameters
+    ----------
+    folder : Path
+        The tile folder, searched at any depth.
+    count : int
+        How many photos (all of them where the folder holds fewer).
+    into : Path
+        The new folder of links, named ``00000.jpg``... in the order drawn.
+    rule : {"random", "first"}
+        ``"random"``: drawn at random (seed 1); ``"first"``: the first ``count``
+        in name order (of one CIFAR class folder, photos of one kind).
+
+    Returns
+    -------
+    Path
+        ``into``.
+    """
+    if rule not in DRAW_RULES:
+        raise ValueError(f"unknown draw rule {rule!r} (rules: {', '.join(DRAW_RULES)})")
     photos = sorted(path for path in folder.rglob("*")
                     if path.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    count = min(count, len(photos))
+    drawn = photos[:count] if rule == "first" else random.Random(1).sample(photos, count)
     into.mkdir(parents=True)
-    for number, photo in enumerate(random.Random(1).sample(photos, min(count, len(photos)))):
+    for number, photo in enumerate(drawn):
         link = into / f"{number:05d}{photo.suffix.lower()}"
         try:
             link.symlink_to(photo)
         except OSError:
             shutil.copyfile(photo, link)
+    return into
+
+
+def _check_shrink(target: Path, longest: int) -> None:
+    """Exit in one line where ``target`` cannot be read or is not larger than ``longest`` px."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(target) as picture:
+            width, height = picture.size
+    except (OSError, UnidentifiedImageError) as error:
+        sys.exit(f"benchmark: --target: cannot read {target}: {error}")
+    if longest >= max(width, height):
+        sys.exit(f"benchmark: --target-px {longest:,}: the target {target} is only "
+                 f"{width:,} x {height:,} px; give a size below {max(width, height):,}")
+
+
+def shrunk_target(target: Path, longest: int, into: Path) -> Path:
+    """Write ``target`` shrunk to ``longest`` px on its longer side to ``into``.
+
+    Parameters
+    ----------
+    target : Path
+        The picture (larger than ``longest``: see :func:`_check_shrink`).
+    longest : int
+        Its longer side afterwards, in pixels; the shorter keeps the proportions.
+    into : Path
+        The PNG written.
+
+    Returns
+    -------
+    Path
+        ``into``.
+    """
+    from PIL import Image, ImageOps
+
+    with Image.open(target) as picture:
+        # Upright as mosaicist reads it, in RGB, its colour profile kept (the default
+        # preset converts from it); bicubic, as Pillow's thumbnail has it.
+        profile = picture.info.get("icc_profile")
+        shrunk = ImageOps.exif_transpose(picture).convert("RGB")
+    shrunk.thumbnail((longest, longest))
+    shrunk.save(into, icc_profile=profile)
     return into
 
 
