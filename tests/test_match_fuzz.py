@@ -345,7 +345,7 @@ def test_exact_matcher_picks_the_brute_force_candidate(tmp_path, pair_loops):
 def _transfer_by_hand(cell: np.ndarray, tile: np.ndarray, strength: float, tint: float,
                       metric: str) -> float:
     """The distance after the contrast transfer and the tint, from the module's formula."""
-    from mosaicist.colour import lightness_axis
+    from mosaicist.colour import grey_parts, lightness_axis
     from mosaicist.match._contrast import GAIN_LIMITS, ROOM
 
     u, t = cell.astype(np.float64), tile.astype(np.float64)
@@ -354,14 +354,18 @@ def _transfer_by_hand(cell: np.ndarray, tile: np.ndarray, strength: float, tint:
     tile_sigma = np.sqrt(((t - tile_mean) ** 2).mean(axis=0))
     ratio = np.where(tile_sigma > 0, cell_sigma / np.where(tile_sigma > 0, tile_sigma, 1), 1.0)
     gain = np.clip(ratio**strength, *GAIN_LIMITS)
-    a = round(tint * 100) / 100
+    a = asked = round(tint * 100) / 100
     if strength:
         axis, low, high = lightness_axis(metric)
         mu, d, room = tile_mean @ axis, (cell_mean - tile_mean) @ axis, ROOM * (tile_sigma @ axis)
         left = high - room - mu if d > 0 else mu - low - room
         if d != 0 and left >= 0:
             a = min(a, np.floor(left / abs(d) * 100 + 1e-9) / 100)
-    drawn = tile_mean + gain * (t - tile_mean) + a * (cell_mean - tile_mean)
+    # Held back in lightness only: the mean's chroma moves by the tint asked for.
+    difference = cell_mean - tile_mean
+    grey, weights = grey_parts(metric)
+    shift = a * difference + (asked - a) * (difference - (weights @ difference) * grey)
+    drawn = tile_mean + gain * (t - tile_mean) + shift
     return float(((u - drawn) ** 2).sum())
 
 
