@@ -34,9 +34,10 @@ from mosaicist.match._registry import (
     NOT_ON_DEVICE,
     WITHOUT_REPETITION_LIMITS,
 )
-from mosaicist.studio import _app
-from mosaicist.studio._app import Studio, WebError, page_message
+from mosaicist.studio import _app, _words
+from mosaicist.studio._app import Studio, WebError
 from mosaicist.studio._form import settings_form
+from mosaicist.studio._words import page_message
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -60,9 +61,9 @@ def no_card(monkeypatch, installed: bool = True) -> None:
 
     monkeypatch.setattr(GpuMatcher, "check_runs", check_runs)
     # PyTorch present (a CUDA build, say) or not, whatever this machine has.
-    monkeypatch.setattr(_app, "_torch_spec",
+    monkeypatch.setattr(_words, "_torch_spec",
                         (lambda: types.SimpleNamespace(submodule_search_locations=[]))
-                        if installed else (lambda: None), raising=False)
+                        if installed else (lambda: None))
     monkeypatch.setitem(sys.modules, "torch", None)  # not imported; never imported again
 
 
@@ -131,8 +132,10 @@ def test_the_command_line_keeps_its_flags_and_values(tmp_path, monkeypatch):
         ("--device", "cuda"): "mosaicist: error: --device cuda asked for but CUDA is not "
                               "available (PyTorch finds no usable NVIDIA GPU); use --device "
                               "cpu or a CUDA build of PyTorch",
+        # No GPU is said first, as on the page (test_gpu2_s37).
         ("--device", "cuda", "--search", "approximate"):
-            "mosaicist: error: --search approximate does not run on --device cuda; use cpu",
+            "mosaicist: error: --device cuda asked for but CUDA is not available (PyTorch "
+            "finds no usable NVIDIA GPU); use --device cpu or a CUDA build of PyTorch",
         ("--search", "approximate", "--preset", "seed", "--max-uses", "2"):
             "mosaicist: error: --search approximate on --device cpu does not combine with "
             "repetition limits (--max-uses, --min-uses, --min-spacing)",
@@ -156,7 +159,7 @@ def device_item() -> dict:
 def test_the_card_is_marked_where_it_is_known_to_be_missing(tmp_path, monkeypatch):
     """Known without importing PyTorch: not installed, or a build without CUDA."""
     monkeypatch.setitem(sys.modules, "torch", None)  # not imported; never imported again
-    monkeypatch.setattr(_app, "_torch_spec", lambda: None)
+    monkeypatch.setattr(_words, "_torch_spec", lambda: None)
     item = device_item()
     assert item["choice_labels"]["cuda"] == "NVIDIA graphics card (not available on this computer)"
     assert item["help"].endswith(" This copy of mosaicist was installed without NVIDIA "
@@ -165,7 +168,7 @@ def test_the_card_is_marked_where_it_is_known_to_be_missing(tmp_path, monkeypatc
     # The builds, told by PyTorch's version.py (read, never imported).
     package = tmp_path / "torch"
     package.mkdir()
-    monkeypatch.setattr(_app, "_torch_spec", lambda: types.SimpleNamespace(
+    monkeypatch.setattr(_words, "_torch_spec", lambda: types.SimpleNamespace(
         submodule_search_locations=[str(package)]))
     for version, marked in (("cuda: Optional[str] = None\nhip: Optional[str] = None\n", True),
                             ("cuda: Optional[str] = '12.1'\nhip: Optional[str] = None\n", False),

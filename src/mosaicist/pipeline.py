@@ -41,7 +41,7 @@ from .library import TileLibrary
 from .match import Assignment, Matcher, MatchRequest, MatchResult, fitted_matcher
 from .match._capped import fit_limits, with_spacing_giving_way
 from .match._contrast import finish, mean_shifts
-from .match._registry import matcher_for_limits
+from .match._registry import check_device_runs, matcher_for_limits
 from .options import MosaicOptions, setting_names, suggested
 from .paths import atomic_path, expanded, refuse_nul
 from .paths import cache_dir as default_cache_dir
@@ -522,7 +522,13 @@ def _make_mosaic(
     _check_inputs(target, tiles, cache_dir)
     # Settings no matcher can honour fail here, before any reading or indexing;
     # the default preset's wishes give way to a matcher that was asked for.
-    matcher, options, dropped = fitted_matcher(options)
+    try:
+        matcher, options, dropped = fitted_matcher(options)
+    except OptionError:
+        # A device this machine cannot use is said first: else --device cuda with --tint
+        # asked for the tint to go, and only then said that there is no GPU.
+        check_device_runs(options)
+        raise
     matcher.check_runs(options)  # a missing package or device is said alone, before the note
     if dropped and not quiet:
         _note("{search} {search_value} on {device} {device_value} runs without the preset's "

@@ -707,8 +707,15 @@ def _check_settings(options: MosaicOptions, hundredths: int, remote: bool = Fals
     may have a device (CUDA) or package this process lacks: not checked here.
     """
     from ..match import fitted_matcher
+    from ..match._registry import check_device_runs
 
-    matcher, fitted, _ = fitted_matcher(options)
+    try:
+        matcher, fitted, _ = fitted_matcher(options)
+    except OptionError:
+        if not remote:
+            # A device this machine cannot use is said first, as make says it.
+            check_device_runs(options)
+        raise
     if not remote:
         # A missing package or device (CUDA) once, here, not once per target after indexing.
         matcher.check_runs(fitted)

@@ -94,6 +94,9 @@ from ._registry import Matcher, MatchRequest, MatchResult
 if TYPE_CHECKING:
     from ..options import MosaicOptions
 
+#: The refusal of a tint or contrast transfer (``value`` the search). A template, so that
+#: the studio can say it in its own words (the value by its label, not inside the wording).
+APPROXIMATE_UNCORRECTED = "{search} {value} does not combine with {tint}, {tint_max} or {contrast}"
 #: Version of the cached index layout and key (bump when either changes).
 INDEX_VERSION = 2
 #: The same for the graph: 3 since session 34, which links repeated points once.
@@ -1076,8 +1079,7 @@ class ApproximateMatcher(Matcher):
 
     def unsupported(self, options: MosaicOptions) -> OptionError | None:
         if options.tint or options.contrast or options.tint_max:
-            return OptionError("{search} approximate does not combine with {tint}, "
-                               "{tint_max} or {contrast}")
+            return OptionError(APPROXIMATE_UNCORRECTED, value=self.search)
         return None
 
     def prepare(self, options: MosaicOptions) -> None:

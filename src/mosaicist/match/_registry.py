@@ -20,6 +20,7 @@ import abc
 import dataclasses
 import inspect
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -592,6 +593,47 @@ def fitted_matcher(options: MosaicOptions) -> tuple[Matcher, MosaicOptions, tupl
         fitted = options.fitted(**plain)
         # Still no matcher: the given settings are in the way, and this error names them.
         return matcher_for(fitted), fitted, tuple(plain)
+
+
+def check_device_runs(
+    options: MosaicOptions,
+    check: Callable[[Matcher, MosaicOptions], None] | None = None,
+) -> None:
+    """Refuse ``options.device`` where no matcher runs on it on this machine.
+
+    Checked before what the device cannot do (a tint on the GPU, say): else
+    ``--device cuda --tint 0.5`` asked for the tint to go, and only then said
+    that there is no GPU.
+
+    Parameters
+    ----------
+    options : MosaicOptions
+        The settings; a device no matcher declares is left to the matchers'
+        own refusal (:func:`matcher_for`).
+    check : callable, optional
+        ``check(matcher, options)``, raising where ``matcher`` cannot run here
+        (default: :meth:`Matcher.check_runs`; the studio says it in its own words).
+
+    Raises
+    ------
+    MosaicistError
+        The first matcher's refusal, where none that declares the device runs here.
+    """
+    failed: MosaicistError | None = None
+    for matcher in MATCHERS.values():
+        if options.device not in matcher.devices:
+            continue
+        try:
+            if check is None:
+                matcher.check_runs(options)
+            else:
+                check(matcher, options)
+        except MosaicistError as error:
+            failed = failed or error
+        else:
+            return
+    if failed is not None:
+        raise failed
 
 
 def matcher_for_limits(matcher: Matcher, options: MosaicOptions) -> Matcher:

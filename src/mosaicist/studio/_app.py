@@ -52,7 +52,6 @@ pictures and their descriptions are ever removed there.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import ipaddress
 import json
 import os
@@ -62,7 +61,6 @@ import sys
 import threading
 import time
 import urllib.parse
-import warnings
 import webbrowser
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -78,11 +76,10 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from .. import __version__
-from ..errors import MosaicistError, OptionError, alternatives
+from ..errors import MosaicistError, OptionError
 from ..imaging import IMAGE_EXTENSIONS
-from ..match import MATCHERS, Matcher, fitted_matcher
-from ..match._gpu import CUDA_UNAVAILABLE, GPU_EXACT_ONLY, GpuMatcher
-from ..match._registry import NEEDS_REPETITION_LIMITS, NOT_ON_DEVICE, WITHOUT_REPETITION_LIMITS
+from ..match import MATCHERS, fitted_matcher
+from ..match._gpu import GpuMatcher
 from ..options import MosaicOptions, settings
 from ..paths import atomic_path, expanded, remove_dead_temporaries
 from ..paths import cache_dir as default_cache_dir
@@ -106,11 +103,12 @@ from ..web import (
 )
 from ._command import command_line, render_command_line
 from ._examples import example_path, examples
-from ._form import CHOICE_LABELS, DATASETS, NONE_LABELS, presets_form, quoted, settings_form
+from ._form import DATASETS, presets_form, settings_form
 from ._history import ACTIVE_STATUSES, History, HistoryError, Run
 from ._jobs import JobEvent, Jobs, Subscription
 from ._preview import Previewer
 from ._uploads import MAX_UPLOAD_BYTES, accept_target
+from ._words import check_device_runs, check_runs, cuda_unusable, page_message
 
 #: The placeholder of the page that becomes this server's token.
 TOKEN_PLACEHOLDER = "{{MOSAICIST_TOKEN}}"
@@ -421,11 +419,11 @@ class Studio:
             except OptionError:
                 # A device this computer cannot use is said first: else the page asked
                 # for the corrections to be turned off, and then said there is no GPU.
-                _check_device_runs(options)
+                check_device_runs(options)
                 raise
             # And whether this machine runs them (a GPU asked for where there is none):
             # else each such run was recorded, and failed, in the history.
-            _check_runs(matcher, fitted)
+            check_runs(matcher, fitted)
         except MosaicistError as error:
             raise WebError(400, page_message(error)) from None
         return options
@@ -1105,155 +1103,6 @@ def _utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-#: The refusals the page says in its own words, by the command line's template: the page's
-#: template, and the setting whose choice ``value`` is. Choices are named by their labels
-#: on the page (:data:`~mosaicist.studio._form.CHOICE_LABELS`), never as the values sent
-#: ("cuda", "cpu"), nor the programs behind them (PyTorch). In the page's templates
-#: ``{device_value}`` is the device chosen, ``{known}`` the devices that would do, ``{cpu}``
-#: this computer's processor, ``{no_limit}`` what the page calls no limit and ``{no_gpu}``
-#: why no NVIDIA graphics card can be used (:func:`cuda_unusable`).
-_PAGE_WORDS: dict[str, tuple[str, str]] = {
-    CUDA_UNAVAILABLE: ("{no_gpu}; choose {cpu} for {device}", "device"),
-    GPU_EXACT_ONLY: ("on an {value} only the closest photo is found, without corrections: set "
-                     "{tint} and {contrast} to 0 and {tint_max} off, or choose {cpu} for "
-                     "{device}", "device"),
-    NOT_ON_DEVICE: ("{value} for {search} does not run on {device_value}; choose {known} for "
-                    "{device}", "search"),
-    WITHOUT_REPETITION_LIMITS: ("{value} for {search} on {device_value} does not combine with "
-                                "limits on repeats: set {max_uses} to {no_limit}, {min_uses} "
-                                "to 0 and {min_spacing} to 0", "search"),
-    NEEDS_REPETITION_LIMITS: ("{value} for {search} on {device_value} needs a limit on "
-                              "repeats: {max_uses}, {min_uses} or {min_spacing}", "search"),
-}
-#: Why an NVIDIA graphics card cannot be used, in the page's words: PyTorch missing (or a
-#: build without CUDA), PyTorch that cannot be loaded, no usable card.
-_NO_GPU_SUPPORT = "this copy of mosaicist was installed without NVIDIA graphics card support"
-_GPU_SUPPORT_BROKEN = ("the NVIDIA graphics card support of this copy of mosaicist cannot be "
-                       "loaded")
-_NO_GPU = "no NVIDIA graphics card can be used on this computer"
-
-
-def _choice(setting: str, value: object) -> str:
-    """Choice ``value`` of ``setting`` as the page labels it, quoted (a plugin's by its name)."""
-    return f"\u201c{CHOICE_LABELS.get(setting, {}).get(str(value), str(value))}\u201d"
-
-
-def page_message(error: MosaicistError) -> str:
-    """What ``error`` says, in the page's words.
-
-    Settings are named by their labels (``quoted``); the refusals of a search
-    or device (:data:`_PAGE_WORDS`) name the choices by their labels too,
-    while the command line keeps its flags and values (``--device cuda``).
-
-    Parameters
-    ----------
-    error : MosaicistError
-        A refusal; an :class:`~mosaicist.errors.OptionError` names its settings.
-
-    Returns
-    -------
-    str
-        The sentence to show.
-    """
-    if not isinstance(error, OptionError):
-        return str(error)
-    words = _PAGE_WORDS.get(error.template)
-    if words is None:
-        return error.message(quoted)
-    template, setting = words
-    given = error.values
-    devices = given.get("devices")
-    known = (alternatives(_choice("device", device) for device in devices)
-             if isinstance(devices, tuple) else given.get("known", ""))
-    values = {"value": _choice(setting, given.get("value")),
-              "device_value": _choice("device", given.get("device_value")),
-              "known": known, "cpu": _choice("device", "cpu"),
-              "no_limit": f"\u201c{NONE_LABELS['max_uses']}\u201d"}
-    if "{no_gpu}" in template:
-        # PyTorch without CUDA finds no GPU either, but no card would help there.
-        values["no_gpu"] = cuda_unusable() or _NO_GPU
-    return OptionError(template, **values).message(quoted)
-
-
-def _check_runs(matcher: Matcher, options: MosaicOptions) -> None:
-    """``matcher.check_runs(options)``, PyTorch's absence said in the page's words."""
-    try:
-        matcher.check_runs(options)
-    except OptionError:
-        raise
-    except MosaicistError:
-        if not isinstance(matcher, GpuMatcher):
-            raise
-        # PyTorch missing or broken: what the command line says is a pip command.
-        reason = _NO_GPU_SUPPORT if _torch_spec() is None else _GPU_SUPPORT_BROKEN
-        raise MosaicistError(f"{reason}; choose {_choice('device', 'cpu')} for "
-                             f"{quoted('device')}") from None
-
-
-def _check_device_runs(options: MosaicOptions) -> None:
-    """Refuse ``options.device`` where no matcher runs on it on this computer."""
-    failed: MosaicistError | None = None
-    for matcher in MATCHERS.values():
-        if options.device not in matcher.devices:
-            continue
-        try:
-            _check_runs(matcher, options)
-        except MosaicistError as error:
-            failed = failed or error
-        else:
-            return
-    if failed is not None:
-        raise failed
-
-
-def _torch_spec() -> Any:
-    """PyTorch's import spec, found without importing it; None where it is not installed."""
-    try:
-        return importlib.util.find_spec("torch")
-    except (ImportError, ValueError):
-        return None  # a module "torch" without a spec: not PyTorch
-
-
-def cuda_unusable() -> str | None:
-    """Why no NVIDIA graphics card can be used here, where that is known cheaply; else None.
-
-    PyTorch is not imported for this (about 2 s and hundreds of MB for a
-    page that may never use a GPU): it is known absent when it is not
-    installed or is a build without CUDA (its ``version.py``, read as text:
-    under a millisecond), and known to find no card when it was imported
-    already (the check of a run on the card imports it) and says so. A CUDA
-    build not yet imported is not known: the card is offered, and a run on
-    it refused in one sentence where it cannot be used.
-
-    Returns
-    -------
-    str or None
-        The reason, a sentence without its capital and full stop (as the
-        studio's refusals are sent); None when the card may be usable.
-    """
-    spec = _torch_spec()
-    if spec is None:
-        return _NO_GPU_SUPPORT
-    with contextlib.suppress(IndexError, OSError, UnicodeDecodeError):
-        folder = Path(list(spec.submodule_search_locations or [])[0])
-        version = (folder / "version.py").read_text("utf-8")
-        # ``cuda: Optional[str] = None`` (``'12.1'`` in a CUDA build); ``hip`` for ROCm,
-        # whose GPUs PyTorch also calls "cuda".
-        builds = [re.search(rf"^{name}\b[^=\n]*=\s*(\S+)", version, re.MULTILINE)
-                  for name in ("cuda", "hip")]
-        if all(found is not None and found.group(1) == "None" for found in builds):
-            return _NO_GPU_SUPPORT
-    torch = sys.modules.get("torch")
-    if torch is not None and hasattr(torch, "cuda"):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch warns of an old driver, say
-                return None if torch.cuda.is_available() else _NO_GPU
-        except Exception:  # noqa: BLE001 - a broken install raises several kinds
-            return None
-    return None
 
 
 def _marked_unusable(form: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -333,15 +333,14 @@ JOBS: dict[str, Callable[[dict[str, Any], EventWriter], dict[str, Any]]] = {
 def failure_message(error: MosaicistError | str, spec: dict[str, Any]) -> str:
     """The sentence of a job that failed, for the page.
 
-    Settings are named by their labels in the form (as the studio names
-    them when it refuses them itself), and the stored target, whose path
-    means nothing to the person (a digest in the studio's cache), by its
-    name (``spec["target_name"]``).
+    Said in the page's words, as the studio says its own refusals
+    (:func:`~mosaicist.studio._words.page_message`: settings and choices by
+    their labels), and the stored target, whose path means nothing to the
+    person (a digest in the studio's cache), by its name (``spec["target_name"]``).
     """
-    from ..errors import OptionError
-    from ._form import quoted
+    from ._words import page_message
 
-    text = error.message(quoted) if isinstance(error, OptionError) else str(error)
+    text = page_message(error) if isinstance(error, MosaicistError) else str(error)
     target, name = spec.get("target"), spec.get("target_name")
     if isinstance(target, str) and target and isinstance(name, str) and name:
         text = text.replace(target, name)
