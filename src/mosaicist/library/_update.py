@@ -164,6 +164,9 @@ _SIGN_BYTES = 64 << 20
 #: reads wait on the disk, the decodes release the interpreter).
 RESIGN_EVERY = 1024
 RESIGN_THREADS = min(8, os.cpu_count() or 1)
+#: The ``signature_rule`` of a manifest some of whose rows lack their mirrors' hashes
+#: (``phash_mirror``): its next update gives them theirs (:func:`_resign_photos`).
+_RULE_BEFORE_MIRRORS = 2
 #: How every JPEG file starts (SOI, then a marker).
 _JPEG_START = b"\xff\xd8\xff"
 
@@ -1158,7 +1161,11 @@ def _settle_signature_rule(connection: sqlite3.Connection, tile: TileFormat) -> 
     mirror's hash (``phash_mirror``). A manifest with a signed row that lacks
     its mirror's hash, or without the meta value ``signature_rule`` of such
     other tiles, some of whose rows are signed, keeps the rule it has here:
-    :func:`_resign_photos` signs its rows anew after the update. Every other
+    :func:`_resign_photos` signs its rows anew after the update. So does one
+    whose signing anew was interrupted (``resign_after`` set), even with
+    every row signed: its last batch may have committed before the new
+    generation was published, which retires the caches made from the old
+    signatures (the cached leaders of near-duplicates). Every other
     one gets it now (in one transaction): a new manifest, one of rule 2 whose
     rows all have their mirrors' hashes (an older version's run touched
     nothing), one of square tiles of that size however cut
@@ -1166,7 +1173,8 @@ def _settle_signature_rule(connection: sqlite3.Connection, tile: TileFormat) -> 
     all still to sign (by this version, so by the rule of now).
     """
     rule = get_meta(connection, "signature_rule")
-    if rule == str(SIGNATURE_RULE) or _lacks_mirrors(connection):
+    if (rule == str(SIGNATURE_RULE) or get_meta(connection, "resign_after") is not None
+            or _lacks_mirrors(connection)):
         return
     if rule == "2" or _decoded_at_signature_scale(tile) or not any(
             connection.execute(f"SELECT 1 FROM {table} WHERE phash IS NOT NULL LIMIT 1"
@@ -1201,10 +1209,14 @@ def _resign_photos(source: TileSource, tile: TileFormat, directory: Path,
       :data:`~mosaicist.dedupe.SIGNATURE_PX` pixels: the signature's own
       decode, the tile's pixels kept as they are).
 
-    A photo that cannot be read now, or changed since (the next update
-    decodes it), or a picture of a dataset or an array at another size,
-    keeps its row's signature, without a mirror's hash (its hash stands for
-    it: its mirrored copies are grouped with it from their side only).
+    A photo changed since (the next update decodes it), or a picture of a
+    dataset or an array at another size, keeps its row's signature, without
+    a mirror's hash (its hash stands for it: its mirrored copies are grouped
+    with it from their side only). So does a photo that cannot be read now
+    (a drive offline, a file locked), for now: the manifest is then left at
+    rule 2 (:data:`_RULE_BEFORE_MIRRORS`), so that the next update tries
+    again the rows still without their mirrors' hashes, as a fresh index
+    would have them, instead of leaving them so for good.
 
     Crash-safe as the rest of the update: batches of :data:`RESIGN_EVERY`
     rows (in ``source_id`` order) commit with the meta value
@@ -1230,12 +1242,19 @@ def _resign_photos(source: TileSource, tile: TileFormat, directory: Path,
     space = (SlotSpace(directory, meta_count(connection, "generation"), read_shards(connection),
                        (tile.height, tile.width, 3)) if from_tiles and rows else None)
 
+    # The ids of photos that could not be read (list.append: safe from the pool's threads).
+    unread: list[str] = []
+
     def signed_anew(row: tuple) -> tuple[int, ...] | None:
         try:
             path = source.local_path(SourceEntry(row[0], row[1], row[2], None))
             if path is None:
                 return None
-            data = read_tile_bytes(path)
+            try:
+                data = read_tile_bytes(path)
+            except OSError:
+                unread.append(row[0])
+                return None
             if (row[6] is not None and not data.startswith(_JPEG_START)) or (
                     content_hash(data) != row[3]):
                 return None  # another picture than a JPEG signs as before
@@ -1278,6 +1297,10 @@ def _resign_photos(source: TileSource, tile: TileFormat, directory: Path,
     finally:
         # An interrupt: the photos not yet begun are not read.
         pool.shutdown(wait=True, cancel_futures=True)
+    # Rows an interrupted run could not read are not known here: tried again next time.
+    retry = bool(unread) or (resumed is not None and connection.execute(
+        "SELECT 1 FROM tiles WHERE source_id <= ? AND phash_mirror IS NULL LIMIT 1",
+        (resumed,)).fetchone() is not None)
     generation = meta_count(connection, "generation")
     old_store = store_path(directory, generation)
     moved = changed and _link_store(old_store, store_path(directory, generation + 1))
@@ -1285,7 +1308,8 @@ def _resign_photos(source: TileSource, tile: TileFormat, directory: Path,
         if changed:
             set_meta(connection, "generation", generation + 1)
             new_publication(connection)
-        set_meta(connection, "signature_rule", SIGNATURE_RULE)
+        set_meta(connection, "signature_rule",
+                 _RULE_BEFORE_MIRRORS if retry else SIGNATURE_RULE)
         connection.execute("DELETE FROM meta WHERE name = 'resign_after'")
     if moved and old_store.name not in {shard.file for shard in read_shards(connection)}:
         with contextlib.suppress(FileNotFoundError):
