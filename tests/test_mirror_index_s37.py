@@ -257,18 +257,3 @@ def test_an_index_folder_removed_during_the_run_fails_it_in_one_line(tmp_path, m
                              "deleted or unmounted?); run again to index anew"), lines[0]
     assert str(cache / "indexes") in lines[0]
 
-
-def test_an_older_index_read_where_it_cannot_be_updated_estimates_the_mirrors(tmp_path):
-    # A read-only cache (or a reader that does not update: a batch worker, the studio's
-    # preview) of an index made before the mirrors: it found no mirrored copy at all (the
-    # photo's own hash stood for its mirror's). The estimate finds most.
-    from mosaicist.dedupe import derived_mirror_hashes
-
-    folder = mirrored_folder(tmp_path / "photos")
-    as_rule_2(open_library(folder, tmp_path / "cache").directory)
-    read = TileLibrary.open(FolderSource(folder, workers=1), 16, cache_dir=tmp_path / "cache",
-                            update=False)
-    hashes, mirrors, _ = read.mirrored_signatures()
-    assert (mirrors == derived_mirror_hashes(hashes)).all()
-    found = pairs_of(read)
-    assert len(found) >= _PHOTOS - 1 and all(pair in expected_pairs() for pair in found)

@@ -65,7 +65,6 @@ from ..aspect import SQUARE, aspect_pair, format_aspect, height_for
 from ..crop import CROP_MODES, Window, crop_method, window_size
 from ..dedupe import (
     DEDUPE_VERSION,
-    derived_mirror_hashes,
     duplicate_groups,
     duplicate_leaders,
     mirrored_tile_signatures,
@@ -395,11 +394,8 @@ class TileLibrary:
         As :func:`mosaicist.dedupe.mirrored_tile_signatures` gives them, read
         from the manifest. A tile whose mirror's hash is not stored (its
         photo could not be read again since an index of an older version
-        was opened, or the index is read where it cannot be updated: a
-        read-only cache) has an estimate in its place
-        (:func:`mosaicist.dedupe.derived_mirror_hashes`, a few bits off): its
-        mirrored copies are then still grouped with it from their side, and
-        from its own within the estimate's error.
+        was opened) has its own hash in its place: its mirrored copies are
+        then grouped with it from their side only.
 
         Returns
         -------
@@ -415,7 +411,6 @@ class TileLibrary:
         mirrors = np.zeros(count, np.uint64)
         colours = np.zeros((count, 3), np.uint8)
         found = np.zeros(count, bool)
-        estimated: list[int] = []
         rows = []
         with manifest_errors(self.directory):
             connection = connect(self.directory)
@@ -448,13 +443,9 @@ class TileLibrary:
         for position, (_, phash, colour, mirror) in enumerate(stored):
             if phash is not None and colour is not None:
                 hashes[position] = phash & 0xFFFF_FFFF_FFFF_FFFF
-                if mirror is None:
-                    estimated.append(position)
-                else:
-                    mirrors[position] = mirror & 0xFFFF_FFFF_FFFF_FFFF
+                mirrors[position] = (phash if mirror is None else mirror) & 0xFFFF_FFFF_FFFF_FFFF
                 colours[position] = (colour >> 16 & 255, colour >> 8 & 255, colour & 255)
                 found[position] = True
-        mirrors[estimated] = derived_mirror_hashes(hashes[estimated])
         missing = np.flatnonzero(~found)
         for start in range(0, len(missing), COPY_CHUNK):
             part = missing[start:start + COPY_CHUNK]
