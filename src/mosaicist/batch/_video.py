@@ -195,6 +195,11 @@ def _pixel_aspect(stream: Any) -> Fraction | None:
 _SQUARE_ENOUGH = Fraction(1, 1000)
 
 
+#: FFmpeg's largest picture (``av_image_check_size``): ``(width + 128) * (height + 128)``
+#: under this; its scaler refuses a larger one.
+_MOST_RESAMPLED = (2**31 - 1) // 8
+
+
 def square_size(width: int, height: int, pixel_aspect: Fraction | None) -> tuple[int, int]:
     """A frame's size in square pixels: the side its pixels are short along stretched.
 
@@ -317,10 +322,12 @@ def read_frames(path: str | Path, max_pixels: int | None = None,
                 note: Callable[[str], None] | None = None) -> Iterator[np.ndarray]:
     """Decode a video's frames, in order, as ``(H, W, 3)`` uint8 RGB arrays.
 
-    Each frame is shown as players show it (see :func:`upright`). A last
-    frame the decoder found damaged (a recording cut inside it, as an
-    MPEG-TS capture stopped: its missing part drawn as a grey or green
-    smear) is left out, and said once.
+    Each frame is shown as players show it (see :func:`upright`). The
+    file's last frame, where the decoder found it damaged (a recording cut
+    inside it, as an MPEG-TS capture stopped: its missing part drawn as a
+    grey or green smear), is left out, and said once: wherever it is shown
+    (a B-frame is shown before the frame stored ahead of it). A damaged
+    frame stored before the end is kept, as players show it.
 
     Parameters
     ----------
@@ -348,6 +355,14 @@ def read_frames(path: str | Path, max_pixels: int | None = None,
         if max_pixels is not None and width * height > max_pixels:
             # Worded as a picture over the limit is ("of 1 pixel", "20,000x15,000").
             raise over_target_limit(str(path), width, height, max_pixels)
+        if aspect is not None and (width, height) != (stream.width, stream.height) \
+                and (width + 128) * (height + 128) >= _MOST_RESAMPLED:
+            # A header's pixel shape of 65535:1 under a raised limit: FFmpeg's scaler said
+            # "Invalid argument" at the first frame (or Python an overflow, past 2**31).
+            raise MosaicistError(
+                f"{path}: cannot read video: its pixels' shape ({aspect.numerator}:"
+                f"{aspect.denominator}) makes frames of {width:,}x{height:,} pixels, more "
+                "than FFmpeg can resample")
         stream.thread_type = "AUTO"
         # A file cut short (a copy or a download stopped, a camera's power lost) decodes
         # without a word to where it stops: the threaded decoder says nothing of a last
@@ -355,20 +370,29 @@ def read_frames(path: str | Path, max_pixels: int | None = None,
         cut_short = _data_past_the_end(stream, path) or _segment_past_the_end(path)
         damaged = None  # a packet the demuxer found partial, decoded if the file goes on
         held = None  # a frame the decoder found damaged, given if another follows
+        last_stored = None  # the presentation time of the file's last frame (its last packet)
+        left_out = False
         for packet in container.demux(stream):
             frames = []
             if damaged is not None and packet.size:
                 frames.extend(damaged.decode())
                 damaged = None
+            if packet.size:
+                last_stored = packet.pts
             if packet.is_corrupt and packet.size:
                 damaged = packet
             else:
                 frames.extend(packet.decode())  # the last packet (empty) flushes the decoder
             for frame in frames:
                 if held is not None:
-                    # Damaged amid the video (a broadcast's lost packets): shown by players
-                    # with its errors hidden; the frames after it need it in place.
-                    yield upright(held, aspect)
+                    if not packet.size and _last_stored(held, last_stored):
+                        # The file's last frame, cut inside, is shown before frames stored
+                        # ahead of it (a B-frame: two in three of a broadcast's MPEG-2).
+                        left_out = True
+                    else:
+                        # Damaged amid the video (a broadcast's lost packets): shown by
+                        # players with its errors hidden; the frames after it need it in place.
+                        yield upright(held, aspect)
                     held = None
                 if frame.is_corrupt:
                     held = frame
@@ -378,7 +402,13 @@ def read_frames(path: str | Path, max_pixels: int | None = None,
             # The frames before the cut were given (the decoder flushed at the end).
             raise MosaicistError(f"{path}: cannot read video: the file is cut short, its "
                                  "last frames are missing")
-        if held is not None:
+        if held is not None and not left_out and last_stored is not None \
+                and held.pts is not None and held.pts != last_stored:
+            # Shown last but stored before the end (a P-frame after its B-frames): damaged
+            # amid the file, not cut, as the frames stored after it, whole, say.
+            yield upright(held, aspect)
+            held = None
+        if held is not None or left_out:
             # Cut inside its last frame: the part never written is the decoder's guess (a
             # smear of grey or green), not the picture, whose mosaic would pass for the end.
             message = f"{path}: its last frame is partial (the file is cut short): left out"
@@ -386,6 +416,15 @@ def read_frames(path: str | Path, max_pixels: int | None = None,
                 note(message)
             else:
                 warnings.warn(message, VideoWarning, stacklevel=2)
+
+
+def _last_stored(frame: Any, last_stored: int | None) -> bool:
+    """Whether ``frame`` came from the file's last packet, of presentation time ``last_stored``.
+
+    Unknown times (a stream without them) say no: the frame is then left
+    out only where it is shown last.
+    """
+    return frame.pts is not None and last_stored is not None and frame.pts == last_stored
 
 
 def _data_past_the_end(stream: Any, path: str | Path) -> bool:
@@ -485,6 +524,11 @@ def _reading(path: str | Path) -> Iterator[None]:
         yield
     except av.error.FFmpegError as error:
         reason = getattr(error, "strerror", None) or str(error)
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_size == 0:
+                # FFmpeg's "Invalid data found" is a damaged file's word: a download that
+                # never started, an interrupted copy, is to be fetched again.
+                reason = "the file is empty"
         raise MosaicistError(f"{path}: cannot read video: {reason}") from None
     except PermissionError:
         raise MosaicistError(f"{path}: permission denied") from None
