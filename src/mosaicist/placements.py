@@ -320,6 +320,12 @@ class Placements:
                              f"{int(positions.max()):,}")
         self.tile = positions.astype(np.int64)
         self.distance = _numbers("distance", distance).reshape(-1)
+        if self.distance.dtype.kind == "f" and self.distance.dtype.itemsize > 8:
+            # np.longdouble: its items are no Python floats, and were written as
+            # "np.longdouble('0.1')" (a file read refuses) or raised json's TypeError. One
+            # past float64's range becomes infinite, refused below.
+            with np.errstate(over="ignore"):
+                self.distance = self.distance.astype(np.float64)
         if not np.isfinite(self.distance).all():
             raise ValueError("distance has values that are not finite numbers")
         if np.issubdtype(self.distance.dtype, np.integer) and len(self.distance) and not (
@@ -1693,7 +1699,7 @@ def _fast_numbers(text: str, position: int, field: str) -> tuple[np.ndarray | No
     if found is None:
         return None, position
     end, number, dtype = found
-    values = np.concatenate([np.fromiter(map(number, texts), dtype, len(texts))
+    values = np.concatenate([_parsed_numbers(texts, number, dtype)
                              for texts in _number_texts(text, position + 1, end - 1)])
     width = _ROW_FIELDS.get(field, (0, None))[0]
     if width:
@@ -1701,6 +1707,20 @@ def _fast_numbers(text: str, position: int, field: str) -> tuple[np.ndarray | No
     if not _surely_valid(field, values):
         raise ValueError(f"cells.{field} has a bad value")
     return values, end
+
+
+def _parsed_numbers(texts: list[str], number: type, dtype: type) -> np.ndarray:
+    """The numbers of ``texts`` read by ``number`` (``int`` or ``float``) as json gives them.
+
+    json reads ``-0`` (no fraction, no exponent) as the whole number 0, which
+    becomes 0.0 in a field of floats; ``float("-0")`` is -0.0, written back
+    as ``-0.0``. (Every other whole number's float is the same either way.)
+    """
+    values: np.ndarray = np.fromiter(map(number, texts), dtype, len(texts))
+    if number is float and not values.all():  # some zero: any of them "-0"?
+        negative = np.flatnonzero((values == 0) & np.signbit(values)).tolist()
+        values[[index for index in negative if texts[index] == "-0"]] = 0.0
+    return values
 
 
 def _number_texts(text: str, start: int, stop: int) -> Iterator[list[str]]:
