@@ -124,3 +124,38 @@ def test_a_pixel_shape_too_wide_to_resample_says_so(tmp_path, shape):
     # Under the default limit, the limit says it first, as for a picture.
     with pytest.raises(MosaicistError, match="over the target limit"):
         next(read_frames(clip, max_pixels=100_000_000))
+
+
+@pytest.mark.parametrize("estimate", [12, 2])
+def test_the_bar_ends_at_the_frames_read_where_the_count_was_estimated(tmp_path, monkeypatch,
+                                                                       estimate):
+    # A count estimated from a duration that lies (or a variable frame rate) left the bar at
+    # "6/3" or "10/43,200,000": its total now becomes the frames read once they are known.
+    import dataclasses
+
+    from conftest import make_colour_folder
+
+    from mosaicist.batch import _run, _video, batch_mosaics
+
+    clip = tmp_path / "clip.mkv"
+    _clip(clip, _pictures(4))
+    told = _video.video_info
+
+    def lying(path, *arguments, **keywords):
+        return dataclasses.replace(told(path, *arguments, **keywords), frames=estimate,
+                                   estimated=True)
+
+    monkeypatch.setattr(_video, "video_info", lying)
+    bars = []
+    made = _run.progress_bar
+
+    def kept(*arguments, **keywords):
+        bars.append(made(*arguments, **keywords))
+        return bars[-1]
+
+    monkeypatch.setattr(_run, "progress_bar", kept)
+    batch_mosaics([clip], make_colour_folder(tmp_path / "tiles", 8), tmp_path / "out",
+                  cell_px=16, tile_px=8, preset="seed", workers=1,
+                  cache_dir=tmp_path / "cache")
+    mosaics = [bar for bar in bars if bar.total in (4, estimate) or bar.n == 4]
+    assert mosaics and mosaics[-1].n == 4 and mosaics[-1].total == 4

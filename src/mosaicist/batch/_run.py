@@ -1582,6 +1582,20 @@ class _VideoSource(_Source):
         self._decoded: Iterator[np.ndarray] = read_frames(
             target.path, max_pixels, note=note or (lambda message: None))
 
+    def _count_frames_read(self) -> None:
+        """Put the frames read in place of those expected on the bar's total: a count
+        estimated from the duration (a Matroska or MPEG-TS header gives none) can be far
+        off (a variable frame rate, a duration that lies), and the bar ended at 6/3."""
+        bar = self.report.bar
+        if (bar is None or self.expected is None or bar.total is None
+                or self.frames == self.expected):
+            return
+        bar.total = max(bar.n, bar.total + self.frames - self.expected)
+        self.expected = self.frames
+        refresh = getattr(bar, "refresh", None)
+        if refresh is not None:
+            refresh()
+
     def next(self) -> _Work | None:
         if self.exhausted or (self.ordered and self.in_flight):
             return None
@@ -1593,6 +1607,7 @@ class _VideoSource(_Source):
                 if not self.frames:
                     # Its targets are its frames: with none, it must not pass for made.
                     self._broken("no frame in the video")
+                self._count_frames_read()
                 return None
             except OptionError as error:
                 self._broken(_without_path(error.message(_flag), self.target.path))
