@@ -192,6 +192,42 @@ def _scale_chroma(deviations: np.ndarray, chroma: np.ndarray, metric: str) -> np
     return deviations
 
 
+def reduce_tiles(tiles: np.ndarray, factor: int) -> np.ndarray:
+    """Reduce tiles ``factor``-fold both ways by exact area averaging.
+
+    Each output pixel is the mean of a ``factor x factor`` block, rounded
+    to the nearest level (halves to even, as :func:`numpy.rint`).
+
+    Parameters
+    ----------
+    tiles : numpy.ndarray
+        ``(k, H, W, 3)`` uint8 tiles, ``H`` and ``W`` multiples of ``factor``.
+    factor : int
+        A power of two: how many times smaller the tiles are drawn.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(k, H / factor, W / factor, 3)`` uint8 tiles.
+    """
+    count, height, width, channels = tiles.shape
+    short, narrow = height // factor, width // factor
+    # Whole-number block sums, the rows of each block added, then its columns: a float64
+    # mean over the blocks' strided axes was half of an adaptive render (6.8 s of 15 s for
+    # 30,354 leaves at 64 px), these sums about a tenth of that.
+    kind = np.uint16 if 255 * factor * factor <= np.iinfo(np.uint16).max else np.uint32
+    rows = tiles.reshape(count, short, factor, width, channels)
+    sums: np.ndarray = rows[:, :, 0].astype(kind)
+    for offset in range(1, factor):
+        sums += rows[:, :, offset]
+    columns = sums.reshape(count, short, narrow, factor, channels)
+    total: np.ndarray = columns[:, :, :, 0].copy()
+    for offset in range(1, factor):
+        total += columns[:, :, :, offset]
+    # The sums over factor^2 (a power of two) are exact in float64: the rounded means.
+    return np.rint(total / (factor * factor)).astype(np.uint8)
+
+
 def _drawing_problem(placements: Placements, tile_px: int, tile_height: int,
                      aspect: tuple[int, int] | None = None) -> OptionError | None:
     """Say why ``placements`` cannot be drawn with tiles of ``tile_px x tile_height``, or None.
@@ -344,8 +380,12 @@ class MosaicRenderer:
         """Bands of cells of several sizes: a cell ``2^-d`` a side is its tile reduced ``2^d``-fold.
 
         The tile is fetched at the output size and reduced by exact area
-        averaging (means of ``2^d x 2^d`` blocks), then transformed and
-        tinted at its drawn size; each cell lies in the band of its level-0 row.
+        averaging (means of ``2^d x 2^d`` blocks, :func:`reduce_tiles`), then
+        transformed and tinted at its drawn size; each cell lies in the band
+        of its level-0 row. The cells of one size in a band are drawn
+        together, a chunk at a time: their corners are multiples of their
+        side, so the band is a grid of such cells and each chunk is copied
+        into it in one step.
         """
         placements = self.placements
         assert placements.rect is not None
@@ -356,8 +396,9 @@ class MosaicRenderer:
         band_of = placements.cell_rows()
         order = np.argsort(band_of, kind="stable")
         bounds = np.searchsorted(band_of[order], np.arange(placements.rows + 1))
-        left = np.rint(rect[:, 0] * tile_px).astype(np.int64)
-        top = np.rint((rect[:, 1] - band_of) * tile_height).astype(np.int64)
+        # Each cell's place in the grid of cells of its own size: (row in its band, column).
+        grid_row = np.rint((rect[:, 1] - band_of) * side).astype(np.int64)
+        grid_col = np.rint(rect[:, 0] * side).astype(np.int64)
         chunk = max(1, (1 << 21) // (tile_px * tile_height))
         for row in range(placements.rows):
             band = np.empty((tile_height, width, 3), np.uint8)
@@ -365,6 +406,8 @@ class MosaicRenderer:
             for factor in np.unique(side[here]).tolist():
                 cells = here[side[here] == factor]
                 height, across = tile_height // factor, tile_px // factor
+                # The band as (grid row, pixel row, grid column, pixel column, channel).
+                grid = band.reshape(factor, height, placements.cols * factor, across, 3)
                 for start in range(0, len(cells), chunk):
                     part = cells[start:start + chunk]
                     pictures = self.pictures.fetch(part)
@@ -373,16 +416,13 @@ class MosaicRenderer:
                             f"tile pictures are {pictures.shape[2]}x{pictures.shape[1]} px, "
                             f"expected {tile_px}x{tile_height}")
                     if factor > 1:
-                        blocks = pictures.reshape(len(part), height, factor, across, factor, 3)
-                        pictures = np.rint(blocks.mean(axis=(2, 4))).astype(np.uint8)
+                        pictures = reduce_tiles(pictures, factor)
                     dressed = dress_tiles(pictures, placements.transform[part],
                                           placements.tint[part], self.metric,
                                           placements.gain[part], placements.chroma[part],
                                           None if placements.mean is None
                                           else placements.mean[part])
-                    ys = top[part][:, None, None] + np.arange(height)[None, :, None]
-                    xs = left[part][:, None, None] + np.arange(across)[None, None, :]
-                    band[ys, xs] = dressed
+                    grid[grid_row[part], :, grid_col[part], :] = dressed
             if self.overlay is not None:
                 band = self.overlay.blend(band, row * tile_height)
             yield band
