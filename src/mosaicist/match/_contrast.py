@@ -229,13 +229,7 @@ def transfer(
             sigma = np.sqrt(tile_spread / pixels)
             a = np.minimum(a, _room_limit(tile_mean @ axis, shift @ axis, sigma @ axis, low,
                                           high))
-        # The mean's error as drawn (the tile's less the cell's), where a pair's tint was
-        # held back in lightness only: its chroma still moves by A.
-        error = (1.0 - a)[:, None] * -shift
-        held = np.flatnonzero(a < wanted[cells])
-        if len(held):
-            error[held] += ((wanted[cells][held] - a[held])[:, None]
-                            * (shift[held] @ projection.T))
+        error = mean_errors(shift, a, wanted[cells], projection)
         per_channel = (g * g * tile_spread - 2 * g * cross + cell_spread[cells]
                        + pixels * error**2)
         distance[where] = np.maximum(per_channel.sum(axis=1), 0.0)
@@ -264,6 +258,23 @@ def _room_limit(
     np.divide(left, np.abs(shift), out=limit, where=(shift != 0) & (left >= 0))
     # Down to hundredths (a tint is never finer), so that the room is kept.
     return np.floor(limit * 100 + 1e-9) / 100
+
+
+def mean_errors(shift: np.ndarray, tint: np.ndarray, chroma_tint: np.ndarray,
+                projection: np.ndarray) -> np.ndarray:
+    """The ``(P, 3)`` mean errors of pairs as drawn: each tile's shifted mean less its cell's.
+
+    ``-(1 - a) d + (A - a) Q d`` for ``(P, 3)`` shifts ``d`` (the cells' means
+    less the tiles'), ``(P,)`` tints ``a`` as applied and ``A`` as asked, and
+    ``Q`` the metric's :func:`~mosaicist.colour.chroma_projection`; exactly
+    ``-(1 - a) d`` where ``a = A`` (the distances as without the room).
+    """
+    error = (1.0 - tint)[:, None] * -shift
+    held = np.flatnonzero(tint < chroma_tint)
+    if len(held):
+        # Held back in lightness only: the chroma still moves by A.
+        error[held] += (chroma_tint[held] - tint[held])[:, None] * (shift[held] @ projection.T)
+    return error
 
 
 def mean_shifts(

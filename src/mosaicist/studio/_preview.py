@@ -80,6 +80,7 @@ from ..match._contrast import (
     TOLERANCE_FLOOR,
     _room_limit,
     cell_chroma,
+    mean_errors,
     mean_shifts,
 )
 from ..metrics import repetition_metrics
@@ -919,16 +920,10 @@ def _transfer(search: _Search, candidate: np.ndarray, variant: np.ndarray, stren
     if strength:
         applied = _held_back(search.cells.means[cells], search.tiles.means[tile_rows],
                              search.tiles.spread[tile_rows], tint, metric)
-    # The mean's error as drawn (the tile's less the cell's), the chroma moved by the tint
-    # asked for where the lightness was held back.
-    applied = np.broadcast_to(np.asarray(applied, np.float64), (len(cells),))
     shift = (search.cells.means[cells].astype(np.float64)
              - search.tiles.means[tile_rows].astype(np.float64))
-    error = (1 - applied)[:, None] * -shift
-    held = np.flatnonzero(applied < tint)
-    if len(held):
-        error[held] += (tint - applied[held])[:, None] * (shift[held]
-                                                          @ chroma_projection(metric).T)
+    error = mean_errors(shift, np.broadcast_to(np.asarray(applied, np.float64), (len(cells),)),
+                        np.full(len(cells), float(tint)), chroma_projection(metric))
     per_channel = (gain * gain * tile_energy - 2 * gain * cross + cell_energy
                    + positions * error ** 2)
     distance = np.where(present, np.maximum(per_channel.sum(axis=1), 0.0), np.inf)
