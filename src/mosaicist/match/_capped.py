@@ -670,7 +670,10 @@ def assign_with_minimum(request: MatchRequest, search: LibrarySearch) -> Assignm
     no cell lists are found by the cells that pay it, and the optimum over
     every cell-tile pair is proven as under a cap alone. Where the auction
     solves the cap alone (:func:`auction_fits`) and its optimum already
-    keeps the minimum, that optimum is the one under both. Each cell lists
+    keeps the minimum, that optimum is the one under both; where it leaves a
+    few tiles short before a spacing, they take cells from it (its cost the
+    bound, uncertified), and otherwise the pricing rounds start from the
+    auction's lists, which prove the optimum under both. Each cell lists
     every tile where they are few (:func:`dense_lists`), else its nearest.
     Where the spacing rounds then leave a tile short, the lists of
     :func:`_with_minimum` (every tile's nearest cells) are tried instead.
@@ -697,6 +700,8 @@ def assign_with_minimum(request: MatchRequest, search: LibrarySearch) -> Assignm
               "min_uses": options.min_uses, "tile_count": tile_count}
     try:
         full: np.ndarray | None = None
+        # The auction's lists around the optimum under the cap alone, where it ran.
+        around: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         if auction_fits(count, tile_count, request.variants, cap):
             full = search.dense()
             proven = _proven_by_auction(search, cap, full)
@@ -707,11 +712,18 @@ def assign_with_minimum(request: MatchRequest, search: LibrarySearch) -> Assignm
             # minimum; a few tiles short of it take cells from it (:meth:`_Solver.from_proven`),
             # its cost the bound: 400 photos on 31,212 cells left one out, and the pricing
             # rounds took 50 s to place it, where this takes 19 s in all (gap 0.698% after
-            # the spacing rounds, 0.695% without the minimum).
-            if len(short) <= FILLED_SHORT * tile_count:
+            # the spacing rounds, 0.695% without the minimum). Without spacing the pricing
+            # rounds below prove the optimum under both (gap 0) where this gives only a
+            # bound: 300 photos on 6,000 cells at 21 uses left 12 out, gap 0.09%.
+            if not short.size or (len(short) <= FILLED_SHORT * tile_count
+                                  and options.min_spacing > 1):
                 return assign_tiles(tiles, distances, grid.rows, grid.cols, proven=placed,
                                     extra=nearest_cells(full[:, short], short, MINIMUM_CELLS),
                                     **limits)  # type: ignore[arg-type]
+            # Else its lists join the pricing rounds': their prices are near the final ones.
+            listed = tiles.ravel() >= 0
+            around = (np.repeat(np.arange(count), tiles.shape[1])[listed], tiles.ravel()[listed],
+                      distances.ravel()[listed])
         first = first_candidates(count, tile_count, grid.rows, grid.cols,
                                  options.max_uses, options.min_spacing)
         extra = None
@@ -747,6 +759,9 @@ def assign_with_minimum(request: MatchRequest, search: LibrarySearch) -> Assignm
             if warm is not None:
                 extra = warm if extra is None else tuple(  # type: ignore[assignment]
                     np.concatenate(pair) for pair in zip(warm, extra, strict=True))
+        if around is not None:
+            extra = around if extra is None else tuple(  # type: ignore[assignment]
+                np.concatenate(pair) for pair in zip(around, extra, strict=True))
         return assign_tiles(tiles, distances, grid.rows, grid.cols, extra=extra,
                             **limits)  # type: ignore[arg-type]
     except ShortLists as short:
