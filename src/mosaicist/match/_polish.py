@@ -125,7 +125,7 @@ def polish(
     starts = np.flatnonzero(np.r_[True, ~same])
     first[held[order[starts]]] = order[starts]
     # Edge of each (cell, tile) pair: read from a table where it is small, else found
-    # by binary search on cell * tiles + tile.
+    # by binary search on cell * tiles + tile, among the cell's own keys.
     edge_cell = np.repeat(np.arange(count, dtype=np.int64), np.diff(bounds))
     keys = edge_cell * tile_count + edge_tile
     if count * tile_count <= DENSE_PAIRS:
@@ -211,8 +211,12 @@ def _polish_loop(bounds: Any, edge_tile: Any, edge_dist: Any, choice: Any, held:
                                 if table.shape[0] > 0:
                                     candidate = table[key]
                                 else:
-                                    at = np.searchsorted(keys, key)
-                                    if at < keys.shape[0] and keys[at] == key:
+                                    # The partner's keys are its own stretch of the sorted
+                                    # keys (its edges' places): a search of a few dozen
+                                    # keys, not of every cell's.
+                                    low, high = bounds[partner], bounds[partner + 1]
+                                    at = low + np.searchsorted(keys[low:high], key)
+                                    if at < high and keys[at] == key:
                                         candidate = key_edge[at]
                                 if candidate >= 0:
                                     if (edge_dist[own] - edge_dist[edge]
