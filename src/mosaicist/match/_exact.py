@@ -22,6 +22,10 @@ Search is exact, with memory bounded by the chunk sizes:
    else NumPy's: :mod:`._kernels`), so the kept best is the true minimum, ties going to
    the lowest library position. A tile is only ever skipped when a bound
    proves it cannot win.
+
+Identical cells (all of a flat target's) have the same distance to every
+tile: each is searched once and its twins get a copy of its result, each
+cut off at its own limit (:func:`alike_cells`, :meth:`_ExactSearch.spread`).
 """
 
 from __future__ import annotations
@@ -327,6 +331,11 @@ class CellTerms:
         whole: the exact evaluations gather their rows anyway, and copying
         the wide ``flat`` for every pricing round of a large grid cost more
         than the round's search.
+    alike : numpy.ndarray or None
+        ``(N,)`` int64: for each cell, the first cell of the same pixels
+        (its position among the cells the terms were derived from), so that
+        equal values mean identical cells (:func:`alike_cells`). None: not
+        known, every cell is searched.
     """
 
     bound_rows: np.ndarray
@@ -335,13 +344,15 @@ class CellTerms:
     sums: np.ndarray
     tail_norm: np.ndarray
     rows: np.ndarray | None = None
+    alike: np.ndarray | None = None
 
     def take(self, cells: np.ndarray) -> CellTerms:
         """The terms of ``cells`` (indices into these), in that order."""
         cells = np.asarray(cells, np.int64)
         rows = cells if self.rows is None else self.rows[cells]
         return CellTerms(self.bound_rows[cells], self.norm2, self.flat, self.sums[cells],
-                         self.tail_norm[cells], rows)
+                         self.tail_norm[cells], rows,
+                         None if self.alike is None else self.alike[cells])
 
 
 def cell_terms(cell_vectors: np.ndarray, geometry: Geometry,
@@ -351,7 +362,76 @@ def cell_terms(cell_vectors: np.ndarray, geometry: Geometry,
     sums = (_pixel_rows(cell_vectors).sum(axis=1, dtype=np.int64)
             * geometry.weight)
     return CellTerms(bound_rows, norm2, cells_for_dots(cell_vectors, geometry.weight), sums,
-                     tail_norm)
+                     tail_norm, alike=alike_cells(cell_vectors, sums, norm2))
+
+
+def alike_cells(cell_vectors: np.ndarray, sums: np.ndarray, norm2: np.ndarray) -> np.ndarray:
+    """Each cell's first cell of the very same pixels: ``(N,)`` int64 positions.
+
+    Identical cells have identical distances to every tile, so a search
+    needs only one of them (a flat target's cells are all alike: its
+    pricing rounds searched the same cell thousands of times). Cells are
+    first told apart by their channel sums and squared norms (exact
+    integers, a few bytes each), and only those sharing them are compared
+    pixel by pixel: on a photo that is almost none.
+
+    Parameters
+    ----------
+    cell_vectors : numpy.ndarray
+        ``(N, ...)`` uint8 cells.
+    sums : numpy.ndarray
+        ``(N, 3)`` int64 channel sums of the cells.
+    norm2 : numpy.ndarray
+        ``(N,)`` int64 squared norms of the cells.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N,)`` int64: the lowest position of a cell with the same pixels
+        (its own position where it has no twin).
+    """
+    count = len(cell_vectors)
+    first = np.arange(count, dtype=np.int64)
+    if count < 2:
+        return first
+    with np.errstate(over="ignore"):
+        # One integer per cell (wrapping arithmetic): sorted far faster than rows of four.
+        mixed = np.asarray(norm2).astype(np.uint64) * _KEY_MIX[-1]
+        for channel in range(sums.shape[1]):
+            mixed += sums[:, channel].astype(np.uint64) * _KEY_MIX[channel]
+    _, index, inverse, counts = np.unique(mixed, return_index=True, return_inverse=True,
+                                          return_counts=True)
+    inverse = inverse.ravel()
+    shared = np.flatnonzero(counts[inverse] > 1)
+    if len(shared) == 0:
+        return first
+    # Each cell against the first of its key (the lowest position): on a flat target,
+    # all of them, equal.
+    candidate = index[inverse[shared]]
+    rows = _rows(cell_vectors)
+    same = np.zeros(len(shared), bool)
+    step = max(1, (16 << 20) // max(1, rows.shape[1]))
+    for start in range(0, len(shared), step):
+        part = slice(start, start + step)
+        same[part] = (rows[shared[part]] == rows[candidate[part]]).all(axis=1)
+    first[shared[same]] = candidate[same]
+    rest = shared[~same]
+    if len(rest):
+        # Keys alike, pixels not: grouped by their pixels, which no cell outside shares.
+        pixels = np.ascontiguousarray(rows[rest])
+        _, lowest, group = np.unique(pixels.view(np.dtype((np.void, pixels.shape[1]))).ravel(),
+                                     return_index=True, return_inverse=True)
+        first[rest] = rest[lowest[group.ravel()]]
+    return first
+
+
+#: Odd multipliers that mix a cell's channel sums and squared norm into one key.
+_KEY_MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+                     0x27D4EB2F165667C5], np.uint64)
+
+
+#: :func:`cell_terms` under another name, for :func:`match_exact` whose argument shadows it.
+_derive_cell_terms = cell_terms
 
 
 class _ExactSearch:
@@ -737,6 +817,29 @@ class _ExactSearch:
                 threshold[cells] = self.thresholds(cells)
         return evaluated, scanned
 
+    def spread(self, searched: np.ndarray, limit: np.ndarray | None) -> None:
+        """Make the searched cells' results those of the cells they stand for.
+
+        Parameters
+        ----------
+        searched : numpy.ndarray
+            ``(N',)`` for each cell wanted, the searched cell of the same
+            pixels.
+        limit : numpy.ndarray, optional
+            ``(N',)`` each wanted cell's own limit (the search ran at the
+            loosest of its cells': :meth:`result` applies these).
+
+        Notes
+        -----
+        A search keeps every tile of the exact ``k`` best whose distance is
+        below the limit it ran at, in order: so below a lower limit it holds
+        the same tiles as a search run at that limit, and :meth:`result`
+        cuts off the rest as such a search would.
+        """
+        self.best_distance = self.best_distance[searched]
+        self.best_tile = self.best_tile[searched]
+        self.limit = limit
+
     def result(self, evaluated: int, bounded: int, search_units: bool = False) -> MatchResult:
         """Return the best tiles, distances in objective units (float64 when tinted).
 
@@ -886,9 +989,31 @@ def match_exact(
         rank = features.derived(("rank",), lambda: _inverse(features.order))
         # Each tile's row once, however often it is named.
         rows = np.unique(rank[positions])
-    search = _ExactSearch(cell_vectors, tiles, geometry, features, k, hundredths, price, limit,
-                          upper, cell_terms, rows)
-    workers = min(worker_count(), -(-len(cell_vectors) // search.coarse_shape[1]))
+    if cell_terms is None:
+        cell_terms = _derive_cell_terms(cell_vectors, geometry, features)
+    searched_cells: np.ndarray | None = None
+    twin_of = cell_sizes = None
+    if cell_terms.alike is not None and count > 1:
+        _, searched_cells, twin_of = np.unique(cell_terms.alike, return_index=True,
+                                               return_inverse=True)
+        if len(searched_cells) == count:
+            searched_cells = twin_of = None
+    if searched_cells is None:
+        search = _ExactSearch(cell_vectors, tiles, geometry, features, k, hundredths, price,
+                              limit, upper, cell_terms, rows)
+    else:
+        # Identical cells searched once: each searched cell stands for its twins, with the
+        # loosest of their limits and uppers (each upper bounds the same k-th best), and
+        # each twin's own limit is applied to the copy of the result (:meth:`_ExactSearch.
+        # spread`), which is then exactly what its own search returns.
+        assert twin_of is not None
+        twin_of = twin_of.ravel()
+        cell_sizes = np.bincount(twin_of)
+        search = _ExactSearch(cell_vectors[searched_cells], tiles, geometry, features, k,
+                              hundredths, price, _loosest(limit, twin_of, len(searched_cells)),
+                              _loosest(upper, twin_of, len(searched_cells)),
+                              cell_terms.take(searched_cells), rows)
+    workers = min(worker_count(), -(-len(search.cell_rows) // search.coarse_shape[1]))
     bounded = 0
     searched: Iterator[tuple[int, int]]
     with progress_bar(len(cell_vectors), "matching", unit="cell", enabled=show_progress) as bar, \
@@ -912,8 +1037,19 @@ def match_exact(
         for cells, (group_evaluated, group_bounded) in zip(groups, searched, strict=True):
             evaluated += group_evaluated
             bounded += group_bounded
-            bar.update(len(cells))
+            bar.update(len(cells) if cell_sizes is None else int(cell_sizes[cells].sum()))
+    if twin_of is not None:
+        search.spread(twin_of, limit)
     return search.result(evaluated, bounded, search_units)
+
+
+def _loosest(values: np.ndarray | None, group: np.ndarray, groups: int) -> np.ndarray | None:
+    """The largest of ``values`` in each of ``groups`` (``group``: each value's), or None."""
+    if values is None:
+        return None
+    loosest = np.full(groups, np.iinfo(np.int64).min, np.int64)
+    np.maximum.at(loosest, group, values)
+    return loosest
 
 
 def _checked_per(parameter: str, values: np.ndarray | None, count: int | None, each: str
@@ -972,6 +1108,12 @@ def dense_distances(
     scale = search_scale(geometry, tint)
     factor = 2 * hundredths * _TINT_STEPS - hundredths * hundredths
     cell_sums = flat.reshape(count, flat.shape[1] // 3, 3).sum(axis=1, dtype=np.int64) * weight
+    distinct, twin_of = np.unique(alike_cells(cell_vectors, cell_sums, cell_norm2),
+                                  return_inverse=True)
+    if len(distinct) < count:
+        # Identical cells (a flat target's) have identical rows: each computed once.
+        return dense_distances(cell_vectors[distinct], tiles, geometry, features,
+                               tint)[twin_of.ravel()]
     tile_sums = features.channel_sums
     out = np.empty((count, tile_count), np.int64)
     # Tiles in chunks: their float64 copy stays small whatever the library.
