@@ -741,15 +741,14 @@ def _warm_leaves(
     None where the estimate does not apply (transforms, no Numba).
     """
     from .colour import encode
-    from .match._capped import WARM_CANDIDATES, warm_points
+    from .match._capped import WARM_CANDIDATES, warm_candidates
     from .match._exact import CellTerms, cell_terms
-    from .match._warm import least_priced, warm_prices
 
     request = parts[0][1]
     features = request.features
     if (WARM_CANDIDATES < 1 or any(level_request.variants != 1 for _, level_request in parts)
             or len(features.order) != search.tile_count):
-        return None
+        return None  # checked before the leaves are scaled (warm_candidates checks again)
     geometry, metric = request.geometry, request.options.metric
     base = int(leaves.level[parts[0][0][0]])
     count = len(leaves)
@@ -779,17 +778,9 @@ def _warm_leaves(
     assert bound_rows is not None
     # warm_points reads the bound rows and the channel sums only.
     empty = np.zeros(0, np.int64)
-    cell_points, tile_points = warm_points(
-        request, CellTerms(bound_rows, empty, empty.reshape(0, 0), sums, empty.astype(float)))
-    estimate = warm_prices(cell_points, tile_points, cap)
-    if estimate is None:
-        return None
-    listed = least_priced(cell_points, tile_points, estimate, WARM_CANDIDATES)
-    if listed is None:
-        return None
-    tiles = np.asarray(features.order)[listed.ravel()]
-    cells_listed = np.repeat(np.arange(count), listed.shape[1])
-    return cells_listed, tiles, search.pairs(cells_listed, tiles)
+    return warm_candidates(
+        request, search, cap,
+        CellTerms(bound_rows, empty, empty.reshape(0, 0), sums, empty.astype(float)))
 
 
 def _placements(

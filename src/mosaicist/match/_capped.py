@@ -42,6 +42,7 @@ from ..options import MosaicOptions
 from ._approximate import _cell_points, _tile_points
 from ._assign import (
     Assignment,
+    CandidateSearch,
     MinimumUsesError,
     ShortLists,
     _edges,
@@ -463,24 +464,30 @@ def first_candidates(cells: int, tiles: int, rows: int, cols: int, max_uses: int
     return FULL_FIRST_CANDIDATES if full else FIRST_CANDIDATES
 
 
-def warm_candidates(request: MatchRequest, search: LibrarySearch, cap: int
+def warm_candidates(request: MatchRequest, search: CandidateSearch, cap: int,
+                    terms: CellTerms | None = None,
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Each cell's :data:`WARM_CANDIDATES` tiles of least distance plus estimated final price.
 
     The prices come from an auction on a sample in the bound's space
     (:func:`~mosaicist.match._warm.warm_prices`), the tiles from the same
-    space (:func:`warm_points`), their distances from the exact objective.
-    Returned as ``(cells, tiles, distances)`` pairs for the assignment's
-    first lists (:data:`WARM_ONLY`); None where the estimate does not apply
-    (transforms, whose best variant the bound's space does not know, or no
-    Numba).
+    space (:func:`warm_points`), their distances from the exact objective
+    (``search.pairs``). Returned as ``(cells, tiles, distances)`` pairs for
+    the assignment's first lists (:data:`WARM_ONLY`); None where the
+    estimate does not apply (transforms, whose best variant the bound's
+    space does not know, or no Numba). ``terms`` places the cells in the
+    bound's space (default: the search's own cells'; adaptive leaves of
+    several sizes give theirs, scaled to one level).
     """
     if WARM_CANDIDATES < 1 or request.variants != 1:
         return None
     features = request.features
     if len(features.order) != search.tile_count:
         return None
-    cell_points, tile_points = warm_points(request, search.cell_terms())
+    if terms is None:
+        assert isinstance(search, LibrarySearch)  # the others' cells give their terms
+        terms = search.cell_terms()
+    cell_points, tile_points = warm_points(request, terms)
     estimate = warm_prices(cell_points, tile_points, cap)
     if estimate is None:
         return None
@@ -490,7 +497,7 @@ def warm_candidates(request: MatchRequest, search: LibrarySearch, cap: int
     if listed is None:
         return None
     tiles = np.asarray(features.order)[listed.ravel()]
-    cells = np.repeat(np.arange(len(request.grid)), listed.shape[1])
+    cells = np.repeat(np.arange(len(cell_points)), listed.shape[1])
     return cells, tiles, search.pairs(cells, tiles)
 
 
