@@ -30,8 +30,8 @@ those of odd horizontal frequency negated, so no second decode), tiles are
 also near-identical when one's hash is within *T* bits of the other's
 mirror's. The mirrors' hashes are not the hashes with some bits flipped:
 the bits are set against the median, which mirroring moves
-(:func:`derived_mirror_hashes` is only an estimate). The band index then
-holds the mirrors' hashes beside the hashes, and the walk compares both.
+(flipping the odd horizontal frequencies' bits is only an estimate). The
+band index then holds the mirrors' hashes beside the hashes, and the walk compares both.
 
 **Finding the pairs without comparing all of them** (:func:`near_pairs`):
 the 64 bits are cut into *m* bands of consecutive bits. Two hashes within
@@ -176,8 +176,8 @@ def mirrored_tile_signatures(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     no second decode or transform. It is the hash :func:`tile_signatures`
     gives the mirrored tile, but cannot be derived from the tile's hash alone:
     the bits are set against the median of the 64 coefficients, which
-    mirroring moves (:func:`derived_mirror_hashes` is off by 0 to 14 bits,
-    3 on average, on CIFAR-10 photos).
+    mirroring moves (flipping the odd horizontal frequencies' bits is off by
+    0 to 14 bits, 3 on average, on CIFAR-10 photos).
 
     Parameters
     ----------
@@ -201,18 +201,6 @@ def mirrored_tile_signatures(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 #: Signs mirroring left-right gives the 8 x 8 low DCT coefficients (row-major, the
 #: horizontal frequency last): ``cos(pi (2 (W - 1 - n) + 1) v / 2W) = (-1)**v cos(...)``.
 _MIRROR_SIGNS = np.where(np.arange(_LOW * _LOW) % 2 == 1, -1.0, 1.0)
-#: The hash bits of odd horizontal frequency (those :data:`_MIRROR_SIGNS` negates).
-MIRROR_FLIPPED_BITS = 0xAAAA_AAAA_AAAA_AAAA
-
-
-def derived_mirror_hashes(hashes: np.ndarray) -> np.ndarray:
-    """Estimates of the mirror images' hashes from the hashes alone: odd frequencies' bits flipped.
-
-    Exact only where mirroring leaves the coefficients' median where it
-    was; a few bits off otherwise (see :func:`mirrored_tile_signatures`,
-    which computes them exactly where the tiles are at hand).
-    """
-    return np.asarray(hashes, np.uint64) ^ np.uint64(MIRROR_FLIPPED_BITS)
 
 
 def _hash_bits(low: np.ndarray) -> np.ndarray:
