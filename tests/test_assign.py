@@ -766,13 +766,18 @@ def test_the_bound_of_the_last_prices_nears_the_optimum_as_rounds_go(seed, monke
                           search=DenseSearch(full))
     optimum = dense_optimum(full, 1)
     assert proven.certified and proven.lower_bound == optimum
-    # One round short of the proof: a bound within 1% of the optimum, where the
-    # optimum without caps is several times lower (cells crowd on the same tiles).
+    # One round short of the proof: a bound within 15% of the optimum, where the
+    # optimum without caps is several times lower (cells crowd on the same tiles). The
+    # rounds raise the columns of placed cells with those of cells outside, and take
+    # half as many rounds as when they did not, so the last but one is further from
+    # the proof (within 1% then); the cells outside it then raise their tiles' prices,
+    # and the bound of the placed cells' prices alone holds it (26% of the optimum
+    # with the last prices alone on seed 0).
     monkeypatch.setattr(_assign, "MAX_PRICING_ROUNDS", proven.pricing_rounds - 1)
     unproven = assign_tiles(candidates, distances, rows, cols, max_uses=1,
                             search=DenseSearch(full))
     assert not unproven.certified
-    assert 0.99 * optimum <= unproven.lower_bound <= optimum
+    assert 0.85 * optimum <= unproven.lower_bound <= optimum
     assert full.min(axis=1).sum() < 0.2 * optimum
 
 

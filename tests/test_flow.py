@@ -152,3 +152,49 @@ def test_least_prices_are_those_of_the_numpy_rounds(seed, cap, compiled):
         no_prices, _ = _assign._least_prices(edges, tile_id, worse_assigned, worse_paid, count)
         assert (cycle_prices is None) == (no_prices is None)
         break
+
+
+def surcharged_objective(edges, choice, outside, minimum, surcharge):
+    """The pricing rounds' objective with a minimum: each use past it pays the surcharge."""
+    inside = choice >= 0
+    uses = np.bincount(edges.tile[choice[inside]])
+    return objective(edges, choice, outside) + surcharge * int(
+        np.maximum(uses - minimum, 0).sum())
+
+
+@pytest.mark.parametrize("seed", range(16))
+@pytest.mark.parametrize(("cap", "minimum"), [(2, 1), (3, 1), (3, 2), (4, 2)])
+def test_repair_with_a_minimum_is_the_fresh_optimum(seed, cap, minimum, compiled):
+    """Uses past a minimum at a surcharge (the pricing rounds' ``min_uses``): the repair
+    gives the fresh solve's objective, and prices prove it on the grown edges."""
+    rng = np.random.default_rng(100 + seed)
+    # Crowded: about as many cells as the tiles' minimums and more, so that tiles sit
+    # below, at and past their minimum, and some at the cap.
+    tiles = 24
+    cells = int(rng.integers(tiles * minimum - 4, tiles * cap - 2))
+    full, before = random_lists(rng, cells, tiles, 0.1)
+    after = before | (rng.random((cells, tiles)) < 0.15)
+    small, grown = edges_of(full, before), edges_of(full, after)
+    reach = 2 * full.max(axis=1) + 1
+    surcharge = int(rng.choice([int(reach.max()) // 3, 2 * int(reach.max())]))
+    outside = reach + surcharge
+    allowed = np.ones(len(small.row), bool)
+    start = _assign._solve(cells, small, allowed, cap, outside, minimum, surcharge=surcharge)
+    priced = _assign.tile_prices(small, start, cap, outside, minimum, surcharge)
+    assert priced is not None
+    state = _assign._priced_state(small, start, priced, outside, tiles)
+    moved = outside.copy()
+    moved[rng.random(cells) < 0.2] *= 2
+    tile_set, tile_id = _assign._compact(grown.tile)
+    choice = _flow.repair(state, grown.row, grown.tile, tile_set, tile_id, grown.dist,
+                          grown.length, moved, cap, compiled=compiled, minimum=minimum,
+                          surcharge=surcharge)
+    assert choice is not None
+    fresh = _assign._solve(cells, grown, np.ones(len(grown.row), bool), cap, moved, minimum,
+                           surcharge=surcharge)
+    assert (surcharged_objective(grown, choice, moved, minimum, surcharge)
+            == surcharged_objective(grown, fresh, moved, minimum, surcharge))
+    inside = choice >= 0
+    assert (grown.row[choice[inside]] == np.flatnonzero(inside)).all()
+    assert np.bincount(grown.tile[choice[inside]], minlength=tiles).max(initial=0) <= cap
+    assert _assign.tile_prices(grown, choice, cap, moved, minimum, surcharge) is not None

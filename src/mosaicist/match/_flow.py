@@ -39,6 +39,20 @@ fresh solve of millions of arcs costs a second or more. The loops are
 compiled with Numba (extra ``fast``); without it the callers solve from
 scratch.
 
+**A minimum of uses.** With ``min_uses = K`` the pricing rounds price each
+use of a tile past its first ``K`` at a surcharge ``S``
+(:func:`._assign.tile_prices`): the tile's arc to the sink is two, ``K``
+units at cost 0 and ``cap - K`` at ``S``, a convex cost in its flow ``f``.
+The repair keeps one arc of it, whose cost is the next unit's: ``0`` while
+``f < K``, ``S`` past it, and backward the last unit's (``-S`` while ``f >
+K``, else ``0``). A path through it moves ``f`` by one, the costs stay
+convex, so the reduced cost of the unit just sent is zero backward and the
+next unit's non-negative forward: the proof carries over unchanged. The
+price ``q`` of a tile then says which of its units a removed cell may take
+with it: those at the reduced cost zero (``f > K`` at ``q = S``, any at ``q
+= 0``); the others stay and the tile becomes a deficit, as a full tile with
+a price does without a minimum. Without a minimum, ``K = S = 0``.
+
 **Prices.** :func:`least_prices` finds the least tile prices that prove a
 placement optimal (see :func:`._assign.tile_prices`) with a compiled
 label-correcting loop, where the NumPy version works in rounds over every
@@ -100,6 +114,8 @@ def repair(
     most_cells: int | None = None,
     work: np.ndarray | None = None,
     compiled: bool = True,
+    minimum: int = 0,
+    surcharge: int = 0,
 ) -> np.ndarray | None:
     """The optimal assignment on grown edges, from ``state`` (optimal on a subset).
 
@@ -130,6 +146,10 @@ def repair(
         cost more than ``budget`` at that rate is not started.
     compiled : bool
         Run the loops compiled (False: as Python, for small tests).
+    minimum, surcharge : int
+        Uses of a tile past its first ``minimum`` pay ``surcharge`` each
+        (see the module's notes); ``state.price`` is then the price ``q``
+        of :func:`._assign.tile_prices` with that minimum and surcharge.
 
     Returns
     -------
@@ -143,9 +163,13 @@ def repair(
     dist = np.asarray(dist, np.int64)
     outside = np.asarray(outside, np.int64)
     largest = max(int(dist.max(initial=0)), int(outside.max(initial=0)),
-                  int(state.cost.max(initial=0)), int(state.price.max(initial=0)))
+                  int(state.cost.max(initial=0)), int(state.price.max(initial=0)),
+                  int(surcharge))
     if largest >= COST_LIMIT or int(dist.min(initial=0)) < 0 or not len(tiles):
         return None
+    if not minimum:
+        surcharge = 0
+    free = min(minimum, cap)
     price = state.price[tiles]
     placed = state.tile >= 0
     # Each placed cell's edge to its tile in the new graph.
@@ -182,19 +206,24 @@ def repair(
     # Each placed cell's tile among ``tiles`` (-1 where no edge lists it any more).
     had = np.minimum(np.searchsorted(tiles, state.tile), len(tiles) - 1)
     had = np.where(placed & (tiles[had] == state.tile), had, -1)
-    # What a removed cell sent is now missing at its tile if that has a price (its
-    # arc to the sink stays full, as its reduced cost is negative), else at the sink.
+    # What a removed cell sent is now missing at its tile where the unit's arc to the
+    # sink has a negative reduced cost (it stays full), else at the sink: a tile at
+    # the price of its last unit's cost gives up its units past its minimum (without
+    # one, all of them at price 0), one at any other price none.
     load = np.bincount(had[(had >= 0) & ~broken], minlength=len(tiles)).astype(np.int64)
-    sink_flow = load.copy()
-    removed = had[broken & (had >= 0)]
-    priced = removed[price[removed] > 0]
-    np.add.at(sink_flow, priced, 1)
-    if (sink_flow > cap).any():
+    removed = np.bincount(had[broken & (had >= 0)], minlength=len(tiles)).astype(np.int64)
+    flow = load + removed
+    if (flow > cap).any():
         return None  # not an optimum of this cap
-    sink_deficit = int(broken.sum()) - len(priced)
+    given_up = np.where(price == 0, flow, 0)
+    if surcharge:
+        given_up = np.where(price == surcharge, np.maximum(flow - free, 0), given_up)
+    given_up = np.minimum(given_up, removed)
+    sink_flow = flow - given_up
+    sink_deficit = int(broken.sum()) - (int(removed.sum()) - int(given_up.sum()))
     loop(starts, tile_id, dist, outside, np.int64(cap), choice, cell_potential,
          tile_potential, load, sink_flow, np.int64(sink_deficit), excess, np.int64(budget),
-         work)
+         work, np.int64(free), np.int64(surcharge))
     return choice if work[0] == len(excess) else None
 
 
@@ -307,11 +336,12 @@ def _prices_loop(starts: Any, tile_id: Any, dist: Any, assigned: Any, paid: Any,
 def _repair_loop(starts: Any, edge_tile: Any, edge_cost: Any, outside: Any, cap: Any,
                  choice: Any, cell_potential: Any, tile_potential: Any, load: Any,
                  sink_flow: Any, sink_deficit: Any, excess: Any, budget: Any,
-                 work: Any) -> None:  # pragma: no cover - runs compiled
+                 work: Any, free: Any, surcharge: Any) -> None:  # pragma: no cover - compiled
     """Successive shortest paths from each cell of ``excess`` (see the module's notes).
 
     Nodes are numbered cells ``0..N-1``, tiles ``N..N+T-1``, the sink
     ``N+T``; ``choice`` is each cell's edge, ``-1`` outside, ``-2`` none yet.
+    A tile's unit to the sink costs ``surcharge`` past its first ``free``.
     ``work`` receives the searches made and the arcs they relaxed; past
     ``budget`` arcs the loop stops (the state is then of no use).
     """
@@ -433,6 +463,8 @@ def _repair_loop(starts: Any, edge_tile: Any, edge_cost: Any, outside: Any, cap:
                 if sink_flow[owner] < cap:
                     arc_node[arcs] = sink
                     arc_key[arcs] = key + tile_potential[owner] - sink_potential
+                    if sink_flow[owner] >= free:
+                        arc_key[arcs] += surcharge
                     arc_mark[arcs] = owner
                     arcs += 1
             else:
@@ -441,6 +473,8 @@ def _repair_loop(starts: Any, edge_tile: Any, edge_cost: Any, outside: Any, cap:
                     if sink_flow[owner] > 0:
                         arc_node[arcs] = count + owner
                         arc_key[arcs] = key + sink_potential - tile_potential[owner]
+                        if sink_flow[owner] > free:
+                            arc_key[arcs] -= surcharge
                         arc_mark[arcs] = -1
                         arcs += 1
                 for cell in range(count):
