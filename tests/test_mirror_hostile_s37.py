@@ -22,7 +22,7 @@ from test_mirror_index_s37 import (
     stored_rows,
 )
 
-from mosaicist.library import TileLibrary, _update
+from mosaicist.library import TileLibrary, _index, _update
 from mosaicist.library._manifest import SIGNATURE_RULE
 from mosaicist.sources.folder import FolderSource
 
@@ -48,14 +48,19 @@ def test_a_signing_interrupted_after_its_last_batch_still_retires_the_old_leader
     as_rule_2(old.directory)
     reader = TileLibrary.open(FolderSource(folder, workers=1), 16, cache_dir=cache,
                               update=False)
-    assert pairs_of(reader) == []  # its leaders cached for this generation
+    with monkeypatch.context() as older_version:
+        # A reader of an older version, which does not sign the mirrors (see
+        # test_mirror_index_s37): its leaders cached for this generation.
+        older_version.setattr(_index, "sign_mirrors", lambda *arguments: None)
+        assert pairs_of(reader) == []
 
     def interrupted(*arguments, **keywords):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(_update, "_link_store", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        open_library(folder, cache)
+        # Since session 38 the first grouping signs them, not the update.
+        pairs_of(open_library(folder, cache))
     monkeypatch.undo()
     assert rule_of(old) == "2" and "resign_after" in meta_of(old)
     resumed = open_library(folder, cache)
@@ -90,9 +95,10 @@ def test_photos_unreadable_while_their_mirrors_are_signed_get_them_once_readable
     monkeypatch.undo()
     signed = record_results(monkeypatch, _update, "decode_tile")
     after = open_library(folder, cache)
+    assert signed == []  # an update leaves them to the next grouping (session 38)
+    assert pairs_of(after) == expected_pairs()[:3]
     assert len(signed) == 2  # only the two photos that could not be read
     assert after.generation == during.generation + 1  # the leaders cached are retired
-    assert pairs_of(after) == expected_pairs()[:3]
     fresh = open_library(folder, tmp_path / "fresh")
     assert stored_rows(after) == stored_rows(fresh)
     assert rule_of(after) == str(SIGNATURE_RULE)

@@ -2,9 +2,10 @@
 
 The index stores each photo's mirror's hash (``phash_mirror``) beside its hash;
 an index made before (signature rule 2, simulated: the column emptied and the
-rule set back) gets them once, from its packed tiles or its photos. Also: an
-index folder removed during a run fails it in one line; a shard's rows file
-that cannot be read is said in plain words.
+rule set back) gets them once, from its packed tiles or its photos, when its
+near-duplicates are first grouped (since session 38; its updates before leave
+it as it is). Also: an index folder removed during a run fails it in one line;
+a shard's rows file that cannot be read is said in plain words.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from mosaicist import make_mosaic
 from mosaicist.cli import main
 from mosaicist.dedupe import DEFAULT_THRESHOLD, hamming
 from mosaicist.errors import MosaicistError
-from mosaicist.library import TileLibrary, _update
+from mosaicist.library import TileLibrary, _index, _update
 from mosaicist.library._manifest import SIGNATURE_RULE
 from mosaicist.library._shards import read_shard_rows, write_shard
 from mosaicist.sources.folder import FolderSource
@@ -135,27 +136,35 @@ def test_index_duplicates_and_make_dedupe_take_the_mirrored_copies(tmp_path):
 
 @pytest.mark.parametrize("settings", [{"px": 16}, {"px": 32}, {"px": 32, "crop": "subject"}],
                          ids=["16px", "32px-centre", "32px-subject"])
-def test_an_index_made_before_the_mirrors_gets_them_once(tmp_path, monkeypatch, settings):
+def test_an_index_made_before_the_mirrors_gets_them_at_its_first_grouping_once(
+        tmp_path, monkeypatch, settings):
+    # Since session 38 its updates leave it as it is (rule 2): only the grouping of
+    # near-duplicates reads the mirrors' hashes, and it asks for them.
     folder = mirrored_folder(tmp_path / "photos")
     fresh = open_library(folder, tmp_path / "fresh", **settings)
     cache = tmp_path / "old"
     old = open_library(folder, cache, **settings)
     as_rule_2(old.directory)
-    assert pairs_of(old) == []  # and its leaders are cached so
+    with monkeypatch.context() as older_version:
+        # An older version's grouping, which does not sign them: its leaders are cached so.
+        older_version.setattr(_index, "sign_mirrors", lambda *arguments: None)
+        assert pairs_of(old) == []
     signed = record_results(monkeypatch, _update, "decode_tile")
-    upgraded = open_library(folder, cache, **settings)
+    updated = open_library(folder, cache, **settings)
+    assert signed == [] and updated.stats.decoded == 0
+    assert updated.generation == old.generation and rule_of(updated) == "2"
+    assert all(row[-1] is None for row in stored_rows(updated))
+    assert pairs_of(updated) == expected_pairs()
     # Square centre tiles at 32 px are their photos' signature pictures: none is read.
     from_tiles = settings == {"px": 32}
     assert len(signed) == (0 if from_tiles else 2 * _PHOTOS)
-    assert upgraded.stats.decoded == 0
-    assert upgraded.generation == old.generation + 1  # the cached leaders are not served
-    assert stored_rows(upgraded) == stored_rows(fresh)
-    assert pairs_of(upgraded) == expected_pairs()
-    assert rule_of(upgraded) == str(SIGNATURE_RULE)
+    assert updated.generation == old.generation + 1  # the cached leaders are not served
+    assert stored_rows(updated) == stored_rows(fresh)
+    assert rule_of(updated) == str(SIGNATURE_RULE)
     signed.clear()
     again = open_library(folder, cache, **settings)
-    assert signed == [] and again.generation == upgraded.generation
     assert pairs_of(again) == expected_pairs()
+    assert signed == [] and again.generation == updated.generation
 
 
 def test_an_interrupted_signing_of_the_mirrors_goes_on_where_it_stopped(tmp_path, monkeypatch):
@@ -176,12 +185,13 @@ def test_an_interrupted_signing_of_the_mirrors_goes_on_where_it_stopped(tmp_path
     monkeypatch.setattr(_update, "RESIGN_THREADS", 1)
     monkeypatch.setattr(_update, "decode_tile", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        open_library(folder, cache)
+        pairs_of(open_library(folder, cache))
     signed = record_results(monkeypatch, _update, "decode_tile")
     resumed = open_library(folder, cache)
+    assert signed == []  # an update alone leaves the rest to the next grouping
+    assert pairs_of(resumed) == expected_pairs()
     assert len(signed) == 2 * _PHOTOS - 3  # the first batch committed
     assert stored_rows(resumed) == stored_rows(fresh)
-    assert pairs_of(resumed) == expected_pairs()
 
 
 def shard_decoder(part_entries: int):
@@ -221,9 +231,10 @@ def test_rows_of_a_worker_from_before_the_mirrors_are_staged(tmp_path):
 
     library = open_library(folder, tmp_path / "cache", decoder=old_worker)
     assert len(library) == 2 * _PHOTOS
-    # Without their mirrors' hashes, given them after the update, from the photos.
-    assert all(row[-1] is not None for row in stored_rows(library))
+    # Without their mirrors' hashes, given them by the first grouping, from the photos.
+    assert rule_of(library) == "2"
     assert pairs_of(library) == expected_pairs()
+    assert all(row[-1] is not None for row in stored_rows(library))
 
 
 def test_a_shard_rows_file_missing_is_said_in_plain_words(tmp_path):

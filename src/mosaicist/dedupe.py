@@ -32,6 +32,9 @@ mirror's. The mirrors' hashes are not the hashes with some bits flipped:
 the bits are set against the median, which mirroring moves
 (flipping the odd horizontal frequencies' bits is only an estimate). The
 band index then holds the mirrors' hashes beside the hashes, and the walk compares both.
+An index of an older version, without them, is given them when its
+near-duplicates are first grouped
+(:meth:`mosaicist.library.TileLibrary.duplicate_leaders`), not by its updates.
 
 **Finding the pairs without comparing all of them** (:func:`near_pairs`):
 the 64 bits are cut into *m* bands of consecutive bits. Two hashes within

@@ -107,6 +107,7 @@ from ._update import (
     index_profiles,
     is_not_writable,
     not_writable,
+    sign_mirrors,
     update_index,
 )
 
@@ -242,6 +243,11 @@ class TileLibrary:
         # The manifest's state of the published rows this library was read from
         # (:func:`~._manifest.order_stamp`); None: not read from a manifest.
         self._published = published
+        # How the first grouping signs an older index's mirrors (see _sign_mirrors):
+        # with a progress bar where the library was opened with one, and once only.
+        self._show_progress = False
+        self._quiet = True
+        self._mirrors_signed = False
 
     def __len__(self) -> int:
         return len(self.source_ids)
@@ -289,8 +295,11 @@ class TileLibrary:
             "colour_profiles": self.colour_profiles, "published": self._published,
         }
         settings.update(changes)
-        return TileLibrary(self.source, self.match_px, self.directory, source_ids, tiles,
-                           self.generation, self.stats, **settings)  # type: ignore[arg-type]
+        library = TileLibrary(self.source, self.match_px, self.directory, source_ids, tiles,
+                              self.generation, self.stats, **settings)  # type: ignore[arg-type]
+        library._show_progress, library._quiet = self._show_progress, self._quiet
+        library._mirrors_signed = self._mirrors_signed
+        return library
 
     def limit(self, count: int | None) -> TileLibrary:
         """Return a library of the first ``count`` tiles (all when None).
@@ -385,17 +394,18 @@ class TileLibrary:
         colours : numpy.ndarray
             ``(N, 3)`` uint8 mean colours.
         """
-        hashes, _, colours = self.mirrored_signatures()
+        hashes, _, colours = self._stored_signatures()
         return hashes, colours
 
     def mirrored_signatures(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`signatures`, with the hashes of the tiles' photos mirrored left-right.
 
         As :func:`mosaicist.dedupe.mirrored_tile_signatures` gives them, read
-        from the manifest. A tile whose mirror's hash is not stored (its
-        photo could not be read again since an index of an older version
-        was opened) has its own hash in its place: its mirrored copies are
-        then grouped with it from their side only.
+        from the manifest. An index of an older version, whose rows lack
+        them, is given them first, once (:meth:`_sign_mirrors`). A tile whose
+        mirror's hash is still not stored (its photo could not be read again,
+        or the index cannot be written) has its own hash in its place: its
+        mirrored copies are then grouped with it from their side only.
 
         Returns
         -------
@@ -406,6 +416,35 @@ class TileLibrary:
         colours : numpy.ndarray
             ``(N, 3)`` uint8 mean colours.
         """
+        self._sign_mirrors()
+        return self._stored_signatures()
+
+    def _sign_mirrors(self) -> None:
+        """Give an older index's rows their mirrors' hashes, for the first grouping.
+
+        An index made before the mirrors' hashes were stored is not signed
+        anew by its updates (:func:`~mosaicist.library._update.sign_mirrors`):
+        only the grouping of near-duplicates needs them, so it asks for them,
+        once per library. Where that moves the index to a new generation (a
+        signature changed), this library goes on from it: its rows and
+        pixels are the same, and the caches named by the old generation,
+        made from the old signatures, are not served.
+        """
+        if self._mirrors_signed or self._published is None:
+            return
+        self._mirrors_signed = True
+        moved = sign_mirrors(self.source, self._format(), self.directory, self._published,
+                             self._show_progress, self._quiet)
+        if moved is not None:
+            self._published, self.generation = moved
+
+    def _format(self) -> TileFormat:
+        """The index's :class:`~mosaicist.library._update.TileFormat`."""
+        return TileFormat(self.match_px, self.aspect, self.crop, crop_method(self.crop),
+                          self.colour_profiles)
+
+    def _stored_signatures(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`mirrored_signatures` as the manifest stores them now (nothing signed)."""
         count = len(self)
         hashes = np.zeros(count, np.uint64)
         mirrors = np.zeros(count, np.uint64)
@@ -459,7 +498,10 @@ class TileLibrary:
         """Each tile's leader at ``threshold`` (see :mod:`mosaicist.dedupe`).
 
         Kept in the index folder per threshold and library state, so a warm
-        run reads them back.
+        run reads them back. An index of an older version is first given its
+        photos' mirrors' hashes, once (:meth:`mirrored_signatures`): the index
+        then moves to its next :attr:`generation` where a signature changed,
+        and this library with it.
 
         Parameters
         ----------
@@ -473,6 +515,8 @@ class TileLibrary:
             is kept, else the first kept tile it duplicates.
         """
         threshold = check_range("dedupe", threshold, 0, 64, "bits", whole=True)
+        # Before the cache is named: signing an older index's mirrors moves its generation.
+        self._sign_mirrors()
         # Named by the hashing's version too: leaders cached by a version that hashed or
         # grouped otherwise are not served for this one's.
         cache = self._work_dir / "duplicates" / (
@@ -482,7 +526,7 @@ class TileLibrary:
             if leaders.shape == (len(self),) and leaders.dtype == np.int64:
                 mark_used(cache)
                 return leaders
-        hashes, mirrors, colours = self.mirrored_signatures()
+        hashes, mirrors, colours = self._stored_signatures()
         leaders = duplicate_leaders(hashes, colours, threshold, mirrors)
         with contextlib.suppress(OSError):  # a cache: a read-only folder costs time only
             _save_replacing(cache, leaders, _LEADERS, self.generation)
@@ -667,6 +711,7 @@ class TileLibrary:
                                  decoder=decoder)
         with manifest_errors(directory):
             library = cls._read(source, tile, directory, stats)
+        library._show_progress, library._quiet = show_progress, quiet
         if len(library) == 0:
             # Said with what was tried: the warnings before it may have scrolled away (or
             # not been shown, under -q).

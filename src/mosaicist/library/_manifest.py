@@ -23,7 +23,8 @@ Tables of the manifest:
     (:data:`SIGNATURE_RULE` once every signature is of the rule of now; an
     index without it may hold JPEG signatures of the rule before, see
     :func:`mosaicist.library._update._resign_photos`, which keeps its progress
-    in ``resign_after``), ``publication``
+    in ``resign_after``; ``2`` where rows may lack their mirrors' hashes
+    until near-duplicates are first grouped), ``publication``
     (a random token, new each time the ``tiles`` rows change), and for
     stamps too recent to vouch for their content (see "Racy stamps" in
     :mod:`mosaicist.library._update`): ``stamps_checked_ns`` (when the
@@ -45,7 +46,9 @@ Tables of the manifest:
     later without a new schema: an older version leaves it NULL), the hash
     of the photo mirrored left-right (:func:`mosaicist.dedupe.mirrored_tile_signatures`),
     so that a mirrored copy is grouped with its photo; NULL where not known
-    (the row's hash stands for it then).
+    (the row's hash stands for it then): in an older version's index, until
+    its near-duplicates are first grouped
+    (:func:`mosaicist.library._update.sign_mirrors`).
 ``staged``
     Tiles decoded by an update but not yet published; same columns, no
     ``position``.
@@ -97,8 +100,10 @@ SCHEMA_VERSION = 2
 #: tiles (before, from the decode drafted for its tile: a few bits apart for tiles other
 #: than square ones at :data:`~mosaicist.dedupe.SIGNATURE_PX`).
 #: 3: every row signed has its mirror's hash too (``phash_mirror``): an index of rule 2
-#: is given them once, from its packed tiles or its photos
-#: (:func:`mosaicist.library._update._resign_photos`).
+#: is given them once, from its packed tiles or its photos, when its near-duplicates
+#: are first grouped (:func:`mosaicist.library._update.sign_mirrors`); its updates
+#: leave it at rule 2 (only the grouping reads the mirrors' hashes), rows indexed since
+#: getting theirs at once.
 SIGNATURE_RULE = 3
 
 #: Seconds a connection waits for another process's lock on the manifest (SQLite's
@@ -118,7 +123,8 @@ ADDED_COLUMNS = ("crop_left", "crop_top", "crop_width", "crop_height", "phash", 
 #: The mirror image's hash, added to ``tiles`` and ``staged`` after schema 2 (may be NULL).
 #: Not a schema of its own: an older version reads and updates such a manifest as it
 #: did (its rows leave the column NULL, and it sets ``signature_rule`` below
-#: :data:`SIGNATURE_RULE`, so that this version gives them their mirrors).
+#: :data:`SIGNATURE_RULE`, so that this version's first grouping of near-duplicates
+#: gives them their mirrors).
 MIRROR_COLUMN = "phash_mirror"
 
 _SCHEMA = """

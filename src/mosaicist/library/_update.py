@@ -128,6 +128,7 @@ from ._manifest import (
     meta_count,
     new_publication,
     order_path,
+    order_stamp,
     partial_path,
     retry_pending,
     set_meta,
@@ -165,7 +166,8 @@ _SIGN_BYTES = 64 << 20
 RESIGN_EVERY = 1024
 RESIGN_THREADS = min(8, os.cpu_count() or 1)
 #: The ``signature_rule`` of a manifest some of whose rows lack their mirrors' hashes
-#: (``phash_mirror``): its next update gives them theirs (:func:`_resign_photos`).
+#: (``phash_mirror``): the first grouping of near-duplicates gives them theirs
+#: (:func:`sign_mirrors`), not a plain update (only the grouping reads them).
 _RULE_BEFORE_MIRRORS = 2
 #: How every JPEG file starts (SOI, then a marker).
 _JPEG_START = b"\xff\xd8\xff"
@@ -744,7 +746,7 @@ def _update_locked(
     planned = _plan(source, tile, directory, connection)
     if isinstance(planned, UpdateStats):
         _sign_published(directory, tile, connection)
-        _resign_photos(source, tile, directory, connection, show_progress)
+        _resign_photos(source, tile, directory, connection, show_progress, mirrors=False)
         return planned  # nothing changed since the last publish
     plan = planned
     stats = UpdateStats(reused=len(plan.entries) - len(plan.to_decode))
@@ -775,7 +777,7 @@ def _update_locked(
         raise folder_removed(directory)
     _publish(plan, tile, directory, connection, stats, sharded=decoder is not None)
     _sign_published(directory, tile, connection)
-    _resign_photos(source, tile, directory, connection, show_progress)
+    _resign_photos(source, tile, directory, connection, show_progress, mirrors=False)
     return stats
 
 
@@ -1152,35 +1154,39 @@ def _resign_from_photos(connection: sqlite3.Connection, tile: TileFormat) -> boo
 
 
 def _settle_signature_rule(connection: sqlite3.Connection, tile: TileFormat) -> None:
-    """Record :data:`~._manifest.SIGNATURE_RULE` in a manifest that has nothing to sign anew.
+    """Record the rule a manifest's signatures stand at, where nothing is to sign anew now.
 
     Until rule 2, a JPEG was signed from the decode drafted for its tile: at
     another DCT scale than its signature's own for any tiles but square ones
     at :data:`~mosaicist.dedupe.SIGNATURE_PX` pixels, centre or subject
     (whose decode was the signature's). Until rule 3, no row had its
-    mirror's hash (``phash_mirror``). A manifest with a signed row that lacks
-    its mirror's hash, or without the meta value ``signature_rule`` of such
-    other tiles, some of whose rows are signed, keeps the rule it has here:
-    :func:`_resign_photos` signs its rows anew after the update. So does one
-    whose signing anew was interrupted (``resign_after`` set), even with
-    every row signed: its last batch may have committed before the new
-    generation was published, which retires the caches made from the old
-    signatures (the cached leaders of near-duplicates). Every other
-    one gets it now (in one transaction): a new manifest, one of rule 2 whose
-    rows all have their mirrors' hashes (an older version's run touched
-    nothing), one of square tiles of that size however cut
-    (:func:`_decoded_at_signature_scale`), or one of schema 1 whose rows are
-    all still to sign (by this version, so by the rule of now).
+    mirror's hash (``phash_mirror``). A manifest without the meta value
+    ``signature_rule`` of such other tiles, some of whose rows are signed,
+    keeps it unset here: :func:`_resign_photos` signs its JPEGs anew after
+    the update. So does one whose signing anew was interrupted
+    (``resign_after`` set), even with every row signed: its last batch may
+    have committed before the new generation was published, which retires
+    the caches made from the old signatures (the cached leaders of
+    near-duplicates). Every other one gets its rule now (in one transaction):
+    a new manifest, one of rule 2, one of square tiles of that size however
+    cut (:func:`_decoded_at_signature_scale`), or one of schema 1 whose rows
+    are all still to sign (by this version, so by the rule of now). The rule
+    is :data:`~._manifest.SIGNATURE_RULE` where every signed row has its
+    mirror's hash (one of rule 2 that an older version's run touched
+    nothing of among them), else :data:`_RULE_BEFORE_MIRRORS`: its rows
+    get their mirrors' hashes when near-duplicates are first grouped
+    (:func:`sign_mirrors`), not in every user's first update.
     """
     rule = get_meta(connection, "signature_rule")
-    if (rule == str(SIGNATURE_RULE) or get_meta(connection, "resign_after") is not None
-            or _lacks_mirrors(connection)):
+    if rule == str(SIGNATURE_RULE) or get_meta(connection, "resign_after") is not None:
         return
     if rule == "2" or _decoded_at_signature_scale(tile) or not any(
             connection.execute(f"SELECT 1 FROM {table} WHERE phash IS NOT NULL LIMIT 1"
                                ).fetchone() for table in ("tiles", "staged")):
-        with transaction(connection):
-            set_meta(connection, "signature_rule", SIGNATURE_RULE)
+        settled = _RULE_BEFORE_MIRRORS if _lacks_mirrors(connection) else SIGNATURE_RULE
+        if rule != str(settled):
+            with transaction(connection):
+                set_meta(connection, "signature_rule", settled)
 
 
 def _lacks_mirrors(connection: sqlite3.Connection) -> bool:
@@ -1191,16 +1197,23 @@ def _lacks_mirrors(connection: sqlite3.Connection) -> bool:
 
 
 def _resign_photos(source: TileSource, tile: TileFormat, directory: Path,
-                   connection: sqlite3.Connection, show_progress: bool) -> None:
+                   connection: sqlite3.Connection, show_progress: bool, *,
+                   mirrors: bool) -> None:
     """Sign the published rows of an index of a rule before anew, once.
 
     For a manifest left below :data:`~._manifest.SIGNATURE_RULE` by
-    :func:`_settle_signature_rule`, after its update published. A row
-    without its mirror's hash (rule 2 and before), and, in a manifest
-    without ``signature_rule`` of tiles other than square ones at
-    :data:`~mosaicist.dedupe.SIGNATURE_PX` pixels, a row whose photo is a
-    JPEG (rule 1: signed from the decode drafted for its tile), is signed as
-    a fresh index signs it:
+    :func:`_settle_signature_rule`. After an update published
+    (``mirrors`` False), only where a manifest without ``signature_rule`` of
+    tiles other than square ones at :data:`~mosaicist.dedupe.SIGNATURE_PX`
+    pixels has JPEG rows (rule 1: signed from the decode drafted for its
+    tile, a few bits off their photos' own signatures): those are signed
+    anew, their mirrors' hashes with them (the same decode). The rows only
+    without their mirrors' hashes (rule 2) are left as they are: only a
+    grouping of near-duplicates reads those, and signing them can take
+    many seconds (the photos read again) on every user's first update
+    after upgrading. With ``mirrors`` (:func:`sign_mirrors`, for the first
+    grouping), every row without its mirror's hash is signed too. A row is
+    signed as a fresh index signs it:
 
     - in an index of square centre tiles at that size, from its packed tile,
       which is the photo's signature picture (no photo is read);
@@ -1214,14 +1227,15 @@ def _resign_photos(source: TileSource, tile: TileFormat, directory: Path,
     a mirror's hash (its hash stands for it: its mirrored copies are grouped
     with it from their side only). So does a photo that cannot be read now
     (a drive offline, a file locked), for now: the manifest is then left at
-    rule 2 (:data:`_RULE_BEFORE_MIRRORS`), so that the next update tries
+    rule 2 (:data:`_RULE_BEFORE_MIRRORS`), so that the next grouping tries
     again the rows still without their mirrors' hashes, as a fresh index
-    would have them, instead of leaving them so for good.
+    would have them, instead of leaving them so for good. So is one of
+    which an update signed the JPEGs and some row still lacks its mirror's.
 
     Crash-safe as the rest of the update: batches of :data:`RESIGN_EVERY`
     rows (in ``source_id`` order) commit with the meta value
     ``resign_after``, the last id done, from which an interrupted run's next
-    update goes on. Once all are done, where a signature changed, the
+    signing goes on. Once all are done, where a signature changed, the
     library moves to the next generation (its packed file linked, or copied,
     under the new name), so that the caches named by the generation (the
     cached leaders of near-duplicates, the libraries without them) are made
@@ -1233,6 +1247,13 @@ def _resign_photos(source: TileSource, tile: TileFormat, directory: Path,
         return
     resumed = get_meta(connection, "resign_after")
     jpegs_stale = rule is None and not _decoded_at_signature_scale(tile)
+    if not mirrors and not jpegs_stale:
+        if rule is None:
+            # An older version's signing, interrupted: only mirrors' hashes can be left to
+            # sign, by the first grouping (from resign_after, which bumps the generation).
+            with transaction(connection):
+                set_meta(connection, "signature_rule", _RULE_BEFORE_MIRRORS)
+        return
     from_tiles = _signs_as_photo(tile)
     # A dataset's or an array's pictures are no files: only their packed tiles are at hand.
     rows = [] if source.local_root() is None and not from_tiles else connection.execute(
@@ -1255,9 +1276,11 @@ def _resign_photos(source: TileSource, tile: TileFormat, directory: Path,
             except OSError:
                 unread.append(row[0])
                 return None
-            if (row[6] is not None and not data.startswith(_JPEG_START)) or (
+            if ((row[6] is not None or not mirrors) and not data.startswith(_JPEG_START)) or (
                     content_hash(data) != row[3]):
-                return None  # another picture than a JPEG signs as before
+                # Another picture than a JPEG signs as before: only its mirror's hash
+                # is missing, and only where asked for (``mirrors``).
+                return None
             return decode_tile(data, SIGNATURE_PX,
                                colour_profiles=tile.colour_profiles).signature
         except (OSError, ImageReadError, MosaicistError):
@@ -1300,7 +1323,7 @@ def _resign_photos(source: TileSource, tile: TileFormat, directory: Path,
     # Rows an interrupted run could not read are not known here: tried again next time.
     retry = bool(unread) or (resumed is not None and connection.execute(
         "SELECT 1 FROM tiles WHERE source_id <= ? AND phash_mirror IS NULL LIMIT 1",
-        (resumed,)).fetchone() is not None)
+        (resumed,)).fetchone() is not None) or (not mirrors and _lacks_mirrors(connection))
     generation = meta_count(connection, "generation")
     old_store = store_path(directory, generation)
     moved = changed and _link_store(old_store, store_path(directory, generation + 1))
@@ -1314,6 +1337,90 @@ def _resign_photos(source: TileSource, tile: TileFormat, directory: Path,
     if moved and old_store.name not in {shard.file for shard in read_shards(connection)}:
         with contextlib.suppress(FileNotFoundError):
             old_store.unlink()
+
+
+def sign_mirrors(source: TileSource, tile: TileFormat, directory: Path, published: str,
+                 show_progress: bool, quiet: bool) -> tuple[str, int] | None:
+    """Give the published rows without their mirrors' hashes theirs, for a grouping.
+
+    An index of an older version (signature rule 2, see
+    :data:`~._manifest.SIGNATURE_RULE`) keeps its rows without their
+    mirrors' hashes through its updates (:func:`_resign_photos`): only the
+    grouping of near-duplicates reads them. The first grouping calls this:
+    under the write lock, the rows are signed as :func:`_resign_photos`
+    says (resumably: an interrupted or incomplete signing is taken up by
+    the next grouping). Nothing is done, and the lock not even waited for,
+    where the manifest's rule is already the rule of now; nor where the
+    folder cannot be written (a read-only index: each row's hash stands for
+    its mirror's), nor where the index no longer publishes the library read
+    at ``published`` (another run's update since: its signatures would be
+    of other rows).
+
+    Parameters
+    ----------
+    source : TileSource
+        The library's source (its photos are read where its tiles are not
+        their signature pictures).
+    tile : TileFormat
+        The tiles' size, aspect and crop.
+    directory : pathlib.Path
+        The index's folder.
+    published : str
+        The manifest's state the library was read in
+        (:func:`~._manifest.order_stamp`).
+    show_progress : bool
+        Draw a progress bar on stderr while signing.
+    quiet : bool
+        Do not say that we wait for another process updating the index.
+
+    Returns
+    -------
+    (str, int) or None
+        Where the signing moved the library to a new state (a signature
+        changed: the next generation, so that caches made from the old
+        signatures are not served), that state and generation: the same
+        rows and pixels, for the caller to go on with. Else None.
+    """
+    with manifest_errors(directory):
+        reader = connect(directory)
+        try:
+            if get_meta(reader, "signature_rule") == str(SIGNATURE_RULE):
+                return None
+        finally:
+            reader.close()
+    with unwind_on_terminate(), _write_lock(directory, quiet) as refused, \
+            manifest_errors(directory):
+        writer = None if refused is not None else _connect_writer(directory)
+        if writer is None:
+            return None  # read-only, or a disk too full to write
+        try:
+            if (order_stamp(writer) != published
+                    or get_meta(writer, "signature_rule") == str(SIGNATURE_RULE)):
+                return None
+            upgrade(writer)  # a library opened without updating may lack the column
+            _resign_photos(source, tile, directory, writer, show_progress, mirrors=True)
+            writer.execute("BEGIN")
+            try:
+                moved = order_stamp(writer), meta_count(writer, "generation")
+            finally:
+                writer.execute("COMMIT")
+        finally:
+            writer.close()
+    return None if moved[0] == published else moved
+
+
+def _note_missing_mirrors(connection: sqlite3.Connection, rows: Iterable[IndexedTile]) -> None:
+    """Set the manifest back to :data:`_RULE_BEFORE_MIRRORS` where ``rows`` lack mirrors' hashes.
+
+    In the caller's transaction, as ``rows`` are staged: rows signed without
+    their mirrors' hashes (a cluster worker of an older version; tiles taken
+    from the index of a moved folder made by one) get them from the first
+    grouping of near-duplicates (:func:`sign_mirrors`), which a manifest of
+    the rule of now would skip.
+    """
+    if (get_meta(connection, "signature_rule") == str(SIGNATURE_RULE)
+            and any(row.phash is not None and row.phash_mirror is None for row in rows)):
+        set_meta(connection, "signature_rule", _RULE_BEFORE_MIRRORS)
 
 
 def _link_store(store: Path, destination: Path) -> bool:
@@ -1730,6 +1837,7 @@ def _decode_into_store(
                     f"INSERT OR REPLACE INTO staged({_COLUMNS}) VALUES ({_PLACES})",
                     pending_rows,
                 )
+                _note_missing_mirrors(connection, pending_rows)
                 connection.executemany(
                     "INSERT OR REPLACE INTO failures(source_id, size, mtime_ns, error) "
                     "VALUES (?, ?, ?, ?)",
@@ -2021,10 +2129,13 @@ def _read_earlier_index(directory: Path, tile: TileFormat,
                 or any(get_meta(connection, name) != value for name, value in wanted.items())
                 or index_profiles(connection) != tile.colour_profiles):
             return None
-        if (get_meta(connection, "signature_rule") != str(SIGNATURE_RULE)
+        if (get_meta(connection, "signature_rule")
+                not in (str(SIGNATURE_RULE), str(_RULE_BEFORE_MIRRORS))
                 and not _decoded_at_signature_scale(tile)):
             # Its JPEGs may be signed by the rule before (see _resign_photos), and this
-            # index would keep their signatures for good: its photos are decoded.
+            # index would keep their signatures for good: its photos are decoded. (Rows
+            # of rule 2 lack their mirrors' hashes at most: the new index's first grouping
+            # gives them theirs, see _note_missing_mirrors.)
             return None
         step = max(1, len(entries) // _SAMPLED_ENTRIES)
         sample = entries[::step][:_SAMPLED_ENTRIES]
@@ -2333,11 +2444,9 @@ def stage_shard(
                                (shard_file, first, len(tiles)))
         connection.executemany(
             f"INSERT OR REPLACE INTO staged({_COLUMNS}) VALUES ({_PLACES})", rows)
-        if (get_meta(connection, "signature_rule") == str(SIGNATURE_RULE)
-                and any(row.phash is not None and row.phash_mirror is None for row in rows)):
-            # A worker of a version from before the mirrors' hashes: its rows are given
-            # them after the update publishes (_resign_photos), as an index of rule 2's.
-            set_meta(connection, "signature_rule", 2)
+        # A worker of a version from before the mirrors' hashes: its rows are given them
+        # by the first grouping of near-duplicates, as an index of rule 2's.
+        _note_missing_mirrors(connection, rows)
         connection.executemany(
             "INSERT OR REPLACE INTO failures(source_id, size, mtime_ns, error) "
             "VALUES (?, ?, ?, ?)", [tuple(failure) for failure in failures])
