@@ -220,6 +220,8 @@ SHORT_PAIRS = 4_000_000
 SHORT_CELLS = 16
 #: Column-generation rounds (solve, price, search the library) before settling for a gap.
 MAX_PRICING_ROUNDS = 40
+#: Tiles with room that a cell left without a tile by a greedy pass lists at once.
+GREEDY_ROOM_CANDIDATES = 8
 #: Edges from which :func:`tile_prices` runs compiled even where no compiled loop is
 #: loaded yet (below, NumPy's rounds cost less than Numba's import).
 COMPILED_PRICES_EDGES = 1 << 16
@@ -2469,6 +2471,8 @@ class _Solver:
         #: (:meth:`_certified`); None: larger than any difference of total costs.
         self.surcharge: int | None = None
         self.iterations = 0
+        # Searches for tiles with room made by the greedy passes (_list_tiles_with_room).
+        self._room_searches = 0
         #: Whether greedy got stuck and the matching completed the placement.
         self.repaired = False
         #: Whether the spacing rounds gave up and greedy placed the cells
@@ -3111,11 +3115,23 @@ class _Solver:
     # -- greedy --------------------------------------------------------------
 
     def greedy(self) -> tuple[np.ndarray, np.ndarray]:
-        """Cells by decreasing regret each take their best still-allowed candidate."""
+        """Cells by decreasing regret each take their best still-allowed candidate.
+
+        Cells left without one (every listed tile taken) list their nearest
+        tiles with room and take them in a pass of their own, the other
+        cells' tiles kept (:meth:`_list_tiles_with_room`); where that lists
+        nothing new (spacing holds them off), the lists grow and the whole
+        pass runs again.
+        """
+        fixed: np.ndarray | None = None
         while True:
-            tile, stuck = self._greedy_pass()
+            tile, stuck = self._greedy_pass(fixed)
             if not stuck.any():
                 break
+            if self._list_tiles_with_room(tile, stuck):
+                fixed = np.where(stuck, -1, tile)
+                continue
+            fixed = None
             if not self.grow(stuck):
                 # Greedy used up tiles that stuck cells needed, though the lists may
                 # still hold a complete placement: the matching finds one if any does.
@@ -3126,6 +3142,43 @@ class _Solver:
         self.bar.close()
         position, _ = _listed_at(self.edges, tile)
         return tile, self.edges.dist[position]
+
+    def _list_tiles_with_room(self, tile: np.ndarray, stuck: np.ndarray) -> bool:
+        """List for the ``stuck`` cells their nearest tiles still below the cap in ``tile``.
+
+        One search of the stuck cells among the tiles with room, where the
+        lists' growth searched the whole library for ever longer lists, and
+        then ran the whole pass again (``--max-uses 1 --assign greedy`` on
+        5,040 cells of 50,000 photos: ten doublings, 25 s, five times the
+        optimal assignment). False where it lists nothing new (no search,
+        no tile with room, or only tiles listed already).
+        """
+        if self.search is None:
+            return False
+        cap = self.cap if self.cap is not None else self.count
+        uses = np.bincount(tile[tile >= 0], minlength=self.search.tile_count)
+        room = np.flatnonzero(uses < cap)
+        if not len(room):
+            return False
+        cells = np.flatnonzero(stuck)
+        # Twice as many each time: alike cells (a flat region) all list the same
+        # nearest tiles with room, of which only so many take one per pass.
+        self._room_searches += 1
+        k = min(GREEDY_ROOM_CANDIDATES << min(self._room_searches - 1, 5), len(room))
+        found, distances = self.search.below(
+            cells, np.zeros(self.search.tile_count, np.int64),
+            np.full(len(cells), np.iinfo(np.int64).max), k, among=room)
+        rows = np.broadcast_to(cells[:, None], found.shape)
+        keep = found >= 0
+        keep[keep] = uses[found[keep]] < cap
+        # Not the pairs listed already: they were tried in the pass.
+        listed = self.edges.row.astype(np.int64) * self.search.tile_count + self.edges.tile
+        pair = rows.astype(np.int64) * self.search.tile_count + np.maximum(found, 0)
+        keep &= ~np.isin(pair, listed)
+        if not keep.any():
+            return False
+        self.add_edges(rows[keep], found[keep], distances[keep])
+        return True
 
     def _greedy_pass(self, fixed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One greedy pass: each cell's tile (``-1``: none), and the cells left without one.
