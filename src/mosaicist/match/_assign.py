@@ -220,6 +220,9 @@ SHORT_PAIRS = 4_000_000
 SHORT_CELLS = 16
 #: Column-generation rounds (solve, price, search the library) before settling for a gap.
 MAX_PRICING_ROUNDS = 40
+#: Cells outside with nothing cheaper at most which, under a cap alone, raise the placed
+#: cells' outside columns with theirs (:meth:`_Solver._price_rounds`).
+CHAIN_CELLS = 64
 #: Tiles with room that a cell left without a tile by a greedy pass lists at once.
 GREEDY_ROOM_CANDIDATES = 8
 #: Edges from which :func:`tile_prices` runs compiled even where no compiled loop is
@@ -2461,6 +2464,8 @@ class _Solver:
         self.certified = False
         # Whether to solve near the last prices (see _solve_near).
         self._near = True
+        # Solves near the prices that failed in a row (two: none again).
+        self._near_failures = 0
         # The edges the spacing rounds solve on where not all (_keep_near_for_spacing).
         self._spacing_edges: np.ndarray | None = None
         # The searches and arcs of the last repair (:func:`._flow.repair`).
@@ -2782,13 +2787,17 @@ class _Solver:
             # (Saturating: with a minimum, outside costs start past its surcharge.)
             doubled = ~hit & out
             outside[doubled] = np.minimum(outside[doubled], _flow.COST_LIMIT) * 2
-            if doubled.any():
+            if doubled.any() and (self.minimum or doubled.sum() <= CHAIN_CELLS):
                 # Such a cell gets in next round by pushing out one whose column is
-                # cheaper, which then does the same: in a crowded library a chain of a
-                # few cells a round (31,212 cells on 3,000 photos at 11 uses: 20 rounds
-                # of 26 down to 1 cell outside). The placed cells' columns rise too, to
-                # the least of those doubled, at most twice their own: a placed cell's
-                # proof does not depend on its column (6 rounds there, the same optimum).
+                # cheaper, which then does the same: where a minimum of uses fills a
+                # short library, a chain of a few cells a round (31,212 cells on 3,000
+                # photos at 11 uses: 20 rounds of 26 down to 1 cell outside). The placed
+                # cells' columns rise too, to the least of those doubled, at most twice
+                # their own: a placed cell's proof does not depend on its column (6
+                # rounds there, the same optimum). Not under a cap alone: on 31,212
+                # cells of 50,000 photos at one use it took as many rounds, and one
+                # solve near the prices failed, so that all the later ones were whole
+                # (316 s against 276 s).
                 floor = int(outside[doubled].min())
                 placed = ~out
                 outside[placed] = np.maximum(outside[placed],
@@ -2913,15 +2922,22 @@ class _Solver:
             below = (edges.dist + near_state.price[edges.tile]
                      < near_state.cost[edges.row])
             if not below.any():
+                self._near_failures = 0
                 return np.where(choice >= 0, index[np.maximum(choice, 0)], -1)
             if np.unique(edges.row[below]).size <= count // REPAIR_SHARE:
                 repaired = self._repair(near_state, outside)
                 if repaired is not None:
+                    self._near_failures = 0
                     return repaired
             # The edges that beat their cells' costs at these prices join the next solve.
             near |= below
-        # Where the edges left out mattered to many cells, they will again: solve on all.
-        self._near = False
+        # Where the edges left out mattered to many cells, they likely will again: solve on
+        # all, after a second failure in a row for good (a single one, while the placed
+        # cells' columns rose, made every later solve whole: 31,212 cells of 50,000
+        # photos at one use, 9-14 s a round on 6-8 million edges against 5-8 s).
+        self._near_failures += 1
+        if self._near_failures >= 2:
+            self._near = False
         return None
 
     def _repair(self, state: _flow.FlowState, outside: np.ndarray) -> np.ndarray | None:
