@@ -2794,10 +2794,10 @@ class _Solver:
                 # photos at 11 uses: 20 rounds of 26 down to 1 cell outside). The placed
                 # cells' columns rise too, to the least of those doubled, at most twice
                 # their own: a placed cell's proof does not depend on its column (6
-                # rounds there, the same optimum). Not under a cap alone: on 31,212
-                # cells of 50,000 photos at one use it took as many rounds, and one
-                # solve near the prices failed, so that all the later ones were whole
-                # (316 s against 276 s).
+                # rounds there, the same optimum). Under a cap alone only for a chain of
+                # at most CHAIN_CELLS: raised on every round, 31,212 cells of 50,000
+                # photos at one use took as many rounds, and one solve near the prices
+                # failed, so that all the later ones were whole (316 s against 276 s).
                 floor = int(outside[doubled].min())
                 placed = ~out
                 outside[placed] = np.maximum(outside[placed],

@@ -162,13 +162,13 @@ def repair(
     most_cells = count if most_cells is None else most_cells
     dist = np.asarray(dist, np.int64)
     outside = np.asarray(outside, np.int64)
+    if not minimum:
+        surcharge = 0
     largest = max(int(dist.max(initial=0)), int(outside.max(initial=0)),
                   int(state.cost.max(initial=0)), int(state.price.max(initial=0)),
                   int(surcharge))
     if largest >= COST_LIMIT or int(dist.min(initial=0)) < 0 or not len(tiles):
         return None
-    if not minimum:
-        surcharge = 0
     free = min(minimum, cap)
     price = state.price[tiles]
     placed = state.tile >= 0
