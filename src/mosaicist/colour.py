@@ -33,6 +33,8 @@ twice in Lab and 6% in Oklab, on adversarial photos).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ._choices import METRICS as METRICS
@@ -176,6 +178,229 @@ def from_space(values: np.ndarray, metric: str, overwrite: bool = False) -> np.n
     if metric == "oklab":
         return oklab_to_rgb(values)
     raise ValueError(f"unknown metric {metric!r}")
+
+
+#: Buckets of linear light ``[i / n, (i + 1) / n)`` of :func:`_srgb8_levels`: a power of two
+#: (``x * n`` and its floor are exact), narrower than the closest two of the 255 level
+#: edges (3.0e-4 apart, at the dark end where the encode is ``12.92 x``), so that a
+#: bucket holds one edge at most.
+_ENCODE_BUCKETS = 4096
+
+
+@functools.cache
+def _srgb8_edges() -> np.ndarray:
+    """``(255,)`` float64: the least linear light :func:`_srgb8` draws at level ``k = 1..255``.
+
+    Found by bisection over the float64 numbers of ``[0, 1]`` (their bit
+    patterns are ordered as they are), with :func:`_srgb8` itself as the
+    judge: the edges are its own, to the last bit. Its steps (``pow``, to
+    within an ulp, products, a rounding) rise with their argument, so a level
+    once reached is kept (checked on both sides of every edge in the tests).
+    """
+    below = np.zeros(255, np.int64)  # bit patterns drawn below level k
+    reached = np.full(255, np.float64(1.0).view(np.int64))  # drawn at k or above
+    levels = np.arange(1, 256)
+    while (reached - below > 1).any():
+        middle = below + (reached - below) // 2
+        at = _srgb8(middle.view(np.float64)[:, None])[:, 0] >= levels
+        reached = np.where(at, middle, reached)
+        below = np.where(at, below, middle)
+    return reached.view(np.float64)
+
+
+@functools.cache
+def _srgb8_buckets() -> tuple[np.ndarray, np.ndarray]:
+    """Per bucket of :data:`_ENCODE_BUCKETS` (and one for 1 and above): its first level, next edge.
+
+    Returns
+    -------
+    first, next_edge : numpy.ndarray
+        ``(n + 1,)`` uint8 levels of ``i / n`` and ``(n + 1,)`` float64 edges of the
+        level above (infinite for 255).
+    """
+    edges = _srgb8_edges()
+    first = _srgb8(np.arange(_ENCODE_BUCKETS + 1) / _ENCODE_BUCKETS)
+    next_edge = np.append(edges, np.inf)[first]
+    return first, next_edge
+
+
+def _srgb8_levels(linear: np.ndarray, out: np.ndarray, bucket: np.ndarray | None = None,
+                  index: np.ndarray | None = None, edge: np.ndarray | None = None,
+                  above: np.ndarray | None = None) -> np.ndarray:
+    """:func:`_srgb8` of float64 ``linear`` light into uint8 ``out``, without ``pow``.
+
+    The level of the bucket the value falls in, one more where it reaches that
+    bucket's edge (:func:`_srgb8_edges`): a multiply, two look-ups and a
+    comparison, where :func:`_srgb8` took a ``pow``. Values below 0 and above
+    1 go to the end buckets (levels 0 and 255). ``bucket`` and ``edge``
+    (float64), ``index`` (intp) and ``above`` (bool), of ``linear``'s shape,
+    are scratch space where given: fresh arrays of a block's size each took
+    the time of the work itself in page faults.
+    """
+    first, next_edge = _srgb8_buckets()
+    bucket = np.multiply(linear, float(_ENCODE_BUCKETS), out=bucket)
+    np.clip(bucket, 0.0, float(_ENCODE_BUCKETS), out=bucket)
+    if index is None:
+        index = bucket.astype(np.intp)
+    else:
+        np.copyto(index, bucket, casting="unsafe")
+    # mode="clip": the indices are in range, and "raise" copies through a buffer.
+    np.take(first, index, out=out, mode="clip")
+    edge = np.take(next_edge, index, out=edge, mode="clip")
+    out += np.greater_equal(linear, edge, out=above)
+    return out
+
+
+#: The inverse matrices of the conversions back to sRGB, as :func:`lab_to_rgb` and
+#: :func:`oklab_to_rgb` compute them (the same numbers, once).
+_XYZ_TO_SRGB_T = np.linalg.inv(_SRGB_TO_XYZ).T
+_OKLAB_M2_INV_T = np.linalg.inv(_OKLAB_M2).T
+_OKLAB_M1_INV_T = np.linalg.inv(_OKLAB_M1).T
+
+
+class _SpaceBlocks:
+    """Conversions of blocks of up to ``pixels`` pixels between sRGB and Lab or Oklab, faster.
+
+    For drawing many pixels a block at a time (:func:`mosaicist.render.dress_tiles`):
+    the steps of :func:`to_space` and :func:`from_space` in buffers made once
+    (fresh arrays of a block's size cost as much again in page faults), the
+    sRGB encode by :func:`_srgb8_levels` and cubes by two products, no ``pow``.
+
+    Parameters
+    ----------
+    metric : str
+        ``"lab"`` or ``"oklab"``.
+    pixels : int
+        The most pixels of a block.
+    """
+
+    def __init__(self, metric: str, pixels: int) -> None:
+        if metric not in ("lab", "oklab"):
+            raise ValueError(f"unknown metric {metric!r}")
+        self.metric = metric
+        shape = (pixels, 3)
+        self._first, self._second, self._third = (np.empty(shape) for _ in range(3))
+        self._index = np.empty(shape, np.intp)
+        self._above = np.empty(shape, bool)
+        self._table = _linear(np.arange(256, dtype=np.uint8))
+
+    def to_space(self, rgb8: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """:func:`to_space` of ``(m, 3)`` uint8 ``rgb8`` into ``(m, 3)`` float64 ``out``.
+
+        The same numbers to the last bit: the same table, matrix products and
+        cube roots, each step in place, Lab's channels written, not stacked.
+        """
+        count = len(rgb8)
+        linear, mixed = self._first[:count], self._second[:count]
+        np.copyto(self._index[:count], rgb8)
+        np.take(self._table, self._index[:count], out=linear, mode="clip")
+        if self.metric == "oklab":
+            np.matmul(linear, _OKLAB_M1.T, out=mixed)
+            np.cbrt(mixed, out=mixed)
+            np.matmul(mixed, _OKLAB_M2.T, out=out)
+            return self._colourless_greys(rgb8, out)
+        xyz, f = mixed, self._third[:count]
+        np.matmul(linear, _SRGB_TO_XYZ.T, out=xyz)
+        for channel in range(3):  # a plane at a time: a loop over three values is slow
+            xyz[:, channel] /= _D65[channel]
+        delta = 6 / 29
+        np.cbrt(xyz, out=f)
+        dark = np.less_equal(xyz, delta**3, out=self._above[:count])
+        if dark.any():
+            # Both branches and a mask: index arrays of the dark values (most of a night
+            # picture's) took longer.
+            near_black = np.divide(xyz, 3 * delta**2, out=linear)
+            near_black += 4 / 29
+            np.copyto(f, near_black, where=dark)
+        np.multiply(f[:, 1], 116, out=out[:, 0])
+        out[:, 0] -= 16
+        np.subtract(f[:, 0], f[:, 1], out=out[:, 1])
+        out[:, 1] *= 500
+        np.subtract(f[:, 1], f[:, 2], out=out[:, 2])
+        out[:, 2] *= 200
+        return self._colourless_greys(rgb8, out)
+
+    @staticmethod
+    def _colourless_greys(rgb8: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """:func:`_colourless_greys` of ``(m, 3)`` arrays, by a mask, not an index array."""
+        grey = (rgb8[:, 0] == rgb8[:, 1]) & (rgb8[:, 1] == rgb8[:, 2])
+        if grey.any():
+            np.copyto(values[:, 1:], 0.0, where=grey[:, None])
+        return values
+
+    def to_srgb8(self, values: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """:func:`from_space` of ``(m, 3)`` float64 ``values`` into ``(m, 3)`` uint8 ``out``.
+
+        The steps of :func:`lab_to_rgb` and :func:`oklab_to_rgb` with the same
+        matrices, but cubes by two products (``pow`` took ten times as long;
+        they differ by an ulp or two, a level only where a value lies that
+        close to a level's edge) and the encode by :func:`_srgb8_levels`.
+        Colourless values (``a`` and ``b`` exactly 0) take one linear light in
+        all three channels, as in those functions: exactly grey.
+        """
+        count = len(values)
+        first, cubes, linear = self._first[:count], self._second[:count], self._third[:count]
+        colourless = (values[:, 1] == 0) & (values[:, 2] == 0)
+        # Grey values (a grey cell's tiles, chroma 0, are all grey) take their lightness's
+        # cube in all three channels, by masks, not index arrays: on a grey target's mosaic
+        # the greys' pow and indexing took as long as the rest.
+        greys = colourless[:, None] if colourless.any() else None
+        if self.metric == "oklab":
+            lms = first
+            np.matmul(values, _OKLAB_M2_INV_T, out=lms)
+            np.multiply(lms, lms, out=cubes)
+            cubes *= lms
+            np.matmul(cubes, _OKLAB_M1_INV_T, out=linear)
+            if greys is not None:
+                # A grey's l, m and s are all its L: its linear light is L cubed.
+                lightness_cubed = cubes[:, :1]
+                np.multiply(values[:, :1], values[:, :1], out=lightness_cubed)
+                lightness_cubed *= values[:, :1]
+                np.copyto(linear, lightness_cubed, where=greys)
+        else:
+            f = first  # fx, fy, fz
+            np.add(values[:, 0], 16, out=f[:, 1])
+            f[:, 1] /= 116
+            np.divide(values[:, 1], 500, out=f[:, 0])
+            f[:, 0] += f[:, 1]
+            np.divide(values[:, 2], 200, out=f[:, 2])
+            np.subtract(f[:, 1], f[:, 2], out=f[:, 2])
+            delta = 6 / 29
+            np.multiply(f, f, out=cubes)
+            cubes *= f
+            dark = np.less_equal(f, delta, out=self._above[:count])
+            if dark.any():
+                near_black = np.subtract(f, 4 / 29, out=linear)
+                near_black *= 3 * delta**2
+                np.copyto(cubes, near_black, where=dark)
+            for channel in range(3):
+                cubes[:, channel] *= _D65[channel]
+            np.matmul(cubes, _XYZ_TO_SRGB_T, out=linear)
+            if greys is not None:
+                # A grey's linear light is its Y (D65's Y is 1) in every channel.
+                np.copyto(linear, cubes[:, 1:2], where=greys)
+        return _srgb8_levels(linear, out, first, self._index[:count], cubes,
+                             self._above[:count])
+
+
+def _encoded_means_by_channel(values: np.ndarray, metric: str) -> np.ndarray:
+    """:func:`encoded_means` of ``(k, ..., 3)`` Lab or Oklab ``values``, to the last bit, faster.
+
+    The levels are made a channel at a time from strided views (no copy of
+    ``values``, no reduction three values at a time). They are whole numbers,
+    so their float64 sums are exact in any order and the means are
+    :func:`encoded_means`' own.
+    """
+    scale = _scale(metric)
+    flat = values.reshape(len(values), -1, 3)
+    sums = np.empty((len(flat), 3))
+    for channel in range(3):
+        levels = flat[:, :, channel] * scale
+        levels += _OFFSET[channel]
+        np.rint(levels, out=levels)
+        np.clip(levels, 0, 255, out=levels)
+        levels.sum(axis=1, out=sums[:, channel])
+    return (sums / flat.shape[1] - _OFFSET) * encoded_unit(metric)
 
 
 def encode(rgb8: np.ndarray, metric: str) -> np.ndarray:
