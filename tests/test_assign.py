@@ -600,11 +600,8 @@ def test_a_crowd_of_alike_cells_is_certified_in_few_rounds(monkeypatch):
     again: rounds grow with the crowd (a 12,288-cell photo had not been
     certified after 40). Placed cells searched again get twice the columns,
     and cells outside their lists each list a different slice of a wider
-    search (and without those, no search sets tiles aside either). The
-    crowd's wider search of one of its cells (``CROWD_SPREAD_TILES``) is off:
-    its own tests are in ``test_crowd_spread_s39.py``.
+    search (and without those, no search sets tiles aside either).
     """
-    monkeypatch.setattr(_assign, "CROWD_SPREAD_TILES", 0)
     rng = np.random.default_rng(1)
     rows, cols, tiles = 16, 16, 1500
     count = rows * cols
@@ -689,10 +686,7 @@ def test_a_crowd_outside_its_lists_spreads_over_the_tiles_its_searches_find(
     crowd outside at first, at a cost that many tiles beat: at 16 tiles a
     search it drains in 12-13 rounds, widened to 128 in 8-10 (a camera-trap
     photo upscaled to 30,000 cells was not certified in 40 rounds at 32).
-    The crowd's wider search of one of its cells is off (see
-    ``test_crowd_spread_s39.py``).
     """
-    monkeypatch.setattr(_assign, "CROWD_SPREAD_TILES", 0)
     rng = np.random.default_rng(seed)
     rows, cols, tiles = 16, 24, 3000
     count = rows * cols
@@ -948,8 +942,6 @@ def test_pricing_proofs_across_rounds_keep_the_optimum(monkeypatch, reach, direc
     monkeypatch.setattr(_assign, "CROWD_SEARCH", 8)
     monkeypatch.setattr(_assign, "RESERVE_COLUMNS", reserve)
     monkeypatch.setattr(_assign, "CROWDED_RESERVE_COLUMNS", reserve)
-    # Pairs measured for a crowd outside its lists would count as measured here.
-    monkeypatch.setattr(_assign, "CROWD_SPREAD_TILES", 0)
     measured = restricted = 0
     for seed in range(4):
         rng = np.random.default_rng(100 + seed)
@@ -1831,8 +1823,6 @@ def test_a_crowded_grid_searches_cells_again_with_the_wider_reserve(monkeypatch)
         monkeypatch.setattr(_assign, name, 16)
     monkeypatch.setattr(_assign, "RESERVE_COLUMNS", 20)
     monkeypatch.setattr(_assign, "CROWDED_RESERVE_COLUMNS", 40)
-    # Not a crowd outside its lists' wider search of one of its cells (another k).
-    monkeypatch.setattr(_assign, "CROWD_SPREAD_TILES", 0)
     asked: list[int] = []
 
     class Counting(DenseSearch):

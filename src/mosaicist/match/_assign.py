@@ -249,11 +249,6 @@ OUT_SEARCH = 32
 #: certified it in 23 (318 s) but cost Starry Night's 32,400 cells 10 s; where cells
 #: find many tiles, the wider searches only cost.
 CROWD_SEARCH = 128
-#: Most tiles one search of a crowd outside its lists returns (see
-#: :meth:`_PriceChecks._spread_crowd`): a crowd's cells all find the same
-#: :data:`CROWD_SEARCH` tiles, and it gained that many a round (3,242 flat cells of the
-#: default preset's tinted objective, 31,212 cells of 50,000 photos: 26 rounds of 128).
-CROWD_SPREAD_TILES = 8192
 #: How far past its cost a pricing search looks, in units of the cell's price premium.
 REACH = 1
 #: Arcs a repair of the last round's optimum may relax per edge of the graph before a
@@ -1178,59 +1173,6 @@ class _PriceChecks:
         rows.append(np.broadcast_to(targets[:, None], found.shape)[kept])
         tiles.append(found[kept])
         distances.append(found_distances[kept])
-        if among is None and outside.any():
-            self._spread_crowd(search, targets[outside], found[outside], price, reach,
-                               rows, tiles, distances)
-
-    def _spread_crowd(
-        self, search: CandidateSearch, cells: np.ndarray, found: np.ndarray,
-        price: np.ndarray, reach: np.ndarray, rows: list[np.ndarray],
-        tiles: list[np.ndarray], distances: list[np.ndarray],
-    ) -> None:
-        """Give each crowd of alike ``cells`` outside their lists as many tiles as cells.
-
-        Cells whose searches found the same cheapest tile (``found``, each
-        cell's finds cheapest first) are one crowd where they found fewer
-        tiles between them than they are. One of them is searched again for
-        twice as many tiles as the crowd has cells (at most
-        :data:`CROWD_SPREAD_TILES`), and each cell lists a slice of
-        :data:`PRICING_COLUMNS` of those, the slices spread evenly over them,
-        measured exactly (``search.pairs``). The pairs only join the lists:
-        the cells' proofs are what their own searches gave.
-        """
-        first = found[:, 0]
-        present = first >= 0
-        cells, found, first = cells[present], found[present], first[present]
-        order = np.argsort(first, kind="stable")
-        cells, found, first = cells[order], found[order], first[order]
-        _, starts, sizes = np.unique(first, return_index=True, return_counts=True)
-        crowds = []
-        for start, size in zip(starts.tolist(), sizes.tolist(), strict=True):
-            finds = found[start:start + size]
-            if size > 1 and np.unique(finds[finds >= 0]).size < size:
-                crowds.append((start, size))
-        if not crowds:
-            return
-        leaders = cells[[start for start, _ in crowds]]
-        wanted = min(max(1 << (2 * size - 1).bit_length() for _, size in crowds),
-                     CROWD_SPREAD_TILES, search.tile_count)
-        if wanted <= found.shape[1]:
-            return
-        led, _ = search.below(leaders, price, reach[leaders], wanted)
-        pair_cells, pair_tiles = [], []
-        for (start, size), listed in zip(crowds, led, strict=True):
-            listed = listed[listed >= 0]
-            if len(listed) <= found.shape[1]:
-                continue  # nothing past what the crowd's own searches found
-            offset = np.arange(size) * len(listed) // size
-            columns = (offset[:, None] + np.arange(PRICING_COLUMNS)) % len(listed)
-            pair_cells.append(np.repeat(cells[start:start + size], columns.shape[1]))
-            pair_tiles.append(listed[columns].ravel())
-        if pair_cells:
-            pair_cell, pair_tile = np.concatenate(pair_cells), np.concatenate(pair_tiles)
-            rows.append(pair_cell)
-            tiles.append(pair_tile)
-            distances.append(np.asarray(search.pairs(pair_cell, pair_tile), np.int64))
 
     def _set_aside(
         self, cells: np.ndarray, tiles: np.ndarray, distances: np.ndarray, price: np.ndarray,
