@@ -383,26 +383,6 @@ class _SpaceBlocks:
                              self._above[:count])
 
 
-def _encoded_means_by_channel(values: np.ndarray, metric: str) -> np.ndarray:
-    """:func:`encoded_means` of ``(k, ..., 3)`` Lab or Oklab ``values``, to the last bit, faster.
-
-    The levels are made a channel at a time from strided views (no copy of
-    ``values``, no reduction three values at a time). They are whole numbers,
-    so their float64 sums are exact in any order and the means are
-    :func:`encoded_means`' own.
-    """
-    scale = _scale(metric)
-    flat = values.reshape(len(values), -1, 3)
-    sums = np.empty((len(flat), 3))
-    for channel in range(3):
-        levels = flat[:, :, channel] * scale
-        levels += _OFFSET[channel]
-        np.rint(levels, out=levels)
-        np.clip(levels, 0, 255, out=levels)
-        levels.sum(axis=1, out=sums[:, channel])
-    return (sums / flat.shape[1] - _OFFSET) * encoded_unit(metric)
-
-
 def encode(rgb8: np.ndarray, metric: str) -> np.ndarray:
     """sRGB uint8 ``(..., 3)`` -> the metric's 8-bit encoding (see module docstring)."""
     if metric == "seed":
@@ -442,14 +422,18 @@ def encoded_means(values: np.ndarray, metric: str) -> np.ndarray:
     """
     scale = _scale(metric)
     offset = _OFFSET if metric != "seed" else np.zeros(3)
-    count = len(values)
-    flat = np.asarray(values, np.float64).reshape(count, -1, 3)
-    # One temporary, rounded and clipped in place (the renderer dresses megapixels at a time).
-    levels = flat * scale
-    levels += offset
-    np.rint(levels, out=levels)
-    np.clip(levels, 0, 255, out=levels)
-    return (levels.mean(axis=1) - offset) * encoded_unit(metric)
+    flat = np.asarray(values, np.float64).reshape(len(values), -1, 3)
+    sums = np.empty((len(flat), 3))
+    # A channel at a time from strided views, rounded and clipped in place: no copy of
+    # the pictures, no reduction three values at a time (the renderer dresses megapixels
+    # at a time). The levels are whole numbers, so their sums are exact in any order.
+    for channel in range(3):
+        levels = flat[:, :, channel] * scale
+        levels += offset[channel]
+        np.rint(levels, out=levels)
+        np.clip(levels, 0, 255, out=levels)
+        levels.sum(axis=1, out=sums[:, channel])
+    return (sums / flat.shape[1] - offset) * encoded_unit(metric)
 
 
 def decode(encoded: np.ndarray, metric: str) -> np.ndarray:

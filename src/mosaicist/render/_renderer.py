@@ -19,14 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import paths
-from ..colour import (
-    METRICS,
-    _encoded_means_by_channel,
-    _SpaceBlocks,
-    encoded_means,
-    grey_parts,
-    to_space,
-)
+from ..colour import METRICS, _SpaceBlocks, encoded_means, grey_parts, to_space
 from ..errors import MosaicistError, OptionError, SourceError, alternatives, shown_type
 from ..imaging import ImageReadError, content_hash, read_target, read_tile_bytes
 from ..library import TileStamp, stored_stamps, stored_windows
@@ -179,7 +172,7 @@ def _dressed(tiles: np.ndarray, tint: np.ndarray | None, metric: str,
                 if gain_here is not None:
                     plane *= gain_here[:, channel, None]
                 if chroma_here is not None and channel:
-                    plane *= chroma_here[:, None]  # a and b: the chroma (_scale_chroma)
+                    plane *= chroma_here[:, None]  # a and b: the chroma; the lightness stays
                 plane += centre[:, channel, None]
             elif shift is not None:
                 plane += shift[:, channel, None]
@@ -193,8 +186,9 @@ def _dressed_srgb(tiles: np.ndarray, tint: np.ndarray | None, gain: np.ndarray |
                   chroma: np.ndarray | None, scored_mean: np.ndarray | None) -> np.ndarray:
     """:func:`_dressed` in sRGB: each tile's steps folded into one map per channel.
 
-    ``mean + s g (v - mean) + (1 - s) (w @ (g (v - mean))) + tint``
-    (:func:`_scale_chroma`) is, per tile, ``a * v + (W @ v) + e``: a scale
+    ``mean + s g (v - mean) + (1 - s) (w @ (g (v - mean))) + tint`` (each
+    pixel's chroma scaled by ``s`` about the grey of its lightness:
+    :func:`mosaicist.colour.grey_parts`) is, per tile, ``a * v + (W @ v) + e``: a scale
     ``a = s g`` per channel, the lightness weights ``W = (1 - s) w g`` shared
     by the three channels, and an offset ``e``, worked out once per tile in
     float64. The pixels then take five steps where they took ten, each over a
@@ -322,29 +316,8 @@ def _shift_origins(values: np.ndarray, mean: np.ndarray, tint: np.ndarray | None
     centre = mean.copy()
     # Only Lab and Oklab come here; the means of all tiles' levels are as quick as a copy of
     # the shifted ones'.
-    centre[shifted, 0, 0] = _encoded_means_by_channel(values, metric)[shifted]
+    centre[shifted, 0, 0] = encoded_means(values, metric)[shifted]
     return centre
-
-
-def _scale_chroma(deviations: np.ndarray, chroma: np.ndarray, metric: str) -> np.ndarray:
-    """Scale the chroma of ``(k, H, W, 3)`` deviations by ``(k,)`` factors, in place.
-
-    ``d -> s d + (1 - s) (w @ d) g`` (:func:`mosaicist.colour.grey_parts`):
-    each pixel keeps its lightness, its chroma is scaled.
-    """
-    grey, weights = grey_parts(metric)
-    factor = chroma[:, None, None]
-    if grey[1] == 0 and grey[2] == 0:
-        # Lab and Oklab: lightness is the first channel, the chroma the other two.
-        deviations[..., 1:] *= factor[..., None]
-        return deviations
-    # sRGB: the grey is (1, 1, 1), so (1 - s) (w @ d) g adds to every channel alike. One
-    # matrix-vector product (BLAS) for the lightness, no temporary the tiles' size.
-    lightness = (deviations.reshape(-1, 3) @ weights).reshape(deviations.shape[:-1])
-    lightness *= 1.0 - factor
-    deviations *= factor[..., None]
-    deviations += lightness[..., None]
-    return deviations
 
 
 def reduce_tiles(tiles: np.ndarray, factor: int) -> np.ndarray:
