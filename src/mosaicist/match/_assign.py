@@ -1742,6 +1742,42 @@ def _solve_by_flow(
 ) -> np.ndarray | None:
     """The assignment of :func:`_solve` as a min-cost flow (OR-Tools), or None.
 
+    See :func:`flow_units` (every cell one unit) for the network.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        ``(N,)`` position in ``row`` of each cell's edge, ``-1`` outside (or
+        left out); None when the costs are out of the solver's range (then
+        LAPJVsp solves it), unless ``rounding`` (see :func:`_solve`).
+    """
+    units = flow_units(count, row, tile_id, tile_count, cost, base, cap, outside, minimum,
+                       moved, rounding, surcharge)
+    if units is None:
+        return None
+    used = np.flatnonzero(units[0] > 0)
+    picked = np.full(count, -1, np.int64)
+    picked[row[used]] = used
+    return picked
+
+
+def flow_units(
+    count: int,
+    row: np.ndarray,
+    tile_id: np.ndarray,
+    tile_count: int,
+    cost: np.ndarray,
+    base: np.ndarray,
+    cap: int | None,
+    outside: np.ndarray | None,
+    minimum: int = 0,
+    moved: np.ndarray | None = None,
+    rounding: bool = False,
+    surcharge: int | None = None,
+    supply: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Units of a min-cost flow (OR-Tools) on each edge and outside column, or None.
+
     One unit leaves each cell, through one of its edges to a tile node, or
     straight to the sink through its outside column; a tile passes at most
     ``cap`` units to the sink (its first ``minimum`` for free, the others at
@@ -1751,13 +1787,17 @@ def _solve_by_flow(
     Without outside columns a maximum flow of least cost is solved, which
     leaves out the cells that no full assignment could place. ``cost`` is
     each edge's distance less its cell's ``base`` (its best allowed edge's).
+    With ``supply``, cell ``i`` stands for ``supply[i]`` alike cells (see
+    :mod:`._groups`): that many units leave it, at most ``min(supply[i],
+    cap)`` through each of its edges, up to all of them outside.
 
     Returns
     -------
-    numpy.ndarray or None
-        ``(N,)`` position in ``row`` of each cell's edge, ``-1`` outside (or
-        left out); None when the costs are out of the solver's range (then
-        LAPJVsp solves it), unless ``rounding`` (see :func:`_solve`).
+    tuple of numpy.ndarray or None
+        ``(len(row),)`` units on each edge and ``(N,)`` units through each
+        cell's outside column (zeros without outside columns); None when the
+        costs are out of the solver's range, unless ``rounding`` (see
+        :func:`_solve`).
     """
     solver_type = _flow_solver()
     assert solver_type is not None
@@ -1794,18 +1834,20 @@ def _solve_by_flow(
             scale, moved = 1, None  # no room for the tie-breaks
         else:
             return None
-    limit = cap if cap is not None else count
+    units = np.ones(count, np.int64) if supply is None else np.asarray(supply, np.int64)
+    total = int(units.sum())
+    limit = cap if cap is not None else total
     cell_node = np.arange(1, count + 1)
     tile_node = count + 1 + np.arange(tile_count)
     source, sink = 0, count + tile_count + 1
     tails = [np.zeros(count, np.int64), cell_node[row]]
     heads = [cell_node, tile_node[tile_id]]
-    capacities = [np.ones(count, np.int64), np.ones(len(row), np.int64)]
+    capacities = [units, np.minimum(units[row], limit)]
     costs = [np.zeros(count, np.int64), cost]
     if minimum:
         if surcharge is None:
             span = int(cost.max(initial=0)) - int(cost.min(initial=0))
-            surcharge = span * count + 1
+            surcharge = span * total + 1
         else:
             surcharge = int(surcharge) * scale
         if surcharge > np.iinfo(np.int64).max // 4:
@@ -1824,7 +1866,7 @@ def _solve_by_flow(
     if outside is not None:
         tails.append(cell_node)
         heads.append(np.full(count, sink))
-        capacities.append(np.ones(count, np.int64))
+        capacities.append(units)
         assert outside_cost is not None
         costs.append(outside_cost * scale + (moved is not None))
     arc_tails = np.concatenate(tails).astype(np.int32)
@@ -1838,11 +1880,11 @@ def _solve_by_flow(
             arc_tails, arc_heads, arc_capacities, arc_costs)
         if outside is not None:
             supplies = np.zeros(sink + 1, np.int64)
-            supplies[source], supplies[sink] = count, -count
+            supplies[source], supplies[sink] = total, -total
             flow.set_nodes_supplies(np.arange(sink + 1, dtype=np.int32), supplies)
             return flow, arcs, flow.solve()
-        flow.set_node_supply(source, count)
-        flow.set_node_supply(sink, -count)
+        flow.set_node_supply(source, total)
+        flow.set_node_supply(sink, -total)
         return flow, arcs, flow.solve_max_flow_with_min_cost()
 
     flow, arcs, status = solved(arc_costs)
@@ -1855,11 +1897,10 @@ def _solve_by_flow(
             arc_costs >> max(1, (largest * 8 * (sink + 2)).bit_length() - 62))
     if status != solver_type.OPTIMAL:
         return None
-    edge_arcs = arcs[count:count + len(row)]
-    used = np.flatnonzero(flow.flows(edge_arcs) > 0)
-    picked = np.full(count, -1, np.int64)
-    picked[row[used]] = used
-    return picked
+    edge_units = flow.flows(arcs[count:count + len(row)])
+    outside_units = (np.zeros(count, np.int64) if outside is None
+                     else flow.flows(arcs[len(arcs) - count:]))
+    return edge_units, outside_units
 
 
 # --------------------------------------------------------------------------

@@ -55,6 +55,7 @@ from ._assign import (
     spacing_capacity,
     tile_capacity,
     tile_prices,
+    verify_placement,
 )
 from ._auction import (
     MOST_PLACES_PER_CELL,
@@ -71,6 +72,7 @@ from ._exact import (
     search_scale,
 )
 from ._features import LARGE_LIBRARY, BoundGrid, bound_scale
+from ._groups import assign_by_kinds, cell_kinds
 from ._registry import Matcher, MatchRequest, MatchResult
 from ._warm import least_priced, warm_prices
 
@@ -195,8 +197,20 @@ class CappedMatcher(Matcher):
         cap = tile_capacity(grid.rows, grid.cols, options.max_uses, options.min_spacing)
         if not options.min_uses and options.assign == "optimal" and request.notes:
             _note_slow_without_numba(len(grid), len(request.library), request.variants, cap)
+        searched_as = None
         if options.min_uses:
             assignment = assign_with_minimum(request, search)
+        elif (options.assign == "optimal" and cap is not None
+              and not spacing_binds(grid.rows, grid.cols, options.max_uses,
+                                    options.min_spacing)
+              and (kinds := cell_kinds(request.cell_vectors)).worth_grouping
+              and (by_kind := assign_by_kinds(search, kinds, cap,
+                                              request.show_progress)) is not None):
+            # A drawing or a page: thousands of identical cells, each kind searched once.
+            assignment = by_kind
+            searched_as = kinds.first[kinds.kind]
+            verify_placement(assignment.tile, grid.rows, grid.cols, options.max_uses,
+                             options.min_spacing)
         elif (options.assign == "optimal"
               and auction_fits(len(grid), len(request.library), request.variants, cap)
               and (proven := _proven_by_auction(search, cap)) is not None):
@@ -252,8 +266,8 @@ class CappedMatcher(Matcher):
                 objective=assignment.objective / scale,
                 lower_bound=assignment.lower_bound / scale,
             )
-        return MatchResult(search.candidate_of(assignment.tile), assignment.distance,
-                           assignment=assignment)
+        return MatchResult(search.candidate_of(assignment.tile, searched_as),
+                           assignment.distance, assignment=assignment)
 
     def library_search(self, request: MatchRequest) -> LibrarySearch:
         """The searches the assignment asks for (a cluster's matcher spreads them over workers).
@@ -1101,8 +1115,13 @@ class LibrarySearch:
                 every = every.reshape(count, -1, variants).min(axis=2)
             yield np.arange(start, stop), every
 
-    def candidate_of(self, tiles: np.ndarray) -> np.ndarray:
-        """Each cell's candidate (tile and transform) for its assigned tile."""
+    def candidate_of(self, tiles: np.ndarray, searched_as: np.ndarray | None = None
+                     ) -> np.ndarray:
+        """Each cell's candidate (tile and transform) for its assigned tile.
+
+        ``searched_as``: the cell each cell's pairs were searched as (an
+        identical one), where not itself.
+        """
         variants = self.request.variants
         if self._dense:
             if self._dense_transform is None:
@@ -1114,7 +1133,9 @@ class LibrarySearch:
         # Every search ranks a tile's transforms the same way: any record will do.
         key = cells * np.int64(self.tile_count) + candidates // variants
         order = np.argsort(key, kind="stable")
-        want = np.arange(len(tiles), dtype=np.int64) * self.tile_count + tiles
+        asked = (np.arange(len(tiles), dtype=np.int64) if searched_as is None
+                 else np.asarray(searched_as, np.int64))
+        want = asked * self.tile_count + tiles
         at = np.searchsorted(key, want, sorter=order)
         return candidates[order[at]]
 
