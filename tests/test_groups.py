@@ -50,7 +50,13 @@ def _kinds_problem(seed: int, count: int, tiles: int, kinds: int, spread: int = 
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("cap", [1, 2, 3])
 @pytest.mark.parametrize("spread", [40, 6])
-def test_kinds_reach_the_dense_optimum_certified(seed, cap, spread):
+@pytest.mark.parametrize("looks", ["search", "rows", "some rows"])
+def test_kinds_reach_the_dense_optimum_certified(monkeypatch, seed, cap, spread, looks):
+    if looks != "search":
+        # Every kind keeps its distances at its first price check, or the first few do.
+        monkeypatch.setattr(_groups, "ROW_WIDTH", 1)
+        if looks == "some rows":
+            monkeypatch.setattr(_groups, "MOST_ROW_PAIRS", 2 * (60 // cap + 7 * seed))
     rows, cols = 6, 10
     count = rows * cols
     # Just enough tiles at cap 1; spread 6 makes many ties.
@@ -64,9 +70,9 @@ def test_kinds_reach_the_dense_optimum_certified(seed, cap, spread):
     assert result.objective == result.lower_bound == dense_optimum(full, cap)
 
 
-def test_a_kind_larger_than_its_first_lists_grows_them(monkeypatch):
+def test_a_kind_larger_than_its_first_lists_lists_tiles_with_room(monkeypatch):
     # 50 alike cells, one use per tile, and a few other kinds after the same tiles:
-    # the first lists (3 past the 50) leave units outside, and the lists double.
+    # the first lists (1 past the 50) leave units outside, which list tiles with room.
     monkeypatch.setattr(_groups, "FIRST_TILES", 1)
     monkeypatch.setattr(_groups, "CHECK_TILES", 1)
     rng = np.random.default_rng(3)
@@ -80,6 +86,38 @@ def test_a_kind_larger_than_its_first_lists_grows_them(monkeypatch):
     assert result.pricing_rounds > 1
     assert result.objective == dense_optimum(full, 1)
     check_placement(result.tile, full, 8, 8, 1, 1)
+
+
+class CountingSearch(DenseSearch):
+    """Counts the kinds each search of the whole library, or of some tiles, looks for."""
+
+    def __init__(self, full):
+        super().__init__(full)
+        self.whole = 0
+        self.some = 0
+
+    def below(self, cells, price, limit, k, upper=None, among=None):
+        if among is None:
+            self.whole += len(cells)
+        else:
+            self.some += len(cells)
+        return super().below(cells, price, limit, k, upper, among)
+
+
+def test_kinds_whose_proofs_hold_are_not_searched_again():
+    # Eight kinds of many cells, few tiles to spare: many rounds, and most kinds' proofs
+    # hold through most of them.
+    count, tiles = 400, 430
+    cells, full = _kinds_problem(11, count, tiles, kinds=40, spread=60)
+    search = CountingSearch(full)
+    result = assign_by_kinds(search, cell_kinds(cells), 1)
+    kinds = len(cell_kinds(cells).first)
+    assert result is not None and result.certified
+    assert result.objective == dense_optimum(full, 1)
+    assert result.pricing_rounds >= 3
+    looks = search.whole + search.some
+    assert search.some > 0  # some kinds looked only at the tiles whose prices fell
+    assert looks < 0.7 * kinds * result.pricing_rounds, (looks, kinds, result.pricing_rounds)
 
 
 def test_every_tile_needed_and_ties_everywhere():

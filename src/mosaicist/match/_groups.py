@@ -25,12 +25,14 @@ in a fixed random order, so that no part of the picture gets all the
 nearest tiles.
 
 **Column generation.** Each kind lists its ``ceil(w_g / cap) +``
-:data:`FIRST_TILES` nearest tiles (one exact search for the kind), so that
-every unlisted tile is at least as far as its last listed one. A round
+:data:`FIRST_TILES` nearest tiles (one exact search for the kind). A round
 solves the min-cost flow of the lists (:func:`._assign.flow_units` with a
 supply of ``w_g`` per kind), each kind also having an outside column at
-twice its last listed distance, so that the solve always finishes. A kind
-with units outside lists twice as many nearest tiles. Otherwise the least
+twice its farthest listed distance, so that the solve always finishes. A
+kind with units outside (its nearest tiles taken by other kinds) lists its
+nearest tiles that still have room, as many as those units plus
+:data:`FIRST_TILES`, so that the next solve can place it; whether those are
+the best is for the prices to say. Otherwise the least
 tile prices ``p`` that prove the flow optimal on the lists are found
 (below), and each kind's cost is ``u_g = max c_gj + p_j`` over the tiles it
 holds (all of them equal under those prices). The flow is optimal over
@@ -66,6 +68,17 @@ from ._assign import Assignment, CandidateSearch, flow_units
 FIRST_TILES = 16
 #: Tiles past those it holds that each price check of a kind returns at most.
 CHECK_TILES = 16
+#: Share of the library past which a kind's price check searches all of it, not only
+#: the tiles whose prices fell since its last look.
+AMONG_SHARE = 0.125
+#: A kind's proof level where it listed every tile.
+_UNREACHED = np.iinfo(np.int64).max // 4
+#: Tiles a kind's price check returns past which it keeps its distance to every tile, and
+#: looks there instead of searching (a drawing's grey edges beside white paper: 40 kinds
+#: searched the library for thousands of tiles each round, 6-10 s a round).
+ROW_WIDTH = 1024
+#: Most distances kept that way (8 bytes each).
+MOST_ROW_PAIRS = 1 << 24
 #: Kinds of cell, as a share of the cells, up to which a grid is solved by kinds:
 #: with fewer alike cells the pricing rounds of :mod:`._assign` are faster.
 GROUPED_SHARE = 0.5
@@ -134,11 +147,17 @@ class _Lists:
         self.kind = np.zeros(0, np.int64)
         self.tile = np.zeros(0, np.int64)
         self.distance = np.zeros(0, np.int64)
-        #: Nearest tiles each kind has listed, and the distance of the last of them.
+        #: Nearest tiles each kind listed first.
         self.nearest = np.zeros(kinds, np.int64)
-        self.tail = np.zeros(kinds, np.int64)
         #: Tiles past those it holds that each kind's next price check returns at most.
         self.check = np.full(kinds, CHECK_TILES, np.int64)
+        #: What each kind's last look at the library proves: every unlisted tile has
+        #: ``c_gj + reference_j >= level_g`` (at first its nearest tiles' last distance).
+        self.level = np.zeros(kinds, np.int64)
+        self.reference = np.zeros(tile_count, np.int64)
+        #: Each kind's row in :attr:`rows` (``-1``: none), its distance to every tile.
+        self.row_of = np.full(kinds, -1, np.int64)
+        self.rows: list[np.ndarray] = []
 
     def keys(self) -> np.ndarray:
         return self.kind * np.int64(self.tile_count) + self.tile
@@ -170,7 +189,124 @@ class _Lists:
             listed = (tiles >= 0).sum(axis=1)
             self.nearest[some] = listed
             last = distances[np.arange(len(some)), np.maximum(listed - 1, 0)]
-            self.tail[some] = np.where(listed > 0, last, 0)
+            self.level[some] = np.where(listed < self.tile_count, last, _UNREACHED)
+
+    def _keep_rows(self, search: CandidateSearch, first: np.ndarray, kinds: np.ndarray
+                   ) -> None:
+        """Keep the distance of each of ``kinds`` to every tile, within :data:`MOST_ROW_PAIRS`."""
+        room = (MOST_ROW_PAIRS - len(self.rows) * self.tile_count) // self.tile_count
+        kinds = kinds[:max(0, room)]
+        if not len(kinds):
+            return
+        every = np.arange(self.tile_count)
+        for kind in kinds:
+            # Pairs, not a search for every tile: an exact search ranks as it goes.
+            self.row_of[kind] = len(self.rows)
+            self.rows.append(search.pairs(np.full(self.tile_count, first[kind]), every))
+
+    def list_with_room(self, search: CandidateSearch, first: np.ndarray, out: np.ndarray,
+                       free: np.ndarray) -> bool:
+        """List the nearest tiles with room (``free``) of each kind with units ``out``.
+
+        As many as its units outside plus :data:`FIRST_TILES`; whether any pair
+        was new. (Its nearest tiles are held by a larger kind of the same tiles,
+        a grey edge beside white paper: listing more and more of those doubled
+        the lists of 41 kinds to 16,384 tiles, 8 s of searching, on a drawing of
+        30,000 cells.)
+        """
+        if not len(free):
+            return False
+        short = np.flatnonzero(out > 0)
+        want = np.minimum(out[short] + FIRST_TILES, len(free))
+        width = 1 << np.ceil(np.log2(want)).astype(np.int64)
+        no_price = np.zeros(self.tile_count, np.int64)
+        unlimited = np.full(len(short), np.iinfo(np.int64).max, np.int64)
+        added = 0
+        for size in np.unique(width):
+            some = width == size
+            tiles, distances = search.below(first[short[some]], no_price, unlimited[some],
+                                            int(min(size, len(free))), among=free)
+            added += self.add(np.repeat(short[some], tiles.shape[1]), tiles.ravel(),
+                              distances.ravel())
+        return added > 0
+
+
+    def price_check(self, search: CandidateSearch, first: np.ndarray, price: np.ndarray,
+                    cost: np.ndarray, units: np.ndarray) -> bool:
+        """List every kind's unlisted tiles of ``c_gj + p_j < u_g`` (``cost``).
+
+        Returns whether a later round must look again: some tile was listed,
+        or some search was cut short.
+
+        A kind's last look proves ``c_gj + q_j >= L_g`` for its unlisted tiles
+        (``q`` the prices it looked at, :attr:`reference`), so at today's
+        prices ``c_gj + p_j >= L_g - f_j``, ``f_j = q_j - p_j`` the fall of
+        tile ``j``'s price. Only the tiles whose price fell by more than
+        ``L_g - u_g`` can break the proof: none, and the kind is settled
+        without a look; a few (at most :data:`AMONG_SHARE` of the library),
+        and only those are searched, the ``P`` of largest fall (``P`` a power
+        of two, so that kinds share searches); else, and where ``u_g > L_g``,
+        the whole library. A search returns at most the kind's held tiles
+        (full ones may be below ``u_g``) plus :attr:`check`, twice as many
+        after each search cut there. (Kinds next to a large one, a line's grey
+        edge beside white paper, find thousands of its tiles below their
+        costs.) The new level is ``u_g``, less the largest fall among the
+        tiles not searched, or the dearest tile returned where cut.
+        """
+        count = len(first)
+        tile_count = self.tile_count
+        fall = self.reference - price
+        order = np.argsort(-fall, kind="stable")
+        falls = np.maximum(fall[order], 0)
+        slack = self.level - cost
+        # Tiles each kind must look at: those of a fall past its slack.
+        opened = np.searchsorted(-falls, -np.maximum(slack, 0), side="left")
+        whole = (slack < 0) | (opened > AMONG_SHARE * tile_count)
+        among = np.where(whole, tile_count,
+                         np.minimum(1 << np.ceil(np.log2(np.maximum(opened, 1))).astype(
+                             np.int64), tile_count))
+        among[~whole & (opened == 0)] = 0
+        # Past the tiles a kind looks at, the largest fall left.
+        beyond = np.where(among < tile_count, falls[np.minimum(among, tile_count - 1)], 0)
+        level = np.where((self.level >= _UNREACHED) | whole, _UNREACHED, self.level - beyond)
+        held = np.bincount(self.kind[units > 0], minlength=count)
+        width = np.minimum(1 << np.ceil(np.log2(held + self.check)).astype(np.int64),
+                           tile_count)
+        self._keep_rows(search, first, np.flatnonzero((width >= ROW_WIDTH) & (self.row_of < 0)))
+        kept = self.row_of >= 0
+        added, cut_any = 0, False
+        for kind in np.flatnonzero((among > 0) & kept):
+            # Every tile at once, exactly as a search of the whole library would.
+            row = self.rows[self.row_of[kind]]
+            total = row + price
+            beating = np.flatnonzero(total < cost[kind])
+            cut = len(beating) > width[kind]
+            if cut:
+                beating = beating[np.argpartition(total[beating], width[kind] - 1)[:width[kind]]]
+                self.check[kind] = min(2 * self.check[kind], tile_count)
+            added += self.add(np.full(len(beating), kind), beating, row[beating])
+            level[kind] = total[beating].max() if cut else cost[kind]
+            cut_any |= cut
+        looking = np.flatnonzero((among > 0) & ~kept)
+        for searched, size in {(int(a), int(w)) for a, w in zip(among[looking],
+                                                                 width[looking], strict=True)}:
+            some = looking[(among[looking] == searched) & (width[looking] == size)]
+            tiles, distances = search.below(
+                first[some], price, cost[some], size,
+                among=None if searched >= tile_count else order[:searched])
+            added += self.add(np.repeat(some, tiles.shape[1]), tiles.ravel(),
+                              distances.ravel())
+            found = tiles >= 0
+            # Every slot filled: more tiles may be below the cost, and the look proves
+            # only its dearest find.
+            cut = found.all(axis=1) & (size < tile_count)
+            dearest = np.where(found, distances + price[np.maximum(tiles, 0)], 0).max(axis=1)
+            level[some] = np.minimum(level[some], np.where(cut, dearest, cost[some]))
+            self.check[some[cut]] = np.minimum(2 * self.check[some[cut]], tile_count)
+            cut_any |= bool(cut.any())
+        self.level = level
+        self.reference = price.copy()
+        return added > 0 or cut_any
 
 
 def least_prices(kind: np.ndarray, tile: np.ndarray, distance: np.ndarray,
@@ -268,21 +404,19 @@ def assign_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int,
             np.minimum.at(base, kind, distance)
             largest = np.zeros(count, np.int64)
             np.maximum.at(largest, kind, distance)
-            complete = lists.nearest >= tile_count
             # Past every listed tile, in multiples of the distances' common factor (the
             # solver divides by it: tinted search units are multiples of thousands).
             step = max(1, int(np.gcd.reduce(distance)))
-            outside = np.where(complete, 2 * largest, 2 * lists.tail) + step
+            outside = 2 * largest + step
             flowed = flow_units(count, kind, tile, tile_count, distance - base[kind], base, cap,
                                 outside, supply=size)
             if flowed is None:
                 return None
             units, out = flowed
             if (out > 0).any():
-                short = np.flatnonzero(out > 0)
-                if complete[short].any():
-                    return None  # every tile listed and still outside: let the cells' solver say
-                lists.list_nearest(search, first, short, 2 * lists.nearest[short])
+                load = np.bincount(tile, units, minlength=tile_count)
+                if not lists.list_with_room(search, first, out, np.flatnonzero(load < cap)):
+                    return None  # no tile with room left to list: let the cells' solver say
                 continue
             load = np.bincount(tile, units, minlength=tile_count)
             room = units < np.minimum(size[kind], cap)
@@ -291,36 +425,11 @@ def assign_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int,
             if priced is None:
                 return None
             price, cost = priced
-            if not _add_beating(search, lists, first, price, cost, units):
+            if not lists.price_check(search, first, price, cost, units):
                 break
     finally:
         bar.close()
     return _shared_out(kinds, lists, units, start, rounds, int(lists.nearest.max()))
-
-
-def _add_beating(search: CandidateSearch, lists: _Lists, first: np.ndarray,
-                 price: np.ndarray, cost: np.ndarray, units: np.ndarray) -> bool:
-    """List every kind's unlisted tiles of ``c_gj + p_j < u_g``; whether there were any.
-
-    A kind's search returns at most its held tiles (which may be at ``u_g``
-    or below it, when full) plus :data:`CHECK_TILES`, twice as many after each
-    search that returned as many as it could: where it is cut there, the
-    tiles it returns are listed, and the next round looks again. (Kinds next
-    to a large one, a line's edge beside white paper, find hundreds of its
-    tiles below their costs.)
-    """
-    count = len(first)
-    held = np.bincount(lists.kind[units > 0], minlength=count)
-    want = held + lists.check
-    width = np.minimum(1 << np.ceil(np.log2(want)).astype(np.int64), lists.tile_count)
-    added = 0
-    for size in np.unique(width):
-        some = np.flatnonzero(width == size)
-        tiles, distances = search.below(first[some], price, cost[some], int(size))
-        added += lists.add(np.repeat(some, tiles.shape[1]), tiles.ravel(), distances.ravel())
-        cut = some[(tiles >= 0).all(axis=1)]
-        lists.check[cut] = np.minimum(2 * lists.check[cut], lists.tile_count)
-    return added > 0
 
 
 def _shared_out(kinds: CellKinds, lists: _Lists, units: np.ndarray, start: float,
