@@ -32,7 +32,7 @@ def test_cell_kinds_group_identical_vectors_numbered_by_first_cell():
     assert kinds.first.tolist() == [0, 1, 3]
     assert kinds.size.tolist() == [3, 3, 1]
     assert kinds.worth_grouping  # 3 kinds of 7 cells
-    assert not cell_kinds(np.arange(28, dtype=np.uint8).reshape(7, 4) // 8).worth_grouping
+    assert not cell_kinds(np.arange(28, dtype=np.uint8).reshape(7, 4)).worth_grouping
 
 
 def _kinds_problem(seed: int, count: int, tiles: int, kinds: int, spread: int = 40):

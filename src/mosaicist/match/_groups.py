@@ -79,9 +79,13 @@ _UNREACHED = np.iinfo(np.int64).max // 4
 ROW_WIDTH = 1024
 #: Most distances kept that way (8 bytes each).
 MOST_ROW_PAIRS = 1 << 24
-#: Kinds of cell, as a share of the cells, up to which a grid is solved by kinds:
-#: with fewer alike cells the pricing rounds of :mod:`._assign` are faster.
-GROUPED_SHARE = 0.5
+#: Kinds of cell, as a share of the cells, up to which a grid is solved by kinds: with
+#: fewer alike cells the pricing rounds of :mod:`._assign` are faster. Starry Night at
+#: 10,000 cells, the default preset, its left part painted white: no white, 70 s by
+#: kinds against 24 s by cells; a quarter white, 47 s against 111 s; 45%, 34 s against
+#: 200 s. The camera-trap elephants at 30,000 cells (12% alike, in 250 small groups)
+#: stay with the cells.
+GROUPED_SHARE = 0.8
 #: Rounds of raising prices before the least prices are given up on (a safeguard: an
 #: optimal flow has no positive cycle, and they end long before).
 MOST_PRICE_SWEEPS = 1_000_000
