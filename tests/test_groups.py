@@ -204,3 +204,80 @@ def test_a_flat_target_through_kinds_equals_the_cells_pricing_rounds(tmp_path, m
     np.testing.assert_array_equal(np.rint(first.distance * dense.scale).astype(np.int64),
                                   every[cells, first.tile])
     np.testing.assert_array_equal(kinds_result.tile, dense.candidate_of(first.tile))
+
+
+@pytest.mark.parametrize("cap, spacing", [(2, 3), (4, 3), (3, 5)])
+def test_spaced_kinds_keep_each_kinds_copies_apart(cap, spacing):
+    # Two kinds over a 12 x 20 grid (a white page with a band), few tiles: every tile
+    # in several cells, and within a kind never two copies closer than the spacing.
+    rows, cols = 12, 20
+    count = rows * cols
+    rng = np.random.default_rng(cap)
+    cells = np.zeros((count, 3), np.uint8)
+    cells[3 * cols:5 * cols] = 9
+    tiles = -(-count // cap) + 5
+    tile_features = rng.integers(0, 12, (tiles, 3))
+    full = ((cells[:, None, :].astype(np.int64) - tile_features[None]) ** 2).sum(-1)
+    kinds = cell_kinds(cells)
+    solved = _groups.spaced_by_kinds(DenseSearch(full), kinds, cap, rows, cols, spacing,
+                                     width=6)
+    assert solved is not None
+    lists, list_distances, placed = solved
+    # The capped optimum without spacing, each cell listing its own tile, best first.
+    assert int(full[np.arange(count), placed].sum()) == dense_optimum(full, cap)
+    assert (lists == placed[:, None]).any(axis=1).all()
+    valid = lists >= 0
+    np.testing.assert_array_equal(list_distances[valid],
+                                  full[np.nonzero(valid)[0], lists[valid]])
+    assert (np.diff(np.where(valid, list_distances, np.iinfo(np.int64).max), axis=1)
+            >= 0).all()
+    for kind in range(len(kinds.first)):
+        # A tile's copies share a class of cells spaced apart; only those of tiles that
+        # no class had room for are left for the spacing rounds (a class of 7 cells holds
+        # 3 pairs), and few of those are close.
+        mine = np.flatnonzero(kinds.kind == kind)
+        assert _close_pairs(placed, mine, cols, spacing) <= 2, kind
+    # The spacing rounds from there: a placement within every limit.
+    result = _assign.assign_tiles(lists, list_distances, rows, cols, max_uses=cap,
+                                  min_spacing=spacing, search=DenseSearch(full), proven=placed)
+    check_placement(result.tile, full, rows, cols, cap, spacing)
+    assert result.lower_bound == dense_optimum(full, cap)
+
+
+def _close_pairs(tile, cells, cols, spacing):
+    """Pairs of ``cells`` holding the same tile closer than ``spacing``."""
+    close = 0
+    for shared in np.unique(tile[cells]):
+        where = cells[tile[cells] == shared]
+        row, col = np.divmod(where, cols)
+        near = np.maximum(np.abs(row[:, None] - row), np.abs(col[:, None] - col)) < spacing
+        close += (near.sum() - len(where)) // 2
+    return close
+
+
+def test_a_flat_target_under_spacing_goes_through_kinds(tmp_path, monkeypatch):
+    folder = smooth_folder(tmp_path / "tiles", count=150, seed=7)
+    target = tmp_path / "flat.png"
+    Image.fromarray(_flat_target()).save(target)
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, cache_dir=tmp_path / "c")
+    options = replace(mosaic.options, max_uses=2, min_spacing=3, min_uses=0, tint=0.3,
+                      assign="optimal")
+    request = MatchRequest(mosaic.grid, mosaic.library, options)
+    spaced = []
+    original = _capped.spaced_by_kinds
+
+    def spy(*args, **kwargs):
+        spaced.append(original(*args, **kwargs))
+        return spaced[-1]
+
+    monkeypatch.setattr(_capped, "spaced_by_kinds", spy)
+    by_kinds = _capped.CappedMatcher().match(request).assignment
+    assert len(spaced) == 1 and spaced[0] is not None
+    monkeypatch.setattr(_groups, "GROUPED_SHARE", 0.0)
+    by_cells = _capped.CappedMatcher().match(request).assignment
+    grid = request.grid
+    for assignment in (by_kinds, by_cells):
+        _assign.verify_placement(assignment.tile, grid.rows, grid.cols, 2, 3)
+    # Both start from the same certified optimum under the cap alone.
+    assert by_kinds.lower_bound == by_cells.lower_bound
+    assert by_kinds.objective >= by_kinds.lower_bound

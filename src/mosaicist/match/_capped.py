@@ -72,7 +72,7 @@ from ._exact import (
     search_scale,
 )
 from ._features import LARGE_LIBRARY, BoundGrid, bound_scale
-from ._groups import assign_by_kinds, cell_kinds
+from ._groups import assign_by_kinds, cell_kinds, spaced_by_kinds
 from ._registry import Matcher, MatchRequest, MatchResult
 from ._warm import least_priced, warm_prices
 
@@ -198,11 +198,10 @@ class CappedMatcher(Matcher):
         if not options.min_uses and options.assign == "optimal" and request.notes:
             _note_slow_without_numba(len(grid), len(request.library), request.variants, cap)
         searched_as = None
+        spaced = spacing_binds(grid.rows, grid.cols, options.max_uses, options.min_spacing)
         if options.min_uses:
             assignment = assign_with_minimum(request, search)
-        elif (options.assign == "optimal" and cap is not None
-              and not spacing_binds(grid.rows, grid.cols, options.max_uses,
-                                    options.min_spacing)
+        elif (options.assign == "optimal" and cap is not None and not spaced
               and (kinds := cell_kinds(request.cell_vectors)).worth_grouping
               and (by_kind := assign_by_kinds(search, kinds, cap,
                                               request.show_progress)) is not None):
@@ -211,6 +210,19 @@ class CappedMatcher(Matcher):
             searched_as = kinds.first[kinds.kind]
             verify_placement(assignment.tile, grid.rows, grid.cols, options.max_uses,
                              options.min_spacing)
+        elif (options.assign == "optimal" and cap is not None and spaced
+              and (kinds := cell_kinds(request.cell_vectors)).worth_grouping
+              and (near_kinds := spaced_by_kinds(
+                  search, kinds, cap, grid.rows, grid.cols, options.min_spacing,
+                  AUCTION_LISTS, request.show_progress)) is not None):
+            # The same, then the spacing rounds from the kinds' optimum under the cap.
+            tiles, distances, placed = near_kinds
+            searched_as = kinds.first[kinds.kind]
+            assignment = assign_tiles(
+                tiles, distances, grid.rows, grid.cols, max_uses=options.max_uses,
+                min_spacing=options.min_spacing, search=search,
+                show_progress=request.show_progress, proven=placed,
+            )
         elif (options.assign == "optimal"
               and auction_fits(len(grid), len(request.library), request.variants, cap)
               and (proven := _proven_by_auction(search, cap)) is not None):
@@ -1133,10 +1145,13 @@ class LibrarySearch:
         # Every search ranks a tile's transforms the same way: any record will do.
         key = cells * np.int64(self.tile_count) + candidates // variants
         order = np.argsort(key, kind="stable")
-        asked = (np.arange(len(tiles), dtype=np.int64) if searched_as is None
-                 else np.asarray(searched_as, np.int64))
-        want = asked * self.tile_count + tiles
-        at = np.searchsorted(key, want, sorter=order)
+        own = np.arange(len(tiles), dtype=np.int64) * self.tile_count + tiles
+        at = np.minimum(np.searchsorted(key, own, sorter=order), len(key) - 1)
+        if searched_as is not None:
+            # Pairs searched as another cell of the same kind, where not as the cell itself.
+            missing = key[order[at]] != own
+            alike = np.asarray(searched_as, np.int64)[missing] * self.tile_count + tiles[missing]
+            at[missing] = np.searchsorted(key, alike, sorter=order)
         return candidates[order[at]]
 
 

@@ -385,9 +385,72 @@ def assign_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int,
         (OR-Tools, extra ``fast``) or it cannot take the costs (out of its
         range), for the caller to solve otherwise.
     """
+    start = time.perf_counter()
+    solved = _solve(search, kinds, cap, show_progress)
+    if solved is None:
+        return None
+    lists, units, _, _, rounds = solved
+    tile, distance = _shared_out(kinds, lists, units)
+    objective = int(distance.sum())
+    return Assignment(tile, distance, objective, objective, 0.0, "optimal",
+                      int(lists.nearest.max()), rounds, time.perf_counter() - start, True, rounds)
+
+
+def spaced_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int, rows: int, cols: int,
+                    min_spacing: int, width: int, show_progress: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The capped optimum of :func:`assign_by_kinds` for spacing rounds, and lists around it.
+
+    Where spacing binds, the capped optimum without it is where the spacing
+    rounds of :func:`._assign.assign_tiles` (``proven``) start. Which cell
+    of a kind takes which of its tiles costs nothing, so the copies of each
+    tile go to cells of one class of the grid, ``(row mod D, column mod D)``
+    (cells of a class are at least ``D = min_spacing`` apart): a kind's own
+    cells never break the spacing, and only copies shared with other kinds
+    are left to the rounds.
+
+    Returns
+    -------
+    tuple of numpy.ndarray or None
+        ``(N, w)`` each cell's kind's ``width`` tiles of least reduced cost at
+        the proving prices, its own tile among them, best first; their
+        distances; each cell's tile. None as :func:`assign_by_kinds`.
+    """
+    solved = _solve(search, kinds, cap, show_progress)
+    if solved is None:
+        return None
+    lists, units, price, cost, _ = solved
+    placed, _ = _shared_out(kinds, lists, units, (rows, cols, min_spacing))
+    # Each kind's tiles of least reduced cost (its held ones first: zero or below).
+    reduced = lists.distance + price[lists.tile] - cost[lists.kind]
+    order = np.lexsort((lists.tile, reduced, lists.kind))
+    kind_of = lists.kind[order]
+    rank = np.arange(len(order)) - np.searchsorted(kind_of, kind_of)
+    kept = order[rank < width]
+    kind_rows = np.full((len(kinds.first), width), -1, np.int64)
+    kind_rows[lists.kind[kept], rank[rank < width]] = lists.tile[kept]
+    tiles = kind_rows[kinds.kind]
+    # A cell's own tile replaces its kind's last where the kind lists more than width.
+    own = (tiles == placed[:, None]).any(axis=1)
+    tiles[~own, -1] = placed[~own]
+    valid = tiles >= 0
+    key = kinds.kind[:, None] * np.int64(search.tile_count) + np.maximum(tiles, 0)
+    listed_keys = lists.keys()
+    at = np.argsort(listed_keys)
+    found = at[np.searchsorted(listed_keys, key, sorter=at)]
+    distances = np.where(valid, lists.distance[found], np.iinfo(np.int64).max)
+    # Best first, missing entries last.
+    by_distance = np.argsort(np.where(valid, distances, np.iinfo(np.int64).max), axis=1,
+                             kind="stable")
+    return (np.take_along_axis(tiles, by_distance, axis=1),
+            np.take_along_axis(distances, by_distance, axis=1), placed)
+
+
+def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: bool
+           ) -> tuple[_Lists, np.ndarray, np.ndarray, np.ndarray, int] | None:
+    """The kinds' optimal flow: lists, units per listed pair, prices, costs, rounds."""
     if _assign._flow_solver() is None:
         return None
-    start = time.perf_counter()
     tile_count = search.tile_count
     count = len(kinds.first)
     size, first = kinds.size, kinds.first
@@ -433,22 +496,92 @@ def assign_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int,
                 break
     finally:
         bar.close()
-    return _shared_out(kinds, lists, units, start, rounds, int(lists.nearest.max()))
+    return lists, units, price, cost, rounds
 
 
-def _shared_out(kinds: CellKinds, lists: _Lists, units: np.ndarray, start: float,
-                rounds: int, longest: int) -> Assignment:
-    """Each cell's tile from its kind's units, in a fixed random order of the kind's cells."""
+def _shared_out(kinds: CellKinds, lists: _Lists, units: np.ndarray,
+                spacing: tuple[int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's tile and distance from its kind's units.
+
+    In a fixed random order of the kind's cells; with ``spacing`` ``(rows,
+    cols, D)``, each tile's copies within a kind in one class ``(row mod D,
+    column mod D)`` of the grid, where the classes have room (see
+    :func:`spaced_by_kinds`).
+    """
     held = np.flatnonzero(units > 0)
     # Each unit once, by kind, nearest first.
     unit = np.repeat(held, units[held])
     unit = unit[np.lexsort((lists.tile[unit], lists.distance[unit], lists.kind[unit]))]
     order = np.random.default_rng(SHARE_SEED).permutation(len(kinds.kind))
     cells = order[np.argsort(kinds.kind[order], kind="stable")]
+    if spacing is not None:
+        cells = _spaced_cells(kinds, lists.tile[unit], cells, *spacing)
     tile = np.empty(len(kinds.kind), np.int64)
     distance = np.empty(len(kinds.kind), np.int64)
     tile[cells] = lists.tile[unit]
     distance[cells] = lists.distance[unit]
-    objective = int(distance.sum())
-    return Assignment(tile, distance, objective, objective, 0.0, "optimal", longest, rounds,
-                      time.perf_counter() - start, True, rounds)
+    return tile, distance
+
+
+def _apart(cells: list[int], count: int, cols: int, min_spacing: int) -> list[int]:
+    """``count`` of ``cells``, each next one at least ``min_spacing`` from those taken where
+    one is (else the first left): a tile's copies where no class has room for them all."""
+    chosen: list[int] = []
+    left = np.asarray(cells, np.int64)
+    for _ in range(count):
+        far = np.ones(len(left), bool)
+        for cell in chosen:
+            far &= np.maximum(np.abs(left // cols - cell // cols),
+                              np.abs(left % cols - cell % cols)) >= min_spacing
+        at = int(np.argmax(far)) if far.any() else 0
+        chosen.append(int(left[at]))
+        left = np.delete(left, at)
+    return chosen
+
+
+def _spaced_cells(kinds: CellKinds, unit_tile: np.ndarray, cells: np.ndarray, rows: int,
+                  cols: int, min_spacing: int) -> np.ndarray:
+    """Reorder ``cells`` (by kind, as the units) so that a tile's copies share a class.
+
+    Within each kind, tiles of more copies first, each into the class with
+    the most cells left; where no class has room for all its copies, each
+    copy takes the first cell left that is far enough from the others
+    (:func:`_apart`), and where none is, the spacing rounds mend.
+    """
+    result = cells.copy()
+    start = 0
+    for size in kinds.size:
+        stop = start + int(size)
+        tiles = unit_tile[start:stop]
+        distinct, copies = np.unique(tiles, return_counts=True)
+        if copies.max(initial=1) > 1:
+            mine = cells[start:stop]
+            group = (mine // cols % min_spacing) * min_spacing + (mine % cols) % min_spacing
+            by_class = [list(mine[group == index][::-1]) for index in range(min_spacing ** 2)]
+            left = np.array([len(members) for members in by_class])
+            mine_sorted = np.sort(mine)
+            group = group[np.argsort(mine)]
+            placed: list[int] = []
+            for at in np.argsort(-copies, kind="stable"):
+                count = int(copies[at])
+                best = int(np.argmax(left))
+                if left[best] >= count:
+                    chosen = [by_class[best].pop() for _ in range(count)]
+                    left[best] -= count
+                else:
+                    chosen = _apart([cell for members in by_class for cell in members], count,
+                                    cols, min_spacing)
+                    for cell in chosen:
+                        index = int(group[np.searchsorted(mine_sorted, cell)])
+                        by_class[index].remove(cell)
+                        left[index] -= 1
+                placed.extend(chosen)
+            # The units are in tile order within the kind: the same order here.
+            unit_order = np.argsort(tiles, kind="stable")
+            ranked = np.concatenate([np.repeat(distinct[at], copies[at])
+                                     for at in np.argsort(-copies, kind="stable")])
+            # Cells in the order of ``ranked``; map back to the units' order.
+            by_tile = np.argsort(ranked, kind="stable")
+            result[start + unit_order] = np.asarray(placed, np.int64)[by_tile]
+        start = stop
+    return result
