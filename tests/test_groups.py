@@ -222,7 +222,8 @@ def test_spaced_kinds_keep_each_kinds_copies_apart(cap, spacing):
     solved = _groups.spaced_by_kinds(DenseSearch(full), kinds, cap, rows, cols, spacing,
                                      width=6)
     assert solved is not None
-    lists, list_distances, placed = solved
+    lists, list_distances, placed, rounds = solved
+    assert rounds >= 1
     # The capped optimum without spacing, each cell listing its own tile, best first.
     assert int(full[np.arange(count), placed].sum()) == dense_optimum(full, cap)
     assert (lists == placed[:, None]).any(axis=1).all()
@@ -273,6 +274,7 @@ def test_a_flat_target_under_spacing_goes_through_kinds(tmp_path, monkeypatch):
     monkeypatch.setattr(_capped, "spaced_by_kinds", spy)
     by_kinds = _capped.CappedMatcher().match(request).assignment
     assert len(spaced) == 1 and spaced[0] is not None
+    assert by_kinds.pricing_rounds == spaced[0][3] >= 1  # the kinds' rounds, reported
     monkeypatch.setattr(_groups, "GROUPED_SHARE", 0.0)
     by_cells = _capped.CappedMatcher().match(request).assignment
     grid = request.grid

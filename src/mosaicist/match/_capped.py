@@ -216,13 +216,15 @@ class CappedMatcher(Matcher):
                   search, kinds, cap, grid.rows, grid.cols, options.min_spacing,
                   AUCTION_LISTS, request.show_progress)) is not None):
             # The same, then the spacing rounds from the kinds' optimum under the cap.
-            tiles, distances, placed = near_kinds
+            tiles, distances, placed, kind_rounds = near_kinds
             searched_as = kinds.first[kinds.kind]
             assignment = assign_tiles(
                 tiles, distances, grid.rows, grid.cols, max_uses=options.max_uses,
                 min_spacing=options.min_spacing, search=search,
                 show_progress=request.show_progress, proven=placed,
             )
+            # The report's pricing rounds are the kinds' (the spacing rounds count apart).
+            assignment = replace(assignment, pricing_rounds=kind_rounds)
         elif (options.assign == "optimal"
               and auction_fits(len(grid), len(request.library), request.variants, cap)
               and (proven := _proven_by_auction(search, cap)) is not None):

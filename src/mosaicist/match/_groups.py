@@ -398,7 +398,7 @@ def assign_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int,
 
 def spaced_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int, rows: int, cols: int,
                     min_spacing: int, width: int, show_progress: bool = False
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
     """The capped optimum of :func:`assign_by_kinds` for spacing rounds, and lists around it.
 
     Where spacing binds, the capped optimum without it is where the spacing
@@ -414,12 +414,13 @@ def spaced_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int, rows: i
     tuple of numpy.ndarray or None
         ``(N, w)`` each cell's kind's ``width`` tiles of least reduced cost at
         the proving prices, its own tile among them, best first; their
-        distances; each cell's tile. None as :func:`assign_by_kinds`.
+        distances; each cell's tile; the kinds' pricing rounds. None as
+        :func:`assign_by_kinds`.
     """
     solved = _solve(search, kinds, cap, show_progress)
     if solved is None:
         return None
-    lists, units, price, cost, _ = solved
+    lists, units, price, cost, rounds = solved
     placed, _ = _shared_out(kinds, lists, units, (rows, cols, min_spacing))
     # Each kind's tiles of least reduced cost (its held ones first: zero or below).
     reduced = lists.distance + price[lists.tile] - cost[lists.kind]
@@ -443,7 +444,7 @@ def spaced_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int, rows: i
     by_distance = np.argsort(np.where(valid, distances, np.iinfo(np.int64).max), axis=1,
                              kind="stable")
     return (np.take_along_axis(tiles, by_distance, axis=1),
-            np.take_along_axis(distances, by_distance, axis=1), placed)
+            np.take_along_axis(distances, by_distance, axis=1), placed, rounds)
 
 
 def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: bool
