@@ -35,6 +35,21 @@ def test_cell_kinds_group_identical_vectors_numbered_by_first_cell():
     assert not cell_kinds(np.arange(28, dtype=np.uint8).reshape(7, 4)).worth_grouping
 
 
+def test_cell_kinds_are_exact_where_hashes_collide(monkeypatch):
+    rng = np.random.default_rng(4)
+    vectors = rng.integers(0, 3, (300, 2, 5), dtype=np.uint8)  # rows of 10 bytes: padded
+    expected = cell_kinds(vectors)
+    # Every row one hash: the rows themselves decide.
+    monkeypatch.setattr(_groups, "_row_hash", lambda words: np.zeros(len(words), np.uint64))
+    collided = cell_kinds(vectors)
+    for kinds in (expected, collided):
+        same = (vectors.reshape(300, -1)[:, None] == vectors.reshape(300, -1)[None]).all(-1)
+        np.testing.assert_array_equal(kinds.kind[:, None] == kinds.kind[None], same)
+    np.testing.assert_array_equal(collided.kind, expected.kind)
+    np.testing.assert_array_equal(collided.first, expected.first)
+    np.testing.assert_array_equal(collided.size, expected.size)
+
+
 def _kinds_problem(seed: int, count: int, tiles: int, kinds: int, spread: int = 40):
     """Distances of cells drawn from a few vectors (one of them most of the cells)."""
     rng = np.random.default_rng(seed)
@@ -219,8 +234,7 @@ def test_spaced_kinds_keep_each_kinds_copies_apart(cap, spacing):
     tile_features = rng.integers(0, 12, (tiles, 3))
     full = ((cells[:, None, :].astype(np.int64) - tile_features[None]) ** 2).sum(-1)
     kinds = cell_kinds(cells)
-    solved = _groups.spaced_by_kinds(DenseSearch(full), kinds, cap, rows, cols, spacing,
-                                     width=6)
+    solved = _groups.spaced_by_kinds(DenseSearch(full), kinds, cap, cols, spacing, width=6)
     assert solved is not None
     lists, list_distances, placed, rounds = solved
     assert rounds >= 1

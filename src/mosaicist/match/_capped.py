@@ -198,33 +198,12 @@ class CappedMatcher(Matcher):
         if not options.min_uses and options.assign == "optimal" and request.notes:
             _note_slow_without_numba(len(grid), len(request.library), request.variants, cap)
         searched_as = None
-        spaced = spacing_binds(grid.rows, grid.cols, options.max_uses, options.min_spacing)
         if options.min_uses:
             assignment = assign_with_minimum(request, search)
-        elif (options.assign == "optimal" and cap is not None and not spaced
-              and (kinds := cell_kinds(request.cell_vectors)).worth_grouping
-              and (by_kind := assign_by_kinds(search, kinds, cap,
-                                              request.show_progress)) is not None):
+        elif (options.assign == "optimal" and cap is not None
+              and (by_kinds := _by_kinds(request, search, cap)) is not None):
             # A drawing or a page: thousands of identical cells, each kind searched once.
-            assignment = by_kind
-            searched_as = kinds.first[kinds.kind]
-            verify_placement(assignment.tile, grid.rows, grid.cols, options.max_uses,
-                             options.min_spacing)
-        elif (options.assign == "optimal" and cap is not None and spaced
-              and (kinds := cell_kinds(request.cell_vectors)).worth_grouping
-              and (near_kinds := spaced_by_kinds(
-                  search, kinds, cap, grid.rows, grid.cols, options.min_spacing,
-                  AUCTION_LISTS, request.show_progress)) is not None):
-            # The same, then the spacing rounds from the kinds' optimum under the cap.
-            tiles, distances, placed, kind_rounds = near_kinds
-            searched_as = kinds.first[kinds.kind]
-            assignment = assign_tiles(
-                tiles, distances, grid.rows, grid.cols, max_uses=options.max_uses,
-                min_spacing=options.min_spacing, search=search,
-                show_progress=request.show_progress, proven=placed,
-            )
-            # The report's pricing rounds are the kinds' (the spacing rounds count apart).
-            assignment = replace(assignment, pricing_rounds=kind_rounds)
+            assignment, searched_as = by_kinds
         elif (options.assign == "optimal"
               and auction_fits(len(grid), len(request.library), request.variants, cap)
               and (proven := _proven_by_auction(search, cap)) is not None):
@@ -297,6 +276,41 @@ class CappedMatcher(Matcher):
             Exact searches over the request's whole library.
         """
         return LibrarySearch(request)
+
+
+def _by_kinds(request: MatchRequest, search: LibrarySearch, cap: int
+              ) -> tuple[Assignment, np.ndarray] | None:
+    """The capped assignment solved once per kind of identical cell (:mod:`._groups`), or None.
+
+    None where the kinds are too many to pay (or the kinds' solve cannot
+    run). Without a binding spacing the kinds' optimum is the answer; with
+    one, the spacing rounds start from it. Returned with the assignment:
+    the cell each cell's pairs were searched as.
+    """
+    kinds = cell_kinds(request.cell_vectors)
+    if not kinds.worth_grouping:
+        return None
+    options, grid = request.options, request.grid
+    searched_as = kinds.first[kinds.kind]
+    if not spacing_binds(grid.rows, grid.cols, options.max_uses, options.min_spacing):
+        assignment = assign_by_kinds(search, kinds, cap, request.show_progress)
+        if assignment is None:
+            return None
+        verify_placement(assignment.tile, grid.rows, grid.cols, options.max_uses,
+                         options.min_spacing)
+        return assignment, searched_as
+    near = spaced_by_kinds(search, kinds, cap, grid.cols, options.min_spacing, AUCTION_LISTS,
+                           request.show_progress)
+    if near is None:
+        return None
+    tiles, distances, placed, rounds = near
+    assignment = assign_tiles(
+        tiles, distances, grid.rows, grid.cols, max_uses=options.max_uses,
+        min_spacing=options.min_spacing, search=search, show_progress=request.show_progress,
+        proven=placed,
+    )
+    # The report's pricing rounds are the kinds' (the spacing rounds count apart).
+    return replace(assignment, pricing_rounds=rounds), searched_as
 
 
 def _by_cell(cells: np.ndarray, tiles: np.ndarray, distances: np.ndarray, count: int
