@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from PIL import Image
-from test_assign import DenseSearch, check_placement, dense_optimum
+from test_assign import DenseSearch, check_placement, dense_optimum, dense_with_minimum
 from test_pipeline import smooth_folder
 
 from mosaicist import make_mosaic
@@ -101,6 +101,43 @@ def test_a_kind_larger_than_its_first_lists_lists_tiles_with_room(monkeypatch):
     assert result.pricing_rounds > 1
     assert result.objective == dense_optimum(full, 1)
     check_placement(result.tile, full, 8, 8, 1, 1)
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize(("minimum", "cap"), [(1, 1), (1, 2), (1, 3), (2, 3), (2, 2)])
+@pytest.mark.parametrize("spread", [40, 6])
+@pytest.mark.parametrize("looks", ["search", "rows"])
+def test_kinds_with_a_minimum_of_uses_reach_the_dense_optimum(monkeypatch, seed, minimum, cap,
+                                                              spread, looks):
+    if looks == "rows":
+        monkeypatch.setattr(_groups, "ROW_WIDTH", 1)
+    rows, cols = 6, 10
+    count = rows * cols
+    # From just enough tiles for the cap to just few enough for the minimum.
+    fewest, most = -(-count // cap), count // minimum
+    tiles = fewest + (most - fewest) * seed // 4
+    cells, full = _kinds_problem(seed, count, tiles, kinds=4 + seed, spread=spread)
+    result = assign_by_kinds(DenseSearch(full), cell_kinds(cells), cap, minimum=minimum)
+    assert result is not None and result.certified and result.gap == 0
+    check_placement(result.tile, full, rows, cols, cap, 1)
+    assert np.bincount(result.tile, minlength=tiles).min() >= minimum
+    np.testing.assert_array_equal(result.distance, full[np.arange(count), result.tile])
+    assert result.objective == result.lower_bound == dense_with_minimum(full, minimum, cap)
+
+
+def test_a_far_tile_raises_the_surcharge_until_it_is_used(monkeypatch):
+    # One tile far from every cell and listed by none: twice the outside columns' cost is
+    # not worth its minimum, and the proven optimum leaves it out until the surcharge
+    # rises past it.
+    monkeypatch.setattr(_groups, "FIRST_TILES", 1)
+    monkeypatch.setattr(_groups, "CHECK_TILES", 1)
+    cells, full = _kinds_problem(2, 60, 50, kinds=5)
+    full[:, 7] += 10 ** 9
+    result = assign_by_kinds(DenseSearch(full), cell_kinds(cells), 2, minimum=1)
+    assert result is not None and result.certified
+    assert np.bincount(result.tile, minlength=50).min() == 1
+    assert result.objective == dense_with_minimum(full, 1, 2)
+    assert result.pricing_rounds > 2
 
 
 class CountingSearch(DenseSearch):
@@ -297,3 +334,68 @@ def test_a_flat_target_under_spacing_goes_through_kinds(tmp_path, monkeypatch):
     # Both start from the same certified optimum under the cap alone.
     assert by_kinds.lower_bound == by_cells.lower_bound
     assert by_kinds.objective >= by_kinds.lower_bound
+
+
+@pytest.mark.parametrize(("cap", "spacing", "minimum"), [(2, 3, 1), (4, 3, 1), (3, 5, 2)])
+def test_spaced_kinds_keep_a_minimum_of_uses(cap, spacing, minimum):
+    rows, cols = 12, 20
+    count = rows * cols
+    rng = np.random.default_rng(cap + minimum)
+    cells = np.zeros((count, 3), np.uint8)
+    cells[3 * cols:5 * cols] = 9
+    cells[9 * cols:10 * cols] = 4
+    tiles = count // (minimum + 1)
+    tile_features = rng.integers(0, 12, (tiles, 3))
+    full = ((cells[:, None, :].astype(np.int64) - tile_features[None]) ** 2).sum(-1)
+    # Lists as wide as the matcher's: 6 were too few for the tightest (3 uses, 2 of them
+    # required, 5 apart), where the rounds found no placement.
+    solved = _groups.spaced_by_kinds(DenseSearch(full), cell_kinds(cells), cap, cols, spacing,
+                                     width=_capped.AUCTION_LISTS, minimum=minimum)
+    assert solved is not None
+    lists, list_distances, placed, _ = solved
+    optimum = dense_with_minimum(full, minimum, cap)
+    assert int(full[np.arange(count), placed].sum()) == optimum
+    assert np.bincount(placed, minlength=tiles).min() >= minimum
+    result = _assign.assign_tiles(lists, list_distances, rows, cols, max_uses=cap,
+                                  min_spacing=spacing, search=DenseSearch(full), proven=placed,
+                                  min_uses=minimum, tile_count=tiles)
+    check_placement(result.tile, full, rows, cols, cap, spacing)
+    assert np.bincount(result.tile, minlength=tiles).min() >= minimum
+    assert result.lower_bound == optimum <= result.objective
+
+
+@pytest.mark.parametrize("spacing", [1, 3])
+def test_a_flat_target_with_every_photo_used_goes_through_kinds(tmp_path, monkeypatch,
+                                                                spacing):
+    # Fewer photos than cells, each used at least once (the default preset's way with a
+    # small library): the kinds keep the minimum, with and without spacing.
+    folder = smooth_folder(tmp_path / "tiles", count=90, seed=3)
+    target = tmp_path / "flat.png"
+    Image.fromarray(_flat_target()).save(target)
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, cache_dir=tmp_path / "c")
+    tile_count = len(mosaic.library)
+    options = replace(mosaic.options, max_uses=3, min_spacing=spacing, min_uses=1, tint=0.4,
+                      assign="optimal")
+    request = MatchRequest(mosaic.grid, mosaic.library, options)
+    grouped = []
+    for name in ("assign_by_kinds", "spaced_by_kinds"):
+        original = getattr(_capped, name)
+
+        def spy(*args, original=original, **kwargs):
+            grouped.append(original(*args, **kwargs))
+            return grouped[-1]
+
+        monkeypatch.setattr(_capped, name, spy)
+    by_kinds = _capped.CappedMatcher().match(request).assignment
+    assert len(grouped) == 1 and grouped[0] is not None
+    monkeypatch.setattr(_groups, "GROUPED_SHARE", 0.0)
+    by_cells = _capped.CappedMatcher().match(request).assignment
+    assert len(grouped) == 1
+    grid = request.grid
+    for assignment in (by_kinds, by_cells):
+        _assign.verify_placement(assignment.tile, grid.rows, grid.cols, 3, spacing, 1,
+                                 tile_count)
+    assert by_kinds.certified and by_cells.certified
+    assert by_kinds.lower_bound == by_cells.lower_bound
+    if spacing == 1:
+        assert by_kinds.objective == by_cells.objective == by_kinds.lower_bound

@@ -61,7 +61,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..progress import progress_bar
-from . import _assign
+from . import _assign, _flow
 from ._assign import Assignment, CandidateSearch, flow_units
 
 #: Nearest tiles a kind of cell lists past the ``ceil(cells / cap)`` it fills.
@@ -341,7 +341,8 @@ class _Lists:
 
 def least_prices(kind: np.ndarray, tile: np.ndarray, distance: np.ndarray,
                  units: np.ndarray, room: np.ndarray, full: np.ndarray, kinds: int,
-                 tile_count: int) -> tuple[np.ndarray, np.ndarray] | None:
+                 tile_count: int, floor: np.ndarray | None = None,
+                 ceiling: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """The least tile prices that prove a flow optimal on its lists, and each kind's cost.
 
     Parameters
@@ -353,17 +354,23 @@ def least_prices(kind: np.ndarray, tile: np.ndarray, distance: np.ndarray,
     room : numpy.ndarray
         ``(E,)`` whether each pair could take one more unit.
     full : numpy.ndarray
-        ``(M,)`` whether each tile is at its cap.
+        ``(M,)`` whether each tile's price may rise past its ``floor``: the
+        tiles at their cap (and, with a minimum of uses, those at it).
     kinds, tile_count : int
         Kinds and tiles.
+    floor, ceiling : numpy.ndarray, optional
+        ``(M,)`` each tile's least and largest price (default 0 and no
+        limit): with a minimum of uses, the surcharge on the tiles past it,
+        and at most the surcharge on the tiles at it (see :func:`_solve`).
 
     Returns
     -------
     tuple of numpy.ndarray or None
         ``(M,)`` prices and ``(K,)`` costs ``u_g``; None if the prices kept
-        rising (the flow was not optimal on its lists).
+        rising or passed a ceiling (the flow was not optimal on its lists).
     """
-    price = np.zeros(tile_count, np.int64)
+    price = (np.zeros(tile_count, np.int64) if floor is None
+             else np.asarray(floor, np.int64).copy())
     held = np.flatnonzero(units > 0)
     held = held[np.argsort(kind[held], kind="stable")]
     held_kind = kind[held]
@@ -384,11 +391,13 @@ def least_prices(kind: np.ndarray, tile: np.ndarray, distance: np.ndarray,
         if not higher.any():
             return price, cost
         price[targets[higher]] = raised[higher]
+        if ceiling is not None and (price[targets[higher]] > ceiling[targets[higher]]).any():
+            return None
     return None
 
 
 def assign_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int,
-                    show_progress: bool = False) -> Assignment | None:
+                    show_progress: bool = False, minimum: int = 0) -> Assignment | None:
     """The capped optimum of cells grouped by kind, certified over every cell-tile pair.
 
     Parameters
@@ -403,6 +412,8 @@ def assign_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int,
         Most cells a tile may fill (spacing must not bind).
     show_progress : bool
         Draw a progress bar on stderr.
+    minimum : int
+        Fewest cells every tile must fill (see :func:`_solve`).
 
     Returns
     -------
@@ -412,7 +423,7 @@ def assign_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int,
         range), for the caller to solve otherwise.
     """
     start = time.perf_counter()
-    solved = _solve(search, kinds, cap, show_progress)
+    solved = _solve(search, kinds, cap, show_progress, minimum)
     if solved is None:
         return None
     lists, units, _, _, rounds = solved
@@ -423,7 +434,8 @@ def assign_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int,
 
 
 def spaced_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int, cols: int,
-                    min_spacing: int, width: int, show_progress: bool = False
+                    min_spacing: int, width: int, show_progress: bool = False,
+                    minimum: int = 0
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
     """The capped optimum of :func:`assign_by_kinds` for spacing rounds, and lists around it.
 
@@ -443,7 +455,7 @@ def spaced_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int, cols: i
         distances; each cell's tile; the kinds' pricing rounds. None as
         :func:`assign_by_kinds`.
     """
-    solved = _solve(search, kinds, cap, show_progress)
+    solved = _solve(search, kinds, cap, show_progress, minimum)
     if solved is None:
         return None
     lists, units, price, cost, rounds = solved
@@ -473,9 +485,23 @@ def spaced_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int, cols: i
             np.take_along_axis(distances, by_distance, axis=1), placed, rounds)
 
 
-def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: bool
+def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: bool,
+           minimum: int = 0
            ) -> tuple[_Lists, np.ndarray, np.ndarray, np.ndarray, int] | None:
-    """The kinds' optimal flow: lists, units per listed pair, prices, costs, rounds."""
+    """The kinds' optimal flow: lists, units per listed pair, prices, costs, rounds.
+
+    With a ``minimum`` of uses per tile, each use past a tile's first
+    ``minimum`` pays a surcharge ``S`` in the flow (as in the pricing rounds
+    of :mod:`._assign`): a placement that keeps the minimum pays it on
+    exactly ``N - minimum M`` uses, so among those placements it changes no
+    ranking, and the surcharged optimum is the optimum under both limits
+    where it keeps the minimum. Its dual prices ``q_j >= 0`` stay one term
+    per tile: 0 on tiles below their minimum, at most ``S`` on tiles at it,
+    ``S`` on tiles between it and the cap, and at least ``S`` on full ones;
+    the kinds that pay ``S`` find the tiles nobody lists at price 0. ``S``
+    starts at twice every outside column's cost and rises sixteenfold while
+    the proven optimum leaves a (far) tile short.
+    """
     if _assign._flow_solver() is None:
         return None
     tile_count = search.tile_count
@@ -484,11 +510,16 @@ def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: b
     if int(size.sum()) > cap * tile_count:
         raise ValueError(f"{int(size.sum())} cells cannot fill tiles of {cap} uses each "
                          f"from {tile_count}")
+    minimum = min(minimum, cap)
+    if minimum * tile_count > int(size.sum()):
+        raise ValueError(f"{int(size.sum())} cells cannot fill {minimum} uses of each of "
+                         f"{tile_count} tiles")
     lists = _Lists(count, tile_count)
     every = np.arange(count)
     lists.list_nearest(search, first, every, -(-size // cap) + FIRST_TILES)
     bar = progress_bar(None, "assigning tiles by kind of cell", "round", enabled=show_progress)
     rounds = 0
+    surcharge: int | None = None
     try:
         while True:
             rounds += 1
@@ -502,24 +533,45 @@ def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: b
             # solver divides by it: tinted search units are multiples of thousands).
             step = max(1, int(np.gcd.reduce(distance)))
             outside = 2 * largest + step
+            if minimum:
+                if surcharge is None:
+                    surcharge = step * -(-2 * int(outside.max()) // step)
+                outside = outside + surcharge
             flowed = flow_units(count, kind, tile, tile_count, distance - base[kind], base, cap,
-                                outside, supply=size)
+                                outside, supply=size, minimum=minimum, surcharge=surcharge)
             if flowed is None:
                 return None
             units, out = flowed
-            load = np.bincount(tile, units, minlength=tile_count)
+            load = np.bincount(tile, units, minlength=tile_count).astype(np.int64)
             if (out > 0).any():
                 if not lists.list_with_room(search, first, out, np.flatnonzero(load < cap)):
                     return None  # no tile with room left to list: let the cells' solver say
                 continue
             room = units < np.minimum(size[kind], cap)
-            priced = least_prices(kind, tile, distance, units, room, load >= cap, count,
-                                  tile_count)
+            if minimum:
+                assert surcharge is not None
+                at_minimum = (load == minimum) & (minimum < cap)
+                floor = np.where(load > minimum, surcharge, 0).astype(np.int64)
+                ceiling = np.where(load >= cap, np.iinfo(np.int64).max,
+                                   np.where(at_minimum, surcharge, floor))
+                priced = least_prices(kind, tile, distance, units, room,
+                                      (load >= cap) | at_minimum, count, tile_count,
+                                      floor, ceiling)
+            else:
+                priced = least_prices(kind, tile, distance, units, room, load >= cap, count,
+                                      tile_count)
             if priced is None:
                 return None
             price, cost = priced
-            if not lists.price_check(search, first, price, cost, units):
+            if lists.price_check(search, first, price, cost, units):
+                continue
+            if not minimum or (load >= minimum).all():
                 break
+            # Proven with a tile short: its minimum was worth less than the surcharge.
+            assert surcharge is not None
+            surcharge *= 16
+            if surcharge + int(outside.max()) > _flow.COST_LIMIT:
+                return None
     finally:
         bar.close()
     return lists, units, price, cost, rounds
