@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import random
 import shutil
 import sys
 from collections.abc import Callable
@@ -65,6 +64,7 @@ from common import (  # noqa: E402
     as_shown,
     cache_dir,
     data_dir,
+    drawn_libraries,
     fresh_dir,
     machine,
     mosaicist_command,
@@ -247,29 +247,6 @@ def verdict(row: dict[str, float], seed: dict[str, float] | None) -> str:
     if 0 < row["closest"] < MIN_REPEAT_DISTANCE:
         missed.append("repeat")
     return "ok" if not missed else "misses " + ", ".join(missed)
-
-
-def drawn_libraries(folder: Path, counts: list[int], into: Path) -> dict[int, Path]:
-    """Disjoint folders of ``counts`` photos drawn at random (seed 1) from ``folder``, linked."""
-    photos = sorted(path for path in folder.rglob("*")
-                    if path.suffix.lower() in {".jpg", ".jpeg", ".png"})
-    if sum(counts) > len(photos):
-        sys.exit(f"benchmark: --libraries: {sum(counts):,} photos asked for, "
-                 f"{folder} has {len(photos):,}")
-    drawn = random.Random(1).sample(photos, sum(counts))
-    libraries = {}
-    for count in counts:
-        library = into / f"library-{count}"
-        library.mkdir(parents=True)
-        for number, photo in enumerate(drawn[:count]):
-            link = library / f"{number:05d}{photo.suffix.lower()}"
-            try:
-                link.symlink_to(photo)
-            except OSError:
-                shutil.copyfile(photo, link)
-        drawn = drawn[count:]
-        libraries[count] = library
-    return libraries
 
 
 def main() -> None:

@@ -19,12 +19,16 @@ default preset, warm index) in a child process. Printed: wall time, the
 match's own seconds, peak RSS, whether the assignment was certified, its
 pricing rounds, distinct tiles. With ``--baseline`` the same make runs with
 the kinds switched off (the cells' pricing rounds, as before), stopped after
-``--baseline-limit`` seconds.
+``--baseline-limit`` seconds. With ``--photos N`` the library is ``N``
+photos drawn at random (seed 1) from ``--tiles``: where they are fewer than
+the cells, the default preset places every photo at least once (a minimum
+of uses, which the kinds keep too).
 
 Run (from the repository root)::
 
     python benchmarks/bench_kinds.py
     python benchmarks/bench_kinds.py --targets drawing --cells 10000 --baseline
+    python benchmarks/bench_kinds.py --photos 3000 --cells 10000 --baseline
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     cache_dir,
     data_dir,
+    drawn_libraries,
     fresh_dir,
     gib,
     machine,
@@ -102,6 +107,8 @@ def main() -> None:
                         help="also run each case with the kinds switched off")
     parser.add_argument("--baseline-limit", type=positive_int, default=900, metavar="SECONDS",
                         help="stop a baseline run after this long (default 900)")
+    parser.add_argument("--photos", type=positive_int, metavar="N",
+                        help="a library of N photos drawn from --tiles (default: all of them)")
     args = parser.parse_args()
     tiles = data_dir(args.data) / args.tiles
     if not tiles.exists():
@@ -115,7 +122,10 @@ def main() -> None:
 
 def _run(args: argparse.Namespace, tiles: Path, runs: Path) -> None:
     print(f"machine: {machine()}")
-    print(f"tiles: {args.tiles}", flush=True)
+    print(f"tiles: {args.tiles}" + (f", {args.photos:,} photos drawn at random"
+                                     if args.photos else ""), flush=True)
+    if args.photos:
+        tiles = drawn_libraries(tiles, [args.photos], runs)[args.photos]
     targets = {}
     for name in args.targets:
         targets[name] = runs / f"{name}.png"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import random
 import shlex
 import shutil
 import signal
@@ -185,6 +186,29 @@ def cache_folder(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+
+
+def drawn_libraries(folder: Path, counts: list[int], into: Path) -> dict[int, Path]:
+    """Disjoint folders of ``counts`` photos drawn at random (seed 1) from ``folder``, linked."""
+    photos = sorted(path for path in folder.rglob("*")
+                    if path.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    if sum(counts) > len(photos):
+        sys.exit(f"benchmark: --libraries: {sum(counts):,} photos asked for, "
+                 f"{folder} has {len(photos):,}")
+    drawn = random.Random(1).sample(photos, sum(counts))
+    libraries = {}
+    for count in counts:
+        library = into / f"library-{count}"
+        library.mkdir(parents=True)
+        for number, photo in enumerate(drawn[:count]):
+            link = library / f"{number:05d}{photo.suffix.lower()}"
+            try:
+                link.symlink_to(photo)
+            except OSError:
+                shutil.copyfile(photo, link)
+        drawn = drawn[count:]
+        libraries[count] = library
+    return libraries
 
 
 def fresh_dir(parent: Path, prefix: str) -> Path:
