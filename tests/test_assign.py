@@ -1965,3 +1965,29 @@ def test_minimum_uses_with_spacing_keep_every_limit_and_report_the_bound(seed):
     assert np.bincount(result.tile, minlength=tiles).min() >= 1
     assert result.certified
     assert result.lower_bound == dense_minimum_optimum(full, 1, 2) <= result.objective
+
+
+def test_a_minimum_keeps_the_tie_breaks_toward_the_last_placement():
+    # 200 alike cells, 50 tiles of 1 to 5 uses, costs of tinted search units (~1e12): every
+    # placement of the same tiles ties. Toward the last placement (a spacing round's
+    # ``keep``), the scaled costs and the minimum's surcharge went past the solver's range
+    # and were rounded, tie-breaks and all: the spacing rounds of a logo from 120 photos,
+    # every photo used, reshuffled thousands of cells each round and never ended.
+    if _assign._flow_solver() is None:
+        pytest.skip("the min-cost flow's (OR-Tools) own scaling")
+    rng = np.random.default_rng(0)
+    count, tiles, cap = 200, 50, 5
+    tile_cost = np.sort(rng.integers(0, 10**12, tiles))
+    uses = np.ones(tiles, np.int64)
+    uses[:(count - tiles) // (cap - 1)] = cap  # the cheapest tiles full, the rest once
+    uses[(count - tiles) // (cap - 1)] += count - uses.sum()
+    kept = rng.permutation(np.repeat(np.arange(tiles), uses))
+    row = np.repeat(np.arange(count), tiles)
+    tile = np.tile(np.arange(tiles), count)
+    cost = tile_cost[tile]
+    moved = (tile != kept[row]).astype(np.int64)
+    units, _ = _assign.flow_units(count, row, tile, tiles, cost, np.zeros(count, np.int64),
+                                  cap, None, minimum=1, moved=moved, rounding=True)
+    placed = units > 0
+    assert placed.sum() == count
+    np.testing.assert_array_equal(tile[placed], kept[row[placed]])

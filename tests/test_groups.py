@@ -273,10 +273,15 @@ def test_spaced_kinds_keep_each_kinds_copies_apart(cap, spacing):
     kinds = cell_kinds(cells)
     solved = _groups.spaced_by_kinds(DenseSearch(full), kinds, cap, cols, spacing, width=6)
     assert solved is not None
-    lists, list_distances, placed, rounds = solved
+    lists, list_distances, placed, rounds, bound = solved
     assert rounds >= 1
-    # The capped optimum without spacing, each cell listing its own tile, best first.
-    assert int(full[np.arange(count), placed].sum()) == dense_optimum(full, cap)
+    # The capped optimum without spacing, the bound; the rounds start from one whose kinds
+    # hold no more copies of a tile than their cells can keep apart, each cell listing its
+    # own tile, best first.
+    assert bound == dense_optimum(full, cap) <= int(full[np.arange(count), placed].sum())
+    room = _groups.block_room(kinds.kind, len(kinds.first), cols, spacing)
+    kind_tile, copies = np.unique(np.c_[kinds.kind, placed], axis=0, return_counts=True)
+    assert (copies <= room[kind_tile[:, 0]]).all()
     assert (lists == placed[:, None]).any(axis=1).all()
     valid = lists >= 0
     np.testing.assert_array_equal(list_distances[valid],
@@ -293,7 +298,7 @@ def test_spaced_kinds_keep_each_kinds_copies_apart(cap, spacing):
     result = _assign.assign_tiles(lists, list_distances, rows, cols, max_uses=cap,
                                   min_spacing=spacing, search=DenseSearch(full), proven=placed)
     check_placement(result.tile, full, rows, cols, cap, spacing)
-    assert result.lower_bound == dense_optimum(full, cap)
+    assert result.lower_bound == int(full[np.arange(count), placed].sum())
 
 
 def _close_pairs(tile, cells, cols, spacing):
@@ -352,16 +357,16 @@ def test_spaced_kinds_keep_a_minimum_of_uses(cap, spacing, minimum):
     solved = _groups.spaced_by_kinds(DenseSearch(full), cell_kinds(cells), cap, cols, spacing,
                                      width=_capped.AUCTION_LISTS, minimum=minimum)
     assert solved is not None
-    lists, list_distances, placed, _ = solved
+    lists, list_distances, placed, _, bound = solved
     optimum = dense_with_minimum(full, minimum, cap)
-    assert int(full[np.arange(count), placed].sum()) == optimum
+    assert bound == optimum <= int(full[np.arange(count), placed].sum())
     assert np.bincount(placed, minlength=tiles).min() >= minimum
     result = _assign.assign_tiles(lists, list_distances, rows, cols, max_uses=cap,
                                   min_spacing=spacing, search=DenseSearch(full), proven=placed,
                                   min_uses=minimum, tile_count=tiles)
     check_placement(result.tile, full, rows, cols, cap, spacing)
     assert np.bincount(result.tile, minlength=tiles).min() >= minimum
-    assert result.lower_bound == optimum <= result.objective
+    assert optimum <= result.lower_bound <= result.objective
 
 
 @pytest.mark.parametrize("spacing", [1, 3])
@@ -399,3 +404,30 @@ def test_a_flat_target_with_every_photo_used_goes_through_kinds(tmp_path, monkey
     assert by_kinds.lower_bound == by_cells.lower_bound
     if spacing == 1:
         assert by_kinds.objective == by_cells.objective == by_kinds.lower_bound
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("spacing", [2, 3])
+def test_block_room_bounds_the_copies_a_kind_holds_apart(seed, spacing):
+    # At least the most cells of each kind pairwise `spacing` apart (by brute force), at
+    # most its cells; a whole rectangle holds exactly its blocks' worth.
+    import itertools
+
+    rows, cols = 5, 6
+    kind = np.random.default_rng(seed).integers(0, 3, rows * cols)
+    kind = np.unique(kind, return_inverse=True)[1].ravel()
+    kinds = int(kind.max()) + 1
+    room = _groups.block_room(kind, kinds, cols, spacing)
+    for number in range(kinds):
+        mine = np.flatnonzero(kind == number)
+        apart = 0
+        for size in range(1, len(mine) + 1):
+            if any(_close_pairs(np.zeros(rows * cols, np.int64), np.array(chosen), cols,
+                                spacing) == 0
+                   for chosen in itertools.combinations(mine, size)):
+                apart = size
+            else:
+                break
+        assert apart <= room[number] <= len(mine)
+    whole = _groups.block_room(np.zeros(7 * 11, np.int64), 1, 11, spacing)
+    assert whole[0] == -(-7 // spacing) * -(-11 // spacing)

@@ -1775,6 +1775,7 @@ def flow_units(
     rounding: bool = False,
     surcharge: int | None = None,
     supply: np.ndarray | None = None,
+    edge_limit: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Units of a min-cost flow (OR-Tools) on each edge and outside column, or None.
 
@@ -1789,7 +1790,8 @@ def flow_units(
     each edge's distance less its cell's ``base`` (its best allowed edge's).
     With ``supply``, cell ``i`` stands for ``supply[i]`` alike cells (see
     :mod:`._groups`): that many units leave it, at most ``min(supply[i],
-    cap)`` through each of its edges, up to all of them outside.
+    cap)`` through each of its edges (``min(edge_limit[i], cap)`` with
+    ``edge_limit``), up to all of them outside.
 
     Returns
     -------
@@ -1818,6 +1820,8 @@ def flow_units(
         outside_cost = None if outside_cost is None else outside_cost // common
         surcharge = None if surcharge is None else int(surcharge) // common
     scale = 1
+    units = np.ones(count, np.int64) if supply is None else np.asarray(supply, np.int64)
+    total = int(units.sum())
     if moved is not None:
         # Costs scaled past any sum of the tie-breaks where the solver's range allows:
         # optima stay optima, and among them the one that moves the fewest cells wins
@@ -1826,6 +1830,12 @@ def flow_units(
         # spacing round's heuristic gives up anyway.
         largest = max(1, int(cost.max(initial=0)), 0 if outside_cost is None
                       else int(outside_cost.max(initial=0)))
+        if minimum and surcharge is None:
+            # Room for the minimum's surcharge past every total too (below): scaled past
+            # it, the costs went out of the solver's range and were rounded, tie-breaks
+            # and all, and the spacing rounds of a logo from 120 photos, every photo
+            # used, reshuffled thousands of alike cells each round and never ended.
+            largest *= total + 1
         room = np.iinfo(np.int64).max // (8 * (count + tile_count + 2) * largest)
         scale = int(min(count + 1, room))
         if scale >= 1:
@@ -1834,15 +1844,14 @@ def flow_units(
             scale, moved = 1, None  # no room for the tie-breaks
         else:
             return None
-    units = np.ones(count, np.int64) if supply is None else np.asarray(supply, np.int64)
-    total = int(units.sum())
     limit = cap if cap is not None else total
     cell_node = np.arange(1, count + 1)
     tile_node = count + 1 + np.arange(tile_count)
     source, sink = 0, count + tile_count + 1
     tails = [np.zeros(count, np.int64), cell_node[row]]
     heads = [cell_node, tile_node[tile_id]]
-    capacities = [units, np.minimum(units[row], limit)]
+    per_edge = units if edge_limit is None else np.asarray(edge_limit, np.int64)
+    capacities = [units, np.minimum(per_edge[row], limit)]
     costs = [np.zeros(count, np.int64), cost]
     if minimum:
         if surcharge is None:

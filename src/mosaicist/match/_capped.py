@@ -46,6 +46,7 @@ from ._assign import (
     MinimumUsesError,
     ShortLists,
     _edges,
+    _gap,
     _total,
     assign_tiles,
     check_feasible,
@@ -308,7 +309,7 @@ def _by_kinds(request: MatchRequest, search: LibrarySearch, cap: int
                            request.show_progress, minimum)
     if near is None:
         return None
-    tiles, distances, placed, rounds = near
+    tiles, distances, placed, rounds, bound = near
     try:
         assignment = assign_tiles(
             tiles, distances, grid.rows, grid.cols, max_uses=options.max_uses,
@@ -320,7 +321,10 @@ def _by_kinds(request: MatchRequest, search: LibrarySearch, cap: int
         return None  # the spacing rounds' lists could not keep the minimum: the cells' way
     # The report's pricing rounds are the kinds' (the spacing rounds count apart), and
     # its seconds both theirs and the spacing rounds'.
-    return replace(assignment, pricing_rounds=rounds,
+    # Its bound the capped optimum without spacing (the rounds start from one that keeps
+    # each kind's room for copies spaced apart, a tighter bound).
+    return replace(assignment, pricing_rounds=rounds, lower_bound=bound,
+                   gap=_gap(assignment.objective, bound),
                    seconds=time.perf_counter() - started), searched_as
 
 

@@ -89,6 +89,8 @@ GROUPED_SHARE = 0.8
 #: Rounds of raising prices before the least prices are given up on (a safeguard: an
 #: optimal flow has no positive cycle, and they end long before).
 MOST_PRICE_SWEEPS = 1_000_000
+#: Most placings of the spacing's blocks over the grid that :func:`block_room` counts.
+BLOCK_OFFSETS = 64
 #: Seed of the order in which a kind's cells take its tiles (and of the rows' hash).
 SHARE_SEED = 0
 #: Rows whose hashes are shared, compared this many at a time.
@@ -436,7 +438,7 @@ def assign_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int,
 def spaced_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int, cols: int,
                     min_spacing: int, width: int, show_progress: bool = False,
                     minimum: int = 0
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int] | None:
     """The capped optimum of :func:`assign_by_kinds` for spacing rounds, and lists around it.
 
     Where spacing binds, the capped optimum without it is where the spacing
@@ -445,20 +447,35 @@ def spaced_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int, cols: i
     tile go to cells of one class of the grid, ``(row mod D, column mod D)``
     (cells of a class are at least ``D = min_spacing`` apart): a kind's own
     cells never break the spacing, and only copies shared with other kinds
-    are left to the rounds.
+    are left to the rounds. Where the optimum gives a kind more copies of a
+    tile than its cells can hold apart (:func:`block_room`), the rounds
+    start instead from the optimum that keeps that room as well (a bound
+    every spaced placement keeps); the gap is still measured from the
+    capped optimum without spacing.
 
     Returns
     -------
     tuple of numpy.ndarray or None
         ``(N, w)`` each cell's kind's ``width`` tiles of least reduced cost at
         the proving prices, its own tile among them, best first; their
-        distances; each cell's tile; the kinds' pricing rounds. None as
-        :func:`assign_by_kinds`.
+        distances; each cell's tile; the kinds' pricing rounds; the capped
+        optimum without spacing (the bound its gap is measured from). None
+        as :func:`assign_by_kinds`.
     """
     solved = _solve(search, kinds, cap, show_progress, minimum)
     if solved is None:
         return None
     lists, units, price, cost, rounds = solved
+    bound = int((lists.distance * units).sum())
+    room = block_room(kinds.kind, len(kinds.first), cols, min_spacing)
+    if (units > room[lists.kind]).any():
+        # More copies of a tile than the kind's cells can hold apart (a logo's colour
+        # field of 473 cells given 30 copies of its best photo, 5 apart, from 120 photos):
+        # the same optimum with at most ``room`` copies per kind, from the same lists.
+        again = _solve(search, kinds, cap, show_progress, minimum, room, lists)
+        if again is not None:
+            lists, units, price, cost, more = again
+            rounds += more
     placed, _ = _shared_out(kinds, lists, units, (cols, min_spacing))
     # Each kind's tiles of least reduced cost (its held ones first: zero or below).
     reduced = lists.distance + price[lists.tile] - cost[lists.kind]
@@ -482,11 +499,47 @@ def spaced_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int, cols: i
     by_distance = np.argsort(np.where(valid, distances, np.iinfo(np.int64).max), axis=1,
                              kind="stable")
     return (np.take_along_axis(tiles, by_distance, axis=1),
-            np.take_along_axis(distances, by_distance, axis=1), placed, rounds)
+            np.take_along_axis(distances, by_distance, axis=1), placed, rounds, bound)
+
+
+def block_room(kind: np.ndarray, kinds: int, cols: int, min_spacing: int) -> np.ndarray:
+    """Most copies of one tile that each kind's cells can hold ``min_spacing`` apart.
+
+    Two cells of a ``D x D`` block of the grid are closer than ``D``, so a
+    tile has at most one copy in each block: a kind holds at most as many
+    copies as it touches blocks, for any placing of the blocks (the least
+    count over the ``D**2`` offsets, or the ``D`` diagonal ones past
+    :data:`BLOCK_OFFSETS`). A bound every spaced placement keeps.
+
+    Parameters
+    ----------
+    kind : numpy.ndarray
+        ``(N,)`` each cell's kind, row-major.
+    kinds, cols, min_spacing : int
+        Kinds, the grid's columns, the spacing ``D``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(kinds,)`` int64.
+    """
+    cell = np.arange(len(kind))
+    row, col = cell // cols, cell % cols
+    across = cols // min_spacing + 2
+    blocks = (len(kind) // cols // min_spacing + 2) * across
+    offsets = ([(a, b) for a in range(min_spacing) for b in range(min_spacing)]
+               if min_spacing ** 2 <= BLOCK_OFFSETS else [(a, a) for a in range(min_spacing)])
+    room = np.full(kinds, np.iinfo(np.int64).max, np.int64)
+    for down, right in offsets:
+        block = (row + down) // min_spacing * across + (col + right) // min_spacing
+        touched = np.unique(kind * np.int64(blocks) + block) // blocks
+        room = np.minimum(room, np.bincount(touched, minlength=kinds))
+    return room
 
 
 def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: bool,
-           minimum: int = 0
+           minimum: int = 0, edge_limit: np.ndarray | None = None,
+           lists: _Lists | None = None
            ) -> tuple[_Lists, np.ndarray, np.ndarray, np.ndarray, int] | None:
     """The kinds' optimal flow: lists, units per listed pair, prices, costs, rounds.
 
@@ -501,6 +554,10 @@ def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: b
     the kinds that pay ``S`` find the tiles nobody lists at price 0. ``S``
     starts at twice every outside column's cost and rises sixteenfold while
     the proven optimum leaves a (far) tile short.
+
+    With ``edge_limit``, kind ``g`` holds at most ``edge_limit[g]`` copies of
+    any tile (see :func:`spaced_by_kinds`); with ``lists`` (of an earlier
+    solve of the same kinds), the rounds go on from them.
     """
     if _assign._flow_solver() is None:
         return None
@@ -514,9 +571,10 @@ def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: b
     if minimum * tile_count > int(size.sum()):
         raise ValueError(f"{int(size.sum())} cells cannot fill {minimum} uses of each of "
                          f"{tile_count} tiles")
-    lists = _Lists(count, tile_count)
-    every = np.arange(count)
-    lists.list_nearest(search, first, every, -(-size // cap) + FIRST_TILES)
+    limit = np.minimum(size if edge_limit is None else edge_limit, cap)
+    if lists is None:
+        lists = _Lists(count, tile_count)
+        lists.list_nearest(search, first, np.arange(count), -(-size // limit) + FIRST_TILES)
     bar = progress_bar(None, "assigning tiles by kind of cell", "round", enabled=show_progress)
     rounds = 0
     surcharge: int | None = None
@@ -538,7 +596,8 @@ def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: b
                     surcharge = step * -(-2 * int(outside.max()) // step)
                 outside = outside + surcharge
             flowed = flow_units(count, kind, tile, tile_count, distance - base[kind], base, cap,
-                                outside, supply=size, minimum=minimum, surcharge=surcharge)
+                                outside, supply=size, minimum=minimum, surcharge=surcharge,
+                                edge_limit=edge_limit)
             if flowed is None:
                 return None
             units, out = flowed
@@ -547,7 +606,7 @@ def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: b
                 if not lists.list_with_room(search, first, out, np.flatnonzero(load < cap)):
                     return None  # no tile with room left to list: let the cells' solver say
                 continue
-            room = units < np.minimum(size[kind], cap)
+            room = units < limit[kind]
             if minimum:
                 assert surcharge is not None
                 at_minimum = (load == minimum) & (minimum < cap)
