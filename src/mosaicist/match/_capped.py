@@ -41,6 +41,7 @@ from ..errors import MosaicistError, OptionError, install_extra
 from ..options import MosaicOptions
 from ._approximate import _cell_points, _tile_points
 from ._assign import (
+    FALLBACK_PAIRS,
     Assignment,
     CandidateSearch,
     MinimumUsesError,
@@ -305,7 +306,13 @@ def _by_kinds(request: MatchRequest, search: LibrarySearch, cap: int
                          options.min_spacing, minimum, len(request.library))
         return assignment, searched_as
     started = time.perf_counter()
-    near = spaced_by_kinds(search, kinds, cap, grid.cols, options.min_spacing, AUCTION_LISTS,
+    # Alike cells tie on every tile they may take: where the library is small each cell
+    # lists all of it for the spacing rounds (a logo from 120 photos at 5,000 cells, every
+    # photo used: 4.8 s and 6 rounds, against 93 s and 25 rounds on 48 tiles each, whose
+    # rounds left cells without a tile and grew their lists a few tiles a solve).
+    tile_count = len(request.library)
+    width = tile_count if len(grid) * tile_count <= FALLBACK_PAIRS else AUCTION_LISTS
+    near = spaced_by_kinds(search, kinds, cap, grid.cols, options.min_spacing, width,
                            request.show_progress, minimum)
     if near is None:
         return None
@@ -315,7 +322,7 @@ def _by_kinds(request: MatchRequest, search: LibrarySearch, cap: int
             tiles, distances, grid.rows, grid.cols, max_uses=options.max_uses,
             min_spacing=options.min_spacing, search=search,
             show_progress=request.show_progress, proven=placed, min_uses=minimum,
-            tile_count=len(request.library) if minimum else None,
+            tile_count=tile_count if minimum else None,
         )
     except ShortLists:
         return None  # the spacing rounds' lists could not keep the minimum: the cells' way
