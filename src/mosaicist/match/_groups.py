@@ -18,11 +18,12 @@ transportation problem
 
 has the cells' optimum: a placement of the cells gives an ``x`` of the same
 cost (``x_gj`` cells of kind ``g`` on tile ``j``), and an integer ``x`` is
-shared out among the kind's cells at the same cost. Spacing is not a
-constraint here (the caller sends only grids where it does not bind), so
+shared out among the kind's cells at the same cost. Without spacing,
 which cell of a kind takes which of its tiles is free: they are shared out
 in a fixed random order, so that no part of the picture gets all the
-nearest tiles.
+nearest tiles (under spacing, see :func:`spaced_by_kinds`). A minimum of
+uses per tile adds ``sum_g x_gj >= K``, priced as a surcharge on the uses
+past it (see :func:`_solve`).
 
 **Column generation.** Each kind lists its ``ceil(w_g / cap) +``
 :data:`FIRST_TILES` nearest tiles (one exact search for the kind). A round
