@@ -326,10 +326,10 @@ def _by_kinds(request: MatchRequest, search: LibrarySearch, cap: int
         )
     except ShortLists:
         return None  # the spacing rounds' lists could not keep the minimum: the cells' way
-    # The report's pricing rounds are the kinds' (the spacing rounds count apart), and
-    # its seconds both theirs and the spacing rounds'.
-    # Its bound the capped optimum without spacing (the rounds start from one that keeps
-    # each kind's room for copies spaced apart, a tighter bound).
+    # The report's pricing rounds are the kinds' (the spacing rounds count apart), its
+    # seconds theirs and the spacing rounds', its bound the capped optimum without
+    # spacing (the rounds start from one that keeps each kind's room for copies spaced
+    # apart, a tighter bound).
     return replace(assignment, pricing_rounds=rounds, lower_bound=bound,
                    gap=_gap(assignment.objective, bound),
                    seconds=time.perf_counter() - started), searched_as
