@@ -212,6 +212,20 @@ def test_least_prices_give_up_on_a_flow_that_is_not_optimal(monkeypatch):
     assert least_prices(kind, tile, distance, units, room, full, 2, 2) is None
 
 
+def _recorded(monkeypatch, *names):
+    """The list the matcher's calls of ``_capped``'s ``names`` append their results to."""
+    results = []
+    for name in names:
+        original = getattr(_capped, name)
+
+        def recording(*args, original=original, **kwargs):
+            results.append(original(*args, **kwargs))
+            return results[-1]
+
+        monkeypatch.setattr(_capped, name, recording)
+    return results
+
+
 def _flat_target(height: int = 96, width: int = 128) -> np.ndarray:
     """White paper with two strokes and a grey square: a few kinds of cell."""
     image = np.full((height, width, 3), 255, np.uint8)
@@ -233,14 +247,7 @@ def test_a_flat_target_through_kinds_equals_the_cells_pricing_rounds(tmp_path, m
                       assign="optimal")
     request = MatchRequest(mosaic.grid, mosaic.library, options)
     assert cell_kinds(request.cell_vectors).worth_grouping
-    solved = []
-    by_kinds = _capped.assign_by_kinds
-
-    def spy(*args, **kwargs):
-        solved.append(by_kinds(*args, **kwargs))
-        return solved[-1]
-
-    monkeypatch.setattr(_capped, "assign_by_kinds", spy)
+    solved = _recorded(monkeypatch, "assign_by_kinds")
     kinds_result = _capped.CappedMatcher().match(request)
     assert len(solved) == 1 and solved[0] is not None
     monkeypatch.setattr(_groups, "GROUPED_SHARE", 0.0)
@@ -320,14 +327,7 @@ def test_a_flat_target_under_spacing_goes_through_kinds(tmp_path, monkeypatch):
     options = replace(mosaic.options, max_uses=2, min_spacing=3, min_uses=0, tint=0.3,
                       assign="optimal")
     request = MatchRequest(mosaic.grid, mosaic.library, options)
-    spaced = []
-    original = _capped.spaced_by_kinds
-
-    def spy(*args, **kwargs):
-        spaced.append(original(*args, **kwargs))
-        return spaced[-1]
-
-    monkeypatch.setattr(_capped, "spaced_by_kinds", spy)
+    spaced = _recorded(monkeypatch, "spaced_by_kinds")
     by_kinds = _capped.CappedMatcher().match(request).assignment
     assert len(spaced) == 1 and spaced[0] is not None
     assert by_kinds.pricing_rounds == spaced[0][3] >= 1  # the kinds' rounds, reported
@@ -382,15 +382,7 @@ def test_a_flat_target_with_every_photo_used_goes_through_kinds(tmp_path, monkey
     options = replace(mosaic.options, max_uses=3, min_spacing=spacing, min_uses=1, tint=0.4,
                       assign="optimal")
     request = MatchRequest(mosaic.grid, mosaic.library, options)
-    grouped = []
-    for name in ("assign_by_kinds", "spaced_by_kinds"):
-        original = getattr(_capped, name)
-
-        def spy(*args, original=original, **kwargs):
-            grouped.append(original(*args, **kwargs))
-            return grouped[-1]
-
-        monkeypatch.setattr(_capped, name, spy)
+    grouped = _recorded(monkeypatch, "assign_by_kinds", "spaced_by_kinds")
     by_kinds = _capped.CappedMatcher().match(request).assignment
     assert len(grouped) == 1 and grouped[0] is not None
     monkeypatch.setattr(_groups, "GROUPED_SHARE", 0.0)
@@ -431,3 +423,31 @@ def test_block_room_bounds_the_copies_a_kind_holds_apart(seed, spacing):
         assert apart <= room[number] <= len(mine)
     whole = _groups.block_room(np.zeros(7 * 11, np.int64), 1, 11, spacing)
     assert whole[0] == -(-7 // spacing) * -(-11 // spacing)
+
+
+def test_spaced_kinds_whose_rounds_leave_a_tile_short_go_the_cells_way(tmp_path, monkeypatch):
+    # Where the spacing rounds from the kinds' optimum cannot keep the minimum (ShortLists),
+    # the cells' way solves the grid, within every limit.
+    folder = smooth_folder(tmp_path / "tiles", count=90, seed=3)
+    target = tmp_path / "flat.png"
+    Image.fromarray(_flat_target()).save(target)
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, cache_dir=tmp_path / "c")
+    tile_count = len(mosaic.library)
+    options = replace(mosaic.options, max_uses=3, min_spacing=3, min_uses=1, tint=0.4,
+                      assign="optimal")
+    request = MatchRequest(mosaic.grid, mosaic.library, options)
+    spaced = _recorded(monkeypatch, "spaced_by_kinds")
+    assign_tiles = _capped.assign_tiles
+    raised = []
+
+    def short_after_kinds(*args, **kwargs):
+        if kwargs.get("proven") is not None and spaced and not raised:
+            raised.append(True)
+            raise _assign.ShortLists(np.arange(1))
+        return assign_tiles(*args, **kwargs)
+
+    monkeypatch.setattr(_capped, "assign_tiles", short_after_kinds)
+    result = _capped.CappedMatcher().match(request).assignment
+    assert len(spaced) == 1 and spaced[0] is not None and raised
+    grid = request.grid
+    _assign.verify_placement(result.tile, grid.rows, grid.cols, 3, 3, 1, tile_count)
