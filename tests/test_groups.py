@@ -185,6 +185,9 @@ def test_too_few_uses_and_no_flow_solver(monkeypatch):
     kinds = cell_kinds(np.zeros((5, 1), np.uint8))
     with pytest.raises(ValueError, match="cannot fill"):
         assign_by_kinds(DenseSearch(full), kinds, 2)
+    # Too few cells for every tile's minimum: 5 cells, 2 tiles of at least 3 uses.
+    with pytest.raises(ValueError, match="cannot fill 3 uses of each of 2 tiles"):
+        assign_by_kinds(DenseSearch(full), kinds, 4, minimum=3)
     monkeypatch.setattr(_assign, "SOLVER", "lapjv")
     assert assign_by_kinds(DenseSearch(full), kinds, 3) is None
 
