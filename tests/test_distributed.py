@@ -451,15 +451,18 @@ def test_make_and_render_on_a_cluster_give_the_files_of_one_machine(client, tmp_
     assert digest(tmp_path / "here_files") == digest(tmp_path / "there_files")
 
 
-def test_a_deduplicated_library_is_drawn_by_the_workers_the_first_time(client, tmp_path):
+@pytest.mark.parametrize("dropping", [{"dedupe": 2}, {"identical_photos": "drop"}])
+def test_a_deduplicated_library_is_drawn_by_the_workers_the_first_time(client, tmp_path,
+                                                                        dropping):
     # Its packed tiles are mapped before they are renamed into place: the workers were
     # sent the temporary's name and the run failed, saying the index was not on them.
+    # Identical photos left out go the same way (the workers leave them out too).
     tiles = make_colour_folder(tmp_path / "tiles", 30, size=16, seed=2)
     for number in range(0, 30, 5):
         (tiles / f"u{number:03d}.png").write_bytes((tiles / f"t{number:03d}.png").read_bytes())
     target = tmp_path / "target.png"
     Image.fromarray(noisy_target()).save(target)
-    options = MosaicOptions(cell_px=4, tile_px=8, dedupe=2, preset="seed")
+    options = MosaicOptions(cell_px=4, tile_px=8, preset="seed", **dropping)
     one = make_mosaic(target, tiles, options, cache_dir=tmp_path / "one")
     one.write(tmp_path / "one.png")
     two = make_on_cluster(client, target, tiles, options, cache_dir=tmp_path / "two")

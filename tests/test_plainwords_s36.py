@@ -87,8 +87,8 @@ TYPED = {
     "dzi_overlap": "2",
 }
 CHOSEN = {"preset": "varied", "metric": "oklab", "augment": "flips", "crop": "centre",
-          "colour_profiles": "ignore", "assign": "greedy", "search": "approximate",
-          "device": "cuda", "dzi_format": "png"}
+          "colour_profiles": "ignore", "identical_photos": "keep", "assign": "greedy",
+          "search": "approximate", "device": "cuda", "dzi_format": "png"}
 TICKED = {"max_uses"}
 
 

@@ -21,6 +21,11 @@ METRICS = ("seed", "lab", "oklab")
 #: :mod:`mosaicist._profiles`).
 COLOUR_PROFILE_MODES = ("ignore", "convert")
 
+#: Values of the ``identical_photos`` setting: ``keep`` every photo of the library, or
+#: ``drop`` each whose tile is identical, pixel for pixel, to an earlier one's (the same
+#: picture twice: see :func:`mosaicist.dedupe.identical_leaders`).
+IDENTICAL_PHOTO_MODES = ("keep", "drop")
+
 #: The ``crop`` setting's values (see :mod:`mosaicist.crop`).
 CROP_MODES = ("centre", "subject")
 

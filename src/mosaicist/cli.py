@@ -885,7 +885,7 @@ def _given(values: dict[str, Any]) -> dict[str, Any]:
 _OUTPUT_SETTINGS = ("jpeg_quality", "dzi_tile_size", "dzi_overlap", "dzi_format")
 #: Settings of ``make``: every one with a flag, the preset, grid and matching first.
 _MAKE_SETTINGS = ("preset", "cell_px", "tile_px", "match_px", "aspect", "cells", "print_size",
-                  "dpi", "limit", "adaptive", "detail", "crop", "dedupe",
+                  "dpi", "limit", "adaptive", "detail", "crop", "dedupe", "identical_photos",
                   "colour_profiles", "max_target_pixels", "metric", "augment",
                   "tint", "tint_max", "contrast", "chroma", "overlay", "max_uses", "min_uses",
                   "min_spacing", "assign", "search", "device", *_OUTPUT_SETTINGS)
@@ -1242,6 +1242,8 @@ def _make_summary(mosaic: Any, output: Path) -> str:
     if mosaic.library.duplicates_dropped:
         left_out.append(counted(mosaic.library.duplicates_dropped, "near-duplicate")
                         + " dropped")
+    if mosaic.library.identical_dropped:
+        left_out.append(f"{mosaic.library.identical_dropped:,} identical dropped")
     skipped = f" ({', '.join(left_out)})" if left_out else ""
     timings = mosaic.timings
     fidelity = ""

@@ -1013,6 +1013,98 @@ def duplicate_leaders(hashes: np.ndarray, colours: np.ndarray | None,
     return firsts[reduced[rank[group_of]]].astype(np.int64)
 
 
+#: Most bytes of tiles compared at a time while grouping identical ones.
+IDENTICAL_CHUNK_BYTES = 64 << 20
+
+
+def identical_leaders(hashes: np.ndarray, colours: np.ndarray, tiles: np.ndarray
+                      ) -> np.ndarray:
+    """Each tile's leader among identical tiles: the first tile of its very pixels.
+
+    Two tiles are identical when their pixels are equal byte for byte: the
+    same picture twice (a photo copied into two folders, exported twice, a
+    video's black frames). Such tiles also have one signature, the hash and
+    mean colour being computed from the same pixels, so only the tiles that
+    share a signature with another are read and compared; a library without
+    copies reads no pixels. Unlike near-duplicates (:func:`duplicate_leaders`)
+    there is no threshold: a photo is never taken for another one that
+    differs from it in a single value.
+
+    Parameters
+    ----------
+    hashes : numpy.ndarray
+        ``(N,)`` uint64 perceptual hashes (:func:`tile_signatures`).
+    colours : numpy.ndarray
+        ``(N, 3)`` mean colours.
+    tiles : numpy.ndarray
+        ``(N, ...)`` uint8 tiles (a memory map is read a chunk at a time).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N,)`` int64 positions: a tile's own where no earlier tile has its
+        pixels, else the first tile that has them.
+    """
+    hashes = np.asarray(hashes, np.uint64)
+    colours = np.asarray(colours)
+    count = len(hashes)
+    if len(colours) != count or len(tiles) != count:
+        raise ValueError(f"hashes, colours and tiles must be one per tile: {count}, "
+                         f"{len(colours)} and {len(tiles)}")
+    leaders = np.arange(count, dtype=np.int64)
+    if count < 2:
+        return leaders
+    colour = ((colours[:, 0].astype(np.uint64) << np.uint64(16))
+              | (colours[:, 1].astype(np.uint64) << np.uint64(8))
+              | colours[:, 2].astype(np.uint64))
+    # Tiles of one signature side by side, in library order within it.
+    order = np.lexsort((leaders, colour, hashes))
+    key_hash, key_colour = hashes[order], colour[order]
+    starts = np.flatnonzero(np.concatenate(
+        ([True], (key_hash[1:] != key_hash[:-1]) | (key_colour[1:] != key_colour[:-1]))))
+    sizes = np.diff(np.append(starts, count))
+    shared = sizes > 1
+    if not shared.any():
+        return leaders
+    tile_bytes = max(1, math.prod(tiles.shape[1:]))
+    per_chunk = max(1, IDENTICAL_CHUNK_BYTES // tile_bytes)
+    group_starts, group_sizes = starts[shared], sizes[shared]
+    # Whole groups per chunk (a group larger than a chunk is one chunk of its own).
+    ends = np.cumsum(group_sizes)
+    first = 0
+    while first < len(group_starts):
+        last = int(np.searchsorted(ends, ends[first] - group_sizes[first] + per_chunk,
+                                   side="right"))
+        last = max(last, first + 1)
+        members = np.concatenate([order[start:start + size] for start, size in
+                                  zip(group_starts[first:last].tolist(),
+                                      group_sizes[first:last].tolist(), strict=True)])
+        group = np.repeat(np.arange(last - first), group_sizes[first:last])
+        _first_of_pixels(members, group, tiles, leaders)
+        first = last
+    return leaders
+
+
+def _first_of_pixels(members: np.ndarray, group: np.ndarray, tiles: np.ndarray,
+                     leaders: np.ndarray) -> None:
+    """Point each of ``members`` (groups of one signature, each in library order) at the
+    first member of its group with its very pixels, in ``leaders``."""
+    # Read in position order (a memory map reads forward), then back in members' order.
+    reading = np.argsort(members, kind="stable")
+    rows = np.empty((len(members), max(1, math.prod(tiles.shape[1:]))), np.uint8)
+    rows[reading] = np.asarray(tiles[members[reading]]).reshape(len(members), -1)
+    # The group's number before the pixels: equal rows of two signatures stay apart.
+    keyed = np.concatenate([group.astype(">u8").view(np.uint8).reshape(-1, 8), rows], axis=1)
+    keys = np.ascontiguousarray(keyed).view(np.dtype((np.void, keyed.shape[1]))).reshape(-1)
+    # A stable sort of the keys keeps each group's library order among equal pixels: the
+    # first of each run is the leader.
+    sort = np.argsort(keys, kind="stable")
+    ordered = keys[sort]
+    new_run = np.concatenate(([True], ordered[1:] != ordered[:-1]))
+    run_head = sort[np.flatnonzero(new_run)][np.cumsum(new_run) - 1]
+    leaders[members[sort]] = members[run_head]
+
+
 def duplicate_groups(leaders: np.ndarray) -> list[np.ndarray]:
     """The groups with duplicates: each the leader's position, then its duplicates', in order."""
     leaders = np.asarray(leaders, np.int64)

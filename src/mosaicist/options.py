@@ -26,7 +26,7 @@ Serialised form
 :meth:`MosaicOptions.to_json` and :meth:`MosaicOptions.from_json` are the
 one codec for the report and the placements file::
 
-    {"version": 6, "preset": "seed", "cell_px": 16, "tile_px": 32, "match_px": 32, ...}
+    {"version": 7, "preset": "seed", "cell_px": 16, "tile_px": 32, "match_px": 32, ...}
 
 ``version`` is :data:`SETTINGS_VERSION`. Every setting is written, so reading
 back gives the same options whatever the defaults are by then. Reading
@@ -59,6 +59,7 @@ from ._choices import (
     DEDUPE_THRESHOLD,
     DEFAULT_DPI,
     DPI_RANGE,
+    IDENTICAL_PHOTO_MODES,
     METRICS,
     TARGET_MAX_PIXELS,
 )
@@ -68,9 +69,9 @@ from .errors import MosaicistError, OptionError, alternatives, check_range, rang
 #: Version of the serialised settings (:meth:`MosaicOptions.to_json`); 2 added ``preset``,
 #: 3 ``min_uses``, ``contrast`` and ``tint_max``, 4 ``aspect``, ``crop``, ``dedupe``,
 #: ``cells``, ``print_size``, ``dpi``, ``adaptive``, ``detail`` and ``max_target_pixels``,
-#: 5 ``chroma``, 6 ``colour_profiles``. A new setting must default to what mosaicist did
-#: before it existed.
-SETTINGS_VERSION = 6
+#: 5 ``chroma``, 6 ``colour_profiles``, 7 ``identical_photos``. A new setting must default
+#: to what mosaicist did before it existed.
+SETTINGS_VERSION = 7
 
 #: Accepted range of ``cell_px`` (target pixels per cell side).
 CELL_PX_RANGE = (1, 1024)
@@ -141,14 +142,15 @@ PRESETS = {
                "within 5 cells, each tile's mean "
                "colour moved to its cell's, its contrast halfway to the cell's and its colour "
                "variation down to the cell's (grey on grey), photos cut around their subject, "
-               "colour profiles converted",
+               "colour profiles converted, identical photos once",
                {"max_uses": 1, "min_spacing": 5, "tint": 1.0, "contrast": 0.5, "chroma": 1.0,
-                "crop": "subject", "colour_profiles": "convert"}),
+                "crop": "subject", "colour_profiles": "convert",
+                "identical_photos": "drop"}),
         Preset("varied", "no tile more than twice, never two alike within 5 cells, tiles "
                "tinted halfway to their cells' colours, photos cut around their subject, "
-               "colour profiles converted",
+               "colour profiles converted, identical photos once",
                {"max_uses": 2, "min_spacing": 5, "tint": 0.5, "crop": "subject",
-                "colour_profiles": "convert"}),
+                "colour_profiles": "convert", "identical_photos": "drop"}),
     )
 }
 #: The preset of settings not given: chosen by ``benchmarks/bench_presets.py``
@@ -644,6 +646,12 @@ class MosaicOptions:
         None, "Drop photos near-identical to an earlier one in library order: perceptual "
         "hashes at most T bits apart and mean colours close [T when given alone: "
         f"{DEDUPE_THRESHOLD}].", low=0, high=64, unit="bits", metavar="T", section="grid")
+    identical_photos: str = setting(
+        "keep", "Photos whose tiles are identical pixel for pixel (the same picture copied "
+        "twice): keep every one (the seed's method), or drop all but the first, as the "
+        "balanced and varied presets do, so that use limits and spacing count them as one "
+        "photo ({dedupe} drops them too).",
+        choices=IDENTICAL_PHOTO_MODES, section="grid")
     colour_profiles: str = setting(
         "ignore", "Embedded ICC colour profiles of the target, the tiles and the originals: "
         "convert (to sRGB, so that photos saved in a wider space, Adobe RGB or a phone's "

@@ -278,6 +278,7 @@ class Mosaic:
             "tiles": len(self.library),
             "skipped": len(stats.failed) if stats else 0,
             "duplicates_dropped": self.library.duplicates_dropped,
+            "identical_dropped": self.library.identical_dropped,
             "source": self.library.source.name,
             "objective": self.placements.objective,
             "search": self.options.search,
@@ -909,9 +910,7 @@ def _open_library(
                                    show_progress=show_progress, quiet=quiet,
                                    aspect=options.aspect_ratio, crop=options.crop,
                                    colour_profiles=options.colour_profiles)
-    if options.dedupe is not None:
-        library = library.without_duplicates(options.dedupe)
-    return library
+    return library.without_copies(options.dedupe, options.identical_photos == "drop")
 
 
 def _placements(request: MatchRequest, result: MatchResult, target: str | None) -> Placements:

@@ -1257,9 +1257,10 @@ def _prepare(
 
     With sizes given as ``cells`` or ``print_size`` each target's cell and
     tile sizes follow its own size (read from its header); else one size
-    serves all. The library's near-duplicate groups (``dedupe``) and the
-    search features of the first target's geometry are cached here too, so
-    that workers do not each compute them.
+    serves all. The library's near-duplicate groups (``dedupe``), its
+    identical photos (``identical_photos``) and the search features of the
+    first target's geometry are cached here too, so that workers do not each
+    compute them.
     """
     from ..sizing import fit_options, options_plan
 
@@ -1349,8 +1350,7 @@ def _warm(spec: str, options: MosaicOptions, cache: str, show_progress: bool, qu
                                aspect=options.aspect_ratio, crop=options.crop,
                                colour_profiles=options.colour_profiles)
     digest = library_fingerprint(library) if fingerprint else ""
-    if options.dedupe is not None:
-        library = library.without_duplicates(options.dedupe)
+    library = library.without_copies(options.dedupe, options.identical_photos == "drop")
     if features:
         _, fitted, _ = fitted_matcher(options)
         cell = np.zeros((fitted.cell_height, fitted.cell_px, 3), np.uint8)

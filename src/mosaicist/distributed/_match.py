@@ -217,7 +217,8 @@ class _Search:
         if self._job is None:
             request = self.request
             library = request.whole_library
-            if library.positions is not None and not library.duplicates_dropped:
+            if library.positions is not None and not (library.duplicates_dropped
+                                                      or library.identical_dropped):
                 raise MosaicistError("a library that leaves tiles out can only be matched "
                                      "on one machine")
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -509,8 +510,7 @@ def _library(job: MatchJob) -> TileLibrary:
     library = TileLibrary.open(job.spec, options.match_px or options.tile_px,
                                cache_dir=job.cache, update=False, aspect=options.aspect_ratio,
                                crop=options.crop, colour_profiles=options.colour_profiles)
-    if options.dedupe is not None:
-        library = library.without_duplicates(options.dedupe)
+    library = library.without_copies(options.dedupe, options.identical_photos == "drop")
     if (str(library.directory), library.generation, len(library)) != (
             job.directory, job.generation, job.tiles):
         raise MosaicistError(

@@ -67,6 +67,7 @@ from ..dedupe import (
     DEDUPE_VERSION,
     duplicate_groups,
     duplicate_leaders,
+    identical_leaders,
     mirrored_tile_signatures,
 )
 from ..errors import (
@@ -198,6 +199,8 @@ class TileLibrary:
         leaves some out (:meth:`without_duplicates`); None: all, in order.
     duplicates_dropped : int
         Tiles :meth:`without_duplicates` left out to make this library.
+    identical_dropped : int
+        Tiles :meth:`without_identical` left out to make this library.
 
     Examples
     --------
@@ -220,6 +223,7 @@ class TileLibrary:
         crop: str = "centre",
         positions: np.ndarray | None = None,
         duplicates_dropped: int = 0,
+        identical_dropped: int = 0,
         work_dir: Path | None = None,
         colour_profiles: str = "ignore",
         published: str | None = None,
@@ -237,6 +241,7 @@ class TileLibrary:
         self.stats = stats
         self.positions = positions
         self.duplicates_dropped = duplicates_dropped
+        self.identical_dropped = identical_dropped
         # Where this library's derived files go: the index folder, or for a
         # library that leaves tiles out, a folder of its own.
         self._work_dir = work_dir or directory
@@ -291,7 +296,8 @@ class TileLibrary:
         """A library over some of these tiles, with the same index and settings."""
         settings: dict[str, object] = {
             "aspect": self.aspect, "crop": self.crop, "positions": positions,
-            "duplicates_dropped": self.duplicates_dropped, "work_dir": self._work_dir,
+            "duplicates_dropped": self.duplicates_dropped,
+            "identical_dropped": self.identical_dropped, "work_dir": self._work_dir,
             "colour_profiles": self.colour_profiles, "published": self._published,
         }
         settings.update(changes)
@@ -576,21 +582,92 @@ class TileLibrary:
         # Checked here too: it names the folder below.
         threshold = check_range("dedupe", threshold, 0, 64, "bits", whole=True)
         leaders = self.duplicate_leaders(threshold)
-        kept = np.flatnonzero(leaders == np.arange(len(self)))
-        if len(kept) == len(self):
-            return self
         # Named by the grouping rule's version too, as the cached leaders are: what is
         # cached in it (the kept tiles' pixels, their features) is named by the library's
         # generation and size, which another rule keeping as many tiles, but other ones,
         # shares. Version 1's folder keeps the name it had.
         version = "" if DEDUPE_VERSION == 1 else f"v{DEDUPE_VERSION}-"
-        work = self._work_dir / f"dedupe-{version}t{threshold}"
+        return self._leaders_only(leaders, f"dedupe-{version}t{threshold}",
+                                  "duplicates_dropped")
+
+    def identical_leaders(self) -> np.ndarray:
+        """Each tile's leader among identical tiles (:func:`mosaicist.dedupe.identical_leaders`).
+
+        Kept in the index folder per library state, as :meth:`duplicate_leaders`
+        keeps its own, so a warm run reads them back.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(N,)`` int64 positions in this library: a tile's own when no
+            earlier tile has its pixels, else the first one that has them.
+        """
+        cache = self._work_dir / "duplicates" / (
+            f"identical-g{self.generation}-n{len(self)}.npy")
+        with contextlib.suppress(*STORED_ARRAY_ERRORS):
+            leaders = np.load(cache, allow_pickle=False)
+            if leaders.shape == (len(self),) and leaders.dtype == np.int64:
+                mark_used(cache)
+                return leaders
+        hashes, _, colours = self._stored_signatures()
+        leaders = identical_leaders(hashes, colours, self.tiles)
+        with contextlib.suppress(OSError):  # a cache: a read-only folder costs time only
+            _save_replacing(cache, leaders, _IDENTICAL, self.generation)
+        return leaders
+
+    def without_identical(self) -> TileLibrary:
+        """A library without the tiles identical, pixel for pixel, to an earlier one.
+
+        The same picture twice in a library (a photo copied into two
+        folders) is one photo: kept twice, use limits would let it fill
+        twice its share and spacing would put the copies side by side. The
+        kept tiles keep their order; their pixels are copied to a packed
+        file as :meth:`without_duplicates` copies its own.
+
+        Returns
+        -------
+        TileLibrary
+            This library when no two tiles are identical; else one whose
+            ``identical_dropped`` says how many were left out.
+        """
+        return self._leaders_only(self.identical_leaders(), "identical", "identical_dropped")
+
+    def without_copies(self, dedupe: int | None, identical: bool) -> TileLibrary:
+        """The library as the ``dedupe`` and ``identical_photos`` settings ask for it.
+
+        Near-duplicates at ``dedupe`` bits (:meth:`without_duplicates`) take
+        the identical tiles with them: those share their signature. Else,
+        with ``identical``, the identical tiles go (:meth:`without_identical`).
+
+        Parameters
+        ----------
+        dedupe : int or None
+            Threshold of near-duplicates, or None to keep them.
+        identical : bool
+            Whether to leave out the tiles identical to an earlier one.
+
+        Returns
+        -------
+        TileLibrary
+            This library, or one without those tiles.
+        """
+        if dedupe is not None:
+            return self.without_duplicates(dedupe)
+        return self.without_identical() if identical else self
+
+    def _leaders_only(self, leaders: np.ndarray, folder: str, count_name: str) -> TileLibrary:
+        """The library of the tiles that lead themselves in ``leaders``, in a work
+        folder ``folder``, the tiles left out added to the count ``count_name``."""
+        kept = np.flatnonzero(leaders == np.arange(len(self)))
+        if len(kept) == len(self):
+            return self
+        work = self._work_dir / folder
         store = work / f"tiles-g{self.generation}-n{len(self)}.u8"
         tiles = _packed_subset(self.tiles, kept, store, self.generation)
         positions = kept if self.positions is None else self.positions[kept]
+        dropped = getattr(self, count_name) + len(self) - len(kept)
         return self._with([self.source_ids[index] for index in kept.tolist()], tiles, positions,
-                          duplicates_dropped=self.duplicates_dropped + len(self) - len(kept),
-                          work_dir=work)
+                          work_dir=work, **{count_name: dropped})
 
     # -- construction ---------------------------------------------------------------
 
@@ -1003,6 +1080,8 @@ def stored_windows(
 
 #: Cached leaders of near-duplicates (``duplicates/``), with their library generation.
 _LEADERS = re.compile(r"leaders-(?:v\d+-)?g(?P<generation>\d+)-n\d+-t\d+\.npy")
+#: Cached leaders of identical tiles (``duplicates/``), likewise.
+_IDENTICAL = re.compile(r"identical-g(?P<generation>\d+)-n\d+\.npy")
 #: Packed tiles of a library without near-duplicates (``dedupe-t<T>/``), likewise.
 _PACKED_SUBSET = re.compile(r"tiles-g(?P<generation>\d+)-n\d+\.u8")
 

@@ -41,6 +41,7 @@ LABELS = {
     "crop": "Where photos are cut",
     "colour_profiles": "Colour profiles",
     "dedupe": "Drop near-identical photos",
+    "identical_photos": "Photos in the collection twice",
     "max_target_pixels": "Largest picture accepted",
     "metric": "Colour matching",
     "augment": "Mirrored and turned photos",
@@ -94,6 +95,10 @@ HELP = {
               "copies). The number says how different two photos may be and still count "
               "as the same, from 0 (only photos that look exactly alike) to 64; 6 is a good "
               "start.",
+    "identical_photos": "A photo that is in the collection more than once, exactly the same "
+                        "(copied into two folders, saved twice): used as one photo, so that "
+                        "the limits on repeats count its copies together and never put "
+                        "them side by side, or each copy as a photo of its own.",
     "colour_profiles": "Many phones and cameras save photos with a colour profile that says "
                        "how their colours are meant to look. Respected: such photos keep "
                        "their true colours; ignored: their colours are taken as stored, "
@@ -156,6 +161,7 @@ CHOICE_LABELS: dict[str, dict[str, str]] = {
                 "all": "Mirrored and turned"},
     "crop": {"centre": "In the middle", "subject": "Around the subject"},
     "colour_profiles": {"ignore": "Ignored", "convert": "Respected"},
+    "identical_photos": {"keep": "Each copy a photo", "drop": "Used as one photo"},
     "assign": {"optimal": "Best", "greedy": "Quick"},
     "search": {"exact": "Exact (every photo compared)",
                "approximate": "Faster (approximate, for huge collections)"},

@@ -385,12 +385,13 @@ class Jobs:
             options = fit_options(options, options_plan(options, size, str(target)))
         # Every setting that makes the index another (as TileLibrary.open takes them):
         # one left out would index at its default, not at what the preview and the
-        # run then open, and they would find no index.
+        # run then open, and they would find no index. And the copies the job counts.
         settings = {name: value for name, value in given_settings(options).items()
-                    if name in ("preset", "aspect", "crop", "colour_profiles", "dedupe")}
+                    if name in ("preset", "aspect", "crop", "colour_profiles", "dedupe",
+                                "identical_photos")}
         settings["match_px"] = options.match_px
         key = json.dumps([tiles, options.match_px, options.aspect, options.crop,
-                          options.colour_profiles, options.dedupe])
+                          options.colour_profiles, options.dedupe, options.identical_photos])
         with self._lock:
             for job in self._jobs.values():
                 if job.key == key and job.state not in FINAL_STATES:

@@ -319,6 +319,11 @@ def run_index(spec: dict[str, Any], events: EventWriter) -> dict[str, Any]:
         events.stage("finding near-duplicates")
         groups = library.duplicate_groups(options.dedupe)
         result["duplicates"] = sum(len(group) - 1 for group in groups)
+    elif options.identical_photos == "drop":
+        events.stage("finding identical photos")
+        leaders = library.identical_leaders()
+        result["identical"] = sum(leader != position
+                                  for position, leader in enumerate(leaders.tolist()))
     return result
 
 

@@ -32,6 +32,7 @@
     crop: "Where photos are cut",
     colour_profiles: "Colour profiles",
     dedupe: "Drop near-identical photos",
+    identical_photos: "Photos in the collection twice",
     max_target_pixels: "Largest picture accepted",
     metric: "Colour matching",
     augment: "Mirrored and turned photos",
@@ -888,7 +889,7 @@
                   outputs: "Writing the files", thumbnail: "Finishing", starting: "Starting",
                   // The library's own progress bars, named for a terminal: said in plain words.
                   features: "Measuring the photos", preparing: "Preparing the photos",
-                  "assigning tiles": "Placing the photos", "finding near-duplicates": "Finding near-identical photos",
+                  "assigning tiles": "Placing the photos", "finding near-duplicates": "Finding near-identical photos", "finding identical photos": "Finding photos that are there twice",
                   "zipping Deep Zoom": "Packing the zoomable view"};
 
   function progressText(event, fallback) {
