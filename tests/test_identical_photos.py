@@ -13,6 +13,7 @@ from PIL import Image
 from mosaicist import dedupe as dedupe_module
 from mosaicist.cli import main
 from mosaicist.dedupe import identical_leaders, tile_signatures
+from mosaicist.errors import OptionError
 from mosaicist.library import TileLibrary
 from mosaicist.match._assign import spacing_violations
 from mosaicist.options import MosaicOptions
@@ -99,9 +100,11 @@ def test_a_library_without_its_identical_photos(tmp_path, monkeypatch):
         kept.tiles, library.tiles[[library.source_ids.index(name) for name in kept.source_ids]])
     assert kept.without_identical() is kept
     # Near-duplicates take the identical ones with them.
-    near = library.without_copies(6, identical=True)
+    near = library.without_copies(6, "drop")
     assert near.duplicates_dropped >= 4 and near.identical_dropped == 0
-    assert library.without_copies(None, identical=False) is library
+    assert library.without_copies(None, "keep") is library
+    with pytest.raises(OptionError, match="identical_photos"):
+        library.without_copies(None, "merge")
     # A warm run reads the leaders back.
     reopened = TileLibrary.open(FolderSource(folder, workers=1), 8, cache_dir=cache)
 

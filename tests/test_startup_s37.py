@@ -84,6 +84,7 @@ def test_checking_settings_loads_neither_numpy_nor_pillow():
 def _values_of_their_modules() -> dict[str, object]:
     """Each value of :mod:`mosaicist._choices` as the module that uses it holds it."""
     from mosaicist import _profiles, colour, crop, dedupe, imaging, sizing, transforms
+    from mosaicist.library import _index
 
     return {
         "METRICS": colour.METRICS,
@@ -94,6 +95,7 @@ def _values_of_their_modules() -> dict[str, object]:
         "DEFAULT_DPI": sizing.DEFAULT_DPI,
         "DPI_RANGE": sizing.DPI_RANGE,
         "AUGMENT_SETS": transforms.AUGMENT_SETS,
+        "IDENTICAL_PHOTO_MODES": _index.IDENTICAL_PHOTO_MODES,
     }
 
 
@@ -109,7 +111,7 @@ def test_each_light_value_is_its_modules():
 
 @pytest.mark.parametrize("name", ["METRICS", "COLOUR_PROFILE_MODES", "TARGET_MAX_PIXELS",
                                   "CROP_MODES", "DEDUPE_THRESHOLD", "DEFAULT_DPI", "DPI_RANGE",
-                                  "AUGMENT_SETS"])
+                                  "AUGMENT_SETS", "IDENTICAL_PHOTO_MODES"])
 def test_the_modules_that_use_a_value_import_it_from_the_light_module(name):
     # Declared once: the module's name is the light module's object, not a copy.
     assert _values_of_their_modules()[name] is getattr(choices, name)

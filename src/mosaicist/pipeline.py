@@ -910,7 +910,7 @@ def _open_library(
                                    show_progress=show_progress, quiet=quiet,
                                    aspect=options.aspect_ratio, crop=options.crop,
                                    colour_profiles=options.colour_profiles)
-    return library.without_copies(options.dedupe, options.identical_photos == "drop")
+    return library.without_copies(options.dedupe, options.identical_photos)
 
 
 def _placements(request: MatchRequest, result: MatchResult, target: str | None) -> Placements:

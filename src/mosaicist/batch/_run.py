@@ -1350,7 +1350,7 @@ def _warm(spec: str, options: MosaicOptions, cache: str, show_progress: bool, qu
                                aspect=options.aspect_ratio, crop=options.crop,
                                colour_profiles=options.colour_profiles)
     digest = library_fingerprint(library) if fingerprint else ""
-    library = library.without_copies(options.dedupe, options.identical_photos == "drop")
+    library = library.without_copies(options.dedupe, options.identical_photos)
     if features:
         _, fitted, _ = fitted_matcher(options)
         cell = np.zeros((fitted.cell_height, fitted.cell_px, 3), np.uint8)

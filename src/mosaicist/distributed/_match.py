@@ -510,7 +510,7 @@ def _library(job: MatchJob) -> TileLibrary:
     library = TileLibrary.open(job.spec, options.match_px or options.tile_px,
                                cache_dir=job.cache, update=False, aspect=options.aspect_ratio,
                                crop=options.crop, colour_profiles=options.colour_profiles)
-    library = library.without_copies(options.dedupe, options.identical_photos == "drop")
+    library = library.without_copies(options.dedupe, options.identical_photos)
     if (str(library.directory), library.generation, len(library)) != (
             job.directory, job.generation, job.tiles):
         raise MosaicistError(

@@ -60,6 +60,7 @@ from typing import Any, NamedTuple, overload
 
 import numpy as np
 
+from .._choices import IDENTICAL_PHOTO_MODES
 from .._profiles import COLOUR_PROFILE_MODES, check_colour_profiles, usual_colour_profiles
 from ..aspect import SQUARE, aspect_pair, format_aspect, height_for
 from ..crop import CROP_MODES, Window, crop_method, window_size
@@ -632,28 +633,39 @@ class TileLibrary:
         """
         return self._leaders_only(self.identical_leaders(), "identical", "identical_dropped")
 
-    def without_copies(self, dedupe: int | None, identical: bool) -> TileLibrary:
+    def without_copies(self, dedupe: int | None, identical_photos: str = "keep"
+                       ) -> TileLibrary:
         """The library as the ``dedupe`` and ``identical_photos`` settings ask for it.
 
         Near-duplicates at ``dedupe`` bits (:meth:`without_duplicates`) take
-        the identical tiles with them: those share their signature. Else,
-        with ``identical``, the identical tiles go (:meth:`without_identical`).
+        the identical tiles with them: those share their signature. Else, with
+        ``identical_photos="drop"``, the identical tiles go
+        (:meth:`without_identical`).
 
         Parameters
         ----------
         dedupe : int or None
             Threshold of near-duplicates, or None to keep them.
-        identical : bool
+        identical_photos : {"keep", "drop"}
             Whether to leave out the tiles identical to an earlier one.
 
         Returns
         -------
         TileLibrary
             This library, or one without those tiles.
+
+        Raises
+        ------
+        OptionError
+            Naming ``identical_photos`` when it is neither value.
         """
+        if identical_photos not in IDENTICAL_PHOTO_MODES:
+            raise OptionError("unknown {identical_photos} {value}; use {known}",
+                              value=repr(identical_photos),
+                              known=" or ".join(IDENTICAL_PHOTO_MODES))
         if dedupe is not None:
             return self.without_duplicates(dedupe)
-        return self.without_identical() if identical else self
+        return self.without_identical() if identical_photos == "drop" else self
 
     def _leaders_only(self, leaders: np.ndarray, folder: str, count_name: str) -> TileLibrary:
         """The library of the tiles that lead themselves in ``leaders``, in a work
