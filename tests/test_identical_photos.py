@@ -176,3 +176,23 @@ def test_settings_written_before_the_setting_keep_identical_photos():
     assert MosaicOptions(preset="varied").identical_photos == "drop"
     with pytest.raises(ValueError, match="identical_photos"):
         MosaicOptions(identical_photos="some")
+
+
+def test_a_refusal_counts_the_identical_photos_left_out(tmp_path):
+    folder = tmp_path / "black"
+    folder.mkdir()
+    for number in range(12):  # files of other sizes, the same black tile
+        Image.new("RGB", (20 + number, 20), (0, 0, 0)).save(folder / f"b{number}.png")
+    target = noisy_target()
+    with pytest.raises(OptionError) as error:
+        make_mosaic(target, folder, cell_px=8, tile_px=8, max_uses=1,
+                    cache_dir=tmp_path / "cache")
+    assert "the library has 1 (11 left out as identical to another: identical_photos keep " \
+           "keeps them)" in str(error.value)
+    assert set(error.value.parameters) == {"max_uses", "identical_photos"}
+    with pytest.raises(OptionError) as kept:
+        make_mosaic(target, folder, cell_px=8, tile_px=8, max_uses=1, identical_photos="keep",
+                    cache_dir=tmp_path / "cache")
+    assert "the library has 12; add tiles" in str(kept.value)
+    assert len(make_mosaic(target, folder, cell_px=8, tile_px=8, max_uses=3,
+                           identical_photos="keep", cache_dir=tmp_path / "cache").library) == 12
