@@ -119,7 +119,19 @@ on the fire, where 41 rounds reached 0.35% with warm lists). Those pairs
 stay out in the later rounds too (left out for one solve only, the chains
 came back), until a solve finds a cell without a tile (a small library):
 then they are all allowed again, and only the losers' pairs stay
-forbidden, before any list grows. The placement is then verified, and an
+forbidden, before any list grows. Each round after the first is repaired
+from the last one's optimum on the edges it keeps (:mod:`._flow`): the least
+prices of that optimum still prove every cell but the losers (an edge taken
+away that the placement did not use breaks no proof), and shortest paths
+place the losers, optimal on the new edges, exactly, moving only the cells
+along the paths. A fresh solve of every edge gave the same cost in seconds a
+round where the repair takes a fraction of one, and its tie-break toward the
+last placement, rounded where the costs are tinted search units, moved alike
+cells that then broke the spacing elsewhere (2,000 photos on a 30,000-cell
+colour ramp: 18 rounds of 10-13 s, 753 violations down to 1-5 for ten rounds;
+repaired, 2 rounds of under a second). Where a repair gives up (too many
+losers, a cell left outside) the round solves from scratch and prices that
+optimum for the next. The placement is then verified, and an
 error is raised if it still breaks a limit. The lower bound stays that of
 the relaxation (use caps included, pairwise spacing not), so the reported
 gap covers the heuristic part too.
@@ -2520,6 +2532,11 @@ class _Solver:
         self._spacing_edges: np.ndarray | None = None
         # The searches and arcs of the last repair (:func:`._flow.repair`).
         self._repair_work = np.zeros(2, np.int64)
+        # The last spacing round's optimum on its allowed edges with the prices that prove
+        # it (or the proven optimum before the rounds), which the next round repairs
+        # (:meth:`_repair_spaced`); None: the next round solves from scratch.
+        self._spaced_state: _flow.FlowState | None = None
+        self._spaced_work = np.zeros(2, np.int64)
         #: Column-generation rounds made.
         self.pricing_rounds = 0
         #: The surcharge of a use past a tile's minimum while the pricing rounds price it
@@ -2832,6 +2849,7 @@ class _Solver:
                 self.certified = True
                 lower = self._dual_bound(int(_total(cost)), price)
                 self._keep_near_for_spacing(cost, price, step)
+                self._spaced_state = state
                 break
             # Outside with nothing cheaper there: the cell's tiles are farther still.
             # (Saturating: with a minimum, outside costs start past its surcharge.)
@@ -3026,6 +3044,9 @@ class _Solver:
             # Where the rounds give up, the fallback polishes what it builds itself.
             if self.iterations >= MAX_SPACING_ROUNDS:
                 return self._spaced_anyway(best)
+            if not self.iterations and self._spaced_state is None:
+                # Priced before its first round, the placement is what the round repairs.
+                self._price_spaced(self._spacing_allowed(), choice)
             self.iterations += 1
             self._forbid(choice, a, b)
             try:
@@ -3097,10 +3118,12 @@ class _Solver:
         the forbidden pairs, not the limits, may be what leaves it none.
         """
         while True:
-            allowed = self.allowed()
-            if self._spacing_edges is not None:
-                allowed = allowed & self._spacing_edges
-            choice = self._step(self.edges, allowed, None, keep)
+            allowed = self._spacing_allowed()
+            choice = None if keep is None else self._repair_spaced(allowed)
+            if choice is None:
+                choice = self._step(self.edges, allowed, None, keep)
+                if keep is not None:
+                    self._price_spaced(allowed, choice)
             stuck = choice < 0
             short = (bool(self.minimum) and not stuck.any()
                      and self._short_of_minimum(self.edges.tile[choice]))
@@ -3156,6 +3179,79 @@ class _Solver:
                     + " {k} nearest; relax " + (" or ".join(limits) or "the repetition limits"),
                     cells=counted(count, "cell"), k=f"{self.k:,}",
                 )
+
+    def _spacing_allowed(self) -> np.ndarray:
+        """The edges a solve may use: allowed, and near the prices where so kept."""
+        allowed = self.allowed()
+        return allowed if self._spacing_edges is None else allowed & self._spacing_edges
+
+    def _allowed_edges(self, allowed: np.ndarray) -> tuple[np.ndarray, _Edges]:
+        """The positions of the ``allowed`` edges, and those edges alone."""
+        index = np.flatnonzero(allowed)
+        edges = self.edges
+        return index, _Edges(edges.row[index], edges.tile[index], edges.dist[index],
+                             np.bincount(edges.row[index], minlength=self.count), edges.tail)
+
+    def _repair_spaced(self, allowed: np.ndarray) -> np.ndarray | None:
+        """A spacing round's optimum on the ``allowed`` edges, repaired from the last one.
+
+        The round takes edges away (the losers' tiles, the tiles held near each
+        cell) and, where it was stuck, gives some back: the last optimum and
+        its prices stay a proof for every cell but the losers and the cells
+        whose new edges beat their cost, and shortest paths place those
+        (:func:`._flow.repair`), moving only the cells along the paths. A
+        solve from scratch of every edge cost 10-13 s a round on 30,000 cells
+        of 2,000 photos, for a few dozen losers. None where the repair does
+        not apply or gives up (a cell left outside: the solve says whether
+        one is stuck); the caller then solves.
+        """
+        state = self._spaced_state
+        if state is None or self.cap is None or not self._spaced_repairable():
+            return None
+        index, subset = self._allowed_edges(allowed)
+        tiles, tile_id = _compact(subset.tile)
+        picked = _flow.repair(state, subset.row, subset.tile, tiles, tile_id, subset.dist,
+                              subset.length, state.outside, self.cap,
+                              budget=REPAIR_ARCS_PER_EDGE * len(index),
+                              most_cells=self.count // REPAIR_SHARE, work=self._spaced_work,
+                              minimum=self.minimum, surcharge=self.surcharge or 0)
+        if picked is None or (picked < 0).any():
+            self._spaced_state = None
+            return None
+        self._spaced_state = self._priced(subset, picked, state.outside)
+        self.bar.update(1)
+        return index[picked]
+
+    def _price_spaced(self, allowed: np.ndarray, choice: np.ndarray) -> None:
+        """Keep a spacing round's solve, priced, for the next round to repair."""
+        self._spaced_state = None
+        if self.cap is None or not self._spaced_repairable() or (choice < 0).any():
+            return
+        index, subset = self._allowed_edges(allowed)
+        position = np.full(len(self.edges.row), -1, np.int64)
+        position[index] = np.arange(len(index))
+        # Outside columns past any cost a cell pays here: the solve had none.
+        outside = np.full(self.count, 2 * int(subset.dist.max(initial=0)) + 1, np.int64)
+        if self.minimum and self.surcharge:
+            outside += self.surcharge
+        self._spaced_state = self._priced(subset, position[choice], outside)
+
+    def _priced(self, edges: _Edges, choice: np.ndarray, outside: np.ndarray
+                ) -> _flow.FlowState | None:
+        """``choice`` on ``edges`` with the least prices that prove it, or None."""
+        assert self.cap is not None
+        priced = tile_prices(edges, choice, self.cap, outside, self.minimum,
+                             self.surcharge or 0)
+        if priced is None:
+            return None
+        tile_count = self.tile_count or int(self.edges.tile.max(initial=0)) + 1
+        return _priced_state(edges, choice, priced, outside, tile_count)
+
+    def _spaced_repairable(self) -> bool:
+        """Whether a spacing round may be repaired (compiled loops, integers, and with a
+        minimum only while it is priced)."""
+        return (_flow.can_repair() and not (self.minimum and self.surcharge is None)
+                and np.issubdtype(self.edges.dist.dtype, np.integer))
 
     def _forbid(self, choice: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
         """Forbid, for each violating pair, the tile to the cell that loses least by moving.
