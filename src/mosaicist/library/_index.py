@@ -524,19 +524,29 @@ class TileLibrary:
         threshold = check_range("dedupe", threshold, 0, 64, "bits", whole=True)
         # Before the cache is named: signing an older index's mirrors moves its generation.
         self._sign_mirrors()
+
+        def grouped() -> np.ndarray:
+            hashes, mirrors, colours = self._stored_signatures()
+            return duplicate_leaders(hashes, colours, threshold, mirrors)
+
         # Named by the hashing's version too: leaders cached by a version that hashed or
         # grouped otherwise are not served for this one's.
-        cache = self._work_dir / "duplicates" / (
-            f"leaders-v{DEDUPE_VERSION}-g{self.generation}-n{len(self)}-t{threshold}.npy")
+        return self._cached_leaders(
+            f"leaders-v{DEDUPE_VERSION}-g{self.generation}-n{len(self)}-t{threshold}.npy",
+            _LEADERS, grouped)
+
+    def _cached_leaders(self, name: str, kind: re.Pattern[str],
+                        grouped: Callable[[], np.ndarray]) -> np.ndarray:
+        """Leaders kept as ``duplicates/<name>`` in the work folder, else ``grouped()``, kept."""
+        cache = self._work_dir / "duplicates" / name
         with contextlib.suppress(*STORED_ARRAY_ERRORS):
             leaders = np.load(cache, allow_pickle=False)
             if leaders.shape == (len(self),) and leaders.dtype == np.int64:
                 mark_used(cache)
                 return leaders
-        hashes, mirrors, colours = self._stored_signatures()
-        leaders = duplicate_leaders(hashes, colours, threshold, mirrors)
+        leaders = grouped()
         with contextlib.suppress(OSError):  # a cache: a read-only folder costs time only
-            _save_replacing(cache, leaders, _LEADERS, self.generation)
+            _save_replacing(cache, leaders, kind, self.generation)
         return leaders
 
     def duplicate_groups(self, threshold: int) -> list[np.ndarray]:
@@ -603,18 +613,12 @@ class TileLibrary:
             ``(N,)`` int64 positions in this library: a tile's own when no
             earlier tile has its pixels, else the first one that has them.
         """
-        cache = self._work_dir / "duplicates" / (
-            f"identical-g{self.generation}-n{len(self)}.npy")
-        with contextlib.suppress(*STORED_ARRAY_ERRORS):
-            leaders = np.load(cache, allow_pickle=False)
-            if leaders.shape == (len(self),) and leaders.dtype == np.int64:
-                mark_used(cache)
-                return leaders
-        hashes, _, colours = self._stored_signatures()
-        leaders = identical_leaders(hashes, colours, self.tiles)
-        with contextlib.suppress(OSError):  # a cache: a read-only folder costs time only
-            _save_replacing(cache, leaders, _IDENTICAL, self.generation)
-        return leaders
+        def grouped() -> np.ndarray:
+            hashes, _, colours = self._stored_signatures()
+            return identical_leaders(hashes, colours, self.tiles)
+
+        return self._cached_leaders(f"identical-g{self.generation}-n{len(self)}.npy",
+                                    _IDENTICAL, grouped)
 
     def without_identical(self) -> TileLibrary:
         """A library without the tiles identical, pixel for pixel, to an earlier one.
