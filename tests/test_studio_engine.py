@@ -460,6 +460,7 @@ def test_progress_listener_follows_every_bar_drawn_or_not():
     {"max_uses": None, "min_spacing": 2},
     {"tint": 0.3333333333333333, "contrast": 0.25, "chroma": 0.5, "metric": "oklab"},
     {"max_uses": 2, "min_spacing": 3, "augment": "all", "dedupe": 5},
+    {"identical_photos": "keep", "max_uses": 3},
     {"aspect": "3:2", "print_size": "30x20cm", "dpi": 150, "crop": "centre"},
     {"cells": 1500, "jpeg_quality": 80, "dzi_format": "png", "overlay": 0.1},
     {"tint_max": 0.8, "min_uses": 1, "limit": 500, "max_target_pixels": 1000000},

@@ -58,7 +58,7 @@ import numpy as np
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
-from .._runtime import worker_count
+from .._runtime import one_blas_thread, worker_count
 from ..adaptive import check_adaptive
 from ..aspect import height_for
 from ..colour import (
@@ -574,20 +574,14 @@ class Previewer:
 
     def _active_rows(self, warm: _WarmLibrary, options: MosaicOptions) -> np.ndarray:
         """Rows of the warm arrays in use: near-duplicates dropped, then the first ``limit``."""
-        keep = np.ones(len(warm.positions), bool)
-        if options.dedupe is not None:
-            leaders = warm.leaders.get(options.dedupe)
-            if leaders is None:
-                leaders = warm.library.duplicate_leaders(options.dedupe)
-                warm.leaders = {options.dedupe: leaders}  # one threshold kept
-            keep &= leaders[warm.positions] == warm.positions
-        rows = np.flatnonzero(keep)
+        kept_positions = _kept_positions(warm, options.dedupe, options.identical_photos)
+        rows = np.flatnonzero(kept_positions[warm.positions])
         if options.limit is not None:
             if len(warm.positions) == len(warm.library):
                 rows = rows[:options.limit]
             else:
                 # The sample's share of the first ``limit`` kept tiles of the library.
-                kept = np.flatnonzero(_kept_positions(warm, options.dedupe))
+                kept = np.flatnonzero(kept_positions)
                 if len(kept) > options.limit:
                     rows = rows[warm.positions[rows] < kept[options.limit - 1] + 1]
         if len(rows) == 0:
@@ -652,24 +646,35 @@ class Previewer:
 
 
 def _describe_all(warm: _WarmLibrary, metrics: list[str], blocks: tuple[int, int]) -> None:
-    """Describe a library in each of ``metrics`` (a background thread's work)."""
-    for metric in metrics:
-        with contextlib.suppress(Exception):  # the foreground will say what is wrong
-            warm.describe(metric, blocks)
+    """Describe a library in each of ``metrics`` (a background thread's work).
+
+    On one BLAS thread: OpenBLAS's threads, asked for by this thread and by a
+    make's at once, deadlocked (the make waiting on a lock in ``dsyrk``, this
+    thread spinning in the products for as long as it was left).
+    """
+    with one_blas_thread():
+        for metric in metrics:
+            with contextlib.suppress(Exception):  # the foreground will say what is wrong
+                warm.describe(metric, blocks)
 
 
-def _kept_positions(warm: _WarmLibrary, dedupe: int | None) -> np.ndarray:
-    if dedupe is None:
+def _kept_positions(warm: _WarmLibrary, dedupe: int | None,
+                    identical_photos: str = "keep") -> np.ndarray:
+    """The library positions ``make`` keeps (see :meth:`TileLibrary.without_copies`)."""
+    if dedupe is None and identical_photos != "drop":
         return np.ones(len(warm.library), bool)
-    leaders = warm.leaders.get(dedupe)
+    key = -1 if dedupe is None else dedupe  # -1: identical photos
+    leaders = warm.leaders.get(key)
     if leaders is None:
-        leaders = warm.library.duplicate_leaders(dedupe)
+        leaders = (warm.library.identical_leaders() if dedupe is None
+                   else warm.library.duplicate_leaders(dedupe))
+        warm.leaders = {key: leaders}  # one grouping kept
     return leaders == np.arange(len(leaders))
 
 
 def _limited_size(warm: _WarmLibrary, options: MosaicOptions) -> int:
     """Tiles ``make`` would use (the whole library, not the preview's sample)."""
-    kept = int(_kept_positions(warm, options.dedupe).sum())
+    kept = int(_kept_positions(warm, options.dedupe, options.identical_photos).sum())
     return kept if options.limit is None else min(kept, options.limit)
 
 
