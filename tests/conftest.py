@@ -254,6 +254,23 @@ def make_colour_folder(root: Path, count: int, size: int = 12, seed: int = 0) ->
     return root
 
 
+@pytest.fixture
+def preview_picks(monkeypatch) -> dict:
+    """The studio preview's picks: ``["tile"]`` holds the library position of each cell's
+    tile in the last preview drawn (a spy on ``Previewer._draw``)."""
+    from mosaicist.studio._preview import Previewer
+
+    picks: dict = {}
+    draw = Previewer._draw
+
+    def spy(self, warm, search, chosen, *args):
+        picks["tile"] = warm.positions[search.rows[chosen]]
+        return draw(self, warm, search, chosen, *args)
+
+    monkeypatch.setattr(Previewer, "_draw", spy)
+    return picks
+
+
 # --- browser tests ----------------------------------------------------------------------------
 
 #: Debian's Chromium, which Playwright drives (no `playwright install`).

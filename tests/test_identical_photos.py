@@ -198,27 +198,21 @@ def test_a_refusal_counts_the_identical_photos_left_out(tmp_path):
                            identical_photos="keep", cache_dir=tmp_path / "cache").library) == 12
 
 
-def test_the_studio_preview_leaves_identical_photos_out_as_the_make_does(tmp_path, monkeypatch):
+def test_the_studio_preview_leaves_identical_photos_out_as_the_make_does(tmp_path,
+                                                                          preview_picks):
     from mosaicist.studio._preview import Previewer
 
     folder = copied_folder(tmp_path / "photos", 30)
     target = tmp_path / "target.png"
     Image.fromarray(noisy_target()).save(target)
     cache = tmp_path / "cache"
-    picks = {}
-    draw = Previewer._draw
-
-    def spy(self, warm, search, chosen, *args):
-        picks["tile"] = warm.positions[search.rows[chosen]]
-        return draw(self, warm, search, chosen, *args)
-
-    monkeypatch.setattr(Previewer, "_draw", spy)
     for mode, copies in (("drop", False), ("keep", True)):
         options = MosaicOptions(cell_px=4, tile_px=8, identical_photos=mode)
         made = make_mosaic(target, folder, options, cache_dir=cache)  # indexes it too
         Previewer(cache).preview(target, str(folder), options, cells=140)
-        opened = TileLibrary.open(str(folder), 8, cache_dir=cache, update=False,
-                                  crop="subject", colour_profiles="convert")
-        shown = {opened.source_ids[position] for position in picks["tile"].tolist()}
+        # The preview's positions are in the whole library, copies included.
+        whole = TileLibrary.open(str(folder), 8, cache_dir=cache, update=False,
+                                 crop="subject", colour_profiles="convert")
+        shown = {whole.source_ids[position] for position in preview_picks["tile"].tolist()}
         assert any(name.startswith("u") for name in shown) == copies, mode
         assert any(name.startswith("u") for name in made.placements.source_ids) == copies

@@ -631,7 +631,7 @@ def gradients(tmp_path_factory):
 
 @pytest.mark.parametrize("max_uses", [1, None], ids=["assigned", "re-ranked"])
 @pytest.mark.parametrize("level", [255, 0])
-def test_preview_holds_the_tint_back_as_make_does(gradients, monkeypatch, level, max_uses):
+def test_preview_holds_the_tint_back_as_make_does(gradients, preview_picks, level, max_uses):
     # The default look (tint 1, contrast 0.5) on a flat white or black target: make's
     # tint stops short of the end of the range, so each photo keeps visible detail; the
     # preview ranks and draws the same way (it used to move tiles to the very end).
@@ -640,19 +640,11 @@ def test_preview_holds_the_tint_back_as_make_does(gradients, monkeypatch, level,
     Image.fromarray(np.full((64, 64, 3), level, np.uint8)).save(target)
     options = MosaicOptions() if max_uses else MosaicOptions(max_uses=None, min_spacing=1)
     assert options.tint == 1.0 and options.contrast == 0.5
-    picks = {}
-    draw = Previewer._draw
-
-    def spy(self, warm, search, chosen, *args):
-        picks["tile"] = warm.positions[search.rows[chosen]]
-        return draw(self, warm, search, chosen, *args)
-
-    monkeypatch.setattr(Previewer, "_draw", spy)
     jpeg, info = Previewer(root / "cache").preview(target, str(tiles), options, cells=100)
     mosaic = make_mosaic(target, tiles, options, cache_dir=root / "cache")
     # At the mosaic's own size, the same tiles (placed elsewhere by the greedy assignment).
     assert (info["cols"], info["rows"], info["tile_px"]) == (4, 4, 32)
-    preview, made = picks["tile"], mosaic.placements.tile
+    preview, made = preview_picks["tile"], mosaic.placements.tile
     assert sorted(preview.tolist()) == sorted(made.tolist())
     if max_uses is None:
         assert np.array_equal(preview, made)

@@ -2944,9 +2944,7 @@ class _Solver:
 
         With a minimum only while the pricing rounds price it (a surcharge).
         """
-        return (_flow.can_repair() and bool(self.allowed().all())
-                and not (self.minimum and self.surcharge is None)
-                and np.issubdtype(self.edges.dist.dtype, np.integer))
+        return self._spaced_repairable() and bool(self.allowed().all())
 
     def _solve_near(self, state: _flow.FlowState, outside: np.ndarray) -> np.ndarray | None:
         """The optimum on today's edges, solved on those near the last prices, or None.
