@@ -57,6 +57,57 @@ print("ok")
     assert done.stdout.strip() == "ok"
 
 
+def test_one_blas_thread_overlapping_in_threads_restores_the_limit():
+    # Two threads' blocks that overlap without nesting: the first out used to restore
+    # the count it found (two) under the other, and the last out the one it found
+    # (one), which left BLAS on one thread for the rest of the process (a studio's
+    # makes after a preview warmed up beside one).
+    script = """
+import threading
+from threadpoolctl import threadpool_info
+import numpy, scipy.linalg
+from mosaicist._runtime import one_blas_thread
+
+def threads():
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+before = threads()
+if not before or set(before) == {1}:
+    print("none")
+    raise SystemExit
+first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+seen = {}
+
+def first():
+    with one_blas_thread():
+        first_in.set()
+        second_in.wait(30)
+    first_out.set()
+
+def second():
+    first_in.wait(30)
+    with one_blas_thread():
+        second_in.set()
+        first_out.wait(30)
+        seen["inside"] = threads()
+
+workers = [threading.Thread(target=first), threading.Thread(target=second)]
+for worker in workers:
+    worker.start()
+for worker in workers:
+    worker.join(60)
+assert set(seen["inside"]) == {1}, seen
+assert threads() == before, (threads(), before)
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=dict(os.environ, OPENBLAS_NUM_THREADS="2"), timeout=120)
+    assert done.returncode == 0, done.stderr
+    if done.stdout.strip() == "none":
+        pytest.skip("no BLAS library that threadpoolctl can see")
+    assert done.stdout.strip() == "ok"
+
+
 def test_thread_pools_are_kept_per_size_and_process():
     assert thread_pool(2) is thread_pool(2)
     assert thread_pool(2) is not thread_pool(3)

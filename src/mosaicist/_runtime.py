@@ -375,6 +375,9 @@ def release_pages(array: np.ndarray) -> None:
 
 _lock = threading.Lock()
 _controller: dict[int, Any] = {}
+#: Per process, the BLAS limit that overlapping :func:`one_blas_thread` blocks share,
+#: and how many of them hold it (a forked child starts with none of its parent's).
+_blas_limit: dict[int, list[Any]] = {}
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 
 
@@ -425,8 +428,22 @@ def one_blas_thread() -> Iterator[None]:
         controller = _controller.get(pid)
         if controller is None:
             controller = _controller[pid] = ThreadpoolController()
-    with controller.limit(limits=1, user_api="blas"):
+        # The limit is the process's, not the thread's: blocks of several threads
+        # overlap, and each restoring what it found on entry let the first to leave
+        # lift the limit under the others, and the last restore one thread for good.
+        # The first block in sets it; the last out restores what the first found.
+        held = _blas_limit.get(pid)
+        if held is None:
+            held = _blas_limit[pid] = [controller.limit(limits=1, user_api="blas"), 0]
+        held[1] += 1
+    try:
         yield
+    finally:
+        with _lock:
+            held[1] -= 1
+            if held[1] == 0:
+                del _blas_limit[pid]
+                held[0].restore_original_limits()
 
 
 def thread_pool(workers: int) -> ThreadPoolExecutor:
