@@ -198,6 +198,40 @@ def test_a_refusal_counts_the_identical_photos_left_out(tmp_path):
                            identical_photos="keep", cache_dir=tmp_path / "cache").library) == 12
 
 
+def test_refusals_outside_the_capped_matcher_count_the_identical_photos_too(tmp_path):
+    # Adaptive leaves are refused by their own check, and the studio's preview by its
+    # own: both said "the library has 1" and left the eleven copies unexplained.
+    from mosaicist.studio._preview import Previewer
+
+    folder = tmp_path / "black"
+    folder.mkdir()
+    for number in range(12):
+        Image.new("RGB", (20 + number, 20), (0, 0, 0)).save(folder / f"b{number}.png")
+    target = noisy_target()
+    cache = tmp_path / "cache"
+    hint = "the library has 1 (11 left out as identical to another: identical_photos keep"
+    with pytest.raises(OptionError) as adaptive:
+        make_mosaic(target, folder, cell_px=8, tile_px=8, max_uses=1, adaptive=2,
+                    cache_dir=cache)
+    assert hint in str(adaptive.value)
+    with pytest.raises(OptionError) as kept:
+        make_mosaic(target, folder, cell_px=8, tile_px=8, max_uses=1, adaptive=2,
+                    identical_photos="keep", cache_dir=cache)
+    assert "left out" not in str(kept.value)
+    path = tmp_path / "target.png"
+    Image.fromarray(target).save(path)
+    with pytest.raises(OptionError) as preview:
+        Previewer(cache).preview(path, str(folder),
+                                 MosaicOptions(cell_px=8, tile_px=8, max_uses=1), cells=100)
+    assert hint in str(preview.value)
+    # Near-duplicates dropped by dedupe are counted apart: no word of identical photos.
+    with pytest.raises(OptionError) as deduped:
+        Previewer(cache).preview(path, str(folder),
+                                 MosaicOptions(cell_px=8, tile_px=8, max_uses=1, dedupe=4),
+                                 cells=100)
+    assert "left out" not in str(deduped.value)
+
+
 def test_the_studio_preview_leaves_identical_photos_out_as_the_make_does(tmp_path,
                                                                           preview_picks):
     from mosaicist.studio._preview import Previewer

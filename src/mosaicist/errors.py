@@ -87,6 +87,37 @@ def _rebuild_option_error(kind: type[OptionError], template: str, values: dict
     return kind(template, **values)
 
 
+def naming_identical(error: OptionError, dropped: int) -> OptionError:
+    """``error``, where it counts the library's tiles, saying that ``dropped`` were left out.
+
+    ``identical_photos="drop"`` (the default preset's) counts each set of
+    identical photos once: 30 copies of one picture are a library of one
+    tile, and a refusal for too few tiles should say where the others went.
+    Errors that do not count the library (``"the library has {tiles}"``),
+    or already say this, come back as they are.
+
+    Parameters
+    ----------
+    error : OptionError
+        The refusal.
+    dropped : int
+        Photos left out as identical to another.
+
+    Returns
+    -------
+    OptionError
+        ``error`` itself, or a copy of it with the count of those left out.
+    """
+    counted_at = "the library has {tiles}"
+    if (not dropped or type(error) is not OptionError or counted_at not in error.template
+            or "dropped" in error.values):
+        return error
+    template = error.template.replace(
+        counted_at, counted_at + " ({dropped} left out as identical to another: "
+        "{identical_photos} keep keeps them)")
+    return OptionError(template, dropped=f"{dropped:,}", **error.values)
+
+
 def check_range(
     parameter: str, value: object, low: int | float, high: int | float | None = None,
     unit: str = "", *, whole: bool = False,

@@ -34,7 +34,7 @@ from PIL import Image
 
 from ._runtime import check_memory, one_blas_thread
 from .colour import _OFFSET, encoded_unit
-from .errors import MosaicistError, OptionError, printable, shown_type
+from .errors import MosaicistError, OptionError, naming_identical, printable, shown_type
 from .grid import Geometry, Grid, make_grid
 from .imaging import over_target_limit, picture_array, read_target, target_path, target_size
 from .library import TileLibrary
@@ -571,30 +571,36 @@ def _make_mosaic(
     grid = replace(grid, left=grid.left + left, top=grid.top + top)
     index_done = time.perf_counter()
 
-    if options.adaptive:
-        from .adaptive import match_adaptive
+    try:
+        if options.adaptive:
+            from .adaptive import match_adaptive
 
-        # Cells split where the target has detail, matched at their own sizes.
-        found = match_adaptive(grid, library, options, matcher, name, show_progress)
-        options, request, placements = found.options, found.request, found.placements
-        matcher = matcher_for_limits(matcher, options)  # the one that matched the leaves
-        result = MatchResult(placements.tile, placements.distance, assignment=found.assignment)
-        match_done = time.perf_counter()
-    else:
-        # A preset's repetition limits bend to a small library; given ones do not.
-        options = fit_limits(options, len(grid), len(library.limit(options.limit)), grid.rows,
-                             grid.cols)
-        def attempt(options: MosaicOptions) -> tuple[MatchRequest, MatchResult]:
-            nonlocal matcher
-            request = MatchRequest(grid, library, options, show_progress, notes=not quiet)
-            # Limits fitted away: the matcher that the recorded settings would choose.
-            matcher = matcher_for_limits(matcher, options)
-            chosen = matcher if wrap is None else wrap(matcher, request)
-            return request, finish(request, chosen.match(request))
+            # Cells split where the target has detail, matched at their own sizes.
+            found = match_adaptive(grid, library, options, matcher, name, show_progress)
+            options, request, placements = found.options, found.request, found.placements
+            matcher = matcher_for_limits(matcher, options)  # the one that matched the leaves
+            result = MatchResult(placements.tile, placements.distance,
+                                 assignment=found.assignment)
+            match_done = time.perf_counter()
+        else:
+            # A preset's repetition limits bend to a small library; given ones do not.
+            options = fit_limits(options, len(grid), len(library.limit(options.limit)),
+                                 grid.rows, grid.cols)
+            def attempt(options: MosaicOptions) -> tuple[MatchRequest, MatchResult]:
+                nonlocal matcher
+                request = MatchRequest(grid, library, options, show_progress, notes=not quiet)
+                # Limits fitted away: the matcher that the recorded settings would choose.
+                matcher = matcher_for_limits(matcher, options)
+                chosen = matcher if wrap is None else wrap(matcher, request)
+                return request, finish(request, chosen.match(request))
 
-        (request, result), options = with_spacing_giving_way(options, attempt)
-        match_done = time.perf_counter()
-        placements = _placements(request, result, name)
+            (request, result), options = with_spacing_giving_way(options, attempt)
+            match_done = time.perf_counter()
+            placements = _placements(request, result, name)
+    except OptionError as error:
+        # Every refusal that counts the library's tiles (adaptive leaves', a video's
+        # frames', the capped matcher's) says how many identical photos were left out.
+        raise naming_identical(error, library.identical_dropped) from None
     if placements.target is not None:
         # The target as matched, so that a later render's overlay can tell it changed.
         placements.target_pixels = reading.target_pixels

@@ -37,7 +37,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from ..errors import MosaicistError, OptionError, install_extra
+from ..errors import MosaicistError, OptionError, install_extra, naming_identical
 from ..options import MosaicOptions
 from ._approximate import _cell_points, _tile_points
 from ._assign import (
@@ -197,7 +197,7 @@ class CappedMatcher(Matcher):
             check_feasible(len(grid), len(request.library), options.max_uses, grid.rows,
                            grid.cols, options.min_spacing, options.min_uses)
         except OptionError as error:
-            raise _naming_identical(error, request.library.identical_dropped) from None
+            raise naming_identical(error, request.library.identical_dropped) from None
         search = self.library_search(request)
         cap = tile_capacity(grid.rows, grid.cols, options.max_uses, options.min_spacing)
         if not options.min_uses and options.assign == "optimal" and request.notes:
@@ -281,18 +281,6 @@ class CappedMatcher(Matcher):
             Exact searches over the request's whole library.
         """
         return LibrarySearch(request)
-
-
-def _naming_identical(error: OptionError, dropped: int) -> OptionError:
-    """``error``, where it counts the library's tiles, saying that ``dropped`` identical
-    photos were left out (30 copies of one picture are a library of one tile)."""
-    counted_at = "the library has {tiles}"
-    if not dropped or type(error) is not OptionError or counted_at not in error.template:
-        return error
-    template = error.template.replace(
-        counted_at, counted_at + " ({dropped} left out as identical to another: "
-        "{identical_photos} keep keeps them)")
-    return OptionError(template, dropped=f"{dropped:,}", **error.values)
 
 
 def _by_kinds(request: MatchRequest, search: LibrarySearch, cap: int

@@ -69,7 +69,7 @@ from ..colour import (
     lightness_axis,
     to_space,
 )
-from ..errors import MosaicistError, OptionError
+from ..errors import MosaicistError, OptionError, naming_identical
 from ..imaging import read_target
 from ..library import MissingIndexError, TileLibrary
 from ..match import fitted_matcher
@@ -365,9 +365,13 @@ class Previewer:
         library_size = len(active) if len(warm.positions) == len(warm.library) else \
             _limited_size(warm, options)
         fitted = fit_limits(options, full_cells, library_size, plan.rows, plan.cols)
-        # The minimum of uses too (make refuses it with adaptive cells, whose count differs).
-        check_feasible(full_cells, library_size, fitted.max_uses, plan.rows, plan.cols,
-                       fitted.min_spacing, 0 if options.adaptive else fitted.min_uses)
+        try:
+            # The minimum of uses too (make refuses it with adaptive cells, whose count
+            # differs).
+            check_feasible(full_cells, library_size, fitted.max_uses, plan.rows, plan.cols,
+                           fitted.min_spacing, 0 if options.adaptive else fitted.min_uses)
+        except OptionError as error:
+            raise naming_identical(error, _identical_dropped(warm, options)) from None
         cols, rows = _preview_grid(plan.cols, plan.rows, cells)
         if options.adaptive:
             notes.append("adaptive cells are not shown in the preview")
@@ -676,6 +680,14 @@ def _limited_size(warm: _WarmLibrary, options: MosaicOptions) -> int:
     """Tiles ``make`` would use (the whole library, not the preview's sample)."""
     kept = int(_kept_positions(warm, options.dedupe, options.identical_photos).sum())
     return kept if options.limit is None else min(kept, options.limit)
+
+
+def _identical_dropped(warm: _WarmLibrary, options: MosaicOptions) -> int:
+    """Photos ``make`` leaves out as identical to another (none where ``dedupe`` is set:
+    its near-duplicates are counted apart, as make counts them)."""
+    if options.dedupe is not None or options.identical_photos != "drop":
+        return 0
+    return len(warm.library) - int(_kept_positions(warm, None, "drop").sum())
 
 
 def _grid_box(plan: Any) -> tuple[int, int, int, int]:
