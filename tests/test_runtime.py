@@ -58,10 +58,11 @@ print("ok")
 
 
 def test_one_blas_thread_overlapping_in_threads_restores_the_limit():
-    # Two threads' blocks that overlap without nesting: the first out used to restore
-    # the count it found (two) under the other, and the last out the one it found
-    # (one), which left BLAS on one thread for the rest of the process (a studio's
-    # makes after a preview warmed up beside one).
+    # Two threads' blocks that overlap without nesting: each used to set its own limit
+    # and restore what it found, and the last out restored one thread for the rest of
+    # the process (a studio's makes after a preview warmed up beside one). A block in a
+    # thread after one in another thread must limit too (threadpoolctl lets only the
+    # thread that set a limit change it until that thread restores it).
     script = """
 import threading
 from threadpoolctl import threadpool_info
@@ -69,34 +70,56 @@ import numpy, scipy.linalg
 from mosaicist._runtime import one_blas_thread
 
 def threads():
-    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    return set(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas")
 
 before = threads()
-if not before or set(before) == {1}:
+if not before or before == {1}:
     print("none")
     raise SystemExit
-first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+with one_blas_thread():
+    assert threads() == {1}
+assert threads() == before
+events = {name: threading.Event() for name in
+          ("first_in", "both_seen", "first_out", "third_go", "third_seen")}
 seen = {}
 
 def first():
     with one_blas_thread():
-        first_in.set()
-        second_in.wait(30)
-    first_out.set()
+        events["first_in"].set()
+        events["both_seen"].wait(30)
+    events["first_out"].set()
 
 def second():
-    first_in.wait(30)
+    events["first_in"].wait(30)
     with one_blas_thread():
-        second_in.set()
-        first_out.wait(30)
-        seen["inside"] = threads()
+        seen["both"] = threads()
+        events["both_seen"].set()
+        events["first_out"].wait(30)
+        events["third_go"].set()
+        events["third_seen"].wait(30)
 
-workers = [threading.Thread(target=first), threading.Thread(target=second)]
+def third():
+    events["third_go"].wait(30)
+    with one_blas_thread():
+        seen["third"] = threads()
+    events["third_seen"].set()
+
+workers = [threading.Thread(target=work) for work in (first, second, third)]
 for worker in workers:
     worker.start()
 for worker in workers:
     worker.join(60)
-assert set(seen["inside"]) == {1}, seen
+assert seen == {"both": {1}, "third": {1}}, seen
+assert threads() == before, (threads(), before)
+
+def alone():
+    with one_blas_thread():
+        seen["alone"] = threads()
+
+worker = threading.Thread(target=alone)
+worker.start()
+worker.join(60)
+assert seen["alone"] == {1}, seen
 assert threads() == before, (threads(), before)
 print("ok")
 """

@@ -375,9 +375,9 @@ def release_pages(array: np.ndarray) -> None:
 
 _lock = threading.Lock()
 _controller: dict[int, Any] = {}
-#: Per process, the BLAS limit that overlapping :func:`one_blas_thread` blocks share,
-#: and how many of them hold it (a forked child starts with none of its parent's).
-_blas_limit: dict[int, list[Any]] = {}
+#: Per process, whether a :func:`one_blas_thread` block holds the BLAS limit (a forked
+#: child starts with none of its parent's).
+_blas_limited: dict[int, bool] = {}
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 
 
@@ -428,22 +428,26 @@ def one_blas_thread() -> Iterator[None]:
         controller = _controller.get(pid)
         if controller is None:
             controller = _controller[pid] = ThreadpoolController()
-        # The limit is the process's, not the thread's: blocks of several threads
-        # overlap, and each restoring what it found on entry let the first to leave
-        # lift the limit under the others, and the last restore one thread for good.
-        # The first block in sets it; the last out restores what the first found.
-        held = _blas_limit.get(pid)
-        if held is None:
-            held = _blas_limit[pid] = [controller.limit(limits=1, user_api="blas"), 0]
-        held[1] += 1
-    try:
+        # The limit is the process's, not the thread's, and threadpoolctl lets only the
+        # thread that set it change it again: the block that sets it restores it, and
+        # blocks that overlap it (other threads', nested ones) leave it alone. Each such
+        # block once set its own and restored what it found, one: the last of two
+        # overlapping threads left BLAS on one thread for the rest of the process.
+        limiter = None
+        if not _blas_limited.get(pid):
+            limiter = controller.limit(limits=1, user_api="blas")
+            _blas_limited[pid] = True
+    if limiter is None:
         yield
+        return
+    try:
+        with limiter:
+            yield
     finally:
+        # A block still running in another thread has BLAS's threads back from here
+        # on (slower, not wrong); the next block to start limits them again.
         with _lock:
-            held[1] -= 1
-            if held[1] == 0:
-                del _blas_limit[pid]
-                held[0].restore_original_limits()
+            _blas_limited[pid] = False
 
 
 def thread_pool(workers: int) -> ThreadPoolExecutor:
