@@ -204,21 +204,50 @@ def test_a_pool_whose_worker_died_writing_a_result_stops(monkeypatch):
 
 
 def test_default_sigterm_gives_the_default_action_for_the_block():
-    # Dask holds only a SIGTERM with its default action while a local cluster starts.
+    # Dask holds only a SIGTERM with its default action while a local cluster starts
+    # (and a SIGHUP, which the command line unwinds as it does SIGTERM).
     import signal
 
-    from mosaicist._runtime import default_sigterm
+    from mosaicist._runtime import TERMINATING_SIGNALS, default_sigterm
 
     def handler(number, frame):  # pragma: no cover - never delivered
-        raise SystemExit(143)
+        raise SystemExit(128 + number)
 
-    before = signal.signal(signal.SIGTERM, handler)
+    before = {number: signal.signal(number, handler) for number in TERMINATING_SIGNALS}
     try:
         with default_sigterm():
-            assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-        assert signal.getsignal(signal.SIGTERM) is handler
+            for number in TERMINATING_SIGNALS:
+                assert signal.getsignal(number) is signal.SIG_DFL
+        for number in TERMINATING_SIGNALS:
+            assert signal.getsignal(number) is handler
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for number, handler_before in before.items():
+            signal.signal(number, handler_before)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX signals")
+def test_sighup_unwinds_as_sigterm_does():
+    import signal
+
+    from mosaicist._runtime import TERMINATING_SIGNALS, unwind_on_terminate
+
+    assert signal.SIGHUP in TERMINATING_SIGNALS
+    cleaned = []
+    with pytest.raises(SystemExit) as stop:
+        with unwind_on_terminate():
+            try:
+                signal.raise_signal(signal.SIGHUP)
+            finally:
+                cleaned.append(True)
+    assert stop.value.code == 128 + signal.SIGHUP and cleaned == [True]
+    # Back to the default action, and a handler set by the application is left alone.
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+    ignored = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with unwind_on_terminate():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, ignored)
 
 
 def test_progress_is_off_without_a_usable_standard_error(monkeypatch):

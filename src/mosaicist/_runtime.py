@@ -298,43 +298,51 @@ def stop_process_pool(executor: Any) -> None:
     thread.join(timeout=5)
 
 
+#: The signals that stop a command as an interrupt does: SIGTERM (``kill``), and SIGHUP
+#: where the platform has it (the terminal or the SSH session closed).
+TERMINATING_SIGNALS: tuple[int, ...] = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 @contextlib.contextmanager
 def unwind_on_terminate() -> Iterator[None]:
-    """Make SIGTERM raise ``SystemExit`` in the block, so that it unwinds like an interrupt.
+    """Make SIGTERM and SIGHUP raise ``SystemExit`` in the block, to unwind like an interrupt.
 
-    SIGTERM's default action ends the process at once: an index update
-    would not commit the batch decoded so far, a writer would leave its
-    temporaries, a pool its workers. Raised instead, the block unwinds (and
-    cleans up) as it does on an interrupt, and the process still exits with
-    the status of a SIGTERM (143). A second SIGTERM
+    Their default action ends the process at once: an index update would
+    not commit the batch decoded so far, a writer would leave its
+    temporaries, a pool its workers (SIGHUP: a terminal closed under a long
+    render left its full-size temporary behind). Raised instead, the block
+    unwinds (and cleans up) as it does on an interrupt, and the process
+    still exits with the signal's status (143, 129). A second such signal
     ends the process at once. Only in the main thread (the only one where
-    Python runs signal handlers) and only where SIGTERM has its default
+    Python runs signal handlers) and only for signals with their default
     action: a handler that the application installed is left alone.
     """
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
-    ):
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    caught = [number for number in TERMINATING_SIGNALS
+              if signal.getsignal(number) == signal.SIG_DFL]
 
     def terminate(signum: int, frame: FrameType | None) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signum, signal.SIG_DFL)
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, terminate)
+    for number in caught:
+        signal.signal(number, terminate)
     try:
         yield
     finally:
-        if signal.getsignal(signal.SIGTERM) is terminate:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for number in caught:
+            if signal.getsignal(number) is terminate:
+                signal.signal(number, signal.SIG_DFL)
 
 
 @contextlib.contextmanager
 def default_sigterm() -> Iterator[None]:
-    """Give SIGTERM its default action in the block, and the handler it had back after.
+    """Give SIGTERM (and SIGHUP) their default action in the block, their handlers back after.
 
-    The command line makes SIGTERM unwind a command (it raises ``SystemExit``);
+    The command line makes them unwind a command (they raise ``SystemExit``);
     code that holds SIGTERM itself while it must not be interrupted, such as
     the start of a local Dask cluster (:mod:`mosaicist.distributed`), holds
     only a SIGTERM with its default action. Only in the main thread (the only
@@ -343,13 +351,14 @@ def default_sigterm() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    previous = {number: signal.signal(number, signal.SIG_DFL) for number in TERMINATING_SIGNALS}
     try:
         yield
     finally:
-        # None: a handler not set from Python, which cannot be put back from here.
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            # None: a handler not set from Python, which cannot be put back from here.
+            if handler is not None:
+                signal.signal(number, handler)
 
 
 def _poll_parent(parent_pid: int) -> None:
@@ -561,7 +570,7 @@ def signals_held_while_starting(blocked: frozenset[int]) -> Iterator[None]:
     held: list[tuple[int, Any]] = []
     handlers: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        for number in (signal.SIGINT, signal.SIGTERM):
+        for number in (signal.SIGINT, *TERMINATING_SIGNALS):
             handler = signal.getsignal(number)
             if callable(handler):
                 handlers[number] = handler

@@ -77,8 +77,12 @@ _EXIT_GRACE_SECONDS = 10.0
 OWNS_PROCESS = False
 
 
-#: Exit statuses of a command that SIGINT or SIGTERM stopped.
-_INTERRUPTED = (128 + signal.SIGINT, 128 + signal.SIGTERM)
+#: Exit statuses of a command that SIGTERM or SIGHUP stopped (unwound as an interrupt:
+#: :data:`mosaicist._runtime.TERMINATING_SIGNALS`, not imported here, as it brings NumPy).
+_TERMINATED = tuple(128 + getattr(signal, name) for name in ("SIGTERM", "SIGHUP")
+                    if hasattr(signal, name))
+#: Exit statuses of a command that SIGINT, SIGTERM or SIGHUP stopped.
+_INTERRUPTED = (128 + signal.SIGINT, *_TERMINATED)
 
 
 def _end_within_grace(status: int) -> None:
@@ -177,8 +181,9 @@ class _Command(click.Command):
             typed = _as_typed(error, ctx.meta.get(_TYPED, {}))
             raise MosaicistError(typed.message(self.flag_for)) from None
         except SystemExit as stop:
-            # SIGTERM's unwinding (see _runtime.unwind_on_terminate): its exit waits too.
-            if stop.code in _INTERRUPTED:
+            # SIGTERM's or SIGHUP's unwinding (see _runtime.unwind_on_terminate): its exit
+            # waits too.
+            if isinstance(stop.code, int) and stop.code in _INTERRUPTED:
                 _end_within_grace(stop.code)
             raise
 
@@ -193,8 +198,9 @@ class _Command(click.Command):
 
 #: Seconds after which an interrupt that library code swallowed is delivered again.
 _REDELIVER_SECONDS = 0.05
-#: Set when a swallowed interrupt was SIGTERM's: the command then exits 143, silently.
-_terminated = threading.Event()
+#: The exit status of a swallowed interrupt that was SIGTERM's or SIGHUP's (143, 129):
+#: the command then exits with it, silently.
+_terminated: list[int] = []
 
 
 @contextlib.contextmanager
@@ -223,12 +229,12 @@ def _interrupts_kept() -> Iterator[None]:
 
     def hook(unraisable: Any) -> None:
         error = unraisable.exc_value
-        terminated = isinstance(error, SystemExit) and error.code == 128 + signal.SIGTERM
+        terminated = isinstance(error, SystemExit) and error.code in _TERMINATED
         if not (isinstance(error, KeyboardInterrupt) or terminated):
             previous(unraisable)
             return
         if terminated:
-            _terminated.set()
+            _terminated.append(int(error.code))
         threading.Thread(target=again, name="mosaicist-interrupt", daemon=True).start()
 
     sys.unraisablehook = hook
@@ -306,9 +312,9 @@ class _Group(click.Group):
         except MosaicistError as error:
             _fail(_with_folder_gone(str(error)))
         except KeyboardInterrupt:
-            if _terminated.is_set():  # SIGTERM's, delivered again as SIGINT: exits as SIGTERM
-                _end_within_grace(128 + signal.SIGTERM)
-                sys.exit(128 + signal.SIGTERM)
+            if _terminated:  # SIGTERM's or SIGHUP's, delivered again as SIGINT: exits as it
+                _end_within_grace(_terminated[0])
+                sys.exit(_terminated[0])
             _fail("interrupted", 130)
         except MemoryError:
             hint = _MEMORY_HINTS.get(ctx.invoked_subcommand or "",

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .._runtime import (
+    TERMINATING_SIGNALS,
     end_with_parent,
     forking,
     signals_held_while_starting,
@@ -77,7 +78,8 @@ def _watch_parent(parent_pid: int) -> None:
     # process group): it stops its workers itself, and a worker that unwound
     # on its own would only print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for number in TERMINATING_SIGNALS:
+        signal.signal(number, signal.SIG_DFL)
     # Forked with both blocked (signals_held_while_starting): one that came meanwhile
     # is dropped (SIGINT) or ends the worker quietly (SIGTERM) only now.
     if hasattr(signal, "pthread_sigmask"):
@@ -85,8 +87,9 @@ def _watch_parent(parent_pid: int) -> None:
     end_with_parent(parent_pid)
 
 
-#: The signals that reach a whole process group to stop it (Ctrl+C's, and ``kill``'s).
-_HELD_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+#: The signals that reach a whole process group to stop it (Ctrl+C's, ``kill``'s, and a
+#: closed terminal's).
+_HELD_SIGNALS = frozenset({signal.SIGINT, *TERMINATING_SIGNALS})
 
 
 #: What a worker returns per file: pixels, content hash, error, crop window, signature,
