@@ -12,7 +12,11 @@ Targets, drawn by the benchmark at 3,200 x 2,400 px:
 
 * ``drawing``: white paper, black lines and a red ellipse (3 colours);
 * ``logo``: four flat colour fields and bars of lettering on white;
-* ``blank``: a white page, every cell alike.
+* ``blank``: a white page, every cell alike;
+* ``swatches``: 16 x 16 flat fields of 256 colours (a chart, pixel art): at
+  full tint (the default preset's) every flat cell, whatever its colour, is
+  the same distance from every tile, and one kind (session 43: as 256 kinds
+  of one colour each they tied on every tile, and the make took minutes).
 
 Each case is ``mosaicist make TARGET --tiles cifar10/train --cells N`` (the
 default preset, warm index) in a child process. Printed: wall time, the
@@ -29,6 +33,7 @@ Run (from the repository root)::
     python benchmarks/bench_kinds.py
     python benchmarks/bench_kinds.py --targets drawing --cells 10000 --baseline
     python benchmarks/bench_kinds.py --photos 3000 --cells 10000 --baseline
+    python benchmarks/bench_kinds.py --targets swatches --cells 10000
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ from common import (  # noqa: E402
     run_child,
 )
 
-TARGETS = ("drawing", "logo", "blank")
+TARGETS = ("drawing", "logo", "blank", "swatches")
 #: The make with the kinds switched off: every grid goes to the cells' pricing rounds.
 CELLS_ONLY = ("import sys; import mosaicist.match._groups as groups; "
               "groups.GROUPED_SHARE = 0.0; from mosaicist.cli import main; "
@@ -89,6 +94,13 @@ def draw_target(name: str, width: int = 3200, height: int = 2400) -> Image.Image
                 bar = int(rng.integers(width // 60, width // 20))
                 pen.rectangle([left, top, left + bar, top + height // 20], fill=(29, 53, 87))
                 left += bar + width // 80
+    elif name == "swatches":
+        colours = np.random.default_rng(0).integers(0, 256, (16, 16, 3))
+        for row in range(16):
+            for column in range(16):
+                pen.rectangle([column * width // 16, row * height // 16,
+                               (column + 1) * width // 16 - 1, (row + 1) * height // 16 - 1],
+                              fill=tuple(int(value) for value in colours[row, column]))
     elif name != "blank":
         raise ValueError(f"unknown target {name!r}")
     return image

@@ -69,6 +69,7 @@ from ._exact import (
     CellTerms,
     cell_terms,
     dense_distances,
+    full_tint,
     match_exact,
     pair_distances,
     search_scale,
@@ -295,7 +296,7 @@ def _by_kinds(request: MatchRequest, search: LibrarySearch, cap: int
     Returned with the assignment: the cell each cell's pairs were searched
     as.
     """
-    kinds = cell_kinds(request.cell_vectors)
+    kinds = cell_kinds(request.cell_vectors, full_tint(request.options.tint))
     if not kinds.worth_grouping:
         return None
     options, grid = request.options, request.grid
@@ -1126,7 +1127,7 @@ class LibrarySearch:
         if self._cell_terms is None:
             request = self.request
             self._cell_terms = cell_terms(request.cell_vectors, request.geometry,
-                                          request.features)
+                                          request.features, request.options.tint)
         return self._cell_terms
 
     def dense(self) -> np.ndarray:

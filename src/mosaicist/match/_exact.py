@@ -26,6 +26,8 @@ Search is exact, with memory bounded by the chunk sizes:
 Identical cells (all of a flat target's) have the same distance to every
 tile: each is searched once and its twins get a copy of its result, each
 cut off at its own limit (:func:`alike_cells`, :meth:`_ExactSearch.spread`).
+At full tint so do cells that differ by a colour added to every pixel (a
+sky's flat cells of many shades: :func:`alike_under_full_tint`).
 """
 
 from __future__ import annotations
@@ -356,13 +358,87 @@ class CellTerms:
 
 
 def cell_terms(cell_vectors: np.ndarray, geometry: Geometry,
-               features: TileFeatures) -> CellTerms:
-    """Derive the :class:`CellTerms` of ``cell_vectors`` (``Geometry.cell_vectors``)."""
+               features: TileFeatures, tint: float = 0.0) -> CellTerms:
+    """Derive the :class:`CellTerms` of ``cell_vectors`` (``Geometry.cell_vectors``).
+
+    ``tint`` is the search's: at full strength (1), cells that differ by a
+    colour added to every pixel are alike too (see :func:`alike_cells`).
+    """
     bound_rows, norm2, tail_norm = cell_bound_rows(cell_vectors, geometry, features)
     sums = (_pixel_rows(cell_vectors).sum(axis=1, dtype=np.int64)
             * geometry.weight)
+    alike = (alike_cells(cell_vectors, sums, norm2) if not full_tint(tint)
+             else alike_under_full_tint(cell_vectors, sums // geometry.weight, norm2))
     return CellTerms(bound_rows, norm2, cells_for_dots(cell_vectors, geometry.weight), sums,
-                     tail_norm, alike=alike_cells(cell_vectors, sums, norm2))
+                     tail_norm, alike=alike)
+
+
+def full_tint(tint: float) -> bool:
+    """Whether ``tint`` is the full strength, to the hundredth the searches round it to."""
+    return int(round(float(tint) * _TINT_STEPS)) == _TINT_STEPS
+
+
+def alike_under_full_tint(cell_vectors: np.ndarray, sums: np.ndarray | None = None,
+                          norm2: np.ndarray | None = None) -> np.ndarray:
+    """:func:`alike_cells` of the cells less each one's least value per channel.
+
+    At full tint the objective is the distance of cell and tile less their
+    means, ``|(a - mean a) - (b - mean b)|^2`` per channel, and in search
+    units exactly (``n D - |s_a - s_b|^2`` changes by nothing when ``k`` is
+    added to every value of a channel of ``a``: ``D`` by ``2 k (s_a - s_b) /
+    w + k^2 m w`` per channel, ``m`` its compared values, and the sums'
+    term by ``n`` times that). Cells that differ by such a colour, a sky's
+    flat cells of a few hundred shades, are the same distance from every
+    tile, so a search needs one of them: subtracting each cell's least value
+    per channel leaves the same pixels exactly for them, and only for them.
+    Only cells that share their spread ``m |a|^2 - sum_c s_c^2`` (``s_c``
+    the channel sums, unchanged by such a colour) can be such twins, and
+    only those are compared: on a photo that is almost none.
+
+    Parameters
+    ----------
+    cell_vectors : numpy.ndarray
+        ``(N, ...)`` uint8 cells of 3 channels.
+    sums, norm2 : numpy.ndarray, optional
+        ``(N, 3)`` int64 channel sums of the values and ``(N,)`` squared
+        norms, where known.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N,)`` int64, as :func:`alike_cells` (the first such cell).
+    """
+    count = len(cell_vectors)
+    first = np.arange(count, dtype=np.int64)
+    if count < 2:
+        return first
+    pixels = _pixel_rows(cell_vectors)
+    if sums is None:
+        sums = pixels.sum(axis=1, dtype=np.int64)
+    if norm2 is None:
+        flat = _rows(cell_vectors)
+        norm2 = np.einsum("ij,ij->i", flat, flat, dtype=np.int64)
+    spread = pixels.shape[1] * np.asarray(norm2, np.int64) - (sums * sums).sum(axis=1)
+    # No spread: every channel is one value throughout (flat cells of any shade), and
+    # such cells are all twins without a look at their pixels.
+    flat_cells = np.flatnonzero(spread == 0)
+    if len(flat_cells):
+        first[flat_cells] = flat_cells[0]
+    _, inverse, counts = np.unique(spread, return_inverse=True, return_counts=True)
+    shared = np.flatnonzero((counts[inverse.ravel()] > 1) & (spread != 0))
+    if len(shared) == 0:
+        return first
+    shifted = np.empty((len(shared), *pixels.shape[1:]), np.uint8)
+    # In blocks: a flat target's cells are all shared, and their copies stay small.
+    step = max(1, (16 << 20) // max(1, pixels[0].size))
+    for start in range(0, len(shared), step):
+        block = pixels[shared[start:start + step]]
+        np.subtract(block, block.min(axis=1, keepdims=True), out=shifted[start:start + step])
+    shifted_sums = shifted.sum(axis=1, dtype=np.int64)
+    flat_shifted = _rows(shifted)
+    shifted_norm2 = np.einsum("ij,ij->i", flat_shifted, flat_shifted, dtype=np.int64)
+    first[shared] = shared[alike_cells(shifted, shifted_sums, shifted_norm2)]
+    return first
 
 
 def alike_cells(cell_vectors: np.ndarray, sums: np.ndarray, norm2: np.ndarray) -> np.ndarray:
@@ -990,7 +1066,7 @@ def match_exact(
         # Each tile's row once, however often it is named.
         rows = np.unique(rank[positions])
     if cell_terms is None:
-        cell_terms = _derive_cell_terms(cell_vectors, geometry, features)
+        cell_terms = _derive_cell_terms(cell_vectors, geometry, features, tint)
     searched_cells: np.ndarray | None = None
     twin_of = cell_sizes = None
     if cell_terms.alike is not None and count > 1:
@@ -1108,10 +1184,12 @@ def dense_distances(
     scale = search_scale(geometry, tint)
     factor = 2 * hundredths * _TINT_STEPS - hundredths * hundredths
     cell_sums = flat.reshape(count, flat.shape[1] // 3, 3).sum(axis=1, dtype=np.int64) * weight
-    distinct, twin_of = np.unique(alike_cells(cell_vectors, cell_sums, cell_norm2),
-                                  return_inverse=True)
+    alike = (alike_under_full_tint(cell_vectors, cell_sums // weight, cell_norm2)
+             if hundredths == _TINT_STEPS else alike_cells(cell_vectors, cell_sums, cell_norm2))
+    distinct, twin_of = np.unique(alike, return_inverse=True)
     if len(distinct) < count:
-        # Identical cells (a flat target's) have identical rows: each computed once.
+        # Identical cells (a flat target's; at full tint, cells a colour apart) have
+        # identical rows: each computed once.
         return dense_distances(cell_vectors[distinct], tiles, geometry, features,
                                tint)[twin_of.ravel()]
     tile_sums = features.channel_sums

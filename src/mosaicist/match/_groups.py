@@ -64,6 +64,7 @@ import numpy as np
 from ..progress import progress_bar
 from . import _assign, _flow
 from ._assign import Assignment, CandidateSearch, flow_units
+from ._exact import alike_under_full_tint
 
 #: Nearest tiles a kind of cell lists past the ``ceil(cells / cap)`` it fills.
 FIRST_TILES = 16
@@ -122,13 +123,19 @@ class CellKinds:
         return len(self.first) <= GROUPED_SHARE * len(self.kind)
 
 
-def cell_kinds(cell_vectors: np.ndarray) -> CellKinds:
+def cell_kinds(cell_vectors: np.ndarray, full_tint: bool = False) -> CellKinds:
     """Group cells whose vectors are the same byte for byte.
 
     Parameters
     ----------
     cell_vectors : numpy.ndarray
-        ``(N, ...)`` each cell's vector (any dtype).
+        ``(N, ...)`` each cell's vector (any dtype; uint8 cells of 3
+        channels with ``full_tint``).
+    full_tint : bool
+        Whether the distances are tinted at full strength: then cells that
+        differ by a colour added to every pixel are the same distance from
+        every tile, and one kind too (flat cells of every shade, say;
+        :func:`~mosaicist.match._exact.alike_under_full_tint`).
 
     Returns
     -------
@@ -136,6 +143,12 @@ def cell_kinds(cell_vectors: np.ndarray) -> CellKinds:
         Each cell's kind, numbered in order of each kind's first cell.
     """
     count = len(cell_vectors)
+    if full_tint:
+        # Each cell's first twin: sorted, those are the kinds' first cells in order.
+        first, inverse, size = np.unique(alike_under_full_tint(cell_vectors),
+                                         return_inverse=True, return_counts=True)
+        return CellKinds(inverse.ravel().astype(np.int64), first.astype(np.int64),
+                         size.astype(np.int64))
     rows = np.ascontiguousarray(cell_vectors).reshape(count, -1).view(np.uint8)
     if rows.shape[1] % 8:
         rows = np.pad(rows, ((0, 0), (0, -rows.shape[1] % 8)))
