@@ -244,6 +244,58 @@ def write_frames(path: Path, pictures: list[np.ndarray], rate: int = 12) -> None
             container.mux(packet)
 
 
+def smooth_tiles(rng: np.random.Generator, count: int, side: int) -> np.ndarray:
+    """Smooth random tiles with a little noise, so that the search's bounds prune."""
+    y, x = np.mgrid[0:side, 0:side] / (side - 1)
+    base = rng.uniform(0, 255, (count, 1, 1, 3))
+    slope = rng.uniform(-100, 100, (count, 2, 1, 1, 3))
+    pictures = base + slope[:, 0] * x[None, :, :, None] + slope[:, 1] * y[None, :, :, None]
+    pictures += rng.normal(0, 5, pictures.shape)
+    return np.clip(np.rint(pictures), 0, 255).astype(np.uint8)
+
+
+def check_twins_searched_once(rng: np.random.Generator, vectors: np.ndarray, tiles: np.ndarray,
+                              geometry, features, k: int, hundredths: int,
+                              fewer: int = 1) -> None:
+    """``match_exact`` of cells with twins, each under its own limit and upper, against the
+    same cells searched one by one and against the ranking of every pair.
+
+    Twins are searched once (at least ``fewer`` times fewer pairs evaluated), and each
+    gets the same tiles, distances and cut-offs as its own search.
+    """
+    from mosaicist.match import _exact, match_exact
+
+    every = _exact.dense_distances(vectors, tiles, geometry, features, hundredths / 100)
+    price = np.where(rng.random(len(tiles)) < 0.4,
+                     rng.integers(0, int(every.max()) // 10, len(tiles)), 0).astype(np.int64)
+    total = every + price
+    ranked = np.lexsort((np.broadcast_to(np.arange(len(tiles)), total.shape), total), axis=1)
+    kth = np.take_along_axis(total, ranked[:, k - 1:k], axis=1)[:, 0]
+    # Twins with limits from below their nearest to past their k-th best, and true hints.
+    limit = np.quantile(total, rng.uniform(0.0, 0.05, len(vectors)), axis=1).diagonal()
+    limit = limit.astype(np.int64) + rng.integers(0, 2, len(vectors))
+    upper = kth + rng.integers(0, 2, len(vectors)) * rng.integers(0, 1000, len(vectors))
+    terms = _exact.cell_terms(vectors, geometry, features)
+    alone_terms = _exact.CellTerms(terms.bound_rows, terms.norm2, terms.flat, terms.sums,
+                                   terms.tail_norm)
+    for search_units in (True, False):
+        options = dict(k=k, tint=hundredths / 100, price=price, limit=limit, upper=upper,
+                       search_units=search_units)
+        once = match_exact(vectors, tiles, geometry, features, **options)
+        alone = match_exact(vectors, tiles, geometry, features, cell_terms=alone_terms,
+                            **options)
+        assert once.evaluated * fewer < alone.evaluated
+        np.testing.assert_array_equal(once.tile, alone.tile)
+        np.testing.assert_array_equal(once.distance, alone.distance)
+        if k > 1:
+            np.testing.assert_array_equal(once.candidates, alone.candidates)
+            np.testing.assert_array_equal(once.candidate_distances, alone.candidate_distances)
+    found = once.candidates if k > 1 else once.tile[:, None]
+    for cell in range(len(vectors)):
+        expected = ranked[cell][total[cell, ranked[cell]] < limit[cell]][:k]
+        assert found[cell][found[cell] >= 0].tolist() == expected.tolist()
+
+
 def make_colour_folder(root: Path, count: int, size: int = 12, seed: int = 0) -> Path:
     """``count`` random-colour PNGs named t000.png, t001.png, ..."""
     root.mkdir(parents=True, exist_ok=True)

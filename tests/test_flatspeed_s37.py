@@ -10,21 +10,14 @@ every cell.
 
 import numpy as np
 import pytest
+from conftest import check_twins_searched_once, smooth_tiles
 
 from mosaicist.grid import Geometry
 from mosaicist.match import _exact as exact
 from mosaicist.match import compute_features, match_exact
 from mosaicist.match._exact import alike_cells, cell_terms, dense_distances
 
-
-def _tiles(rng: np.random.Generator, count: int, side: int) -> np.ndarray:
-    """Smooth random tiles with a little noise, so that the bounds prune."""
-    y, x = np.mgrid[0:side, 0:side] / (side - 1)
-    base = rng.uniform(0, 255, (count, 1, 1, 3))
-    slope = rng.uniform(-100, 100, (count, 2, 1, 1, 3))
-    pictures = base + slope[:, 0] * x[None, :, :, None] + slope[:, 1] * y[None, :, :, None]
-    pictures += rng.normal(0, 5, pictures.shape)
-    return np.clip(np.rint(pictures), 0, 255).astype(np.uint8)
+_tiles = smooth_tiles
 
 
 @pytest.fixture
@@ -73,31 +66,7 @@ def test_twins_with_their_own_limits_get_what_their_own_searches_get(k, hundredt
     distinct[5] = distinct[4][::-1]  # the same sums and norm, other pixels
     cells = distinct[rng.integers(0, len(distinct), 90)]
     vectors = geometry.cell_vectors(cells)
-    every = dense_distances(vectors, tiles, geometry, features, hundredths / 100)
-    price = np.where(rng.random(len(tiles)) < 0.4,
-                     rng.integers(0, int(every.max()) // 10, len(tiles)), 0).astype(np.int64)
-    total = every + price
-    ranked = np.lexsort((np.broadcast_to(np.arange(len(tiles)), total.shape), total), axis=1)
-    kth = np.take_along_axis(total, ranked[:, k - 1:k], axis=1)[:, 0]
-    # Twins with limits from below their nearest to past their k-th best, and true hints.
-    limit = np.quantile(total, rng.uniform(0.0, 0.05, len(cells)), axis=1).diagonal()
-    limit = limit.astype(np.int64) + rng.integers(0, 2, len(cells))
-    upper = kth + rng.integers(0, 2, len(cells)) * rng.integers(0, 1000, len(cells))
-    for search_units in (True, False):
-        options = dict(k=k, tint=hundredths / 100, price=price, limit=limit, upper=upper,
-                       search_units=search_units)
-        once = match_exact(vectors, tiles, geometry, features, **options)
-        alone = _searched_one_by_one(vectors, tiles, geometry, features, **options)
-        assert once.evaluated < alone.evaluated
-        np.testing.assert_array_equal(once.tile, alone.tile)
-        np.testing.assert_array_equal(once.distance, alone.distance)
-        if k > 1:
-            np.testing.assert_array_equal(once.candidates, alone.candidates)
-            np.testing.assert_array_equal(once.candidate_distances, alone.candidate_distances)
-    found = once.candidates if k > 1 else once.tile[:, None]
-    for cell in range(len(cells)):
-        expected = ranked[cell][total[cell, ranked[cell]] < limit[cell]][:k]
-        assert found[cell][found[cell] >= 0].tolist() == expected.tolist()
+    check_twins_searched_once(rng, vectors, tiles, geometry, features, k, hundredths)
 
 
 def test_cells_are_alike_only_when_every_pixel_is():

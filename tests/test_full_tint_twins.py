@@ -10,11 +10,11 @@ they are different cells.
 
 import numpy as np
 import pytest
-from conftest import noisy_target
+from conftest import check_twins_searched_once, noisy_target, smooth_tiles
 
 from mosaicist.grid import Geometry
 from mosaicist.match import _exact as exact
-from mosaicist.match import compute_features, match_exact
+from mosaicist.match import compute_features
 from mosaicist.match._exact import (
     alike_under_full_tint,
     cell_terms,
@@ -23,15 +23,14 @@ from mosaicist.match._exact import (
 )
 from mosaicist.pipeline import make_mosaic
 
+_tiles = smooth_tiles
 
-def _tiles(rng: np.random.Generator, count: int, side: int) -> np.ndarray:
-    """Smooth random tiles with a little noise, so that the bounds prune."""
-    y, x = np.mgrid[0:side, 0:side] / (side - 1)
-    base = rng.uniform(0, 255, (count, 1, 1, 3))
-    slope = rng.uniform(-100, 100, (count, 2, 1, 1, 3))
-    pictures = base + slope[:, 0] * x[None, :, :, None] + slope[:, 1] * y[None, :, :, None]
-    pictures += rng.normal(0, 5, pictures.shape)
-    return np.clip(np.rint(pictures), 0, 255).astype(np.uint8)
+
+def _exact_alike(vectors: np.ndarray, *terms: np.ndarray) -> np.ndarray:
+    """Twins by their pixels alone, as before full tint joined cells a colour apart."""
+    flat = exact._rows(vectors)
+    return exact.alike_cells(vectors, exact._pixel_rows(vectors).sum(axis=1, dtype=np.int64),
+                             np.einsum("ij,ij->i", flat, flat, dtype=np.int64))
 
 
 def _shifted_cells(rng: np.random.Generator, patterns: np.ndarray, count: int
@@ -109,34 +108,8 @@ def test_searches_of_twins_at_full_tint_get_what_their_own_searches_get(k):
     patterns = _tiles(rng, 5, 4) // 2 + 40
     cells, _ = _shifted_cells(rng, patterns, 70)
     vectors = geometry.cell_vectors(cells)
-    every = dense_distances(vectors, tiles, geometry, features, 1.0)
-    price = np.where(rng.random(len(tiles)) < 0.4,
-                     rng.integers(0, int(every.max()) // 10, len(tiles)), 0).astype(np.int64)
-    total = every + price
-    ranked = np.lexsort((np.broadcast_to(np.arange(len(tiles)), total.shape), total), axis=1)
-    kth = np.take_along_axis(total, ranked[:, k - 1:k], axis=1)[:, 0]
-    limit = np.quantile(total, rng.uniform(0.0, 0.05, len(cells)), axis=1).diagonal()
-    limit = limit.astype(np.int64) + rng.integers(0, 2, len(cells))
-    upper = kth + rng.integers(0, 2, len(cells)) * rng.integers(0, 1000, len(cells))
-    terms = cell_terms(vectors, geometry, features)
-    alone_terms = exact.CellTerms(terms.bound_rows, terms.norm2, terms.flat, terms.sums,
-                                  terms.tail_norm)
-    for search_units in (True, False):
-        options = dict(k=k, tint=1.0, price=price, limit=limit, upper=upper,
-                       search_units=search_units)
-        once = match_exact(vectors, tiles, geometry, features, **options)
-        alone = match_exact(vectors, tiles, geometry, features, cell_terms=alone_terms,
-                            **options)
-        assert once.evaluated * 5 < alone.evaluated  # 5 patterns searched, not 70 cells
-        np.testing.assert_array_equal(once.tile, alone.tile)
-        np.testing.assert_array_equal(once.distance, alone.distance)
-        if k > 1:
-            np.testing.assert_array_equal(once.candidates, alone.candidates)
-            np.testing.assert_array_equal(once.candidate_distances, alone.candidate_distances)
-    found = once.candidates if k > 1 else once.tile[:, None]
-    for cell in range(len(cells)):
-        expected = ranked[cell][total[cell, ranked[cell]] < limit[cell]][:k]
-        assert found[cell][found[cell] >= 0].tolist() == expected.tolist()
+    # 5 patterns searched, not 70 cells.
+    check_twins_searched_once(rng, vectors, tiles, geometry, features, k, 100, fewer=5)
 
 
 def test_the_default_preset_on_flat_cells_of_many_shades_is_the_same_optimum(tmp_path,
@@ -165,11 +138,7 @@ def test_the_default_preset_on_flat_cells_of_many_shades_is_the_same_optimum(tmp
     made = make_mosaic(target, folder, cell_px=4, tile_px=8, max_uses=1, min_spacing=1,
                        cache_dir=tmp_path / "cache")
     assert twins and max(twins) >= 60  # 70 flat cells of other shades: one kind
-    monkeypatch.setattr(exact, "alike_under_full_tint",
-                        lambda vectors, *terms: exact.alike_cells(
-                            vectors, exact._pixel_rows(vectors).sum(axis=1, dtype=np.int64),
-                            np.einsum("ij,ij->i", exact._rows(vectors), exact._rows(vectors),
-                                      dtype=np.int64)))
+    monkeypatch.setattr(exact, "alike_under_full_tint", _exact_alike)
     before = make_mosaic(target, folder, cell_px=4, tile_px=8, max_uses=1, min_spacing=1,
                          cache_dir=tmp_path / "cache")
     assert made.options.tint == 1.0
@@ -223,11 +192,7 @@ def test_a_picture_of_flat_cells_in_many_shades_is_one_kind_at_full_tint(tmp_pat
     made = make_mosaic(target, folder, cell_px=4, tile_px=8, max_uses=1, min_spacing=1,
                        crop="centre", cache_dir=tmp_path / "cache")
     assert kinds == [1]
-    monkeypatch.setattr(_groups, "alike_under_full_tint",
-                        lambda vectors, *terms: exact.alike_cells(
-                            vectors, exact._pixel_rows(vectors).sum(axis=1, dtype=np.int64),
-                            np.einsum("ij,ij->i", exact._rows(vectors), exact._rows(vectors),
-                                      dtype=np.int64)))
+    monkeypatch.setattr(_groups, "alike_under_full_tint", _exact_alike)
     by_colour = make_mosaic(target, folder, cell_px=4, tile_px=8, max_uses=1, min_spacing=1,
                             crop="centre", cache_dir=tmp_path / "cache")
     mine, theirs = made.report()["assignment"], by_colour.report()["assignment"]

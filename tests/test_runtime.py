@@ -26,6 +26,17 @@ from mosaicist._runtime import (
 _POOL: ProcessPoolExecutor | None = None
 
 
+def _run_blas_script(script: str) -> None:
+    """Run ``script`` in a fresh interpreter with two BLAS threads: it prints ``ok``, or
+    ``none`` where threadpoolctl sees no BLAS library (skipped)."""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=dict(os.environ, OPENBLAS_NUM_THREADS="2"), timeout=120)
+    assert done.returncode == 0, done.stderr
+    if done.stdout.strip() == "none":
+        pytest.skip("no BLAS library that threadpoolctl can see")
+    assert done.stdout.strip() == "ok"
+
+
 def test_one_blas_thread_limits_and_restores():
     # In a fresh interpreter: the limit covers the BLAS libraries loaded at its first
     # use, and this test process may have loaded others since (FAISS's, PyTorch's).
@@ -49,12 +60,7 @@ with one_blas_thread():
 assert threads() == before, (threads(), before)
 print("ok")
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=dict(os.environ, OPENBLAS_NUM_THREADS="2"), timeout=120)
-    assert done.returncode == 0, done.stderr
-    if done.stdout.strip() == "none":
-        pytest.skip("no BLAS library that threadpoolctl can see")
-    assert done.stdout.strip() == "ok"
+    _run_blas_script(script)
 
 
 def test_one_blas_thread_overlapping_in_threads_restores_the_limit():
@@ -123,12 +129,7 @@ assert seen["alone"] == {1}, seen
 assert threads() == before, (threads(), before)
 print("ok")
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=dict(os.environ, OPENBLAS_NUM_THREADS="2"), timeout=120)
-    assert done.returncode == 0, done.stderr
-    if done.stdout.strip() == "none":
-        pytest.skip("no BLAS library that threadpoolctl can see")
-    assert done.stdout.strip() == "ok"
+    _run_blas_script(script)
 
 
 def test_thread_pools_are_kept_per_size_and_process():
