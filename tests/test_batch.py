@@ -1592,6 +1592,32 @@ def test_an_interrupted_batch_leaves_no_temporary_of_its_killed_workers(data, tm
     assert not any(path.name.startswith(".img") for path in out.iterdir())
 
 
+def test_a_resumed_batch_with_nothing_to_make_removes_a_killed_runs_temporaries(data,
+                                                                               tmp_path):
+    # A run killed outright (kill -9) leaves its workers' temporaries beside the outputs;
+    # a resumed run that found every output done left them there for good.
+    from conftest import dead_pid
+
+    root, tiles, targets, _, _ = data
+    out = tmp_path / "out"
+    flags = ["batch", targets, "--tiles", tiles, "-o", out, *GRID, "--workers", 1, "-q"]
+    assert run(flags).exit_code == 0
+    made = sorted(path.name for path in out.iterdir())
+    dead = dead_pid()
+    left = [out / f".img1.png.{dead}-abcdefgh.part.png",
+            out / f".img0.png.{dead}-zyxwvuts.part.png"]
+    for path in left:
+        path.write_bytes(b"half a picture")
+    live = out / f".img2.png.{os.getpid()}-abcdefgh.part.png"  # a writer still at work
+    live.write_bytes(b"being written")
+    resumed = run(flags)
+    assert resumed.exit_code == 0, resumed.output
+    assert not any(path.exists() for path in left)
+    assert live.exists()
+    live.unlink()
+    assert sorted(path.name for path in out.iterdir()) == made
+
+
 def test_a_worker_whose_index_is_gone_says_so_not_that_the_photos_are_unusable(data):
     # The index deleted after the batch indexed the library: a worker said "no usable
     # tile images found" of a folder full of photos, and left an empty index behind.

@@ -508,6 +508,13 @@ def batch_mosaics(
         with progress_bar(total if all(source.expected for source in videos) else None,
                           "mosaics", unit="mosaic", enabled=show_progress) as bar:
             reporter.bar = bar
+            # What a run killed outright (kill -9, a power cut) was writing: each output's
+            # next write removes its own, but one that another run finished meanwhile is
+            # never written again, and a resumed batch with nothing left to make stayed
+            # with the dead run's full-size temporaries. Only unchanged for a while where
+            # a cluster's workers write here too (their PIDs mean nothing on this machine).
+            remove_dead_temporaries(outdir, min_age=0.0 if client is None else STALE_RECORD_AGE,
+                                    below=False)
             try:
                 if sources:
                     # Only now, with work to do and somewhere to run it: a run that failed
