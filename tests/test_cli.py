@@ -1090,3 +1090,24 @@ def test_a_url_given_for_a_file_is_named_as_one(argv):
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "is a URL; mosaicist reads and writes local files only" in result.output
     assert ":/" not in result.output.replace("://", "")
+
+
+def test_render_names_a_setting_it_takes_from_the_placements_file_as_such(setup, tmp_path):
+    # A target over the pixel limit recorded in the placements file: render said "raise it
+    # with max_target_pixels", an option render does not have.
+    root, target, tiles = setup
+    placements = tmp_path / "p.json"
+    made = run(["make", target, "--tiles", tiles, "--preset", "seed", "--cell", CELL,
+                "--tile-px", TILE_PX, "--overlay", "0.3", "-o", tmp_path / "m.png",
+                "--placements", placements, "--cache-dir", root / "cache", "-q"])
+    assert made.exit_code == 0, made.output
+    recorded = json.loads(placements.read_text())
+    recorded["settings"]["max_target_pixels"] = 1000
+    placements.write_text(json.dumps(recorded))
+    result = run(["render", placements, "-o", tmp_path / "again.png", "--cache-dir",
+                  root / "cache"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "(raise it with the placements file's max_target_pixels)" in result.stderr
+    # Settings render has a flag for keep their flags.
+    result = run(["render", placements, "-o", tmp_path / "again.png", "--tile-px", "5000"])
+    assert "--tile-px" in result.stderr

@@ -188,11 +188,22 @@ class _Command(click.Command):
             raise
 
     def flag_for(self, parameter: str) -> str:
-        """Return the flag that sets ``parameter`` in this command (else the parameter)."""
+        """Return the flag that sets ``parameter`` in this command (else the parameter).
+
+        ``render`` takes the settings it has no flag for from the placements
+        file: a message names them as its (a target over the pixel limit said
+        "raise it with max_target_pixels", which ``render`` has no option for).
+        """
         for option in self.params:
             if isinstance(option, click.Option) and option.name == parameter:
                 return next((flag for flag in option.opts if flag.startswith("--")),
                             option.opts[0])
+        if self.name == "render":
+            try:
+                setting_named(parameter)
+            except KeyError:
+                return parameter
+            return f"the placements file's {parameter}"
         return parameter
 
 
