@@ -651,6 +651,35 @@ def test_render_again_and_delete(api, finished):
     assert api.get(f"/api/runs/{finished}").json()["status"] == "done"
 
 
+def test_a_run_keeps_the_name_its_page_uploaded_the_target_as(api, indexed):
+    # Two uploads of one file are one stored picture, which takes the latest upload's name:
+    # a run made from the first tab was named (and its downloads too) after the second.
+    first = api.post("/api/targets", files={"file": ("holiday.png", WORLD_TARGET, "image/png")})
+    second = api.post("/api/targets", files={"file": ("../x.png", WORLD_TARGET, "image/png")})
+    assert first.json()["id"] == second.json()["id"]
+    assert (first.json()["name"], second.json()["name"]) == ("holiday.png", "x.png")
+    target = first.json()["id"]
+    made = []
+    try:
+        for sent, shown in (("holiday.png", "holiday.png"), (None, "x.png"),
+                            ("a/b\\c\x00.png", "c.png")):
+            body = {"target": target, "tiles": indexed, "settings": SETTINGS}
+            if sent is not None:
+                body["target_name"] = sent
+            response = api.post("/api/runs", body)
+            assert response.status_code == 202, response.text
+            made.append(response.json()["id"])
+            assert api.get(f"/api/runs/{made[-1]}").json()["target_name"] == shown
+        refused = api.post("/api/runs", {"target": target, "tiles": indexed,
+                                         "settings": SETTINGS, "target_name": 5})
+        assert refused.status_code == 400 and "target_name" in error_of(refused)
+    finally:
+        for run_id in made:
+            api.post(f"/api/runs/{run_id}/cancel")
+            api.events(f"/api/runs/{run_id}/events")
+            assert api.delete(f"/api/runs/{run_id}").status_code == 200
+
+
 def test_cancel_a_running_and_a_queued_run(api, indexed):
     running = api.make(SLOW, indexed)
     queued = api.make(SETTINGS, indexed)  # one run at a time: this one waits

@@ -107,7 +107,7 @@ from ._form import DATASETS, presets_form, settings_form
 from ._history import ACTIVE_STATUSES, History, HistoryError, Run
 from ._jobs import JobEvent, Jobs, Subscription
 from ._preview import Previewer
-from ._uploads import MAX_UPLOAD_BYTES, accept_target
+from ._uploads import MAX_UPLOAD_BYTES, accept_target, display_name
 from ._words import check_device_runs, check_runs, cuda_unusable, page_message
 
 #: The placeholder of the page that becomes this server's token.
@@ -847,7 +847,10 @@ class Studio:
         Parameters
         ----------
         body : dict
-            The request's JSON: ``target``, ``tiles`` and ``settings``.
+            The request's JSON: ``target``, ``tiles`` and ``settings``, and
+            ``target_name``, the name the page uploaded the target as (the
+            stored picture is shared by every upload of the same file, and
+            keeps the name of the latest).
 
         Returns
         -------
@@ -860,14 +863,15 @@ class Studio:
             4xx for what the body names that cannot be used.
         """
         target, info = self.target(body.get("target"))
+        name = _run_target_name(body.get("target_name"), str(info["name"]))
         tiles = self.tiles_spec(body.get("tiles"))
         options = self.options(body.get("settings"))
         try:
             command = command_line(str(target), tiles, options)
         except OptionError as error:
             raise WebError(400, page_message(error)) from None
-        _check_sizes(target, str(info["name"]), options)
-        run = self.history.create(target_name=str(info["name"]), tiles=tiles,
+        _check_sizes(target, name, options)
+        run = self.history.create(target_name=name, tiles=tiles,
                                   settings=options.to_json(), command=command,
                                   target=str(info["id"]))
         try:
@@ -1154,6 +1158,21 @@ def _check_sizes(target: Path, name: str, options: MosaicOptions) -> None:
             check_adaptive(fitted)
     except MosaicistError as error:
         raise _refusal(error, target, name) from None
+
+
+def _run_target_name(sent: object, stored: str) -> str:
+    """The name a run shows its target by: the one its page uploaded it as, else ``stored``.
+
+    Two uploads of the same file are one stored picture, whose description
+    takes the latest upload's name: a run made from the first tab was named
+    (and its downloads too) after a later upload in another. The page sends
+    the name its upload was given back, cleaned here as an upload's is.
+    """
+    if sent is None:
+        return stored
+    if not isinstance(sent, str):
+        raise WebError(400, "target_name must be text, the name the picture was uploaded as")
+    return display_name(sent)
 
 
 def _download_name(target_name: str, file_name: str) -> str:

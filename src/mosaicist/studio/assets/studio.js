@@ -1224,7 +1224,9 @@
     state.starting = true;
     $("make").disabled = true;
     try {
-      const {id} = await api("POST", "/api/runs", {target: state.target.id, tiles: state.tiles, settings: settingsPayload()});
+      // The name this page uploaded it as: the stored picture is shared by every upload of
+      // the same file, and another tab's upload renames it.
+      const {id} = await api("POST", "/api/runs", {target: state.target.id, target_name: state.target.name, tiles: state.tiles, settings: settingsPayload()});
       followRun(id, "Making the mosaic");
     } finally {
       state.starting = false;
