@@ -343,7 +343,15 @@ def test_upload_framing_is_checked(api):
     broken = api.post("/api/targets", content=b"--x\r\nnonsense",
                       headers={"Content-Type": "multipart/form-data; boundary=x"})
     assert broken.status_code == 400
-    error_of(broken)
+    assert "file name" not in error_of(broken)
+    # One picture under a name of thousands of characters: the parser refuses the part's
+    # header, and the answer said to send one picture "and nothing else".
+    long_name = api.post("/api/targets",
+                         files={"file": ("a" * 5000 + ".png", WORLD_TARGET, "image/png")})
+    assert long_name.status_code == 400
+    assert "file name is too long" in error_of(long_name)
+    assert api.post("/api/targets", files={"file": ("a" * 2000 + ".png", WORLD_TARGET,
+                                                    "image/png")}).status_code == 201
     # A body over the limit is refused from its announced length, before it is read.
     parts = urllib.parse.urlsplit(api.url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
