@@ -2976,9 +2976,7 @@ class _Solver:
         for _ in range(NEAR_SOLVES):
             if near.sum() > NEAR_SHARE * len(near):
                 break
-            index = np.flatnonzero(near)
-            subset = _Edges(edges.row[index], edges.tile[index], edges.dist[index],
-                            np.bincount(edges.row[index], minlength=count), edges.tail)
+            index, subset = self._allowed_edges(near)
             choice = self._step(subset, np.ones(len(index), bool), outside)
             priced = tile_prices(subset, choice, self.cap, outside, self.minimum,
                                  self.surcharge or 0)

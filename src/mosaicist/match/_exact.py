@@ -365,8 +365,7 @@ def cell_terms(cell_vectors: np.ndarray, geometry: Geometry,
     colour added to every pixel are alike too (see :func:`alike_cells`).
     """
     bound_rows, norm2, tail_norm = cell_bound_rows(cell_vectors, geometry, features)
-    sums = (_pixel_rows(cell_vectors).sum(axis=1, dtype=np.int64)
-            * geometry.weight)
+    sums = _channel_sums(_pixel_rows(cell_vectors)) * geometry.weight
     alike = (alike_cells(cell_vectors, sums, norm2) if not full_tint(tint)
              else alike_under_full_tint(cell_vectors, sums // geometry.weight, norm2))
     return CellTerms(bound_rows, norm2, cells_for_dots(cell_vectors, geometry.weight), sums,
@@ -1193,7 +1192,7 @@ def dense_distances(
     cell_norm2 = np.einsum("ij,ij->i", flat, flat, dtype=np.int64)
     scale = search_scale(geometry, tint)
     factor = 2 * hundredths * _TINT_STEPS - hundredths * hundredths
-    cell_sums = flat.reshape(count, flat.shape[1] // 3, 3).sum(axis=1, dtype=np.int64) * weight
+    cell_sums = _channel_sums(flat.reshape(count, flat.shape[1] // 3, 3)) * weight
     alike = (alike_under_full_tint(cell_vectors, cell_sums // weight, cell_norm2)
              if hundredths == _TINT_STEPS else alike_cells(cell_vectors, cell_sums, cell_norm2))
     distinct, twin_of = np.unique(alike, return_inverse=True)
