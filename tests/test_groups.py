@@ -31,8 +31,32 @@ def test_cell_kinds_group_identical_vectors_numbered_by_first_cell():
     assert kinds.kind.tolist() == [0, 1, 0, 2, 1, 0, 1]
     assert kinds.first.tolist() == [0, 1, 3]
     assert kinds.size.tolist() == [3, 3, 1]
-    assert kinds.worth_grouping  # 3 kinds of 7 cells
+    assert not kinds.worth_grouping  # 3 kinds of 7 cells, none a crowd
     assert not cell_kinds(np.arange(28, dtype=np.uint8).reshape(7, 4)).worth_grouping
+
+
+def _kinds_of_sizes(sizes: list[int]) -> _groups.CellKinds:
+    kind = np.repeat(np.arange(len(sizes)), sizes)
+    return cell_kinds(kind.astype(np.uint16).view(np.uint8).reshape(len(kind), 2))
+
+
+def test_kinds_are_worth_grouping_where_crowds_hold_enough_of_the_cells():
+    crowd = _groups.CROWD_KIND
+    # A quarter of the grid in one kind (a white backdrop): by kinds.
+    assert _kinds_of_sizes([100] + [1] * 300).worth_grouping
+    # Small kinds only (a colour ramp at full tint, cells a colour apart), however few:
+    # the cells' pricing rounds, which warm prices start, are faster.
+    small = _kinds_of_sizes([crowd - 1] * 500)
+    assert len(small.first) < 0.1 * len(small.kind) and not small.worth_grouping
+    assert _kinds_of_sizes([crowd] * 500).worth_grouping
+    # Crowds below the share: the cells (the camera-trap elephants' black caption bar,
+    # 11% of 31,212 cells).
+    share = _groups.CROWDED_SHARE
+    crowded = int(share * 1000)
+    assert not _kinds_of_sizes([crowded - 1, 1] + [2] * ((1000 - crowded) // 2)).worth_grouping
+    assert _kinds_of_sizes([crowded] + [2] * ((1000 - crowded) // 2)).worth_grouping
+    # Few kinds are still needed: a fifth of the cells in crowds of 16, the rest alone.
+    assert not _kinds_of_sizes([16] * 13 + [1] * 832).worth_grouping
 
 
 def test_cell_kinds_are_exact_where_hashes_collide(monkeypatch):
