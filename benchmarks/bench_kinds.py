@@ -16,14 +16,20 @@ Targets, drawn by the benchmark at 3,200 x 2,400 px:
 * ``swatches``: 16 x 16 flat fields of 256 colours (a chart, pixel art): at
   full tint (the default preset's) every flat cell, whatever its colour, is
   the same distance from every tile, and one kind (session 43: as 256 kinds
-  of one colour each they tied on every tile, and the make took minutes).
+  of one colour each they tied on every tile, and the make took minutes);
+* ``ramp``: a smooth colour ramp (black, red-violet, green and white
+  corners). At full tint its cells a colour apart are one kind, thousands of
+  small kinds in all, which the cells' pricing rounds solve faster: the
+  make must not take the kinds' way there (session 44: 4,800 cells took 528 s
+  by kinds, 45 s by cells). ``--forced-kinds`` measures the kinds' way.
 
 Each case is ``mosaicist make TARGET --tiles cifar10/train --cells N`` (the
 default preset, warm index) in a child process. Printed: wall time, the
 match's own seconds, peak RSS, whether the assignment was certified, its
 pricing rounds, distinct tiles. With ``--baseline`` the same make runs with
 the kinds switched off (the cells' pricing rounds, as before), stopped after
-``--baseline-limit`` seconds. With ``--photos N`` the library is ``N``
+``--baseline-limit`` seconds; with ``--forced-kinds``, with every grid solved
+by kinds, stopped likewise. With ``--photos N`` the library is ``N``
 photos drawn at random (seed 1) from ``--tiles``: where they are fewer than
 the cells, the default preset places every photo at least once (a minimum
 of uses, which the kinds keep too).
@@ -34,6 +40,7 @@ Run (from the repository root)::
     python benchmarks/bench_kinds.py --targets drawing --cells 10000 --baseline
     python benchmarks/bench_kinds.py --photos 3000 --cells 10000 --baseline
     python benchmarks/bench_kinds.py --targets swatches --cells 10000
+    python benchmarks/bench_kinds.py --targets ramp --cells 5000 10000 --forced-kinds
 """
 
 from __future__ import annotations
@@ -62,11 +69,15 @@ from common import (  # noqa: E402
     run_child,
 )
 
-TARGETS = ("drawing", "logo", "blank", "swatches")
+TARGETS = ("drawing", "logo", "blank", "swatches", "ramp")
 #: The make with the kinds switched off: every grid goes to the cells' pricing rounds.
 CELLS_ONLY = ("import sys; import mosaicist.match._groups as groups; "
               "groups.GROUPED_SHARE = 0.0; from mosaicist.cli import main; "
               "sys.argv = ['mosaicist', *sys.argv[1:]]; main()")
+#: The make with every grid solved by kinds, however small they are.
+KINDS_ONLY = ("import sys; import mosaicist.match._groups as groups; "
+              "groups.GROUPED_SHARE = 1.0; groups.CROWDED_SHARE = 0.0; "
+              "from mosaicist.cli import main; sys.argv = ['mosaicist', *sys.argv[1:]]; main()")
 
 
 def draw_target(name: str, width: int = 3200, height: int = 2400) -> Image.Image:
@@ -101,6 +112,14 @@ def draw_target(name: str, width: int = 3200, height: int = 2400) -> Image.Image
                 pen.rectangle([column * width // 16, row * height // 16,
                                (column + 1) * width // 16 - 1, (row + 1) * height // 16 - 1],
                               fill=tuple(int(value) for value in colours[row, column]))
+    elif name == "ramp":
+        across = np.linspace(0.0, 1.0, width)[None, :]
+        down = np.linspace(0.0, 1.0, height)[:, None]
+        ramp = np.empty((height, width, 3))
+        ramp[..., 0] = across
+        ramp[..., 1] = down
+        ramp[..., 2] = (145 * across + 109 * down + across * down) / 255
+        return Image.fromarray(np.rint(255 * ramp).astype(np.uint8))
     elif name != "blank":
         raise ValueError(f"unknown target {name!r}")
     return image
@@ -117,8 +136,10 @@ def main() -> None:
                         metavar="N", help="about N cells (make's --cells; default 10000 30000)")
     parser.add_argument("--baseline", action="store_true",
                         help="also run each case with the kinds switched off")
+    parser.add_argument("--forced-kinds", action="store_true",
+                        help="also run each case with every grid solved by kinds")
     parser.add_argument("--baseline-limit", type=positive_int, default=900, metavar="SECONDS",
-                        help="stop a baseline run after this long (default 900)")
+                        help="stop a baseline or forced run after this long (default 900)")
     parser.add_argument("--photos", type=positive_int, metavar="N",
                         help="a library of N photos drawn from --tiles (default: all of them)")
     args = parser.parse_args()
@@ -150,17 +171,19 @@ def _run(args: argparse.Namespace, tiles: Path, runs: Path) -> None:
     table = []
     for name in args.targets:
         for cells in args.cells:
-            ways = [("kinds", [*mosaicist_command()])]
+            ways = [("default", [*mosaicist_command()])]
+            limited = ["timeout", str(args.baseline_limit), sys.executable, "-c"]
             if args.baseline:
-                ways.append(("cells", ["timeout", str(args.baseline_limit), sys.executable,
-                                       "-c", CELLS_ONLY]))
+                ways.append(("cells", [*limited, CELLS_ONLY]))
+            if args.forced_kinds:
+                ways.append(("kinds", [*limited, KINDS_ONLY]))
             for way, command in ways:
                 print(f"{name}, {cells:,} cells, {way} ...", flush=True)
                 report_path = runs / "report.json"
                 report_path.unlink(missing_ok=True)
                 child = run_child([*command, "make", targets[name], *common, "--cells", cells,
                                    "-o", runs / "mosaic.png", "--report", report_path])
-                if way == "cells" and child.returncode == 124:
+                if way != "default" and child.returncode == 124:
                     table.append([name, f"{cells:,}", way, f"> {args.baseline_limit} s",
                                   "(stopped)", gib(child.peak_rss_bytes), "-", "-", "-", "-"])
                     continue

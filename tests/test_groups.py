@@ -292,6 +292,79 @@ def test_a_flat_target_through_kinds_equals_the_cells_pricing_rounds(tmp_path, m
     np.testing.assert_array_equal(kinds_result.tile, dense.candidate_of(first.tile))
 
 
+def _patterned_target(rows: int = 12, cols: int = 16, cell: int = 8) -> np.ndarray:
+    """Four textures in bands of cells, each cell a colour apart from the next, a few odd.
+
+    At full tint: four kinds of cell, none holding most of the grid, and a few alone.
+    """
+    rng = np.random.default_rng(11)
+    textures = rng.integers(40, 200, (4, cell, cell, 3))
+    image = np.empty((rows * cell, cols * cell, 3), np.int64)
+    for row in range(rows):
+        for col in range(cols):
+            image[row * cell:(row + 1) * cell, col * cell:(col + 1) * cell] = (
+                textures[(row // 3) % 4] + 3 * col - 20)
+    image[:cell, :3 * cell] = rng.integers(0, 256, (cell, 3 * cell, 3))
+    return image.astype(np.uint8)
+
+
+@pytest.mark.parametrize("max_uses, spacing", [(1, 1), (2, 3)])
+def test_warm_lists_of_kinds_change_no_optimum(tmp_path, monkeypatch, max_uses, spacing):
+    # A full grid of kinds at full tint: the kinds' first lists hold each kind's tiles
+    # of least estimated final cost, as many as it fills and more; the optimum (and its
+    # proof) is the one without them and the cells' own.
+    folder = smooth_folder(tmp_path / "tiles", count=240, seed=8)
+    target = tmp_path / "patterns.png"
+    Image.fromarray(_patterned_target()).save(target)
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, cache_dir=tmp_path / "c")
+    options = replace(mosaic.options, max_uses=max_uses, min_spacing=spacing, min_uses=0,
+                      tint=1.0, assign="optimal")
+    request = MatchRequest(mosaic.grid, mosaic.library, options)
+    kinds = cell_kinds(request.cell_vectors, full_tint=True)
+    assert kinds.worth_grouping and len(kinds.first) > 4
+    assert kinds.size.max() < _capped.WARM_KINDS_LARGEST * len(kinds.kind)
+    recorded = _recorded(monkeypatch, "warm_kind_pairs")
+    warm_result = _capped.CappedMatcher().match(request).assignment
+    (warm,) = recorded
+    assert warm is not None
+    kind, tile, distance = warm
+    cap = _assign.tile_capacity(request.grid.rows, request.grid.cols, max_uses, spacing)
+    listed = np.bincount(kind, minlength=len(kinds.first))
+    fills = -(-kinds.size // np.minimum(kinds.size, cap))
+    assert (listed >= np.minimum(fills + 1, len(request.library))).all()
+    search = _capped.LibrarySearch(request)
+    np.testing.assert_array_equal(distance, search.pairs(kinds.first[kind], tile))
+    monkeypatch.setattr(_capped, "WARM_CANDIDATES", 0)
+    cold_result = _capped.CappedMatcher().match(request).assignment
+    assert recorded[-1] is None
+    monkeypatch.setattr(_groups, "GROUPED_SHARE", 0.0)
+    cells_result = _capped.CappedMatcher().match(request).assignment
+    if spacing == 1:
+        assert warm_result.certified and cold_result.certified and cells_result.certified
+        assert warm_result.objective == cold_result.objective == cells_result.objective
+    else:
+        # The spacing rounds are a heuristic: the bound (the capped optimum without
+        # spacing) is what the warm lists must not change.
+        assert warm_result.lower_bound == cold_result.lower_bound
+    _assign.verify_placement(warm_result.tile, request.grid.rows, request.grid.cols,
+                             max_uses, spacing, 0, len(request.library))
+
+
+def test_a_kind_holding_most_of_the_grid_takes_no_warm_lists(tmp_path, monkeypatch):
+    # White paper: its crowd takes its nearest tiles, and an auction of it only costs time.
+    folder = smooth_folder(tmp_path / "tiles", count=240, seed=8)
+    target = tmp_path / "flat.png"
+    Image.fromarray(_flat_target()).save(target)
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, cache_dir=tmp_path / "c")
+    options = replace(mosaic.options, max_uses=1, min_spacing=1, min_uses=0, tint=1.0,
+                      assign="optimal")
+    request = MatchRequest(mosaic.grid, mosaic.library, options)
+    warm = _recorded(monkeypatch, "warm_kind_pairs")
+    kinds = _recorded(monkeypatch, "assign_by_kinds")
+    result = _capped.CappedMatcher().match(request).assignment
+    assert warm == [] and len(kinds) == 1 and result.certified
+
+
 @pytest.mark.parametrize("cap, spacing", [(2, 3), (4, 3), (3, 5)])
 def test_spaced_kinds_keep_each_kinds_copies_apart(cap, spacing):
     # Two kinds over a 12 x 20 grid (a white page with a band), few tiles: every tile

@@ -75,7 +75,7 @@ from ._exact import (
     search_scale,
 )
 from ._features import LARGE_LIBRARY, BoundGrid, bound_scale
-from ._groups import assign_by_kinds, cell_kinds, spaced_by_kinds
+from ._groups import CellKinds, assign_by_kinds, cell_kinds, spaced_by_kinds
 from ._registry import Matcher, MatchRequest, MatchResult
 from ._warm import least_priced, warm_prices
 
@@ -108,6 +108,14 @@ WARM_LOAD = 0.05
 #: pairs are measured without wide copies: Starry Night 48.6 s against 60.9 s with 24
 #: (96: 49.3 s), the arctic photo 69-82 s against 101 s (64: 76 s, 96: 78 s).
 WARM_CANDIDATES = 48
+#: Share of the cells below which the largest kind of cell leaves warm lists to the
+#: kinds (:func:`warm_kind_pairs`). They pay where many kinds compete for the same
+#: tiles (a colour ramp's 30,000 cells in 773 kinds of at most 105: 923 s and 174
+#: rounds without, 130 s and 17 rounds with); beside one kind that holds most of the
+#: grid (a page, a drawing's paper, pixel art: its nearest tiles are what it takes)
+#: the auction of that crowd only costs time (a blank page 3.6 s -> 7.6 s, pixel art
+#: 1.7 -> 2.6 s).
+WARM_KINDS_LARGEST = 0.5
 #: Whether the warm lists replace the nearest tiles (else they join them). The first
 #: pricing round searches nearly every cell of such a grid anyway (its cost lies far
 #: past its nearest tiles), so the nearest tiles' search proved little: without it,
@@ -302,8 +310,14 @@ def _by_kinds(request: MatchRequest, search: LibrarySearch, cap: int
     options, grid = request.options, request.grid
     minimum = options.min_uses
     searched_as = kinds.first[kinds.kind]
+    warm = None
+    if (warm_grid_cap(len(grid), len(request.library), grid.rows, grid.cols, options.max_uses,
+                      options.min_spacing) is not None
+            and kinds.size.max() < WARM_KINDS_LARGEST * len(grid)):
+        warm = warm_kind_pairs(request, search, cap, kinds)
     if not spacing_binds(grid.rows, grid.cols, options.max_uses, options.min_spacing):
-        assignment = assign_by_kinds(search, kinds, cap, request.show_progress, minimum)
+        assignment = assign_by_kinds(search, kinds, cap, request.show_progress, minimum,
+                                     warm)
         if assignment is None:
             return None
         verify_placement(assignment.tile, grid.rows, grid.cols, options.max_uses,
@@ -317,7 +331,7 @@ def _by_kinds(request: MatchRequest, search: LibrarySearch, cap: int
     tile_count = len(request.library)
     width = tile_count if len(grid) * tile_count <= FALLBACK_PAIRS else AUCTION_LISTS
     near = spaced_by_kinds(search, kinds, cap, grid.cols, options.min_spacing, width,
-                           request.show_progress, minimum)
+                           request.show_progress, minimum, warm)
     if near is None:
         return None
     tiles, distances, placed, rounds, bound = near
@@ -567,6 +581,44 @@ def warm_candidates(request: MatchRequest, search: CandidateSearch, cap: int,
     tiles = np.asarray(features.order)[listed.ravel()]
     cells = np.repeat(np.arange(len(cell_points)), listed.shape[1])
     return cells, tiles, search.pairs(cells, tiles)
+
+
+def warm_kind_pairs(request: MatchRequest, search: LibrarySearch, cap: int, kinds: CellKinds
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Each kind's tiles of least distance plus estimated final price: kind, tile, distance.
+
+    The kinds' counterpart of :func:`warm_candidates` (the rounds of a
+    colour ramp's 30,000 cells in 773 kinds, from 50,000 photos: 174 without,
+    19 with): the prices are
+    estimated from every cell (a kind weighs as its cells), and a kind of
+    ``w`` cells lists ``ceil(w / min(w, cap))`` tiles, as many as it fills,
+    plus :data:`WARM_CANDIDATES`. None where the estimate does not apply.
+    """
+    if WARM_CANDIDATES < 1 or request.variants != 1:
+        return None
+    features = request.features
+    if len(features.order) != search.tile_count:
+        return None
+    cell_points, tile_points = warm_points(request, search.cell_terms())
+    # Each cell at its kind's point: the points of cells a colour apart differ in their
+    # last float digits, and the auction draws alike points once (the 30,000 cells of a
+    # colour ramp, 773 kinds: 90 s of bidding, 37 s so).
+    cell_points = cell_points[kinds.first[kinds.kind]]
+    estimate = warm_prices(cell_points, tile_points, cap)
+    if estimate is None:
+        return None
+    want = -(-kinds.size // np.minimum(kinds.size, cap)) + WARM_CANDIDATES
+    width = np.minimum(1 << np.ceil(np.log2(want)).astype(np.int64), search.tile_count)
+    found_kinds, found_tiles = [], []
+    for size in np.unique(width):
+        some = np.flatnonzero(width == size)
+        listed = least_priced(cell_points[kinds.first[some]], tile_points, estimate, int(size))
+        if listed is None:
+            return None
+        found_kinds.append(np.repeat(some, listed.shape[1]))
+        found_tiles.append(np.asarray(features.order)[listed.ravel()])
+    kind, tiles = np.concatenate(found_kinds), np.concatenate(found_tiles)
+    return kind, tiles, search.pairs(kinds.first[kind], tiles)
 
 
 def warm_points(request: MatchRequest, terms: CellTerms) -> tuple[np.ndarray, np.ndarray]:

@@ -107,6 +107,10 @@ SHARE_SEED = 0
 HASH_BLOCK = 4096
 
 
+#: Pairs ``(kind, tile, distance)`` listed beside each kind's nearest tiles.
+WarmPairs = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
 @dataclass(frozen=True)
 class CellKinds:
     """Cells grouped by their vectors.
@@ -429,7 +433,8 @@ def least_prices(kind: np.ndarray, tile: np.ndarray, distance: np.ndarray,
 
 
 def assign_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int,
-                    show_progress: bool = False, minimum: int = 0) -> Assignment | None:
+                    show_progress: bool = False, minimum: int = 0,
+                    warm: WarmPairs | None = None) -> Assignment | None:
     """The capped optimum of cells grouped by kind, certified over every cell-tile pair.
 
     Parameters
@@ -446,6 +451,10 @@ def assign_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int,
         Draw a progress bar on stderr.
     minimum : int
         Fewest cells every tile must fill (see :func:`_solve`).
+    warm : tuple of numpy.ndarray, optional
+        ``(kind, tile, distance)`` pairs that join the first lists: each
+        kind's tiles of least distance plus estimated final price
+        (:func:`~mosaicist.match._capped.warm_kind_pairs`).
 
     Returns
     -------
@@ -455,7 +464,7 @@ def assign_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int,
         range), for the caller to solve otherwise.
     """
     start = time.perf_counter()
-    solved = _solve(search, kinds, cap, show_progress, minimum)
+    solved = _solve(search, kinds, cap, show_progress, minimum, warm=warm)
     if solved is None:
         return None
     lists, units, _, _, rounds = solved
@@ -467,7 +476,7 @@ def assign_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int,
 
 def spaced_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int, cols: int,
                     min_spacing: int, width: int, show_progress: bool = False,
-                    minimum: int = 0
+                    minimum: int = 0, warm: WarmPairs | None = None,
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int] | None:
     """The capped optimum of :func:`assign_by_kinds` for spacing rounds, and lists around it.
 
@@ -492,7 +501,7 @@ def spaced_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int, cols: i
         optimum without spacing (the bound its gap is measured from). None
         as :func:`assign_by_kinds`.
     """
-    solved = _solve(search, kinds, cap, show_progress, minimum)
+    solved = _solve(search, kinds, cap, show_progress, minimum, warm=warm)
     if solved is None:
         return None
     lists, units, price, cost, rounds = solved
@@ -569,7 +578,7 @@ def block_room(kind: np.ndarray, kinds: int, cols: int, min_spacing: int) -> np.
 
 def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: bool,
            minimum: int = 0, edge_limit: np.ndarray | None = None,
-           lists: _Lists | None = None
+           lists: _Lists | None = None, warm: WarmPairs | None = None,
            ) -> tuple[_Lists, np.ndarray, np.ndarray, np.ndarray, int] | None:
     """The kinds' optimal flow: lists, units per listed pair, prices, costs, rounds.
 
@@ -587,7 +596,8 @@ def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: b
 
     With ``edge_limit``, kind ``g`` holds at most ``edge_limit[g]`` copies of
     any tile (see :func:`spaced_by_kinds`); with ``lists`` (of an earlier
-    solve of the same kinds), the rounds go on from them.
+    solve of the same kinds), the rounds go on from them; ``warm`` pairs
+    join the first lists.
     """
     if _assign._flow_solver() is None:
         return None
@@ -605,6 +615,8 @@ def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: b
     if lists is None:
         lists = _Lists(count, tile_count)
         lists.list_nearest(search, first, np.arange(count), -(-size // limit) + FIRST_TILES)
+        if warm is not None:
+            lists.add(*warm)
     bar = progress_bar(None, "assigning tiles by kind of cell", "round", enabled=show_progress)
     rounds = 0
     surcharge: int | None = None
