@@ -47,7 +47,7 @@ def test_kinds_are_worth_grouping_where_crowds_hold_enough_of_the_cells():
     # Small kinds only (a colour ramp at full tint, cells a colour apart), however few:
     # the cells' pricing rounds, which warm prices start, are faster.
     small = _kinds_of_sizes([crowd - 1] * 500)
-    assert len(small.first) < 0.1 * len(small.kind) and not small.worth_grouping
+    assert len(small.first) <= len(small.kind) / (crowd - 1) and not small.worth_grouping
     assert _kinds_of_sizes([crowd] * 500).worth_grouping
     # Crowds below the share: the cells (the camera-trap elephants' black caption bar,
     # 11% of 31,212 cells).

@@ -92,9 +92,11 @@ GROUPED_SHARE = 0.8
 #: slowly, and the share of the cells in such kinds from which a grid is solved by kinds.
 #: A colour ramp at full tint is thousands of small kinds (cells a colour apart): from
 #: 50,000 photos, 4,800 cells in 2,850 kinds of at most 5 took 528 s by kinds against
-#: 68 s by cells, 9,690 in 2,018 kinds of at most 16 over 500 s against 174 s; at 30,000
-#: cells (773 kinds of 39 on average) 923 s by kinds, over 900 s by cells.
-CROWD_KIND = 16
+#: 45 s by cells (65 s by kinds with warm lists); 9,690 cells in 2,018 kinds of at
+#: most 16 (42% of the cells in kinds of 8 or more) over 500 s by kinds without warm
+#: lists, 110 s with them, 162-174 s by cells; 30,000 cells in 773 kinds 130 s by kinds,
+#: over 900 s by cells.
+CROWD_KIND = 8
 CROWDED_SHARE = 0.2
 #: Rounds of raising prices before the least prices are given up on (a safeguard: an
 #: optimal flow has no positive cycle, and they end long before).
