@@ -292,6 +292,17 @@ def test_a_flat_target_through_kinds_equals_the_cells_pricing_rounds(tmp_path, m
     np.testing.assert_array_equal(kinds_result.tile, dense.candidate_of(first.tile))
 
 
+def _request_of(tmp_path, image: np.ndarray, count: int, seed: int, **settings
+                ) -> MatchRequest:
+    """The match request of ``image`` over ``count`` smooth tiles, 8 px cells, ``settings``."""
+    folder = smooth_folder(tmp_path / "tiles", count=count, seed=seed)
+    target = tmp_path / "target.png"
+    Image.fromarray(image).save(target)
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, cache_dir=tmp_path / "c")
+    options = replace(mosaic.options, min_uses=0, assign="optimal", **settings)
+    return MatchRequest(mosaic.grid, mosaic.library, options)
+
+
 def _patterned_target(rows: int = 12, cols: int = 16, cell: int = 8) -> np.ndarray:
     """Four textures in bands of cells, each cell a colour apart from the next, a few odd.
 
@@ -313,13 +324,8 @@ def test_warm_lists_of_kinds_change_no_optimum(tmp_path, monkeypatch, max_uses, 
     # A full grid of kinds at full tint: the kinds' first lists hold each kind's tiles
     # of least estimated final cost, as many as it fills and more; the optimum (and its
     # proof) is the one without them and the cells' own.
-    folder = smooth_folder(tmp_path / "tiles", count=240, seed=8)
-    target = tmp_path / "patterns.png"
-    Image.fromarray(_patterned_target()).save(target)
-    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, cache_dir=tmp_path / "c")
-    options = replace(mosaic.options, max_uses=max_uses, min_spacing=spacing, min_uses=0,
-                      tint=1.0, assign="optimal")
-    request = MatchRequest(mosaic.grid, mosaic.library, options)
+    request = _request_of(tmp_path, _patterned_target(), 240, 8, max_uses=max_uses,
+                          min_spacing=spacing, tint=1.0)
     kinds = cell_kinds(request.cell_vectors, full_tint=True)
     assert kinds.worth_grouping and len(kinds.first) > 4
     assert kinds.size.max() < _capped.WARM_KINDS_LARGEST * len(kinds.kind)
@@ -352,13 +358,8 @@ def test_warm_lists_of_kinds_change_no_optimum(tmp_path, monkeypatch, max_uses, 
 
 def test_a_kind_holding_most_of_the_grid_takes_no_warm_lists(tmp_path, monkeypatch):
     # White paper: its crowd takes its nearest tiles, and an auction of it only costs time.
-    folder = smooth_folder(tmp_path / "tiles", count=240, seed=8)
-    target = tmp_path / "flat.png"
-    Image.fromarray(_flat_target()).save(target)
-    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, cache_dir=tmp_path / "c")
-    options = replace(mosaic.options, max_uses=1, min_spacing=1, min_uses=0, tint=1.0,
-                      assign="optimal")
-    request = MatchRequest(mosaic.grid, mosaic.library, options)
+    request = _request_of(tmp_path, _flat_target(), 240, 8, max_uses=1, min_spacing=1,
+                          tint=1.0)
     warm = _recorded(monkeypatch, "warm_kind_pairs")
     kinds = _recorded(monkeypatch, "assign_by_kinds")
     result = _capped.CappedMatcher().match(request).assignment
@@ -420,13 +421,8 @@ def _close_pairs(tile, cells, cols, spacing):
 
 
 def test_a_flat_target_under_spacing_goes_through_kinds(tmp_path, monkeypatch):
-    folder = smooth_folder(tmp_path / "tiles", count=150, seed=7)
-    target = tmp_path / "flat.png"
-    Image.fromarray(_flat_target()).save(target)
-    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, cache_dir=tmp_path / "c")
-    options = replace(mosaic.options, max_uses=2, min_spacing=3, min_uses=0, tint=0.3,
-                      assign="optimal")
-    request = MatchRequest(mosaic.grid, mosaic.library, options)
+    request = _request_of(tmp_path, _flat_target(), 150, 7, max_uses=2, min_spacing=3,
+                          tint=0.3)
     spaced = _recorded(monkeypatch, "spaced_by_kinds")
     by_kinds = _capped.CappedMatcher().match(request).assignment
     assert len(spaced) == 1 and spaced[0] is not None
