@@ -31,8 +31,8 @@ def test_cell_kinds_group_identical_vectors_numbered_by_first_cell():
     assert kinds.kind.tolist() == [0, 1, 0, 2, 1, 0, 1]
     assert kinds.first.tolist() == [0, 1, 3]
     assert kinds.size.tolist() == [3, 3, 1]
-    assert not kinds.worth_grouping  # 3 kinds of 7 cells, none a crowd
-    assert not cell_kinds(np.arange(28, dtype=np.uint8).reshape(7, 4)).worth_grouping
+    assert not kinds.worth_grouping()  # 3 kinds of 7 cells, none a crowd
+    assert not cell_kinds(np.arange(28, dtype=np.uint8).reshape(7, 4)).worth_grouping()
 
 
 def _kinds_of_sizes(sizes: list[int]) -> _groups.CellKinds:
@@ -43,20 +43,24 @@ def _kinds_of_sizes(sizes: list[int]) -> _groups.CellKinds:
 def test_kinds_are_worth_grouping_where_crowds_hold_enough_of_the_cells():
     crowd = _groups.CROWD_KIND
     # A quarter of the grid in one kind (a white backdrop): by kinds.
-    assert _kinds_of_sizes([100] + [1] * 300).worth_grouping
+    assert _kinds_of_sizes([100] + [1] * 300).worth_grouping()
     # Small kinds only (a colour ramp at full tint, cells a colour apart), however few:
     # the cells' pricing rounds, which warm prices start, are faster.
     small = _kinds_of_sizes([crowd - 1] * 500)
-    assert len(small.first) <= len(small.kind) / (crowd - 1) and not small.worth_grouping
-    assert _kinds_of_sizes([crowd] * 500).worth_grouping
+    assert len(small.first) <= len(small.kind) / (crowd - 1) and not small.worth_grouping()
+    assert _kinds_of_sizes([crowd] * 500).worth_grouping()
+    # Where a tile fills several cells, a crowd is a kind that fills as many tiles: the
+    # same kinds at 2 uses a tile fill half as many, and stay with the cells.
+    assert not _kinds_of_sizes([crowd] * 500).worth_grouping(2)
+    assert _kinds_of_sizes([2 * crowd] * 500).worth_grouping(2)
     # Crowds below the share: the cells (the camera-trap elephants' black caption bar,
     # 11% of 31,212 cells).
     share = _groups.CROWDED_SHARE
     crowded = int(share * 1000)
-    assert not _kinds_of_sizes([crowded - 1, 1] + [2] * ((1000 - crowded) // 2)).worth_grouping
-    assert _kinds_of_sizes([crowded] + [2] * ((1000 - crowded) // 2)).worth_grouping
+    assert not _kinds_of_sizes([crowded - 1, 1] + [2] * ((1000 - crowded) // 2)).worth_grouping()
+    assert _kinds_of_sizes([crowded] + [2] * ((1000 - crowded) // 2)).worth_grouping()
     # Few kinds are still needed: a fifth of the cells in crowds of 16, the rest alone.
-    assert not _kinds_of_sizes([16] * 13 + [1] * 832).worth_grouping
+    assert not _kinds_of_sizes([16] * 13 + [1] * 832).worth_grouping()
 
 
 def test_cell_kinds_are_exact_where_hashes_collide(monkeypatch):
@@ -273,7 +277,7 @@ def test_a_flat_target_through_kinds_equals_the_cells_pricing_rounds(tmp_path, m
     options = replace(mosaic.options, max_uses=1, min_spacing=1, min_uses=0, tint=tint,
                       assign="optimal")
     request = MatchRequest(mosaic.grid, mosaic.library, options)
-    assert cell_kinds(request.cell_vectors).worth_grouping
+    assert cell_kinds(request.cell_vectors).worth_grouping()
     solved = _recorded(monkeypatch, "assign_by_kinds")
     kinds_result = _capped.CappedMatcher().match(request)
     assert len(solved) == 1 and solved[0] is not None
@@ -327,14 +331,14 @@ def test_warm_lists_of_kinds_change_no_optimum(tmp_path, monkeypatch, max_uses, 
     request = _request_of(tmp_path, _patterned_target(), 240, 8, max_uses=max_uses,
                           min_spacing=spacing, tint=1.0)
     kinds = cell_kinds(request.cell_vectors, full_tint=True)
-    assert kinds.worth_grouping and len(kinds.first) > 4
+    cap = _assign.tile_capacity(request.grid.rows, request.grid.cols, max_uses, spacing)
+    assert kinds.worth_grouping(cap) and len(kinds.first) > 4
     assert kinds.size.max() < _capped.WARM_KINDS_LARGEST * len(kinds.kind)
     recorded = _recorded(monkeypatch, "warm_kind_pairs")
     warm_result = _capped.CappedMatcher().match(request).assignment
     (warm,) = recorded
     assert warm is not None
     kind, tile, distance = warm
-    cap = _assign.tile_capacity(request.grid.rows, request.grid.cols, max_uses, spacing)
     listed = np.bincount(kind, minlength=len(kinds.first))
     fills = -(-kinds.size // np.minimum(kinds.size, cap))
     assert (listed >= np.minimum(fills + 1, len(request.library))).all()

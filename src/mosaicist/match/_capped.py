@@ -305,7 +305,7 @@ def _by_kinds(request: MatchRequest, search: LibrarySearch, cap: int
     as.
     """
     kinds = cell_kinds(request.cell_vectors, full_tint(request.options.tint))
-    if not kinds.worth_grouping:
+    if not kinds.worth_grouping(cap):
         return None
     options, grid = request.options, request.grid
     minimum = options.min_uses

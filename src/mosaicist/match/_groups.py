@@ -95,7 +95,8 @@ GROUPED_SHARE = 0.8
 #: 45 s by cells (65 s by kinds with warm lists); 9,690 cells in 2,018 kinds of at
 #: most 16 (42% of the cells in kinds of 8 or more) over 500 s by kinds without warm
 #: lists, 110 s with them, 162-174 s by cells; 30,000 cells in 773 kinds 130 s by kinds,
-#: over 900 s by cells.
+#: over 900 s by cells. The same 9,690 cells from 3,000 photos (4 uses each, spaced)
+#: took 61 s by kinds against 36 s by cells: a kind of 16 cells fills only 4 tiles.
 CROWD_KIND = 8
 CROWDED_SHARE = 0.2
 #: Rounds of raising prices before the least prices are given up on (a safeguard: an
@@ -131,17 +132,18 @@ class CellKinds:
     first: np.ndarray
     size: np.ndarray
 
-    @property
-    def worth_grouping(self) -> bool:
+    def worth_grouping(self, cap: int = 1) -> bool:
         """Whether to solve by kinds: few kinds (:data:`GROUPED_SHARE`), and crowds.
 
-        Crowds are kinds of at least :data:`CROWD_KIND` cells, holding
-        :data:`CROWDED_SHARE` of the cells or more: many small kinds (a colour
-        ramp at full tint) solve faster cell by cell, where warm prices start
-        the rounds.
+        Crowds are kinds that fill at least :data:`CROWD_KIND` tiles of
+        ``cap`` uses each, holding :data:`CROWDED_SHARE` of the cells or
+        more: many small kinds (a colour ramp at full tint) solve faster cell
+        by cell, where warm prices start the rounds. (The cells' rounds let
+        a crowd reach a tile further into the library at a time: a kind of
+        ``w`` cells reaches ``w / cap`` tiles.)
         """
         cells = len(self.kind)
-        crowded = int(self.size[self.size >= CROWD_KIND].sum())
+        crowded = int(self.size[self.size >= CROWD_KIND * max(1, cap)].sum())
         return len(self.first) <= GROUPED_SHARE * cells and crowded >= CROWDED_SHARE * cells
 
 
