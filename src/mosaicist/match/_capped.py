@@ -75,7 +75,7 @@ from ._exact import (
     search_scale,
 )
 from ._features import LARGE_LIBRARY, BoundGrid, bound_scale
-from ._groups import CellKinds, assign_by_kinds, cell_kinds, spaced_by_kinds
+from ._groups import CellKinds, assign_by_kinds, cell_kinds, search_widths, spaced_by_kinds
 from ._registry import Matcher, MatchRequest, MatchResult
 from ._warm import least_priced, warm_prices
 
@@ -561,24 +561,16 @@ def warm_candidates(request: MatchRequest, search: CandidateSearch, cap: int,
     bound's space (default: the search's own cells'; adaptive leaves of
     several sizes give theirs, scaled to one level).
     """
-    if WARM_CANDIDATES < 1 or request.variants != 1:
+    estimated = _warm_estimate(request, search, cap, terms)
+    if estimated is None:
         return None
-    features = request.features
-    if len(features.order) != search.tile_count:
-        return None
-    if terms is None:
-        assert isinstance(search, LibrarySearch)  # the others' cells give their terms
-        terms = search.cell_terms()
-    cell_points, tile_points = warm_points(request, terms)
-    estimate = warm_prices(cell_points, tile_points, cap)
-    if estimate is None:
-        return None
+    cell_points, tile_points, estimate = estimated
     # Chosen in the bound's space (a search of the whole library with these prices
     # prunes poorly on some photos: 27 s on one), then measured exactly.
     listed = least_priced(cell_points, tile_points, estimate, WARM_CANDIDATES)
     if listed is None:
         return None
-    tiles = np.asarray(features.order)[listed.ravel()]
+    tiles = np.asarray(request.features.order)[listed.ravel()]
     cells = np.repeat(np.arange(len(cell_points)), listed.shape[1])
     return cells, tiles, search.pairs(cells, tiles)
 
@@ -594,21 +586,16 @@ def warm_kind_pairs(request: MatchRequest, search: LibrarySearch, cap: int, kind
     ``w`` cells lists ``ceil(w / min(w, cap))`` tiles, as many as it fills,
     plus :data:`WARM_CANDIDATES`. None where the estimate does not apply.
     """
-    if WARM_CANDIDATES < 1 or request.variants != 1:
-        return None
-    features = request.features
-    if len(features.order) != search.tile_count:
-        return None
-    cell_points, tile_points = warm_points(request, search.cell_terms())
     # Each cell at its kind's point: the points of cells a colour apart differ in their
     # last float digits, and the auction draws alike points once (the 30,000 cells of a
     # colour ramp, 773 kinds: 90 s of bidding, 37 s so).
-    cell_points = cell_points[kinds.first[kinds.kind]]
-    estimate = warm_prices(cell_points, tile_points, cap)
-    if estimate is None:
+    estimated = _warm_estimate(request, search, cap, at=kinds.first[kinds.kind])
+    if estimated is None:
         return None
+    cell_points, tile_points, estimate = estimated
+    features = request.features
     want = -(-kinds.size // np.minimum(kinds.size, cap)) + WARM_CANDIDATES
-    width = np.minimum(1 << np.ceil(np.log2(want)).astype(np.int64), search.tile_count)
+    width = search_widths(want, search.tile_count)
     found_kinds, found_tiles = [], []
     for size in np.unique(width):
         some = np.flatnonzero(width == size)
@@ -619,6 +606,31 @@ def warm_kind_pairs(request: MatchRequest, search: LibrarySearch, cap: int, kind
         found_tiles.append(np.asarray(features.order)[listed.ravel()])
     kind, tiles = np.concatenate(found_kinds), np.concatenate(found_tiles)
     return kind, tiles, search.pairs(kinds.first[kind], tiles)
+
+
+def _warm_estimate(request: MatchRequest, search: CandidateSearch, cap: int,
+                   terms: CellTerms | None = None, at: np.ndarray | None = None,
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Cell and tile points (:func:`warm_points`) and the tiles' estimated final prices.
+
+    None where the estimate does not apply (no warm lists, transforms, a
+    search of part of the library, no Numba). ``terms`` as in
+    :func:`warm_candidates`; ``at`` puts each cell at that cell's point.
+    """
+    if WARM_CANDIDATES < 1 or request.variants != 1:
+        return None
+    if len(request.features.order) != search.tile_count:
+        return None
+    if terms is None:
+        assert isinstance(search, LibrarySearch)  # the others' cells give their terms
+        terms = search.cell_terms()
+    cell_points, tile_points = warm_points(request, terms)
+    if at is not None:
+        cell_points = cell_points[at]
+    estimate = warm_prices(cell_points, tile_points, cap)
+    if estimate is None:
+        return None
+    return cell_points, tile_points, estimate
 
 
 def warm_points(request: MatchRequest, terms: CellTerms) -> tuple[np.ndarray, np.ndarray]:

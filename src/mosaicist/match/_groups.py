@@ -198,6 +198,14 @@ def cell_kinds(cell_vectors: np.ndarray, full_tint: bool = False) -> CellKinds:
                      size[order].astype(np.int64))
 
 
+def search_widths(want: np.ndarray, tile_count: int) -> np.ndarray:
+    """``want`` tiles per kind rounded up to powers of two (at most ``tile_count``).
+
+    Kinds of one width share one search.
+    """
+    return np.minimum(1 << np.ceil(np.log2(np.maximum(want, 1))).astype(np.int64), tile_count)
+
+
 def _row_hash(words: np.ndarray) -> np.ndarray:
     """Each row of 64-bit ``words`` weighted by fixed odd numbers and summed, modulo 2**64."""
     weights = np.random.default_rng(SHARE_SEED).integers(
@@ -245,9 +253,7 @@ class _Lists:
                      want: np.ndarray) -> None:
         """List the ``want`` nearest tiles of each of ``kinds`` (one search per size)."""
         want = np.minimum(want, self.tile_count)
-        # Sizes rounded up to powers of two, so that kinds share searches.
-        width = np.minimum(1 << np.ceil(np.log2(np.maximum(want, 1))).astype(np.int64),
-                           self.tile_count)
+        width = search_widths(want, self.tile_count)
         for size in np.unique(width):
             some = kinds[width == size]
             tiles, distances = search.nearest(first[some], int(size))
