@@ -230,7 +230,8 @@ def test_a_kinds_cells_share_its_tiles_in_a_scattered_order():
     assert abs(top - bottom) < 0.2 * result.distance.mean()
 
 
-def test_least_prices_give_up_on_a_flow_that_is_not_optimal(monkeypatch):
+@pytest.mark.parametrize("compiled", [False, True])
+def test_least_prices_give_up_on_a_flow_that_is_not_optimal(monkeypatch, compiled):
     # Kind 0 holds tile 1 (cost 5) while tile 0 (cost 0) is full with kind 1, which
     # could move to tile 1 at cost 0: a cycle that gains 5 forever.
     monkeypatch.setattr(_groups, "MOST_PRICE_SWEEPS", 50)
@@ -240,7 +241,52 @@ def test_least_prices_give_up_on_a_flow_that_is_not_optimal(monkeypatch):
     units = np.array([0, 1, 1, 0])
     room = units < 1
     full = np.array([True, True])
-    assert least_prices(kind, tile, distance, units, room, full, 2, 2) is None
+    assert least_prices(kind, tile, distance, units, room, full, 2, 2,
+                        compiled=compiled) is None
+    # An optimal flow (a tie) whose least price of tile 0 (5) passes its ceiling.
+    distance = np.array([0, 5, 0, 5])
+    units = np.array([1, 0, 0, 1])
+    room = units < 1
+    for ceiling, expected in ((4, None), (5, [5, 0])):
+        limit = np.array([ceiling, 100])
+        priced = least_prices(kind, tile, distance, units, room, full, 2, 2,
+                              ceiling=limit, compiled=compiled)
+        assert (priced is None if expected is None
+                else priced[0].tolist() == expected and priced[1].tolist() == [5, 5])
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize(("minimum", "cap"), [(0, 1), (0, 3), (1, 2), (2, 3)])
+def test_compiled_least_prices_are_the_numpy_sweeps(monkeypatch, seed, minimum, cap):
+    # Every call of the kinds' rounds, both ways: the least prices are unique, so the
+    # compiled raises must find exactly the sweeps' prices and costs (or both give up).
+    pytest.importorskip("numba")
+    calls = []
+    numpy_prices = least_prices
+
+    def both(*args, **kwargs):
+        kwargs.pop("compiled", None)
+        expected = numpy_prices(*args, **kwargs, compiled=False)
+        got = numpy_prices(*args, **kwargs, compiled=True)
+        assert (got is None) == (expected is None)
+        if expected is not None:
+            np.testing.assert_array_equal(got[0], expected[0])
+            np.testing.assert_array_equal(got[1], expected[1])
+        calls.append(expected is not None)
+        return expected
+
+    monkeypatch.setattr(_groups, "least_prices", both)
+    monkeypatch.setattr(_groups, "FIRST_TILES", 1)
+    monkeypatch.setattr(_groups, "CHECK_TILES", 1)
+    count = 80
+    fewest, most = -(-count // cap), count // max(minimum, 1)
+    tiles = fewest + (min(most, 3 * fewest) - fewest) * seed // 5
+    # Many kinds of one to a few cells, on tiles of few distances (ties, long chains).
+    cells, full = _kinds_problem(seed, count, tiles, kinds=20 + 4 * seed, spread=5 + seed)
+    result = assign_by_kinds(DenseSearch(full), cell_kinds(cells), cap, minimum=minimum)
+    assert result is not None and result.certified and calls
+    expected = dense_with_minimum(full, minimum, cap) if minimum else dense_optimum(full, cap)
+    assert result.objective == expected
 
 
 def _recorded(monkeypatch, *names):

@@ -58,11 +58,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ..progress import progress_bar
-from . import _assign, _flow
+from . import _assign, _flow, _kernels
 from ._assign import Assignment, CandidateSearch, flow_units
 from ._exact import alike_under_full_tint
 
@@ -388,7 +389,8 @@ class _Lists:
 def least_prices(kind: np.ndarray, tile: np.ndarray, distance: np.ndarray,
                  units: np.ndarray, room: np.ndarray, full: np.ndarray, kinds: int,
                  tile_count: int, floor: np.ndarray | None = None,
-                 ceiling: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+                 ceiling: np.ndarray | None = None, compiled: bool | None = None,
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The least tile prices that prove a flow optimal on its lists, and each kind's cost.
 
     Parameters
@@ -409,6 +411,15 @@ def least_prices(kind: np.ndarray, tile: np.ndarray, distance: np.ndarray,
         limit): with a minimum of uses, the surcharge on the tiles past it,
         and at most the surcharge on the tiles at it (see :func:`_solve`).
 
+    compiled : bool, optional
+        Raise them by a compiled label-correcting loop (:func:`_kind_prices_loop`:
+        work in proportion to the raises) rather than NumPy's sweeps over every
+        pair (one sweep per step of the longest chain of raises: 77 s of a
+        165 s make of 31,212 cells in 27,000 kinds, the camera-trap elephants at
+        one use a photo). Default: where Numba runs and the pairs are many
+        (:data:`._assign.COMPILED_PRICES_EDGES`) or its loops are loaded anyway.
+        The same prices either way.
+
     Returns
     -------
     tuple of numpy.ndarray or None
@@ -417,6 +428,19 @@ def least_prices(kind: np.ndarray, tile: np.ndarray, distance: np.ndarray,
     """
     price = (np.zeros(tile_count, np.int64) if floor is None
              else np.asarray(floor, np.int64).copy())
+    if compiled is None:
+        compiled = _kernels.numba_available() and (
+            len(kind) >= _assign.COMPILED_PRICES_EDGES or _kernels.compiled_loops_loaded())
+    loop = _kernels._compiled_loop(_kind_prices_loop) if compiled else None
+    if loop is not None:
+        cost = np.full(kinds, np.iinfo(np.int64).min, np.int64)
+        limit = (np.full(tile_count, np.iinfo(np.int64).max, np.int64) if ceiling is None
+                 else np.asarray(ceiling, np.int64))
+        finished = loop(np.asarray(kind, np.int64), np.asarray(tile, np.int64),
+                        np.asarray(distance, np.int64), np.asarray(units) > 0,
+                        np.asarray(room, np.bool_) & np.asarray(full, np.bool_)[tile],
+                        price, limit, cost)
+        return (price, cost) if finished else None
     held = np.flatnonzero(units > 0)
     held = held[np.argsort(kind[held], kind="stable")]
     held_kind = kind[held]
@@ -440,6 +464,80 @@ def least_prices(kind: np.ndarray, tile: np.ndarray, distance: np.ndarray,
         if ceiling is not None and (price[targets[higher]] > ceiling[targets[higher]]).any():
             return None
     return None
+
+
+def _kind_prices_loop(kind: Any, tile: Any, distance: Any, held: Any, pushing: Any,
+                      price: Any, ceiling: Any, cost: Any) -> bool:  # pragma: no cover
+    """Raise ``price`` and ``cost`` to the least solution of :func:`least_prices`.
+
+    Runs compiled. Kinds whose cost rose wait in a ring; each raises the
+    prices of the full tiles it could send one more unit to (``pushing``),
+    which raise the costs of the kinds holding them. False on a price past
+    its ``ceiling`` or a kind raised more often than there are nodes (a
+    cycle of raises: the flow is not optimal).
+    """
+    kinds = cost.shape[0]
+    tile_count = price.shape[0]
+    # Pushing pairs by kind and held pairs by tile (compressed rows).
+    push_start = np.zeros(kinds + 1, np.int64)
+    hold_start = np.zeros(tile_count + 1, np.int64)
+    for pair in range(kind.shape[0]):
+        if pushing[pair]:
+            push_start[kind[pair] + 1] += 1
+        if held[pair]:
+            hold_start[tile[pair] + 1] += 1
+    for index in range(kinds):
+        push_start[index + 1] += push_start[index]
+    for index in range(tile_count):
+        hold_start[index + 1] += hold_start[index]
+    push_pair = np.empty(push_start[kinds], np.int64)
+    hold_pair = np.empty(hold_start[tile_count], np.int64)
+    push_fill = push_start[:-1].copy()
+    hold_fill = hold_start[:-1].copy()
+    for pair in range(kind.shape[0]):
+        if pushing[pair]:
+            push_pair[push_fill[kind[pair]]] = pair
+            push_fill[kind[pair]] += 1
+        if held[pair]:
+            hold_pair[hold_fill[tile[pair]]] = pair
+            hold_fill[tile[pair]] += 1
+            value = distance[pair] + price[tile[pair]]
+            if value > cost[kind[pair]]:
+                cost[kind[pair]] = value
+    ring = np.arange(kinds).astype(np.int64)
+    queued = np.ones(kinds, np.bool_)
+    raised = np.zeros(kinds, np.int64)
+    most_raises = kinds + tile_count + 2
+    head = 0
+    size = kinds
+    while size > 0:
+        group = ring[head]
+        head = (head + 1) % kinds
+        size -= 1
+        queued[group] = False
+        for index in range(push_start[group], push_start[group + 1]):
+            pair = push_pair[index]
+            target = tile[pair]
+            bound = cost[group] - distance[pair]
+            if bound <= price[target]:
+                continue
+            if bound > ceiling[target]:
+                return False
+            price[target] = bound
+            for at in range(hold_start[target], hold_start[target + 1]):
+                holder = hold_pair[at]
+                member = kind[holder]
+                value = distance[holder] + bound
+                if value > cost[member]:
+                    cost[member] = value
+                    if not queued[member]:
+                        raised[member] += 1
+                        if raised[member] > most_raises:
+                            return False
+                        queued[member] = True
+                        ring[(head + size) % kinds] = member
+                        size += 1
+    return True
 
 
 def assign_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int,
