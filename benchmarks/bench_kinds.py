@@ -24,6 +24,13 @@ Targets, drawn by the benchmark at 3,200 x 2,400 px:
   kinds hold tens of cells, and go by kinds with warm lists.
   ``--forced-kinds`` measures the kinds' way.
 
+A target may also be a picture, named relative to the data folder
+(``targets/skimage_rocket.jpg``): photos with a few crowds of identical cells
+among thousands of lone ones (a caption bar, a clipped white sky, a black
+backdrop) go by kinds too (session 45), and ``--baseline`` measures them the
+cells' way. ``--flags`` adds options to every make (``--flags="--preset seed
+--max-uses 1"``: the elephants' minute).
+
 Each case is ``mosaicist make TARGET --tiles cifar10/train --cells N`` (the
 default preset, warm index) in a child process. Printed: wall time, the
 match's own seconds, peak RSS, whether the assignment was certified, its
@@ -42,12 +49,17 @@ Run (from the repository root)::
     python benchmarks/bench_kinds.py --photos 3000 --cells 10000 --baseline
     python benchmarks/bench_kinds.py --targets swatches --cells 10000
     python benchmarks/bench_kinds.py --targets ramp --cells 5000 10000 --forced-kinds
+    python benchmarks/bench_kinds.py --targets targets/skimage_rocket.jpg --cells 30000 \
+        --baseline
+    python benchmarks/bench_kinds.py --targets targets/cameratrap_african_elephants.jpg \
+        --cells 30000 --baseline --flags="--preset seed --max-uses 1"
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -73,11 +85,11 @@ from common import (  # noqa: E402
 TARGETS = ("drawing", "logo", "blank", "swatches", "ramp")
 #: The make with the kinds switched off: every grid goes to the cells' pricing rounds.
 CELLS_ONLY = ("import sys; import mosaicist.match._groups as groups; "
-              "groups.GROUPED_SHARE = 0.0; from mosaicist.cli import main; "
+              "groups.CROWDED_SHARE = 2.0; from mosaicist.cli import main; "
               "sys.argv = ['mosaicist', *sys.argv[1:]]; main()")
 #: The make with every grid solved by kinds, however small they are.
 KINDS_ONLY = ("import sys; import mosaicist.match._groups as groups; "
-              "groups.GROUPED_SHARE = 1.0; groups.CROWDED_SHARE = 0.0; "
+              "groups.CROWDED_SHARE = 0.0; "
               "from mosaicist.cli import main; sys.argv = ['mosaicist', *sys.argv[1:]]; main()")
 
 
@@ -132,7 +144,12 @@ def main() -> None:
     parser.add_argument("--cache-dir", help="generated data, caches (default: benchmarks/.cache)")
     parser.add_argument("--tiles", default="cifar10/train",
                         help="tile folder, relative to the data folder")
-    parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))
+    parser.add_argument("--targets", nargs="+", default=list(TARGETS), metavar="TARGET",
+                        help=f"drawn here ({', '.join(TARGETS)}) or a picture relative to "
+                             "the data folder (default: every drawn one)")
+    parser.add_argument("--flags", default="",
+                        help="options added to every make, as one string (--flags=\"--preset "
+                             "seed --max-uses 1\")")
     parser.add_argument("--cells", nargs="+", type=positive_int, default=[10000, 30000],
                         metavar="N", help="about N cells (make's --cells; default 10000 30000)")
     parser.add_argument("--baseline", action="store_true",
@@ -147,6 +164,10 @@ def main() -> None:
     tiles = data_dir(args.data) / args.tiles
     if not tiles.exists():
         sys.exit(f"benchmark: --tiles: {tiles} not found")
+    for name in args.targets:
+        if name not in TARGETS and not (data_dir(args.data) / name).is_file():
+            sys.exit(f"benchmark: --targets: {name!r} is neither drawn here "
+                     f"({', '.join(TARGETS)}) nor a picture in {data_dir(args.data)}")
     runs = fresh_dir(cache_dir(args.cache_dir) / "runs", "kinds-")
     try:
         _run(args, tiles, runs)
@@ -162,9 +183,15 @@ def _run(args: argparse.Namespace, tiles: Path, runs: Path) -> None:
         tiles = drawn_libraries(tiles, [args.photos], runs)[args.photos]
     targets = {}
     for name in args.targets:
-        targets[name] = runs / f"{name}.png"
-        draw_target(name).save(targets[name])
-    common = ["--tiles", tiles, "--cache-dir", runs / "cache", "-q"]
+        if name in TARGETS:
+            targets[name] = runs / f"{name}.png"
+            draw_target(name).save(targets[name])
+        else:
+            targets[name] = data_dir(args.data) / name
+    common = ["--tiles", tiles, "--cache-dir", runs / "cache", "-q",
+              *shlex.split(args.flags)]
+    if args.flags:
+        print(f"flags: {args.flags}")
     # The index (and the default preset's search features), built once.
     first = targets[args.targets[0]]
     run_child([*mosaicist_command(), "make", first, *common, "--cells", "100",
@@ -185,23 +212,26 @@ def _run(args: argparse.Namespace, tiles: Path, runs: Path) -> None:
                 child = run_child([*command, "make", targets[name], *common, "--cells", cells,
                                    "-o", runs / "mosaic.png", "--report", report_path])
                 if way != "default" and child.returncode == 124:
-                    table.append([name, f"{cells:,}", way, f"> {args.baseline_limit} s",
-                                  "(stopped)", gib(child.peak_rss_bytes), "-", "-", "-", "-"])
+                    table.append([Path(name).stem, f"{cells:,}", way,
+                                  f"> {args.baseline_limit} s", "(stopped)",
+                                  gib(child.peak_rss_bytes), "-", "-", "-", "-", "-"])
                     continue
                 child.check()
                 report = json.loads(report_path.read_text())
                 assignment = report["assignment"] or {}
                 table.append([
-                    name, f"{cells:,}", way, f"{child.seconds:.1f} s",
+                    Path(name).stem, f"{cells:,}", way, f"{child.seconds:.1f} s",
                     f"{report['timings']['match']:.1f} s", gib(child.peak_rss_bytes),
                     {True: "yes", False: "no"}.get(assignment.get("certified"), "-"),
                     f"{100 * assignment['gap']:.3f}%" if assignment else "-",
                     str(assignment.get("pricing_rounds", "-")),
                     f"{report['distinct_tiles']:,}",
+                    # The ways agree to the last digit where each is certified.
+                    str(assignment['objective']) if assignment else "-",
                 ])
     print()
     print_table(table, ["target", "cells", "solved by", "wall", "match", "peak RSS",
-                        "certified", "gap", "rounds", "distinct"])
+                        "certified", "gap", "rounds", "distinct", "objective"])
 
 
 if __name__ == "__main__":

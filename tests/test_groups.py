@@ -53,14 +53,39 @@ def test_kinds_are_worth_grouping_where_crowds_hold_enough_of_the_cells():
     # same kinds at 2 uses a tile fill half as many, and stay with the cells.
     assert not _kinds_of_sizes([crowd] * 500).worth_grouping(2)
     assert _kinds_of_sizes([2 * crowd] * 500).worth_grouping(2)
-    # Crowds below the share: the cells (the camera-trap elephants' black caption bar,
-    # 11% of 31,212 cells).
+    # Crowds beside thousands of lone cells (the camera-trap elephants' caption bar and
+    # white sky, 11% of 31,212 cells): by kinds from the share on, however many kinds.
     share = _groups.CROWDED_SHARE
+    lone = 10_000
+    crowded = int(np.ceil(share * (lone + 100)))
+    assert _kinds_of_sizes([crowded] + [1] * (lone + 100 - crowded)).worth_grouping()
+    assert not _kinds_of_sizes([crowded - 2, 1, 1]
+                               + [1] * (lone + 100 - crowded)).worth_grouping()
+    # No crowd at all (most photos): the cells.
+    assert not _kinds_of_sizes([1] * lone).worth_grouping()
+    assert not _kinds_of_sizes([2] * 20 + [1] * lone).worth_grouping()
+
+
+def test_kinds_followed_by_spacing_rounds_need_few_kinds_and_large_crowds():
+    # Where spacing rounds (or a minimum of uses) follow, thousands of lone cells beside a
+    # crowd stay with the cells (the elephants from 3,000 photos, spaced: 415 s by kinds,
+    # 80 s by cells).
+    crowd, share = _groups.CROWD_KIND, _groups.SPACED_CROWDED_SHARE
+    lone = _kinds_of_sizes([1000] + [1] * 9000)
+    assert lone.worth_grouping(2) and not lone.worth_grouping(2, spaced=True)
+    # Few kinds, crowds over the share: by kinds either way (a drawing, a logo).
     crowded = int(share * 1000)
-    assert not _kinds_of_sizes([crowded - 1, 1] + [2] * ((1000 - crowded) // 2)).worth_grouping()
-    assert _kinds_of_sizes([crowded] + [2] * ((1000 - crowded) // 2)).worth_grouping()
-    # Few kinds are still needed: a fifth of the cells in crowds of 16, the rest alone.
-    assert not _kinds_of_sizes([16] * 13 + [1] * 832).worth_grouping()
+    assert _kinds_of_sizes([crowded] + [2] * ((1000 - crowded) // 2)).worth_grouping(
+        spaced=True)
+    assert not _kinds_of_sizes([crowded - 1, 1]
+                               + [2] * ((1000 - crowded) // 2)).worth_grouping(spaced=True)
+    # Many kinds, however crowded the rest: the cells.
+    grouped = _groups.SPACED_GROUPED_SHARE
+    many = int(grouped * 1000) + 1
+    assert not _kinds_of_sizes([1000 - many + 1] + [1] * (many - 1)).worth_grouping(
+        spaced=True)
+    assert _kinds_of_sizes([1000 - many + 2] + [1] * (many - 2)).worth_grouping(spaced=True)
+    assert not _kinds_of_sizes([crowd * 3] * 500).worth_grouping(4, spaced=True)
 
 
 def test_cell_kinds_are_exact_where_hashes_collide(monkeypatch):
@@ -111,6 +136,34 @@ def test_kinds_reach_the_dense_optimum_certified(monkeypatch, seed, cap, spread,
     check_placement(result.tile, full, rows, cols, cap, 1)
     np.testing.assert_array_equal(result.distance, full[np.arange(count), result.tile])
     assert result.objective == result.lower_bound == dense_optimum(full, cap)
+
+
+@pytest.mark.parametrize("cap", [1, 2, 3])
+def test_solves_near_the_last_prices_reach_the_dense_optimum(monkeypatch, cap):
+    # Every round after the first solves near the last prices, however many pairs that
+    # keeps: pairs left out break the proof and join a second solve, or the whole solve
+    # follows.
+    monkeypatch.setattr(_assign, "NEAR_SHARE", 1.0)
+    monkeypatch.setattr(_groups, "FIRST_TILES", 1)
+    monkeypatch.setattr(_groups, "CHECK_TILES", 1)
+    outcomes = []
+    near_units = _groups._near_units
+
+    def counted(*args):
+        result = near_units(*args)
+        outcomes.append(result is not None)
+        return result
+
+    monkeypatch.setattr(_groups, "_near_units", counted)
+    for seed in range(8):
+        count = 80
+        tiles = -(-count // cap) + 10 * seed
+        cells, full = _kinds_problem(seed, count, tiles, kinds=20 + 5 * seed, spread=6 + seed)
+        result = assign_by_kinds(DenseSearch(full), cell_kinds(cells), cap)
+        assert result is not None and result.certified and result.gap == 0
+        check_placement(result.tile, full, 8, 10, cap, 1)
+        assert result.objective == result.lower_bound == dense_optimum(full, cap)
+    assert sum(outcomes) >= 3
 
 
 def test_a_kind_larger_than_its_first_lists_lists_tiles_with_room(monkeypatch):
@@ -327,7 +380,7 @@ def test_a_flat_target_through_kinds_equals_the_cells_pricing_rounds(tmp_path, m
     solved = _recorded(monkeypatch, "assign_by_kinds")
     kinds_result = _capped.CappedMatcher().match(request)
     assert len(solved) == 1 and solved[0] is not None
-    monkeypatch.setattr(_groups, "GROUPED_SHARE", 0.0)
+    monkeypatch.setattr(_groups, "CROWDED_SHARE", 2.0)  # the cells
     cells_result = _capped.CappedMatcher().match(request)
     assert len(solved) == 1
     first, second = kinds_result.assignment, cells_result.assignment
@@ -393,7 +446,7 @@ def test_warm_lists_of_kinds_change_no_optimum(tmp_path, monkeypatch, max_uses, 
     monkeypatch.setattr(_capped, "WARM_CANDIDATES", 0)
     cold_result = _capped.CappedMatcher().match(request).assignment
     assert recorded[-1] is None
-    monkeypatch.setattr(_groups, "GROUPED_SHARE", 0.0)
+    monkeypatch.setattr(_groups, "CROWDED_SHARE", 2.0)  # the cells
     cells_result = _capped.CappedMatcher().match(request).assignment
     if spacing == 1:
         assert warm_result.certified and cold_result.certified and cells_result.certified
@@ -477,7 +530,7 @@ def test_a_flat_target_under_spacing_goes_through_kinds(tmp_path, monkeypatch):
     by_kinds = _capped.CappedMatcher().match(request).assignment
     assert len(spaced) == 1 and spaced[0] is not None
     assert by_kinds.pricing_rounds == spaced[0][3] >= 1  # the kinds' rounds, reported
-    monkeypatch.setattr(_groups, "GROUPED_SHARE", 0.0)
+    monkeypatch.setattr(_groups, "CROWDED_SHARE", 2.0)  # the cells
     by_cells = _capped.CappedMatcher().match(request).assignment
     grid = request.grid
     for assignment in (by_kinds, by_cells):
@@ -531,7 +584,7 @@ def test_a_flat_target_with_every_photo_used_goes_through_kinds(tmp_path, monkey
     grouped = _recorded(monkeypatch, "assign_by_kinds", "spaced_by_kinds")
     by_kinds = _capped.CappedMatcher().match(request).assignment
     assert len(grouped) == 1 and grouped[0] is not None
-    monkeypatch.setattr(_groups, "GROUPED_SHARE", 0.0)
+    monkeypatch.setattr(_groups, "CROWDED_SHARE", 2.0)  # the cells
     by_cells = _capped.CappedMatcher().match(request).assignment
     assert len(grouped) == 1
     grid = request.grid
@@ -597,3 +650,39 @@ def test_spaced_kinds_whose_rounds_leave_a_tile_short_go_the_cells_way(tmp_path,
     assert len(spaced) == 1 and spaced[0] is not None and raised
     grid = request.grid
     _assign.verify_placement(result.tile, grid.rows, grid.cols, 3, 3, 1, tile_count)
+
+
+def _photo_with_a_crowd(rows: int = 16, cols: int = 20, cell: int = 8,
+                        white_cols: int = 2) -> np.ndarray:
+    """Noise in every cell (each alone), and a white strip of ``white_cols`` columns."""
+    rng = np.random.default_rng(21)
+    image = rng.integers(0, 256, (rows * cell, cols * cell, 3)).astype(np.uint8)
+    image[:, :white_cols * cell] = 255
+    return image
+
+
+@pytest.mark.parametrize("tint", [0.0, 1.0])
+def test_a_photo_with_a_crowd_among_lone_cells_goes_by_kinds(tmp_path, monkeypatch, tint):
+    # A tenth of the cells white, every other cell alone (a caption bar, a clipped sky):
+    # by kinds, at the optimum of the cells' rounds, where no spacing follows.
+    request = _request_of(tmp_path, _photo_with_a_crowd(), 420, 8, max_uses=1, tint=tint)
+    kinds = cell_kinds(request.cell_vectors, _capped.full_tint(tint))
+    assert len(kinds.first) > 0.85 * len(kinds.kind)
+    solved = _recorded(monkeypatch, "assign_by_kinds")
+    by_kinds = _capped.CappedMatcher().match(request).assignment
+    assert len(solved) == 1 and solved[0] is not None
+    monkeypatch.setattr(_groups, "CROWDED_SHARE", 2.0)  # the cells
+    by_cells = _capped.CappedMatcher().match(request).assignment
+    assert len(solved) == 1
+    for assignment in (by_kinds, by_cells):
+        assert assignment.certified and assignment.gap == 0
+        assert len(assignment.tile) == len(request.grid) == 320
+        assert np.bincount(assignment.tile).max() == 1
+    assert by_kinds.objective == pytest.approx(by_cells.objective, rel=1e-12)
+    monkeypatch.undo()
+    # Spacing rounds after the kinds: the cells.
+    spaced = MatchRequest(request.grid, request.library,
+                          replace(request.options, max_uses=2, min_spacing=3))
+    solved = _recorded(monkeypatch, "assign_by_kinds", "spaced_by_kinds")
+    _capped.CappedMatcher().match(spaced)
+    assert solved == []

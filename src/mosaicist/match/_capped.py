@@ -305,17 +305,18 @@ def _by_kinds(request: MatchRequest, search: LibrarySearch, cap: int
     as.
     """
     kinds = cell_kinds(request.cell_vectors, full_tint(request.options.tint))
-    if not kinds.worth_grouping(cap):
-        return None
     options, grid = request.options, request.grid
     minimum = options.min_uses
+    spaced = spacing_binds(grid.rows, grid.cols, options.max_uses, options.min_spacing)
+    if not kinds.worth_grouping(cap, spaced or minimum > 0):
+        return None
     searched_as = kinds.first[kinds.kind]
     warm = None
     if (warm_grid_cap(len(grid), len(request.library), grid.rows, grid.cols, options.max_uses,
                       options.min_spacing) is not None
             and kinds.size.max() < WARM_KINDS_LARGEST * len(grid)):
         warm = warm_kind_pairs(request, search, cap, kinds)
-    if not spacing_binds(grid.rows, grid.cols, options.max_uses, options.min_spacing):
+    if not spaced:
         assignment = assign_by_kinds(search, kinds, cap, request.show_progress, minimum,
                                      warm)
         if assignment is None:

@@ -82,24 +82,31 @@ _UNREACHED = np.iinfo(np.int64).max // 4
 ROW_WIDTH = 1024
 #: Most distances kept that way (8 bytes each).
 MOST_ROW_PAIRS = 1 << 24
-#: Kinds of cell, as a share of the cells, up to which a grid is solved by kinds: with
-#: fewer alike cells the pricing rounds of :mod:`._assign` are faster. Starry Night at
-#: 10,000 cells, the default preset, its left part painted white: no white, 70 s by
-#: kinds against 24 s by cells; a quarter white, 47 s against 111 s; 45%, 34 s against
-#: 200 s. The camera-trap elephants at 30,000 cells (12% alike, in 250 small groups)
-#: stay with the cells.
-GROUPED_SHARE = 0.8
 #: Cells of one kind from which the pricing rounds of :mod:`._assign` let a kind in too
-#: slowly, and the share of the cells in such kinds from which a grid is solved by kinds.
-#: A colour ramp at full tint is thousands of small kinds (cells a colour apart): from
-#: 50,000 photos, 4,800 cells in 2,850 kinds of at most 5 took 528 s by kinds against
-#: 45 s by cells (65 s by kinds with warm lists); 9,690 cells in 2,018 kinds of at
-#: most 16 (42% of the cells in kinds of 8 or more) over 500 s by kinds without warm
-#: lists, 110 s with them, 162-174 s by cells; 30,000 cells in 773 kinds 130 s by kinds,
-#: over 900 s by cells. The same 9,690 cells from 3,000 photos (4 uses each, spaced)
-#: took 61 s by kinds against 36 s by cells: a kind of 16 cells fills only 4 tiles.
+#: slowly (a crowd), and the share of the cells in crowds from which a grid is solved by
+#: kinds, where neither spacing nor a minimum of uses follows. A few crowds among
+#: thousands of lone cells are worth the kinds (30,000 cells of 50,000 photos, once
+#: each; session 45, the same optimum both ways): the camera-trap elephants (11% in
+#: crowds: the caption bar, white sky) 100 s by kinds against 230 s by cells at the
+#: seed's distance, 157 s against 496-543 s under the default preset; the rocket (15%)
+#: 157 s against 496 s; Starry Night with a white strip of 3% of its width, 59 s against
+#: 66 s; the camera-trap bear (1.6%) 162 s against 130 s; Starry Night itself (no crowd)
+#: 94 s against 64 s. A colour ramp at full tint is thousands of small kinds (cells a
+#: colour apart) and no crowd: from 50,000 photos, 4,800 cells in 2,850 kinds of at most
+#: 5 took 528 s by kinds against 45 s by cells (65 s by kinds with warm lists).
 CROWD_KIND = 8
-CROWDED_SHARE = 0.2
+CROWDED_SHARE = 0.02
+#: Where spacing rounds or a minimum of uses follow the kinds' solve: the most kinds, as
+#: a share of the cells, and the least share of the cells in crowds for the kinds. The
+#: elephants from 3,000 photos (11 uses each, every photo used, spaced) took 415 s by
+#: kinds against 80 s by cells: the spacing rounds after the kinds' optimum moved copies
+#: of tiles among thousands of lone cells. Starry Night at 10,000 cells, the default
+#: preset, its left part painted white: no white, 70 s by kinds against 24 s by cells; a
+#: quarter white, 47 s against 111 s; 45%, 34 s against 200 s (session 40). The ramp's
+#: 9,690 cells from 3,000 photos (4 uses each, spaced): 61 s by kinds against 36 s by
+#: cells, its kinds of 16 cells filling only 4 tiles (session 44).
+SPACED_GROUPED_SHARE = 0.8
+SPACED_CROWDED_SHARE = 0.2
 #: Rounds of raising prices before the least prices are given up on (a safeguard: an
 #: optimal flow has no positive cycle, and they end long before).
 MOST_PRICE_SWEEPS = 1_000_000
@@ -133,19 +140,26 @@ class CellKinds:
     first: np.ndarray
     size: np.ndarray
 
-    def worth_grouping(self, cap: int = 1) -> bool:
-        """Whether to solve by kinds: few kinds (:data:`GROUPED_SHARE`), and crowds.
+    def worth_grouping(self, cap: int = 1, spaced: bool = False) -> bool:
+        """Whether to solve by kinds: where crowds hold enough of the cells.
 
         Crowds are kinds that fill at least :data:`CROWD_KIND` tiles of
         ``cap`` uses each, holding :data:`CROWDED_SHARE` of the cells or
-        more: many small kinds (a colour ramp at full tint) solve faster cell
-        by cell, where warm prices start the rounds. (The cells' rounds let
-        a crowd reach a tile further into the library at a time: a kind of
-        ``w`` cells reaches ``w / cap`` tiles.)
+        more, however many lone cells are beside them (each a kind of one).
+        Many small kinds (a colour ramp at full tint) and no crowds (most
+        photos) solve faster cell by cell, where warm prices start the
+        rounds. (The cells' rounds let a crowd reach a tile further into
+        the library at a time: a kind of ``w`` cells reaches ``w / cap``
+        tiles.) Where spacing rounds or a minimum of uses follow
+        (``spaced``), crowds must hold :data:`SPACED_CROWDED_SHARE` of the
+        cells, and the kinds be at most :data:`SPACED_GROUPED_SHARE` of them.
         """
         cells = len(self.kind)
         crowded = int(self.size[self.size >= CROWD_KIND * max(1, cap)].sum())
-        return len(self.first) <= GROUPED_SHARE * cells and crowded >= CROWDED_SHARE * cells
+        if not spaced:
+            return crowded >= CROWDED_SHARE * cells
+        return (len(self.first) <= SPACED_GROUPED_SHARE * cells
+                and crowded >= SPACED_CROWDED_SHARE * cells)
 
 
 def cell_kinds(cell_vectors: np.ndarray, full_tint: bool = False) -> CellKinds:
@@ -728,6 +742,8 @@ def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: b
     bar = progress_bar(None, "assigning tiles by kind of cell", "round", enabled=show_progress)
     rounds = 0
     surcharge: int | None = None
+    # The last round's least prices and costs (the next solve starts near them).
+    last: tuple[np.ndarray, np.ndarray] | None = None
     try:
         while True:
             rounds += 1
@@ -745,19 +761,29 @@ def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: b
                 if surcharge is None:
                     surcharge = step * -(-2 * int(outside.max()) // step)
                 outside = outside + surcharge
-            flowed = flow_units(count, kind, tile, tile_count, distance - base[kind], base, cap,
-                                outside, supply=size, minimum=minimum, surcharge=surcharge,
-                                edge_limit=edge_limit)
-            if flowed is None:
-                return None
-            units, out = flowed
+            near = None
+            if last is not None and not minimum:
+                near = _near_units(kind, tile, distance, base, count, tile_count, cap, outside,
+                                   size, edge_limit, limit, *last)
+            if near is not None:
+                units, out = near[0], np.zeros(count, np.int64)
+            else:
+                flowed = flow_units(count, kind, tile, tile_count, distance - base[kind], base,
+                                    cap, outside, supply=size, minimum=minimum,
+                                    surcharge=surcharge, edge_limit=edge_limit)
+                if flowed is None:
+                    return None
+                units, out = flowed
             load = np.bincount(tile, units, minlength=tile_count).astype(np.int64)
             if (out > 0).any():
                 if not lists.list_with_room(search, first, out, np.flatnonzero(load < cap)):
                     return None  # no tile with room left to list: let the cells' solver say
                 continue
             room = units < limit[kind]
-            if minimum:
+            priced: tuple[np.ndarray, np.ndarray] | None
+            if near is not None:
+                priced = near[1], near[2]
+            elif minimum:
                 assert surcharge is not None
                 at_minimum = (load == minimum) & (minimum < cap)
                 floor = np.where(load > minimum, surcharge, 0).astype(np.int64)
@@ -772,6 +798,7 @@ def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: b
             if priced is None:
                 return None
             price, cost = priced
+            last = price, cost
             if lists.price_check(search, first, price, cost, units):
                 continue
             if not minimum or (load >= minimum).all():
@@ -784,6 +811,67 @@ def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: b
     finally:
         bar.close()
     return lists, units, price, cost, rounds
+
+
+def _near_units(kind: np.ndarray, tile: np.ndarray, distance: np.ndarray, base: np.ndarray,
+                count: int, tile_count: int, cap: int, outside: np.ndarray, size: np.ndarray,
+                edge_limit: np.ndarray | None, limit: np.ndarray, price: np.ndarray,
+                cost: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The optimal flow on every listed pair, solved on those near the last prices, or None.
+
+    A round adds a few pairs to millions (the last rounds of the astronaut
+    at 28,900 cells by kinds: 208, then three, to 7.5 million), and a whole
+    solve costs seconds each time. Each kind keeps its pairs of reduced cost
+    ``r_gj = c_gj + p_j - u_g`` at most zero at the last round's least
+    prices (its held pairs, so the last flow is still a feasible one, the
+    pairs at its cost, and the new ones that beat it) and its
+    :data:`._assign.NEAR_EDGES` of least ``r_gj``. (Every pair a kind lists
+    beat its cost when listed: within :data:`._assign.NEAR_MARGIN` of it, as
+    the cells' solver keeps, a kind keeps over half its pairs.) The flow
+    solved there is priced (:func:`least_prices`); where no pair left out
+    has ``c_gj + p_j < u_g`` at those prices, they prove it optimal on every
+    pair (a pair left out carries no unit, so its only condition is that
+    one), and they are the least prices of every pair too (the least of
+    fewer conditions, which meet them all). Pairs that break it join a
+    second solve; None where that fails as well, or the near pairs are over
+    :data:`._assign.NEAR_SHARE` of all (a whole solve follows).
+
+    Returns
+    -------
+    tuple of numpy.ndarray or None
+        Units on every listed pair, the least prices and each kind's cost.
+    """
+    reduced = distance + price[tile] - cost[kind]
+    order = np.lexsort((reduced, kind))
+    rank = np.empty(len(kind), np.int64)
+    rank[order] = np.arange(len(kind)) - np.searchsorted(kind[order], kind[order])
+    near = (reduced <= 0) | (rank < _assign.NEAR_EDGES)
+    for _ in range(_assign.NEAR_SOLVES):
+        if near.sum() > _assign.NEAR_SHARE * len(near):
+            return None
+        index = np.flatnonzero(near)
+        some_kind, some_tile = kind[index], tile[index]
+        flowed = flow_units(count, some_kind, some_tile, tile_count,
+                            distance[index] - base[some_kind], base, cap, outside,
+                            supply=size, edge_limit=edge_limit)
+        if flowed is None:
+            return None
+        some_units, out = flowed
+        if (out > 0).any():
+            return None
+        load = np.bincount(some_tile, some_units, minlength=tile_count)
+        priced = least_prices(some_kind, some_tile, distance[index], some_units,
+                              some_units < limit[some_kind], load >= cap, count, tile_count)
+        if priced is None:
+            return None
+        near_price, near_cost = priced
+        below = ~near & (distance + near_price[tile] < near_cost[kind])
+        if not below.any():
+            units = np.zeros(len(kind), np.int64)
+            units[index] = some_units
+            return units, near_price, near_cost
+        near |= below
+    return None
 
 
 def _shared_out(kinds: CellKinds, lists: _Lists, units: np.ndarray,
