@@ -144,6 +144,7 @@ def test_solves_near_the_last_prices_reach_the_dense_optimum(monkeypatch, cap):
     # keeps: pairs left out break the proof and join a second solve, or the whole solve
     # follows.
     monkeypatch.setattr(_assign, "NEAR_SHARE", 1.0)
+    monkeypatch.setattr(_groups, "NEAR_NEW_SHARE", 1.0)
     monkeypatch.setattr(_groups, "FIRST_TILES", 1)
     monkeypatch.setattr(_groups, "CHECK_TILES", 1)
     outcomes = []
@@ -342,6 +343,12 @@ def test_compiled_least_prices_are_the_numpy_sweeps(monkeypatch, seed, minimum, 
     assert result.objective == expected
 
 
+def _cells_only(monkeypatch):
+    """Every grid to the cells' pricing rounds from here on (no crowd is large enough)."""
+    monkeypatch.setattr(_groups, "CROWDED_SHARE", 2.0)
+    monkeypatch.setattr(_groups, "SPACED_CROWDED_SHARE", 2.0)
+
+
 def _recorded(monkeypatch, *names):
     """The list the matcher's calls of ``_capped``'s ``names`` append their results to."""
     results = []
@@ -380,7 +387,7 @@ def test_a_flat_target_through_kinds_equals_the_cells_pricing_rounds(tmp_path, m
     solved = _recorded(monkeypatch, "assign_by_kinds")
     kinds_result = _capped.CappedMatcher().match(request)
     assert len(solved) == 1 and solved[0] is not None
-    monkeypatch.setattr(_groups, "CROWDED_SHARE", 2.0)  # the cells
+    _cells_only(monkeypatch)
     cells_result = _capped.CappedMatcher().match(request)
     assert len(solved) == 1
     first, second = kinds_result.assignment, cells_result.assignment
@@ -446,7 +453,7 @@ def test_warm_lists_of_kinds_change_no_optimum(tmp_path, monkeypatch, max_uses, 
     monkeypatch.setattr(_capped, "WARM_CANDIDATES", 0)
     cold_result = _capped.CappedMatcher().match(request).assignment
     assert recorded[-1] is None
-    monkeypatch.setattr(_groups, "CROWDED_SHARE", 2.0)  # the cells
+    _cells_only(monkeypatch)
     cells_result = _capped.CappedMatcher().match(request).assignment
     if spacing == 1:
         assert warm_result.certified and cold_result.certified and cells_result.certified
@@ -530,7 +537,7 @@ def test_a_flat_target_under_spacing_goes_through_kinds(tmp_path, monkeypatch):
     by_kinds = _capped.CappedMatcher().match(request).assignment
     assert len(spaced) == 1 and spaced[0] is not None
     assert by_kinds.pricing_rounds == spaced[0][3] >= 1  # the kinds' rounds, reported
-    monkeypatch.setattr(_groups, "CROWDED_SHARE", 2.0)  # the cells
+    _cells_only(monkeypatch)
     by_cells = _capped.CappedMatcher().match(request).assignment
     grid = request.grid
     for assignment in (by_kinds, by_cells):
@@ -584,7 +591,7 @@ def test_a_flat_target_with_every_photo_used_goes_through_kinds(tmp_path, monkey
     grouped = _recorded(monkeypatch, "assign_by_kinds", "spaced_by_kinds")
     by_kinds = _capped.CappedMatcher().match(request).assignment
     assert len(grouped) == 1 and grouped[0] is not None
-    monkeypatch.setattr(_groups, "CROWDED_SHARE", 2.0)  # the cells
+    _cells_only(monkeypatch)
     by_cells = _capped.CappedMatcher().match(request).assignment
     assert len(grouped) == 1
     grid = request.grid
@@ -671,7 +678,7 @@ def test_a_photo_with_a_crowd_among_lone_cells_goes_by_kinds(tmp_path, monkeypat
     solved = _recorded(monkeypatch, "assign_by_kinds")
     by_kinds = _capped.CappedMatcher().match(request).assignment
     assert len(solved) == 1 and solved[0] is not None
-    monkeypatch.setattr(_groups, "CROWDED_SHARE", 2.0)  # the cells
+    _cells_only(monkeypatch)
     by_cells = _capped.CappedMatcher().match(request).assignment
     assert len(solved) == 1
     for assignment in (by_kinds, by_cells):

@@ -107,6 +107,13 @@ CROWDED_SHARE = 0.02
 #: cells, its kinds of 16 cells filling only 4 tiles (session 44).
 SPACED_GROUPED_SHARE = 0.8
 SPACED_CROWDED_SHARE = 0.2
+#: Pairs listed since the last round's prices, as a share of all, up to which a solve
+#: starts near those prices (:func:`_near_units`). Past it the near solves failed: the
+#: camera-trap elephants by kinds (30,000 cells) added 670,000, 163,000, 106,000 and
+#: 28,000 pairs to 2.6-3.6 million in its rounds 2-5, whose near solves missed pairs and
+#: were solved whole after two tries (2-3 s more a round); 8,000 and 53 in rounds 6-7,
+#: solved near at once. Starry Night with a white strip and Chelsea: likewise.
+NEAR_NEW_SHARE = 0.005
 #: Rounds of raising prices before the least prices are given up on (a safeguard: an
 #: optimal flow has no positive cycle, and they end long before).
 MOST_PRICE_SWEEPS = 1_000_000
@@ -742,8 +749,10 @@ def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: b
     bar = progress_bar(None, "assigning tiles by kind of cell", "round", enabled=show_progress)
     rounds = 0
     surcharge: int | None = None
-    # The last round's least prices and costs (the next solve starts near them).
+    # The last round's least prices and costs (the next solve starts near them), and the
+    # pairs listed then.
     last: tuple[np.ndarray, np.ndarray] | None = None
+    last_listed = 0
     try:
         while True:
             rounds += 1
@@ -762,7 +771,8 @@ def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: b
                     surcharge = step * -(-2 * int(outside.max()) // step)
                 outside = outside + surcharge
             near = None
-            if last is not None and not minimum:
+            if (last is not None and not minimum
+                    and len(kind) - last_listed <= NEAR_NEW_SHARE * len(kind)):
                 near = _near_units(kind, tile, distance, base, count, tile_count, cap, outside,
                                    size, edge_limit, limit, *last)
             if near is not None:
@@ -798,7 +808,7 @@ def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: b
             if priced is None:
                 return None
             price, cost = priced
-            last = price, cost
+            last, last_listed = (price, cost), len(kind)
             if lists.price_check(search, first, price, cost, units):
                 continue
             if not minimum or (load >= minimum).all():
