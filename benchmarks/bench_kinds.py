@@ -85,13 +85,12 @@ from common import (  # noqa: E402
 TARGETS = ("drawing", "logo", "blank", "swatches", "ramp")
 #: The make with the kinds switched off: every grid goes to the cells' pricing rounds.
 CELLS_ONLY = ("import sys; import mosaicist.match._groups as groups; "
-              "groups.CROWDED_SHARE = groups.SPACED_CROWDED_SHARE = 2.0; "
+              "groups.CROWDED_SHARE = groups.LARGE_CROWDED_SHARE = 2.0; "
               "from mosaicist.cli import main; "
               "sys.argv = ['mosaicist', *sys.argv[1:]]; main()")
 #: The make with every grid solved by kinds, however small they are.
 KINDS_ONLY = ("import sys; import mosaicist.match._groups as groups; "
-              "groups.CROWDED_SHARE = groups.SPACED_CROWDED_SHARE = 0.0; "
-              "groups.SPACED_GROUPED_SHARE = 1.0; "
+              "groups.GROUPED_SHARE = 1.0; groups.CROWDED_SHARE = 0.0; "
               "from mosaicist.cli import main; sys.argv = ['mosaicist', *sys.argv[1:]]; main()")
 
 

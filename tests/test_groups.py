@@ -53,39 +53,44 @@ def test_kinds_are_worth_grouping_where_crowds_hold_enough_of_the_cells():
     # same kinds at 2 uses a tile fill half as many, and stay with the cells.
     assert not _kinds_of_sizes([crowd] * 500).worth_grouping(2)
     assert _kinds_of_sizes([2 * crowd] * 500).worth_grouping(2)
-    # Crowds beside thousands of lone cells (the camera-trap elephants' caption bar and
-    # white sky, 11% of 31,212 cells): by kinds from the share on, however many kinds.
+    # Crowds below the share among few kinds: the cells where spacing rounds follow (and
+    # none of them large, where they do not).
     share = _groups.CROWDED_SHARE
+    crowded = int(share * 1000)
+    below = _kinds_of_sizes([crowded - 1, 1] + [2] * ((1000 - crowded) // 2))
+    assert not below.worth_grouping(spaced=True)
+    assert _kinds_of_sizes([crowded] + [2] * ((1000 - crowded) // 2)).worth_grouping(
+        spaced=True)
+    assert not _kinds_of_sizes([crowd] * 24 + [1] * 808).worth_grouping()
+    # Few kinds are still needed where no crowd is large: a fifth of the cells in crowds
+    # of 16, the rest alone.
+    assert not _kinds_of_sizes([16] * 13 + [1] * 832).worth_grouping()
+
+
+def test_large_crowds_among_lone_cells_are_worth_the_kinds_where_no_spacing_follows():
+    # A caption bar or a clipped sky beside thousands of lone cells (the camera-trap
+    # elephants: 10% of 31,212 cells in kinds of 32 or more): by kinds from the share on.
+    large, share = _groups.LARGE_CROWD_KIND, _groups.LARGE_CROWDED_SHARE
     lone = 10_000
-    crowded = int(np.ceil(share * (lone + 100)))
-    assert _kinds_of_sizes([crowded] + [1] * (lone + 100 - crowded)).worth_grouping()
-    assert not _kinds_of_sizes([crowded - 2, 1, 1]
-                               + [1] * (lone + 100 - crowded)).worth_grouping()
+    crowded = int(np.ceil(share * (lone + 2 * large)))
+    at_share = [crowded] + [1] * (lone + 2 * large - crowded)
+    assert _kinds_of_sizes(at_share).worth_grouping()
+    # One cell short of the share, or crowds one cell short of large (the rocket at the
+    # seed's distance, 3.1% in kinds of 8 to 65, 1.2% of 32 or more): the cells.
+    assert not _kinds_of_sizes([crowded - 2, 1, 1] + at_share[1:]).worth_grouping()
+    assert not _kinds_of_sizes([large - 1] * 8 + [1] * lone).worth_grouping()
+    assert _kinds_of_sizes([large] * 8 + [1] * lone).worth_grouping()
+    # Large is counted in tiles too: at 2 uses a tile, twice the cells.
+    assert not _kinds_of_sizes([large] * 8 + [1] * lone).worth_grouping(2)
+    assert _kinds_of_sizes([2 * large] * 8 + [1] * lone).worth_grouping(2)
+    # Where spacing rounds (or a minimum of uses) follow, lone cells beside the crowds
+    # stay with the cells (the elephants from 3,000 photos, spaced: 415 s by kinds,
+    # 80 s by cells); few kinds and crowds still go by kinds.
+    assert not _kinds_of_sizes(at_share).worth_grouping(spaced=True)
+    assert _kinds_of_sizes([100] + [1] * 300).worth_grouping(spaced=True)
     # No crowd at all (most photos): the cells.
     assert not _kinds_of_sizes([1] * lone).worth_grouping()
     assert not _kinds_of_sizes([2] * 20 + [1] * lone).worth_grouping()
-
-
-def test_kinds_followed_by_spacing_rounds_need_few_kinds_and_large_crowds():
-    # Where spacing rounds (or a minimum of uses) follow, thousands of lone cells beside a
-    # crowd stay with the cells (the elephants from 3,000 photos, spaced: 415 s by kinds,
-    # 80 s by cells).
-    crowd, share = _groups.CROWD_KIND, _groups.SPACED_CROWDED_SHARE
-    lone = _kinds_of_sizes([1000] + [1] * 9000)
-    assert lone.worth_grouping(2) and not lone.worth_grouping(2, spaced=True)
-    # Few kinds, crowds over the share: by kinds either way (a drawing, a logo).
-    crowded = int(share * 1000)
-    assert _kinds_of_sizes([crowded] + [2] * ((1000 - crowded) // 2)).worth_grouping(
-        spaced=True)
-    assert not _kinds_of_sizes([crowded - 1, 1]
-                               + [2] * ((1000 - crowded) // 2)).worth_grouping(spaced=True)
-    # Many kinds, however crowded the rest: the cells.
-    grouped = _groups.SPACED_GROUPED_SHARE
-    many = int(grouped * 1000) + 1
-    assert not _kinds_of_sizes([1000 - many + 1] + [1] * (many - 1)).worth_grouping(
-        spaced=True)
-    assert _kinds_of_sizes([1000 - many + 2] + [1] * (many - 2)).worth_grouping(spaced=True)
-    assert not _kinds_of_sizes([crowd * 3] * 500).worth_grouping(4, spaced=True)
 
 
 def test_cell_kinds_are_exact_where_hashes_collide(monkeypatch):
@@ -346,7 +351,7 @@ def test_compiled_least_prices_are_the_numpy_sweeps(monkeypatch, seed, minimum, 
 def _cells_only(monkeypatch):
     """Every grid to the cells' pricing rounds from here on (no crowd is large enough)."""
     monkeypatch.setattr(_groups, "CROWDED_SHARE", 2.0)
-    monkeypatch.setattr(_groups, "SPACED_CROWDED_SHARE", 2.0)
+    monkeypatch.setattr(_groups, "LARGE_CROWDED_SHARE", 2.0)
 
 
 def _recorded(monkeypatch, *names):

@@ -82,31 +82,38 @@ _UNREACHED = np.iinfo(np.int64).max // 4
 ROW_WIDTH = 1024
 #: Most distances kept that way (8 bytes each).
 MOST_ROW_PAIRS = 1 << 24
+#: Kinds of cell, as a share of the cells, up to which a grid is solved by kinds: with
+#: fewer alike cells the pricing rounds of :mod:`._assign` are faster. Starry Night at
+#: 10,000 cells, the default preset, its left part painted white: no white, 70 s by
+#: kinds against 24 s by cells; a quarter white, 47 s against 111 s; 45%, 34 s against
+#: 200 s (session 40). The elephants from 3,000 photos (11 uses each, every photo used,
+#: spaced) took 415 s by kinds against 80 s by cells (session 45): the spacing rounds
+#: after the kinds' optimum moved copies of tiles among thousands of lone cells.
+GROUPED_SHARE = 0.8
 #: Cells of one kind from which the pricing rounds of :mod:`._assign` let a kind in too
-#: slowly (a crowd), and the share of the cells in crowds from which a grid is solved by
-#: kinds, where neither spacing nor a minimum of uses follows. A few crowds among
-#: thousands of lone cells are worth the kinds (30,000 cells of 50,000 photos, once
-#: each; session 45, the same optimum both ways): the camera-trap elephants (11% in
-#: crowds: the caption bar, white sky) 100 s by kinds against 230 s by cells at the
-#: seed's distance, 157 s against 496-543 s under the default preset; the rocket (15%)
-#: 157 s against 496 s; Starry Night with a white strip of 3% of its width, 59 s against
-#: 66 s; the camera-trap bear (1.6%) 162 s against 130 s; Starry Night itself (no crowd)
-#: 94 s against 64 s. A colour ramp at full tint is thousands of small kinds (cells a
-#: colour apart) and no crowd: from 50,000 photos, 4,800 cells in 2,850 kinds of at most
-#: 5 took 528 s by kinds against 45 s by cells (65 s by kinds with warm lists).
+#: slowly, and the share of the cells in such kinds from which a grid of few kinds is
+#: solved by kinds. A colour ramp at full tint is thousands of small kinds (cells a
+#: colour apart): from 50,000 photos, 4,800 cells in 2,850 kinds of at most 5 took 528 s
+#: by kinds against 45 s by cells (65 s by kinds with warm lists); 9,690 cells in 2,018
+#: kinds of at most 16 (42% of the cells in kinds of 8 or more) 110 s by kinds with warm
+#: lists, 162-174 s by cells; 30,000 cells in 773 kinds 130 s by kinds, over 900 s by
+#: cells. The same 9,690 cells from 3,000 photos (4 uses each, spaced) took 61 s by
+#: kinds against 36 s by cells: a kind of 16 cells fills only 4 tiles.
 CROWD_KIND = 8
-CROWDED_SHARE = 0.02
-#: Where spacing rounds or a minimum of uses follow the kinds' solve: the most kinds, as
-#: a share of the cells, and the least share of the cells in crowds for the kinds. The
-#: elephants from 3,000 photos (11 uses each, every photo used, spaced) took 415 s by
-#: kinds against 80 s by cells: the spacing rounds after the kinds' optimum moved copies
-#: of tiles among thousands of lone cells. Starry Night at 10,000 cells, the default
-#: preset, its left part painted white: no white, 70 s by kinds against 24 s by cells; a
-#: quarter white, 47 s against 111 s; 45%, 34 s against 200 s (session 40). The ramp's
-#: 9,690 cells from 3,000 photos (4 uses each, spaced): 61 s by kinds against 36 s by
-#: cells, its kinds of 16 cells filling only 4 tiles (session 44).
-SPACED_GROUPED_SHARE = 0.8
-SPACED_CROWDED_SHARE = 0.2
+CROWDED_SHARE = 0.2
+#: Cells of one kind (per use a tile allows) from which a crowd among thousands of lone
+#: cells is worth the kinds, and the share of the cells in such crowds from which a
+#: grid is solved by kinds however many kinds it has, where neither spacing rounds nor a
+#: minimum of uses follow the kinds' solve. 30,000 cells of 50,000 photos, once each,
+#: the same optimum both ways (session 45): the camera-trap elephants (10% in kinds of
+#: 32 or more: the caption bar, white sky) 100 s by kinds against 230 s by cells at the
+#: seed's distance, 157 s against 496-543 s under the default preset; the rocket under
+#: the default preset (9.5%) 157 s against 496 s; Starry Night with a white strip of 3%
+#: of its width, 59 s against 66 s. Below the share the cells: the rocket at the seed's
+#: distance (1.2%; 3.1% in kinds of 8 to 65) 134 s by kinds against 116 s, the bear
+#: (1.6%) 162 s against 130 s, Starry Night itself (none) 94 s against 64 s.
+LARGE_CROWD_KIND = 32
+LARGE_CROWDED_SHARE = 0.02
 #: Pairs listed since the last round's prices, as a share of all, up to which a solve
 #: starts near those prices (:func:`_near_units`). Past it the near solves failed: the
 #: camera-trap elephants by kinds (30,000 cells) added 670,000, 163,000, 106,000 and
@@ -148,25 +155,27 @@ class CellKinds:
     size: np.ndarray
 
     def worth_grouping(self, cap: int = 1, spaced: bool = False) -> bool:
-        """Whether to solve by kinds: where crowds hold enough of the cells.
+        """Whether to solve by kinds: few kinds and crowds, or large crowds.
 
         Crowds are kinds that fill at least :data:`CROWD_KIND` tiles of
-        ``cap`` uses each, holding :data:`CROWDED_SHARE` of the cells or
-        more, however many lone cells are beside them (each a kind of one).
-        Many small kinds (a colour ramp at full tint) and no crowds (most
-        photos) solve faster cell by cell, where warm prices start the
-        rounds. (The cells' rounds let a crowd reach a tile further into
-        the library at a time: a kind of ``w`` cells reaches ``w / cap``
-        tiles.) Where spacing rounds or a minimum of uses follow
-        (``spaced``), crowds must hold :data:`SPACED_CROWDED_SHARE` of the
-        cells, and the kinds be at most :data:`SPACED_GROUPED_SHARE` of them.
+        ``cap`` uses each; where they hold :data:`CROWDED_SHARE` of the
+        cells or more and the kinds are at most :data:`GROUPED_SHARE` of the
+        cells (a drawing, a logo, a page), the kinds. Many small kinds (a
+        colour ramp at full tint) solve faster cell by cell, where warm
+        prices start the rounds. (The cells' rounds let a crowd reach a tile
+        further into the library at a time: a kind of ``w`` cells reaches
+        ``w / cap`` tiles.) Where no spacing rounds or minimum of uses follow
+        (not ``spaced``), large crowds (:data:`LARGE_CROWD_KIND` tiles'
+        worth) holding :data:`LARGE_CROWDED_SHARE` of the cells are enough,
+        however many lone cells are beside them: a photo's caption bar or
+        clipped sky.
         """
         cells = len(self.kind)
         crowded = int(self.size[self.size >= CROWD_KIND * max(1, cap)].sum())
-        if not spaced:
-            return crowded >= CROWDED_SHARE * cells
-        return (len(self.first) <= SPACED_GROUPED_SHARE * cells
-                and crowded >= SPACED_CROWDED_SHARE * cells)
+        if len(self.first) <= GROUPED_SHARE * cells and crowded >= CROWDED_SHARE * cells:
+            return True
+        large = int(self.size[self.size >= LARGE_CROWD_KIND * max(1, cap)].sum())
+        return not spaced and large >= LARGE_CROWDED_SHARE * cells
 
 
 def cell_kinds(cell_vectors: np.ndarray, full_tint: bool = False) -> CellKinds:
