@@ -198,6 +198,48 @@ def test_the_second_click_takes_the_photo_off_while_guests_keep_sending(wall, br
         context.close()
 
 
+def test_a_cell_picked_before_the_wall_arrives_is_shown_with_it(wall, browser):
+    # The counts come before the wall's snapshot (a second request): a host who picks a
+    # cell in between had the pick dropped (the grid was not known yet), and the photo's
+    # button never showed (a test that picked right after the counts timed out under
+    # load). The first snapshot fails here, so the pick surely comes before one arrives.
+    first = wall.upload(1)
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        snapshots = []
+
+        def first_fails(route):
+            snapshots.append(route.request.url)
+            if len(snapshots) == 1:
+                route.abort()
+            else:
+                route.continue_()
+
+        page.route("**/api/wall*", first_fails)
+        page.goto(f"{wall.base}/admin#token={wall.event.admin_token}")
+        page.wait_for_function("() => document.querySelector('[data-count=placed]')"
+                               "?.textContent === '1'", timeout=TIMEOUT_MS)
+        assert len(snapshots) == 1
+        page.fill("#pick-row", str(first["row"] + 1))
+        page.fill("#pick-col", str(first["col"] + 1))
+        page.press("#pick-col", "Enter")
+        remove = page.locator("#remove")
+        remove.wait_for(state="visible", timeout=TIMEOUT_MS)
+        assert len(snapshots) >= 2
+        assert remove.get_attribute("data-id") == first["id"]
+        # A pick outside the grid once it is known shows nothing.
+        page.fill("#pick-row", str(10_000))
+        page.press("#pick-row", "Enter")
+        assert page.locator("#cell-text").text_content().startswith(
+            f"Row {first['row'] + 1:,}, column {first['col'] + 1:,}")
+        assert errors == []
+    finally:
+        context.close()
+
+
 def test_a_failed_start_leaves_no_folder_behind(tmp_path):
     not_a_picture = tmp_path / "couple.png"
     not_a_picture.write_text("not a picture")

@@ -366,7 +366,14 @@
   }
 
   function select(row, col) {
-    if (!wall.cols || row < 0 || col < 0 || row >= wall.rows || col >= wall.cols) return;
+    if (!Number.isInteger(row) || !Number.isInteger(col) || row < 0 || col < 0) return;
+    if (!wall.cols) {
+      // Picked before the wall's first snapshot arrived (it follows the counts): shown
+      // with it, where the grid holds it.
+      state.selected = {row, col};
+      return;
+    }
+    if (row >= wall.rows || col >= wall.cols) return;
     state.selected = {row, col};
     $("pick-row").value = String(row + 1);
     $("pick-col").value = String(col + 1);
@@ -381,6 +388,11 @@
       return;
     }
     const {row, col} = selected;
+    if (row >= wall.rows || col >= wall.cols) {
+      state.selected = null;
+      mark.hidden = true;
+      return;
+    }
     mark.hidden = false;
     mark.style.left = `${100 * col / wall.cols}%`;
     mark.style.top = `${100 * row / wall.rows}%`;
