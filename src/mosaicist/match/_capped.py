@@ -296,10 +296,12 @@ def _by_kinds(request: MatchRequest, search: LibrarySearch, cap: int
               ) -> tuple[Assignment, np.ndarray] | None:
     """The capped assignment solved once per kind of identical cell (:mod:`._groups`), or None.
 
-    None where the kinds are too many to pay (or the kinds' solve cannot
-    run). Without a binding spacing the kinds' optimum is the answer; with
-    one, the spacing rounds start from it. A minimum of uses is kept by
-    both (a blank page from 3,000 photos at 9,690 cells under the default
+    None where the kinds are too many to pay (:meth:`CellKinds.worth_grouping`:
+    a drawing or a page, or a photo whose caption bar or clipped sky is a
+    large crowd among lone cells where no spacing or minimum follows), or
+    the kinds' solve cannot run. Without a binding spacing the kinds'
+    optimum is the answer; with one, the spacing rounds start from it. A
+    minimum of uses is kept by both (a blank page from 3,000 photos at 9,690 cells under the default
     preset, every photo used: 102 s through :func:`assign_with_minimum`).
     Returned with the assignment: the cell each cell's pairs were searched
     as.
