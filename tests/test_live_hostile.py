@@ -167,6 +167,19 @@ def test_a_tile_that_failed_to_load_is_drawn_at_the_next_reconciliation(wall, br
         context.close()
 
 
+def _wait_for_placed(page, count: int) -> None:
+    """Wait until the admin page counts ``count`` photos on the wall."""
+    page.wait_for_function("(count) => document.querySelector('[data-count=placed]')"
+                           "?.textContent === count", arg=str(count), timeout=TIMEOUT_MS)
+
+
+def _pick(page, photo: dict) -> None:
+    """Pick the cell of an uploaded ``photo`` in the admin page's form."""
+    page.fill("#pick-row", str(photo["row"] + 1))
+    page.fill("#pick-col", str(photo["col"] + 1))
+    page.press("#pick-col", "Enter")
+
+
 def test_the_second_click_takes_the_photo_off_while_guests_keep_sending(wall, browser):
     first = wall.upload(1)
     context = browser.new_context(viewport={"width": 1200, "height": 900})
@@ -175,23 +188,18 @@ def test_the_second_click_takes_the_photo_off_while_guests_keep_sending(wall, br
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(f"{wall.base}/admin#token={wall.event.admin_token}")
-        page.wait_for_function("() => document.querySelector('[data-count=placed]')"
-                               "?.textContent === '1'", timeout=TIMEOUT_MS)
-        page.fill("#pick-row", str(first["row"] + 1))
-        page.fill("#pick-col", str(first["col"] + 1))
-        page.press("#pick-col", "Enter")
+        _wait_for_placed(page, 1)
+        _pick(page, first)
         remove = page.locator("#remove")
         remove.click()
         assert remove.text_content() == "Click again to take it off"
         # A guest's photo lands between the host's two clicks; the page refreshes.
         wall.upload(2)
-        page.wait_for_function("() => document.querySelector('[data-count=placed]')"
-                               "?.textContent === '2'", timeout=TIMEOUT_MS)
+        _wait_for_placed(page, 2)
         page.wait_for_timeout(300)  # the wall's part of the refresh
         assert remove.text_content() == "Click again to take it off"
         remove.click()
-        page.wait_for_function("() => document.querySelector('[data-count=placed]')"
-                               "?.textContent === '1'", timeout=TIMEOUT_MS)
+        _wait_for_placed(page, 1)
         assert wall.host.get(f"/api/photos/{first['id']}").json()["status"] == "removed"
         assert errors == []
     finally:
@@ -220,12 +228,9 @@ def test_a_cell_picked_before_the_wall_arrives_is_shown_with_it(wall, browser):
 
         page.route("**/api/wall*", first_fails)
         page.goto(f"{wall.base}/admin#token={wall.event.admin_token}")
-        page.wait_for_function("() => document.querySelector('[data-count=placed]')"
-                               "?.textContent === '1'", timeout=TIMEOUT_MS)
+        _wait_for_placed(page, 1)
         assert len(snapshots) == 1
-        page.fill("#pick-row", str(first["row"] + 1))
-        page.fill("#pick-col", str(first["col"] + 1))
-        page.press("#pick-col", "Enter")
+        _pick(page, first)
         remove = page.locator("#remove")
         remove.wait_for(state="visible", timeout=TIMEOUT_MS)
         assert len(snapshots) >= 2

@@ -301,8 +301,9 @@ def _by_kinds(request: MatchRequest, search: LibrarySearch, cap: int
     large crowd among lone cells where no spacing or minimum follows), or
     the kinds' solve cannot run. Without a binding spacing the kinds'
     optimum is the answer; with one, the spacing rounds start from it. A
-    minimum of uses is kept by both (a blank page from 3,000 photos at 9,690 cells under the default
-    preset, every photo used: 102 s through :func:`assign_with_minimum`).
+    minimum of uses is kept by both (a blank page from 3,000 photos at 9,690
+    cells under the default preset, every photo used: 102 s through
+    :func:`assign_with_minimum`).
     Returned with the assignment: the cell each cell's pairs were searched
     as.
     """
