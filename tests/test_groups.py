@@ -18,7 +18,7 @@ from test_assign import DenseSearch, check_placement, dense_optimum, dense_with_
 from test_pipeline import smooth_folder
 
 from mosaicist import make_mosaic
-from mosaicist.match import MatchRequest, _assign, _capped, _groups
+from mosaicist.match import MatchRequest, _assign, _capped, _groups, _kinds_repair
 from mosaicist.match._groups import assign_by_kinds, cell_kinds, least_prices
 
 
@@ -170,6 +170,34 @@ def test_solves_near_the_last_prices_reach_the_dense_optimum(monkeypatch, cap):
         check_placement(result.tile, full, 8, 10, cap, 1)
         assert result.objective == result.lower_bound == dense_optimum(full, cap)
     assert sum(outcomes) >= 3
+
+
+@pytest.mark.parametrize("cap", [1, 2, 3])
+def test_repairs_of_the_last_flow_reach_the_dense_optimum(monkeypatch, cap):
+    # Every round after the first repairs the last optimum, whatever it would cost;
+    # rounds with units outside solve afresh.
+    pytest.importorskip("numba")
+    monkeypatch.setattr(_kinds_repair, "ARCS_PER_PAIR", 1 << 40)
+    monkeypatch.setattr(_groups, "FIRST_TILES", 1)
+    monkeypatch.setattr(_groups, "CHECK_TILES", 1)
+    outcomes = []
+    repair = _groups.repair_kinds
+
+    def counted(*args, **kwargs):
+        result = repair(*args, **kwargs)
+        outcomes.append(result is not None)
+        return result
+
+    monkeypatch.setattr(_groups, "repair_kinds", counted)
+    for seed in range(8):
+        count = 80
+        tiles = -(-count // cap) + 10 * seed
+        cells, full = _kinds_problem(seed, count, tiles, kinds=20 + 5 * seed, spread=6 + seed)
+        result = assign_by_kinds(DenseSearch(full), cell_kinds(cells), cap)
+        assert result is not None and result.certified and result.gap == 0
+        check_placement(result.tile, full, 8, 10, cap, 1)
+        assert result.objective == result.lower_bound == dense_optimum(full, cap)
+    assert sum(outcomes) >= 8
 
 
 def test_a_kind_larger_than_its_first_lists_lists_tiles_with_room(monkeypatch):

@@ -29,7 +29,9 @@ past it (see :func:`_solve`).
 :data:`FIRST_TILES` nearest tiles (one exact search for the kind). A round
 solves the min-cost flow of the lists (:func:`._assign.flow_units` with a
 supply of ``w_g`` per kind), each kind also having an outside column at
-twice its farthest listed distance, so that the solve always finishes. A
+twice its farthest listed distance, so that the solve always finishes; a
+later round repairs the last optimum instead where its units to move are
+few (:func:`._kinds_repair.repair_kinds`). A
 kind with units outside (its nearest tiles taken by other kinds) lists its
 nearest tiles that still have room, as many as those units plus
 :data:`FIRST_TILES`, so that the next solve can place it; whether those are
@@ -66,6 +68,7 @@ from ..progress import progress_bar
 from . import _assign, _flow, _kernels
 from ._assign import Assignment, CandidateSearch, flow_units
 from ._exact import alike_under_full_tint
+from ._kinds_repair import repair_kinds
 
 #: Nearest tiles a kind of cell lists past the ``ceil(cells / cap)`` it fills.
 FIRST_TILES = 16
@@ -392,8 +395,6 @@ class _Lists:
             found_distances.append(row[beating])
             level[kind] = total[beating].max() if cut else cost[kind]
             cut_any |= cut
-        added = self.add(np.concatenate(found_kinds), np.concatenate(found_tiles),
-                         np.concatenate(found_distances)) if found_kinds else 0
         looking = np.flatnonzero((among > 0) & ~kept)
         for searched, size in {(int(a), int(w)) for a, w in zip(among[looking],
                                                                  width[looking], strict=True)}:
@@ -401,8 +402,9 @@ class _Lists:
             tiles, distances = search.below(
                 first[some], price, cost[some], size,
                 among=None if searched >= tile_count else order[:searched])
-            added += self.add(np.repeat(some, tiles.shape[1]), tiles.ravel(),
-                              distances.ravel())
+            found_kinds.append(np.repeat(some, tiles.shape[1]))
+            found_tiles.append(tiles.ravel())
+            found_distances.append(distances.ravel())
             found = tiles >= 0
             # Every slot filled: more tiles may be below the cost, and the look proves
             # only its dearest find.
@@ -411,6 +413,10 @@ class _Lists:
             level[some] = np.minimum(level[some], np.where(cut, dearest, cost[some]))
             self.check[some[cut]] = np.minimum(2 * self.check[some[cut]], tile_count)
             cut_any |= bool(cut.any())
+        # One merge into the lists: each costs a pass over millions of listed pairs (a
+        # merge per search took 8 s of the elephants' 32 s of checks, at one use).
+        added = self.add(np.concatenate(found_kinds), np.concatenate(found_tiles),
+                         np.concatenate(found_distances)) if found_kinds else 0
         self.level = level
         self.reference = price.copy()
         return added > 0 or cut_any
@@ -762,6 +768,9 @@ def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: b
     # pairs listed then.
     last: tuple[np.ndarray, np.ndarray] | None = None
     last_listed = 0
+    last_units = np.zeros(0, np.int64)
+    # The paths and arcs of the last repair: what the next would cost per unit moved.
+    repair_work = np.zeros(2, np.int64)
     try:
         while True:
             rounds += 1
@@ -780,11 +789,17 @@ def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: b
                     surcharge = step * -(-2 * int(outside.max()) // step)
                 outside = outside + surcharge
             near = None
-            if (last is not None and not minimum
+            repaired = None
+            if last is not None and not minimum:
+                repaired = repair_kinds(kind, tile, distance, last_units, *last, size, limit,
+                                        outside, cap, tile_count, work=repair_work)
+            if (repaired is None and last is not None and not minimum
                     and len(kind) - last_listed <= NEAR_NEW_SHARE * len(kind)):
                 near = _near_units(kind, tile, distance, base, count, tile_count, cap, outside,
                                    size, edge_limit, limit, *last)
-            if near is not None:
+            if repaired is not None:
+                units, out = repaired, np.zeros(count, np.int64)
+            elif near is not None:
                 units, out = near[0], np.zeros(count, np.int64)
             else:
                 flowed = flow_units(count, kind, tile, tile_count, distance - base[kind], base,
@@ -817,7 +832,7 @@ def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: b
             if priced is None:
                 return None
             price, cost = priced
-            last, last_listed = (price, cost), len(kind)
+            last, last_listed, last_units = (price, cost), len(kind), units
             if lists.price_check(search, first, price, cost, units):
                 continue
             if not minimum or (load >= minimum).all():

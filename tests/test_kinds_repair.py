@@ -1,0 +1,130 @@
+"""The repair of the kinds' optimal flow against fresh solves of the grown lists."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mosaicist.match import _kinds_repair
+from mosaicist.match._assign import flow_units
+from mosaicist.match._groups import least_prices
+from mosaicist.match._kinds_repair import repair_kinds
+
+pytest.importorskip("ortools")
+
+
+def _flow(kind, tile, distance, kinds, tiles, cap, supply, outside):
+    base = np.full(kinds, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(base, kind, distance)
+    return flow_units(kinds, kind, tile, tiles, distance - base[kind], base, cap, outside,
+                      supply=supply)
+
+
+def _grown_problem(seed: int, large: bool):
+    """An optimum on some pairs of a random problem, its least prices, and more pairs."""
+    rng = np.random.default_rng(seed)
+    kinds = int(rng.integers(2, 30))
+    tiles = int(rng.integers(5, 60))
+    cap = int(rng.integers(1, 4))
+    # Mostly kinds of one cell; with ``large``, some of many (more than their new pairs
+    # can take, so that their breaking pairs are filled rather than the kind moved).
+    supply = np.ones(kinds, np.int64)
+    many = rng.random(kinds) < 0.3
+    supply[many] = rng.integers(2, 6 if not large else 12, many.sum())
+    if supply.sum() > cap * tiles:
+        return None
+    distances = rng.integers(0, 1000, (kinds, tiles))
+    kind, tile = np.nonzero(np.ones((kinds, tiles), bool))
+    order = rng.permutation(len(kind))
+    kind, tile = kind[order], tile[order]
+    distance = distances[kind, tile].astype(np.int64)
+    first = int(len(kind) * rng.uniform(0.2, 0.7))
+    grown = int(len(kind) * rng.uniform(0.7, 1.0))
+    if len(np.unique(kind[:first])) < kinds:
+        return None
+    limit = np.minimum(supply, cap)
+    largest = np.zeros(kinds, np.int64)
+    np.maximum.at(largest, kind[:grown], distance[:grown])
+    outside = 2 * largest + 1
+    solved = _flow(kind[:first], tile[:first], distance[:first], kinds, tiles, cap, supply,
+                   outside)
+    if solved is None or solved[1].any():
+        return None
+    units = solved[0]
+    load = np.bincount(tile[:first], units, minlength=tiles)
+    priced = least_prices(kind[:first], tile[:first], distance[:first], units,
+                          units < limit[kind[:first]], load >= cap, kinds, tiles)
+    assert priced is not None
+    price, cost = priced
+    return (kind[:grown], tile[:grown], distance[:grown], units, price, cost, supply, limit,
+            outside, cap, tiles)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("large", [False, True])
+def test_a_repair_reaches_the_optimum_of_the_grown_lists(monkeypatch, compiled, large):
+    if compiled:
+        pytest.importorskip("numba")
+    filled, moved = [], []
+    repaired = 0
+    for seed in range(60):
+        problem = _grown_problem(seed, large)
+        if problem is None:
+            continue
+        kind, tile, distance, units, price, cost, supply, limit, outside, cap, tiles = problem
+        flow = repair_kinds(*problem, budget=1 << 60, compiled=compiled)
+        fresh = _flow(kind, tile, distance, len(supply), tiles, cap, supply, outside)
+        assert fresh is not None
+        optimum = int((fresh[0] * distance).sum() + (fresh[1] * outside).sum())
+        if flow is None:
+            # Only where the optimum of the grown lists sends units outside.
+            assert fresh[1].any()
+            continue
+        repaired += 1
+        np.testing.assert_array_equal(np.bincount(kind, flow, minlength=len(supply)), supply)
+        assert (np.bincount(tile, flow, minlength=tiles) <= cap).all()
+        assert ((flow >= 0) & (flow <= limit[kind])).all()
+        assert int((flow * distance).sum()) == optimum
+        total = distance + price[tile]
+        breaking = np.bincount(kind[total < cost[kind]], minlength=len(supply))
+        moved.append(int(((breaking > 0) & (supply <= breaking * limit)).sum()))
+        filled.append(int(((breaking > 0) & (supply > breaking * limit)).sum()))
+    assert repaired >= 30
+    # Both ways of breaking a kind's proof were repaired: kinds moved, pairs filled.
+    assert sum(moved) > 0
+    if large:
+        assert sum(filled) > 0
+
+
+def test_nothing_broken_keeps_the_flow_and_a_small_budget_gives_up():
+    problem = None
+    for seed in range(40):
+        problem = _grown_problem(seed, large=True)
+        if problem is not None:
+            kind, tile, distance, units, price, cost, *rest = problem
+            if (distance + price[tile] < cost[kind]).sum() > 3:
+                break
+    assert problem is not None
+    kind, tile, distance, units, price, cost, supply, limit, outside, cap, tiles = problem
+    first = len(units)
+    # The old pairs alone: the least prices prove them, nothing to move.
+    same = repair_kinds(kind[:first], tile[:first], distance[:first], *problem[3:],
+                        compiled=False)
+    np.testing.assert_array_equal(same, units)
+    # Too few arcs to search, or an expected cost past the budget: None, for a fresh solve.
+    assert repair_kinds(*problem, budget=0, compiled=False) is None
+    assert repair_kinds(*problem, budget=10, work=np.array([1, 1000]), compiled=False) is None
+    # Costs past the limit of the loop's integers.
+    huge = distance.copy()
+    huge[-1] = _kinds_repair.COST_LIMIT
+    assert repair_kinds(kind, tile, huge, *problem[3:], compiled=False) is None
+
+
+def test_a_flow_past_the_cap_is_refused():
+    kind = np.array([0, 1], np.int64)
+    tile = np.array([0, 0], np.int64)
+    distance = np.array([1, 1], np.int64)
+    units = np.array([1, 1], np.int64)
+    assert repair_kinds(kind, tile, distance, units, np.zeros(2, np.int64),
+                        np.ones(2, np.int64), np.ones(2, np.int64), np.ones(2, np.int64),
+                        np.full(2, 9, np.int64), 1, 2, compiled=False) is None
