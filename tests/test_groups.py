@@ -143,24 +143,22 @@ def test_kinds_reach_the_dense_optimum_certified(monkeypatch, seed, cap, spread,
     assert result.objective == result.lower_bound == dense_optimum(full, cap)
 
 
-@pytest.mark.parametrize("cap", [1, 2, 3])
-def test_solves_near_the_last_prices_reach_the_dense_optimum(monkeypatch, cap):
-    # Every round after the first solves near the last prices, however many pairs that
-    # keeps: pairs left out break the proof and join a second solve, or the whole solve
-    # follows.
-    monkeypatch.setattr(_assign, "NEAR_SHARE", 1.0)
-    monkeypatch.setattr(_groups, "NEAR_NEW_SHARE", 1.0)
+def _solved_near_the_last_round(monkeypatch, cap: int, name: str) -> list[bool]:
+    """Random problems solved by kinds, to the dense optimum; each call of ``_groups.name``.
+
+    Whether each call gave a flow (the others solve afresh).
+    """
     monkeypatch.setattr(_groups, "FIRST_TILES", 1)
     monkeypatch.setattr(_groups, "CHECK_TILES", 1)
     outcomes = []
-    near_units = _groups._near_units
+    solve = getattr(_groups, name)
 
-    def counted(*args):
-        result = near_units(*args)
+    def counted(*args, **kwargs):
+        result = solve(*args, **kwargs)
         outcomes.append(result is not None)
         return result
 
-    monkeypatch.setattr(_groups, "_near_units", counted)
+    monkeypatch.setattr(_groups, name, counted)
     for seed in range(8):
         count = 80
         tiles = -(-count // cap) + 10 * seed
@@ -169,7 +167,18 @@ def test_solves_near_the_last_prices_reach_the_dense_optimum(monkeypatch, cap):
         assert result is not None and result.certified and result.gap == 0
         check_placement(result.tile, full, 8, 10, cap, 1)
         assert result.objective == result.lower_bound == dense_optimum(full, cap)
-    assert sum(outcomes) >= 3
+    return outcomes
+
+
+@pytest.mark.parametrize("cap", [1, 2, 3])
+def test_solves_near_the_last_prices_reach_the_dense_optimum(monkeypatch, cap):
+    # Every round after the first solves near the last prices, however many pairs that
+    # keeps: pairs left out break the proof and join a second solve, or the whole solve
+    # follows. (No repairs, which come first.)
+    monkeypatch.setattr(_assign, "NEAR_SHARE", 1.0)
+    monkeypatch.setattr(_groups, "NEAR_NEW_SHARE", 1.0)
+    monkeypatch.setattr(_groups, "repair_kinds", lambda *args, **kwargs: None)
+    assert sum(_solved_near_the_last_round(monkeypatch, cap, "_near_units")) >= 3
 
 
 @pytest.mark.parametrize("cap", [1, 2, 3])
@@ -178,26 +187,7 @@ def test_repairs_of_the_last_flow_reach_the_dense_optimum(monkeypatch, cap):
     # rounds with units outside solve afresh.
     pytest.importorskip("numba")
     monkeypatch.setattr(_kinds_repair, "ARCS_PER_PAIR", 1 << 40)
-    monkeypatch.setattr(_groups, "FIRST_TILES", 1)
-    monkeypatch.setattr(_groups, "CHECK_TILES", 1)
-    outcomes = []
-    repair = _groups.repair_kinds
-
-    def counted(*args, **kwargs):
-        result = repair(*args, **kwargs)
-        outcomes.append(result is not None)
-        return result
-
-    monkeypatch.setattr(_groups, "repair_kinds", counted)
-    for seed in range(8):
-        count = 80
-        tiles = -(-count // cap) + 10 * seed
-        cells, full = _kinds_problem(seed, count, tiles, kinds=20 + 5 * seed, spread=6 + seed)
-        result = assign_by_kinds(DenseSearch(full), cell_kinds(cells), cap)
-        assert result is not None and result.certified and result.gap == 0
-        check_placement(result.tile, full, 8, 10, cap, 1)
-        assert result.objective == result.lower_bound == dense_optimum(full, cap)
-    assert sum(outcomes) >= 8
+    assert sum(_solved_near_the_last_round(monkeypatch, cap, "repair_kinds")) >= 8
 
 
 def test_a_kind_larger_than_its_first_lists_lists_tiles_with_room(monkeypatch):

@@ -72,6 +72,10 @@ from ._kinds_repair import repair_kinds
 
 #: Nearest tiles a kind of cell lists past the ``ceil(cells / cap)`` it fills.
 FIRST_TILES = 16
+#: Whether warm lists (:func:`~mosaicist.match._capped.warm_kind_pairs`) replace the
+#: nearest tiles where no spacing follows, as the cells' first lists do
+#: (:data:`~mosaicist.match._capped.WARM_ONLY`).
+WARM_ONLY = True
 #: Tiles past those it holds that each price check of a kind returns at most.
 CHECK_TILES = 16
 #: Share of the library past which a kind's price check searches all of it, not only
@@ -758,9 +762,16 @@ def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: b
     limit = np.minimum(size if edge_limit is None else edge_limit, cap)
     if lists is None:
         lists = _Lists(count, tile_count)
-        lists.list_nearest(search, first, np.arange(count), -(-size // limit) + FIRST_TILES)
-        if warm is not None:
+        if warm is not None and WARM_ONLY and edge_limit is None:
+            # The warm lists alone, proving nothing of the tiles left out (the first
+            # round's checks search nearly every kind's library anyway).
             lists.add(*warm)
+            lists.nearest = np.bincount(lists.kind, minlength=count).astype(np.int64)
+        else:
+            lists.list_nearest(search, first, np.arange(count),
+                               -(-size // limit) + FIRST_TILES)
+            if warm is not None:
+                lists.add(*warm)
     bar = progress_bar(None, "assigning tiles by kind of cell", "round", enabled=show_progress)
     rounds = 0
     surcharge: int | None = None
