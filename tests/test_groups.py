@@ -277,6 +277,53 @@ def test_kinds_whose_proofs_hold_are_not_searched_again():
     assert looks < 0.7 * kinds * result.pricing_rounds, (looks, kinds, result.pricing_rounds)
 
 
+def test_searches_that_find_few_tiles_ask_for_fewer_next_time(monkeypatch):
+    # Checks wide from earlier cuts: a search that finds few tiles past those held asks
+    # next time for twice as many (at least CHECK_TILES), never more than before; the
+    # optimum stays the dense one.
+    monkeypatch.setattr(_groups, "FIRST_TILES", 1)
+    count, tiles = 400, 430
+    cells, full = _kinds_problem(11, count, tiles, kinds=40, spread=60)
+    kinds = cell_kinds(cells)
+    widths = []
+    search = CountingSearch(full)
+    below = search.below
+
+    def recorded(cells, price, limit, k, upper=None, among=None):
+        widths.append(k)
+        return below(cells, price, limit, k, upper, among)
+
+    monkeypatch.setattr(search, "below", recorded)
+    wide = _groups._Lists.__init__
+
+    def widened(self, *args):
+        wide(self, *args)
+        self.check[:] = 64
+
+    monkeypatch.setattr(_groups._Lists, "__init__", widened)
+    checks = []
+    price_check = _groups._Lists.price_check
+
+    def traced(self, *args):
+        before = self.check.copy()
+        result = price_check(self, *args)
+        checks.append((before, self.check.copy()))
+        return result
+
+    monkeypatch.setattr(_groups._Lists, "price_check", traced)
+    result = assign_by_kinds(search, kinds, 1)
+    assert result is not None and result.certified
+    assert result.objective == dense_optimum(full, 1)
+    assert len(checks) >= 2
+    for before, after in checks:
+        assert (after >= _groups.CHECK_TILES).all()
+        # Only a cut search widens a kind's next one, twice as wide.
+        assert ((after <= before) | (after == np.minimum(2 * before, tiles))).all()
+    # Every kind's first search found few tiles: the second asks for fewer.
+    assert (checks[0][1] < 64).any()
+    assert min(widths[len(widths) // 2:]) < max(widths[:len(widths) // 2])
+
+
 def test_every_tile_needed_and_ties_everywhere():
     # As many cells as uses: every tile is full, and every distance is the same.
     full = np.full((12, 4), 7, np.int64)
