@@ -69,14 +69,14 @@ def test_kinds_are_worth_grouping_where_crowds_hold_enough_of_the_cells():
 
 def test_large_crowds_among_lone_cells_are_worth_the_kinds_where_no_spacing_follows():
     # A caption bar or a clipped sky beside thousands of lone cells (the camera-trap
-    # elephants: 10% of 31,212 cells in kinds of 32 or more): by kinds from the share on.
+    # elephants: 10% of 31,212 cells in kinds of 32 or more; the rocket at the seed's
+    # distance 1.2%): by kinds from the share on.
     large, share = _groups.LARGE_CROWD_KIND, _groups.LARGE_CROWDED_SHARE
     lone = 10_000
     crowded = int(np.ceil(share * (lone + 2 * large)))
     at_share = [crowded] + [1] * (lone + 2 * large - crowded)
     assert _kinds_of_sizes(at_share).worth_grouping()
-    # One cell short of the share, or crowds one cell short of large (the rocket at the
-    # seed's distance, 3.1% in kinds of 8 to 65, 1.2% of 32 or more): the cells.
+    # One cell short of the share, or crowds one cell short of large: the cells.
     assert not _kinds_of_sizes([crowded - 2, 1, 1] + at_share[1:]).worth_grouping()
     assert not _kinds_of_sizes([large - 1] * 8 + [1] * lone).worth_grouping()
     assert _kinds_of_sizes([large] * 8 + [1] * lone).worth_grouping()
