@@ -18,7 +18,7 @@ from test_assign import DenseSearch, check_placement, dense_optimum, dense_with_
 from test_pipeline import smooth_folder
 
 from mosaicist import make_mosaic
-from mosaicist.match import MatchRequest, _assign, _capped, _groups, _kinds_repair
+from mosaicist.match import MatchRequest, _assign, _capped, _groups, _kinds_repair, _warm
 from mosaicist.match._groups import assign_by_kinds, cell_kinds, least_prices
 
 
@@ -534,6 +534,29 @@ def test_warm_lists_of_kinds_change_no_optimum(tmp_path, monkeypatch, max_uses, 
         assert warm_result.lower_bound == cold_result.lower_bound
     _assign.verify_placement(warm_result.tile, request.grid.rows, request.grid.cols,
                              max_uses, spacing, 0, len(request.library))
+
+
+def test_the_kinds_warm_auction_starts_coarse_where_kinds_are_few(tmp_path, monkeypatch):
+    # Kinds at most half the cells (crowds at one point bid each other up): a coarse
+    # first phase; else the usual phases. The optimum is the same.
+    request = _request_of(tmp_path, _patterned_target(), 240, 8, max_uses=1, min_spacing=1,
+                          tint=1.0)
+    kinds = cell_kinds(request.cell_vectors, full_tint=True)
+    assert len(kinds.first) <= _capped.COARSE_AUCTION_KINDS * len(kinds.kind)
+    steps = []
+    warm_prices = _capped.warm_prices
+
+    def recorded(*args, **kwargs):
+        steps.append(kwargs.get("steps"))
+        return warm_prices(*args, **kwargs)
+
+    monkeypatch.setattr(_capped, "warm_prices", recorded)
+    coarse = _capped.CappedMatcher().match(request).assignment
+    monkeypatch.setattr(_capped, "COARSE_AUCTION_KINDS", 0.0)
+    fine = _capped.CappedMatcher().match(request).assignment
+    assert steps == [_warm.KINDS_EPSILON_STEPS, None]
+    assert coarse.certified and fine.certified
+    assert coarse.objective == fine.objective
 
 
 def test_a_kind_holding_most_of_the_grid_takes_no_warm_lists(tmp_path, monkeypatch):

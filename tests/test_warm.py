@@ -25,13 +25,12 @@ def crowded(seed: int, count: int = 300, tile_count: int = 450, dimensions: int 
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("steps", [(0.01,), _warm.EPSILON_STEPS])
+@pytest.mark.parametrize("steps", [(0.01,), _warm.EPSILON_STEPS, _warm.KINDS_EPSILON_STEPS])
 def test_auction_is_within_its_epsilon_of_the_optimum(seed, steps, monkeypatch):
     from scipy.optimize import linear_sum_assignment
 
-    monkeypatch.setattr(_warm, "EPSILON_STEPS", steps)
     cells, objects = crowded(seed)
-    price, assigned = _warm.auction(cells, objects)
+    price, assigned = _warm.auction(cells, objects, steps)
     assert len(np.unique(assigned)) == len(cells) and (assigned >= 0).all()
     cost = squared(cells, objects)
     rows, chosen = linear_sum_assignment(cost)
@@ -46,8 +45,10 @@ def test_auction_is_within_its_epsilon_of_the_optimum(seed, steps, monkeypatch):
         # From zero prices, more objects than cells: within N epsilon of the optimum.
         assert optimum <= total <= optimum + len(cells) * epsilon + 1e-9
     else:
-        # Scaled: objects priced in an earlier phase may end unheld; still close.
-        assert optimum <= total <= 1.05 * optimum
+        # Scaled: objects priced in an earlier phase may end unheld; still close (less so
+        # from a coarse first phase, which the kinds' crowds take for its speed).
+        slack = 1.05 if steps == _warm.EPSILON_STEPS else 1.10
+        assert optimum <= total <= slack * optimum
 
 
 def test_auction_with_one_object_and_bad_sizes():
@@ -148,9 +149,9 @@ def test_the_sample_is_smaller_where_tiles_have_copies(monkeypatch):
     sizes = []
     auction = _warm.auction
 
-    def recorded(points, objects):
+    def recorded(points, objects, *steps):
         sizes.append((len(points), len(objects)))
-        return auction(points, objects)
+        return auction(points, objects, *steps)
 
     monkeypatch.setattr(_warm, "auction", recorded)
     cells, tiles = crowded(0, count=20_000, tile_count=30_000)

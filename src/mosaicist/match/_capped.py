@@ -77,7 +77,7 @@ from ._exact import (
 from ._features import LARGE_LIBRARY, BoundGrid, bound_scale
 from ._groups import CellKinds, assign_by_kinds, cell_kinds, search_widths, spaced_by_kinds
 from ._registry import Matcher, MatchRequest, MatchResult
-from ._warm import least_priced, warm_prices
+from ._warm import KINDS_EPSILON_STEPS, least_priced, warm_prices
 
 T = TypeVar("T")
 
@@ -116,6 +116,12 @@ WARM_CANDIDATES = 48
 #: the auction of that crowd only costs time (a blank page 3.6 s -> 7.6 s, pixel art
 #: 1.7 -> 2.6 s).
 WARM_KINDS_LARGEST = 0.5
+#: Kinds, as a share of the cells, up to which the kinds' warm auction starts with a
+#: coarse phase (:data:`~mosaicist.match._warm.KINDS_EPSILON_STEPS`): the 30,000-cell
+#: colour ramp (7,006 kinds) 178 s -> 141 s, at the same rounds. Where most cells are
+#: alone the finer estimate pays: the camera-trap elephants at one use (27,339 kinds of
+#: 31,212 cells) took a round more with the coarse phase, 59.2 s against 54.9 s.
+COARSE_AUCTION_KINDS = 0.5
 #: Whether the warm lists replace the nearest tiles (else they join them). The first
 #: pricing round searches nearly every cell of such a grid anyway (its cost lies far
 #: past its nearest tiles), so the nearest tiles' search proved little: without it,
@@ -593,7 +599,9 @@ def warm_kind_pairs(request: MatchRequest, search: LibrarySearch, cap: int, kind
     # Each cell at its kind's point: the points of cells a colour apart differ in their
     # last float digits, and the auction draws alike points once (the 30,000 cells of a
     # colour ramp, 773 kinds: 90 s of bidding, 37 s so).
-    estimated = _warm_estimate(request, search, cap, at=kinds.first[kinds.kind])
+    crowded = len(kinds.first) <= COARSE_AUCTION_KINDS * len(kinds.kind)
+    estimated = _warm_estimate(request, search, cap, at=kinds.first[kinds.kind],
+                               steps=KINDS_EPSILON_STEPS if crowded else None)
     if estimated is None:
         return None
     cell_points, tile_points, estimate = estimated
@@ -614,12 +622,14 @@ def warm_kind_pairs(request: MatchRequest, search: LibrarySearch, cap: int, kind
 
 def _warm_estimate(request: MatchRequest, search: CandidateSearch, cap: int,
                    terms: CellTerms | None = None, at: np.ndarray | None = None,
+                   steps: tuple[float, ...] | None = None,
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Cell and tile points (:func:`warm_points`) and the tiles' estimated final prices.
 
     None where the estimate does not apply (no warm lists, transforms, a
     search of part of the library, no Numba). ``terms`` as in
-    :func:`warm_candidates`; ``at`` puts each cell at that cell's point.
+    :func:`warm_candidates`; ``at`` puts each cell at that cell's point;
+    ``steps`` are the auction's epsilon phases (default the usual ones).
     """
     if WARM_CANDIDATES < 1 or request.variants != 1:
         return None
@@ -631,7 +641,7 @@ def _warm_estimate(request: MatchRequest, search: CandidateSearch, cap: int,
     cell_points, tile_points = warm_points(request, terms)
     if at is not None:
         cell_points = cell_points[at]
-    estimate = warm_prices(cell_points, tile_points, cap)
+    estimate = warm_prices(cell_points, tile_points, cap, steps=steps)
     if estimate is None:
         return None
     return cell_points, tile_points, estimate
