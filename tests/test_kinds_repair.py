@@ -120,11 +120,18 @@ def test_nothing_broken_keeps_the_flow_and_a_small_budget_gives_up():
     assert repair_kinds(kind, tile, huge, *problem[3:], compiled=False) is None
 
 
-def test_a_flow_past_the_cap_is_refused():
+def test_a_flow_past_the_cap_or_a_price_on_a_tile_with_room_is_refused():
     kind = np.array([0, 1], np.int64)
     tile = np.array([0, 0], np.int64)
     distance = np.array([1, 1], np.int64)
     units = np.array([1, 1], np.int64)
-    assert repair_kinds(kind, tile, distance, units, np.zeros(2, np.int64),
-                        np.ones(2, np.int64), np.ones(2, np.int64), np.ones(2, np.int64),
-                        np.full(2, 9, np.int64), 1, 2, compiled=False) is None
+    ones = np.ones(2, np.int64)
+    outside = np.full(2, 9, np.int64)
+    assert repair_kinds(kind, tile, distance, units, np.zeros(2, np.int64), ones, ones, ones,
+                        outside, 1, 2, compiled=False) is None
+    # One unit on each tile at cap 2: a tile with room has no price in a proof.
+    tile = np.array([0, 1], np.int64)
+    assert repair_kinds(kind, tile, distance, units, np.array([0, 1], np.int64), 2 * ones,
+                        ones, ones, outside, 2, 2, compiled=False) is None
+    assert repair_kinds(kind, tile, distance, units, np.zeros(2, np.int64), ones, ones, ones,
+                        outside, 2, 2, compiled=False) is not None

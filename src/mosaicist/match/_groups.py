@@ -26,7 +26,8 @@ uses per tile adds ``sum_g x_gj >= K``, priced as a surcharge on the uses
 past it (see :func:`_solve`).
 
 **Column generation.** Each kind lists its ``ceil(w_g / cap) +``
-:data:`FIRST_TILES` nearest tiles (one exact search for the kind). A round
+:data:`FIRST_TILES` nearest tiles (one exact search for the kind), or,
+given warm lists where no spacing follows, those alone (:data:`WARM_ONLY`). A round
 solves the min-cost flow of the lists (:func:`._assign.flow_units` with a
 supply of ``w_g`` per kind), each kind also having an outside column at
 twice its farthest listed distance, so that the solve always finishes; a

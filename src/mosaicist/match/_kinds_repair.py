@@ -135,8 +135,8 @@ def repair_kinds(kind: np.ndarray, tile: np.ndarray, distance: np.ndarray,
     off = removed[kind] & (flow > 0)
     lost = np.bincount(tile[off], flow[off], minlength=tile_count).astype(np.int64)
     load = np.bincount(tile, flow, minlength=tile_count).astype(np.int64)
-    if (load > cap).any():
-        return None  # not an optimum of this cap
+    if (load > cap).any() or ((price > 0) & (load < cap)).any():
+        return None  # not an optimum of this cap, or not its least prices
     flow[removed[kind]] = 0
     balance[:count][removed] = supply[removed]
     # A tile at price 0 gives its lost units up to the sink; one with a price stays full.
