@@ -17,7 +17,9 @@ from __future__ import annotations
 import errno
 import io
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -180,14 +182,28 @@ def _pick(page, photo: dict) -> None:
     page.press("#pick-col", "Enter")
 
 
-def test_the_second_click_takes_the_photo_off_while_guests_keep_sending(wall, browser):
-    first = wall.upload(1)
+@contextmanager
+def _admin_page(wall, browser, route=None) -> Iterator[tuple[Any, list[str]]]:
+    """The wall's admin page, open, and the script errors it raises meanwhile.
+
+    ``route``, when given, handles the page's requests for the wall's snapshot.
+    """
     context = browser.new_context(viewport={"width": 1200, "height": 900})
     try:
         page = context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
+        if route is not None:
+            page.route("**/api/wall*", route)
         page.goto(f"{wall.base}/admin#token={wall.event.admin_token}")
+        yield page, errors
+    finally:
+        context.close()
+
+
+def test_the_second_click_takes_the_photo_off_while_guests_keep_sending(wall, browser):
+    first = wall.upload(1)
+    with _admin_page(wall, browser) as (page, errors):
         _wait_for_placed(page, 1)
         _pick(page, first)
         remove = page.locator("#remove")
@@ -202,8 +218,6 @@ def test_the_second_click_takes_the_photo_off_while_guests_keep_sending(wall, br
         _wait_for_placed(page, 1)
         assert wall.host.get(f"/api/photos/{first['id']}").json()["status"] == "removed"
         assert errors == []
-    finally:
-        context.close()
 
 
 def test_a_cell_picked_before_the_wall_arrives_is_shown_with_it(wall, browser):
@@ -212,22 +226,16 @@ def test_a_cell_picked_before_the_wall_arrives_is_shown_with_it(wall, browser):
     # button never showed (a test that picked right after the counts timed out under
     # load). The first snapshot fails here, so the pick surely comes before one arrives.
     first = wall.upload(1)
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    try:
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        snapshots = []
+    snapshots = []
 
-        def first_fails(route):
-            snapshots.append(route.request.url)
-            if len(snapshots) == 1:
-                route.abort()
-            else:
-                route.continue_()
+    def first_fails(route):
+        snapshots.append(route.request.url)
+        if len(snapshots) == 1:
+            route.abort()
+        else:
+            route.continue_()
 
-        page.route("**/api/wall*", first_fails)
-        page.goto(f"{wall.base}/admin#token={wall.event.admin_token}")
+    with _admin_page(wall, browser, first_fails) as (page, errors):
         _wait_for_placed(page, 1)
         assert len(snapshots) == 1
         _pick(page, first)
@@ -241,8 +249,6 @@ def test_a_cell_picked_before_the_wall_arrives_is_shown_with_it(wall, browser):
         assert page.locator("#cell-text").text_content().startswith(
             f"Row {first['row'] + 1:,}, column {first['col'] + 1:,}")
         assert errors == []
-    finally:
-        context.close()
 
 
 def test_a_failed_start_leaves_no_folder_behind(tmp_path):

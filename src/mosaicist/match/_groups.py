@@ -613,8 +613,9 @@ def assign_by_kinds(search: CandidateSearch, kinds: CellKinds, cap: int,
     minimum : int
         Fewest cells every tile must fill (see :func:`_solve`).
     warm : tuple of numpy.ndarray, optional
-        ``(kind, tile, distance)`` pairs that join the first lists: each
-        kind's tiles of least distance plus estimated final price
+        ``(kind, tile, distance)`` pairs that are the first lists (see
+        :func:`_solve`): each kind's tiles of least distance plus estimated
+        final price
         (:func:`~mosaicist.match._capped.warm_kind_pairs`).
 
     Returns
@@ -758,7 +759,8 @@ def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: b
     With ``edge_limit``, kind ``g`` holds at most ``edge_limit[g]`` copies of
     any tile (see :func:`spaced_by_kinds`); with ``lists`` (of an earlier
     solve of the same kinds), the rounds go on from them; ``warm`` pairs
-    join the first lists.
+    are the first lists, or join the nearest tiles there where spacing
+    follows (``edge_limit``) or :data:`WARM_ONLY` is off.
     """
     if _assign._flow_solver() is None:
         return None
