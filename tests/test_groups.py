@@ -183,11 +183,50 @@ def test_solves_near_the_last_prices_reach_the_dense_optimum(monkeypatch, cap):
 
 @pytest.mark.parametrize("cap", [1, 2, 3])
 def test_repairs_of_the_last_flow_reach_the_dense_optimum(monkeypatch, cap):
-    # Every round after the first repairs the last optimum, whatever it would cost;
-    # rounds with units outside solve afresh.
+    # Every round after the first repairs the last optimum, whatever it would cost, the
+    # rounds after units outside too.
     pytest.importorskip("numba")
     monkeypatch.setattr(_kinds_repair, "ARCS_PER_PAIR", 1 << 40)
+    after_outside = []
+    repair = _kinds_repair.repair_kinds
+
+    def noted(*args, **kwargs):
+        result = repair(*args, **kwargs)
+        if kwargs["outside_units"].any():
+            after_outside.append(result is not None)
+        return result
+
+    monkeypatch.setattr(_groups, "repair_kinds", noted)
     assert sum(_solved_near_the_last_round(monkeypatch, cap, "repair_kinds")) >= 8
+    assert after_outside and all(after_outside)
+
+
+@pytest.mark.parametrize("cap", [1, 2])
+def test_units_go_outside_only_where_the_lists_have_no_place_for_them(monkeypatch, cap):
+    # An outside column past every kind's farthest tile, not only its own: else a kind
+    # of near tiles goes outside rather than move alike kinds a little farther, and a
+    # round lists tiles for it that it did not need.
+    monkeypatch.setattr(_groups, "FIRST_TILES", 1)
+    solves = []
+    flow = _groups.flow_units
+
+    def noted(count, kind, tile, tile_count, relative, base, cap, outside, **kwargs):
+        result = flow(count, kind, tile, tile_count, relative, base, cap, outside, **kwargs)
+        fewest = flow(count, kind, tile, tile_count, relative, base, cap,
+                      np.full(count, 1 << 40), **kwargs)
+        solves.append((int(result[1].sum()), int(fewest[1].sum())))
+        return result
+
+    monkeypatch.setattr(_groups, "flow_units", noted)
+    for seed in range(12):
+        count = 60
+        cells, full = _kinds_problem(seed, count, -(-count // cap) + 3 * seed, kinds=12 + seed,
+                                     spread=8)
+        result = assign_by_kinds(DenseSearch(full), cell_kinds(cells), cap)
+        assert result is not None and result.certified
+        assert result.objective == dense_optimum(full, cap)
+    assert solves
+    assert all(out == fewest for out, fewest in solves)
 
 
 def test_a_kind_larger_than_its_first_lists_lists_tiles_with_room(monkeypatch):
@@ -206,6 +245,31 @@ def test_a_kind_larger_than_its_first_lists_lists_tiles_with_room(monkeypatch):
     assert result.pricing_rounds > 1
     assert result.objective == dense_optimum(full, 1)
     check_placement(result.tile, full, 8, 8, 1, 1)
+
+
+def test_alike_kinds_with_units_outside_list_room_for_all_of_them(monkeypatch):
+    # 40 kinds a unit short, all nearest to the same few tiles with room: each lists
+    # past the tiles the others found until those have room for every unit outside.
+    monkeypatch.setattr(_groups, "FIRST_TILES", 1)
+    rng = np.random.default_rng(5)
+    tiles = 200
+    full = rng.integers(1000, 2000, (40, tiles)).astype(np.int64)
+    full[:, :3] = rng.integers(0, 10, (40, 3))  # everyone's three nearest
+    lists = _groups._Lists(40, tiles)
+    free = np.arange(tiles)
+    room = np.ones(tiles, np.int64)
+    room[1] = 5  # a tile of more uses counts for them
+    assert lists.list_with_room(DenseSearch(full), np.arange(40), np.ones(40, np.int64),
+                                free, room)
+    found = np.unique(lists.tile)
+    assert room[found].sum() >= 40
+    # Every kind listed its own nearest past the first three, not only those.
+    assert (np.bincount(lists.kind, minlength=40) > 3).all()
+    # One unit outside, room for it at once: a single look of two tiles.
+    once = _groups._Lists(40, tiles)
+    assert once.list_with_room(DenseSearch(full), np.arange(40), np.eye(1, 40, 0, np.int64)[0],
+                               free, room)
+    assert len(once.tile) == 2
 
 
 @pytest.mark.parametrize("seed", range(5))

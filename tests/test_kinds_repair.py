@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mosaicist.match import _kinds_repair
+from mosaicist.match import _kernels, _kinds_repair
 from mosaicist.match._assign import flow_units
 from mosaicist.match._groups import least_prices
 from mosaicist.match._kinds_repair import repair_kinds
@@ -72,19 +72,17 @@ def test_a_repair_reaches_the_optimum_of_the_grown_lists(monkeypatch, compiled, 
         if problem is None:
             continue
         kind, tile, distance, units, price, cost, supply, limit, outside, cap, tiles = problem
-        flow = repair_kinds(*problem, budget=1 << 60, compiled=compiled)
+        repaired_flow = repair_kinds(*problem, budget=1 << 60, compiled=compiled)
         fresh = _flow(kind, tile, distance, len(supply), tiles, cap, supply, outside)
-        assert fresh is not None
+        assert fresh is not None and repaired_flow is not None
         optimum = int((fresh[0] * distance).sum() + (fresh[1] * outside).sum())
-        if flow is None:
-            # Only where the optimum of the grown lists sends units outside.
-            assert fresh[1].any()
-            continue
+        flow, out = repaired_flow
         repaired += 1
-        np.testing.assert_array_equal(np.bincount(kind, flow, minlength=len(supply)), supply)
+        np.testing.assert_array_equal(np.bincount(kind, flow, minlength=len(supply)) + out,
+                                      supply)
         assert (np.bincount(tile, flow, minlength=tiles) <= cap).all()
-        assert ((flow >= 0) & (flow <= limit[kind])).all()
-        assert int((flow * distance).sum()) == optimum
+        assert ((flow >= 0) & (flow <= limit[kind])).all() and (out >= 0).all()
+        assert int((flow * distance).sum() + (out * outside).sum()) == optimum
         total = distance + price[tile]
         breaking = np.bincount(kind[total < cost[kind]], minlength=len(supply))
         moved.append(int(((breaking > 0) & (supply <= breaking * limit)).sum()))
@@ -110,7 +108,9 @@ def test_nothing_broken_keeps_the_flow_and_a_small_budget_gives_up():
     # The old pairs alone: the least prices prove them, nothing to move.
     same = repair_kinds(kind[:first], tile[:first], distance[:first], *problem[3:],
                         compiled=False)
-    np.testing.assert_array_equal(same, units)
+    assert same is not None
+    np.testing.assert_array_equal(same[0], units)
+    assert not same[1].any()
     # Too few arcs to search, or an expected cost past the budget: None, for a fresh solve.
     assert repair_kinds(*problem, budget=0, compiled=False) is None
     assert repair_kinds(*problem, budget=10, work=np.array([1, 1000]), compiled=False) is None
@@ -135,3 +135,97 @@ def test_a_flow_past_the_cap_or_a_price_on_a_tile_with_room_is_refused():
                         ones, ones, outside, 2, 2, compiled=False) is None
     assert repair_kinds(kind, tile, distance, units, np.zeros(2, np.int64), ones, ones, ones,
                         outside, 2, 2, compiled=False) is not None
+
+
+def _outside_problem(seed: int):
+    """An optimum with units outside on a few contested pairs, its least prices, and more
+    pairs (the round after it lists tiles with room)."""
+    rng = np.random.default_rng(seed)
+    kinds = int(rng.integers(3, 30))
+    tiles = int(rng.integers(8, 60))
+    cap = int(rng.integers(1, 4))
+    supply = np.ones(kinds, np.int64)
+    many = rng.random(kinds) < 0.3
+    supply[many] = rng.integers(2, 16, many.sum())
+    if supply.sum() > cap * tiles:
+        return None
+    distances = rng.integers(0, 1000, (kinds, tiles))
+    kind, tile = np.nonzero(np.ones((kinds, tiles), bool))
+    # Each kind lists first a few of the same few tiles: most of its units go outside.
+    contested = rng.choice(tiles, 3, replace=False)
+    first = np.isin(tile, contested) & (rng.random(len(kind)) < 0.7)
+    first[np.searchsorted(kind, np.arange(kinds)) + contested[0]] = True
+    grown = first | (rng.random(len(kind)) < rng.uniform(0.05, 1.0))
+    order = np.r_[np.flatnonzero(first), np.flatnonzero(grown & ~first)]
+    kind, tile = kind[order], tile[order]
+    distance = distances[kind, tile].astype(np.int64)
+    listed = int(first.sum())
+    limit = np.minimum(supply, cap)
+
+    def outside_of(pairs: int) -> np.ndarray:
+        largest = np.zeros(kinds, np.int64)
+        np.maximum.at(largest, kind[:pairs], distance[:pairs])
+        return 2 * largest + 1
+
+    before = outside_of(listed)
+    solved = _flow(kind[:listed], tile[:listed], distance[:listed], kinds, tiles, cap, supply,
+                   before)
+    if solved is None or not solved[1].any():
+        return None
+    units, out = solved
+    load = np.bincount(tile[:listed], units, minlength=tiles)
+    priced = least_prices(kind[:listed], tile[:listed], distance[:listed], units,
+                          units < limit[kind[:listed]], load >= cap, kinds, tiles,
+                          kind_floor=np.where(out > 0, before, np.iinfo(np.int64).min),
+                          compiled=False)
+    assert priced is not None
+    price, cost = priced
+    if _kernels.numba_available():
+        again = least_prices(kind[:listed], tile[:listed], distance[:listed], units,
+                             units < limit[kind[:listed]], load >= cap, kinds, tiles,
+                             kind_floor=np.where(out > 0, before, np.iinfo(np.int64).min),
+                             compiled=True)
+        assert again is not None
+        np.testing.assert_array_equal(again[0], price)
+        np.testing.assert_array_equal(again[1], cost)
+    # The least prices prove that optimum: its outside columns at their kinds' costs,
+    # the others no cheaper, no pair with room below its kind's cost.
+    np.testing.assert_array_equal(cost[out > 0], before[out > 0])
+    assert (before >= cost).all()
+    room = units < limit[kind[:listed]]
+    assert (distance[:listed][room] + price[tile[:listed][room]]
+            >= cost[kind[:listed][room]]).all()
+    return (kind, tile, distance, units, price, cost, supply, limit, outside_of(len(kind)),
+            cap, tiles, out)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_a_repair_places_the_units_left_outside(compiled):
+    if compiled:
+        pytest.importorskip("numba")
+    repaired = lost = placed_all = 0
+    for seed in range(80):
+        problem = _outside_problem(seed)
+        if problem is None:
+            continue
+        *problem, out = problem
+        kind, tile, distance, units, price, cost, supply, limit, outside, cap, tiles = problem
+        repaired_flow = repair_kinds(*problem, budget=1 << 60, compiled=compiled,
+                                     outside_units=out)
+        fresh = _flow(kind, tile, distance, len(supply), tiles, cap, supply, outside)
+        assert fresh is not None and repaired_flow is not None
+        flow, still_out = repaired_flow
+        repaired += 1
+        placed_all += not still_out.any()
+        np.testing.assert_array_equal(
+            np.bincount(kind, flow, minlength=len(supply)) + still_out, supply)
+        assert (np.bincount(tile, flow, minlength=tiles) <= cap).all()
+        assert ((flow >= 0) & (flow <= limit[kind])).all() and (still_out >= 0).all()
+        assert (int((flow * distance).sum() + (still_out * outside).sum())
+                == int((fresh[0] * distance).sum() + (fresh[1] * outside).sum()))
+        # Left out of the repair, the units outside are lost: no flow of every unit.
+        without = repair_kinds(*problem, budget=1 << 60, compiled=compiled)
+        lost += without is None or bool(
+            (np.bincount(kind, without[0], minlength=len(supply)) + without[1] < supply).any())
+    assert repaired >= 30 and placed_all >= 20
+    assert lost == repaired

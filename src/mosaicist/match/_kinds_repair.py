@@ -34,6 +34,14 @@ it) and the tile receives them (an excess), the pair's residual arc is then
 backward, non-negative. (A kind of thousands of cells next to a few new
 pairs: moving all its units would cost a search each.)
 
+**Units outside.** Where the last optimum sent units through outside
+columns (their kinds' nearest tiles taken), the next round lists tiles
+with room for them, and its solve is a repair as well: the least prices
+with each such kind's cost held at its outside column prove that
+optimum, and those units are excesses at their kinds, missing at the
+sink (the camera-trap bear at one use: 449, 63, 7 and 1 units outside in
+its first rounds, each placed by a whole solve of 3-4 s before).
+
 **Successive shortest paths.** From each node with an excess, Dijkstra on
 the reduced costs stops at the first node with a deficit it settles; the
 potentials of the nodes settled below the path's length ``D`` move by
@@ -67,7 +75,8 @@ def repair_kinds(kind: np.ndarray, tile: np.ndarray, distance: np.ndarray,
                  units: np.ndarray, price: np.ndarray, cost: np.ndarray,
                  supply: np.ndarray, limit: np.ndarray, outside: np.ndarray, cap: int,
                  tile_count: int, budget: int | None = None, work: np.ndarray | None = None,
-                 compiled: bool = True) -> np.ndarray | None:
+                 compiled: bool = True, outside_units: np.ndarray | None = None,
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The kinds' optimal flow on grown lists, from the last optimum.
 
     Parameters
@@ -75,11 +84,11 @@ def repair_kinds(kind: np.ndarray, tile: np.ndarray, distance: np.ndarray,
     kind, tile, distance : numpy.ndarray
         Every listed pair (int64); the pairs of the last optimum first.
     units : numpy.ndarray
-        Units on each pair of the last optimum (a prefix of the pairs), none
-        outside.
+        Units on each pair of the last optimum (a prefix of the pairs).
     price, cost : numpy.ndarray
         ``(tile_count,)`` tile prices and ``(kinds,)`` kind costs proving it
-        optimal (:func:`._groups.least_prices`).
+        optimal (:func:`._groups.least_prices`; a kind with units outside
+        costs its outside column then).
     supply, limit : numpy.ndarray
         ``(kinds,)`` units each kind sends, and most on each of its pairs.
     outside : numpy.ndarray
@@ -98,13 +107,18 @@ def repair_kinds(kind: np.ndarray, tile: np.ndarray, distance: np.ndarray,
         :data:`FIRST_ARCS_PER_PATH`) is not started.
     compiled : bool
         Run the loop compiled (False: as Python, for small tests).
+    outside_units : numpy.ndarray, optional
+        ``(kinds,)`` units each kind sent through its outside column in the
+        last optimum (default none): they are moved too, as excesses at
+        their kinds missing at the sink.
 
     Returns
     -------
-    numpy.ndarray or None
-        ``(len(kind),)`` units on every pair, with none outside (else None:
-        the caller's rounds list more tiles); None where the numbers could
-        overflow, there is no compiler, or the budget ran out.
+    tuple of numpy.ndarray or None
+        ``(len(kind),)`` units on every pair and ``(kinds,)`` units through
+        each outside column (the caller's rounds list more tiles for those),
+        as :func:`._assign.flow_units` returns them; None where the numbers
+        could overflow, there is no compiler, or the budget ran out.
     """
     count = len(supply)
     pairs = len(kind)
@@ -139,12 +153,17 @@ def repair_kinds(kind: np.ndarray, tile: np.ndarray, distance: np.ndarray,
         return None  # not an optimum of this cap, or not its least prices
     flow[removed[kind]] = 0
     balance[:count][removed] = supply[removed]
+    # Units outside leave the sink short; a kind that keeps its tiles has them to send.
+    outside_before = (np.zeros(count, np.int64) if outside_units is None
+                      else np.asarray(outside_units, np.int64))
+    kept_outside = ~removed & (outside_before > 0)
+    balance[:count][kept_outside] += outside_before[kept_outside]
     # A tile at price 0 gives its lost units up to the sink; one with a price stays full.
     free = price == 0
     sink_flow = load.copy()
     sink_flow[free] -= lost[free]
     balance[count:sink][~free] -= lost[~free]
-    balance[sink] = -int(lost[free].sum())
+    balance[sink] = -int(lost[free].sum()) - int(outside_before.sum())
     least = outside.copy()
     of_removed = removed[kind]
     np.minimum.at(least, kind[of_removed], total[of_removed])
@@ -156,7 +175,7 @@ def repair_kinds(kind: np.ndarray, tile: np.ndarray, distance: np.ndarray,
     np.subtract.at(balance, kind[filled], delta)
     np.add.at(balance, count + tile[filled], delta)
     if not balance.any():
-        return flow
+        return flow, np.zeros(count, np.int64)
     budget = ARCS_PER_PAIR * max(pairs, 1) if budget is None else budget
     if work is None:
         work = np.zeros(2, np.int64)
@@ -177,9 +196,7 @@ def repair_kinds(kind: np.ndarray, tile: np.ndarray, distance: np.ndarray,
          balance, excess, np.int64(budget), work)
     if balance.any():
         return None
-    if outside_flow.any():
-        return None
-    return flow
+    return flow, outside_flow
 
 
 def _repair_loop(kind: Any, tile: Any, distance: Any, flow: Any, edge_limit: Any,
