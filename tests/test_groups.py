@@ -275,11 +275,13 @@ def test_alike_kinds_with_units_outside_list_room_for_all_of_them(monkeypatch):
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize(("minimum", "cap"), [(1, 1), (1, 2), (1, 3), (2, 3), (2, 2)])
 @pytest.mark.parametrize("spread", [40, 6])
-@pytest.mark.parametrize("looks", ["search", "rows"])
+@pytest.mark.parametrize("looks", ["search", "rows", "far"])
 def test_kinds_with_a_minimum_of_uses_reach_the_dense_optimum(monkeypatch, seed, minimum, cap,
                                                               spread, looks):
     if looks == "rows":
         monkeypatch.setattr(_groups, "ROW_WIDTH", 1)
+    if looks == "far":
+        monkeypatch.setattr(_groups, "REACH_SHARE", 0.3)
     rows, cols = 6, 10
     count = rows * cols
     # From just enough tiles for the cap to just few enough for the minimum.
@@ -339,6 +341,28 @@ def test_kinds_whose_proofs_hold_are_not_searched_again():
     looks = search.whole + search.some
     assert search.some > 0  # some kinds looked only at the tiles whose prices fell
     assert looks < 0.7 * kinds * result.pricing_rounds, (looks, kinds, result.pricing_rounds)
+
+
+@pytest.mark.parametrize("cap", [1, 2])
+def test_checks_that_look_past_the_cost_search_less_and_reach_the_optimum(monkeypatch, cap):
+    # A look up to the cost plus a share of it keeps the tiles found past the cost aside:
+    # while a kind's cost rises less, its next checks price those alone, and list them
+    # where they beat it.
+    monkeypatch.setattr(_groups, "FIRST_TILES", 1)
+    looks = {}
+    for reach in (0.0, 0.3):
+        monkeypatch.setattr(_groups, "REACH_SHARE", reach)
+        looks[reach] = 0
+        for seed in range(6):
+            count, tiles = 300, 300 // cap + 40
+            cells, full = _kinds_problem(seed, count, tiles, kinds=100 + 5 * seed, spread=200)
+            search = CountingSearch(full)
+            result = assign_by_kinds(search, cell_kinds(cells), cap)
+            assert result is not None and result.certified and result.gap == 0
+            assert result.objective == result.lower_bound == dense_optimum(full, cap)
+            check_placement(result.tile, full, 15, 20, cap, 1)
+            looks[reach] += search.whole + search.some
+    assert looks[0.3] < looks[0.0], looks
 
 
 def test_searches_that_find_few_tiles_ask_for_fewer_next_time(monkeypatch):
