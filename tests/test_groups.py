@@ -467,6 +467,31 @@ def test_least_prices_give_up_on_a_flow_that_is_not_optimal(monkeypatch, compile
                 else priced[0].tolist() == expected and priced[1].tolist() == [5, 5])
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+def test_prices_raised_from_a_start_prove_the_flow_or_give_way_to_the_least(compiled):
+    # Kind 0 holds tile 0 (distance 0), kind 1 holds tile 1 (distance 4) and could take
+    # tile 0 at 2; tile 2 has room, at 3 from kind 0 and 9 from kind 1.
+    kind = np.array([0, 0, 1, 1, 1])
+    tile = np.array([0, 2, 0, 1, 2])
+    distance = np.array([0, 3, 2, 4, 9])
+    units = np.array([1, 0, 0, 1, 0])
+    room = units < 1
+    full = np.array([True, True, False])
+    least = least_prices(kind, tile, distance, units, room, full, 2, 3, compiled=compiled)
+    assert least is not None
+    assert least[0].tolist() == [2, 0, 0] and least[1].tolist() == [2, 4]
+    # From a start of 3 on tile 0: kind 0 costs 3, no more than tile 2 (room, price 0).
+    raised = least_prices(kind, tile, distance, units, room, full, 2, 3, compiled=compiled,
+                          start=np.array([3, 0, 7]))
+    assert raised is not None
+    assert raised[0].tolist() == [3, 0, 0] and raised[1].tolist() == [3, 4]
+    # From 5: kind 0 would cost 5 past tile 2 at 3, which proves nothing: the least.
+    again = least_prices(kind, tile, distance, units, room, full, 2, 3, compiled=compiled,
+                         start=np.array([5, 0, 0]))
+    assert again is not None
+    assert again[0].tolist() == least[0].tolist() and again[1].tolist() == least[1].tolist()
+
+
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize(("minimum", "cap"), [(0, 1), (0, 3), (1, 2), (2, 3)])
 def test_compiled_least_prices_are_the_numpy_sweeps(monkeypatch, seed, minimum, cap):

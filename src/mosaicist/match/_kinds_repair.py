@@ -15,11 +15,12 @@ b`` of cost ``c`` has the reduced cost ``c + pi(a) - pi(b)``, and a flow is
 optimal when every arc with room left in the residual graph (pairs below
 their limit forward, pairs with units backward, the same for the tiles'
 arcs to the sink and the outside columns) has a non-negative reduced cost.
-The least prices ``p`` and costs ``u`` of the last round are such
-potentials: ``pi(g) = -u_g``, ``pi(j) = -p_j``, ``pi(sink) = 0``.
+The prices ``p`` and costs ``u`` that proved the last round (its least
+prices, or prices raised from the round before) are such potentials:
+``pi(g) = -u_g``, ``pi(j) = -p_j``, ``pi(sink) = 0``.
 
 **What breaks.** A new pair with ``c_gj + p_j < u_g`` (and any other pair
-below its limit; the least prices leave none among the old ones) has a
+below its limit; a proof leaves none among the old ones) has a
 negative reduced cost, and so has an outside column cheaper than its kind's
 cost. A kind with few units, no more than the units its breaking pairs
 could take (a kind of one cell), is taken off its tiles: its units become
