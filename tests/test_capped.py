@@ -92,3 +92,27 @@ def test_minimum_lists_beside_warm_lists_reach_the_same_optimum(tmp_path, monkey
         pytest.skip("the warm prices need the compiled loops")
     assert warmed.certified and warmed.objective == whole.objective == warmed.lower_bound
     assert (np.bincount(warmed.tile, minlength=14) >= 1).all()
+
+
+@pytest.mark.parametrize("augment, tint", [("none", 0.0), ("flips", 0.4), ("none", 1.0)])
+def test_rows_are_each_cells_pairs_with_every_tile(tmp_path, augment, tint):
+    # A kind's distance to every tile, drawn by GEMMs for several kinds at once: the
+    # same distances, and the same transforms recorded, as its pairs one by one.
+    target = noisy_target()
+    folder = smooth_folder(tmp_path / "tiles", count=14, seed=3)
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, augment=augment,
+                         cache_dir=tmp_path / "c")
+    options = replace(mosaic.options, max_uses=4, min_spacing=1, tint=tint)
+    request = MatchRequest(mosaic.grid, mosaic.library, options)
+    cells = np.array([0, 5, 5, 17])
+    by_rows = _capped.LibrarySearch(request)
+    rows = by_rows.rows(cells)
+    by_pairs = _capped.LibrarySearch(request)
+    every = np.arange(by_pairs.tile_count)
+    expected = np.stack([by_pairs.pairs(np.full(len(every), cell), every) for cell in cells])
+    assert rows.shape == (4, 14) and rows.dtype == np.int64
+    np.testing.assert_array_equal(rows, expected)
+    for (rows_cells, rows_candidates), (pair_cells, pair_candidates) in zip(
+            by_rows._pairs, by_pairs._pairs, strict=True):
+        np.testing.assert_array_equal(rows_cells, pair_cells)
+        np.testing.assert_array_equal(rows_candidates, pair_candidates)

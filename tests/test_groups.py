@@ -556,8 +556,12 @@ def _flat_target(height: int = 96, width: int = 128) -> np.ndarray:
 
 
 @pytest.mark.parametrize("augment, tint", [("none", 0.0), ("flips", 0.5)])
+@pytest.mark.parametrize("rows", [False, True])
 def test_a_flat_target_through_kinds_equals_the_cells_pricing_rounds(tmp_path, monkeypatch,
-                                                                     augment, tint):
+                                                                     augment, tint, rows):
+    if rows:
+        # Every kind's checks look at its distance to every tile, drawn by the library.
+        monkeypatch.setattr(_groups, "ROW_WIDTH", 1)
     folder = smooth_folder(tmp_path / "tiles", count=220, seed=5)
     target = tmp_path / "flat.png"
     Image.fromarray(_flat_target()).save(target)

@@ -98,6 +98,8 @@ _UNREACHED = np.iinfo(np.int64).max // 4
 ROW_WIDTH = 1024
 #: Most distances kept that way (8 bytes each).
 MOST_ROW_PAIRS = 1 << 24
+#: Rows drawn at a time (a few tens of megabytes of a 50,000-tile library's).
+ROWS_AT_ONCE = 64
 #: Kinds of cell, as a share of the cells, up to which a grid is solved by kinds: with
 #: fewer alike cells the pricing rounds of :mod:`._assign` are faster. Starry Night at
 #: 10,000 cells, the default preset, its left part painted white: no white, 70 s by
@@ -328,11 +330,18 @@ class _Lists:
         kinds = kinds[:max(0, room)]
         if not len(kinds):
             return
+        # Searches that draw whole rows at once (the library's, by GEMMs) offer ``rows``;
+        # else pairs, not a search for every tile: an exact search ranks as it goes.
+        draw_rows = getattr(search, "rows", None)
         every = np.arange(self.tile_count)
-        for kind in kinds:
-            # Pairs, not a search for every tile: an exact search ranks as it goes.
-            self.row_of[kind] = len(self.rows)
-            self.rows.append(search.pairs(np.full(self.tile_count, first[kind]), every))
+        for start in range(0, len(kinds), ROWS_AT_ONCE):
+            some = kinds[start:start + ROWS_AT_ONCE]
+            drawn = (draw_rows(first[some]) if draw_rows is not None else
+                     [search.pairs(np.full(self.tile_count, first[kind]), every)
+                      for kind in some])
+            for kind, row in zip(some, drawn, strict=True):
+                self.row_of[kind] = len(self.rows)
+                self.rows.append(np.ascontiguousarray(row))
 
     def list_with_room(self, search: CandidateSearch, first: np.ndarray, out: np.ndarray,
                        free: np.ndarray, room: np.ndarray | None = None) -> bool:
