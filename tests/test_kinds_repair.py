@@ -20,17 +20,23 @@ def _flow(kind, tile, distance, kinds, tiles, cap, supply, outside):
                       supply=supply)
 
 
+def _sizes(rng, fewest_kinds: int, fewest_tiles: int, most_cells: int):
+    """Kinds, tiles, cap and each kind's cells (mostly one, some up to ``most_cells``)."""
+    kinds = int(rng.integers(fewest_kinds, 30))
+    tiles = int(rng.integers(fewest_tiles, 60))
+    cap = int(rng.integers(1, 4))
+    supply = np.ones(kinds, np.int64)
+    many = rng.random(kinds) < 0.3
+    supply[many] = rng.integers(2, most_cells, many.sum())
+    return kinds, tiles, cap, supply
+
+
 def _grown_problem(seed: int, large: bool):
     """An optimum on some pairs of a random problem, its least prices, and more pairs."""
     rng = np.random.default_rng(seed)
-    kinds = int(rng.integers(2, 30))
-    tiles = int(rng.integers(5, 60))
-    cap = int(rng.integers(1, 4))
     # Mostly kinds of one cell; with ``large``, some of many (more than their new pairs
     # can take, so that their breaking pairs are filled rather than the kind moved).
-    supply = np.ones(kinds, np.int64)
-    many = rng.random(kinds) < 0.3
-    supply[many] = rng.integers(2, 6 if not large else 12, many.sum())
+    kinds, tiles, cap, supply = _sizes(rng, 2, 5, 6 if not large else 12)
     if supply.sum() > cap * tiles:
         return None
     distances = rng.integers(0, 1000, (kinds, tiles))
@@ -141,12 +147,7 @@ def _outside_problem(seed: int):
     """An optimum with units outside on a few contested pairs, its least prices, and more
     pairs (the round after it lists tiles with room)."""
     rng = np.random.default_rng(seed)
-    kinds = int(rng.integers(3, 30))
-    tiles = int(rng.integers(8, 60))
-    cap = int(rng.integers(1, 4))
-    supply = np.ones(kinds, np.int64)
-    many = rng.random(kinds) < 0.3
-    supply[many] = rng.integers(2, 16, many.sum())
+    kinds, tiles, cap, supply = _sizes(rng, 3, 8, 16)
     if supply.sum() > cap * tiles:
         return None
     distances = rng.integers(0, 1000, (kinds, tiles))
