@@ -1217,10 +1217,8 @@ class LibrarySearch:
         self._dense = True
         if variants == 1:
             return every  # each tile's only transform: no copy of the distances
-        every = every.reshape(len(every), -1, variants)
-        # Ties go to the first transform, as in the searches.
-        self._dense_transform = every.argmin(axis=2)
-        return every.min(axis=2)
+        distances, self._dense_transform = _best_transforms(every, variants)
+        return distances
 
     def rows(self, cells: np.ndarray) -> np.ndarray:
         """Each of ``cells``' distance to every tile (its best transform), ``(len, M)`` int64.
@@ -1235,13 +1233,11 @@ class LibrarySearch:
         cells = np.asarray(cells, np.int64)
         every = dense_distances(request.cell_vectors[cells], request.candidates,
                                 request.geometry, request.features, request.options.tint)
-        every = every.reshape(len(cells), -1, variants)
-        # Ties go to the first transform, as in the searches.
-        best = every.argmin(axis=2)
-        tiles = np.arange(every.shape[1], dtype=np.int64)
+        distances, best = _best_transforms(every, variants)
+        tiles = np.arange(distances.shape[1], dtype=np.int64)
         for index, cell in enumerate(cells):
             self._pairs.append((np.full(len(tiles), cell), tiles * variants + best[index]))
-        return np.take_along_axis(every, best[:, :, None], axis=2)[:, :, 0]
+        return distances
 
     def tile_blocks(self, pairs: int = BLOCK_PAIRS
                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -1294,6 +1290,17 @@ class LibrarySearch:
             alike = np.asarray(searched_as, np.int64)[missing] * self.tile_count + tiles[missing]
             at[missing] = np.searchsorted(key, alike, sorter=order)
         return candidates[order[at]]
+
+
+def _best_transforms(every: np.ndarray, variants: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's distance to each tile by its best transform, and that transform.
+
+    ``every`` is ``(N, M * variants)`` (a tile's transforms side by side); ties go
+    to the first transform, as in the searches.
+    """
+    every = every.reshape(len(every), -1, variants)
+    best = every.argmin(axis=2)
+    return np.take_along_axis(every, best[:, :, None], axis=2)[:, :, 0], best
 
 
 def best_transform(

@@ -344,7 +344,7 @@ class _Lists:
                 self.rows.append(np.ascontiguousarray(row))
 
     def list_with_room(self, search: CandidateSearch, first: np.ndarray, out: np.ndarray,
-                       free: np.ndarray, room: np.ndarray | None = None) -> bool:
+                       free: np.ndarray, room: np.ndarray) -> bool:
         """List the nearest tiles with room (``free``) of each kind with units ``out``.
 
         As many as its units outside plus :data:`FIRST_TILES`; whether any pair
@@ -352,7 +352,7 @@ class _Lists:
         a grey edge beside white paper: listing more and more of those doubled
         the lists of 41 kinds to 16,384 tiles, 8 s of searching, on a drawing of
         30,000 cells.) Alike kinds find the same tiles: while the tiles found
-        have less ``room`` (units each takes; default one) than the units
+        have less ``room`` (``(M,)`` units each tile takes) than the units
         outside, each kind lists as many again among the tiles not found yet.
         """
         if not len(free):
@@ -362,7 +362,6 @@ class _Lists:
         width = 1 << np.ceil(np.log2(want)).astype(np.int64)
         no_price = np.zeros(self.tile_count, np.int64)
         unlimited = np.full(len(short), np.iinfo(np.int64).max, np.int64)
-        room = np.ones(self.tile_count, np.int64) if room is None else room
         left = np.asarray(free, np.int64)
         found_room = 0
         added = 0
