@@ -1420,6 +1420,10 @@ def test_a_preset_cap_rises_to_what_a_given_spacing_needs(monkeypatch, rows, col
     # A given cap is kept (too tight is then the user's to relax).
     given = MosaicOptions(min_spacing=spacing, max_uses=counted)
     assert fit_limits(given, cells, tiles, rows, cols).max_uses == counted
+    # ... and refused before any work, saying what the spacing needs: these libraries are
+    # one D x D block's worth of tiles, which repeat in whole rows or columns.
+    with pytest.raises(OptionError, match=f"raise max_uses to {least:,}"):
+        check_feasible(cells, tiles, counted, rows, cols, spacing)
     monkeypatch.setattr(_assign, "EXACT_EDGES", 0)  # stands for a grid too large for it
     full = full_distances(np.random.default_rng(1), cells, tiles, clusters=2)
     candidates, distances = top_k(full, tiles)
@@ -1991,3 +1995,89 @@ def test_a_minimum_keeps_the_tie_breaks_toward_the_last_placement():
     placed = units > 0
     assert placed.sum() == count
     np.testing.assert_array_equal(tile[placed], kept[row[placed]])
+
+
+def _block_tiles_placements(rows, cols, spacing):
+    """Every (most, fewest) use count of the placements of ``D x D`` tiles ``D`` apart.
+
+    By backtracking over all of them, the first block's tiles fixed (any
+    other placement is one of these with the tiles renamed, which changes
+    no count).
+    """
+    tiles = spacing * spacing
+    grid = [[-1] * cols for _ in range(rows)]
+    found = set()
+
+    def place(index):
+        if index == rows * cols:
+            counts = np.bincount(np.array(grid).ravel(), minlength=tiles)
+            found.add((int(counts.max()), int(counts.min())))
+            return
+        row, col = divmod(index, cols)
+        near = {grid[r][c] for r in range(max(0, row - spacing + 1), row + 1)
+                for c in range(max(0, col - spacing + 1), min(cols, col + spacing))
+                if (r, c) < (row, col)}
+        options = ([row * spacing + col] if row < spacing and col < spacing
+                   else range(tiles))
+        options = [tile for tile in options if tile not in near]
+        for tile in options:
+            grid[row][col] = tile
+            place(index + 1)
+        grid[row][col] = -1
+
+    place(0)
+    return found
+
+
+@pytest.mark.parametrize(("rows", "cols", "spacing"), [
+    (2, 2, 2), (2, 5, 2), (3, 3, 2), (3, 5, 2), (4, 5, 2), (5, 5, 2), (5, 6, 2),
+    (3, 3, 3), (3, 5, 3), (4, 4, 3), (4, 5, 3),
+])
+def test_a_block_of_tiles_is_refused_exactly_the_limits_no_placement_keeps(rows, cols, spacing):
+    found = _block_tiles_placements(rows, cols, spacing)
+    # The two ways' counts are the extremes of every placement.
+    ways = _assign.block_tiles_uses(rows, cols, spacing)
+    assert min(most for most, _ in found) == min(most for most, _ in ways)
+    assert max(fewest for _, fewest in found) == max(fewest for _, fewest in ways)
+    cells, tiles = rows * cols, spacing * spacing
+    for max_uses in range(1, cells + 1):
+        for min_uses in range(0, cells // tiles + 2):
+            if min_uses > max_uses or tiles * min_uses > cells:
+                continue
+            possible = any(most <= max_uses and fewest >= min_uses for most, fewest in found)
+            try:
+                check_feasible(cells, tiles, max_uses, rows, cols, spacing, min_uses)
+            except OptionError as error:
+                assert not possible, (max_uses, min_uses, str(error))
+                message = str(error)
+                assert "\n" not in message
+                if "whole rows or columns" not in message:
+                    continue  # a count's refusal (too few tiles for the cap)
+                reaching = [most for most, fewest in found if fewest >= min_uses]
+                within = [fewest for most, fewest in found if most <= max_uses]
+                # What would do is said: the least cap that a placement keeping the
+                # minimum needs, or the most that every tile can fill.
+                if reaching:
+                    assert f"raise max_uses to {min(reaching):,}" in message, message
+                else:
+                    best = max(fewest for _, fewest in found)
+                    assert f"lower min_uses to {best:,}" in message, message
+                if reaching and within:
+                    assert f"lower min_uses to {max(within):,}" in message, message
+            else:
+                assert possible, (max_uses, min_uses)
+
+
+def test_a_block_of_tiles_on_a_large_grid_says_what_it_needs():
+    # 4 photos 2 apart on 41 x 31 cells: 326 uses for one (by columns), not 318.
+    with pytest.raises(OptionError, match="at least 326 cells, above max_uses 325") as error:
+        check_feasible(41 * 31, 4, 325, 31, 41, 2)
+    assert set(error.value.parameters) == {"max_uses", "min_spacing"}
+    check_feasible(41 * 31, 4, 326, 31, 41, 2)
+    # 9 photos 3 apart on 7 x 7 cells: the smallest row set's 2 rows give 14 cells to 3.
+    with pytest.raises(OptionError, match="at most 4 cells, below min_uses 5"):
+        check_feasible(49, 9, 7, 7, 7, 3, 5)
+    check_feasible(49, 9, 7, 7, 7, 3, 4)
+    # More tiles than a block, or adaptive cells (fewer than the grid's): not this check.
+    check_feasible(41 * 31, 5, 260, 31, 41, 2)
+    check_feasible(41 * 31 - 1, 4, 318, 31, 41, 2)
