@@ -473,15 +473,15 @@ OVER_PRINTABLE = 10**5000  # Python refuses to print an int of over 4,300 digits
     # A whole-number setting: the message printed all 401 digits, or failed to print them.
     ({"cell_px": OVER_PRINTABLE},
      "cell_px must be between 1 and 1024 pixels, got a number of 5001 digits"),
-    ({"cells": HUGE}, "cells must be at least 1 (a number of at most 19 digits), got a "
+    ({"cells": HUGE}, "cells must be at least 1 and at most 9,223,372,036,854,775,807, got a "
      "number of 401 digits"),
     # Accepted before, and min_spacing=10**400 divided by zero in the assignment's checks.
-    ({"min_spacing": HUGE}, "min_spacing must be at least 0 (a number of at most 19 digits), got a "
-                            "number of 401 digits"),
-    ({"max_uses": 2**63}, "max_uses must be at least 1 (a number of at most 19 digits), got "
+    ({"min_spacing": HUGE}, "min_spacing must be at least 0 and at most "
+                            "9,223,372,036,854,775,807, got a number of 401 digits"),
+    ({"max_uses": 2**63}, "max_uses must be at least 1 and at most 9,223,372,036,854,775,807, got "
                           "9223372036854775808"),
     ({"max_target_pixels": np.uint64(2**64 - 1)},
-     "max_target_pixels must be at least 1 pixel (a number of at most 19 digits), got "
+     "max_target_pixels must be at least 1 pixel and at most 9,223,372,036,854,775,807, got "
      "18446744073709551615"),
     # Of the wrong type, or unknown: shown short.
     ({"print_size": OVER_PRINTABLE}, "print_size must be a text, got a number of 5001 digits"),
@@ -512,7 +512,7 @@ def test_a_huge_spacing_is_refused_by_name_before_any_work(cli_setup, tmp_path):
     from mosaicist import make_mosaic
 
     root, target, tiles = cli_setup
-    with pytest.raises(OptionError, match=r"^min_spacing must be at least 0 \(a number"):
+    with pytest.raises(OptionError, match=r"^min_spacing must be at least 0 and at most 9,223"):
         make_mosaic(target, tiles, cache_dir=root / "cache", min_spacing=HUGE)
     result = CliRunner().invoke(main, [
         "make", str(target), "--tiles", str(tiles), "--cell", "4", "--tile-px", "8",
@@ -521,8 +521,8 @@ def test_a_huge_spacing_is_refused_by_name_before_any_work(cli_setup, tmp_path):
     ])
     assert result.exit_code == 1, result.output
     assert result.stderr.strip().splitlines() == [
-        "mosaicist: error: --min-spacing must be at least 0 (a number of at most 19 digits), got a "
-        "number of 401 digits"]
+        "mosaicist: error: --min-spacing must be at least 0 and at most "
+        "9,223,372,036,854,775,807, got a number of 401 digits"]
     assert list(tmp_path.iterdir()) == []
 
 

@@ -566,11 +566,11 @@ def test_cells_bounds_with_adaptive_name_the_cells_that_halve():
      "print_size must have two finite decimal sides and a unit cm, mm or in"),
     # Numbers too long to print (str() raised ValueError while the message was made).
     (lambda: plan_sizes((60, 40), cells=10**5000),
-     "cells must be at least 1 (a number of at most 19 digits), got a number of 5001 digits"),
+     "cells must be at least 1 and at most 9,223,372,036,854,775,807, got a number of 5001 digits"),
     (lambda: plan_sizes((60, 40), cell_px=10**5000),
      "cell_px must be between 1 and 1024 pixels, got a number of 5001 digits"),
     (lambda: cell_px_for_cells((60, 40), 10**400),
-     "cells must be at least 1 (a number of at most 19 digits), got a number of 401 digits"),
+     "cells must be at least 1 and at most 9,223,372,036,854,775,807, got a number of 401 digits"),
     (lambda: parse_print_size("1" + "0" * 5000 + "x1"),
      "print_size sides must have at most 20 digits, got '1000000"),
     # A side of a thousand decimals was taken, and every message naming the print printed it.

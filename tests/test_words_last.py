@@ -54,8 +54,8 @@ def test_a_huge_pixel_limit_says_at_least_1_pixel(setup, tmp_path):
     target, tiles = setup
     result = run(["make", target, "--tiles", tiles, "-o", tmp_path / "out.png",
                   "--max-target-pixels", "99999999999999999999"])
-    assert error_line(result) == ("--max-target-pixels must be at least 1 pixel (a number of "
-                                  "at most 19 digits), got 99999999999999999999")
+    assert error_line(result) == ("--max-target-pixels must be at least 1 pixel and at most "
+                                  "9,223,372,036,854,775,807, got 99999999999999999999")
     assert refusal(jpeg_quality=10**30) == ("jpeg_quality must be between 1 and 100, got a "
                                             "number of 31 digits")
 

@@ -426,9 +426,10 @@ def refuse_huge(parameter: str, value: object, low: int | float,
     if high is None or high >= LARGEST_WHOLE:
         # "between 1 and 9223372036854775807" read as a riddle where the setting has no
         # limit of its own; the number given is over what a whole number can hold here.
-        raise OptionError("{" + parameter + "} must be {range} (a number of at most 19 "
-                          "digits), got {value}", range=range_wording(low, None, unit),
-                          value=shown_value(value))
+        # (Not "of at most 19 digits": 9999999999999999999 has 19 and is over it too.)
+        raise OptionError("{" + parameter + "} must be {range} and at most {largest}, got "
+                          "{value}", range=range_wording(low, None, unit),
+                          largest=f"{LARGEST_WHOLE:,}", value=shown_value(value))
     raise OptionError("{" + parameter + "} must be {range}, got {value}",
                       range=range_wording(low, high, unit), value=shown_value(value))
 
