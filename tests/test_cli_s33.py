@@ -149,16 +149,20 @@ def test_a_folder_of_unreadable_files_says_how_many_were_tried(tmp_path):
     assert "no usable tile images found (2 files could not be read)" in result.stderr
 
 
-@pytest.mark.parametrize("arguments", [
-    ["make", "t.png", "--tiles", "lib", "-o", "out.png/"],
-    ["make", "t.png", "--tiles", "lib", "--report", "r.json/"],
-    ["render", "p.json", "-o", "out.png/"],
-    ["score", "m.png", "t.png", "--json", "s.json/"],
+@pytest.mark.parametrize(("arguments", "example"), [
+    (["make", "t.png", "--tiles", "lib", "-o", "out.png/"], "out.png"),
+    (["make", "t.png", "--tiles", "lib", "--report", "r.json/"], "report.json"),
+    # The example is one the option takes (placements are .json or .csv, not out.png).
+    (["make", "t.png", "--tiles", "lib", "--placements", "out/"], "placements.json"),
+    (["render", "p.json", "-o", "out.png/"], "out.png"),
+    (["score", "m.png", "t.png", "--json", "s.json/"], "out.json"),
+    (["batch", "t.png", "--tiles", "lib", "-o", "out", "--report", "out/"], "report.json"),
 ])
-def test_a_file_to_write_that_ends_with_a_slash_is_refused(tmp_path, arguments, monkeypatch):
+def test_a_file_to_write_that_ends_with_a_slash_is_refused(tmp_path, arguments, example,
+                                                           monkeypatch):
     # Path drops a trailing slash: 'make -o out.png/' wrote the file out.png.
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, arguments)
     assert result.exit_code == 2
-    assert "as a folder does; name the file" in result.output
+    assert f"as a folder does; name the file (for example {example})" in result.output
     assert not (tmp_path / "out.png").exists()

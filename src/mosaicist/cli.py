@@ -482,6 +482,11 @@ def _unambiguous(path: Path) -> Path:
     return path.absolute() if path.parts and path.parts[0].startswith("~") else path
 
 
+#: A file name each option that writes a file shows as an example (else ``out.png``).
+_FILE_EXAMPLES = {"placements_path": "placements.json", "report_path": "report.json",
+                  "report": "report.json", "json_path": "out.json"}
+
+
 class _FilePath(_GivenPath):
     """A path of a file to write: not one that ends with a separator (``Path`` drops it, so
     ``-o out.png/``, a folder meant or a slip, wrote the file ``out.png``)."""
@@ -489,8 +494,10 @@ class _FilePath(_GivenPath):
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> Any:
         if isinstance(value, str) and value.endswith(("/", os.sep)) and value.strip("/" + os.sep):
+            # An example of the kind that option writes (out.png was refused by --placements).
+            example = _FILE_EXAMPLES.get(param.name if param is not None else None, "out.png")
             self.fail(f"{value} ends with {value[-1]}, as a folder does; name the file "
-                      "(for example out.png)", param, ctx)
+                      f"(for example {example})", param, ctx)
         return super().convert(value, param, ctx)
 
 
