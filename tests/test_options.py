@@ -449,8 +449,24 @@ def test_adaptive_cells_with_a_minimum_of_uses_are_refused_by_the_settings():
 
     with pytest.raises(OptionError) as refused:
         MosaicOptions(adaptive=1, min_uses=1)
-    assert refused.value.message() == "adaptive does not combine with min_uses yet"
+    assert refused.value.message() == "adaptive does not combine with min_uses 1 yet"
     assert MosaicOptions(adaptive=1).min_uses == 0
+
+
+@pytest.mark.parametrize(("flags", "named"), [
+    (["--use-all"], "--use-all (--min-uses 1)"), (["--min-uses", "2"], "--min-uses 2"),
+])
+def test_adaptive_cells_name_the_minimum_as_given(tmp_path, flags, named):
+    # "--adaptive does not combine with --min-uses yet" answered a --use-all.
+    from click.testing import CliRunner
+
+    from mosaicist.cli import main
+
+    result = CliRunner().invoke(main, ["make", "t.png", "--tiles", "lib", "--adaptive", "1",
+                                       "-o", str(tmp_path / "out.png"), *flags])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (f"mosaicist: error: --adaptive does not combine with "
+                                     f"{named} yet")
 
 
 def test_unknown_keywords_of_the_options_suggest_the_setting():

@@ -566,12 +566,14 @@ def match_adaptive(
         When the sizes do not halve (``adaptive``), or ``min_uses`` is set.
     """
     from .match import MatchRequest
+    from .match._assign import MinimumUsesError
     from .match._capped import fit_limits, with_spacing_giving_way
     from .match._registry import matcher_for_limits
 
     check_adaptive(options)
     if options.min_uses:
-        raise OptionError("{adaptive} does not combine with {min_uses} yet")
+        raise MinimumUsesError("{adaptive} does not combine with {min_uses} {low} yet",
+                               low=options.min_uses)
     leaves = split_cells(grid, options.adaptive, options.detail)
     # The plan's memory check counted the level-0 cells; split, they may be 4^DEPTH times as
     # many, each with its own candidates (a MemoryError or the kernel's killer, minutes in).

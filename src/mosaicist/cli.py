@@ -495,7 +495,7 @@ class _FilePath(_GivenPath):
                 ctx: click.Context | None) -> Any:
         if isinstance(value, str) and value.endswith(("/", os.sep)) and value.strip("/" + os.sep):
             # An example of the kind that option writes (out.png was refused by --placements).
-            example = _FILE_EXAMPLES.get(param.name if param is not None else None, "out.png")
+            example = _FILE_EXAMPLES.get((param.name or "") if param else "", "out.png")
             self.fail(f"{value} ends with {value[-1]}, as a folder does; name the file "
                       f"(for example {example})", param, ctx)
         return super().convert(value, param, ctx)

@@ -805,8 +805,12 @@ class MosaicOptions:
             raise OptionError("{min_uses} {low} is above {max_uses} {high}",
                               low=self.min_uses, high=self.max_uses)
         if self.adaptive and self.min_uses:
-            # Refused here, before a library is indexed, not when the cells are split.
-            raise OptionError("{adaptive} does not combine with {min_uses} yet")
+            # Refused here, before a library is indexed, not when the cells are split. Named
+            # as given (--use-all is --min-uses 1).
+            from .match._assign import MinimumUsesError
+
+            raise MinimumUsesError("{adaptive} does not combine with {min_uses} {low} yet",
+                                   low=self.min_uses)
         if self.tint_max is not None and self.tint_max < self.tint:
             raise OptionError("{tint_max} {high} is below {tint} {low}",
                               low=self.tint, high=self.tint_max)
