@@ -198,6 +198,37 @@ def test_a_refusal_counts_the_identical_photos_left_out(tmp_path):
                            identical_photos="keep", cache_dir=tmp_path / "cache").library) == 12
 
 
+def test_a_refusal_counts_the_near_duplicates_left_out(tmp_path):
+    # "the library has 1" said nothing of the eleven near-duplicates --dedupe dropped.
+    folder = tmp_path / "black"
+    folder.mkdir()
+    for number in range(12):
+        Image.new("RGB", (20 + number, 20), (0, 0, 0)).save(folder / f"b{number}.png")
+    target = noisy_target()
+    with pytest.raises(OptionError) as error:
+        make_mosaic(target, folder, cell_px=8, tile_px=8, max_uses=1, dedupe=4,
+                    identical_photos="keep", cache_dir=tmp_path / "cache")
+    assert "the library has 1 (11 left out as near-duplicates of another under dedupe)" \
+        in str(error.value), str(error.value)
+    assert set(error.value.parameters) == {"max_uses", "dedupe"}
+    # (With dedupe, identical photos are among its near-duplicates: counted there.)
+    for number in range(3):
+        Image.new("RGB", (20 + number, 20), (0, 0, 1)).save(folder / f"n{number}.png")
+    with pytest.raises(OptionError) as both:
+        make_mosaic(target, folder, cell_px=8, tile_px=8, max_uses=1, dedupe=4,
+                    cache_dir=tmp_path / "cache")
+    assert "has 1 (14 left out as near-duplicates of another under dedupe)" in str(both.value)
+    # Both counts, where a caller has both, in one parenthesis.
+    from mosaicist.errors import naming_identical
+
+    refusal = OptionError("{max_uses} is too low: the library has {tiles}", tiles="3")
+    assert naming_identical(refusal, 2, 5).message() == (
+        "max_uses is too low: the library has 3 (2 left out as identical to another: "
+        "identical_photos keep keeps them; 5 left out as near-duplicates of another under "
+        "dedupe)")
+    assert naming_identical(refusal, 0, 0) is refusal
+
+
 def test_refusals_outside_the_capped_matcher_count_the_identical_photos_too(tmp_path):
     # Adaptive leaves are refused by their own check, and the studio's preview by its
     # own: both said "the library has 1" and left the eleven copies unexplained.

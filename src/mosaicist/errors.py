@@ -87,14 +87,15 @@ def _rebuild_option_error(kind: type[OptionError], template: str, values: dict
     return kind(template, **values)
 
 
-def naming_identical(error: OptionError, dropped: int) -> OptionError:
+def naming_identical(error: OptionError, dropped: int, near_duplicates: int = 0) -> OptionError:
     """``error``, where it counts the library's tiles, saying that ``dropped`` were left out.
 
     ``identical_photos="drop"`` (the default preset's) counts each set of
     identical photos once: 30 copies of one picture are a library of one
-    tile, and a refusal for too few tiles should say where the others went.
-    Errors that do not count the library (``"the library has {tiles}"``),
-    or already say this, come back as they are.
+    tile, and a refusal for too few tiles should say where the others went;
+    so should one after ``dedupe`` left near-duplicates out. Errors that do
+    not count the library (``"the library has {tiles}"``), or already say
+    this, come back as they are.
 
     Parameters
     ----------
@@ -102,6 +103,8 @@ def naming_identical(error: OptionError, dropped: int) -> OptionError:
         The refusal.
     dropped : int
         Photos left out as identical to another.
+    near_duplicates : int
+        Photos left out as near-duplicates of another (``dedupe``).
 
     Returns
     -------
@@ -109,13 +112,20 @@ def naming_identical(error: OptionError, dropped: int) -> OptionError:
         ``error`` itself, or a copy of it with the count of those left out.
     """
     counted_at = "the library has {tiles}"
-    if (not dropped or type(error) is not OptionError or counted_at not in error.template
-            or "dropped" in error.values):
+    if (not (dropped or near_duplicates) or type(error) is not OptionError
+            or counted_at not in error.template or "dropped" in error.values
+            or "near_dropped" in error.values):
         return error
-    template = error.template.replace(
-        counted_at, counted_at + " ({dropped} left out as identical to another: "
-        "{identical_photos} keep keeps them)")
-    return OptionError(template, dropped=f"{dropped:,}", **error.values)
+    reasons, values = [], {}
+    if dropped:
+        reasons.append("{dropped} left out as identical to another: {identical_photos} keep "
+                       "keeps them")
+        values["dropped"] = f"{dropped:,}"
+    if near_duplicates:
+        reasons.append("{near_dropped} left out as near-duplicates of another under {dedupe}")
+        values["near_dropped"] = f"{near_duplicates:,}"
+    template = error.template.replace(counted_at, counted_at + " (" + "; ".join(reasons) + ")")
+    return OptionError(template, **values, **error.values)
 
 
 def check_range(

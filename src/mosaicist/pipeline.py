@@ -600,7 +600,8 @@ def _make_mosaic(
     except OptionError as error:
         # Every refusal that counts the library's tiles (adaptive leaves', a video's
         # frames', the capped matcher's) says how many identical photos were left out.
-        raise naming_identical(error, library.identical_dropped) from None
+        raise naming_identical(error, library.identical_dropped,
+                               library.duplicates_dropped) from None
     if placements.target is not None:
         # The target as matched, so that a later render's overlay can tell it changed.
         placements.target_pixels = reading.target_pixels

@@ -212,7 +212,8 @@ class CappedMatcher(Matcher):
             check_feasible(len(grid), len(request.library), options.max_uses, grid.rows,
                            grid.cols, options.min_spacing, options.min_uses)
         except OptionError as error:
-            raise naming_identical(error, request.library.identical_dropped) from None
+            raise naming_identical(error, request.library.identical_dropped,
+                                   request.library.duplicates_dropped) from None
         search = self.library_search(request)
         cap = tile_capacity(grid.rows, grid.cols, options.max_uses, options.min_spacing)
         if not options.min_uses and options.assign == "optimal" and request.notes:
