@@ -186,3 +186,22 @@ def test_links_to_folders_are_left_out_with_a_warning(tmp_path, capsys):
     warnings = capsys.readouterr().err.splitlines()
     assert warnings == [f"mosaicist: warning: {library}: 3 links to folders left out (links "
                         "to folders are not followed): linked, sub/more.png, sub/self"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_photo_names_that_are_no_regular_files_are_left_out_with_a_warning(tmp_path, capsys):
+    # A pipe named pipe.jpg and a link to a device named zero.png were left out without a
+    # word (never read: a pipe waits for a writer, /dev/zero never ends).
+    library = make_colour_folder(tmp_path / "lib", 2)
+    os.mkfifo(library / "pipe.jpg")
+    (library / "sub").mkdir()
+    (library / "sub" / "zero.png").symlink_to("/dev/zero")
+    os.mkfifo(library / "notes.txt")  # not a photo's name: left out by its extension
+
+    opened = TileLibrary.open(library, match_px=8, cache_dir=tmp_path / "cache")
+
+    assert opened.source_ids == ["t000.png", "t001.png"]
+    warnings = capsys.readouterr().err.splitlines()
+    assert warnings == [f"mosaicist: warning: {library}: 2 files left out (not regular "
+                        "files: a pipe, a device or a socket is never read): pipe.jpg, "
+                        "sub/zero.png"]

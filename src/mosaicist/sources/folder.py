@@ -398,6 +398,8 @@ class FolderSource(TileSource):
         others: dict[str, int] = {}
         # Links to folders, by relative path: left out, and said.
         linked_folders: list[str] = []
+        # Photo names that are no regular files (a FIFO, a device): never read, and said.
+        special_files: list[str] = []
         pending = [("", str(self.root))]
         while pending:
             prefix, directory = pending.pop()
@@ -408,7 +410,7 @@ class FolderSource(TileSource):
                 with os.scandir(directory) as iterator:
                     for item in iterator:
                         self._take(item, prefix, entries, pending, unreadable, left_out,
-                                   others, linked_folders)
+                                   others, linked_folders, special_files)
             except OSError as error:
                 if not prefix:
                     # Nothing of the library can be listed: an empty scan would publish
@@ -434,6 +436,13 @@ class FolderSource(TileSource):
             links = counted(len(linked_folders), "link to a folder", "links to folders")
             print(printable(f"mosaicist: warning: {name_to_text(str(self.root))}: {links} "
                             f"left out (links to folders are not followed): {shown}"),
+                  file=sys.stderr)
+        if special_files:
+            special_files.sort()
+            shown = ", ".join(special_files[:3]) + (", ..." if len(special_files) > 3 else "")
+            print(printable(f"mosaicist: warning: {name_to_text(str(self.root))}: "
+                            f"{counted(len(special_files), 'file')} left out (not regular "
+                            f"files: a pipe, a device or a socket is never read): {shown}"),
                   file=sys.stderr)
         self._other_files = others
         entries.sort(key=lambda entry: entry.source_id)
@@ -465,7 +474,7 @@ class FolderSource(TileSource):
         item: os.DirEntry[str], prefix: str, entries: list[SourceEntry],
         pending: list[tuple[str, str]], unreadable: dict[str, str | None],
         left_out: dict[str, int], others: dict[str, int] | None = None,
-        linked_folders: list[str] | None = None,
+        linked_folders: list[str] | None = None, special_files: list[str] | None = None,
     ) -> None:
         """Add one folder entry of :meth:`scan`: a photo to ``entries``, a folder to ``pending``.
 
@@ -513,7 +522,11 @@ class FolderSource(TileSource):
             # Else a file removed while scanning.
             return
         if not stat.S_ISREG(status.st_mode):
-            # A link to a folder (never followed), a FIFO, a device...
+            # A FIFO, a device, a socket, or a link to one: reading it could wait forever
+            # or never end (/dev/zero), so it is left out, and said (a pipe named
+            # photo.jpg was left out without a word).
+            if special_files is not None:
+                special_files.append(prefix + name_to_text(name))
             return
         entries.append(
             SourceEntry(prefix + name_to_text(name), status.st_size,
