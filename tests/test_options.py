@@ -650,7 +650,11 @@ def test_a_short_refusal_keeps_its_short_values_and_class():
 
 
 @pytest.mark.parametrize(("given", "kept"), [(0.333, 0.33), (0.336, 0.34), (0.5, 0.5), (1, 1.0),
-                                             (0.0, 0.0), (0.01, 0.01)])
+                                             (0.0, 0.0), (0.01, 0.01),
+                                             # Half up, as written (was half to even, and
+                                             # 0.145 * 100 is 14.4999...).
+                                             (0.025, 0.03), (0.015, 0.02), (0.005, 0.01),
+                                             (0.145, 0.15), (0.995, 1.0)])
 def test_tints_are_kept_in_the_hundredths_the_match_ranks_them_in(given, kept):
     # 0.333 was ranked at 0.33 but recorded and drawn at 0.333.
     options = MosaicOptions(tint=given, tint_max=given)

@@ -38,6 +38,7 @@ was written), and unknown names are refused.
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import difflib
 import functools
 import math
@@ -173,7 +174,10 @@ def _in_hundredths(name: str, value: float | None) -> float | None:
     rounds a strength that was asked for to 0."""
     if value is None:
         return None
-    rounded = round(value * 100) / 100
+    # Half up, on the number as written: round() of value * 100 went half to even (0.025
+    # to 0.02 but 0.015 to 0.02, 0.005 refused), and 0.145 * 100 is 14.4999...
+    rounded = float(decimal.Decimal(repr(float(value))).quantize(
+        decimal.Decimal("0.01"), rounding=decimal.ROUND_HALF_UP))
     if value > 0 and rounded == 0:
         raise OptionError("{" + name + "} is applied in hundredths: {value} would be 0 (off); "
                           "give 0.01 or more, or 0 for off", value=value)
