@@ -495,6 +495,23 @@ def test_warm_points_measure_the_distance_the_tint_leaves(tmp_path, target, tint
     np.testing.assert_allclose(distance, expected, rtol=1e-3, atol=1e-2)
 
 
+def test_greedy_with_a_minimum_of_uses_says_the_optimal_assignment_places_the_tiles(
+        tmp_path, target, capsys):
+    # The report's method said "optimal", and nothing else that greedy had not run.
+    folder = smooth_folder(tmp_path / "tiles", count=30)
+    mosaic = make_mosaic(target, folder, cell_px=8, tile_px=16, min_uses=1, assign="greedy",
+                         cache_dir=tmp_path / "c", quiet=False)
+    assert (np.bincount(mosaic.placements.tile, minlength=30) >= 1).all()
+    assert mosaic.assignment.method == "optimal"
+    assert ("mosaicist: note: assign greedy does not keep min_uses 1: the tiles are placed by "
+            "the optimal assignment") in capsys.readouterr().err
+    make_mosaic(target, folder, cell_px=8, tile_px=16, min_uses=1, assign="greedy",
+                cache_dir=tmp_path / "c")
+    make_mosaic(target, folder, cell_px=8, tile_px=16, max_uses=2, assign="greedy",
+                cache_dir=tmp_path / "c", quiet=False)
+    assert "note" not in capsys.readouterr().err
+
+
 def test_use_all_puts_every_photo_somewhere(tmp_path, target, monkeypatch):
     from mosaicist.match import _capped
 

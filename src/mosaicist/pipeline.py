@@ -586,6 +586,11 @@ def _make_mosaic(
             # A preset's repetition limits bend to a small library; given ones do not.
             options = fit_limits(options, len(grid), len(library.limit(options.limit)),
                                  grid.rows, grid.cols)
+            if options.min_uses and options.assign == "greedy" and not quiet:
+                # The greedy pass cannot promise a minimum: the optimal assignment keeps it
+                # (the report's method said so, and nothing else did).
+                _note("{assign} greedy does not keep {min_uses} {low}: the tiles are placed "
+                      "by the optimal assignment", low=options.min_uses)
             def attempt(options: MosaicOptions) -> tuple[MatchRequest, MatchResult]:
                 nonlocal matcher
                 request = MatchRequest(grid, library, options, show_progress, notes=not quiet)
