@@ -230,3 +230,11 @@ def test_a_repair_places_the_units_left_outside(compiled):
             (np.bincount(kind, without[0], minlength=len(supply)) + without[1] < supply).any())
     assert repaired >= 30 and placed_all >= 20
     assert lost == repaired
+
+
+@pytest.mark.parametrize("count", [3, 1 << 16, (1 << 16) + 1, 1 << 20])
+def test_pairs_are_grouped_in_their_stable_order_whatever_the_keys_range(count):
+    keys = np.random.default_rng(count).integers(0, count, 50_000)
+    order = _kinds_repair._grouped_order(keys, count)
+    assert order.dtype == np.int64
+    assert np.array_equal(order, np.argsort(keys, kind="stable"))

@@ -185,10 +185,10 @@ def repair_kinds(kind: np.ndarray, tile: np.ndarray, distance: np.ndarray,
         return None
     excess = np.flatnonzero(balance > 0).astype(np.int64)
     # Pairs grouped by kind and by tile (the arcs out of each).
-    by_kind = np.argsort(kind, kind="stable").astype(np.int64)
+    by_kind = _grouped_order(kind, count)
     kind_starts = np.zeros(count + 1, np.int64)
     np.cumsum(np.bincount(kind, minlength=count), out=kind_starts[1:])
-    by_tile = np.argsort(tile, kind="stable").astype(np.int64)
+    by_tile = _grouped_order(tile, tile_count)
     tile_starts = np.zeros(tile_count + 1, np.int64)
     np.cumsum(np.bincount(tile, minlength=tile_count), out=tile_starts[1:])
     outside_flow = np.zeros(count, np.int64)
@@ -198,6 +198,18 @@ def repair_kinds(kind: np.ndarray, tile: np.ndarray, distance: np.ndarray,
     if balance.any():
         return None
     return flow, outside_flow
+
+
+def _grouped_order(keys: np.ndarray, count: int) -> np.ndarray:
+    """The stable order of ``keys`` (each below ``count``), int64.
+
+    Keys that fit 16 bits are sorted by NumPy's radix sort: the tiles of 7
+    million listed pairs took 0.7 s in a merge sort, each repair, where a
+    path or two was all the repair had to find.
+    """
+    if count <= 1 << 16:
+        keys = keys.astype(np.uint16)
+    return np.argsort(keys, kind="stable").astype(np.int64)
 
 
 def _repair_loop(kind: Any, tile: Any, distance: Any, flow: Any, edge_limit: Any,
