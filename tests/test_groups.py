@@ -903,3 +903,26 @@ def test_a_photo_with_a_crowd_among_lone_cells_goes_by_kinds(tmp_path, monkeypat
     solved = _recorded(monkeypatch, "assign_by_kinds", "spaced_by_kinds")
     _capped.CappedMatcher().match(spaced)
     assert solved == []
+
+
+def test_lists_take_each_pair_once_whatever_the_batches_repeat():
+    # Pairs are looked up among the listed ones by a sorted copy of their keys, kept
+    # beside them: checked against a set of every pair listed so far.
+    rng = np.random.default_rng(9)
+    kinds, tiles = 30, 70
+    lists = _groups._Lists(kinds, tiles)
+    seen: dict[tuple[int, int], int] = {}
+    for size in [0, 1, 50, 400, 3, 900, 0, 200]:
+        kind = rng.integers(0, kinds, size)
+        tile = rng.integers(-1, tiles, size)  # -1: a search's empty slot
+        distance = rng.integers(0, 1000, size)
+        before = len(seen)
+        for k, t, d in zip(kind.tolist(), tile.tolist(), distance.tolist(), strict=True):
+            if t >= 0 and (k, t) not in seen:
+                seen[(k, t)] = d
+        new = lists.add(kind, tile, distance)
+        assert new == len(seen) - before
+        assert len(lists.kind) == len(seen)
+        assert {(k, t): d for k, t, d in zip(lists.kind.tolist(), lists.tile.tolist(),
+                                              lists.distance.tolist(), strict=True)} == seen
+        assert np.array_equal(lists._sorted_keys, np.sort(lists.keys()))
