@@ -4,6 +4,7 @@ import contextlib
 import gc
 import multiprocessing
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -249,6 +250,41 @@ def test_sighup_unwinds_as_sigterm_does():
             assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, ignored)
+
+
+_TWICE = """
+import signal, sys
+from mosaicist import _runtime
+_runtime.REPEAT_GRACE_SECONDS = float(sys.argv[1])
+try:
+    with _runtime.unwind_on_terminate():
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        finally:
+            signal.raise_signal(signal.SIGTERM)  # GNU timeout's second, to the group
+            print("cleaned up", flush=True)
+except SystemExit as stop:
+    print("exit", stop.code, flush=True)
+    raise
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX signals")
+@pytest.mark.parametrize("grace", [1.0, 0.0])
+def test_the_same_terminating_signal_again_at_once_lets_the_clean_up_finish(grace):
+    # `timeout` sends SIGTERM to the command and then to its process group: the second
+    # ended the process half way through its clean-up (temporaries left beside outputs).
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", _TWICE, str(grace)], capture_output=True,
+                          text=True, timeout=60)
+    if grace:
+        assert done.returncode == 143, done.stderr
+        assert done.stdout.split("\n")[:2] == ["cleaned up", "exit 143"]
+        assert "Traceback" not in done.stderr
+    else:
+        # Past the grace, a second signal ends the process at once, as before.
+        assert done.returncode == -signal.SIGTERM and done.stdout == ""
 
 
 def test_progress_is_off_without_a_usable_standard_error(monkeypatch):

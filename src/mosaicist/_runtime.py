@@ -302,6 +302,9 @@ def stop_process_pool(executor: Any) -> None:
 #: where the platform has it (the terminal or the SSH session closed).
 TERMINATING_SIGNALS: tuple[int, ...] = tuple(
     getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+#: Seconds within which a terminating signal again is the same stop as the first
+#: (:func:`unwind_on_terminate`).
+REPEAT_GRACE_SECONDS = 1.0
 
 
 @contextlib.contextmanager
@@ -313,29 +316,74 @@ def unwind_on_terminate() -> Iterator[None]:
     temporaries, a pool its workers (SIGHUP: a terminal closed under a long
     render left its full-size temporary behind). Raised instead, the block
     unwinds (and cleans up) as it does on an interrupt, and the process
-    still exits with the signal's status (143, 129). A second such signal
-    ends the process at once. Only in the main thread (the only one where
-    Python runs signal handlers) and only for signals with their default
-    action: a handler that the application installed is left alone.
+    still exits with the signal's status (143, 129). The same signal again
+    within :data:`REPEAT_GRACE_SECONDS` is the same stop (GNU ``timeout``
+    signals the command, then its whole process group: two SIGTERMs a few
+    microseconds apart, the second of which ended the clean-up half way);
+    later, it ends the process at once. Only in the main thread (the only
+    one where Python runs signal handlers) and only for signals with their
+    default action: a handler that the application installed is left alone.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught = [number for number in TERMINATING_SIGNALS
               if signal.getsignal(number) == signal.SIG_DFL]
+    ours: list[Any] = []
 
     def terminate(signum: int, frame: FrameType | None) -> None:
-        signal.signal(signum, signal.SIG_DFL)
+        first = time.monotonic()
+
+        def again(signum: int, frame: FrameType | None) -> None:
+            if time.monotonic() - first < REPEAT_GRACE_SECONDS:
+                return
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+        ours.append(again)
+        signal.signal(signum, again)
         raise SystemExit(128 + signum)
 
+    ours.append(terminate)
     for number in caught:
         signal.signal(number, terminate)
     try:
         yield
     finally:
         for number in caught:
-            if signal.getsignal(number) is terminate:
+            if any(signal.getsignal(number) is handler for handler in ours):
                 signal.signal(number, signal.SIG_DFL)
+
+
+#: When the last Ctrl+C was raised as ``KeyboardInterrupt`` by :func:`repeat_tolerant_interrupt`.
+_last_interrupt: list[float] = []
+
+
+def repeat_tolerant_interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGINT's handler of a command line that owns its process: Ctrl+C as usual, once.
+
+    Raises ``KeyboardInterrupt`` as Python's own handler does, but a Ctrl+C
+    within :data:`REPEAT_GRACE_SECONDS` of the last is the same stop: a second
+    one pressed at once cut the first one's clean-up short (a Deep Zoom
+    folder's temporary left half written, and a traceback from the
+    interpreter's exit). One after that stops the clean-up too, as before.
+    """
+    now = time.monotonic()
+    if _last_interrupt and now - _last_interrupt[0] < REPEAT_GRACE_SECONDS:
+        return
+    _last_interrupt[:] = [now]
+    raise KeyboardInterrupt
+
+
+def forget_interrupt() -> None:
+    """Take the next Ctrl+C as a new one (the last was dropped where it was raised)."""
+    _last_interrupt.clear()
+
+
+def usual_interrupt_handler(handler: object) -> bool:
+    """Whether ``handler`` is SIGINT's usual action: Python's own, or the command line's
+    (:func:`repeat_tolerant_interrupt`)."""
+    return handler is signal.default_int_handler or handler is repeat_tolerant_interrupt
 
 
 @contextlib.contextmanager

@@ -79,8 +79,9 @@ OWNS_PROCESS = False
 
 #: Exit statuses of a command that SIGTERM or SIGHUP stopped (unwound as an interrupt:
 #: :data:`mosaicist._runtime.TERMINATING_SIGNALS`, not imported here, as it brings NumPy).
-_TERMINATED = tuple(128 + getattr(signal, name) for name in ("SIGTERM", "SIGHUP")
-                    if hasattr(signal, name))
+_TERMINATED_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP")
+                            if hasattr(signal, name))
+_TERMINATED = tuple(128 + number for number in _TERMINATED_SIGNALS)
 #: Exit statuses of a command that SIGINT, SIGTERM or SIGHUP stopped.
 _INTERRUPTED = (128 + signal.SIGINT, *_TERMINATED)
 
@@ -229,13 +230,20 @@ def _interrupts_kept() -> Iterator[None]:
     if not OWNS_PROCESS:
         yield
         return
+    from ._runtime import forget_interrupt, repeat_tolerant_interrupt, usual_interrupt_handler
+
     previous = sys.unraisablehook
     main_pid = os.getpid()
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+        # Ctrl+C twice at once is one stop, its clean-up left to finish. Kept to the end
+        # of the process, which this command line owns (its exit joins threads too).
+        signal.signal(signal.SIGINT, repeat_tolerant_interrupt)
 
     def again() -> None:
         time.sleep(_REDELIVER_SECONDS)
-        if os.getpid() == main_pid and signal.getsignal(signal.SIGINT) is \
-                signal.default_int_handler:
+        if os.getpid() == main_pid and usual_interrupt_handler(signal.getsignal(signal.SIGINT)):
+            forget_interrupt()  # the one raised was dropped: this one is delivered
             os.kill(main_pid, signal.SIGINT)
 
     def hook(unraisable: Any) -> None:

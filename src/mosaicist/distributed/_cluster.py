@@ -899,10 +899,12 @@ class _HeldSignals:
         if threading.current_thread() is not threading.main_thread():
             return self  # signal handlers can only be set, and only run, in the main thread
         _HeldSignals.holding.append(self)
-        usual = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
-        for number, handler in usual.items():
-            if signal.getsignal(number) is handler:
-                self._previous[number] = signal.signal(number, self._note)
+        from .._runtime import usual_interrupt_handler
+
+        if usual_interrupt_handler(signal.getsignal(signal.SIGINT)):
+            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._note)
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._note)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
