@@ -318,7 +318,12 @@ def test_csv_render_warns_of_settings_it_lacks_and_takes_metric_and_crop(made):
     # Without --tile-px, the tile size it draws at (the default preset's) is said too.
     sized = _cli("render", root / "p.csv", "-o", root / "u.png", "--tiles", root / "tiles",
                  "--cache-dir", root / "cache")
-    assert sized.exit_code == 0 and "no overlay, 32 px tiles)" in sized.stderr, sized.output
+    assert sized.exit_code == 0 and "no overlay, 32 px tiles, 1:1 tiles)" in sized.stderr, \
+        sized.output
+    assert "give --metric, --crop, --colour-profiles and --aspect" in sized.stderr
+    # The shape given, it is not said among what is assumed.
+    shaped = _cli("render", root / "p.csv", "-o", root / "s.png", "--aspect", "1:1", *common)
+    assert shaped.exit_code == 0 and "1:1 tiles" not in shaped.stderr, shaped.output
     # Told the metric, it draws the same picture, without the warning.
     told = _cli("render", root / "p.csv", "-o", root / "t.png", "--metric", "lab",
                 "--crop", "centre", *common)

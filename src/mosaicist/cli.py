@@ -1329,8 +1329,10 @@ def _check_recorded(path: Path, placements: Any, given: dict[str, Any], quiet: b
         f"drawn as a make without options draws (--metric {options.metric}, --crop "
         f"{options.crop}, --colour-profiles {options.colour_profiles}, no overlay"
         + ("" if "tile_px" in given else f", {options.tile_px} px tiles")
-        + "); give --metric, --crop and --colour-profiles if it was made otherwise, or "
-        "render the JSON "
+        # The shape too: a 3:2 make's CSV came out square without a word.
+        + ("" if "aspect" in given else f", {options.aspect} tiles")
+        + "); give --metric, --crop, --colour-profiles and --aspect if it was made "
+        "otherwise, or render the JSON "
         "placements file (--placements NAME.json), which records them"),
         err=True)
 
