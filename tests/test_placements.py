@@ -225,7 +225,7 @@ def _csv(tmp_path, text: str):
     ("row,col,tile,distance,position,transform,tint_0,tint_1,tint_2,gain_0,gain_1,gain_2\n"
      "0,0,a.png,1,0,identity,0,0,0,1,-1,1\n", "gain"),
     ("row,col,tile,distance,position\n", "no rows"),
-    ("", "column"),
+    ("", "the file is empty"),
     # An OverflowError traceback: read as an int64.
     ("row,col,tile,distance,position\n0,0,a.png,99999999999999999999,0\n", "int64"),
     # A csv.Error traceback (the csv module's field limit).

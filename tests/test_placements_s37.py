@@ -198,3 +198,14 @@ def test_mixed_whole_and_fractional_numbers_read_as_json_reads_them(tmp_path):
     read = Placements.read(path)
     assert read.distance.dtype == np.float64
     assert read.distance.tolist() == [1.0, *written.distance.tolist()[1:]]
+
+
+@pytest.mark.parametrize(("name", "text"), [("p.json", ""), ("p.json", "\n  \n"),
+                                            ("p.json", "\ufeff"), ("p.csv", "")])
+def test_an_empty_placements_file_is_said_to_be_empty(tmp_path, name, text):
+    # "Expecting value: line 1 column 1 (char 0)" said nothing of a file left empty.
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(MosaicistError) as error:
+        Placements.read(path)
+    assert str(error.value) == f"{path}: not a valid placements file (the file is empty)"

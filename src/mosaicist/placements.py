@@ -682,6 +682,9 @@ class Placements:
             # utf-8-sig: editors and spreadsheets may start the file with a byte-order mark.
             if path.suffix.lower() == ".json":
                 text = path.read_text(encoding="utf-8-sig")
+                if not text.strip():
+                    # "Expecting value: line 1 column 1 (char 0)" for a file left empty.
+                    raise MosaicistError("not a valid placements file (the file is empty)")
                 document = _load_json_fast(text)
                 numbers_read = document is not None
                 if document is None:
@@ -689,6 +692,8 @@ class Placements:
                 del text  # the file's size in memory, no longer needed
                 placements = cls._from_document(document, numbers_read=numbers_read)
             else:
+                if path.stat().st_size == 0:
+                    raise MosaicistError("not a valid placements file (the file is empty)")
                 placements = cls.read_csv(path)
         except UnicodeDecodeError:
             # A picture given for the placements: "'utf-8' codec can't decode byte 0x89"
