@@ -108,3 +108,9 @@ def test_settings_saved_with_a_side_now_out_of_range_are_read_at_the_nearest():
         MosaicOptions.from_json(saved | {"dzi_tile_size": "4"})
     with pytest.raises(OptionError, match="dzi_overlap must be between 0 and 127"):
         MosaicOptions.from_json(saved | {"dzi_overlap": 200})
+    # Sides no file was ever written with (0, -5, a million) are refused by name, not
+    # drawn at 16 or 2048 without a word.
+    for side in (0, -5, 4097, 1_000_000):
+        with pytest.raises(OptionError, match=f"dzi_tile_size must be between 16 and 2048 "
+                                              f"pixels, got {side}"):
+            MosaicOptions.from_json(saved | {"dzi_tile_size": side})

@@ -991,6 +991,11 @@ class MosaicOptions:
         return cls(**values)
 
 
+#: The largest Deep Zoom tile side that files were once written with (read, brought into
+#: :data:`DZI_TILE_SIZE_RANGE`).
+_OLD_DZI_TILE_SIZE_HIGH = 4096
+
+
 def _dzi_layout_in_range(tile_size: object, overlap: object) -> dict[str, int]:
     """A saved Deep Zoom layout brought into :data:`DZI_TILE_SIZE_RANGE`, when it is whole.
 
@@ -1001,6 +1006,9 @@ def _dzi_layout_in_range(tile_size: object, overlap: object) -> dict[str, int]:
     """
     whole = _scalar_types(int, "integer")
     if not isinstance(tile_size, whole) or isinstance(tile_size, bool):
+        return {}
+    if not 1 <= int(tile_size) <= _OLD_DZI_TILE_SIZE_HIGH:
+        # Never taken (0, -5, a million): the settings' own check refuses it by name.
         return {}
     low, high = DZI_TILE_SIZE_RANGE
     side = min(max(int(tile_size), low), high)
