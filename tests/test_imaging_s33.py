@@ -167,6 +167,10 @@ NOT_PICTURES = {
     "photo.jxl": (b"\xff\x0a\xfa\x7f\x01\x90\x08\x06\x01\x00\x48\x01", "a JPEG XL picture"),
     "boxed.jxl": (b"\0\0\0\x0cJXL \r\n\x87\n\0\0\0\x14ftypjxl ", "a JPEG XL picture"),
     "empty.jpg": (b"", "an empty file"),
+    # A mosaic written as Deep Zoom, given to score (its picture lies in its tiles).
+    "mural.dzi": (b'<?xml version="1.0" encoding="UTF-8"?>\n<Image xmlns="http://schemas.'
+                  b'microsoft.com/deepzoom/2008" Format="jpeg" Overlap="1" TileSize="254">'
+                  b'\n  <Size Width="256" Height="256"/>\n</Image>\n', "a Deep Zoom descriptor"),
 }
 
 

@@ -1084,6 +1084,10 @@ def _not_a_picture(source: IO[bytes] | Path) -> str | None:
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in text):
         return "an SVG drawing, which has no pixels to read: export it as a PNG picture"
+    if text.startswith((b"<?xml", b"<image")) and b"schemas.microsoft.com/deepzoom" in text:
+        # A mosaic written as Deep Zoom, given where its picture is read (score, a target).
+        return ("a Deep Zoom descriptor, whose picture lies in its tiles: render the "
+                "placements as a PNG or TIFF picture to read it whole")
     if head.startswith(b"%PDF-"):
         return "a PDF document: export its page as a PNG or JPEG picture"
     if head.startswith(_JPEG_XL_STARTS):
