@@ -445,6 +445,13 @@ def test_malformed_requests_get_a_4xx_status(site, capsys):
         b"GET /\xff HTTP/1.1\r\n" + host + b"\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(256)) + b"\r\n\r\n",
         b"BREW /api/ok HTTP/1.1\r\n" + host + b"\r\n",
+        # A chunk size that is no number: uvicorn answers 400 and closes, and the app's
+        # own answer, which could no longer be sent, was logged as the server's failure
+        # ("GET /api/ok failed: LocalProtocolError", then "ASGI callable returned without
+        # completing response").
+        b"GET /api/ok HTTP/1.1\r\n" + host + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"POST /api/echo HTTP/1.1\r\n" + host + b"X-Mosaicist-Token: " + TOKEN.encode()
+        + b"\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     ]:
         answer = raw(site, request)
         match = re.match(rb"HTTP/1\.1 (\d{3}) ", answer)

@@ -164,13 +164,25 @@ async def unexpected_error(request: Request, error: Exception) -> Response:
     return error_response(request.url.path, 500, _SENTENCES[500])
 
 
+def client_broke_protocol(error: BaseException) -> bool:
+    """Whether ``error`` is the HTTP connection's own, after the client broke the protocol.
+
+    A malformed body (a chunk size that is no number) makes uvicorn answer
+    400 itself and close the connection; the page's answer then cannot be
+    sent, and h11 says so (``LocalProtocolError``): nothing failed here.
+    """
+    kind = type(error)
+    return kind.__name__ == "LocalProtocolError" and kind.__module__.split(".")[0] == "h11"
+
+
 def log_failure(name: str, method: str, path: str, error: BaseException) -> None:
     """One line on stderr naming a request that failed unexpectedly, never a traceback.
 
     Logged once: the exception is marked, so that the guard, which sees it
     again (Starlette raises it on after answering), stays silent.
     """
-    if getattr(error, "_mosaicist_logged", False) or isinstance(error, ClientDisconnect):
+    if (getattr(error, "_mosaicist_logged", False) or isinstance(error, ClientDisconnect)
+            or client_broke_protocol(error)):
         # A client gone mid-body is no failure of the server (see unexpected_error).
         return
     with contextlib.suppress(AttributeError):

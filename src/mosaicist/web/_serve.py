@@ -123,7 +123,15 @@ class _OneLine(logging.Handler):
             message = record.getMessage().splitlines()[0]
         except Exception:  # noqa: BLE001 - a log line must never fail a request
             return
+        if message in _CLIENTS_FAULTS:
+            return
         print(f"mosaicist: server: {message}", file=sys.stderr, flush=True)
+
+
+#: uvicorn's lines that follow a client's broken request, not the server's fault: every
+#: answer of these apps completes (their handlers answer every error), save one that
+#: the connection could no longer take (see :func:`._errors.client_broke_protocol`).
+_CLIENTS_FAULTS = frozenset({"ASGI callable returned without completing response."})
 
 
 def _quiet_uvicorn() -> None:
