@@ -496,8 +496,12 @@ def test_what_the_target_and_settings_rule_out_is_refused_before_a_run(api, inde
         ({"cells": 1}, ("/api/preview", "/api/runs"),
          "\u201cnumber of cells\u201d 1 chooses cells of 48 px, but \u201ccell size in the "
          "picture\u201d is 8"),
-        ({"min_uses": 2}, ("/api/preview",),  # 30 photos twice: 60 of the 48 cells
+        # What the tiles rule out too, once a preview warmed them: a run was recorded,
+        # then failed.
+        ({"min_uses": 2}, ("/api/preview", "/api/runs"),  # 30 photos twice: 60 of 48 cells
          "\u201cleast uses of every photo\u201d 2 needs 60 cells for the 30 tiles"),
+        ({"max_uses": 1, "min_spacing": 0},
+         ("/api/preview", "/api/runs"), "need at least 48 tiles, but the library has 30"),
     ]
     for change, routes, words in cases:
         for route in routes:

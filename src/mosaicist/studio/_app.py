@@ -871,6 +871,12 @@ class Studio:
         except OptionError as error:
             raise WebError(400, page_message(error)) from None
         _check_sizes(target, name, options)
+        try:
+            # Limits the tiles cannot keep, refused as the preview refuses them (where a
+            # preview warmed those tiles), not recorded as a run that fails.
+            self.previewer.check_limits(target, tiles, options)
+        except MosaicistError as error:
+            raise _refusal(error, target, name) from None
         run = self.history.create(target_name=name, tiles=tiles,
                                   settings=options.to_json(), command=command,
                                   target=str(info["id"]))

@@ -70,7 +70,7 @@ from ..colour import (
     to_space,
 )
 from ..errors import MosaicistError, OptionError, naming_identical
-from ..imaging import read_target
+from ..imaging import read_target, target_size
 from ..library import MissingIndexError, TileLibrary
 from ..match import fitted_matcher
 from ..match._assign import check_feasible, tile_capacity
@@ -319,6 +319,50 @@ class Previewer:
         with self._lock:
             return self._preview(Path(target), str(tiles), options, int(cells))
 
+    def check_limits(self, target: str | os.PathLike[str], tiles: str,
+                     options: MosaicOptions) -> None:
+        """Refuse, as ``make`` does before any work, limits these tiles cannot keep.
+
+        Only where the tiles are warm here already (a preview of them ran):
+        opening an index is a job's work, not a request's; a run of cold
+        tiles is refused by its own make, as a failed run.
+
+        Raises
+        ------
+        MosaicistError
+            An :class:`OptionError` where the settings' limits cannot fill the
+            mosaic's grid from these tiles (the preview's own refusal).
+        """
+        with self._lock:
+            _, options, _ = fitted_matcher(options)
+            plan = options_plan(options, target_size(Path(target), options.max_target_pixels),
+                                str(target))
+            options = fit_options(options, plan)
+            assert options.match_px is not None
+            key = (str(tiles), options.match_px, options.aspect, options.crop,
+                   options.colour_profiles)
+            if key not in self._libraries or options.adaptive:
+                return
+            warm = self._library(str(tiles), options)
+            self._checked_limits(warm, self._active_rows(warm, options), options, plan)
+
+    def _checked_limits(self, warm: _WarmLibrary, active: np.ndarray, options: MosaicOptions,
+                        plan: Any) -> MosaicOptions:
+        """The options with their limits fitted to the mosaic's own grid, as make fits them,
+        refused (as make refuses them) where the library cannot keep them."""
+        full_cells = plan.cols * plan.rows
+        library_size = len(active) if len(warm.positions) == len(warm.library) else \
+            _limited_size(warm, options)
+        fitted = fit_limits(options, full_cells, library_size, plan.rows, plan.cols)
+        try:
+            # The minimum of uses too (make refuses it with adaptive cells, whose count
+            # differs).
+            check_feasible(full_cells, library_size, fitted.max_uses, plan.rows, plan.cols,
+                           fitted.min_spacing, 0 if options.adaptive else fitted.min_uses)
+        except OptionError as error:
+            raise naming_identical(error, _identical_dropped(warm, options)) from None
+        return fitted
+
     def warm_up(self, tiles: str, options: MosaicOptions) -> None:
         """Make the library of ``tiles`` at ``options`` warm in every colour metric, now.
 
@@ -360,18 +404,7 @@ class Previewer:
         mark = time.perf_counter()
         timings["open"] = mark - started
 
-        # The mosaic's own grid: its limits are checked as make checks them.
-        full_cells = plan.cols * plan.rows
-        library_size = len(active) if len(warm.positions) == len(warm.library) else \
-            _limited_size(warm, options)
-        fitted = fit_limits(options, full_cells, library_size, plan.rows, plan.cols)
-        try:
-            # The minimum of uses too (make refuses it with adaptive cells, whose count
-            # differs).
-            check_feasible(full_cells, library_size, fitted.max_uses, plan.rows, plan.cols,
-                           fitted.min_spacing, 0 if options.adaptive else fitted.min_uses)
-        except OptionError as error:
-            raise naming_identical(error, _identical_dropped(warm, options)) from None
+        fitted = self._checked_limits(warm, active, options, plan)
         cols, rows = _preview_grid(plan.cols, plan.rows, cells)
         if options.adaptive:
             notes.append("adaptive cells are not shown in the preview")
