@@ -345,6 +345,13 @@ def test_malformed_uploads(wall):
     many = wall.guest.post("/api/photos", files=[("photo", (f"{i}.jpg", b"x"))
                                                  for i in range(live_app.MAX_FILES + 1)])
     assert many.status_code == 400 and "at most" in many.json()["error"]
+    # A name of thousands of characters: the parser refuses the part's header, and the
+    # answer said the upload was not a form of at most 10 photos.
+    named = wall.guest.post("/api/photos", files={"photo": ("a" * 5000 + ".jpg",
+                                                            photo_bytes(8), "image/jpeg")})
+    assert named.status_code == 400, named.text
+    assert named.json()["error"] == ("a photo's file name is too long; rename it and send "
+                                     "it again")
     assert wall.stored() == []
 
 

@@ -107,6 +107,7 @@ from ..web import (
     sigterm_as_interrupt,
     url_hosts,
 )
+from ..web._errors import form_header_too_long
 from ..web._guard import NO_TOKEN_REFUSAL_KEY
 from ._event import (
     MAX_PHOTO_BYTES,
@@ -877,6 +878,11 @@ def _routes(live: Live) -> list[Route]:
         except HTTPException as error:
             if isinstance(error, WebError):
                 raise
+            if form_header_too_long(error):
+                # A file name of thousands of characters: "not a form of at most 10
+                # photos" sent the guest looking for a fault that was not there.
+                raise WebError(400, "a photo's file name is too long; rename it and send "
+                                    "it again") from None
             raise WebError(400, f"the upload is not a form of at most {MAX_FILES} photos in "
                                 "the field 'photo'") from None
         if not uploads:

@@ -101,6 +101,7 @@ from ..web import (
     resolved_folder,
     sigterm_as_interrupt,
 )
+from ..web._errors import form_header_too_long
 from ._command import command_line, render_command_line
 from ._examples import example_path, examples
 from ._form import DATASETS, presets_form, settings_form
@@ -1166,23 +1167,6 @@ def _check_sizes(target: Path, name: str, options: MosaicOptions) -> None:
         raise _refusal(error, target, name) from None
 
 
-def _header_too_long(error: BaseException) -> bool:
-    """Whether a form was refused for a part's header over the parser's size limit.
-
-    Starlette answers every form the multipart parser refuses with one
-    message ("Invalid multipart data"); the parser's own reason is further
-    down the chain of exceptions.
-    """
-    seen: BaseException | None = error
-    for _ in range(8):
-        if seen is None:
-            return False
-        if "header size" in str(seen).lower():
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 def _run_target_name(sent: object, stored: str) -> str:
     """The name a run shows its target by: the one its page uploaded it as, else ``stored``.
 
@@ -1336,7 +1320,7 @@ def _routes(studio: Studio) -> list[Route]:
         except HTTPException as error:
             if isinstance(error, WebError):
                 raise
-            if _header_too_long(error):
+            if form_header_too_long(error):
                 # A file name of thousands of characters: the form parser refuses the
                 # part's header, which said "send one picture ... and nothing else".
                 raise WebError(400, "the picture's file name is too long; rename it and "

@@ -164,6 +164,23 @@ async def unexpected_error(request: Request, error: Exception) -> Response:
     return error_response(request.url.path, 500, _SENTENCES[500])
 
 
+def form_header_too_long(error: BaseException) -> bool:
+    """Whether a form was refused for a part's header over the parser's size limit.
+
+    Starlette answers every form the multipart parser refuses with one
+    message ("Invalid multipart data"); the parser's own reason is further
+    down the chain of exceptions.
+    """
+    seen: BaseException | None = error
+    for _ in range(8):
+        if seen is None:
+            return False
+        if "header size" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def client_broke_protocol(error: BaseException) -> bool:
     """Whether ``error`` is the HTTP connection's own, after the client broke the protocol.
 
