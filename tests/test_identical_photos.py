@@ -178,11 +178,17 @@ def test_settings_written_before_the_setting_keep_identical_photos():
         MosaicOptions(identical_photos="some")
 
 
-def test_a_refusal_counts_the_identical_photos_left_out(tmp_path):
+def _black_folder(tmp_path):
+    """Twelve files of other sizes, the same black tile."""
     folder = tmp_path / "black"
     folder.mkdir()
-    for number in range(12):  # files of other sizes, the same black tile
+    for number in range(12):
         Image.new("RGB", (20 + number, 20), (0, 0, 0)).save(folder / f"b{number}.png")
+    return folder
+
+
+def test_a_refusal_counts_the_identical_photos_left_out(tmp_path):
+    folder = _black_folder(tmp_path)
     target = noisy_target()
     with pytest.raises(OptionError) as error:
         make_mosaic(target, folder, cell_px=8, tile_px=8, max_uses=1,
@@ -200,10 +206,7 @@ def test_a_refusal_counts_the_identical_photos_left_out(tmp_path):
 
 def test_a_refusal_counts_the_near_duplicates_left_out(tmp_path):
     # "the library has 1" said nothing of the eleven near-duplicates --dedupe dropped.
-    folder = tmp_path / "black"
-    folder.mkdir()
-    for number in range(12):
-        Image.new("RGB", (20 + number, 20), (0, 0, 0)).save(folder / f"b{number}.png")
+    folder = _black_folder(tmp_path)
     target = noisy_target()
     with pytest.raises(OptionError) as error:
         make_mosaic(target, folder, cell_px=8, tile_px=8, max_uses=1, dedupe=4,
@@ -234,10 +237,7 @@ def test_refusals_outside_the_capped_matcher_count_the_identical_photos_too(tmp_
     # own: both said "the library has 1" and left the eleven copies unexplained.
     from mosaicist.studio._preview import Previewer
 
-    folder = tmp_path / "black"
-    folder.mkdir()
-    for number in range(12):
-        Image.new("RGB", (20 + number, 20), (0, 0, 0)).save(folder / f"b{number}.png")
+    folder = _black_folder(tmp_path)
     target = noisy_target()
     cache = tmp_path / "cache"
     hint = "the library has 1 (11 left out as identical to another: identical_photos keep"
