@@ -209,3 +209,18 @@ def test_an_empty_placements_file_is_said_to_be_empty(tmp_path, name, text):
     with pytest.raises(MosaicistError) as error:
         Placements.read(path)
     assert str(error.value) == f"{path}: not a valid placements file (the file is empty)"
+
+
+@pytest.mark.parametrize("name", ["p.txt", "placements", "p.JSON.bak"])
+def test_a_json_placements_file_under_another_name_is_read_as_json(tmp_path, name):
+    # It was read as CSV: "no row, col, tile, distance, position column".
+    written = _random_placements(3)
+    written.write(tmp_path / "p.json")
+    expected = Placements.read(tmp_path / "p.json")
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf\n " + (tmp_path / "p.json").read_bytes())
+    _assert_same(Placements.read(path), expected)
+    # A CSV file under any name is read as CSV still.
+    written.write(tmp_path / "p.csv")
+    (tmp_path / "p.csv").rename(path)
+    assert np.array_equal(Placements.read(path).tile, written.tile)

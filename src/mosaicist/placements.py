@@ -680,7 +680,7 @@ class Placements:
                                  f"{error.strerror or error}") from None
         try:
             # utf-8-sig: editors and spreadsheets may start the file with a byte-order mark.
-            if path.suffix.lower() == ".json":
+            if path.suffix.lower() == ".json" or _starts_as_json(path):
                 text = path.read_text(encoding="utf-8-sig")
                 if not text.strip():
                     # "Expecting value: line 1 column 1 (char 0)" for a file left empty.
@@ -1861,6 +1861,17 @@ def _as_path(path: object) -> Path:
         raise OptionError("{path} must be a path, got {value} (it holds a NUL character)",
                           value=_shown(str(given)))
     return given
+
+
+def _starts_as_json(path: Path) -> bool:
+    """Whether a file not named ``.json`` starts as a JSON object does (a CSV never does).
+
+    A JSON placements file saved as ``.txt`` or without an extension was
+    read as CSV: "no row, col, tile, distance, position column".
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    return head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n").startswith(b"{")
 
 
 def _cut(message: str, most: int = 200) -> str:
