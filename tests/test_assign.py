@@ -2078,6 +2078,15 @@ def test_a_block_of_tiles_on_a_large_grid_says_what_it_needs():
     with pytest.raises(OptionError, match="at most 4 cells, below min_uses 5"):
         check_feasible(49, 9, 7, 7, 7, 3, 5)
     check_feasible(49, 9, 7, 7, 7, 3, 4)
+    # Each limit alone has a way, not both: 9 photos 3 apart on 8 x 7 cells. By rows one
+    # fills 8 and the fewest 5; by columns 7 and 4. (CP-SAT proves a cap of 7 with a
+    # minimum of 5 infeasible in about a minute, and finds 8 with 5 and 7 with 4 at once;
+    # too slow for the placements' backtracking above.)
+    with pytest.raises(OptionError, match="with min_uses 5 one tile fills at least 8 cells, "
+                       "above max_uses 7; raise max_uses to 8 or lower min_uses to 4"):
+        check_feasible(56, 9, 7, 7, 8, 3, 5)
+    check_feasible(56, 9, 8, 7, 8, 3, 5)
+    check_feasible(56, 9, 7, 7, 8, 3, 4)
     # More tiles than a block, or adaptive cells (fewer than the grid's): not this check.
     check_feasible(41 * 31, 5, 260, 31, 41, 2)
     check_feasible(41 * 31 - 1, 4, 318, 31, 41, 2)

@@ -684,7 +684,7 @@ class Placements:
                 text = path.read_text(encoding="utf-8-sig")
                 if not text.strip():
                     # "Expecting value: line 1 column 1 (char 0)" for a file left empty.
-                    raise MosaicistError("not a valid placements file (the file is empty)")
+                    raise MosaicistError(_EMPTY_FILE)
                 document = _load_json_fast(text)
                 numbers_read = document is not None
                 if document is None:
@@ -693,7 +693,7 @@ class Placements:
                 placements = cls._from_document(document, numbers_read=numbers_read)
             else:
                 if path.stat().st_size == 0:
-                    raise MosaicistError("not a valid placements file (the file is empty)")
+                    raise MosaicistError(_EMPTY_FILE)
                 placements = cls.read_csv(path)
         except UnicodeDecodeError:
             # A picture given for the placements: "'utf-8' codec can't decode byte 0x89"
@@ -1861,6 +1861,10 @@ def _as_path(path: object) -> Path:
         raise OptionError("{path} must be a path, got {value} (it holds a NUL character)",
                           value=_shown(str(given)))
     return given
+
+
+#: The refusal of a placements file with nothing in it (JSON or CSV).
+_EMPTY_FILE = "not a valid placements file (the file is empty)"
 
 
 def _starts_as_json(path: Path) -> bool:

@@ -338,10 +338,7 @@ class Previewer:
             plan = options_plan(options, target_size(Path(target), options.max_target_pixels),
                                 str(target))
             options = fit_options(options, plan)
-            assert options.match_px is not None
-            key = (str(tiles), options.match_px, options.aspect, options.crop,
-                   options.colour_profiles)
-            if key not in self._libraries or options.adaptive:
+            if _library_key(str(tiles), options) not in self._libraries or options.adaptive:
                 return
             warm = self._library(str(tiles), options)
             self._checked_limits(warm, self._active_rows(warm, options), options, plan)
@@ -524,8 +521,8 @@ class Previewer:
     def _library(self, tiles: str, options: MosaicOptions) -> _WarmLibrary:
         """The warm library of ``tiles`` at the settings' tile size, aspect, crop and
         ``colour_profiles`` (each its own index, as ``make`` opens it)."""
-        assert options.match_px is not None
-        key = (tiles, options.match_px, options.aspect, options.crop, options.colour_profiles)
+        key = _library_key(tiles, options)
+        _, match_px, *_ = key
         warm = self._libraries.get(key)
         if warm is not None:
             # Indexed again since (photos added, edited, or removed from the end, which
@@ -539,7 +536,7 @@ class Previewer:
                        "it could not read)")
         try:
             # require_index: opening an index that is not there would make an empty one.
-            library = TileLibrary.open(tiles, options.match_px, cache_dir=self.cache_dir,
+            library = TileLibrary.open(tiles, match_px, cache_dir=self.cache_dir,
                                        update=False, aspect=options.aspect_ratio,
                                        crop=options.crop, require_index=True,
                                        colour_profiles=options.colour_profiles)
@@ -713,6 +710,12 @@ def _limited_size(warm: _WarmLibrary, options: MosaicOptions) -> int:
     """Tiles ``make`` would use (the whole library, not the preview's sample)."""
     kept = int(_kept_positions(warm, options.dedupe, options.identical_photos).sum())
     return kept if options.limit is None else min(kept, options.limit)
+
+
+def _library_key(tiles: str, options: MosaicOptions) -> tuple[str, int, str, str, str]:
+    """What a warm library is kept under: its tiles at the settings that make its index."""
+    assert options.match_px is not None
+    return (tiles, options.match_px, options.aspect, options.crop, options.colour_profiles)
 
 
 def _identical_dropped(warm: _WarmLibrary, options: MosaicOptions) -> int:
