@@ -1690,6 +1690,30 @@ def test_a_video_out_in_a_folder_of_targets_is_refused_before_any_work(data, tmp
     assert result.exit_code == 0, result.output
 
 
+def test_a_video_out_that_is_a_target_is_refused_before_any_work(data, tmp_path):
+    # '--video a.mp4' with a.mp4 among the targets skipped a.mp4 as a target, made the
+    # others' frames and then wrote their video over a.mp4: the user's video was lost.
+    root, tiles, targets, _, _ = data
+    source = tmp_path / "a.mp4"
+    _write_video(source, 3)
+    other = tmp_path / "b.mp4"
+    _write_video(other, 2)
+    before = source.read_bytes()
+    listing = tmp_path / "list.txt"
+    listing.write_text("a.mp4\n")
+    link = tmp_path / "link.mp4"
+    link.symlink_to(source)
+    for items, video in (([source, other], source), ([listing, other], source),
+                         ([source, other], link), ([link, other], source)):
+        result = run(["batch", *items, "--tiles", tiles, "-o", tmp_path / "out", *GRID,
+                      "--workers", 1, "--video", video])
+        assert result.exit_code == 1, result.output
+        assert result.stderr.strip() == (f"mosaicist: error: --video {video} is a target "
+                                         "of the batch; choose another file")
+        assert source.read_bytes() == before
+        assert not (tmp_path / "out").exists()
+
+
 def test_list_files_in_other_encodings_name_their_files(tmp_path):
     # A list of names that are not UTF-8 (ls > list.txt among Latin-1 names) was refused
     # whole; a UTF-16 list (Windows' "Unicode") too; U+2028 in a name split its line.

@@ -471,7 +471,7 @@ def batch_mosaics(
         unrecorded = (legacy and state.matches(images_settings),
                       legacy and state.matches(frames_settings))
 
-        found, replaced = _without_overwritten(found, outdir, suffix, video_path)
+        found, replaced = _without_overwritten(found, outdir, suffix)
         rejected.extend(replaced)
         result = BatchResult(scheduler=scheduler)
         reporter = _Reporter(result, on_error)
@@ -794,14 +794,21 @@ def _check_output_folder(outdir: Path, items: Iterable[str | os.PathLike[str]],
 
 def _check_video_outside_targets(video: Path, items: Iterable[str | os.PathLike[str]],
                                  found: Iterable[BatchTarget]) -> None:
-    """Refuse a video out in a folder of targets, before any work.
+    """Refuse a video out that is a target, or in a folder of targets, before any work.
 
-    Videos in a folder are targets: the next run of the same batch would
-    take the video it made for a target (which its own video out would
-    replace) and fail, and a batch of the folder without ``--video`` would
-    make a mosaic of each of its frames. A folder named in a list file
-    counts as one named directly.
+    A target named as the video out would be replaced by the video made of
+    the others' mosaics (it was skipped as a target, and the video written
+    over it all the same). Videos in a folder are targets: the next run of
+    the same batch would take the video it made for a target (which its own
+    video out would replace) and fail, and a batch of the folder without
+    ``--video`` would make a mosaic of each of its frames. A folder named
+    in a list file counts as one named directly.
     """
+    written = _resolved(video) or video  # a loop of links: as named
+    if any(written == target.path for target in found) or any(
+            written == _resolved(item) for item in items):
+        raise OptionError("{video} {value} is a target of the batch; choose another file",
+                          value=str(video))
     # Its name's folder and, for a link, the folder of the file written through it.
     folders = {_resolved(video.parent) or video.parent, (_resolved(video) or video).parent}
     named = [str(item) for item in items
@@ -884,24 +891,20 @@ def _is_folder(path: Path) -> bool:
 
 
 def _without_overwritten(
-    found: list[BatchTarget], outdir: Path, suffix: str, video: Path | None,
+    found: list[BatchTarget], outdir: Path, suffix: str,
 ) -> tuple[list[BatchTarget], list[Rejected]]:
-    """The targets whose outputs (or the video made of them) would not replace them.
+    """The targets whose outputs would not replace them.
 
     A target named on its own in the output folder, in the output format,
     would be its own output: resuming would skip it as done, and
     ``overwrite`` would replace the picture by its mosaic.
     """
     folder = outdir.resolve()
-    video_file = None if video is None else video.resolve()
     kept: list[BatchTarget] = []
     rejected: list[Rejected] = []
     for target in found:
         output = folder / f"{target.stem}{suffix}"
-        if target.path == video_file:
-            rejected.append(Rejected(target.name, "the video out would replace it; "
-                                                  "choose another --video"))
-        elif not target.video and target.path == output.resolve():
+        if not target.video and target.path == output.resolve():
             rejected.append(Rejected(target.name, f"its output {output} would replace it; "
                                                   "choose another output folder or format"))
         else:
