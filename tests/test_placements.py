@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from mosaicist.errors import MosaicistError
 from mosaicist.placements import CSV_HEADER, Placements, tile_id_problem
@@ -513,6 +514,66 @@ def test_placed_images_gone_from_an_array_are_refused_before_any_drawing(tmp_pat
         "'lib/4'): moved or removed since the placements were made, or another library")
     kept = _placed(["lib/0", "lib/3"], tmp_path / "kept.csv")
     assert placements_renderer(kept, tiles=tiles).image().shape == (32, 64, 3)
+
+
+def test_an_array_s_ids_of_another_name_are_refused_before_drawing_or_taken_as_renamed(
+        tmp_path):
+    # 'other/3' among ids of lib.npy passed the check (its position only) and failed
+    # after every row was drawn, as "other/3: not in lib.npy"; and the same array saved
+    # as photos.npy could not draw its own placements ("lib/2: not in photos.npy").
+    from mosaicist.render import placements_renderer
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 8, 8, 3), np.uint8)
+    np.save(tmp_path / "lib.npy", images)
+    tiles = str(tmp_path / "lib.npy")
+    mixed = _placed(["lib/0", "other/3", "lib/1"], tmp_path / "p.csv")
+    with pytest.raises(MosaicistError) as caught:
+        placements_renderer(mixed, tiles=tiles)
+    assert str(caught.value) == (
+        f"{tmp_path / 'p.csv'}: 1 of the 3 placed tiles is not in lib.npy ('other/3'): "
+        "moved or removed since the placements were made, or another library")
+    # One other name throughout: the array renamed since, its positions taken.
+    placements = _placed(["lib/2", "lib/0", "lib/2"], tmp_path / "q.csv")
+    drawn = placements_renderer(placements, tiles=tiles).image()
+    (tmp_path / "lib.npy").rename(tmp_path / "photos.npy")
+    renamed = placements_renderer(placements, tiles=str(tmp_path / "photos.npy"))
+    assert renamed.placements.source_ids == ["photos/2", "photos/0", "photos/2"]
+    assert np.array_equal(renamed.image(), drawn)
+    assert placements.source_ids == ["lib/2", "lib/0", "lib/2"]  # the caller's, as read
+    # Past its images, refused by the names the file gives.
+    with pytest.raises(MosaicistError, match=r"q2\.csv: 1 of the 2 placed tiles is not in "
+                                             r"photos\.npy \('lib/9'\)"):
+        placements_renderer(_placed(["lib/9", "lib/1"], tmp_path / "q2.csv"),
+                            tiles=str(tmp_path / "photos.npy"))
+
+
+def test_an_array_saved_again_with_other_images_is_said_changed(tmp_path):
+    # A folder's changed photos were named by the render's warning; an array's (.npy,
+    # .npz, .h5) were drawn as they are now without a word: no hashes were recorded.
+    from mosaicist import make_mosaic
+    from mosaicist.render import placements_renderer
+
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (12, 8, 8, 3), np.uint8)
+    np.save(tmp_path / "lib.npy", images)
+    target = tmp_path / "t.png"
+    Image.fromarray(rng.integers(0, 256, (16, 24, 3), np.uint8)).save(target)
+    mosaic = make_mosaic(target, str(tmp_path / "lib.npy"), cell_px=4, tile_px=8,
+                         cache_dir=tmp_path / "cache")
+    mosaic.placements.write(tmp_path / "p.json")
+    placements = Placements.read(tmp_path / "p.json")
+    placed = sorted(set(placements.source_ids))
+    assert sorted(placements.hashes) == placed
+    assert placements_renderer(placements).changed_tiles == []
+    first = int(placed[0].rpartition("/")[2])
+    images[first] = 255 - images[first]
+    np.save(tmp_path / "lib.npy", images)
+    assert placements_renderer(placements).changed_tiles == [placed[0]]
+    # Renamed as well: the same images said changed, by the ids the array gives now.
+    (tmp_path / "lib.npy").rename(tmp_path / "photos.npy")
+    renderer = placements_renderer(placements, tiles=str(tmp_path / "photos.npy"))
+    assert renderer.changed_tiles == ["photos/" + placed[0].rpartition("/")[2]]
 
 
 def test_placed_images_a_cifar_copy_lacks_are_refused_before_any_drawing(tmp_path):

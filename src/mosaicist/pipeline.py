@@ -943,8 +943,8 @@ def _placements(request: MatchRequest, result: MatchResult, target: str | None) 
         target=None if target is None else str(target_path(target).resolve()),
         crop=(grid.left, grid.top),
         # Read from the index when a JSON file asks for them (56 ms for 5,040 tiles),
-        # where the tiles are files a user may edit (not a dataset's or an array's).
-        hashes=None if library.source.local_root() is None else library.content_hashes,
+        # where the tiles are files a user may edit (a folder's or an array's).
+        hashes=library.content_hashes if library.source.tracks_changes() else None,
     )
 
 

@@ -30,9 +30,10 @@ colour that was scored; a render of the file draws what the make drew.
 Files without it (written before it was recorded) are drawn about each
 drawn tile's own mean.
 
-Placements of local files add ``"hashes": {"tile id": "content hash", ...}``
-(:func:`mosaicist.imaging.content_hash` of each placed tile's file when it
-was matched), so that a later render can say which tiles changed since
+Placements of local files and image arrays add ``"hashes": {"tile id":
+"content hash", ...}`` (:func:`mosaicist.imaging.content_hash` of each
+placed tile's file, or of its image's bytes in the array, when it was
+matched), so that a later render can say which tiles changed since
 (:func:`mosaicist.render.changed_tiles`); readers that do not know the key
 ignore it. Where the library's index changed since it was read (another
 run updated it), the hashes as they were are not known: the file is saved
@@ -57,6 +58,7 @@ columns ``x,y,w,h`` too (``row`` and ``col`` name the level-0 cell).
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import io
 import itertools
@@ -431,6 +433,22 @@ class Placements:
                 self._hashes = None  # an index that cannot say: saved without them
                 self._hashes_missing = str(error)
         return self._hashes
+
+    def with_ids_renamed(self, rename: Callable[[str], str]) -> Placements:
+        """A copy whose tile ids (and the hashes recorded for them) are ``rename(id)``.
+
+        Parameters
+        ----------
+        rename : callable
+            Each tile id's new id; ids that were distinct must stay distinct.
+        """
+        renamed = copy.copy(self)
+        renamed.source_ids = [rename(source_id) for source_id in self.source_ids]
+        hashes = self.hashes
+        renamed._hash_lookup = None
+        renamed._hashes = (None if hashes is None
+                           else {rename(source_id): digest for source_id, digest in hashes.items()})
+        return renamed
 
     def __len__(self) -> int:
         return len(self.tile)

@@ -750,7 +750,9 @@ def placements_renderer(
         raise OptionError("{path}: the tile source it records cannot be used ({problem}); "
                           "pass {tiles} to name the library", path=placements.path,
                           problem=str(error)) from None
-    _check_placed_files(source, placements)
+    as_given = placements.source_ids
+    placements = _renamed_array(source, placements)
+    _check_placed_files(source, placements, as_given)
     # The crop windows the index stored when the tiles were matched, if it is there.
     windows = stored_windows(source, placements.source_ids, options.match_px or options.tile_px,
                              options.aspect_ratio, options.crop, cache_dir,
@@ -771,10 +773,11 @@ def placements_renderer(
         placements, pictures, options.metric, source_root=source.local_root(),
     )
     if placements.hashes:
-        stamps = stored_stamps(source, list(placements.hashes),
-                               options.match_px or options.tile_px, options.aspect_ratio,
-                               options.crop, cache_dir,
-                               colour_profiles=options.colour_profiles)
+        # A local file's stamps spare reading it; an array's images are read to be hashed.
+        stamps = None if source.local_root() is None else stored_stamps(
+            source, list(placements.hashes), options.match_px or options.tile_px,
+            options.aspect_ratio, options.crop, cache_dir,
+            colour_profiles=options.colour_profiles)
         renderer.changed_tiles = changed_tiles(source, placements.hashes, stamps)
     if options.overlay > 0:
         crop, renderer.changed_target = _overlay_target(matched)
@@ -816,7 +819,29 @@ def _scored_means(source: TileSource, placements: Placements,
     return means[[position[source_id] for source_id in placements.source_ids]]
 
 
-def _check_placed_files(source: TileSource, placements: Placements) -> None:
+def _renamed_array(source: TileSource, placements: Placements) -> Placements:
+    """Placements of an image array renamed since, with its ids as the array now names them.
+
+    An array's tile ids are ``<name>/<position>`` (``lib/2`` for the third
+    image of ``lib.npy``); saved again as ``photos.npy`` and given as the
+    tiles, it named none of them. Where every placed id has one other name,
+    its positions are taken in the array given: the hashes JSON placements
+    record then say which images differ (as in a folder moved since).
+    """
+    from ..sources.arrays import ArrayFileSource
+
+    if not isinstance(source, ArrayFileSource):
+        return placements
+    names = {source_id.rpartition("/")[0] for source_id in placements.source_ids}
+    if len(names) != 1 or source.id_prefix in names:
+        return placements
+    cut = len(names.pop())
+    prefix = source.id_prefix
+    return placements.with_ids_renamed(lambda source_id: prefix + source_id[cut:])
+
+
+def _check_placed_files(source: TileSource, placements: Placements,
+                        named: list[str] | None = None) -> None:
     """Refuse placements whose tiles are not all in the library, before any drawing.
 
     Found while drawing, a tile gone from the library (moved, renamed,
@@ -826,6 +851,9 @@ def _check_placed_files(source: TileSource, placements: Placements) -> None:
     library's files, an image array's count (its ids are ``<name>/<position>``),
     a CIFAR dataset's listing (which drawing loads anyway); other sources are
     checked as their tiles are drawn.
+
+    ``named`` are the ids as the file gives them, where they were renamed
+    (:func:`_renamed_array`): the error names those.
 
     Raises
     ------
@@ -844,14 +872,17 @@ def _check_placed_files(source: TileSource, placements: Placements) -> None:
             return
         missing, where = found, f"in {source.name}"
     if missing:
-        named = "the placements" if placements.path is None else str(placements.path)
+        if named is not None:
+            as_named = dict(zip(placements.source_ids, named, strict=True))
+            missing = [as_named[source_id] for source_id in missing]
+        file = "the placements" if placements.path is None else str(placements.path)
         shown = ", ".join(repr(source_id) for source_id in missing[:3])
         placed = len(placed_ids)
         which = (f"none of the {placed} placed tiles is" if len(missing) == placed
                  else f"{len(missing)} of the {placed} placed tiles "
                       f"{'is' if len(missing) == 1 else 'are'} not")
         raise MosaicistError(
-            f"{named}: {which} {where} "
+            f"{file}: {which} {where} "
             f"({shown}{', ...' if len(missing) > 3 else ''}): moved or removed since the "
             "placements were made, or another library")
 
@@ -872,14 +903,8 @@ def _missing_from_collection(source: TileSource, placed_ids: list[str]) -> list[
 
     if isinstance(source, ArrayFileSource):
         # Its ids are "<name>/<position>": the array's count tells, without listing a
-        # million ids. (The name part is checked as each tile is drawn.)
-        count = source.scan_fingerprint()[1]
-        missing = []
-        for source_id in placed_ids:
-            position = source_id.rpartition("/")[2]
-            if not (position.isascii() and position.isdigit()) or int(position) >= count:
-                missing.append(source_id)
-        return missing
+        # million ids.
+        return [source_id for source_id in placed_ids if source.position_of(source_id) < 0]
     if isinstance(source, CifarSource):
         # 60,000 ids at most, and the images they list are loaded to draw anyway.
         known = {entry.source_id for entry in source.scan()}
@@ -895,7 +920,8 @@ def changed_tiles(source: TileSource, hashes: Mapping[str, str],
     (``hashes``). A file whose size and change stamp are still those the
     index saw with that very hash (``stamps``, :func:`stored_stamps`) is not
     read; others are read and hashed (a file touched but not changed is not
-    reported). Tiles that are not local files, or that are missing (the
+    reported). An image array's placed images are read and hashed as its
+    index hashed them. A dataset's tiles, and tiles that are missing (the
     render then says so), are not reported.
 
     Parameters
@@ -913,6 +939,14 @@ def changed_tiles(source: TileSource, hashes: Mapping[str, str],
         The changed tiles' ids, in the order of ``hashes``.
     """
     stamps = stamps or {}
+    if source.local_root() is None:
+        if not source.tracks_changes():
+            return []
+        # An image array's images, read and hashed as its index hashed them.
+        entries = [SourceEntry(source_id, 0, 0, None) for source_id in hashes]
+        return [entry.source_id for entry, now in zip(
+                    entries, source.content_hashes(entries), strict=True)
+                if now is not None and now != hashes[entry.source_id]]
     changed = []
     for source_id, recorded in hashes.items():
         path = source.local_path(SourceEntry(source_id, 0, 0, None))

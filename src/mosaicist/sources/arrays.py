@@ -642,9 +642,31 @@ class ArrayFileSource(TileSource):
         if isinstance(entry.locator, (int, np.integer)):
             position = int(entry.locator)
         else:
-            prefix, _, index = entry.source_id.rpartition("/")
-            position = int(index) if prefix == self._prefix and index.isdigit() else -1
+            return self.position_of(entry.source_id)
         return position if 0 <= position < self._count else -1
+
+    @property
+    def id_prefix(self) -> str:
+        """What the tiles' ids are named by before their position: ``<prefix>/<position>``."""
+        return self._prefix
+
+    def position_of(self, source_id: str) -> int:
+        """The image of the array that ``source_id`` names; -1 for an id that names none.
+
+        Parameters
+        ----------
+        source_id : str
+            A tile id, ``<prefix>/<position>`` (:attr:`id_prefix`).
+        """
+        prefix, _, index = source_id.rpartition("/")
+        if prefix != self._prefix or not (index.isascii() and index.isdigit()) or len(index) > 18:
+            return -1
+        position = int(index)
+        return position if position < self._count else -1
+
+    def tracks_changes(self) -> bool:
+        """True: an array file may be saved again with other images since a match."""
+        return True
 
     def _read(self, store: Any, positions: np.ndarray) -> np.ndarray:
         """Read the images at ``positions`` (in that order) from ``store``."""

@@ -459,3 +459,13 @@ class TileSource(abc.ABC):
         None (the default) for datasets and image arrays.
         """
         return None
+
+    def tracks_changes(self) -> bool:
+        """Whether placements record the tiles' content hashes, for a render to compare.
+
+        True for tiles a user may edit since a match: local files (the
+        default, where :meth:`local_root` names their folder) and image
+        arrays, whose render compares :meth:`content_hashes`; False for a
+        dataset's download.
+        """
+        return self.local_root() is not None
