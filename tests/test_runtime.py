@@ -14,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 import pytest
+from PIL import Image
 
 from mosaicist._runtime import (
     OrderedJobs,
@@ -22,6 +23,7 @@ from mosaicist._runtime import (
     thread_pool,
     worker_count,
 )
+from mosaicist.errors import MosaicistError
 
 #: The pool whose forked worker tears a result (it inherits this global).
 _POOL: ProcessPoolExecutor | None = None
@@ -163,6 +165,35 @@ def test_worker_count_follows_the_environment(monkeypatch):
     assert worker_count() == 3 and worker_count(most=2) == 2
     monkeypatch.setenv("MOSAICIST_THREADS", "0")
     assert worker_count() == 1
+    monkeypatch.setenv("MOSAICIST_THREADS", " 2 ")
+    assert worker_count() == 2
+    # 'abc', '1.5' or 'nan' ended make and batch with a traceback of int()'s ValueError.
+    for value in ("abc", "1.5", "nan", "+-3", "\u0663", "9" * 40):
+        monkeypatch.setenv("MOSAICIST_THREADS", value)
+        with pytest.raises(MosaicistError) as caught:
+            worker_count()
+        assert str(caught.value) == (f"MOSAICIST_THREADS must be a whole number of "
+                                     f"threads, got {value!r}")
+
+
+def test_a_thread_count_that_is_no_number_is_one_line_from_the_command(tmp_path):
+    # The whole command: one line, status 1, no traceback (the variable is read as the
+    # tile folder is opened, before any work).
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    for index in range(3):
+        Image.new("RGB", (8, 8), (80 * index, 40, 200)).save(folder / f"t{index}.png")
+    Image.new("RGB", (16, 16), (10, 200, 30)).save(tmp_path / "t.png")
+    done = subprocess.run(
+        [sys.executable, "-m", "mosaicist", "make", str(tmp_path / "t.png"), "--tiles",
+         str(folder), "--cell", "4", "--tile-px", "4", "-o", str(tmp_path / "m.png")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={**os.environ, "MOSAICIST_THREADS": "abc",
+             "MOSAICIST_CACHE_DIR": str(tmp_path / "cache")})
+    assert done.returncode == 1
+    assert done.stderr == ("mosaicist: error: MOSAICIST_THREADS must be a whole number of "
+                           "threads, got 'abc'\n")
+    assert not (tmp_path / "m.png").exists()
 
 
 def _write_half_a_result() -> None:

@@ -15,6 +15,7 @@ import ctypes
 import gc
 import mmap
 import os
+import re
 import signal
 import sys
 import threading
@@ -61,10 +62,19 @@ def worker_count(most: int | None = None) -> int:
     ----------
     most : int, optional
         Upper limit for pools whose workers each hold a large buffer.
+
+    Raises
+    ------
+    MosaicistError
+        When ``MOSAICIST_THREADS`` is not a whole number.
     """
     configured = os.environ.get(THREADS_ENV)
     if configured:
-        count = int(configured)
+        text = configured.strip()
+        if re.fullmatch(r"[+-]?[0-9]{1,18}", text) is None:
+            raise MosaicistError(f"{THREADS_ENV} must be a whole number of threads, "
+                                 f"got {configured!r}")
+        count = int(text)
     else:
         try:
             count = len(os.sched_getaffinity(0))
