@@ -410,6 +410,8 @@ def batch_mosaics(
     if outdir.exists() and not outdir.is_dir():
         raise MosaicistError(f"{outdir}: is a file, not a folder; choose another output folder")
     _check_makeable(outdir)
+    if video_path is not None:
+        _check_frame_sizes(video_path, found, options)
     spec = _tiles_spec(tiles)
     _check_source(spec, cache_dir)
     from ..paths import cache_dir as resolve_cache
@@ -910,6 +912,36 @@ def _without_overwritten(
         else:
             kept.append(target)
     return kept, rejected
+
+
+def _check_frame_sizes(video: Path, found: Iterable[BatchTarget], options: MosaicOptions
+                       ) -> None:
+    """Refuse a video of outputs of different sizes, before any work.
+
+    Each output's size follows from its target's (read from its header) and
+    the options, as ``make`` checks its output before matching; found once
+    the mosaics were made, the batch's minutes went to a video it then did
+    not write. A target whose size cannot be read is left to fail as the
+    batch makes it (the outputs' own check stays).
+    """
+    from ..sizing import options_plan
+
+    first: tuple[str, tuple[int, int]] | None = None
+    for target in found:
+        try:
+            size = options_plan(options, _target_size(target, options),
+                                str(target.path)).output_size
+        except MosaicistError:
+            continue
+        if first is None:
+            first = (target.name, size)
+        elif size != first[1]:
+            raise OptionError(
+                "{video} {value}: the output of {name} would be {size} pixels, that of "
+                "{first} {first_size}; a video's frames have one size: give targets of one "
+                "size and shape", value=str(video), name=target.name,
+                size=f"{size[0]}x{size[1]}", first=first[0],
+                first_size=f"{first[1][0]}x{first[1][1]}")
 
 
 def _check_video(path: Path, suffix: str, outdir: Path) -> None:
