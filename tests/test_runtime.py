@@ -318,6 +318,43 @@ def test_the_same_terminating_signal_again_at_once_lets_the_clean_up_finish(grac
         assert done.returncode == -signal.SIGTERM and done.stdout == ""
 
 
+_DROPPED = """
+import signal, time
+from mosaicist import _runtime
+
+with _runtime.unwind_on_terminate():
+    handler = signal.getsignal(signal.SIGTERM)
+
+    def compiled():
+        # As C code that clears what a handler run inside it raised (a module compiled
+        # for an import): called with no Python frame, the exit reaches none.
+        try:
+            handler(signal.SIGTERM, None)
+        except SystemExit:
+            pass
+
+    compiled()
+    start = time.monotonic()
+    while time.monotonic() - start < 20:
+        time.sleep(0.01)
+    print("ran on", flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX signals")
+def test_a_sigterm_whose_exit_python_drops_is_delivered_again():
+    # A SIGTERM landing while a module was compiled for an import (in C, which cleared
+    # the handler's SystemExit) was lost: make ran on, wrote its mosaic and exited 0 (4
+    # of 60 makes signalled in their first second).
+    import subprocess
+
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", _DROPPED], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 143, (done.stdout, done.stderr)
+    assert done.stdout == "" and time.monotonic() - started < 15
+
+
 def test_progress_is_off_without_a_usable_standard_error(monkeypatch):
     # An in-process caller of a program started with 2>&- has sys.stderr None: isatty()
     # raised AttributeError; a stream whose descriptor was closed raises ValueError.
