@@ -492,3 +492,35 @@ def test_an_interrupted_command_ends_though_a_thread_never_does():
             process.wait()
     assert process.returncode == 130
     assert stderr == "mosaicist: error: interrupted\n"
+
+
+def test_the_next_writer_finds_no_older_version_s_lock_held(tmp_path, monkeypatch):
+    # Two indexes started at once: the first let go of its record lock, then of the flock
+    # that older versions take; the second, let in between, found the flock held and said
+    # it waited for "an older version of mosaicist" (1 in 3 tries). The flock goes first.
+    import fcntl
+
+    from mosaicist.library import _update
+
+    released: list[str] = []
+    lockf, flock = fcntl.lockf, fcntl.flock
+
+    def recorded_lockf(descriptor, operation, *args):
+        if operation == fcntl.LOCK_UN:
+            # The moment another writer of this version may take the record lock: the
+            # flock must be free by then.
+            other = os.open(tmp_path / "write.lock", os.O_RDWR)
+            try:
+                flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                flock(other, fcntl.LOCK_UN)
+                released.append("flock free")
+            except OSError:
+                released.append("flock held")
+            finally:
+                os.close(other)
+        return lockf(descriptor, operation, *args)
+
+    monkeypatch.setattr(_update.fcntl, "lockf", recorded_lockf)
+    with _update._write_lock(tmp_path, True) as refused:
+        assert refused is None
+    assert released == ["flock free"]

@@ -598,11 +598,15 @@ def _write_lock(directory: Path, quiet: bool) -> Iterator[OSError | None]:
             finally:
                 with contextlib.suppress(OSError):
                     os.ftruncate(descriptor, 0)
-                    fcntl.lockf(descriptor, fcntl.LOCK_UN)
                 with contextlib.suppress(OSError):
                     # Whoever else has the file open (a child forked meanwhile by
                     # another thread): the flock is of the open file, released here.
+                    # Before the record lock: the next writer of this version, let in
+                    # by it, found this flock still held and said it waited for "an
+                    # older version of mosaicist" (1 in 3 of two indexes started at once).
                     fcntl.flock(descriptor, fcntl.LOCK_UN)
+                with contextlib.suppress(OSError):
+                    fcntl.lockf(descriptor, fcntl.LOCK_UN)
         finally:
             # Closing also releases the locks, should unlocking have failed.
             _flocked.discard(descriptor)
