@@ -129,3 +129,48 @@ def test_report_extras_that_strict_json_cannot_hold_are_refused(tmp_path, mosaic
     mosaic.write_report(tmp_path / "report.json", wall=np.float32(1.5), counts=np.arange(2))
     written = json.loads((tmp_path / "report.json").read_text())
     assert (written["wall"], written["counts"]) == (1.5, [0, 1])
+
+
+@pytest.mark.parametrize("flag", ["quiet", "show_progress"])
+def test_on_off_arguments_of_make_mosaic_take_true_or_false_only(tmp_path, flag):
+    # quiet="no" was true (silent), show_progress="no" drew progress bars: Python's truth.
+    folder = make_colour_folder(tmp_path / "tiles", 12, size=8)
+    for value in ("no", 0, None, [False]):
+        with pytest.raises(OptionError) as caught:
+            make_mosaic(noisy_target(), folder, cell_px=8, tile_px=8, preset="seed",
+                        cache_dir=tmp_path / "cache", **{flag: value})
+        assert str(caught.value) == f"{flag} must be true or false, got {value!r}"
+        assert caught.value.parameters == (flag,)
+    made = make_mosaic(noisy_target(), folder, cell_px=8, tile_px=8, preset="seed",
+                       cache_dir=tmp_path / "cache", **{flag: np.False_})
+    assert made.image.shape[2] == 3
+
+
+@pytest.mark.parametrize("flag", ["show_progress", "update", "quiet", "require_index"])
+def test_on_off_arguments_of_a_library_take_true_or_false_only(tmp_path, flag):
+    # update="no" indexed the folder; require_index="no" required an index.
+    from mosaicist import TileLibrary
+
+    folder = make_colour_folder(tmp_path / "tiles", 12, size=8)
+    with pytest.raises(OptionError) as caught:
+        TileLibrary.open(str(folder), 8, tmp_path / "cache", **{flag: "no"})
+    assert str(caught.value) == f"{flag} must be true or false, got 'no'"
+    assert not (tmp_path / "cache").exists()
+
+
+def test_the_writers_refuse_a_path_of_bytes_by_name(tmp_path):
+    # pathlib's TypeError, from deep inside: "argument should be a str or an os.PathLike
+    # object where __fspath__ returns a str, not 'bytes'".
+    from mosaicist.render import write_deep_zoom, write_image
+
+    picture = np.zeros((10, 10, 3), np.uint8)
+    for write in (lambda path: write_deep_zoom([picture], 10, 10, path, format="png"),
+                  lambda path: write_image(path, [picture], 10, 10)):
+        with pytest.raises(OptionError, match=r"^path must be a path \(a text or a path "
+                                              r"object\), got "):
+            write(os.fsencode(tmp_path / "x.dzi"))
+        with pytest.raises(OptionError, match=r"^path is empty"):
+            write("")
+    assert os.listdir(tmp_path) == []
+    write_image(tmp_path / "x.png", [picture], 10, 10)
+    assert Image.open(tmp_path / "x.png").size == (10, 10)

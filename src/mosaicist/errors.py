@@ -247,6 +247,25 @@ def as_number(parameter: str, value: object, *, whole: bool = False) -> Any:
                       kind="a whole number" if whole else "a number", value=value)
 
 
+def as_flag(parameter: str, value: object) -> bool:
+    """``value`` as a ``bool``, or :class:`OptionError` naming ``parameter``.
+
+    Accepts Python's and NumPy's bools; refuses everything else, where
+    Python's truth would take ``"no"`` for true and ``0`` for false.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> as_flag("quiet", np.True_), as_flag("quiet", False)
+    (True, False)
+    """
+    numpy = sys.modules.get("numpy")
+    if isinstance(value, bool) or (numpy is not None and isinstance(value, numpy.bool_)):
+        return bool(value)
+    shown = repr(value) if len(repr(value)) <= 60 else shown_type(value)
+    raise OptionError("{" + parameter + "} must be true or false, got {value}", value=shown)
+
+
 def shown_type(value: object) -> str:
     """A value of the wrong type as messages show it: short numbers and None as they are
     (``5``, ``None``, ``b'x'``), anything else by its type (``a dict``), never a long repr."""

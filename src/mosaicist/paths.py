@@ -28,7 +28,7 @@ from typing import Any
 
 import platformdirs
 
-from .errors import MosaicistError, OptionError
+from .errors import MosaicistError, OptionError, shown_type
 
 CACHE_ENV = "MOSAICIST_CACHE_DIR"
 
@@ -120,6 +120,40 @@ def first_missing(path: str | os.PathLike[str]) -> Path | None:
     while not path.parent.exists() and path.parent != path:
         path = path.parent
     return path
+
+
+def output_path(path: object) -> Path:
+    """An output ``path`` (a mosaic's, a writer's), ``~`` expanded as the cache's and tiles' are.
+
+    Anything but a text or a path object naming text is refused by name,
+    rather than as pathlib's ``TypeError``.
+
+    Parameters
+    ----------
+    path : object
+        What the caller gave as the file to write.
+
+    Returns
+    -------
+    pathlib.Path
+        The file to write.
+
+    Raises
+    ------
+    OptionError
+        Naming ``path``, for anything else, an empty text, or a NUL in it.
+    """
+    text = os.fspath(path) if isinstance(path, str | os.PathLike) else None
+    if not isinstance(text, str):
+        shown = shown_type(path) + (" naming bytes" if isinstance(path, os.PathLike) else "")
+        raise OptionError("{path} must be a path (a text or a path object), got {value}",
+                          value=shown)
+    if not text:
+        # Else the current folder (Path("") is "."), refused as a format-less output or
+        # as a busy rename target: a message about neither.
+        raise OptionError("{path} is empty: give the file to write")
+    refuse_nul("path", text)
+    return expanded(text)
 
 
 def refuse_nul(parameter: str, text: str, kind: str = "a path") -> None:

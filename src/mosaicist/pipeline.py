@@ -34,7 +34,14 @@ from PIL import Image
 
 from ._runtime import check_memory, one_blas_thread
 from .colour import _OFFSET, encoded_unit
-from .errors import MosaicistError, OptionError, naming_identical, printable, shown_type
+from .errors import (
+    MosaicistError,
+    OptionError,
+    as_flag,
+    naming_identical,
+    printable,
+    shown_type,
+)
 from .grid import Geometry, Grid, make_grid
 from .imaging import over_target_limit, picture_array, read_target, target_path, target_size
 from .library import TileLibrary
@@ -43,7 +50,7 @@ from .match._capped import fit_limits, with_spacing_giving_way
 from .match._contrast import finish, mean_shifts
 from .match._registry import check_device_runs, matcher_for_limits
 from .options import MosaicOptions, setting_names, suggested
-from .paths import atomic_path, expanded, refuse_nul
+from .paths import atomic_path, output_path, refuse_nul
 from .paths import cache_dir as default_cache_dir
 from .placements import Placements, TargetPixels
 from .render import IndexPictures, MosaicRenderer, OriginalPictures, TargetOverlay
@@ -222,7 +229,7 @@ class Mosaic:
             For a suffix that names no output format, or a file that cannot
             be written (nothing is left under its name).
         """
-        path = _output_path(path)
+        path = output_path(path)
         # The writer and the metrics split their work over threads of their own;
         # BLAS's threads, started by their small products, would spin beside them.
         with one_blas_thread():
@@ -314,7 +321,7 @@ class Mosaic:
         MosaicistError
             When the file cannot be written.
         """
-        path = _output_path(path)
+        path = output_path(path)
         for key, value in extra.items():
             try:
                 # NaN and infinities too: Python writes them as NaN and Infinity, which
@@ -340,25 +347,6 @@ def _json_value(value: object) -> object:
     if isinstance(value, np.generic | np.ndarray):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON data")
-
-
-def _output_path(path: object) -> Path:
-    """An output ``path`` of :class:`Mosaic`, ``~`` expanded as the cache's and tile folders' are.
-
-    Anything but a text or a path object naming text is refused by name,
-    rather than as pathlib's ``TypeError``.
-    """
-    text = os.fspath(path) if isinstance(path, str | os.PathLike) else None
-    if not isinstance(text, str):
-        shown = shown_type(path) + (" naming bytes" if isinstance(path, os.PathLike) else "")
-        raise OptionError("{path} must be a path (a text or a path object), got {value}",
-                          value=shown)
-    if not text:
-        # Else the current folder (Path("") is "."), refused as a format-less output or
-        # as a busy rename target: a message about neither.
-        raise OptionError("{path} is empty: give the file to write")
-    refuse_nul("path", text)
-    return expanded(text)
 
 
 def _assignment_report(assignment: Assignment | None) -> dict[str, Any] | None:
@@ -457,7 +445,8 @@ def make_mosaic(
     if settings:
         options = options.replace(**settings)
     return _make_mosaic(target, tiles, options, cache_dir=cache_dir,
-                        show_progress=show_progress, quiet=quiet)
+                        show_progress=as_flag("show_progress", show_progress),
+                        quiet=as_flag("quiet", quiet))
 
 
 #: How the notes :func:`make_mosaic` prints name a setting: by its Python name

@@ -75,6 +75,7 @@ from ..errors import (
     MosaicistError,
     OptionError,
     alternatives,
+    as_flag,
     check_range,
     counted,
     shown_type,
@@ -755,6 +756,11 @@ class TileLibrary:
             raise OptionError("{source} must be a source spec (a text), a path or a "
                               "TileSource, got {value}", value=shown_type(source))
         match_px = check_range("match_px", match_px, *TILE_PX_RANGE, "pixels", whole=True)
+        # Else Python's truth: update="no" indexed, require_index="no" required the index.
+        show_progress, update, quiet, require_index = (
+            as_flag(name, value) for name, value in (
+                ("show_progress", show_progress), ("update", update), ("quiet", quiet),
+                ("require_index", require_index)))
         pair = _aspect_pair(aspect)
         if not isinstance(crop, str) or crop not in CROP_MODES:
             raise OptionError("unknown {crop} {value!r}; use {known}", value=crop,

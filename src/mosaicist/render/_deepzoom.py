@@ -73,6 +73,7 @@ from ..paths import (
     atomic_folder,
     atomic_path,
     locks_refused,
+    output_path,
     process_alive,
     refuse_long_name,
     remove_stale_temporaries,
@@ -761,7 +762,7 @@ def write_deep_zoom(
     ValueError
         When the bands do not add up to ``width x height``.
     """
-    path = Path(path)
+    path = output_path(path)  # else pathlib's TypeError for bytes, naming nothing
     if path.suffix.lower() != ".dzi":
         raise MosaicistError(f"{path}: a Deep Zoom output must end in .dzi")
     _refuse_link(path, "Deep Zoom descriptor")

@@ -75,7 +75,7 @@ from PIL import Image
 
 from .._runtime import OrderedJobs
 from ..errors import MosaicistError, OptionError, alternatives
-from ..paths import atomic_path
+from ..paths import atomic_path, output_path
 from ..progress import progress_bar
 from ._formats import OutputFormat, Picture, output_format
 from ._pyramid import HalvingStream, half_size
@@ -378,6 +378,7 @@ def write_image(
         For a band of the wrong shape or type, or bands whose heights do not
         sum to ``height``.
     """
+    path = output_path(path)  # else pathlib's TypeError for bytes, naming nothing
     raster = output_format(path)
     if not isinstance(raster, RasterFormat):
         raise MosaicistError(f"{path}: {raster.name} is not an image format")
