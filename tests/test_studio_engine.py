@@ -226,21 +226,27 @@ def test_history_survives_kill_9_at_random_moments(tmp_path):
     runs = {run.id: run for run in history.runs()}
     assert finished <= set(runs)  # every run that finished is kept
     for run in runs.values():
-        assert run.status in ("queued", "running", "done")
+        # A killed writer's unfinished runs: marked by the next one to look, its maker gone.
+        assert run.status in ("queued", "running", "done", "interrupted")
         if run.status == "done":
             assert run.report == {"tiles": 7, "text": "x" * 5000}
             assert run.outputs == {"png": "mosaic.png", "report": "report.json"}
+        if run.status == "interrupted":
+            assert run.error == INTERRUPTED_MESSAGE
+            assert not any(history.folder(run.id).iterdir())
     cut = [run.id for run in runs.values() if run.status != "done"]
+    assert cut
     # What a killed run had written (an output finished before the next, a temporary)
     # stays unreachable unless the folder is emptied, as a cancelled run's is.
+    with history._connect() as connection:  # as the last writer left its last run
+        connection.execute("UPDATE runs SET status = 'running' WHERE id = ?", (cut[0],))
     for run_id in cut:
         folder = history.folder(run_id)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "mosaic.png").write_bytes(b"finished before the kill")
         (folder / ".mosaic.dzi.999999999-abcdefgh.part").mkdir()
-    assert history.mark_interrupted() == len(cut)
-    for run_id in cut:
-        assert not any(history.folder(run_id).iterdir())
+    assert history.mark_interrupted() >= 1
+    assert not any(history.folder(cut[0]).iterdir())
     # While this studio owns the history, another one leaves its runs alone.
     mine = history.create(target_name="t", tiles="x", settings={}, command="c")
     other = subprocess.run([sys.executable, "-c", textwrap.dedent('''
@@ -874,3 +880,38 @@ def test_preview_reads_a_library_again_when_its_last_photo_was_removed(tmp_path)
     assert len(again) == 9
     _, info = previewer.preview(target, str(tiles), options, cells=64)
     assert info["tiles"] == 9
+
+
+_ANOTHER_STUDIO = textwrap.dedent('''
+    import sys
+    from mosaicist.studio._history import History
+    history = History(sys.argv[1])
+    run = history.create(target_name="t", tiles="x", settings={}, command="c")
+    history.update(run.id, status="running")
+    (history.folder(run.id) / "mosaic.png").write_bytes(b"being written")
+    print(run.id, flush=True)
+    sys.stdin.readline()
+''')
+
+
+def test_runs_of_another_live_studio_are_left_alone_and_its_death_is_noticed(tmp_path):
+    # Two studios on one cache: the owner, started again, marked the other's running run
+    # interrupted and emptied its folder while it was being made; and a run of the other,
+    # killed, stayed "running" for good (cancel did nothing, delete was refused).
+    other = subprocess.Popen([sys.executable, "-c", _ANOTHER_STUDIO, str(tmp_path)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout is not None
+        run_id = other.stdout.readline().strip()
+        history = History(tmp_path)
+        assert history.mark_interrupted() == 0  # the owner now, the run another's
+        assert history.get(run_id).status == "running"
+        assert [run.status for run in history.runs()] == ["running"]
+        assert (history.folder(run_id) / "mosaic.png").exists()
+    finally:
+        other.kill()
+        other.wait(timeout=60)
+    run = history.get(run_id)
+    assert run.status == "interrupted" and run.error == INTERRUPTED_MESSAGE
+    assert not any(history.folder(run_id).iterdir())
+    assert history.delete(run_id) and history.get(run_id) is None

@@ -488,6 +488,50 @@ def process_alive(pid: int) -> bool:
     return not _zombie(pid)
 
 
+def process_identity(pid: int | None = None) -> str:
+    """``"<pid>:<start>"``: a process, told apart from a later one given its PID again.
+
+    ``start`` is when the process started (Linux's ``/proc/<pid>/stat``, in
+    clock ticks since boot); empty where it cannot be read.
+
+    Parameters
+    ----------
+    pid : int, optional
+        The process (default: this one).
+    """
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}:{_start_time(pid) or ''}"
+
+
+def identity_alive(identity: str) -> bool:
+    """Whether the process :func:`process_identity` named is still running.
+
+    A PID now held by a process that started at another time is another
+    process: the one named has ended. A start that cannot be read (not
+    Linux) leaves the PID alone to tell.
+    """
+    pid_text, _, start = identity.partition(":")
+    if not pid_text.isascii() or not pid_text.isdigit() or len(pid_text) > 10:
+        return False
+    pid = int(pid_text)
+    if not process_alive(pid):
+        return False
+    now = _start_time(pid)
+    return not (start and now and start != now)
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (``/proc/<pid>/stat``'s 22nd field), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read()
+    except OSError:
+        return None
+    # After the command's name, which is in parentheses and may hold any.
+    rest = fields[fields.rfind(b")") + 1:].split()
+    return rest[19].decode("ascii", "replace") if len(rest) > 19 else None
+
+
 def _zombie(pid: int) -> bool:
     """Whether ``pid`` has ended and waits to be reaped (Linux's ``/proc``; else False)."""
     try:

@@ -40,14 +40,14 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
 
 from ..errors import MosaicistError
 from ..library._manifest import is_out_of_space
-from ..paths import expanded
+from ..paths import expanded, identity_alive, process_identity
 from ..web import plain_name
 from ._worker import clear_folder
 
@@ -99,9 +99,9 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_created ON runs(created);
 """
 #: Columns added since the first schema, with their SQL types (added when missing).
-_ADDED_COLUMNS = {"target": "TEXT"}
+_ADDED_COLUMNS = {"target": "TEXT", "maker": "TEXT"}
 _COLUMNS = ("id", "created", "status", "target_name", "tiles", "settings", "command", "report",
-            "error", "outputs", "target")
+            "error", "outputs", "target", "maker")
 
 
 class HistoryError(MosaicistError):
@@ -230,6 +230,7 @@ class History:
         """Return the run ``run_id``, or None when there is none (or the id is malformed)."""
         if not isinstance(run_id, str) or not _ID.fullmatch(run_id):
             return None
+        self._interrupt_orphans()
         with self._connect() as connection:
             row = connection.execute(
                 f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -237,6 +238,7 @@ class History:
 
     def runs(self) -> list[Run]:
         """Every run, newest first."""
+        self._interrupt_orphans()
         with self._connect() as connection:
             rows = connection.execute(
                 f"SELECT {', '.join(_COLUMNS)} FROM runs ORDER BY created DESC, rowid DESC"
@@ -306,8 +308,10 @@ class History:
         if target is not None and not _ID.fullmatch(target):
             raise ValueError(f"{target!r} is not a stored target's id")
         run_id = uuid.uuid4().hex
+        # The studio that makes it: another on the same cache tells whether it still can.
         values = (run_id, time.time(), "queued", str(target_name), str(tiles),
-                  _dump(settings), str(command), None, None, _dump({}), target)
+                  _dump(settings), str(command), None, None, _dump({}), target,
+                  process_identity())
         with self._connect() as connection, _transaction(connection):
             connection.execute(
                 f"INSERT INTO runs({', '.join(_COLUMNS)}) VALUES "
@@ -424,16 +428,44 @@ class History:
         """
         if not self._own():
             return 0
-        with self._connect() as connection, _transaction(connection):
-            ids = [row[0] for row in connection.execute(
-                "SELECT id FROM runs WHERE status IN ('queued', 'running')")]
-            connection.execute(
-                "UPDATE runs SET status = 'interrupted', error = ? "
-                "WHERE status IN ('queued', 'running')", (INTERRUPTED_MESSAGE,))
+        return self._interrupt(lambda maker: maker is None or maker == process_identity()
+                               or not identity_alive(maker))
+
+    def _interrupt(self, cut: Callable[[str | None], bool]) -> int:
+        """Mark the queued and running runs whose maker ``cut`` says ended; return how many."""
+        with self._connect() as connection:
+            rows = connection.execute(
+                "SELECT id, maker FROM runs WHERE status IN ('queued', 'running')").fetchall()
+            said: dict[str | None, bool] = {}
+            for _, maker in rows:
+                maker = maker if isinstance(maker, str) else None
+                if maker not in said:
+                    said[maker] = cut(maker)
+            ids = [run_id for run_id, maker in rows
+                   if said[maker if isinstance(maker, str) else None]]
+            if not ids:
+                return 0  # read only: a studio's every look at a run passes here
+            with _transaction(connection):
+                connection.executemany(
+                    "UPDATE runs SET status = 'interrupted', error = ? "
+                    "WHERE id = ? AND status IN ('queued', 'running')",
+                    [(INTERRUPTED_MESSAGE, run_id) for run_id in ids])
         for run_id in ids:
             if isinstance(run_id, str) and _ID.fullmatch(run_id):
                 clear_folder(self.folder(run_id))
         return len(ids)
+
+    def _interrupt_orphans(self) -> None:
+        """Mark the runs of another studio that ended without finishing them.
+
+        Its jobs died with it (a ``kill -9``), and a studio marks runs only
+        as it starts, and only as the history's owner: run by a second
+        studio on the same cache, they stayed ``running`` for good, where
+        neither cancelling nor deleting could reach them.
+        """
+        me = process_identity()
+        self._interrupt(lambda maker: maker is not None and maker != me
+                        and not identity_alive(maker))
 
     # -- plumbing ---------------------------------------------------------------------
 
