@@ -1812,6 +1812,13 @@ def test_stability_without_video_frames_and_a_rate_without_a_video_are_noted(dat
                      "mosaicist: note: --fps has no effect (without --video); ignored"]
     result = run([*args, "--stable", 0.5, "--fps", 10, "-q"])
     assert result.exit_code == 0 and result.stderr == "", result.output
+    # The local pool's size with a cluster, whose workers make the targets (said before
+    # the cluster is reached: none listens on port 1).
+    result = run([*args, "--scheduler", "tcp://127.0.0.1:1"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines()[0] == ("mosaicist: note: --workers has no effect (the "
+                                             "cluster of --scheduler makes the targets); "
+                                             "ignored")
 
 
 def test_a_settings_record_damaged_by_hand_is_no_traceback(data, tmp_path):

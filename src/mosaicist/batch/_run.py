@@ -423,12 +423,15 @@ def batch_mosaics(
     has_frames = any(target.video for target in found)
     if not quiet:
         # Else they change nothing without a word, as make notes settings its format ignores.
+        # The local pool's size means nothing to a cluster, whose workers make the targets.
+        reasons = {"stable": "no target is a video", "fps": f"without {_flag('video')}",
+                   "workers": f"the cluster of {_flag('scheduler')} makes the targets"}
         for name, unused in (("stable", hundredths and not has_frames),
-                             ("fps", fps is not None and video_path is None)):
+                             ("fps", fps is not None and video_path is None),
+                             ("workers", workers is not None and scheduler is not None)):
             if unused:
-                reason = "no target is a video" if name == "stable" else f"without {_flag('video')}"
-                print(f"mosaicist: note: {_flag(name)} has no effect ({reason}); ignored",
-                      file=sys.stderr)
+                print(f"mosaicist: note: {_flag(name)} has no effect ({reasons[name]}); "
+                      "ignored", file=sys.stderr)
     images_settings = _guarded(spec, options, suffix, None)
     frames_settings = _guarded(spec, options, suffix, hundredths)
     recorded = frames_settings if has_frames else images_settings
