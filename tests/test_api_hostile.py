@@ -141,6 +141,15 @@ def test_on_off_arguments_of_make_mosaic_take_true_or_false_only(tmp_path, flag)
                         cache_dir=tmp_path / "cache", **{flag: value})
         assert str(caught.value) == f"{flag} must be true or false, got {value!r}"
         assert caught.value.parameters == (flag,)
+    class Hostile:
+        def __repr__(self):
+            raise RuntimeError("no repr")
+
+    for value, shown in ((Hostile(), "a Hostile"), ("y" * 100, "a str")):
+        with pytest.raises(OptionError) as caught:
+            make_mosaic(noisy_target(), folder, cell_px=8, tile_px=8, preset="seed",
+                        cache_dir=tmp_path / "cache", **{flag: value})
+        assert str(caught.value) == f"{flag} must be true or false, got {shown}"
     made = make_mosaic(noisy_target(), folder, cell_px=8, tile_px=8, preset="seed",
                        cache_dir=tmp_path / "cache", **{flag: np.False_})
     assert made.image.shape[2] == 3

@@ -262,7 +262,12 @@ def as_flag(parameter: str, value: object) -> bool:
     numpy = sys.modules.get("numpy")
     if isinstance(value, bool) or (numpy is not None and isinstance(value, numpy.bool_)):
         return bool(value)
-    shown = repr(value) if len(repr(value)) <= 60 else shown_type(value)
+    try:
+        shown = repr(value)
+    except Exception:  # noqa: BLE001 - a hostile object's repr: said by its type
+        shown = ""
+    if not shown or len(shown) > 60:
+        shown = shown_type(value)
     raise OptionError("{" + parameter + "} must be true or false, got {value}", value=shown)
 
 
