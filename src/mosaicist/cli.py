@@ -185,6 +185,13 @@ class _Command(click.Command):
             # SIGTERM's or SIGHUP's unwinding (see _runtime.unwind_on_terminate): its exit
             # waits too.
             if isinstance(stop.code, int) and stop.code in _INTERRUPTED:
+                if OWNS_PROCESS and threading.current_thread() is threading.main_thread():
+                    # Stopped and cleaned up: the same signal again (GNU timeout's second,
+                    # to the group) now has its default action back, and ended the
+                    # process by it (status -15, not 143) while the exit's thread
+                    # started, before __main__ ignores it (once, beside other jobs).
+                    for number in (signal.SIGINT, *_TERMINATED_SIGNALS):
+                        signal.signal(number, signal.SIG_IGN)
                 _end_within_grace(stop.code)
             raise
 
