@@ -362,3 +362,20 @@ def test_a_folder_of_no_size_that_takes_no_files_is_refused_before_the_work(tmp_
     # A folder of no size that takes files (a probe made and removed) passes.
     paths.check_writable(tmp_path / "r.json", "report file")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_process_identity_is_not_a_later_process_given_its_pid():
+    # A studio's run names the process that makes it; a PID reused by another process
+    # (started at another time) must not keep a dead studio's run "running".
+    import os
+
+    from mosaicist.paths import identity_alive, process_identity
+
+    mine = process_identity()
+    pid, _, start = mine.partition(":")
+    assert pid == str(os.getpid()) and identity_alive(mine)
+    if start:  # Linux: the start time tells them apart
+        assert not identity_alive(f"{pid}:{int(start) + 1}")
+    assert identity_alive(f"{pid}:")  # no start recorded: the PID alone
+    for broken in ("", "x:1", "-1:5", "9" * 30 + ":1"):
+        assert not identity_alive(broken)

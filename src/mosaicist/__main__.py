@@ -80,14 +80,10 @@ def run() -> None:
                     sys.stderr.write("mosaicist: error: interrupted\n")
                     sys.stderr.flush()
                 os._exit(130)
-        if (stop.code in cli._INTERRUPTED and _outermost(sys._getframe(1))
-                and threading.current_thread() is threading.main_thread()):
-            # Stopped and cleaned up: the same signal again (Ctrl+C pressed twice, GNU
-            # timeout's second SIGTERM, to the group) found the interpreter's exit, which
-            # gives handlers back their default action, and ended the process by it
-            # (status -2, not 130). The exit's own grace still ends it in time.
-            for number in (signal.SIGINT, *cli._TERMINATED_SIGNALS):
-                signal.signal(number, signal.SIG_IGN)
+        if stop.code in cli._INTERRUPTED and _outermost(sys._getframe(1)):
+            # Stopped and cleaned up: the same signal again found the interpreter's exit,
+            # which gives handlers back their default action (status -2, not 130).
+            cli.ignore_interrupts()
         raise
 
 

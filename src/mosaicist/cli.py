@@ -86,6 +86,20 @@ _TERMINATED = tuple(128 + number for number in _TERMINATED_SIGNALS)
 _INTERRUPTED = (128 + signal.SIGINT, *_TERMINATED)
 
 
+def ignore_interrupts() -> None:
+    """Ignore SIGINT, SIGTERM and SIGHUP from now on: a stopped command on its way out.
+
+    The same signal again (Ctrl+C pressed twice, GNU timeout's second
+    SIGTERM, to the group) would find their default action, given back as
+    the command unwound, and end the process by it (status -2 or -15, not
+    130 or 143); the exit's own grace (:func:`_end_within_grace`) still ends
+    it in time. Only in the main thread, where handlers can be set.
+    """
+    if threading.current_thread() is threading.main_thread():
+        for number in (signal.SIGINT, *_TERMINATED_SIGNALS):
+            signal.signal(number, signal.SIG_IGN)
+
+
 def _end_within_grace(status: int) -> None:
     """End the process with ``status`` at the latest :data:`_EXIT_GRACE_SECONDS` from now.
 
@@ -185,13 +199,12 @@ class _Command(click.Command):
             # SIGTERM's or SIGHUP's unwinding (see _runtime.unwind_on_terminate): its exit
             # waits too.
             if isinstance(stop.code, int) and stop.code in _INTERRUPTED:
-                if OWNS_PROCESS and threading.current_thread() is threading.main_thread():
-                    # Stopped and cleaned up: the same signal again (GNU timeout's second,
-                    # to the group) now has its default action back, and ended the
-                    # process by it (status -15, not 143) while the exit's thread
-                    # started, before __main__ ignores it (once, beside other jobs).
-                    for number in (signal.SIGINT, *_TERMINATED_SIGNALS):
-                        signal.signal(number, signal.SIG_IGN)
+                if OWNS_PROCESS:
+                    # Here, not only in __main__: the unwinding gave the signal its default
+                    # action back, and a second one (GNU timeout's, to the group) ended
+                    # the process by it (-15, not 143) while the exit's thread started
+                    # (once, beside other jobs).
+                    ignore_interrupts()
                 _end_within_grace(stop.code)
             raise
 

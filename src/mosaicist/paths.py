@@ -522,26 +522,24 @@ def identity_alive(identity: str) -> bool:
 
 def _start_time(pid: int) -> str | None:
     """When process ``pid`` started (``/proc/<pid>/stat``'s 22nd field), or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read()
-    except OSError:
-        return None
-    # After the command's name, which is in parentheses and may hold any.
-    rest = fields[fields.rfind(b")") + 1:].split()
-    return rest[19].decode("ascii", "replace") if len(rest) > 19 else None
+    fields = _stat_fields(pid)
+    return fields[19].decode("ascii", "replace") if len(fields) > 19 else None
 
 
 def _zombie(pid: int) -> bool:
     """Whether ``pid`` has ended and waits to be reaped (Linux's ``/proc``; else False)."""
+    return _stat_fields(pid)[:1] in ([b"Z"], [b"X"])
+
+
+def _stat_fields(pid: int) -> list[bytes]:
+    """``/proc/<pid>/stat``'s fields from the state on (empty where it cannot be read)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             fields = stat.read()
     except OSError:
-        return False
-    # The state follows the command's name, which is in parentheses and may hold any.
-    state = fields[fields.rfind(b")") + 1:].split()[:1]
-    return state in ([b"Z"], [b"X"])
+        return []
+    # They follow the command's name, which is in parentheses and may hold any.
+    return fields[fields.rfind(b")") + 1:].split()
 
 
 def remove_stale_temporaries(final: str | os.PathLike[str]) -> list[Path]:

@@ -639,10 +639,9 @@ class ArrayFileSource(TileSource):
                 self._count)
 
     def _position(self, entry: SourceEntry) -> int:
-        if isinstance(entry.locator, (int, np.integer)):
-            position = int(entry.locator)
-        else:
+        if not isinstance(entry.locator, (int, np.integer)):
             return self.position_of(entry.source_id)
+        position = int(entry.locator)
         return position if 0 <= position < self._count else -1
 
     @property

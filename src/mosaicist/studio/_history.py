@@ -434,15 +434,14 @@ class History:
     def _interrupt(self, cut: Callable[[str | None], bool]) -> int:
         """Mark the queued and running runs whose maker ``cut`` says ended; return how many."""
         with self._connect() as connection:
-            rows = connection.execute(
-                "SELECT id, maker FROM runs WHERE status IN ('queued', 'running')").fetchall()
-            said: dict[str | None, bool] = {}
+            rows = [(run_id, maker if isinstance(maker, str) else None)
+                    for run_id, maker in connection.execute(
+                        "SELECT id, maker FROM runs WHERE status IN ('queued', 'running')")]
+            said: dict[str | None, bool] = {}  # a studio's many runs: asked once
             for _, maker in rows:
-                maker = maker if isinstance(maker, str) else None
                 if maker not in said:
                     said[maker] = cut(maker)
-            ids = [run_id for run_id, maker in rows
-                   if said[maker if isinstance(maker, str) else None]]
+            ids = [run_id for run_id, maker in rows if said[maker]]
             if not ids:
                 return 0  # read only: a studio's every look at a run passes here
             with _transaction(connection):
