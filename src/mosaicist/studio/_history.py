@@ -230,16 +230,16 @@ class History:
         """Return the run ``run_id``, or None when there is none (or the id is malformed)."""
         if not isinstance(run_id, str) or not _ID.fullmatch(run_id):
             return None
-        self._interrupt_orphans()
         with self._connect() as connection:
+            self._interrupt_orphans(connection)
             row = connection.execute(
                 f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE id = ?", (run_id,)).fetchone()
         return None if row is None else self._run(row)
 
     def runs(self) -> list[Run]:
         """Every run, newest first."""
-        self._interrupt_orphans()
         with self._connect() as connection:
+            self._interrupt_orphans(connection)
             rows = connection.execute(
                 f"SELECT {', '.join(_COLUMNS)} FROM runs ORDER BY created DESC, rowid DESC"
             ).fetchall()
@@ -431,9 +431,14 @@ class History:
         return self._interrupt(lambda maker: maker is None or maker == process_identity()
                                or not identity_alive(maker))
 
-    def _interrupt(self, cut: Callable[[str | None], bool]) -> int:
-        """Mark the queued and running runs whose maker ``cut`` says ended; return how many."""
-        with self._connect() as connection:
+    def _interrupt(self, cut: Callable[[str | None], bool],
+                   connection: sqlite3.Connection | None = None) -> int:
+        """Mark the queued and running runs whose maker ``cut`` says ended; return how many.
+
+        On ``connection`` where given (a reader's own: a second one cost 0.7 ms a look).
+        """
+        with (contextlib.nullcontext(connection) if connection is not None
+              else self._connect()) as connection:
             rows = [(run_id, maker if isinstance(maker, str) else None)
                     for run_id, maker in connection.execute(
                         "SELECT id, maker FROM runs WHERE status IN ('queued', 'running')")]
@@ -454,8 +459,8 @@ class History:
                 clear_folder(self.folder(run_id))
         return len(ids)
 
-    def _interrupt_orphans(self) -> None:
-        """Mark the runs of another studio that ended without finishing them.
+    def _interrupt_orphans(self, connection: sqlite3.Connection) -> None:
+        """Mark the runs of another studio that ended without finishing them (on ``connection``).
 
         Its jobs died with it (a ``kill -9``), and a studio marks runs only
         as it starts, and only as the history's owner: run by a second
@@ -464,7 +469,7 @@ class History:
         """
         me = process_identity()
         self._interrupt(lambda maker: maker is not None and maker != me
-                        and not identity_alive(maker))
+                        and not identity_alive(maker), connection)
 
     # -- plumbing ---------------------------------------------------------------------
 
