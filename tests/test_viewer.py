@@ -1206,3 +1206,24 @@ def test_browser_viewer_keeps_four_screens_of_tiles(browser, tmp_path, tile_size
     expected = min(MOST_CACHED_TILES, max(200, 4 * -(-screen // (tile_size * tile_size))))
     assert kept == expected
     assert kept > 200 if tile_size <= 64 else kept == 200
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_mosaicist_view_stopped_by_a_signal_exits_0(mosaic, stop):
+    """``kill`` stops 'view' as Ctrl+C does, exit 0 (it ended by SIGTERM's default: -15)."""
+    dzi, _, _ = mosaic
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mosaicist", "view", dzi, "--no-browser"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        announced = server.stderr.readline()
+        assert "mosaicist view: http://127.0.0.1:" in announced, announced
+        server.send_signal(stop)
+        returncode = server.wait(timeout=20)
+    finally:
+        server.kill()
+    rest = server.stderr.read()
+    server.stderr.close()
+    assert returncode == 0, (returncode, rest)
+    assert "Traceback" not in rest, rest

@@ -41,6 +41,7 @@ from ..web import (
     make_app,
     open_inside,
     resolved_folder,
+    sigterm_as_interrupt,
 )
 from ._manifest import ViewerManifest, read_manifest
 from ._page import ORIGINAL_ROUTE, find_viewer
@@ -294,4 +295,7 @@ def serve_viewer(
         if open_browser:
             webbrowser.open(url)
 
-    server.run_until_interrupted(started)
+    # Stopped by ``kill`` as by Ctrl+C: exit 0, as 'studio' and 'live' do (it ended by
+    # SIGTERM's default action, status -15, a failure to a supervisor).
+    with sigterm_as_interrupt():
+        server.run_until_interrupted(started)
