@@ -926,3 +926,23 @@ def test_lists_take_each_pair_once_whatever_the_batches_repeat():
         assert {(k, t): d for k, t, d in zip(lists.kind.tolist(), lists.tile.tolist(),
                                               lists.distance.tolist(), strict=True)} == seen
         assert np.array_equal(lists._sorted_keys, np.sort(lists.keys()))
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_least_ranked_pairs_are_each_kind_s_first_by_value_then_position(compiled,
+                                                                         monkeypatch):
+    """The near solves' pairs of least reduced cost per kind, as a sort by kind and value."""
+    from mosaicist.match import _kernels
+
+    monkeypatch.setattr(_kernels, "USE_NUMBA", compiled)
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        pairs, count, ranks = int(rng.integers(0, 3000)), int(rng.integers(1, 200)), \
+            int(rng.integers(1, 20))
+        kind = rng.integers(0, count, pairs)
+        # Few values: ties everywhere, broken by position.
+        value = rng.integers(-4, 4, pairs) * int(rng.choice([1, 10**12]))
+        order = np.lexsort((np.arange(pairs), value, kind))
+        rank = np.empty(pairs, np.int64)
+        rank[order] = np.arange(pairs) - np.searchsorted(kind[order], kind[order])
+        assert np.array_equal(_groups._least_ranked(kind, value, count, ranks), rank < ranks)

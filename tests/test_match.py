@@ -741,3 +741,42 @@ def test_dense_distances_with_the_compiled_tint_correction_are_numpys(tint, pair
     cell_index, tile_index = np.divmod(np.arange(every.size), every.shape[1])
     pairs = pair_distances(vectors, tiles, geometry, features, cell_index, tile_index, tint)
     np.testing.assert_array_equal(every.ravel(), pairs)
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_the_sample_pass_evaluates_only_cells_whose_limits_it_can_lower(k, monkeypatch):
+    """A cell whose limit admits fewer than ``k`` sample tiles gets no sample evaluations.
+
+    Its exact distances there could not lower its threshold (the ``k``-th
+    best stays unset): a price check's cells, limited at their costs,
+    evaluated 12 million such pairs for nothing. The results stay the exact
+    ``k`` least below each limit.
+    """
+    from mosaicist.match._exact import dense_distances
+
+    monkeypatch.setattr(match, "SEED_SAMPLE", 64)
+    rng = np.random.default_rng(17 + k)
+    tiles = smooth_images(rng, 400, 16)
+    cells = smooth_images(rng, 40, 8)
+    geometry = Geometry(8, 16)
+    vectors = geometry.cell_vectors(cells)
+    features = compute_features(tiles, geometry)
+    every = dense_distances(vectors, tiles, geometry, features)
+    ranked = np.sort(every, axis=1)
+    # Half the cells limited far below every tile (no bound admits one), half past
+    # their 200th.
+    tight = np.arange(len(cells)) % 2 == 0
+    limit = np.where(tight, -ranked[:, -1], ranked[:, 200] + 1)
+    search = match._ExactSearch(vectors, tiles, geometry, features, k, 0, limit=limit)
+    evaluated = search.seed_pass()
+    assert evaluated > 0
+    assert (search.best_tile[tight] == np.iinfo(np.int64).max).all()
+    unlimited = match._ExactSearch(vectors, tiles, geometry, features, k, 0)
+    assert unlimited.seed_pass() >= len(cells) * k
+    result = match_exact(vectors, tiles, geometry, features, k=k, limit=limit,
+                         search_units=True)
+    found = result.candidates if k > 1 else result.tile[:, None]
+    for cell in range(len(cells)):
+        order = np.lexsort((np.arange(len(tiles)), every[cell]))
+        expected = order[every[cell, order] < limit[cell]][:k]
+        assert found[cell][found[cell] >= 0].tolist() == expected.tolist()
