@@ -2090,3 +2090,21 @@ def test_a_block_of_tiles_on_a_large_grid_says_what_it_needs():
     # More tiles than a block, or adaptive cells (fewer than the grid's): not this check.
     check_feasible(41 * 31, 5, 260, 31, 41, 2)
     check_feasible(41 * 31 - 1, 4, 318, 31, 41, 2)
+
+
+def test_minimum_slots_past_exact_floats_are_left_to_the_integer_solver():
+    """Costs whose float64 sums could round are refused (None), not solved inexactly.
+
+    A common factor is divided out first: tinted search units are multiples
+    of thousands.
+    """
+    from mosaicist.match import minimum_slots
+
+    rng = np.random.default_rng(2)
+    full = full_distances(rng, 12, 4, clusters=2)
+    expected = minimum_slots(full, 2)
+    scaled = minimum_slots(full * (1 << 40), 2)
+    assert scaled is not None and np.array_equal(scaled, expected)
+    huge = full.copy()
+    huge[0, 0] += 1 << 52
+    assert minimum_slots(huge, 2) is None

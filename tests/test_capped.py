@@ -116,3 +116,39 @@ def test_rows_are_each_cells_pairs_with_every_tile(tmp_path, augment, tint):
             by_rows._pairs, by_pairs._pairs, strict=True):
         np.testing.assert_array_equal(rows_cells, pair_cells)
         np.testing.assert_array_equal(rows_candidates, pair_candidates)
+
+
+def test_a_minimum_of_uses_past_exact_floats_is_still_the_exact_optimum(tmp_path):
+    """Tinted distances of large tiles pass 2^53: the split by slots gave up on exactness.
+
+    Three 256 px cells, two near-identical black tiles and a white one,
+    every tile used once: SciPy's float64 assignment put the cells one
+    place wrong (398 search units) and was reported certified. The
+    integer solver finds the optimum of every placement.
+    """
+    import itertools
+
+    px = 256
+    tiles = np.zeros((3, px, px, 3), np.uint8)
+    tiles[0] = 255
+    tiles[2, 0, 0, 0] = 1
+    cells = np.full((3, px, px, 3), 255, np.uint8)
+    cells[0, 5, 5, 0] = 254
+    np.save(tmp_path / "tiles.npy", tiles)
+    mosaic = make_mosaic(np.concatenate(list(cells), axis=1), tmp_path / "tiles.npy",
+                         preset="seed", cell_px=px, tile_px=px, match_px=px, tint=0.01,
+                         min_uses=1, compute_metrics=False, cache_dir=tmp_path / "cache")
+
+    def units(cell: np.ndarray, tile: np.ndarray) -> int:
+        # Search units at tint h = 1 hundredth: 10^4 n |d|^2 + (h^2 - 200 h) sum_c D_c^2.
+        difference = cell.astype(np.int64).reshape(-1, 3) - tile.astype(np.int64).reshape(-1, 3)
+        sums = difference.sum(axis=0)
+        return (10_000 * len(difference) * int((difference * difference).sum())
+                + (1 - 200) * sum(int(value) ** 2 for value in sums))
+
+    full = [[units(cell, tile) for tile in tiles] for cell in cells]
+    placed = [int(tile) for tile in mosaic.placements.tile]
+    best = min(sum(full[cell][order[cell]] for cell in range(3))
+               for order in itertools.permutations(range(3)))
+    assert sum(full[cell][placed[cell]] for cell in range(3)) == best
+    assert mosaic.assignment.certified

@@ -946,3 +946,11 @@ def test_least_ranked_pairs_are_each_kind_s_first_by_value_then_position(compile
         rank = np.empty(pairs, np.int64)
         rank[order] = np.arange(pairs) - np.searchsorted(kind[order], kind[order])
         assert np.array_equal(_groups._least_ranked(kind, value, count, ranks), rank < ranks)
+
+
+def test_a_minimum_over_the_cap_is_refused_not_lowered():
+    """``assign_by_kinds`` lowered a minimum of 2 to a cap of 1 and said it was certified."""
+    kinds = cell_kinds(np.zeros((4, 2, 2, 3), np.uint8))
+    with pytest.raises(ValueError, match="minimum of 2 uses is over the cap of 1"):
+        assign_by_kinds(DenseSearch(np.arange(16, dtype=np.int64).reshape(4, 4)), kinds, 1,
+                        False, minimum=2)

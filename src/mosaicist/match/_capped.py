@@ -1005,7 +1005,9 @@ def _with_minimum(request: MatchRequest, search: LibrarySearch) -> Assignment:
     the ``min_uses`` slots of every tile, and every other cell takes its
     nearest tile. Which cells fill which slots is one rectangular assignment
     (:func:`minimum_slots`), with a cell's cost being what it gives up by not
-    taking its nearest tile. With a cap or spacing, those pairs join each
+    taking its nearest tile; where those costs are too large for its float64
+    sums to be exact, the general assignment below solves it in integers
+    instead. With a cap or spacing, those pairs join each
     cell's nearest tiles and each tile's nearest cells as the lists of the
     general assignment (:func:`assign_tiles` with ``min_uses``), which then
     can always fill every minimum.
@@ -1022,7 +1024,7 @@ def _with_minimum(request: MatchRequest, search: LibrarySearch) -> Assignment:
     started = time.perf_counter()
     full = search.dense()
     split = minimum_slots(full, options.min_uses)
-    if options.max_uses is None and options.min_spacing <= 1:
+    if split is not None and options.max_uses is None and options.min_spacing <= 1:
         distance = full[np.arange(count), split]
         objective = int(_total(distance))
         # The split is exact: its cost is the optimum, a proven lower bound.
@@ -1033,9 +1035,11 @@ def _with_minimum(request: MatchRequest, search: LibrarySearch) -> Assignment:
     reach = np.full(tile_count, min(count, MINIMUM_CELLS))
     while True:
         depth = np.arange(count)[:, None] < reach[None, :]
-        cells = np.concatenate((by_tile[depth], np.arange(count)))
-        tiles = np.concatenate((np.broadcast_to(np.arange(tile_count), by_tile.shape)[depth],
-                                split))
+        tiles = np.broadcast_to(np.arange(tile_count), by_tile.shape)[depth]
+        cells = by_tile[depth]
+        if split is not None:
+            cells, tiles = np.concatenate((cells, np.arange(count))), np.concatenate((tiles,
+                                                                                      split))
         try:
             return assign_tiles(
                 nearest, np.take_along_axis(full, nearest, axis=1), grid.rows, grid.cols,
@@ -1076,7 +1080,7 @@ def _minimum_unmet(
     )
 
 
-def minimum_slots(full: np.ndarray, minimum: int) -> np.ndarray:
+def minimum_slots(full: np.ndarray, minimum: int) -> np.ndarray | None:
     """Each cell's tile when every tile fills ``minimum`` cells and nothing else is limited.
 
     Cells outside the slots take their nearest tile, so the total is
@@ -1094,17 +1098,27 @@ def minimum_slots(full: np.ndarray, minimum: int) -> np.ndarray:
 
     Returns
     -------
-    numpy.ndarray
-        ``(N,)`` int64 tile of each cell.
+    numpy.ndarray or None
+        ``(N,)`` int64 tile of each cell; None where the costs are too large
+        for the solver's float64 sums to stay exact (tinted distances of
+        large tiles, past ``2^53``): the caller solves in integers instead.
     """
     from scipy.optimize import linear_sum_assignment
 
     count, tile_count = full.shape
     best = full.min(axis=1)
     tile = full.argmin(axis=1)
-    # Slot s belongs to tile s // minimum; costs relative to each cell's best stay small.
-    give_up = (full - best[:, None]).astype(np.float64)
-    slots, cells = linear_sum_assignment(np.repeat(give_up.T, minimum, axis=0))
+    # Slot s belongs to tile s // minimum; costs relative to each cell's best stay small,
+    # and in multiples of their common factor (tinted search units are of thousands).
+    give_up = full - best[:, None]
+    step = max(1, int(np.gcd.reduce(give_up, axis=None)))
+    give_up //= step
+    # The solver's potentials and path lengths are sums of costs along paths of at most
+    # every row and slot: below 2^53, each is an exact float64 integer.
+    if int(give_up.max(initial=0)) * 2 * (count + tile_count * minimum) >= 1 << 53:
+        return None
+    slots, cells = linear_sum_assignment(np.repeat(give_up.T.astype(np.float64), minimum,
+                                                   axis=0))
     tile[cells] = slots // minimum
     return tile
 

@@ -882,7 +882,8 @@ def _solve(search: CandidateSearch, kinds: CellKinds, cap: int, show_progress: b
     if int(size.sum()) > cap * tile_count:
         raise ValueError(f"{int(size.sum())} cells cannot fill tiles of {cap} uses each "
                          f"from {tile_count}")
-    minimum = min(minimum, cap)
+    if minimum > cap:
+        raise ValueError(f"a minimum of {minimum} uses is over the cap of {cap}")
     if minimum * tile_count > int(size.sum()):
         raise ValueError(f"{int(size.sum())} cells cannot fill {minimum} uses of each of "
                          f"{tile_count} tiles")
