@@ -324,6 +324,9 @@ DROPPED_STOP_SECONDS = 0.05
 class _Stop:
     """A SIGTERM's (or SIGHUP's) ``SystemExit``, raised until Python code sees it.
 
+    (With ``code`` None, a server's stop: ``KeyboardInterrupt``, see
+    :func:`stop_serving`.)
+
     Python runs a handler wherever the main thread is, and raised inside C
     code that clears what it calls raised (a module compiled as it is
     imported: in 6 of 60 makes stopped in their first half second, the
@@ -335,9 +338,14 @@ class _Stop:
     debugger's, coverage's), it is left alone and the exit raised once.
     """
 
-    def __init__(self, code: int) -> None:
+    def __init__(self, code: int | None) -> None:
         self.code = code
         self.seen = False
+
+    def _is_it(self, error: BaseException) -> bool:
+        if self.code is None:
+            return isinstance(error, KeyboardInterrupt)
+        return isinstance(error, SystemExit) and error.code == self.code
 
     def raise_in(self, frame: FrameType | None) -> NoReturn:
         """Raise the exit, watching for it in ``frame`` and the frames it runs in."""
@@ -347,8 +355,7 @@ class _Stop:
             def trace(traced: FrameType, event: str, arg: Any) -> Any:
                 if self.seen:
                     return None
-                if event == "exception" and isinstance(arg[1], SystemExit) \
-                        and arg[1].code == self.code:
+                if event == "exception" and self._is_it(arg[1]):
                     self.seen = True
                     sys.settrace(None)
                     return None
@@ -358,6 +365,8 @@ class _Stop:
                 frame.f_trace = trace
                 frame = frame.f_back
             sys.settrace(trace)
+        if self.code is None:
+            raise KeyboardInterrupt
         raise SystemExit(self.code)
 
     def watch(self, signum: int) -> None:
@@ -446,6 +455,46 @@ def repeat_tolerant_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+#: Seconds after a server's stop within which SIGINT or SIGTERM again is the same stop
+#: (:func:`stop_serving`): its graceful shutdown takes a few.
+SERVER_STOP_GRACE_SECONDS = 10.0
+#: When a server's stop was asked for by :func:`stop_serving`, and its interrupt.
+_server_stop: list[tuple[float, _Stop]] = []
+
+
+def stop_serving(signum: int, frame: FrameType | None) -> None:
+    """SIGINT's and SIGTERM's handler while a server runs: the first stops it, once.
+
+    Raises ``KeyboardInterrupt`` (delivered again where it was dropped, as
+    :class:`_Stop` delivers an exit); the same or the other signal again
+    within :data:`SERVER_STOP_GRACE_SECONDS` is the same stop (Ctrl+C
+    twice, GNU timeout's second SIGTERM): raised inside the server's stop, a
+    second one cut its clean-up short (exit 130, and once SIGABRT from a
+    thread the interpreter's exit found running). One after that stops the
+    clean-up too.
+    """
+    if _server_stop:
+        first, stop = _server_stop[0]
+        if not stop.seen:
+            stop.raise_in(frame)  # the first was dropped: delivered again
+        if time.monotonic() - first < SERVER_STOP_GRACE_SECONDS:
+            return
+    stop = _Stop(None)
+    _server_stop[:] = [(time.monotonic(), stop)]
+    stop.watch(signum)
+    stop.raise_in(frame)
+
+
+def server_stop_asked() -> bool:
+    """Whether :func:`stop_serving` has stopped a server since :func:`forget_server_stop`."""
+    return bool(_server_stop)
+
+
+def forget_server_stop() -> None:
+    """Take the next SIGINT or SIGTERM as a new stop (a new server starts)."""
+    _server_stop.clear()
+
+
 def forget_interrupt() -> None:
     """Take the next Ctrl+C as a new one (the last was dropped where it was raised)."""
     _last_interrupt.clear()
@@ -453,8 +502,8 @@ def forget_interrupt() -> None:
 
 def usual_interrupt_handler(handler: object) -> bool:
     """Whether ``handler`` is SIGINT's usual action: Python's own, or the command line's
-    (:func:`repeat_tolerant_interrupt`)."""
-    return handler is signal.default_int_handler or handler is repeat_tolerant_interrupt
+    (:func:`repeat_tolerant_interrupt`, :func:`stop_serving`)."""
+    return handler in (signal.default_int_handler, repeat_tolerant_interrupt, stop_serving)
 
 
 @contextlib.contextmanager

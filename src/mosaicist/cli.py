@@ -188,6 +188,8 @@ class _Command(click.Command):
 
             unwinding = unwind_on_terminate()
             kept = _interrupts_kept()
+        else:
+            kept = _stopped_as_a_server()
         try:
             with kept, unwinding:
                 return super().invoke(ctx)
@@ -233,6 +235,42 @@ _REDELIVER_SECONDS = 0.05
 #: The exit status of a swallowed interrupt that was SIGTERM's or SIGHUP's (143, 129):
 #: the command then exits with it, silently.
 _terminated: list[int] = []
+
+
+@contextlib.contextmanager
+def _stopped_as_a_server() -> Iterator[None]:
+    """A serving command stopped by SIGTERM or Ctrl+C at any moment, starting included.
+
+    Its server takes either as its stop (:func:`mosaicist.web.sigterm_as_interrupt`):
+    exit 0. Before, while it loaded its event or history and bound its
+    address, SIGTERM had its default action (ended by it, status -15) and
+    Ctrl+C said "interrupted" (130); now a stop then is the stop it would
+    have been a moment later. Once stopped, the same signals are ignored on
+    the way out (see :func:`ignore_interrupts`).
+    """
+    if not OWNS_PROCESS or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    from ._runtime import (
+        forget_server_stop,
+        server_stop_asked,
+        stop_serving,
+        usual_interrupt_handler,
+    )
+
+    forget_server_stop()
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, stop_serving)
+    if usual_interrupt_handler(signal.getsignal(signal.SIGINT)):
+        signal.signal(signal.SIGINT, stop_serving)
+    try:
+        yield
+    except KeyboardInterrupt:
+        if not server_stop_asked():
+            raise
+    finally:
+        if server_stop_asked():
+            ignore_interrupts()
 
 
 @contextlib.contextmanager

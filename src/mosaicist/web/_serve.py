@@ -421,17 +421,25 @@ def sigterm_as_interrupt() -> Iterator[None]:
     """Inside the block SIGTERM raises KeyboardInterrupt, as Ctrl+C does (main thread only).
 
     A server stopped by ``kill`` then takes the same way out as one stopped
-    from the keyboard: its jobs cancelled, nothing left running.
+    from the keyboard: its jobs cancelled, nothing left running. Either
+    signal again while it stops is the same stop
+    (:func:`mosaicist._runtime.stop_serving`), not an interrupt of its
+    clean-up. Ctrl+C is taken over only where it has its usual action.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    from .._runtime import forget_server_stop, stop_serving, usual_interrupt_handler
+
+    previous_term = signal.signal(signal.SIGTERM, stop_serving)
+    if previous_term is not stop_serving:
+        forget_server_stop()  # else the command line's, since it started (cli._Command)
+    previous_int = signal.getsignal(signal.SIGINT)
+    if usual_interrupt_handler(previous_int):
+        signal.signal(signal.SIGINT, stop_serving)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _interrupt(number: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+        signal.signal(signal.SIGTERM, previous_term)
+        if usual_interrupt_handler(previous_int):
+            signal.signal(signal.SIGINT, previous_int)
