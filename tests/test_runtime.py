@@ -470,3 +470,39 @@ def test_forking_blocks_overlap_and_the_last_unfreezes():
             assert gc.get_freeze_count() > 0
         assert gc.get_freeze_count() > 0
     assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize(("module", "name"), [
+    ("mosaicist._profiles", "_lock"), ("mosaicist.imaging", "_heif_registered"),
+    ("mosaicist.crop", "_detector_lock"), ("mosaicist.progress", "_listener_lock"),
+    ("mosaicist._runtime", "_lock"),
+])
+def test_a_lock_held_by_another_thread_at_a_fork_is_free_in_the_child(module, name):
+    """The tiles' decoding workers are forked while the target is read in a thread.
+
+    Its colour profile's conversion held the profiles' lock at the fork, and
+    each worker waited for it for good at its first tile with a profile: the
+    make hung (3 runs in 6).
+    """
+    import importlib
+
+    namespace = importlib.import_module(module)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with getattr(namespace, name):
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child's exit status is the check
+            os._exit(0 if getattr(namespace, name).acquire(timeout=5) else 1)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        release.set()
+        holder.join()

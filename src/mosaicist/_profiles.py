@@ -66,6 +66,7 @@ import numpy as np
 from PIL import Image, ImageCms
 
 from ._choices import COLOUR_PROFILE_MODES
+from ._runtime import renew_locks_after_fork
 from .errors import OptionError, alternatives
 
 _LOG = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ _SRGB_TOLERANCE = 1
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 _lock = threading.Lock()
+renew_locks_after_fork(globals(), "_lock")
 #: Profile digest -> its transform, or None when it is sRGB or cannot be used.
 _transforms: dict[bytes, ImageCms.ImageCmsTransform | None] = {}
 _skipped = 0

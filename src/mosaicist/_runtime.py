@@ -550,12 +550,31 @@ def release_pages(array: np.ndarray) -> None:
         mapping.madvise(mmap.MADV_DONTNEED)
 
 
+def renew_locks_after_fork(namespace: dict[str, Any], *names: str) -> None:
+    """Give a forked child new module-level locks ``names`` of ``namespace`` (a ``globals()``).
+
+    A lock that another thread held when the process forked stays held in
+    the child for good: a target read (and its colour profile converted)
+    beside the forking of the tiles' decoding workers left each worker
+    waiting for the profiles' lock, and the make hung (3 runs in 6).
+    """
+    if not hasattr(os, "register_at_fork"):
+        return
+
+    def renew() -> None:
+        for name in names:
+            namespace[name] = threading.Lock()
+
+    os.register_at_fork(after_in_child=renew)
+
+
 _lock = threading.Lock()
 _controller: dict[int, Any] = {}
 #: Per process, whether a :func:`one_blas_thread` block holds the BLAS limit (a forked
 #: child starts with none of its parent's).
 _blas_limited: dict[int, bool] = {}
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
+renew_locks_after_fork(globals(), "_lock")
 
 
 _forking = {"count": 0}

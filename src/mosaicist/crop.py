@@ -57,6 +57,7 @@ import numpy as np
 from PIL import Image
 
 from ._choices import CROP_MODES as CROP_MODES  # the crop setting's values, declared there
+from ._runtime import renew_locks_after_fork
 from .aspect import SQUARE
 
 #: Longer side of the grey copy faces are looked for in.
@@ -288,6 +289,7 @@ def _faces_centre(faces: np.ndarray, shape: tuple[int, ...], along_x: bool,
 # -- faces --------------------------------------------------------------------------------
 
 _detector_lock = threading.Lock()
+renew_locks_after_fork(globals(), "_detector_lock")
 _detector: dict[int, Any] = {}
 
 

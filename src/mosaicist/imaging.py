@@ -100,6 +100,7 @@ from ._profiles import (
     profile_of,
     to_srgb,
 )
+from ._runtime import renew_locks_after_fork
 from .aspect import SQUARE, height_for
 from .crop import Window, centre_window, choose_window, scale_window, window_size
 from .dedupe import SIGNATURE_PX, mirrored_tile_signatures, pack_colour
@@ -603,6 +604,7 @@ HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b
                          b"hevs", b"mif1", b"msf1"})
 
 _heif_registered = threading.Lock()
+renew_locks_after_fork(globals(), "_heif_registered")
 _heif_opener = False
 
 

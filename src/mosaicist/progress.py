@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from ._runtime import renew_locks_after_fork
+
 if TYPE_CHECKING:
     from tqdm import tqdm
 
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
 ProgressListener = Callable[[str, float, "float | None"], None]
 _listener: ProgressListener | None = None
 _listener_lock = threading.Lock()
+renew_locks_after_fork(globals(), "_listener_lock")
 
 
 @contextlib.contextmanager
