@@ -267,8 +267,13 @@ def test_a_jpeg_declaring_a_huge_picture_is_decoded_small(tmp_path):
         decoded.append(pixels)
         return contextlib.nullcontext()
 
-    assert read_original(path, 32, slot=slot).shape == (32, 32, 3)
-    # DCT scaling to 1/8: 1625 x 1625, not 169 megapixels.
+    # Its data hold far fewer blocks than it declares: refused (not a grey tile) once
+    # decoded, and that by DCT scaling to 1/8: 1625 x 1625, not 169 megapixels.
+    if imaging.simplejpeg is None:
+        assert read_original(path, 32, slot=slot).shape == (32, 32, 3)
+    else:
+        with pytest.raises(ImageReadError, match="its data end before its last block"):
+            read_original(path, 32, slot=slot)
     assert decoded == [1625 * 1625]
 
 
@@ -1229,3 +1234,65 @@ def test_a_target_too_large_for_the_memory_is_named_with_its_size(tmp_path, monk
     with pytest.raises(MosaicistError, match=r"t\.jpg: out of memory decoding its 40x30 "
                                              r"pixels \(0\.0 GB as RGB\)"):
         imaging.read_target(tmp_path / "t.jpg")
+
+
+def _jpeg_cut_with_its_end_marker(orientation: int | None = None) -> bytes:
+    whole = io.BytesIO()
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    Image.fromarray(gradient(96, 64)).save(whole, "JPEG", quality=90, exif=exif)
+    data = whole.getvalue()
+    return data[:len(data) * 2 // 3] + b"\xff\xd9"
+
+
+@pytest.mark.skipif(imaging.simplejpeg is None, reason="libjpeg-turbo's strict decode (fast)")
+@pytest.mark.parametrize("orientation", [None, 6], ids=["plain", "turned"])
+def test_a_jpeg_cut_short_with_its_end_marker_is_refused_not_filled_grey(tmp_path,
+                                                                          orientation):
+    """Pillow decoded it without an error, every block past the cut grey (128, 128, 128)."""
+    data = _jpeg_cut_with_its_end_marker(orientation)
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data)
+    with pytest.raises(MosaicistError) as error:
+        read_target(path)
+    assert str(error.value) == (f"{path}: cannot read target image: truncated image file "
+                                "(its data end before its last block)")
+    # As a tile: the fast decode (plain) and Pillow's (an EXIF orientation) refuse it.
+    with pytest.raises(ImageReadError, match="its data end before its last block"):
+        decode_tile_bytes(data, 8)
+
+
+@pytest.mark.skipif(imaging.simplejpeg is None, reason="libjpeg-turbo's strict decode (fast)")
+def test_a_jpeg_whose_header_claims_more_than_its_data_is_refused_before_its_decode(tmp_path):
+    """A 5 KB file claiming 30,000 x 30,000 pixels made a grey mosaic after 6 GB and 37 s."""
+    whole = io.BytesIO()
+    Image.fromarray(gradient(96, 64)).save(whole, "JPEG", quality=90)
+    data = bytearray(whole.getvalue())
+    frame = data.find(b"\xff\xc0")
+    data[frame + 5:frame + 9] = struct.pack(">HH", 6000, 9000)
+    path = tmp_path / "lying.jpg"
+    path.write_bytes(bytes(data))
+    from PIL import JpegImagePlugin
+
+    decoded = []
+    real_load = JpegImagePlugin.JpegImageFile.load
+
+    def load(image):
+        decoded.append(image.size)
+        return real_load(image)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(JpegImagePlugin.JpegImageFile, "load", load)
+        with pytest.raises(MosaicistError, match="its data end before its last block"):
+            read_target(path)
+    assert (9000, 6000) not in decoded
+
+
+def test_a_whole_jpeg_with_a_grey_corner_is_read():
+    """A grey last block sends a JPEG to the strict decode, which finds nothing wrong."""
+    pixels = gradient(64, 48)
+    pixels[-8:, -8:] = 128
+    whole = io.BytesIO()
+    Image.fromarray(pixels).save(whole, "JPEG", quality=100, subsampling=0)
+    assert decode_tile_bytes(whole.getvalue(), 8) is not None

@@ -1323,7 +1323,11 @@ def _decode_jpeg_fast(data: bytes, width_px: int, aspect: tuple[int, int], crop:
             simplejpeg.decode_jpeg_header(data, min_height=signed_size[1],
                                           min_width=signed_size[0])[1::-1] != picture.size)
         signed_picture = decoded(signed_size) if signed_apart else None
-    except ValueError:
+    except ValueError as error:
+        if _jpeg_data_missing(error):
+            # Pillow's path would fill the blocks missing with grey without a word.
+            raise ImageReadError("truncated image file (its data end before its last block)"
+                                 ) from None
         return None
     tile = _tile_of(picture, width_px, aspect, crop, (width, height), None,
                     sign=sign and signed_picture is None)
@@ -1362,7 +1366,7 @@ def _pillow_tile(
             hold = slot(image.width * image.height) if slot else contextlib.nullcontext()
             with hold, _PILLOW_LIMIT.allowing(max_pixels):
                 image.load()
-                _refuse_missing_png_rows(image, source)
+                _refuse_missing_pixel_data(image, source)
                 turned = image.getexif().get(_ORIENTATION, 1) in _QUARTER_TURNS
                 ImageOps.exif_transpose(image, in_place=True)
                 original = (full[1], full[0]) if turned else full
@@ -1764,6 +1768,8 @@ def read_target(
                 pixels = None if converting else _plain_png_pixels(image)
                 if pixels is not None:
                     return pixels
+                # Before a decode that a lying header could make huge and grey.
+                _refuse_jpeg_data_missing(image, handle)
                 image.load()
                 _refuse_missing_png_rows(image, handle)
                 ImageOps.exif_transpose(image, in_place=True)
@@ -2008,6 +2014,75 @@ def png_rows_missing(handle: IO[bytes]) -> bool:
     except zlib.error:
         return False
     return seen_pixels and produced < expected
+
+
+def _refuse_missing_pixel_data(image: Image.Image, source: IO[bytes] | Path) -> None:
+    """Refuse a loaded PNG or JPEG whose pixel data end early (see the two below)."""
+    _refuse_missing_png_rows(image, source)
+    _refuse_missing_jpeg_data(image, source)
+
+
+#: libjpeg's warnings of data that end before the last block (which it fills with grey).
+_JPEG_DATA_MISSING = ("premature end of data segment", "premature end of jpeg file")
+
+
+def _jpeg_data_missing(error: ValueError) -> bool:
+    """Whether simplejpeg's (strict) error is libjpeg's warning of missing data."""
+    return any(warning in str(error).lower() for warning in _JPEG_DATA_MISSING)
+
+
+def _refuse_missing_jpeg_data(image: Image.Image, source: IO[bytes] | Path) -> None:
+    """Refuse a loaded JPEG whose data end before its last block.
+
+    A JPEG cut short and given its end marker back (or whose header claims
+    a larger picture than its data hold) decodes without an error in Pillow:
+    libjpeg warns and fills every block left with grey (a 5 KB file claiming
+    30,000 x 30,000 pixels made a grey mosaic, 6 GB and 37 s later), where one
+    cut short without the marker is refused as truncated. The blocks are
+    decoded in order, so the last is grey whenever data are missing: only
+    then is the file decoded again by libjpeg-turbo (``fast`` extra), at its
+    smallest scale, strictly, for its warning. Called before any
+    orientation is applied.
+
+    Raises
+    ------
+    ImageReadError
+        Saying the file is truncated.
+    """
+    if image.format != "JPEG" or image.mode not in ("L", "RGB"):
+        return
+    corner = image.getpixel((image.width - 1, image.height - 1))
+    if corner in (128, (128, 128, 128)):
+        _refuse_jpeg_data_missing(image, source)
+
+
+def _refuse_jpeg_data_missing(image: Image.Image, source: IO[bytes] | Path) -> None:
+    """Refuse an opened JPEG whose data end before its last block, decoding it strictly.
+
+    By libjpeg-turbo (``fast`` extra; without it, nothing is refused), at its
+    smallest scale: an eighth of a decode's work each way. A target's is
+    looked at before it is decoded whole (see :func:`_refuse_missing_jpeg_data`).
+
+    Raises
+    ------
+    ImageReadError
+        Saying the file is truncated.
+    """
+    if image.format != "JPEG" or simplejpeg is None:
+        return
+    if isinstance(source, Path):
+        data = source.read_bytes()
+    else:
+        at = source.tell()
+        source.seek(0)
+        data = source.read()
+        source.seek(at)
+    try:
+        simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=1, min_height=1)
+    except ValueError as error:
+        if _jpeg_data_missing(error):
+            raise ImageReadError("truncated image file (its data end before its last block)"
+                                 ) from None
 
 
 def _refuse_missing_png_rows(image: Image.Image, source: IO[bytes] | Path) -> None:
