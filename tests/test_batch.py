@@ -742,6 +742,21 @@ def test_a_dangling_link_in_a_folder_is_a_bad_target(tmp_path):
     assert all("broken link" in message for message in reasons.values()), reasons
 
 
+def test_a_pipe_or_a_device_in_a_folder_is_a_bad_target(tmp_path):
+    """A pipe named as a picture, and a link to /dev/zero, were left out without a word."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"x")
+    os.mkfifo(folder / "pipe.png")
+    (folder / "zero.jpg").symlink_to("/dev/zero")
+    (folder / "sub.png").mkdir()  # a folder so named stays left out, as folders are
+    found, rejected = collect_targets([folder])
+    assert [target.path.name for target in found] == ["a.png"]
+    reasons = {Path(item.name).name: item.message for item in rejected}
+    assert set(reasons) == {"pipe.png", "zero.jpg"}
+    assert all(message.startswith("not a regular file") for message in reasons.values())
+
+
 def test_batch_reports_a_dangling_link_and_makes_the_others(data, tmp_path):
     root, tiles, targets, _, _ = data
     folder = tmp_path / "folder"

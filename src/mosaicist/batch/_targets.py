@@ -227,6 +227,10 @@ def _list_lines(data: bytes) -> list[str]:
     return re.split(r"\r\n|\r|\n", text)
 
 
+#: Why a pipe or a device gives no target.
+_NOT_REGULAR = "not a regular file (a pipe or device); save it to a file first"
+
+
 def _unusable(path: Path) -> str | None:
     """Why ``path`` cannot be an item of a batch, or None."""
     try:
@@ -242,7 +246,7 @@ def _unusable(path: Path) -> str | None:
     if not stat.S_ISREG(status.st_mode):
         # Opening a pipe blocks until something writes to it, in this process (videos
         # and list files are read here), where no signal can stop the batch.
-        return "not a regular file (a pipe or device); save it to a file first"
+        return _NOT_REGULAR
     suffix = path.suffix.lower()
     if suffix not in IMAGE_EXTENSIONS | VIDEO_SUFFIXES | LIST_SUFFIXES:
         known = "an image, a video, a folder or a list file (.txt)"
@@ -264,7 +268,9 @@ def _folder_entries(folder: Path) -> tuple[list[Path], list[Rejected]]:
     """The images and videos directly in ``folder``, in sorted name order.
 
     A link named as an image or a video whose target is missing (or a loop of
-    links) is rejected by name, not left out: it was meant as a target.
+    links), and a pipe or a device so named (or a link to one), are rejected
+    by name, not left out: they were meant as targets (they were dropped
+    without a word, where a tile folder names them).
     """
     wanted = IMAGE_EXTENSIONS | VIDEO_SUFFIXES
     entries = []
@@ -273,12 +279,14 @@ def _folder_entries(folder: Path) -> tuple[list[Path], list[Rejected]]:
         if entry.name.startswith(".") or Path(entry.name).suffix.lower() not in wanted:
             continue
         try:
-            if entry.is_file():
-                entries.append(Path(entry.path))
-            elif entry.is_symlink():
-                os.stat(entry.path)  # a link to a folder is left out, as a folder is
-        except OSError as error:  # ELOOP from is_file, ENOENT from stat
+            mode = entry.stat().st_mode  # through links
+        except OSError as error:  # ELOOP, ENOENT: a broken link
             broken.append(Rejected(entry.path, f"broken link: {_reason(error)}"))
+            continue
+        if stat.S_ISREG(mode):
+            entries.append(Path(entry.path))
+        elif not stat.S_ISDIR(mode):  # a folder so named is left out, as folders are
+            broken.append(Rejected(entry.path, _NOT_REGULAR))
     return entries, broken
 
 
