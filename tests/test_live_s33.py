@@ -122,3 +122,19 @@ def test_completing_from_too_few_photos_says_how_many_uses_it_takes(make_wall):
     # The number said is enough.
     done = wall.host.post("/api/admin/complete", json={"source": "received", "max_uses": 12})
     assert done.status_code == 200 and done.json()["filled"] == 11
+
+
+def test_a_wall_too_large_for_memory_is_refused_before_its_target_is_cut(tmp_path, target,
+                                                                         monkeypatch):
+    """200 x 200 cells at 1,024 px took all the memory there was before a word."""
+    from mosaicist.live import _event
+
+    def never(*args, **kwargs):
+        raise AssertionError("the target was cut")
+
+    monkeypatch.setattr(_event, "cut_target", never)
+    with pytest.raises(MosaicistError) as error:
+        Event.open(tmp_path / "new", target=target, grid=(200, 200), settings={"tile_px": 1024})
+    message = str(error.value)
+    assert "41,943 megapixels" in message and "--grid" in message and "--tile-px" in message
+    assert not (tmp_path / "new").exists()

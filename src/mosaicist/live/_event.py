@@ -132,6 +132,9 @@ WALL_SETTINGS = ("tile_px", "match_px", "aspect", "crop", "metric", "tint", "col
 #: Largest grid side, and most cells.
 MAX_GRID_SIDE = 1000
 MAX_CELLS = 40_000
+#: Most pixels of a wall at its tiles' size (its target is kept whole at that size: a
+#: wall of 200 x 200 cells at 1,024 px took all the memory there was before a word).
+MAX_WALL_PIXELS = 250_000_000
 #: Statuses of a photo.
 STATUSES = ("pending", "placed", "overflow", "rejected", "removed")
 
@@ -2047,6 +2050,12 @@ def _made(folder: Path, target: str | os.PathLike[str] | None, grid: tuple[int, 
     if not path.is_file():
         raise MosaicistError(f"{target}: target file not found")
     cols, rows = grid
+    pixels = cols * options.tile_px * rows * options.tile_height
+    if pixels > MAX_WALL_PIXELS:
+        raise MosaicistError(
+            f"a wall of {cols}x{rows} cells of {options.tile_px}x{options.tile_height} px is "
+            f"{pixels / 1e6:,.0f} megapixels, over the {MAX_WALL_PIXELS / 1e6:,.0f} a live wall "
+            "takes; use fewer cells (--grid) or smaller tiles (--tile-px)")
     picture = cut_target(path, cols, rows, options)
     with atomic_path(folder / "target.png", durable=True) as temporary:
         Image.fromarray(picture, "RGB").save(temporary, "PNG", compress_level=6)
