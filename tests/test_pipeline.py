@@ -157,6 +157,9 @@ def test_metrics_are_measured_at_the_match_size_when_written_larger(tmp_path, ta
     assert mosaic.metrics["psnr_full"] == pytest.approx(expected.metrics["psnr_full"])
     assert mosaic.metrics["ciede2000_mean_view"] == pytest.approx(
         expected.metrics["ciede2000_mean_view"])
+    # And the report says so: a print's report and 'score' of its file differed unexplained.
+    assert mosaic.metrics["measured_tile_px"] == 16
+    assert expected.metrics["measured_tile_px"] == 16
 
 
 def test_overlay_is_a_blend_with_the_target(tmp_path, target):

@@ -624,7 +624,10 @@ def _make_mosaic(
                     assignment=result.assignment, sizes=sizes)
     if options.compute_metrics:
         # Fidelity is measured at the size tiles were compared (the picture as
-        # matched), streamed: only its viewing-scale reduction is kept.
+        # matched), streamed: only its viewing-scale reduction is kept. Drawn larger
+        # from the originals, the picture would cost its every pixel (a 131-megapixel
+        # Deep Zoom make: 0.5 s of metrics -> 35 s): the report says the size measured,
+        # and 'mosaicist score' measures the file.
         mosaic._measurement = _Measurement(at_match_size, crop, grid, placements)
     return mosaic
 
@@ -1046,5 +1049,8 @@ class _Measurement:
         # How much of the tiles' chroma was kept, on average over the cells.
         metrics["mean_chroma_factor"] = float(placements.chroma.mean())
         metrics["overlay"] = options.overlay
+        # The tiles' size in the picture measured: the size they were compared at, which
+        # is the file's unless tiles were drawn larger (or smaller) from the originals.
+        metrics["measured_tile_px"] = self.renderer.tile_px
         metrics["mean_tint_shift"] = float(np.linalg.norm(placements.tint, axis=1).mean())
         return metrics
