@@ -324,9 +324,15 @@ def test_csv_render_warns_of_settings_it_lacks_and_takes_metric_and_crop(made):
     # The shape given, it is not said among what is assumed.
     shaped = _cli("render", root / "p.csv", "-o", root / "s.png", "--aspect", "1:1", *common)
     assert shaped.exit_code == 0 and "1:1 tiles" not in shaped.stderr, shaped.output
-    # Told the metric, it draws the same picture, without the warning.
+    # Told some, it says the others (told the crop alone, a 3:2 make's CSV came out square
+    # without a word).
+    some = _cli("render", root / "p.csv", "-o", root / "c.png", "--crop", "centre", *common)
+    assert some.exit_code == 0 and "1:1 tiles" in some.stderr, some.output
+    assert "--crop centre" not in some.stderr
+    assert "give --metric, --colour-profiles and --aspect" in some.stderr
+    # Told every one, it draws the same picture, without the warning.
     told = _cli("render", root / "p.csv", "-o", root / "t.png", "--metric", "lab",
-                "--crop", "centre", *common)
+                "--crop", "centre", "--colour-profiles", "ignore", "--aspect", "1:1", *common)
     assert told.exit_code == 0 and "warning" not in told.stderr, told.output
     assert np.abs(_pixels(root / "t.png") - _pixels(root / "m.png")).max() <= 1
     # A JSON file records them: another value would draw a picture it was not matched for.
@@ -356,10 +362,10 @@ def test_csv_render_draws_a_default_make_as_made_and_another_when_told(made):
     assert drawn.exit_code == 0 and "records no settings" in drawn.stderr, drawn.output
     assert "--crop subject" in drawn.stderr
     assert np.abs(_pixels(root / "dr.png") - _pixels(root / "d.png")).max() <= 1
-    # A seed make's CSV: told its crop, the same picture, without the warning.
+    # A seed make's CSV: told its crop, the same picture, the crop no longer said.
     make("-o", root / "m.png", "--placements", root / "p.csv", tiles=wide)
     told = _cli("render", root / "p.csv", "-o", root / "r.png", "--crop", "centre", *common)
-    assert told.exit_code == 0 and "warning" not in told.stderr, told.output
+    assert told.exit_code == 0 and "--crop" not in told.stderr, told.output
     assert np.abs(_pixels(root / "r.png") - _pixels(root / "m.png")).max() <= 1
     untold = _cli("render", root / "p.csv", "-o", root / "u.png", *common)
     assert untold.exit_code == 0 and "records no settings" in untold.stderr

@@ -1378,20 +1378,27 @@ def _check_recorded(path: Path, placements: Any, given: dict[str, Any], quiet: b
                                   f"was made with; {{{name}}} is for CSV placements, which "
                                   "record none", path=path, recorded=recorded)
         return
-    if quiet or any(name in given for name in _CSV_SETTINGS):
+    # Said of each setting not given (one given left the others unsaid: a 3:2 make's
+    # CSV rendered with --crop alone came out square without a word), whatever the
+    # tints: a crop other than the default preset's draws other pixels too.
+    unsaid = [name for name in (*_CSV_SETTINGS, "aspect") if name not in given]
+    if quiet or not unsaid:
         return
-    # Said whatever the tints: a crop other than the default preset's draws other pixels too.
     options = placements.options
+    assumed = [f"--{name.replace('_', '-')} {getattr(options, name)}"
+               for name in _CSV_SETTINGS if name in unsaid]
+    assumed.append("no overlay")
+    if "tile_px" not in given:
+        assumed.append(f"{options.tile_px} px tiles")
+    if "aspect" in unsaid:
+        assumed.append(f"{options.aspect} tiles")
+    flags = [f"--{name.replace('_', '-')}" for name in unsaid]
     click.echo(printable(
         f"mosaicist: warning: {path}: a CSV placements file records no settings, so it is "
-        f"drawn as a make without options draws (--metric {options.metric}, --crop "
-        f"{options.crop}, --colour-profiles {options.colour_profiles}, no overlay"
-        + ("" if "tile_px" in given else f", {options.tile_px} px tiles")
-        # The shape too: a 3:2 make's CSV came out square without a word.
-        + ("" if "aspect" in given else f", {options.aspect} tiles")
-        + "); give --metric, --crop, --colour-profiles and --aspect if it was made "
-        "otherwise, or render the JSON "
-        "placements file (--placements NAME.json), which records them"),
+        f"drawn as a make without options draws ({', '.join(assumed)}); give "
+        + (", ".join(flags[:-1]) + " and " + flags[-1] if len(flags) > 1 else flags[0])
+        + " if it was made otherwise, or render the JSON placements file "
+        "(--placements NAME.json), which records them"),
         err=True)
 
 
