@@ -1239,7 +1239,8 @@ def test_video_frames_too_small_fail_the_video_once(data, tmp_path):
     assert result.exit_code == 1, result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("mosaicist: error")]
     assert errors == [f"mosaicist: error: {small}: 4x4 pixels is smaller than one "
-                      f"{CELL}x{CELL} cell"], result.stderr
+                      f"{CELL}x{CELL} cell; use smaller cells (--cell) or a larger target"
+                      ], result.stderr
 
 
 def test_an_output_folder_that_is_a_file_and_a_full_disk_for_the_video(data, tmp_path,

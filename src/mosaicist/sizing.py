@@ -570,8 +570,9 @@ def cell_px_for_cells(
             raise OptionError("{name}: {target} is smaller than one {size} cell, the smallest "
                               "that {adaptive} {depth} allows (its sides halve {times})",
                               name=name, target=target, size=size, depth=adaptive, times=times)
-        raise MosaicistError(f"{name}: {target} is smaller than one {size} cell, the "
-                             f"smallest at {format_aspect(ratio)}")
+        raise OptionError("{name}: {target} is smaller than one {size} cell, the smallest "
+                          "at {shape}; use another {aspect} or a larger target",
+                          name=name, target=target, size=size, shape=format_aspect(ratio))
     widths, counts = widths[usable], counts[usable]
     most, fewest = int(counts.max()), int(counts.min())
     shape = f"{format_aspect(ratio)} " if ratio != (1, 1) else ""
@@ -817,7 +818,9 @@ def plan_sizes(
     if cols < 1 or rows < 1:
         what = f"its {crop[2]}x{crop[3]} crop to the print's shape" \
             if crop[2:] != (width, height) else f"{width}x{height} pixels"
-        raise MosaicistError(f"{name}: {what} is smaller than one {cell_px}x{cell_height} cell")
+        raise OptionError("{name}: {what} is smaller than one {size} cell; use smaller cells "
+                          "({cell_px}) or a larger target", name=name, what=what,
+                          size=f"{cell_px}x{cell_height}")
     if print_size is not None:
         assert dpi is not None
         tile_px = tile_px_for_print(cols, rows, print_size, dpi, ratio, adaptive)
@@ -953,6 +956,11 @@ def original_sizes(
     return sizes
 
 
+#: Enlargement of the originals from which tiles are said to look soft: a few percent
+#: is not seen (and "enlarged 1.0x and will look soft" was said of 1.04).
+SOFT_ENLARGEMENT = 1.1
+
+
 def small_originals_warning(
     source: TileSource, source_ids: Sequence[str], tile_px: int, tile_height: int,
     sample: int = ORIGINALS_SAMPLE,
@@ -961,8 +969,9 @@ def small_originals_warning(
 
     Each sampled original (:func:`original_sizes`) gives its largest window
     of the tiles' shape; when the median of the factors by which those
-    windows are enlarged to ``tile_px x tile_height`` is above 1, the tiles
-    will look soft. None when they are large enough (or none could be read).
+    windows are enlarged to ``tile_px x tile_height`` is at least
+    :data:`SOFT_ENLARGEMENT`, the tiles will look soft. None when they are
+    large enough (or none could be read).
     """
     sizes = original_sizes(source, source_ids, sample)
     if not sizes:
@@ -971,7 +980,7 @@ def small_originals_warning(
                    tile_height / min(height, width * tile_height / tile_px))
                for width, height in sizes]
     factor = statistics.median(factors)
-    if factor <= 1:
+    if factor < SOFT_ENLARGEMENT:
         return None
     typical = sorted(sizes, key=lambda size: size[0] * size[1])[(len(sizes) - 1) // 2]
     return (f"tiles are {tile_px}x{tile_height} px, but the library's photos are about "
