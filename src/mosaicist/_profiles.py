@@ -66,7 +66,7 @@ import numpy as np
 from PIL import Image, ImageCms
 
 from ._choices import COLOUR_PROFILE_MODES
-from ._runtime import renew_locks_after_fork
+from ._forks import renew_locks_after_fork
 from .errors import OptionError, alternatives
 
 _LOG = logging.getLogger(__name__)

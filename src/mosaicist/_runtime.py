@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from ._forks import renew_locks_after_fork
 from .errors import MosaicistError
 
 #: Environment variable that sets the number of worker threads and processes.
@@ -548,24 +549,6 @@ def release_pages(array: np.ndarray) -> None:
         return
     with contextlib.suppress(OSError, ValueError, AttributeError):
         mapping.madvise(mmap.MADV_DONTNEED)
-
-
-def renew_locks_after_fork(namespace: dict[str, Any], *names: str) -> None:
-    """Give a forked child new module-level locks ``names`` of ``namespace`` (a ``globals()``).
-
-    A lock that another thread held when the process forked stays held in
-    the child for good: a target read (and its colour profile converted)
-    beside the forking of the tiles' decoding workers left each worker
-    waiting for the profiles' lock, and the make hung (3 runs in 6).
-    """
-    if not hasattr(os, "register_at_fork"):
-        return
-
-    def renew() -> None:
-        for name in names:
-            namespace[name] = threading.Lock()
-
-    os.register_at_fork(after_in_child=renew)
 
 
 _lock = threading.Lock()

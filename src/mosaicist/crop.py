@@ -57,7 +57,7 @@ import numpy as np
 from PIL import Image
 
 from ._choices import CROP_MODES as CROP_MODES  # the crop setting's values, declared there
-from ._runtime import renew_locks_after_fork
+from ._forks import renew_locks_after_fork
 from .aspect import SQUARE
 
 #: Longer side of the grey copy faces are looked for in.

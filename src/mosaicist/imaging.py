@@ -88,6 +88,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, PngImagePlugin, features
 
 from ._choices import TARGET_MAX_PIXELS
+from ._forks import renew_locks_after_fork
 from ._profiles import (
     check_colour_profiles,
     converts,
@@ -100,7 +101,6 @@ from ._profiles import (
     profile_of,
     to_srgb,
 )
-from ._runtime import renew_locks_after_fork
 from .aspect import SQUARE, height_for
 from .crop import Window, centre_window, choose_window, scale_window, window_size
 from .dedupe import SIGNATURE_PX, mirrored_tile_signatures, pack_colour

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from ._runtime import renew_locks_after_fork
+from ._forks import renew_locks_after_fork
 
 if TYPE_CHECKING:
     from tqdm import tqdm
