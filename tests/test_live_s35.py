@@ -391,3 +391,21 @@ def test_the_studio_refuses_a_jpeg_of_thousands_of_scans_as_the_wall_does():
     with pytest.raises(live_event.MosaicistError, match=r"^many\.jpg: this JPEG is stored in "):
         decode_upload(crafted, "many.jpg")
     assert decode_upload(normal, "fine.jpg")[0].size == (64, 48)
+
+
+@pytest.mark.skipif(__import__("mosaicist.imaging").imaging.simplejpeg is None,
+                    reason="libjpeg-turbo's strict decode (fast)")
+def test_an_upload_whose_jpeg_data_end_early_is_refused_not_stored_grey():
+    """A header claiming 9,000 x 9,000 pixels over 32 x 32 was stored as 81 megapixels."""
+    from mosaicist.studio._uploads import decode_upload
+
+    buffer = io.BytesIO()
+    Image.fromarray(gradient(480, 320)).save(buffer, "JPEG", quality=90)
+    whole = buffer.getvalue()
+    cut = whole[:len(whole) * 2 // 3] + b"\xff\xd9"  # in the scan's data, its marker back
+    with Image.open(io.BytesIO(cut)) as image:
+        image.load()  # Pillow reads it, every block past the cut grey
+    with pytest.raises(live_event.MosaicistError, match=r"^cut\.jpg: the picture cannot be "
+                                                        r"read: its image data end before"):
+        decode_upload(cut, "cut.jpg")
+    assert decode_upload(whole, "whole.jpg")[0].size == (480, 320)

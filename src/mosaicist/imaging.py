@@ -2057,11 +2057,10 @@ def _refuse_missing_jpeg_data(image: Image.Image, source: IO[bytes] | Path) -> N
 
 
 def _refuse_jpeg_data_missing(image: Image.Image, source: IO[bytes] | Path) -> None:
-    """Refuse an opened JPEG whose data end before its last block, decoding it strictly.
+    """Refuse an opened JPEG whose data end before its last block (:func:`jpeg_data_missing`).
 
-    By libjpeg-turbo (``fast`` extra; without it, nothing is refused), at its
-    smallest scale: an eighth of a decode's work each way. A target's is
-    looked at before it is decoded whole (see :func:`_refuse_missing_jpeg_data`).
+    A target's is looked at before it is decoded whole (see
+    :func:`_refuse_missing_jpeg_data`).
 
     Raises
     ------
@@ -2077,12 +2076,33 @@ def _refuse_jpeg_data_missing(image: Image.Image, source: IO[bytes] | Path) -> N
         source.seek(0)
         data = source.read()
         source.seek(at)
+    if jpeg_data_missing(data):
+        raise ImageReadError("truncated image file (its data end before its last block)")
+
+
+def jpeg_data_missing(data: bytes) -> bool:
+    """Whether a JPEG's data end before its last block, which libjpeg fills with grey.
+
+    Decoded strictly by libjpeg-turbo (``fast`` extra; without it, False), at
+    its smallest scale: an eighth of a decode's work each way.
+
+    Parameters
+    ----------
+    data : bytes
+        The JPEG file's bytes.
+
+    Returns
+    -------
+    bool
+        True where libjpeg warns of missing data ("premature end").
+    """
+    if simplejpeg is None or data[:2] != b"\xff\xd8":
+        return False
     try:
         simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=1, min_height=1)
     except ValueError as error:
-        if _jpeg_data_missing(error):
-            raise ImageReadError("truncated image file (its data end before its last block)"
-                                 ) from None
+        return _jpeg_data_missing(error)
+    return False
 
 
 def _refuse_missing_png_rows(image: Image.Image, source: IO[bytes] | Path) -> None:

@@ -40,6 +40,7 @@ from ..imaging import (
     PixelLimitError,
     _check_pixels,
     _describe,
+    jpeg_data_missing,
     png_rows_missing,
     png_without_damaged_chunks,
     settle_nclx,
@@ -188,6 +189,11 @@ def decode_upload(
                 width, height = image.size
                 scale = max(1.0, max(width, height) / draft_side)
                 image.draft("RGB", (int(width / scale), int(height / scale)))
+            if kind == "JPEG" and jpeg_data_missing(data):
+                # Decoded, its blocks past the data grey, without a word (a header
+                # claiming 9,000 x 9,000 pixels over 32 x 32 was stored as 81 megapixels).
+                raise MosaicistError(f"{name}: the picture cannot be read: its image data end "
+                                     "before its last block")
             with _PILLOW_LIMIT.allowing(max_pixels):
                 image.load()
                 if kind == "PNG" and png_rows_missing(io.BytesIO(data)):
