@@ -760,3 +760,27 @@ def test_render_mosaic_names_the_parameter_that_cannot_be_used(settings, message
     tiles = np.zeros((4, 8, 8, 3), np.uint8)
     with pytest.raises(OptionError, match=message):
         render_mosaic(tiles, np.zeros((2, 3), np.int64), **settings)
+
+
+def test_render_notes_an_aspect_other_than_the_recorded_one(made):
+    """``render p.json --aspect 3:2`` on a 1:1 file changed the mosaic's shape without a word."""
+    root, make = made
+    make("-o", root / "m.png", "--placements", root / "p.json")
+    common = ("--tiles", root / "tiles", "--cache-dir", root / "cache")
+    other = _cli("render", root / "p.json", "-o", root / "o.png", "--aspect", "3:2", *common)
+    assert other.exit_code == 0, other.output
+    notes = [line for line in other.stderr.splitlines() if line.startswith("mosaicist: note")]
+    assert len(notes) == 1 and "--aspect 3:2 is not the 1:1" in notes[0], other.stderr
+    same = _cli("render", root / "p.json", "-o", root / "s.png", "--aspect", "1:1", *common)
+    assert same.exit_code == 0 and "mosaicist: note" not in same.stderr, same.output
+
+
+def test_render_refuses_a_bad_value_before_saying_what_a_csv_lacks(made):
+    """A bad --metric came after the CSV's warning, which named every setting but it."""
+    root, make = made
+    make("-o", root / "m.png", "--placements", root / "p.csv")
+    result = _cli("render", root / "p.csv", "-o", root / "r.png", "--metric", "foo",
+                  "--tiles", root / "tiles", "--cache-dir", root / "cache")
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--metric" in lines[0] and "warning" not in lines[0], lines

@@ -1377,6 +1377,15 @@ def _check_recorded(path: Path, placements: Any, given: dict[str, Any], quiet: b
                 raise OptionError(f"{{{name}}}: {{path}} records {{recorded}}, the {name} it "
                                   f"was made with; {{{name}}} is for CSV placements, which "
                                   "record none", path=path, recorded=recorded)
+        recorded_aspect = placements.options.aspect
+        asked = (placements.options.replace(aspect=given["aspect"]).aspect
+                 if "aspect" in given else recorded_aspect)
+        if not quiet and asked != recorded_aspect:
+            # An override, as documented, but not a silent one: the mosaic changed shape.
+            click.echo(printable(
+                f"mosaicist: note: --aspect {asked} is not the {recorded_aspect} "
+                f"{path} was made at: its photos are cut at a shape they were not matched "
+                "at, and the mosaic (and any overlay's target) takes that shape"), err=True)
         return
     # Said of each setting not given (one given left the others unsaid: a 3:2 make's
     # CSV rendered with --crop alone came out square without a word), whatever the
@@ -1485,8 +1494,9 @@ def render(
                 else "is CSV, which records none")
         raise MosaicistError(f"{placements_path}: no tile source: the file {kind}; name the "
                              "library with --tiles")
-    _check_recorded(placements_path, placements, given, quiet)
+    # Values checked first: a bad one was refused after the file's warning.
     options = placements.options.replace(**given)
+    _check_recorded(placements_path, placements, given, quiet)
     if options.overlay > 0 and not placements.target:
         raise MosaicistError(f"{placements_path}: the overlay ({options.overlay:g}) needs the "
                              "target picture, and this file names none")
