@@ -737,8 +737,11 @@ def test_output_settings_the_format_does_not_use_are_noted(setup, tmp_path):
 
     png = run(make_args(setup, "-o", tmp_path / "a.png", "--quality", 80, "--dzi-overlap", 2,
                         "--placements", tmp_path / "a.json"))
+    # Kept in the JSON placements: a render to JPEG uses that quality ("ignored", it said).
     assert notes(png) == ["mosaicist: note: --quality and --dzi-overlap have no effect on a PNG "
-                          "output; ignored"]
+                          "output; kept in the placements file, for a render to another format"]
+    plain = run(make_args(setup, "-o", tmp_path / "p.png", "--quality", 80))
+    assert notes(plain) == ["mosaicist: note: --quality has no effect on a PNG output; ignored"]
     assert notes(run(make_args(setup, "-o", tmp_path / "a.jpg", "--quality", 80,
                                "--dpi", 300))) == []
     zoom = run(make_args(setup, "-o", tmp_path / "a.dzi", "--dpi", 300, "--dzi-format", "png",

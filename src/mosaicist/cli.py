@@ -835,9 +835,13 @@ class _OrNone(click.ParamType):
 
 
 def _note_ignored(written_as: Any, options: MosaicOptions, quiet: bool,
-                  given: Iterable[str] | None = None) -> None:
+                  given: Iterable[str] | None = None, recorded: bool = False) -> None:
     """Note the output settings given (of ``given`` only, when named) that the output's
-    format does not use (``--quality`` with a PNG): else they change nothing without a word."""
+    format does not use (``--quality`` with a PNG): else they change nothing without a word.
+
+    ``recorded``: a placements file keeps them, and a later render to another
+    format uses them (said so: "ignored" was then applied by the render).
+    """
     from .render import ignored_settings
 
     ignored = [name for name in ignored_settings(written_as, options)
@@ -847,8 +851,10 @@ def _note_ignored(written_as: Any, options: MosaicOptions, quiet: bool,
         # "--quality and --dzi-overlap have", as errors.alternatives lists with "or".
         flags = " and ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
         verb = "has" if len(ignored) == 1 else "have"
-        click.echo(f"mosaicist: note: {flags} {verb} no effect on a {written_as.name} output; "
-                   "ignored", err=True)
+        kept = ("; kept in the placements file, for a render to another format" if recorded
+                else "; ignored")
+        click.echo(f"mosaicist: note: {flags} {verb} no effect on a {written_as.name} output"
+                   f"{kept}", err=True)
 
 
 def _note_shadowed(spec: str | None, quiet: bool, flag: str = "--tiles") -> None:
@@ -1162,7 +1168,9 @@ def make(
     _check_source(tiles, cache_dir)
     check_output(output, *options_plan(options, (width, height), str(target)).output_size,
                  options)
-    _note_ignored(output_format(output), options, quiet)
+    _note_ignored(output_format(output), options, quiet,
+                  recorded=placements_path is not None
+                  and placements_path.suffix.lower() == ".json")
     _note_shadowed(tiles, quiet)
     _note_inside_library(library, output, quiet)
 
