@@ -204,6 +204,25 @@ def test_make_notes_name_the_flags(tmp_path, twins):
             "it is ignored") in result.stderr.splitlines(), result.stderr
 
 
+def test_batch_says_the_settings_notes_once_as_make_does(tmp_path, twins):
+    """A batch's makes are quiet: --detail without --adaptive, and --assign without a
+    repetition limit, changed nothing without a word there."""
+    targets = [photo(tmp_path / f"t{index}.png", index + 2, size=8) for index in range(2)]
+    common = ["--tiles", twins, "--preset", "seed", "--cell", 8, "--tile-px", 8, "--detail",
+              0.5, "--assign", "greedy", "--cache-dir", tmp_path / "cache"]
+    made = run(["make", targets[0], "-o", tmp_path / "m.png", *common])
+    batch = run(["batch", *targets, "-o", tmp_path / "out", "--workers", 1, *common])
+    assert made.exit_code == 0 and batch.exit_code == 0, (made.output, batch.output)
+    expected = [
+        "mosaicist: note: --detail applies only with adaptive cells (--adaptive 0 here); "
+        "it is ignored",
+        "mosaicist: note: --assign greedy applies only with a repetition limit (--max-uses, "
+        "--min-uses or --min-spacing); each cell takes its nearest tile"]
+    for result in (made, batch):
+        notes = [line for line in result.stderr.splitlines() if "note:" in line]
+        assert notes == expected, result.stderr
+
+
 def test_the_note_of_preset_settings_dropped_names_the_flags(tmp_path, twins):
     # "approximate search on cpu runs without the preset's max_uses, min_spacing, ...".
     target = photo(tmp_path / "target.png", 2, size=8)

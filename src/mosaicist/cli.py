@@ -1643,6 +1643,12 @@ def batch(
     if suffix in OUTPUT_FORMATS:  # else the batch says what is wrong with it
         _note_ignored(OUTPUT_FORMATS[suffix], options, quiet)
     _note_shadowed(tiles, quiet)
+    if not quiet:
+        from .pipeline import note_settings, settings_named_by
+
+        # Once for all the targets, whose makes are quiet (the notes went unsaid).
+        with settings_named_by(_command_flags()), contextlib.suppress(MosaicistError):
+            note_settings(options)  # a matcher that cannot run: the batch says it alone
 
     def on_error(name: str, message: str) -> None:
         tqdm.write(f"mosaicist: error: {printable(f'{name}: {message}')}", file=sys.stderr)

@@ -493,6 +493,44 @@ def _note(template: str, **values: object) -> None:
     print(printable(f"mosaicist: note: {text}"), file=sys.stderr)
 
 
+def note_settings(options: MosaicOptions, dropped: tuple[str, ...] | None = None) -> None:
+    """Note on stderr the settings that change nothing, or less than asked, for any target.
+
+    What ``options`` alone tell (``make`` says it before any work, ``batch``
+    once for all its targets): a matcher asked for that runs without the
+    preset's settings it cannot honour (``dropped``, from
+    :func:`~mosaicist.match.fitted_matcher`; looked up when None), a detail
+    threshold without adaptive cells, the greedy assignment with a minimum
+    of uses, an assignment method where no repetition limit applies.
+
+    Raises
+    ------
+    MosaicistError
+        Where ``dropped`` is None and no matcher honours ``options``, or the
+        one that would cannot run here (nothing is noted then).
+    """
+    if dropped is None:
+        matcher, options, dropped = fitted_matcher(options)
+        matcher.check_runs(options)  # a missing package or device is said alone
+    if dropped:
+        _note("{search} {search_value} on {device} {device_value} runs without the preset's "
+              + ", ".join("{" + name + "}" for name in dropped),
+              search_value=options.search, device_value=options.device)
+    if options.given("detail") and not options.adaptive:
+        # A detail threshold splits only adaptive cells: without them it changes nothing.
+        _note("{detail} applies only with adaptive cells ({adaptive} 0 here); it is ignored")
+    if options.min_uses and options.assign == "greedy":
+        # The greedy pass cannot promise a minimum: the optimal assignment keeps it (the
+        # report's method said so, and nothing else did).
+        _note("{assign} greedy does not keep {min_uses} {low}: the tiles are placed by the "
+              "optimal assignment", low=options.min_uses)
+    if (options.given("assign") and options.max_uses is None and not options.min_uses
+            and options.min_spacing <= 1):
+        # Only a repetition limit is assigned: each cell otherwise takes its nearest tile.
+        _note("{assign} {value} applies only with a repetition limit ({max_uses}, {min_uses} "
+              "or {min_spacing}); each cell takes its nearest tile", value=options.assign)
+
+
 def _make_mosaic(
     target: Target,
     tiles: Tiles,
@@ -520,15 +558,10 @@ def _make_mosaic(
         check_device_runs(options)
         raise
     matcher.check_runs(options)  # a missing package or device is said alone, before the note
-    if dropped and not quiet:
-        _note("{search} {search_value} on {device} {device_value} runs without the preset's "
-              + ", ".join("{" + name + "}" for name in dropped),
-              search_value=options.search, device_value=options.device)
+    if not quiet:
+        note_settings(options, dropped)
     if wrap is not None and options.adaptive:
         raise OptionError("{stable} does not combine with {adaptive}")
-    if options.given("detail") and not options.adaptive and not quiet:
-        # A detail threshold splits only adaptive cells: without them it changes nothing.
-        _note("{detail} applies only with adaptive cells ({adaptive} 0 here); it is ignored")
     started = time.perf_counter()
     name = str(target) if isinstance(target, (str, os.PathLike)) else None
     label = name or label or "target"
@@ -575,7 +608,8 @@ def _make_mosaic(
             # A preset's repetition limits bend to a small library; given ones do not.
             options = fit_limits(options, len(grid), len(library.limit(options.limit)),
                                  grid.rows, grid.cols)
-            if options.min_uses and options.assign == "greedy" and not quiet:
+            if (options.min_uses and not given.min_uses and options.assign == "greedy"
+                    and not quiet):  # a minimum the fit set (note_settings said the others)
                 # The greedy pass cannot promise a minimum: the optimal assignment keeps it
                 # (the report's method said so, and nothing else did).
                 _note("{assign} greedy does not keep {min_uses} {low}: the tiles are placed "
