@@ -187,6 +187,20 @@ def _black_folder(tmp_path):
     return folder
 
 
+def test_a_refusal_under_a_limit_does_not_blame_the_identical_photos(tmp_path):
+    """--limit 5 takes 5 tiles however many copies are left out: "identical_photos keep
+    keeps them" advised a setting that changed nothing."""
+    folder = _black_folder(tmp_path)
+    for number in range(8):
+        Image.new("RGB", (20, 20), (30 * number, 40, 50)).save(folder / f"c{number}.png")
+    target = noisy_target()
+    with pytest.raises(OptionError) as error:
+        make_mosaic(target, folder, cell_px=8, tile_px=8, max_uses=1, limit=5,
+                    cache_dir=tmp_path / "cache")
+    assert "the library has 5;" in str(error.value)
+    assert "identical" not in str(error.value)
+
+
 def test_a_refusal_counts_the_identical_photos_left_out(tmp_path):
     folder = _black_folder(tmp_path)
     target = noisy_target()

@@ -628,8 +628,11 @@ def _make_mosaic(
     except OptionError as error:
         # Every refusal that counts the library's tiles (adaptive leaves', a video's
         # frames', the capped matcher's) says how many identical photos were left out.
-        raise naming_identical(error, library.identical_dropped,
-                               library.duplicates_dropped) from None
+        # Where --limit takes fewer tiles than are left, the copies left out change nothing:
+        # keeping them would not add to the first N (said so, it advised a flag in vain).
+        limited = options.limit is not None and len(library) >= options.limit
+        raise naming_identical(error, 0 if limited else library.identical_dropped,
+                               0 if limited else library.duplicates_dropped) from None
     if placements.target is not None:
         # The target as matched, so that a later render's overlay can tell it changed.
         placements.target_pixels = reading.target_pixels
