@@ -988,3 +988,42 @@ def test_repetition_on_large_patterned_grids():
     assert repetition_metrics((col - (row % 7) * 7) % 49)["closest_repeat"] == 7
     half = np.random.default_rng(0).permutation(500_000).reshape(500, 1000)
     assert repetition_metrics(np.vstack([half, half]))["closest_repeat"] == 500
+
+
+def test_cli_score_refuses_json_placements_of_another_target(scored, tmp_path):
+    """A target of another size put the recorded grid on another region, scored without a
+    word; one of the same size with other pixels is scored, and said to differ."""
+    root, target, mosaic_path, _, mosaic = scored
+    placements = tmp_path / "placements.json"
+    mosaic.placements.write_json(placements)
+    picture = np.asarray(Image.open(target))
+    bigger = tmp_path / "bigger.png"
+    Image.fromarray(np.repeat(np.repeat(picture, 2, axis=0), 2, axis=1)).save(bigger)
+    refused = CliRunner().invoke(main, ["score", str(mosaic_path), str(bigger),
+                                        "--placements", str(placements)])
+    assert refused.exit_code != 0
+    assert (f"{placements}: the placements are for another target: {bigger} is not the "
+            "picture they were made from (52x44 px then, 104x88 now)") in refused.stderr
+    inverted = tmp_path / "inverted.png"
+    Image.fromarray(255 - picture).save(inverted)
+    scored_anyway = CliRunner().invoke(main, ["score", str(mosaic_path), str(inverted),
+                                              "--placements", str(placements)])
+    assert scored_anyway.exit_code == 0, scored_anyway.output
+    assert (f"mosaicist: warning: {inverted}: not the picture {placements} was made from "
+            "(same 52x44 px, other pixels); scored as it is") in scored_anyway.stderr
+    assert "target_changed" not in scored_anyway.stdout
+    same = CliRunner().invoke(main, ["score", str(mosaic_path), str(target),
+                                     "--placements", str(placements)])
+    assert same.exit_code == 0 and "warning" not in same.stderr, same.output
+
+
+def test_score_says_which_setting_other_cells_need(tmp_path):
+    """A 3:2 mosaic scored without --aspect was refused naming nothing to change."""
+    target = random_image(40, 70, seed=7)
+    Image.fromarray(target).save(tmp_path / "target.png")
+    crop = target[0:40, 5:65]
+    Image.fromarray(np.repeat(np.repeat(crop, 2, axis=0), 2, axis=1)).save(tmp_path / "m.png")
+    refused = CliRunner().invoke(main, ["score", str(tmp_path / "m.png"),
+                                        str(tmp_path / "target.png"), "--cell", "12"])
+    assert refused.exit_code != 0
+    assert "tiles of another shape? give the --aspect it was made with" in refused.stderr

@@ -2045,6 +2045,11 @@ def score(
             raise
         raise OptionError("{placements_file}: " + error.template,
                           placements_file=str(placements_path), **error.values) from None
+    changed = metrics.pop("target_changed", None)
+    if changed is not None:
+        click.echo(printable(f"mosaicist: warning: {target}: not the picture "
+                             f"{placements_path} was made from ({changed}); scored as it is"),
+                   err=True)
     width = max(len(key) for key in metrics)
     for key, value in metrics.items():
         click.echo(f"{key:<{width}}  {_shown_metric(key, value)}")

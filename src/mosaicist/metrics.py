@@ -1058,7 +1058,8 @@ def score_mosaic(
         ``rows``, ``cols``, ``cell_px``, ``tile_px`` (and, for rectangular
         cells, ``aspect``, ``cell_height`` and ``tile_height``), the
         :func:`fidelity_metrics` and, with ``tile_grid``, the repetition
-        metrics.
+        metrics; with JSON placements whose target had other pixels than
+        the one given (of its size), ``target_changed`` says so.
 
     Raises
     ------
@@ -1067,7 +1068,8 @@ def score_mosaic(
         (an :class:`OptionError` also when ``cell_px`` or ``aspect`` differ
         from those JSON placements record, or placements of another grid are
         given: for CSV placements whose grid a ``make --print`` crop could
-        give, it says to score with the JSON ones, which record the crop).
+        give, it says to score with the JSON ones, which record the crop;
+        or JSON placements made from a target of another size).
     """
     # JSON placements record how the mosaic was made: its cells and where its grid
     # lies in the target (a --print crop moves it off the whole target's centre).
@@ -1097,6 +1099,15 @@ def score_mosaic(
     target = _read_scored(target_path, "target", colour_profiles)
     grid = make_grid(target, cell_px, name=str(target_path), cell_height=cell_height)
     rows, cols, left, top = grid.rows, grid.cols, grid.left, grid.top
+    change = None
+    if recorded is not None and recorded.target_pixels is not None:
+        # Another picture (or the same resized) put the grid on another region, scored
+        # without a word (the top-left 300x300 of a 600x600 copy, exit 0).
+        change = recorded.target_pixels.change(target)
+        if change is not None and not change.startswith("same "):
+            raise OptionError("the placements are for another target: {target} is not the "
+                              "picture they were made from ({change})",
+                              target=str(target_path), change=change)
     if recorded is not None:
         rows, cols, (left, top) = recorded.rows, recorded.cols, recorded.crop
         if (left + cols * cell_px > target.shape[1]
@@ -1127,6 +1138,10 @@ def score_mosaic(
             hint = ("; a mosaic made with 'make --print' is scored with its JSON placements "
                     "(make --placements NAME.json), which record where its grid lies in the "
                     "target: CSV placements do not")
+        elif recorded is None and given[1] == cols:
+            # As many columns, other rows: cells of another shape (the error said nothing of
+            # what to change).
+            hint = "; cells of another shape? give the {aspect} they were made with"
         raise OptionError(
             "the placements are {shape} cells but {target} has {cols}x{rows} cells at "
             "{cell_px} {cell}" + hint, shape=shape, target=target_path, cols=cols, rows=rows,
@@ -1146,6 +1161,9 @@ def score_mosaic(
             hint = ("; a mosaic made with 'make --print' is scored with its JSON placements "
                     "(make --placements NAME.json), which record where its grid lies in the "
                     "target")
+        elif given is None and tile_px and height % tile_px:
+            # Whole tiles across, not down: tiles of another shape (said nothing of it).
+            hint = "; tiles of another shape? give the {aspect} it was made with"
         raise OptionError(
             "{mosaic}: {width}x{height} pixels does not fit the {cols}x{rows} cells of {target} "
             "at {cell_px} {cell} (" + expected + ")" + hint,
@@ -1167,6 +1185,9 @@ def score_mosaic(
         from .adaptive import leaf_repetition
 
         metrics |= leaf_repetition(placed.tile, placed.rect)
+    if change is not None:
+        # Scored as given, a picture of the target's size whose pixels differ: said so.
+        metrics["target_changed"] = change
     return metrics
 
 
