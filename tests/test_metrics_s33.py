@@ -270,10 +270,17 @@ def test_score_refuses_json_placements_whose_grid_the_target_cannot_hold(rectang
     root, _, _ = rectangular
     smaller = tmp_path / "smaller.png"
     Image.fromarray(np.zeros((20, 40, 3), np.uint8)).save(smaller)
+    placements = Placements.read(root / "placements.json")
+    # The target they record is named first: this one is not it.
+    with pytest.raises(OptionError, match=r"the placements are for another target: "
+                       r".*smaller.png is not the picture they were made from \(40x26 px "
+                       r"then, 40x20 now\)"):
+        score_mosaic(root / "mosaic.png", smaller, 6, aspect="3:2", tile_grid=placements)
+    # Placements that record no target's pixels (earlier versions): the grid's fit says it.
+    placements.target_pixels = None
     with pytest.raises(OptionError, match=r"the placements are 6x6 cells from \(2, 1\) but "
                        r".*smaller.png is 40x20 pixels, too small for them at cell_px 6"):
-        score_mosaic(root / "mosaic.png", smaller, 6, aspect="3:2",
-                     tile_grid=Placements.read(root / "placements.json"))
+        score_mosaic(root / "mosaic.png", smaller, 6, aspect="3:2", tile_grid=placements)
 
 
 def test_views_too_large_for_memory_are_refused_before_measuring(tmp_path, monkeypatch):
