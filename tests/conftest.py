@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +79,26 @@ def in_threads(count: int, work) -> list:
         thread.join(120)
     assert not any(thread.is_alive() for thread in threads)
     return results
+
+
+@contextlib.contextmanager
+def held_by_another_thread(held) -> Iterator[None]:
+    """The block runs while another thread is inside ``held`` (a lock or a context manager)."""
+    inside, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with held:
+            inside.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert inside.wait(10)
+        yield
+    finally:
+        release.set()
+        holder.join()
 
 
 def gradient(width: int, height: int) -> np.ndarray:

@@ -1,9 +1,9 @@
 """Outputs under hostile conditions: format limits, odd names, rewrites, the viewer."""
 
-import threading
 
 import numpy as np
 import pytest
+from conftest import held_by_another_thread
 from PIL import Image
 
 from mosaicist.errors import MosaicistError
@@ -56,24 +56,11 @@ def test_a_pyramid_written_under_another_case_of_dzi_leaves_no_stale_descriptor(
 
 def test_writers_of_one_pyramid_under_two_cases_of_dzi_exclude_each_other(tmp_path):
     # Their lock files were named after each spelling, so both wrote m_files at once.
-    holding, release = threading.Event(), threading.Event()
-
-    def writer():
-        with writing_lock(tmp_path / "m.dzi"):
-            holding.set()
-            release.wait(5)
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
-        assert holding.wait(5)
+    with held_by_another_thread(writing_lock(tmp_path / "m.dzi")):
         with pytest.raises(MosaicistError, match="another run .* is writing this Deep Zoom"):
             refuse_if_being_written(tmp_path / "m.DZI")
         with pytest.raises(MosaicistError, match="another run .* is writing this Deep Zoom"):
             write_deep_zoom([_noise(8, 10)], 10, 8, tmp_path / "m.DZI")
-    finally:
-        release.set()
-        thread.join()
     assert not (tmp_path / "m.DZI").exists()
     assert [p.name for p in tmp_path.iterdir()] == []
 

@@ -14,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 import pytest
+from conftest import held_by_another_thread
 from PIL import Image
 
 from mosaicist._runtime import (
@@ -487,22 +488,9 @@ def test_a_lock_held_by_another_thread_at_a_fork_is_free_in_the_child(module, na
     import importlib
 
     namespace = importlib.import_module(module)
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with getattr(namespace, name):
-            held.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert held.wait(10)
+    with held_by_another_thread(getattr(namespace, name)):
         child = os.fork()
         if child == 0:  # pragma: no cover - the child's exit status is the check
             os._exit(0 if getattr(namespace, name).acquire(timeout=5) else 1)
         _, status = os.waitpid(child, 0)
         assert os.waitstatus_to_exitcode(status) == 0
-    finally:
-        release.set()
-        holder.join()
