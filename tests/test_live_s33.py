@@ -138,3 +138,15 @@ def test_a_wall_too_large_for_memory_is_refused_before_its_target_is_cut(tmp_pat
     message = str(error.value)
     assert "41,943 megapixels" in message and "--grid" in message and "--tile-px" in message
     assert not (tmp_path / "new").exists()
+
+
+def test_the_grid_s_help_states_the_wall_s_limits():
+    """Written out in the command line (it loads no NumPy for --help): kept to the limits."""
+    from click.testing import CliRunner
+
+    from mosaicist.cli import main
+    from mosaicist.live import _event
+
+    shown = " ".join(CliRunner().invoke(main, ["live", "--help"]).output.split())
+    assert (f"At most {_event.MAX_GRID_SIDE:,} a side and {_event.MAX_CELLS:,} cells, and "
+            f"{_event.MAX_WALL_PIXELS // 1_000_000:,} megapixels at --tile-px.") in shown

@@ -1734,7 +1734,8 @@ Examples:
 )
 @click.argument("target", required=False, type=_PATH)
 @click.option("--grid", metavar="COLSxROWS",
-              help="Cells across and down (40x30: 1,200 photos); needed for a new event.")
+              help="Cells across and down (40x30: 1,200 photos); needed for a new event. At "
+                   "most 1,000 a side and 40,000 cells, and 250 megapixels at --tile-px.")
 @click.option("--event", "event_dir", type=_PATH, default=None, metavar="DIR",
               help="The event's folder: photos, state, exports; start again with it to "
                    "resume [default: <target stem>-live].")
