@@ -258,6 +258,8 @@ def _stopped_as_a_server() -> Iterator[None]:
         usual_interrupt_handler,
     )
 
+    # Set here, not by web.sigterm_as_interrupt: importing the web stack first left
+    # SIGTERM its default action a moment longer (-15 in 2 of 90 stops at 0.25 s).
     forget_server_stop()
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, stop_serving)
@@ -847,14 +849,18 @@ def _note_ignored(written_as: Any, options: MosaicOptions, quiet: bool,
     ignored = [name for name in ignored_settings(written_as, options)
                if given is None or name in given]
     if ignored and not quiet:
-        names = [_flag_name(name) for name in ignored]
-        # "--quality and --dzi-overlap have", as errors.alternatives lists with "or".
-        flags = " and ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
+        flags = _both([_flag_name(name) for name in ignored])
         verb = "has" if len(ignored) == 1 else "have"
         kept = ("; kept in the placements file, for a render to another format" if recorded
                 else "; ignored")
         click.echo(f"mosaicist: note: {flags} {verb} no effect on a {written_as.name} output"
                    f"{kept}", err=True)
+
+
+def _both(names: list[str]) -> str:
+    """``names`` listed with "and": "--quality, --dpi and --dzi-overlap" (as
+    errors.alternatives lists with "or")."""
+    return " and ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
 
 
 def _note_shadowed(spec: str | None, quiet: bool, flag: str = "--tiles") -> None:
@@ -1369,14 +1375,16 @@ def _make_summary(mosaic: Any, output: Path) -> str:
 _CSV_SETTINGS = ("metric", "crop", "colour_profiles")
 
 
-def _check_recorded(path: Path, placements: Any, given: dict[str, Any], quiet: bool) -> None:
+def _check_recorded(path: Path, placements: Any, given: dict[str, Any], asked: MosaicOptions,
+                    quiet: bool) -> None:
     """Refuse :data:`_CSV_SETTINGS` that contradict a JSON file; warn where a CSV may draw wrongly.
 
     A JSON file's tints are in its recorded metric's units and its tiles
     were matched cut by its recorded crop: another value would draw a
     different picture than the one matched. A CSV file records neither, nor
     the overlay: it is drawn as a make without options draws, which is said
-    unless the flags were given.
+    of each flag not given. ``asked``: the settings the render draws with
+    (an ``--aspect`` other than a JSON file's is noted).
     """
     if placements.settings_recorded:
         for name in _CSV_SETTINGS:
@@ -1386,12 +1394,10 @@ def _check_recorded(path: Path, placements: Any, given: dict[str, Any], quiet: b
                                   f"was made with; {{{name}}} is for CSV placements, which "
                                   "record none", path=path, recorded=recorded)
         recorded_aspect = placements.options.aspect
-        asked = (placements.options.replace(aspect=given["aspect"]).aspect
-                 if "aspect" in given else recorded_aspect)
-        if not quiet and asked != recorded_aspect:
+        if not quiet and asked.aspect != recorded_aspect:
             # An override, as documented, but not a silent one: the mosaic changed shape.
             click.echo(printable(
-                f"mosaicist: note: --aspect {asked} is not the {recorded_aspect} "
+                f"mosaicist: note: --aspect {asked.aspect} is not the {recorded_aspect} "
                 f"{path} was made at: its photos are cut at a shape they were not matched "
                 "at, and the mosaic (and any overlay's target) takes that shape"), err=True)
         return
@@ -1402,18 +1408,17 @@ def _check_recorded(path: Path, placements: Any, given: dict[str, Any], quiet: b
     if quiet or not unsaid:
         return
     options = placements.options
-    assumed = [f"--{name.replace('_', '-')} {getattr(options, name)}"
+    assumed = [f"{_flag_name(name)} {getattr(options, name)}"
                for name in _CSV_SETTINGS if name in unsaid]
     assumed.append("no overlay")
     if "tile_px" not in given:
         assumed.append(f"{options.tile_px} px tiles")
     if "aspect" in unsaid:
         assumed.append(f"{options.aspect} tiles")
-    flags = [f"--{name.replace('_', '-')}" for name in unsaid]
     click.echo(printable(
         f"mosaicist: warning: {path}: a CSV placements file records no settings, so it is "
         f"drawn as a make without options draws ({', '.join(assumed)}); give "
-        + (", ".join(flags[:-1]) + " and " + flags[-1] if len(flags) > 1 else flags[0])
+        + _both([_flag_name(name) for name in unsaid])
         + " if it was made otherwise, or render the JSON placements file "
         "(--placements NAME.json), which records them"),
         err=True)
@@ -1504,7 +1509,7 @@ def render(
                              "library with --tiles")
     # Values checked first: a bad one was refused after the file's warning.
     options = placements.options.replace(**given)
-    _check_recorded(placements_path, placements, given, quiet)
+    _check_recorded(placements_path, placements, given, options, quiet)
     if options.overlay > 0 and not placements.target:
         raise MosaicistError(f"{placements_path}: the overlay ({options.overlay:g}) needs the "
                              "target picture, and this file names none")

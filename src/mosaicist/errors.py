@@ -87,7 +87,8 @@ def _rebuild_option_error(kind: type[OptionError], template: str, values: dict
     return kind(template, **values)
 
 
-def naming_identical(error: OptionError, dropped: int, near_duplicates: int = 0) -> OptionError:
+def naming_identical(error: OptionError, dropped: int, near_duplicates: int = 0, *,
+                     limit: int | None = None, tiles: int = 0) -> OptionError:
     """``error``, where it counts the library's tiles, saying that ``dropped`` were left out.
 
     ``identical_photos="drop"`` (the default preset's) counts each set of
@@ -105,6 +106,11 @@ def naming_identical(error: OptionError, dropped: int, near_duplicates: int = 0)
         Photos left out as identical to another.
     near_duplicates : int
         Photos left out as near-duplicates of another (``dedupe``).
+    limit, tiles : int, optional
+        The ``limit`` setting, and the tiles the library counts (limited or
+        not): where the limit takes as many as it may, the photos left out
+        change nothing (keeping them does not lengthen the first ``limit``)
+        and are not named (it advised ``identical_photos keep`` in vain).
 
     Returns
     -------
@@ -112,6 +118,8 @@ def naming_identical(error: OptionError, dropped: int, near_duplicates: int = 0)
         ``error`` itself, or a copy of it with the count of those left out.
     """
     counted_at = "the library has {tiles}"
+    if limit is not None and tiles >= limit:
+        return error
     if (not (dropped or near_duplicates) or type(error) is not OptionError
             or counted_at not in error.template or "dropped" in error.values
             or "near_dropped" in error.values):

@@ -692,7 +692,7 @@ def heif_or_avif(head: bytes) -> str | None:
 
 
 def _file_head(source: IO[bytes] | Path, size: int = 64) -> bytes:
-    """The first ``size`` bytes of a file (a handle is left at its start)."""
+    """The first ``size`` bytes of a file (all with -1; a handle is left at its start)."""
     if isinstance(source, Path):
         with open(source, "rb") as handle:
             return handle.read(size)
@@ -1326,8 +1326,7 @@ def _decode_jpeg_fast(data: bytes, width_px: int, aspect: tuple[int, int], crop:
     except ValueError as error:
         if _jpeg_data_missing(error):
             # Pillow's path would fill the blocks missing with grey without a word.
-            raise ImageReadError("truncated image file (its data end before its last block)"
-                                 ) from None
+            raise ImageReadError(_JPEG_CUT_SHORT) from None
         return None
     tile = _tile_of(picture, width_px, aspect, crop, (width, height), None,
                     sign=sign and signed_picture is None)
@@ -2019,11 +2018,13 @@ def png_rows_missing(handle: IO[bytes]) -> bool:
 def _refuse_missing_pixel_data(image: Image.Image, source: IO[bytes] | Path) -> None:
     """Refuse a loaded PNG or JPEG whose pixel data end early (see the two below)."""
     _refuse_missing_png_rows(image, source)
-    _refuse_missing_jpeg_data(image, source)
+    _refuse_grey_filled_jpeg(image, source)
 
 
 #: libjpeg's warnings of data that end before the last block (which it fills with grey).
 _JPEG_DATA_MISSING = ("premature end of data segment", "premature end of jpeg file")
+#: Why such a JPEG is refused.
+_JPEG_CUT_SHORT = "truncated image file (its data end before its last block)"
 
 
 def _jpeg_data_missing(error: ValueError) -> bool:
@@ -2031,7 +2032,7 @@ def _jpeg_data_missing(error: ValueError) -> bool:
     return any(warning in str(error).lower() for warning in _JPEG_DATA_MISSING)
 
 
-def _refuse_missing_jpeg_data(image: Image.Image, source: IO[bytes] | Path) -> None:
+def _refuse_grey_filled_jpeg(image: Image.Image, source: IO[bytes] | Path) -> None:
     """Refuse a loaded JPEG whose data end before its last block.
 
     A JPEG cut short and given its end marker back (or whose header claims
@@ -2060,7 +2061,7 @@ def _refuse_jpeg_data_missing(image: Image.Image, source: IO[bytes] | Path) -> N
     """Refuse an opened JPEG whose data end before its last block (:func:`jpeg_data_missing`).
 
     A target's is looked at before it is decoded whole (see
-    :func:`_refuse_missing_jpeg_data`).
+    :func:`_refuse_grey_filled_jpeg`).
 
     Raises
     ------
@@ -2069,15 +2070,8 @@ def _refuse_jpeg_data_missing(image: Image.Image, source: IO[bytes] | Path) -> N
     """
     if image.format != "JPEG" or simplejpeg is None:
         return
-    if isinstance(source, Path):
-        data = source.read_bytes()
-    else:
-        at = source.tell()
-        source.seek(0)
-        data = source.read()
-        source.seek(at)
-    if jpeg_data_missing(data):
-        raise ImageReadError("truncated image file (its data end before its last block)")
+    if jpeg_data_missing(_file_head(source, -1)):
+        raise ImageReadError(_JPEG_CUT_SHORT)
 
 
 def jpeg_data_missing(data: bytes) -> bool:

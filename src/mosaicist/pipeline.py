@@ -520,15 +520,18 @@ def note_settings(options: MosaicOptions, dropped: tuple[str, ...] | None = None
         # A detail threshold splits only adaptive cells: without them it changes nothing.
         _note("{detail} applies only with adaptive cells ({adaptive} 0 here); it is ignored")
     if options.min_uses and options.assign == "greedy":
-        # The greedy pass cannot promise a minimum: the optimal assignment keeps it (the
-        # report's method said so, and nothing else did).
-        _note("{assign} greedy does not keep {min_uses} {low}: the tiles are placed by the "
-              "optimal assignment", low=options.min_uses)
-    if (options.given("assign") and options.max_uses is None and not options.min_uses
-            and options.min_spacing <= 1):
+        _note_greedy_minimum(options.min_uses)
+    if options.given("assign") and not options.repetition_limited:
         # Only a repetition limit is assigned: each cell otherwise takes its nearest tile.
         _note("{assign} {value} applies only with a repetition limit ({max_uses}, {min_uses} "
               "or {min_spacing}); each cell takes its nearest tile", value=options.assign)
+
+
+def _note_greedy_minimum(low: int) -> None:
+    # The greedy pass cannot promise a minimum: the optimal assignment keeps it (the
+    # report's method said so, and nothing else did).
+    _note("{assign} greedy does not keep {min_uses} {low}: the tiles are placed by the "
+          "optimal assignment", low=low)
 
 
 def _make_mosaic(
@@ -610,10 +613,7 @@ def _make_mosaic(
                                  grid.rows, grid.cols)
             if (options.min_uses and not given.min_uses and options.assign == "greedy"
                     and not quiet):  # a minimum the fit set (note_settings said the others)
-                # The greedy pass cannot promise a minimum: the optimal assignment keeps it
-                # (the report's method said so, and nothing else did).
-                _note("{assign} greedy does not keep {min_uses} {low}: the tiles are placed "
-                      "by the optimal assignment", low=options.min_uses)
+                _note_greedy_minimum(options.min_uses)
             def attempt(options: MosaicOptions) -> tuple[MatchRequest, MatchResult]:
                 nonlocal matcher
                 request = MatchRequest(grid, library, options, show_progress, notes=not quiet)
@@ -628,11 +628,8 @@ def _make_mosaic(
     except OptionError as error:
         # Every refusal that counts the library's tiles (adaptive leaves', a video's
         # frames', the capped matcher's) says how many identical photos were left out.
-        # Where --limit takes fewer tiles than are left, the copies left out change nothing:
-        # keeping them would not add to the first N (said so, it advised a flag in vain).
-        limited = options.limit is not None and len(library) >= options.limit
-        raise naming_identical(error, 0 if limited else library.identical_dropped,
-                               0 if limited else library.duplicates_dropped) from None
+        raise naming_identical(error, library.identical_dropped, library.duplicates_dropped,
+                               limit=options.limit, tiles=len(library)) from None
     if placements.target is not None:
         # The target as matched, so that a later render's overlay can tell it changed.
         placements.target_pixels = reading.target_pixels

@@ -212,12 +212,9 @@ class CappedMatcher(Matcher):
             check_feasible(len(grid), len(request.library), options.max_uses, grid.rows,
                            grid.cols, options.min_spacing, options.min_uses)
         except OptionError as error:
-            # Where --limit takes as many tiles as it may, copies left out change nothing
-            # (keeping them does not lengthen the first N): not named as the cause.
-            limited = options.limit is not None and len(request.library) >= options.limit
-            raise naming_identical(error, 0 if limited else request.library.identical_dropped,
-                                   0 if limited else request.library.duplicates_dropped
-                                   ) from None
+            raise naming_identical(error, request.library.identical_dropped,
+                                   request.library.duplicates_dropped, limit=options.limit,
+                                   tiles=len(request.library)) from None
         search = self.library_search(request)
         cap = tile_capacity(grid.rows, grid.cols, options.max_uses, options.min_spacing)
         if not options.min_uses and options.assign == "optimal" and request.notes:

@@ -357,9 +357,8 @@ class Previewer:
             check_feasible(full_cells, library_size, fitted.max_uses, plan.rows, plan.cols,
                            fitted.min_spacing, 0 if options.adaptive else fitted.min_uses)
         except OptionError as error:
-            limited = options.limit is not None and library_size >= options.limit
-            raise naming_identical(error, 0 if limited else _identical_dropped(warm, options)
-                                   ) from None
+            raise naming_identical(error, _identical_dropped(warm, options),
+                                   limit=options.limit, tiles=library_size) from None
         return fitted
 
     def warm_up(self, tiles: str, options: MosaicOptions) -> None:
