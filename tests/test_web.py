@@ -8,6 +8,7 @@ import json
 import os
 import re
 import socket
+import sys
 import threading
 import urllib.parse
 from pathlib import Path
@@ -500,6 +501,47 @@ def test_serving_until_interrupted_answers_then_stops_quietly(tmp_path):
     assert answers == [200]
     assert set(threading.enumerate()) <= threads
     bind("127.0.0.1", port).close()  # the address is free again
+
+
+def test_an_interrupt_anywhere_in_the_wait_is_a_clean_interrupt(tmp_path):
+    # A studio stopped by Ctrl+C printed "RuntimeError: release unlocked lock" and exited 1:
+    # the interrupt was raised at the Python call inside Event.wait that takes its lock back.
+    listener = bind("127.0.0.1", 0)
+    app = make_app(_app_routes(tmp_path), host="127.0.0.1",
+                   port=listener.getsockname()[1], name="test")
+    server = WebServer(app, listener).start()
+    raised = []
+
+    def interrupted_waits() -> None:
+        for at_call in range(1, 12):
+            calls = 0
+
+            def interrupt(frame, event, arg, at_call=at_call):
+                nonlocal calls
+                if event == "call":
+                    calls += 1
+                    if calls == at_call:
+                        raise KeyboardInterrupt
+                return None
+
+            sys.settrace(interrupt)
+            try:
+                server.wait()
+            except BaseException as error:  # noqa: BLE001 - what the interrupt became
+                raised.append(type(error))
+            finally:
+                sys.settrace(None)
+
+    # In a thread of its own, so that a wait left blocked on its lock fails the test.
+    waits = threading.Thread(target=interrupted_waits, daemon=True)
+    waits.start()
+    waits.join(timeout=15)
+    stopping = threading.Thread(target=server.stop, daemon=True)
+    stopping.start()
+    stopping.join(timeout=15)
+    assert not waits.is_alive(), f"a wait blocked after {raised}"
+    assert raised == [KeyboardInterrupt] * 11
+    assert not stopping.is_alive()  # no lock was left held: the server stopped
 
 
 def test_ipv6_loopback(tmp_path):

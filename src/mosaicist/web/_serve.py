@@ -376,15 +376,14 @@ class WebServer:
         """Block until the server started by :meth:`start` stops (Ctrl+C interrupts it)."""
         # An event, not Thread.join: on Python 3.11 a join interrupted by Ctrl+C can mark
         # the thread as finished while it still runs (the fix of bpo-45274).
-        while self._thread is not None and not self._stopped.wait(0.2):
-            pass
+        if self._thread is not None:
+            _wait_interruptibly(self._stopped)
 
     def stop(self) -> None:
         """Stop serving (graceful: open answers get a few seconds), close the socket, join."""
         self._server.should_exit = True
         if self._thread is not None and self._thread is not threading.current_thread():
-            while not self._stopped.wait(0.2):
-                pass
+            _wait_interruptibly(self._stopped)
             self._thread.join()
         self.socket.close()
 
@@ -414,6 +413,25 @@ class WebServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+#: Seconds between looks at a server's stop while the main thread waits for it.
+_STOP_POLL_SECONDS = 0.05
+
+
+def _wait_interruptibly(stopped: threading.Event) -> None:
+    """Wait until ``stopped`` is set, safe to interrupt at any point.
+
+    Not ``Event.wait``: a signal handler that raises (Ctrl+C, the servers'
+    SIGTERM) at the Python call that takes its condition's lock back left
+    the lock released, and the ``with`` around it then raised
+    ``RuntimeError: release unlocked lock`` instead of the interrupt (a
+    studio stopped by Ctrl+C printed that traceback and exited 1). Reading
+    the flag and sleeping hold no lock, so an interrupt anywhere here is a
+    clean ``KeyboardInterrupt``.
+    """
+    while not stopped.is_set():
+        time.sleep(_STOP_POLL_SECONDS)
 
 
 @contextlib.contextmanager
