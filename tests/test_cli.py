@@ -215,6 +215,28 @@ def test_output_is_atomic(setup, tmp_path, monkeypatch, error, name):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("stop, code", [(KeyboardInterrupt(), 130), (SystemExit(143), 143)])
+def test_an_error_raised_in_place_of_a_stop_is_the_stop(setup, tmp_path, monkeypatch, stop,
+                                                        code):
+    # Ctrl+C at the call where Condition.wait takes its lock back became "RuntimeError:
+    # release unlocked lock" at the with around it: a traceback and status 1.
+    original = render.MosaicRenderer.bands
+
+    def failing_bands(self):
+        bands = original(self)
+        yield next(bands)
+        try:
+            raise stop
+        except BaseException:
+            raise RuntimeError("release unlocked lock") from None
+
+    monkeypatch.setattr(render.MosaicRenderer, "bands", failing_bands)
+    result = run(make_args(setup, "-o", tmp_path / "out.png"))
+    assert result.exit_code == code
+    assert "Traceback" not in result.output and "release unlocked" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("command", [[], ["make"], ["index"]])
 def test_help(command):
     result = run([*command, "--help"])

@@ -191,8 +191,14 @@ class _Command(click.Command):
         else:
             kept = _stopped_as_a_server()
         try:
-            with kept, unwinding:
-                return super().invoke(ctx)
+            try:
+                with kept, unwinding:
+                    return super().invoke(ctx)
+            except Exception as error:
+                stop = _stop_behind(error)
+                if stop is None:
+                    raise
+                raise stop from None
         except OptionError as error:
             # A number out of range as it was typed: "--tint 5" said "got 5.0".
             typed = _as_typed(error, ctx.meta.get(_TYPED, {}))
@@ -322,6 +328,28 @@ def _interrupts_kept() -> Iterator[None]:
     finally:
         if sys.unraisablehook is hook:
             sys.unraisablehook = previous
+
+
+def _stop_behind(error: BaseException) -> BaseException | None:
+    """The interrupt or terminating signal's exit that ``error`` was raised while unwinding.
+
+    An interrupt raised at the wrong moment inside the standard library
+    becomes another error there: Ctrl+C at the Python call where a
+    condition takes its lock back (``threading.Condition.wait``, under
+    every pool, queue and event) left the lock released, and the ``with``
+    around it raised ``RuntimeError: release unlocked lock`` in its place,
+    a traceback and status 1 where the command was stopped. The stop is
+    what happened, and what the command reports.
+    """
+    seen: set[int] = set()
+    behind = error.__context__
+    while behind is not None and id(behind) not in seen:
+        if isinstance(behind, KeyboardInterrupt) or (
+                isinstance(behind, SystemExit) and behind.code in _INTERRUPTED):
+            return behind
+        seen.add(id(behind))
+        behind = behind.__context__
+    return None
 
 
 class _Group(click.Group):
