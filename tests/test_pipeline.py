@@ -949,3 +949,57 @@ def test_a_library_short_of_the_cells_places_every_photo_by_default(tmp_path, ta
     assert fit_limits(MosaicOptions(), 35, 40, 5, 7).min_uses == 0
     assert fit_limits(MosaicOptions(adaptive=1), 35, 30, 5, 7).min_uses == 0
     assert fit_limits(MosaicOptions(preset="seed"), 35, 30, 5, 7).min_uses == 0
+
+
+def _wide_photos(folder, count=40):
+    # 2:1 photos: a flat colour with a busy strip at the left, so centre and subject
+    # crops cut different pictures.
+    folder.mkdir()
+    rng = np.random.default_rng(7)
+    for index in range(count):
+        photo = np.full((24, 48, 3), rng.integers(0, 256, 3), np.uint8)
+        photo[:, :16] = rng.integers(0, 256, (24, 16, 3))
+        Image.fromarray(photo).save(folder / f"w{index:03d}.png")
+    return folder
+
+
+def test_a_make_from_an_opened_library_records_the_crop_it_matched(tmp_path, target):
+    # TileLibrary.open cuts centred crops: the default preset's "subject" was recorded
+    # anyway, and a render of the make's own placements drew other pictures.
+    from mosaicist import TileLibrary
+    from mosaicist.render import placements_renderer
+
+    folder = _wide_photos(tmp_path / "wide")
+    cache = tmp_path / "cache"
+    library = TileLibrary.open(folder, match_px=8, cache_dir=cache)
+    mosaic = _make_mosaic(target, library, cell_px=8, tile_px=8, cache_dir=cache)
+    assert (mosaic.options.crop, mosaic.options.colour_profiles) == ("centre", "ignore")
+    assert not mosaic.options.given("crop")  # the preset's, fitted: a replace resolves it
+    mosaic.placements.write(tmp_path / "p.json", quiet=True)
+    drawn = placements_renderer(Placements.read(tmp_path / "p.json"),
+                                cache_dir=cache).image()
+    assert np.array_equal(drawn, mosaic.image)
+    # Given, a crop that cuts the tiles otherwise is refused by name.
+    with pytest.raises(OptionError,
+                       match="opened with centre crops, but crop is 'subject'; open it"):
+        _make_mosaic(target, library, cell_px=8, tile_px=8, crop="subject", cache_dir=cache)
+    with pytest.raises(OptionError, match="colour_profiles is 'convert'"):
+        _make_mosaic(target, library, cell_px=8, tile_px=8, colour_profiles="convert",
+                     cache_dir=cache)
+    subject = TileLibrary.open(folder, match_px=8, cache_dir=cache, crop="subject")
+    made = _make_mosaic(target, subject, cell_px=8, tile_px=8, preset="seed",
+                        cache_dir=cache)
+    assert made.options.crop == "subject"
+
+
+def test_a_crop_that_changes_nothing_on_an_opened_library_stands(tmp_path, target):
+    # Square photos of one size at a square aspect are their own windows: any crop cuts
+    # them whole, and the library indexes them once.
+    from mosaicist import TileLibrary
+
+    photos = np.random.default_rng(2).integers(0, 256, (12, 16, 16, 3), dtype=np.uint8)
+    np.save(tmp_path / "tiles.npy", photos)
+    library = TileLibrary.open(tmp_path / "tiles.npy", match_px=8, cache_dir=tmp_path / "c")
+    made = _make_mosaic(target, library, cell_px=8, tile_px=8, crop="subject",
+                        cache_dir=tmp_path / "c")
+    assert made.options.crop == "subject"

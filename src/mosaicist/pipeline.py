@@ -34,6 +34,7 @@ from PIL import Image
 
 from ._runtime import check_memory, one_blas_thread
 from .colour import _OFFSET, encoded_unit
+from .crop import crop_method, window_size
 from .errors import (
     MosaicistError,
     OptionError,
@@ -401,7 +402,9 @@ def make_mosaic(
         copied: changing it afterwards changes nothing in the mosaic.
     tiles : str, path-like, TileSource or TileLibrary
         A source spec (``"cifar10"``, a folder, ``"file.h5:images"``...) or an
-        opened library.
+        opened library, whose tiles are cut and decoded as it was opened: the
+        ``crop`` and ``colour_profiles`` not given follow it (and are recorded
+        so); given ones that would cut or decode its tiles otherwise are refused.
     options : MosaicOptions or mapping, optional
         The settings (default: ``MosaicOptions()``, the default preset). A
         mapping of setting names to values, such as ``{"cell_px": 8}``, is
@@ -551,6 +554,8 @@ def _make_mosaic(
     """
     # Inputs of the wrong type fail here by name, not as a TypeError deep inside.
     _check_inputs(target, tiles, cache_dir)
+    if isinstance(tiles, TileLibrary):
+        options = _fitted_to_library(options, tiles)
     # Settings no matcher can honour fail here, before any reading or indexing;
     # the default preset's wishes give way to a matcher that was asked for.
     try:
@@ -924,6 +929,47 @@ def _as_target(target: Target, max_pixels: int, label: str = "target",
     if isinstance(target, Image.Image):
         return picture_array(target, label, max_pixels, colour_profiles=colour_profiles)
     return read_target(target, max_pixels, colour_profiles=colour_profiles)
+
+
+def _fitted_to_library(options: MosaicOptions, library: TileLibrary) -> MosaicOptions:
+    """``options`` with the crop and colour profiles that ``library`` was opened with.
+
+    An opened library's tiles are cut and decoded as it was opened
+    (``TileLibrary.open`` defaults to centred crops and ignored profiles),
+    whatever the options say: the default preset's ``subject`` and
+    ``convert`` were recorded in the placements of a make from centred
+    tiles, and a render of them drew other pictures than the make did.
+    Settings that were not given follow the library, so that what is
+    recorded is what was matched (the target's profile is read as the
+    tiles' were); given ones that would cut or decode the tiles otherwise
+    are refused, naming the setting. Where they would change nothing (a
+    source whose pictures are their own windows, or carry no profiles)
+    they stand.
+    """
+    size = library.source.image_size()
+    whole = size is not None and window_size(*size, library.aspect) == size
+
+    def method(crop: str) -> str:
+        return crop_method("centre" if whole else crop)
+
+    changes: dict[str, str] = {}
+    if method(options.crop) != method(library.crop):
+        if options.given("crop"):
+            raise OptionError(
+                "the library was opened with {opened} crops, but {crop} is {value!r}; open it "
+                "with the same crop, or leave {crop} out to use the library's",
+                opened=library.crop, value=options.crop)
+        changes["crop"] = library.crop
+    if (library.source.reads_profiles
+            and options.colour_profiles != library.colour_profiles):
+        if options.given("colour_profiles"):
+            raise OptionError(
+                "the library was opened with colour profiles {opened}, but {colour_profiles} "
+                "is {value!r}; open it with the same value, or leave {colour_profiles} out to "
+                "use the library's", opened=library.colour_profiles,
+                value=options.colour_profiles)
+        changes["colour_profiles"] = library.colour_profiles
+    return options.fitted(**changes) if changes else options
 
 
 def _open_library(
