@@ -14,6 +14,7 @@ from skimage.color import lab2rgb
 
 from mosaicist import MosaicistError, make_mosaic
 from mosaicist.cli import main
+from mosaicist.errors import OptionError
 from mosaicist.metrics import (
     PSNR_CAP_DB,
     delta_e_2000,
@@ -1027,3 +1028,26 @@ def test_score_says_which_setting_other_cells_need(tmp_path):
                                         str(tmp_path / "target.png"), "--cell", "12"])
     assert refused.exit_code != 0
     assert "tiles of another shape? give the --aspect it was made with" in refused.stderr
+
+
+@pytest.mark.parametrize("grid, said", [
+    (np.zeros(30, int), "tile_grid must be a \\(rows, cols\\) array"),
+    (np.array(3), "got shape \\(\\)"),
+    (np.zeros((0, 6), int), "got shape \\(0, 6\\)"),
+    (np.full((5, 6), 1.5), "tile_grid must hold whole tile ids, got float64"),
+    (np.full((5, 6), "a"), "tile_grid must hold whole tile ids"),
+])
+def test_score_mosaic_names_a_tile_grid_it_cannot_use(scored, grid, said):
+    # A 1-D grid failed as "not enough values to unpack (expected 2, got 1)".
+    _, target, mosaic_path, _, _ = scored
+    with pytest.raises(OptionError, match=said):
+        score_mosaic(mosaic_path, target, CELL, tile_grid=grid)
+
+
+def test_score_at_another_cell_size_says_the_sizes_that_fit(scored):
+    # Scored at half its cell size, a mosaic was said to be a 'make --print' one.
+    _, target, mosaic_path, _, _ = scored
+    with pytest.raises(OptionError) as refused:
+        score_mosaic(mosaic_path, target, CELL // 2)
+    assert str(refused.value).endswith(f"; made at cell_px {CELL}?")
+    assert "--print" not in str(refused.value)

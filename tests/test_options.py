@@ -500,7 +500,7 @@ OVER_PRINTABLE = 10**5000  # Python refuses to print an int of over 4,300 digits
      "max_target_pixels must be at least 1 pixel and at most 9,223,372,036,854,775,807, got "
      "18446744073709551615"),
     # Of the wrong type, or unknown: shown short.
-    ({"print_size": OVER_PRINTABLE}, "print_size must be a text, got a number of 5001 digits"),
+    ({"print_size": OVER_PRINTABLE}, "print_size must be a text or None, got a number of 5001 digits"),
     ({"metric": "x" * 10_000}, "unknown metric 'xxxxxxxx"),
     ({"print_size": "x" * 10_000}, "print_size must be WIDTHxHEIGHT in cm"),
     ({"aspect": (10**5000, 1)}, "aspect must be a text, got a tuple"),
@@ -697,3 +697,11 @@ def test_heights_are_held_to_the_sides_range(settings, name, height):
                                           "1024 a side may be"):
         MosaicOptions(**settings)
     assert MosaicOptions(aspect="1:16", tile_px=64).tile_px == 64
+
+
+def test_an_optional_setting_of_the_wrong_kind_says_none_is_none():
+    # max_uses="none" (as the help words it) was refused as "must be a whole number".
+    with pytest.raises(OptionError, match="max_uses must be a whole number or None, got 'none'"):
+        MosaicOptions(max_uses="none")
+    with pytest.raises(OptionError, match="^tint must be a number, got 'x'"):
+        MosaicOptions(tint="x")

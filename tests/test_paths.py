@@ -108,6 +108,18 @@ def test_a_cache_folder_that_cannot_be_one_is_named(tmp_path, monkeypatch):
     assert cache_dir(tmp_path / "made") == tmp_path / "made" and (tmp_path / "made").is_dir()
 
 
+@pytest.mark.parametrize("given", [5, 1.5, ["x"]])
+def test_a_cache_folder_of_another_type_is_named(tmp_path, given):
+    # TileLibrary.open(cache_dir=5) failed with os.fspath's TypeError, naming nothing.
+    from mosaicist import TileLibrary
+
+    with pytest.raises(OptionError, match="cache_dir must be a path"):
+        cache_dir(given)
+    (tmp_path / "tiles").mkdir()
+    with pytest.raises(OptionError, match="cache_dir must be a path"):
+        TileLibrary.open(tmp_path / "tiles", 16, cache_dir=given)
+
+
 def test_outputs_through_links_and_devices(tmp_path):
     real = tmp_path / "real.txt"
     link = tmp_path / "link.txt"

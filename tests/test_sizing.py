@@ -683,3 +683,9 @@ def test_targets_are_sized_as_displayed_whatever_their_orientation_or_mode(tmp_p
         assert height == displayed[1] and width == round(displayed[1] / 3), name
         assert (mosaic.grid.rows, mosaic.grid.cols) == (6, 2), name
         assert (mosaic.grid.left, mosaic.grid.top) == mosaic.sizes.grid_crop[:2], name
+
+
+def test_plan_print_without_a_print_is_refused():
+    # It returned a plan with no print at all.
+    with pytest.raises(OptionError, match="print_size must be a print size"):
+        plan_print((300, 200), None)

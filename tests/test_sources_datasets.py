@@ -1089,6 +1089,9 @@ def test_an_npz_whose_first_array_is_no_images_names_the_others(tmp_path: Path) 
     (np.zeros((4, 8, 8), dtype=np.int16), "(save array.astype(numpy.uint8) if its values"),
     (np.zeros((4, 8, 8, 3), dtype=bool), "(save array.astype(numpy.uint8) if its values"),
     (np.zeros((4, 8), dtype=np.uint8), None),
+    # One RGB photo saved as H x W x 3 read as 16 grey tiles 3 px wide, a grey mosaic.
+    (np.zeros((16, 16, 3), dtype=np.uint8), "(one colour picture? save array[numpy.newaxis]"),
+    (np.zeros((16, 16, 4), dtype=np.uint8), "(one RGBA picture? save array[numpy.newaxis, "),
 ])
 def test_a_refused_array_says_what_it_looks_like(
     tmp_path: Path, array: np.ndarray, hint: str | None

@@ -140,7 +140,14 @@ import numpy as np
 
 from ._runtime import worker_count
 from .aspect import aspect_pair, format_aspect, height_for
-from .errors import MosaicistError, OptionError, check_range, counted, shown_type
+from .errors import (
+    MosaicistError,
+    OptionError,
+    alternatives,
+    check_range,
+    counted,
+    shown_type,
+)
 from .grid import area_sums, make_grid, rounded_quotient
 from .imaging import read_target
 from .options import CELL_PX_RANGE, MosaicOptions
@@ -1128,7 +1135,8 @@ def score_mosaic(
         placed, given = tile_grid, (tile_grid.rows, tile_grid.cols)
         tile_ids = None if tile_grid.rect is not None else tile_grid.tile_grid()
     elif tile_grid is not None:
-        tile_ids, given = tile_grid, np.shape(tile_grid)
+        tile_ids = _tile_ids(tile_grid)
+        given = tile_ids.shape
     # Before the mosaic's size: placements of another grid say more than "the mosaic does
     # not fit the target's cells" (the cells the user did not make).
     if given is not None and tuple(given) != (rows, cols):
@@ -1158,15 +1166,23 @@ def score_mosaic(
                     "expected {cols}*t x {rows}*h for a tile width t and height h = "
                     f"round(t*{ratio[1]}/{ratio[0]}) at {{aspect}} {format_aspect(ratio)}")
         hint = ""
-        if given is None and _print_sized(width, height, rows, cols, ratio):
+        fitting = ([] if given is not None else
+                   _fitting_cells(width, height, target.shape[1], target.shape[0], ratio))
+        if given is None and tile_px and height % tile_px:
+            # Whole tiles across, not down: tiles of another shape (said nothing of it).
+            hint = "; tiles of another shape? give the {aspect} it was made with"
+        elif fitting:
+            # The mosaic is exactly the target's grid at another cell size: the likelier
+            # mistake than a print (whose crop a grid one row short fits just as well).
+            # The sizes nearest the one given, as a mistyped size is near it.
+            nearest = sorted(sorted(fitting, key=lambda cell: abs(cell - cell_px))[:4])
+            hint = "; made at {cell_px} " + alternatives(str(cell) for cell in nearest) + "?"
+        elif given is None and _print_sized(width, height, rows, cols, ratio):
             # Its grid may be a make --print one, in the print's crop: only JSON placements
             # say where that lies (not a setting of score's, so in plain words).
             hint = ("; a mosaic made with 'make --print' is scored with its JSON placements "
                     "(make --placements NAME.json), which record where its grid lies in the "
                     "target")
-        elif given is None and tile_px and height % tile_px:
-            # Whole tiles across, not down: tiles of another shape (said nothing of it).
-            hint = "; tiles of another shape? give the {aspect} it was made with"
         raise OptionError(
             "{mosaic}: {width}x{height} pixels does not fit the {cols}x{rows} cells of {target} "
             "at {cell_px} {cell} (" + expected + ")" + hint,
@@ -1194,6 +1210,18 @@ def score_mosaic(
     return metrics
 
 
+def _tile_ids(tile_grid: object) -> np.ndarray:
+    """``tile_grid`` as a ``(rows, cols)`` array of whole tile ids, or an error naming it."""
+    grid = np.asarray(tile_grid)
+    if grid.ndim != 2 or grid.size == 0:
+        raise OptionError("{tile_grid} must be a (rows, cols) array of tile ids or the "
+                          "placements, got shape {shape}", shape=grid.shape)
+    if grid.dtype.kind not in "iu":
+        raise OptionError("{tile_grid} must hold whole tile ids, got {dtype} values",
+                          dtype=grid.dtype)
+    return grid
+
+
 def _print_cropped(given: tuple[int, ...], whole: tuple[int, int]) -> bool:
     """Whether a ``(rows, cols)`` grid could be the whole target's ``whole`` after a print crop.
 
@@ -1204,6 +1232,26 @@ def _print_cropped(given: tuple[int, ...], whole: tuple[int, int]) -> bool:
     (rows, cols), (whole_rows, whole_cols) = given, whole
     return (rows == whole_rows and cols < whole_cols) or (cols == whole_cols
                                                           and rows < whole_rows)
+
+
+#: Cells a side of the fewest a grid that score's hints suggest has.
+_LEAST_HINTED_SIDE = 3
+
+
+def _fitting_cells(width: int, height: int, target_width: int, target_height: int,
+                   ratio: tuple[int, int]) -> list[int]:
+    """The cell widths (up to 1024 px) whose grid of the target a ``width x height``
+    mosaic fits with whole tiles, in grids of at least :data:`_LEAST_HINTED_SIDE` cells a
+    side (any mosaic is one large tile or two)."""
+    fitting = []
+    for cell in range(1, min(1024, target_width) + 1):
+        cell_height = height_for(cell, ratio)
+        cols, rows = target_width // cell, target_height // cell_height
+        if min(rows, cols) < _LEAST_HINTED_SIDE or width % cols or height % rows:
+            continue
+        if height // rows == height_for(width // cols, ratio):
+            fitting.append(cell)
+    return fitting
 
 
 def _print_sized(width: int, height: int, rows: int, cols: int, ratio: tuple[int, int]) -> bool:

@@ -268,9 +268,12 @@ class Setting:
         given = value
         value = _plain(value, self.kind)
         if not isinstance(value, self.kind) or (self.kind is int and isinstance(value, bool)):
+            # An optional setting says None is its "none" (max_uses="none", as the
+            # command line's help words it, named only what None stands in for).
             raise OptionError(
                 "{" + self.name + "} must be {kind}, got {value}",
-                kind=_KIND_NAMES[self.kind], value=shown_value(value),
+                kind=_KIND_NAMES[self.kind] + (" or None" if self.optional else ""),
+                value=shown_value(value),
             )
         if self.choices is not None and value not in self.choices:
             raise OptionError("unknown {" + self.name + "} {value}; use {known}",

@@ -213,6 +213,10 @@ def cache_dir(override: str | os.PathLike[str] | None = None, *, create: bool = 
     """
     what = "cache folder"
     if override is not None:
+        if not isinstance(override, str | os.PathLike):
+            # Else os.fspath's bare TypeError, naming nothing (TileLibrary.open(cache_dir=5)).
+            raise OptionError("{cache_dir} must be a path (a text or a path object), got "
+                              "{value}", value=shown_type(override))
         given = os.fspath(override)
         if isinstance(given, bytes):
             raise OptionError("{cache_dir} must be a folder as text (str or pathlib.Path), "

@@ -397,7 +397,9 @@ def make_mosaic(
     target : path-like, numpy.ndarray or PIL.Image.Image
         The picture to reproduce: a file (``~`` is expanded; a URL is
         refused), an ``(H, W, 3)`` uint8 RGB array, or a picture (of any
-        mode; converted to RGB). An array or picture is held to
+        mode; converted to RGB as a file's pixels are: 16- and 32-bit
+        integer greyscale, ``I;16`` and ``I``, from 0..65535, see
+        :mod:`mosaicist.imaging`). An array or picture is held to
         ``max_target_pixels`` as a file is, and the part of it used is
         copied: changing it afterwards changes nothing in the mosaic.
     tiles : str, path-like, TileSource or TileLibrary

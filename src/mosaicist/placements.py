@@ -205,6 +205,10 @@ class Placements:
         ``(rows * cols, 3)`` float64 factor on each tile's spread around its
         mean, per channel of the same colour space, applied before the tint
         (contrast transfer); ones by default.
+    chroma : numpy.ndarray, optional
+        ``(rows * cols,)`` float64 factor in ``[0, 1]`` on each tile's chroma
+        around its mean (each pixel's deviation less the grey of its
+        lightness), applied after the gains; None: chroma kept.
     mean : numpy.ndarray, optional
         ``(rows * cols, 3)`` float64 mean of each cell's tile as the matcher
         measured it (its index thumbnail's, in the 8-bit encoding of

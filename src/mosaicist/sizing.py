@@ -868,6 +868,9 @@ def plan_print(
     >>> plan.cols, plan.rows, plan.output_size
     (60, 40, (3540, 2360))
     """
+    if print_size is None:
+        # Else a plan with no print at all (plan_sizes's for a screen).
+        raise OptionError("{print_size} must be a print size such as '60x40cm', got None")
     return plan_sizes(target_size, aspect=aspect, cell_px=cell_px, cells=cells,
                       print_size=print_size, dpi=dpi)
 

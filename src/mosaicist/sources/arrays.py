@@ -1,10 +1,12 @@
 """Image arrays in ``.h5``/``.hdf5``, ``.npz`` and ``.npy`` files as tile sources.
 
 The array must be ``N x H x W x 3`` uint8 (RGB) or ``N x H x W`` uint8
-(greyscale, replicated to RGB; ``N x H x W x 1`` is taken as greyscale too).
-Images are read in blocks of bounded size, so an HDF5 file, a ``.npy`` or an
-uncompressed ``.npz`` member larger than memory can be used; a compressed
-``.npz`` member is loaded whole, up to :data:`NPZ_LOAD_MAX_BYTES`. A ``.npy``
+(greyscale, replicated to RGB; ``N x H x W x 1`` is taken as greyscale too;
+``H x W x 3`` or ``x 4``, one colour picture rather than grey ones 3 or 4
+pixels wide, is refused with the way to save it). Images are read in blocks
+of bounded size, so an HDF5 file, a ``.npy`` or an uncompressed ``.npz``
+member larger than memory can be used; a compressed ``.npz`` member is
+loaded whole, up to :data:`NPZ_LOAD_MAX_BYTES`. A ``.npy``
 or uncompressed member is read with positional reads, not memory mapped: a
 mapped file that shrinks while it is read (saved again in place by another
 program) kills the process with a bus error, where a short read is an error
@@ -211,6 +213,10 @@ def _h5_check_written(h5py: Any, dataset: Any, where: str) -> None:
 
 def _shape_hint(shape: tuple[int, ...], dtype: np.dtype) -> str:
     """What a refused array most likely is, and how to save it as images (or nothing)."""
+    if len(shape) == 3 and shape[2] == 3:
+        return " (one colour picture? save array[numpy.newaxis], 1 x H x W x 3)"
+    if len(shape) == 3 and shape[2] == 4:
+        return " (one RGBA picture? save array[numpy.newaxis, ..., :3], 1 x H x W x 3)"
     if len(shape) == 4 and shape[1] in (1, 3) and shape[3] not in (1, 3):
         return " (channels first? save array.transpose(0, 2, 3, 1))"
     if len(shape) == 4 and shape[3] == 4:
@@ -609,7 +615,10 @@ class ArrayFileSource(TileSource):
         return array
 
     def _check(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        greyscale = len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)
+        # Three or four columns is one colour picture's channels, not grey images that
+        # narrow (a single RGB photo saved as H x W x 3 read as H grey tiles of W x 3 px).
+        greyscale = ((len(shape) == 3 and shape[2] not in (3, 4))
+                     or (len(shape) == 4 and shape[3] == 1))
         rgb = len(shape) == 4 and shape[3] == 3
         if dtype != np.uint8 or not (greyscale or rgb) or min(shape[1:3], default=0) < 1:
             raise SourceError(
