@@ -561,6 +561,53 @@ def test_an_interrupt_while_the_command_line_loads_is_one_line(monkeypatch, caps
     assert capsys.readouterr().err == "mosaicist: error: interrupted\n"
 
 
+_LOADING = """
+import sys, time, types
+from pathlib import Path
+
+ready = Path(sys.argv[1])
+
+class Loading(types.ModuleType):
+    def __getattr__(self, name):
+        ready.touch()
+        time.sleep(30)
+
+sys.modules["mosaicist.cli"] = Loading("mosaicist.cli")
+sys.argv = ["mosaicist", *sys.argv[2:]]
+from mosaicist.__main__ import run
+run()
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize(("command", "stop", "status"), [
+    ("make", "SIGTERM", 143), ("make", "SIGHUP", 129), ("make", "SIGINT", 130),
+    ("studio", "SIGTERM", 0), ("view", "SIGHUP", 0), ("live", "SIGINT", 0),
+])
+def test_a_signal_while_the_command_line_loads_ends_it_as_later(tmp_path, command, stop,
+                                                                  status):
+    # SIGHUP there ended any command by the signal (-1); a server's Ctrl+C or SIGTERM
+    # there said "interrupted" (130) or exited 143 where its stop a moment later is 0.
+    ready = tmp_path / "ready"
+    process = subprocess.Popen([sys.executable, "-c", _LOADING, str(ready), command, "x"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ready.exists()
+        process.send_signal(getattr(signal, stop))
+        returncode = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    stderr = process.stderr.read()
+    process.stderr.close()
+    assert returncode == status, stderr
+    assert stderr == ("mosaicist: error: interrupted\n" if status == 130 else ""), stderr
+
+
 def test_render_says_which_tiles_changed_since_the_placements(tmp_path):
     # A tile replaced after the make was drawn as it is now, without a word.
     tiles = make_colour_folder(tmp_path / "tiles", 12, size=16)

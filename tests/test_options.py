@@ -500,7 +500,8 @@ OVER_PRINTABLE = 10**5000  # Python refuses to print an int of over 4,300 digits
      "max_target_pixels must be at least 1 pixel and at most 9,223,372,036,854,775,807, got "
      "18446744073709551615"),
     # Of the wrong type, or unknown: shown short.
-    ({"print_size": OVER_PRINTABLE}, "print_size must be a text or None, got a number of 5001 digits"),
+    ({"print_size": OVER_PRINTABLE},
+     "print_size must be a text or None, got a number of 5001 digits"),
     ({"metric": "x" * 10_000}, "unknown metric 'xxxxxxxx"),
     ({"print_size": "x" * 10_000}, "print_size must be WIDTHxHEIGHT in cm"),
     ({"aspect": (10**5000, 1)}, "aspect must be a text, got a tuple"),

@@ -237,26 +237,23 @@ def test_a_pool_whose_worker_died_writing_a_result_stops(monkeypatch):
         _POOL = None
 
 
-def test_default_sigterm_gives_the_default_action_for_the_block():
-    # Dask holds only a SIGTERM with its default action while a local cluster starts
-    # (and a SIGHUP, which the command line unwinds as it does SIGTERM).
+def test_usual_terminate_handlers_are_the_default_and_the_command_lines():
     import signal
 
-    from mosaicist._runtime import TERMINATING_SIGNALS, default_sigterm
+    from mosaicist._runtime import (
+        TERMINATING_SIGNALS,
+        unwind_on_terminate,
+        usual_terminate_handler,
+    )
 
-    def handler(number, frame):  # pragma: no cover - never delivered
-        raise SystemExit(128 + number)
-
-    before = {number: signal.signal(number, handler) for number in TERMINATING_SIGNALS}
-    try:
-        with default_sigterm():
+    assert usual_terminate_handler(signal.SIG_DFL)
+    assert not usual_terminate_handler(signal.SIG_IGN)
+    assert not usual_terminate_handler(lambda number, frame: None)
+    if all(signal.getsignal(number) is signal.SIG_DFL for number in TERMINATING_SIGNALS):
+        with unwind_on_terminate():
             for number in TERMINATING_SIGNALS:
-                assert signal.getsignal(number) is signal.SIG_DFL
-        for number in TERMINATING_SIGNALS:
-            assert signal.getsignal(number) is handler
-    finally:
-        for number, handler_before in before.items():
-            signal.signal(number, handler_before)
+                assert signal.getsignal(number) is not signal.SIG_DFL
+                assert usual_terminate_handler(signal.getsignal(number))
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX signals")

@@ -1208,9 +1208,10 @@ def test_browser_viewer_keeps_four_screens_of_tiles(browser, tmp_path, tile_size
     assert kept > 200 if tile_size <= 64 else kept == 200
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_mosaicist_view_stopped_by_a_signal_exits_0(mosaic, stop):
-    """``kill`` stops 'view' as Ctrl+C does, exit 0 (it ended by SIGTERM's default: -15)."""
+    """``kill`` stops 'view' as Ctrl+C does, exit 0 (it ended by SIGTERM's default: -15;
+    by SIGHUP's, a terminal closed, -1)."""
     dzi, _, _ = mosaic
     server = subprocess.Popen(
         [sys.executable, "-m", "mosaicist", "view", dzi, "--no-browser"],

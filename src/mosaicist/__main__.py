@@ -38,29 +38,32 @@ def run() -> None:
     # message was built, swapped sys.stdout and sys.stderr for its wrappers where
     # they were not terminals. The command line shows Numba's messages to nobody.
     os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
-    # SIGTERM has its default action until a command's unwinding takes it over (see
-    # cli._Command): until then, where this command owns the process, it ends with
-    # SIGTERM's status as any later SIGTERM does. Given back its default action after
-    # the imports, for the command line's own handler (set only over the default).
-    loading_handler = _terminate_while_loading if _owns_sigterm(sys._getframe(1)) else None
-    if loading_handler is not None:
-        signal.signal(signal.SIGTERM, loading_handler)
+    # SIGTERM and SIGHUP end the process as they would a moment later until a command's
+    # unwinding (or a server's stop) takes them over (see cli._Command): where this
+    # command owns the process, with their statuses (143, 129), a server with 0. The
+    # command line sets its own handlers over this one as over the default.
+    serving = _serving_command(sys.argv[1:])
+    loaded = _owns_sigterm(sys._getframe(1))
+    if loaded:
+        for number in _TERMINATING:
+            if signal.getsignal(number) is signal.SIG_DFL:
+                signal.signal(number, _stop_server_while_loading if serving
+                              else _terminate_while_loading)
     try:
         from . import cli
         from .cli import main
     except KeyboardInterrupt:
-        sys.stderr.write("mosaicist: error: interrupted\n")
-        sys.stderr.flush()
+        if not serving:  # a server's stop says nothing, as once it serves
+            sys.stderr.write("mosaicist: error: interrupted\n")
+            sys.stderr.flush()
+        code = 0 if serving else 130
         if (sys.getprofile() is None and sys.gettrace() is None
                 and _outermost(sys._getframe(1))):
             # Out at once: an interrupt caught amid the imports made CPython end the
             # process by SIGINT after finalising (status -2, not 130) in about 1 run in
             # 14, and nothing is open to clean up yet.
-            os._exit(130)
-        raise SystemExit(130) from None
-    finally:
-        if loading_handler is not None and signal.getsignal(signal.SIGTERM) is loading_handler:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os._exit(code)
+        raise SystemExit(code) from None
     cli.OWNS_PROCESS = True  # it may end or signal this process (see cli.OWNS_PROCESS)
     try:
         main()
@@ -101,13 +104,36 @@ def _owns_sigterm(caller: FrameType | None) -> bool:
             and _outermost(caller))
 
 
+#: The signals that end a command (SIGTERM; SIGHUP, a terminal closed), where there are.
+_TERMINATING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
+#: The commands that serve until stopped (``cli._SERVING``: a stop is their end, status 0).
+_SERVING = frozenset({"view", "studio", "live"})
+
+
+def _serving_command(arguments: list[str]) -> bool:
+    """Whether ``arguments`` run a serving command (its name comes first)."""
+    return bool(arguments) and arguments[0] in _SERVING
+
+
 def _terminate_while_loading(signum: int, frame: FrameType | None) -> None:
-    """End the process as a command that SIGTERM stops does: status 143, no message.
+    """End the process as a command that SIGTERM (SIGHUP) stops does: 143 (129), no message.
 
     At once: nothing is open to clean up yet, and a ``SystemExit`` raised
     amid the imports could land in a module's half-run code.
     """
     os._exit(128 + signum)
+
+
+def _stop_server_while_loading(signum: int, frame: FrameType | None) -> None:
+    """End a server not serving yet as its stop would a moment later: status 0."""
+    os._exit(0)
+
+
+# The command line's handlers replace these as they replace the default action
+# (mosaicist._runtime.usual_terminate_handler).
+_terminate_while_loading.usual_terminate = True  # type: ignore[attr-defined]
+_stop_server_while_loading.usual_terminate = True  # type: ignore[attr-defined]
 
 
 def _outermost(frame: FrameType | None) -> bool:

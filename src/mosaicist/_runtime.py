@@ -399,13 +399,18 @@ def unwind_on_terminate() -> Iterator[None]:
     microseconds apart, the second of which ended the clean-up half way);
     later, it ends the process at once. Only in the main thread (the only
     one where Python runs signal handlers) and only for signals with their
-    default action: a handler that the application installed is left alone.
+    usual action (:func:`usual_terminate_handler`), given back after the
+    block: a handler that the application installed is left alone, and a
+    block inside another is the outer one's.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    caught = [number for number in TERMINATING_SIGNALS
-              if signal.getsignal(number) == signal.SIG_DFL]
+    previous = {number: signal.getsignal(number) for number in TERMINATING_SIGNALS}
+    # Not over an unwinding already set: an inner block (an index update inside a make)
+    # gave the default action back at its end, for the rest of the make.
+    caught = [number for number, handler in previous.items()
+              if usual_terminate_handler(handler) and not getattr(handler, "unwinds", False)]
     ours: list[Any] = []
 
     def terminate(signum: int, frame: FrameType | None) -> None:
@@ -421,11 +426,14 @@ def unwind_on_terminate() -> Iterator[None]:
             signal.raise_signal(signum)
 
         ours.append(again)
+        again.usual_terminate = again.unwinds = True  # type: ignore[attr-defined]
         signal.signal(signum, again)
         stop.watch(signum)
         stop.raise_in(frame)
 
     ours.append(terminate)
+    # Usual actions (usual_terminate_handler), over which the command line sets its own.
+    terminate.usual_terminate = terminate.unwinds = True  # type: ignore[attr-defined]
     for number in caught:
         signal.signal(number, terminate)
     try:
@@ -433,7 +441,7 @@ def unwind_on_terminate() -> Iterator[None]:
     finally:
         for number in caught:
             if any(signal.getsignal(number) is handler for handler in ours):
-                signal.signal(number, signal.SIG_DFL)
+                signal.signal(number, previous[number])
 
 
 #: When the last Ctrl+C was raised as ``KeyboardInterrupt`` by :func:`repeat_tolerant_interrupt`.
@@ -507,27 +515,39 @@ def usual_interrupt_handler(handler: object) -> bool:
     return handler in (signal.default_int_handler, repeat_tolerant_interrupt, stop_serving)
 
 
-@contextlib.contextmanager
-def default_sigterm() -> Iterator[None]:
-    """Give SIGTERM (and SIGHUP) their default action in the block, their handlers back after.
+def usual_terminate_handler(handler: object) -> bool:
+    """Whether ``handler`` is SIGTERM's (or SIGHUP's) usual action: the default one, which
+    ends the process, or the command line's: its end while it loads (``__main__``), its
+    unwinding (:func:`unwind_on_terminate`).
 
-    The command line makes them unwind a command (they raise ``SystemExit``);
-    code that holds SIGTERM itself while it must not be interrupted, such as
-    the start of a local Dask cluster (:mod:`mosaicist.distributed`), holds
-    only a SIGTERM with its default action. Only in the main thread (the only
-    one where handlers can be set); elsewhere the block runs as it is.
+    The command line sets its handlers only over these; code that must not
+    be interrupted (the start of a local Dask cluster,
+    :mod:`mosaicist.distributed`) holds such a signal and delivers it after.
+    A handler the application installed is left alone.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    return handler is signal.SIG_DFL or getattr(handler, "usual_terminate", False) is True
+
+
+def resource_tracker_without_hangups() -> None:
+    """Start multiprocessing's resource tracker, unless running, with SIGHUP blocked in it.
+
+    The tracker (the process that unlinks the semaphores of spawned pools)
+    ignores SIGINT and SIGTERM but not SIGHUP: a terminal closed under a
+    batch or a local Dask cluster killed it with the command's process
+    group, and the one started again in its place printed a traceback for
+    every semaphore the command then released (``KeyError: '/mp-...'``),
+    under the command's clean exit. A process keeps the signal mask it was
+    started with; the tracker unblocks only the two it ignores.
+    """
+    if not hasattr(signal, "pthread_sigmask") or not hasattr(signal, "SIGHUP"):
         return
-    previous = {number: signal.signal(number, signal.SIG_DFL) for number in TERMINATING_SIGNALS}
+    from multiprocessing import resource_tracker
+
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     try:
-        yield
+        resource_tracker.ensure_running()
     finally:
-        for number, handler in previous.items():
-            # None: a handler not set from Python, which cannot be put back from here.
-            if handler is not None:
-                signal.signal(number, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _poll_parent(parent_pid: int) -> None:

@@ -258,17 +258,21 @@ def _stopped_as_a_server() -> Iterator[None]:
         yield
         return
     from ._runtime import (
+        TERMINATING_SIGNALS,
         forget_server_stop,
         server_stop_asked,
         stop_serving,
         usual_interrupt_handler,
+        usual_terminate_handler,
     )
 
     # Set here, not by web.sigterm_as_interrupt: importing the web stack first left
     # SIGTERM its default action a moment longer (-15 in 2 of 90 stops at 0.25 s).
+    # SIGHUP (a terminal closed) is a stop too: it ended a serving studio by the signal.
     forget_server_stop()
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, stop_serving)
+    for number in TERMINATING_SIGNALS:
+        if usual_terminate_handler(signal.getsignal(number)):
+            signal.signal(number, stop_serving)
     if usual_interrupt_handler(signal.getsignal(signal.SIGINT)):
         signal.signal(signal.SIGINT, stop_serving)
     try:
@@ -1109,15 +1113,13 @@ def _cluster(scheduler: str | None, quiet: bool) -> Iterator[Any]:
     if scheduler is None:
         yield None
         return
-    from ._runtime import default_sigterm
     from .distributed import client_for, parse_scheduler
 
     address = parse_scheduler(scheduler)  # a bad address fails before any work
     with contextlib.ExitStack() as stack:
-        # Dask holds a SIGTERM that comes while a local cluster starts (one raised
-        # inside its start-up leaves it half made), but only SIGTERM's default action.
-        with default_sigterm():
-            client = stack.enter_context(client_for(address, quiet=quiet))
+        # A SIGTERM that comes while a local cluster starts is held there (one raised
+        # inside its start-up leaves it half made), and unwinds this command after.
+        client = stack.enter_context(client_for(address, quiet=quiet))
         yield client
 
 

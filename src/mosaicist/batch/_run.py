@@ -1759,11 +1759,13 @@ class _LocalRunner(_Runner):
     def _start(self) -> ProcessPoolExecutor:
         import multiprocessing
 
+        from .._runtime import resource_tracker_without_hangups
         from ._worker import init_worker
 
         # Processes start (and re-run the main script) when work is first sent:
         # the variable stays set while the pool lives; they inherit it.
         os.environ[UNGUARDED_ENV] = str(self.marker)
+        resource_tracker_without_hangups()  # the spawned pool's semaphores are its
         return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=init_worker, initargs=(self.threads, os.getpid()))
 
@@ -1902,13 +1904,11 @@ def _cluster_client(scheduler: str, stack: contextlib.ExitStack) -> Any:
     Where it is refused, the caller closes ``stack`` (a local cluster is then
     stopped) as the error leaves.
     """
-    from .._runtime import default_sigterm
     from ..distributed import client_for, require_workers
 
-    # Dask holds a SIGTERM that comes while a local cluster starts, but only one
-    # with its default action (the command line makes SIGTERM unwind instead).
-    with default_sigterm():
-        client = stack.enter_context(client_for(scheduler))
+    # A SIGTERM that comes while a local cluster starts is held there, and delivered
+    # (to the command line's unwinding) once the cluster is closed again.
+    client = stack.enter_context(client_for(scheduler))
     require_workers(client)
     return client
 

@@ -843,10 +843,13 @@ def _local_client(workers: int, level: int) -> Iterator[Client]:
     """
     import distributed
 
+    from .._runtime import resource_tracker_without_hangups
+
     stack = contextlib.ExitStack()
     held = _HeldSignals()
     try:
         with held, _workers_start_with_interrupts_blocked():
+            resource_tracker_without_hangups()  # the spawned workers' semaphores are its
             cluster = stack.enter_context(_local_cluster(workers, level))
             client = distributed.Client(cluster, set_as_default=False)
             stack.callback(client.close)  # closed before its cluster
@@ -899,12 +902,13 @@ class _HeldSignals:
         if threading.current_thread() is not threading.main_thread():
             return self  # signal handlers can only be set, and only run, in the main thread
         _HeldSignals.holding.append(self)
-        from .._runtime import usual_interrupt_handler
+        from .._runtime import TERMINATING_SIGNALS, usual_interrupt_handler, usual_terminate_handler
 
         if usual_interrupt_handler(signal.getsignal(signal.SIGINT)):
             self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._note)
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._note)
+        for number in TERMINATING_SIGNALS:
+            if usual_terminate_handler(signal.getsignal(number)):
+                self._previous[number] = signal.signal(number, self._note)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
