@@ -210,10 +210,58 @@ def test_leaders_cached_under_another_grouping_version_are_not_read(tmp_path, mo
     _, _, library = _library_with_a_copy(tmp_path, 1)
     right = library.duplicate_leaders(6)
     cached = library.directory / "duplicates" / f"leaders-v{DEDUPE_VERSION}-g0-n7-t6.npy"
-    np.save(cached, np.arange(len(right), dtype=np.int64))  # as another rule grouped them
+    grouped = np.arange(len(right), dtype=np.int64)  # as another rule grouped them
+    np.save(cached, np.append(grouped, _index._leaders_checksum(grouped)))
     assert library.duplicate_leaders(6).tolist() == list(range(len(right)))  # the cache
     monkeypatch.setattr(_index, "DEDUPE_VERSION", DEDUPE_VERSION + 1)
     assert library.duplicate_leaders(6).tolist() == right.tolist()
+
+
+@pytest.mark.parametrize("damage", ["another kept tile", "out of range", "flipped bytes",
+                                    "without its checksum"])
+def test_damaged_leaders_in_the_cache_are_grouped_again(tmp_path, damage):
+    # An entry of a cached leaders file set to another kept photo's position (or a few
+    # bytes flipped) dropped real photos as copies, exit 0, on every later run.
+    from mosaicist.library import _index
+
+    _, _, library = _library_with_a_copy(tmp_path, 1)
+    right = library.duplicate_leaders(6)
+    identical = library.without_identical()
+    cached = library.directory / "duplicates" / f"leaders-v{DEDUPE_VERSION}-g0-n7-t6.npy"
+    stored = np.load(cached)
+    assert stored[:-1].tolist() == right.tolist()
+    last = len(right) - 1
+    if damage == "another kept tile":
+        stored[last] = 0
+    elif damage == "out of range":
+        stored[last] = 10**6
+    elif damage == "flipped bytes":
+        stored = stored.copy()
+        stored.view(np.uint8)[8 * last + 1] ^= 0x5A
+    else:
+        stored = stored[:-1].copy()
+        stored[last] = 0
+    np.save(cached, stored)
+    assert library.duplicate_leaders(6).tolist() == right.tolist()
+    assert np.load(cached)[-1] == _index._leaders_checksum(right)  # written again, whole
+    assert len(library.without_identical()) == len(identical)
+
+
+@pytest.mark.parametrize("damage", ["zeros", "one tile"])
+def test_a_damaged_copy_of_the_kept_tiles_is_written_again(tmp_path, damage):
+    # A zero-filled dedupe copy of the right size was used as it was: 447 of 450 cells
+    # other than a fresh make's, exit 0.
+    _, _, library = _library_with_a_copy(tmp_path, 1)
+    right = np.array(library.without_duplicates(6).tiles)
+    (store,) = (library.directory / f"dedupe-v{DEDUPE_VERSION}-t6").glob("tiles-*.u8")
+    data = bytearray(store.read_bytes())
+    if damage == "zeros":
+        data = bytearray(len(data))
+    else:
+        data[:right[0].size] = bytes(255 - value for value in data[:right[0].size])
+    store.write_bytes(bytes(data))
+    assert np.array_equal(np.array(library.without_duplicates(6).tiles), right)
+    assert np.array_equal(np.fromfile(store, np.uint8).reshape(right.shape), right)
 
 
 # -- 4. entries of earlier library generations go when a new one is written ------------------
@@ -338,6 +386,35 @@ def test_two_threads_needing_the_same_prepared_library_prepare_it_once(tmp_path,
     for prepared in results:
         np.testing.assert_array_equal(prepared, expected)
     assert [path.name for path in tmp_path.iterdir()] == ["prepared-lab-flips-g0-n20.u8"]
+
+
+def test_an_unreadable_features_folder_computes_the_features_in_memory(tmp_path,
+                                                                       monkeypatch):
+    # chmod 000 on the features folder failed make with "...: Permission denied" (the
+    # entry's is_dir), where every other unreadable cache is computed again.
+    import pathlib
+
+    from mosaicist import paths
+
+    tiles = _tiles()
+    geometry = Geometry(4, 8)
+    expected = compute_features(tiles, geometry)
+    folder = tmp_path / "features"
+    folder.mkdir()
+    real_is_dir = pathlib.Path.is_dir
+
+    def unreadable(path):
+        if str(path).startswith(str(folder) + os.sep):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_is_dir(path)
+
+    def refused(path):  # root opens locks anywhere: refused as chmod 000 refuses others
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(pathlib.Path, "is_dir", unreadable)
+    monkeypatch.setattr(paths, "open_lock", refused)
+    features = cached_features(tiles, geometry, folder, 0)
+    np.testing.assert_array_equal(features.bound, expected.bound)
 
 
 def test_a_read_only_cache_folder_prepares_and_computes_without_a_lock(tmp_path, monkeypatch):

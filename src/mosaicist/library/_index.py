@@ -541,13 +541,18 @@ class TileLibrary:
         """Leaders kept as ``duplicates/<name>`` in the work folder, else ``grouped()``, kept."""
         cache = self._work_dir / "duplicates" / name
         with contextlib.suppress(*STORED_ARRAY_ERRORS):
-            leaders = np.load(cache, allow_pickle=False)
-            if leaders.shape == (len(self),) and leaders.dtype == np.int64:
+            stored = np.load(cache, allow_pickle=False)
+            # With its checksum: a damaged file dropped real photos as copies of others,
+            # on every run (an entry set to another kept tile's position is still a
+            # well-formed leader).
+            if (stored.shape == (len(self) + 1,) and stored.dtype == np.int64
+                    and stored[-1] == _leaders_checksum(stored[:-1])):
                 mark_used(cache)
-                return leaders
+                return stored[:-1]
         leaders = grouped()
         with contextlib.suppress(OSError):  # a cache: a read-only folder costs time only
-            _save_replacing(cache, leaders, kind, self.generation)
+            _save_replacing(cache, np.append(leaders, _leaders_checksum(leaders)), kind,
+                            self.generation)
         return leaders
 
     def duplicate_groups(self, threshold: int) -> list[np.ndarray]:
@@ -1108,6 +1113,12 @@ _IDENTICAL = re.compile(r"identical-g(?P<generation>\d+)-n\d+\.npy")
 _PACKED_SUBSET = re.compile(r"tiles-g(?P<generation>\d+)-n\d+\.u8")
 
 
+def _leaders_checksum(leaders: np.ndarray) -> int:
+    """A checksum of a leaders array (its entries' bytes), kept after them in its cache file."""
+    digest = hashlib.blake2b(leaders.astype(np.int64, copy=False).tobytes(), digest_size=7)
+    return int.from_bytes(digest.digest(), "little")
+
+
 def _save_replacing(path: Path, array: np.ndarray, kind: re.Pattern[str],
                     generation: int) -> None:
     """Save ``array`` to ``path`` atomically, then remove files of ``kind`` of older generations.
@@ -1121,6 +1132,10 @@ def _save_replacing(path: Path, array: np.ndarray, kind: re.Pattern[str],
     with atomic_path(path) as partial, open(partial, "wb") as handle:
         np.save(handle, array)
     remove_older_generations(path.parent, kind, generation)
+
+
+#: Tiles of a packed subset compared with the index before it is used again.
+SUBSET_SAMPLE = 64
 
 
 def _packed_subset(tiles: np.ndarray, kept: np.ndarray, store: Path,
@@ -1139,8 +1154,15 @@ def _packed_subset(tiles: np.ndarray, kept: np.ndarray, store: Path,
     with contextlib.suppress(OSError, ValueError):
         if store.stat().st_size == len(kept) * tile_bytes:
             packed = np.memmap(store, dtype=np.uint8, mode="r", shape=shape)
-            mark_used(store)
-            return packed
+            # A sample checked against the index, as the prepared tiles are: a copy
+            # zero-filled or otherwise damaged was used as it was (447 of 450 cells
+            # other than a fresh make's, exit 0).
+            sample = np.unique(np.linspace(0, len(kept) - 1, min(len(kept), SUBSET_SAMPLE))
+                               .astype(np.int64))
+            if np.array_equal(packed[sample], tiles[kept[sample]]):
+                mark_used(store)
+                return packed
+            del packed
     try:
         store.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(store) as partial:

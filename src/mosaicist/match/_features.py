@@ -695,7 +695,12 @@ def _read_entry(path: Path, geometry: Geometry, tiles: np.ndarray) -> TileFeatur
     compared. Before, such an entry was read as it was, and the search
     picked tiles that were not the nearest, without a word.
     """
-    if not path.is_dir():
+    try:
+        if not path.is_dir():
+            return None
+    except OSError:
+        # An unreadable cache folder (chmod 000) is a cache without the entry: make failed
+        # with "Permission denied" there, where every other cache is computed again.
         return None
     try:
         # The per-tile arrays are mapped, not read: the bound rows are the largest
