@@ -173,6 +173,16 @@ def test_spacing_between_leaves_of_several_sizes(tmp_path, tiles):
     assert leaf_repetition(free.placements.tile, free.placements.rect)["closest_repeat"] < 2
 
 
+def test_a_spacing_refusal_of_split_cells_names_the_tiles_the_leaves_need(tmp_path):
+    # Every cell of a 7 x 7 grid split in four: the grid's count (13 tiles for spacing 2)
+    # was said first, and once 13 were given, the leaves' 16.
+    target = np.random.default_rng(6).integers(0, 256, (112, 112, 3), dtype=np.uint8)
+    tiles = make_colour_folder(tmp_path / "tiles", 4, size=16)
+    with pytest.raises(OptionError, match="needs at least 16 different tiles.* has 4;"):
+        make_mosaic(target, tiles, cell_px=16, tile_px=16, adaptive=1, detail=0.0,
+                    preset="seed", min_spacing=2, cache_dir=tmp_path / "cache")
+
+
 def test_leaf_spacing_is_the_grid_spacing_for_whole_cells():
     # Level-0 leaves on a 3x3 grid: the layout's distance is the uniform grid's.
     rows, cols = np.divmod(np.arange(9), 3)

@@ -681,10 +681,12 @@ def _assign_leaves(
     count, tile_count = len(leaves), len(request.library)
     rows, cols = leaves.rows, leaves.cols
     max_uses, min_spacing = options.max_uses, options.min_spacing
-    check_feasible(count, tile_count, max_uses, rows, cols, min_spacing)
     # check_feasible counts a D x D block and the lone cells of a uniform grid; small
     # leaves pack more of both, which the spacing rounds would otherwise find in vain.
+    # The leaves' count first: the grid's, said first, named fewer tiles than they need
+    # (13, then 16 once 13 were given, on a 7 x 7 grid split whole at spacing 2).
     check_leaves_feasible(leaves, tile_count, max_uses, min_spacing)
+    check_feasible(count, tile_count, max_uses, rows, cols, min_spacing)
     part_of = np.empty(count, np.int64)
     local = np.empty(count, np.int64)
     for part, (index, _) in enumerate(parts):
