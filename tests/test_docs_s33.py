@@ -115,7 +115,8 @@ def command_flags(name: str) -> set[str]:
 
 
 def test_the_synopsis_covers_the_commands():
-    assert set(synopsis()) == {"make", "index", "render", "batch", "view", "score"}
+    assert set(synopsis()) == {"make", "index", "render", "batch", "view", "studio", "live",
+                               "score"}
 
 
 @pytest.mark.parametrize("command", ["make", "index", "render", "view", "score"])
@@ -290,8 +291,8 @@ def test_the_csv_columns_are_as_written(small_mosaic, tmp_path):
     with `--contrast`, `chroma` with `--chroma`."""
     cell = table_row("--placements FILE")[2]
     columns = re.search(r"one row per cell, `([a-z_0-9,]+)` \(and `([a-z_0-9,]+)` where tiles "
-                        r"are tinted: [^;]+; `([a-z_0-9,]+)` with `--contrast`, `(\w+)` with "
-                        r"`--chroma`\)", cell)
+                        r"are tinted or their contrast or chroma moved: [^;]+; `([a-z_0-9,]+)` "
+                        r"with `--contrast`, `(\w+)` with `--chroma`\)", cell)
     assert columns is not None
     small_mosaic.placements.write(tmp_path / "p.csv")
     header = (tmp_path / "p.csv").read_text().splitlines()[0]

@@ -1128,8 +1128,8 @@ def _cluster(scheduler: str | None, quiet: bool) -> Iterator[Any]:
 Examples:
   mosaicist make starry_night.jpg
   mosaicist make starry_night.jpg --tiles cifar10 --cell 8 -o night.png
-  mosaicist make bear.jpg --tiles ./photos --tile-px 64 -o bear.jpg \\
-      --placements bear.csv --report bear.json
+  mosaicist make bear.jpg --tiles ./photos --tile-px 64 -o bear-mosaic.jpg \\
+      --placements bear.csv --report bear-report.json
   mosaicist make bear.jpg --tiles galaxy10 --limit 5000
   mosaicist make bear.jpg --tiles ~/Photos --cell 4 --tile-px 256 -o mural.dzi
   mosaicist view mural.dzi
@@ -1139,8 +1139,9 @@ Examples:
 @click.argument("target", type=_PATH)
 @click.option("--tiles", default="cifar10", show_default=True, type=_SOURCE,
               metavar="SOURCE",
-              help="Tile source: a folder, cifar10, cifar100, cifar10:PATH, galaxy10, "
-                   "galaxy10-sdss, or FILE.h5[:KEY] / FILE.npz / FILE.npy.")
+              help="Tile source: a folder, cifar10, cifar100 (or cifar10:PATH, "
+                   "cifar100:PATH), galaxy10, galaxy10-sdss, galaxy10-decals, or "
+                   "FILE.h5[:KEY] / FILE.npz[:KEY] / FILE.npy.")
 @click.option("-o", "--output", type=_FILE, default=None, metavar="OUT",
               help=_OUTPUT_HELP + " [default: <target stem>-mosaic.png]")
 @click.option("--placements", "placements_path", type=_FILE, default=None, metavar="FILE",
@@ -1459,7 +1460,7 @@ def _check_recorded(path: Path, placements: Any, given: dict[str, Any], asked: M
 Examples:
   mosaicist make bear.jpg --placements bear.json -o bear.png
   mosaicist render bear.json -o bear-print.tif --tile-px 128
-  mosaicist render bear.csv --tiles ~/Photos -o bear.jpg
+  mosaicist render bear.csv --tiles ~/Photos -o bear-mosaic.jpg
   mosaicist render bear.json -o mural.dzi --tile-px 512
   mosaicist render bear.json -o /shared/mural.dzi --tile-px 512 --scheduler tcp://10.0.0.5:8786
 """
