@@ -183,6 +183,35 @@ def test_a_spacing_refusal_of_split_cells_names_the_tiles_the_leaves_need(tmp_pa
                     preset="seed", min_spacing=2, cache_dir=tmp_path / "cache")
 
 
+@pytest.mark.parametrize("photos", [16, 20])
+def test_split_cells_that_a_lattice_of_leaves_spaces_are_placed(tmp_path, photos):
+    # A 7 x 7 grid split whole at spacing 2 (a 14 x 14 grid of leaves, 4 leaves apart) was
+    # refused with 16 to 24 photos ("found no placement"): 16 classes of leaves fit.
+    target = np.random.default_rng(6).integers(0, 256, (112, 112, 3), dtype=np.uint8)
+    tiles = make_colour_folder(tmp_path / "tiles", photos, size=16)
+    mosaic = make_mosaic(target, tiles, cell_px=16, tile_px=16, adaptive=1, detail=0.0,
+                         preset="seed", min_spacing=2, cache_dir=tmp_path / "cache")
+    placements = mosaic.placements
+    assert len(placements.tile) == 196
+    assert leaf_repetition(placements.tile, placements.rect)["closest_repeat"] >= 2
+
+
+def test_layout_classes_keep_each_class_apart():
+    from mosaicist.match._assign import layout_classes
+
+    # Leaves of two sizes: the left half of a 4 x 4 grid split in four, the right whole.
+    unit = 4
+    centres = [(y * 2 + 1, x * 2 + 1) for y in range(8) for x in range(4)]
+    centres += [(y * 4 + 2, x * 4 + 2) for y in range(4) for x in range(2, 4)]
+    layout = Layout(np.array(centres, np.int64), unit)
+    for spacing in (2, 3):
+        kind = layout_classes(layout, spacing)
+        assert kind is not None
+        close, _ = spacing_violations(kind, 0, 0, spacing, layout)
+        assert not len(close)
+        assert len(np.unique(kind)) <= (2 * spacing + 3) ** 2
+
+
 def test_leaf_spacing_is_the_grid_spacing_for_whole_cells():
     # Level-0 leaves on a 3x3 grid: the layout's distance is the uniform grid's.
     rows, cols = np.divmod(np.arange(9), 3)
