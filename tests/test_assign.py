@@ -1582,6 +1582,9 @@ def test_a_minimum_the_other_limits_cannot_meet_names_them(tmp_path):
     assert str(error.value) == (
         "min_uses 2 cannot be met: 1 of the 4 tiles cannot each fill 2 cells under "
         "min_spacing 2; lower min_uses or relax min_spacing")
+    # One tile is the tile ("1 of the tile cannot each fill").
+    with pytest.raises(OptionError, match="cannot be met: the only tile cannot fill 2 cells"):
+        check_feasible(9, 1, None, 3, 3, 2, 2)
     result = CliRunner().invoke(main, [
         "make", str(target), "--tiles", str(folder), "--preset", "seed", "--cell", "4",
         "--tile-px", "8", "--min-spacing", "2", "--min-uses", "2", "--max-uses", "9",

@@ -744,12 +744,13 @@ def check_feasible(
             # The tile of a cell no other cell is D away from fills that cell alone (the
             # middle of 3 x 3 cells 2 apart). Said as the matcher says tiles short of the
             # minimum (_capped._minimum_unmet), only the spacing named: no cap changes it.
+            # One tile is "the tile", not "1 of the tile".
+            who = ("the only tile cannot fill" if tiles == 1 else
+                   f"{min(lone, tiles):,} of the {tiles:,} tiles cannot each fill")
             raise MinimumUsesError(
-                "{min_uses} {low} cannot be met: {short} of the {tiles} cannot each fill "
-                "{cells} under {min_spacing} {spacing}; lower {min_uses} or relax "
-                "{min_spacing}", low=min_uses, short=f"{min(lone, tiles):,}",
-                tiles="tile" if tiles == 1 else f"{tiles:,} tiles", cells=f"{min_uses:,} cells",
-                spacing=min_spacing,
+                "{min_uses} {low} cannot be met: {who} {cells} under {min_spacing} {spacing}; "
+                "lower {min_uses} or relax {min_spacing}", low=min_uses, who=who,
+                cells=f"{min_uses:,} cells", spacing=min_spacing,
             )
         if tiles * min_uses > cells:
             raise MinimumUsesError(
