@@ -196,6 +196,48 @@ def test_split_cells_that_a_lattice_of_leaves_spaces_are_placed(tmp_path, photos
     assert leaf_repetition(placements.tile, placements.rect)["closest_repeat"] >= 2
 
 
+def test_split_cells_that_only_an_exact_solve_spaces_are_placed(tmp_path):
+    # 3 x 5 cells split whole (6 x 10 leaves), 19 photos of at most 4 uses, 2 apart: the
+    # lattice classes need 20 photos, and the exact solve skipped adaptive leaves.
+    target = np.random.default_rng(6).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    tiles = make_colour_folder(tmp_path / "tiles", 19, size=16)
+    mosaic = make_mosaic(target, tiles, cell_px=16, tile_px=16, adaptive=1, detail=0.0,
+                         preset="seed", min_spacing=2, max_uses=4,
+                         cache_dir=tmp_path / "cache")
+    placements = mosaic.placements
+    assert len(placements.tile) == 60
+    assert np.bincount(placements.tile).max() <= 4
+    assert leaf_repetition(placements.tile, placements.rect)["closest_repeat"] >= 2
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_layout_windows_hold_every_close_pair_and_only_close_pairs(seed):
+    from mosaicist.match._assign import _layout_windows
+
+    rng = np.random.default_rng(seed)
+    unit, spacing = 4, int(rng.integers(2, 4))
+    centre = np.unique(rng.integers(0, 40, (30, 2)), axis=0)
+    layout = Layout(centre, unit)
+    leaves = len(centre)
+    row = np.repeat(np.arange(leaves), 2)
+    tile_id = np.tile([0, 1], leaves)
+    window, member = _layout_windows(layout, spacing, row, tile_id)
+    together = set()
+    for group in np.unique(window):
+        pairs = member[window == group]
+        assert len(set(tile_id[pairs])) == 1
+        cells = row[pairs]
+        for a in cells:
+            for b in cells:
+                if a < b:
+                    assert np.abs(centre[a] - centre[b]).max() < spacing * unit
+                    together.add((a, b))
+    for a in range(leaves):
+        for b in range(a + 1, leaves):
+            if np.abs(centre[a] - centre[b]).max() < spacing * unit:
+                assert (a, b) in together
+
+
 def test_layout_classes_keep_each_class_apart():
     from mosaicist.match._assign import layout_classes
 

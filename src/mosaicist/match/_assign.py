@@ -2137,6 +2137,37 @@ def layout_classes(layout: Layout, min_spacing: int, tries: int = 3) -> np.ndarr
     return None
 
 
+def _layout_windows(layout: Layout, min_spacing: int, row: np.ndarray, tile_id: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The exact placement's spacing groups on adaptive leaves: ``(window, member)``.
+
+    Each listed pair ``k`` (leaf ``row[k]``, tile ``tile_id[k]``) joins, for
+    every window of side ``D`` whose top-left corner is at centre
+    coordinates ``(Y, X)`` with ``y - D < Y <= y`` and ``x - D < X <= x``,
+    the group of that window and tile: at most one pair of a group is taken.
+    Two leaves closer than ``D`` lie in the window at their least
+    coordinates, and any two leaves of one window are closer than ``D``.
+    """
+    centre = np.asarray(layout.centre, np.int64)
+    reach = min_spacing * layout.unit
+    ys, xs = np.unique(centre[:, 0]), np.unique(centre[:, 1])
+    y, x = centre[row, 0], centre[row, 1]
+    low_y, high_y = np.searchsorted(ys, y - reach, "right"), np.searchsorted(ys, y, "right")
+    low_x, high_x = np.searchsorted(xs, x - reach, "right"), np.searchsorted(xs, x, "right")
+    variables = np.arange(len(row))
+    keys, members = [], []
+    for down in range(int((high_y - low_y).max(initial=0))):
+        for across in range(int((high_x - low_x).max(initial=0))):
+            top, left = low_y + down, low_x + across
+            inside = (top < high_y) & (left < high_x)
+            keys.append((tile_id[inside] * len(ys) + top[inside]) * len(xs) + left[inside])
+            members.append(variables[inside])
+    if not keys:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    _, window = np.unique(np.concatenate(keys), return_inverse=True)
+    return window.astype(np.int64), np.concatenate(members)
+
+
 def near_holders(
     cells: np.ndarray, tiles: np.ndarray, placed: np.ndarray, rows: int, cols: int,
     min_spacing: int, layout: Layout | None = None,
@@ -3643,8 +3674,10 @@ class _Solver:
 
         A 0-1 program: each cell takes one listed edge, each tile between
         ``min_uses`` and the cap, and each tile at most once in every ``D x
-        D`` window of the grid (two cells closer than ``D`` share one). Only
-        for grids of at most :data:`EXACT_EDGES` listed pairs. Solved by
+        D`` window of the grid (two cells closer than ``D`` share one; for
+        adaptive leaves, every window of side ``D`` whose corner is at a
+        leaf's centre coordinates, which holds any two leaves closer than
+        ``D``). Only for at most :data:`EXACT_EDGES` listed pairs. Solved by
         OR-Tools' CP-SAT where it is installed (one worker, a budget of
         :data:`EXACT_WORK` in its deterministic time: the same placement on
         every machine, the best it found), else by SciPy's HiGHS within
@@ -3653,7 +3686,7 @@ class _Solver:
         """
         edges = self.edges
         count = len(edges.row)
-        if self.layout is not None or not count or count > EXACT_EDGES:
+        if not count or count > EXACT_EDGES:
             return None
         tiles, tile_id = _compact(edges.tile)
         if self.minimum and len(tiles) < (self.tile_count or 0):
@@ -3661,7 +3694,9 @@ class _Solver:
         cap = self.cap if self.cap is not None else self.count
         window = np.empty(0, np.int64)
         member = np.empty(0, np.int64)
-        if self.min_spacing > 1:
+        if self.min_spacing > 1 and self.layout is not None:
+            window, member = _layout_windows(self.layout, self.min_spacing, edges.row, tile_id)
+        elif self.min_spacing > 1:
             high, wide = min(self.min_spacing, self.rows), min(self.min_spacing, self.cols)
             across = self.cols - wide + 1
             windows = (self.rows - high + 1) * across
