@@ -579,6 +579,13 @@ run()
 """
 
 
+def test_the_serving_commands_are_the_same_while_the_command_line_loads():
+    # __main__ names them before the command line is imported (it is what loads).
+    from mosaicist import __main__, cli
+
+    assert __main__._SERVING == cli._SERVING
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 @pytest.mark.parametrize(("command", "stop", "status"), [
     ("make", "SIGTERM", 143), ("make", "SIGHUP", 129), ("make", "SIGINT", 130),

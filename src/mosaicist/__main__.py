@@ -43,8 +43,7 @@ def run() -> None:
     # command owns the process, with their statuses (143, 129), a server with 0. The
     # command line sets its own handlers over this one as over the default.
     serving = _serving_command(sys.argv[1:])
-    loaded = _owns_sigterm(sys._getframe(1))
-    if loaded:
+    if _owns_sigterm(sys._getframe(1)):
         for number in _TERMINATING:
             if signal.getsignal(number) is signal.SIG_DFL:
                 signal.signal(number, _stop_server_while_loading if serving
