@@ -356,7 +356,8 @@ def test_use_all_on_the_command_line(cli_setup, tmp_path):
     assert "--min-uses 3 needs 36 cells for the 12 tiles, but the grid has 24" in result.stderr
     assert "(--limit) or smaller cells (--cell)" in result.stderr
     result = CliRunner().invoke(main, [*base, "--min-uses", "3", "--max-uses", "2"])
-    assert "--min-uses 3 is above --max-uses 2" in result.stderr
+    assert "--min-uses 3 is above --max-uses 2; lower --min-uses or raise --max-uses" in \
+        result.stderr
 
 
 def test_the_default_presets_wishes_give_way_to_a_matcher_asked_for(cli_setup, tmp_path):

@@ -809,8 +809,9 @@ class MosaicOptions:
                 and self.min_uses > self.max_uses):
             object.__setattr__(self, "max_uses", self.min_uses)
         if self.max_uses is not None and self.min_uses > self.max_uses:
-            raise OptionError("{min_uses} {low} is above {max_uses} {high}",
-                              low=self.min_uses, high=self.max_uses)
+            raise OptionError(
+                "{min_uses} {low} is above {max_uses} {high}; lower {min_uses} or raise "
+                "{max_uses}", low=self.min_uses, high=self.max_uses)
         if self.adaptive and self.min_uses:
             # Refused here, before a library is indexed, not when the cells are split. Named
             # as given (--use-all is --min-uses 1).

@@ -732,8 +732,9 @@ def check_feasible(
             lone = lone_cells(rows, cols, min_spacing)
     if min_uses:
         if max_uses is not None and min_uses > max_uses:
-            raise MinimumUsesError("{min_uses} {low} is above {max_uses} {high}",
-                                   low=min_uses, high=max_uses)
+            raise MinimumUsesError(
+                "{min_uses} {low} is above {max_uses} {high}; lower {min_uses} or raise "
+                "{max_uses}", low=min_uses, high=max_uses)
         if spacing is not None and min_uses > spacing:
             raise MinimumUsesError(
                 "{min_uses} {low} copies of a tile cannot be {min_spacing} {spacing} cells "
