@@ -580,10 +580,12 @@ run()
 
 
 def test_the_serving_commands_are_the_same_while_the_command_line_loads():
-    # __main__ names them before the command line is imported (it is what loads).
-    from mosaicist import __main__, cli
+    # __main__ names them (and the signals that end a command) before the command line
+    # is imported: it is what loads.
+    from mosaicist import __main__, _runtime, cli
 
     assert __main__._SERVING == cli._SERVING
+    assert __main__._TERMINATING == cli._TERMINATED_SIGNALS == _runtime.TERMINATING_SIGNALS
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

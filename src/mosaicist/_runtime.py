@@ -472,7 +472,7 @@ _server_stop: list[tuple[float, _Stop]] = []
 
 
 def stop_serving(signum: int, frame: FrameType | None) -> None:
-    """SIGINT's and SIGTERM's handler while a server runs: the first stops it, once.
+    """SIGINT's, SIGTERM's and SIGHUP's handler while a server runs: the first stops it, once.
 
     Raises ``KeyboardInterrupt`` (delivered again where it was dropped, as
     :class:`_Stop` delivers an exit); the same or the other signal again

@@ -245,7 +245,7 @@ _terminated: list[int] = []
 
 @contextlib.contextmanager
 def _stopped_as_a_server() -> Iterator[None]:
-    """A serving command stopped by SIGTERM or Ctrl+C at any moment, starting included.
+    """A serving command stopped by SIGTERM, SIGHUP or Ctrl+C at any moment, starting included.
 
     Its server takes either as its stop (:func:`mosaicist.web.sigterm_as_interrupt`):
     exit 0. Before, while it loaded its event or history and bound its

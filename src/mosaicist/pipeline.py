@@ -34,7 +34,6 @@ from PIL import Image
 
 from ._runtime import check_memory, one_blas_thread
 from .colour import _OFFSET, encoded_unit
-from .crop import crop_method, window_size
 from .errors import (
     MosaicistError,
     OptionError,
@@ -948,14 +947,8 @@ def _fitted_to_library(options: MosaicOptions, library: TileLibrary) -> MosaicOp
     source whose pictures are their own windows, or carry no profiles)
     they stand.
     """
-    size = library.source.image_size()
-    whole = size is not None and window_size(*size, library.aspect) == size
-
-    def method(crop: str) -> str:
-        return crop_method("centre" if whole else crop)
-
     changes: dict[str, str] = {}
-    if method(options.crop) != method(library.crop):
+    if not library.cuts_as_opened(options.crop):
         if options.given("crop"):
             raise OptionError(
                 "the library was opened with {opened} crops, but {crop} is {value!r}; open it "

@@ -876,11 +876,12 @@ def _local_client(workers: int, level: int) -> Iterator[Client]:
 
 
 class _HeldSignals:
-    """In the block, SIGINT and SIGTERM are noted instead of acted on (main thread only).
+    """In the block, SIGINT, SIGTERM and SIGHUP are noted instead of acted on (main thread).
 
     Only signals that have their usual action are held (Ctrl+C's
-    ``KeyboardInterrupt``, SIGTERM's end of the process): a handler that
-    the application installed is left alone. A second one while held is
+    ``KeyboardInterrupt``; SIGTERM's and SIGHUP's end of the process, or the
+    command line's unwinding: :func:`~mosaicist._runtime.usual_terminate_handler`):
+    a handler that the application installed is left alone. A second one while held is
     acted on at once, so that a start-up that hangs can still be stopped.
     The previous handlers are back after the block; :meth:`deliver` then
     sends the signal that came, to take its usual course.

@@ -555,6 +555,25 @@ class TileLibrary:
                             self.generation)
         return leaders
 
+    def cuts_as_opened(self, crop: str) -> bool:
+        """Whether ``crop`` cuts this library's photos as the crop it was opened with did.
+
+        Parameters
+        ----------
+        crop : str
+            A crop setting (``centre`` or ``subject``).
+
+        Returns
+        -------
+        bool
+            True where both do the same here: the same method, or photos of one
+            size that are their own windows.
+        """
+        def method(value: str) -> str:
+            return crop_method(_source_crop(self.source, self.aspect, value))
+
+        return method(crop) == method(self.crop)
+
     def duplicate_groups(self, threshold: int) -> list[np.ndarray]:
         """The groups of near-identical tiles: each its first tile's position, then its copies'.
 
@@ -780,11 +799,9 @@ class TileLibrary:
         cache = default_cache_dir(cache_dir)
         if not isinstance(source, TileSource):
             source = open_source(source, cache_dir=cache, show_progress=show_progress)
-        size = source.image_size()
         if colour_profiles is None:
             colour_profiles = usual_colour_profiles(crop)
-        if size is not None and window_size(*size, pair) == size:
-            crop = "centre"  # every image is its own window
+        crop = _source_crop(source, pair, crop)
         method = crop_method(crop)
         if not source.reads_profiles:
             colour_profiles = usual_colour_profiles(method)  # no profiles: the same tiles
@@ -1098,11 +1115,17 @@ def stored_windows(
         found again exactly) and where no index has them.
     """
     pair = _aspect_pair(aspect)
-    size = source.image_size()
-    if crop != "subject" or (size is not None and window_size(*size, pair) == size):
+    if _source_crop(source, pair, crop) != "subject":
         return {}
     return _stored(source, source_ids, match_px, pair, ("subject", "detail"), cache_dir,
                    _read_windows, colour_profiles)
+
+
+def _source_crop(source: TileSource, pair: tuple[int, int], crop: str) -> str:
+    """``crop`` as it cuts ``source``'s photos at ``pair``: ``centre`` where every photo is
+    of one size that is its own window (any crop cuts it whole)."""
+    size = source.image_size()
+    return "centre" if size is not None and window_size(*size, pair) == size else crop
 
 
 #: Cached leaders of near-duplicates (``duplicates/``), with their library generation.

@@ -3764,8 +3764,8 @@ class _Solver:
         apart, so a tile used within one such class never breaks the spacing
         (the classes of a ``D x D`` block: one needs at least as many tiles
         as :func:`check_feasible` asks); ``kind`` gives other classes, each
-        cell's (:func:`layout_classes`, for adaptive leaves). Cells by decreasing regret take
-        their best listed tile that their class holds with room, or one no
+        cell's (:func:`layout_classes`, for adaptive leaves). Cells by
+        decreasing regret take their best listed tile that their class holds with room, or one no
         class holds while as many stay as the classes still need
         (``ceil(cells left / cap)`` each, less the room of their tiles):
         with every tile listed, no cell is then left without one. An exact
