@@ -457,7 +457,8 @@ def test_heic_photos_without_the_plugin_are_left_out_in_one_line(
     save_heic(folder / "deep" / "b.HEIC", (40, 200, 40))
     Image.new("RGB", (12, 12), (1, 2, 3)).save(folder / "c.png")
     monkeypatch.setitem(sys.modules, "pillow_heif", None)  # not installed
-    library = TileLibrary.open(FolderSource(folder, workers=1), 8, cache_dir=tmp_path / "cache")
+    library = TileLibrary.open(FolderSource(folder, workers=1), 8, cache_dir=tmp_path / "cache",
+                              quiet=False)
     # Left out, not failed: a failure would be remembered after the plugin is installed.
     assert library.source_ids == ["c.png"] and not library.stats.failed
     lines = [line for line in capsys.readouterr().err.splitlines() if "pillow-heif" in line]

@@ -601,6 +601,37 @@ def test_heic_photos_are_read_through_pillow_heif(tmp_path, heif_unregistered):
     close(read_target(lying), picture, 12)
 
 
+def test_a_heic_whose_reader_another_thread_registered_meanwhile_is_read(
+    tmp_path, heif_unregistered, monkeypatch
+):
+    # render opens originals from several threads: one thread's open failed on a HEIC
+    # while another registered pillow-heif's opener, and the first then found the
+    # reader "there already", did not open again, and refused the photo as "not a
+    # readable image" (3 to 8 renders in 20 of a library with six HEICs).
+    picture = gradient(40, 24)
+    path = heic_file(tmp_path / "photo.heic", picture)
+    opened = Image.open
+    calls = []
+
+    def open_racing(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            imaging.heif_formats()  # the other thread registers the reader now
+            raise Image.UnidentifiedImageError("cannot identify image file")
+        return opened(*args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", open_racing)
+    with imaging.open_image(path) as image:
+        assert image.size == (40, 24)
+    assert len(calls) == 2
+    # A HEIF that is damaged fails its second open as before.
+    damaged = tmp_path / "damaged.heic"
+    damaged.write_bytes(path.read_bytes()[:64])
+    monkeypatch.setattr(Image, "open", opened)
+    with pytest.raises((OSError, ImageReadError)):
+        imaging.open_image(damaged)
+
+
 def test_a_heic_without_its_plugin_is_refused_in_one_line_naming_it(
     tmp_path, heif_unregistered, monkeypatch
 ):

@@ -180,7 +180,7 @@ def test_links_to_folders_are_left_out_with_a_warning(tmp_path, capsys):
     (library / "sub" / "more.png").symlink_to(elsewhere, target_is_directory=True)
     (library / "sub" / "self").symlink_to(library / "sub", target_is_directory=True)
 
-    opened = TileLibrary.open(library, match_px=8, cache_dir=tmp_path / "cache")
+    opened = TileLibrary.open(library, match_px=8, cache_dir=tmp_path / "cache", quiet=False)
 
     assert opened.source_ids == ["t000.png", "t001.png"]
     warnings = capsys.readouterr().err.splitlines()
@@ -198,10 +198,38 @@ def test_photo_names_that_are_no_regular_files_are_left_out_with_a_warning(tmp_p
     (library / "sub" / "zero.png").symlink_to("/dev/zero")
     os.mkfifo(library / "notes.txt")  # not a photo's name: left out by its extension
 
-    opened = TileLibrary.open(library, match_px=8, cache_dir=tmp_path / "cache")
+    opened = TileLibrary.open(library, match_px=8, cache_dir=tmp_path / "cache", quiet=False)
 
     assert opened.source_ids == ["t000.png", "t001.png"]
     warnings = capsys.readouterr().err.splitlines()
     assert warnings == [f"mosaicist: warning: {library}: 2 files left out (not regular "
                         "files: a pipe, a device or a socket is never read): pipe.jpg, "
                         "sub/zero.png"]
+    # Quiet, as the API is by default: no warning, as for files skipped.
+    TileLibrary.open(library, match_px=8, cache_dir=tmp_path / "other-cache")
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+@pytest.mark.parametrize("command", ["index", "make"])
+def test_what_the_scan_left_out_is_not_said_under_quiet(tmp_path, command):
+    # -q is "no progress bars, warnings or summary", yet a link to a folder and a pipe
+    # named pipe.jpg were still warned of, by index -q and make -q alike.
+    library = make_colour_folder(tmp_path / "lib", 2)
+    elsewhere = make_colour_folder(tmp_path / "elsewhere", 2, seed=1)
+    (library / "linked").symlink_to(elsewhere, target_is_directory=True)
+    os.mkfifo(library / "pipe.jpg")
+    target = tmp_path / "target.png"
+    Image.new("RGB", (32, 32), (90, 30, 60)).save(target)
+    arguments = (["index", str(library)] if command == "index" else
+                 ["make", str(target), "--tiles", str(library), "-o", str(tmp_path / "out.png"),
+                  "--cell", "8", "--tile-px", "8", "--preset", "seed"])
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    quiet = CliRunner().invoke(main, [*arguments, *cache, "-q"])
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stderr == ""
+    # Without -q both are said, as before.
+    said = CliRunner().invoke(main, [*arguments, *cache])
+    assert said.exit_code == 0, said.output
+    assert "links to folders are not followed" in said.stderr
+    assert "not regular files" in said.stderr

@@ -708,9 +708,11 @@ def _add_reader(head: bytes) -> bool:
     Returns
     -------
     bool
-        True when a plugin was just made available (open the file again);
-        False when none would help (the file is not a HEIF or AVIF picture,
-        or its reader was there already).
+        True when the file is a HEIF or AVIF picture and its reader is there
+        now (open the file again): registered by this call, or by another
+        thread between that thread's failed open and this check (so render's
+        threads, opening originals at once, all read the HEIC they meet);
+        False when none would help (not a HEIF or AVIF picture).
 
     Raises
     ------
@@ -719,15 +721,13 @@ def _add_reader(head: bytes) -> bool:
     """
     kind = heif_or_avif(head)
     if kind == "HEIF":
-        registered = "HEIF" in Image.ID
         if not _heif_readable():
             raise ImageReadError(f"a HEIF (HEIC) image: {_PLUGIN_NEEDED[kind]}")
-        return not registered
+        return True
     if kind == "AVIF":
-        readable_before = "AVIF" in Image.ID
         if not avif_readable():
             raise ImageReadError(f"an AVIF image: {_PLUGIN_NEEDED[kind]}")
-        return not readable_before and "AVIF" in Image.ID
+        return "AVIF" in Image.ID
     return False
 
 
@@ -797,6 +797,7 @@ def _open_checked(source: IO[bytes] | Path, max_pixels: int | None) -> Image.Ima
             else:
                 if not isinstance(source, Path):
                     source.seek(0)
+                # Opened again once its reader is there: a damaged HEIF fails again.
                 image = Image.open(source)
     try:
         if max_pixels is not None:

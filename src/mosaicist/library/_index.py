@@ -744,7 +744,8 @@ class TileLibrary:
             Bring the index up to date with the source first (default). With
             False, open the last published index as it is.
         quiet : bool
-            Suppress warnings about skipped files.
+            Suppress warnings about skipped files and about what the folder's
+            scan left out (links to folders, pipes).
         aspect : (int, int) or str
             The tiles' aspect (``(3, 2)`` or ``"3:2"``); the height follows.
         crop : {"centre", "subject"}

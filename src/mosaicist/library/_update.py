@@ -115,6 +115,7 @@ from ..imaging import ImageReadError, content_hash, decode_tile, read_tile_bytes
 from ..paths import CACHE_ENV, remove_dead_temporaries, sync_folder
 from ..progress import progress_bar
 from ..sources import DecodedTile, SourceEntry, TileSource
+from ..sources.base import scan_warnings
 from ._manifest import (
     ORDER_FILE,
     SCHEMA_VERSION,
@@ -456,7 +457,8 @@ def update_index(
     show_progress : bool
         Draw a progress bar on stderr while decoding.
     quiet : bool
-        Do not print skipped entries or that we wait for another process.
+        Do not print skipped entries, what the scan left out (links to folders,
+        pipes) or that we wait for another process.
     decoder : Decoder, optional
         Decode elsewhere, into shards (a cluster, see :mod:`mosaicist.distributed`);
         the published library then keeps its shards.
@@ -482,7 +484,7 @@ def update_index(
             and not getattr(decoder, "converts_profiles", False)):
         decoder = None  # it would decode profiles ignored: see Decoder
     with unwind_on_terminate(), _write_lock(directory, quiet) as refused, \
-            manifest_errors(directory):
+            manifest_errors(directory), scan_warnings(not quiet):
         connection = None if refused is not None else _connect_writer(directory)
         if connection is None:
             if refused is None:  # the disk is full: an index up to date is still served

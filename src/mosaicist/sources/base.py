@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import errno
 import os
 import re
+import sys
 from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -16,9 +19,35 @@ from PIL import Image
 
 from ..aspect import SQUARE
 from ..crop import Window
-from ..errors import MosaicistError
+from ..errors import MosaicistError, printable
 from ..imaging import ImageReadError, content_hash, converts_profile, read_tile_bytes
 from ..paths import expanded
+
+#: Whether a scan prints what it left out (links to folders, pipes and devices, files
+#: it may not list) on stderr; ``-q`` updates scan with it off (:func:`scan_warnings`).
+_SCAN_WARNINGS: ContextVar[bool] = ContextVar("scan_warnings", default=True)
+
+
+@contextlib.contextmanager
+def scan_warnings(shown: bool) -> Iterator[None]:
+    """Show (or hide, under ``-q``) the warnings of the scans made in this block.
+
+    Parameters
+    ----------
+    shown : bool
+        False to keep the scans' warnings off stderr.
+    """
+    token = _SCAN_WARNINGS.set(shown)
+    try:
+        yield
+    finally:
+        _SCAN_WARNINGS.reset(token)
+
+
+def warn_of_scan(text: str) -> None:
+    """Print one warning of a scan on stderr, unless :func:`scan_warnings` hides them."""
+    if _SCAN_WARNINGS.get():
+        print(printable(text), file=sys.stderr)
 
 
 class SourceEntry(NamedTuple):

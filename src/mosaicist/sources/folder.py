@@ -29,7 +29,7 @@ from .._runtime import (
 )
 from ..aspect import SQUARE, height_for
 from ..crop import Window
-from ..errors import SourceError, counted, printable
+from ..errors import SourceError, counted
 from ..imaging import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -48,6 +48,7 @@ from .base import (
     name_to_text,
     readable,
     text_to_name,
+    warn_of_scan,
 )
 
 #: Change stamp of a link whose file is missing, or of a file whose status cannot be
@@ -428,22 +429,20 @@ class FolderSource(TileSource):
                 # locator tells the decoder it is a folder (see _folder_outcome).
                 entries.append(SourceEntry(prefix, 0, MISSING_STAMP, directory + os.sep))
         for why, count in left_out.items():
-            print(printable(f"mosaicist: warning: {name_to_text(str(self.root))}: "
-                            f"{counted(count, 'file')} left out: {why}"), file=sys.stderr)
+            warn_of_scan(f"mosaicist: warning: {name_to_text(str(self.root))}: "
+                         f"{counted(count, 'file')} left out: {why}")
         if linked_folders:
             linked_folders.sort()
             shown = ", ".join(linked_folders[:3]) + (", ..." if len(linked_folders) > 3 else "")
             links = counted(len(linked_folders), "link to a folder", "links to folders")
-            print(printable(f"mosaicist: warning: {name_to_text(str(self.root))}: {links} "
-                            f"left out (links to folders are not followed): {shown}"),
-                  file=sys.stderr)
+            warn_of_scan(f"mosaicist: warning: {name_to_text(str(self.root))}: {links} "
+                         f"left out (links to folders are not followed): {shown}")
         if special_files:
             special_files.sort()
             shown = ", ".join(special_files[:3]) + (", ..." if len(special_files) > 3 else "")
-            print(printable(f"mosaicist: warning: {name_to_text(str(self.root))}: "
-                            f"{counted(len(special_files), 'file')} left out (not regular "
-                            f"files: a pipe, a device or a socket is never read): {shown}"),
-                  file=sys.stderr)
+            warn_of_scan(f"mosaicist: warning: {name_to_text(str(self.root))}: "
+                         f"{counted(len(special_files), 'file')} left out (not regular "
+                         f"files: a pipe, a device or a socket is never read): {shown}")
         self._other_files = others
         entries.sort(key=lambda entry: entry.source_id)
         return entries
