@@ -1327,3 +1327,12 @@ def test_a_whole_jpeg_with_a_grey_corner_is_read():
     whole = io.BytesIO()
     Image.fromarray(pixels).save(whole, "JPEG", quality=100, subsampling=0)
     assert decode_tile_bytes(whole.getvalue(), 8) is not None
+
+
+def test_readers_are_registered_for_the_names_before_threads_open_them(heif_unregistered):
+    # render's threads registered pillow-heif's opener lazily, while others opened.
+    pytest.importorskip("pillow_heif")
+    imaging.register_readers_for(["a.jpg", "dir.with.dots/b"])
+    assert "HEIF" not in Image.ID
+    imaging.register_readers_for(["a.jpg", "sub/IMG_0001.HEIC"])
+    assert "HEIF" in Image.ID

@@ -80,7 +80,7 @@ import stat
 import struct
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -755,6 +755,24 @@ def missing_reader(name: str) -> str | None:
     if (avif_readable if family == "AVIF" else _heif_readable)():
         return None
     return _PLUGIN_NEEDED[family].replace("reading it", f"reading {kind} files", 1)
+
+
+def register_readers_for(names: Iterable[str]) -> None:
+    """Register now the plugin readers that files of these names need (HEIC, AVIF).
+
+    Called before threads open the files: a reader registered while another
+    thread's ``Image.open`` walks Pillow's registry can fail that open (the
+    open is then tried again, see :func:`_add_reader`, but not every such
+    failure is one Pillow reports as an unrecognised file).
+
+    Parameters
+    ----------
+    names : iterable of str
+        File names or paths; only their extensions are looked at.
+    """
+    extensions = {name[name.rfind("."):].lower() for name in names if "." in name}
+    for extension in extensions.intersection(_PLUGIN_KINDS):
+        missing_reader(extension)
 
 
 def open_image(path: str | os.PathLike[str]) -> Image.Image:

@@ -38,6 +38,7 @@ from ..imaging import (
     make_tile,
     read_original,
     read_tile_bytes,
+    register_readers_for,
     thumbnail,
 )
 from ..sources import SourceEntry, TileSource
@@ -226,6 +227,8 @@ class OriginalPictures(TilePictures):
         self.workers = workers or worker_count()
         self.decoded = 0
         self.budget = PixelBudget(decode_pixels)
+        # Before fetch's threads open them: see register_readers_for.
+        register_readers_for(source_ids)
 
     def _decode(self, source_id: str) -> np.ndarray:
         entry = SourceEntry(source_id, 0, 0, None)
