@@ -160,3 +160,32 @@ def test_the_sample_is_smaller_where_tiles_have_copies(monkeypatch):
     # A tenth of the cells and of the tiles with few copies; the largest sample with
     # many, and as large a share of the tiles (a twentieth), each copied.
     assert sizes == [(2000, 2 * 3000), (1000, _warm.MANY_COPIES * 1500)]
+
+
+@pytest.mark.parametrize("blocks", [(7, 50), (64, 2048)])
+def test_every_tiles_price_is_the_c_transform_of_the_sampled_cells(blocks, monkeypatch):
+    """p_j = max(0, max_i (u_i - c_ij)) over the sampled cells, for every tile of the library.
+
+    The transform's blocks of tiles go to the worker threads (one BLAS thread each): many
+    blocks, a short last one, against the dense formula.
+    """
+    monkeypatch.setattr(_warm, "CELLS_PER_BLOCK", blocks[0])
+    monkeypatch.setattr(_warm, "OBJECTS_PER_BLOCK", blocks[1])
+    auctioned = []
+    auction = _warm.auction
+
+    def kept(points, objects, steps=None):
+        price, owner = auction(points, objects, steps)
+        auctioned.append((points, objects, price, owner))
+        return price, owner
+
+    monkeypatch.setattr(_warm, "auction", kept)
+    cells, tiles = crowded(4, count=300, tile_count=1234)
+    prices = _warm.warm_prices(cells, tiles, 1, share=0.5)
+    (points, objects, price, owner), = auctioned
+    own = objects[owner]
+    paid = ((points - own) ** 2).sum(axis=1) + price[owner]
+    expected = np.maximum(0.0, (paid[:, None] - squared(points, tiles)).max(axis=0))
+    assert prices.shape == (1234,)
+    np.testing.assert_allclose(prices, expected, rtol=1e-9, atol=1e-9 * paid.max())
+    assert (expected > 0).sum() > 100  # prices that the transform set, not zeros alone
