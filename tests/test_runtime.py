@@ -491,3 +491,48 @@ def test_a_lock_held_by_another_thread_at_a_fork_is_free_in_the_child(module, na
             os._exit(0 if getattr(namespace, name).acquire(timeout=5) else 1)
         _, status = os.waitpid(child, 0)
         assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_fork_waits_for_another_threads_import_to_end(tmp_path, monkeypatch):
+    # The index's decoding pool forked while the target's thread imported Pillow's
+    # plugins (a first run, compiling them): the workers inherited the plugins' import
+    # locks, held by a thread they do not have, and waited for them forever, and so did
+    # the make (3 of 3 runs with an empty bytecode cache).
+    import importlib
+
+    name = "mosaicist_slow_import_s52"
+    (tmp_path / f"{name}.py").write_text("import time\ntime.sleep(0.8)\nVALUE = 7\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    started = threading.Event()
+
+    def importer():
+        started.set()
+        importlib.import_module(name)
+
+    thread = threading.Thread(target=importer)
+    thread.start()
+    started.wait()
+    time.sleep(0.2)  # the module's body is running now: its import lock is held
+    try:
+        with forking():
+            pid = os.fork()
+            if pid == 0:  # the child: import what the other thread was importing
+                try:
+                    module = importlib.import_module(name)
+                    os._exit(0 if module.VALUE == 7 else 3)
+                except BaseException:  # noqa: BLE001
+                    os._exit(4)
+        deadline = time.monotonic() + 15
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail("the forked child waited for the import lock forever")
+            time.sleep(0.02)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        thread.join()
+        sys.modules.pop(name, None)

@@ -10,6 +10,7 @@ line rather than ended by the kernel's out-of-memory killer.
 
 from __future__ import annotations
 
+import _imp
 import contextlib
 import ctypes
 import gc
@@ -24,6 +25,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from importlib import _bootstrap
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -602,12 +604,60 @@ def forking() -> Iterator[None]:
             gc.freeze()
         _forking["count"] += 1
     try:
-        yield
+        with _imports_settled():
+            yield
     finally:
         with _lock:
             _forking["count"] -= 1
             if _forking["count"] == 0:
                 gc.unfreeze()
+
+
+#: Longest wait in :func:`forking` for other threads' imports to end before it forks.
+IMPORT_SETTLE_SECONDS = 30.0
+
+
+def _importing_elsewhere() -> bool:
+    """Whether another thread is importing a module now (it holds that module's import lock).
+
+    Read from importlib's table of module locks (a private one: where it is
+    not as expected, no import is seen).
+    """
+    me = threading.get_ident()
+    for reference in list(getattr(_bootstrap, "_module_locks", {}).values()):
+        lock = reference() if callable(reference) else reference
+        owner = getattr(lock, "owner", None)
+        if owner is not None and owner != me:
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def _imports_settled() -> Iterator[None]:
+    """Run the block once no other thread is importing, with new imports held off meanwhile.
+
+    A child forked while another thread imports a module inherits that
+    module's import lock, held by a thread the child does not have: the
+    child's own import of it (Pillow's plugins, when the target's thread
+    was loading them as the index's decoding pool forked) waits forever,
+    and so did the make. The block waits (at most
+    :data:`IMPORT_SETTLE_SECONDS`) until no module lock is held elsewhere,
+    then holds the interpreter's import lock, which a thread takes to begin
+    an import, until the block ends.
+    """
+    deadline = time.monotonic() + IMPORT_SETTLE_SECONDS
+    while True:
+        while _importing_elsewhere() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        # Not held while waiting: the importing thread takes it for each nested import.
+        _imp.acquire_lock()
+        if not _importing_elsewhere() or time.monotonic() >= deadline:
+            break
+        _imp.release_lock()
+    try:
+        yield
+    finally:
+        _imp.release_lock()
 
 
 @contextlib.contextmanager
