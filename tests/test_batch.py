@@ -1774,6 +1774,35 @@ def test_list_files_in_other_encodings_name_their_files(tmp_path):
     assert [target.path.name for target in found] == ["a\u2028b.png", "d.png"] and not rejected
 
 
+def test_a_list_file_names_its_files_where_the_file_systems_encoding_is_ascii(tmp_path):
+    # Under LC_ALL=C without UTF-8 mode, a list naming 日本.png said "target file not
+    # found" (its lines were read as UTF-8 text; the file system holds the name's bytes).
+    import subprocess
+
+    folder = os.fsencode(str(tmp_path / "lf"))
+    os.makedirs(folder)
+    japanese = "\u65e5\u672c.png".encode()
+    Image.new("RGB", (8, 8)).save(os.fsdecode(os.path.join(folder, japanese)), "PNG")
+    (tmp_path / "list.txt").write_bytes(b"lf/" + japanese + b"\n")
+    (tmp_path / "wide.txt").write_text("lf/\u65e5\u672c.png\n", encoding="utf-16")
+    script = tmp_path / "check.py"
+    script.write_text(
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from mosaicist.batch._targets import collect_targets\n"
+        "assert sys.getfilesystemencoding() == 'ascii', sys.getfilesystemencoding()\n"
+        "for name in ('list.txt', 'wide.txt'):\n"
+        "    found, rejected = collect_targets([Path(sys.argv[1]) / name])\n"
+        "    assert not rejected, [ascii(item.name) for item in rejected]\n"
+        "    assert [os.fsencode(target.path.name) for target in found] == "
+        "['\\u65e5\\u672c.png'.encode()], found\n", encoding="ascii")
+    environment = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0",
+                   "PYTHONCOERCECLOCALE": "0"}
+    result = subprocess.run([sys.executable, str(script), str(tmp_path)], env=environment,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
 def test_a_video_of_outputs_of_two_sizes_names_their_targets(data, tmp_path, monkeypatch):
     # The encoder's message counted frames ("frame 1 is 56x32 pixels"), which a batch of
     # many targets cannot map to the target whose output has another size. (Sizes the

@@ -150,6 +150,40 @@ def test_names_to_text_round_trip():
 
 
 @pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="names are bytes on Linux")
+def test_names_round_trip_where_the_file_systems_encoding_is_ascii(tmp_path):
+    # Under LC_ALL=C without UTF-8 mode, 日本3.png is held as its bytes' surrogates: the
+    # text 日本3.png went back unchanged, and render said the placed photos were moved
+    # or removed (the viewer answered 404 for their originals).
+    import subprocess
+
+    # The script is ASCII (its names escaped): the C locale reads it so.
+    script = tmp_path / "check.py"
+    script.write_text(
+        "import os, sys\n"
+        "from mosaicist.sources.base import name_to_text, text_to_name\n"
+        "assert sys.getfilesystemencoding() == 'ascii', sys.getfilesystemencoding()\n"
+        "folder = os.fsencode(sys.argv[1])\n"
+        "japanese = '\\u65e5\\u672c3.png'\n"
+        "for raw in (japanese.encode(), b'caf\\xe9.jpg', '\\xe9/x.png'.encode(), b'plain.png'):\n"
+        "    name = os.fsdecode(raw)\n"
+        "    text = name_to_text(name)\n"
+        "    text.encode('utf-8')\n"
+        "    assert text_to_name(text) == name, (ascii(text), ascii(name))\n"
+        "    path = os.path.join(folder, raw)\n"
+        "    os.makedirs(os.path.dirname(path), exist_ok=True)\n"
+        "    open(path, 'wb').close()\n"
+        "    assert os.path.exists(os.path.join(sys.argv[1], text_to_name(text)))\n"
+        "assert name_to_text(os.fsdecode(japanese.encode())) == japanese\n", encoding="ascii")
+    environment = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0",
+                   "PYTHONCOERCECLOCALE": "0"}
+    folder = tmp_path / "names"
+    folder.mkdir()
+    result = subprocess.run([sys.executable, str(script), str(folder)], env=environment,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="names are bytes on Linux")
 def test_names_not_utf8_index_make_and_render(tmp_path):
     folder = make_odd_names_folder(tmp_path / "tiles")
     source = FolderSource(folder)

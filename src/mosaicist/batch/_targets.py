@@ -212,19 +212,22 @@ _EMPTY_FOLDER = ("no image or video in this folder (subfolders are not entered; 
 def _list_lines(data: bytes) -> list[str]:
     """The lines of a list file's bytes, each a file name as the file system spells it.
 
-    UTF-8, its bytes that are not UTF-8 kept as :func:`os.fsdecode` keeps
-    them (``ls > list.txt`` in a folder of Latin-1 names writes the names'
-    own bytes: they name those files); UTF-16 with its byte-order mark (a
-    Windows "Unicode" text). Split at line ends only (LF, CR LF, CR): the
+    The bytes of names, decoded as :func:`os.fsdecode` decodes names (UTF-8
+    on most systems, its bytes that are not UTF-8 kept: ``ls > list.txt`` in
+    a folder of Latin-1 names writes the names' own bytes, and they name
+    those files); UTF-16 with its byte-order mark (a Windows "Unicode"
+    text), as UTF-8. Split at line ends only (LF, CR LF, CR): the
     other separators :meth:`str.splitlines` knows (form feed, U+2028...)
     may be part of a name.
     """
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        text = data.decode("utf-16")
+        data = data.decode("utf-16").encode("utf-8")
     else:
         # A UTF-8 byte-order mark (Notepad's) is not part of the first line.
-        text = data.removeprefix(codecs.BOM_UTF8).decode("utf-8", "surrogateescape")
-    return re.split(r"\r\n|\r|\n", text)
+        data = data.removeprefix(codecs.BOM_UTF8)
+    # Decoded as the file system decodes names: where its encoding is not UTF-8 (LC_ALL=C),
+    # a name's other letters are held as its bytes there, and were "not found" as text.
+    return re.split(r"\r\n|\r|\n", os.fsdecode(data))
 
 
 #: Why a pipe or a device gives no target.

@@ -192,8 +192,11 @@ def text_to_name(text: str) -> str:
     >>> os.fsencode(text_to_name("caf\\xe9.jpg"))
     b'caf\xe9.jpg'
     """
-    if "\\" not in text:
-        return text
+    if text.isascii() and "\\" not in text:
+        return text  # the same in every file system encoding
+    # Other letters too go through the bytes: where the file system's encoding is not
+    # UTF-8 (LC_ALL=C, an ASCII one), a name such as 日本.png is held as its bytes'
+    # surrogates, and the text alone named no file there.
     raw = bytearray()
     start = 0
     for match in _ESCAPE.finditer(text):
