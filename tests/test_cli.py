@@ -756,6 +756,22 @@ def test_names_with_control_characters_stay_on_one_line(setup, tmp_path):
         [f"{shown}.png", "    t001.png  (0 bits)"], ["t001.png", f"    {shown}.png  (0 bits)"])
 
 
+@pytest.mark.parametrize("encoding", ["latin-1", "cp1252", "koi8-r"])
+def test_names_the_outputs_encoding_lacks_are_escaped_not_a_traceback(tmp_path, encoding):
+    # index --duplicates with a standard output in latin-1 ended in a UnicodeEncodeError
+    # traceback at a name such as 日本.png (standard error escapes; standard output did not).
+    library = make_colour_folder(tmp_path / "library", 3)
+    (library / "\u65e5\u672c.png").write_bytes((library / "t001.png").read_bytes())
+    command = [sys.executable, "-m", "mosaicist", "index", str(library), "--duplicates",
+               "--tile-px", "8", "--cache-dir", str(tmp_path / "cache"), "-q"]
+    listed = subprocess.run(command, capture_output=True, timeout=60,
+                            env={**os.environ, "PYTHONIOENCODING": encoding})
+    assert listed.returncode == 0, listed.stderr.decode(errors="replace")
+    assert listed.stderr == b""
+    assert listed.stdout.decode(encoding).splitlines()[:2] == [
+        "t001.png", "    \\u65e5\\u672c.png  (0 bits)"]
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX pipes")
 def test_a_closed_output_pipe_ends_the_command_quietly(setup, tmp_path):
     # 'mosaicist index LIB --duplicates | head -1' said "error: Broken pipe" and exited 1.

@@ -356,6 +356,21 @@ def _stop_behind(error: BaseException) -> BaseException | None:
     return None
 
 
+def _escape_what_stdout_cannot_encode() -> None:
+    r"""Write what the standard output's encoding lacks as escapes (``\u65e5``), never failing.
+
+    Python's standard error does so already; its standard output refuses such
+    text, and names listed there (``index --duplicates``) in an encoding
+    other than UTF-8 (``PYTHONIOENCODING=latin-1``, a legacy console) ended
+    the command in a ``UnicodeEncodeError`` traceback.
+    """
+    stream = sys.stdout
+    reconfigure = getattr(stream, "reconfigure", None)
+    if reconfigure is not None and getattr(stream, "errors", None) == "strict":
+        with contextlib.suppress(Exception):  # a stream that cannot change: left as it is
+            reconfigure(errors="backslashreplace")
+
+
 class _Group(click.Group):
     """Turns expected failures into one line on stderr and a non-zero exit."""
 
@@ -369,6 +384,7 @@ class _Group(click.Group):
         ours names the problem and where the help is, and exits 2 as click does.
         """
         kwargs["standalone_mode"] = False
+        _escape_what_stdout_cannot_encode()
         try:
             result = super().main(*args, **kwargs)
         except click.UsageError as error:
