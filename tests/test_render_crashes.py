@@ -113,3 +113,28 @@ def test_a_pyramid_and_its_signed_manifest_are_written_with_a_fresh_cache(tmp_pa
     _small_renderer().write(path, MosaicOptions(dzi_tile_size=16, dzi_format="png"))
     manifest, problem = read_manifest(path.with_suffix(".html"))
     assert problem is None and manifest is not None and manifest.descriptor == "m.dzi"
+
+
+def test_a_home_that_cannot_take_the_cache_says_where_the_key_goes(tmp_path, monkeypatch):
+    # A read-only home with a writable --cache-dir: a Deep Zoom make said only
+    # "<home>/.cache/mosaicist: cannot make the cache folder: Permission denied", naming a
+    # folder it was never given, and not how to give another.
+    from mosaicist.viewer import _manifest
+
+    home_cache = tmp_path / "home" / ".cache" / "mosaicist"
+
+    def read_only_home(override=None, *, create=True):
+        assert override is None  # the key is the user's, whatever --cache-dir says
+        if create:
+            raise MosaicistError(f"{home_cache}: cannot make the cache folder: "
+                                 "Permission denied")
+        return home_cache
+
+    monkeypatch.setattr(_manifest, "cache_dir", read_only_home)
+    with pytest.raises(MosaicistError) as raised:
+        _manifest.signing_key()
+    message = str(raised.value)
+    assert message.startswith(f"{home_cache / 'viewer-key'}: cannot make the key that signs "
+                              "viewer manifests: cannot make the cache folder: Permission "
+                              "denied")
+    assert "set MOSAICIST_CACHE_DIR" in message and "\n" not in message

@@ -180,8 +180,25 @@ def signing_key() -> bytes:
             f"{path}: cannot make the key that signs viewer manifests: "
             f"{error.strerror or error} (set {CACHE_ENV} to a folder that can take it)"
         ) from None
+    except MosaicistError as error:
+        # The user's cache folder itself cannot be made (a read-only home): --cache-dir
+        # does not move the key, which `mosaicist view` reads from that folder, so the
+        # message said only that the cache folder could not be made, named one the
+        # command was never given, and not how to give another.
+        folder = cache_dir(create=False)
+        raise MosaicistError(
+            f"{folder / KEY_NAME}: cannot make the key that signs viewer manifests: "
+            f"{_reason_of(error, folder)} (the key is the user's, not the --cache-dir's: "
+            f"set {CACHE_ENV} to a folder that can take it, for `mosaicist view` too)"
+        ) from None
     assert key is not None
     return key
+
+
+def _reason_of(error: MosaicistError, folder: Path) -> str:
+    """The reason of a cache folder's error (``"<folder>: cannot make ...: why"``), lower-cased."""
+    text = str(error).removeprefix(f"{folder}: ")
+    return text[:1].lower() + text[1:]
 
 
 def _signature(key: bytes, body: dict) -> str:
