@@ -391,3 +391,31 @@ def test_a_process_identity_is_not_a_later_process_given_its_pid():
     assert identity_alive(f"{pid}:")  # no start recorded: the PID alone
     for broken in ("", "x:1", "-1:5", "9" * 30 + ":1"):
         assert not identity_alive(broken)
+
+
+def test_a_failed_folder_write_under_a_umask_of_777_leaves_nothing_behind(tmp_path):
+    # mkdtemp made the staging folder with no permissions, which rmtree could not list:
+    # each failed Deep Zoom write left a hidden .NAME_files.<pid>-<random>.part behind.
+    import shutil
+
+    script = ("import os, sys\n"
+              "from mosaicist.paths import atomic_folder\n"
+              "os.umask(0o777)\n"
+              "try:\n"
+              "    with atomic_folder(sys.argv[1]):\n"
+              "        raise RuntimeError('the write failed')\n"
+              "except RuntimeError:\n"
+              "    pass\n")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    command = [sys.executable, "-c", script, str(folder / "x_files")]
+    if os.geteuid() == 0:  # root reads any folder: run without the capabilities that let it
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("root, and no setpriv to run without its file capabilities")
+        dropped = "-dac_override,-dac_read_search,-fowner"
+        command = [setpriv, f"--inh-caps={dropped}", f"--bounding-set={dropped}", "--",
+                   *command]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(folder) == []

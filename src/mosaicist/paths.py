@@ -425,7 +425,7 @@ def atomic_folder(final: str | os.PathLike[str]) -> Iterator[Path]:
             aside = old / final.name
             os.replace(final, aside)
             os.replace(temporary, final)
-            shutil.rmtree(old, ignore_errors=True)
+            _remove_made_folder(old)
         else:
             os.replace(temporary, final)
     except BaseException:
@@ -436,9 +436,22 @@ def atomic_folder(final: str | os.PathLike[str]) -> Iterator[Path]:
                 with contextlib.suppress(OSError):
                     os.replace(aside, final)
             if os.path.lexists(final):  # else the old folder stays aside, not deleted
-                shutil.rmtree(aside.parent, ignore_errors=True)
-        shutil.rmtree(temporary, ignore_errors=True)
+                _remove_made_folder(aside.parent)
+        _remove_made_folder(temporary)
         raise
+
+
+def _remove_made_folder(path: Path) -> None:
+    """Remove a folder this process made, whatever it holds, ignoring errors.
+
+    Under a umask of 777 :func:`tempfile.mkdtemp` makes it with no
+    permissions at all, which :func:`shutil.rmtree` cannot list: a failed
+    Deep Zoom write left a hidden ``.NAME_files.<pid>-<random>.part`` behind
+    at each run. Its owner may always give it back its permissions first.
+    """
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o700)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _temporary_prefix(final: Path) -> str:
@@ -583,6 +596,9 @@ def _remove_entry(entry: os.DirEntry[str], removed: list[Path]) -> None:
     path = Path(entry.path)
     with contextlib.suppress(OSError):
         if entry.is_dir(follow_symlinks=False):
+            # A dead writer's folder, made under a umask of 777 perhaps: see _remove_made_folder.
+            with contextlib.suppress(OSError):
+                os.chmod(path, 0o700)
             shutil.rmtree(path)
         else:
             path.unlink()
