@@ -1215,3 +1215,22 @@ def test_render_names_a_setting_it_takes_from_the_placements_file_as_such(setup,
     # Settings render has a flag for keep their flags.
     result = run(["render", placements, "-o", tmp_path / "again.png", "--tile-px", "5000"])
     assert "--tile-px" in result.stderr
+
+
+def test_the_help_is_the_same_without_docstrings(tmp_path):
+    # Under python -OO (PYTHONOPTIMIZE=2) the commands' docstrings, their help, were gone:
+    # 'mosaicist --help' listed the commands without a word, 'make --help' lost its text.
+    def helped(*arguments, optimize):
+        environment = {**os.environ, "PYTHONOPTIMIZE": str(optimize),
+                       "PYTHONPYCACHEPREFIX": str(tmp_path / "bytecode")}
+        result = subprocess.run([sys.executable, "-m", "mosaicist", *arguments, "--help"],
+                                capture_output=True, text=True, timeout=60, env=environment)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    for command, said in (([], "make    Make a photomosaic of TARGET"),
+                          (["make"], "Make a photomosaic of TARGET from the tiles of --tiles."),
+                          (["score"], "Measure how faithfully MOSAIC reproduces TARGET")):
+        plain = helped(*command, optimize=0)
+        assert said in plain
+        assert helped(*command, optimize=2) == plain

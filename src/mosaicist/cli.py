@@ -157,6 +157,31 @@ class _Context(click.Context):
     formatter_class = _HelpFormatter
 
 
+def _source_docstrings() -> dict[str, str]:
+    """The docstrings of this module's functions, read from its source file.
+
+    ``python -OO`` (``PYTHONOPTIMIZE=2``) drops docstrings, and the commands'
+    help is theirs: ``mosaicist --help`` listed the commands without a word,
+    and each command's help lost its description.
+    """
+    import ast
+
+    try:
+        tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return {}
+    # The module's own functions only: methods share their names (_Group.main, main).
+    return {node.name: ast.get_docstring(node, clean=False) or ""
+            for node in tree.body if isinstance(node, ast.FunctionDef)}
+
+
+def _help_of(callback: Callable[..., Any] | None, given: str | None) -> str | None:
+    """A command's help as click takes it from ``callback``'s docstring, also under ``-OO``."""
+    if given is None and callback is not None and sys.flags.optimize >= 2:
+        return _source_docstrings().get(callback.__name__) or None
+    return given
+
+
 class _Command(click.Command):
     """A command whose setting errors name its own flags (``--max-uses``, not ``max_uses``).
 
@@ -166,6 +191,10 @@ class _Command(click.Command):
     """
 
     context_class = _Context
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["help"] = _help_of(kwargs.get("callback"), kwargs.get("help"))
+        super().__init__(*args, **kwargs)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
@@ -376,6 +405,10 @@ class _Group(click.Group):
 
     command_class = _Command
     context_class = _Context
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["help"] = _help_of(kwargs.get("callback"), kwargs.get("help"))
+        super().__init__(*args, **kwargs)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         """Run as click does, but report a usage error in one line like any other error.
