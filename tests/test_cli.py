@@ -1234,3 +1234,19 @@ def test_the_help_is_the_same_without_docstrings(tmp_path):
         plain = helped(*command, optimize=0)
         assert said in plain
         assert helped(*command, optimize=2) == plain
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_a_standard_output_that_cannot_be_written_is_named(tmp_path):
+    # '... > /dev/full' said only "mosaicist: error: No space left on device", as if the
+    # command's own files could not be written.
+    library = make_colour_folder(tmp_path / "library", 3)
+    (library / "copy.png").write_bytes((library / "t001.png").read_bytes())
+    command = [sys.executable, "-m", "mosaicist", "index", str(library), "--duplicates",
+               "--tile-px", "8", "--cache-dir", str(tmp_path / "cache"), "-q"]
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True,
+                                timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == ("mosaicist: error: the standard output: No space left on "
+                             "device\n")

@@ -453,7 +453,7 @@ class _Group(click.Group):
             if sys.stdout is not None:  # None: the descriptor was closed (``>&-``)
                 sys.stdout.flush()
         except OSError as error:
-            _output_failed(error)
+            _output_failed(_on_stdout(error))
         # click returns an Exit's code instead of raising SystemExit when not standalone.
         sys.exit(result if isinstance(result, int) else 0)
 
@@ -491,6 +491,29 @@ _MEMORY_HINTS = {
     "batch": "try a smaller --limit, fewer --workers or smaller targets",
     "score": "try a smaller --view-px or target",
 }
+
+
+#: How a failure to write the standard output names it (``> /dev/full``, a full disk).
+_STDOUT_NAME = "the standard output"
+
+
+def _on_stdout(error: OSError) -> OSError:
+    """``error``, naming the standard output where it names no file (see :func:`_output_failed`)."""
+    if not getattr(error, "filename", None) and not isinstance(error, BrokenPipeError):
+        error.filename = _STDOUT_NAME
+    return error
+
+
+def _print(text: str) -> None:
+    """Print a line of a command's results on the standard output, naming it if that fails.
+
+    Said with no name (``score ... > /dev/full``), "No space left on device"
+    read as if the command's own files could not be written.
+    """
+    try:
+        click.echo(text)
+    except OSError as error:
+        raise _on_stdout(error) from None
 
 
 def _output_failed(error: OSError) -> NoReturn:
@@ -2036,9 +2059,9 @@ def _list_duplicates(library: Any, groups: list) -> None:
     ids = library.source_ids
     for number, group in enumerate(groups):
         if number:
-            click.echo("")
+            _print("")
         kept, copies = group[0], group[1:]
-        click.echo(printable(ids[kept]))
+        _print(printable(ids[kept]))
         direct = hamming(hashes[copies], hashes[kept])
         mirrored = np.minimum(hamming(hashes[copies], mirrors[kept]),
                               hamming(mirrors[copies], hashes[kept]))
@@ -2046,7 +2069,7 @@ def _list_duplicates(library: Any, groups: list) -> None:
                                              mirrored.tolist(), strict=True):
             said = (counted(straight, "bit") if straight <= flipped
                     else f"{counted(flipped, 'bit')}, mirrored")
-            click.echo(f"    {printable(ids[member])}  ({said})")
+            _print(f"    {printable(ids[member])}  ({said})")
 
 
 @main.command(
@@ -2138,7 +2161,7 @@ def score(
                    err=True)
     width = max(len(key) for key in metrics)
     for key, value in metrics.items():
-        click.echo(f"{key:<{width}}  {_shown_metric(key, value)}")
+        _print(f"{key:<{width}}  {_shown_metric(key, value)}")
     click.echo(f"mosaicist: {headline(metrics)}", err=True)
     if json_path is not None:
         try:
