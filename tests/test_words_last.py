@@ -134,6 +134,11 @@ def test_output_formats_are_listed_as_alternatives():
         output_format("a.bmp")
     assert str(caught.value) == ("a.bmp: unknown output format '.bmp'; use .dzi, .jpeg, .jpg, "
                                  ".png, .tif, .tiff or .webp")
+    # A suffix whose bytes are not UTF-8 is shown as the path shows it, not as surrogates.
+    import os
+
+    with pytest.raises(MosaicistError, match=r"unknown output format '\.bad\\xff'; use"):
+        output_format(os.fsdecode(b"o.bad\xff"))
 
 
 def test_ignored_flags_are_listed_with_and(setup, tmp_path):

@@ -28,6 +28,7 @@ from .._registry import PluginError, Registry, check_name, describe, guard_plugi
 from .._runtime import byte_words, check_memory
 from ..errors import MosaicistError, OptionError, alternatives
 from ..paths import check_writable, refuses_files
+from ..sources.base import readable
 
 if TYPE_CHECKING:
     from ..options import MosaicOptions
@@ -303,7 +304,8 @@ def output_format(path: str | os.PathLike[str]) -> OutputFormat:
             what = "is a folder" if os.path.isdir(path) else "has no extension"
             raise MosaicistError(f"{path}: the output {what}; name a file ending in one of "
                                  f"{known}")
-        raise MosaicistError(f"{path}: unknown output format {suffix!r}; use {known}")
+        # Its bytes that are not UTF-8 shown as the path's are (\xff), not as surrogates.
+        raise MosaicistError(f"{path}: unknown output format '{readable(suffix)}'; use {known}")
     return OUTPUT_FORMATS[suffix]
 
 
