@@ -75,10 +75,13 @@ def test_resampled_cells_count_at_the_compared_size():
 
 def test_the_estimate_stays_below_measured_peaks():
     # Measured (peak resident less a small make's): 30,000 cells of 2 px, default preset,
-    # 285 MB; 53,200 cells of 3 px against 32 px tiles, seed, 176 MB for 39,900 more cells.
+    # 50,000 CIFAR photos, 820 MB (session 52; 285 MB with an older assignment, whose
+    # estimate let through a 144,000-cell plan that then used 6.85 GB against 1.7
+    # estimated); 53,200 cells of 3 px against 32 px tiles, seed, 176 MB for 39,900 more
+    # cells.
     balanced = make_memory(150, 200, MosaicOptions(cell_px=2, match_px=32,
                                                    compute_metrics=False))
-    assert 200_000_000 < balanced["peak"] < 285_000_000
+    assert 600_000_000 < balanced["peak"] < 820_000_000
     seed = make_memory(200, 200, MosaicOptions(cell_px=3, match_px=32, preset="seed",
                                                compute_metrics=False))
     assert seed["peak"] < 40_000 * 4_400

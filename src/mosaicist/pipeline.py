@@ -73,9 +73,16 @@ SEARCH_BYTES_PER_CELL = 128
 #: vectors, their colour encoding, their features (1.43 measured: 3 px cells, 32 px tiles).
 COMPARED_COPIES = 1.25
 #: Bytes per cell of the optimal assignment that a use limit or a spacing needs: its
-#: candidate lists and flow graph (9,300-10,000 measured on 7,500-30,000 cells of 2 px;
-#: 50,000 and more on 1 px cells, whose many equal cells list many ties).
-ASSIGNMENT_BYTES_PER_CELL = 8_000
+#: candidate lists, warm prices and flow graph. Measured with the default preset from
+#: CIFAR-10 (peak less a 1,849-cell make's 0.36 GB), on grids of 20,000 cells and more:
+#: 29 KB (30,000 cells of 2 px, 50,000 photos), 30 KB (51,712 cells, 2,000 photos), 33 KB
+#: (26,208 cells, 50,000 photos), 45 KB (20,160 and 144,000 cells, 2,000 photos) and 84 KB
+#: (51,712 cells, 50,000 photos: each photo used once at least); 17 KB on 5,040 cells.
+#: It grows with the grid faster than the grid (longer lists, more rounds) and with how
+#: many uses each photo takes, which the plan does not know yet: this errs low (8,000
+#: before session 52, measured on an older assignment, let through plans that used 4-8x
+#: their estimate and were killed for memory).
+ASSIGNMENT_BYTES_PER_CELL = 24_000
 #: Bytes per cell of the fidelity metrics at viewing scale (3,700 measured, 4 px views).
 METRICS_BYTES_PER_CELL = 3_000
 
