@@ -318,6 +318,18 @@ def check_twins_searched_once(rng: np.random.Generator, vectors: np.ndarray, til
         assert found[cell][found[cell] >= 0].tolist() == expected.tolist()
 
 
+def run_with_ascii_file_names(script: Path, *arguments: str) -> subprocess.CompletedProcess:
+    """Run the ASCII file ``script`` in a child whose file system encoding is ASCII.
+
+    The C locale without UTF-8 mode (``LC_ALL=C PYTHONUTF8=0``): names that are
+    not ASCII are held as their bytes' surrogates there.
+    """
+    environment = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0",
+                   "PYTHONCOERCECLOCALE": "0"}
+    return subprocess.run([sys.executable, str(script), *arguments], env=environment,
+                          capture_output=True, text=True, timeout=60)
+
+
 def make_colour_folder(root: Path, count: int, size: int = 12, seed: int = 0) -> Path:
     """``count`` random-colour PNGs named t000.png, t001.png, ..."""
     root.mkdir(parents=True, exist_ok=True)

@@ -1777,7 +1777,7 @@ def test_list_files_in_other_encodings_name_their_files(tmp_path):
 def test_a_list_file_names_its_files_where_the_file_systems_encoding_is_ascii(tmp_path):
     # Under LC_ALL=C without UTF-8 mode, a list naming 日本.png said "target file not
     # found" (its lines were read as UTF-8 text; the file system holds the name's bytes).
-    import subprocess
+    from conftest import run_with_ascii_file_names
 
     folder = os.fsencode(str(tmp_path / "lf"))
     os.makedirs(folder)
@@ -1796,10 +1796,7 @@ def test_a_list_file_names_its_files_where_the_file_systems_encoding_is_ascii(tm
         "    assert not rejected, [ascii(item.name) for item in rejected]\n"
         "    assert [os.fsencode(target.path.name) for target in found] == "
         "['\\u65e5\\u672c.png'.encode()], found\n", encoding="ascii")
-    environment = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0",
-                   "PYTHONCOERCECLOCALE": "0"}
-    result = subprocess.run([sys.executable, str(script), str(tmp_path)], env=environment,
-                            capture_output=True, text=True, timeout=60)
+    result = run_with_ascii_file_names(script, str(tmp_path))
     assert result.returncode == 0, result.stderr
 
 

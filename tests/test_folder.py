@@ -154,7 +154,7 @@ def test_names_round_trip_where_the_file_systems_encoding_is_ascii(tmp_path):
     # Under LC_ALL=C without UTF-8 mode, 日本3.png is held as its bytes' surrogates: the
     # text 日本3.png went back unchanged, and render said the placed photos were moved
     # or removed (the viewer answered 404 for their originals).
-    import subprocess
+    from conftest import run_with_ascii_file_names
 
     # The script is ASCII (its names escaped): the C locale reads it so.
     script = tmp_path / "check.py"
@@ -174,12 +174,9 @@ def test_names_round_trip_where_the_file_systems_encoding_is_ascii(tmp_path):
         "    open(path, 'wb').close()\n"
         "    assert os.path.exists(os.path.join(sys.argv[1], text_to_name(text)))\n"
         "assert name_to_text(os.fsdecode(japanese.encode())) == japanese\n", encoding="ascii")
-    environment = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0",
-                   "PYTHONCOERCECLOCALE": "0"}
     folder = tmp_path / "names"
     folder.mkdir()
-    result = subprocess.run([sys.executable, str(script), str(folder)], env=environment,
-                            capture_output=True, text=True, timeout=60)
+    result = run_with_ascii_file_names(script, str(folder))
     assert result.returncode == 0, result.stderr
 
 
