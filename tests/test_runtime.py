@@ -502,6 +502,7 @@ def test_a_fork_waits_for_another_threads_import_to_end(tmp_path, monkeypatch):
 
     name = "mosaicist_slow_import_s52"
     (tmp_path / f"{name}.py").write_text("import time\ntime.sleep(0.8)\nVALUE = 7\n")
+    (tmp_path / f"{name}_later.py").write_text("VALUE = 8\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     started = threading.Event()
 
@@ -519,7 +520,16 @@ def test_a_fork_waits_for_another_threads_import_to_end(tmp_path, monkeypatch):
             if pid == 0:  # the child: import what the other thread was importing
                 try:
                     module = importlib.import_module(name)
-                    os._exit(0 if module.VALUE == 7 else 3)
+                    # A thread of the child imports too: the import lock the fork kept
+                    # held is given back in the child.
+                    later = []
+                    thread_of_child = threading.Thread(
+                        target=lambda: later.append(importlib.import_module(f"{name}_later")))
+                    thread_of_child.start()
+                    thread_of_child.join(10)
+                    if not later:
+                        os._exit(5)
+                    os._exit(0 if module.VALUE == 7 and later[0].VALUE == 8 else 3)
                 except BaseException:  # noqa: BLE001
                     os._exit(4)
         deadline = time.monotonic() + 15
@@ -536,3 +546,4 @@ def test_a_fork_waits_for_another_threads_import_to_end(tmp_path, monkeypatch):
     finally:
         thread.join()
         sys.modules.pop(name, None)
+        sys.modules.pop(f"{name}_later", None)

@@ -654,10 +654,33 @@ def _imports_settled() -> Iterator[None]:
         if not _importing_elsewhere() or time.monotonic() >= deadline:
             break
         _imp.release_lock()
+    _import_lock_held["count"] += 1
     try:
         yield
     finally:
+        _import_lock_held["count"] -= 1
         _imp.release_lock()
+
+
+#: Levels of the interpreter's import lock that :func:`_imports_settled` holds (in the
+#: thread that forks).
+_import_lock_held = {"count": 0}
+
+
+def _give_back_the_import_lock() -> None:
+    """In a child forked inside :func:`_imports_settled`: release the import lock it inherited.
+
+    The child's thread holds it as the forking thread did, and any other thread the
+    child starts would wait forever for it at its first import.
+    """
+    count, _import_lock_held["count"] = _import_lock_held["count"], 0
+    for _ in range(count):
+        with contextlib.suppress(RuntimeError):  # not this thread's: another thread forked
+            _imp.release_lock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_give_back_the_import_lock)
 
 
 @contextlib.contextmanager
