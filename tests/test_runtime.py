@@ -515,7 +515,7 @@ def test_a_fork_waits_for_another_threads_import_to_end(tmp_path, monkeypatch):
     started.wait()
     time.sleep(0.2)  # the module's body is running now: its import lock is held
     try:
-        with forking():
+        with forking(prepare=lambda: importlib.import_module(name)):
             pid = os.fork()
             if pid == 0:  # the child: import what the other thread was importing
                 try:
@@ -547,3 +547,60 @@ def test_a_fork_waits_for_another_threads_import_to_end(tmp_path, monkeypatch):
         thread.join()
         sys.modules.pop(name, None)
         sys.modules.pop(f"{name}_later", None)
+
+
+
+def test_the_decoding_workers_imports_are_made_before_they_are_forked():
+    # What the decoding workers import on first need is imported first, so that an
+    # import another thread has begun is waited for (Pillow's plugins, in the hang).
+    import importlib
+
+    from mosaicist.sources.folder import _imports_of_decoding
+
+    _imports_of_decoding()
+    for plugin in [name for name in Image._plugins if f"PIL.{name}" not in sys.modules]:
+        with pytest.raises(ImportError):  # a plugin that needs what is not installed (olefile)
+            importlib.import_module(f"PIL.{plugin}")
+
+
+def test_a_fork_waited_for_from_inside_an_import_does_not_stall(tmp_path):
+    # A module that, while it is imported, waits for a worker thread that forks: the fork
+    # waited for every import in progress to end, that one too, for 30 s.
+    (tmp_path / "importing_waits_s52.py").write_text(
+        "import os, time\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "from mosaicist._runtime import forking\n"
+        "def fork_once():\n"
+        "    with forking():\n"
+        "        pid = os.fork()\n"
+        "        if pid == 0:\n"
+        "            os._exit(0)\n"
+        "    return os.waitpid(pid, 0)[1]\n"
+        "started = time.monotonic()\n"
+        "with ThreadPoolExecutor(1) as pool:\n"
+        "    STATUS = pool.submit(fork_once).result()\n"
+        "SECONDS = time.monotonic() - started\n")
+    script = "import importing_waits_s52 as m; print(m.STATUS, round(m.SECONDS, 1))"
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    status, seconds = result.stdout.split()
+    assert status == "0" and float(seconds) < 10
+
+
+def test_forking_keeps_what_the_application_froze():
+    # The last forking block unfroze everything, the application's own gc.freeze() too
+    # (a server that froze its preloaded objects before forking its workers).
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        with forking():
+            pass
+        assert gc.get_freeze_count() >= frozen
+    finally:
+        gc.unfreeze()
+    with forking():
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0  # nothing frozen before: all unfrozen after

@@ -25,7 +25,6 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from importlib import _bootstrap
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -582,11 +581,11 @@ _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 renew_locks_after_fork(globals(), "_lock")
 
 
-_forking = {"count": 0}
+_forking = {"count": 0, "kept_frozen": False}
 
 
 @contextlib.contextmanager
-def forking() -> Iterator[None]:
+def forking(prepare: Callable[[], object] | None = None) -> Iterator[None]:
     """Fork worker processes in this block: a child never collects the parent's objects.
 
     A forked child inherits every object of the parent, its garbage too, but
@@ -597,63 +596,50 @@ def forking() -> Iterator[None]:
     collected it never decoded a photo. The objects that exist when the
     block starts are frozen (:func:`gc.freeze`: the collector never looks
     at them, in the children it forks here), and unfrozen when the last of
-    overlapping blocks ends.
+    overlapping blocks ends, unless the process had frozen objects of its
+    own before (an application that froze them before forking its own
+    workers): those, and ours with them, then stay frozen.
+
+    A child forked while another thread imports a module inherits that
+    module's import lock, held by a thread the child does not have, and
+    waits forever at its own import of it: the index's decoding workers, for
+    Pillow's plugins, which the target's thread was loading (the make hung
+    on a first run, with a cold bytecode cache). ``prepare`` imports here,
+    first, what the children will import (an import that another thread has
+    begun is waited for: the wait is for those modules alone, not for an
+    import that is itself waiting for this block); then no import may begin
+    until the block ends (:func:`_no_imports_begin`).
+
+    Parameters
+    ----------
+    prepare : callable, optional
+        Imports what the forked children need.
     """
     with _lock:
         if _forking["count"] == 0:
+            _forking["kept_frozen"] = gc.get_freeze_count() > 0
             gc.freeze()
         _forking["count"] += 1
     try:
-        with _imports_settled():
+        if prepare is not None:
+            prepare()
+        with _no_imports_begin():
             yield
     finally:
         with _lock:
             _forking["count"] -= 1
-            if _forking["count"] == 0:
+            if _forking["count"] == 0 and not _forking["kept_frozen"]:
                 gc.unfreeze()
 
 
-#: Longest wait in :func:`forking` for other threads' imports to end before it forks.
-IMPORT_SETTLE_SECONDS = 30.0
-
-
-def _importing_elsewhere() -> bool:
-    """Whether another thread is importing a module now (it holds that module's import lock).
-
-    Read from importlib's table of module locks (a private one: where it is
-    not as expected, no import is seen).
-    """
-    me = threading.get_ident()
-    for reference in list(getattr(_bootstrap, "_module_locks", {}).values()):
-        lock = reference() if callable(reference) else reference
-        owner = getattr(lock, "owner", None)
-        if owner is not None and owner != me:
-            return True
-    return False
-
-
 @contextlib.contextmanager
-def _imports_settled() -> Iterator[None]:
-    """Run the block once no other thread is importing, with new imports held off meanwhile.
+def _no_imports_begin() -> Iterator[None]:
+    """Hold the interpreter's import lock, which a thread takes to begin an import.
 
-    A child forked while another thread imports a module inherits that
-    module's import lock, held by a thread the child does not have: the
-    child's own import of it (Pillow's plugins, when the target's thread
-    was loading them as the index's decoding pool forked) waits forever,
-    and so did the make. The block waits (at most
-    :data:`IMPORT_SETTLE_SECONDS`) until no module lock is held elsewhere,
-    then holds the interpreter's import lock, which a thread takes to begin
-    an import, until the block ends.
+    Forked meanwhile, a child holds it too, as the forking thread did: it is
+    given back there at once (:func:`_give_back_the_import_lock`).
     """
-    deadline = time.monotonic() + IMPORT_SETTLE_SECONDS
-    while True:
-        while _importing_elsewhere() and time.monotonic() < deadline:
-            time.sleep(0.002)
-        # Not held while waiting: the importing thread takes it for each nested import.
-        _imp.acquire_lock()
-        if not _importing_elsewhere() or time.monotonic() >= deadline:
-            break
-        _imp.release_lock()
+    _imp.acquire_lock()
     _import_lock_held["count"] += 1
     try:
         yield
@@ -662,13 +648,13 @@ def _imports_settled() -> Iterator[None]:
         _imp.release_lock()
 
 
-#: Levels of the interpreter's import lock that :func:`_imports_settled` holds (in the
+#: Levels of the interpreter's import lock that :func:`_no_imports_begin` holds (in the
 #: thread that forks).
 _import_lock_held = {"count": 0}
 
 
 def _give_back_the_import_lock() -> None:
-    """In a child forked inside :func:`_imports_settled`: release the import lock it inherited.
+    """In a child forked inside :func:`_no_imports_begin`: release the import lock it inherited.
 
     The child's thread holds it as the forking thread did, and any other thread the
     child starts would wait forever for it at its first import.

@@ -163,6 +163,19 @@ def _folder_outcome(path: str) -> _Decoded:
             "out", None, None, True)
 
 
+def _imports_of_decoding() -> None:
+    """Import here what a decoding worker imports on first need, before it is forked.
+
+    Every Pillow plugin (a photo of any format; the target's thread may be
+    loading them) and imagecodecs (PNG's faster reader). Forked children then
+    find them loaded, instead of waiting forever for the locks of imports
+    another thread had begun (see :func:`mosaicist._runtime.forking`).
+    """
+    Image.init()
+    with contextlib.suppress(ImportError):
+        import imagecodecs  # noqa: F401
+
+
 def _process_context() -> Any:
     """The multiprocessing context of the decoding workers: fork on Linux (cheap to start)."""
     return multiprocessing.get_context("fork" if sys.platform == "linux" else None)
@@ -197,7 +210,7 @@ def _decode_pooled(
             broken = False
             try:
                 # The first submission forks every worker.
-                with forking(), signals_held_while_starting(_HELD_SIGNALS):
+                with forking(_imports_of_decoding), signals_held_while_starting(_HELD_SIGNALS):
                     for index in range(start, len(batches)):
                         if index not in done:
                             futures[index] = executor.submit(_decode_batch, batches[index],
@@ -255,7 +268,7 @@ def _decode_alone(
         args=(sender, os.getpid(), paths, width_px, aspect, crop, colour_profiles),
         daemon=True,
     )
-    with forking(), signals_held_while_starting(_HELD_SIGNALS):
+    with forking(_imports_of_decoding), signals_held_while_starting(_HELD_SIGNALS):
         process.start()
     sender.close()  # else the receiver would never see the end of a process that died
     try:
