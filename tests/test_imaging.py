@@ -244,18 +244,45 @@ def test_pillows_global_limit_is_not_in_the_way_and_is_restored(tmp_path, monkey
     assert Image.MAX_IMAGE_PIXELS == 1000
 
 
-def test_pillow_allowances_overlapping_in_any_order_restore_the_limit(monkeypatch):
+def test_pillow_allowances_hold_in_their_own_thread_only(tmp_path, monkeypatch):
+    # Pillow's limits were lifted for the whole process while any read of ours ran: an
+    # application's own Image.open of a 400-megapixel bomb in another thread passed (402
+    # of its tries while a make ran), and a limit it set meanwhile was put back after.
+    import threading
+
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    path = tmp_path / "p.png"
+    Image.fromarray(gradient(60, 60)).save(path)  # 3,600 pixels: over twice 1,000
     limit = imaging._PILLOW_LIMIT
-    first, second = contextlib.ExitStack(), contextlib.ExitStack()
-    first.enter_context(limit.allowing(5000))
-    assert Image.MAX_IMAGE_PIXELS == 5000
-    second.enter_context(limit.allowing(None))  # a header read, in another thread
-    assert Image.MAX_IMAGE_PIXELS is None
-    first.close()  # the first ends first: the second still needs no limit
-    assert Image.MAX_IMAGE_PIXELS is None
-    second.close()
-    assert Image.MAX_IMAGE_PIXELS == 1000
+    inside, outside = threading.Event(), threading.Event()
+    seen = []
+
+    def application():
+        inside.wait(10)
+        try:  # another thread of the process, while ours reads: Pillow's limit holds
+            Image.open(path)
+            seen.append("opened")
+        except Image.DecompressionBombError:
+            seen.append("refused")
+        Image.MAX_IMAGE_PIXELS = 2000  # the application's own setting, meanwhile
+        outside.set()
+
+    thread = threading.Thread(target=application)
+    thread.start()
+    with limit.allowing(5000), limit.allowing(None):  # nested, as our reads are
+        inside.set()
+        outside.wait(10)
+        with Image.open(path) as image:  # this thread: allowed
+            assert image.size == (60, 60)
+    thread.join()
+    assert seen == ["refused"]
+    assert Image.MAX_IMAGE_PIXELS == 2000  # kept, not put back
+    with limit.allowing(3000):
+        with pytest.raises(Image.DecompressionBombError):
+            Image.open(path)  # over both our 3,000 and Pillow's 2,000
+    Image.MAX_IMAGE_PIXELS = 1000
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(path)  # Pillow's own check, as it was
 
 
 def test_a_jpeg_declaring_a_huge_picture_is_decoded_small(tmp_path):

@@ -514,57 +514,89 @@ PNG_TEXT_CHUNK_BYTES = 64 << 20
 
 
 class _PillowLimit:
-    """Pillow's process-wide decompression-bomb limits, lifted only around our own checks.
+    """Pillow's decompression-bomb limits, lifted for our own reads only, in their own thread.
 
     Pillow refuses images over its global ``Image.MAX_IMAGE_PIXELS`` (twice it, with a
     warning above it) when it opens or crops them. Our reads check the size from
-    the header against their own limit instead, so while one runs the global is
-    lifted (for a header read, checked right after) or raised to the largest
-    limit in use, and it is put back when the last one ends. Render threads read
-    concurrently, hence the count of holders rather than a saved value each.
+    the header against their own limit instead, so in a block of
+    :meth:`allowing`, and in its thread alone, Pillow's check lets through
+    what that limit allows (None: any size, for a header read checked right
+    after), or Pillow's own limit where that is larger.
 
     Pillow also refuses a whole PNG for one compressed text chunk or colour
     profile that inflates past 1 MB (``PngImagePlugin.MAX_TEXT_CHUNK``), which
     OpenCV, browsers and editors read: a Photoshop XMP packet with its
-    history, a large profile. Meanwhile that limit is raised to
+    history, a large profile. In such a block the bound is
     :data:`PNG_TEXT_CHUNK_BYTES`, Pillow's bound on all of a picture's text
     together, which stays.
+
+    The globals themselves are never changed (they once were, lifted while
+    any read ran): an application's own reads in its other threads opened
+    decompression bombs while a make ran, and a limit it set meanwhile was
+    put back when the make ended. Pillow's two checks are replaced once, by
+    ones that defer to Pillow's own outside these blocks.
     """
 
     def __init__(self) -> None:
+        self._local = threading.local()
         self._lock = threading.Lock()
-        self._held: list[int | None] = []
-        self._saved: int | None = None
-        self._saved_text_chunk = PngImagePlugin.MAX_TEXT_CHUNK
+        self._installed = False
 
     @contextlib.contextmanager
     def allowing(self, pixels: int | None) -> Iterator[None]:
-        """Let Pillow handle images of up to ``pixels`` (None: any) while in the block."""
-        with self._lock:
-            if not self._held:
-                self._saved = Image.MAX_IMAGE_PIXELS
-                self._saved_text_chunk = PngImagePlugin.MAX_TEXT_CHUNK
-                PngImagePlugin.MAX_TEXT_CHUNK = max(self._saved_text_chunk,
-                                                    PNG_TEXT_CHUNK_BYTES)
-            self._held.append(pixels)
-            self._apply()
+        """Let Pillow handle images of up to ``pixels`` (None: any) in this thread, in the block."""
+        self._install()
+        held: list[int | None] = self._local.__dict__.setdefault("held", [])
+        held.append(pixels)
         try:
             yield
         finally:
-            with self._lock:
-                self._held.remove(pixels)
-                if self._held:
-                    self._apply()
-                else:
-                    Image.MAX_IMAGE_PIXELS = self._saved
-                    PngImagePlugin.MAX_TEXT_CHUNK = self._saved_text_chunk
+            held.pop()
 
-    def _apply(self) -> None:
-        held = [pixels for pixels in self._held if pixels is not None]
-        if self._saved is None or len(held) < len(self._held):
-            Image.MAX_IMAGE_PIXELS = None
-        else:
-            Image.MAX_IMAGE_PIXELS = max(self._saved, *held)
+    def _allowed(self) -> tuple[bool, int | None]:
+        """Whether this thread is in a block, and the most pixels allowed there (None: any)."""
+        held = self._local.__dict__.get("held")
+        if not held:
+            return False, None
+        own = Image.MAX_IMAGE_PIXELS
+        if own is None or any(pixels is None for pixels in held):
+            return True, None
+        return True, max(own, *(pixels for pixels in held if pixels is not None))
+
+    def _install(self) -> None:
+        if self._installed:
+            return
+        with self._lock:
+            if self._installed:
+                return
+            pillow_check = Image._decompression_bomb_check
+            pillow_inflate = PngImagePlugin._safe_zlib_decompress
+
+            def bomb_check(size: tuple[int, int], *args: Any, **kwargs: Any) -> None:
+                inside, allowed = self._allowed()
+                if not inside:
+                    return pillow_check(size, *args, **kwargs)
+                pixels = max(1, size[0]) * max(1, size[1])
+                if allowed is not None and pixels > allowed:
+                    raise Image.DecompressionBombError(
+                        f"Image size ({pixels} pixels) exceeds limit of {allowed} pixels, "
+                        "could be decompression bomb DOS attack.")
+                return None
+
+            def inflate(s: bytes) -> bytes:  # Pillow's name: it is called so
+                if not self._allowed()[0]:
+                    return pillow_inflate(s)
+                inflater = zlib.decompressobj()
+                text = inflater.decompress(
+                    s, max(PNG_TEXT_CHUNK_BYTES, PngImagePlugin.MAX_TEXT_CHUNK))
+                if inflater.unconsumed_tail:
+                    raise ValueError("Decompressed data too large for "
+                                     "PngImagePlugin.MAX_TEXT_CHUNK")
+                return text
+
+            Image._decompression_bomb_check = bomb_check
+            PngImagePlugin._safe_zlib_decompress = inflate
+            self._installed = True
 
 
 _PILLOW_LIMIT = _PillowLimit()
