@@ -554,10 +554,13 @@ def test_the_decoding_workers_imports_are_made_before_they_are_forked():
     # What the decoding workers import on first need is imported first, so that an
     # import another thread has begun is waited for (Pillow's plugins, in the hang).
     import importlib
+    import importlib.util
 
     from mosaicist.sources.folder import _imports_of_decoding
 
     _imports_of_decoding()
+    if importlib.util.find_spec("imagecodecs") is not None:
+        assert "imagecodecs._png" in sys.modules  # loaded on first use: the target's thread
     for plugin in [name for name in Image._plugins if f"PIL.{name}" not in sys.modules]:
         with pytest.raises(ImportError):  # a plugin that needs what is not installed (olefile)
             importlib.import_module(f"PIL.{plugin}")

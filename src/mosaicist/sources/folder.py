@@ -173,7 +173,10 @@ def _imports_of_decoding() -> None:
     """
     Image.init()
     with contextlib.suppress(ImportError):
-        import imagecodecs  # noqa: F401
+        import imagecodecs
+
+        # Its codecs load on first use, each a module of its own: PNG's is the one read.
+        getattr(imagecodecs, "png_decode", None)
 
 
 def _process_context() -> Any:
