@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import math
 import os
 import re
@@ -157,6 +158,7 @@ class _Context(click.Context):
     formatter_class = _HelpFormatter
 
 
+@functools.cache
 def _source_docstrings() -> dict[str, str]:
     """The docstrings of this module's functions, read from its source file.
 
@@ -175,14 +177,17 @@ def _source_docstrings() -> dict[str, str]:
             for node in tree.body if isinstance(node, ast.FunctionDef)}
 
 
-def _help_of(callback: Callable[..., Any] | None, given: str | None) -> str | None:
-    """A command's help as click takes it from ``callback``'s docstring, also under ``-OO``."""
-    if given is None and callback is not None and sys.flags.optimize >= 2:
-        return _source_docstrings().get(callback.__name__) or None
-    return given
+class _HelpFromSource:
+    """A command (or group) whose help is its callback's docstring, also under ``-OO``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        callback, given = kwargs.get("callback"), kwargs.get("help")
+        if given is None and callback is not None and sys.flags.optimize >= 2:
+            kwargs["help"] = _source_docstrings().get(callback.__name__) or None
+        super().__init__(*args, **kwargs)
 
 
-class _Command(click.Command):
+class _Command(_HelpFromSource, click.Command):
     """A command whose setting errors name its own flags (``--max-uses``, not ``max_uses``).
 
     SIGTERM unwinds the command as an interrupt does (and exits 143): its
@@ -191,10 +196,6 @@ class _Command(click.Command):
     """
 
     context_class = _Context
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["help"] = _help_of(kwargs.get("callback"), kwargs.get("help"))
-        super().__init__(*args, **kwargs)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
@@ -400,15 +401,11 @@ def _escape_what_stdout_cannot_encode() -> None:
             reconfigure(errors="backslashreplace")
 
 
-class _Group(click.Group):
+class _Group(_HelpFromSource, click.Group):
     """Turns expected failures into one line on stderr and a non-zero exit."""
 
     command_class = _Command
     context_class = _Context
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["help"] = _help_of(kwargs.get("callback"), kwargs.get("help"))
-        super().__init__(*args, **kwargs)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         """Run as click does, but report a usage error in one line like any other error.

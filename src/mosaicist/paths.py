@@ -441,8 +441,8 @@ def atomic_folder(final: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def _remove_made_folder(path: Path) -> None:
-    """Remove a folder this process made, whatever it holds, ignoring errors.
+def _remove_made_folder(path: Path, *, ignore_errors: bool = True) -> None:
+    """Remove a folder made by a writer (this process, or a dead one), whatever it holds.
 
     Under a umask of 777 :func:`tempfile.mkdtemp` makes it with no
     permissions at all, which :func:`shutil.rmtree` cannot list: a failed
@@ -451,7 +451,7 @@ def _remove_made_folder(path: Path) -> None:
     """
     with contextlib.suppress(OSError):
         os.chmod(path, 0o700)
-    shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(path, ignore_errors=ignore_errors)
 
 
 def _temporary_prefix(final: Path) -> str:
@@ -596,10 +596,7 @@ def _remove_entry(entry: os.DirEntry[str], removed: list[Path]) -> None:
     path = Path(entry.path)
     with contextlib.suppress(OSError):
         if entry.is_dir(follow_symlinks=False):
-            # A dead writer's folder, made under a umask of 777 perhaps: see _remove_made_folder.
-            with contextlib.suppress(OSError):
-                os.chmod(path, 0o700)
-            shutil.rmtree(path)
+            _remove_made_folder(path, ignore_errors=False)  # noted only once it is gone
         else:
             path.unlink()
         removed.append(path)

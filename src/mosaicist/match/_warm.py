@@ -155,10 +155,8 @@ def warm_prices(
 
     def transform_block(start: int) -> None:
         block = slice(start, start + OBJECTS_PER_BLOCK)
-        for first in range(0, len(points), CELLS_PER_BLOCK):
-            rows = slice(first, first + CELLS_PER_BLOCK)
-            transform(points[rows] @ tiles[block].T, tile_norm[block], point_norm[rows],
-                      paid[rows], prices[block])
+        for rows, _, dots in _products(points, tiles[block]):  # one block of tiles
+            transform(dots, tile_norm[block], point_norm[rows], paid[rows], prices[block])
 
     # The c-transform's products are small blocks too (64 cells by 2,048 tiles, kept in
     # cache for the compiled loop): on BLAS's threads they took 3-6x as long as on one
